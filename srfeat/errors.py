@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+Anything raised as `SRFeatError` is a problem with the user's input (a missing file, a
+malformed checkpoint, a config typo) and is shown by the command line as one line, without a
+traceback. Each message says what is wrong and what to do about it.
+"""
+
+
+class SRFeatError(Exception):
+    """A problem with the user's input; its message is shown as is."""
+
+
+class WeightsError(SRFeatError, ValueError):
+    """A weights file or checkpoint is missing, unreadable or of another architecture."""
+
+
+class ImageReadError(SRFeatError, OSError):
+    """An image file is missing, truncated or not an image."""
+
+
+class ConfigError(SRFeatError, ValueError):
+    """A training config has an unknown key, a wrong type or a missing path."""
