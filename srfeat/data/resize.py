@@ -80,8 +80,8 @@ def contributions(in_length: int, out_length: int, scale: float, antialiasing: b
 def _resize_along(image: torch.Tensor, dim: int, out_length: int, scale: float, antialiasing: bool) -> torch.Tensor:
     """Resize `image` along one dimension (-2 for height, -1 for width)."""
     weights_np, indices_np = contributions(image.shape[dim], out_length, scale, antialiasing)
-    weights = torch.from_numpy(weights_np).to(device=image.device, dtype=image.dtype)
-    indices = torch.from_numpy(indices_np).to(device=image.device)
+    weights = torch.tensor(weights_np, dtype=image.dtype, device=image.device)
+    indices = torch.tensor(indices_np, device=image.device)
     # Broadcast a tap's per-output weight along the other dimension.
     shape = [1] * image.dim()
     shape[dim] = out_length
