@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from srfeat.data import resize
 from srfeat.data.resize import imresize, imresize_np
 
 # Enlarge [1, 2, 4, 8] by 2. E.g. output 1: u = 0.75, taps at input 0 (-> 1), 1, 2 with
@@ -99,3 +100,12 @@ def test_numpy_wrapper_rounds_uint8_and_keeps_layout() -> None:
     gray = rng.random((8, 8)).astype(np.float32)
     big = imresize_np(gray, 2)
     assert big.shape == (16, 16) and big.dtype == np.float32
+
+
+def test_gather_path_matches_dense_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Long dimensions are resized by gathering taps instead of a dense matrix product.
+    image = torch.rand(2, 37, 29, dtype=torch.float64)
+    dense_down, dense_up = imresize(image, scale=0.25), imresize(image, scale=4)
+    monkeypatch.setattr(resize, "DENSE_INPUT_PER_TAP", 0)
+    torch.testing.assert_close(imresize(image, scale=0.25), dense_down, rtol=0, atol=1e-12)
+    torch.testing.assert_close(imresize(image, scale=4), dense_up, rtol=0, atol=1e-12)

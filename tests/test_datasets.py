@@ -1,0 +1,193 @@
+"""Image files and the four datasets, on scikit-image sample photos written to temporary folders."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as samples
+
+from srfeat.data.datasets import (
+    BenchmarkDataset,
+    CenterCropDataset,
+    PairedPatchDataset,
+    RandomCropDataset,
+    bicubic_downscale,
+    center_crop,
+    mod_crop,
+)
+from srfeat.data.io import list_images, read_image, read_raw_image, write_png
+from srfeat.errors import ImageReadError, SRFeatError
+
+
+def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+@pytest.fixture()
+def photo_folder(tmp_path: Path) -> Path:
+    """Two photos big enough for 96 px patches (one of them an odd size) and one too small."""
+    folder = tmp_path / "photos"
+    write_png(folder / "chelsea.png", samples.chelsea()[:150, :203])  # 150x203: odd width
+    write_png(folder / "coffee.png", samples.coffee()[::4, ::4])  # 100x150
+    write_png(folder / "tiny.png", samples.astronaut()[:40, :60])
+    return folder
+
+
+def add_bad_files(folder: Path) -> None:
+    """A truncated PNG and a text file, among the good images."""
+    good = (folder / "chelsea.png").read_bytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "notes.txt").write_text("not an image\n")
+
+
+# ----------------------------------------------------------------------------- io
+
+
+def test_read_image_formats_and_gray(tmp_path: Path) -> None:
+    rgb = samples.astronaut()[:64, :48]
+    for suffix in (".png", ".bmp", ".tif", ".webp"):
+        Image.fromarray(rgb).save(tmp_path / f"a{suffix}", **({"lossless": True} if suffix == ".webp" else {}))
+        np.testing.assert_array_equal(read_image(tmp_path / f"a{suffix}"), rgb)
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=95)
+    assert np.abs(read_image(tmp_path / "a.jpg").astype(int) - rgb).mean() < 4
+    write_png(tmp_path / "gray.png", samples.camera()[:20, :30])
+    gray = read_image(tmp_path / "gray.png")
+    assert gray.shape == (20, 30, 3) and (gray[..., 0] == gray[..., 2]).all()
+    raw = read_raw_image(tmp_path / "gray.png")
+    assert raw.array.shape == (20, 30, 1) and raw.mode == "L"
+
+
+def test_read_image_sixteen_bit_gray_and_alpha(tmp_path: Path) -> None:
+    values = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    raw = read_raw_image(tmp_path / "deep.png")
+    assert raw.array.dtype == np.uint16 and raw.array[..., 0].tolist() == values.tolist()
+    np.testing.assert_array_equal(read_image(tmp_path / "deep.png")[..., 0], np.rint(values / 257).astype(np.uint8))
+    rgba = np.dstack([samples.astronaut()[:8, :8], np.full((8, 8), 128, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    assert read_raw_image(tmp_path / "alpha.png").has_alpha
+    np.testing.assert_array_equal(read_image(tmp_path / "alpha.png"), rgba[..., :3])
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    image = Image.fromarray(samples.astronaut()[:40, :64])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    image.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    assert read_image(tmp_path / "phone.jpg").shape == (64, 40, 3)
+
+
+def test_bad_files_raise_image_read_error_naming_the_file(photo_folder: Path) -> None:
+    add_bad_files(photo_folder)
+    for name in ("truncated.png", "notes.txt", "missing.png"):
+        with pytest.raises(ImageReadError, match=name):
+            read_image(photo_folder / name)
+    assert [path.name for path in list_images(photo_folder)] == ["chelsea.png", "coffee.png", "notes.txt", "tiny.png", "truncated.png"]
+    with pytest.raises(ImageReadError, match="not found"):
+        list_images(photo_folder / "nowhere")
+
+
+# ----------------------------------------------------------------------------- protocol helpers
+
+
+def test_mod_crop_and_protocol_downscale() -> None:
+    image = samples.chelsea()[:150, :203]
+    cropped = mod_crop(image, 4)
+    assert cropped.shape == (148, 200, 3)
+    np.testing.assert_array_equal(cropped, image[:148, :200])
+    lr = bicubic_downscale(cropped, 4)
+    assert lr.shape == (37, 50, 3) and lr.dtype == np.uint8
+    with pytest.raises(ValueError, match="mod_crop"):
+        bicubic_downscale(image, 4)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_center_crop_dataset(photo_folder: Path, in_memory: bool, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        dataset = CenterCropDataset([photo_folder], hr_patch_size=96, scale=4, in_memory=in_memory)
+    assert len(dataset) == 2  # tiny.png is smaller than the patch
+    assert "1 image(s) smaller than 96 px skipped" in caplog.text
+    item = dataset[0]
+    assert item["name"] == "chelsea"
+    assert item["hr"].shape == (3, 96, 96) and item["lr"].shape == (3, 24, 24)
+    assert item["hr"].dtype == torch.float32 and 0 <= item["lr"].min() and item["lr"].max() <= 1
+    expected_hr = center_crop(samples.chelsea()[:150, :203], 96)
+    np.testing.assert_array_equal(_to_uint8(item["hr"]), expected_hr)
+    np.testing.assert_array_equal(_to_uint8(item["lr"]), bicubic_downscale(expected_hr, 4))
+
+
+def test_center_crop_dataset_skips_unreadable_files(photo_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    add_bad_files(photo_folder)
+    with caplog.at_level(logging.WARNING):
+        dataset = CenterCropDataset(photo_folder, hr_patch_size=96, in_memory=True)
+    assert [dataset[i]["name"] for i in range(len(dataset))] == ["chelsea", "coffee"]
+    assert "truncated.png" in caplog.text and "notes.txt" in caplog.text
+
+
+def test_random_crop_dataset_gives_transformed_crops_with_protocol_lr(tmp_path: Path) -> None:
+    source = samples.coffee()[100:164, 200:272]  # 64x72
+    write_png(tmp_path / "src" / "coffee.png", source)
+    dataset = RandomCropDataset(tmp_path / "src", hr_patch_size=32, scale=4, repeats=20)
+    assert len(dataset) == 20
+    # Every HR patch must be one of the 8 flips/rotations of some 32x32 window of the source.
+    windows = np.lib.stride_tricks.sliding_window_view(source, (32, 32), axis=(0, 1))  # (33, 41, 3, 32, 32)
+    orientations = set()
+    for index in range(len(dataset)):
+        item = dataset[index]
+        hr, lr = _to_uint8(item["hr"]), _to_uint8(item["lr"])
+        found = None
+        for flip in (False, True):
+            for turns in range(4):
+                # Undo the transform: rotate back, then unflip.
+                candidate = np.rot90(hr, -turns)
+                candidate = candidate[:, ::-1] if flip else candidate
+                match = np.argwhere((windows == candidate.transpose(2, 0, 1)).all(axis=(2, 3, 4)))
+                if len(match):
+                    found = (flip, turns)
+        assert found is not None
+        orientations.add(found)
+        # LR as the protocol makes it (float32 on the fly may differ from float64 by one level at a rounding tie).
+        assert lr.shape == (8, 8, 3)
+        assert np.abs(lr.astype(int) - bicubic_downscale(hr, 4).astype(int)).max() <= 1
+    assert len(orientations) >= 4  # random orientations, not one fixed transform
+
+
+def test_paired_patch_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "patches"
+    hr = samples.astronaut()[:32, :32]
+    for name in ("a", "b"):
+        write_png(root / "HR" / f"{name}.png", hr)
+        write_png(root / "LR" / f"{name}.png", bicubic_downscale(hr, 4))
+    write_png(root / "HR" / "orphan.png", hr)
+    with caplog.at_level(logging.WARNING):
+        dataset = PairedPatchDataset(root, scale=4, hr_patch_size=32)
+    assert "orphan.png has no LR partner" in caplog.text
+    assert len(dataset) == 2
+    item = dataset[1]
+    assert item["name"] == "b" and item["hr"].shape == (3, 32, 32) and item["lr"].shape == (3, 8, 8)
+    np.testing.assert_array_equal(_to_uint8(item["hr"]), hr)
+    with pytest.raises(SRFeatError, match="not 2x its LR"):
+        PairedPatchDataset(root, scale=2)[0]
+    with pytest.raises(SRFeatError, match="srfeat prepare"):
+        PairedPatchDataset(tmp_path / "photos-without-pairs")
+
+
+def test_benchmark_dataset_reports_bad_files_and_keeps_good_ones(photo_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    add_bad_files(photo_folder)
+    with caplog.at_level(logging.WARNING):
+        dataset = BenchmarkDataset([photo_folder], scale=4)
+    assert dataset.names == ["chelsea", "coffee", "tiny"]
+    assert sorted(path.name for path in dataset.skipped) == ["notes.txt", "truncated.png"]
+    assert "truncated.png" in caplog.text and "notes.txt" in caplog.text
+    item = dataset[0]
+    assert item["hr"].shape == (3, 148, 200) and item["lr"].shape == (3, 37, 50)
+    assert item["dataset"] == "photos"
+    np.testing.assert_array_equal(item["lr_uint8"], bicubic_downscale(item["hr_uint8"], 4))
