@@ -1,0 +1,52 @@
+"""PSNR / SSIM by the BasicSR protocol: hand-computed values and scikit-image as an independent SSIM."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from skimage import data as samples
+from skimage.metrics import structural_similarity
+
+from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
+
+
+def test_rgb_to_y_bt601_values() -> None:
+    pixels = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255]]], dtype=np.uint8)
+    np.testing.assert_allclose(rgb_to_y(pixels)[0], [16.0, 235.0, 16 + 65.481, 16 + 128.553, 16 + 24.966])
+    np.testing.assert_allclose(rgb_to_y(pixels.astype(np.float64) / 255.0), rgb_to_y(pixels))
+    assert rgb_to_y(np.full((2, 2), 255, np.uint8)).tolist() == [[235.0, 235.0], [235.0, 235.0]]
+
+
+def test_psnr_hand_computed_on_y_and_rgb() -> None:
+    hr = np.full((20, 20, 3), 100, np.uint8)
+    sr = hr + 1
+    # Y differs by 219/255 everywhere: PSNR = 10 log10(255^2 / (219/255)^2).
+    assert psnr(sr, hr, crop_border=4) == pytest.approx(10 * math.log10(255**2 / (219 / 255) ** 2), abs=1e-10)
+    assert psnr(sr, hr, crop_border=4, test_y_channel=False) == pytest.approx(10 * math.log10(255**2), abs=1e-10)
+
+
+def test_psnr_shaves_the_border() -> None:
+    hr = samples.astronaut()[:40, :40]
+    sr = hr.copy()
+    sr[:4] = 0  # only the shaved border differs
+    assert psnr(sr, hr, crop_border=4) == math.inf
+    assert psnr(sr, hr, crop_border=0) < 30
+    with pytest.raises(ValueError, match="shape"):
+        psnr(sr[:-1], hr, crop_border=4)
+
+
+def test_ssim_matches_scikit_image_gaussian_ssim() -> None:
+    # scikit-image with Gaussian weights (sigma 1.5, window 11), population covariance and
+    # the mean over the interior is Wang et al.'s SSIM: the protocol's, computed independently.
+    hr = samples.astronaut()[100:180, 150:250]
+    rng = np.random.default_rng(0)
+    sr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+    options = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "data_range": 255}
+    y_sr, y_hr = rgb_to_y(sr)[4:-4, 4:-4], rgb_to_y(hr)[4:-4, 4:-4]
+    assert ssim(sr, hr, crop_border=4) == pytest.approx(structural_similarity(y_sr, y_hr, **options), abs=1e-9)
+    rgb_reference = structural_similarity(sr[4:-4, 4:-4].astype(np.float64), hr[4:-4, 4:-4].astype(np.float64), channel_axis=2, **options)
+    assert ssim(sr, hr, crop_border=4, test_y_channel=False) == pytest.approx(rgb_reference, abs=1e-9)
+    assert ssim(hr, hr, crop_border=4) == pytest.approx(1.0)
+    assert ssim(sr, hr, crop_border=4) < 0.95
