@@ -16,12 +16,7 @@ from srfeat.data.resize import imresize_np
 from srfeat.errors import SRFeatError
 from srfeat.metrics import niqe as niqe_module
 from srfeat.metrics.niqe import _aggd_fit, niqe
-
-
-def y_channel(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 Y (16..235) of a uint8 RGB image, as floats."""
-    rgb = rgb.astype(np.float64) / 255.0
-    return 16.0 + 65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]
+from srfeat.metrics.psnr_ssim import rgb_to_y
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -31,14 +26,14 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def test_baboon_matches_matlab(datasets_dir: Path) -> None:
     # MATLAB R2021a, LIVE's niqe_release on Set14 baboon's Y channel: 5.72957338.
-    score = niqe(y_channel(read_rgb(datasets_dir / "Set14" / "baboon.png")), crop_border=0)
+    score = niqe(rgb_to_y(read_rgb(datasets_dir / "Set14" / "baboon.png")), crop_border=0)
     assert score == pytest.approx(5.72957, abs=5e-5)
     assert round(score, 4) == 5.7296
 
 
 def test_float32_path_is_the_one_that_matches_matlab(datasets_dir: Path) -> None:
     # float64 local means leave +-1e-14 residues in flat areas that shift the fits (5.7300 here).
-    y = np.floor(y_channel(read_rgb(datasets_dir / "Set14" / "baboon.png")) + 0.5)
+    y = np.floor(rgb_to_y(read_rgb(datasets_dir / "Set14" / "baboon.png")) + 0.5)
     assert abs(niqe_module._niqe(y, np.float64) - 5.72957) > 1e-4
     assert niqe_module._niqe(y, np.float32) == pytest.approx(5.72957, abs=5e-5)
 
@@ -55,22 +50,22 @@ def test_benchmark_means_match_published(datasets_dir: Path, dataset: str) -> No
         hr = read_rgb(path)
         hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4]
         bicubic = imresize_np(imresize_np(hr, 0.25), 4.0)
-        bicubic_scores.append(niqe(y_channel(bicubic), crop_border=4))
-        hr_scores.append(niqe(y_channel(hr), crop_border=4))
+        bicubic_scores.append(niqe(rgb_to_y(bicubic), crop_border=4))
+        hr_scores.append(niqe(rgb_to_y(hr), crop_border=4))
     bicubic_published, hr_published = PUBLISHED_MEANS[dataset]
     assert np.mean(bicubic_scores) == pytest.approx(bicubic_published, abs=0.05)
     assert np.mean(hr_scores) == pytest.approx(hr_published, abs=0.1)
 
 
 def test_degradation_raises_the_score() -> None:
-    y = y_channel(skimage_data.astronaut())
+    y = rgb_to_y(skimage_data.astronaut())
     hr = np.clip(np.floor(y + 0.5), 0, 255).astype(np.uint8)
     blurred = imresize_np(imresize_np(hr, 0.25), 4.0).astype(np.float64)
     assert niqe(blurred) > niqe(y) + 2.0
 
 
 def test_rounds_to_integers_and_shaves_border() -> None:
-    y = y_channel(skimage_data.astronaut()[:200, :300])
+    y = rgb_to_y(skimage_data.astronaut()[:200, :300])
     integers = np.floor(y + 0.5)
     assert niqe(y) == niqe(integers)
     assert niqe(integers + 0.3) == niqe(integers - 0.3) == niqe(integers)
