@@ -1,0 +1,179 @@
+"""The authors' recipe for stage-2 training patches (`srfeat prepare`).
+
+Per source image, 130 HR patches: 35 random crops of the image, 35 of its horizontal
+mirror, and 10 each of the image rotated by 90, 180 and 270 degrees and of the mirror
+rotated by 90, 180 and 270 degrees. Each HR patch is written as PNG to OUT/HR with its
+MATLAB-bicubic x1/scale LR patch (rounded to uint8) under the same name in OUT/LR; the
+800 DIV2K training images give the paper's 104,000 pairs.
+
+A crop of a rotated image is the rotation of a crop of the image at a uniformly random
+position, so patches are cut first and then transformed: the same distribution, with far
+less copying. Each image draws its positions from its own generator, seeded by `--seed`
+and the file name, so the output does not depend on the number of workers or the order in
+which they finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from srfeat.data.datasets import bicubic_downscale
+from srfeat.data.io import PathLike, list_images, read_image, write_png
+from srfeat.errors import ImageReadError, SRFeatError
+
+logger = logging.getLogger(__name__)
+
+# (number of patches, horizontal mirror first?, quarter turns counter-clockwise): 130 in all.
+RECIPE: tuple[tuple[int, bool, int], ...] = (
+    (35, False, 0),
+    (35, True, 0),
+    (10, False, 1),
+    (10, False, 2),
+    (10, False, 3),
+    (10, True, 1),
+    (10, True, 2),
+    (10, True, 3),
+)
+PATCHES_PER_IMAGE = sum(count for count, _, _ in RECIPE)
+
+# Fast PNG compression: tens of thousands of files, written once, read many times.
+PNG_COMPRESS_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """What happened to one source image."""
+
+    path: Path
+    written: int = 0
+    too_small: bool = False
+    error: str | None = None
+
+
+def cut_patches(image: np.ndarray, hr_patch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The recipe's 130 HR patches of one HxWx3 image (in RECIPE order)."""
+    height, width = image.shape[:2]
+    patches = []
+    for count, mirror, quarter_turns in RECIPE:
+        for _ in range(count):
+            top = int(rng.integers(0, height - hr_patch_size + 1))
+            left = int(rng.integers(0, width - hr_patch_size + 1))
+            patch = image[top : top + hr_patch_size, left : left + hr_patch_size]
+            if mirror:
+                # The mirror image's crop at column `left` is the mirror of the crop at width - size - left;
+                # both are uniform, so mirroring the crop keeps the distribution.
+                patch = patch[:, ::-1]
+            patches.append(np.ascontiguousarray(np.rot90(patch, quarter_turns)))
+    return patches
+
+
+def image_seed(seed: int, path: Path) -> np.random.SeedSequence:
+    """A per-image seed from the global one and the file name (stable across runs and machines)."""
+    return np.random.SeedSequence([seed, zlib.crc32(path.name.encode("utf-8"))])
+
+
+def prepare_image(path: Path, out: Path, hr_patch_size: int, scale: int, seed: int) -> ImageOutcome:
+    """Cut, downscale and write one image's patches (runs in a worker process)."""
+    try:
+        image = read_image(path)
+    except ImageReadError as error:
+        return ImageOutcome(path, error=str(error))
+    if min(image.shape[:2]) < hr_patch_size:
+        return ImageOutcome(path, too_small=True)
+    rng = np.random.default_rng(image_seed(seed, path))
+    patches = cut_patches(image, hr_patch_size, rng)
+    for number, hr in enumerate(patches):
+        name = f"{path.stem}_{number:03d}.png"
+        write_png(out / "HR" / name, hr, compress_level=PNG_COMPRESS_LEVEL)
+        write_png(out / "LR" / name, bicubic_downscale(hr, scale), compress_level=PNG_COMPRESS_LEVEL)
+    return ImageOutcome(path, written=len(patches))
+
+
+def _single_threaded_worker() -> None:
+    # Parallelism is over images; torch's own threads in every worker would oversubscribe the CPU.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _prepare_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise SRFeatError(f"output {out} exists and is not a folder: choose another OUT")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise SRFeatError(f"output folder {out} is not empty: pass --overwrite to replace its HR/ and LR/ patches, or choose another OUT")
+        # Only what `prepare` writes is removed, so stale patches of an earlier run cannot mix in.
+        for sub in ("HR", "LR"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    (out / "HR").mkdir(parents=True, exist_ok=True)
+    (out / "LR").mkdir(parents=True, exist_ok=True)
+
+
+def prepare_patches(
+    sources: PathLike | Sequence[PathLike],
+    out: PathLike,
+    hr_patch_size: int = 296,
+    scale: int = 4,
+    seed: int = 0,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[ImageOutcome]:
+    """Write the recipe's HR/LR patch pairs of every image in `sources` to OUT/HR and OUT/LR.
+
+    Images smaller than the patch are listed in the log and skipped, as are unreadable files.
+    Returns one outcome per source file.
+    """
+    if hr_patch_size % scale:
+        raise SRFeatError(f"--hr-patch-size {hr_patch_size} must be a multiple of --scale {scale}")
+    folders = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(source) for source in sources]
+    paths = [path for folder in folders for path in list_images(folder)]
+    if not paths:
+        raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")
+    names = [path.stem for path in paths]
+    if len(set(names)) != len(names):
+        raise SRFeatError("two source images share a file name (without extension): their patches would overwrite each other; rename one")
+    out = Path(out)
+    _prepare_output(out, overwrite)
+
+    outcomes: list[ImageOutcome] = []
+    bar = tqdm(total=len(paths), desc="prepare", unit="img", disable=not progress)
+    if workers <= 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small patches: one thread is fastest, more only contend
+        try:
+            for path in paths:
+                outcomes.append(prepare_image(path, out, hr_patch_size, scale, seed))
+                bar.update()
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
+            futures = {pool.submit(prepare_image, path, out, hr_patch_size, scale, seed): index for index, path in enumerate(paths)}
+            finished: dict[int, ImageOutcome] = {}
+            for future in as_completed(futures):
+                finished[futures[future]] = future.result()
+                bar.update()
+        outcomes = [finished[index] for index in range(len(paths))]
+    bar.close()
+
+    too_small = [outcome.path.name for outcome in outcomes if outcome.too_small]
+    if too_small:
+        logger.warning("%d image(s) smaller than %d px skipped: %s", len(too_small), hr_patch_size, ", ".join(too_small))
+    for outcome in outcomes:
+        if outcome.error:
+            logger.warning("%s", outcome.error)
+    written = sum(outcome.written for outcome in outcomes)
+    logger.info("wrote %d HR/LR pairs from %d image(s) to %s", written, sum(1 for o in outcomes if o.written), out)
+    return outcomes
