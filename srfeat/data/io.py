@@ -6,8 +6,9 @@ inside a data loader), EXIF orientation is applied (a portrait photo from a phon
 upright), and any failure becomes an `ImageReadError` that names the file.
 
 `read_image` gives the 8-bit RGB array that the networks and the evaluation protocol use;
-`read_raw_image` gives the pixels as stored (bit depth, channels, ICC profile) for callers
-that must write them back faithfully.
+`read_raw_image` gives the pixels as stored (bit depth, channels, ICC profile, EXIF) for
+callers that must write them back faithfully, and `write_image` writes them so: 16-bit colour
+PNG, which PIL reads and writes only as 8-bit, goes through `srfeat.data.png16`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from srfeat.data import png16
 from srfeat.errors import ImageReadError
 
 logger = logging.getLogger(__name__)
@@ -35,12 +37,14 @@ class RawImage:
 
     `array` is HxWxC with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), dtype uint8 or
     uint16 (16-bit files); `mode` is the PIL mode it was decoded from (`"L"`, `"I;16"`,
-    `"RGBA"`, ...); `icc_profile` is the embedded colour profile, if any.
+    `"RGBA"`, ...; `"RGB;16"` for 16-bit colour PNG); `icc_profile` is the embedded colour
+    profile and `exif` the EXIF block (orientation already applied and removed), if any.
     """
 
     array: np.ndarray
     mode: str
     icc_profile: bytes | None = None
+    exif: bytes | None = None
 
     @property
     def channels(self) -> int:
@@ -115,13 +119,37 @@ def _pixels(image: Image.Image) -> np.ndarray:
 
 
 def read_raw_image(path: PathLike) -> RawImage:
-    """The image as stored: HxWxC uint8/uint16 pixels, PIL mode and ICC profile."""
+    """The image as stored: HxWxC uint8/uint16 pixels, PIL mode, ICC profile and EXIF."""
+    if png16.png16_channels(path) > 1:  # 16-bit gray PIL reads right; colour it cuts to 8 bits
+        return _read_color_png16(Path(path))
     image = open_image(path)
     try:
         array = _pixels(image)
     except ValueError as error:
         raise ImageReadError(f"cannot read image {path}: {error}; convert it to 8- or 16-bit RGB") from error
-    return RawImage(array=array, mode=image.mode, icc_profile=image.info.get("icc_profile"))
+    return RawImage(array=array, mode=image.mode, icc_profile=image.info.get("icc_profile"), exif=image.info.get("exif"))
+
+
+# EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first).
+_ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (1, False), 7: (3, True), 8: (3, False)}
+
+
+def _read_color_png16(path: Path) -> RawImage:
+    # PIL would decode these to 8 bits; read them ourselves and apply EXIF as open_image does.
+    try:
+        decoded = png16.read_png16(path)
+        with Image.open(path) as image:
+            exif = image.getexif()
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+    array = decoded.array
+    turns, mirror = _ORIENTATIONS.get(int(exif.get(0x0112, 1)), (0, False))
+    if mirror:
+        array = array[:, ::-1]
+    array = np.ascontiguousarray(np.rot90(array, k=-turns))
+    exif.pop(0x0112, None)
+    mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
+    return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile, exif=exif.tobytes() if len(exif) else None)
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
@@ -152,3 +180,74 @@ def write_png(path: PathLike, array: np.ndarray, compress_level: int = 6) -> Non
         array = array[..., 0]
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", compress_level=compress_level)
+
+
+def pil_to_array(image: Image.Image) -> np.ndarray:
+    """A PIL image's pixels as HxWxC uint8 (C = 1..4) or uint16 (16-bit gray), channels as stored."""
+    return _pixels(image)
+
+
+def array_to_pil(array: np.ndarray) -> Image.Image:
+    """HxW or HxWxC uint8 (C = 1..4: L, LA, RGB, RGBA) or HxW(x1) uint16 (I;16) -> PIL image."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint16 and array.ndim != 2:
+        raise ValueError("PIL holds 16-bit images only as gray; write 16-bit colour with write_image")
+    if array.dtype not in (np.uint8, np.uint16) or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] > 4):
+        raise ValueError(f"expected HxW or HxWxC (C <= 4) uint8/uint16 pixels, got {array.dtype} {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+# Output formats by extension; `write_image` converts what a format cannot hold.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+_SAVE_OPTIONS: dict[str, dict[str, object]] = {
+    "PNG": {"compress_level": 6},
+    "JPEG": {"quality": 95, "subsampling": 0},  # 4:4:4: an upscaled image's detail is in colour too
+    "WEBP": {"quality": 95, "method": 4},
+    "TIFF": {"compression": "tiff_lzw"},
+    "BMP": {},
+}
+
+
+def write_image(
+    path: PathLike,
+    array: np.ndarray,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> None:
+    """Write HxW or HxWxC (C = 1..4) uint8/uint16 pixels in the format of the file extension.
+
+    16-bit is kept in PNG (gray and colour) and TIFF (gray); other formats get 8 bits. JPEG
+    has no alpha channel: it is dropped (with a warning). The ICC profile and EXIF block are
+    embedded where the format allows. The file appears whole or not at all (written to a
+    temporary name, then renamed), and its folder is created.
+    """
+    path = Path(path)
+    image_format = FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"unknown image extension {path.suffix!r}: use one of {', '.join(sorted(FORMATS))}")
+    if array.ndim == 2:
+        array = array[..., None]
+    channels = array.shape[2]
+    if image_format == "JPEG" and channels in (2, 4):
+        logger.warning("%s: JPEG has no alpha channel; the alpha is dropped (use .png or .webp to keep it)", path)
+        array, channels = array[..., : channels - 1], channels - 1
+    sixteen_bit_ok = image_format == "PNG" or (image_format == "TIFF" and channels == 1)
+    if array.dtype == np.uint16 and not sixteen_bit_ok:
+        logger.warning("%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format)
+        array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if array.dtype == np.uint16 and channels > 1:
+            png16.write_png16(temporary, array, icc_profile=icc_profile)
+        else:
+            options = dict(_SAVE_OPTIONS[image_format])
+            if icc_profile and image_format != "BMP":
+                options["icc_profile"] = icc_profile
+            if exif and image_format != "BMP":
+                options["exif"] = exif
+            array_to_pil(array).save(temporary, format=image_format, **options)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
