@@ -1,0 +1,13 @@
+"""Inference: the generator folded for speed, tiled upscaling in bounded memory, the Python API.
+
+```python
+from srfeat import Upscaler
+upscaled = Upscaler("default")(image)  # PIL image, numpy array or tensor in, the same out
+```
+"""
+
+from srfeat.inference.fused import InferenceGenerator, fold_batchnorm
+from srfeat.inference.tiling import plan_tiles, upscale_tiled
+from srfeat.inference.upscaler import Upscaler
+
+__all__ = ["InferenceGenerator", "Upscaler", "fold_batchnorm", "plan_tiles", "upscale_tiled"]

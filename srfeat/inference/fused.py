@@ -1,0 +1,169 @@
+"""The generator in inference form: BatchNorm folded into the convolutions, buffers reused.
+
+In eval mode every BatchNorm of the generator is a fixed per-channel affine map that follows a
+bias-free convolution, so it can be folded into that convolution's weights and a new bias:
+the network then runs 33 fewer passes over its activations and gives the same outputs up to
+float rounding. `InferenceGenerator` is that folded network; it also updates in place where
+the training graph allocates (LeakyReLU, residual adds, the running sum of the long-range
+skips), folds the output map from [-1, 1] to [0, 1] into the tail convolution, and runs the
+upsampler, whose activations are 4x and 16x the size of the body's, in bands of rows so that
+its memory stays bounded whatever the size of the input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srfeat.archs.generator import LEAKY_SLOPE, ResidualBlock, SRFeatGenerator
+
+__all__ = ["fold_batchnorm", "InferenceGenerator"]
+
+# Default bound on the low-resolution pixels the upsampler handles at once: at scale 4 in
+# float32 it holds about 20 kB per low-resolution pixel (the 512-channel convolution output
+# at 2x resolution and its pixel-shuffled copy), so this is about 0.3 GB.
+DEFAULT_UPSAMPLE_PIXELS = 16384
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A convolution equal to `bn(conv(x))` with `bn` in eval mode (running statistics)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+    with torch.no_grad():
+        # Fold in float64 so the folded weights are the correctly rounded float32 values.
+        inv_std = torch.rsqrt(bn.running_var.double() + bn.eps)
+        gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(inv_std)
+        beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(inv_std)
+        scale = gamma * inv_std
+        bias = beta - bn.running_mean.double() * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias.double() * scale
+        folded = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=True,
+            padding_mode=conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+        folded.bias.copy_(bias)
+    return folded
+
+
+def _copy_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    copy = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        padding=conv.padding,
+        bias=conv.bias is not None,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    copy.load_state_dict(conv.state_dict())
+    return copy
+
+
+class FoldedResidualBlock(nn.Module):
+    """conv (+folded BN) -> LeakyReLU -> conv (+folded BN), plus the block input."""
+
+    def __init__(self, block: ResidualBlock) -> None:
+        super().__init__()
+        self.conv1 = fold_batchnorm(block.conv1, block.bn1)
+        self.conv2 = fold_batchnorm(block.conv2, block.bn2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.leaky_relu(self.conv1(x), LEAKY_SLOPE, inplace=True)
+        return self.conv2(y).add_(x)
+
+
+class InferenceGenerator(nn.Module):
+    """`SRFeatGenerator` for inference only: same outputs (to float rounding), less work.
+
+    Built from a trained generator (its BatchNorm statistics are read once, so later changes
+    to the generator do not reach this copy). Use it under `torch.inference_mode()`; its
+    forward modifies intermediate tensors in place and cannot be differentiated.
+    """
+
+    def __init__(self, generator: SRFeatGenerator, upsample_pixels: int = DEFAULT_UPSAMPLE_PIXELS) -> None:
+        super().__init__()
+        self.scale = generator.scale
+        self.num_features = generator.num_features
+        self.num_blocks = generator.num_blocks
+        self.in_channels = generator.in_channels
+        # Low-resolution pixels per upsampler band; the caller may lower it to save memory.
+        self.upsample_pixels = upsample_pixels
+        self.head = _copy_conv(generator.head)
+        self.body = nn.ModuleList(FoldedResidualBlock(block) for block in generator.body)
+        self.long_skips = nn.ModuleList(_copy_conv(skip) for skip in generator.long_skips)
+        self.upsample_convs = nn.ModuleList(_copy_conv(stage.conv) for stage in generator.upsampler)
+        # The generator returns (tail(x) + 1) / 2: fold that affine map into the tail.
+        self.tail = _copy_conv(generator.tail)
+        with torch.no_grad():
+            self.tail.weight.mul_(0.5)
+            self.tail.bias.mul_(0.5).add_(0.5)
+        self.eval()
+
+    @property
+    def upsample_halo(self) -> int:
+        """Low-resolution rows a band of the upsampler needs beyond its own on each side.
+
+        Each 3x3 convolution reaches one pixel at its own resolution: one low-resolution pixel
+        for the first stage, half of one for the second, a quarter for the tail.
+        """
+        reach = sum(0.5**stage for stage in range(len(self.upsample_convs) + 1))
+        return math.ceil(reach)
+
+    @property
+    def receptive_radius(self) -> int:
+        """How far (in input pixels) an output pixel sees: tiles overlapping by this are exact."""
+        head_reach = self.head.kernel_size[0] // 2
+        body_reach = 2 * self.num_blocks  # two 3x3 convolutions per block; the 1x1 skips add none
+        reach = head_reach + body_reach + sum(0.5**stage for stage in range(len(self.upsample_convs) + 1))
+        return math.ceil(reach)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Head and residual body with the long-range skips, at low resolution."""
+        x = self.head(x * 2.0 - 1.0)
+        skip_sum: torch.Tensor | None = None
+        for block, skip in zip(self.body, self.long_skips):
+            x = block(x)
+            skip_sum = skip(x) if skip_sum is None else skip_sum.add_(skip(x))
+        x = self.body[-1](x)
+        return x if skip_sum is None else x.add_(skip_sum)
+
+    def upsample(self, features: torch.Tensor) -> torch.Tensor:
+        """Upsampler and tail on the features of the whole input."""
+        for conv in self.upsample_convs:
+            # LeakyReLU commutes with the pixel shuffle (a permutation): apply it to the
+            # convolution output in place, before the shuffle copies it.
+            features = F.pixel_shuffle(F.leaky_relu(conv(features), LEAKY_SLOPE, inplace=True), 2)
+        return self.tail(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) in [0, 1] -> (N, C, scale*h, scale*w), nominally in [0, 1], unclamped."""
+        features = self.features(x)
+        batch, _, height, width = features.shape
+        band_rows = max(1, self.upsample_pixels // max(1, batch * width))
+        if band_rows >= height:
+            return self.upsample(features)
+        # Bands of rows, each with `halo` real neighbouring rows on both sides (none beyond the
+        # image, where the convolutions zero-pad exactly as on the whole input).
+        halo, scale = self.upsample_halo, self.scale
+        output = features.new_empty(batch, self.in_channels, height * scale, width * scale)
+        output = output.contiguous(memory_format=torch.channels_last) if features.is_contiguous(memory_format=torch.channels_last) else output
+        for top in range(0, height, band_rows):
+            bottom = min(height, top + band_rows)
+            lo, hi = max(0, top - halo), min(height, bottom + halo)
+            band = self.upsample(features[:, :, lo:hi])
+            output[:, :, top * scale : bottom * scale] = band[:, :, (top - lo) * scale : (bottom - lo) * scale]
+        return output

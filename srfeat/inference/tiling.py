@@ -1,0 +1,180 @@
+"""Upscaling an image of any size in bounded memory: overlapping tiles, one at a time.
+
+The whole image stays in host memory; each tile is cut from it with `pad` real neighbouring
+pixels on every side that has neighbours (none beyond the image border, where the network
+zero-pads exactly as it does on the whole image), sent to the device, upscaled, and only its
+own part of the result is written into the output. With `pad` at least the network's
+receptive radius (38 low-resolution pixels for the 16-block generator) a tile's output pixels
+see exactly the inputs they see in the untiled forward, so the result equals the untiled
+output up to float rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from srfeat.errors import SRFeatError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Tile", "plan_tiles", "available_memory", "MemoryPlan", "plan_memory", "upscale_tiled"]
+
+MIN_TILE = 32
+# On a CPU a larger tile is no faster once the overlap is small, and the memory is better
+# left to the rest of the machine: the automatic tile size uses at most this much.
+CPU_TILE_BUDGET = 1 << 30
+# Live activations of the body per pixel and channel: the block input, the two convolution
+# outputs, the running sum of the skips and one skip output, plus slack for the convolution
+# library's workspace.
+BODY_BUFFERS = 7
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the output region it owns and the (larger) input region it reads, in input pixels."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+    in_top: int
+    in_left: int
+    in_bottom: int
+    in_right: int
+
+
+def _spans(length: int, tile: int) -> list[tuple[int, int]]:
+    # Equal-sized spans (differing by at most one pixel) rather than full tiles and a sliver.
+    count = max(1, math.ceil(length / tile))
+    bounds = [round(i * length / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def plan_tiles(height: int, width: int, tile: int, pad: int) -> list[Tile]:
+    """Tiles of at most `tile` x `tile` pixels covering the image, each read with `pad` context."""
+    if tile < 1:
+        raise ValueError(f"tile size must be positive, got {tile}")
+    if pad < 0:
+        raise ValueError(f"tile pad must not be negative, got {pad}")
+    tiles = []
+    for top, bottom in _spans(height, tile):
+        for left, right in _spans(width, tile):
+            tiles.append(
+                Tile(
+                    top, left, bottom, right,
+                    max(0, top - pad), max(0, left - pad), min(height, bottom + pad), min(width, right + pad),
+                )
+            )
+    return tiles
+
+
+def _cgroup_memory_limit() -> int | None:
+    # A container's memory limit is what matters there, not the host's free memory.
+    for path in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return None
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes the tiles may use on `device`: free GPU memory, or the host's available memory."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = 4 << 30  # no way to ask (not Linux): assume a modest machine
+    limit = _cgroup_memory_limit()
+    return min(available, limit) if limit is not None else available
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Tile size (input pixels per side) and upsampler band size (input pixels) for a budget."""
+
+    tile: int
+    upsample_pixels: int
+
+
+def plan_memory(num_features: int, scale: int, pad: int, device: torch.device, dtype: torch.dtype) -> MemoryPlan:
+    """Half of a safe share of the device's memory for the body of a tile, half for the upsampler."""
+    budget = available_memory(device) // 2
+    if device.type == "cpu":
+        budget = min(budget, CPU_TILE_BUDGET)
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    body_bytes_per_pixel = BODY_BUFFERS * num_features * itemsize
+    tile = max(MIN_TILE, math.isqrt(max(1, budget // 2 // body_bytes_per_pixel)) - 2 * pad)
+    # The last upsampling stage holds its input, its convolution output (4x the channels) and
+    # the pixel-shuffled copy of that output at once.
+    upsample_bytes_per_pixel = num_features * (2 * scale**2 + (scale // 2) ** 2) * itemsize
+    upsample_pixels = max(1024, budget // 2 // upsample_bytes_per_pixel)
+    logger.debug("tile %d, upsampler bands of %d pixels (budget %.0f MB on %s)", tile, upsample_pixels, budget / 2**20, device)
+    return MemoryPlan(tile=tile, upsample_pixels=upsample_pixels)
+
+
+def upscale_tiled(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    scale: int,
+    tile: int,
+    pad: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    fallback: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = False,
+    memory_format: torch.memory_format = torch.channels_last,
+) -> torch.Tensor:
+    """Upscale a (C, H, W) float image held on the CPU; returns (C, scale*H, scale*W) float32 on the CPU.
+
+    `model` maps an (1, C, h, w) batch of `dtype` on `device` to (1, C, scale*h, scale*w).
+    When a tile's output is not finite (float16 overflow) it is recomputed with `fallback`
+    (the float32 model, given float32 input) if one is given. The output is laid out
+    height-width-channel (a permuted view), the layout image files and numpy arrays use, so
+    converting it afterwards costs no copy. The network runs in inference mode; the output
+    is an ordinary tensor.
+    """
+    channels, height, width = image.shape
+    output = torch.empty(height * scale, width * scale, channels, dtype=torch.float32).permute(2, 0, 1)
+    tiles = plan_tiles(height, width, tile, pad)
+    for part in tqdm(tiles, desc="tiles", unit="tile", leave=False, disable=not progress or len(tiles) == 1):
+        source = image[:, part.in_top : part.in_bottom, part.in_left : part.in_right].unsqueeze(0)
+        batch = source.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
+        try:
+            with torch.inference_mode():
+                result = model(batch)
+                if fallback is not None and not bool(torch.isfinite(result).all()):
+                    logger.info("tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype)
+                    result = fallback(batch.float())
+        except torch.OutOfMemoryError as error:
+            raise SRFeatError(
+                f"out of memory on {device} upscaling a {part.in_bottom - part.in_top}x{part.in_right - part.in_left} tile; "
+                "give a smaller tile size (--tile)"
+            ) from error
+        top, left = (part.top - part.in_top) * scale, (part.left - part.in_left) * scale
+        rows, cols = (part.bottom - part.top) * scale, (part.right - part.left) * scale
+        output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(
+            result[0, :, top : top + rows, left : left + cols]
+        )
+    return output

@@ -1,0 +1,259 @@
+"""The Python API: `Upscaler("default")(image)` for PIL images, numpy arrays and tensors.
+
+Whatever comes in goes through one path: a (C, H, W) float image in [0, 1] on the host, C = 1
+(gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA). The network sees RGB: gray is replicated to
+three channels and the result converted back with the BT.601 luma weights (which map gray to
+itself); alpha is not a colour, so it is resized on its own with MATLAB's bicubic and put back.
+The result is clamped to [0, 1] and returned as the kind and dtype that came in.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import TYPE_CHECKING, overload
+
+import numpy as np
+import torch
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.data.resize import imresize
+from srfeat.errors import SRFeatError
+from srfeat.inference.fused import InferenceGenerator
+from srfeat.inference.tiling import plan_memory, upscale_tiled
+from srfeat.weights import load_generator
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Upscaler", "resolve_device", "resolve_dtype"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+# BT.601 luma, as PIL's RGB -> L conversion: a gray input upscaled to near-gray RGB comes back
+# as the gray the network made of it.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`"auto"`/None: the GPU if there is one, else the CPU; a GPU that is missing is an error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SRFeatError(f"device {device} requested but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """fp32 anywhere; fp16 and bf16 on a GPU (bf16 also on a CPU that has native bf16 support)."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise SRFeatError(f"unknown precision {dtype!r}: use one of fp32, fp16, bf16")
+        dtype = DTYPES[dtype]
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise SRFeatError(f"unsupported precision {dtype}: use float32, float16 or bfloat16")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise SRFeatError("half precision (fp16) needs a GPU; on the CPU use fp32 (the default) or bf16")
+    if device.type == "cpu" and dtype == torch.bfloat16 and not torch.backends.mkldnn.is_available():
+        raise SRFeatError("bf16 on the CPU needs PyTorch with oneDNN; use fp32 (the default)")
+    return dtype
+
+
+def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtype) -> InferenceGenerator:
+    model = InferenceGenerator(generator).to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise SRFeatError(f"the model's weights do not fit in {dtype} (they overflow); use fp32")
+    return model.eval()
+
+
+class Upscaler:
+    """A generator ready to upscale images: `Upscaler("default")(image)`.
+
+    `model` is a bundled name (`default`, `gan`), a checkpoint path, or an `SRFeatGenerator`.
+    `device` is `"auto"` (GPU if available), `"cpu"` or `"cuda[:i]"`; `dtype` is `"fp32"`
+    (default), `"fp16"` or `"bf16"` (a tile whose reduced-precision output has NaN or inf is
+    recomputed in fp32). `tile` is the tile size in input pixels (None: chosen from the free
+    memory; 0: no tiling); `tile_pad` the context around each tile (None: the network's
+    receptive radius, which makes tiling exact). `compile=True` runs the network through
+    `torch.compile` (worth it for many images on a GPU). `progress` shows a bar over the tiles.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | SRFeatGenerator = "default",
+        *,
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype = "fp32",
+        tile: int | None = None,
+        tile_pad: int | None = None,
+        compile: bool = False,
+        progress: bool = False,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if tile is not None and tile < 0:
+            raise SRFeatError(f"tile size must be positive (or 0 for no tiling), got {tile}")
+        if tile_pad is not None and tile_pad < 0:
+            raise SRFeatError(f"tile pad must not be negative, got {tile_pad}")
+        if isinstance(model, SRFeatGenerator):
+            generator = copy.deepcopy(model).cpu().float().eval()
+        else:
+            generator = load_generator(model, "cpu")
+        self.model_fp32 = _prepare(generator, self.device, torch.float32)
+        self.model = self.model_fp32 if self.dtype == torch.float32 else _prepare(generator, self.device, self.dtype)
+        self.scale: int = generator.scale
+        self.tile = tile
+        self.tile_pad = self.model.receptive_radius if tile_pad is None else tile_pad
+        self.progress = progress
+        self._forward = torch.compile(self.model) if compile else self.model
+        self._fallback = None if self.dtype == torch.float32 else self.model_fp32
+
+    def __repr__(self) -> str:
+        tile = "auto" if self.tile is None else self.tile
+        return f"Upscaler(scale={self.scale}, device={self.device}, dtype={self.dtype}, tile={tile}, tile_pad={self.tile_pad})"
+
+    # -- the one path every input takes -------------------------------------------------
+
+    def upscale_rgb(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) float in [0, 1] on the host -> (3, sH, sW) float32, unclamped, on the host."""
+        _, height, width = image.shape
+        plan = plan_memory(self.model.num_features, self.scale, self.tile_pad, self.device, self.dtype)
+        tile = plan.tile if self.tile is None else (self.tile or max(height, width))
+        for model in (self.model, self.model_fp32):
+            model.upsample_pixels = plan.upsample_pixels
+        return upscale_tiled(
+            self._forward,
+            image,
+            scale=self.scale,
+            tile=tile,
+            pad=self.tile_pad,
+            device=self.device,
+            dtype=self.dtype,
+            fallback=self._fallback,
+            progress=self.progress,
+        )
+
+    def upscale_channels(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
+        """(C, H, W) float in [0, 1], C = 1, 2, 3 or 4 -> (C, H', W') float32 in [0, 1] on the host.
+
+        H' = round(H * outscale) (default outscale: the model's scale); the network's output is
+        resized to it with MATLAB's bicubic.
+        """
+        channels, height, width = image.shape
+        if channels not in (1, 2, 3, 4):
+            raise ValueError(f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
+        image = image.detach().to("cpu", torch.float32)
+        color, alpha = (image[:-1], image[-1:]) if channels in (2, 4) else (image, None)
+        rgb = color.expand(3, height, width) if color.shape[0] == 1 else color
+        result = self.upscale_rgb(rgb)
+        if color.shape[0] == 1:
+            weights = torch.tensor(LUMA_WEIGHTS).view(3, 1, 1)
+            result = (result * weights).sum(0, keepdim=True)
+        size = (height * self.scale, width * self.scale)
+        if outscale is not None and outscale != self.scale:
+            if outscale <= 0:
+                raise SRFeatError(f"outscale must be positive, got {outscale}")
+            size = (max(1, round(height * outscale)), max(1, round(width * outscale)))
+            result = imresize(result, size=size)
+        if alpha is not None:
+            result = torch.cat([result, _resize_alpha(alpha, size)])
+        return result.clamp_(0.0, 1.0)
+
+    # -- inputs and outputs ---------------------------------------------------------------
+
+    @overload
+    def __call__(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor: ...
+    @overload
+    def __call__(self, image: np.ndarray, outscale: float | None = None) -> np.ndarray: ...
+    @overload
+    def __call__(self, image: Image.Image, outscale: float | None = None) -> Image.Image: ...
+
+    def __call__(self, image, outscale=None):  # type: ignore[no-untyped-def]
+        """Upscale a PIL image, a numpy array (HxW or HxWxC; uint8, uint16 or float in [0, 1]) or a
+        float tensor in [0, 1] ((C, H, W) or (N, C, H, W)); returns the same kind, dtype and layout."""
+        if isinstance(image, torch.Tensor):
+            return self.upscale_tensor(image, outscale)
+        if isinstance(image, np.ndarray):
+            return self.upscale_array(image, outscale)
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            return self.upscale_pil(image, outscale)
+        raise TypeError(f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+
+    def upscale_tensor(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
+        """(C, H, W) or (N, C, H, W) float in [0, 1] -> the same layout, dtype and device."""
+        if not image.is_floating_point():
+            raise TypeError(f"expected a float tensor with values in [0, 1], got {image.dtype}")
+        if image.dim() == 3:
+            return self.upscale_channels(image, outscale).to(image.device, image.dtype)
+        if image.dim() == 4:
+            results = [self.upscale_channels(item, outscale) for item in image]
+            return torch.stack(results).to(image.device, image.dtype)
+        raise ValueError(f"expected a (C, H, W) or (N, C, H, W) tensor, got shape {tuple(image.shape)}")
+
+    def upscale_array(self, array: np.ndarray, outscale: float | None = None) -> np.ndarray:
+        """HxW or HxWxC numpy array, uint8, uint16 or float in [0, 1] -> the same dtype and layout."""
+        if array.ndim not in (2, 3):
+            raise ValueError(f"expected an HxW or HxWxC array, got shape {array.shape}")
+        hwc = array[..., None] if array.ndim == 2 else array
+        result = self.upscale_channels(to_float_tensor(hwc), outscale)
+        output = from_float_tensor(result, array.dtype)
+        return output[..., 0] if array.ndim == 2 else output
+
+    def upscale_pil(self, image: Image.Image, outscale: float | None = None) -> Image.Image:
+        """A PIL image -> a PIL image of the same kind (L, LA, RGB, RGBA; 16-bit gray stays 16-bit).
+
+        The ICC profile, if any, is carried over. EXIF orientation is not applied here (the
+        caller decides; `srfeat.data.io.open_image` applies it).
+        """
+        from srfeat.data.io import array_to_pil, pil_to_array
+
+        result = array_to_pil(self.upscale_array(pil_to_array(image), outscale))
+        if image.info.get("icc_profile"):
+            result.info["icc_profile"] = image.info["icc_profile"]
+        return result
+
+
+def _resize_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(1, H, W) alpha -> (1, *size) with MATLAB's bicubic; a constant alpha (opaque) stays exact."""
+    if bool((alpha == alpha.flatten()[0]).all()):
+        return alpha.new_full((1, *size), float(alpha.flatten()[0]))
+    return imresize(alpha, size=size)
+
+
+def to_float_tensor(array: np.ndarray) -> torch.Tensor:
+    """HxWxC uint8, uint16 or float array -> (C, H, W) float32 in [0, 1] (a permuted view when it can)."""
+    if array.dtype == np.uint8:
+        scale = 255.0
+    elif array.dtype == np.uint16:
+        scale = 65535.0
+    elif np.issubdtype(array.dtype, np.floating):
+        scale = 1.0
+    else:
+        raise TypeError(f"expected uint8, uint16 or float pixels, got {array.dtype}")
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
+    if scale != 1.0:
+        tensor.div_(scale)
+    return tensor.permute(2, 0, 1)
+
+
+def from_float_tensor(image: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """(C, H, W) float in [0, 1] -> HxWxC array of `dtype` (integers rounded to nearest)."""
+    hwc = image.permute(1, 2, 0)
+    if dtype == np.uint8:
+        return hwc.mul(255.0).round_().to(torch.uint8).numpy()
+    if dtype == np.uint16:
+        return hwc.mul(65535.0).round_().to(torch.int32).numpy().astype(np.uint16)
+    return hwc.contiguous().numpy().astype(dtype, copy=False)

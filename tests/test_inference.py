@@ -1,0 +1,287 @@
+"""Inference: BatchNorm folding, receptive radius, exact tiling, the Upscaler API, 16-bit PNG."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.data.png16 import png16_channels, read_png16, write_png16
+from srfeat.data.resize import imresize
+from srfeat.errors import SRFeatError, WeightsError
+from srfeat.inference import InferenceGenerator, Upscaler, fold_batchnorm, plan_tiles, upscale_tiled
+from srfeat.weights import save_generator
+
+
+def randomise_batchnorm(generator: nn.Module) -> nn.Module:
+    """Give every BatchNorm statistics and affine parameters far from the identity."""
+    with torch.no_grad():
+        for module in generator.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.3, 3.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return generator.eval()
+
+
+def tiny_generator(scale: int = 4, num_blocks: int = 2, num_features: int = 8) -> SRFeatGenerator:
+    return randomise_batchnorm(SRFeatGenerator(scale=scale, num_features=num_features, num_blocks=num_blocks))
+
+
+# -- folding -------------------------------------------------------------------------------
+
+
+def test_fold_batchnorm_equals_conv_then_batchnorm() -> None:
+    conv = nn.Conv2d(5, 7, 3, padding=1, bias=False)
+    bn = randomise_batchnorm(nn.BatchNorm2d(7))
+    x = torch.randn(2, 5, 11, 13)
+    folded = fold_batchnorm(conv, bn)
+    assert folded.bias is not None
+    torch.testing.assert_close(folded(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_inference_generator_matches_generator_to_float_rounding(scale: int) -> None:
+    generator = tiny_generator(scale=scale, num_blocks=3)
+    model = InferenceGenerator(generator)
+    x = torch.rand(2, 3, 17, 22)
+    with torch.inference_mode():
+        expected = generator(x)
+        folded = model(x)
+        model.upsample_pixels = 2 * 22 * 3  # bands of 3 rows: the upsampler's band edges too
+        banded = model(x.contiguous(memory_format=torch.channels_last))
+    assert folded.shape == expected.shape == (2, 3, 17 * scale, 22 * scale)
+    assert (folded - expected).abs().max().item() < 1e-5
+    assert (banded - expected).abs().max().item() < 1e-5
+
+
+def test_folding_removes_batchnorm_and_keeps_a_copy() -> None:
+    generator = tiny_generator()
+    model = InferenceGenerator(generator)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    before = model.head.weight.clone()
+    with torch.no_grad():
+        generator.head.weight.add_(1.0)
+    assert torch.equal(model.head.weight, before)
+
+
+def test_full_size_receptive_radius() -> None:
+    # head 9x9 (4) + 32 body 3x3 convolutions (32) + upsampler 1 + 1/2 + 1/4 -> 38 input pixels.
+    model = InferenceGenerator(SRFeatGenerator())
+    assert model.receptive_radius == 38
+    assert InferenceGenerator(SRFeatGenerator(scale=2, num_features=8)).receptive_radius == 38
+
+
+def test_receptive_radius_bounds_the_influence_of_a_pixel() -> None:
+    generator = tiny_generator(num_blocks=2)
+    model = InferenceGenerator(generator)
+    radius = model.receptive_radius  # 4 + 4 + 1.75 -> 10
+    assert radius == 10
+    x = torch.rand(1, 3, 41, 41)
+    y = x.clone()
+    y[0, :, 20, 20] += 0.5
+    with torch.inference_mode():
+        changed = (model(x) - model(y)).abs().amax(dim=(0, 1)) > 0
+    rows = changed.any(dim=1).nonzero().flatten()
+    # Input pixel 20 covers output pixels 80..83; the reach is 9.75 input pixels = 39 outputs.
+    assert rows.min().item() >= 80 - 39 and rows.max().item() <= 83 + 39
+    assert rows.min().item() <= 80 - 36  # the bound is tight, not generous
+
+
+# -- tiling --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("height", "width", "tile", "pad"), [(50, 37, 16, 5), (8, 8, 64, 3), (100, 1, 7, 0)])
+def test_tiles_cover_every_pixel_once_and_read_only_the_image(height: int, width: int, tile: int, pad: int) -> None:
+    owners = np.zeros((height, width), dtype=int)
+    for part in plan_tiles(height, width, tile, pad):
+        assert part.bottom - part.top <= tile and part.right - part.left <= tile
+        assert 0 <= part.in_top <= part.top and part.bottom <= part.in_bottom <= height
+        assert 0 <= part.in_left <= part.left and part.right <= part.in_right <= width
+        assert part.in_top == max(0, part.top - pad) and part.in_right == min(width, part.right + pad)
+        owners[part.top : part.bottom, part.left : part.right] += 1
+    assert (owners == 1).all()
+
+
+def test_tiled_equals_untiled_with_full_depth() -> None:
+    # Full depth (receptive radius 38 like the real network), narrow width to stay fast.
+    model = InferenceGenerator(tiny_generator(num_blocks=16, num_features=8))
+    image = torch.rand(3, 90, 130)
+    whole = upscale_tiled(model, image, 4, tile=1000, pad=38, device=torch.device("cpu"), dtype=torch.float32)
+    tiled = upscale_tiled(model, image, 4, tile=24, pad=38, device=torch.device("cpu"), dtype=torch.float32)
+    assert (tiled - whole).abs().max().item() < 1e-5
+    # With less context than the receptive radius the seams show: the padding is what matters.
+    short = upscale_tiled(model, image, 4, tile=24, pad=4, device=torch.device("cpu"), dtype=torch.float32)
+    assert (short - whole).abs().max().item() > 1e-4
+
+
+def test_tiled_equals_untiled_full_size_network() -> None:
+    # The real architecture on an 8x150 strip, tiles of 40 columns: each reads 40 + 2 * 38
+    # columns at most, so the tiles really are cut out of the image.
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    model = InferenceGenerator(randomise_batchnorm(SRFeatGenerator()))
+    image = torch.rand(3, 8, 150)
+    whole = upscale_tiled(model, image, 4, tile=150, pad=38, device=torch.device("cpu"), dtype=torch.float32)
+    tiled = upscale_tiled(model, image, 4, tile=40, pad=38, device=torch.device("cpu"), dtype=torch.float32)
+    assert (tiled - whole).abs().max().item() * 255 < 0.01
+
+
+def test_non_finite_tiles_are_recomputed_by_the_fallback() -> None:
+    calls = []
+
+    def overflowing(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(batch.shape)
+        return torch.full((1, 3, batch.shape[2] * 2, batch.shape[3] * 2), float("inf"))
+
+    def fallback(batch: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(batch, scale_factor=2, mode="nearest")
+
+    image = torch.rand(3, 10, 12)
+    output = upscale_tiled(overflowing, image, 2, tile=6, pad=2, device=torch.device("cpu"), dtype=torch.float32, fallback=fallback)
+    assert len(calls) == 4
+    torch.testing.assert_close(output, fallback(image[None])[0])
+
+
+def test_tile_errors_are_raised_not_swallowed() -> None:
+    def failing(batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("device lost")
+
+    with pytest.raises(RuntimeError, match="device lost"):
+        upscale_tiled(failing, torch.rand(3, 8, 8), 4, tile=4, pad=1, device=torch.device("cpu"), dtype=torch.float32)
+
+    def out_of_memory(batch: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(SRFeatError, match="--tile"):
+        upscale_tiled(out_of_memory, torch.rand(3, 8, 8), 4, tile=4, pad=1, device=torch.device("cpu"), dtype=torch.float32)
+
+
+# -- the Upscaler API ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def upscaler() -> Upscaler:
+    torch.manual_seed(1)
+    return Upscaler(tiny_generator(), device="cpu", tile=16)
+
+
+def test_upscaler_loads_checkpoints_and_rejects_missing_ones(tmp_path: Path) -> None:
+    generator = tiny_generator()
+    save_generator(generator, tmp_path / "g.safetensors")
+    upscaler = Upscaler(tmp_path / "g.safetensors", device="cpu")
+    image = torch.rand(1, 3, 9, 10)
+    with torch.inference_mode():
+        expected = generator(image).clamp(0, 1)
+    torch.testing.assert_close(upscaler(image), expected, rtol=0, atol=1e-5)
+    with pytest.raises(WeightsError, match="not found"):
+        Upscaler(tmp_path / "missing.safetensors", device="cpu")
+    with pytest.raises(SRFeatError, match="fp16"):
+        Upscaler(generator, device="cpu", dtype="fp16")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_numpy_arrays_keep_dtype_and_layout(upscaler: Upscaler, dtype: type) -> None:
+    rgb = np.random.default_rng(0).random((12, 9, 3))
+    peak = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1)
+    array = (rgb * peak).astype(dtype) if peak != 1 else rgb.astype(dtype)
+    result = upscaler(array)
+    assert result.dtype == dtype and result.shape == (48, 36, 3)
+    as_float = torch.from_numpy(array.astype(np.float64) / peak).float().permute(2, 0, 1)
+    reference = upscaler(as_float).permute(1, 2, 0).numpy()
+    assert np.abs(result.astype(np.float64) / peak - reference).max() <= 0.5 / peak + 1e-5
+    gray = upscaler(array[..., 0])
+    assert gray.shape == (48, 36) and gray.dtype == dtype
+
+
+def test_gray_is_replicated_and_converted_back_with_luma(upscaler: Upscaler) -> None:
+    gray = torch.rand(1, 10, 14)
+    rgb = upscaler(gray.expand(3, 10, 14).contiguous())
+    luma = (rgb * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    torch.testing.assert_close(upscaler(gray), luma.clamp(0, 1), rtol=0, atol=1e-6)
+
+
+def test_alpha_is_resized_on_its_own(upscaler: Upscaler) -> None:
+    rgba = torch.rand(4, 10, 14)
+    result = upscaler(rgba)
+    torch.testing.assert_close(result[:3], upscaler(rgba[:3]))
+    torch.testing.assert_close(result[3:], imresize(rgba[3:], size=(40, 56)).clamp(0, 1))
+    opaque = torch.cat([rgba[:3], torch.ones(1, 10, 14)])
+    assert (upscaler(opaque)[3] == 1).all()
+
+
+def test_tensor_batches_and_outscale(upscaler: Upscaler) -> None:
+    batch = torch.rand(2, 3, 8, 11, dtype=torch.float64)
+    result = upscaler(batch)
+    assert result.shape == (2, 3, 32, 44) and result.dtype == torch.float64
+    assert 0 <= result.min() and result.max() <= 1
+    torch.testing.assert_close(result[1], upscaler(batch[1]))
+    assert upscaler(batch[0], outscale=2.5).shape == (3, 20, 28)
+    with pytest.raises(ValueError, match="channels"):
+        upscaler(torch.rand(5, 8, 8))
+    with pytest.raises(TypeError, match="float"):
+        upscaler(torch.zeros(3, 8, 8, dtype=torch.uint8))
+
+
+def test_tiling_in_the_api_matches_untiled(upscaler: Upscaler) -> None:
+    image = (np.random.default_rng(2).random((40, 53, 3)) * 255).astype(np.uint8)
+    tiled = upscaler.upscale_array(image)  # tiles of 16 pixels
+    upscaler.tile = 0
+    try:
+        untiled = upscaler.upscale_array(image)
+    finally:
+        upscaler.tile = 16
+    assert np.abs(tiled.astype(int) - untiled.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "I;16"])
+def test_pil_images_keep_their_mode_and_icc_profile(upscaler: Upscaler, mode: str) -> None:
+    rng = np.random.default_rng(3)
+    if mode == "I;16":
+        image = Image.fromarray((rng.random((9, 7)) * 65535).astype(np.uint16))
+    else:
+        image = Image.fromarray((rng.random((9, 7, 4)) * 255).astype(np.uint8), "RGBA").convert(mode)
+    image.info["icc_profile"] = b"profile"
+    result = upscaler(image)
+    assert result.mode == mode and result.size == (28, 36)
+    assert result.info.get("icc_profile") == b"profile"
+
+
+def test_import_srfeat_is_light_and_exports_upscaler() -> None:
+    code = "import sys, srfeat; assert 'torch' not in sys.modules; from srfeat import Upscaler; print(Upscaler.__name__)"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Upscaler"
+
+
+# -- 16-bit PNG ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_png16_round_trip_with_icc(tmp_path: Path, channels: int) -> None:
+    array = (np.random.default_rng(channels).random((13, 17, channels)) * 65535).astype(np.uint16)
+    write_png16(tmp_path / "a.png", array, icc_profile=b"icc bytes")
+    assert png16_channels(tmp_path / "a.png") == channels
+    decoded = read_png16(tmp_path / "a.png")
+    assert np.array_equal(decoded.array, array) and decoded.icc_profile == b"icc bytes"
+    if channels == 3:  # PIL reads the same file as 8-bit: the high bytes
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), (array >> 8).astype(np.uint8))
+
+
+def test_png16_reads_all_row_filters_as_pil_does(tmp_path: Path) -> None:
+    # PIL writes 16-bit gray with adaptive row filters (Sub, Up and Paeth here) and reads it right.
+    skimage_data = pytest.importorskip("skimage.data")
+    camera = skimage_data.camera().astype(np.uint16) * 257
+    camera[::3] += np.arange(camera.shape[1], dtype=np.uint16)[None] % 200
+    Image.fromarray(camera).save(tmp_path / "camera16.png")
+    decoded = read_png16(tmp_path / "camera16.png")
+    assert np.array_equal(decoded.array[..., 0], np.asarray(Image.open(tmp_path / "camera16.png")).astype(np.uint16))
+    assert png16_channels(tmp_path / "missing.png") == 0
