@@ -537,6 +537,8 @@ class Trainer:
                        desc=f"stage {config.stage}")
         sums: dict[str, torch.Tensor] = {}
         sums_count = 0
+        data_wait = 0.0  # seconds spent waiting for the DataLoader since the last log
+        logged_at = time.monotonic()
         last_validation: dict[str, float] | None = None
         validated_at = -1
         saved_at = progress.step
@@ -544,9 +546,12 @@ class Trainer:
         out_of_time = False
 
         def flush_log() -> None:
-            nonlocal sums, sums_count
+            nonlocal sums, sums_count, data_wait, logged_at
             if not sums_count:
                 return
+            now = time.monotonic()
+            # Low data_wait means the loader keeps up; the GPU is the bottleneck then.
+            timing = {"steps_per_second": sums_count / max(now - logged_at, 1e-9), "data_wait": data_wait / max(now - logged_at, 1e-9)}
             values = {key: (total / sums_count).item() for key, total in sums.items()}
             bad = [key for key, value in values.items() if not math.isfinite(value)]
             if bad:
@@ -556,7 +561,9 @@ class Trainer:
                 )
             record = {"kind": "train", "step": progress.step, "epoch": progress.epoch + 1, **values,
                       "lr": self.generator_optimizer.param_groups[0]["lr"], "seconds": round(progress.elapsed_seconds, 2)}
+            record.update({key: round(value, 4) for key, value in timing.items()})
             log.write(record)
+            data_wait, logged_at = 0.0, time.monotonic()
             if bar is not None:
                 bar.set_postfix({"loss": f"{values['loss/generator']:.4g}", "lr": f"{record['lr']:.1e}"}, refresh=False)
             sums, sums_count = {}, 0
@@ -595,7 +602,9 @@ class Trainer:
             sampler.set_epoch(progress.epoch)
             sampler.start = progress.batch_in_epoch * train.batch_size
             self._set_lr(lr_factor(config, progress.epoch, self._progress_fraction(planned_steps)))
+            waited_since = time.monotonic()
             for batch in loader:
+                data_wait += time.monotonic() - waited_since
                 lr = batch["lr"].to(self.device, non_blocking=True, memory_format=self.memory_format)
                 hr = batch["hr"].to(self.device, non_blocking=True, memory_format=self.memory_format)
                 losses = self.step_fn(lr, hr)
@@ -622,6 +631,7 @@ class Trainer:
                 if progress.step >= planned_steps or out_of_time:
                     done = True
                     break
+                waited_since = time.monotonic()
             else:
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
