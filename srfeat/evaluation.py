@@ -1,0 +1,366 @@
+"""The standard evaluation protocol: run models on benchmark folders, score, tabulate, picture.
+
+For every image of a folder: HR mod-cropped to the scale, LR = MATLAB bicubic x1/scale
+rounded to uint8, SR = model(LR) rounded to uint8, then PSNR/SSIM on the Y channel with
+`scale` pixels shaved (see `srfeat.metrics.psnr_ssim`) and, on request, NIQE (no reference).
+
+Models are given as strings: `bicubic` (MATLAB bicubic upscaling of the LR image, the
+baseline every paper reports), `hr` (the ground truth itself, so that no-reference metrics
+can score it; its PSNR/SSIM are left empty) or anything `srfeat.weights.load_generator`
+accepts (a bundled name or a checkpoint path).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale
+from srfeat.errors import SRFeatError
+from srfeat.metrics.psnr_ssim import SSIM_WINDOW, psnr, rgb_to_y, ssim
+
+logger = logging.getLogger(__name__)
+
+# An upscaler maps a uint8 HxWx3 LR image to a uint8 (scale*H)x(scale*W)x3 SR image.
+Upscaler = Callable[[np.ndarray], np.ndarray]
+
+BICUBIC = "bicubic"
+GROUND_TRUTH = "hr"
+KNOWN_METRICS = ("psnr", "ssim", "niqe")
+# Metrics that compare with the ground truth, meaningless for the `hr` model.
+REFERENCE_METRICS = ("psnr", "ssim")
+
+
+def niqe_available() -> bool:
+    return importlib.util.find_spec("srfeat.metrics.niqe") is not None
+
+
+def default_metrics() -> list[str]:
+    """psnr, ssim, and niqe when its module is installed."""
+    return ["psnr", "ssim", "niqe"] if niqe_available() else ["psnr", "ssim"]
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def generator_upscaler(generator: torch.nn.Module, device: torch.device) -> Upscaler:
+    """Wrap a [0,1]-in, [0,1]-out generator as a uint8 -> uint8 upscaler (whole image at once)."""
+
+    def upscale(lr: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            batch = torch.from_numpy(lr.transpose(2, 0, 1).copy()).to(device).float().div_(255.0).unsqueeze(0)
+            sr = generator(batch).squeeze(0).clamp_(0.0, 1.0).mul_(255.0).round_()
+        return sr.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    return upscale
+
+
+def make_upscaler(spec: str, scale: int, device: torch.device) -> Upscaler:
+    """`bicubic`, or a generator by bundled name or checkpoint path (`hr` is handled by the caller)."""
+    if spec == BICUBIC:
+        return lambda lr: bicubic_upscale(lr, scale)
+    from srfeat.weights import load_generator
+
+    generator = load_generator(spec, device)
+    model_scale = getattr(generator, "scale", scale)
+    if model_scale != scale:
+        raise SRFeatError(f"model {spec} upscales x{model_scale}, but the evaluation is at x{scale}: pass --scale {model_scale}")
+    return generator_upscaler(generator, device)
+
+
+def model_labels(specs: Sequence[str]) -> list[str]:
+    """Short, unique names for table rows: a checkpoint path becomes its file stem."""
+    labels = []
+    for spec in specs:
+        label = spec if spec in (BICUBIC, GROUND_TRUTH) or not Path(spec).suffix else Path(spec).stem
+        base, count = label, 2
+        while label in labels:
+            label, count = f"{base}#{count}", count + 1
+        labels.append(label)
+    return labels
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise SRFeatError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SRFeatError(f"device {name} requested but CUDA is not available: use --device cpu")
+    return device
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class ImageScore:
+    model: str
+    dataset: str
+    image: str
+    scores: dict[str, float | None]
+
+
+@dataclass
+class DatasetScore:
+    """Means over a folder for one model; `per_image` holds the individual scores."""
+
+    model: str
+    dataset: str
+    images: int
+    scores: dict[str, float | None]
+    per_image: list[ImageScore] = field(default_factory=list)
+
+
+@dataclass
+class FigureSample:
+    """One image of a dataset with every model's output, kept for the comparison figure."""
+
+    dataset: str
+    image: str
+    hr: np.ndarray
+    outputs: dict[str, np.ndarray]
+    scores: dict[str, dict[str, float | None]]
+
+
+@dataclass
+class EvaluationResult:
+    metrics: list[str]
+    scale: int
+    channel: str
+    results: list[DatasetScore]
+    figure_samples: list[FigureSample]
+
+
+def _niqe_or_none(image: np.ndarray, scale: int, name: str) -> float | None:
+    """NIQE, or None where it is undefined (image under 96x96 px, no texture): one such image
+    must not stop an evaluation; it is left out of the mean and logged."""
+    from srfeat.metrics.niqe import niqe
+
+    try:
+        return float(niqe(rgb_to_y(image), crop_border=scale))
+    except SRFeatError as error:
+        logger.warning("NIQE left out for %s: %s", name or "an image", error)
+        return None
+
+
+def score_image(
+    sr: np.ndarray | None, hr: np.ndarray, metrics: Sequence[str], scale: int, test_y_channel: bool, name: str = ""
+) -> dict[str, float | None]:
+    """The requested metrics of one SR image (`sr=None` scores the HR image itself: no PSNR/SSIM)."""
+    image = hr if sr is None else sr
+    if sr is not None and sr.shape != hr.shape:
+        raise SRFeatError(f"model output is {sr.shape[1]}x{sr.shape[0]} but the HR image is {hr.shape[1]}x{hr.shape[0]}: wrong --scale for this model?")
+    scores: dict[str, float | None] = {}
+    for metric in metrics:
+        if metric in REFERENCE_METRICS and sr is None:
+            scores[metric] = None
+        elif metric == "psnr":
+            scores[metric] = psnr(image, hr, crop_border=scale, test_y_channel=test_y_channel)
+        elif metric == "ssim":
+            if min(hr.shape[:2]) - 2 * scale < SSIM_WINDOW:
+                logger.warning("SSIM left out for %s: smaller than its %d px window after the border shave", name or "an image", SSIM_WINDOW)
+                scores[metric] = None
+            else:
+                scores[metric] = ssim(image, hr, crop_border=scale, test_y_channel=test_y_channel)
+        elif metric == "niqe":
+            scores[metric] = _niqe_or_none(image, scale, name)
+        else:
+            raise SRFeatError(f"unknown metric {metric!r}: choose from {', '.join(KNOWN_METRICS)}")
+    return scores
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return float(np.mean(present)) if present else None
+
+
+def evaluate(
+    models: Sequence[str],
+    folders: Sequence[str | Path],
+    metrics: Sequence[str] | None = None,
+    scale: int = 4,
+    device: str = "auto",
+    test_y_channel: bool = True,
+    figure_image: str | None = None,
+    keep_figure_samples: bool = False,
+) -> EvaluationResult:
+    """Evaluate each model on each folder by the protocol.
+
+    With `keep_figure_samples`, one image per folder (`figure_image` if the folder has it,
+    else its first) is kept with every model's output and the bicubic baseline.
+    """
+    metrics = list(metrics) if metrics is not None else default_metrics()
+    unknown = [metric for metric in metrics if metric not in KNOWN_METRICS]
+    if unknown:
+        raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")
+    if "niqe" in metrics and not niqe_available():
+        raise SRFeatError("NIQE is not available in this installation (srfeat.metrics.niqe missing): drop it from --metrics")
+    torch_device = resolve_device(device)
+    labels = model_labels(models)
+    upscalers: dict[str, Upscaler | None] = {
+        label: None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device) for label, spec in zip(labels, models)
+    }
+    results: list[DatasetScore] = []
+    samples: list[FigureSample] = []
+    for folder in folders:
+        dataset = BenchmarkDataset(folder, scale=scale)
+        name = Path(folder).name
+        logger.info("%s: %d image(s)%s", name, len(dataset), f", {len(dataset.skipped)} unreadable skipped" if dataset.skipped else "")
+        per_model: dict[str, list[ImageScore]] = {label: [] for label in labels}
+        figure_index = dataset.names.index(figure_image) if figure_image in dataset.names else 0
+        for index in tqdm(range(len(dataset)), desc=name, unit="img", disable=None, leave=False):
+            _, image_name, hr, lr = dataset.items[index]
+            outputs: dict[str, np.ndarray] = {}
+            image_scores: dict[str, dict[str, float | None]] = {}
+            for label, upscaler in upscalers.items():
+                sr = None if upscaler is None else upscaler(lr)
+                scores = score_image(sr, hr, metrics, scale, test_y_channel, name=f"{name}/{image_name} ({label})")
+                per_model[label].append(ImageScore(label, name, image_name, scores))
+                if sr is not None:
+                    outputs[label] = sr
+                image_scores[label] = scores
+            if keep_figure_samples and index == figure_index:
+                if BICUBIC not in outputs:
+                    bicubic = bicubic_upscale(lr, scale)
+                    outputs = {BICUBIC: bicubic, **outputs}
+                    image_scores = {BICUBIC: score_image(bicubic, hr, REFERENCE_METRICS, scale, test_y_channel), **image_scores}
+                samples.append(FigureSample(name, image_name, hr, outputs, image_scores))
+        for label in labels:
+            rows = per_model[label]
+            means = {metric: _mean([row.scores[metric] for row in rows]) for metric in metrics}
+            results.append(DatasetScore(label, name, len(rows), means, rows))
+    return EvaluationResult(metrics, scale, "y" if test_y_channel else "rgb", results, samples)
+
+
+# ----------------------------------------------------------------------------- reports
+
+METRIC_HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "niqe": "NIQE"}
+METRIC_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}", "niqe": "{:.3f}"}
+
+
+def _format(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return METRIC_FORMATS[metric].format(value)
+
+
+def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
+    """Per-dataset means as a Markdown table, followed by a per-image table if asked."""
+    headers = [METRIC_HEADERS[metric] for metric in result.metrics]
+    lines = [
+        "| model | dataset | images | " + " | ".join(headers) + " |",
+        "|---|---|---:|" + "---:|" * len(headers),
+    ]
+    for row in result.results:
+        cells = [_format(metric, row.scores[metric]) for metric in result.metrics]
+        lines.append(f"| {row.model} | {row.dataset} | {row.images} | " + " | ".join(cells) + " |")
+    if per_image:
+        lines += ["", "| dataset | image | model | " + " | ".join(headers) + " |", "|---|---|---|" + "---:|" * len(headers)]
+        datasets = list(dict.fromkeys(row.dataset for row in result.results))
+        for dataset in datasets:
+            rows = [row for row in result.results if row.dataset == dataset]
+            for image_index in range(rows[0].images):
+                for row in rows:
+                    image = row.per_image[image_index]
+                    cells = [_format(metric, image.scores[metric]) for metric in result.metrics]
+                    lines.append(f"| {dataset} | {image.image} | {row.model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _json_number(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict]:
+    """One record per (model, dataset): the means, and the per-image scores if asked."""
+    records = []
+    for row in result.results:
+        record: dict = {
+            "model": row.model,
+            "dataset": row.dataset,
+            "images": row.images,
+            "scale": result.scale,
+            "crop_border": result.scale,
+            "channel": result.channel,
+        }
+        record.update({metric: _json_number(row.scores[metric]) for metric in result.metrics})
+        if per_image:
+            record["per_image"] = [
+                {"image": image.image, **{metric: _json_number(image.scores[metric]) for metric in result.metrics}} for image in row.per_image
+            ]
+        records.append(record)
+    return records
+
+
+def write_json(path: str | Path, result: EvaluationResult, per_image: bool = False) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_records(result, per_image), indent=2) + "\n")
+
+
+def most_detailed_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left corner of the size x size window of `hr` with the most edge energy.
+
+    A flat patch of sky shows no difference between methods; the busiest patch shows most.
+    """
+    y = rgb_to_y(hr)
+    energy = np.abs(np.diff(y, axis=0))[:, :-1] + np.abs(np.diff(y, axis=1))[:-1, :]
+    # Window sums from an integral image, evaluated on a coarse grid of positions.
+    integral = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    limit_h, limit_w = energy.shape[0] - size + 1, energy.shape[1] - size + 1
+    if limit_h <= 0 or limit_w <= 0:
+        return 0, 0
+    step = max(1, size // 8)
+    tops, lefts = np.arange(0, limit_h, step), np.arange(0, limit_w, step)
+    t, l = np.meshgrid(tops, lefts, indexing="ij")
+    sums = integral[t + size, l + size] - integral[t, l + size] - integral[t + size, l] + integral[t, l]
+    best = np.unravel_index(np.argmax(sums), sums.shape)
+    return int(tops[best[0]]), int(lefts[best[1]])
+
+
+def comparison_figure(path: str | Path, samples: Sequence[FigureSample], crop_size: int = 96) -> None:
+    """A PNG: one row per dataset, the same crop of bicubic, each model and HR, labelled with scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not samples:
+        raise SRFeatError("nothing to draw: no images were evaluated")
+    columns = max(len(sample.outputs) + 1 for sample in samples)
+    figure, axes = plt.subplots(len(samples), columns, figsize=(2.6 * columns, 2.9 * len(samples)), squeeze=False)
+    for row, sample in enumerate(samples):
+        size = min(crop_size, *sample.hr.shape[:2])
+        top, left = most_detailed_crop(sample.hr, size)
+        panels = [*sample.outputs.items(), (GROUND_TRUTH.upper(), sample.hr)]
+        for column, axis in enumerate(axes[row]):
+            axis.set_axis_off()
+            if column >= len(panels):
+                continue
+            label, image = panels[column]
+            axis.imshow(image[top : top + size, left : left + size], interpolation="nearest")
+            scores = sample.scores.get(label, {})
+            detail = [f"{_format(metric, scores.get(metric))} {unit}".strip() for metric, unit in (("psnr", "dB"), ("ssim", "")) if scores.get(metric) is not None]
+            title = label if not detail else f"{label}\n{' / '.join(detail)}"
+            axis.set_title(title, fontsize=9)
+        axes[row][0].text(-0.08, 0.5, f"{sample.dataset}: {sample.image}", transform=axes[row][0].transAxes, rotation=90, va="center", ha="right", fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
