@@ -1,0 +1,194 @@
+"""The training loop: stage 2 moves all three networks, exact resume, run folder, NaN stop, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_helpers import tiny_config, tiny_generator_file, write_image_folders
+
+from srfeat.training import checkpoint, trainer
+from srfeat.training.config import TrainingConfig
+from srfeat.training.steps import GANStep, PretrainStep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_image_folders(tmp_path_factory.mktemp("images"))
+
+
+def run(config: TrainingConfig, out: Path, resume: bool = False) -> trainer.RunResult:
+    return trainer.train(config, out_dir=out, resume=resume, show_progress=False)
+
+
+def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def moved(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters()))
+
+
+def test_stage2_every_step_moves_generator_and_both_discriminators(folders, tmp_path, monkeypatch) -> None:
+    train_dir, validation_dir = folders
+    init = tiny_generator_file(tmp_path / "stage1.safetensors")
+    config = tiny_config(train_dir, validation_dir, tmp_path / "run", stage=2, overrides=[f"train.init_generator={init}", "train.max_steps=3"])
+    changes: list[dict[str, bool]] = []
+
+    class RecordingGANStep(GANStep):
+        def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+            networks = {"generator": self.generator, **{term.name: term.discriminator for term in self.terms}}
+            before = {name: snapshot(module) for name, module in networks.items()}
+            losses = super().__call__(lr, hr)
+            changes.append({name: moved(before[name], module) for name, module in networks.items()})
+            return losses
+
+    monkeypatch.setattr(trainer, "GANStep", RecordingGANStep)
+    result = run(config, tmp_path / "run")
+    assert result.step == 3
+    assert changes == [{"generator": True, "image": True, "feature": True}] * 3
+    records = [json.loads(line) for line in (tmp_path / "run" / trainer.METRICS_FILE).read_text().splitlines()]
+    train_records = [r for r in records if r["kind"] == "train"]
+    for key in ("loss/perceptual", "loss/adversarial_image", "loss/adversarial_feature", "loss/discriminator_image", "loss/discriminator_feature"):
+        assert all(math.isfinite(r[key]) for r in train_records), key
+    assert any(r["kind"] == "validation" and "psnr" in r and "ssim" in r for r in records)
+
+
+def weights_of(out: Path) -> dict[str, torch.Tensor]:
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+    tensors = {f"generator.{k}": v for k, v in state["generator"].items()}
+    for name, discriminator in state["discriminators"].items():
+        tensors.update({f"{name}.{k}": v for k, v in discriminator.items()})
+    return tensors
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_stop_and_resume_matches_an_uninterrupted_run(folders, tmp_path, stage: int) -> None:
+    train_dir, validation_dir = folders
+    extra = [f"train.init_generator={tiny_generator_file(tmp_path / 'stage1.safetensors')}"] if stage == 2 else []
+    # 3 steps per epoch: stopping at 2 and resuming to 5 crosses an epoch boundary mid-way.
+    whole = tiny_config(train_dir, None, tmp_path / "whole", stage, extra + ["train.max_steps=5"])
+    run(whole, tmp_path / "whole")
+    first = tiny_config(train_dir, None, tmp_path / "split", stage, extra + ["train.max_steps=2"])
+    assert run(first, tmp_path / "split").step == 2
+    torch.manual_seed(1234)  # resuming must restore every random state itself
+    second = tiny_config(train_dir, None, tmp_path / "split", stage, extra + ["train.max_steps=5"])
+    assert run(second, tmp_path / "split", resume=True).step == 5
+
+    expected, resumed = weights_of(tmp_path / "whole"), weights_of(tmp_path / "split")
+    assert expected.keys() == resumed.keys()
+    different = [key for key in expected if not torch.equal(expected[key], resumed[key])]
+    assert not different, different[:5]
+    latest = load_file(str(tmp_path / "split" / checkpoint.LATEST_GENERATOR))
+    assert all(torch.equal(latest[k], expected[f"generator.{k}"]) for k in latest)
+
+
+def test_resume_with_workers_sees_the_same_batches(folders, tmp_path) -> None:
+    """Item seeds make crops independent of which DataLoader worker draws them."""
+    train_dir, _ = folders
+    run(tiny_config(train_dir, None, tmp_path / "a", overrides=["train.max_steps=3"]), tmp_path / "a")
+    run(tiny_config(train_dir, None, tmp_path / "b", overrides=["train.max_steps=3", "data.num_workers=2"]), tmp_path / "b")
+    a, b = weights_of(tmp_path / "a"), weights_of(tmp_path / "b")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_run_folder_holds_weights_state_logs_and_plot(folders, tmp_path) -> None:
+    train_dir, validation_dir = folders
+    out = tmp_path / "run"
+    result = run(tiny_config(train_dir, validation_dir, out), out)
+    assert result.step == 4 and result.last_validation is not None
+    for name in (checkpoint.LATEST_GENERATOR, checkpoint.BEST_GENERATOR, checkpoint.STATE_FILE, trainer.PLOT_FILE, trainer.CONFIG_FILE):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if r["kind"] == "validation"] == [2, 4]
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+    assert state["step"] == 4 and state["best_psnr"] == max(r["psnr"] for r in records if r["kind"] == "validation")
+    from srfeat.weights import load_generator
+
+    assert load_generator(out / checkpoint.BEST_GENERATOR).num_features == 8
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(folders, tmp_path, monkeypatch) -> None:
+    train_dir, _ = folders
+    calls = 0
+
+    class FailingStep(PretrainStep):
+        def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+            nonlocal calls
+            calls += 1
+            losses = super().__call__(lr, hr)
+            if calls == 3:
+                with torch.no_grad():  # what a diverged step leaves behind
+                    for p in self.generator.parameters():
+                        p.fill_(float("nan"))
+                losses = {key: torch.tensor(float("nan")) for key in losses}
+            return losses
+
+    monkeypatch.setattr(trainer, "PretrainStep", FailingStep)
+    out = tmp_path / "run"
+    with pytest.raises(trainer.TrainingDiverged, match="loss/.* became nan by step 3.*step 2"):
+        run(tiny_config(train_dir, None, out, overrides=["train.checkpoint_every=1"]), out)
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
+
+
+def test_lr_follows_the_epoch_milestones(folders, tmp_path) -> None:
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    # 3 steps per epoch, lr x0.1 from epoch 2 and again from epoch 3.
+    run(tiny_config(train_dir, None, out, overrides=["train.max_steps=7", "optim.lr_milestones=[2, 3]", "train.checkpoint_every=100"]), out)
+    records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["kind"] == "train"]
+    assert lrs == pytest.approx([1e-3] * 3 + [1e-4] * 3 + [1e-5])
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def command(*argv: str) -> int:
+    from srfeat.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    return train_command.run(parser.parse_args(list(argv)))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "dev").glob("*.yaml")))
+def test_dry_run_succeeds_for_every_dev_config(name, datasets_dir, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(REPO)
+    assert command(str(REPO / "configs" / "dev" / name), "--dry-run", f"datasets_dir={datasets_dir}") == 0
+    printed = capsys.readouterr().out
+    assert "stage:" in printed and str(datasets_dir) in printed
+
+
+@pytest.mark.parametrize("name, missing", [("stage1.yaml", "data/coco/train2017"), ("stage2.yaml", "data/div2k_patches")])
+def test_dry_run_of_a_paper_config_names_the_missing_folder(name, missing, tmp_path, monkeypatch) -> None:
+    from srfeat.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=f"training folder not found: {missing}") as error:
+        command(str(REPO / "configs" / "paper" / name), "--dry-run")
+    assert "\n" not in str(error.value)
+
+
+def test_max_steps_then_resume_on_the_dev_config(datasets_dir, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(REPO)
+    tiny = [f"datasets_dir={datasets_dir}", "model.num_features=8", "model.num_blocks=2", "data.hr_patch_size=32",
+            "data.num_workers=0", "validation.max_images=1"]
+    out = tmp_path / "dev"
+    assert command(str(REPO / "configs" / "dev" / "stage1.yaml"), "--max-steps", "3", "--out", str(out), *tiny) == 0
+    assert (out / checkpoint.LATEST_GENERATOR).is_file()
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 3
+    assert command(str(REPO / "configs" / "dev" / "stage1.yaml"), "--resume", "--max-steps", "5", "--out", str(out), *tiny) == 0
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 5
+    assert "5 steps" in capsys.readouterr().out
