@@ -16,7 +16,8 @@ import importlib.util
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,22 @@ def default_metrics() -> list[str]:
     return ["psnr", "ssim", "niqe"] if niqe_available() else ["psnr", "ssim"]
 
 
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch on one thread for a while (the protocol's resizes and rounding).
+
+    Those are many small operations: torch's intra-op threads gain nothing on them and, on a
+    busy machine, waiting for the threads costs several times the work itself. The models
+    run outside this, with all threads.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------- models
 
 
@@ -67,7 +84,12 @@ def generator_upscaler(generator: torch.nn.Module, device: torch.device) -> Upsc
 def make_upscaler(spec: str, scale: int, device: torch.device) -> Upscaler:
     """`bicubic`, or a generator by bundled name or checkpoint path (`hr` is handled by the caller)."""
     if spec == BICUBIC:
-        return lambda lr: bicubic_upscale(lr, scale)
+
+        def upscale_bicubic(lr: np.ndarray) -> np.ndarray:
+            with single_threaded():
+                return bicubic_upscale(lr, scale)
+
+        return upscale_bicubic
     from srfeat.weights import load_generator
 
     generator = load_generator(spec, device)
@@ -215,7 +237,8 @@ def evaluate(
     results: list[DatasetScore] = []
     samples: list[FigureSample] = []
     for folder in folders:
-        dataset = BenchmarkDataset(folder, scale=scale)
+        with single_threaded():
+            dataset = BenchmarkDataset(folder, scale=scale)
         name = Path(folder).name
         logger.info("%s: %d image(s)%s", name, len(dataset), f", {len(dataset.skipped)} unreadable skipped" if dataset.skipped else "")
         per_model: dict[str, list[ImageScore]] = {label: [] for label in labels}
@@ -226,14 +249,16 @@ def evaluate(
             image_scores: dict[str, dict[str, float | None]] = {}
             for label, upscaler in upscalers.items():
                 sr = None if upscaler is None else upscaler(lr)
-                scores = score_image(sr, hr, metrics, scale, test_y_channel, name=f"{name}/{image_name} ({label})")
+                with single_threaded():
+                    scores = score_image(sr, hr, metrics, scale, test_y_channel, name=f"{name}/{image_name} ({label})")
                 per_model[label].append(ImageScore(label, name, image_name, scores))
                 if sr is not None:
                     outputs[label] = sr
                 image_scores[label] = scores
             if keep_figure_samples and index == figure_index:
                 if BICUBIC not in outputs:
-                    bicubic = bicubic_upscale(lr, scale)
+                    with single_threaded():
+                        bicubic = bicubic_upscale(lr, scale)
                     outputs = {BICUBIC: bicubic, **outputs}
                     image_scores = {BICUBIC: score_image(bicubic, hr, REFERENCE_METRICS, scale, test_y_channel), **image_scores}
                 samples.append(FigureSample(name, image_name, hr, outputs, image_scores))

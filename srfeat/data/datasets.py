@@ -40,6 +40,7 @@ __all__ = [
     "bicubic_downscale",
     "bicubic_upscale",
     "center_crop",
+    "check_patch_size",
     "mod_crop",
     "to_tensor",
 ]
@@ -67,6 +68,12 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB bicubic xscale of a uint8 image, rounded to uint8 (the `bicubic` baseline)."""
     return imresize_np(lr, float(scale))
+
+
+def check_patch_size(hr_patch_size: int, scale: int) -> None:
+    """HR patches must divide by the scale, or LR patches would not be exactly 1/scale."""
+    if hr_patch_size < scale or hr_patch_size % scale:
+        raise SRFeatError(f"the HR patch size {hr_patch_size} must be a positive multiple of the scale {scale}")
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -186,8 +193,7 @@ class CenterCropDataset(Dataset[Sample]):
         scale: int = 4,
         in_memory: bool = False,
     ) -> None:
-        if hr_patch_size % scale:
-            raise SRFeatError(f"hr_patch_size {hr_patch_size} must be a multiple of the scale {scale}")
+        check_patch_size(hr_patch_size, scale)
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.images = _LazyImages(_scan(_as_folders(folders), hr_patch_size, type(self).__name__))
@@ -268,8 +274,7 @@ class RandomCropDataset(Dataset[Sample]):
         repeats: int = 1,
         in_memory: bool = True,
     ) -> None:
-        if hr_patch_size % scale:
-            raise SRFeatError(f"hr_patch_size {hr_patch_size} must be a multiple of the scale {scale}")
+        check_patch_size(hr_patch_size, scale)
         if repeats < 1:
             raise SRFeatError(f"repeats must be at least 1, got {repeats}")
         self.hr_patch_size = hr_patch_size

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from srfeat.data.datasets import bicubic_downscale
+from srfeat.data.datasets import bicubic_downscale, check_patch_size
 from srfeat.data.io import PathLike, list_images, read_image, write_png
 from srfeat.errors import ImageReadError, SRFeatError
 
@@ -133,8 +133,7 @@ def prepare_patches(
     Images smaller than the patch are listed in the log and skipped, as are unreadable files.
     Returns one outcome per source file.
     """
-    if hr_patch_size % scale:
-        raise SRFeatError(f"--hr-patch-size {hr_patch_size} must be a multiple of --scale {scale}")
+    check_patch_size(hr_patch_size, scale)
     folders = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(source) for source in sources]
     paths = [path for folder in folders for path in list_images(folder)]
     if not paths:
