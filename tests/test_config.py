@@ -1,0 +1,134 @@
+"""Typed training configs: shipped files load, mistakes fail at once with the key's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from srfeat.errors import ConfigError
+from srfeat.training.config import TrainingConfig, config_from_dict, load_config
+from srfeat.training.trainer import lr_factor
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
+
+
+def base() -> dict:
+    return {"data": {"train_dirs": ["images"]}}
+
+
+def test_every_shipped_config_loads() -> None:
+    assert len(CONFIGS) >= 6
+    for path in CONFIGS:
+        assert isinstance(load_config(path), TrainingConfig), path
+
+
+def test_paper_recipes_are_the_seed_numbers() -> None:
+    stage1 = load_config(REPO / "configs/paper/stage1.yaml")
+    assert (stage1.stage, stage1.data.kind, stage1.data.hr_patch_size) == (1, "center_crop", 296)
+    assert (stage1.train.batch_size, stage1.train.epochs, stage1.optim.lr, stage1.optim.beta1) == (9, 20, 1e-4, 0.9)
+    stage2 = load_config(REPO / "configs/paper/stage2.yaml")
+    assert (stage2.stage, stage2.data.kind, stage2.train.batch_size, stage2.train.epochs) == (2, "patches", 5, 5)
+    assert stage2.train.init_generator
+    # lr by epoch (counted from 1): stage 1 1e-4, 1e-5 from epoch 10, 1e-6 from 15;
+    # stage 2 1e-4, 1e-5 from epoch 3, 1e-6 at epoch 5.
+    lrs1 = [stage1.optim.lr * lr_factor(stage1, epoch, 0.0) for epoch in range(20)]
+    assert lrs1 == pytest.approx([1e-4] * 9 + [1e-5] * 5 + [1e-6] * 6)
+    lrs2 = [stage2.optim.lr * lr_factor(stage2, epoch, 0.0) for epoch in range(5)]
+    assert lrs2 == pytest.approx([1e-4, 1e-4, 1e-5, 1e-5, 1e-6])
+    # The author's batch 9 for stage 2 is one override away.
+    assert load_config(REPO / "configs/paper/stage2.yaml", ["train.batch_size=9"]).train.batch_size == 9
+
+
+def test_progress_schedule_uses_fractions_of_the_run() -> None:
+    config = config_from_dict({**base(), "optim": {"lr_schedule": "progress", "lr_milestones": [0.5, 0.75], "lr_gamma": 0.5}})
+    assert [lr_factor(config, 0, p) for p in (0.0, 0.49, 0.5, 0.8)] == [1.0, 1.0, 0.5, 0.25]
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"optim": {"lrr": 1e-4}}, "optim.lrr"),
+        ({"trian": {}}, "trian"),
+        ({"validation": {"dir": "x", "evry": 5}}, "validation.evry"),
+    ],
+)
+def test_unknown_key_fails_with_its_name(values, key) -> None:
+    with pytest.raises(ConfigError, match=rf"unknown config key {key}\b"):
+        config_from_dict({**base(), **values})
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"train": {"batch_size": "nine"}}, "train.batch_size"),
+        ({"train": {"batch_size": 9.5}}, "train.batch_size"),
+        ({"train": {"bf16": "yes please"}}, "train.bf16"),
+        ({"optim": {"lr": "fast"}}, "optim.lr"),
+        ({"stage": 3}, "stage"),
+        ({"data": {"kind": "crops", "train_dirs": ["a"]}}, "data.kind"),
+        ({"data": {"train_dirs": ["ok", {"a": 2}]}}, r"data.train_dirs\[1\]"),
+        ({"model": 5}, "model"),
+    ],
+)
+def test_wrong_type_fails_with_the_key(values, key) -> None:
+    with pytest.raises(ConfigError, match=rf"config key {key} must"):
+        config_from_dict({**base(), **values})
+
+
+def test_value_checks() -> None:
+    with pytest.raises(ConfigError, match="train.batch_size must be positive"):
+        config_from_dict({**base(), "train": {"batch_size": 0}})
+    with pytest.raises(ConfigError, match="multiple of model.scale"):
+        config_from_dict({**base(), "data": {"train_dirs": ["a"], "hr_patch_size": 30}})
+    with pytest.raises(ConfigError, match="data.train_dirs is empty"):
+        config_from_dict({})
+    with pytest.raises(ConfigError, match="fractions"):
+        config_from_dict({**base(), "optim": {"lr_schedule": "progress", "lr_milestones": [3]}})
+
+
+def test_yaml_exponent_without_dot_is_a_float(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train_dirs: [a]}\noptim:\n  lr: 1e-4\n")  # YAML 1.1 reads 1e-4 as a string
+    assert load_config(path).optim.lr == 1e-4
+
+
+def test_dotted_overrides() -> None:
+    config = config_from_dict(base(), ["optim.lr=2e-4", "train.batch_size=4", "data.train_dirs=[a, b]", "train.bf16=true",
+                                       "validation.dir=null", "model.vgg_weights=torchvision"])
+    assert config.optim.lr == 2e-4 and config.train.batch_size == 4 and config.train.bf16
+    assert config.data.train_dirs == ["a", "b"] and config.validation.dir is None
+    assert config.model.vgg_weights == "torchvision"
+    with pytest.raises(ConfigError, match="unknown config key train.batchsize"):
+        config_from_dict(base(), ["train.batchsize=4"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        config_from_dict(base(), ["optim.lr"])
+
+
+def test_datasets_dir_substitution_and_environment(monkeypatch) -> None:
+    values = {"datasets_dir": "/from/file", "data": {"train_dirs": ["{datasets_dir}/T91"]}}
+    monkeypatch.delenv("SRFEAT_DATASETS", raising=False)
+    config = config_from_dict(values)
+    assert config.resolve_path(config.data.train_dirs[0]) == Path("/from/file/T91")
+    monkeypatch.setenv("SRFEAT_DATASETS", "/from/env")
+    config = config_from_dict(values)
+    assert config.resolve_path(config.data.train_dirs[0]) == Path("/from/env/T91")
+    config = config_from_dict(values, ["datasets_dir=/from/override"])
+    assert config.resolve_path(config.data.train_dirs[0]) == Path("/from/override/T91")
+
+
+def test_resolved_config_round_trips() -> None:
+    config = load_config(REPO / "configs/dev/stage1_gpu.yaml")
+    again = config_from_dict(yaml.safe_load(config.to_yaml()))
+    assert again == config
+
+
+def test_missing_or_invalid_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
