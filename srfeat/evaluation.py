@@ -240,7 +240,7 @@ def evaluate(
         with single_threaded():
             dataset = BenchmarkDataset(folder, scale=scale)
         name = Path(folder).name
-        logger.info("%s: %d image(s)%s", name, len(dataset), f", {len(dataset.skipped)} unreadable skipped" if dataset.skipped else "")
+        logger.info("%s: %d image(s)%s", name, len(dataset), f", {len(dataset.skipped)} file(s) skipped" if dataset.skipped else "")
         per_model: dict[str, list[ImageScore]] = {label: [] for label in labels}
         figure_index = dataset.names.index(figure_image) if figure_image in dataset.names else 0
         for index in tqdm(range(len(dataset)), desc=name, unit="img", disable=None, leave=False):
