@@ -17,6 +17,7 @@ from srfeat.data.png16 import png16_channels, read_png16, write_png16
 from srfeat.data.resize import imresize
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.inference import InferenceGenerator, Upscaler, fold_batchnorm, plan_tiles, upscale_tiled
+from srfeat.inference.fused import winograd_available
 from srfeat.weights import save_generator
 
 
@@ -61,6 +62,25 @@ def test_inference_generator_matches_generator_to_float_rounding(scale: int) -> 
     assert folded.shape == expected.shape == (2, 3, 17 * scale, 22 * scale)
     assert (folded - expected).abs().max().item() < 1e-5
     assert (banded - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.skipif(not winograd_available(), reason="this PyTorch build has no NNPACK")
+def test_winograd_convolutions_match_the_generator() -> None:
+    generator = tiny_generator(num_blocks=3, num_features=16)
+    model = InferenceGenerator(generator, winograd=True)
+    assert model.winograd and model.memory_format == torch.contiguous_format
+    x = torch.rand(2, 3, 19, 26)
+    with torch.inference_mode():
+        expected = generator(x)
+        result = model(x)
+        model.upsample_pixels = 2 * 26 * 4
+        banded = model(x[:1])
+    assert (result - expected).abs().max().item() < 1e-4
+    assert (banded - expected[:1]).abs().max().item() < 1e-4
+    # Not the direct convolution in disguise: Winograd rounds differently.
+    with torch.inference_mode():
+        direct = InferenceGenerator(generator)(x)
+    assert not torch.equal(result, direct)
 
 
 def test_folding_removes_batchnorm_and_keeps_a_copy() -> None:

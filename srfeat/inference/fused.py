@@ -12,6 +12,7 @@ its memory stays bounded whatever the size of the input.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -20,12 +21,22 @@ from torch import nn
 
 from srfeat.archs.generator import LEAKY_SLOPE, ResidualBlock, SRFeatGenerator
 
-__all__ = ["fold_batchnorm", "InferenceGenerator"]
+__all__ = ["fold_batchnorm", "InferenceGenerator", "winograd_available"]
+
+logger = logging.getLogger(__name__)
 
 # Default bound on the low-resolution pixels the upsampler handles at once: at scale 4 in
 # float32 it holds about 20 kB per low-resolution pixel (the 512-channel convolution output
 # at 2x resolution and its pixel-shuffled copy), so this is about 0.3 GB.
 DEFAULT_UPSAMPLE_PIXELS = 16384
+
+
+def winograd_available() -> bool:
+    """Whether PyTorch has NNPACK's Winograd convolution here (the call also initialises it)."""
+    try:
+        return bool(torch._nnpack_available())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -81,10 +92,6 @@ class FoldedResidualBlock(nn.Module):
         self.conv1 = fold_batchnorm(block.conv1, block.bn1)
         self.conv2 = fold_batchnorm(block.conv2, block.bn2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.leaky_relu(self.conv1(x), LEAKY_SLOPE, inplace=True)
-        return self.conv2(y).add_(x)
-
 
 class InferenceGenerator(nn.Module):
     """`SRFeatGenerator` for inference only: same outputs (to float rounding), less work.
@@ -94,8 +101,12 @@ class InferenceGenerator(nn.Module):
     forward modifies intermediate tensors in place and cannot be differentiated.
     """
 
-    def __init__(self, generator: SRFeatGenerator, upsample_pixels: int = DEFAULT_UPSAMPLE_PIXELS) -> None:
+    def __init__(
+        self, generator: SRFeatGenerator, upsample_pixels: int = DEFAULT_UPSAMPLE_PIXELS, winograd: bool = False
+    ) -> None:
         super().__init__()
+        # Winograd (NNPACK) 3x3 convolutions: CPU, float32, NCHW-contiguous inputs only.
+        self.winograd = winograd and winograd_available()
         self.scale = generator.scale
         self.num_features = generator.num_features
         self.num_blocks = generator.num_blocks
@@ -112,6 +123,11 @@ class InferenceGenerator(nn.Module):
             self.tail.weight.mul_(0.5)
             self.tail.bias.mul_(0.5).add_(0.5)
         self.eval()
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout to give inputs (and weights) in: NCHW for NNPACK, channels-last otherwise."""
+        return torch.contiguous_format if self.winograd else torch.channels_last
 
     @property
     def upsample_halo(self) -> int:
@@ -131,14 +147,44 @@ class InferenceGenerator(nn.Module):
         reach = head_reach + body_reach + sum(0.5**stage for stage in range(len(self.upsample_convs) + 1))
         return math.ceil(reach)
 
+    def conv3x3(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        if self.winograd and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and conv.weight.is_contiguous():
+            try:
+                return torch._nnpack_spatial_convolution(x, conv.weight, conv.bias, list(conv.padding))
+            except RuntimeError as error:  # e.g. its workspace could not be allocated
+                logger.warning("Winograd convolution failed (%s); using direct convolutions", error)
+                self.winograd = False
+        return conv(x)
+
+    def block(self, block: FoldedResidualBlock, x: torch.Tensor) -> torch.Tensor:
+        y = F.leaky_relu(self.conv3x3(block.conv1, x), LEAKY_SLOPE, inplace=True)
+        return self.conv3x3(block.conv2, y).add_(x)
+
+    @staticmethod
+    def add_skip(skip_sum: torch.Tensor | None, skip: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """skip_sum + skip(x) for a bias-free 1x1 convolution, as one in-place matrix product."""
+        batch, channels, height, width = x.shape
+        weight = skip.weight.view(skip.out_channels, channels)
+        if skip_sum is None:
+            return skip(x)
+        if x.is_contiguous(memory_format=torch.channels_last) and skip_sum.is_contiguous(memory_format=torch.channels_last):
+            # (N*H*W, C) views of the channels-last buffers.
+            pixels = x.permute(0, 2, 3, 1).reshape(-1, channels)
+            skip_sum.permute(0, 2, 3, 1).view(-1, skip.out_channels).addmm_(pixels, weight.t())
+        elif batch == 1 and x.is_contiguous() and skip_sum.is_contiguous():
+            skip_sum.view(skip.out_channels, -1).addmm_(weight, x.view(channels, -1))
+        else:
+            skip_sum.add_(skip(x))
+        return skip_sum
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Head and residual body with the long-range skips, at low resolution."""
         x = self.head(x * 2.0 - 1.0)
         skip_sum: torch.Tensor | None = None
         for block, skip in zip(self.body, self.long_skips):
-            x = block(x)
-            skip_sum = skip(x) if skip_sum is None else skip_sum.add_(skip(x))
-        x = self.body[-1](x)
+            x = self.block(block, x)
+            skip_sum = self.add_skip(skip_sum, skip, x)
+        x = self.block(self.body[-1], x)
         return x if skip_sum is None else x.add_(skip_sum)
 
     def upsample(self, features: torch.Tensor) -> torch.Tensor:
@@ -146,8 +192,8 @@ class InferenceGenerator(nn.Module):
         for conv in self.upsample_convs:
             # LeakyReLU commutes with the pixel shuffle (a permutation): apply it to the
             # convolution output in place, before the shuffle copies it.
-            features = F.pixel_shuffle(F.leaky_relu(conv(features), LEAKY_SLOPE, inplace=True), 2)
-        return self.tail(features)
+            features = F.pixel_shuffle(F.leaky_relu(self.conv3x3(conv, features), LEAKY_SLOPE, inplace=True), 2)
+        return self.conv3x3(self.tail, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) in [0, 1] -> (N, C, scale*h, scale*w), nominally in [0, 1], unclamped."""

@@ -158,7 +158,7 @@ def upscale_tiled(
     channels, height, width = image.shape
     output = torch.empty(height * scale, width * scale, channels, dtype=torch.float32).permute(2, 0, 1)
     tiles = plan_tiles(height, width, tile, pad)
-    for part in tqdm(tiles, desc="tiles", unit="tile", leave=False, disable=not progress or len(tiles) == 1):
+    for part in tqdm(tiles, desc="tiles", unit="tile", leave=False, disable=True if not progress or len(tiles) == 1 else None):
         source = image[:, part.in_top : part.in_bottom, part.in_left : part.in_right].unsqueeze(0)
         batch = source.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
         try:

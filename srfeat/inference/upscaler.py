@@ -71,7 +71,10 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtype) -> InferenceGenerator:
-    model = InferenceGenerator(generator).to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    # Winograd convolutions where they run (CPU, float32); channels-last cuDNN/oneDNN elsewhere.
+    winograd = device.type == "cpu" and dtype == torch.float32
+    model = InferenceGenerator(generator, winograd=winograd)
+    model = model.to(device=device, dtype=dtype, memory_format=model.memory_format)
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise SRFeatError(f"the model's weights do not fit in {dtype} (they overflow); use fp32")
     return model.eval()
@@ -142,6 +145,7 @@ class Upscaler:
             dtype=self.dtype,
             fallback=self._fallback,
             progress=self.progress,
+            memory_format=self.model.memory_format,
         )
 
     def upscale_channels(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
@@ -250,10 +254,14 @@ def to_float_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def from_float_tensor(image: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """(C, H, W) float in [0, 1] -> HxWxC array of `dtype` (integers rounded to nearest)."""
+    """(C, H, W) float32 in [0, 1] -> HxWxC array of `dtype` (integers rounded to nearest).
+
+    For integer dtypes `image` is scaled and rounded in place (a full-size upscaled image is
+    large: no second float copy of it is made).
+    """
     hwc = image.permute(1, 2, 0)
     if dtype == np.uint8:
-        return hwc.mul(255.0).round_().to(torch.uint8).numpy()
+        return hwc.mul_(255.0).round_().to(torch.uint8).numpy()
     if dtype == np.uint16:
-        return hwc.mul(65535.0).round_().to(torch.int32).numpy().astype(np.uint16)
+        return hwc.mul_(65535.0).round_().to(torch.int32).numpy().astype(np.uint16)
     return hwc.contiguous().numpy().astype(dtype, copy=False)
