@@ -1,0 +1,162 @@
+"""`srfeat upscale`: inputs, outputs, formats, bad files, overwriting, tiling through the CLI."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.cli import main
+from srfeat.data.io import read_raw_image
+from srfeat.data.png16 import read_png16, write_png16
+from srfeat.weights import save_generator
+
+samples = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), path)
+    return path
+
+
+def upscale(*args: str | Path) -> int:
+    return main(["upscale", *map(str, args)])
+
+
+def error_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_bad_inputs_are_named_one_line_each_and_the_rest_is_upscaled(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    photo = samples.astronaut()[:48, :40]
+    Image.fromarray(photo).save(tmp_path / "good.jpg", quality=95)
+    Image.fromarray(samples.camera()[:30, :20]).save(tmp_path / "gray.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    data = (tmp_path / "good.jpg").read_bytes()
+    (tmp_path / "corrupt.jpg").write_bytes(data[: len(data) // 2])
+    inputs = ["good.jpg", "notes.png", "corrupt.jpg", "missing.png", "gray.png"]
+    with caplog.at_level(logging.INFO):
+        status = upscale(*(tmp_path / name for name in inputs), "-o", tmp_path / "out", "--model", model_path)
+    assert status == 1
+    errors = error_lines(caplog)
+    for name in ("notes.png", "corrupt.jpg", "missing.png"):
+        lines = [line for line in errors if name in line]
+        assert len(lines) == 1 and "\n" not in lines[0], errors
+    good = Image.open(tmp_path / "out" / "good.jpg")
+    assert good.format == "JPEG" and good.size == (160, 192)
+    gray = Image.open(tmp_path / "out" / "gray.png")
+    assert gray.mode == "L" and gray.size == (80, 120)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.jpg", "gray.png"]
+
+
+def test_folders_globs_and_output_file(tmp_path: Path, model_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(samples.astronaut()[:16, :12]).save(folder / name)
+    (folder / "readme.txt").write_text("skipped: not an image extension")
+    assert upscale(folder, "-o", tmp_path / "out1", "--model", model_path) == 0
+    assert sorted(p.name for p in (tmp_path / "out1").iterdir()) == ["a.png", "b.png"]
+    assert upscale(folder / "*.png", "-o", tmp_path / "out2", "--model", model_path, "--ext", "webp", "--suffix", "_x4") == 0
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["a_x4.webp", "b_x4.webp"]
+    assert upscale(folder / "a.png", "-o", tmp_path / "single" / "big.tif", "--model", model_path) == 0
+    assert Image.open(tmp_path / "single" / "big.tif").size == (48, 64)
+    assert upscale(folder / "a.png", folder / "b.png", "-o", tmp_path / "two.png", "--model", model_path) == 1
+    assert not (tmp_path / "two.png").exists()
+
+
+def test_never_overwrites_without_permission(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "a.png"
+    Image.fromarray(samples.astronaut()[:16, :12]).save(source)
+    before = source.read_bytes()
+    assert upscale(source, "-o", tmp_path, "--model", model_path) == 1  # the output would be the input
+    assert source.read_bytes() == before
+    assert any("is an input" in line for line in error_lines(caplog))
+    assert upscale(source, "-o", tmp_path / "out", "--model", model_path) == 0
+    (tmp_path / "out" / "a.png").write_bytes(b"keep me")
+    assert upscale(source, "-o", tmp_path / "out", "--model", model_path) == 1
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"keep me"
+    assert upscale(source, "-o", tmp_path / "out", "--model", model_path, "--overwrite") == 0
+    assert Image.open(tmp_path / "out" / "a.png").size == (48, 64)
+
+
+def test_alpha_sixteen_bit_icc_and_outscale(tmp_path: Path, model_path: Path) -> None:
+    rgb = samples.astronaut()[100:124, 100:132]
+    alpha = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (24, 1))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "rgba.png", icc_profile=icc)
+    deep = (rgb.astype(np.uint16) * 257) + np.arange(32, dtype=np.uint16)[None, :, None]
+    write_png16(tmp_path / "deep.png", deep)
+    gray16 = (samples.camera()[:20, :24].astype(np.uint16) * 257) + 3
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")
+    out = tmp_path / "out"
+    assert upscale(tmp_path / "rgba.png", tmp_path / "deep.png", tmp_path / "gray16.png", "-o", out, "--model", model_path) == 0
+
+    rgba = read_raw_image(out / "rgba.png")
+    assert rgba.array.shape == (96, 128, 4) and rgba.icc_profile == icc
+    # Alpha is resized on its own: a horizontal ramp stays a ramp, unchanged down the columns.
+    assert (np.diff(rgba.array[50, 8:-8, 3].astype(int)) >= 0).all() and (rgba.array[:, 60, 3] == rgba.array[0, 60, 3]).all()
+    deep_out = read_png16(out / "deep.png").array
+    assert deep_out.dtype == np.uint16 and deep_out.shape == (96, 128, 3)
+    assert len(np.unique(deep_out % 257)) > 100  # real 16-bit values, not 8-bit ones scaled up
+    gray_out = Image.open(out / "gray16.png")
+    assert gray_out.mode in ("I;16", "I") and gray_out.size == (96, 80)
+
+    assert upscale(tmp_path / "rgba.png", "-o", out / "half.jpg", "--model", model_path, "--outscale", "2") == 0
+    half = Image.open(out / "half.jpg")
+    assert half.size == (64, 48) and half.mode == "RGB" and half.info.get("icc_profile") == icc
+
+
+def test_exif_orientation_is_applied(tmp_path: Path, model_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    exif[0x010F] = "camera maker"
+    Image.fromarray(samples.astronaut()[:20, :30]).save(tmp_path / "phone.jpg", exif=exif)
+    assert upscale(tmp_path / "phone.jpg", "-o", tmp_path / "out", "--model", model_path) == 0
+    result = Image.open(tmp_path / "out" / "phone.jpg")
+    assert result.size == (80, 120)  # portrait, as displayed
+    assert result.getexif().get(0x0112) in (None, 1) and result.getexif().get(0x010F) == "camera maker"
+
+
+def test_tile_64_equals_untiled_within_one_grey_level(tmp_path: Path) -> None:
+    # Full depth (receptive radius 38 input pixels, as the real network), narrow for speed.
+    generator = SRFeatGenerator(num_features=8, num_blocks=16)
+    with torch.no_grad():
+        for module in generator.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_var.uniform_(0.5, 2.0)
+    save_generator(generator, tmp_path / "deep.safetensors")
+    Image.fromarray(samples.astronaut()[::4, ::4][:96, :128]).save(tmp_path / "photo.png")
+    common = ["--model", tmp_path / "deep.safetensors", "--device", "cpu"]
+    assert upscale(tmp_path / "photo.png", "-o", tmp_path / "tiled.png", "--tile", "64", *common) == 0
+    assert upscale(tmp_path / "photo.png", "-o", tmp_path / "whole.png", "--tile", "0", *common) == 0
+    tiled = np.asarray(Image.open(tmp_path / "tiled.png")).astype(int)
+    whole = np.asarray(Image.open(tmp_path / "whole.png")).astype(int)
+    assert tiled.shape == whole.shape == (384, 512, 3)
+    assert np.abs(tiled - whole).max() <= 1
+
+
+def test_missing_model_is_one_line_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    Image.fromarray(samples.astronaut()[:8, :8]).save(tmp_path / "a.png")
+    assert upscale(tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "nope.safetensors") == 1
+    assert any("nope.safetensors" in line for line in error_lines(caplog))
+
+
+def test_command_module_imports_light() -> None:
+    code = "import sys, srfeat.commands.upscale; print(sorted({'torch', 'numpy', 'PIL'} & set(sys.modules)))"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
