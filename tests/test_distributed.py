@@ -1,0 +1,76 @@
+"""torchrun with 2 CPU processes (gloo) trains like one process with the same global batch.
+
+BatchNorm statistics are made global across processes (train.sync_batchnorm, on by default;
+on CPUs by CrossProcessBatchNorm2d, as nn.SyncBatchNorm runs only on GPUs), so the two runs
+agree up to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from training_helpers import tiny_generator_file, tiny_values, write_image_folders
+
+from srfeat.training import checkpoint
+from srfeat.training.config import config_from_dict
+from srfeat.training.trainer import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+ENTRY = textwrap.dedent(
+    """
+    import sys
+    from srfeat.training.config import load_config
+    from srfeat.training.trainer import train
+
+    train(load_config(sys.argv[1]), out_dir=sys.argv[2], show_progress=False)
+    """
+)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path, stage: int) -> None:
+    train_dir, _ = write_image_folders(tmp_path / "images")
+    values = tiny_values(train_dir, None, tmp_path / "unused", stage)
+    values["data"]["repeat"] = 4  # 12 items: 3 global batches of 4 per epoch
+    # Stage 2 compares after 2 steps: from there on the tiny GAN is chaotic (Adam turns float
+    # rounding in near-zero gradients into whole steps; a 1e-7 change of the initial weights
+    # grows to 1e-4 by step 3 in a single process too). Step 1 agrees to 1e-8, step 2 to 1e-6.
+    steps = 4 if stage == 1 else 2
+    values["train"].update(max_steps=steps, checkpoint_every=100, log_every=2)
+    if stage == 2:
+        values["train"]["init_generator"] = str(tiny_generator_file(tmp_path / "stage1.safetensors"))
+
+    single = dict(values, train=dict(values["train"], batch_size=4))
+    train(config_from_dict(single), out_dir=tmp_path / "single", show_progress=False)
+
+    per_rank = dict(values, train=dict(values["train"], batch_size=2))
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(per_rank))
+    entry = tmp_path / "entry.py"
+    entry.write_text(ENTRY)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(entry), str(config_path), str(tmp_path / "ddp")]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    one = checkpoint.load_state(tmp_path / "single" / checkpoint.STATE_FILE)
+    two = checkpoint.load_state(tmp_path / "ddp" / checkpoint.STATE_FILE)
+    assert one["step"] == two["step"] == steps and two["world_size"] == 2
+    networks = [("generator", one["generator"], two["generator"])]
+    networks += [(name, one["discriminators"][name], two["discriminators"][name]) for name in one["discriminators"]]
+    assert len(networks) == (1 if stage == 1 else 3)
+    for name, expected, actual in networks:
+        assert expected.keys() == actual.keys()
+        for key in expected:
+            # atol: 5% of one Adam step (lr 1e-3); a wrong average or per-process BatchNorm
+            # statistics move weights by whole steps.
+            torch.testing.assert_close(actual[key], expected[key], rtol=1e-4, atol=5e-5, msg=lambda m, k=key, n=name: f"{n}.{k}: {m}")
