@@ -24,6 +24,15 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_image_folders(tmp_path_factory.mktemp("images"))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run faster on one thread, and the test machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run(config: TrainingConfig, out: Path, resume: bool = False) -> trainer.RunResult:
     return trainer.train(config, out_dir=out, resume=resume, show_progress=False)
 
@@ -39,7 +48,7 @@ def moved(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
 def test_stage2_every_step_moves_generator_and_both_discriminators(folders, tmp_path, monkeypatch) -> None:
     train_dir, validation_dir = folders
     init = tiny_generator_file(tmp_path / "stage1.safetensors")
-    config = tiny_config(train_dir, validation_dir, tmp_path / "run", stage=2, overrides=[f"train.init_generator={init}", "train.max_steps=3"])
+    config = tiny_config(train_dir, validation_dir, tmp_path / "run", stage=2, overrides=[f"train.init_generator={init}", "train.max_steps=3", "data.hr_patch_size=16"])
     changes: list[dict[str, bool]] = []
 
     class RecordingGANStep(GANStep):
@@ -72,15 +81,15 @@ def weights_of(out: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("stage", [1, 2])
 def test_stop_and_resume_matches_an_uninterrupted_run(folders, tmp_path, stage: int) -> None:
     train_dir, validation_dir = folders
-    extra = [f"train.init_generator={tiny_generator_file(tmp_path / 'stage1.safetensors')}"] if stage == 2 else []
-    # 3 steps per epoch: stopping at 2 and resuming to 5 crosses an epoch boundary mid-way.
-    whole = tiny_config(train_dir, None, tmp_path / "whole", stage, extra + ["train.max_steps=5"])
+    extra = [f"train.init_generator={tiny_generator_file(tmp_path / 'stage1.safetensors')}", "data.hr_patch_size=16"] if stage == 2 else []
+    # 3 steps per epoch: stopping at 2 and resuming to 4 crosses an epoch boundary.
+    whole = tiny_config(train_dir, None, tmp_path / "whole", stage, extra + ["train.max_steps=4"])
     run(whole, tmp_path / "whole")
     first = tiny_config(train_dir, None, tmp_path / "split", stage, extra + ["train.max_steps=2"])
     assert run(first, tmp_path / "split").step == 2
     torch.manual_seed(1234)  # resuming must restore every random state itself
-    second = tiny_config(train_dir, None, tmp_path / "split", stage, extra + ["train.max_steps=5"])
-    assert run(second, tmp_path / "split", resume=True).step == 5
+    second = tiny_config(train_dir, None, tmp_path / "split", stage, extra + ["train.max_steps=4"])
+    assert run(second, tmp_path / "split", resume=True).step == 4
 
     expected, resumed = weights_of(tmp_path / "whole"), weights_of(tmp_path / "split")
     assert expected.keys() == resumed.keys()
