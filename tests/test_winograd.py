@@ -1,34 +1,15 @@
-"""Winograd F(4x4, 3x3) convolution and the fast inference generator: same function as eager."""
+"""Winograd F(4x4, 3x3) convolution: forward and gradients against direct convolution."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.inference.winograd import (
-    FastSRFeatGenerator,
-    _shuffle_channel_order,
-    _shuffled_target,
-    optimize_for_inference,
-    padded_buffer,
-    tiles_for,
-    winograd_conv3x3,
-    winograd_filter,
-)
-
-
-def _with_trained_statistics(generator: SRFeatGenerator) -> SRFeatGenerator:
-    """BatchNorm with non-trivial statistics, so folding has something to fold."""
-    with torch.no_grad():
-        for module in generator.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.1, 0.1)
-    return generator.eval()
+from srfeat.archs.winograd import WinogradConv2d, padded_buffer, tiles_for, use_winograd, winograd_conv3x3, winograd_filter
+from srfeat.inference.fast import _shuffle_channel_order, _shuffled_target
 
 
 def _padded(image: torch.Tensor) -> torch.Tensor:
@@ -64,89 +45,73 @@ def test_winograd_conv_writes_pixel_shuffle_positions() -> None:
     assert torch.all(upsampled[:, 0] == 0) and torch.all(upsampled[:, :, 0] == 0), "the border must stay zero"
 
 
-@pytest.mark.parametrize("scale", [2, 4])
-def test_fast_generator_matches_eager_generator(scale: int) -> None:
-    generator = _with_trained_statistics(SRFeatGenerator(scale=scale, num_features=16, num_blocks=3))
-    fast = optimize_for_inference(generator)
-    image = torch.rand(2, 3, 9, 14)
-    with torch.no_grad():
-        expected = generator(image)
-    assert fast.uses_winograd(image)
-    out = fast(image)
-    assert out.shape == expected.shape == (2, 3, 9 * scale, 14 * scale)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+@pytest.mark.parametrize("height, width, bias", [(5, 7, True), (8, 8, False), (13, 4, True)])
+def test_winograd_conv2d_gradients_match_conv2d(height: int, width: int, bias: bool) -> None:
+    reference = nn.Conv2d(8, 12, 3, padding=1, bias=bias)
+    conv = nn.Conv2d(8, 12, 3, padding=1, bias=bias)
+    conv.load_state_dict(reference.state_dict())
+    assert use_winograd(conv, min_channels=8) == 1 and isinstance(conv, WinogradConv2d)
+    image = torch.randn(2, 8, height, width)
+    x, x_ref = image.clone().requires_grad_(), image.clone().requires_grad_()
+    out, expected = conv(x), reference(x_ref)
+    grad = torch.randn_like(expected)
+    (out * grad).sum().backward()
+    (expected * grad).sum().backward()
+    torch.testing.assert_close(out, expected, rtol=0, atol=2e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=5e-5)
+    # A weight gradient sums over every pixel: compare relative to its size.
+    torch.testing.assert_close(conv.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5 * reference.weight.grad.abs().max().item())
+    if bias:
+        torch.testing.assert_close(conv.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-4)
 
 
-def test_upsampler_bands_give_the_whole_image_result() -> None:
-    generator = _with_trained_statistics(SRFeatGenerator(num_features=16, num_blocks=2))
-    fast = optimize_for_inference(generator)
-    image = torch.rand(1, 3, 11, 9)
-    whole = fast(image)
-    fast.upsample_pixels = 2 * 9  # bands of two low-resolution rows
-    torch.testing.assert_close(fast(image), whole, rtol=0, atol=1e-6)
+def test_winograd_gradients_pass_gradcheck() -> None:
+    from srfeat.archs.winograd import _WinogradConv3x3
+
+    x = torch.randn(1, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: _WinogradConv3x3.apply(x, w, b, True), (x, weight, bias))
 
 
-def test_worker_threads_give_the_same_result() -> None:
-    generator = _with_trained_statistics(SRFeatGenerator(num_features=16, num_blocks=2))
-    fast = optimize_for_inference(generator)
-    fast.upsample_pixels = 3 * 20
-    image = torch.rand(1, 3, 20, 20)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = fast(image)
-        torch.set_num_threads(2)
-        parallel = fast(image)
-    finally:
-        torch.set_num_threads(threads)
-    torch.testing.assert_close(parallel, single, rtol=0, atol=1e-6)
+def test_use_winograd_switches_only_plain_3x3_convolutions() -> None:
+    generator = SRFeatGenerator(num_features=64, num_blocks=2)
+    state = {k: v.clone() for k, v in generator.state_dict().items()}
+    # 2 blocks x 2 convolutions + 2 upsampling convolutions; not the 9x9 head, the 1x1 skip,
+    # or the tail (3 output channels).
+    assert use_winograd(generator) == 6
+    assert type(generator.head) is nn.Conv2d and type(generator.tail) is nn.Conv2d
+    assert generator.state_dict().keys() == state.keys()
+    strided = nn.Conv2d(64, 64, 3, stride=2, padding=1)
+    assert use_winograd(nn.Sequential(strided)) == 0
 
 
-def test_direct_path_matches_eager_generator() -> None:
-    generator = _with_trained_statistics(SRFeatGenerator(num_features=16, num_blocks=3))
-    fast = optimize_for_inference(generator, algorithm="direct")
-    image = torch.rand(1, 3, 10, 7)
-    assert not fast.uses_winograd(image)
-    with torch.no_grad():
-        torch.testing.assert_close(fast(image), generator(image), rtol=0, atol=1e-5)
+def test_winograd_generator_trains_like_the_eager_one() -> None:
+    """One optimizer step through every switched convolution: the same loss and weights."""
+    torch.manual_seed(0)
+    reference = SRFeatGenerator(num_features=64, num_blocks=2)
+    generator = SRFeatGenerator(num_features=64, num_blocks=2)
+    generator.load_state_dict(reference.state_dict())
+    use_winograd(generator)
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    losses = []
+    for model in (reference, generator):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss = F.mse_loss(model(lr), hr)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, expected), actual in zip(reference.state_dict().items(), generator.state_dict().values()):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_paper_generator_differs_from_eager_by_float_rounding() -> None:
-    """The full 16-block, 128-channel network: Winograd's rounding stays far below a grey level."""
-    generator = _with_trained_statistics(SRFeatGenerator())
-    image = torch.rand(1, 3, 12, 16)
-    with torch.no_grad():
-        expected = generator.double()(image.double())
-    fast = optimize_for_inference(generator.float())
-    error = (fast(image).double() - expected).abs().max().item()
-    assert error < 1e-4, f"max abs difference {error} on [0, 1] outputs"
-
-
-def test_module_conversions_keep_it_working() -> None:
-    """The Upscaler converts models with .to(dtype, memory_format): bfloat16 runs the direct path."""
-    generator = _with_trained_statistics(SRFeatGenerator(num_features=16, num_blocks=2))
-    image = torch.rand(1, 3, 8, 8)
-    with torch.no_grad():
-        expected = generator(image)
-    fast = optimize_for_inference(generator).to(memory_format=torch.channels_last)
-    torch.testing.assert_close(fast(image), expected, rtol=0, atol=1e-5)
-    assert all(not p.requires_grad for p in fast.parameters())
-    low = optimize_for_inference(generator).to(torch.bfloat16)
-    out = low(image.bfloat16())
-    assert out.dtype == torch.bfloat16 and not low.uses_winograd(image.bfloat16())
-    assert (out.float() - expected).abs().max() < 0.05
-
-
-def test_receptive_radius_matches_the_inference_generator() -> None:
-    from srfeat.inference.fused import InferenceGenerator
-
-    generator = SRFeatGenerator()
-    assert FastSRFeatGenerator(generator).receptive_radius == InferenceGenerator(generator).receptive_radius == 38
-
-
-def test_bad_inputs_are_rejected() -> None:
-    generator = SRFeatGenerator(num_features=8, num_blocks=1)
-    with pytest.raises(ValueError, match="algorithm"):
-        optimize_for_inference(generator, algorithm="fft")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"\(N, 3, h, w\)"):
-        optimize_for_inference(generator)(torch.rand(1, 4, 8, 8))
+def test_winograd_conv2d_leaves_other_cases_to_the_library() -> None:
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    reference = nn.Conv2d(8, 8, 3, padding=1)
+    reference.load_state_dict(conv.state_dict())
+    use_winograd(conv, min_channels=8)
+    image = torch.rand(1, 8, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(image).dtype == torch.bfloat16
+    torch.testing.assert_close(conv.double()(image.double()), reference.double()(image.double()))
