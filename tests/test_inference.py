@@ -93,6 +93,19 @@ def test_folding_removes_batchnorm_and_keeps_a_copy() -> None:
     assert torch.equal(model.head.weight, before)
 
 
+def test_region_output_is_the_crop_of_the_full_output() -> None:
+    model = InferenceGenerator(tiny_generator())
+    x = torch.rand(1, 3, 23, 31)
+    with torch.inference_mode():
+        full = model(x)
+        model.upsample_pixels = 3 * 20  # several bands, each narrower than the input
+        part = model(x, (5, 7, 17, 20))
+    assert part.shape == (1, 3, 48, 52)
+    assert (part - full[:, :, 20:68, 28:80]).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match="region"):
+        model(x, (0, 0, 24, 31))
+
+
 def test_full_size_receptive_radius() -> None:
     # head 9x9 (4) + 32 body 3x3 convolutions (32) + upsampler 1 + 1/2 + 1/4 -> 38 input pixels.
     model = InferenceGenerator(SRFeatGenerator())
@@ -157,27 +170,28 @@ def test_tiled_equals_untiled_full_size_network() -> None:
 def test_non_finite_tiles_are_recomputed_by_the_fallback() -> None:
     calls = []
 
-    def overflowing(batch: torch.Tensor) -> torch.Tensor:
+    def overflowing(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
         calls.append(batch.shape)
-        return torch.full((1, 3, batch.shape[2] * 2, batch.shape[3] * 2), float("inf"))
+        return torch.full((1, 3, (region[2] - region[0]) * 2, (region[3] - region[1]) * 2), float("inf"))
 
-    def fallback(batch: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.interpolate(batch, scale_factor=2, mode="nearest")
+    def fallback(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+        top, left, bottom, right = region
+        return torch.nn.functional.interpolate(batch[:, :, top:bottom, left:right], scale_factor=2, mode="nearest")
 
     image = torch.rand(3, 10, 12)
     output = upscale_tiled(overflowing, image, 2, tile=6, pad=2, device=torch.device("cpu"), dtype=torch.float32, fallback=fallback)
     assert len(calls) == 4
-    torch.testing.assert_close(output, fallback(image[None])[0])
+    torch.testing.assert_close(output, fallback(image[None], (0, 0, 10, 12))[0])
 
 
 def test_tile_errors_are_raised_not_swallowed() -> None:
-    def failing(batch: torch.Tensor) -> torch.Tensor:
+    def failing(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
         raise RuntimeError("device lost")
 
     with pytest.raises(RuntimeError, match="device lost"):
         upscale_tiled(failing, torch.rand(3, 8, 8), 4, tile=4, pad=1, device=torch.device("cpu"), dtype=torch.float32)
 
-    def out_of_memory(batch: torch.Tensor) -> torch.Tensor:
+    def out_of_memory(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     with pytest.raises(SRFeatError, match="--tile"):
@@ -274,12 +288,19 @@ def test_pil_images_keep_their_mode_and_icc_profile(upscaler: Upscaler, mode: st
     assert result.info.get("icc_profile") == b"profile"
 
 
-def test_import_srfeat_is_light_and_exports_upscaler() -> None:
-    code = "import sys, srfeat; assert 'torch' not in sys.modules; from srfeat import Upscaler; print(Upscaler.__name__)"
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("import sys, srfeat; print('torch' in sys.modules); from srfeat import Upscaler; print(Upscaler.__name__)", "False\nUpscaler"),
+        # `srfeat --help` imports every command module: the upscale command's must be light.
+        ("import sys, srfeat.commands.upscale; print(sorted({'torch', 'numpy', 'PIL'} & set(sys.modules)))", "[]"),
+    ],
+)
+def test_imports_are_light_and_the_api_is_exported(code: str, expected: str) -> None:
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "Upscaler"
+    assert result.stdout.strip() == expected
 
 
 # -- 16-bit PNG ----------------------------------------------------------------------------
@@ -305,3 +326,65 @@ def test_png16_reads_all_row_filters_as_pil_does(tmp_path: Path) -> None:
     decoded = read_png16(tmp_path / "camera16.png")
     assert np.array_equal(decoded.array[..., 0], np.asarray(Image.open(tmp_path / "camera16.png")).astype(np.uint16))
     assert png16_channels(tmp_path / "missing.png") == 0
+
+
+# -- GPU (run where one is available; skipped elsewhere) -------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def full_size_generator() -> SRFeatGenerator:
+    torch.manual_seed(5)
+    return randomise_batchnorm(SRFeatGenerator())
+
+
+@cuda
+@pytest.mark.parametrize(("dtype", "tolerance"), [("fp32", 2 / 255), ("fp16", 4 / 255), ("bf16", 16 / 255)])
+def test_cuda_precisions_match_cpu(full_size_generator: SRFeatGenerator, dtype: str, tolerance: float) -> None:
+    image = torch.rand(3, 40, 56)
+    with torch.inference_mode():
+        expected = full_size_generator(image[None])[0].clamp(0, 1)
+    result = Upscaler(full_size_generator, device="cuda", dtype=dtype)(image)
+    error = (result - expected).abs()
+    print(f"{dtype}: max {error.max().item() * 255:.3f}, mean {error.mean().item() * 255:.4f} grey levels")
+    assert result.device.type == "cpu" and error.max().item() < tolerance
+
+
+@cuda
+def test_cuda_fp16_overflow_falls_back_to_fp32() -> None:
+    generator = tiny_generator()
+    with torch.no_grad():  # weights that fit float16 but activations that do not
+        generator.head.bias.fill_(60000.0)
+        generator.body[0].conv1.weight.fill_(1.0)
+    image = torch.rand(3, 20, 24)
+    fp32 = Upscaler(generator, device="cuda", dtype="fp32", tile=10)(image)
+    fp16 = Upscaler(generator, device="cuda", dtype="fp16", tile=10)
+    with torch.inference_mode():
+        raw = fp16.model(image[None].cuda().half(), (0, 0, 20, 24))
+    assert not bool(torch.isfinite(raw).all())  # the premise: float16 does overflow here
+    torch.testing.assert_close(fp16(image), fp32)
+
+
+@cuda
+def test_cuda_tiles_equal_untiled_and_bound_device_memory(full_size_generator: SRFeatGenerator) -> None:
+    image = torch.rand(3, 96, 128)
+    whole = Upscaler(full_size_generator, device="cuda", tile=0)(image)
+    torch.cuda.reset_peak_memory_stats()
+    tiled = Upscaler(full_size_generator, device="cuda", tile=24)(image)
+    assert (tiled - whole).abs().max().item() * 255 < 1
+    # A 24x24 tile with its 38-pixel context is at most 100x100 input pixels on the device.
+    assert torch.cuda.max_memory_allocated() < 1.2e9
+    big = torch.rand(3, 512, 512)
+    torch.cuda.reset_peak_memory_stats()
+    assert Upscaler(full_size_generator, device="cuda", tile=64)(big).shape == (3, 2048, 2048)
+    assert torch.cuda.max_memory_allocated() < 1.5e9
+
+
+@cuda
+def test_cuda_compile_matches_eager() -> None:
+    generator = tiny_generator()
+    image = torch.rand(3, 30, 34)
+    eager = Upscaler(generator, device="cuda", tile=16)(image)
+    compiled = Upscaler(generator, device="cuda", tile=16, compile=True)(image)
+    assert (compiled - eager).abs().max().item() < 1e-3

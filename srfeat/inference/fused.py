@@ -12,6 +12,7 @@ its memory stays bounded whatever the size of the input.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 # float32 it holds about 20 kB per low-resolution pixel (the 512-channel convolution output
 # at 2x resolution and its pixel-shuffled copy), so this is about 0.3 GB.
 DEFAULT_UPSAMPLE_PIXELS = 16384
+
+Region = tuple[int, int, int, int]  # top, left, bottom, right
 
 
 def winograd_available() -> bool:
@@ -71,17 +74,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 def _copy_conv(conv: nn.Conv2d) -> nn.Conv2d:
-    copy = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        padding=conv.padding,
-        bias=conv.bias is not None,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    )
-    copy.load_state_dict(conv.state_dict())
-    return copy
+    return copy.deepcopy(conv)
 
 
 class FoldedResidualBlock(nn.Module):
@@ -129,23 +122,42 @@ class InferenceGenerator(nn.Module):
         """The layout to give inputs (and weights) in: NCHW for NNPACK, channels-last otherwise."""
         return torch.contiguous_format if self.winograd else torch.channels_last
 
+    def bytes_per_pixel(self) -> tuple[int, int]:
+        """Peak bytes per input pixel of the body and of the upsampler, as measured (with margin).
+
+        The body holds about six feature maps at once (block input, two convolution outputs,
+        the skip sum, the library's scratch); the last upsampling stage holds its input, its
+        4x-channel output and the pixel-shuffled copy. Winograd's transformed tiles about
+        double both.
+        """
+        itemsize = self.head.weight.element_size()
+        workspace = 2 if self.winograd else 1
+        body = (4 * workspace + 2) * self.num_features * itemsize
+        upsample = workspace * self.num_features * (2 * self.scale**2 + self.scale**2 // 2) * itemsize
+        return body, upsample
+
+    def _upsampler_reach(self) -> float:
+        # Each 3x3 convolution reaches one pixel at its own resolution: one input pixel for the
+        # first upsampling stage, half of one for the second, then a quarter for the tail.
+        return sum(0.5**stage for stage in range(len(self.upsample_convs) + 1))
+
     @property
     def upsample_halo(self) -> int:
-        """Low-resolution rows a band of the upsampler needs beyond its own on each side.
-
-        Each 3x3 convolution reaches one pixel at its own resolution: one low-resolution pixel
-        for the first stage, half of one for the second, a quarter for the tail.
-        """
-        reach = sum(0.5**stage for stage in range(len(self.upsample_convs) + 1))
-        return math.ceil(reach)
+        """Input rows (and columns) a band of the upsampler needs beyond its own on each side."""
+        return math.ceil(self._upsampler_reach())
 
     @property
     def receptive_radius(self) -> int:
         """How far (in input pixels) an output pixel sees: tiles overlapping by this are exact."""
         head_reach = self.head.kernel_size[0] // 2
         body_reach = 2 * self.num_blocks  # two 3x3 convolutions per block; the 1x1 skips add none
-        reach = head_reach + body_reach + sum(0.5**stage for stage in range(len(self.upsample_convs) + 1))
-        return math.ceil(reach)
+        return math.ceil(head_reach + body_reach + self._upsampler_reach())
+
+    def compile_parts(self, **options: object) -> None:
+        """`torch.compile` the body and the upsampler (not `forward`, whose Python loop over
+        bands and integer region would make the compiler specialise on every tile)."""
+        self.features = torch.compile(self.features, dynamic=True, **options)  # type: ignore[method-assign]
+        self.upsample = torch.compile(self.upsample, dynamic=True, **options)  # type: ignore[method-assign]
 
     def conv3x3(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         if self.winograd and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and conv.weight.is_contiguous():
@@ -195,21 +207,30 @@ class InferenceGenerator(nn.Module):
             features = F.pixel_shuffle(F.leaky_relu(self.conv3x3(conv, features), LEAKY_SLOPE, inplace=True), 2)
         return self.conv3x3(self.tail, features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) in [0, 1] -> (N, C, scale*h, scale*w), nominally in [0, 1], unclamped."""
+    def forward(self, x: torch.Tensor, region: Region | None = None) -> torch.Tensor:
+        """(N, C, h, w) in [0, 1] -> (N, C, scale*h, scale*w), nominally in [0, 1], unclamped.
+
+        With `region` = (top, left, bottom, right) in input pixels, only the output of that
+        part of the input is computed and returned ((N, C, scale*(bottom-top), scale*(right-left))):
+        a tile's context is needed by the body but its upsampled output would be thrown away.
+        """
         features = self.features(x)
-        batch, _, height, width = features.shape
-        band_rows = max(1, self.upsample_pixels // max(1, batch * width))
-        if band_rows >= height:
-            return self.upsample(features)
-        # Bands of rows, each with `halo` real neighbouring rows on both sides (none beyond the
-        # image, where the convolutions zero-pad exactly as on the whole input).
+        _, _, height, width = features.shape
+        top, left, bottom, right = region if region is not None else (0, 0, height, width)
+        if not (0 <= top < bottom <= height and 0 <= left < right <= width):
+            raise ValueError(f"region {region} is not inside the {height}x{width} input")
+        # Upsample in bands of rows, each with `halo` real neighbouring rows and columns (none
+        # beyond the input, where the convolutions zero-pad exactly as on the whole input).
         halo, scale = self.upsample_halo, self.scale
-        output = features.new_empty(batch, self.in_channels, height * scale, width * scale)
-        output = output.contiguous(memory_format=torch.channels_last) if features.is_contiguous(memory_format=torch.channels_last) else output
-        for top in range(0, height, band_rows):
-            bottom = min(height, top + band_rows)
-            lo, hi = max(0, top - halo), min(height, bottom + halo)
-            band = self.upsample(features[:, :, lo:hi])
-            output[:, :, top * scale : bottom * scale] = band[:, :, (top - lo) * scale : (bottom - lo) * scale]
-        return output
+        col_lo, col_hi = max(0, left - halo), min(width, right + halo)
+        band_rows = max(1, self.upsample_pixels // max(1, features.shape[0] * (col_hi - col_lo)))
+        bands = []
+        for band_top in range(top, bottom, band_rows):
+            band_bottom = min(bottom, band_top + band_rows)
+            row_lo, row_hi = max(0, band_top - halo), min(height, band_bottom + halo)
+            band = features[:, :, row_lo:row_hi, col_lo:col_hi].contiguous(memory_format=self.memory_format)
+            band = self.upsample(band)
+            bands.append(
+                band[:, :, (band_top - row_lo) * scale : (band_bottom - row_lo) * scale, (left - col_lo) * scale : (right - col_lo) * scale]
+            )
+        return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)

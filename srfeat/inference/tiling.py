@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from srfeat.errors import SRFeatError
 
+Region = tuple[int, int, int, int]  # top, left, bottom, right
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["Tile", "plan_tiles", "available_memory", "MemoryPlan", "plan_memory", "upscale_tiled"]
@@ -31,10 +33,6 @@ MIN_TILE = 32
 # On a CPU a larger tile is no faster once the overlap is small, and the memory is better
 # left to the rest of the machine: the automatic tile size uses at most this much.
 CPU_TILE_BUDGET = 1 << 30
-# Live activations of the body per pixel and channel: the block input, the two convolution
-# outputs, the running sum of the skips and one skip output, plus slack for the convolution
-# library's workspace.
-BODY_BUFFERS = 7
 
 
 @dataclass(frozen=True)
@@ -118,37 +116,39 @@ class MemoryPlan:
     upsample_pixels: int
 
 
-def plan_memory(num_features: int, scale: int, pad: int, device: torch.device, dtype: torch.dtype) -> MemoryPlan:
-    """Half of a safe share of the device's memory for the body of a tile, half for the upsampler."""
+def plan_memory(body_bytes_per_pixel: int, upsample_bytes_per_pixel: int, pad: int, device: torch.device) -> MemoryPlan:
+    """Tile and upsampler band sizes that fit a safe share of the device's free memory.
+
+    Three quarters of the budget go to the body of a padded tile, a quarter to a band of the
+    upsampler (per input pixel it needs several times the body's memory, and a band can be
+    thin at little cost).
+    """
     budget = available_memory(device) // 2
     if device.type == "cpu":
         budget = min(budget, CPU_TILE_BUDGET)
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    body_bytes_per_pixel = BODY_BUFFERS * num_features * itemsize
-    tile = max(MIN_TILE, math.isqrt(max(1, budget // 2 // body_bytes_per_pixel)) - 2 * pad)
-    # The last upsampling stage holds its input, its convolution output (4x the channels) and
-    # the pixel-shuffled copy of that output at once.
-    upsample_bytes_per_pixel = num_features * (2 * scale**2 + (scale // 2) ** 2) * itemsize
-    upsample_pixels = max(1024, budget // 2 // upsample_bytes_per_pixel)
+    tile = max(MIN_TILE, math.isqrt(max(1, budget * 3 // 4 // body_bytes_per_pixel)) - 2 * pad)
+    upsample_pixels = max(1024, budget // 4 // upsample_bytes_per_pixel)
     logger.debug("tile %d, upsampler bands of %d pixels (budget %.0f MB on %s)", tile, upsample_pixels, budget / 2**20, device)
     return MemoryPlan(tile=tile, upsample_pixels=upsample_pixels)
 
 
 def upscale_tiled(
-    model: Callable[[torch.Tensor], torch.Tensor],
+    model: Callable[[torch.Tensor, Region], torch.Tensor],
     image: torch.Tensor,
     scale: int,
     tile: int,
     pad: int,
     device: torch.device,
     dtype: torch.dtype,
-    fallback: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    fallback: Callable[[torch.Tensor, Region], torch.Tensor] | None = None,
     progress: bool = False,
     memory_format: torch.memory_format = torch.channels_last,
 ) -> torch.Tensor:
     """Upscale a (C, H, W) float image held on the CPU; returns (C, scale*H, scale*W) float32 on the CPU.
 
-    `model` maps an (1, C, h, w) batch of `dtype` on `device` to (1, C, scale*h, scale*w).
+    `model(batch, region)` maps an (1, C, h, w) batch of `dtype` on `device` and a region
+    (top, left, bottom, right) of it to the (1, C, scale*(bottom-top), scale*(right-left))
+    output of that region (`InferenceGenerator` does).
     When a tile's output is not finite (float16 overflow) it is recomputed with `fallback`
     (the float32 model, given float32 input) if one is given. The output is laid out
     height-width-channel (a permuted view), the layout image files and numpy arrays use, so
@@ -161,20 +161,17 @@ def upscale_tiled(
     for part in tqdm(tiles, desc="tiles", unit="tile", leave=False, disable=True if not progress or len(tiles) == 1 else None):
         source = image[:, part.in_top : part.in_bottom, part.in_left : part.in_right].unsqueeze(0)
         batch = source.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
+        region = (part.top - part.in_top, part.left - part.in_left, part.bottom - part.in_top, part.right - part.in_left)
         try:
             with torch.inference_mode():
-                result = model(batch)
+                result = model(batch, region)
                 if fallback is not None and not bool(torch.isfinite(result).all()):
                     logger.info("tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype)
-                    result = fallback(batch.float())
+                    result = fallback(batch.float(), region)
         except torch.OutOfMemoryError as error:
             raise SRFeatError(
                 f"out of memory on {device} upscaling a {part.in_bottom - part.in_top}x{part.in_right - part.in_left} tile; "
                 "give a smaller tile size (--tile)"
             ) from error
-        top, left = (part.top - part.in_top) * scale, (part.left - part.in_left) * scale
-        rows, cols = (part.bottom - part.top) * scale, (part.right - part.left) * scale
-        output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(
-            result[0, :, top : top + rows, left : left + cols]
-        )
+        output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(result[0])
     return output

@@ -119,7 +119,8 @@ class Upscaler:
         self.tile = tile
         self.tile_pad = self.model.receptive_radius if tile_pad is None else tile_pad
         self.progress = progress
-        self._forward = torch.compile(self.model) if compile else self.model
+        if compile:
+            self.model.compile_parts()
         self._fallback = None if self.dtype == torch.float32 else self.model_fp32
 
     def __repr__(self) -> str:
@@ -131,12 +132,12 @@ class Upscaler:
     def upscale_rgb(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) float in [0, 1] on the host -> (3, sH, sW) float32, unclamped, on the host."""
         _, height, width = image.shape
-        plan = plan_memory(self.model.num_features, self.scale, self.tile_pad, self.device, self.dtype)
+        plan = plan_memory(*self.model.bytes_per_pixel(), pad=self.tile_pad, device=self.device)
         tile = plan.tile if self.tile is None else (self.tile or max(height, width))
         for model in (self.model, self.model_fp32):
             model.upsample_pixels = plan.upsample_pixels
         return upscale_tiled(
-            self._forward,
+            self.model,
             image,
             scale=self.scale,
             tile=tile,
@@ -157,6 +158,8 @@ class Upscaler:
         channels, height, width = image.shape
         if channels not in (1, 2, 3, 4):
             raise ValueError(f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
+        if outscale is not None and outscale <= 0:
+            raise SRFeatError(f"outscale must be positive, got {outscale}")
         image = image.detach().to("cpu", torch.float32)
         color, alpha = (image[:-1], image[-1:]) if channels in (2, 4) else (image, None)
         rgb = color.expand(3, height, width) if color.shape[0] == 1 else color
@@ -166,8 +169,6 @@ class Upscaler:
             result = (result * weights).sum(0, keepdim=True)
         size = (height * self.scale, width * self.scale)
         if outscale is not None and outscale != self.scale:
-            if outscale <= 0:
-                raise SRFeatError(f"outscale must be positive, got {outscale}")
             size = (max(1, round(height * outscale)), max(1, round(width * outscale)))
             result = imresize(result, size=size)
         if alpha is not None:
