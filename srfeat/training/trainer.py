@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
 from srfeat.archs.generator import SRFeatGenerator
+from srfeat.archs.generator_init import init_as_interpolator
 from srfeat.errors import ConfigError, SRFeatError
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig, check_paths
@@ -353,7 +354,7 @@ class Trainer:
 
     def _build(self, saved: dict[str, Any] | None) -> None:
         config, model = self.config, self.config.model
-        if config.stage == 2 and saved is None:
+        if config.train.init_generator and saved is None:
             from srfeat.weights import load_generator
 
             generator = load_generator(config.resolve_path(config.train.init_generator or ""))
@@ -364,9 +365,11 @@ class Trainer:
                     f"train.init_generator has scale/num_features/num_blocks {built}, but the config's model has {wanted}: "
                     "set the model section to match the stage-1 run"
                 )
-            logger.info("stage 2 starts from %s", config.train.init_generator)
+            logger.info("stage %d starts from %s", config.stage, config.train.init_generator)
         else:
             generator = SRFeatGenerator(model.scale, model.num_features, model.num_blocks)
+            if model.init == "interpolation":
+                init_as_interpolator(generator)
         self.generator: nn.Module = self._prepare(generator)
         self.discriminators: dict[str, nn.Module] = {}
         if config.stage == 2:
