@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if there is one)")
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--half", action="store_true", help="float16 on the GPU (tiles that overflow are redone in float32)")
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 (GPU, or a CPU with native bf16)")
+    precision.add_argument("--bf16", action="store_true", help="bfloat16 on the GPU (also accepted on a CPU, where the default fp32 is faster)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (pays off over many images on a GPU)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files (and inputs, if an output path is an input)")
 

@@ -155,7 +155,11 @@ class InferenceGenerator(nn.Module):
 
     def compile_parts(self, **options: object) -> None:
         """`torch.compile` the body and the upsampler (not `forward`, whose Python loop over
-        bands and integer region would make the compiler specialise on every tile)."""
+        bands and integer region would make the compiler specialise on every tile).
+
+        The compiler cannot trace NNPACK's convolution: a compiled model uses direct ones.
+        """
+        self.winograd = False
         self.features = torch.compile(self.features, dynamic=True, **options)  # type: ignore[method-assign]
         self.upsample = torch.compile(self.upsample, dynamic=True, **options)  # type: ignore[method-assign]
 
