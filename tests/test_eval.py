@@ -17,7 +17,7 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.commands import eval as eval_command
 from srfeat.data.datasets import bicubic_downscale, bicubic_upscale, mod_crop
 from srfeat.data.io import write_png
-from srfeat.evaluation import evaluate, generator_upscaler, niqe_available
+from srfeat.evaluation import evaluate, make_upscaler, niqe_available
 from srfeat.metrics.psnr_ssim import psnr
 from srfeat.weights import save_generator
 
@@ -108,11 +108,16 @@ def test_checkpoint_model_table_json_and_figure(photos: Path, tmp_path: Path, ca
         assert figure.width > 2 * figure.height and figure.width >= 600
 
 
-def test_generator_upscaler_rounds_clamped_output() -> None:
+def test_checkpoint_models_run_the_inference_path_and_round_clamped_output(tmp_path) -> None:
+    from srfeat.weights import save_generator
+
     generator = SRFeatGenerator(scale=4, num_features=8, num_blocks=1).eval()
+    save_generator(generator, tmp_path / "tiny.safetensors")
     lr = samples.astronaut()[:12, :10]
-    sr = generator_upscaler(generator, torch.device("cpu"))(lr)
+    sr = make_upscaler(str(tmp_path / "tiny.safetensors"), 4, torch.device("cpu"))(lr)
     assert sr.shape == (48, 40, 3) and sr.dtype == np.uint8
     with torch.no_grad():
         expected = generator(torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255).clamp(0, 1)[0] * 255
-    np.testing.assert_array_equal(sr, expected.round().to(torch.uint8).permute(1, 2, 0).numpy())
+    expected_uint8 = expected.round().to(torch.uint8).permute(1, 2, 0).numpy()
+    # folded BatchNorm and other convolution algorithms differ by float rounding only
+    assert np.abs(sr.astype(int) - expected_uint8.astype(int)).max() <= 1
