@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.archs.winograd import WinogradConv2d, padded_buffer, tiles_for, use_winograd, winograd_conv3x3, winograd_filter
+from srfeat.archs.winograd import (
+    MIN_WINOGRAD_SIZE,
+    WinogradConv2d,
+    _WinogradConv3x3,
+    padded_buffer,
+    tiles_for,
+    use_winograd,
+    winograd_conv3x3,
+    winograd_filter,
+)
 from srfeat.inference.fast import _shuffle_channel_order, _shuffled_target
 
 
@@ -45,7 +56,7 @@ def test_winograd_conv_writes_pixel_shuffle_positions() -> None:
     assert torch.all(upsampled[:, 0] == 0) and torch.all(upsampled[:, :, 0] == 0), "the border must stay zero"
 
 
-@pytest.mark.parametrize("height, width, bias", [(5, 7, True), (8, 8, False), (13, 4, True)])
+@pytest.mark.parametrize("height, width, bias", [(9, 11, True), (8, 8, False), (13, 10, True)])
 def test_winograd_conv2d_gradients_match_conv2d(height: int, width: int, bias: bool) -> None:
     reference = nn.Conv2d(8, 12, 3, padding=1, bias=bias)
     conv = nn.Conv2d(8, 12, 3, padding=1, bias=bias)
@@ -53,7 +64,10 @@ def test_winograd_conv2d_gradients_match_conv2d(height: int, width: int, bias: b
     assert use_winograd(conv, min_channels=8) == 1 and isinstance(conv, WinogradConv2d)
     image = torch.randn(2, 8, height, width)
     x, x_ref = image.clone().requires_grad_(), image.clone().requires_grad_()
-    out, expected = conv(x), reference(x_ref)
+    with mock.patch.object(_WinogradConv3x3, "apply", wraps=_WinogradConv3x3.apply) as winograd:
+        out = conv(x)
+    assert winograd.call_count == 1
+    expected = reference(x_ref)
     grad = torch.randn_like(expected)
     (out * grad).sum().backward()
     (expected * grad).sum().backward()
@@ -66,8 +80,6 @@ def test_winograd_conv2d_gradients_match_conv2d(height: int, width: int, bias: b
 
 
 def test_winograd_gradients_pass_gradcheck() -> None:
-    from srfeat.archs.winograd import _WinogradConv3x3
-
     x = torch.randn(1, 3, 5, 6, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
@@ -95,12 +107,14 @@ def test_winograd_generator_trains_like_the_eager_one() -> None:
     use_winograd(generator)
     lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
     losses = []
-    for model in (reference, generator):
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        loss = F.mse_loss(model(lr), hr)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    with mock.patch.object(_WinogradConv3x3, "apply", wraps=_WinogradConv3x3.apply) as winograd:
+        for model in (reference, generator):
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            loss = F.mse_loss(model(lr), hr)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    assert winograd.call_count == 6
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for (name, expected), actual in zip(reference.state_dict().items(), generator.state_dict().values()):
         torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6, msg=name)
@@ -111,7 +125,11 @@ def test_winograd_conv2d_leaves_other_cases_to_the_library() -> None:
     reference = nn.Conv2d(8, 8, 3, padding=1)
     reference.load_state_dict(conv.state_dict())
     use_winograd(conv, min_channels=8)
-    image = torch.rand(1, 8, 6, 6)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert conv(image).dtype == torch.bfloat16
-    torch.testing.assert_close(conv.double()(image.double()), reference.double()(image.double()))
+    image = torch.rand(1, 8, MIN_WINOGRAD_SIZE, MIN_WINOGRAD_SIZE)
+    small = torch.rand(1, 8, MIN_WINOGRAD_SIZE - 1, 12)
+    with mock.patch.object(_WinogradConv3x3, "apply", wraps=_WinogradConv3x3.apply) as winograd:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert conv(image).dtype == torch.bfloat16
+        torch.testing.assert_close(conv(small), reference(small), rtol=0, atol=0)
+        torch.testing.assert_close(conv.double()(image.double()), reference.double()(image.double()))
+    assert winograd.call_count == 0

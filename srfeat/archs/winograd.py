@@ -49,6 +49,8 @@ POSITIONS = TILE_IN * TILE_IN
 # Tiles per band: enough rows for efficient GEMMs, few enough that a band's 36 transformed
 # matrices (36 * tiles * channels floats, 4.5 MB at 128 channels) stay in the caches.
 TILES_PER_BAND = 256
+# Smallest image side `WinogradConv2d` convolves by Winograd.
+MIN_WINOGRAD_SIZE = 8
 
 # The filter transform G (6x3) for the points 0, +-1, +-2 and infinity (Lavin & Gray 2016).
 # B^T and A^T are applied as additions in the transforms below.
@@ -344,14 +346,17 @@ class _WinogradConv3x3(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, keep_for_weight: bool) -> torch.Tensor:
         batch, _, height, width = x.shape
         out_channels = weight.shape[0]
-        out = x.new_empty(batch, TILE * tiles_for(height), TILE * tiles_for(width), out_channels)
+        # Written as NHWC, returned as a channels_last NCHW tensor (not a view: a view would
+        # forbid in-place operations such as ReLU(inplace=True) on the result).
+        out = torch.empty(batch, out_channels, TILE * tiles_for(height), TILE * tiles_for(width), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         kept: dict[int, torch.Tensor] | None = {} if keep_for_weight else None
-        winograd_conv3x3(_to_padded(x), winograd_filter(weight), bias, out, keep_transformed=kept)
+        winograd_conv3x3(_to_padded(x), winograd_filter(weight), bias, out.permute(0, 2, 3, 1), keep_transformed=kept)
         ctx.kept = kept
         ctx.shape = (height, width)
         ctx.save_for_backward(weight)
-        # NCHW view of the NHWC result: channels_last when nothing is cropped.
-        return out[:, :height, :width].permute(0, 3, 1, 2)
+        if out.shape[2:] != (height, width):
+            out = out[:, :, :height, :width].contiguous(memory_format=torch.channels_last)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -387,6 +392,8 @@ class WinogradConv2d(nn.Conv2d):
             and input.dtype == torch.float32
             and weight.dtype == torch.float32
             and input.dim() == 4
+            # On smaller images whole 4x4 tiles waste too much (6x6 computes 8x8).
+            and min(input.shape[-2:]) >= MIN_WINOGRAD_SIZE
             and not torch.is_autocast_enabled("cpu")
         ):
             keep_for_weight = torch.is_grad_enabled() and weight.requires_grad

@@ -1,0 +1,174 @@
+"""Shared pieces of the benchmark scripts: interleaved timing, tables, the results file.
+
+Timings on a shared or throttling machine drift; variants are therefore timed in interleaved
+rounds (one run of each variant per round) and compared by the median of their per-round
+ratios, which cancels drift slower than a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: PyTorch's, one per core)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, each running every variant once (default: 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each variant first (default: 1)")
+    parser.add_argument("--json", type=Path, default=None, help=f"results file to update (default: {RESULTS_DIR}/<host>.json)")
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but no CUDA GPU is available")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    variants: dict[str, Callable[[], object]], rounds: int, warmup: int, device: torch.device, log: bool = True
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant: `warmup` untimed calls each, then `rounds` rounds
+    that call every variant once, in order."""
+    for name, run in variants.items():
+        for _ in range(warmup):
+            run()
+        synchronize(device)
+        if log:
+            print(f"  warmed up {name}", flush=True)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_index in range(rounds):
+        for name, run in variants.items():
+            synchronize(device)
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+        if log:
+            print(f"  round {round_index + 1}/{rounds}: " + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()), flush=True)
+    return times
+
+
+def paired_speedup(times: dict[str, list[float]], variant: str, baseline: str) -> float:
+    """Median over rounds of baseline time / variant time in the same round."""
+    return statistics.median(b / v for b, v in zip(times[baseline], times[variant]))
+
+
+def summarize(times: dict[str, list[float]], baseline: str) -> dict[str, dict[str, float]]:
+    return {
+        name: {
+            "median_s": statistics.median(values),
+            "min_s": min(values),
+            "speedup_vs_" + baseline: paired_speedup(times, name, baseline),
+            "rounds": len(values),
+        }
+        for name, values in times.items()
+    }
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[_format(c) for c in row] for row in rows]
+    numeric = [[isinstance(c, (int, float)) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row, is_number in zip(cells, numeric):
+        print("  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, is_number)).rstrip())
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        if value == 0 or abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 1:
+            return f"{value:.2f}"
+        return f"{value:.3g}"
+    return str(value)
+
+
+def host_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    try:
+        info["load_average"] = os.getloadavg()
+    except OSError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def results_path(path: Path | None) -> Path:
+    return path if path is not None else RESULTS_DIR / f"{socket.gethostname()}.json"
+
+
+def write_results(path: Path | None, section: str, data: dict[str, Any]) -> Path:
+    """Update one section of the JSON results file (other sections are kept)."""
+    target = results_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    if target.exists():
+        try:
+            results = json.loads(target.read_text())
+        except json.JSONDecodeError:
+            results = {}
+    results[section] = data
+    target.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"\nwrote {section} to {target}")
+    return target
+
+
+def conv_macs(model: torch.nn.Module, input_shape: Sequence[int], device: torch.device | str = "cpu") -> int:
+    """Multiply-adds of the model's convolutions and linear layers for one input of this shape.
+
+    Counted by hooks on a forward pass at a small size and scaled by the pixel count, which
+    is exact for networks of 'same'-padded convolutions like the generator.
+    """
+    batch, channels, height, width = input_shape
+    probe = 8
+    total = 0
+
+    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output.numel() * (module.in_channels // module.groups) * kh * kw
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, probe, probe, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total * batch * height * width // (probe * probe)
