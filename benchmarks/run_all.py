@@ -1,0 +1,46 @@
+"""All benchmarks in one run, one JSON file: limits, inference, training, and peak memory.
+
+    python3 -m benchmarks.run_all [--device cpu|cuda] [--quick] [--skip training memory] [--json PATH]
+
+Full run on a 2-core CPU: about 20 minutes (the 1000x1000 `srfeat upscale` alone takes
+several). --quick uses smaller sizes and fewer rounds for a check in a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks import inference, limits, memory, training
+from benchmarks.common import results_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per benchmark (default 3; 2 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="inference at 128x128, memory at 256x256, training batch 4")
+    parser.add_argument("--skip", nargs="*", default=[], choices=("limits", "inference", "training", "memory"))
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd variants")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    path = str(results_path(args.json))
+    rounds = str(args.rounds or (2 if args.quick else 3))
+    common = ["--device", args.device, "--rounds", rounds, "--json", path]
+    if args.threads is not None:
+        common += ["--threads", str(args.threads)]
+    compile_ = ["--compile"] if args.compile else []
+    if "limits" not in args.skip:
+        limits.main([*common, "--size", "128" if args.quick else "256"])
+    if "inference" not in args.skip:
+        inference.main([*common, "--size", "128" if args.quick else "256", *compile_])
+    if "training" not in args.skip:
+        training.main([*common, *(["--batch", "4"] if args.quick else []), *compile_])
+    if "memory" not in args.skip and args.device == "cpu":
+        memory.main(["--size", "256" if args.quick else "1000", "--json", path])
+    print(f"\nall results in {path}")
+
+
+if __name__ == "__main__":
+    main()
