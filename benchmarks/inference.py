@@ -79,6 +79,11 @@ def build_variants(
 
             folded = InferenceGenerator(generator).to(device, memory_format=torch.channels_last).eval()
             variants["folded (InferenceGenerator)"] = (inference(folded, x_cl), "fp32")
+            if device.type == "cpu":
+                nnpack = InferenceGenerator(generator, winograd=True)  # type: ignore[call-arg]
+                if getattr(nnpack, "winograd", False):
+                    nnpack = nnpack.to(memory_format=nnpack.memory_format).eval()
+                    variants["folded + NNPACK (InferenceGenerator)"] = (inference(nnpack, x.contiguous(memory_format=nnpack.memory_format)), "fp32")
         except Exception as error:  # another module's work in progress must not stop this one
             print(f"  skipping InferenceGenerator: {error}")
     ours = optimize_for_inference(generator).to(device)

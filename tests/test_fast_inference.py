@@ -107,3 +107,24 @@ def test_bad_inputs_are_rejected() -> None:
         optimize_for_inference(generator, algorithm="fft")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(N, 3, h, w\)"):
         optimize_for_inference(generator)(torch.rand(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize("algorithm", ["winograd", "direct"])
+@pytest.mark.parametrize("region", [(0, 0, 13, 11), (3, 2, 9, 7), (5, 0, 13, 4), (0, 6, 1, 11)])
+def test_region_output_is_the_crop_of_the_whole_output(algorithm: str, region: tuple[int, int, int, int]) -> None:
+    """The Upscaler's protocol: upsample only a tile's own region, same pixels as the whole."""
+    generator = _with_trained_statistics(SRFeatGenerator(num_features=16, num_blocks=2))
+    fast = optimize_for_inference(generator, algorithm=algorithm)  # type: ignore[arg-type]
+    image = torch.rand(1, 3, 13, 11)
+    whole = fast(image)
+    fast.upsample_pixels = 12  # several bands
+    top, left, bottom, right = region
+    part = fast(image, region)
+    assert part.shape == (1, 3, 4 * (bottom - top), 4 * (right - left))
+    torch.testing.assert_close(part, whole[:, :, 4 * top : 4 * bottom, 4 * left : 4 * right], rtol=0, atol=1e-6)
+
+
+def test_regions_outside_the_input_are_rejected() -> None:
+    fast = optimize_for_inference(SRFeatGenerator(num_features=8, num_blocks=1))
+    with pytest.raises(ValueError, match="region"):
+        fast(torch.rand(1, 3, 8, 8), (0, 0, 9, 8))

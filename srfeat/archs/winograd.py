@@ -47,8 +47,8 @@ TILE = 4  # output tile of F(4x4, 3x3)
 TILE_IN = TILE + 2  # its input tile, 6x6
 POSITIONS = TILE_IN * TILE_IN
 # Tiles per band: enough rows for efficient GEMMs, few enough that a band's 36 transformed
-# matrices (36 * tiles * channels floats, 4.5 MB at 128 channels) stay in the caches.
-TILES_PER_BAND = 256
+# matrices (36 * tiles * channels floats, 2.3 MB at 128 channels) stay in the caches.
+TILES_PER_BAND = 128
 # Smallest image side `WinogradConv2d` convolves by Winograd.
 MIN_WINOGRAD_SIZE = 8
 

@@ -49,6 +49,7 @@ from srfeat.inference.fused import fold_batchnorm
 __all__ = ["FastSRFeatGenerator", "optimize_for_inference"]
 
 Algorithm = Literal["auto", "winograd", "direct"]
+Region = tuple[int, int, int, int]  # top, left, bottom, right, in input pixels
 
 # Low-resolution pixels per upsampler band: the band's 4x-resolution 128-channel buffer takes
 # 8 kB per low-resolution pixel in float32, so about 64 MB per worker.
@@ -131,18 +132,50 @@ class FastSRFeatGenerator(nn.Module):
         """Winograd runs on CPU float32 inputs (unless built with algorithm="direct")."""
         return hasattr(self, "body_winograd") and x.device.type == "cpu" and x.dtype == torch.float32 and self.body_winograd.dtype == torch.float32
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The input layout that costs no conversion (the Upscaler's protocol)."""
+        return torch.channels_last
+
+    def bytes_per_pixel(self) -> tuple[int, int]:
+        """Peak bytes per input pixel of the body, and of the upsampler per band pixel.
+
+        The body holds four zero-bordered feature maps (block input, the two convolution
+        outputs, the skip sum) and the head's output briefly; each worker's upsampler band
+        holds its input, the 2x and the 4x-resolution buffers (1 + 4 + 16 feature maps per
+        input pixel). Bands of transformed tiles are bounded and small.
+        """
+        itemsize = self.head_weight.element_size()
+        feature = self.num_features * itemsize
+        stages = self.upsample_bias.shape[0]
+        upsample = feature * sum(4**stage for stage in range(stages + 1)) * max(1, torch.get_num_threads())
+        return 5 * feature, upsample
+
+    def compile_parts(self, **options: object) -> None:
+        """Nothing to compile: the Winograd path is its own kernels (kept for the Upscaler's protocol)."""
+
+    def forward(self, x: torch.Tensor, region: Region | None = None) -> torch.Tensor:
+        """(N, 3, h, w) in [0, 1] -> (N, 3, scale*h, scale*w), unclamped.
+
+        With `region` = (top, left, bottom, right) in input pixels, only the output of that
+        part of the input is computed ((N, 3, scale*(bottom-top), scale*(right-left))): the
+        body needs a tile's context, but the upsampler need not upsample it.
+        """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected an (N, {self.in_channels}, h, w) batch, got {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        top, left, bottom, right = region if region is not None else (0, 0, height, width)
+        if not (0 <= top < bottom <= height and 0 <= left < right <= width):
+            raise ValueError(f"region {region} is not inside the {height}x{width} input")
         with torch.inference_mode():
             x = x.to(self.head_weight.dtype)
             if self.uses_winograd(x):
-                return self._forward_winograd(x)
-            return self._forward_direct(x)
+                return self._forward_winograd(x, (top, left, bottom, right))
+            return self._forward_direct(x, (top, left, bottom, right))
 
     # -- library convolutions (GPU, reduced precision) -----------------------------------------
 
-    def _forward_direct(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_direct(self, x: torch.Tensor, region: Region) -> torch.Tensor:
         channels = self.num_features
         x = (x * 2.0 - 1.0).contiguous(memory_format=torch.channels_last)
         x = F.conv2d(x, self.head_weight, self.head_bias, padding=4)
@@ -156,24 +189,32 @@ class FastSRFeatGenerator(nn.Module):
                 skip_sum = skip if skip_sum is None else skip_sum.add_(skip)
         if skip_sum is not None:
             x = x.add_(skip_sum)
+        # Upsample the region and a halo of real neighbours that covers the upsampler's reach
+        # (1 + 1/2 + 1/4 input pixels), zero-padded beyond the input as on the whole image.
+        top, left, bottom, right = region
+        height, width = x.shape[-2:]
+        halo = 2
+        row_lo, col_lo = max(0, top - halo), max(0, left - halo)
+        x = x[:, :, row_lo : min(height, bottom + halo), col_lo : min(width, right + halo)]
         for weight, bias in zip(self.upsample_weight.split(4 * channels), self.upsample_bias):
             # LeakyReLU commutes with the shuffle (a permutation): apply it before, in place.
             x = F.pixel_shuffle(F.leaky_relu_(F.conv2d(x, weight, bias, padding=1), LEAKY_SLOPE), 2)
-        return F.conv2d(x, self.tail_weight, self.tail_bias, padding=1).contiguous()
+        out = F.conv2d(x, self.tail_weight, self.tail_bias, padding=1)
+        scale = self.scale
+        return out[:, :, (top - row_lo) * scale : (bottom - row_lo) * scale, (left - col_lo) * scale : (right - col_lo) * scale].contiguous()
 
     # -- Winograd on the CPU -------------------------------------------------------------------
 
-    def _forward_winograd(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_winograd(self, x: torch.Tensor, region: Region) -> torch.Tensor:
         features, height, width = self._features_winograd(x)
-        batch = x.shape[0]
-        scale = self.scale
-        out = x.new_empty(batch, height * scale, width * scale, self.in_channels)
-        # Bands of low-resolution rows with one real row of context above and below: the first
-        # upsampling convolution reads real neighbours, so only the later ones see the band's
-        # edge, and they reach less than one low-resolution row into the band.
-        band_rows = max(1, min(height, self.upsample_pixels // max(1, batch * width)))
-        bands = [(top, min(height, top + band_rows)) for top in range(0, height, band_rows)]
-        run_parallel(lambda band: self._upsample_band(features, band[0], band[1], height, out), bands)
+        top, left, bottom, right = region
+        batch, scale = x.shape[0], self.scale
+        out = x.new_empty(batch, (bottom - top) * scale, (right - left) * scale, self.in_channels)
+        # Bands of rows of the region; each worker upsamples its bands.
+        columns = min(width, right + 1) - max(0, left - 1)
+        band_rows = max(1, min(bottom - top, self.upsample_pixels // max(1, batch * columns)))
+        bands = [(band_top, min(bottom, band_top + band_rows)) for band_top in range(top, bottom, band_rows)]
+        run_parallel(lambda band: self._upsample_band(features, (band[0], left, band[1], right), (height, width), region, out), bands)
         return out.permute(0, 3, 1, 2).contiguous()
 
     def _features_winograd(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -205,17 +246,25 @@ class FastSRFeatGenerator(nn.Module):
                 skip_sum.view(-1, channels).addmm_(current.view(-1, channels), self.skip_weight[i])
         return current.add_(skip_sum), height, width
 
-    def _upsample_band(self, features: torch.Tensor, top: int, bottom: int, height: int, out: torch.Tensor) -> None:
-        """Upsampler and tail for low-resolution rows [top, bottom), written into `out` (NHWC)."""
-        batch, _, padded_w, channels = features.shape
+    def _upsample_band(
+        self, features: torch.Tensor, band: Region, size: tuple[int, int], region: Region, out: torch.Tensor
+    ) -> None:
+        """Upsampler and tail for the input pixels `band`, written into `out` (NHWC, `region`'s output).
+
+        The band is cut from the features with one real neighbouring row and column on each
+        side, and one more that the first upsampling convolution reads as its padding: that
+        convolution is then exact on the cut, and the later ones, which see zeros beyond it,
+        reach less than one input pixel into it (1/2 + 1/4).
+        """
+        top, left, bottom, right = band
+        height, width = size
+        batch, _, _, channels = features.shape
         lo, hi = max(0, top - 1), min(height, bottom + 1)
-        rows = hi - lo
-        # Padded rows lo .. hi + 1 hold image rows lo - 1 .. hi: the band and one neighbouring
-        # row on each side (or the zero border).
-        current = features.new_zeros(batch, TILE * tiles_for(rows) + 2, padded_w, channels)
-        current[:, : rows + 2] = features[:, lo : hi + 2]
-        scale = self.scale
-        band_h, band_w = rows, out.shape[2] // scale
+        col_lo, col_hi = max(0, left - 1), min(width, right + 1)
+        band_h, band_w = hi - lo, col_hi - col_lo
+        # Padded rows lo .. hi + 1 hold image rows lo - 1 .. hi (or the zero border); columns alike.
+        current = padded_buffer(batch, band_h, band_w, channels, features)
+        current[:, : band_h + 2, : band_w + 2] = features[:, lo : hi + 2, col_lo : col_hi + 2]
         for stage in range(self.upsample_bias.shape[0]):
             band_h, band_w = 2 * band_h, 2 * band_w
             # Twice the whole tiles of the input: still whole tiles, plus the border.
@@ -232,7 +281,10 @@ class FastSRFeatGenerator(nn.Module):
             zero_outside(upsampled, band_h, band_w)
             current = upsampled
         tail = self._tail(current, band_h, band_w)
-        out[:, top * scale : bottom * scale] = tail[:, (top - lo) * scale : (bottom - lo) * scale]
+        scale = self.scale
+        out[:, (top - region[0]) * scale : (bottom - region[0]) * scale] = tail[
+            :, (top - lo) * scale : (bottom - lo) * scale, (left - col_lo) * scale : (right - col_lo) * scale
+        ]
 
     def _tail(self, padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """3x3 convolution to 3 channels of a zero-bordered NHWC buffer: one GEMM to the 27
