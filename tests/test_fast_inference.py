@@ -21,10 +21,11 @@ def _with_trained_statistics(generator: SRFeatGenerator) -> SRFeatGenerator:
     return generator.eval()
 
 
+@pytest.mark.parametrize("algorithm", ["auto", "winograd"])
 @pytest.mark.parametrize("scale", [2, 4])
-def test_fast_generator_matches_eager_generator(scale: int) -> None:
+def test_fast_generator_matches_eager_generator(scale: int, algorithm: str) -> None:
     generator = _with_trained_statistics(SRFeatGenerator(scale=scale, num_features=16, num_blocks=3))
-    fast = optimize_for_inference(generator)
+    fast = optimize_for_inference(generator, algorithm=algorithm)  # type: ignore[arg-type]
     image = torch.rand(2, 3, 9, 14)
     with torch.no_grad():
         expected = generator(image)
@@ -68,13 +69,14 @@ def test_direct_path_matches_eager_generator() -> None:
         torch.testing.assert_close(fast(image), generator(image), rtol=0, atol=1e-5)
 
 
-def test_paper_generator_differs_from_eager_by_float_rounding() -> None:
+@pytest.mark.parametrize("algorithm", ["auto", "winograd"])
+def test_paper_generator_differs_from_eager_by_float_rounding(algorithm: str) -> None:
     """The full 16-block, 128-channel network: Winograd's rounding stays far below a grey level."""
     generator = _with_trained_statistics(SRFeatGenerator())
     image = torch.rand(1, 3, 12, 16)
     with torch.no_grad():
         expected = generator.double()(image.double())
-    fast = optimize_for_inference(generator.float())
+    fast = optimize_for_inference(generator.float(), algorithm=algorithm)  # type: ignore[arg-type]
     error = (fast(image).double() - expected).abs().max().item()
     assert error < 1e-4, f"max abs difference {error} on [0, 1] outputs"
 
@@ -109,7 +111,7 @@ def test_bad_inputs_are_rejected() -> None:
         optimize_for_inference(generator)(torch.rand(1, 4, 8, 8))
 
 
-@pytest.mark.parametrize("algorithm", ["winograd", "direct"])
+@pytest.mark.parametrize("algorithm", ["auto", "winograd", "direct"])
 @pytest.mark.parametrize("region", [(0, 0, 13, 11), (3, 2, 9, 7), (5, 0, 13, 4), (0, 6, 1, 11)])
 def test_region_output_is_the_crop_of_the_whole_output(algorithm: str, region: tuple[int, int, int, int]) -> None:
     """The Upscaler's protocol: upsample only a tile's own region, same pixels as the whole."""
@@ -124,7 +126,33 @@ def test_region_output_is_the_crop_of_the_whole_output(algorithm: str, region: t
     torch.testing.assert_close(part, whole[:, :, 4 * top : 4 * bottom, 4 * left : 4 * right], rtol=0, atol=1e-6)
 
 
+def test_auto_uses_nnpack_for_the_body_where_it_runs() -> None:
+    from srfeat.inference.fast import nnpack_available
+
+    generator = _with_trained_statistics(SRFeatGenerator(num_features=16, num_blocks=2))
+    fast = optimize_for_inference(generator)
+    assert fast.use_nnpack == nnpack_available()
+    assert fast.memory_format == (torch.contiguous_format if fast.use_nnpack else torch.channels_last)
+    assert not optimize_for_inference(generator, algorithm="winograd").use_nnpack
+
+
 def test_regions_outside_the_input_are_rejected() -> None:
     fast = optimize_for_inference(SRFeatGenerator(num_features=8, num_blocks=1))
     with pytest.raises(ValueError, match="region"):
         fast(torch.rand(1, 3, 8, 8), (0, 0, 9, 8))
+
+
+def test_a_failing_nnpack_falls_back_to_winograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = _with_trained_statistics(SRFeatGenerator(num_features=16, num_blocks=2))
+    fast = optimize_for_inference(generator)
+    fast.use_nnpack = True
+
+    def fail(*args: object) -> torch.Tensor:
+        raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", fail)
+    image = torch.rand(1, 3, 9, 9)
+    with torch.no_grad():
+        expected = generator(image)
+    torch.testing.assert_close(fast(image), expected, rtol=0, atol=1e-5)
+    assert not fast.use_nnpack

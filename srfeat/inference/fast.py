@@ -5,16 +5,18 @@ computes (up to float rounding) with:
 
 - BatchNorm folded into the convolutions (`srfeat.inference.fused.fold_batchnorm`), and the
   output's (x + 1) / 2 folded into the tail;
-- on a CPU in float32, every 3x3 convolution with 128 input channels (the 32 of the residual
-  body and the two of the upsampler, 99% of the multiplies) computed by Winograd's minimal
-  filtering F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-  CVPR 2016; `srfeat.archs.winograd`): 4x fewer multiplies;
-- activations in NHWC buffers with a zero border that the next convolution reads as its
-  padding (no padding copies); PixelShuffle for free, by the output transform writing each
-  sub-pixel where the shuffle puts it; LeakyReLU, residual additions and the 1x1 long skips
-  applied in place, band by band while the band is in cache;
-- the work cut into bands of tiles run by single-threaded workers, one per intra-op thread;
-- the upsampler and tail run on bands of rows, so memory stays bounded for any input size.
+- on a CPU in float32, every 3x3 convolution with 128 input channels (99% of the multiplies)
+  by a Winograd algorithm, several times fewer multiplies than direct convolution: the 32
+  of the residual body by NNPACK's F(6x6, 3x3) where PyTorch has NNPACK (C kernels, the
+  fastest here for 128 -> 128), else by `srfeat.archs.winograd`'s F(4x4, 3x3); the two of
+  the upsampler (128 -> 512) always by ours, which is faster there and writes each
+  sub-pixel straight to where PixelShuffle puts it;
+- the upsampler in NHWC buffers with a zero border that the next convolution reads as its
+  padding (no padding copies), LeakyReLU applied band by band while the band is in cache,
+  the tail as one GEMM plus shifted additions; the 1x1 long skips and residual additions in
+  place;
+- the upsampler and tail run on bands of rows, spread over single-threaded workers, so memory
+  stays bounded for any input size; and only the requested region of a tile is upsampled.
 
 Elsewhere (a GPU, bfloat16 or float16, or `algorithm="direct"`) the folded network runs with
 the library's convolutions in channels_last.
@@ -25,6 +27,7 @@ convolution (the tests bound the whole network's output: below 1e-4 on [0, 1]).
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Literal
 
@@ -46,6 +49,8 @@ from srfeat.archs.winograd import (
 )
 from srfeat.inference.fused import fold_batchnorm
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["FastSRFeatGenerator", "optimize_for_inference"]
 
 Algorithm = Literal["auto", "winograd", "direct"]
@@ -54,6 +59,14 @@ Region = tuple[int, int, int, int]  # top, left, bottom, right, in input pixels
 # Low-resolution pixels per upsampler band: the band's 4x-resolution 128-channel buffer takes
 # 8 kB per low-resolution pixel in float32, so about 64 MB per worker.
 DEFAULT_UPSAMPLE_PIXELS = 8192
+
+
+def nnpack_available() -> bool:
+    """Whether PyTorch's NNPACK runs here (asking also initialises it, which its convolution needs)."""
+    try:
+        return bool(torch._nnpack_available())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _shuffled_target(buffer: torch.Tensor) -> torch.Tensor:
@@ -108,6 +121,10 @@ class FastSRFeatGenerator(nn.Module):
         # The generator returns (tail(x) + 1) / 2: fold that affine map into the tail.
         self.tail_weight = _frozen(generator.tail.weight * 0.5)
         self.tail_bias = _frozen((generator.tail.bias + 1.0) * 0.5)
+        # NNPACK's Winograd F(6x6, 3x3) (C, AVX2) runs the body's 128 -> 128 convolutions
+        # faster than `winograd_conv3x3`; ours runs the upsampler faster (and writes the
+        # shuffled image directly). "auto" takes the faster of each where NNPACK is there.
+        self.use_nnpack = algorithm == "auto" and nnpack_available()
         if algorithm != "direct":
             stages = len(generator.upsampler)
             # (36 * i + position, C, K): the Winograd filters of body convolution i.
@@ -134,8 +151,8 @@ class FastSRFeatGenerator(nn.Module):
 
     @property
     def memory_format(self) -> torch.memory_format:
-        """The input layout that costs no conversion (the Upscaler's protocol)."""
-        return torch.channels_last
+        """The input layout that costs no conversion (the Upscaler's protocol): NNPACK's NCHW."""
+        return torch.contiguous_format if self.use_nnpack else torch.channels_last
 
     def bytes_per_pixel(self) -> tuple[int, int]:
         """Peak bytes per input pixel of the body, and of the upsampler per band pixel.
@@ -206,7 +223,7 @@ class FastSRFeatGenerator(nn.Module):
     # -- Winograd on the CPU -------------------------------------------------------------------
 
     def _forward_winograd(self, x: torch.Tensor, region: Region) -> torch.Tensor:
-        features, height, width = self._features_winograd(x)
+        features, height, width = self._features(x)
         top, left, bottom, right = region
         batch, scale = x.shape[0], self.scale
         out = x.new_empty(batch, (bottom - top) * scale, (right - left) * scale, self.in_channels)
@@ -216,6 +233,35 @@ class FastSRFeatGenerator(nn.Module):
         bands = [(band_top, min(bottom, band_top + band_rows)) for band_top in range(top, bottom, band_rows)]
         run_parallel(lambda band: self._upsample_band(features, (band[0], left, band[1], right), (height, width), region, out), bands)
         return out.permute(0, 3, 1, 2).contiguous()
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        if self.use_nnpack:
+            try:
+                return self._features_nnpack(x)
+            except RuntimeError as error:  # e.g. NNPACK could not allocate its workspace
+                logger.warning("NNPACK convolution failed (%s); using srfeat's Winograd convolutions", error)
+                self.use_nnpack = False
+        return self._features_winograd(x)
+
+    def _features_nnpack(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Head and body with NNPACK's convolutions in NCHW: (padded NHWC features, height, width)."""
+        batch, _, height, width = x.shape
+        channels = self.num_features
+        x = F.conv2d((x * 2.0 - 1.0).contiguous(), self.head_weight.contiguous(), self.head_bias, padding=4)
+        skip_sum = torch.zeros_like(x)
+        for i in range(self.num_blocks):
+            weights = self.body_weight[2 * i * channels : (2 * i + 2) * channels].contiguous()
+            y = F.leaky_relu_(torch._nnpack_spatial_convolution(x, weights[:channels], self.body_bias[2 * i], [1, 1]), LEAKY_SLOPE)
+            x = torch._nnpack_spatial_convolution(y, weights[channels:], self.body_bias[2 * i + 1], [1, 1]).add_(x)
+            del y
+            if i < self.num_blocks - 1:
+                for item in range(batch):  # (C_out, H*W) += W^T (C_out, C_in) @ (C_in, H*W)
+                    skip_sum[item].view(channels, -1).addmm_(self.skip_weight[i].t(), x[item].view(channels, -1))
+        x.add_(skip_sum)
+        del skip_sum
+        features = padded_buffer(batch, height, width, channels, x)
+        features[:, 1 : 1 + height, 1 : 1 + width] = x.permute(0, 2, 3, 1)
+        return features, height, width
 
     def _features_winograd(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """Head and body with the long skips: (padded NHWC features, height, width)."""
@@ -306,9 +352,9 @@ class FastSRFeatGenerator(nn.Module):
 def optimize_for_inference(generator: SRFeatGenerator, algorithm: Algorithm = "auto") -> FastSRFeatGenerator:
     """The generator's eval-mode function as a fast, inference-only module on the same device.
 
-    algorithm: "winograd" or "auto" (Winograd F(4x4, 3x3) for the 128-channel 3x3
-    convolutions on CPU float32 inputs, library convolutions otherwise), or "direct" (library
-    convolutions always: BatchNorm folded, channels_last). For bfloat16 on a CPU with native
+    algorithm: "auto" (CPU float32 inputs: NNPACK's Winograd for the body where available and
+    ours for the upsampler; library convolutions otherwise), "winograd" (ours everywhere on
+    CPU float32), or "direct" (library convolutions always: BatchNorm folded, channels_last). For bfloat16 on a CPU with native
     support (or float16/bfloat16 on a GPU) convert the result with `.to(dtype)`; the direct
     path then runs in that precision.
     """
