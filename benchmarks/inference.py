@@ -6,8 +6,10 @@ Variants (interleaved, one run of each per round):
 - "plain": `SRFeatGenerator` as trained (BatchNorm modules, eval mode), fp32, NCHW, under
   `torch.no_grad()`: what a straightforward reimplementation runs; the baseline;
 - "folded": `srfeat.inference.InferenceGenerator` (BatchNorm folded, channels_last), fp32;
-- "ours": `srfeat.inference.fast.optimize_for_inference` (CPU: Winograd F(4x4, 3x3);
-  GPU: folded, channels_last), fp32;
+- "folded + NNPACK": the same with NNPACK's Winograd convolutions (CPU);
+- "ours": `srfeat.inference.fast.optimize_for_inference` (CPU: NNPACK's Winograd for the
+  body where available, srfeat's Winograd F(4x4, 3x3) upsampler; GPU: folded, channels_last),
+  fp32; "ours, srfeat Winograd only": srfeat's kernels everywhere (CPUs without NNPACK);
 - "ours bf16" (CPU with avx512_bf16, or GPU), "ours fp16" (GPU), and with --compile the
   torch.compile'd forms: reduced precision is reported with its difference in grey levels.
 
@@ -87,7 +89,11 @@ def build_variants(
         except Exception as error:  # another module's work in progress must not stop this one
             print(f"  skipping InferenceGenerator: {error}")
     ours = optimize_for_inference(generator).to(device)
-    variants["ours"] = (inference(ours, x), "fp32")
+    variants["ours"] = (inference(ours, x.contiguous(memory_format=ours.memory_format)), "fp32")
+    if device.type == "cpu" and ours.use_nnpack:
+        # Our Winograd kernels alone: what runs where PyTorch has no NNPACK.
+        alone = optimize_for_inference(generator, algorithm="winograd")
+        variants["ours, srfeat Winograd only"] = (inference(alone, x_cl), "fp32")
     low_precisions = [torch.bfloat16] if device.type == "cpu" and _cpu_has("avx512_bf16") else []
     if device.type == "cuda":
         low_precisions = [torch.float16, torch.bfloat16]

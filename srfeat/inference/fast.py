@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from typing import Literal
 
 import torch
@@ -56,9 +57,9 @@ __all__ = ["FastSRFeatGenerator", "optimize_for_inference"]
 Algorithm = Literal["auto", "winograd", "direct"]
 Region = tuple[int, int, int, int]  # top, left, bottom, right, in input pixels
 
-# Low-resolution pixels per upsampler band: the band's 4x-resolution 128-channel buffer takes
-# 8 kB per low-resolution pixel in float32, so about 64 MB per worker.
-DEFAULT_UPSAMPLE_PIXELS = 8192
+# Low-resolution pixels per upsampler band and worker: at scale 4 in float32 a band takes
+# 21 feature maps (its input, the 2x and 4x-resolution buffers) per pixel, about 170 MB.
+DEFAULT_UPSAMPLE_PIXELS = 16384
 
 
 def nnpack_available() -> bool:
@@ -75,6 +76,14 @@ def _shuffled_target(buffer: torch.Tensor) -> torch.Tensor:
     output channels are ordered (i, j, c) (`_shuffle_channel_order`)."""
     inner = interior(buffer)
     return inner.unflatten(1, (inner.shape[1] // 2, 2)).unflatten(3, (inner.shape[2] // 2, 2)).permute(0, 1, 3, 2, 4, 5)
+
+
+def _zero_border(buffer: torch.Tensor) -> None:
+    """Zero the one-pixel frame of an NHWC buffer."""
+    buffer[:, 0].zero_()
+    buffer[:, -1].zero_()
+    buffer[:, :, 0].zero_()
+    buffer[:, :, -1].zero_()
 
 
 def _shuffle_channel_order(tensor: torch.Tensor) -> torch.Tensor:
@@ -229,9 +238,16 @@ class FastSRFeatGenerator(nn.Module):
         out = x.new_empty(batch, (bottom - top) * scale, (right - left) * scale, self.in_channels)
         # Bands of rows of the region; each worker upsamples its bands.
         columns = min(width, right + 1) - max(0, left - 1)
-        band_rows = max(1, min(bottom - top, self.upsample_pixels // max(1, batch * columns)))
+        band_rows = self.upsample_pixels // max(1, batch * columns)
+        if band_rows >= 6:  # the band and its two context rows in whole 4-row tiles
+            band_rows = (band_rows + 2) // TILE * TILE - 2
+        band_rows = max(1, min(bottom - top, band_rows))
         bands = [(band_top, min(bottom, band_top + band_rows)) for band_top in range(top, bottom, band_rows)]
-        run_parallel(lambda band: self._upsample_band(features, (band[0], left, band[1], right), (height, width), region, out), bands)
+        # Each worker reuses its band buffers from band to band: a fresh large buffer costs
+        # its page faults every time.
+        scratch: dict[tuple[int, int], torch.Tensor] = {}
+        run_parallel(lambda band: self._upsample_band(features, (band[0], left, band[1], right), (height, width), region, out, scratch), bands)
+        del scratch
         return out.permute(0, 3, 1, 2).contiguous()
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -293,7 +309,13 @@ class FastSRFeatGenerator(nn.Module):
         return current.add_(skip_sum), height, width
 
     def _upsample_band(
-        self, features: torch.Tensor, band: Region, size: tuple[int, int], region: Region, out: torch.Tensor
+        self,
+        features: torch.Tensor,
+        band: Region,
+        size: tuple[int, int],
+        region: Region,
+        out: torch.Tensor,
+        scratch: dict[tuple[int, int], torch.Tensor],
     ) -> None:
         """Upsampler and tail for the input pixels `band`, written into `out` (NHWC, `region`'s output).
 
@@ -313,8 +335,14 @@ class FastSRFeatGenerator(nn.Module):
         current[:, : band_h + 2, : band_w + 2] = features[:, lo : hi + 2, col_lo : col_hi + 2]
         for stage in range(self.upsample_bias.shape[0]):
             band_h, band_w = 2 * band_h, 2 * band_w
-            # Twice the whole tiles of the input: still whole tiles, plus the border.
-            upsampled = current.new_zeros(batch, 2 * (current.shape[1] - 2) + 2, 2 * (current.shape[2] - 2) + 2, channels)
+            # Twice the whole tiles of the input: still whole tiles, plus the border. The
+            # convolution writes all of the interior; only the border needs zeros.
+            shape = (batch, 2 * (current.shape[1] - 2) + 2, 2 * (current.shape[2] - 2) + 2, channels)
+            key = (threading.get_ident(), stage)
+            upsampled = scratch.get(key)
+            if upsampled is None or upsampled.shape != shape:
+                upsampled = scratch[key] = current.new_empty(shape)
+            _zero_border(upsampled)
             winograd_conv3x3(
                 current,
                 self.upsample_winograd[POSITIONS * stage : POSITIONS * (stage + 1)],
@@ -332,6 +360,17 @@ class FastSRFeatGenerator(nn.Module):
             :, (top - lo) * scale : (bottom - lo) * scale, (left - col_lo) * scale : (right - col_lo) * scale
         ]
 
+    def _tail_products(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(pixels, C) @ (C, 27): oneDNN's matrix product with a prepacked weight where there
+        is one (twice MKL's speed for this narrow shape here), else torch.mm."""
+        if pixels.device.type == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+            key = (self.tail_taps.data_ptr(), self.tail_taps.dtype)
+            if getattr(self, "_tail_packed_key", None) != key:
+                self._tail_packed = torch.ops.mkldnn._reorder_linear_weight(self.tail_taps.t().contiguous(), None)
+                self._tail_packed_key = key
+            return torch.ops.mkldnn._linear_pointwise(pixels, self._tail_packed, None, "none", [], "")
+        return torch.mm(pixels, self.tail_taps)
+
     def _tail(self, padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """3x3 convolution to 3 channels of a zero-bordered NHWC buffer: one GEMM to the 27
         (tap, channel) products of every pixel, then each output sums its nine taps."""
@@ -340,7 +379,7 @@ class FastSRFeatGenerator(nn.Module):
         rows_per_gemm = max(1, (1 << 14) // max(1, padded_w * batch))  # 16k pixels: in cache
         for y0 in range(0, height, rows_per_gemm):
             rows = min(rows_per_gemm, height - y0)
-            products = torch.mm(padded[:, y0 : y0 + rows + 2].reshape(-1, channels), self.tail_taps)
+            products = self._tail_products(padded[:, y0 : y0 + rows + 2].reshape(-1, channels))
             products = products.view(batch, rows + 2, padded_w, 3, 3, -1)
             target = out[:, y0 : y0 + rows]
             for dy in range(3):
