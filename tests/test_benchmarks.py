@@ -1,0 +1,51 @@
+"""The benchmark scripts run end to end at toy sizes and write their JSON sections."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+# benchmarks/ is not an installed package: import it from the checkout even under a bare `pytest`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import inference, limits, memory, training  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cpu_peak_comes_from_the_table_or_the_flags() -> None:
+    peak = limits.cpu_peak(clock_override=2.0, cores=3)
+    assert peak.fp32_flop_per_cycle in {16, 32, 64} or peak.flop_per_cycle_source.startswith("flags")
+    assert peak.fp32_gflops == pytest.approx(2.0 * 3 * peak.fp32_flop_per_cycle)
+
+
+def test_limits_and_inference_write_their_sections(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    limits.main(["--size", "16", "--rounds", "1", "--warmup", "0", "--json", str(results)])
+    outcome = inference.main(["--size", "8", "--rounds", "1", "--warmup", "1", "--no-folded", "--json", str(results)])
+    written = json.loads(results.read_text())
+    assert set(written) == {"limits_cpu", "inference_cpu"}
+    assert outcome["gflop"] == pytest.approx(2 * 8.0e6 * 64 / 1e9, rel=0.01)  # 8.0 M MAC per LR pixel
+    ours = written["inference_cpu"]["variants"]["ours"]
+    assert ours["max_abs_diff"] < 1e-4 and ours["speedup_vs_plain"] > 0
+
+
+def test_training_benchmark_checks_the_first_step(tmp_path: Path) -> None:
+    outcome = training.main(["--stage", "1", "--batch", "1", "--hr-size", "32", "--rounds", "1", "--warmup", "1", "--no-json"])
+    variants = outcome["stage1"]["variants"]
+    assert variants["ours"]["first_loss_rel_diff"] < 1e-4
+
+
+def test_gnu_time_report_is_parsed() -> None:
+    report = "\tMaximum resident set size (kbytes): 1048576\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02.50\n\tExit status: 0\n"
+    assert memory.parse_time_v(report) == {"max_rss_bytes": 1024**3, "wall_s": 62.5, "exit_status": 0}
