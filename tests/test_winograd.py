@@ -133,3 +133,27 @@ def test_winograd_conv2d_leaves_other_cases_to_the_library() -> None:
         torch.testing.assert_close(conv(small), reference(small), rtol=0, atol=0)
         torch.testing.assert_close(conv.double()(image.double()), reference.double()(image.double()))
     assert winograd.call_count == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch, size", [(5, 8), (2, 40)])
+def test_bands_of_images_and_of_rows_on_workers(threads: int, batch: int, size: int) -> None:
+    """Small images are banded a few images at a time, large ones by rows; spread over workers."""
+    reference = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    conv.load_state_dict(reference.state_dict())
+    use_winograd(conv, min_channels=8)
+    image = torch.randn(batch, 8, size, size)
+    x, x_ref = image.clone().requires_grad_(), image.clone().requires_grad_()
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        out = conv(x)
+        out.square().sum().backward()
+    finally:
+        torch.set_num_threads(saved)
+    expected = reference(x_ref)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, rtol=0, atol=2e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-4)
+    torch.testing.assert_close(conv.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5 * reference.weight.grad.abs().max().item())

@@ -209,25 +209,34 @@ def zero_outside(buffer: torch.Tensor, height: int, width: int) -> None:
     buffer[:, :, 1 + width :].zero_()
 
 
-def _band_rows(batch: int, tiles_h: int, tiles_w: int, parallel: bool) -> int:
-    rows = max(1, min(tiles_h, TILES_PER_BAND // max(1, batch * tiles_w)))
-    if parallel:  # at least one band per worker
-        rows = min(rows, -(-tiles_h // torch.get_num_threads()))
-    return rows
+Band = tuple[int, int, int, int]  # images [n0, n1), tile rows [t0, t1)
 
 
-def _transform_band(padded: torch.Tensor, t0: int, rows: int) -> torch.Tensor:
-    """V = B^T d B for the tiles of tile rows [t0, t0 + rows): (36, tiles, C).
+def _plan_bands(batch: int, tiles_h: int, tiles_w: int, parallel: bool) -> list[Band]:
+    """About TILES_PER_BAND tiles each: rows of one image, or whole images when they are small;
+    at least one band per worker when `parallel`."""
+    workers = torch.get_num_threads() if parallel else 1
+    per_image = tiles_h * tiles_w
+    if batch == 1 or per_image >= TILES_PER_BAND:
+        rows = max(1, min(tiles_h, TILES_PER_BAND // tiles_w))
+        if batch < workers:
+            rows = min(rows, -(-tiles_h * batch // workers))
+        return [(n, n + 1, t0, min(tiles_h, t0 + rows)) for n in range(batch) for t0 in range(0, tiles_h, rows)]
+    images = min(max(1, TILES_PER_BAND // per_image), -(-batch // workers))
+    return [(n0, min(batch, n0 + images), 0, tiles_h) for n0 in range(0, batch, images)]
+
+
+def _transform_band(band: torch.Tensor, rows: int) -> torch.Tensor:
+    """V = B^T d B for the tiles of a band (its padded rows: 4 * rows + 2): (36, tiles, C).
 
     The six rows of every tile (stride 4), then its six columns; the result is laid out
     (tile row, tile column, N, tiles down, tiles across, C): 36 (tiles, C) matrices.
     """
-    batch, _, padded_w, channels = padded.shape
+    batch, _, padded_w, channels = band.shape
     tiles_w = (padded_w - 2) // TILE
-    band = padded[:, TILE * t0 : TILE * (t0 + rows) + 2]
-    along_h = padded.new_empty(TILE_IN, batch, rows, padded_w, channels)
+    along_h = band.new_empty(TILE_IN, batch, rows, padded_w, channels)
     _input_transform([band[:, i::TILE][:, :rows] for i in range(TILE_IN)], along_h)
-    transformed = padded.new_empty(TILE_IN, TILE_IN, batch, rows, tiles_w, channels)
+    transformed = band.new_empty(TILE_IN, TILE_IN, batch, rows, tiles_w, channels)
     columns = [along_h[:, :, :, j::TILE][:, :, :, :tiles_w] for j in range(TILE_IN)]
     _input_transform(columns, transformed.transpose(0, 1))
     return transformed.view(POSITIONS, -1, channels)
@@ -247,7 +256,7 @@ def winograd_conv3x3(
     leaky_slope: float | None = None,
     residual: torch.Tensor | None = None,
     parallel: bool = True,
-    keep_transformed: dict[int, torch.Tensor] | None = None,
+    keep_transformed: dict[Band, torch.Tensor] | None = None,
 ) -> None:
     """3x3 convolution, stride 1, zero padding 1, of an NHWC image.
 
@@ -260,70 +269,70 @@ def winograd_conv3x3(
     leaky_slope: LeakyReLU applied to each band as it is written, while it is in cache;
     residual: shaped like `out`, added to each band as it is written (after the LeakyReLU);
     parallel: spread the bands over worker threads (`run_parallel`);
-    keep_transformed: if given, receives each band's transformed input (first tile row ->
-        (36, tiles, C)), which the weight gradient needs.
+    keep_transformed: if given, receives each band's transformed input (band -> (36, tiles,
+        C)), which the weight gradient needs.
     """
     batch, padded_h, padded_w, channels = padded.shape
     tiles_h, tiles_w = (padded_h - 2) // TILE, (padded_w - 2) // TILE
     if out.shape[:3] != (batch, TILE * tiles_h, TILE * tiles_w) or math.prod(out.shape[3:]) != filters.shape[2]:
         raise ValueError(f"output {tuple(out.shape)} does not fit input {tuple(padded.shape)} and filters {tuple(filters.shape)}")
     k_shape = out.shape[3:]
-    band_rows = _band_rows(batch, tiles_h, tiles_w, parallel)
 
-    def run_band(t0: int) -> None:
-        rows = min(band_rows, tiles_h - t0)
-        transformed = _transform_band(padded, t0, rows)
+    def run_band(band: Band) -> None:
+        n0, n1, t0, t1 = band
+        rows = t1 - t0
+        transformed = _transform_band(padded[n0:n1, TILE * t0 : TILE * t1 + 2], rows)
         if keep_transformed is not None:
-            keep_transformed[t0] = transformed
+            keep_transformed[band] = transformed
         products = torch.bmm(transformed, filters)
         if bias is not None:
             # Column 1 of A^T is all ones, so a bias added at tile position (1, 1) reaches all
             # 16 outputs of the tile: an addition on 1/36 of the products, not on the output.
             products[TILE_IN + 1].add_(bias)
-        products = products.view(TILE_IN, TILE_IN, batch, rows, tiles_w, *k_shape)
-        along_rows = padded.new_empty(TILE, TILE_IN, batch, rows, tiles_w, *k_shape)
+        products = products.view(TILE_IN, TILE_IN, n1 - n0, rows, tiles_w, *k_shape)
+        along_rows = padded.new_empty(TILE, TILE_IN, n1 - n0, rows, tiles_w, *k_shape)
         _output_transform(products, along_rows)
-        written = out[:, TILE * t0 : TILE * (t0 + rows)]
+        written = out[n0:n1, TILE * t0 : TILE * t1]
         _output_transform([along_rows[:, j] for j in range(TILE_IN)], _tiles_of(written, rows, tiles_w))
         if leaky_slope is not None:
             F.leaky_relu_(written, leaky_slope)
         if residual is not None:
-            written.add_(residual[:, TILE * t0 : TILE * (t0 + rows)])
+            written.add_(residual[n0:n1, TILE * t0 : TILE * t1])
 
-    starts = list(range(0, tiles_h, band_rows))
+    bands = _plan_bands(batch, tiles_h, tiles_w, parallel)
     if parallel:
-        run_parallel(run_band, starts)
+        run_parallel(run_band, bands)
     else:
-        for t0 in starts:
-            run_band(t0)
+        for band in bands:
+            run_band(band)
 
 
-def _filter_gradient_bands(grad_padded: torch.Tensor, kept: dict[int, torch.Tensor]) -> torch.Tensor:
+def _filter_gradient_bands(grad_padded: torch.Tensor, kept: dict[Band, torch.Tensor]) -> torch.Tensor:
     """sum over tiles of V^T dM, dM = A dY A^T: the (36, C, K) gradient of the transformed filters,
-    band by band as the forward pass transformed the input (`kept`: first tile row -> V)."""
-    batch, padded_h, padded_w, out_channels = grad_padded.shape
-    tiles_w = (padded_w - 2) // TILE
+    band by band as the forward pass transformed the input (`kept`: band -> V)."""
+    out_channels = grad_padded.shape[3]
+    tiles_w = (grad_padded.shape[2] - 2) // TILE
     grad_out = interior(grad_padded)
-    partial: dict[int, torch.Tensor] = {}
+    partial: dict[Band, torch.Tensor] = {}
 
-    def run_band(t0: int) -> None:
-        rows = kept[t0].shape[1] // (batch * tiles_w)
+    def run_band(band: Band) -> None:
+        n0, n1, t0, t1 = band
+        rows, images = t1 - t0, n1 - n0
         # (N, rows, 4 a, tiles_w, 4 b, K): rows of the tiles (4 -> 6), then columns (4 -> 6),
         # keeping b next to K so that the second pass reads nearby memory.
-        tiles = grad_out[:, TILE * t0 : TILE * (t0 + rows)].unflatten(1, (rows, TILE)).unflatten(3, (tiles_w, TILE))
-        along_rows = grad_out.new_empty(TILE_IN, batch, rows, tiles_w, TILE, out_channels)
+        tiles = grad_out[n0:n1, TILE * t0 : TILE * t1].unflatten(1, (rows, TILE)).unflatten(3, (tiles_w, TILE))
+        along_rows = grad_out.new_empty(TILE_IN, images, rows, tiles_w, TILE, out_channels)
         _output_transform_adjoint([tiles[:, :, a] for a in range(TILE)], along_rows)
-        grad_products = grad_out.new_empty(TILE_IN, TILE_IN, batch, rows, tiles_w, out_channels)
+        grad_products = grad_out.new_empty(TILE_IN, TILE_IN, images, rows, tiles_w, out_channels)
         _output_transform_adjoint([along_rows[..., b, :] for b in range(TILE)], grad_products.transpose(0, 1))
-        transformed = kept[t0]
-        partial[t0] = torch.bmm(transformed.transpose(1, 2), grad_products.view(POSITIONS, -1, out_channels))
+        partial[band] = torch.bmm(kept[band].transpose(1, 2), grad_products.view(POSITIONS, -1, out_channels))
 
     run_parallel(run_band, sorted(kept))
     # Summed in band order, so the result does not depend on thread timing.
-    starts = sorted(partial)
-    total = partial[starts[0]]
-    for t0 in starts[1:]:
-        total.add_(partial[t0])
+    bands = sorted(partial)
+    total = partial[bands[0]]
+    for band in bands[1:]:
+        total.add_(partial[band])
     return total
 
 
@@ -349,7 +358,7 @@ class _WinogradConv3x3(torch.autograd.Function):
         # Written as NHWC, returned as a channels_last NCHW tensor (not a view: a view would
         # forbid in-place operations such as ReLU(inplace=True) on the result).
         out = torch.empty(batch, out_channels, TILE * tiles_for(height), TILE * tiles_for(width), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-        kept: dict[int, torch.Tensor] | None = {} if keep_for_weight else None
+        kept: dict[Band, torch.Tensor] | None = {} if keep_for_weight else None
         winograd_conv3x3(_to_padded(x), winograd_filter(weight), bias, out.permute(0, 2, 3, 1), keep_transformed=kept)
         ctx.kept = kept
         ctx.shape = (height, width)
