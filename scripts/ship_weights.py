@@ -1,0 +1,29 @@
+"""Copy a trained generator into the package as a bundled model (fp16 safetensors).
+
+    python3 scripts/ship_weights.py runs/default/generator_best.safetensors default
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from srfeat.weights import bundled_dir, load_generator, save_generator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a generator .safetensors or a training state")
+    parser.add_argument("name", help="bundled model name, e.g. default or gan")
+    args = parser.parse_args()
+    target = Path(bundled_dir()) / f"{args.name}.safetensors"
+    # fp16 halves the package; the network runs in fp32 after loading (differences < 1 grey level)
+    save_generator(load_generator(args.checkpoint), target, dtype=torch.float16)
+    target.chmod(0o644)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()
