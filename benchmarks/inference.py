@@ -10,6 +10,8 @@ Variants (interleaved, one run of each per round):
 - "ours": `srfeat.inference.fast.optimize_for_inference` (CPU: NNPACK's Winograd for the
   body where available, srfeat's Winograd F(4x4, 3x3) upsampler; GPU: folded, channels_last),
   fp32; "ours, srfeat Winograd only": srfeat's kernels everywhere (CPUs without NNPACK);
+  "ours, intra-op threads" (several threads): srfeat's band workers off, to compare the two
+  ways of using the cores;
 - "ours bf16" (CPU with avx512_bf16, or GPU), "ours fp16" (GPU), and with --compile the
   torch.compile'd forms: reduced precision is reported with its difference in grey levels.
 
@@ -22,13 +24,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 
 from benchmarks.common import add_common_arguments, conv_macs, host_info, print_table, setup, summarize, time_interleaved, write_results
 from benchmarks.limits import _cpu_has, cpu_peak, measure_conv
 from srfeat.archs.generator import SRFeatGenerator
+
+T = TypeVar("T")
 
 
 def load_weights(spec: str | None) -> tuple[SRFeatGenerator, str]:
@@ -90,6 +94,8 @@ def build_variants(
             print(f"  skipping InferenceGenerator: {error}")
     ours = optimize_for_inference(generator).to(device)
     variants["ours"] = (inference(ours, x.contiguous(memory_format=ours.memory_format)), "fp32")
+    if device.type == "cpu" and torch.get_num_threads() > 1:
+        variants["ours, intra-op threads"] = (without_workers(inference(ours, x.contiguous(memory_format=ours.memory_format))), "fp32")
     if device.type == "cpu" and ours.use_nnpack:
         # Our Winograd kernels alone: what runs where PyTorch has no NNPACK.
         alone = optimize_for_inference(generator, algorithm="winograd")
@@ -109,6 +115,20 @@ def build_variants(
             low = torch.compile(optimize_for_inference(generator, algorithm="direct").to(device, dtype))
             variants[f"ours {label}, compiled"] = (inference(low, x_cl.to(dtype)), label)
     return variants
+
+
+def without_workers(run: Callable[[], T]) -> Callable[[], T]:
+    """`run` with srfeat's band workers off: each operation uses PyTorch's intra-op threads."""
+    from srfeat.archs.winograd import set_worker_threads
+
+    def wrapped() -> T:
+        set_worker_threads(False)
+        try:
+            return run()
+        finally:
+            set_worker_threads(True)
+
+    return wrapped
 
 
 def grey_level_difference(output: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:

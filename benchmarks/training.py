@@ -10,6 +10,7 @@ batch 8, 96x96 HR patches). Variants, interleaved, one step each per round:
 - CPU "ours": every 3x3 stride-1 convolution with >= 64 channels switched to Winograd
   F(4x4, 3x3) (`srfeat.archs.winograd.use_winograd`: forward and both gradients), channels_last,
   Adam(fused=True); float32, the same losses up to float rounding (checked on the first step);
+- "ours, intra-op threads" (several threads): the same with srfeat's band workers off;
 - "bf16 autocast" (opt-in precision; CPUs with avx512_bf16, and GPUs): channels_last, autocast
   to bfloat16, Adam(fused=True);
 - GPU "ours": channels_last, bf16 autocast, fused Adam, and with --compile torch.compile.
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import add_common_arguments, host_info, print_table, setup, summarize, time_interleaved, write_results
+from benchmarks.inference import without_workers
 from benchmarks.limits import _cpu_has
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "dev"
@@ -43,12 +45,15 @@ class Recipe:
     autocast: torch.dtype | None = None
     fused_adam: bool = False
     compile: bool = False
+    band_workers: bool = True  # srfeat's Winograd band workers (off: intra-op threads)
 
 
 def variants_for(device: torch.device, compile_: bool) -> dict[str, Recipe]:
     recipes = {"plain": Recipe()}
     if device.type == "cpu":
         recipes["ours"] = Recipe(channels_last=True, winograd=True, fused_adam=True)
+        if torch.get_num_threads() > 1:
+            recipes["ours, intra-op threads"] = Recipe(channels_last=True, winograd=True, fused_adam=True, band_workers=False)
         if _cpu_has("avx512_bf16") or _cpu_has("amx_bf16"):
             recipes["bf16 autocast"] = Recipe(channels_last=True, autocast=torch.bfloat16, fused_adam=True)
     else:
@@ -134,7 +139,8 @@ def build_steps(
                 terms.append(AdversarialTerm(kind, kind, step_d, _adam(d, recipe, 1e-4)))  # type: ignore[arg-type]
             v = _prepare(vgg, recipe, device, min_channels)
             step = GANStep(step_g, _adam(g, recipe, 1e-4), v, terms, True, _autocast(recipe, device))  # type: ignore[arg-type]
-        steps[name] = lambda step=step, x=x, y=y: step(x, y)
+        run: Callable[[], dict[str, torch.Tensor]] = lambda step=step, x=x, y=y: step(x, y)
+        steps[name] = run if recipe.band_workers else without_workers(run)
     return steps, batch
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "TILE",
     "WinogradConv2d",
     "padded_buffer",
+    "set_worker_threads",
     "tiles_for",
     "use_winograd",
     "winograd_conv3x3",
@@ -147,6 +148,7 @@ def _output_transform_adjoint(dy: Sequence[torch.Tensor], out: Sequence[torch.Te
 _pool_lock = threading.Lock()
 _pools: dict[int, ThreadPoolExecutor] = {}
 _in_worker = threading.local()
+_worker_threads = True
 
 
 def _init_worker() -> None:
@@ -155,15 +157,30 @@ def _init_worker() -> None:
     _in_worker.active = True
 
 
+def set_worker_threads(enabled: bool) -> None:
+    """Band workers on (the default) or off: off, bands run one after the other and each
+    tensor operation uses PyTorch's intra-op threads instead."""
+    global _worker_threads
+    _worker_threads = enabled
+
+
+def worker_threads() -> int:
+    """How many band workers `run_parallel` uses from this thread (1: none)."""
+    return torch.get_num_threads() if _worker_threads and not getattr(_in_worker, "active", False) else 1
+
+
 def run_parallel(work: Callable[[T], None], items: Sequence[T]) -> None:
     """work(item) for every item, spread over as many single-threaded workers as the calling
-    thread has intra-op threads (inline when that is one, or when called from a worker).
+    thread has intra-op threads (inline when that is one, when called from a worker, or when
+    `set_worker_threads(False)`).
 
     Many small tensor operations each split over all cores make every core wait for the
-    others once per operation; workers that each run whole bands wait once per call.
+    others once per operation; workers that each run whole bands wait once per call. (The
+    workers share Python's GIL between operations: on a machine whose cores are busy with
+    other work, a preempted worker can hold up the others; `set_worker_threads(False)` then.)
     """
-    workers = min(torch.get_num_threads(), len(items))
-    if workers <= 1 or getattr(_in_worker, "active", False):
+    workers = min(worker_threads(), len(items))
+    if workers <= 1:
         for item in items:
             work(item)
         return
@@ -215,7 +232,7 @@ Band = tuple[int, int, int, int]  # images [n0, n1), tile rows [t0, t1)
 def _plan_bands(batch: int, tiles_h: int, tiles_w: int, parallel: bool) -> list[Band]:
     """About TILES_PER_BAND tiles each: rows of one image, or whole images when they are small;
     at least one band per worker when `parallel`."""
-    workers = torch.get_num_threads() if parallel else 1
+    workers = worker_threads() if parallel else 1
     per_image = tiles_h * tiles_w
     if batch == 1 or per_image >= TILES_PER_BAND:
         rows = max(1, min(tiles_h, TILES_PER_BAND // tiles_w))
