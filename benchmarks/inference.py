@@ -108,6 +108,7 @@ def build_variants(
         low = optimize_for_inference(generator, algorithm="direct").to(device, dtype)
         variants[f"ours {label}"] = (inference(low, x_cl.to(dtype)), label)
     if compile_:
+        variants["plain, compiled"] = (no_grad(torch.compile(plain), x), "fp32")
         compiled = torch.compile(optimize_for_inference(generator, algorithm="direct").to(device))
         variants["ours direct, compiled"] = (inference(compiled, x_cl), "fp32")
         for dtype in low_precisions:
