@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.archs.generator_init import init_as_interpolator
+from srfeat.archs.winograd import use_winograd
 from srfeat.errors import ConfigError, SRFeatError
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig, check_paths
@@ -331,6 +332,7 @@ class Trainer:
         self.show_progress = show_progress and self.context.is_main
         self.progress = Progress()
         self.memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+        self._winograd = config.train.winograd and self.device.type == "cpu" and not config.train.compile
 
     # -- building -------------------------------------------------------------------
 
@@ -348,6 +350,8 @@ class Trainer:
     def _prepare(self, module: nn.Module) -> nn.Module:
         """Device, memory format and cross-process BatchNorm for a network."""
         module = module.to(self.device, memory_format=self.memory_format)
+        if self._winograd:
+            use_winograd(module)
         if self.context.enabled and self.config.train.sync_batchnorm:
             module = convert_batchnorm(module, self.device)
         return module
@@ -407,6 +411,8 @@ class Trainer:
             from srfeat.archs.vgg import VGG19FeatureExtractor
 
             vgg = VGG19FeatureExtractor(model.vgg_weights).to(self.device, memory_format=self.memory_format)
+            if self._winograd:
+                use_winograd(vgg)
             terms = [
                 AdversarialTerm(name, name, step_discriminators[name], self.discriminator_optimizers[name])  # type: ignore[arg-type]
                 for name in ("image", "feature")
