@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="M",
-        help="models to evaluate: 'bicubic', 'hr' (the ground truth, for no-reference metrics), a bundled name (default, gan) or a checkpoint path",
+        help="models to evaluate: 'bicubic', 'hr' (the ground truth, for no-reference metrics), a bundled name (e.g. default) or a checkpoint path",
     )
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders of HR images (e.g. Set5 Set14 BSD100)")
     parser.add_argument("--scale", type=int, default=4, choices=(2, 4), help="upscaling factor (default 4)")

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--suffix", default="", help="added to each output file's name before the extension, e.g. _x4 (default: none)")
     parser.add_argument("--outscale", type=float, default=None, metavar="S", help="final scale, if not the model's (the output is resampled with bicubic)")
-    parser.add_argument("--model", default="default", help="a bundled model name (default, gan) or a checkpoint path (default: default)")
+    parser.add_argument("--model", default="default", help="a bundled model name (e.g. default) or a checkpoint path (default: default)")
     parser.add_argument("--tile", type=int, default=None, metavar="N", help="tile size in input pixels (default: chosen from free memory; 0: no tiling)")
     parser.add_argument(
         "--tile-pad", type=int, default=None, metavar="N",
