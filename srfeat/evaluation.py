@@ -105,18 +105,6 @@ def model_labels(specs: Sequence[str]) -> list[str]:
     return labels
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise SRFeatError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SRFeatError(f"device {name} requested but CUDA is not available: use --device cpu")
-    return device
-
-
 # ----------------------------------------------------------------------------- scoring
 
 
@@ -223,6 +211,8 @@ def evaluate(
         raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")
     if "niqe" in metrics and not niqe_available():
         raise SRFeatError("NIQE is not available in this installation (srfeat.metrics.niqe missing): drop it from --metrics")
+    from srfeat.inference.upscaler import resolve_device
+
     torch_device = resolve_device(device)
     labels = model_labels(models)
     upscalers: dict[str, Upscaler | None] = {

@@ -49,7 +49,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """`"auto"`/None: the GPU if there is one, else the CPU; a GPU that is missing is an error."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise SRFeatError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SRFeatError(f"device {device} requested but no CUDA GPU is available; use --device cpu")
     return device
