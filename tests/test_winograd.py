@@ -14,21 +14,14 @@ from srfeat.archs.winograd import (
     MIN_WINOGRAD_SIZE,
     WinogradConv2d,
     _WinogradConv3x3,
-    padded_buffer,
+    pixel_shuffle_target,
+    shuffle_channel_order,
     tiles_for,
+    to_padded,
     use_winograd,
     winograd_conv3x3,
     winograd_filter,
 )
-from srfeat.inference.fast import _shuffle_channel_order, _shuffled_target
-
-
-def _padded(image: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> the zero-bordered NHWC buffer the Winograd convolution reads."""
-    batch, channels, height, width = image.shape
-    buffer = padded_buffer(batch, height, width, channels, image)
-    buffer[:, 1 : 1 + height, 1 : 1 + width] = image.permute(0, 2, 3, 1)
-    return buffer
 
 
 @pytest.mark.parametrize("height, width", [(4, 4), (5, 11), (13, 8), (1, 3)])
@@ -37,7 +30,7 @@ def test_winograd_conv_matches_direct_convolution(height: int, width: int) -> No
     weight, bias = torch.randn(12, 8, 3, 3) * 0.2, torch.randn(12)
     residual = torch.randn(2, 4 * tiles_for(height), 4 * tiles_for(width), 12)
     out = torch.full((2, 4 * tiles_for(height), 4 * tiles_for(width), 12), float("nan"))
-    winograd_conv3x3(_padded(image), winograd_filter(weight), bias, out, leaky_slope=0.2, residual=residual)
+    winograd_conv3x3(to_padded(image), winograd_filter(weight), bias, out, leaky_slope=0.2, residual=residual)
 
     expected = F.leaky_relu(F.conv2d(image.double(), weight.double(), bias.double(), padding=1), 0.2).permute(0, 2, 3, 1)
     expected = expected + residual[:, :height, :width].double()
@@ -49,7 +42,7 @@ def test_winograd_conv_writes_pixel_shuffle_positions() -> None:
     image = torch.randn(1, 6, 7, 5)
     weight, bias = torch.randn(24, 6, 3, 3) * 0.2, torch.randn(24)
     upsampled = image.new_zeros(1, 2 * (4 * tiles_for(7)) + 2, 2 * (4 * tiles_for(5)) + 2, 6)
-    winograd_conv3x3(_padded(image), winograd_filter(_shuffle_channel_order(weight)), _shuffle_channel_order(bias), _shuffled_target(upsampled))
+    winograd_conv3x3(to_padded(image), winograd_filter(shuffle_channel_order(weight)), shuffle_channel_order(bias), pixel_shuffle_target(upsampled))
 
     expected = F.pixel_shuffle(F.conv2d(image, weight, bias, padding=1), 2).permute(0, 2, 3, 1)
     torch.testing.assert_close(upsampled[:, 1:15, 1:11], expected, rtol=0, atol=2e-5)

@@ -35,8 +35,11 @@ __all__ = [
     "TILE",
     "WinogradConv2d",
     "padded_buffer",
+    "pixel_shuffle_target",
     "set_worker_threads",
+    "shuffle_channel_order",
     "tiles_for",
+    "to_padded",
     "use_winograd",
     "winograd_conv3x3",
     "winograd_filter",
@@ -226,6 +229,29 @@ def zero_outside(buffer: torch.Tensor, height: int, width: int) -> None:
     buffer[:, :, 1 + width :].zero_()
 
 
+def zero_border(buffer: torch.Tensor) -> None:
+    """Zero the one-pixel frame of a padded NHWC buffer (what a convolution reads as padding)."""
+    buffer[:, 0].zero_()
+    buffer[:, -1].zero_()
+    buffer[:, :, 0].zero_()
+    buffer[:, :, -1].zero_()
+
+
+def shuffle_channel_order(tensor: torch.Tensor) -> torch.Tensor:
+    """Reorder a convolution's output channels (weights or bias, along dim 0) from
+    PixelShuffle(2)'s c*4 + i*2 + j to (i*2 + j)*C + c, the order `pixel_shuffle_target` takes."""
+    return tensor.unflatten(0, (-1, 4)).transpose(0, 1).flatten(0, 1).contiguous()
+
+
+def pixel_shuffle_target(buffer: torch.Tensor) -> torch.Tensor:
+    """A padded 2x-resolution NHWC buffer seen as (N, h, w, 2, 2, C): where PixelShuffle(2) puts
+    sub-pixel (i, j) of channel c of the low-resolution pixel (y, x). Given as `out` to
+    `winograd_conv3x3` with filters in `shuffle_channel_order`, the convolution writes the
+    shuffled image directly, with no separate shuffle copy."""
+    inner = interior(buffer)
+    return inner.unflatten(1, (inner.shape[1] // 2, 2)).unflatten(3, (inner.shape[2] // 2, 2)).permute(0, 1, 3, 2, 4, 5)
+
+
 Band = tuple[int, int, int, int]  # images [n0, n1), tile rows [t0, t1)
 
 
@@ -353,8 +379,9 @@ def _filter_gradient_bands(grad_padded: torch.Tensor, kept: dict[Band, torch.Ten
     return total
 
 
-def _to_padded(image: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) in any memory layout -> zero-bordered NHWC buffer (`padded_buffer`), one copy."""
+def to_padded(image: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in any memory layout -> zero-bordered NHWC buffer (`padded_buffer`), one copy
+    (only the border and the margin to whole tiles are zeroed, not the whole buffer first)."""
     batch, channels, height, width = image.shape
     buffer = image.new_empty(batch, TILE * tiles_for(height) + 2, TILE * tiles_for(width) + 2, channels)
     buffer[:, 0].zero_()
@@ -376,7 +403,7 @@ class _WinogradConv3x3(torch.autograd.Function):
         # forbid in-place operations such as ReLU(inplace=True) on the result).
         out = torch.empty(batch, out_channels, TILE * tiles_for(height), TILE * tiles_for(width), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
         kept: dict[Band, torch.Tensor] | None = {} if keep_for_weight else None
-        winograd_conv3x3(_to_padded(x), winograd_filter(weight), bias, out.permute(0, 2, 3, 1), keep_transformed=kept)
+        winograd_conv3x3(to_padded(x), winograd_filter(weight), bias, out.permute(0, 2, 3, 1), keep_transformed=kept)
         ctx.kept = kept
         ctx.shape = (height, width)
         ctx.save_for_backward(weight)
@@ -389,7 +416,7 @@ class _WinogradConv3x3(torch.autograd.Function):
         (weight,) = ctx.saved_tensors
         height, width = ctx.shape
         out_channels, in_channels = weight.shape[:2]
-        grad_padded = _to_padded(grad_output)
+        grad_padded = to_padded(grad_output)
         grad_input = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             # The input's gradient is the convolution of the output's gradient with the
