@@ -1,4 +1,4 @@
-"""Inference: BatchNorm folding, receptive radius, exact tiling, the Upscaler API, 16-bit PNG."""
+"""Inference: exact tiling, the Upscaler API, 16-bit PNG (the folded generator: test_fused_inference.py)."""
 
 from __future__ import annotations
 
@@ -9,124 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from inference_helpers import randomise_batchnorm, tiny_generator
 from PIL import Image
-from torch import nn
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.png16 import png16_channels, read_png16, write_png16
 from srfeat.data.resize import imresize
 from srfeat.errors import SRFeatError, WeightsError
-from srfeat.inference import InferenceGenerator, Upscaler, fold_batchnorm, plan_tiles, upscale_tiled
-from srfeat.inference.fused import winograd_available
+from srfeat.inference import InferenceGenerator, Upscaler, plan_tiles, upscale_tiled
 from srfeat.weights import save_generator
-
-
-def randomise_batchnorm(generator: nn.Module) -> nn.Module:
-    """Give every BatchNorm statistics and affine parameters far from the identity."""
-    with torch.no_grad():
-        for module in generator.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.3, 3.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return generator.eval()
-
-
-def tiny_generator(scale: int = 4, num_blocks: int = 2, num_features: int = 8) -> SRFeatGenerator:
-    return randomise_batchnorm(SRFeatGenerator(scale=scale, num_features=num_features, num_blocks=num_blocks))
-
-
-# -- folding -------------------------------------------------------------------------------
-
-
-def test_fold_batchnorm_equals_conv_then_batchnorm() -> None:
-    conv = nn.Conv2d(5, 7, 3, padding=1, bias=False)
-    bn = randomise_batchnorm(nn.BatchNorm2d(7))
-    x = torch.randn(2, 5, 11, 13)
-    folded = fold_batchnorm(conv, bn)
-    assert folded.bias is not None
-    torch.testing.assert_close(folded(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("scale", [2, 4])
-def test_inference_generator_matches_generator_to_float_rounding(scale: int) -> None:
-    generator = tiny_generator(scale=scale, num_blocks=3)
-    model = InferenceGenerator(generator)
-    x = torch.rand(2, 3, 17, 22)
-    with torch.inference_mode():
-        expected = generator(x)
-        folded = model(x)
-        model.upsample_pixels = 2 * 22 * 3  # bands of 3 rows: the upsampler's band edges too
-        banded = model(x.contiguous(memory_format=torch.channels_last))
-    assert folded.shape == expected.shape == (2, 3, 17 * scale, 22 * scale)
-    assert (folded - expected).abs().max().item() < 1e-5
-    assert (banded - expected).abs().max().item() < 1e-5
-
-
-@pytest.mark.skipif(not winograd_available(), reason="this PyTorch build has no NNPACK")
-def test_winograd_convolutions_match_the_generator() -> None:
-    generator = tiny_generator(num_blocks=3, num_features=16)
-    model = InferenceGenerator(generator, winograd=True)
-    assert model.winograd and model.memory_format == torch.contiguous_format
-    x = torch.rand(2, 3, 19, 26)
-    with torch.inference_mode():
-        expected = generator(x)
-        result = model(x)
-        model.upsample_pixels = 2 * 26 * 4
-        banded = model(x[:1])
-    assert (result - expected).abs().max().item() < 1e-4
-    assert (banded - expected[:1]).abs().max().item() < 1e-4
-    # Not the direct convolution in disguise: Winograd rounds differently.
-    with torch.inference_mode():
-        direct = InferenceGenerator(generator)(x)
-    assert not torch.equal(result, direct)
-
-
-def test_folding_removes_batchnorm_and_keeps_a_copy() -> None:
-    generator = tiny_generator()
-    model = InferenceGenerator(generator)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    before = model.head.weight.clone()
-    with torch.no_grad():
-        generator.head.weight.add_(1.0)
-    assert torch.equal(model.head.weight, before)
-
-
-def test_region_output_is_the_crop_of_the_full_output() -> None:
-    model = InferenceGenerator(tiny_generator())
-    x = torch.rand(1, 3, 23, 31)
-    with torch.inference_mode():
-        full = model(x)
-        model.upsample_pixels = 3 * 20  # several bands, each narrower than the input
-        part = model(x, (5, 7, 17, 20))
-    assert part.shape == (1, 3, 48, 52)
-    assert (part - full[:, :, 20:68, 28:80]).abs().max().item() < 1e-5
-    with pytest.raises(ValueError, match="region"):
-        model(x, (0, 0, 24, 31))
-
-
-def test_full_size_receptive_radius() -> None:
-    # head 9x9 (4) + 32 body 3x3 convolutions (32) + upsampler 1 + 1/2 + 1/4 -> 38 input pixels.
-    model = InferenceGenerator(SRFeatGenerator())
-    assert model.receptive_radius == 38
-    assert InferenceGenerator(SRFeatGenerator(scale=2, num_features=8)).receptive_radius == 38
-
-
-def test_receptive_radius_bounds_the_influence_of_a_pixel() -> None:
-    generator = tiny_generator(num_blocks=2)
-    model = InferenceGenerator(generator)
-    radius = model.receptive_radius  # 4 + 4 + 1.75 -> 10
-    assert radius == 10
-    x = torch.rand(1, 3, 41, 41)
-    y = x.clone()
-    y[0, :, 20, 20] += 0.5
-    with torch.inference_mode():
-        changed = (model(x) - model(y)).abs().amax(dim=(0, 1)) > 0
-    rows = changed.any(dim=1).nonzero().flatten()
-    # Input pixel 20 covers output pixels 80..83; the reach is 9.75 input pixels = 39 outputs.
-    assert rows.min().item() >= 80 - 39 and rows.max().item() <= 83 + 39
-    assert rows.min().item() <= 80 - 36  # the bound is tight, not generous
 
 
 # -- tiling --------------------------------------------------------------------------------

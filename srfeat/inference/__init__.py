@@ -1,5 +1,8 @@
 """Inference: the generator folded for speed, tiled upscaling in bounded memory, the Python API.
 
+One path: `Upscaler` runs an `InferenceGenerator` (srfeat/inference/fused.py: BatchNorm folded;
+on a CPU Winograd convolutions, on a GPU the library's in channels_last).
+
 ```python
 from srfeat import Upscaler
 upscaled = Upscaler("default")(image)  # PIL image, numpy array or tensor in, the same out

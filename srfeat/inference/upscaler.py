@@ -74,10 +74,10 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtype) -> InferenceGenerator:
-    # Winograd convolutions where they run (CPU, float32); channels-last cuDNN/oneDNN elsewhere.
-    winograd = device.type == "cpu" and dtype == torch.float32
-    model = InferenceGenerator(generator, winograd=winograd)
-    model = model.to(device=device, dtype=dtype, memory_format=model.memory_format)
+    # Winograd convolutions where they run (CPU, float32), channels-last cuDNN/oneDNN elsewhere:
+    # the layout to convert to depends on where the model ends up.
+    model = InferenceGenerator(generator).to(device=device, dtype=dtype)
+    model = model.to(memory_format=model.memory_format)
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise SRFeatError(f"the model's weights do not fit in {dtype} (they overflow); use fp32")
     return model.eval()
