@@ -5,15 +5,16 @@
 Variants (interleaved, one run of each per round):
 - "plain": `SRFeatGenerator` as trained (BatchNorm modules, eval mode), fp32, NCHW, under
   `torch.no_grad()`: what a straightforward reimplementation runs; the baseline;
-- "folded": `srfeat.inference.InferenceGenerator` (BatchNorm folded, channels_last), fp32;
-- "folded + NNPACK": the same with NNPACK's Winograd convolutions (CPU);
-- "ours": `srfeat.inference.fast.optimize_for_inference` (CPU: NNPACK's Winograd for the
-  body where available, srfeat's Winograd F(4x4, 3x3) upsampler; GPU: folded, channels_last),
-  fp32; "ours, srfeat Winograd only": srfeat's kernels everywhere (CPUs without NNPACK);
+- "folded, library convolutions": `srfeat.inference.InferenceGenerator(algorithm="direct")`
+  (BatchNorm folded, channels_last), fp32: what folding alone gives;
+- "ours": exactly what users run, `srfeat.inference.Upscaler(...).upscale_rgb` (an
+  `InferenceGenerator` with algorithm "auto": on a CPU NNPACK's Winograd for the body where
+  available and srfeat's Winograd F(4x4, 3x3) upsampler; on a GPU folded, channels_last), fp32;
   "ours, intra-op threads" (several threads): srfeat's band workers off, to compare the two
-  ways of using the cores;
-- "ours bf16" (CPU with avx512_bf16, or GPU), "ours fp16" (GPU), and with --compile the
-  torch.compile'd forms: reduced precision is reported with its difference in grey levels.
+  ways of using the cores; "srfeat Winograd only": algorithm "winograd" (CPUs without NNPACK);
+- "ours bf16" (CPU with avx512_bf16, or GPU), "ours fp16" (GPU): the Upscaler in that
+  precision; with --compile the plain generator and the Upscaler's `compile=True`. Reduced
+  precision is reported with its difference in grey levels.
 
 GFLOP/s counts the direct convolutions' FLOPs (2 x multiply-adds, 8.0 M multiply-adds per LR
 pixel), whatever algorithm ran; "of conv" is that rate over the single-convolution rate
@@ -23,7 +24,6 @@ measured in the same run (benchmarks.limits), "of peak" over the CPU's computed 
 from __future__ import annotations
 
 import argparse
-import contextlib
 from typing import Any, Callable, TypeVar
 
 import torch
@@ -58,11 +58,10 @@ def build_variants(
     generator: SRFeatGenerator, image: torch.Tensor, device: torch.device, compile_: bool, include_folded: bool
 ) -> dict[str, tuple[Callable[[], torch.Tensor], str]]:
     """name -> (callable returning the output, precision)."""
-    from srfeat.inference.fast import optimize_for_inference
+    from srfeat.inference import InferenceGenerator, Upscaler
 
     plain = generator.to(device).eval()
     x = image.to(device)
-    x_cl = x.contiguous(memory_format=torch.channels_last)
 
     def no_grad(model: Callable[[torch.Tensor], torch.Tensor], inp: torch.Tensor) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
@@ -71,50 +70,39 @@ def build_variants(
 
         return run
 
-    def inference(model: Callable[[torch.Tensor], torch.Tensor], inp: torch.Tensor) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
-            with torch.inference_mode():
-                return model(inp)
+    def upscale(upscaler: Upscaler) -> Callable[[], torch.Tensor]:
+        # What `srfeat upscale` and `Upscaler(...)(image)` run: the image on the host, tiles
+        # planned from the free memory (one tile at benchmark sizes), the result on the host.
+        return lambda: upscaler.upscale_rgb(image[0])[None]
 
-        return run
+    def folded(algorithm: str) -> Callable[[], torch.Tensor]:
+        model = InferenceGenerator(generator, algorithm=algorithm).to(device)  # type: ignore[arg-type]
+        model = model.to(memory_format=model.memory_format)
+        return lambda: model(x.contiguous(memory_format=model.memory_format))
 
     variants: dict[str, tuple[Callable[[], torch.Tensor], str]] = {"plain": (no_grad(plain, x), "fp32")}
     if include_folded:
-        try:
-            from srfeat.inference.fused import InferenceGenerator
-
-            folded = InferenceGenerator(generator).to(device, memory_format=torch.channels_last).eval()
-            variants["folded (InferenceGenerator)"] = (inference(folded, x_cl), "fp32")
-            if device.type == "cpu":
-                nnpack = InferenceGenerator(generator, winograd=True)  # type: ignore[call-arg]
-                if getattr(nnpack, "winograd", False):
-                    nnpack = nnpack.to(memory_format=nnpack.memory_format).eval()
-                    variants["folded + NNPACK (InferenceGenerator)"] = (inference(nnpack, x.contiguous(memory_format=nnpack.memory_format)), "fp32")
-        except Exception as error:  # another module's work in progress must not stop this one
-            print(f"  skipping InferenceGenerator: {error}")
-    ours = optimize_for_inference(generator).to(device)
-    variants["ours"] = (inference(ours, x.contiguous(memory_format=ours.memory_format)), "fp32")
+        variants["folded, library convolutions (algorithm='direct')"] = (folded("direct"), "fp32")
+    ours = Upscaler(generator, device=device)
+    variants["ours"] = (upscale(ours), "fp32")
     if device.type == "cpu" and torch.get_num_threads() > 1:
-        variants["ours, intra-op threads"] = (without_workers(inference(ours, x.contiguous(memory_format=ours.memory_format))), "fp32")
-    if device.type == "cpu" and ours.use_nnpack:
-        # Our Winograd kernels alone: what runs where PyTorch has no NNPACK.
-        alone = optimize_for_inference(generator, algorithm="winograd")
-        variants["ours, srfeat Winograd only"] = (inference(alone, x_cl), "fp32")
+        variants["ours, intra-op threads"] = (without_workers(upscale(ours)), "fp32")
+    if device.type == "cpu" and ours.model.use_nnpack:
+        # srfeat's Winograd kernels alone: what "auto" runs where PyTorch has no NNPACK.
+        variants["srfeat Winograd only (algorithm='winograd')"] = (folded("winograd"), "fp32")
     low_precisions = [torch.bfloat16] if device.type == "cpu" and _cpu_has("avx512_bf16") else []
     if device.type == "cuda":
         low_precisions = [torch.float16, torch.bfloat16]
     for dtype in low_precisions:
         label = "bf16" if dtype == torch.bfloat16 else "fp16"
-        low = optimize_for_inference(generator, algorithm="direct").to(device, dtype)
-        variants[f"ours {label}"] = (inference(low, x_cl.to(dtype)), label)
+        variants[f"ours {label}"] = (upscale(Upscaler(generator, device=device, dtype=dtype)), label)
     if compile_:
         variants["plain, compiled"] = (no_grad(torch.compile(plain), x), "fp32")
-        compiled = torch.compile(optimize_for_inference(generator, algorithm="direct").to(device))
-        variants["ours direct, compiled"] = (inference(compiled, x_cl), "fp32")
+        # Upscaler(compile=True): the library-convolution path through torch.compile.
+        variants["ours, compiled"] = (upscale(Upscaler(generator, device=device, compile=True)), "fp32")
         for dtype in low_precisions:
             label = "bf16" if dtype == torch.bfloat16 else "fp16"
-            low = torch.compile(optimize_for_inference(generator, algorithm="direct").to(device, dtype))
-            variants[f"ours {label}, compiled"] = (inference(low, x_cl.to(dtype)), label)
+            variants[f"ours {label}, compiled"] = (upscale(Upscaler(generator, device=device, dtype=dtype, compile=True)), label)
     return variants
 
 
@@ -151,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", type=int, default=256, help="LR input height and width (default 256)")
     parser.add_argument("--weights", default=None, help="bundled name or checkpoint (default: 'default' if installed, else random)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd forms")
-    parser.add_argument("--no-folded", action="store_true", help="skip the InferenceGenerator variant")
+    parser.add_argument("--no-folded", action="store_true", help="skip the folded-only variant (algorithm='direct')")
     parser.add_argument("--clock-ghz", type=float, default=None, help="core clock for the CPU peak")
     parser.add_argument("--no-json", action="store_true", help="print only")
     args = parser.parse_args(argv)
