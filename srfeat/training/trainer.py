@@ -210,6 +210,12 @@ class RunLog:
             psnr_axis.plot(*zip(*points), marker="o")
         psnr_axis.set(xlabel="step", ylabel="PSNR (dB, Y)", title="validation PSNR")
         psnr_axis.grid(alpha=0.3)
+        points = [(r["step"], r["niqe"]) for r in validation if "niqe" in r]
+        if points:  # stage 2 trades PSNR for what NIQE measures: show both
+            psnr_axis.set_title("validation PSNR and NIQE")
+            niqe_axis = psnr_axis.twinx()
+            niqe_axis.plot(*zip(*points), marker="s", color="tab:red")
+            niqe_axis.set_ylabel("NIQE (lower is better)", color="tab:red")
         figure.tight_layout()
         tmp = self.out_dir / f".{PLOT_FILE}.tmp.png"
         figure.savefig(tmp, dpi=100)
