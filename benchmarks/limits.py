@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import add_common_arguments, host_info, print_table, setup, summarize, time_interleaved, write_results
+from srfeat.hardware import cpu_flags
 
 # FLOP per cycle per core in float32 = FMA units x vector lanes x 2 (an FMA is two FLOPs).
 # (vendor, family, first model, last model, name, fp32 FLOP/cycle, note)
@@ -171,8 +172,7 @@ def conv_variants(size: int, device: torch.device, channels: int = 128) -> dict[
 
 
 def _cpu_has(flag: str) -> bool:
-    processors = read_cpuinfo()
-    return bool(processors) and flag in processors[0].get("flags", "").split()
+    return flag in cpu_flags()
 
 
 def measure_conv(size: int, device: torch.device, rounds: int, warmup: int) -> dict[str, Any]:

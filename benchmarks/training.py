@@ -7,12 +7,15 @@ Each variant trains its own copy of the same networks with `srfeat.training.step
 random batches of the dev config's size (configs/dev/stage1.yaml, stage2.yaml: batch 16 and
 batch 8, 96x96 HR patches). Variants, interleaved, one step each per round:
 - "plain": NCHW, float32, torch.optim.Adam with its defaults: the baseline;
-- CPU "ours": every 3x3 stride-1 convolution with >= 64 channels switched to Winograd
-  F(4x4, 3x3) (`srfeat.archs.winograd.use_winograd`: forward and both gradients), channels_last,
-  Adam(fused=True); float32, the same losses up to float rounding (checked on the first step);
-- "ours, intra-op threads" (several threads): the same with srfeat's band workers off;
-- "bf16 autocast" (opt-in precision; CPUs with avx512_bf16, and GPUs): channels_last, autocast
-  to bfloat16, Adam(fused=True);
+- CPU "ours" (what `train.winograd` + `train.channels_last` run, the dev configs' settings):
+  every 3x3 stride-1 convolution with >= 64 channels switched to Winograd F(4x4, 3x3)
+  (`srfeat.archs.winograd.use_winograd`: forward and both gradients) on PyTorch's intra-op
+  threads, channels_last, Adam(fused=True); float32, the same losses up to float rounding
+  (checked on the first step);
+- "ours, srfeat band workers" (several threads): the same on srfeat's own band workers, which
+  win for inference but not for training steps;
+- "ours bf16" (`train.bf16`, opt-in precision; CPUs with AVX512-BF16 or AMX): channels_last,
+  autocast to bfloat16, Adam(fused=True);
 - GPU "ours": channels_last, bf16 autocast, fused Adam, and with --compile torch.compile.
 """
 
@@ -31,7 +34,7 @@ from torch import nn
 
 from benchmarks.common import add_common_arguments, host_info, print_table, setup, summarize, time_interleaved, write_results
 from benchmarks.inference import without_workers
-from benchmarks.limits import _cpu_has
+from srfeat.hardware import cpu_has_native_bf16
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "dev"
 
@@ -51,11 +54,11 @@ class Recipe:
 def variants_for(device: torch.device, compile_: bool) -> dict[str, Recipe]:
     recipes = {"plain": Recipe()}
     if device.type == "cpu":
-        recipes["ours"] = Recipe(channels_last=True, winograd=True, fused_adam=True)
+        recipes["ours"] = Recipe(channels_last=True, winograd=True, fused_adam=True, band_workers=False)
         if torch.get_num_threads() > 1:
-            recipes["ours, intra-op threads"] = Recipe(channels_last=True, winograd=True, fused_adam=True, band_workers=False)
-        if _cpu_has("avx512_bf16") or _cpu_has("amx_bf16"):
-            recipes["bf16 autocast"] = Recipe(channels_last=True, autocast=torch.bfloat16, fused_adam=True)
+            recipes["ours, srfeat band workers"] = Recipe(channels_last=True, winograd=True, fused_adam=True)
+        if cpu_has_native_bf16():
+            recipes["ours bf16"] = Recipe(channels_last=True, autocast=torch.bfloat16, fused_adam=True)
     else:
         recipes["channels_last, fused Adam"] = Recipe(channels_last=True, fused_adam=True)
         recipes["ours (bf16 autocast)"] = Recipe(channels_last=True, autocast=torch.bfloat16, fused_adam=True)

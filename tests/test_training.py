@@ -201,3 +201,20 @@ def test_max_steps_then_resume_on_the_dev_config(datasets_dir, tmp_path, monkeyp
     assert command(str(REPO / "configs" / "dev" / "stage1.yaml"), "--resume", "--max-steps", "5", "--out", str(out), *tiny) == 0
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 5
     assert "5 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16-cpu", "cpu-without-bf16"])
+def test_bf16_on_cpu_autocasts_only_where_the_cpu_has_it(folders, tmp_path, monkeypatch, native: bool) -> None:
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
+    train_dir, validation_dir = folders
+    out = tmp_path / "run"
+    config = tiny_config(train_dir, validation_dir, out, overrides=["train.bf16=true", "train.winograd=true", "train.max_steps=2"])
+    loop = trainer.Trainer(config, out_dir=out, show_progress=False)
+    with loop._autocast()():
+        features = torch.nn.functional.conv2d(torch.rand(1, 3, 8, 8), torch.rand(4, 3, 3, 3))
+    assert (features.dtype == torch.bfloat16) == native
+    # bf16 replaces the float32 Winograd convolutions; without native bf16, Winograd stays
+    assert loop._winograd == (not native)
+    result = run(config, out)
+    records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    assert result.step == 2 and all(math.isfinite(r["loss/generator"]) for r in records if r["kind"] == "train")

@@ -126,7 +126,9 @@ class TrainConfig:
     # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:N". Under torchrun,
     # each process uses cuda:LOCAL_RANK.
     device: str = "auto"
-    # bf16 autocast for the networks' forward passes (GPU only; ignored on CPU).
+    # bf16 autocast for the networks' forward passes: on GPUs, and on CPUs with native bf16
+    # (AVX512-BF16 or AMX: about 2.2x faster steps there; replaces train.winograd). Ignored,
+    # with a log line, on other CPUs, where bf16 is emulated and slower than float32.
     bf16: bool = False
     # channels_last memory format for networks and batches (faster convolutions on GPU).
     channels_last: bool = False
