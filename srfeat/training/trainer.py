@@ -359,7 +359,7 @@ class Trainer:
 
     def _adam(self, module: nn.Module, lr: float) -> torch.optim.Adam:
         optim = self.config.optim
-        # the fused kernel updates all parameters in one pass (CPU and CUDA); same arithmetic
+        # the fused kernel updates all parameters in one pass (CPU and CUDA); the same update rule
         fused = self.device.type in ("cpu", "cuda")
         return torch.optim.Adam(module.parameters(), lr=lr, betas=(optim.beta1, optim.beta2), fused=fused)
 
