@@ -29,8 +29,9 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from benchmarks.common import add_common_arguments, conv_macs, host_info, print_table, setup, summarize, time_interleaved, write_results
-from benchmarks.limits import _cpu_has, cpu_peak, measure_conv
+from benchmarks.limits import cpu_peak, measure_conv
 from srfeat.archs.generator import SRFeatGenerator
+from srfeat.hardware import cpu_has_native_bf16
 
 T = TypeVar("T")
 
@@ -90,7 +91,7 @@ def build_variants(
     if device.type == "cpu" and ours.model.use_nnpack:
         # srfeat's Winograd kernels alone: what "auto" runs where PyTorch has no NNPACK.
         variants["srfeat Winograd only (algorithm='winograd')"] = (folded("winograd"), "fp32")
-    low_precisions = [torch.bfloat16] if device.type == "cpu" and _cpu_has("avx512_bf16") else []
+    low_precisions = [torch.bfloat16] if device.type == "cpu" and cpu_has_native_bf16() else []
     if device.type == "cuda":
         low_precisions = [torch.float16, torch.bfloat16]
     for dtype in low_precisions:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import add_common_arguments, host_info, print_table, setup, summarize, time_interleaved, write_results
-from srfeat.hardware import cpu_flags
+from srfeat.hardware import cpu_has_native_bf16
 
 # FLOP per cycle per core in float32 = FMA units x vector lanes x 2 (an FMA is two FLOPs).
 # (vendor, family, first model, last model, name, fp32 FLOP/cycle, note)
@@ -161,7 +161,7 @@ def conv_variants(size: int, device: torch.device, channels: int = 128) -> dict[
         filters = winograd_filter(weight)
         out = x.new_empty(1, padded.shape[1] - 2, padded.shape[2] - 2, channels)
         variants["Winograd F(4x4,3x3) fp32 (ours)"] = lambda: winograd_conv3x3(padded, filters, bias, out)
-        if torch.backends.mkldnn.is_available() and _cpu_has("avx512_bf16"):
+        if cpu_has_native_bf16():
             xb, wb = x_cl.bfloat16(), w_cl.bfloat16()
             variants["direct bf16 channels_last"] = lambda: F.conv2d(xb, wb, padding=1)
     else:
@@ -169,10 +169,6 @@ def conv_variants(size: int, device: torch.device, channels: int = 128) -> dict[
             xl, wl = x_cl.to(dtype), w_cl.to(dtype)
             variants[f"direct {label} channels_last"] = lambda xl=xl, wl=wl: F.conv2d(xl, wl, padding=1)
     return variants
-
-
-def _cpu_has(flag: str) -> bool:
-    return flag in cpu_flags()
 
 
 def measure_conv(size: int, device: torch.device, rounds: int, warmup: int) -> dict[str, Any]:
