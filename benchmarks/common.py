@@ -26,9 +26,13 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: PyTorch's, one per core)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, each running every variant once (default: 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timed rounds, each running every variant once (default: 3)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each variant first (default: 1)")
-    parser.add_argument("--json", type=Path, default=None, help=f"results file to update (default: {RESULTS_DIR}/<host>.json)")
+    parser.add_argument(
+        "--json", type=Path, default=None, help=f"results file to update (default: {RESULTS_DIR}/<host>.json)"
+    )
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -65,7 +69,10 @@ def time_interleaved(
             synchronize(device)
             times[name].append(time.perf_counter() - start)
         if log:
-            print(f"  round {round_index + 1}/{rounds}: " + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()), flush=True)
+            print(
+                f"  round {round_index + 1}/{rounds}: " + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()),
+                flush=True,
+            )
     return times
 
 
@@ -164,7 +171,9 @@ def conv_macs(model: torch.nn.Module, input_shape: Sequence[int], device: torch.
         elif isinstance(module, torch.nn.Linear):
             total += output.numel() * module.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     try:
         with torch.no_grad():
             model(torch.zeros(1, channels, probe, probe, device=device))

@@ -24,11 +24,21 @@ measured in the same run (benchmarks.limits), "of peak" over the CPU's computed 
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
-from benchmarks.common import add_common_arguments, conv_macs, host_info, print_table, setup, summarize, time_interleaved, write_results
+from benchmarks.common import (
+    add_common_arguments,
+    conv_macs,
+    host_info,
+    print_table,
+    setup,
+    summarize,
+    time_interleaved,
+    write_results,
+)
 from benchmarks.limits import cpu_peak, measure_conv
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.hardware import cpu_has_native_bf16
@@ -103,7 +113,10 @@ def build_variants(
         variants["ours, compiled"] = (upscale(Upscaler(generator, device=device, compile=True)), "fp32")
         for dtype in low_precisions:
             label = "bf16" if dtype == torch.bfloat16 else "fp16"
-            variants[f"ours {label}, compiled"] = (upscale(Upscaler(generator, device=device, dtype=dtype, compile=True)), label)
+            variants[f"ours {label}, compiled"] = (
+                upscale(Upscaler(generator, device=device, dtype=dtype, compile=True)),
+                label,
+            )
     return variants
 
 
@@ -138,7 +151,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     parser.add_argument("--size", type=int, default=256, help="LR input height and width (default 256)")
-    parser.add_argument("--weights", default=None, help="bundled name or checkpoint (default: 'default' if installed, else random)")
+    parser.add_argument(
+        "--weights", default=None, help="bundled name or checkpoint (default: 'default' if installed, else random)"
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd forms")
     parser.add_argument("--no-folded", action="store_true", help="skip the folded-only variant (algorithm='direct')")
     parser.add_argument("--clock-ghz", type=float, default=None, help="core clock for the CPU peak")
@@ -152,13 +167,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_pixels = (generator.scale * args.size) ** 2
     torch.manual_seed(1)
     image = torch.rand(1, 3, args.size, args.size)
-    print(f"generator ({weights}) on a {args.size}x{args.size} LR input: {flops / 1e9:.0f} GFLOP, {macs / args.size**2 / 1e6:.2f} M MAC per LR pixel")
+    print(
+        f"generator ({weights}) on a {args.size}x{args.size} LR input: {flops / 1e9:.0f} GFLOP, {macs / args.size**2 / 1e6:.2f} M MAC per LR pixel"
+    )
 
     conv = measure_conv(args.size, device, max(2, args.rounds), 1)
     variants = build_variants(generator, image, device, args.compile, not args.no_folded)
     print(f"\ntiming {', '.join(variants)}")
     outputs = {name: run() for name, (run, _) in variants.items()}  # also the first warm-up
-    times = time_interleaved({name: run for name, (run, _) in variants.items()}, args.rounds, max(0, args.warmup - 1), device)
+    times = time_interleaved(
+        {name: run for name, (run, _) in variants.items()}, args.rounds, max(0, args.warmup - 1), device
+    )
     summary = summarize(times, "plain")
 
     threads = torch.get_num_threads()
@@ -190,10 +209,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(
         f"generator inference, {args.size}x{args.size} LR -> {generator.scale * args.size}x{generator.scale * args.size}, "
         f"{device}, {threads} thread(s), median of {args.rounds} rounds",
-        ["variant", "prec", "median s", "GFLOP/s", "out MP/s", "x plain", "of conv", "of peak", "max |diff|", "max grey lv"],
+        [
+            "variant",
+            "prec",
+            "median s",
+            "GFLOP/s",
+            "out MP/s",
+            "x plain",
+            "of conv",
+            "of peak",
+            "max |diff|",
+            "max grey lv",
+        ],
         rows,
     )
-    print(f"single-convolution rate: {conv['conv_gflops']:.1f} GFLOP/s ({conv['best_layout']})" + (f"; peak {peak_used:.0f} GFLOP/s" if peak_used else ""))
+    print(
+        f"single-convolution rate: {conv['conv_gflops']:.1f} GFLOP/s ({conv['best_layout']})"
+        + (f"; peak {peak_used:.0f} GFLOP/s" if peak_used else "")
+    )
     result = {
         "host": host_info(device),
         "size": args.size,

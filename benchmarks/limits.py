@@ -21,7 +21,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import add_common_arguments, host_info, print_table, setup, summarize, time_interleaved, write_results
+from benchmarks.common import (
+    add_common_arguments,
+    host_info,
+    print_table,
+    setup,
+    summarize,
+    time_interleaved,
+    write_results,
+)
 from srfeat.hardware import cpu_has_native_bf16
 
 # FLOP per cycle per core in float32 = FMA units x vector lanes x 2 (an FMA is two FLOPs).
@@ -97,7 +105,9 @@ def cpu_clock_ghz(processors: list[dict[str, str]], override: float | None) -> t
         if match:
             return float(match.group(1)), "model name"
         if "cpu MHz" in processors[0]:
-            return float(processors[0]["cpu MHz"]) / 1000, "/proc/cpuinfo cpu MHz (nominal in a VM; boost may be higher)"
+            return float(
+                processors[0]["cpu MHz"]
+            ) / 1000, "/proc/cpuinfo cpu MHz (nominal in a VM; boost may be higher)"
     return 0.0, "unknown"
 
 
@@ -181,14 +191,28 @@ def measure_conv(size: int, device: torch.device, rounds: int, warmup: int) -> d
         entry["gflops"] = flops / entry["median_s"] / 1e9
     direct = {k: v for k, v in summary.items() if k.startswith("direct fp32")}
     best = max(direct, key=lambda k: direct[k]["gflops"])
-    return {"size": size, "channels": channels, "gflop": flops / 1e9, "variants": summary, "best_layout": best, "conv_gflops": direct[best]["gflops"]}
+    return {
+        "size": size,
+        "channels": channels,
+        "gflop": flops / 1e9,
+        "variants": summary,
+        "best_layout": best,
+        "conv_gflops": direct[best]["gflops"],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    parser.add_argument("--size", type=int, default=256, help="height and width of the conv input (default 256: the generator's LR size)")
-    parser.add_argument("--clock-ghz", type=float, default=None, help="core clock for the peak (default: from sysfs or /proc/cpuinfo)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=256,
+        help="height and width of the conv input (default 256: the generator's LR size)",
+    )
+    parser.add_argument(
+        "--clock-ghz", type=float, default=None, help="core clock for the peak (default: from sysfs or /proc/cpuinfo)"
+    )
     parser.add_argument("--no-json", action="store_true", help="print only")
     args = parser.parse_args(argv)
     device = setup(args)
@@ -225,7 +249,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\nsingle-convolution rate (best layout, {conv['best_layout']}): {conv['conv_gflops']:.1f} GFLOP/s")
     if device.type == "cpu" and conv["conv_gflops"] > peak_used:
         implied = conv["conv_gflops"] / (peak.fp32_flop_per_cycle * used_cores)
-        print(f"note: above the computed peak: the cores run at least {implied:.2f} GHz (boost), not {peak.clock_ghz:.2f}")
+        print(
+            f"note: above the computed peak: the cores run at least {implied:.2f} GHz (boost), not {peak.clock_ghz:.2f}"
+        )
     result = {"host": host_info(device), "cpu_peak": asdict(peak), "peak_gflops_threads_used": peak_used, "conv": conv}
     if not args.no_json:
         write_results(args.json, f"limits_{device.type}", result)

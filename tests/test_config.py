@@ -43,7 +43,9 @@ def test_paper_recipes_are_the_seed_numbers() -> None:
 
 
 def test_progress_schedule_uses_fractions_of_the_run() -> None:
-    config = config_from_dict({**base(), "optim": {"lr_schedule": "progress", "lr_milestones": [0.5, 0.75], "lr_gamma": 0.5}})
+    config = config_from_dict(
+        {**base(), "optim": {"lr_schedule": "progress", "lr_milestones": [0.5, 0.75], "lr_gamma": 0.5}}
+    )
     assert [lr_factor(config, 0, p) for p in (0.0, 0.49, 0.5, 0.8)] == [1.0, 1.0, 0.5, 0.25]
 
 
@@ -96,8 +98,17 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path) -> None:
 
 
 def test_dotted_overrides() -> None:
-    config = config_from_dict(base(), ["optim.lr=2e-4", "train.batch_size=4", "data.train_dirs=[a, b]", "train.bf16=true",
-                                       "validation.dir=null", "model.vgg_weights=torchvision"])
+    config = config_from_dict(
+        base(),
+        [
+            "optim.lr=2e-4",
+            "train.batch_size=4",
+            "data.train_dirs=[a, b]",
+            "train.bf16=true",
+            "validation.dir=null",
+            "model.vgg_weights=torchvision",
+        ],
+    )
     assert config.optim.lr == 2e-4 and config.train.batch_size == 4 and config.train.bf16
     assert config.data.train_dirs == ["a", "b"] and config.validation.dir is None
     assert config.model.vgg_weights == "torchvision"

@@ -87,7 +87,13 @@ def test_bad_files_raise_image_read_error_naming_the_file(photo_folder: Path) ->
     for name in ("truncated.png", "notes.txt", "missing.png"):
         with pytest.raises(ImageReadError, match=name):
             read_image(photo_folder / name)
-    assert [path.name for path in list_images(photo_folder)] == ["chelsea.png", "coffee.png", "notes.txt", "tiny.png", "truncated.png"]
+    assert [path.name for path in list_images(photo_folder)] == [
+        "chelsea.png",
+        "coffee.png",
+        "notes.txt",
+        "tiny.png",
+        "truncated.png",
+    ]
     with pytest.raises(ImageReadError, match="not found"):
         list_images(photo_folder / "nowhere")
 
@@ -180,7 +186,9 @@ def test_paired_patch_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
         PairedPatchDataset(tmp_path / "photos-without-pairs")
 
 
-def test_benchmark_dataset_reports_bad_files_and_keeps_good_ones(photo_folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_benchmark_dataset_reports_bad_files_and_keeps_good_ones(
+    photo_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     add_bad_files(photo_folder)
     with caplog.at_level(logging.WARNING):
         dataset = BenchmarkDataset([photo_folder], scale=4)

@@ -57,8 +57,16 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     entry = tmp_path / "entry.py"
     entry.write_text(ENTRY)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(entry), str(config_path), str(tmp_path / "ddp")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(entry),
+        str(config_path),
+        str(tmp_path / "ddp"),
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -73,4 +81,6 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
         for key in expected:
             # atol: 5% of one Adam step (lr 1e-3); a wrong average or per-process BatchNorm
             # statistics move weights by whole steps.
-            torch.testing.assert_close(actual[key], expected[key], rtol=1e-4, atol=5e-5, msg=lambda m, k=key, n=name: f"{n}.{k}: {m}")
+            torch.testing.assert_close(
+                actual[key], expected[key], rtol=1e-4, atol=5e-5, msg=lambda m, k=key, n=name: f"{n}.{k}: {m}"
+            )

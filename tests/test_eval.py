@@ -58,7 +58,23 @@ def test_bad_files_are_named_and_the_good_ones_reported(
     (photos / "readme.txt").write_text("these are photos\n")
     json_path = tmp_path / "scores.json"
     with caplog.at_level(logging.WARNING):
-        assert run_eval("--model", "bicubic", "--data", str(photos), "--metrics", "psnr", "ssim", "--per-image", "--json", str(json_path), "--device", "cpu") == 0
+        assert (
+            run_eval(
+                "--model",
+                "bicubic",
+                "--data",
+                str(photos),
+                "--metrics",
+                "psnr",
+                "ssim",
+                "--per-image",
+                "--json",
+                str(json_path),
+                "--device",
+                "cpu",
+            )
+            == 0
+        )
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any("broken.png" in message for message in warnings)
     assert any("readme.txt" in message for message in warnings)
@@ -80,7 +96,22 @@ def test_bad_files_are_named_and_the_good_ones_reported(
 def test_hr_model_has_no_reference_scores(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     metrics = ["psnr", "ssim", "niqe"] if niqe_available() else ["psnr", "ssim"]
     json_path = tmp_path / "scores.json"
-    assert run_eval("--model", "hr", "bicubic", "--data", str(photos), "--metrics", *metrics, "--json", str(json_path), "--device", "cpu") == 0
+    assert (
+        run_eval(
+            "--model",
+            "hr",
+            "bicubic",
+            "--data",
+            str(photos),
+            "--metrics",
+            *metrics,
+            "--json",
+            str(json_path),
+            "--device",
+            "cpu",
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "| hr | Photos | 3 | - | - |" in table
     records = {record["model"]: record for record in json.loads(json_path.read_text())}
@@ -91,17 +122,35 @@ def test_hr_model_has_no_reference_scores(photos: Path, tmp_path: Path, capsys: 
         assert records["hr"]["niqe"] < records["bicubic"]["niqe"]
 
 
-def test_checkpoint_model_table_json_and_figure(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_model_table_json_and_figure(
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     generator = SRFeatGenerator(scale=4, num_features=8, num_blocks=2)
     checkpoint = tmp_path / "tiny_model.safetensors"
     save_generator(generator, checkpoint)
     json_path, figure_path = tmp_path / "out" / "scores.json", tmp_path / "out" / "compare.png"
     argv = ["--model", "bicubic", str(checkpoint), "--data", str(photos), "--metrics", "psnr", "ssim"]
-    assert run_eval(*argv, "--json", str(json_path), "--figure", str(figure_path), "--figure-image", "chelsea", "--device", "cpu") == 0
+    assert (
+        run_eval(
+            *argv,
+            "--json",
+            str(json_path),
+            "--figure",
+            str(figure_path),
+            "--figure-image",
+            "chelsea",
+            "--device",
+            "cpu",
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "| tiny_model | Photos | 3 |" in table
     records = json.loads(json_path.read_text())
-    assert [(record["model"], record["dataset"]) for record in records] == [("bicubic", "Photos"), ("tiny_model", "Photos")]
+    assert [(record["model"], record["dataset"]) for record in records] == [
+        ("bicubic", "Photos"),
+        ("tiny_model", "Photos"),
+    ]
     assert all(set(record) >= {"model", "dataset", "psnr", "ssim"} for record in records)
     with Image.open(figure_path) as figure:
         # Three labelled panels side by side (bicubic, the model, HR) in one row.

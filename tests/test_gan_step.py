@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -60,15 +58,23 @@ def test_gan_step_updates_all_three_and_generator_update_leaves_discriminators(v
     assert changed(generator_before, step.generator)
     for term in step.terms:
         assert changed(initial[term.name], term.discriminator), f"{term.name} discriminator did not learn"
-    for key in ("loss/perceptual", "loss/adversarial_image", "loss/adversarial_feature",
-                "loss/discriminator_image", "loss/discriminator_feature", "loss/generator"):
+    for key in (
+        "loss/perceptual",
+        "loss/adversarial_image",
+        "loss/adversarial_feature",
+        "loss/discriminator_image",
+        "loss/discriminator_feature",
+        "loss/generator",
+    ):
         assert torch.isfinite(losses[key])
 
 
 def test_generator_loss_is_perceptual_plus_weighted_adversarial(vgg: VGG19FeatureExtractor) -> None:
     step = make_gan_step(vgg)
     losses = step(torch.rand(2, 3, 8, 8), torch.rand(2, 3, HR_PATCH, HR_PATCH))
-    expected = losses["loss/perceptual"] + 1e-3 * (losses["loss/adversarial_image"] + losses["loss/adversarial_feature"])
+    expected = losses["loss/perceptual"] + 1e-3 * (
+        losses["loss/adversarial_image"] + losses["loss/adversarial_feature"]
+    )
     torch.testing.assert_close(losses["loss/generator"], expected)
 
 

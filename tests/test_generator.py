@@ -60,8 +60,14 @@ def test_generator_works_in_unit_range_around_minus_one_one() -> None:
 
 def test_state_dict_names_explain_themselves() -> None:
     keys = set(SRFeatGenerator(num_features=8, num_blocks=3).state_dict())
-    for key in ("head.weight", "body.0.conv1.weight", "body.2.bn2.running_mean", "long_skips.1.weight",
-                "upsampler.1.conv.weight", "tail.weight"):
+    for key in (
+        "head.weight",
+        "body.0.conv1.weight",
+        "body.2.bn2.running_mean",
+        "long_skips.1.weight",
+        "upsampler.1.conv.weight",
+        "tail.weight",
+    ):
         assert key in keys
 
 

@@ -19,7 +19,6 @@ from srfeat.errors import SRFeatError, WeightsError
 from srfeat.inference import InferenceGenerator, Upscaler, plan_tiles, upscale_tiled
 from srfeat.weights import save_generator
 
-
 # -- tiling --------------------------------------------------------------------------------
 
 
@@ -70,7 +69,9 @@ def test_non_finite_tiles_are_recomputed_by_the_fallback() -> None:
         return torch.nn.functional.interpolate(batch[:, :, top:bottom, left:right], scale_factor=2, mode="nearest")
 
     image = torch.rand(3, 10, 12)
-    output = upscale_tiled(overflowing, image, 2, tile=6, pad=2, device=torch.device("cpu"), dtype=torch.float32, fallback=fallback)
+    output = upscale_tiled(
+        overflowing, image, 2, tile=6, pad=2, device=torch.device("cpu"), dtype=torch.float32, fallback=fallback
+    )
     assert len(calls) == 4
     torch.testing.assert_close(output, fallback(image[None], (0, 0, 10, 12))[0])
 
@@ -86,7 +87,9 @@ def test_tile_errors_are_raised_not_swallowed() -> None:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     with pytest.raises(SRFeatError, match="--tile"):
-        upscale_tiled(out_of_memory, torch.rand(3, 8, 8), 4, tile=4, pad=1, device=torch.device("cpu"), dtype=torch.float32)
+        upscale_tiled(
+            out_of_memory, torch.rand(3, 8, 8), 4, tile=4, pad=1, device=torch.device("cpu"), dtype=torch.float32
+        )
 
 
 # -- the Upscaler API ----------------------------------------------------------------------
@@ -182,7 +185,10 @@ def test_pil_images_keep_their_mode_and_icc_profile(upscaler: Upscaler, mode: st
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        ("import sys, srfeat; print('torch' in sys.modules); from srfeat import Upscaler; print(Upscaler.__name__)", "False\nUpscaler"),
+        (
+            "import sys, srfeat; print('torch' in sys.modules); from srfeat import Upscaler; print(Upscaler.__name__)",
+            "False\nUpscaler",
+        ),
         # `srfeat --help` imports every command module: the upscale command's must be light.
         ("import sys, srfeat.commands.upscale; print(sorted({'torch', 'numpy', 'PIL'} & set(sys.modules)))", "[]"),
     ],

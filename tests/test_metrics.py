@@ -46,7 +46,9 @@ def test_ssim_matches_scikit_image_gaussian_ssim() -> None:
     options = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "data_range": 255}
     y_sr, y_hr = rgb_to_y(sr)[4:-4, 4:-4], rgb_to_y(hr)[4:-4, 4:-4]
     assert ssim(sr, hr, crop_border=4) == pytest.approx(structural_similarity(y_sr, y_hr, **options), abs=1e-9)
-    rgb_reference = structural_similarity(sr[4:-4, 4:-4].astype(np.float64), hr[4:-4, 4:-4].astype(np.float64), channel_axis=2, **options)
+    rgb_reference = structural_similarity(
+        sr[4:-4, 4:-4].astype(np.float64), hr[4:-4, 4:-4].astype(np.float64), channel_axis=2, **options
+    )
     assert ssim(sr, hr, crop_border=4, test_y_channel=False) == pytest.approx(rgb_reference, abs=1e-9)
     assert ssim(hr, hr, crop_border=4) == pytest.approx(1.0)
     assert ssim(sr, hr, crop_border=4) < 0.95

@@ -47,7 +47,9 @@ def test_recipe_counts_and_orientations() -> None:
         np.testing.assert_array_equal(patch, reference)
 
 
-def test_prepare_writes_130_pairs_per_image_with_quarter_size_lr(source: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_prepare_writes_130_pairs_per_image_with_quarter_size_lr(
+    source: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING):
         assert run_prepare(str(source), str(out), "--workers", "1", "--seed", "3") == 0

@@ -55,7 +55,9 @@ def test_two_dimensional_resize_is_separable() -> None:
     b = torch.tensor(UPSCALE_INPUT, dtype=torch.float64)
     image = torch.outer(a, b)
     out = imresize(image, size=(4, 8))
-    expected = torch.outer(torch.tensor(DOWNSCALE_EXPECTED, dtype=torch.float64), torch.tensor(UPSCALE_EXPECTED, dtype=torch.float64))
+    expected = torch.outer(
+        torch.tensor(DOWNSCALE_EXPECTED, dtype=torch.float64), torch.tensor(UPSCALE_EXPECTED, dtype=torch.float64)
+    )
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
 
 
@@ -75,7 +77,9 @@ def test_x4_round_trip_preserves_constants_and_is_close_on_smooth_images() -> No
     constant = torch.full((3, 32, 24), 0.7, dtype=torch.float64)
     torch.testing.assert_close(imresize(constant, scale=0.25), torch.full((3, 8, 6), 0.7, dtype=torch.float64))
     torch.testing.assert_close(imresize(constant, scale=4), torch.full((3, 128, 96), 0.7, dtype=torch.float64))
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, 64, dtype=torch.float64), torch.linspace(0, 1, 64, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.linspace(0, 1, 64, dtype=torch.float64), torch.linspace(0, 1, 64, dtype=torch.float64), indexing="ij"
+    )
     smooth = torch.sin(3 * ys) * torch.cos(2 * xs)
     restored = imresize(imresize(smooth, scale=0.25), scale=4)
     assert (restored - smooth)[8:-8, 8:-8].abs().max() < 0.01

@@ -48,7 +48,13 @@ def moved(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
 def test_stage2_every_step_moves_generator_and_both_discriminators(folders, tmp_path, monkeypatch) -> None:
     train_dir, validation_dir = folders
     init = tiny_generator_file(tmp_path / "stage1.safetensors")
-    config = tiny_config(train_dir, validation_dir, tmp_path / "run", stage=2, overrides=[f"train.init_generator={init}", "train.max_steps=3", "data.hr_patch_size=16"])
+    config = tiny_config(
+        train_dir,
+        validation_dir,
+        tmp_path / "run",
+        stage=2,
+        overrides=[f"train.init_generator={init}", "train.max_steps=3", "data.hr_patch_size=16"],
+    )
     changes: list[dict[str, bool]] = []
 
     class RecordingGANStep(GANStep):
@@ -65,7 +71,13 @@ def test_stage2_every_step_moves_generator_and_both_discriminators(folders, tmp_
     assert changes == [{"generator": True, "image": True, "feature": True}] * 3
     records = [json.loads(line) for line in (tmp_path / "run" / trainer.METRICS_FILE).read_text().splitlines()]
     train_records = [r for r in records if r["kind"] == "train"]
-    for key in ("loss/perceptual", "loss/adversarial_image", "loss/adversarial_feature", "loss/discriminator_image", "loss/discriminator_feature"):
+    for key in (
+        "loss/perceptual",
+        "loss/adversarial_image",
+        "loss/adversarial_feature",
+        "loss/discriminator_image",
+        "loss/discriminator_feature",
+    ):
         assert all(math.isfinite(r[key]) for r in train_records), key
     assert any(r["kind"] == "validation" and "psnr" in r and "ssim" in r for r in records)
 
@@ -81,7 +93,11 @@ def weights_of(out: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("stage", [1, 2])
 def test_stop_and_resume_matches_an_uninterrupted_run(folders, tmp_path, stage: int) -> None:
     train_dir, validation_dir = folders
-    extra = [f"train.init_generator={tiny_generator_file(tmp_path / 'stage1.safetensors')}", "data.hr_patch_size=16"] if stage == 2 else []
+    extra = (
+        [f"train.init_generator={tiny_generator_file(tmp_path / 'stage1.safetensors')}", "data.hr_patch_size=16"]
+        if stage == 2
+        else []
+    )
     # 3 steps per epoch: stopping at 2 and resuming to 4 crosses an epoch boundary.
     whole = tiny_config(train_dir, None, tmp_path / "whole", stage, extra + ["train.max_steps=4"])
     run(whole, tmp_path / "whole")
@@ -103,7 +119,10 @@ def test_resume_with_workers_sees_the_same_batches(folders, tmp_path) -> None:
     """Item seeds make crops independent of which DataLoader worker draws them."""
     train_dir, _ = folders
     run(tiny_config(train_dir, None, tmp_path / "a", overrides=["train.max_steps=3"]), tmp_path / "a")
-    run(tiny_config(train_dir, None, tmp_path / "b", overrides=["train.max_steps=3", "data.num_workers=2"]), tmp_path / "b")
+    run(
+        tiny_config(train_dir, None, tmp_path / "b", overrides=["train.max_steps=3", "data.num_workers=2"]),
+        tmp_path / "b",
+    )
     a, b = weights_of(tmp_path / "a"), weights_of(tmp_path / "b")
     assert all(torch.equal(a[key], b[key]) for key in a)
 
@@ -113,7 +132,13 @@ def test_run_folder_holds_weights_state_logs_and_plot(folders, tmp_path) -> None
     out = tmp_path / "run"
     result = run(tiny_config(train_dir, validation_dir, out), out)
     assert result.step == 4 and result.last_validation is not None
-    for name in (checkpoint.LATEST_GENERATOR, checkpoint.BEST_GENERATOR, checkpoint.STATE_FILE, trainer.PLOT_FILE, trainer.CONFIG_FILE):
+    for name in (
+        checkpoint.LATEST_GENERATOR,
+        checkpoint.BEST_GENERATOR,
+        checkpoint.STATE_FILE,
+        trainer.PLOT_FILE,
+        trainer.CONFIG_FILE,
+    ):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
@@ -155,7 +180,15 @@ def test_lr_follows_the_epoch_milestones(folders, tmp_path) -> None:
     train_dir, _ = folders
     out = tmp_path / "run"
     # 3 steps per epoch, lr x0.1 from epoch 2 and again from epoch 3.
-    run(tiny_config(train_dir, None, out, overrides=["train.max_steps=7", "optim.lr_milestones=[2, 3]", "train.checkpoint_every=100"]), out)
+    run(
+        tiny_config(
+            train_dir,
+            None,
+            out,
+            overrides=["train.max_steps=7", "optim.lr_milestones=[2, 3]", "train.checkpoint_every=100"],
+        ),
+        out,
+    )
     records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
     lrs = [r["lr"] for r in records if r["kind"] == "train"]
     assert lrs == pytest.approx([1e-3] * 3 + [1e-4] * 3 + [1e-5])
@@ -180,7 +213,9 @@ def test_dry_run_succeeds_for_every_dev_config(name, datasets_dir, monkeypatch, 
     assert "stage:" in printed and str(datasets_dir) in printed
 
 
-@pytest.mark.parametrize("name, missing", [("stage1.yaml", "data/coco/train2017"), ("stage2.yaml", "data/div2k_patches")])
+@pytest.mark.parametrize(
+    "name, missing", [("stage1.yaml", "data/coco/train2017"), ("stage2.yaml", "data/div2k_patches")]
+)
 def test_dry_run_of_a_paper_config_names_the_missing_folder(name, missing, tmp_path, monkeypatch) -> None:
     from srfeat.errors import ConfigError
 
@@ -192,13 +227,22 @@ def test_dry_run_of_a_paper_config_names_the_missing_folder(name, missing, tmp_p
 
 def test_max_steps_then_resume_on_the_dev_config(datasets_dir, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(REPO)
-    tiny = [f"datasets_dir={datasets_dir}", "model.num_features=8", "model.num_blocks=2", "data.hr_patch_size=32",
-            "data.num_workers=0", "validation.max_images=1"]
+    tiny = [
+        f"datasets_dir={datasets_dir}",
+        "model.num_features=8",
+        "model.num_blocks=2",
+        "data.hr_patch_size=32",
+        "data.num_workers=0",
+        "validation.max_images=1",
+    ]
     out = tmp_path / "dev"
     assert command(str(REPO / "configs" / "dev" / "stage1.yaml"), "--max-steps", "3", "--out", str(out), *tiny) == 0
     assert (out / checkpoint.LATEST_GENERATOR).is_file()
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 3
-    assert command(str(REPO / "configs" / "dev" / "stage1.yaml"), "--resume", "--max-steps", "5", "--out", str(out), *tiny) == 0
+    assert (
+        command(str(REPO / "configs" / "dev" / "stage1.yaml"), "--resume", "--max-steps", "5", "--out", str(out), *tiny)
+        == 0
+    )
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 5
     assert "5 steps" in capsys.readouterr().out
 
@@ -208,7 +252,9 @@ def test_bf16_on_cpu_autocasts_only_where_the_cpu_has_it(folders, tmp_path, monk
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
     train_dir, validation_dir = folders
     out = tmp_path / "run"
-    config = tiny_config(train_dir, validation_dir, out, overrides=["train.bf16=true", "train.winograd=true", "train.max_steps=2"])
+    config = tiny_config(
+        train_dir, validation_dir, out, overrides=["train.bf16=true", "train.winograd=true", "train.max_steps=2"]
+    )
     loop = trainer.Trainer(config, out_dir=out, show_progress=False)
     with loop._autocast()():
         features = torch.nn.functional.conv2d(torch.rand(1, 3, 8, 8), torch.rand(4, 3, 3, 3))

@@ -67,7 +67,10 @@ def test_folders_globs_and_output_file(tmp_path: Path, model_path: Path) -> None
     (folder / "readme.txt").write_text("skipped: not an image extension")
     assert upscale(folder, "-o", tmp_path / "out1", "--model", model_path) == 0
     assert sorted(p.name for p in (tmp_path / "out1").iterdir()) == ["a.png", "b.png"]
-    assert upscale(folder / "*.png", "-o", tmp_path / "out2", "--model", model_path, "--ext", "webp", "--suffix", "_x4") == 0
+    assert (
+        upscale(folder / "*.png", "-o", tmp_path / "out2", "--model", model_path, "--ext", "webp", "--suffix", "_x4")
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["a_x4.webp", "b_x4.webp"]
     assert upscale(folder / "a.png", "-o", tmp_path / "single" / "big.tif", "--model", model_path) == 0
     assert Image.open(tmp_path / "single" / "big.tif").size == (48, 64)
@@ -75,7 +78,9 @@ def test_folders_globs_and_output_file(tmp_path: Path, model_path: Path) -> None
     assert not (tmp_path / "two.png").exists()
 
 
-def test_never_overwrites_without_permission(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_never_overwrites_without_permission(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     source = tmp_path / "a.png"
     Image.fromarray(samples.astronaut()[:16, :12]).save(source)
     before = source.read_bytes()
@@ -100,12 +105,17 @@ def test_alpha_sixteen_bit_icc_and_outscale(tmp_path: Path, model_path: Path) ->
     gray16 = (samples.camera()[:20, :24].astype(np.uint16) * 257) + 3
     Image.fromarray(gray16).save(tmp_path / "gray16.png")
     out = tmp_path / "out"
-    assert upscale(tmp_path / "rgba.png", tmp_path / "deep.png", tmp_path / "gray16.png", "-o", out, "--model", model_path) == 0
+    assert (
+        upscale(tmp_path / "rgba.png", tmp_path / "deep.png", tmp_path / "gray16.png", "-o", out, "--model", model_path)
+        == 0
+    )
 
     rgba = read_raw_image(out / "rgba.png")
     assert rgba.array.shape == (96, 128, 4) and rgba.icc_profile == icc
     # Alpha is resized on its own: a horizontal ramp stays a ramp, unchanged down the columns.
-    assert (np.diff(rgba.array[50, 8:-8, 3].astype(int)) >= 0).all() and (rgba.array[:, 60, 3] == rgba.array[0, 60, 3]).all()
+    assert (np.diff(rgba.array[50, 8:-8, 3].astype(int)) >= 0).all() and (
+        rgba.array[:, 60, 3] == rgba.array[0, 60, 3]
+    ).all()
     deep_out = read_png16(out / "deep.png").array
     assert deep_out.dtype == np.uint16 and deep_out.shape == (96, 128, 3)
     assert len(np.unique(deep_out % 257)) > 100  # real 16-bit values, not 8-bit ones scaled up
@@ -150,4 +160,3 @@ def test_missing_model_is_one_line_error(tmp_path: Path, caplog: pytest.LogCaptu
     Image.fromarray(samples.astronaut()[:8, :8]).save(tmp_path / "a.png")
     assert upscale(tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "nope.safetensors") == 1
     assert any("nope.safetensors" in line for line in error_lines(caplog))
-

@@ -32,7 +32,9 @@ def test_winograd_conv_matches_direct_convolution(height: int, width: int) -> No
     out = torch.full((2, 4 * tiles_for(height), 4 * tiles_for(width), 12), float("nan"))
     winograd_conv3x3(to_padded(image), winograd_filter(weight), bias, out, leaky_slope=0.2, residual=residual)
 
-    expected = F.leaky_relu(F.conv2d(image.double(), weight.double(), bias.double(), padding=1), 0.2).permute(0, 2, 3, 1)
+    expected = F.leaky_relu(F.conv2d(image.double(), weight.double(), bias.double(), padding=1), 0.2).permute(
+        0, 2, 3, 1
+    )
     expected = expected + residual[:, :height, :width].double()
     torch.testing.assert_close(out[:, :height, :width].double(), expected, rtol=0, atol=2e-5)
 
@@ -42,7 +44,12 @@ def test_winograd_conv_writes_pixel_shuffle_positions() -> None:
     image = torch.randn(1, 6, 7, 5)
     weight, bias = torch.randn(24, 6, 3, 3) * 0.2, torch.randn(24)
     upsampled = image.new_zeros(1, 2 * (4 * tiles_for(7)) + 2, 2 * (4 * tiles_for(5)) + 2, 6)
-    winograd_conv3x3(to_padded(image), winograd_filter(shuffle_channel_order(weight)), shuffle_channel_order(bias), pixel_shuffle_target(upsampled))
+    winograd_conv3x3(
+        to_padded(image),
+        winograd_filter(shuffle_channel_order(weight)),
+        shuffle_channel_order(bias),
+        pixel_shuffle_target(upsampled),
+    )
 
     expected = F.pixel_shuffle(F.conv2d(image, weight, bias, padding=1), 2).permute(0, 2, 3, 1)
     torch.testing.assert_close(upsampled[:, 1:15, 1:11], expected, rtol=0, atol=2e-5)
@@ -67,7 +74,9 @@ def test_winograd_conv2d_gradients_match_conv2d(height: int, width: int, bias: b
     torch.testing.assert_close(out, expected, rtol=0, atol=2e-5)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=5e-5)
     # A weight gradient sums over every pixel: compare relative to its size.
-    torch.testing.assert_close(conv.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5 * reference.weight.grad.abs().max().item())
+    torch.testing.assert_close(
+        conv.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5 * reference.weight.grad.abs().max().item()
+    )
     if bias:
         torch.testing.assert_close(conv.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-4)
 
@@ -149,4 +158,6 @@ def test_bands_of_images_and_of_rows_on_workers(threads: int, batch: int, size: 
     expected.square().sum().backward()
     torch.testing.assert_close(out, expected, rtol=0, atol=2e-5)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-4)
-    torch.testing.assert_close(conv.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5 * reference.weight.grad.abs().max().item())
+    torch.testing.assert_close(
+        conv.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5 * reference.weight.grad.abs().max().item()
+    )

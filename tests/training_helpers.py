@@ -38,14 +38,29 @@ def tiny_values(train: Path, validation: Path | None, out_dir: Path, stage: int 
         "stage": stage,
         "out_dir": str(out_dir),
         "model": {"num_features": 8, "num_blocks": 2, "discriminator_channels": 8, "discriminator_dense_features": 16},
-        "data": {"kind": "random_crop", "train_dirs": [str(train)], "hr_patch_size": 32, "repeat": 2,
-                 "num_workers": 0, "pin_memory": False},
+        "data": {
+            "kind": "random_crop",
+            "train_dirs": [str(train)],
+            "hr_patch_size": 32,
+            "repeat": 2,
+            "num_workers": 0,
+            "pin_memory": False,
+        },
         "optim": {"lr": 1e-3, "lr_milestones": []},
-        "train": {"device": "cpu", "batch_size": 2, "epochs": 100, "max_steps": 4, "log_every": 1,
-                  "checkpoint_every": 2, "deterministic": True},
+        "train": {
+            "device": "cpu",
+            "batch_size": 2,
+            "epochs": 100,
+            "max_steps": 4,
+            "log_every": 1,
+            "checkpoint_every": 2,
+            "deterministic": True,
+        },
         "validation": {"dir": str(validation) if validation else None, "every": 2, "max_images": 1, "sample_images": 1},
     }
 
 
-def tiny_config(train: Path, validation: Path | None, out_dir: Path, stage: int = 1, overrides: list[str] | None = None) -> TrainingConfig:
+def tiny_config(
+    train: Path, validation: Path | None, out_dir: Path, stage: int = 1, overrides: list[str] | None = None
+) -> TrainingConfig:
     return config_from_dict(tiny_values(train, validation, out_dir, stage), overrides)

@@ -14,7 +14,13 @@ from srfeat.archs.generator import LEAKY_SLOPE
 
 # (out_channels, stride) of the conv-BN-LeakyReLU blocks after the first conv (paper, Fig. 3).
 CONV_BLOCKS: tuple[tuple[int, int], ...] = (
-    (64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2),
+    (64, 2),
+    (128, 1),
+    (128, 2),
+    (256, 1),
+    (256, 2),
+    (512, 1),
+    (512, 2),
 )
 VGG_DOWNSAMPLING = 16  # conv5_4 is after four 2x2 max-pools
 

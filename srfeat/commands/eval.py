@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="M",
         help="models to evaluate: 'bicubic', 'hr' (the ground truth, for no-reference metrics), a bundled name (e.g. default) or a checkpoint path",
     )
-    parser.add_argument("--data", nargs="+", required=True, metavar="DIR", help="folders of HR images (e.g. Set5 Set14 BSD100)")
+    parser.add_argument(
+        "--data", nargs="+", required=True, metavar="DIR", help="folders of HR images (e.g. Set5 Set14 BSD100)"
+    )
     parser.add_argument("--scale", type=int, default=4, choices=(2, 4), help="upscaling factor (default 4)")
     parser.add_argument(
         "--metrics",
@@ -29,12 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="metrics to report (default: psnr ssim niqe, or psnr ssim if NIQE is not installed)",
     )
-    parser.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB (mean over channels) instead of the Y channel")
+    parser.add_argument(
+        "--rgb", action="store_true", help="PSNR/SSIM on RGB (mean over channels) instead of the Y channel"
+    )
     parser.add_argument("--per-image", action="store_true", help="also list every image's scores")
     parser.add_argument("--json", metavar="FILE", help="write the results as a JSON list of records")
-    parser.add_argument("--figure", metavar="FILE", help="write a PNG comparing the same crop of bicubic, each model and HR")
-    parser.add_argument("--figure-image", metavar="NAME", help="image (file name without extension) to show in the figure; default: each folder's first")
-    parser.add_argument("--figure-crop", type=int, default=96, metavar="PX", help="side of the HR crop shown in the figure (default 96)")
+    parser.add_argument(
+        "--figure", metavar="FILE", help="write a PNG comparing the same crop of bicubic, each model and HR"
+    )
+    parser.add_argument(
+        "--figure-image",
+        metavar="NAME",
+        help="image (file name without extension) to show in the figure; default: each folder's first",
+    )
+    parser.add_argument(
+        "--figure-crop", type=int, default=96, metavar="PX", help="side of the HR crop shown in the figure (default 96)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
 
 

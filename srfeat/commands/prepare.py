@@ -9,10 +9,22 @@ import os
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", nargs="+", metavar="SRC", help="folder(s) of HR images (e.g. DIV2K_train_HR)")
     parser.add_argument("out", metavar="OUT", help="output folder; patches go to OUT/HR and OUT/LR")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes identical files (default 0)")
-    parser.add_argument("--hr-patch-size", type=int, default=296, metavar="PX", help="HR patch side (default 296, the paper's)")
-    parser.add_argument("--scale", type=int, default=4, choices=(2, 4), help="downscaling factor for the LR patches (default 4)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), metavar="N", help="parallel processes (default: CPU count, at most 8)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed: the same seed writes identical files (default 0)"
+    )
+    parser.add_argument(
+        "--hr-patch-size", type=int, default=296, metavar="PX", help="HR patch side (default 296, the paper's)"
+    )
+    parser.add_argument(
+        "--scale", type=int, default=4, choices=(2, 4), help="downscaling factor for the LR patches (default 4)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        metavar="N",
+        help="parallel processes (default: CPU count, at most 8)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the patches in a non-empty OUT")
 
 
@@ -30,5 +42,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if not any(outcome.written for outcome in outcomes):
-        raise SRFeatError(f"no patches written: every source image was unreadable or smaller than {args.hr_patch_size} px")
+        raise SRFeatError(
+            f"no patches written: every source image was unreadable or smaller than {args.hr_patch_size} px"
+        )
     return 0

@@ -31,20 +31,30 @@ class _IntermixedParser(argparse.ArgumentParser):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.__class__ = _IntermixedParser
     parser.add_argument("config", help="YAML training config (e.g. configs/dev/stage1.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override config fields by dotted name, e.g. optim.lr=2e-4 train.batch_size=8")
-    parser.add_argument("--out", metavar="DIR", help="run folder for checkpoints and logs (default: the config's out_dir)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override config fields by dotted name, e.g. optim.lr=2e-4 train.batch_size=8",
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="run folder for checkpoints and logs (default: the config's out_dir)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run saved in the run folder (state.pt)")
-    parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps in total (sets train.max_steps)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="check the config and its data paths, print the resolved config, train nothing")
+    parser.add_argument(
+        "--max-steps", type=int, metavar="N", help="stop after N optimizer steps in total (sets train.max_steps)"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config and its data paths, print the resolved config, train nothing",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from srfeat.training.config import check_paths, load_config
-
     from srfeat.errors import ConfigError
+    from srfeat.training.config import check_paths, load_config
 
     config = load_config(args.config, list(args.overrides))
     if args.max_steps is not None:

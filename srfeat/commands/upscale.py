@@ -17,34 +17,83 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 # Kept here (not imported from srfeat.data.io) so that `srfeat --help` does not import numpy/PIL.
-OUTPUT_EXTENSIONS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tif": ".tif", "tiff": ".tif", "bmp": ".bmp"}
+OUTPUT_EXTENSIONS = {
+    "png": ".png",
+    "jpg": ".jpg",
+    "jpeg": ".jpg",
+    "webp": ".webp",
+    "tif": ".tif",
+    "tiff": ".tif",
+    "bmp": ".bmp",
+}
 GLOB_CHARACTERS = frozenset("*?[")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (the images in them) or glob patterns ('photos/*.jpg')")
     parser.add_argument(
-        "-o", "--output", default="results", metavar="OUT",
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (the images in them) or glob patterns ('photos/*.jpg')",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="results",
+        metavar="OUT",
         help="output folder (default: results/), or for a single input an output file name (its extension sets the format)",
     )
     parser.add_argument(
-        "--ext", default="auto", choices=("auto", "png", "jpg", "webp", "tif", "bmp"),
+        "--ext",
+        default="auto",
+        choices=("auto", "png", "jpg", "webp", "tif", "bmp"),
         help="output format (default auto: the input's own format)",
     )
-    parser.add_argument("--suffix", default="", help="added to each output file's name before the extension, e.g. _x4 (default: none)")
-    parser.add_argument("--outscale", type=float, default=None, metavar="S", help="final scale, if not the model's (the output is resampled with bicubic)")
-    parser.add_argument("--model", default="default", help="a bundled model name (e.g. default) or a checkpoint path (default: default)")
-    parser.add_argument("--tile", type=int, default=None, metavar="N", help="tile size in input pixels (default: chosen from free memory; 0: no tiling)")
     parser.add_argument(
-        "--tile-pad", type=int, default=None, metavar="N",
+        "--suffix", default="", help="added to each output file's name before the extension, e.g. _x4 (default: none)"
+    )
+    parser.add_argument(
+        "--outscale",
+        type=float,
+        default=None,
+        metavar="S",
+        help="final scale, if not the model's (the output is resampled with bicubic)",
+    )
+    parser.add_argument(
+        "--model", default="default", help="a bundled model name (e.g. default) or a checkpoint path (default: default)"
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tile size in input pixels (default: chosen from free memory; 0: no tiling)",
+    )
+    parser.add_argument(
+        "--tile-pad",
+        type=int,
+        default=None,
+        metavar="N",
         help="context around each tile in input pixels (default: the network's receptive radius, which makes tiling exact)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if there is one)")
     precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--half", action="store_true", help="float16 on the GPU (tiles that overflow are redone in float32)")
-    precision.add_argument("--bf16", action="store_true", help="bfloat16 on the GPU (also accepted on a CPU, where the default fp32 is faster)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network (pays off over many images on a GPU)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files (and inputs, if an output path is an input)")
+    precision.add_argument(
+        "--half", action="store_true", help="float16 on the GPU (tiles that overflow are redone in float32)"
+    )
+    precision.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 on the GPU (also accepted on a CPU, where the default fp32 is faster)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the network (pays off over many images on a GPU)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (and inputs, if an output path is an input)",
+    )
 
 
 @dataclass(frozen=True)
@@ -64,7 +113,11 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
     for spec in inputs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in image_extensions and not p.name.startswith("."))
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and p.suffix.lower() in image_extensions and not p.name.startswith(".")
+            )
             if not found:
                 errors.append(f"no images in folder {path} (looked for {', '.join(sorted(image_extensions))})")
         elif path.is_file():
@@ -102,7 +155,9 @@ def plan_outputs(files: list[Path], args: argparse.Namespace, formats: dict[str,
             target = output / f"{source.stem}{args.suffix}{extension}"
         resolved = target.resolve()
         if resolved in taken:
-            errors.append(f"{source}: its output {target} is also the output of {taken[resolved]}; use --suffix or --ext, or rename")
+            errors.append(
+                f"{source}: its output {target} is also the output of {taken[resolved]}; use --suffix or --ext, or rename"
+            )
         elif resolved in inputs and not args.overwrite:
             errors.append(f"{source}: the output {target} is an input; give another -o or --suffix (or --overwrite)")
         elif target.exists() and not args.overwrite:
@@ -131,7 +186,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     dtype = "fp16" if args.half else "bf16" if args.bf16 else "fp32"
     upscaler = Upscaler(
-        args.model, device=args.device, dtype=dtype, tile=args.tile, tile_pad=args.tile_pad, compile=args.compile, progress=True
+        args.model,
+        device=args.device,
+        dtype=dtype,
+        tile=args.tile,
+        tile_pad=args.tile_pad,
+        compile=args.compile,
+        progress=True,
     )
     logger.info("%d image(s) with %s", len(jobs), upscaler)
     failures = len(errors)

@@ -134,7 +134,9 @@ def _scan(folders: list[Path], min_size: int, owner: str) -> list[Path]:
         f" ({unreadable} unreadable, skipped)" if unreadable else "",
     )
     if not usable:
-        raise SRFeatError(f"{owner}: no usable images (at least {min_size}x{min_size}) in {', '.join(map(str, folders))}")
+        raise SRFeatError(
+            f"{owner}: no usable images (at least {min_size}x{min_size}) in {', '.join(map(str, folders))}"
+        )
     return usable
 
 
@@ -250,9 +252,13 @@ class PairedPatchDataset(Dataset[Sample]):
         hr_path, lr_path = self.pairs[index]
         hr, lr = read_image(hr_path), read_image(lr_path)
         if hr.shape[0] != lr.shape[0] * self.scale or hr.shape[1] != lr.shape[1] * self.scale:
-            raise SRFeatError(f"{hr_path} ({hr.shape[1]}x{hr.shape[0]}) is not {self.scale}x its LR {lr_path} ({lr.shape[1]}x{lr.shape[0]}): wrong --scale or a broken patch folder")
+            raise SRFeatError(
+                f"{hr_path} ({hr.shape[1]}x{hr.shape[0]}) is not {self.scale}x its LR {lr_path} ({lr.shape[1]}x{lr.shape[0]}): wrong --scale or a broken patch folder"
+            )
         if self.hr_patch_size is not None and hr.shape[:2] != (self.hr_patch_size, self.hr_patch_size):
-            raise SRFeatError(f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, expected {self.hr_patch_size}x{self.hr_patch_size}: prepare the patches with --hr-patch-size {self.hr_patch_size}")
+            raise SRFeatError(
+                f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, expected {self.hr_patch_size}x{self.hr_patch_size}: prepare the patches with --hr-patch-size {self.hr_patch_size}"
+            )
         return {"lr": to_tensor(lr), "hr": to_tensor(hr), "name": hr_path.stem}
 
 
@@ -305,7 +311,11 @@ class RandomCropDataset(Dataset[Sample]):
             hr = hr.flip(-1)
         hr = torch.rot90(hr, int(torch.randint(0, 4, ()).item()), dims=(-2, -1))
         hr = hr.float().div_(255.0)
-        return {"lr": _downscale_tensor(hr, self.scale), "hr": hr.contiguous(), "name": self.images.paths[image_index].stem}
+        return {
+            "lr": _downscale_tensor(hr, self.scale),
+            "hr": hr.contiguous(),
+            "name": self.images.paths[image_index].stem,
+        }
 
 
 class BenchmarkDataset(Dataset[Sample]):
@@ -347,4 +357,11 @@ class BenchmarkDataset(Dataset[Sample]):
 
     def __getitem__(self, index: int) -> dict:
         dataset, name, hr, lr = self.items[index]
-        return {"lr": to_tensor(lr), "hr": to_tensor(hr), "name": name, "dataset": dataset, "hr_uint8": hr, "lr_uint8": lr}
+        return {
+            "lr": to_tensor(lr),
+            "hr": to_tensor(hr),
+            "name": name,
+            "dataset": dataset,
+            "hr_uint8": hr,
+            "lr_uint8": lr,
+        }

@@ -127,7 +127,9 @@ def read_raw_image(path: PathLike) -> RawImage:
         array = _pixels(image)
     except ValueError as error:
         raise ImageReadError(f"cannot read image {path}: {error}; convert it to 8- or 16-bit RGB") from error
-    return RawImage(array=array, mode=image.mode, icc_profile=image.info.get("icc_profile"), exif=image.info.get("exif"))
+    return RawImage(
+        array=array, mode=image.mode, icc_profile=image.info.get("icc_profile"), exif=image.info.get("exif")
+    )
 
 
 # EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first).
@@ -199,7 +201,15 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
 
 
 # Output formats by extension; `write_image` converts what a format cannot hold.
-FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
 _SAVE_OPTIONS: dict[str, dict[str, object]] = {
     "PNG": {"compress_level": 6},
     "JPEG": {"quality": 95, "subsampling": 0},  # 4:4:4: an upscaled image's detail is in colour too
@@ -234,7 +244,9 @@ def write_image(
         array, channels = array[..., : channels - 1], channels - 1
     sixteen_bit_ok = image_format == "PNG" or (image_format == "TIFF" and channels == 1)
     if array.dtype == np.uint16 and not sixteen_bit_ok:
-        logger.warning("%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format)
+        logger.warning(
+            "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format
+        )
         array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")

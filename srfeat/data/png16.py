@@ -118,7 +118,9 @@ def read_png16(path: str | os.PathLike[str]) -> Png16:
         raise ValueError("PNG file without a header")
     width, height, bit_depth, color_type, _compression, _filter, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
     if bit_depth != 16 or color_type not in CHANNELS or interlace != 0:
-        raise ValueError(f"not a non-interlaced 16-bit PNG (bit depth {bit_depth}, colour type {color_type}, interlace {interlace})")
+        raise ValueError(
+            f"not a non-interlaced 16-bit PNG (bit depth {bit_depth}, colour type {color_type}, interlace {interlace})"
+        )
     channels = CHANNELS[color_type]
     icc_profile = None
     for kind, body in chunks:
@@ -139,7 +141,9 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
-def write_png16(path: str | os.PathLike[str], array: np.ndarray, icc_profile: bytes | None = None, compress_level: int = 6) -> None:
+def write_png16(
+    path: str | os.PathLike[str], array: np.ndarray, icc_profile: bytes | None = None, compress_level: int = 6
+) -> None:
     """Write an HxW or HxWxC (C = 1..4) uint16 array as a 16-bit PNG, with its ICC profile."""
     if array.dtype != np.uint16:
         raise ValueError(f"write_png16 expects uint16 pixels, got {array.dtype}")
@@ -157,6 +161,8 @@ def write_png16(path: str | os.PathLike[str], array: np.ndarray, icc_profile: by
     parts = [PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, COLOR_TYPES[channels], 0, 0, 0))]
     if icc_profile:
         parts.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
-    parts += [_chunk(b"IDAT", compressed[i : i + IDAT_CHUNK_BYTES]) for i in range(0, len(compressed), IDAT_CHUNK_BYTES)]
+    parts += [
+        _chunk(b"IDAT", compressed[i : i + IDAT_CHUNK_BYTES]) for i in range(0, len(compressed), IDAT_CHUNK_BYTES)
+    ]
     parts.append(_chunk(b"IEND", b""))
     Path(path).write_bytes(b"".join(parts))

@@ -110,7 +110,9 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
         raise SRFeatError(f"output {out} exists and is not a folder: choose another OUT")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise SRFeatError(f"output folder {out} is not empty: pass --overwrite to replace its HR/ and LR/ patches, or choose another OUT")
+            raise SRFeatError(
+                f"output folder {out} is not empty: pass --overwrite to replace its HR/ and LR/ patches, or choose another OUT"
+            )
         # Only what `prepare` writes is removed, so stale patches of an earlier run cannot mix in.
         for sub in ("HR", "LR"):
             shutil.rmtree(out / sub, ignore_errors=True)
@@ -140,7 +142,9 @@ def prepare_patches(
         raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")
     names = [path.stem for path in paths]
     if len(set(names)) != len(names):
-        raise SRFeatError("two source images share a file name (without extension): their patches would overwrite each other; rename one")
+        raise SRFeatError(
+            "two source images share a file name (without extension): their patches would overwrite each other; rename one"
+        )
     out = Path(out)
     _prepare_output(out, overwrite)
 
@@ -159,7 +163,10 @@ def prepare_patches(
             torch.set_num_threads(threads)
     else:
         with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
-            futures = {pool.submit(prepare_image, path, out, hr_patch_size, scale, seed): index for index, path in enumerate(paths)}
+            futures = {
+                pool.submit(prepare_image, path, out, hr_patch_size, scale, seed): index
+                for index, path in enumerate(paths)
+            }
             finished: dict[int, ImageOutcome] = {}
             for future in as_completed(futures):
                 finished[futures[future]] = future.result()
@@ -169,7 +176,9 @@ def prepare_patches(
 
     too_small = [outcome.path.name for outcome in outcomes if outcome.too_small]
     if too_small:
-        logger.warning("%d image(s) smaller than %d px skipped: %s", len(too_small), hr_patch_size, ", ".join(too_small))
+        logger.warning(
+            "%d image(s) smaller than %d px skipped: %s", len(too_small), hr_patch_size, ", ".join(too_small)
+        )
     for outcome in outcomes:
         if outcome.error:
             logger.warning("%s", outcome.error)

@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["cubic", "contributions", "imresize", "imresize_np"]
+__all__ = ["contributions", "cubic", "imresize", "imresize_np"]
 
 # Support of the cubic kernel (|x| <= 2).
 KERNEL_WIDTH = 4.0
@@ -79,7 +79,9 @@ def contributions(in_length: int, out_length: int, scale: float, antialiasing: b
 
 
 @lru_cache(maxsize=64)
-def _dense_weights(in_length: int, out_length: int, scale: float, antialiasing: bool, dtype: torch.dtype) -> torch.Tensor:
+def _dense_weights(
+    in_length: int, out_length: int, scale: float, antialiasing: bool, dtype: torch.dtype
+) -> torch.Tensor:
     """The (out_length, in_length) matrix of `contributions` (mirrored taps summed); CPU, cached."""
     weights, indices = contributions(in_length, out_length, scale, antialiasing)
     matrix = np.zeros((out_length, in_length))

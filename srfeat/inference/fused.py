@@ -130,7 +130,9 @@ class InferenceGenerator(nn.Module):
     forward runs in inference mode and updates intermediate tensors in place.
     """
 
-    def __init__(self, generator: SRFeatGenerator, algorithm: Algorithm = "auto", upsample_pixels: int = DEFAULT_UPSAMPLE_PIXELS) -> None:
+    def __init__(
+        self, generator: SRFeatGenerator, algorithm: Algorithm = "auto", upsample_pixels: int = DEFAULT_UPSAMPLE_PIXELS
+    ) -> None:
         super().__init__()
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be 'auto', 'winograd' or 'direct', got {algorithm!r}")
@@ -172,7 +174,11 @@ class InferenceGenerator(nn.Module):
     def uses_winograd(self, x: torch.Tensor) -> bool:
         """Whether `x` takes the Winograd path: a CPU float32 input and weights, unless "direct"."""
         weight = self.head.weight
-        return self.algorithm != "direct" and x.device.type == weight.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+        return (
+            self.algorithm != "direct"
+            and x.device.type == weight.device.type == "cpu"
+            and x.dtype == weight.dtype == torch.float32
+        )
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -261,10 +267,14 @@ class InferenceGenerator(nn.Module):
         if skip_sum is None:
             return skip(x)
         channels = x.shape[1]
-        if x.is_contiguous(memory_format=torch.channels_last) and skip_sum.is_contiguous(memory_format=torch.channels_last):
+        if x.is_contiguous(memory_format=torch.channels_last) and skip_sum.is_contiguous(
+            memory_format=torch.channels_last
+        ):
             # (N*H*W, C) views of the channels-last buffers.
             pixels = x.permute(0, 2, 3, 1).reshape(-1, channels)
-            skip_sum.permute(0, 2, 3, 1).view(-1, skip.out_channels).addmm_(pixels, skip.weight.view(skip.out_channels, channels).t())
+            skip_sum.permute(0, 2, 3, 1).view(-1, skip.out_channels).addmm_(
+                pixels, skip.weight.view(skip.out_channels, channels).t()
+            )
         else:
             skip_sum.add_(skip(x))
         return skip_sum
@@ -299,9 +309,16 @@ class InferenceGenerator(nn.Module):
         for band_top in range(top, bottom, band_rows):
             band_bottom = min(bottom, band_top + band_rows)
             row_lo, row_hi = max(0, band_top - halo), min(height, band_bottom + halo)
-            band = self.upsample(features[:, :, row_lo:row_hi, col_lo:col_hi].contiguous(memory_format=torch.channels_last))
+            band = self.upsample(
+                features[:, :, row_lo:row_hi, col_lo:col_hi].contiguous(memory_format=torch.channels_last)
+            )
             bands.append(
-                band[:, :, (band_top - row_lo) * scale : (band_bottom - row_lo) * scale, (left - col_lo) * scale : (right - col_lo) * scale]
+                band[
+                    :,
+                    :,
+                    (band_top - row_lo) * scale : (band_bottom - row_lo) * scale,
+                    (left - col_lo) * scale : (right - col_lo) * scale,
+                ]
             )
         return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
 
@@ -320,11 +337,15 @@ class InferenceGenerator(nn.Module):
     def _features_nnpack(self, x: torch.Tensor) -> torch.Tensor:
         """Head and body, the body by NNPACK's convolutions in NCHW."""
         channels = self.num_features
-        x = F.conv2d((x * 2.0 - 1.0).contiguous(), self.head.weight.contiguous(), self.head.bias, padding=self.head.padding)
+        x = F.conv2d(
+            (x * 2.0 - 1.0).contiguous(), self.head.weight.contiguous(), self.head.bias, padding=self.head.padding
+        )
         skip_sum = torch.zeros_like(x)
         for i, block in enumerate(self.body):
             y = torch._nnpack_spatial_convolution(x, block.conv1.weight.contiguous(), block.conv1.bias, [1, 1])
-            x = torch._nnpack_spatial_convolution(F.leaky_relu_(y, LEAKY_SLOPE), block.conv2.weight.contiguous(), block.conv2.bias, [1, 1]).add_(x)
+            x = torch._nnpack_spatial_convolution(
+                F.leaky_relu_(y, LEAKY_SLOPE), block.conv2.weight.contiguous(), block.conv2.bias, [1, 1]
+            ).add_(x)
             del y
             if i < len(self.long_skips):
                 weight = self.long_skips[i].weight.view(channels, channels)
@@ -345,10 +366,20 @@ class InferenceGenerator(nn.Module):
         middle, following, skip_sum = torch.zeros_like(current), torch.zeros_like(current), torch.zeros_like(current)
         for i, block in enumerate(self.body):
             first, second = 2 * i, 2 * i + 1
-            winograd_conv3x3(current, filters[POSITIONS * first : POSITIONS * (first + 1)], block.conv1.bias, interior(middle), LEAKY_SLOPE)
+            winograd_conv3x3(
+                current,
+                filters[POSITIONS * first : POSITIONS * (first + 1)],
+                block.conv1.bias,
+                interior(middle),
+                LEAKY_SLOPE,
+            )
             zero_outside(middle, height, width)
             winograd_conv3x3(
-                middle, filters[POSITIONS * second : POSITIONS * (second + 1)], block.conv2.bias, interior(following), residual=interior(current)
+                middle,
+                filters[POSITIONS * second : POSITIONS * (second + 1)],
+                block.conv2.bias,
+                interior(following),
+                residual=interior(current),
             )
             zero_outside(following, height, width)
             current, following = following, current
@@ -367,7 +398,9 @@ class InferenceGenerator(nn.Module):
         scale = self.scale
         # Made here, not in the workers: they would race to make them.
         filters = self._derive("upsample", self._upsample_filters)
-        biases = self._derive("upsample_bias", lambda: torch.stack([shuffle_channel_order(conv.bias) for conv in self.upsample_convs]))
+        biases = self._derive(
+            "upsample_bias", lambda: torch.stack([shuffle_channel_order(conv.bias) for conv in self.upsample_convs])
+        )
         tail_weight = self._derive("tail", self._tail_weight)
         out = features.new_empty(batch, (bottom - top) * scale, (right - left) * scale, self.in_channels)
         columns = min(size[1], right + 1) - max(0, left - 1)
@@ -382,7 +415,9 @@ class InferenceGenerator(nn.Module):
 
         def upsample_band(band: tuple[int, int]) -> None:
             band_top, band_bottom = band
-            band_out = self._upsample_band(features, size, (band_top, left, band_bottom, right), filters, biases, tail_weight, scratch)
+            band_out = self._upsample_band(
+                features, size, (band_top, left, band_bottom, right), filters, biases, tail_weight, scratch
+            )
             out[:, (band_top - top) * scale : (band_bottom - top) * scale] = band_out
 
         run_parallel(upsample_band, bands)

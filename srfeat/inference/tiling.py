@@ -27,7 +27,7 @@ Region = tuple[int, int, int, int]  # top, left, bottom, right
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Tile", "plan_tiles", "available_memory", "MemoryPlan", "plan_memory", "upscale_tiled"]
+__all__ = ["MemoryPlan", "Tile", "available_memory", "plan_memory", "plan_tiles", "upscale_tiled"]
 
 MIN_TILE = 32
 # On a CPU a larger tile is no faster once the overlap is small, and the memory is better
@@ -67,8 +67,14 @@ def plan_tiles(height: int, width: int, tile: int, pad: int) -> list[Tile]:
         for left, right in _spans(width, tile):
             tiles.append(
                 Tile(
-                    top, left, bottom, right,
-                    max(0, top - pad), max(0, left - pad), min(height, bottom + pad), min(width, right + pad),
+                    top,
+                    left,
+                    bottom,
+                    right,
+                    max(0, top - pad),
+                    max(0, left - pad),
+                    min(height, bottom + pad),
+                    min(width, right + pad),
                 )
             )
     return tiles
@@ -128,7 +134,9 @@ def plan_memory(body_bytes_per_pixel: int, upsample_bytes_per_pixel: int, pad: i
         budget = min(budget, CPU_TILE_BUDGET)
     tile = max(MIN_TILE, math.isqrt(max(1, budget * 3 // 4 // body_bytes_per_pixel)) - 2 * pad)
     upsample_pixels = max(1024, budget // 4 // upsample_bytes_per_pixel)
-    logger.debug("tile %d, upsampler bands of %d pixels (budget %.0f MB on %s)", tile, upsample_pixels, budget / 2**20, device)
+    logger.debug(
+        "tile %d, upsampler bands of %d pixels (budget %.0f MB on %s)", tile, upsample_pixels, budget / 2**20, device
+    )
     return MemoryPlan(tile=tile, upsample_pixels=upsample_pixels)
 
 
@@ -158,15 +166,24 @@ def upscale_tiled(
     channels, height, width = image.shape
     output = torch.empty(height * scale, width * scale, channels, dtype=torch.float32).permute(2, 0, 1)
     tiles = plan_tiles(height, width, tile, pad)
-    for part in tqdm(tiles, desc="tiles", unit="tile", leave=False, disable=True if not progress or len(tiles) == 1 else None):
+    for part in tqdm(
+        tiles, desc="tiles", unit="tile", leave=False, disable=True if not progress or len(tiles) == 1 else None
+    ):
         source = image[:, part.in_top : part.in_bottom, part.in_left : part.in_right].unsqueeze(0)
         batch = source.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
-        region = (part.top - part.in_top, part.left - part.in_left, part.bottom - part.in_top, part.right - part.in_left)
+        region = (
+            part.top - part.in_top,
+            part.left - part.in_left,
+            part.bottom - part.in_top,
+            part.right - part.in_left,
+        )
         try:
             with torch.inference_mode():
                 result = model(batch, region)
                 if fallback is not None and not bool(torch.isfinite(result).all()):
-                    logger.info("tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype)
+                    logger.info(
+                        "tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype
+                    )
                     result = fallback(batch.float(), region)
         except torch.OutOfMemoryError as error:
             raise SRFeatError(

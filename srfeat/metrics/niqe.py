@@ -39,7 +39,7 @@ from scipy.special import gamma
 from srfeat.data.resize import imresize
 from srfeat.errors import SRFeatError
 
-__all__ = ["niqe", "pristine_model", "PRISTINE_PARAMS_SHA256", "BLOCK_SIZE"]
+__all__ = ["BLOCK_SIZE", "PRISTINE_PARAMS_SHA256", "niqe", "pristine_model"]
 
 logger = logging.getLogger(__name__)
 

@@ -84,14 +84,18 @@ def _filter_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 def _ssim_plane(x: np.ndarray, y: np.ndarray) -> float:
     """SSIM of two float64 planes with values in 0..255."""
     if min(x.shape) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after the border crop, got {x.shape}")
+        raise ValueError(
+            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after the border crop, got {x.shape}"
+        )
     kernel = _gaussian_window()
     mu_x, mu_y = _filter_valid(x, kernel), _filter_valid(y, kernel)
     mu_x2, mu_y2, mu_xy = mu_x**2, mu_y**2, mu_x * mu_y
     sigma_x2 = _filter_valid(x * x, kernel) - mu_x2
     sigma_y2 = _filter_valid(y * y, kernel) - mu_y2
     sigma_xy = _filter_valid(x * y, kernel) - mu_xy
-    ssim_map = ((2 * mu_xy + SSIM_C1) * (2 * sigma_xy + SSIM_C2)) / ((mu_x2 + mu_y2 + SSIM_C1) * (sigma_x2 + sigma_y2 + SSIM_C2))
+    ssim_map = ((2 * mu_xy + SSIM_C1) * (2 * sigma_xy + SSIM_C2)) / (
+        (mu_x2 + mu_y2 + SSIM_C1) * (sigma_x2 + sigma_y2 + SSIM_C2)
+    )
     return float(ssim_map.mean())
 
 

@@ -43,11 +43,15 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a training state written by `save_state` (safely: weights_only)."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"no training state at {path}: run without --resume first, or give the run folder with --out")
+        raise WeightsError(
+            f"no training state at {path}: run without --resume first, or give the run folder with --out"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise WeightsError(f"cannot read training state {path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
+        raise WeightsError(
+            f"cannot read training state {path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise WeightsError(f"{path} is not an srfeat training state")
     return state
@@ -62,8 +66,12 @@ def capture_rng_states() -> dict[str, Any]:
     numpy_state = np.random.get_state()
     states: dict[str, Any] = {
         "python": list(random.getstate()[1]),
-        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
-                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -74,8 +82,15 @@ def capture_rng_states() -> dict[str, Any]:
 def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate((3, tuple(states["python"]), None))
     numpy_state = states["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         cuda_states = states["cuda"]

@@ -264,9 +264,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
-            raise ConfigError(
-                f"unknown config key {prefix}{key} (known in this section: {', '.join(sorted(names))})"
-            )
+            raise ConfigError(f"unknown config key {prefix}{key} (known in this section: {', '.join(sorted(names))})")
     kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in values.items()}
     return cls(**kwargs)
 
@@ -300,7 +298,9 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
 def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None) -> TrainingConfig:
     """Build and check a config from a (YAML-shaped) dict plus `key=value` overrides."""
     if not isinstance(values, dict):
-        raise ConfigError("a training config must be a YAML mapping of sections (model, data, optim, train, validation)")
+        raise ConfigError(
+            "a training config must be a YAML mapping of sections (model, data, optim, train, validation)"
+        )
     tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
     override_pairs = parse_overrides(overrides or [])
     if os.environ.get(DATASETS_ENV) and "datasets_dir" not in {key for key, _ in override_pairs}:
@@ -331,40 +331,56 @@ def check(config: TrainingConfig) -> None:
     """Value checks that types alone do not express."""
     model, data, optim, train = config.model, config.data, config.optim, config.train
 
-    def positive(key: str, value: float | int | None) -> None:
+    def positive(key: str, value: float | None) -> None:
         if value is not None and value <= 0:
             raise ConfigError(f"config key {key} must be positive, got {value}")
 
     if model.scale not in (2, 4):
         raise ConfigError(f"config key model.scale must be 2 or 4, got {model.scale}")
     for key, value in (
-        ("model.num_features", model.num_features), ("model.num_blocks", model.num_blocks),
+        ("model.num_features", model.num_features),
+        ("model.num_blocks", model.num_blocks),
         ("model.discriminator_channels", model.discriminator_channels),
         ("model.discriminator_dense_features", model.discriminator_dense_features),
-        ("data.hr_patch_size", data.hr_patch_size), ("data.repeat", data.repeat),
-        ("data.prefetch_factor", data.prefetch_factor), ("optim.lr", optim.lr),
-        ("optim.discriminator_lr", optim.discriminator_lr), ("optim.lr_gamma", optim.lr_gamma),
-        ("train.batch_size", train.batch_size), ("train.epochs", train.epochs),
-        ("train.max_steps", train.max_steps), ("train.max_minutes", train.max_minutes),
-        ("train.log_every", train.log_every), ("train.checkpoint_every", train.checkpoint_every),
-        ("validation.every", config.validation.every), ("validation.max_images", config.validation.max_images),
+        ("data.hr_patch_size", data.hr_patch_size),
+        ("data.repeat", data.repeat),
+        ("data.prefetch_factor", data.prefetch_factor),
+        ("optim.lr", optim.lr),
+        ("optim.discriminator_lr", optim.discriminator_lr),
+        ("optim.lr_gamma", optim.lr_gamma),
+        ("train.batch_size", train.batch_size),
+        ("train.epochs", train.epochs),
+        ("train.max_steps", train.max_steps),
+        ("train.max_minutes", train.max_minutes),
+        ("train.log_every", train.log_every),
+        ("train.checkpoint_every", train.checkpoint_every),
+        ("validation.every", config.validation.every),
+        ("validation.max_images", config.validation.max_images),
     ):
         positive(key, value)
     if data.num_workers < 0:
         raise ConfigError(f"config key data.num_workers must be >= 0, got {data.num_workers}")
     if data.hr_patch_size % model.scale:
-        raise ConfigError(f"data.hr_patch_size ({data.hr_patch_size}) must be a multiple of model.scale ({model.scale})")
+        raise ConfigError(
+            f"data.hr_patch_size ({data.hr_patch_size}) must be a multiple of model.scale ({model.scale})"
+        )
     if config.stage == 2 and data.hr_patch_size < 16:
-        raise ConfigError(f"stage 2 needs data.hr_patch_size >= 16 (VGG19 conv5_4 downsamples by 16), got {data.hr_patch_size}")
+        raise ConfigError(
+            f"stage 2 needs data.hr_patch_size >= 16 (VGG19 conv5_4 downsamples by 16), got {data.hr_patch_size}"
+        )
     if not data.train_dirs:
         raise ConfigError("config key data.train_dirs is empty: give the training image folders")
     for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")
     if optim.lr_schedule == "progress" and any(not 0.0 < m < 1.0 for m in optim.lr_milestones):
-        raise ConfigError(f"optim.lr_milestones must be fractions in (0, 1) with lr_schedule 'progress', got {optim.lr_milestones}")
+        raise ConfigError(
+            f"optim.lr_milestones must be fractions in (0, 1) with lr_schedule 'progress', got {optim.lr_milestones}"
+        )
     if optim.lr_schedule == "epoch" and any(m < 1 or m != int(m) for m in optim.lr_milestones):
-        raise ConfigError(f"optim.lr_milestones must be whole epoch numbers >= 1 with lr_schedule 'epoch', got {optim.lr_milestones}")
+        raise ConfigError(
+            f"optim.lr_milestones must be whole epoch numbers >= 1 with lr_schedule 'epoch', got {optim.lr_milestones}"
+        )
     if train.device != "auto" and train.device != "cpu" and not train.device.startswith("cuda"):
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
 
@@ -378,7 +394,9 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
     for directory in config.data.train_dirs:
         path = config.resolve_path(directory)
         if not path.is_dir():
-            raise ConfigError(f"training folder not found: {path} (config key data.train_dirs; set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere)")
+            raise ConfigError(
+                f"training folder not found: {path} (config key data.train_dirs; set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere)"
+            )
     if config.validation.dir is not None:
         path = config.resolve_path(config.validation.dir)
         if not path.is_dir():

@@ -19,7 +19,14 @@ import torch
 from torch import nn
 
 from srfeat.archs.vgg import VGG19FeatureExtractor
-from srfeat.losses import ADVERSARIAL_WEIGHT, FEATURE_SCALE, adversarial_loss, discriminator_loss, perceptual_loss, pixel_loss
+from srfeat.losses import (
+    ADVERSARIAL_WEIGHT,
+    FEATURE_SCALE,
+    adversarial_loss,
+    discriminator_loss,
+    perceptual_loss,
+    pixel_loss,
+)
 
 AutocastFactory = Callable[[], ContextManager[object]]
 
@@ -62,7 +69,9 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None
 class PretrainStep:
     """Stage 1: the generator learns the pixel MSE."""
 
-    def __init__(self, generator: nn.Module, optimizer: torch.optim.Optimizer, autocast: AutocastFactory = no_autocast) -> None:
+    def __init__(
+        self, generator: nn.Module, optimizer: torch.optim.Optimizer, autocast: AutocastFactory = no_autocast
+    ) -> None:
         self.generator = generator
         self.optimizer = optimizer
         self.autocast = autocast

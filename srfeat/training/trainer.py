@@ -100,7 +100,9 @@ class ResumableSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Dataset, context: DistributedContext, seed: int) -> None:
-        super().__init__(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True)
+        super().__init__(
+            dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True
+        )
         self.start = 0  # position in this rank's share at which the next epoch begins
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
@@ -339,12 +341,16 @@ class Trainer:
         self.show_progress = show_progress and self.context.is_main
         self.progress = Progress()
         self.memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
-        self._bf16 = config.train.bf16 and (self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_native_bf16()))
+        self._bf16 = config.train.bf16 and (
+            self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_native_bf16())
+        )
         if config.train.bf16 and not self._bf16:
             logger.info("train.bf16 is on but %s has no native bf16: training in float32", self.device)
         # bf16 convolutions on such a CPU beat float32 Winograd (benchmarks.training: 2.2x the
         # plain step against 1.3x), and Winograd's transforms are not made for bf16
-        self._winograd = config.train.winograd and self.device.type == "cpu" and not config.train.compile and not self._bf16
+        self._winograd = (
+            config.train.winograd and self.device.type == "cpu" and not config.train.compile and not self._bf16
+        )
         if self._winograd:
             # Training steps are large enough that PyTorch's intra-op threads beat srfeat's band
             # workers (benchmarks.training: 1.38x the plain step against 1.0x, 2 quiet cores).
@@ -404,7 +410,9 @@ class Trainer:
 
         self.generator_optimizer = self._adam(self.generator, config.optim.lr)
         discriminator_lr = config.optim.discriminator_lr or config.optim.lr
-        self.discriminator_optimizers = {name: self._adam(d, discriminator_lr) for name, d in self.discriminators.items()}
+        self.discriminator_optimizers = {
+            name: self._adam(d, discriminator_lr) for name, d in self.discriminators.items()
+        }
         self.base_lrs = {"generator": config.optim.lr, **{name: discriminator_lr for name in self.discriminators}}
         if saved is not None:
             self.generator_optimizer.load_state_dict(saved["optimizers"]["generator"])
@@ -433,7 +441,9 @@ class Trainer:
                 AdversarialTerm(name, name, step_discriminators[name], self.discriminator_optimizers[name])  # type: ignore[arg-type]
                 for name in ("image", "feature")
             ]
-            self.step_fn = GANStep(step_generator, self.generator_optimizer, vgg, terms, config.train.generator_bn_eval, autocast)
+            self.step_fn = GANStep(
+                step_generator, self.generator_optimizer, vgg, terms, config.train.generator_bn_eval, autocast
+            )
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.generator_optimizer, **self.discriminator_optimizers}
@@ -475,8 +485,12 @@ class Trainer:
             return None
         saved = checkpoint.load_state(self.out_dir / checkpoint.STATE_FILE)
         if saved["stage"] != self.config.stage:
-            raise ConfigError(f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}")
-        self.progress = Progress(saved["step"], saved["epoch"], saved["batch_in_epoch"], saved["elapsed_seconds"], saved["best_psnr"])
+            raise ConfigError(
+                f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}"
+            )
+        self.progress = Progress(
+            saved["step"], saved["epoch"], saved["batch_in_epoch"], saved["elapsed_seconds"], saved["best_psnr"]
+        )
         return saved
 
     # -- the loop -------------------------------------------------------------------
@@ -525,15 +539,22 @@ class Trainer:
         log.truncate_after(self.progress.step)
         logger.info(
             "stage %d: %d items, %d steps per epoch (global batch %d), up to %d steps%s, on %s",
-            config.stage, len(dataset), steps_per_epoch, config.train.batch_size * context.world_size,
-            planned_steps, f" or {config.train.max_minutes:g} minutes" if config.train.max_minutes else "", self.device,
+            config.stage,
+            len(dataset),
+            steps_per_epoch,
+            config.train.batch_size * context.world_size,
+            planned_steps,
+            f" or {config.train.max_minutes:g} minutes" if config.train.max_minutes else "",
+            self.device,
         )
         try:
             last_validation = self._loop(loader, sampler, steps_per_epoch, planned_steps, validator, log)
         finally:
             log.close()
             barrier(context)
-        return RunResult(self.out_dir, self.progress.step, self.progress.epoch, last_validation, self.progress.best_psnr)
+        return RunResult(
+            self.out_dir, self.progress.step, self.progress.epoch, last_validation, self.progress.best_psnr
+        )
 
     def _progress_fraction(self, planned_steps: int) -> float:
         fraction = self.progress.step / planned_steps
@@ -558,8 +579,13 @@ class Trainer:
         if self.show_progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=planned_steps, initial=progress.step, unit="step", dynamic_ncols=True,
-                       desc=f"stage {config.stage}")
+            bar = tqdm(
+                total=planned_steps,
+                initial=progress.step,
+                unit="step",
+                dynamic_ncols=True,
+                desc=f"stage {config.stage}",
+            )
         sums: dict[str, torch.Tensor] = {}
         sums_count = 0
         data_wait = 0.0  # seconds spent waiting for the DataLoader since the last log
@@ -576,7 +602,10 @@ class Trainer:
                 return
             now = time.monotonic()
             # Low data_wait means the loader keeps up; the GPU is the bottleneck then.
-            timing = {"steps_per_second": sums_count / max(now - logged_at, 1e-9), "data_wait": data_wait / max(now - logged_at, 1e-9)}
+            timing = {
+                "steps_per_second": sums_count / max(now - logged_at, 1e-9),
+                "data_wait": data_wait / max(now - logged_at, 1e-9),
+            }
             values = {key: (total / sums_count).item() for key, total in sums.items()}
             bad = [key for key, value in values.items() if not math.isfinite(value)]
             if bad:
@@ -584,8 +613,14 @@ class Trainer:
                     f"{', '.join(bad)} became {values[bad[0]]} by step {progress.step}: training stopped; "
                     f"the last good checkpoint (step {saved_at}) is in {self.out_dir} (lower optim.lr or check the data)"
                 )
-            record = {"kind": "train", "step": progress.step, "epoch": progress.epoch + 1, **values,
-                      "lr": self.generator_optimizer.param_groups[0]["lr"], "seconds": round(progress.elapsed_seconds, 2)}
+            record = {
+                "kind": "train",
+                "step": progress.step,
+                "epoch": progress.epoch + 1,
+                **values,
+                "lr": self.generator_optimizer.param_groups[0]["lr"],
+                "seconds": round(progress.elapsed_seconds, 2),
+            }
             record.update({key: round(value, 4) for key, value in timing.items()})
             log.write(record)
             data_wait, logged_at = 0.0, time.monotonic()
@@ -674,11 +709,12 @@ class Trainer:
         return last_validation
 
 
-def train(config: TrainingConfig, out_dir: str | Path | None = None, resume: bool = False, show_progress: bool = True) -> RunResult:
+def train(
+    config: TrainingConfig, out_dir: str | Path | None = None, resume: bool = False, show_progress: bool = True
+) -> RunResult:
     """Run one training (in this process, or as this process's rank under torchrun)."""
     context = init_distributed(config.train.device)
     try:
         return Trainer(config, out_dir, resume, context, show_progress).run()
     finally:
         shutdown(context)
-

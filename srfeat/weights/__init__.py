@@ -31,7 +31,9 @@ def bundled_names() -> list[str]:
     return sorted(path.stem for path in bundled_dir().glob("*.safetensors"))
 
 
-def save_generator(generator: SRFeatGenerator, path: str | os.PathLike[str], dtype: torch.dtype = torch.float32) -> None:
+def save_generator(
+    generator: SRFeatGenerator, path: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+) -> None:
     """Write the generator's state dict as safetensors, atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,13 +54,17 @@ def save_generator(generator: SRFeatGenerator, path: str | os.PathLike[str], dty
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise WeightsError(f"generator weights not found: {path} (give a bundled name: {', '.join(bundled_names()) or 'none installed'}, or a checkpoint path)")
+        raise WeightsError(
+            f"generator weights not found: {path} (give a bundled name: {', '.join(bundled_names()) or 'none installed'}, or a checkpoint path)"
+        )
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # safetensors and torch raise their own types
-        raise WeightsError(f"cannot read {path}: expected an SRFeat generator as .safetensors or a .pt state dict ({error})") from error
+        raise WeightsError(
+            f"cannot read {path}: expected an SRFeat generator as .safetensors or a .pt state dict ({error})"
+        ) from error
     if isinstance(state, dict) and isinstance(state.get("generator"), dict):
         state = state["generator"]  # a full training state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -74,9 +80,13 @@ def generator_from_state(state: dict[str, torch.Tensor], source: str = "state di
         num_blocks = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k)))
         stages = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"upsampler\.(\d+)\.", k)))
     except (KeyError, ValueError) as error:
-        raise WeightsError(f"{source} is not an SRFeat generator (no head/body/upsampler weights): wrong architecture") from error
+        raise WeightsError(
+            f"{source} is not an SRFeat generator (no head/body/upsampler weights): wrong architecture"
+        ) from error
     try:
-        generator = SRFeatGenerator(scale=2**stages, num_features=num_features, num_blocks=num_blocks, in_channels=in_channels)
+        generator = SRFeatGenerator(
+            scale=2**stages, num_features=num_features, num_blocks=num_blocks, in_channels=in_channels
+        )
         generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except (RuntimeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0]
