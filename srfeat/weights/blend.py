@@ -1,0 +1,122 @@
+"""Network interpolation: one generator between two of the same architecture.
+
+ESRGAN (Wang et al. 2018) showed that interpolating the *weights* of a PSNR-oriented and a
+GAN-trained generator, theta = (1 - alpha) theta_A + alpha theta_B, gives a smooth dial from
+faithful-but-soft to sharp-with-invented-texture, at no cost per image: the blend is done once
+and the result is an ordinary generator. It works because both networks come from the same
+start (stage 2 is fine-tuned from stage 1), so their weights lie in one basin.
+
+Every floating-point tensor of the state dict is interpolated, BatchNorm running statistics
+included (they are weights of the folded network too); integer buffers (BatchNorm's
+`num_batches_tracked`) are bookkeeping and are taken from A.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Mapping
+
+import torch
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.errors import WeightsError
+from srfeat.weights import generator_from_state, load_generator
+
+__all__ = ["DETAIL_MODELS", "blend_generators", "blend_states", "check_alpha", "load_blended", "strength_generator"]
+
+# The two ends of the detail dial: `strength` 0 is the first, 1 the second.
+DETAIL_MODELS = ("default", "gan")
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    """`alpha` as a float in [0, 1], or a one-line error (NaN, inf and out-of-range values)."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"{name} must be a number between 0 and 1, got {alpha!r}") from error
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        hint = " (0 = default, 1 = gan)" if name == "strength" else ""
+        raise WeightsError(f"{name} must be between 0 and 1{hint}, got {alpha}")
+    return value
+
+
+def _describe(tensor: torch.Tensor) -> str:
+    return "x".join(map(str, tensor.shape)) or "scalar"
+
+
+def blend_states(
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    alpha: float,
+    names: tuple[str, str] = ("A", "B"),
+) -> dict[str, torch.Tensor]:
+    """(1 - alpha) * A + alpha * B for every float tensor, in float32; A's integer buffers.
+
+    The two must have the same keys and shapes: the first that differs is named in the error.
+    alpha 0 gives A and alpha 1 gives B exactly (`torch.lerp` is exact at both ends).
+    """
+    alpha = check_alpha(alpha)
+    name_a, name_b = names
+    only_a = [key for key in state_a if key not in state_b]
+    only_b = [key for key in state_b if key not in state_a]
+    if only_a or only_b:
+        key, holder, other = (only_a[0], name_a, name_b) if only_a else (only_b[0], name_b, name_a)
+        extra = len(only_a) + len(only_b) - 1
+        more = f" (and {extra} more key(s) differ)" if extra else ""
+        raise WeightsError(
+            f"cannot blend {name_a} and {name_b}: key {key} is in {holder} but not in {other}{more}; "
+            "only generators of the same architecture (scale, width, depth) can be blended"
+        )
+    blended: dict[str, torch.Tensor] = {}
+    for key, tensor_a in state_a.items():
+        tensor_b = state_b[key]
+        if tensor_a.shape != tensor_b.shape:
+            raise WeightsError(
+                f"cannot blend {name_a} and {name_b}: {key} is {_describe(tensor_a)} in {name_a} but "
+                f"{_describe(tensor_b)} in {name_b}; only generators of the same architecture can be blended"
+            )
+        if tensor_a.is_floating_point() and tensor_b.is_floating_point():
+            blended[key] = torch.lerp(tensor_a.float(), tensor_b.float(), alpha)
+        else:
+            blended[key] = tensor_a.clone()
+    return blended
+
+
+def blend_generators(model_a: str | os.PathLike[str], model_b: str | os.PathLike[str], alpha: float) -> SRFeatGenerator:
+    """The generator (1 - alpha) A + alpha B of two bundled names or checkpoint paths, on the CPU.
+
+    Each is loaded (and so validated) on its own first; a blend of two different
+    architectures fails naming the first key or shape that differs.
+    """
+    alpha = check_alpha(alpha)
+    generator_a = load_generator(model_a, "cpu")
+    generator_b = load_generator(model_b, "cpu")
+    state = blend_states(generator_a.state_dict(), generator_b.state_dict(), alpha, names=(str(model_a), str(model_b)))
+    return generator_from_state(state, source=f"the blend of {model_a} and {model_b}").eval()
+
+
+def strength_generator(strength: float) -> SRFeatGenerator:
+    """The detail dial: `default` at 0, `gan` at 1, their network interpolation in between."""
+    return blend_generators(*DETAIL_MODELS, check_alpha(strength, "strength"))
+
+
+def load_blended(model: str | os.PathLike[str] | SRFeatGenerator, strength: float | None) -> SRFeatGenerator:
+    """`model` as `load_generator` reads it (or a copy of a generator given as such), or with a
+    `strength` the default/gan blend, as an eval-mode float32 generator on the CPU.
+
+    A strength applies to the bundled pair only: combined with another model it is an error
+    rather than a silent choice of one of the two.
+    """
+    if isinstance(model, SRFeatGenerator) and strength is None:
+        return copy.deepcopy(model).cpu().float().eval()
+    name = type(model).__name__ if isinstance(model, SRFeatGenerator) else str(model)
+    if strength is None:
+        return load_generator(name, "cpu")
+    if name != DETAIL_MODELS[0]:
+        raise WeightsError(
+            f"strength blends the bundled {DETAIL_MODELS[0]} and {DETAIL_MODELS[1]} models and cannot be combined "
+            f"with model {name}; to blend your own checkpoints use `srfeat blend A B --alpha a -o out.safetensors`"
+        )
+    return strength_generator(strength)

@@ -1,0 +1,137 @@
+"""The detail dial: network interpolation of `default` and `gan` (API, `srfeat blend`, --strength)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from inference_helpers import tiny_generator
+from skimage import data as samples
+
+from srfeat.errors import WeightsError
+from srfeat.inference import Upscaler
+from srfeat.weights import load_generator, save_generator
+from srfeat.weights.blend import blend_generators, blend_states
+
+# A detailed 32x32 patch (hair and the flag): the two models differ most where there is texture.
+PHOTO = samples.astronaut()[100:132, 150:182]
+
+
+def high_frequency_energy(image: np.ndarray) -> float:
+    """Mean absolute difference of neighbouring pixels: how much fine detail an image has."""
+    pixels = image.astype(np.float64)
+    return float(np.abs(np.diff(pixels, axis=0)).mean() + np.abs(np.diff(pixels, axis=1)).mean())
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", *map(str, args)], check=False, capture_output=True, text=True, timeout=300
+    )
+
+
+def error_lines(process: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in process.stderr.splitlines() if line.startswith("ERROR")]
+
+
+@pytest.fixture(scope="module")
+def dial_outputs() -> dict[str, np.ndarray]:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    settings = {
+        "default": {"model": "default"},
+        "gan": {"model": "gan"},
+        "strength 0": {"strength": 0.0},
+        "strength 0.5": {"strength": 0.5},
+        "strength 1": {"strength": 1.0},
+    }
+    return {name: Upscaler(**kwargs, device="cpu")(PHOTO).astype(np.int16) for name, kwargs in settings.items()}
+
+
+# -- blending state dicts -------------------------------------------------------------------
+
+
+def test_blend_is_the_weighted_mean_exact_at_both_ends() -> None:
+    state_a = tiny_generator().state_dict()
+    state_b = tiny_generator().state_dict()
+    state_b["body.0.bn1.num_batches_tracked"] = torch.tensor(7)
+    for key, value in blend_states(state_a, state_b, 0.0).items():
+        assert torch.equal(value, state_a[key].float() if value.is_floating_point() else state_a[key]), key
+    for key, value in blend_states(state_a, state_b, 1.0).items():
+        if value.is_floating_point():
+            assert torch.equal(value, state_b[key]), key
+    quarter = blend_states(state_a, state_b, 0.25)
+    torch.testing.assert_close(quarter["head.weight"], 0.75 * state_a["head.weight"] + 0.25 * state_b["head.weight"])
+    torch.testing.assert_close(
+        quarter["body.1.bn2.running_var"],
+        0.75 * state_a["body.1.bn2.running_var"] + 0.25 * state_b["body.1.bn2.running_var"],
+    )
+    # Integer bookkeeping (BatchNorm's batch counter) is A's, not a blend.
+    assert quarter["body.0.bn1.num_batches_tracked"].dtype == torch.int64
+    assert int(quarter["body.0.bn1.num_batches_tracked"]) == int(state_a["body.0.bn1.num_batches_tracked"])
+
+
+def test_blends_of_different_architectures_name_the_key_and_the_shapes() -> None:
+    narrow = tiny_generator(num_features=8).state_dict()
+    wide = tiny_generator(num_features=16).state_dict()
+    with pytest.raises(WeightsError, match=r"head\.weight is 8x3x9x9 in mine but 16x3x9x9 in theirs") as error:
+        blend_states(narrow, wide, 0.5, names=("mine", "theirs"))
+    assert "\n" not in str(error.value)
+    deep = tiny_generator(num_blocks=3).state_dict()
+    with pytest.raises(WeightsError, match=r"key body\.2\.\S+ is in B but not in A") as error:
+        blend_states(narrow, deep, 0.5)
+    assert "same architecture" in str(error.value)
+
+
+@pytest.mark.parametrize("alpha", [1.5, -0.1, math.nan, math.inf, "half"])
+def test_bad_alphas_are_refused(alpha: object) -> None:
+    state = tiny_generator().state_dict()
+    with pytest.raises(WeightsError, match="alpha must be") as error:
+        blend_states(state, state, alpha)  # type: ignore[arg-type]
+    assert "\n" not in str(error.value)
+
+
+def test_blended_checkpoints_load_like_any_checkpoint(tmp_path: Path) -> None:
+    save_generator(tiny_generator(), tmp_path / "a.safetensors")
+    save_generator(tiny_generator(), tmp_path / "b.safetensors")
+    blended = blend_generators(tmp_path / "a.safetensors", tmp_path / "b.safetensors", 0.5)
+    save_generator(blended, tmp_path / "blend.safetensors")
+    reloaded = load_generator(tmp_path / "blend.safetensors")
+    for key, value in reloaded.state_dict().items():
+        assert torch.equal(value, blended.state_dict()[key]), key
+
+
+# -- the dial in the API --------------------------------------------------------------------
+
+
+def test_strength_0_is_default_and_1_is_gan(dial_outputs: dict[str, np.ndarray]) -> None:
+    assert np.abs(dial_outputs["strength 0"] - dial_outputs["default"]).max() <= 1
+    assert np.abs(dial_outputs["strength 1"] - dial_outputs["gan"]).max() <= 1
+    # ... and the two ends really are different pictures.
+    assert np.abs(dial_outputs["default"] - dial_outputs["gan"]).mean() > 2
+
+
+def test_strength_half_lies_between_default_and_gan(dial_outputs: dict[str, np.ndarray]) -> None:
+    default, gan, half = dial_outputs["default"], dial_outputs["gan"], dial_outputs["strength 0.5"]
+    # Nearer each end than the ends are to each other, and far from both (the output is not
+    # linear in the weights, so not at the midpoint: nearer default on this patch).
+    apart = np.abs(default - gan).mean()
+    assert 0.2 * apart < np.abs(half - default).mean() < 0.9 * apart
+    assert 0.2 * apart < np.abs(half - gan).mean() < 0.9 * apart
+    # Detail grows along the dial: gan's invented texture is half there.
+    assert high_frequency_energy(default) < high_frequency_energy(half) < high_frequency_energy(gan)
+
+
+@pytest.mark.parametrize("strength", [1.5, -0.5, math.nan])
+def test_bad_strengths_are_refused_in_one_line(strength: float) -> None:
+    with pytest.raises(WeightsError, match=r"strength must be between 0 and 1 \(0 = default, 1 = gan\)") as error:
+        Upscaler(strength=strength, device="cpu")
+    assert "\n" not in str(error.value)
+
+
+def test_strength_with_another_model_is_refused() -> None:
+    with pytest.raises(WeightsError, match="cannot be combined with model gan.*srfeat blend"):
+        Upscaler("gan", strength=0.5, device="cpu")
