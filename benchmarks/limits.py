@@ -187,7 +187,7 @@ def measure_conv(size: int, device: torch.device, rounds: int, warmup: int) -> d
     print(f"\none 3x3 {channels}->{channels} convolution on (1, {channels}, {size}, {size}): {flops / 1e9:.2f} GFLOP")
     times = time_interleaved(conv_variants(size, device, channels), rounds, warmup, device)
     summary = summarize(times, "direct fp32 NCHW")
-    for name, entry in summary.items():
+    for entry in summary.values():
         entry["gflops"] = flops / entry["median_s"] / 1e9
     direct = {k: v for k, v in summary.items() if k.startswith("direct fp32")}
     best = max(direct, key=lambda k: direct[k]["gflops"])

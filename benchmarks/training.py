@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,7 @@ def build_steps(
                 terms.append(AdversarialTerm(kind, kind, step_d, _adam(d, recipe, 1e-4)))  # type: ignore[arg-type]
             v = _prepare(vgg, recipe, device, min_channels)
             step = GANStep(step_g, _adam(g, recipe, 1e-4), v, terms, True, _autocast(recipe, device))  # type: ignore[arg-type]
-        run: Callable[[], dict[str, torch.Tensor]] = lambda step=step, x=x, y=y: step(x, y)
+        run = functools.partial(step, x, y)
         steps[name] = run if recipe.band_workers else without_workers(run)
     return steps, batch
 
@@ -173,7 +174,8 @@ def run_stage(stage: int, args: argparse.Namespace, device: torch.device) -> dic
     hr_size = args.hr_size or hr_size
     recipes = variants_for(device, args.compile)
     print(
-        f"\nstage {stage}: batch {batch}, HR {hr_size}x{hr_size} (LR {hr_size // scale}x{hr_size // scale}); {', '.join(recipes)}"
+        f"\nstage {stage}: batch {batch}, HR {hr_size}x{hr_size} (LR {hr_size // scale}x{hr_size // scale}); "
+        f"{', '.join(recipes)}"
     )
     steps, batch = build_steps(stage, recipes, batch, hr_size, scale, device, args.min_channels, args.vgg_weights)
     # The first step of every variant starts from the same weights on the same batch: its
@@ -202,7 +204,8 @@ def run_stage(stage: int, args: argparse.Namespace, device: torch.device) -> dic
             ]
         )
     print_table(
-        f"stage {stage} training step, batch {batch}, {device}, {torch.get_num_threads()} thread(s), median of {args.rounds} rounds",
+        f"stage {stage} training step, batch {batch}, {device}, {torch.get_num_threads()} thread(s), "
+        f"median of {args.rounds} rounds",
         ["variant", "median s", "steps/s", "images/s", "x plain", "1st loss rel diff"],
         rows,
     )

@@ -36,12 +36,16 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11; torch depends on typing_extensions
+
+from srfeat.archs.containers import TypedModuleList
 from srfeat.archs.generator import LEAKY_SLOPE, ResidualBlock, SRFeatGenerator
 from srfeat.archs.winograd import (
     POSITIONS,
@@ -75,9 +79,20 @@ DEFAULT_UPSAMPLE_PIXELS = 16384
 def nnpack_available() -> bool:
     """Whether PyTorch's NNPACK runs here (asking also initialises it, which its convolution needs)."""
     try:
-        return bool(torch._nnpack_available())
+        return bool(torch._nnpack_available())  # pyright: ignore[reportPrivateImportUsage]  # private API, guarded
     except (AttributeError, RuntimeError):
         return False
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    return values[0], values[1]
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a convolution made with one."""
+    if conv.bias is None:
+        raise ValueError("expected a convolution with a bias")
+    return conv.bias
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -96,10 +111,10 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         folded = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
+            _pair(conv.kernel_size),
+            stride=_pair(conv.stride),
+            padding=conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+            dilation=_pair(conv.dilation),
             groups=conv.groups,
             bias=True,
             padding_mode=conv.padding_mode,
@@ -107,7 +122,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
             dtype=conv.weight.dtype,
         )
         folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
-        folded.bias.copy_(bias)
+        _bias(folded).copy_(bias)
     return folded
 
 
@@ -149,18 +164,18 @@ class InferenceGenerator(nn.Module):
         # on first use; `_apply` (behind .to(), .float(), ...) drops them.
         self._derived: dict[str, torch.Tensor] = {}
         self.head = copy.deepcopy(generator.head)
-        self.body = nn.ModuleList(FoldedResidualBlock(block) for block in generator.body)
-        self.long_skips = nn.ModuleList(copy.deepcopy(skip) for skip in generator.long_skips)
-        self.upsample_convs = nn.ModuleList(copy.deepcopy(stage.conv) for stage in generator.upsampler)
+        self.body = TypedModuleList(FoldedResidualBlock(block) for block in generator.body)
+        self.long_skips = TypedModuleList(copy.deepcopy(skip) for skip in generator.long_skips)
+        self.upsample_convs = TypedModuleList(copy.deepcopy(stage.conv) for stage in generator.upsampler)
         # The generator returns (tail(x) + 1) / 2: fold that affine map into the tail.
         self.tail = copy.deepcopy(generator.tail)
         with torch.no_grad():
             self.tail.weight.mul_(0.5)
-            self.tail.bias.mul_(0.5).add_(0.5)
+            _bias(self.tail).mul_(0.5).add_(0.5)
         self.requires_grad_(False)
         self.eval()
 
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
         self._derived.clear()
         return super()._apply(fn, recurse)
 
@@ -283,7 +298,8 @@ class InferenceGenerator(nn.Module):
         """Head and residual body with the long-range skips, at low resolution."""
         x = self.head((x * 2.0 - 1.0).contiguous(memory_format=torch.channels_last))
         skip_sum: torch.Tensor | None = None
-        for block, skip in zip(self.body, self.long_skips):
+        # Blocks 1..15 feed a long skip each; block 16 has none.
+        for block, skip in zip(self.body[:-1], self.long_skips, strict=True):
             x = self.block(block, x)
             skip_sum = self.add_skip(skip_sum, skip, x)
         x = self.block(self.body[-1], x)
@@ -342,8 +358,10 @@ class InferenceGenerator(nn.Module):
         )
         skip_sum = torch.zeros_like(x)
         for i, block in enumerate(self.body):
-            y = torch._nnpack_spatial_convolution(x, block.conv1.weight.contiguous(), block.conv1.bias, [1, 1])
-            x = torch._nnpack_spatial_convolution(
+            y = torch._nnpack_spatial_convolution(  # pyright: ignore[reportPrivateImportUsage]  # private API, guarded
+                x, block.conv1.weight.contiguous(), block.conv1.bias, [1, 1]
+            )
+            x = torch._nnpack_spatial_convolution(  # pyright: ignore[reportPrivateImportUsage]  # private API, guarded
                 F.leaky_relu_(y, LEAKY_SLOPE), block.conv2.weight.contiguous(), block.conv2.bias, [1, 1]
             ).add_(x)
             del y
@@ -399,7 +417,7 @@ class InferenceGenerator(nn.Module):
         # Made here, not in the workers: they would race to make them.
         filters = self._derive("upsample", self._upsample_filters)
         biases = self._derive(
-            "upsample_bias", lambda: torch.stack([shuffle_channel_order(conv.bias) for conv in self.upsample_convs])
+            "upsample_bias", lambda: torch.stack([shuffle_channel_order(_bias(conv)) for conv in self.upsample_convs])
         )
         tail_weight = self._derive("tail", self._tail_weight)
         out = features.new_empty(batch, (bottom - top) * scale, (right - left) * scale, self.in_channels)
@@ -491,7 +509,7 @@ class InferenceGenerator(nn.Module):
         (tap, channel) products of every pixel, then each output sums its nine taps (a direct
         convolution to 3 channels has little to vectorise over)."""
         batch, _, padded_w, channels = padded.shape
-        out = self.tail.bias.view(1, 1, 1, -1).expand(batch, height, width, -1).clone()
+        out = _bias(self.tail).view(1, 1, 1, -1).expand(batch, height, width, -1).clone()
         rows_per_gemm = max(1, (1 << 14) // max(1, padded_w * batch))  # 16k pixels: in cache
         for y0 in range(0, height, rows_per_gemm):
             rows = min(rows_per_gemm, height - y0)

@@ -77,7 +77,8 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
     # Winograd convolutions where they run (CPU, float32), channels-last cuDNN/oneDNN elsewhere:
     # the layout to convert to depends on where the model ends up.
     model = InferenceGenerator(generator).to(device=device, dtype=dtype)
-    model = model.to(memory_format=model.memory_format)
+    # Module.to accepts memory_format at run time; torch's typed overloads leave it out.
+    model = model.to(memory_format=model.memory_format)  # pyright: ignore[reportCallIssue]
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise SRFeatError(f"the model's weights do not fit in {dtype} (they overflow); use fp32")
     return model.eval()
@@ -128,7 +129,10 @@ class Upscaler:
 
     def __repr__(self) -> str:
         tile = "auto" if self.tile is None else self.tile
-        return f"Upscaler(scale={self.scale}, device={self.device}, dtype={self.dtype}, tile={tile}, tile_pad={self.tile_pad})"
+        return (
+            f"Upscaler(scale={self.scale}, device={self.device}, dtype={self.dtype}, "
+            f"tile={tile}, tile_pad={self.tile_pad})"
+        )
 
     # -- the one path every input takes -------------------------------------------------
 
