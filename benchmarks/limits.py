@@ -154,7 +154,7 @@ def cpu_peak(clock_override: float | None = None, cores: int | None = None) -> C
 
 def conv_variants(size: int, device: torch.device, channels: int = 128) -> dict[str, Any]:
     """Callables running one 3x3 conv (channels -> channels) on a (1, channels, size, size) input."""
-    from srfeat.archs.winograd import padded_buffer, winograd_conv3x3, winograd_filter
+    from srfeat.ops.winograd import padded_buffer, winograd_conv3x3, winograd_filter
 
     torch.manual_seed(0)
     x = torch.randn(1, channels, size, size, device=device)

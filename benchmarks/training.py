@@ -9,7 +9,7 @@ batch 8, 96x96 HR patches). Variants, interleaved, one step each per round:
 - "plain": NCHW, float32, torch.optim.Adam with its defaults: the baseline;
 - CPU "ours" (what `train.winograd` + `train.channels_last` run, the dev configs' settings):
   every 3x3 stride-1 convolution with >= 64 channels switched to Winograd F(4x4, 3x3)
-  (`srfeat.archs.winograd.use_winograd`: forward and both gradients) on PyTorch's intra-op
+  (`srfeat.ops.winograd.use_winograd`: forward and both gradients) on PyTorch's intra-op
   threads, channels_last, Adam(fused=True); float32, the same losses up to float rounding
   (checked on the first step);
 - "ours, srfeat band workers" (several threads): the same on srfeat's own band workers, which
@@ -90,7 +90,7 @@ def dev_config(stage: int) -> tuple[int, int, int]:
 
 
 def _prepare(module: nn.Module, recipe: Recipe, device: torch.device, min_channels: int) -> nn.Module:
-    from srfeat.archs.winograd import use_winograd
+    from srfeat.ops.winograd import use_winograd
 
     module = copy.deepcopy(module).to(device)
     if recipe.channels_last:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.archs.winograd import (
+from srfeat.ops.winograd import (
     MIN_WINOGRAD_SIZE,
     WinogradConv2d,
     _WinogradConv3x3,

@@ -13,7 +13,7 @@ Which algorithm runs each layer (the `algorithm` argument):
 
 - "auto" on a CPU in float32: the 32 convolutions of the residual body (128 -> 128) by
   NNPACK's Winograd F(6x6, 3x3) where PyTorch has NNPACK (the fastest here for that shape),
-  else by srfeat's F(4x4, 3x3) (`srfeat.archs.winograd`); the upsampler's two 128 -> 512
+  else by srfeat's F(4x4, 3x3) (`srfeat.ops.winograd`); the upsampler's two 128 -> 512
   convolutions always by srfeat's, which is faster there and writes each sub-pixel straight
   to where PixelShuffle puts it (no shuffle copy); the tail (128 -> 3) as one GEMM plus
   shifted additions. The upsampler bands are spread over single-threaded workers.
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 from srfeat.archs.containers import TypedModuleList
 from srfeat.archs.generator import LEAKY_SLOPE, ResidualBlock, SRFeatGenerator
-from srfeat.archs.winograd import (
+from srfeat.ops.private_torch import matmul, nnpack_available, nnpack_conv3x3, prepack_matmul_weight
+from srfeat.ops.winograd import (
     POSITIONS,
     TILE,
     interior,
@@ -63,7 +64,7 @@ from srfeat.archs.winograd import (
     zero_outside,
 )
 
-__all__ = ["Algorithm", "InferenceGenerator", "fold_batchnorm", "nnpack_available"]
+__all__ = ["Algorithm", "InferenceGenerator", "fold_batchnorm"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +75,6 @@ Region = tuple[int, int, int, int]  # top, left, bottom, right, in input pixels
 # Default bound on the low-resolution pixels the upsampler handles at once (per band worker):
 # at scale 4 in float32 a band holds 21 to 40 feature maps per pixel, 170 to 330 MB.
 DEFAULT_UPSAMPLE_PIXELS = 16384
-
-
-def nnpack_available() -> bool:
-    """Whether PyTorch's NNPACK runs here (asking also initialises it, which its convolution needs)."""
-    try:
-        return bool(torch._nnpack_available())  # pyright: ignore[reportPrivateImportUsage]  # private API, guarded
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _pair(values: tuple[int, ...]) -> tuple[int, int]:
@@ -341,11 +334,11 @@ class InferenceGenerator(nn.Module):
     # -- Winograd on the CPU (float32) -----------------------------------------------------------
 
     def _features_winograd(self, x: torch.Tensor) -> torch.Tensor:
-        """Head and body: the features in a zero-bordered NHWC buffer (`srfeat.archs.winograd`)."""
+        """Head and body: the features in a zero-bordered NHWC buffer (`srfeat.ops.winograd`)."""
         if self.use_nnpack:
             try:
                 return self._features_nnpack(x)
-            except RuntimeError as error:  # e.g. NNPACK could not allocate its workspace
+            except RuntimeError as error:  # PrivateTorchError: NNPACK missing, or e.g. out of workspace
                 logger.warning("NNPACK convolution failed (%s); using srfeat's Winograd convolutions", error)
                 self.use_nnpack = False
         return self._features_srfeat(x)
@@ -358,12 +351,8 @@ class InferenceGenerator(nn.Module):
         )
         skip_sum = torch.zeros_like(x)
         for i, block in enumerate(self.body):
-            y = torch._nnpack_spatial_convolution(  # pyright: ignore[reportPrivateImportUsage]  # private API, guarded
-                x, block.conv1.weight.contiguous(), block.conv1.bias, [1, 1]
-            )
-            x = torch._nnpack_spatial_convolution(  # pyright: ignore[reportPrivateImportUsage]  # private API, guarded
-                F.leaky_relu_(y, LEAKY_SLOPE), block.conv2.weight.contiguous(), block.conv2.bias, [1, 1]
-            ).add_(x)
+            y = nnpack_conv3x3(x, block.conv1.weight.contiguous(), block.conv1.bias)
+            x = nnpack_conv3x3(F.leaky_relu_(y, LEAKY_SLOPE), block.conv2.weight.contiguous(), block.conv2.bias).add_(x)
             del y
             if i < len(self.long_skips):
                 weight = self.long_skips[i].weight.view(channels, channels)
@@ -448,10 +437,7 @@ class InferenceGenerator(nn.Module):
     def _tail_weight(self) -> torch.Tensor:
         """The tail as a (C, 27) matrix to its (dy, dx, output channel) products, prepacked for
         oneDNN's matrix product where there is one (twice MKL's speed for this narrow shape)."""
-        taps = self.tail.weight.permute(1, 2, 3, 0).reshape(self.num_features, -1)
-        if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-            return torch.ops.mkldnn._reorder_linear_weight(taps.t().contiguous(), None)
-        return taps
+        return prepack_matmul_weight(self.tail.weight.permute(1, 2, 3, 0).reshape(self.num_features, -1))
 
     def _upsample_band(
         self,
@@ -514,11 +500,7 @@ class InferenceGenerator(nn.Module):
         for y0 in range(0, height, rows_per_gemm):
             rows = min(rows_per_gemm, height - y0)
             pixels = padded[:, y0 : y0 + rows + 2].reshape(-1, channels)
-            if weight.is_mkldnn:
-                products = torch.ops.mkldnn._linear_pointwise(pixels, weight, None, "none", [], "")
-            else:
-                products = torch.mm(pixels, weight)
-            products = products.view(batch, rows + 2, padded_w, 3, 3, -1)
+            products = matmul(pixels, weight).view(batch, rows + 2, padded_w, 3, 3, -1)
             target = out[:, y0 : y0 + rows]
             for dy in range(3):
                 for dx in range(3):

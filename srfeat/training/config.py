@@ -135,7 +135,7 @@ class TrainConfig:
     # torch.compile the generator and discriminators (GPU; first steps are slow).
     compile: bool = False
     # CPU only: 3x3 convolutions (forward and both gradients) by Winograd F(4x4, 3x3)
-    # (srfeat/archs/winograd.py): the same results to float rounding, about 1.4x faster steps
+    # (srfeat/ops/winograd.py): the same results to float rounding, about 1.4x faster steps
     # here (python3 -m benchmarks.training). Ignored on GPU and with compile.
     winograd: bool = False
     # Deterministic algorithms (bit-reproducible runs, slower on GPU).

@@ -38,9 +38,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.archs.generator_init import init_as_interpolator
-from srfeat.archs.winograd import set_worker_threads, use_winograd
 from srfeat.errors import ConfigError, SRFeatError
 from srfeat.hardware import cpu_has_native_bf16
+from srfeat.ops.winograd import set_worker_threads, use_winograd
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig, check_paths
 from srfeat.training.distributed import (

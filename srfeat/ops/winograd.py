@@ -31,18 +31,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# What training, inference, the benchmarks and the tests use from here.
 __all__ = [
+    "MIN_WINOGRAD_SIZE",
+    "POSITIONS",
     "TILE",
     "WinogradConv2d",
+    "interior",
     "padded_buffer",
     "pixel_shuffle_target",
+    "run_parallel",
     "set_worker_threads",
     "shuffle_channel_order",
     "tiles_for",
     "to_padded",
     "use_winograd",
+    "winograd_applies",
     "winograd_conv3x3",
     "winograd_filter",
+    "worker_threads",
+    "zero_border",
+    "zero_outside",
 ]
 
 T = TypeVar("T")
