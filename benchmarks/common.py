@@ -78,7 +78,7 @@ def time_interleaved(
 
 def paired_speedup(times: dict[str, list[float]], variant: str, baseline: str) -> float:
     """Median over rounds of baseline time / variant time in the same round."""
-    return statistics.median(b / v for b, v in zip(times[baseline], times[variant]))
+    return statistics.median(b / v for b, v in zip(times[baseline], times[variant], strict=True))
 
 
 def summarize(times: dict[str, list[float]], baseline: str) -> dict[str, dict[str, float]]:
@@ -98,10 +98,11 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
     numeric = [[isinstance(c, (int, float)) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
     print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
-    for row, is_number in zip(cells, numeric):
-        print("  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, is_number)).rstrip())
+    for row, is_number in zip(cells, numeric, strict=True):
+        aligned = (c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, is_number, strict=True))
+        print("  ".join(aligned).rstrip())
 
 
 def _format(value: object) -> str:

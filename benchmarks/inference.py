@@ -122,7 +122,7 @@ def build_variants(
 
 def without_workers(run: Callable[[], T]) -> Callable[[], T]:
     """`run` with srfeat's band workers off: each operation uses PyTorch's intra-op threads."""
-    from srfeat.archs.winograd import set_worker_threads
+    from srfeat.ops.winograd import set_worker_threads
 
     def wrapped() -> T:
         set_worker_threads(False)
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(1)
     image = torch.rand(1, 3, args.size, args.size)
     print(
-        f"generator ({weights}) on a {args.size}x{args.size} LR input: {flops / 1e9:.0f} GFLOP, {macs / args.size**2 / 1e6:.2f} M MAC per LR pixel"
+        f"generator ({weights}) on a {args.size}x{args.size} LR input: {flops / 1e9:.0f} GFLOP, "
+        f"{macs / args.size**2 / 1e6:.2f} M MAC per LR pixel"
     )
 
     conv = measure_conv(args.size, device, max(2, args.rounds), 1)
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ]
         )
     print_table(
-        f"generator inference, {args.size}x{args.size} LR -> {generator.scale * args.size}x{generator.scale * args.size}, "
+        f"generator inference, {args.size}x{args.size} LR -> "
+        f"{generator.scale * args.size}x{generator.scale * args.size}, "
         f"{device}, {threads} thread(s), median of {args.rounds} rounds",
         [
             "variant",

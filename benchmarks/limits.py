@@ -154,7 +154,7 @@ def cpu_peak(clock_override: float | None = None, cores: int | None = None) -> C
 
 def conv_variants(size: int, device: torch.device, channels: int = 128) -> dict[str, Any]:
     """Callables running one 3x3 conv (channels -> channels) on a (1, channels, size, size) input."""
-    from srfeat.archs.winograd import padded_buffer, winograd_conv3x3, winograd_filter
+    from srfeat.ops.winograd import padded_buffer, winograd_conv3x3, winograd_filter
 
     torch.manual_seed(0)
     x = torch.randn(1, channels, size, size, device=device)
@@ -187,7 +187,7 @@ def measure_conv(size: int, device: torch.device, rounds: int, warmup: int) -> d
     print(f"\none 3x3 {channels}->{channels} convolution on (1, {channels}, {size}, {size}): {flops / 1e9:.2f} GFLOP")
     times = time_interleaved(conv_variants(size, device, channels), rounds, warmup, device)
     summary = summarize(times, "direct fp32 NCHW")
-    for name, entry in summary.items():
+    for entry in summary.values():
         entry["gflops"] = flops / entry["median_s"] / 1e9
     direct = {k: v for k, v in summary.items() if k.startswith("direct fp32")}
     best = max(direct, key=lambda k: direct[k]["gflops"])

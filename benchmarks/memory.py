@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             *args.extra,
         ]
         print("running:", " ".join(command), flush=True)
-        completed = subprocess.run(command, capture_output=True, text=True)
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
         report = parse_time_v(completed.stderr)
         if completed.returncode != 0 or "max_rss_bytes" not in report:
             sys.stderr.write(completed.stdout + completed.stderr)

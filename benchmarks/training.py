@@ -9,7 +9,7 @@ batch 8, 96x96 HR patches). Variants, interleaved, one step each per round:
 - "plain": NCHW, float32, torch.optim.Adam with its defaults: the baseline;
 - CPU "ours" (what `train.winograd` + `train.channels_last` run, the dev configs' settings):
   every 3x3 stride-1 convolution with >= 64 channels switched to Winograd F(4x4, 3x3)
-  (`srfeat.archs.winograd.use_winograd`: forward and both gradients) on PyTorch's intra-op
+  (`srfeat.ops.winograd.use_winograd`: forward and both gradients) on PyTorch's intra-op
   threads, channels_last, Adam(fused=True); float32, the same losses up to float rounding
   (checked on the first step);
 - "ours, srfeat band workers" (several threads): the same on srfeat's own band workers, which
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ def dev_config(stage: int) -> tuple[int, int, int]:
 
 
 def _prepare(module: nn.Module, recipe: Recipe, device: torch.device, min_channels: int) -> nn.Module:
-    from srfeat.archs.winograd import use_winograd
+    from srfeat.ops.winograd import use_winograd
 
     module = copy.deepcopy(module).to(device)
     if recipe.channels_last:
@@ -162,7 +163,7 @@ def build_steps(
                 terms.append(AdversarialTerm(kind, kind, step_d, _adam(d, recipe, 1e-4)))  # type: ignore[arg-type]
             v = _prepare(vgg, recipe, device, min_channels)
             step = GANStep(step_g, _adam(g, recipe, 1e-4), v, terms, True, _autocast(recipe, device))  # type: ignore[arg-type]
-        run: Callable[[], dict[str, torch.Tensor]] = lambda step=step, x=x, y=y: step(x, y)
+        run = functools.partial(step, x, y)
         steps[name] = run if recipe.band_workers else without_workers(run)
     return steps, batch
 
@@ -173,7 +174,8 @@ def run_stage(stage: int, args: argparse.Namespace, device: torch.device) -> dic
     hr_size = args.hr_size or hr_size
     recipes = variants_for(device, args.compile)
     print(
-        f"\nstage {stage}: batch {batch}, HR {hr_size}x{hr_size} (LR {hr_size // scale}x{hr_size // scale}); {', '.join(recipes)}"
+        f"\nstage {stage}: batch {batch}, HR {hr_size}x{hr_size} (LR {hr_size // scale}x{hr_size // scale}); "
+        f"{', '.join(recipes)}"
     )
     steps, batch = build_steps(stage, recipes, batch, hr_size, scale, device, args.min_channels, args.vgg_weights)
     # The first step of every variant starts from the same weights on the same batch: its
@@ -202,7 +204,8 @@ def run_stage(stage: int, args: argparse.Namespace, device: torch.device) -> dic
             ]
         )
     print_table(
-        f"stage {stage} training step, batch {batch}, {device}, {torch.get_num_threads()} thread(s), median of {args.rounds} rounds",
+        f"stage {stage} training step, batch {batch}, {device}, {torch.get_num_threads()} thread(s), "
+        f"median of {args.rounds} rounds",
         ["variant", "median s", "steps/s", "images/s", "x plain", "1st loss rel diff"],
         rows,
     )

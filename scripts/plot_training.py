@@ -39,7 +39,7 @@ def main() -> None:
     figure, psnr_axis = plt.subplots(figsize=(8, 4.5))
     niqe_axis = None
     offset, start = 0, None
-    for path, label in zip(args.metrics, labels):
+    for path, label in zip(args.metrics, labels, strict=True):
         validation = read_validation(path)
         if not validation:
             parser.error(f"{path} has no validation records: pass the metrics.jsonl of a validated run")
@@ -51,7 +51,8 @@ def main() -> None:
         if any("niqe" in r for r in validation):
             niqe_axis = niqe_axis or psnr_axis.twinx()
             points = [(offset + r["step"], r["niqe"]) for r in validation if "niqe" in r]
-            niqe_axis.plot(*zip(*points), marker="s", linestyle="--", color="tab:red", label=f"NIQE, {label}")
+            steps, niqe = zip(*points, strict=True)
+            niqe_axis.plot(steps, niqe, marker="s", linestyle="--", color="tab:red", label=f"NIQE, {label}")
         if offset:
             psnr_axis.axvline(offset, color="grey", linestyle=":")
         offset, start = steps[-1], psnr[-1]  # the next run starts from this run's last generator

@@ -23,7 +23,9 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="srfeat", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="srfeat", description=__doc__.splitlines()[0] if __doc__ else None
+    )  # None under python -OO
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():

@@ -168,7 +168,8 @@ def score_image(
     image = hr if sr is None else sr
     if sr is not None and sr.shape != hr.shape:
         raise SRFeatError(
-            f"model output is {sr.shape[1]}x{sr.shape[0]} but the HR image is {hr.shape[1]}x{hr.shape[0]}: wrong --scale for this model?"
+            f"model output is {sr.shape[1]}x{sr.shape[0]} but the HR image is {hr.shape[1]}x{hr.shape[0]}: "
+            "wrong --scale for this model?"
         )
     scores: dict[str, float | None] = {}
     for metric in metrics:
@@ -227,7 +228,7 @@ def evaluate(
     labels = model_labels(models)
     upscalers: dict[str, Upscaler | None] = {
         label: None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device)
-        for label, spec in zip(labels, models)
+        for label, spec in zip(labels, models, strict=True)
     }
     results: list[DatasetScore] = []
     samples: list[FigureSample] = []
@@ -359,8 +360,9 @@ def most_detailed_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
         return 0, 0
     step = max(1, size // 8)
     tops, lefts = np.arange(0, limit_h, step), np.arange(0, limit_w, step)
-    t, l = np.meshgrid(tops, lefts, indexing="ij")
-    sums = integral[t + size, l + size] - integral[t, l + size] - integral[t + size, l] + integral[t, l]
+    top, left = np.meshgrid(tops, lefts, indexing="ij")
+    bottom, right = top + size, left + size
+    sums = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
     best = np.unravel_index(np.argmax(sums), sums.shape)
     return int(tops[best[0]]), int(lefts[best[1]])
 

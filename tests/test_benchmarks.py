@@ -49,5 +49,9 @@ def test_training_benchmark_checks_the_first_step(tmp_path: Path) -> None:
 
 
 def test_gnu_time_report_is_parsed() -> None:
-    report = "\tMaximum resident set size (kbytes): 1048576\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02.50\n\tExit status: 0\n"
+    report = (
+        "\tMaximum resident set size (kbytes): 1048576\n"
+        "\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02.50\n"
+        "\tExit status: 0\n"
+    )
     assert memory.parse_time_v(report) == {"max_rss_bytes": 1024**3, "wall_s": 62.5, "exit_status": 0}

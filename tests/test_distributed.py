@@ -67,7 +67,7 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
         str(config_path),
         str(tmp_path / "ddp"),
     ]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
 
     one = checkpoint.load_state(tmp_path / "single" / checkpoint.STATE_FILE)

@@ -10,7 +10,7 @@ from torch import nn
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.inference import InferenceGenerator, fold_batchnorm
-from srfeat.inference.fused import nnpack_available
+from srfeat.ops.private_torch import nnpack_available
 
 ALGORITHMS = ["auto", "winograd", "direct"]
 

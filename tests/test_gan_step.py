@@ -24,7 +24,7 @@ def params(module: nn.Module) -> list[torch.Tensor]:
 
 
 def changed(before: list[torch.Tensor], module: nn.Module) -> bool:
-    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters()))
+    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters(), strict=True))
 
 
 def make_gan_step(vgg: VGG19FeatureExtractor) -> GANStep:

@@ -42,7 +42,8 @@ def test_long_range_skips_are_the_papers_wiring() -> None:
         for block in generator.body:
             h = block(h)
             block_outputs.append(h)
-        expected = block_outputs[-1] + sum(skip(out) for skip, out in zip(generator.long_skips, block_outputs[:-1]))
+        skipped = zip(generator.long_skips, block_outputs[:-1], strict=True)
+        expected = block_outputs[-1] + sum(skip(out) for skip, out in skipped)
         torch.testing.assert_close(generator.features(x), expected)
         # and each skip matters: zeroing one changes the result
         generator.long_skips[3].weight.zero_()

@@ -30,5 +30,5 @@ def test_every_weight_stays_trainable() -> None:
         optimizer.zero_grad()
         torch.nn.functional.mse_loss(generator(lr), hr).backward()
         optimizer.step()
-    frozen = [name for (name, p), b in zip(generator.named_parameters(), before) if torch.equal(p, b)]
+    frozen = [name for (name, p), b in zip(generator.named_parameters(), before, strict=True) if torch.equal(p, b)]
     assert frozen == []

@@ -43,7 +43,7 @@ def test_recipe_counts_and_orientations() -> None:
     expected = [image] * 35 + [image[:, ::-1]] * 35
     expected += [np.rot90(image, k) for k in (1, 2, 3) for _ in range(10)]
     expected += [np.rot90(image[:, ::-1], k) for k in (1, 2, 3) for _ in range(10)]
-    for patch, reference in zip(patches, expected):
+    for patch, reference in zip(patches, expected, strict=True):
         np.testing.assert_array_equal(patch, reference)
 
 
@@ -58,7 +58,7 @@ def test_prepare_writes_130_pairs_per_image_with_quarter_size_lr(
     lr_files = sorted((out / "LR").iterdir())
     assert len(hr_files) == len(lr_files) == 130
     assert [path.name for path in hr_files] == [path.name for path in lr_files]
-    for hr_path, lr_path in zip(hr_files[::13], lr_files[::13]):
+    for hr_path, lr_path in zip(hr_files[::13], lr_files[::13], strict=True):
         hr, lr = read_image(hr_path), read_image(lr_path)
         assert hr.shape == (296, 296, 3) and lr.shape == (74, 74, 3)
         np.testing.assert_array_equal(lr, bicubic_downscale(hr, 4))

@@ -42,7 +42,7 @@ def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def moved(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
-    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters()))
+    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters(), strict=True))
 
 
 def test_stage2_every_step_moves_generator_and_both_discriminators(folders, tmp_path, monkeypatch) -> None:
@@ -92,7 +92,7 @@ def weights_of(out: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_stop_and_resume_matches_an_uninterrupted_run(folders, tmp_path, stage: int) -> None:
-    train_dir, validation_dir = folders
+    train_dir, _ = folders
     extra = (
         [f"train.init_generator={tiny_generator_file(tmp_path / 'stage1.safetensors')}", "data.hr_patch_size=16"]
         if stage == 2

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.archs.winograd import (
+from srfeat.ops.winograd import (
     MIN_WINOGRAD_SIZE,
     WinogradConv2d,
     _WinogradConv3x3,
@@ -118,7 +118,7 @@ def test_winograd_generator_trains_like_the_eager_one() -> None:
             losses.append(loss.item())
     assert winograd.call_count == 6
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
-    for (name, expected), actual in zip(reference.state_dict().items(), generator.state_dict().values()):
+    for (name, expected), actual in zip(reference.state_dict().items(), generator.state_dict().values(), strict=True):
         torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6, msg=name)
 
 

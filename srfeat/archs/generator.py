@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from srfeat.archs.containers import TypedModuleList, TypedSequential
+
 LEAKY_SLOPE = 0.2
 
 
@@ -64,20 +66,21 @@ class SRFeatGenerator(nn.Module):
         self.num_blocks = num_blocks
         self.in_channels = in_channels
         self.head = nn.Conv2d(in_channels, num_features, 9, padding=4)
-        self.body = nn.ModuleList(ResidualBlock(num_features) for _ in range(num_blocks))
+        self.body = TypedModuleList(ResidualBlock(num_features) for _ in range(num_blocks))
         # One 1x1 conv per block except the last: block i's output (i < num_blocks) is carried
         # to the end of the body, where the sum joins the last block's output.
-        self.long_skips = nn.ModuleList(
+        self.long_skips = TypedModuleList(
             nn.Conv2d(num_features, num_features, 1, bias=False) for _ in range(num_blocks - 1)
         )
-        self.upsampler = nn.Sequential(*(UpsampleStage(num_features) for _ in range(scale // 2)))
+        self.upsampler = TypedSequential(*(UpsampleStage(num_features) for _ in range(scale // 2)))
         self.tail = nn.Conv2d(num_features, in_channels, 3, padding=1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Head and residual body with the long-range skips, at LR resolution."""
         x = self.head(x)
         skip_sum: torch.Tensor | None = None
-        for block, skip in zip(self.body, self.long_skips):
+        # Blocks 1..15 feed a long skip each; block 16 has none.
+        for block, skip in zip(self.body[:-1], self.long_skips, strict=True):
             x = block(x)
             skip_sum = skip(x) if skip_sum is None else skip_sum + skip(x)
         x = self.body[-1](x)

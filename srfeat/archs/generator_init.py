@@ -38,6 +38,8 @@ def init_as_interpolator(generator: SRFeatGenerator) -> SRFeatGenerator:
         skip.weight.zero_()
 
     head = generator.head
+    # The head, the upsampler's and the tail's convolutions are built with biases.
+    assert head.bias is not None
     centre = head.kernel_size[0] // 2
     head.weight[:channels].zero_()
     head.bias[:channels] = _OFFSET
@@ -46,6 +48,7 @@ def init_as_interpolator(generator: SRFeatGenerator) -> SRFeatGenerator:
 
     for stage in generator.upsampler:
         conv = stage.conv
+        assert conv.bias is not None
         # PixelShuffle(2) takes sub-pixel (i, j) of output channel c from input channel 4c + 2i + j.
         carried = slice(0, 4 * channels)
         conv.weight[carried].zero_()
@@ -56,6 +59,7 @@ def init_as_interpolator(generator: SRFeatGenerator) -> SRFeatGenerator:
                     conv.weight[4 * c + 2 * i + j, c] = torch.outer(_BILINEAR_PHASES[i], _BILINEAR_PHASES[j])
 
     tail = generator.tail
+    assert tail.bias is not None
     tail.weight.zero_()
     tail.bias.fill_(-_OFFSET)
     for c in range(channels):

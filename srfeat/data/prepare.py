@@ -16,6 +16,7 @@ which they finish.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import zlib
 from collections.abc import Sequence
@@ -111,7 +112,8 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise SRFeatError(
-                f"output folder {out} is not empty: pass --overwrite to replace its HR/ and LR/ patches, or choose another OUT"
+                f"output folder {out} is not empty: "
+                "pass --overwrite to replace its HR/ and LR/ patches, or choose another OUT"
             )
         # Only what `prepare` writes is removed, so stale patches of an earlier run cannot mix in.
         for sub in ("HR", "LR"):
@@ -136,14 +138,15 @@ def prepare_patches(
     Returns one outcome per source file.
     """
     check_patch_size(hr_patch_size, scale)
-    folders = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(source) for source in sources]
+    folders = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(source) for source in sources]
     paths = [path for folder in folders for path in list_images(folder)]
     if not paths:
         raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")
     names = [path.stem for path in paths]
     if len(set(names)) != len(names):
         raise SRFeatError(
-            "two source images share a file name (without extension): their patches would overwrite each other; rename one"
+            "two source images share a file name (without extension): "
+            "their patches would overwrite each other; rename one"
         )
     out = Path(out)
     _prepare_output(out, overwrite)

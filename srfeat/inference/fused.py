@@ -13,7 +13,7 @@ Which algorithm runs each layer (the `algorithm` argument):
 
 - "auto" on a CPU in float32: the 32 convolutions of the residual body (128 -> 128) by
   NNPACK's Winograd F(6x6, 3x3) where PyTorch has NNPACK (the fastest here for that shape),
-  else by srfeat's F(4x4, 3x3) (`srfeat.archs.winograd`); the upsampler's two 128 -> 512
+  else by srfeat's F(4x4, 3x3) (`srfeat.ops.winograd`); the upsampler's two 128 -> 512
   convolutions always by srfeat's, which is faster there and writes each sub-pixel straight
   to where PixelShuffle puts it (no shuffle copy); the tail (128 -> 3) as one GEMM plus
   shifted additions. The upsampler bands are spread over single-threaded workers.
@@ -36,14 +36,19 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11; torch depends on typing_extensions
+
+from srfeat.archs.containers import TypedModuleList
 from srfeat.archs.generator import LEAKY_SLOPE, ResidualBlock, SRFeatGenerator
-from srfeat.archs.winograd import (
+from srfeat.ops.private_torch import matmul, nnpack_available, nnpack_conv3x3, prepack_matmul_weight
+from srfeat.ops.winograd import (
     POSITIONS,
     TILE,
     interior,
@@ -59,7 +64,7 @@ from srfeat.archs.winograd import (
     zero_outside,
 )
 
-__all__ = ["Algorithm", "InferenceGenerator", "fold_batchnorm", "nnpack_available"]
+__all__ = ["Algorithm", "InferenceGenerator", "fold_batchnorm"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +77,15 @@ Region = tuple[int, int, int, int]  # top, left, bottom, right, in input pixels
 DEFAULT_UPSAMPLE_PIXELS = 16384
 
 
-def nnpack_available() -> bool:
-    """Whether PyTorch's NNPACK runs here (asking also initialises it, which its convolution needs)."""
-    try:
-        return bool(torch._nnpack_available())
-    except (AttributeError, RuntimeError):
-        return False
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    return values[0], values[1]
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a convolution made with one."""
+    if conv.bias is None:
+        raise ValueError("expected a convolution with a bias")
+    return conv.bias
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -96,10 +104,10 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         folded = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
+            _pair(conv.kernel_size),
+            stride=_pair(conv.stride),
+            padding=conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+            dilation=_pair(conv.dilation),
             groups=conv.groups,
             bias=True,
             padding_mode=conv.padding_mode,
@@ -107,7 +115,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
             dtype=conv.weight.dtype,
         )
         folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
-        folded.bias.copy_(bias)
+        _bias(folded).copy_(bias)
     return folded
 
 
@@ -149,18 +157,18 @@ class InferenceGenerator(nn.Module):
         # on first use; `_apply` (behind .to(), .float(), ...) drops them.
         self._derived: dict[str, torch.Tensor] = {}
         self.head = copy.deepcopy(generator.head)
-        self.body = nn.ModuleList(FoldedResidualBlock(block) for block in generator.body)
-        self.long_skips = nn.ModuleList(copy.deepcopy(skip) for skip in generator.long_skips)
-        self.upsample_convs = nn.ModuleList(copy.deepcopy(stage.conv) for stage in generator.upsampler)
+        self.body = TypedModuleList(FoldedResidualBlock(block) for block in generator.body)
+        self.long_skips = TypedModuleList(copy.deepcopy(skip) for skip in generator.long_skips)
+        self.upsample_convs = TypedModuleList(copy.deepcopy(stage.conv) for stage in generator.upsampler)
         # The generator returns (tail(x) + 1) / 2: fold that affine map into the tail.
         self.tail = copy.deepcopy(generator.tail)
         with torch.no_grad():
             self.tail.weight.mul_(0.5)
-            self.tail.bias.mul_(0.5).add_(0.5)
+            _bias(self.tail).mul_(0.5).add_(0.5)
         self.requires_grad_(False)
         self.eval()
 
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
         self._derived.clear()
         return super()._apply(fn, recurse)
 
@@ -283,7 +291,8 @@ class InferenceGenerator(nn.Module):
         """Head and residual body with the long-range skips, at low resolution."""
         x = self.head((x * 2.0 - 1.0).contiguous(memory_format=torch.channels_last))
         skip_sum: torch.Tensor | None = None
-        for block, skip in zip(self.body, self.long_skips):
+        # Blocks 1..15 feed a long skip each; block 16 has none.
+        for block, skip in zip(self.body[:-1], self.long_skips, strict=True):
             x = self.block(block, x)
             skip_sum = self.add_skip(skip_sum, skip, x)
         x = self.block(self.body[-1], x)
@@ -325,11 +334,11 @@ class InferenceGenerator(nn.Module):
     # -- Winograd on the CPU (float32) -----------------------------------------------------------
 
     def _features_winograd(self, x: torch.Tensor) -> torch.Tensor:
-        """Head and body: the features in a zero-bordered NHWC buffer (`srfeat.archs.winograd`)."""
+        """Head and body: the features in a zero-bordered NHWC buffer (`srfeat.ops.winograd`)."""
         if self.use_nnpack:
             try:
                 return self._features_nnpack(x)
-            except RuntimeError as error:  # e.g. NNPACK could not allocate its workspace
+            except RuntimeError as error:  # PrivateTorchError: NNPACK missing, or e.g. out of workspace
                 logger.warning("NNPACK convolution failed (%s); using srfeat's Winograd convolutions", error)
                 self.use_nnpack = False
         return self._features_srfeat(x)
@@ -342,10 +351,8 @@ class InferenceGenerator(nn.Module):
         )
         skip_sum = torch.zeros_like(x)
         for i, block in enumerate(self.body):
-            y = torch._nnpack_spatial_convolution(x, block.conv1.weight.contiguous(), block.conv1.bias, [1, 1])
-            x = torch._nnpack_spatial_convolution(
-                F.leaky_relu_(y, LEAKY_SLOPE), block.conv2.weight.contiguous(), block.conv2.bias, [1, 1]
-            ).add_(x)
+            y = nnpack_conv3x3(x, block.conv1.weight.contiguous(), block.conv1.bias)
+            x = nnpack_conv3x3(F.leaky_relu_(y, LEAKY_SLOPE), block.conv2.weight.contiguous(), block.conv2.bias).add_(x)
             del y
             if i < len(self.long_skips):
                 weight = self.long_skips[i].weight.view(channels, channels)
@@ -399,7 +406,7 @@ class InferenceGenerator(nn.Module):
         # Made here, not in the workers: they would race to make them.
         filters = self._derive("upsample", self._upsample_filters)
         biases = self._derive(
-            "upsample_bias", lambda: torch.stack([shuffle_channel_order(conv.bias) for conv in self.upsample_convs])
+            "upsample_bias", lambda: torch.stack([shuffle_channel_order(_bias(conv)) for conv in self.upsample_convs])
         )
         tail_weight = self._derive("tail", self._tail_weight)
         out = features.new_empty(batch, (bottom - top) * scale, (right - left) * scale, self.in_channels)
@@ -430,10 +437,7 @@ class InferenceGenerator(nn.Module):
     def _tail_weight(self) -> torch.Tensor:
         """The tail as a (C, 27) matrix to its (dy, dx, output channel) products, prepacked for
         oneDNN's matrix product where there is one (twice MKL's speed for this narrow shape)."""
-        taps = self.tail.weight.permute(1, 2, 3, 0).reshape(self.num_features, -1)
-        if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-            return torch.ops.mkldnn._reorder_linear_weight(taps.t().contiguous(), None)
-        return taps
+        return prepack_matmul_weight(self.tail.weight.permute(1, 2, 3, 0).reshape(self.num_features, -1))
 
     def _upsample_band(
         self,
@@ -491,16 +495,12 @@ class InferenceGenerator(nn.Module):
         (tap, channel) products of every pixel, then each output sums its nine taps (a direct
         convolution to 3 channels has little to vectorise over)."""
         batch, _, padded_w, channels = padded.shape
-        out = self.tail.bias.view(1, 1, 1, -1).expand(batch, height, width, -1).clone()
+        out = _bias(self.tail).view(1, 1, 1, -1).expand(batch, height, width, -1).clone()
         rows_per_gemm = max(1, (1 << 14) // max(1, padded_w * batch))  # 16k pixels: in cache
         for y0 in range(0, height, rows_per_gemm):
             rows = min(rows_per_gemm, height - y0)
             pixels = padded[:, y0 : y0 + rows + 2].reshape(-1, channels)
-            if weight.is_mkldnn:
-                products = torch.ops.mkldnn._linear_pointwise(pixels, weight, None, "none", [], "")
-            else:
-                products = torch.mm(pixels, weight)
-            products = products.view(batch, rows + 2, padded_w, 3, 3, -1)
+            products = matmul(pixels, weight).view(batch, rows + 2, padded_w, 3, 3, -1)
             target = out[:, y0 : y0 + rows]
             for dy in range(3):
                 for dx in range(3):

@@ -11,6 +11,7 @@ output up to float rounding.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -53,7 +54,7 @@ def _spans(length: int, tile: int) -> list[tuple[int, int]]:
     # Equal-sized spans (differing by at most one pixel) rather than full tiles and a sliver.
     count = max(1, math.ceil(length / tile))
     bounds = [round(i * length / count) for i in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 def plan_tiles(height: int, width: int, tile: int, pad: int) -> list[Tile]:
@@ -187,7 +188,8 @@ def upscale_tiled(
                     result = fallback(batch.float(), region)
         except torch.OutOfMemoryError as error:
             raise SRFeatError(
-                f"out of memory on {device} upscaling a {part.in_bottom - part.in_top}x{part.in_right - part.in_left} tile; "
+                f"out of memory on {device} upscaling a "
+                f"{part.in_bottom - part.in_top}x{part.in_right - part.in_left} tile; "
                 "give a smaller tile size (--tile)"
             ) from error
         output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(result[0])

@@ -77,7 +77,8 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
     # Winograd convolutions where they run (CPU, float32), channels-last cuDNN/oneDNN elsewhere:
     # the layout to convert to depends on where the model ends up.
     model = InferenceGenerator(generator).to(device=device, dtype=dtype)
-    model = model.to(memory_format=model.memory_format)
+    # Module.to accepts memory_format at run time; torch's typed overloads leave it out.
+    model = model.to(memory_format=model.memory_format)  # pyright: ignore[reportCallIssue]
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise SRFeatError(f"the model's weights do not fit in {dtype} (they overflow); use fp32")
     return model.eval()

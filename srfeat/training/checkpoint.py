@@ -50,7 +50,8 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
         raise WeightsError(
-            f"cannot read training state {path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+            f"cannot read training state {path} "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
         ) from error
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise WeightsError(f"{path} is not an srfeat training state")
@@ -63,7 +64,8 @@ def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
 def capture_rng_states() -> dict[str, Any]:
     """Random states of python, numpy, torch and CUDA, as weights_only-loadable values."""
-    numpy_state = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple)  # the legacy form: MT19937's (name, keys, pos, has_gauss, gauss)
     states: dict[str, Any] = {
         "python": list(random.getstate()[1]),
         "numpy": {

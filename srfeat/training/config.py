@@ -135,7 +135,7 @@ class TrainConfig:
     # torch.compile the generator and discriminators (GPU; first steps are slow).
     compile: bool = False
     # CPU only: 3x3 convolutions (forward and both gradients) by Winograd F(4x4, 3x3)
-    # (srfeat/archs/winograd.py): the same results to float rounding, about 1.4x faster steps
+    # (srfeat/ops/winograd.py): the same results to float rounding, about 1.4x faster steps
     # here (python3 -m benchmarks.training). Ignored on GPU and with compile.
     winograd: bool = False
     # Deterministic algorithms (bit-reproducible runs, slower on GPU).
@@ -232,7 +232,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"config key {key} must be a list of {_type_name(item_type)}, got {value!r}")
         return [_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key} must be a mapping (a section), got {value!r}")
         return _build(tp, value, prefix=f"{key}.")
@@ -395,7 +395,8 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
         path = config.resolve_path(directory)
         if not path.is_dir():
             raise ConfigError(
-                f"training folder not found: {path} (config key data.train_dirs; set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere)"
+                f"training folder not found: {path} "
+                f"(config key data.train_dirs; set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere)"
             )
     if config.validation.dir is not None:
         path = config.resolve_path(config.validation.dir)

@@ -99,25 +99,25 @@ class CrossProcessBatchNorm2d(nn.BatchNorm2d):
     global statistics exactly as in a single process with the whole batch.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
+            return super().forward(input)
         dims = [0, 2, 3]
-        count = torch.full((1,), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
-        local = torch.cat([x.sum(dims), (x * x).sum(dims), count])
+        count = torch.full((1,), input.numel() / input.shape[1], dtype=input.dtype, device=input.device)
+        local = torch.cat([input.sum(dims), (input * input).sum(dims), count])
         total = dist_fn.all_reduce(local)
-        channels = x.shape[1]
+        channels = input.shape[1]
         n = total[-1]
         mean = total[:channels] / n
         var = total[channels : 2 * channels] / n - mean * mean
-        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+        if self.running_mean is not None and self.running_var is not None and self.num_batches_tracked is not None:
             with torch.no_grad():
                 momentum = 0.1 if self.momentum is None else self.momentum
                 self.running_mean.lerp_(mean.detach(), momentum)
                 self.running_var.lerp_(var.detach() * n / (n - 1), momentum)
                 self.num_batches_tracked.add_(1)
         shape = (1, channels, 1, 1)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        y = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y

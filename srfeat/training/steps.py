@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ContextManager, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -28,10 +28,10 @@ from srfeat.losses import (
     pixel_loss,
 )
 
-AutocastFactory = Callable[[], ContextManager[object]]
+AutocastFactory = Callable[[], contextlib.AbstractContextManager[object]]
 
 
-def no_autocast() -> ContextManager[object]:
+def no_autocast() -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 

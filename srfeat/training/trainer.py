@@ -38,9 +38,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.archs.generator_init import init_as_interpolator
-from srfeat.archs.winograd import set_worker_threads, use_winograd
 from srfeat.errors import ConfigError, SRFeatError
 from srfeat.hardware import cpu_has_native_bf16
+from srfeat.ops.winograd import set_worker_threads, use_winograd
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig, check_paths
 from srfeat.training.distributed import (
@@ -62,7 +62,7 @@ PLOT_FILE = "training.png"
 CONFIG_FILE = "config.yaml"
 
 
-class TrainingDiverged(SRFeatError):
+class TrainingDiverged(SRFeatError):  # noqa: N818 - public name (tests, callers); it reads as the event
     """A loss became NaN or infinite; the last checkpoint on disk is the last good one."""
 
 
@@ -204,20 +204,20 @@ class RunLog:
         for key in loss_keys:
             points = [(r["step"], r[key]) for r in train if key in r and r[key] > 0]
             if points:
-                loss_axis.plot(*zip(*points), label=key.removeprefix("loss/"))
+                loss_axis.plot(*zip(*points, strict=True), label=key.removeprefix("loss/"))
         loss_axis.set(xlabel="step", ylabel="loss", yscale="log", title="training losses")
         if loss_keys:
             loss_axis.legend()
         points = [(r["step"], r["psnr"]) for r in validation if "psnr" in r]
         if points:
-            psnr_axis.plot(*zip(*points), marker="o")
+            psnr_axis.plot(*zip(*points, strict=True), marker="o")
         psnr_axis.set(xlabel="step", ylabel="PSNR (dB, Y)", title="validation PSNR")
         psnr_axis.grid(alpha=0.3)
         points = [(r["step"], r["niqe"]) for r in validation if "niqe" in r]
         if points:  # stage 2 trades PSNR for what NIQE measures: show both
             psnr_axis.set_title("validation PSNR and NIQE")
             niqe_axis = psnr_axis.twinx()
-            niqe_axis.plot(*zip(*points), marker="s", color="tab:red")
+            niqe_axis.plot(*zip(*points, strict=True), marker="s", color="tab:red")
             niqe_axis.set_ylabel("NIQE (lower is better)", color="tab:red")
         figure.tight_layout()
         tmp = self.out_dir / f".{PLOT_FILE}.tmp.png"
@@ -371,7 +371,8 @@ class Trainer:
 
     def _prepare(self, module: nn.Module) -> nn.Module:
         """Device, memory format and cross-process BatchNorm for a network."""
-        module = module.to(self.device, memory_format=self.memory_format)
+        # Module.to accepts memory_format at run time; torch's typed overloads leave it out.
+        module = module.to(self.device, memory_format=self.memory_format)  # pyright: ignore[reportCallIssue]
         if self._winograd:
             use_winograd(module)
         if self.context.enabled and self.config.train.sync_batchnorm:
@@ -388,7 +389,8 @@ class Trainer:
             wanted = (model.scale, model.num_features, model.num_blocks)
             if built != wanted:
                 raise ConfigError(
-                    f"train.init_generator has scale/num_features/num_blocks {built}, but the config's model has {wanted}: "
+                    f"train.init_generator has scale/num_features/num_blocks {built}, "
+                    f"but the config's model has {wanted}: "
                     "set the model section to match the stage-1 run"
                 )
             logger.info("stage %d starts from %s", config.stage, config.train.init_generator)
@@ -434,7 +436,8 @@ class Trainer:
         else:
             from srfeat.archs.vgg import VGG19FeatureExtractor
 
-            vgg = VGG19FeatureExtractor(model.vgg_weights).to(self.device, memory_format=self.memory_format)
+            vgg = VGG19FeatureExtractor(model.vgg_weights)
+            vgg = vgg.to(self.device, memory_format=self.memory_format)  # pyright: ignore[reportCallIssue]  # as in _prepare
             if self._winograd:
                 use_winograd(vgg)
             terms = [
@@ -611,7 +614,8 @@ class Trainer:
             if bad:
                 raise TrainingDiverged(
                     f"{', '.join(bad)} became {values[bad[0]]} by step {progress.step}: training stopped; "
-                    f"the last good checkpoint (step {saved_at}) is in {self.out_dir} (lower optim.lr or check the data)"
+                    f"the last good checkpoint (step {saved_at}) is in {self.out_dir} "
+                    "(lower optim.lr or check the data)"
                 )
             record = {
                 "kind": "train",

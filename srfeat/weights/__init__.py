@@ -55,7 +55,8 @@ def save_generator(
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(
-            f"generator weights not found: {path} (give a bundled name: {', '.join(bundled_names()) or 'none installed'}, or a checkpoint path)"
+            f"generator weights not found: {path} "
+            f"(give a bundled name: {', '.join(bundled_names()) or 'none installed'}, or a checkpoint path)"
         )
     try:
         if path.suffix == ".safetensors":

@@ -31,18 +31,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# What training, inference, the benchmarks and the tests use from here.
 __all__ = [
+    "MIN_WINOGRAD_SIZE",
+    "POSITIONS",
     "TILE",
     "WinogradConv2d",
+    "interior",
     "padded_buffer",
     "pixel_shuffle_target",
+    "run_parallel",
     "set_worker_threads",
     "shuffle_channel_order",
     "tiles_for",
     "to_padded",
     "use_winograd",
+    "winograd_applies",
     "winograd_conv3x3",
     "winograd_filter",
+    "worker_threads",
+    "zero_border",
+    "zero_outside",
 ]
 
 T = TypeVar("T")
@@ -50,6 +59,8 @@ T = TypeVar("T")
 TILE = 4  # output tile of F(4x4, 3x3)
 TILE_IN = TILE + 2  # its input tile, 6x6
 POSITIONS = TILE_IN * TILE_IN
+# The transforms index their operands along the first axis: a tensor, or a list of its slices.
+Rows = Sequence[torch.Tensor] | torch.Tensor
 # Tiles per band: enough rows for efficient GEMMs, few enough that a band's 36 transformed
 # matrices (36 * tiles * channels floats, 2.3 MB at 128 channels) stay in the caches.
 TILES_PER_BAND = 128
@@ -117,7 +128,7 @@ def _input_transform(rows: Sequence[torch.Tensor], out: torch.Tensor) -> None:
     torch.sub(r5, b, out=out[5]).add_(r3, alpha=-4)
 
 
-def _output_transform(m: Sequence[torch.Tensor], out: Sequence[torch.Tensor]) -> None:
+def _output_transform(m: Rows, out: Rows) -> None:
     """out[j] = sum_i A^T[j, i] m[i], over one axis of the 6x6 products of every tile.
 
     A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]].
@@ -132,7 +143,7 @@ def _output_transform(m: Sequence[torch.Tensor], out: Sequence[torch.Tensor]) ->
     torch.add(d12, d34, alpha=8, out=out[3]).add_(m[5])
 
 
-def _output_transform_adjoint(dy: Sequence[torch.Tensor], out: Sequence[torch.Tensor]) -> None:
+def _output_transform_adjoint(dy: Rows, out: Rows) -> None:
     """out[i] = sum_j A^T[j, i] dy[j]: the gradient of `_output_transform` (4 -> 6)."""
     even = torch.add(dy[0], dy[2])
     odd = torch.add(dy[1], dy[3])
@@ -317,7 +328,7 @@ def winograd_conv3x3(
     keep_transformed: if given, receives each band's transformed input (band -> (36, tiles,
         C)), which the weight gradient needs.
     """
-    batch, padded_h, padded_w, channels = padded.shape
+    batch, padded_h, padded_w, _ = padded.shape
     tiles_h, tiles_w = (padded_h - 2) // TILE, (padded_w - 2) // TILE
     if out.shape[:3] != (batch, TILE * tiles_h, TILE * tiles_w) or math.prod(out.shape[3:]) != filters.shape[2]:
         raise ValueError(
@@ -426,7 +437,8 @@ class _WinogradConv3x3(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (grad_output,) = grad_outputs
         (weight,) = ctx.saved_tensors
         height, width = ctx.shape
         out_channels, in_channels = weight.shape[:2]

@@ -1,0 +1,44 @@
+"""The shipped weights, end to end: each bundled model's output on a fixed crop matches its
+stored reference (tests/snapshots/<model>.png) within one grey level, so that a change to the
+weights or to the inference path cannot go unnoticed. How to regenerate: tests/snapshot_helpers.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from snapshot_helpers import INPUT_SIZE, MODELS, reference_path, upscale_snapshot_input
+
+pytest.importorskip("skimage")
+
+
+def _reference(model: str) -> np.ndarray:
+    return np.asarray(Image.open(reference_path(model)).convert("RGB"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_bundled_model_output_matches_its_snapshot(model: str) -> None:
+    output = upscale_snapshot_input(model)
+    reference = _reference(model)
+    assert output.dtype == np.uint8
+    assert output.shape == reference.shape == (4 * INPUT_SIZE, 4 * INPUT_SIZE, 3)
+    difference = np.abs(output.astype(np.int16) - reference.astype(np.int16))
+    worst = np.unravel_index(np.argmax(difference), difference.shape)
+    regenerate = "if the change is intended, regenerate with `PYTHONPATH=. python3 tests/snapshot_helpers.py`"
+    assert difference.max() <= 1, (
+        f"'{model}' differs from {reference_path(model).name} by {difference.max()} grey levels at {worst} "
+        f"({np.count_nonzero(difference > 1)} values over 1); {regenerate}"
+    )
+    # Float rounding (another convolution algorithm, tiling, another CPU) moves about 0.02% of
+    # the values by one level; scaling one body convolution's weights by 1.01 moves 2.4%
+    # (default) and 6% (gan). Half a percent tells the two apart.
+    assert np.mean(difference) <= 0.005, (
+        f"'{model}' differs from {reference_path(model).name} by one grey level in "
+        f"{np.mean(difference):.2%} of the values (float rounding moves about 0.02%); {regenerate}"
+    )
+
+
+def test_the_two_snapshots_are_different_models() -> None:
+    # Guards against a reference written from the wrong weights: GAN texture differs visibly.
+    difference = np.abs(_reference("default").astype(np.int16) - _reference("gan").astype(np.int16))
+    assert difference.mean() > 2.0
