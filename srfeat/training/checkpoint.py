@@ -3,7 +3,11 @@
 A run folder holds `state.pt`, the full training state (networks, optimizers, counters, random
 states), next to the generator alone as safetensors. Every file is written to a temporary name
 in the same folder, flushed to disk and then renamed over the old one (`os.replace` is atomic
-on POSIX and Windows), so a process killed while saving leaves the previous file intact.
+on POSIX and Windows), so a process killed while saving leaves the previous file intact; the
+next run in the folder removes such a process's temporaries (`clean_run_folder`). A checkpoint
+writes both files before renaming either, so a failed save (a full disk) keeps the previous
+`generator_latest` and `state.pt`, from the same step. Weights that are not finite or have
+exploded are never saved (`diverged_weights`).
 
 The state holds only tensors, numbers, strings, lists and dicts, so it loads with
 `torch.load(weights_only=True)`: a checkpoint from someone else cannot run code.
@@ -12,31 +16,90 @@ The state holds only tensors, numbers, strings, lists and dicts, so it loads wit
 from __future__ import annotations
 
 import os
+import pickle
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from srfeat.errors import WeightsError
+from srfeat.files import PendingFile, remove_stale_temporaries, write_file_atomically, write_files_atomically
 
 STATE_FILE = "state.pt"
 LATEST_GENERATOR = "generator_latest.safetensors"
 BEST_GENERATOR = "generator_best.safetensors"
 STATE_FORMAT = "srfeat-training-state-v1"
+# What killed runs of older versions left: the plot's temporary had no process id.
+LEGACY_TEMPORARIES = (".training.png.tmp.png",)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested state (what torch.save writes, less a little overhead)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
+
+
+def state_file(obj: Any, path: str | os.PathLike[str]) -> PendingFile:
+    return PendingFile(Path(path), lambda handle: torch.save(obj, handle), tensor_bytes(obj) + 64 * 1024)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """torch.save to `path` via a temporary file and a rename: all or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    file = state_file(obj, path)
+    write_file_atomically(file.path, file.write, file.size)
+
+
+def clean_run_folder(out_dir: str | os.PathLike[str]) -> None:
+    """Remove the temporaries that a killed run left in its folder (files of this module only)."""
+    out_dir = Path(out_dir)
+    for name in (STATE_FILE, LATEST_GENERATOR, BEST_GENERATOR):
+        remove_stale_temporaries(out_dir / name)
+    for name in LEGACY_TEMPORARIES:
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def diverged_weights(networks: Mapping[str, nn.Module]) -> str | None:
+    """None when every network's weights are finite and sane; else what is wrong, naming the network."""
+    from srfeat.weights import weight_problem
+
+    for name, network in networks.items():
+        problem = weight_problem(network.state_dict().items())
+        if problem is not None:
+            return f"the {name}'s {problem}"
+    return None
+
+
+def last_good_checkpoint(out_dir: str | os.PathLike[str], step: int) -> str:
+    """Where the last checkpoint a stopped run keeps is, for its error message."""
+    if (Path(out_dir) / STATE_FILE).is_file():
+        return f"the last good checkpoint (step {step}) is in {out_dir}"
+    return f"no checkpoint was saved in {out_dir}"
+
+
+def save_checkpoint(generator: nn.Module, state: dict[str, Any], out_dir: str | os.PathLike[str]) -> None:
+    """generator_latest.safetensors and state.pt of one step: both written, then both renamed.
+
+    A failure while writing either (a full disk: `srfeat.files.DiskFullError`, naming the file
+    and the space needed) replaces neither and leaves no temporary.
+    """
+    from srfeat.weights import generator_file
+
+    out_dir = Path(out_dir)
+    write_files_atomically(
+        [
+            generator_file(generator, out_dir / LATEST_GENERATOR),  # type: ignore[arg-type]
+            state_file({"format": STATE_FORMAT, **state}, out_dir / STATE_FILE),
+        ]
+    )
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -48,6 +111,11 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # never pass on torch's advice to load it unsafely
+        raise WeightsError(
+            f"refusing training state {path}: it holds pickled Python objects, not only tensors and numbers, "
+            "and loading them could run code; it was not written by srfeat train"
+        ) from error
     except Exception as error:  # torch raises several types for corrupt or foreign files
         raise WeightsError(
             f"cannot read training state {path} "

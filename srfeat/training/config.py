@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import types
 import typing
@@ -243,14 +244,19 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # YAML 1.1 reads 1e-4 (no dot) as a string.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # NaN passes every `<= 0` check: refuse it here, once
+                raise ConfigError(f"config key {key} must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -312,15 +318,66 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
     return config
 
 
+# Configs are a few kB; anything far larger is not one (and is not read into memory).
+MAX_CONFIG_BYTES = 1 << 20
+# File signatures of what people pass by mistake, to say what the file is.
+_BINARY_KINDS = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+    b"RIFF": "a WebP image",
+    b"BM": "a BMP image",
+    b"PK\x03\x04": "a zip file (a PyTorch checkpoint?)",
+}
+
+
+def _config_text(path: Path) -> str:
+    """The file's text; a ConfigError if it is too large or not text (an image, a checkpoint)."""
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path} is {path.stat().st_size / 1e6:.1f} MB, not a YAML training config; "
+            "give one such as configs/dev/stage1.yaml"
+        )
+    data = path.read_bytes()
+    kind = next((name for magic, name in _BINARY_KINDS.items() if data.startswith(magic)), None)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        kind = kind or "binary data"
+    else:
+        if "\x00" in text:
+            kind = kind or "binary data"
+    if kind is not None:
+        raise ConfigError(
+            f"{path} is {kind}, not a YAML training config (text); give one such as configs/dev/stage1.yaml"
+        )
+    return text
+
+
+def _yaml_error(path: Path, error: yaml.YAMLError) -> ConfigError:
+    """One line with the line and column where the YAML parser stopped."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if context and context_mark is not None and context_mark.line != mark.line:
+        context += f" from line {context_mark.line + 1}"
+    detail = f"{problem} ({context})" if context else problem
+    return ConfigError(f"{path}{where}: not valid YAML: {detail}")
+
+
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> TrainingConfig:
     """Read a YAML config file; every problem is a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    text = _config_text(path)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
+        raise _yaml_error(path, error) from error
     try:
         return config_from_dict(values, overrides)
     except ConfigError as error:
@@ -358,8 +415,21 @@ def check(config: TrainingConfig) -> None:
         ("validation.max_images", config.validation.max_images),
     ):
         positive(key, value)
-    if data.num_workers < 0:
-        raise ConfigError(f"config key data.num_workers must be >= 0, got {data.num_workers}")
+    # Sanity limits, far above the paper's values: a typo must not build a network that takes
+    # the machine's memory. Item seeds are seed * 1e13 + ...: larger seeds overflow 64 bits.
+    for key, value, low, high in (
+        ("model.num_features", model.num_features, 1, 1024),
+        ("model.num_blocks", model.num_blocks, 1, 256),
+        ("model.discriminator_channels", model.discriminator_channels, 1, 1024),
+        ("model.discriminator_dense_features", model.discriminator_dense_features, 1, 16384),
+        ("data.hr_patch_size", data.hr_patch_size, 1, 1024),
+        ("data.num_workers", data.num_workers, 0, 256),
+        ("train.batch_size", train.batch_size, 1, 4096),
+        ("train.seed", train.seed, 0, 1_000_000),
+        ("validation.sample_images", config.validation.sample_images, 0, 64),
+    ):
+        if not low <= value <= high:
+            raise ConfigError(f"config key {key} must be in {low}..{high:,}, got {value}")
     if data.hr_patch_size % model.scale:
         raise ConfigError(
             f"data.hr_patch_size ({data.hr_patch_size}) must be a multiple of model.scale ({model.scale})"

@@ -462,9 +462,6 @@ class Trainer:
         """generator_latest.safetensors and state.pt (main process; atomic)."""
         if not self.context.is_main:
             return
-        from srfeat.weights import save_generator
-
-        save_generator(self.generator, self.out_dir / checkpoint.LATEST_GENERATOR)  # type: ignore[arg-type]
         progress = self.progress
         state = {
             "stage": self.config.stage,
@@ -480,7 +477,7 @@ class Trainer:
             "world_size": self.context.world_size,
             "rng": checkpoint.capture_rng_states(),
         }
-        checkpoint.save_state(state, self.out_dir / checkpoint.STATE_FILE)
+        checkpoint.save_checkpoint(self.generator, state, self.out_dir)
         logger.debug("checkpoint at step %d written to %s", progress.step, self.out_dir)
 
     def _load_saved(self) -> dict[str, Any] | None:
@@ -507,6 +504,7 @@ class Trainer:
         np.random.seed(config.train.seed)
         if context.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.clean_run_folder(self.out_dir)
             (self.out_dir / CONFIG_FILE).write_text(config.to_yaml())
         saved = self._load_saved()
         self._build(saved)
@@ -614,8 +612,7 @@ class Trainer:
             if bad:
                 raise TrainingDiverged(
                     f"{', '.join(bad)} became {values[bad[0]]} by step {progress.step}: training stopped; "
-                    f"the last good checkpoint (step {saved_at}) is in {self.out_dir} "
-                    "(lower optim.lr or check the data)"
+                    f"{checkpoint.last_good_checkpoint(self.out_dir, saved_at)} (lower optim.lr or check the data)"
                 )
             record = {
                 "kind": "train",
@@ -632,9 +629,18 @@ class Trainer:
                 bar.set_postfix({"loss": f"{values['loss/generator']:.4g}", "lr": f"{record['lr']:.1e}"}, refresh=False)
             sums, sums_count = {}, 0
 
+        def stop_if_diverged() -> None:
+            problem = checkpoint.diverged_weights({"generator": self.generator, **self.discriminators})
+            if problem is not None:  # a finite loss can come before weights that exploded in its step
+                raise TrainingDiverged(
+                    f"{problem} at step {progress.step}: training stopped without saving them; "
+                    f"{checkpoint.last_good_checkpoint(self.out_dir, saved_at)} (lower optim.lr or check the data)"
+                )
+
         def validate() -> None:
             nonlocal last_validation, validated_at
             validated_at = progress.step
+            stop_if_diverged()
             if validator is not None:
                 metrics, samples = validator(self.generator)
                 last_validation = metrics
@@ -658,6 +664,7 @@ class Trainer:
         def save() -> None:
             nonlocal saved_at
             flush_log()  # never save weights from after a NaN
+            stop_if_diverged()
             self._save()
             saved_at = progress.step
 

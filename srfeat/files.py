@@ -1,0 +1,133 @@
+"""Writing files all or nothing, and cleaning up after writers that were killed.
+
+Every file srfeat writes (images, checkpoints, generator weights) goes to a temporary name in
+the same folder, `.NAME.PID.tmp`, and is renamed over NAME only when it is complete: a process
+killed mid-write leaves the old file intact. The writer's process id in the name tells a stale
+temporary (its writer is gone) from one being written right now by another process, so the
+next run that writes NAME removes the stale ones (`remove_stale_temporaries`). A full disk is
+reported as `DiskFullError`, naming the file and the space it needed, with the temporary
+removed so that the failed write does not keep the disk full.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from srfeat.errors import SRFeatError
+
+logger = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+_FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(SRFeatError, OSError):
+    """No space (or quota) left for a file; the previous version of it is kept."""
+
+
+def temporary_path(path: Path) -> Path:
+    """Where this process writes `path` before renaming it into place."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporaries of `path` left by killed writers; returns what was removed.
+
+    A temporary is stale when the process that wrote it no longer exists, or is this process
+    (a previous process of the same id, since this one is not writing `path` yet). Names
+    without a process id (`.NAME.tmp`, `NAME.tmp`) are what older versions of srfeat wrote.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.tmp")
+    removed = []
+    legacy = {f".{path.name}.tmp", f"{path.name}.tmp"}
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:  # no folder yet: nothing to clean
+        return []
+    for sibling in siblings:
+        match = pattern.fullmatch(sibling.name)
+        pid = int(match.group(1)) if match else None
+        stale = sibling.name in legacy or (pid is not None and (pid == os.getpid() or not _process_exists(pid)))
+        if stale and sibling.is_file():
+            sibling.unlink(missing_ok=True)
+            removed.append(sibling)
+    if removed:
+        logger.info("removed %d temporary file(s) of %s left by a killed run", len(removed), path)
+    return removed
+
+
+@dataclass(frozen=True)
+class PendingFile:
+    """One file of an all-or-nothing write: where it goes, how to write it, about how big it is."""
+
+    path: Path
+    write: Callable[[BinaryIO], object]
+    size: int
+
+
+def free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def _disk_full(path: Path, needed: int, cause: str) -> DiskFullError:
+    try:
+        free = f"{free_bytes(path.parent) / MB:.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(
+        f"not enough disk space to write {path}: it needs about {needed / MB:.0f} MB, {free} on that disk "
+        f"({cause}); free some space and run again (the previous {path.name}, if any, is kept)"
+    )
+
+
+def write_files_atomically(files: Sequence[PendingFile]) -> None:
+    """Write every file to its temporary, then rename them all into place; on any failure none
+    is replaced and no temporary stays (on a signal too: the cleanup is in `finally`)."""
+    if not files:
+        return
+    for file in files:
+        file.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(file.path)
+    folder = files[0].path.parent
+    needed = sum(file.size for file in files)
+    if needed > free_bytes(folder):  # refuse before writing a byte that would fill the disk
+        raise _disk_full(files[0].path if len(files) == 1 else folder, needed, "checked before writing")
+    temporaries = [temporary_path(file.path) for file in files]
+    current = files[0]
+    try:
+        for current, temporary in zip(files, temporaries, strict=True):
+            with open(temporary, "wb") as handle:  # mode 0666 less the umask, as any new file
+                current.write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for file, temporary in zip(files, temporaries, strict=True):
+            os.replace(temporary, file.path)
+    except OSError as error:
+        if error.errno in _FULL_DISK_ERRNOS:
+            raise _disk_full(current.path, current.size, error.strerror or "disk full") from error
+        raise
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+
+
+def write_file_atomically(path: Path, write: Callable[[BinaryIO], object], size: int) -> None:
+    write_files_atomically([PendingFile(path, write, size)])

@@ -1,0 +1,314 @@
+"""Process-level fault injection: kills around checkpoints, a full disk, NaN losses, hostile checkpoints.
+
+Each case runs `srfeat` (or the loader) in a child process, breaks it the way the world does
+(SIGKILL at a chosen or random moment, `OSError(ENOSPC)` from a write, a learning rate that
+diverges, a checkpoint built to exhaust memory) and checks what a user sees afterwards: one
+error line, no traceback, no temporary file left behind, a run folder that resumes to exactly
+the result of an uninterrupted run, and peak memory that a hostile file cannot inflate.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from training_helpers import tiny_config, tiny_values, write_image_folders
+
+from srfeat.training import checkpoint, trainer
+from srfeat.weights import bundled_dir
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_STEPS = 6
+# One thread: the reference run (in this process) and the killed child must compute alike.
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_image_folders(tmp_path_factory.mktemp("images"))[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_config(train_dir: Path, out: Path, folder: Path) -> Path:
+    """A tiny stage-1 config file: checkpoints at steps 2, 4 and 6 of 6."""
+    values = tiny_values(train_dir, None, out)
+    values["train"].update({"max_steps": MAX_STEPS, "checkpoint_every": 2})
+    path = folder / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(train_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    folder = tmp_path_factory.mktemp("whole")
+    config = tiny_config(train_dir, None, folder / "run", overrides=[f"train.max_steps={MAX_STEPS}"])
+    trainer.train(config, out_dir=folder / "run", show_progress=False)
+    return checkpoint.load_state(folder / "run" / checkpoint.STATE_FILE)["generator"]
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(("INFO:", "WARNING:"))]
+
+
+# The child: `srfeat train CONFIG` with one fault planted at the file-system boundary.
+FAULTY_TRAIN = textwrap.dedent(
+    """
+    import errno, io, os, signal, sys
+    import torch
+    from srfeat.cli import main
+
+    fault, config = sys.argv[1], sys.argv[2]
+    real_save, real_replace = torch.save, os.replace
+    calls = {"save": 0, "replace": 0}
+
+    def write_half(obj, target):
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        data = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+        if hasattr(target, "write"):
+            target.write(data)
+            target.flush()
+        else:
+            with open(target, "wb") as handle:
+                handle.write(data)
+
+    def faulty_save(obj, target, *args, **kwargs):
+        calls["save"] += 1
+        if calls["save"] == 2:  # the second checkpoint's state, half written
+            write_half(obj, target)
+            if fault == "kill-while-writing":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if fault == "disk-full":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, target, *args, **kwargs)
+
+    def faulty_replace(source, target, *args, **kwargs):
+        real_replace(source, target, *args, **kwargs)
+        if os.path.basename(target) in ("state.pt", "generator_latest.safetensors"):
+            calls["replace"] += 1
+            if fault == "kill-between-renames" and calls["replace"] == 3:  # one file of checkpoint 2 renamed
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    torch.save, os.replace = faulty_save, faulty_replace
+    sys.exit(main(["train", config, "--no-progress", *sys.argv[3:]]))
+    """
+)
+
+
+def start_child(fault: str, config: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", FAULTY_TRAIN, fault, str(config), *extra],
+        cwd=REPO,
+        env=CHILD_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def kill_at_random_after_first_checkpoint(child: subprocess.Popen[str], out: Path, seed: int) -> None:
+    state = out / checkpoint.STATE_FILE
+    deadline = time.monotonic() + 120
+    while not state.is_file() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.Random(seed).uniform(0.0, 0.6))  # steps here take ~0.1 s: lands anywhere
+    child.send_signal(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("fault", ["kill-while-writing", "kill-between-renames", "kill-at-random"])
+def test_a_run_killed_around_a_checkpoint_resumes_to_the_uninterrupted_result(
+    fault: str, train_dir: Path, uninterrupted: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    child = start_child(fault, run_config(train_dir, out, tmp_path))
+    try:
+        if fault == "kill-at-random":
+            kill_at_random_after_first_checkpoint(child, out, seed=12)
+        child.wait(timeout=180)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    if fault != "kill-at-random":
+        assert child.returncode == -signal.SIGKILL
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)  # always loadable, whatever the moment
+    assert state["step"] in (2, 4, 6)
+
+    config = tiny_config(train_dir, None, out, overrides=[f"train.max_steps={MAX_STEPS}"])
+    assert trainer.train(config, out_dir=out, resume=True, show_progress=False).step == MAX_STEPS
+    resumed = checkpoint.load_state(out / checkpoint.STATE_FILE)["generator"]
+    different = [key for key in uninterrupted if not torch.equal(uninterrupted[key], resumed[key])]
+    assert not different, different[:5]
+    latest = load_file(str(out / checkpoint.LATEST_GENERATOR))
+    assert all(torch.equal(latest[key], resumed[key]) for key in latest)
+    assert temporaries(out) == [], "the resumed run cleans the killed run's temporaries"
+
+
+def test_disk_full_while_saving_is_one_line_and_keeps_a_consistent_checkpoint(train_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    child = start_child("disk-full", run_config(train_dir, out, tmp_path))
+    _, stderr = child.communicate(timeout=180)
+    assert child.returncode == 1
+    assert "Traceback" not in stderr
+    errors = error_lines(stderr)
+    assert len(errors) == 1, stderr
+    assert "state.pt" in errors[0] and "MB" in errors[0] and "space" in errors[0], errors[0]
+    assert temporaries(out) == []
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+    latest = load_file(str(out / checkpoint.LATEST_GENERATOR))
+    assert state["step"] == 2, "the checkpoint of step 4 failed; step 2's stays"
+    assert all(torch.equal(latest[key], state["generator"][key]) for key in latest), "both files from one step"
+
+
+def test_divergence_never_saves_exploded_weights(train_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = run_config(train_dir, out, tmp_path)
+    child = start_child("none", config, "optim.lr=1e30", "train.checkpoint_every=1")
+    _, stderr = child.communicate(timeout=180)
+    assert child.returncode == 1 and "Traceback" not in stderr
+    errors = error_lines(stderr)
+    assert len(errors) == 1 and "optim.lr" in errors[0], stderr
+    for path in out.glob("*.safetensors"):
+        for key, value in load_file(str(path)).items():
+            assert torch.isfinite(value).all() and value.abs().max() < 1e6, (path.name, key)
+    if (out / checkpoint.STATE_FILE).is_file():
+        state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+        assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
+
+
+def test_injected_nan_losses_stop_with_every_saved_generator_finite(train_dir: Path, tmp_path: Path) -> None:
+    """A NaN step after good checkpoints: the run stops, the files on disk are the last good step's."""
+    validation = write_image_folders(tmp_path / "images")[1]
+    calls = 0
+
+    class DivergingStep(trainer.PretrainStep):
+        def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+            nonlocal calls
+            calls += 1
+            losses = super().__call__(lr, hr)
+            if calls == 5:
+                with torch.no_grad():
+                    for parameter in self.generator.parameters():
+                        parameter.fill_(float("nan"))
+                losses = {key: torch.tensor(float("nan")) for key in losses}
+            return losses
+
+    original = trainer.PretrainStep
+    trainer.PretrainStep = DivergingStep  # type: ignore[misc]
+    out = tmp_path / "run"
+    try:
+        config = tiny_config(train_dir, validation, out, overrides=["train.max_steps=8", "validation.every=1"])
+        with pytest.raises(trainer.TrainingDiverged, match="step 4"):
+            trainer.train(config, out_dir=out, show_progress=False)
+    finally:
+        trainer.PretrainStep = original  # type: ignore[misc]
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 4
+    for name in (checkpoint.LATEST_GENERATOR, checkpoint.BEST_GENERATOR):
+        assert all(torch.isfinite(v).all() for v in load_file(str(out / name)).values()), name
+
+
+# ----------------------------------------------------------------------------- hostile checkpoints
+
+LOAD_AND_MEASURE = textwrap.dedent(
+    """
+    import resource, sys
+    # A guard for the machine, not the test: a loader that allocates what the header says
+    # fails here instead of taking the host's memory.
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+    from srfeat.errors import SRFeatError
+    from srfeat.weights import load_generator
+
+    try:
+        load_generator(sys.argv[1])
+        message = "loaded"
+    except SRFeatError as error:
+        message = str(error)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{peak_mb:.0f}")
+    print(message)
+    """
+)
+
+
+def hostile_file(kind: str, folder: Path) -> Path:
+    """The bundled generator, fp16, with one tensor added or replaced."""
+    state = load_file(str(bundled_dir() / "default.safetensors"))
+    if kind == "extra-block":  # names a block 3,000: a 3,001-block network is 4 GB
+        state["body.3000.conv1.weight"] = state["body.0.conv1.weight"].clone()
+    elif kind == "wide-head":  # 20,000 features: a 14 GB network
+        state["head.weight"] = torch.zeros(20_000, 3, 9, 9, dtype=torch.float16)
+    path = folder / f"{kind}.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"),
+    [("extra-block", "body.3000.conv1.weight"), ("wide-head", "head.weight")],
+)
+def test_hostile_checkpoint_is_refused_from_its_header_in_bounded_memory(kind: str, named: str, tmp_path: Path) -> None:
+    path = hostile_file(kind, tmp_path)
+    child = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_MEASURE, str(path)],
+        cwd=REPO,
+        env=CHILD_ENV,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert child.returncode == 0, child.stderr
+    peak_mb, message = child.stdout.splitlines()
+    assert message != "loaded"
+    assert named in message and "\n" not in message, message
+    assert int(peak_mb) < 1536, f"peak memory {peak_mb} MB while refusing {kind}"
+
+
+def test_hostile_checkpoints_through_the_cli_are_one_line(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    wrong = load_file(str(bundled_dir() / "default.safetensors"))
+    wrong["body.3.conv1.weight"] = torch.zeros(128, 64, 3, 3, dtype=torch.float16)
+    save_file(wrong, str(tmp_path / "wrong.safetensors"))
+    torch.save({"head.weight": torch.zeros(1), "payload": Exception("pickled")}, tmp_path / "pickled.pt")
+    expected = {
+        "wrong.safetensors": ["body.3.conv1.weight", "(128, 64, 3, 3)", "(128, 128, 3, 3)"],
+        "pickled.pt": ["pickle"],
+    }
+    for name, fragments in expected.items():
+        child = subprocess.run(
+            [sys.executable, "-m", "srfeat.cli", "upscale", "x.png", "-o", "out/", "--model", name],
+            cwd=tmp_path,
+            env=CHILD_ENV,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == 1
+        errors = error_lines(child.stderr)
+        assert len(errors) == 1 and "Traceback" not in child.stderr, child.stderr
+        assert all(fragment in errors[0] for fragment in fragments), errors[0]
+        assert "weights_only=False" not in child.stderr
+        assert not (tmp_path / "out").exists()

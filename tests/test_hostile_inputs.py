@@ -1,0 +1,367 @@
+"""The README's promises under bad input: no silent wrong result, no traceback, nothing left behind.
+
+Each test reproduces one case of issue #12 the way a user meets it: the CLI as a subprocess,
+the Python API with the values a user could pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.cli import main
+from srfeat.data.io import read_raw_image, write_image
+from srfeat.errors import SRFeatError, WeightsError
+from srfeat.inference import Upscaler
+from srfeat.weights import load_generator, save_generator
+
+samples = pytest.importorskip("skimage.data")
+REPO = Path(__file__).resolve().parents[1]
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def upscaler(model_path: Path) -> Upscaler:
+    return Upscaler(model_path, device="cpu", tile=0)
+
+
+def srfeat(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
+        cwd=cwd,
+        env=CHILD_ENV,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def one_error_line(child: subprocess.CompletedProcess[str]) -> str:
+    assert child.returncode != 0 and "Traceback" not in child.stderr, child.stderr
+    errors = [line for line in child.stderr.splitlines() if line.startswith("ERROR:")]
+    others = [line for line in child.stderr.splitlines() if line.strip() and not line.startswith(("INFO:", "ERROR:"))]
+    assert len(errors) == 1 and not others, child.stderr
+    return errors[0]
+
+
+def error_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def warning_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def exploding_generator() -> SRFeatGenerator:
+    """Finite weights (1e5 each) whose output overflows float32: what a diverging run makes."""
+    generator = SRFeatGenerator(num_features=8, num_blocks=2)
+    with torch.no_grad():
+        for tensor in generator.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.fill_(1e5)
+    return generator
+
+
+# ----------------------------------------------------------------------------- silent wrong results
+
+
+def test_generator_with_non_finite_weights_fails_to_load_in_one_line(tmp_path: Path) -> None:
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["body.1.conv2.weight"][0, 0, 0, 0] = float("nan")
+    state["tail.bias"][:] = 1e30  # what optim.lr=1e30 leaves: finite but exploded
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "diverged.safetensors"))
+    with pytest.raises(WeightsError) as caught:
+        load_generator(tmp_path / "diverged.safetensors")
+    message = str(caught.value)
+    assert "\n" not in message and "body.1.conv2.weight" in message and "not finite" in message, message
+
+
+def test_an_output_that_is_not_finite_fails_that_file(tmp_path: Path, model_path: Path) -> None:
+    save_file(
+        {k: v.contiguous() for k, v in exploding_generator().state_dict().items()}, str(tmp_path / "x.safetensors")
+    )
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "a.png")
+    child = srfeat("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "x.safetensors")
+    line = one_error_line(child)
+    assert "a.png" in line and "not finite" in line, line
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_non_finite_input_values_are_refused_and_counted(upscaler: Upscaler) -> None:
+    array = np.full((12, 10, 3), 0.5, dtype=np.float32)
+    array[3, 4, 1] = np.nan
+    with pytest.raises(ValueError, match=r"\b1 value.* not finite"):
+        upscaler(array)
+    tensor = torch.full((2, 3, 8, 8), 0.5)
+    tensor[1, :, 0, :2] = float("inf")
+    with pytest.raises(ValueError, match=r"\b6 value.* not finite"):
+        upscaler(tensor)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_wrong_shape_names_the_key_and_both_shapes(tmp_path: Path) -> None:
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["upsampler.0.conv.weight"] = torch.zeros(32, 4, 3, 3)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(WeightsError) as caught:
+        load_generator(tmp_path / "wrong.safetensors")
+    message = str(caught.value)
+    assert "upsampler.0.conv.weight" in message and "(32, 4, 3, 3)" in message and "(32, 8, 3, 3)" in message, message
+
+
+def test_extra_or_missing_keys_are_named(tmp_path: Path) -> None:
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    extra = {**state, "body.7.conv1.weight": torch.zeros(8, 8, 3, 3)}
+    save_file({k: v.contiguous() for k, v in extra.items()}, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(WeightsError, match=r"body\.7\.conv1\.weight"):
+        load_generator(tmp_path / "extra.safetensors")
+    missing = {k: v.contiguous() for k, v in state.items() if k != "body.1.bn1.running_var"}
+    save_file(missing, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(WeightsError, match=r"body\.1\.bn1\.running_var"):
+        load_generator(tmp_path / "missing.safetensors")
+
+
+class Payload:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (print, ("pickled code ran",))
+
+
+def test_pickled_checkpoint_is_refused_in_one_line_without_torch_advice(tmp_path: Path) -> None:
+    torch.save({"head.weight": torch.zeros(1), "x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(WeightsError) as caught:
+        load_generator(tmp_path / "evil.pt")
+    message = str(caught.value)
+    assert "\n" not in message and "weights_only" not in message and "pickle" in message, message
+    from srfeat.training import checkpoint
+
+    torch.save({"format": checkpoint.STATE_FORMAT, "x": Payload()}, tmp_path / "state.pt")
+    with pytest.raises(WeightsError) as caught:
+        checkpoint.load_state(tmp_path / "state.pt")
+    assert "\n" not in str(caught.value) and "weights_only" not in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)])
+def test_generator_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int, mode: int) -> None:
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        os.umask({umask})
+        from srfeat.archs.generator import SRFeatGenerator
+        from srfeat.weights import save_generator
+        save_generator(SRFeatGenerator(num_features=4, num_blocks=1), sys.argv[1])
+        """
+    )
+    path = tmp_path / "g.safetensors"
+    subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, env=CHILD_ENV, check=True, timeout=120)
+    assert path.stat().st_mode & 0o777 == mode
+
+
+# ----------------------------------------------------------------------------- options and configs
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-2"])
+def test_bad_outscale_is_refused_before_any_work(tmp_path: Path, value: str) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    child = srfeat("upscale", "a.png", "-o", "out/", "--outscale", value, "--model", "absent.safetensors", cwd=tmp_path)
+    line = one_error_line(child)
+    assert "--outscale" in line and "absent" not in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_api_refuses_bad_outscale(upscaler: Upscaler) -> None:
+    for value in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(SRFeatError, match="outscale"):
+            upscaler(np.zeros((4, 4, 3), np.uint8), outscale=value)
+
+
+def tiny_config_file(tmp_path: Path) -> Path:
+    (tmp_path / "images").mkdir(exist_ok=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(f"data:\n  train_dirs: [{tmp_path / 'images'}]\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optim.lr=nan", "optim.lr"),
+        ("train.max_minutes=.inf", "train.max_minutes"),
+        ("optim.lr_milestones=[nan]", "optim.lr_milestones"),
+    ],
+)
+def test_non_finite_config_numbers_fail_when_read(tmp_path: Path, override: str, key: str) -> None:
+    line = one_error_line(srfeat("train", tiny_config_file(tmp_path), override, "--dry-run"))
+    assert key in line and "finite" in line, line
+
+
+def test_binary_file_or_image_as_config_is_one_line(tmp_path: Path) -> None:
+    Image.fromarray(samples.astronaut()[:8, :8]).save(tmp_path / "photo.png")
+    (tmp_path / "random.bin").write_bytes(bytes(range(256)) * 4)
+    for name in ("photo.png", "random.bin"):
+        line = one_error_line(srfeat("train", tmp_path / name, "--dry-run"))
+        assert name in line and "YAML" in line, line
+    assert "PNG image" in one_error_line(srfeat("train", tmp_path / "photo.png"))
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("stage: 1\ndata:\n  train_dirs: [a, b\noptim:\n  lr: 1e-4\n")
+    line = one_error_line(srfeat("train", path, "--dry-run"))
+    assert "broken.yaml" in line and "line 4" in line, line
+
+
+def test_empty_images_and_batches_in_the_api(upscaler: Upscaler) -> None:
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 5), np.uint8), torch.zeros(3, 4, 0)):
+        with pytest.raises(ValueError, match="empty"):
+            upscaler(empty)
+    batch = upscaler(torch.zeros(0, 3, 6, 5))
+    assert batch.shape == (0, 3, 24, 20)
+    assert upscaler(torch.zeros(0, 3, 6, 5), outscale=2).shape == (0, 3, 12, 10)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_folder_scan_reports_every_skipped_path_and_reads_gif(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo = samples.astronaut()[:16, :12]
+    Image.fromarray(photo).save(folder / "a.png")
+    frames = [Image.fromarray(photo), Image.fromarray(photo[::-1])]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "gone.png").symlink_to(folder / "deleted.png")
+    (folder / "sub").mkdir()
+    with caplog.at_level(logging.INFO):
+        assert main(["upscale", str(folder), "-o", str(tmp_path / "out"), "--model", str(model_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "anim.png"]
+    warnings = warning_lines(caplog)
+    for name, reason in (
+        ("notes.txt", "not an image"),
+        ("gone.png", "broken"),
+        ("sub", "folder"),
+        ("anim.gif", "frame"),
+    ):
+        assert any(name in line and reason in line for line in warnings), (name, warnings)
+
+
+def test_output_name_with_an_image_extension_is_a_file(tmp_path: Path, model_path: Path) -> None:
+    Image.fromarray(samples.astronaut()[:16, :12]).save(tmp_path / "a.png")
+    for name in ("out.gif", "out.xyz"):
+        child = srfeat("upscale", "a.png", "-o", name, "--model", model_path, cwd=tmp_path)
+        assert name in one_error_line(child)
+        assert not (tmp_path / name).exists()
+    assert srfeat("upscale", "a.png", "-o", "out.d/", "--model", model_path, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "out.d" / "a.png").is_file()
+
+
+def test_sixteen_bit_rgb_tiff_keeps_sixteen_bits(tmp_path: Path, model_path: Path) -> None:
+    import tifffile
+
+    deep = samples.astronaut()[:20, :24].astype(np.uint16) * 257 + np.arange(24, dtype=np.uint16)[None, :, None]
+    tifffile.imwrite(tmp_path / "deep.tif", deep, photometric="rgb")
+    raw = read_raw_image(tmp_path / "deep.tif")
+    assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, deep)
+    assert main(["upscale", str(tmp_path / "deep.tif"), "-o", str(tmp_path / "out"), "--model", str(model_path)]) == 0
+    written = read_raw_image(tmp_path / "out" / "deep.tif")
+    assert written.array.dtype == np.uint16 and written.array.shape == (80, 96, 3)
+    assert len(np.unique(written.array % 257)) > 1, "values between the 8-bit levels survive"
+    write_image(tmp_path / "again.tif", deep)
+    assert np.array_equal(read_raw_image(tmp_path / "again.tif").array, deep)
+
+
+# A child that upscales one image and stalls half-way through writing it (a slow disk).
+STALLED_WRITE = textwrap.dedent(
+    """
+    import sys, time
+    from PIL import Image
+    from srfeat.cli import main
+
+    def stalling_save(self, fp, *args, **kwargs):
+        with open(fp, "wb") as handle:
+            handle.write(b"\\x89PNG partial")
+        print("writing", flush=True)
+        time.sleep(60)
+
+    Image.Image.save = stalling_save
+    sys.exit(main(["upscale", *sys.argv[1:]]))
+    """
+)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_upscale_leaves_no_temporary(tmp_path: Path, model_path: Path, how: signal.Signals) -> None:
+    Image.fromarray(samples.astronaut()[:16, :12]).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "a.png"), "-o", str(out), "--model", str(model_path)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", STALLED_WRITE, *args],
+        cwd=REPO,
+        env=CHILD_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "writing"
+        time.sleep(0.1)
+        child.send_signal(how)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode != 0
+    if how == signal.SIGTERM:  # cleaned on the signal
+        assert "Traceback" not in stderr and sum(line.startswith("ERROR:") for line in stderr.splitlines()) == 1
+        assert list(out.iterdir()) == []
+    else:  # cleaned by the next run that writes there
+        assert [p.name for p in out.iterdir()] == [f".a.png.{child.pid}.tmp"]
+        assert main(["upscale", *args]) == 0
+        assert [p.name for p in out.iterdir()] == ["a.png"]
+
+
+def test_stale_training_temporaries_are_cleaned_on_the_next_start(tmp_path: Path) -> None:
+    import training_helpers
+
+    train_dir, _ = training_helpers.write_image_folders(tmp_path / "images")
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [out / f".state.pt.{dead.pid}.tmp", out / f".generator_latest.safetensors.{dead.pid}.tmp"]
+    for path in stale:
+        path.write_bytes(b"partial")
+    (out / "notes.tmp").write_text("not ours: kept")
+    from srfeat.training import trainer
+
+    config = training_helpers.tiny_config(train_dir, None, out, overrides=["train.max_steps=1"])
+    trainer.train(config, out_dir=out, show_progress=False)
+    assert not any(path.exists() for path in stale)
+    assert (out / "notes.tmp").exists()
+    assert load_file(str(out / "generator_latest.safetensors"))
