@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
 
 from srfeat.errors import SRFeatError
 
@@ -20,6 +25,24 @@ COMMANDS: dict[str, str] = {
     "train": "Train SRFeat from a YAML config (stage 1: MSE, stage 2: GAN).",
     "prepare": "Cut HR/LR training patches by the authors' recipe.",
 }
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread: `finally` blocks run and remove partly written files.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it.
+    """
+
+
+def _terminate_handler(owner: int) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:  # a forked worker (DataLoader): die as it would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    return handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s: %(message)s" if not args.verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid())) if in_main_thread else None
     try:
         return int(args.run(args) or 0)
     except SRFeatError as error:
@@ -51,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         logging.getLogger("srfeat").error("interrupted")
         return 130
+    except Terminated:
+        logging.getLogger("srfeat").error("terminated (SIGTERM); files being written were removed")
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

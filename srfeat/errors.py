@@ -20,3 +20,11 @@ class ImageReadError(SRFeatError, OSError):
 
 class ConfigError(SRFeatError, ValueError):
     """A training config has an unknown key, a wrong type or a missing path."""
+
+
+class InvalidImageError(SRFeatError, ValueError):
+    """Pixels that cannot be upscaled: an empty image, or values that are NaN or infinite."""
+
+
+class ModelOutputError(SRFeatError, RuntimeError):
+    """The network's output is not finite: the weights are broken, nothing is written."""

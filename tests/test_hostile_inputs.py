@@ -104,8 +104,9 @@ def test_an_output_that_is_not_finite_fails_that_file(tmp_path: Path, model_path
     )
     Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "a.png")
     child = srfeat("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "x.safetensors")
-    line = one_error_line(child)
-    assert "a.png" in line and "not finite" in line, line
+    assert child.returncode == 1 and "Traceback" not in child.stderr
+    lines = [line for line in child.stderr.splitlines() if "a.png" in line]  # and the summary "1 of 1 failed"
+    assert len(lines) == 1 and "not finite" in lines[0], child.stderr
     assert not (tmp_path / "out" / "a.png").exists()
 
 

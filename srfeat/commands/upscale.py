@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ OUTPUT_EXTENSIONS = {
     "bmp": ".bmp",
 }
 GLOB_CHARACTERS = frozenset("*?[")
+MAX_OUTSCALE = 16.0  # as srfeat.inference.upscaler.MAX_OUTSCALE (not imported: torch is heavy)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +101,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_options(args: argparse.Namespace, formats: dict[str, str], readable: frozenset[str]) -> str | None:
+    """What is wrong with the options, checked before any file is read or model loaded."""
+    try:
+        output_is_file(args.output, formats, readable)
+    except ValueError as error:
+        return str(error)
+    outscale = args.outscale
+    if outscale is not None and not (math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
+        return f"--outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}"
+    if args.tile is not None and args.tile < 0:
+        return f"--tile must be a tile size in pixels (or 0 for no tiling), got {args.tile}"
+    if args.tile_pad is not None and args.tile_pad < 0:
+        return f"--tile-pad must not be negative, got {args.tile_pad}"
+    return None
+
+
+def skip_reason(path: Path, image_extensions: frozenset[str]) -> str | None:
+    """Why a folder entry or glob match is not upscaled; None for an image file."""
+    if path.is_symlink() and not path.exists():
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    if path.is_dir():
+        return "a folder (folders are not searched recursively; give it as an input of its own)"
+    if not path.is_file():
+        return "not a regular file"
+    if path.name.startswith("."):
+        return "hidden file"
+    if path.suffix.lower() not in image_extensions:
+        return f"not an image extension ({path.suffix or 'none'}; images are {', '.join(sorted(image_extensions))})"
+    return None
+
+
+def _images_among(paths: list[Path], image_extensions: frozenset[str]) -> list[Path]:
+    """The image files among `paths`; one warning line per path skipped, with the reason."""
+    found = []
+    for path in paths:
+        reason = skip_reason(path, image_extensions)
+        if reason is None:
+            found.append(path)
+        else:
+            logger.warning("skipped %s: %s", path, reason)
+    return found
+
+
 @dataclass(frozen=True)
 class Job:
     source: Path
@@ -108,27 +154,27 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
     """Files to upscale, in order and without repeats, and one error line per input that gave none.
 
     A named file is taken whatever its extension (a file that is not an image fails when it is
-    read, by name); a folder or a glob gives its files with image extensions.
+    read, by name); a folder or a glob gives its files with image extensions, and every other
+    entry is reported as skipped, with the reason.
     """
     files: list[Path] = []
     errors: list[str] = []
     for spec in inputs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file() and p.suffix.lower() in image_extensions and not p.name.startswith(".")
-            )
+            found = _images_among(sorted(path.iterdir()), image_extensions)
             if not found:
                 errors.append(f"no images in folder {path} (looked for {', '.join(sorted(image_extensions))})")
         elif path.is_file():
             found = [path]
         elif GLOB_CHARACTERS & set(spec):
             matches = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
-            found = [p for p in matches if p.is_file() and p.suffix.lower() in image_extensions]
+            found = _images_among(matches, image_extensions)
             if not found:
                 errors.append(f"no image files match {spec}")
+        elif path.is_symlink():
+            errors.append(f"input {spec} is a broken symbolic link (its target {os.readlink(path)} does not exist)")
+            found = []
         else:
             errors.append(f"input not found: {spec}")
             found = []
@@ -137,10 +183,32 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
     return [p for p in files if unique[p.resolve()] is p], errors
 
 
-def plan_outputs(files: list[Path], args: argparse.Namespace, formats: dict[str, str]) -> tuple[list[Job], list[str]]:
+def output_is_file(spec: str, formats: dict[str, str], readable: frozenset[str]) -> bool:
+    """Whether -o names a file (an image extension) or a folder; ValueError for an unknown extension.
+
+    An existing folder, a name ending in a separator or a name without extension is a folder.
+    """
+    path = Path(spec).expanduser()
+    if spec.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
+        return False
+    suffix = path.suffix.lower()
+    if suffix in formats:
+        return True
+    writable = ", ".join(sorted(formats))
+    if suffix in readable:
+        raise ValueError(f"-o {spec}: {suffix} images are read but not written; name the file {writable}")
+    raise ValueError(
+        f"-o {spec}: unknown image extension {suffix}; give a file name ending in {writable}, "
+        "or a folder (end it with /)"
+    )
+
+
+def plan_outputs(
+    files: list[Path], args: argparse.Namespace, formats: dict[str, str], readable: frozenset[str] = frozenset()
+) -> tuple[list[Job], list[str]]:
     """Where each input goes, and an error line for each that would overwrite something."""
     output = Path(args.output).expanduser()
-    to_file = output.suffix.lower() in formats and not output.is_dir()
+    to_file = output_is_file(args.output, formats, readable)
     if to_file and len(files) > 1:
         return [], [f"-o {output} is a file name but there are {len(files)} inputs; give a folder"]
     inputs = {p.resolve() for p in files}
@@ -176,11 +244,14 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from srfeat.data.io import FORMATS, IMAGE_EXTENSIONS, read_raw_image, write_image
-    from srfeat.errors import ImageReadError
+    from srfeat.errors import ImageReadError, SRFeatError
     from srfeat.inference import Upscaler
 
+    problem = check_options(args, FORMATS, IMAGE_EXTENSIONS)
+    if problem is not None:
+        raise SRFeatError(problem)
     files, errors = expand_inputs(args.inputs, IMAGE_EXTENSIONS)
-    jobs, output_errors = plan_outputs(files, args, FORMATS)
+    jobs, output_errors = plan_outputs(files, args, FORMATS, IMAGE_EXTENSIONS)
     errors += output_errors
     for error in errors:
         logger.error("%s", error)
@@ -208,7 +279,12 @@ def run(args: argparse.Namespace) -> int:
                 logger.error("%s", str(error).replace("\n", " "))
                 failures += 1
                 continue
-            result = upscaler.upscale_array(raw.array, outscale=args.outscale)
+            try:
+                result = upscaler.upscale_array(raw.array, outscale=args.outscale)
+            except SRFeatError as error:  # e.g. a broken model's NaN output: this file fails, not silently
+                logger.error("%s: %s", job.source, error)
+                failures += 1
+                continue
             try:
                 write_image(job.target, result, icc_profile=raw.icc_profile, exif=raw.exif)
             except OSError as error:

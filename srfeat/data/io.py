@@ -8,7 +8,9 @@ upright), and any failure becomes an `ImageReadError` that names the file.
 `read_image` gives the 8-bit RGB array that the networks and the evaluation protocol use;
 `read_raw_image` gives the pixels as stored (bit depth, channels, ICC profile, EXIF) for
 callers that must write them back faithfully, and `write_image` writes them so: 16-bit colour
-PNG, which PIL reads and writes only as 8-bit, goes through `srfeat.data.png16`.
+PNG and TIFF, which PIL reads and writes only as 8-bit, go through `srfeat.data.png16` and
+`srfeat.data.tiff16`. Of an animated file (GIF, WebP, AVIF) the first frame is read, with a
+warning.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from srfeat.data import png16
+from srfeat.data import png16, tiff16
 from srfeat.errors import ImageReadError
+from srfeat.files import remove_stale_temporaries, temporary_path
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+# What folder scans take as images: the formats PIL reads that photos come in.
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -74,6 +80,9 @@ def open_image(path: PathLike) -> Image.Image:
         raise ImageReadError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                logger.warning("%s has %d frames (animated): only the first frame is read", path, frames)
             image.load()  # decode now: truncated files fail here
             oriented = ImageOps.exif_transpose(image)
             return oriented if oriented is not image else image.copy()
@@ -122,6 +131,16 @@ def read_raw_image(path: PathLike) -> RawImage:
     """The image as stored: HxWxC uint8/uint16 pixels, PIL mode, ICC profile and EXIF."""
     if png16.png16_channels(path) > 1:  # 16-bit gray PIL reads right; colour it cuts to 8 bits
         return _read_color_png16(Path(path))
+    info = tiff16.tiff16_info(path)
+    if info is not None and info.decodable:
+        return _read_color_tiff16(Path(path), info)
+    if info is not None:
+        logger.warning(
+            "%s: a 16-bit colour TIFF compressed with %s: reading it with 8 bits per channel "
+            "(pip install imagecodecs to keep all 16)",
+            path,
+            info.compression,
+        )
     image = open_image(path)
     try:
         array = _pixels(image)
@@ -136,6 +155,14 @@ def read_raw_image(path: PathLike) -> RawImage:
 _ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (1, False), 7: (3, True), 8: (3, False)}
 
 
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Pixels as stored -> upright, by the EXIF/TIFF orientation value."""
+    turns, mirror = _ORIENTATIONS.get(orientation, (0, False))
+    if mirror:
+        array = array[:, ::-1]
+    return np.ascontiguousarray(np.rot90(array, k=-turns))
+
+
 def _read_color_png16(path: Path) -> RawImage:
     # PIL would decode these to 8 bits; read them ourselves and apply EXIF as open_image does.
     try:
@@ -144,14 +171,27 @@ def _read_color_png16(path: Path) -> RawImage:
             exif = image.getexif()
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
-    array = decoded.array
-    turns, mirror = _ORIENTATIONS.get(int(exif.get(0x0112, 1)), (0, False))
-    if mirror:
-        array = array[:, ::-1]
-    array = np.ascontiguousarray(np.rot90(array, k=-turns))
+    array = _orient(decoded.array, int(exif.get(0x0112, 1)))
     exif.pop(0x0112, None)
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile, exif=exif.tobytes() if len(exif) else None)
+
+
+def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
+    # The same pixel-count limit as PIL's, checked from the tags before decoding.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and info.height * info.width > 2 * limit:
+        raise ImageReadError(
+            f"cannot read image {path}: {info.width}x{info.height} pixels is more than {2 * limit:,} "
+            "(a decompression bomb?); skip or replace this file"
+        )
+    try:
+        decoded = tiff16.read_tiff16(path)
+    except Exception as error:  # tifffile raises its own types for damaged files
+        raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+    array = _orient(decoded.array, decoded.orientation)
+    mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
+    return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile)
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
@@ -227,7 +267,7 @@ def write_image(
 ) -> None:
     """Write HxW or HxWxC (C = 1..4) uint8/uint16 pixels in the format of the file extension.
 
-    16-bit is kept in PNG (gray and colour) and TIFF (gray); other formats get 8 bits. JPEG
+    16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. JPEG
     has no alpha channel: it is dropped (with a warning). The ICC profile and EXIF block are
     embedded where the format allows. The file appears whole or not at all (written to a
     temporary name, then renamed), and its folder is created.
@@ -242,16 +282,19 @@ def write_image(
     if image_format == "JPEG" and channels in (2, 4):
         logger.warning("%s: JPEG has no alpha channel; the alpha is dropped (use .png or .webp to keep it)", path)
         array, channels = array[..., : channels - 1], channels - 1
-    sixteen_bit_ok = image_format == "PNG" or (image_format == "TIFF" and channels == 1)
+    sixteen_bit_ok = image_format in ("PNG", "TIFF")
     if array.dtype == np.uint16 and not sixteen_bit_ok:
         logger.warning(
             "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format
         )
         array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    remove_stale_temporaries(path)  # a run killed while writing this file left its temporary
+    temporary = temporary_path(path)
     try:
-        if array.dtype == np.uint16 and channels > 1:
+        if array.dtype == np.uint16 and channels > 1 and image_format == "TIFF":
+            tiff16.write_tiff16(temporary, array, icc_profile=icc_profile)
+        elif array.dtype == np.uint16 and channels > 1:
             png16.write_png16(temporary, array, icc_profile=icc_profile)
         else:
             options = dict(_SAVE_OPTIONS[image_format])

@@ -10,6 +10,7 @@ The result is clamped to [0, 1] and returned as the kind and dtype that came in.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import TYPE_CHECKING, overload
 
@@ -18,10 +19,11 @@ import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.resize import imresize
-from srfeat.errors import SRFeatError
+from srfeat.errors import InvalidImageError, ModelOutputError, SRFeatError
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.tiling import plan_memory, upscale_tiled
+from srfeat.weights import check_weights
 from srfeat.weights.blend import load_blended
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Upscaler", "resolve_device", "resolve_dtype"]
+__all__ = ["MAX_OUTSCALE", "Upscaler", "check_outscale", "resolve_device", "resolve_dtype"]
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -40,6 +42,8 @@ DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
+# --outscale beyond this is a typo, and its output would not fit in memory for ordinary photos.
+MAX_OUTSCALE = 16.0
 # BT.601 luma, as PIL's RGB -> L conversion: a gray input upscaled to near-gray RGB comes back
 # as the gray the network made of it.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -73,6 +77,29 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return dtype
 
 
+def check_outscale(outscale: float | None) -> None:
+    """A final scale must be a finite number in (0, MAX_OUTSCALE]; NaN would pass `<= 0`."""
+    if outscale is not None and not (math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
+        raise SRFeatError(f"outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}")
+
+
+def check_size(height: int, width: int) -> None:
+    if height == 0 or width == 0:
+        raise InvalidImageError(f"the image is empty ({width}x{height} pixels): nothing to upscale")
+
+
+def check_pixels(image: torch.Tensor) -> None:
+    """(C, H, W): not empty, and (floats) no NaN or infinite value, which would spread to the whole output."""
+    check_size(image.shape[-2], image.shape[-1])
+    if image.is_floating_point():
+        bad = int((~torch.isfinite(image)).sum())
+        if bad:
+            raise InvalidImageError(
+                f"{bad:,} value(s) of the image's {image.numel():,} are not finite (NaN or inf): one is enough to "
+                "make the whole output NaN; replace them (e.g. numpy.nan_to_num) before upscaling"
+            )
+
+
 def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtype) -> InferenceGenerator:
     # Winograd convolutions where they run (CPU, float32), channels-last cuDNN/oneDNN elsewhere:
     # the layout to convert to depends on where the model ends up.
@@ -80,6 +107,8 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
     # Module.to accepts memory_format at run time; torch's typed overloads leave it out.
     model = model.to(memory_format=model.memory_format)  # pyright: ignore[reportCallIssue]
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if dtype == torch.float32:  # loaded weights are finite: folding BatchNorm into them overflowed
+            raise SRFeatError("the model's weights overflow float32 once BatchNorm is folded in: a broken checkpoint")
         raise SRFeatError(f"the model's weights do not fit in {dtype} (they overflow); use fp32")
     return model.eval()
 
@@ -119,6 +148,8 @@ class Upscaler:
         if tile_pad is not None and tile_pad < 0:
             raise SRFeatError(f"tile pad must not be negative, got {tile_pad}")
         generator = load_blended(model, strength)
+        if isinstance(model, SRFeatGenerator):  # files are checked when they are loaded
+            check_weights(generator.state_dict().items(), "the generator")
         self.model_fp32 = _prepare(generator, self.device, torch.float32)
         self.model = self.model_fp32 if self.dtype == torch.float32 else _prepare(generator, self.device, self.dtype)
         self.scale: int = generator.scale
@@ -170,22 +201,33 @@ class Upscaler:
         channels, height, width = image.shape
         if channels not in (1, 2, 3, 4):
             raise ValueError(f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
-        if outscale is not None and outscale <= 0:
-            raise SRFeatError(f"outscale must be positive, got {outscale}")
+        check_outscale(outscale)
+        check_pixels(image)
         image = image.detach().to("cpu", torch.float32)
         color, alpha = (image[:-1], image[-1:]) if channels in (2, 4) else (image, None)
         rgb = color.expand(3, height, width) if color.shape[0] == 1 else color
         result = self_ensemble(self.upscale_rgb, rgb) if self.tta else self.upscale_rgb(rgb)
+        bad = int((~torch.isfinite(result)).sum())
+        if bad:  # clamping would turn these into black or white pixels: a silent wrong image
+            raise ModelOutputError(
+                f"the network's output has {bad:,} value(s) that are not finite (NaN or inf): "
+                "the model's weights are broken (a diverged checkpoint?); nothing written"
+            )
         if color.shape[0] == 1:
             weights = torch.tensor(LUMA_WEIGHTS).view(3, 1, 1)
             result = (result * weights).sum(0, keepdim=True)
-        size = (height * self.scale, width * self.scale)
-        if outscale is not None and outscale != self.scale:
-            size = (max(1, round(height * outscale)), max(1, round(width * outscale)))
+        size = self.output_size(height, width, outscale)
+        if size != (height * self.scale, width * self.scale):
             result = imresize(result, size=size)
         if alpha is not None:
             result = torch.cat([result, _resize_alpha(alpha, size)])
         return result.clamp_(0.0, 1.0)
+
+    def output_size(self, height: int, width: int, outscale: float | None = None) -> tuple[int, int]:
+        """(height, width) of the result for an input of that size."""
+        if outscale is None or outscale == self.scale:
+            return height * self.scale, width * self.scale
+        return max(1, round(height * outscale)), max(1, round(width * outscale))
 
     # -- inputs and outputs ---------------------------------------------------------------
 
@@ -216,6 +258,11 @@ class Upscaler:
         if image.dim() == 3:
             return self.upscale_channels(image, outscale).to(image.device, image.dtype)
         if image.dim() == 4:
+            if image.shape[0] == 0:  # an empty batch: the empty batch of results
+                check_outscale(outscale)
+                check_size(image.shape[2], image.shape[3])
+                height, width = self.output_size(image.shape[2], image.shape[3], outscale)
+                return image.new_zeros((0, image.shape[1], height, width))
             results = [self.upscale_channels(item, outscale) for item in image]
             return torch.stack(results).to(image.device, image.dtype)
         raise ValueError(f"expected a (C, H, W) or (N, C, H, W) tensor, got shape {tuple(image.shape)}")

@@ -1,0 +1,118 @@
+"""16-bit colour TIFF files, which PIL decodes to 8 bits per channel: read and written with tifffile.
+
+PIL keeps 16 bits only for gray TIFFs; an RGB(A) TIFF of 16 bits per sample comes out of it as
+8-bit RGB. tifffile (which scikit-image and imageio build on) reads and writes these samples
+as they are. Compression: tifffile decodes uncompressed and Deflate (zip) files by itself;
+LZW, JPEG and others need the `imagecodecs` package, without which `tiff16_info` says so and
+the caller falls back to PIL's 8 bits with a warning. Written files use Deflate, which every
+TIFF reader decodes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Tiff16", "Tiff16Info", "read_tiff16", "tiff16_info", "write_tiff16"]
+
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+ORIENTATION_TAG = 274
+ICC_PROFILE_TAG = 34675
+
+
+@dataclass(frozen=True)
+class Tiff16Info:
+    """What the first page of a 16-bit colour TIFF holds, from its tags (no pixels decoded)."""
+
+    height: int
+    width: int
+    channels: int
+    orientation: int
+    decodable: bool  # False: its compression needs the imagecodecs package
+    compression: str
+
+
+@dataclass(frozen=True)
+class Tiff16:
+    """Pixels (HxWxC uint16, as stored: EXIF orientation not applied) and the ICC profile."""
+
+    array: np.ndarray
+    icc_profile: bytes | None
+    orientation: int
+
+
+def _is_tiff(path: str | os.PathLike[str]) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(4) in TIFF_SIGNATURES
+    except OSError:
+        return False
+
+
+def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
+    """The first page's layout if it is a 16-bit TIFF with 2 to 4 samples per pixel; else None."""
+    if not _is_tiff(path):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages.first
+            if page.bitspersample != 16 or page.dtype != np.uint16 or not 2 <= page.samplesperpixel <= 4:
+                return None
+            orientation = page.tags.get(ORIENTATION_TAG)
+            try:
+                tifffile.TIFF.DECOMPRESSORS[page.compression]
+                decodable = True
+            except KeyError:
+                decodable = False
+            return Tiff16Info(
+                height=int(page.imagelength),
+                width=int(page.imagewidth),
+                channels=int(page.samplesperpixel),
+                orientation=int(orientation.value) if orientation is not None else 1,
+                decodable=decodable,
+                compression=page.compression.name,
+            )
+    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError):
+        return None  # let PIL try, and name the file when it fails
+
+
+def read_tiff16(path: str | os.PathLike[str]) -> Tiff16:
+    """Decode the first page of a 16-bit colour TIFF (check `tiff16_info` first)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        page = tiff.pages.first
+        array = page.asarray()
+        if page.axes.startswith("S"):  # planar configuration: one plane per sample
+            array = np.moveaxis(array, 0, -1)
+        icc = page.tags.get(ICC_PROFILE_TAG)
+        orientation = page.tags.get(ORIENTATION_TAG)
+        return Tiff16(
+            array=np.ascontiguousarray(array.reshape(int(page.imagelength), int(page.imagewidth), -1)),
+            icc_profile=bytes(icc.value) if icc is not None else None,
+            orientation=int(orientation.value) if orientation is not None else 1,
+        )
+
+
+def write_tiff16(path: str | os.PathLike[str], array: np.ndarray, icc_profile: bytes | None = None) -> None:
+    """Write HxWxC (C = 2, 3, 4) uint16 pixels as a Deflate-compressed TIFF."""
+    import tifffile
+
+    if array.dtype != np.uint16 or array.ndim != 3 or not 2 <= array.shape[2] <= 4:
+        raise ValueError(f"write_tiff16 expects HxWxC (C = 2..4) uint16 pixels, got {array.dtype} {array.shape}")
+    photometric = "minisblack" if array.shape[2] == 2 else "rgb"
+    extrasamples = ("unassalpha",) if array.shape[2] in (2, 4) else None
+    extratags = [(ICC_PROFILE_TAG, 7, len(icc_profile), icc_profile, True)] if icc_profile else None
+    tifffile.imwrite(
+        path,
+        array,
+        photometric=photometric,
+        extrasamples=extrasamples,
+        compression="zlib",
+        extratags=extratags,
+        metadata=None,
+    )
