@@ -87,14 +87,20 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def _disk_full(path: Path, needed: int, cause: str) -> DiskFullError:
+def megabytes(size: int) -> str:
+    return f"{size / MB:.0f} MB" if size >= 10 * MB else f"{size / MB:.2f} MB"
+
+
+def _disk_full(paths: Sequence[Path], needed: int, cause: str) -> DiskFullError:
+    folder = paths[0].parent
     try:
-        free = f"{free_bytes(path.parent) / MB:.0f} MB free"
+        free = f"{megabytes(free_bytes(folder))} free"
     except OSError:
         free = "free space unknown"
+    names = " and ".join(path.name for path in paths)
     return DiskFullError(
-        f"not enough disk space to write {path}: it needs about {needed / MB:.0f} MB, {free} on that disk "
-        f"({cause}); free some space and run again (the previous {path.name}, if any, is kept)"
+        f"not enough disk space to write {names} in {folder}: {megabytes(needed)} needed, {free} ({cause}); "
+        "free some space and run again (the previous version of each file, if any, is kept)"
     )
 
 
@@ -109,7 +115,7 @@ def write_files_atomically(files: Sequence[PendingFile]) -> None:
     folder = files[0].path.parent
     needed = sum(file.size for file in files)
     if needed > free_bytes(folder):  # refuse before writing a byte that would fill the disk
-        raise _disk_full(files[0].path if len(files) == 1 else folder, needed, "checked before writing")
+        raise _disk_full([file.path for file in files], needed, "checked before writing")
     temporaries = [temporary_path(file.path) for file in files]
     current = files[0]
     try:
@@ -122,7 +128,7 @@ def write_files_atomically(files: Sequence[PendingFile]) -> None:
             os.replace(temporary, file.path)
     except OSError as error:
         if error.errno in _FULL_DISK_ERRNOS:
-            raise _disk_full(current.path, current.size, error.strerror or "disk full") from error
+            raise _disk_full([current.path], current.size, error.strerror or "disk full") from error
         raise
     finally:
         for temporary in temporaries:

@@ -27,6 +27,10 @@ from training_helpers import tiny_config, tiny_values, write_image_folders
 from srfeat.training import checkpoint, trainer
 from srfeat.weights import bundled_dir
 
+# benchmarks/ is not an installed package: import it from the checkout even under a bare `pytest`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import hostile_checkpoints
+
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 6
 # One thread: the reference run (in this process) and the killed child must compute alike.
@@ -229,59 +233,16 @@ def test_injected_nan_losses_stop_with_every_saved_generator_finite(train_dir: P
 
 # ----------------------------------------------------------------------------- hostile checkpoints
 
-LOAD_AND_MEASURE = textwrap.dedent(
-    """
-    import resource, sys
-    # A guard for the machine, not the test: a loader that allocates what the header says
-    # fails here instead of taking the host's memory.
-    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
-    from srfeat.errors import SRFeatError
-    from srfeat.weights import load_generator
-
-    try:
-        load_generator(sys.argv[1])
-        message = "loaded"
-    except SRFeatError as error:
-        message = str(error)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{peak_mb:.0f}")
-    print(message)
-    """
-)
-
-
-def hostile_file(kind: str, folder: Path) -> Path:
-    """The bundled generator, fp16, with one tensor added or replaced."""
-    state = load_file(str(bundled_dir() / "default.safetensors"))
-    if kind == "extra-block":  # names a block 3,000: a 3,001-block network is 4 GB
-        state["body.3000.conv1.weight"] = state["body.0.conv1.weight"].clone()
-    elif kind == "wide-head":  # 20,000 features: a 14 GB network
-        state["head.weight"] = torch.zeros(20_000, 3, 9, 9, dtype=torch.float16)
-    path = folder / f"{kind}.safetensors"
-    save_file(state, str(path))
-    return path
-
 
 @pytest.mark.parametrize(
     ("kind", "named"),
     [("extra-block", "body.3000.conv1.weight"), ("wide-head", "head.weight")],
 )
 def test_hostile_checkpoint_is_refused_from_its_header_in_bounded_memory(kind: str, named: str, tmp_path: Path) -> None:
-    path = hostile_file(kind, tmp_path)
-    child = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_MEASURE, str(path)],
-        cwd=REPO,
-        env=CHILD_ENV,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert child.returncode == 0, child.stderr
-    peak_mb, message = child.stdout.splitlines()
+    peak_mb, message = hostile_checkpoints.measure(hostile_checkpoints.hostile_file(kind, tmp_path))
     assert message != "loaded"
     assert named in message and "\n" not in message, message
-    assert int(peak_mb) < 1536, f"peak memory {peak_mb} MB while refusing {kind}"
+    assert peak_mb < 1536, f"peak memory {peak_mb} MB while refusing {kind}"
 
 
 def test_hostile_checkpoints_through_the_cli_are_one_line(tmp_path: Path) -> None:
