@@ -78,7 +78,7 @@ def measure(path: Path) -> tuple[int, str]:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0]).parse_args()
     with tempfile.TemporaryDirectory() as folder:
         for kind in KINDS:
             peak_mb, message = measure(hostile_file(kind, Path(folder)))

@@ -256,12 +256,18 @@ def test_folder_scan_reports_every_skipped_path_and_reads_gif(
     Image.fromarray(photo).save(folder / "a.png")
     frames = [Image.fromarray(photo), Image.fromarray(photo[::-1])]
     frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    expected = ["a.png", "anim.png"]
+    from PIL import features
+
+    if features.check("avif"):  # Pillow built with libavif (its wheels are)
+        Image.fromarray(photo).save(folder / "b.avif")
+        expected.append("b.png")
     (folder / "notes.txt").write_text("not an image")
     (folder / "gone.png").symlink_to(folder / "deleted.png")
     (folder / "sub").mkdir()
     with caplog.at_level(logging.INFO):
         assert main(["upscale", str(folder), "-o", str(tmp_path / "out"), "--model", str(model_path)]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "anim.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == expected
     warnings = warning_lines(caplog)
     for name, reason in (
         ("notes.txt", "not an image"),

@@ -74,7 +74,7 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
                 channels=int(page.samplesperpixel),
                 orientation=int(orientation.value) if orientation is not None else 1,
                 decodable=decodable,
-                compression=page.compression.name,
+                compression=tifffile.COMPRESSION(page.compression).name,
             )
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError):
         return None  # let PIL try, and name the file when it fails

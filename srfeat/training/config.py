@@ -341,15 +341,12 @@ def _config_text(path: Path) -> str:
             "give one such as configs/dev/stage1.yaml"
         )
     data = path.read_bytes()
-    kind = next((name for magic, name in _BINARY_KINDS.items() if data.startswith(magic)), None)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        kind = kind or "binary data"
-    else:
-        if "\x00" in text:
-            kind = kind or "binary data"
-    if kind is not None:
+        text = None
+    if text is None or "\x00" in text:
+        kind = next((name for magic, name in _BINARY_KINDS.items() if data.startswith(magic)), "binary data")
         raise ConfigError(
             f"{path} is {kind}, not a YAML training config (text); give one such as configs/dev/stage1.yaml"
         )
@@ -362,7 +359,7 @@ def _yaml_error(path: Path, error: yaml.YAMLError) -> ConfigError:
     problem = getattr(error, "problem", None) or str(error).splitlines()[0]
     context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
     where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    if context and context_mark is not None and context_mark.line != mark.line:
+    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
         context += f" from line {context_mark.line + 1}"
     detail = f"{problem} ({context})" if context else problem
     return ConfigError(f"{path}{where}: not valid YAML: {detail}")

@@ -630,7 +630,11 @@ class Trainer:
             sums, sums_count = {}, 0
 
         def stop_if_diverged() -> None:
-            problem = checkpoint.diverged_weights({"generator": self.generator, **self.discriminators})
+            networks = {
+                "generator": self.generator,
+                **{f"{n} discriminator": d for n, d in self.discriminators.items()},
+            }
+            problem = checkpoint.diverged_weights(networks)
             if problem is not None:  # a finite loss can come before weights that exploded in its step
                 raise TrainingDiverged(
                     f"{problem} at step {progress.step}: training stopped without saving them; "

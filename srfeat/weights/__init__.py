@@ -52,8 +52,10 @@ def bundled_names() -> list[str]:
 # ----------------------------------------------------------------------------- weights sanity
 
 
-def weight_problem(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
-    """None when every float tensor is finite and within MAX_WEIGHT_MAGNITUDE; else what is wrong."""
+def weight_problem(
+    tensors: Iterable[tuple[str, torch.Tensor]], max_magnitude: float = MAX_WEIGHT_MAGNITUDE
+) -> str | None:
+    """None when every float tensor is finite and within `max_magnitude`; else what is wrong."""
     non_finite: list[tuple[str, int]] = []
     largest = ("", 0.0)
     for name, tensor in tensors:
@@ -70,10 +72,10 @@ def weight_problem(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
         name, count = non_finite[0]
         others = f" and {len(non_finite) - 1} other tensor(s)" if len(non_finite) > 1 else ""
         return f"weights are not finite (NaN or inf): {count} value(s) in {name}{others}"
-    if largest[1] > MAX_WEIGHT_MAGNITUDE:
+    if largest[1] > max_magnitude:
         return (
             f"weights have exploded: {largest[0]} reaches {largest[1]:.3g} "
-            f"(trained generators stay far below {MAX_WEIGHT_MAGNITUDE:g})"
+            f"(trained generators stay far below {max_magnitude:g})"
         )
     return None
 
