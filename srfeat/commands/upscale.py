@@ -128,7 +128,7 @@ def skip_reason(path: Path, image_extensions: frozenset[str]) -> str | None:
     if path.name.startswith("."):
         return "hidden file"
     if path.suffix.lower() not in image_extensions:
-        return f"not an image extension ({path.suffix or 'none'}; images are {', '.join(sorted(image_extensions))})"
+        return f"not an image extension ({path.suffix or 'none'})"
     return None
 
 
