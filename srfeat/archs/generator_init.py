@@ -1,4 +1,6 @@
-"""An initialisation that makes the SRFeat generator start as an upscaler, not as noise.
+"""Initialisations of a new SRFeat generator: as an upscaler (`interpolation`) or the authors' (`authors`).
+
+`init_as_interpolator`: an initialisation that makes the generator start as an upscaler, not as noise.
 
 With PyTorch's default initialisation the generator's first outputs are noise, and on a CPU
 it takes hours of MSE training just to reach plain bicubic quality. This initialisation keeps
@@ -19,6 +21,7 @@ what makes CPU training reach and pass bicubic quality in minutes instead of hou
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from srfeat.archs.generator import SRFeatGenerator
 
@@ -64,4 +67,26 @@ def init_as_interpolator(generator: SRFeatGenerator) -> SRFeatGenerator:
     tail.bias.fill_(-_OFFSET)
     for c in range(channels):
         tail.weight[c, c, 1, 1] = 1.0
+    return generator
+
+
+# The authors' model.py builds every generator conv with tf.random_normal_initializer(stddev=0.01).
+AUTHORS_WEIGHT_STD = 0.01
+
+
+@torch.no_grad()
+def init_as_authors(generator: SRFeatGenerator, generator_seed: torch.Generator | None = None) -> SRFeatGenerator:
+    """The authors' initialisation (their `SRGAN_g`), in place.
+
+    Every convolution's weights from N(0, 0.01); biases, where a conv has one (head,
+    upsampler, tail), zero; the convs before BatchNorm and the long skips have none, here as
+    there. BatchNorm starts at gamma 1, beta 0, running mean 0 and variance 1.
+    """
+    for module in generator.modules():
+        if isinstance(module, nn.Conv2d):
+            module.weight.normal_(0.0, AUTHORS_WEIGHT_STD, generator=generator_seed)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.BatchNorm2d):
+            module.reset_parameters()  # weight 1, bias 0, running mean 0, running variance 1
     return generator

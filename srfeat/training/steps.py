@@ -2,7 +2,8 @@
 
 Stage 2 is written once for any number of adversarial terms: SRFeat has two, the image
 discriminator (on pixels) and the feature discriminator (on scaled VGG19 conv5_4 features),
-each an `AdversarialTerm` that picks its input from the step's `Views`.
+each an `AdversarialTerm` that picks its input from the step's `Views`. The paper's variants
+use one or both (SRFeat_I, SRFeat_F, SRFeat_IF).
 
 Steps return detached loss tensors, never Python floats, so a step forces no host-device
 synchronisation; the trainer reads them when it logs.
@@ -29,6 +30,7 @@ from srfeat.losses import (
 )
 
 AutocastFactory = Callable[[], contextlib.AbstractContextManager[object]]
+UpdateOrder = Literal["discriminators_first", "generator_first"]
 
 
 def no_autocast() -> contextlib.AbstractContextManager[object]:
@@ -45,8 +47,14 @@ class Views:
     hr_features: torch.Tensor  # the same for HR, computed once per step
 
     def pair(self, kind: Literal["image", "feature"]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(real, fake) inputs for a discriminator of `kind`."""
-        return (self.hr, self.sr) if kind == "image" else (self.hr_features, self.sr_features)
+        """(real, fake) inputs for a discriminator of `kind`.
+
+        The image discriminator sees images in [-1, 1], as in the authors' code, where HR
+        patches and the generator's output both live in that range.
+        """
+        if kind == "image":
+            return self.hr * 2.0 - 1.0, self.sr * 2.0 - 1.0
+        return self.hr_features, self.sr_features
 
 
 @dataclass
@@ -86,11 +94,15 @@ class PretrainStep:
 
 
 class GANStep:
-    """Stage 2: the generator learns perceptual + adversarial losses; then every
-    discriminator learns to tell HR from the (detached) SR of this step.
+    """Stage 2: every discriminator learns to tell HR from this step's (detached) SR, and the
+    generator learns perceptual + weighted adversarial losses.
 
-    The generator's update cannot move a discriminator: their parameters are frozen while the
-    generator's loss is backpropagated, and only the generator's optimizer steps then.
+    `update_order` "discriminators_first" (the authors' code) updates the discriminators
+    first and then the generator against the updated discriminators; "generator_first" the
+    other way round. Either way the SR images are computed once: the generator has not moved
+    when the discriminators learn from them. The generator's update cannot move a
+    discriminator: their parameters are frozen while the generator's loss is backpropagated,
+    and only the generator's optimizer steps then.
     """
 
     def __init__(
@@ -101,6 +113,7 @@ class GANStep:
         adversarial_terms: list[AdversarialTerm],
         generator_bn_eval: bool = True,
         autocast: AutocastFactory = no_autocast,
+        update_order: UpdateOrder = "discriminators_first",
     ) -> None:
         self.generator = generator
         self.generator_optimizer = generator_optimizer
@@ -109,6 +122,7 @@ class GANStep:
         # The official code keeps the generator's BatchNorm on its running statistics in stage 2.
         self.generator_bn_eval = generator_bn_eval
         self.autocast = autocast
+        self.update_order = update_order
 
     def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         self.generator.train(not self.generator_bn_eval)
@@ -120,6 +134,15 @@ class GANStep:
         views = Views(sr=sr.float(), hr=hr, sr_features=sr_features.float(), hr_features=hr_features.float())
 
         losses: dict[str, torch.Tensor] = {}
+        if self.update_order == "discriminators_first":
+            self._discriminators_learn(views, losses)
+            self._generator_learns(views, losses)
+        else:
+            self._generator_learns(views, losses)
+            self._discriminators_learn(views, losses)
+        return losses
+
+    def _generator_learns(self, views: Views, losses: dict[str, torch.Tensor]) -> None:
         generator_loss = perceptual_loss(views.sr_features, views.hr_features)
         losses["loss/perceptual"] = generator_loss.detach()
         for term in self.terms:
@@ -133,8 +156,10 @@ class GANStep:
         optimizer_step(self.generator_optimizer, generator_loss)
         losses["loss/generator"] = generator_loss.detach()
 
+    def _discriminators_learn(self, views: Views, losses: dict[str, torch.Tensor]) -> None:
         for term in self.terms:
             term.discriminator.requires_grad_(True)
+            term.discriminator.train()
             real, fake = views.pair(term.kind)
             with self.autocast():
                 real_logits = term.discriminator(real)
@@ -144,4 +169,3 @@ class GANStep:
             losses[f"loss/discriminator_{term.name}"] = loss.detach()
             losses[f"discriminator_{term.name}/real_prob"] = torch.sigmoid(real_logits.detach().float()).mean()
             losses[f"discriminator_{term.name}/fake_prob"] = torch.sigmoid(fake_logits.detach().float()).mean()
-        return losses

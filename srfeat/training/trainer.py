@@ -35,13 +35,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
-from srfeat.archs.generator import SRFeatGenerator
-from srfeat.archs.generator_init import init_as_interpolator
 from srfeat.errors import ConfigError, SRFeatError
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import set_worker_threads, use_winograd
-from srfeat.training import checkpoint
+from srfeat.training import checkpoint, networks
 from srfeat.training.config import TrainingConfig, check_paths
 from srfeat.training.distributed import (
     DistributedContext,
@@ -363,11 +360,12 @@ class Trainer:
             return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         return no_autocast
 
-    def _adam(self, module: nn.Module, lr: float) -> torch.optim.Adam:
+    def _adam(self, module: nn.Module, lr: float, eps: float) -> torch.optim.Adam:
         optim = self.config.optim
-        # the fused kernel updates all parameters in one pass (CPU and CUDA); the same update rule
+        # the fused kernel updates all parameters in one pass (CPU and CUDA); the same update rule.
+        # Frozen parameters (the generator's BatchNorm in stage 2) get no gradient and so no update.
         fused = self.device.type in ("cpu", "cuda")
-        return torch.optim.Adam(module.parameters(), lr=lr, betas=(optim.beta1, optim.beta2), fused=fused)
+        return torch.optim.Adam(module.parameters(), lr=lr, betas=(optim.beta1, optim.beta2), eps=eps, fused=fused)
 
     def _prepare(self, module: nn.Module) -> nn.Module:
         """Device, memory format and cross-process BatchNorm for a network."""
@@ -395,25 +393,27 @@ class Trainer:
                 )
             logger.info("stage %d starts from %s", config.stage, config.train.init_generator)
         else:
-            generator = SRFeatGenerator(model.scale, model.num_features, model.num_blocks)
-            if model.init == "interpolation":
-                init_as_interpolator(generator)
+            generator = networks.new_generator(config)
         self.generator: nn.Module = self._prepare(generator)
-        self.discriminators: dict[str, nn.Module] = {}
+        if config.stage == 2 and not config.train.generator_bn_trainable:
+            networks.freeze_batchnorm_affine(self.generator)
+        self.discriminators = {name: self._prepare(d) for name, d in networks.build_discriminators(config).items()}
         if config.stage == 2:
-            for name, cls in (("image", ImageDiscriminator), ("feature", FeatureDiscriminator)):
-                self.discriminators[name] = self._prepare(
-                    cls(config.data.hr_patch_size, model.discriminator_channels, model.discriminator_dense_features)
-                )
+            logger.info("%s", networks.describe_adversarial_terms(config))
         if saved is not None:
+            if config.stage == 2:
+                networks.check_saved_discriminators(
+                    saved, self.discriminators, str(self.out_dir / checkpoint.STATE_FILE)
+                )
             self.generator.load_state_dict(saved["generator"])
             for name, module in self.discriminators.items():
                 module.load_state_dict(saved["discriminators"][name])
 
-        self.generator_optimizer = self._adam(self.generator, config.optim.lr)
+        self.generator_optimizer = self._adam(self.generator, config.optim.lr, networks.adam_eps(config, "generator"))
         discriminator_lr = config.optim.discriminator_lr or config.optim.lr
+        discriminator_eps = networks.adam_eps(config, "discriminator") if config.stage == 2 else 0.0
         self.discriminator_optimizers = {
-            name: self._adam(d, discriminator_lr) for name, d in self.discriminators.items()
+            name: self._adam(d, discriminator_lr, discriminator_eps) for name, d in self.discriminators.items()
         }
         self.base_lrs = {"generator": config.optim.lr, **{name: discriminator_lr for name in self.discriminators}}
         if saved is not None:
@@ -441,11 +441,23 @@ class Trainer:
             if self._winograd:
                 use_winograd(vgg)
             terms = [
-                AdversarialTerm(name, name, step_discriminators[name], self.discriminator_optimizers[name])  # type: ignore[arg-type]
-                for name in ("image", "feature")
+                AdversarialTerm(
+                    kind,
+                    kind,
+                    step_discriminators[kind],
+                    self.discriminator_optimizers[kind],
+                    networks.adversarial_weight(config, kind),
+                )
+                for kind in model.discriminators
             ]
             self.step_fn = GANStep(
-                step_generator, self.generator_optimizer, vgg, terms, config.train.generator_bn_eval, autocast
+                step_generator,
+                self.generator_optimizer,
+                vgg,
+                terms,
+                config.train.generator_bn_eval,
+                autocast,
+                config.train.update_order,
             )
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -468,6 +480,7 @@ class Trainer:
             "config": self.config.to_yaml(),
             "generator": self.generator.state_dict(),
             "discriminators": {name: d.state_dict() for name, d in self.discriminators.items()},
+            "discriminator_inputs": networks.DISCRIMINATOR_INPUTS,
             "optimizers": {name: o.state_dict() for name, o in self._optimizers().items()},
             "step": progress.step,
             "epoch": progress.epoch,

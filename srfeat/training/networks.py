@@ -1,0 +1,126 @@
+"""The networks of a training run as its config asks for them, and how their optimizers are set.
+
+What the trainer needs beyond the bare architectures: a new generator's initialisation, the
+stage-2 discriminators the config names (the paper's variants SRFeat_I, SRFeat_F and
+SRFeat_IF), their loss weights, the generator's BatchNorm frozen as in the authors' stage 2,
+Adam's epsilon in the authors' units, and checks that a saved stage-2 state fits the networks
+before it is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.archs.generator_init import init_as_authors, init_as_interpolator
+from srfeat.errors import ConfigError
+from srfeat.training.config import TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+DiscriminatorKind = Literal["image", "feature"]
+
+# What a stage-2 state's discriminators were trained on. States without it come from srfeat
+# versions whose image discriminator saw [0, 1] images and whose VGG19 pools rounded down; a
+# discriminator trained on those inputs would be silently wrong on today's.
+DISCRIMINATOR_INPUTS = "image [-1, 1]; VGG19 pools round up"
+
+# Adam's epsilon of the authors' code, in this code's loss units. Adam ignores a loss's scale
+# except through epsilon: a loss s times larger behaves as epsilon / s on the smaller one.
+AUTHORS_ADAM_EPS: dict[tuple[int, str], float] = {
+    # TF's default 1e-8 on the MSE of [-1, 1] images, which is 4x the MSE of [0, 1] images
+    (1, "generator"): 1e-8 / 4,
+    # main_gan_train.py: AdamOptimizer(..., epsilon=1e-10) for the generator's loss
+    (2, "generator"): 1e-10,
+    # the same epsilon on a discriminator loss they multiply by 1e-3
+    (2, "discriminator"): 1e-10 / 1e-3,
+}
+
+
+def new_generator(config: TrainingConfig) -> SRFeatGenerator:
+    """A generator of the config's size, initialised as `model.init` says."""
+    model = config.model
+    generator = SRFeatGenerator(model.scale, model.num_features, model.num_blocks)
+    if model.init == "interpolation":
+        init_as_interpolator(generator)
+    elif model.init == "authors":
+        init_as_authors(generator)
+    return generator
+
+
+def freeze_batchnorm_affine(module: nn.Module) -> int:
+    """Stop every BatchNorm's gamma and beta from learning; returns how many layers.
+
+    The authors' stage 2 builds the generator with is_train=False: tensorlayer then creates
+    gamma and beta as non-trainable variables, and their optimizer only collects trainable
+    ones. Must run before DDP wraps the module (DDP waits for the gradients of every
+    parameter that requires one).
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        layer.requires_grad_(False)
+    return len(layers)
+
+
+def adversarial_weight(config: TrainingConfig, kind: DiscriminatorKind) -> float:
+    model = config.model
+    return model.image_adversarial_weight if kind == "image" else model.feature_adversarial_weight
+
+
+def build_discriminators(config: TrainingConfig) -> dict[str, nn.Module]:
+    """The discriminators `model.discriminators` names, in that order (empty in stage 1)."""
+    if config.stage != 2:
+        return {}
+    model, size = config.model, config.data.hr_patch_size
+    classes = {"image": ImageDiscriminator, "feature": FeatureDiscriminator}
+    return {
+        kind: classes[kind](size, model.discriminator_channels, model.discriminator_dense_features)
+        for kind in model.discriminators
+    }
+
+
+def describe_adversarial_terms(config: TrainingConfig) -> str:
+    """One log line: which discriminators, with what weights, updated in which order."""
+    variant = {("image",): "SRFeat_I", ("feature",): "SRFeat_F"}.get(tuple(config.model.discriminators), "SRFeat_IF")
+    terms = ", ".join(f"{kind} x {adversarial_weight(config, kind):g}" for kind in config.model.discriminators)
+    return f"stage 2 ({variant}): perceptual + {terms}; {config.train.update_order.replace('_', ' ')}"
+
+
+def adam_eps(config: TrainingConfig, network: Literal["generator", "discriminator"]) -> float:
+    """Adam's epsilon for the generator or the discriminators: the config's, else the authors'."""
+    chosen = config.optim.eps if network == "generator" else config.optim.discriminator_eps
+    return chosen if chosen is not None else AUTHORS_ADAM_EPS[(config.stage, network)]
+
+
+def check_saved_discriminators(saved: dict[str, Any], discriminators: dict[str, nn.Module], source: str) -> None:
+    """A stage-2 state fits the config's discriminators, or one line says why not.
+
+    Called before any tensor is loaded, so a mismatch never surfaces as a shape error from
+    deep inside `load_state_dict`.
+    """
+    if saved.get("discriminator_inputs") != DISCRIMINATOR_INPUTS:
+        raise ConfigError(
+            f"{source} is a stage-2 state of an older srfeat, whose discriminators saw other inputs "
+            "(image discriminator [0, 1] images, VGG19 pools rounding down): it cannot be resumed; "
+            "start stage 2 afresh with train.init_generator=<its generator_latest.safetensors>"
+        )
+    saved_discriminators: dict[str, dict[str, torch.Tensor]] = saved["discriminators"]
+    if list(saved_discriminators) != list(discriminators):
+        raise ConfigError(
+            f"{source} holds the discriminators {list(saved_discriminators)}, the config names "
+            f"{list(discriminators)}: set model.discriminators to match, or start a new run folder"
+        )
+    for name, module in discriminators.items():
+        expected = module.state_dict()
+        for key, tensor in saved_discriminators[name].items():
+            if key in expected and tensor.shape != expected[key].shape:
+                raise ConfigError(
+                    f"{source}: the {name} discriminator's {key} is {tuple(tensor.shape)}, the config builds "
+                    f"{tuple(expected[key].shape)}: set data.hr_patch_size and model.discriminator_* as in "
+                    "that run, or start a new run folder"
+                )
