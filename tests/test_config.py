@@ -9,6 +9,7 @@ import yaml
 
 from srfeat.errors import ConfigError
 from srfeat.training.config import TrainingConfig, config_from_dict, load_config
+from srfeat.training.networks import adam_eps
 from srfeat.training.trainer import lr_factor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +41,65 @@ def test_paper_recipes_are_the_seed_numbers() -> None:
     assert lrs2 == pytest.approx([1e-4, 1e-4, 1e-5, 1e-5, 1e-6])
     # The author's batch 9 for stage 2 is one override away.
     assert load_config(REPO / "configs/paper/stage2.yaml", ["train.batch_size=9"]).train.batch_size == 9
+
+
+def test_authors_recipes_are_the_numbers_of_their_code() -> None:
+    """main_gan_init.py / main_gan_train.py with config.py: batch 9, beta1 0.9, lr 1e-4, lr_decay
+    0.1; stage 1 loops epochs 0..20 decaying every 17, stage 2 epochs 0..4 decaying every 2."""
+    stage1 = load_config(REPO / "configs/authors/stage1.yaml")
+    stage2 = load_config(REPO / "configs/authors/stage2.yaml")
+    for config in (stage1, stage2):
+        assert (config.data.kind, config.data.train_dirs, config.data.hr_patch_size) == (
+            "patches",
+            ["data/div2k_patches"],
+            296,
+        )
+        assert (config.train.batch_size, config.optim.lr, config.optim.beta1) == (9, 1e-4, 0.9)
+    assert stage1.model.init == "authors" and stage1.train.epochs == 21
+    lrs1 = [stage1.optim.lr * lr_factor(stage1, epoch, 0.0) for epoch in range(21)]
+    assert lrs1 == pytest.approx([1e-4] * 17 + [1e-5] * 4)
+    lrs2 = [stage2.optim.lr * lr_factor(stage2, epoch, 0.0) for epoch in range(stage2.train.epochs)]
+    assert lrs2 == pytest.approx([1e-4, 1e-4, 1e-5, 1e-5, 1e-6])
+    assert stage2.model.discriminators == ["image", "feature"]
+    assert (stage2.model.image_adversarial_weight, stage2.model.feature_adversarial_weight) == (1e-3, 1e-3)
+    assert (stage2.train.generator_bn_eval, stage2.train.generator_bn_trainable) == (True, False)
+    assert stage2.train.update_order == "discriminators_first"
+    # Adam epsilon: TF's default in stage 1 (on a 4x larger loss), 1e-10 in stage 2 (on a
+    # discriminator loss scaled by 1e-3 there)
+    assert adam_eps(stage1, "generator") == pytest.approx(2.5e-9)
+    assert adam_eps(stage2, "generator") == 1e-10
+    assert adam_eps(stage2, "discriminator") == pytest.approx(1e-7)
+    assert adam_eps(load_config(REPO / "configs/authors/stage2.yaml", ["optim.eps=1e-8"]), "generator") == 1e-8
+
+
+def test_stage2_defaults_follow_the_authors_code() -> None:
+    config = config_from_dict({**base(), "stage": 2})
+    assert config.model.discriminators == ["image", "feature"]
+    assert (config.train.generator_bn_trainable, config.train.update_order) == (False, "discriminators_first")
+
+
+@pytest.mark.parametrize(
+    "discriminators, message",
+    [
+        ([], "model.discriminators is empty: name at least one of image, feature"),
+        (["foo"], r"model.discriminators\[0\] must be one of 'image', 'feature', got 'foo'"),
+        (["image", "image"], "names one twice"),
+        ("image", "model.discriminators must be a list"),
+    ],
+)
+def test_discriminators_must_be_a_non_empty_subset(discriminators, message) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        config_from_dict({**base(), "stage": 2, "model": {"discriminators": discriminators}})
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["model.image_adversarial_weight", "model.feature_adversarial_weight", "optim.eps", "optim.discriminator_eps"],
+)
+def test_loss_weights_and_epsilons_must_be_positive(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"{key} must be positive"):
+        config_from_dict(base(), [f"{key}=0"])
 
 
 def test_progress_schedule_uses_fractions_of_the_run() -> None:
