@@ -1,4 +1,5 @@
-"""`srfeat prepare`: the authors' 130-patch recipe, reproducible, parallel, safe with OUT.
+"""`srfeat prepare`: the authors' recipe (130 patches per image, 40 more at half size), reproducible,
+parallel, safe with OUT.
 
 Kept fast with one or two scikit-image photos (the issue's five-BSDS200-image check, 650
 pairs, is the same code on more images and was run by hand).
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +21,17 @@ from skimage import data as samples
 from srfeat.commands import prepare as prepare_command
 from srfeat.data.datasets import bicubic_downscale
 from srfeat.data.io import read_image, write_png
-from srfeat.data.prepare import PATCHES_PER_IMAGE, cut_patches, prepare_patches
+from srfeat.data.prepare import (
+    HALF_PATCHES_PER_IMAGE,
+    HALF_RECIPE,
+    PATCHES_PER_IMAGE,
+    cut_patches,
+    half_size,
+    prepare_patches,
+)
 from srfeat.errors import SRFeatError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_prepare(*argv: str) -> int:
@@ -77,7 +90,7 @@ def test_same_seed_gives_identical_files_any_worker_count(tmp_path: Path) -> Non
     prepare_patches(source, tmp_path / "b", hr_patch_size=64, seed=5, workers=2, progress=False)
     prepare_patches(source, tmp_path / "c", hr_patch_size=64, seed=6, workers=1, progress=False)
     files_a = sorted(path.relative_to(tmp_path / "a") for path in (tmp_path / "a").rglob("*.png"))
-    assert len(files_a) == 2 * 2 * 130
+    assert len(files_a) == 2 * (130 + 40 + 130)  # astronaut's half (64 px) fits a patch, coffee's (50x75) does not
     assert files_a == sorted(path.relative_to(tmp_path / "b") for path in (tmp_path / "b").rglob("*.png"))
     assert all((tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes() for name in files_a)
     assert any((tmp_path / "a" / name).read_bytes() != (tmp_path / "c" / name).read_bytes() for name in files_a)
@@ -91,7 +104,8 @@ def test_non_empty_out_needs_overwrite(source: Path, tmp_path: Path) -> None:
     assert [path.name for path in (out / "HR").iterdir()] == ["stale_999.png"]  # untouched
     prepare_patches(source, out, hr_patch_size=96, overwrite=True, progress=False)
     names = {path.name for path in (out / "HR").iterdir()}
-    assert "stale_999.png" not in names and len(names) == 2 * 130  # both photos fit 96 px
+    # both photos fit 96 px; only chelsea's half (150x226) does
+    assert "stale_999.png" not in names and len(names) == 2 * 130 + 40
 
 
 def test_nothing_usable_is_an_error(tmp_path: Path) -> None:
@@ -102,3 +116,60 @@ def test_nothing_usable_is_an_error(tmp_path: Path) -> None:
         run_prepare(str(source), str(tmp_path / "out"), "--workers", "1")
     with pytest.raises(SRFeatError, match="multiple of"):
         prepare_patches(source, tmp_path / "out2", hr_patch_size=30, scale=4)
+
+
+def test_half_recipe_is_5_crops_of_each_orientation() -> None:
+    image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    patches = cut_patches(image, 2, np.random.default_rng(0), HALF_RECIPE)
+    assert HALF_PATCHES_PER_IMAGE == len(patches) == 40
+    orientations = [image, image[:, ::-1]] + [np.rot90(image, k) for k in (1, 2, 3)]
+    orientations += [np.rot90(image[:, ::-1], k) for k in (1, 2, 3)]
+    for index, patch in enumerate(patches):
+        np.testing.assert_array_equal(patch, orientations[index // 5])
+
+
+def test_half_writes_170_pairs_for_a_1000_px_image(tmp_path: Path) -> None:
+    """The must-show: `srfeat prepare --half` on one 1000x1000 image writes 130 + 40 pairs."""
+    from PIL import Image
+
+    source = tmp_path / "src"
+    photo = np.asarray(Image.fromarray(samples.astronaut()).resize((1000, 1000), Image.Resampling.BICUBIC))
+    write_png(source / "astronaut.png", photo)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "srfeat.cli", "prepare", str(source), str(tmp_path / "out"), "--half"]
+    result = subprocess.run([*command, "--workers", "1"], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    hr_files = sorted((tmp_path / "out" / "HR").iterdir())
+    assert len(hr_files) == len(list((tmp_path / "out" / "LR").iterdir())) == 170
+    half_files = [path for path in hr_files if "_half_" in path.name]
+    assert len(half_files) == 40
+    # the first half-size patch is an unflipped crop of the image downscaled by MATLAB bicubic to 500x500
+    halved = half_size(photo)
+    assert halved.shape == (500, 500, 3)
+    first = read_image(half_files[0])
+    windows = np.lib.stride_tricks.sliding_window_view(halved, (296, 296), axis=(0, 1))[:, :, 0, :8, :8]
+    assert (windows == first[:8, :8, 0]).all(axis=(2, 3)).any()
+    lr = read_image(tmp_path / "out" / "LR" / half_files[0].name)
+    np.testing.assert_array_equal(lr, bicubic_downscale(first, 4))
+    # --no-half writes the same 130 full-size pairs and nothing else
+    result = subprocess.run(
+        [*command[:-1], str(tmp_path / "no_half"), "--no-half", "--workers", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    full_files = sorted((tmp_path / "no_half" / "HR").iterdir())
+    assert [path.name for path in full_files] == [path.name for path in hr_files if "_half_" not in path.name]
+    assert all(path.read_bytes() == (tmp_path / "out" / "HR" / path.name).read_bytes() for path in full_files[::26])
+
+
+def test_images_too_small_at_half_size_keep_their_130_and_are_listed(
+    source: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        outcomes = prepare_patches(source, tmp_path / "out", hr_patch_size=296, progress=False)
+    chelsea = next(outcome for outcome in outcomes if outcome.path.name == "chelsea.png")
+    assert chelsea.written == 130 and chelsea.half_too_small  # 300x451 halves to 150x226
+    assert "smaller than 296 px at half size" in caplog.text and "chelsea.png" in caplog.text

@@ -1,16 +1,21 @@
-"""The authors' recipe for stage-2 training patches (`srfeat prepare`).
+"""The authors' recipe for training patches (`srfeat prepare`).
 
-Per source image, 130 HR patches: 35 random crops of the image, 35 of its horizontal
-mirror, and 10 each of the image rotated by 90, 180 and 270 degrees and of the mirror
-rotated by 90, 180 and 270 degrees. Each HR patch is written as PNG to OUT/HR with its
-MATLAB-bicubic x1/scale LR patch (rounded to uint8) under the same name in OUT/LR; the
-800 DIV2K training images give the paper's 104,000 pairs.
+Their `data_augmentation/aug_data_div2k.m`: per source image, 130 HR patches: 35 random
+crops of the image, 35 of its horizontal mirror, and 10 each of the image rotated by 90,
+180 and 270 degrees and of the mirror rotated by 90, 180 and 270 degrees; the 800 DIV2K
+training images give the paper's 104,000 pairs. Their README also runs
+`aug_data_div2k_half.m` (on by default here, `--no-half` leaves it out): the image
+downscaled to half size by MATLAB bicubic, then 5 random crops of each of the same 8
+orientations, 40 more patches per image: 170 per image, 136,000 for DIV2K. Each HR patch is
+written as PNG to OUT/HR with its MATLAB-bicubic x1/scale LR patch (rounded to uint8) under
+the same name in OUT/LR (`<stem>_NNN.png`, and `<stem>_half_NNN.png` for the half-size ones).
 
 A crop of a rotated image is the rotation of a crop of the image at a uniformly random
 position, so patches are cut first and then transformed: the same distribution, with far
-less copying. Each image draws its positions from its own generator, seeded by `--seed`
-and the file name, so the output does not depend on the number of workers or the order in
-which they finish.
+less copying. Each image draws its positions from its own generators (one for the full-size and one for
+the half-size patches), seeded by `--seed` and the file name, so the output does not depend
+on the number of workers or the order in which they finish, and the full-size patches are
+the same with or without `--half`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tqdm import tqdm
 
 from srfeat.data.datasets import bicubic_downscale, check_patch_size
 from srfeat.data.io import PathLike, list_images, read_image, write_png
+from srfeat.data.resize import imresize_np
 from srfeat.errors import ImageReadError, SRFeatError
 
 logger = logging.getLogger(__name__)
@@ -45,6 +51,9 @@ RECIPE: tuple[tuple[int, bool, int], ...] = (
     (10, True, 3),
 )
 PATCHES_PER_IMAGE = sum(count for count, _, _ in RECIPE)
+# aug_data_div2k_half.m: the same 8 orientations, 5 crops each, of the image at half size.
+HALF_RECIPE: tuple[tuple[int, bool, int], ...] = tuple((5, mirror, turns) for _, mirror, turns in RECIPE)
+HALF_PATCHES_PER_IMAGE = sum(count for count, _, _ in HALF_RECIPE)
 
 # Fast PNG compression: tens of thousands of files, written once, read many times.
 PNG_COMPRESS_LEVEL = 1
@@ -57,14 +66,20 @@ class ImageOutcome:
     path: Path
     written: int = 0
     too_small: bool = False
+    half_too_small: bool = False  # --half, but the half-size image is smaller than a patch
     error: str | None = None
 
 
-def cut_patches(image: np.ndarray, hr_patch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """The recipe's 130 HR patches of one HxWx3 image (in RECIPE order)."""
+def cut_patches(
+    image: np.ndarray,
+    hr_patch_size: int,
+    rng: np.random.Generator,
+    recipe: tuple[tuple[int, bool, int], ...] = RECIPE,
+) -> list[np.ndarray]:
+    """The recipe's HR patches of one HxWx3 image (130 for RECIPE, in its order)."""
     height, width = image.shape[:2]
     patches = []
-    for count, mirror, quarter_turns in RECIPE:
+    for count, mirror, quarter_turns in recipe:
         for _ in range(count):
             top = int(rng.integers(0, height - hr_patch_size + 1))
             left = int(rng.integers(0, width - hr_patch_size + 1))
@@ -77,12 +92,25 @@ def cut_patches(image: np.ndarray, hr_patch_size: int, rng: np.random.Generator)
     return patches
 
 
-def image_seed(seed: int, path: Path) -> np.random.SeedSequence:
+def image_seed(seed: int, path: Path, half: bool = False) -> np.random.SeedSequence:
     """A per-image seed from the global one and the file name (stable across runs and machines)."""
-    return np.random.SeedSequence([seed, zlib.crc32(path.name.encode("utf-8"))])
+    entropy = [seed, zlib.crc32(path.name.encode("utf-8"))]
+    return np.random.SeedSequence(entropy + [1] if half else entropy)
 
 
-def prepare_image(path: Path, out: Path, hr_patch_size: int, scale: int, seed: int) -> ImageOutcome:
+def half_size(image: np.ndarray) -> np.ndarray:
+    """imresize(image, 1/2, 'bicubic') as MATLAB computes it on uint8: ceil(H/2) x ceil(W/2)."""
+    return imresize_np(image, 0.5)
+
+
+def _write_pairs(patches: list[np.ndarray], out: Path, prefix: str, scale: int) -> None:
+    for number, hr in enumerate(patches):
+        name = f"{prefix}_{number:03d}.png"
+        write_png(out / "HR" / name, hr, compress_level=PNG_COMPRESS_LEVEL)
+        write_png(out / "LR" / name, bicubic_downscale(hr, scale), compress_level=PNG_COMPRESS_LEVEL)
+
+
+def prepare_image(path: Path, out: Path, hr_patch_size: int, scale: int, seed: int, half: bool = True) -> ImageOutcome:
     """Cut, downscale and write one image's patches (runs in a worker process)."""
     try:
         image = read_image(path)
@@ -90,13 +118,18 @@ def prepare_image(path: Path, out: Path, hr_patch_size: int, scale: int, seed: i
         return ImageOutcome(path, error=str(error))
     if min(image.shape[:2]) < hr_patch_size:
         return ImageOutcome(path, too_small=True)
-    rng = np.random.default_rng(image_seed(seed, path))
-    patches = cut_patches(image, hr_patch_size, rng)
-    for number, hr in enumerate(patches):
-        name = f"{path.stem}_{number:03d}.png"
-        write_png(out / "HR" / name, hr, compress_level=PNG_COMPRESS_LEVEL)
-        write_png(out / "LR" / name, bicubic_downscale(hr, scale), compress_level=PNG_COMPRESS_LEVEL)
-    return ImageOutcome(path, written=len(patches))
+    patches = cut_patches(image, hr_patch_size, np.random.default_rng(image_seed(seed, path)))
+    _write_pairs(patches, out, path.stem, scale)
+    if not half:
+        return ImageOutcome(path, written=len(patches))
+    halved = half_size(image)
+    if min(halved.shape[:2]) < hr_patch_size:
+        return ImageOutcome(path, written=len(patches), half_too_small=True)
+    half_patches = cut_patches(
+        halved, hr_patch_size, np.random.default_rng(image_seed(seed, path, half=True)), HALF_RECIPE
+    )
+    _write_pairs(half_patches, out, f"{path.stem}_half", scale)
+    return ImageOutcome(path, written=len(patches) + len(half_patches))
 
 
 def _single_threaded_worker() -> None:
@@ -131,11 +164,14 @@ def prepare_patches(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    half: bool = True,
 ) -> list[ImageOutcome]:
     """Write the recipe's HR/LR patch pairs of every image in `sources` to OUT/HR and OUT/LR.
 
-    Images smaller than the patch are listed in the log and skipped, as are unreadable files.
-    Returns one outcome per source file.
+    `half` adds the 40 patches of each image at half size (aug_data_div2k_half.m). Images
+    smaller than the patch are listed in the log and skipped, as are unreadable files; images
+    whose half is smaller get only their full-size patches, and are listed too. Returns one
+    outcome per source file.
     """
     check_patch_size(hr_patch_size, scale)
     folders = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(source) for source in sources]
@@ -160,14 +196,14 @@ def prepare_patches(
         torch.set_num_threads(1)  # small patches: one thread is fastest, more only contend
         try:
             for path in paths:
-                outcomes.append(prepare_image(path, out, hr_patch_size, scale, seed))
+                outcomes.append(prepare_image(path, out, hr_patch_size, scale, seed, half))
                 bar.update()
         finally:
             torch.set_num_threads(threads)
     else:
         with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
             futures = {
-                pool.submit(prepare_image, path, out, hr_patch_size, scale, seed): index
+                pool.submit(prepare_image, path, out, hr_patch_size, scale, seed, half): index
                 for index, path in enumerate(paths)
             }
             finished: dict[int, ImageOutcome] = {}
@@ -181,6 +217,15 @@ def prepare_patches(
     if too_small:
         logger.warning(
             "%d image(s) smaller than %d px skipped: %s", len(too_small), hr_patch_size, ", ".join(too_small)
+        )
+    half_too_small = [outcome.path.name for outcome in outcomes if outcome.half_too_small]
+    if half_too_small:
+        logger.warning(
+            "%d image(s) smaller than %d px at half size: only their %d full-size patches written: %s",
+            len(half_too_small),
+            hr_patch_size,
+            PATCHES_PER_IMAGE,
+            ", ".join(half_too_small),
         )
     for outcome in outcomes:
         if outcome.error:
