@@ -1,0 +1,48 @@
+"""`srfeat convert SRFeat_full.npz [-o OUT.safetensors]`: the authors' released weights as a srfeat checkpoint.
+
+The authors' `models/SRFeat_init.npz` (stage 1) and `models/SRFeat_full.npz` (stage 2) are
+tensorlayer files of their TF1 generator; the result is a safetensors generator that
+`srfeat upscale --model` and `srfeat eval --model` take. Their weights are AGPL-licensed:
+convert your own copy, srfeat does not ship them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC", help="the authors' SRFeat_init.npz or SRFeat_full.npz")
+    parser.add_argument(
+        "-o", "--out", metavar="OUT", help="output .safetensors file (default: SRC with the suffix .safetensors)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from srfeat.errors import SRFeatError
+    from srfeat.weights import save_generator
+    from srfeat.weights.authors import load_authors_generator
+
+    src = Path(args.src)
+    out = Path(args.out) if args.out else src.with_suffix(".safetensors")
+    if out.suffix != ".safetensors":
+        raise SRFeatError(f"output {out} must end in .safetensors (a srfeat generator checkpoint)")
+    if out.exists() and not args.overwrite:
+        raise SRFeatError(f"output {out} exists: pass --overwrite to replace it, or choose another -o")
+    if out.resolve() == src.resolve():
+        raise SRFeatError(f"output {out} is the input file: choose another -o")
+    generator = load_authors_generator(src)
+    save_generator(generator, out)  # atomic: a temporary file renamed over OUT
+    logging.getLogger("srfeat").info(
+        "wrote %s: SRFeat generator x%d, %d features, %d blocks, %s parameters",
+        out,
+        generator.scale,
+        generator.num_features,
+        generator.num_blocks,
+        f"{sum(p.numel() for p in generator.parameters()):,}",
+    )
+    return 0

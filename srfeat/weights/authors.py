@@ -1,0 +1,220 @@
+"""The authors' released generator weights as srfeat checkpoints (`srfeat convert`).
+
+Their repository (HyeongseokSon1/SRFeat) publishes `models/SRFeat_init.npz` (stage 1) and
+`models/SRFeat_full.npz` (stage 2), AGPL-licensed, so never bundled here. Both are
+tensorlayer's `save_npz(net_g.all_params)`: one entry `params`, an object array holding the
+generator's parameters as NumPy arrays in tensorlayer's order. Reading their `model.py`
+(`SRGAN_g`) with the tensorlayer it ships gives that order:
+
+- head: conv 9x9 weight (HWIO), bias;
+- per residual block: conv weight; BatchNorm beta, gamma, moving mean, moving variance;
+  conv weight; BatchNorm beta, gamma, moving mean, moving variance (convs before BatchNorm
+  have no bias);
+- the long-skip 1x1 conv weights of blocks 1..15: their layers hang off the main chain, so
+  tensorlayer's merge layer appends their parameters after all blocks. The authors also build
+  a 1x1 conv on block 16, but never add it in; it is not in `all_params`, so not in the file. A
+  file that does hold a 16th is accepted, the unused conv dropped;
+- per upsampling stage: conv weight, bias (then TF's `depth_to_space`, no parameters);
+- tail: conv weight, bias.
+
+Converting: HWIO -> OIHW; the upsampling convs' output channels reordered, since TF's
+`depth_to_space` reads channel (i*2 + j)*C + c for sub-pixel (i, j) of channel c where
+PyTorch's `PixelShuffle` reads c*4 + i*2 + j; tensorlayer's beta/gamma are PyTorch's
+bias/weight. 'SAME' padding of odd kernels at stride 1 is PyTorch's padding k // 2, the
+epsilon of both BatchNorms is 1e-5, and the network maps [-1, 1] to [-1, 1] as srfeat's does
+inside, so nothing else changes.
+
+The object array is a pickle. It is read with an unpickler that builds NumPy arrays and
+nothing else, so a crafted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.lib import format as npy_format
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.errors import WeightsError
+from srfeat.weights import generator_from_state
+
+logger = logging.getLogger(__name__)
+
+NPZ_ENTRY = "params.npy"
+# The real files hold about 6.2 M float32 values (25 MB); anything far beyond is not one of them.
+MAX_ENTRY_BYTES = 1 << 30
+EXPECTED = (
+    "expected tensorlayer's save_npz of the authors' generator (SRGAN_g in their model.py): one entry "
+    "'params' listing head conv, 16 residual blocks (conv, BatchNorm beta/gamma/mean/variance, conv, "
+    "BatchNorm), 15 long-skip 1x1 convs, two upsampling convs and the output conv"
+)
+
+
+def _numpy_reconstruct() -> Any:
+    try:
+        from numpy._core.multiarray import _reconstruct  # NumPy 2
+    except ImportError:  # pragma: no cover - NumPy 1
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    return _reconstruct
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles NumPy arrays (and the object arrays that hold them), refusing everything else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return _numpy_reconstruct()
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):
+            # pickle protocol 2 under Python 3 stores bytes as _codecs.encode(text, "latin1")
+            import codecs
+
+            return codecs.encode
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy arrays are expected")
+
+
+def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
+    """The arrays of a tensorlayer `save_npz` file, in order, read without running pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"authors' weights file not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if NPZ_ENTRY not in names:
+                raise WeightsError(f"{path} has no 'params' entry (it has {', '.join(names) or 'none'}): {EXPECTED}")
+            size = archive.getinfo(NPZ_ENTRY).file_size
+            if size > MAX_ENTRY_BYTES:
+                raise WeightsError(
+                    f"{path}: 'params' unpacks to {size:,} bytes, far beyond the generator's: {EXPECTED}"
+                )
+            data = archive.read(NPZ_ENTRY)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise WeightsError(f"{path} is not an .npz file ({error}): {EXPECTED}") from error
+
+    stream = io.BytesIO(data)
+    try:
+        version = npy_format.read_magic(stream)
+        header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, _, dtype = header(stream)
+        if not dtype.hasobject:
+            raise WeightsError(
+                f"{path}: 'params' is one {dtype} array of shape {shape}, not a list of arrays: {EXPECTED}"
+            )
+        container = _ArrayUnpickler(stream, encoding="latin1").load()
+    except WeightsError:
+        raise
+    except Exception as error:  # npy header and pickle parsing raise many types on foreign data
+        raise WeightsError(f"{path}: cannot read 'params' ({type(error).__name__}: {error}): {EXPECTED}") from error
+    items = list(container.ravel()) if isinstance(container, np.ndarray) else None
+    if items is None or not all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in items):
+        raise WeightsError(f"{path}: 'params' does not hold floating-point arrays: {EXPECTED}")
+    return items
+
+
+class _Cursor:
+    """Walks the parameter list, checking each array's shape against what comes next."""
+
+    def __init__(self, arrays: list[np.ndarray], source: str) -> None:
+        self.arrays, self.source, self.index = arrays, source, 0
+
+    def next_shape(self) -> tuple[int, ...] | None:
+        return self.arrays[self.index].shape if self.index < len(self.arrays) else None
+
+    def take(self, shape: tuple[int, ...], what: str) -> torch.Tensor:
+        found = self.next_shape()
+        if found != shape:
+            where = (
+                f"array {self.index} has shape {found}"
+                if found is not None
+                else f"the file ends at {self.index} arrays"
+            )
+            raise WeightsError(f"{self.source}: {where}, expected {what} of shape {shape}: {EXPECTED}")
+        self.index += 1
+        return torch.from_numpy(np.array(self.arrays[self.index - 1], dtype=np.float32))
+
+
+def _conv(weight_hwio: torch.Tensor) -> torch.Tensor:
+    return weight_hwio.permute(3, 2, 0, 1).contiguous()
+
+
+def authors_state_dict(arrays: list[np.ndarray], source: str = "the file") -> dict[str, torch.Tensor]:
+    """An `SRFeatGenerator` state dict from the authors' parameter list (order as in the module doc)."""
+    if not arrays or arrays[0].ndim != 4 or arrays[0].shape[:3] != (9, 9, 3):
+        first = arrays[0].shape if arrays else "nothing"
+        raise WeightsError(f"{source}: the first array is {first}, expected the 9x9 head conv (9, 9, 3, F): {EXPECTED}")
+    features = arrays[0].shape[3]
+    square = (3, 3, features, features)
+    vector = (features,)
+    cursor = _Cursor(arrays, source)
+    state = {
+        "head.weight": _conv(cursor.take((9, 9, 3, features), "the head conv")),
+        "head.bias": cursor.take(vector, "the head bias"),
+    }
+
+    blocks = 0
+    while cursor.next_shape() == square:
+        for conv, norm in (("conv1", "bn1"), ("conv2", "bn2")):
+            prefix = f"body.{blocks}"
+            state[f"{prefix}.{conv}.weight"] = _conv(cursor.take(square, f"block {blocks + 1}'s {conv}"))
+            for name, key in (
+                ("beta", "bias"),
+                ("gamma", "weight"),
+                ("moving mean", "running_mean"),
+                ("moving variance", "running_var"),
+            ):
+                state[f"{prefix}.{norm}.{key}"] = cursor.take(vector, f"block {blocks + 1}'s {norm} {name}")
+            state[f"{prefix}.{norm}.num_batches_tracked"] = torch.tensor(0)
+        blocks += 1
+    if blocks == 0:
+        cursor.take(square, "block 1's first conv")  # raises: says what came instead
+
+    skips = 0
+    while cursor.next_shape() == (1, 1, features, features):
+        weight = _conv(cursor.take((1, 1, features, features), f"long skip {skips + 1}"))
+        if skips < blocks - 1:
+            state[f"long_skips.{skips}.weight"] = weight
+        skips += 1
+    if skips == blocks:
+        logger.info(
+            "%s holds the unused long-skip conv of block %d; dropped as the authors' network ignores it", source, blocks
+        )
+    elif skips != blocks - 1:
+        raise WeightsError(
+            f"{source}: {skips} long-skip 1x1 convs for {blocks} blocks, expected {blocks - 1}: {EXPECTED}"
+        )
+
+    # PyTorch's PixelShuffle channel k = c*4 + i*2 + j is TF depth_to_space's (i*2 + j)*F + c.
+    shuffle = torch.tensor([(k % 4) * features + k // 4 for k in range(4 * features)])
+    stages = 0
+    while cursor.next_shape() == (3, 3, features, 4 * features):
+        weight = _conv(cursor.take((3, 3, features, 4 * features), f"upsampling conv {stages + 1}"))
+        bias = cursor.take((4 * features,), f"upsampling conv {stages + 1}'s bias")
+        state[f"upsampler.{stages}.conv.weight"] = weight[shuffle].contiguous()
+        state[f"upsampler.{stages}.conv.bias"] = bias[shuffle].contiguous()
+        stages += 1
+    if stages not in (1, 2):
+        raise WeightsError(
+            f"{source}: {stages} upsampling convs (3, 3, {features}, {4 * features}), "
+            f"expected 2 (x4) or 1 (x2): {EXPECTED}"
+        )
+    state["tail.weight"] = _conv(cursor.take((3, 3, features, 3), "the output conv"))
+    state["tail.bias"] = cursor.take((3,), "the output conv's bias")
+    if cursor.index != len(arrays):
+        raise WeightsError(f"{source}: {len(arrays) - cursor.index} array(s) after the output conv's bias: {EXPECTED}")
+    return state
+
+
+def load_authors_generator(path: str | os.PathLike[str]) -> SRFeatGenerator:
+    """The authors' SRFeat_init.npz / SRFeat_full.npz (or any save_npz of their SRGAN_g) as an eval-mode generator."""
+    arrays = read_tensorlayer_npz(path)
+    return generator_from_state(authors_state_dict(arrays, str(path)), source=str(path)).eval()

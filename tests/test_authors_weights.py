@@ -1,0 +1,288 @@
+"""`srfeat convert`: the authors' tensorlayer weights (SRFeat_full.npz) as a srfeat generator.
+
+The real files cannot be downloaded here (and are AGPL). The test writes files in exactly
+their layout, tensorlayer's `save_npz(net_g.all_params)` of the authors' `SRGAN_g`, from
+named random parameters, and checks the converted generator against a NumPy forward pass
+of that TF1 network with TF's semantics: NHWC, HWIO kernels, 'SAME' padding, BatchNorm on
+moving statistics, `depth_to_space`, in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from numpy.lib import format as npy_format
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+from srfeat.errors import WeightsError
+from srfeat.weights import load_generator
+from srfeat.weights.authors import load_authors_generator, read_tensorlayer_npz
+
+REPO = Path(__file__).resolve().parents[1]
+Params = dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- the authors' network
+
+
+def random_params(features: int, blocks: int, stages: int, seed: int = 0) -> Params:
+    """Named parameters of the authors' SRGAN_g (HWIO kernels), random but of a sane scale."""
+    rng = np.random.default_rng(seed)
+
+    def conv(name: str, k: int, cin: int, cout: int, bias: bool = True) -> None:
+        params[f"{name}/W"] = rng.normal(0, 0.7 / np.sqrt(k * k * cin), (k, k, cin, cout)).astype(np.float32)
+        if bias:
+            params[f"{name}/b"] = rng.normal(0, 0.1, cout).astype(np.float32)
+
+    def norm(name: str) -> None:
+        params[f"{name}/beta"] = rng.normal(0, 0.1, features).astype(np.float32)
+        params[f"{name}/gamma"] = rng.uniform(0.5, 1.5, features).astype(np.float32)
+        params[f"{name}/moving_mean"] = rng.normal(0, 0.1, features).astype(np.float32)
+        params[f"{name}/moving_variance"] = rng.uniform(0.5, 2.0, features).astype(np.float32)
+
+    params: Params = {}
+    conv("n64s1/c", 9, 3, features)
+    for i in range(blocks):
+        conv(f"n64s1/c1/{i}", 3, features, features, bias=False)
+        norm(f"n64s1/b1/{i}")
+        conv(f"n64s1/c2/{i}", 3, features, features, bias=False)
+        norm(f"n64s1/b2/{i}")
+        conv(f"n64s1/c3/{i}", 1, features, features, bias=False)  # built for every block, even the last
+    for s in range(1, stages + 1):
+        conv(f"n256s1/{s}", 3, features, 4 * features)
+    conv("out", 3, features, 3)
+    return params
+
+
+def tensorlayer_order(params: Params, blocks: int, stages: int, with_unused_skip: bool = False) -> list[np.ndarray]:
+    """net_g.all_params: the main chain in build order, then (appended by the ElementwiseLayer that
+    sums them) the long-skip convs of blocks 1..blocks-1; block 16's is not in the sum, so not listed."""
+    names = ["n64s1/c/W", "n64s1/c/b"]
+    for i in range(blocks):
+        for layer in ("c1", "b1", "c2", "b2"):
+            if layer.startswith("c"):
+                names.append(f"n64s1/{layer}/{i}/W")
+            else:
+                names += [f"n64s1/{layer}/{i}/{v}" for v in ("beta", "gamma", "moving_mean", "moving_variance")]
+    names += [f"n64s1/c3/{i}/W" for i in range(blocks if with_unused_skip else blocks - 1)]
+    for s in range(1, stages + 1):
+        names += [f"n256s1/{s}/W", f"n256s1/{s}/b"]
+    names += ["out/W", "out/b"]
+    return [params[name] for name in names]
+
+
+def write_tensorlayer_npz(path: Path, arrays: list[np.ndarray], protocol: int | None = None) -> Path:
+    """np.savez(name, params=list): NumPy stores the list as one pickled object array.
+
+    `protocol=2` writes the pickle as NumPy did for Python 3.4 in 2018 (bytes via _codecs.encode).
+    """
+    container = np.empty(len(arrays), dtype=object)
+    for index, array in enumerate(arrays):
+        container[index] = array
+    if protocol is None:
+        np.savez(path, params=container)
+        return path
+    entry = io.BytesIO()
+    npy_format.write_array_header_1_0(entry, npy_format.header_data_from_array_1_0(container))
+    pickle.dump(container, entry, protocol=protocol)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("params.npy", entry.getvalue())
+    return path
+
+
+def conv_same(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """tf.nn.conv2d(x, W, strides 1, padding 'SAME'), NHWC x HWIO: pad (k-1)//2 before, the rest after."""
+    kh, kw = weight.shape[:2]
+    pad = ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0))
+    windows = sliding_window_view(np.pad(x, pad), (kh, kw), axis=(1, 2))  # N, H, W, C, kh, kw
+    y = np.tensordot(windows, weight, axes=([3, 4, 5], [2, 0, 1]))
+    return y if bias is None else y + bias
+
+
+def depth_to_space(x: np.ndarray, block: int) -> np.ndarray:
+    """tf.depth_to_space (NHWC, DCR): output[h*r+i, w*r+j, c] = input[h, w, (i*r + j)*C + c]."""
+    n, h, w, d = x.shape
+    c = d // (block * block)
+    return x.reshape(n, h, w, block, block, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h * block, w * block, c)
+
+
+def reference_forward(params: Params, x: np.ndarray, blocks: int, stages: int) -> np.ndarray:
+    """SRGAN_g(is_train=False) of the authors' model.py, in float64, NHWC in [-1, 1]."""
+    p = {k: v.astype(np.float64) for k, v in params.items()}
+
+    def lrelu(v: np.ndarray) -> np.ndarray:
+        return np.maximum(v, 0.2 * v)
+
+    def batch_norm(v: np.ndarray, name: str) -> np.ndarray:
+        scale = p[f"{name}/gamma"] / np.sqrt(p[f"{name}/moving_variance"] + 1e-5)
+        return (v - p[f"{name}/moving_mean"]) * scale + p[f"{name}/beta"]
+
+    n = conv_same(x, p["n64s1/c/W"], p["n64s1/c/b"])
+    skips = []
+    for i in range(blocks):
+        nn = lrelu(batch_norm(conv_same(n, p[f"n64s1/c1/{i}/W"]), f"n64s1/b1/{i}"))
+        nn = batch_norm(conv_same(nn, p[f"n64s1/c2/{i}/W"]), f"n64s1/b2/{i}")
+        n = n + nn
+        skips.append(conv_same(n, p[f"n64s1/c3/{i}/W"]))
+    n = n + sum(skips[:-1])  # temp[0] .. temp[14]: the last block's skip is built, not added
+    for s in range(1, stages + 1):
+        n = lrelu(depth_to_space(conv_same(n, p[f"n256s1/{s}/W"], p[f"n256s1/{s}/b"]), 2))
+    return conv_same(n, p["out/W"], p["out/b"])
+
+
+def assert_matches_reference(generator: torch.nn.Module, params: Params, blocks: int, stages: int) -> None:
+    lr = np.random.default_rng(1).random((2, 11, 13, 3))  # not square: a swapped H/W would show
+    expected = (reference_forward(params, lr * 2 - 1, blocks, stages) + 1) / 2
+    with torch.no_grad():
+        ours = generator(torch.from_numpy(lr).permute(0, 3, 1, 2).float()).permute(0, 2, 3, 1).double().numpy()
+    assert ours.shape == expected.shape == (2, 11 * 2**stages, 13 * 2**stages, 3)
+    assert expected.std() > 0.02  # a real signal, not a flat image
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=2e-4 * np.abs(expected).max())
+
+
+def srfeat(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", *argv], env=env, capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_the_papers_generator_converts_and_matches_tf(tmp_path: Path) -> None:
+    """Full size (128 features, 16 blocks, x4), through the command a user runs, then upscale."""
+    params = random_params(128, 16, 2)
+    arrays = tensorlayer_order(params, 16, 2)
+    assert len(arrays) == 2 + 16 * 10 + 15 + 2 * 2 + 2 == 183
+    npz = write_tensorlayer_npz(tmp_path / "SRFeat_full.npz", arrays)
+    out = tmp_path / "authors.safetensors"
+    result = srfeat("convert", str(npz), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "x4, 128 features, 16 blocks, 6,187,907 parameters" in result.stderr
+    generator = load_generator(out)
+    assert_matches_reference(generator, params, 16, 2)
+
+    image = tmp_path / "lr.png"
+    Image.fromarray((np.random.default_rng(2).random((12, 10, 3)) * 255).astype(np.uint8)).save(image)
+    result = srfeat("upscale", str(image), "--model", str(out), "-o", str(tmp_path / "sr.png"), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "sr.png").size == (40, 48)
+
+
+@pytest.mark.parametrize("stages", [1, 2], ids=["x2", "x4"])
+def test_other_widths_and_scales_convert_too(tmp_path: Path, stages: int) -> None:
+    params = random_params(8, 3, stages, seed=stages)
+    npz = write_tensorlayer_npz(tmp_path / "g.npz", tensorlayer_order(params, 3, stages))
+    generator = load_authors_generator(npz)
+    assert (generator.scale, generator.num_features, generator.num_blocks) == (2**stages, 8, 3)
+    assert_matches_reference(generator, params, 3, stages)
+
+
+def test_a_file_holding_the_unused_16th_skip_conv_drops_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    params = random_params(8, 3, 2)
+    plain = load_authors_generator(write_tensorlayer_npz(tmp_path / "a.npz", tensorlayer_order(params, 3, 2)))
+    arrays = tensorlayer_order(params, 3, 2, with_unused_skip=True)
+    with caplog.at_level(logging.INFO, logger="srfeat"):
+        extended = load_authors_generator(write_tensorlayer_npz(tmp_path / "b.npz", arrays))
+    assert "unused long-skip conv of block 3" in caplog.text
+    state = extended.state_dict()
+    assert all(torch.equal(value, state[key]) for key, value in plain.state_dict().items())
+    assert_matches_reference(extended, params, 3, 2)
+
+
+def test_a_2018_pickle_protocol_reads(tmp_path: Path) -> None:
+    params = random_params(8, 2, 2)
+    arrays = tensorlayer_order(params, 2, 2)
+    npz = write_tensorlayer_npz(tmp_path / "old.npz", arrays, protocol=2)
+    assert b"_codecs" in zipfile.ZipFile(npz).read("params.npy")
+    assert all(np.array_equal(a, b) for a, b in zip(read_tensorlayer_npz(npz), arrays, strict=True))
+
+
+class _Exploit:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.mkdir, (str(EXPLOIT_MARKER),))
+
+
+EXPLOIT_MARKER = Path("/nonexistent")
+
+
+def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "pwned"
+    monkeypatch.setattr(sys.modules[__name__], "EXPLOIT_MARKER", marker)
+    container = np.empty(2, dtype=object)
+    container[0], container[1] = np.zeros((9, 9, 3, 8), np.float32), _Exploit()
+    npz = tmp_path / "evil.npz"
+    np.savez(npz, params=container)
+    with pytest.raises(WeightsError, match=r"refusing to load posix\.mkdir") as error:
+        read_tensorlayer_npz(npz)
+    assert not marker.exists()
+    assert "\n" not in str(error.value)
+
+
+def _layouts(tmp_path: Path) -> dict[str, Path]:
+    params = random_params(8, 2, 2)
+    arrays = tensorlayer_order(params, 2, 2)
+    files = {
+        "no params entry": tmp_path / "named.npz",
+        "one numeric array": tmp_path / "stacked.npz",
+        "missing output conv": write_tensorlayer_npz(tmp_path / "short.npz", arrays[:-2]),
+        "an extra array": write_tensorlayer_npz(tmp_path / "long.npz", [*arrays, arrays[-1]]),
+        "a BatchNorm vector short": write_tensorlayer_npz(tmp_path / "bn.npz", arrays[:3] + arrays[4:]),
+        "not an npz": tmp_path / "text.npz",
+    }
+    np.savez(files["no params entry"], **{f"arr_{i}": a for i, a in enumerate(arrays)})
+    np.savez(files["one numeric array"], params=np.zeros((4, 3)))
+    files["not an npz"].write_text("hello")
+    return files
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no params entry", "has no 'params' entry"),
+        ("one numeric array", "not a list of arrays"),
+        ("missing output conv", "the file ends at 27 arrays, expected the output conv of shape \\(3, 3, 8, 3\\)"),
+        (
+            "a BatchNorm vector short",
+            "array 6 has shape \\(3, 3, 8, 8\\), expected block 1's bn1 moving variance of shape \\(8,\\)",
+        ),
+        ("an extra array", "1 array\\(s\\) after the output conv's bias"),
+        ("not an npz", "is not an .npz file"),
+    ],
+)
+def test_a_file_of_another_layout_says_what_was_expected(tmp_path: Path, case: str, message: str) -> None:
+    with pytest.raises(WeightsError, match=message) as error:
+        load_authors_generator(_layouts(tmp_path)[case])
+    assert "expected tensorlayer's save_npz of the authors' generator" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_command_errors_are_one_line_and_never_overwrite(tmp_path: Path) -> None:
+    files = _layouts(tmp_path)
+    result = srfeat("convert", str(files["missing output conv"]), "-o", str(tmp_path / "x.safetensors"))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+
+    good = write_tensorlayer_npz(tmp_path / "good.npz", tensorlayer_order(random_params(8, 2, 2), 2, 2))
+    existing = tmp_path / "existing.safetensors"
+    existing.write_bytes(b"keep me")
+    result = srfeat("convert", str(good), "-o", str(existing))
+    assert result.returncode == 1 and "--overwrite" in result.stderr and existing.read_bytes() == b"keep me"
+    assert srfeat("convert", str(good), "-o", str(existing), "--overwrite").returncode == 0
+    assert load_generator(existing).num_blocks == 2
+    result = srfeat("convert", str(good), "-o", str(tmp_path / "out.pt"))
+    assert result.returncode == 1 and "must end in .safetensors" in result.stderr
+    assert srfeat("convert", str(good)).returncode == 0  # default: beside the input
+    assert (tmp_path / "good.safetensors").is_file()
