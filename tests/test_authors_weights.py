@@ -179,6 +179,12 @@ def test_the_papers_generator_converts_and_matches_tf(tmp_path: Path) -> None:
     result = srfeat("upscale", str(image), "--model", str(out), "-o", str(tmp_path / "sr.png"), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "sr.png").size == (40, 48)
+    benchmark = tmp_path / "benchmark"
+    benchmark.mkdir()
+    Image.fromarray((np.random.default_rng(3).random((32, 40, 3)) * 255).astype(np.uint8)).save(benchmark / "a.png")
+    result = srfeat("eval", "--model", str(out), "--data", str(benchmark), "--metrics", "psnr", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "authors" in result.stdout and "benchmark" in result.stdout
 
 
 @pytest.mark.parametrize("stages", [1, 2], ids=["x2", "x4"])
