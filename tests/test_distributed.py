@@ -45,8 +45,21 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     # grows to 1e-4 by step 3 in a single process too). Step 1 agrees to 1e-8, step 2 to 1e-6.
     steps = 4 if stage == 1 else 2
     values["train"].update(max_steps=steps, checkpoint_every=100, log_every=2)
+    chaotic_weights = 0
     if stage == 2:
         values["train"]["init_generator"] = str(tiny_generator_file(tmp_path / "stage1.safetensors"))
+        # With the authors' order (discriminators first) the generator's second step follows a
+        # discriminator that took Adam's first, sign-like step: in a single process, 1e-7 on the
+        # initial weights then moves 45% of the generator's head by more than the tolerance.
+        # The order only swaps two calls of the same code, so DDP is compared in the other one.
+        # Adam moves a weight by lr * g / (|g| + eps): the authors' epsilons (1e-10, 1e-7) turn
+        # rounding differences of small gradients into large parts of a step; 1e-6 does not.
+        values["train"]["update_order"] = "generator_first"
+        values["optim"].update(eps=1e-6, discriminator_eps=1e-6)
+        # A ReLU in VGG19 that one run's rounding keeps at 0 and the other's just above it sends a
+        # whole channel's gradient to the feature discriminator's first conv in one run only: a
+        # few such weights (2 of 36,864 here) may differ by up to two steps.
+        chaotic_weights = 8
 
     single = dict(values, train=dict(values["train"], batch_size=4))
     train(config_from_dict(single), out_dir=tmp_path / "single", show_progress=False)
@@ -79,8 +92,11 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     for name, expected, actual in networks:
         assert expected.keys() == actual.keys()
         for key in expected:
-            # atol: 5% of one Adam step (lr 1e-3); a wrong average or per-process BatchNorm
-            # statistics move weights by whole steps.
-            torch.testing.assert_close(
-                actual[key], expected[key], rtol=1e-4, atol=5e-5, msg=lambda m, k=key, n=name: f"{n}.{k}: {m}"
-            )
+            if not expected[key].is_floating_point():
+                assert torch.equal(actual[key], expected[key]), f"{name}.{key}"
+                continue
+            # 5% of one Adam step (lr 1e-3); a wrong average or per-process BatchNorm
+            # statistics move many weights by whole steps.
+            off = (actual[key] - expected[key]).abs() > 5e-5 + 1e-4 * expected[key].abs()
+            assert int(off.sum()) <= chaotic_weights, f"{name}.{key}: {int(off.sum())} of {off.numel()} weights differ"
+            assert (actual[key] - expected[key]).abs().max() <= 2 * steps * 1e-3, f"{name}.{key}"
