@@ -86,8 +86,9 @@ def build_discriminators(config: TrainingConfig) -> dict[str, nn.Module]:
 
 def describe_adversarial_terms(config: TrainingConfig) -> str:
     """One log line: which discriminators, with what weights, updated in which order."""
-    variant = {("image",): "SRFeat_I", ("feature",): "SRFeat_F"}.get(tuple(config.model.discriminators), "SRFeat_IF")
-    terms = ", ".join(f"{kind} x {adversarial_weight(config, kind):g}" for kind in config.model.discriminators)
+    kinds = config.model.discriminators
+    variant = "SRFeat_IF" if len(kinds) == 2 else "SRFeat_I" if kinds == ["image"] else "SRFeat_F"
+    terms = ", ".join(f"{kind} x {adversarial_weight(config, kind):g}" for kind in kinds)
     return f"stage 2 ({variant}): perceptual + {terms}; {config.train.update_order.replace('_', ' ')}"
 
 

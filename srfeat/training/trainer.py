@@ -444,7 +444,7 @@ class Trainer:
                 AdversarialTerm(
                     kind,
                     kind,
-                    step_discriminators[kind],
+                    step_discriminators[kind],  # type: ignore[arg-type]  # a compiled module is still one
                     self.discriminator_optimizers[kind],
                     networks.adversarial_weight(config, kind),
                 )
