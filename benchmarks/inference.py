@@ -122,7 +122,7 @@ def build_variants(
 
 def without_workers(run: Callable[[], T]) -> Callable[[], T]:
     """`run` with srfeat's band workers off: each operation uses PyTorch's intra-op threads."""
-    from srfeat.ops.winograd import set_worker_threads
+    from srfeat.ops.workers import set_worker_threads
 
     def wrapped() -> T:
         set_worker_threads(False)

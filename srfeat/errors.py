@@ -28,3 +28,8 @@ class InvalidImageError(SRFeatError, ValueError):
 
 class ModelOutputError(SRFeatError, RuntimeError):
     """The network's output is not finite: the weights are broken, nothing is written."""
+
+
+class TrainingDiverged(SRFeatError):  # noqa: N818 - public name (tests, callers); it reads as the event
+    """A training loss became NaN or infinite, or the weights did or exploded; the last checkpoint on
+    disk is the last good one."""

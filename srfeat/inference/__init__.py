@@ -9,7 +9,8 @@ upscaled = Upscaler("default")(image)  # PIL image, numpy array or tensor in, th
 ```
 """
 
-from srfeat.inference.fused import InferenceGenerator, fold_batchnorm
+from srfeat.inference.folding import fold_batchnorm
+from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.tiling import plan_tiles, upscale_tiled
 from srfeat.inference.upscaler import Upscaler
 

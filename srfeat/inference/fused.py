@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11; torch depends on typing_extensions
 
 from srfeat.archs.containers import TypedModuleList
-from srfeat.archs.generator import LEAKY_SLOPE, ResidualBlock, SRFeatGenerator
+from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
+from srfeat.inference.folding import FoldedResidualBlock, conv_bias
 from srfeat.ops.private_torch import matmul, nnpack_available, nnpack_conv3x3, prepack_matmul_weight
 from srfeat.ops.winograd import (
     POSITIONS,
@@ -54,17 +55,16 @@ from srfeat.ops.winograd import (
     interior,
     padded_buffer,
     pixel_shuffle_target,
-    run_parallel,
     shuffle_channel_order,
     to_padded,
     winograd_conv3x3,
     winograd_filter,
-    worker_threads,
     zero_border,
     zero_outside,
 )
+from srfeat.ops.workers import run_parallel, worker_threads
 
-__all__ = ["Algorithm", "InferenceGenerator", "fold_batchnorm"]
+__all__ = ["Algorithm", "InferenceGenerator"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,57 +75,6 @@ Region = tuple[int, int, int, int]  # top, left, bottom, right, in input pixels
 # Default bound on the low-resolution pixels the upsampler handles at once (per band worker):
 # at scale 4 in float32 a band holds 21 to 40 feature maps per pixel, 170 to 330 MB.
 DEFAULT_UPSAMPLE_PIXELS = 16384
-
-
-def _pair(values: tuple[int, ...]) -> tuple[int, int]:
-    return values[0], values[1]
-
-
-def _bias(conv: nn.Conv2d) -> torch.Tensor:
-    """The bias of a convolution made with one."""
-    if conv.bias is None:
-        raise ValueError("expected a convolution with a bias")
-    return conv.bias
-
-
-def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A convolution equal to `bn(conv(x))` with `bn` in eval mode (running statistics)."""
-    if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
-    with torch.no_grad():
-        # Fold in float64 so the folded weights are the correctly rounded float32 values.
-        inv_std = torch.rsqrt(bn.running_var.double() + bn.eps)
-        gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(inv_std)
-        beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(inv_std)
-        scale = gamma * inv_std
-        bias = beta - bn.running_mean.double() * scale
-        if conv.bias is not None:
-            bias = bias + conv.bias.double() * scale
-        folded = nn.Conv2d(
-            conv.in_channels,
-            conv.out_channels,
-            _pair(conv.kernel_size),
-            stride=_pair(conv.stride),
-            padding=conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
-            dilation=_pair(conv.dilation),
-            groups=conv.groups,
-            bias=True,
-            padding_mode=conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-        )
-        folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
-        _bias(folded).copy_(bias)
-    return folded
-
-
-class FoldedResidualBlock(nn.Module):
-    """conv (+folded BN) -> LeakyReLU -> conv (+folded BN), plus the block input."""
-
-    def __init__(self, block: ResidualBlock) -> None:
-        super().__init__()
-        self.conv1 = fold_batchnorm(block.conv1, block.bn1)
-        self.conv2 = fold_batchnorm(block.conv2, block.bn2)
 
 
 class InferenceGenerator(nn.Module):
@@ -164,7 +113,7 @@ class InferenceGenerator(nn.Module):
         self.tail = copy.deepcopy(generator.tail)
         with torch.no_grad():
             self.tail.weight.mul_(0.5)
-            _bias(self.tail).mul_(0.5).add_(0.5)
+            conv_bias(self.tail).mul_(0.5).add_(0.5)
         self.requires_grad_(False)
         self.eval()
 
@@ -406,7 +355,8 @@ class InferenceGenerator(nn.Module):
         # Made here, not in the workers: they would race to make them.
         filters = self._derive("upsample", self._upsample_filters)
         biases = self._derive(
-            "upsample_bias", lambda: torch.stack([shuffle_channel_order(_bias(conv)) for conv in self.upsample_convs])
+            "upsample_bias",
+            lambda: torch.stack([shuffle_channel_order(conv_bias(conv)) for conv in self.upsample_convs]),
         )
         tail_weight = self._derive("tail", self._tail_weight)
         out = features.new_empty(batch, (bottom - top) * scale, (right - left) * scale, self.in_channels)
@@ -495,7 +445,7 @@ class InferenceGenerator(nn.Module):
         (tap, channel) products of every pixel, then each output sums its nine taps (a direct
         convolution to 3 channels has little to vectorise over)."""
         batch, _, padded_w, channels = padded.shape
-        out = _bias(self.tail).view(1, 1, 1, -1).expand(batch, height, width, -1).clone()
+        out = conv_bias(self.tail).view(1, 1, 1, -1).expand(batch, height, width, -1).clone()
         rows_per_gemm = max(1, (1 << 14) // max(1, padded_w * batch))  # 16k pixels: in cache
         for y0 in range(0, height, rows_per_gemm):
             rows = min(rows_per_gemm, height - y0)

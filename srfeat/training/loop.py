@@ -1,0 +1,282 @@
+"""The training loop: step, log, validate and save until the run's step or time budget is spent.
+
+In the spirit of BasicSR's `train.py`: the loop is a few flat methods over two small state
+objects, `Progress` (the counters a resume restores) and `LoopState` (what one process carries
+from step to step), and hands off to the trainer (the training step, checkpoints), the
+`Validator` and the `RunLog`.
+
+Each step, in this order: the training step; the clock (every step, or every 10 under DDP,
+where rank 0's clock decides for all); the log every `train.log_every` steps; validation every
+`validation.every`; a checkpoint every `train.checkpoint_every`; then the stop test. Logging
+comes before validation and saving, so that a NaN loss stops the run before its weights are
+validated or written; and the weights themselves are checked before either.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from srfeat.errors import TrainingDiverged
+from srfeat.training import checkpoint
+from srfeat.training.config import TrainingConfig
+from srfeat.training.distributed import barrier, broadcast_object
+from srfeat.training.run_log import RunLog
+from srfeat.training.sampling import ResumableSampler
+from srfeat.training.validation import Validator
+
+if TYPE_CHECKING:
+    from srfeat.training.trainer import Trainer
+
+__all__ = ["LoopState", "Progress", "TrainingLoop", "lr_factor"]
+
+logger = logging.getLogger(__name__)
+
+
+def lr_factor(config: TrainingConfig, epoch: int, progress: float) -> float:
+    """Learning-rate multiplier in `epoch` (counted from 0) at `progress` (0..1) of the run."""
+    optim = config.optim
+    if optim.lr_schedule == "epoch":
+        passed = sum(1 for milestone in optim.lr_milestones if epoch + 1 >= milestone)
+    else:
+        passed = sum(1 for milestone in optim.lr_milestones if progress >= milestone)
+    return optim.lr_gamma**passed
+
+
+@dataclass
+class Progress:
+    """Counters that a resume restores."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    elapsed_seconds: float = 0.0
+    best_psnr: float = -math.inf
+
+
+@dataclass
+class LoopState:
+    """What the loop carries from step to step in this process (not saved: a resume starts afresh)."""
+
+    started: float  # time.monotonic() at which the run would have started had it never stopped
+    saved_at: int  # step of the last checkpoint on disk
+    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # since the last log
+    summed_steps: int = 0
+    data_wait: float = 0.0  # seconds spent waiting for the DataLoader since the last log
+    logged_at: float = field(default_factory=time.monotonic)
+    validated_at: int = -1
+    last_validation: dict[str, float] | None = None
+    out_of_time: bool = False
+
+
+class TrainingLoop:
+    """One pass of a run from its current `Progress` to its end."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        loader: DataLoader,
+        sampler: ResumableSampler,
+        planned_steps: int,
+        validator: Validator | None,
+        log: RunLog,
+    ) -> None:
+        self.trainer = trainer
+        self.config = trainer.config
+        self.context = trainer.context
+        self.progress = trainer.progress
+        self.loader = loader
+        self.sampler = sampler
+        self.planned_steps = planned_steps
+        self.validator = validator
+        self.log = log
+        # Under DDP all ranks must stop at the same step: rank 0's clock decides, every few steps.
+        self.clock_every = 1 if not self.context.enabled else 10
+        self.state = LoopState(started=time.monotonic() - self.progress.elapsed_seconds, saved_at=self.progress.step)
+        self.bar: Any = None
+
+    def run(self) -> dict[str, float] | None:
+        """Train to the end; returns the last validation's metrics (None without validation)."""
+        progress, train = self.progress, self.config.train
+        self._open_bar()
+        done = progress.step >= self.planned_steps
+        while not done and progress.epoch < train.epochs:
+            done = self._train_epoch()
+        self._finish()
+        return self.state.last_validation
+
+    # -- one epoch, one step ----------------------------------------------------------
+
+    def _train_epoch(self) -> bool:
+        """The rest of the current epoch; True when the run is over before its end."""
+        progress, batch_size = self.progress, self.config.train.batch_size
+        self.sampler.set_epoch(progress.epoch)
+        self.sampler.start = progress.batch_in_epoch * batch_size
+        self._set_scheduled_lr()
+        waited_since = time.monotonic()
+        for batch in self.loader:
+            self.state.data_wait += time.monotonic() - waited_since
+            self._step(batch)
+            if self._after_step():
+                return True
+            waited_since = time.monotonic()
+        progress.epoch += 1
+        progress.batch_in_epoch = 0
+        return False
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> None:
+        trainer, state, progress = self.trainer, self.state, self.progress
+        lr = batch["lr"].to(trainer.device, non_blocking=True, memory_format=trainer.memory_format)
+        hr = batch["hr"].to(trainer.device, non_blocking=True, memory_format=trainer.memory_format)
+        losses = trainer.step_fn(lr, hr)
+        for key, value in losses.items():
+            state.loss_sums[key] = state.loss_sums[key] + value if key in state.loss_sums else value.clone()
+        state.summed_steps += 1
+        progress.step += 1
+        progress.batch_in_epoch += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _after_step(self) -> bool:
+        """Clock, log, validation and checkpoint as due; True when the run should stop."""
+        config, step = self.config, self.progress.step
+        if step % self.clock_every == 0 or step >= self.planned_steps:
+            self._tick_clock()
+        if step % config.train.log_every == 0:
+            self._flush_log()
+        if config.validation.dir and step % config.validation.every == 0:
+            self._flush_log()
+            self._validate()
+        if step % config.train.checkpoint_every == 0:
+            self._save()
+        return step >= self.planned_steps or self.state.out_of_time
+
+    # -- what the steps hand off ------------------------------------------------------
+
+    def _set_scheduled_lr(self) -> None:
+        fraction = self.progress.step / self.planned_steps
+        max_minutes = self.config.train.max_minutes
+        if max_minutes:
+            fraction = max(fraction, self.progress.elapsed_seconds / (60.0 * max_minutes))
+        self.trainer.set_lr(lr_factor(self.config, self.progress.epoch, min(fraction, 1.0)))
+
+    def _tick_clock(self) -> None:
+        elapsed = float(broadcast_object(time.monotonic() - self.state.started, self.context))  # type: ignore[arg-type]
+        self.progress.elapsed_seconds = elapsed
+        max_minutes = self.config.train.max_minutes
+        self.state.out_of_time = max_minutes is not None and elapsed >= 60.0 * max_minutes
+        if self.config.optim.lr_schedule == "progress":
+            self._set_scheduled_lr()
+
+    def _flush_log(self) -> None:
+        """Average the losses since the last log and write them; stops the run on a NaN."""
+        state, progress = self.state, self.progress
+        if not state.summed_steps:
+            return
+        now = time.monotonic()
+        # Low data_wait means the loader keeps up; the GPU is the bottleneck then.
+        timing = {
+            "steps_per_second": state.summed_steps / max(now - state.logged_at, 1e-9),
+            "data_wait": state.data_wait / max(now - state.logged_at, 1e-9),
+        }
+        values = {key: (total / state.summed_steps).item() for key, total in state.loss_sums.items()}
+        bad = [key for key, value in values.items() if not math.isfinite(value)]
+        if bad:
+            raise TrainingDiverged(
+                f"{', '.join(bad)} became {values[bad[0]]} by step {progress.step}: training stopped; "
+                f"{checkpoint.last_good_checkpoint(self.trainer.out_dir, state.saved_at)} "
+                "(lower optim.lr or check the data)"
+            )
+        record = {
+            "kind": "train",
+            "step": progress.step,
+            "epoch": progress.epoch + 1,
+            **values,
+            "lr": self.trainer.generator_optimizer.param_groups[0]["lr"],
+            "seconds": round(progress.elapsed_seconds, 2),
+        }
+        record.update({key: round(value, 4) for key, value in timing.items()})
+        self.log.write(record)
+        state.data_wait, state.logged_at = 0.0, time.monotonic()
+        if self.bar is not None:
+            self.bar.set_postfix(
+                {"loss": f"{values['loss/generator']:.4g}", "lr": f"{record['lr']:.1e}"}, refresh=False
+            )
+        state.loss_sums, state.summed_steps = {}, 0
+
+    def _stop_if_diverged(self) -> None:
+        trainer = self.trainer
+        networks = {
+            "generator": trainer.generator,
+            **{f"{n} discriminator": d for n, d in trainer.discriminators.items()},
+        }
+        problem = checkpoint.diverged_weights(networks)
+        if problem is not None:  # a finite loss can come before weights that exploded in its step
+            raise TrainingDiverged(
+                f"{problem} at step {self.progress.step}: training stopped without saving them; "
+                f"{checkpoint.last_good_checkpoint(trainer.out_dir, self.state.saved_at)} "
+                "(lower optim.lr or check the data)"
+            )
+
+    def _validate(self) -> None:
+        state, progress = self.state, self.progress
+        state.validated_at = progress.step
+        self._stop_if_diverged()
+        if self.validator is not None:
+            metrics, samples = self.validator(self.trainer.generator)
+            state.last_validation = metrics
+            improved = metrics["psnr"] > progress.best_psnr
+            if improved:
+                progress.best_psnr = metrics["psnr"]
+                self.trainer.save_best_generator()
+            self.log.write({"kind": "validation", "step": progress.step, "epoch": progress.epoch + 1, **metrics})
+            self.log.images("validation/sr", samples, progress.step)
+            self.log.plot()
+            text = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            message = f"step {progress.step}: validation {text}{' (best)' if improved else ''}"
+            if self.bar is not None:
+                self.bar.write(message)
+            else:
+                logger.info("%s", message)
+        barrier(self.context)
+
+    def _save(self) -> None:
+        self._flush_log()  # never save weights from after a NaN
+        self._stop_if_diverged()
+        self.trainer.save_checkpoint()
+        self.state.saved_at = self.progress.step
+
+    # -- start and end ----------------------------------------------------------------
+
+    def _open_bar(self) -> None:
+        if self.trainer.show_progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.planned_steps,
+                initial=self.progress.step,
+                unit="step",
+                dynamic_ncols=True,
+                desc=f"stage {self.config.stage}",
+            )
+
+    def _finish(self) -> None:
+        """The last log, validation and checkpoint of the run, unless its last step made them."""
+        config, state, step = self.config, self.state, self.progress.step
+        if self.bar is not None:
+            self.bar.close()
+        self._flush_log()
+        if config.validation.dir and state.validated_at != step:
+            self._validate()
+        if state.saved_at != step or not (self.trainer.out_dir / checkpoint.STATE_FILE).is_file():
+            self._save()
+        if state.out_of_time and self.context.is_main:
+            logger.info("time budget of %g minutes reached at step %d", config.train.max_minutes, step)
+        if self.context.is_main:
+            self.log.plot()

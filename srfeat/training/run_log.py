@@ -1,0 +1,110 @@
+"""The run's records: metrics.jsonl, TensorBoard event files and the PNG plot (main process only).
+
+OUT/metrics.jsonl    one JSON object per log ("kind": "train") and validation ("validation")
+OUT/training.png     losses and validation PSNR (and NIQE in stage 2) over the run
+OUT/tensorboard/     losses, lr, PSNR/SSIM and validation images
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["METRICS_FILE", "PLOT_FILE", "RunLog"]
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "training.png"
+
+
+@dataclass
+class RunLog:
+    """metrics.jsonl, TensorBoard and the PNG plot of one run (main process only)."""
+
+    out_dir: Path
+    enabled: bool
+    writer: Any = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        path = self.out_dir / METRICS_FILE
+        if path.is_file():
+            self.records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
+            logger.warning("tensorboard is not importable; TensorBoard logs are off")
+
+    def truncate_after(self, step: int) -> None:
+        """Forget records past `step` (a resumed run redoes those steps)."""
+        if not self.enabled:
+            return
+        self.records = [r for r in self.records if r["step"] <= step]
+        (self.out_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.records.append(record)
+        with open(self.out_dir / METRICS_FILE, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            prefix = "validation/" if record["kind"] == "validation" else ""
+            for key, value in record.items():
+                if key not in ("kind", "step", "epoch") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(prefix + key, value, record["step"])
+
+    def images(self, tag: str, images: list[torch.Tensor], step: int) -> None:
+        if self.enabled and self.writer is not None:
+            for i, image in enumerate(images):
+                self.writer.add_image(f"{tag}/{i}", image, step)
+
+    def plot(self) -> None:
+        if not self.enabled or not self.records:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        train = [r for r in self.records if r["kind"] == "train"]
+        validation = [r for r in self.records if r["kind"] == "validation"]
+        loss_keys = sorted({k for r in train for k in r if k.startswith("loss/")})
+        figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for key in loss_keys:
+            points = [(r["step"], r[key]) for r in train if key in r and r[key] > 0]
+            if points:
+                loss_axis.plot(*zip(*points, strict=True), label=key.removeprefix("loss/"))
+        loss_axis.set(xlabel="step", ylabel="loss", yscale="log", title="training losses")
+        if loss_keys:
+            loss_axis.legend()
+        points = [(r["step"], r["psnr"]) for r in validation if "psnr" in r]
+        if points:
+            psnr_axis.plot(*zip(*points, strict=True), marker="o")
+        psnr_axis.set(xlabel="step", ylabel="PSNR (dB, Y)", title="validation PSNR")
+        psnr_axis.grid(alpha=0.3)
+        points = [(r["step"], r["niqe"]) for r in validation if "niqe" in r]
+        if points:  # stage 2 trades PSNR for what NIQE measures: show both
+            psnr_axis.set_title("validation PSNR and NIQE")
+            niqe_axis = psnr_axis.twinx()
+            niqe_axis.plot(*zip(*points, strict=True), marker="s", color="tab:red")
+            niqe_axis.set_ylabel("NIQE (lower is better)", color="tab:red")
+        figure.tight_layout()
+        tmp = self.out_dir / f".{PLOT_FILE}.tmp.png"
+        figure.savefig(tmp, dpi=100)
+        plt.close(figure)
+        tmp.replace(self.out_dir / PLOT_FILE)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

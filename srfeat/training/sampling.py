@@ -1,0 +1,107 @@
+"""The training data of a run: seeded items, a resumable sampler, the DataLoader.
+
+Exact resumption: every training item is drawn with its own seed (from the run's seed, the
+epoch and the item's index), the data order of an epoch comes from (seed, epoch), and the
+run's state records how many batches of the current epoch are done; so a resumed run sees the
+same batches as an uninterrupted one, whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from srfeat.errors import ConfigError
+from srfeat.training.config import TrainingConfig
+from srfeat.training.distributed import DistributedContext
+
+__all__ = ["ResumableSampler", "SeededItems", "build_loader", "build_train_dataset"]
+
+
+class SeededItems(Dataset):
+    """Makes every item's randomness (crop, flip, rotation) a function of its own seed.
+
+    The sampler hands out (index, seed) keys; the global random generators are seeded from
+    the key before the wrapped dataset draws, so an item is the same in any worker, on any
+    rank and after a resume.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        return self.dataset[index]
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that yields (index, item seed) and can start mid-epoch.
+
+    This rank's share of global batch b is the b-th run of `batch_size` indices of its
+    strided share of the epoch's permutation, so W ranks with batch B see exactly the
+    samples that one process with batch W*B sees, batch by batch.
+    """
+
+    def __init__(self, dataset: Dataset, context: DistributedContext, seed: int) -> None:
+        super().__init__(
+            dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True
+        )
+        self.start = 0  # position in this rank's share at which the next epoch begins
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()[: self.total_size]  # type: ignore[arg-type]
+        share = order[self.rank : self.total_size : self.num_replicas]
+        for position in range(self.start, len(share)):
+            index = share[position]
+            yield index, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+
+
+def build_train_dataset(config: TrainingConfig) -> Dataset:
+    from srfeat.data.datasets import CenterCropDataset, PairedPatchDataset, RandomCropDataset
+
+    folders = [config.resolve_path(d) for d in config.data.train_dirs]
+    data, scale = config.data, config.model.scale
+    if data.kind == "center_crop":
+        return CenterCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale)
+    if data.kind == "random_crop":
+        return RandomCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale, repeats=data.repeat)
+    return PairedPatchDataset(folders, scale=scale, hr_patch_size=data.hr_patch_size)
+
+
+def build_loader(
+    config: TrainingConfig, context: DistributedContext, device: torch.device
+) -> tuple[SeededItems, ResumableSampler, DataLoader]:
+    """The run's dataset, its sampler (which the loop positions at each epoch) and the loader."""
+    dataset = SeededItems(build_train_dataset(config))
+    sampler = ResumableSampler(dataset, context, config.train.seed)
+    data = config.data
+    use_pinned = data.pin_memory and device.type == "cuda"
+    loader = DataLoader(
+        dataset,
+        batch_size=config.train.batch_size,
+        sampler=sampler,
+        num_workers=data.num_workers,
+        pin_memory=use_pinned,
+        drop_last=True,
+        persistent_workers=data.num_workers > 0,
+        prefetch_factor=data.prefetch_factor if data.num_workers > 0 else None,
+    )
+    if len(loader) == 0:
+        raise ConfigError(
+            f"the training set has {len(dataset)} items, fewer than one global batch "
+            f"({config.train.batch_size} x {context.world_size}): lower train.batch_size or add images"
+        )
+    return dataset, sampler, loader

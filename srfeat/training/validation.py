@@ -1,0 +1,72 @@
+"""Validation during training: PSNR/SSIM of the generator on a benchmark folder, NIQE in stage 2.
+
+Scored as `srfeat eval` scores (SR rounded to uint8, Y channel, `scale` pixels shaved), so the
+numbers in a run's log are the numbers of the evaluation protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from srfeat.errors import SRFeatError
+from srfeat.training.config import TrainingConfig
+
+__all__ = ["Validator"]
+
+logger = logging.getLogger(__name__)
+
+
+class Validator:
+    """PSNR/SSIM (and NIQE in stage 2, when available) of the generator on a benchmark folder."""
+
+    def __init__(self, config: TrainingConfig, device: torch.device) -> None:
+        from srfeat.data.datasets import BenchmarkDataset
+
+        assert config.validation.dir is not None
+        self.config = config
+        self.device = device
+        self.dataset = BenchmarkDataset(config.resolve_path(config.validation.dir), scale=config.model.scale)
+        self.count = min(len(self.dataset), config.validation.max_images or len(self.dataset))
+        self.niqe = None
+        if config.stage == 2 and config.validation.niqe:
+            try:
+                from srfeat.metrics.niqe import niqe
+
+                self.niqe = niqe
+            except ImportError:
+                logger.info("NIQE is not available; validation reports PSNR/SSIM only")
+
+    @torch.no_grad()
+    def __call__(self, generator: nn.Module) -> tuple[dict[str, float], list[torch.Tensor]]:
+        from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
+
+        was_training = generator.training
+        generator.eval()
+        scale = self.config.model.scale
+        totals: dict[str, float] = {"psnr": 0.0, "ssim": 0.0}
+        niqe_values: list[float] = []
+        samples: list[torch.Tensor] = []
+        memory_format = torch.channels_last if self.config.train.channels_last else torch.contiguous_format
+        for index in range(self.count):
+            item = self.dataset[index]
+            lr = item["lr"].unsqueeze(0).to(self.device, memory_format=memory_format)
+            sr = generator(lr).float().clamp_(0.0, 1.0)[0]
+            sr_uint8 = sr.mul(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            totals["psnr"] += psnr(sr_uint8, item["hr_uint8"], crop_border=scale)
+            totals["ssim"] += ssim(sr_uint8, item["hr_uint8"], crop_border=scale)
+            if self.niqe is not None:
+                try:
+                    niqe_values.append(self.niqe(rgb_to_y(sr_uint8), crop_border=scale))
+                except SRFeatError as error:  # too small or flat: NIQE undefined for this image
+                    logger.debug("NIQE skipped for %s: %s", item["name"], error)
+            if len(samples) < self.config.validation.sample_images:
+                samples.append(sr.cpu())
+        generator.train(was_training)
+        metrics = {key: value / self.count for key, value in totals.items()}
+        if niqe_values:
+            metrics["niqe"] = float(np.mean(niqe_values))
+        return metrics, samples
