@@ -6,8 +6,10 @@ rounded to uint8, SR = model(LR) rounded to uint8, then PSNR/SSIM on the Y chann
 
 Models are given as strings: `bicubic` (MATLAB bicubic upscaling of the LR image, the
 baseline every paper reports), `hr` (the ground truth itself, so that no-reference metrics
-can score it; its PSNR/SSIM are left empty) or anything `srfeat.weights.load_generator`
-accepts (a bundled name or a checkpoint path).
+can score it; its PSNR/SSIM are left empty), anything `srfeat.weights.load_generator`
+accepts (a bundled name or a checkpoint path), or a blend (`strength=0.5`, `strength=0:1:0.1`,
+`blend=A,B,0.3`: see `srfeat.weights.blend`). With `tta` the networks run as self-ensembles
+and their rows are labelled `<model>+tta`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tqdm import tqdm
 from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale
 from srfeat.errors import SRFeatError
 from srfeat.metrics.psnr_ssim import SSIM_WINDOW, psnr, rgb_to_y, ssim
+from srfeat.weights.blend import BLEND_PREFIX, expand_blend_specs, is_blend_spec, parse_blend_spec
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +72,9 @@ def single_threaded() -> Iterator[None]:
 # ----------------------------------------------------------------------------- models
 
 
-def make_upscaler(spec: str, scale: int, device: torch.device) -> Upscaler:
-    """`bicubic`, or a generator by bundled name or checkpoint path (`hr` is handled by the caller)."""
+def make_upscaler(spec: str, scale: int, device: torch.device, tta: bool = False) -> Upscaler:
+    """`bicubic`, or a generator by bundled name, checkpoint path or blend spec (`hr` is handled
+    by the caller); `tta`: the generator as a self-ensemble (bicubic is symmetric: no change)."""
     if spec == BICUBIC:
 
         def upscale_bicubic(lr: np.ndarray) -> np.ndarray:
@@ -82,7 +86,8 @@ def make_upscaler(spec: str, scale: int, device: torch.device) -> Upscaler:
 
     # The inference path users get (folded BatchNorm, fast convolutions), untiled: benchmark
     # images are small, and tiling is exact anyway.
-    upscaler = InferenceUpscaler(spec, device=device, tile=0)
+    blend = parse_blend_spec(spec)
+    upscaler = InferenceUpscaler(spec if blend is None else blend.build(), device=device, tile=0, tta=tta)
     if upscaler.scale != scale:
         raise SRFeatError(
             f"model {spec} upscales x{upscaler.scale}, but the evaluation is at x{scale}: pass --scale {upscaler.scale}"
@@ -95,11 +100,22 @@ def make_upscaler(spec: str, scale: int, device: torch.device) -> Upscaler:
     return upscale_generator
 
 
-def model_labels(specs: Sequence[str]) -> list[str]:
-    """Short, unique names for table rows: a checkpoint path becomes its file stem."""
+def _short_name(spec: str) -> str:
+    return spec if spec in (BICUBIC, GROUND_TRUTH) or not Path(spec).suffix else Path(spec).stem
+
+
+def model_labels(specs: Sequence[str], tta: bool = False) -> list[str]:
+    """Short, unique names for table rows: a checkpoint path becomes its file stem (in a blend
+    spec too), and with `tta` a network's name gets `+tta`."""
     labels = []
     for spec in specs:
-        label = spec if spec in (BICUBIC, GROUND_TRUTH) or not Path(spec).suffix else Path(spec).stem
+        blend = parse_blend_spec(spec) if spec.startswith(BLEND_PREFIX) else None
+        if blend is not None:
+            label = f"{BLEND_PREFIX}{_short_name(blend.model_a)},{_short_name(blend.model_b)},{blend.alpha:g}"
+        else:
+            label = spec if is_blend_spec(spec) else _short_name(spec)
+        if tta and spec not in (BICUBIC, GROUND_TRUTH):
+            label += "+tta"
         base, count = label, 2
         while label in labels:
             label, count = f"{base}#{count}", count + 1
@@ -208,8 +224,9 @@ def evaluate(
     test_y_channel: bool = True,
     figure_image: str | None = None,
     keep_figure_samples: bool = False,
+    tta: bool = False,
 ) -> EvaluationResult:
-    """Evaluate each model on each folder by the protocol.
+    """Evaluate each model on each folder by the protocol (`tta`: networks as self-ensembles).
 
     With `keep_figure_samples`, one image per folder (`figure_image` if the folder has it,
     else its first) is kept with every model's output and the bicubic baseline.
@@ -225,9 +242,10 @@ def evaluate(
     from srfeat.inference.upscaler import resolve_device
 
     torch_device = resolve_device(device)
-    labels = model_labels(models)
+    models = expand_blend_specs(models)
+    labels = model_labels(models, tta=tta)
     upscalers: dict[str, Upscaler | None] = {
-        label: None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device)
+        label: None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device, tta=tta)
         for label, spec in zip(labels, models, strict=True)
     }
     results: list[DatasetScore] = []

@@ -67,6 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default="default", help="a bundled model name (e.g. default) or a checkpoint path (default: default)"
     )
     parser.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        metavar="S",
+        help="detail dial from 0 (default: faithful, smooth) to 1 (gan: sharp, invented texture); "
+        "the two networks' weights blended, no slower",
+    )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="self-ensemble: average the 8 flips and rotations (slightly more faithful, 8x the time)",
+    )
+    parser.add_argument(
         "--tile",
         type=int,
         default=None,
@@ -267,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
         tile_pad=args.tile_pad,
         compile=args.compile,
         progress=True,
+        strength=args.strength,
+        tta=args.tta,
     )
     logger.info("%d image(s) with %s", len(jobs), upscaler)
     failures = len(errors)

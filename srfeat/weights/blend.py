@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -24,7 +25,19 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
 from srfeat.weights import generator_from_state, load_generator
 
-__all__ = ["DETAIL_MODELS", "blend_generators", "blend_states", "check_alpha", "load_blended", "strength_generator"]
+__all__ = [
+    "DETAIL_MODELS",
+    "SPEC_HELP",
+    "BlendSpec",
+    "blend_generators",
+    "blend_states",
+    "check_alpha",
+    "expand_blend_specs",
+    "is_blend_spec",
+    "load_blended",
+    "parse_blend_spec",
+    "strength_generator",
+]
 
 # The two ends of the detail dial: `strength` 0 is the first, 1 the second.
 DETAIL_MODELS = ("default", "gan")
@@ -120,3 +133,71 @@ def load_blended(model: str | os.PathLike[str] | SRFeatGenerator, strength: floa
             f"with model {name}; to blend your own checkpoints use `srfeat blend A B --alpha a -o out.safetensors`"
         )
     return strength_generator(strength)
+
+
+# -- blend specs: how `srfeat eval --model` names a blend ---------------------------------
+
+STRENGTH_PREFIX = "strength="
+BLEND_PREFIX = "blend="
+SPEC_HELP = (
+    "strength=S (the default/gan blend at S, 0..1), strength=START:STOP:STEP (one model per step, "
+    "both ends included, e.g. strength=0:1:0.1), blend=A,B,ALPHA (any two generators of one architecture)"
+)
+
+
+@dataclass(frozen=True)
+class BlendSpec:
+    """(1 - alpha) model_a + alpha model_b, as named by a spec string."""
+
+    model_a: str
+    model_b: str
+    alpha: float
+
+    def build(self) -> SRFeatGenerator:
+        return blend_generators(self.model_a, self.model_b, self.alpha)
+
+
+def _spec_number(text: str, spec: str) -> float:
+    try:
+        return float(text)
+    except ValueError as error:
+        raise WeightsError(f"model spec {spec!r}: {text!r} is not a number; use {SPEC_HELP}") from error
+
+
+def is_blend_spec(spec: str) -> bool:
+    return spec.startswith((STRENGTH_PREFIX, BLEND_PREFIX))
+
+
+def parse_blend_spec(spec: str) -> BlendSpec | None:
+    """`strength=S` or `blend=A,B,ALPHA` -> a `BlendSpec`; any other string -> None (a model name)."""
+    if spec.startswith(STRENGTH_PREFIX):
+        strength = check_alpha(_spec_number(spec.removeprefix(STRENGTH_PREFIX), spec), "strength")
+        return BlendSpec(*DETAIL_MODELS, strength)
+    if spec.startswith(BLEND_PREFIX):
+        parts = spec.removeprefix(BLEND_PREFIX).rsplit(",", 2)
+        if len(parts) != 3 or not all(parts):
+            raise WeightsError(f"model spec {spec!r} is not blend=A,B,ALPHA (e.g. blend=default,gan,0.3)")
+        model_a, model_b, alpha = parts
+        return BlendSpec(model_a, model_b, check_alpha(_spec_number(alpha, spec)))
+    return None
+
+
+def expand_blend_specs(specs: Sequence[str]) -> list[str]:
+    """The model list with each `strength=START:STOP:STEP` replaced by its steps (`strength=0`, ...)."""
+    expanded: list[str] = []
+    for spec in specs:
+        if not (spec.startswith(STRENGTH_PREFIX) and ":" in spec):
+            expanded.append(spec)
+            continue
+        bounds = spec.removeprefix(STRENGTH_PREFIX).split(":")
+        if len(bounds) != 3:
+            raise WeightsError(f"model spec {spec!r} is not strength=START:STOP:STEP (e.g. strength=0:1:0.1)")
+        start, stop, step = (_spec_number(text, spec) for text in bounds)
+        check_alpha(start, "strength")
+        check_alpha(stop, "strength")
+        if not math.isfinite(step) or step <= 0 or stop < start:
+            raise WeightsError(f"model spec {spec!r}: needs START <= STOP and a positive STEP (e.g. strength=0:1:0.1)")
+        # Counted in steps, not accumulated, so that 0.1 * 10 lands on 1 and is included.
+        count = math.floor((stop - start) / step + 1e-9) + 1
+        expanded += [f"{STRENGTH_PREFIX}{round(start + index * step, 10):g}" for index in range(count)]
+    return expanded
