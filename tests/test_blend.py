@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from inference_helpers import tiny_generator
+from PIL import Image
 from skimage import data as samples
 
 from srfeat.errors import WeightsError
@@ -135,3 +136,62 @@ def test_bad_strengths_are_refused_in_one_line(strength: float) -> None:
 def test_strength_with_another_model_is_refused() -> None:
     with pytest.raises(WeightsError, match="cannot be combined with model gan.*srfeat blend"):
         Upscaler("gan", strength=0.5, device="cpu")
+
+
+# -- the command line: srfeat upscale --strength, srfeat blend ------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("photo") / "patch.png"
+    Image.fromarray(PHOTO).save(path)
+    return path
+
+
+def upscaled_by_cli(photo: Path, output: Path, *options: str | Path) -> np.ndarray:
+    process = run_cli("upscale", photo, "-o", output, "--device", "cpu", *options)
+    assert process.returncode == 0, process.stderr
+    return np.asarray(Image.open(output)).astype(np.int16)
+
+
+def test_cli_strength_ends_are_the_bundled_models(photo_file: Path, tmp_path: Path) -> None:
+    default = upscaled_by_cli(photo_file, tmp_path / "default.png", "--model", "default")
+    gan = upscaled_by_cli(photo_file, tmp_path / "gan.png", "--model", "gan")
+    assert np.abs(upscaled_by_cli(photo_file, tmp_path / "s0.png", "--strength", "0") - default).max() <= 1
+    assert np.abs(upscaled_by_cli(photo_file, tmp_path / "s1.png", "--strength", "1") - gan).max() <= 1
+
+
+def test_cli_blend_then_model_equals_strength(photo_file: Path, tmp_path: Path) -> None:
+    blend = tmp_path / "half.safetensors"
+    process = run_cli("blend", "default", "gan", "--alpha", "0.5", "-o", blend)
+    assert process.returncode == 0, process.stderr
+    from_file = upscaled_by_cli(photo_file, tmp_path / "file.png", "--model", blend)
+    dialled = upscaled_by_cli(photo_file, tmp_path / "dial.png", "--strength", "0.5")
+    assert np.abs(from_file - dialled).max() <= 1
+    # Nothing a user has is overwritten: a second blend to the same file is refused.
+    before = blend.read_bytes()
+    again = run_cli("blend", "default", "gan", "--alpha", "0.7", "-o", blend)
+    assert again.returncode == 1 and "exists; use --overwrite" in again.stderr and blend.read_bytes() == before
+
+
+@pytest.mark.parametrize("strength", ["1.5", "nan", "-0.1"])
+def test_cli_bad_strength_is_one_line_and_writes_nothing(photo_file: Path, tmp_path: Path, strength: str) -> None:
+    process = run_cli("upscale", photo_file, "-o", tmp_path / "out", "--strength", strength, "--device", "cpu")
+    assert process.returncode == 1
+    assert error_lines(process) == [f"ERROR: strength must be between 0 and 1 (0 = default, 1 = gan), got {strength}"]
+    assert "Traceback" not in process.stderr and not (tmp_path / "out").exists()
+
+
+def test_cli_blend_of_different_architectures_is_one_line(tmp_path: Path) -> None:
+    save_generator(tiny_generator(num_features=8), tmp_path / "narrow.safetensors")
+    save_generator(tiny_generator(num_features=16), tmp_path / "wide.safetensors")
+    output = tmp_path / "blend.safetensors"
+    process = run_cli(
+        "blend", tmp_path / "narrow.safetensors", tmp_path / "wide.safetensors", "--alpha", "0.3", "-o", output
+    )
+    assert process.returncode == 1 and "Traceback" not in process.stderr
+    [line] = error_lines(process)
+    assert "head.weight is 8x3x9x9 in" in line and "but 16x3x9x9 in" in line and "wide.safetensors" in line
+    assert not output.exists()
+    process = run_cli("blend", "default", "gan", "--alpha", "2", "-o", output)
+    assert error_lines(process) == ["ERROR: alpha must be between 0 and 1, got 2.0"] and not output.exists()
