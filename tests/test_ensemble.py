@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from inference_helpers import tiny_generator
+from PIL import Image
 from skimage import data as samples
 
 from srfeat.inference import Upscaler
@@ -55,8 +58,39 @@ def test_upscaler_tta_is_tiled_like_one_pass_and_changes_the_result() -> None:
 
 @pytest.mark.parametrize("mode", ["L", "RGBA"])
 def test_tta_keeps_gray_and_alpha(mode: str) -> None:
-    from PIL import Image
-
     image = Image.fromarray(samples.astronaut()[:20, :16]).convert(mode)
     result = Upscaler(tiny_generator(), device="cpu", tta=True)(image)
     assert result.mode == mode and result.size == (64, 80)
+
+
+def test_cli_tta_is_tiled_like_one_pass(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from srfeat.weights import save_generator
+
+    save_generator(tiny_generator(), tmp_path / "tiny.safetensors")
+    Image.fromarray(samples.astronaut()[::8, ::8][:36, :30]).save(tmp_path / "photo.png")
+    outputs = {}
+    for name, options in {"tiled": ["--tta", "--tile", "12"], "whole": ["--tta", "--tile", "0"], "plain": []}.items():
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "srfeat.cli",
+                "upscale",
+                str(tmp_path / "photo.png"),
+                "-o",
+                str(tmp_path / f"{name}.png"),
+            ]
+            + ["--model", str(tmp_path / "tiny.safetensors"), "--device", "cpu", *options],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert process.returncode == 0, process.stderr
+        outputs[name] = np.asarray(Image.open(tmp_path / f"{name}.png")).astype(int)
+    assert outputs["tiled"].shape == outputs["plain"].shape == (144, 120, 3)
+    assert np.abs(outputs["tiled"] - outputs["whole"]).max() <= 1
+    assert np.abs(outputs["whole"] - outputs["plain"]).max() > 1
