@@ -14,7 +14,9 @@ Variants (interleaved, one run of each per round):
   ways of using the cores; "srfeat Winograd only": algorithm "winograd" (CPUs without NNPACK);
 - "ours bf16" (CPU with avx512_bf16, or GPU), "ours fp16" (GPU): the Upscaler in that
   precision; with --compile the plain generator and the Upscaler's `compile=True`. Reduced
-  precision is reported with its difference in grey levels.
+  precision is reported with its difference in grey levels;
+- with --tta "ours, tta": the Upscaler's self-ensemble (`tta=True`: eight orientations, each
+  through `upscale_rgb`, averaged), to put a number on its cost.
 
 GFLOP/s counts the direct convolutions' FLOPs (2 x multiply-adds, 8.0 M multiply-adds per LR
 pixel), whatever algorithm ran; "of conv" is that rate over the single-convolution rate
@@ -66,7 +68,12 @@ def load_weights(spec: str | None) -> tuple[SRFeatGenerator, str]:
 
 
 def build_variants(
-    generator: SRFeatGenerator, image: torch.Tensor, device: torch.device, compile_: bool, include_folded: bool
+    generator: SRFeatGenerator,
+    image: torch.Tensor,
+    device: torch.device,
+    compile_: bool,
+    include_folded: bool,
+    tta: bool = False,
 ) -> dict[str, tuple[Callable[[], torch.Tensor], str]]:
     """name -> (callable returning the output, precision)."""
     from srfeat.inference import InferenceGenerator, Upscaler
@@ -96,6 +103,10 @@ def build_variants(
         variants["folded, library convolutions (algorithm='direct')"] = (folded("direct"), "fp32")
     ours = Upscaler(generator, device=device)
     variants["ours"] = (upscale(ours), "fp32")
+    if tta:
+        from srfeat.inference.ensemble import self_ensemble
+
+        variants["ours, tta"] = (lambda: self_ensemble(ours.upscale_rgb, image[0])[None], "fp32")
     if device.type == "cpu" and torch.get_num_threads() > 1:
         variants["ours, intra-op threads"] = (without_workers(upscale(ours)), "fp32")
     if device.type == "cpu" and ours.model.use_nnpack:
@@ -157,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd forms")
     parser.add_argument("--no-folded", action="store_true", help="skip the folded-only variant (algorithm='direct')")
     parser.add_argument("--clock-ghz", type=float, default=None, help="core clock for the CPU peak")
+    parser.add_argument("--tta", action="store_true", help="also time the self-ensemble (Upscaler(tta=True))")
     parser.add_argument("--no-json", action="store_true", help="print only")
     args = parser.parse_args(argv)
     device = setup(args)
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     conv = measure_conv(args.size, device, max(2, args.rounds), 1)
-    variants = build_variants(generator, image, device, args.compile, not args.no_folded)
+    variants = build_variants(generator, image, device, args.compile, not args.no_folded, args.tta)
     print(f"\ntiming {', '.join(variants)}")
     outputs = {name: run() for name, (run, _) in variants.items()}  # also the first warm-up
     times = time_interleaved(
