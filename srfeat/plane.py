@@ -89,7 +89,14 @@ def plane_figure(path: str | Path, records: Sequence[Record]) -> None:
         for name, points in _curves(models).items():
             xy = [(_number(r, "psnr"), _number(r, "niqe")) for _, r in points]
             kept = [(s, x, y) for (s, _), (x, y) in zip(points, xy, strict=True) if x is not None and y is not None]
-            axis.plot([x for _, x, _ in kept], [y for _, _, y in kept], "o-", color="tab:blue", ms=4, label=name)
+            axis.plot(
+                [x for _, x, _ in kept],
+                [y for _, _, y in kept],
+                "o-",
+                color="tab:blue",
+                ms=4,
+                label=f"detail dial ({name})",
+            )
             for strength, x, y in kept:
                 axis.annotate(f"{strength:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
         for model, record in models.items():
@@ -110,12 +117,13 @@ def plane_figure(path: str | Path, records: Sequence[Record]) -> None:
                 fontsize=8,
                 color="grey",
             )
+        axis.margins(x=0.1, y=0.08)  # room for the labels of the points at the edges
         axis.set_title(dataset)
         axis.set_xlabel("PSNR (dB, Y): more faithful ->")
         axis.set_ylabel("NIQE: lower looks more natural")
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
-            axis.legend(loc="upper left", fontsize=8, title="default (0) .. gan (1)", title_fontsize=8)
+            axis.legend(loc="lower right", fontsize=8, title="default (0) .. gan (1)", title_fontsize=8)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
