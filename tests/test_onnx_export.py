@@ -30,7 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def srfeat(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=600
+        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
     )
 
 
@@ -74,6 +79,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def blend_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "blend.onnx"
+    result = srfeat("export", "--model", "default", "--strength", "0.5", "-o", path)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
 @pytest.mark.parametrize("size", [(40, 56), (64, 48)])
 def test_default_export_matches_the_upscaler_at_two_sizes(
     default_onnx: Path, default_upscaler: Upscaler, size: tuple[int, int]
@@ -83,6 +96,17 @@ def test_default_export_matches_the_upscaler_at_two_sizes(
     output = run_onnx(default_onnx, to_batch(image))
     assert output.shape == (1, 3, 4 * height, 4 * width) and output.dtype == np.float32
     assert grey_levels(to_uint8(output), default_upscaler(image)) <= 1
+
+
+def test_blend_export_matches_the_upscaler_at_two_sizes(blend_onnx: Path, default_upscaler: Upscaler) -> None:
+    upscaler = Upscaler("default", strength=0.5, device="cpu", tile=0)
+    for height, width in [(40, 56), (64, 48)]:
+        image = samples.coffee()[120 : 120 + height, 250 : 250 + width]
+        output = to_uint8(run_onnx(blend_onnx, to_batch(image)))
+        assert grey_levels(output, upscaler(image)) <= 1
+        assert grey_levels(output, default_upscaler(image)) > 4  # the blend, not default
+    metadata = {entry.key: entry.value for entry in onnx.load(str(blend_onnx)).metadata_props}
+    assert metadata["name"] == "default-gan-strength-0.5" and "gan" in metadata["training_data"]
 
 
 def test_exported_file_is_checked_dynamic_folded_and_described(default_onnx: Path) -> None:
