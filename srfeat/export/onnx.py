@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
 from srfeat.errors import SRFeatError, WeightsError
-from srfeat.inference.fused import InferenceGenerator
+from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
 
 if TYPE_CHECKING:
     import onnx
@@ -128,17 +128,18 @@ class ExportGenerator(nn.Module):
         self.compute_dtype = torch.float16 if fp16 else torch.float32
         self.to(device="cpu", dtype=self.compute_dtype).requires_grad_(False).eval()
 
-    def residual(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        block = self.body[index]
+    @staticmethod
+    def residual(block: FoldedResidualBlock, x: torch.Tensor) -> torch.Tensor:
         return x + block.conv2(functional.leaky_relu(block.conv1(x), LEAKY_SLOPE))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = cast(list[FoldedResidualBlock], list(self.body))
         x = self.head(x.to(self.compute_dtype) * 2.0 - 1.0)
         skip_sum: torch.Tensor | None = None
-        for index, skip in enumerate(self.long_skips):
-            x = self.residual(index, x)
+        for block, skip in zip(blocks[:-1], self.long_skips, strict=True):
+            x = self.residual(block, x)
             skip_sum = skip(x) if skip_sum is None else skip_sum + skip(x)
-        x = self.residual(len(self.body) - 1, x)
+        x = self.residual(blocks[-1], x)
         if skip_sum is not None:
             x = x + skip_sum
         for conv in self.upsample_convs:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,8 +25,6 @@ import torch
 from srfeat.errors import SRFeatError, WeightsError
 
 if TYPE_CHECKING:
-    import onnxruntime
-
     from srfeat.archs.generator import SRFeatGenerator
 
 __all__ = ["OnnxRunner", "is_onnx_file", "load_onnx_runner"]
@@ -39,7 +38,7 @@ def is_onnx_file(model: object) -> bool:
     return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
 
 
-def _import_onnxruntime() -> onnxruntime:  # type: ignore[valid-type]
+def _import_onnxruntime() -> ModuleType:
     try:
         import onnxruntime
     except ImportError as error:
