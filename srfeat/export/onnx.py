@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -133,7 +133,7 @@ class ExportGenerator(nn.Module):
         return x + block.conv2(functional.leaky_relu(block.conv1(x), LEAKY_SLOPE))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blocks = cast(list[FoldedResidualBlock], list(self.body))
+        blocks = list(self.body)
         x = self.head(x.to(self.compute_dtype) * 2.0 - 1.0)
         skip_sum: torch.Tensor | None = None
         for block, skip in zip(blocks[:-1], self.long_skips, strict=True):
