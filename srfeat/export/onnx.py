@@ -35,6 +35,7 @@ from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
 from srfeat.errors import SRFeatError, WeightsError
+from srfeat.files import write_file_atomically
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
 
 if TYPE_CHECKING:
@@ -281,13 +282,7 @@ def export_onnx(
     model = onnx_model(generator, info, fp16=fp16, opset=opset)
     difference = verify_onnx(model, generator, fp16)
     data = model.SerializeToString()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file_atomically(path, lambda handle: handle.write(data), len(data))
     return ExportResult(path, len(data), difference)
 
 
