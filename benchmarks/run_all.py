@@ -1,14 +1,16 @@
-"""All benchmarks in one run, one JSON file: limits, inference, training, and peak memory.
+"""All benchmarks in one run, one JSON file: limits, inference, training, peak memory, ONNX Runtime.
 
-    python3 -m benchmarks.run_all [--device cpu|cuda] [--quick] [--skip training memory] [--json PATH]
+    python3 -m benchmarks.run_all [--device cpu|cuda] [--quick] [--skip training memory onnx] [--json PATH]
 
 Full run on a 2-core CPU: about 20 minutes (the 1000x1000 `srfeat upscale` alone takes
-several). --quick uses smaller sizes and fewer rounds for a check in a few minutes.
+several). --quick uses smaller sizes and fewer rounds for a check in a few minutes. The ONNX
+Runtime comparison runs on a CPU where the `onnx` extra is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from benchmarks import inference, limits, memory, training
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="inference at 128x128, memory at 256x256, training batch 4"
     )
-    parser.add_argument("--skip", nargs="*", default=[], choices=("limits", "inference", "training", "memory"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("limits", "inference", "training", "memory", "onnx"))
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd variants")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -43,6 +45,11 @@ def main(argv: list[str] | None = None) -> None:
         training.main([*common, *(["--batch", "4"] if args.quick else []), *compile_])
     if "memory" not in args.skip and args.device == "cpu":
         memory.main(["--size", "256" if args.quick else "1000", "--json", path])
+    onnx_installed = all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnxscript"))
+    if "onnx" not in args.skip and args.device == "cpu" and onnx_installed:
+        from benchmarks import onnx_runtime
+
+        onnx_runtime.main([*common, "--size", "128" if args.quick else "256"])
     print(f"\nall results in {path}")
 
 

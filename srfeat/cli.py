@@ -1,4 +1,4 @@
-"""The `srfeat` command: upscale | eval | train | prepare | convert | blend.
+"""The `srfeat` command: upscale | eval | train | prepare | convert | blend | export.
 
 Each subcommand lives in `srfeat/commands/<name>.py` and exposes `add_arguments(parser)` and
 `run(args) -> int`; this module only dispatches, so `srfeat --help` stays fast (the heavy
@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "prepare": "Cut HR/LR training patches by the authors' recipe.",
     "convert": "Convert the authors' released weights (SRFeat_full.npz) to a srfeat checkpoint.",
     "blend": "Blend two generators of the same architecture (network interpolation, e.g. default and gan).",
+    "export": "Export a model to ONNX (for ONNX Runtime, chaiNNer, OpenVINO, TensorRT).",
 }
 
 

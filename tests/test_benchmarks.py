@@ -55,3 +55,25 @@ def test_gnu_time_report_is_parsed() -> None:
         "\tExit status: 0\n"
     )
     assert memory.parse_time_v(report) == {"max_rss_bytes": 1024**3, "wall_s": 62.5, "exit_status": 0}
+
+
+def test_onnx_runtime_benchmark_runs_every_variant(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from benchmarks import onnx_runtime
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), checkpoint)
+    outcome = onnx_runtime.main(
+        ["--size", "12", "--rounds", "1", "--warmup", "1", "--weights", str(checkpoint), "--no-json"]
+    )
+    variants = outcome["variants"]
+    assert set(variants) == {
+        "ours",
+        "onnxruntime, whole image",
+        "onnxruntime backend, untiled",
+        "onnxruntime backend, auto tiles",
+    }
+    assert all(entry["max_grey_levels"] <= 1 and entry["speedup_vs_ours"] > 0 for entry in variants.values())

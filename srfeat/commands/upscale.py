@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="final scale, if not the model's (the output is resampled with bicubic)",
     )
     parser.add_argument(
-        "--model", default="default", help="a bundled model name (e.g. default) or a checkpoint path (default: default)"
+        "--model",
+        default="default",
+        help="a bundled model name (e.g. default), a checkpoint or a `srfeat export` .onnx file (default: default)",
     )
     parser.add_argument(
         "--strength",
@@ -106,6 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the network (pays off over many images on a GPU)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="who runs the network: torch (srfeat's path) or onnxruntime (CPU; needs the onnx extra); "
+        "default: onnxruntime for a --model .onnx file, else torch",
     )
     parser.add_argument(
         "--overwrite",
@@ -282,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
         strength=args.strength,
         tta=args.tta,
+        backend=args.backend,
     )
     logger.info("%d image(s) with %s", len(jobs), upscaler)
     failures = len(errors)

@@ -22,6 +22,7 @@ from srfeat.data.resize import imresize
 from srfeat.errors import InvalidImageError, ModelOutputError, SRFeatError
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
+from srfeat.inference.onnx_runner import OnnxRunner, is_onnx_file, load_onnx_runner
 from srfeat.inference.tiling import plan_memory, upscale_tiled
 from srfeat.weights import check_weights
 from srfeat.weights.blend import load_blended
@@ -113,6 +114,41 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
     return model.eval()
 
 
+BACKENDS = ("torch", "onnxruntime")
+
+
+def resolve_backend(backend: str | None, model: object) -> str:
+    """None: onnxruntime for an `.onnx` file, torch otherwise; an `.onnx` file runs on onnxruntime only."""
+    if backend is None:
+        return "onnxruntime" if is_onnx_file(model) else "torch"
+    if backend not in BACKENDS:
+        raise SRFeatError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "torch" and is_onnx_file(model):
+        raise SRFeatError(f"{model} is an ONNX model: run it with the onnxruntime backend (--backend onnxruntime)")
+    return backend
+
+
+def _onnx_runner(
+    model: str | os.PathLike[str] | SRFeatGenerator,
+    strength: float | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile: bool,
+) -> OnnxRunner:
+    if device.type != "cpu":
+        raise SRFeatError(
+            f"the onnxruntime backend runs on the CPU; use --device cpu, or the torch backend on {device}"
+        )
+    if dtype != torch.float32:
+        raise SRFeatError(
+            "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
+            "and leave --half/--bf16 out"
+        )
+    if compile:
+        raise SRFeatError("--compile applies to the torch backend only")
+    return load_onnx_runner(model, strength)
+
+
 class Upscaler:
     """A generator ready to upscale images: `Upscaler("default")(image)`.
 
@@ -126,6 +162,10 @@ class Upscaler:
     `strength` (0 to 1, with the `default` model) is the detail dial: the network interpolation
     of `default` (0) and `gan` (1), blended once here. `tta=True` averages the eight flips and
     rotations (self-ensemble: a little more faithful, eight times the time).
+    `backend` is who runs the network: "torch" (srfeat's inference path) or "onnxruntime" (ONNX
+    Runtime on the CPU, on an exported `.onnx` file or the model exported in memory); None picks
+    onnxruntime for an `.onnx` file and torch otherwise. Tiles, alpha and precision handling
+    are the same for both.
     """
 
     def __init__(
@@ -140,6 +180,7 @@ class Upscaler:
         progress: bool = False,
         strength: float | None = None,
         tta: bool = False,
+        backend: str | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -147,24 +188,33 @@ class Upscaler:
             raise SRFeatError(f"tile size must be positive (or 0 for no tiling), got {tile}")
         if tile_pad is not None and tile_pad < 0:
             raise SRFeatError(f"tile pad must not be negative, got {tile_pad}")
-        generator = load_blended(model, strength)
         if isinstance(model, SRFeatGenerator):  # files are checked when they are loaded
-            check_weights(generator.state_dict().items(), "the generator")
-        self.model_fp32 = _prepare(generator, self.device, torch.float32)
-        self.model = self.model_fp32 if self.dtype == torch.float32 else _prepare(generator, self.device, self.dtype)
-        self.scale: int = generator.scale
+            check_weights(model.state_dict().items(), "the generator")
+        self.backend = resolve_backend(backend, model)
+        self.model: InferenceGenerator | OnnxRunner
+        self.model_fp32: InferenceGenerator | OnnxRunner
+        if self.backend == "onnxruntime":
+            self.model = self.model_fp32 = _onnx_runner(model, strength, self.device, self.dtype, compile)
+        else:
+            generator = load_blended(model, strength)
+            self.model_fp32 = _prepare(generator, self.device, torch.float32)
+            self.model = (
+                self.model_fp32 if self.dtype == torch.float32 else _prepare(generator, self.device, self.dtype)
+            )
+        self.scale: int = self.model.scale
         self.tile = tile
         self.tile_pad = self.model.receptive_radius if tile_pad is None else tile_pad
         self.progress = progress
         self.tta = tta
         self.strength = strength
-        if compile:
+        if compile and isinstance(self.model, InferenceGenerator):
             self.model.compile_parts()
         self._fallback = None if self.dtype == torch.float32 else self.model_fp32
 
     def __repr__(self) -> str:
         tile = "auto" if self.tile is None else self.tile
         extra = ("" if self.strength is None else f", strength={self.strength}") + (", tta=True" if self.tta else "")
+        extra += "" if self.backend == "torch" else f", backend={self.backend}"
         return (
             f"Upscaler(scale={self.scale}, device={self.device}, dtype={self.dtype}, tile={tile}, "
             f"tile_pad={self.tile_pad}{extra})"

@@ -1,0 +1,64 @@
+"""`srfeat export --model default -o model.onnx`: a generator as ONNX for other runtimes and apps.
+
+`--strength S` exports the detail dial's blend of `default` and `gan` (`srfeat.weights.blend`).
+
+The file takes float32 NCHW RGB in [0, 1] of any batch, height and width and returns the 4x
+image, clamped, as chaiNNer and most tools expect; BatchNorm is folded, the model's name,
+scale, training data and licence are in its metadata. See `srfeat.export.onnx`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="default", help="a bundled model name (default, gan) or a generator checkpoint"
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        metavar="S",
+        help="the detail dial, with --model default: the blend of default (0) and gan (1) to export",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the ONNX file to write, e.g. model.onnx")
+    parser.add_argument(
+        "--fp16", action="store_true", help="float16 weights and arithmetic (half the file; float32 input and output)"
+    )
+    parser.add_argument(
+        "--opset", type=int, default=None, help="ONNX opset (default: 18, read by every current runtime)"
+    )
+    parser.add_argument(
+        "--training-data", default=None, metavar="TEXT", help="for the metadata of a checkpoint: what it was trained on"
+    )
+    parser.add_argument("--license", default=None, metavar="TEXT", help="for the metadata of a checkpoint: its licence")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from srfeat.export.onnx import OPSET, export_onnx, model_info, require_onnx
+    from srfeat.weights.blend import load_blended
+
+    require_onnx()  # before the checkpoint is read: a missing extra is the first thing to fix
+    info = model_info(args.model, args.strength, args.training_data, args.license)
+    generator = load_blended(args.model, args.strength)
+    result = export_onnx(
+        generator,
+        args.output,
+        info,
+        fp16=args.fp16,
+        opset=OPSET if args.opset is None else args.opset,
+        overwrite=args.overwrite,
+    )
+    checked = (
+        f"; onnxruntime's output within {result.max_difference:.2g} of PyTorch's on a test input"
+        if result.max_difference is not None
+        else ""
+    )
+    logger.info("wrote %s (%s, %.1f MB)%s", result.path, info.name, result.size_bytes / 1e6, checked)
+    return 0

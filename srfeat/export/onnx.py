@@ -1,0 +1,317 @@
+"""A srfeat generator as an ONNX file: what chaiNNer, ONNX Runtime, OpenVINO and TensorRT load.
+
+The exported graph is `SRFeatGenerator.eval()` with BatchNorm folded into the convolutions
+(`srfeat.inference.fused.fold_batchnorm`, the same fold `Upscaler` runs) and the output's
+(x + 1) / 2 folded into the tail, written with plain operators only (Conv, LeakyRelu, Add,
+DepthToSpace, Clip): it is the library-convolution form of the network, not the CPU Winograd
+kernels, which are PyTorch code no runtime could use.
+
+The convention the tools expect: one input `input`, float32 NCHW RGB in [0, 1]; one output
+`output`, float32 NCHW RGB in [0, 1] (clamped) at `scale` times the size; batch, height and
+width dynamic, so one file serves every size. With `fp16=True` the weights and arithmetic are
+float16 (half the file, for GPU runtimes) behind float32 input and output, so the convention
+stays the same. The model's metadata carries its name, scale, receptive radius, training data
+and licence; the graph is checked with `onnx.checker` (full check, shape inference included)
+before it is written, and it is written atomically.
+
+The exporter is PyTorch's `torch.export`-based one (`torch.onnx.export(dynamo=True)`, which needs
+`onnxscript`); the TorchScript-based one is deprecated since PyTorch 2.9 and stops at opset 20.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
+from srfeat.errors import SRFeatError, WeightsError
+from srfeat.files import write_file_atomically
+from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "BUNDLED_INFO",
+    "INPUT_NAME",
+    "OPSET",
+    "OUTPUT_NAME",
+    "ExportGenerator",
+    "ExportResult",
+    "ModelInfo",
+    "export_onnx",
+    "model_info",
+    "onnx_model",
+    "require_onnx",
+    "verify_onnx",
+]
+
+logger = logging.getLogger(__name__)
+
+# Every operator in the graph is unchanged since opset 13; 18 is recent and is read by every
+# runtime people use for SR models today (ONNX Runtime >= 1.14, TensorRT >= 8.6, OpenVINO 2023,
+# chaiNNer's bundled ONNX Runtime), where a newer opset would only lock older ones out.
+OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+# Marks a file as a srfeat export; the ONNX Runtime backend reads the scale and receptive radius
+# from metadata under these keys.
+FORMAT = "srfeat-onnx"
+PROJECT_LICENSE = "MIT"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model's metadata says about where it came from."""
+
+    name: str
+    training_data: str
+    license: str
+
+
+BUNDLED_INFO: dict[str, ModelInfo] = {
+    "default": ModelInfo(
+        "default",
+        "T91 + BSDS200 (291 images, flips and rotations), LR by MATLAB bicubic x1/4; MSE (srfeat stage 1)",
+        f"{PROJECT_LICENSE} (weights trained by the srfeat project)",
+    ),
+    "gan": ModelInfo(
+        "gan",
+        "T91 + 80 BSDS200 images (192x192 crops), LR by MATLAB bicubic x1/4; VGG19 conv5_4 perceptual loss "
+        "plus image and feature discriminators (srfeat stage 2, from default)",
+        f"{PROJECT_LICENSE} (weights trained by the srfeat project)",
+    ),
+}
+
+
+def require_onnx() -> None:
+    """One-line error when the optional `onnx` extra is not installed."""
+    missing = [name for name in ("onnx", "onnxscript") if not _importable(name)]
+    if missing:
+        raise SRFeatError(
+            f"ONNX export needs {' and '.join(missing)}: pip install 'srfeat[onnx]' (or pip install onnx onnxscript)"
+        )
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+class ExportGenerator(nn.Module):
+    """The folded generator in plain operators, its output clamped: the graph that is exported.
+
+    (N, 3, h, w) float32 in [0, 1] -> (N, 3, scale*h, scale*w) float32 in [0, 1]. With `fp16`
+    the weights are float16 and the input is cast to float16 inside, the output back to float32.
+    """
+
+    def __init__(self, generator: SRFeatGenerator, fp16: bool = False) -> None:
+        super().__init__()
+        folded = InferenceGenerator(generator, algorithm="direct")
+        self.scale = folded.scale
+        self.receptive_radius = folded.receptive_radius
+        self.head = folded.head
+        self.body = folded.body
+        self.long_skips = folded.long_skips
+        self.upsample_convs = folded.upsample_convs
+        self.tail = folded.tail  # (x + 1) / 2 folded in
+        self.compute_dtype = torch.float16 if fp16 else torch.float32
+        self.to(device="cpu", dtype=self.compute_dtype).requires_grad_(False).eval()
+
+    @staticmethod
+    def residual(block: FoldedResidualBlock, x: torch.Tensor) -> torch.Tensor:
+        return x + block.conv2(functional.leaky_relu(block.conv1(x), LEAKY_SLOPE))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = list(self.body)
+        x = self.head(x.to(self.compute_dtype) * 2.0 - 1.0)
+        skip_sum: torch.Tensor | None = None
+        for block, skip in zip(blocks[:-1], self.long_skips, strict=True):
+            x = self.residual(block, x)
+            skip_sum = skip(x) if skip_sum is None else skip_sum + skip(x)
+        x = self.residual(blocks[-1], x)
+        if skip_sum is not None:
+            x = x + skip_sum
+        for conv in self.upsample_convs:
+            # LeakyReLU after the shuffle, as the generator has it (the two commute).
+            x = functional.leaky_relu(functional.pixel_shuffle(conv(x), 2), LEAKY_SLOPE)
+        # Clamped in float32: a float16 overflow saturates instead of wrapping.
+        return self.tail(x).float().clamp(0.0, 1.0)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    # The exporter logs a warning per torchvision operator it cannot register (srfeat has no
+    # torchvision), its graph optimizer logs every pass at INFO, and PyTorch internals raise
+    # deprecation warnings while tracing: noise for a user, whose model is checked afterwards.
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
+
+
+def onnx_model(
+    generator: SRFeatGenerator, info: ModelInfo, *, fp16: bool = False, opset: int = OPSET
+) -> onnx.ModelProto:
+    """The generator as a checked ONNX model (in memory) with its metadata."""
+    require_onnx()
+    import onnx
+
+    if not 17 <= opset <= onnx.defs.onnx_opset_version():
+        raise SRFeatError(f"opset {opset} is not supported: use 17 to {onnx.defs.onnx_opset_version()}")
+    module = ExportGenerator(generator, fp16=fp16)
+    # Distinct example sizes (none 1, none equal to another) so that no dimension is
+    # specialised while tracing.
+    example = torch.rand(2, generator.in_channels, 24, 20)
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=(dims,),
+            optimize=True,
+            verbose=False,
+        )
+    if program is None:  # only the TorchScript exporter returns nothing
+        raise RuntimeError("torch.onnx.export returned no program")
+    model = program.model_proto
+    from srfeat import __version__
+
+    model.producer_name = "srfeat"
+    model.producer_version = __version__
+    model.doc_string = (
+        f"SRFeat generator ({info.name}), x{module.scale} super-resolution. Input float32 NCHW RGB in [0, 1], "
+        f"any batch, height and width; output float32 NCHW RGB in [0, 1] at {module.scale}x."
+    )
+    metadata = {
+        "format": FORMAT,
+        "name": info.name,
+        "architecture": (
+            f"SRFeat generator (Park et al., ECCV 2018): {generator.num_blocks} residual blocks, "
+            f"{generator.num_features} features, BatchNorm folded"
+        ),
+        "scale": str(module.scale),
+        "num_features": str(generator.num_features),
+        "num_blocks": str(generator.num_blocks),
+        "receptive_radius": str(module.receptive_radius),
+        "precision": "float16 (float32 input and output)" if fp16 else "float32",
+        "input": "float32 NCHW RGB in [0, 1]",
+        "output": f"float32 NCHW RGB in [0, 1] (clamped), {module.scale}x the input's height and width",
+        "training_data": info.training_data,
+        "license": info.license,
+    }
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    # Full check: the graph's types and shapes are inferred and must agree with every operator.
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def verify_onnx(model: onnx.ModelProto, generator: SRFeatGenerator, fp16: bool) -> float | None:
+    """Max |difference| on [0, 1] between ONNX Runtime on `model` and the generator in PyTorch, on
+    a small random batch; None when onnxruntime is not installed. Raises when they disagree
+    (more than a quarter grey level in float32, two grey levels in float16)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    example = torch.rand(2, generator.in_channels, 19, 13, generator=torch.Generator().manual_seed(0))
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {INPUT_NAME: example.numpy()})
+    with torch.no_grad():
+        reference = generator.cpu().float().eval()(example).clamp(0.0, 1.0)
+    difference = float((torch.from_numpy(output) - reference).abs().max())
+    tolerance = (2.0 if fp16 else 0.25) / 255
+    if not difference <= tolerance:  # NaN fails too
+        raise SRFeatError(
+            f"the exported model's output differs from PyTorch's by {difference:.3g} (more than {tolerance:.3g}); "
+            "nothing was written: please report this"
+        )
+    return difference
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    size_bytes: int
+    max_difference: float | None  # from PyTorch, measured by ONNX Runtime; None without onnxruntime
+
+
+def export_onnx(
+    generator: SRFeatGenerator,
+    path: str | os.PathLike[str],
+    info: ModelInfo,
+    *,
+    fp16: bool = False,
+    opset: int = OPSET,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write the generator to `path` as ONNX (see the module docstring), checked and, where
+    onnxruntime is installed, compared with PyTorch's output before it is written.
+
+    An existing file is replaced only with `overwrite`, and only once the new model is complete.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise SRFeatError(f"{path} is a folder; give a file name such as model.onnx")
+    if path.exists() and not overwrite:
+        raise SRFeatError(f"{path} exists; use --overwrite to replace it")
+    model = onnx_model(generator, info, fp16=fp16, opset=opset)
+    difference = verify_onnx(model, generator, fp16)
+    data = model.SerializeToString()
+    write_file_atomically(path, lambda handle: handle.write(data), len(data))
+    return ExportResult(path, len(data), difference)
+
+
+def model_info(
+    model: str | os.PathLike[str] | SRFeatGenerator,
+    strength: float | None = None,
+    training_data: str | None = None,
+    license: str | None = None,
+) -> ModelInfo:
+    """Metadata for a bundled name (its model card), a default/gan blend (`strength`), or a
+    checkpoint or generator (what the caller says, else 'not recorded')."""
+    if isinstance(model, SRFeatGenerator):
+        name = "generator"
+    else:
+        name = str(model)
+        if name.lower().endswith(".onnx"):
+            raise WeightsError(f"{name} is already an ONNX model; export takes a bundled name or a srfeat checkpoint")
+    if strength is not None and name in BUNDLED_INFO:
+        from srfeat.weights.blend import DETAIL_MODELS
+
+        low, high = (BUNDLED_INFO[each] for each in DETAIL_MODELS)
+        blend = ModelInfo(
+            f"{low.name}-{high.name}-strength-{strength:g}",
+            f"network interpolation {1 - strength:g} x {low.name} + {strength:g} x {high.name}; "
+            f"{low.name}: {low.training_data}; {high.name}: {high.training_data}",
+            high.license,
+        )
+        return ModelInfo(blend.name, training_data or blend.training_data, license or blend.license)
+    if name in BUNDLED_INFO:
+        bundled = BUNDLED_INFO[name]
+        return ModelInfo(bundled.name, training_data or bundled.training_data, license or bundled.license)
+    return ModelInfo(Path(name).stem, training_data or "not recorded", license or "not recorded")

@@ -1,0 +1,223 @@
+"""`srfeat export` to ONNX and `srfeat upscale --backend onnxruntime`, as a user meets them.
+
+The exported files are run by ONNX Runtime itself (as another app would) and compared with
+srfeat's own `Upscaler`; the CLI runs as a subprocess.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from srfeat.data.png16 import read_png16, write_png16
+from srfeat.inference import Upscaler
+from srfeat.weights import save_generator
+from tests.inference_helpers import tiny_generator
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+samples = pytest.importorskip("skimage.data")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def srfeat(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+
+
+def run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"input": batch})
+    return output
+
+
+def to_batch(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 -> (1, 3, H, W) float32 in [0, 1], the convention of the exported model."""
+    return (image.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+
+
+def to_uint8(batch: np.ndarray) -> np.ndarray:
+    return np.round(batch[0].transpose(1, 2, 0) * 255.0).astype(np.uint8)
+
+
+def grey_levels(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max())
+
+
+@pytest.fixture(scope="module")
+def default_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    result = srfeat("export", "--model", "default", "-o", path)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def default_upscaler() -> Upscaler:
+    return Upscaler("default", device="cpu", tile=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    save_generator(tiny_generator(num_blocks=3, num_features=8), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def blend_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "blend.onnx"
+    result = srfeat("export", "--model", "default", "--strength", "0.5", "-o", path)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+@pytest.mark.parametrize("size", [(40, 56), (64, 48)])
+def test_default_export_matches_the_upscaler_at_two_sizes(
+    default_onnx: Path, default_upscaler: Upscaler, size: tuple[int, int]
+) -> None:
+    height, width = size
+    image = samples.astronaut()[100 : 100 + height, 180 : 180 + width]
+    output = run_onnx(default_onnx, to_batch(image))
+    assert output.shape == (1, 3, 4 * height, 4 * width) and output.dtype == np.float32
+    assert grey_levels(to_uint8(output), default_upscaler(image)) <= 1
+
+
+def test_blend_export_matches_the_upscaler_at_two_sizes(blend_onnx: Path, default_upscaler: Upscaler) -> None:
+    upscaler = Upscaler("default", strength=0.5, device="cpu", tile=0)
+    for height, width in [(40, 56), (64, 48)]:
+        image = samples.coffee()[120 : 120 + height, 250 : 250 + width]
+        output = to_uint8(run_onnx(blend_onnx, to_batch(image)))
+        assert grey_levels(output, upscaler(image)) <= 1
+        assert grey_levels(output, default_upscaler(image)) > 4  # the blend, not default
+    metadata = {entry.key: entry.value for entry in onnx.load(str(blend_onnx)).metadata_props}
+    assert metadata["name"] == "default-gan-strength-0.5" and "gan" in metadata["training_data"]
+
+
+def test_exported_file_is_checked_dynamic_folded_and_described(default_onnx: Path) -> None:
+    model = onnx.load(str(default_onnx))
+    onnx.checker.check_model(model, full_check=True)
+    assert {entry.domain: entry.version for entry in model.opset_import}[""] >= 18
+    ops = {node.op_type for node in model.graph.node}
+    assert "BatchNormalization" not in ops and "Clip" in ops
+    (graph_input,), (graph_output,) = model.graph.input, model.graph.output
+    assert graph_input.name == "input" and graph_output.name == "output"
+    for value in (graph_input, graph_output):
+        tensor = value.type.tensor_type
+        assert tensor.elem_type == onnx.TensorProto.FLOAT
+        dims = tensor.shape.dim
+        assert dims[1].dim_value == 3
+        assert all(dims[i].dim_param and not dims[i].dim_value for i in (0, 2, 3))  # batch, height, width
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    assert metadata["scale"] == "4" and metadata["name"] == "default"
+    assert "T91" in metadata["training_data"] and "MIT" in metadata["license"]
+    # One file, any batch and size; the output is clamped to [0, 1].
+    batch = np.random.default_rng(0).uniform(-0.5, 1.5, (2, 3, 9, 14)).astype(np.float32)
+    output = run_onnx(default_onnx, batch)
+    assert output.shape == (2, 3, 36, 56)
+    assert output.min() >= 0.0 and output.max() <= 1.0
+
+
+def test_fp16_export_within_a_few_grey_levels(tmp_path: Path, default_upscaler: Upscaler) -> None:
+    path = tmp_path / "m16.onnx"
+    result = srfeat("export", "--model", "default", "--fp16", "-o", path)
+    assert result.returncode == 0, result.stderr
+    model = onnx.load(str(path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # I/O stays float32
+    assert {init.data_type for init in model.graph.initializer if len(init.dims) == 4} == {onnx.TensorProto.FLOAT16}
+    image = samples.coffee()[150:198, 200:260]
+    assert grey_levels(to_uint8(run_onnx(path, to_batch(image))), default_upscaler(image)) <= 4
+
+
+def test_a_checkpoint_that_is_not_a_generator_fails_in_one_line(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 3))
+    checkpoint = tmp_path / "other.safetensors"
+    save_file(other.state_dict(), str(checkpoint))
+    target = tmp_path / "other.onnx"
+    result = srfeat("export", "--model", checkpoint, "-o", target)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not an SRFeat generator" in lines[0] and "Traceback" not in result.stderr
+    assert not target.exists()
+
+
+def test_export_does_not_overwrite_unless_asked(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    target = tmp_path / "tiny.onnx"
+    target.write_bytes(b"mine")
+    result = srfeat("export", "--model", tiny_checkpoint, "-o", target)
+    assert result.returncode == 1 and "--overwrite" in result.stderr and target.read_bytes() == b"mine"
+    result = srfeat("export", "--model", tiny_checkpoint, "-o", target, "--overwrite", "--license", "CC0")
+    assert result.returncode == 0, result.stderr
+    metadata = {entry.key: entry.value for entry in onnx.load(str(target)).metadata_props}
+    assert metadata["name"] == "tiny" and metadata["license"] == "CC0" and metadata["training_data"] == "not recorded"
+
+
+def test_upscale_cli_onnxruntime_backend_tiles_alpha_and_16_bit(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The same command through the ONNX file and through srfeat's path: the same images."""
+    exported = tmp_path / "tiny.onnx"
+    assert srfeat("export", "--model", tiny_checkpoint, "-o", exported).returncode == 0
+    rgba = np.dstack([samples.astronaut()[:44, :52], np.linspace(0, 255, 44 * 52).reshape(44, 52)]).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    gray16 = (samples.camera()[:36, :30].astype(np.uint16) * 257 + 100).astype(np.uint16)
+    write_png16(tmp_path / "gray16.png", gray16)
+    inputs = [tmp_path / "rgba.png", tmp_path / "gray16.png"]
+    common = ["--device", "cpu", "--tile", "20"]  # several tiles per image
+    result = srfeat("upscale", *inputs, "-o", tmp_path / "ort", "--model", exported, *common)
+    assert result.returncode == 0, result.stderr
+    assert "backend=onnxruntime" in result.stderr
+    result = srfeat("upscale", *inputs, "-o", tmp_path / "torch", "--model", tiny_checkpoint, *common)
+    assert result.returncode == 0, result.stderr
+    ort_rgba, torch_rgba = (np.asarray(Image.open(tmp_path / name / "rgba.png")) for name in ("ort", "torch"))
+    assert ort_rgba.shape == (176, 208, 4)
+    assert grey_levels(ort_rgba[..., :3], torch_rgba[..., :3]) <= 1
+    assert np.array_equal(ort_rgba[..., 3], torch_rgba[..., 3])  # alpha: the same bicubic resize
+    ort_gray, torch_gray = (read_png16(tmp_path / name / "gray16.png").array for name in ("ort", "torch"))
+    assert ort_gray.dtype == np.uint16 and ort_gray.shape[:2] == (144, 120)
+    assert grey_levels(ort_gray, torch_gray) <= 257  # one 8-bit level in 16-bit units
+
+
+def test_onnxruntime_backend_exports_a_checkpoint_in_memory(tiny_checkpoint: Path) -> None:
+    image = samples.astronaut()[:30, :26]
+    through_onnx = Upscaler(tiny_checkpoint, device="cpu", backend="onnxruntime", tile=12)
+    assert through_onnx.tile_pad == Upscaler(tiny_checkpoint, device="cpu").tile_pad
+    assert grey_levels(through_onnx(image), Upscaler(tiny_checkpoint, device="cpu", tile=0)(image)) <= 1
+
+
+def test_onnx_backend_errors_are_one_line(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+    )
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(foreign))
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    for args, message in [
+        (["--model", foreign], "not a srfeat ONNX export"),
+        (["--model", foreign, "--backend", "torch"], "onnxruntime backend"),
+        (["--model", tiny_checkpoint, "--backend", "onnxruntime", "--bf16"], "own precision"),
+    ]:
+        result = srfeat("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--device", "cpu", *args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
