@@ -1,4 +1,4 @@
-"""The `srfeat` command: upscale | eval | train | prepare | convert.
+"""The `srfeat` command: upscale | eval | train | prepare | convert | serve.
 
 Each subcommand lives in `srfeat/commands/<name>.py` and exposes `add_arguments(parser)` and
 `run(args) -> int`; this module only dispatches, so `srfeat --help` stays fast (the heavy
@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "train": "Train SRFeat from a YAML config (stage 1: MSE, stage 2: GAN).",
     "prepare": "Cut HR/LR training patches by the authors' recipe.",
     "convert": "Convert the authors' released weights (SRFeat_full.npz) to a srfeat checkpoint.",
+    "serve": "Start the local web app: drop images, compare before/after, download.",
 }
 
 
