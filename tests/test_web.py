@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -68,8 +69,18 @@ def _environment() -> dict[str, str]:
     return env
 
 
+def _dead_process_id() -> int:
+    probe = subprocess.Popen([sys.executable, "-c", ""])
+    probe.wait()
+    return probe.pid
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
+    # What a server killed mid-job leaves behind; the next one removes it when it starts.
+    stale = Path(tempfile.gettempdir()) / f"srfeat-serve-{_dead_process_id()}-left"
+    stale.mkdir(exist_ok=True)
+    (stale / "photo.png").write_bytes(b"partial")
     command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu", "--tile", str(TILE)]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(), cwd=ROOT
@@ -82,6 +93,7 @@ def server() -> Iterator[Server]:
     if match is None:
         process.kill()
         pytest.fail(f"srfeat serve printed no URL: {first!r}; stderr: {process.stderr.read()}")
+    assert not stale.exists()
     yield Server(match.group(0), process, log)
     process.terminate()
     process.wait(timeout=30)
@@ -147,7 +159,9 @@ def test_upload_compare_and_download_equal_the_cli(server: Server, browser: sync
     sync_api.expect(card).to_have_attribute("data-state", "done", timeout=120_000)
     sync_api.expect(card.locator(".status")).to_contain_text("192\u00d7192")
     page.wait_for_function("() => document.getElementById('after').naturalWidth === 192")
-    page.wait_for_function("() => document.getElementById('before').naturalWidth === 48")  # the original, enlarged by CSS
+    page.wait_for_function(
+        "() => document.getElementById('before').naturalWidth === 48"
+    )  # the original, enlarged by CSS
 
     # The split: drag its grip to a quarter of the frame; the result is clipped there.
     frame = page.locator("#frame").bounding_box()
@@ -325,3 +339,8 @@ def test_serve_listens_on_loopback_only_by_default_and_warns_for_another_host(se
         cwd=ROOT,
     )
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "--port must be" in bad.stderr
+
+
+def test_no_files_are_left_behind(server: Server) -> None:
+    # Runs after the jobs above: each job's temporary folder is gone once it ends.
+    assert list(Path(tempfile.gettempdir()).glob(f"srfeat-serve-{server.process.pid}-*")) == []

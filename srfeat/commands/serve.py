@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import webbrowser
+from types import FrameType
 
 from srfeat.errors import SRFeatError
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         ) from error
     from srfeat.inference import Upscaler
     from srfeat.inference.upscaler import resolve_device
-    from srfeat.web.jobs import JobQueue, ModelChoice
+    from srfeat.web.jobs import JobQueue, ModelChoice, remove_stale_temporaries
 
     device = resolve_device(args.device)
     strength_available = "strength" in inspect.signature(Upscaler).parameters
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             args.host,
             port,
         )
+    remove_stale_temporaries()
     queue = JobQueue(make_upscaler)
     app = create_app(
         queue,
@@ -123,7 +125,13 @@ def run(args: argparse.Namespace) -> int:
         allowed_hosts=["127.0.0.1", "localhost"] if args.host in ("127.0.0.1", "localhost") else None,
         device=str(device),
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            queue.stop()  # Ctrl+C: the event streams end and the running job stops after its tile
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
     sys.stdout.write(f"srfeat serve: {url}\n")
     sys.stdout.flush()
     logger.info("upscaling on %s; Ctrl+C stops the server", device)
@@ -133,5 +141,6 @@ def run(args: argparse.Namespace) -> int:
         server.run(sockets=[listener])
     finally:
         queue.stop()
+        queue.join()
         listener.close()
     return 0

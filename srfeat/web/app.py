@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import math
+import time
 import warnings
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -72,6 +73,7 @@ MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "B
 # asking this server first (CORS), and this server never says yes.
 UPLOAD_HEADER = "X-SRFeat-Upload"
 EVENT_KEEPALIVE_SECONDS = 1.0
+EVENT_INTERVAL_SECONDS = 0.2  # how often a stream looks for news (updates are coalesced)
 
 
 @dataclass(frozen=True)
@@ -178,15 +180,18 @@ class _SessionEvents(StreamingResponse):
 
     async def _events(self) -> AsyncIterator[str]:
         version = -1
+        last_sent = time.monotonic()
         yield "retry: 1000\n\n"
-        while True:
-            current = await anyio.to_thread.run_sync(self._queue.wait_for_change, version, EVENT_KEEPALIVE_SECONDS)
-            if current == version:
+        while not self._queue.stopping:  # the server is stopping: end, so that it need not wait
+            if self._queue.version != version:
+                version = self._queue.version
+                jobs = [self._queue.describe(job) for job in self._queue.session_jobs(self._session)]
+                yield f"data: {json.dumps({'jobs': jobs})}\n\n"
+                last_sent = time.monotonic()
+            elif time.monotonic() - last_sent > EVENT_KEEPALIVE_SECONDS:
                 yield ": keepalive\n\n"  # a closed tab shows up as a failed write
-                continue
-            version = current
-            jobs = [self._queue.describe(job) for job in self._queue.session_jobs(self._session)]
-            yield f"data: {json.dumps({'jobs': jobs})}\n\n"
+                last_sent = time.monotonic()
+            await anyio.sleep(EVENT_INTERVAL_SECONDS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._queue.stream_opened(self._session)

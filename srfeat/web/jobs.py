@@ -14,8 +14,10 @@ jobs are dropped, its running job stops after the tile in progress, and its resu
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -31,12 +33,13 @@ from srfeat.inference.upscaler import Upscaler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Job", "JobCancelledError", "JobQueue", "ModelChoice", "safe_file_name"]
+__all__ = ["Job", "JobCancelledError", "JobQueue", "ModelChoice", "remove_stale_temporaries", "safe_file_name"]
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 # Two upscalers stay built (say `default` and `gan`, or two strengths): switching back and
 # forth between settings on one image then costs no reload.
 CACHED_UPSCALERS = 2
+TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
 
 
 class JobCancelledError(Exception):
@@ -60,6 +63,26 @@ class ModelChoice:
         if self.strength is not None:
             return f"_x4_s{self.strength:.2f}"
         return "_x4" if self.model == "default" else f"_x4_{self.model}"
+
+
+def remove_stale_temporaries() -> None:
+    """Remove temporary folders left by servers that were killed mid-job (their process is gone)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*-*"):
+        pid = folder.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _process_exists(int(pid)) or not folder.is_dir():
+            continue
+        logger.info("removing %s, left by a server that was stopped mid-job", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def safe_file_name(name: str) -> str:
@@ -105,12 +128,17 @@ class Job:
         stem = Path(self.name).stem or "image"
         return f"{stem}{self.choice.file_tag}{output_extension(self.name)}"
 
-    def seconds_left(self, now: float) -> float | None:
-        """Time left from the pace of the tiles done so far (None before the first tile is done)."""
-        if self.state != "running" or self.tiles_started is None or self.tiles_done == 0:
+    def seconds_left(self, now: float, seconds_per_pixel: float | None) -> float | None:
+        """Time left: from the pace of this job's tiles once one is done, before that from the
+        pace of the last job (None when there is neither)."""
+        if self.state != "running" or self.tiles_started is None:
             return None
-        per_tile = (now - self.tiles_started) / self.tiles_done
-        return per_tile * (self.tiles_total - self.tiles_done)
+        elapsed = now - self.tiles_started
+        if self.tiles_done > 0:
+            return elapsed / self.tiles_done * (self.tiles_total - self.tiles_done)
+        if seconds_per_pixel is None:
+            return None
+        return max(0.0, seconds_per_pixel * self.width * self.height - elapsed)
 
 
 @dataclass
@@ -139,6 +167,7 @@ class JobQueue:
         self._sessions: dict[str, _Session] = {}
         self._upscalers: OrderedDict[ModelChoice, Upscaler] = OrderedDict()
         self._stopping = False
+        self._seconds_per_pixel: float | None = None  # the pace of the last finished job, for time left
         self.version = 0  # bumped on every change the pages should see
         self._threads = [
             threading.Thread(target=self._work, name="srfeat-web-worker", daemon=True),
@@ -163,7 +192,8 @@ class JobQueue:
     def close_session(self, session: str, reason: str) -> None:
         """Drop a session's queued jobs, stop its running one, free its results."""
         with self._lock:
-            self._sessions.pop(session, None)
+            if self._sessions.pop(session, None) is not None:
+                logger.info("session %s ended: %s", session[:8], reason)
             for job in [job for job in self._jobs.values() if job.session == session]:
                 self._cancel_locked(job, reason)
                 if job.state != "running":
@@ -238,7 +268,7 @@ class JobQueue:
                 "ahead": ahead,
                 "tiles_done": job.tiles_done,
                 "tiles_total": job.tiles_total,
-                "seconds_left": job.seconds_left(now),
+                "seconds_left": job.seconds_left(now, self._seconds_per_pixel),
                 "seconds": None if job.started is None else round(finished - job.started, 2),
                 "error": job.error,
                 "result_name": job.result_name if job.state == "done" else None,
@@ -261,20 +291,27 @@ class JobQueue:
         self.version += 1
         self._lock.notify_all()
 
-    def wait_for_change(self, version: int, timeout: float) -> int:
-        """Block until `version` is out of date or `timeout` passes; the current version."""
-        with self._lock:
-            self._lock.wait_for(lambda: self.version != version or self._stopping, timeout=timeout)
-            return self.version
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def stop(self) -> None:
+        """Cancel everything: queued jobs at once, the running one after its current tile."""
         with self._lock:
+            if self._stopping:
+                return
             self._stopping = True
             for job in list(self._waiting):
                 self._cancel_locked(job, "the server stopped")
-            if self._running is not None:
-                self._cancel_locked(self._running, "the server stopped")
+            running = self._running
+            if running is not None:
+                self._cancel_locked(running, "the server stopped")
+                logger.info("waiting for job %s (%s) to stop after its current tile", running.id, running.name)
             self._lock.notify_all()
+
+    def join(self, timeout: float = 60.0) -> None:
+        """Wait (up to `timeout`) for the worker to finish, so that its temporary folder is removed."""
+        self._threads[0].join(timeout)
 
     # -- the worker -------------------------------------------------------------------------
 
@@ -292,6 +329,8 @@ class JobQueue:
             self._run(job)
             with self._lock:
                 self._running = None
+                if self._stopping:
+                    return
                 job.finished = time.monotonic()
                 job.data = job.data if job.state == "done" else b""
                 if job.state == "cancelled" and job.session not in self._sessions:
@@ -312,7 +351,7 @@ class JobQueue:
             upscaler = self._upscaler(job.choice)
             upscaler.on_tile = on_tile
             try:
-                with tempfile.TemporaryDirectory(prefix="srfeat-serve-") as folder:
+                with tempfile.TemporaryDirectory(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-") as folder:
                     source = Path(folder) / job.name
                     target = Path(folder) / "out" / job.result_name
                     source.write_bytes(job.data)
@@ -344,6 +383,8 @@ class JobQueue:
         with self._lock:
             job.result, job.result_width, job.result_height = result, width, height
             job.state = "done"
+            if job.tiles_started is not None:
+                self._seconds_per_pixel = (time.monotonic() - job.tiles_started) / (job.width * job.height)
         logger.info("job %s: %s -> %s (%dx%d)", job.id, job.name, job.result_name, width, height)
 
     def _fail(self, job: Job, message: str) -> None:

@@ -13,6 +13,7 @@ let serverJobs = []; // as the server last described them
 const localItems = []; // uploads in flight or refused before they became jobs
 let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
 let selectedId = null;
+let receivedAt = performance.now(); // when the last update came
 
 // ---- settings ------------------------------------------------------------------------------
 
@@ -111,11 +112,16 @@ function statusText(job) {
         ? `queued: place ${job.ahead + 1} in line (${job.ahead} ahead)`
         : "queued: next in line";
     case "running": {
-      if (job.tiles_total > 1) {
-        const left = job.seconds_left === null ? "estimating time left" : `about ${formatSeconds(job.seconds_left)} left`;
-        return `upscaling: tile ${job.tiles_done} of ${job.tiles_total}, ${left}`;
+      const parts = [];
+      if (job.tiles_total > 1) parts.push(`tile ${job.tiles_done} of ${job.tiles_total}`);
+      if (job.seconds_left !== null) {
+        // Counted down between the server's updates, which come once per tile.
+        const left = job.seconds_left - (performance.now() - receivedAt) / 1000;
+        parts.push(`about ${formatSeconds(Math.max(1, left))} left`);
+      } else if (job.tiles_total > 1) {
+        parts.push("estimating time left");
       }
-      return "upscaling";
+      return parts.length ? `upscaling: ${parts.join(", ")}` : "upscaling";
     }
     case "done":
       return `${job.result_width}\u00d7${job.result_height}, ${formatSeconds(job.seconds)}`;
@@ -139,50 +145,73 @@ function resultUrl(job, download) {
   return `/api/jobs/${job.id}/result?${q()}${download ? "&download=1" : ""}`;
 }
 
+// The list is updated in place (not rebuilt), so a click is never lost to an update.
+const cards = new Map(); // key -> { li, parts }
+
+function makeCard(job) {
+  const li = document.createElement("li");
+  const name = document.createElement("span");
+  name.className = "name";
+  const remove = button("\u00d7", () => removeItem(li.job), "remove");
+  const bar = document.createElement("progress");
+  const status = document.createElement("span");
+  status.className = "status";
+  const actions = document.createElement("span");
+  actions.className = "actions";
+  const download = document.createElement("a");
+  download.className = "button download";
+  download.textContent = "Download";
+  actions.append(button("Compare", () => select(li.job)), download, button("Again with the chosen detail", () => again(li.job)));
+  li.append(name, remove, bar, status, actions);
+  li.addEventListener("click", () => li.job.state === "done" && select(li.job));
+  return { li, name, remove, bar, status, actions, download };
+}
+
+function updateCard(card, job) {
+  const { li, name, remove, bar, status, actions, download } = card;
+  li.job = job;
+  li.className = job.state + (job.id && job.id === selectedId ? " selected" : "");
+  li.dataset.state = job.state;
+  if (job.id) li.dataset.job = job.id;
+  name.textContent = name.title = job.name + (job.label ? ` \u00b7 ${job.label}` : "");
+  remove.title = job.state === "queued" || job.state === "running" ? "cancel" : "remove from the list";
+  remove.setAttribute("aria-label", remove.title);
+  bar.hidden = !(job.state === "running" && job.tiles_total > 1);
+  bar.max = Math.max(1, job.tiles_total || 1);
+  bar.value = job.tiles_done || 0;
+  status.textContent = statusText(job);
+  if (job.state === "refused" || job.state === "failed") status.setAttribute("role", "alert");
+  else status.removeAttribute("role");
+  actions.hidden = job.state !== "done";
+  if (job.state === "done") {
+    download.href = resultUrl(job, true);
+    download.download = job.result_name;
+  }
+}
+
 function render() {
   const list = $("jobs");
-  list.replaceChildren();
-  for (const job of [...serverJobs, ...localItems]) {
-    const li = document.createElement("li");
-    li.className = job.state + (job.id && job.id === selectedId ? " selected" : "");
-    li.dataset.state = job.state;
-    if (job.id) li.dataset.job = job.id;
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = job.name + (job.label ? ` \u00b7 ${job.label}` : "");
-    name.title = name.textContent;
-    li.append(name);
-    li.append(
-      button("\u00d7", () => removeItem(job), "remove"),
-    );
-    li.lastChild.title = job.state === "queued" || job.state === "running" ? "cancel" : "remove from the list";
-    li.lastChild.setAttribute("aria-label", li.lastChild.title);
-    if (job.state === "running" && job.tiles_total > 1) {
-      const bar = document.createElement("progress");
-      bar.max = job.tiles_total;
-      bar.value = job.tiles_done;
-      li.append(bar);
+  const items = [...serverJobs, ...localItems];
+  const keys = new Set();
+  let previous = null;
+  for (const job of items) {
+    const key = job.id || job.localId;
+    keys.add(key);
+    let card = cards.get(key);
+    if (!card) {
+      card = makeCard(job);
+      cards.set(key, card);
     }
-    const status = document.createElement("span");
-    status.className = "status";
-    status.textContent = statusText(job);
-    if (job.state === "refused" || job.state === "failed") status.setAttribute("role", "alert");
-    li.append(status);
-    if (job.state === "done") {
-      const actions = document.createElement("span");
-      actions.className = "actions";
-      actions.append(button("Compare", () => select(job)));
-      const link = document.createElement("a");
-      link.className = "button download";
-      link.textContent = "Download";
-      link.href = resultUrl(job, true);
-      link.download = job.result_name;
-      actions.append(link);
-      actions.append(button("Again with the chosen detail", () => again(job)));
-      li.append(actions);
-      li.addEventListener("click", () => select(job));
+    updateCard(card, job);
+    const expectedPlace = previous ? previous.nextSibling : list.firstChild;
+    if (expectedPlace !== card.li) list.insertBefore(card.li, expectedPlace);
+    previous = card.li;
+  }
+  for (const [key, card] of cards) {
+    if (!keys.has(key)) {
+      card.li.remove();
+      cards.delete(key);
     }
-    list.append(li);
   }
   $("download-all").disabled = !serverJobs.some((job) => job.state === "done");
 }
@@ -204,6 +233,7 @@ function connect() {
   const events = new EventSource(`/api/sessions/${session}/events`);
   events.onmessage = (event) => {
     serverJobs = JSON.parse(event.data).jobs;
+    receivedAt = performance.now();
     if (selectedId && !serverJobs.some((job) => job.id === selectedId)) clearViewer();
     if (!selectedId) {
       const done = serverJobs.find((job) => job.state === "done");
@@ -422,6 +452,7 @@ async function start() {
     `up to ${formatBytes(config.max_upload_bytes)} and ${+(config.max_pixels / 1e6).toFixed(1)} megapixels per image; ` +
     `upscaling on ${config.device}`;
   connect();
+  setInterval(() => serverJobs.some((job) => job.state === "running") && render(), 1000);
   document.body.dataset.ready = "1";
 }
 
