@@ -31,7 +31,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
+from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
+from srfeat.inference import Upscaler
+from srfeat.inference.files import upscale_file
 
 samples = pytest.importorskip("skimage.data")
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
@@ -136,13 +139,8 @@ def save_crop(path: Path, top: int, left: int, size: int) -> Path:
 
 
 def cli_upscale(source: Path, out: Path, *options: str) -> bytes:
-    subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", "upscale", str(source), "-o", str(out), "--tile", str(TILE), *options],
-        check=True,
-        env=_environment(),
-        cwd=ROOT,
-        capture_output=True,
-    )
+    """What `srfeat upscale` writes for `source` (run in this process: the same code, no second start-up)."""
+    assert main(["upscale", str(source), "-o", str(out), "--device", "cpu", "--tile", str(TILE), *options]) == 0
     return (out / source.name).read_bytes()
 
 
@@ -201,6 +199,43 @@ def test_upload_compare_and_download_equal_the_cli(server: Server, browser: sync
     # Everything the page loaded came from the server itself, and the page raised no error.
     assert tab.requests and all(url.startswith(server.url) for url in tab.requests), tab.requests
     assert tab.console_errors == []
+    page.context.close()
+
+
+def test_a_strength_between_default_and_gan_and_again_with_another(
+    server: Server, browser: sync_api.Browser, tmp_path: Path
+) -> None:
+    photo = save_crop(tmp_path / "eye.png", 180, 240, 40)
+    page = open_tab(browser, server).page
+    page.check("input[name='model'][value='strength']")
+    page.fill("#strength", "0.3")
+    sync_api.expect(page.locator("#strength-value")).to_have_text("0.30")
+    page.set_input_files("#files", str(photo))
+    first = page.locator("#jobs li", has_text="strength 0.30")
+    sync_api.expect(first).to_have_attribute("data-state", "done", timeout=120_000)
+    with page.expect_download() as download:
+        first.locator("a.download").click()
+    assert download.value.suggested_filename == "eye_x4_s0.30.png"
+    blended = Path(download.value.path()).read_bytes()
+    # The reference: the same file function with the Python API's blend (srfeat upscale's path).
+    reference = Upscaler("default", strength=0.3, device="cpu", tile=TILE)
+    upscale_file(reference, photo, tmp_path / "reference.png")
+    assert blended == (tmp_path / "reference.png").read_bytes()
+
+    # The same upload again with gan: a second result beside the first, what the CLI gives for gan.
+    page.check("input[name='model'][value='gan']")
+    first.get_by_role("button", name="Again with the chosen detail").click()
+    second = page.locator("#jobs li", has_text="eye.png \u00b7 gan")
+    sync_api.expect(second).to_have_attribute("data-state", "done", timeout=120_000)
+    with page.expect_download() as download:
+        second.locator("a.download").click()
+    sharp = Path(download.value.path()).read_bytes()
+    assert sharp == cli_upscale(photo, tmp_path / "cli", "--model", "gan")
+    soft = cli_upscale(photo, tmp_path / "cli_default")
+    assert len({soft, blended, sharp}) == 3
+    # Between the two, pixel by pixel on the whole (network interpolation is not a pixel blend).
+    arrays = [np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64) for data in (soft, blended, sharp)]
+    assert np.abs(arrays[1] - arrays[0]).mean() < np.abs(arrays[2] - arrays[0]).mean()
     page.context.close()
 
 
