@@ -53,6 +53,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TILE = 64  # small tiles, so a 256x256 upload has 16 and shows progress
+UPLOAD_LIMIT_MB = 1
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -85,6 +86,7 @@ def server() -> Iterator[Server]:
     stale.mkdir(exist_ok=True)
     (stale / "photo.png").write_bytes(b"partial")
     command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu", "--tile", str(TILE)]
+    command += ["--max-upload-mb", str(UPLOAD_LIMIT_MB)]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(), cwd=ROOT
     )
@@ -174,6 +176,18 @@ def test_upload_compare_and_download_equal_the_cli(server: Server, browser: sync
     assert page.get_attribute("#split", "aria-valuenow") == "25"
     assert page.eval_on_selector("#after", "element => element.style.clipPath") != clip_before
 
+    # Pan (drag the picture) and zoom (the wheel).
+    transform = page.eval_on_selector("#stage", "element => element.style.transform")
+    page.mouse.move(frame["x"] + frame["width"] * 0.7, frame["y"] + frame["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(frame["x"] + frame["width"] * 0.6, frame["y"] + frame["height"] * 0.4, steps=4)
+    page.mouse.up()
+    panned = page.eval_on_selector("#stage", "element => element.style.transform")
+    assert panned != transform and page.get_attribute("#split", "aria-valuenow") == "25"
+    zoom = page.locator("#zoom-level").inner_text()
+    page.mouse.wheel(0, -300)
+    sync_api.expect(page.locator("#zoom-level")).not_to_have_text(zoom)
+
     # 100% and the bicubic original.
     page.click("#actual")
     sync_api.expect(page.locator("#zoom-level")).to_have_text("100%")
@@ -257,11 +271,22 @@ def test_bad_uploads_show_their_error_in_the_page(server: Server, browser: sync_
     (tmp_path / "bomb.png").write_bytes(_png_header_only(30000, 30000))  # 900 MP: over Pillow's own limit
     whole = save_crop(tmp_path / "whole.png", 0, 0, 40).read_bytes()
     (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])  # a header, then the data stops
+    (tmp_path / "large.png").write_bytes(whole + bytes(UPLOAD_LIMIT_MB * 2**20))  # over the upload limit
     tab = open_tab(browser, server)
     page = tab.page
-    page.set_input_files("#files", [str(tmp_path / name) for name in ("notes.txt", "huge.png", "bomb.png", "cut.png")])
+    # notes.txt is dropped on the page, as from a file manager; the others are picked.
+    page.evaluate(
+        """() => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File(["not an image"], "notes.txt", { type: "text/plain" }));
+            document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer }));
+        }"""
+    )
+    job_card(page, "notes.txt").wait_for()
+    page.set_input_files("#files", [str(tmp_path / name) for name in ("huge.png", "bomb.png", "cut.png", "large.png")])
     expected = {
         "notes.txt": ("refused", "notes.txt is not an image srfeat can read"),
+        "large.png": ("refused", "larger than this server's upload limit of 1 MB"),
         "huge.png": ("refused", "over this server's limit of 16 megapixels"),
         "bomb.png": ("refused", "decompression bomb"),
         "cut.png": ("failed", "cannot read image cut.png"),
@@ -272,6 +297,11 @@ def test_bad_uploads_show_their_error_in_the_page(server: Server, browser: sync_
         sync_api.expect(card.locator(".status[role='alert']")).to_contain_text(message)
     assert "srfeat-serve-" not in page.locator("#jobs").inner_text()  # no temporary path in a message
     page.context.close()
+    # The page checks the size before sending; the server checks it again, for any client.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _post(f"{server.url}api/jobs?session=api&name=large.png", (tmp_path / "large.png").read_bytes())
+    assert refused.value.code == 413
+    assert "upload limit of 1 MB" in json.loads(refused.value.read())["error"]
 
 
 def test_uploads_queue_and_a_closed_tab_cancels_its_jobs(
@@ -340,7 +370,7 @@ def test_mode_bit_depth_alpha_and_icc_are_kept_as_the_cli_keeps_them(server: Ser
     assert Image.open(io.BytesIO(downloaded)).format == "PNG"
 
 
-def test_serve_listens_on_loopback_only_by_default_and_warns_for_another_host(server: Server) -> None:
+def test_serve_listens_on_loopback_only_by_default_and_warns_for_another_host(server: Server, tmp_path: Path) -> None:
     assert server.url.startswith("http://127.0.0.1:")
     port = int(server.url.rstrip("/").rsplit(":", 1)[1])
     with urllib.request.urlopen(server.url) as response:
@@ -354,15 +384,30 @@ def test_serve_listens_on_loopback_only_by_default_and_warns_for_another_host(se
         urllib.request.urlopen(request)
     assert refused.value.code == 400
 
-    command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu", "--host", "0.0.0.0"]
+    # --host 0.0.0.0 --port P, and without --no-browser: the browser ($BROWSER here) is given the URL.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    opened_file = tmp_path / "opened.txt"
+    browser_command = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[2])\" {opened_file} %s"
+    command = [sys.executable, "-m", "srfeat.cli", "serve", "--device", "cpu", "--host", "0.0.0.0"]
     opened = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(), cwd=ROOT
+        [*command, "--port", str(free_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**_environment(), "BROWSER": browser_command},
+        cwd=ROOT,
     )
     assert opened.stdout is not None
     url = opened.stdout.readline()
+    deadline = time.monotonic() + 30
+    while not opened_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     opened.terminate()
     _, stderr = opened.communicate(timeout=30)
-    assert url.startswith("srfeat serve: http://0.0.0.0:")
+    assert url.strip() == f"srfeat serve: http://0.0.0.0:{free_port}/"
+    assert opened_file.read_text() == f"http://0.0.0.0:{free_port}/"
     assert "anyone who can reach this machine" in stderr and "there is no login" in stderr
 
     bad = subprocess.run(

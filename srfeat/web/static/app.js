@@ -35,7 +35,7 @@ function showStrength() {
 // ---- uploads -------------------------------------------------------------------------------
 
 function formatBytes(n) {
-  return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(n >= 10 * 2 ** 20 ? 0 : 1)} MB` : `${Math.ceil(n / 1024)} KB`;
+  return n >= 2 ** 20 ? `${+(n / 2 ** 20).toFixed(2)} MB` : `${Math.ceil(n / 1024)} KB`;
 }
 
 function upload(file) {
