@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Screenshot of srfeat serve with a result, for the README.")
     parser.add_argument("output", type=Path, help="PNG file to write")
     parser.add_argument("--model", default="gan", choices=("default", "gan"), help="detail setting (default: gan)")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="the browser (default: /usr/bin/chromium)")

@@ -38,7 +38,8 @@ from srfeat.inference.files import upscale_file
 
 samples = pytest.importorskip("skimage.data")
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless, and quiet: without the background-networking switches Chromium keeps calling home.
@@ -90,14 +91,15 @@ def server() -> Iterator[Server]:
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(), cwd=ROOT
     )
-    assert process.stdout is not None and process.stderr is not None
+    stdout, stderr = process.stdout, process.stderr
+    assert stdout is not None and stderr is not None
     log: list[str] = []
-    threading.Thread(target=lambda: log.extend(line.rstrip() for line in process.stderr), daemon=True).start()
-    first = process.stdout.readline()  # the URL line; blocks until the server listens (or exits)
+    threading.Thread(target=lambda: log.extend(line.rstrip() for line in stderr), daemon=True).start()
+    first = stdout.readline()  # the URL line; blocks until the server listens (or exits)
     match = re.search(r"http://[\w.\[\]:]+/", first)
     if match is None:
         process.kill()
-        pytest.fail(f"srfeat serve printed no URL: {first!r}; stderr: {process.stderr.read()}")
+        pytest.fail(f"srfeat serve printed no URL: {first!r}; stderr: {stderr.read()}")
     assert not stale.exists()
     yield Server(match.group(0), process, log)
     process.terminate()
@@ -105,13 +107,13 @@ def server() -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[sync_api.Browser]:
+def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         message = "Chromium not found: apt-get install -y chromium"
         if os.environ.get("SRFEAT_REQUIRE_BROWSER"):
             pytest.fail(message)
         pytest.skip(message)
-    with sync_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
@@ -119,17 +121,22 @@ def browser() -> Iterator[sync_api.Browser]:
 
 @dataclass
 class Tab:
-    page: sync_api.Page
+    page: Page
     requests: list[str]
     console_errors: list[str]
 
 
-def open_tab(browser: sync_api.Browser, server: Server) -> Tab:
+def open_tab(browser: Browser, server: Server) -> Tab:
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 720})
     page = context.new_page()
     tab = Tab(page, [], [])
     page.on("request", lambda request: tab.requests.append(request.url))
-    page.on("console", lambda message: message.type == "error" and tab.console_errors.append(message.text))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            tab.console_errors.append(message.text)
+
+    page.on("console", on_console)
     page.goto(server.url)
     page.wait_for_selector("body[data-ready='1']")
     return tab
@@ -146,18 +153,32 @@ def cli_upscale(source: Path, out: Path, *options: str) -> bytes:
     return (out / source.name).read_bytes()
 
 
-def job_card(page: sync_api.Page, name: str) -> sync_api.Locator:
+@pytest.fixture(scope="module")
+def face(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 48x48 crop of `astronaut` (small: the full-size network runs on it in about a second)."""
+    return save_crop(tmp_path_factory.mktemp("face") / "face.png", 100, 180, 48)
+
+
+@pytest.fixture(scope="module")
+def face_by_cli(face: Path) -> bytes:
+    """`srfeat upscale face.png`, the reference for what the page downloads."""
+    return cli_upscale(face, face.parent / "cli")
+
+
+def job_card(page: Page, name: str) -> Locator:
     return page.locator("#jobs li", has=page.locator(".name", has_text=name))
 
 
-def test_upload_compare_and_download_equal_the_cli(server: Server, browser: sync_api.Browser, tmp_path: Path) -> None:
-    photo = save_crop(tmp_path / "face.png", 100, 180, 48)
+def test_upload_compare_and_download_equal_the_cli(
+    server: Server, browser: Browser, face: Path, face_by_cli: bytes
+) -> None:
+    photo = face
     tab = open_tab(browser, server)
     page = tab.page
     page.set_input_files("#files", str(photo))
     card = job_card(page, "face.png")
-    sync_api.expect(card).to_have_attribute("data-state", "done", timeout=120_000)
-    sync_api.expect(card.locator(".status")).to_contain_text("192\u00d7192")
+    expect(card).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(card.locator(".status")).to_contain_text("192\u00d7192")
     page.wait_for_function("() => document.getElementById('after').naturalWidth === 192")
     page.wait_for_function(
         "() => document.getElementById('before').naturalWidth === 48"
@@ -186,20 +207,20 @@ def test_upload_compare_and_download_equal_the_cli(server: Server, browser: sync
     assert panned != transform and page.get_attribute("#split", "aria-valuenow") == "25"
     zoom = page.locator("#zoom-level").inner_text()
     page.mouse.wheel(0, -300)
-    sync_api.expect(page.locator("#zoom-level")).not_to_have_text(zoom)
+    expect(page.locator("#zoom-level")).not_to_have_text(zoom)
 
     # 100% and the bicubic original.
     page.click("#actual")
-    sync_api.expect(page.locator("#zoom-level")).to_have_text("100%")
+    expect(page.locator("#zoom-level")).to_have_text("100%")
     page.check("input[name='resample'][value='bicubic']")
     page.wait_for_function(
         "() => document.getElementById('before').src.includes('/bicubic') && "
         "document.getElementById('before').naturalWidth === 192"
     )
-    sync_api.expect(page.locator("#before-label")).to_have_text("original, bicubic \u00d74")
+    expect(page.locator("#before-label")).to_have_text("original, bicubic \u00d74")
 
     # Downloads: the result alone and all results as a zip; both are what the CLI writes.
-    expected = cli_upscale(photo, tmp_path / "cli")
+    expected = face_by_cli
     with page.expect_download() as download:
         page.click("#download")
     assert download.value.suggested_filename == "face_x4.png"
@@ -217,16 +238,17 @@ def test_upload_compare_and_download_equal_the_cli(server: Server, browser: sync
 
 
 def test_a_strength_between_default_and_gan_and_again_with_another(
-    server: Server, browser: sync_api.Browser, tmp_path: Path
+    server: Server, browser: Browser, tmp_path: Path, face: Path, face_by_cli: bytes
 ) -> None:
-    photo = save_crop(tmp_path / "eye.png", 180, 240, 40)
+    photo = tmp_path / "eye.png"
+    shutil.copy(face, photo)
     page = open_tab(browser, server).page
     page.check("input[name='model'][value='strength']")
     page.fill("#strength", "0.3")
-    sync_api.expect(page.locator("#strength-value")).to_have_text("0.30")
+    expect(page.locator("#strength-value")).to_have_text("0.30")
     page.set_input_files("#files", str(photo))
     first = page.locator("#jobs li", has_text="strength 0.30")
-    sync_api.expect(first).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(first).to_have_attribute("data-state", "done", timeout=120_000)
     with page.expect_download() as download:
         first.locator("a.download").click()
     assert download.value.suggested_filename == "eye_x4_s0.30.png"
@@ -240,12 +262,12 @@ def test_a_strength_between_default_and_gan_and_again_with_another(
     page.check("input[name='model'][value='gan']")
     first.get_by_role("button", name="Again with the chosen detail").click()
     second = page.locator("#jobs li", has_text="eye.png \u00b7 gan")
-    sync_api.expect(second).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(second).to_have_attribute("data-state", "done", timeout=120_000)
     with page.expect_download() as download:
         second.locator("a.download").click()
     sharp = Path(download.value.path()).read_bytes()
     assert sharp == cli_upscale(photo, tmp_path / "cli", "--model", "gan")
-    soft = cli_upscale(photo, tmp_path / "cli_default")
+    soft = face_by_cli
     assert len({soft, blended, sharp}) == 3
     # Between the two, pixel by pixel on the whole (network interpolation is not a pixel blend).
     arrays = [np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64) for data in (soft, blended, sharp)]
@@ -265,7 +287,7 @@ def _png_header_only(width: int, height: int) -> bytes:
     )
 
 
-def test_bad_uploads_show_their_error_in_the_page(server: Server, browser: sync_api.Browser, tmp_path: Path) -> None:
+def test_bad_uploads_show_their_error_in_the_page(server: Server, browser: Browser, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "huge.png").write_bytes(_png_header_only(5000, 4000))  # 20 MP: over the server's 16 MP limit
     (tmp_path / "bomb.png").write_bytes(_png_header_only(30000, 30000))  # 900 MP: over Pillow's own limit
@@ -293,8 +315,8 @@ def test_bad_uploads_show_their_error_in_the_page(server: Server, browser: sync_
     }
     for name, (state, message) in expected.items():
         card = job_card(page, name)
-        sync_api.expect(card).to_have_attribute("data-state", state, timeout=60_000)
-        sync_api.expect(card.locator(".status[role='alert']")).to_contain_text(message)
+        expect(card).to_have_attribute("data-state", state, timeout=60_000)
+        expect(card.locator(".status[role='alert']")).to_contain_text(message)
     assert "srfeat-serve-" not in page.locator("#jobs").inner_text()  # no temporary path in a message
     page.context.close()
     # The page checks the size before sending; the server checks it again, for any client.
@@ -304,26 +326,24 @@ def test_bad_uploads_show_their_error_in_the_page(server: Server, browser: sync_
     assert "upload limit of 1 MB" in json.loads(refused.value.read())["error"]
 
 
-def test_uploads_queue_and_a_closed_tab_cancels_its_jobs(
-    server: Server, browser: sync_api.Browser, tmp_path: Path
-) -> None:
+def test_uploads_queue_and_a_closed_tab_cancels_its_jobs(server: Server, browser: Browser, tmp_path: Path) -> None:
     big = save_crop(tmp_path / "big.png", 0, 100, 256)  # 16 tiles of 64: several seconds on a CPU
     small = save_crop(tmp_path / "small.png", 100, 180, 32)
     first = open_tab(browser, server).page
     first.set_input_files("#files", [str(big), str(small)])
     running = job_card(first, "big.png")
-    sync_api.expect(running.locator(".status")).to_contain_text(re.compile(r"tile \d+ of 16"), timeout=60_000)
-    sync_api.expect(running.locator(".status")).to_contain_text(re.compile(r"about .* left"), timeout=120_000)
+    expect(running.locator(".status")).to_contain_text(re.compile(r"tile \d+ of 16"), timeout=60_000)
+    expect(running.locator(".status")).to_contain_text(re.compile(r"about .* left"), timeout=120_000)
     queued = job_card(first, "small.png")
-    sync_api.expect(queued).to_have_attribute("data-state", "queued")
-    sync_api.expect(queued.locator(".status")).to_contain_text("place 2 in line (1 ahead)")
+    expect(queued).to_have_attribute("data-state", "queued")
+    expect(queued.locator(".status")).to_contain_text("place 2 in line (1 ahead)")
 
     second = open_tab(browser, server).page
     second.set_input_files("#files", str(small))
     waiting = job_card(second, "small.png")
-    sync_api.expect(waiting.locator(".status")).to_contain_text("place 3 in line (2 ahead)")
+    expect(waiting.locator(".status")).to_contain_text("place 3 in line (2 ahead)")
     first.context.close()  # the first tab goes away: its running job stops, its queued one is dropped
-    sync_api.expect(waiting).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(waiting).to_have_attribute("data-state", "done", timeout=120_000)
     deadline = time.monotonic() + 10
     while "big.png) cancelled" not in server.log_text() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -424,3 +444,27 @@ def test_serve_listens_on_loopback_only_by_default_and_warns_for_another_host(se
 def test_no_files_are_left_behind(server: Server) -> None:
     # Runs after the jobs above: each job's temporary folder is gone once it ends.
     assert list(Path(tempfile.gettempdir()).glob(f"srfeat-serve-{server.process.pid}-*")) == []
+
+
+def test_without_the_web_extra_help_works_and_serve_says_what_to_install() -> None:
+    # None in sys.modules makes `import starlette` fail, as it does where the extra is not installed.
+    hide = "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None; from srfeat.cli import main; "
+    help_run = subprocess.run(
+        [sys.executable, "-c", hide + "main(['--help'])"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        cwd=ROOT,
+    )
+    assert help_run.returncode == 0 and "serve" in help_run.stdout
+    serve_run = subprocess.run(
+        [sys.executable, "-c", hide + "sys.exit(main(['serve', '--no-browser']))"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        cwd=ROOT,
+    )
+    assert serve_run.returncode == 1
+    assert serve_run.stderr.strip().count("\n") == 0 and 'pip install -e ".[web]"' in serve_run.stderr

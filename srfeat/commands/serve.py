@@ -7,7 +7,6 @@ so `srfeat --help` and the other commands work without it.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import math
 import socket
@@ -96,13 +95,10 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.web.jobs import JobQueue, ModelChoice, remove_stale_temporaries
 
     device = resolve_device(args.device)
-    strength_available = "strength" in inspect.signature(Upscaler).parameters
 
     def make_upscaler(choice: ModelChoice) -> Upscaler:
-        options = {"strength": choice.strength} if choice.strength is not None else {}
-        return Upscaler(choice.model, device=device, tile=args.tile, **options)
+        return Upscaler(choice.model, device=device, tile=args.tile, strength=choice.strength)
 
-    make_upscaler(ModelChoice("default"))  # fail now, not on the first upload, if the weights cannot load
     listener = _listen(args.host, args.port)
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -117,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
         )
     remove_stale_temporaries()
     queue = JobQueue(make_upscaler)
+    queue.prepare(ModelChoice("default"))
     app = create_app(
         queue,
         Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6)),
-        strength_available=strength_available,
         # A page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) gets refused.
         allowed_hosts=["127.0.0.1", "localhost"] if args.host in ("127.0.0.1", "localhost") else None,
         device=str(device),

@@ -115,15 +115,13 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
     return width, height
 
 
-def parse_choice(params: dict[str, str], strength_available: bool) -> ModelChoice:
+def parse_choice(params: dict[str, str]) -> ModelChoice:
     model = params.get("model", "default")
     if model not in ("default", "gan"):
         raise UploadError(f"unknown model {model!r}: use default or gan")
     text = params.get("strength")
     if text is None or text == "":
         return ModelChoice(model)
-    if not strength_available:
-        raise UploadError("this srfeat has no strength dial; choose default or gan")
     try:
         strength = float(text)
     except ValueError:
@@ -204,7 +202,6 @@ class _SessionEvents(StreamingResponse):
 def create_app(
     queue: JobQueue,
     limits: Limits,
-    strength_available: bool,
     allowed_hosts: list[str] | None = None,
     device: str = "cpu",
 ) -> Starlette:
@@ -223,7 +220,6 @@ def create_app(
                 "max_upload_bytes": limits.max_upload_bytes,
                 "max_pixels": limits.max_pixels,
                 "models": ["default", "gan"],
-                "strength": strength_available,
                 "device": device,
                 "upload_header": UPLOAD_HEADER,
             }
@@ -237,7 +233,7 @@ def create_app(
             return _error(f"uploads must carry the {UPLOAD_HEADER} header (the page sends it)", 403)
         name = safe_file_name(request.query_params.get("name", "image"))
         try:
-            choice = parse_choice(dict(request.query_params), strength_available)
+            choice = parse_choice(dict(request.query_params))
             data = await _read_body(request, name, limits.max_upload_bytes)
             width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
         except UploadError as refusal:
@@ -254,7 +250,7 @@ def create_app(
         if job is None or not job.data:
             return _error("that image is no longer here; upload it again", 404)
         try:
-            choice = parse_choice(dict(request.query_params), strength_available)
+            choice = parse_choice(dict(request.query_params))
         except UploadError as refusal:
             return _error(str(refusal), refusal.status)
         copy = queue.submit(job.session, job.name, job.data, choice, job.width, job.height)

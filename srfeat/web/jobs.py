@@ -393,6 +393,12 @@ class JobQueue:
             job.error = message
         logger.error("job %s (%s) failed: %s", job.id, job.name, message)
 
+    def prepare(self, choice: ModelChoice) -> None:
+        """Build the network for `choice` now (before serving: bad weights fail at start, not on
+        the first upload, and the first upload does not wait for the build)."""
+        with self._lock:
+            self._upscaler(choice)
+
     def _upscaler(self, choice: ModelChoice) -> Upscaler:
         if choice in self._upscalers:
             self._upscalers.move_to_end(choice)

@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const session = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 const q = (extra = "") => `session=${session}${extra}`;
 
-let config = { max_upload_bytes: Infinity, max_pixels: Infinity, strength: false, upload_header: "X-SRFeat-Upload" };
+let config = { max_upload_bytes: Infinity, max_pixels: Infinity, upload_header: "X-SRFeat-Upload" };
 let serverJobs = []; // as the server last described them
 const localItems = []; // uploads in flight or refused before they became jobs
 let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
@@ -447,7 +447,6 @@ async function start() {
     $("limits").textContent = "cannot reach the server: is srfeat serve still running?";
     return;
   }
-  $("strength-choice").hidden = !config.strength;
   $("limits").textContent =
     `up to ${formatBytes(config.max_upload_bytes)} and ${+(config.max_pixels / 1e6).toFixed(1)} megapixels per image; ` +
     `upscaling on ${config.device}`;
