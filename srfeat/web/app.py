@@ -206,7 +206,7 @@ def create_app(
     device: str = "cpu",
 ) -> Starlette:
     """The Starlette app. `allowed_hosts` guards a loopback server against DNS rebinding (None: any)."""
-    static = {name: resources.files("srfeat.web").joinpath("static", name).read_bytes() for name in STATIC_FILES}
+    static = {name: (resources.files("srfeat.web") / "static" / name).read_bytes() for name in STATIC_FILES}
 
     async def page(request: Request) -> Response:
         name = request.path_params.get("name", "index.html")
