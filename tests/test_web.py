@@ -35,6 +35,7 @@ from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
 from srfeat.inference import Upscaler
 from srfeat.inference.files import upscale_file
+from srfeat.web.jobs import safe_file_name
 
 samples = pytest.importorskip("skimage.data")
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
@@ -444,6 +445,21 @@ def test_serve_listens_on_loopback_only_by_default_and_warns_for_another_host(se
 def test_no_files_are_left_behind(server: Server) -> None:
     # Runs after the jobs above: each job's temporary folder is gone once it ends.
     assert list(Path(tempfile.gettempdir()).glob(f"srfeat-serve-{server.process.pid}-*")) == []
+
+
+@pytest.mark.parametrize(
+    ("uploaded", "kept"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\photos\\cat.JPG", "cat.JPG"),
+        ("..", "image"),
+        (".hidden.png", "hidden.png"),
+        ("a<b>|c?.png", "a_b__c_.png"),
+        ("out", "out"),
+    ],
+)
+def test_upload_names_cannot_leave_the_temporary_folder(uploaded: str, kept: str) -> None:
+    assert safe_file_name(uploaded) == kept
 
 
 def test_without_the_web_extra_help_works_and_serve_says_what_to_install() -> None:

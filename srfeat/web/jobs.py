@@ -108,6 +108,7 @@ class Job:
     width: int
     height: int
     state: State = "queued"
+    loading: bool = False  # building the network for its setting (a new strength takes a moment)
     tiles_done: int = 0
     tiles_total: int = 0
     submitted: float = field(default_factory=time.monotonic)
@@ -265,6 +266,7 @@ class JobQueue:
                 "width": job.width,
                 "height": job.height,
                 "state": job.state,
+                "loading": job.loading,
                 "ahead": ahead,
                 "tiles_done": job.tiles_done,
                 "tiles_total": job.tiles_total,
@@ -348,12 +350,19 @@ class JobQueue:
                 self._changed_locked()
 
         try:
+            with self._lock:
+                job.loading = job.choice not in self._upscalers
+                self._changed_locked()
             upscaler = self._upscaler(job.choice)
+            with self._lock:
+                job.loading = False
+                self._changed_locked()
             upscaler.on_tile = on_tile
             try:
                 with tempfile.TemporaryDirectory(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-") as folder:
-                    source = Path(folder) / job.name
+                    source = Path(folder) / "in" / job.name
                     target = Path(folder) / "out" / job.result_name
+                    source.parent.mkdir()
                     source.write_bytes(job.data)
                     try:
                         width, height = upscale_file(upscaler, source, target)

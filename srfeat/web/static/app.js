@@ -112,6 +112,7 @@ function statusText(job) {
         ? `queued: place ${job.ahead + 1} in line (${job.ahead} ahead)`
         : "queued: next in line";
     case "running": {
+      if (job.loading) return `loading the ${job.label} network`;
       const parts = [];
       if (job.tiles_total > 1) parts.push(`tile ${job.tiles_done} of ${job.tiles_total}`);
       if (job.seconds_left !== null) {
