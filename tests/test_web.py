@@ -340,9 +340,13 @@ def test_uploads_queue_and_a_closed_tab_cancels_its_jobs(server: Server, browser
     expect(queued.locator(".status")).to_contain_text("place 2 in line (1 ahead)")
 
     second = open_tab(browser, server).page
-    second.set_input_files("#files", str(small))
+    gone = shutil.copy(small, tmp_path / "gone.png")
+    second.set_input_files("#files", [str(small), str(gone)])
     waiting = job_card(second, "small.png")
     expect(waiting.locator(".status")).to_contain_text("place 3 in line (2 ahead)")
+    expect(job_card(second, "gone.png").locator(".status")).to_contain_text("place 4 in line (3 ahead)")
+    job_card(second, "gone.png").get_by_role("button", name="cancel").click()  # its x: taken off the queue
+    expect(job_card(second, "gone.png")).to_have_count(0)
     first.context.close()  # the first tab goes away: its running job stops, its queued one is dropped
     expect(waiting).to_have_attribute("data-state", "done", timeout=120_000)
     deadline = time.monotonic() + 10
@@ -352,6 +356,7 @@ def test_uploads_queue_and_a_closed_tab_cancels_its_jobs(server: Server, browser
     assert re.search(r"\(big\.png\) cancelled: its page was closed", log), log
     assert "big.png -> " not in log  # it never finished
     assert len(re.findall(r"small\.png -> small_x4\.png", log)) == 1  # only the second tab's
+    assert "(gone.png) cancelled before it started: removed from its page" in log and "gone.png -> " not in log
     second.context.close()
 
 

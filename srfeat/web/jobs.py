@@ -109,6 +109,7 @@ class Job:
     height: int
     state: State = "queued"
     loading: bool = False  # building the network for its setting (a new strength takes a moment)
+    removed: bool = False  # taken off its page while running: forgotten when the worker lets go of it
     tiles_done: int = 0
     tiles_total: int = 0
     submitted: float = field(default_factory=time.monotonic)
@@ -235,7 +236,7 @@ class JobQueue:
 
     def session_jobs(self, session: str) -> list[Job]:
         with self._lock:
-            return [job for job in self._jobs.values() if job.session == session]
+            return [job for job in self._jobs.values() if job.session == session and not job.removed]
 
     def remove(self, session: str, job_id: str) -> bool:
         """Cancel a job if it has not finished, and forget it."""
@@ -244,6 +245,7 @@ class JobQueue:
             if job is None or job.session != session:
                 return False
             self._cancel_locked(job, "removed from its page")
+            job.removed = True
             if job.state != "running":
                 del self._jobs[job_id]
             self._changed_locked()
@@ -335,8 +337,8 @@ class JobQueue:
                     return
                 job.finished = time.monotonic()
                 job.data = job.data if job.state == "done" else b""
-                if job.state == "cancelled" and job.session not in self._sessions:
-                    self._jobs.pop(job.id, None)  # its page is gone: nobody will ask for it
+                if job.removed or job.session not in self._sessions:
+                    self._jobs.pop(job.id, None)  # its page is gone or let it go: nobody will ask for it
                 self._changed_locked()
 
     def _run(self, job: Job) -> None:

@@ -246,7 +246,10 @@ function connect() {
 
 // Closing or reloading the tab: tell the server at once (it would also notice the closed
 // stream, a few seconds later).
-window.addEventListener("pagehide", () => navigator.sendBeacon(`/api/sessions/${session}/close`));
+// A page kept in the back-forward cache (persisted) may come back: it keeps its jobs.
+window.addEventListener("pagehide", (event) => {
+  if (!event.persisted) navigator.sendBeacon(`/api/sessions/${session}/close`);
+});
 
 // ---- the comparison viewer -----------------------------------------------------------------
 
