@@ -295,6 +295,7 @@ def test_bad_uploads_show_their_error_in_the_page(server: Server, browser: Brows
     whole = save_crop(tmp_path / "whole.png", 0, 0, 40).read_bytes()
     (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])  # a header, then the data stops
     (tmp_path / "large.png").write_bytes(whole + bytes(UPLOAD_LIMIT_MB * 2**20))  # over the upload limit
+    Image.open(tmp_path / "whole.png").save(tmp_path / "netpbm.ppm")  # an image, but not a format the server takes
     tab = open_tab(browser, server)
     page = tab.page
     # notes.txt is dropped on the page, as from a file manager; the others are picked.
@@ -306,10 +307,12 @@ def test_bad_uploads_show_their_error_in_the_page(server: Server, browser: Brows
         }"""
     )
     job_card(page, "notes.txt").wait_for()
-    page.set_input_files("#files", [str(tmp_path / name) for name in ("huge.png", "bomb.png", "cut.png", "large.png")])
+    names = ("huge.png", "bomb.png", "cut.png", "large.png", "netpbm.ppm")
+    page.set_input_files("#files", [str(tmp_path / name) for name in names])
     expected = {
         "notes.txt": ("refused", "notes.txt is not an image srfeat can read"),
         "large.png": ("refused", "larger than this server's upload limit of 1 MB"),
+        "netpbm.ppm": ("refused", "netpbm.ppm is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)"),
         "huge.png": ("refused", "over this server's limit of 16 megapixels"),
         "bomb.png": ("refused", "decompression bomb"),
         "cut.png": ("failed", "cannot read image cut.png"),

@@ -69,6 +69,9 @@ BROWSER_FORMATS = {
     "GIF": "image/gif",
 }
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff"}
+# What uploads may be. Pillow reads more (EPS, for one, through Ghostscript), but a server that
+# takes files from a browser, perhaps from other machines, decodes only the common photo formats.
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")  # JPEG includes MPO (camera JPEGs)
 # A header every upload must carry: a page on another site cannot add it without the browser
 # asking this server first (CORS), and this server never says yes.
 UPLOAD_HEADER = "X-SRFeat-Upload"
@@ -96,10 +99,11 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
     """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not."""
     if not data:
         raise UploadError(f"{name} is empty")
+    Image.init()  # registers every plugin, so that `formats` below can name them all
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
                 width, height = image.size
     except Image.DecompressionBombError as error:
         raise UploadError(f"{name} claims to be {error}; refused as a possible decompression bomb", 413) from error
