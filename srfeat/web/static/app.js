@@ -415,6 +415,12 @@ function setupUploads() {
     for (const file of event.target.files) upload(file);
     event.target.value = "";
   });
+  drop.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      $("files").click();
+    }
+  });
   drop.addEventListener("dragover", (event) => {
     event.preventDefault();
     drop.classList.add("over");
