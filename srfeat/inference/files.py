@@ -32,8 +32,9 @@ def upscale_file(
 ) -> tuple[int, int]:
     """Upscale the image file `source` into `target`; returns the output's (width, height).
 
-    Raises `ImageReadError` when `source` cannot be read and `OSError` when `target` cannot be
-    written (the target then does not exist: it is written to a temporary name and renamed).
+    Raises `ImageReadError` when `source` cannot be read, another `SRFeatError` when it cannot
+    be upscaled (a model whose output is not finite, say), and `OSError` when `target` cannot
+    be written (the target then does not exist: it is written to a temporary name and renamed).
     """
     raw = read_raw_image(source)
     result = upscaler.upscale_array(raw.array, outscale=outscale)

@@ -71,7 +71,8 @@ BROWSER_FORMATS = {
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff"}
 # What uploads may be. Pillow reads more (EPS, for one, through Ghostscript), but a server that
 # takes files from a browser, perhaps from other machines, decodes only the common photo formats.
-UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")  # JPEG includes MPO (camera JPEGs)
+# (JPEG includes MPO, the camera JPEGs; AVIF where this Pillow reads it.)
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
 # A header every upload must carry: a page on another site cannot add it without the browser
 # asking this server first (CORS), and this server never says yes.
 UPLOAD_HEADER = "X-SRFeat-Upload"
@@ -103,7 +104,8 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
+            formats = [name for name in UPLOAD_FORMATS if name in Image.OPEN]
+            with Image.open(io.BytesIO(data), formats=formats) as image:
                 width, height = image.size
     except Image.DecompressionBombError as error:
         raise UploadError(f"{name} claims to be {error}; refused as a possible decompression bomb", 413) from error
