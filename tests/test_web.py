@@ -390,8 +390,14 @@ def test_mode_bit_depth_alpha_and_icc_are_kept_as_the_cli_keeps_them(server: Ser
             except urllib.error.HTTPError as error:
                 assert error.code == 409 and time.monotonic() < deadline  # no result yet
                 time.sleep(0.3)
+        # What the viewer shows beside it: the original, and the original enlarged by bicubic to the result's size.
+        views = {}
+        for kind in ("original", "bicubic"):
+            with urllib.request.urlopen(f"{server.url}api/jobs/{job['id']}/{kind}?session={session}") as response:
+                views[kind] = Image.open(io.BytesIO(response.read()))
     finally:
         events.close()
+    assert views["original"].size == (32, 32) and views["bicubic"].size == (128, 128)
     assert downloaded == cli_upscale(source, tmp_path / "cli", "--model", "gan")
     (tmp_path / "web.png").write_bytes(downloaded)
     raw = read_raw_image(tmp_path / "web.png")

@@ -104,11 +104,11 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            formats = [name for name in UPLOAD_FORMATS if name in Image.OPEN]
-            with Image.open(io.BytesIO(data), formats=formats) as image:
+            readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
+            with Image.open(io.BytesIO(data), formats=readable) as image:
                 width, height = image.size
     except Image.DecompressionBombError as error:
-        raise UploadError(f"{name} claims to be {error}; refused as a possible decompression bomb", 413) from error
+        raise UploadError(f"{name} is refused as a possible decompression bomb ({error})", 413) from error
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
     if width * height > limits.max_pixels:
