@@ -34,7 +34,7 @@ from PIL import Image, ImageCms
 from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
 from srfeat.inference import Upscaler
-from srfeat.inference.files import upscale_file
+from srfeat.inference.image_files import upscale_file
 from srfeat.web.jobs import safe_file_name
 
 samples = pytest.importorskip("skimage.data")

@@ -221,7 +221,7 @@ def plan_outputs(
         else:
             extension = OUTPUT_EXTENSIONS[args.ext] if args.ext != "auto" else source.suffix.lower()
             if extension not in formats:
-                extension = ".png"  # an input format we read but do not write (as srfeat.inference.files)
+                extension = ".png"  # an input format we read but do not write (as srfeat.inference.image_files)
             target = output / f"{source.stem}{args.suffix}{extension}"
         resolved = target.resolve()
         if resolved in taken:
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.data.io import FORMATS, IMAGE_EXTENSIONS
     from srfeat.errors import ImageReadError, SRFeatError
     from srfeat.inference import Upscaler
-    from srfeat.inference.files import upscale_file
+    from srfeat.inference.image_files import upscale_file
 
     problem = check_options(args, FORMATS, IMAGE_EXTENSIONS)
     if problem is not None:
