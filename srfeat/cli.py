@@ -1,4 +1,4 @@
-"""The `srfeat` command: upscale | eval | train | prepare | convert | blend | export.
+"""The `srfeat` command: upscale | eval | train | prepare | convert | blend | export | serve.
 
 Each subcommand lives in `srfeat/commands/<name>.py` and exposes `add_arguments(parser)` and
 `run(args) -> int`; this module only dispatches, so `srfeat --help` stays fast (the heavy
@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "convert": "Convert the authors' released weights (SRFeat_full.npz) to a srfeat checkpoint.",
     "blend": "Blend two generators of the same architecture (network interpolation, e.g. default and gan).",
     "export": "Export a model to ONNX (for ONNX Runtime, chaiNNer, OpenVINO, TensorRT).",
+    "serve": "Start the local web app: drop images, compare before/after, download.",
 }
 
 

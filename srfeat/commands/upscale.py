@@ -243,7 +243,7 @@ def plan_outputs(
         else:
             extension = OUTPUT_EXTENSIONS[args.ext] if args.ext != "auto" else source.suffix.lower()
             if extension not in formats:
-                extension = ".png"  # an input format we read but do not write
+                extension = ".png"  # an input format we read but do not write (as srfeat.inference.image_files)
             target = output / f"{source.stem}{args.suffix}{extension}"
         resolved = target.resolve()
         if resolved in taken:
@@ -265,9 +265,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from srfeat.data.io import FORMATS, IMAGE_EXTENSIONS, read_raw_image, write_image
+    from srfeat.data.io import FORMATS, IMAGE_EXTENSIONS
     from srfeat.errors import ImageReadError, SRFeatError
     from srfeat.inference import Upscaler
+    from srfeat.inference.image_files import upscale_file
 
     problem = check_options(args, FORMATS, IMAGE_EXTENSIONS)
     if problem is not None:
@@ -299,24 +300,20 @@ def run(args: argparse.Namespace) -> int:
         # disable=None: a bar on a terminal only, not in logs and pipes.
         for job in tqdm(jobs, desc="images", unit="image", disable=True if len(jobs) == 1 else None):
             try:
-                raw = read_raw_image(job.source)
+                width, height = upscale_file(upscaler, job.source, job.target, outscale=args.outscale)
             except ImageReadError as error:
                 logger.error("%s", str(error).replace("\n", " "))
                 failures += 1
                 continue
-            try:
-                result = upscaler.upscale_array(raw.array, outscale=args.outscale)
             except SRFeatError as error:  # e.g. a broken model's NaN output: this file fails, not silently
                 logger.error("%s: %s", job.source, error)
                 failures += 1
                 continue
-            try:
-                write_image(job.target, result, icc_profile=raw.icc_profile, exif=raw.exif)
             except OSError as error:
                 logger.error("cannot write %s (from %s): %s", job.target, job.source, str(error).replace("\n", " "))
                 failures += 1
                 continue
-            logger.info("%s -> %s (%dx%d)", job.source, job.target, result.shape[1], result.shape[0])
+            logger.info("%s -> %s (%dx%d)", job.source, job.target, width, height)
     if failures:
         logger.error("%d of %d input(s) failed", failures, len(jobs) + len(errors))
         return 1

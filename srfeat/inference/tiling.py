@@ -152,6 +152,7 @@ def upscale_tiled(
     fallback: Callable[[torch.Tensor, Region], torch.Tensor] | None = None,
     progress: bool = False,
     memory_format: torch.memory_format = torch.channels_last,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Upscale a (C, H, W) float image held on the CPU; returns (C, scale*H, scale*W) float32 on the CPU.
 
@@ -162,13 +163,17 @@ def upscale_tiled(
     (the float32 model, given float32 input) if one is given. The output is laid out
     height-width-channel (a permuted view), the layout image files and numpy arrays use, so
     converting it afterwards costs no copy. The network runs in inference mode; the output
-    is an ordinary tensor.
+    is an ordinary tensor. `on_tile(done, total)` is called before the first tile and after
+    each one (a progress display; an exception it raises stops the work there).
     """
     channels, height, width = image.shape
     output = torch.empty(height * scale, width * scale, channels, dtype=torch.float32).permute(2, 0, 1)
     tiles = plan_tiles(height, width, tile, pad)
-    for part in tqdm(
-        tiles, desc="tiles", unit="tile", leave=False, disable=True if not progress or len(tiles) == 1 else None
+    if on_tile is not None:
+        on_tile(0, len(tiles))
+    for done, part in enumerate(
+        tqdm(tiles, desc="tiles", unit="tile", leave=False, disable=True if not progress or len(tiles) == 1 else None),
+        start=1,
     ):
         source = image[:, part.in_top : part.in_bottom, part.in_left : part.in_right].unsqueeze(0)
         batch = source.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
@@ -193,4 +198,6 @@ def upscale_tiled(
                 "give a smaller tile size (--tile)"
             ) from error
         output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(result[0])
+        if on_tile is not None:
+            on_tile(done, len(tiles))
     return output

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, overload
 
 import numpy as np
@@ -158,7 +159,9 @@ class Upscaler:
     recomputed in fp32). `tile` is the tile size in input pixels (None: chosen from the free
     memory; 0: no tiling); `tile_pad` the context around each tile (None: the network's
     receptive radius, which makes tiling exact). `compile=True` runs the network through
-    `torch.compile` (worth it for many images on a GPU). `progress` shows a bar over the tiles.
+    `torch.compile` (worth it for many images on a GPU). `progress` shows a bar over the tiles;
+    `on_tile(done, total)`, if set, is called before the first tile and after each one (an
+    exception it raises stops the image there: how a caller cancels).
     `strength` (0 to 1, with the `default` model) is the detail dial: the network interpolation
     of `default` (0) and `gan` (1), blended once here. `tta=True` averages the eight flips and
     rotations (self-ensemble: a little more faithful, eight times the time).
@@ -181,6 +184,7 @@ class Upscaler:
         strength: float | None = None,
         tta: bool = False,
         backend: str | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -207,6 +211,7 @@ class Upscaler:
         self.progress = progress
         self.tta = tta
         self.strength = strength
+        self.on_tile = on_tile
         if compile and isinstance(self.model, InferenceGenerator):
             self.model.compile_parts()
         self._fallback = None if self.dtype == torch.float32 else self.model_fp32
@@ -240,6 +245,7 @@ class Upscaler:
             fallback=self._fallback,
             progress=self.progress,
             memory_format=self.model.memory_format,
+            on_tile=self.on_tile,
         )
 
     def upscale_channels(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:

@@ -1,0 +1,142 @@
+"""`srfeat serve`: the local web app (drop images, compare before/after, download).
+
+The web stack (Starlette, uvicorn) is an optional extra, imported only when this command runs,
+so `srfeat --help` and the other commands work without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import socket
+import sys
+import threading
+import webbrowser
+from types import FrameType
+
+from srfeat.errors import SRFeatError
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network, no login)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=100.0, metavar="MB", help="largest file accepted (default 100 MB)"
+    )
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=16.0,
+        metavar="MP",
+        help="largest image accepted, in input megapixels (default 16; the 4x result is 16 times that)",
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if there is one)")
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tile size in input pixels, as for srfeat upscale (default: chosen from free memory)",
+    )
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise SRFeatError(f"--port must be from 0 (a free port) to 65535, got {args.port}")
+    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels)):
+        if not (math.isfinite(value) and value > 0):
+            raise SRFeatError(f"{flag} must be a positive number, got {value}")
+    if args.tile is not None and args.tile < 0:
+        raise SRFeatError(f"--tile must be positive (or 0 for no tiling), got {args.tile}")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: the system picks a free one), so the URL is known before serving."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise SRFeatError(f"cannot listen on host {host!r}: {error}; give an address such as 127.0.0.1") from error
+    family, kind, protocol, _, address = infos[0]
+    listener = socket.socket(family, kind, protocol)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        raise SRFeatError(
+            f"cannot listen on {host}:{port}: {error.strerror}; choose another --port (or leave it out for a free one)"
+        ) from error
+    listener.listen(64)
+    return listener
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_options(args)
+    try:
+        import uvicorn
+
+        from srfeat.web.app import Limits, create_app
+    except ImportError as error:
+        raise SRFeatError(
+            f'srfeat serve needs the web extra ({error.name} is missing): pip install -e ".[web]"'
+        ) from error
+    from srfeat.inference import Upscaler
+    from srfeat.inference.upscaler import resolve_device
+    from srfeat.web.jobs import JobQueue, ModelChoice, remove_stale_temporaries
+
+    device = resolve_device(args.device)
+
+    def make_upscaler(choice: ModelChoice) -> Upscaler:
+        return Upscaler(choice.model, device=device, tile=args.tile, strength=choice.strength)
+
+    listener = _listen(args.host, args.port)
+    host, port = listener.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{port}/"
+    loopback = args.host in LOOPBACK_HOSTS
+    if not loopback:
+        logger.warning(
+            "listening on %s: anyone who can reach this machine on port %d can use this server and see the "
+            "images uploaded to it (there is no login); leave out --host to keep it to this machine",
+            args.host,
+            port,
+        )
+    remove_stale_temporaries()
+    queue = JobQueue(make_upscaler)
+    queue.prepare(ModelChoice("default"))
+    app = create_app(
+        queue,
+        Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6)),
+        # A page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) gets refused.
+        allowed_hosts=["127.0.0.1", "localhost"] if args.host in ("127.0.0.1", "localhost") else None,
+        device=str(device),
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            queue.stop()  # Ctrl+C: the event streams end and the running job stops after its tile
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    sys.stdout.write(f"srfeat serve: {url}\n")
+    sys.stdout.flush()
+    logger.info("upscaling on %s; Ctrl+C stops the server", device)
+    if not args.no_browser:
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    try:
+        server.run(sockets=[listener])
+    finally:
+        queue.stop()
+        queue.join()
+        listener.close()
+    return 0

@@ -1,0 +1,42 @@
+"""Upscaling one image file to another: the path `srfeat upscale` and `srfeat serve` share.
+
+The input is read as stored (mode, bit depth, alpha, ICC profile, EXIF with the orientation
+applied), upscaled, and written in the output's format keeping all of that where the format
+can hold it (`srfeat.data.io.write_image`). Having one function means the web app's download
+and the command line's file are the same bytes for the same input and options.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from srfeat.data.io import FORMATS, read_raw_image, write_image
+from srfeat.inference.upscaler import Upscaler
+
+__all__ = ["output_extension", "upscale_file"]
+
+
+def output_extension(source: str | os.PathLike[str], extension: str | None = None) -> str:
+    """The output file's extension: `extension` if given, else the input's own when it is a
+    format we write, else `.png` (an input format we read but do not write)."""
+    chosen = (extension or Path(source).suffix).lower()
+    return chosen if chosen in FORMATS else ".png"
+
+
+def upscale_file(
+    upscaler: Upscaler,
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    outscale: float | None = None,
+) -> tuple[int, int]:
+    """Upscale the image file `source` into `target`; returns the output's (width, height).
+
+    Raises `ImageReadError` when `source` cannot be read, another `SRFeatError` when it cannot
+    be upscaled (a model whose output is not finite, say), and `OSError` when `target` cannot
+    be written (the target then does not exist: it is written to a temporary name and renamed).
+    """
+    raw = read_raw_image(source)
+    result = upscaler.upscale_array(raw.array, outscale=outscale)
+    write_image(target, result, icc_profile=raw.icc_profile, exif=raw.exif)
+    return int(result.shape[1]), int(result.shape[0])

@@ -1,0 +1,376 @@
+"""The web app: one static page and a small JSON API over `JobQueue`.
+
+Routes (all under the server's own origin; the page loads nothing from anywhere else):
+
+- `GET /` and `/static/...`: the page, its script and style (package data, served from memory);
+- `GET /api/config`: limits and the model choices;
+- `POST /api/jobs?session=S&name=N&model=M[&strength=X]`: the image file as the request body;
+  checked (size, that it is an image, its pixel count) before it is queued;
+- `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events); while a
+  page holds it open its jobs live, when it closes they are cancelled (`JobQueue`);
+- `POST /api/sessions/S/close`: the page's goodbye (sent when the tab closes), cancels at once;
+- `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images;
+- `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
+- `POST /api/jobs/ID/remove?session=S`; `GET /api/sessions/S/results.zip`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import time
+import warnings
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import quote
+
+import anyio
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from srfeat.data.io import FORMATS, pil_to_array
+from srfeat.data.resize import imresize
+from srfeat.inference.upscaler import from_float_tensor, to_float_tensor
+from srfeat.web.jobs import Job, JobQueue, ModelChoice, safe_file_name
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Limits", "create_app"]
+
+STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+# The page's own origin only: no script, style, font or image from the internet, and no framing.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+# Formats a browser shows as they are; others (TIFF) are shown through an 8-bit PNG copy.
+BROWSER_FORMATS = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+}
+MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff"}
+# What uploads may be. Pillow reads more (EPS, for one, through Ghostscript), but a server that
+# takes files from a browser, perhaps from other machines, decodes only the common photo formats.
+# (JPEG includes MPO, the camera JPEGs; AVIF where this Pillow reads it.)
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
+# A header every upload must carry: a page on another site cannot add it without the browser
+# asking this server first (CORS), and this server never says yes.
+UPLOAD_HEADER = "X-SRFeat-Upload"
+EVENT_KEEPALIVE_SECONDS = 1.0
+EVENT_INTERVAL_SECONDS = 0.2  # how often a stream looks for news (updates are coalesced)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts: bytes per upload and pixels per image."""
+
+    max_upload_bytes: int
+    max_pixels: int
+
+
+class UploadError(Exception):
+    """An upload that will not be queued; the message is shown on the page."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
+    """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not."""
+    if not data:
+        raise UploadError(f"{name} is empty")
+    Image.init()  # registers every plugin, so that `formats` below can name them all
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
+            with Image.open(io.BytesIO(data), formats=readable) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as error:
+        raise UploadError(f"{name} is refused as a possible decompression bomb ({error})", 413) from error
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
+    if width * height > limits.max_pixels:
+        raise UploadError(
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over this server's limit of "
+            f"{limits.max_pixels / 1e6:g} megapixels per image (a decompression bomb, or a photo too large: "
+            "start the server with a larger --max-megapixels)",
+            413,
+        )
+    return width, height
+
+
+def parse_choice(params: dict[str, str]) -> ModelChoice:
+    model = params.get("model", "default")
+    if model not in ("default", "gan"):
+        raise UploadError(f"unknown model {model!r}: use default or gan")
+    text = params.get("strength")
+    if text is None or text == "":
+        return ModelChoice(model)
+    try:
+        strength = float(text)
+    except ValueError:
+        raise UploadError(f"strength must be a number from 0 to 1, got {text!r}") from None
+    if not (math.isfinite(strength) and 0.0 <= strength <= 1.0):
+        raise UploadError(f"strength must be from 0 (default) to 1 (gan), got {text}")
+    return ModelChoice("default", round(strength, 2))
+
+
+def browser_view(data: bytes) -> tuple[bytes, str]:
+    """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied)."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format in BROWSER_FORMATS:
+            return data, BROWSER_FORMATS[image.format]
+        image.load()
+        shown = _displayable(ImageOps.exif_transpose(image) or image)
+    buffer = io.BytesIO()
+    shown.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue(), "image/png"
+
+
+def _displayable(image: Image.Image) -> Image.Image:
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if image.mode.startswith("I;16") or image.mode == "I":
+        image = image.point(lambda value: value / 257).convert("L")
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def bicubic_view(data: bytes, width: int, height: int) -> bytes:
+    """The original enlarged to the result's size with MATLAB's bicubic (what `bicubic` means in
+    the README's comparisons), as an 8-bit PNG."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        shown = _displayable(ImageOps.exif_transpose(image) or image)
+    pixels = pil_to_array(shown)
+    enlarged = imresize(to_float_tensor(pixels), size=(height, width)).clamp_(0.0, 1.0)
+    array = from_float_tensor(enlarged, np.dtype(np.uint8))
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class _SessionEvents(StreamingResponse):
+    """The session's event stream; the session counts as open exactly while this response runs."""
+
+    def __init__(self, queue: JobQueue, session: str) -> None:
+        super().__init__(self._events(), media_type="text/event-stream", headers=SECURITY_HEADERS)
+        self._queue = queue
+        self._session = session
+
+    async def _events(self) -> AsyncIterator[str]:
+        version = -1
+        last_sent = time.monotonic()
+        yield "retry: 1000\n\n"
+        while not self._queue.stopping:  # the server is stopping: end, so that it need not wait
+            if self._queue.version != version:
+                version = self._queue.version
+                jobs = [self._queue.describe(job) for job in self._queue.session_jobs(self._session)]
+                yield f"data: {json.dumps({'jobs': jobs})}\n\n"
+                last_sent = time.monotonic()
+            elif time.monotonic() - last_sent > EVENT_KEEPALIVE_SECONDS:
+                yield ": keepalive\n\n"  # a closed tab shows up as a failed write
+                last_sent = time.monotonic()
+            await anyio.sleep(EVENT_INTERVAL_SECONDS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._queue.stream_opened(self._session)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._queue.stream_closed(self._session)
+
+
+def create_app(
+    queue: JobQueue,
+    limits: Limits,
+    allowed_hosts: list[str] | None = None,
+    device: str = "cpu",
+) -> Starlette:
+    """The Starlette app. `allowed_hosts` guards a loopback server against DNS rebinding (None: any)."""
+    static = {name: (resources.files("srfeat.web") / "static" / name).read_bytes() for name in STATIC_FILES}
+
+    async def page(request: Request) -> Response:
+        name = request.path_params.get("name", "index.html")
+        if name not in static:
+            return Response("not found", status_code=404)
+        return Response(static[name], media_type=STATIC_FILES[name], headers=SECURITY_HEADERS)
+
+    async def config(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "max_upload_bytes": limits.max_upload_bytes,
+                "max_pixels": limits.max_pixels,
+                "models": ["default", "gan"],
+                "device": device,
+                "upload_header": UPLOAD_HEADER,
+            }
+        )
+
+    async def submit(request: Request) -> Response:
+        session = request.query_params.get("session", "")
+        if not session:
+            return _error("no session given", 400)
+        if request.headers.get(UPLOAD_HEADER) != "1":
+            return _error(f"uploads must carry the {UPLOAD_HEADER} header (the page sends it)", 403)
+        name = safe_file_name(request.query_params.get("name", "image"))
+        try:
+            choice = parse_choice(dict(request.query_params))
+            data = await _read_body(request, name, limits.max_upload_bytes)
+            width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
+        except UploadError as refusal:
+            logger.info("upload refused: %s", refusal)
+            return _error(str(refusal), refusal.status)
+        job = queue.submit(session, name, data, choice, width, height)
+        return JSONResponse(queue.describe(job), status_code=201)
+
+    async def again(request: Request) -> Response:
+        """The same upload once more with another setting (to compare settings on one image)."""
+        job = _job(request)
+        if request.headers.get(UPLOAD_HEADER) != "1":
+            return _error(f"requests must carry the {UPLOAD_HEADER} header (the page sends it)", 403)
+        if job is None or not job.data:
+            return _error("that image is no longer here; upload it again", 404)
+        try:
+            choice = parse_choice(dict(request.query_params))
+        except UploadError as refusal:
+            return _error(str(refusal), refusal.status)
+        copy = queue.submit(job.session, job.name, job.data, choice, job.width, job.height)
+        return JSONResponse(queue.describe(copy), status_code=201)
+
+    async def events(request: Request) -> Response:
+        return _SessionEvents(queue, request.path_params["session"])
+
+    async def close(request: Request) -> Response:
+        queue.close_session(request.path_params["session"], "its page was closed")
+        return Response(status_code=204)
+
+    def _job(request: Request) -> Job | None:
+        return queue.get(request.query_params.get("session", ""), request.path_params["job"])
+
+    async def remove(request: Request) -> Response:
+        removed = queue.remove(request.query_params.get("session", ""), request.path_params["job"])
+        return Response(status_code=204 if removed else 404)
+
+    async def image(request: Request) -> Response:
+        job = _job(request)
+        kind = request.path_params["kind"]
+        if job is None or kind not in ("original", "bicubic", "result"):
+            return _error("no such image (the job was removed or its page closed)", 404)
+        headers = dict(SECURITY_HEADERS)
+        if kind == "result":
+            if job.result is None:
+                return _error(f"{job.name} has no result yet", 409)
+            if request.query_params.get("download"):
+                headers["Content-Disposition"] = _attachment(job.result_name)
+                return Response(job.result, media_type=_mime(job.result_name), headers=headers)
+            data, media_type = await _cached_view(job, "result", lambda: browser_view(job.result or b""))
+            return Response(data, media_type=media_type, headers=headers)
+        if kind == "original":
+            data, media_type = await _cached_view(job, "original", lambda: browser_view(job.data))
+            return Response(data, media_type=media_type, headers=headers)
+        if job.result is None:
+            return _error(f"{job.name} has no result yet", 409)
+        data, media_type = await _cached_view(
+            job, "bicubic", lambda: (bicubic_view(job.data, job.result_width, job.result_height), "image/png")
+        )
+        return Response(data, media_type=media_type, headers=headers)
+
+    async def results_zip(request: Request) -> Response:
+        jobs = [job for job in queue.session_jobs(request.path_params["session"]) if job.result is not None]
+        if not jobs:
+            return _error("no results to download yet", 404)
+        data = await anyio.to_thread.run_sync(_zip, jobs)
+        headers = dict(SECURITY_HEADERS)
+        headers["Content-Disposition"] = _attachment("srfeat_results.zip")
+        return Response(data, media_type="application/zip", headers=headers)
+
+    routes = [
+        Route("/", page),
+        Route("/static/{name}", page),
+        Route("/api/config", config),
+        Route("/api/jobs", submit, methods=["POST"]),
+        Route("/api/sessions/{session}/events", events),
+        Route("/api/sessions/{session}/close", close, methods=["POST"]),
+        Route("/api/sessions/{session}/results.zip", results_zip),
+        Route("/api/jobs/{job}/remove", remove, methods=["POST"]),
+        Route("/api/jobs/{job}/again", again, methods=["POST"]),
+        Route("/api/jobs/{job}/{kind}", image),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    return Starlette(routes=routes, middleware=middleware)
+
+
+async def _read_body(request: Request, name: str, limit: int) -> bytes:
+    too_large = UploadError(
+        f"{name} is larger than this server's upload limit of {limit / 2**20:g} MB "
+        "(start the server with a larger --max-upload-mb)",
+        413,
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _cached_view(job: Job, kind: str, make: Callable[[], tuple[bytes, str]]) -> tuple[bytes, str]:
+    if kind not in job.views:
+        job.views[kind] = await anyio.to_thread.run_sync(make)
+    return job.views[kind]
+
+
+def _mime(name: str) -> str:
+    extension = "." + name.rsplit(".", 1)[-1].lower()
+    return MIME_TYPES.get(FORMATS.get(extension, ""), "application/octet-stream")
+
+
+def _attachment(name: str) -> str:
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
+def _zip(jobs: list[Job]) -> bytes:
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:  # images are compressed already
+        for job in jobs:
+            name = job.result_name
+            stem, dot, extension = name.rpartition(".")
+            count = 2
+            while name in used:
+                name = f"{stem}_{count}{dot}{extension}"
+                count += 1
+            used.add(name)
+            archive.writestr(name, job.result or b"")
+    return buffer.getvalue()

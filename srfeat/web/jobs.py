@@ -1,0 +1,421 @@
+"""The web app's work queue: one upscale at a time, in order, cancelled when its page goes away.
+
+Jobs belong to a session (one open page). Uploads wait in one queue shared by all sessions and
+a single worker thread runs them, each through `srfeat.inference.image_files.upscale_file`, the
+function `srfeat upscale` uses, so a download is the file the command line would write. The
+upload and the result live in memory; the worker writes the input and output to a temporary
+folder only because that function works on files, and removes the folder when the job ends.
+
+A session is alive while its page holds an event stream open. When the last stream closes (the
+tab was closed or reloaded) the session is given `grace_seconds` to reconnect; then its queued
+jobs are dropped, its running job stops after the tile in progress, and its results are freed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from srfeat.errors import SRFeatError
+from srfeat.inference.image_files import output_extension, upscale_file
+from srfeat.inference.upscaler import Upscaler
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Job", "JobCancelledError", "JobQueue", "ModelChoice", "remove_stale_temporaries", "safe_file_name"]
+
+State = Literal["queued", "running", "done", "failed", "cancelled"]
+# Two upscalers stay built (say `default` and `gan`, or two strengths): switching back and
+# forth between settings on one image then costs no reload.
+CACHED_UPSCALERS = 2
+TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
+
+
+class JobCancelledError(Exception):
+    """Raised inside a running job (between tiles) when its session has gone away."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the page asked for: a bundled model, or a strength between `default` (0) and `gan` (1)."""
+
+    model: str = "default"
+    strength: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.model if self.strength is None else f"strength {self.strength:.2f}"
+
+    @property
+    def file_tag(self) -> str:
+        """Added to the output's file name, so results of several settings can sit in one folder."""
+        if self.strength is not None:
+            return f"_x4_s{self.strength:.2f}"
+        return "_x4" if self.model == "default" else f"_x4_{self.model}"
+
+
+def remove_stale_temporaries() -> None:
+    """Remove temporary folders left by servers that were killed mid-job (their process is gone)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*-*"):
+        pid = folder.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _process_exists(int(pid)) or not folder.is_dir():
+            continue
+        logger.info("removing %s, left by a server that was stopped mid-job", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def safe_file_name(name: str) -> str:
+    """An uploaded file's name reduced to something safe to create and to offer as a download name."""
+    base = re.split(r"[\\/]", name)[-1]
+    base = re.sub(r"[^\w.\- ()+,]", "_", base).strip(" .")
+    stem, dot, suffix = base.rpartition(".")
+    if not dot:
+        stem, suffix = base, ""
+    stem = stem[:100] or "image"
+    return f"{stem}.{suffix[:10]}" if suffix else stem
+
+
+@dataclass(eq=False)  # compared by identity: two uploads of one file are two jobs
+class Job:
+    """One uploaded image and what became of it."""
+
+    id: str
+    session: str
+    name: str  # the upload's (sanitised) file name
+    data: bytes
+    choice: ModelChoice
+    width: int
+    height: int
+    state: State = "queued"
+    loading: bool = False  # building the network for its setting (a new strength takes a moment)
+    removed: bool = False  # taken off its page while running: forgotten when the worker lets go of it
+    tiles_done: int = 0
+    tiles_total: int = 0
+    submitted: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    tiles_started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    result: bytes | None = None
+    result_width: int = 0
+    result_height: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    views: dict[str, tuple[bytes, str]] = field(
+        default_factory=dict
+    )  # (data, media type) the page shows, made on request
+
+    @property
+    def result_name(self) -> str:
+        stem = Path(self.name).stem or "image"
+        return f"{stem}{self.choice.file_tag}{output_extension(self.name)}"
+
+    def seconds_left(self, now: float, seconds_per_pixel: float | None) -> float | None:
+        """Time left: from the pace of this job's tiles once one is done, before that from the
+        pace of the last job (None when there is neither)."""
+        if self.state != "running" or self.tiles_started is None:
+            return None
+        elapsed = now - self.tiles_started
+        if self.tiles_done > 0:
+            return elapsed / self.tiles_done * (self.tiles_total - self.tiles_done)
+        if seconds_per_pixel is None:
+            return None
+        return max(0.0, seconds_per_pixel * self.width * self.height - elapsed)
+
+
+@dataclass
+class _Session:
+    streams: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class JobQueue:
+    """All jobs of all sessions; one worker thread runs them in the order they came.
+
+    `make_upscaler(choice)` builds the network for a setting (called in the worker thread).
+    """
+
+    def __init__(
+        self,
+        make_upscaler: Callable[[ModelChoice], Upscaler],
+        grace_seconds: float = 10.0,
+    ) -> None:
+        self._make_upscaler = make_upscaler
+        self.grace_seconds = grace_seconds
+        self._lock = threading.Condition()
+        self._jobs: dict[str, Job] = {}
+        self._waiting: list[Job] = []
+        self._running: Job | None = None
+        self._sessions: dict[str, _Session] = {}
+        self._upscalers: OrderedDict[ModelChoice, Upscaler] = OrderedDict()
+        self._stopping = False
+        self._seconds_per_pixel: float | None = None  # the pace of the last finished job, for time left
+        self.version = 0  # bumped on every change the pages should see
+        self._threads = [
+            threading.Thread(target=self._work, name="srfeat-web-worker", daemon=True),
+            threading.Thread(target=self._reap, name="srfeat-web-sessions", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def stream_opened(self, session: str) -> None:
+        with self._lock:
+            self._sessions.setdefault(session, _Session()).streams += 1
+
+    def stream_closed(self, session: str) -> None:
+        with self._lock:
+            state = self._sessions.get(session)
+            if state is not None:
+                state.streams = max(0, state.streams - 1)
+                state.last_seen = time.monotonic()
+
+    def close_session(self, session: str, reason: str) -> None:
+        """Drop a session's queued jobs, stop its running one, free its results."""
+        with self._lock:
+            if self._sessions.pop(session, None) is not None:
+                logger.info("session %s ended: %s", session[:8], reason)
+            for job in [job for job in self._jobs.values() if job.session == session]:
+                self._cancel_locked(job, reason)
+                if job.state != "running":
+                    del self._jobs[job.id]
+            self._changed_locked()
+
+    def _reap(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                gone = [
+                    name
+                    for name, state in self._sessions.items()
+                    if state.streams == 0 and now - state.last_seen > self.grace_seconds
+                ]
+            for session in gone:
+                self.close_session(session, "its page was closed")
+            time.sleep(min(1.0, self.grace_seconds / 4))
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def submit(self, session: str, name: str, data: bytes, choice: ModelChoice, width: int, height: int) -> Job:
+        job = Job(secrets.token_urlsafe(12), session, name, data, choice, width, height)
+        with self._lock:
+            self._sessions.setdefault(session, _Session()).last_seen = time.monotonic()
+            self._jobs[job.id] = job
+            self._waiting.append(job)
+            self._changed_locked()
+        logger.info("job %s: %s (%dx%d, %s) queued", job.id, name, width, height, choice.label)
+        return job
+
+    def get(self, session: str, job_id: str) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return job if job is not None and job.session == session else None
+
+    def session_jobs(self, session: str) -> list[Job]:
+        with self._lock:
+            return [job for job in self._jobs.values() if job.session == session and not job.removed]
+
+    def remove(self, session: str, job_id: str) -> bool:
+        """Cancel a job if it has not finished, and forget it."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.session != session:
+                return False
+            self._cancel_locked(job, "removed from its page")
+            job.removed = True
+            if job.state != "running":
+                del self._jobs[job_id]
+            self._changed_locked()
+            return True
+
+    def describe(self, job: Job) -> dict[str, Any]:
+        """What the page shows for a job (JSON)."""
+        with self._lock:
+            now = time.monotonic()
+            ahead = None
+            if job.state == "queued" and job in self._waiting:
+                ahead = self._waiting.index(job) + (self._running is not None)
+            finished = job.finished if job.finished is not None else now
+            return {
+                "id": job.id,
+                "name": job.name,
+                "model": job.choice.model,
+                "strength": job.choice.strength,
+                "label": job.choice.label,
+                "width": job.width,
+                "height": job.height,
+                "state": job.state,
+                "loading": job.loading,
+                "ahead": ahead,
+                "tiles_done": job.tiles_done,
+                "tiles_total": job.tiles_total,
+                "seconds_left": job.seconds_left(now, self._seconds_per_pixel),
+                "seconds": None if job.started is None else round(finished - job.started, 2),
+                "error": job.error,
+                "result_name": job.result_name if job.state == "done" else None,
+                "result_width": job.result_width,
+                "result_height": job.result_height,
+                "result_bytes": len(job.result) if job.result is not None else None,
+            }
+
+    def _cancel_locked(self, job: Job, reason: str) -> None:
+        if job.state == "queued":
+            self._waiting.remove(job)
+            job.state = "cancelled"
+            job.error = f"cancelled: {reason}"
+            logger.info("job %s (%s) cancelled before it started: %s", job.id, job.name, reason)
+        elif job.state == "running":
+            job.cancel.set()
+            job.error = f"cancelled: {reason}"
+
+    def _changed_locked(self) -> None:
+        self.version += 1
+        self._lock.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self) -> None:
+        """Cancel everything: queued jobs at once, the running one after its current tile."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            for job in list(self._waiting):
+                self._cancel_locked(job, "the server stopped")
+            running = self._running
+            if running is not None:
+                self._cancel_locked(running, "the server stopped")
+                logger.info("waiting for job %s (%s) to stop after its current tile", running.id, running.name)
+            self._lock.notify_all()
+
+    def join(self, timeout: float = 60.0) -> None:
+        """Wait (up to `timeout`) for the worker to finish, so that its temporary folder is removed."""
+        self._threads[0].join(timeout)
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: bool(self._waiting) or self._stopping)
+                if self._stopping:
+                    return
+                job = self._waiting.pop(0)
+                job.state = "running"
+                job.started = time.monotonic()
+                self._running = job
+                self._changed_locked()
+            self._run(job)
+            with self._lock:
+                self._running = None
+                if self._stopping:
+                    return
+                job.finished = time.monotonic()
+                job.data = job.data if job.state == "done" else b""
+                if job.removed or job.session not in self._sessions:
+                    self._jobs.pop(job.id, None)  # its page is gone or let it go: nobody will ask for it
+                self._changed_locked()
+
+    def _run(self, job: Job) -> None:
+        def on_tile(done: int, total: int) -> None:
+            if job.cancel.is_set():
+                raise JobCancelledError
+            with self._lock:
+                if done == 0:
+                    job.tiles_started = time.monotonic()
+                job.tiles_done, job.tiles_total = done, total
+                self._changed_locked()
+
+        try:
+            with self._lock:
+                job.loading = job.choice not in self._upscalers
+                self._changed_locked()
+            upscaler = self._upscaler(job.choice)
+            with self._lock:
+                job.loading = False
+                self._changed_locked()
+            upscaler.on_tile = on_tile
+            try:
+                with tempfile.TemporaryDirectory(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-") as folder:
+                    source = Path(folder) / "in" / job.name
+                    target = Path(folder) / "out" / job.result_name
+                    source.parent.mkdir()
+                    source.write_bytes(job.data)
+                    try:
+                        width, height = upscale_file(upscaler, source, target)
+                    except SRFeatError as error:
+                        # Messages name the temporary file; the user knows it by its upload name.
+                        raise SRFeatError(str(error).replace(str(source), job.name)) from error
+                    result = target.read_bytes()
+            finally:
+                upscaler.on_tile = None
+            if job.cancel.is_set():
+                raise JobCancelledError
+        except JobCancelledError:
+            with self._lock:
+                job.state = "cancelled"
+            logger.info("job %s (%s) %s", job.id, job.name, job.error or "cancelled")
+            return
+        except SRFeatError as error:
+            self._fail(job, str(error).replace("\n", " "))
+            return
+        except MemoryError:
+            self._fail(job, f"out of memory upscaling this {job.width}x{job.height} image; try a smaller one")
+            return
+        except Exception as error:  # a bug: the page still hears about it, the log gets the traceback
+            logger.exception("job %s (%s) failed", job.id, job.name)
+            self._fail(job, f"internal error ({type(error).__name__}: {error}); see the server's log")
+            return
+        with self._lock:
+            job.result, job.result_width, job.result_height = result, width, height
+            job.state = "done"
+            if job.tiles_started is not None:
+                self._seconds_per_pixel = (time.monotonic() - job.tiles_started) / (job.width * job.height)
+        logger.info("job %s: %s -> %s (%dx%d)", job.id, job.name, job.result_name, width, height)
+
+    def _fail(self, job: Job, message: str) -> None:
+        with self._lock:
+            job.state = "failed"
+            job.error = message
+        logger.error("job %s (%s) failed: %s", job.id, job.name, message)
+
+    def prepare(self, choice: ModelChoice) -> None:
+        """Build the network for `choice` now (before serving: bad weights fail at start, not on
+        the first upload, and the first upload does not wait for the build)."""
+        with self._lock:
+            self._upscaler(choice)
+
+    def _upscaler(self, choice: ModelChoice) -> Upscaler:
+        if choice in self._upscalers:
+            self._upscalers.move_to_end(choice)
+            return self._upscalers[choice]
+        while len(self._upscalers) >= CACHED_UPSCALERS:
+            self._upscalers.popitem(last=False)
+        upscaler = self._make_upscaler(choice)
+        self._upscalers[choice] = upscaler
+        return upscaler

@@ -1,0 +1,468 @@
+// srfeat serve: the page. Everything it loads comes from this server; nothing from the internet.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+// One session per page load: the server keeps this page's jobs while the event stream is open,
+// and cancels them when the page goes away.
+const session = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+const q = (extra = "") => `session=${session}${extra}`;
+
+let config = { max_upload_bytes: Infinity, max_pixels: Infinity, upload_header: "X-SRFeat-Upload" };
+let serverJobs = []; // as the server last described them
+const localItems = []; // uploads in flight or refused before they became jobs
+let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
+let selectedId = null;
+let receivedAt = performance.now(); // when the last update came
+
+// ---- settings ------------------------------------------------------------------------------
+
+function currentChoice() {
+  const model = document.querySelector('input[name="model"]:checked').value;
+  if (model === "strength") return { model: "default", strength: Number($("strength").value).toFixed(2) };
+  return { model };
+}
+
+function choiceQuery(choice) {
+  return `&model=${choice.model}` + (choice.strength !== undefined ? `&strength=${choice.strength}` : "");
+}
+
+function showStrength() {
+  const inBetween = document.querySelector('input[name="model"]:checked').value === "strength";
+  $("strength-control").hidden = !inBetween;
+}
+
+// ---- uploads -------------------------------------------------------------------------------
+
+function formatBytes(n) {
+  return n >= 2 ** 20 ? `${+(n / 2 ** 20).toFixed(2)} MB` : `${Math.ceil(n / 1024)} KB`;
+}
+
+function upload(file) {
+  const item = { localId: `local-${Math.random()}`, name: file.name, state: "uploading", error: null };
+  localItems.push(item);
+  render();
+  const choice = currentChoice();
+  uploadChain = uploadChain.then(async () => {
+    if (file.size > config.max_upload_bytes) {
+      refuse(item, `${file.name} is ${formatBytes(file.size)}, larger than this server's upload limit of ` +
+        `${formatBytes(config.max_upload_bytes)} (start the server with a larger --max-upload-mb)`);
+      return;
+    }
+    try {
+      const url = `/api/jobs?${q()}&name=${encodeURIComponent(file.name)}${choiceQuery(choice)}`;
+      const response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
+      const body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+      if (!response.ok) {
+        refuse(item, body.error || `upload failed (${response.status})`);
+        return;
+      }
+      localItems.splice(localItems.indexOf(item), 1);
+      if (!serverJobs.some((job) => job.id === body.id)) serverJobs.push(body);
+      render();
+    } catch (error) {
+      refuse(item, `upload failed: ${error.message}; is the server still running?`);
+    }
+  });
+}
+
+function refuse(item, message) {
+  item.state = "refused";
+  item.error = message;
+  render();
+}
+
+function again(job) {
+  const choice = currentChoice();
+  fetch(`/api/jobs/${job.id}/again?${q()}${choiceQuery(choice)}`, {
+    method: "POST",
+    headers: { [config.upload_header]: "1" },
+  })
+    .then(async (response) => {
+      const body = await response.json();
+      if (!response.ok) throw new Error(body.error);
+      if (!serverJobs.some((other) => other.id === body.id)) serverJobs.push(body);
+      render();
+    })
+    .catch((error) => {
+      const item = { localId: `local-${Math.random()}`, name: job.name, state: "refused", error: error.message };
+      localItems.push(item);
+      render();
+    });
+}
+
+// ---- the list of jobs ----------------------------------------------------------------------
+
+function formatSeconds(s) {
+  if (s < 60) return `${Math.max(1, Math.round(s))} s`;
+  const m = Math.floor(s / 60);
+  return `${m} min ${Math.round(s - 60 * m)} s`;
+}
+
+function statusText(job) {
+  switch (job.state) {
+    case "uploading":
+      return "uploading";
+    case "refused":
+    case "failed":
+    case "cancelled":
+      return job.error;
+    case "queued":
+      return job.ahead > 0
+        ? `queued: place ${job.ahead + 1} in line (${job.ahead} ahead)`
+        : "queued: next in line";
+    case "running": {
+      if (job.loading) return `loading the ${job.label} network`;
+      const parts = [];
+      if (job.tiles_total > 1) parts.push(`tile ${job.tiles_done} of ${job.tiles_total}`);
+      if (job.seconds_left !== null) {
+        // Counted down between the server's updates, which come once per tile.
+        const left = job.seconds_left - (performance.now() - receivedAt) / 1000;
+        parts.push(`about ${formatSeconds(Math.max(1, left))} left`);
+      } else if (job.tiles_total > 1) {
+        parts.push("estimating time left");
+      }
+      return parts.length ? `upscaling: ${parts.join(", ")}` : "upscaling";
+    }
+    case "done":
+      return `${job.result_width}\u00d7${job.result_height}, ${formatSeconds(job.seconds)}`;
+    default:
+      return job.state;
+  }
+}
+
+function button(text, onClick, className = "") {
+  const b = document.createElement("button");
+  b.textContent = text;
+  b.className = className;
+  b.addEventListener("click", (event) => {
+    event.stopPropagation();
+    onClick();
+  });
+  return b;
+}
+
+function resultUrl(job, download) {
+  return `/api/jobs/${job.id}/result?${q()}${download ? "&download=1" : ""}`;
+}
+
+// The list is updated in place (not rebuilt), so a click is never lost to an update.
+const cards = new Map(); // key -> { li, parts }
+
+function makeCard(job) {
+  const li = document.createElement("li");
+  const name = document.createElement("span");
+  name.className = "name";
+  const remove = button("\u00d7", () => removeItem(li.job), "remove");
+  const bar = document.createElement("progress");
+  const status = document.createElement("span");
+  status.className = "status";
+  const actions = document.createElement("span");
+  actions.className = "actions";
+  const download = document.createElement("a");
+  download.className = "button download";
+  download.textContent = "Download";
+  actions.append(button("Compare", () => select(li.job)), download, button("Again with the chosen detail", () => again(li.job)));
+  li.append(name, remove, bar, status, actions);
+  li.addEventListener("click", () => li.job.state === "done" && select(li.job));
+  return { li, name, remove, bar, status, actions, download };
+}
+
+function updateCard(card, job) {
+  const { li, name, remove, bar, status, actions, download } = card;
+  li.job = job;
+  li.className = job.state + (job.id && job.id === selectedId ? " selected" : "");
+  li.dataset.state = job.state;
+  if (job.id) li.dataset.job = job.id;
+  name.textContent = name.title = job.name + (job.label ? ` \u00b7 ${job.label}` : "");
+  remove.title = job.state === "queued" || job.state === "running" ? "cancel" : "remove from the list";
+  remove.setAttribute("aria-label", remove.title);
+  bar.hidden = !(job.state === "running" && job.tiles_total > 1);
+  bar.max = Math.max(1, job.tiles_total || 1);
+  bar.value = job.tiles_done || 0;
+  status.textContent = statusText(job);
+  if (job.state === "refused" || job.state === "failed") status.setAttribute("role", "alert");
+  else status.removeAttribute("role");
+  actions.hidden = job.state !== "done";
+  if (job.state === "done") {
+    download.href = resultUrl(job, true);
+    download.download = job.result_name;
+  }
+}
+
+function render() {
+  const list = $("jobs");
+  const items = [...serverJobs, ...localItems];
+  const keys = new Set();
+  let previous = null;
+  for (const job of items) {
+    const key = job.id || job.localId;
+    keys.add(key);
+    let card = cards.get(key);
+    if (!card) {
+      card = makeCard(job);
+      cards.set(key, card);
+    }
+    updateCard(card, job);
+    const expectedPlace = previous ? previous.nextSibling : list.firstChild;
+    if (expectedPlace !== card.li) list.insertBefore(card.li, expectedPlace);
+    previous = card.li;
+  }
+  for (const [key, card] of cards) {
+    if (!keys.has(key)) {
+      card.li.remove();
+      cards.delete(key);
+    }
+  }
+  $("download-all").disabled = !serverJobs.some((job) => job.state === "done");
+}
+
+function removeItem(job) {
+  if (job.localId) {
+    localItems.splice(localItems.indexOf(job), 1);
+  } else {
+    fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" });
+    serverJobs = serverJobs.filter((other) => other.id !== job.id);
+    if (selectedId === job.id) clearViewer();
+  }
+  render();
+}
+
+// ---- the event stream ----------------------------------------------------------------------
+
+function connect() {
+  const events = new EventSource(`/api/sessions/${session}/events`);
+  events.onmessage = (event) => {
+    serverJobs = JSON.parse(event.data).jobs;
+    receivedAt = performance.now();
+    if (selectedId && !serverJobs.some((job) => job.id === selectedId)) clearViewer();
+    if (!selectedId) {
+      const done = serverJobs.find((job) => job.state === "done");
+      if (done) select(done);
+    }
+    render();
+  };
+}
+
+// Closing or reloading the tab: tell the server at once (it would also notice the closed
+// stream, a few seconds later).
+// A page kept in the back-forward cache (persisted) may come back: it keeps its jobs.
+window.addEventListener("pagehide", (event) => {
+  if (!event.persisted) navigator.sendBeacon(`/api/sessions/${session}/close`);
+});
+
+// ---- the comparison viewer -----------------------------------------------------------------
+
+const view = { job: null, width: 0, height: 0, zoom: 1, x: 0, y: 0, split: 0.5 };
+
+function select(job) {
+  if (job.state !== "done") return;
+  const changed = selectedId !== job.id;
+  selectedId = job.id;
+  view.job = job;
+  view.width = job.result_width;
+  view.height = job.result_height;
+  for (const img of [$("before"), $("after")]) {
+    img.width = view.width;
+    img.height = view.height;
+  }
+  $("after").src = `/api/jobs/${job.id}/result?${q()}`;
+  setOriginal();
+  $("after-label").textContent = `srfeat ${job.label}`;
+  const download = $("download");
+  download.href = resultUrl(job, true);
+  download.download = job.result_name;
+  download.hidden = false;
+  $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = false;
+  $("viewer-empty").hidden = true;
+  if (changed) fit();
+  render();
+}
+
+function setOriginal() {
+  if (!view.job) return;
+  const resample = document.querySelector('input[name="resample"]:checked').value;
+  $("before").src = `/api/jobs/${view.job.id}/${resample === "bicubic" ? "bicubic" : "original"}?${q()}`;
+  $("before").dataset.resample = resample;
+  $("before-label").textContent = `original, ${resample} \u00d74`;
+  draw();
+}
+
+function clearViewer() {
+  selectedId = null;
+  view.job = null;
+  $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = true;
+  $("download").hidden = true;
+  $("viewer-empty").hidden = false;
+  $("before").removeAttribute("src");
+  $("after").removeAttribute("src");
+}
+
+function frameSize() {
+  const rect = $("frame").getBoundingClientRect();
+  return { w: rect.width, h: rect.height };
+}
+
+function fit() {
+  const { w, h } = frameSize();
+  view.zoom = Math.min(w / view.width, h / view.height);
+  view.x = (w - view.width * view.zoom) / 2;
+  view.y = (h - view.height * view.zoom) / 2;
+  draw();
+}
+
+function zoomAt(zoom, cx, cy) {
+  zoom = Math.min(32, Math.max(0.02, zoom));
+  view.x = cx - ((cx - view.x) * zoom) / view.zoom;
+  view.y = cy - ((cy - view.y) * zoom) / view.zoom;
+  view.zoom = zoom;
+  draw();
+}
+
+function zoomCentre(zoom) {
+  const { w, h } = frameSize();
+  zoomAt(zoom, w / 2, h / 2);
+}
+
+function draw() {
+  if (!view.job) return;
+  const { w } = frameSize();
+  $("stage").style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.zoom})`;
+  const splitX = view.split * w;
+  const clip = Math.min(view.width, Math.max(0, (splitX - view.x) / view.zoom));
+  $("after").style.clipPath = `inset(0 0 0 ${clip}px)`;
+  $("split").style.left = `${splitX}px`;
+  $("split").setAttribute("aria-valuenow", String(Math.round(view.split * 100)));
+  // Past 100% every image pixel is a block: what the pixels are, not a smoothed guess.
+  const pixelated = view.zoom * devicePixelRatio >= 1;
+  $("after").style.imageRendering = pixelated ? "pixelated" : "auto";
+  const nearest = $("before").dataset.resample === "nearest";
+  $("before").style.imageRendering = nearest || pixelated ? "pixelated" : "auto";
+  $("zoom-level").textContent = `${Math.round(view.zoom * devicePixelRatio * 100)}%`;
+}
+
+function setSplit(clientX) {
+  const rect = $("frame").getBoundingClientRect();
+  view.split = Math.min(1, Math.max(0, (clientX - rect.left) / rect.width));
+  draw();
+}
+
+function setupViewer() {
+  const frame = $("frame");
+  const split = $("split");
+  let drag = null;
+  split.addEventListener("pointerdown", (event) => {
+    event.stopPropagation();
+    split.setPointerCapture(event.pointerId);
+    drag = { kind: "split" };
+  });
+  frame.addEventListener("pointerdown", (event) => {
+    if (!view.job || drag) return;
+    frame.setPointerCapture(event.pointerId);
+    frame.classList.add("panning");
+    drag = { kind: "pan", x: event.clientX - view.x, y: event.clientY - view.y };
+  });
+  const move = (event) => {
+    if (!drag) return;
+    if (drag.kind === "split") {
+      setSplit(event.clientX);
+    } else {
+      view.x = event.clientX - drag.x;
+      view.y = event.clientY - drag.y;
+      draw();
+    }
+  };
+  const end = () => {
+    drag = null;
+    frame.classList.remove("panning");
+  };
+  for (const target of [split, frame]) {
+    target.addEventListener("pointermove", move);
+    target.addEventListener("pointerup", end);
+    target.addEventListener("pointercancel", end);
+  }
+  split.addEventListener("keydown", (event) => {
+    const step = event.shiftKey ? 0.1 : 0.02;
+    if (event.key === "ArrowLeft") view.split = Math.max(0, view.split - step);
+    else if (event.key === "ArrowRight") view.split = Math.min(1, view.split + step);
+    else return;
+    event.preventDefault();
+    draw();
+  });
+  frame.addEventListener(
+    "wheel",
+    (event) => {
+      if (!view.job) return;
+      event.preventDefault();
+      const rect = frame.getBoundingClientRect();
+      zoomAt(view.zoom * Math.pow(1.0015, -event.deltaY), event.clientX - rect.left, event.clientY - rect.top);
+    },
+    { passive: false },
+  );
+  $("fit").addEventListener("click", () => view.job && fit());
+  $("actual").addEventListener("click", () => view.job && zoomCentre(1 / devicePixelRatio));
+  $("zoom-in").addEventListener("click", () => view.job && zoomCentre(view.zoom * 1.5));
+  $("zoom-out").addEventListener("click", () => view.job && zoomCentre(view.zoom / 1.5));
+  for (const radio of document.querySelectorAll('input[name="resample"]')) radio.addEventListener("change", setOriginal);
+  window.addEventListener("resize", draw);
+}
+
+// ---- start ---------------------------------------------------------------------------------
+
+function setupUploads() {
+  const drop = $("drop");
+  $("files").addEventListener("change", (event) => {
+    for (const file of event.target.files) upload(file);
+    event.target.value = "";
+  });
+  drop.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      $("files").click();
+    }
+  });
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    for (const file of event.dataTransfer.files) upload(file);
+  });
+  // Dropping a file anywhere else must not make the browser navigate away from the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+  $("download-all").addEventListener("click", () => {
+    const link = document.createElement("a");
+    link.href = `/api/sessions/${session}/results.zip`;
+    link.download = "srfeat_results.zip";
+    document.body.append(link);
+    link.click();
+    link.remove();
+  });
+  for (const radio of document.querySelectorAll('input[name="model"]')) radio.addEventListener("change", showStrength);
+  $("strength").addEventListener("input", () => {
+    $("strength-value").textContent = Number($("strength").value).toFixed(2);
+  });
+}
+
+async function start() {
+  setupUploads();
+  setupViewer();
+  try {
+    config = await (await fetch("/api/config")).json();
+  } catch (error) {
+    $("limits").textContent = "cannot reach the server: is srfeat serve still running?";
+    return;
+  }
+  $("limits").textContent =
+    `up to ${formatBytes(config.max_upload_bytes)} and ${+(config.max_pixels / 1e6).toFixed(1)} megapixels per image; ` +
+    `upscaling on ${config.device}`;
+  connect();
+  setInterval(() => serverJobs.some((job) => job.state === "running") && render(), 1000);
+  document.body.dataset.ready = "1";
+}
+
+start();
