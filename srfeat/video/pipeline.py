@@ -421,19 +421,17 @@ class _Transcoder:
         self._put(channel, _END)
 
     def _decode_packet(self, packet: Any, index: int) -> list[Any]:
+        """The frames a packet completes; `index` frames have come out before it."""
         try:
             return self.video.decode(packet)
         except self.av.error.EOFError:
             return []  # the decoder was already flushed by the demuxer's final empty packet
         except self.av.error.FFmpegError as error:
-            where = (
-                ""
-                if packet is None or packet.pts is None
-                else f" (near {_seconds(packet.pts, packet.time_base):.2f} s)"
-            )
+            # Decoder threads report an error a few packets late: the time is where it surfaced.
+            at = "" if packet is None or packet.pts is None else f" near {_seconds(packet.pts, _time_base(packet)):.2f} s"
             raise VideoError(
-                f"{self.source}: frame {index}{where} cannot be decoded ({_reason(error)}); the file is damaged "
-                f"(--frames 0:{index} upscales the part before it)"
+                f"{self.source}: a frame{at} cannot be decoded ({_reason(error)}); the file is damaged "
+                f"(--frames 0:{index} upscales the {index} frames before it)"
             ) from error
 
     def _encode(self, channel: queue.Queue[Any]) -> None:
