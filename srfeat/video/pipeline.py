@@ -94,7 +94,7 @@ def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: Video
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise VideoError(f"cannot read video {source}: {_reason(error)}; skip or replace this file") from error
     with closing(source_container):
-        if not source_container.streams.video:
+        if main_video_stream(source_container) is None:
             raise VideoError(f"{source} has no video stream (audio only?); nothing to upscale")
         window = None if options.frames.is_everything else _time_window(av, source, options.frames)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,8 @@ def _time_window(av: ModuleType, source: Path, frames: FrameRange) -> _Window:
     time = 0.0
     count = 0
     with av.open(str(source), metadata_errors="ignore") as probe:
-        stream = probe.streams.video[0]
+        stream = main_video_stream(probe)
+        assert stream is not None  # checked on the first opening
         stream.thread_type = "AUTO"
         try:
             for count, frame in enumerate(probe.decode(stream), start=1):
@@ -146,6 +147,16 @@ def _time_window(av: ModuleType, source: Path, frames: FrameRange) -> _Window:
     if start is None:
         raise VideoError(f"{source}: --frames {frames} starts past the last frame (the video has {count} frames)")
     return _Window(start, time if frames.stop is not None and count - 1 == frames.stop else None)
+
+
+def main_video_stream(container: InputContainer) -> VideoStream | None:
+    """The first video stream that is a film, not a cover picture (which MP4 and MKV store as video)."""
+    from av.stream import Disposition
+
+    for stream in container.streams.video:
+        if not stream.disposition & Disposition.attached_pic:
+            return stream
+    return None
 
 
 def _reason(error: BaseException) -> str:
@@ -183,10 +194,13 @@ class _Transcoder:
         self.upscaler = upscaler
         self.options = options
         self.window = window
-        self.video: VideoStream = source_container.streams.video[0]
+        video = main_video_stream(source_container)
+        assert video is not None  # checked by the caller
+        self.video: VideoStream = video
         self.stop = threading.Event()
         self.failure: BaseException | None = None
         self.decoded_frames = 0
+        self.fixed_timestamps = 0
         self.last_frame_time: float | None = None
         self._setup_video()
         self.copied = self._setup_copied_streams()
@@ -374,6 +388,9 @@ class _Transcoder:
         video.thread_type = "AUTO"
         time_base = _time_base(video)
         video_shift = round(window.start / time_base) if window else 0
+        rate = video.average_rate or video.guessed_rate or Fraction(25)
+        step = max(1, round(1 / (rate * time_base)))  # one frame's duration in the stream's ticks
+        last_pts: int | None = None
         index = 0
         done = False
         packets = self.input.demux([video, *(self.input.streams[index] for index in self.copied)])
@@ -399,8 +416,8 @@ class _Transcoder:
                     if frames.stop is not None and index >= frames.stop:
                         done = True
                         break
+                    pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
                     if index >= frames.start:
-                        pts = frame.pts if frame.pts is not None else index
                         self._put(channel, _Frame(index, frame.to_ndarray(format="rgb24"), pts - video_shift))
                         self.last_frame_time = _seconds(pts, time_base)
                     index += 1
@@ -420,6 +437,18 @@ class _Transcoder:
         self.decoded_frames = index
         self._put(channel, _END)
 
+    def _monotonic_pts(self, pts: int | None, last: int | None, step: int) -> int:
+        """The frame's timestamp; a missing or repeated one (broken files) becomes the last plus a frame,
+        since encoders refuse timestamps that do not increase."""
+        if last is None:
+            return 0 if pts is None else pts
+        if pts is None or pts <= last:
+            if not self.fixed_timestamps:
+                logger.warning("%s: frames without increasing timestamps; given one frame's spacing", self.source)
+            self.fixed_timestamps += 1
+            return last + step
+        return pts
+
     def _decode_packet(self, packet: Any, index: int) -> list[Any]:
         """The frames a packet completes; `index` frames have come out before it."""
         try:
@@ -428,7 +457,11 @@ class _Transcoder:
             return []  # the decoder was already flushed by the demuxer's final empty packet
         except self.av.error.FFmpegError as error:
             # Decoder threads report an error a few packets late: the time is where it surfaced.
-            at = "" if packet is None or packet.pts is None else f" near {_seconds(packet.pts, _time_base(packet)):.2f} s"
+            at = (
+                ""
+                if packet is None or packet.pts is None
+                else f" near {_seconds(packet.pts, _time_base(packet)):.2f} s"
+            )
             raise VideoError(
                 f"{self.source}: a frame{at} cannot be decoded ({_reason(error)}); the file is damaged "
                 f"(--frames 0:{index} upscales the {index} frames before it)"
