@@ -48,7 +48,9 @@ def measure_size(
     clip = folder / f"clip_{width}x{height}.mp4"
     write_clip(clip, frames=frames, fps=fps, size=(width, height))
     decoded = read_frames(clip)
-    pipeline_s, upscaler_s = [], []
+    pipeline_s: list[float] = []
+    upscaler_s: list[float] = []
+    expected: list[np.ndarray] = []
     output = folder / f"out_{width}x{height}.mp4"
     for _ in range(rounds):  # interleaved, so that drift on a shared machine hits both alike
         start = time.perf_counter()

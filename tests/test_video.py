@@ -263,3 +263,16 @@ def test_frame_range_parsing() -> None:
     for bad in ("48", "5:5", "-1:3", "a:b"):
         with pytest.raises(Exception, match="A"):
             parse_frame_range(bad)
+
+
+def test_video_benchmark_runs_and_checks_what_comes_back(model_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks import video as video_benchmark
+
+    result = video_benchmark.main(
+        ["--size", "16x12", "--seconds", "0.25", "--model", str(model_path), "--device", "cpu", "--no-json"]
+    )
+    (row,) = result["sizes"]
+    assert row["output"] == "64x48" and row["frames_in"] == row["frames_out"] == 3
+    assert row["fps_in"] == row["fps_out"] == 12 and row["audio_samples_in"] == row["audio_samples_out"]
+    assert row["lossless_max_diff"] == 0 and row["pipeline_fps"] > 0
