@@ -136,8 +136,9 @@ def upscale_video_job(source: Path, target: Path, upscaler: Upscaler, args: argp
 
     try:
         summary = upscale_video(source, target, upscaler, options_from_args(args))
-    except SRFeatError as error:
-        logger.error("%s", str(error).replace("\n", " "))
+    except SRFeatError as error:  # a VideoError names the file; others (a model's NaN output) are given its name
+        message = " ".join(str(error).split())
+        logger.error("%s", message if str(source) in message else f"{source}: {message}")
         return False
     logger.info(
         "%s -> %s (%d frames, %dx%d, %s, %d stream(s) copied)",

@@ -11,6 +11,7 @@ name beside the target and renamed when complete: an error or Ctrl-C leaves noth
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from srfeat.errors import VideoError
+from srfeat.files import DiskFullError, remove_stale_temporaries, temporary_path
 from srfeat.video import WRITTEN_CONTAINERS, FrameRange, VideoOptions
 
 if TYPE_CHECKING:
@@ -98,7 +100,8 @@ def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: Video
             raise VideoError(f"{source} has no video stream (audio only?); nothing to upscale")
         window = None if options.frames.is_everything else _time_window(av, source, options.frames)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        remove_stale_temporaries(target)
+        temporary = temporary_path(target)
         try:
             output = av.open(str(temporary), "w", format=container_format)
             try:
@@ -110,6 +113,11 @@ def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: Video
                 raise
             os.replace(temporary, target)
         except av.error.FFmpegError as error:
+            if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"not enough disk space to write {target.name} in {target.parent} ({_reason(error)}); "
+                    "free some space and run again (nothing was replaced)"
+                ) from error
             raise VideoError(f"{source}: writing {target.name} failed: {_reason(error)}") from error
         finally:
             temporary.unlink(missing_ok=True)
