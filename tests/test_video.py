@@ -276,3 +276,19 @@ def test_video_benchmark_runs_and_checks_what_comes_back(model_path: Path) -> No
     assert row["output"] == "64x48" and row["frames_in"] == row["frames_out"] == 3
     assert row["fps_in"] == row["fps_out"] == 12 and row["audio_samples_in"] == row["audio_samples_out"]
     assert row["lossless_max_diff"] == 0 and row["pipeline_fps"] > 0
+
+
+def test_strength_reaches_every_frame(tmp_path: Path) -> None:
+    """The detail dial (a default/gan blend) upscales the frames: the video path takes the Upscaler as given."""
+    from srfeat.video import VideoOptions
+    from srfeat.video.pipeline import upscale_video
+
+    source = tmp_path / "small.mp4"
+    write_clip(source, frames=3, size=(16, 12), audio=False)
+    dial = Upscaler("default", strength=0.5, device="cpu")
+    summary = upscale_video(source, tmp_path / "dial.mkv", dial, VideoOptions(codec="ffv1"))
+    assert summary.frames == 3
+    faithful = Upscaler("default", device="cpu")
+    for frame, source_frame in zip(read_frames(tmp_path / "dial.mkv"), read_frames(source), strict=True):
+        assert np.array_equal(frame, dial(source_frame))
+        assert not np.array_equal(frame, faithful(source_frame))
