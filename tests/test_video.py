@@ -128,6 +128,15 @@ def test_variable_frame_rate_and_subtitles_kept_in_matroska(tmp_path: Path, mode
     assert read_frames(output)[0].shape == (96, 128, 3)
 
 
+def test_a_portrait_phone_video_stays_upright(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "portrait.mov"
+    write_clip(source, frames=2, size=(32, 24), audio=False, rotation=90)
+    assert upscale(source, "-o", tmp_path / "out", "--model", model_path) == 0
+    with av.open(str(tmp_path / "out" / "portrait.mov")) as container:
+        frame = next(container.decode(video=0))
+        assert frame.rotation == 90 and (frame.width, frame.height) == (128, 96)
+
+
 def test_frames_slice_cuts_video_audio_and_subtitles(tmp_path: Path, model_path: Path) -> None:
     source = tmp_path / "long.mkv"
     write_clip(source, frames=36, fps=12, subtitles=("zero", "one", "two"))

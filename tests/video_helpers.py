@@ -37,10 +37,12 @@ def write_clip(
     video: bool = True,
     variable_rate: bool = False,
     subtitles: tuple[str, ...] = (),
+    rotation: int = 0,
 ) -> list[float]:
     """Write an H.264 clip (AAC audio, SubRip subtitles one a second) and return its frame times.
 
-    `variable_rate`: frame intervals cycle through 0.5, 1 and 1.5 times 1/fps.
+    `variable_rate`: frame intervals cycle through 0.5, 1 and 1.5 times 1/fps; `rotation`: degrees
+    counter-clockwise that players turn the frames (as phones store portrait video).
     """
     times = [0.0]
     for i in range(1, frames):
@@ -48,6 +50,8 @@ def write_clip(
     with av.open(str(path), "w") as container:  # every stream is added before the first packet
         time_base = Fraction(1, 1000) if variable_rate else Fraction(1, fps)
         picture = _video_stream(container, fps, size, time_base) if video else None
+        if picture is not None and rotation:
+            picture.set_display_rotation(rotation)
         sound = _audio_stream(container) if audio else None
         text = container.add_mux_stream("subrip", time_base=Fraction(1, 1000)) if subtitles else None
         if picture is not None:

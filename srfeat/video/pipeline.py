@@ -245,11 +245,24 @@ class _Transcoder:
             with suppress(AttributeError, ValueError, TypeError):
                 setattr(stream.codec_context, tag, getattr(context, tag))
         stream.codec_context.options = self._quality_options(codec.name)
+        if rotation := self._display_rotation():
+            stream.set_display_rotation(rotation)  # a phone's portrait video stays upright
         stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
         self.colorspace = context.colorspace
         self.color_range = context.color_range
         self.encoder = stream
         self.codec_name = codec.name
+
+    def _display_rotation(self) -> int:
+        """The rotation players apply to the frames (phones store portrait video turned), read from
+        the first frame; it goes into the header, before any packet, so it is looked up first."""
+        with self.av.open(str(self.source), metadata_errors="ignore") as probe:
+            stream = main_video_stream(probe)
+            try:
+                frame = next(probe.decode(stream), None) if stream is not None else None
+            except self.av.error.FFmpegError:
+                return 0  # the real pass reports it, with where
+        return round(frame.rotation) if frame is not None and frame.rotation else 0
 
     def _choose_codec(self) -> Any:
         av, requested = self.av, self.options.codec
