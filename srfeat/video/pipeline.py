@@ -277,7 +277,7 @@ class _Transcoder:
                 raise VideoError(f"--codec {name} is not a video encoder (e.g. libx264, libx265, libvpx-vp9, ffv1)")
             if codec.canonical_name not in self.output.supported_codecs:
                 raise VideoError(
-                    f"{self.source}: a .{container} file cannot hold {name} video; "
+                    f"{self.source}: {name} video cannot go in a {container} file; "
                     "choose another --codec or -o extension"
                 )
             return codec
@@ -351,6 +351,11 @@ class _Transcoder:
                 while (item := self._get(decoded)) is not _END:
                     if isinstance(item, _Frame):
                         pixels = self.upscaler.upscale_array(item.pixels, outscale=self.options.outscale)
+                        if pixels.shape[0] < self.height or pixels.shape[1] < self.width:
+                            raise VideoError(
+                                f"{self.source}: frame {item.index} is {item.pixels.shape[1]}x{item.pixels.shape[0]}, "
+                                "not the stream's size: videos whose frame size changes are not supported"
+                            )
                         item = _Frame(item.index, pixels[: self.height, : self.width], item.pts)
                         written += 1
                         bar.update()
