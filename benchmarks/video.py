@@ -1,6 +1,7 @@
 """Video upscaling speed and fidelity: `srfeat upscale clip.mp4` on clips made on the spot.
 
     python3 -m benchmarks.video [--size 64x48 160x120] [--seconds 2] [--fps 12] [--model default] [--device cpu]
+    python3 -m benchmarks.video --memory-frames 24 240     # peak memory against the clip's length
 
 For each input size, writes a clip of the scikit-image astronaut panning under the frame with a
 sine-wave audio track (as the tests do), then times the whole video path (decode, upscale,
@@ -9,12 +10,19 @@ encode, mux, in its pipeline; the model loaded beforehand) and, on the same deco
 the output holds (size, frame count, frame rate, audio) and measures the codec's error: the
 decoded output frames against `Upscaler` on the decoded input frames (PSNR and maximum
 difference, for the default H.264 at CRF 18 in 4:2:0 and for lossless RGB H.264).
+
+--memory-frames runs `srfeat upscale` under GNU time on 64x48 clips of each length and reports
+the peak resident memory, which must not grow with the length. The network there is a small
+random generator (8 features, 2 blocks): its own memory is constant, and what is measured is the
+pipeline's, so a small one keeps the runs short.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import host_info, print_table, write_results
+from benchmarks.memory import parse_time_v
 
 # The clip maker is the tests' own, so that the benchmark measures the clips the tests check.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -93,6 +102,31 @@ def measure_size(
     }
 
 
+def measure_memory(lengths: list[int], fps: int, folder: Path, time_program: str) -> list[dict[str, Any]]:
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    torch.manual_seed(0)
+    model = folder / "small.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2).eval(), model)
+    srfeat = shutil.which("srfeat")
+    base = [srfeat] if srfeat else [sys.executable, "-m", "srfeat.cli"]
+    rows = []
+    for frames in lengths:
+        clip = folder / f"memory_{frames}.mp4"
+        write_clip(clip, frames=frames, fps=fps)
+        command = [time_program, "-v", *base, "upscale", str(clip), "-o", str(folder / f"memory_{frames}_x4.mp4")]
+        command += ["--model", str(model), "--device", "cpu"]
+        print("running:", " ".join(command), flush=True)
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        report = parse_time_v(completed.stderr)
+        if completed.returncode != 0 or "max_rss_bytes" not in report:
+            sys.stderr.write(completed.stdout + completed.stderr)
+            raise SystemExit(f"srfeat upscale failed (exit status {completed.returncode})")
+        rows.append({"frames": frames, "max_rss_mb": report["max_rss_bytes"] / 2**20, "wall_s": report.get("wall_s")})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -109,9 +143,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--json", type=Path, default=None, help="results file to update (default: benchmarks/results/<host>.json)"
     )
     parser.add_argument("--no-json", action="store_true")
+    parser.add_argument(
+        "--memory-frames", type=int, nargs="+", default=None, metavar="N", help="peak memory for clips of N frames"
+    )
+    parser.add_argument("--time", default="/usr/bin/time", help="GNU time, for --memory-frames")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.memory_frames:
+        with tempfile.TemporaryDirectory() as folder:
+            memory = measure_memory(args.memory_frames, args.fps, Path(folder), args.time)
+        print_table(
+            "srfeat upscale on a 64x48 clip: peak memory against its length",
+            ["frames", "max RSS MB", "wall s"],
+            [[row["frames"], row["max_rss_mb"], row["wall_s"]] for row in memory],
+        )
+        if not args.no_json:
+            write_results(args.json, "video_memory", {"host": host_info(torch.device("cpu")), "clips": memory})
+        return {"memory": memory}
     from srfeat.inference import Upscaler
 
     upscaler = Upscaler(args.model, device=args.device, dtype=args.dtype)
