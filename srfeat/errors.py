@@ -33,3 +33,7 @@ class ModelOutputError(SRFeatError, RuntimeError):
 class TrainingDiverged(SRFeatError):  # noqa: N818 - public name (tests, callers); it reads as the event
     """A training loss became NaN or infinite, or the weights did or exploded; the last checkpoint on
     disk is the last good one."""
+
+
+class VideoError(SRFeatError, OSError):
+    """A video cannot be read, decoded or written as asked (or PyAV is missing)."""

@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from srfeat import video
+
 logger = logging.getLogger(__name__)
 
 # Kept here (not imported from srfeat.data.io) so that `srfeat --help` does not import numpy/PIL.
@@ -121,6 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace existing output files (and inputs, if an output path is an input)",
     )
+    video.add_arguments(parser)
 
 
 def check_options(args: argparse.Namespace, formats: dict[str, str], readable: frozenset[str]) -> str | None:
@@ -240,13 +243,17 @@ def plan_outputs(
     for source in files:
         if to_file:
             target = output
+        elif video.is_video(source):
+            target = output / f"{source.stem}{args.suffix}{video.output_extension(source)}"
         else:
             extension = OUTPUT_EXTENSIONS[args.ext] if args.ext != "auto" else source.suffix.lower()
             if extension not in formats:
                 extension = ".png"  # an input format we read but do not write (as srfeat.inference.image_files)
             target = output / f"{source.stem}{args.suffix}{extension}"
         resolved = target.resolve()
-        if resolved in taken:
+        if mismatch := video.output_mismatch(source, target):
+            errors.append(mismatch)
+        elif resolved in taken:
             errors.append(
                 f"{source}: its output {target} is also the output of {taken[resolved]}; "
                 "use --suffix or --ext, or rename"
@@ -270,11 +277,13 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.inference import Upscaler
     from srfeat.inference.image_files import upscale_file
 
-    problem = check_options(args, FORMATS, IMAGE_EXTENSIONS)
+    formats = {**FORMATS, **video.WRITTEN_CONTAINERS}
+    readable = IMAGE_EXTENSIONS | video.VIDEO_EXTENSIONS
+    problem = check_options(args, formats, readable)
     if problem is not None:
         raise SRFeatError(problem)
-    files, errors = expand_inputs(args.inputs, IMAGE_EXTENSIONS)
-    jobs, output_errors = plan_outputs(files, args, FORMATS, IMAGE_EXTENSIONS)
+    files, errors = expand_inputs(args.inputs, readable)
+    jobs, output_errors = plan_outputs(files, args, formats, readable)
     errors += output_errors
     for error in errors:
         logger.error("%s", error)
@@ -299,6 +308,9 @@ def run(args: argparse.Namespace) -> int:
     with logging_redirect_tqdm():
         # disable=None: a bar on a terminal only, not in logs and pipes.
         for job in tqdm(jobs, desc="images", unit="image", disable=True if len(jobs) == 1 else None):
+            if video.is_video(job.source):
+                failures += not video.upscale_video_job(job.source, job.target, upscaler, args)
+                continue
             try:
                 width, height = upscale_file(upscaler, job.source, job.target, outscale=args.outscale)
             except ImageReadError as error:

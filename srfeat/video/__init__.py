@@ -1,0 +1,153 @@
+"""Video for `srfeat upscale`: which files are videos, where their output goes, and the flags.
+
+This module is imported by `srfeat --help`, so it is light (no PyAV, numpy or torch): the
+pipeline itself is `srfeat.video.pipeline`, which needs the `video` extra (PyAV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from srfeat.inference import Upscaler
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "WRITTEN_CONTAINERS",
+    "FrameRange",
+    "VideoOptions",
+    "add_arguments",
+    "is_video",
+    "output_extension",
+    "output_mismatch",
+    "parse_frame_range",
+    "upscale_video_job",
+]
+
+# What a folder or glob contributes as video (a named file is tried whatever its extension).
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".wmv", ".flv", ".3gp"}
+)
+# Containers written, by extension: FFmpeg's muxer names. Any other input is written as
+# Matroska, which takes every audio and subtitle codec, so its streams can be copied as they are.
+WRITTEN_CONTAINERS: dict[str, str] = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+FALLBACK_CONTAINER = ".mkv"
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def output_extension(source: Path) -> str:
+    """The input's own container where we write it, else Matroska."""
+    extension = source.suffix.lower()
+    return extension if extension in WRITTEN_CONTAINERS else FALLBACK_CONTAINER
+
+
+def output_mismatch(source: Path, target: Path) -> str | None:
+    """An error line if a video would be written under an image's extension, or the reverse."""
+    if is_video(source) and target.suffix.lower() not in WRITTEN_CONTAINERS:
+        return f"{source}: a video cannot be written as {target.name}; name the output .mp4, .mkv, .mov or .webm"
+    if not is_video(source) and target.suffix.lower() in WRITTEN_CONTAINERS:
+        return f"{source}: an image cannot be written as the video {target.name}; give an image file name or a folder"
+    return None
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Frames `start` (inclusive) to `stop` (exclusive, None: to the end), counted from 0 in decoding order."""
+
+    start: int = 0
+    stop: int | None = None
+
+    @property
+    def is_everything(self) -> bool:
+        return self.start == 0 and self.stop is None
+
+    def __str__(self) -> str:
+        return f"{self.start}:{'' if self.stop is None else self.stop}"
+
+
+def parse_frame_range(text: str) -> FrameRange:
+    """`A:B`, `A:` or `:B` (Python slice style, frames counted from 0) -> a FrameRange."""
+    start_text, colon, stop_text = text.partition(":")
+    try:
+        if not colon:
+            raise ValueError
+        start = int(start_text) if start_text.strip() else 0
+        stop = int(stop_text) if stop_text.strip() else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not A:B (e.g. 0:48, 100: or :250)") from None
+    if start < 0 or (stop is not None and stop <= start):
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= A < B (frames counted from 0, B excluded)")
+    return FrameRange(start, stop)
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    codec: str = "auto"
+    crf: float | None = None
+    frames: FrameRange = FrameRange()
+    outscale: float | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "video",
+        "Videos (.mp4, .mkv, .mov, .webm, .avi, ...; needs: pip install 'srfeat[video]') are upscaled frame by frame "
+        "with the same model and settings; frame rate and timestamps are kept, audio and subtitles copied as they are. "
+        "The output keeps the input's container (.mp4, .mkv, .mov, .webm; others become .mkv), or -o names it.",
+    )
+    group.add_argument(
+        "--codec",
+        default="auto",
+        help="video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1 (default auto: H.264 (libx264), VP9 for .webm)",
+    )
+    group.add_argument(
+        "--crf",
+        type=float,
+        default=None,
+        metavar="Q",
+        help="constant quality for x264/x265/VP9/AV1: lower is better, 0 is lossless (default: 18 for H.264)",
+    )
+    group.add_argument(
+        "--frames",
+        type=parse_frame_range,
+        default=FrameRange(),
+        metavar="A:B",
+        help="only frames A to B-1 (from 0), e.g. 0:48 to preview a setting; audio and subtitles are cut to match",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> VideoOptions:
+    return VideoOptions(codec=args.codec, crf=args.crf, frames=args.frames, outscale=args.outscale)
+
+
+def upscale_video_job(source: Path, target: Path, upscaler: Upscaler, args: argparse.Namespace) -> bool:
+    """`srfeat upscale` on one video: True if it was written, else one error line and False."""
+    from srfeat.errors import SRFeatError
+    from srfeat.video.pipeline import upscale_video
+
+    try:
+        summary = upscale_video(source, target, upscaler, options_from_args(args))
+    except SRFeatError as error:  # a VideoError names the file; others (a model's NaN output) are given its name
+        message = " ".join(str(error).split())
+        logger.error("%s", message if str(source) in message else f"{source}: {message}")
+        return False
+    logger.info(
+        "%s -> %s (%d frames, %dx%d, %s, %d stream(s) copied)",
+        source,
+        target,
+        summary.frames,
+        summary.width,
+        summary.height,
+        summary.codec,
+        summary.copied_streams,
+    )
+    return True

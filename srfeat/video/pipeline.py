@@ -1,0 +1,586 @@
+"""Upscale a video frame by frame, with PyAV (FFmpeg in its wheels; no `ffmpeg` program needed).
+
+Three stages run at once, joined by short queues, so memory stays bounded whatever the length
+and the decoder and encoder work while the network does: a decoder thread (demux, decode to
+RGB), this thread (every frame through `Upscaler.upscale_array`, the path images take), and an
+encoder thread (encode, mux). Audio and subtitle packets travel through the same queues in
+demuxing order and are muxed as they are, never decoded. Each output frame keeps its input
+frame's timestamp, so a variable frame rate survives. The output is written under a temporary
+name beside the target and renamed when complete: an error or Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import threading
+from contextlib import closing, suppress
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from srfeat.errors import VideoError
+from srfeat.files import DiskFullError, remove_stale_temporaries, temporary_path
+from srfeat.video import WRITTEN_CONTAINERS, FrameRange, VideoOptions
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from av.container import InputContainer, OutputContainer
+    from av.packet import Packet
+    from av.stream import Stream
+    from av.video.stream import VideoStream
+
+    from srfeat.inference import Upscaler
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VideoSummary", "upscale_video"]
+
+# Frames in flight between two stages: enough to keep every stage busy, few enough that 4x
+# frames of a long 4K video do not pile up.
+QUEUE_SIZE = 4
+# Constant-quality defaults: x264's 18 is the usual "visually lossless"; the others are their
+# projects' recommendations for a similar quality.
+DEFAULT_CRF: dict[str, float] = {
+    "libx264": 18,
+    "libx264rgb": 18,
+    "libx265": 20,
+    "libvpx-vp9": 24,
+    "libsvtav1": 30,
+    "libaom-av1": 30,
+}
+AUTO_CODECS: dict[str, tuple[str, ...]] = {"webm": ("libvpx-vp9", "libvpx")}
+AUTO_CODECS_OTHERWISE = ("libx264", "mpeg4")  # H.264 where this FFmpeg has x264
+# For lossless encoders (and --crf 0) the frames stay full-resolution colour, exact where RGB is offered.
+LOSSLESS_PIXEL_FORMATS = ("rgb24", "gbrp", "bgr0", "yuv444p")
+# A copied stream's packets after the last frame's time are dropped; demuxing stops this far past it.
+SLICE_MARGIN_S = 10.0
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    frames: int
+    width: int
+    height: int
+    codec: str
+    copied_streams: int
+
+
+def import_av(source: Path) -> ModuleType:
+    try:
+        import av
+    except ImportError as error:
+        raise VideoError(f"{source}: videos need PyAV, which is not installed: pip install 'srfeat[video]'") from error
+    return av
+
+
+def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: VideoOptions) -> VideoSummary:
+    """Upscale every frame (or `options.frames`) of `source` into the video file `target`.
+
+    Raises `VideoError` (one line naming the file) for an unreadable file, a file without a
+    video stream, a frame that does not decode, or a stream the output container cannot hold;
+    `target` is then left as it was.
+    """
+    av = import_av(source)
+    container_format = WRITTEN_CONTAINERS.get(target.suffix.lower())
+    if container_format is None:
+        raise VideoError(f"{source}: cannot write a video as {target.name}; name the output .mp4, .mkv, .mov or .webm")
+    try:
+        source_container = av.open(str(source), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise VideoError(f"cannot read video {source}: {_reason(error)}; skip or replace this file") from error
+    with closing(source_container):
+        if main_video_stream(source_container) is None:
+            raise VideoError(f"{source} has no video stream (audio only?); nothing to upscale")
+        window = None if options.frames.is_everything else _time_window(av, source, options.frames)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        temporary = temporary_path(target)
+        try:
+            output = av.open(str(temporary), "w", format=container_format)
+            try:
+                summary = _Transcoder(av, source, source_container, output, upscaler, options, window).run()
+                output.close()  # writes the trailer: the file is complete only after this
+            except BaseException:
+                with suppress(Exception):
+                    output.close()
+                raise
+            os.replace(temporary, target)
+        except av.error.FFmpegError as error:
+            if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"not enough disk space to write {target.name} in {target.parent} ({_reason(error)}); "
+                    "free some space and run again (nothing was replaced)"
+                ) from error
+            raise VideoError(f"{source}: writing {target.name} failed: {_reason(error)}") from error
+        finally:
+            temporary.unlink(missing_ok=True)
+    return summary
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The presentation times (seconds) of the first frame kept and of the first one after."""
+
+    start: float
+    stop: float | None
+
+
+def _time_window(av: ModuleType, source: Path, frames: FrameRange) -> _Window:
+    """Decode up to frame B once to learn the times of frames A and B, which cut the audio."""
+    start: float | None = None
+    time = 0.0
+    count = 0
+    with av.open(str(source), metadata_errors="ignore") as probe:
+        stream = main_video_stream(probe)
+        assert stream is not None  # checked on the first opening
+        stream.thread_type = "AUTO"
+        try:
+            for count, frame in enumerate(probe.decode(stream), start=1):
+                time = float(frame.time) if frame.time is not None else 0.0
+                if count - 1 == frames.start:
+                    start = time
+                if frames.stop is not None and count - 1 == frames.stop:
+                    break
+        except av.error.FFmpegError as error:
+            raise VideoError(
+                f"{source}: frame {count} cannot be decoded ({_reason(error)}); the file is damaged"
+            ) from error
+    if start is None:
+        raise VideoError(f"{source}: --frames {frames} starts past the last frame (the video has {count} frames)")
+    return _Window(start, time if frames.stop is not None and count - 1 == frames.stop else None)
+
+
+def main_video_stream(container: InputContainer) -> VideoStream | None:
+    """The first video stream that is a film, not a cover picture (which MP4 and MKV store as video)."""
+    from av.stream import Disposition
+
+    for stream in container.streams.video:
+        if not stream.disposition & Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    text = getattr(error, "strerror", None) or str(error)
+    return " ".join(str(text).split())
+
+
+@dataclass
+class _Frame:
+    index: int
+    pixels: np.ndarray  # HxWx3 uint8 RGB
+    pts: int
+
+
+_END = object()
+
+
+class _Transcoder:
+    """One video: stream setup, then the decode / upscale / encode threads."""
+
+    def __init__(
+        self,
+        av: ModuleType,
+        source: Path,
+        source_container: InputContainer,
+        output: OutputContainer,
+        upscaler: Upscaler,
+        options: VideoOptions,
+        window: _Window | None,
+    ) -> None:
+        self.av = av
+        self.source = source
+        self.input = source_container
+        self.output = output
+        self.upscaler = upscaler
+        self.options = options
+        self.window = window
+        video = main_video_stream(source_container)
+        assert video is not None  # checked by the caller
+        self.video: VideoStream = video
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None
+        self.decoded_frames = 0
+        self.fixed_timestamps = 0
+        self.last_frame_time: float | None = None
+        self._setup_video()
+        self.copied = self._setup_copied_streams()
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def _setup_video(self) -> None:
+        video, options = self.video, self.options
+        context = video.codec_context
+        if not context.width or not context.height:
+            raise VideoError(f"{self.source}: the video stream has no frame size; the file is damaged")
+        scale = options.outscale if options.outscale is not None else self.upscaler.scale
+        if scale <= 0:
+            raise VideoError(f"outscale must be positive, got {scale}")
+        width, height = max(1, round(context.width * scale)), max(1, round(context.height * scale))
+        codec = self._choose_codec()
+        pixel_format = self._pixel_format(codec)
+        if pixel_format.startswith(("yuv420", "yuv422", "nv")) and (
+            width % 2 or (height % 2 and "420" in pixel_format)
+        ):
+            # 4:2:0 encoders need even sizes; one column or row less beats a refused encode.
+            width, height = width - width % 2, height - (height % 2 if "420" in pixel_format else 0)
+            logger.info("%s: output cropped to %dx%d (%s needs even sizes)", self.source, width, height, pixel_format)
+        self.width, self.height, self.pixel_format = width, height, pixel_format
+        rate = video.average_rate or video.guessed_rate or Fraction(25)
+        stream = self.output.add_stream(codec.name, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, pixel_format
+        # The input's time base: every frame keeps its timestamp exactly, so variable frame rates survive.
+        stream.time_base = video.time_base
+        stream.codec_context.time_base = video.time_base
+        if video.sample_aspect_ratio:
+            stream.codec_context.sample_aspect_ratio = video.sample_aspect_ratio
+        for tag in ("color_range", "color_primaries", "color_trc", "colorspace"):
+            with suppress(AttributeError, ValueError, TypeError):
+                setattr(stream.codec_context, tag, getattr(context, tag))
+        stream.codec_context.options = self._quality_options(codec.name)
+        if rotation := self._display_rotation():
+            stream.set_display_rotation(rotation)  # a phone's portrait video stays upright
+        stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
+        self.colorspace = context.colorspace
+        self.color_range = context.color_range
+        self.encoder = stream
+        self.codec_name = codec.name
+
+    def _display_rotation(self) -> int:
+        """The rotation players apply to the frames (phones store portrait video turned), read from
+        the first frame; it goes into the header, before any packet, so it is looked up first."""
+        with self.av.open(str(self.source), metadata_errors="ignore") as probe:
+            stream = main_video_stream(probe)
+            try:
+                frame = next(probe.decode(stream), None) if stream is not None else None
+            except self.av.error.FFmpegError:
+                return 0  # the real pass reports it, with where
+        return round(frame.rotation) if frame is not None and frame.rotation else 0
+
+    def _choose_codec(self) -> Any:
+        av, requested = self.av, self.options.codec
+        container = self.output.format.name
+        candidates = (requested,) if requested != "auto" else AUTO_CODECS.get(container, AUTO_CODECS_OTHERWISE)
+        for name in candidates:
+            try:
+                codec = av.codec.Codec(name, "w")
+            except (ValueError, av.error.FFmpegError):
+                continue
+            if codec.type != "video":
+                raise VideoError(f"--codec {name} is not a video encoder (e.g. libx264, libx265, libvpx-vp9, ffv1)")
+            if codec.canonical_name not in self.output.supported_codecs:
+                raise VideoError(
+                    f"{self.source}: {name} video cannot go in a {container} file; "
+                    "choose another --codec or -o extension"
+                )
+            return codec
+        if requested != "auto":
+            raise VideoError(
+                f"--codec {requested}: this FFmpeg has no such video encoder (e.g. libx264, libx265, ffv1)"
+            )
+        raise VideoError(f"this FFmpeg has none of the encoders {', '.join(candidates)}; choose one with --codec")
+
+    def _pixel_format(self, codec: Any) -> str:
+        offered = [f.name for f in (codec.video_formats or ())]
+        if not offered:
+            return "yuv420p"
+        lossless = self.options.crf == 0 or (codec.lossless and not codec.lossy)
+        preferred = LOSSLESS_PIXEL_FORMATS if lossless else ("yuv420p", "rgb24")  # 4:2:0 plays everywhere
+        return next((name for name in preferred if name in offered), offered[0])
+
+    def _quality_options(self, codec_name: str) -> dict[str, str]:
+        crf = self.options.crf
+        if crf is None:
+            crf = DEFAULT_CRF.get(codec_name)
+            if crf is None:
+                return {}
+        elif codec_name not in DEFAULT_CRF:
+            raise VideoError(f"--crf works with {', '.join(DEFAULT_CRF)}, not {codec_name}; leave it out")
+        elif crf < 0:
+            raise VideoError(f"--crf must be 0 (lossless) or more, got {crf:g}")
+        options = {"crf": f"{crf:g}"}
+        if codec_name.startswith("libvpx"):
+            options["b"] = "0"  # libvpx is in constant-quality mode only with no bitrate target
+        return options
+
+    def _setup_copied_streams(self) -> dict[int, Stream]:
+        copied: dict[int, Stream] = {}
+        for stream in self.input.streams:
+            if stream.index == self.video.index:
+                continue
+            name = stream.codec_context.name if stream.codec_context is not None else "unknown"
+            if stream.type not in ("audio", "subtitle"):
+                logger.warning("%s: stream #%d (%s %s) is not copied", self.source, stream.index, stream.type, name)
+                continue
+            if stream.codec_context is None or stream.codec_context.codec.id == 0:
+                raise VideoError(f"{self.source}: its {stream.type} stream #{stream.index} has an unknown codec")
+            if stream.codec_context.codec.canonical_name not in self.output.supported_codecs:
+                raise VideoError(
+                    f"{self.source}: its {stream.type} stream #{stream.index} ({name}) cannot be copied into a "
+                    f".{self.output.format.name} file; write .mkv instead (-o NAME.mkv)"
+                )
+            copy = self.output.add_stream_from_template(stream)
+            copy.metadata.update({k: v for k, v in stream.metadata.items() if k.upper() != "DURATION"})
+            copied[stream.index] = copy
+        return copied
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    def run(self) -> VideoSummary:
+        from tqdm import tqdm
+
+        decoded: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
+        upscaled: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
+        workers = [
+            threading.Thread(target=self._guard, args=(self._decode, decoded), name="srfeat-decode", daemon=True),
+            threading.Thread(target=self._guard, args=(self._encode, upscaled), name="srfeat-encode", daemon=True),
+        ]
+        for worker in workers:
+            worker.start()
+        tile_progress, self.upscaler.progress = self.upscaler.progress, False  # one bar: frames, not tiles
+        written = 0
+        try:
+            with tqdm(total=self._expected_frames(), unit="frame", desc=self.source.name, disable=None) as bar:
+                while (item := self._get(decoded)) is not _END:
+                    if isinstance(item, _Frame):
+                        pixels = self.upscaler.upscale_array(item.pixels, outscale=self.options.outscale)
+                        if pixels.shape[0] < self.height or pixels.shape[1] < self.width:
+                            raise VideoError(
+                                f"{self.source}: frame {item.index} is {item.pixels.shape[1]}x{item.pixels.shape[0]}, "
+                                "not the stream's size: videos whose frame size changes are not supported"
+                            )
+                        item = _Frame(item.index, pixels[: self.height, : self.width], item.pts)
+                        written += 1
+                        bar.update()
+                    self._put(upscaled, item)
+            self._put(upscaled, _END)
+            workers[1].join()
+        except BaseException:
+            self.stop.set()
+            raise
+        finally:
+            self.upscaler.progress = tile_progress
+            self.stop.set()
+            for worker in workers:
+                worker.join()
+        if self.failure is not None:
+            raise self.failure
+        if written == 0:
+            raise VideoError(f"{self.source}: no frame decoded; the video stream is empty or damaged")
+        self._check_length()
+        return VideoSummary(written, self.width, self.height, self.codec_name, len(self.copied))
+
+    def _guard(self, stage: Any, *args: Any) -> None:
+        """Run a worker stage; its error stops the others and is raised by `run`."""
+        try:
+            stage(*args)
+        except _StoppedError:
+            pass
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            if self.failure is None:
+                self.failure = error
+            self.stop.set()
+
+    def _put(self, channel: queue.Queue[Any], item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                channel.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        if self.failure is not None:
+            raise self.failure
+        raise _StoppedError
+
+    def _get(self, channel: queue.Queue[Any]) -> object:
+        while not self.stop.is_set():
+            try:
+                return channel.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        if self.failure is not None:
+            raise self.failure
+        raise _StoppedError
+
+    def _decode(self, channel: queue.Queue[Any]) -> None:
+        av, video, frames, window = self.av, self.video, self.options.frames, self.window
+        video.thread_type = "AUTO"
+        time_base = _time_base(video)
+        video_shift = round(window.start / time_base) if window else 0
+        rate = video.average_rate or video.guessed_rate or Fraction(25)
+        step = max(1, round(1 / (rate * time_base)))  # one frame's duration in the stream's ticks
+        last_pts: int | None = None
+        index = 0
+        done = False
+        packets = self.input.demux([video, *(self.input.streams[index] for index in self.copied)])
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as error:
+                raise VideoError(
+                    f"{self.source}: cannot read past frame {index} ({_reason(error)}); the file is damaged"
+                ) from error
+            if packet.stream.index == video.index:
+                if done:  # past frame B: only the copied streams' packets up to its time are still wanted
+                    if (
+                        window
+                        and window.stop is not None
+                        and _seconds(packet.dts, time_base) > window.stop + SLICE_MARGIN_S
+                    ):
+                        break
+                    continue
+                for frame in self._decode_packet(packet, index):
+                    if frames.stop is not None and index >= frames.stop:
+                        done = True
+                        break
+                    pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
+                    if index >= frames.start:
+                        self._put(channel, _Frame(index, frame.to_ndarray(format="rgb24"), pts - video_shift))
+                        self.last_frame_time = _seconds(pts, time_base)
+                    index += 1
+            elif packet.dts is not None and packet.size:
+                if window is not None:
+                    packet_base = _time_base(packet)
+                    time = _seconds(packet.pts if packet.pts is not None else packet.dts, packet_base)
+                    if time < window.start or (window.stop is not None and time >= window.stop):
+                        continue
+                    shift = round(window.start / packet_base)
+                    packet.dts -= shift
+                    if packet.pts is not None:
+                        packet.pts -= shift
+                packet.stream = self.copied[packet.stream.index]
+                self._put(channel, packet)
+        # The demuxer ends with an empty packet per stream, which flushed the decoder above.
+        self.decoded_frames = index
+        self._put(channel, _END)
+
+    def _monotonic_pts(self, pts: int | None, last: int | None, step: int) -> int:
+        """The frame's timestamp; a missing or repeated one (broken files) becomes the last plus a frame,
+        since encoders refuse timestamps that do not increase."""
+        if last is None:
+            return 0 if pts is None else pts
+        if pts is None or pts <= last:
+            if not self.fixed_timestamps:
+                logger.warning("%s: frames without increasing timestamps; given one frame's spacing", self.source)
+            self.fixed_timestamps += 1
+            return last + step
+        return pts
+
+    def _decode_packet(self, packet: Any, index: int) -> list[Any]:
+        """The frames a packet completes; `index` frames have come out before it."""
+        try:
+            return self.video.decode(packet)
+        except self.av.error.EOFError:
+            return []  # the decoder was already flushed by the demuxer's final empty packet
+        except self.av.error.FFmpegError as error:
+            # Decoder threads report an error a few packets late: the time is where it surfaced.
+            at = (
+                ""
+                if packet is None or packet.pts is None
+                else f" near {_seconds(packet.pts, _time_base(packet)):.2f} s"
+            )
+            raise VideoError(
+                f"{self.source}: a frame{at} cannot be decoded ({_reason(error)}); the file is damaged "
+                f"(--frames 0:{index} upscales the {index} frames before it)"
+            ) from error
+
+    def _encode(self, channel: queue.Queue[Any]) -> None:
+        av, encoder, output = self.av, self.encoder, self.output
+        while (item := self._get(channel)) is not _END:
+            if isinstance(item, _Frame):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(item.pixels), format="rgb24")
+                frame = frame.reformat(
+                    format=self.pixel_format,
+                    dst_colorspace=self.colorspace or None,
+                    dst_color_range=self.color_range or None,
+                )
+                frame.pts, frame.time_base = item.pts, encoder.codec_context.time_base
+                for packet in self._encoded(frame):
+                    output.mux(packet)
+            else:
+                output.mux(cast("Packet", item))
+        for packet in self._encoded(None):
+            output.mux(packet)
+
+    def _encoded(self, frame: Any) -> list[Any]:
+        try:
+            return self.encoder.encode(frame)
+        except self.av.error.FFmpegError as error:
+            raise VideoError(f"{self.source}: the {self.codec_name} encoder failed: {_reason(error)}") from error
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _expected_frames(self) -> int | None:
+        total = self.video.frames or None
+        if total is None and (duration := self._duration()) is not None and self.video.average_rate:
+            total = round(duration * self.video.average_rate)
+        frames = self.options.frames
+        if frames.stop is not None:
+            total = frames.stop if total is None else min(total, frames.stop)
+        return None if total is None else max(0, total - frames.start)
+
+    def _duration(self) -> float | None:
+        """The video stream's length as the file states it, in seconds."""
+        video = self.video
+        if video.duration and video.time_base:
+            return float(video.duration * video.time_base)
+        tag = video.metadata.get("DURATION") or video.metadata.get("duration")
+        if tag:  # Matroska: HH:MM:SS.nnnnnnnnn
+            with suppress(ValueError):
+                hours, minutes, seconds = tag.split(":")
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        return None
+
+    def _check_length(self) -> None:
+        """A file cut short decodes without an error; say so rather than pass a short video off as whole."""
+        if not self.options.frames.is_everything:
+            return
+        listed = self.video.frames
+        if listed and self.decoded_frames < listed:
+            logger.warning(
+                "%s: only %d of the %d frames the file lists decoded (truncated or damaged?); the output has those",
+                self.source,
+                self.decoded_frames,
+                listed,
+            )
+            return
+        duration, rate = self._duration(), self.video.average_rate
+        if duration is None or self.last_frame_time is None or not rate:
+            return
+        start = _seconds(self.video.start_time, _time_base(self.video))
+        end = self.last_frame_time - start + 1 / float(rate)
+        if end < duration - max(0.1, 2 / float(rate)):
+            logger.warning(
+                "%s: the video stops at %.2f s but the file says %.2f s (truncated or damaged?); wrote its %d frames",
+                self.source,
+                end,
+                duration,
+                self.decoded_frames,
+            )
+
+
+class _StoppedError(Exception):
+    """A worker was told to stop (the main thread failed or was interrupted)."""
+
+
+def _seconds(value: int | None, time_base: Fraction) -> float:
+    return float(value * time_base) if value is not None else 0.0
+
+
+def _time_base(item: Any) -> Fraction:
+    """A stream's or packet's time base (FFmpeg always sets one on streams it has opened)."""
+    time_base = item.time_base
+    if time_base is None:
+        raise VideoError(
+            f"stream #{item.index if hasattr(item, 'index') else '?'} has no time base; the file is damaged"
+        )
+    return time_base

@@ -1,0 +1,303 @@
+"""`srfeat upscale clip.mp4`: frames, timestamps, audio and subtitles, slices, errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.cli import main
+from srfeat.inference import Upscaler
+from srfeat.video import FrameRange, parse_frame_range
+from srfeat.weights import save_generator
+
+av = pytest.importorskip("av")
+pytest.importorskip("skimage")
+
+from tests.video_helpers import (  # noqa: E402 - needs PyAV, checked above
+    AUDIO_FRAME,
+    AUDIO_RATE,
+    audio_samples,
+    frame_times,
+    packets,
+    read_frames,
+    write_clip,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two seconds, 64x48, 12 frames/s, AAC audio."""
+    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
+    write_clip(path, frames=24, fps=12)
+    return path
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Half a second, 64x48, 12 frames/s, AAC audio: where the length is not the point."""
+    path = tmp_path_factory.mktemp("clips") / "short.mp4"
+    write_clip(path, frames=6, fps=12)
+    return path
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", *map(str, args)]
+    return subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+
+
+def upscale(*args: str | Path) -> int:
+    return main(["upscale", *map(str, args)])
+
+
+def error_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def test_two_second_clip_with_audio_comes_back_4x(tmp_path: Path, clip: Path, model_path: Path) -> None:
+    result = cli(clip, "-o", tmp_path / "out", "--model", model_path, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    output = tmp_path / "out" / "clip.mp4"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4"]
+    with av.open(str(output)) as container:
+        video = container.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (256, 192)
+        assert video.codec_context.name == "h264" and video.average_rate == 12
+        audio = container.streams.audio[0]
+        assert audio.codec_context.name == "aac" and audio.sample_rate == AUDIO_RATE
+    assert frame_times(output) == pytest.approx(frame_times(clip), abs=1e-3) and len(frame_times(output)) == 24
+    # Audio copied untouched: the same packets at the same times, so the same two seconds of sound.
+    assert packets(output, "audio") == packets(clip, "audio")
+    assert audio_samples(output) == audio_samples(clip) == pytest.approx(2 * AUDIO_RATE, abs=AUDIO_FRAME)
+
+
+def test_frames_are_the_upscalers_within_the_codecs_error(tmp_path: Path, short_clip: Path, model_path: Path) -> None:
+    clip = short_clip
+    upscaler = Upscaler(model_path, device="cpu")
+    expected = [upscaler(frame) for frame in read_frames(clip)]
+    # Lossless H.264 in RGB: exactly what Upscaler makes of each decoded input frame.
+    assert (
+        upscale(clip, "-o", tmp_path / "lossless.mp4", "--model", model_path, "--codec", "libx264rgb", "--crf", "0")
+        == 0
+    )
+    lossless = read_frames(tmp_path / "lossless.mp4")
+    assert len(lossless) == len(expected)
+    assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(lossless, expected, strict=True)) == 0
+    # The default (H.264, 4:2:0, CRF 18): the codec's error, measured on this noisy tiny model at 38.5 dB.
+    assert upscale(clip, "-o", tmp_path / "default.mp4", "--model", model_path) == 0
+    default = read_frames(tmp_path / "default.mp4")
+    assert min(psnr(a, b) for a, b in zip(default, expected, strict=True)) > 35
+
+
+def test_variable_frame_rate_and_subtitles_kept_in_matroska(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "vfr.mkv"
+    times = write_clip(source, frames=12, fps=12, variable_rate=True, subtitles=("one", "two"))
+    assert len(set(np.round(np.diff(times), 3))) == 3  # really variable
+    assert upscale(source, "-o", tmp_path / "out", "--model", model_path, "--outscale", "2") == 0
+    output = tmp_path / "out" / "vfr.mkv"
+    assert frame_times(output) == pytest.approx(times, abs=1e-3)
+    assert [payload for _, payload in packets(output, "subtitle")] == [b"one", b"two"]
+    assert packets(output, "subtitle") == packets(source, "subtitle")
+    assert packets(output, "audio") == packets(source, "audio")
+    assert read_frames(output)[0].shape == (96, 128, 3)
+
+
+def test_a_portrait_phone_video_stays_upright(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "portrait.mov"
+    write_clip(source, frames=2, size=(32, 24), audio=False, rotation=90)
+    assert upscale(source, "-o", tmp_path / "out", "--model", model_path) == 0
+    with av.open(str(tmp_path / "out" / "portrait.mov")) as container:
+        frame = next(container.decode(video=0))
+        assert frame.rotation == 90 and (frame.width, frame.height) == (128, 96)
+
+
+def test_frames_slice_cuts_video_audio_and_subtitles(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "long.mkv"
+    write_clip(source, frames=36, fps=12, subtitles=("zero", "one", "two"))
+    output = tmp_path / "slice.mkv"
+    status = upscale(source, "-o", output, "--model", model_path, "--frames", "12:24", "--codec", "ffv1")
+    assert status == 0
+    frames = read_frames(output)
+    assert len(frames) == 12
+    assert frame_times(output) == pytest.approx([i / 12 for i in range(12)], abs=1e-3)
+    upscaler = Upscaler(model_path, device="cpu")
+    assert np.array_equal(frames[0], upscaler(read_frames(source)[12]))  # ffv1 in RGB is lossless
+    # The audio packets of seconds 1 to 2, moved to start at 0; the subtitle shown at 1 s, now at 0.
+    audio = packets(output, "audio")
+    kept = [(t - 1.0, p) for t, p in packets(source, "audio") if 1.0 <= t < 2.0]
+    assert [p for _, p in audio] == [p for _, p in kept]
+    assert [t for t, _ in audio] == pytest.approx([t for t, _ in kept], abs=1e-3)
+    assert packets(output, "subtitle") == [(0.0, b"one")]
+
+
+def test_folders_mix_videos_and_images_and_overwrite_is_asked_for(tmp_path: Path, clip: Path, model_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_clip(folder / "short.mov", frames=3, audio=False)
+    from PIL import Image
+
+    Image.fromarray(read_frames(clip)[0]).save(folder / "still.png")
+    out = tmp_path / "out"
+    assert upscale(folder, "-o", out, "--model", model_path, "--suffix", "_x4") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["short_x4.mov", "still_x4.png"]
+    assert read_frames(out / "short_x4.mov")[0].shape == (192, 256, 3)
+    before = (out / "short_x4.mov").stat().st_mtime_ns
+    assert upscale(folder / "short.mov", "-o", out, "--model", model_path, "--suffix", "_x4") == 1
+    assert (out / "short_x4.mov").stat().st_mtime_ns == before
+    assert upscale(folder / "short.mov", "-o", out, "--model", model_path, "--suffix", "_x4", "--overwrite") == 0
+    assert (out / "short_x4.mov").stat().st_mtime_ns != before
+
+
+def test_bad_videos_get_one_line_each_and_leave_nothing(
+    tmp_path: Path, clip: Path, short_clip: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "text.mp4").write_text("not a video")
+    write_clip(tmp_path / "sound.mp4", video=False)
+    broken = bytearray(clip.read_bytes())
+    with av.open(str(clip)) as container:
+        tenth = [p for p in container.demux(video=0) if p.size][10]
+    broken[tenth.pos : tenth.pos + tenth.size] = bytes([0, 255]) * (tenth.size // 2) + bytes(tenth.size % 2)
+    (tmp_path / "broken.mp4").write_bytes(bytes(broken))
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        inputs = [tmp_path / name for name in ("text.mp4", "sound.mp4", "broken.mp4")]
+        status = upscale(*inputs, short_clip, "-o", out, "--model", model_path)
+    assert status == 1
+    errors = error_lines(caplog)
+    expectations = {"text.mp4": "cannot read video", "sound.mp4": "no video stream", "broken.mp4": "cannot be decoded"}
+    for name, reason in expectations.items():
+        lines = [line for line in errors if name in line]
+        assert len(lines) == 1 and reason in lines[0] and "\n" not in lines[0], errors
+    # Where: decoder threads report the damage a few frames after the damaged one.
+    near = re.search(r"a frame near ([0-9.]+) s", next(line for line in errors if "broken.mp4" in line))
+    assert near is not None and 0 <= float(near.group(1)) - float(tenth.pts * tenth.time_base) <= 0.5
+    assert sorted(p.name for p in out.iterdir()) == ["short.mp4"]  # no partial or temporary files
+
+
+def test_a_truncated_video_is_reported(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    whole = tmp_path / "whole.mkv"
+    write_clip(whole, frames=24, audio=False)
+    with av.open(str(whole)) as container:
+        cut = [p for p in container.demux(video=0) if p.size][12].pos
+    (tmp_path / "cut.mkv").write_bytes(whole.read_bytes()[:cut])
+    with caplog.at_level(logging.WARNING):
+        assert upscale(tmp_path / "cut.mkv", "-o", tmp_path / "out", "--model", model_path) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cut.mkv" in w and "truncated" in w and "2.00 s" in w for w in warnings), warnings
+    assert 0 < len(read_frames(tmp_path / "out" / "cut.mkv")) < 24
+
+
+def test_ctrl_c_leaves_no_partial_output(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "long.mp4"
+    write_clip(source, frames=240, audio=False)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # FFV1 writes each frame as it comes (x264 holds dozens back), so the temporary file is there at once.
+    upscale_args = [str(source), "-o", str(out / "long.mkv"), "--model", str(model_path), "--codec", "ffv1"]
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", *upscale_args]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and any(out.iterdir())) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # frames are being upscaled and written to the temporary file
+    assert process.poll() is None, "finished before it could be interrupted; make the clip longer"
+    assert [p.name.startswith(".long.mkv.") for p in out.iterdir()] == [True]
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert list(out.iterdir()) == []
+
+
+def test_missing_pyav_names_the_extra(tmp_path: Path, clip: Path, model_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['av'] = None; from srfeat.cli import main; "
+        f"sys.exit(main(['upscale', {str(clip)!r}, '-o', {str(tmp_path / 'out')!r}, '--model', {str(model_path)!r}]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR") and "clip.mp4" in line]
+    assert len(errors) == 1 and "pip install 'srfeat[video]'" in errors[0], result.stderr
+
+
+def test_output_names_and_options_are_checked(
+    tmp_path: Path, clip: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        assert upscale(clip, "-o", tmp_path / "frame.png", "--model", model_path) == 1
+        assert upscale(clip, "-o", tmp_path / "a.mp4", "--model", model_path, "--codec", "mpeg4", "--crf", "20") == 1
+        assert upscale(clip, "-o", tmp_path / "b.mp4", "--model", model_path, "--codec", "nonesuch") == 1
+        assert upscale(clip, "-o", tmp_path / "c.mp4", "--model", model_path, "--frames", "30:40") == 1
+    errors = error_lines(caplog)
+    assert any("cannot be written as frame.png" in e for e in errors), errors
+    assert any("--crf works with" in e for e in errors), errors
+    assert any("--codec nonesuch" in e for e in errors), errors
+    assert any("starts past the last frame" in e and "24 frames" in e for e in errors), errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_frame_range_parsing() -> None:
+    assert parse_frame_range("0:48") == FrameRange(0, 48)
+    assert parse_frame_range("100:") == FrameRange(100, None)
+    assert parse_frame_range(":250") == FrameRange(0, 250)
+    for bad in ("48", "5:5", "-1:3", "a:b"):
+        with pytest.raises(Exception, match="A"):
+            parse_frame_range(bad)
+
+
+def test_video_benchmark_runs_and_checks_what_comes_back(model_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks import video as video_benchmark
+
+    result = video_benchmark.main(
+        ["--size", "16x12", "--seconds", "0.25", "--model", str(model_path), "--device", "cpu", "--no-json"]
+    )
+    (row,) = result["sizes"]
+    assert row["output"] == "64x48" and row["frames_in"] == row["frames_out"] == 3
+    assert row["fps_in"] == row["fps_out"] == 12 and row["audio_samples_in"] == row["audio_samples_out"]
+    assert row["lossless_max_diff"] == 0 and row["pipeline_fps"] > 0
+
+
+def test_strength_reaches_every_frame(tmp_path: Path) -> None:
+    """The detail dial (a default/gan blend) upscales the frames: the video path takes the Upscaler as given."""
+    from srfeat.video import VideoOptions
+    from srfeat.video.pipeline import upscale_video
+
+    source = tmp_path / "small.mp4"
+    write_clip(source, frames=3, size=(16, 12), audio=False)
+    dial = Upscaler("default", strength=0.5, device="cpu")
+    summary = upscale_video(source, tmp_path / "dial.mkv", dial, VideoOptions(codec="ffv1"))
+    assert summary.frames == 3
+    faithful = Upscaler("default", device="cpu")
+    for frame, source_frame in zip(read_frames(tmp_path / "dial.mkv"), read_frames(source), strict=True):
+        assert np.array_equal(frame, dial(source_frame))
+        assert not np.array_equal(frame, faithful(source_frame))
