@@ -51,9 +51,9 @@ bring_back() {  # bring_back RUN NAME: fp16 weights and the run's logs into $OUT
     # stage 2 ships its last step: PSNR, by which "best" is chosen, is not what it optimises
     [[ $name == gan ]] && best=$run/generator_ema.safetensors
     [[ -f $best ]] || best=$run/generator_latest.safetensors
-    python3 scripts/ship_weights.py "$best" "$name" --output "$OUT/$name.safetensors"
+    python3 scripts/ship_weights.py "$best" "$name" --output "$OUT/new_$name.safetensors"
     # the raw (not averaged) weights at the last step, to measure what EMA gave
-    python3 scripts/ship_weights.py "$run/generator_latest.safetensors" "$name" --output "$OUT/${name}_raw.safetensors"
+    python3 scripts/ship_weights.py "$run/generator_latest.safetensors" "$name" --output "$OUT/new_${name}_raw.safetensors"
     tar -czf "$OUT/logs.tar.gz" --exclude='*.safetensors' --exclude=state.pt -C "$runs" .
     python3 - "$run/metrics.jsonl" "$name" <<'EOF'
 import json, sys
