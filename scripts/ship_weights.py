@@ -1,6 +1,7 @@
 """Copy a trained generator into the package as a bundled model (fp16 safetensors).
 
 python3 scripts/ship_weights.py runs/default/generator_best.safetensors default
+python3 scripts/ship_weights.py runs/default/generator_best.safetensors default --output "$OUT/default.safetensors"
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a generator .safetensors or a training state")
     parser.add_argument("name", help="bundled model name, e.g. default or gan")
+    parser.add_argument(
+        "--output", metavar="FILE", help="write the fp16 file here instead of the package (e.g. to bring it back)"
+    )
     args = parser.parse_args()
-    target = Path(bundled_dir()) / f"{args.name}.safetensors"
+    target = Path(args.output) if args.output else Path(bundled_dir()) / f"{args.name}.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
     # fp16 halves the package; the network runs in fp32 after loading (differences < 1 grey level)
     save_generator(load_generator(args.checkpoint), target, dtype=torch.float16)
     target.chmod(0o644)

@@ -102,6 +102,24 @@ def test_loss_weights_and_epsilons_must_be_positive(key: str) -> None:
         config_from_dict(base(), [f"{key}=0"])
 
 
+@pytest.mark.parametrize("value", ["1", "1.5", "-0.1", "nan", "inf"])
+def test_ema_decay_must_be_in_zero_one(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"train.ema_decay must be|train.ema_decay must be a finite number"):
+        config_from_dict(base(), [f"train.ema_decay={value}"])
+
+
+@pytest.mark.parametrize("value, expected", [("0.999", 0.999), ("0", 0.0), ("null", None), ("1e-1", 0.1)])
+def test_ema_decay_accepts_off_and_fractions(value: str, expected: float | None) -> None:
+    assert config_from_dict(base(), [f"train.ema_decay={value}"]).train.ema_decay == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_grad_clip_norm_must_be_positive_and_finite(value: str) -> None:
+    with pytest.raises(ConfigError, match="train.grad_clip_norm must be"):
+        config_from_dict(base(), [f"train.grad_clip_norm={value}"])
+    assert config_from_dict(base(), ["train.grad_clip_norm=0.5"]).train.grad_clip_norm == 0.5
+
+
 def test_progress_schedule_uses_fractions_of_the_run() -> None:
     config = config_from_dict(
         {**base(), "optim": {"lr_schedule": "progress", "lr_milestones": [0.5, 0.75], "lr_gamma": 0.5}}

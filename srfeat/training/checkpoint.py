@@ -33,6 +33,8 @@ from srfeat.files import PendingFile, remove_stale_temporaries, write_file_atomi
 STATE_FILE = "state.pt"
 LATEST_GENERATOR = "generator_latest.safetensors"
 BEST_GENERATOR = "generator_best.safetensors"
+# the averaged generator (train.ema_decay) at the last checkpoint
+EMA_GENERATOR = "generator_ema.safetensors"
 STATE_FORMAT = "srfeat-training-state-v1"
 # What killed runs of older versions left: the plot's temporary had no process id.
 LEGACY_TEMPORARIES = (".training.png.tmp.png",)
@@ -62,7 +64,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 def clean_run_folder(out_dir: str | os.PathLike[str]) -> None:
     """Remove the temporaries that a killed run left in its folder (files of this module only)."""
     out_dir = Path(out_dir)
-    for name in (STATE_FILE, LATEST_GENERATOR, BEST_GENERATOR):
+    for name in (STATE_FILE, LATEST_GENERATOR, BEST_GENERATOR, EMA_GENERATOR):
         remove_stale_temporaries(out_dir / name)
     for name in LEGACY_TEMPORARIES:
         (out_dir / name).unlink(missing_ok=True)
@@ -92,21 +94,25 @@ def last_good_checkpoint(out_dir: str | os.PathLike[str], step: int) -> str:
     return f"no checkpoint was saved in {out_dir}"
 
 
-def save_checkpoint(generator: nn.Module, state: dict[str, Any], out_dir: str | os.PathLike[str]) -> None:
-    """generator_latest.safetensors and state.pt of one step: both written, then both renamed.
+def save_checkpoint(
+    generator: nn.Module,
+    state: dict[str, Any],
+    out_dir: str | os.PathLike[str],
+    ema_generator: nn.Module | None = None,
+) -> None:
+    """generator_latest.safetensors and state.pt of one step (and generator_ema.safetensors when
+    `ema_generator` is given): all written, then all renamed.
 
-    A failure while writing either (a full disk: `srfeat.files.DiskFullError`, naming the file
-    and the space needed) replaces neither and leaves no temporary.
+    A failure while writing any (a full disk: `srfeat.files.DiskFullError`, naming the file
+    and the space needed) replaces none and leaves no temporary.
     """
     from srfeat.weights import generator_file
 
     out_dir = Path(out_dir)
-    write_files_atomically(
-        [
-            generator_file(generator, out_dir / LATEST_GENERATOR),  # type: ignore[arg-type]
-            state_file({"format": STATE_FORMAT, **state}, out_dir / STATE_FILE),
-        ]
-    )
+    files = [generator_file(generator, out_dir / LATEST_GENERATOR)]  # type: ignore[arg-type]
+    if ema_generator is not None:
+        files.append(generator_file(ema_generator, out_dir / EMA_GENERATOR))  # type: ignore[arg-type]
+    write_files_atomically([*files, state_file({"format": STATE_FORMAT, **state}, out_dir / STATE_FILE)])
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -163,6 +163,18 @@ class TrainConfig:
     winograd: bool = False
     # Deterministic algorithms (bit-reproducible runs, slower on GPU).
     deterministic: bool = False
+    # Exponential moving average of the generator's weights and BatchNorm statistics, updated
+    # after every step: ema = decay * ema + (1 - decay) * weights (srfeat/training/ema.py,
+    # torch's AveragedModel). In [0, 1); null or 0: off. 0.999 averages over about the last
+    # 1,000 steps. When on, validation scores the averaged generator (the raw one's scores are
+    # logged as raw_psnr, raw_ssim, raw_niqe), generator_best.safetensors holds the averaged
+    # weights of the best validation, generator_ema.safetensors the averaged weights at the last
+    # checkpoint (beside the raw generator_latest), and state.pt the average, so that --resume
+    # continues it exactly. Off by default: what it gains has not been measured yet (issue #17).
+    ema_decay: float | None = None
+    # Clip the norm of the generator's gradient (all its parameters as one vector) to this before
+    # each optimizer step, and log the norm before clipping as grad_norm/generator; null: off.
+    grad_clip_norm: float | None = None
     # Seed of weights, data order, crops and augmentation.
     seed: int = 0
     # Log losses (TensorBoard, metrics.jsonl, progress bar) every this many steps.
@@ -281,6 +293,7 @@ def check(config: TrainingConfig) -> None:
         ("train.max_minutes", train.max_minutes),
         ("train.log_every", train.log_every),
         ("train.checkpoint_every", train.checkpoint_every),
+        ("train.grad_clip_norm", train.grad_clip_norm),
         ("validation.every", config.validation.every),
         ("validation.max_images", config.validation.max_images),
     ):
@@ -327,6 +340,10 @@ def check(config: TrainingConfig) -> None:
     for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")
+    if train.ema_decay is not None and not 0.0 <= train.ema_decay < 1.0:
+        raise ConfigError(
+            f"config key train.ema_decay must be in [0, 1) (e.g. 0.999; 0 or null: off), got {train.ema_decay}"
+        )
     if optim.lr_schedule == "progress" and any(not 0.0 < m < 1.0 for m in optim.lr_milestones):
         raise ConfigError(
             f"optim.lr_milestones must be fractions in (0, 1) with lr_schedule 'progress', got {optim.lr_milestones}"

@@ -5,9 +5,10 @@ objects, `Progress` (the counters a resume restores) and `LoopState` (what one p
 from step to step), and hands off to the trainer (the training step, checkpoints), the
 `Validator` and the `RunLog`.
 
-Each step, in this order: the training step; the clock (every step, or every 10 under DDP,
-where rank 0's clock decides for all); the log every `train.log_every` steps; validation every
-`validation.every`; a checkpoint every `train.checkpoint_every`; then the stop test. Logging
+Each step, in this order: the training step and the EMA update (train.ema_decay); the clock
+(every step, or every 10 under DDP, where rank 0's clock decides for all); the log every
+`train.log_every` steps; validation every `validation.every`; a checkpoint every
+`train.checkpoint_every`; then the stop test. Logging
 comes before validation and saving, so that a NaN loss stops the run before its weights are
 validated or written; and the weights themselves are checked before either.
 """
@@ -27,6 +28,7 @@ from srfeat.errors import TrainingDiverged
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import barrier, broadcast_object
+from srfeat.training.ema import validate_generators
 from srfeat.training.run_log import RunLog
 from srfeat.training.sampling import ResumableSampler
 from srfeat.training.validation import Validator
@@ -135,6 +137,8 @@ class TrainingLoop:
         lr = batch["lr"].to(trainer.device, non_blocking=True, memory_format=trainer.memory_format)
         hr = batch["hr"].to(trainer.device, non_blocking=True, memory_format=trainer.memory_format)
         losses = trainer.step_fn(lr, hr)
+        if trainer.ema is not None:
+            trainer.ema.update(trainer.generator)
         for key, value in losses.items():
             state.loss_sums[key] = state.loss_sums[key] + value if key in state.loss_sums else value.clone()
         state.summed_steps += 1
@@ -229,7 +233,7 @@ class TrainingLoop:
         state.validated_at = progress.step
         self._stop_if_diverged()
         if self.validator is not None:
-            metrics, samples = self.validator(self.trainer.generator)
+            metrics, samples = validate_generators(self.validator, self.trainer.generator, self.trainer.ema)
             state.last_validation = metrics
             improved = metrics["psnr"] > progress.best_psnr
             if improved:

@@ -68,29 +68,49 @@ class AdversarialTerm:
     weight: float = ADVERSARIAL_WEIGHT
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    clip: tuple[nn.Module, float] | None = None,
+) -> torch.Tensor | None:
+    """Backward and step; with `clip` = (network, max_norm), the network's gradient norm is
+    clipped to max_norm first, and the norm before clipping is returned (a tensor: no sync)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    norm = None
+    if clip is not None:
+        network, max_norm = clip
+        norm = torch.nn.utils.clip_grad_norm_(network.parameters(), max_norm)
     optimizer.step()
+    return norm
 
 
 class PretrainStep:
     """Stage 1: the generator learns the pixel MSE."""
 
     def __init__(
-        self, generator: nn.Module, optimizer: torch.optim.Optimizer, autocast: AutocastFactory = no_autocast
+        self,
+        generator: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        autocast: AutocastFactory = no_autocast,
+        grad_clip_norm: float | None = None,
     ) -> None:
         self.generator = generator
         self.optimizer = optimizer
         self.autocast = autocast
+        self.grad_clip_norm = grad_clip_norm
 
     def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         self.generator.train()
         with self.autocast():
             sr = self.generator(lr)
         loss = pixel_loss(sr.float(), hr)
-        optimizer_step(self.optimizer, loss)
-        return {"loss/pixel": loss.detach(), "loss/generator": loss.detach()}
+        clip = (self.generator, self.grad_clip_norm) if self.grad_clip_norm is not None else None
+        norm = optimizer_step(self.optimizer, loss, clip)
+        losses = {"loss/pixel": loss.detach(), "loss/generator": loss.detach()}
+        if norm is not None:
+            losses["grad_norm/generator"] = norm.detach()
+        return losses
 
 
 class GANStep:
@@ -114,6 +134,7 @@ class GANStep:
         generator_bn_eval: bool = True,
         autocast: AutocastFactory = no_autocast,
         update_order: UpdateOrder = "discriminators_first",
+        grad_clip_norm: float | None = None,
     ) -> None:
         self.generator = generator
         self.generator_optimizer = generator_optimizer
@@ -123,6 +144,8 @@ class GANStep:
         self.generator_bn_eval = generator_bn_eval
         self.autocast = autocast
         self.update_order = update_order
+        # clips the generator's gradient only: the discriminators' losses are the paper's as they are
+        self.grad_clip_norm = grad_clip_norm
 
     def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         self.generator.train(not self.generator_bn_eval)
@@ -153,8 +176,11 @@ class GANStep:
             term_loss = adversarial_loss(fake_logits.float(), is_real=True)
             losses[f"loss/adversarial_{term.name}"] = term_loss.detach()
             generator_loss = generator_loss + term.weight * term_loss
-        optimizer_step(self.generator_optimizer, generator_loss)
+        clip = (self.generator, self.grad_clip_norm) if self.grad_clip_norm is not None else None
+        norm = optimizer_step(self.generator_optimizer, generator_loss, clip)
         losses["loss/generator"] = generator_loss.detach()
+        if norm is not None:
+            losses["grad_norm/generator"] = norm.detach()
 
     def _discriminators_learn(self, views: Views, losses: dict[str, torch.Tensor]) -> None:
         for term in self.terms:

@@ -7,14 +7,17 @@ in `srfeat.training.validation` and the records in `srfeat.training.run_log`. Th
     OUT/
       config.yaml                     the resolved config of the run
       generator_latest.safetensors    the generator at the last checkpoint
-      generator_best.safetensors      the generator with the best validation PSNR so far
+      generator_best.safetensors      the generator with the best validation PSNR so far (with
+                                      train.ema_decay: the averaged generator, which validation scores)
+      generator_ema.safetensors       with train.ema_decay: the averaged generator at the last checkpoint
       state.pt                        everything needed to resume (weights_only-loadable)
       metrics.jsonl                   one JSON object per log / validation
       training.png                    losses and validation PSNR over the run
       tensorboard/                    TensorBoard event files (losses, lr, PSNR/SSIM, images)
 
 A resumed run continues exactly: see `srfeat.training.sampling` for the data order and the
-item seeds; `state.pt` holds the weights, the optimisers, the counters and the random states.
+item seeds; `state.pt` holds the weights, the optimisers, the counters, the random states and
+the EMA of the generator (`srfeat.training.ema`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from srfeat.training.distributed import (
     shutdown,
     wrap_ddp,
 )
+from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
 from srfeat.training.loop import Progress, TrainingLoop, lr_factor
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
@@ -194,6 +198,9 @@ class Trainer:
             for name, optimizer in self.discriminator_optimizers.items():
                 optimizer.load_state_dict(saved["optimizers"][name])
 
+        # the average follows self.generator, never a DDP or compiled wrapper of it
+        self.ema: GeneratorEMA | None = build_ema(self.generator, config.train.ema_decay, saved)
+
         step_generator: nn.Module = self.generator
         step_discriminators = dict(self.discriminators)
         if self.context.enabled:
@@ -205,7 +212,9 @@ class Trainer:
 
         autocast = self._autocast()
         if config.stage == 1:
-            self.step_fn: PretrainStep | GANStep = PretrainStep(step_generator, self.generator_optimizer, autocast)
+            self.step_fn: PretrainStep | GANStep = PretrainStep(
+                step_generator, self.generator_optimizer, autocast, config.train.grad_clip_norm
+            )
         else:
             from srfeat.archs.vgg import VGG19FeatureExtractor
 
@@ -231,6 +240,7 @@ class Trainer:
                 config.train.generator_bn_eval,
                 autocast,
                 config.train.update_order,
+                config.train.grad_clip_norm,
             )
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -248,7 +258,9 @@ class Trainer:
         """generator_best.safetensors (the caller, the validating main process, decides when)."""
         from srfeat.weights import save_generator
 
-        save_generator(self.generator, self.out_dir / checkpoint.BEST_GENERATOR)  # type: ignore[arg-type]
+        # with EMA on, validation scored the average: that is what "best" refers to
+        best = shipped_generator(self.generator, self.ema)
+        save_generator(best, self.out_dir / checkpoint.BEST_GENERATOR)  # type: ignore[arg-type]
 
     def save_checkpoint(self) -> None:
         """generator_latest.safetensors and state.pt (main process; atomic)."""
@@ -269,8 +281,9 @@ class Trainer:
             "best_psnr": progress.best_psnr,
             "world_size": self.context.world_size,
             "rng": checkpoint.capture_rng_states(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
-        checkpoint.save_checkpoint(self.generator, state, self.out_dir)
+        checkpoint.save_checkpoint(self.generator, state, self.out_dir, self.ema.module if self.ema else None)
         logger.debug("checkpoint at step %d written to %s", progress.step, self.out_dir)
 
     def _load_saved(self) -> dict[str, Any] | None:

@@ -1,0 +1,83 @@
+"""The prepared GPU calls' helpers as the session meets them: the shipping test and the scripts' refusals.
+
+The scripts' full runs need the datasets and minutes; docs/gpu_plan.md gives the CPU dry run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def records(psnr_new: list[float], niqe_new: list[float]) -> list[dict]:
+    out = []
+    for index, dataset in enumerate(("Set5", "Set14", "BSD100")):
+        out.append({"model": "gan", "dataset": dataset, "psnr": 28.0, "niqe": 4.0})
+        out.append({"model": "new_gan", "dataset": dataset, "psnr": psnr_new[index], "niqe": niqe_new[index]})
+    return out
+
+
+@pytest.mark.parametrize(
+    "psnr, niqe, better",
+    [
+        ([28.1, 28.2, 28.3], [4.0, 3.9, 3.5], True),
+        ([28.1, 28.0, 28.3], [4.0, 3.9, 3.5], False),  # PSNR equal on Set14: not better
+        ([28.1, 28.2, 28.3], [4.0, 4.1, 3.5], False),  # NIQE worse on Set14
+    ],
+)
+def test_better_on_all_sets_needs_every_dataset(tmp_path, psnr, niqe, better: bool) -> None:
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(records(psnr, niqe)))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "better_on_all_sets.py"), str(path), "new_gan", "gan"]
+        + ["--higher", "psnr", "--no-worse", "niqe"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == (0 if better else 1), result.stderr
+    assert result.stdout.count("vs") == 6  # both metrics of all three sets are shown
+    missing = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "better_on_all_sets.py"), str(path), "nope", "gan"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert missing.returncode != 0 and "no record of nope on Set5" in missing.stderr
+
+
+@pytest.mark.parametrize("script", ["gpu_plan.sh", "ablation.sh"])
+def test_plan_scripts_refuse_missing_data_and_out_in_one_line(tmp_path, script: str) -> None:
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PLAN_DATA": str(tmp_path / "nowhere")}
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / script)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    log = result.stdout + result.stderr
+    assert "nowhere" in log and "pack_training_data.py" in log and "Traceback" not in log
+    no_out = {key: value for key, value in os.environ.items() if key != "OUT"}
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / script)],
+        cwd=REPO,
+        env=no_out,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode != 0 and "set OUT" in result.stderr
