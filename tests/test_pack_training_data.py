@@ -68,16 +68,16 @@ def test_lowers_jpeg_quality_to_fit_and_fails_when_nothing_fits(tmp_path: Path) 
     out = tmp_path / "devdata" / "train291"
     first = pack(tmp_path, "--out", str(out))
     assert first.returncode == 0, first.stderr
-    size = sum(path.stat().st_size for path in (out / "BSDS200").iterdir())
-    tree = float(next(line for line in first.stdout.splitlines() if line.startswith("checkout")).split()[-2])
-    lossless = sum(path.stat().st_size for name in ("T91", "Set5") for path in (out / name).iterdir())
+    manifest = json.loads((out / "PACKED.json").read_text())
+    sizes = {name: info["bytes"] for name, info in manifest["sets"].items()}
+    tree = manifest["tree_bytes"] / 2**20
     # a limit that leaves BSDS200 less than its q98 size: a lower quality is chosen
-    limit = tree + (lossless + size * 0.9) / 2**20
-    second = pack(tmp_path, "--out", str(out), "--limit-mib", f"{limit:.4f}", "--margin-mib", "0")
+    limit = tree + (sizes["T91"] + sizes["Set5"] + sizes["BSDS200"] * 0.9 + 4096) / 2**20  # 4096: PACKED.json
+    second = pack(tmp_path, "--out", str(out), "--limit-mib", f"{limit:.6f}", "--margin-mib", "0")
     assert second.returncode == 0, second.stderr
     quality = int(json.loads((out / "PACKED.json").read_text())["sets"]["BSDS200"]["format"].split()[1][1:])
     assert quality < 98
-    none_fits = pack(tmp_path, "--out", str(out), "--limit-mib", f"{tree:.4f}", "--margin-mib", "0")
+    none_fits = pack(tmp_path, "--out", str(out), "--limit-mib", f"{tree:.6f}", "--margin-mib", "0")
     assert none_fits.returncode != 0 and "does not fit" in none_fits.stderr
     assert (out / "PACKED.json").is_file()  # the previous pack is kept
 
