@@ -26,7 +26,9 @@ import numpy as np
 
 from srfeat.errors import VideoError
 from srfeat.files import DiskFullError, remove_stale_temporaries, temporary_path
-from srfeat.video import WRITTEN_CONTAINERS, FrameRange, VideoOptions
+from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
+from srfeat.video.encoding import choose_codec, choose_pixel_format, quality_options
+from srfeat.video.probe import TimeWindow, error_reason, main_video_stream, seconds_of, time_base_of, time_window
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -45,20 +47,6 @@ __all__ = ["VideoSummary", "upscale_video"]
 # Frames in flight between two stages: enough to keep every stage busy, few enough that 4x
 # frames of a long 4K video do not pile up.
 QUEUE_SIZE = 4
-# Constant-quality defaults: x264's 18 is the usual "visually lossless"; the others are their
-# projects' recommendations for a similar quality.
-DEFAULT_CRF: dict[str, float] = {
-    "libx264": 18,
-    "libx264rgb": 18,
-    "libx265": 20,
-    "libvpx-vp9": 24,
-    "libsvtav1": 30,
-    "libaom-av1": 30,
-}
-AUTO_CODECS: dict[str, tuple[str, ...]] = {"webm": ("libvpx-vp9", "libvpx")}
-AUTO_CODECS_OTHERWISE = ("libx264", "mpeg4")  # H.264 where this FFmpeg has x264
-# For lossless encoders (and --crf 0) the frames stay full-resolution colour, exact where RGB is offered.
-LOSSLESS_PIXEL_FORMATS = ("rgb24", "gbrp", "bgr0", "yuv444p")
 # A copied stream's packets after the last frame's time are dropped; demuxing stops this far past it.
 SLICE_MARGIN_S = 10.0
 
@@ -94,11 +82,11 @@ def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: Video
     try:
         source_container = av.open(str(source), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise VideoError(f"cannot read video {source}: {_reason(error)}; skip or replace this file") from error
+        raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
     with closing(source_container):
         if main_video_stream(source_container) is None:
             raise VideoError(f"{source} has no video stream (audio only?); nothing to upscale")
-        window = None if options.frames.is_everything else _time_window(av, source, options.frames)
+        window = None if options.frames.is_everything else time_window(av, source, options.frames)
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(target)
         temporary = temporary_path(target)
@@ -115,61 +103,13 @@ def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: Video
         except av.error.FFmpegError as error:
             if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFullError(
-                    f"not enough disk space to write {target.name} in {target.parent} ({_reason(error)}); "
+                    f"not enough disk space to write {target.name} in {target.parent} ({error_reason(error)}); "
                     "free some space and run again (nothing was replaced)"
                 ) from error
-            raise VideoError(f"{source}: writing {target.name} failed: {_reason(error)}") from error
+            raise VideoError(f"{source}: writing {target.name} failed: {error_reason(error)}") from error
         finally:
             temporary.unlink(missing_ok=True)
     return summary
-
-
-@dataclass(frozen=True)
-class _Window:
-    """The presentation times (seconds) of the first frame kept and of the first one after."""
-
-    start: float
-    stop: float | None
-
-
-def _time_window(av: ModuleType, source: Path, frames: FrameRange) -> _Window:
-    """Decode up to frame B once to learn the times of frames A and B, which cut the audio."""
-    start: float | None = None
-    time = 0.0
-    count = 0
-    with av.open(str(source), metadata_errors="ignore") as probe:
-        stream = main_video_stream(probe)
-        assert stream is not None  # checked on the first opening
-        stream.thread_type = "AUTO"
-        try:
-            for count, frame in enumerate(probe.decode(stream), start=1):
-                time = float(frame.time) if frame.time is not None else 0.0
-                if count - 1 == frames.start:
-                    start = time
-                if frames.stop is not None and count - 1 == frames.stop:
-                    break
-        except av.error.FFmpegError as error:
-            raise VideoError(
-                f"{source}: frame {count} cannot be decoded ({_reason(error)}); the file is damaged"
-            ) from error
-    if start is None:
-        raise VideoError(f"{source}: --frames {frames} starts past the last frame (the video has {count} frames)")
-    return _Window(start, time if frames.stop is not None and count - 1 == frames.stop else None)
-
-
-def main_video_stream(container: InputContainer) -> VideoStream | None:
-    """The first video stream that is a film, not a cover picture (which MP4 and MKV store as video)."""
-    from av.stream import Disposition
-
-    for stream in container.streams.video:
-        if not stream.disposition & Disposition.attached_pic:
-            return stream
-    return None
-
-
-def _reason(error: BaseException) -> str:
-    text = getattr(error, "strerror", None) or str(error)
-    return " ".join(str(text).split())
 
 
 @dataclass
@@ -193,7 +133,7 @@ class _Transcoder:
         output: OutputContainer,
         upscaler: Upscaler,
         options: VideoOptions,
-        window: _Window | None,
+        window: TimeWindow | None,
     ) -> None:
         self.av = av
         self.source = source
@@ -224,8 +164,8 @@ class _Transcoder:
         if scale <= 0:
             raise VideoError(f"outscale must be positive, got {scale}")
         width, height = max(1, round(context.width * scale)), max(1, round(context.height * scale))
-        codec = self._choose_codec()
-        pixel_format = self._pixel_format(codec)
+        codec = choose_codec(self.av, self.output, self.source, options.codec)
+        pixel_format = choose_pixel_format(codec, options.crf)
         if pixel_format.startswith(("yuv420", "yuv422", "nv")) and (
             width % 2 or (height % 2 and "420" in pixel_format)
         ):
@@ -244,7 +184,7 @@ class _Transcoder:
         for tag in ("color_range", "color_primaries", "color_trc", "colorspace"):
             with suppress(AttributeError, ValueError, TypeError):
                 setattr(stream.codec_context, tag, getattr(context, tag))
-        stream.codec_context.options = self._quality_options(codec.name)
+        stream.codec_context.options = quality_options(codec.name, options.crf)
         if rotation := self._display_rotation():
             stream.set_display_rotation(rotation)  # a phone's portrait video stays upright
         stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
@@ -263,52 +203,6 @@ class _Transcoder:
             except self.av.error.FFmpegError:
                 return 0  # the real pass reports it, with where
         return round(frame.rotation) if frame is not None and frame.rotation else 0
-
-    def _choose_codec(self) -> Any:
-        av, requested = self.av, self.options.codec
-        container = self.output.format.name
-        candidates = (requested,) if requested != "auto" else AUTO_CODECS.get(container, AUTO_CODECS_OTHERWISE)
-        for name in candidates:
-            try:
-                codec = av.codec.Codec(name, "w")
-            except (ValueError, av.error.FFmpegError):
-                continue
-            if codec.type != "video":
-                raise VideoError(f"--codec {name} is not a video encoder (e.g. libx264, libx265, libvpx-vp9, ffv1)")
-            if codec.canonical_name not in self.output.supported_codecs:
-                raise VideoError(
-                    f"{self.source}: {name} video cannot go in a {container} file; "
-                    "choose another --codec or -o extension"
-                )
-            return codec
-        if requested != "auto":
-            raise VideoError(
-                f"--codec {requested}: this FFmpeg has no such video encoder (e.g. libx264, libx265, ffv1)"
-            )
-        raise VideoError(f"this FFmpeg has none of the encoders {', '.join(candidates)}; choose one with --codec")
-
-    def _pixel_format(self, codec: Any) -> str:
-        offered = [f.name for f in (codec.video_formats or ())]
-        if not offered:
-            return "yuv420p"
-        lossless = self.options.crf == 0 or (codec.lossless and not codec.lossy)
-        preferred = LOSSLESS_PIXEL_FORMATS if lossless else ("yuv420p", "rgb24")  # 4:2:0 plays everywhere
-        return next((name for name in preferred if name in offered), offered[0])
-
-    def _quality_options(self, codec_name: str) -> dict[str, str]:
-        crf = self.options.crf
-        if crf is None:
-            crf = DEFAULT_CRF.get(codec_name)
-            if crf is None:
-                return {}
-        elif codec_name not in DEFAULT_CRF:
-            raise VideoError(f"--crf works with {', '.join(DEFAULT_CRF)}, not {codec_name}; leave it out")
-        elif crf < 0:
-            raise VideoError(f"--crf must be 0 (lossless) or more, got {crf:g}")
-        options = {"crf": f"{crf:g}"}
-        if codec_name.startswith("libvpx"):
-            options["b"] = "0"  # libvpx is in constant-quality mode only with no bitrate target
-        return options
 
     def _setup_copied_streams(self) -> dict[int, Stream]:
         copied: dict[int, Stream] = {}
@@ -412,7 +306,7 @@ class _Transcoder:
     def _decode(self, channel: queue.Queue[Any]) -> None:
         av, video, frames, window = self.av, self.video, self.options.frames, self.window
         video.thread_type = "AUTO"
-        time_base = _time_base(video)
+        time_base = time_base_of(video)
         video_shift = round(window.start / time_base) if window else 0
         rate = video.average_rate or video.guessed_rate or Fraction(25)
         step = max(1, round(1 / (rate * time_base)))  # one frame's duration in the stream's ticks
@@ -427,14 +321,14 @@ class _Transcoder:
                 break
             except av.error.FFmpegError as error:
                 raise VideoError(
-                    f"{self.source}: cannot read past frame {index} ({_reason(error)}); the file is damaged"
+                    f"{self.source}: cannot read past frame {index} ({error_reason(error)}); the file is damaged"
                 ) from error
             if packet.stream.index == video.index:
                 if done:  # past frame B: only the copied streams' packets up to its time are still wanted
                     if (
                         window
                         and window.stop is not None
-                        and _seconds(packet.dts, time_base) > window.stop + SLICE_MARGIN_S
+                        and seconds_of(packet.dts, time_base) > window.stop + SLICE_MARGIN_S
                     ):
                         break
                     continue
@@ -445,12 +339,12 @@ class _Transcoder:
                     pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
                     if index >= frames.start:
                         self._put(channel, _Frame(index, frame.to_ndarray(format="rgb24"), pts - video_shift))
-                        self.last_frame_time = _seconds(pts, time_base)
+                        self.last_frame_time = seconds_of(pts, time_base)
                     index += 1
             elif packet.dts is not None and packet.size:
                 if window is not None:
-                    packet_base = _time_base(packet)
-                    time = _seconds(packet.pts if packet.pts is not None else packet.dts, packet_base)
+                    packet_base = time_base_of(packet)
+                    time = seconds_of(packet.pts if packet.pts is not None else packet.dts, packet_base)
                     if time < window.start or (window.stop is not None and time >= window.stop):
                         continue
                     shift = round(window.start / packet_base)
@@ -486,10 +380,10 @@ class _Transcoder:
             at = (
                 ""
                 if packet is None or packet.pts is None
-                else f" near {_seconds(packet.pts, _time_base(packet)):.2f} s"
+                else f" near {seconds_of(packet.pts, time_base_of(packet)):.2f} s"
             )
             raise VideoError(
-                f"{self.source}: a frame{at} cannot be decoded ({_reason(error)}); the file is damaged "
+                f"{self.source}: a frame{at} cannot be decoded ({error_reason(error)}); the file is damaged "
                 f"(--frames 0:{index} upscales the {index} frames before it)"
             ) from error
 
@@ -515,7 +409,7 @@ class _Transcoder:
         try:
             return self.encoder.encode(frame)
         except self.av.error.FFmpegError as error:
-            raise VideoError(f"{self.source}: the {self.codec_name} encoder failed: {_reason(error)}") from error
+            raise VideoError(f"{self.source}: the {self.codec_name} encoder failed: {error_reason(error)}") from error
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -556,7 +450,7 @@ class _Transcoder:
         duration, rate = self._duration(), self.video.average_rate
         if duration is None or self.last_frame_time is None or not rate:
             return
-        start = _seconds(self.video.start_time, _time_base(self.video))
+        start = seconds_of(self.video.start_time, time_base_of(self.video))
         end = self.last_frame_time - start + 1 / float(rate)
         if end < duration - max(0.1, 2 / float(rate)):
             logger.warning(
@@ -570,17 +464,3 @@ class _Transcoder:
 
 class _StoppedError(Exception):
     """A worker was told to stop (the main thread failed or was interrupted)."""
-
-
-def _seconds(value: int | None, time_base: Fraction) -> float:
-    return float(value * time_base) if value is not None else 0.0
-
-
-def _time_base(item: Any) -> Fraction:
-    """A stream's or packet's time base (FFmpeg always sets one on streams it has opened)."""
-    time_base = item.time_base
-    if time_base is None:
-        raise VideoError(
-            f"stream #{item.index if hasattr(item, 'index') else '?'} has no time base; the file is damaged"
-        )
-    return time_base
