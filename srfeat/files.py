@@ -38,7 +38,8 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process of this id runs (the writer of a temporary, say)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,7 +66,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     for sibling in siblings:
         match = pattern.fullmatch(sibling.name)
         pid = int(match.group(1)) if match else None
-        stale = sibling.name in legacy or (pid is not None and (pid == os.getpid() or not _process_exists(pid)))
+        stale = sibling.name in legacy or (pid is not None and (pid == os.getpid() or not process_exists(pid)))
         if stale and sibling.is_file():
             sibling.unlink(missing_ok=True)
             removed.append(sibling)

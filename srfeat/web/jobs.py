@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from srfeat.errors import SRFeatError
+from srfeat.files import process_exists
 from srfeat.inference.image_files import output_extension, upscale_file
 from srfeat.inference.upscaler import Upscaler
 
@@ -69,20 +70,10 @@ def remove_stale_temporaries() -> None:
     """Remove temporary folders left by servers that were killed mid-job (their process is gone)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*-*"):
         pid = folder.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or _process_exists(int(pid)) or not folder.is_dir():
+        if not pid.isdigit() or process_exists(int(pid)) or not folder.is_dir():
             continue
         logger.info("removing %s, left by a server that was stopped mid-job", folder)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def safe_file_name(name: str) -> str:
