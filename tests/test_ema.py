@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from training_helpers import tiny_config, tiny_generator_file, tiny_values, write_image_folders
+from training_helpers import tiny_config, tiny_generator_file, tiny_values
 
 from srfeat.training import checkpoint, trainer
 from srfeat.training.steps import PretrainStep, optimizer_step
@@ -20,17 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DECAY = 0.6  # far from 1, so that four steps move the average well away from the weights
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_image_folders(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(config, out: Path, resume: bool = False) -> trainer.RunResult:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from training_helpers import tiny_config, tiny_generator_file, write_image_folders
+from training_helpers import tiny_config, tiny_generator_file
 
 from srfeat.errors import ConfigError
 from srfeat.training import checkpoint, trainer
@@ -24,17 +24,7 @@ from srfeat.training import checkpoint, trainer
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_image_folders(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stage2_run(folders, tmp_path: Path, name: str, *overrides: str) -> tuple[Path, Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_helpers import tiny_config, tiny_generator_file, write_image_folders
+from training_helpers import tiny_config, tiny_generator_file
 
 from srfeat.training import checkpoint, trainer
 from srfeat.training.config import TrainingConfig
@@ -19,18 +19,7 @@ from srfeat.training.steps import GANStep, PretrainStep
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_image_folders(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run faster on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(config: TrainingConfig, out: Path, resume: bool = False) -> trainer.RunResult:
