@@ -156,7 +156,9 @@ def test_frames_slice_cuts_video_audio_and_subtitles(tmp_path: Path, model_path:
     assert packets(output, "subtitle") == [(0.0, b"one")]
 
 
-def test_folders_mix_videos_and_images_and_overwrite_is_asked_for(tmp_path: Path, clip: Path, model_path: Path) -> None:
+def test_folders_mix_videos_and_images_and_overwrite_is_asked_for(
+    tmp_path: Path, clip: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     write_clip(folder / "short.mov", frames=3, audio=False)
@@ -164,7 +166,9 @@ def test_folders_mix_videos_and_images_and_overwrite_is_asked_for(tmp_path: Path
 
     Image.fromarray(read_frames(clip)[0]).save(folder / "still.png")
     out = tmp_path / "out"
-    assert upscale(folder, "-o", out, "--model", model_path, "--suffix", "_x4") == 0
+    with caplog.at_level(logging.INFO, logger="srfeat"):
+        assert upscale(folder, "-o", out, "--model", model_path, "--suffix", "_x4") == 0
+    assert any(record.getMessage().startswith("1 image(s) and 1 video(s) with") for record in caplog.records)
     assert sorted(p.name for p in out.iterdir()) == ["short_x4.mov", "still_x4.png"]
     assert read_frames(out / "short_x4.mov")[0].shape == (192, 256, 3)
     before = (out / "short_x4.mov").stat().st_mtime_ns

@@ -268,6 +268,13 @@ def plan_outputs(
     return jobs, errors
 
 
+def count_inputs(jobs: list[Job]) -> str:
+    """What the run will upscale, for its first log line: "3 image(s)", "1 video(s)" or both."""
+    videos = sum(1 for job in jobs if video.is_video(job.source))
+    parts = [f"{count} {kind}(s)" for count, kind in ((len(jobs) - videos, "image"), (videos, "video")) if count]
+    return " and ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -303,11 +310,11 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         backend=args.backend,
     )
-    logger.info("%d image(s) with %s", len(jobs), upscaler)
+    logger.info("%s with %s", count_inputs(jobs), upscaler)
     failures = len(errors)
     with logging_redirect_tqdm():
         # disable=None: a bar on a terminal only, not in logs and pipes.
-        for job in tqdm(jobs, desc="images", unit="image", disable=True if len(jobs) == 1 else None):
+        for job in tqdm(jobs, desc="inputs", unit="input", disable=True if len(jobs) == 1 else None):
             if video.is_video(job.source):
                 failures += not video.upscale_video_job(job.source, job.target, upscaler, args)
                 continue
