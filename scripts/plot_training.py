@@ -11,13 +11,13 @@ files end to end, counting steps from the first run, and marks where each run be
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from srfeat.training.run_log import read_records
 
 
 def read_validation(path: Path) -> list[dict]:
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r.get("kind") == "validation"]
+    return [r for r in read_records(path) if r.get("kind") == "validation"]
 
 
 def main() -> None:

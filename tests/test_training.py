@@ -104,6 +104,25 @@ def test_stop_and_resume_matches_an_uninterrupted_run(folders, tmp_path, stage: 
     assert all(torch.equal(latest[k], expected[f"generator.{k}"]) for k in latest)
 
 
+def test_a_log_torn_by_a_kill_does_not_stop_the_resume(folders, tmp_path, caplog) -> None:
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    whole = tiny_config(train_dir, None, tmp_path / "whole", 1, ["train.max_steps=4"])
+    run(whole, tmp_path / "whole")
+    assert run(tiny_config(train_dir, None, out, 1, ["train.max_steps=2"]), out).step == 2
+    metrics = out / "metrics.jsonl"
+    with open(metrics, "a") as handle:  # what a kill -9 in the middle of a write leaves
+        handle.write('{"kind": "train", "step": 3, "loss/pi')
+
+    with caplog.at_level("WARNING", logger="srfeat"):
+        assert run(tiny_config(train_dir, None, out, 1, ["train.max_steps=4"]), out, resume=True).step == 4
+    assert any("metrics.jsonl line" in r.getMessage() and "not JSON" in r.getMessage() for r in caplog.records)
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]  # every line whole again
+    expected = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [(r["kind"], r["step"]) for r in expected]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_resume_with_workers_sees_the_same_batches(folders, tmp_path) -> None:
     """Item seeds make crops independent of which DataLoader worker draws them."""
     train_dir, _ = folders

@@ -15,12 +15,37 @@ from typing import Any
 
 import torch
 
+from srfeat.files import write_file_atomically
+
 __all__ = ["METRICS_FILE", "PLOT_FILE", "RunLog"]
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training.png"
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, without the lines a killed or broken run left unreadable.
+
+    A run killed while appending leaves a torn last line; it is dropped with a warning (the
+    resumed run redoes that step and logs it again), as is any other line that is not a JSON
+    record with a step, so that a damaged log never stops a resume.
+    """
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            logger.warning("%s line %d is not JSON (%s; a run killed while writing it?): dropped", path, number, error)
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int) or "kind" not in record:
+            logger.warning("%s line %d is not a record with a kind and a step: dropped", path, number)
+            continue
+        records.append(record)
+    return records
 
 
 @dataclass
@@ -37,7 +62,7 @@ class RunLog:
             return
         path = self.out_dir / METRICS_FILE
         if path.is_file():
-            self.records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            self.records = read_records(path)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -50,7 +75,9 @@ class RunLog:
         if not self.enabled:
             return
         self.records = [r for r in self.records if r["step"] <= step]
-        (self.out_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        # Atomically: a run killed here keeps the history it had, not an empty or half file.
+        text = "".join(json.dumps(r) + "\n" for r in self.records).encode()
+        write_file_atomically(self.out_dir / METRICS_FILE, lambda handle: handle.write(text), len(text))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
