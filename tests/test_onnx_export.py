@@ -221,3 +221,30 @@ def test_onnx_backend_errors_are_one_line(tmp_path: Path, tiny_checkpoint: Path)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_automatic_cpu_tiles_are_wide_for_onnxruntime_within_half_the_free_memory(
+    default_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime holds the whole network's largest maps per tile: under srfeat's 1 GiB CPU
+    budget it got 87-pixel tiles, 3.5x the work in overlap. It gets 256 where memory allows."""
+    from srfeat.inference import tiling
+
+    cpu = torch.device("cpu")
+    through_onnx = Upscaler(default_onnx, device="cpu", backend="onnxruntime")
+    srfeat_path = Upscaler("default", device="cpu")
+
+    def plan(upscaler: Upscaler) -> tiling.MemoryPlan:
+        return tiling.plan_memory(*upscaler.model.bytes_per_pixel(), pad=upscaler.tile_pad, device=cpu)
+
+    def body_bytes(upscaler: Upscaler, tile: int) -> int:
+        return (tile + 2 * upscaler.tile_pad) ** 2 * upscaler.model.bytes_per_pixel()[0]
+
+    monkeypatch.setattr(tiling, "available_memory", lambda device: 16 << 30)
+    assert plan(through_onnx).tile >= 256
+    assert body_bytes(srfeat_path, plan(srfeat_path).tile) <= tiling.CPU_TILE_BUDGET  # srfeat's own: as before
+    assert body_bytes(srfeat_path, plan(srfeat_path).tile + 1) > tiling.CPU_TILE_BUDGET * 3 // 4
+
+    monkeypatch.setattr(tiling, "available_memory", lambda device: 2 << 30)  # never more than half of it
+    small = plan(through_onnx).tile
+    assert small < 256 and body_bytes(through_onnx, small) <= 1 << 30
