@@ -31,6 +31,15 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# Commands that upscale but do not train. Their OpenMP threads sleep at the end of a parallel
+# region instead of spinning (OMP_WAIT_POLICY=PASSIVE, unless the user set it): beside other
+# work on the machine, a spinning thread holds the core its partner needs: a 64x64 upscale on
+# 2 threads took 4.89 s beside a training run instead of 0.39 s, and alone it is no slower.
+# Training keeps the default: its Winograd steps, many short parallel regions, were 1.6x
+# slower with sleeping threads (benchmarks/README.md).
+PASSIVE_OPENMP_COMMANDS = {"upscale", "eval", "blend", "export", "serve"}
+
+
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread: `finally` blocks run and remove partly written files.
 
@@ -66,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in PASSIVE_OPENMP_COMMANDS:  # before torch loads libgomp, which reads it once
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s: %(message)s" if not args.verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +163,49 @@ def test_missing_model_is_one_line_error(tmp_path: Path, caplog: pytest.LogCaptu
     Image.fromarray(samples.astronaut()[:8, :8]).save(tmp_path / "a.png")
     assert upscale(tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "nope.safetensors") == 1
     assert any("nope.safetensors" in line for line in error_lines(caplog))
+
+
+# Records OMP_WAIT_POLICY at the moment torch (and with it libgomp, which reads it once) loads,
+# or at the end where the command stopped before loading it.
+_POLICY_WHEN_TORCH_LOADS = """
+import importlib.abc, os, sys
+seen = []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY", "unset"))
+        return None
+sys.meta_path.insert(0, Watch())
+from srfeat.cli import main
+main(sys.argv[1:])
+print("policy:", seen[0] if seen else os.environ.get("OMP_WAIT_POLICY", "unset"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "user_value", "expected"),
+    [("upscale", None, "PASSIVE"), ("upscale", "active", "active"), ("train", None, "unset")],
+)
+def test_openmp_threads_sleep_rather_than_spin_when_upscaling_unless_the_user_chose(
+    tmp_path: Path, model_path: Path, command: str, user_value: str | None, expected: str
+) -> None:
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_value is not None:
+        env["OMP_WAIT_POLICY"] = user_value
+    if command == "upscale":
+        argv = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--model", str(model_path)]
+    else:
+        argv = ["train", "configs/dev/stage1.yaml", "--dry-run"]
+    result = subprocess.run(
+        [sys.executable, "-c", _POLICY_WHEN_TORCH_LOADS, *argv],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert f"policy: {expected}" in result.stdout, result.stdout + result.stderr
+    if command == "upscale":
+        assert (tmp_path / "out.png").is_file(), result.stderr
