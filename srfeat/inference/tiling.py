@@ -37,7 +37,7 @@ CPU_TILE_BUDGET = 1 << 30
 # ...unless a tile this wide needs more. With a receptive radius of 38 pixels of overlap on
 # each side, smaller tiles compute over 1.7x their own pixels. srfeat's path fits 436-pixel
 # tiles in 1 GiB; ONNX Runtime, which holds the whole network's largest maps for a tile at
-# once, would get only 87-pixel tiles there (3.5x the work; 2.2x slower measured at 256x256).
+# once, would get only 87-pixel tiles there (3.5x the work; 2.1x slower measured at 256x256).
 CPU_EFFICIENT_TILE = 256
 
 
