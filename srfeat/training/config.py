@@ -170,7 +170,10 @@ class TrainConfig:
     # logged as raw_psnr, raw_ssim, raw_niqe), generator_best.safetensors holds the averaged
     # weights of the best validation, generator_ema.safetensors the averaged weights at the last
     # checkpoint (beside the raw generator_latest), and state.pt the average, so that --resume
-    # continues it exactly. Off by default: what it gains has not been measured yet (issue #17).
+    # continues it exactly. Off by default, as in the paper's and the authors' recipes. Measured
+    # on a 2,701-step stage-1 CPU run from the shipped default (README, `default` card): the
+    # averaged weights beat the raw ones of the same step by 0.009 / 0.006 / 0.002 dB on Set5 /
+    # Set14 / BSD100 and rose at every validation while the raw ones wandered: 0.999 for yours.
     ema_decay: float | None = None
     # Clip the norm of the generator's gradient (all its parameters as one vector) to this before
     # each optimizer step, and log the norm before clipping as grad_norm/generator; null: off.
