@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in PASSIVE_OPENMP_COMMANDS:  # before torch loads libgomp, which reads it once
+    # Only as the program (argv from the command line): a caller's own process and environment,
+    # which its later subprocesses inherit, are not ours to change. Before torch loads libgomp,
+    # which reads the variable once.
+    if argv is None and args.command in PASSIVE_OPENMP_COMMANDS:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -177,7 +177,7 @@ class Watch(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Watch())
 from srfeat.cli import main
-main(sys.argv[1:])
+main()  # as the `srfeat` program runs it: arguments from sys.argv
 print("policy:", seen[0] if seen else os.environ.get("OMP_WAIT_POLICY", "unset"))
 """
 
@@ -209,3 +209,12 @@ def test_openmp_threads_sleep_rather_than_spin_when_upscaling_unless_the_user_ch
     assert f"policy: {expected}" in result.stdout, result.stdout + result.stderr
     if command == "upscale":
         assert (tmp_path / "out.png").is_file(), result.stderr
+
+
+def test_main_called_in_process_leaves_the_callers_environment_alone(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    assert upscale(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_path) == 0
+    assert "OMP_WAIT_POLICY" not in os.environ
