@@ -169,6 +169,23 @@ def test_a_run_killed_around_a_checkpoint_resumes_to_the_uninterrupted_result(
     assert temporaries(out) == [], "the resumed run cleans the killed run's temporaries"
 
 
+def test_a_resume_rewrites_a_generator_left_ahead_of_the_state_by_a_kill(train_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    child = start_child("kill-between-renames", run_config(train_dir, out, tmp_path))
+    child.communicate(timeout=180)
+    assert child.returncode == -signal.SIGKILL
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+    ahead = load_file(str(out / checkpoint.LATEST_GENERATOR))
+    assert state["step"] == 2 and not all(torch.equal(ahead[key], state["generator"][key]) for key in ahead)
+
+    # A resume that takes no step (max_steps reached) saves no checkpoint: only the rewrite on
+    # resuming brings the generator back to the state's step.
+    config = tiny_config(train_dir, None, out, overrides=["train.max_steps=2"])
+    assert trainer.train(config, out_dir=out, resume=True, show_progress=False).step == 2
+    latest = load_file(str(out / checkpoint.LATEST_GENERATOR))
+    assert all(torch.equal(latest[key], state["generator"][key]) for key in latest)
+
+
 def test_disk_full_while_saving_is_one_line_and_keeps_a_consistent_checkpoint(train_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     child = start_child("disk-full", run_config(train_dir, out, tmp_path))

@@ -6,8 +6,9 @@ in the same folder, flushed to disk and then renamed over the old one (`os.repla
 on POSIX and Windows), so a process killed while saving leaves the previous file intact; the
 next run in the folder removes such a process's temporaries (`clean_run_folder`). A checkpoint
 writes both files before renaming either, so a failed save (a full disk) keeps the previous
-`generator_latest` and `state.pt`, from the same step. Weights that are not finite or have
-exploded are never saved (`diverged_weights`).
+`generator_latest` and `state.pt`, from the same step; a kill between the renames can leave the
+generator one checkpoint ahead, so a resumed run rewrites it from the state it resumes. Weights
+that are not finite or have exploded are never saved (`diverged_weights`).
 
 The state holds only tensors, numbers, strings, lists and dicts, so it loads with
 `torch.load(weights_only=True)`: a checkpoint from someone else cannot run code.
@@ -106,13 +107,32 @@ def save_checkpoint(
     A failure while writing any (a full disk: `srfeat.files.DiskFullError`, naming the file
     and the space needed) replaces none and leaves no temporary.
     """
+    files = generator_files(generator, out_dir, ema_generator)
+    write_files_atomically([*files, state_file({"format": STATE_FORMAT, **state}, Path(out_dir) / STATE_FILE)])
+
+
+def save_generators(
+    generator: nn.Module, out_dir: str | os.PathLike[str], ema_generator: nn.Module | None = None
+) -> None:
+    """generator_latest.safetensors (and generator_ema.safetensors) alone, atomically.
+
+    A resumed run writes them from the state it resumes: a run killed between the renames of a
+    checkpoint can leave them one checkpoint ahead of state.pt, and the folder should not hold
+    weights from steps that the resumed run discards.
+    """
+    write_files_atomically(generator_files(generator, out_dir, ema_generator))
+
+
+def generator_files(
+    generator: nn.Module, out_dir: str | os.PathLike[str], ema_generator: nn.Module | None
+) -> list[PendingFile]:
     from srfeat.weights import generator_file
 
     out_dir = Path(out_dir)
     files = [generator_file(generator, out_dir / LATEST_GENERATOR)]  # type: ignore[arg-type]
     if ema_generator is not None:
         files.append(generator_file(ema_generator, out_dir / EMA_GENERATOR))  # type: ignore[arg-type]
-    write_files_atomically([*files, state_file({"format": STATE_FORMAT, **state}, out_dir / STATE_FILE)])
+    return files
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:

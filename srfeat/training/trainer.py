@@ -316,6 +316,8 @@ class Trainer:
         self._build(saved)
         if saved is not None:
             checkpoint.restore_rng_states(saved["rng"])
+            if context.is_main:
+                checkpoint.save_generators(self.generator, self.out_dir, self.ema.module if self.ema else None)
             logger.info("resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1)
 
         dataset, sampler, loader = build_loader(config, context, self.device)
