@@ -33,6 +33,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", type=Path, default=None, help=f"results file to update (default: {RESULTS_DIR}/<host>.json)"
     )
+    parser.add_argument("--no-json", action="store_true", help="print only")
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    """The input size and weights of the benchmarks that time the generator on one image."""
+    parser.add_argument("--size", type=int, default=256, help="LR input height and width (default 256)")
+    parser.add_argument(
+        "--weights", default=None, help="bundled name or checkpoint (default: 'default' if installed, else random)"
+    )
 
 
 def setup(args: argparse.Namespace) -> torch.device:

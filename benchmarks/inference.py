@@ -33,6 +33,7 @@ import torch
 
 from benchmarks.common import (
     add_common_arguments,
+    add_generator_arguments,
     conv_macs,
     host_info,
     print_table,
@@ -161,15 +162,11 @@ def grey_level_difference(output: torch.Tensor, reference: torch.Tensor) -> dict
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    parser.add_argument("--size", type=int, default=256, help="LR input height and width (default 256)")
-    parser.add_argument(
-        "--weights", default=None, help="bundled name or checkpoint (default: 'default' if installed, else random)"
-    )
+    add_generator_arguments(parser)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd forms")
     parser.add_argument("--no-folded", action="store_true", help="skip the folded-only variant (algorithm='direct')")
     parser.add_argument("--clock-ghz", type=float, default=None, help="core clock for the CPU peak")
     parser.add_argument("--tta", action="store_true", help="also time the self-ensemble (Upscaler(tta=True))")
-    parser.add_argument("--no-json", action="store_true", help="print only")
     args = parser.parse_args(argv)
     device = setup(args)
 

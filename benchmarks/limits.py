@@ -213,7 +213,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--clock-ghz", type=float, default=None, help="core clock for the peak (default: from sysfs or /proc/cpuinfo)"
     )
-    parser.add_argument("--no-json", action="store_true", help="print only")
     args = parser.parse_args(argv)
     device = setup(args)
 

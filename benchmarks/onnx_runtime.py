@@ -29,6 +29,7 @@ import torch
 
 from benchmarks.common import (
     add_common_arguments,
+    add_generator_arguments,
     host_info,
     print_table,
     setup,
@@ -76,12 +77,8 @@ def build_variants(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    parser.add_argument("--size", type=int, default=256, help="LR input height and width (default 256)")
-    parser.add_argument(
-        "--weights", default=None, help="bundled name or checkpoint (default: 'default' if installed, else random)"
-    )
+    add_generator_arguments(parser)
     parser.add_argument("--fp16", action="store_true", help="also time the --fp16 export")
-    parser.add_argument("--no-json", action="store_true", help="print only")
     args = parser.parse_args(argv)
     device = setup(args)
     if device.type != "cpu":

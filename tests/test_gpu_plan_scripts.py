@@ -55,10 +55,8 @@ def test_better_on_all_sets_needs_every_dataset(tmp_path, psnr, niqe, better: bo
     assert missing.returncode != 0 and "no record of nope on Set5" in missing.stderr
 
 
-@pytest.mark.parametrize("script", ["gpu_plan.sh", "ablation.sh"])
-def test_plan_scripts_refuse_missing_data_and_out_in_one_line(tmp_path, script: str) -> None:
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PLAN_DATA": str(tmp_path / "nowhere")}
-    result = subprocess.run(
+def run_script(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         ["bash", str(REPO / "scripts" / script)],
         cwd=REPO,
         env=env,
@@ -67,17 +65,13 @@ def test_plan_scripts_refuse_missing_data_and_out_in_one_line(tmp_path, script: 
         check=False,
         timeout=120,
     )
+
+
+@pytest.mark.parametrize("script", ["gpu_plan.sh", "ablation.sh"])
+def test_plan_scripts_refuse_missing_data_and_out_in_one_line(tmp_path, script: str) -> None:
+    result = run_script(script, {**os.environ, "OUT": str(tmp_path / "out"), "PLAN_DATA": str(tmp_path / "nowhere")})
     assert result.returncode != 0
     log = result.stdout + result.stderr
     assert "nowhere" in log and "pack_training_data.py" in log and "Traceback" not in log
-    no_out = {key: value for key, value in os.environ.items() if key != "OUT"}
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / script)],
-        cwd=REPO,
-        env=no_out,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_script(script, {key: value for key, value in os.environ.items() if key != "OUT"})
     assert result.returncode != 0 and "set OUT" in result.stderr

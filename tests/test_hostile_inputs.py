@@ -26,19 +26,11 @@ from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.inference import Upscaler
-from srfeat.weights import load_generator, save_generator
+from srfeat.weights import load_generator
 
 samples = pytest.importorskip("skimage.data")
 REPO = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), path)
-    return path
 
 
 @pytest.fixture(scope="module")

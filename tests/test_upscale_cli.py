@@ -22,14 +22,6 @@ from srfeat.weights import save_generator
 samples = pytest.importorskip("skimage.data")
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), path)
-    return path
-
-
 def upscale(*args: str | Path) -> int:
     return main(["upscale", *map(str, args)])
 

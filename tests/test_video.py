@@ -13,13 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from srfeat.archs.generator import SRFeatGenerator
 from srfeat.cli import main
 from srfeat.inference import Upscaler
 from srfeat.video import FrameRange, parse_frame_range
-from srfeat.weights import save_generator
 
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
@@ -35,14 +32,6 @@ from tests.video_helpers import (  # noqa: E402 - needs PyAV, checked above
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), path)
-    return path
 
 
 @pytest.fixture(scope="module")
