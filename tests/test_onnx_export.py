@@ -17,8 +17,6 @@ from PIL import Image
 
 from srfeat.data.png16 import read_png16, write_png16
 from srfeat.inference import Upscaler
-from srfeat.weights import save_generator
-from tests.inference_helpers import tiny_generator
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -69,14 +67,6 @@ def default_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def default_upscaler() -> Upscaler:
     return Upscaler("default", device="cpu", tile=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    save_generator(tiny_generator(num_blocks=3, num_features=8), path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -158,21 +148,21 @@ def test_a_checkpoint_that_is_not_a_generator_fails_in_one_line(tmp_path: Path) 
     assert not target.exists()
 
 
-def test_export_does_not_overwrite_unless_asked(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_export_does_not_overwrite_unless_asked(tmp_path: Path, model_path: Path) -> None:
     target = tmp_path / "tiny.onnx"
     target.write_bytes(b"mine")
-    result = srfeat("export", "--model", tiny_checkpoint, "-o", target)
+    result = srfeat("export", "--model", model_path, "-o", target)
     assert result.returncode == 1 and "--overwrite" in result.stderr and target.read_bytes() == b"mine"
-    result = srfeat("export", "--model", tiny_checkpoint, "-o", target, "--overwrite", "--license", "CC0")
+    result = srfeat("export", "--model", model_path, "-o", target, "--overwrite", "--license", "CC0")
     assert result.returncode == 0, result.stderr
     metadata = {entry.key: entry.value for entry in onnx.load(str(target)).metadata_props}
     assert metadata["name"] == "tiny" and metadata["license"] == "CC0" and metadata["training_data"] == "not recorded"
 
 
-def test_upscale_cli_onnxruntime_backend_tiles_alpha_and_16_bit(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_upscale_cli_onnxruntime_backend_tiles_alpha_and_16_bit(tmp_path: Path, model_path: Path) -> None:
     """The same command through the ONNX file and through srfeat's path: the same images."""
     exported = tmp_path / "tiny.onnx"
-    assert srfeat("export", "--model", tiny_checkpoint, "-o", exported).returncode == 0
+    assert srfeat("export", "--model", model_path, "-o", exported).returncode == 0
     rgba = np.dstack([samples.astronaut()[:44, :52], np.linspace(0, 255, 44 * 52).reshape(44, 52)]).astype(np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     gray16 = (samples.camera()[:36, :30].astype(np.uint16) * 257 + 100).astype(np.uint16)
@@ -182,7 +172,7 @@ def test_upscale_cli_onnxruntime_backend_tiles_alpha_and_16_bit(tmp_path: Path, 
     result = srfeat("upscale", *inputs, "-o", tmp_path / "ort", "--model", exported, *common)
     assert result.returncode == 0, result.stderr
     assert "backend=onnxruntime" in result.stderr
-    result = srfeat("upscale", *inputs, "-o", tmp_path / "torch", "--model", tiny_checkpoint, *common)
+    result = srfeat("upscale", *inputs, "-o", tmp_path / "torch", "--model", model_path, *common)
     assert result.returncode == 0, result.stderr
     ort_rgba, torch_rgba = (np.asarray(Image.open(tmp_path / name / "rgba.png")) for name in ("ort", "torch"))
     assert ort_rgba.shape == (176, 208, 4)
@@ -193,14 +183,14 @@ def test_upscale_cli_onnxruntime_backend_tiles_alpha_and_16_bit(tmp_path: Path, 
     assert grey_levels(ort_gray, torch_gray) <= 257  # one 8-bit level in 16-bit units
 
 
-def test_onnxruntime_backend_exports_a_checkpoint_in_memory(tiny_checkpoint: Path) -> None:
+def test_onnxruntime_backend_exports_a_checkpoint_in_memory(model_path: Path) -> None:
     image = samples.astronaut()[:30, :26]
-    through_onnx = Upscaler(tiny_checkpoint, device="cpu", backend="onnxruntime", tile=12)
-    assert through_onnx.tile_pad == Upscaler(tiny_checkpoint, device="cpu").tile_pad
-    assert grey_levels(through_onnx(image), Upscaler(tiny_checkpoint, device="cpu", tile=0)(image)) <= 1
+    through_onnx = Upscaler(model_path, device="cpu", backend="onnxruntime", tile=12)
+    assert through_onnx.tile_pad == Upscaler(model_path, device="cpu").tile_pad
+    assert grey_levels(through_onnx(image), Upscaler(model_path, device="cpu", tile=0)(image)) <= 1
 
 
-def test_onnx_backend_errors_are_one_line(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_onnx_backend_errors_are_one_line(tmp_path: Path, model_path: Path) -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -215,7 +205,7 @@ def test_onnx_backend_errors_are_one_line(tmp_path: Path, tiny_checkpoint: Path)
     for args, message in [
         (["--model", foreign], "not a srfeat ONNX export"),
         (["--model", foreign, "--backend", "torch"], "onnxruntime backend"),
-        (["--model", tiny_checkpoint, "--backend", "onnxruntime", "--bf16"], "own precision"),
+        (["--model", model_path, "--backend", "onnxruntime", "--bf16"], "own precision"),
     ]:
         result = srfeat("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--device", "cpu", *args)
         lines = result.stderr.strip().splitlines()

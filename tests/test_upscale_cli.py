@@ -84,8 +84,13 @@ def test_never_overwrites_without_permission(
     assert any("is an input" in line for line in error_lines(caplog))
     assert upscale(source, "-o", tmp_path / "out", "--model", model_path) == 0
     (tmp_path / "out" / "a.png").write_bytes(b"keep me")
+    caplog.clear()
     assert upscale(source, "-o", tmp_path / "out", "--model", model_path) == 1
     assert (tmp_path / "out" / "a.png").read_bytes() == b"keep me"
+    assert len(error_lines(caplog)) == 1 and "exists; use --overwrite" in error_lines(caplog)[0]
+    caplog.clear()
+    assert upscale(source, tmp_path / "missing.png", "-o", tmp_path / "out", "--model", model_path) == 1
+    assert error_lines(caplog)[-1] == "nothing to upscale: every input has a problem above"
     assert upscale(source, "-o", tmp_path / "out", "--model", model_path, "--overwrite") == 0
     assert Image.open(tmp_path / "out" / "a.png").size == (48, 64)
 
@@ -138,7 +143,7 @@ def test_tile_64_equals_untiled_within_one_grey_level(tmp_path: Path) -> None:
     generator = SRFeatGenerator(num_features=8, num_blocks=16)
     with torch.no_grad():
         for module in generator.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
+            if isinstance(module, torch.nn.BatchNorm2d) and module.running_var is not None:
                 module.running_var.uniform_(0.5, 2.0)
     save_generator(generator, tmp_path / "deep.safetensors")
     Image.fromarray(samples.astronaut()[::4, ::4][:96, :128]).save(tmp_path / "photo.png")

@@ -295,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
     for error in errors:
         logger.error("%s", error)
     if not jobs:
-        logger.error("nothing to upscale")
+        if len(errors) > 1:  # one problem is its own summary; several get a last line that says none ran
+            logger.error("nothing to upscale: every input has a problem above")
         return 1
     dtype = "fp16" if args.half else "bf16" if args.bf16 else "fp32"
     upscaler = Upscaler(

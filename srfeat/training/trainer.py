@@ -262,6 +262,10 @@ class Trainer:
         best = shipped_generator(self.generator, self.ema)
         save_generator(best, self.out_dir / checkpoint.BEST_GENERATOR)  # type: ignore[arg-type]
 
+    def _averaged_generator(self) -> nn.Module | None:
+        """The EMA's generator, saved beside the raw one (None when EMA is off)."""
+        return self.ema.module if self.ema is not None else None
+
     def save_checkpoint(self) -> None:
         """generator_latest.safetensors and state.pt (main process; atomic)."""
         if not self.context.is_main:
@@ -283,7 +287,7 @@ class Trainer:
             "rng": checkpoint.capture_rng_states(),
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
-        checkpoint.save_checkpoint(self.generator, state, self.out_dir, self.ema.module if self.ema else None)
+        checkpoint.save_checkpoint(self.generator, state, self.out_dir, self._averaged_generator())
         logger.debug("checkpoint at step %d written to %s", progress.step, self.out_dir)
 
     def _load_saved(self) -> dict[str, Any] | None:
@@ -317,7 +321,7 @@ class Trainer:
         if saved is not None:
             checkpoint.restore_rng_states(saved["rng"])
             if context.is_main:
-                checkpoint.save_generators(self.generator, self.out_dir, self.ema.module if self.ema else None)
+                checkpoint.save_generators(self.generator, self.out_dir, self._averaged_generator())
             logger.info("resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1)
 
         dataset, sampler, loader = build_loader(config, context, self.device)
