@@ -128,7 +128,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "variants": summary,
     }
     if not args.no_json:
-        write_results(args.json, "onnxruntime_cpu", result)
+        # one section per size and thread count: the README's table is four runs of one file
+        threads = torch.get_num_threads()
+        section = f"onnxruntime_cpu_{args.size}_{threads}thread{'s' if threads > 1 else ''}"
+        write_results(args.json, section, result)
     return result
 
 

@@ -57,18 +57,21 @@ def test_gnu_time_report_is_parsed() -> None:
     assert memory.parse_time_v(report) == {"max_rss_bytes": 1024**3, "wall_s": 62.5, "exit_status": 0}
 
 
-def test_onnx_runtime_benchmark_runs_every_variant(tmp_path: Path) -> None:
+def test_onnx_runtime_benchmark_runs_every_variant(tmp_path: Path, model_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from benchmarks import onnx_runtime
-    from srfeat.archs.generator import SRFeatGenerator
-    from srfeat.weights import save_generator
 
-    checkpoint = tmp_path / "tiny.safetensors"
-    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), checkpoint)
-    outcome = onnx_runtime.main(
-        ["--size", "12", "--rounds", "1", "--warmup", "1", "--weights", str(checkpoint), "--no-json"]
-    )
+    results = tmp_path / "results.json"
+    common = ["--size", "12", "--rounds", "1", "--warmup", "1", "--weights", str(model_path), "--json", str(results)]
+    threads = torch.get_num_threads()
+    try:
+        outcome = onnx_runtime.main([*common, "--threads", "1"])
+        onnx_runtime.main([*common, "--threads", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    # each size and thread count keeps its own section, as the README's table needs
+    assert set(json.loads(results.read_text())) == {"onnxruntime_cpu_12_1thread", "onnxruntime_cpu_12_2threads"}
     variants = outcome["variants"]
     assert set(variants) == {
         "ours",
