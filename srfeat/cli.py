@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     except SRFeatError as error:
         logging.getLogger("srfeat").error("%s", error)
         return 1
-    except KeyboardInterrupt:
-        logging.getLogger("srfeat").error("interrupted")
+    except KeyboardInterrupt as interrupt:  # training's own says where it stopped and how to resume
+        logging.getLogger("srfeat").error("%s", str(interrupt) or "interrupted")
         return 130
     except Terminated:
         logging.getLogger("srfeat").error("terminated (SIGTERM); files being written were removed")

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from training_helpers import tiny_config, tiny_values, write_image_folders
 
 from srfeat.training import checkpoint, trainer
+from srfeat.training.interrupt import stop_on_interrupt
 from srfeat.weights import bundled_dir
 
 # benchmarks/ is not an installed package: import it from the checkout even under a bare `pytest`.
@@ -248,6 +249,68 @@ def test_injected_nan_losses_stop_with_every_saved_generator_finite(train_dir: P
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 4
     for name in (checkpoint.LATEST_GENERATOR, checkpoint.BEST_GENERATOR):
         assert all(torch.isfinite(v).all() for v in load_file(str(out / name)).values()), name
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+def wait_for_logged_steps(child: subprocess.Popen[str], out: Path, steps: int) -> None:
+    """Until the child's metrics.jsonl holds `steps` training records (log_every is 1)."""
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline:
+        if metrics.is_file() and metrics.read_text().count('"kind": "train"') >= steps:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the child logged fewer than {steps} steps (exit code {child.poll()})")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_ctrl_c_saves_the_step_reached_and_resumes_to_the_uninterrupted_result(
+    workers: int, train_dir: Path, tmp_path: Path
+) -> None:
+    """The first Ctrl-C ends the step in flight and checkpoints it, DataLoader workers or not."""
+    out = tmp_path / "run"
+    overrides = [f"data.num_workers={workers}", "train.checkpoint_every=1000"]
+    child = start_child("none", run_config(train_dir, out, tmp_path), "train.max_steps=500", *overrides)
+    try:
+        wait_for_logged_steps(child, out, 3)  # past the first checkpoint's chance: none is due before 1000
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130 and "Traceback" not in stderr, stderr
+    errors = error_lines(stderr)
+    assert len(errors) == 1 and "--resume" in errors[0], stderr
+    stopped_at = int(errors[0].split("interrupted at step ")[1].split(":")[0])
+    assert 3 <= stopped_at < 500
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == stopped_at
+    assert temporaries(out) == []
+
+    total = [f"train.max_steps={stopped_at + 2}"]
+    resumed_config = tiny_config(train_dir, None, out, overrides=overrides + total)
+    assert trainer.train(resumed_config, out_dir=out, resume=True, show_progress=False).step == stopped_at + 2
+    whole = tmp_path / "whole"
+    trainer.train(tiny_config(train_dir, None, whole, overrides=overrides + total), out_dir=whole, show_progress=False)
+    resumed = checkpoint.load_state(out / checkpoint.STATE_FILE)["generator"]
+    reference = checkpoint.load_state(whole / checkpoint.STATE_FILE)["generator"]
+    different = [key for key in reference if not torch.equal(reference[key], resumed[key])]
+    assert not different, different[:5]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_handler_is_restored() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with stop_on_interrupt() as request:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python runs the handler between bytecodes of the main thread
+        assert request.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is before
+    with stop_on_interrupt(enabled=False) as request:
+        assert signal.getsignal(signal.SIGINT) is before and not request.requested
 
 
 # ----------------------------------------------------------------------------- hostile checkpoints

@@ -36,6 +36,8 @@ LATEST_GENERATOR = "generator_latest.safetensors"
 BEST_GENERATOR = "generator_best.safetensors"
 # the averaged generator (train.ema_decay) at the last checkpoint
 EMA_GENERATOR = "generator_ema.safetensors"
+# the run's resolved config, which `--resume` can be given
+CONFIG_FILE = "config.yaml"
 STATE_FORMAT = "srfeat-training-state-v1"
 # What killed runs of older versions left: the plot's temporary had no process id.
 LEGACY_TEMPORARIES = (".training.png.tmp.png",)

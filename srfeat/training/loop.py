@@ -10,7 +10,9 @@ Each step, in this order: the training step and the EMA update (train.ema_decay)
 `train.log_every` steps; validation every `validation.every`; a checkpoint every
 `train.checkpoint_every`; then the stop test. Logging
 comes before validation and saving, so that a NaN loss stops the run before its weights are
-validated or written; and the weights themselves are checked before either.
+validated or written; and the weights themselves are checked before either. Ctrl-C is one
+more stop test: the step in flight ends, a checkpoint is saved, and `TrainingInterrupted`
+says how to resume (`srfeat.training.interrupt`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import barrier, broadcast_object
 from srfeat.training.ema import validate_generators
+from srfeat.training.interrupt import StopRequest, TrainingInterrupted, stop_on_interrupt
 from srfeat.training.run_log import RunLog
 from srfeat.training.sampling import ResumableSampler
 from srfeat.training.validation import Validator
@@ -75,6 +78,7 @@ class LoopState:
     validated_at: int = -1
     last_validation: dict[str, float] | None = None
     out_of_time: bool = False
+    interrupt: StopRequest = field(default_factory=StopRequest)  # Ctrl-C asked the run to stop
 
 
 class TrainingLoop:
@@ -106,11 +110,18 @@ class TrainingLoop:
     def run(self) -> dict[str, float] | None:
         """Train to the end; returns the last validation's metrics (None without validation)."""
         progress, train = self.progress, self.config.train
-        self._open_bar()
-        done = progress.step >= self.planned_steps
-        while not done and progress.epoch < train.epochs:
-            done = self._train_epoch()
-        self._finish()
+        with stop_on_interrupt(not self.context.enabled, self._say) as self.state.interrupt:
+            self._open_bar()
+            done = progress.step >= self.planned_steps
+            while not done and progress.epoch < train.epochs:
+                done = self._train_epoch()
+            self._finish()
+        if self.state.interrupt.requested:
+            out_dir = self.trainer.out_dir
+            raise TrainingInterrupted(
+                f"interrupted at step {progress.step}: checkpoint saved in {out_dir}; continue with "
+                f"`srfeat train {out_dir / checkpoint.CONFIG_FILE} --out {out_dir} --resume`"
+            )
         return self.state.last_validation
 
     # -- one epoch, one step ----------------------------------------------------------
@@ -159,7 +170,7 @@ class TrainingLoop:
             self._validate()
         if step % config.train.checkpoint_every == 0:
             self._save()
-        return step >= self.planned_steps or self.state.out_of_time
+        return step >= self.planned_steps or self.state.out_of_time or self.state.interrupt.requested
 
     # -- what the steps hand off ------------------------------------------------------
 
@@ -243,12 +254,15 @@ class TrainingLoop:
             self.log.images("validation/sr", samples, progress.step)
             self.log.plot()
             text = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            message = f"step {progress.step}: validation {text}{' (best)' if improved else ''}"
-            if self.bar is not None:
-                self.bar.write(message)
-            else:
-                logger.info("%s", message)
+            self._say(f"step {progress.step}: validation {text}{' (best)' if improved else ''}")
         barrier(self.context)
+
+    def _say(self, message: str) -> None:
+        """A line for the user: above the progress bar when there is one, else logged."""
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            logger.info("%s", message)
 
     def _save(self) -> None:
         self._flush_log()  # never save weights from after a NaN
@@ -276,7 +290,8 @@ class TrainingLoop:
         if self.bar is not None:
             self.bar.close()
         self._flush_log()
-        if config.validation.dir and state.validated_at != step:
+        # Interrupted: the user is waiting, and a resume validates at the next due step anyway.
+        if config.validation.dir and state.validated_at != step and not state.interrupt.requested:
             self._validate()
         if state.saved_at != step or not (self.trainer.out_dir / checkpoint.STATE_FILE).is_file():
             self._save()
