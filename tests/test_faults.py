@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -288,9 +289,21 @@ def test_ctrl_c_saves_the_step_reached_and_resumes_to_the_uninterrupted_result(
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == stopped_at
     assert temporaries(out) == []
 
+    # The command the line names, as a user runs it, two steps further.
+    resume_command = shlex.split(errors[0].split("`")[1])
+    assert resume_command[:2] == ["srfeat", "train"] and "--resume" in resume_command
+    more = ["--max-steps", str(stopped_at + 2), "--no-progress"]
+    resumed_run = subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", *resume_command[1:], *more],
+        check=False,
+        cwd=REPO,
+        env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed_run.returncode == 0, resumed_run.stderr
     total = [f"train.max_steps={stopped_at + 2}"]
-    resumed_config = tiny_config(train_dir, None, out, overrides=overrides + total)
-    assert trainer.train(resumed_config, out_dir=out, resume=True, show_progress=False).step == stopped_at + 2
     whole = tmp_path / "whole"
     trainer.train(tiny_config(train_dir, None, whole, overrides=overrides + total), out_dir=whole, show_progress=False)
     resumed = checkpoint.load_state(out / checkpoint.STATE_FILE)["generator"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -118,9 +119,10 @@ class TrainingLoop:
             self._finish()
         if self.state.interrupt.requested:
             out_dir = self.trainer.out_dir
+            config_file, folder = shlex.quote(str(out_dir / checkpoint.CONFIG_FILE)), shlex.quote(str(out_dir))
             raise TrainingInterrupted(
                 f"interrupted at step {progress.step}: checkpoint saved in {out_dir}; continue with "
-                f"`srfeat train {out_dir / checkpoint.CONFIG_FILE} --out {out_dir} --resume`"
+                f"`srfeat train {config_file} --out {folder} --resume`"
             )
         return self.state.last_validation
 
