@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as interrupt:  # training's own says where it stopped and how to resume
         logging.getLogger("srfeat").error("%s", str(interrupt) or "interrupted")
-        return 130
+        return 128 + getattr(interrupt, "signal_number", signal.SIGINT)  # SIGTERM too, once training saved
     except Terminated:
         logging.getLogger("srfeat").error("terminated (SIGTERM); files being written were removed")
         return 128 + signal.SIGTERM

@@ -8,9 +8,12 @@ agree up to float rounding.
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +103,35 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
             off = (actual[key] - expected[key]).abs() > 5e-5 + 1e-4 * expected[key].abs()
             assert int(off.sum()) <= chaotic_weights, f"{name}.{key}: {int(off.sum())} of {off.numel()} weights differ"
             assert (actual[key] - expected[key]).abs().max() <= 2 * steps * 1e-3, f"{name}.{key}"
+
+
+def test_sigterm_to_torchrun_stops_both_ranks_at_rank_0s_step_with_a_checkpoint(tmp_path) -> None:
+    """A scheduler's SIGTERM reaches the launcher, which forwards it: the ranks agree on a step."""
+    train_dir, _ = write_image_folders(tmp_path / "images")
+    values = tiny_values(train_dir, None, tmp_path / "ddp")
+    values["train"].update(max_steps=5000, epochs=100000, checkpoint_every=1000, log_every=1)
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(values))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "srfeat.cli", "train", str(config_path), "--no-progress"]
+    launcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "ddp" / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 120
+        while launcher.poll() is None and time.monotonic() < deadline:
+            if metrics.is_file() and metrics.read_text().count('"kind": "train"') >= 3:
+                break
+            time.sleep(0.01)
+        launcher.send_signal(signal.SIGTERM)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    steps = {int(step) for step in re.findall(r"interrupted \(SIGTERM\) at step (\d+): checkpoint saved", stderr)}
+    assert len(steps) == 1, stderr[-3000:]
+    (stopped_at,) = steps
+    assert stderr.count("interrupted (SIGTERM)") == 2, "both ranks stopped themselves"
+    assert stopped_at % 10 == 0, "DDP ranks read rank 0's clock and signal every 10 steps"
+    state = checkpoint.load_state(tmp_path / "ddp" / checkpoint.STATE_FILE)
+    assert state["step"] == stopped_at and state["world_size"] == 2

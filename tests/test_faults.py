@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shlex
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from training_helpers import tiny_config, tiny_values, write_image_folders
 
 from srfeat.training import checkpoint, trainer
-from srfeat.training.interrupt import stop_on_interrupt
+from srfeat.training.interrupt import STOP_SIGNALS, stop_on_signals
 from srfeat.weights import bundled_dir
 
 # benchmarks/ is not an installed package: import it from the checkout even under a bare `pytest`.
@@ -252,7 +253,7 @@ def test_injected_nan_losses_stop_with_every_saved_generator_finite(train_dir: P
         assert all(torch.isfinite(v).all() for v in load_file(str(out / name)).values()), name
 
 
-# ----------------------------------------------------------------------------- Ctrl-C
+# ----------------------------------------------------------------------------- Ctrl-C, SIGTERM
 
 
 def wait_for_logged_steps(child: subprocess.Popen[str], out: Path, steps: int) -> None:
@@ -266,31 +267,42 @@ def wait_for_logged_steps(child: subprocess.Popen[str], out: Path, steps: int) -
     raise AssertionError(f"the child logged fewer than {steps} steps (exit code {child.poll()})")
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_ctrl_c_saves_the_step_reached_and_resumes_to_the_uninterrupted_result(
-    workers: int, train_dir: Path, tmp_path: Path
+def stopped_step(stderr: str) -> int:
+    """The step that the one error line of a signalled run names."""
+    errors = error_lines(stderr)
+    assert len(errors) == 1 and "--resume" in errors[0], stderr
+    found = re.search(r"interrupted \((Ctrl-C|SIGTERM)\) at step (\d+): checkpoint saved", errors[0])
+    assert found, errors[0]
+    return int(found.group(2))
+
+
+@pytest.mark.parametrize(
+    ("stop", "workers"),
+    [(signal.SIGINT, 0), (signal.SIGINT, 1), (signal.SIGTERM, 0)],
+    ids=["ctrl-c", "ctrl-c-workers", "sigterm"],
+)
+def test_a_stop_signal_saves_the_step_reached_and_resumes_to_the_uninterrupted_result(
+    stop: signal.Signals, workers: int, train_dir: Path, tmp_path: Path
 ) -> None:
-    """The first Ctrl-C ends the step in flight and checkpoints it, DataLoader workers or not."""
+    """The first Ctrl-C or SIGTERM ends the step in flight and checkpoints it, DataLoader workers or not."""
     out = tmp_path / "run"
     overrides = [f"data.num_workers={workers}", "train.checkpoint_every=1000"]
     child = start_child("none", run_config(train_dir, out, tmp_path), "train.max_steps=500", *overrides)
     try:
-        wait_for_logged_steps(child, out, 3)  # past the first checkpoint's chance: none is due before 1000
-        child.send_signal(signal.SIGINT)
+        wait_for_logged_steps(child, out, 3)  # no regular checkpoint is due before step 1000
+        child.send_signal(stop)
         _, stderr = child.communicate(timeout=120)
     finally:
         if child.poll() is None:
             child.kill()
-    assert child.returncode == 130 and "Traceback" not in stderr, stderr
-    errors = error_lines(stderr)
-    assert len(errors) == 1 and "--resume" in errors[0], stderr
-    stopped_at = int(errors[0].split("interrupted at step ")[1].split(":")[0])
+    assert child.returncode == 128 + stop and "Traceback" not in stderr, stderr
+    stopped_at = stopped_step(stderr)
     assert 3 <= stopped_at < 500
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == stopped_at
     assert temporaries(out) == []
 
     # The command the line names, as a user runs it, two steps further.
-    resume_command = shlex.split(errors[0].split("`")[1])
+    resume_command = shlex.split(error_lines(stderr)[0].split("`")[1])
     assert resume_command[:2] == ["srfeat", "train"] and "--resume" in resume_command
     more = ["--max-steps", str(stopped_at + 2), "--no-progress"]
     resumed_run = subprocess.run(
@@ -312,18 +324,39 @@ def test_ctrl_c_saves_the_step_reached_and_resumes_to_the_uninterrupted_result(
     assert not different, different[:5]
 
 
-def test_a_second_ctrl_c_stops_at_once_and_the_handler_is_restored() -> None:
-    before = signal.getsignal(signal.SIGINT)
-    with stop_on_interrupt() as request:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)  # Python runs the handler between bytecodes of the main thread
-        assert request.requested
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-    assert signal.getsignal(signal.SIGINT) is before
-    with stop_on_interrupt(enabled=False) as request:
-        assert signal.getsignal(signal.SIGINT) is before and not request.requested
+class PreviousHandlerError(Exception):
+    """What the stand-in for an earlier SIGTERM handler raises."""
+
+
+def raise_previous(signal_number: int, frame: object) -> None:
+    raise PreviousHandlerError(signal_number)
+
+
+def test_a_second_signal_does_what_it_did_before_and_the_handlers_are_restored() -> None:
+    before = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    announced: list[str] = []
+    signal.signal(signal.SIGTERM, raise_previous)  # like the CLI's, which raises Terminated
+    try:
+        with stop_on_signals(distributed=False, announce=announced.append) as request:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # Python runs the handler between bytecodes of the main thread
+            assert request.signal_number == signal.SIGTERM and "SIGTERM" in announced[0]
+            with pytest.raises(PreviousHandlerError):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+            with pytest.raises(KeyboardInterrupt):  # Python's own SIGINT handler
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+        assert signal.getsignal(signal.SIGTERM) is raise_previous
+        assert signal.getsignal(signal.SIGINT) is before[signal.SIGINT]
+        # Under torchrun every signal is ignored after the first: the launcher forwards duplicates.
+        with stop_on_signals(distributed=True, announce=announced.append) as request:
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+            assert request.signal_number == signal.SIGINT and len(announced) == 2
+    finally:
+        signal.signal(signal.SIGTERM, before[signal.SIGTERM])
 
 
 # ----------------------------------------------------------------------------- hostile checkpoints

@@ -13,17 +13,20 @@ GPUs and, because SyncBatchNorm runs only on GPUs, `CrossProcessBatchNorm2d` bel
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from srfeat.errors import ConfigError
+
+Shared = TypeVar("Shared")
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +85,34 @@ def barrier(context: DistributedContext) -> None:
         dist.barrier()
 
 
-def broadcast_object(value: object, context: DistributedContext) -> object:
+def broadcast_object(value: Shared, context: DistributedContext) -> Shared:
     """Rank 0's `value` on every rank (for decisions that all ranks must share)."""
     if not context.enabled:
         return value
-    box = [value]
+    box: list[Shared] = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+class SumAcrossProcesses(torch.autograd.Function):
+    """The sum of a tensor over all processes, differentiable: the gradient is summed likewise.
+
+    Ours because torch's public differentiable all-reduce (torch.distributed.nn.functional) is
+    deprecated since 2.13 for a private module that is differentiable only in recent versions.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, local: torch.Tensor) -> torch.Tensor:
+        total = local.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> torch.Tensor:
+        # Each process's input feeds every process's sum: its gradient is the sum of theirs.
+        grad_local = grad_outputs[0].clone()
+        dist.all_reduce(grad_local)
+        return grad_local
 
 
 class CrossProcessBatchNorm2d(nn.BatchNorm2d):
@@ -105,7 +129,7 @@ class CrossProcessBatchNorm2d(nn.BatchNorm2d):
         dims = [0, 2, 3]
         count = torch.full((1,), input.numel() / input.shape[1], dtype=input.dtype, device=input.device)
         local = torch.cat([input.sum(dims), (input * input).sum(dims), count])
-        total = dist_fn.all_reduce(local)
+        total = SumAcrossProcesses.apply(local)
         channels = input.shape[1]
         n = total[-1]
         mean = total[:channels] / n
@@ -159,4 +183,9 @@ class FrozenAwareDDP(nn.Module):
 
 def wrap_ddp(module: nn.Module, context: DistributedContext) -> nn.Module:
     device_ids = [context.device.index] if context.device.type == "cuda" else None
+    # Buffers (BatchNorm statistics) are not broadcast from rank 0 at each forward: they are
+    # global already (train.sync_batchnorm), or per process by choice. The switch was renamed
+    # (broadcast_buffers is deprecated in torch 2.13); both sync once at the start, as all start alike.
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+        return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
     return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)

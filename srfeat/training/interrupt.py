@@ -1,19 +1,21 @@
-"""Ctrl-C during training: finish the step, save a checkpoint, then stop.
+"""Ctrl-C or SIGTERM during training: finish the step, save a checkpoint, then stop.
 
-Without this, Ctrl-C raised KeyboardInterrupt wherever the step was and the run lost every
-step since its last checkpoint (up to `train.checkpoint_every` of them, often minutes). Now
-the first Ctrl-C only asks the loop to stop: it finishes the step in flight, saves a
-checkpoint as at the end of a run, and raises `TrainingInterrupted`; `--resume` continues from
-exactly there. A second Ctrl-C stops at once, as before (files being written are removed by
-the atomic writers, so the last checkpoint on disk stays whole).
+Without this, a signal stopped the run wherever the step was and lost every step since its
+last checkpoint (up to `train.checkpoint_every` of them, often minutes), and a scheduler that
+preempts jobs with SIGTERM (SLURM, Kubernetes) lost them every time. Now the first SIGINT or
+SIGTERM only asks the loop to stop: it finishes the step in flight, saves a checkpoint as at
+the end of a run, and raises `TrainingInterrupted`; `--resume` continues from exactly there.
 
-Only in a single process's main thread: under torchrun the launcher answers Ctrl-C by
-terminating its workers itself, so the ranks could not agree on a step to stop at.
+In a single process a second signal does what it did before (KeyboardInterrupt; the CLI's
+SIGTERM handler, which removes files being written): the last checkpoint on disk stays whole.
+Under torchrun the launcher forwards every signal it gets to each worker, so a worker sees Ctrl-C
+twice and cannot take the second as "at once"; there the ranks stop at the step rank 0 names (the
+loop shares rank 0's request every few steps), and the launcher's SIGKILL after its shutdown
+timeout (30 s by default) is the hard stop.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -21,50 +23,74 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
-__all__ = ["StopRequest", "TrainingInterrupted", "stop_on_interrupt"]
+__all__ = ["STOP_SIGNALS", "StopRequest", "TrainingInterrupted", "stop_on_signals"]
 
-logger = logging.getLogger(__name__)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run after its checkpoint was saved; the message says how to continue.
+    """A signal stopped a run after its checkpoint was saved; the message says how to continue.
 
     A KeyboardInterrupt, so that a caller's `except Exception` does not swallow it.
     """
 
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
 
 @dataclass
 class StopRequest:
-    """Set by the first Ctrl-C; the loop reads it after each step."""
+    """The first stop signal received in this process (None: none yet)."""
 
-    requested: bool = False
+    signal_number: int | None = None
+
+
+def signal_name(signal_number: int) -> str:
+    return "Ctrl-C" if signal_number == signal.SIGINT else signal.Signals(signal_number).name
+
+
+def _call_previous(handler: Any, signal_number: int, frame: FrameType | None) -> None:
+    """What the signal did before the loop began: a Python handler, ignored, or the default."""
+    if callable(handler):
+        handler(signal_number, frame)
+    elif handler != signal.SIG_IGN:  # the default action, or a handler set outside Python
+        signal.signal(signal_number, signal.SIG_DFL)
+        os.kill(os.getpid(), signal_number)
 
 
 @contextmanager
-def stop_on_interrupt(enabled: bool = True, announce: Callable[[str], None] = logger.warning) -> Iterator[StopRequest]:
-    """Within the block the first SIGINT sets the request and `announce`s it; a second raises
-    KeyboardInterrupt."""
+def stop_on_signals(distributed: bool, announce: Callable[[str], None]) -> Iterator[StopRequest]:
+    """Within the block the first SIGINT or SIGTERM is recorded and `announce`d; a second acts as
+    it would have outside the block (single process only; see the module's docstring)."""
     request = StopRequest()
-    if not enabled or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield request
         return
     owner = os.getpid()
+    previous: dict[int, Any] = {}
 
-    def handler(signum: int, frame: FrameType | None) -> None:
+    def handler(signal_number: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:  # a forked DataLoader worker: the main process decides when to stop
             return
-        if request.requested:
-            raise KeyboardInterrupt
-        request.requested = True
+        if request.signal_number is not None:
+            if not distributed:
+                _call_previous(previous[signal_number], signal_number, frame)
+            return
+        request.signal_number = signal_number
+        again = "" if distributed else f" ({signal_name(signal_number)} again stops at once, losing them)"
         announce(
-            "Ctrl-C: finishing this step and saving a checkpoint (Ctrl-C again stops at once, "
-            "losing the steps since the last checkpoint)"
+            f"{signal_name(signal_number)}: finishing this step and saving a checkpoint of the steps "
+            f"since the last one{again}"
         )
 
-    previous = signal.signal(signal.SIGINT, handler)
+    for signal_number in STOP_SIGNALS:
+        previous[signal_number] = signal.signal(signal_number, handler)
     try:
         yield request
     finally:
-        # None: a handler installed outside Python; the default is the closest we can restore.
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        for signal_number, before in previous.items():
+            # None: a handler set outside Python, which cannot be put back; the default is closest.
+            signal.signal(signal_number, before if before is not None else signal.SIG_DFL)

@@ -10,9 +10,9 @@ Each step, in this order: the training step and the EMA update (train.ema_decay)
 `train.log_every` steps; validation every `validation.every`; a checkpoint every
 `train.checkpoint_every`; then the stop test. Logging
 comes before validation and saving, so that a NaN loss stops the run before its weights are
-validated or written; and the weights themselves are checked before either. Ctrl-C is one
-more stop test: the step in flight ends, a checkpoint is saved, and `TrainingInterrupted`
-says how to resume (`srfeat.training.interrupt`).
+validated or written; and the weights themselves are checked before either. Ctrl-C or
+SIGTERM is one more stop test, read with the clock: the step in flight ends, a checkpoint is
+saved, and `TrainingInterrupted` says how to resume (`srfeat.training.interrupt`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import barrier, broadcast_object
 from srfeat.training.ema import validate_generators
-from srfeat.training.interrupt import StopRequest, TrainingInterrupted, stop_on_interrupt
+from srfeat.training.interrupt import StopRequest, TrainingInterrupted, signal_name, stop_on_signals
 from srfeat.training.run_log import RunLog
 from srfeat.training.sampling import ResumableSampler
 from srfeat.training.validation import Validator
@@ -79,7 +79,8 @@ class LoopState:
     validated_at: int = -1
     last_validation: dict[str, float] | None = None
     out_of_time: bool = False
-    interrupt: StopRequest = field(default_factory=StopRequest)  # Ctrl-C asked the run to stop
+    signals: StopRequest = field(default_factory=StopRequest)  # what this process received
+    stop_signal: int | None = None  # the signal the run stops for (rank 0's under DDP)
 
 
 class TrainingLoop:
@@ -111,18 +112,20 @@ class TrainingLoop:
     def run(self) -> dict[str, float] | None:
         """Train to the end; returns the last validation's metrics (None without validation)."""
         progress, train = self.progress, self.config.train
-        with stop_on_interrupt(not self.context.enabled, self._say) as self.state.interrupt:
+        with stop_on_signals(self.context.enabled, self._say) as self.state.signals:
             self._open_bar()
             done = progress.step >= self.planned_steps
             while not done and progress.epoch < train.epochs:
                 done = self._train_epoch()
             self._finish()
-        if self.state.interrupt.requested:
+        stop_signal = self.state.stop_signal
+        if stop_signal is not None:
             out_dir = self.trainer.out_dir
             config_file, folder = shlex.quote(str(out_dir / checkpoint.CONFIG_FILE)), shlex.quote(str(out_dir))
             raise TrainingInterrupted(
-                f"interrupted at step {progress.step}: checkpoint saved in {out_dir}; continue with "
-                f"`srfeat train {config_file} --out {folder} --resume`"
+                f"interrupted ({signal_name(stop_signal)}) at step {progress.step}: checkpoint saved in "
+                f"{out_dir}; continue with `srfeat train {config_file} --out {folder} --resume`",
+                stop_signal,
             )
         return self.state.last_validation
 
@@ -172,7 +175,7 @@ class TrainingLoop:
             self._validate()
         if step % config.train.checkpoint_every == 0:
             self._save()
-        return step >= self.planned_steps or self.state.out_of_time or self.state.interrupt.requested
+        return step >= self.planned_steps or self.state.out_of_time or self.state.stop_signal is not None
 
     # -- what the steps hand off ------------------------------------------------------
 
@@ -184,7 +187,10 @@ class TrainingLoop:
         self.trainer.set_lr(lr_factor(self.config, self.progress.epoch, min(fraction, 1.0)))
 
     def _tick_clock(self) -> None:
-        elapsed = float(broadcast_object(time.monotonic() - self.state.started, self.context))  # type: ignore[arg-type]
+        state = self.state
+        # One broadcast for both: every rank stops at rank 0's time and signal, at the same step.
+        shared = (time.monotonic() - state.started, state.signals.signal_number)
+        elapsed, state.stop_signal = broadcast_object(shared, self.context)
         self.progress.elapsed_seconds = elapsed
         max_minutes = self.config.train.max_minutes
         self.state.out_of_time = max_minutes is not None and elapsed >= 60.0 * max_minutes
@@ -260,7 +266,9 @@ class TrainingLoop:
         barrier(self.context)
 
     def _say(self, message: str) -> None:
-        """A line for the user: above the progress bar when there is one, else logged."""
+        """A line for the user (from rank 0): above the progress bar when there is one, else logged."""
+        if not self.context.is_main:
+            return
         if self.bar is not None:
             self.bar.write(message)
         else:
@@ -293,7 +301,7 @@ class TrainingLoop:
             self.bar.close()
         self._flush_log()
         # Interrupted: the user is waiting, and a resume validates at the next due step anyway.
-        if config.validation.dir and state.validated_at != step and not state.interrupt.requested:
+        if config.validation.dir and state.validated_at != step and state.stop_signal is None:
             self._validate()
         if state.saved_at != step or not (self.trainer.out_dir / checkpoint.STATE_FILE).is_file():
             self._save()
