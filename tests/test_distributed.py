@@ -13,13 +13,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from training_helpers import tiny_generator_file, tiny_values, write_image_folders
+from training_helpers import tiny_generator_file, tiny_values, wait_for_logged_steps, write_image_folders
 
 from srfeat.training import checkpoint
 from srfeat.training.config import config_from_dict
@@ -116,13 +115,8 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_rank_0s_step_with_a_checkpoint(
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     command += ["-m", "srfeat.cli", "train", str(config_path), "--no-progress"]
     launcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "ddp" / "metrics.jsonl"
     try:
-        deadline = time.monotonic() + 120
-        while launcher.poll() is None and time.monotonic() < deadline:
-            if metrics.is_file() and metrics.read_text().count('"kind": "train"') >= 3:
-                break
-            time.sleep(0.01)
+        wait_for_logged_steps(launcher, tmp_path / "ddp", 3)
         launcher.send_signal(signal.SIGTERM)
         _, stderr = launcher.communicate(timeout=120)
     finally:

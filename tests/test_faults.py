@@ -25,7 +25,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from training_helpers import tiny_config, tiny_values, write_image_folders
+from training_helpers import tiny_config, tiny_values, wait_for_logged_steps, write_image_folders
 
 from srfeat.training import checkpoint, trainer
 from srfeat.training.interrupt import STOP_SIGNALS, stop_on_signals
@@ -254,17 +254,6 @@ def test_injected_nan_losses_stop_with_every_saved_generator_finite(train_dir: P
 
 
 # ----------------------------------------------------------------------------- Ctrl-C, SIGTERM
-
-
-def wait_for_logged_steps(child: subprocess.Popen[str], out: Path, steps: int) -> None:
-    """Until the child's metrics.jsonl holds `steps` training records (log_every is 1)."""
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while child.poll() is None and time.monotonic() < deadline:
-        if metrics.is_file() and metrics.read_text().count('"kind": "train"') >= steps:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"the child logged fewer than {steps} steps (exit code {child.poll()})")
 
 
 def stopped_step(stderr: str) -> int:

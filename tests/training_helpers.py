@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,14 @@ def tiny_config(
     train: Path, validation: Path | None, out_dir: Path, stage: int = 1, overrides: list[str] | None = None
 ) -> TrainingConfig:
     return config_from_dict(tiny_values(train, validation, out_dir, stage), overrides)
+
+
+def wait_for_logged_steps(child: subprocess.Popen[str], out: Path, steps: int) -> None:
+    """Until a training child process's metrics.jsonl in `out` holds `steps` training records."""
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline:
+        if metrics.is_file() and metrics.read_text().count('"kind": "train"') >= steps:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the child logged fewer than {steps} steps (exit code {child.poll()})")
