@@ -98,7 +98,7 @@ class SumAcrossProcesses(torch.autograd.Function):
     """The sum of a tensor over all processes, differentiable: the gradient is summed likewise.
 
     Ours because torch's public differentiable all-reduce (torch.distributed.nn.functional) is
-    deprecated since 2.13 for a private module that is differentiable only in recent versions.
+    deprecated (torch 2.13) for a private module that is differentiable only in recent versions.
     """
 
     @staticmethod
@@ -185,7 +185,8 @@ def wrap_ddp(module: nn.Module, context: DistributedContext) -> nn.Module:
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     # Buffers (BatchNorm statistics) are not broadcast from rank 0 at each forward: they are
     # global already (train.sync_batchnorm), or per process by choice. The switch was renamed
-    # (broadcast_buffers is deprecated in torch 2.13); both sync once at the start, as all start alike.
+    # (broadcast_buffers is deprecated in torch 2.13); the new one also syncs them once at the
+    # start, which changes nothing: every rank starts from the same weights and statistics.
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
         return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
     return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
