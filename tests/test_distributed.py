@@ -25,6 +25,9 @@ from srfeat.training.config import config_from_dict
 from srfeat.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
+# Two CPU processes under torchrun, one thread each (the 2-core machine has no more to give).
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+TORCHRUN_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 ENTRY = textwrap.dedent(
     """
@@ -71,18 +74,10 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     config_path.write_text(yaml.safe_dump(per_rank))
     entry = tmp_path / "entry.py"
     entry.write_text(ENTRY)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(entry),
-        str(config_path),
-        str(tmp_path / "ddp"),
-    ]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    command = [*TORCHRUN, str(entry), str(config_path), str(tmp_path / "ddp")]
+    result = subprocess.run(
+        command, cwd=REPO, env=TORCHRUN_ENV, capture_output=True, text=True, timeout=300, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     one = checkpoint.load_state(tmp_path / "single" / checkpoint.STATE_FILE)
@@ -111,10 +106,10 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_rank_0s_step_with_a_checkpoint(
     values["train"].update(max_steps=5000, epochs=100000, checkpoint_every=1000, log_every=1)
     config_path = tmp_path / "ddp.yaml"
     config_path.write_text(yaml.safe_dump(values))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    command += ["-m", "srfeat.cli", "train", str(config_path), "--no-progress"]
-    launcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [*TORCHRUN, "-m", "srfeat.cli", "train", str(config_path), "--no-progress"]
+    launcher = subprocess.Popen(
+        command, cwd=REPO, env=TORCHRUN_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for_logged_steps(launcher, tmp_path / "ddp", 3)
         launcher.send_signal(signal.SIGTERM)

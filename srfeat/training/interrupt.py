@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-__all__ = ["STOP_SIGNALS", "StopRequest", "TrainingInterrupted", "stop_on_signals"]
+__all__ = ["STOP_SIGNALS", "StopRequest", "TrainingInterrupted", "signal_name", "stop_on_signals"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -49,6 +49,7 @@ class StopRequest:
 
 
 def signal_name(signal_number: int) -> str:
+    """How a user knows the signal: Ctrl-C for SIGINT, else its name."""
     return "Ctrl-C" if signal_number == signal.SIGINT else signal.Signals(signal_number).name
 
 
