@@ -56,6 +56,21 @@ def parse_time_v(stderr: str) -> dict[str, float]:
     return found
 
 
+def upscale_under_time(time_program: str, upscale_args: list[str]) -> dict[str, float]:
+    """Run `srfeat upscale UPSCALE_ARGS` under GNU time and return parse_time_v's numbers; exits
+    with the command's output when it fails."""
+    srfeat = shutil.which("srfeat")
+    base = [srfeat] if srfeat else [sys.executable, "-m", "srfeat.cli"]
+    command = [time_program, "-v", *base, "upscale", *upscale_args]
+    print("running:", " ".join(command), flush=True)
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    report = parse_time_v(completed.stderr)
+    if completed.returncode != 0 or "max_rss_bytes" not in report:
+        sys.stderr.write(completed.stdout + completed.stderr)
+        raise SystemExit(f"srfeat upscale failed (exit status {completed.returncode})")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1000, help="input height and width (default 1000)")
@@ -87,28 +102,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.manual_seed(0)
             model = str(work / "random.safetensors")
             save_generator(SRFeatGenerator().eval(), model)
-        srfeat = shutil.which("srfeat")
-        base = [srfeat] if srfeat else [sys.executable, "-m", "srfeat.cli"]
-        command = [
-            args.time,
-            "-v",
-            *base,
-            "upscale",
-            str(source),
-            "-o",
-            str(work / "output.png"),
-            "--model",
-            model,
-            "--device",
-            "cpu",
-            *args.extra,
-        ]
-        print("running:", " ".join(command), flush=True)
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
-        report = parse_time_v(completed.stderr)
-        if completed.returncode != 0 or "max_rss_bytes" not in report:
-            sys.stderr.write(completed.stdout + completed.stderr)
-            raise SystemExit(f"srfeat upscale failed (exit status {completed.returncode})")
+        report = upscale_under_time(
+            args.time, [str(source), "-o", str(work / "output.png"), "--model", model, "--device", "cpu", *args.extra]
+        )
         output_size = Image.open(work / "output.png").size
 
     rss = report["max_rss_bytes"]

@@ -20,9 +20,7 @@ pipeline's, so a small one keeps the runs short.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import host_info, print_table, write_results
-from benchmarks.memory import parse_time_v
+from benchmarks.memory import upscale_under_time
 
 # The clip maker is the tests' own, so that the benchmark measures the clips the tests check.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -109,20 +107,14 @@ def measure_memory(lengths: list[int], fps: int, folder: Path, time_program: str
     torch.manual_seed(0)
     model = folder / "small.safetensors"
     save_generator(SRFeatGenerator(num_features=8, num_blocks=2).eval(), model)
-    srfeat = shutil.which("srfeat")
-    base = [srfeat] if srfeat else [sys.executable, "-m", "srfeat.cli"]
     rows = []
     for frames in lengths:
         clip = folder / f"memory_{frames}.mp4"
         write_clip(clip, frames=frames, fps=fps)
-        command = [time_program, "-v", *base, "upscale", str(clip), "-o", str(folder / f"memory_{frames}_x4.mp4")]
-        command += ["--model", str(model), "--device", "cpu"]
-        print("running:", " ".join(command), flush=True)
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
-        report = parse_time_v(completed.stderr)
-        if completed.returncode != 0 or "max_rss_bytes" not in report:
-            sys.stderr.write(completed.stdout + completed.stderr)
-            raise SystemExit(f"srfeat upscale failed (exit status {completed.returncode})")
+        output = folder / f"memory_{frames}_x4.mp4"
+        report = upscale_under_time(
+            time_program, [str(clip), "-o", str(output), "--model", str(model), "--device", "cpu"]
+        )
         rows.append({"frames": frames, "max_rss_mb": report["max_rss_bytes"] / 2**20, "wall_s": report.get("wall_s")})
     return rows
 

@@ -11,7 +11,13 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from training_helpers import tiny_config, tiny_generator_file, tiny_values
+from training_helpers import (
+    assert_resume_matches_an_uninterrupted_run,
+    state_tensors,
+    tiny_config,
+    tiny_values,
+    train_in_process,
+)
 
 from srfeat.training import checkpoint, trainer
 from srfeat.training.steps import PretrainStep, optimizer_step
@@ -21,10 +27,6 @@ DECAY = 0.6  # far from 1, so that four steps move the average well away from th
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run(config, out: Path, resume: bool = False) -> trainer.RunResult:
-    return trainer.train(config, out_dir=out, resume=resume, show_progress=False)
 
 
 def records_of(out: Path) -> list[dict]:
@@ -43,7 +45,7 @@ def test_ema_weights_are_the_running_average_and_validation_scores_them(folders,
 
     monkeypatch.setattr(trainer, "PretrainStep", RecordingStep)
     out = tmp_path / "run"
-    run(tiny_config(train_dir, validation_dir, out, overrides=[f"train.ema_decay={DECAY}"]), out)
+    train_in_process(tiny_config(train_dir, validation_dir, out, overrides=[f"train.ema_decay={DECAY}"]), out)
 
     # torch's AveragedModel: the first update copies, then ema = decay * ema + (1 - decay) * weights
     expected: list[dict[str, torch.Tensor]] = []
@@ -73,38 +75,13 @@ def test_ema_weights_are_the_running_average_and_validation_scores_them(folders,
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["best_psnr"] == best["psnr"]
 
 
-def ema_state_of(out: Path) -> dict[str, torch.Tensor]:
-    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
-    tensors = {f"generator.{k}": v for k, v in state["generator"].items()}
-    tensors.update({f"ema.{k}": v for k, v in state["ema"]["averaged"].items()})
-    for name, discriminator in state["discriminators"].items():
-        tensors.update({f"{name}.{k}": v for k, v in discriminator.items()})
-    tensors.update({f"ema_file.{k}": v for k, v in load_file(str(out / checkpoint.EMA_GENERATOR)).items()})
-    return tensors
-
-
 @pytest.mark.parametrize("stage", [1, 2])
 def test_stop_and_resume_with_ema_and_clipping_matches_an_uninterrupted_run(folders, tmp_path, stage: int) -> None:
     train_dir, _ = folders
-    extra = [f"train.ema_decay={DECAY}", "train.grad_clip_norm=0.05"]
-    if stage == 2:
-        extra += [
-            f"train.init_generator={tiny_generator_file(tmp_path / 'stage1.safetensors')}",
-            "data.hr_patch_size=16",
-        ]
-    whole = tiny_config(train_dir, None, tmp_path / "whole", stage, extra + ["train.max_steps=4"])
-    run(whole, tmp_path / "whole")
-    first = tiny_config(train_dir, None, tmp_path / "split", stage, extra + ["train.max_steps=2"])
-    assert run(first, tmp_path / "split").step == 2
-    torch.manual_seed(1234)  # resuming must restore every random state itself
-    second = tiny_config(train_dir, None, tmp_path / "split", stage, extra + ["train.max_steps=4"])
-    assert run(second, tmp_path / "split", resume=True).step == 4
-
-    expected, resumed = ema_state_of(tmp_path / "whole"), ema_state_of(tmp_path / "split")
-    assert expected.keys() == resumed.keys()
-    assert any(key.startswith("ema.") for key in expected)
-    different = [key for key in expected if not torch.equal(expected[key], resumed[key])]
-    assert not different, different[:5]
+    assert_resume_matches_an_uninterrupted_run(
+        train_dir, tmp_path, stage, [f"train.ema_decay={DECAY}", "train.grad_clip_norm=0.05"]
+    )
+    assert any(key.startswith("ema.") for key in state_tensors(tmp_path / "split"))
     norms = [r["grad_norm/generator"] for r in records_of(tmp_path / "split") if r["kind"] == "train"]
     assert len(norms) == 4 and all(norm > 0 for norm in norms)
 
@@ -124,7 +101,9 @@ def test_clipping_bounds_the_gradient_norm_of_a_step() -> None:
 def test_ema_off_writes_no_average_and_zero_is_off(folders, tmp_path) -> None:
     train_dir, validation_dir = folders
     out = tmp_path / "run"
-    run(tiny_config(train_dir, validation_dir, out, overrides=["train.ema_decay=0", "train.max_steps=2"]), out)
+    train_in_process(
+        tiny_config(train_dir, validation_dir, out, overrides=["train.ema_decay=0", "train.max_steps=2"]), out
+    )
     assert not (out / checkpoint.EMA_GENERATOR).exists()
     assert "ema" not in checkpoint.load_state(out / checkpoint.STATE_FILE)
     assert all("raw_psnr" not in r and "grad_norm/generator" not in r for r in records_of(out))
@@ -163,7 +142,9 @@ def test_a_broken_average_in_the_state_is_refused_in_one_line(folders, tmp_path,
 
     train_dir, _ = folders
     out = tmp_path / "run"
-    run(tiny_config(train_dir, None, out, overrides=[f"train.ema_decay={DECAY}", "train.max_steps=2"]), out)
+    train_in_process(
+        tiny_config(train_dir, None, out, overrides=[f"train.ema_decay={DECAY}", "train.max_steps=2"]), out
+    )
     state = checkpoint.load_state(out / checkpoint.STATE_FILE)
     averaged = state["ema"]["averaged"]
     key = next(k for k in averaged if k.endswith("weight"))
@@ -175,5 +156,5 @@ def test_a_broken_average_in_the_state_is_refused_in_one_line(folders, tmp_path,
     checkpoint.save_state(state, out / checkpoint.STATE_FILE)
     resumed = tiny_config(train_dir, None, out, overrides=[f"train.ema_decay={DECAY}", "train.max_steps=4"])
     with pytest.raises(WeightsError, match="EMA (does not fit|is unusable)") as error:
-        run(resumed, out, resume=True)
+        train_in_process(resumed, out, resume=True)
     assert "\n" not in str(error.value)

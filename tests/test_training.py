@@ -10,20 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_helpers import tiny_config, tiny_generator_file
+from training_helpers import (
+    assert_resume_matches_an_uninterrupted_run,
+    state_tensors,
+    tiny_config,
+    tiny_generator_file,
+    train_in_process,
+)
 
 from srfeat.training import checkpoint, trainer
-from srfeat.training.config import TrainingConfig
 from srfeat.training.steps import GANStep, PretrainStep
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run(config: TrainingConfig, out: Path, resume: bool = False) -> trainer.RunResult:
-    return trainer.train(config, out_dir=out, resume=resume, show_progress=False)
 
 
 def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -55,7 +56,7 @@ def test_stage2_every_step_moves_generator_and_both_discriminators(folders, tmp_
             return losses
 
     monkeypatch.setattr(trainer, "GANStep", RecordingGANStep)
-    result = run(config, tmp_path / "run")
+    result = train_in_process(config, tmp_path / "run")
     assert result.step == 3
     assert changes == [{"generator": True, "image": True, "feature": True}] * 3
     records = [json.loads(line) for line in (tmp_path / "run" / trainer.METRICS_FILE).read_text().splitlines()]
@@ -71,36 +72,12 @@ def test_stage2_every_step_moves_generator_and_both_discriminators(folders, tmp_
     assert any(r["kind"] == "validation" and "psnr" in r and "ssim" in r for r in records)
 
 
-def weights_of(out: Path) -> dict[str, torch.Tensor]:
-    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
-    tensors = {f"generator.{k}": v for k, v in state["generator"].items()}
-    for name, discriminator in state["discriminators"].items():
-        tensors.update({f"{name}.{k}": v for k, v in discriminator.items()})
-    return tensors
-
-
 @pytest.mark.parametrize("stage", [1, 2])
 def test_stop_and_resume_matches_an_uninterrupted_run(folders, tmp_path, stage: int) -> None:
     train_dir, _ = folders
-    extra = (
-        [f"train.init_generator={tiny_generator_file(tmp_path / 'stage1.safetensors')}", "data.hr_patch_size=16"]
-        if stage == 2
-        else []
-    )
-    # 3 steps per epoch: stopping at 2 and resuming to 4 crosses an epoch boundary.
-    whole = tiny_config(train_dir, None, tmp_path / "whole", stage, extra + ["train.max_steps=4"])
-    run(whole, tmp_path / "whole")
-    first = tiny_config(train_dir, None, tmp_path / "split", stage, extra + ["train.max_steps=2"])
-    assert run(first, tmp_path / "split").step == 2
-    torch.manual_seed(1234)  # resuming must restore every random state itself
-    second = tiny_config(train_dir, None, tmp_path / "split", stage, extra + ["train.max_steps=4"])
-    assert run(second, tmp_path / "split", resume=True).step == 4
-
-    expected, resumed = weights_of(tmp_path / "whole"), weights_of(tmp_path / "split")
-    assert expected.keys() == resumed.keys()
-    different = [key for key in expected if not torch.equal(expected[key], resumed[key])]
-    assert not different, different[:5]
+    assert_resume_matches_an_uninterrupted_run(train_dir, tmp_path, stage, [])
     latest = load_file(str(tmp_path / "split" / checkpoint.LATEST_GENERATOR))
+    expected = state_tensors(tmp_path / "whole")
     assert all(torch.equal(latest[k], expected[f"generator.{k}"]) for k in latest)
 
 
@@ -108,14 +85,14 @@ def test_a_log_torn_by_a_kill_does_not_stop_the_resume(folders, tmp_path, caplog
     train_dir, _ = folders
     out = tmp_path / "run"
     whole = tiny_config(train_dir, None, tmp_path / "whole", 1, ["train.max_steps=4"])
-    run(whole, tmp_path / "whole")
-    assert run(tiny_config(train_dir, None, out, 1, ["train.max_steps=2"]), out).step == 2
+    train_in_process(whole, tmp_path / "whole")
+    assert train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=2"]), out).step == 2
     metrics = out / "metrics.jsonl"
     with open(metrics, "a") as handle:  # what a kill -9 in the middle of a write leaves
         handle.write('{"kind": "train", "step": 3, "loss/pi')
 
     with caplog.at_level("WARNING", logger="srfeat"):
-        assert run(tiny_config(train_dir, None, out, 1, ["train.max_steps=4"]), out, resume=True).step == 4
+        assert train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=4"]), out, resume=True).step == 4
     assert any("metrics.jsonl line" in r.getMessage() and "not JSON" in r.getMessage() for r in caplog.records)
     records = [json.loads(line) for line in metrics.read_text().splitlines()]  # every line whole again
     expected = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
@@ -126,19 +103,19 @@ def test_a_log_torn_by_a_kill_does_not_stop_the_resume(folders, tmp_path, caplog
 def test_resume_with_workers_sees_the_same_batches(folders, tmp_path) -> None:
     """Item seeds make crops independent of which DataLoader worker draws them."""
     train_dir, _ = folders
-    run(tiny_config(train_dir, None, tmp_path / "a", overrides=["train.max_steps=3"]), tmp_path / "a")
-    run(
+    train_in_process(tiny_config(train_dir, None, tmp_path / "a", overrides=["train.max_steps=3"]), tmp_path / "a")
+    train_in_process(
         tiny_config(train_dir, None, tmp_path / "b", overrides=["train.max_steps=3", "data.num_workers=2"]),
         tmp_path / "b",
     )
-    a, b = weights_of(tmp_path / "a"), weights_of(tmp_path / "b")
+    a, b = state_tensors(tmp_path / "a"), state_tensors(tmp_path / "b")
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 
 def test_run_folder_holds_weights_state_logs_and_plot(folders, tmp_path) -> None:
     train_dir, validation_dir = folders
     out = tmp_path / "run"
-    result = run(tiny_config(train_dir, validation_dir, out), out)
+    result = train_in_process(tiny_config(train_dir, validation_dir, out), out)
     assert result.step == 4 and result.last_validation is not None
     for name in (
         checkpoint.LATEST_GENERATOR,
@@ -178,7 +155,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(folders, tmp_
     monkeypatch.setattr(trainer, "PretrainStep", FailingStep)
     out = tmp_path / "run"
     with pytest.raises(trainer.TrainingDiverged, match="loss/.* became nan by step 3.*step 2"):
-        run(tiny_config(train_dir, None, out, overrides=["train.checkpoint_every=1"]), out)
+        train_in_process(tiny_config(train_dir, None, out, overrides=["train.checkpoint_every=1"]), out)
     state = checkpoint.load_state(out / checkpoint.STATE_FILE)
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
@@ -188,7 +165,7 @@ def test_lr_follows_the_epoch_milestones(folders, tmp_path) -> None:
     train_dir, _ = folders
     out = tmp_path / "run"
     # 3 steps per epoch, lr x0.1 from epoch 2 and again from epoch 3.
-    run(
+    train_in_process(
         tiny_config(
             train_dir,
             None,
@@ -269,6 +246,6 @@ def test_bf16_on_cpu_autocasts_only_where_the_cpu_has_it(folders, tmp_path, monk
     assert (features.dtype == torch.bfloat16) == native
     # bf16 replaces the float32 Winograd convolutions; without native bf16, Winograd stays
     assert loop._winograd == (not native)
-    result = run(config, out)
+    result = train_in_process(config, out)
     records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
     assert result.step == 2 and all(math.isfinite(r["loss/generator"]) for r in records if r["kind"] == "train")
