@@ -169,6 +169,19 @@ def test_tiling_in_the_api_matches_untiled(upscaler: Upscaler) -> None:
     assert np.abs(tiled.astype(int) - untiled.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_precisions_refuse_fp16_and_say_when_bf16_is_emulated(monkeypatch, caplog, native: bool) -> None:
+    monkeypatch.setattr("srfeat.inference.upscaler.cpu_has_native_bf16", lambda: native)
+    with pytest.raises(SRFeatError, match="fp16.*needs a GPU"):
+        Upscaler(tiny_generator(), device="cpu", dtype="fp16")
+    with pytest.raises(SRFeatError, match="unknown precision 'fp8'"):
+        Upscaler(tiny_generator(), device="cpu", dtype="fp8")
+    caplog.clear()
+    upscaler = Upscaler(tiny_generator(), device="cpu", dtype="bf16")
+    assert upscaler.dtype == torch.bfloat16
+    assert ("no native bf16" in caplog.text) == (not native)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "I;16"])
 def test_pil_images_keep_their_mode_and_icc_profile(upscaler: Upscaler, mode: str) -> None:
     rng = np.random.default_rng(3)

@@ -21,6 +21,7 @@ import torch
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.resize import imresize
 from srfeat.errors import InvalidImageError, ModelOutputError, SRFeatError
+from srfeat.hardware import cpu_has_native_bf16
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.onnx_runner import OnnxRunner, is_onnx_file, load_onnx_runner
@@ -74,8 +75,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         raise SRFeatError(f"unsupported precision {dtype}: use float32, float16 or bfloat16")
     if device.type == "cpu" and dtype == torch.float16:
         raise SRFeatError("half precision (fp16) needs a GPU; on the CPU use fp32 (the default) or bf16")
-    if device.type == "cpu" and dtype == torch.bfloat16 and not torch.backends.mkldnn.is_available():
-        raise SRFeatError("bf16 on the CPU needs PyTorch with oneDNN; use fp32 (the default)")
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        if not torch.backends.mkldnn.is_available():
+            raise SRFeatError("bf16 on the CPU needs PyTorch with oneDNN; use fp32 (the default)")
+        if not cpu_has_native_bf16():
+            # oneDNN emulates bf16 there: the user asked for it, so it runs, but they should know
+            logger.warning(
+                "this CPU has no native bf16 instructions: bf16 runs emulated, slower than fp32 (the default)"
+            )
     return dtype
 
 
