@@ -54,11 +54,11 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
 
     A temporary is stale when the process that wrote it no longer exists, or is this process
     (a previous process of the same id, since this one is not writing `path` yet). Names
-    without a process id (`.NAME.tmp`, `NAME.tmp`) are what older versions of srfeat wrote.
+    without a process id (`NAME.tmp`, `.NAME.tmp`) are kept: older srfeat wrote them, but so
+    may the user (an input named photo.png.tmp), and nothing a user had may be deleted.
     """
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.tmp")
     removed = []
-    legacy = {f".{path.name}.tmp", f"{path.name}.tmp"}
     try:
         siblings = list(path.parent.iterdir())
     except OSError:  # no folder yet: nothing to clean
@@ -66,7 +66,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     for sibling in siblings:
         match = pattern.fullmatch(sibling.name)
         pid = int(match.group(1)) if match else None
-        stale = sibling.name in legacy or (pid is not None and (pid == os.getpid() or not process_exists(pid)))
+        stale = pid is not None and (pid == os.getpid() or not process_exists(pid))
         if stale and sibling.is_file():
             sibling.unlink(missing_ok=True)
             removed.append(sibling)

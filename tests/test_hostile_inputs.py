@@ -356,11 +356,13 @@ def test_stale_training_temporaries_are_cleaned_on_the_next_start(tmp_path: Path
     stale = [out / f".state.pt.{dead.pid}.tmp", out / f".generator_latest.safetensors.{dead.pid}.tmp"]
     for path in stale:
         path.write_bytes(b"partial")
-    (out / "notes.tmp").write_text("not ours: kept")
+    users = [out / "notes.tmp", out / "state.pt.tmp", out / ".state.pt.tmp"]  # not ours: kept
+    for path in users:
+        path.write_text("the user's")
     from srfeat.training import trainer
 
     config = training_helpers.tiny_config(train_dir, None, out, overrides=["train.max_steps=1"])
     trainer.train(config, out_dir=out, show_progress=False)
     assert not any(path.exists() for path in stale)
-    assert (out / "notes.tmp").exists()
+    assert all(path.read_text() == "the user's" for path in users)
     assert load_file(str(out / "generator_latest.safetensors"))
