@@ -23,7 +23,12 @@ class ConfigError(SRFeatError, ValueError):
 
 
 class InvalidImageError(SRFeatError, ValueError):
-    """Pixels that cannot be upscaled: an empty image, or values that are NaN or infinite."""
+    """Pixels that cannot be upscaled: an empty image, NaN or infinite values, float values outside
+    [0, 1], a dtype or a shape that is not an image's; also an `outscale` out of range."""
+
+
+class NotAnImageError(SRFeatError, TypeError):
+    """The Python API was given something that is not an image (not a PIL image, array or tensor)."""
 
 
 class ModelOutputError(SRFeatError, RuntimeError):

@@ -178,7 +178,7 @@ def test_cli_blend_then_model_equals_strength(photo_file: Path, tmp_path: Path) 
 def test_cli_bad_strength_is_one_line_and_writes_nothing(photo_file: Path, tmp_path: Path, strength: str) -> None:
     process = run_cli("upscale", photo_file, "-o", tmp_path / "out", "--strength", strength, "--device", "cpu")
     assert process.returncode == 1
-    assert error_lines(process) == [f"ERROR: strength must be between 0 and 1 (0 = default, 1 = gan), got {strength}"]
+    assert error_lines(process) == [f"ERROR: --strength must be between 0 and 1 (0 = default, 1 = gan), got {strength}"]
     assert "Traceback" not in process.stderr and not (tmp_path / "out").exists()
 
 

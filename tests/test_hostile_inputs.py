@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
-from srfeat.errors import SRFeatError, WeightsError
+from srfeat.errors import InvalidImageError, SRFeatError, WeightsError
 from srfeat.inference import Upscaler
 from srfeat.weights import load_generator
 
@@ -366,3 +367,137 @@ def test_stale_training_temporaries_are_cleaned_on_the_next_start(tmp_path: Path
     assert not any(path.exists() for path in stale)
     assert all(path.read_text() == "the user's" for path in users)
     assert load_file(str(out / "generator_latest.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        (["--suffix", "_x4/"], "--suffix"),
+        (["--suffix", "/../../escaped"], "--suffix"),
+        (["--suffix", "a\nb"], "--suffix"),
+        (["--strength", "1.1"], "--strength"),
+        (["--strength", "nan"], "--strength"),
+        (["-o", "afile/x.png"], "afile is a file"),
+        (["-o", "afile/sub/"], "afile is a file"),
+        (["-o", "afile"], "existing file, not a folder"),
+        (["--device", "mps"], "mps is not supported"),
+    ],
+)
+def test_bad_options_and_outputs_are_refused_before_any_work(tmp_path: Path, option: list[str], named: str) -> None:
+    """Each was found only after the network had run on every input (or gave a traceback)."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = ["-o", "out/", *option] if "-o" not in option else option
+    child = srfeat("upscale", "a.png", "b.png", *args, "--model", "absent.safetensors", cwd=tmp_path)
+    line = one_error_line(child)
+    assert named in line and "absent" not in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "afile").read_text() == "a file, not a folder"
+
+
+def test_links_to_an_input_and_link_loops_are_named(tmp_path: Path, model_path: Path) -> None:
+    Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "a.png")
+    (tmp_path / "link.png").symlink_to("a.png")
+    (tmp_path / "loop1.png").symlink_to("loop2.png")
+    (tmp_path / "loop2.png").symlink_to("loop1.png")
+    child = srfeat("upscale", "a.png", "link.png", "loop1.png", "-o", "out/", "--model", model_path, cwd=tmp_path)
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    assert "WARNING: skipped link.png: the same file as a.png" in child.stderr
+    assert "ERROR: input loop1.png: symbolic link loop" in child.stderr, child.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+
+
+@pytest.mark.parametrize(
+    ("pixels", "advice"),
+    [
+        (np.linspace(0, 255, 48).reshape(4, 4, 3), "divide by 255"),
+        (np.linspace(-1, 1, 48).reshape(4, 4, 3).astype(np.float32), r"\(x \+ 1\) / 2"),
+        (torch.linspace(0, 255, 48).reshape(3, 4, 4), "divide by 255"),
+        (np.linspace(-5, 900, 48).reshape(4, 4, 3), "rescale"),
+    ],
+)
+def test_float_pixels_outside_zero_to_one_are_refused_not_clamped_to_white(
+    upscaler: Upscaler, pixels: np.ndarray | torch.Tensor, advice: str
+) -> None:
+    with pytest.raises(InvalidImageError, match=f"must be in \\[0, 1\\].*{advice}"):
+        upscaler(pixels)
+
+
+def test_float_pixels_a_rounding_error_outside_zero_to_one_are_taken(upscaler: Upscaler) -> None:
+    pixels = np.full((4, 4, 3), 1 + 0.5 / 255, np.float32)
+    pixels[0, 0] = -0.5 / 255
+    assert upscaler(pixels).shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize(
+    ("image", "error", "message"),
+    [
+        (np.zeros((4, 4, 3), bool), ValueError, "got bool"),
+        (np.zeros((4, 4, 3), np.int32), ValueError, "got int32"),
+        (np.zeros((4, 4, 3), np.complex64), ValueError, "got complex64"),
+        (torch.zeros(3, 4, 4, dtype=torch.uint8), ValueError, r"float\(\) / 255"),
+        (np.zeros((6, 6, 5), np.uint8), ValueError, "got 5"),
+        (np.zeros((3, 8, 6), np.uint8), ValueError, "transpose"),
+        (np.zeros(5, np.uint8), ValueError, "HxW or HxWxC"),
+        (torch.zeros(4, 4), ValueError, r"\(C, H, W\)"),
+        ("photo.png", TypeError, "got str"),
+        ([[0, 1]], TypeError, "got list"),
+    ],
+)
+def test_the_api_raises_srfeat_errors_of_the_documented_kinds(
+    upscaler: Upscaler, image: object, error: type[Exception], message: str
+) -> None:
+    """The README: bad input raises a one-line SRFeatError, a ValueError (TypeError: not an image)."""
+    with pytest.raises(SRFeatError, match=message) as raised:
+        upscaler(image)  # type: ignore[call-overload]
+    assert isinstance(raised.value, error) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("outscale", ["2", True, None])
+def test_the_api_refuses_an_outscale_that_is_not_a_number(upscaler: Upscaler, outscale: object) -> None:
+    image = np.zeros((4, 4, 3), np.uint8)
+    if outscale is None:
+        assert upscaler(image, outscale=outscale).shape == (16, 16, 3)
+        return
+    with pytest.raises(InvalidImageError, match="outscale must be a number"):
+        upscaler(image, outscale=outscale)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [">u2", ">f4", ">f8"])
+def test_big_endian_and_read_only_arrays_give_the_native_result(upscaler: Upscaler, dtype: str) -> None:
+    native = np.dtype(dtype).newbyteorder("=")
+    pixels = np.random.default_rng(0).random((6, 5, 3))
+    pixels = (pixels * 65535).astype(native) if native.kind == "u" else pixels.astype(native)
+    foreign = pixels.astype(dtype)
+    foreign.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns about a read-only buffer it is handed
+        result = upscaler(foreign)
+    assert result.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(result, upscaler(pixels))
+
+
+def test_an_output_the_memory_cannot_hold_is_refused_before_allocating(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 79 KB 9000x9000 PNG asked for a 15.5 GB output at once: a traceback, or hours of swapping."""
+    Image.fromarray(samples.astronaut()[:20, :30]).save(tmp_path / "a.png")
+    from srfeat.inference import tiling
+
+    needed = 80 * 120 * 3 * 5
+    monkeypatch.setattr(tiling, "available_memory", lambda device: needed - 1)
+    with caplog.at_level(logging.INFO):
+        assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out/"), "--model", str(model_path)]) == 1
+    errors = [line for line in error_lines(caplog) if "a.png" in line]
+    assert len(errors) == 1 and "the 120x80 result needs about 0.0 GB of memory" in errors[0], errors
+    assert not (tmp_path / "out" / "a.png").exists()
+    monkeypatch.setattr(tiling, "available_memory", lambda device: needed)
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out/"), "--model", str(model_path)]) == 0
+
+
+def test_a_tile_below_the_minimum_is_taken_with_a_warning(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        Upscaler(model_path, device="cpu", tile=1)
+    assert any("tile size 1 is below 32 pixels" in line for line in warning_lines(caplog)), caplog.text

@@ -154,7 +154,7 @@ def test_tensor_batches_and_outscale(upscaler: Upscaler) -> None:
     assert upscaler(batch[0], outscale=2.5).shape == (3, 20, 28)
     with pytest.raises(ValueError, match="channels"):
         upscaler(torch.rand(5, 8, 8))
-    with pytest.raises(TypeError, match="float"):
+    with pytest.raises(ValueError, match="float"):
         upscaler(torch.zeros(3, 8, 8, dtype=torch.uint8))
 
 

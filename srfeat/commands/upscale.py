@@ -9,6 +9,7 @@ written earlier in the same call) unless --overwrite is given.
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import logging
 import math
@@ -133,9 +134,15 @@ def check_options(args: argparse.Namespace, formats: dict[str, str], readable: f
         output_is_file(args.output, formats, readable)
     except ValueError as error:
         return str(error)
+    if problem := output_location_problem(args.output, formats, readable):
+        return problem
+    if problem := suffix_problem(args.suffix):
+        return problem
     outscale = args.outscale
     if outscale is not None and not (math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
         return f"--outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}"
+    if args.strength is not None and not 0 <= args.strength <= 1:  # NaN fails both comparisons
+        return f"--strength must be between 0 and 1 (0 = default, 1 = gan), got {args.strength}"
     if args.tile is not None and args.tile < 0:
         return f"--tile must be a tile size in pixels (or 0 for no tiling), got {args.tile}"
     if args.tile_pad is not None and args.tile_pad < 0:
@@ -143,10 +150,45 @@ def check_options(args: argparse.Namespace, formats: dict[str, str], readable: f
     return None
 
 
+def suffix_problem(suffix: str) -> str | None:
+    """--suffix goes into a file name: a separator would leave -o (or make a folder), a control
+    character would split log lines and confuse every tool that lists the file."""
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    if separators & set(suffix):
+        return f"--suffix {suffix!r} contains a path separator: it is added to the file name; give a folder with -o"
+    if any(not character.isprintable() for character in suffix):
+        return f"--suffix {suffix!r} contains a control character (a newline?); give printable characters"
+    return None
+
+
+def output_location_problem(spec: str, formats: dict[str, str], readable: frozenset[str]) -> str | None:
+    """Why the outputs could not be written under -o (an existing file in the way), found before any
+    image is upscaled rather than after each one."""
+    path = Path(spec).expanduser()
+    if not output_is_file(spec, formats, readable) and path.exists() and not path.is_dir():
+        return f"-o {spec} is an existing file, not a folder; give a folder, or a file name with an image extension"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"-o {spec}: {parent} is a file, so no folder can be made in it; give another -o"
+            break
+    return None
+
+
+def broken_link_reason(path: Path) -> str:
+    """What is wrong with a symbolic link that does not lead to a file: a loop or a missing target."""
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"symbolic link loop ({path} -> {os.readlink(path)} leads back to itself)"
+    return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+
+
 def skip_reason(path: Path, image_extensions: frozenset[str]) -> str | None:
     """Why a folder entry or glob match is not upscaled; None for an image file."""
     if path.is_symlink() and not path.exists():
-        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+        return broken_link_reason(path)
     if path.is_dir():
         return "a folder (folders are not searched recursively; give it as an input of its own)"
     if not path.is_file():
@@ -199,14 +241,20 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
             if not found:
                 errors.append(f"no image files match {spec}")
         elif path.is_symlink():
-            errors.append(f"input {spec} is a broken symbolic link (its target {os.readlink(path)} does not exist)")
+            errors.append(f"input {spec}: {broken_link_reason(path)}")
             found = []
         else:
             errors.append(f"input not found: {spec}")
             found = []
         files.extend(found)
-    unique = {p.resolve(): p for p in reversed(files)}  # the first mention of each file wins
-    return [p for p in files if unique[p.resolve()] is p], errors
+    first: dict[Path, Path] = {}  # the first mention of each file wins; a repeat would only redo it
+    for path in files:
+        first.setdefault(path.resolve(), path)
+    unique = [path for path in files if first[path.resolve()] is path]
+    for path in files:
+        if first[path.resolve()] is not path and path != first[path.resolve()]:
+            logger.warning("skipped %s: the same file as %s (given or linked twice)", path, first[path.resolve()])
+    return unique, errors
 
 
 def output_is_file(spec: str, formats: dict[str, str], readable: frozenset[str]) -> bool:

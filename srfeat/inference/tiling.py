@@ -148,6 +148,23 @@ def plan_memory(body_bytes_per_pixel: int, upsample_bytes_per_pixel: int, pad: i
     return MemoryPlan(tile=tile, upsample_pixels=upsample_pixels)
 
 
+def allocate_output(height: int, width: int, channels: int) -> torch.Tensor:
+    """The (C, H, W) float32 output, laid out height-width-channel, allocated at once; one that the
+    host's memory cannot hold is refused in one line before trying (else an allocator traceback, or
+    hours of swapping). What is counted: the float32 output and the 8-bit image made from it."""
+    needed = height * width * channels * (4 + 1)
+    available = available_memory(torch.device("cpu"))
+    if needed > available:
+        raise SRFeatError(
+            f"the {width}x{height} result needs about {needed / 1e9:.1f} GB of memory and "
+            f"{available / 1e9:.1f} GB is available: upscale a smaller image (crop or downscale it first)"
+        )
+    try:
+        return torch.empty(height, width, channels, dtype=torch.float32).permute(2, 0, 1)
+    except RuntimeError as error:  # the allocator's own refusal, when the estimate above was too kind
+        raise SRFeatError(f"cannot allocate the {width}x{height} result: {error}".splitlines()[0]) from error
+
+
 def upscale_tiled(
     model: Callable[[torch.Tensor, Region], torch.Tensor],
     image: torch.Tensor,
@@ -174,7 +191,7 @@ def upscale_tiled(
     each one (a progress display; an exception it raises stops the work there).
     """
     channels, height, width = image.shape
-    output = torch.empty(height * scale, width * scale, channels, dtype=torch.float32).permute(2, 0, 1)
+    output = allocate_output(height * scale, width * scale, channels)
     tiles = plan_tiles(height, width, tile, pad)
     if on_tile is not None:
         on_tile(0, len(tiles))

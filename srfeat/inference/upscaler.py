@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, overload
@@ -20,12 +21,12 @@ import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.resize import imresize
-from srfeat.errors import InvalidImageError, ModelOutputError, SRFeatError
+from srfeat.errors import InvalidImageError, ModelOutputError, NotAnImageError, SRFeatError
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.onnx_runner import OnnxRunner, is_onnx_file, load_onnx_runner
-from srfeat.inference.tiling import plan_memory, upscale_tiled
+from srfeat.inference.tiling import MIN_TILE, plan_memory, upscale_tiled
 from srfeat.weights import check_weights
 from srfeat.weights.blend import load_blended
 
@@ -47,6 +48,10 @@ DTYPES: dict[str, torch.dtype] = {
 }
 # --outscale beyond this is a typo, and its output would not fit in memory for ordinary photos.
 MAX_OUTSCALE = 16.0
+# Float pixels a hair outside [0, 1] (the rounding of the caller's own processing) are clamped like the
+# output; beyond this they are another convention (0..255, [-1, 1]), which clamping would turn into a
+# white or black image without a word.
+FLOAT_PIXEL_SLACK = 1 / 255
 # BT.601 luma, as PIL's RGB -> L conversion: a gray input upscaled to near-gray RGB comes back
 # as the gray the network made of it.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -60,6 +65,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         device = torch.device(device)
     except RuntimeError as error:
         raise SRFeatError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto") from error
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: memory planning and checks know these two
+        raise SRFeatError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SRFeatError(f"device {device} requested but no CUDA GPU is available; use --device cpu")
     return device
@@ -88,8 +95,12 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 def check_outscale(outscale: float | None) -> None:
     """A final scale must be a finite number in (0, MAX_OUTSCALE]; NaN would pass `<= 0`."""
-    if outscale is not None and not (math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
-        raise SRFeatError(f"outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}")
+    if outscale is None:
+        return
+    if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real):  # True would be 1x, '2' a TypeError
+        raise InvalidImageError(f"outscale must be a number, got {type(outscale).__name__} {outscale!r}")
+    if not (math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
+        raise InvalidImageError(f"outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}")
 
 
 def check_size(height: int, width: int) -> None:
@@ -98,15 +109,29 @@ def check_size(height: int, width: int) -> None:
 
 
 def check_pixels(image: torch.Tensor) -> None:
-    """(C, H, W): not empty, and (floats) no NaN or infinite value, which would spread to the whole output."""
+    """(C, H, W): not empty, and (floats) no NaN or infinite value, which would spread to the whole
+    output, and nothing outside [0, 1] (give or take FLOAT_PIXEL_SLACK)."""
     check_size(image.shape[-2], image.shape[-1])
-    if image.is_floating_point():
-        bad = int((~torch.isfinite(image)).sum())
-        if bad:
-            raise InvalidImageError(
-                f"{bad:,} value(s) of the image's {image.numel():,} are not finite (NaN or inf): one is enough to "
-                "make the whole output NaN; replace them (e.g. numpy.nan_to_num) before upscaling"
-            )
+    if not image.is_floating_point():
+        return
+    bad = int((~torch.isfinite(image)).sum())
+    if bad:
+        raise InvalidImageError(
+            f"{bad:,} value(s) of the image's {image.numel():,} are not finite (NaN or inf): one is enough to "
+            "make the whole output NaN; replace them (e.g. numpy.nan_to_num) before upscaling"
+        )
+    low, high = (float(value) for value in torch.aminmax(image))
+    if low < -FLOAT_PIXEL_SLACK or high > 1 + FLOAT_PIXEL_SLACK:
+        if low >= -FLOAT_PIXEL_SLACK and high <= 255 + FLOAT_PIXEL_SLACK:
+            advice = "if they are 0 to 255, divide by 255 (or pass the uint8 array)"
+        elif low >= -1 - FLOAT_PIXEL_SLACK and high <= 1 + FLOAT_PIXEL_SLACK:
+            advice = "if they are -1 to 1, map them with (x + 1) / 2"
+        else:
+            advice = "rescale them to [0, 1]"
+        raise InvalidImageError(
+            f"float pixels must be in [0, 1], these go from {low:.4g} to {high:.4g}: {advice}; "
+            "clamping them would make the result white or black"
+        )
 
 
 def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtype) -> InferenceGenerator:
@@ -199,6 +224,9 @@ class Upscaler:
             raise SRFeatError(f"tile size must be positive (or 0 for no tiling), got {tile}")
         if tile_pad is not None and tile_pad < 0:
             raise SRFeatError(f"tile pad must not be negative, got {tile_pad}")
+        if tile is not None and 0 < tile < MIN_TILE:
+            # exact all the same, but each tile carries its padding: a 1-pixel tile is ~30x slower
+            logger.warning("tile size %d is below %d pixels: the result is the same, but far slower", tile, MIN_TILE)
         if isinstance(model, SRFeatGenerator):  # files are checked when they are loaded
             check_weights(model.state_dict().items(), "the generator")
         self.backend = resolve_backend(backend, model)
@@ -263,7 +291,9 @@ class Upscaler:
         """
         channels, height, width = image.shape
         if channels not in (1, 2, 3, 4):
-            raise ValueError(f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
+            raise InvalidImageError(
+                f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}"
+            )
         check_outscale(outscale)
         check_pixels(image)
         image = image.detach().to("cpu", torch.float32)
@@ -312,12 +342,14 @@ class Upscaler:
 
         if isinstance(image, Image.Image):
             return self.upscale_pil(image, outscale)
-        raise TypeError(f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+        raise NotAnImageError(f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
 
     def upscale_tensor(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
         """(C, H, W) or (N, C, H, W) float in [0, 1] -> the same layout, dtype and device."""
         if not image.is_floating_point():
-            raise TypeError(f"expected a float tensor with values in [0, 1], got {image.dtype}")
+            raise InvalidImageError(
+                f"expected a float tensor with values in [0, 1], got {image.dtype}; e.g. tensor.float() / 255"
+            )
         if image.dim() == 3:
             return self.upscale_channels(image, outscale).to(image.device, image.dtype)
         if image.dim() == 4:
@@ -328,12 +360,17 @@ class Upscaler:
                 return image.new_zeros((0, image.shape[1], height, width))
             results = [self.upscale_channels(item, outscale) for item in image]
             return torch.stack(results).to(image.device, image.dtype)
-        raise ValueError(f"expected a (C, H, W) or (N, C, H, W) tensor, got shape {tuple(image.shape)}")
+        raise InvalidImageError(f"expected a (C, H, W) or (N, C, H, W) tensor, got shape {tuple(image.shape)}")
 
     def upscale_array(self, array: np.ndarray, outscale: float | None = None) -> np.ndarray:
         """HxW or HxWxC numpy array, uint8, uint16 or float in [0, 1] -> the same dtype and layout."""
         if array.ndim not in (2, 3):
-            raise ValueError(f"expected an HxW or HxWxC array, got shape {array.shape}")
+            raise InvalidImageError(f"expected an HxW or HxWxC array, got shape {array.shape}")
+        if array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4) and array.shape[0] in (1, 2, 3, 4):
+            raise InvalidImageError(
+                f"expected an HxWxC array (C = 1 to 4), got shape {array.shape}: channels first? "
+                "use array.transpose(1, 2, 0)"
+            )
         hwc = array[..., None] if array.ndim == 2 else array
         result = self.upscale_channels(to_float_tensor(hwc), outscale)
         output = from_float_tensor(result, array.dtype)
@@ -361,16 +398,22 @@ def _resize_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def to_float_tensor(array: np.ndarray) -> torch.Tensor:
-    """HxWxC uint8, uint16 or float array -> (C, H, W) float32 in [0, 1] (a permuted view when it can)."""
-    if array.dtype == np.uint8:
-        scale = 255.0
-    elif array.dtype == np.uint16:
-        scale = 65535.0
-    elif np.issubdtype(array.dtype, np.floating):
+    """HxWxC uint8, uint16 or float array, of either byte order -> (C, H, W) float32 in [0, 1] (a
+    permuted view of the caller's array when it is a native, writable, contiguous float32 one)."""
+    kind, size = array.dtype.kind, array.dtype.itemsize
+    if kind == "u" and size in (1, 2):
+        scale = 255.0 if size == 1 else 65535.0
+    elif kind == "f":
         scale = 1.0
     else:
-        raise TypeError(f"expected uint8, uint16 or float pixels, got {array.dtype}")
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
+        raise InvalidImageError(
+            f"expected uint8, uint16 or float pixels (floats in [0, 1]), got {array.dtype.name}; "
+            "convert the array, e.g. array.astype(numpy.uint8) for 8-bit values"
+        )
+    pixels = np.ascontiguousarray(array, dtype=np.float32)  # native byte order, as torch needs
+    if not pixels.flags.writeable:  # torch would warn that it cannot guard a read-only buffer
+        pixels = pixels.copy()
+    tensor = torch.from_numpy(pixels)
     if scale != 1.0:
         tensor.div_(scale)
     return tensor.permute(2, 0, 1)
@@ -383,8 +426,9 @@ def from_float_tensor(image: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     large: no second float copy of it is made).
     """
     hwc = image.permute(1, 2, 0)
-    if dtype == np.uint8:
+    dtype = np.dtype(dtype)
+    if dtype.kind == "u" and dtype.itemsize == 1:
         return hwc.mul_(255.0).round_().to(torch.uint8).numpy()
-    if dtype == np.uint16:
-        return hwc.mul_(65535.0).round_().to(torch.int32).numpy().astype(np.uint16)
+    if dtype.kind == "u" and dtype.itemsize == 2:  # `dtype` keeps the caller's byte order
+        return hwc.mul_(65535.0).round_().to(torch.int32).numpy().astype(dtype)
     return hwc.contiguous().numpy().astype(dtype, copy=False)
