@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import NoReturn
 
 from srfeat.errors import SRFeatError
 
@@ -58,8 +59,15 @@ def _terminate_handler(owner: int) -> Callable[[int, FrameType | None], None]:
     return handler
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (as every other srfeat error), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ERROR: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="srfeat", description=__doc__.splitlines()[0] if __doc__ else None
     )  # None under python -OO
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")

@@ -501,3 +501,19 @@ def test_a_tile_below_the_minimum_is_taken_with_a_warning(model_path: Path, capl
     with caplog.at_level(logging.WARNING):
         Upscaler(model_path, device="cpu", tile=1)
     assert any("tile size 1 is below 32 pixels" in line for line in warning_lines(caplog)), caplog.text
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["upscale", "a.png", "--outscale", "4x"], "--outscale: invalid float value: '4x'"),
+        (["upscale", "a.png", "--half", "--bf16"], "--bf16: not allowed with argument --half"),
+        (["upscale", "a.png", "--ext", "gif"], "--ext: invalid choice: 'gif'"),
+        (["upscal", "a.png"], "invalid choice: 'upscal'"),
+    ],
+)
+def test_a_malformed_command_line_is_one_error_line(args: list[str], named: str) -> None:
+    """Not argparse's usage block: the line that matters would scroll behind it."""
+    child = srfeat(*args)
+    assert child.returncode == 2
+    assert named in one_error_line(child) and "--help" in child.stderr
