@@ -517,3 +517,25 @@ def test_a_malformed_command_line_is_one_error_line(args: list[str], named: str)
     child = srfeat(*args)
     assert child.returncode == 2
     assert named in one_error_line(child) and "--help" in child.stderr
+
+
+def test_a_folder_of_many_other_files_is_summed_up_after_the_first_lines(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(samples.astronaut()[:8, :8]).save(folder / "a.png")
+    for index in range(300):
+        (folder / f"notes{index:03}.txt").write_text("not an image")
+    for index in range(3):
+        (folder / f"zgone{index}.png").symlink_to(folder / "deleted.png")  # sorted last: among the counted
+    with caplog.at_level(logging.INFO):
+        assert main(["upscale", str(folder), "-o", str(tmp_path / "out"), "--model", str(model_path)]) == 0
+    warnings = warning_lines(caplog)
+    assert len(warnings) == 10 + 2, warnings
+    assert all(f"notes{index:03}.txt: not an image extension (.txt)" in warnings[index] for index in range(10))
+    assert warnings[10:] == [
+        "skipped 290 more path(s): not an image extension",
+        "skipped 3 more path(s): broken symbolic link",
+    ]
+    assert (tmp_path / "out" / "a.png").is_file()

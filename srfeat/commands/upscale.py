@@ -14,6 +14,7 @@ import glob
 import logging
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ OUTPUT_EXTENSIONS = {
 }
 GLOB_CHARACTERS = frozenset("*?[")
 MAX_OUTSCALE = 16.0  # as srfeat.inference.upscaler.MAX_OUTSCALE (not imported: torch is heavy)
+MAX_SKIP_LINES = 10  # skipped folder entries named one by one; the rest are counted by reason
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -201,14 +203,21 @@ def skip_reason(path: Path, image_extensions: frozenset[str]) -> str | None:
 
 
 def _images_among(paths: list[Path], image_extensions: frozenset[str]) -> list[Path]:
-    """The image files among `paths`; one warning line per path skipped, with the reason."""
-    found = []
+    """The image files among `paths`. A warning line per path skipped, with the reason, for the
+    first MAX_SKIP_LINES; the rest are counted, a line per reason (3,000 lines would bury the run)."""
+    found: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
     for path in paths:
         reason = skip_reason(path, image_extensions)
         if reason is None:
             found.append(path)
         else:
-            logger.warning("skipped %s: %s", path, reason)
+            skipped.append((path, reason))
+    for path, reason in skipped[:MAX_SKIP_LINES]:
+        logger.warning("skipped %s: %s", path, reason)
+    rest = Counter(reason.split(" (")[0] for _, reason in skipped[MAX_SKIP_LINES:])
+    for reason, count in rest.items():
+        logger.warning("skipped %d more path(s): %s", count, reason)
     return found
 
 
