@@ -22,7 +22,7 @@ __all__ = ["CRF_SCALES", "CrfScale", "choose_codec", "choose_pixel_format", "qua
 
 @dataclass(frozen=True)
 class CrfScale:
-    """An encoder's constant-quality scale: its default and largest value (0 is lossless)."""
+    """An encoder's constant-quality scale from 0 (best): its default and its largest value."""
 
     default: float
     maximum: int
