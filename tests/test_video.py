@@ -15,18 +15,22 @@ import numpy as np
 import pytest
 
 from srfeat.cli import main
+from srfeat.errors import VideoError
 from srfeat.inference import Upscaler
-from srfeat.video import FrameRange, parse_frame_range
+from srfeat.video import FrameRange, VideoOptions, parse_frame_range
 
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
+from srfeat.video.encoding import quality_options  # noqa: E402 - needs PyAV, checked above
+from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
 from tests.video_helpers import (  # noqa: E402 - needs PyAV, checked above
     AUDIO_FRAME,
     AUDIO_RATE,
     audio_samples,
     frame_times,
     packets,
+    pan_frames,
     read_frames,
     write_clip,
 )
@@ -293,3 +297,128 @@ def test_strength_reaches_every_frame(tmp_path: Path) -> None:
     for frame, source_frame in zip(output_frames, read_frames(source), strict=True):
         assert np.array_equal(frame, dial(source_frame))  # ffv1 in RGB is lossless
         assert not np.array_equal(frame, faithful(source_frame))
+
+
+# -- hostile and careless input: each is one line (or one warning), and nothing is lost -------------
+
+
+def stderr_lines(result: subprocess.CompletedProcess[str], level: str) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith(f"{level}:")]
+
+
+def test_an_output_folder_that_is_a_file_is_one_line_before_the_model_loads(tmp_path: Path, short_clip: Path) -> None:
+    (tmp_path / "afile").write_text("mine")
+    target = tmp_path / "afile" / "x.mp4"
+    # The model does not exist: an error about the output alone shows it was found before loading it.
+    result = cli(short_clip, "-o", target, "--model", tmp_path / "missing.safetensors")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    reason = f"{tmp_path / 'afile'} is a file, not a folder; give another -o"
+    assert stderr_lines(result, "ERROR") == [f"ERROR: cannot write {target} (from {short_clip}): {reason}"]
+    assert (tmp_path / "afile").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_errors_writing_the_output_are_one_line_and_leave_no_temporary(
+    tmp_path: Path, short_clip: Path, model_path: Path
+) -> None:
+    """From Python (or when the folder changes after the check): the pipeline's own OSErrors."""
+    upscaler = Upscaler(model_path, device="cpu")
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(VideoError, match=r"cannot write .*x\.mp4 .*File exists"):
+        upscale_video(short_clip, tmp_path / "afile" / "x.mp4", upscaler, VideoOptions())
+    with pytest.raises(VideoError, match=r"cannot write .*folder\.mp4 .*Is a directory"):  # at the final rename
+        upscale_video(short_clip, tmp_path / "folder.mp4", upscaler, VideoOptions())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder.mp4"]
+    assert list((tmp_path / "folder.mp4").iterdir()) == []
+
+
+def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
+    tmp_path: Path, short_clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = tmp_path / "missing.safetensors"  # never looked for: the options fail first
+    result = cli(short_clip, "-o", tmp_path / "x264.mp4", "--model", missing, "--crf", "100")  # x264 would clamp to 51
+    assert result.returncode == 1
+    assert stderr_lines(result, "ERROR") == [
+        f"ERROR: {short_clip}: --crf 100: libx264 takes a number from 0 to 51 (lower is better quality)"
+    ]
+    result = cli(short_clip, "-o", tmp_path / "vp9.webm", "--model", missing, "--crf", "64")
+    assert result.returncode == 1
+    assert stderr_lines(result, "ERROR") == [
+        f"ERROR: {short_clip}: --crf 64: libvpx-vp9 takes a whole number from 0 to 63 (lower is better quality)"
+    ]
+    cases = {
+        "nan": ("x264.mp4", "libx264", "number from 0 to 51"),
+        "inf": ("x264.mp4", "libx264", "number from 0 to 51"),
+        "-1": ("x264.mp4", "libx264", "number from 0 to 51"),
+        "20.5": ("vp9.webm", "libvpx-vp9", "whole number from 0 to 63"),  # FFmpeg would round it unsaid
+    }
+    for crf, (name, codec, scale) in cases.items():
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert upscale(short_clip, "-o", tmp_path / name, "--model", missing, f"--crf={crf}") == 1
+        (line,) = error_lines(caplog)
+        assert f"--crf {crf}: {codec} takes a {scale}" in line, line
+    with caplog.at_level(logging.ERROR):
+        caplog.clear()
+        assert (
+            upscale(short_clip, "-o", tmp_path / "x265.mkv", "--model", missing, "--codec", "libx265", "--crf", "52")
+            == 1
+        )
+    assert "--crf 52: libx265 takes a number from 0 to 51" in error_lines(caplog)[0]
+    assert [p.name for p in tmp_path.iterdir()] == []
+    # The ends of each scale are taken.
+    assert quality_options("libx264", 51) == {"crf": "51"} and quality_options("libx265", 0) == {"crf": "0"}
+    assert quality_options("libvpx-vp9", 63) == {"crf": "63", "b": "0"}
+
+
+def test_video_options_with_only_images_get_a_warning(tmp_path: Path, model_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(pan_frames(1, 16, 12)[0]).save(tmp_path / "still.png")
+    options = ("--codec", "garbage", "--crf", "nan", "--frames", "5:9")
+    result = cli(tmp_path / "still.png", "-o", tmp_path / "big.png", "--model", model_path, *options)
+    assert result.returncode == 0, result.stderr
+    (warning,) = stderr_lines(result, "WARNING")
+    assert warning.startswith("WARNING: --codec, --crf, --frames only apply to videos and no input is a video: ignored")
+    assert Image.open(tmp_path / "big.png").size == (64, 48)
+
+
+def test_an_image_named_like_a_video_is_refused(tmp_path: Path, model_path: Path) -> None:
+    """FFmpeg opens a PNG named .mp4 as a one-frame video: refused (renamed, it goes the image path)."""
+    from PIL import Image
+
+    still = Image.fromarray(pan_frames(1, 16, 12)[0])
+    still.save(tmp_path / "png.mp4", format="PNG")
+    still.save(tmp_path / "jpeg.mkv", format="JPEG")
+    result = cli(tmp_path / "png.mp4", tmp_path / "jpeg.mkv", "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 1
+    errors = stderr_lines(result, "ERROR")
+    for name, kind in (("png.mp4", "PNG"), ("jpeg.mkv", "JPEG")):
+        (line,) = [e for e in errors if name in e]
+        assert f"{tmp_path / name} is an image ({kind}), not a video; rename it" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_frame_range_past_the_end_is_told(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "four.mkv"
+    write_clip(source, frames=4, size=(16, 12), audio=False)
+    result = cli(source, "-o", tmp_path / "part.mkv", "--model", model_path, "--frames", "2:100", "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert stderr_lines(result, "WARNING") == [
+        f"WARNING: {source}: --frames 2:100 ends past the last frame (the video has 4 frames); wrote frames 2 to 3"
+    ]
+    assert len(read_frames(tmp_path / "part.mkv")) == 2
+    with caplog.at_level(logging.WARNING):  # a range that ends at the last frame is no surprise
+        assert upscale(source, "-o", tmp_path / "end.mkv", "--model", model_path, "--frames", "2:4") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert len(read_frames(tmp_path / "end.mkv")) == 2
+
+
+def test_a_video_container_that_is_not_written_is_named_as_one(tmp_path: Path, short_clip: Path) -> None:
+    result = cli(short_clip, "-o", tmp_path / "x.avi", "--model", tmp_path / "missing.safetensors")
+    assert result.returncode == 1
+    (line,) = stderr_lines(result, "ERROR")
+    assert line == (
+        f"ERROR: -o {tmp_path / 'x.avi'}: .avi videos are read but not written; "
+        "name the output .m4v, .mkv, .mov, .mp4, .webm (or give a folder)"
+    )

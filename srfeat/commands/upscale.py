@@ -277,6 +277,8 @@ def output_is_file(spec: str, formats: dict[str, str], readable: frozenset[str])
     suffix = path.suffix.lower()
     if suffix in formats:
         return True
+    if (unwritten := video.unwritten_extension(spec, suffix)) is not None:
+        raise ValueError(unwritten)
     writable = ", ".join(sorted(formats))
     if suffix in readable:
         raise ValueError(f"-o {spec}: {suffix} images are read but not written; name the file {writable}")
@@ -326,6 +328,16 @@ def plan_outputs(
     return jobs, errors
 
 
+def check_video_jobs(files: list[Path], jobs: list[Job], args: argparse.Namespace) -> tuple[list[Job], list[str]]:
+    """Before the model loads: the jobs left once each video that cannot be written as asked (its
+    output folder, --codec, --crf) has its error line; a warning if video options meet no video."""
+    if not any(video.is_video(path) for path in files):
+        video.warn_unused_options(args)
+        return jobs, []
+    problems = {job: video.check_video_job(job.source, job.target, args) for job in jobs if video.is_video(job.source)}
+    return [job for job in jobs if problems.get(job) is None], [line for line in problems.values() if line]
+
+
 def count_inputs(jobs: list[Job]) -> str:
     """What the run will upscale, for its first log line: "3 image(s)", "1 video(s)" or both."""
     videos = sum(1 for job in jobs if video.is_video(job.source))
@@ -349,7 +361,8 @@ def run(args: argparse.Namespace) -> int:
         raise SRFeatError(problem)
     files, errors = expand_inputs(args.inputs, readable)
     jobs, output_errors = plan_outputs(files, args, formats, readable)
-    errors += output_errors
+    jobs, video_errors = check_video_jobs(files, jobs, args)
+    errors += output_errors + video_errors
     for error in errors:
         logger.error("%s", error)
     if not jobs:

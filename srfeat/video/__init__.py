@@ -23,11 +23,14 @@ __all__ = [
     "FrameRange",
     "VideoOptions",
     "add_arguments",
+    "check_video_job",
     "is_video",
     "output_extension",
     "output_mismatch",
     "parse_frame_range",
+    "unwritten_extension",
     "upscale_video_job",
+    "warn_unused_options",
 ]
 
 # What a folder or glob contributes as video (a named file is tried whatever its extension).
@@ -56,6 +59,14 @@ def output_mismatch(source: Path, target: Path) -> str | None:
         return f"{source}: a video cannot be written as {target.name}; name the output .mp4, .mkv, .mov or .webm"
     if not is_video(source) and target.suffix.lower() in WRITTEN_CONTAINERS:
         return f"{source}: an image cannot be written as the video {target.name}; give an image file name or a folder"
+    return None
+
+
+def unwritten_extension(spec: str, suffix: str) -> str | None:
+    """The error line for `-o NAME.avi` and other video containers that are read but not written."""
+    if suffix in VIDEO_EXTENSIONS and suffix not in WRITTEN_CONTAINERS:
+        written = ", ".join(sorted(WRITTEN_CONTAINERS))
+        return f"-o {spec}: {suffix} videos are read but not written; name the output {written} (or give a folder)"
     return None
 
 
@@ -129,6 +140,41 @@ def options_from_args(args: argparse.Namespace) -> VideoOptions:
     return VideoOptions(codec=args.codec, crf=args.crf, frames=args.frames, outscale=args.outscale)
 
 
+def video_options_given(args: argparse.Namespace) -> list[str]:
+    """The video options set on the command line (those that differ from their defaults)."""
+    given = {"--codec": args.codec != "auto", "--crf": args.crf is not None, "--frames": not args.frames.is_everything}
+    return [name for name, is_given in given.items() if is_given]
+
+
+def warn_unused_options(args: argparse.Namespace) -> None:
+    """One warning line when video options are given to a run without videos: they do nothing there
+    (a warning, not an error: the images are upscaled as asked, and scripts reuse one command line)."""
+    if given := video_options_given(args):
+        logger.warning(
+            "%s only apply to videos and no input is a video: ignored (an animated image is read as its first frame)",
+            ", ".join(given),
+        )
+
+
+def check_video_job(source: Path, target: Path, args: argparse.Namespace) -> str | None:
+    """An error line if `target` cannot be written as asked (its folder, --codec, --crf): checked
+    before the model loads, so that a wrong option costs no model load and no decoding."""
+    from srfeat.errors import SRFeatError
+    from srfeat.video.pipeline import check_output
+
+    try:
+        check_output(source, target, options_from_args(args))
+    except SRFeatError as error:
+        return _error_line(source, error)
+    return None
+
+
+def _error_line(source: Path, error: Exception) -> str:
+    """A VideoError names the file; others (a model's NaN output) are given its name."""
+    message = " ".join(str(error).split())
+    return message if str(source) in message else f"{source}: {message}"
+
+
 def upscale_video_job(source: Path, target: Path, upscaler: Upscaler, args: argparse.Namespace) -> bool:
     """`srfeat upscale` on one video: True if it was written, else one error line and False."""
     from srfeat.errors import SRFeatError
@@ -136,9 +182,8 @@ def upscale_video_job(source: Path, target: Path, upscaler: Upscaler, args: argp
 
     try:
         summary = upscale_video(source, target, upscaler, options_from_args(args))
-    except SRFeatError as error:  # a VideoError names the file; others (a model's NaN output) are given its name
-        message = " ".join(str(error).split())
-        logger.error("%s", message if str(source) in message else f"{source}: {message}")
+    except (SRFeatError, OSError) as error:  # the pipeline maps OSErrors to lines; any it missed is one line too
+        logger.error("%s", _error_line(source, error))
         return False
     logger.info(
         "%s -> %s (%d frames, %dx%d, %s, %d stream(s) copied)",

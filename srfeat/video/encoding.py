@@ -6,6 +6,8 @@ the output's extension, each refused in one line when this FFmpeg or container c
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -15,17 +17,28 @@ from srfeat.errors import VideoError
 if TYPE_CHECKING:
     from av.container import OutputContainer
 
-__all__ = ["DEFAULT_CRF", "choose_codec", "choose_pixel_format", "quality_options"]
+__all__ = ["CRF_SCALES", "CrfScale", "choose_codec", "choose_pixel_format", "quality_options"]
 
-# Constant-quality defaults: x264's 18 is the usual "visually lossless"; the others are their
-# projects' recommendations for a similar quality.
-DEFAULT_CRF: dict[str, float] = {
-    "libx264": 18,
-    "libx264rgb": 18,
-    "libx265": 20,
-    "libvpx-vp9": 24,
-    "libsvtav1": 30,
-    "libaom-av1": 30,
+
+@dataclass(frozen=True)
+class CrfScale:
+    """An encoder's constant-quality scale from 0 (best): its default and its largest value."""
+
+    default: float
+    maximum: int
+    whole_numbers: bool  # FFmpeg would round a fraction without a word
+
+
+# Defaults: x264's 18 is the usual "visually lossless"; the others are their projects'
+# recommendations for a similar quality. Maximums are the encoders' own: x264 clamps a larger
+# value to 51 silently, the others refuse it only once the first frame is encoded.
+CRF_SCALES: dict[str, CrfScale] = {
+    "libx264": CrfScale(18, 51, whole_numbers=False),
+    "libx264rgb": CrfScale(18, 51, whole_numbers=False),
+    "libx265": CrfScale(20, 51, whole_numbers=False),
+    "libvpx-vp9": CrfScale(24, 63, whole_numbers=True),
+    "libsvtav1": CrfScale(30, 63, whole_numbers=True),
+    "libaom-av1": CrfScale(30, 63, whole_numbers=True),
 }
 AUTO_CODECS: dict[str, tuple[str, ...]] = {"webm": ("libvpx-vp9", "libvpx")}
 AUTO_CODECS_OTHERWISE = ("libx264", "mpeg4")  # H.264 where this FFmpeg has x264
@@ -66,14 +79,16 @@ def choose_pixel_format(codec: Any, crf: float | None) -> str:
 
 def quality_options(codec_name: str, crf: float | None) -> dict[str, str]:
     """The encoder options for `--crf` (or the codec's constant-quality default)."""
-    if crf is None:
-        crf = DEFAULT_CRF.get(codec_name)
+    scale = CRF_SCALES.get(codec_name)
+    if scale is None:
         if crf is None:
             return {}
-    elif codec_name not in DEFAULT_CRF:
-        raise VideoError(f"--crf works with {', '.join(DEFAULT_CRF)}, not {codec_name}; leave it out")
-    elif crf < 0:
-        raise VideoError(f"--crf must be 0 (lossless) or more, got {crf:g}")
+        raise VideoError(f"--crf works with {', '.join(CRF_SCALES)}, not {codec_name}; leave it out")
+    if crf is None:
+        crf = scale.default
+    elif not (math.isfinite(crf) and 0 <= crf <= scale.maximum) or (scale.whole_numbers and crf != int(crf)):
+        numbers = "a whole number from" if scale.whole_numbers else "a number from"
+        raise VideoError(f"--crf {crf:g}: {codec_name} takes {numbers} 0 to {scale.maximum} (lower is better quality)")
     options = {"crf": f"{crf:g}"}
     if codec_name.startswith("libvpx"):
         options["b"] = "0"  # libvpx is in constant-quality mode only with no bitrate target

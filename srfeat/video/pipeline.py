@@ -12,6 +12,7 @@ name beside the target and renamed when complete: an error or Ctrl-C leaves noth
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import queue
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from srfeat.errors import VideoError
+from srfeat.errors import SRFeatError, VideoError
 from srfeat.files import DiskFullError, remove_stale_temporaries, temporary_path
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, choose_pixel_format, quality_options
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoSummary", "upscale_video"]
+__all__ = ["VideoSummary", "check_output", "upscale_video"]
 
 # Frames in flight between two stages: enough to keep every stage busy, few enough that 4x
 # frames of a long 4K video do not pile up.
@@ -68,29 +69,40 @@ def import_av(source: Path) -> ModuleType:
     return av
 
 
+def check_output(source: Path, target: Path, options: VideoOptions) -> None:
+    """What would stop `target` being written, found before the model loads or `source` is read:
+    a container we do not write, an output folder that cannot be made, an encoder or `--crf`
+    this FFmpeg or container does not take. Raises `VideoError` (one line)."""
+    av = import_av(source)
+    container_format = _container_format(source, target)
+    _check_folder(source, target)
+    # An output container in memory answers which codecs it holds, as the real one will.
+    with av.open(io.BytesIO(), "w", format=container_format) as probe:
+        codec = choose_codec(av, probe, source, options.codec)
+        quality_options(codec.name, options.crf)
+
+
 def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: VideoOptions) -> VideoSummary:
     """Upscale every frame (or `options.frames`) of `source` into the video file `target`.
 
     Raises `VideoError` (one line naming the file) for an unreadable file, a file without a
-    video stream, a frame that does not decode, or a stream the output container cannot hold;
-    `target` is then left as it was.
+    video stream, an image file named like a video, a frame that does not decode, a stream the
+    output container cannot hold, or an output that cannot be written; `target` is then left
+    as it was, and no temporary file stays behind.
     """
     av = import_av(source)
-    container_format = WRITTEN_CONTAINERS.get(target.suffix.lower())
-    if container_format is None:
-        raise VideoError(f"{source}: cannot write a video as {target.name}; name the output .mp4, .mkv, .mov or .webm")
+    container_format = _container_format(source, target)
     try:
         source_container = av.open(str(source), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
     with closing(source_container):
-        if main_video_stream(source_container) is None:
-            raise VideoError(f"{source} has no video stream (audio only?); nothing to upscale")
+        _check_is_video(source, source_container)
         window = None if options.frames.is_everything else time_window(av, source, options.frames)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(target)
         temporary = temporary_path(target)
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(target)
             output = av.open(str(temporary), "w", format=container_format)
             try:
                 summary = _Transcoder(av, source, source_container, output, upscaler, options, window).run()
@@ -100,16 +112,70 @@ def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: Video
                     output.close()
                 raise
             os.replace(temporary, target)
-        except av.error.FFmpegError as error:
-            if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(
-                    f"not enough disk space to write {target.name} in {target.parent} ({error_reason(error)}); "
-                    "free some space and run again (nothing was replaced)"
-                ) from error
-            raise VideoError(f"{source}: writing {target.name} failed: {error_reason(error)}") from error
+        except SRFeatError:  # already one line (VideoError and DiskFullError are OSErrors too)
+            raise
+        except (av.error.FFmpegError, OSError) as error:  # mkdir, the muxer, the rename: the output's problem
+            raise _write_error(source, target, error) from error
         finally:
-            temporary.unlink(missing_ok=True)
+            with suppress(NotADirectoryError):  # the folder could not be made: no temporary either
+                temporary.unlink(missing_ok=True)
     return summary
+
+
+# FFmpeg's demuxers of still images: a PNG or JPEG named .mp4 opens as a one-frame "video".
+IMAGE_DEMUXERS = frozenset({"image2", "image2pipe"})
+
+
+def _check_is_video(source: Path, container: InputContainer) -> None:
+    """Refuse an input with no film in it, or a still image under a video's name (which would come
+    back as a one-frame lossy video, not the lossless image it is: renamed, it goes the image path)."""
+    demuxer = container.format.name
+    if demuxer in IMAGE_DEMUXERS or demuxer.endswith("_pipe"):
+        kind = f" ({demuxer.removesuffix('_pipe').upper()})" if demuxer.endswith("_pipe") else ""
+        raise VideoError(
+            f"{source} is an image{kind}, not a video; rename it with its image extension to upscale it "
+            "as an image (as a video it would become one lossy frame)"
+        )
+    if main_video_stream(container) is None:
+        raise VideoError(f"{source} has no video stream (audio only?); nothing to upscale")
+
+
+def _container_format(source: Path, target: Path) -> str:
+    container_format = WRITTEN_CONTAINERS.get(target.suffix.lower())
+    if container_format is None:
+        raise VideoError(f"{source}: cannot write a video as {target.name}; name the output .mp4, .mkv, .mov or .webm")
+    return container_format
+
+
+def _check_folder(source: Path, target: Path) -> None:
+    """The nearest existing folder above `target` must be a folder we may write in (the rest is made)."""
+    try:
+        nearest = next((f for f in (target.parent, *target.parent.parents) if f.exists() or f.is_symlink()), None)
+    except OSError as error:  # e.g. a folder on the way that we may not look into
+        raise _write_error(source, target, error) from error
+    if nearest is None:
+        return
+    problem = None
+    if not nearest.exists():
+        problem = f"{nearest} is a broken symbolic link"
+    elif not nearest.is_dir():
+        problem = f"{nearest} is a file, not a folder; give another -o"
+    elif not os.access(nearest, os.W_OK | os.X_OK):
+        problem = f"no permission to write in {nearest}"
+    if problem is not None:
+        raise VideoError(f"cannot write {target} (from {source}): {problem}")
+
+
+def _write_error(source: Path, target: Path, error: Exception) -> VideoError | DiskFullError:
+    """One line for an error of writing `target`: which file, and the system's reason and path."""
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(
+            f"not enough disk space to write {target.name} in {target.parent} ({error_reason(error)}); "
+            "free some space and run again (nothing was replaced)"
+        )
+    where = getattr(error, "filename2", None) or getattr(error, "filename", None)  # a rename's target, else the path
+    reason = error_reason(error) + (f": {where}" if isinstance(where, str) and where != str(target) else "")
+    return VideoError(f"cannot write {target} (from {source}): {reason}")
 
 
 @dataclass
@@ -435,8 +501,19 @@ class _Transcoder:
         return None
 
     def _check_length(self) -> None:
-        """A file cut short decodes without an error; say so rather than pass a short video off as whole."""
-        if not self.options.frames.is_everything:
+        """A file cut short decodes without an error, and `--frames A:B` may reach past the end: say so
+        rather than pass a short video off as whole or as the range asked for."""
+        frames = self.options.frames
+        if frames.stop is not None and self.decoded_frames < frames.stop:
+            logger.warning(
+                "%s: --frames %s ends past the last frame (the video has %d frames); wrote frames %d to %d",
+                self.source,
+                frames,
+                self.decoded_frames,
+                frames.start,
+                self.decoded_frames - 1,
+            )
+        if not frames.is_everything:
             return
         listed = self.video.frames
         if listed and self.decoded_frames < listed:
