@@ -280,8 +280,9 @@ def output_is_file(spec: str, formats: dict[str, str], readable: frozenset[str])
     if (unwritten := video.unwritten_extension(spec, suffix)) is not None:
         raise ValueError(unwritten)
     writable = ", ".join(sorted(formats))
-    if suffix in readable:
-        raise ValueError(f"-o {spec}: {suffix} images are read but not written; name the file {writable}")
+    if suffix in readable:  # an image format (read-only video containers were answered above)
+        images = ", ".join(sorted(set(formats) - set(video.WRITTEN_CONTAINERS)))
+        raise ValueError(f"-o {spec}: {suffix} images are read but not written; name the file {images}")
     raise ValueError(
         f"-o {spec}: unknown image extension {suffix}; give a file name ending in {writable}, "
         "or a folder (end it with /)"
