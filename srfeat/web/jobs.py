@@ -254,8 +254,8 @@ class JobQueue:
         waiting = sum(job.session == session for job in self._waiting)
         if waiting >= self.max_waiting_per_session:
             raise QueueFullError(
-                f"{name} is refused: {waiting} images of this page are already waiting, this server's limit "
-                "(--max-queued); add more when some are done",
+                f"{name} is refused: {waiting} images of this page are already waiting, the most this server queues "
+                "per page (--max-queued); add more when some are done",
                 429,
             )
         held = self._held_bytes_locked()
