@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -36,6 +37,7 @@ from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
 from srfeat.inference import Upscaler
 from srfeat.inference.image_files import upscale_file
+from srfeat.web.hosts import HostHeaderError, LoopbackHostCheck, is_loopback_host, parse_host_header
 from srfeat.web.jobs import safe_file_name
 
 samples = pytest.importorskip("skimage.data")
@@ -82,30 +84,42 @@ def _dead_process_id() -> int:
     return probe.pid
 
 
+def start_server(*options: str) -> Server:
+    """`srfeat serve --no-browser` with small tiles and `options`, once it listens."""
+    command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu", "--tile", str(TILE)]
+    process = subprocess.Popen(
+        [*command, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(), cwd=ROOT
+    )
+    stdout, stderr = process.stdout, process.stderr
+    assert stdout is not None and stderr is not None
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(line.rstrip() for line in stderr), daemon=True)
+    reader.start()
+    first = stdout.readline()  # the URL line; blocks until the server listens (or exits)
+    match = re.search(r"http://[\w.\[\]:]+/", first)
+    if match is None:
+        process.kill()
+        process.wait()
+        reader.join(5)
+        pytest.fail(f"srfeat serve printed no URL: {first!r}; stderr: {log}")
+    return Server(match.group(0), process, log)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    server.process.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     # What a server killed mid-job leaves behind; the next one removes it when it starts.
     stale = Path(tempfile.gettempdir()) / f"srfeat-serve-{_dead_process_id()}-left"
     stale.mkdir(exist_ok=True)
     (stale / "photo.png").write_bytes(b"partial")
-    command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu", "--tile", str(TILE)]
-    command += ["--max-upload-mb", str(UPLOAD_LIMIT_MB)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(), cwd=ROOT
-    )
-    stdout, stderr = process.stdout, process.stderr
-    assert stdout is not None and stderr is not None
-    log: list[str] = []
-    threading.Thread(target=lambda: log.extend(line.rstrip() for line in stderr), daemon=True).start()
-    first = stdout.readline()  # the URL line; blocks until the server listens (or exits)
-    match = re.search(r"http://[\w.\[\]:]+/", first)
-    if match is None:
-        process.kill()
-        pytest.fail(f"srfeat serve printed no URL: {first!r}; stderr: {stderr.read()}")
+    started = start_server("--max-upload-mb", str(UPLOAD_LIMIT_MB))
     assert not stale.exists()
-    yield Server(match.group(0), process, log)
-    process.terminate()
-    process.wait(timeout=30)
+    yield started
+    stop_server(started)
 
 
 @pytest.fixture(scope="module")
@@ -277,15 +291,18 @@ def test_a_strength_between_default_and_gan_and_again_with_another(
     page.context.close()
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height pixels but holds almost no data (a decompression bomb's header)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _png_chunk(b"IEND", b"")
     )
 
 
@@ -479,10 +496,15 @@ def test_no_files_are_left_behind(server: Server) -> None:
         (".hidden.png", "hidden.png"),
         ("a<b>|c?.png", "a_b__c_.png"),
         ("out", "out"),
+        ("a" * 5000 + ".png", "a" * 100 + ".png"),
+        ("写真" * 45 + ".png", "写真" * 25 + ".png"),  # 150 bytes of UTF-8, not 100 characters (300 bytes)
+        ("写" + "真" * 60 + ".tiff", "写" + "真" * 49 + ".tiff"),  # cut between characters, never inside one
+        ("x.ééééééééééé", "x.éééééééé"),  # a suffix of at most 16 bytes
     ],
 )
 def test_upload_names_cannot_leave_the_temporary_folder(uploaded: str, kept: str) -> None:
     assert safe_file_name(uploaded) == kept
+    assert len(kept.encode()) <= 167  # with `_x4_s0.50` and a 5-byte extension: far below 255
 
 
 def test_without_the_web_extra_help_works_and_serve_says_what_to_install() -> None:
@@ -507,3 +529,273 @@ def test_without_the_web_extra_help_works_and_serve_says_what_to_install() -> No
     )
     assert serve_run.returncode == 1
     assert serve_run.stderr.strip().count("\n") == 0 and 'pip install -e ".[web]"' in serve_run.stderr
+
+
+# ---- hostile and careless input to the API (the page's calls, and any other client's) ------
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def error(self) -> str:
+        return str(json.loads(self.body)["error"])
+
+
+def call(server: Server, method: str, path: str, body: bytes | None = None, **headers: str) -> Answer:
+    """One request with http.client (Host: header as given, else the server's own address)."""
+    address = urllib.parse.urlsplit(server.url)
+    assert address.hostname is not None and address.port is not None
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers={key.replace("_", "-"): v for key, v in headers.items()})
+        response = connection.getresponse()
+        return Answer(response.status, {key.lower(): value for key, value in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+
+
+def upload(server: Server, session: str, name: str, data: bytes, *query: str, **headers: str) -> Answer:
+    path = "/api/jobs?" + urllib.parse.urlencode({"session": session, "name": name}) + "".join(f"&{q}" for q in query)
+    return call(server, "POST", path, data, X_SRFeat_Upload="1", **headers)
+
+
+def wait_for_result(server: Server, session: str, job_id: str, *query: str) -> Answer:
+    """GET the job's result until it is no longer 409 (no result yet)."""
+    deadline = time.monotonic() + 120
+    while True:
+        answer = call(server, "GET", f"/api/jobs/{job_id}/result?session={session}" + "".join(f"&{q}" for q in query))
+        if answer.status != 409:
+            return answer
+        assert time.monotonic() < deadline, answer.body
+        time.sleep(0.2)
+
+
+def wait_for_state(events: http.client.HTTPResponse, job_id: str, state: str) -> None:
+    """Read a session's event stream until it shows the job in `state`."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = events.readline().decode()
+        if line.startswith("data: "):
+            jobs = {job["id"]: job["state"] for job in json.loads(line[len("data: ") :])["jobs"]}
+            if jobs.get(job_id) == state:
+                return
+    pytest.fail(f"job {job_id} was not {state} within 120 s")
+
+
+def png_bytes(size: int, padding: int = 0) -> bytes:
+    """A size x size crop of `astronaut` as PNG, with a private chunk of `padding` bytes (a large file, few pixels)."""
+    buffer = io.BytesIO()
+    Image.fromarray(samples.astronaut()[100 : 100 + size, 180 : 180 + size]).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    if padding:
+        data = data[:-12] + _png_chunk(b"prVt", bytes(padding)) + data[-12:]  # before IEND
+    return data
+
+
+@pytest.mark.parametrize(
+    ("header", "parsed"),
+    [
+        ("localhost:8000", ("localhost", 8000)),
+        ("LocalHost", ("localhost", None)),
+        ("127.0.0.1:65535", ("127.0.0.1", 65535)),
+        ("[::1]:8000", ("::1", 8000)),
+        ("[::1]", ("::1", None)),
+        ("[0:0:0:0:0:0:0:1]:80", ("0:0:0:0:0:0:0:1", 80)),
+        ("attacker.example:8000", ("attacker.example", 8000)),
+    ],
+)
+def test_host_headers_parse_with_ipv6_in_brackets(header: str, parsed: tuple[str, int | None]) -> None:
+    assert parse_host_header(header) == parsed
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("::1:8000", "not a host name"),
+        ("[::1", "without closing it"),
+        ("[::1]8000", "after the IPv6 address"),
+        ("[attacker.example]:80", "not an IPv6 address"),
+        ("localhost:", "no port number"),
+        ("localhost:70000", "no port number"),
+        ("localhost:80x", "no port number"),
+        ("", "not a host name"),
+        ("local host", "not a host name"),
+    ],
+)
+def test_bad_host_headers_are_named(header: str, reason: str) -> None:
+    with pytest.raises(HostHeaderError, match=reason):
+        parse_host_header(header)
+
+
+def test_only_loopback_hosts_localhost_and_the_given_name_pass_the_host_check() -> None:
+    check = LoopbackHostCheck(app=None, names=["MyMachine"])  # type: ignore[arg-type]  # refusal() needs no app
+    for served in ("127.0.0.1:1", "127.0.0.2", "[::1]:80", "localhost:8000", "mymachine:8000"):
+        assert check.refusal([served]) is None, served
+    for refused in ("attacker.example:8000", "0.0.0.0", "[::]:80", "localhost.attacker.example", "10.0.0.1"):
+        reason = check.refusal([refused])
+        assert reason is not None and "DNS rebinding" in reason and "\n" not in reason, refused
+    assert "exactly one Host header" in str(check.refusal([])) + str(check.refusal(["localhost", "localhost"]))
+    assert is_loopback_host("::1") and is_loopback_host("127.255.0.1") and not is_loopback_host("::")
+
+
+def _can_listen_on(address: str) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            probe.bind((address, 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("address", ["::1", "127.0.0.2"])
+def test_a_server_on_another_loopback_address_refuses_requests_naming_another_host(address: str) -> None:
+    if not _can_listen_on(address):
+        pytest.skip(f"this machine cannot listen on the loopback address {address}")
+    server = start_server("--host", address)
+    try:
+        assert server.url.startswith(f"http://{'[::1]' if address == '::1' else address}:")
+        port = urllib.parse.urlsplit(server.url).port
+        assert call(server, "GET", "/api/config").status == 200  # Host: the address and port, as a browser sends it
+        assert call(server, "GET", "/api/config", Host=f"localhost:{port}").status == 200
+        # DNS rebinding: a page whose name now resolves here is same-origin, and adds the upload header itself.
+        for method, path, body in [("GET", "/api/config", None), ("POST", "/api/jobs?session=z&name=a.png", b"x")]:
+            refused = call(server, method, path, body, Host=f"attacker.example:{port}", X_SRFeat_Upload="1")
+            assert refused.status == 400, refused.body
+            assert "not to 'attacker.example'" in refused.error() and "DNS rebinding" in refused.error()
+        assert call(server, "GET", "/", Host="[::1").status == 400
+    finally:
+        stop_server(server)
+    assert "anyone who can reach this machine" not in server.log_text()  # loopback: no warning
+
+
+def test_bad_serve_options_are_one_line_errors_before_anything_loads() -> None:
+    cases = {
+        ("--max-upload-mb", "1e308"): "--max-upload-mb must be a number from 0.001 to 1e+06, got 1e+308",
+        ("--max-megapixels", "1e308"): "--max-megapixels must be a number from 1e-06 to 10000",
+        ("--max-megapixels", "1e-7"): "--max-megapixels must be a number from 1e-06",
+        ("--max-held-mb", "inf"): "--max-held-mb must be a number",
+        ("--max-held-mb", "50", "--max-upload-mb", "100"): "--max-held-mb (50) is below --max-upload-mb (100)",
+        ("--max-queued", "0"): "--max-queued must be a number from 1 to 100000, got 0",
+        ("--host", "garbage..host"): "cannot listen on host 'garbage..host': not a valid host name",
+        ("--host", "a" * 70): "each part between dots needs 1 to 63 characters",
+    }
+    command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu"]
+    runs = {
+        options: subprocess.Popen(
+            [*command, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment()
+        )
+        for options in cases
+    }
+    for options, process in runs.items():
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 1, (options, stderr)
+        assert stderr.strip().count("\n") == 0 and cases[options] in stderr, (options, stderr)
+        assert stdout == "", options  # it never listened, nor built the network
+
+
+def test_a_long_non_ascii_name_is_kept_within_file_name_limits(server: Server) -> None:
+    name = "写真" * 45 + ".png"  # 90 characters, 274 bytes of UTF-8
+    job = upload(server, "names", name, png_bytes(16))
+    assert job.status == 201, job.body
+    described = json.loads(job.body)
+    assert described["name"] == "写真" * 25 + ".png"
+    result = wait_for_result(server, "names", described["id"], "download=1")
+    assert result.status == 200, result.body  # it failed with "File name too long" when cut by characters
+    assert result.headers["content-disposition"].endswith("''" + urllib.parse.quote("写真" * 25 + "_x4.png"))
+    assert Image.open(io.BytesIO(result.body)).size == (64, 64)
+    # download=0 is not a download: the viewer's copy, with no attachment header.
+    shown = call(server, "GET", f"/api/jobs/{described['id']}/result?session=names&download=0")
+    assert shown.status == 200 and "content-disposition" not in shown.headers
+    call(server, "POST", "/api/sessions/names/close")
+
+
+def test_api_misuse_gets_a_reason_that_says_what_to_do(server: Server) -> None:
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + png_bytes(16) + b"\r\n--b--"
+    )
+    refused = upload(server, "misuse", "a.png", form, Content_Type="multipart/form-data; boundary=b")
+    assert refused.status == 415 and "takes the image file itself as the request body" in refused.error()
+    gan_with_strength = upload(server, "misuse", "a.png", png_bytes(16), "model=gan", "strength=0.3")
+    assert gan_with_strength.status == 400 and "strength goes with model=default" in gan_with_strength.error()
+    between_steps = upload(server, "misuse", "a.png", png_bytes(16), "strength=0.005")
+    assert between_steps.status == 400 and "steps of 0.01" in between_steps.error()
+
+
+@pytest.fixture(scope="module")
+def limited_server() -> Iterator[Server]:
+    """A server with small queue limits: 2 images waiting per page, 1.5 MB held in all."""
+    started = start_server("--max-upload-mb", "1", "--max-held-mb", "1.5", "--max-queued", "2")
+    yield started
+    stop_server(started)
+
+
+def test_images_of_a_damaged_upload_and_of_a_failed_job_are_errors_not_crashes(limited_server: Server) -> None:
+    server, session = limited_server, "damaged"
+    events = urllib.request.urlopen(f"{server.url}api/sessions/{session}/events")  # keeps the session open
+    try:
+        blocker = json.loads(upload(server, session, "big.png", png_bytes(256)).body)  # 16 tiles: the worker is busy
+        buffer = io.BytesIO()
+        Image.fromarray(samples.astronaut()[:32, :32]).save(buffer, format="TIFF")
+        cut = upload(server, session, "cut.tif", buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        assert cut.status == 201, cut.body  # its header is whole: it passes the upload check
+        cut_id = json.loads(cut.body)["id"]
+        # Waiting behind big.png, its data still held: the view cannot decode it.
+        original = call(server, "GET", f"/api/jobs/{cut_id}/original?session={session}")
+        assert original.status == 422 and "cut.tif cannot be shown: the file does not decode" in original.error()
+        # A running job taken off its page is gone for it at once (not only after its current tile).
+        wait_for_state(events, blocker["id"], "running")
+        assert call(server, "POST", f"/api/jobs/{blocker['id']}/remove?session={session}").status == 204
+        assert call(server, "GET", f"/api/jobs/{blocker['id']}/original?session={session}").status == 404
+        result = wait_for_result(server, session, cut_id)  # cut.tif runs now, and fails
+        assert result.status == 404 and result.error().startswith("cut.tif has no result: its job failed (cannot")
+        for kind in ("original", "bicubic"):
+            view = call(server, "GET", f"/api/jobs/{cut_id}/{kind}?session={session}")
+            assert view.status == 404, (kind, view.body)
+            assert view.error().startswith(("the original of cut.tif is no longer held", "cut.tif has no result"))
+    finally:
+        events.close()
+        call(server, "POST", f"/api/sessions/{session}/close")
+    assert "Traceback" not in server.log_text(), server.log_text()
+
+
+def test_queued_uploads_and_bytes_held_are_bounded(limited_server: Server, browser: Browser) -> None:
+    server = limited_server
+    streams = [urllib.request.urlopen(f"{server.url}api/sessions/{session}/events") for session in ("one", "two")]
+    try:
+        # Bytes held by all pages together: two uploads of 0.95 MB do not fit in 1.5 MB.
+        padded = png_bytes(16, padding=1_000_000)
+        first = upload(server, "two", "p1.png", padded)
+        assert first.status == 201, first.body
+        over = upload(server, "two", "p2.png", padded)
+        assert over.status == 503 and "p2.png is refused: this server holds 1.0 MB" in over.error()
+        assert "its limit is 1.5 MB (--max-held-mb)" in over.error()
+        # The page shows the reason on the refused image's card.
+        tab = open_tab(browser, server)
+        tab.page.set_input_files("#files", files=[{"name": "p3.png", "mimeType": "image/png", "buffer": padded}])
+        card = job_card(tab.page, "p3.png")
+        expect(card).to_have_attribute("data-state", "refused", timeout=60_000)
+        expect(card.locator(".status[role='alert']")).to_contain_text("its limit is 1.5 MB (--max-held-mb)")
+        tab.page.context.close()
+        # Removing an image frees what it held: the next upload fits.
+        assert call(server, "POST", f"/api/jobs/{json.loads(first.body)['id']}/remove?session=two").status == 204
+        again = upload(server, "two", "p2.png", padded)
+        assert again.status == 201, again.body
+        assert call(server, "POST", f"/api/jobs/{json.loads(again.body)['id']}/remove?session=two").status == 204
+
+        # Images waiting per page: 2 here.
+        big = upload(server, "one", "big.png", png_bytes(256))
+        assert big.status == 201
+        wait_for_state(streams[0], json.loads(big.body)["id"], "running")  # 16 tiles: the others wait
+        assert [upload(server, "one", f"s{n}.png", png_bytes(16)).status for n in range(2)] == [201, 201]
+        third = upload(server, "one", "s2.png", png_bytes(16))
+        assert third.status == 429 and "2 images of this page are already waiting" in third.error()
+        assert "--max-queued" in third.error()
+        assert upload(server, "two", "s2.png", png_bytes(16)).status == 201  # another page's queue is its own
+    finally:
+        for stream in streams:
+            stream.close()
+        for session in ("one", "two"):
+            call(server, "POST", f"/api/sessions/{session}/close")

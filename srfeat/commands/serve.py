@@ -7,6 +7,7 @@ so `srfeat --help` and the other commands work without it.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import socket
@@ -19,7 +20,12 @@ from srfeat.errors import SRFeatError
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# (lowest, highest) accepted: beyond these a limit means nothing (no upload of a terabyte is held
+# in memory; a limit under one pixel refuses everything) or overflows when converted to bytes.
+UPLOAD_MB_RANGE = (0.001, 1e6)
+MEGAPIXELS_RANGE = (1e-6, 1e4)
+HELD_MB_RANGE = (0.001, 1e7)
+QUEUED_RANGE = (1, 100_000)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MP",
         help="largest image accepted, in input megapixels (default 16; the 4x result is 16 times that)",
     )
+    parser.add_argument(
+        "--max-held-mb",
+        type=float,
+        default=2048.0,
+        metavar="MB",
+        help="most memory all uploads and results together may hold (default 2048 MB); uploads past it are refused",
+    )
+    parser.add_argument(
+        "--max-queued",
+        type=int,
+        default=100,
+        metavar="N",
+        help="most images one page may have waiting in the queue (default 100); more are refused until some are done",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if there is one)")
     parser.add_argument(
         "--tile",
@@ -53,9 +73,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_options(args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         raise SRFeatError(f"--port must be from 0 (a free port) to 65535, got {args.port}")
-    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels)):
-        if not (math.isfinite(value) and value > 0):
-            raise SRFeatError(f"{flag} must be a positive number, got {value}")
+    for flag, value, (lowest, highest) in (
+        ("--max-upload-mb", args.max_upload_mb, UPLOAD_MB_RANGE),
+        ("--max-megapixels", args.max_megapixels, MEGAPIXELS_RANGE),
+        ("--max-held-mb", args.max_held_mb, HELD_MB_RANGE),
+        ("--max-queued", args.max_queued, QUEUED_RANGE),
+    ):
+        if not (math.isfinite(value) and lowest <= value <= highest):
+            raise SRFeatError(f"{flag} must be a number from {lowest:g} to {highest:g}, got {value:g}")
+    if args.max_held_mb < args.max_upload_mb:
+        raise SRFeatError(
+            f"--max-held-mb ({args.max_held_mb:g}) is below --max-upload-mb ({args.max_upload_mb:g}): "
+            "the server could not hold even one upload of the largest size it accepts"
+        )
     if args.tile is not None and args.tile < 0:
         raise SRFeatError(f"--tile must be positive (or 0 for no tiling), got {args.tile}")
 
@@ -66,6 +96,11 @@ def _listen(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
         raise SRFeatError(f"cannot listen on host {host!r}: {error}; give an address such as 127.0.0.1") from error
+    except UnicodeError as error:  # the IDNA codec: an empty label (a..b) or one over 63 characters
+        reason = "each part between dots needs 1 to 63 characters" if "label" in str(error) else str(error)
+        raise SRFeatError(
+            f"cannot listen on host {host!r}: not a valid host name ({reason}); give an address such as 127.0.0.1"
+        ) from error
     family, kind, protocol, _, address = infos[0]
     listener = socket.socket(family, kind, protocol)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -80,8 +115,27 @@ def _listen(host: str, port: int) -> socket.socket:
     return listener
 
 
+def is_loopback_address(address: str) -> bool:
+    """Whether a bound socket's address (127.0.0.0/8, ::1, ::ffff:127.x.y.z) is this machine only."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
+    listener = _listen(args.host, args.port)  # a bad host or a port in use fails before anything loads
+    try:
+        return _serve(args, listener)
+    finally:
+        listener.close()
+
+
+def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     try:
         import uvicorn
 
@@ -99,11 +153,10 @@ def run(args: argparse.Namespace) -> int:
     def make_upscaler(choice: ModelChoice) -> Upscaler:
         return Upscaler(choice.model, device=device, tile=args.tile, strength=choice.strength)
 
-    listener = _listen(args.host, args.port)
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}/"
-    loopback = args.host in LOOPBACK_HOSTS
+    loopback = is_loopback_address(host)
     if not loopback:
         logger.warning(
             "listening on %s: anyone who can reach this machine on port %d can use this server and see the "
@@ -112,13 +165,16 @@ def run(args: argparse.Namespace) -> int:
             port,
         )
     remove_stale_temporaries()
-    queue = JobQueue(make_upscaler)
+    queue = JobQueue(
+        make_upscaler, max_waiting_per_session=args.max_queued, max_held_bytes=int(args.max_held_mb * 2**20)
+    )
     queue.prepare(ModelChoice("default"))
     app = create_app(
         queue,
         Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6)),
-        # A page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) gets refused.
-        allowed_hosts=["127.0.0.1", "localhost"] if args.host in ("127.0.0.1", "localhost") else None,
+        # On a loopback address, a page elsewhere that points its own name here (DNS rebinding) is
+        # refused: only loopback addresses, localhost and the name given to --host are served.
+        allowed_hosts=[args.host] if loopback else None,
         device=str(device),
     )
 
@@ -138,5 +194,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         queue.stop()
         queue.join()
-        listener.close()
     return 0

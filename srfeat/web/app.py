@@ -23,8 +23,9 @@ import math
 import time
 import warnings
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from urllib.parse import quote
 
@@ -33,7 +34,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -42,7 +42,8 @@ from starlette.types import Receive, Scope, Send
 from srfeat.data.io import FORMATS, pil_to_array
 from srfeat.data.resize import imresize
 from srfeat.inference.upscaler import from_float_tensor, to_float_tensor
-from srfeat.web.jobs import Job, JobQueue, ModelChoice, safe_file_name
+from srfeat.web.hosts import LoopbackHostCheck
+from srfeat.web.jobs import Job, JobQueue, ModelChoice, QueueFullError, safe_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
 # A header every upload must carry: a page on another site cannot add it without the browser
 # asking this server first (CORS), and this server never says yes.
 UPLOAD_HEADER = "X-SRFeat-Upload"
+# What decoding a damaged file raises (a header that passed `inspect_upload`, then bad data).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 EVENT_KEEPALIVE_SECONDS = 1.0
 EVENT_INTERVAL_SECONDS = 0.2  # how often a stream looks for news (updates are coalesced)
 
@@ -128,12 +131,18 @@ def parse_choice(params: dict[str, str]) -> ModelChoice:
     text = params.get("strength")
     if text is None or text == "":
         return ModelChoice(model)
+    if model == "gan":
+        raise UploadError("strength goes with model=default (it blends default toward gan); leave it out for gan")
     try:
         strength = float(text)
     except ValueError:
         raise UploadError(f"strength must be a number from 0 to 1, got {text!r}") from None
     if not (math.isfinite(strength) and 0.0 <= strength <= 1.0):
         raise UploadError(f"strength must be from 0 (default) to 1 (gan), got {text}")
+    # Strengths come in steps of 0.01 (the page's slider, the `_s0.30` of the file name, the
+    # cached networks); another value is refused rather than silently rounded.
+    if abs(strength * 100 - round(strength * 100)) > 1e-6:
+        raise UploadError(f"strength is taken in steps of 0.01 (0.30, not 0.305), got {text}")
     return ModelChoice("default", round(strength, 2))
 
 
@@ -156,9 +165,9 @@ def _displayable(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def bicubic_view(data: bytes, width: int, height: int) -> bytes:
+def bicubic_view(data: bytes, width: int, height: int) -> tuple[bytes, str]:
     """The original enlarged to the result's size with MATLAB's bicubic (what `bicubic` means in
-    the README's comparisons), as an 8-bit PNG."""
+    the README's comparisons), as an 8-bit PNG (and its media type)."""
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         shown = _displayable(ImageOps.exif_transpose(image) or image)
@@ -167,7 +176,7 @@ def bicubic_view(data: bytes, width: int, height: int) -> bytes:
     array = from_float_tensor(enlarged, np.dtype(np.uint8))
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    return buffer.getvalue(), "image/png"
 
 
 def _error(message: str, status: int) -> JSONResponse:
@@ -208,10 +217,12 @@ class _SessionEvents(StreamingResponse):
 def create_app(
     queue: JobQueue,
     limits: Limits,
-    allowed_hosts: list[str] | None = None,
+    allowed_hosts: Collection[str] | None = None,
     device: str = "cpu",
 ) -> Starlette:
-    """The Starlette app. `allowed_hosts` guards a loopback server against DNS rebinding (None: any)."""
+    """The Starlette app. `allowed_hosts` guards a loopback server against DNS rebinding: when
+    given, only requests naming a loopback address, `localhost` or one of these names are served
+    (None: any host, for a server open to the network)."""
     static = {name: (resources.files("srfeat.web") / "static" / name).read_bytes() for name in STATIC_FILES}
 
     async def page(request: Request) -> Response:
@@ -239,13 +250,21 @@ def create_app(
             return _error(f"uploads must carry the {UPLOAD_HEADER} header (the page sends it)", 403)
         name = safe_file_name(request.query_params.get("name", "image"))
         try:
+            if request.headers.get("content-type", "").lower().startswith("multipart/"):
+                raise UploadError(
+                    f"{name} was sent as a form (multipart/form-data); this API takes the image file itself as "
+                    "the request body (curl --data-binary @photo.png, not curl -F)",
+                    415,
+                )
             choice = parse_choice(dict(request.query_params))
             data = await _read_body(request, name, limits.max_upload_bytes)
             width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
-        except UploadError as refusal:
+            # Room in the queue is checked once the body is read (at most --max-upload-mb): a
+            # client refused while still sending would see a broken connection, not the reason.
+            job = queue.submit(session, name, data, choice, width, height)
+        except (UploadError, QueueFullError) as refusal:
             logger.info("upload refused: %s", refusal)
             return _error(str(refusal), refusal.status)
-        job = queue.submit(session, name, data, choice, width, height)
         return JSONResponse(queue.describe(job), status_code=201)
 
     async def again(request: Request) -> Response:
@@ -257,9 +276,9 @@ def create_app(
             return _error("that image is no longer here; upload it again", 404)
         try:
             choice = parse_choice(dict(request.query_params))
-        except UploadError as refusal:
+            copy = queue.submit(job.session, job.name, job.data, choice, job.width, job.height)
+        except (UploadError, QueueFullError) as refusal:
             return _error(str(refusal), refusal.status)
-        copy = queue.submit(job.session, job.name, job.data, choice, job.width, job.height)
         return JSONResponse(queue.describe(copy), status_code=201)
 
     async def events(request: Request) -> Response:
@@ -282,23 +301,30 @@ def create_app(
         if job is None or kind not in ("original", "bicubic", "result"):
             return _error("no such image (the job was removed or its page closed)", 404)
         headers = dict(SECURITY_HEADERS)
-        if kind == "result":
-            if job.result is None:
-                return _error(f"{job.name} has no result yet", 409)
-            if request.query_params.get("download"):
+        result = job.result
+        data = job.data  # taken once: the worker frees it when a job fails or is cancelled
+        if kind == "result" and result is not None:
+            if request.query_params.get("download", "").lower() in ("1", "true", "yes"):
                 headers["Content-Disposition"] = _attachment(job.result_name)
-                return Response(job.result, media_type=_mime(job.result_name), headers=headers)
-            data, media_type = await _cached_view(job, "result", lambda: browser_view(job.result or b""))
-            return Response(data, media_type=media_type, headers=headers)
-        if kind == "original":
-            data, media_type = await _cached_view(job, "original", lambda: browser_view(job.data))
-            return Response(data, media_type=media_type, headers=headers)
-        if job.result is None:
-            return _error(f"{job.name} has no result yet", 409)
-        data, media_type = await _cached_view(
-            job, "bicubic", lambda: (bicubic_view(job.data, job.result_width, job.result_height), "image/png")
-        )
-        return Response(data, media_type=media_type, headers=headers)
+                return Response(result, media_type=_mime(job.result_name), headers=headers)
+            make: Callable[[], tuple[bytes, str]] = partial(browser_view, result)
+        elif kind != "original" and result is None:
+            return _no_result(job)
+        elif not data:
+            reason = f"its job {job.state}: {job.error}" if job.error else f"its job {job.state}"
+            return _error(f"the original of {job.name} is no longer held ({reason}); upload it again", 404)
+        elif kind == "original":
+            make = partial(browser_view, data)
+        else:
+            make = partial(bicubic_view, data, job.result_width, job.result_height)
+        if kind not in job.views:
+            try:
+                job.views[kind] = await anyio.to_thread.run_sync(make)
+            except DECODE_ERRORS as error:  # the header passed `inspect_upload`, the data is damaged
+                logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
+                return _error(f"{job.name} cannot be shown: the file does not decode ({error})", 422)
+        view, media_type = job.views[kind]
+        return Response(view, media_type=media_type, headers=headers)
 
     async def results_zip(request: Request) -> Response:
         jobs = [job for job in queue.session_jobs(request.path_params["session"]) if job.result is not None]
@@ -321,7 +347,7 @@ def create_app(
         Route("/api/jobs/{job}/again", again, methods=["POST"]),
         Route("/api/jobs/{job}/{kind}", image),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    middleware = [] if allowed_hosts is None else [Middleware(LoopbackHostCheck, names=allowed_hosts)]
     return Starlette(routes=routes, middleware=middleware)
 
 
@@ -344,10 +370,10 @@ async def _read_body(request: Request, name: str, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _cached_view(job: Job, kind: str, make: Callable[[], tuple[bytes, str]]) -> tuple[bytes, str]:
-    if kind not in job.views:
-        job.views[kind] = await anyio.to_thread.run_sync(make)
-    return job.views[kind]
+def _no_result(job: Job) -> JSONResponse:
+    if job.state in ("failed", "cancelled"):
+        return _error(f"{job.name} has no result: its job {job.state} ({job.error})", 404)
+    return _error(f"{job.name} has no result yet ({job.state})", 409)
 
 
 def _mime(name: str) -> str:

@@ -34,17 +34,40 @@ from srfeat.inference.upscaler import Upscaler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Job", "JobCancelledError", "JobQueue", "ModelChoice", "remove_stale_temporaries", "safe_file_name"]
+__all__ = [
+    "Job",
+    "JobCancelledError",
+    "JobQueue",
+    "ModelChoice",
+    "QueueFullError",
+    "remove_stale_temporaries",
+    "safe_file_name",
+]
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 # Two upscalers stay built (say `default` and `gan`, or two strengths): switching back and
 # forth between settings on one image then costs no reload.
 CACHED_UPSCALERS = 2
+# A file name may have 255 bytes (Linux, macOS, Windows): a stem of 150 leaves room for the
+# result's tag (`_x4_s0.50`), a de-duplicating count in the zip and the extension.
+MAX_STEM_CHARACTERS = 100
+MAX_STEM_BYTES = 150
+MAX_SUFFIX_CHARACTERS = 10
+MAX_SUFFIX_BYTES = 16
 TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
 
 
 class JobCancelledError(Exception):
     """Raised inside a running job (between tiles) when its session has gone away."""
+
+
+class QueueFullError(Exception):
+    """An upload refused because the queue is at one of its limits; `status` is the HTTP answer
+    (429: this page has too many waiting, 503: the server holds too much)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -77,14 +100,24 @@ def remove_stale_temporaries() -> None:
 
 
 def safe_file_name(name: str) -> str:
-    """An uploaded file's name reduced to something safe to create and to offer as a download name."""
+    """An uploaded file's name reduced to something safe to create and to offer as a download name.
+
+    The stem is cut to `MAX_STEM_BYTES` of UTF-8 as well as to `MAX_STEM_CHARACTERS`: a name of CJK
+    letters (3 bytes each) must still fit a file system's 255-byte limit with the result's tag and extension added.
+    """
     base = re.split(r"[\\/]", name)[-1]
     base = re.sub(r"[^\w.\- ()+,]", "_", base).strip(" .")
     stem, dot, suffix = base.rpartition(".")
     if not dot:
         stem, suffix = base, ""
-    stem = stem[:100] or "image"
-    return f"{stem}.{suffix[:10]}" if suffix else stem
+    stem = _cut_utf8(stem[:MAX_STEM_CHARACTERS], MAX_STEM_BYTES) or "image"
+    suffix = _cut_utf8(suffix[:MAX_SUFFIX_CHARACTERS], MAX_SUFFIX_BYTES)
+    return f"{stem}.{suffix}" if suffix else stem
+
+
+def _cut_utf8(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8, never inside a character."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
 
 
 @dataclass(eq=False)  # compared by identity: two uploads of one file are two jobs
@@ -144,15 +177,22 @@ class JobQueue:
     """All jobs of all sessions; one worker thread runs them in the order they came.
 
     `make_upscaler(choice)` builds the network for a setting (called in the worker thread).
+    Every upload is held in memory until its page goes, so the queue takes a new one only while
+    its session has fewer than `max_waiting_per_session` waiting and all jobs together hold at
+    most `max_held_bytes` (uploads, results and the views made of them).
     """
 
     def __init__(
         self,
         make_upscaler: Callable[[ModelChoice], Upscaler],
         grace_seconds: float = 10.0,
+        max_waiting_per_session: int = 100,
+        max_held_bytes: int = 2 * 2**30,
     ) -> None:
         self._make_upscaler = make_upscaler
         self.grace_seconds = grace_seconds
+        self.max_waiting_per_session = max_waiting_per_session
+        self.max_held_bytes = max_held_bytes
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []
@@ -210,9 +250,39 @@ class JobQueue:
 
     # -- jobs -------------------------------------------------------------------------------
 
+    def _check_room_locked(self, session: str, name: str, incoming_bytes: int) -> None:
+        waiting = sum(job.session == session for job in self._waiting)
+        if waiting >= self.max_waiting_per_session:
+            raise QueueFullError(
+                f"{name} is refused: {waiting} images of this page are already waiting, the most this server queues "
+                "per page (--max-queued); add more when some are done",
+                429,
+            )
+        held = self._held_bytes_locked()
+        if held + incoming_bytes > self.max_held_bytes:
+            raise QueueFullError(
+                f"{name} is refused: this server holds {held / 2**20:.1f} MB of images and results, and its limit "
+                f"is {self.max_held_bytes / 2**20:g} MB (--max-held-mb); remove finished images from the page, "
+                "or try again when other pages have closed",
+                503,
+            )
+
+    def _held_bytes_locked(self) -> int:
+        """Bytes held by all jobs: uploads (shared by `again` copies: counted once), results, views."""
+        held: dict[int, int] = {}
+        for job in self._jobs.values():
+            for blob in (job.data, job.result, *(view for view, _ in job.views.values())):
+                if blob:
+                    held[id(blob)] = len(blob)
+        return sum(held.values())
+
     def submit(self, session: str, name: str, data: bytes, choice: ModelChoice, width: int, height: int) -> Job:
+        """Queue a job, or `QueueFullError` when the session has `max_waiting_per_session` waiting
+        or the job would take the bytes held past `max_held_bytes`."""
         job = Job(secrets.token_urlsafe(12), session, name, data, choice, width, height)
         with self._lock:
+            shared = any(other.data is data for other in self._jobs.values())  # `again`: the same upload
+            self._check_room_locked(session, name, 0 if shared else len(data))
             self._sessions.setdefault(session, _Session()).last_seen = time.monotonic()
             self._jobs[job.id] = job
             self._waiting.append(job)
@@ -223,7 +293,8 @@ class JobQueue:
     def get(self, session: str, job_id: str) -> Job | None:
         with self._lock:
             job = self._jobs.get(job_id)
-            return job if job is not None and job.session == session else None
+            # A removed job that is still running (until its tile ends) is gone for its page already.
+            return job if job is not None and job.session == session and not job.removed else None
 
     def session_jobs(self, session: str) -> list[Job]:
         with self._lock:
