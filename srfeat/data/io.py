@@ -9,14 +9,22 @@ upright), and any failure becomes an `ImageReadError` that names the file.
 `read_raw_image` gives the pixels as stored (bit depth, channels, ICC profile, EXIF) for
 callers that must write them back faithfully, and `write_image` writes them so: 16-bit colour
 PNG and TIFF, which PIL reads and writes only as 8-bit, go through `srfeat.data.png16` and
-`srfeat.data.tiff16`. Of an animated file (GIF, WebP, AVIF) the first frame is read, with a
-warning.
+`srfeat.data.tiff16`. Of an animated file (GIF, WebP, AVIF) the first frame is read, and of a
+multi-page TIFF the first page, with a warning. Float (mode F) images are read as intensities in
+[0, 1]: NaN, inf and values outside that range are refused in one line.
+
+What PIL and tifffile report while a file is read (PIL's `warnings`, printed as two lines with
+their source line; tifffile's log records, some twice as the file is opened twice) comes out as
+one srfeat warning line each, naming the file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from srfeat.data import png16, tiff16
-from srfeat.errors import ImageReadError
+from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import remove_stale_temporaries, temporary_path
 
 logger = logging.getLogger(__name__)
@@ -41,10 +49,11 @@ PathLike = str | os.PathLike[str]
 class RawImage:
     """An image's pixels as stored in its file.
 
-    `array` is HxWxC with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), dtype uint8 or
-    uint16 (16-bit files); `mode` is the PIL mode it was decoded from (`"L"`, `"I;16"`,
-    `"RGBA"`, ...; `"RGB;16"` for 16-bit colour PNG); `icc_profile` is the embedded colour
-    profile and `exif` the EXIF block (orientation already applied and removed), if any.
+    `array` is HxWxC with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA), dtype uint8,
+    uint16 (16-bit files) or float32 in [0, 1] (gray float files, PIL mode F); `mode` is the PIL
+    mode it was decoded from (`"L"`, `"I;16"`, `"RGBA"`, `"F"`, ...; `"RGB;16"` for 16-bit
+    colour PNG); `icc_profile` is the embedded colour profile and `exif` the EXIF block
+    (orientation already applied and removed), if any.
     """
 
     array: np.ndarray
@@ -73,15 +82,59 @@ def list_images(folder: PathLike) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
 
 
+class _ListHandler(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def one_line_messages(path: PathLike) -> Iterator[None]:
+    """While reading `path`: PIL's warnings and tifffile's log records -> one srfeat warning line each.
+
+    Repeats are logged once. When the read fails, they are logged at debug level only: the error
+    line names the cause, and tifffile's complaints about a file PIL then refuses are noise.
+    (`warnings.catch_warnings` and the logger's handlers are process-wide: a warning another
+    thread raises meanwhile may be logged with this file's name.)
+    """
+    caught_logs: list[str] = []
+    handler = _ListHandler(caught_logs)
+    tifffile_logger = logging.getLogger("tifffile")
+    propagate = tifffile_logger.propagate
+    tifffile_logger.addHandler(handler)
+    tifffile_logger.propagate = False
+    failed = True
+    try:
+        with warnings.catch_warnings(record=True) as caught_warnings:
+            warnings.simplefilter("always")
+            yield
+        failed = False
+    finally:
+        tifffile_logger.removeHandler(handler)
+        tifffile_logger.propagate = propagate
+        messages = [str(warning.message) for warning in caught_warnings] + [f"tifffile: {m}" for m in caught_logs]
+        for message in dict.fromkeys(" ".join(message.split()) for message in messages):
+            logger.log(logging.DEBUG if failed else logging.WARNING, "%s: %s", path, message)
+
+
 def open_image(path: PathLike) -> Image.Image:
     """Open and fully decode an image file, EXIF orientation applied."""
-    path = Path(path)
+    with one_line_messages(path):
+        return _open_image(Path(path))
+
+
+def _open_image(path: Path) -> Image.Image:
     if not path.is_file():
         raise ImageReadError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
             frames = getattr(image, "n_frames", 1)
-            if frames > 1:
+            if frames > 1 and image.format == "TIFF":
+                logger.warning("%s has %d pages: only the first page is read", path, frames)
+            elif frames > 1:
                 logger.warning("%s has %d frames (animated): only the first frame is read", path, frames)
             image.load()  # decode now: truncated files fail here
             oriented = ImageOps.exif_transpose(image)
@@ -96,30 +149,53 @@ def image_size(path: PathLike) -> tuple[int, int]:
     """(height, width) from the file header, without decoding the pixels (EXIF rotation ignored)."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with one_line_messages(path), Image.open(path) as image:
             width, height = image.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
     return height, width
 
 
+def check_float_pixels(array: np.ndarray) -> None:
+    """Float pixels must be finite intensities in [0, 1]; anything else is refused, with what was found.
+
+    There is no safe guess for other ranges: 0..255 data (a common slip) would come out white,
+    [-1, 1] data half black, and one NaN turns into a black pixel or, upscaled, spreads.
+    """
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        raise InvalidImageError(
+            f"{bad:,} of its {array.size:,} float pixel values are not finite (NaN or inf); "
+            "replace them (e.g. numpy.nan_to_num) and save it again"
+        )
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise InvalidImageError(
+            f"its float pixels are in [{float(array.min()):g}, {float(array.max()):g}], not in [0, 1] as srfeat reads "
+            "float images; scale them to [0, 1] (divide 0..255 data by 255) or save it as 8- or 16-bit"
+        )
+
+
 def _pixels(image: Image.Image) -> np.ndarray:
-    """The pixels of a decoded PIL image as HxWxC uint8/uint16, channels as stored."""
+    """The pixels of a decoded PIL image as HxWxC uint8/uint16 (float32 in [0, 1] for mode F), channels as stored."""
     mode = image.mode
-    if mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La", "F"):
+    if mode == "F":  # 32-bit float gray (TIFF): intensities in [0, 1]
+        array = np.array(image, dtype=np.float32)
+        check_float_pixels(array)
+        return array[..., None]
+    if mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
         # Palette, bilevel and other colour spaces: expand to the plain equivalent.
         has_alpha = mode in ("PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
-        target = ("LA" if mode == "La" else "RGBA") if has_alpha else ("L" if mode in ("1", "F") else "RGB")
-        if mode == "F":
-            array = np.asarray(image, dtype=np.float32)
-            return np.clip(np.rint(array), 0, 255).astype(np.uint8)[..., None]
+        target = ("LA" if mode == "La" else "RGBA") if has_alpha else ("L" if mode == "1" else "RGB")
         image = image.convert(target)
         mode = image.mode
     if mode.startswith("I;16") or mode == "I":
         # 16-bit grayscale (PIL reads 16-bit PNG/TIFF gray as I;16 or I).
         array = np.asarray(image).astype(np.int64)
-        if array.min() < 0 or array.max() > 65535:
-            raise ValueError(f"{mode} image with values outside 0..65535")
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise InvalidImageError(
+                f"its {mode} pixels are in [{array.min()}, {array.max()}], outside 16 bits (0..65535); "
+                "convert it to 8- or 16-bit"
+            )
         return array.astype(np.uint16)[..., None]
     array = np.array(image)  # a writable copy (np.asarray of a PIL image is read-only)
     if array.ndim == 2:
@@ -128,12 +204,17 @@ def _pixels(image: Image.Image) -> np.ndarray:
 
 
 def read_raw_image(path: PathLike) -> RawImage:
-    """The image as stored: HxWxC uint8/uint16 pixels, PIL mode, ICC profile and EXIF."""
+    """The image as stored: HxWxC uint8/uint16 (float32 for mode F) pixels, PIL mode, ICC profile and EXIF."""
+    with one_line_messages(path):
+        return _read_raw_image(Path(path))
+
+
+def _read_raw_image(path: Path) -> RawImage:
     if png16.png16_channels(path) > 1:  # 16-bit gray PIL reads right; colour it cuts to 8 bits
-        return _read_color_png16(Path(path))
+        return _read_color_png16(path)
     info = tiff16.tiff16_info(path)
     if info is not None and info.decodable:
-        return _read_color_tiff16(Path(path), info)
+        return _read_color_tiff16(path, info)
     if info is not None:
         logger.warning(
             "%s: a 16-bit colour TIFF compressed with %s: reading it with 8 bits per channel "
@@ -141,11 +222,11 @@ def read_raw_image(path: PathLike) -> RawImage:
             path,
             info.compression,
         )
-    image = open_image(path)
+    image = _open_image(path)
     try:
         array = _pixels(image)
-    except ValueError as error:
-        raise ImageReadError(f"cannot read image {path}: {error}; convert it to 8- or 16-bit RGB") from error
+    except InvalidImageError as error:
+        raise ImageReadError(f"cannot read image {path}: {error}") from error
     return RawImage(
         array=array, mode=image.mode, icc_profile=image.info.get("icc_profile"), exif=image.info.get("exif")
     )
@@ -153,6 +234,32 @@ def read_raw_image(path: PathLike) -> RawImage:
 
 # EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first).
 _ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (1, False), 7: (3, True), 8: (3, False)}
+
+
+def _orientation(exif: Image.Exif) -> int:
+    """The EXIF orientation, 1 (as stored) when absent or invalid (text, 0, 9...), as PIL treats JPEG's."""
+    value = exif.get(0x0112, 1)
+    return value if isinstance(value, int) and value in _ORIENTATIONS else 1
+
+
+def _check_pixel_count(path: Path, width: int, height: int) -> None:
+    """PIL's decompression-bomb rule, for the files srfeat decodes itself: a warning above
+    `Image.MAX_IMAGE_PIXELS`, an error above twice that; checked from the header, before decoding."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None:
+        return
+    if width * height > 2 * limit:
+        raise ImageReadError(
+            f"cannot read image {path}: {width}x{height} pixels is more than {2 * limit:,} "
+            "(a decompression bomb?); skip or replace this file"
+        )
+    if width * height > limit:
+        warnings.warn(
+            f"Image size ({width * height} pixels) exceeds limit of {limit} pixels, "
+            "could be decompression bomb DOS attack.",
+            Image.DecompressionBombWarning,
+            stacklevel=2,
+        )
 
 
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -166,40 +273,47 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
 def _read_color_png16(path: Path) -> RawImage:
     # PIL would decode these to 8 bits; read them ourselves and apply EXIF as open_image does.
     try:
-        decoded = png16.read_png16(path)
-        with Image.open(path) as image:
-            exif = image.getexif()
-    except (OSError, ValueError, SyntaxError) as error:
+        width, height = png16.png16_size(path)
+    except (OSError, ValueError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
-    array = _orient(decoded.array, int(exif.get(0x0112, 1)))
+    _check_pixel_count(path, width, height)
+    try:
+        decoded = png16.read_png16(path)  # inflates no more than the checked header's size needs
+    except (OSError, ValueError) as error:
+        raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+    exif = Image.Exif()
+    try:
+        exif.load(decoded.exif)  # a damaged block is read as far as it goes, with PIL's warning
+    except (SyntaxError, ValueError, OSError) as error:  # not even a TIFF header: nothing to keep
+        logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
+        exif = Image.Exif()
+    array = _orient(decoded.array, _orientation(exif))
     exif.pop(0x0112, None)
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile, exif=exif.tobytes() if len(exif) else None)
 
 
 def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
-    # The same pixel-count limit as PIL's, checked from the tags before decoding.
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and info.height * info.width > 2 * limit:
-        raise ImageReadError(
-            f"cannot read image {path}: {info.width}x{info.height} pixels is more than {2 * limit:,} "
-            "(a decompression bomb?); skip or replace this file"
-        )
+    _check_pixel_count(path, info.width, info.height)  # from the tags, before decoding
+    if info.pages > 1:
+        logger.warning("%s has %d pages: only the first page is read", path, info.pages)
     try:
         decoded = tiff16.read_tiff16(path)
     except Exception as error:  # tifffile raises its own types for damaged files
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
-    array = _orient(decoded.array, decoded.orientation)
+    array = _orient(decoded.array, decoded.orientation if decoded.orientation in _ORIENTATIONS else 1)
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile)
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
-    """HxWxC uint8/uint16 pixels (any of 1..4 channels) -> HxWx3 uint8 RGB, alpha dropped."""
+    """HxWxC uint8/uint16 (or float in [0, 1]) pixels (any of 1..4 channels) -> HxWx3 uint8 RGB, alpha dropped."""
     if array.dtype == np.uint16:
         array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        array = np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
     elif array.dtype != np.uint8:
-        raise ValueError(f"expected uint8 or uint16 pixels, got {array.dtype}")
+        raise ValueError(f"expected uint8, uint16 or float pixels, got {array.dtype}")
     if array.ndim == 2:
         array = array[..., None]
     channels = array.shape[2]
@@ -225,14 +339,23 @@ def write_png(path: PathLike, array: np.ndarray, compress_level: int = 6) -> Non
 
 
 def pil_to_array(image: Image.Image) -> np.ndarray:
-    """A PIL image's pixels as HxWxC uint8 (C = 1..4) or uint16 (16-bit gray), channels as stored."""
+    """A PIL image's pixels as HxWxC uint8 (C = 1..4), uint16 (16-bit gray) or float32 in [0, 1] (mode F).
+
+    Modes map as in the README's table: 1 -> L; P -> RGB (RGBA with transparency); PA, RGBa ->
+    RGBA; La -> LA; CMYK, YCbCr, LAB, HSV, RGBX -> RGB; I and I;16* -> 16-bit gray; F -> float
+    gray (refused unless finite and in [0, 1]).
+    """
     return _pixels(image)
 
 
 def array_to_pil(array: np.ndarray) -> Image.Image:
-    """HxW or HxWxC uint8 (C = 1..4: L, LA, RGB, RGBA) or HxW(x1) uint16 (I;16) -> PIL image."""
+    """HxW or HxWxC uint8 (C = 1..4: L, LA, RGB, RGBA), HxW(x1) uint16 (I;16) or float (F) -> PIL image."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
+    if np.issubdtype(array.dtype, np.floating):
+        if array.ndim != 2:
+            raise ValueError(f"PIL holds float images only as gray (mode F), got shape {array.shape}")
+        return Image.fromarray(np.ascontiguousarray(array, dtype=np.float32))
     if array.dtype == np.uint16 and array.ndim != 2:
         raise ValueError("PIL holds 16-bit images only as gray; write 16-bit colour with write_image")
     if array.dtype not in (np.uint8, np.uint16) or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] > 4):
@@ -265,12 +388,14 @@ def write_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
 ) -> None:
-    """Write HxW or HxWxC (C = 1..4) uint8/uint16 pixels in the format of the file extension.
+    """Write HxW or HxWxC (C = 1..4) uint8/uint16 (or float in [0, 1]) pixels in the format of the extension.
 
-    16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. JPEG
-    has no alpha channel: it is dropped (with a warning). The ICC profile and EXIF block are
-    embedded where the format allows. The file appears whole or not at all (written to a
-    temporary name, then renamed), and its folder is created.
+    16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. Float gray is
+    kept in TIFF (mode F); PNG gets 16 bits of it, other formats 8. JPEG and BMP have no alpha
+    channel: it is dropped. Each of these changes is logged as a warning; every layout can be
+    written in every format. The ICC profile and EXIF block are embedded where the format
+    allows. The file appears whole or not at all (written to a temporary name, then renamed),
+    and its folder is created.
     """
     path = Path(path)
     image_format = FORMATS.get(path.suffix.lower())
@@ -279,10 +404,27 @@ def write_image(
     if array.ndim == 2:
         array = array[..., None]
     channels = array.shape[2]
-    if image_format == "JPEG" and channels in (2, 4):
-        logger.warning("%s: JPEG has no alpha channel; the alpha is dropped (use .png or .webp to keep it)", path)
+    if image_format in ("JPEG", "BMP") and channels in (2, 4):
+        # BMP: PIL cannot write gray + alpha, and the fourth byte of the 32-bit BMP it writes for
+        # RGBA is one that readers (PIL's own included) ignore: the alpha would be lost unsaid.
+        logger.warning(
+            "%s: %s has no alpha channel; the alpha is dropped (use .png or .webp to keep it)", path, image_format
+        )
         array, channels = array[..., : channels - 1], channels - 1
     sixteen_bit_ok = image_format in ("PNG", "TIFF")
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.clip(array, 0.0, 1.0)
+        if image_format == "TIFF" and channels == 1:
+            array = array.astype(np.float32)  # mode F
+        else:
+            bits = 16 if sixteen_bit_ok else 8
+            logger.warning(
+                "%s: float pixels are kept only in a gray TIFF; writing %s with %d bits per channel",
+                path,
+                image_format,
+                bits,
+            )
+            array = np.rint(array * (65535.0 if bits == 16 else 255.0)).astype(np.uint16 if bits == 16 else np.uint8)
     if array.dtype == np.uint16 and not sixteen_bit_ok:
         logger.warning(
             "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format

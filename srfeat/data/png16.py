@@ -9,6 +9,7 @@ files are not supported (they are rare): the reader says so and PIL's 8-bit deco
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
@@ -17,21 +18,27 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PNG_SIGNATURE", "Png16", "png16_channels", "read_png16", "write_png16"]
+__all__ = ["PNG_SIGNATURE", "Png16", "png16_channels", "png16_size", "read_png16", "write_png16"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> channels: gray, RGB, gray + alpha, RGBA (palette images are never 16-bit).
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 COLOR_TYPES = {channels: color_type for color_type, channels in CHANNELS.items()}
 IDAT_CHUNK_BYTES = 1 << 20
+# PIL's bound on a decompressed PNG text or profile chunk (PngImagePlugin.MAX_TEXT_CHUNK): a
+# real ICC profile is a few kB, rarely more than a few hundred.
+MAX_ICC_PROFILE_BYTES = 1 << 20
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Png16:
-    """Pixels (HxWxC uint16) and the embedded ICC profile of a 16-bit PNG file."""
+    """Pixels (HxWxC uint16), the embedded ICC profile and the EXIF block of a 16-bit PNG file."""
 
     array: np.ndarray
     icc_profile: bytes | None
+    exif: bytes | None = None  # the eXIf chunk, as stored (orientation not applied)
 
 
 def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -60,6 +67,16 @@ def png16_channels(path: str | os.PathLike[str]) -> int:
         return 0
     _width, _height, bit_depth, color_type, _compression, _filter, interlace = struct.unpack(">IIBBBBB", head[16:29])
     return CHANNELS.get(color_type, 0) if bit_depth == 16 and interlace == 0 else 0
+
+
+def png16_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) from a PNG's header, without reading further; ValueError if it has none."""
+    with open(path, "rb") as file:
+        head = file.read(len(PNG_SIGNATURE) + 8 + 13)
+    if len(head) < 29 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        raise ValueError("not a PNG file")
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
 
 
 def _paeth_row(row: bytearray, previous: bytes, bpp: int) -> None:
@@ -108,33 +125,82 @@ def _unfilter(data: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
     return output
 
 
-def read_png16(path: str | os.PathLike[str]) -> Png16:
-    """Decode a non-interlaced 16-bit PNG; raises ValueError for anything else or bad data."""
+def _inflate_icc_profile(body: bytes, path: str | os.PathLike[str]) -> bytes | None:
+    """The iCCP chunk's profile, or None (with a warning) when it is damaged or too large.
+
+    The profile is metadata: a broken one costs the colour management, not the picture, so the
+    image is still read (PIL drops a damaged profile the same way).
+    """
+    name_end = body.find(b"\0")
+    if name_end < 0 or name_end + 2 > len(body):
+        logger.warning("%s: its ICC profile chunk (iCCP) is malformed; the profile is dropped", path)
+        return None
+    inflater = zlib.decompressobj()
+    try:
+        profile = inflater.decompress(body[name_end + 2 :], MAX_ICC_PROFILE_BYTES)
+        if inflater.unconsumed_tail:
+            logger.warning(
+                "%s: its ICC profile is larger than %d MB when decompressed (a decompression bomb?); "
+                "the profile is dropped",
+                path,
+                MAX_ICC_PROFILE_BYTES >> 20,
+            )
+            return None
+    except zlib.error as error:
+        logger.warning("%s: its ICC profile is damaged (%s); the profile is dropped", path, error)
+        return None
+    return profile or None
+
+
+def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> Png16:
+    """Decode a non-interlaced 16-bit PNG; raises ValueError for anything else or bad data.
+
+    `max_pixels` (PIL's decompression-bomb limit, say) is checked against the header's size
+    before any pixel data is inflated, and the inflated data is never allowed to grow past what
+    that size needs: a small file cannot make this allocate more than its header declares.
+    """
     data = Path(path).read_bytes()
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG file")
     chunks = _chunks(data)
-    if not chunks or chunks[0][0] != b"IHDR":
+    if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
         raise ValueError("PNG file without a header")
     width, height, bit_depth, color_type, _compression, _filter, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
     if bit_depth != 16 or color_type not in CHANNELS or interlace != 0:
         raise ValueError(
             f"not a non-interlaced 16-bit PNG (bit depth {bit_depth}, colour type {color_type}, interlace {interlace})"
         )
+    if width == 0 or height == 0:
+        raise ValueError(f"the PNG header gives an empty image ({width}x{height} pixels)")
+    if max_pixels is not None and width * height > max_pixels:
+        # PIL's wording for the same refusal of 8-bit files
+        raise ValueError(
+            f"Image size ({width * height} pixels) exceeds limit of {max_pixels} pixels, "
+            "could be decompression bomb DOS attack."
+        )
     channels = CHANNELS[color_type]
     icc_profile = None
+    exif = None
     for kind, body in chunks:
-        if kind == b"iCCP":
-            compressed = body[body.index(b"\0") + 2 :]  # profile name, NUL, compression method
-            icc_profile = zlib.decompress(compressed)
+        if kind == b"iCCP" and icc_profile is None:
+            icc_profile = _inflate_icc_profile(body, path)
+        elif kind == b"eXIf" and exif is None:
+            exif = body
+    bpp = 2 * channels
+    expected = height * (width * bpp + 1)  # a filter-type byte starts every row
+    inflater = zlib.decompressobj()
     try:
-        raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+        raw = inflater.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"), expected)
+        surplus = bool(inflater.unconsumed_tail) or bool(inflater.flush())
     except zlib.error as error:
         raise ValueError(f"corrupt PNG image data ({error})") from error
-    bpp = 2 * channels
+    if len(raw) < expected:
+        raise ValueError(f"truncated PNG image data ({len(raw):,} of {expected:,} bytes)")
+    if surplus:
+        raise ValueError(f"the PNG image data is longer than its {width}x{height} header says (a damaged file?)")
     pixels = _unfilter(raw, height, width * bpp, bpp)
     array = pixels.view(">u2").reshape(height, width, channels).astype(np.uint16)
-    return Png16(array=array, icc_profile=icc_profile)
+    return Png16(array=array, icc_profile=icc_profile, exif=exif)
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tifffile import TiffPage
 
 __all__ = ["Tiff16", "Tiff16Info", "read_tiff16", "tiff16_info", "write_tiff16"]
 
@@ -32,6 +36,7 @@ class Tiff16Info:
     orientation: int
     decodable: bool  # False: its compression needs the imagecodecs package
     compression: str
+    pages: int = 1
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,6 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
             page = tiff.pages.first
             if page.bitspersample != 16 or page.dtype != np.uint16 or not 2 <= page.samplesperpixel <= 4:
                 return None
-            orientation = page.tags.get(ORIENTATION_TAG)
             try:
                 tifffile.TIFF.DECOMPRESSORS[page.compression]
                 decodable = True
@@ -72,12 +76,21 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
                 height=int(page.imagelength),
                 width=int(page.imagewidth),
                 channels=int(page.samplesperpixel),
-                orientation=int(orientation.value) if orientation is not None else 1,
+                orientation=_orientation(page),
                 decodable=decodable,
                 compression=tifffile.COMPRESSION(page.compression).name,
+                pages=len(tiff.pages),
             )
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError):
         return None  # let PIL try, and name the file when it fails
+
+
+def _orientation(page: TiffPage) -> int:
+    """The page's Orientation tag; 1 (as stored) when absent or not a number (tifffile warns of an
+    unknown value and keeps it; the caller ignores values outside 1..8)."""
+    tag = page.tags.get(ORIENTATION_TAG)
+    value = tag.value if tag is not None else 1
+    return int(value) if isinstance(value, int) else 1
 
 
 def read_tiff16(path: str | os.PathLike[str]) -> Tiff16:
@@ -90,11 +103,10 @@ def read_tiff16(path: str | os.PathLike[str]) -> Tiff16:
         if page.axes.startswith("S"):  # planar configuration: one plane per sample
             array = np.moveaxis(array, 0, -1)
         icc = page.tags.get(ICC_PROFILE_TAG)
-        orientation = page.tags.get(ORIENTATION_TAG)
         return Tiff16(
             array=np.ascontiguousarray(array.reshape(int(page.imagelength), int(page.imagewidth), -1)),
-            icc_profile=bytes(icc.value) if icc is not None else None,
-            orientation=int(orientation.value) if orientation is not None else 1,
+            icc_profile=bytes(icc.value) if icc is not None and isinstance(icc.value, bytes) else None,
+            orientation=_orientation(page),
         )
 
 

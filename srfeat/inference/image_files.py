@@ -2,8 +2,10 @@
 
 The input is read as stored (mode, bit depth, alpha, ICC profile, EXIF with the orientation
 applied), upscaled, and written in the output's format keeping all of that where the format
-can hold it (`srfeat.data.io.write_image`). Having one function means the web app's download
-and the command line's file are the same bytes for the same input and options.
+can hold it (`srfeat.data.io.write_image`; what it cannot hold is converted, with a warning: every
+pixel layout can be written in every output format, so no upscale is lost to a mode the format
+lacks). Having one function means the web app's download and the command line's file are the
+same bytes for the same input and options.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from pathlib import Path
 
 from srfeat.data.io import FORMATS, read_raw_image, write_image
+from srfeat.errors import SRFeatError
 from srfeat.inference.upscaler import Upscaler
 
 __all__ = ["output_extension", "upscale_file"]
@@ -36,6 +39,10 @@ def upscale_file(
     be upscaled (a model whose output is not finite, say), and `OSError` when `target` cannot
     be written (the target then does not exist: it is written to a temporary name and renamed).
     """
+    extension = Path(target).suffix
+    if extension.lower() not in FORMATS:  # found now, not after the network has run
+        known = ", ".join(sorted(FORMATS))
+        raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
     raw = read_raw_image(source)
     result = upscaler.upscale_array(raw.array, outscale=outscale)
     write_image(target, result, icc_profile=raw.icc_profile, exif=raw.exif)

@@ -1,0 +1,470 @@
+"""Reading hostile and unusual image files: bounded memory, one line per problem, no silent wrong pixels.
+
+Each test reproduces a finding of the image-reading audit (16-bit PNG bombs and damaged chunks,
+float TIFFs, modes that formats cannot hold, multi-line library warnings) with files it makes
+itself; the command line is run as a subprocess, as a user meets it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import resource
+import struct
+import subprocess
+import sys
+import tracemalloc
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from srfeat.data.io import FORMATS, open_image, pil_to_array, read_raw_image, write_image
+from srfeat.data.png16 import PNG_SIGNATURE, read_png16, write_png16
+from srfeat.errors import ImageReadError, InvalidImageError, SRFeatError
+from srfeat.inference import Upscaler
+from srfeat.inference.image_files import upscale_file
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def upscaler(model_path: Path) -> Upscaler:
+    return Upscaler(model_path, device="cpu", tile=0)
+
+
+def srfeat(*args: str | Path, memory_limit: int | None = None) -> subprocess.CompletedProcess[str]:
+    def limit_memory() -> None:
+        if memory_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
+        cwd=REPO,
+        env=CHILD_ENV,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_memory,
+    )
+
+
+def stderr_lines(child: subprocess.CompletedProcess[str]) -> list[str]:
+    assert "Traceback" not in child.stderr, child.stderr
+    lines = [line for line in child.stderr.splitlines() if line.strip()]
+    # every line is one of srfeat's log lines: no warning printed by Python with its source line
+    assert all(line.startswith(("INFO:", "WARNING:", "ERROR:")) for line in lines), child.stderr
+    return lines
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def with_chunks(png: bytes, *chunks: bytes) -> bytes:
+    """`png` with `chunks` inserted before its first IDAT."""
+    idat = png.index(b"IDAT") - 4
+    return png[:idat] + b"".join(chunks) + png[idat:]
+
+
+def png16_bytes(array: np.ndarray, tmp_path: Path) -> bytes:
+    path = tmp_path / "made16.png"
+    write_png16(path, array)
+    return path.read_bytes()
+
+
+def png_file(width: int, height: int, color_type: int, idat: bytes) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def zeros_deflated(size: int, unit: int = 1 << 22) -> bytes:
+    """A zlib stream of `size` zero bytes, made in a second for any size: one fully flushed
+    deflate segment of `unit` zeros repeated (each is independent of the ones before), then the
+    rest, an empty final block and the Adler-32 of the whole."""
+    compressor = zlib.compressobj(9)
+    zeros = bytes(unit)
+    whole, rest = divmod(size, unit)
+    parts = []
+    if whole:
+        parts.append(compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH))  # the zlib header too
+    if whole > 1:
+        segment = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+        parts += [segment] * (whole - 1)
+    parts.append(compressor.compress(bytes(rest)) + compressor.flush(zlib.Z_FULL_FLUSH))
+    checksum = 1
+    for _ in range(whole):
+        checksum = zlib.adler32(zeros, checksum)
+    checksum = zlib.adler32(bytes(rest), checksum)
+    return b"".join(parts) + b"\x03\x00" + struct.pack(">I", checksum)
+
+
+def peak_bytes_of(function, *args):  # type: ignore[no-untyped-def]
+    """(result or exception, peak bytes Python and numpy allocated while `function` ran)."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome = function(*args)
+        except Exception as error:  # noqa: BLE001 - the caller checks which
+            outcome = error
+        return outcome, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# ----------------------------------------------------------------------------- 16-bit PNG: bombs
+
+
+@pytest.mark.parametrize("size", [17, 1000, 1017, 3017])
+def test_zero_stream_helper_is_valid(size: int) -> None:
+    assert zlib.decompress(zeros_deflated(size, unit=1000)) == bytes(size)
+
+
+def test_a_16_bit_png_bomb_is_refused_in_one_line_before_its_data_is_inflated(tmp_path: Path, model_path: Path) -> None:
+    # 15000x15000 RGB 16-bit, all zero: 1.3 MB on disk, 1.35 GB inflated, 225 M pixels > PIL's 179 M
+    width = height = 15000
+    bomb = tmp_path / "bomb16.png"
+    bomb.write_bytes(png_file(width, height, 2, zeros_deflated(height * (1 + width * 6))))
+    assert bomb.stat().st_size < 2_000_000
+    # 3 GB of address space: torch loads in it; the old reader needed 4.2 GB here and died with a traceback
+    child = srfeat("upscale", bomb, "-o", tmp_path / "out.png", "--model", model_path, memory_limit=3 << 30)
+    errors = [line for line in stderr_lines(child) if line.startswith("ERROR:")]
+    assert child.returncode == 1
+    assert "bomb16.png" in errors[0] and "decompression bomb" in errors[0], child.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_the_16_bit_reader_checks_the_pixel_count_against_pils_limit_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    width, height = 2000, 1000  # 16 MB of pixels (RGBA 16-bit); the limit is lowered below it
+    path = tmp_path / "big16.png"
+    path.write_bytes(png_file(width, height, 6, zeros_deflated(height * (1 + width * 8))))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)
+    outcome, peak = peak_bytes_of(read_raw_image, path)
+    assert isinstance(outcome, ImageReadError) and "decompression bomb" in str(outcome), outcome
+    assert peak < 1_000_000, f"{peak:,} bytes allocated before refusing"
+    # between the limit and twice it: read, with PIL's warning as one log line (not a Python warning)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_500_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        raw = read_raw_image(path)
+    assert raw.array.shape == (height, width, 4) and raw.array.dtype == np.uint16
+
+
+@pytest.mark.parametrize(("declared", "made"), [((40, 30), 4_000_000), ((40, 30), 100)])
+def test_16_bit_png_data_longer_or_shorter_than_its_header_is_one_error(
+    tmp_path: Path, declared: tuple[int, int], made: int
+) -> None:
+    width, height = declared
+    path = tmp_path / "mismatch16.png"
+    path.write_bytes(png_file(width, height, 2, zeros_deflated(made, unit=1 << 16)))
+    outcome, peak = peak_bytes_of(read_raw_image, path)
+    assert isinstance(outcome, ImageReadError), outcome
+    assert re.search(r"longer than its 40x30 header|truncated", str(outcome)), outcome
+    assert peak < 500_000, f"{peak:,} bytes allocated for a 40x30 image"  # never the 4 MB it holds
+
+
+def test_a_16_bit_png_still_reads_exactly(tmp_path: Path) -> None:
+    array = RNG.integers(0, 65536, (7, 9, 3), dtype=np.uint16)
+    path = tmp_path / "exact16.png"
+    write_png16(path, array)
+    decoded = read_png16(path)
+    assert np.array_equal(decoded.array, array) and decoded.icc_profile is None
+
+
+# ----------------------------------------------------------------------------- 16-bit PNG: damaged chunks
+
+
+def icc_chunk(compressed_profile: bytes) -> bytes:
+    return chunk(b"iCCP", b"profile\0\0" + compressed_profile)
+
+
+def test_damaged_and_oversized_icc_profiles_of_16_bit_pngs_are_dropped_with_a_warning(
+    tmp_path: Path, model_path: Path
+) -> None:
+    array = RNG.integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    plain = png16_bytes(array, tmp_path)
+    cases = {
+        "garbage.png": icc_chunk(b"garbage garbage garbage"),
+        "bomb.png": icc_chunk(zlib.compress(bytes(64 << 20), 9)),  # 64 MB profile in 64 kB
+        "no_name_end.png": chunk(b"iCCP", b"profile without a terminator"),
+    }
+    for name, body in cases.items():
+        (tmp_path / name).write_bytes(with_chunks(plain, body))
+    # in process: the bomb is not inflated past PIL's 1 MB bound for such chunks
+    outcome, peak = peak_bytes_of(read_raw_image, tmp_path / "bomb.png")
+    assert not isinstance(outcome, Exception) and outcome.icc_profile is None, outcome
+    assert np.array_equal(outcome.array, array)
+    assert peak < 8 << 20, f"{peak:,} bytes allocated"
+    # as the user meets it: each file upscaled, one warning line each, the profile dropped
+    out = tmp_path / "out"
+    child = srfeat("upscale", *(tmp_path / name for name in cases), "-o", out, "--model", model_path)
+    lines = stderr_lines(child)
+    assert child.returncode == 0, child.stderr
+    for name in cases:
+        warned = [line for line in lines if line.startswith("WARNING:") and name in line]
+        assert len(warned) == 1 and "ICC profile" in warned[0] and "dropped" in warned[0], child.stderr
+        written = read_raw_image(out / name)
+        assert written.array.shape == (24, 20, 3) and written.array.dtype == np.uint16 and written.icc_profile is None
+
+
+def test_a_good_icc_profile_of_a_16_bit_png_is_kept(tmp_path: Path) -> None:
+    profile = b"a profile is kept byte for byte" * 10
+    path = tmp_path / "icc16.png"
+    write_png16(path, RNG.integers(0, 65536, (4, 4, 3), dtype=np.uint16), icc_profile=profile)
+    assert read_raw_image(path).icc_profile == profile
+
+
+def exif_with_orientation(value: bytes, kind: int, count: int) -> bytes:
+    """A little-endian EXIF (TIFF) block with one Orientation entry, its value inline."""
+    return b"II*\0\x08\0\0\0\x01\0" + struct.pack("<HHI", 0x0112, kind, count) + value.ljust(4, b"\0") + b"\0\0\0\0"
+
+
+@pytest.mark.parametrize(
+    ("name", "exif"),
+    [
+        ("text", exif_with_orientation(b"abc\0", 2, 4)),  # ASCII
+        ("nine", exif_with_orientation(struct.pack("<H", 9), 3, 1)),  # SHORT, out of 1..8
+        ("garbage", b"not a TIFF header at all"),
+    ],
+)
+def test_an_invalid_exif_orientation_of_a_16_bit_png_is_ignored(tmp_path: Path, name: str, exif: bytes) -> None:
+    array = RNG.integers(0, 65536, (3, 5, 4), dtype=np.uint16)
+    path = tmp_path / f"{name}.png"
+    path.write_bytes(with_chunks(png16_bytes(array, tmp_path), chunk(b"eXIf", exif)))
+    raw = read_raw_image(path)
+    assert np.array_equal(raw.array, array)  # as stored: not turned
+    kept = Image.Exif()
+    kept.load(raw.exif)
+    assert 0x0112 not in kept  # a viewer must not act on it either
+
+
+def test_a_valid_exif_orientation_of_a_16_bit_png_is_applied(tmp_path: Path) -> None:
+    array = RNG.integers(0, 65536, (3, 5, 3), dtype=np.uint16)
+    path = tmp_path / "six.png"
+    exif = exif_with_orientation(struct.pack("<H", 6), 3, 1)
+    path.write_bytes(with_chunks(png16_bytes(array, tmp_path), chunk(b"eXIf", exif)))
+    assert np.array_equal(read_raw_image(path).array, np.rot90(array, k=-1))
+
+
+# ----------------------------------------------------------------------------- float (mode F) images
+
+
+def float_tiff(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array.astype(np.float32), "F").save(path)
+    return path
+
+
+def test_float_tiffs_are_read_as_0_to_1_and_stay_float(tmp_path: Path, model_path: Path) -> None:
+    pixels = RNG.random((12, 10), dtype=np.float32)
+    source = float_tiff(tmp_path / "f01.tif", pixels)
+    raw = read_raw_image(source)
+    assert raw.mode == "F" and raw.array.dtype == np.float32 and np.array_equal(raw.array[..., 0], pixels)
+    # the same picture as 16-bit gray: its result is the reference (the old reader made it black)
+    sixteen = tmp_path / "g16.png"
+    Image.fromarray(np.rint(pixels * 65535).astype(np.uint16)).save(sixteen)
+    out = tmp_path / "out"
+    child = srfeat("upscale", source, sixteen, "-o", out, "--model", model_path)
+    assert child.returncode == 0 and not [line for line in stderr_lines(child) if "WARNING" in line], child.stderr
+    with Image.open(out / "f01.tif") as result, Image.open(out / "g16.png") as reference:
+        assert result.mode == "F" and result.size == (40, 48) and reference.mode == "I;16"
+        values, expected = np.asarray(result), np.asarray(reference) / 65535.0
+    assert np.abs(values - expected).max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("name", "pixels", "expected"),
+    [
+        (
+            "nan.tif",
+            np.where(RNG.random((8, 6)) < 0.25, np.nan, 0.5),
+            r"\d+ of its 48 float pixel values are not finite",
+        ),
+        ("inf.tif", np.full((8, 6), np.inf), "48 of its 48 float pixel values are not finite"),
+        (
+            "byte_range.tif",
+            RNG.random((8, 6)) * 255,
+            r"in \[[\d.e-]+, [\d.e+]+\], not in \[0, 1\].*divide 0..255 data by 255",
+        ),
+        ("signed.tif", RNG.random((8, 6)) * 2 - 1, r"in \[-[\d.e-]+, [\d.e-]+\], not in \[0, 1\]"),
+    ],
+)
+def test_float_pixels_that_are_not_finite_or_outside_0_1_are_refused_in_one_line(
+    tmp_path: Path, name: str, pixels: np.ndarray, expected: str
+) -> None:
+    source = float_tiff(tmp_path / name, pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the old reader's numpy "invalid value encountered in cast"
+        with pytest.raises(ImageReadError, match=expected) as raised:
+            read_raw_image(source)
+    assert name in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_float_refusal_on_the_command_line(tmp_path: Path, model_path: Path) -> None:
+    source = float_tiff(tmp_path / "fnan.tif", np.full((8, 6), np.nan))
+    child = srfeat("upscale", source, "-o", tmp_path / "out", "--model", model_path)
+    errors = [line for line in stderr_lines(child) if line.startswith("ERROR:")]
+    assert child.returncode == 1 and "fnan.tif" in errors[0] and "not finite" in errors[0], child.stderr
+    assert not (tmp_path / "out" / "fnan.tif").exists()
+
+
+def test_a_mode_f_pil_image_comes_back_as_mode_f(upscaler: Upscaler) -> None:
+    pixels = RNG.random((6, 5), dtype=np.float32)
+    result = upscaler(Image.fromarray(pixels, "F"))
+    assert result.mode == "F" and result.size == (20, 24)
+    assert abs(float(np.asarray(result).mean()) - float(pixels.mean())) < 0.1
+    with pytest.raises(InvalidImageError, match="not finite"):
+        upscaler(Image.fromarray(np.full((6, 5), np.nan, np.float32), "F"))
+    with pytest.raises(SRFeatError, match=r"not in \[0, 1\]"):
+        pil_to_array(Image.fromarray(np.full((6, 5), 200.0, np.float32), "F"))
+
+
+# ----------------------------------------------------------------------------- modes and output formats
+
+
+def readme_mode_table() -> dict[str, str]:
+    """The README's table of what `Upscaler` returns for each PIL mode: {input mode: output mode}."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("| PIL mode in |") :].split("\n\n")[0]
+    mapping = {}
+    for row in section.splitlines()[2:]:
+        modes_in, mode_out = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        for mode in re.findall(r"`([^`]+)`", modes_in):
+            mapping[mode] = mode if mode_out.startswith("the same") else re.findall(r"`([^`]+)`", mode_out)[0]
+    return mapping
+
+
+def image_in_mode(mode: str) -> Image.Image:
+    rgb = Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8))
+    if mode == "P+transparency":
+        image = rgb.convert("P")
+        image.info["transparency"] = 3
+        return image
+    if mode in ("I", "I;16", "I;16B"):
+        return Image.fromarray(RNG.integers(0, 65536, (6, 5)).astype(np.int32), "I").convert(mode)
+    if mode == "F":
+        return Image.fromarray(RNG.random((6, 5), dtype=np.float32), "F")
+    if mode in ("LAB", "La"):  # PIL converts to these from few modes
+        return Image.new(mode, (5, 6))
+    return rgb.convert(mode)
+
+
+def test_the_readme_states_the_mode_each_pil_mode_comes_back_in(upscaler: Upscaler) -> None:
+    table = readme_mode_table()
+    modes = ["1", "L", "LA", "La", "P", "P+transparency", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"]
+    modes += ["HSV", "LAB", "I", "I;16", "I;16B", "F"]
+    assert set(table) == set(modes)
+    for mode in modes:
+        assert upscaler(image_in_mode(mode)).mode == table[mode], mode
+
+
+@pytest.mark.parametrize("extension", sorted(FORMATS))
+@pytest.mark.parametrize("layout", ["uint8x1", "uint8x2", "uint8x3", "uint8x4", "uint16x1", "uint16x2", "uint16x3",
+                                    "uint16x4", "float32x1"])  # fmt: skip
+def test_every_pixel_layout_can_be_written_in_every_format(tmp_path: Path, layout: str, extension: str) -> None:
+    dtype, channels = layout.split("x")
+    if dtype == "float32":
+        array = RNG.random((5, 7, int(channels)), dtype=np.float32)
+    else:
+        array = RNG.integers(0, np.iinfo(dtype).max, (5, 7, int(channels)), endpoint=True).astype(dtype)
+    path = tmp_path / f"written{extension}"
+    write_image(path, array)
+    back = read_raw_image(path).array
+    assert back.shape[:2] == (5, 7)
+    if layout == "float32x1" and extension == ".png":  # 16 bits of it
+        array = np.rint(array * 65535).astype(np.uint16)
+    if extension in (".png", ".tif", ".tiff"):  # lossless formats that hold every layout given
+        assert back.shape == array.shape and back.dtype == array.dtype and np.array_equal(back, array)
+
+
+def test_gray_alpha_to_bmp_is_converted_with_a_warning(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "la.png"
+    Image.fromarray(RNG.integers(0, 256, (6, 5, 2), dtype=np.uint8), "LA").save(source)
+    child = srfeat("upscale", source, "-o", tmp_path / "la.bmp", "--model", model_path)
+    lines = stderr_lines(child)
+    assert child.returncode == 0, child.stderr
+    assert any(line.startswith("WARNING:") and "BMP has no alpha channel" in line for line in lines), child.stderr
+    with Image.open(tmp_path / "la.bmp") as result:
+        assert result.mode == "L" and result.size == (20, 24)
+
+
+def test_an_unknown_output_extension_is_refused_before_the_network_runs(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "a.png"
+    Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(source)
+    tiles: list[int] = []
+    counting = Upscaler(model_path, device="cpu", tile=0, on_tile=lambda done, total: tiles.append(done))
+    with pytest.raises(SRFeatError, match="unknown image extension"):
+        upscale_file(counting, source, tmp_path / "a_x4" / ".png")
+    assert tiles == []
+    upscale_file(counting, source, tmp_path / "a_x4.png")  # the same upscaler does run the network
+    assert tiles
+
+
+# ----------------------------------------------------------------------------- what the libraries report
+
+
+def test_pil_and_tifffile_warnings_are_one_srfeat_line_each(tmp_path: Path, model_path: Path) -> None:
+    jpeg = tmp_path / "plain.jpg"
+    Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(jpeg, quality=90)
+    data = jpeg.read_bytes()
+    exif = b"Exif\0\0" + b"MM\0*\0\0\0\x08\xff\xff" + b"garbage" * 5  # 65535 entries promised, 35 bytes there
+    (tmp_path / "badexif.jpg").write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + data[2:])
+    array = RNG.integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "orient99.tif", array, photometric="rgb", extratags=[(274, 3, 1, 99, True)])
+    child = srfeat("upscale", tmp_path / "badexif.jpg", tmp_path / "orient99.tif", "-o", tmp_path / "out",
+                   "--model", model_path)  # fmt: skip
+    lines = stderr_lines(child)
+    assert child.returncode == 0, child.stderr
+    warned = [line for line in lines if line.startswith("WARNING:")]
+    assert len(warned) == 2, child.stderr  # tifffile's orientation complaint once, though the file is opened twice
+    assert "badexif.jpg" in warned[0] and "Corrupt EXIF data" in warned[0], child.stderr
+    assert "orient99.tif" in warned[1] and "ORIENTATION" in warned[1], child.stderr
+    assert np.array_equal(read_raw_image(tmp_path / "orient99.tif").array, array)  # 99 ignored: as stored
+
+
+def test_a_decompression_bomb_warning_is_one_log_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "largish.png"
+    Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # 30 pixels: over the limit, under twice it
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING):
+        warnings.simplefilter("error")
+        read_raw_image(path)
+        open_image(path)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2 and all("largish.png" in m and "decompression bomb" in m for m in messages), messages
+
+
+def test_a_failed_read_reports_only_its_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "nopages.tif"
+    path.write_bytes(b"II*\0\0\0\0\0")  # a TIFF header whose first page is at offset 0: no pages
+    with caplog.at_level(logging.WARNING), pytest.raises(ImageReadError, match="nopages.tif"):
+        read_raw_image(path)
+    assert not caplog.records, [record.getMessage() for record in caplog.records]
+
+
+@pytest.mark.parametrize("sixteen_bit", [False, True])
+def test_a_multi_page_tiff_is_said_to_have_pages(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, sixteen_bit: bool
+) -> None:
+    path = tmp_path / "pages.tif"
+    if sixteen_bit:
+        pages = RNG.integers(0, 65536, (2, 6, 5, 3), dtype=np.uint16)
+        tifffile.imwrite(path, pages, photometric="rgb")
+    else:
+        pages = RNG.integers(0, 256, (2, 6, 5, 3), dtype=np.uint8)
+        Image.fromarray(pages[0]).save(path, save_all=True, append_images=[Image.fromarray(pages[1])])
+    with caplog.at_level(logging.WARNING):
+        raw = read_raw_image(path)
+    assert np.array_equal(raw.array, pages[0])
+    assert [record.getMessage() for record in caplog.records] == [f"{path} has 2 pages: only the first page is read"]
