@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,30 +92,37 @@ class _ListHandler(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+# `warnings.catch_warnings` and a logger's handlers are process-wide: two threads reading at once
+# (the web app's worker and a caller's own) would otherwise restore each other's state wrongly.
+_CAPTURING = threading.RLock()
+
+
 @contextmanager
 def one_line_messages(path: PathLike) -> Iterator[None]:
     """While reading `path`: PIL's warnings and tifffile's log records -> one srfeat warning line each.
 
     Repeats are logged once. When the read fails, they are logged at debug level only: the error
     line names the cause, and tifffile's complaints about a file PIL then refuses are noise.
-    (`warnings.catch_warnings` and the logger's handlers are process-wide: a warning another
-    thread raises meanwhile may be logged with this file's name.)
     """
     caught_logs: list[str] = []
+    caught_warnings: list[warnings.WarningMessage] = []
     handler = _ListHandler(caught_logs)
     tifffile_logger = logging.getLogger("tifffile")
-    propagate = tifffile_logger.propagate
-    tifffile_logger.addHandler(handler)
-    tifffile_logger.propagate = False
     failed = True
     try:
-        with warnings.catch_warnings(record=True) as caught_warnings:
+        with _CAPTURING, warnings.catch_warnings(record=True) as recorded:
+            caught_warnings = recorded
             warnings.simplefilter("always")
-            yield
+            propagate = tifffile_logger.propagate
+            tifffile_logger.addHandler(handler)
+            tifffile_logger.propagate = False
+            try:
+                yield
+            finally:
+                tifffile_logger.removeHandler(handler)
+                tifffile_logger.propagate = propagate
         failed = False
     finally:
-        tifffile_logger.removeHandler(handler)
-        tifffile_logger.propagate = propagate
         messages = [str(warning.message) for warning in caught_warnings] + [f"tifffile: {m}" for m in caught_logs]
         for message in dict.fromkeys(" ".join(message.split()) for message in messages):
             logger.log(logging.DEBUG if failed else logging.WARNING, "%s: %s", path, message)
@@ -225,7 +233,7 @@ def _read_raw_image(path: Path) -> RawImage:
     image = _open_image(path)
     try:
         array = _pixels(image)
-    except InvalidImageError as error:
+    except ValueError as error:  # InvalidImageError's say what to do
         raise ImageReadError(f"cannot read image {path}: {error}") from error
     return RawImage(
         array=array, mode=image.mode, icc_profile=image.info.get("icc_profile"), exif=image.info.get("exif")
@@ -283,7 +291,7 @@ def _read_color_png16(path: Path) -> RawImage:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
     exif = Image.Exif()
     try:
-        exif.load(decoded.exif)  # a damaged block is read as far as it goes, with PIL's warning
+        exif.load(decoded.exif or b"")  # a damaged block is read as far as it goes, with PIL's warning
     except (SyntaxError, ValueError, OSError) as error:  # not even a TIFF header: nothing to keep
         logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
         exif = Image.Exif()

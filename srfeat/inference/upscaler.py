@@ -377,7 +377,8 @@ class Upscaler:
         return output[..., 0] if array.ndim == 2 else output
 
     def upscale_pil(self, image: Image.Image, outscale: float | None = None) -> Image.Image:
-        """A PIL image -> a PIL image of the same kind (L, LA, RGB, RGBA; 16-bit gray stays 16-bit).
+        """A PIL image -> a PIL image in the plain mode it maps to: L, LA, RGB, RGBA and F stay, 16-bit
+        gray comes back I;16, other modes RGB(A) or L (the README's table, `srfeat.data.io.pil_to_array`).
 
         The ICC profile, if any, is carried over. EXIF orientation is not applied here (the
         caller decides; `srfeat.data.io.open_image` applies it).
