@@ -24,10 +24,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-from srfeat.data.io import FORMATS, open_image, pil_to_array, read_raw_image, write_image
+from srfeat.data.io import FLOAT_PIXEL_SLACK, FORMATS, open_image, pil_to_array, read_raw_image, write_image
 from srfeat.data.png16 import PNG_SIGNATURE, read_png16, write_png16
 from srfeat.errors import ImageReadError, InvalidImageError, SRFeatError
 from srfeat.inference import Upscaler
+from srfeat.inference import upscaler as upscaler_module
 from srfeat.inference.image_files import upscale_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -309,6 +310,13 @@ def test_float_pixels_that_are_not_finite_or_outside_0_1_are_refused_in_one_line
     assert name in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_float_pixels_a_rounding_error_outside_0_1_are_read_as_the_api_takes_them(tmp_path: Path) -> None:
+    assert FLOAT_PIXEL_SLACK == upscaler_module.FLOAT_PIXEL_SLACK  # files and arrays follow one rule
+    pixels = np.clip(RNG.random((8, 6)) * 1.002 - 0.001, -0.001, 1.001).astype(np.float32)
+    raw = read_raw_image(float_tiff(tmp_path / "rounded.tif", pixels))
+    assert np.array_equal(raw.array[..., 0], pixels)
+
+
 def test_float_refusal_on_the_command_line(tmp_path: Path, model_path: Path) -> None:
     source = float_tiff(tmp_path / "fnan.tif", np.full((8, 6), np.nan))
     child = srfeat("upscale", source, "-o", tmp_path / "out", "--model", model_path)
@@ -321,7 +329,9 @@ def test_a_mode_f_pil_image_comes_back_as_mode_f(upscaler: Upscaler) -> None:
     pixels = RNG.random((6, 5), dtype=np.float32)
     result = upscaler(Image.fromarray(pixels, "F"))
     assert result.mode == "F" and result.size == (20, 24)
-    assert abs(float(np.asarray(result).mean()) - float(pixels.mean())) < 0.1
+    # the same as the 16-bit gray image of these pixels gives (the old code rounded them to 0 and 1)
+    reference = upscaler(Image.fromarray(np.rint(pixels * 65535).astype(np.uint16)))
+    assert np.abs(np.asarray(result) - np.asarray(reference) / 65535.0).max() < 1e-3
     with pytest.raises(InvalidImageError, match="not finite"):
         upscaler(Image.fromarray(np.full((6, 5), np.nan, np.float32), "F"))
     with pytest.raises(SRFeatError, match=r"not in \[0, 1\]"):

@@ -164,6 +164,11 @@ def image_size(path: PathLike) -> tuple[int, int]:
     return height, width
 
 
+# Float pixels a hair outside [0, 1] are the rounding of the program that made them, and are
+# clamped; the same slack as `srfeat.inference.upscaler.FLOAT_PIXEL_SLACK` for arrays.
+FLOAT_PIXEL_SLACK = 1 / 255
+
+
 def check_float_pixels(array: np.ndarray) -> None:
     """Float pixels must be finite intensities in [0, 1]; anything else is refused, with what was found.
 
@@ -176,7 +181,7 @@ def check_float_pixels(array: np.ndarray) -> None:
             f"{bad:,} of its {array.size:,} float pixel values are not finite (NaN or inf); "
             "replace them (e.g. numpy.nan_to_num) and save it again"
         )
-    if array.size and (array.min() < 0 or array.max() > 1):
+    if array.size and (array.min() < -FLOAT_PIXEL_SLACK or array.max() > 1 + FLOAT_PIXEL_SLACK):
         raise InvalidImageError(
             f"its float pixels are in [{float(array.min()):g}, {float(array.max()):g}], not in [0, 1] as srfeat reads "
             "float images; scale them to [0, 1] (divide 0..255 data by 255) or save it as 8- or 16-bit"
