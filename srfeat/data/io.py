@@ -93,8 +93,9 @@ class _ListHandler(logging.Handler):
 
 
 # `warnings.catch_warnings` and a logger's handlers are process-wide: two threads reading at once
-# (the web app's worker and a caller's own) would otherwise restore each other's state wrongly.
-_CAPTURING = threading.RLock()
+# (the web app's worker and a caller's own) would otherwise restore each other's state wrongly: whoever
+# changes the warning filters holds this lock.
+WARNINGS_LOCK = threading.RLock()
 
 
 @contextmanager
@@ -110,7 +111,7 @@ def one_line_messages(path: PathLike) -> Iterator[None]:
     tifffile_logger = logging.getLogger("tifffile")
     failed = True
     try:
-        with _CAPTURING, warnings.catch_warnings(record=True) as recorded:
+        with WARNINGS_LOCK, warnings.catch_warnings(record=True) as recorded:
             caught_warnings = recorded
             warnings.simplefilter("always")
             propagate = tifffile_logger.propagate

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from srfeat.data.io import FORMATS, pil_to_array
+from srfeat.data.io import FORMATS, WARNINGS_LOCK, pil_to_array
 from srfeat.data.resize import imresize
 from srfeat.inference.upscaler import from_float_tensor, to_float_tensor
 from srfeat.web.hosts import LoopbackHostCheck
@@ -105,7 +105,7 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
         raise UploadError(f"{name} is empty")
     Image.init()  # registers every plugin, so that `formats` below can name them all
     try:
-        with warnings.catch_warnings():
+        with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide: the worker reads too
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
             readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
             with Image.open(io.BytesIO(data), formats=readable) as image:
