@@ -263,13 +263,19 @@ class Upscaler:
     # -- the one path every input takes -------------------------------------------------
 
     def upscale_rgb(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) float in [0, 1] on the host -> (3, sH, sW) float32, unclamped, on the host."""
+        """(3, H, W) float in [0, 1] on the host -> (3, sH, sW) float32 in [0, 1] on the host.
+
+        The network's output is clamped here, right after the network, as the exported ONNX graph
+        clamps it (the file's contract): the self-ensemble's average, the outscale resize and the
+        grey mix then start from the same values on both backends. An output that is not finite
+        is left as it is, for `upscale_channels` to refuse: a clamp would make inf a white pixel.
+        """
         _, height, width = image.shape
         plan = plan_memory(*self.model.bytes_per_pixel(), pad=self.tile_pad, device=self.device)
         tile = plan.tile if self.tile is None else (self.tile or max(height, width))
         for model in (self.model, self.model_fp32):
             model.upsample_pixels = plan.upsample_pixels
-        return upscale_tiled(
+        result = upscale_tiled(
             self.model,
             image,
             scale=self.scale,
@@ -282,6 +288,7 @@ class Upscaler:
             memory_format=self.model.memory_format,
             on_tile=self.on_tile,
         )
+        return result.clamp_(0.0, 1.0) if bool(torch.isfinite(result).all()) else result
 
     def upscale_channels(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
         """(C, H, W) float in [0, 1], C = 1, 2, 3 or 4 -> (C, H', W') float32 in [0, 1] on the host.
