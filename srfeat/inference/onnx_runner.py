@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
 
+# What the metadata of a srfeat export can hold: SRFeat generators upscale x2 or x4, and no
+# sensible one has thousands of features or sees thousands of pixels. A file claiming more is
+# damaged or hostile: its numbers size the tiles and the memory plan.
+SCALES = (2, 4)
+MAX_FEATURES = 4096
+MAX_RECEPTIVE_RADIUS = 4096
+
 
 def is_onnx_file(model: object) -> bool:
     return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
@@ -88,14 +95,13 @@ class OnnxRunner:
             raise WeightsError(
                 f"{source} is not a srfeat ONNX export (no srfeat metadata); make one with `srfeat export`"
             )
-        if [o.name for o in outputs] != [OUTPUT_NAME] or inputs[0].type != "tensor(float)":
+        float_io = {inputs[0].type, *(o.type for o in outputs)} == {"tensor(float)"}
+        if [o.name for o in outputs] != [OUTPUT_NAME] or not float_io:
             raise WeightsError(f"{source} does not have the float32 input and output srfeat exports have")
-        try:
-            self.scale = int(metadata["scale"])
-            self.receptive_radius = int(metadata["receptive_radius"])
-            self.num_features = int(metadata["num_features"])
-        except (KeyError, ValueError) as error:
-            raise WeightsError(f"{source} has incomplete srfeat metadata ({error}); export it again") from error
+        self.source = source
+        self.scale = _metadata_int(metadata, "scale", source, SCALES)
+        self.receptive_radius = _metadata_int(metadata, "receptive_radius", source, range(MAX_RECEPTIVE_RADIUS + 1))
+        self.num_features = _metadata_int(metadata, "num_features", source, range(1, MAX_FEATURES + 1))
         self.name = metadata.get("name", Path(source).stem)
         # `Upscaler` sets this on every runner; the whole network runs per tile here, so it is unused.
         self.upsample_pixels = 0
@@ -121,7 +127,38 @@ class OnnxRunner:
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
         (output,) = self.session.run(None, {self.session.get_inputs()[0].name: array})
         scale = self.scale
+        expected = (array.shape[0], 3, height * scale, width * scale)
+        if output.shape != expected:  # the metadata's scale is what the tiles are cut and placed by
+            raise WeightsError(
+                f"{self.source} says it upscales x{scale}, but for an input of {_dims(array.shape)} it returned "
+                f"{_dims(output.shape)} instead of {_dims(expected)}: not a working srfeat export; export it again"
+            )
         return torch.from_numpy(output)[:, :, top * scale : bottom * scale, left * scale : right * scale]
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _metadata_int(metadata: dict[str, str], key: str, source: str, allowed: range | tuple[int, ...]) -> int:
+    """The integer `metadata[key]`, which must be one of `allowed`; else a one-line WeightsError."""
+    if key not in metadata:
+        raise WeightsError(f"{source} has incomplete srfeat metadata (no {key}); export it again")
+    try:
+        value = int(metadata[key])
+    except ValueError:
+        value = None
+    if value is None or value not in allowed:
+        what = (
+            " or ".join(map(str, allowed))
+            if isinstance(allowed, tuple)
+            else f"an integer from {allowed.start} to {allowed.stop - 1}"
+        )
+        raise WeightsError(
+            f"{source} is damaged or not a srfeat export: its metadata gives {key} {metadata[key][:40]!r}, "
+            f"where a srfeat export has {what}; export it again"
+        )
+    return value
 
 
 def load_onnx_runner(model: str | os.PathLike[str] | SRFeatGenerator, strength: float | None = None) -> OnnxRunner:
