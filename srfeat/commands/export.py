@@ -41,10 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srfeat.export.onnx import OPSET, export_onnx, model_info, require_onnx
+    from srfeat.export.onnx import OPSET, check_output_path, export_onnx, model_info, require_onnx
     from srfeat.weights.blend import load_blended
 
     require_onnx()  # before the checkpoint is read: a missing extra is the first thing to fix
+    check_output_path(args.output, args.overwrite)  # before the export's seconds of work
     info = model_info(args.model, args.strength, args.training_data, args.license)
     generator = load_blended(args.model, args.strength)
     result = export_onnx(

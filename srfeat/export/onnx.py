@@ -49,6 +49,7 @@ __all__ = [
     "ExportGenerator",
     "ExportResult",
     "ModelInfo",
+    "check_output_path",
     "export_onnx",
     "model_info",
     "onnx_model",
@@ -274,16 +275,42 @@ def export_onnx(
 
     An existing file is replaced only with `overwrite`, and only once the new model is complete.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise SRFeatError(f"{path} is a folder; give a file name such as model.onnx")
-    if path.exists() and not overwrite:
-        raise SRFeatError(f"{path} exists; use --overwrite to replace it")
+    path = check_output_path(path, overwrite)
     model = onnx_model(generator, info, fp16=fp16, opset=opset)
     difference = verify_onnx(model, generator, fp16)
     data = model.SerializeToString()
-    write_file_atomically(path, lambda handle: handle.write(data), len(data))
+    try:
+        write_file_atomically(path, lambda handle: handle.write(data), len(data))
+    except SRFeatError:  # a full disk, already one line
+        raise
+    except OSError as error:
+        raise SRFeatError(f"cannot write {path}: {error.strerror or error}") from error
     return ExportResult(path, len(data), difference)
+
+
+def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """`path` as the file an export may write, checked before the export's work: an `.onnx` name
+    (srfeat, like other tools, tells an ONNX model by it), not a folder, not an existing file
+    without `overwrite`, and a parent folder that exists or can be made and is writable."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise SRFeatError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
+    if path.suffix.lower() != ".onnx":
+        fixed = path.with_suffix(".onnx") if path.suffix else path.with_name(path.name + ".onnx")
+        raise SRFeatError(
+            f"{path} does not end in .onnx, which is how srfeat upscale --model and other tools know an ONNX "
+            f"model: use -o {fixed}"
+        )
+    if path.exists() and not overwrite:
+        raise SRFeatError(f"{path} exists; use --overwrite to replace it")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the nearest folder that exists
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SRFeatError(f"cannot write {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SRFeatError(f"cannot write {path}: no permission to write in {folder}")
+    return path
 
 
 def model_info(
