@@ -239,3 +239,136 @@ def test_automatic_cpu_tiles_are_wide_for_onnxruntime_within_half_the_free_memor
     monkeypatch.setattr(tiling, "available_memory", lambda device: 2 << 30)  # never more than half of it
     small = plan(through_onnx).tile
     assert small < 256 and body_bytes(through_onnx, small) <= 1 << 30
+
+
+# ----------------------------------------------------------------------------- both backends agree
+
+
+def hard_inputs() -> dict[str, np.ndarray]:
+    """Where the network overshoots [0, 1]: uniform noise, and black/white edges and a thin line."""
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    edges = np.zeros((20, 20), np.uint8)
+    edges[:, 10:] = 255
+    edges[6:8] = 255 - edges[6:8]
+    return {"noise": noise, "edges, grey": edges, "noise, grey": noise[..., 1]}
+
+
+@pytest.mark.parametrize(("outscale", "tta"), [(2.0, False), (3.0, False), (None, True), (2.0, True)])
+def test_onnx_backend_matches_torch_with_outscale_tta_and_grey(
+    default_onnx: Path, outscale: float | None, tta: bool
+) -> None:
+    """The exported graph clamps the network's output to [0, 1]; the torch path clamps at the same
+    place, so the outscale resize, the self-ensemble's average and the grey mix agree (they differed
+    by up to 49 grey levels when the torch path clamped only at the end)."""
+    through_torch = Upscaler("default", device="cpu", tile=0, tta=tta)
+    through_onnx = Upscaler(default_onnx, device="cpu", tile=0, tta=tta)
+    for name, image in hard_inputs().items():
+        expected = through_torch(image, outscale)
+        result = through_onnx(image, outscale)
+        assert result.shape == expected.shape, name
+        assert grey_levels(result, expected) <= 1, name
+
+
+# ----------------------------------------------------------------------------- hostile ONNX files
+
+
+def srfeat_like_onnx(path: Path, graph: str = "nearest", **metadata: str) -> Path:
+    """A tiny ONNX file with srfeat's input, output and metadata around a stand-in graph:
+    `nearest` (a nearest-neighbour x4 Resize) or `identity` (returns its input)."""
+    from onnx import TensorProto, helper
+
+    initializers = []
+    if graph == "identity":
+        nodes = [helper.make_node("Identity", ["input"], ["output"])]
+    else:
+        initializers = [helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 4, 4])]
+        nodes = [helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            graph,
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+            [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, None, None])],
+            initializers,
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
+    entries = {"format": "srfeat-onnx", "scale": "4", "receptive_radius": "38", "num_features": "128", **metadata}
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_stand_in_graph_with_true_metadata_runs(tmp_path: Path) -> None:
+    """The checks below refuse what is wrong, not what is unusual: a x4 graph that says x4 runs."""
+    image = samples.astronaut()[:10, :12]
+    result = Upscaler(srfeat_like_onnx(tmp_path / "nearest.onnx"), device="cpu", tile=4)(image)
+    assert np.array_equal(result, image.repeat(4, axis=0).repeat(4, axis=1))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "named"),
+    [
+        ({"scale": "0"}, "scale '0'"),
+        ({"scale": "-4"}, "scale '-4'"),
+        ({"scale": "3"}, "scale '3'"),
+        ({"scale": "4.0"}, "scale '4.0'"),
+        ({"receptive_radius": "-5"}, "receptive_radius '-5'"),
+        ({"receptive_radius": "10000000"}, "receptive_radius '10000000'"),
+        ({"num_features": "0"}, "num_features '0'"),
+        ({"num_features": "99999999999"}, "num_features '99999999999'"),
+    ],
+)
+def test_onnx_metadata_out_of_range_is_refused_in_one_line(tmp_path: Path, metadata: dict, named: str) -> None:
+    from srfeat.errors import WeightsError
+
+    path = srfeat_like_onnx(tmp_path / "hostile.onnx", **metadata)
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and named in message and "export it again" in message, message
+
+
+def test_hostile_onnx_files_through_the_cli_are_one_line(tmp_path: Path) -> None:
+    """An identity graph that claims x4 (the output's shape is checked), and metadata that says x0."""
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    cases = {
+        srfeat_like_onnx(tmp_path / "identity.onnx", "identity"): "returned 1x3x16x16 instead of 1x3x64x64",
+        srfeat_like_onnx(tmp_path / "scale0.onnx", scale="0"): "scale '0'",
+    }
+    for model, message in cases.items():
+        result = srfeat("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", model, "--device", "cpu")
+        errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert message in errors[0] and model.name in errors[0], result.stderr
+        assert not (tmp_path / "out" / "in.png").exists()
+
+
+# ----------------------------------------------------------------------------- where export writes
+
+
+def test_export_checks_its_output_path_before_exporting(tmp_path: Path, default_onnx: Path) -> None:
+    """A parent that is a file, or a name without .onnx, is refused before the model is even read
+    (the missing checkpoint is not what the error names); nothing is written."""
+    (tmp_path / "afile").write_text("mine")
+    missing_model = tmp_path / "absent.safetensors"
+    for output, message in [
+        (tmp_path / "afile" / "x.onnx", "afile is a file, not a folder"),
+        (tmp_path / "afile" / "sub" / "x.onnx", "afile is a file, not a folder"),
+        (tmp_path / "op17", f"use -o {tmp_path / 'op17.onnx'}"),
+        (tmp_path / "model.pt", f"use -o {tmp_path / 'model.onnx'}"),
+    ]:
+        result = srfeat("export", "--model", missing_model, "-o", output)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]
+    assert (tmp_path / "afile").read_text() == "mine"
+    # An ONNX file named without .onnx (as export wrote them before) is called what it is.
+    renamed = tmp_path / "op17"
+    renamed.write_bytes(default_onnx.read_bytes())
+    Image.fromarray(samples.astronaut()[:8, :8]).save(tmp_path / "in.png")
+    result = srfeat("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", renamed)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "looks like an ONNX file: name it .onnx" in errors[0] and "pickle" not in errors[0], errors[0]
