@@ -1,4 +1,5 @@
-"""Training state files: atomic writes survive a kill, loads are safe, random states round-trip."""
+"""Training state and generator files: atomic writes survive a kill, loads are safe, random states
+round-trip, and a file that is not what its name says is called what it is."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 
 from srfeat.errors import WeightsError
 from srfeat.training import checkpoint
+from srfeat.weights import load_generator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,3 +112,119 @@ def test_atomic_save_replaces_the_file_in_one_step(tmp_path) -> None:
     checkpoint.atomic_torch_save({"a": torch.arange(4)}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.arange(4))
     assert not list(tmp_path.glob(".*.tmp")) and path.stat().st_mtime >= before - 1
+
+
+# ----------------------------------------------------------------------------- files that are not weights
+
+
+def png_bytes() -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def protocol4_pickle() -> bytes:
+    import pickle
+
+    return pickle.dumps({"head.weight": Payload()}, protocol=4)
+
+
+@pytest.fixture
+def wrong_files(tmp_path: Path, model_path: Path) -> dict[str, str]:
+    """Files people give as --model that are not SRFeat weights (or are, under the wrong name),
+    each with what its refusal must say."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(model_path))
+    torch.save(state, tmp_path / "real.pt")
+    (tmp_path / "image.pt").write_bytes(png_bytes())
+    (tmp_path / "notes.pt").write_text("hello world\n")
+    (tmp_path / "page.safetensors").write_text("<!DOCTYPE html><html><body>Not Found</body></html>")
+    (tmp_path / "lfs.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "torch_zip.safetensors").write_bytes((tmp_path / "real.pt").read_bytes())
+    (tmp_path / "safetensors.pt").write_bytes(model_path.read_bytes())
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "plain_pickle.pt").write_bytes(protocol4_pickle())
+    torch.save({"head.weight": Payload()}, tmp_path / "protocol4.pt", pickle_protocol=4)
+    np.savez(tmp_path / "weights.npz", w=np.zeros(3))
+    return {
+        "image.pt": "is a PNG image, not generator weights",
+        "notes.pt": "is a text file (it begins 'hello world'), not generator weights",
+        "page.safetensors": "is an HTML page",
+        "lfs.safetensors": "is a Git LFS pointer, not generator weights: fetch the file it stands for (git lfs pull)",
+        "empty.pt": "is empty (0 bytes)",
+        "torch_zip.safetensors": "is a PyTorch checkpoint (a zip archive), not safetensors: name it .pt",
+        "safetensors.pt": "is a safetensors file: name it .safetensors",
+        "a_folder": "a_folder is a folder",
+        "plain_pickle.pt": "refusing",
+        "protocol4.pt": "instructions torch's safe loader does not read",
+        "weights.npz": "NumPy .npz archive, not generator weights: the authors' weights? srfeat convert",
+    }
+
+
+def test_a_file_that_is_not_generator_weights_is_called_what_it_is(tmp_path: Path, wrong_files: dict[str, str]) -> None:
+    """Each refusal is one line that says what the file is; none calls a PNG or a text file a
+    pickle, none says "not found" for a folder, and torch's pickle-protocol warning is not shown."""
+    for name, expected in wrong_files.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # torch's "Detected pickle protocol 4" UserWarning would raise
+            with pytest.raises(WeightsError) as caught:
+                load_generator(tmp_path / name)
+        message = str(caught.value)
+        assert "\n" not in message and expected in message, (name, message)
+        assert "weights_only" not in message and "not found" not in message, (name, message)
+        if name not in ("plain_pickle.pt", "protocol4.pt"):
+            assert "pickle" not in message, (name, message)
+
+
+def test_the_rename_a_refusal_asks_for_loads(tmp_path: Path, wrong_files: dict[str, str]) -> None:
+    renamed = (tmp_path / "torch_zip.safetensors").rename(tmp_path / "torch_zip.pt")
+    (tmp_path / "safetensors.pt").rename(tmp_path / "renamed.safetensors")
+    first, second = load_generator(renamed), load_generator(tmp_path / "renamed.safetensors")
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    )
+
+
+def test_refusals_of_wrong_files_through_the_cli_are_one_line(tmp_path: Path, wrong_files: dict[str, str]) -> None:
+    """As a user meets them: `srfeat upscale --model X` prints one line, no warning before it."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    for name in ("plain_pickle.pt", "protocol4.pt", "image.pt", "a_folder"):
+        result = subprocess.run(
+            [sys.executable, "-m", "srfeat.cli", "upscale", "in.png", "-o", "out/", "--model", name],
+            cwd=tmp_path,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and wrong_files[name] in lines[0], result.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_training_state_that_is_not_one_is_called_what_it_is(tmp_path: Path) -> None:
+    (tmp_path / "image.pt").write_bytes(png_bytes())
+    (tmp_path / "notes.pt").write_text("hello world\n")
+    (tmp_path / "plain.pt").write_bytes(protocol4_pickle())
+    torch.save({"format": checkpoint.STATE_FORMAT, "x": Payload()}, tmp_path / "protocol4.pt", pickle_protocol=4)
+    for name, expected in [
+        ("image.pt", "is a PNG image, not a training state"),
+        ("notes.pt", "is a text file"),
+        ("plain.pt", "Python pickle (protocol 4) that torch.save did not write, not a training state"),
+        ("protocol4.pt", "refusing training state"),
+        (".", "is a folder"),
+    ]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(WeightsError) as caught:
+                checkpoint.load_state(tmp_path / name)
+        message = str(caught.value)
+        assert "\n" not in message and expected in message and "weights_only" not in message, (name, message)

@@ -30,6 +30,7 @@ from torch import nn
 
 from srfeat.errors import WeightsError
 from srfeat.files import PendingFile, remove_stale_temporaries, write_file_atomically, write_files_atomically
+from srfeat.weights.file_kinds import PYTORCH, identify_file, torch_load_quietly, unpickling_problem
 
 STATE_FILE = "state.pt"
 LATEST_GENERATOR = "generator_latest.safetensors"
@@ -140,22 +141,35 @@ def generator_files(
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a training state written by `save_state` (safely: weights_only)."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder: give the run folder with --out, whose {STATE_FILE} is resumed")
     if not path.is_file():
         raise WeightsError(
             f"no training state at {path}: run without --resume first, or give the run folder with --out"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:  # never pass on torch's advice to load it unsafely
-        raise WeightsError(
-            f"refusing training state {path}: it holds pickled Python objects, not only tensors and numbers, "
-            "and loading them could run code; it was not written by srfeat train"
-        ) from error
+        kind = identify_file(path)
+    except OSError as error:
+        raise WeightsError(f"cannot read training state {path}: {error.strerror or error}") from error
+    if kind.name != PYTORCH:  # torch.load would call a PNG "pickled objects" and a text file "KeyError"
+        raise WeightsError(f"{path} is {kind.description}, not a training state ({STATE_FILE}) written by srfeat train")
+    try:
+        state = torch_load_quietly(path, map_location="cpu")
     except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise WeightsError(
-            f"cannot read training state {path} "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-        ) from error
+        problem, reason = unpickling_problem(error)
+        if problem == "objects":  # never pass on torch's advice to load it unsafely
+            raise WeightsError(
+                f"refusing training state {path}: it holds pickled Python objects, not only tensors and numbers, "
+                "and loading them could run code; it was not written by srfeat train"
+            ) from error
+        if problem == "opcodes":
+            raise WeightsError(
+                f"refusing training state {path}: its pickle uses instructions torch's safe loader does not read "
+                f"({reason}); it was not written by srfeat train"
+            ) from error
+        if not isinstance(error, pickle.UnpicklingError):
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        raise WeightsError(f"cannot read training state {path} ({reason})") from error
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise WeightsError(f"{path} is not an srfeat training state")
     return state

@@ -5,6 +5,10 @@ width, depth) is read off the tensor names and shapes, so any checkpoint `srfeat
 loads here. `.pt`/`.pth` files are read with `torch.load(weights_only=True)`, and a training
 state holding a `generator` entry works too.
 
+A file's content must be what its name says (`srfeat.weights.file_kinds` reads its magic
+numbers first): a PNG, a text file, an ONNX model, a folder or a `.pt` renamed `.safetensors` is
+refused in one line that says what it is and what to do, before any reader is tried.
+
 A checkpoint is untrusted input. Its names, count and shapes are checked against the
 architecture they imply before anything is built: for safetensors from the file header alone
 (no tensor is read), for `.pt` from a memory-mapped load. So a file that names block 3,000, or
@@ -29,6 +33,15 @@ from safetensors.torch import save as safetensors_bytes
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
 from srfeat.files import PendingFile, write_file_atomically
+from srfeat.weights.file_kinds import (
+    ONNX,
+    PICKLE,
+    PYTORCH,
+    SAFETENSORS,
+    identify_file,
+    torch_load_quietly,
+    unpickling_problem,
+)
 
 GENERATOR_FORMAT = "srfeat-generator"
 # No trained generator comes near this (the bundled ones stay below 2); a run whose weights
@@ -208,16 +221,54 @@ def check_layout(shapes: Shapes, float_keys: set[str], source: str) -> tuple[int
 
 def _refusal(path: Path, error: BaseException) -> WeightsError:
     """One line for a file torch cannot read safely; never torch's advice to turn safety off."""
-    if isinstance(error, pickle.UnpicklingError):
+    problem, reason = unpickling_problem(error)
+    if problem == "objects":
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
         what = f" ({found.group(1)})" if found else ""
         return WeightsError(
             f"refusing {path}: it holds pickled Python objects{what}, not only tensors, and loading them could "
             "run code; save the generator's state_dict as .safetensors (or a .pt of tensors only)"
         )
+    if problem == "opcodes":
+        return WeightsError(
+            f"refusing {path}: its pickle uses instructions torch's safe loader does not read ({reason}; a pickle "
+            "protocol above 3?); save the generator's state_dict as .safetensors, or with torch.save's default protocol"
+        )
+    if not isinstance(error, pickle.UnpicklingError):
+        reason = _first_line(error).split(". ")[0]  # torch's zip reader adds sentences of advice
+        if " " not in reason:  # a bare key or number (KeyError: 101) means nothing alone
+            reason = f"{type(error).__name__}: {reason}"
     return WeightsError(
-        f"cannot read {path}: expected an SRFeat generator as .safetensors or a .pt state dict ({_first_line(error)})"
+        f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict ({reason})"
     )
+
+
+def _check_kind(path: Path) -> None:
+    """The file's content must be what its name says (safetensors for `.safetensors`, a PyTorch
+    checkpoint otherwise); if not, one line that says what it is and what to do."""
+    kind = identify_file(path)
+    wanted = SAFETENSORS if path.suffix == ".safetensors" else PYTORCH
+    if kind.name == wanted:
+        return
+    if kind.name == PYTORCH:
+        raise WeightsError(f"{path} is {kind.description}, not safetensors: name it .pt to load it (tensors only)")
+    if kind.name == SAFETENSORS:
+        raise WeightsError(f"{path} is {kind.description}: name it .safetensors to load it")
+    if kind.name == ONNX:
+        raise WeightsError(
+            f"{path} looks like an ONNX file: name it .onnx (srfeat upscale runs .onnx files with ONNX Runtime); "
+            "here a .safetensors or .pt checkpoint is needed"
+        )
+    if kind.name == PICKLE:
+        raise WeightsError(
+            f"refusing {path}: it is {kind.description}; it may hold any Python objects, and loading them could "
+            "run code; save the generator's state_dict as .safetensors (or with torch.save, tensors only)"
+        )
+    what_to_do = kind.hint or (
+        f"give a bundled name ({', '.join(bundled_names()) or 'none installed'}) "
+        "or an SRFeat checkpoint (.safetensors or .pt)"
+    )
+    raise WeightsError(f"{path} is {kind.description}, not generator weights: {what_to_do}")
 
 
 def _safetensors_layout(path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]]:
@@ -242,9 +293,15 @@ def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
     """The checked tensors of a generator file and the architecture they describe."""
+    names = ", ".join(bundled_names()) or "none installed"
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder: give a generator file in it (.safetensors or .pt) or a bundled name")
     if not path.is_file():
-        names = ", ".join(bundled_names()) or "none installed"
         raise WeightsError(f"generator weights not found: {path} (give a bundled name: {names}, or a checkpoint path)")
+    try:
+        _check_kind(path)
+    except OSError as error:
+        raise WeightsError(f"cannot read {path}: {error.strerror or error}") from error
     if path.suffix == ".safetensors":
         try:
             shapes, float_keys = _safetensors_layout(path)
@@ -259,11 +316,11 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], tuple[int, int, in
             raise _refusal(path, error) from error
     try:
         try:  # memory-mapped: shapes are checked before the tensors are read
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            state = torch_load_quietly(path, map_location="cpu", mmap=True)
         except RuntimeError as error:
             if "mmap" not in str(error):
                 raise
-            state = torch.load(path, map_location="cpu", weights_only=True)  # the pre-1.6 format
+            state = torch_load_quietly(path, map_location="cpu")  # the pre-1.6 format
     except Exception as error:  # pickle, zip and torch raise their own types
         raise _refusal(path, error) from error
     if isinstance(state, dict) and isinstance(state.get("generator"), dict):

@@ -1,0 +1,175 @@
+"""What a weights file is, from its first bytes, so that a refusal says what the file is.
+
+Loaders used to try the reader the file's extension names and report that reader's failure:
+a PNG renamed `.pt` was called "pickled Python objects" (the unpickler's complaint about its first
+byte), an ONNX file "pickled objects" too, a text file "(101)", a `.pt` renamed `.safetensors`
+"header too large". `identify_file` looks at the magic numbers instead (it reads 4 KB, and a zip's
+list of entries), and `torch_load_quietly` runs `torch.load(weights_only=True)` without the
+warning torch prints before a refusal.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import struct
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "ONNX",
+    "PICKLE",
+    "PYTORCH",
+    "SAFETENSORS",
+    "FileKind",
+    "identify_file",
+    "torch_load_quietly",
+    "unpickling_problem",
+]
+
+SAFETENSORS = "safetensors"
+PYTORCH = "pytorch"  # torch.save's zip archive, or its older format (a pickle that starts with torch's magic number)
+PICKLE = "pickle"  # any other pickle: not written by torch.save, and it may hold any Python object
+ONNX = "onnx"
+
+# torch.save's older format: a protocol-2 pickle of its magic number (a LONG1 of 10 bytes) first.
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+# Magic numbers of files people mistake for weights, or that a download leaves instead:
+# (magic, what the file is, what to do about it).
+_MAGIC: tuple[tuple[bytes, str, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", ""),
+    (b"\xff\xd8\xff", "a JPEG image", ""),
+    (b"GIF8", "a GIF image", ""),
+    (b"II*\x00", "a TIFF image", ""),
+    (b"MM\x00*", "a TIFF image", ""),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file", "Keras or TensorFlow weights? srfeat reads .safetensors and .pt"),
+    (b"\x1f\x8b", "a gzip-compressed file", "decompress it first"),
+    (b"version https://git-lfs", "a Git LFS pointer", "fetch the file it stands for (git lfs pull)"),
+)
+# The fields of an ONNX ModelProto after ir_version (field 1), as protobuf writes them: field
+# numbers 2-8 and 14 with their wire types (producer_name ... opset_import, metadata_props).
+_ONNX_NEXT_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
+_HEAD_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """`name`: SAFETENSORS, PYTORCH, PICKLE, ONNX or "other"; `description`: what it is, for a
+    message; `hint`: what to do about it, where there is something more to say."""
+
+    name: str
+    description: str
+    hint: str = ""
+
+
+def identify_file(path: str | os.PathLike[str]) -> FileKind:
+    """What the file at `path` holds, judged from its content (never its name)."""
+    path = Path(path)
+    with path.open("rb") as handle:
+        head = handle.read(_HEAD_BYTES)
+    size = path.stat().st_size
+    if not head:
+        return FileKind("other", "empty (0 bytes)", "did a download or copy not finish?")
+    if _is_safetensors(head, size):
+        return FileKind(SAFETENSORS, "a safetensors file")
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive (an empty one too)
+        return _zip_kind(path)
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return FileKind(PYTORCH, "a PyTorch checkpoint of the older format (a pickle)")
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle's PROTO opcode
+        return FileKind(PICKLE, f"a Python pickle (protocol {head[1]}) that torch.save did not write")
+    for magic, description, hint in _MAGIC:
+        if head.startswith(magic):
+            return FileKind("other", description, hint)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return FileKind("other", "a WebP image")
+    if _is_onnx(head):
+        return FileKind(ONNX, "an ONNX model")
+    text = _text(head)
+    if text is not None:
+        if re.match(r"\s*<(!doctype html|html)", text, re.IGNORECASE):
+            return FileKind("other", "an HTML page", "a download that saved a web page instead of the file?")
+        snippet = " ".join(text.split())[:40]
+        return FileKind("other", f"a text file (it begins {snippet!r})")
+    return FileKind("other", f"of an unknown format (it begins with the bytes {head[:8].hex(' ')})")
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """An 8-byte little-endian header length that fits the file, then the header's JSON `{`."""
+    if len(head) < 9:
+        return False
+    (header_length,) = struct.unpack("<Q", head[:8])
+    return 2 <= header_length <= size - 8 and head[8:9] == b"{"
+
+
+def _zip_kind(path: Path) -> FileKind:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):  # truncated or damaged: torch.load will say how
+        return FileKind(PYTORCH, "a zip archive (a PyTorch checkpoint?)")
+    if any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+        return FileKind(PYTORCH, "a PyTorch checkpoint (a zip archive)")
+    if names and all(name.endswith(".npy") for name in names):
+        return FileKind(
+            "other",
+            "a NumPy .npz archive",
+            "the authors' weights? srfeat convert FILE -o out.safetensors makes a checkpoint of them",
+        )
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return FileKind("other", f"a zip archive that is not a PyTorch checkpoint (it holds {shown or 'nothing'})")
+
+
+def _is_onnx(head: bytes) -> bool:
+    """An ONNX ModelProto starts with ir_version (field 1, a small varint), then one of its other fields."""
+    if len(head) < 3 or head[0] != 0x08:
+        return False
+    position, version, shift = 1, 0, 0
+    while position < len(head) and shift < 64:
+        byte = head[position]
+        version |= (byte & 0x7F) << shift
+        position += 1
+        if not byte & 0x80:
+            break
+        shift += 7
+    return 1 <= version <= 100 and position < len(head) and head[position] in _ONNX_NEXT_TAGS
+
+
+def _text(head: bytes) -> str | None:
+    """The head as text, if it is printable UTF-8 (a multi-byte character cut at the end is allowed)."""
+    for cut in range(4):
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return text if all(char.isprintable() or char in "\t\r\n\f" for char in text) else None
+    return None
+
+
+def unpickling_problem(error: BaseException) -> tuple[str, str]:
+    """What an error of `torch.load(weights_only=True)` means, and its reason in one line.
+
+    "objects": the file holds a global the safe unpickler would not call (objects other than
+    tensors); "opcodes": its pickle uses instructions the safe unpickler does not read (a
+    protocol above 3, say), so what it holds is unknown; "damaged": anything else.
+    """
+    text = str(error)
+    lines = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+    reason = lines[0].strip() if lines else type(error).__name__
+    if not isinstance(error, pickle.UnpicklingError) or re.match(r"invalid load key|pickle data was truncated", reason):
+        return "damaged", reason
+    return ("opcodes" if reason.startswith("Unsupported operand") else "objects"), reason
+
+
+def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:
+    """`torch.load(path, weights_only=True, **options)` without torch's two-line warning about a
+    pickle protocol it did not write: that warning came before srfeat's one-line refusal."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, weights_only=True, **options)
