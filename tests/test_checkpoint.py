@@ -148,6 +148,7 @@ def wrong_files(tmp_path: Path, model_path: Path) -> dict[str, str]:
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "torch_zip.safetensors").write_bytes((tmp_path / "real.pt").read_bytes())
     (tmp_path / "safetensors.pt").write_bytes(model_path.read_bytes())
+    (tmp_path / "cut.safetensors").write_bytes(model_path.read_bytes()[:64])  # a copy that stopped early
     (tmp_path / "a_folder").mkdir()
     (tmp_path / "plain_pickle.pt").write_bytes(protocol4_pickle())
     torch.save({"head.weight": Payload()}, tmp_path / "protocol4.pt", pickle_protocol=4)
@@ -160,6 +161,7 @@ def wrong_files(tmp_path: Path, model_path: Path) -> dict[str, str]:
         "empty.pt": "is empty (0 bytes)",
         "torch_zip.safetensors": "is a PyTorch checkpoint (a zip archive), not safetensors: name it .pt",
         "safetensors.pt": "is a safetensors file: name it .safetensors",
+        "cut.safetensors": "is a damaged safetensors file (its header runs past the end)",
         "a_folder": "a_folder is a folder",
         "plain_pickle.pt": "refusing",
         "protocol4.pt": "instructions torch's safe loader does not read",

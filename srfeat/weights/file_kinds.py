@@ -78,6 +78,10 @@ def identify_file(path: str | os.PathLike[str]) -> FileKind:
         return FileKind("other", "empty (0 bytes)", "did a download or copy not finish?")
     if _is_safetensors(head, size):
         return FileKind(SAFETENSORS, "a safetensors file")
+    if head[8:10] == b'{"':  # a header length, then JSON, but the length does not fit the file
+        return FileKind(
+            "other", "a damaged safetensors file (its header runs past the end)", "truncated? copy it again"
+        )
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive (an empty one too)
         return _zip_kind(path)
     if head.startswith(_TORCH_LEGACY_MAGIC):
