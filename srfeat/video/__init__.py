@@ -160,7 +160,7 @@ def check_video_job(source: Path, target: Path, args: argparse.Namespace) -> str
     """An error line if `target` cannot be written as asked (its folder, --codec, --crf): checked
     before the model loads, so that a wrong option costs no model load and no decoding."""
     from srfeat.errors import SRFeatError
-    from srfeat.video.pipeline import check_output
+    from srfeat.video.output import check_output
 
     try:
         check_output(source, target, options_from_args(args))

@@ -11,8 +11,6 @@ name beside the target and renamed when complete: an error or Ctrl-C leaves noth
 
 from __future__ import annotations
 
-import errno
-import io
 import logging
 import os
 import queue
@@ -26,9 +24,10 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from srfeat.errors import SRFeatError, VideoError
-from srfeat.files import DiskFullError, remove_stale_temporaries, temporary_path
-from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
+from srfeat.files import remove_stale_temporaries, temporary_path
+from srfeat.video import VideoOptions
 from srfeat.video.encoding import choose_codec, choose_pixel_format, quality_options
+from srfeat.video.output import check_is_video, container_format_of, import_av, write_error
 from srfeat.video.probe import TimeWindow, error_reason, main_video_stream, seconds_of, time_base_of, time_window
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoSummary", "check_output", "upscale_video"]
+__all__ = ["VideoSummary", "upscale_video"]
 
 # Frames in flight between two stages: enough to keep every stage busy, few enough that 4x
 # frames of a long 4K video do not pile up.
@@ -61,27 +60,6 @@ class VideoSummary:
     copied_streams: int
 
 
-def import_av(source: Path) -> ModuleType:
-    try:
-        import av
-    except ImportError as error:
-        raise VideoError(f"{source}: videos need PyAV, which is not installed: pip install 'srfeat[video]'") from error
-    return av
-
-
-def check_output(source: Path, target: Path, options: VideoOptions) -> None:
-    """What would stop `target` being written, found before the model loads or `source` is read:
-    a container we do not write, an output folder that cannot be made, an encoder or `--crf`
-    this FFmpeg or container does not take. Raises `VideoError` (one line)."""
-    av = import_av(source)
-    container_format = _container_format(source, target)
-    _check_folder(source, target)
-    # An output container in memory answers which codecs it holds, as the real one will.
-    with av.open(io.BytesIO(), "w", format=container_format) as probe:
-        codec = choose_codec(av, probe, source, options.codec)
-        quality_options(codec.name, options.crf)
-
-
 def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: VideoOptions) -> VideoSummary:
     """Upscale every frame (or `options.frames`) of `source` into the video file `target`.
 
@@ -91,13 +69,13 @@ def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: Video
     as it was, and no temporary file stays behind.
     """
     av = import_av(source)
-    container_format = _container_format(source, target)
+    container_format = container_format_of(source, target)
     try:
         source_container = av.open(str(source), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
     with closing(source_container):
-        _check_is_video(source, source_container)
+        check_is_video(source, source_container)
         window = None if options.frames.is_everything else time_window(av, source, options.frames)
         temporary = temporary_path(target)
         try:
@@ -115,67 +93,11 @@ def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: Video
         except SRFeatError:  # already one line (VideoError and DiskFullError are OSErrors too)
             raise
         except (av.error.FFmpegError, OSError) as error:  # mkdir, the muxer, the rename: the output's problem
-            raise _write_error(source, target, error) from error
+            raise write_error(source, target, error) from error
         finally:
             with suppress(NotADirectoryError):  # the folder could not be made: no temporary either
                 temporary.unlink(missing_ok=True)
     return summary
-
-
-# FFmpeg's demuxers of still images: a PNG or JPEG named .mp4 opens as a one-frame "video".
-IMAGE_DEMUXERS = frozenset({"image2", "image2pipe"})
-
-
-def _check_is_video(source: Path, container: InputContainer) -> None:
-    """Refuse an input with no film in it, or a still image under a video's name (which would come
-    back as a one-frame lossy video, not the lossless image it is: renamed, it goes the image path)."""
-    demuxer = container.format.name
-    if demuxer in IMAGE_DEMUXERS or demuxer.endswith("_pipe"):
-        kind = f" ({demuxer.removesuffix('_pipe').upper()})" if demuxer.endswith("_pipe") else ""
-        raise VideoError(
-            f"{source} is an image{kind}, not a video; rename it with its image extension to upscale it "
-            "as an image (as a video it would become one lossy frame)"
-        )
-    if main_video_stream(container) is None:
-        raise VideoError(f"{source} has no video stream (audio only?); nothing to upscale")
-
-
-def _container_format(source: Path, target: Path) -> str:
-    container_format = WRITTEN_CONTAINERS.get(target.suffix.lower())
-    if container_format is None:
-        raise VideoError(f"{source}: cannot write a video as {target.name}; name the output .mp4, .mkv, .mov or .webm")
-    return container_format
-
-
-def _check_folder(source: Path, target: Path) -> None:
-    """The nearest existing folder above `target` must be a folder we may write in (the rest is made)."""
-    try:
-        nearest = next((f for f in (target.parent, *target.parent.parents) if f.exists() or f.is_symlink()), None)
-    except OSError as error:  # e.g. a folder on the way that we may not look into
-        raise _write_error(source, target, error) from error
-    if nearest is None:
-        return
-    problem = None
-    if not nearest.exists():
-        problem = f"{nearest} is a broken symbolic link"
-    elif not nearest.is_dir():
-        problem = f"{nearest} is a file, not a folder; give another -o"
-    elif not os.access(nearest, os.W_OK | os.X_OK):
-        problem = f"no permission to write in {nearest}"
-    if problem is not None:
-        raise VideoError(f"cannot write {target} (from {source}): {problem}")
-
-
-def _write_error(source: Path, target: Path, error: Exception) -> VideoError | DiskFullError:
-    """One line for an error of writing `target`: which file, and the system's reason and path."""
-    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(
-            f"not enough disk space to write {target.name} in {target.parent} ({error_reason(error)}); "
-            "free some space and run again (nothing was replaced)"
-        )
-    where = getattr(error, "filename2", None) or getattr(error, "filename", None)  # a rename's target, else the path
-    reason = error_reason(error) + (f": {where}" if isinstance(where, str) and where != str(target) else "")
-    return VideoError(f"cannot write {target} (from {source}): {reason}")
 
 
 @dataclass
