@@ -147,12 +147,12 @@ def without_workers(run: Callable[[], T]) -> Callable[[], T]:
 
 
 def grey_level_difference(output: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """Differences after converting both to 8-bit images (clamp, x255, round)."""
-    a = (output.float().clamp(0, 1) * 255).round()
-    b = (reference.float().clamp(0, 1) * 255).round()
-    diff = (a - b).abs()
+    """Differences of the clamped outputs (the Upscaler clamps right after the network, the plain
+    forward does not), and after converting both to 8-bit images (x255, round)."""
+    output, reference = output.float().clamp(0, 1), reference.float().clamp(0, 1)
+    diff = ((output * 255).round() - (reference * 255).round()).abs()
     return {
-        "max_abs_diff": (output.float() - reference.float()).abs().max().item(),
+        "max_abs_diff": (output - reference).abs().max().item(),
         "max_grey_levels": diff.max().item(),
         "mean_grey_levels": diff.mean().item(),
         "pixels_differing": (diff > 0).float().mean().item(),

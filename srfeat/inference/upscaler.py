@@ -268,7 +268,7 @@ class Upscaler:
         The network's output is clamped here, right after the network, as the exported ONNX graph
         clamps it (the file's contract): the self-ensemble's average, the outscale resize and the
         grey mix then start from the same values on both backends. An output that is not finite
-        is left as it is, for `upscale_channels` to refuse: a clamp would make inf a white pixel.
+        is refused first: a clamp would make inf a white pixel, a silent wrong image.
         """
         _, height, width = image.shape
         plan = plan_memory(*self.model.bytes_per_pixel(), pad=self.tile_pad, device=self.device)
@@ -288,7 +288,13 @@ class Upscaler:
             memory_format=self.model.memory_format,
             on_tile=self.on_tile,
         )
-        return result.clamp_(0.0, 1.0) if bool(torch.isfinite(result).all()) else result
+        bad = int((~torch.isfinite(result)).sum())
+        if bad:
+            raise ModelOutputError(
+                f"the network's output has {bad:,} value(s) that are not finite (NaN or inf): "
+                "the model's weights are broken (a diverged checkpoint?); nothing written"
+            )
+        return result.clamp_(0.0, 1.0)
 
     def upscale_channels(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
         """(C, H, W) float in [0, 1], C = 1, 2, 3 or 4 -> (C, H', W') float32 in [0, 1] on the host.
@@ -307,12 +313,6 @@ class Upscaler:
         color, alpha = (image[:-1], image[-1:]) if channels in (2, 4) else (image, None)
         rgb = color.expand(3, height, width) if color.shape[0] == 1 else color
         result = self_ensemble(self.upscale_rgb, rgb) if self.tta else self.upscale_rgb(rgb)
-        bad = int((~torch.isfinite(result)).sum())
-        if bad:  # clamping would turn these into black or white pixels: a silent wrong image
-            raise ModelOutputError(
-                f"the network's output has {bad:,} value(s) that are not finite (NaN or inf): "
-                "the model's weights are broken (a diverged checkpoint?); nothing written"
-            )
         if color.shape[0] == 1:
             weights = torch.tensor(LUMA_WEIGHTS).view(3, 1, 1)
             result = (result * weights).sum(0, keepdim=True)
