@@ -249,6 +249,22 @@ def test_an_invalid_exif_orientation_of_a_16_bit_png_is_ignored(tmp_path: Path, 
     assert 0x0112 not in kept  # a viewer must not act on it either
 
 
+@pytest.mark.parametrize("orientation", [0, 9, 65535])
+def test_an_invalid_exif_orientation_of_an_8_bit_jpeg_is_not_written_out(
+    tmp_path: Path, model_path: Path, orientation: int
+) -> None:
+    """PIL ignores it when reading, but kept it in the block that the output carries over."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "a camera"
+    Image.fromarray(RNG.integers(0, 256, (8, 6, 3), dtype=np.uint8)).save(tmp_path / "a.jpg", exif=exif.tobytes())
+    child = srfeat("upscale", tmp_path / "a.jpg", "-o", tmp_path / "out.jpg", "--model", model_path)
+    assert child.returncode == 0, child.stderr
+    with Image.open(tmp_path / "out.jpg") as result:
+        written = result.getexif()
+        assert result.size == (24, 32) and 0x0112 not in written and written[0x010F] == "a camera"
+
+
 def test_a_valid_exif_orientation_of_a_16_bit_png_is_applied(tmp_path: Path) -> None:
     array = RNG.integers(0, 65536, (3, 5, 3), dtype=np.uint16)
     path = tmp_path / "six.png"

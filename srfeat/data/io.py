@@ -242,8 +242,21 @@ def _read_raw_image(path: Path) -> RawImage:
     except ValueError as error:  # InvalidImageError's say what to do
         raise ImageReadError(f"cannot read image {path}: {error}") from error
     return RawImage(
-        array=array, mode=image.mode, icc_profile=image.info.get("icc_profile"), exif=image.info.get("exif")
+        array=array,
+        mode=image.mode,
+        icc_profile=image.info.get("icc_profile"),
+        exif=_without_orientation(image.getexif(), image.info.get("exif")),
     )
+
+
+def _without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
+    """The EXIF block to write: PIL's `exif_transpose` drops the orientation it applies, but keeps
+    one it ignores (text, 0, 9...), which a viewer might still act on; the pixels are as they are
+    meant to be seen, so that one goes too. A block without the tag is kept byte for byte."""
+    if not block or 0x0112 not in exif:
+        return block
+    exif.pop(0x0112)
+    return exif.tobytes() if len(exif) else None
 
 
 # EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first).
