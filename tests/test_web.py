@@ -799,3 +799,36 @@ def test_queued_uploads_and_bytes_held_are_bounded(limited_server: Server, brows
             stream.close()
         for session in ("one", "two"):
             call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_upload_bodies_are_read_a_few_at_a_time(server: Server) -> None:
+    """Connections that send slowly cannot make the server hold --max-upload-mb each: past
+    MAX_UPLOADS_RECEIVING, an upload waits unread until one of them ends."""
+    from srfeat.web.app import MAX_UPLOADS_RECEIVING
+
+    address = urllib.parse.urlsplit(server.url)
+    assert address.hostname is not None and address.port is not None
+    path = "/api/jobs?" + urllib.parse.urlencode({"session": "slow", "name": "slow.png"})
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {address.hostname}:{address.port}\r\nX-SRFeat-Upload: 1\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
+    slow = [
+        socket.create_connection((address.hostname, address.port), timeout=60) for _ in range(MAX_UPLOADS_RECEIVING)
+    ]
+    try:
+        for connection in slow:
+            connection.sendall(head + b"\x89PNG")  # a body begun, not ended
+        time.sleep(0.5)
+        waiting: list[Answer] = []
+        thread = threading.Thread(target=lambda: waiting.append(upload(server, "slow", "quick.png", png_bytes(8))))
+        thread.start()
+        thread.join(2.0)
+        assert not waiting, "an upload was read while all the receiving slots were taken"
+        slow[0].sendall(bytes(996))  # that body ends: it is refused (not an image), and frees its slot
+        assert slow[0].recv(4096).startswith(b"HTTP/1.1 415")
+        thread.join(60)
+        assert waiting and waiting[0].status == 201, waiting
+    finally:
+        for connection in slow:
+            connection.close()

@@ -80,6 +80,10 @@ UPLOAD_HEADER = "X-SRFeat-Upload"
 # What decoding a damaged file raises (a header that passed `inspect_upload`, then bad data).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 EVENT_KEEPALIVE_SECONDS = 1.0
+# Upload bodies read at once. A body is held in memory as it arrives (up to --max-upload-mb), before
+# the queue's --max-held-mb can count it: without a bound, N connections sending slowly would hold
+# N times that. Further uploads wait, unread (flow control keeps their bytes with the client).
+MAX_UPLOADS_RECEIVING = 4
 EVENT_INTERVAL_SECONDS = 0.2  # how often a stream looks for news (updates are coalesced)
 
 
@@ -224,6 +228,7 @@ def create_app(
     given, only requests naming a loopback address, `localhost` or one of these names are served
     (None: any host, for a server open to the network)."""
     static = {name: (resources.files("srfeat.web") / "static" / name).read_bytes() for name in STATIC_FILES}
+    receiving = anyio.Semaphore(MAX_UPLOADS_RECEIVING)
 
     async def page(request: Request) -> Response:
         name = request.path_params.get("name", "index.html")
@@ -257,7 +262,8 @@ def create_app(
                     415,
                 )
             choice = parse_choice(dict(request.query_params))
-            data = await _read_body(request, name, limits.max_upload_bytes)
+            async with receiving:
+                data = await _read_body(request, name, limits.max_upload_bytes)
             width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
