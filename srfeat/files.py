@@ -84,6 +84,25 @@ class PendingFile:
     size: int
 
 
+def unwritable_folder(folder: Path) -> str | None:
+    """Why no file can be written in `folder` (made first if missing), found before any work: the
+    nearest path that exists up the tree is a file, a broken link, or a folder we may not write
+    in. None when it can be written (as far as one can tell without writing)."""
+    try:
+        nearest = next((f for f in (folder, *folder.parents) if f.exists() or f.is_symlink()), None)
+    except OSError as error:  # a folder on the way that we may not look into
+        return f"cannot look into {error.filename or folder}: {error.strerror or error}"
+    if nearest is None:
+        return None
+    if not nearest.exists():
+        return f"{nearest} is a broken symbolic link"
+    if not nearest.is_dir():
+        return f"{nearest} is a file, not a folder"
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        return f"no permission to write in {nearest}"
+    return None
+
+
 def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 

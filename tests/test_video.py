@@ -312,7 +312,7 @@ def test_an_output_folder_that_is_a_file_is_one_line_before_the_model_loads(tmp_
     # The model does not exist: an error about the output alone shows it was found before loading it.
     result = cli(short_clip, "-o", target, "--model", tmp_path / "missing.safetensors")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    reason = f"{tmp_path / 'afile'} is a file, so no folder can be made in it; give another -o"
+    reason = f"{tmp_path / 'afile'} is a file, not a folder; give another -o"
     assert stderr_lines(result, "ERROR") == [f"ERROR: -o {target}: {reason}"]
     assert (tmp_path / "afile").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["afile"]
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srfeat import video
+from srfeat.files import unwritable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +170,8 @@ def output_location_problem(spec: str, formats: dict[str, str], readable: frozen
     path = Path(spec).expanduser()
     if not output_is_file(spec, formats, readable) and path.exists() and not path.is_dir():
         return f"-o {spec} is an existing file, not a folder; give a folder, or a file name with an image extension"
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                return f"-o {spec}: {parent} is a file, so no folder can be made in it; give another -o"
-            break
+    if problem := unwritable_folder(path.parent):
+        return f"-o {spec}: {problem}; give another -o"
     return None
 
 

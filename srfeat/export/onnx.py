@@ -35,7 +35,7 @@ from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
 from srfeat.errors import SRFeatError, WeightsError
-from srfeat.files import write_file_atomically
+from srfeat.files import unwritable_folder, write_file_atomically
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
 
 if TYPE_CHECKING:
@@ -303,13 +303,8 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
         )
     if path.exists() and not overwrite:
         raise SRFeatError(f"{path} exists; use --overwrite to replace it")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:  # the nearest folder that exists
-        folder = folder.parent
-    if not folder.is_dir():
-        raise SRFeatError(f"cannot write {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SRFeatError(f"cannot write {path}: no permission to write in {folder}")
+    if problem := unwritable_folder(path.parent):
+        raise SRFeatError(f"cannot write {path}: {problem}")
     return path
 
 

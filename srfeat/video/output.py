@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from srfeat.errors import VideoError
-from srfeat.files import DiskFullError
+from srfeat.files import DiskFullError, unwritable_folder
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, quality_options
 from srfeat.video.probe import error_reason, main_video_stream
@@ -80,21 +79,8 @@ def container_format_of(source: Path, target: Path) -> str:
 
 def check_folder(source: Path, target: Path) -> None:
     """The nearest existing folder above `target` must be a folder we may write in (the rest is made)."""
-    try:
-        nearest = next((f for f in (target.parent, *target.parent.parents) if f.exists() or f.is_symlink()), None)
-    except OSError as error:  # e.g. a folder on the way that we may not look into
-        raise write_error(source, target, error) from error
-    if nearest is None:
-        return
-    problem = None
-    if not nearest.exists():
-        problem = f"{nearest} is a broken symbolic link"
-    elif not nearest.is_dir():
-        problem = f"{nearest} is a file, not a folder; give another -o"
-    elif not os.access(nearest, os.W_OK | os.X_OK):
-        problem = f"no permission to write in {nearest}"
-    if problem is not None:
-        raise VideoError(f"cannot write {target} (from {source}): {problem}")
+    if problem := unwritable_folder(target.parent):
+        raise VideoError(f"cannot write {target} (from {source}): {problem}; give another -o")
 
 
 def write_error(source: Path, target: Path, error: Exception) -> VideoError | DiskFullError:
