@@ -42,3 +42,8 @@ class TrainingDiverged(SRFeatError):  # noqa: N818 - public name (tests, callers
 
 class VideoError(SRFeatError, OSError):
     """A video cannot be read, decoded or written as asked (or PyAV is missing)."""
+
+
+class MetricInputError(SRFeatError, ValueError):
+    """Images PSNR, SSIM or NIQE cannot score: NaN or infinite pixels, a dtype or value range the
+    metric does not read, shapes that differ, or nothing left after the border shave."""

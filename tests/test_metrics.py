@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from skimage import data as samples
 from skimage.metrics import structural_similarity
 
+from srfeat.errors import MetricInputError
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
 
 
@@ -52,3 +54,35 @@ def test_ssim_matches_scikit_image_gaussian_ssim() -> None:
     assert ssim(sr, hr, crop_border=4, test_y_channel=False) == pytest.approx(rgb_reference, abs=1e-9)
     assert ssim(hr, hr, crop_border=4) == pytest.approx(1.0)
     assert ssim(sr, hr, crop_border=4) < 0.95
+
+
+HOSTILE_PAIRS = {
+    # name: (sr, hr, crop_border, what the one-line error says)
+    "nothing left after the shave": (np.zeros((8, 8, 3), np.uint8), np.ones((8, 8, 3), np.uint8), 4, "nothing is left"),
+    "negative border": (np.zeros((20, 20, 3), np.uint8), np.ones((20, 20, 3), np.uint8), -2, "integer >= 0"),
+    "fractional border": (np.zeros((20, 20, 3), np.uint8), np.ones((20, 20, 3), np.uint8), 1.5, "integer >= 0"),
+    "NaN pixels": (np.full((20, 20, 3), np.nan), np.zeros((20, 20, 3)), 4, "1,200 NaN"),
+    "16-bit": (np.full((20, 20, 3), 700, np.uint16), np.zeros((20, 20, 3), np.uint16), 4, "uint16"),
+    "0..255 floats": (np.full((20, 20, 3), 200.0), np.zeros((20, 20, 3)), 4, "outside \\[0, 1\\]"),
+    "uint8 against float": (np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 3)), 4, "must both be uint8"),
+    "RGBA": (np.zeros((20, 20, 4), np.uint8), np.zeros((20, 20, 4), np.uint8), 4, "HxWx3"),
+    "1-D": (np.zeros(20, np.uint8), np.zeros(20, np.uint8), 0, "HxWx3"),
+}
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+@pytest.mark.parametrize("case", HOSTILE_PAIRS)
+def test_inputs_that_would_give_a_meaningless_number_are_refused(metric: Callable[..., float], case: str) -> None:
+    # Before: NaN with numpy warnings (nothing left, negative border, NaN pixels), 1.3 dB for
+    # 16-bit or 0..255 floats read as 8-bit or [0, 1], IndexError/TypeError for the rest.
+    sr, hr, border, message = HOSTILE_PAIRS[case]
+    with pytest.raises(MetricInputError, match=message):
+        metric(sr, hr, crop_border=border)
+
+
+def test_one_pixel_images() -> None:
+    pixel = np.full((1, 1, 3), 100, np.uint8)
+    assert psnr(pixel, pixel, crop_border=0) == math.inf
+    assert psnr(pixel, pixel + 1, crop_border=0) < 60
+    with pytest.raises(MetricInputError, match="11x11"):
+        ssim(pixel, pixel, crop_border=0)

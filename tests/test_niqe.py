@@ -13,7 +13,7 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from srfeat.data.resize import imresize_np
-from srfeat.errors import SRFeatError
+from srfeat.errors import MetricInputError, SRFeatError
 from srfeat.metrics import niqe as niqe_module
 from srfeat.metrics.niqe import _aggd_fit, niqe
 from srfeat.metrics.psnr_ssim import rgb_to_y
@@ -122,3 +122,25 @@ def test_aggd_fit_recovers_known_distributions() -> None:
     one_sided = np.abs(gaussian)  # no negative samples: undefined left side, as MATLAB's NaN
     shape, left, right = _aggd_fit(one_sided)
     assert math.isnan(left[0]) and shape[0] == pytest.approx(0.2)
+
+
+def _textured(shape: tuple[int, int] = (200, 200)) -> np.ndarray:
+    return np.random.default_rng(0).random(shape) * 200 + 16
+
+
+@pytest.mark.parametrize(
+    ("y", "crop_border", "message"),
+    [
+        (np.where(_textured() > 210, np.nan, _textured()), 0, "NaN or infinite"),  # was "without texture"
+        (np.full((200, 200), np.inf), 0, "40,000 NaN or infinite"),
+        (_textured().astype(np.uint16) * 257, 0, "outside 0..255"),  # was 74, no error
+        ((_textured() - 16) / 200, 0, "as of a \\[0, 1\\] image"),  # was 657, no error
+        (_textured() > 100, 0, "dtype bool"),
+        (_textured() + 0j, 0, "dtype complex"),
+        (_textured(), 2.5, "integer >= 0"),  # was TypeError from slicing
+        (_textured(), -1, "integer >= 0"),
+    ],
+)
+def test_input_that_is_not_a_y_channel_is_refused(y: np.ndarray, crop_border: int, message: str) -> None:
+    with pytest.raises(MetricInputError, match=message):
+        niqe(y, crop_border=crop_border)

@@ -37,7 +37,7 @@ from scipy.ndimage import correlate
 from scipy.special import gamma
 
 from srfeat.data.resize import imresize
-from srfeat.errors import SRFeatError
+from srfeat.errors import MetricInputError, SRFeatError
 
 __all__ = ["BLOCK_SIZE", "PRISTINE_PARAMS_SHA256", "niqe", "pristine_model"]
 
@@ -158,6 +158,28 @@ def _niqe(y: np.ndarray, dtype: type[np.floating] = COMPUTE_DTYPE) -> float:
     return math.sqrt(max(distance, 0.0))
 
 
+def _check_y_range(y: np.ndarray) -> None:
+    """Finite values in 0..255; not all in [0, 1] (a float image not yet scaled), which NIQE would
+    score as a nearly black picture (600-700) rather than refuse."""
+    if y.size == 0:
+        return  # the size check in _niqe says what is missing
+    values = y.astype(np.float64, copy=False)
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise MetricInputError(f"the Y channel has {int(y.size - finite.sum()):,} NaN or infinite value(s)")
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 255:
+        raise MetricInputError(
+            f"the Y channel has values in [{low:g}, {high:g}], outside 0..255: NIQE reads 8-bit intensities "
+            "(16-bit: divide by 257 first)"
+        )
+    if np.issubdtype(y.dtype, np.floating) and high <= 1 and low < high:
+        raise MetricInputError(
+            f"the Y channel has values in [{low:g}, {high:g}], as of a [0, 1] image; NIQE reads Y in 16..235: "
+            "pass rgb_to_y(image) (which takes [0, 1] RGB) or multiply a gray image by 255"
+        )
+
+
 def niqe(y: np.ndarray, crop_border: int = 0) -> float:
     """NIQE of a Y channel (HxW floats, BT.601 range 16..235), lower is better.
 
@@ -168,10 +190,13 @@ def niqe(y: np.ndarray, crop_border: int = 0) -> float:
     """
     y = np.asarray(y)
     if y.ndim != 2:
-        raise ValueError(f"niqe expects an HxW Y channel, got shape {y.shape}")
-    if crop_border < 0:
-        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+        raise MetricInputError(f"niqe expects an HxW Y channel (rgb_to_y of the image), got shape {y.shape}")
+    if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise MetricInputError(f"niqe expects Y values (numbers in 16..235), got dtype {y.dtype}")
+    if isinstance(crop_border, bool) or not isinstance(crop_border, int | np.integer) or crop_border < 0:
+        raise MetricInputError(f"crop_border must be an integer >= 0 (the scale), got {crop_border!r}")
     if crop_border:
         y = y[crop_border:-crop_border, crop_border:-crop_border]
+    _check_y_range(y)
     rounded = np.floor(y.astype(np.float64) + 0.5)
     return _niqe(rounded)

@@ -14,7 +14,9 @@ import math
 import numpy as np
 from scipy.ndimage import correlate1d
 
-__all__ = ["psnr", "rgb_to_y", "ssim"]
+from srfeat.errors import MetricInputError
+
+__all__ = ["check_crop_border", "psnr", "rgb_to_y", "ssim"]
 
 # BT.601 luma for RGB in [0, 1], giving Y in [16, 235].
 Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
@@ -25,11 +27,54 @@ SSIM_C1 = (0.01 * 255) ** 2
 SSIM_C2 = (0.03 * 255) ** 2
 
 
+# Float pixels may overshoot [0, 1] by rounding, as the upscaler's check allows.
+FLOAT_TOLERANCE = 1 / 255
+
+
+def _check_pixels(image: np.ndarray, what: str) -> None:
+    """uint8, or finite floats in [0, 1]; HxW or HxWxC with C = 1 or 3. Anything else would give a
+    number that means nothing (uint16 read as 0..255, 0..255 floats as [0, 1], NaN), so it is refused."""
+    if not isinstance(image, np.ndarray):
+        raise MetricInputError(f"{what} must be a numpy array, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
+        raise MetricInputError(f"{what} must be HxW (gray) or HxWx3 (RGB), got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return
+    if not np.issubdtype(image.dtype, np.floating):
+        raise MetricInputError(
+            f"{what} has dtype {image.dtype}: give uint8 (0..255) or floats in [0, 1] "
+            "(16-bit: divide by 65535.0; 0..255 integers: .astype(np.uint8))"
+        )
+    finite = np.isfinite(image)
+    if not finite.all():
+        raise MetricInputError(f"{what} has {int(image.size - finite.sum()):,} NaN or infinite pixel value(s)")
+    low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+    if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
+        raise MetricInputError(
+            f"{what} has float values in [{low:g}, {high:g}], outside [0, 1]: float pixels must be in [0, 1] "
+            "(0..255 data: divide by 255, or pass uint8)"
+        )
+
+
+def check_crop_border(crop_border: object, shape: tuple[int, ...]) -> int:
+    """`crop_border` as an int >= 0 that leaves at least one pixel of an image of `shape`."""
+    if isinstance(crop_border, bool) or not isinstance(crop_border, int | np.integer) or crop_border < 0:
+        raise MetricInputError(f"crop_border must be an integer >= 0 (the scale), got {crop_border!r}")
+    border = int(crop_border)
+    if min(shape[:2]) - 2 * border < 1:
+        raise MetricInputError(
+            f"nothing is left of a {shape[1]}x{shape[0]} image after shaving {border} pixel(s) from each side: "
+            f"the image needs more than {2 * border} pixels on each side"
+        )
+    return border
+
+
 def rgb_to_y(image: np.ndarray) -> np.ndarray:
     """Y of BT.601 YCbCr, float64 in [16, 235], from uint8 RGB (HxWx3) or float RGB in [0, 1].
 
     A gray image (HxW or HxWx1) is treated as R = G = B.
     """
+    _check_pixels(image, "the image")
     rgb = image.astype(np.float64)
     if image.dtype == np.uint8:
         rgb /= 255.0
@@ -37,15 +82,18 @@ def rgb_to_y(image: np.ndarray) -> np.ndarray:
         rgb = rgb[..., None]
     if rgb.shape[2] == 1:
         return 16.0 + rgb[..., 0] * Y_WEIGHTS.sum()
-    if rgb.shape[2] != 3:
-        raise ValueError(f"rgb_to_y expects HxWx3 RGB (or gray), got shape {image.shape}")
     return 16.0 + rgb @ Y_WEIGHTS
 
 
 def _prepare(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool) -> tuple[np.ndarray, np.ndarray]:
     """Shave the border and convert both images to float64 HxWxC (C = 1 for Y)."""
+    _check_pixels(sr, "the SR image")
+    _check_pixels(hr, "the HR image")
     if sr.shape != hr.shape:
-        raise ValueError(f"SR and HR images differ in shape: {sr.shape} vs {hr.shape}")
+        raise MetricInputError(f"SR and HR images differ in shape: {sr.shape} vs {hr.shape}")
+    if sr.dtype != hr.dtype and np.uint8 in (sr.dtype, hr.dtype):
+        raise MetricInputError(f"SR ({sr.dtype}) and HR ({hr.dtype}) must both be uint8 or both float in [0, 1]")
+    crop_border = check_crop_border(crop_border, sr.shape)
     if crop_border:
         sr = sr[crop_border:-crop_border, crop_border:-crop_border]
         hr = hr[crop_border:-crop_border, crop_border:-crop_border]
@@ -84,7 +132,7 @@ def _filter_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 def _ssim_plane(x: np.ndarray, y: np.ndarray) -> float:
     """SSIM of two float64 planes with values in 0..255."""
     if min(x.shape) < SSIM_WINDOW:
-        raise ValueError(
+        raise MetricInputError(
             f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after the border crop, got {x.shape}"
         )
     kernel = _gaussian_window()
