@@ -15,6 +15,7 @@ and their rows are labelled `<model>+tta`.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import logging
 import math
@@ -22,14 +23,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale
-from srfeat.errors import SRFeatError
-from srfeat.metrics.psnr_ssim import SSIM_WINDOW, psnr, rgb_to_y, ssim
+from srfeat.errors import MetricInputError, SRFeatError
+from srfeat.files import write_file_atomically
+from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
 from srfeat.weights.blend import BLEND_PREFIX, expand_blend_specs, is_blend_spec, parse_blend_spec
 
 logger = logging.getLogger(__name__)
@@ -123,6 +126,41 @@ def model_labels(specs: Sequence[str], tta: bool = False) -> list[str]:
     return labels
 
 
+def check_models(specs: Sequence[str], scale: int) -> None:
+    """Load each network a spec names (blend ends included) once and drop it, before any image is
+    scored: a missing, broken or wrong-scale file fails in one line at the start, not hours in,
+    since `evaluate` builds its models one at a time."""
+    from srfeat.weights import load_generator
+
+    names: list[str] = []
+    for spec in specs:
+        if spec in (BICUBIC, GROUND_TRUTH):
+            continue
+        blend = parse_blend_spec(spec)
+        names += [spec] if blend is None else [blend.model_a, blend.model_b]
+    for name in dict.fromkeys(names):
+        generator_scale = load_generator(name, "cpu").scale
+        if generator_scale != scale:
+            raise SRFeatError(
+                f"model {name} upscales x{generator_scale}, but the evaluation is at x{scale}: "
+                f"pass --scale {generator_scale}"
+            )
+
+
+def dataset_labels(folders: Sequence[Path]) -> list[str]:
+    """Each folder's name, made unique (`Set5`, `Set5#2`) so that two folders of one name (a/Set5,
+    b/Set5) keep separate rows in the tables and the JSON."""
+    labels: list[str] = []
+    for folder in folders:
+        label, count = folder.name or str(folder), 2
+        while label in labels:
+            label, count = f"{folder.name}#{count}", count + 1
+        if label != (folder.name or str(folder)):
+            logger.warning("two --data folders are named %s: %s is labelled %s", folder.name, folder, label)
+        labels.append(label)
+    return labels
+
+
 # ----------------------------------------------------------------------------- scoring
 
 
@@ -143,6 +181,8 @@ class DatasetScore:
     images: int
     scores: dict[str, float | None]
     per_image: list[ImageScore] = field(default_factory=list)
+    # How many images each mean covers: fewer than `images` where a metric was undefined for some.
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,6 +217,19 @@ def _niqe_or_none(image: np.ndarray, scale: int, name: str) -> float | None:
         return None
 
 
+def _reference_metric_or_none(
+    metric: str, sr: np.ndarray, hr: np.ndarray, scale: int, test_y_channel: bool, name: str
+) -> float | None:
+    """PSNR or SSIM, or None where the image is too small for it after the border shave (logged,
+    left out of the mean, and the table says over how many images the mean is)."""
+    function = psnr if metric == "psnr" else ssim
+    try:
+        return function(sr, hr, crop_border=scale, test_y_channel=test_y_channel)
+    except MetricInputError as error:
+        logger.warning("%s left out for %s: %s", metric.upper(), name or "an image", error)
+        return None
+
+
 def score_image(
     sr: np.ndarray | None, hr: np.ndarray, metrics: Sequence[str], scale: int, test_y_channel: bool, name: str = ""
 ) -> dict[str, float | None]:
@@ -191,18 +244,8 @@ def score_image(
     for metric in metrics:
         if metric in REFERENCE_METRICS and sr is None:
             scores[metric] = None
-        elif metric == "psnr":
-            scores[metric] = psnr(image, hr, crop_border=scale, test_y_channel=test_y_channel)
-        elif metric == "ssim":
-            if min(hr.shape[:2]) - 2 * scale < SSIM_WINDOW:
-                logger.warning(
-                    "SSIM left out for %s: smaller than its %d px window after the border shave",
-                    name or "an image",
-                    SSIM_WINDOW,
-                )
-                scores[metric] = None
-            else:
-                scores[metric] = ssim(image, hr, crop_border=scale, test_y_channel=test_y_channel)
+        elif metric in REFERENCE_METRICS:
+            scores[metric] = _reference_metric_or_none(metric, image, hr, scale, test_y_channel, name)
         elif metric == "niqe":
             scores[metric] = _niqe_or_none(image, scale, name)
         else:
@@ -213,6 +256,30 @@ def score_image(
 def _mean(values: list[float | None]) -> float | None:
     present = [value for value in values if value is not None]
     return float(np.mean(present)) if present else None
+
+
+def _distinct_folders(folders: Sequence[str | Path]) -> list[Path]:
+    """The folders, a folder given twice (under any name) kept once, with a warning."""
+    kept: dict[Path, Path] = {}
+    for folder in map(Path, folders):
+        key = folder.resolve()
+        if key in kept:
+            logger.warning("--data %s is given twice (the same folder as %s): evaluated once", folder, kept[key])
+            continue
+        kept[key] = folder
+    return list(kept.values())
+
+
+def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
+    """The index of `figure_image` in the dataset, or 0 (its first image), said in a warning when asked for another."""
+    if figure_image is None:
+        return 0
+    if figure_image in dataset.names:
+        return dataset.names.index(figure_image)
+    logger.warning(
+        "--figure-image %s is not in %s: its first image, %s, is shown", figure_image, name, dataset.names[0]
+    )
+    return 0
 
 
 def evaluate(
@@ -244,50 +311,60 @@ def evaluate(
     torch_device = resolve_device(device)
     models = expand_blend_specs(models)
     labels = model_labels(models, tta=tta)
-    upscalers: dict[str, Upscaler | None] = {
-        label: None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device, tta=tta)
-        for label, spec in zip(labels, models, strict=True)
-    }
-    results: list[DatasetScore] = []
-    samples: list[FigureSample] = []
-    for folder in folders:
+    check_models(models, scale)
+    folder_paths = _distinct_folders(folders)
+    datasets: list[tuple[str, BenchmarkDataset]] = []
+    for label, folder in zip(dataset_labels(folder_paths), folder_paths, strict=True):
         with single_threaded():
             dataset = BenchmarkDataset(folder, scale=scale)
-        name = Path(folder).name
         logger.info(
             "%s: %d image(s)%s",
-            name,
+            label,
             len(dataset),
             f", {len(dataset.skipped)} file(s) skipped" if dataset.skipped else "",
         )
-        per_model: dict[str, list[ImageScore]] = {label: [] for label in labels}
-        figure_index = dataset.names.index(figure_image) if figure_image in dataset.names else 0
-        for index in tqdm(range(len(dataset)), desc=name, unit="img", disable=None, leave=False):
-            _, image_name, hr, lr = dataset.items[index]
-            outputs: dict[str, np.ndarray] = {}
-            image_scores: dict[str, dict[str, float | None]] = {}
-            for label, upscaler in upscalers.items():
+        datasets.append((label, dataset))
+    figure_indices = {name: _figure_index(name, dataset, figure_image) for name, dataset in datasets}
+    per_model: dict[tuple[str, str], list[ImageScore]] = {}
+    figure_outputs: dict[str, dict[str, np.ndarray]] = {name: {} for name, _ in datasets}
+    figure_scores: dict[str, dict[str, dict[str, float | None]]] = {name: {} for name, _ in datasets}
+    # One model at a time: a strength=0:1:0.01 range is 101 networks, too many to hold at once.
+    for label, spec in zip(labels, models, strict=True):
+        upscaler = None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device, tta=tta)
+        for name, dataset in datasets:
+            rows = per_model[label, name] = []
+            for index in tqdm(range(len(dataset)), desc=f"{label} {name}", unit="img", disable=None, leave=False):
+                _, image_name, hr, lr = dataset.items[index]
                 sr = None if upscaler is None else upscaler(lr)
                 with single_threaded():
                     scores = score_image(sr, hr, metrics, scale, test_y_channel, name=f"{name}/{image_name} ({label})")
-                per_model[label].append(ImageScore(label, name, image_name, scores))
-                if sr is not None:
-                    outputs[label] = sr
-                image_scores[label] = scores
-            if keep_figure_samples and index == figure_index:
-                if BICUBIC not in outputs:
-                    with single_threaded():
-                        bicubic = bicubic_upscale(lr, scale)
-                    outputs = {BICUBIC: bicubic, **outputs}
-                    image_scores = {
-                        BICUBIC: score_image(bicubic, hr, REFERENCE_METRICS, scale, test_y_channel),
-                        **image_scores,
-                    }
-                samples.append(FigureSample(name, image_name, hr, outputs, image_scores))
+                rows.append(ImageScore(label, name, image_name, scores))
+                if keep_figure_samples and index == figure_indices[name]:
+                    if sr is not None:
+                        figure_outputs[name][label] = sr
+                    figure_scores[name][label] = scores
+        del upscaler
+    results: list[DatasetScore] = []
+    samples: list[FigureSample] = []
+    for name, dataset in datasets:
         for label in labels:
-            rows = per_model[label]
-            means = {metric: _mean([row.scores[metric] for row in rows]) for metric in metrics}
-            results.append(DatasetScore(label, name, len(rows), means, rows))
+            rows = per_model[label, name]
+            values = {metric: [row.scores[metric] for row in rows] for metric in metrics}
+            means = {metric: _mean(values[metric]) for metric in metrics}
+            counts = {metric: sum(value is not None for value in values[metric]) for metric in metrics}
+            results.append(DatasetScore(label, name, len(rows), means, rows, counts))
+        if keep_figure_samples:
+            _, image_name, hr, lr = dataset.items[figure_indices[name]]
+            outputs, image_scores = figure_outputs[name], figure_scores[name]
+            if BICUBIC not in outputs:
+                with single_threaded():
+                    bicubic = bicubic_upscale(lr, scale)
+                outputs = {BICUBIC: bicubic, **outputs}
+                image_scores = {
+                    BICUBIC: score_image(bicubic, hr, REFERENCE_METRICS, scale, test_y_channel, name=image_name),
+                    **image_scores,
+                }
+            samples.append(FigureSample(name, image_name, hr, outputs, image_scores))
     return EvaluationResult(metrics, scale, "y" if test_y_channel else "rgb", results, samples)
 
 
@@ -305,6 +382,14 @@ def _format(metric: str, value: float | None) -> str:
     return METRIC_FORMATS[metric].format(value)
 
 
+def _mean_cell(row: DatasetScore, metric: str) -> str:
+    """The mean, with `(k/n)` when it covers only k of the row's n images (the others were logged)."""
+    text = _format(metric, row.scores[metric])
+    count = row.counts.get(metric, row.images)
+    not_applicable = row.model == GROUND_TRUTH and metric in REFERENCE_METRICS  # hr has no PSNR/SSIM by design
+    return f"{text} ({count}/{row.images})" if count < row.images and not not_applicable else text
+
+
 def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
     """Per-dataset means as a Markdown table, followed by a per-image table if asked."""
     headers = [METRIC_HEADERS[metric] for metric in result.metrics]
@@ -313,7 +398,7 @@ def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
         "|---|---|---:|" + "---:|" * len(headers),
     ]
     for row in result.results:
-        cells = [_format(metric, row.scores[metric]) for metric in result.metrics]
+        cells = [_mean_cell(row, metric) for metric in result.metrics]
         lines.append(f"| {row.model} | {row.dataset} | {row.images} | " + " | ".join(cells) + " |")
     if per_image:
         lines += [
@@ -349,6 +434,8 @@ def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict
             "channel": result.channel,
         }
         record.update({metric: _json_number(row.scores[metric]) for metric in result.metrics})
+        # How many images each mean covers (fewer than "images" where a metric was undefined for some).
+        record.update({f"{metric}_images": row.counts.get(metric, row.images) for metric in result.metrics})
         if per_image:
             record["per_image"] = [
                 {"image": image.image, **{metric: _json_number(image.scores[metric]) for metric in result.metrics}}
@@ -359,9 +446,9 @@ def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict
 
 
 def write_json(path: str | Path, result: EvaluationResult, per_image: bool = False) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_records(result, per_image), indent=2) + "\n")
+    """The records as JSON, written all or nothing (a temporary renamed over `path`)."""
+    data = (json.dumps(json_records(result, per_image), indent=2) + "\n").encode()
+    write_file_atomically(Path(path), lambda handle: handle.write(data), len(data))
 
 
 def most_detailed_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
@@ -383,6 +470,21 @@ def most_detailed_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
     sums = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
     best = np.unravel_index(np.argmax(sums), sums.shape)
     return int(tops[best[0]]), int(lefts[best[1]])
+
+
+def save_figure(figure: Any, path: str | Path) -> None:
+    """Save a matplotlib figure all or nothing (rendered in memory, then a temporary renamed over `path`)
+    in the format its suffix names, and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, dpi=100, format=path.suffix.lstrip(".").lower())
+    finally:
+        plt.close(figure)
+    data = buffer.getvalue()
+    write_file_atomically(path, lambda handle: handle.write(data), len(data))
 
 
 def comparison_figure(path: str | Path, samples: Sequence[FigureSample], crop_size: int = 96) -> None:
@@ -425,7 +527,4 @@ def comparison_figure(path: str | Path, samples: Sequence[FigureSample], crop_si
             fontsize=9,
         )
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)

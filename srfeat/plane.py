@@ -27,10 +27,16 @@ STRENGTH_PREFIX = "strength="
 GROUND_TRUTH = "hr"
 
 
-def check_plane_metrics(metrics: Sequence[str] | None) -> None:
-    """The plane needs PSNR and NIQE: fail before the evaluation runs, not after."""
+def check_plane_metrics(metrics: Sequence[str] | None, models: Sequence[str] = ()) -> None:
+    """The plane needs PSNR and NIQE, and a model that has a PSNR (not only `hr`): fail before the
+    evaluation runs, not after."""
     if metrics is not None and not {"psnr", "niqe"} <= set(metrics):
         raise SRFeatError("--plane draws NIQE against PSNR: include both in --metrics (e.g. --metrics psnr ssim niqe)")
+    if models and all(model == GROUND_TRUTH for model in models):
+        raise SRFeatError(
+            "--plane draws NIQE against PSNR, and hr (the ground truth) has no PSNR: add a model "
+            "(e.g. --model bicubic hr strength=0:1:0.1)"
+        )
 
 
 def _strength(model: str) -> float | None:
@@ -125,10 +131,9 @@ def plane_figure(path: str | Path, records: Sequence[Record]) -> None:
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="lower right", fontsize=8, title="default (0) .. gan (1)", title_fontsize=8)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    from srfeat.evaluation import save_figure
+
+    save_figure(figure, path)
 
 
 def plane_table(records: Sequence[Record]) -> str:

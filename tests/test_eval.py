@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
+import subprocess
+import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +174,160 @@ def test_checkpoint_models_run_the_inference_path_and_round_clamped_output(tmp_p
     expected_uint8 = expected.round().to(torch.uint8).permute(1, 2, 0).numpy()
     # folded BatchNorm and other convolution algorithms differ by float rounding only
     assert np.abs(sr.astype(int) - expected_uint8.astype(int)).max() <= 1
+
+
+# ----------------------------------------------------------------------------- hostile and careless input (CLI)
+
+
+def srfeat_cli(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def one_error_line(process: subprocess.CompletedProcess[str]) -> str:
+    """The process failed with exactly one ERROR line and no traceback; returns that line."""
+    assert process.returncode != 0, process.stdout + process.stderr
+    assert "Traceback" not in process.stderr, process.stderr
+    errors = [line for line in process.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, process.stderr
+    return errors[0]
+
+
+@pytest.fixture()
+def small_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "Small"
+    write_png(folder / "a.png", samples.astronaut()[100:140, 150:194])
+    return folder
+
+
+def test_a_strength_range_of_too_many_models_is_refused_at_once(small_folder: Path) -> None:
+    # Before: strength=0:1:1e-9 listed a billion model names (hung, memory grew), and any range
+    # built all its networks before the first image.
+    error = one_error_line(srfeat_cli("eval", "--model", "strength=0:1:1e-9", "--data", small_folder))
+    assert "1,000,000,000 models, more than 101" in error and "STEP of at least 0.01" in error
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("existing json", "exists: pass --overwrite"),
+        ("json is a folder", "is a folder"),
+        ("json under a file", "is a file, not a folder"),
+        ("unknown figure format", "unknown picture format .xyz"),
+        ("same file twice", "is also the --json file"),
+        ("broken second model", "is a text file"),
+    ],
+)
+def test_outputs_and_models_are_checked_before_any_image_is_scored(
+    case: str, message: str, small_folder: Path, tmp_path: Path
+) -> None:
+    # Before: each output case was a traceback after the whole evaluation (or, for an existing
+    # file, a silent overwrite).
+    kept = tmp_path / "kept.json"
+    kept.write_text("my earlier results\n")
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "broken.safetensors").write_text("not weights")
+    options = {
+        "existing json": ["--json", kept],
+        "json is a folder": ["--json", tmp_path / "folder.json"],
+        "json under a file": ["--json", tmp_path / "notes.txt" / "scores.json"],
+        "unknown figure format": ["--figure", tmp_path / "figure.xyz"],
+        "same file twice": ["--json", tmp_path / "out.png", "--figure", tmp_path / "out.png"],
+        "broken second model": ["--model", "bicubic", tmp_path / "broken.safetensors"],
+    }[case]
+    models = [] if "--model" in options else ["--model", "bicubic"]
+    process = srfeat_cli("eval", *models, "--data", small_folder, "--metrics", "psnr", *options)
+    assert message in one_error_line(process)
+    assert process.stdout == ""  # no table: nothing was evaluated
+    assert kept.read_text() == "my earlier results\n"
+
+
+def test_existing_outputs_are_replaced_only_with_overwrite(small_folder: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "kept.json"
+    kept.write_text("my earlier results\n")
+    process = srfeat_cli(
+        "eval", "--model", "bicubic", "--data", small_folder, "--metrics", "psnr", "--json", kept, "--overwrite"
+    )
+    assert process.returncode == 0, process.stderr
+    assert json.loads(kept.read_text())[0]["model"] == "bicubic"
+    assert not list(tmp_path.glob(".kept.json*"))  # the temporary was renamed, none left
+
+
+def test_partial_means_are_marked_and_tiny_images_give_no_nan(tmp_path: Path) -> None:
+    # Before: a 6x6 image (nothing left after the 4-pixel shave) put "nan" into the table with two
+    # numpy RuntimeWarnings, and a mean over 1 of 2 images looked like a mean over both.
+    tiny, small = tmp_path / "Tiny", tmp_path / "Mixed"
+    photo = samples.astronaut()
+    write_png(tiny / "t.png", photo[:6, :6])
+    write_png(small / "big.png", photo[100:140, 150:194])
+    write_png(small / "s9.png", photo[:9, :9])
+    json_path = tmp_path / "scores.json"
+    process = srfeat_cli(
+        "eval", "--model", "bicubic", "--data", tiny, small, "--metrics", "psnr", "ssim", "--json", json_path
+    )
+    assert process.returncode == 0, process.stderr
+    assert "nan" not in process.stdout.lower() and "RuntimeWarning" not in process.stderr
+    assert "| bicubic | Tiny | 1 | - (0/1) | - (0/1) |" in process.stdout
+    row = next(line for line in process.stdout.splitlines() if "| Mixed |" in line)
+    assert row.count("(1/2)") == 2
+    assert "PSNR left out for Tiny/t (bicubic): nothing is left of a 4x4 image" in process.stderr
+    records = {record["dataset"]: record for record in json.loads(json_path.read_text())}
+    assert records["Mixed"]["psnr_images"] == 1 and records["Mixed"]["images"] == 2
+    assert records["Tiny"]["psnr"] is None and records["Tiny"]["psnr_images"] == 0
+
+
+def test_folders_of_one_name_keep_their_own_rows(tmp_path: Path) -> None:
+    # Before: the per-image table listed the first folder's images twice and dropped the second's.
+    photo = samples.astronaut()
+    write_png(tmp_path / "a" / "Set" / "one.png", photo[:40, :44])
+    write_png(tmp_path / "b" / "Set" / "two.png", photo[40:80, :44])
+    write_png(tmp_path / "b" / "Set" / "three.png", photo[80:120, :44])
+    process = srfeat_cli(
+        "eval", "--model", "bicubic", "--data", tmp_path / "a" / "Set", tmp_path / "b" / "Set", "--metrics", "psnr",
+        "--per-image",
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    assert "labelled Set#2" in process.stderr
+    for row in ("| Set | one | bicubic |", "| Set#2 | two | bicubic |", "| Set#2 | three | bicubic |"):
+        assert row in process.stdout
+
+
+def test_plane_of_hr_alone_and_a_zero_crop_are_refused_before_the_evaluation(
+    small_folder: Path, tmp_path: Path
+) -> None:
+    process = srfeat_cli(
+        "eval", "--model", "hr", "--data", small_folder, "--metrics", "psnr", "niqe", "--plane", tmp_path / "p.png"
+    )
+    assert "hr (the ground truth) has no PSNR" in one_error_line(process) and process.stdout == ""
+    process = srfeat_cli(
+        "eval", "--model", "bicubic", "--data", small_folder, "--figure", tmp_path / "f.png", "--figure-crop", "0"
+    )
+    assert "--figure-crop: must be at least 1 pixel" in one_error_line(process) and process.stdout == ""
+
+
+def test_models_are_held_one_at_a_time(small_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A strength range of 101 networks must not hold 101 networks (about 55 MB each) at once.
+    from srfeat import evaluation
+
+    alive: list[weakref.ref] = []
+    build = evaluation.make_upscaler
+
+    def tracked(*args: object, **kwargs: object) -> evaluation.Upscaler:
+        gc.collect()
+        assert not any(reference() is not None for reference in alive), "the previous model is still held"
+        upscaler = build(*args, **kwargs)  # type: ignore[arg-type]
+        alive.append(weakref.ref(upscaler))
+        return upscaler
+
+    monkeypatch.setattr(evaluation, "make_upscaler", tracked)
+    checkpoint = small_folder.parent / "tiny.safetensors"
+    save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), checkpoint)
+    result = evaluate([str(checkpoint), "bicubic", str(checkpoint)], [small_folder], metrics=["psnr"], device="cpu")
+    assert len(alive) == 3 and [row.model for row in result.results] == ["tiny", "bicubic", "tiny#2"]

@@ -8,8 +8,67 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 pixel, got {value}")
+    return value
+
+
+def _figure_formats() -> set[str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return set(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """--json, --figure and --plane checked before any image is read, so that a typo does not
+    cost the evaluation: not a folder, a folder that can be made and written, a format the
+    writer knows, no file given twice, and no existing file replaced without --overwrite."""
+    from srfeat.errors import SRFeatError
+
+    outputs = [
+        (option, value)
+        for option, value in (("--json", args.json), ("--figure", args.figure), ("--plane", args.plane))
+        if value
+    ]
+    seen: dict[Path, str] = {}
+    for option, value in outputs:
+        path = Path(value).expanduser()
+        key = path.resolve()
+        if key in seen:
+            raise SRFeatError(f"{option} {value} is also the {seen[key]} file: give each output its own name")
+        seen[key] = option
+        if option != "--json":
+            formats = _figure_formats()
+            if path.suffix.lstrip(".").lower() not in formats:
+                raise SRFeatError(
+                    f"{option} {value}: unknown picture format {path.suffix or '(no suffix)'}; "
+                    f"end the name in one of {', '.join('.' + name for name in sorted(formats))} (e.g. .png)"
+                )
+        if path.is_dir():
+            raise SRFeatError(f"{option} {value} is a folder: give a file name inside it")
+        if path.exists() and not args.overwrite:
+            raise SRFeatError(f"{option} {value} exists: pass --overwrite to replace it, or choose another name")
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise SRFeatError(f"{option} {value}: {folder} is a file, not a folder; choose another path")
+        try:  # a file made and removed: the one test that read-only mounts and ACLs cannot fool
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise SRFeatError(f"{option} {value}: cannot write in {folder} ({error.strerror or error})") from error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image (file name without extension) to show in the figure; default: each folder's first",
     )
     parser.add_argument(
-        "--figure-crop", type=int, default=96, metavar="PX", help="side of the HR crop shown in the figure (default 96)"
+        "--figure-crop",
+        type=positive_int,
+        default=96,
+        metavar="PX",
+        help="side of the HR crop shown in the figure (default 96)",
     )
     parser.add_argument(
         "--tta",
@@ -63,6 +126,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "blends as a curve, HR's NIQE as a line (needs psnr and niqe; e.g. --model bicubic hr strength=0:1:0.1)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --json, --figure and --plane files that exist"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.plane import check_plane_metrics, plane_figure
 
     if args.plane:
-        check_plane_metrics(args.metrics)
+        check_plane_metrics(args.metrics, args.model)
+    check_outputs(args)
 
     result = evaluate(
         args.model,

@@ -137,6 +137,10 @@ def load_blended(model: str | os.PathLike[str] | SRFeatGenerator, strength: floa
 
 # -- blend specs: how `srfeat eval --model` names a blend ---------------------------------
 
+# The most models one strength=START:STOP:STEP range may name (0:1:0.01): each is a network run
+# over every image, so a tiny STEP would mean days of work (and 1e-9 a billion names to list).
+MAX_RANGE_MODELS = 101
+
 STRENGTH_PREFIX = "strength="
 BLEND_PREFIX = "blend="
 SPEC_HELP = (
@@ -199,5 +203,10 @@ def expand_blend_specs(specs: Sequence[str]) -> list[str]:
             raise WeightsError(f"model spec {spec!r}: needs START <= STOP and a positive STEP (e.g. strength=0:1:0.1)")
         # Counted in steps, not accumulated, so that 0.1 * 10 lands on 1 and is included.
         count = math.floor((stop - start) / step + 1e-9) + 1
+        if count > MAX_RANGE_MODELS:
+            raise WeightsError(
+                f"model spec {spec!r} names {count:,} models, more than {MAX_RANGE_MODELS}: "
+                f"use a STEP of at least {(stop - start) / (MAX_RANGE_MODELS - 1):g} (e.g. strength=0:1:0.1)"
+            )
         expanded += [f"{STRENGTH_PREFIX}{round(start + index * step, 10):g}" for index in range(count)]
     return expanded
