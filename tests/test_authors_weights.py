@@ -292,3 +292,37 @@ def test_command_errors_are_one_line_and_never_overwrite(tmp_path: Path) -> None
     assert result.returncode == 1 and "must end in .safetensors" in result.stderr
     assert srfeat("convert", str(good)).returncode == 0  # default: beside the input
     assert (tmp_path / "good.safetensors").is_file()
+
+
+def test_output_folder_or_under_a_file_is_one_line(tmp_path: Path) -> None:
+    # Before: both were tracebacks (IsADirectoryError from the rename, FileExistsError from mkdir),
+    # after the conversion.
+    good = write_tensorlayer_npz(tmp_path / "good.npz", tensorlayer_order(random_params(8, 2, 2), 2, 2))
+    (tmp_path / "folder.safetensors").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    for output, message in (
+        (tmp_path / "folder.safetensors", "is a folder"),
+        (tmp_path / "notes.txt" / "x.safetensors", "is a file, not a folder"),
+    ):
+        result = srfeat("convert", str(good), "-o", str(output), "--overwrite")
+        assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert (tmp_path / "folder.safetensors").is_dir()
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    # 300 MB of zeros declared in a 300 KB file: the entry was read whole (and copied) up to a 1 GiB
+    # limit, 2.2 GB of memory for a 1 GB bomb; the authors' files are 25 MB.
+    path = tmp_path / "bomb.npz"
+    with (
+        zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("params.npy", "w") as entry,
+    ):
+        header = io.BytesIO()
+        npy_format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+        entry.write(header.getvalue())
+        zeros = bytes(1 << 24)
+        for _ in range(18):
+            entry.write(zeros)
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(WeightsError, match="unpacks to 301,990,016 bytes"):
+        read_tensorlayer_npz(path)

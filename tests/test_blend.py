@@ -195,3 +195,32 @@ def test_cli_blend_of_different_architectures_is_one_line(tmp_path: Path) -> Non
     assert not output.exists()
     process = run_cli("blend", "default", "gan", "--alpha", "2", "-o", output)
     assert error_lines(process) == ["ERROR: alpha must be between 0 and 1, got 2.0"] and not output.exists()
+
+
+def test_cli_blend_never_writes_over_its_own_input(tmp_path: Path) -> None:
+    # Before: `srfeat blend A B -o A --overwrite` replaced A with the blend (through a symbolic link too).
+    model_a, model_b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_generator(tiny_generator(num_features=8), model_a)
+    save_generator(tiny_generator(num_features=8), model_b)
+    before = model_a.read_bytes()
+    (tmp_path / "link.safetensors").symlink_to(model_a)
+    for first, output in (
+        (model_a, model_a),
+        (tmp_path / "link.safetensors", model_a),
+        (model_a, tmp_path / "link.safetensors"),
+    ):
+        process = run_cli("blend", first, model_b, "--alpha", "0.5", "-o", output, "--overwrite")
+        [line] = error_lines(process)
+        assert "is the input" in line and "(the input would be lost)" in line and "Traceback" not in process.stderr
+    assert model_a.read_bytes() == before and (tmp_path / "link.safetensors").is_symlink()
+    process = run_cli("blend", model_a, model_a, "--alpha", "0.5", "-o", tmp_path / "copy.safetensors")
+    assert process.returncode == 0 and "A and B are the same model" in process.stderr
+
+
+def test_cli_blend_output_that_cannot_be_made_is_one_line_before_loading(tmp_path: Path) -> None:
+    # Before: an output under a file was a FileExistsError traceback, after both models were loaded.
+    (tmp_path / "notes.txt").write_text("x")
+    process = run_cli("blend", "default", "gan", "--alpha", "0.5", "-o", tmp_path / "notes.txt" / "x.safetensors")
+    expected = f"the output {tmp_path / 'notes.txt' / 'x.safetensors'} cannot be made: {tmp_path / 'notes.txt'}"
+    assert error_lines(process) == [f"ERROR: {expected} is a file, not a folder"]
+    assert "Traceback" not in process.stderr

@@ -10,9 +10,50 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # hard and symbolic links too
+    except OSError:
+        return False
+
+
+def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) -> None:
+    """OUT of `srfeat blend` / `srfeat convert`, checked before any weights are read: a
+    .safetensors file name, not a folder, never one of the inputs (--overwrite or not: the
+    input would be gone), no existing file replaced without --overwrite, in a folder that can
+    be made and written."""
+    from srfeat.errors import SRFeatError
+
+    if output.suffix != ".safetensors":
+        raise SRFeatError(
+            f"the output {output} must end in .safetensors (a srfeat generator checkpoint, "
+            f"e.g. {output.with_suffix('.safetensors')})"
+        )
+    if output.is_dir():
+        raise SRFeatError(f"the output {output} is a folder; give a file name ending in .safetensors")
+    for source in inputs:
+        if source.is_file() and (output.resolve() == source.resolve() or _same_file(output, source)):
+            raise SRFeatError(f"the output {output} is the input {source}: choose another -o (the input would be lost)")
+    if output.exists() and not overwrite:
+        raise SRFeatError(f"output {output} exists; use --overwrite to replace it")
+    folder = output.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SRFeatError(f"the output {output} cannot be made: {folder} is a file, not a folder")
+    try:  # a file made and removed: the one test that read-only mounts and ACLs cannot fool
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise SRFeatError(f"the output {output} cannot be written in {folder} ({error.strerror or error})") from error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,20 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srfeat.errors import SRFeatError
     from srfeat.weights import save_generator
     from srfeat.weights.blend import blend_generators, check_alpha
 
     alpha = check_alpha(args.alpha)
     output = Path(args.output).expanduser()
-    if output.suffix != ".safetensors":
-        raise SRFeatError(
-            f"the output {output} must be a .safetensors file (e.g. {output.with_suffix('.safetensors')})"
-        )
-    if output.is_dir():
-        raise SRFeatError(f"the output {output} is a folder; give a file name ending in .safetensors")
-    if output.exists() and not args.overwrite:
-        raise SRFeatError(f"output {output} exists; use --overwrite to replace it")
+    inputs = [Path(args.model_a).expanduser(), Path(args.model_b).expanduser()]
+    check_weights_output(output, args.overwrite, inputs)
+    if args.model_a == args.model_b or _same_file(*inputs):
+        logger.warning("A and B are the same model (%s): the blend is a copy of it", args.model_a)
     generator = blend_generators(args.model_a, args.model_b, alpha)
     save_generator(generator, output)  # written to a temporary file and renamed: nothing half-written
     logger.info("wrote %s: %g x %s + %g x %s", output, 1.0 - alpha, args.model_a, alpha, args.model_b)

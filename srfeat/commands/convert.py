@@ -23,18 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from srfeat.errors import SRFeatError
+    from srfeat.commands.blend import check_weights_output
     from srfeat.weights import save_generator
     from srfeat.weights.authors import load_authors_generator
 
-    src = Path(args.src)
-    out = Path(args.out) if args.out else src.with_suffix(".safetensors")
-    if out.suffix != ".safetensors":
-        raise SRFeatError(f"output {out} must end in .safetensors (a srfeat generator checkpoint)")
-    if out.exists() and not args.overwrite:
-        raise SRFeatError(f"output {out} exists: pass --overwrite to replace it, or choose another -o")
-    if out.resolve() == src.resolve():
-        raise SRFeatError(f"output {out} is the input file: choose another -o")
+    src = Path(args.src).expanduser()
+    out = Path(args.out).expanduser() if args.out else src.with_suffix(".safetensors")
+    check_weights_output(out, args.overwrite, [src])
     generator = load_authors_generator(src)
     save_generator(generator, out)  # atomic: a temporary file renamed over OUT
     logging.getLogger("srfeat").info(

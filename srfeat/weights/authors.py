@@ -30,13 +30,12 @@ nothing else, so a crafted file cannot run code.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -49,8 +48,9 @@ from srfeat.weights import generator_from_state
 logger = logging.getLogger(__name__)
 
 NPZ_ENTRY = "params.npy"
-# The real files hold about 6.2 M float32 values (25 MB); anything far beyond is not one of them.
-MAX_ENTRY_BYTES = 1 << 30
+# The real files hold about 6.2 M float32 values (25 MB); anything far beyond is not one of them
+# (a 1 MB zip can declare 1 GB of zeros: the limit is what may be inflated).
+MAX_ENTRY_BYTES = 128 << 20
 EXPECTED = (
     "expected tensorlayer's save_npz of the authors' generator (SRGAN_g in their model.py): one entry "
     "'params' listing head conv, 16 residual blocks (conv, BatchNorm beta/gamma/mean/variance, conv, "
@@ -82,9 +82,28 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy arrays are expected")
 
 
+def _read_object_array(stream: IO[bytes], path: Path) -> object:
+    """The npy object array of `stream`, unpickled by `_ArrayUnpickler`."""
+    try:
+        version = npy_format.read_magic(stream)
+        header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, _, dtype = header(stream)
+        if not dtype.hasobject:
+            raise WeightsError(
+                f"{path}: 'params' is one {dtype} array of shape {shape}, not a list of arrays: {EXPECTED}"
+            )
+        return _ArrayUnpickler(stream, encoding="latin1").load()
+    except WeightsError:
+        raise
+    except Exception as error:  # npy header and pickle parsing raise many types on foreign data
+        raise WeightsError(f"{path}: cannot read 'params' ({type(error).__name__}: {error}): {EXPECTED}") from error
+
+
 def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
     """The arrays of a tensorlayer `save_npz` file, in order, read without running pickled code."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder: give the authors' SRFeat_init.npz or SRFeat_full.npz file")
     if not path.is_file():
         raise WeightsError(f"authors' weights file not found: {path}")
     try:
@@ -97,24 +116,13 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
                 raise WeightsError(
                     f"{path}: 'params' unpacks to {size:,} bytes, far beyond the generator's: {EXPECTED}"
                 )
-            data = archive.read(NPZ_ENTRY)
-    except (zipfile.BadZipFile, OSError) as error:
+            # Read from the zip stream: no copy of the whole entry in memory besides the arrays.
+            with archive.open(NPZ_ENTRY) as stream:
+                container = _read_object_array(stream, path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
         raise WeightsError(f"{path} is not an .npz file ({error}): {EXPECTED}") from error
-
-    stream = io.BytesIO(data)
-    try:
-        version = npy_format.read_magic(stream)
-        header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-        shape, _, dtype = header(stream)
-        if not dtype.hasobject:
-            raise WeightsError(
-                f"{path}: 'params' is one {dtype} array of shape {shape}, not a list of arrays: {EXPECTED}"
-            )
-        container = _ArrayUnpickler(stream, encoding="latin1").load()
-    except WeightsError:
-        raise
-    except Exception as error:  # npy header and pickle parsing raise many types on foreign data
-        raise WeightsError(f"{path}: cannot read 'params' ({type(error).__name__}: {error}): {EXPECTED}") from error
+    except OSError as error:
+        raise WeightsError(f"{path} cannot be read ({error}): {EXPECTED}") from error
     items = list(container.ravel()) if isinstance(container, np.ndarray) else None
     if items is None or not all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in items):
         raise WeightsError(f"{path}: 'params' does not hold floating-point arrays: {EXPECTED}")
