@@ -248,7 +248,7 @@ def _layouts(tmp_path: Path) -> dict[str, Path]:
         "a BatchNorm vector short": write_tensorlayer_npz(tmp_path / "bn.npz", arrays[:3] + arrays[4:]),
         "not an npz": tmp_path / "text.npz",
     }
-    np.savez(files["no params entry"], **{f"arr_{i}": a for i, a in enumerate(arrays)})
+    np.savez(files["no params entry"], *arrays)  # arr_0, arr_1, ...: no "params"
     np.savez(files["one numeric array"], params=np.zeros((4, 3)))
     files["not an npz"].write_text("hello")
     return files
