@@ -31,6 +31,7 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     input would be gone), no existing file replaced without --overwrite, in a folder that can
     be made and written."""
     from srfeat.errors import SRFeatError
+    from srfeat.files import unwritable_folder
 
     if output.suffix != ".safetensors":
         raise SRFeatError(
@@ -44,11 +45,10 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
             raise SRFeatError(f"the output {output} is the input {source}: choose another -o (the input would be lost)")
     if output.exists() and not overwrite:
         raise SRFeatError(f"output {output} exists; use --overwrite to replace it")
-    folder = output.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise SRFeatError(f"the output {output} cannot be made: {folder} is a file, not a folder")
+    reason = unwritable_folder(output.parent)
+    if reason is not None:
+        raise SRFeatError(f"the output {output} cannot be made: {reason}")
+    folder = next(f for f in (output.parent, *output.parent.parents) if f.exists())
     try:  # a file made and removed: the one test that read-only mounts and ACLs cannot fool
         with tempfile.TemporaryFile(dir=folder):
             pass

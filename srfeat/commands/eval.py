@@ -35,6 +35,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     cost the evaluation: not a folder, a folder that can be made and written, a format the
     writer knows, no file given twice, and no existing file replaced without --overwrite."""
     from srfeat.errors import SRFeatError
+    from srfeat.files import unwritable_folder
 
     outputs = [
         (option, value)
@@ -59,11 +60,10 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise SRFeatError(f"{option} {value} is a folder: give a file name inside it")
         if path.exists() and not args.overwrite:
             raise SRFeatError(f"{option} {value} exists: pass --overwrite to replace it, or choose another name")
-        folder = path.parent
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
-            raise SRFeatError(f"{option} {value}: {folder} is a file, not a folder; choose another path")
+        reason = unwritable_folder(path.parent)
+        if reason is not None:
+            raise SRFeatError(f"{option} {value} cannot be written: {reason}; choose another path")
+        folder = next(f for f in (path.parent, *path.parent.parents) if f.exists())
         try:  # a file made and removed: the one test that read-only mounts and ACLs cannot fool
             with tempfile.TemporaryFile(dir=folder):
                 pass
