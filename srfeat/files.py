@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,8 @@ class PendingFile:
 def unwritable_folder(folder: Path) -> str | None:
     """Why no file can be written in `folder` (made first if missing), found before any work: the
     nearest path that exists up the tree is a file, a broken link, or a folder we may not write
-    in. None when it can be written (as far as one can tell without writing)."""
+    in. None when it can be written: a nameless file is made there and dropped, the one test that
+    read-only mounts, ACLs and running as root cannot fool (`os.access` says yes to root)."""
     try:
         nearest = next((f for f in (folder, *folder.parents) if f.exists() or f.is_symlink()), None)
     except OSError as error:  # a folder on the way that we may not look into
@@ -98,8 +100,11 @@ def unwritable_folder(folder: Path) -> str | None:
         return f"{nearest} is a broken symbolic link"
     if not nearest.is_dir():
         return f"{nearest} is a file, not a folder"
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        return f"no permission to write in {nearest}"
+    try:
+        with tempfile.TemporaryFile(dir=nearest):
+            pass
+    except OSError as error:
+        return f"cannot write in {nearest} ({error.strerror or error})"
     return None
 
 

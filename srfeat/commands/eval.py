@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -63,12 +62,6 @@ def check_outputs(args: argparse.Namespace) -> None:
         reason = unwritable_folder(path.parent)
         if reason is not None:
             raise SRFeatError(f"{option} {value} cannot be written: {reason}; choose another path")
-        folder = next(f for f in (path.parent, *path.parent.parents) if f.exists())
-        try:  # a file made and removed: the one test that read-only mounts and ACLs cannot fool
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as error:
-            raise SRFeatError(f"{option} {value}: cannot write in {folder} ({error.strerror or error})") from error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
