@@ -1,4 +1,4 @@
-"""`srfeat train CONFIG [--out DIR] [--resume] [--max-steps N] [--dry-run] [key=value ...]`
+"""`srfeat train CONFIG [--out DIR] [--resume | --overwrite] [--max-steps N] [--dry-run] [key=value ...]`
 
 Trains stage 1 (MSE pretraining) or stage 2 (GAN) from a YAML config (configs/paper,
 configs/dev). Several GPUs or CPUs: `torchrun --nproc_per_node=W -m srfeat.cli train CONFIG`.
@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue the run saved in the run folder (state.pt)")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run folder that holds a run, replacing its checkpoints and logs "
+        "(without it such a folder is refused)",
+    )
+    parser.add_argument(
         "--max-steps", type=int, metavar="N", help="stop after N optimizer steps in total (sets train.max_steps)"
     )
     parser.add_argument(
@@ -70,13 +76,24 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         config.out_dir = args.out
     if args.dry_run:
+        from pathlib import Path
+
+        from srfeat.training.run_folder import check_run_folder
+
         check_paths(config, resuming=args.resume, dry_run=True)
+        check_run_folder(config, Path(config.out_dir), args.resume, args.overwrite)
         print(config.to_yaml(), end="")  # noqa: T201 - the checked config is the dry run's output
         return 0
 
     from srfeat.training.trainer import train
 
-    result = train(config, out_dir=config.out_dir, resume=args.resume, show_progress=not args.no_progress)
+    result = train(
+        config,
+        out_dir=config.out_dir,
+        resume=args.resume,
+        show_progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
     summary = f"stage {config.stage}: {result.step} steps, run folder {result.out_dir}"
     if result.last_validation:
         summary += ", " + ", ".join(f"{key} {value:.4f}" for key, value in result.last_validation.items())

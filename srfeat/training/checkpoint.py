@@ -172,7 +172,74 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise WeightsError(f"cannot read training state {path} ({reason})") from error
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise WeightsError(f"{path} is not an srfeat training state")
+    check_state(state, path)
     return state
+
+
+# What a state must hold, and of what type, for a resume to use it: (key, types, low bound).
+_STATE_COUNTERS: tuple[tuple[str, tuple[type, ...], float], ...] = (
+    ("stage", (int,), 1),
+    ("step", (int,), 0),
+    ("epoch", (int,), 0),
+    ("batch_in_epoch", (int,), 0),
+    ("elapsed_seconds", (int, float), 0),
+    ("best_psnr", (int, float), -math.inf),
+)
+
+
+def _tensor_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(tensor, torch.Tensor) for key, tensor in value.items()
+    )
+
+
+def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Every entry a resume reads is there, of its type, and every weight is finite; else one line.
+
+    A state is untrusted (hand-edited, from another tool, damaged): without this a missing key or a
+    NaN weight would surface as a traceback, or as a run that trains on from garbage.
+    """
+    where = f"training state {path}"
+    for key, types, low in _STATE_COUNTERS:
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, types) or not value >= low:
+            raise WeightsError(f"{where}: {key} is {value!r}, not a number >= {low}: the file is damaged or edited")
+    if not _tensor_dict(state.get("generator")):
+        raise WeightsError(f"{where} holds no generator weights: the file is damaged or not from srfeat train")
+    for key in ("discriminators", "optimizers", "rng"):
+        if not isinstance(state.get(key), dict):
+            raise WeightsError(f"{where} has no {key} entry: the file is damaged or not from srfeat train")
+    if not all(_tensor_dict(weights) for weights in state["discriminators"].values()):
+        raise WeightsError(f"{where}: a discriminator's weights are not tensors: the file is damaged")
+    if "generator" not in state["optimizers"]:
+        raise WeightsError(f"{where} has no generator optimizer state: the file is damaged")
+    for name, weights in [("generator", state["generator"]), *state["discriminators"].items()]:
+        for key, tensor in weights.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise WeightsError(
+                    f"{where}: the {name}'s {key} holds NaN or inf values, so the run cannot continue from it; "
+                    "start again from a good generator (train.init_generator=...) in a new run folder"
+                )
+
+
+def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, source: str) -> None:
+    """The saved generator's tensors are those `built` has, with the same shapes; else one line."""
+    expected = built.state_dict()
+    for key, tensor in saved.items():
+        if key not in expected:
+            raise WeightsError(
+                f"{source}: the generator has {key}, which the config's generator does not: set the model "
+                "section as in that run (its config.yaml), or choose another run folder"
+            )
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise WeightsError(
+                f"{source}: the generator's {key} is {tuple(tensor.shape)}, the config builds "
+                f"{tuple(expected[key].shape)}: set the model section as in that run (resume with its "
+                "config.yaml), or choose another run folder"
+            )
+    missing = [key for key in expected if key not in saved]
+    if missing:
+        raise WeightsError(f"{source}: the generator lacks {missing[0]} ({len(missing)} tensors): the file is damaged")
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srfeat.errors import ConfigError, TrainingDiverged
+from srfeat.errors import ConfigError, TrainingDiverged, WeightsError
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import set_worker_threads
@@ -49,6 +49,7 @@ from srfeat.training.distributed import (
 )
 from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
 from srfeat.training.loop import Progress, TrainingLoop, lr_factor
+from srfeat.training.run_folder import check_run_folder, remove_previous_run
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
 from srfeat.training.steps import AdversarialTerm, AutocastFactory, GANStep, PretrainStep, no_autocast
@@ -106,10 +107,13 @@ class Trainer:
         resume: bool = False,
         context: DistributedContext | None = None,
         show_progress: bool = True,
+        overwrite: bool = False,
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir if out_dir is not None else config.out_dir)
         self.resume = resume
+        # a new run in a folder that holds one replaces it only when asked (run_folder.py)
+        self.overwrite = overwrite
         self.context = context or init_distributed(config.train.device)
         self.device = self.context.device
         self.show_progress = show_progress and self.context.is_main
@@ -182,6 +186,10 @@ class Trainer:
                 networks.check_saved_discriminators(
                     saved, self.discriminators, str(self.out_dir / checkpoint.STATE_FILE)
                 )
+            source = str(self.out_dir / checkpoint.STATE_FILE)
+            checkpoint.check_generator_shapes(saved["generator"], self.generator, source)
+            if config.stage == 1 and list(saved["discriminators"]) != list(self.discriminators):
+                raise ConfigError(f"{source} holds other discriminators than the config's: choose another run folder")
             self.generator.load_state_dict(saved["generator"])
             for name, module in self.discriminators.items():
                 module.load_state_dict(saved["discriminators"][name])
@@ -194,9 +202,16 @@ class Trainer:
         }
         self.base_lrs = {"generator": config.optim.lr, **{name: discriminator_lr for name in self.discriminators}}
         if saved is not None:
-            self.generator_optimizer.load_state_dict(saved["optimizers"]["generator"])
-            for name, optimizer in self.discriminator_optimizers.items():
-                optimizer.load_state_dict(saved["optimizers"][name])
+            try:
+                self.generator_optimizer.load_state_dict(saved["optimizers"]["generator"])
+                for name, optimizer in self.discriminator_optimizers.items():
+                    optimizer.load_state_dict(saved["optimizers"][name])
+            except (KeyError, ValueError, TypeError) as error:  # what torch raises for a foreign state
+                raise WeightsError(
+                    f"{self.out_dir / checkpoint.STATE_FILE}: its optimizer state does not fit the networks "
+                    f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
+                    "the file is damaged or edited"
+                ) from error
 
         # the average follows self.generator, never a DDP or compiled wrapper of it
         self.ema: GeneratorEMA | None = build_ema(self.generator, config.train.ema_decay, saved)
@@ -308,21 +323,17 @@ class Trainer:
     def run(self) -> RunResult:
         config, context = self.config, self.context
         check_paths(config, resuming=self.resume)
+        check_run_folder(config, self.out_dir, self.resume, self.overwrite)
         configure_determinism(config)
         torch.manual_seed(config.train.seed)
         random.seed(config.train.seed)
         np.random.seed(config.train.seed)
-        if context.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint.clean_run_folder(self.out_dir)
-            (self.out_dir / CONFIG_FILE).write_text(config.to_yaml())
+        # Everything that can refuse the run (the state, the networks, the data) comes before the
+        # first write, so a failed start leaves the folder as it was.
         saved = self._load_saved()
         self._build(saved)
         if saved is not None:
             checkpoint.restore_rng_states(saved["rng"])
-            if context.is_main:
-                checkpoint.save_generators(self.generator, self.out_dir, self._averaged_generator())
-            logger.info("resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1)
 
         dataset, sampler, loader = build_loader(config, context, self.device)
         steps_per_epoch = len(loader)
@@ -330,6 +341,16 @@ class Trainer:
         if config.train.max_steps is not None:
             planned_steps = min(planned_steps, config.train.max_steps)
         validator = Validator(config, self.device) if config.validation.dir and context.is_main else None
+        if context.is_main:
+            if self.overwrite:
+                remove_previous_run(self.out_dir)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.clean_run_folder(self.out_dir)
+            (self.out_dir / CONFIG_FILE).write_text(config.to_yaml())
+            if saved is not None:
+                checkpoint.save_generators(self.generator, self.out_dir, self._averaged_generator())
+        if saved is not None:
+            logger.info("resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1)
         log = RunLog(self.out_dir, enabled=context.is_main)
         log.truncate_after(self.progress.step)
         logger.info(
@@ -353,11 +374,19 @@ class Trainer:
 
 
 def train(
-    config: TrainingConfig, out_dir: str | Path | None = None, resume: bool = False, show_progress: bool = True
+    config: TrainingConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Run one training (in this process, or as this process's rank under torchrun)."""
+    """Run one training (in this process, or as this process's rank under torchrun).
+
+    A folder that already holds a run is refused unless `resume` (continue it) or `overwrite`
+    (replace its files, once the new run has been built) is given.
+    """
     context = init_distributed(config.train.device)
     try:
-        return Trainer(config, out_dir, resume, context, show_progress).run()
+        return Trainer(config, out_dir, resume, context, show_progress, overwrite).run()
     finally:
         shutdown(context)

@@ -1,0 +1,73 @@
+"""The run folder of `srfeat train`: checked before anything is written, so a run never takes
+over what a user had.
+
+A new run (no `--resume`) refuses a folder that already holds a run's files unless
+`overwrite` is given, and then removes only those files, after the run's networks and data
+were built, so a start that fails (a typo in a path, a checkpoint of another architecture)
+keeps the old run. A folder that is a file, or that is one of the run's image folders, is
+refused: checkpoints and logs would mix with the images (and be read as images next time).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from srfeat.errors import ConfigError
+from srfeat.training import checkpoint
+from srfeat.training.config import TrainingConfig
+from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
+
+__all__ = ["RUN_FILES", "check_run_folder", "existing_run_files", "remove_previous_run"]
+
+TENSORBOARD_DIR = "tensorboard"
+# Everything a run writes into its folder; nothing else there is ever touched.
+RUN_FILES = (
+    checkpoint.CONFIG_FILE,
+    checkpoint.STATE_FILE,
+    checkpoint.LATEST_GENERATOR,
+    checkpoint.BEST_GENERATOR,
+    checkpoint.EMA_GENERATOR,
+    METRICS_FILE,
+    PLOT_FILE,
+    TENSORBOARD_DIR,
+)
+
+
+def existing_run_files(out_dir: Path) -> list[str]:
+    """The names of RUN_FILES present in `out_dir`."""
+    return [name for name in RUN_FILES if (out_dir / name).exists()]
+
+
+def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """One line if `out_dir` cannot be this run's folder; writes nothing."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the folder and --overwrite replaces it: give one of them")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"run folder {out_dir} exists and is not a folder: choose another --out")
+    image_folders = [*config.data.train_dirs, *([config.validation.dir] if config.validation.dir else [])]
+    for folder in image_folders:
+        path = config.resolve_path(folder)
+        if path.exists() and path.resolve() == out_dir.resolve():
+            raise ConfigError(
+                f"run folder {out_dir} is the image folder {folder}: checkpoints and logs would mix with the "
+                "images; choose another --out"
+            )
+    if resume:
+        return  # the state is read next; a missing one is refused there
+    existing = existing_run_files(out_dir) if out_dir.is_dir() else []
+    if existing and not overwrite:
+        raise ConfigError(
+            f"run folder {out_dir} already holds a run ({', '.join(existing)}): continue it with --resume, "
+            "replace it with --overwrite, or choose another --out"
+        )
+
+
+def remove_previous_run(out_dir: Path) -> None:
+    """Remove the RUN_FILES of an earlier run in `out_dir` (--overwrite), and nothing else."""
+    for name in existing_run_files(out_dir):
+        path = out_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
