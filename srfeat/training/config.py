@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +30,14 @@ from typing import Any, Literal
 import yaml
 
 from srfeat.errors import ConfigError
-from srfeat.training.typed_yaml import build_dataclass, config_text, parse_overrides, set_dotted, yaml_error
+from srfeat.training.typed_yaml import (
+    build_dataclass,
+    config_text,
+    load_yaml,
+    parse_overrides,
+    set_dotted,
+    yaml_error,
+)
 
 DATASETS_ENV = "SRFEAT_DATASETS"
 
@@ -256,13 +264,18 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> TrainingConfig:
     """Read a YAML config file; every problem is a one-line ConfigError."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: give a YAML training config file, e.g. configs/dev/stage1.yaml")
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        what = "is not a regular file" if path.exists() else "not found"
+        raise ConfigError(f"config file {what}: {path}")
     text = config_text(path)
     try:
-        values = yaml.safe_load(text) or {}
+        values = load_yaml(text, str(path))
     except yaml.YAMLError as error:
         raise yaml_error(path, error) from error
+    if values is None:
+        raise ConfigError(f"{path} is empty: a training config names at least data.train_dirs (see configs/dev/)")
     try:
         return config_from_dict(values, overrides)
     except ConfigError as error:
@@ -310,6 +323,8 @@ def check(config: TrainingConfig) -> None:
         ("model.discriminator_dense_features", model.discriminator_dense_features, 1, 16384),
         ("data.hr_patch_size", data.hr_patch_size, 1, 1024),
         ("data.num_workers", data.num_workers, 0, 256),
+        # an epoch's order is one permutation of its items: 10^12 of them would take terabytes
+        ("data.repeat", data.repeat, 1, 100_000),
         ("train.batch_size", train.batch_size, 1, 4096),
         ("train.seed", train.seed, 0, 1_000_000),
         ("validation.sample_images", config.validation.sample_images, 0, 64),
@@ -355,7 +370,7 @@ def check(config: TrainingConfig) -> None:
         raise ConfigError(
             f"optim.lr_milestones must be whole epoch numbers >= 1 with lr_schedule 'epoch', got {optim.lr_milestones}"
         )
-    if train.device != "auto" and train.device != "cpu" and not train.device.startswith("cuda"):
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device):
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
 
 

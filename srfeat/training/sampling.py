@@ -69,6 +69,10 @@ class ResumableSampler(DistributedSampler):
             yield index, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
 
 
+# Items in one epoch (images x data.repeat): COCO is 118,287, the authors' DIV2K patches 136,000.
+MAX_EPOCH_ITEMS = 10_000_000
+
+
 def build_train_dataset(config: TrainingConfig) -> Dataset:
     from srfeat.data.datasets import CenterCropDataset, PairedPatchDataset, RandomCropDataset
 
@@ -86,6 +90,12 @@ def build_loader(
 ) -> tuple[SeededItems, ResumableSampler, DataLoader]:
     """The run's dataset, its sampler (which the loop positions at each epoch) and the loader."""
     dataset = SeededItems(build_train_dataset(config))
+    if len(dataset) > MAX_EPOCH_ITEMS:
+        # the sampler draws one permutation of the epoch's items: this many would not fit in memory
+        raise ConfigError(
+            f"an epoch of {len(dataset):,} training items is more than {MAX_EPOCH_ITEMS:,}: lower data.repeat "
+            "(train.epochs and train.max_steps set the run's length)"
+        )
     sampler = ResumableSampler(dataset, context, config.train.seed)
     data = config.data
     use_pinned = data.pin_memory and device.type == "cuda"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -19,7 +20,77 @@ import yaml
 
 from srfeat.errors import ConfigError
 
-__all__ = ["MAX_CONFIG_BYTES", "build_dataclass", "config_text", "parse_overrides", "set_dotted", "yaml_error"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_NODES",
+    "build_dataclass",
+    "config_text",
+    "load_yaml",
+    "parse_overrides",
+    "set_dotted",
+    "yaml_error",
+]
+
+# A config has a few hundred values. YAML aliases let a 1 kB file stand for billions of them
+# ("billion laughs"): the parser shares them, but checking or printing the value walks them all.
+MAX_CONFIG_NODES = 100_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str | int | float | bool] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges a mapping in; its keys may be overridden after it
+            key = self.construct_object(key_node, deep=deep)  # pyright: ignore[reportUnknownMemberType]
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # unhashable keys: SafeLoader's own error
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(value: Any, limit: int) -> int:
+    """How many values `value` holds with aliases expanded, counting up to just past `limit`."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """YAML text as Python values: no duplicate keys, no alias bombs, no recursion blow-up.
+
+    `what` names the text in messages (a file, an override). Parser errors are left to the
+    caller (`yaml_error` words them with line and column).
+    """
+    try:
+        value = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError as error:
+        raise ConfigError(f"{what}: nested too deeply to be a training config") from error
+    if _expanded_size(value, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
+        raise ConfigError(
+            f"{what}: more than {MAX_CONFIG_NODES:,} values once its YAML aliases are expanded "
+            "(an alias bomb?): not a training config"
+        )
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: its repr, cut short (a value can be huge; the message is one line)."""
+    text = reprlib.Repr(maxlevel=2, maxlist=4, maxdict=4, maxstring=60, maxother=60).repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _type_name(tp: Any) -> str:
@@ -47,18 +118,18 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
-            raise ConfigError(f"config key {key} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+            raise ConfigError(f"config key {key} must be one of {', '.join(map(repr, allowed))}, got {_shown(value)}")
         return value
     if origin is list:
         (item_type,) = typing.get_args(tp)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item_type is str:
             value = [value]  # a single folder is a list of one
         if not isinstance(value, list):
-            raise ConfigError(f"config key {key} must be a list of {_type_name(item_type)}, got {value!r}")
+            raise ConfigError(f"config key {key} must be a list of {_type_name(item_type)}, got {_shown(value)}")
         return [_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {key} must be a mapping (a section), got {value!r}")
+            raise ConfigError(f"config key {key} must be a mapping (a section), got {_shown(value)}")
         return build_dataclass(tp, value, prefix=f"{key}.")
     if tp is bool:
         if isinstance(value, bool):
@@ -78,14 +149,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 pass
         if number is not None:
             if not math.isfinite(number):  # NaN passes every `<= 0` check: refuse it here, once
-                raise ConfigError(f"config key {key} must be a finite number, got {value!r}")
+                raise ConfigError(f"config key {key} must be a finite number, got {_shown(value)}")
             return number
     elif tp is str:
         if isinstance(value, str):
             return value
     else:  # pragma: no cover - a field type this reader does not know
         raise TypeError(f"unsupported config type {tp} for {key}")
-    raise ConfigError(f"config key {key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"config key {key} must be {_type_name(tp)}, got {_shown(value)} ({type(value).__name__})")
 
 
 def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
@@ -117,7 +188,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=2e-4)")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = load_yaml(text, f"override {key.strip()}") if text.strip() else ""
         except yaml.YAMLError as error:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({error.__class__.__name__})") from error
         parsed.append((key.strip(), value))
