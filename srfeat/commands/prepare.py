@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=min(8, os.cpu_count() or 1),
         metavar="N",
-        help="parallel processes (default: CPU count, at most 8)",
+        help="parallel processes, 1 or more (default: CPU count, at most 8); a failed run leaves OUT as it was",
     )
     parser.add_argument(
         "--half",
@@ -37,14 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also cut 40 patches per image from the image at half size (aug_data_div2k_half.m; default on, "
         "as the authors' README runs it; --no-half: 130 per image)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace the patches in a non-empty OUT")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the patches in a non-empty OUT (once all new ones are written)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from srfeat.data.prepare import prepare_patches
-    from srfeat.errors import SRFeatError
 
-    outcomes = prepare_patches(
+    prepare_patches(
         args.src,
         args.out,
         hr_patch_size=args.hr_patch_size,
@@ -54,8 +57,4 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         half=args.half,
     )
-    if not any(outcome.written for outcome in outcomes):
-        raise SRFeatError(
-            f"no patches written: every source image was unreadable or smaller than {args.hr_patch_size} px"
-        )
     return 0

@@ -103,15 +103,18 @@ def half_size(image: np.ndarray) -> np.ndarray:
     return imresize_np(image, 0.5)
 
 
-def _write_pairs(patches: list[np.ndarray], out: Path, prefix: str, scale: int) -> None:
+def _write_pairs(patches: list[np.ndarray], folders: dict[str, Path], prefix: str, scale: int) -> None:
     for number, hr in enumerate(patches):
         name = f"{prefix}_{number:03d}.png"
-        write_png(out / "HR" / name, hr, compress_level=PNG_COMPRESS_LEVEL)
-        write_png(out / "LR" / name, bicubic_downscale(hr, scale), compress_level=PNG_COMPRESS_LEVEL)
+        write_png(folders["HR"] / name, hr, compress_level=PNG_COMPRESS_LEVEL)
+        write_png(folders["LR"] / name, bicubic_downscale(hr, scale), compress_level=PNG_COMPRESS_LEVEL)
 
 
-def prepare_image(path: Path, out: Path, hr_patch_size: int, scale: int, seed: int, half: bool = True) -> ImageOutcome:
-    """Cut, downscale and write one image's patches (runs in a worker process)."""
+def prepare_image(
+    path: Path, folders: dict[str, Path], hr_patch_size: int, scale: int, seed: int, half: bool = True
+) -> ImageOutcome:
+    """Cut, downscale and write one image's patches to folders["HR"] and folders["LR"] (runs in a
+    worker process)."""
     try:
         image = read_image(path)
     except ImageReadError as error:
@@ -119,7 +122,7 @@ def prepare_image(path: Path, out: Path, hr_patch_size: int, scale: int, seed: i
     if min(image.shape[:2]) < hr_patch_size:
         return ImageOutcome(path, too_small=True)
     patches = cut_patches(image, hr_patch_size, np.random.default_rng(image_seed(seed, path)))
-    _write_pairs(patches, out, path.stem, scale)
+    _write_pairs(patches, folders, path.stem, scale)
     if not half:
         return ImageOutcome(path, written=len(patches))
     halved = half_size(image)
@@ -128,7 +131,7 @@ def prepare_image(path: Path, out: Path, hr_patch_size: int, scale: int, seed: i
     half_patches = cut_patches(
         halved, hr_patch_size, np.random.default_rng(image_seed(seed, path, half=True)), HALF_RECIPE
     )
-    _write_pairs(half_patches, out, f"{path.stem}_half", scale)
+    _write_pairs(half_patches, folders, f"{path.stem}_half", scale)
     return ImageOutcome(path, written=len(patches) + len(half_patches))
 
 
@@ -139,20 +142,53 @@ def _single_threaded_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _prepare_output(out: Path, overwrite: bool) -> None:
+PATCH_FOLDERS = ("HR", "LR")
+# Each worker is a process with its own torch: more than this is a mistake, not a speed-up.
+MAX_WORKERS = max(8, 2 * (os.cpu_count() or 1))
+
+
+def _check_output(out: Path, folders: list[Path], overwrite: bool) -> None:
+    """OUT can take the patches, and no source lies where they go; writes nothing."""
     if out.exists() and not out.is_dir():
         raise SRFeatError(f"output {out} exists and is not a folder: choose another OUT")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
+    targets = [out.resolve(), *((out / sub).resolve() for sub in PATCH_FOLDERS)]
+    for folder in folders:
+        source = folder.resolve()
+        if any(source == target or target in source.parents for target in targets[1:]) or source == targets[0]:
             raise SRFeatError(
-                f"output folder {out} is not empty: "
-                "pass --overwrite to replace its HR/ and LR/ patches, or choose another OUT"
+                f"source {folder} is where the patches go ({out}, its HR/ or LR/): "
+                "their files would mix with (or replace) the source images; choose another OUT"
             )
-        # Only what `prepare` writes is removed, so stale patches of an earlier run cannot mix in.
-        for sub in ("HR", "LR"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    (out / "HR").mkdir(parents=True, exist_ok=True)
-    (out / "LR").mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SRFeatError(
+            f"output folder {out} is not empty: "
+            "pass --overwrite to replace its HR/ and LR/ patches, or choose another OUT"
+        )
+
+
+def _staging_folders(out: Path) -> dict[str, Path]:
+    """Hidden folders in OUT that receive this run's patches until all are written."""
+    return {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
+
+
+def _swap_in(out: Path, staging: dict[str, Path]) -> None:
+    """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success)."""
+    for sub, folder in staging.items():
+        old = out / sub
+        retired = out / f".{sub}.old-{os.getpid()}"
+        if old.exists():
+            old.rename(retired)
+        folder.rename(old)
+        if retired.exists():
+            shutil.rmtree(retired)
+
+
+def _discard(out: Path, staging: dict[str, Path], created_out: bool) -> None:
+    """A failed or interrupted run's staged patches go; OUT as it was before stays."""
+    for folder in staging.values():
+        shutil.rmtree(folder, ignore_errors=True)
+    if created_out and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def prepare_patches(
@@ -174,6 +210,12 @@ def prepare_patches(
     outcome per source file.
     """
     check_patch_size(hr_patch_size, scale)
+    if seed < 0:
+        raise SRFeatError(f"--seed must be 0 or more, got {seed}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise SRFeatError(
+            f"--workers must be in 1..{MAX_WORKERS} (each is a process; 1 works in this one), got {workers}"
+        )
     folders = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(source) for source in sources]
     paths = [path for folder in folders for path in list_images(folder)]
     if not paths:
@@ -185,8 +227,41 @@ def prepare_patches(
             "their patches would overwrite each other; rename one"
         )
     out = Path(out)
-    _prepare_output(out, overwrite)
+    _check_output(out, folders, overwrite)
+    # Patches go to hidden folders first and replace OUT/HR and OUT/LR only once all are written,
+    # so a run that fails or is stopped leaves an earlier run's patches (--overwrite) as they were.
+    created_out = not out.exists()
+    staging = _staging_folders(out)
+    for folder in staging.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        outcomes = _prepare_all(paths, staging, hr_patch_size, scale, seed, min(workers, len(paths)), progress, half)
+        _report_skipped(outcomes, hr_patch_size)
+        if not any(outcome.written for outcome in outcomes):
+            raise SRFeatError(
+                f"no patches written: every source image was unreadable or smaller than {hr_patch_size} px"
+                + (f"; {out} is as it was" if not created_out else "")
+            )
+        _swap_in(out, staging)
+    except BaseException:
+        _discard(out, staging, created_out)
+        raise
+    written = sum(outcome.written for outcome in outcomes)
+    logger.info("wrote %d HR/LR pairs from %d image(s) to %s", written, sum(1 for o in outcomes if o.written), out)
+    return outcomes
 
+
+def _prepare_all(
+    paths: list[Path],
+    staging: dict[str, Path],
+    hr_patch_size: int,
+    scale: int,
+    seed: int,
+    workers: int,
+    progress: bool,
+    half: bool,
+) -> list[ImageOutcome]:
+    """Every image's patches written to the staging folders; one outcome per path, in order."""
     outcomes: list[ImageOutcome] = []
     bar = tqdm(total=len(paths), desc="prepare", unit="img", disable=not progress)
     if workers <= 1:
@@ -196,14 +271,14 @@ def prepare_patches(
         torch.set_num_threads(1)  # small patches: one thread is fastest, more only contend
         try:
             for path in paths:
-                outcomes.append(prepare_image(path, out, hr_patch_size, scale, seed, half))
+                outcomes.append(prepare_image(path, staging, hr_patch_size, scale, seed, half))
                 bar.update()
         finally:
             torch.set_num_threads(threads)
     else:
         with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
             futures = {
-                pool.submit(prepare_image, path, out, hr_patch_size, scale, seed, half): index
+                pool.submit(prepare_image, path, staging, hr_patch_size, scale, seed, half): index
                 for index, path in enumerate(paths)
             }
             finished: dict[int, ImageOutcome] = {}
@@ -212,7 +287,10 @@ def prepare_patches(
                 bar.update()
         outcomes = [finished[index] for index in range(len(paths))]
     bar.close()
+    return outcomes
 
+
+def _report_skipped(outcomes: list[ImageOutcome], hr_patch_size: int) -> None:
     too_small = [outcome.path.name for outcome in outcomes if outcome.too_small]
     if too_small:
         logger.warning(
@@ -230,6 +308,3 @@ def prepare_patches(
     for outcome in outcomes:
         if outcome.error:
             logger.warning("%s", outcome.error)
-    written = sum(outcome.written for outcome in outcomes)
-    logger.info("wrote %d HR/LR pairs from %d image(s) to %s", written, sum(1 for o in outcomes if o.written), out)
-    return outcomes

@@ -76,7 +76,7 @@ def load_yaml(text: str, what: str) -> Any:
     caller (`yaml_error` words them with line and column).
     """
     try:
-        value = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+        value = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no Python objects
     except RecursionError as error:
         raise ConfigError(f"{what}: nested too deeply to be a training config") from error
     if _expanded_size(value, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
