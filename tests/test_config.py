@@ -221,3 +221,90 @@ def test_missing_or_invalid_file(tmp_path) -> None:
     bad.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def billion_laughs(levels: int) -> str:
+    """A list value whose aliases expand to 10**levels items in a few hundred bytes."""
+    items = ["&l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    items += [f"&l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, levels)]
+    return f"[{', '.join(items)}]"
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_line_at_once(tmp_path: Path) -> None:
+    # A 1 kB config whose aliases expand to 10^9 values: checking the value (and the error's repr
+    # of it) used to take 50 s and all memory, then end in a MemoryError traceback.
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"train:\n  max_steps: {billion_laughs(9)}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", "train", str(path), "--dry-run"],
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "aliases are expanded" in result.stderr
+
+
+def test_an_alias_bomb_in_an_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="aliases are expanded"):
+        config_from_dict(base(), [f"stage={billion_laughs(7)}"])
+
+
+def test_small_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.yaml"
+    path.write_text("data: &d\n  train_dirs: [images]\noptim: {<<: {lr: 0.01}, beta1: 0.5}\n")
+    config = load_config(path)
+    assert config.optim.lr == 0.01 and config.optim.beta1 == 0.5
+
+
+def test_deep_nesting_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(path)
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    # YAML keeps the last one silently: `stage: 1` ... `stage: 2` trained stage 2
+    path = tmp_path / "twice.yaml"
+    path.write_text("stage: 1\ndata:\n  train_dirs: [images]\nstage: 2\n")
+    with pytest.raises(ConfigError, match=r"line 4, column 1: .*key 'stage' is given twice"):
+        load_config(path)
+
+
+def test_a_huge_value_is_cut_short_in_the_message() -> None:
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(base(), [f"train.max_steps=[{', '.join(['123456789'] * 5000)}]"])
+    assert len(str(error.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "is a folder"), ("", "is empty"), ("# only a comment\n", "is empty")],
+)
+def test_a_folder_or_an_empty_file_as_the_config(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "config.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.repeat=1000000000000", "data.repeat must be in 1..100,000"),  # a 24 TB permutation
+        ("train.device=cuda:abc", "train.device must be auto, cpu, cuda or cuda:N"),
+        ("train.device=cudax", "train.device must be auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_values_that_pass_the_type_but_cannot_run(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(base(), [override])

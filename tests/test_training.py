@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from training_helpers import (
     train_in_process,
 )
 
+from srfeat.errors import WeightsError
 from srfeat.training import checkpoint, trainer
 from srfeat.training.steps import GANStep, PretrainStep
 
@@ -249,3 +253,122 @@ def test_bf16_on_cpu_autocasts_only_where_the_cpu_has_it(folders, tmp_path, monk
     result = train_in_process(config, out)
     records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
     assert result.step == 2 and all(math.isfinite(r["loss/generator"]) for r in records if r["kind"] == "train")
+
+
+def train_cli(config: Path, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`srfeat train` as the user meets it: a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", "train", str(config), "--no-progress", *argv],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture()
+def finished_run(folders, tmp_path) -> tuple[Path, Path]:
+    """A 2-step stage-1 run folder, and its config as a YAML file."""
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    config = tiny_config(train_dir, None, out, 1, ["train.max_steps=2"])
+    train_in_process(config, out)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(config.to_yaml())
+    return out, path
+
+
+def test_a_new_run_refuses_a_folder_that_holds_a_run_and_keeps_it(finished_run, tmp_path) -> None:
+    # It used to train over it: new weights, config.yaml and metrics in place of the old run's.
+    out, config = finished_run
+    before = folder_bytes(out)
+    message = one_error_line(train_cli(config, "--out", str(out), cwd=tmp_path))
+    assert "already holds a run" in message and "--resume" in message and "--overwrite" in message
+    assert folder_bytes(out) == before
+    replaced = train_cli(config, "--out", str(out), "--overwrite", "optim.lr=5e-4", cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr
+    assert (out / "state.pt").read_bytes() != before["state.pt"]
+    assert "lr: 0.0005" in (out / "config.yaml").read_text()
+
+
+def test_a_resume_that_fails_keeps_the_run_folder(finished_run, tmp_path) -> None:
+    # A resume with another architecture used to end in a 50-line load_state_dict traceback, and
+    # had already replaced the run's config.yaml with the wrong one.
+    out, config = finished_run
+    before = folder_bytes(out)
+    message = one_error_line(train_cli(config, "--out", str(out), "--resume", "model.num_features=16", cwd=tmp_path))
+    assert "head.weight is (8, 3, 9, 9), the config builds (16, 3, 9, 9)" in message
+    assert folder_bytes(out) == before
+
+
+def test_a_run_folder_that_is_a_file_or_the_image_folder_is_refused(folders, finished_run, tmp_path) -> None:
+    train_dir, _ = folders
+    _, config = finished_run
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert "is not a folder" in one_error_line(train_cli(config, "--out", str(a_file), cwd=tmp_path))
+    assert a_file.read_text() == "mine"  # used to be a FileExistsError traceback
+    images = sorted(path.name for path in train_dir.iterdir())
+    message = one_error_line(train_cli(config, "--out", str(train_dir), cwd=tmp_path))
+    assert "is the image folder" in message
+    assert sorted(path.name for path in train_dir.iterdir()) == images  # no config.yaml, checkpoints, logs
+
+
+def test_a_failed_start_leaves_no_run_folder(folders, tmp_path) -> None:
+    train_dir, _ = folders
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(train_dir, None, tmp_path / "unused").to_yaml())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    message = one_error_line(train_cli(config, "--out", "run", f"data.train_dirs=[{empty}]", cwd=tmp_path))
+    assert "no usable images" in message
+    assert not (tmp_path / "run").exists()  # it used to hold a config.yaml of a run that never was
+
+
+def damaged(state: dict, damage: str) -> dict:
+    if damage == "nan weights":
+        next(iter(state["generator"].values())).fill_(float("nan"))
+    elif damage == "no optimizers":
+        del state["optimizers"]
+    elif damage == "step is text":
+        state["step"] = "x"
+    elif damage == "negative step":
+        state["step"] = -5
+    return state
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("nan weights", "holds NaN or inf values"),
+        ("no optimizers", "has no optimizers entry"),
+        ("step is text", "step is 'x'"),
+        ("negative step", "step is -5"),
+    ],
+)
+def test_a_damaged_state_is_refused_before_the_resume(folders, finished_run, damage: str, message: str) -> None:
+    # a missing entry or a text step used to be a KeyError / TypeError traceback; NaN weights were
+    # loaded and trained on until the first save refused them; a negative step resumed
+    train_dir, _ = folders
+    out, _ = finished_run
+    state = torch.load(out / checkpoint.STATE_FILE, weights_only=True)
+    torch.save(damaged(state, damage), out / checkpoint.STATE_FILE)
+    before = folder_bytes(out)
+    with pytest.raises(WeightsError, match=message) as error:
+        train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3"]), out, resume=True)
+    assert "\n" not in str(error.value)
+    assert folder_bytes(out) == before

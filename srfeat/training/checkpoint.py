@@ -172,7 +172,6 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise WeightsError(f"cannot read training state {path} ({reason})") from error
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise WeightsError(f"{path} is not an srfeat training state")
-    check_state(state, path)
     return state
 
 

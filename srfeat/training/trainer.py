@@ -309,6 +309,7 @@ class Trainer:
         if not self.resume:
             return None
         saved = checkpoint.load_state(self.out_dir / checkpoint.STATE_FILE)
+        checkpoint.check_state(saved, self.out_dir / checkpoint.STATE_FILE)
         if saved["stage"] != self.config.stage:
             raise ConfigError(
                 f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}"
@@ -323,6 +324,8 @@ class Trainer:
     def run(self) -> RunResult:
         config, context = self.config, self.context
         check_paths(config, resuming=self.resume)
+        # every rank decides alike: rank 0 writes nothing before the collective in _build (DDP's
+        # broadcast of the weights), which the other ranks reach only after this check
         check_run_folder(config, self.out_dir, self.resume, self.overwrite)
         configure_determinism(config)
         torch.manual_seed(config.train.seed)

@@ -87,9 +87,14 @@ def load_yaml(text: str, what: str) -> Any:
     return value
 
 
+_SHORT_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
+_SHORT_REPR.maxstring, _SHORT_REPR.maxother = 60, 60
+
+
 def _shown(value: Any) -> str:
     """A value for a message: its repr, cut short (a value can be huge; the message is one line)."""
-    text = reprlib.Repr(maxlevel=2, maxlist=4, maxdict=4, maxstring=60, maxother=60).repr(value)
+    text = _SHORT_REPR.repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
