@@ -201,8 +201,11 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
     where = f"training state {path}"
     for key, types, low in _STATE_COUNTERS:
         value = state.get(key)
-        if isinstance(value, bool) or not isinstance(value, types) or not value >= low:
-            raise WeightsError(f"{where}: {key} is {value!r}, not a number >= {low}: the file is damaged or edited")
+        number = value if isinstance(value, types) and not isinstance(value, bool) else None
+        if not isinstance(number, (int, float)) or not number >= low:  # `not >=`: NaN fails too
+            raise WeightsError(
+                f"{where}: {key} is {repr(value)[:60]}, not a number >= {low}: the file is damaged or edited"
+            )
     if not _tensor_dict(state.get("generator")):
         raise WeightsError(f"{where} holds no generator weights: the file is damaged or not from srfeat train")
     for key in ("discriminators", "optimizers", "rng"):
