@@ -21,7 +21,7 @@ from training_helpers import (
     train_in_process,
 )
 
-from srfeat.errors import WeightsError
+from srfeat.errors import ConfigError, WeightsError
 from srfeat.training import checkpoint, trainer
 from srfeat.training.steps import GANStep, PretrainStep
 
@@ -372,3 +372,22 @@ def test_a_damaged_state_is_refused_before_the_resume(folders, finished_run, dam
         train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3"]), out, resume=True)
     assert "\n" not in str(error.value)
     assert folder_bytes(out) == before
+
+
+def test_a_truncated_state_says_so_in_one_line(folders, finished_run) -> None:
+    # it said only "(OSError: [Errno 22] Invalid argument)"
+    train_dir, _ = folders
+    out, _ = finished_run
+    state = out / checkpoint.STATE_FILE
+    state.write_bytes(state.read_bytes()[:20_000])
+    with pytest.raises(WeightsError, match="cut short or damaged") as error:
+        train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3"]), out, resume=True)
+    assert "\n" not in str(error.value)
+
+
+def test_a_folder_as_the_generator_to_start_from_is_called_a_folder(folders, tmp_path) -> None:
+    # it said "not found"
+    train_dir, _ = folders
+    config = tiny_config(train_dir, None, tmp_path / "run", 1, [f"train.init_generator={tmp_path}"])
+    with pytest.raises(ConfigError, match="is a folder, not a weights file"):
+        train_in_process(config, tmp_path / "run")

@@ -169,7 +169,10 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
             ) from error
         if not isinstance(error, pickle.UnpicklingError):
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        raise WeightsError(f"cannot read training state {path} ({reason})") from error
+        raise WeightsError(
+            f"cannot read training state {path} ({reason}): the file is cut short or damaged; start a new run "
+            "folder with train.init_generator=<the run's generator_latest.safetensors>"
+        ) from error
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise WeightsError(f"{path} is not an srfeat training state")
     return state

@@ -396,7 +396,8 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
     if config.train.init_generator is not None and not resuming:
         path = config.resolve_path(config.train.init_generator)
         if not path.is_file():
-            message = f"generator to start from not found: {path} (config key train.init_generator)"
+            problem = "is a folder, not a weights file" if path.is_dir() else "not found"
+            message = f"generator to start from {problem}: {path} (config key train.init_generator)"
             if not dry_run:
                 raise ConfigError(message)
             logging.getLogger(__name__).warning("%s; train stage 1 first", message)
