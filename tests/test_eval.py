@@ -6,14 +6,13 @@ import argparse
 import gc
 import json
 import logging
-import subprocess
-import sys
 import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
 from skimage import data as samples
 
@@ -179,26 +178,6 @@ def test_checkpoint_models_run_the_inference_path_and_round_clamped_output(tmp_p
 # ----------------------------------------------------------------------------- hostile and careless input (CLI)
 
 
-def srfeat_cli(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        cwd=cwd,
-    )
-
-
-def one_error_line(process: subprocess.CompletedProcess[str]) -> str:
-    """The process failed with exactly one ERROR line and no traceback; returns that line."""
-    assert process.returncode != 0, process.stdout + process.stderr
-    assert "Traceback" not in process.stderr, process.stderr
-    errors = [line for line in process.stderr.splitlines() if line.startswith("ERROR")]
-    assert len(errors) == 1, process.stderr
-    return errors[0]
-
-
 @pytest.fixture()
 def small_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "Small"
@@ -309,7 +288,7 @@ def test_plane_of_hr_alone_and_a_zero_crop_are_refused_before_the_evaluation(
     process = srfeat_cli(
         "eval", "--model", "bicubic", "--data", small_folder, "--figure", tmp_path / "f.png", "--figure-crop", "0"
     )
-    assert "--figure-crop: must be at least 1 pixel" in one_error_line(process) and process.stdout == ""
+    assert "--figure-crop: must be at least 1 pixel" in one_error_line(process, returncode=2) and process.stdout == ""
 
 
 def test_models_are_held_one_at_a_time(small_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,6 @@ the Python API with the values a user could pass.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -30,33 +30,11 @@ from srfeat.inference import Upscaler
 from srfeat.weights import load_generator
 
 samples = pytest.importorskip("skimage.data")
-REPO = Path(__file__).resolve().parents[1]
-CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def upscaler(model_path: Path) -> Upscaler:
     return Upscaler(model_path, device="cpu", tile=0)
-
-
-def srfeat(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
-        cwd=cwd,
-        env=CHILD_ENV,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
-def one_error_line(child: subprocess.CompletedProcess[str]) -> str:
-    assert child.returncode != 0 and "Traceback" not in child.stderr, child.stderr
-    errors = [line for line in child.stderr.splitlines() if line.startswith("ERROR:")]
-    others = [line for line in child.stderr.splitlines() if line.strip() and not line.startswith(("INFO:", "ERROR:"))]
-    assert len(errors) == 1 and not others, child.stderr
-    return errors[0]
 
 
 def error_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -96,7 +74,7 @@ def test_an_output_that_is_not_finite_fails_that_file(tmp_path: Path, model_path
         {k: v.contiguous() for k, v in exploding_generator().state_dict().items()}, str(tmp_path / "x.safetensors")
     )
     Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "a.png")
-    child = srfeat("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "x.safetensors")
+    child = srfeat_cli("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "x.safetensors")
     assert child.returncode == 1 and "Traceback" not in child.stderr
     lines = [line for line in child.stderr.splitlines() if "a.png" in line]  # and the summary "1 of 1 failed"
     assert len(lines) == 1 and "not finite" in lines[0], child.stderr
@@ -180,8 +158,10 @@ def test_generator_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "-2"])
 def test_bad_outscale_is_refused_before_any_work(tmp_path: Path, value: str) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    child = srfeat("upscale", "a.png", "-o", "out/", "--outscale", value, "--model", "absent.safetensors", cwd=tmp_path)
-    line = one_error_line(child)
+    child = srfeat_cli(
+        "upscale", "a.png", "-o", "out/", "--outscale", value, "--model", "absent.safetensors", cwd=tmp_path
+    )
+    line = one_error_line(child, only=True)
     assert "--outscale" in line and "absent" not in line, line
     assert not (tmp_path / "out").exists()
 
@@ -208,7 +188,7 @@ def tiny_config_file(tmp_path: Path) -> Path:
     ],
 )
 def test_non_finite_config_numbers_fail_when_read(tmp_path: Path, override: str, key: str) -> None:
-    line = one_error_line(srfeat("train", tiny_config_file(tmp_path), override, "--dry-run"))
+    line = one_error_line(srfeat_cli("train", tiny_config_file(tmp_path), override, "--dry-run"))
     assert key in line and "finite" in line, line
 
 
@@ -216,15 +196,15 @@ def test_binary_file_or_image_as_config_is_one_line(tmp_path: Path) -> None:
     Image.fromarray(samples.astronaut()[:8, :8]).save(tmp_path / "photo.png")
     (tmp_path / "random.bin").write_bytes(bytes(range(256)) * 4)
     for name in ("photo.png", "random.bin"):
-        line = one_error_line(srfeat("train", tmp_path / name, "--dry-run"))
+        line = one_error_line(srfeat_cli("train", tmp_path / name, "--dry-run"))
         assert name in line and "YAML" in line, line
-    assert "PNG image" in one_error_line(srfeat("train", tmp_path / "photo.png"))
+    assert "PNG image" in one_error_line(srfeat_cli("train", tmp_path / "photo.png"))
 
 
 def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("stage: 1\ndata:\n  train_dirs: [a, b\noptim:\n  lr: 1e-4\n")
-    line = one_error_line(srfeat("train", path, "--dry-run"))
+    line = one_error_line(srfeat_cli("train", path, "--dry-run"))
     assert "broken.yaml" in line and "line 4" in line, line
 
 
@@ -274,11 +254,11 @@ def test_folder_scan_reports_every_skipped_path_and_reads_gif(
 def test_output_name_with_an_image_extension_is_a_file(tmp_path: Path, model_path: Path) -> None:
     Image.fromarray(samples.astronaut()[:16, :12]).save(tmp_path / "a.png")
     for name in ("out.gif", "out.xyz"):
-        child = srfeat("upscale", "a.png", "-o", name, "--model", model_path, cwd=tmp_path)
-        line = one_error_line(child)
+        child = srfeat_cli("upscale", "a.png", "-o", name, "--model", model_path, cwd=tmp_path)
+        line = one_error_line(child, only=True)
         assert name in line and ".png" in line and (name == "out.xyz" or ".mp4" not in line), line
         assert not (tmp_path / name).exists()
-    assert srfeat("upscale", "a.png", "-o", "out.d/", "--model", model_path, cwd=tmp_path).returncode == 0
+    assert srfeat_cli("upscale", "a.png", "-o", "out.d/", "--model", model_path, cwd=tmp_path).returncode == 0
     assert (tmp_path / "out.d" / "a.png").is_file()
 
 
@@ -391,8 +371,8 @@ def test_bad_options_and_outputs_are_refused_before_any_work(tmp_path: Path, opt
     (tmp_path / "afile").write_text("a file, not a folder")
     before = sorted(p.name for p in tmp_path.iterdir())
     args = ["-o", "out/", *option] if "-o" not in option else option
-    child = srfeat("upscale", "a.png", "b.png", *args, "--model", "absent.safetensors", cwd=tmp_path)
-    line = one_error_line(child)
+    child = srfeat_cli("upscale", "a.png", "b.png", *args, "--model", "absent.safetensors", cwd=tmp_path)
+    line = one_error_line(child, only=True)
     assert named in line and "absent" not in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert (tmp_path / "afile").read_text() == "a file, not a folder"
@@ -403,7 +383,7 @@ def test_links_to_an_input_and_link_loops_are_named(tmp_path: Path, model_path: 
     (tmp_path / "link.png").symlink_to("a.png")
     (tmp_path / "loop1.png").symlink_to("loop2.png")
     (tmp_path / "loop2.png").symlink_to("loop1.png")
-    child = srfeat("upscale", "a.png", "link.png", "loop1.png", "-o", "out/", "--model", model_path, cwd=tmp_path)
+    child = srfeat_cli("upscale", "a.png", "link.png", "loop1.png", "-o", "out/", "--model", model_path, cwd=tmp_path)
     assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
     assert "WARNING: skipped link.png: the same file as a.png" in child.stderr
     assert "ERROR: input loop1.png: symbolic link loop" in child.stderr, child.stderr
@@ -515,9 +495,8 @@ def test_a_tile_below_the_minimum_is_taken_with_a_warning(model_path: Path, capl
 )
 def test_a_malformed_command_line_is_one_error_line(args: list[str], named: str) -> None:
     """Not argparse's usage block: the line that matters would scroll behind it."""
-    child = srfeat(*args)
-    assert child.returncode == 2
-    assert named in one_error_line(child) and "--help" in child.stderr
+    child = srfeat_cli(*args)
+    assert named in one_error_line(child, returncode=2, only=True) and "--help" in child.stderr
 
 
 def test_a_folder_of_many_other_files_is_summed_up_after_the_first_lines(

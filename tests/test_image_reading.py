@@ -8,12 +8,9 @@ itself; the command line is run as a subprocess, as a user meets it.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import resource
 import struct
 import subprocess
-import sys
 import tracemalloc
 import warnings
 import zlib
@@ -22,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from cli_helpers import REPO, srfeat_cli
 from PIL import Image
 
 from srfeat.data.io import FLOAT_PIXEL_SLACK, FORMATS, open_image, pil_to_array, read_raw_image, write_image
@@ -31,31 +29,12 @@ from srfeat.inference import Upscaler
 from srfeat.inference import upscaler as upscaler_module
 from srfeat.inference.image_files import upscale_file
 
-REPO = Path(__file__).resolve().parents[1]
-CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 RNG = np.random.default_rng(0)
 
 
 @pytest.fixture(scope="module")
 def upscaler(model_path: Path) -> Upscaler:
     return Upscaler(model_path, device="cpu", tile=0)
-
-
-def srfeat(*args: str | Path, memory_limit: int | None = None) -> subprocess.CompletedProcess[str]:
-    def limit_memory() -> None:
-        if memory_limit is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
-
-    return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
-        cwd=REPO,
-        env=CHILD_ENV,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=limit_memory,
-    )
 
 
 def stderr_lines(child: subprocess.CompletedProcess[str]) -> list[str]:
@@ -136,7 +115,7 @@ def test_a_16_bit_png_bomb_is_refused_in_one_line_before_its_data_is_inflated(tm
     bomb.write_bytes(png_file(width, height, 2, zeros_deflated(height * (1 + width * 6))))
     assert bomb.stat().st_size < 2_000_000
     # 3 GB of address space: torch loads in it; the old reader needed 4.2 GB here and died with a traceback
-    child = srfeat("upscale", bomb, "-o", tmp_path / "out.png", "--model", model_path, memory_limit=3 << 30)
+    child = srfeat_cli("upscale", bomb, "-o", tmp_path / "out.png", "--model", model_path, memory_limit=3 << 30)
     errors = [line for line in stderr_lines(child) if line.startswith("ERROR:")]
     assert child.returncode == 1
     assert "bomb16.png" in errors[0] and "decompression bomb" in errors[0], child.stderr
@@ -208,7 +187,7 @@ def test_damaged_and_oversized_icc_profiles_of_16_bit_pngs_are_dropped_with_a_wa
     assert peak < 8 << 20, f"{peak:,} bytes allocated"
     # as the user meets it: each file upscaled, one warning line each, the profile dropped
     out = tmp_path / "out"
-    child = srfeat("upscale", *(tmp_path / name for name in cases), "-o", out, "--model", model_path)
+    child = srfeat_cli("upscale", *(tmp_path / name for name in cases), "-o", out, "--model", model_path)
     lines = stderr_lines(child)
     assert child.returncode == 0, child.stderr
     for name in cases:
@@ -258,7 +237,7 @@ def test_an_invalid_exif_orientation_of_an_8_bit_jpeg_is_not_written_out(
     exif[0x0112] = orientation
     exif[0x010F] = "a camera"
     Image.fromarray(RNG.integers(0, 256, (8, 6, 3), dtype=np.uint8)).save(tmp_path / "a.jpg", exif=exif.tobytes())
-    child = srfeat("upscale", tmp_path / "a.jpg", "-o", tmp_path / "out.jpg", "--model", model_path)
+    child = srfeat_cli("upscale", tmp_path / "a.jpg", "-o", tmp_path / "out.jpg", "--model", model_path)
     assert child.returncode == 0, child.stderr
     with Image.open(tmp_path / "out.jpg") as result:
         written = result.getexif()
@@ -290,7 +269,7 @@ def test_float_tiffs_are_read_as_0_to_1_and_stay_float(tmp_path: Path, model_pat
     sixteen = tmp_path / "g16.png"
     Image.fromarray(np.rint(pixels * 65535).astype(np.uint16)).save(sixteen)
     out = tmp_path / "out"
-    child = srfeat("upscale", source, sixteen, "-o", out, "--model", model_path)
+    child = srfeat_cli("upscale", source, sixteen, "-o", out, "--model", model_path)
     assert child.returncode == 0 and not [line for line in stderr_lines(child) if "WARNING" in line], child.stderr
     with Image.open(out / "f01.tif") as result, Image.open(out / "g16.png") as reference:
         assert result.mode == "F" and result.size == (40, 48) and reference.mode == "I;16"
@@ -335,7 +314,7 @@ def test_float_pixels_a_rounding_error_outside_0_1_are_read_as_the_api_takes_the
 
 def test_float_refusal_on_the_command_line(tmp_path: Path, model_path: Path) -> None:
     source = float_tiff(tmp_path / "fnan.tif", np.full((8, 6), np.nan))
-    child = srfeat("upscale", source, "-o", tmp_path / "out", "--model", model_path)
+    child = srfeat_cli("upscale", source, "-o", tmp_path / "out", "--model", model_path)
     errors = [line for line in stderr_lines(child) if line.startswith("ERROR:")]
     assert child.returncode == 1 and "fnan.tif" in errors[0] and "not finite" in errors[0], child.stderr
     assert not (tmp_path / "out" / "fnan.tif").exists()
@@ -415,7 +394,7 @@ def test_every_pixel_layout_can_be_written_in_every_format(tmp_path: Path, layou
 def test_gray_alpha_to_bmp_is_converted_with_a_warning(tmp_path: Path, model_path: Path) -> None:
     source = tmp_path / "la.png"
     Image.fromarray(RNG.integers(0, 256, (6, 5, 2), dtype=np.uint8), "LA").save(source)
-    child = srfeat("upscale", source, "-o", tmp_path / "la.bmp", "--model", model_path)
+    child = srfeat_cli("upscale", source, "-o", tmp_path / "la.bmp", "--model", model_path)
     lines = stderr_lines(child)
     assert child.returncode == 0, child.stderr
     assert any(line.startswith("WARNING:") and "BMP has no alpha channel" in line for line in lines), child.stderr
@@ -446,7 +425,7 @@ def test_pil_and_tifffile_warnings_are_one_srfeat_line_each(tmp_path: Path, mode
     (tmp_path / "badexif.jpg").write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + data[2:])
     array = RNG.integers(0, 65536, (6, 5, 3), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "orient99.tif", array, photometric="rgb", extratags=[(274, 3, 1, 99, True)])
-    child = srfeat("upscale", tmp_path / "badexif.jpg", tmp_path / "orient99.tif", "-o", tmp_path / "out",
+    child = srfeat_cli("upscale", tmp_path / "badexif.jpg", tmp_path / "orient99.tif", "-o", tmp_path / "out",
                    "--model", model_path)  # fmt: skip
     lines = stderr_lines(child)
     assert child.returncode == 0, child.stderr

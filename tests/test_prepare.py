@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import one_error_line, srfeat_cli
 from skimage import data as samples
 
 from srfeat.commands import prepare as prepare_command
@@ -176,40 +177,20 @@ def test_images_too_small_at_half_size_keep_their_130_and_are_listed(
     assert "smaller than 296 px at half size" in caplog.text and "chelsea.png" in caplog.text
 
 
-def prepare_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`srfeat prepare` as the user meets it: a child process."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", "prepare", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
-
-
 @pytest.mark.parametrize("workers", ["0", "-3", str(MAX_WORKERS + 1)])
 def test_workers_out_of_range_are_refused_before_any_process_starts(tmp_path: Path, workers: str) -> None:
     # --workers 100000 used to fork thousands of processes; 0 and -3 ran serially without a word
     write_png(tmp_path / "src" / "a.png", samples.coffee()[:40, :40])
-    result = prepare_cli("src", "out", "--hr-patch-size", "32", "--workers", workers, cwd=tmp_path)
+    result = srfeat_cli("prepare", "src", "out", "--hr-patch-size", "32", "--workers", workers, cwd=tmp_path)
     assert "--workers must be in 1.." in one_error_line(result)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_negative_seed_is_one_line(tmp_path: Path) -> None:
     write_png(tmp_path / "src" / "a.png", samples.coffee()[:40, :40])
-    result = prepare_cli("src", "out", "--hr-patch-size", "32", "--workers", "1", "--seed", "-1", cwd=tmp_path)
+    result = srfeat_cli(
+        "prepare", "src", "out", "--hr-patch-size", "32", "--workers", "1", "--seed", "-1", cwd=tmp_path
+    )
     assert "--seed must be 0 or more" in one_error_line(result)
 
 
@@ -219,7 +200,9 @@ def test_a_source_where_the_patches_go_is_refused_and_kept(tmp_path: Path, sourc
     source = tmp_path / source_name
     write_png(source / "a.png", samples.coffee()[:40, :40])
     before = sorted(path.name for path in source.iterdir())
-    result = prepare_cli(source_name, "out", "--hr-patch-size", "32", "--workers", "1", "--overwrite", cwd=tmp_path)
+    result = srfeat_cli(
+        "prepare", source_name, "out", "--hr-patch-size", "32", "--workers", "1", "--overwrite", cwd=tmp_path
+    )
     assert "is where the patches go" in one_error_line(result)
     assert sorted(path.name for path in source.iterdir()) == before
 
@@ -231,7 +214,9 @@ def test_overwrite_keeps_the_old_patches_when_the_new_run_writes_none(source: Pa
     old = {path.name: path.read_bytes() for path in sorted((out / "HR").iterdir())[:5]}
     small = tmp_path / "small"
     write_png(small / "tiny.png", samples.coffee()[:50, :50])
-    result = prepare_cli(str(small), str(out), "--hr-patch-size", "96", "--workers", "1", "--overwrite", cwd=tmp_path)
+    result = srfeat_cli(
+        "prepare", str(small), str(out), "--hr-patch-size", "96", "--workers", "1", "--overwrite", cwd=tmp_path
+    )
     assert "no patches written" in one_error_line(result) and "is as it was" in result.stderr
     assert "tiny.png" in result.stderr  # the warning names the skipped image
     assert {name: (out / "HR" / name).read_bytes() for name in old} == old
@@ -241,5 +226,5 @@ def test_overwrite_keeps_the_old_patches_when_the_new_run_writes_none(source: Pa
 
 def test_a_failed_run_leaves_no_output_folder(tmp_path: Path) -> None:
     write_png(tmp_path / "src" / "tiny.png", samples.coffee()[:50, :50])
-    one_error_line(prepare_cli("src", "out", "--hr-patch-size", "96", "--workers", "1", cwd=tmp_path))
+    one_error_line(srfeat_cli("prepare", "src", "out", "--hr-patch-size", "96", "--workers", "1", cwd=tmp_path))
     assert not (tmp_path / "out").exists()  # it used to hold empty HR/ and LR/

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import one_error_line, srfeat_cli
 from safetensors.torch import load_file
 from training_helpers import (
     assert_resume_matches_an_uninterrupted_run,
@@ -255,27 +253,6 @@ def test_bf16_on_cpu_autocasts_only_where_the_cpu_has_it(folders, tmp_path, monk
     assert result.step == 2 and all(math.isfinite(r["loss/generator"]) for r in records if r["kind"] == "train")
 
 
-def train_cli(config: Path, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`srfeat train` as the user meets it: a child process."""
-    return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", "train", str(config), "--no-progress", *argv],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
-
-
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
@@ -296,10 +273,12 @@ def test_a_new_run_refuses_a_folder_that_holds_a_run_and_keeps_it(finished_run, 
     # It used to train over it: new weights, config.yaml and metrics in place of the old run's.
     out, config = finished_run
     before = folder_bytes(out)
-    message = one_error_line(train_cli(config, "--out", str(out), cwd=tmp_path))
+    message = one_error_line(srfeat_cli("train", "--no-progress", config, "--out", str(out), cwd=tmp_path))
     assert "already holds a run" in message and "--resume" in message and "--overwrite" in message
     assert folder_bytes(out) == before
-    replaced = train_cli(config, "--out", str(out), "--overwrite", "optim.lr=5e-4", cwd=tmp_path)
+    replaced = srfeat_cli(
+        "train", "--no-progress", config, "--out", str(out), "--overwrite", "optim.lr=5e-4", cwd=tmp_path
+    )
     assert replaced.returncode == 0, replaced.stderr
     assert (out / "state.pt").read_bytes() != before["state.pt"]
     assert "lr: 0.0005" in (out / "config.yaml").read_text()
@@ -310,7 +289,11 @@ def test_a_resume_that_fails_keeps_the_run_folder(finished_run, tmp_path) -> Non
     # had already replaced the run's config.yaml with the wrong one.
     out, config = finished_run
     before = folder_bytes(out)
-    message = one_error_line(train_cli(config, "--out", str(out), "--resume", "model.num_features=16", cwd=tmp_path))
+    message = one_error_line(
+        srfeat_cli(
+            "train", "--no-progress", config, "--out", str(out), "--resume", "model.num_features=16", cwd=tmp_path
+        )
+    )
     assert "head.weight is (8, 3, 9, 9), the config builds (16, 3, 9, 9)" in message
     assert folder_bytes(out) == before
 
@@ -320,10 +303,12 @@ def test_a_run_folder_that_is_a_file_or_the_image_folder_is_refused(folders, fin
     _, config = finished_run
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    assert "is not a folder" in one_error_line(train_cli(config, "--out", str(a_file), cwd=tmp_path))
+    assert "is not a folder" in one_error_line(
+        srfeat_cli("train", "--no-progress", config, "--out", str(a_file), cwd=tmp_path)
+    )
     assert a_file.read_text() == "mine"  # used to be a FileExistsError traceback
     images = sorted(path.name for path in train_dir.iterdir())
-    message = one_error_line(train_cli(config, "--out", str(train_dir), cwd=tmp_path))
+    message = one_error_line(srfeat_cli("train", "--no-progress", config, "--out", str(train_dir), cwd=tmp_path))
     assert "is the image folder" in message
     assert sorted(path.name for path in train_dir.iterdir()) == images  # no config.yaml, checkpoints, logs
 
@@ -334,7 +319,9 @@ def test_a_failed_start_leaves_no_run_folder(folders, tmp_path) -> None:
     config.write_text(tiny_config(train_dir, None, tmp_path / "unused").to_yaml())
     empty = tmp_path / "empty"
     empty.mkdir()
-    message = one_error_line(train_cli(config, "--out", "run", f"data.train_dirs=[{empty}]", cwd=tmp_path))
+    message = one_error_line(
+        srfeat_cli("train", "--no-progress", config, "--out", "run", f"data.train_dirs=[{empty}]", cwd=tmp_path)
+    )
     assert "no usable images" in message
     assert not (tmp_path / "run").exists()  # it used to hold a config.yaml of a run that never was
 
