@@ -6,13 +6,12 @@ srfeat's own `Upscaler`; the CLI runs as a subprocess.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import srfeat_cli
 from PIL import Image
 
 from srfeat.data.png16 import read_png16, write_png16
@@ -22,19 +21,6 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 samples = pytest.importorskip("skimage.data")
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def srfeat(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
 
 
 def run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
@@ -59,7 +45,7 @@ def grey_levels(a: np.ndarray, b: np.ndarray) -> int:
 @pytest.fixture(scope="module")
 def default_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "m.onnx"
-    result = srfeat("export", "--model", "default", "-o", path)
+    result = srfeat_cli("export", "--model", "default", "-o", path)
     assert result.returncode == 0, result.stderr
     return path
 
@@ -72,7 +58,7 @@ def default_upscaler() -> Upscaler:
 @pytest.fixture(scope="module")
 def blend_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "blend.onnx"
-    result = srfeat("export", "--model", "default", "--strength", "0.5", "-o", path)
+    result = srfeat_cli("export", "--model", "default", "--strength", "0.5", "-o", path)
     assert result.returncode == 0, result.stderr
     return path
 
@@ -126,7 +112,7 @@ def test_exported_file_is_checked_dynamic_folded_and_described(default_onnx: Pat
 
 def test_fp16_export_within_a_few_grey_levels(tmp_path: Path, default_upscaler: Upscaler) -> None:
     path = tmp_path / "m16.onnx"
-    result = srfeat("export", "--model", "default", "--fp16", "-o", path)
+    result = srfeat_cli("export", "--model", "default", "--fp16", "-o", path)
     assert result.returncode == 0, result.stderr
     model = onnx.load(str(path))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # I/O stays float32
@@ -142,7 +128,7 @@ def test_a_checkpoint_that_is_not_a_generator_fails_in_one_line(tmp_path: Path) 
     checkpoint = tmp_path / "other.safetensors"
     save_file(other.state_dict(), str(checkpoint))
     target = tmp_path / "other.onnx"
-    result = srfeat("export", "--model", checkpoint, "-o", target)
+    result = srfeat_cli("export", "--model", checkpoint, "-o", target)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not an SRFeat generator" in lines[0] and "Traceback" not in result.stderr
@@ -152,9 +138,9 @@ def test_a_checkpoint_that_is_not_a_generator_fails_in_one_line(tmp_path: Path) 
 def test_export_does_not_overwrite_unless_asked(tmp_path: Path, model_path: Path) -> None:
     target = tmp_path / "tiny.onnx"
     target.write_bytes(b"mine")
-    result = srfeat("export", "--model", model_path, "-o", target)
+    result = srfeat_cli("export", "--model", model_path, "-o", target)
     assert result.returncode == 1 and "--overwrite" in result.stderr and target.read_bytes() == b"mine"
-    result = srfeat("export", "--model", model_path, "-o", target, "--overwrite", "--license", "CC0")
+    result = srfeat_cli("export", "--model", model_path, "-o", target, "--overwrite", "--license", "CC0")
     assert result.returncode == 0, result.stderr
     metadata = {entry.key: entry.value for entry in onnx.load(str(target)).metadata_props}
     assert metadata["name"] == "tiny" and metadata["license"] == "CC0" and metadata["training_data"] == "not recorded"
@@ -163,17 +149,17 @@ def test_export_does_not_overwrite_unless_asked(tmp_path: Path, model_path: Path
 def test_upscale_cli_onnxruntime_backend_tiles_alpha_and_16_bit(tmp_path: Path, model_path: Path) -> None:
     """The same command through the ONNX file and through srfeat's path: the same images."""
     exported = tmp_path / "tiny.onnx"
-    assert srfeat("export", "--model", model_path, "-o", exported).returncode == 0
+    assert srfeat_cli("export", "--model", model_path, "-o", exported).returncode == 0
     rgba = np.dstack([samples.astronaut()[:44, :52], np.linspace(0, 255, 44 * 52).reshape(44, 52)]).astype(np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     gray16 = (samples.camera()[:36, :30].astype(np.uint16) * 257 + 100).astype(np.uint16)
     write_png16(tmp_path / "gray16.png", gray16)
     inputs = [tmp_path / "rgba.png", tmp_path / "gray16.png"]
     common = ["--device", "cpu", "--tile", "20"]  # several tiles per image
-    result = srfeat("upscale", *inputs, "-o", tmp_path / "ort", "--model", exported, *common)
+    result = srfeat_cli("upscale", *inputs, "-o", tmp_path / "ort", "--model", exported, *common)
     assert result.returncode == 0, result.stderr
     assert "backend=onnxruntime" in result.stderr
-    result = srfeat("upscale", *inputs, "-o", tmp_path / "torch", "--model", model_path, *common)
+    result = srfeat_cli("upscale", *inputs, "-o", tmp_path / "torch", "--model", model_path, *common)
     assert result.returncode == 0, result.stderr
     ort_rgba, torch_rgba = (np.asarray(Image.open(tmp_path / name / "rgba.png")) for name in ("ort", "torch"))
     assert ort_rgba.shape == (176, 208, 4)
@@ -208,7 +194,7 @@ def test_onnx_backend_errors_are_one_line(tmp_path: Path, model_path: Path) -> N
         (["--model", foreign, "--backend", "torch"], "onnxruntime backend"),
         (["--model", model_path, "--backend", "onnxruntime", "--bf16"], "own precision"),
     ]:
-        result = srfeat("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--device", "cpu", *args)
+        result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--device", "cpu", *args)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
@@ -338,7 +324,7 @@ def test_hostile_onnx_files_through_the_cli_are_one_line(tmp_path: Path) -> None
         srfeat_like_onnx(tmp_path / "scale0.onnx", scale="0"): "scale '0'",
     }
     for model, message in cases.items():
-        result = srfeat("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", model, "--device", "cpu")
+        result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", model, "--device", "cpu")
         errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert message in errors[0] and model.name in errors[0], result.stderr
@@ -359,7 +345,7 @@ def test_export_checks_its_output_path_before_exporting(tmp_path: Path, default_
         (tmp_path / "op17", f"use -o {tmp_path / 'op17.onnx'}"),
         (tmp_path / "model.pt", f"use -o {tmp_path / 'model.onnx'}"),
     ]:
-        result = srfeat("export", "--model", missing_model, "-o", output)
+        result = srfeat_cli("export", "--model", missing_model, "-o", output)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["afile"]
@@ -368,7 +354,7 @@ def test_export_checks_its_output_path_before_exporting(tmp_path: Path, default_
     renamed = tmp_path / "op17"
     renamed.write_bytes(default_onnx.read_bytes())
     Image.fromarray(samples.astronaut()[:8, :8]).save(tmp_path / "in.png")
-    result = srfeat("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", renamed)
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", renamed)
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
     assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "looks like an ONNX file: name it .onnx" in errors[0] and "pickle" not in errors[0], errors[0]
