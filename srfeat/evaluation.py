@@ -15,7 +15,6 @@ and their rows are labelled `<model>+tta`.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import logging
 import math
@@ -23,7 +22,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -374,7 +372,8 @@ METRIC_HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "niqe": "NIQE"}
 METRIC_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}", "niqe": "{:.3f}"}
 
 
-def _format(metric: str, value: float | None) -> str:
+def format_score(metric: str, value: float | None) -> str:
+    """A score as tables and figures print it: `-` for none, `inf` for identical images."""
     if value is None:
         return "-"
     if math.isinf(value):
@@ -384,7 +383,7 @@ def _format(metric: str, value: float | None) -> str:
 
 def _mean_cell(row: DatasetScore, metric: str) -> str:
     """The mean, with `(k/n)` when it covers only k of the row's n images (the others were logged)."""
-    text = _format(metric, row.scores[metric])
+    text = format_score(metric, row.scores[metric])
     count = row.counts.get(metric, row.images)
     not_applicable = row.model == GROUND_TRUTH and metric in REFERENCE_METRICS  # hr has no PSNR/SSIM by design
     return f"{text} ({count}/{row.images})" if count < row.images and not not_applicable else text
@@ -412,7 +411,7 @@ def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
             for image_index in range(rows[0].images):
                 for row in rows:
                     image = row.per_image[image_index]
-                    cells = [_format(metric, image.scores[metric]) for metric in result.metrics]
+                    cells = [format_score(metric, image.scores[metric]) for metric in result.metrics]
                     lines.append(f"| {dataset} | {image.image} | {row.model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -449,82 +448,3 @@ def write_json(path: str | Path, result: EvaluationResult, per_image: bool = Fal
     """The records as JSON, written all or nothing (a temporary renamed over `path`)."""
     data = (json.dumps(json_records(result, per_image), indent=2) + "\n").encode()
     write_file_atomically(Path(path), lambda handle: handle.write(data), len(data))
-
-
-def most_detailed_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
-    """Top-left corner of the size x size window of `hr` with the most edge energy.
-
-    A flat patch of sky shows no difference between methods; the busiest patch shows most.
-    """
-    y = rgb_to_y(hr)
-    energy = np.abs(np.diff(y, axis=0))[:, :-1] + np.abs(np.diff(y, axis=1))[:-1, :]
-    # Window sums from an integral image, evaluated on a coarse grid of positions.
-    integral = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    limit_h, limit_w = energy.shape[0] - size + 1, energy.shape[1] - size + 1
-    if limit_h <= 0 or limit_w <= 0:
-        return 0, 0
-    step = max(1, size // 8)
-    tops, lefts = np.arange(0, limit_h, step), np.arange(0, limit_w, step)
-    top, left = np.meshgrid(tops, lefts, indexing="ij")
-    bottom, right = top + size, left + size
-    sums = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
-    best = np.unravel_index(np.argmax(sums), sums.shape)
-    return int(tops[best[0]]), int(lefts[best[1]])
-
-
-def save_figure(figure: Any, path: str | Path) -> None:
-    """Save a matplotlib figure all or nothing (rendered in memory, then a temporary renamed over `path`)
-    in the format its suffix names, and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, dpi=100, format=path.suffix.lstrip(".").lower())
-    finally:
-        plt.close(figure)
-    data = buffer.getvalue()
-    write_file_atomically(path, lambda handle: handle.write(data), len(data))
-
-
-def comparison_figure(path: str | Path, samples: Sequence[FigureSample], crop_size: int = 96) -> None:
-    """A PNG: one row per dataset, the same crop of bicubic, each model and HR, labelled with scores."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not samples:
-        raise SRFeatError("nothing to draw: no images were evaluated")
-    columns = max(len(sample.outputs) + 1 for sample in samples)
-    figure, axes = plt.subplots(len(samples), columns, figsize=(2.6 * columns, 2.9 * len(samples)), squeeze=False)
-    for row, sample in enumerate(samples):
-        size = min(crop_size, *sample.hr.shape[:2])
-        top, left = most_detailed_crop(sample.hr, size)
-        panels = [*sample.outputs.items(), (GROUND_TRUTH.upper(), sample.hr)]
-        for column, axis in enumerate(axes[row]):
-            axis.set_axis_off()
-            if column >= len(panels):
-                continue
-            label, image = panels[column]
-            axis.imshow(image[top : top + size, left : left + size], interpolation="nearest")
-            scores = sample.scores.get(label, {})
-            detail = [
-                f"{_format(metric, scores.get(metric))} {unit}".strip()
-                for metric, unit in (("psnr", "dB"), ("ssim", ""))
-                if scores.get(metric) is not None
-            ]
-            title = label if not detail else f"{label}\n{' / '.join(detail)}"
-            axis.set_title(title, fontsize=9)
-        axes[row][0].text(
-            -0.08,
-            0.5,
-            f"{sample.dataset}: {sample.image}",
-            transform=axes[row][0].transAxes,
-            rotation=90,
-            va="center",
-            ha="right",
-            fontsize=9,
-        )
-    figure.tight_layout()
-    save_figure(figure, path)

@@ -131,7 +131,7 @@ def plane_figure(path: str | Path, records: Sequence[Record]) -> None:
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="lower right", fontsize=8, title="default (0) .. gan (1)", title_fontsize=8)
     figure.tight_layout()
-    from srfeat.evaluation import save_figure
+    from srfeat.figures import save_figure
 
     save_figure(figure, path)
 

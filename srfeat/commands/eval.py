@@ -125,7 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srfeat.evaluation import comparison_figure, evaluate, json_records, markdown_table, write_json
+    from srfeat.evaluation import evaluate, json_records, markdown_table, write_json
+    from srfeat.figures import comparison_figure
     from srfeat.plane import check_plane_metrics, plane_figure
 
     if args.plane:
