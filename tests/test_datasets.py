@@ -199,3 +199,16 @@ def test_benchmark_dataset_reports_bad_files_and_keeps_good_ones(
     assert item["hr"].shape == (3, 148, 200) and item["lr"].shape == (3, 37, 50)
     assert item["dataset"] == "photos"
     np.testing.assert_array_equal(item["lr_uint8"], bicubic_downscale(item["hr_uint8"], 4))
+
+
+def test_links_to_nothing_in_an_image_folder_are_named_not_dropped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_png(tmp_path / "a.png", samples.astronaut()[:8, :8])
+    (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (tmp_path / "loop1.png").symlink_to(tmp_path / "loop2.png")
+    (tmp_path / "loop2.png").symlink_to(tmp_path / "loop1.png")
+    with caplog.at_level(logging.WARNING):
+        assert list_images(tmp_path) == [tmp_path / "a.png"]
+    skipped = sorted(record.getMessage().split(":")[0] for record in caplog.records)
+    assert skipped == [f"skipped {tmp_path / name}" for name in ("gone.png", "loop1.png", "loop2.png")]

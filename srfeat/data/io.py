@@ -76,11 +76,20 @@ def list_images(folder: PathLike) -> list[Path]:
 
     Extensions are not trusted either way: a file that is not an image is reported by name
     when it fails to open, rather than silently ignored, and a PNG named `.jpg` still works.
+    A symbolic link that leads nowhere (broken, or a loop) is skipped with a warning naming it.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageReadError(f"image folder not found: {folder} (give a folder of PNG/JPEG/BMP/WebP/TIFF images)")
-    return sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
+    files = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_file():
+            files.append(path)
+        elif path.is_symlink() and not path.exists():
+            logger.warning("skipped %s: a symbolic link to nothing (its target is missing, or a loop)", path)
+    return files
 
 
 class _ListHandler(logging.Handler):
