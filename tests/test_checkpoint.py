@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import srfeat_cli
 
 from srfeat.errors import WeightsError
 from srfeat.training import checkpoint
@@ -199,14 +200,7 @@ def test_refusals_of_wrong_files_through_the_cli_are_one_line(tmp_path: Path, wr
 
     Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
     for name in ("plain_pickle.pt", "protocol4.pt", "image.pt", "a_folder"):
-        result = subprocess.run(
-            [sys.executable, "-m", "srfeat.cli", "upscale", "in.png", "-o", "out/", "--model", name],
-            cwd=tmp_path,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = srfeat_cli("upscale", "in.png", "-o", "out/", "--model", name, cwd=tmp_path, timeout=120)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and wrong_files[name] in lines[0], result.stderr
         assert not (tmp_path / "out").exists()
