@@ -174,8 +174,10 @@ def image_size(path: PathLike) -> tuple[int, int]:
     return height, width
 
 
-# Float pixels a hair outside [0, 1] are the rounding of the program that made them, and are
-# clamped; the same slack as `srfeat.inference.upscaler.FLOAT_PIXEL_SLACK` for arrays.
+# Float pixels a hair outside [0, 1] are the rounding of the program that made them (a file's, or the
+# caller's own processing of an array passed to the API), and are clamped like the output; beyond this
+# they are another convention (0..255, [-1, 1]), which clamping would turn into a white or black image
+# without a word. One rule for files and arrays: `srfeat.inference.upscaler` takes it from here.
 FLOAT_PIXEL_SLACK = 1 / 255
 
 

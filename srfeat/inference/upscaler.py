@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
+from srfeat.data.io import FLOAT_PIXEL_SLACK
 from srfeat.data.resize import imresize
 from srfeat.errors import InvalidImageError, ModelOutputError, NotAnImageError, SRFeatError
 from srfeat.hardware import cpu_has_native_bf16
@@ -48,10 +49,6 @@ DTYPES: dict[str, torch.dtype] = {
 }
 # --outscale beyond this is a typo, and its output would not fit in memory for ordinary photos.
 MAX_OUTSCALE = 16.0
-# Float pixels a hair outside [0, 1] (the rounding of the caller's own processing) are clamped like the
-# output; beyond this they are another convention (0..255, [-1, 1]), which clamping would turn into a
-# white or black image without a word.
-FLOAT_PIXEL_SLACK = 1 / 255
 # BT.601 luma, as PIL's RGB -> L conversion: a gray input upscaled to near-gray RGB comes back
 # as the gray the network made of it.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
