@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from cli_helpers import srfeat_cli
 from srfeat.errors import WeightsError
 from srfeat.training import checkpoint
 from srfeat.weights import load_generator
+from srfeat.weights.file_kinds import torch_load_quietly
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,6 +185,28 @@ def test_a_file_that_is_not_generator_weights_is_called_what_it_is(tmp_path: Pat
         assert "weights_only" not in message and "not found" not in message, (name, message)
         if name not in ("plain_pickle.pt", "protocol4.pt"):
             assert "pickle" not in message, (name, message)
+
+
+def test_loading_waits_while_another_thread_has_changed_the_warning_filters(tmp_path: Path) -> None:
+    """`warnings.catch_warnings` saves and restores process-wide filters: a load that changed them while
+    the web app's request thread reads an image would restore the other thread's state wrongly. So a
+    load takes the lock the image readers hold, and waits for it."""
+    from srfeat.data.io import WARNINGS_LOCK
+
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, path)
+    loaded = threading.Event()
+
+    def load() -> None:
+        torch_load_quietly(path)
+        loaded.set()
+
+    with WARNINGS_LOCK:  # what a reading thread holds while its filters are changed
+        loader = threading.Thread(target=load)
+        loader.start()
+        assert not loaded.wait(1.0), "the load changed the warning filters while another thread held them"
+    assert loaded.wait(30)
+    loader.join()
 
 
 def test_the_rename_a_refusal_asks_for_loads(tmp_path: Path, wrong_files: dict[str, str]) -> None:

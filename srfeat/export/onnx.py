@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
+from srfeat.data.io import WARNINGS_LOCK
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.files import unwritable_folder, write_file_atomically
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
@@ -161,7 +162,7 @@ def _quiet_exporter() -> Iterator[None]:
     for each in loggers:
         each.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide
             warnings.simplefilter("ignore")
             yield
     finally:

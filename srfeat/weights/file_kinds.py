@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from srfeat.data.io import WARNINGS_LOCK
+
 __all__ = [
     "ONNX",
     "PICKLE",
@@ -174,6 +176,6 @@ def unpickling_problem(error: BaseException) -> tuple[str, str]:
 def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:
     """`torch.load(path, weights_only=True, **options)` without torch's two-line warning about a
     pickle protocol it did not write: that warning came before srfeat's one-line refusal."""
-    with warnings.catch_warnings():
+    with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide (web worker, requests)
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         return torch.load(path, weights_only=True, **options)
