@@ -102,6 +102,13 @@ def test_loss_weights_and_epsilons_must_be_positive(key: str) -> None:
         config_from_dict(base(), [f"{key}=0"])
 
 
+@pytest.mark.parametrize("value, message", [("10", "must be in \\(0, 1\\]"), ("0", "must be positive")])
+def test_lr_gamma_must_lower_the_learning_rate(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"optim.lr_gamma {message}"):
+        config_from_dict(base(), [f"optim.lr_gamma={value}"])
+    assert config_from_dict(base(), ["optim.lr_gamma=1"]).optim.lr_gamma == 1.0
+
+
 @pytest.mark.parametrize("value", ["1", "1.5", "-0.1", "nan", "inf"])
 def test_ema_decay_must_be_in_zero_one(value: str) -> None:
     with pytest.raises(ConfigError, match=r"train.ema_decay must be|train.ema_decay must be a finite number"):

@@ -114,7 +114,7 @@ class OptimConfig:
     lr_milestones: list[float] = field(default_factory=list)
     # What lr_milestones count: "epoch" or "progress".
     lr_schedule: Literal["epoch", "progress"] = "epoch"
-    # Factor applied at each milestone.
+    # Factor applied at each milestone, in (0, 1]: 0.1 divides the learning rate by 10.
     lr_gamma: float = 0.1
     # Adam's epsilon for the generator (null: the authors', in this code's loss units: 2.5e-9
     # in stage 1, their TF default 1e-8 on an MSE of [-1, 1] images, 4x ours; 1e-10 in
@@ -358,6 +358,13 @@ def check(config: TrainingConfig) -> None:
     for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")
+    # A factor above 1 raises the learning rate at each milestone: 10 for "divide by 10" is the slip, and
+    # its run diverges hours later. 1 (a flat rate) is allowed.
+    if optim.lr_gamma > 1.0:
+        raise ConfigError(
+            f"config key optim.lr_gamma must be in (0, 1] (it multiplies the learning rate; 0.1 divides it by 10), "
+            f"got {optim.lr_gamma}"
+        )
     if train.ema_decay is not None and not 0.0 <= train.ema_decay < 1.0:
         raise ConfigError(
             f"config key train.ema_decay must be in [0, 1) (e.g. 0.999; 0 or null: off), got {train.ema_decay}"
