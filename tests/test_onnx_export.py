@@ -331,6 +331,25 @@ def test_hostile_onnx_files_through_the_cli_are_one_line(tmp_path: Path) -> None
         assert not (tmp_path / "out" / "in.png").exists()
 
 
+def test_an_onnx_file_with_an_inf_weight_is_refused_not_drawn_white(tmp_path: Path, default_onnx: Path) -> None:
+    """An inf in the last bias makes one channel inf everywhere, which the graph's clamp would turn into
+    a silent all-white red channel: the file is refused when it loads, in one line."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(default_onnx))
+    (bias,) = [each for each in model.graph.initializer if each.name == "tail.bias"]
+    values = numpy_helper.to_array(bias).copy()
+    values[0] = np.inf
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(tmp_path / "inf.onnx"))
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / "inf.onnx")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "inf.onnx has 1 weight value(s) that are not finite" in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------- where export writes
 
 

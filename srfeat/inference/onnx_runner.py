@@ -98,6 +98,7 @@ class OnnxRunner:
         float_io = {inputs[0].type, *(o.type for o in outputs)} == {"tensor(float)"}
         if [o.name for o in outputs] != [OUTPUT_NAME] or not float_io:
             raise WeightsError(f"{source} does not have the float32 input and output srfeat exports have")
+        _check_weights_finite(model, source)
         self.source = source
         self.scale = _metadata_int(metadata, "scale", source, SCALES)
         self.receptive_radius = _metadata_int(metadata, "receptive_radius", source, range(MAX_RECEPTIVE_RADIUS + 1))
@@ -134,6 +135,34 @@ class OnnxRunner:
                 f"{_dims(output.shape)} instead of {_dims(expected)}: not a working srfeat export; export it again"
             )
         return torch.from_numpy(output)[:, :, top * scale : bottom * scale, left * scale : right * scale]
+
+
+def _check_weights_finite(model: bytes, source: str) -> None:
+    """A weight that is NaN or inf is refused: the graph's own clamp would turn an inf output into white
+    pixels, a silent wrong image (PyTorch weights get the same check when they load).
+
+    Reading the weights needs the `onnx` package, which a plain `pip install onnxruntime` lacks: without
+    it the file runs unchecked, and a NaN output is still refused after the network.
+    """
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        logger.debug("onnx is not installed: the weights of %s are not checked for NaN or inf", source)
+        return
+    graph = onnx.load_from_string(model).graph  # ONNX Runtime has read it: it parses
+    bad = 0
+    for initializer in graph.initializer:
+        if initializer.data_location == onnx.TensorProto.EXTERNAL:
+            continue  # not in this file: ONNX Runtime, given bytes, refuses it itself
+        values = numpy_helper.to_array(initializer)
+        if np.issubdtype(values.dtype, np.floating):
+            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise WeightsError(
+            f"{source} has {bad:,} weight value(s) that are not finite (NaN or inf): a diverged or damaged "
+            "model; export a working one again"
+        )
 
 
 def _dims(shape: tuple[int, ...]) -> str:
