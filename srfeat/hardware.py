@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -31,3 +32,34 @@ def cpu_has_native_bf16() -> bool:
     than float32 there; so this reads the CPU's flags rather than asking PyTorch.
     """
     return torch.backends.mkldnn.is_available() and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def _cgroup_memory_limit() -> int | None:
+    # A container's memory limit is what matters there, not the host's free memory.
+    for path in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return None
+
+
+def host_available_memory() -> int:
+    """Bytes of the host's memory available to this process: MemAvailable, within a container's limit."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = 4 << 30  # no way to ask (not Linux): assume a modest machine
+    limit = _cgroup_memory_limit()
+    return min(available, limit) if limit is not None else available

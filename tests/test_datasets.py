@@ -201,6 +201,36 @@ def test_benchmark_dataset_reports_bad_files_and_keeps_good_ones(
     np.testing.assert_array_equal(item["lr_uint8"], bicubic_downscale(item["hr_uint8"], 4))
 
 
+def test_benchmark_dataset_refuses_a_folder_too_big_to_hold_before_decoding_it(
+    photo_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The three photos take 150*203 + 100*150 + 40*60 pixels, 3 bytes each and 1/16 more for the LR:
+    refused from the headers when that is over half the memory, and not one image decoded."""
+    from srfeat.data import datasets
+
+    needed = (150 * 203 + 100 * 150 + 40 * 60) * 3 * (1 + 1 / 16)
+    decoded: list[Path] = []
+    monkeypatch.setattr(datasets, "read_image", lambda path: decoded.append(path) or read_image(path))
+    monkeypatch.setattr(datasets, "host_available_memory", lambda: int(2 * needed) - 2)
+    with pytest.raises(SRFeatError, match=r"take about 0\.0 GB decoded, .*split the folder") as caught:
+        BenchmarkDataset(photo_folder, scale=4)
+    assert "\n" not in str(caught.value) and decoded == []
+    monkeypatch.setattr(datasets, "host_available_memory", lambda: int(2 * needed) + 2)
+    assert len(BenchmarkDataset(photo_folder, scale=4)) == 3
+
+
+def test_benchmark_dataset_decodes_only_the_images_a_limit_keeps(
+    photo_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from srfeat.data import datasets
+
+    add_bad_files(photo_folder)  # truncated.png sorts after tiny.png; notes.txt is not listed
+    decoded: list[str] = []
+    monkeypatch.setattr(datasets, "read_image", lambda path: decoded.append(path.name) or read_image(path))
+    dataset = BenchmarkDataset(photo_folder, scale=4, limit=2)
+    assert dataset.names == ["chelsea", "coffee"] and decoded == ["chelsea.png", "coffee.png"]
+
+
 def test_links_to_nothing_in_an_image_folder_are_named_not_dropped_silently(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -378,3 +378,31 @@ def test_a_folder_as_the_generator_to_start_from_is_called_a_folder(folders, tmp
     config = tiny_config(train_dir, None, tmp_path / "run", 1, [f"train.init_generator={tmp_path}"])
     with pytest.raises(ConfigError, match="is a folder, not a weights file"):
         train_in_process(config, tmp_path / "run")
+
+
+def test_validation_says_once_which_images_its_niqe_leaves_out(tmp_path: Path, caplog) -> None:
+    """NIQE needs 96x96 after the shave: a 48x48 validation image has none, and the mean of the others
+    must not pass for the mean of all, silently, at every validation."""
+    import logging
+
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.training.validation import Validator
+
+    folder = tmp_path / "validation"
+    folder.mkdir()
+    photo = data.astronaut()
+    Image.fromarray(np.ascontiguousarray(photo[:128, 100:228])).save(folder / "large.png")
+    Image.fromarray(np.ascontiguousarray(photo[200:248, 200:248])).save(folder / "small.png")
+    config = tiny_config(tmp_path, folder, tmp_path / "run", stage=2, overrides=["validation.max_images=null"])
+    validator = Validator(config, torch.device("cpu"))
+    generator = SRFeatGenerator(scale=4, num_features=8, num_blocks=2)
+    with caplog.at_level(logging.WARNING, logger="srfeat.training.validation"):
+        metrics, _ = validator(generator)
+        validator(generator)
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and "NIQE is the mean over 1 of 2 images: it is undefined for small" in warnings[0]
+    assert math.isfinite(metrics["niqe"]) and validator.count == 2

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from srfeat.data.io import PathLike, image_size, list_images, read_image
 from srfeat.data.resize import imresize, imresize_np
 from srfeat.errors import ImageReadError, SRFeatError
+from srfeat.hardware import host_available_memory
 
 logger = logging.getLogger(__name__)
 
@@ -323,30 +324,54 @@ class RandomCropDataset(Dataset[Sample]):
 class BenchmarkDataset(Dataset[Sample]):
     """Whole images for validation and `srfeat eval`: HR mod-cropped to the scale, LR by the protocol.
 
-    All images are decoded at construction (benchmark sets are small), so unreadable files
-    are reported right away, by name, and `names` lists the ones that are used. Besides the
-    float tensors, items carry the exact uint8 arrays as `hr_uint8` / `lr_uint8` (HxWx3
-    numpy), which the metrics need.
+    All images are decoded at construction (benchmark sets are small, and `srfeat eval` scores
+    every image with each of many models), so unreadable files are reported right away, by name,
+    and `names` lists the ones that are used. A folder whose decoded images would take more than
+    half the available memory is refused from the file headers, before any is decoded. `limit`
+    keeps the first that many readable images (training validation's `max_images`). Besides the
+    float tensors, items carry the exact uint8 arrays as `hr_uint8` / `lr_uint8` (HxWx3 numpy),
+    which the metrics need.
     """
 
-    def __init__(self, folders: PathLike | Sequence[PathLike], scale: int = 4) -> None:
+    def __init__(self, folders: PathLike | Sequence[PathLike], scale: int = 4, limit: int | None = None) -> None:
         self.scale = scale
         self.folders = _as_folders(folders)
         self.items: list[tuple[str, str, np.ndarray, np.ndarray]] = []
         self.skipped: list[Path] = []
+        candidates: list[tuple[Path, Path]] = []  # (folder, image), headers read
+        decoded_bytes = 0
         for folder in self.folders:
             for path in list_images(folder):
                 try:
-                    hr = mod_crop(read_image(path), scale)
+                    height, width = image_size(path)
                 except ImageReadError as error:
                     logger.warning("%s", error)
                     self.skipped.append(path)
                     continue
-                if min(hr.shape[:2]) < scale:
-                    logger.warning("%s is smaller than the scale %d; skipped", path, scale)
-                    self.skipped.append(path)
-                    continue
-                self.items.append((folder.name, path.stem, hr, bicubic_downscale(hr, scale)))
+                if limit is None or len(candidates) < limit:
+                    decoded_bytes += height * width * 3 * (1 + 1 / scale**2)  # uint8 HR and its LR
+                candidates.append((folder, path))
+        available = host_available_memory()
+        if decoded_bytes > available / 2:
+            raise SRFeatError(
+                f"the images of {', '.join(map(str, self.folders))} take about {decoded_bytes / 1e9:.1f} GB decoded, "
+                f"more than half of the {available / 1e9:.1f} GB of memory available: evaluate fewer images at a "
+                "time (split the folder)"
+            )
+        for folder, path in candidates:
+            if limit is not None and len(self.items) >= limit:
+                break
+            try:
+                hr = mod_crop(read_image(path), scale)
+            except ImageReadError as error:
+                logger.warning("%s", error)
+                self.skipped.append(path)
+                continue
+            if min(hr.shape[:2]) < scale:
+                logger.warning("%s is smaller than the scale %d; skipped", path, scale)
+                self.skipped.append(path)
+                continue
+            self.items.append((folder.name, path.stem, hr, bicubic_downscale(hr, scale)))
         if not self.items:
             raise SRFeatError(f"no readable images in {', '.join(map(str, self.folders))}")
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from srfeat.errors import SRFeatError
+from srfeat.hardware import host_available_memory
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
 
@@ -86,38 +85,12 @@ def plan_tiles(height: int, width: int, tile: int, pad: int) -> list[Tile]:
     return tiles
 
 
-def _cgroup_memory_limit() -> int | None:
-    # A container's memory limit is what matters there, not the host's free memory.
-    for path in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:
-            return int(text)
-    return None
-
-
 def available_memory(device: torch.device) -> int:
     """Bytes the tiles may use on `device`: free GPU memory, or the host's available memory."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    available = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-                break
-    except OSError:
-        pass
-    if available is None:
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            available = 4 << 30  # no way to ask (not Linux): assume a modest machine
-    limit = _cgroup_memory_limit()
-    return min(available, limit) if limit is not None else available
+    return host_available_memory()
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,11 @@ class Validator:
         assert config.validation.dir is not None
         self.config = config
         self.device = device
-        self.dataset = BenchmarkDataset(config.resolve_path(config.validation.dir), scale=config.model.scale)
-        self.count = min(len(self.dataset), config.validation.max_images or len(self.dataset))
+        self.dataset = BenchmarkDataset(
+            config.resolve_path(config.validation.dir), scale=config.model.scale, limit=config.validation.max_images
+        )
+        self.count = len(self.dataset)
+        self.niqe_warned = False
         self.niqe = None
         if config.stage == 2 and config.validation.niqe:
             try:
@@ -49,6 +52,7 @@ class Validator:
         scale = self.config.model.scale
         totals: dict[str, float] = {"psnr": 0.0, "ssim": 0.0}
         niqe_values: list[float] = []
+        niqe_skipped: dict[str, str] = {}  # image name -> why NIQE is undefined for it
         samples: list[torch.Tensor] = []
         memory_format = torch.channels_last if self.config.train.channels_last else torch.contiguous_format
         for index in range(self.count):
@@ -62,11 +66,22 @@ class Validator:
                 try:
                     niqe_values.append(self.niqe(rgb_to_y(sr_uint8), crop_border=scale))
                 except SRFeatError as error:  # too small or flat: NIQE undefined for this image
-                    logger.debug("NIQE skipped for %s: %s", item["name"], error)
+                    niqe_skipped[item["name"]] = str(error)
             if len(samples) < self.config.validation.sample_images:
                 samples.append(sr.cpu())
         generator.train(was_training)
         metrics = {key: value / self.count for key, value in totals.items()}
         if niqe_values:
             metrics["niqe"] = float(np.mean(niqe_values))
+        if niqe_skipped and not self.niqe_warned:  # the same images every time: said once per run
+            self.niqe_warned = True
+            (first, reason), *_ = niqe_skipped.items()
+            logger.warning(
+                "validation NIQE is the mean over %d of %d images: it is undefined for %s (%s: %s)",
+                len(niqe_values),
+                self.count,
+                ", ".join(niqe_skipped),
+                first,
+                reason,
+            )
         return metrics, samples
