@@ -13,9 +13,14 @@ CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 def srfeat_cli(
-    *args: str | Path, cwd: Path = REPO, timeout: float = 300, memory_limit: int | None = None
+    *args: str | Path,
+    cwd: Path = REPO,
+    timeout: float = 300,
+    memory_limit: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`srfeat ARGS...` in `cwd`, this checkout's package; `memory_limit`: its address space, in bytes."""
+    """`srfeat ARGS...` in `cwd`, this checkout's package; `memory_limit`: its address space, in bytes;
+    `env`: variables set for it besides (e.g. SRFEAT_DATASETS)."""
 
     def limit_memory() -> None:
         if memory_limit is not None:
@@ -24,7 +29,7 @@ def srfeat_cli(
     return subprocess.run(
         [sys.executable, "-m", "srfeat.cli", *map(str, args)],
         cwd=cwd,
-        env=CHILD_ENV,
+        env={**CHILD_ENV, **(env or {})},
         check=False,
         capture_output=True,
         text=True,

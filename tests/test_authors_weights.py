@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import pickle
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import srfeat_cli
 from numpy.lib import format as npy_format
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
@@ -29,7 +29,6 @@ from srfeat.errors import WeightsError
 from srfeat.weights import load_generator
 from srfeat.weights.authors import load_authors_generator, read_tensorlayer_npz
 
-REPO = Path(__file__).resolve().parents[1]
 Params = dict[str, np.ndarray]
 
 
@@ -151,13 +150,6 @@ def assert_matches_reference(generator: torch.nn.Module, params: Params, blocks:
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=2e-4 * np.abs(expected).max())
 
 
-def srfeat(*argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", *argv], env=env, capture_output=True, text=True, check=False, timeout=300
-    )
-
-
 # ----------------------------------------------------------------------------- tests
 
 
@@ -168,7 +160,7 @@ def test_the_papers_generator_converts_and_matches_tf(tmp_path: Path) -> None:
     assert len(arrays) == 2 + 16 * 10 + 15 + 2 * 2 + 2 == 183
     npz = write_tensorlayer_npz(tmp_path / "SRFeat_full.npz", arrays)
     out = tmp_path / "authors.safetensors"
-    result = srfeat("convert", str(npz), "-o", str(out))
+    result = srfeat_cli("convert", str(npz), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert "x4, 128 features, 16 blocks, 6,187,907 parameters" in result.stderr
     generator = load_generator(out)
@@ -176,13 +168,13 @@ def test_the_papers_generator_converts_and_matches_tf(tmp_path: Path) -> None:
 
     image = tmp_path / "lr.png"
     Image.fromarray((np.random.default_rng(2).random((12, 10, 3)) * 255).astype(np.uint8)).save(image)
-    result = srfeat("upscale", str(image), "--model", str(out), "-o", str(tmp_path / "sr.png"), "--device", "cpu")
+    result = srfeat_cli("upscale", str(image), "--model", str(out), "-o", str(tmp_path / "sr.png"), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "sr.png").size == (40, 48)
     benchmark = tmp_path / "benchmark"
     benchmark.mkdir()
     Image.fromarray((np.random.default_rng(3).random((32, 40, 3)) * 255).astype(np.uint8)).save(benchmark / "a.png")
-    result = srfeat("eval", "--model", str(out), "--data", str(benchmark), "--metrics", "psnr", "--device", "cpu")
+    result = srfeat_cli("eval", "--model", str(out), "--data", str(benchmark), "--metrics", "psnr", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "authors" in result.stdout and "benchmark" in result.stdout
 
@@ -277,20 +269,20 @@ def test_a_file_of_another_layout_says_what_was_expected(tmp_path: Path, case: s
 
 def test_command_errors_are_one_line_and_never_overwrite(tmp_path: Path) -> None:
     files = _layouts(tmp_path)
-    result = srfeat("convert", str(files["missing output conv"]), "-o", str(tmp_path / "x.safetensors"))
+    result = srfeat_cli("convert", str(files["missing output conv"]), "-o", str(tmp_path / "x.safetensors"))
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "x.safetensors").exists()
 
     good = write_tensorlayer_npz(tmp_path / "good.npz", tensorlayer_order(random_params(8, 2, 2), 2, 2))
     existing = tmp_path / "existing.safetensors"
     existing.write_bytes(b"keep me")
-    result = srfeat("convert", str(good), "-o", str(existing))
+    result = srfeat_cli("convert", str(good), "-o", str(existing))
     assert result.returncode == 1 and "--overwrite" in result.stderr and existing.read_bytes() == b"keep me"
-    assert srfeat("convert", str(good), "-o", str(existing), "--overwrite").returncode == 0
+    assert srfeat_cli("convert", str(good), "-o", str(existing), "--overwrite").returncode == 0
     assert load_generator(existing).num_blocks == 2
-    result = srfeat("convert", str(good), "-o", str(tmp_path / "out.pt"))
+    result = srfeat_cli("convert", str(good), "-o", str(tmp_path / "out.pt"))
     assert result.returncode == 1 and "must end in .safetensors" in result.stderr
-    assert srfeat("convert", str(good)).returncode == 0  # default: beside the input
+    assert srfeat_cli("convert", str(good)).returncode == 0  # default: beside the input
     assert (tmp_path / "good.safetensors").is_file()
 
 
@@ -304,7 +296,7 @@ def test_output_folder_or_under_a_file_is_one_line(tmp_path: Path) -> None:
         (tmp_path / "folder.safetensors", "is a folder"),
         (tmp_path / "notes.txt" / "x.safetensors", "is a file, not a folder"),
     ):
-        result = srfeat("convert", str(good), "-o", str(output), "--overwrite")
+        result = srfeat_cli("convert", str(good), "-o", str(output), "--overwrite")
         assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert (tmp_path / "folder.safetensors").is_dir()
 

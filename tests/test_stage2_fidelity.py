@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from cli_helpers import srfeat_cli
 from safetensors.torch import load_file
 from training_helpers import tiny_config, tiny_generator_file
 
 from srfeat.errors import ConfigError
 from srfeat.training import checkpoint, trainer
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -153,16 +149,7 @@ def test_resuming_with_other_discriminators_or_sizes_is_one_clear_line(folders, 
 
 
 def srfeat(*argv: str, datasets: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SRFEAT_DATASETS": str(datasets)}
-    return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", *argv],
-        check=False,
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return srfeat_cli(*argv, timeout=120, env={"SRFEAT_DATASETS": str(datasets)})
 
 
 def test_dry_run_of_a_variant_and_bad_variants_in_one_line(datasets_dir: Path) -> None:
