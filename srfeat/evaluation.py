@@ -444,7 +444,8 @@ def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict
     return records
 
 
-def write_json(path: str | Path, result: EvaluationResult, per_image: bool = False) -> None:
-    """The records as JSON, written all or nothing (a temporary renamed over `path`)."""
+def write_json(path: str | Path, result: EvaluationResult, per_image: bool = False, replace: bool = True) -> None:
+    """The records as JSON, written all or nothing (a temporary renamed over `path`; with `replace`
+    False an existing file is kept: `srfeat.files.OutputExistsError`)."""
     data = (json.dumps(json_records(result, per_image), indent=2) + "\n").encode()
-    write_file_atomically(Path(path), lambda handle: handle.write(data), len(data))
+    write_file_atomically(Path(path), lambda handle: handle.write(data), len(data), replace)

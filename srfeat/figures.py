@@ -39,9 +39,9 @@ def most_detailed_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
     return int(tops[best[0]]), int(lefts[best[1]])
 
 
-def save_figure(figure: Any, path: str | Path) -> None:
-    """Save a matplotlib figure all or nothing (rendered in memory, then a temporary renamed over `path`)
-    in the format its suffix names, and close it."""
+def save_figure(figure: Any, path: str | Path, replace: bool = True) -> None:
+    """Save a matplotlib figure all or nothing (rendered in memory, then a temporary renamed over `path`;
+    with `replace` False an existing file is kept) in the format its suffix names, and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -51,10 +51,12 @@ def save_figure(figure: Any, path: str | Path) -> None:
     finally:
         plt.close(figure)
     data = buffer.getvalue()
-    write_file_atomically(path, lambda handle: handle.write(data), len(data))
+    write_file_atomically(path, lambda handle: handle.write(data), len(data), replace)
 
 
-def comparison_figure(path: str | Path, samples: Sequence[FigureSample], crop_size: int = 96) -> None:
+def comparison_figure(
+    path: str | Path, samples: Sequence[FigureSample], crop_size: int = 96, replace: bool = True
+) -> None:
     """A PNG: one row per dataset, the same crop of bicubic, each model and HR, labelled with scores."""
     import matplotlib
 
@@ -94,4 +96,4 @@ def comparison_figure(path: str | Path, samples: Sequence[FigureSample], crop_si
             fontsize=9,
         )
     figure.tight_layout()
-    save_figure(figure, path)
+    save_figure(figure, path, replace)

@@ -108,6 +108,43 @@ def unwritable_folder(folder: Path) -> str | None:
     return None
 
 
+class OutputExistsError(SRFeatError, FileExistsError):
+    """The output appeared (another program, another run) while it was being made: it is kept."""
+
+
+# Filesystems without hard links (FAT, exFAT, some network and FUSE mounts) refuse os.link with these.
+_NO_HARD_LINK_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
+
+
+def _appeared(path: Path) -> OutputExistsError:
+    return OutputExistsError(
+        f"{path} appeared while it was being written (another program?); it is kept: "
+        "remove it or give --overwrite, and run again"
+    )
+
+
+def move_into_place(temporary: Path, path: Path, replace: bool = True) -> None:
+    """Rename the complete `temporary` to `path`. With `replace` False an existing `path` is never
+    replaced, not even one that appeared after the caller checked (a photo saved while a large
+    upscale ran): the temporary is hard-linked to `path`, which fails if it exists, in one step.
+    Where the filesystem has no hard links, `path` is checked just before the rename instead."""
+    if replace:
+        os.replace(temporary, path)
+        return
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise _appeared(path) from None
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINK_ERRNOS:
+            raise
+        if path.exists() or path.is_symlink():
+            raise _appeared(path) from None
+        os.replace(temporary, path)
+    else:
+        temporary.unlink()
+
+
 def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
@@ -129,9 +166,10 @@ def _disk_full(paths: Sequence[Path], needed: int, cause: str) -> DiskFullError:
     )
 
 
-def write_files_atomically(files: Sequence[PendingFile]) -> None:
+def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -> None:
     """Write every file to its temporary, then rename them all into place; on any failure none
-    is replaced and no temporary stays (on a signal too: the cleanup is in `finally`)."""
+    is replaced and no temporary stays (on a signal too: the cleanup is in `finally`). With
+    `replace` False an existing file is never replaced (`move_into_place`): `OutputExistsError`."""
     if not files:
         return
     for file in files:
@@ -150,7 +188,7 @@ def write_files_atomically(files: Sequence[PendingFile]) -> None:
                 handle.flush()
                 os.fsync(handle.fileno())
         for file, temporary in zip(files, temporaries, strict=True):
-            os.replace(temporary, file.path)
+            move_into_place(temporary, file.path, replace)
     except OSError as error:
         if error.errno in _FULL_DISK_ERRNOS:
             raise _disk_full([current.path], current.size, error.strerror or "disk full") from error
@@ -160,5 +198,5 @@ def write_files_atomically(files: Sequence[PendingFile]) -> None:
             temporary.unlink(missing_ok=True)
 
 
-def write_file_atomically(path: Path, write: Callable[[BinaryIO], object], size: int) -> None:
-    write_files_atomically([PendingFile(path, write, size)])
+def write_file_atomically(path: Path, write: Callable[[BinaryIO], object], size: int, replace: bool = True) -> None:
+    write_files_atomically([PendingFile(path, write, size)], replace)

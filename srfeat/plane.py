@@ -73,7 +73,7 @@ def _curves(models: dict[str, Record]) -> dict[str, list[tuple[float, Record]]]:
     return {name: sorted(points, key=lambda point: point[0]) for name, points in curves.items()}
 
 
-def plane_figure(path: str | Path, records: Sequence[Record]) -> None:
+def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = True) -> None:
     """Write the PNG: one panel per dataset with PSNR and NIQE in `records`."""
     import matplotlib
 
@@ -133,7 +133,7 @@ def plane_figure(path: str | Path, records: Sequence[Record]) -> None:
     figure.tight_layout()
     from srfeat.figures import save_figure
 
-    save_figure(figure, path)
+    save_figure(figure, path, replace)
 
 
 def plane_table(records: Sequence[Record]) -> str:

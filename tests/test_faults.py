@@ -206,6 +206,25 @@ def test_disk_full_while_saving_is_one_line_and_keeps_a_consistent_checkpoint(tr
     assert all(torch.equal(latest[key], state["generator"][key]) for key in latest), "both files from one step"
 
 
+def test_a_write_that_must_not_replace_keeps_a_file_that_appeared_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """What `srfeat blend`, `convert`, `export` and `eval` write without --overwrite: their check that
+    the output is free comes first, and the file written is linked into place only if it still is."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.files import OutputExistsError
+    from srfeat.weights import load_generator, save_generator
+
+    generator = SRFeatGenerator(scale=4, num_features=8, num_blocks=1)
+    target = tmp_path / "blend.safetensors"
+    save_generator(generator, target, replace=False)
+    assert load_generator(target).head.weight.shape == (8, 3, 9, 9)
+    target.write_bytes(b"mine")
+    with pytest.raises(OutputExistsError, match="blend.safetensors appeared while it was being written"):
+        save_generator(generator, target, replace=False)
+    assert target.read_bytes() == b"mine" and [p.name for p in tmp_path.iterdir()] == ["blend.safetensors"]
+    save_generator(generator, target)  # replace: the default, --overwrite
+    assert load_generator(target).head.weight.shape == (8, 3, 9, 9)
+
+
 def test_divergence_never_saves_exploded_weights(train_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     config = run_config(train_dir, out, tmp_path)

@@ -215,3 +215,59 @@ def test_main_called_in_process_leaves_the_callers_environment_alone(
     Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
     assert upscale(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_path) == 0
     assert "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_an_output_that_appears_during_the_upscale_is_kept(tmp_path: Path) -> None:
+    """The exists-check is made before the network runs; a file saved at that name while it runs
+    (minutes, for a large photo) must still not be replaced without --overwrite."""
+    from cli_helpers import CHILD_ENV
+
+    Image.fromarray(samples.astronaut()[:96, :96]).save(tmp_path / "photo.png")
+    target = tmp_path / "out" / "photo.png"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "srfeat.cli", "upscale", "photo.png", "-o", "out/", "--tile", "32", "--device", "cpu"],
+        cwd=tmp_path,
+        env=CHILD_ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stderr is not None
+    lines = []
+    for line in child.stderr:  # "1 image(s) with Upscaler(...)": planned, the network about to run
+        lines.append(line)
+        if "image(s) with Upscaler" in line:
+            break
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(b"saved meanwhile")
+    rest = child.stderr.read()
+    assert child.wait(timeout=300) == 1, "".join(lines) + rest
+    errors = [line for line in rest.splitlines() if line.startswith("ERROR")]
+    assert "out/photo.png appeared while it was being written" in errors[0] and "Traceback" not in rest, rest
+    assert target.read_bytes() == b"saved meanwhile"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["photo.png"]  # no temporary left
+
+
+@pytest.mark.parametrize("present", [False, True])
+def test_without_hard_links_the_output_is_checked_just_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, present: bool
+) -> None:
+    """FAT and some network mounts have no hard links: the fallback still keeps an existing file."""
+    import errno
+
+    from srfeat.data.io import write_image
+    from srfeat.files import OutputExistsError
+
+    def no_links(source: object, destination: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "out.png"
+    if present:
+        target.write_bytes(b"mine")
+        with pytest.raises(OutputExistsError, match="appeared while it was being written"):
+            write_image(target, np.zeros((4, 4), np.uint8), replace=False)
+        assert target.read_bytes() == b"mine"
+    else:
+        write_image(target, np.zeros((4, 4), np.uint8), replace=False)
+        assert Image.open(target).size == (4, 4)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]

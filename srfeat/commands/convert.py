@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser() if args.out else src.with_suffix(".safetensors")
     check_weights_output(out, args.overwrite, [src])
     generator = load_authors_generator(src)
-    save_generator(generator, out)  # atomic: a temporary file renamed over OUT
+    save_generator(generator, out, replace=args.overwrite)  # atomic: a temporary file renamed over OUT
     logging.getLogger("srfeat").info(
         "wrote %s: SRFeat generator x%d, %d features, %d blocks, %s parameters",
         out,

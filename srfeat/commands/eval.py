@@ -146,12 +146,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(markdown_table(result, per_image=args.per_image))  # noqa: T201 - the table is the command's output
     if args.json:
-        write_json(args.json, result, per_image=args.per_image)
+        write_json(args.json, result, per_image=args.per_image, replace=args.overwrite)
         logger.info("wrote %s", args.json)
     if args.figure:
-        comparison_figure(args.figure, result.figure_samples, crop_size=args.figure_crop)
+        comparison_figure(args.figure, result.figure_samples, crop_size=args.figure_crop, replace=args.overwrite)
         logger.info("wrote %s", args.figure)
     if args.plane:
-        plane_figure(args.plane, json_records(result))
+        plane_figure(args.plane, json_records(result), replace=args.overwrite)
         logger.info("wrote %s", args.plane)
     return 0

@@ -390,7 +390,9 @@ def run(args: argparse.Namespace) -> int:
                 failures += not video.upscale_video_job(job.source, job.target, upscaler, args)
                 continue
             try:
-                width, height = upscale_file(upscaler, job.source, job.target, outscale=args.outscale)
+                width, height = upscale_file(
+                    upscaler, job.source, job.target, outscale=args.outscale, replace=args.overwrite
+                )
             except ImageReadError as error:
                 logger.error("%s", str(error).replace("\n", " "))
                 failures += 1

@@ -34,7 +34,7 @@ from PIL import Image, ImageOps
 
 from srfeat.data import png16, tiff16
 from srfeat.errors import ImageReadError, InvalidImageError
-from srfeat.files import remove_stale_temporaries, temporary_path
+from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 
 logger = logging.getLogger(__name__)
 
@@ -425,6 +425,7 @@ def write_image(
     array: np.ndarray,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
+    replace: bool = True,
 ) -> None:
     """Write HxW or HxWxC (C = 1..4) uint8/uint16 (or float in [0, 1]) pixels in the format of the extension.
 
@@ -433,7 +434,8 @@ def write_image(
     channel: it is dropped. Each of these changes is logged as a warning; every layout can be
     written in every format. The ICC profile and EXIF block are embedded where the format
     allows. The file appears whole or not at all (written to a temporary name, then renamed),
-    and its folder is created.
+    and its folder is created. With `replace` False an existing file is kept, even one that
+    appeared while this one was written (`srfeat.files.OutputExistsError`).
     """
     path = Path(path)
     image_format = FORMATS.get(path.suffix.lower())
@@ -483,6 +485,6 @@ def write_image(
             if exif and image_format != "BMP":
                 options["exif"] = exif
             array_to_pil(array).save(temporary, format=image_format, **options)
-        os.replace(temporary, path)
+        move_into_place(temporary, path, replace)
     finally:
         temporary.unlink(missing_ok=True)

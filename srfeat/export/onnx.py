@@ -274,14 +274,15 @@ def export_onnx(
     """Write the generator to `path` as ONNX (see the module docstring), checked and, where
     onnxruntime is installed, compared with PyTorch's output before it is written.
 
-    An existing file is replaced only with `overwrite`, and only once the new model is complete.
+    An existing file is replaced only with `overwrite`, and only once the new model is complete;
+    without it, one that appeared during the export is kept too (`srfeat.files.OutputExistsError`).
     """
     path = check_output_path(path, overwrite)
     model = onnx_model(generator, info, fp16=fp16, opset=opset)
     difference = verify_onnx(model, generator, fp16)
     data = model.SerializeToString()
     try:
-        write_file_atomically(path, lambda handle: handle.write(data), len(data))
+        write_file_atomically(path, lambda handle: handle.write(data), len(data), replace=overwrite)
     except SRFeatError:  # a full disk, already one line
         raise
     except OSError as error:

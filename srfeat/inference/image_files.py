@@ -32,8 +32,12 @@ def upscale_file(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
     outscale: float | None = None,
+    replace: bool = True,
 ) -> tuple[int, int]:
     """Upscale the image file `source` into `target`; returns the output's (width, height).
+
+    With `replace` False an existing `target` is kept, even one that appeared while `source` was
+    upscaled: `srfeat.files.OutputExistsError` (an `SRFeatError`) says so.
 
     Raises `ImageReadError` when `source` cannot be read, another `SRFeatError` when it cannot
     be upscaled (a model whose output is not finite, say), and `OSError` when `target` cannot
@@ -45,5 +49,5 @@ def upscale_file(
         raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
     raw = read_raw_image(source)
     result = upscaler.upscale_array(raw.array, outscale=outscale)
-    write_image(target, result, icc_profile=raw.icc_profile, exif=raw.exif)
+    write_image(target, result, icc_profile=raw.icc_profile, exif=raw.exif, replace=replace)
     return int(result.shape[1]), int(result.shape[0])

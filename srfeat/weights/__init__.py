@@ -128,11 +128,15 @@ def generator_file(
 
 
 def save_generator(
-    generator: SRFeatGenerator, path: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+    generator: SRFeatGenerator,
+    path: str | os.PathLike[str],
+    dtype: torch.dtype = torch.float32,
+    replace: bool = True,
 ) -> None:
-    """Write the generator's state dict as safetensors, atomically (temp file + rename)."""
+    """Write the generator's state dict as safetensors, atomically (temp file + rename); with
+    `replace` False an existing file is kept (`srfeat.files.OutputExistsError`)."""
     file = generator_file(generator, path, dtype)
-    write_file_atomically(file.path, file.write, file.size)
+    write_file_atomically(file.path, file.write, file.size, replace)
 
 
 # ----------------------------------------------------------------------------- checking a layout
