@@ -27,6 +27,11 @@ class InvalidImageError(SRFeatError, ValueError):
     [0, 1], a dtype or a shape that is not an image's; also an `outscale` out of range."""
 
 
+class InvalidOptionError(SRFeatError, ValueError):
+    """An `Upscaler` option of the wrong kind or out of range: a tile size that is not a whole number,
+    an unknown device, precision or backend, a flag that is not True or False."""
+
+
 class NotAnImageError(SRFeatError, TypeError):
     """The Python API was given something that is not an image (not a PIL image, array or tensor)."""
 

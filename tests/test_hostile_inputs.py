@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
-from srfeat.errors import InvalidImageError, SRFeatError, WeightsError
+from srfeat.errors import InvalidImageError, InvalidOptionError, SRFeatError, WeightsError
 from srfeat.inference import Upscaler
 from srfeat.weights import load_generator
 
@@ -476,6 +476,38 @@ def test_an_output_the_memory_cannot_hold_is_refused_before_allocating(
     assert not (tmp_path / "out" / "a.png").exists()
     monkeypatch.setattr(tiling, "available_memory", lambda device: needed)
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out/"), "--model", str(model_path)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tile": 1.5}, "tile must be a whole number of pixels, at least 0 for no tiling, got 1.5"),
+        ({"tile": "64"}, "tile must be a whole number of pixels, at least 0 for no tiling, got '64'"),
+        ({"tile": True}, "tile must be a whole number"),
+        ({"tile_pad": 2.5}, "tile_pad must be a whole number of pixels, at least 0, got 2.5"),
+        ({"tta": "yes"}, "tta must be True or False, got str 'yes'"),
+        ({"compile": 1}, "compile must be True or False, got int 1"),
+        ({"model": None}, "model must be a bundled name, a checkpoint path or an SRFeatGenerator, got NoneType"),
+        ({"model": ""}, "model is an empty string"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
+        ({"backend": "tensorrt"}, "unknown backend 'tensorrt'"),
+    ],
+)
+def test_the_api_refuses_options_of_the_wrong_kind_as_value_errors(
+    model_path: Path, options: dict[str, object], message: str
+) -> None:
+    """Before: a tile of 1.5 or flags of "yes" passed, a tile of "64" or model None failed deep inside."""
+    with pytest.raises(InvalidOptionError) as raised:
+        Upscaler(**{"model": model_path, "device": "cpu", **options})  # type: ignore[arg-type]
+    assert isinstance(raised.value, ValueError) and message in str(raised.value)
+
+
+def test_a_tile_pad_below_the_receptive_radius_warns_of_seams(
+    model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        Upscaler(model_path, device="cpu", tile=64, tile_pad=np.int64(8), tta=np.bool_(False))
+    assert any("tile pad 8 is below the network's receptive radius" in line for line in warning_lines(caplog))
 
 
 def test_a_tile_below_the_minimum_is_taken_with_a_warning(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:

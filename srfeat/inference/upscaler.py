@@ -22,7 +22,7 @@ import torch
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.io import FLOAT_PIXEL_SLACK
 from srfeat.data.resize import imresize
-from srfeat.errors import InvalidImageError, ModelOutputError, NotAnImageError, SRFeatError
+from srfeat.errors import InvalidImageError, InvalidOptionError, ModelOutputError, NotAnImageError, SRFeatError
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
@@ -61,11 +61,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         device = torch.device(device)
     except RuntimeError as error:
-        raise SRFeatError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto") from error
+        raise InvalidOptionError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto") from error
     if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: memory planning and checks know these two
-        raise SRFeatError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
+        raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SRFeatError(f"device {device} requested but no CUDA GPU is available; use --device cpu")
+        raise InvalidOptionError(f"device {device} requested but no CUDA GPU is available; use --device cpu")
     return device
 
 
@@ -73,15 +73,15 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     """fp32 anywhere; fp16 and bf16 on a GPU (bf16 also on a CPU that has native bf16 support)."""
     if isinstance(dtype, str):
         if dtype not in DTYPES:
-            raise SRFeatError(f"unknown precision {dtype!r}: use one of fp32, fp16, bf16")
+            raise InvalidOptionError(f"unknown precision {dtype!r}: use one of fp32, fp16, bf16")
         dtype = DTYPES[dtype]
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise SRFeatError(f"unsupported precision {dtype}: use float32, float16 or bfloat16")
+        raise InvalidOptionError(f"unsupported precision {dtype}: use float32, float16 or bfloat16")
     if device.type == "cpu" and dtype == torch.float16:
-        raise SRFeatError("half precision (fp16) needs a GPU; on the CPU use fp32 (the default) or bf16")
+        raise InvalidOptionError("half precision (fp16) needs a GPU; on the CPU use fp32 (the default) or bf16")
     if device.type == "cpu" and dtype == torch.bfloat16:
         if not torch.backends.mkldnn.is_available():
-            raise SRFeatError("bf16 on the CPU needs PyTorch with oneDNN; use fp32 (the default)")
+            raise InvalidOptionError("bf16 on the CPU needs PyTorch with oneDNN; use fp32 (the default)")
         if not cpu_has_native_bf16():
             # oneDNN emulates bf16 there: the user asked for it, so it runs, but they should know
             logger.warning(
@@ -144,6 +144,24 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
     return model.eval()
 
 
+def check_options(model: object, *, tile: object, tile_pad: object, **flags: object) -> None:
+    """The kinds of `Upscaler`'s options, before anything loads: a tile of 1.5 or "64" pixels, or a
+    flag given as "yes", is a mistake that would otherwise pass or fail deep inside."""
+    if isinstance(model, str) and not model.strip():
+        raise InvalidOptionError("model is an empty string: give a bundled name (default, gan) or a checkpoint path")
+    if not isinstance(model, (str, os.PathLike, SRFeatGenerator)):
+        raise InvalidOptionError(
+            f"model must be a bundled name, a checkpoint path or an SRFeatGenerator, got {type(model).__name__} "
+            f"{model!r}"[:200]
+        )
+    for name, value, least in (("tile", tile, "0 for no tiling"), ("tile_pad", tile_pad, "0")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
+            raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {value!r}")
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise InvalidOptionError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -152,9 +170,11 @@ def resolve_backend(backend: str | None, model: object) -> str:
     if backend is None:
         return "onnxruntime" if is_onnx_file(model) else "torch"
     if backend not in BACKENDS:
-        raise SRFeatError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        raise InvalidOptionError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "torch" and is_onnx_file(model):
-        raise SRFeatError(f"{model} is an ONNX model: run it with the onnxruntime backend (--backend onnxruntime)")
+        raise InvalidOptionError(
+            f"{model} is an ONNX model: run it with the onnxruntime backend (--backend onnxruntime)"
+        )
     return backend
 
 
@@ -215,12 +235,9 @@ class Upscaler:
         backend: str | None = None,
         on_tile: Callable[[int, int], None] | None = None,
     ) -> None:
+        check_options(model, tile=tile, tile_pad=tile_pad, compile=compile, progress=progress, tta=tta)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        if tile is not None and tile < 0:
-            raise SRFeatError(f"tile size must be positive (or 0 for no tiling), got {tile}")
-        if tile_pad is not None and tile_pad < 0:
-            raise SRFeatError(f"tile pad must not be negative, got {tile_pad}")
         if tile is not None and 0 < tile < MIN_TILE:
             # exact all the same, but each tile carries its padding: a 1-pixel tile is ~30x slower
             logger.warning("tile size %d is below %d pixels: the result is the same, but far slower", tile, MIN_TILE)
@@ -240,6 +257,13 @@ class Upscaler:
         self.scale: int = self.model.scale
         self.tile = tile
         self.tile_pad = self.model.receptive_radius if tile_pad is None else tile_pad
+        if self.tile_pad < self.model.receptive_radius and tile != 0:
+            logger.warning(
+                "tile pad %d is below the network's receptive radius (%d): tiled results may show seams; "
+                "leave it out for exact tiling",
+                self.tile_pad,
+                self.model.receptive_radius,
+            )
         self.progress = progress
         self.tta = tta
         self.strength = strength
