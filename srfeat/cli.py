@@ -66,11 +66,29 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"ERROR: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def version_line() -> str:
+    """srfeat's version and what it runs on, for bug reports; read from the installed packages'
+    metadata, so that `--version` does not wait for torch to import."""
+    from importlib import metadata
+
+    from srfeat import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"srfeat {__version__} (PyTorch {installed('torch')}, Python {python})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="srfeat", description=__doc__.splitlines()[0] if __doc__ else None
     )  # None under python -OO
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=version_line(), help="show versions (for bug reports)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"srfeat.commands.{name}")

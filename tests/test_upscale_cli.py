@@ -271,3 +271,19 @@ def test_without_hard_links_the_output_is_checked_just_before_the_rename(
         write_image(target, np.zeros((4, 4), np.uint8), replace=False)
         assert Image.open(target).size == (4, 4)
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_version_names_srfeat_torch_and_python_as_pyproject_says() -> None:
+    import re
+
+    from cli_helpers import REPO, srfeat_cli
+
+    import srfeat
+
+    result = srfeat_cli("--version")
+    declared = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert declared is not None and srfeat.__version__ == declared.group(1)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"srfeat {declared.group(1)} (PyTorch {torch.__version__}, Python 3."), (
+        result.stdout
+    )
