@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from tests.video_helpers import (  # noqa: E402 - needs PyAV, checked above
     pan_frames,
     read_frames,
     write_clip,
+    write_encoded,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -422,3 +424,106 @@ def test_a_video_container_that_is_not_written_is_named_as_one(tmp_path: Path, s
         f"ERROR: -o {tmp_path / 'x.avi'}: .avi videos are read but not written; "
         "name the output .m4v, .mkv, .mov, .mp4, .webm (or give a folder)"
     )
+
+
+# -- the second audit: colours, frame sizes, encoder limits, streams a container cannot hold -------------
+
+
+def the_error_line(result: subprocess.CompletedProcess[str], source: Path) -> str:
+    """A failed run's one error line about `source` (the run's summary line aside), with no traceback."""
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in stderr_lines(result, "ERROR") if str(source) in line]
+    return line
+
+
+def decoded_first_frame(path: Path) -> tuple[np.ndarray, int]:
+    """The first frame as players decode it, and the colour matrix its stream is tagged with."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return frame.to_ndarray(format="rgb24").astype(np.int16), container.streams.video[0].codec_context.colorspace
+
+
+def test_colour_tags_say_what_the_samples_are(tmp_path: Path, model_path: Path) -> None:
+    """A BT.709 film into an RGB encoder must not keep its YUV matrix tag (decoders would read G, B, R
+    as Y, Cb, Cr), and an RGB recording into 4:2:0 must not keep the RGB one (invalid in H.264)."""
+    film = tmp_path / "film.mp4"
+    write_encoded(film, colour_matrix=1)
+    for name, codec in (("rgb.mkv", ["--codec", "libx264rgb", "--crf", "0"]), ("ffv1.mkv", ["--codec", "ffv1"])):
+        result = cli(film, "-o", tmp_path / name, "--model", model_path, *codec)
+        assert result.returncode == 0, result.stderr
+    rgb, rgb_matrix = decoded_first_frame(tmp_path / "rgb.mkv")
+    ffv1, ffv1_matrix = decoded_first_frame(tmp_path / "ffv1.mkv")
+    assert (rgb_matrix, ffv1_matrix) == (0, 0)  # FFmpeg's AVCOL_SPC_RGB
+    assert np.abs(rgb - ffv1).max() == 0  # both lossless RGB: the same frames as decoded
+    recording = tmp_path / "screen.mkv"
+    write_encoded(recording, codec="libx264rgb", pixel_format="rgb24")
+    result = cli(recording, "-o", tmp_path / "screen_x4.mp4", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    yuv, yuv_matrix = decoded_first_frame(tmp_path / "screen_x4.mp4")
+    assert yuv_matrix == 1  # BT.709, as the frames were converted
+    assert psnr(yuv, rgb_from_lossless(recording, tmp_path, model_path)) > 35
+
+
+def rgb_from_lossless(source: Path, tmp_path: Path, model_path: Path) -> np.ndarray:
+    result = cli(source, "-o", tmp_path / "reference.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    return decoded_first_frame(tmp_path / "reference.mkv")[0]
+
+
+def test_a_frame_size_change_is_refused_not_cropped(tmp_path: Path, model_path: Path) -> None:
+    """Two MPEG-TS pieces joined (as broadcasts and HLS splice them): 64x48, then 96x64 frames."""
+    for name, size in (("a.ts", (64, 48)), ("b.ts", (96, 64))):
+        write_encoded(tmp_path / name, size=size)
+    spliced = tmp_path / "spliced.ts"
+    spliced.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    result = cli(spliced, "-o", tmp_path / "out.mkv", "--model", model_path)
+    line = the_error_line(result, spliced)
+    assert f"{spliced}: frame 4 is 96x64, the frames before it 64x48" in line, line
+    assert "--frames 0:4" in line
+    assert not (tmp_path / "out.mkv").exists() and not list(tmp_path.glob(".out.mkv*"))
+    assert cli(spliced, "-o", tmp_path / "out.mkv", "--model", model_path, "--frames", "0:4").returncode == 0
+    assert len(read_frames(tmp_path / "out.mkv")) == 4
+
+
+def test_sizes_an_encoder_or_this_program_refuses_are_one_line_before_upscaling(
+    tmp_path: Path, model_path: Path
+) -> None:
+    wide = tmp_path / "wide.mkv"  # 4x: 16800 pixels wide, past x264's 16384
+    write_encoded(wide, codec="ffv1", pixel_format="yuv444p", frames=1, size=(4200, 8))
+    line = the_error_line(cli(wide, "-o", tmp_path / "wide.mp4", "--model", model_path), wide)
+    assert f"{wide}: the libx264 encoder refuses 16800x32 frames" in line and "--outscale" in line, line
+    bomb = tmp_path / "bomb.mkv"  # a raw YUV4MPEG header that claims 200 megapixels, and 2 kB of data
+    bomb.write_bytes(b"YUV4MPEG2 W20000 H10000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(2000))
+    line = the_error_line(cli(bomb, "-o", tmp_path / "bomb_x4.mkv", "--model", model_path), bomb)
+    assert f"{bomb}: its frames are 20000x10000 pixels, more than" in line, line
+    tiny = tmp_path / "tiny.mkv"  # --outscale 0.3 of 4x2 is 1x1: no 4:2:0 frame is that small
+    write_encoded(tiny, codec="ffv1", pixel_format="yuv444p", size=(4, 2))
+    line = the_error_line(
+        cli(tiny, "-o", tmp_path / "tiny_small.mkv", "--model", model_path, "--outscale", "0.3"), tiny
+    )
+    assert "the output would be 1x1 pixels, too small for yuv420p" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.mkv", "tiny.mkv", "wide.mkv"]
+
+
+def test_a_stream_matroska_cannot_hold_names_the_containers_that_can(tmp_path: Path, model_path: Path) -> None:
+    """mov_text, the subtitles of MP4 files (phones, HandBrake), is the one codec .mkv cannot hold."""
+    source = tmp_path / "subtitled.mp4"
+    with av.open(str(source), "w") as container:
+        picture = container.add_stream("libx264", rate=12)
+        picture.width, picture.height, picture.pix_fmt = 16, 12, "yuv420p"
+        text = container.add_mux_stream("mov_text", time_base=Fraction(1, 1000))
+        for index, pixels in enumerate(pan_frames(2, 16, 12)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(picture.encode(frame))
+        container.mux(picture.encode(None))
+        packet = av.Packet(b"\x00\x02hi")  # a mov_text sample: the text's length, then the text
+        packet.stream, packet.time_base, packet.pts, packet.dts, packet.duration = text, Fraction(1, 1000), 0, 0, 150
+        container.mux(packet)
+    line = the_error_line(cli(source, "-o", tmp_path / "out.mkv", "--model", model_path), source)
+    assert line.endswith(
+        "its subtitle stream #1 (mov_text) cannot be copied into a .mkv file; write .mp4 or .mov instead (-o NAME.mp4)"
+    ), line
+    result = cli(source, "-o", tmp_path / "out.mp4", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert packets(tmp_path / "out.mp4", "subtitle") == [(0.0, b"\x00\x02hi")]

@@ -116,3 +116,27 @@ def packets(path: Path, kind: str) -> list[tuple[float, bytes]]:
 def audio_samples(path: Path) -> int:
     with av.open(str(path)) as container:
         return sum(frame.samples for frame in container.decode(audio=0))
+
+
+def write_encoded(
+    path: str | Path,
+    codec: str = "libx264",
+    pixel_format: str = "yuv420p",
+    frames: int = 4,
+    size: tuple[int, int] = (64, 48),
+    colour_matrix: int | None = None,
+    container_format: str | None = None,
+) -> None:
+    """A video-only clip of `frames` pan frames in any encoder and pixel format; `colour_matrix`:
+    FFmpeg's AVColorSpace to tag it with (1: BT.709, as cameras and phones tag HD video)."""
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=12)
+        stream.width, stream.height, stream.pix_fmt = *size, pixel_format
+        if colour_matrix is not None:
+            stream.codec_context.colorspace = colour_matrix
+            stream.codec_context.color_primaries = stream.codec_context.color_trc = colour_matrix
+        for index, pixels in enumerate(pan_frames(frames, *size)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))

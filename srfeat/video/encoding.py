@@ -17,7 +17,16 @@ from srfeat.errors import VideoError
 if TYPE_CHECKING:
     from av.container import OutputContainer
 
-__all__ = ["CRF_SCALES", "CrfScale", "choose_codec", "choose_pixel_format", "quality_options"]
+__all__ = [
+    "CRF_SCALES",
+    "ColourTags",
+    "CrfScale",
+    "choose_codec",
+    "choose_pixel_format",
+    "colour_tags",
+    "even_size",
+    "quality_options",
+]
 
 
 @dataclass(frozen=True)
@@ -93,3 +102,43 @@ def quality_options(codec_name: str, crf: float | None) -> dict[str, str]:
     if codec_name.startswith("libvpx"):
         options["b"] = "0"  # libvpx is in constant-quality mode only with no bitrate target
     return options
+
+
+# FFmpeg's AVColorSpace (the matrix from RGB to Y'CbCr) and AVColorRange values.
+MATRIX_RGB, MATRIX_BT709 = 0, 1
+RANGE_LIMITED = 1
+
+
+@dataclass(frozen=True)
+class ColourTags:
+    """The matrix and range the output's frames are converted with and tagged as (None: not set)."""
+
+    matrix: int | None
+    colour_range: int | None
+
+
+def colour_tags(input_matrix: int, input_range: int, output_is_rgb: bool) -> ColourTags:
+    """The input's matrix and range where they describe the output's samples; otherwise what does.
+
+    A YUV matrix on RGB samples (a BT.709 film into libx264rgb or FFV1) makes decoders read the
+    G, B, R planes as Y, Cb, Cr: wrong colours everywhere. The RGB "matrix" on YUV samples (an RGB
+    screen recording into 4:2:0 H.264) is invalid H.264, which browsers show in false colours; such
+    frames are converted with BT.709, the HD standard, in limited range, and tagged so."""
+    if output_is_rgb:
+        return ColourTags(MATRIX_RGB, None)
+    if input_matrix == MATRIX_RGB:
+        return ColourTags(MATRIX_BT709, RANGE_LIMITED)
+    return ColourTags(input_matrix or None, input_range or None)
+
+
+def even_size(source: Path, width: int, height: int, pixel_format: str) -> tuple[int, int]:
+    """The output size an encoder with subsampled chroma takes: 4:2:0 needs even sides, 4:2:2 an even
+    width. One column or row less beats a refused encode; a side of 1 pixel cannot lose one."""
+    even_width = pixel_format.startswith(("yuv420", "yuv422", "nv"))
+    even_height = even_width and ("420" in pixel_format or pixel_format.startswith(("nv12", "nv21")))
+    if (even_width and width < 2) or (even_height and height < 2):
+        raise VideoError(
+            f"{source}: the output would be {width}x{height} pixels, too small for {pixel_format} (2 pixels a side "
+            "at least); give a larger --outscale, or --codec ffv1"
+        )
+    return width - (width % 2 if even_width else 0), height - (height % 2 if even_height else 0)

@@ -23,9 +23,12 @@ if TYPE_CHECKING:
 __all__ = [
     "IMAGE_DEMUXERS",
     "check_folder",
+    "check_frame_size",
     "check_is_video",
     "check_output",
     "container_format_of",
+    "containers_holding",
+    "extension_of",
     "import_av",
     "write_error",
 ]
@@ -93,3 +96,37 @@ def write_error(source: Path, target: Path, error: Exception) -> VideoError | Di
     where = getattr(error, "filename2", None) or getattr(error, "filename", None)  # a rename's target, else the path
     reason = error_reason(error) + (f": {where}" if isinstance(where, str) and where != str(target) else "")
     return VideoError(f"cannot write {target} (from {source}): {reason}")
+
+
+def check_frame_size(source: Path, width: int, height: int) -> None:
+    """Frames larger than an image may be (PIL's decompression-bomb limit, which images get) are
+    refused from the header, before a frame is decoded or the encoder allocates."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > 2 * limit:
+        raise VideoError(
+            f"{source}: its frames are {width}x{height} pixels, more than {2 * limit:,} (a damaged or hostile "
+            "header?); skip or replace this file"
+        )
+
+
+def extension_of(container_format: str) -> str:
+    """The extension a written container goes by (.mkv for FFmpeg's "matroska")."""
+    return next((ext for ext, name in WRITTEN_CONTAINERS.items() if name == container_format), container_format)
+
+
+def containers_holding(av: ModuleType, codec_name: str) -> str:
+    """What to do with a stream the output cannot hold: the written containers that hold
+    `codec_name` (mov_text: .mp4 and .mov; not .mkv, which holds most others)."""
+    holders: dict[str, str] = {}  # container -> its first extension (.mp4, not .m4v as well)
+    for extension, container_format in WRITTEN_CONTAINERS.items():
+        if container_format in holders:
+            continue
+        with av.open(io.BytesIO(), "w", format=container_format) as probe:
+            if codec_name in probe.supported_codecs:
+                holders[container_format] = extension
+    if not holders:
+        return "no container srfeat writes holds it; remove that stream first (e.g. ffmpeg -map)"
+    extensions = list(holders.values())
+    return f"write {' or '.join(extensions)} instead (-o NAME{extensions[0]})"

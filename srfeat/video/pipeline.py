@@ -26,8 +26,16 @@ import numpy as np
 from srfeat.errors import SRFeatError, VideoError
 from srfeat.files import remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
-from srfeat.video.encoding import choose_codec, choose_pixel_format, quality_options
-from srfeat.video.output import check_is_video, container_format_of, import_av, write_error
+from srfeat.video.encoding import choose_codec, choose_pixel_format, colour_tags, even_size, quality_options
+from srfeat.video.output import (
+    check_frame_size,
+    check_is_video,
+    container_format_of,
+    containers_holding,
+    extension_of,
+    import_av,
+    write_error,
+)
 from srfeat.video.probe import TimeWindow, error_reason, main_video_stream, seconds_of, time_base_of, time_window
 
 if TYPE_CHECKING:
@@ -146,19 +154,21 @@ class _Transcoder:
     def _setup_video(self) -> None:
         video, options = self.video, self.options
         context = video.codec_context
-        if not context.width or not context.height:
+        check_frame_size(self.source, context.width, context.height)
+        first = self._first_frame()
+        # The first frame's size, not the header's: some streams (raw H.264) state it only in the frames.
+        self.frame_size = (first.width, first.height) if first is not None else (context.width, context.height)
+        if not all(self.frame_size):
             raise VideoError(f"{self.source}: the video stream has no frame size; the file is damaged")
+        check_frame_size(self.source, *self.frame_size)
         scale = options.outscale if options.outscale is not None else self.upscaler.scale
         if scale <= 0:
             raise VideoError(f"outscale must be positive, got {scale}")
-        width, height = max(1, round(context.width * scale)), max(1, round(context.height * scale))
+        width, height = (max(1, round(side * scale)) for side in self.frame_size)
         codec = choose_codec(self.av, self.output, self.source, options.codec)
         pixel_format = choose_pixel_format(codec, options.crf)
-        if pixel_format.startswith(("yuv420", "yuv422", "nv")) and (
-            width % 2 or (height % 2 and "420" in pixel_format)
-        ):
-            # 4:2:0 encoders need even sizes; one column or row less beats a refused encode.
-            width, height = width - width % 2, height - (height % 2 if "420" in pixel_format else 0)
+        if (even := even_size(self.source, width, height, pixel_format)) != (width, height):
+            width, height = even
             logger.info("%s: output cropped to %dx%d (%s needs even sizes)", self.source, width, height, pixel_format)
         self.width, self.height, self.pixel_format = width, height, pixel_format
         rate = video.average_rate or video.guessed_rate or Fraction(25)
@@ -169,44 +179,59 @@ class _Transcoder:
         stream.codec_context.time_base = video.time_base
         if video.sample_aspect_ratio:
             stream.codec_context.sample_aspect_ratio = video.sample_aspect_ratio
-        for tag in ("color_range", "color_primaries", "color_trc", "colorspace"):
+        for tag in ("color_primaries", "color_trc"):
             with suppress(AttributeError, ValueError, TypeError):
                 setattr(stream.codec_context, tag, getattr(context, tag))
+        self.colours = colour_tags(context.colorspace, context.color_range, self.av.VideoFormat(pixel_format).is_rgb)
+        for tag, value in (("colorspace", self.colours.matrix), ("color_range", self.colours.colour_range)):
+            if value is not None:
+                with suppress(AttributeError, ValueError, TypeError):
+                    setattr(stream.codec_context, tag, value)
         stream.codec_context.options = quality_options(codec.name, options.crf)
-        if rotation := self._display_rotation():
+        if first is not None and (rotation := round(first.rotation or 0)):
             stream.set_display_rotation(rotation)  # a phone's portrait video stays upright
         stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
-        self.colorspace = context.colorspace
-        self.color_range = context.color_range
         self.encoder = stream
         self.codec_name = codec.name
+        self._open_encoder()
 
-    def _display_rotation(self) -> int:
-        """The rotation players apply to the frames (phones store portrait video turned), read from
-        the first frame; it goes into the header, before any packet, so it is looked up first."""
+    def _first_frame(self) -> Any:
+        """The first frame (None if none decodes): its size and the rotation players apply (phones store
+        portrait video turned) go into the output's header, before any packet, so they are looked up first."""
         with self.av.open(str(self.source), metadata_errors="ignore") as probe:
             stream = main_video_stream(probe)
             try:
-                frame = next(probe.decode(stream), None) if stream is not None else None
+                return next(probe.decode(stream), None) if stream is not None else None
             except self.av.error.FFmpegError:
-                return 0  # the real pass reports it, with where
-        return round(frame.rotation) if frame is not None and frame.rotation else 0
+                return None  # the real pass reports it, with where
+
+    def _open_encoder(self) -> None:
+        """Open the encoder now: its limits (x264: 16384 pixels a side) refuse a size before a frame
+        is decoded or upscaled, not after the first frame's minutes on the network."""
+        try:
+            self.encoder.codec_context.open()
+        except self.av.error.FFmpegError as error:
+            raise VideoError(
+                f"{self.source}: the {self.codec_name} encoder refuses {self.width}x{self.height} frames "
+                f"({error_reason(error)}); give a smaller --outscale, or another --codec (ffv1, libvpx-vp9)"
+            ) from error
 
     def _setup_copied_streams(self) -> dict[int, Stream]:
         copied: dict[int, Stream] = {}
         for stream in self.input.streams:
             if stream.index == self.video.index:
                 continue
-            name = stream.codec_context.name if stream.codec_context is not None else "unknown"
+            # The codec's name (mp3), not its decoder's (mp3float).
+            name = stream.codec_context.codec.canonical_name if stream.codec_context is not None else "unknown"
             if stream.type not in ("audio", "subtitle"):
                 logger.warning("%s: stream #%d (%s %s) is not copied", self.source, stream.index, stream.type, name)
                 continue
             if stream.codec_context is None or stream.codec_context.codec.id == 0:
                 raise VideoError(f"{self.source}: its {stream.type} stream #{stream.index} has an unknown codec")
-            if stream.codec_context.codec.canonical_name not in self.output.supported_codecs:
+            if name not in self.output.supported_codecs:
                 raise VideoError(
                     f"{self.source}: its {stream.type} stream #{stream.index} ({name}) cannot be copied into a "
-                    f".{self.output.format.name} file; write .mkv instead (-o NAME.mkv)"
+                    f"{extension_of(self.output.format.name)} file; {containers_holding(self.av, name)}"
                 )
             copy = self.output.add_stream_from_template(stream)
             copy.metadata.update({k: v for k, v in stream.metadata.items() if k.upper() != "DURATION"})
@@ -232,12 +257,8 @@ class _Transcoder:
             with tqdm(total=self._expected_frames(), unit="frame", desc=self.source.name, disable=None) as bar:
                 while (item := self._get(decoded)) is not _END:
                     if isinstance(item, _Frame):
+                        self._check_same_size(item)
                         pixels = self.upscaler.upscale_array(item.pixels, outscale=self.options.outscale)
-                        if pixels.shape[0] < self.height or pixels.shape[1] < self.width:
-                            raise VideoError(
-                                f"{self.source}: frame {item.index} is {item.pixels.shape[1]}x{item.pixels.shape[0]}, "
-                                "not the stream's size: videos whose frame size changes are not supported"
-                            )
                         item = _Frame(item.index, pixels[: self.height, : self.width], item.pts)
                         written += 1
                         bar.update()
@@ -258,6 +279,18 @@ class _Transcoder:
             raise VideoError(f"{self.source}: no frame decoded; the video stream is empty or damaged")
         self._check_length()
         return VideoSummary(written, self.width, self.height, self.codec_name, len(self.copied))
+
+    def _check_same_size(self, frame: _Frame) -> None:
+        """A frame of another size than the first would come out cropped or short: refused, with the
+        range that works (streams spliced from two sources, broadcasts changing resolution)."""
+        height, width = frame.pixels.shape[:2]
+        if (width, height) != self.frame_size:
+            first_width, first_height = self.frame_size
+            raise VideoError(
+                f"{self.source}: frame {frame.index} is {width}x{height}, the frames before it {first_width}x"
+                f"{first_height}; videos whose frame size changes are not supported (--frames 0:{frame.index} "
+                "upscales the frames before it)"
+            )
 
     def _guard(self, stage: Any, *args: Any) -> None:
         """Run a worker stage; its error stops the others and is raised by `run`."""
@@ -382,8 +415,8 @@ class _Transcoder:
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(item.pixels), format="rgb24")
                 frame = frame.reformat(
                     format=self.pixel_format,
-                    dst_colorspace=self.colorspace or None,
-                    dst_color_range=self.color_range or None,
+                    dst_colorspace=self.colours.matrix or None,
+                    dst_color_range=self.colours.colour_range,
                 )
                 frame.pts, frame.time_base = item.pts, encoder.codec_context.time_base
                 for packet in self._encoded(frame):
