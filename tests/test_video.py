@@ -527,3 +527,30 @@ def test_a_stream_matroska_cannot_hold_names_the_containers_that_can(tmp_path: P
     result = cli(source, "-o", tmp_path / "out.mp4", "--model", model_path)
     assert result.returncode == 0, result.stderr
     assert packets(tmp_path / "out.mp4", "subtitle") == [(0.0, b"\x00\x02hi")]
+
+
+def as_players_show(path: Path) -> np.ndarray:
+    """The first frame read with its stream's colour matrix or, untagged, the one players assume for its size."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        matrix = frame.colorspace
+        if matrix == 2:  # unspecified: BT.709 for HD sizes, BT.601 below (mpv, FFmpeg, browsers)
+            matrix = 1 if frame.width >= 1280 or frame.height > 576 else 5
+        return frame.to_ndarray(format="rgb24", src_colorspace=matrix).astype(np.int16)
+
+
+def test_an_untagged_film_keeps_its_colours_when_4x_makes_it_hd(tmp_path: Path) -> None:
+    """Untagged 320-pixel-wide (standard definition: BT.601) colour bars come back 1280 wide, where an
+    untagged stream is read as BT.709: the output says which matrix its samples are in."""
+    bars = np.zeros((16, 320, 3), np.uint8)
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (200, 30, 30)]
+    for index, colour in enumerate(colours):
+        bars[:, index * 40 : (index + 1) * 40] = colour
+    source = tmp_path / "bars.mkv"
+    write_encoded(source, codec="ffv1", pixel_format="yuv444p", frames=1, size=(320, 16), still=bars)
+    for name, codec in (("bars.mp4", "auto"), ("bars_rgb.mkv", "ffv1")):  # the default model keeps colours
+        result = cli(source, "-o", tmp_path / name, "--model", "default", "--codec", codec)
+        assert result.returncode == 0, result.stderr
+    shown, exact = as_players_show(tmp_path / "bars.mp4"), as_players_show(tmp_path / "bars_rgb.mkv")
+    assert shown.shape == (64, 1280, 3)
+    assert np.abs(shown - exact).mean() < 3  # H.264's error; read with the wrong matrix it was 8.9

@@ -126,16 +126,19 @@ def write_encoded(
     size: tuple[int, int] = (64, 48),
     colour_matrix: int | None = None,
     container_format: str | None = None,
+    still: np.ndarray | None = None,
 ) -> None:
     """A video-only clip of `frames` pan frames in any encoder and pixel format; `colour_matrix`:
-    FFmpeg's AVColorSpace to tag it with (1: BT.709, as cameras and phones tag HD video)."""
+    FFmpeg's AVColorSpace to tag it with (1: BT.709, as cameras and phones tag HD video); `still`:
+    one RGB picture for every frame instead."""
     with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=12)
         stream.width, stream.height, stream.pix_fmt = *size, pixel_format
         if colour_matrix is not None:
             stream.codec_context.colorspace = colour_matrix
             stream.codec_context.color_primaries = stream.codec_context.color_trc = colour_matrix
-        for index, pixels in enumerate(pan_frames(frames, *size)):
+        pictures = pan_frames(frames, *size) if still is None else [still] * frames
+        for index, pixels in enumerate(pictures):
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = index
             container.mux(stream.encode(frame))

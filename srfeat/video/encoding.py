@@ -105,30 +105,40 @@ def quality_options(codec_name: str, crf: float | None) -> dict[str, str]:
 
 
 # FFmpeg's AVColorSpace (the matrix from RGB to Y'CbCr) and AVColorRange values.
-MATRIX_RGB, MATRIX_BT709 = 0, 1
+MATRIX_RGB, MATRIX_BT709, MATRIX_UNSPECIFIED, MATRIX_BT601 = 0, 1, 2, 5
 RANGE_LIMITED = 1
 
 
 @dataclass(frozen=True)
 class ColourTags:
-    """The matrix and range the output's frames are converted with and tagged as (None: not set)."""
+    """How frames are converted: `source_matrix` reads the input's samples (None: the matrix they are
+    tagged with); the output's are converted with and tagged as `matrix` and `colour_range` (None: not set)."""
 
+    source_matrix: int | None
     matrix: int | None
     colour_range: int | None
 
 
-def colour_tags(input_matrix: int, input_range: int, output_is_rgb: bool) -> ColourTags:
+def guessed_matrix(width: int, height: int) -> int:
+    """The matrix players (mpv, FFmpeg, browsers) assume for an untagged YUV stream: BT.709 for HD sizes."""
+    return MATRIX_BT709 if width >= 1280 or height > 576 else MATRIX_BT601
+
+
+def colour_tags(input_matrix: int, input_range: int, input_size: tuple[int, int], output_is_rgb: bool) -> ColourTags:
     """The input's matrix and range where they describe the output's samples; otherwise what does.
 
     A YUV matrix on RGB samples (a BT.709 film into libx264rgb or FFV1) makes decoders read the
     G, B, R planes as Y, Cb, Cr: wrong colours everywhere. The RGB "matrix" on YUV samples (an RGB
     screen recording into 4:2:0 H.264) is invalid H.264, which browsers show in false colours; such
-    frames are converted with BT.709, the HD standard, in limited range, and tagged so."""
+    frames are converted with BT.709, the HD standard, in limited range, and tagged so. An untagged
+    input is read with the matrix players assume for its size, and its output tagged with it: untagged,
+    a 4x output of standard definition crosses into HD, where players would assume the other one."""
+    source_matrix = guessed_matrix(*input_size) if input_matrix == MATRIX_UNSPECIFIED else None
     if output_is_rgb:
-        return ColourTags(MATRIX_RGB, None)
+        return ColourTags(source_matrix, MATRIX_RGB, None)
     if input_matrix == MATRIX_RGB:
-        return ColourTags(MATRIX_BT709, RANGE_LIMITED)
-    return ColourTags(input_matrix or None, input_range or None)
+        return ColourTags(None, MATRIX_BT709, RANGE_LIMITED)
+    return ColourTags(source_matrix, source_matrix or input_matrix or None, input_range or None)
 
 
 def even_size(source: Path, width: int, height: int, pixel_format: str) -> tuple[int, int]:

@@ -182,7 +182,12 @@ class _Transcoder:
         for tag in ("color_primaries", "color_trc"):
             with suppress(AttributeError, ValueError, TypeError):
                 setattr(stream.codec_context, tag, getattr(context, tag))
-        self.colours = colour_tags(context.colorspace, context.color_range, self.av.VideoFormat(pixel_format).is_rgb)
+        self.colours = colour_tags(
+            context.colorspace,
+            context.color_range,
+            self.frame_size,
+            self.av.VideoFormat(pixel_format).is_rgb,
+        )
         for tag, value in (("colorspace", self.colours.matrix), ("color_range", self.colours.colour_range)):
             if value is not None:
                 with suppress(AttributeError, ValueError, TypeError):
@@ -359,7 +364,8 @@ class _Transcoder:
                         break
                     pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
                     if index >= frames.start:
-                        self._put(channel, _Frame(index, frame.to_ndarray(format="rgb24"), pts - video_shift))
+                        pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.colours.source_matrix)
+                        self._put(channel, _Frame(index, pixels, pts - video_shift))
                         self.last_frame_time = seconds_of(pts, time_base)
                     index += 1
             elif packet.dts is not None and packet.size:
