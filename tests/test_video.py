@@ -554,3 +554,21 @@ def test_an_untagged_film_keeps_its_colours_when_4x_makes_it_hd(tmp_path: Path) 
     shown, exact = as_players_show(tmp_path / "bars.mp4"), as_players_show(tmp_path / "bars_rgb.mkv")
     assert shown.shape == (64, 1280, 3)
     assert np.abs(shown - exact).mean() < 3  # H.264's error; read with the wrong matrix it was 8.9
+
+
+def test_an_interlaced_video_gets_a_warning(tmp_path: Path, model_path: Path) -> None:
+    """Woven fields upscaled as one picture comb at every moving edge: the user is told to deinterlace."""
+    source = tmp_path / "tv.mkv"
+    with av.open(str(source), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"x264-params": "interlaced=1:tff=1"})
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        for index, pixels in enumerate(pan_frames(2, 32, 24)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    result = cli(source, "-o", tmp_path / "tv_x4.mkv", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    (warning,) = stderr_lines(result, "WARNING")
+    assert warning.startswith(f"WARNING: {source} is interlaced") and "deinterlace it first" in warning, warning
+    assert len(read_frames(tmp_path / "tv_x4.mkv")) == 2

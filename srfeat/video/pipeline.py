@@ -193,6 +193,13 @@ class _Transcoder:
                 with suppress(AttributeError, ValueError, TypeError):
                     setattr(stream.codec_context, tag, value)
         stream.codec_context.options = quality_options(codec.name, options.crf)
+        if first is not None and first.interlaced_frame:
+            logger.warning(
+                "%s is interlaced: each frame's two fields (taken 1/%d s apart) are upscaled as one picture, so "
+                "moving edges come out combed, 4x as large; deinterlace it first (ffmpeg -vf bwdif)",
+                self.source,
+                round(2 * rate),
+            )
         if first is not None and (rotation := round(first.rotation or 0)):
             stream.set_display_rotation(rotation)  # a phone's portrait video stays upright
         stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
