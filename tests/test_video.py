@@ -572,3 +572,25 @@ def test_an_interlaced_video_gets_a_warning(tmp_path: Path, model_path: Path) ->
     (warning,) = stderr_lines(result, "WARNING")
     assert warning.startswith(f"WARNING: {source} is interlaced") and "deinterlace it first" in warning, warning
     assert len(read_frames(tmp_path / "tv_x4.mkv")) == 2
+
+
+def test_matroska_attachments_are_copied_and_named_where_they_cannot_go(tmp_path: Path, model_path: Path) -> None:
+    """The fonts a Matroska file's styled subtitles are drawn with travel as attachments."""
+    source = tmp_path / "styled.mkv"
+    font = bytes(range(256)) * 4
+    with av.open(str(source), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 16, 12, "yuv420p"
+        container.add_attachment("Sans.ttf", "font/ttf", font)
+        frame = av.VideoFrame.from_ndarray(pan_frames(1, 16, 12)[0], format="rgb24")
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    result = cli(source, "-o", tmp_path / "styled_x4.mkv", "--model", model_path)
+    assert result.returncode == 0 and "1 stream(s) copied" in result.stderr, result.stderr
+    with av.open(str(tmp_path / "styled_x4.mkv")) as container:
+        (attachment,) = container.streams.attachments
+        assert (attachment.name, attachment.mimetype, attachment.data) == ("Sans.ttf", "font/ttf", font)
+    result = cli(source, "-o", tmp_path / "styled_x4.mp4", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    expected = f"WARNING: {source}: attachment #1 (Sans.ttf) is not copied: only .mkv holds attachments"
+    assert stderr_lines(result, "WARNING") == [f"{expected} (fonts of styled subtitles)"]

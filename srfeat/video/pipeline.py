@@ -147,6 +147,7 @@ class _Transcoder:
         self.fixed_timestamps = 0
         self.last_frame_time: float | None = None
         self._setup_video()
+        self.attachments = 0
         self.copied = self._setup_copied_streams()
 
     # -- streams ----------------------------------------------------------------------------
@@ -228,6 +229,16 @@ class _Transcoder:
                 f"({error_reason(error)}); give a smaller --outscale, or another --codec (ffv1, libvpx-vp9)"
             ) from error
 
+    def _copy_attachment(self, stream: Any) -> bool:
+        """Copy a Matroska attachment (the fonts its styled subtitles are drawn with) into a Matroska
+        output; False where it cannot go (other containers), for the warning that it is left out."""
+        if self.output.format.name != "matroska" or not isinstance(stream.data, bytes):
+            return False
+        name = stream.name or f"attachment{stream.index}"
+        self.output.add_attachment(name, stream.mimetype or "application/octet-stream", stream.data)
+        self.attachments += 1
+        return True
+
     def _setup_copied_streams(self) -> dict[int, Stream]:
         copied: dict[int, Stream] = {}
         for stream in self.input.streams:
@@ -235,6 +246,16 @@ class _Transcoder:
                 continue
             # The codec's name (mp3), not its decoder's (mp3float).
             name = stream.codec_context.codec.canonical_name if stream.codec_context is not None else "unknown"
+            if stream.type == "attachment" and self._copy_attachment(stream):
+                continue
+            if stream.type == "attachment":
+                logger.warning(
+                    "%s: attachment #%d (%s) is not copied: only .mkv holds attachments (fonts of styled subtitles)",
+                    self.source,
+                    stream.index,
+                    stream.name,
+                )
+                continue
             if stream.type not in ("audio", "subtitle"):
                 logger.warning("%s: stream #%d (%s %s) is not copied", self.source, stream.index, stream.type, name)
                 continue
@@ -290,7 +311,7 @@ class _Transcoder:
         if written == 0:
             raise VideoError(f"{self.source}: no frame decoded; the video stream is empty or damaged")
         self._check_length()
-        return VideoSummary(written, self.width, self.height, self.codec_name, len(self.copied))
+        return VideoSummary(written, self.width, self.height, self.codec_name, len(self.copied) + self.attachments)
 
     def _check_same_size(self, frame: _Frame) -> None:
         """A frame of another size than the first would come out cropped or short: refused, with the
