@@ -594,3 +594,43 @@ def test_matroska_attachments_are_copied_and_named_where_they_cannot_go(tmp_path
     assert result.returncode == 0, result.stderr
     expected = f"WARNING: {source}: attachment #1 (Sans.ttf) is not copied: only .mkv holds attachments"
     assert stderr_lines(result, "WARNING") == [f"{expected} (fonts of styled subtitles)"]
+
+
+def chapter_spans(path: Path) -> list[tuple[float, float, str]]:
+    with av.open(str(path)) as container:
+        return [
+            (
+                round(float(c["start"] * c["time_base"]), 3),
+                round(float(c["end"] * c["time_base"]), 3),
+                c["metadata"]["title"],
+            )
+            for c in container.chapters()
+        ]
+
+
+def test_chapters_and_the_title_are_kept_and_cut_with_frames(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "film.mkv"
+    with av.open(str(source), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 16, 12, "yuv420p"
+        container.metadata["title"] = "A film"
+        tick = Fraction(1, 12)
+        container.set_chapters(
+            [
+                {"id": 1, "start": 0, "end": 2, "time_base": tick, "metadata": {"title": "One"}},
+                {"id": 2, "start": 2, "end": 4, "time_base": tick, "metadata": {"title": "Two"}},
+            ]
+        )
+        for index, pixels in enumerate(pan_frames(4, 16, 12)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    for name, extra in (("whole.mkv", ()), ("whole.mp4", ()), ("part.mkv", ("--frames", "1:3"))):
+        result = cli(source, "-o", tmp_path / name, "--model", model_path, *extra)
+        assert result.returncode == 0, result.stderr
+    for name in ("whole.mkv", "whole.mp4"):
+        assert chapter_spans(tmp_path / name) == [(0.0, 0.167, "One"), (0.167, 0.333, "Two")], name
+        with av.open(str(tmp_path / name)) as container:
+            assert container.metadata.get("title") == "A film", name
+    assert chapter_spans(tmp_path / "part.mkv") == [(0.0, 0.084, "One"), (0.084, 0.167, "Two")]  # frames 1, 2

@@ -149,6 +149,7 @@ class _Transcoder:
         self._setup_video()
         self.attachments = 0
         self.copied = self._setup_copied_streams()
+        self._copy_chapters_and_tags()
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -228,6 +229,26 @@ class _Transcoder:
                 f"{self.source}: the {self.codec_name} encoder refuses {self.width}x{self.height} frames "
                 f"({error_reason(error)}); give a smaller --outscale, or another --codec (ffv1, libvpx-vp9)"
             ) from error
+
+    def _copy_chapters_and_tags(self) -> None:
+        """The file's title and other tags, and its chapters (those in a `--frames` span, shifted as the
+        frames are): without them a film's chapter menu would be gone from the output."""
+        tags = {k: v for k, v in self.input.metadata.items() if k.upper() not in ("DURATION", "ENCODER")}
+        self.output.metadata.update(tags)
+        chapters = []
+        for chapter in self.input.chapters():
+            time_base = chapter["time_base"]
+            start, end = chapter["start"] * time_base, chapter["end"] * time_base
+            if self.window is not None:
+                offset = Fraction(self.window.start)
+                stop = Fraction(self.window.stop) if self.window.stop is not None else end
+                if end <= offset or start >= stop:
+                    continue
+                start, end = max(start, offset) - offset, min(end, stop) - offset
+            chapters.append({**chapter, "start": round(start / time_base), "end": round(end / time_base)})
+        if chapters:
+            with suppress(self.av.error.FFmpegError, ValueError):  # a container without chapters (WebM): left out
+                self.output.set_chapters(chapters)
 
     def _copy_attachment(self, stream: Any) -> bool:
         """Copy a Matroska attachment (the fonts its styled subtitles are drawn with) into a Matroska
