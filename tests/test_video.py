@@ -634,3 +634,43 @@ def test_chapters_and_the_title_are_kept_and_cut_with_frames(tmp_path: Path, mod
         with av.open(str(tmp_path / name)) as container:
             assert container.metadata.get("title") == "A film", name
     assert chapter_spans(tmp_path / "part.mkv") == [(0.0, 0.084, "One"), (0.084, 0.167, "Two")]  # frames 1, 2
+
+
+def test_which_track_plays_by_default_and_forced_subtitles_are_kept(tmp_path: Path, model_path: Path) -> None:
+    """A French film with an English commentary: French is the default track, its forced subtitles
+    (the foreign-language lines) are shown without asking. Both flags are the input's, not the muxer's."""
+    from av.stream import Disposition
+
+    source = tmp_path / "film.mkv"
+    with av.open(str(source), "w") as container:
+        picture = container.add_stream("libx264", rate=12)
+        picture.width, picture.height, picture.pix_fmt = 16, 12, "yuv420p"
+        tracks = []
+        for language, disposition in (("eng", Disposition(0)), ("fra", Disposition.default)):
+            track = container.add_stream("pcm_s16le", rate=8000)
+            track.layout, track.metadata["language"], track.disposition = "mono", language, disposition
+            tracks.append(track)
+        text = container.add_mux_stream("subrip", time_base=Fraction(1, 1000))
+        text.disposition = Disposition.forced
+        for index, pixels in enumerate(pan_frames(2, 16, 12)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(picture.encode(frame))
+        container.mux(picture.encode(None))
+        for track in tracks:
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 1333), np.int16), format="s16", layout="mono")
+            sound.sample_rate, sound.pts = 8000, 0
+            container.mux(track.encode(sound))
+            container.mux(track.encode(None))
+        line = av.Packet(b"Bonjour")
+        line.stream, line.time_base, line.pts, line.dts, line.duration = text, Fraction(1, 1000), 0, 0, 100
+        container.mux(line)
+    result = cli(source, "-o", tmp_path / "film_x4.mkv", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    with av.open(str(tmp_path / "film_x4.mkv")) as container:
+        flags = [(s.type, s.metadata.get("language"), s.disposition) for s in container.streams if s.type != "video"]
+    assert flags == [
+        ("audio", "eng", Disposition(0)),
+        ("audio", "fra", Disposition.default),
+        ("subtitle", None, Disposition.forced),
+    ]

@@ -205,6 +205,7 @@ class _Transcoder:
         if first is not None and (rotation := round(first.rotation or 0)):
             stream.set_display_rotation(rotation)  # a phone's portrait video stays upright
         stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
+        stream.disposition = video.disposition
         self.encoder = stream
         self.codec_name = codec.name
         self._open_encoder()
@@ -288,6 +289,7 @@ class _Transcoder:
                     f"{extension_of(self.output.format.name)} file; {containers_holding(self.av, name)}"
                 )
             copy = self.output.add_stream_from_template(stream)
+            copy.disposition = stream.disposition  # which audio plays by default, which subtitles are forced
             copy.metadata.update({k: v for k, v in stream.metadata.items() if k.upper() != "DURATION"})
             copied[stream.index] = copy
         return copied
