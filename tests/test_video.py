@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -674,3 +675,20 @@ def test_which_track_plays_by_default_and_forced_subtitles_are_kept(tmp_path: Pa
         ("audio", "fra", Disposition.default),
         ("subtitle", None, Disposition.forced),
     ]
+
+
+def test_files_joined_end_to_end_keep_their_audio_in_order(tmp_path: Path, model_path: Path) -> None:
+    """`cat a.ts b.ts > joined.ts` (TV recordings, camcorder segments): both halves' timestamps start
+    over; the frames and the copied audio continue from where the first half ended."""
+    for name in ("a.ts", "b.ts"):
+        write_clip(tmp_path / name, frames=6, fps=12)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    result = cli(joined, "-o", tmp_path / "joined.mp4", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert any("timestamps go back" in line for line in stderr_lines(result, "WARNING")), result.stderr
+    times = frame_times(tmp_path / "joined.mp4")
+    assert len(times) == 12 and all(b > a for a, b in itertools.pairwise(times))
+    sound = [time for time, _ in packets(tmp_path / "joined.mp4", "audio")]
+    assert all(b > a for a, b in itertools.pairwise(sound))
+    assert audio_samples(tmp_path / "joined.mp4") == audio_samples(joined)

@@ -145,6 +145,8 @@ class _Transcoder:
         self.failure: BaseException | None = None
         self.decoded_frames = 0
         self.fixed_timestamps = 0
+        self.timestamp_offsets: dict[int, int] = {}  # per copied stream, in its time base
+        self.last_dts: dict[int, int] = {}
         self.last_frame_time: float | None = None
         self._setup_video()
         self.attachments = 0
@@ -429,11 +431,32 @@ class _Transcoder:
                     packet.dts -= shift
                     if packet.pts is not None:
                         packet.pts -= shift
+                self._continue_timestamps(packet)
                 packet.stream = self.copied[packet.stream.index]
                 self._put(channel, packet)
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.
         self.decoded_frames = index
         self._put(channel, _END)
+
+    def _continue_timestamps(self, packet: Any) -> None:
+        """A copied stream's timestamps that go back (files joined end to end, as TV recordings and
+        camcorder segments are) or repeat continue from its last packet instead, as the frames' do:
+        muxers refuse a packet earlier than the one before it (MP4: not later)."""
+        index = packet.stream.index
+        offset = self.timestamp_offsets.get(index, 0)
+        last = self.last_dts.get(index)
+        # Audio packets never share a time; subtitle lines may (two speakers at once).
+        if last is not None and (
+            packet.dts + offset < last or (packet.dts + offset == last and packet.stream.type == "audio")
+        ):
+            if not self.fixed_timestamps:
+                logger.warning("%s: timestamps go back (joined files?); continued from the last ones", self.source)
+            self.fixed_timestamps += 1
+            offset = self.timestamp_offsets[index] = last + max(packet.duration or 0, 1) - packet.dts
+        packet.dts += offset
+        if packet.pts is not None:
+            packet.pts += offset
+        self.last_dts[index] = packet.dts
 
     def _monotonic_pts(self, pts: int | None, last: int | None, step: int) -> int:
         """The frame's timestamp; a missing or repeated one (broken files) becomes the last plus a frame,
@@ -479,9 +502,20 @@ class _Transcoder:
                 for packet in self._encoded(frame):
                     output.mux(packet)
             else:
-                output.mux(cast("Packet", item))
+                self._mux_copied(cast("Packet", item))
         for packet in self._encoded(None):
             output.mux(packet)
+
+    def _mux_copied(self, packet: Packet) -> None:
+        """A muxer refuses a copied packet for what it holds (its timestamps), not for the file it writes."""
+        try:
+            self.output.mux(packet)
+        except self.av.error.ArgumentError as error:  # EINVAL; a full disk is the file's, reported as such
+            time = seconds_of(packet.dts, time_base_of(packet))
+            raise VideoError(
+                f"{self.source}: its {packet.stream.type} packet at {time:.2f} s cannot be copied "
+                f"({error_reason(error)}); its timestamps are broken"
+            ) from error
 
     def _encoded(self, frame: Any) -> list[Any]:
         try:
