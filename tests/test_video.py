@@ -692,3 +692,27 @@ def test_files_joined_end_to_end_keep_their_audio_in_order(tmp_path: Path, model
     sound = [time for time, _ in packets(tmp_path / "joined.mp4", "audio")]
     assert all(b > a for a, b in itertools.pairwise(sound))
     assert audio_samples(tmp_path / "joined.mp4") == audio_samples(joined)
+
+
+def test_a_video_is_not_written_over_itself_and_ctrl_c_in_place_keeps_it(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "mine.mkv"
+    write_clip(source, frames=240, audio=False)
+    original = source.read_bytes()
+    for target in (source, tmp_path / "sub" / ".." / "mine.mkv"):  # the same file under another spelling
+        result = cli(source, "-o", target, "--model", model_path)
+        assert result.returncode == 1 and "is an input" in result.stderr, result.stderr
+    # --overwrite asks for it in place: the original stays whole until the new file is complete.
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", str(source), "-o", str(source), "--overwrite"]
+    command += ["--model", str(model_path), "--codec", "ffv1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".mine.mkv.*.tmp")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # frames are being written to the temporary file
+    assert process.poll() is None, "finished before it could be interrupted; make the clip longer"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert source.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.mkv"]
