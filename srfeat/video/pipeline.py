@@ -241,6 +241,8 @@ class _Transcoder:
         chapters = []
         for chapter in self.input.chapters():
             time_base = chapter["time_base"]
+            if not time_base:  # a damaged file's chapter without times: nothing to place
+                continue
             start, end = chapter["start"] * time_base, chapter["end"] * time_base
             if self.window is not None:
                 offset = Fraction(self.window.start)
