@@ -716,3 +716,24 @@ def test_a_video_is_not_written_over_itself_and_ctrl_c_in_place_keeps_it(tmp_pat
     assert process.returncode == 130, stderr
     assert source.read_bytes() == original
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.mkv"]
+
+
+def test_an_output_saved_while_the_video_is_upscaled_is_kept(tmp_path: Path, model_path: Path) -> None:
+    """Without --overwrite, a file that appears at the output's name during a long run is not replaced."""
+    source = tmp_path / "long.mkv"
+    write_clip(source, frames=240, audio=False)
+    target = tmp_path / "out" / "long.mkv"
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", str(source), "-o", str(target)]
+    command += ["--model", str(model_path), "--codec", "ffv1", "--frames", "0:60"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(target.parent.glob(".long.mkv.*.tmp")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "finished before the output could appear; make the clip longer"
+    target.write_bytes(b"saved meanwhile")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    assert "appeared while it was being written" in stderr and "Traceback" not in stderr, stderr
+    assert target.read_bytes() == b"saved meanwhile"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["long.mkv"]

@@ -181,7 +181,7 @@ def upscale_video_job(source: Path, target: Path, upscaler: Upscaler, args: argp
     from srfeat.video.pipeline import upscale_video
 
     try:
-        summary = upscale_video(source, target, upscaler, options_from_args(args))
+        summary = upscale_video(source, target, upscaler, options_from_args(args), replace=args.overwrite)
     except (SRFeatError, OSError) as error:  # the pipeline maps OSErrors to lines; any it missed is one line too
         logger.error("%s", _error_line(source, error))
         return False

@@ -12,7 +12,6 @@ name beside the target and renamed when complete: an error or Ctrl-C leaves noth
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from contextlib import closing, suppress
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from srfeat.errors import SRFeatError, VideoError
-from srfeat.files import remove_stale_temporaries, temporary_path
+from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
 from srfeat.video.encoding import choose_codec, choose_pixel_format, colour_tags, even_size, quality_options
 from srfeat.video.output import (
@@ -68,13 +67,16 @@ class VideoSummary:
     copied_streams: int
 
 
-def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: VideoOptions) -> VideoSummary:
+def upscale_video(
+    source: Path, target: Path, upscaler: Upscaler, options: VideoOptions, replace: bool = True
+) -> VideoSummary:
     """Upscale every frame (or `options.frames`) of `source` into the video file `target`.
 
     Raises `VideoError` (one line naming the file) for an unreadable file, a file without a
     video stream, an image file named like a video, a frame that does not decode, a stream the
     output container cannot hold, or an output that cannot be written; `target` is then left
-    as it was, and no temporary file stays behind.
+    as it was, and no temporary file stays behind. With `replace` False an existing `target` is kept,
+    even one that appeared while `source` was upscaled: `srfeat.files.OutputExistsError` says so.
     """
     av = import_av(source)
     container_format = container_format_of(source, target)
@@ -97,7 +99,7 @@ def upscale_video(source: Path, target: Path, upscaler: Upscaler, options: Video
                 with suppress(Exception):
                     output.close()
                 raise
-            os.replace(temporary, target)
+            move_into_place(temporary, target, replace)
         except SRFeatError:  # already one line (VideoError and DiskFullError are OSErrors too)
             raise
         except (av.error.FFmpegError, OSError) as error:  # mkdir, the muxer, the rename: the output's problem
