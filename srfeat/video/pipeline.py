@@ -4,8 +4,8 @@ Three stages run at once, joined by short queues, so memory stays bounded whatev
 and the decoder and encoder work while the network does: a decoder thread (demux, decode to
 RGB), this thread (every frame through `Upscaler.upscale_array`, the path images take), and an
 encoder thread (encode, mux). Audio and subtitle packets travel through the same queues in
-demuxing order and are muxed as they are, never decoded. Each output frame keeps its input
-frame's timestamp, so a variable frame rate survives. The output is written under a temporary
+demuxing order and are muxed as they are, never decoded (`srfeat.video.copied`). Each output
+frame keeps its input frame's timestamp, so a variable frame rate survives. The output is written under a temporary
 name beside the target and renamed when complete: an error or Ctrl-C leaves nothing behind.
 """
 
@@ -25,24 +25,31 @@ import numpy as np
 from srfeat.errors import SRFeatError, VideoError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
+from srfeat.video.copied import CopiedStreams, TimestampRepairs, copy_chapters_and_tags
 from srfeat.video.encoding import choose_codec, choose_pixel_format, colour_tags, even_size, quality_options
 from srfeat.video.output import (
     check_frame_size,
     check_is_video,
     container_format_of,
-    containers_holding,
-    extension_of,
     import_av,
     write_error,
 )
-from srfeat.video.probe import TimeWindow, error_reason, main_video_stream, seconds_of, time_base_of, time_window
+from srfeat.video.probe import (
+    TimeWindow,
+    error_reason,
+    first_frame,
+    main_video_stream,
+    seconds_of,
+    stated_duration,
+    time_base_of,
+    time_window,
+)
 
 if TYPE_CHECKING:
     from types import ModuleType
 
     from av.container import InputContainer, OutputContainer
     from av.packet import Packet
-    from av.stream import Stream
     from av.video.stream import VideoStream
 
     from srfeat.inference import Upscaler
@@ -146,14 +153,12 @@ class _Transcoder:
         self.stop = threading.Event()
         self.failure: BaseException | None = None
         self.decoded_frames = 0
-        self.fixed_timestamps = 0
-        self.timestamp_offsets: dict[int, int] = {}  # per copied stream, in its time base
-        self.last_dts: dict[int, int] = {}
+        self.repairs = TimestampRepairs(source)
         self.last_frame_time: float | None = None
         self._setup_video()
-        self.attachments = 0
-        self.copied = self._setup_copied_streams()
-        self._copy_chapters_and_tags()
+        self.copied_streams = CopiedStreams(av, source, source_container, output, self.video.index, self.repairs)
+        self.copied = self.copied_streams.streams
+        copy_chapters_and_tags(av, source_container, output, window)
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -161,7 +166,7 @@ class _Transcoder:
         video, options = self.video, self.options
         context = video.codec_context
         check_frame_size(self.source, context.width, context.height)
-        first = self._first_frame()
+        first = first_frame(self.av, self.source)
         # The first frame's size, not the header's: some streams (raw H.264) state it only in the frames.
         self.frame_size = (first.width, first.height) if first is not None else (context.width, context.height)
         if not all(self.frame_size):
@@ -214,16 +219,6 @@ class _Transcoder:
         self.codec_name = codec.name
         self._open_encoder()
 
-    def _first_frame(self) -> Any:
-        """The first frame (None if none decodes): its size and the rotation players apply (phones store
-        portrait video turned) go into the output's header, before any packet, so they are looked up first."""
-        with self.av.open(str(self.source), metadata_errors="ignore") as probe:
-            stream = main_video_stream(probe)
-            try:
-                return next(probe.decode(stream), None) if stream is not None else None
-            except self.av.error.FFmpegError:
-                return None  # the real pass reports it, with where
-
     def _open_encoder(self) -> None:
         """Open the encoder now: its limits (x264: 16384 pixels a side) refuse a size before a frame
         is decoded or upscaled, not after the first frame's minutes on the network."""
@@ -234,71 +229,6 @@ class _Transcoder:
                 f"{self.source}: the {self.codec_name} encoder refuses {self.width}x{self.height} frames "
                 f"({error_reason(error)}); give a smaller --outscale, or another --codec (ffv1, libvpx-vp9)"
             ) from error
-
-    def _copy_chapters_and_tags(self) -> None:
-        """The file's title and other tags, and its chapters (those in a `--frames` span, shifted as the
-        frames are): without them a film's chapter menu would be gone from the output."""
-        tags = {k: v for k, v in self.input.metadata.items() if k.upper() not in ("DURATION", "ENCODER")}
-        self.output.metadata.update(tags)
-        chapters = []
-        for chapter in self.input.chapters():
-            time_base = chapter["time_base"]
-            if not time_base:  # a damaged file's chapter without times: nothing to place
-                continue
-            start, end = chapter["start"] * time_base, chapter["end"] * time_base
-            if self.window is not None:
-                offset = Fraction(self.window.start)
-                stop = Fraction(self.window.stop) if self.window.stop is not None else end
-                if end <= offset or start >= stop:
-                    continue
-                start, end = max(start, offset) - offset, min(end, stop) - offset
-            chapters.append({**chapter, "start": round(start / time_base), "end": round(end / time_base)})
-        if chapters:
-            with suppress(self.av.error.FFmpegError, ValueError):  # a container without chapters (WebM): left out
-                self.output.set_chapters(chapters)
-
-    def _copy_attachment(self, stream: Any) -> bool:
-        """Copy a Matroska attachment (the fonts its styled subtitles are drawn with) into a Matroska
-        output; False where it cannot go (other containers), for the warning that it is left out."""
-        if self.output.format.name != "matroska" or not isinstance(stream.data, bytes):
-            return False
-        name = stream.name or f"attachment{stream.index}"
-        self.output.add_attachment(name, stream.mimetype or "application/octet-stream", stream.data)
-        self.attachments += 1
-        return True
-
-    def _setup_copied_streams(self) -> dict[int, Stream]:
-        copied: dict[int, Stream] = {}
-        for stream in self.input.streams:
-            if stream.index == self.video.index:
-                continue
-            # The codec's name (mp3), not its decoder's (mp3float).
-            name = stream.codec_context.codec.canonical_name if stream.codec_context is not None else "unknown"
-            if stream.type == "attachment" and self._copy_attachment(stream):
-                continue
-            if stream.type == "attachment":
-                logger.warning(
-                    "%s: attachment #%d (%s) is not copied: only .mkv holds attachments (fonts of styled subtitles)",
-                    self.source,
-                    stream.index,
-                    stream.name,
-                )
-                continue
-            if stream.type not in ("audio", "subtitle"):
-                logger.warning("%s: stream #%d (%s %s) is not copied", self.source, stream.index, stream.type, name)
-                continue
-            if stream.codec_context is None or stream.codec_context.codec.id == 0:
-                raise VideoError(f"{self.source}: its {stream.type} stream #{stream.index} has an unknown codec")
-            if name not in self.output.supported_codecs:
-                raise VideoError(
-                    f"{self.source}: its {stream.type} stream #{stream.index} ({name}) cannot be copied into a "
-                    f"{extension_of(self.output.format.name)} file; {containers_holding(self.av, name)}"
-                )
-            copy = self.output.add_stream_from_template(stream)
-            copy.disposition = stream.disposition  # which audio plays by default, which subtitles are forced
-            copy.metadata.update({k: v for k, v in stream.metadata.items() if k.upper() != "DURATION"})
-            copied[stream.index] = copy
-        return copied
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -340,7 +270,9 @@ class _Transcoder:
         if written == 0:
             raise VideoError(f"{self.source}: no frame decoded; the video stream is empty or damaged")
         self._check_length()
-        return VideoSummary(written, self.width, self.height, self.codec_name, len(self.copied) + self.attachments)
+        return VideoSummary(
+            written, self.width, self.height, self.codec_name, len(self.copied) + self.copied_streams.attachments
+        )
 
     def _check_same_size(self, frame: _Frame) -> None:
         """A frame of another size than the first would come out cropped or short: refused, with the
@@ -435,32 +367,12 @@ class _Transcoder:
                     packet.dts -= shift
                     if packet.pts is not None:
                         packet.pts -= shift
-                self._continue_timestamps(packet)
+                self.copied_streams.continue_timestamps(packet)
                 packet.stream = self.copied[packet.stream.index]
                 self._put(channel, packet)
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.
         self.decoded_frames = index
         self._put(channel, _END)
-
-    def _continue_timestamps(self, packet: Any) -> None:
-        """A copied stream's timestamps that go back (files joined end to end, as TV recordings and
-        camcorder segments are) or repeat continue from its last packet instead, as the frames' do:
-        muxers refuse a packet earlier than the one before it (MP4: not later)."""
-        index = packet.stream.index
-        offset = self.timestamp_offsets.get(index, 0)
-        last = self.last_dts.get(index)
-        # Audio packets never share a time; subtitle lines may (two speakers at once).
-        if last is not None and (
-            packet.dts + offset < last or (packet.dts + offset == last and packet.stream.type == "audio")
-        ):
-            if not self.fixed_timestamps:
-                logger.warning("%s: timestamps go back (joined files?); continued from the last ones", self.source)
-            self.fixed_timestamps += 1
-            offset = self.timestamp_offsets[index] = last + max(packet.duration or 0, 1) - packet.dts
-        packet.dts += offset
-        if packet.pts is not None:
-            packet.pts += offset
-        self.last_dts[index] = packet.dts
 
     def _monotonic_pts(self, pts: int | None, last: int | None, step: int) -> int:
         """The frame's timestamp; a missing or repeated one (broken files) becomes the last plus a frame,
@@ -468,9 +380,7 @@ class _Transcoder:
         if last is None:
             return 0 if pts is None else pts
         if pts is None or pts <= last:
-            if not self.fixed_timestamps:
-                logger.warning("%s: frames without increasing timestamps; given one frame's spacing", self.source)
-            self.fixed_timestamps += 1
+            self.repairs.note("frames without increasing timestamps; given one frame's spacing")
             return last + step
         return pts
 
@@ -531,24 +441,12 @@ class _Transcoder:
 
     def _expected_frames(self) -> int | None:
         total = self.video.frames or None
-        if total is None and (duration := self._duration()) is not None and self.video.average_rate:
+        if total is None and (duration := stated_duration(self.video)) is not None and self.video.average_rate:
             total = round(duration * self.video.average_rate)
         frames = self.options.frames
         if frames.stop is not None:
             total = frames.stop if total is None else min(total, frames.stop)
         return None if total is None else max(0, total - frames.start)
-
-    def _duration(self) -> float | None:
-        """The video stream's length as the file states it, in seconds."""
-        video = self.video
-        if video.duration and video.time_base:
-            return float(video.duration * video.time_base)
-        tag = video.metadata.get("DURATION") or video.metadata.get("duration")
-        if tag:  # Matroska: HH:MM:SS.nnnnnnnnn
-            with suppress(ValueError):
-                hours, minutes, seconds = tag.split(":")
-                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-        return None
 
     def _check_length(self) -> None:
         """A file cut short decodes without an error, and `--frames A:B` may reach past the end: say so
@@ -574,7 +472,7 @@ class _Transcoder:
                 listed,
             )
             return
-        duration, rate = self._duration(), self.video.average_rate
+        duration, rate = stated_duration(self.video), self.video.average_rate
         if duration is None or self.last_frame_time is None or not rate:
             return
         start = seconds_of(self.video.start_time, time_base_of(self.video))

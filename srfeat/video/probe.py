@@ -1,8 +1,9 @@
-"""What the pipeline reads off an input before and while it decodes: the film's stream, the
-times a `--frames` slice cuts at, and time bases that a damaged file may lack."""
+"""What the pipeline reads off an input before and while it decodes: the film's stream, its first
+frame, the times a `--frames` slice cuts at, and time bases that a damaged file may lack."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +17,16 @@ if TYPE_CHECKING:
     from av.container import InputContainer
     from av.video.stream import VideoStream
 
-__all__ = ["TimeWindow", "error_reason", "main_video_stream", "seconds_of", "time_base_of", "time_window"]
+__all__ = [
+    "TimeWindow",
+    "error_reason",
+    "first_frame",
+    "main_video_stream",
+    "seconds_of",
+    "stated_duration",
+    "time_base_of",
+    "time_window",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,29 @@ def main_video_stream(container: InputContainer) -> VideoStream | None:
     for stream in container.streams.video:
         if not stream.disposition & Disposition.attached_pic:
             return stream
+    return None
+
+
+def first_frame(av: ModuleType, source: Path) -> Any:
+    """The first frame (None if none decodes): its size and the rotation players apply (phones store
+    portrait video turned) go into the output's header, before any packet, so they are looked up first."""
+    with av.open(str(source), metadata_errors="ignore") as probe:
+        stream = main_video_stream(probe)
+        try:
+            return next(probe.decode(stream), None) if stream is not None else None
+        except av.error.FFmpegError:
+            return None  # the real pass reports it, with where
+
+
+def stated_duration(video: VideoStream) -> float | None:
+    """The video stream's length as the file states it, in seconds."""
+    if video.duration and video.time_base:
+        return float(video.duration * video.time_base)
+    tag = video.metadata.get("DURATION") or video.metadata.get("duration")
+    if tag:  # Matroska: HH:MM:SS.nnnnnnnnn
+        with suppress(ValueError):
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     return None
 
 
