@@ -99,8 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C in the first tenth of a second, while the commands import
+        sys.stderr.write("ERROR: interrupted\n")
+        return 128 + signal.SIGINT
     # Only as the program (argv from the command line): a caller's own process and environment,
     # which its later subprocesses inherit, are not ours to change. Before torch loads libgomp,
     # which reads the variable once.
@@ -110,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s: %(message)s" if not args.verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
+    if argv is None and not args.verbose:
+        # PyTorch's own INFO records are not for users: an import cut short by Ctrl-C left its exit
+        # hook printing "FakeTensor cache stats" after srfeat's last line. (A caller's loggers are its own.)
+        logging.getLogger("torch").setLevel(logging.WARNING)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid())) if in_main_thread else None
     try:

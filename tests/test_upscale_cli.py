@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +288,33 @@ def test_version_names_srfeat_torch_and_python_as_pyproject_says() -> None:
     assert result.stdout.startswith(f"srfeat {declared.group(1)} (PyTorch {torch.__version__}, Python 3."), (
         result.stdout
     )
+
+
+@pytest.mark.parametrize("where", ["while the commands import", "while the command runs"])
+def test_ctrl_c_at_any_moment_is_one_line_and_status_130(where: str) -> None:
+    """Ctrl-C in the first tenth of a second used to print a traceback (exit -2); later, PyTorch's exit
+    hook could add "INFO: FakeTensor cache stats" lines after srfeat's last one."""
+    from cli_helpers import CHILD_ENV
+
+    interrupt = (
+        "cli.build_parser = interrupted"
+        if where == "while the commands import"
+        else "import srfeat.commands.upscale as command\ncommand.run = interrupted"
+    )
+    script = textwrap.dedent(
+        """
+        import logging, sys
+        from srfeat import cli
+
+        def interrupted(*args):
+            logging.getLogger("torch._subclasses.fake_tensor").info("FakeTensor cache stats:")
+            raise KeyboardInterrupt
+        {interrupt}
+        sys.argv = ["srfeat", "upscale", "photo.png"]
+        sys.exit(cli.main())
+        """
+    ).format(interrupt=interrupt)
+    child = subprocess.run(
+        [sys.executable, "-c", script], env=CHILD_ENV, capture_output=True, text=True, check=False, timeout=120
+    )
+    assert child.returncode == 130 and child.stderr == "ERROR: interrupted\n", (child.returncode, child.stderr)
