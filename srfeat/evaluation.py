@@ -268,6 +268,16 @@ def _distinct_folders(folders: Sequence[str | Path]) -> list[Path]:
     return list(kept.values())
 
 
+def _once_each(values: Sequence[str], option: str) -> list[str]:
+    """The values in order, one given twice kept once, with a warning (a column or a model's run twice
+    would say nothing new)."""
+    kept = list(dict.fromkeys(values))
+    if len(kept) < len(values):
+        repeated = sorted({value for value in values if values.count(value) > 1})
+        logger.warning("%s names %s more than once: each is evaluated once", option, ", ".join(repeated))
+    return kept
+
+
 def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
     """The index of `figure_image` in the dataset, or 0 (its first image), said in a warning when asked for another."""
     if figure_image is None:
@@ -296,7 +306,7 @@ def evaluate(
     With `keep_figure_samples`, one image per folder (`figure_image` if the folder has it,
     else its first) is kept with every model's output and the bicubic baseline.
     """
-    metrics = list(metrics) if metrics is not None else default_metrics()
+    metrics = _once_each(list(metrics), "--metrics") if metrics is not None else default_metrics()
     unknown = [metric for metric in metrics if metric not in KNOWN_METRICS]
     if unknown:
         raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")
@@ -307,7 +317,7 @@ def evaluate(
     from srfeat.inference.upscaler import resolve_device
 
     torch_device = resolve_device(device)
-    models = expand_blend_specs(models)
+    models = _once_each(expand_blend_specs(models), "--model")
     labels = model_labels(models, tta=tta)
     check_models(models, scale)
     folder_paths = _distinct_folders(folders)

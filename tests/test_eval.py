@@ -185,6 +185,22 @@ def small_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def test_repeated_options_add_up_and_repeated_values_are_scored_once(small_folder: Path) -> None:
+    """`--model bicubic --model hr` used to evaluate hr alone, without a word; `--metrics psnr psnr`
+    gave two identical columns."""
+    result = srfeat_cli(
+        "eval", "--model", "bicubic", "--model", "hr", "bicubic", "--data", small_folder, "--metrics", "psnr", "psnr"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines()[2:]]
+    assert rows == ["bicubic", "hr"] and result.stdout.splitlines()[0].count("PSNR") == 1, result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert warnings == [
+        "WARNING: --metrics names psnr more than once: each is evaluated once",
+        "WARNING: --model names bicubic more than once: each is evaluated once",
+    ], result.stderr
+
+
 def test_a_strength_range_of_too_many_models_is_refused_at_once(small_folder: Path) -> None:
     # Before: strength=0:1:1e-9 listed a billion model names (hung, memory grew), and any range
     # built all its networks before the first image.

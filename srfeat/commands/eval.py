@@ -67,6 +67,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
+        action="extend",  # `--model a --model b` is both, not b alone
         nargs="+",
         required=True,
         metavar="M",
@@ -76,11 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "strength=0:1:0.1), blend=A,B,ALPHA ((1 - ALPHA) A + ALPHA B of two generators of one architecture)",
     )
     parser.add_argument(
-        "--data", nargs="+", required=True, metavar="DIR", help="folders of HR images (e.g. Set5 Set14 BSD100)"
+        "--data",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="folders of HR images (e.g. Set5 Set14 BSD100)",
     )
     parser.add_argument("--scale", type=int, default=4, choices=(2, 4), help="upscaling factor (default 4)")
     parser.add_argument(
         "--metrics",
+        action="extend",
         nargs="+",
         choices=("psnr", "ssim", "niqe"),
         default=None,
