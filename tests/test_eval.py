@@ -322,7 +322,8 @@ def test_models_are_held_one_at_a_time(small_folder: Path, monkeypatch: pytest.M
         return upscaler
 
     monkeypatch.setattr(evaluation, "make_upscaler", tracked)
-    checkpoint = small_folder.parent / "tiny.safetensors"
+    checkpoint, other = small_folder.parent / "tiny.safetensors", small_folder.parent / "other" / "tiny.safetensors"
     save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), checkpoint)
-    result = evaluate([str(checkpoint), "bicubic", str(checkpoint)], [small_folder], metrics=["psnr"], device="cpu")
+    save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), other)
+    result = evaluate([str(checkpoint), "bicubic", str(other)], [small_folder], metrics=["psnr"], device="cpu")
     assert len(alive) == 3 and [row.model for row in result.results] == ["tiny", "bicubic", "tiny#2"]
