@@ -471,3 +471,65 @@ def test_a_multi_page_tiff_is_said_to_have_pages(
         raw = read_raw_image(path)
     assert np.array_equal(raw.array, pages[0])
     assert [record.getMessage() for record in caplog.records] == [f"{path} has 2 pages: only the first page is read"]
+
+
+# ----------------------------------------------------------------------------- colour profiles
+
+
+def _s15f16(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def press_profile() -> bytes:
+    """A CMYK input profile (ICC v2, lut8 A2B0 on a 2-point grid) of a press whose cyan ink is a deep
+    blue (Lab 50, -20, -60), where PIL's plain conversion makes cyan (0, 255, 255); the other inks
+    are neutral, black is black."""
+    grid = []
+    for cyan in (0, 1):
+        for magenta in (0, 1):
+            for yellow in (0, 1):
+                for black in (0, 1):
+                    lightness, a, b = (max(100 - 40 * (cyan + magenta + yellow), 0), 0, 0)
+                    if black:
+                        lightness = 0
+                    elif (cyan, magenta, yellow) == (1, 0, 0):
+                        lightness, a, b = 50, -20, -60
+                    grid += [round(lightness * 255 / 100), a + 128, b + 128]
+    identity = bytes(range(256))
+    matrix = b"".join(_s15f16(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    lut = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + matrix + identity * 4 + bytes(grid) + identity * 3
+    text = b"srfeat test press\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 2 + 1 + 67)
+    white = b"XYZ " + bytes(4) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249)
+    tags = [(b"desc", desc), (b"wtpt", white), (b"A2B0", lut)]
+    table, body, offset = b"", b"", 128 + 4 + 12 * len(tags)
+    for signature, data in tags:
+        body += bytes(-(offset + len(body)) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    payload = struct.pack(">I", len(tags)) + table + body
+    header = struct.pack(">I", 128 + len(payload)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"prtrCMYKLab "
+    header += bytes(12) + b"acsp" + bytes(28) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249) + bytes(48)
+    return header + payload
+
+
+def test_cmyk_colours_go_through_their_own_profile_and_no_cmyk_profile_is_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a press's cyan came out as PIL's (0, 255, 255), and the RGB output carried the CMYK profile."""
+    source = tmp_path / "print.tif"
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(source, icc_profile=press_profile())
+    raw = read_raw_image(source)
+    red, green, blue = (int(v) for v in raw.array[0, 0])
+    assert blue > 200 and red < 40 and 100 < green < 170, raw.array[0, 0]  # the deep blue (0, 133, 222)
+    assert raw.icc_profile is None  # sRGB, as untagged RGB is read
+    through_api = pil_to_array(Image.open(source))  # the API and the web app read PIL images so
+    assert np.array_equal(through_api, raw.array)
+    plain = tmp_path / "plain.tif"
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(plain)  # no profile: PIL's conversion, as before
+    assert tuple(read_raw_image(plain).array[0, 0]) == (0, 255, 255)
+    with caplog.at_level(logging.WARNING):
+        grey = tmp_path / "grey.png"
+        Image.new("L", (8, 8), 128).save(grey, icc_profile=press_profile())
+        assert read_raw_image(grey).icc_profile is None
+    assert "its colour profile describes CMYK colours, not the grey pixels srfeat writes" in caplog.text

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from srfeat.data import png16, tiff16
+from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, profile_for_pixels
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 
@@ -200,9 +201,13 @@ def check_float_pixels(array: np.ndarray) -> None:
         )
 
 
-def _pixels(image: Image.Image) -> np.ndarray:
-    """The pixels of a decoded PIL image as HxWxC uint8/uint16 (float32 in [0, 1] for mode F), channels as stored."""
+def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
+    """The pixels of a decoded PIL image as HxWxC uint8/uint16 (float32 in [0, 1] for mode F), channels as
+    stored; CMYK through its own colour profile, if it has one (`srfeat.data.colour_profiles`)."""
     mode = image.mode
+    if mode == "CMYK":
+        image, _ = cmyk_to_srgb(image, image.info.get("icc_profile"), Path(source))
+        mode = image.mode
     if mode == "F":  # 32-bit float gray (TIFF): intensities in [0, 1]
         array = np.array(image, dtype=np.float32)
         check_float_pixels(array)
@@ -249,13 +254,16 @@ def _read_raw_image(path: Path) -> RawImage:
         )
     image = _open_image(path)
     try:
-        array = _pixels(image)
+        array = _pixels(image, path)
     except ValueError as error:  # InvalidImageError's say what to do
         raise ImageReadError(f"cannot read image {path}: {error}") from error
+    profile = image.info.get("icc_profile")
+    if image.mode == "CMYK" and is_cmyk_profile(profile):
+        profile = None  # the pixels were converted through it into sRGB
     return RawImage(
         array=array,
         mode=image.mode,
-        icc_profile=image.info.get("icc_profile"),
+        icc_profile=profile_for_pixels(profile, array.shape[2], path),
         exif=_without_orientation(image.getexif(), image.info.get("exif")),
     )
 
