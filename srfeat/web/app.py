@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -89,10 +89,12 @@ EVENT_INTERVAL_SECONDS = 0.2  # how often a stream looks for news (updates are c
 
 @dataclass(frozen=True)
 class Limits:
-    """What the server accepts: bytes per upload and pixels per image."""
+    """What the server accepts: bytes per upload, pixels per image, and how long an upload may
+    send nothing before it is dropped."""
 
     max_upload_bytes: int
     max_pixels: int
+    upload_timeout_seconds: float = 30.0
 
 
 class UploadError(Exception):
@@ -263,7 +265,7 @@ def create_app(
                 )
             choice = parse_choice(dict(request.query_params))
             async with receiving:
-                data = await _read_body(request, name, limits.max_upload_bytes)
+                data = await _read_body(request, name, limits)
             width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
@@ -271,6 +273,9 @@ def create_app(
         except (UploadError, QueueFullError) as refusal:
             logger.info("upload refused: %s", refusal)
             return _error(str(refusal), refusal.status)
+        except ClientDisconnect:  # a tab closed mid-upload: nobody is left to answer
+            logger.info("upload of %s ended: the client went away before sending all of it", name)
+            return Response(status_code=400)
         return JSONResponse(queue.describe(job), status_code=201)
 
     async def again(request: Request) -> Response:
@@ -357,7 +362,10 @@ def create_app(
     return Starlette(routes=routes, middleware=middleware)
 
 
-async def _read_body(request: Request, name: str, limit: int) -> bytes:
+async def _read_body(request: Request, name: str, limits: Limits) -> bytes:
+    """The request's body, refused past `limits.max_upload_bytes`, or when the client sends nothing for
+    `limits.upload_timeout_seconds` (a stalled body would hold one of the few receiving slots forever)."""
+    limit = limits.max_upload_bytes
     too_large = UploadError(
         f"{name} is larger than this server's upload limit of {limit / 2**20:g} MB "
         "(start the server with a larger --max-upload-mb)",
@@ -368,12 +376,22 @@ async def _read_body(request: Request, name: str, limit: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        with anyio.move_on_after(limits.upload_timeout_seconds) as waiting:
+            chunk = await anext(stream, None)
+        if waiting.cancelled_caught:
+            raise UploadError(
+                f"{name} stopped arriving: nothing came for {limits.upload_timeout_seconds:g} s "
+                "(this server's --upload-timeout); send it again",
+                408,
+            )
+        if chunk is None:
+            return b"".join(chunks)
         size += len(chunk)
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _no_result(job: Job) -> JSONResponse:

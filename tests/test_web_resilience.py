@@ -1,0 +1,84 @@
+"""`srfeat serve` when things go wrong: stalled and vanishing clients, a server that stops or
+restarts under an open page, a reload mid-job, many pages at once, a phone-sized screen.
+
+Helpers and the browser come from test_web.py; this module starts its own servers.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
+pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from test_web import (
+    Server,
+    browser,  # noqa: F401  (the fixture)
+    call,
+    png_bytes,
+    start_server,
+    stop_server,
+    upload,
+)
+
+UPLOAD_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    started = start_server("--upload-timeout", str(UPLOAD_TIMEOUT))
+    yield started
+    stop_server(started)
+
+
+def _address(server: Server) -> tuple[str, int]:
+    address = urllib.parse.urlsplit(server.url)
+    assert address.hostname is not None and address.port is not None
+    return address.hostname, address.port
+
+
+def _begin_upload(server: Server, session: str, length: int, first_bytes: bytes) -> socket.socket:
+    """A connection that sent an upload's headers and the start of its body, and then nothing."""
+    host, port = _address(server)
+    path = "/api/jobs?" + urllib.parse.urlencode({"session": session, "name": "stalled.png"})
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-SRFeat-Upload: 1\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+    connection = socket.create_connection((host, port), timeout=60)
+    connection.sendall(head + first_bytes)
+    return connection
+
+
+def test_stalled_uploads_are_dropped_and_do_not_block_others(server: Server) -> None:
+    from srfeat.web.app import MAX_UPLOADS_RECEIVING
+
+    stalled = [_begin_upload(server, "stalled", 1000, b"\x89PNG") for _ in range(MAX_UPLOADS_RECEIVING)]
+    try:
+        started = time.monotonic()
+        answer = upload(server, "stalled", "quick.png", png_bytes(8))  # waits for a free slot
+        assert answer.status == 201, answer.body
+        assert time.monotonic() - started < 30  # before the fix it waited as long as the stalled ones stayed
+        reply = stalled[0].recv(4096).decode()
+        assert reply.startswith("HTTP/1.1 408"), reply
+        assert "stalled.png stopped arriving: nothing came for 2 s (this server's --upload-timeout)" in reply
+    finally:
+        for connection in stalled:
+            connection.close()
+        call(server, "POST", "/api/sessions/stalled/close")
+
+
+def test_a_client_that_leaves_mid_upload_costs_one_log_line(server: Server) -> None:
+    before = len(server.log)
+    connection = _begin_upload(server, "gone", 100_000, b"\x89PNG" + bytes(1000))
+    connection.close()
+    deadline = time.monotonic() + 10
+    while "went away" not in server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    written = "\n".join(server.log[before:])
+    assert "upload of stalled.png ended: the client went away before sending all of it" in written, written
+    assert "Traceback" not in written and "Exception in ASGI application" not in written, written
