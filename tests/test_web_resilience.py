@@ -6,9 +6,12 @@ Helpers and the browser come from test_web.py; this module starts its own server
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +26,7 @@ from test_web import (
     start_server,
     stop_server,
     upload,
+    wait_for_state,
 )
 
 UPLOAD_TIMEOUT = 2.0
@@ -82,3 +86,40 @@ def test_a_client_that_leaves_mid_upload_costs_one_log_line(server: Server) -> N
     written = "\n".join(server.log[before:])
     assert "upload of stalled.png ended: the client went away before sending all of it" in written, written
     assert "Traceback" not in written and "Exception in ASGI application" not in written, written
+
+
+def _stream(server: Server, session: str) -> http.client.HTTPResponse:
+    """The session's event stream, open (the session lives while it is)."""
+    return urllib.request.urlopen(f"{server.url}api/sessions/{session}/events", timeout=60)
+
+
+def test_pages_take_turns_in_the_queue(server: Server) -> None:
+    streams = [_stream(server, session) for session in ("many", "one")]
+    try:
+        big = json.loads(upload(server, "many", "big.png", png_bytes(256)).body)  # 16 tiles: the worker is busy
+        wait_for_state(streams[0], big["id"], "running")
+        many = [json.loads(upload(server, "many", f"m{n}.png", png_bytes(16)).body) for n in range(3)]
+        assert [job["ahead"] for job in many] == [1, 2, 3]
+        # One image of another page: next after the running one, not behind the first page's three.
+        one = json.loads(upload(server, "one", "o.png", png_bytes(16)).body)
+        assert one["ahead"] == 1, one
+        places = {job["name"]: job["ahead"] for job in _latest_jobs(streams[0])}
+        assert places == {"big.png": None, "m0.png": 2, "m1.png": 3, "m2.png": 4}, places
+        assert call(server, "POST", f"/api/jobs/{big['id']}/remove?session=many").status == 204
+        wait_for_state(streams[1], one["id"], "done")
+        assert all(job["state"] == "queued" for job in _latest_jobs(streams[0]) if job["name"] != "m0.png")
+    finally:
+        for stream in streams:
+            stream.close()
+        for session in ("many", "one"):
+            call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def _latest_jobs(events: http.client.HTTPResponse) -> list[dict[str, object]]:
+    """The jobs of the next update on a session's event stream (the stream repeats when anything changes)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = events.readline().decode()
+        if line.startswith("data: "):
+            return json.loads(line[len("data: ") :])["jobs"]
+    pytest.fail("no update on the event stream within 30 s")

@@ -204,7 +204,7 @@ class _SessionEvents(StreamingResponse):
         while not self._queue.stopping:  # the server is stopping: end, so that it need not wait
             if self._queue.version != version:
                 version = self._queue.version
-                jobs = [self._queue.describe(job) for job in self._queue.session_jobs(self._session)]
+                jobs = self._queue.describe_session(self._session)
                 yield f"data: {json.dumps({'jobs': jobs})}\n\n"
                 last_sent = time.monotonic()
             elif time.monotonic() - last_sent > EVENT_KEEPALIVE_SECONDS:

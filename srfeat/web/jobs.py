@@ -171,10 +171,13 @@ class Job:
 class _Session:
     streams: int = 0
     last_seen: float = field(default_factory=time.monotonic)
+    last_started: float = -1.0  # when its last job began (-1: none yet), for taking turns
 
 
 class JobQueue:
-    """All jobs of all sessions; one worker thread runs them in the order they came.
+    """All jobs of all sessions; one worker thread runs them, the sessions taking turns (the next
+    job is the oldest waiting one of the session served least recently), so that one page's
+    hundred images do not hold up another page's one.
 
     `make_upscaler(choice)` builds the network for a setting (called in the worker thread).
     Every upload is held in memory until its page goes, so the queue takes a new one only while
@@ -296,6 +299,19 @@ class JobQueue:
             # A removed job that is still running (until its tile ends) is gone for its page already.
             return job if job is not None and job.session == session and not job.removed else None
 
+    def _run_order_locked(self) -> list[Job]:
+        """The waiting jobs in the order they will run: round by round, one job of each session per
+        round; within a round, sessions that waited longest since their last start go first."""
+        rank: dict[str, int] = {}
+        keyed = []
+        for job in self._waiting:  # in the order they came
+            turn = rank.get(job.session, 0)
+            rank[job.session] = turn + 1
+            state = self._sessions.get(job.session)
+            keyed.append(((turn, state.last_started if state is not None else -1.0), job))
+        keyed.sort(key=lambda pair: pair[0])  # stable: ties keep the order they came in
+        return [job for _, job in keyed]
+
     def session_jobs(self, session: str) -> list[Job]:
         with self._lock:
             return [job for job in self._jobs.values() if job.session == session and not job.removed]
@@ -316,32 +332,45 @@ class JobQueue:
     def describe(self, job: Job) -> dict[str, Any]:
         """What the page shows for a job (JSON)."""
         with self._lock:
-            now = time.monotonic()
-            ahead = None
-            if job.state == "queued" and job in self._waiting:
-                ahead = self._waiting.index(job) + (self._running is not None)
-            finished = job.finished if job.finished is not None else now
-            return {
-                "id": job.id,
-                "name": job.name,
-                "model": job.choice.model,
-                "strength": job.choice.strength,
-                "label": job.choice.label,
-                "width": job.width,
-                "height": job.height,
-                "state": job.state,
-                "loading": job.loading,
-                "ahead": ahead,
-                "tiles_done": job.tiles_done,
-                "tiles_total": job.tiles_total,
-                "seconds_left": job.seconds_left(now, self._seconds_per_pixel),
-                "seconds": None if job.started is None else round(finished - job.started, 2),
-                "error": job.error,
-                "result_name": job.result_name if job.state == "done" else None,
-                "result_width": job.result_width,
-                "result_height": job.result_height,
-                "result_bytes": len(job.result) if job.result is not None else None,
-            }
+            return self._describe_locked(job, self._places_locked())
+
+    def describe_session(self, session: str) -> list[dict[str, Any]]:
+        """What the page shows for each of a session's jobs (the run order worked out once)."""
+        with self._lock:
+            places = self._places_locked()
+            jobs = [job for job in self._jobs.values() if job.session == session and not job.removed]
+            return [self._describe_locked(job, places) for job in jobs]
+
+    def _places_locked(self) -> dict[str, int]:
+        """Each waiting job's number of jobs ahead of it (the running one included)."""
+        running = self._running is not None
+        return {job.id: place + running for place, job in enumerate(self._run_order_locked())}
+
+    def _describe_locked(self, job: Job, places: dict[str, int]) -> dict[str, Any]:
+        now = time.monotonic()
+        ahead = places.get(job.id) if job.state == "queued" else None
+        finished = job.finished if job.finished is not None else now
+        return {
+            "id": job.id,
+            "name": job.name,
+            "model": job.choice.model,
+            "strength": job.choice.strength,
+            "label": job.choice.label,
+            "width": job.width,
+            "height": job.height,
+            "state": job.state,
+            "loading": job.loading,
+            "ahead": ahead,
+            "tiles_done": job.tiles_done,
+            "tiles_total": job.tiles_total,
+            "seconds_left": job.seconds_left(now, self._seconds_per_pixel),
+            "seconds": None if job.started is None else round(finished - job.started, 2),
+            "error": job.error,
+            "result_name": job.result_name if job.state == "done" else None,
+            "result_width": job.result_width,
+            "result_height": job.result_height,
+            "result_bytes": len(job.result) if job.result is not None else None,
+        }
 
     def _cancel_locked(self, job: Job, reason: str) -> None:
         if job.state == "queued":
@@ -387,9 +416,12 @@ class JobQueue:
                 self._lock.wait_for(lambda: bool(self._waiting) or self._stopping)
                 if self._stopping:
                     return
-                job = self._waiting.pop(0)
+                job = self._run_order_locked()[0]
+                self._waiting.remove(job)
                 job.state = "running"
                 job.started = time.monotonic()
+                if job.session in self._sessions:
+                    self._sessions[job.session].last_started = job.started
                 self._running = job
                 self._changed_locked()
             self._run(job)
