@@ -7,18 +7,24 @@ Helpers and the browser come from test_web.py; this module starts its own server
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import re
 import socket
+import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
 from test_web import (
+    Answer,
     Server,
     browser,  # noqa: F401  (the fixture)
     call,
@@ -115,7 +121,7 @@ def test_pages_take_turns_in_the_queue(server: Server) -> None:
             call(server, "POST", f"/api/sessions/{session}/close")
 
 
-def _latest_jobs(events: http.client.HTTPResponse) -> list[dict[str, object]]:
+def _latest_jobs(events: http.client.HTTPResponse) -> list[dict[str, Any]]:
     """The jobs of the next update on a session's event stream (the stream repeats when anything changes)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -123,3 +129,45 @@ def _latest_jobs(events: http.client.HTTPResponse) -> list[dict[str, object]]:
         if line.startswith("data: "):
             return json.loads(line[len("data: ") :])["jobs"]
     pytest.fail("no update on the event stream within 30 s")
+
+
+def test_the_zip_is_streamed_and_each_view_is_built_once(server: Server) -> None:
+    session = "zipped"
+    stream = _stream(server, session)
+    try:
+        jobs = [json.loads(upload(server, session, "same.png", png_bytes(16)).body) for _ in range(2)]
+        _wait_until(stream, lambda described: all(job["state"] == "done" for job in described) and len(described) == 2)
+        # The zip comes in pieces (no Content-Length: it is not built whole first), and is whole.
+        answer = call(server, "GET", f"/api/sessions/{session}/results.zip")
+        assert answer.status == 200 and answer.headers.get("transfer-encoding") == "chunked", answer.headers
+        assert "content-length" not in answer.headers
+        with zipfile.ZipFile(io.BytesIO(answer.body)) as archive:
+            assert archive.testzip() is None and archive.namelist() == ["same_x4.png", "same_x4_2.png"]
+            result = call(server, "GET", f"/api/jobs/{jobs[0]['id']}/result?session={session}&download=1")
+            assert archive.read("same_x4.png") == result.body
+        # Three pages (or a page and its reload) asking for the same view at once: it is built once.
+        answers: list[Answer] = []
+        path = f"/api/jobs/{jobs[0]['id']}/bicubic?session={session}"
+        askers = [threading.Thread(target=lambda: answers.append(call(server, "GET", path))) for _ in range(3)]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join(60)
+        assert [answer.status for answer in answers] == [200, 200, 200]
+        assert len({answer.body for answer in answers}) == 1
+        assert (
+            len(re.findall(rf"job {re.escape(jobs[0]['id'])} \(same\.png\): bicubic view built", server.log_text()))
+            == 1
+        )
+    finally:
+        stream.close()
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def _wait_until(events: http.client.HTTPResponse, done: Callable[[list[dict[str, Any]]], bool]) -> None:
+    """Read a session's event stream until its jobs satisfy `done`."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if done(_latest_jobs(events)):
+            return
+    pytest.fail("the session's jobs did not get there within 120 s")

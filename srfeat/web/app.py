@@ -23,7 +23,7 @@ import math
 import time
 import warnings
 import zipfile
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -231,6 +231,9 @@ def create_app(
     (None: any host, for a server open to the network)."""
     static = {name: (resources.files("srfeat.web") / "static" / name).read_bytes() for name in STATIC_FILES}
     receiving = anyio.Semaphore(MAX_UPLOADS_RECEIVING)
+    # Views are built one at a time: the bicubic one needs about 50 bytes per pixel of the result
+    # at its peak, so several pages asking at once could need several times that.
+    building_view = anyio.Lock()
 
     async def page(request: Request) -> Response:
         name = request.path_params.get("name", "index.html")
@@ -329,11 +332,16 @@ def create_app(
         else:
             make = partial(bicubic_view, data, job.result_width, job.result_height)
         if kind not in job.views:
-            try:
-                job.views[kind] = await anyio.to_thread.run_sync(make)
-            except DECODE_ERRORS as error:  # the header passed `inspect_upload`, the data is damaged
-                logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
-                return _error(f"{job.name} cannot be shown: the file does not decode ({error})", 422)
+            async with building_view:
+                if kind not in job.views:  # not built while this request waited
+                    started = time.monotonic()
+                    try:
+                        job.views[kind] = await anyio.to_thread.run_sync(make)
+                    except DECODE_ERRORS as error:  # the header passed `inspect_upload`, the data is damaged
+                        logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
+                        return _error(f"{job.name} cannot be shown: the file does not decode ({error})", 422)
+                    seconds = time.monotonic() - started
+                    logger.info("job %s (%s): %s view built in %.2f s", job.id, job.name, kind, seconds)
         view, media_type = job.views[kind]
         return Response(view, media_type=media_type, headers=headers)
 
@@ -341,10 +349,11 @@ def create_app(
         jobs = [job for job in queue.session_jobs(request.path_params["session"]) if job.result is not None]
         if not jobs:
             return _error("no results to download yet", 404)
-        data = await anyio.to_thread.run_sync(_zip, jobs)
         headers = dict(SECURITY_HEADERS)
         headers["Content-Disposition"] = _attachment("srfeat_results.zip")
-        return Response(data, media_type="application/zip", headers=headers)
+        # Streamed, one result at a time: a zip built whole would be a second copy of every result,
+        # once per request, beyond what --max-held-mb counts.
+        return StreamingResponse(_zip_chunks(jobs), media_type="application/zip", headers=headers)
 
     routes = [
         Route("/", page),
@@ -410,17 +419,40 @@ def _attachment(name: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
-def _zip(jobs: list[Job]) -> bytes:
-    buffer = io.BytesIO()
+class _ChunkSink(io.RawIOBase):
+    """A write-only, unseekable file that keeps what is written until `take` hands it on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._chunks.append(bytes(data))  # the same object when it is bytes already (a result): no copy
+        return len(data)
+
+    def take(self) -> list[bytes]:
+        chunks, self._chunks = self._chunks, []
+        return [chunk for chunk in chunks if chunk]
+
+
+def _zip_chunks(jobs: list[Job]) -> Iterator[bytes]:
+    """The results as a zip (stored: images are compressed already), in pieces as it is written;
+    duplicate names get `_2`, `_3`."""
+    sink = _ChunkSink()
     used: set[str] = set()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:  # images are compressed already
-        for job in jobs:
-            name = job.result_name
-            stem, dot, extension = name.rpartition(".")
-            count = 2
-            while name in used:
-                name = f"{stem}_{count}{dot}{extension}"
-                count += 1
-            used.add(name)
-            archive.writestr(name, job.result or b"")
-    return buffer.getvalue()
+    archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)  # unseekable: sizes go after each file
+    for job in jobs:
+        name = job.result_name
+        stem, dot, extension = name.rpartition(".")
+        count = 2
+        while name in used:
+            name = f"{stem}_{count}{dot}{extension}"
+            count += 1
+        used.add(name)
+        archive.writestr(name, job.result or b"")
+        yield from sink.take()
+    archive.close()
+    yield from sink.take()
