@@ -122,8 +122,9 @@ def server() -> Iterator[Server]:
     stop_server(started)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture() -> Iterator[Browser]:
+    """Headless Chromium (named apart from its fixture name, so that other modules can import it)."""
     if not Path(CHROMIUM).exists():
         message = "Chromium not found: apt-get install -y chromium"
         if os.environ.get("SRFEAT_REQUIRE_BROWSER"):

@@ -23,11 +23,13 @@ import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from playwright.sync_api import Browser, Page, expect
 from test_web import (
     Answer,
     Server,
-    browser,  # noqa: F401  (the fixture)
+    browser_fixture,  # noqa: F401  (the `browser` fixture)
     call,
+    job_card,
     png_bytes,
     start_server,
     stop_server,
@@ -171,3 +173,86 @@ def _wait_until(events: http.client.HTTPResponse, done: Callable[[list[dict[str,
         if done(_latest_jobs(events)):
             return
     pytest.fail("the session's jobs did not get there within 120 s")
+
+
+# ---- the page, when things go wrong ---------------------------------------------------------
+
+
+def _page(browser: Browser, server: Server, width: int = 1280, height: int = 720) -> Page:
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready='1']")
+    return page
+
+
+def test_a_reload_mid_job_keeps_the_pages_images(server: Server, browser: Browser) -> None:
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[{"name": "small.png", "mimeType": "image/png", "buffer": png_bytes(16)}])
+    expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.set_input_files("#files", files=[{"name": "big.png", "mimeType": "image/png", "buffer": png_bytes(256)}])
+    expect(job_card(page, "big.png")).to_have_attribute("data-state", "running", timeout=60_000)
+    page.reload()  # F5 in the middle of the job
+    page.wait_for_selector("body[data-ready='1']")
+    expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=10_000)
+    expect(job_card(page, "big.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 64")  # the viewer shows a result
+    assert "(big.png) cancelled" not in server.log_text()
+    # A duplicated tab (which copies sessionStorage) is a page of its own, with none of these images.
+    duplicate = page.context.new_page()
+    duplicate.goto(server.url)
+    duplicate.wait_for_selector("body[data-ready='1']")
+    page.wait_for_timeout(1000)
+    assert duplicate.locator("#jobs li").count() == 0
+    page.context.close()
+
+
+def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_images(browser: Browser) -> None:
+    first = start_server()
+    port = str(urllib.parse.urlsplit(first.url).port)
+    page = _page(browser, first)
+    page.set_input_files("#files", files=[{"name": "kept.png", "mimeType": "image/png", "buffer": png_bytes(16)}])
+    expect(job_card(page, "kept.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.set_input_files("#files", files=[{"name": "big.png", "mimeType": "image/png", "buffer": png_bytes(256)}])
+    expect(job_card(page, "big.png")).to_have_attribute("data-state", "running", timeout=60_000)
+    stop_server(first)  # Ctrl+C (SIGTERM here) in the terminal it runs in
+    expect(page.locator("#connection")).to_be_visible(timeout=10_000)
+    expect(page.locator("#connection")).to_contain_text("Lost the connection to srfeat serve")
+    expect(job_card(page, "big.png").locator(".status")).to_have_text("waiting for the server: the connection is lost")
+    job_card(page, "kept.png").get_by_role("button", name="Again with the chosen detail").click()
+    refused = page.locator("#jobs li[data-state='refused']", has_text="kept.png was not run again")
+    expect(refused.locator(".status")).to_contain_text("the server did not answer (is srfeat serve still running?)")
+    page.set_input_files("#files", files=[{"name": "late.png", "mimeType": "image/png", "buffer": png_bytes(16)}])
+    expect(job_card(page, "late.png").locator(".status")).to_have_text(
+        "late.png was not uploaded: the server did not answer (is srfeat serve still running?)"
+    )
+    second = start_server("--port", port)  # started again: the page finds it by itself
+    try:
+        expect(page.locator("#connection")).to_be_hidden(timeout=15_000)
+        for name in ("kept.png", "big.png"):
+            card = page.locator("#jobs li[data-state='failed']", has_text=name)
+            expect(card.locator(".status[role='alert']")).to_contain_text("the server no longer holds this image")
+        expect(page.locator("#viewer-empty")).to_be_visible()
+    finally:
+        page.context.close()
+        stop_server(second)
+
+
+def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_change_once(
+    server: Server, browser: Browser
+) -> None:
+    page = _page(browser, server, 375, 740)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    # Keyboard only: the drop zone is a named button; Enter opens the file chooser.
+    drop = page.get_by_role("button", name="Add images: drop them here, or press Enter to choose files")
+    drop.focus()
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(files=[{"name": "phone.png", "mimeType": "image/png", "buffer": png_bytes(48)}])
+    expect(job_card(page, "phone.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    frame = page.locator("#frame").bounding_box()
+    assert frame is not None and frame["width"] >= 340 and frame["height"] >= 300, frame
+    # The list is not a live region (its countdown changes every second); one line says what changed.
+    assert page.get_attribute("#jobs", "aria-live") is None
+    expect(page.locator("#announce[aria-live='polite']")).to_have_text("phone.png: done, 192\u00d7192, 1 s")
+    page.context.close()

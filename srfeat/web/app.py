@@ -8,7 +8,9 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
   checked (size, that it is an image, its pixel count) before it is queued;
 - `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events); while a
   page holds it open its jobs live, when it closes they are cancelled (`JobQueue`);
-- `POST /api/sessions/S/close`: the page's goodbye (sent when the tab closes), cancels at once;
+- `POST /api/sessions/S/leave`: the page's goodbye (sent when the tab closes or reloads): ends the
+  session unless a stream opens again within `RELOAD_GRACE_SECONDS` (a reload);
+- `POST /api/sessions/S/close`: ends the session at once (for scripts);
 - `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images;
 - `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
 - `POST /api/jobs/ID/remove?session=S`; `GET /api/sessions/S/results.zip`.
@@ -20,6 +22,7 @@ import io
 import json
 import logging
 import math
+import re
 import time
 import warnings
 import zipfile
@@ -272,7 +275,7 @@ def create_app(
             width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
-            job = queue.submit(session, name, data, choice, width, height)
+            job = queue.submit(session, name, data, choice, width, height, _client_ref(request))
         except (UploadError, QueueFullError) as refusal:
             logger.info("upload refused: %s", refusal)
             return _error(str(refusal), refusal.status)
@@ -297,6 +300,10 @@ def create_app(
 
     async def events(request: Request) -> Response:
         return _SessionEvents(queue, request.path_params["session"])
+
+    async def leave(request: Request) -> Response:
+        queue.session_leaving(request.path_params["session"])
+        return Response(status_code=204)
 
     async def close(request: Request) -> Response:
         queue.close_session(request.path_params["session"], "its page was closed")
@@ -361,6 +368,7 @@ def create_app(
         Route("/api/config", config),
         Route("/api/jobs", submit, methods=["POST"]),
         Route("/api/sessions/{session}/events", events),
+        Route("/api/sessions/{session}/leave", leave, methods=["POST"]),
         Route("/api/sessions/{session}/close", close, methods=["POST"]),
         Route("/api/sessions/{session}/results.zip", results_zip),
         Route("/api/jobs/{job}/remove", remove, methods=["POST"]),
@@ -401,6 +409,13 @@ async def _read_body(request: Request, name: str, limits: Limits) -> bytes:
         if size > limit:
             raise too_large
         chunks.append(chunk)
+
+
+def _client_ref(request: Request) -> str:
+    """The page's own name for an upload (`ref`), echoed in the job's description; letters, digits,
+    `.`, `_` and `-` only, at most 64 (anything else is dropped: it is only a label)."""
+    ref = request.query_params.get("ref", "")
+    return ref if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", ref) else ""
 
 
 def _no_result(job: Job) -> JSONResponse:

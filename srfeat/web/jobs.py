@@ -14,6 +14,7 @@ jobs are dropped, its running job stops after the tile in progress, and its resu
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
@@ -54,6 +55,9 @@ MAX_STEM_CHARACTERS = 100
 MAX_STEM_BYTES = 150
 MAX_SUFFIX_CHARACTERS = 10
 MAX_SUFFIX_BYTES = 16
+# A page that says goodbye (closed or reloaded) is given this long to come back before its jobs
+# are cancelled: a reload reconnects well within it, a closed tab's job stops soon after.
+RELOAD_GRACE_SECONDS = 3.0
 TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
 
 
@@ -145,6 +149,7 @@ class Job:
     result_width: int = 0
     result_height: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    client_ref: str = ""  # the page's own name for the upload, so that it knows the job when the stream shows it first
     views: dict[str, tuple[bytes, str]] = field(
         default_factory=dict
     )  # (data, media type) the page shows, made on request
@@ -172,6 +177,7 @@ class _Session:
     streams: int = 0
     last_seen: float = field(default_factory=time.monotonic)
     last_started: float = -1.0  # when its last job began (-1: none yet), for taking turns
+    leaving: bool = False  # its page said goodbye: it ends after RELOAD_GRACE_SECONDS unless it comes back
 
 
 class JobQueue:
@@ -216,7 +222,18 @@ class JobQueue:
 
     def stream_opened(self, session: str) -> None:
         with self._lock:
-            self._sessions.setdefault(session, _Session()).streams += 1
+            state = self._sessions.setdefault(session, _Session())
+            state.streams += 1
+            state.leaving = False
+
+    def session_leaving(self, session: str) -> None:
+        """The page said goodbye: end the session once it has had no stream for `RELOAD_GRACE_SECONDS`
+        (its stream may still look open for a moment; a reloaded page opens a new one)."""
+        with self._lock:
+            state = self._sessions.get(session)
+            if state is not None:
+                state.leaving = True
+                state.last_seen = time.monotonic()
 
     def stream_closed(self, session: str) -> None:
         with self._lock:
@@ -245,11 +262,13 @@ class JobQueue:
                 gone = [
                     name
                     for name, state in self._sessions.items()
-                    if state.streams == 0 and now - state.last_seen > self.grace_seconds
+                    if state.streams == 0
+                    and now - state.last_seen
+                    > min(self.grace_seconds, RELOAD_GRACE_SECONDS if state.leaving else math.inf)
                 ]
             for session in gone:
                 self.close_session(session, "its page was closed")
-            time.sleep(min(1.0, self.grace_seconds / 4))
+            time.sleep(min(0.5, self.grace_seconds / 4))
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -279,10 +298,19 @@ class JobQueue:
                     held[id(blob)] = len(blob)
         return sum(held.values())
 
-    def submit(self, session: str, name: str, data: bytes, choice: ModelChoice, width: int, height: int) -> Job:
+    def submit(
+        self,
+        session: str,
+        name: str,
+        data: bytes,
+        choice: ModelChoice,
+        width: int,
+        height: int,
+        client_ref: str = "",
+    ) -> Job:
         """Queue a job, or `QueueFullError` when the session has `max_waiting_per_session` waiting
         or the job would take the bytes held past `max_held_bytes`."""
-        job = Job(secrets.token_urlsafe(12), session, name, data, choice, width, height)
+        job = Job(secrets.token_urlsafe(12), session, name, data, choice, width, height, client_ref=client_ref)
         with self._lock:
             shared = any(other.data is data for other in self._jobs.values())  # `again`: the same upload
             self._check_room_locked(session, name, 0 if shared else len(data))
@@ -352,6 +380,7 @@ class JobQueue:
         finished = job.finished if job.finished is not None else now
         return {
             "id": job.id,
+            "ref": job.client_ref,
             "name": job.name,
             "model": job.choice.model,
             "strength": job.choice.strength,

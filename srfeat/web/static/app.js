@@ -3,10 +3,24 @@
 
 const $ = (id) => document.getElementById(id);
 
-// One session per page load: the server keeps this page's jobs while the event stream is open,
-// and cancels them when the page goes away.
-const session = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+// One session per tab: the server keeps this page's jobs while the event stream is open, and
+// cancels them when the page goes away. A reload keeps the session (and so the images): the id
+// waits in sessionStorage from pagehide to the next load, which takes it out again, so that a
+// duplicated tab (which copies sessionStorage) starts a session of its own.
+const SESSION_KEY = "srfeat-session";
+const session = takeSession();
 const q = (extra = "") => `session=${session}${extra}`;
+
+function takeSession() {
+  try {
+    const kept = sessionStorage.getItem(SESSION_KEY);
+    sessionStorage.removeItem(SESSION_KEY);
+    if (kept && /^[0-9a-f]{32}$/.test(kept)) return kept;
+  } catch (error) {
+    // storage turned off: a reload starts afresh, as before
+  }
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 let config = { max_upload_bytes: Infinity, max_pixels: Infinity, upload_header: "X-SRFeat-Upload" };
 let serverJobs = []; // as the server last described them
@@ -14,6 +28,8 @@ const localItems = []; // uploads in flight or refused before they became jobs
 let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
 let selectedId = null;
 let receivedAt = performance.now(); // when the last update came
+let connected = true; // whether the event stream is up (false: the server stopped, or the network is down)
+let lostContact = false; // the stream went down since the last update: the next update may come from a restarted server
 
 // ---- settings ------------------------------------------------------------------------------
 
@@ -39,7 +55,7 @@ function formatBytes(n) {
 }
 
 function upload(file) {
-  const item = { localId: `local-${Math.random()}`, name: file.name, state: "uploading", error: null };
+  const item = { localId: `local-${crypto.randomUUID()}`, name: file.name, state: "uploading", error: null };
   localItems.push(item);
   render();
   const choice = currentChoice();
@@ -50,7 +66,8 @@ function upload(file) {
       return;
     }
     try {
-      const url = `/api/jobs?${q()}&name=${encodeURIComponent(file.name)}${choiceQuery(choice)}`;
+      const ref = encodeURIComponent(item.localId);
+      const url = `/api/jobs?${q()}&name=${encodeURIComponent(file.name)}&ref=${ref}${choiceQuery(choice)}`;
       const response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
       const body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
       if (!response.ok) {
@@ -61,7 +78,7 @@ function upload(file) {
       if (!serverJobs.some((job) => job.id === body.id)) serverJobs.push(body);
       render();
     } catch (error) {
-      refuse(item, `upload failed: ${error.message}; is the server still running?`);
+      refuse(item, `${file.name} was not uploaded: the server did not answer (is srfeat serve still running?)`);
     }
   });
 }
@@ -78,9 +95,12 @@ function again(job) {
     method: "POST",
     headers: { [config.upload_header]: "1" },
   })
+    .catch(() => {
+      throw new Error(`${job.name} was not run again: the server did not answer (is srfeat serve still running?)`);
+    })
     .then(async (response) => {
-      const body = await response.json();
-      if (!response.ok) throw new Error(body.error);
+      const body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+      if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
       if (!serverJobs.some((other) => other.id === body.id)) serverJobs.push(body);
       render();
     })
@@ -100,6 +120,9 @@ function formatSeconds(s) {
 }
 
 function statusText(job) {
+  if (!connected && (job.state === "queued" || job.state === "running")) {
+    return "waiting for the server: the connection is lost";
+  }
   switch (job.state) {
     case "uploading":
       return "uploading";
@@ -180,7 +203,10 @@ function updateCard(card, job) {
   bar.hidden = !(job.state === "running" && job.tiles_total > 1);
   bar.max = Math.max(1, job.tiles_total || 1);
   bar.value = job.tiles_done || 0;
-  status.textContent = statusText(job);
+  const text = statusText(job);
+  if (status.textContent !== text) status.textContent = text; // unchanged text is not rewritten (screen readers)
+  if (card.state !== undefined && card.state !== job.state) announceChange(job, text);
+  card.state = job.state;
   if (job.state === "refused" || job.state === "failed") status.setAttribute("role", "alert");
   else status.removeAttribute("role");
   actions.hidden = job.state !== "done";
@@ -190,9 +216,18 @@ function updateCard(card, job) {
   }
 }
 
+// What a screen reader hears: a job that is done or stopped, once (the list itself is not a live
+// region: its countdown changes every second). Refusals and failures are alerts on their cards.
+function announceChange(job, text) {
+  if (job.state === "done") $("announce").textContent = `${job.name}: done, ${text}`;
+  else if (job.state === "cancelled") $("announce").textContent = `${job.name}: ${text}`;
+}
+
 function render() {
   const list = $("jobs");
-  const items = [...serverJobs, ...localItems];
+  // An upload the stream already shows as a job (its answer not yet in) is shown once, as the job.
+  const shown = new Set(serverJobs.map((job) => job.ref));
+  const items = [...serverJobs, ...localItems.filter((item) => !shown.has(item.localId))];
   const keys = new Set();
   let previous = null;
   for (const job of items) {
@@ -221,7 +256,8 @@ function removeItem(job) {
   if (job.localId) {
     localItems.splice(localItems.indexOf(job), 1);
   } else {
-    fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" });
+    // Unreachable server: nothing to do (the job ends with the session when the server notices).
+    fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
     serverJobs = serverJobs.filter((other) => other.id !== job.id);
     if (selectedId === job.id) clearViewer();
   }
@@ -233,7 +269,10 @@ function removeItem(job) {
 function connect() {
   const events = new EventSource(`/api/sessions/${session}/events`);
   events.onmessage = (event) => {
-    serverJobs = JSON.parse(event.data).jobs;
+    const jobs = JSON.parse(event.data).jobs;
+    if (lostContact) forgetMissing(jobs);
+    lostContact = false;
+    serverJobs = jobs;
     receivedAt = performance.now();
     if (selectedId && !serverJobs.some((job) => job.id === selectedId)) clearViewer();
     if (!selectedId) {
@@ -242,13 +281,46 @@ function connect() {
     }
     render();
   };
+  events.onopen = () => setConnected(true);
+  events.onerror = () => {
+    setConnected(false);
+    lostContact = true;
+    // The browser retries by itself, except after an answer that is not an event stream: then try again here.
+    if (events.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
+  };
+}
+
+function setConnected(up) {
+  if (connected === up) return;
+  connected = up;
+  $("connection").hidden = up;
+  render();
+}
+
+// Jobs this page had that the server no longer knows (it was restarted, or this page was away
+// long enough for it to give them up): their cards say so instead of vanishing.
+function forgetMissing(jobs) {
+  const known = new Set(jobs.map((job) => job.id));
+  for (const job of serverJobs) {
+    if (known.has(job.id)) continue;
+    const lost = "the server no longer holds this image (it was restarted, or this page was away too long); add it again";
+    localItems.push({ localId: `lost-${job.id}`, name: job.name, label: job.label, state: "failed", error: lost });
+    if (selectedId === job.id) clearViewer();
+  }
 }
 
 // Closing or reloading the tab: tell the server at once (it would also notice the closed
 // stream, a few seconds later).
 // A page kept in the back-forward cache (persisted) may come back: it keeps its jobs.
+// The server gives a page that leaves a few seconds to come back (a reload) before it cancels.
 window.addEventListener("pagehide", (event) => {
-  if (!event.persisted) navigator.sendBeacon(`/api/sessions/${session}/close`);
+  if (event.persisted) return;
+  try {
+    sessionStorage.setItem(SESSION_KEY, session);
+  } catch (error) {
+    // storage turned off: the reloaded page starts a new session
+  }
+  navigator.sendBeacon(`/api/sessions/${session}/leave`);
 });
 
 // ---- the comparison viewer -----------------------------------------------------------------
