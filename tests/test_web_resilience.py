@@ -254,5 +254,12 @@ def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_chan
     assert frame is not None and frame["width"] >= 340 and frame["height"] >= 300, frame
     # The list is not a live region (its countdown changes every second); one line says what changed.
     assert page.get_attribute("#jobs", "aria-live") is None
+    for role, name in [
+        ("button", "remove from the list: phone.png"),
+        ("button", "Compare phone.png"),
+        ("button", "Again with the chosen detail: phone.png"),
+        ("link", "Download phone_x4.png"),
+    ]:
+        expect(page.get_by_role(role, name=name, exact=True)).to_have_count(1)  # each control names its image
     expect(page.locator("#announce[aria-live='polite']")).to_have_text("phone.png: done, 192\u00d7192, 1 s")
     page.context.close()

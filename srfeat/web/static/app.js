@@ -185,21 +185,27 @@ function makeCard(job) {
   const download = document.createElement("a");
   download.className = "button download";
   download.textContent = "Download";
-  actions.append(button("Compare", () => select(li.job)), download, button("Again with the chosen detail", () => again(li.job)));
+  const compare = button("Compare", () => select(li.job));
+  const rerun = button("Again with the chosen detail", () => again(li.job));
+  actions.append(compare, download, rerun);
   li.append(name, remove, bar, status, actions);
   li.addEventListener("click", () => li.job.state === "done" && select(li.job));
-  return { li, name, remove, bar, status, actions, download };
+  return { li, name, remove, bar, status, actions, download, compare, rerun };
 }
 
 function updateCard(card, job) {
-  const { li, name, remove, bar, status, actions, download } = card;
+  const { li, name, remove, bar, status, actions, download, compare, rerun } = card;
   li.job = job;
   li.className = job.state + (job.id && job.id === selectedId ? " selected" : "");
   li.dataset.state = job.state;
   if (job.id) li.dataset.job = job.id;
   name.textContent = name.title = job.name + (job.label ? ` \u00b7 ${job.label}` : "");
   remove.title = job.state === "queued" || job.state === "running" ? "cancel" : "remove from the list";
-  remove.setAttribute("aria-label", remove.title);
+  // Each control names its image: a screen reader listing the buttons hears which one is which.
+  remove.setAttribute("aria-label", `${remove.title}: ${job.name}`);
+  compare.setAttribute("aria-label", `Compare ${job.name}`);
+  rerun.setAttribute("aria-label", `Again with the chosen detail: ${job.name}`);
+  download.setAttribute("aria-label", `Download ${job.result_name || job.name}`);
   bar.hidden = !(job.state === "running" && job.tiles_total > 1);
   bar.max = Math.max(1, job.tiles_total || 1);
   bar.value = job.tiles_done || 0;
