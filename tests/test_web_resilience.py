@@ -38,11 +38,12 @@ from test_web import (
 )
 
 UPLOAD_TIMEOUT = 2.0
+MAX_QUEUED = 3
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    started = start_server("--upload-timeout", str(UPLOAD_TIMEOUT))
+    started = start_server("--upload-timeout", str(UPLOAD_TIMEOUT), "--max-queued", str(MAX_QUEUED))
     yield started
     stop_server(started)
 
@@ -111,11 +112,12 @@ def test_pages_take_turns_in_the_queue(server: Server) -> None:
         # One image of another page: next after the running one, not behind the first page's three.
         one = json.loads(upload(server, "one", "o.png", png_bytes(16)).body)
         assert one["ahead"] == 1, one
-        places = {job["name"]: job["ahead"] for job in _latest_jobs(streams[0])}
-        assert places == {"big.png": None, "m0.png": 2, "m1.png": 3, "m2.png": 4}, places
+        expected = {"big.png": None, "m0.png": 2, "m1.png": 3, "m2.png": 4}  # the first page sees it too
+        _wait_until(streams[0], lambda jobs: {job["name"]: job["ahead"] for job in jobs} == expected)
         assert call(server, "POST", f"/api/jobs/{big['id']}/remove?session=many").status == 204
-        wait_for_state(streams[1], one["id"], "done")
-        assert all(job["state"] == "queued" for job in _latest_jobs(streams[0]) if job["name"] != "m0.png")
+        _wait_until(streams[0], lambda jobs: all(job["state"] == "done" for job in jobs) and len(jobs) == 3)
+        finished = [found.group(1) for line in server.log if (found := re.search(r": (o|m\d)\.png -> ", line))]
+        assert finished == ["o", "m0", "m1", "m2"], finished  # the other page's one image went first
     finally:
         for stream in streams:
             stream.close()
@@ -189,14 +191,14 @@ def test_a_reload_mid_job_keeps_the_pages_images(server: Server, browser: Browse
     page = _page(browser, server)
     page.set_input_files("#files", files=[{"name": "small.png", "mimeType": "image/png", "buffer": png_bytes(16)}])
     expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=60_000)
-    page.set_input_files("#files", files=[{"name": "big.png", "mimeType": "image/png", "buffer": png_bytes(256)}])
-    expect(job_card(page, "big.png")).to_have_attribute("data-state", "running", timeout=60_000)
+    page.set_input_files("#files", files=[{"name": "long.png", "mimeType": "image/png", "buffer": png_bytes(256)}])
+    expect(job_card(page, "long.png")).to_have_attribute("data-state", "running", timeout=60_000)
     page.reload()  # F5 in the middle of the job
     page.wait_for_selector("body[data-ready='1']")
     expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=10_000)
-    expect(job_card(page, "big.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(job_card(page, "long.png")).to_have_attribute("data-state", "done", timeout=120_000)
     page.wait_for_function("() => document.getElementById('after').naturalWidth === 64")  # the viewer shows a result
-    assert "(big.png) cancelled" not in server.log_text()
+    assert "(long.png) cancelled" not in server.log_text()
     # A duplicated tab (which copies sessionStorage) is a page of its own, with none of these images.
     duplicate = page.context.new_page()
     duplicate.goto(server.url)
@@ -262,4 +264,24 @@ def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_chan
     ]:
         expect(page.get_by_role(role, name=name, exact=True)).to_have_count(1)  # each control names its image
     expect(page.locator("#announce[aria-live='polite']")).to_have_text("phone.png: done, 192\u00d7192, 1 s")
+    page.context.close()
+
+
+def test_dropping_more_images_than_the_queue_takes_holds_the_rest_back(server: Server, browser: Browser) -> None:
+    page = _page(browser, server)
+    files = [{"name": "big.png", "mimeType": "image/png", "buffer": png_bytes(256)}]
+    files += [{"name": f"s{n}.png", "mimeType": "image/png", "buffer": png_bytes(16)} for n in range(2 * MAX_QUEUED)]
+    files += [{"name": "zero.png", "mimeType": "image/png", "buffer": b""}]
+    page.set_input_files("#files", files=files)
+    held = page.locator("#jobs li[data-state='held']")
+    expect(held.first.locator(".status")).to_have_text(
+        "waiting to upload: this page has as many images queued as the server takes (--max-queued)", timeout=60_000
+    )
+    for n in range(2 * MAX_QUEUED):
+        expect(job_card(page, f"s{n}.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(job_card(page, "zero.png").locator(".status")).to_have_text(
+        "zero.png is empty (0 bytes): nothing to upscale"
+    )
+    expect(page.locator("#jobs li")).to_have_count(2 + 2 * MAX_QUEUED)
+    assert page.locator("#jobs li[data-state='refused']").count() == 1  # zero.png only
     page.context.close()

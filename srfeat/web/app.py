@@ -111,7 +111,7 @@ class UploadError(Exception):
 def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
     """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not."""
     if not data:
-        raise UploadError(f"{name} is empty")
+        raise UploadError(f"{name} is empty (0 bytes): nothing to upscale")
     Image.init()  # registers every plugin, so that `formats` below can name them all
     try:
         with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide: the worker reads too

@@ -26,6 +26,7 @@ let config = { max_upload_bytes: Infinity, max_pixels: Infinity, upload_header: 
 let serverJobs = []; // as the server last described them
 const localItems = []; // uploads in flight or refused before they became jobs
 let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
+let roomWaiters = []; // uploads held back (the page's queue is full), woken when one of its jobs leaves the queue
 let selectedId = null;
 let receivedAt = performance.now(); // when the last update came
 let connected = true; // whether the event stream is up (false: the server stopped, or the network is down)
@@ -68,8 +69,26 @@ function upload(file) {
     try {
       const ref = encodeURIComponent(item.localId);
       const url = `/api/jobs?${q()}&name=${encodeURIComponent(file.name)}&ref=${ref}${choiceQuery(choice)}`;
-      const response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
-      const body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+      let response, body;
+      for (;;) {
+        response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
+        body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+        if (response.status !== 429) break;
+        // This page has as many images waiting as the server queues (--max-queued): hold this
+        // one (and those after it) until one of them is done, instead of refusing it.
+        item.state = "held";
+        item.error = "waiting to upload: this page has as many images queued as the server takes (--max-queued)";
+        render();
+        // Woken when one of this page's jobs leaves the queue; tried again after 2 s anyway (the queue may
+        // have emptied before this upload began to wait).
+        await Promise.race([
+          new Promise((resolve) => roomWaiters.push(resolve)),
+          new Promise((resolve) => setTimeout(resolve, 2000)),
+        ]);
+        if (!localItems.includes(item)) return; // removed while it waited
+        item.state = "uploading";
+        render();
+      }
       if (!response.ok) {
         refuse(item, body.error || `upload failed (${response.status})`);
         return;
@@ -126,6 +145,8 @@ function statusText(job) {
   switch (job.state) {
     case "uploading":
       return "uploading";
+    case "held":
+      return job.error;
     case "refused":
     case "failed":
     case "cancelled":
@@ -277,6 +298,8 @@ function connect() {
   events.onmessage = (event) => {
     const jobs = JSON.parse(event.data).jobs;
     if (lostContact) forgetMissing(jobs);
+    const queued = (list) => list.filter((job) => job.state === "queued").length;
+    if (queued(jobs) < queued(serverJobs)) wakeHeldUploads();
     lostContact = false;
     serverJobs = jobs;
     receivedAt = performance.now();
@@ -294,6 +317,12 @@ function connect() {
     // The browser retries by itself, except after an answer that is not an event stream: then try again here.
     if (events.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
   };
+}
+
+function wakeHeldUploads() {
+  const waiters = roomWaiters;
+  roomWaiters = [];
+  for (const wake of waiters) wake();
 }
 
 function setConnected(up) {
