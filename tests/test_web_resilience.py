@@ -216,7 +216,17 @@ def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_image
     expect(job_card(page, "kept.png")).to_have_attribute("data-state", "done", timeout=60_000)
     page.set_input_files("#files", files=[{"name": "big.png", "mimeType": "image/png", "buffer": png_bytes(256)}])
     expect(job_card(page, "big.png")).to_have_attribute("data-state", "running", timeout=60_000)
+    stalled = _begin_upload(first, "other", 1000, b"\x89PNG")  # another client's upload, half sent
+    time.sleep(0.5)
+    stopping = time.monotonic()
     stop_server(first)  # Ctrl+C (SIGTERM here) in the terminal it runs in
+    # It did not wait for the stalled upload (uvicorn's graceful shutdown: 5 s, then a traceback).
+    assert time.monotonic() - stopping < 4.5
+    assert stalled.recv(4096).decode().startswith("HTTP/1.1 503")
+    stalled.close()
+    assert (
+        "Traceback" not in first.log_text() and "stalled.png was not taken: the server is stopping" in first.log_text()
+    )
     expect(page.locator("#connection")).to_be_visible(timeout=10_000)
     expect(page.locator("#connection")).to_contain_text("Lost the connection to srfeat serve")
     expect(job_card(page, "big.png").locator(".status")).to_have_text("waiting for the server: the connection is lost")

@@ -87,6 +87,7 @@ EVENT_KEEPALIVE_SECONDS = 1.0
 # the queue's --max-held-mb can count it: without a bound, N connections sending slowly would hold
 # N times that. Further uploads wait, unread (flow control keeps their bytes with the client).
 MAX_UPLOADS_RECEIVING = 4
+UPLOAD_POLL_SECONDS = 0.25  # how often a waiting upload looks at the clock (--upload-timeout) and for Ctrl+C
 EVENT_INTERVAL_SECONDS = 0.2  # how often a stream looks for news (updates are coalesced)
 
 
@@ -271,7 +272,7 @@ def create_app(
                 )
             choice = parse_choice(dict(request.query_params))
             async with receiving:
-                data = await _read_body(request, name, limits)
+                data = await _read_body(request, name, limits, lambda: queue.stopping)
             width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
@@ -379,9 +380,10 @@ def create_app(
     return Starlette(routes=routes, middleware=middleware)
 
 
-async def _read_body(request: Request, name: str, limits: Limits) -> bytes:
-    """The request's body, refused past `limits.max_upload_bytes`, or when the client sends nothing for
-    `limits.upload_timeout_seconds` (a stalled body would hold one of the few receiving slots forever)."""
+async def _read_body(request: Request, name: str, limits: Limits, stopping: Callable[[], bool]) -> bytes:
+    """The request's body, refused past `limits.max_upload_bytes`, when the client sends nothing for
+    `limits.upload_timeout_seconds` (a stalled body would hold one of the few receiving slots forever),
+    or when the server is stopping (Ctrl+C need not wait for a slow upload)."""
     limit = limits.max_upload_bytes
     too_large = UploadError(
         f"{name} is larger than this server's upload limit of {limit / 2**20:g} MB "
@@ -393,22 +395,31 @@ async def _read_body(request: Request, name: str, limits: Limits) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    stream = request.stream()
+    last_arrived = time.monotonic()
     while True:
-        with anyio.move_on_after(limits.upload_timeout_seconds) as waiting:
-            chunk = await anext(stream, None)
-        if waiting.cancelled_caught:
+        # ASGI's receive, not Request.stream(): a wait for the next piece can be given up and taken
+        # up again (to look at the clock and at Ctrl+C) without losing anything.
+        with anyio.move_on_after(UPLOAD_POLL_SECONDS):
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            last_arrived = time.monotonic()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+            continue
+        if stopping():
+            raise UploadError(f"{name} was not taken: the server is stopping", 503)
+        if time.monotonic() - last_arrived > limits.upload_timeout_seconds:
             raise UploadError(
                 f"{name} stopped arriving: nothing came for {limits.upload_timeout_seconds:g} s "
                 "(this server's --upload-timeout); send it again",
                 408,
             )
-        if chunk is None:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
 
 
 def _client_ref(request: Request) -> str:
