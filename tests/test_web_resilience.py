@@ -273,7 +273,14 @@ def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_chan
         ("link", "Download phone_x4.png"),
     ]:
         expect(page.get_by_role(role, name=name, exact=True)).to_have_count(1)  # each control names its image
-    expect(page.locator("#announce[aria-live='polite']")).to_have_text("phone.png: done, 192\u00d7192, 1 s")
+    # Removing it by keyboard: focus goes back to the drop zone, not to the page's body.
+    page.get_by_role("button", name="remove from the list: phone.png").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#jobs li")).to_have_count(0)
+    assert page.evaluate("document.activeElement.id") == "drop"
+    expect(page.locator("#announce[aria-live='polite']")).to_have_text(
+        re.compile(r"^phone\.png: done, 192\u00d7192, \d+ s$")
+    )
     page.context.close()
 
 

@@ -288,7 +288,16 @@ function removeItem(job) {
     serverJobs = serverJobs.filter((other) => other.id !== job.id);
     if (selectedId === job.id) clearViewer();
   }
+  const card = cards.get(job.id || job.localId);
+  const hadFocus = card && card.li.contains(document.activeElement);
+  const place = card ? [...$("jobs").children].indexOf(card.li) : -1;
   render();
+  if (hadFocus) {
+    // Keyboard use: focus goes to the next card's x (or the one before, or the drop zone), not to the page.
+    const left = $("jobs").children;
+    const next = left[Math.min(place, left.length - 1)];
+    (next ? next.querySelector(".remove") : $("drop")).focus();
+  }
 }
 
 // ---- the event stream ----------------------------------------------------------------------
