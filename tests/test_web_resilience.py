@@ -218,10 +218,9 @@ def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_image
     expect(job_card(page, "big.png")).to_have_attribute("data-state", "running", timeout=60_000)
     stalled = _begin_upload(first, "other", 1000, b"\x89PNG")  # another client's upload, half sent
     time.sleep(0.5)
-    stopping = time.monotonic()
     stop_server(first)  # Ctrl+C (SIGTERM here) in the terminal it runs in
-    # It did not wait for the stalled upload (uvicorn's graceful shutdown: 5 s, then a traceback).
-    assert time.monotonic() - stopping < 4.5
+    # The stalled upload is answered at once (before: uvicorn's graceful shutdown waited 5 s for it,
+    # then cancelled it with a traceback and no answer).
     assert stalled.recv(4096).decode().startswith("HTTP/1.1 503")
     stalled.close()
     assert (
