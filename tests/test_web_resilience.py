@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, FilePayload, Page, expect
 from test_web import (
     Answer,
     Server,
@@ -180,6 +180,10 @@ def _wait_until(events: http.client.HTTPResponse, done: Callable[[list[dict[str,
 # ---- the page, when things go wrong ---------------------------------------------------------
 
 
+def _file(name: str, data: bytes) -> FilePayload:
+    return {"name": name, "mimeType": "image/png", "buffer": data}
+
+
 def _page(browser: Browser, server: Server, width: int = 1280, height: int = 720) -> Page:
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(server.url)
@@ -189,9 +193,9 @@ def _page(browser: Browser, server: Server, width: int = 1280, height: int = 720
 
 def test_a_reload_mid_job_keeps_the_pages_images(server: Server, browser: Browser) -> None:
     page = _page(browser, server)
-    page.set_input_files("#files", files=[{"name": "small.png", "mimeType": "image/png", "buffer": png_bytes(16)}])
+    page.set_input_files("#files", files=[_file("small.png", png_bytes(16))])
     expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=60_000)
-    page.set_input_files("#files", files=[{"name": "long.png", "mimeType": "image/png", "buffer": png_bytes(256)}])
+    page.set_input_files("#files", files=[_file("long.png", png_bytes(256))])
     expect(job_card(page, "long.png")).to_have_attribute("data-state", "running", timeout=60_000)
     page.reload()  # F5 in the middle of the job
     page.wait_for_selector("body[data-ready='1']")
@@ -212,9 +216,9 @@ def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_image
     first = start_server()
     port = str(urllib.parse.urlsplit(first.url).port)
     page = _page(browser, first)
-    page.set_input_files("#files", files=[{"name": "kept.png", "mimeType": "image/png", "buffer": png_bytes(16)}])
+    page.set_input_files("#files", files=[_file("kept.png", png_bytes(16))])
     expect(job_card(page, "kept.png")).to_have_attribute("data-state", "done", timeout=60_000)
-    page.set_input_files("#files", files=[{"name": "big.png", "mimeType": "image/png", "buffer": png_bytes(256)}])
+    page.set_input_files("#files", files=[_file("big.png", png_bytes(256))])
     expect(job_card(page, "big.png")).to_have_attribute("data-state", "running", timeout=60_000)
     stalled = _begin_upload(first, "other", 1000, b"\x89PNG")  # another client's upload, half sent
     time.sleep(0.5)
@@ -232,7 +236,7 @@ def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_image
     job_card(page, "kept.png").get_by_role("button", name="Again with the chosen detail").click()
     refused = page.locator("#jobs li[data-state='refused']", has_text="kept.png was not run again")
     expect(refused.locator(".status")).to_contain_text("the server did not answer (is srfeat serve still running?)")
-    page.set_input_files("#files", files=[{"name": "late.png", "mimeType": "image/png", "buffer": png_bytes(16)}])
+    page.set_input_files("#files", files=[_file("late.png", png_bytes(16))])
     expect(job_card(page, "late.png").locator(".status")).to_have_text(
         "late.png was not uploaded: the server did not answer (is srfeat serve still running?)"
     )
@@ -258,20 +262,17 @@ def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_chan
     drop.focus()
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
-    chooser.value.set_files(files=[{"name": "phone.png", "mimeType": "image/png", "buffer": png_bytes(48)}])
+    chooser.value.set_files(files=[_file("phone.png", png_bytes(48))])
     expect(job_card(page, "phone.png")).to_have_attribute("data-state", "done", timeout=60_000)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     frame = page.locator("#frame").bounding_box()
     assert frame is not None and frame["width"] >= 340 and frame["height"] >= 300, frame
     # The list is not a live region (its countdown changes every second); one line says what changed.
     assert page.get_attribute("#jobs", "aria-live") is None
-    for role, name in [
-        ("button", "remove from the list: phone.png"),
-        ("button", "Compare phone.png"),
-        ("button", "Again with the chosen detail: phone.png"),
-        ("link", "Download phone_x4.png"),
-    ]:
-        expect(page.get_by_role(role, name=name, exact=True)).to_have_count(1)  # each control names its image
+    # Each control names its image.
+    for name in ("remove from the list: phone.png", "Compare phone.png", "Again with the chosen detail: phone.png"):
+        expect(page.get_by_role("button", name=name, exact=True)).to_have_count(1)
+    expect(page.get_by_role("link", name="Download phone_x4.png", exact=True)).to_have_count(1)
     # Removing it by keyboard: focus goes back to the drop zone, not to the page's body.
     page.get_by_role("button", name="remove from the list: phone.png").focus()
     page.keyboard.press("Enter")
@@ -285,9 +286,9 @@ def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_chan
 
 def test_dropping_more_images_than_the_queue_takes_holds_the_rest_back(server: Server, browser: Browser) -> None:
     page = _page(browser, server)
-    files = [{"name": "big.png", "mimeType": "image/png", "buffer": png_bytes(256)}]
-    files += [{"name": f"s{n}.png", "mimeType": "image/png", "buffer": png_bytes(16)} for n in range(2 * MAX_QUEUED)]
-    files += [{"name": "zero.png", "mimeType": "image/png", "buffer": b""}]
+    files: list[FilePayload] = [_file("big.png", png_bytes(256))]
+    files += [_file(f"s{n}.png", png_bytes(16)) for n in range(2 * MAX_QUEUED)]
+    files += [_file("zero.png", b"")]
     page.set_input_files("#files", files=files)
     held = page.locator("#jobs li[data-state='held']")
     expect(held.first.locator(".status")).to_have_text(
