@@ -197,8 +197,16 @@ def test_a_reload_mid_job_keeps_the_pages_images(server: Server, browser: Browse
     expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=60_000)
     page.set_input_files("#files", files=[_file("long.png", png_bytes(256))])
     expect(job_card(page, "long.png")).to_have_attribute("data-state", "running", timeout=60_000)
+    # Past --max-queued: the last one waits on the page, unsent, when the page goes.
+    page.set_input_files("#files", files=[_file(f"q{n}.png", png_bytes(16)) for n in range(MAX_QUEUED + 1)])
+    expect(job_card(page, f"q{MAX_QUEUED}.png")).to_have_attribute("data-state", "held", timeout=60_000)
     page.reload()  # F5 in the middle of the job
     page.wait_for_selector("body[data-ready='1']")
+    expect(job_card(page, f"q{MAX_QUEUED}.png").locator(".status")).to_have_text(
+        f"q{MAX_QUEUED}.png was not uploaded: the page was reloaded before it was sent; add it again"
+    )
+    for n in range(MAX_QUEUED):
+        expect(job_card(page, f"q{n}.png")).to_have_attribute("data-state", "done", timeout=120_000)
     expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=10_000)
     expect(job_card(page, "long.png")).to_have_attribute("data-state", "done", timeout=120_000)
     page.wait_for_function("() => document.getElementById('after').naturalWidth === 64")  # the viewer shows a result

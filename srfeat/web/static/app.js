@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 // waits in sessionStorage from pagehide to the next load, which takes it out again, so that a
 // duplicated tab (which copies sessionStorage) starts a session of its own.
 const SESSION_KEY = "srfeat-session";
+const UNSENT_KEY = "srfeat-unsent"; // names of uploads a reload cut off
 const session = takeSession();
 const q = (extra = "") => `session=${session}${extra}`;
 
@@ -227,7 +228,7 @@ function updateCard(card, job) {
   compare.setAttribute("aria-label", `Compare ${job.name}`);
   rerun.setAttribute("aria-label", `Again with the chosen detail: ${job.name}`);
   download.setAttribute("aria-label", `Download ${job.result_name || job.name}`);
-  bar.hidden = !(job.state === "running" && job.tiles_total > 1);
+  bar.hidden = !(connected && job.state === "running" && job.tiles_total > 1);
   bar.max = Math.max(1, job.tiles_total || 1);
   bar.value = job.tiles_done || 0;
   const text = statusText(job);
@@ -361,6 +362,9 @@ window.addEventListener("pagehide", (event) => {
   if (event.persisted) return;
   try {
     sessionStorage.setItem(SESSION_KEY, session);
+    // Uploads not sent yet die with the page: the reloaded page names them, so none goes missing unsaid.
+    const unsent = localItems.filter((item) => item.state === "uploading" || item.state === "held");
+    sessionStorage.setItem(UNSENT_KEY, JSON.stringify(unsent.map((item) => item.name)));
   } catch (error) {
     // storage turned off: the reloaded page starts a new session
   }
@@ -564,7 +568,23 @@ function setupUploads() {
   });
 }
 
+function showUnsent() {
+  let names = [];
+  try {
+    names = JSON.parse(sessionStorage.getItem(UNSENT_KEY) || "[]");
+    sessionStorage.removeItem(UNSENT_KEY);
+  } catch (error) {
+    return;
+  }
+  for (const name of Array.isArray(names) ? names : []) {
+    const error = `${name} was not uploaded: the page was reloaded before it was sent; add it again`;
+    localItems.push({ localId: `unsent-${crypto.randomUUID()}`, name: String(name), state: "refused", error });
+  }
+  render();
+}
+
 async function start() {
+  showUnsent();
   setupUploads();
   setupViewer();
   try {
