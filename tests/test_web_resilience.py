@@ -300,7 +300,7 @@ def test_dropping_more_images_than_the_queue_takes_holds_the_rest_back(server: S
     page.set_input_files("#files", files=files)
     held = page.locator("#jobs li[data-state='held']")
     expect(held.first.locator(".status")).to_have_text(
-        "waiting to upload: this page has as many images queued as the server takes (--max-queued)", timeout=60_000
+        "waiting to upload: the queue is full (--max-queued); it goes when there is room", timeout=60_000
     )
     for n in range(2 * MAX_QUEUED):
         expect(job_card(page, f"s{n}.png")).to_have_attribute("data-state", "done", timeout=120_000)
@@ -310,3 +310,28 @@ def test_dropping_more_images_than_the_queue_takes_holds_the_rest_back(server: S
     expect(page.locator("#jobs li")).to_have_count(2 + 2 * MAX_QUEUED)
     assert page.locator("#jobs li[data-state='refused']").count() == 1  # zero.png only
     page.context.close()
+
+
+def test_many_sessions_cannot_queue_without_bound(server: Server) -> None:
+    from srfeat.web.jobs import PAGES_IN_THE_QUEUE
+
+    sessions = [f"crowd{n}" for n in range(PAGES_IN_THE_QUEUE + 1)]
+    stream = _stream(server, sessions[0])
+    try:
+        busy = json.loads(upload(server, sessions[0], "big.png", png_bytes(256)).body)  # 16 tiles: the worker is busy
+        wait_for_state(stream, busy["id"], "running")
+        # Each session within its own --max-queued; together at the server's bound.
+        answers = [
+            upload(server, session, "s.png", png_bytes(8)).status for session in sessions for _ in range(MAX_QUEUED)
+        ]
+        assert answers.count(201) == PAGES_IN_THE_QUEUE * MAX_QUEUED, answers
+        refused = upload(server, "crowd-extra", "late.png", png_bytes(8))
+        assert refused.status == 429, refused.body
+        assert refused.error() == (
+            f"late.png is refused: {PAGES_IN_THE_QUEUE * MAX_QUEUED} images of all pages are waiting, the most this "
+            f"server queues ({PAGES_IN_THE_QUEUE} times --max-queued); add it when some are done"
+        )
+    finally:
+        stream.close()
+        for session in [*sessions, "crowd-extra"]:
+            call(server, "POST", f"/api/sessions/{session}/close")

@@ -58,6 +58,9 @@ MAX_SUFFIX_BYTES = 16
 # A page that says goodbye (closed or reloaded) is given this long to come back before its jobs
 # are cancelled: a reload reconnects well within it, a closed tab's job stops soon after.
 RELOAD_GRACE_SECONDS = 3.0
+# All pages together may have this many times --max-queued waiting: a bound on the queue (and on
+# the work of listing it) that one script opening many sessions cannot lift.
+PAGES_IN_THE_QUEUE = 10
 TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
 
 
@@ -187,8 +190,9 @@ class JobQueue:
 
     `make_upscaler(choice)` builds the network for a setting (called in the worker thread).
     Every upload is held in memory until its page goes, so the queue takes a new one only while
-    its session has fewer than `max_waiting_per_session` waiting and all jobs together hold at
-    most `max_held_bytes` (uploads, results and the views made of them).
+    its session has fewer than `max_waiting_per_session` waiting, all sessions together fewer than
+    `PAGES_IN_THE_QUEUE` times that (a script can open any number of sessions), and all jobs
+    together hold at most `max_held_bytes` (uploads, results and the views made of them).
     """
 
     def __init__(
@@ -278,6 +282,12 @@ class JobQueue:
             raise QueueFullError(
                 f"{name} is refused: {waiting} images of this page are already waiting, the most this server queues "
                 "per page (--max-queued); add more when some are done",
+                429,
+            )
+        if len(self._waiting) >= PAGES_IN_THE_QUEUE * self.max_waiting_per_session:
+            raise QueueFullError(
+                f"{name} is refused: {len(self._waiting)} images of all pages are waiting, the most this server "
+                f"queues ({PAGES_IN_THE_QUEUE} times --max-queued); add it when some are done",
                 429,
             )
         held = self._held_bytes_locked()

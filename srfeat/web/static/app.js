@@ -78,7 +78,7 @@ function upload(file) {
         // This page has as many images waiting as the server queues (--max-queued): hold this
         // one (and those after it) until one of them is done, instead of refusing it.
         item.state = "held";
-        item.error = "waiting to upload: this page has as many images queued as the server takes (--max-queued)";
+        item.error = "waiting to upload: the queue is full (--max-queued); it goes when there is room";
         render();
         // Woken when one of this page's jobs leaves the queue; tried again after 2 s anyway (the queue may
         // have emptied before this upload began to wait).
