@@ -122,8 +122,9 @@ def server() -> Iterator[Server]:
     stop_server(started)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture() -> Iterator[Browser]:
+    """Headless Chromium (named apart from its fixture name, so that other modules can import it)."""
     if not Path(CHROMIUM).exists():
         message = "Chromium not found: apt-get install -y chromium"
         if os.environ.get("SRFEAT_REQUIRE_BROWSER"):
@@ -371,8 +372,10 @@ def test_uploads_queue_and_a_closed_tab_cancels_its_jobs(server: Server, browser
     second = open_tab(browser, server).page
     gone = shutil.copy(small, tmp_path / "gone.png")
     second.set_input_files("#files", [str(small), str(gone)])
+    # Pages take turns: the second page's first image goes before the first page's second one.
     waiting = job_card(second, "small.png")
-    expect(waiting.locator(".status")).to_contain_text("place 3 in line (2 ahead)")
+    expect(waiting.locator(".status")).to_contain_text("place 2 in line (1 ahead)")
+    expect(queued.locator(".status")).to_contain_text("place 3 in line (2 ahead)")
     expect(job_card(second, "gone.png").locator(".status")).to_contain_text("place 4 in line (3 ahead)")
     job_card(second, "gone.png").get_by_role("button", name="cancel").click()  # its x: taken off the queue
     expect(job_card(second, "gone.png")).to_have_count(0)

@@ -26,6 +26,7 @@ UPLOAD_MB_RANGE = (0.001, 1e6)
 MEGAPIXELS_RANGE = (1e-6, 1e4)
 HELD_MB_RANGE = (0.001, 1e7)
 QUEUED_RANGE = (1, 100_000)
+UPLOAD_TIMEOUT_RANGE = (0.1, 3600.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="most images one page may have waiting in the queue (default 100); more are refused until some are done",
     )
+    parser.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="an upload that sends nothing for S seconds is dropped (default 30), so stalled ones cannot block others",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if there is one)")
     parser.add_argument(
         "--tile",
@@ -78,6 +86,7 @@ def _check_options(args: argparse.Namespace) -> None:
         ("--max-megapixels", args.max_megapixels, MEGAPIXELS_RANGE),
         ("--max-held-mb", args.max_held_mb, HELD_MB_RANGE),
         ("--max-queued", args.max_queued, QUEUED_RANGE),
+        ("--upload-timeout", args.upload_timeout, UPLOAD_TIMEOUT_RANGE),
     ):
         if not (math.isfinite(value) and lowest <= value <= highest):
             raise SRFeatError(f"{flag} must be a number from {lowest:g} to {highest:g}, got {value:g}")
@@ -171,7 +180,11 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     queue.prepare(ModelChoice("default"))
     app = create_app(
         queue,
-        Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6)),
+        Limits(
+            max_upload_bytes=int(args.max_upload_mb * 2**20),
+            max_pixels=int(args.max_megapixels * 1e6),
+            upload_timeout_seconds=args.upload_timeout,
+        ),
         # On a loopback address, a page elsewhere that points its own name here (DNS rebinding) is
         # refused: only loopback addresses, localhost and the name given to --host are served.
         allowed_hosts=[args.host] if loopback else None,

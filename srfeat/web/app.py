@@ -8,7 +8,9 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
   checked (size, that it is an image, its pixel count) before it is queued;
 - `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events); while a
   page holds it open its jobs live, when it closes they are cancelled (`JobQueue`);
-- `POST /api/sessions/S/close`: the page's goodbye (sent when the tab closes), cancels at once;
+- `POST /api/sessions/S/leave`: the page's goodbye (sent when the tab closes or reloads): ends the
+  session unless a stream opens again within `RELOAD_GRACE_SECONDS` (a reload);
+- `POST /api/sessions/S/close`: ends the session at once (for scripts);
 - `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images;
 - `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
 - `POST /api/jobs/ID/remove?session=S`; `GET /api/sessions/S/results.zip`.
@@ -20,10 +22,11 @@ import io
 import json
 import logging
 import math
+import re
 import time
 import warnings
 import zipfile
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -34,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -84,15 +87,18 @@ EVENT_KEEPALIVE_SECONDS = 1.0
 # the queue's --max-held-mb can count it: without a bound, N connections sending slowly would hold
 # N times that. Further uploads wait, unread (flow control keeps their bytes with the client).
 MAX_UPLOADS_RECEIVING = 4
+UPLOAD_POLL_SECONDS = 0.25  # how often a waiting upload looks at the clock (--upload-timeout) and for Ctrl+C
 EVENT_INTERVAL_SECONDS = 0.2  # how often a stream looks for news (updates are coalesced)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What the server accepts: bytes per upload and pixels per image."""
+    """What the server accepts: bytes per upload, pixels per image, and how long an upload may
+    send nothing before it is dropped."""
 
     max_upload_bytes: int
     max_pixels: int
+    upload_timeout_seconds: float = 30.0
 
 
 class UploadError(Exception):
@@ -106,7 +112,7 @@ class UploadError(Exception):
 def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
     """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not."""
     if not data:
-        raise UploadError(f"{name} is empty")
+        raise UploadError(f"{name} is empty (0 bytes): nothing to upscale")
     Image.init()  # registers every plugin, so that `formats` below can name them all
     try:
         with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide: the worker reads too
@@ -202,7 +208,7 @@ class _SessionEvents(StreamingResponse):
         while not self._queue.stopping:  # the server is stopping: end, so that it need not wait
             if self._queue.version != version:
                 version = self._queue.version
-                jobs = [self._queue.describe(job) for job in self._queue.session_jobs(self._session)]
+                jobs = self._queue.describe_session(self._session)
                 yield f"data: {json.dumps({'jobs': jobs})}\n\n"
                 last_sent = time.monotonic()
             elif time.monotonic() - last_sent > EVENT_KEEPALIVE_SECONDS:
@@ -229,6 +235,9 @@ def create_app(
     (None: any host, for a server open to the network)."""
     static = {name: (resources.files("srfeat.web") / "static" / name).read_bytes() for name in STATIC_FILES}
     receiving = anyio.Semaphore(MAX_UPLOADS_RECEIVING)
+    # Views are built one at a time: the bicubic one needs about 50 bytes per pixel of the result
+    # at its peak, so several pages asking at once could need several times that.
+    building_view = anyio.Lock()
 
     async def page(request: Request) -> Response:
         name = request.path_params.get("name", "index.html")
@@ -263,14 +272,17 @@ def create_app(
                 )
             choice = parse_choice(dict(request.query_params))
             async with receiving:
-                data = await _read_body(request, name, limits.max_upload_bytes)
+                data = await _read_body(request, name, limits, lambda: queue.stopping)
             width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
-            job = queue.submit(session, name, data, choice, width, height)
+            job = queue.submit(session, name, data, choice, width, height, _client_ref(request))
         except (UploadError, QueueFullError) as refusal:
             logger.info("upload refused: %s", refusal)
             return _error(str(refusal), refusal.status)
+        except ClientDisconnect:  # a tab closed mid-upload: nobody is left to answer
+            logger.info("upload of %s ended: the client went away before sending all of it", name)
+            return Response(status_code=400)
         return JSONResponse(queue.describe(job), status_code=201)
 
     async def again(request: Request) -> Response:
@@ -289,6 +301,10 @@ def create_app(
 
     async def events(request: Request) -> Response:
         return _SessionEvents(queue, request.path_params["session"])
+
+    async def leave(request: Request) -> Response:
+        queue.session_leaving(request.path_params["session"])
+        return Response(status_code=204)
 
     async def close(request: Request) -> Response:
         queue.close_session(request.path_params["session"], "its page was closed")
@@ -324,11 +340,16 @@ def create_app(
         else:
             make = partial(bicubic_view, data, job.result_width, job.result_height)
         if kind not in job.views:
-            try:
-                job.views[kind] = await anyio.to_thread.run_sync(make)
-            except DECODE_ERRORS as error:  # the header passed `inspect_upload`, the data is damaged
-                logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
-                return _error(f"{job.name} cannot be shown: the file does not decode ({error})", 422)
+            async with building_view:
+                if kind not in job.views:  # not built while this request waited
+                    started = time.monotonic()
+                    try:
+                        job.views[kind] = await anyio.to_thread.run_sync(make)
+                    except DECODE_ERRORS as error:  # the header passed `inspect_upload`, the data is damaged
+                        logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
+                        return _error(f"{job.name} cannot be shown: the file does not decode ({error})", 422)
+                    seconds = time.monotonic() - started
+                    logger.info("job %s (%s): %s view built in %.2f s", job.id, job.name, kind, seconds)
         view, media_type = job.views[kind]
         return Response(view, media_type=media_type, headers=headers)
 
@@ -336,10 +357,11 @@ def create_app(
         jobs = [job for job in queue.session_jobs(request.path_params["session"]) if job.result is not None]
         if not jobs:
             return _error("no results to download yet", 404)
-        data = await anyio.to_thread.run_sync(_zip, jobs)
         headers = dict(SECURITY_HEADERS)
         headers["Content-Disposition"] = _attachment("srfeat_results.zip")
-        return Response(data, media_type="application/zip", headers=headers)
+        # Streamed, one result at a time: a zip built whole would be a second copy of every result,
+        # once per request, beyond what --max-held-mb counts.
+        return StreamingResponse(_zip_chunks(jobs), media_type="application/zip", headers=headers)
 
     routes = [
         Route("/", page),
@@ -347,6 +369,7 @@ def create_app(
         Route("/api/config", config),
         Route("/api/jobs", submit, methods=["POST"]),
         Route("/api/sessions/{session}/events", events),
+        Route("/api/sessions/{session}/leave", leave, methods=["POST"]),
         Route("/api/sessions/{session}/close", close, methods=["POST"]),
         Route("/api/sessions/{session}/results.zip", results_zip),
         Route("/api/jobs/{job}/remove", remove, methods=["POST"]),
@@ -357,7 +380,11 @@ def create_app(
     return Starlette(routes=routes, middleware=middleware)
 
 
-async def _read_body(request: Request, name: str, limit: int) -> bytes:
+async def _read_body(request: Request, name: str, limits: Limits, stopping: Callable[[], bool]) -> bytes:
+    """The request's body, refused past `limits.max_upload_bytes`, when the client sends nothing for
+    `limits.upload_timeout_seconds` (a stalled body would hold one of the few receiving slots forever),
+    or when the server is stopping (Ctrl+C need not wait for a slow upload)."""
+    limit = limits.max_upload_bytes
     too_large = UploadError(
         f"{name} is larger than this server's upload limit of {limit / 2**20:g} MB "
         "(start the server with a larger --max-upload-mb)",
@@ -368,12 +395,38 @@ async def _read_body(request: Request, name: str, limit: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    last_arrived = time.monotonic()
+    while True:
+        # ASGI's receive, not Request.stream(): a wait for the next piece can be given up and taken
+        # up again (to look at the clock and at Ctrl+C) without losing anything.
+        with anyio.move_on_after(UPLOAD_POLL_SECONDS):
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            last_arrived = time.monotonic()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+            continue
+        if stopping():
+            raise UploadError(f"{name} was not taken: the server is stopping", 503)
+        if time.monotonic() - last_arrived > limits.upload_timeout_seconds:
+            raise UploadError(
+                f"{name} stopped arriving: nothing came for {limits.upload_timeout_seconds:g} s "
+                "(this server's --upload-timeout); send it again",
+                408,
+            )
+
+
+def _client_ref(request: Request) -> str:
+    """The page's own name for an upload (`ref`), echoed in the job's description; letters, digits,
+    `.`, `_` and `-` only, at most 64 (anything else is dropped: it is only a label)."""
+    ref = request.query_params.get("ref", "")
+    return ref if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", ref) else ""
 
 
 def _no_result(job: Job) -> JSONResponse:
@@ -392,17 +445,40 @@ def _attachment(name: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
-def _zip(jobs: list[Job]) -> bytes:
-    buffer = io.BytesIO()
+class _ChunkSink(io.RawIOBase):
+    """A write-only, unseekable file that keeps what is written until `take` hands it on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._chunks.append(bytes(data))  # the same object when it is bytes already (a result): no copy
+        return len(data)
+
+    def take(self) -> list[bytes]:
+        chunks, self._chunks = self._chunks, []
+        return [chunk for chunk in chunks if chunk]
+
+
+def _zip_chunks(jobs: list[Job]) -> Iterator[bytes]:
+    """The results as a zip (stored: images are compressed already), in pieces as it is written;
+    duplicate names get `_2`, `_3`."""
+    sink = _ChunkSink()
     used: set[str] = set()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:  # images are compressed already
-        for job in jobs:
-            name = job.result_name
-            stem, dot, extension = name.rpartition(".")
-            count = 2
-            while name in used:
-                name = f"{stem}_{count}{dot}{extension}"
-                count += 1
-            used.add(name)
-            archive.writestr(name, job.result or b"")
-    return buffer.getvalue()
+    archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)  # unseekable: sizes go after each file
+    for job in jobs:
+        name = job.result_name
+        stem, dot, extension = name.rpartition(".")
+        count = 2
+        while name in used:
+            name = f"{stem}_{count}{dot}{extension}"
+            count += 1
+        used.add(name)
+        archive.writestr(name, job.result or b"")
+        yield from sink.take()
+    archive.close()
+    yield from sink.take()

@@ -14,6 +14,7 @@ jobs are dropped, its running job stops after the tile in progress, and its resu
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
@@ -54,6 +55,12 @@ MAX_STEM_CHARACTERS = 100
 MAX_STEM_BYTES = 150
 MAX_SUFFIX_CHARACTERS = 10
 MAX_SUFFIX_BYTES = 16
+# A page that says goodbye (closed or reloaded) is given this long to come back before its jobs
+# are cancelled: a reload reconnects well within it, a closed tab's job stops soon after.
+RELOAD_GRACE_SECONDS = 3.0
+# All pages together may have this many times --max-queued waiting: a bound on the queue (and on
+# the work of listing it) that one script opening many sessions cannot lift.
+PAGES_IN_THE_QUEUE = 10
 TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
 
 
@@ -145,6 +152,7 @@ class Job:
     result_width: int = 0
     result_height: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    client_ref: str = ""  # the page's own name for the upload, so that it knows the job when the stream shows it first
     views: dict[str, tuple[bytes, str]] = field(
         default_factory=dict
     )  # (data, media type) the page shows, made on request
@@ -171,15 +179,20 @@ class Job:
 class _Session:
     streams: int = 0
     last_seen: float = field(default_factory=time.monotonic)
+    last_started: float = -1.0  # when its last job began (-1: none yet), for taking turns
+    leaving: bool = False  # its page said goodbye: it ends after RELOAD_GRACE_SECONDS unless it comes back
 
 
 class JobQueue:
-    """All jobs of all sessions; one worker thread runs them in the order they came.
+    """All jobs of all sessions; one worker thread runs them, the sessions taking turns (the next
+    job is the oldest waiting one of the session served least recently), so that one page's
+    hundred images do not hold up another page's one.
 
     `make_upscaler(choice)` builds the network for a setting (called in the worker thread).
     Every upload is held in memory until its page goes, so the queue takes a new one only while
-    its session has fewer than `max_waiting_per_session` waiting and all jobs together hold at
-    most `max_held_bytes` (uploads, results and the views made of them).
+    its session has fewer than `max_waiting_per_session` waiting, all sessions together fewer than
+    `PAGES_IN_THE_QUEUE` times that (a script can open any number of sessions), and all jobs
+    together hold at most `max_held_bytes` (uploads, results and the views made of them).
     """
 
     def __init__(
@@ -213,7 +226,18 @@ class JobQueue:
 
     def stream_opened(self, session: str) -> None:
         with self._lock:
-            self._sessions.setdefault(session, _Session()).streams += 1
+            state = self._sessions.setdefault(session, _Session())
+            state.streams += 1
+            state.leaving = False
+
+    def session_leaving(self, session: str) -> None:
+        """The page said goodbye: end the session once it has had no stream for `RELOAD_GRACE_SECONDS`
+        (its stream may still look open for a moment; a reloaded page opens a new one)."""
+        with self._lock:
+            state = self._sessions.get(session)
+            if state is not None:
+                state.leaving = True
+                state.last_seen = time.monotonic()
 
     def stream_closed(self, session: str) -> None:
         with self._lock:
@@ -242,11 +266,13 @@ class JobQueue:
                 gone = [
                     name
                     for name, state in self._sessions.items()
-                    if state.streams == 0 and now - state.last_seen > self.grace_seconds
+                    if state.streams == 0
+                    and now - state.last_seen
+                    > min(self.grace_seconds, RELOAD_GRACE_SECONDS if state.leaving else math.inf)
                 ]
             for session in gone:
                 self.close_session(session, "its page was closed")
-            time.sleep(min(1.0, self.grace_seconds / 4))
+            time.sleep(min(0.5, self.grace_seconds / 4))
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -256,6 +282,12 @@ class JobQueue:
             raise QueueFullError(
                 f"{name} is refused: {waiting} images of this page are already waiting, the most this server queues "
                 "per page (--max-queued); add more when some are done",
+                429,
+            )
+        if len(self._waiting) >= PAGES_IN_THE_QUEUE * self.max_waiting_per_session:
+            raise QueueFullError(
+                f"{name} is refused: {len(self._waiting)} images of all pages are waiting, the most this server "
+                f"queues ({PAGES_IN_THE_QUEUE} times --max-queued); add it when some are done",
                 429,
             )
         held = self._held_bytes_locked()
@@ -276,10 +308,19 @@ class JobQueue:
                     held[id(blob)] = len(blob)
         return sum(held.values())
 
-    def submit(self, session: str, name: str, data: bytes, choice: ModelChoice, width: int, height: int) -> Job:
+    def submit(
+        self,
+        session: str,
+        name: str,
+        data: bytes,
+        choice: ModelChoice,
+        width: int,
+        height: int,
+        client_ref: str = "",
+    ) -> Job:
         """Queue a job, or `QueueFullError` when the session has `max_waiting_per_session` waiting
         or the job would take the bytes held past `max_held_bytes`."""
-        job = Job(secrets.token_urlsafe(12), session, name, data, choice, width, height)
+        job = Job(secrets.token_urlsafe(12), session, name, data, choice, width, height, client_ref=client_ref)
         with self._lock:
             shared = any(other.data is data for other in self._jobs.values())  # `again`: the same upload
             self._check_room_locked(session, name, 0 if shared else len(data))
@@ -295,6 +336,19 @@ class JobQueue:
             job = self._jobs.get(job_id)
             # A removed job that is still running (until its tile ends) is gone for its page already.
             return job if job is not None and job.session == session and not job.removed else None
+
+    def _run_order_locked(self) -> list[Job]:
+        """The waiting jobs in the order they will run: round by round, one job of each session per
+        round; within a round, sessions that waited longest since their last start go first."""
+        rank: dict[str, int] = {}
+        keyed = []
+        for job in self._waiting:  # in the order they came
+            turn = rank.get(job.session, 0)
+            rank[job.session] = turn + 1
+            state = self._sessions.get(job.session)
+            keyed.append(((turn, state.last_started if state is not None else -1.0), job))
+        keyed.sort(key=lambda pair: pair[0])  # stable: ties keep the order they came in
+        return [job for _, job in keyed]
 
     def session_jobs(self, session: str) -> list[Job]:
         with self._lock:
@@ -316,32 +370,46 @@ class JobQueue:
     def describe(self, job: Job) -> dict[str, Any]:
         """What the page shows for a job (JSON)."""
         with self._lock:
-            now = time.monotonic()
-            ahead = None
-            if job.state == "queued" and job in self._waiting:
-                ahead = self._waiting.index(job) + (self._running is not None)
-            finished = job.finished if job.finished is not None else now
-            return {
-                "id": job.id,
-                "name": job.name,
-                "model": job.choice.model,
-                "strength": job.choice.strength,
-                "label": job.choice.label,
-                "width": job.width,
-                "height": job.height,
-                "state": job.state,
-                "loading": job.loading,
-                "ahead": ahead,
-                "tiles_done": job.tiles_done,
-                "tiles_total": job.tiles_total,
-                "seconds_left": job.seconds_left(now, self._seconds_per_pixel),
-                "seconds": None if job.started is None else round(finished - job.started, 2),
-                "error": job.error,
-                "result_name": job.result_name if job.state == "done" else None,
-                "result_width": job.result_width,
-                "result_height": job.result_height,
-                "result_bytes": len(job.result) if job.result is not None else None,
-            }
+            return self._describe_locked(job, self._places_locked())
+
+    def describe_session(self, session: str) -> list[dict[str, Any]]:
+        """What the page shows for each of a session's jobs (the run order worked out once)."""
+        with self._lock:
+            places = self._places_locked()
+            jobs = [job for job in self._jobs.values() if job.session == session and not job.removed]
+            return [self._describe_locked(job, places) for job in jobs]
+
+    def _places_locked(self) -> dict[str, int]:
+        """Each waiting job's number of jobs ahead of it (the running one included)."""
+        running = self._running is not None
+        return {job.id: place + running for place, job in enumerate(self._run_order_locked())}
+
+    def _describe_locked(self, job: Job, places: dict[str, int]) -> dict[str, Any]:
+        now = time.monotonic()
+        ahead = places.get(job.id) if job.state == "queued" else None
+        finished = job.finished if job.finished is not None else now
+        return {
+            "id": job.id,
+            "ref": job.client_ref,
+            "name": job.name,
+            "model": job.choice.model,
+            "strength": job.choice.strength,
+            "label": job.choice.label,
+            "width": job.width,
+            "height": job.height,
+            "state": job.state,
+            "loading": job.loading,
+            "ahead": ahead,
+            "tiles_done": job.tiles_done,
+            "tiles_total": job.tiles_total,
+            "seconds_left": job.seconds_left(now, self._seconds_per_pixel),
+            "seconds": None if job.started is None else round(finished - job.started, 2),
+            "error": job.error,
+            "result_name": job.result_name if job.state == "done" else None,
+            "result_width": job.result_width,
+            "result_height": job.result_height,
+            "result_bytes": len(job.result) if job.result is not None else None,
+        }
 
     def _cancel_locked(self, job: Job, reason: str) -> None:
         if job.state == "queued":
@@ -387,9 +455,12 @@ class JobQueue:
                 self._lock.wait_for(lambda: bool(self._waiting) or self._stopping)
                 if self._stopping:
                     return
-                job = self._waiting.pop(0)
+                job = self._run_order_locked()[0]
+                self._waiting.remove(job)
                 job.state = "running"
                 job.started = time.monotonic()
+                if job.session in self._sessions:
+                    self._sessions[job.session].last_started = job.started
                 self._running = job
                 self._changed_locked()
             self._run(job)

@@ -3,17 +3,35 @@
 
 const $ = (id) => document.getElementById(id);
 
-// One session per page load: the server keeps this page's jobs while the event stream is open,
-// and cancels them when the page goes away.
-const session = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+// One session per tab: the server keeps this page's jobs while the event stream is open, and
+// cancels them when the page goes away. A reload keeps the session (and so the images): the id
+// waits in sessionStorage from pagehide to the next load, which takes it out again, so that a
+// duplicated tab (which copies sessionStorage) starts a session of its own.
+const SESSION_KEY = "srfeat-session";
+const UNSENT_KEY = "srfeat-unsent"; // names of uploads a reload cut off
+const session = takeSession();
 const q = (extra = "") => `session=${session}${extra}`;
+
+function takeSession() {
+  try {
+    const kept = sessionStorage.getItem(SESSION_KEY);
+    sessionStorage.removeItem(SESSION_KEY);
+    if (kept && /^[0-9a-f]{32}$/.test(kept)) return kept;
+  } catch (error) {
+    // storage turned off: a reload starts afresh, as before
+  }
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 let config = { max_upload_bytes: Infinity, max_pixels: Infinity, upload_header: "X-SRFeat-Upload" };
 let serverJobs = []; // as the server last described them
 const localItems = []; // uploads in flight or refused before they became jobs
 let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
+let roomWaiters = []; // uploads held back (the page's queue is full), woken when one of its jobs leaves the queue
 let selectedId = null;
 let receivedAt = performance.now(); // when the last update came
+let connected = true; // whether the event stream is up (false: the server stopped, or the network is down)
+let lostContact = false; // the stream went down since the last update: the next update may come from a restarted server
 
 // ---- settings ------------------------------------------------------------------------------
 
@@ -39,7 +57,7 @@ function formatBytes(n) {
 }
 
 function upload(file) {
-  const item = { localId: `local-${Math.random()}`, name: file.name, state: "uploading", error: null };
+  const item = { localId: `local-${crypto.randomUUID()}`, name: file.name, state: "uploading", error: null };
   localItems.push(item);
   render();
   const choice = currentChoice();
@@ -50,9 +68,28 @@ function upload(file) {
       return;
     }
     try {
-      const url = `/api/jobs?${q()}&name=${encodeURIComponent(file.name)}${choiceQuery(choice)}`;
-      const response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
-      const body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+      const ref = encodeURIComponent(item.localId);
+      const url = `/api/jobs?${q()}&name=${encodeURIComponent(file.name)}&ref=${ref}${choiceQuery(choice)}`;
+      let response, body;
+      for (;;) {
+        response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
+        body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+        if (response.status !== 429) break;
+        // This page has as many images waiting as the server queues (--max-queued): hold this
+        // one (and those after it) until one of them is done, instead of refusing it.
+        item.state = "held";
+        item.error = "waiting to upload: the queue is full (--max-queued); it goes when there is room";
+        render();
+        // Woken when one of this page's jobs leaves the queue; tried again after 2 s anyway (the queue may
+        // have emptied before this upload began to wait).
+        await Promise.race([
+          new Promise((resolve) => roomWaiters.push(resolve)),
+          new Promise((resolve) => setTimeout(resolve, 2000)),
+        ]);
+        if (!localItems.includes(item)) return; // removed while it waited
+        item.state = "uploading";
+        render();
+      }
       if (!response.ok) {
         refuse(item, body.error || `upload failed (${response.status})`);
         return;
@@ -61,7 +98,7 @@ function upload(file) {
       if (!serverJobs.some((job) => job.id === body.id)) serverJobs.push(body);
       render();
     } catch (error) {
-      refuse(item, `upload failed: ${error.message}; is the server still running?`);
+      refuse(item, `${file.name} was not uploaded: the server did not answer (is srfeat serve still running?)`);
     }
   });
 }
@@ -78,9 +115,12 @@ function again(job) {
     method: "POST",
     headers: { [config.upload_header]: "1" },
   })
+    .catch(() => {
+      throw new Error(`${job.name} was not run again: the server did not answer (is srfeat serve still running?)`);
+    })
     .then(async (response) => {
-      const body = await response.json();
-      if (!response.ok) throw new Error(body.error);
+      const body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+      if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
       if (!serverJobs.some((other) => other.id === body.id)) serverJobs.push(body);
       render();
     })
@@ -100,9 +140,14 @@ function formatSeconds(s) {
 }
 
 function statusText(job) {
+  if (!connected && (job.state === "queued" || job.state === "running")) {
+    return "waiting for the server: the connection is lost";
+  }
   switch (job.state) {
     case "uploading":
       return "uploading";
+    case "held":
+      return job.error;
     case "refused":
     case "failed":
     case "cancelled":
@@ -162,25 +207,34 @@ function makeCard(job) {
   const download = document.createElement("a");
   download.className = "button download";
   download.textContent = "Download";
-  actions.append(button("Compare", () => select(li.job)), download, button("Again with the chosen detail", () => again(li.job)));
+  const compare = button("Compare", () => select(li.job));
+  const rerun = button("Again with the chosen detail", () => again(li.job));
+  actions.append(compare, download, rerun);
   li.append(name, remove, bar, status, actions);
   li.addEventListener("click", () => li.job.state === "done" && select(li.job));
-  return { li, name, remove, bar, status, actions, download };
+  return { li, name, remove, bar, status, actions, download, compare, rerun };
 }
 
 function updateCard(card, job) {
-  const { li, name, remove, bar, status, actions, download } = card;
+  const { li, name, remove, bar, status, actions, download, compare, rerun } = card;
   li.job = job;
   li.className = job.state + (job.id && job.id === selectedId ? " selected" : "");
   li.dataset.state = job.state;
   if (job.id) li.dataset.job = job.id;
   name.textContent = name.title = job.name + (job.label ? ` \u00b7 ${job.label}` : "");
   remove.title = job.state === "queued" || job.state === "running" ? "cancel" : "remove from the list";
-  remove.setAttribute("aria-label", remove.title);
-  bar.hidden = !(job.state === "running" && job.tiles_total > 1);
+  // Each control names its image: a screen reader listing the buttons hears which one is which.
+  remove.setAttribute("aria-label", `${remove.title}: ${job.name}`);
+  compare.setAttribute("aria-label", `Compare ${job.name}`);
+  rerun.setAttribute("aria-label", `Again with the chosen detail: ${job.name}`);
+  download.setAttribute("aria-label", `Download ${job.result_name || job.name}`);
+  bar.hidden = !(connected && job.state === "running" && job.tiles_total > 1);
   bar.max = Math.max(1, job.tiles_total || 1);
   bar.value = job.tiles_done || 0;
-  status.textContent = statusText(job);
+  const text = statusText(job);
+  if (status.textContent !== text) status.textContent = text; // unchanged text is not rewritten (screen readers)
+  if (card.state !== undefined && card.state !== job.state) announceChange(job, text);
+  card.state = job.state;
   if (job.state === "refused" || job.state === "failed") status.setAttribute("role", "alert");
   else status.removeAttribute("role");
   actions.hidden = job.state !== "done";
@@ -190,9 +244,18 @@ function updateCard(card, job) {
   }
 }
 
+// What a screen reader hears: a job that is done or stopped, once (the list itself is not a live
+// region: its countdown changes every second). Refusals and failures are alerts on their cards.
+function announceChange(job, text) {
+  if (job.state === "done") $("announce").textContent = `${job.name}: done, ${text}`;
+  else if (job.state === "cancelled") $("announce").textContent = `${job.name}: ${text}`;
+}
+
 function render() {
   const list = $("jobs");
-  const items = [...serverJobs, ...localItems];
+  // An upload the stream already shows as a job (its answer not yet in) is shown once, as the job.
+  const shown = new Set(serverJobs.map((job) => job.ref));
+  const items = [...serverJobs, ...localItems.filter((item) => !shown.has(item.localId))];
   const keys = new Set();
   let previous = null;
   for (const job of items) {
@@ -221,11 +284,21 @@ function removeItem(job) {
   if (job.localId) {
     localItems.splice(localItems.indexOf(job), 1);
   } else {
-    fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" });
+    // Unreachable server: nothing to do (the job ends with the session when the server notices).
+    fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
     serverJobs = serverJobs.filter((other) => other.id !== job.id);
     if (selectedId === job.id) clearViewer();
   }
+  const card = cards.get(job.id || job.localId);
+  const hadFocus = card && card.li.contains(document.activeElement);
+  const place = card ? [...$("jobs").children].indexOf(card.li) : -1;
   render();
+  if (hadFocus) {
+    // Keyboard use: focus goes to the next card's x (or the one before, or the drop zone), not to the page.
+    const left = $("jobs").children;
+    const next = left[Math.min(place, left.length - 1)];
+    (next ? next.querySelector(".remove") : $("drop")).focus();
+  }
 }
 
 // ---- the event stream ----------------------------------------------------------------------
@@ -233,7 +306,12 @@ function removeItem(job) {
 function connect() {
   const events = new EventSource(`/api/sessions/${session}/events`);
   events.onmessage = (event) => {
-    serverJobs = JSON.parse(event.data).jobs;
+    const jobs = JSON.parse(event.data).jobs;
+    if (lostContact) forgetMissing(jobs);
+    const queued = (list) => list.filter((job) => job.state === "queued").length;
+    if (queued(jobs) < queued(serverJobs)) wakeHeldUploads();
+    lostContact = false;
+    serverJobs = jobs;
     receivedAt = performance.now();
     if (selectedId && !serverJobs.some((job) => job.id === selectedId)) clearViewer();
     if (!selectedId) {
@@ -242,13 +320,55 @@ function connect() {
     }
     render();
   };
+  events.onopen = () => setConnected(true);
+  events.onerror = () => {
+    setConnected(false);
+    lostContact = true;
+    // The browser retries by itself, except after an answer that is not an event stream: then try again here.
+    if (events.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
+  };
+}
+
+function wakeHeldUploads() {
+  const waiters = roomWaiters;
+  roomWaiters = [];
+  for (const wake of waiters) wake();
+}
+
+function setConnected(up) {
+  if (connected === up) return;
+  connected = up;
+  $("connection").hidden = up;
+  render();
+}
+
+// Jobs this page had that the server no longer knows (it was restarted, or this page was away
+// long enough for it to give them up): their cards say so instead of vanishing.
+function forgetMissing(jobs) {
+  const known = new Set(jobs.map((job) => job.id));
+  for (const job of serverJobs) {
+    if (known.has(job.id)) continue;
+    const lost = "the server no longer holds this image (it was restarted, or this page was away too long); add it again";
+    localItems.push({ localId: `lost-${job.id}`, name: job.name, label: job.label, state: "failed", error: lost });
+    if (selectedId === job.id) clearViewer();
+  }
 }
 
 // Closing or reloading the tab: tell the server at once (it would also notice the closed
 // stream, a few seconds later).
 // A page kept in the back-forward cache (persisted) may come back: it keeps its jobs.
+// The server gives a page that leaves a few seconds to come back (a reload) before it cancels.
 window.addEventListener("pagehide", (event) => {
-  if (!event.persisted) navigator.sendBeacon(`/api/sessions/${session}/close`);
+  if (event.persisted) return;
+  try {
+    sessionStorage.setItem(SESSION_KEY, session);
+    // Uploads not sent yet die with the page: the reloaded page names them, so none goes missing unsaid.
+    const unsent = localItems.filter((item) => item.state === "uploading" || item.state === "held");
+    sessionStorage.setItem(UNSENT_KEY, JSON.stringify(unsent.map((item) => item.name)));
+  } catch (error) {
+    // storage turned off: the reloaded page starts a new session
+  }
+  navigator.sendBeacon(`/api/sessions/${session}/leave`);
 });
 
 // ---- the comparison viewer -----------------------------------------------------------------
@@ -448,7 +568,23 @@ function setupUploads() {
   });
 }
 
+function showUnsent() {
+  let names = [];
+  try {
+    names = JSON.parse(sessionStorage.getItem(UNSENT_KEY) || "[]");
+    sessionStorage.removeItem(UNSENT_KEY);
+  } catch (error) {
+    return;
+  }
+  for (const name of Array.isArray(names) ? names : []) {
+    const error = `${name} was not uploaded: the page was reloaded before it was sent; add it again`;
+    localItems.push({ localId: `unsent-${crypto.randomUUID()}`, name: String(name), state: "refused", error });
+  }
+  render();
+}
+
 async function start() {
+  showUnsent();
   setupUploads();
   setupViewer();
   try {

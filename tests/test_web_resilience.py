@@ -1,0 +1,337 @@
+"""`srfeat serve` when things go wrong: stalled and vanishing clients, a server that stops or
+restarts under an open page, a reload mid-job, many pages at once, a phone-sized screen.
+
+Helpers and the browser come from test_web.py; this module starts its own servers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import re
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
+pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from playwright.sync_api import Browser, FilePayload, Page, expect
+from test_web import (
+    Answer,
+    Server,
+    browser_fixture,  # noqa: F401  (the `browser` fixture)
+    call,
+    job_card,
+    png_bytes,
+    start_server,
+    stop_server,
+    upload,
+    wait_for_state,
+)
+
+UPLOAD_TIMEOUT = 2.0
+MAX_QUEUED = 3
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    started = start_server("--upload-timeout", str(UPLOAD_TIMEOUT), "--max-queued", str(MAX_QUEUED))
+    yield started
+    stop_server(started)
+
+
+def _address(server: Server) -> tuple[str, int]:
+    address = urllib.parse.urlsplit(server.url)
+    assert address.hostname is not None and address.port is not None
+    return address.hostname, address.port
+
+
+def _begin_upload(server: Server, session: str, length: int, first_bytes: bytes) -> socket.socket:
+    """A connection that sent an upload's headers and the start of its body, and then nothing."""
+    host, port = _address(server)
+    path = "/api/jobs?" + urllib.parse.urlencode({"session": session, "name": "stalled.png"})
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-SRFeat-Upload: 1\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+    connection = socket.create_connection((host, port), timeout=60)
+    connection.sendall(head + first_bytes)
+    return connection
+
+
+def test_stalled_uploads_are_dropped_and_do_not_block_others(server: Server) -> None:
+    from srfeat.web.app import MAX_UPLOADS_RECEIVING
+
+    stalled = [_begin_upload(server, "stalled", 1000, b"\x89PNG") for _ in range(MAX_UPLOADS_RECEIVING)]
+    try:
+        started = time.monotonic()
+        answer = upload(server, "stalled", "quick.png", png_bytes(8))  # waits for a free slot
+        assert answer.status == 201, answer.body
+        assert time.monotonic() - started < 30  # before the fix it waited as long as the stalled ones stayed
+        reply = stalled[0].recv(4096).decode()
+        assert reply.startswith("HTTP/1.1 408"), reply
+        assert "stalled.png stopped arriving: nothing came for 2 s (this server's --upload-timeout)" in reply
+    finally:
+        for connection in stalled:
+            connection.close()
+        call(server, "POST", "/api/sessions/stalled/close")
+
+
+def test_a_client_that_leaves_mid_upload_costs_one_log_line(server: Server) -> None:
+    before = len(server.log)
+    connection = _begin_upload(server, "gone", 100_000, b"\x89PNG" + bytes(1000))
+    connection.close()
+    deadline = time.monotonic() + 10
+    while "went away" not in server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    written = "\n".join(server.log[before:])
+    assert "upload of stalled.png ended: the client went away before sending all of it" in written, written
+    assert "Traceback" not in written and "Exception in ASGI application" not in written, written
+
+
+def _stream(server: Server, session: str) -> http.client.HTTPResponse:
+    """The session's event stream, open (the session lives while it is)."""
+    return urllib.request.urlopen(f"{server.url}api/sessions/{session}/events", timeout=60)
+
+
+def test_pages_take_turns_in_the_queue(server: Server) -> None:
+    streams = [_stream(server, session) for session in ("many", "one")]
+    try:
+        big = json.loads(upload(server, "many", "big.png", png_bytes(256)).body)  # 16 tiles: the worker is busy
+        wait_for_state(streams[0], big["id"], "running")
+        many = [json.loads(upload(server, "many", f"m{n}.png", png_bytes(16)).body) for n in range(3)]
+        assert [job["ahead"] for job in many] == [1, 2, 3]
+        # One image of another page: next after the running one, not behind the first page's three.
+        one = json.loads(upload(server, "one", "o.png", png_bytes(16)).body)
+        assert one["ahead"] == 1, one
+        expected = {"big.png": None, "m0.png": 2, "m1.png": 3, "m2.png": 4}  # the first page sees it too
+        _wait_until(streams[0], lambda jobs: {job["name"]: job["ahead"] for job in jobs} == expected)
+        assert call(server, "POST", f"/api/jobs/{big['id']}/remove?session=many").status == 204
+        _wait_until(streams[0], lambda jobs: all(job["state"] == "done" for job in jobs) and len(jobs) == 3)
+        finished = [found.group(1) for line in server.log if (found := re.search(r": (o|m\d)\.png -> ", line))]
+        assert finished == ["o", "m0", "m1", "m2"], finished  # the other page's one image went first
+    finally:
+        for stream in streams:
+            stream.close()
+        for session in ("many", "one"):
+            call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def _latest_jobs(events: http.client.HTTPResponse) -> list[dict[str, Any]]:
+    """The jobs of the next update on a session's event stream (the stream repeats when anything changes)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = events.readline().decode()
+        if line.startswith("data: "):
+            return json.loads(line[len("data: ") :])["jobs"]
+    pytest.fail("no update on the event stream within 30 s")
+
+
+def test_the_zip_is_streamed_and_each_view_is_built_once(server: Server) -> None:
+    session = "zipped"
+    stream = _stream(server, session)
+    try:
+        jobs = [json.loads(upload(server, session, "same.png", png_bytes(16)).body) for _ in range(2)]
+        _wait_until(stream, lambda described: all(job["state"] == "done" for job in described) and len(described) == 2)
+        # The zip comes in pieces (no Content-Length: it is not built whole first), and is whole.
+        answer = call(server, "GET", f"/api/sessions/{session}/results.zip")
+        assert answer.status == 200 and answer.headers.get("transfer-encoding") == "chunked", answer.headers
+        assert "content-length" not in answer.headers
+        with zipfile.ZipFile(io.BytesIO(answer.body)) as archive:
+            assert archive.testzip() is None and archive.namelist() == ["same_x4.png", "same_x4_2.png"]
+            result = call(server, "GET", f"/api/jobs/{jobs[0]['id']}/result?session={session}&download=1")
+            assert archive.read("same_x4.png") == result.body
+        # Three pages (or a page and its reload) asking for the same view at once: it is built once.
+        answers: list[Answer] = []
+        path = f"/api/jobs/{jobs[0]['id']}/bicubic?session={session}"
+        askers = [threading.Thread(target=lambda: answers.append(call(server, "GET", path))) for _ in range(3)]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join(60)
+        assert [answer.status for answer in answers] == [200, 200, 200]
+        assert len({answer.body for answer in answers}) == 1
+        assert (
+            len(re.findall(rf"job {re.escape(jobs[0]['id'])} \(same\.png\): bicubic view built", server.log_text()))
+            == 1
+        )
+    finally:
+        stream.close()
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def _wait_until(events: http.client.HTTPResponse, done: Callable[[list[dict[str, Any]]], bool]) -> None:
+    """Read a session's event stream until its jobs satisfy `done`."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if done(_latest_jobs(events)):
+            return
+    pytest.fail("the session's jobs did not get there within 120 s")
+
+
+# ---- the page, when things go wrong ---------------------------------------------------------
+
+
+def _file(name: str, data: bytes) -> FilePayload:
+    return {"name": name, "mimeType": "image/png", "buffer": data}
+
+
+def _page(browser: Browser, server: Server, width: int = 1280, height: int = 720) -> Page:
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready='1']")
+    return page
+
+
+def test_a_reload_mid_job_keeps_the_pages_images(server: Server, browser: Browser) -> None:
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("small.png", png_bytes(16))])
+    expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.set_input_files("#files", files=[_file("long.png", png_bytes(256))])
+    expect(job_card(page, "long.png")).to_have_attribute("data-state", "running", timeout=60_000)
+    # Past --max-queued: the last one waits on the page, unsent, when the page goes.
+    page.set_input_files("#files", files=[_file(f"q{n}.png", png_bytes(16)) for n in range(MAX_QUEUED + 1)])
+    expect(job_card(page, f"q{MAX_QUEUED}.png")).to_have_attribute("data-state", "held", timeout=60_000)
+    page.reload()  # F5 in the middle of the job
+    page.wait_for_selector("body[data-ready='1']")
+    expect(job_card(page, f"q{MAX_QUEUED}.png").locator(".status")).to_have_text(
+        f"q{MAX_QUEUED}.png was not uploaded: the page was reloaded before it was sent; add it again"
+    )
+    for n in range(MAX_QUEUED):
+        expect(job_card(page, f"q{n}.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=10_000)
+    expect(job_card(page, "long.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 64")  # the viewer shows a result
+    assert "(long.png) cancelled" not in server.log_text()
+    # A duplicated tab (which copies sessionStorage) is a page of its own, with none of these images.
+    duplicate = page.context.new_page()
+    duplicate.goto(server.url)
+    duplicate.wait_for_selector("body[data-ready='1']")
+    page.wait_for_timeout(1000)
+    assert duplicate.locator("#jobs li").count() == 0
+    page.context.close()
+
+
+def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_images(browser: Browser) -> None:
+    first = start_server()
+    port = str(urllib.parse.urlsplit(first.url).port)
+    page = _page(browser, first)
+    page.set_input_files("#files", files=[_file("kept.png", png_bytes(16))])
+    expect(job_card(page, "kept.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.set_input_files("#files", files=[_file("big.png", png_bytes(256))])
+    expect(job_card(page, "big.png")).to_have_attribute("data-state", "running", timeout=60_000)
+    stalled = _begin_upload(first, "other", 1000, b"\x89PNG")  # another client's upload, half sent
+    time.sleep(0.5)
+    stop_server(first)  # Ctrl+C (SIGTERM here) in the terminal it runs in
+    # The stalled upload is answered at once (before: uvicorn's graceful shutdown waited 5 s for it,
+    # then cancelled it with a traceback and no answer).
+    assert stalled.recv(4096).decode().startswith("HTTP/1.1 503")
+    stalled.close()
+    assert (
+        "Traceback" not in first.log_text() and "stalled.png was not taken: the server is stopping" in first.log_text()
+    )
+    expect(page.locator("#connection")).to_be_visible(timeout=10_000)
+    expect(page.locator("#connection")).to_contain_text("Lost the connection to srfeat serve")
+    expect(job_card(page, "big.png").locator(".status")).to_have_text("waiting for the server: the connection is lost")
+    job_card(page, "kept.png").get_by_role("button", name="Again with the chosen detail").click()
+    refused = page.locator("#jobs li[data-state='refused']", has_text="kept.png was not run again")
+    expect(refused.locator(".status")).to_contain_text("the server did not answer (is srfeat serve still running?)")
+    page.set_input_files("#files", files=[_file("late.png", png_bytes(16))])
+    expect(job_card(page, "late.png").locator(".status")).to_have_text(
+        "late.png was not uploaded: the server did not answer (is srfeat serve still running?)"
+    )
+    second = start_server("--port", port)  # started again: the page finds it by itself
+    try:
+        expect(page.locator("#connection")).to_be_hidden(timeout=15_000)
+        for name in ("kept.png", "big.png"):
+            card = page.locator("#jobs li[data-state='failed']", has_text=name)
+            expect(card.locator(".status[role='alert']")).to_contain_text("the server no longer holds this image")
+        expect(page.locator("#viewer-empty")).to_be_visible()
+    finally:
+        page.context.close()
+        stop_server(second)
+
+
+def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_change_once(
+    server: Server, browser: Browser
+) -> None:
+    page = _page(browser, server, 375, 740)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    # Keyboard only: the drop zone is a named button; Enter opens the file chooser.
+    drop = page.get_by_role("button", name="Add images: drop them here, or press Enter to choose files")
+    drop.focus()
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(files=[_file("phone.png", png_bytes(48))])
+    expect(job_card(page, "phone.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    frame = page.locator("#frame").bounding_box()
+    assert frame is not None and frame["width"] >= 340 and frame["height"] >= 300, frame
+    # The list is not a live region (its countdown changes every second); one line says what changed.
+    assert page.get_attribute("#jobs", "aria-live") is None
+    # Each control names its image.
+    for name in ("remove from the list: phone.png", "Compare phone.png", "Again with the chosen detail: phone.png"):
+        expect(page.get_by_role("button", name=name, exact=True)).to_have_count(1)
+    expect(page.get_by_role("link", name="Download phone_x4.png", exact=True)).to_have_count(1)
+    # Removing it by keyboard: focus goes back to the drop zone, not to the page's body.
+    page.get_by_role("button", name="remove from the list: phone.png").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#jobs li")).to_have_count(0)
+    assert page.evaluate("document.activeElement.id") == "drop"
+    expect(page.locator("#announce[aria-live='polite']")).to_have_text(
+        re.compile(r"^phone\.png: done, 192\u00d7192, \d+ s$")
+    )
+    page.context.close()
+
+
+def test_dropping_more_images_than_the_queue_takes_holds_the_rest_back(server: Server, browser: Browser) -> None:
+    page = _page(browser, server)
+    files: list[FilePayload] = [_file("big.png", png_bytes(256))]
+    files += [_file(f"s{n}.png", png_bytes(16)) for n in range(2 * MAX_QUEUED)]
+    files += [_file("zero.png", b"")]
+    page.set_input_files("#files", files=files)
+    held = page.locator("#jobs li[data-state='held']")
+    expect(held.first.locator(".status")).to_have_text(
+        "waiting to upload: the queue is full (--max-queued); it goes when there is room", timeout=60_000
+    )
+    for n in range(2 * MAX_QUEUED):
+        expect(job_card(page, f"s{n}.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(job_card(page, "zero.png").locator(".status")).to_have_text(
+        "zero.png is empty (0 bytes): nothing to upscale"
+    )
+    expect(page.locator("#jobs li")).to_have_count(2 + 2 * MAX_QUEUED)
+    assert page.locator("#jobs li[data-state='refused']").count() == 1  # zero.png only
+    page.context.close()
+
+
+def test_many_sessions_cannot_queue_without_bound(server: Server) -> None:
+    from srfeat.web.jobs import PAGES_IN_THE_QUEUE
+
+    sessions = [f"crowd{n}" for n in range(PAGES_IN_THE_QUEUE + 1)]
+    stream = _stream(server, sessions[0])
+    try:
+        busy = json.loads(upload(server, sessions[0], "big.png", png_bytes(256)).body)  # 16 tiles: the worker is busy
+        wait_for_state(stream, busy["id"], "running")
+        # Each session within its own --max-queued; together at the server's bound.
+        answers = [
+            upload(server, session, "s.png", png_bytes(8)).status for session in sessions for _ in range(MAX_QUEUED)
+        ]
+        assert answers.count(201) == PAGES_IN_THE_QUEUE * MAX_QUEUED, answers
+        refused = upload(server, "crowd-extra", "late.png", png_bytes(8))
+        assert refused.status == 429, refused.body
+        assert refused.error() == (
+            f"late.png is refused: {PAGES_IN_THE_QUEUE * MAX_QUEUED} images of all pages are waiting, the most this "
+            f"server queues ({PAGES_IN_THE_QUEUE} times --max-queued); add it when some are done"
+        )
+    finally:
+        stream.close()
+        for session in [*sessions, "crowd-extra"]:
+            call(server, "POST", f"/api/sessions/{session}/close")
