@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import secrets
 import shutil
 import tempfile
@@ -26,12 +25,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from srfeat.errors import SRFeatError
 from srfeat.files import process_exists
-from srfeat.inference.image_files import output_extension, upscale_file
+from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
+from srfeat.web.job import Job, JobCancelledError, ModelChoice, safe_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +45,9 @@ __all__ = [
     "safe_file_name",
 ]
 
-State = Literal["queued", "running", "done", "failed", "cancelled"]
 # Two upscalers stay built (say `default` and `gan`, or two strengths): switching back and
 # forth between settings on one image then costs no reload.
 CACHED_UPSCALERS = 2
-# A file name may have 255 bytes (Linux, macOS, Windows): a stem of 150 leaves room for the
-# result's tag (`_x4_s0.50`), a de-duplicating count in the zip and the extension.
-MAX_STEM_CHARACTERS = 100
-MAX_STEM_BYTES = 150
-MAX_SUFFIX_CHARACTERS = 10
-MAX_SUFFIX_BYTES = 16
 # A page that says goodbye (closed or reloaded) is given this long to come back before its jobs
 # are cancelled: a reload reconnects well within it, a closed tab's job stops soon after.
 RELOAD_GRACE_SECONDS = 3.0
@@ -62,10 +55,6 @@ RELOAD_GRACE_SECONDS = 3.0
 # the work of listing it) that one script opening many sessions cannot lift.
 PAGES_IN_THE_QUEUE = 10
 TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
-
-
-class JobCancelledError(Exception):
-    """Raised inside a running job (between tiles) when its session has gone away."""
 
 
 class QueueFullError(Exception):
@@ -77,25 +66,6 @@ class QueueFullError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    """What the page asked for: a bundled model, or a strength between `default` (0) and `gan` (1)."""
-
-    model: str = "default"
-    strength: float | None = None
-
-    @property
-    def label(self) -> str:
-        return self.model if self.strength is None else f"strength {self.strength:.2f}"
-
-    @property
-    def file_tag(self) -> str:
-        """Added to the output's file name, so results of several settings can sit in one folder."""
-        if self.strength is not None:
-            return f"_x4_s{self.strength:.2f}"
-        return "_x4" if self.model == "default" else f"_x4_{self.model}"
-
-
 def remove_stale_temporaries() -> None:
     """Remove temporary folders left by servers that were killed mid-job (their process is gone)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*-*"):
@@ -104,75 +74,6 @@ def remove_stale_temporaries() -> None:
             continue
         logger.info("removing %s, left by a server that was stopped mid-job", folder)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def safe_file_name(name: str) -> str:
-    """An uploaded file's name reduced to something safe to create and to offer as a download name.
-
-    The stem is cut to `MAX_STEM_BYTES` of UTF-8 as well as to `MAX_STEM_CHARACTERS`: a name of CJK
-    letters (3 bytes each) must still fit a file system's 255-byte limit with the result's tag and extension added.
-    """
-    base = re.split(r"[\\/]", name)[-1]
-    base = re.sub(r"[^\w.\- ()+,]", "_", base).strip(" .")
-    stem, dot, suffix = base.rpartition(".")
-    if not dot:
-        stem, suffix = base, ""
-    stem = _cut_utf8(stem[:MAX_STEM_CHARACTERS], MAX_STEM_BYTES) or "image"
-    suffix = _cut_utf8(suffix[:MAX_SUFFIX_CHARACTERS], MAX_SUFFIX_BYTES)
-    return f"{stem}.{suffix}" if suffix else stem
-
-
-def _cut_utf8(text: str, max_bytes: int) -> str:
-    """`text` cut to at most `max_bytes` of UTF-8, never inside a character."""
-    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-
-
-@dataclass(eq=False)  # compared by identity: two uploads of one file are two jobs
-class Job:
-    """One uploaded image and what became of it."""
-
-    id: str
-    session: str
-    name: str  # the upload's (sanitised) file name
-    data: bytes
-    choice: ModelChoice
-    width: int
-    height: int
-    state: State = "queued"
-    loading: bool = False  # building the network for its setting (a new strength takes a moment)
-    removed: bool = False  # taken off its page while running: forgotten when the worker lets go of it
-    tiles_done: int = 0
-    tiles_total: int = 0
-    submitted: float = field(default_factory=time.monotonic)
-    started: float | None = None
-    tiles_started: float | None = None
-    finished: float | None = None
-    error: str | None = None
-    result: bytes | None = None
-    result_width: int = 0
-    result_height: int = 0
-    cancel: threading.Event = field(default_factory=threading.Event)
-    client_ref: str = ""  # the page's own name for the upload, so that it knows the job when the stream shows it first
-    views: dict[str, tuple[bytes, str]] = field(
-        default_factory=dict
-    )  # (data, media type) the page shows, made on request
-
-    @property
-    def result_name(self) -> str:
-        stem = Path(self.name).stem or "image"
-        return f"{stem}{self.choice.file_tag}{output_extension(self.name)}"
-
-    def seconds_left(self, now: float, seconds_per_pixel: float | None) -> float | None:
-        """Time left: from the pace of this job's tiles once one is done, before that from the
-        pace of the last job (None when there is neither)."""
-        if self.state != "running" or self.tiles_started is None:
-            return None
-        elapsed = now - self.tiles_started
-        if self.tiles_done > 0:
-            return elapsed / self.tiles_done * (self.tiles_total - self.tiles_done)
-        if seconds_per_pixel is None:
-            return None
-        return max(0.0, seconds_per_pixel * self.width * self.height - elapsed)
 
 
 @dataclass
