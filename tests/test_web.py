@@ -307,6 +307,23 @@ def _png_header_only(width: int, height: int) -> bytes:
     )
 
 
+def test_a_view_the_server_cannot_build_says_why_on_its_label(server: Server, browser: Browser, face: Path) -> None:
+    """The server answers 507 with a reason when the free memory cannot hold the bicubic view; the page
+    showed a broken-image icon and no word. (The answer is the server's own, replayed by the browser.)"""
+    reason = "the bicubic comparison of a 192x192 result needs about 9.9 GB of memory and 1.0 GB is free"
+    tab = open_tab(browser, server)
+    page = tab.page
+    page.route("**/bicubic?*", lambda route: route.fulfill(status=507, json={"error": reason}))
+    page.set_input_files("#files", str(face))
+    expect(job_card(page, "face.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    page.check("input[name='resample'][value='bicubic']")
+    expect(page.locator("#before-label")).to_have_text(f"original, bicubic \u00d74: not shown: {reason}")
+    expect(page.locator("#announce")).to_contain_text("not shown")
+    page.check("input[name='resample'][value='nearest']")  # another view: the label is its own again
+    expect(page.locator("#before-label")).to_have_text("original, nearest \u00d74")
+    tab.page.context.close()
+
+
 def test_bad_uploads_show_their_error_in_the_page(server: Server, browser: Browser, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "huge.png").write_bytes(_png_header_only(5000, 4000))  # 20 MP: over the server's 16 MP limit

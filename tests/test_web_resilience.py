@@ -335,3 +335,25 @@ def test_many_sessions_cannot_queue_without_bound(server: Server) -> None:
         stream.close()
         for session in [*sessions, "crowd-extra"]:
             call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_a_bicubic_view_the_free_memory_cannot_hold_is_refused_before_it_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The view needs about 52 bytes per result pixel: a 16-megapixel upload's 256-megapixel view was
+    13 GB, built whatever the machine had."""
+    import io
+
+    from PIL import Image
+
+    from srfeat.web import views
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 30, 30)).save(buffer, format="PNG")
+    needed = views.BICUBIC_VIEW_BYTES_PER_PIXEL * 32 * 24
+    monkeypatch.setattr(views, "host_available_memory", lambda: 2 * needed - 2)
+    with pytest.raises(views.ViewTooLargeError, match="bicubic comparison of a 32x24 result needs about 0.0 GB"):
+        views.bicubic_view(buffer.getvalue(), 32, 24)
+    monkeypatch.setattr(views, "host_available_memory", lambda: 2 * needed)
+    data, media_type = views.bicubic_view(buffer.getvalue(), 32, 24)
+    assert media_type == "image/png" and Image.open(io.BytesIO(data)).size == (32, 24)

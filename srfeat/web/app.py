@@ -33,8 +33,7 @@ from importlib import resources
 from urllib.parse import quote
 
 import anyio
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -42,11 +41,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from srfeat.data.io import FORMATS, WARNINGS_LOCK, pil_to_array
-from srfeat.data.resize import imresize
-from srfeat.inference.upscaler import from_float_tensor, to_float_tensor
+from srfeat.data.io import FORMATS, WARNINGS_LOCK
 from srfeat.web.hosts import LoopbackHostCheck
 from srfeat.web.jobs import Job, JobQueue, ModelChoice, QueueFullError, safe_file_name
+from srfeat.web.views import ViewTooLargeError, bicubic_view, browser_view
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +61,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
-}
-# Formats a browser shows as they are; others (TIFF) are shown through an 8-bit PNG copy.
-BROWSER_FORMATS = {
-    "PNG": "image/png",
-    "JPEG": "image/jpeg",
-    "WEBP": "image/webp",
-    "BMP": "image/bmp",
-    "GIF": "image/gif",
 }
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff"}
 # What uploads may be. Pillow reads more (EPS, for one, through Ghostscript), but a server that
@@ -154,39 +144,6 @@ def parse_choice(params: dict[str, str]) -> ModelChoice:
     if abs(strength * 100 - round(strength * 100)) > 1e-6:
         raise UploadError(f"strength is taken in steps of 0.01 (0.30, not 0.305), got {text}")
     return ModelChoice("default", round(strength, 2))
-
-
-def browser_view(data: bytes) -> tuple[bytes, str]:
-    """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied)."""
-    with Image.open(io.BytesIO(data)) as image:
-        if image.format in BROWSER_FORMATS:
-            return data, BROWSER_FORMATS[image.format]
-        image.load()
-        shown = _displayable(ImageOps.exif_transpose(image) or image)
-    buffer = io.BytesIO()
-    shown.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue(), "image/png"
-
-
-def _displayable(image: Image.Image) -> Image.Image:
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    if image.mode.startswith("I;16") or image.mode == "I":
-        image = image.point(lambda value: value / 257).convert("L")
-    return image.convert("RGBA" if has_alpha else "RGB")
-
-
-def bicubic_view(data: bytes, width: int, height: int) -> tuple[bytes, str]:
-    """The original enlarged to the result's size with MATLAB's bicubic (what `bicubic` means in
-    the README's comparisons), as an 8-bit PNG (and its media type)."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        shown = _displayable(ImageOps.exif_transpose(image) or image)
-    pixels = pil_to_array(shown)
-    enlarged = imresize(to_float_tensor(pixels), size=(height, width)).clamp_(0.0, 1.0)
-    array = from_float_tensor(enlarged, np.dtype(np.uint8))
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue(), "image/png"
 
 
 def _error(message: str, status: int) -> JSONResponse:
@@ -345,6 +302,9 @@ def create_app(
                     started = time.monotonic()
                     try:
                         job.views[kind] = await anyio.to_thread.run_sync(make)
+                    except ViewTooLargeError as error:
+                        logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
+                        return _error(str(error), 507)
                     except DECODE_ERRORS as error:  # the header passed `inspect_upload`, the data is damaged
                         logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
                         return _error(f"{job.name} cannot be shown: the file does not decode ({error})", 422)

@@ -525,6 +525,25 @@ function setupViewer() {
   $("zoom-out").addEventListener("click", () => view.job && zoomCentre(view.zoom / 1.5));
   for (const radio of document.querySelectorAll('input[name="resample"]')) radio.addEventListener("change", setOriginal);
   window.addEventListener("resize", draw);
+  // A view the server cannot build (too large for its free memory, a damaged file) says why on its
+  // label, instead of a broken-image icon: the server's one-line reason is fetched again to show it.
+  for (const side of ["before", "after"]) $(side).addEventListener("error", () => explainMissingView(side));
+}
+
+async function explainMissingView(side) {
+  const source = $(side).getAttribute("src");
+  if (!source) return;
+  let reason = "it could not be loaded";
+  try {
+    const answer = await (await fetch(source)).json();
+    if (answer.error) reason = answer.error;
+  } catch {
+    // the server is gone: the banner says so
+  }
+  if ($(side).getAttribute("src") !== source) return; // another image was chosen meanwhile
+  const label = $(`${side}-label`);
+  label.textContent = `${label.textContent.split(": not shown")[0]}: not shown: ${reason}`;
+  $("announce").textContent = label.textContent;
 }
 
 // ---- start ---------------------------------------------------------------------------------

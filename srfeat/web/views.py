@@ -1,0 +1,76 @@
+"""What the web page shows of a job: its images as a browser can show them.
+
+The original and the result are sent as they are when the browser reads their format, else as an
+8-bit PNG copy; the bicubic view is the original enlarged to the result's size by MATLAB's bicubic,
+the baseline of the README's comparisons. Views are built on request, one at a time (`srfeat.web.app`).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from srfeat.data.io import pil_to_array
+from srfeat.data.resize import imresize
+from srfeat.hardware import host_available_memory
+from srfeat.inference.upscaler import from_float_tensor, to_float_tensor
+
+__all__ = ["BROWSER_FORMATS", "ViewTooLargeError", "bicubic_view", "browser_view"]
+
+# Formats a browser shows as they are; others (TIFF) are shown through an 8-bit PNG copy.
+BROWSER_FORMATS = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+}
+# The bicubic view's peak, per pixel of the result: float32 planes for MATLAB's two passes, the 8-bit
+# image and its PNG (measured: a 4000x4000 view took 822 MB more).
+BICUBIC_VIEW_BYTES_PER_PIXEL = 52
+
+
+def browser_view(data: bytes) -> tuple[bytes, str]:
+    """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied)."""
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format in BROWSER_FORMATS:
+            return data, BROWSER_FORMATS[image.format]
+        image.load()
+        shown = _displayable(ImageOps.exif_transpose(image) or image)
+    buffer = io.BytesIO()
+    shown.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue(), "image/png"
+
+
+def _displayable(image: Image.Image) -> Image.Image:
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if image.mode.startswith("I;16") or image.mode == "I":
+        image = image.point(lambda value: value / 257).convert("L")
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+class ViewTooLargeError(Exception):
+    """A view that the free memory cannot build: the page is told, the download still works."""
+
+
+def bicubic_view(data: bytes, width: int, height: int) -> tuple[bytes, str]:
+    """The original enlarged to the result's size with MATLAB's bicubic (what `bicubic` means in
+    the README's comparisons), as an 8-bit PNG (and its media type); refused, before anything is
+    allocated, when it needs more than half the free memory."""
+    needed, available = BICUBIC_VIEW_BYTES_PER_PIXEL * width * height, host_available_memory()
+    if needed > available // 2:
+        raise ViewTooLargeError(
+            f"the bicubic comparison of a {width}x{height} result needs about {needed / 1e9:.1f} GB of memory and "
+            f"{available / 1e9:.1f} GB is free; download the result to compare it elsewhere"
+        )
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        shown = _displayable(ImageOps.exif_transpose(image) or image)
+    pixels = pil_to_array(shown)
+    enlarged = imresize(to_float_tensor(pixels), size=(height, width)).clamp_(0.0, 1.0)
+    array = from_float_tensor(enlarged, np.dtype(np.uint8))
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue(), "image/png"
