@@ -384,6 +384,9 @@ def test_video_options_with_only_images_get_a_warning(tmp_path: Path, model_path
     (warning,) = stderr_lines(result, "WARNING")
     assert warning.startswith("WARNING: --codec, --crf, --frames only apply to videos and no input is a video: ignored")
     assert Image.open(tmp_path / "big.png").size == (64, 48)
+    result = cli(tmp_path / "still.png", "-o", tmp_path / "again.png", "--model", model_path, "--crf", "20")
+    (warning,) = stderr_lines(result, "WARNING")
+    assert warning.startswith("WARNING: --crf only applies to videos"), warning
 
 
 def test_an_image_named_like_a_video_is_refused(tmp_path: Path, model_path: Path) -> None:

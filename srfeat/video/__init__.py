@@ -151,8 +151,9 @@ def warn_unused_options(args: argparse.Namespace) -> None:
     (a warning, not an error: the images are upscaled as asked, and scripts reuse one command line)."""
     if given := video_options_given(args):
         logger.warning(
-            "%s only apply to videos and no input is a video: ignored (an animated image is read as its first frame)",
+            "%s only %s to videos and no input is a video: ignored (an animated image is read as its first frame)",
             ", ".join(given),
+            "applies" if len(given) == 1 else "apply",
         )
 
 
