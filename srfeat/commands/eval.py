@@ -99,7 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-image", action="store_true", help="also list every image's scores")
     parser.add_argument("--json", metavar="FILE", help="write the results as a JSON list of records")
     parser.add_argument(
-        "--figure", metavar="FILE", help="write a PNG comparing the same crop of bicubic, each model and HR"
+        "--figure",
+        metavar="FILE",
+        help="write a figure (.png, .pdf, .svg...) comparing the same crop of bicubic, each model and HR",
     )
     parser.add_argument(
         "--figure-image",
@@ -122,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plane",
         metavar="FILE",
-        help="write a PNG of the perception-distortion plane: NIQE against PSNR per dataset, strength=... "
+        help="write a figure (.png, .pdf, .svg...) of the perception-distortion plane: NIQE against PSNR per dataset, strength=... "
         "blends as a curve, HR's NIQE as a line (needs psnr and niqe; e.g. --model bicubic hr strength=0:1:0.1)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
