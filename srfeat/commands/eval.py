@@ -124,8 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plane",
         metavar="FILE",
-        help="write a figure (.png, .pdf, .svg...) of the perception-distortion plane: NIQE against PSNR per dataset, strength=... "
-        "blends as a curve, HR's NIQE as a line (needs psnr and niqe; e.g. --model bicubic hr strength=0:1:0.1)",
+        help="write a figure (.png, .pdf, .svg...) of the perception-distortion plane: NIQE against PSNR per "
+        "dataset, strength=... blends as a curve, HR's NIQE as a line (needs psnr and niqe; e.g. --model "
+        "bicubic hr strength=0:1:0.1)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument(
