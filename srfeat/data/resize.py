@@ -17,15 +17,23 @@ is no loop over pixels.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 import torch
 
+from srfeat.errors import InvalidImageError, NotAnImageError
+from srfeat.hardware import host_available_memory
+
 __all__ = ["contributions", "cubic", "imresize", "imresize_np"]
 
 # Support of the cubic kernel (|x| <= 2).
 KERNEL_WIDTH = 4.0
+# Weights one dimension's `contributions` may hold (output pixels x taps, 16 bytes each with the
+# indices): a shrink by 1e-9 would otherwise ask numpy for tens of GB before anything is resized.
+MAX_CONTRIBUTIONS = 2**24
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -114,6 +122,49 @@ def _resize_along(image: torch.Tensor, dim: int, out_length: int, scale: float, 
     return output
 
 
+def _check_scale(scale: object) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise InvalidImageError(f"imresize's scale must be a number, got {type(scale).__name__} {scale!r}"[:200])
+    if not (math.isfinite(scale) and scale > 0):
+        raise InvalidImageError(f"imresize's scale must be a finite number above 0, got {scale}")
+    return float(scale)
+
+
+def _check_size(size: object) -> tuple[int, int]:
+    whole = (numbers.Integral, np.integer)
+    if (
+        isinstance(size, (str, bytes))
+        or not isinstance(size, Sequence | np.ndarray | torch.Size)
+        or len(size) != 2
+        or any(isinstance(n, bool) or not isinstance(n, whole) for n in size)
+    ):
+        raise InvalidImageError(f"imresize's size must be (height, width), two whole numbers, got {size!r}"[:200])
+    height, width = int(size[0]), int(size[1])
+    if height <= 0 or width <= 0:
+        raise InvalidImageError(f"imresize's size must be positive, got {(height, width)}")
+    return height, width
+
+
+def _check_cost(
+    image: torch.Tensor, out_h: int, out_w: int, scale_h: float, scale_w: float, antialiasing: bool
+) -> None:
+    """One line, before anything is allocated, for a resize whose weights or output cannot fit."""
+    for out_length, scale in ((out_h, scale_h), (out_w, scale_w)):
+        kernel_width = KERNEL_WIDTH / scale if scale < 1 and antialiasing else KERNEL_WIDTH
+        if out_length * (kernel_width + 2) > MAX_CONTRIBUTIONS:
+            raise InvalidImageError(
+                f"imresize to {out_length} pixels at scale {scale:.3g} would need {out_length * kernel_width:.3g} "
+                f"filter weights (over {MAX_CONTRIBUTIONS:,}): a scale that small or that large is a mistake; "
+                "resize in steps"
+            )
+    leading = math.prod(image.shape[:-2])
+    needed = leading * out_h * out_w * image.element_size()
+    if image.device.type == "cpu" and needed > host_available_memory():
+        raise InvalidImageError(
+            f"imresize's output ({out_w}x{out_h}, {needed / 2**30:.1f} GiB) is larger than the free memory"
+        )
+
+
 def imresize(
     image: torch.Tensor,
     scale: float | None = None,
@@ -122,28 +173,36 @@ def imresize(
 ) -> torch.Tensor:
     """Resize the last two dimensions (H, W) of a float tensor like MATLAB's bicubic `imresize`.
 
-    Give either `scale` (output size `ceil(in * scale)`, as MATLAB) or `size` = (height,
-    width). Any leading dimensions (channels, batch) are kept; so are the dtype and device.
-    The result is not clamped or rounded: for the evaluation protocol, round it to uint8.
+    Give either `scale` (a finite number above 0; output size `ceil(in * scale)`, as MATLAB) or
+    `size` = (height, width), two positive whole numbers. Any leading dimensions (channels,
+    batch) are kept; so are the dtype, device and autograd graph (it is differentiable). Values
+    are not assumed to be in any range, and the result is not clamped or rounded: for the
+    evaluation protocol, round it to uint8 (`imresize_np` does, for uint8 arrays).
+
+    Raises `srfeat.errors.NotAnImageError` (a `TypeError`) for anything but a floating-point
+    tensor of at least two dimensions, and `srfeat.errors.InvalidImageError` (a `ValueError`)
+    for a bad `scale` or `size`, or a resize whose filter or output would not fit in memory.
     """
+    if not isinstance(image, torch.Tensor):
+        advice = "use imresize_np for numpy arrays" if isinstance(image, np.ndarray) else "give a float tensor"
+        raise NotAnImageError(f"imresize expects a torch tensor, got {type(image).__name__}: {advice}")
     if not image.is_floating_point():
-        raise TypeError(f"imresize expects a floating-point tensor, got {image.dtype}; convert it first")
+        raise NotAnImageError(f"imresize expects a floating-point tensor, got {image.dtype}; convert it first")
     if image.dim() < 2:
-        raise ValueError(f"imresize expects a tensor of shape (..., H, W), got {tuple(image.shape)}")
+        raise InvalidImageError(f"imresize expects a tensor of shape (..., H, W), got {tuple(image.shape)}")
     if (scale is None) == (size is None):
-        raise ValueError("imresize needs exactly one of scale and size")
+        raise InvalidImageError("imresize needs exactly one of scale and size")
     in_h, in_w = image.shape[-2], image.shape[-1]
     if scale is not None:
-        if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        scale = _check_scale(scale)
         out_h, out_w = math.ceil(in_h * scale), math.ceil(in_w * scale)
-        scale_h = scale_w = float(scale)
+        scale_h = scale_w = scale
     else:
-        assert size is not None
-        out_h, out_w = int(size[0]), int(size[1])
-        if out_h <= 0 or out_w <= 0:
-            raise ValueError(f"size must be positive, got {size}")
+        out_h, out_w = _check_size(size)
+        if in_h == 0 or in_w == 0:
+            raise InvalidImageError(f"imresize cannot resize an empty ({in_w}x{in_h}) image to a size")
         scale_h, scale_w = out_h / in_h, out_w / in_w
+    _check_cost(image, out_h, out_w, scale_h, scale_w, antialiasing)
 
     # MATLAB resizes along the dimension with the smaller scale first (height on a tie); it
     # matters for rounding and for speed (shrink first, then work on fewer pixels).
@@ -157,21 +216,31 @@ def imresize(
 
 
 def imresize_np(array: np.ndarray, scale: float, antialiasing: bool = True) -> np.ndarray:
-    """`imresize` for an HxW or HxWxC numpy array.
+    """`imresize` for an HxW or HxWxC numpy array, returned in the array's dtype.
 
-    A uint8 array is resized in float64 and rounded back to uint8 (what the evaluation
-    protocol does with images); a float array keeps its dtype and is not rounded.
+    An integer array (uint8 as the evaluation protocol uses, uint16, signed) is resized in
+    float64, rounded and clipped to its dtype's range (bicubic overshoots at edges: cast back
+    unclipped, a uint16 edge would wrap to the other end of the range); a float array keeps its
+    dtype and is neither rounded nor clipped. Bool and other dtypes are refused.
     """
+    if not isinstance(array, np.ndarray):
+        raise NotAnImageError(f"imresize_np expects a numpy array, got {type(array).__name__}")
     if array.ndim not in (2, 3):
-        raise ValueError(f"imresize_np expects an HxW or HxWxC array, got shape {array.shape}")
-    is_uint8 = array.dtype == np.uint8
-    dtype = np.float64 if is_uint8 or array.dtype == np.float64 else np.float32
-    tensor = torch.from_numpy(array.astype(dtype))  # a copy: the input may be read-only
+        raise InvalidImageError(f"imresize_np expects an HxW or HxWxC array, got shape {array.shape}")
+    kind = array.dtype.kind
+    if kind not in "uif":
+        raise NotAnImageError(
+            f"imresize_np expects integer or float pixels, got {array.dtype}; e.g. array.astype(numpy.uint8)"
+        )
+    is_integer = kind in "ui"
+    dtype = np.float64 if is_integer or array.dtype.itemsize > 4 else np.float32
+    tensor = torch.from_numpy(array.astype(dtype))  # a copy: the input may be read-only or non-native
     if array.ndim == 3:
         tensor = tensor.permute(2, 0, 1)
     resized = imresize(tensor, scale=scale, antialiasing=antialiasing)
     if array.ndim == 3:
         resized = resized.permute(1, 2, 0)
-    if is_uint8:
-        return resized.round().clamp_(0, 255).to(torch.uint8).numpy()
+    if is_integer:
+        limits = np.iinfo(array.dtype)
+        return resized.round().clamp_(limits.min, limits.max).numpy().astype(array.dtype)
     return resized.numpy().astype(array.dtype, copy=False)
