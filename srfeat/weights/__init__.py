@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import WeightsError
+from srfeat.errors import InvalidOptionError, WeightsError
 from srfeat.files import PendingFile, write_file_atomically
 from srfeat.weights.file_kinds import (
     ONNX,
@@ -51,6 +51,31 @@ MAX_WEIGHT_MAGNITUDE = 1e6
 MAX_TENSORS = 100_000
 
 Shapes = Mapping[str, tuple[int, ...]]
+# The precisions a generator file may hold; loading reads them all as float32.
+SAVE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+__all__ = [
+    "bundled_names",
+    "check_weights",
+    "generator_from_state",
+    "load_generator",
+    "save_generator",
+    "weight_problem",
+]
+
+PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+
+def as_path(path: PathArg, what: str) -> Path:
+    """A str, bytes or path-like as a Path with `~` expanded; anything else is a one-line error."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise InvalidOptionError(
+            f"{what} must be a path (str or pathlib.Path), got {type(path).__name__} {path!r}"[:200]
+        )
+    text = os.fsdecode(path)
+    if not text.strip():
+        raise InvalidOptionError(f"{what} is an empty string: give a file path")
+    return Path(text).expanduser()
 
 
 def bundled_dir() -> Path:
@@ -103,11 +128,32 @@ def check_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> N
 # ----------------------------------------------------------------------------- saving
 
 
-def generator_file(
-    generator: SRFeatGenerator, path: str | os.PathLike[str], dtype: torch.dtype = torch.float32
-) -> PendingFile:
-    """The generator's state dict as safetensors, ready to be written (weights checked first)."""
-    path = Path(path)
+def generator_file(generator: SRFeatGenerator, path: PathArg, dtype: torch.dtype = torch.float32) -> PendingFile:
+    """The generator's state dict as safetensors, ready to be written (weights checked first).
+
+    The name must end in `.safetensors` (`load_generator` reads a file by what its name says)
+    and must not be a folder; `dtype` is float32, float16 or bfloat16. Each is a one-line
+    error before anything is written.
+    """
+    path = as_path(path, "the generator file")
+    # duck-typed: training hands over its own module (an EMA's copy), which is one in all but name
+    if not isinstance(generator, torch.nn.Module) or not all(
+        hasattr(generator, name) for name in ("scale", "num_features", "num_blocks")
+    ):
+        raise InvalidOptionError(f"save_generator saves an SRFeatGenerator, got {type(generator).__name__}")
+    if dtype not in SAVE_DTYPES:
+        raise InvalidOptionError(
+            f"a generator is saved as torch.float32, torch.float16 or torch.bfloat16, not {dtype!r}"[:200]
+        )
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder: give a file name in it ending in .safetensors")
+    if path.suffix != ".safetensors":
+        raise WeightsError(
+            f"{path}: a generator is saved as safetensors, and its name must end in .safetensors to load again "
+            f"(e.g. {path.with_suffix('.safetensors').name})"
+        )
+    if any(value.is_meta for value in generator.state_dict().values()):
+        raise WeightsError(f"not saving {path}: the generator is on the meta device (it has no weights to save)")
     state = {
         key: (value.to(dtype) if value.is_floating_point() else value).detach().cpu().contiguous()
         for key, value in generator.state_dict().items()
@@ -129,12 +175,18 @@ def generator_file(
 
 def save_generator(
     generator: SRFeatGenerator,
-    path: str | os.PathLike[str],
+    path: PathArg,
     dtype: torch.dtype = torch.float32,
     replace: bool = True,
 ) -> None:
-    """Write the generator's state dict as safetensors, atomically (temp file + rename); with
-    `replace` False an existing file is kept (`srfeat.files.OutputExistsError`)."""
+    """Write the generator's state dict as safetensors, atomically (temp file + rename).
+
+    `path` (str, bytes or path-like; `~` expanded) must end in `.safetensors`; missing folders
+    are made. `dtype` is the stored precision (float32, float16 or bfloat16; `load_generator`
+    returns float32 whatever was stored). With `replace` False an existing file is kept
+    (`srfeat.files.OutputExistsError`). Weights that are not finite or have exploded are
+    refused (`WeightsError`), as are a folder, another suffix or another dtype.
+    """
     file = generator_file(generator, path, dtype)
     write_file_atomically(file.path, file.write, file.size, replace)
 
@@ -358,10 +410,35 @@ def generator_from_state(state: dict[str, torch.Tensor], source: str = "state di
     return _build(state, layout, source)
 
 
-def load_generator(spec: str | os.PathLike[str], device: str | torch.device = "cpu") -> SRFeatGenerator:
-    """A bundled name (`default`, `gan`) or a checkpoint path -> eval-mode generator on `device`."""
-    spec = str(spec)
-    path = bundled_dir() / f"{spec}.safetensors" if spec in bundled_names() else Path(spec).expanduser()
+def _device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device that exists here; else one line (torch's is a list of 20 device
+    types, or an AssertionError "Torch not compiled with CUDA enabled" from deep inside `.to`)."""
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InvalidOptionError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from error
+    if target.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InvalidOptionError(f"device {target} requested but no CUDA GPU is available; use cpu")
+        if target.index is not None and target.index >= count:
+            raise InvalidOptionError(
+                f"device {target} requested but there are {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
+            )
+    return target
+
+
+def load_generator(spec: PathArg, device: str | torch.device = "cpu") -> SRFeatGenerator:
+    """A bundled name (`default`, `gan`) or a checkpoint path -> eval-mode float32 generator on `device`.
+
+    `spec` is a str, bytes or path-like (`~` expanded); `device` any torch device (`"cpu"`, the
+    default; `"cuda"`, `"cuda:N"`), checked before the file is read. Raises `WeightsError` (a `ValueError`) for a
+    missing, unreadable or foreign file, `InvalidOptionError` for a device that is not there.
+    The parameters require grad (ready to fine-tune); wrap inference in `torch.no_grad()`.
+    """
+    target = _device(device)
+    text = spec if isinstance(spec, str) else os.fsdecode(spec) if isinstance(spec, (bytes, os.PathLike)) else None
+    path = bundled_dir() / f"{text}.safetensors" if text in bundled_names() else as_path(spec, "the generator to load")
     state, layout = _read_state(path)
     generator = _build(state, layout, str(path))
-    return generator.to(device).eval()
+    return generator.to(target).eval()

@@ -1,0 +1,98 @@
+"""`srfeat.weights.load_generator` / `save_generator` as a researcher calls them: paths of every
+kind, names that would not load again, devices that are not there, precisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from inference_helpers import tiny_generator
+
+from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError
+from srfeat.weights import load_generator, save_generator
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_paths_as_str_path_and_bytes_round_trip(tmp_path: Path) -> None:
+    generator = tiny_generator()
+    for path in (str(tmp_path / "a.safetensors"), tmp_path / "b.safetensors", bytes(tmp_path / "c.safetensors")):
+        save_generator(generator, path)
+        assert _same_weights(load_generator(path), generator)
+
+
+def test_a_tilde_is_expanded_on_saving_as_on_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saving wrote a folder literally named `~` in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    save_generator(tiny_generator(), "~/g.safetensors")
+    assert (tmp_path / "home" / "g.safetensors").is_file()
+    assert not (tmp_path / "~").exists()
+    assert isinstance(load_generator("~/g.safetensors"), torch.nn.Module)
+
+
+def test_saving_to_a_folder_is_one_line_and_leaves_no_temporary(tmp_path: Path) -> None:
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    with pytest.raises(WeightsError, match="is a folder"):
+        save_generator(tiny_generator(), folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model", "model.safetensor"])
+def test_a_name_load_generator_would_refuse_is_refused_on_saving(tmp_path: Path, name: str) -> None:
+    """It wrote safetensors under the name, and load_generator then said 'name it .safetensors'."""
+    with pytest.raises(WeightsError, match=r"must end in \.safetensors"):
+        save_generator(tiny_generator(), tmp_path / name)
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_every_stored_precision_loads_as_float32_within_its_rounding(tmp_path: Path, dtype: torch.dtype) -> None:
+    generator = tiny_generator()
+    save_generator(generator, tmp_path / "g.safetensors", dtype=dtype)
+    loaded = load_generator(tmp_path / "g.safetensors")
+    for (key, original), value in zip(generator.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert value.dtype == original.dtype, key
+        if original.is_floating_point():
+            assert torch.equal(value, original.to(dtype).float()), key
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.float64, "fp16"])
+def test_a_precision_that_would_not_load_is_refused_before_writing(tmp_path: Path, dtype: object) -> None:
+    with pytest.raises(InvalidOptionError, match="float32, torch.float16 or torch.bfloat16"):
+        save_generator(tiny_generator(), tmp_path / "g.safetensors", dtype=dtype)  # type: ignore[arg-type]
+    assert not (tmp_path / "g.safetensors").exists()
+
+
+def test_saving_something_that_is_not_a_generator_says_so() -> None:
+    with pytest.raises(InvalidOptionError, match="SRFeatGenerator, got Linear"):
+        save_generator(torch.nn.Linear(2, 2), "unused.safetensors")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", torch.device("cuda")])
+def test_loading_onto_a_missing_gpu_is_one_line_before_reading(model_path: Path, device: object) -> None:
+    """It was torch's AssertionError 'Torch not compiled with CUDA enabled', after reading the file."""
+    with pytest.raises(InvalidOptionError, match="no CUDA GPU is available") as caught:
+        load_generator(model_path, device=device)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+
+
+def test_an_unknown_device_name_is_one_line(model_path: Path) -> None:
+    with pytest.raises(InvalidOptionError, match="unknown device 'gpu'"):
+        load_generator(model_path, device="gpu")
+
+
+@pytest.mark.parametrize("spec", [None, 3, ""])
+def test_a_spec_that_is_not_a_path_is_an_option_error_not_a_missing_file(spec: object) -> None:
+    with pytest.raises(InvalidOptionError):
+        load_generator(spec)  # type: ignore[arg-type]
+
+
+def test_the_weights_errors_are_value_errors_and_srfeat_errors() -> None:
+    assert issubclass(WeightsError, ValueError) and issubclass(WeightsError, SRFeatError)
+    assert issubclass(InvalidOptionError, ValueError) and issubclass(InvalidOptionError, SRFeatError)
