@@ -130,7 +130,7 @@ def _niqe(y: np.ndarray, dtype: type[np.floating] = COMPUTE_DTYPE) -> float:
     mean_pristine, cov_pristine, window = pristine_model()
     rows, cols = y.shape[0] // BLOCK_SIZE, y.shape[1] // BLOCK_SIZE
     if rows == 0 or cols == 0:
-        raise SRFeatError(
+        raise MetricInputError(
             f"NIQE needs an image of at least {BLOCK_SIZE}x{BLOCK_SIZE} pixels after shaving, got "
             f"{y.shape[1]}x{y.shape[0]}; evaluate larger images"
         )
@@ -143,7 +143,7 @@ def _niqe(y: np.ndarray, dtype: type[np.floating] = COMPUTE_DTYPE) -> float:
 
     complete = features[~np.isnan(features).any(axis=1)]
     if len(complete) == 0:
-        raise SRFeatError(
+        raise MetricInputError(
             "NIQE is undefined for an image without texture (every 96x96 block is flat); "
             "leave it out of the NIQE average"
         )
@@ -154,7 +154,7 @@ def _niqe(y: np.ndarray, dtype: type[np.floating] = COMPUTE_DTYPE) -> float:
     difference = mean_pristine - mean_image
     distance = difference @ np.linalg.pinv((cov_pristine + cov_image) / 2) @ difference
     if not math.isfinite(distance):
-        raise SRFeatError("NIQE came out undefined for this image (degenerate local statistics); leave it out")
+        raise MetricInputError("NIQE came out undefined for this image (degenerate local statistics); leave it out")
     return math.sqrt(max(distance, 0.0))
 
 
@@ -185,8 +185,10 @@ def niqe(y: np.ndarray, crop_border: int = 0) -> float:
 
     The values are rounded to integers as MATLAB's uint8 `rgb2ycbcr` does (half away from
     zero), and `crop_border` pixels are shaved from every side first (the evaluation
-    protocol shaves `scale`). Raises `SRFeatError` for images smaller than 96x96 after
-    shaving and for images whose every block is flat, where NIQE is undefined.
+    protocol shaves `scale`). `y` may be any array-like (a list, a CPU tensor). Raises
+    `srfeat.errors.MetricInputError` (a `ValueError`) for images smaller than 96x96 after
+    shaving and for images whose every block is flat, where NIQE is undefined, as for values it
+    cannot read; `SRFeatError` only if the installed pristine model is damaged.
     """
     y = np.asarray(y)
     if y.ndim != 2:
