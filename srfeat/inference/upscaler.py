@@ -13,6 +13,7 @@ import logging
 import math
 import numbers
 import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, overload
 
@@ -109,8 +110,11 @@ def check_pixels(image: torch.Tensor) -> None:
     """(C, H, W): not empty, and (floats) no NaN or infinite value, which would spread to the whole
     output, and nothing outside [0, 1] (give or take FLOAT_PIXEL_SLACK)."""
     check_size(image.shape[-2], image.shape[-1])
+    if image.is_meta:  # reading its values would be torch's "Tensor.item() cannot be called on meta tensors"
+        raise InvalidImageError("the tensor is on the meta device: it has no pixel values to upscale")
     if not image.is_floating_point():
         return
+    image = image.detach()  # a tensor that requires grad: no autograd warning for reading its values
     bad = int((~torch.isfinite(image)).sum())
     if bad:
         raise InvalidImageError(
@@ -218,6 +222,11 @@ class Upscaler:
     Runtime on the CPU, on an exported `.onnx` file or the model exported in memory); None picks
     onnxruntime for an `.onnx` file and torch otherwise. Tiles, alpha and precision handling
     are the same for both.
+
+    One `Upscaler` may be shared by threads: their calls run one image at a time, in turn (each
+    call plans its tiles from the memory free when it starts, and two at once would each plan
+    for all of it; the network already uses every core). For images in parallel on several
+    GPUs, make one `Upscaler` per device. Results never require grad, whatever came in.
     """
 
     def __init__(
@@ -271,6 +280,8 @@ class Upscaler:
         if compile and isinstance(self.model, InferenceGenerator):
             self.model.compile_parts()
         self._fallback = None if self.dtype == torch.float32 else self.model_fp32
+        # Re-entrant: an `on_tile` callback may itself upscale a (small) image on this thread.
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         tile = "auto" if self.tile is None else self.tile
@@ -323,14 +334,18 @@ class Upscaler:
         H' = round(H * outscale) (default outscale: the model's scale); the network's output is
         resized to it with MATLAB's bicubic.
         """
-        channels, height, width = image.shape
+        channels = image.shape[0]
         if channels not in (1, 2, 3, 4):
             raise InvalidImageError(
                 f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}"
             )
         check_outscale(outscale)
         check_pixels(image)
-        image = image.detach().to("cpu", torch.float32)
+        with self._lock:
+            return self._upscale_checked(image.detach().to("cpu", torch.float32), outscale)
+
+    def _upscale_checked(self, image: torch.Tensor, outscale: float | None) -> torch.Tensor:
+        channels, height, width = image.shape
         color, alpha = (image[:-1], image[-1:]) if channels in (2, 4) else (image, None)
         rgb = color.expand(3, height, width) if color.shape[0] == 1 else color
         result = self_ensemble(self.upscale_rgb, rgb) if self.tta else self.upscale_rgb(rgb)
@@ -370,10 +385,21 @@ class Upscaler:
 
         if isinstance(image, Image.Image):
             return self.upscale_pil(image, outscale)
-        raise NotAnImageError(f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+        advice = (
+            ": call the upscaler once per image (a (N, C, H, W) tensor batches images of one size)"
+            if isinstance(image, (list, tuple))
+            else ""
+        )
+        raise NotAnImageError(
+            f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}{advice}"
+        )
 
     def upscale_tensor(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
-        """(C, H, W) or (N, C, H, W) float in [0, 1] -> the same layout, dtype and device."""
+        """(C, H, W) or (N, C, H, W) float in [0, 1] -> the same layout, dtype and device.
+
+        Any layout (channels_last, a transposed view) and device is read; the result is a new
+        contiguous tensor that does not require grad. A batch is upscaled image by image.
+        """
         if not image.is_floating_point():
             raise InvalidImageError(
                 f"expected a float tensor with values in [0, 1], got {image.dtype}; e.g. tensor.float() / 255"

@@ -1,0 +1,105 @@
+"""`Upscaler` as an app developer uses it: shared by threads, handed tensors of every layout and
+device kind, and the types that come back."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from inference_helpers import tiny_generator
+
+from srfeat import Upscaler
+from srfeat.errors import InvalidImageError, NotAnImageError
+
+
+@pytest.fixture(scope="module")
+def upscaler() -> Upscaler:
+    torch.manual_seed(0)
+    return Upscaler(tiny_generator(), device="cpu", tile=0)
+
+
+def test_threads_sharing_one_upscaler_take_turns_and_get_the_results_of_sequential_calls() -> None:
+    """Each call plans its tiles from the free memory and sets the model's band size: two calls at
+    once each planned for all of it. The second thread's call must wait for the first's to end."""
+    torch.manual_seed(0)
+    first_started, release_first = threading.Event(), threading.Event()
+    overlap: list[str] = []
+    running: set[str] = set()
+
+    def on_tile(done: int, total: int) -> None:
+        name = threading.current_thread().name
+        if done == 0:
+            if running:
+                overlap.append(f"{name} started while {running} ran")
+            running.add(name)
+        if name == "first" and done == 0:
+            first_started.set()
+            release_first.wait(timeout=10)
+        if done == total:
+            running.discard(name)
+
+    generator = tiny_generator()
+    upscaler = Upscaler(generator, device="cpu", tile=0, on_tile=on_tile)
+    images = {"first": torch.rand(3, 12, 10), "second": torch.rand(3, 9, 14)}
+    reference = Upscaler(generator, device="cpu", tile=0)
+    expected = {name: reference(image) for name, image in images.items()}
+    results: dict[str, torch.Tensor] = {}
+
+    def work(name: str) -> None:
+        results[name] = upscaler(images[name])
+
+    first = threading.Thread(target=work, args=("first",), name="first")
+    second = threading.Thread(target=work, args=("second",), name="second")
+    first.start()
+    assert first_started.wait(timeout=10)
+    second.start()
+    second.join(timeout=0.5)  # with no lock the second call runs (and finishes) meanwhile
+    assert second.is_alive(), "the second thread's call ran while the first was in progress"
+    release_first.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert not overlap
+    for name, image in expected.items():
+        torch.testing.assert_close(results[name], image, rtol=0, atol=1e-6)
+
+
+def test_a_meta_tensor_is_a_one_line_invalid_image_error(upscaler: Upscaler) -> None:
+    """It was torch's RuntimeError 'Tensor.item() cannot be called on meta tensors'."""
+    with pytest.raises(InvalidImageError, match="meta device"):
+        upscaler(torch.empty(3, 8, 8, device="meta"))
+
+
+def test_tensors_of_any_layout_give_the_result_of_a_plain_contiguous_one(upscaler: Upscaler) -> None:
+    torch.manual_seed(1)
+    batch = torch.rand(2, 3, 9, 7)
+    expected = upscaler(batch)
+    channels_last = upscaler(batch.to(memory_format=torch.channels_last))
+    transposed = upscaler(batch.transpose(2, 3).contiguous().transpose(2, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warned about reading a tensor that requires grad
+        with_grad = upscaler(batch.clone().requires_grad_(True))
+    for result in (channels_last, transposed, with_grad):
+        torch.testing.assert_close(result, expected, rtol=0, atol=0)
+        assert not result.requires_grad and result.is_contiguous()
+
+
+def test_numpy_views_with_negative_strides_read_as_their_copies(upscaler: Upscaler) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    view = pixels[::-1, ::-2]
+    np.testing.assert_array_equal(upscaler(view), upscaler(view.copy()))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 9, 3), (9, 1), (1, 1)])
+def test_one_pixel_wide_images_come_back_scaled_in_their_dtype(upscaler: Upscaler, shape: tuple[int, ...]) -> None:
+    image = np.full(shape, 200, np.uint8)
+    result = upscaler(image)
+    assert result.dtype == np.uint8
+    assert result.shape == (shape[0] * 4, shape[1] * 4, *shape[2:])
+
+
+def test_a_list_of_images_says_to_call_once_per_image(upscaler: Upscaler) -> None:
+    with pytest.raises(NotAnImageError, match="once per image"):
+        upscaler([torch.rand(3, 8, 8), torch.rand(3, 4, 4)])  # type: ignore[call-overload]
