@@ -3,7 +3,28 @@
 Anything raised as `SRFeatError` is a problem with the user's input (a missing file, a
 malformed checkpoint, a config typo) and is shown by the command line as one line, without a
 traceback. Each message says what is wrong and what to do about it.
+
+For Python callers: each kind is also the built-in exception it resembles, so `except
+ValueError` catches bad values (`InvalidImageError`, `InvalidOptionError`, `WeightsError`,
+`MetricInputError`, `ConfigError`), `except TypeError` a non-image (`NotAnImageError`) and
+`except OSError` an unreadable image or video file (`ImageReadError`, `VideoError`);
+`except SRFeatError` catches them all. `srfeat.files.OutputExistsError` (a file that would be
+overwritten) is one too.
 """
+
+__all__ = [
+    "ConfigError",
+    "ImageReadError",
+    "InvalidImageError",
+    "InvalidOptionError",
+    "MetricInputError",
+    "ModelOutputError",
+    "NotAnImageError",
+    "SRFeatError",
+    "TrainingDiverged",
+    "VideoError",
+    "WeightsError",
+]
 
 
 class SRFeatError(Exception):
