@@ -96,3 +96,16 @@ def test_a_spec_that_is_not_a_path_is_an_option_error_not_a_missing_file(spec: o
 def test_the_weights_errors_are_value_errors_and_srfeat_errors() -> None:
     assert issubclass(WeightsError, ValueError) and issubclass(WeightsError, SRFeatError)
     assert issubclass(InvalidOptionError, ValueError) and issubclass(InvalidOptionError, SRFeatError)
+
+
+@pytest.mark.parametrize("alpha", [True, "0.5"])
+def test_a_blend_weight_that_is_not_a_number_is_refused(model_path: Path, alpha: object) -> None:
+    """`float(True)` is 1.0: `Upscaler(strength=True)` and `blend_generators(a, b, True)` silently
+    gave the second model, and "0.5" passed where a number was meant."""
+    from srfeat import Upscaler
+    from srfeat.weights.blend import blend_generators
+
+    with pytest.raises(WeightsError, match="must be a number between 0 and 1"):
+        blend_generators(model_path, model_path, alpha)  # type: ignore[arg-type]
+    with pytest.raises(WeightsError, match="strength must be a number"):
+        Upscaler(device="cpu", strength=alpha)  # type: ignore[arg-type]

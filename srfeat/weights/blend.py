@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,11 +45,11 @@ DETAIL_MODELS = ("default", "gan")
 
 
 def check_alpha(alpha: float, name: str = "alpha") -> float:
-    """`alpha` as a float in [0, 1], or a one-line error (NaN, inf and out-of-range values)."""
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError) as error:
-        raise WeightsError(f"{name} must be a number between 0 and 1, got {alpha!r}") from error
+    """`alpha` as a float in [0, 1], or a one-line error (NaN, inf and out-of-range values; a bool or
+    a string, which `float` would take: `strength=True` silently meant gan)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise WeightsError(f"{name} must be a number between 0 and 1, got {type(alpha).__name__} {alpha!r}"[:200])
+    value = float(alpha)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         hint = " (0 = default, 1 = gan)" if name == "strength" else ""
         raise WeightsError(f"{name} must be between 0 and 1{hint}, got {alpha}")
