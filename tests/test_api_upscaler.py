@@ -12,7 +12,7 @@ import torch
 from inference_helpers import tiny_generator
 
 from srfeat import Upscaler
-from srfeat.errors import InvalidImageError, NotAnImageError
+from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,11 @@ def test_one_pixel_wide_images_come_back_scaled_in_their_dtype(upscaler: Upscale
 def test_a_list_of_images_says_to_call_once_per_image(upscaler: Upscaler) -> None:
     with pytest.raises(NotAnImageError, match="once per image"):
         upscaler([torch.rand(3, 8, 8), torch.rand(3, 4, 4)])  # type: ignore[call-overload]
+
+
+def test_a_generator_built_on_the_meta_device_is_an_option_error_before_anything_runs() -> None:
+    """It was torch's RuntimeError 'Tensor.item() cannot be called on meta tensors'."""
+    with torch.device("meta"):
+        generator = tiny_generator()
+    with pytest.raises(InvalidOptionError, match="meta device"):
+        Upscaler(generator, device="cpu")

@@ -158,6 +158,11 @@ def check_options(model: object, *, tile: object, tile_pad: object, **flags: obj
             f"model must be a bundled name, a checkpoint path or an SRFeatGenerator, got {type(model).__name__} "
             f"{model!r}"[:200]
         )
+    if isinstance(model, SRFeatGenerator) and any(value.is_meta for value in model.state_dict().values()):
+        raise InvalidOptionError(
+            "the generator is on the meta device: it has no weights yet; load them first "
+            "(srfeat.weights.load_generator, or load_state_dict(state, assign=True))"
+        )
     for name, value, least in (("tile", tile, "0 for no tiling"), ("tile_pad", tile_pad, "0")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
             raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {value!r}")
