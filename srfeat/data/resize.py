@@ -125,9 +125,10 @@ def _resize_along(image: torch.Tensor, dim: int, out_length: int, scale: float, 
 def _check_scale(scale: object) -> float:
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise InvalidImageError(f"imresize's scale must be a number, got {type(scale).__name__} {scale!r}"[:200])
-    if not (math.isfinite(scale) and scale > 0):
+    value = float(scale)
+    if not (math.isfinite(value) and value > 0):
         raise InvalidImageError(f"imresize's scale must be a finite number above 0, got {scale}")
-    return float(scale)
+    return value
 
 
 def _check_size(size: object) -> tuple[int, int]:
