@@ -109,3 +109,11 @@ def test_a_blend_weight_that_is_not_a_number_is_refused(model_path: Path, alpha:
         blend_generators(model_path, model_path, alpha)  # type: ignore[arg-type]
     with pytest.raises(WeightsError, match="strength must be a number"):
         Upscaler(device="cpu", strength=alpha)  # type: ignore[arg-type]
+
+
+def test_a_misspelt_bundled_name_gets_the_name_it_resembles() -> None:
+    with pytest.raises(WeightsError, match="did you mean the bundled 'default'"):
+        load_generator("defualt")
+    with pytest.raises(WeightsError, match="not found") as caught:
+        load_generator("no_such_model_anywhere")
+    assert "did you mean" not in str(caught.value)

@@ -18,6 +18,7 @@ that are not finite, or have exploded (a diverged run), are refused on loading a
 
 from __future__ import annotations
 
+import difflib
 import os
 import pickle
 import re
@@ -353,7 +354,11 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], tuple[int, int, in
     if path.is_dir():
         raise WeightsError(f"{path} is a folder: give a generator file in it (.safetensors or .pt) or a bundled name")
     if not path.is_file():
-        raise WeightsError(f"generator weights not found: {path} (give a bundled name: {names}, or a checkpoint path)")
+        close = difflib.get_close_matches(path.name, bundled_names(), n=1) if not path.suffix else []
+        hint = f"did you mean the bundled {close[0]!r}? " if close else ""
+        raise WeightsError(
+            f"generator weights not found: {path} ({hint}give a bundled name: {names}, or a checkpoint path)"
+        )
     try:
         _check_kind(path)
     except OSError as error:
