@@ -107,7 +107,13 @@ def _prepare(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: b
 
 
 def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool = True) -> float:
-    """Peak signal-to-noise ratio in dB (peak 255) between two uint8 HxWx3 images; inf if equal."""
+    """Peak signal-to-noise ratio in dB (peak 255) between two uint8 HxWx3 images; inf if equal.
+
+    `sr` and `hr`: numpy arrays of one shape, HxW or HxWx3 (or HxWx1), both uint8 or both float
+    in [0, 1]. `crop_border` (pixels shaved from each side) has no default on purpose: the
+    protocol shaves the scale (4), and a forgotten shave moves PSNR by tenths of a dB.
+    `test_y_channel` scores BT.601 Y (papers' protocol); False scores the RGB channels.
+    """
     sr_f, hr_f = _prepare(sr, hr, crop_border, test_y_channel)
     mse = float(np.mean((sr_f - hr_f) ** 2))
     if mse == 0:
