@@ -119,7 +119,7 @@ _NO_HARD_LINK_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDE
 def _appeared(path: Path) -> OutputExistsError:
     return OutputExistsError(
         f"{path} appeared while it was being written (another program?); it is kept: "
-        "remove it or give --overwrite, and run again"
+        "remove it or allow replacing it (--overwrite), and run again"
     )
 
 

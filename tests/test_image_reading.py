@@ -348,9 +348,9 @@ def readme_mode_table() -> dict[str, str]:
 
 def image_in_mode(mode: str) -> Image.Image:
     rgb = Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8))
-    if mode == "P+transparency":
-        image = rgb.convert("P")
-        image.info["transparency"] = 3
+    if mode.endswith("+transparency"):  # a PNG's tRNS chunk: an index, or a colour, that is see-through
+        image = rgb.convert(mode.split("+")[0])
+        image.info["transparency"] = image.getpixel((0, 0))
         return image
     if mode in ("I", "I;16", "I;16B"):
         return Image.fromarray(RNG.integers(0, 65536, (6, 5)).astype(np.int32), "I").convert(mode)
@@ -364,7 +364,7 @@ def image_in_mode(mode: str) -> Image.Image:
 def test_the_readme_states_the_mode_each_pil_mode_comes_back_in(upscaler: Upscaler) -> None:
     table = readme_mode_table()
     modes = ["1", "L", "LA", "La", "P", "P+transparency", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"]
-    modes += ["HSV", "LAB", "I", "I;16", "I;16B", "F"]
+    modes += ["HSV", "LAB", "I", "I;16", "I;16B", "F", "RGB+transparency", "L+transparency"]
     assert set(table) == set(modes)
     for mode in modes:
         assert upscaler(image_in_mode(mode)).mode == table[mode], mode
@@ -533,3 +533,14 @@ def test_cmyk_colours_go_through_their_own_profile_and_no_cmyk_profile_is_writte
         Image.new("L", (8, 8), 128).save(grey, icc_profile=press_profile())
         assert read_raw_image(grey).icc_profile is None
     assert "its colour profile describes CMYK colours, not the grey pixels srfeat writes" in caplog.text
+
+
+@pytest.mark.parametrize(("mode", "key", "out"), [("RGB", (1, 2, 3), "RGBA"), ("L", 7, "LA")])
+def test_a_png_colour_key_keeps_its_transparency(tmp_path: Path, mode: str, key: object, out: str) -> None:
+    """A tRNS colour key (one RGB colour, or one grey level, that is see-through) was dropped: the
+    transparent pixels came back opaque."""
+    image = Image.new(mode, (4, 4), (10, 20, 30) if mode == "RGB" else 50)
+    image.putpixel((0, 0), key)  # type: ignore[arg-type]
+    image.save(tmp_path / "keyed.png", transparency=key)
+    array = read_raw_image(tmp_path / "keyed.png").array
+    assert array.shape == (4, 4, len(out)) and array[0, 0, -1] == 0 and (array[1:, 1:, -1] == 255).all()

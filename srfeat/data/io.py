@@ -212,10 +212,11 @@ def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
         array = np.array(image, dtype=np.float32)
         check_float_pixels(array)
         return array[..., None]
-    if mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
-        # Palette, bilevel and other colour spaces: expand to the plain equivalent.
-        has_alpha = mode in ("PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
-        target = ("LA" if mode == "La" else "RGBA") if has_alpha else ("L" if mode == "1" else "RGB")
+    keyed = mode in ("P", "RGB", "L") and "transparency" in image.info  # a tRNS colour (or index) that is see-through
+    if keyed or mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
+        # Palette, bilevel, colour-keyed and other colour spaces: expand to the plain equivalent.
+        has_alpha = mode in ("PA", "RGBa", "La") or keyed
+        target = ("LA" if mode in ("La", "L") else "RGBA") if has_alpha else ("L" if mode == "1" else "RGB")
         image = image.convert(target)
         mode = image.mode
     if mode.startswith("I;16") or mode == "I":
