@@ -56,3 +56,10 @@ def test_feature_discriminator_size_follows_vgg(size: int) -> None:
     with torch.no_grad():
         side = vgg(torch.rand(1, 3, size, size)).shape[-1]
     assert FeatureDiscriminator(size, base_channels=8, dense_features=16).input_size == side == -(-size // 16)
+
+
+def test_a_discriminator_of_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="ImageDiscriminator: input size must be at least 1, got 0"):
+        ImageDiscriminator(hr_patch_size=0)
+    with pytest.raises(ValueError, match="dense_features must be at least 1, got 0"):
+        ImageDiscriminator(hr_patch_size=32, base_channels=8, dense_features=0)

@@ -93,3 +93,14 @@ def test_foreign_state_dict_fails_with_a_message() -> None:
     state["tail.weight"] = torch.zeros(1, 8, 3, 3)
     with pytest.raises(WeightsError, match="does not match"):
         generator_from_state(state)
+
+
+def test_pixels_of_the_wrong_kind_and_empty_networks_are_refused() -> None:
+    """uint8 pixels were promoted to 0..255 floats and gave garbage; 0 features built an empty network."""
+    generator = SRFeatGenerator(scale=4, num_features=8, num_blocks=1)
+    with pytest.raises(TypeError, match=r"float pixels in \[0, 1\], got torch.uint8: use x.float\(\) / 255"):
+        generator(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\) batches, got \(1, 1, 4, 4\)"):
+        generator(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="num_features must be at least 1, got 0"):
+        SRFeatGenerator(num_features=0)

@@ -42,6 +42,14 @@ class Discriminator(nn.Module):
         dense_features: int = 1024,
     ) -> None:
         super().__init__()
+        for name, value in (
+            ("in_channels", in_channels),
+            ("input size", input_size),
+            ("base_channels", base_channels),
+            ("dense_features", dense_features),
+        ):
+            if value < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be at least 1, got {value}")
         self.in_channels = in_channels
         self.input_size = input_size
         layers: list[nn.Module] = [

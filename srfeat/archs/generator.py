@@ -59,8 +59,9 @@ class SRFeatGenerator(nn.Module):
         super().__init__()
         if scale not in (2, 4):
             raise ValueError(f"scale must be 2 or 4, got {scale}")
-        if num_blocks < 1:
-            raise ValueError(f"num_blocks must be at least 1, got {num_blocks}")
+        for name, value in (("num_blocks", num_blocks), ("num_features", num_features), ("in_channels", in_channels)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         self.scale = scale
         self.num_features = num_features
         self.num_blocks = num_blocks
@@ -87,6 +88,11 @@ class SRFeatGenerator(nn.Module):
         return x if skip_sum is None else x + skip_sum
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # uint8 pixels would be promoted to floats in 0..255 and give garbage without an error.
+        if not x.is_floating_point():
+            raise TypeError(f"SRFeatGenerator takes float pixels in [0, 1], got {x.dtype}: use x.float() / 255")
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"SRFeatGenerator takes (N, {self.in_channels}, H, W) batches, got {tuple(x.shape)}")
         x = self.features(x * 2.0 - 1.0)
         x = self.tail(self.upsampler(x))
         return (x + 1.0) * 0.5
