@@ -186,6 +186,10 @@ def _file(name: str, data: bytes) -> FilePayload:
 
 def _page(browser: Browser, server: Server, width: int = 1280, height: int = 720) -> Page:
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    # Playwright turns file-chooser interception on without waiting for the browser to confirm
+    # (seen with 1.65): a chooser opened moments after `expect_file_chooser` starts may open unseen.
+    # A listener from the start has it on long before any test presses a key.
+    page.on("filechooser", lambda _chooser: None)
     page.goto(server.url)
     page.wait_for_selector("body[data-ready='1']")
     return page
