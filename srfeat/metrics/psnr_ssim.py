@@ -2,14 +2,15 @@
 
 Inputs are uint8 images (the SR output rounded, the HR ground truth), `crop_border` pixels
 (= the scale) are shaved from every side, and by default both are converted to the Y channel
-of BT.601 YCbCr. Everything is computed in float64. SSIM uses an 11x11 Gaussian window
-(sigma 1.5) over the valid region only, C1 = (0.01*255)^2, C2 = (0.03*255)^2; on RGB it is
-the mean over the three channels.
+of BT.601 YCbCr. Everything is computed in float64, a band of rows at a time. SSIM uses an
+11x11 Gaussian window (sigma 1.5) over the valid region only, C1 = (0.01*255)^2,
+C2 = (0.03*255)^2; on RGB it is the mean over the three channels.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 from scipy.ndimage import correlate1d
@@ -26,6 +27,9 @@ SSIM_SIGMA = 1.5
 SSIM_C1 = (0.01 * 255) ** 2
 SSIM_C2 = (0.03 * 255) ** 2
 
+
+# Pixels per band of rows turned into float64 at a time (about 110 bytes each at SSIM's peak).
+BAND_PIXELS = 1 << 20
 
 # Float pixels may overshoot [0, 1] by rounding, as the upscaler's check allows.
 FLOAT_TOLERANCE = 1 / 255
@@ -85,8 +89,8 @@ def rgb_to_y(image: np.ndarray) -> np.ndarray:
     return 16.0 + rgb @ Y_WEIGHTS
 
 
-def _prepare(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Shave the border and convert both images to float64 HxWxC (C = 1 for Y)."""
+def _checked_crop(sr: np.ndarray, hr: np.ndarray, crop_border: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check both images and shave the border (views, nothing copied)."""
     _check_pixels(sr, "the SR image")
     _check_pixels(hr, "the HR image")
     if sr.shape != hr.shape:
@@ -97,13 +101,27 @@ def _prepare(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: b
     if crop_border:
         sr = sr[crop_border:-crop_border, crop_border:-crop_border]
         hr = hr[crop_border:-crop_border, crop_border:-crop_border]
-    if test_y_channel:
-        return rgb_to_y(sr)[..., None], rgb_to_y(hr)[..., None]
-    to_float = (lambda a: a.astype(np.float64)) if sr.dtype == np.uint8 else (lambda a: a.astype(np.float64) * 255.0)
-    sr_f, hr_f = to_float(sr), to_float(hr)
-    if sr_f.ndim == 2:
-        sr_f, hr_f = sr_f[..., None], hr_f[..., None]
-    return sr_f, hr_f
+    return sr, hr
+
+
+def _float_bands(
+    sr: np.ndarray, hr: np.ndarray, test_y_channel: bool, output_rows: int, overlap: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Both images as float64 HxWxC (C = 1 for Y) in 0..255, a band of rows at a time.
+
+    The bands give `output_rows` rows of results between them, about BAND_PIXELS each; a band
+    holds `overlap` more rows, for the window of a filter. Only one band is ever in float64, so
+    the memory stays about 100 MB however large the images are.
+    """
+    rows_per_band = max(1, BAND_PIXELS // sr.shape[1])
+    for top in range(0, output_rows, rows_per_band):
+        rows = slice(top, min(top + rows_per_band, output_rows) + overlap)
+        if test_y_channel:
+            yield rgb_to_y(sr[rows])[..., None], rgb_to_y(hr[rows])[..., None]
+            continue
+        scale = 1.0 if sr.dtype == np.uint8 else 255.0
+        sr_f, hr_f = sr[rows].astype(np.float64) * scale, hr[rows].astype(np.float64) * scale
+        yield (sr_f[..., None], hr_f[..., None]) if sr_f.ndim == 2 else (sr_f, hr_f)
 
 
 def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool = True) -> float:
@@ -114,11 +132,14 @@ def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool 
     protocol shaves the scale (4), and a forgotten shave moves PSNR by tenths of a dB.
     `test_y_channel` scores BT.601 Y (papers' protocol); False scores the RGB channels.
     """
-    sr_f, hr_f = _prepare(sr, hr, crop_border, test_y_channel)
-    mse = float(np.mean((sr_f - hr_f) ** 2))
-    if mse == 0:
+    sr, hr = _checked_crop(sr, hr, crop_border)
+    squared_error, values = 0.0, 0
+    for sr_f, hr_f in _float_bands(sr, hr, test_y_channel, sr.shape[0]):
+        squared_error += float(np.sum((sr_f - hr_f) ** 2))
+        values += sr_f.size
+    if squared_error == 0:
         return math.inf
-    return 10.0 * math.log10(255.0**2 / mse)
+    return 10.0 * math.log10(255.0**2 / (squared_error / values))
 
 
 def _gaussian_window() -> np.ndarray:
@@ -135,29 +156,33 @@ def _filter_valid(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return filtered[half:-half, half:-half]
 
 
-def _ssim_plane(x: np.ndarray, y: np.ndarray) -> float:
-    """SSIM of two float64 planes with values in 0..255."""
-    if min(x.shape) < SSIM_WINDOW:
-        raise MetricInputError(
-            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after the border crop, got {x.shape}"
-        )
-    kernel = _gaussian_window()
+def _ssim_map(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """SSIM at every position where the window fits, of two float64 planes with values in 0..255."""
     mu_x, mu_y = _filter_valid(x, kernel), _filter_valid(y, kernel)
     mu_x2, mu_y2, mu_xy = mu_x**2, mu_y**2, mu_x * mu_y
     sigma_x2 = _filter_valid(x * x, kernel) - mu_x2
     sigma_y2 = _filter_valid(y * y, kernel) - mu_y2
     sigma_xy = _filter_valid(x * y, kernel) - mu_xy
-    ssim_map = ((2 * mu_xy + SSIM_C1) * (2 * sigma_xy + SSIM_C2)) / (
+    return ((2 * mu_xy + SSIM_C1) * (2 * sigma_xy + SSIM_C2)) / (
         (mu_x2 + mu_y2 + SSIM_C1) * (sigma_x2 + sigma_y2 + SSIM_C2)
     )
-    return float(ssim_map.mean())
 
 
 def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool = True) -> float:
     """Structural similarity between two uint8 HxWx3 images (mean over channels for RGB); at most 1.
 
-    Computed in float64 over whole planes: the peak memory is about 110 bytes per pixel on the Y
-    channel (0.48 GB for a 2000x2000 image), about 140 with `test_y_channel=False` (0.6 GB).
+    Computed in float64, in bands of rows that overlap by the window: each position's value is
+    what the whole planes give, and the memory stays about 100 MB however large the images are.
     """
-    sr_f, hr_f = _prepare(sr, hr, crop_border, test_y_channel)
-    return float(np.mean([_ssim_plane(sr_f[..., c], hr_f[..., c]) for c in range(sr_f.shape[2])]))
+    sr, hr = _checked_crop(sr, hr, crop_border)
+    if min(sr.shape[:2]) < SSIM_WINDOW:
+        raise MetricInputError(
+            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after the border crop, got {sr.shape[:2]}"
+        )
+    kernel = _gaussian_window()
+    valid_rows, valid_columns = sr.shape[0] - SSIM_WINDOW + 1, sr.shape[1] - SSIM_WINDOW + 1
+    band_sums = [
+        [_ssim_map(sr_f[..., c], hr_f[..., c], kernel).sum() for c in range(sr_f.shape[2])]
+        for sr_f, hr_f in _float_bands(sr, hr, test_y_channel, valid_rows, overlap=SSIM_WINDOW - 1)
+    ]
+    return float(np.mean(np.sum(band_sums, axis=0) / (valid_rows * valid_columns)))
