@@ -1,12 +1,17 @@
-"""Peak memory of `srfeat upscale` on a large input: the maximum resident set size of the process.
+"""Peak memory of `srfeat upscale` on a large input, or on a folder of many sizes: the maximum
+resident set size of the process.
 
     python3 -m benchmarks.memory [--size 1000] [--model PATH] [-- extra srfeat upscale arguments]
+    python3 -m benchmarks.memory --sizes 200     # 200 images, each of its own size, in one run
 
 Writes a size x size RGB test image (skimage's astronaut resized with bicubic, or a synthetic
 pattern without scikit-image), runs `srfeat upscale` on it under GNU time (`/usr/bin/time -v`)
-and reads "Maximum resident set size". Without --model a randomly initialised generator is
-saved to a temporary checkpoint (the weights do not change the memory or the time). A
-1000x1000 input takes minutes on a 2-core CPU; --size 200 is a quick check.
+and reads "Maximum resident set size". With --sizes, the input is a folder of that many
+small images of distinct sizes (40 to 119 pixels a side): what a process that runs on (a
+folder, `srfeat serve`) keeps of the images it finished shows as growth over one image's peak.
+Without --model a randomly initialised generator is saved to a temporary checkpoint (the
+weights do not change the memory or the time). A 1000x1000 input takes minutes on a 2-core
+CPU; --size 200 is a quick check.
 """
 
 from __future__ import annotations
@@ -38,6 +43,16 @@ def test_image(size: int) -> np.ndarray:
         y, x = np.mgrid[0:size, 0:size] / max(1, size - 1)
         pattern = np.stack([x, y, 0.5 + 0.5 * np.sin(20 * x * y)], axis=-1)
         return (pattern * 255).round().astype(np.uint8)
+
+
+def write_many_sizes(folder: Path, count: int) -> None:
+    """`count` PNGs of distinct sizes, 40 to 119 pixels a side, cut from the test image."""
+    from PIL import Image
+
+    picture = test_image(256)
+    sizes = np.random.default_rng(0).permutation([(h, w) for h in range(40, 120) for w in range(40, 120)])[:count]
+    for number, (height, width) in enumerate(sizes):
+        Image.fromarray(picture[:height, :width]).save(folder / f"{number:04d}_{height}x{width}.png")
 
 
 def parse_time_v(stderr: str) -> dict[str, float]:
@@ -75,6 +90,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1000, help="input height and width (default 1000)")
     parser.add_argument(
+        "--sizes", type=int, default=0, help="instead: a folder of this many images of distinct sizes (e.g. 200)"
+    )
+    parser.add_argument(
         "--model", default=None, help="checkpoint or bundled name (default: a random generator in a temporary file)"
     )
     parser.add_argument("--time", default="/usr/bin/time", help="GNU time (default /usr/bin/time)")
@@ -92,8 +110,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="srfeat-memory-") as tmp:
         work = Path(tmp)
-        source = work / f"input_{args.size}.png"
-        Image.fromarray(test_image(args.size)).save(source)
+        if args.sizes:
+            source = work / "inputs"
+            source.mkdir()
+            write_many_sizes(source, args.sizes)
+        else:
+            source = work / f"input_{args.size}.png"
+            Image.fromarray(test_image(args.size)).save(source)
         model = args.model
         if model is None:
             from srfeat.archs.generator import SRFeatGenerator
@@ -102,15 +125,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.manual_seed(0)
             model = str(work / "random.safetensors")
             save_generator(SRFeatGenerator().eval(), model)
+        output = work / ("outputs" if args.sizes else "output.png")
         report = upscale_under_time(
-            args.time, [str(source), "-o", str(work / "output.png"), "--model", model, "--device", "cpu", *args.extra]
+            args.time, [str(source), "-o", str(output), "--model", model, "--device", "cpu", *args.extra]
         )
-        output_size = Image.open(work / "output.png").size
+        if args.sizes:
+            inputs, outputs = f"{args.sizes} images of distinct sizes", f"{len(list(output.iterdir()))} images"
+        else:
+            size = Image.open(output).size
+            inputs, outputs = f"{args.size}x{args.size}", f"{size[0]}x{size[1]}"
 
     rss = report["max_rss_bytes"]
     rows = [
-        ["input", f"{args.size}x{args.size}"],
-        ["output", f"{output_size[0]}x{output_size[1]}"],
+        ["input", inputs],
+        ["output", outputs],
         ["max RSS MB", rss / 2**20],
         ["wall s", report.get("wall_s", float("nan"))],
         ["under 2 GB", "yes" if rss < LIMIT_BYTES else "NO"],
@@ -119,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "host": host_info(torch.device("cpu")),
         "size": args.size,
+        "sizes": args.sizes,
         "extra_args": args.extra,
         "max_rss_bytes": rss,
         "max_rss_mb": rss / 2**20,
@@ -126,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "under_2gb": rss < LIMIT_BYTES,
     }
     if not args.no_json:
-        write_results(args.json, f"memory_{args.size}", result)
+        write_results(args.json, f"memory_{args.sizes}_sizes" if args.sizes else f"memory_{args.size}", result)
     return result
 
 

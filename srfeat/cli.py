@@ -40,6 +40,13 @@ COMMANDS: dict[str, str] = {
 # slower with sleeping threads (benchmarks/README.md).
 PASSIVE_OPENMP_COMMANDS = {"upscale", "eval", "blend", "export", "serve"}
 
+# Commands that take images of many sizes in one process: a folder, a benchmark set, a server's
+# day. oneDNN keeps the kernels it built for each matrix shape (1024 of them by default), about
+# 0.5 MB more for every new image size, never given back; 16 hold what one image reuses, and
+# rebuilding the rest costs nothing measurable (`benchmarks/memory.py --sizes`).
+MANY_SIZES_COMMANDS = {"upscale", "eval", "serve"}
+ONEDNN_CACHE_CAPACITY = "16"
+
 
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread: `finally` blocks run and remove partly written files.
@@ -106,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGINT
     # Only as the program (argv from the command line): a caller's own process and environment,
     # which its later subprocesses inherit, are not ours to change. Before torch loads libgomp,
-    # which reads the variable once.
+    # which reads the variable once; oneDNN reads its own when it first builds a kernel.
     if argv is None and args.command in PASSIVE_OPENMP_COMMANDS:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if argv is None and args.command in MANY_SIZES_COMMANDS:
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s: %(message)s" if not args.verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s",

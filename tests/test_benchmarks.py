@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 # benchmarks/ is not an installed package: import it from the checkout even under a bare `pytest`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,6 +56,17 @@ def test_gnu_time_report_is_parsed() -> None:
         "\tExit status: 0\n"
     )
     assert memory.parse_time_v(report) == {"max_rss_bytes": 1024**3, "wall_s": 62.5, "exit_status": 0}
+
+
+@pytest.mark.skipif(not Path("/usr/bin/time").exists(), reason="GNU time not installed (apt-get install time)")
+def test_memory_over_many_sizes_upscales_a_folder_of_distinct_sizes(tmp_path: Path, model_path: Path) -> None:
+    folder = tmp_path / "sizes"
+    folder.mkdir()
+    memory.write_many_sizes(folder, 50)
+    assert len({Image.open(path).size for path in folder.iterdir()}) == 50
+    result = memory.main(["--sizes", "3", "--model", str(model_path), "--json", str(tmp_path / "results.json")])
+    assert result["sizes"] == 3 and result["max_rss_mb"] > 0
+    assert "memory_3_sizes" in json.loads((tmp_path / "results.json").read_text())
 
 
 def test_onnx_runtime_benchmark_runs_every_variant(tmp_path: Path, model_path: Path) -> None:

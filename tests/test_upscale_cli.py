@@ -74,6 +74,24 @@ def test_folders_globs_and_output_file(tmp_path: Path, model_path: Path) -> None
     assert not (tmp_path / "two.png").exists()
 
 
+def test_what_each_input_freed_goes_back_to_the_system_before_the_next(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, size in (("a.png", 16), ("b.png", 24)):
+        Image.fromarray(samples.astronaut()[:size, :size]).save(folder / name)
+    (folder / "c.png").write_text("not an image: its failure is an input too")
+    out = tmp_path / "out"
+    written_at_each_hand_back: list[list[str]] = []
+    monkeypatch.setattr(
+        "srfeat.hardware.return_freed_memory",
+        lambda: written_at_each_hand_back.append(sorted(p.name for p in out.glob("*"))),
+    )
+    assert upscale(folder, "-o", out, "--model", model_path) == 1
+    assert written_at_each_hand_back == [[], ["a.png"], ["a.png", "b.png"]]
+
+
 def test_never_overwrites_without_permission(
     tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -180,23 +198,21 @@ print("policy:", seen[0] if seen else os.environ.get("OMP_WAIT_POLICY", "unset")
 """
 
 
-@pytest.mark.parametrize(
-    ("command", "user_value", "expected"),
-    [("upscale", None, "PASSIVE"), ("upscale", "active", "active"), ("train", None, "unset")],
-)
-def test_openmp_threads_sleep_rather_than_spin_when_upscaling_unless_the_user_chose(
-    tmp_path: Path, model_path: Path, command: str, user_value: str | None, expected: str
-) -> None:
+def _as_the_program(
+    code: str, command: str, tmp_path: Path, model_path: Path, variable: str, user_value: str | None
+) -> subprocess.CompletedProcess[str]:
+    """`code` in a child with `srfeat COMMAND ...` as its command line, `variable` set to
+    `user_value` (None: unset) in its environment."""
     Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k != variable}
     if user_value is not None:
-        env["OMP_WAIT_POLICY"] = user_value
+        env[variable] = user_value
     if command == "upscale":
         argv = ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--model", str(model_path)]
     else:
         argv = ["train", "configs/dev/stage1.yaml", "--dry-run"]
-    result = subprocess.run(
-        [sys.executable, "-c", _POLICY_WHEN_TORCH_LOADS, *argv],
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv],
         check=False,
         env=env,
         capture_output=True,
@@ -204,18 +220,43 @@ def test_openmp_threads_sleep_rather_than_spin_when_upscaling_unless_the_user_ch
         timeout=300,
         cwd=Path(__file__).resolve().parents[1],
     )
+
+
+@pytest.mark.parametrize(
+    ("command", "user_value", "expected"),
+    [("upscale", None, "PASSIVE"), ("upscale", "active", "active"), ("train", None, "unset")],
+)
+def test_openmp_threads_sleep_rather_than_spin_when_upscaling_unless_the_user_chose(
+    tmp_path: Path, model_path: Path, command: str, user_value: str | None, expected: str
+) -> None:
+    result = _as_the_program(_POLICY_WHEN_TORCH_LOADS, command, tmp_path, model_path, "OMP_WAIT_POLICY", user_value)
     assert f"policy: {expected}" in result.stdout, result.stdout + result.stderr
     if command == "upscale":
         assert (tmp_path / "out.png").is_file(), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "user_value", "expected"),
+    [("upscale", None, "16"), ("upscale", "1024", "1024"), ("train", None, "unset")],
+)
+def test_onednn_keeps_few_kernels_when_images_of_many_sizes_pass_unless_the_user_chose(
+    tmp_path: Path, model_path: Path, command: str, user_value: str | None, expected: str
+) -> None:
+    # oneDNN reads the variable when it first builds a kernel, so it is set before the command runs.
+    variable = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+    code = f"import os\nfrom srfeat.cli import main\nmain()\nprint(os.environ.get({variable!r}, 'unset'))"
+    result = _as_the_program(code, command, tmp_path, model_path, variable, user_value)
+    assert result.stdout.splitlines()[-1:] == [expected], result.stdout + result.stderr
 
 
 def test_main_called_in_process_leaves_the_callers_environment_alone(
     tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
     assert upscale(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_path) == 0
-    assert "OMP_WAIT_POLICY" not in os.environ
+    assert "OMP_WAIT_POLICY" not in os.environ and "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
 
 
 def test_an_output_that_appears_during_the_upscale_is_kept(tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ from srfeat.data.io import read_raw_image, write_image
 from srfeat.inference import Upscaler
 from srfeat.inference.image_files import upscale_file
 from srfeat.web.hosts import HostHeaderError, LoopbackHostCheck, is_loopback_host, parse_host_header
-from srfeat.web.jobs import safe_file_name
+from srfeat.web.job import ModelChoice
+from srfeat.web.jobs import JobQueue, safe_file_name
 
 samples = pytest.importorskip("skimage.data")
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
@@ -852,3 +853,23 @@ def test_upload_bodies_are_read_a_few_at_a_time(server: Server) -> None:
     finally:
         for connection in slow:
             connection.close()
+
+
+def test_the_worker_hands_freed_memory_back_after_every_job_done_or_failed(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = JobQueue(lambda _choice: Upscaler(str(model_path), device="cpu"))
+    states_at_each_hand_back: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        "srfeat.web.jobs.return_freed_memory", lambda: states_at_each_hand_back.append((good.state, bad.state))
+    )
+    try:
+        good = queue.submit("s", "good.png", png_bytes(16), ModelChoice(), 16, 16)
+        bad = queue.submit("s", "bad.png", b"not a PNG", ModelChoice(), 16, 16)
+        deadline = time.monotonic() + 60
+        while len(states_at_each_hand_back) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        queue.stop()
+        queue.join()
+    assert states_at_each_hand_back == [("done", "queued"), ("done", "failed")]

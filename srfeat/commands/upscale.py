@@ -350,6 +350,7 @@ def run(args: argparse.Namespace) -> int:
 
     from srfeat.data.io import FORMATS, IMAGE_EXTENSIONS
     from srfeat.errors import ImageReadError, SRFeatError
+    from srfeat.hardware import return_freed_memory
     from srfeat.inference import Upscaler
     from srfeat.inference.image_files import upscale_file
 
@@ -386,6 +387,7 @@ def run(args: argparse.Namespace) -> int:
     with logging_redirect_tqdm():
         # disable=None: a bar on a terminal only, not in logs and pipes.
         for job in tqdm(jobs, desc="inputs", unit="input", disable=True if len(jobs) == 1 else None):
+            return_freed_memory()  # what the last input freed, before this one's sizes take over
             if video.is_video(job.source):
                 failures += not video.upscale_video_job(job.source, job.target, upscaler, args)
                 continue

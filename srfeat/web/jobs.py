@@ -29,6 +29,7 @@ from typing import Any
 
 from srfeat.errors import SRFeatError
 from srfeat.files import process_exists
+from srfeat.hardware import return_freed_memory
 from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
 from srfeat.web.job import Job, JobCancelledError, ModelChoice, safe_file_name
@@ -365,6 +366,7 @@ class JobQueue:
                 self._running = job
                 self._changed_locked()
             self._run(job)
+            return_freed_memory()  # a day of images of many sizes must not pile up freed buffers
             with self._lock:
                 self._running = None
                 if self._stopping:
