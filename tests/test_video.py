@@ -24,6 +24,8 @@ from srfeat.video import FrameRange, VideoOptions, parse_frame_range
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
+from av.sidedata.sidedata import Type  # noqa: E402 - needs PyAV, checked above
+
 from srfeat.video.encoding import quality_options  # noqa: E402 - needs PyAV, checked above
 from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
 from tests.video_helpers import (  # noqa: E402 - needs PyAV, checked above
@@ -131,6 +133,33 @@ def test_a_portrait_phone_video_stays_upright(tmp_path: Path, model_path: Path) 
     with av.open(str(tmp_path / "out" / "portrait.mov")) as container:
         frame = next(container.decode(video=0))
         assert frame.rotation == 90 and (frame.width, frame.height) == (128, 96)
+
+
+def display_matrix_of(path: Path) -> list[int] | None:
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        entry = next((data for data in frame.side_data if data.type == Type.DISPLAYMATRIX), None)
+        return None if entry is None else np.frombuffer(bytes(entry), dtype=np.int32).tolist()
+
+
+def test_a_mirrored_selfie_video_stays_mirrored(tmp_path: Path, model_path: Path) -> None:
+    source = tmp_path / "selfie.mp4"
+    write_clip(source, frames=2, size=(32, 24), audio=False, rotation=90, mirrored=True)
+    assert upscale(source, "-o", tmp_path / "out", "--model", model_path) == 0
+    matrix = display_matrix_of(tmp_path / "out" / "selfie.mp4")
+    assert matrix == display_matrix_of(source) and matrix is not None
+    assert matrix[0] * matrix[4] - matrix[1] * matrix[3] < 0  # a mirror: the determinant is negative
+
+
+def test_a_display_matrix_no_player_can_show_is_dropped_with_a_warning(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "flat.mp4"
+    write_clip(source, frames=2, size=(32, 24), audio=False, display_matrix=[0] * 9)
+    with caplog.at_level(logging.WARNING):
+        assert upscale(source, "-o", tmp_path / "out", "--model", model_path) == 0
+    assert "flat.mp4: its display matrix maps the picture onto a line" in caplog.text
+    assert display_matrix_of(tmp_path / "out" / "flat.mp4") is None  # not a turn of -127 degrees
 
 
 def test_frames_slice_cuts_video_audio_and_subtitles(tmp_path: Path, model_path: Path) -> None:

@@ -38,11 +38,14 @@ def write_clip(
     variable_rate: bool = False,
     subtitles: tuple[str, ...] = (),
     rotation: int = 0,
+    mirrored: bool = False,
+    display_matrix: list[int] | None = None,
 ) -> list[float]:
     """Write an H.264 clip (AAC audio, SubRip subtitles one a second) and return its frame times.
 
     `variable_rate`: frame intervals cycle through 0.5, 1 and 1.5 times 1/fps; `rotation`: degrees
-    counter-clockwise that players turn the frames (as phones store portrait video).
+    counter-clockwise that players turn the frames (as phones store portrait video), then mirror
+    them left to right if `mirrored`; `display_matrix`: FFmpeg's nine integers, written as given.
     """
     times = [0.0]
     for i in range(1, frames):
@@ -50,8 +53,10 @@ def write_clip(
     with av.open(str(path), "w") as container:  # every stream is added before the first packet
         time_base = Fraction(1, 1000) if variable_rate else Fraction(1, fps)
         picture = _video_stream(container, fps, size, time_base) if video else None
-        if picture is not None and rotation:
-            picture.set_display_rotation(rotation)
+        if picture is not None and (rotation or mirrored):
+            picture.set_display_rotation(rotation, hflip=mirrored)
+        if picture is not None and display_matrix is not None:
+            picture.set_display_matrix(display_matrix)
         sound = _audio_stream(container) if audio else None
         text = container.add_mux_stream("subrip", time_base=Fraction(1, 1000)) if subtitles else None
         if picture is not None:

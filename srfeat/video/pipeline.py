@@ -36,6 +36,7 @@ from srfeat.video.output import (
 )
 from srfeat.video.probe import (
     TimeWindow,
+    display_matrix,
     error_reason,
     first_frame,
     main_video_stream,
@@ -211,13 +212,23 @@ class _Transcoder:
                 self.source,
                 round(2 * rate),
             )
-        if first is not None and (rotation := round(first.rotation or 0)):
-            stream.set_display_rotation(rotation)  # a phone's portrait video stays upright
+        if first is not None:
+            self._carry_display_matrix(stream, first)
         stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
         stream.disposition = video.disposition
         self.encoder = stream
         self.codec_name = codec.name
         self._open_encoder()
+
+    def _carry_display_matrix(self, stream: Any, first: Any) -> None:
+        """A phone's portrait video stays upright, and a selfie camera's mirrored one mirrored."""
+        try:
+            matrix = display_matrix(first)
+        except VideoError as error:
+            logger.warning("%s: %s; the output is shown as stored", self.source, error)
+            return
+        if matrix is not None:
+            stream.set_display_matrix(matrix)
 
     def _open_encoder(self) -> None:
         """Open the encoder now: its limits (x264: 16384 pixels a side) refuse a size before a frame

@@ -10,6 +10,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from srfeat.errors import VideoError
 from srfeat.video import FrameRange
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TimeWindow",
+    "display_matrix",
     "error_reason",
     "first_frame",
     "main_video_stream",
@@ -81,6 +84,31 @@ def first_frame(av: ModuleType, source: Path) -> Any:
             return next(probe.decode(stream), None) if stream is not None else None
         except av.error.FFmpegError:
             return None  # the real pass reports it, with where
+
+
+def display_matrix(frame: Any) -> list[int] | None:
+    """The turn and mirror that players apply to `frame` (FFmpeg's 3x3 display matrix, as the nine
+    integers `VideoStream.set_display_matrix` takes), for the output's header; None if there is none.
+
+    The whole matrix is carried, not the angle that `frame.rotation` derives from it: that angle
+    loses a mirror (a selfie camera's video), and is garbage (-2**31 degrees) for a matrix that
+    maps everything onto a line. Such a matrix, or one of the wrong size, raises VideoError.
+    The translation is dropped: it counts input pixels, and players ignore it.
+    """
+    from av.sidedata.sidedata import Type
+
+    entry = next((data for data in frame.side_data if data.type == Type.DISPLAYMATRIX), None)
+    if entry is None:
+        return None
+    raw = bytes(entry)
+    if len(raw) != 36:
+        raise VideoError(f"its display matrix is {len(raw)} bytes, not 36; the file is damaged")
+    a, b, _, c, d, _, _, _, _ = np.frombuffer(raw, dtype=np.int32).tolist()
+    if a * d - b * c == 0:
+        raise VideoError("its display matrix maps the picture onto a line; no player can show it")
+    if (a, b, c, d) == (1 << 16, 0, 0, 1 << 16):
+        return None  # the identity: nothing to say
+    return [a, b, 0, c, d, 0, 0, 0, 1 << 30]  # 16.16 fixed point; the last entry is 2.30
 
 
 def stated_duration(video: VideoStream) -> float | None:
