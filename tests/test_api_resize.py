@@ -4,12 +4,13 @@ integer arrays, get one-line srfeat errors or correct pixels, never a numpy/torc
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from srfeat.data.resize import imresize, imresize_np
+from srfeat.data.resize import MAX_CONTRIBUTIONS, imresize, imresize_np
 from srfeat.errors import InvalidImageError, NotAnImageError
 
 
@@ -28,8 +29,8 @@ def test_a_size_that_is_not_two_positive_whole_numbers_is_refused(size: object) 
 
 def test_sizes_given_as_numpy_integers_or_a_torch_size_work() -> None:
     image = torch.rand(3, 8, 8)
-    assert imresize(image, size=(np.int64(5), np.int32(6))).shape  # type: ignore[arg-type] == (3, 5, 6)
-    assert imresize(image, size=torch.Size([5, 6])).shape  # type: ignore[arg-type] == (3, 5, 6)
+    assert imresize(image, size=(np.int64(5), np.int32(6))).shape == (3, 5, 6)  # type: ignore[arg-type]
+    assert imresize(image, size=torch.Size([5, 6])).shape == (3, 5, 6)  # type: ignore[arg-type]
 
 
 def test_a_vanishing_scale_is_refused_before_its_filter_is_allocated() -> None:
@@ -38,6 +39,14 @@ def test_a_vanishing_scale_is_refused_before_its_filter_is_allocated() -> None:
         imresize(torch.rand(3, 8, 8), scale=1e-9)
     with pytest.raises(InvalidImageError, match="free memory|filter weights"):
         imresize(torch.rand(3, 8, 8), scale=1e5)
+
+
+def test_the_refusal_quotes_the_count_it_checked() -> None:
+    # 3.5M outputs of 4 taps are 14M weights, under the 16.8M limit; with MATLAB's 2 extra taps, 21M.
+    with pytest.raises(InvalidImageError, match="filter weights") as refusal:
+        imresize(torch.rand(1, 1, 8), size=(1, 3_500_000))
+    quoted = re.search(r"would need ([0-9.e+]+) filter weights", str(refusal.value))
+    assert quoted is not None and float(quoted.group(1)) > MAX_CONTRIBUTIONS
 
 
 def test_numpy_arrays_and_integer_tensors_are_type_errors_that_say_what_to_use() -> None:

@@ -155,9 +155,10 @@ def _check_cost(
     """One line, before anything is allocated, for a resize whose weights or output cannot fit."""
     for out_length, scale in ((out_h, scale_h), (out_w, scale_w)):
         kernel_width = KERNEL_WIDTH / scale if scale < 1 and antialiasing else KERNEL_WIDTH
-        if out_length * (kernel_width + 2) > MAX_CONTRIBUTIONS:
+        weights = out_length * (kernel_width + 2)  # MATLAB takes two taps more than the kernel's width
+        if weights > MAX_CONTRIBUTIONS:
             raise InvalidImageError(
-                f"imresize to {out_length} pixels at scale {scale:.3g} would need {out_length * kernel_width:.3g} "
+                f"imresize to {out_length} pixels at scale {scale:.3g} would need {weights:.3g} "
                 f"filter weights (over {MAX_CONTRIBUTIONS:,}): a scale that small or that large is a mistake; "
                 "resize in steps"
             )
