@@ -726,6 +726,24 @@ def test_files_joined_end_to_end_keep_their_audio_in_order(tmp_path: Path, model
     assert audio_samples(tmp_path / "joined.mp4") == audio_samples(joined)
 
 
+@pytest.mark.parametrize("frames", ["2:8", "14:20"])
+def test_a_frames_slice_of_joined_files_takes_the_audio_of_its_own_moment(
+    tmp_path: Path, model_path: Path, frames: str
+) -> None:
+    """Each half's timestamps start over, so a time names a moment in both halves: the slice's audio
+    was taken from both (twice as long), and frames of the second half started 1 s late."""
+    for name in ("a.ts", "b.ts"):
+        write_clip(tmp_path / name, frames=12, fps=12)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    output = tmp_path / "slice.mkv"
+    result = cli(joined, "-o", output, "--model", model_path, "--frames", frames, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert frame_times(output) == pytest.approx([i / 12 for i in range(6)], abs=1e-3)
+    assert abs(audio_samples(output) - AUDIO_RATE * 6 // 12) <= AUDIO_FRAME  # half a second, to a packet
+    assert packets(output, "audio")[0][0] < 1 / 12
+
+
 def test_a_video_is_not_written_over_itself_and_ctrl_c_in_place_keeps_it(tmp_path: Path, model_path: Path) -> None:
     source = tmp_path / "mine.mkv"
     write_clip(source, frames=240, audio=False)

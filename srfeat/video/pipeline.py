@@ -36,9 +36,11 @@ from srfeat.video.output import (
 )
 from srfeat.video.probe import (
     TimeWindow,
+    continued_pts,
     display_matrix,
     error_reason,
     first_frame,
+    frame_step,
     main_video_stream,
     seconds_of,
     stated_duration,
@@ -334,8 +336,7 @@ class _Transcoder:
         video.thread_type = "AUTO"
         time_base = time_base_of(video)
         video_shift = round(window.start / time_base) if window else 0
-        rate = video.average_rate or video.guessed_rate or Fraction(25)
-        step = max(1, round(1 / (rate * time_base)))  # one frame's duration in the stream's ticks
+        step = frame_step(video)
         last_pts: int | None = None
         index = 0
         done = False
@@ -369,6 +370,9 @@ class _Transcoder:
                         self.last_frame_time = seconds_of(pts, time_base)
                     index += 1
             elif packet.dts is not None and packet.size:
+                # Continued first, as the frames' are, so that the window cuts joined files' audio at
+                # the frames' moment, not at each part's.
+                self.copied_streams.continue_timestamps(packet)
                 if window is not None:
                     packet_base = time_base_of(packet)
                     time = seconds_of(packet.pts if packet.pts is not None else packet.dts, packet_base)
@@ -378,7 +382,6 @@ class _Transcoder:
                     packet.dts -= shift
                     if packet.pts is not None:
                         packet.pts -= shift
-                self.copied_streams.continue_timestamps(packet)
                 packet.stream = self.copied[packet.stream.index]
                 self._put(channel, packet)
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.
@@ -386,14 +389,11 @@ class _Transcoder:
         self._put(channel, _END)
 
     def _monotonic_pts(self, pts: int | None, last: int | None, step: int) -> int:
-        """The frame's timestamp; a missing or repeated one (broken files) becomes the last plus a frame,
-        since encoders refuse timestamps that do not increase."""
-        if last is None:
-            return 0 if pts is None else pts
-        if pts is None or pts <= last:
+        """The frame's timestamp (`continued_pts`), a repair noted."""
+        continued = continued_pts(pts, last, step)
+        if last is not None and continued != pts:
             self.repairs.note("frames without increasing timestamps; given one frame's spacing")
-            return last + step
-        return pts
+        return continued
 
     def _decode_packet(self, packet: Any, index: int) -> list[Any]:
         """The frames a packet completes; `index` frames have come out before it."""

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TimeWindow",
+    "continued_pts",
     "display_matrix",
     "error_reason",
     "first_frame",
+    "frame_step",
     "main_video_stream",
     "seconds_of",
     "stated_duration",
@@ -41,7 +43,11 @@ class TimeWindow:
 
 
 def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
-    """Decode up to frame B once to learn the times of frames A and B, which cut the audio."""
+    """Decode up to frame B once to learn the times of frames A and B, which cut the audio.
+
+    The times are the ones the upscale gives the frames (`continued_pts`): in files joined end to
+    end, whose timestamps start over, a time names one moment, not one in each part.
+    """
     start: float | None = None
     time = 0.0
     count = 0
@@ -49,9 +55,12 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
         stream = main_video_stream(probe)
         assert stream is not None  # checked on the first opening
         stream.thread_type = "AUTO"
+        time_base, step = time_base_of(stream), frame_step(stream)
+        pts: int | None = None
         try:
             for count, frame in enumerate(probe.decode(stream), start=1):
-                time = float(frame.time) if frame.time is not None else 0.0
+                pts = continued_pts(frame.pts, pts, step)
+                time = seconds_of(pts, time_base)
                 if count - 1 == frames.start:
                     start = time
                 if frames.stop is not None and count - 1 == frames.stop:
@@ -63,6 +72,23 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
     if start is None:
         raise VideoError(f"{source}: --frames {frames} starts past the last frame (the video has {count} frames)")
     return TimeWindow(start, time if frames.stop is not None and count - 1 == frames.stop else None)
+
+
+def frame_step(video: VideoStream) -> int:
+    """One frame's duration in the stream's ticks (at least one)."""
+    rate = video.average_rate or video.guessed_rate or Fraction(25)
+    return max(1, round(1 / (rate * time_base_of(video))))
+
+
+def continued_pts(pts: int | None, last: int | None, step: int) -> int:
+    """A frame's timestamp as the output gets it. One that is missing, or not after the last frame's
+    (broken files, and files joined end to end whose timestamps start over), becomes the last plus
+    `step`, since encoders refuse timestamps that do not increase."""
+    if last is None:
+        return 0 if pts is None else pts
+    if pts is None or pts <= last:
+        return last + step
+    return pts
 
 
 def main_video_stream(container: InputContainer) -> VideoStream | None:
