@@ -245,6 +245,11 @@ def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_image
     expect(page.locator("#connection")).to_be_visible(timeout=10_000)
     expect(page.locator("#connection")).to_contain_text("Lost the connection to srfeat serve")
     expect(job_card(page, "big.png").locator(".status")).to_have_text("waiting for the server: the connection is lost")
+    # The downloads would fail: greyed out, without a link to follow.
+    for link in (job_card(page, "kept.png").locator(".download"), page.locator("#download")):
+        expect(link).to_have_attribute("aria-disabled", "true")
+        assert link.get_attribute("href") is None
+    expect(page.locator("#download-all")).to_be_disabled()
     job_card(page, "kept.png").get_by_role("button", name="Again with the chosen detail").click()
     refused = page.locator("#jobs li[data-state='refused']", has_text="kept.png was not run again")
     expect(refused.locator(".status")).to_contain_text("the server did not answer (is srfeat serve still running?)")

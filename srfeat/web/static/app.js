@@ -238,9 +238,21 @@ function updateCard(card, job) {
   if (job.state === "refused" || job.state === "failed") status.setAttribute("role", "alert");
   else status.removeAttribute("role");
   actions.hidden = job.state !== "done";
-  if (job.state === "done") {
-    download.href = resultUrl(job, true);
-    download.download = job.result_name;
+  if (job.state === "done") linkDownload(download, job);
+}
+
+// A download link while the server is unreachable would end in a failed download (or the
+// browser's error page): it is greyed out until the page is back in touch.
+function linkDownload(link, job) {
+  if (connected) {
+    link.href = resultUrl(job, true);
+    link.download = job.result_name;
+    link.removeAttribute("aria-disabled");
+    link.removeAttribute("title");
+  } else {
+    link.removeAttribute("href");
+    link.setAttribute("aria-disabled", "true");
+    link.title = "the server is unreachable";
   }
 }
 
@@ -277,7 +289,8 @@ function render() {
       cards.delete(key);
     }
   }
-  $("download-all").disabled = !serverJobs.some((job) => job.state === "done");
+  $("download-all").disabled = !connected || !serverJobs.some((job) => job.state === "done");
+  if (view.job) linkDownload($("download"), view.job);
 }
 
 function removeItem(job) {
@@ -389,10 +402,8 @@ function select(job) {
   $("after").src = `/api/jobs/${job.id}/result?${q()}`;
   setOriginal();
   $("after-label").textContent = `srfeat ${job.label}`;
-  const download = $("download");
-  download.href = resultUrl(job, true);
-  download.download = job.result_name;
-  download.hidden = false;
+  linkDownload($("download"), job);
+  $("download").hidden = false;
   $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = false;
   $("viewer-empty").hidden = true;
   if (changed) fit();
