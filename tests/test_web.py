@@ -85,9 +85,11 @@ def _dead_process_id() -> int:
     return probe.pid
 
 
-def start_server(*options: str) -> Server:
-    """`srfeat serve --no-browser` with small tiles and `options`, once it listens."""
-    command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu", "--tile", str(TILE)]
+def start_server(*options: str, prelude: str = "") -> Server:
+    """`srfeat serve --no-browser` with small tiles and `options`, once it listens; `prelude` is
+    Python run in the server's process first (to slow a part down)."""
+    program = ["-m", "srfeat.cli"] if not prelude else ["-c", f"{prelude}\nfrom srfeat.cli import main\nmain()"]
+    command = [sys.executable, *program, "serve", "--no-browser", "--device", "cpu", "--tile", str(TILE)]
     process = subprocess.Popen(
         [*command, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(), cwd=ROOT
     )

@@ -34,6 +34,7 @@ from test_web import (
     start_server,
     stop_server,
     upload,
+    wait_for_result,
     wait_for_state,
 )
 
@@ -267,6 +268,42 @@ def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_image
     finally:
         page.context.close()
         stop_server(second)
+
+
+# Views that take 8 s to build: longer than uvicorn's 5 s of graceful shutdown.
+SLOW_VIEWS = """
+import time
+import srfeat.web.app as app
+build = app.bicubic_view
+app.bicubic_view = lambda *args: (time.sleep(8), build(*args))[1]
+"""
+
+
+def test_ctrl_c_while_a_view_is_built_answers_it_at_once() -> None:
+    """Before: the request was cancelled after 5 s with a traceback in the log and a 500."""
+    slow = start_server(prelude=SLOW_VIEWS)
+    events = _stream(slow, "views")
+    try:
+        job = json.loads(upload(slow, "views", "small.png", png_bytes(8)).body)
+        wait_for_result(slow, "views", job["id"])
+        answers: list[Answer] = []
+        asking = threading.Thread(
+            target=lambda: answers.append(call(slow, "GET", f"/api/jobs/{job['id']}/bicubic?session=views"))
+        )
+        asking.start()
+        time.sleep(1.0)
+        stopped = time.monotonic()
+        slow.process.terminate()  # Ctrl+C (SIGTERM here)
+        asking.join(30)
+        assert answers and answers[0].status == 503, answers
+        assert time.monotonic() - stopped < 3  # answered at once, not after the 5 s of graceful shutdown
+        assert answers[0].error() == "the bicubic view of small.png was not finished: the server is stopping"
+        assert slow.process.wait(timeout=30) == 0
+        assert "Traceback" not in slow.log_text(), slow.log_text()
+    finally:
+        events.close()
+        if slow.process.poll() is None:
+            stop_server(slow)
 
 
 def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_change_once(

@@ -301,7 +301,12 @@ def create_app(
                 if kind not in job.views:  # not built while this request waited
                     started = time.monotonic()
                     try:
-                        job.views[kind] = await anyio.to_thread.run_sync(make)
+                        built = await _unless_stopping(make, lambda: queue.stopping)
+                        if built is None:
+                            return _error(
+                                f"the {kind} view of {job.name} was not finished: the server is stopping", 503
+                            )
+                        job.views[kind] = built
                     except ViewTooLargeError as error:
                         logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
                         return _error(str(error), 507)
@@ -338,6 +343,37 @@ def create_app(
     ]
     middleware = [] if allowed_hosts is None else [Middleware(LoopbackHostCheck, names=allowed_hosts)]
     return Starlette(routes=routes, middleware=middleware)
+
+
+async def _unless_stopping(
+    make: Callable[[], tuple[bytes, str]], stopping: Callable[[], bool]
+) -> tuple[bytes, str] | None:
+    """`make()` in a worker thread, or None as soon as the server is stopping: Ctrl+C then answers
+    at once, instead of cancelling the request with a traceback and a 500 after uvicorn's 5 s of
+    graceful shutdown. The thread cannot be stopped; it finishes unseen, before the process exits."""
+    outcome: list[tuple[bytes, str] | BaseException] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(make())
+        except Exception as error:  # noqa: BLE001 - raised below, as it is (a task group would wrap it)
+            outcome.append(error)
+
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            while not stopping():
+                await anyio.sleep(UPLOAD_POLL_SECONDS)
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        await anyio.to_thread.run_sync(attempt, abandon_on_cancel=True)
+        group.cancel_scope.cancel()  # built: the watch ends
+    if not outcome:
+        return None
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 async def _read_body(request: Request, name: str, limits: Limits, stopping: Callable[[], bool]) -> bytes:
