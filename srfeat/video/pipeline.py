@@ -214,23 +214,13 @@ class _Transcoder:
                 self.source,
                 round(2 * rate),
             )
-        if first is not None:
-            self._carry_display_matrix(stream, first)
+        if first is not None and (matrix := display_matrix(first, self.source)) is not None:
+            stream.set_display_matrix(matrix)  # a portrait phone video stays upright, a selfie mirrored
         stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
         stream.disposition = video.disposition
         self.encoder = stream
         self.codec_name = codec.name
         self._open_encoder()
-
-    def _carry_display_matrix(self, stream: Any, first: Any) -> None:
-        """A phone's portrait video stays upright, and a selfie camera's mirrored one mirrored."""
-        try:
-            matrix = display_matrix(first)
-        except VideoError as error:
-            logger.warning("%s: %s; the output is shown as stored", self.source, error)
-            return
-        if matrix is not None:
-            stream.set_display_matrix(matrix)
 
     def _open_encoder(self) -> None:
         """Open the encoder now: its limits (x264: 16384 pixels a side) refuse a size before a frame

@@ -3,6 +3,7 @@ frame, the times a `--frames` slice cuts at, and time bases that a damaged file 
 
 from __future__ import annotations
 
+import logging
 from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,6 +19,8 @@ from srfeat.video import FrameRange
 if TYPE_CHECKING:
     from av.container import InputContainer
     from av.video.stream import VideoStream
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "TimeWindow",
@@ -112,13 +115,13 @@ def first_frame(av: ModuleType, source: Path) -> Any:
             return None  # the real pass reports it, with where
 
 
-def display_matrix(frame: Any) -> list[int] | None:
+def display_matrix(frame: Any, source: Path) -> list[int] | None:
     """The turn and mirror that players apply to `frame` (FFmpeg's 3x3 display matrix, as the nine
     integers `VideoStream.set_display_matrix` takes), for the output's header; None if there is none.
 
     The whole matrix is carried, not the angle that `frame.rotation` derives from it: that angle
     loses a mirror (a selfie camera's video), and is garbage (-2**31 degrees) for a matrix that
-    maps everything onto a line. Such a matrix, or one of the wrong size, raises VideoError.
+    maps everything onto a line. Such a matrix, or a damaged one, is left out with a warning.
     The translation is dropped: it counts input pixels, and players ignore it.
     """
     from av.sidedata.sidedata import Type
@@ -128,13 +131,15 @@ def display_matrix(frame: Any) -> list[int] | None:
         return None
     raw = bytes(entry)
     if len(raw) != 36:
-        raise VideoError(f"its display matrix is {len(raw)} bytes, not 36; the file is damaged")
-    a, b, _, c, d, _, _, _, _ = np.frombuffer(raw, dtype=np.int32).tolist()
-    if a * d - b * c == 0:
-        raise VideoError("its display matrix maps the picture onto a line; no player can show it")
-    if (a, b, c, d) == (1 << 16, 0, 0, 1 << 16):
-        return None  # the identity: nothing to say
-    return [a, b, 0, c, d, 0, 0, 0, 1 << 30]  # 16.16 fixed point; the last entry is 2.30
+        problem = f"its display matrix is {len(raw)} bytes, not 36"
+    else:
+        a, b, _, c, d, _, _, _, _ = np.frombuffer(raw, dtype=np.int32).tolist()
+        if a * d - b * c != 0:
+            # 16.16 fixed point; the last entry is 2.30. The identity says nothing.
+            return None if (a, b, c, d) == (1 << 16, 0, 0, 1 << 16) else [a, b, 0, c, d, 0, 0, 0, 1 << 30]
+        problem = "its display matrix maps the picture onto a line; no player can show it"
+    logger.warning("%s: %s; the output is shown as stored", source, problem)
+    return None
 
 
 def stated_duration(video: VideoStream) -> float | None:
