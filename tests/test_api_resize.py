@@ -69,3 +69,8 @@ def test_integer_arrays_are_rounded_and_clipped_not_wrapped_around(dtype: type[n
     reference = imresize(torch.from_numpy(step.astype(np.float64)), scale=2).round().clamp(low, high)
     assert resized.dtype == dtype
     np.testing.assert_array_equal(resized, reference.numpy().astype(dtype))
+
+
+def test_rounding_each_pass_is_for_integer_pixels() -> None:
+    with pytest.raises(InvalidImageError, match="round_each_pass rounds integer pixels; this array is float32"):
+        imresize_np(np.ones((8, 8), np.float32), 0.5, round_each_pass=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from srfeat.data.datasets import bicubic_downscale, check_patch_size
+from srfeat.data.datasets import check_patch_size
 from srfeat.data.io import PathLike, list_images, read_image, write_png
 from srfeat.data.resize import imresize_np
 from srfeat.errors import ImageReadError, SRFeatError
@@ -99,15 +99,23 @@ def image_seed(seed: int, path: Path, half: bool = False) -> np.random.SeedSeque
 
 
 def half_size(image: np.ndarray) -> np.ndarray:
-    """imresize(image, 1/2, 'bicubic') as MATLAB computes it on uint8: ceil(H/2) x ceil(W/2)."""
-    return imresize_np(image, 0.5)
+    """imresize(image, 1/2, 'bicubic') as MATLAB computes it on uint8: ceil(H/2) x ceil(W/2),
+    rounded after each 1-D pass."""
+    return imresize_np(image, 0.5, round_each_pass=True)
+
+
+def matlab_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    """An LR patch as `aug_data_div2k.m` makes it: imresize(hr, 1/scale, 'bicubic') on uint8, which
+    MATLAB rounds after each 1-D pass (about 1 value in 10 is 1 off the protocol's single rounding,
+    `bicubic_downscale`)."""
+    return imresize_np(hr, 1.0 / scale, round_each_pass=True)
 
 
 def _write_pairs(patches: list[np.ndarray], folders: dict[str, Path], prefix: str, scale: int) -> None:
     for number, hr in enumerate(patches):
         name = f"{prefix}_{number:03d}.png"
         write_png(folders["HR"] / name, hr, compress_level=PNG_COMPRESS_LEVEL)
-        write_png(folders["LR"] / name, bicubic_downscale(hr, scale), compress_level=PNG_COMPRESS_LEVEL)
+        write_png(folders["LR"] / name, matlab_downscale(hr, scale), compress_level=PNG_COMPRESS_LEVEL)
 
 
 def prepare_image(
