@@ -1,11 +1,20 @@
-"""Image and feature discriminators: the paper's sizes, logits out, clear size errors."""
+"""Image and feature discriminators: the paper's sizes, logits out, clear size errors, the
+authors' TF 'SAME' padding and initialisation."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
+from srfeat.archs.discriminators import (
+    FeatureDiscriminator,
+    ImageDiscriminator,
+    SamePaddedConv2d,
+    init_discriminator_as_authors,
+)
 from srfeat.archs.vgg import build_vgg19_conv5_4
 
 
@@ -63,3 +72,33 @@ def test_a_discriminator_of_nothing_is_refused() -> None:
         ImageDiscriminator(hr_patch_size=0)
     with pytest.raises(ValueError, match="dense_features must be at least 1, got 0"):
         ImageDiscriminator(hr_patch_size=32, base_channels=8, dense_features=0)
+
+
+@pytest.mark.parametrize("size", [10, 11, 296, 37])
+def test_stride_2_convs_sample_where_tf_same_padding_does(size: int) -> None:
+    """TF 'SAME' centres a stride-2 output on input 2i+1 when the size is even (it pads only at the
+    bottom and right), on 2i when odd: the stride-1 output there. padding=1 centred all on 2i."""
+    torch.manual_seed(0)
+    conv = SamePaddedConv2d(2, 3, size, stride=2, bias=True)
+    image = torch.randn(1, 2, size, size)
+    every_pixel = F.conv2d(image, conv.weight, conv.bias, padding=1)
+    first = 1 if size % 2 == 0 else 0
+    expected = every_pixel[..., first::2, first::2]
+    assert expected.shape[-1] == math.ceil(size / 2)
+    assert torch.allclose(conv(image), expected, atol=1e-6)
+
+
+def test_the_authors_initialisation_starts_dense_layers_far_larger() -> None:
+    discriminator = ImageDiscriminator(64)
+    default_dense = discriminator.classifier[1].weight.std().item()
+    init_discriminator_as_authors(discriminator, torch.Generator().manual_seed(0))
+    dense = discriminator.classifier[1].weight
+    # tensorlayer's DenseLayer default: N(0, 0.1) cut at two standard deviations (std 0.088 after the cut).
+    assert dense.abs().max().item() <= 0.2 + 1e-6 and dense.std().item() == pytest.approx(0.088, rel=0.02)
+    assert dense.std().item() > 10 * default_dense  # 14x at these 8,192 inputs; 65x at the paper's 184,832
+    convs = [m for m in discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:  # variance scaling: sqrt(1.3 * 2 / fan_in) before the cut, 0.88 of it after
+        fan_in = conv.in_channels * 9
+        assert conv.weight.std().item() == pytest.approx(0.88 * math.sqrt(2.6 / fan_in), rel=0.1)
+        assert conv.bias is None or torch.all(conv.bias == 0)
+    assert all(torch.all(layer.bias == 0) for layer in discriminator.classifier if isinstance(layer, torch.nn.Linear))

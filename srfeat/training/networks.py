@@ -1,7 +1,7 @@
 """The networks of a training run as its config asks for them, and how their optimizers are set.
 
-What the trainer needs beyond the bare architectures: a new generator's initialisation, the
-stage-2 discriminators the config names (the paper's variants SRFeat_I, SRFeat_F and
+What the trainer needs beyond the bare architectures: a new generator's and discriminators'
+initialisation, the stage-2 discriminators the config names (the paper's variants SRFeat_I, SRFeat_F and
 SRFeat_IF), their loss weights, the generator's BatchNorm frozen as in the authors' stage 2,
 Adam's epsilon in the authors' units, and checks that a saved stage-2 state fits the networks
 before it is loaded.
@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
+from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator, init_discriminator_as_authors
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.archs.generator_init import init_as_authors, init_as_interpolator
 from srfeat.errors import ConfigError
@@ -78,10 +78,14 @@ def build_discriminators(config: TrainingConfig) -> dict[str, nn.Module]:
         return {}
     model, size = config.model, config.data.hr_patch_size
     classes = {"image": ImageDiscriminator, "feature": FeatureDiscriminator}
-    return {
+    discriminators = {
         kind: classes[kind](size, model.discriminator_channels, model.discriminator_dense_features)
         for kind in model.discriminators
     }
+    if model.discriminator_init == "authors":
+        for discriminator in discriminators.values():
+            init_discriminator_as_authors(discriminator)
+    return discriminators
 
 
 def describe_adversarial_terms(config: TrainingConfig) -> str:
