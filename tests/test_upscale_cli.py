@@ -359,3 +359,29 @@ def test_ctrl_c_at_any_moment_is_one_line_and_status_130(where: str) -> None:
         [sys.executable, "-c", script], env=CHILD_ENV, capture_output=True, text=True, check=False, timeout=120
     )
     assert child.returncode == 130 and child.stderr == "ERROR: interrupted\n", (child.returncode, child.stderr)
+
+
+def test_grey_into_webp_is_rgb_with_a_warning(tmp_path: Path, model_path: Path) -> None:
+    from cli_helpers import srfeat_cli
+
+    source = tmp_path / "grey.png"
+    Image.fromarray(samples.camera()[:8, :10]).save(source)
+    child = srfeat_cli("upscale", source, "-o", tmp_path / "grey.webp", "--model", model_path)
+    assert child.returncode == 0, child.stderr
+    assert "WARNING: " in child.stderr and "WebP has no grey mode; writing the grey as RGB" in child.stderr
+    with Image.open(tmp_path / "grey.webp") as result:
+        assert result.mode == "RGB" and result.size == (40, 32)
+
+
+def test_an_output_file_name_says_that_it_overrides_suffix_and_ext(tmp_path: Path, model_path: Path) -> None:
+    from cli_helpers import srfeat_cli
+
+    source = tmp_path / "a.png"
+    Image.fromarray(samples.astronaut()[:8, :8]).save(source)
+    child = srfeat_cli(
+        "upscale", source, "-o", tmp_path / "b.png", "--suffix", "_x4", "--ext", "jpg", "--model", model_path
+    )
+    assert child.returncode == 0 and (tmp_path / "b.png").is_file(), child.stderr
+    assert f"WARNING: -o {tmp_path / 'b.png'} names the output file: --suffix _x4 and --ext jpg ignored" in child.stderr
+    same_format = srfeat_cli("upscale", source, "-o", tmp_path / "c.jpeg", "--ext", "jpg", "--model", model_path)
+    assert same_format.returncode == 0 and "WARNING" not in same_format.stderr, same_format.stderr

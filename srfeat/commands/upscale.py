@@ -295,6 +295,8 @@ def plan_outputs(
     to_file = output_is_file(args.output, formats, readable)
     if to_file and len(files) > 1:
         return [], [f"-o {output} is a file name but there are {len(files)} inputs; give a folder"]
+    if to_file:
+        warn_naming_options_ignored(output, args, formats)
     inputs = {p.resolve() for p in files}
     jobs: list[Job] = []
     errors: list[str] = []
@@ -325,6 +327,16 @@ def plan_outputs(
             taken[resolved] = source
             jobs.append(Job(source, target))
     return jobs, errors
+
+
+def warn_naming_options_ignored(output: Path, args: argparse.Namespace, formats: dict[str, str]) -> None:
+    """-o FILE names the output itself: a --suffix, or an --ext of another format than the file's,
+    would be silently dropped (a script that reuses one command line would not see why)."""
+    ignored = [f"--suffix {args.suffix}"] if args.suffix else []
+    if args.ext != "auto" and formats[OUTPUT_EXTENSIONS[args.ext]] != formats.get(output.suffix.lower()):
+        ignored.append(f"--ext {args.ext}")
+    if ignored:
+        logger.warning("-o %s names the output file: %s ignored", output, " and ".join(ignored))
 
 
 def check_video_jobs(files: list[Path], jobs: list[Job], args: argparse.Namespace) -> tuple[list[Job], list[str]]:
