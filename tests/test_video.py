@@ -26,7 +26,7 @@ pytest.importorskip("skimage")
 
 from av.sidedata.sidedata import Type  # noqa: E402 - needs PyAV, checked above
 
-from srfeat.video.encoding import quality_options  # noqa: E402 - needs PyAV, checked above
+from srfeat.video.encoding import quality_options, repaired_decode_time  # noqa: E402 - needs PyAV, checked above
 from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
 from tests.video_helpers import (  # noqa: E402 - needs PyAV, checked above
     AUDIO_FRAME,
@@ -275,7 +275,7 @@ def test_missing_pyav_names_the_extra(tmp_path: Path, clip: Path, model_path: Pa
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR") and "clip.mp4" in line]
-    assert len(errors) == 1 and "pip install 'srfeat[video]'" in errors[0], result.stderr
+    assert len(errors) == 1 and 'pip install -e ".[video]" in srfeat\'s folder' in errors[0], result.stderr
 
 
 def test_output_names_and_options_are_checked(
@@ -399,8 +399,37 @@ def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
     assert "--crf 52: libx265 takes a number from 0 to 51" in error_lines(caplog)[0]
     assert [p.name for p in tmp_path.iterdir()] == []
     # The ends of each scale are taken.
-    assert quality_options("libx264", 51) == {"crf": "51"} and quality_options("libx265", 0) == {"crf": "0"}
+    assert quality_options("libx264", 51) == {"crf": "51"} and quality_options("libx265", 0)["crf"] == "0"
     assert quality_options("libvpx-vp9", 63) == {"crf": "63", "b": "0"}
+
+
+def test_an_encoders_impossible_decode_times_are_set_in_order() -> None:
+    # libx265 on a clip of one or two frames: -2**38 - 64, as observed; MP4 refused the packet.
+    assert repaired_decode_time(0, -(2**38) - 64, None, 1) == 0
+    assert repaired_decode_time(1, -(2**38) - 64, 0, 1) == 1
+    assert repaired_decode_time(5, 6, 3, 1) == 4  # after its own presentation: impossible too
+    # What encoders really do is kept: B-frame reordering starts decode times before 0.
+    assert [repaired_decode_time(pts, dts, None, 1) for pts, dts in [(0, -2), (3, -1), (2, 0), (1, 1)]] == [
+        -2,
+        -1,
+        0,
+        1,
+    ]
+    assert repaired_decode_time(None, None, 4, 1) is None
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_a_clip_of_one_or_two_frames_encodes_quietly_with_x265(tmp_path: Path, model_path: Path, frames: int) -> None:
+    """libx265 wrote about 25 lines of its settings on stderr, and MP4 refused (now and then, its
+    memory was uninitialised) the decode times it gave so short a clip."""
+    source = tmp_path / "short.mp4"
+    write_clip(source, frames=frames, size=(32, 24), audio=False)
+    for attempt in range(3):
+        output = tmp_path / f"x265_{attempt}.mp4"
+        result = cli(source, "-o", output, "--model", model_path, "--codec", "libx265")
+        assert result.returncode == 0, result.stderr
+        assert [line for line in result.stderr.splitlines() if not line.startswith("INFO:")] == [], result.stderr
+        assert len(read_frames(output)) == frames
 
 
 def test_video_options_with_only_images_get_a_warning(tmp_path: Path, model_path: Path) -> None:

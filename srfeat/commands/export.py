@@ -17,7 +17,9 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default="default", help="a bundled model name (default, gan) or a generator checkpoint"
+        "--model",
+        default="default",
+        help="a bundled model name (default, gan) or a generator checkpoint (default: default)",
     )
     parser.add_argument(
         "--strength",

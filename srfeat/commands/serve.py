@@ -151,7 +151,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         from srfeat.web.app import Limits, create_app
     except ImportError as error:
         raise SRFeatError(
-            f'srfeat serve needs the web extra ({error.name} is missing): pip install -e ".[web]"'
+            f'srfeat serve needs the web extra ({error.name} is missing): pip install -e ".[web]" in srfeat\'s folder'
         ) from error
     from srfeat.inference import Upscaler
     from srfeat.inference.upscaler import resolve_device

@@ -101,7 +101,8 @@ def require_onnx() -> None:
     missing = [name for name in ("onnx", "onnxscript") if not _importable(name)]
     if missing:
         raise SRFeatError(
-            f"ONNX export needs {' and '.join(missing)}: pip install 'srfeat[onnx]' (or pip install onnx onnxscript)"
+            f'ONNX export needs {" and ".join(missing)}: pip install -e ".[onnx]" in srfeat\'s folder '
+            "(or pip install onnx onnxscript)"
         )
 
 

@@ -50,7 +50,8 @@ def _import_onnxruntime() -> ModuleType:
         import onnxruntime
     except ImportError as error:
         raise SRFeatError(
-            "the onnxruntime backend needs onnxruntime: pip install 'srfeat[onnx]' (or pip install onnxruntime)"
+            'the onnxruntime backend needs onnxruntime: pip install -e ".[onnx]" in srfeat\'s folder '
+            "(or pip install onnxruntime)"
         ) from error
     return onnxruntime
 

@@ -56,7 +56,7 @@ def output_extension(source: Path) -> str:
 def output_mismatch(source: Path, target: Path) -> str | None:
     """An error line if a video would be written under an image's extension, or the reverse."""
     if is_video(source) and target.suffix.lower() not in WRITTEN_CONTAINERS:
-        return f"{source}: a video cannot be written as {target.name}; name the output .mp4, .mkv, .mov or .webm"
+        return f"{source}: a video cannot be written as {target.name}; name the output .mp4, .m4v, .mkv, .mov or .webm"
     if not is_video(source) and target.suffix.lower() in WRITTEN_CONTAINERS:
         return f"{source}: an image cannot be written as the video {target.name}; give an image file name or a folder"
     return None
@@ -111,9 +111,9 @@ class VideoOptions:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "video",
-        "Videos (.mp4, .mkv, .mov, .webm, .avi, ...; needs: pip install 'srfeat[video]') are upscaled frame by frame "
+        'Videos (.mp4, .mkv, .mov, .webm, .avi, ...; needs: pip install -e ".[video]") are upscaled frame by frame '
         "with the same model and settings; frame rate and timestamps are kept, audio and subtitles copied as they are. "
-        "The output keeps the input's container (.mp4, .mkv, .mov, .webm; others become .mkv), or -o names it.",
+        "The output keeps the input's container (.mp4, .m4v, .mkv, .mov, .webm; others become .mkv), or -o names it.",
     )
     group.add_argument(
         "--codec",

@@ -101,7 +101,25 @@ def quality_options(codec_name: str, crf: float | None) -> dict[str, str]:
     options = {"crf": f"{crf:g}"}
     if codec_name.startswith("libvpx"):
         options["b"] = "0"  # libvpx is in constant-quality mode only with no bitrate target
+    if codec_name == "libx265":
+        options["x265-params"] = "log-level=error"  # else some 25 lines of its settings on stderr
     return options
+
+
+# An encoder decodes a frame at most this many frames before it is shown (x265's B-pyramid: 2).
+MAX_REORDER_FRAMES = 64
+
+
+def repaired_decode_time(pts: int | None, dts: int | None, last_dts: int | None, step: int) -> int | None:
+    """An encoded packet's decode time `dts`, or, where it cannot be one (after the packet is shown,
+    or further before it than any encoder reorders), the next one after `last_dts`.
+
+    libx265 gives a clip of one or two frames decode times near -2**38 (uninitialised), which
+    the MP4 muxer refuses as "Not yet implemented in FFmpeg, patches welcome".
+    """
+    if pts is None or dts is None or pts - MAX_REORDER_FRAMES * step <= dts <= pts:
+        return dts
+    return pts if last_dts is None else min(pts, last_dts + 1)
 
 
 # FFmpeg's AVColorSpace (the matrix from RGB to Y'CbCr) and AVColorRange values.

@@ -38,7 +38,9 @@ def import_av(source: Path) -> ModuleType:
     try:
         import av
     except ImportError as error:
-        raise VideoError(f"{source}: videos need PyAV, which is not installed: pip install 'srfeat[video]'") from error
+        raise VideoError(
+            f'{source}: videos need PyAV, which is not installed: pip install -e ".[video]" in srfeat\'s folder'
+        ) from error
     return av
 
 
@@ -76,7 +78,9 @@ def check_is_video(source: Path, container: InputContainer) -> None:
 def container_format_of(source: Path, target: Path) -> str:
     container_format = WRITTEN_CONTAINERS.get(target.suffix.lower())
     if container_format is None:
-        raise VideoError(f"{source}: cannot write a video as {target.name}; name the output .mp4, .mkv, .mov or .webm")
+        raise VideoError(
+            f"{source}: cannot write a video as {target.name}; name the output .mp4, .m4v, .mkv, .mov or .webm"
+        )
     return container_format
 
 

@@ -26,7 +26,14 @@ from srfeat.errors import SRFeatError, VideoError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
 from srfeat.video.copied import CopiedStreams, TimestampRepairs, copy_chapters_and_tags
-from srfeat.video.encoding import choose_codec, choose_pixel_format, colour_tags, even_size, quality_options
+from srfeat.video.encoding import (
+    choose_codec,
+    choose_pixel_format,
+    colour_tags,
+    even_size,
+    quality_options,
+    repaired_decode_time,
+)
 from srfeat.video.output import (
     check_frame_size,
     check_is_video,
@@ -36,14 +43,15 @@ from srfeat.video.output import (
 )
 from srfeat.video.probe import (
     TimeWindow,
+    check_length,
     continued_pts,
     display_matrix,
     error_reason,
+    expected_frames,
     first_frame,
     frame_step,
     main_video_stream,
     seconds_of,
-    stated_duration,
     time_base_of,
     time_window,
 )
@@ -158,6 +166,8 @@ class _Transcoder:
         self.decoded_frames = 0
         self.repairs = TimestampRepairs(source)
         self.last_frame_time: float | None = None
+        self.last_dts: int | None = None  # of the encoded video
+        self.step = frame_step(video)  # one frame in the input's time base, which the encoder keeps
         self._setup_video()
         self.copied_streams = CopiedStreams(av, source, source_container, output, self.video.index, self.repairs)
         self.copied = self.copied_streams.streams
@@ -249,7 +259,12 @@ class _Transcoder:
         tile_progress, self.upscaler.progress = self.upscaler.progress, False  # one bar: frames, not tiles
         written = 0
         try:
-            with tqdm(total=self._expected_frames(), unit="frame", desc=self.source.name, disable=None) as bar:
+            with tqdm(
+                total=expected_frames(self.video, self.options.frames),
+                unit="frame",
+                desc=self.source.name,
+                disable=None,
+            ) as bar:
                 while (item := self._get(decoded)) is not _END:
                     if isinstance(item, _Frame):
                         self._check_same_size(item)
@@ -272,7 +287,7 @@ class _Transcoder:
             raise self.failure
         if written == 0:
             raise VideoError(f"{self.source}: no frame decoded; the video stream is empty or damaged")
-        self._check_length()
+        check_length(self.source, self.video, self.options.frames, self.decoded_frames, self.last_frame_time)
         return VideoSummary(
             written, self.width, self.height, self.codec_name, len(self.copied) + self.copied_streams.attachments
         )
@@ -326,7 +341,7 @@ class _Transcoder:
         video.thread_type = "AUTO"
         time_base = time_base_of(video)
         video_shift = round(window.start / time_base) if window else 0
-        step = frame_step(video)
+        step = self.step
         last_pts: int | None = None
         index = 0
         done = False
@@ -434,58 +449,12 @@ class _Transcoder:
 
     def _encoded(self, frame: Any) -> list[Any]:
         try:
-            return self.encoder.encode(frame)
+            packets = self.encoder.encode(frame)
         except self.av.error.FFmpegError as error:
             raise VideoError(f"{self.source}: the {self.codec_name} encoder failed: {error_reason(error)}") from error
-
-    # -- checks -----------------------------------------------------------------------------
-
-    def _expected_frames(self) -> int | None:
-        total = self.video.frames or None
-        if total is None and (duration := stated_duration(self.video)) is not None and self.video.average_rate:
-            total = round(duration * self.video.average_rate)
-        frames = self.options.frames
-        if frames.stop is not None:
-            total = frames.stop if total is None else min(total, frames.stop)
-        return None if total is None else max(0, total - frames.start)
-
-    def _check_length(self) -> None:
-        """A file cut short decodes without an error, and `--frames A:B` may reach past the end: say so
-        rather than pass a short video off as whole or as the range asked for."""
-        frames = self.options.frames
-        if frames.stop is not None and self.decoded_frames < frames.stop:
-            logger.warning(
-                "%s: --frames %s ends past the last frame (the video has %d frames); wrote frames %d to %d",
-                self.source,
-                frames,
-                self.decoded_frames,
-                frames.start,
-                self.decoded_frames - 1,
-            )
-        if not frames.is_everything:
-            return
-        listed = self.video.frames
-        if listed and self.decoded_frames < listed:
-            logger.warning(
-                "%s: only %d of the %d frames the file lists decoded (truncated or damaged?); the output has those",
-                self.source,
-                self.decoded_frames,
-                listed,
-            )
-            return
-        duration, rate = stated_duration(self.video), self.video.average_rate
-        if duration is None or self.last_frame_time is None or not rate:
-            return
-        start = seconds_of(self.video.start_time, time_base_of(self.video))
-        end = self.last_frame_time - start + 1 / float(rate)
-        if end < duration - max(0.1, 2 / float(rate)):
-            logger.warning(
-                "%s: the video stops at %.2f s but the file says %.2f s (truncated or damaged?); wrote its %d frames",
-                self.source,
-                end,
-                duration,
-                self.decoded_frames,
-            )
+        for packet in packets:  # the output is right either way: no warning
+            packet.dts = self.last_dts = repaired_decode_time(packet.pts, packet.dts, self.last_dts, self.step)
+        return packets
 
 
 class _StoppedError(Exception):

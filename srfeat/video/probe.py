@@ -1,5 +1,6 @@
-"""What the pipeline reads off an input before and while it decodes: the film's stream, its first
-frame, the times a `--frames` slice cuts at, and time bases that a damaged file may lack."""
+"""What the pipeline reads off an input before, while and after it decodes: the film's stream, its
+first frame, the times a `--frames` slice cuts at, time bases that a damaged file may lack, and
+whether the file held as many frames as it says."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TimeWindow",
+    "check_length",
     "continued_pts",
     "display_matrix",
     "error_reason",
+    "expected_frames",
     "first_frame",
     "frame_step",
     "main_video_stream",
@@ -171,3 +174,53 @@ def time_base_of(item: Any) -> Fraction:
             f"stream #{item.index if hasattr(item, 'index') else '?'} has no time base; the file is damaged"
         )
     return time_base
+
+
+def expected_frames(video: VideoStream, frames: FrameRange) -> int | None:
+    """How many frames the upscale will write, as far as the file says (for the progress bar)."""
+    total = video.frames or None
+    if total is None and (duration := stated_duration(video)) is not None and video.average_rate:
+        total = round(duration * video.average_rate)
+    if frames.stop is not None:
+        total = frames.stop if total is None else min(total, frames.stop)
+    return None if total is None else max(0, total - frames.start)
+
+
+def check_length(
+    source: Path, video: VideoStream, frames: FrameRange, decoded_frames: int, last_frame_time: float | None
+) -> None:
+    """A file cut short decodes without an error, and `--frames A:B` may reach past the end: say so
+    rather than pass a short video off as whole or as the range asked for."""
+    if frames.stop is not None and decoded_frames < frames.stop:
+        logger.warning(
+            "%s: --frames %s ends past the last frame (the video has %d frames); wrote frames %d to %d",
+            source,
+            frames,
+            decoded_frames,
+            frames.start,
+            decoded_frames - 1,
+        )
+    if not frames.is_everything:
+        return
+    listed = video.frames
+    if listed and decoded_frames < listed:
+        logger.warning(
+            "%s: only %d of the %d frames the file lists decoded (truncated or damaged?); the output has those",
+            source,
+            decoded_frames,
+            listed,
+        )
+        return
+    duration, rate = stated_duration(video), video.average_rate
+    if duration is None or last_frame_time is None or not rate:
+        return
+    start = seconds_of(video.start_time, time_base_of(video))
+    end = last_frame_time - start + 1 / float(rate)
+    if end < duration - max(0.1, 2 / float(rate)):
+        logger.warning(
+            "%s: the video stops at %.2f s but the file says %.2f s (truncated or damaged?); wrote its %d frames",
+            source,
+            end,
+            duration,
+            decoded_frames,
+        )
