@@ -438,10 +438,9 @@ def write_image(
 ) -> None:
     """Write HxW or HxWxC (C = 1..4) uint8/uint16 (or float in [0, 1]) pixels in the format of the extension.
 
-    16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. Float gray is
-    kept in TIFF (mode F); PNG gets 16 bits of it, other formats 8. JPEG and BMP have no alpha
-    channel: it is dropped. WebP has no gray: it gets RGB. Each of these changes is logged as a
-    warning; every layout can be written in every format. The ICC profile and EXIF block are embedded where the format
+    16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. Float gray is kept
+    in TIFF (mode F); PNG gets 16 bits of it, other formats 8. JPEG and BMP drop alpha, WebP makes
+    gray RGB. Each of these changes is logged as a warning; every layout can be written in every format. The ICC profile and EXIF block are embedded where the format
     allows. The file appears whole or not at all (written to a temporary name, then renamed),
     and its folder is created. With `replace` False an existing file is kept, even one that
     appeared while this one was written (`srfeat.files.OutputExistsError`).
@@ -461,7 +460,6 @@ def write_image(
         )
         array, channels = array[..., : channels - 1], channels - 1
     if image_format == "WEBP" and channels in (1, 2):
-        # PIL would write it as RGB(A) without a word: WebP has no grey mode.
         logger.warning("%s: WebP has no grey mode; writing the grey as RGB (use .png to keep one channel)", path)
     sixteen_bit_ok = image_format in ("PNG", "TIFF")
     if np.issubdtype(array.dtype, np.floating):
