@@ -440,10 +440,11 @@ def write_image(
 
     16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. Float gray is kept
     in TIFF (mode F); PNG gets 16 bits of it, other formats 8. JPEG and BMP drop alpha, WebP makes
-    gray RGB. Each of these changes is logged as a warning; every layout can be written in every format. The ICC profile and EXIF block are embedded where the format
-    allows. The file appears whole or not at all (written to a temporary name, then renamed),
-    and its folder is created. With `replace` False an existing file is kept, even one that
-    appeared while this one was written (`srfeat.files.OutputExistsError`).
+    gray RGB. Each change is logged as a warning; every layout can be written in every format. The
+    ICC profile and EXIF block are embedded where the format allows. The file appears whole or not
+    at all (written to a temporary name, then renamed), and its folder is created. With `replace`
+    False an existing file is kept, even one that appeared while this one was written
+    (`srfeat.files.OutputExistsError`).
     """
     path = Path(path)
     image_format = FORMATS.get(path.suffix.lower())
