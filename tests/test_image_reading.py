@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 from cli_helpers import REPO, srfeat_cli
-from PIL import Image
+from PIL import Image, ImageCms
 
 from srfeat.data.io import FORMATS, open_image, pil_to_array, read_raw_image, write_image
 from srfeat.data.png16 import PNG_SIGNATURE, read_png16, write_png16
@@ -197,7 +197,7 @@ def test_damaged_and_oversized_icc_profiles_of_16_bit_pngs_are_dropped_with_a_wa
 
 
 def test_a_good_icc_profile_of_a_16_bit_png_is_kept(tmp_path: Path) -> None:
-    profile = b"a profile is kept byte for byte" * 10
+    profile = srgb_profile()
     path = tmp_path / "icc16.png"
     write_png16(path, RNG.integers(0, 65536, (4, 4, 3), dtype=np.uint16), icc_profile=profile)
     assert read_raw_image(path).icc_profile == profile
@@ -533,6 +533,86 @@ def test_cmyk_colours_go_through_their_own_profile_and_no_cmyk_profile_is_writte
         Image.new("L", (8, 8), 128).save(grey, icc_profile=press_profile())
         assert read_raw_image(grey).icc_profile is None
     assert "its colour profile describes CMYK colours, not the grey pixels srfeat writes" in caplog.text
+
+
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def test_an_icc_profile_over_1_mb_is_dropped_with_one_warning_in_every_format(tmp_path: Path, model_path: Path) -> None:
+    """Before: PIL refused the whole PNG (8-bit, and 16-bit grey, which PIL reads), as its profile inflates
+    past PngImagePlugin.MAX_TEXT_CHUNK; JPEG and TIFF kept the 1.1 MB profile and wrote it out, without a word."""
+    big = srgb_profile() + bytes(1_100_000)  # a sound header, padded
+    size = f"{len(big):,} bytes"
+    rgb = RNG.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    deep = rgb.astype(np.uint16) * 257
+    Image.fromarray(rgb).save(tmp_path / "big.png", icc_profile=big)
+    Image.fromarray(deep[..., 0]).save(tmp_path / "grey16.png", icc_profile=big)  # I;16: PIL reads it
+    write_png16(tmp_path / "big16.png", deep, icc_profile=big)
+    Image.fromarray(rgb).save(tmp_path / "big.jpg", icc_profile=big)
+    Image.fromarray(rgb).save(tmp_path / "big.tif", icc_profile=big)
+    tifffile.imwrite(tmp_path / "big16.tif", deep, photometric="rgb", extratags=[(34675, 7, len(big), big, True)])
+    # 80 MB of zeros in 80 kB: PIL refuses it like the profile above; it is never inflated whole
+    bomb = zlib.compress(bytes(80 << 20), 9)
+    plain = tmp_path / "plain.png"
+    Image.fromarray(rgb).save(plain)
+    (tmp_path / "bomb.png").write_bytes(with_chunks(plain.read_bytes(), icc_chunk(bomb)))
+    sizes = {name: size for name in ("big.png", "grey16.png", "big16.png", "big.jpg", "big.tif", "big16.tif")}
+    sizes["bomb.png"] = "more than 64 MB (a decompression bomb?)"
+    outcome, peak = peak_bytes_of(read_raw_image, tmp_path / "bomb.png")
+    assert not isinstance(outcome, Exception) and outcome.icc_profile is None, outcome
+    assert np.array_equal(outcome.array, rgb) and peak < 8 << 20, f"{peak:,} bytes allocated"
+    out = tmp_path / "out"
+    child = srfeat_cli("upscale", *(tmp_path / name for name in sizes), "-o", out, "--model", model_path)
+    lines = stderr_lines(child)
+    assert child.returncode == 0, child.stderr
+    for name, said in sizes.items():
+        warned = [line for line in lines if line.startswith("WARNING:") and name in line]
+        assert len(warned) == 1 and "ICC profile" in warned[0] and said in warned[0], (name, child.stderr)
+        assert "dropped" in warned[0], warned[0]
+        written = read_raw_image(out / name)
+        assert written.array.shape[:2] == (128, 160) and written.icc_profile is None, name
+        with Image.open(out / name) as image:
+            assert "icc_profile" not in image.info or not image.info["icc_profile"], name
+    assert len([line for line in lines if line.startswith("WARNING:")]) == len(sizes), child.stderr
+
+
+def test_a_png_reopened_without_its_oversized_profile_still_refuses_truncated_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "cut.png"
+    Image.fromarray(RNG.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(
+        path, icc_profile=srgb_profile() + bytes(1_100_000)
+    )
+    path.write_bytes(path.read_bytes()[:-200])  # into the pixel data
+    with pytest.raises(ImageReadError, match="truncated"):
+        read_raw_image(path)
+
+
+def test_a_damaged_icc_profile_is_dropped_with_one_plain_sentence(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: "describes b'\\x01\\x01\\x01\\x01' colours" or "describes no colour space colours"."""
+    rgb = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    header = bytearray(srgb_profile())
+    header[16:20] = b"\x01" * 4
+    cases: dict[str, tuple[bytes | None, str]] = {
+        "short.jpg": (b"\x01" * 4, "4 bytes, shorter than the 128-byte ICC header"),
+        "no_signature.png": (b"\x01" * 300, "its header lacks the 'acsp' signature of an ICC profile"),
+        "no_space.tif": (bytes(header), "its header names no colour space (bytes 16-19 are 01 01 01 01)"),
+    }
+    plain = tmp_path / "plain.png"
+    Image.fromarray(rgb).save(plain)
+    # PIL dropped this one without a word
+    (tmp_path / "corrupt.png").write_bytes(with_chunks(plain.read_bytes(), icc_chunk(b"garbage garbage garbage")))
+    cases["corrupt.png"] = (None, "its iCCP chunk does not inflate")
+    for name, (profile, reason) in cases.items():
+        if profile is not None:
+            Image.fromarray(rgb).save(tmp_path / name, icc_profile=profile)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert read_raw_image(tmp_path / name).icc_profile is None
+        assert [record.getMessage() for record in caplog.records] == [
+            f"{tmp_path / name}: its ICC profile is damaged ({reason}); it is dropped and the pixels are read as sRGB"
+        ]
 
 
 @pytest.mark.parametrize(("mode", "key", "out"), [("RGB", (1, 2, 3), "RGBA"), ("L", 7, "LA")])

@@ -26,14 +26,14 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from srfeat.data import png16, tiff16
-from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, profile_for_pixels
+from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 
@@ -149,7 +149,7 @@ def _open_image(path: Path) -> Image.Image:
     if not path.is_file():
         raise ImageReadError(f"image not found: {path}")
     try:
-        with Image.open(path) as image:
+        with open_image_file(path) as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and image.format == "TIFF":
                 logger.warning("%s has %d pages: only the first page is read", path, frames)
@@ -168,7 +168,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
     """(height, width) from the file header, without decoding the pixels (EXIF rotation ignored)."""
     path = Path(path)
     try:
-        with one_line_messages(path), Image.open(path) as image:
+        with one_line_messages(path), open_image_file(path) as image:
             width, height = image.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
@@ -237,7 +237,8 @@ def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
 def read_raw_image(path: PathLike) -> RawImage:
     """The image as stored: HxWxC uint8/uint16 (float32 for mode F) pixels, PIL mode, ICC profile and EXIF."""
     with one_line_messages(path):
-        return _read_raw_image(Path(path))
+        raw = _read_raw_image(Path(path))
+        return replace(raw, icc_profile=profile_for_pixels(raw.icc_profile, raw.channels, path))  # all formats
 
 
 def _read_raw_image(path: Path) -> RawImage:
@@ -264,7 +265,7 @@ def _read_raw_image(path: Path) -> RawImage:
     return RawImage(
         array=array,
         mode=image.mode,
-        icc_profile=profile_for_pixels(profile, array.shape[2], path),
+        icc_profile=profile,
         exif=_without_orientation(image.getexif(), image.info.get("exif")),
     )
 

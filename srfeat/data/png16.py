@@ -9,7 +9,6 @@ files are not supported (they are rare): the reader says so and PIL's 8-bit deco
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 import zlib
@@ -18,6 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from srfeat.data.colour_profiles import (
+    MAX_ICC_PROFILE_BYTES,
+    inflated_size,
+    warn_damaged_profile,
+    warn_oversized_profile,
+)
+
 __all__ = ["PNG_SIGNATURE", "Png16", "png16_channels", "png16_size", "read_png16", "write_png16"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -25,11 +31,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 COLOR_TYPES = {channels: color_type for color_type, channels in CHANNELS.items()}
 IDAT_CHUNK_BYTES = 1 << 20
-# PIL's bound on a decompressed PNG text or profile chunk (PngImagePlugin.MAX_TEXT_CHUNK): a
-# real ICC profile is a few kB, rarely more than a few hundred.
-MAX_ICC_PROFILE_BYTES = 1 << 20
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,21 +134,16 @@ def _inflate_icc_profile(body: bytes, path: str | os.PathLike[str]) -> bytes | N
     """
     name_end = body.find(b"\0")
     if name_end < 0 or name_end + 2 > len(body):
-        logger.warning("%s: its ICC profile chunk (iCCP) is malformed; the profile is dropped", path)
+        warn_damaged_profile(path, "its iCCP chunk is malformed")
         return None
     inflater = zlib.decompressobj()
     try:
         profile = inflater.decompress(body[name_end + 2 :], MAX_ICC_PROFILE_BYTES)
         if inflater.unconsumed_tail:
-            logger.warning(
-                "%s: its ICC profile is larger than %d MB when decompressed (a decompression bomb?); "
-                "the profile is dropped",
-                path,
-                MAX_ICC_PROFILE_BYTES >> 20,
-            )
+            warn_oversized_profile(path, inflated_size(body[name_end + 2 :]))
             return None
     except zlib.error as error:
-        logger.warning("%s: its ICC profile is damaged (%s); the profile is dropped", path, error)
+        warn_damaged_profile(path, error)
         return None
     return profile or None
 
