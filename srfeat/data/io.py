@@ -34,6 +34,7 @@ from PIL import Image, ImageOps
 
 from srfeat.data import png16, tiff16
 from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
+from srfeat.data.orientation import ORIENTATIONS, exif_orientation, upright, without_orientation
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 
@@ -266,28 +267,8 @@ def _read_raw_image(path: Path) -> RawImage:
         array=array,
         mode=image.mode,
         icc_profile=profile,
-        exif=_without_orientation(image.getexif(), image.info.get("exif")),
+        exif=without_orientation(image.getexif(), image.info.get("exif")),
     )
-
-
-def _without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
-    """The EXIF block to write: PIL's `exif_transpose` drops the orientation it applies, but keeps
-    one it ignores (text, 0, 9...), which a viewer might still act on; the pixels are as they are
-    meant to be seen, so that one goes too. A block without the tag is kept byte for byte."""
-    if not block or 0x0112 not in exif:
-        return block
-    exif.pop(0x0112)
-    return exif.tobytes() if len(exif) else None
-
-
-# EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first).
-_ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (1, False), 7: (3, True), 8: (3, False)}
-
-
-def _orientation(exif: Image.Exif) -> int:
-    """The EXIF orientation, 1 (as stored) when absent or invalid (text, 0, 9...), as PIL treats JPEG's."""
-    value = exif.get(0x0112, 1)
-    return value if isinstance(value, int) and value in _ORIENTATIONS else 1
 
 
 def _check_pixel_count(path: Path, width: int, height: int) -> None:
@@ -310,14 +291,6 @@ def _check_pixel_count(path: Path, width: int, height: int) -> None:
         )
 
 
-def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
-    """Pixels as stored -> upright, by the EXIF/TIFF orientation value."""
-    turns, mirror = _ORIENTATIONS.get(orientation, (0, False))
-    if mirror:
-        array = array[:, ::-1]
-    return np.ascontiguousarray(np.rot90(array, k=-turns))
-
-
 def _read_color_png16(path: Path) -> RawImage:
     # PIL would decode these to 8 bits; read them ourselves and apply EXIF as open_image does.
     try:
@@ -335,7 +308,7 @@ def _read_color_png16(path: Path) -> RawImage:
     except (SyntaxError, ValueError, OSError) as error:  # not even a TIFF header: nothing to keep
         logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
         exif = Image.Exif()
-    array = _orient(decoded.array, _orientation(exif))
+    array = upright(decoded.array, exif_orientation(exif))
     exif.pop(0x0112, None)
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile, exif=exif.tobytes() if len(exif) else None)
@@ -349,7 +322,7 @@ def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
         decoded = tiff16.read_tiff16(path)
     except Exception as error:  # tifffile raises its own types for damaged files
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
-    array = _orient(decoded.array, decoded.orientation if decoded.orientation in _ORIENTATIONS else 1)
+    array = upright(decoded.array, decoded.orientation if decoded.orientation in ORIENTATIONS else 1)
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile)
 

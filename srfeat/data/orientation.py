@@ -1,0 +1,37 @@
+"""EXIF orientation: how the pixels srfeat decodes itself are turned upright, and the EXIF block
+written back without the tag once they are (`srfeat.data.io`)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["ORIENTATIONS", "exif_orientation", "upright", "without_orientation"]
+
+
+def without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
+    """The EXIF block to write: PIL's `exif_transpose` drops the orientation it applies, but keeps
+    one it ignores (text, 0, 9...), which a viewer might still act on; the pixels are as they are
+    meant to be seen, so that one goes too. A block without the tag is kept byte for byte."""
+    if not block or 0x0112 not in exif:
+        return block
+    exif.pop(0x0112)
+    return exif.tobytes() if len(exif) else None
+
+
+# EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first).
+ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (1, False), 7: (3, True), 8: (3, False)}
+
+
+def exif_orientation(exif: Image.Exif) -> int:
+    """The EXIF orientation, 1 (as stored) when absent or invalid (text, 0, 9...), as PIL treats JPEG's."""
+    value = exif.get(0x0112, 1)
+    return value if isinstance(value, int) and value in ORIENTATIONS else 1
+
+
+def upright(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Pixels as stored -> upright, by the EXIF/TIFF orientation value."""
+    turns, mirror = ORIENTATIONS.get(orientation, (0, False))
+    if mirror:
+        array = array[:, ::-1]
+    return np.ascontiguousarray(np.rot90(array, k=-turns))
