@@ -454,6 +454,27 @@ def test_mode_bit_depth_alpha_and_icc_are_kept_as_the_cli_keeps_them(server: Ser
     assert Image.open(io.BytesIO(downloaded)).format == "PNG"
 
 
+def test_an_oversized_icc_profile_is_dropped_and_the_upload_still_upscaled(server: Server) -> None:
+    """PIL refuses a PNG whose profile inflates past 1 MB: the upload was refused (415) as not an image."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() + bytes(1_100_000)
+    buffer = io.BytesIO()
+    Image.fromarray(samples.astronaut()[:8, :8]).save(buffer, format="PNG", icc_profile=profile)
+    session = "bigicc"
+    events = urllib.request.urlopen(f"{server.url}api/sessions/{session}/events")  # keeps the session open
+    try:
+        answer = upload(server, session, "bigicc.png", buffer.getvalue())
+        assert answer.status == 201, answer.body
+        job_id = json.loads(answer.body)["id"]
+        result = wait_for_result(server, session, job_id)
+        assert result.status == 200 and Image.open(io.BytesIO(result.body)).size == (32, 32)
+        assert "icc_profile" not in Image.open(io.BytesIO(result.body)).info
+        for kind in ("original", "bicubic"):
+            assert call(server, "GET", f"/api/jobs/{job_id}/{kind}?session={session}").status == 200, kind
+    finally:
+        events.close()
+    assert "bigicc.png: its ICC profile is 1,1" in server.log_text()
+
+
 def test_serve_listens_on_loopback_only_by_default_and_warns_for_another_host(server: Server, tmp_path: Path) -> None:
     assert server.url.startswith("http://127.0.0.1:")
     port = int(server.url.rstrip("/").rsplit(":", 1)[1])

@@ -19,6 +19,7 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageCms
@@ -28,6 +29,7 @@ __all__ = [
     "cmyk_to_srgb",
     "inflated_size",
     "is_cmyk_profile",
+    "open_image_data",
     "open_image_file",
     "profile_for_pixels",
     "warn_damaged_profile",
@@ -125,19 +127,32 @@ def open_image_file(path: Path) -> Image.Image:
     warning giving its size; and one whose profile does not inflate at all, which PIL drops without a
     word, is said to be damaged. Nothing else PIL checks is relaxed: damaged chunks and truncated
     pixels still fail."""
+    return _open_keeping_pixels(lambda: Image.open(path), path.read_bytes, path)
+
+
+def open_image_data(data: bytes, name: str, formats: list[str] | None = None, *, warn: bool = True) -> Image.Image:
+    """`open_image_file` for a file's bytes (an upload), known by `name`; `formats` as `Image.open`'s;
+    `warn` False for a file whose dropped profile was already named."""
+    return _open_keeping_pixels(lambda: Image.open(io.BytesIO(data), formats=formats), lambda: data, name, warn)
+
+
+def _open_keeping_pixels(
+    open_as_is: Callable[[], Image.Image], data: Callable[[], bytes], name: str | Path, warn: bool = True
+) -> Image.Image:
     try:
-        image = Image.open(path)
+        image = open_as_is()
     except ValueError as error:
         if "MAX_TEXT_CHUNK" not in str(error):
             raise
-        stripped, profiles = _without_icc_chunks(path.read_bytes())
+        stripped, profiles = _without_icc_chunks(data())
         if not profiles:  # a text chunk over the bound: refused as before
             raise
         image = Image.open(io.BytesIO(stripped))
-        warn_oversized_profile(path, inflated_size(profiles[0]))
+        if warn:
+            warn_oversized_profile(name, inflated_size(profiles[0]))
         return image
-    if image.format == "PNG" and "icc_profile" in image.info and image.info["icc_profile"] is None:
-        warn_damaged_profile(path, "its iCCP chunk does not inflate")  # PIL's zlib.error, caught and dropped
+    if warn and image.format == "PNG" and "icc_profile" in image.info and image.info["icc_profile"] is None:
+        warn_damaged_profile(name, "its iCCP chunk does not inflate")  # PIL's zlib.error, caught and dropped
     return image
 
 

@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import FORMATS, WARNINGS_LOCK
 from srfeat.web.hosts import LoopbackHostCheck
 from srfeat.web.jobs import Job, JobQueue, ModelChoice, QueueFullError, safe_file_name
@@ -108,7 +109,7 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
         with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide: the worker reads too
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
             readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
-            with Image.open(io.BytesIO(data), formats=readable) as image:
+            with open_image_data(data, name, formats=readable) as image:
                 width, height = image.size
     except Image.DecompressionBombError as error:
         raise UploadError(f"{name} is refused as a possible decompression bomb ({error})", 413) from error

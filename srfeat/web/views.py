@@ -12,6 +12,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps
 
+from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import pil_to_array
 from srfeat.data.resize import imresize
 from srfeat.hardware import host_available_memory
@@ -34,7 +35,7 @@ BICUBIC_VIEW_BYTES_PER_PIXEL = 52
 
 def browser_view(data: bytes) -> tuple[bytes, str]:
     """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied)."""
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image_data(data, "a view", warn=False) as image:  # the upload's check named a dropped profile
         if image.format in BROWSER_FORMATS:
             return data, BROWSER_FORMATS[image.format]
         image.load()
@@ -65,7 +66,7 @@ def bicubic_view(data: bytes, width: int, height: int) -> tuple[bytes, str]:
             f"the bicubic comparison of a {width}x{height} result needs about {needed / 1e9:.1f} GB of memory and "
             f"{available / 1e9:.1f} GB is free; download the result to compare it elsewhere"
         )
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image_data(data, "a view", warn=False) as image:
         image.load()
         shown = _displayable(ImageOps.exif_transpose(image) or image)
     pixels = pil_to_array(shown)
