@@ -125,7 +125,9 @@ FAULTY_TRAIN = textwrap.dedent(
 )
 
 
-def start_child(fault: str, config: Path, *extra: str) -> subprocess.Popen[str]:
+def start_child(fault: str, config: Path, *extra: str, new_session: bool = False) -> subprocess.Popen[str]:
+    """`new_session`: the child leads a process group of its own (with its DataLoader workers), as
+    under `timeout`, Slurm or systemd, which signal the whole group."""
     return subprocess.Popen(
         [sys.executable, "-c", FAULTY_TRAIN, fault, str(config), *extra],
         cwd=REPO,
@@ -133,6 +135,7 @@ def start_child(fault: str, config: Path, *extra: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
 
 
@@ -284,25 +287,45 @@ def stopped_step(stderr: str) -> int:
     return int(found.group(2))
 
 
+def wait_for_group_to_end(group: int) -> None:
+    """Until no process of a process group is left (a DataLoader worker that outlived its run fails)."""
+    deadline = time.monotonic() + 20  # a worker whose parent is gone sees it within 5 s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.killpg(group, signal.SIGKILL)
+    raise AssertionError(f"processes of group {group} outlived the run")
+
+
 @pytest.mark.parametrize(
-    ("stop", "workers"),
-    [(signal.SIGINT, 0), (signal.SIGINT, 1), (signal.SIGTERM, 0)],
-    ids=["ctrl-c", "ctrl-c-workers", "sigterm"],
+    ("stop", "workers", "to_group"),
+    [(signal.SIGINT, 0, False), (signal.SIGINT, 1, False), (signal.SIGTERM, 0, False), (signal.SIGTERM, 1, True)],
+    ids=["ctrl-c", "ctrl-c-workers", "sigterm", "sigterm-workers-group"],
 )
 def test_a_stop_signal_saves_the_step_reached_and_resumes_to_the_uninterrupted_result(
-    stop: signal.Signals, workers: int, train_dir: Path, tmp_path: Path
+    stop: signal.Signals, workers: int, to_group: bool, train_dir: Path, tmp_path: Path
 ) -> None:
-    """The first Ctrl-C or SIGTERM ends the step in flight and checkpoints it, DataLoader workers or not."""
+    """The first Ctrl-C or SIGTERM ends the step in flight and checkpoints it, DataLoader workers or not,
+    sent to the training process alone or to its whole process group, workers too (`timeout`, Slurm)."""
     out = tmp_path / "run"
     overrides = [f"data.num_workers={workers}", "train.checkpoint_every=1000"]
-    child = start_child("none", run_config(train_dir, out, tmp_path), "train.max_steps=500", *overrides)
+    config = run_config(train_dir, out, tmp_path)
+    child = start_child("none", config, "train.max_steps=500", *overrides, new_session=to_group)
     try:
         wait_for_logged_steps(child, out, 3)  # no regular checkpoint is due before step 1000
-        child.send_signal(stop)
+        if to_group:
+            os.killpg(child.pid, stop)
+        else:
+            child.send_signal(stop)
         _, stderr = child.communicate(timeout=120)
     finally:
         if child.poll() is None:
             child.kill()
+    if to_group:
+        wait_for_group_to_end(child.pid)
     assert child.returncode == 128 + stop and "Traceback" not in stderr, stderr
     stopped_at = stopped_step(stderr)
     assert 3 <= stopped_at < 500

@@ -12,6 +12,9 @@ Under torchrun the launcher forwards every signal it gets to each worker, so a w
 twice and cannot take the second as "at once"; there the ranks stop at the step rank 0 names (the
 loop shares rank 0's request every few steps), and the launcher's SIGKILL after its shutdown
 timeout (30 s by default) is the hard stop.
+
+DataLoader workers leave the stop to the training process (`quiet_worker`): a scheduler signals
+every process of the job, and a worker that died of it failed the step that was to be saved.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-__all__ = ["STOP_SIGNALS", "StopRequest", "TrainingInterrupted", "signal_name", "stop_on_signals"]
+__all__ = ["STOP_SIGNALS", "StopRequest", "TrainingInterrupted", "quiet_worker", "signal_name", "stop_on_signals"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -95,3 +98,32 @@ def stop_on_signals(distributed: bool, announce: Callable[[str], None]) -> Itera
         for signal_number, before in previous.items():
             # None: a handler set outside Python, which cannot be put back; the default is closest.
             signal.signal(signal_number, before if before is not None else signal.SIG_DFL)
+
+
+def quiet_worker(worker_id: int) -> None:
+    """A DataLoader worker's `worker_init_fn`: SIGINT and SIGTERM are for the training process.
+
+    `timeout`, `kill -- -PGID`, Slurm and systemd send SIGTERM to every process of the job. PyTorch's
+    SIGTERM handler in a worker (set in C, under Python's) dies of any SIGTERM but its parent's; the
+    loader then raised "DataLoader worker ... is killed by signal" in the step that was to be saved,
+    and the run ended with a traceback and no checkpoint. So a worker ignores SIGINT, and SIGTERM
+    but its parent's: the training process stops it when done (or it sees that process gone), and
+    the parent's SIGTERM still ends it at once, as PyTorch's handler does. Not every SIGTERM: the
+    loader's last resort is one, and so is multiprocessing's at exit, which then waits for the
+    worker without a timeout (a crash that left the loader alive would hang there forever).
+    """
+    del worker_id
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):  # macOS, Windows: no sender to tell apart; PyTorch's handler stays
+        return
+    parent = os.getppid()
+    # Blocked SIGTERM waits for the thread below, which alone learns who sent it; the worker has one
+    # thread now, and those it starts later inherit the mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def exit_on_parents_sigterm() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+            pass
+        os._exit(0)  # as PyTorch's handler does: exit status 0 is no failure to the loader
+
+    threading.Thread(target=exit_on_parents_sigterm, name="srfeat-sigterm", daemon=True).start()

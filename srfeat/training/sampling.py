@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from srfeat.errors import ConfigError
 from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import DistributedContext
+from srfeat.training.interrupt import quiet_worker
 
 __all__ = ["ResumableSampler", "SeededItems", "build_loader", "build_train_dataset"]
 
@@ -106,6 +107,7 @@ def build_loader(
         num_workers=data.num_workers,
         pin_memory=use_pinned,
         drop_last=True,
+        worker_init_fn=quiet_worker,  # a stop signal to the whole job must not kill the workers
         persistent_workers=data.num_workers > 0,
         prefetch_factor=data.prefetch_factor if data.num_workers > 0 else None,
     )
