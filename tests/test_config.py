@@ -315,3 +315,16 @@ def test_a_folder_or_an_empty_file_as_the_config(tmp_path: Path, content: str | 
 def test_values_that_pass_the_type_but_cannot_run(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict(base(), [override])
+
+
+def test_a_bad_value_from_the_command_line_is_named_as_an_override_not_the_files(tmp_path: Path) -> None:
+    from cli_helpers import REPO, one_error_line, srfeat_cli
+
+    child = srfeat_cli("train", "configs/dev/stage1.yaml", "optim.lr=nan", "--dry-run")
+    line = one_error_line(child)
+    assert line == "ERROR: override optim.lr: config key optim.lr must be a finite number, got 'nan'", line
+    # The file's own bad value is still the file's.
+    config = tmp_path / "stage1.yaml"
+    config.write_text((REPO / "configs/dev/stage1.yaml").read_text().replace("lr: 2.0e-4", "lr: .nan", 1))
+    with pytest.raises(ConfigError, match=r"stage1\.yaml: config key optim.lr must be a finite number"):
+        load_config(config)

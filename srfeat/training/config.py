@@ -260,8 +260,14 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
         tree["datasets_dir"] = os.environ[DATASETS_ENV]
     for key, value in override_pairs:
         set_dotted(tree, key, value)
-    config: TrainingConfig = build_dataclass(TrainingConfig, tree)
-    check(config)
+    try:
+        config: TrainingConfig = build_dataclass(TrainingConfig, tree)
+        check(config)
+    except ConfigError as error:
+        for key, _ in override_pairs:  # a value from the command line is named as such, not as the file's
+            if f"config key {key} " in f"{error} ":
+                raise ConfigError(f"override {key}: {error}") from error
+        raise
     return config
 
 
@@ -283,6 +289,8 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     try:
         return config_from_dict(values, overrides)
     except ConfigError as error:
+        if str(error).startswith("override "):  # the command line's, not the file's
+            raise
         raise ConfigError(f"{path}: {error}") from error
 
 
