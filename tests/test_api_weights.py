@@ -107,7 +107,7 @@ def test_a_blend_weight_that_is_not_a_number_is_refused(model_path: Path, alpha:
 
     with pytest.raises(WeightsError, match="must be a number between 0 and 1"):
         blend_generators(model_path, model_path, alpha)  # type: ignore[arg-type]
-    with pytest.raises(WeightsError, match="strength must be a number"):
+    with pytest.raises(InvalidOptionError, match="strength must be a number"):  # an option of the wrong kind
         Upscaler(device="cpu", strength=alpha)  # type: ignore[arg-type]
 
 

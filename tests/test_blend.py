@@ -13,7 +13,7 @@ from inference_helpers import tiny_generator
 from PIL import Image
 from skimage import data as samples
 
-from srfeat.errors import WeightsError
+from srfeat.errors import InvalidOptionError, WeightsError
 from srfeat.inference import Upscaler
 from srfeat.weights import load_generator, save_generator
 from srfeat.weights.blend import blend_generators, blend_states
@@ -117,7 +117,7 @@ def test_strength_half_lies_between_default_and_gan(dial_outputs: dict[str, np.n
 
 @pytest.mark.parametrize("strength", [1.5, -0.5, math.nan])
 def test_bad_strengths_are_refused_in_one_line(strength: float) -> None:
-    with pytest.raises(WeightsError, match=r"strength must be between 0 and 1 \(0 = default, 1 = gan\)") as error:
+    with pytest.raises(InvalidOptionError, match=r"strength must be between 0 and 1 \(0 = default, 1 = gan\)") as error:
         Upscaler(strength=strength, device="cpu")
     assert "\n" not in str(error.value)
 

@@ -30,7 +30,7 @@ from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.onnx_runner import OnnxRunner, is_onnx_file, load_onnx_runner
 from srfeat.inference.tiling import MIN_TILE, plan_memory, upscale_tiled
 from srfeat.weights import check_weights
-from srfeat.weights.blend import load_blended
+from srfeat.weights.blend import check_alpha, load_blended
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -148,9 +148,9 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
     return model.eval()
 
 
-def check_options(model: object, *, tile: object, tile_pad: object, **flags: object) -> None:
-    """The kinds of `Upscaler`'s options, before anything loads: a tile of 1.5 or "64" pixels, or a
-    flag given as "yes", is a mistake that would otherwise pass or fail deep inside."""
+def check_options(model: object, *, tile: object, tile_pad: object, strength: object, **flags: object) -> None:
+    """The kinds of `Upscaler`'s options, before anything loads: a tile of 1.5 or "64" pixels, a
+    strength of "0.3", or a flag given as "yes", is a mistake that would otherwise pass or fail deep inside."""
     if isinstance(model, str) and not model.strip():
         raise InvalidOptionError("model is an empty string: give a bundled name (default, gan) or a checkpoint path")
     if not isinstance(model, (str, os.PathLike, SRFeatGenerator)):
@@ -166,6 +166,8 @@ def check_options(model: object, *, tile: object, tile_pad: object, **flags: obj
     for name, value, least in (("tile", tile, "0 for no tiling"), ("tile_pad", tile_pad, "0")):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
             raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {value!r}")
+    if strength is not None:
+        check_alpha(strength, "strength", InvalidOptionError)  # type: ignore[arg-type]  # its kind is checked there
     for name, value in flags.items():
         if not isinstance(value, (bool, np.bool_)):
             raise InvalidOptionError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
@@ -249,7 +251,9 @@ class Upscaler:
         backend: str | None = None,
         on_tile: Callable[[int, int], None] | None = None,
     ) -> None:
-        check_options(model, tile=tile, tile_pad=tile_pad, compile=compile, progress=progress, tta=tta)
+        check_options(
+            model, tile=tile, tile_pad=tile_pad, strength=strength, compile=compile, progress=progress, tta=tta
+        )
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         if tile is not None and 0 < tile < MIN_TILE:
