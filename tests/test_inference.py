@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from srfeat.data.png16 import png16_channels, read_png16, write_png16
 from srfeat.data.resize import imresize
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.inference import InferenceGenerator, Upscaler, plan_tiles, upscale_tiled
+from srfeat.inference.tiling import count_non_finite
 from srfeat.weights import save_generator
 
 # -- tiling --------------------------------------------------------------------------------
@@ -74,6 +76,16 @@ def test_non_finite_tiles_are_recomputed_by_the_fallback() -> None:
     )
     assert len(calls) == 4
     torch.testing.assert_close(output, fallback(image[None], (0, 0, 10, 12))[0])
+
+
+def test_non_finite_values_are_counted_wherever_they_are() -> None:
+    # An upscaled image's layout: (C, H, W) over height-width-channel memory, rows in several bands.
+    image = torch.rand(200, 70, 3).permute(2, 0, 1)
+    assert count_non_finite(image) == 0 and count_non_finite(image[:, :0]) == 0
+    for value, where in [(math.nan, (0, 0, 0)), (math.inf, (2, 199, 69)), (-math.inf, (1, 130, 5))]:
+        image[where] = value
+    image[1, 64, :] = math.nan  # a whole row at a band's edge
+    assert count_non_finite(image) == 3 + 70 == int((~torch.isfinite(image)).sum())
 
 
 def test_tile_errors_are_raised_not_swallowed() -> None:

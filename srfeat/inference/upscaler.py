@@ -28,7 +28,7 @@ from srfeat.hardware import cpu_has_native_bf16
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.onnx_runner import OnnxRunner, is_onnx_file, load_onnx_runner
-from srfeat.inference.tiling import MIN_TILE, plan_memory, upscale_tiled
+from srfeat.inference.tiling import MIN_TILE, count_non_finite, plan_memory, upscale_tiled
 from srfeat.weights import check_weights
 from srfeat.weights.blend import check_alpha, load_blended
 
@@ -115,7 +115,7 @@ def check_pixels(image: torch.Tensor) -> None:
     if not image.is_floating_point():
         return
     image = image.detach()  # a tensor that requires grad: no autograd warning for reading its values
-    bad = int((~torch.isfinite(image)).sum())
+    bad = count_non_finite(image)
     if bad:
         raise InvalidImageError(
             f"{bad:,} value(s) of the image's {image.numel():,} are not finite (NaN or inf): one is enough to "
@@ -329,7 +329,7 @@ class Upscaler:
             memory_format=self.model.memory_format,
             on_tile=self.on_tile,
         )
-        bad = int((~torch.isfinite(result)).sum())
+        bad = count_non_finite(result)
         if bad:
             raise ModelOutputError(
                 f"the network's output has {bad:,} value(s) that are not finite (NaN or inf): "
