@@ -403,6 +403,15 @@ _SAVE_OPTIONS: dict[str, dict[str, object]] = {
 }
 
 
+def _uint16_to_uint8(array: np.ndarray) -> np.ndarray:
+    """16-bit pixels to the nearest 8-bit ones, a band of rows at a time: the whole image in float64
+    is four times its size (384 MB for a 4000x4000 RGB result), twice over."""
+    output = np.empty(array.shape, dtype=np.uint8)
+    for start in range(0, array.shape[0], 64):
+        output[start : start + 64] = np.rint(array[start : start + 64].astype(np.float64) / 257.0)
+    return output
+
+
 def write_image(
     path: PathLike,
     array: np.ndarray,
@@ -438,9 +447,9 @@ def write_image(
         logger.warning("%s: WebP has no grey mode; writing the grey as RGB (use .png to keep one channel)", path)
     sixteen_bit_ok = image_format in ("PNG", "TIFF")
     if np.issubdtype(array.dtype, np.floating):
-        array = np.clip(array, 0.0, 1.0)
+        array = np.clip(array, 0.0, 1.0)  # a copy, changed in place from here: the caller's array is kept
         if image_format == "TIFF" and channels == 1:
-            array = array.astype(np.float32)  # mode F
+            array = array.astype(np.float32, copy=False)  # mode F
         else:
             bits = 16 if sixteen_bit_ok else 8
             logger.warning(
@@ -449,12 +458,13 @@ def write_image(
                 image_format,
                 bits,
             )
-            array = np.rint(array * (65535.0 if bits == 16 else 255.0)).astype(np.uint16 if bits == 16 else np.uint8)
+            array = np.rint(np.multiply(array, 65535.0 if bits == 16 else 255.0, out=array), out=array)
+            array = array.astype(np.uint16 if bits == 16 else np.uint8)
     if array.dtype == np.uint16 and not sixteen_bit_ok:
         logger.warning(
             "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format
         )
-        array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
+        array = _uint16_to_uint8(array)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)  # a run killed while writing this file left its temporary
     temporary = temporary_path(path)

@@ -117,11 +117,42 @@ def _resize_along(image: torch.Tensor, dim: int, out_length: int, scale: float, 
     indices = torch.tensor(indices_np, device=image.device)
     shape = [1] * image.dim()
     shape[dim] = out_length  # broadcast a tap's per-output weight along the other dimension
+    taps = [(indices[:, tap], weights[:, tap].reshape(shape)) for tap in range(weights.shape[1])]
+    size = list(image.shape)
+    size[dim] = out_length
+    if math.prod(size) > GATHER_BAND_ELEMENTS and not (torch.is_grad_enabled() and image.requires_grad):
+        return _gather_in_bands(image, dim, taps, size)
     output = None
-    for tap in range(weights.shape[1]):
-        term = image.index_select(dim, indices[:, tap]) * weights[:, tap].reshape(shape)
+    for index, weight in taps:
+        term = image.index_select(dim, index) * weight
         output = term if output is None else output.add_(term)
     assert output is not None
+    return output
+
+
+# A large resize (an upscaled image's alpha, `--outscale`) is summed this many output values at a
+# time: the taps' gathered terms are then a few MB, not each the size of the output (64 MB each
+# for a 4000x4000 alpha, two alive at once).
+GATHER_BAND_ELEMENTS = 1 << 21
+
+
+def _gather_in_bands(
+    image: torch.Tensor, dim: int, taps: list[tuple[torch.Tensor, torch.Tensor]], size: list[int]
+) -> torch.Tensor:
+    """The sum of `taps` gathers into one preallocated output, a band along the other dimension at a
+    time: each output value is the same products added in the same order as the whole-image sum."""
+    output = image.new_empty(size)
+    other = -1 if dim == -2 else -2
+    band = max(1, GATHER_BAND_ELEMENTS // (math.prod(size) // size[other]))
+    for start in range(0, size[other], band):
+        part = image.narrow(other, start, min(band, size[other] - start))
+        target = output.narrow(other, start, part.shape[other])
+        for tap, (index, weight) in enumerate(taps):
+            term = part.index_select(dim, index).mul_(weight)
+            if tap == 0:
+                target.copy_(term)
+            else:
+                target.add_(term)
     return output
 
 

@@ -28,7 +28,15 @@ from srfeat.hardware import cpu_has_native_bf16
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.onnx_runner import OnnxRunner, is_onnx_file, load_onnx_runner
-from srfeat.inference.tiling import MIN_TILE, count_non_finite, plan_memory, upscale_tiled
+from srfeat.inference.pixels import from_float_tensor, mix_grey, resize_alpha, to_float_tensor
+from srfeat.inference.tiling import (
+    MIN_TILE,
+    allocate_output,
+    count_non_finite,
+    plan_memory,
+    upscale_tiled,
+    value_range,
+)
 from srfeat.weights import check_weights
 from srfeat.weights.blend import check_alpha, load_blended
 
@@ -50,9 +58,6 @@ DTYPES: dict[str, torch.dtype] = {
 }
 # --outscale beyond this is a typo, and its output would not fit in memory for ordinary photos.
 MAX_OUTSCALE = 16.0
-# BT.601 luma, as PIL's RGB -> L conversion: a gray input upscaled to near-gray RGB comes back
-# as the gray the network made of it.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -121,7 +126,7 @@ def check_pixels(image: torch.Tensor) -> None:
             f"{bad:,} value(s) of the image's {image.numel():,} are not finite (NaN or inf): one is enough to "
             "make the whole output NaN; replace them (e.g. numpy.nan_to_num) before upscaling"
         )
-    low, high = (float(value) for value in torch.aminmax(image))
+    low, high = value_range(image)
     if low < -FLOAT_PIXEL_SLACK or high > 1 + FLOAT_PIXEL_SLACK:
         if low >= -FLOAT_PIXEL_SLACK and high <= 255 + FLOAT_PIXEL_SLACK:
             advice = "if they are 0 to 255, divide by 255 (or pass the uint8 array)"
@@ -303,8 +308,9 @@ class Upscaler:
 
     # -- the one path every input takes -------------------------------------------------
 
-    def upscale_rgb(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) float in [0, 1] on the host -> (3, sH, sW) float32 in [0, 1] on the host.
+    def upscale_rgb(self, image: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(3, H, W) float in [0, 1] on the host -> (3, sH, sW) float32 in [0, 1] on the host
+        (written into `out`, if given: the colour channels of an RGBA output, say).
 
         The network's output is clamped here, right after the network, as the exported ONNX graph
         clamps it (the file's contract): the self-ensemble's average, the outscale resize and the
@@ -328,6 +334,7 @@ class Upscaler:
             progress=self.progress,
             memory_format=self.model.memory_format,
             on_tile=self.on_tile,
+            out=out,
         )
         bad = count_non_finite(result)
         if bad:
@@ -356,17 +363,28 @@ class Upscaler:
     def _upscale_checked(self, image: torch.Tensor, outscale: float | None) -> torch.Tensor:
         channels, height, width = image.shape
         color, alpha = (image[:-1], image[-1:]) if channels in (2, 4) else (image, None)
-        rgb = color.expand(3, height, width) if color.shape[0] == 1 else color
-        result = self_ensemble(self.upscale_rgb, rgb) if self.tta else self.upscale_rgb(rgb)
-        if color.shape[0] == 1:
-            weights = torch.tensor(LUMA_WEIGHTS).view(3, 1, 1)
-            result = (result * weights).sum(0, keepdim=True)
+        grey = color.shape[0] == 1
+        rgb = color.expand(3, height, width) if grey else color
         size = self.output_size(height, width, outscale)
-        if size != (height * self.scale, width * self.scale):
+        native = size == (height * self.scale, width * self.scale)
+        # At the model's scale the result's channels are written into the output (laid out
+        # height-width-channel, as the arrays made of it) where they are made: the network's RGB
+        # straight into RGBA's first three, the grey mix into L(A)'s first. Putting them together
+        # afterwards (torch.cat) copied the whole result: 256 MB more for a 4000x4000 RGBA one.
+        output = allocate_output(*size, channels) if native and channels != 3 else None
+        target = output[:3] if output is not None and not grey else None
+        result = self_ensemble(self.upscale_rgb, rgb, target) if self.tta else self.upscale_rgb(rgb, target)
+        if grey:
+            result = mix_grey(result, None if output is None else output[:1])
+        if not native:  # the grey mix, then the resize, as always: the order changes the rounding
             result = imresize(result, size=size)
-        if alpha is not None:
-            result = torch.cat([result, _resize_alpha(alpha, size)])
-        return result.clamp_(0.0, 1.0)
+        if alpha is None:
+            return result.clamp_(0.0, 1.0)
+        if output is None:
+            return torch.cat([result, resize_alpha(alpha, size)]).clamp_(0.0, 1.0)
+        # (a grey input's RGB was freed by the mix's assignment, before the alpha needs memory)
+        resize_alpha(alpha, size, out=output[-1:])
+        return output.clamp_(0.0, 1.0)
 
     def output_size(self, height: int, width: int, outscale: float | None = None) -> tuple[int, int]:
         """(height, width) of the result for an input of that size."""
@@ -452,47 +470,3 @@ class Upscaler:
         if image.info.get("icc_profile"):
             result.info["icc_profile"] = image.info["icc_profile"]
         return result
-
-
-def _resize_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(1, H, W) alpha -> (1, *size) with MATLAB's bicubic; a constant alpha (opaque) stays exact."""
-    if bool((alpha == alpha.flatten()[0]).all()):
-        return alpha.new_full((1, *size), float(alpha.flatten()[0]))
-    return imresize(alpha, size=size)
-
-
-def to_float_tensor(array: np.ndarray) -> torch.Tensor:
-    """HxWxC uint8, uint16 or float array, of either byte order -> (C, H, W) float32 in [0, 1] (a
-    permuted view of the caller's array when it is a native, writable, contiguous float32 one)."""
-    kind, size = array.dtype.kind, array.dtype.itemsize
-    if kind == "u" and size in (1, 2):
-        scale = 255.0 if size == 1 else 65535.0
-    elif kind == "f":
-        scale = 1.0
-    else:
-        raise InvalidImageError(
-            f"expected uint8, uint16 or float pixels (floats in [0, 1]), got {array.dtype.name}; "
-            "convert the array, e.g. array.astype(numpy.uint8) for 8-bit values"
-        )
-    pixels = np.ascontiguousarray(array, dtype=np.float32)  # native byte order, as torch needs
-    if not pixels.flags.writeable:  # torch would warn that it cannot guard a read-only buffer
-        pixels = pixels.copy()
-    tensor = torch.from_numpy(pixels)
-    if scale != 1.0:
-        tensor.div_(scale)
-    return tensor.permute(2, 0, 1)
-
-
-def from_float_tensor(image: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """(C, H, W) float32 in [0, 1] -> HxWxC array of `dtype` (integers rounded to nearest).
-
-    For integer dtypes `image` is scaled and rounded in place (a full-size upscaled image is
-    large: no second float copy of it is made).
-    """
-    hwc = image.permute(1, 2, 0)
-    dtype = np.dtype(dtype)
-    if dtype.kind == "u" and dtype.itemsize == 1:
-        return hwc.mul_(255.0).round_().to(torch.uint8).numpy()
-    if dtype.kind == "u" and dtype.itemsize == 2:  # `dtype` keeps the caller's byte order
-        return hwc.mul_(65535.0).round_().to(torch.int32).numpy().astype(dtype)
-    return hwc.contiguous().numpy().astype(dtype, copy=False)
