@@ -624,3 +624,16 @@ def test_a_png_colour_key_keeps_its_transparency(tmp_path: Path, mode: str, key:
     image.save(tmp_path / "keyed.png", transparency=key)
     array = read_raw_image(tmp_path / "keyed.png").array
     assert array.shape == (4, 4, len(out)) and array[0, 0, -1] == 0 and (array[1:, 1:, -1] == 255).all()
+
+
+def test_a_benchmark_folder_names_an_oversized_profile_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Reading the size from the header warned, and reading the image warned again."""
+    from srfeat.data.datasets import BenchmarkDataset
+
+    big = srgb_profile() + bytes(1_100_000)
+    Image.fromarray(RNG.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(tmp_path / "big.png", icc_profile=big)
+    with caplog.at_level(logging.WARNING):
+        dataset = BenchmarkDataset(tmp_path)
+    assert len(dataset) == 1
+    warning = f"{tmp_path / 'big.png'}: its ICC profile is {len(big):,} bytes, over srfeat's 1 MB limit"
+    assert sum(record.getMessage().startswith(warning) for record in caplog.records) == 1, caplog.text

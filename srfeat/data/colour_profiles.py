@@ -121,13 +121,13 @@ def _without_icc_chunks(data: bytes) -> tuple[bytes, list[bytes]]:
     return b"".join(kept), profiles
 
 
-def open_image_file(path: Path) -> Image.Image:
+def open_image_file(path: Path, *, warn: bool = True) -> Image.Image:
     """`Image.open(path)`, but a PNG whose ICC profile PIL refuses to inflate (over 1 MB, its
     ValueError naming `PngImagePlugin.MAX_TEXT_CHUNK`) is opened again without the profile, with a
     warning giving its size; and one whose profile does not inflate at all, which PIL drops without a
     word, is said to be damaged. Nothing else PIL checks is relaxed: damaged chunks and truncated
-    pixels still fail."""
-    return _open_keeping_pixels(lambda: Image.open(path), path.read_bytes, path)
+    pixels still fail. `warn` False: the file's size only is wanted, and its reading will warn."""
+    return _open_keeping_pixels(lambda: Image.open(path), path.read_bytes, path, warn)
 
 
 def open_image_data(data: bytes, name: str, formats: list[str] | None = None, *, warn: bool = True) -> Image.Image:

@@ -169,7 +169,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
     """(height, width) from the file header, without decoding the pixels (EXIF rotation ignored)."""
     path = Path(path)
     try:
-        with one_line_messages(path), open_image_file(path) as image:
+        with one_line_messages(path), open_image_file(path, warn=False) as image:  # the read names the profile
             width, height = image.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
