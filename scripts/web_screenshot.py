@@ -18,6 +18,8 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 from skimage import data
 
+# Headless, and quiet: without the background-networking switches Chromium keeps calling home.
+# tests/test_web.py launches Chromium with the same list.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -46,18 +46,9 @@ pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip i
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright  # noqa: E402
 
+from scripts.web_screenshot import CHROMIUM_ARGS  # noqa: E402 - the README screenshot's switches, one list for both
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Headless, and quiet: without the background-networking switches Chromium keeps calling home.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TILE = 64  # small tiles, so a 256x256 upload has 16 and shows progress
 UPLOAD_LIMIT_MB = 1
 ROOT = Path(__file__).resolve().parents[1]
