@@ -316,6 +316,21 @@ def test_onnx_metadata_out_of_range_is_refused_in_one_line(tmp_path: Path, metad
     assert "\n" not in message and named in message and "export it again" in message, message
 
 
+def test_an_onnx_file_over_two_gib_is_refused_before_it_is_read(tmp_path: Path, monkeypatch) -> None:
+    """No ONNX file with its weights inside exceeds protobuf's 2 GiB; a larger one (sparse here) is
+    refused from its size instead of read into memory whole."""
+    from srfeat.errors import WeightsError
+
+    path = tmp_path / "huge.onnx"
+    with path.open("wb") as file:
+        file.truncate(2**31 + 1)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read {self} whole"))
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and "2.0 GiB" in message and "huge.onnx" in message, message
+
+
 def test_hostile_onnx_files_through_the_cli_are_one_line(tmp_path: Path) -> None:
     """An identity graph that claims x4 (the output's shape is checked), and metadata that says x0."""
     Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")

@@ -39,6 +39,9 @@ Region = tuple[int, int, int, int]  # top, left, bottom, right
 SCALES = (2, 4)
 MAX_FEATURES = 4096
 MAX_RECEPTIVE_RADIUS = 4096
+# Protocol buffers cap a message at 2 GiB, so no ONNX file with its weights inside is larger: a
+# bigger file is refused from its size, before it is read into memory.
+MAX_ONNX_BYTES = 2**31
 
 
 def is_onnx_file(model: object) -> bool:
@@ -74,6 +77,12 @@ class OnnxRunner:
             source = source or str(path)
             if not path.is_file():
                 raise WeightsError(f"ONNX model not found: {path}")
+            size = path.stat().st_size
+            if size > MAX_ONNX_BYTES:
+                raise WeightsError(
+                    f"{path} is {size / 2**30:.1f} GiB, larger than any ONNX file can be (2 GiB): not a srfeat "
+                    "export; make one with `srfeat export`"
+                )
             model = path.read_bytes()
         source = source or "ONNX model"
         options = ort.SessionOptions()
