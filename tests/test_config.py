@@ -308,6 +308,8 @@ def test_a_folder_or_an_empty_file_as_the_config(tmp_path: Path, content: str | 
     ("override", "message"),
     [
         ("data.repeat=1000000000000", "data.repeat must be in 1..100,000"),  # a 24 TB permutation
+        # the DataLoader's priming loop ran 10^12 times: the run hung before its first step
+        ("data.prefetch_factor=1000000000000", "data.prefetch_factor must be in 1..64"),
         ("train.device=cuda:abc", "train.device must be auto, cpu, cuda or cuda:N"),
         ("train.device=cudax", "train.device must be auto, cpu, cuda or cuda:N"),
     ],

@@ -96,7 +96,7 @@ class DataConfig:
     num_workers: int = 4
     # Page-locked host memory for batches, for faster copies to a GPU.
     pin_memory: bool = True
-    # Batches each worker prepares ahead.
+    # Batches each worker prepares ahead (1..64).
     prefetch_factor: int = 4
 
 
@@ -335,6 +335,8 @@ def check(config: TrainingConfig) -> None:
         ("model.discriminator_dense_features", model.discriminator_dense_features, 1, 16384),
         ("data.hr_patch_size", data.hr_patch_size, 1, 1024),
         ("data.num_workers", data.num_workers, 0, 256),
+        # the loader primes prefetch_factor x num_workers batches in one loop: 10^12 never returns
+        ("data.prefetch_factor", data.prefetch_factor, 1, 64),
         # an epoch's order is one permutation of its items: 10^12 of them would take terabytes
         ("data.repeat", data.repeat, 1, 100_000),
         ("train.batch_size", train.batch_size, 1, 4096),
