@@ -181,6 +181,45 @@ def test_lr_follows_the_epoch_milestones(folders, tmp_path) -> None:
     assert lrs == pytest.approx([1e-3] * 3 + [1e-4] * 3 + [1e-5])
 
 
+def test_the_logged_lr_is_the_one_the_progress_schedule_trained_with(folders, tmp_path) -> None:
+    # 4 steps, x0.1 at half the run: steps 1-2 train at 1e-3, steps 3-4 at 1e-4. The log used to
+    # read the rate after the schedule had already moved it for the next step, so step 2 said 1e-4.
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    overrides = ["optim.lr_schedule=progress", "optim.lr_milestones=[0.5]"]
+    seen: list[float] = []
+
+    class Recording(PretrainStep):
+        def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+            seen.append(self.optimizer.param_groups[0]["lr"])
+            return super().__call__(lr, hr)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "PretrainStep", Recording)
+        train_in_process(tiny_config(train_dir, None, out, overrides=overrides), out)
+    records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    assert seen == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    assert [r["lr"] for r in records if r["kind"] == "train"] == pytest.approx(seen)
+
+
+@pytest.mark.parametrize("ended_by", ["max_steps", "max_minutes"])
+def test_resuming_a_finished_run_trains_and_logs_nothing_more(folders, tmp_path, ended_by: str) -> None:
+    # A run that had spent its max_minutes trained one more step at every --resume, and one that had
+    # spent its steps validated its last step again, adding a second record of it to metrics.jsonl.
+    train_dir, validation_dir = folders
+    out = tmp_path / "run"
+    budget = ["train.max_steps=4"] if ended_by == "max_steps" else ["train.max_steps=null", "train.max_minutes=1e-6"]
+    config = tiny_config(train_dir, validation_dir, out, 1, ["validation.every=3", *budget])
+    step = train_in_process(config, out).step
+    before = {name: (out / name).read_bytes() for name in (trainer.METRICS_FILE, checkpoint.STATE_FILE)}
+    for _ in range(2):
+        assert train_in_process(config, out, resume=True).step == step
+    after = {name: (out / name).read_bytes() for name in (trainer.METRICS_FILE, checkpoint.STATE_FILE)}
+    assert after == before
+    records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "validation"] == sorted({*range(3, step + 1, 3), step})
+
+
 # ----------------------------------------------------------------------------- the command
 
 

@@ -209,6 +209,11 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
             raise WeightsError(
                 f"{where}: {key} is {repr(value)[:60]}, not a number >= {low}: the file is damaged or edited"
             )
+    validated = state.get("validated_step", -1)  # optional: states of earlier versions lack it
+    if not isinstance(validated, int) or isinstance(validated, bool) or validated < -1:
+        raise WeightsError(
+            f"{where}: validated_step is {repr(validated)[:60]}, not a step number: the file is damaged or edited"
+        )
     if not _tensor_dict(state.get("generator")):
         raise WeightsError(f"{where} holds no generator weights: the file is damaged or not from srfeat train")
     for key in ("discriminators", "optimizers", "rng"):

@@ -298,6 +298,7 @@ class Trainer:
             "batch_in_epoch": progress.batch_in_epoch,
             "elapsed_seconds": progress.elapsed_seconds,
             "best_psnr": progress.best_psnr,
+            "validated_step": progress.validated_step,
             "world_size": self.context.world_size,
             "rng": checkpoint.capture_rng_states(),
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
@@ -315,7 +316,12 @@ class Trainer:
                 f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}"
             )
         self.progress = Progress(
-            saved["step"], saved["epoch"], saved["batch_in_epoch"], saved["elapsed_seconds"], saved["best_psnr"]
+            saved["step"],
+            saved["epoch"],
+            saved["batch_in_epoch"],
+            saved["elapsed_seconds"],
+            saved["best_psnr"],
+            saved.get("validated_step", -1),  # states of earlier versions lack it
         )
         return saved
 
