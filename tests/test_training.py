@@ -102,6 +102,25 @@ def test_a_log_torn_by_a_kill_does_not_stop_the_resume(folders, tmp_path, caplog
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_resume_hides_the_tensorboard_events_of_the_steps_it_redoes(folders, tmp_path) -> None:
+    # A run killed after logging steps 3-4 but before their checkpoint is resumed from step 2 and
+    # logs 3-4 again: metrics.jsonl dropped the old records, but TensorBoard showed both copies.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_dir, validation_dir = folders
+    out = tmp_path / "run"
+    train_in_process(tiny_config(train_dir, validation_dir, out, 1, ["train.max_steps=2"]), out)
+    at_step_2 = (out / checkpoint.STATE_FILE).read_bytes()
+    train_in_process(tiny_config(train_dir, validation_dir, out, 1, ["train.max_steps=4"]), out, resume=True)
+    (out / checkpoint.STATE_FILE).write_bytes(at_step_2)  # as a kill -9 before step 4's checkpoint leaves it
+    train_in_process(tiny_config(train_dir, validation_dir, out, 1, ["train.max_steps=4"]), out, resume=True)
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("loss/pixel")] == [1, 2, 3, 4]
+    assert [event.step for event in events.Scalars("validation/psnr")] == [2, 4]
+
+
 def test_resume_with_workers_sees_the_same_batches(folders, tmp_path) -> None:
     """Item seeds make crops independent of which DataLoader worker draws them."""
     train_dir, _ = folders

@@ -360,7 +360,7 @@ class Trainer:
                 checkpoint.save_generators(self.generator, self.out_dir, self._averaged_generator())
         if saved is not None:
             logger.info("resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1)
-        log = RunLog(self.out_dir, enabled=context.is_main)
+        log = RunLog(self.out_dir, context.is_main, self.progress.step + 1 if saved is not None else None)
         log.truncate_after(self.progress.step)
         logger.info(
             "stage %d: %d items, %d steps per epoch (global batch %d), up to %d steps%s, on %s",
