@@ -342,6 +342,20 @@ def test_a_new_run_refuses_a_folder_that_holds_a_run_and_keeps_it(finished_run, 
     assert "lr: 0.0005" in (out / "config.yaml").read_text()
 
 
+def test_resuming_a_run_killed_before_its_first_checkpoint_says_to_overwrite(finished_run, tmp_path) -> None:
+    # It said "run without --resume first", and that run said "continue it with --resume".
+    _, config = finished_run
+    out = tmp_path / "killed"
+    out.mkdir()
+    (out / "config.yaml").write_text(config.read_text())  # what a kill -9 in the first steps leaves
+    (out / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    before = folder_bytes(out)
+    message = one_error_line(srfeat_cli("train", "--no-progress", config, "--out", str(out), "--resume", cwd=tmp_path))
+    assert "holds no state.pt to resume" in message and "--overwrite" in message, message
+    assert "without --resume" not in message
+    assert folder_bytes(out) == before
+
+
 def test_a_resume_that_fails_keeps_the_run_folder(finished_run, tmp_path) -> None:
     # A resume with another architecture used to end in a 50-line load_state_dict traceback, and
     # had already replaced the run's config.yaml with the wrong one.

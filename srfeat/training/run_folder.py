@@ -54,6 +54,13 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
                 "images; choose another --out"
             )
     if resume:
+        existing = existing_run_files(out_dir) if out_dir.is_dir() else []
+        if existing and not (out_dir / checkpoint.STATE_FILE).exists():
+            # the state's own refusal says "run without --resume", which this folder refuses in turn
+            raise ConfigError(
+                f"run folder {out_dir} holds no {checkpoint.STATE_FILE} to resume, only {', '.join(existing)} "
+                "(a run stopped before its first checkpoint): start it again with --overwrite"
+            )
         return  # the state is read next; a missing one is refused there
     existing = existing_run_files(out_dir) if out_dir.is_dir() else []
     if existing and not overwrite:
