@@ -186,6 +186,30 @@ def test_paired_patch_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
         PairedPatchDataset(tmp_path / "photos-without-pairs")
 
 
+def test_paired_patch_dataset_replaces_an_unreadable_pair_by_the_next(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A patch cut short (a copy killed half-way) raised ImageReadError in the training step that drew
+    # it: a stage-2 run stopped hours in, losing the steps since its last checkpoint.
+    root = tmp_path / "patches"
+    photo = samples.astronaut()
+    for index, name in enumerate("abc"):
+        hr = photo[index * 32 : index * 32 + 32, :32]
+        write_png(root / "HR" / f"{name}.png", hr)
+        write_png(root / "LR" / f"{name}.png", bicubic_downscale(hr, 4))
+    damaged = root / "LR" / "b.png"
+    damaged.write_bytes(damaged.read_bytes()[:60])
+    dataset = PairedPatchDataset(root, scale=4, hr_patch_size=32)
+    with caplog.at_level(logging.WARNING):
+        names = [dataset[i]["name"] for i in range(3)] + [dataset[1]["name"]]
+    assert names == ["a", "c", "c", "c"]
+    assert caplog.text.count("b.png") == 1  # said once
+    for name in "ac":
+        (root / "HR" / f"{name}.png").write_bytes(b"not a png")
+    with pytest.raises(SRFeatError, match="none of the HR/LR patch pairs could be read"):
+        dataset[0]
+
+
 def test_benchmark_dataset_reports_bad_files_and_keeps_good_ones(
     photo_folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -225,7 +225,9 @@ class PairedPatchDataset(Dataset[Sample]):
     """Stage 2: HR/LR patch pairs from folders written by `srfeat prepare` (ROOT/HR, ROOT/LR).
 
     Pairs are matched by file name; an HR patch without its LR partner is skipped with a
-    warning. If `hr_patch_size` is given, patches of another size fail with a clear error.
+    warning. A pair that cannot be decoded (a file cut short by a copy) is warned about once and
+    replaced by the next readable pair, as `_LazyImages` does, so that one bad file cannot stop a
+    long run. If `hr_patch_size` is given, patches of another size fail with a clear error.
     """
 
     def __init__(self, roots: PathLike | Sequence[PathLike], scale: int = 4, hr_patch_size: int | None = None) -> None:
@@ -244,14 +246,27 @@ class PairedPatchDataset(Dataset[Sample]):
                     logger.warning("%s has no LR partner in %s; skipped", hr_path, lr_dir)
         if not self.pairs:
             raise SRFeatError(f"no HR/LR patch pairs found in {', '.join(map(str, _as_folders(roots)))}")
+        self.bad: set[int] = set()  # pairs that failed to decode (in this process)
         logger.info("PairedPatchDataset: %d pairs", len(self.pairs))
 
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _read_pair(self, index: int) -> tuple[Path, np.ndarray, Path, np.ndarray]:
+        for offset in range(len(self.pairs)):
+            candidate = (index + offset) % len(self.pairs)
+            if candidate in self.bad:
+                continue
+            hr_path, lr_path = self.pairs[candidate]
+            try:
+                return hr_path, read_image(hr_path), lr_path, read_image(lr_path)
+            except ImageReadError as error:
+                logger.warning("%s (the next readable pair is used in its place)", error)
+                self.bad.add(candidate)
+        raise SRFeatError("none of the HR/LR patch pairs could be read")
+
     def __getitem__(self, index: int) -> Sample:
-        hr_path, lr_path = self.pairs[index]
-        hr, lr = read_image(hr_path), read_image(lr_path)
+        hr_path, hr, lr_path, lr = self._read_pair(index)
         if hr.shape[0] != lr.shape[0] * self.scale or hr.shape[1] != lr.shape[1] * self.scale:
             raise SRFeatError(
                 f"{hr_path} ({hr.shape[1]}x{hr.shape[0]}) is not {self.scale}x its LR {lr_path} "
