@@ -452,6 +452,20 @@ def test_a_folder_as_the_generator_to_start_from_is_called_a_folder(folders, tmp
         train_in_process(config, tmp_path / "run")
 
 
+def test_a_bundled_model_by_name_is_a_generator_to_start_from(folders, tmp_path) -> None:
+    # train.init_generator documents "e.g. the bundled one" and load_generator takes the name, but
+    # the path check refused it: "generator to start from not found: default".
+    from srfeat.weights import load_generator
+
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    overrides = ["train.init_generator=default", "model.num_features=128", "model.num_blocks=16", "train.max_steps=1"]
+    config = tiny_config(train_dir, None, out, 1, [*overrides, "optim.lr=1e-12"])
+    assert train_in_process(config, out).step == 1
+    started, bundled = load_generator(out / checkpoint.LATEST_GENERATOR), load_generator("default")
+    assert torch.allclose(started.head.weight, bundled.head.weight, atol=1e-6)
+
+
 def test_validation_says_once_which_images_its_niqe_leaves_out(tmp_path: Path, caplog) -> None:
     """NIQE needs 96x96 after the shave: a 48x48 validation image has none, and the mean of the others
     must not pass for the mean of all, silently, at every validation."""

@@ -142,9 +142,9 @@ class TrainConfig:
     # Stop after this many minutes of training (null: no limit), then validate and save;
     # resumed runs count the minutes already spent.
     max_minutes: float | None = None
-    # Generator weights to start from (.safetensors or a training state). Stage 2: the
-    # stage-1 result, required unless resuming. Stage 1: optional, to continue training a
-    # generator (e.g. the bundled one) with a fresh optimizer.
+    # Generator weights to start from (.safetensors, a training state, or a bundled model's name:
+    # default, gan). Stage 2: the stage-1 result, required unless resuming. Stage 1: optional, to
+    # continue training a generator (e.g. the bundled one) with a fresh optimizer.
     init_generator: str | None = None
     # Stage 2: keep the generator's BatchNorm on its running statistics (eval mode), as the
     # official code does.
@@ -395,6 +395,13 @@ def check(config: TrainingConfig) -> None:
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
 
 
+def _bundled(name: str) -> bool:
+    """Whether `name` is a bundled model's (`default`, `gan`), which load_generator takes by name."""
+    from srfeat.weights import bundled_names
+
+    return name in bundled_names()
+
+
 def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = False) -> None:
     """Every folder/file the run reads exists; else one line naming the first missing one.
 
@@ -416,7 +423,7 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
         raise ConfigError("stage 2 needs train.init_generator: the stage-1 generator to start from")
     if config.train.init_generator is not None and not resuming:
         path = config.resolve_path(config.train.init_generator)
-        if not path.is_file():
+        if not path.is_file() and not _bundled(config.train.init_generator):
             problem = "is a folder, not a weights file" if path.is_dir() else "not found"
             message = f"generator to start from {problem}: {path} (config key train.init_generator)"
             if not dry_run:
