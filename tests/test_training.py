@@ -398,6 +398,29 @@ def test_a_failed_start_leaves_no_run_folder(folders, tmp_path) -> None:
     assert not (tmp_path / "run").exists()  # it used to hold a config.yaml of a run that never was
 
 
+@pytest.mark.parametrize(("patch", "message"), [(32, "expected 16x16"), (20, "is not 4x its LR")])
+def test_an_overwrite_with_patches_that_do_not_fit_keeps_the_old_run(finished_run, tmp_path, patch, message) -> None:
+    # Patches of another size (or scale) were found in the first step, after --overwrite had deleted
+    # the folder's run: its weights and state were gone, and an empty run was left in their place.
+    from skimage import data as samples
+
+    from srfeat.data.datasets import bicubic_downscale
+    from srfeat.data.io import write_png
+
+    out, config = finished_run
+    hr = samples.astronaut()[:32, :32]
+    for name in ("a", "b", "c"):
+        write_png(tmp_path / "patches" / "HR" / f"{name}.png", hr[:patch, :patch])
+        write_png(tmp_path / "patches" / "LR" / f"{name}.png", bicubic_downscale(hr, 4))
+    before = folder_bytes(out)
+    overrides = ["data.kind=patches", f"data.train_dirs=[{tmp_path / 'patches'}]", "data.hr_patch_size=16"]
+    line = one_error_line(
+        srfeat_cli("train", "--no-progress", config, "--out", str(out), "--overwrite", *overrides, cwd=tmp_path)
+    )
+    assert message in line, line
+    assert folder_bytes(out) == before
+
+
 def damaged(state: dict, damage: str) -> dict:
     if damage == "nan weights":
         next(iter(state["generator"].values())).fill_(float("nan"))

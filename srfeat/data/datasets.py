@@ -247,6 +247,9 @@ class PairedPatchDataset(Dataset[Sample]):
         if not self.pairs:
             raise SRFeatError(f"no HR/LR patch pairs found in {', '.join(map(str, _as_folders(roots)))}")
         self.bad: set[int] = set()  # pairs that failed to decode (in this process)
+        # a folder of another patch size or scale is refused now, not in the first step (after a
+        # new run has replaced the folder's old one, with --overwrite)
+        self._check_sizes(*self._read_pair(0))
         logger.info("PairedPatchDataset: %d pairs", len(self.pairs))
 
     def __len__(self) -> int:
@@ -267,6 +270,10 @@ class PairedPatchDataset(Dataset[Sample]):
 
     def __getitem__(self, index: int) -> Sample:
         hr_path, hr, lr_path, lr = self._read_pair(index)
+        self._check_sizes(hr_path, hr, lr_path, lr)
+        return {"lr": to_tensor(lr), "hr": to_tensor(hr), "name": hr_path.stem}
+
+    def _check_sizes(self, hr_path: Path, hr: np.ndarray, lr_path: Path, lr: np.ndarray) -> None:
         if hr.shape[0] != lr.shape[0] * self.scale or hr.shape[1] != lr.shape[1] * self.scale:
             raise SRFeatError(
                 f"{hr_path} ({hr.shape[1]}x{hr.shape[0]}) is not {self.scale}x its LR {lr_path} "
@@ -277,7 +284,6 @@ class PairedPatchDataset(Dataset[Sample]):
                 f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, expected {self.hr_patch_size}x{self.hr_patch_size}: "
                 f"prepare the patches with --hr-patch-size {self.hr_patch_size}"
             )
-        return {"lr": to_tensor(lr), "hr": to_tensor(hr), "name": hr_path.stem}
 
 
 class RandomCropDataset(Dataset[Sample]):
