@@ -121,6 +121,22 @@ def test_a_resume_hides_the_tensorboard_events_of_the_steps_it_redoes(folders, t
     assert [event.step for event in events.Scalars("validation/psnr")] == [2, 4]
 
 
+def test_a_resume_with_a_config_that_changes_the_run_names_the_changes(folders, tmp_path, caplog) -> None:
+    # A resume with another batch size or seed (the shipped config instead of the run's config.yaml,
+    # which held overrides) continued without a word, on another data order than the run's.
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=2"]), out)
+    with caplog.at_level("WARNING", logger="srfeat"):
+        train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3", "data.num_workers=1"]), out, True)
+    assert not [r for r in caplog.records if "differs from its run's" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="srfeat"):
+        changed = ["train.max_steps=4", "train.batch_size=1", "train.seed=7"]
+        train_in_process(tiny_config(train_dir, None, out, 1, changed), out, resume=True)
+    (warning,) = [r.getMessage() for r in caplog.records if "differs from its run's" in r.getMessage()]
+    assert "train.batch_size: 2 -> 1; train.seed: 0 -> 7" in warning and "config.yaml" in warning, warning
+
+
 def test_resume_with_workers_sees_the_same_batches(folders, tmp_path) -> None:
     """Item seeds make crops independent of which DataLoader worker draws them."""
     train_dir, _ = folders

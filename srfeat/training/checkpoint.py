@@ -252,6 +252,50 @@ def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, 
         raise WeightsError(f"{source}: the generator lacks {missing[0]} ({len(missing)} tensors): the file is damaged")
 
 
+# Config keys a resume may change without changing what the steps compute (the run's length, how
+# often it logs and saves, how the data is loaded); a change to any other is named in a warning.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "out_dir",
+        "train.max_steps",
+        "train.max_minutes",
+        "train.epochs",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.device",
+        "data.num_workers",
+        "data.pin_memory",
+        "data.prefetch_factor",
+        "validation.sample_images",
+    }
+)
+
+
+def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(values, dict):
+        return {prefix.removesuffix("."): values}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
+
+
+def config_changes(saved_config: Any, config: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for each config key that a resume changes and that changes the run
+    (a batch size, a seed, the data: the resumed steps then differ from those it would have made)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load(saved_config) if isinstance(saved_config, str) else None
+    except yaml.YAMLError:
+        saved = None
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flat(saved), _flat(config)
+    keys = sorted(key for key in old.keys() | new.keys() if key not in RESUMABLE_CHANGES)
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
+
+
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
     atomic_torch_save({"format": STATE_FORMAT, **state}, path)
 

@@ -315,6 +315,15 @@ class Trainer:
             raise ConfigError(
                 f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}"
             )
+        changes = checkpoint.config_changes(saved.get("config"), self.config.to_dict())
+        if changes:
+            logger.warning(
+                "resuming %s with a config that differs from its run's (%s): the steps from here differ "
+                "from those the run would have made; resume with %s to continue it exactly",
+                self.out_dir,
+                "; ".join(changes[:5]) + (f"; {len(changes) - 5} more" if len(changes) > 5 else ""),
+                self.out_dir / CONFIG_FILE,
+            )
         self.progress = Progress(
             saved["step"],
             saved["epoch"],
