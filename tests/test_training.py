@@ -121,6 +121,18 @@ def test_a_resume_hides_the_tensorboard_events_of_the_steps_it_redoes(folders, t
     assert [event.step for event in events.Scalars("validation/psnr")] == [2, 4]
 
 
+def test_a_resumed_run_with_no_step_left_validates_its_last_step_once(folders, tmp_path) -> None:
+    # A run stopped at its last step without a validation there (Ctrl-C at that step, or here: no
+    # validation folder then) is validated by its resume; a second resume must not do it again.
+    train_dir, validation_dir = folders
+    out = tmp_path / "run"
+    train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3"]), out)
+    for _ in range(2):
+        train_in_process(tiny_config(train_dir, validation_dir, out, 1, ["train.max_steps=3"]), out, resume=True)
+    records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "validation"] == [3]
+
+
 def test_a_resume_with_a_config_that_changes_the_run_names_the_changes(folders, tmp_path, caplog) -> None:
     # A resume with another batch size or seed (the shipped config instead of the run's config.yaml,
     # which held overrides) continued without a word, on another data order than the run's.

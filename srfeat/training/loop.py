@@ -311,9 +311,11 @@ class TrainingLoop:
             self.bar.close()
         self._flush_log()
         # Interrupted: the user is waiting, and a resume validates at the next due step anyway.
-        if config.validation.dir and self.progress.validated_step != step and state.stop_signal is None:
+        validated = bool(config.validation.dir) and self.progress.validated_step != step and state.stop_signal is None
+        if validated:
             self._validate()
-        if state.saved_at != step or not (self.trainer.out_dir / checkpoint.STATE_FILE).is_file():
+        # a validation here (a resumed run that had no step left) is saved too, so none repeats it
+        if validated or state.saved_at != step or not (self.trainer.out_dir / checkpoint.STATE_FILE).is_file():
             self._save()
         if state.out_of_time and self.context.is_main:
             logger.info("time budget of %g minutes reached at step %d", config.train.max_minutes, step)
