@@ -484,6 +484,30 @@ def test_a_damaged_state_is_refused_before_the_resume(folders, finished_run, dam
     assert folder_bytes(out) == before
 
 
+@pytest.mark.parametrize(("damage", "message"), [("drop", "lacks"), ("add", "has an unknown")])
+def test_a_stage2_state_with_a_discriminator_tensor_missing_or_added_is_one_line(
+    folders, tmp_path, damage: str, message: str
+) -> None:
+    # load_state_dict's "Missing key(s)" / "Unexpected key(s)" RuntimeError came out as a traceback
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    init = tiny_generator_file(tmp_path / "stage1.safetensors")
+    overrides = [f"train.init_generator={init}", "data.hr_patch_size=16", "train.max_steps=1"]
+    train_in_process(tiny_config(train_dir, None, out, 2, overrides), out)
+    state = torch.load(out / checkpoint.STATE_FILE, weights_only=True)
+    weights = state["discriminators"]["image"]
+    if damage == "drop":
+        del weights[next(iter(weights))]
+    else:
+        weights["extra.weight"] = torch.zeros(1)
+    torch.save(state, out / checkpoint.STATE_FILE)
+    before = folder_bytes(out)
+    with pytest.raises(WeightsError, match=f"the image discriminator {message}") as error:
+        train_in_process(tiny_config(train_dir, None, out, 2, [*overrides, "train.max_steps=2"]), out, resume=True)
+    assert "\n" not in str(error.value)
+    assert folder_bytes(out) == before
+
+
 def test_a_truncated_state_says_so_in_one_line(folders, finished_run) -> None:
     # it said only "(OSError: [Errno 22] Invalid argument)"
     train_dir, _ = folders
