@@ -458,6 +458,10 @@ def damaged(state: dict, damage: str) -> dict:
         state["step"] = "x"
     elif damage == "negative step":
         state["step"] = -5
+    elif damage == "no python random state":
+        del state["rng"]["python"]
+    elif damage == "short python random state":
+        state["rng"]["python"] = [1, 2, 3]
     return state
 
 
@@ -468,6 +472,8 @@ def damaged(state: dict, damage: str) -> dict:
         ("no optimizers", "has no optimizers entry"),
         ("step is text", "step is 'x'"),
         ("negative step", "step is -5"),
+        ("no python random state", "random states cannot be restored"),  # these two were tracebacks
+        ("short python random state", "random states cannot be restored"),
     ],
 )
 def test_a_damaged_state_is_refused_before_the_resume(folders, finished_run, damage: str, message: str) -> None:

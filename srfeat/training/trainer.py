@@ -351,7 +351,14 @@ class Trainer:
         saved = self._load_saved()
         self._build(saved)
         if saved is not None:
-            checkpoint.restore_rng_states(saved["rng"])
+            try:
+                checkpoint.restore_rng_states(saved["rng"])
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:  # an edited state
+                raise WeightsError(
+                    f"{self.out_dir / checkpoint.STATE_FILE}: its random states cannot be restored "
+                    f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
+                    "the file is damaged or edited"
+                ) from error
 
         dataset, sampler, loader = build_loader(config, context, self.device)
         steps_per_epoch = len(loader)
