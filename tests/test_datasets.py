@@ -166,6 +166,30 @@ def test_random_crop_dataset_gives_transformed_crops_with_protocol_lr(tmp_path: 
     assert len(orientations) >= 4  # random orientations, not one fixed transform
 
 
+def test_random_crop_dataset_reads_on_access_a_folder_too_big_to_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Training (data.kind random_crop) decoded every image at start whatever the folder's size: a
+    # COCO-sized folder (about 100 GB decoded) took all memory, and no config key could turn it off.
+    from srfeat.data import datasets
+
+    for name, photo in (("coffee", samples.coffee()), ("chelsea", samples.chelsea())):
+        write_png(tmp_path / "src" / f"{name}.png", photo)
+    decoded = sum(photo.size for photo in (samples.coffee(), samples.chelsea()))
+    monkeypatch.setattr(datasets, "host_available_memory", lambda: 2 * decoded - 1)
+    with caplog.at_level(logging.INFO, logger="srfeat"):
+        on_access = RandomCropDataset(tmp_path / "src", hr_patch_size=32, scale=4)
+    assert on_access.cache is None and "each is read when a crop of it is drawn" in caplog.text
+    monkeypatch.setattr(datasets, "host_available_memory", lambda: 2 * decoded)
+    held = RandomCropDataset(tmp_path / "src", hr_patch_size=32, scale=4)
+    assert held.cache is not None
+    for index in range(len(held)):  # the same crops either way
+        torch.manual_seed(index)
+        expected = held[index]["hr"]
+        torch.manual_seed(index)
+        assert torch.equal(on_access[index]["hr"], expected)
+
+
 def test_paired_patch_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "patches"
     hr = samples.astronaut()[:32, :32]

@@ -110,9 +110,11 @@ def _as_folders(folders: PathLike | Sequence[PathLike]) -> list[Path]:
     return paths
 
 
-def _scan(folders: list[Path], min_size: int, owner: str) -> list[Path]:
-    """Images of `folders` at least min_size x min_size (from headers); others logged and dropped."""
+def _scan(folders: list[Path], min_size: int, owner: str) -> tuple[list[Path], int]:
+    """Images of `folders` at least min_size x min_size (from headers); others logged and dropped.
+    Also the bytes the usable ones take decoded (RGB uint8)."""
     usable: list[Path] = []
+    decoded_bytes = 0
     too_small: list[Path] = []
     unreadable = 0
     for folder in folders:
@@ -123,7 +125,11 @@ def _scan(folders: list[Path], min_size: int, owner: str) -> list[Path]:
                 logger.warning("%s", error)
                 unreadable += 1
                 continue
-            (usable if min(height, width) >= min_size else too_small).append(path)
+            if min(height, width) >= min_size:
+                usable.append(path)
+                decoded_bytes += height * width * 3
+            else:
+                too_small.append(path)
     if too_small:
         logger.info("%s: %d image(s) smaller than %d px skipped", owner, len(too_small), min_size)
         logger.debug("%s: too small: %s", owner, ", ".join(str(path) for path in too_small))
@@ -138,7 +144,7 @@ def _scan(folders: list[Path], min_size: int, owner: str) -> list[Path]:
         raise SRFeatError(
             f"{owner}: no usable images (at least {min_size}x{min_size}) in {', '.join(map(str, folders))}"
         )
-    return usable
+    return usable, decoded_bytes
 
 
 class _LazyImages:
@@ -199,7 +205,7 @@ class CenterCropDataset(Dataset[Sample]):
         check_patch_size(hr_patch_size, scale)
         self.hr_patch_size = hr_patch_size
         self.scale = scale
-        self.images = _LazyImages(_scan(_as_folders(folders), hr_patch_size, type(self).__name__))
+        self.images = _LazyImages(_scan(_as_folders(folders), hr_patch_size, type(self).__name__)[0])
         self.cache: list[tuple[str, np.ndarray, np.ndarray]] | None = None
         if in_memory:
             arrays = self.images.load_all()
@@ -291,9 +297,11 @@ class RandomCropDataset(Dataset[Sample]):
 
     One pass over the dataset (an "epoch") visits every image `repeats` times, each time at
     a new random position and orientation. Randomness comes from torch's generator, which
-    the DataLoader seeds differently in every worker. With `in_memory=True` (default) the
-    images are decoded once at construction, so an item costs one crop and one x1/scale
-    resize; turn it off for folders too large for memory.
+    the DataLoader seeds differently in every worker. With `in_memory=True` the images are
+    decoded once at construction, so an item costs one crop and one x1/scale resize; with
+    False each item decodes its file. The default (None) holds them when, decoded, they take
+    at most half the available memory (from the file headers), and reads them on access
+    otherwise, with a log line: a training folder the size of COCO would not fit.
     """
 
     def __init__(
@@ -302,7 +310,7 @@ class RandomCropDataset(Dataset[Sample]):
         hr_patch_size: int = 296,
         scale: int = 4,
         repeats: int = 1,
-        in_memory: bool = True,
+        in_memory: bool | None = None,
     ) -> None:
         check_patch_size(hr_patch_size, scale)
         if repeats < 1:
@@ -310,8 +318,21 @@ class RandomCropDataset(Dataset[Sample]):
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.repeats = repeats
-        self.images = _LazyImages(_scan(_as_folders(folders), hr_patch_size, type(self).__name__))
+        paths, decoded_bytes = _scan(_as_folders(folders), hr_patch_size, type(self).__name__)
+        self.images = _LazyImages(paths)
         self.cache: list[torch.Tensor] | None = None
+        if in_memory is None:
+            available = host_available_memory()
+            in_memory = decoded_bytes <= available / 2
+            if not in_memory:
+                logger.info(
+                    "%s: the %d images take %.1f GB decoded, more than half of the %.1f GB available: "
+                    "each is read when a crop of it is drawn",
+                    type(self).__name__,
+                    len(paths),
+                    decoded_bytes / 1e9,
+                    available / 1e9,
+                )
         if in_memory:
             # uint8 (C, H, W) tensors: 4x smaller than float, and cropping a view is free.
             self.cache = [torch.from_numpy(array.transpose(2, 0, 1).copy()) for array in self.images.load_all()]
