@@ -370,6 +370,22 @@ def test_a_new_run_refuses_a_folder_that_holds_a_run_and_keeps_it(finished_run, 
     assert "lr: 0.0005" in (out / "config.yaml").read_text()
 
 
+def test_an_overwrite_removes_the_runs_event_files_and_nothing_else_of_tensorboard(folders, finished_run) -> None:
+    # --overwrite deleted the whole tensorboard/ folder, with whatever else the user kept in it
+    train_dir, _ = folders
+    out, _ = finished_run
+    (out / "tensorboard" / "other_run").mkdir()
+    (out / "tensorboard" / "other_run" / "events.out.tfevents.1.host").write_bytes(b"another run's")
+    (out / "tensorboard" / "notes.txt").write_text("mine")
+    old_events = {path.name for path in (out / "tensorboard").glob("events.out.tfevents.*")}
+    assert old_events
+    trainer.train(tiny_config(train_dir, None, out, 1, ["train.max_steps=1"]), out, show_progress=False, overwrite=True)
+    assert (out / "tensorboard" / "notes.txt").read_text() == "mine"
+    assert (out / "tensorboard" / "other_run" / "events.out.tfevents.1.host").read_bytes() == b"another run's"
+    new_events = {path.name for path in (out / "tensorboard").glob("events.out.tfevents.*")}
+    assert new_events and not new_events & old_events
+
+
 def test_resuming_a_run_killed_before_its_first_checkpoint_says_to_overwrite(finished_run, tmp_path) -> None:
     # It said "run without --resume first", and that run said "continue it with --resume".
     _, config = finished_run

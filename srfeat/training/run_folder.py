@@ -10,7 +10,6 @@ refused: checkpoints and logs would mix with the images (and be read as images n
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from srfeat.errors import ConfigError
@@ -21,6 +20,7 @@ from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
 __all__ = ["RUN_FILES", "check_run_folder", "existing_run_files", "remove_previous_run"]
 
 TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_EVENTS = "events.out.tfevents.*"  # what SummaryWriter writes there
 # Everything a run writes into its folder; nothing else there is ever touched.
 RUN_FILES = (
     checkpoint.CONFIG_FILE,
@@ -75,6 +75,11 @@ def remove_previous_run(out_dir: Path) -> None:
     for name in existing_run_files(out_dir):
         path = out_dir / name
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            # the run's event files only: a tensorboard/ the user keeps other logs in keeps them
+            for events in path.glob(TENSORBOARD_EVENTS):
+                if events.is_file() or events.is_symlink():
+                    events.unlink()
+            if not any(path.iterdir()):
+                path.rmdir()
         else:
             path.unlink()
