@@ -589,3 +589,33 @@ def test_validation_says_once_which_images_its_niqe_leaves_out(tmp_path: Path, c
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 1 and "NIQE is the mean over 1 of 2 images: it is undefined for small" in warnings[0]
     assert math.isfinite(metrics["niqe"]) and validator.count == 2
+
+
+def test_a_validation_image_too_small_for_ssim_is_left_out_at_the_start(tmp_path: Path, caplog) -> None:
+    """A 16x16 image (8x8 after the x4 shave, under SSIM's 11 px window) raised MetricInputError at the
+    first validation: the run stopped after `validation.every` steps with nothing saved since its last
+    checkpoint (and with --overwrite, after the folder's previous run was deleted)."""
+    import logging
+
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.errors import SRFeatError
+    from srfeat.training.validation import Validator
+
+    folder = tmp_path / "validation"
+    folder.mkdir()
+    photo = data.astronaut()
+    Image.fromarray(np.ascontiguousarray(photo[:48, 100:148])).save(folder / "large.png")
+    Image.fromarray(np.ascontiguousarray(photo[200:216, 200:216])).save(folder / "small.png")
+    config = tiny_config(tmp_path, folder, tmp_path / "run", overrides=["validation.max_images=null"])
+    with caplog.at_level(logging.WARNING, logger="srfeat.training.validation"):
+        validator = Validator(config, torch.device("cpu"))
+    assert "validation leaves out small: under 19 px" in caplog.text
+    metrics, _ = validator(SRFeatGenerator(scale=4, num_features=8, num_blocks=2))
+    assert validator.count == 1 and math.isfinite(metrics["psnr"]) and math.isfinite(metrics["ssim"])
+    (folder / "large.png").unlink()
+    with pytest.raises(SRFeatError, match="every image is under 19 px"):
+        Validator(config, torch.device("cpu"))
