@@ -370,6 +370,19 @@ def test_a_new_run_refuses_a_folder_that_holds_a_run_and_keeps_it(finished_run, 
     assert "lr: 0.0005" in (out / "config.yaml").read_text()
 
 
+def test_an_overwrite_refuses_to_delete_the_generator_it_starts_from(folders, finished_run) -> None:
+    # train.init_generator=OUT/generator_latest.safetensors with --overwrite loaded it, then deleted it
+    # with the old run: a run that then failed or was stopped left the user without it.
+    train_dir, _ = folders
+    out, _ = finished_run
+    before = folder_bytes(out)
+    init = out / checkpoint.LATEST_GENERATOR
+    config = tiny_config(train_dir, None, out, 1, [f"train.init_generator={init}", "train.max_steps=1"])
+    with pytest.raises(ConfigError, match="is a file of the run that --overwrite replaces: copy it out"):
+        trainer.train(config, out, show_progress=False, overwrite=True)
+    assert folder_bytes(out) == before
+
+
 def test_an_overwrite_removes_the_runs_event_files_and_nothing_else_of_tensorboard(folders, finished_run) -> None:
     # --overwrite deleted the whole tensorboard/ folder, with whatever else the user kept in it
     train_dir, _ = folders

@@ -68,6 +68,14 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
             f"run folder {out_dir} already holds a run ({', '.join(existing)}): continue it with --resume, "
             "replace it with --overwrite, or choose another --out"
         )
+    init = config.resolve_path(config.train.init_generator) if config.train.init_generator else None
+    if existing and init is not None and init.is_file():
+        doomed = [out_dir / name for name in existing if (out_dir / name).is_file()]
+        if any(init.resolve() == path.resolve() for path in doomed):
+            raise ConfigError(
+                f"train.init_generator {init} is a file of the run that --overwrite replaces: copy it out of "
+                f"{out_dir} first (the new run would delete the generator it starts from)"
+            )
 
 
 def remove_previous_run(out_dir: Path) -> None:
