@@ -252,8 +252,9 @@ def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, 
         raise WeightsError(f"{source}: the generator lacks {missing[0]} ({len(missing)} tensors): the file is damaged")
 
 
-# Config keys a resume may change without changing what the steps compute (the run's length, how
-# often it logs and saves, how the data is loaded); a change to any other is named in a warning.
+# Config keys a resume may change without changing what the steps compute or how the best generator
+# is chosen (the run's length, how often it logs, validates and saves, how the data is loaded); a
+# change to any other is named in a warning.
 RESUMABLE_CHANGES = frozenset(
     {
         "out_dir",
@@ -267,6 +268,8 @@ RESUMABLE_CHANGES = frozenset(
         "data.pin_memory",
         "data.prefetch_factor",
         "validation.sample_images",
+        "validation.every",
+        "validation.niqe",
     }
 )
 

@@ -318,8 +318,8 @@ class Trainer:
         changes = checkpoint.config_changes(saved.get("config"), self.config.to_dict())
         if changes:
             logger.warning(
-                "resuming %s with a config that differs from its run's (%s): the steps from here differ "
-                "from those the run would have made; resume with %s to continue it exactly",
+                "resuming %s with a config that differs from its run's (%s): the run continues, but not as "
+                "it would have; resume with %s to continue it exactly",
                 self.out_dir,
                 "; ".join(changes[:5]) + (f"; {len(changes) - 5} more" if len(changes) > 5 else ""),
                 self.out_dir / CONFIG_FILE,
