@@ -369,6 +369,19 @@ def check(config: TrainingConfig) -> None:
         positive(key, value)
     if not data.train_dirs:
         raise ConfigError("config key data.train_dirs is empty: give the training image folders")
+    # An empty path is the working directory: `data.train_dirs=` (the value left out) trained on the
+    # images there, `out_dir: ""` wrote the run into it.
+    for key, value in (
+        *((f"data.train_dirs[{i}]", folder) for i, folder in enumerate(data.train_dirs)),
+        ("validation.dir", config.validation.dir),
+        ("train.init_generator", train.init_generator),
+        ("out_dir", config.out_dir),
+        ("datasets_dir", config.datasets_dir),
+        ("model.vgg_weights", model.vgg_weights),
+    ):
+        if value is not None and not value.strip():
+            none = " (null for none)" if key in ("validation.dir", "train.init_generator") else ""
+            raise ConfigError(f"config key {key} is an empty path: give one{none}")
     for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")
