@@ -562,6 +562,18 @@ def test_a_folder_as_the_generator_to_start_from_is_called_a_folder(folders, tmp
         train_in_process(config, tmp_path / "run")
 
 
+def test_an_onnx_file_as_the_generator_to_start_from_is_called_one(folders, tmp_path) -> None:
+    # it said "looks like an ONNX file: name it .onnx", to a file named .onnx
+    train_dir, _ = folders
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x08\x08\x12\x07pytorch" + bytes(64))  # how an ONNX ModelProto begins
+    config = tiny_config(train_dir, None, tmp_path / "run", 1, [f"train.init_generator={model}"])
+    with pytest.raises(WeightsError, match="is an ONNX model, which only srfeat upscale runs") as error:
+        train_in_process(config, tmp_path / "run")
+    assert "name it .onnx" not in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_bundled_model_by_name_is_a_generator_to_start_from(folders, tmp_path) -> None:
     # train.init_generator documents "e.g. the bundled one" and load_generator takes the name, but
     # the path check refused it: "generator to start from not found: default".
