@@ -138,6 +138,18 @@ def test_center_crop_dataset_skips_unreadable_files(photo_folder: Path, caplog: 
     assert "truncated.png" in caplog.text and "notes.txt" in caplog.text
 
 
+def test_a_folder_of_only_undecodable_images_is_refused_when_the_dataset_is_built(photo_folder: Path) -> None:
+    # Their headers read, so the scan kept them; the first training step found none decodes, after
+    # --overwrite had removed the run folder's previous run.
+    for path in list_images(photo_folder):
+        good = path.read_bytes()
+        path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(SRFeatError, match="none of the images could be read"):
+        CenterCropDataset(photo_folder, hr_patch_size=96)
+    with pytest.raises(SRFeatError, match="none of the images could be read"):
+        RandomCropDataset(photo_folder, hr_patch_size=96, in_memory=False)
+
+
 def test_random_crop_dataset_gives_transformed_crops_with_protocol_lr(tmp_path: Path) -> None:
     source = samples.coffee()[100:164, 200:272]  # 64x72
     write_png(tmp_path / "src" / "coffee.png", source)

@@ -210,6 +210,10 @@ class CenterCropDataset(Dataset[Sample]):
         if in_memory:
             arrays = self.images.load_all()
             self.cache = [self._crop(path, image) for path, image in zip(self.images.paths, arrays, strict=True)]
+        else:
+            # headers alone can pass for a folder of files cut short: one decoded image says now, not
+            # in the first step (after --overwrite has removed the folder's previous run)
+            self.images.load(0)
 
     def __len__(self) -> int:
         return len(self.images.paths)
@@ -333,7 +337,9 @@ class RandomCropDataset(Dataset[Sample]):
                     decoded_bytes / 1e9,
                     available / 1e9,
                 )
-        if in_memory:
+        if not in_memory:
+            self.images.load(0)  # as CenterCropDataset: a folder of only undecodable files is refused now
+        else:
             # uint8 (C, H, W) tensors: 4x smaller than float, and cropping a view is free.
             self.cache = [torch.from_numpy(array.transpose(2, 0, 1).copy()) for array in self.images.load_all()]
 
