@@ -308,13 +308,28 @@ def test_a_folder_or_an_empty_file_as_the_config(tmp_path: Path, content: str | 
     ("override", "message"),
     [
         ("data.repeat=1000000000000", "data.repeat must be in 1..100,000"),  # a 24 TB permutation
+        # the DataLoader's priming loop ran 10^12 times: the run hung before its first step
+        ("data.prefetch_factor=1000000000000", "data.prefetch_factor must be in 1..64"),
         ("train.device=cuda:abc", "train.device must be auto, cpu, cuda or cuda:N"),
         ("train.device=cudax", "train.device must be auto, cpu, cuda or cuda:N"),
+        # an empty path is the working directory: these trained on, validated on or wrote into it
+        ("data.train_dirs=", r"data.train_dirs\[0\] is an empty path"),
+        ("data.train_dirs=[a, ' ']", r"data.train_dirs\[1\] is an empty path"),
+        ("validation.dir=", "validation.dir is an empty path: give one \\(null for none\\)"),
+        ("train.init_generator=", "train.init_generator is an empty path"),
+        ("out_dir=", "out_dir is an empty path"),
     ],
 )
 def test_values_that_pass_the_type_but_cannot_run(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict(base(), [override])
+
+
+def test_an_empty_out_is_refused(tmp_path: Path) -> None:
+    from cli_helpers import one_error_line, srfeat_cli
+
+    line = one_error_line(srfeat_cli("train", "configs/dev/stage1.yaml", "--out", "", "--dry-run"))
+    assert line == "ERROR: --out is empty: give the run folder", line
 
 
 def test_a_bad_value_from_the_command_line_is_named_as_an_override_not_the_files(tmp_path: Path) -> None:

@@ -138,6 +138,18 @@ def test_center_crop_dataset_skips_unreadable_files(photo_folder: Path, caplog: 
     assert "truncated.png" in caplog.text and "notes.txt" in caplog.text
 
 
+def test_a_folder_of_only_undecodable_images_is_refused_when_the_dataset_is_built(photo_folder: Path) -> None:
+    # Their headers read, so the scan kept them; the first training step found none decodes, after
+    # --overwrite had removed the run folder's previous run.
+    for path in list_images(photo_folder):
+        good = path.read_bytes()
+        path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(SRFeatError, match="none of the images could be read"):
+        CenterCropDataset(photo_folder, hr_patch_size=96)
+    with pytest.raises(SRFeatError, match="none of the images could be read"):
+        RandomCropDataset(photo_folder, hr_patch_size=96, in_memory=False)
+
+
 def test_random_crop_dataset_gives_transformed_crops_with_protocol_lr(tmp_path: Path) -> None:
     source = samples.coffee()[100:164, 200:272]  # 64x72
     write_png(tmp_path / "src" / "coffee.png", source)
@@ -166,6 +178,30 @@ def test_random_crop_dataset_gives_transformed_crops_with_protocol_lr(tmp_path: 
     assert len(orientations) >= 4  # random orientations, not one fixed transform
 
 
+def test_random_crop_dataset_reads_on_access_a_folder_too_big_to_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Training (data.kind random_crop) decoded every image at start whatever the folder's size: a
+    # COCO-sized folder (about 100 GB decoded) took all memory, and no config key could turn it off.
+    from srfeat.data import datasets
+
+    for name, photo in (("coffee", samples.coffee()), ("chelsea", samples.chelsea())):
+        write_png(tmp_path / "src" / f"{name}.png", photo)
+    decoded = sum(photo.size for photo in (samples.coffee(), samples.chelsea()))
+    monkeypatch.setattr(datasets, "host_available_memory", lambda: 2 * decoded - 1)
+    with caplog.at_level(logging.INFO, logger="srfeat"):
+        on_access = RandomCropDataset(tmp_path / "src", hr_patch_size=32, scale=4)
+    assert on_access.cache is None and "each is read when a crop of it is drawn" in caplog.text
+    monkeypatch.setattr(datasets, "host_available_memory", lambda: 2 * decoded)
+    held = RandomCropDataset(tmp_path / "src", hr_patch_size=32, scale=4)
+    assert held.cache is not None
+    for index in range(len(held)):  # the same crops either way
+        torch.manual_seed(index)
+        expected = held[index]["hr"]
+        torch.manual_seed(index)
+        assert torch.equal(on_access[index]["hr"], expected)
+
+
 def test_paired_patch_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "patches"
     hr = samples.astronaut()[:32, :32]
@@ -184,6 +220,30 @@ def test_paired_patch_dataset(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
         PairedPatchDataset(root, scale=2)[0]
     with pytest.raises(SRFeatError, match="srfeat prepare"):
         PairedPatchDataset(tmp_path / "photos-without-pairs")
+
+
+def test_paired_patch_dataset_replaces_an_unreadable_pair_by_the_next(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A patch cut short (a copy killed half-way) raised ImageReadError in the training step that drew
+    # it: a stage-2 run stopped hours in, losing the steps since its last checkpoint.
+    root = tmp_path / "patches"
+    photo = samples.astronaut()
+    for index, name in enumerate("abc"):
+        hr = photo[index * 32 : index * 32 + 32, :32]
+        write_png(root / "HR" / f"{name}.png", hr)
+        write_png(root / "LR" / f"{name}.png", bicubic_downscale(hr, 4))
+    damaged = root / "LR" / "b.png"
+    damaged.write_bytes(damaged.read_bytes()[:60])
+    dataset = PairedPatchDataset(root, scale=4, hr_patch_size=32)
+    with caplog.at_level(logging.WARNING):
+        names = [dataset[i]["name"] for i in range(3)] + [dataset[1]["name"]]
+    assert names == ["a", "c", "c", "c"]
+    assert caplog.text.count("b.png") == 1  # said once
+    for name in "ac":
+        (root / "HR" / f"{name}.png").write_bytes(b"not a png")
+    with pytest.raises(SRFeatError, match="none of the HR/LR patch pairs could be read"):
+        dataset[0]
 
 
 def test_benchmark_dataset_reports_bad_files_and_keeps_good_ones(

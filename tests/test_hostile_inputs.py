@@ -185,6 +185,9 @@ def tiny_config_file(tmp_path: Path) -> Path:
         ("optim.lr=nan", "optim.lr"),
         ("train.max_minutes=.inf", "train.max_minutes"),
         ("optim.lr_milestones=[nan]", "optim.lr_milestones"),
+        # an integer too large for a float was an OverflowError traceback
+        pytest.param("optim.lr=1" + "0" * 400, "optim.lr", id="optim.lr=1e400-as-an-integer"),
+        pytest.param("train.max_minutes=1" + "0" * 400, "train.max_minutes", id="max_minutes=1e400-as-an-integer"),
     ],
 )
 def test_non_finite_config_numbers_fail_when_read(tmp_path: Path, override: str, key: str) -> None:

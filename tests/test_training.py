@@ -102,6 +102,53 @@ def test_a_log_torn_by_a_kill_does_not_stop_the_resume(folders, tmp_path, caplog
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_resume_hides_the_tensorboard_events_of_the_steps_it_redoes(folders, tmp_path) -> None:
+    # A run killed after logging steps 3-4 but before their checkpoint is resumed from step 2 and
+    # logs 3-4 again: metrics.jsonl dropped the old records, but TensorBoard showed both copies.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_dir, validation_dir = folders
+    out = tmp_path / "run"
+    train_in_process(tiny_config(train_dir, validation_dir, out, 1, ["train.max_steps=2"]), out)
+    at_step_2 = (out / checkpoint.STATE_FILE).read_bytes()
+    train_in_process(tiny_config(train_dir, validation_dir, out, 1, ["train.max_steps=4"]), out, resume=True)
+    (out / checkpoint.STATE_FILE).write_bytes(at_step_2)  # as a kill -9 before step 4's checkpoint leaves it
+    train_in_process(tiny_config(train_dir, validation_dir, out, 1, ["train.max_steps=4"]), out, resume=True)
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("loss/pixel")] == [1, 2, 3, 4]
+    assert [event.step for event in events.Scalars("validation/psnr")] == [2, 4]
+
+
+def test_a_resumed_run_with_no_step_left_validates_its_last_step_once(folders, tmp_path) -> None:
+    # A run stopped at its last step without a validation there (Ctrl-C at that step, or here: no
+    # validation folder then) is validated by its resume; a second resume must not do it again.
+    train_dir, validation_dir = folders
+    out = tmp_path / "run"
+    train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3"]), out)
+    for _ in range(2):
+        train_in_process(tiny_config(train_dir, validation_dir, out, 1, ["train.max_steps=3"]), out, resume=True)
+    records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "validation"] == [3]
+
+
+def test_a_resume_with_a_config_that_changes_the_run_names_the_changes(folders, tmp_path, caplog) -> None:
+    # A resume with another batch size or seed (the shipped config instead of the run's config.yaml,
+    # which held overrides) continued without a word, on another data order than the run's.
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=2"]), out)
+    with caplog.at_level("WARNING", logger="srfeat"):
+        train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3", "data.num_workers=1"]), out, True)
+    assert not [r for r in caplog.records if "differs from its run's" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="srfeat"):
+        changed = ["train.max_steps=4", "train.batch_size=1", "train.seed=7"]
+        train_in_process(tiny_config(train_dir, None, out, 1, changed), out, resume=True)
+    (warning,) = [r.getMessage() for r in caplog.records if "differs from its run's" in r.getMessage()]
+    assert "train.batch_size: 2 -> 1; train.seed: 0 -> 7" in warning and "config.yaml" in warning, warning
+
+
 def test_resume_with_workers_sees_the_same_batches(folders, tmp_path) -> None:
     """Item seeds make crops independent of which DataLoader worker draws them."""
     train_dir, _ = folders
@@ -179,6 +226,45 @@ def test_lr_follows_the_epoch_milestones(folders, tmp_path) -> None:
     records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
     lrs = [r["lr"] for r in records if r["kind"] == "train"]
     assert lrs == pytest.approx([1e-3] * 3 + [1e-4] * 3 + [1e-5])
+
+
+def test_the_logged_lr_is_the_one_the_progress_schedule_trained_with(folders, tmp_path) -> None:
+    # 4 steps, x0.1 at half the run: steps 1-2 train at 1e-3, steps 3-4 at 1e-4. The log used to
+    # read the rate after the schedule had already moved it for the next step, so step 2 said 1e-4.
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    overrides = ["optim.lr_schedule=progress", "optim.lr_milestones=[0.5]"]
+    seen: list[float] = []
+
+    class Recording(PretrainStep):
+        def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+            seen.append(self.optimizer.param_groups[0]["lr"])
+            return super().__call__(lr, hr)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "PretrainStep", Recording)
+        train_in_process(tiny_config(train_dir, None, out, overrides=overrides), out)
+    records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    assert seen == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    assert [r["lr"] for r in records if r["kind"] == "train"] == pytest.approx(seen)
+
+
+@pytest.mark.parametrize("ended_by", ["max_steps", "max_minutes"])
+def test_resuming_a_finished_run_trains_and_logs_nothing_more(folders, tmp_path, ended_by: str) -> None:
+    # A run that had spent its max_minutes trained one more step at every --resume, and one that had
+    # spent its steps validated its last step again, adding a second record of it to metrics.jsonl.
+    train_dir, validation_dir = folders
+    out = tmp_path / "run"
+    budget = ["train.max_steps=4"] if ended_by == "max_steps" else ["train.max_steps=null", "train.max_minutes=1e-6"]
+    config = tiny_config(train_dir, validation_dir, out, 1, ["validation.every=3", *budget])
+    step = train_in_process(config, out).step
+    before = {name: (out / name).read_bytes() for name in (trainer.METRICS_FILE, checkpoint.STATE_FILE)}
+    for _ in range(2):
+        assert train_in_process(config, out, resume=True).step == step
+    after = {name: (out / name).read_bytes() for name in (trainer.METRICS_FILE, checkpoint.STATE_FILE)}
+    assert after == before
+    records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "validation"] == sorted({*range(3, step + 1, 3), step})
 
 
 # ----------------------------------------------------------------------------- the command
@@ -284,6 +370,49 @@ def test_a_new_run_refuses_a_folder_that_holds_a_run_and_keeps_it(finished_run, 
     assert "lr: 0.0005" in (out / "config.yaml").read_text()
 
 
+def test_an_overwrite_refuses_to_delete_the_generator_it_starts_from(folders, finished_run) -> None:
+    # train.init_generator=OUT/generator_latest.safetensors with --overwrite loaded it, then deleted it
+    # with the old run: a run that then failed or was stopped left the user without it.
+    train_dir, _ = folders
+    out, _ = finished_run
+    before = folder_bytes(out)
+    init = out / checkpoint.LATEST_GENERATOR
+    config = tiny_config(train_dir, None, out, 1, [f"train.init_generator={init}", "train.max_steps=1"])
+    with pytest.raises(ConfigError, match="is a file of the run that --overwrite replaces: copy it out"):
+        trainer.train(config, out, show_progress=False, overwrite=True)
+    assert folder_bytes(out) == before
+
+
+def test_an_overwrite_removes_the_runs_event_files_and_nothing_else_of_tensorboard(folders, finished_run) -> None:
+    # --overwrite deleted the whole tensorboard/ folder, with whatever else the user kept in it
+    train_dir, _ = folders
+    out, _ = finished_run
+    (out / "tensorboard" / "other_run").mkdir()
+    (out / "tensorboard" / "other_run" / "events.out.tfevents.1.host").write_bytes(b"another run's")
+    (out / "tensorboard" / "notes.txt").write_text("mine")
+    old_events = {path.name for path in (out / "tensorboard").glob("events.out.tfevents.*")}
+    assert old_events
+    trainer.train(tiny_config(train_dir, None, out, 1, ["train.max_steps=1"]), out, show_progress=False, overwrite=True)
+    assert (out / "tensorboard" / "notes.txt").read_text() == "mine"
+    assert (out / "tensorboard" / "other_run" / "events.out.tfevents.1.host").read_bytes() == b"another run's"
+    new_events = {path.name for path in (out / "tensorboard").glob("events.out.tfevents.*")}
+    assert new_events and not new_events & old_events
+
+
+def test_resuming_a_run_killed_before_its_first_checkpoint_says_to_overwrite(finished_run, tmp_path) -> None:
+    # It said "run without --resume first", and that run said "continue it with --resume".
+    _, config = finished_run
+    out = tmp_path / "killed"
+    out.mkdir()
+    (out / "config.yaml").write_text(config.read_text())  # what a kill -9 in the first steps leaves
+    (out / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    before = folder_bytes(out)
+    message = one_error_line(srfeat_cli("train", "--no-progress", config, "--out", str(out), "--resume", cwd=tmp_path))
+    assert "holds no state.pt to resume" in message and "--overwrite" in message, message
+    assert "without --resume" not in message
+    assert folder_bytes(out) == before
+
+
 def test_a_resume_that_fails_keeps_the_run_folder(finished_run, tmp_path) -> None:
     # A resume with another architecture used to end in a 50-line load_state_dict traceback, and
     # had already replaced the run's config.yaml with the wrong one.
@@ -326,6 +455,29 @@ def test_a_failed_start_leaves_no_run_folder(folders, tmp_path) -> None:
     assert not (tmp_path / "run").exists()  # it used to hold a config.yaml of a run that never was
 
 
+@pytest.mark.parametrize(("patch", "message"), [(32, "expected 16x16"), (20, "is not 4x its LR")])
+def test_an_overwrite_with_patches_that_do_not_fit_keeps_the_old_run(finished_run, tmp_path, patch, message) -> None:
+    # Patches of another size (or scale) were found in the first step, after --overwrite had deleted
+    # the folder's run: its weights and state were gone, and an empty run was left in their place.
+    from skimage import data as samples
+
+    from srfeat.data.datasets import bicubic_downscale
+    from srfeat.data.io import write_png
+
+    out, config = finished_run
+    hr = samples.astronaut()[:32, :32]
+    for name in ("a", "b", "c"):
+        write_png(tmp_path / "patches" / "HR" / f"{name}.png", hr[:patch, :patch])
+        write_png(tmp_path / "patches" / "LR" / f"{name}.png", bicubic_downscale(hr, 4))
+    before = folder_bytes(out)
+    overrides = ["data.kind=patches", f"data.train_dirs=[{tmp_path / 'patches'}]", "data.hr_patch_size=16"]
+    line = one_error_line(
+        srfeat_cli("train", "--no-progress", config, "--out", str(out), "--overwrite", *overrides, cwd=tmp_path)
+    )
+    assert message in line, line
+    assert folder_bytes(out) == before
+
+
 def damaged(state: dict, damage: str) -> dict:
     if damage == "nan weights":
         next(iter(state["generator"].values())).fill_(float("nan"))
@@ -335,6 +487,10 @@ def damaged(state: dict, damage: str) -> dict:
         state["step"] = "x"
     elif damage == "negative step":
         state["step"] = -5
+    elif damage == "no python random state":
+        del state["rng"]["python"]
+    elif damage == "short python random state":
+        state["rng"]["python"] = [1, 2, 3]
     return state
 
 
@@ -345,6 +501,8 @@ def damaged(state: dict, damage: str) -> dict:
         ("no optimizers", "has no optimizers entry"),
         ("step is text", "step is 'x'"),
         ("negative step", "step is -5"),
+        ("no python random state", "random states cannot be restored"),  # these two were tracebacks
+        ("short python random state", "random states cannot be restored"),
     ],
 )
 def test_a_damaged_state_is_refused_before_the_resume(folders, finished_run, damage: str, message: str) -> None:
@@ -357,6 +515,30 @@ def test_a_damaged_state_is_refused_before_the_resume(folders, finished_run, dam
     before = folder_bytes(out)
     with pytest.raises(WeightsError, match=message) as error:
         train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3"]), out, resume=True)
+    assert "\n" not in str(error.value)
+    assert folder_bytes(out) == before
+
+
+@pytest.mark.parametrize(("damage", "message"), [("drop", "lacks"), ("add", "has an unknown")])
+def test_a_stage2_state_with_a_discriminator_tensor_missing_or_added_is_one_line(
+    folders, tmp_path, damage: str, message: str
+) -> None:
+    # load_state_dict's "Missing key(s)" / "Unexpected key(s)" RuntimeError came out as a traceback
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    init = tiny_generator_file(tmp_path / "stage1.safetensors")
+    overrides = [f"train.init_generator={init}", "data.hr_patch_size=16", "train.max_steps=1"]
+    train_in_process(tiny_config(train_dir, None, out, 2, overrides), out)
+    state = torch.load(out / checkpoint.STATE_FILE, weights_only=True)
+    weights = state["discriminators"]["image"]
+    if damage == "drop":
+        del weights[next(iter(weights))]
+    else:
+        weights["extra.weight"] = torch.zeros(1)
+    torch.save(state, out / checkpoint.STATE_FILE)
+    before = folder_bytes(out)
+    with pytest.raises(WeightsError, match=f"the image discriminator {message}") as error:
+        train_in_process(tiny_config(train_dir, None, out, 2, [*overrides, "train.max_steps=2"]), out, resume=True)
     assert "\n" not in str(error.value)
     assert folder_bytes(out) == before
 
@@ -378,6 +560,32 @@ def test_a_folder_as_the_generator_to_start_from_is_called_a_folder(folders, tmp
     config = tiny_config(train_dir, None, tmp_path / "run", 1, [f"train.init_generator={tmp_path}"])
     with pytest.raises(ConfigError, match="is a folder, not a weights file"):
         train_in_process(config, tmp_path / "run")
+
+
+def test_an_onnx_file_as_the_generator_to_start_from_is_called_one(folders, tmp_path) -> None:
+    # it said "looks like an ONNX file: name it .onnx", to a file named .onnx
+    train_dir, _ = folders
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x08\x08\x12\x07pytorch" + bytes(64))  # how an ONNX ModelProto begins
+    config = tiny_config(train_dir, None, tmp_path / "run", 1, [f"train.init_generator={model}"])
+    with pytest.raises(WeightsError, match="is an ONNX model, which only srfeat upscale runs") as error:
+        train_in_process(config, tmp_path / "run")
+    assert "name it .onnx" not in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bundled_model_by_name_is_a_generator_to_start_from(folders, tmp_path) -> None:
+    # train.init_generator documents "e.g. the bundled one" and load_generator takes the name, but
+    # the path check refused it: "generator to start from not found: default".
+    from srfeat.weights import load_generator
+
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    overrides = ["train.init_generator=default", "model.num_features=128", "model.num_blocks=16", "train.max_steps=1"]
+    config = tiny_config(train_dir, None, out, 1, [*overrides, "optim.lr=1e-12"])
+    assert train_in_process(config, out).step == 1
+    started, bundled = load_generator(out / checkpoint.LATEST_GENERATOR), load_generator("default")
+    assert torch.allclose(started.head.weight, bundled.head.weight, atol=1e-6)
 
 
 def test_validation_says_once_which_images_its_niqe_leaves_out(tmp_path: Path, caplog) -> None:
@@ -406,3 +614,33 @@ def test_validation_says_once_which_images_its_niqe_leaves_out(tmp_path: Path, c
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 1 and "NIQE is the mean over 1 of 2 images: it is undefined for small" in warnings[0]
     assert math.isfinite(metrics["niqe"]) and validator.count == 2
+
+
+def test_a_validation_image_too_small_for_ssim_is_left_out_at_the_start(tmp_path: Path, caplog) -> None:
+    """A 16x16 image (8x8 after the x4 shave, under SSIM's 11 px window) raised MetricInputError at the
+    first validation: the run stopped after `validation.every` steps with nothing saved since its last
+    checkpoint (and with --overwrite, after the folder's previous run was deleted)."""
+    import logging
+
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.errors import SRFeatError
+    from srfeat.training.validation import Validator
+
+    folder = tmp_path / "validation"
+    folder.mkdir()
+    photo = data.astronaut()
+    Image.fromarray(np.ascontiguousarray(photo[:48, 100:148])).save(folder / "large.png")
+    Image.fromarray(np.ascontiguousarray(photo[200:216, 200:216])).save(folder / "small.png")
+    config = tiny_config(tmp_path, folder, tmp_path / "run", overrides=["validation.max_images=null"])
+    with caplog.at_level(logging.WARNING, logger="srfeat.training.validation"):
+        validator = Validator(config, torch.device("cpu"))
+    assert "validation leaves out small: under 19 px" in caplog.text
+    metrics, _ = validator(SRFeatGenerator(scale=4, num_features=8, num_blocks=2))
+    assert validator.count == 1 and math.isfinite(metrics["psnr"]) and math.isfinite(metrics["ssim"])
+    (folder / "large.png").unlink()
+    with pytest.raises(SRFeatError, match="every image is under 19 px"):
+        Validator(config, torch.device("cpu"))

@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
         config.train.max_steps = args.max_steps
     if args.out is not None:
+        if not args.out.strip():  # the working directory: the run's files would go among whatever is there
+            raise ConfigError("--out is empty: give the run folder")
         config.out_dir = args.out
     if args.dry_run:
         from pathlib import Path

@@ -110,9 +110,11 @@ def _as_folders(folders: PathLike | Sequence[PathLike]) -> list[Path]:
     return paths
 
 
-def _scan(folders: list[Path], min_size: int, owner: str) -> list[Path]:
-    """Images of `folders` at least min_size x min_size (from headers); others logged and dropped."""
+def _scan(folders: list[Path], min_size: int, owner: str) -> tuple[list[Path], int]:
+    """Images of `folders` at least min_size x min_size (from headers); others logged and dropped.
+    Also the bytes the usable ones take decoded (RGB uint8)."""
     usable: list[Path] = []
+    decoded_bytes = 0
     too_small: list[Path] = []
     unreadable = 0
     for folder in folders:
@@ -123,7 +125,11 @@ def _scan(folders: list[Path], min_size: int, owner: str) -> list[Path]:
                 logger.warning("%s", error)
                 unreadable += 1
                 continue
-            (usable if min(height, width) >= min_size else too_small).append(path)
+            if min(height, width) >= min_size:
+                usable.append(path)
+                decoded_bytes += height * width * 3
+            else:
+                too_small.append(path)
     if too_small:
         logger.info("%s: %d image(s) smaller than %d px skipped", owner, len(too_small), min_size)
         logger.debug("%s: too small: %s", owner, ", ".join(str(path) for path in too_small))
@@ -138,7 +144,7 @@ def _scan(folders: list[Path], min_size: int, owner: str) -> list[Path]:
         raise SRFeatError(
             f"{owner}: no usable images (at least {min_size}x{min_size}) in {', '.join(map(str, folders))}"
         )
-    return usable
+    return usable, decoded_bytes
 
 
 class _LazyImages:
@@ -199,11 +205,15 @@ class CenterCropDataset(Dataset[Sample]):
         check_patch_size(hr_patch_size, scale)
         self.hr_patch_size = hr_patch_size
         self.scale = scale
-        self.images = _LazyImages(_scan(_as_folders(folders), hr_patch_size, type(self).__name__))
+        self.images = _LazyImages(_scan(_as_folders(folders), hr_patch_size, type(self).__name__)[0])
         self.cache: list[tuple[str, np.ndarray, np.ndarray]] | None = None
         if in_memory:
             arrays = self.images.load_all()
             self.cache = [self._crop(path, image) for path, image in zip(self.images.paths, arrays, strict=True)]
+        else:
+            # headers alone can pass for a folder of files cut short: one decoded image says now, not
+            # in the first step (after --overwrite has removed the folder's previous run)
+            self.images.load(0)
 
     def __len__(self) -> int:
         return len(self.images.paths)
@@ -225,7 +235,9 @@ class PairedPatchDataset(Dataset[Sample]):
     """Stage 2: HR/LR patch pairs from folders written by `srfeat prepare` (ROOT/HR, ROOT/LR).
 
     Pairs are matched by file name; an HR patch without its LR partner is skipped with a
-    warning. If `hr_patch_size` is given, patches of another size fail with a clear error.
+    warning. A pair that cannot be decoded (a file cut short by a copy) is warned about once and
+    replaced by the next readable pair, as `_LazyImages` does, so that one bad file cannot stop a
+    long run. If `hr_patch_size` is given, patches of another size fail with a clear error.
     """
 
     def __init__(self, roots: PathLike | Sequence[PathLike], scale: int = 4, hr_patch_size: int | None = None) -> None:
@@ -244,14 +256,34 @@ class PairedPatchDataset(Dataset[Sample]):
                     logger.warning("%s has no LR partner in %s; skipped", hr_path, lr_dir)
         if not self.pairs:
             raise SRFeatError(f"no HR/LR patch pairs found in {', '.join(map(str, _as_folders(roots)))}")
+        self.bad: set[int] = set()  # pairs that failed to decode (in this process)
+        # a folder of another patch size or scale is refused now, not in the first step (after a
+        # new run has replaced the folder's old one, with --overwrite)
+        self._check_sizes(*self._read_pair(0))
         logger.info("PairedPatchDataset: %d pairs", len(self.pairs))
 
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _read_pair(self, index: int) -> tuple[Path, np.ndarray, Path, np.ndarray]:
+        for offset in range(len(self.pairs)):
+            candidate = (index + offset) % len(self.pairs)
+            if candidate in self.bad:
+                continue
+            hr_path, lr_path = self.pairs[candidate]
+            try:
+                return hr_path, read_image(hr_path), lr_path, read_image(lr_path)
+            except ImageReadError as error:
+                logger.warning("%s (the next readable pair is used in its place)", error)
+                self.bad.add(candidate)
+        raise SRFeatError("none of the HR/LR patch pairs could be read")
+
     def __getitem__(self, index: int) -> Sample:
-        hr_path, lr_path = self.pairs[index]
-        hr, lr = read_image(hr_path), read_image(lr_path)
+        hr_path, hr, lr_path, lr = self._read_pair(index)
+        self._check_sizes(hr_path, hr, lr_path, lr)
+        return {"lr": to_tensor(lr), "hr": to_tensor(hr), "name": hr_path.stem}
+
+    def _check_sizes(self, hr_path: Path, hr: np.ndarray, lr_path: Path, lr: np.ndarray) -> None:
         if hr.shape[0] != lr.shape[0] * self.scale or hr.shape[1] != lr.shape[1] * self.scale:
             raise SRFeatError(
                 f"{hr_path} ({hr.shape[1]}x{hr.shape[0]}) is not {self.scale}x its LR {lr_path} "
@@ -262,7 +294,6 @@ class PairedPatchDataset(Dataset[Sample]):
                 f"{hr_path} is {hr.shape[1]}x{hr.shape[0]}, expected {self.hr_patch_size}x{self.hr_patch_size}: "
                 f"prepare the patches with --hr-patch-size {self.hr_patch_size}"
             )
-        return {"lr": to_tensor(lr), "hr": to_tensor(hr), "name": hr_path.stem}
 
 
 class RandomCropDataset(Dataset[Sample]):
@@ -270,9 +301,11 @@ class RandomCropDataset(Dataset[Sample]):
 
     One pass over the dataset (an "epoch") visits every image `repeats` times, each time at
     a new random position and orientation. Randomness comes from torch's generator, which
-    the DataLoader seeds differently in every worker. With `in_memory=True` (default) the
-    images are decoded once at construction, so an item costs one crop and one x1/scale
-    resize; turn it off for folders too large for memory.
+    the DataLoader seeds differently in every worker. With `in_memory=True` the images are
+    decoded once at construction, so an item costs one crop and one x1/scale resize; with
+    False each item decodes its file. The default (None) holds them when, decoded, they take
+    at most half the available memory (from the file headers), and reads them on access
+    otherwise, with a log line: a training folder the size of COCO would not fit.
     """
 
     def __init__(
@@ -281,7 +314,7 @@ class RandomCropDataset(Dataset[Sample]):
         hr_patch_size: int = 296,
         scale: int = 4,
         repeats: int = 1,
-        in_memory: bool = True,
+        in_memory: bool | None = None,
     ) -> None:
         check_patch_size(hr_patch_size, scale)
         if repeats < 1:
@@ -289,9 +322,24 @@ class RandomCropDataset(Dataset[Sample]):
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.repeats = repeats
-        self.images = _LazyImages(_scan(_as_folders(folders), hr_patch_size, type(self).__name__))
+        paths, decoded_bytes = _scan(_as_folders(folders), hr_patch_size, type(self).__name__)
+        self.images = _LazyImages(paths)
         self.cache: list[torch.Tensor] | None = None
-        if in_memory:
+        if in_memory is None:
+            available = host_available_memory()
+            in_memory = decoded_bytes <= available / 2
+            if not in_memory:
+                logger.info(
+                    "%s: the %d images take %.1f GB decoded, more than half of the %.1f GB available: "
+                    "each is read when a crop of it is drawn",
+                    type(self).__name__,
+                    len(paths),
+                    decoded_bytes / 1e9,
+                    available / 1e9,
+                )
+        if not in_memory:
+            self.images.load(0)  # as CenterCropDataset: a folder of only undecodable files is refused now
+        else:
             # uint8 (C, H, W) tensors: 4x smaller than float, and cropping a view is free.
             self.cache = [torch.from_numpy(array.transpose(2, 0, 1).copy()) for array in self.images.load_all()]
 

@@ -209,6 +209,11 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
             raise WeightsError(
                 f"{where}: {key} is {repr(value)[:60]}, not a number >= {low}: the file is damaged or edited"
             )
+    validated = state.get("validated_step", -1)  # optional: states of earlier versions lack it
+    if not isinstance(validated, int) or isinstance(validated, bool) or validated < -1:
+        raise WeightsError(
+            f"{where}: validated_step is {repr(validated)[:60]}, not a step number: the file is damaged or edited"
+        )
     if not _tensor_dict(state.get("generator")):
         raise WeightsError(f"{where} holds no generator weights: the file is damaged or not from srfeat train")
     for key in ("discriminators", "optimizers", "rng"):
@@ -245,6 +250,53 @@ def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, 
     missing = [key for key in expected if key not in saved]
     if missing:
         raise WeightsError(f"{source}: the generator lacks {missing[0]} ({len(missing)} tensors): the file is damaged")
+
+
+# Config keys a resume may change without changing what the steps compute or how the best generator
+# is chosen (the run's length, how often it logs, validates and saves, how the data is loaded); a
+# change to any other is named in a warning.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "out_dir",
+        "train.max_steps",
+        "train.max_minutes",
+        "train.epochs",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.device",
+        "data.num_workers",
+        "data.pin_memory",
+        "data.prefetch_factor",
+        "validation.sample_images",
+        "validation.every",
+        "validation.niqe",
+    }
+)
+
+
+def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(values, dict):
+        return {prefix.removesuffix("."): values}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
+
+
+def config_changes(saved_config: Any, config: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for each config key that a resume changes and that changes the run
+    (a batch size, a seed, the data: the resumed steps then differ from those it would have made)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load(saved_config) if isinstance(saved_config, str) else None
+    except yaml.YAMLError:
+        saved = None
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flat(saved), _flat(config)
+    keys = sorted(key for key in old.keys() | new.keys() if key not in RESUMABLE_CHANGES)
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:

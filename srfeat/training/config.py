@@ -96,7 +96,7 @@ class DataConfig:
     num_workers: int = 4
     # Page-locked host memory for batches, for faster copies to a GPU.
     pin_memory: bool = True
-    # Batches each worker prepares ahead.
+    # Batches each worker prepares ahead (1..64).
     prefetch_factor: int = 4
 
 
@@ -142,9 +142,9 @@ class TrainConfig:
     # Stop after this many minutes of training (null: no limit), then validate and save;
     # resumed runs count the minutes already spent.
     max_minutes: float | None = None
-    # Generator weights to start from (.safetensors or a training state). Stage 2: the
-    # stage-1 result, required unless resuming. Stage 1: optional, to continue training a
-    # generator (e.g. the bundled one) with a fresh optimizer.
+    # Generator weights to start from (.safetensors, a training state, or a bundled model's name:
+    # default, gan). Stage 2: the stage-1 result, required unless resuming. Stage 1: optional, to
+    # continue training a generator (e.g. the bundled one) with a fresh optimizer.
     init_generator: str | None = None
     # Stage 2: keep the generator's BatchNorm on its running statistics (eval mode), as the
     # official code does.
@@ -335,6 +335,8 @@ def check(config: TrainingConfig) -> None:
         ("model.discriminator_dense_features", model.discriminator_dense_features, 1, 16384),
         ("data.hr_patch_size", data.hr_patch_size, 1, 1024),
         ("data.num_workers", data.num_workers, 0, 256),
+        # the loader primes prefetch_factor x num_workers batches in one loop: 10^12 never returns
+        ("data.prefetch_factor", data.prefetch_factor, 1, 64),
         # an epoch's order is one permutation of its items: 10^12 of them would take terabytes
         ("data.repeat", data.repeat, 1, 100_000),
         ("train.batch_size", train.batch_size, 1, 4096),
@@ -367,6 +369,19 @@ def check(config: TrainingConfig) -> None:
         positive(key, value)
     if not data.train_dirs:
         raise ConfigError("config key data.train_dirs is empty: give the training image folders")
+    # An empty path is the working directory: `data.train_dirs=` (the value left out) trained on the
+    # images there, `out_dir: ""` wrote the run into it.
+    for key, value in (
+        *((f"data.train_dirs[{i}]", folder) for i, folder in enumerate(data.train_dirs)),
+        ("validation.dir", config.validation.dir),
+        ("train.init_generator", train.init_generator),
+        ("out_dir", config.out_dir),
+        ("datasets_dir", config.datasets_dir),
+        ("model.vgg_weights", model.vgg_weights),
+    ):
+        if value is not None and not value.strip():
+            none = " (null for none)" if key in ("validation.dir", "train.init_generator") else ""
+            raise ConfigError(f"config key {key} is an empty path: give one{none}")
     for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")
@@ -393,6 +408,13 @@ def check(config: TrainingConfig) -> None:
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
 
 
+def _bundled(name: str) -> bool:
+    """Whether `name` is a bundled model's (`default`, `gan`), which load_generator takes by name."""
+    from srfeat.weights import bundled_names
+
+    return name in bundled_names()
+
+
 def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = False) -> None:
     """Every folder/file the run reads exists; else one line naming the first missing one.
 
@@ -414,7 +436,7 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
         raise ConfigError("stage 2 needs train.init_generator: the stage-1 generator to start from")
     if config.train.init_generator is not None and not resuming:
         path = config.resolve_path(config.train.init_generator)
-        if not path.is_file():
+        if not path.is_file() and not _bundled(config.train.init_generator):
             problem = "is a folder, not a weights file" if path.is_dir() else "not found"
             message = f"generator to start from {problem}: {path} (config key train.init_generator)"
             if not dry_run:

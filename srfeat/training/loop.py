@@ -7,7 +7,7 @@ from step to step), and hands off to the trainer (the training step, checkpoints
 
 Each step, in this order: the training step and the EMA update (train.ema_decay); the clock
 (every step, or every 10 under DDP, where rank 0's clock decides for all); the log every
-`train.log_every` steps; validation every `validation.every`; a checkpoint every
+`train.log_every` steps; validation every `validation.every` (and at the run's last step); a checkpoint every
 `train.checkpoint_every`; then the stop test. Logging
 comes before validation and saving, so that a NaN loss stops the run before its weights are
 validated or written; and the weights themselves are checked before either. Ctrl-C or
@@ -64,6 +64,7 @@ class Progress:
     batch_in_epoch: int = 0
     elapsed_seconds: float = 0.0
     best_psnr: float = -math.inf
+    validated_step: int = -1  # the last step validated (a resume of a finished run validates it once only)
 
 
 @dataclass
@@ -76,7 +77,7 @@ class LoopState:
     summed_steps: int = 0
     data_wait: float = 0.0  # seconds spent waiting for the DataLoader since the last log
     logged_at: float = field(default_factory=time.monotonic)
-    validated_at: int = -1
+    lr: float = 0.0  # the generator's learning rate in the last step (the log's; the schedule may have moved on)
     last_validation: dict[str, float] | None = None
     out_of_time: bool = False
     signals: StopRequest = field(default_factory=StopRequest)  # what this process received
@@ -114,7 +115,9 @@ class TrainingLoop:
         progress, train = self.progress, self.config.train
         with stop_on_signals(self.context.enabled, self._say) as self.state.signals:
             self._open_bar()
-            done = progress.step >= self.planned_steps
+            # a resumed run that had spent its steps or its minutes trains no step more
+            self.state.out_of_time = self._out_of_time(progress.elapsed_seconds)
+            done = progress.step >= self.planned_steps or self.state.out_of_time
             while not done and progress.epoch < train.epochs:
                 done = self._train_epoch()
             self._finish()
@@ -152,6 +155,7 @@ class TrainingLoop:
         trainer, state, progress = self.trainer, self.state, self.progress
         lr = batch["lr"].to(trainer.device, non_blocking=True, memory_format=trainer.memory_format)
         hr = batch["hr"].to(trainer.device, non_blocking=True, memory_format=trainer.memory_format)
+        state.lr = trainer.generator_optimizer.param_groups[0]["lr"]
         losses = trainer.step_fn(lr, hr)
         if trainer.ema is not None:
             trainer.ema.update(trainer.generator)
@@ -168,14 +172,17 @@ class TrainingLoop:
         config, step = self.config, self.progress.step
         if step % self.clock_every == 0 or step >= self.planned_steps:
             self._tick_clock()
+        stopping = step >= self.planned_steps or self.state.out_of_time or self.state.stop_signal is not None
         if step % config.train.log_every == 0:
             self._flush_log()
-        if config.validation.dir and step % config.validation.every == 0:
+        # the run's last validation comes before its checkpoint, which records it (Progress.validated_step)
+        last = stopping and self.state.stop_signal is None
+        if config.validation.dir and (step % config.validation.every == 0 or last):
             self._flush_log()
             self._validate()
         if step % config.train.checkpoint_every == 0:
             self._save()
-        return step >= self.planned_steps or self.state.out_of_time or self.state.stop_signal is not None
+        return stopping
 
     # -- what the steps hand off ------------------------------------------------------
 
@@ -192,10 +199,13 @@ class TrainingLoop:
         shared = (time.monotonic() - state.started, state.signals.signal_number)
         elapsed, state.stop_signal = broadcast_object(shared, self.context)
         self.progress.elapsed_seconds = elapsed
-        max_minutes = self.config.train.max_minutes
-        self.state.out_of_time = max_minutes is not None and elapsed >= 60.0 * max_minutes
+        self.state.out_of_time = self._out_of_time(elapsed)
         if self.config.optim.lr_schedule == "progress":
             self._set_scheduled_lr()
+
+    def _out_of_time(self, elapsed: float) -> bool:
+        max_minutes = self.config.train.max_minutes
+        return max_minutes is not None and elapsed >= 60.0 * max_minutes
 
     def _flush_log(self) -> None:
         """Average the losses since the last log and write them; stops the run on a NaN."""
@@ -221,7 +231,7 @@ class TrainingLoop:
             "step": progress.step,
             "epoch": progress.epoch + 1,
             **values,
-            "lr": self.trainer.generator_optimizer.param_groups[0]["lr"],
+            "lr": state.lr,
             "seconds": round(progress.elapsed_seconds, 2),
         }
         record.update({key: round(value, 4) for key, value in timing.items()})
@@ -249,7 +259,7 @@ class TrainingLoop:
 
     def _validate(self) -> None:
         state, progress = self.state, self.progress
-        state.validated_at = progress.step
+        progress.validated_step = progress.step
         self._stop_if_diverged()
         if self.validator is not None:
             metrics, samples = validate_generators(self.validator, self.trainer.generator, self.trainer.ema)
@@ -301,9 +311,11 @@ class TrainingLoop:
             self.bar.close()
         self._flush_log()
         # Interrupted: the user is waiting, and a resume validates at the next due step anyway.
-        if config.validation.dir and state.validated_at != step and state.stop_signal is None:
+        validated = bool(config.validation.dir) and self.progress.validated_step != step and state.stop_signal is None
+        if validated:
             self._validate()
-        if state.saved_at != step or not (self.trainer.out_dir / checkpoint.STATE_FILE).is_file():
+        # a validation here (a resumed run that had no step left) is saved too, so none repeats it
+        if validated or state.saved_at != step or not (self.trainer.out_dir / checkpoint.STATE_FILE).is_file():
             self._save()
         if state.out_of_time and self.context.is_main:
             logger.info("time budget of %g minutes reached at step %d", config.train.max_minutes, step)

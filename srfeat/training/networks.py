@@ -18,7 +18,7 @@ from torch import nn
 from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator, init_discriminator_as_authors
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.archs.generator_init import init_as_authors, init_as_interpolator
-from srfeat.errors import ConfigError
+from srfeat.errors import ConfigError, WeightsError
 from srfeat.training.config import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -129,3 +129,9 @@ def check_saved_discriminators(saved: dict[str, Any], discriminators: dict[str, 
                     f"{tuple(expected[key].shape)}: set data.hr_patch_size and model.discriminator_* as in "
                     "that run, or start a new run folder"
                 )
+        odd = sorted(saved_discriminators[name].keys() ^ expected.keys())
+        if odd:  # load_state_dict's RuntimeError was a traceback
+            raise WeightsError(
+                f"{source}: the {name} discriminator {'lacks' if odd[0] in expected else 'has an unknown'} "
+                f"{odd[0]} ({len(odd)} tensors differ from the config's): the file is damaged or edited"
+            )

@@ -10,7 +10,6 @@ refused: checkpoints and logs would mix with the images (and be read as images n
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from srfeat.errors import ConfigError
@@ -21,6 +20,7 @@ from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
 __all__ = ["RUN_FILES", "check_run_folder", "existing_run_files", "remove_previous_run"]
 
 TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_EVENTS = "events.out.tfevents.*"  # what SummaryWriter writes there
 # Everything a run writes into its folder; nothing else there is ever touched.
 RUN_FILES = (
     checkpoint.CONFIG_FILE,
@@ -54,6 +54,13 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
                 "images; choose another --out"
             )
     if resume:
+        existing = existing_run_files(out_dir) if out_dir.is_dir() else []
+        if existing and not (out_dir / checkpoint.STATE_FILE).exists():
+            # the state's own refusal says "run without --resume", which this folder refuses in turn
+            raise ConfigError(
+                f"run folder {out_dir} holds no {checkpoint.STATE_FILE} to resume, only {', '.join(existing)} "
+                "(a run stopped before its first checkpoint): start it again with --overwrite"
+            )
         return  # the state is read next; a missing one is refused there
     existing = existing_run_files(out_dir) if out_dir.is_dir() else []
     if existing and not overwrite:
@@ -61,6 +68,14 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
             f"run folder {out_dir} already holds a run ({', '.join(existing)}): continue it with --resume, "
             "replace it with --overwrite, or choose another --out"
         )
+    init = config.resolve_path(config.train.init_generator) if config.train.init_generator else None
+    if existing and init is not None and init.is_file():
+        doomed = [out_dir / name for name in existing if (out_dir / name).is_file()]
+        if any(init.resolve() == path.resolve() for path in doomed):
+            raise ConfigError(
+                f"train.init_generator {init} is a file of the run that --overwrite replaces: copy it out of "
+                f"{out_dir} first (the new run would delete the generator it starts from)"
+            )
 
 
 def remove_previous_run(out_dir: Path) -> None:
@@ -68,6 +83,11 @@ def remove_previous_run(out_dir: Path) -> None:
     for name in existing_run_files(out_dir):
         path = out_dir / name
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            # the run's event files only: a tensorboard/ the user keeps other logs in keeps them
+            for events in path.glob(TENSORBOARD_EVENTS):
+                if events.is_file() or events.is_symlink():
+                    events.unlink()
+            if not any(path.iterdir()):
+                path.rmdir()
         else:
             path.unlink()

@@ -54,6 +54,9 @@ class RunLog:
 
     out_dir: Path
     enabled: bool
+    # a resumed run's first step: TensorBoard hides the earlier process's events from it on (the
+    # steps a kill lost after the checkpoint, which this run logs again)
+    purge_step: int | None = None
     writer: Any = None
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -66,7 +69,7 @@ class RunLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.purge_step)
         except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
             logger.warning("tensorboard is not importable; TensorBoard logs are off")
 

@@ -298,6 +298,7 @@ class Trainer:
             "batch_in_epoch": progress.batch_in_epoch,
             "elapsed_seconds": progress.elapsed_seconds,
             "best_psnr": progress.best_psnr,
+            "validated_step": progress.validated_step,
             "world_size": self.context.world_size,
             "rng": checkpoint.capture_rng_states(),
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
@@ -314,8 +315,22 @@ class Trainer:
             raise ConfigError(
                 f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}"
             )
+        changes = checkpoint.config_changes(saved.get("config"), self.config.to_dict())
+        if changes:
+            logger.warning(
+                "resuming %s with a config that differs from its run's (%s): the run continues, but not as "
+                "it would have; resume with %s to continue it exactly",
+                self.out_dir,
+                "; ".join(changes[:5]) + (f"; {len(changes) - 5} more" if len(changes) > 5 else ""),
+                self.out_dir / CONFIG_FILE,
+            )
         self.progress = Progress(
-            saved["step"], saved["epoch"], saved["batch_in_epoch"], saved["elapsed_seconds"], saved["best_psnr"]
+            saved["step"],
+            saved["epoch"],
+            saved["batch_in_epoch"],
+            saved["elapsed_seconds"],
+            saved["best_psnr"],
+            saved.get("validated_step", -1),  # states of earlier versions lack it
         )
         return saved
 
@@ -336,7 +351,14 @@ class Trainer:
         saved = self._load_saved()
         self._build(saved)
         if saved is not None:
-            checkpoint.restore_rng_states(saved["rng"])
+            try:
+                checkpoint.restore_rng_states(saved["rng"])
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:  # an edited state
+                raise WeightsError(
+                    f"{self.out_dir / checkpoint.STATE_FILE}: its random states cannot be restored "
+                    f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
+                    "the file is damaged or edited"
+                ) from error
 
         dataset, sampler, loader = build_loader(config, context, self.device)
         steps_per_epoch = len(loader)
@@ -354,7 +376,7 @@ class Trainer:
                 checkpoint.save_generators(self.generator, self.out_dir, self._averaged_generator())
         if saved is not None:
             logger.info("resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1)
-        log = RunLog(self.out_dir, enabled=context.is_main)
+        log = RunLog(self.out_dir, context.is_main, self.progress.step + 1 if saved is not None else None)
         log.truncate_after(self.progress.step)
         logger.info(
             "stage %d: %d items, %d steps per epoch (global batch %d), up to %d steps%s, on %s",

@@ -144,14 +144,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            # YAML 1.1 reads 1e-4 (no dot) as a string.
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            # YAML 1.1 reads 1e-4 (no dot) as a string; an integer of 400 digits overflows a float
             try:
                 number = float(value)
             except ValueError:
                 pass
+            except OverflowError:
+                number = math.inf
         if number is not None:
             if not math.isfinite(number):  # NaN passes every `<= 0` check: refuse it here, once
                 raise ConfigError(f"config key {key} must be a finite number, got {_shown(value)}")

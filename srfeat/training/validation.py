@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from srfeat.errors import SRFeatError
+from srfeat.metrics.psnr_ssim import SSIM_WINDOW
 from srfeat.training.config import TrainingConfig
 
 __all__ = ["Validator"]
@@ -32,7 +33,27 @@ class Validator:
         self.dataset = BenchmarkDataset(
             config.resolve_path(config.validation.dir), scale=config.model.scale, limit=config.validation.max_images
         )
-        self.count = len(self.dataset)
+        # SSIM is undefined for an image under its window once the border is shaved: such an image
+        # stopped the run at its first validation (hours in, nothing saved since the last checkpoint)
+        scale = config.model.scale
+        self.indices = [
+            index
+            for index, (_, _, hr, _) in enumerate(self.dataset.items)
+            if min(hr.shape[:2]) - 2 * scale >= SSIM_WINDOW
+        ]
+        small = [self.dataset.items[index][1] for index in range(len(self.dataset)) if index not in self.indices]
+        if not self.indices:
+            raise SRFeatError(
+                f"validation.dir {config.validation.dir}: every image is under {SSIM_WINDOW + 2 * scale} px, too small "
+                "for SSIM once the border is shaved: give larger images (e.g. Set5)"
+            )
+        if small:
+            logger.warning(
+                "validation leaves out %s: under %d px, too small for SSIM once the border is shaved",
+                ", ".join(small),
+                SSIM_WINDOW + 2 * scale,
+            )
+        self.count = len(self.indices)
         self.niqe_warned = False
         self.niqe = None
         if config.stage == 2 and config.validation.niqe:
@@ -55,7 +76,7 @@ class Validator:
         niqe_skipped: dict[str, str] = {}  # image name -> why NIQE is undefined for it
         samples: list[torch.Tensor] = []
         memory_format = torch.channels_last if self.config.train.channels_last else torch.contiguous_format
-        for index in range(self.count):
+        for index in self.indices:
             item = self.dataset[index]
             lr = item["lr"].unsqueeze(0).to(self.device, memory_format=memory_format)
             sr = generator(lr).float().clamp_(0.0, 1.0)[0]

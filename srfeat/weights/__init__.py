@@ -311,6 +311,11 @@ def _check_kind(path: Path) -> None:
         raise WeightsError(f"{path} is {kind.description}, not safetensors: name it .pt to load it (tensors only)")
     if kind.name == SAFETENSORS:
         raise WeightsError(f"{path} is {kind.description}: name it .safetensors to load it")
+    if kind.name == ONNX and path.suffix.lower() == ".onnx":  # "name it .onnx" would say to do what is done
+        raise WeightsError(
+            f"{path} is an ONNX model, which only srfeat upscale runs (with ONNX Runtime): here a generator "
+            "checkpoint (.safetensors or .pt) is needed, e.g. the generator_*.safetensors of a run"
+        )
     if kind.name == ONNX:
         raise WeightsError(
             f"{path} looks like an ONNX file: name it .onnx (srfeat upscale runs .onnx files with ONNX Runtime); "
