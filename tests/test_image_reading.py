@@ -251,6 +251,24 @@ def test_a_valid_exif_orientation_of_a_16_bit_png_is_applied(tmp_path: Path) -> 
     assert np.array_equal(read_raw_image(path).array, np.rot90(array, k=-1))
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_16_bit_colour_files_turn_upright_as_8_bit_ones_do(tmp_path: Path, orientation: int) -> None:
+    """srfeat turns 16-bit colour PNG and TIFF upright itself; PIL turns the 8-bit ones. 5 (the
+    transpose) and 7 (the transverse) came out swapped: the 16-bit picture upside down and mirrored."""
+    eight = RNG.integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    sixteen = eight.astype(np.uint16) * 257
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(eight).save(tmp_path / "eight.png", exif=exif.tobytes())
+    expected = read_raw_image(tmp_path / "eight.png").array.astype(np.uint16) * 257  # PIL's exif_transpose
+    png = tmp_path / "sixteen.png"
+    png.write_bytes(with_chunks(png16_bytes(sixteen, tmp_path), chunk(b"eXIf", exif.tobytes())))
+    tiff = tmp_path / "sixteen.tif"
+    tifffile.imwrite(tiff, sixteen, photometric="rgb", extratags=[(274, 3, 1, orientation, True)])
+    for path in (png, tiff):
+        assert np.array_equal(read_raw_image(path).array, expected), path.name
+
+
 # ----------------------------------------------------------------------------- float (mode F) images
 
 

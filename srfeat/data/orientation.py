@@ -19,8 +19,10 @@ def without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
     return exif.tobytes() if len(exif) else None
 
 
-# EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first).
-ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (1, False), 7: (3, True), 8: (3, False)}
+# EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first), as PIL's
+# `ImageOps.exif_transpose`: 5 is the transpose (row r of the stored image is column r of the
+# upright one), 7 the transverse; mirrored, those are 3 and 1 clockwise turns.
+ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (1, False), 7: (1, True), 8: (3, False)}
 
 
 def exif_orientation(exif: Image.Exif) -> int:
