@@ -491,6 +491,47 @@ def test_a_multi_page_tiff_is_said_to_have_pages(
     assert [record.getMessage() for record in caplog.records] == [f"{path} has 2 pages: only the first page is read"]
 
 
+def test_a_16_bit_cmyk_tiff_is_read_as_its_colours_not_as_rgba(tmp_path: Path) -> None:
+    """Its four inks were taken for R, G, B and alpha: pure cyan came out a fully transparent red."""
+    inks = np.zeros((4, 5, 4), dtype=np.uint16)
+    inks[..., 0] = 65535  # cyan, no other ink
+    tifffile.imwrite(tmp_path / "cmyk16.tif", inks, photometric="separated")
+    tifffile.imwrite(tmp_path / "cmyk8.tif", (inks >> 8).astype(np.uint8), photometric="separated")
+    sixteen, eight = read_raw_image(tmp_path / "cmyk16.tif"), read_raw_image(tmp_path / "cmyk8.tif")
+    assert sixteen.array.shape == (4, 5, 3) and np.array_equal(sixteen.array, eight.array)
+    assert tuple(sixteen.array[0, 0]) == (0, 255, 255)
+
+
+def test_a_16_bit_tiff_with_premultiplied_alpha_is_unpremultiplied(tmp_path: Path) -> None:
+    """Associated alpha (ExtraSamples 1): the colour is stored multiplied by the alpha, as PIL's
+    8-bit RGBa; read as it was stored, half-transparent red came out half as bright."""
+    straight = RNG.integers(0, 65536, (4, 5, 4), dtype=np.uint16)
+    straight[0, 0, 3] = 0
+    stored = straight.copy()
+    stored[..., :3] = np.rint(straight[..., :3] * (straight[..., 3:] / 65535.0))
+    tifffile.imwrite(tmp_path / "assoc.tif", stored, photometric="rgb", extrasamples=("assocalpha",))
+    raw = read_raw_image(tmp_path / "assoc.tif")
+    assert raw.array.dtype == np.uint16  # 16 bits kept
+    read = raw.array.astype(np.int64)
+    opaque_enough = straight[..., 3] >= 1024  # below, the stored colour has too few levels to recover
+    error = np.abs(read[..., :3] - straight[..., :3])[opaque_enough]
+    assert error.max() <= 64, error.max()
+    assert np.array_equal(read[..., 3], straight[..., 3]) and not read[0, 0, :3].any()
+
+
+def test_a_16_bit_min_is_white_tiff_is_not_read_inverted(tmp_path: Path) -> None:
+    grey_alpha = np.zeros((4, 5, 2), dtype=np.uint16)
+    grey_alpha[..., 1] = 65535  # zero is white in this photometric
+    path = tmp_path / "miniswhite.tif"
+    tifffile.imwrite(path, grey_alpha, photometric="miniswhite", extrasamples=("unassalpha",))
+    try:
+        raw = read_raw_image(path)
+    except ImageReadError as error:  # PIL does not read it either: one line naming the file
+        assert str(path) in str(error) and "\n" not in str(error)
+    else:
+        assert raw.array[0, 0, 0] == raw.array.max() and raw.array[0, 0, 0] > 0
+
+
 # ----------------------------------------------------------------------------- colour profiles
 
 
