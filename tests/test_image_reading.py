@@ -7,6 +7,7 @@ itself; the command line is run as a subprocess, as a user meets it.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import struct
@@ -592,6 +593,30 @@ def test_cmyk_colours_go_through_their_own_profile_and_no_cmyk_profile_is_writte
         Image.new("L", (8, 8), 128).save(grey, icc_profile=press_profile())
         assert read_raw_image(grey).icc_profile is None
     assert "its colour profile describes CMYK colours, not the grey pixels srfeat writes" in caplog.text
+
+
+def test_the_api_does_not_tag_its_rgb_result_with_a_cmyk_or_rgb_on_grey_profile(
+    upscaler: Upscaler, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Files dropped these; `Upscaler` on a PIL image copied the input's profile whatever it was: a
+    CMYK image's RGB result, its colours already converted through the profile, still carried it,
+    and `result.save("x.png")` wrote an RGB PNG tagged CMYK."""
+    buffer = io.BytesIO()
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(buffer, format="TIFF", icc_profile=press_profile())
+    with Image.open(buffer) as cmyk:
+        result = upscaler(cmyk)
+    assert result.mode == "RGB" and "icc_profile" not in result.info
+    saved = io.BytesIO()
+    result.save(saved, format="PNG")
+    assert "icc_profile" not in Image.open(saved).info
+    grey = Image.new("L", (8, 8), 128)
+    grey.info["icc_profile"] = srgb_profile()
+    with caplog.at_level(logging.WARNING):
+        assert "icc_profile" not in upscaler(grey).info
+    assert "describes RGB colours, not the grey pixels" in caplog.text
+    rgb = Image.new("RGB", (8, 8))
+    rgb.info["icc_profile"] = srgb_profile()
+    assert upscaler(rgb).info["icc_profile"] == srgb_profile()  # one that fits is kept
 
 
 def srgb_profile() -> bytes:

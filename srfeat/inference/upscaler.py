@@ -461,12 +461,19 @@ class Upscaler:
         """A PIL image -> a PIL image in the plain mode it maps to: L, LA, RGB, RGBA and F stay, 16-bit
         gray comes back I;16, other modes RGB(A) or L (the README's table, `srfeat.data.io.pil_to_array`).
 
-        The ICC profile, if any, is carried over. EXIF orientation is not applied here (the
-        caller decides; `srfeat.data.io.open_image` applies it).
+        The ICC profile, if any, is carried over, unless it describes another colour space than
+        the result's (a CMYK one, whose colours were converted through it into sRGB; an RGB one
+        on grey): that is dropped with a warning, as from files. EXIF orientation is not applied
+        here (the caller decides; `srfeat.data.io.open_image` applies it).
         """
+        from srfeat.data.colour_profiles import is_cmyk_profile, other_colour_space
         from srfeat.data.io import array_to_pil, pil_to_array
 
-        result = array_to_pil(self.upscale_array(pil_to_array(image), outscale))
-        if image.info.get("icc_profile"):
-            result.info["icc_profile"] = image.info["icc_profile"]
+        array = self.upscale_array(pil_to_array(image), outscale)
+        result = array_to_pil(array)
+        profile = image.info.get("icc_profile")
+        if image.mode == "CMYK" and is_cmyk_profile(profile):
+            return result  # its colours went through it into sRGB (untagged RGB is read as sRGB)
+        if profile and not other_colour_space(profile, array.shape[2], "the image"):
+            result.info["icc_profile"] = profile
         return result
