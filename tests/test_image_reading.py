@@ -270,6 +270,24 @@ def test_16_bit_colour_files_turn_upright_as_8_bit_ones_do(tmp_path: Path, orien
         assert np.array_equal(read_raw_image(path).array, expected), path.name
 
 
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+@pytest.mark.parametrize("layout", ["grey", "grey16", "rgba"])
+def test_an_uncompressed_tiff_turned_a_quarter_is_read_upright_not_scrambled(
+    tmp_path: Path, layout: str, orientation: int
+) -> None:
+    """PIL memory-maps such a file (one strip, a mode it can map) with the turned size: the pixels
+    came out in stripes, neither stored nor upright, without a word."""
+    grey = RNG.integers(0, 256, (6, 4), dtype=np.uint8)
+    stored = {"grey": grey, "grey16": grey.astype(np.uint16) * 257, "rgba": np.dstack([grey] * 4)}[layout]
+    path = tmp_path / "turned.tif"
+    photometric = "rgb" if layout == "rgba" else "minisblack"
+    tifffile.imwrite(path, stored, photometric=photometric, extratags=[(274, 3, 1, orientation, True)])
+    upright = {5: stored.swapaxes(0, 1), 6: np.rot90(stored, -1), 7: np.rot90(stored, -1)[::-1], 8: np.rot90(stored)}
+    expected = upright[orientation] if layout == "rgba" else upright[orientation][..., None]
+    read = read_raw_image(path).array
+    assert read.shape == expected.shape and np.array_equal(read, expected)
+
+
 # ----------------------------------------------------------------------------- float (mode F) images
 
 

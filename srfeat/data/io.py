@@ -34,7 +34,7 @@ from PIL import Image, ImageOps
 
 from srfeat.data import png16, tiff16
 from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
-from srfeat.data.orientation import ORIENTATIONS, exif_orientation, upright, without_orientation
+from srfeat.data.orientation import ORIENTATIONS, exif_orientation, open_unmapped, upright, without_orientation
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 
@@ -150,7 +150,7 @@ def _open_image(path: Path) -> Image.Image:
     if not path.is_file():
         raise ImageReadError(f"image not found: {path}")
     try:
-        with open_image_file(path) as image:
+        with open_unmapped(path) as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and image.format == "TIFF":
                 logger.warning("%s has %d pages: only the first page is read", path, frames)

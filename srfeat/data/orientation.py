@@ -1,12 +1,17 @@
-"""EXIF orientation: how the pixels srfeat decodes itself are turned upright, and the EXIF block
-written back without the tag once they are (`srfeat.data.io`)."""
+"""EXIF orientation: how the pixels srfeat decodes itself are turned upright, the EXIF block
+written back without the tag once they are, and a TIFF that PIL turns itself opened so that it
+can (`srfeat.data.io`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["ORIENTATIONS", "exif_orientation", "upright", "without_orientation"]
+from srfeat.data.colour_profiles import open_image_data, open_image_file
+
+__all__ = ["ORIENTATIONS", "exif_orientation", "open_unmapped", "upright", "without_orientation"]
 
 
 def without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
@@ -37,3 +42,14 @@ def upright(array: np.ndarray, orientation: int) -> np.ndarray:
     if mirror:
         array = array[:, ::-1]
     return np.ascontiguousarray(np.rot90(array, k=-turns))
+
+
+def open_unmapped(path: Path) -> Image.Image:
+    """`open_image_file`, but a TIFF that PIL turns upright as it loads by a quarter turn (orientation
+    5 to 8) is opened from its bytes: from a path PIL memory-maps an uncompressed one-strip grey,
+    16-bit grey or RGBA file with the turned size, which scrambles the pixels into stripes."""
+    image = open_image_file(path)
+    if image.format == "TIFF" and getattr(image, "tag_v2", {}).get(0x0112) in (5, 6, 7, 8):
+        image.close()
+        return open_image_data(path.read_bytes(), str(path), warn=False)  # the first opening named its profile
+    return image
