@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import srfeat_cli
 from PIL import Image, ImageCms
 
 from srfeat.archs.generator import SRFeatGenerator
@@ -155,6 +156,22 @@ def test_exif_orientation_is_applied(tmp_path: Path, model_path: Path) -> None:
     result = Image.open(tmp_path / "out" / "phone.jpg")
     assert result.size == (80, 120)  # portrait, as displayed
     assert result.getexif().get(0x0112) in (None, 1) and result.getexif().get(0x010F) == "camera maker"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_tiff_output_takes_no_layout_tag_from_the_inputs_exif(tmp_path: Path, model_path: Path, mode: str) -> None:
+    """A phone's JPEG may carry its own width and height (and samples, bits...) in its EXIF; PIL wrote
+    them into the TIFF's directory over the real ones: the 4x result read as a 20-pixel-wide stripe."""
+    exif = Image.Exif()
+    exif.update({0x0100: 20, 0x0101: 24, 0x0102: (8, 8, 8), 0x0106: 2, 0x0115: 3, 0x0111: 8, 0x0117: 1440})
+    exif[0x010F] = "camera maker"
+    Image.fromarray(samples.astronaut()[:24, :20]).convert(mode).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    for name in ("out.tif", "out.png"):
+        child = srfeat_cli("upscale", tmp_path / "phone.jpg", "-o", tmp_path / name, "--model", model_path)
+        assert child.returncode == 0, child.stderr
+    with Image.open(tmp_path / "out.tif") as tiff, Image.open(tmp_path / "out.png") as png:
+        assert tiff.size == (80, 96) and tiff.mode == mode and np.array_equal(np.asarray(tiff), np.asarray(png))
+        assert tiff.getexif()[0x010F] == "camera maker"
 
 
 def test_tile_64_equals_untiled_within_one_grey_level(tmp_path: Path) -> None:

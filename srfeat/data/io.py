@@ -34,7 +34,14 @@ from PIL import Image, ImageOps
 
 from srfeat.data import png16, tiff16
 from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
-from srfeat.data.orientation import ORIENTATIONS, exif_orientation, open_unmapped, upright, without_orientation
+from srfeat.data.orientation import (
+    ORIENTATIONS,
+    exif_orientation,
+    open_unmapped,
+    upright,
+    without_orientation,
+    without_tiff_layout,
+)
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 
@@ -477,6 +484,8 @@ def write_image(
             options = dict(_SAVE_OPTIONS[image_format])
             if icc_profile and image_format != "BMP":
                 options["icc_profile"] = icc_profile
+            if image_format == "TIFF" and exif:
+                exif = without_tiff_layout(exif)  # PIL writes its tags over the TIFF's own
             if exif and image_format != "BMP":
                 options["exif"] = exif
             array_to_pil(array).save(temporary, format=image_format, **options)

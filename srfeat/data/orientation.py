@@ -11,7 +11,7 @@ from PIL import Image
 
 from srfeat.data.colour_profiles import open_image_data, open_image_file
 
-__all__ = ["ORIENTATIONS", "exif_orientation", "open_unmapped", "upright", "without_orientation"]
+__all__ = ["ORIENTATIONS", "exif_orientation", "open_unmapped", "upright", "without_orientation", "without_tiff_layout"]
 
 
 def without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
@@ -21,6 +21,25 @@ def without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
     if not block or 0x0112 not in exif:
         return block
     exif.pop(0x0112)
+    return exif.tobytes() if len(exif) else None
+
+
+# TIFF tags that say how a TIFF's pixels are stored (size, samples, compression, strips...). An EXIF
+# block may carry some (a phone's JPEG its own width and height); PIL writes an EXIF block's tags into
+# a TIFF it saves over the real ones, so a 4x output took the input's width and read as stripes.
+TIFF_LAYOUT_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 338, 339, 530, 532}
+)
+
+
+def without_tiff_layout(block: bytes) -> bytes | None:
+    """The EXIF block to write into a TIFF: without `TIFF_LAYOUT_TAGS`; one without them is kept as it is."""
+    exif = Image.Exif()
+    exif.load(block)
+    if not TIFF_LAYOUT_TAGS & set(exif):
+        return block
+    for tag in TIFF_LAYOUT_TAGS:
+        exif.pop(tag, None)
     return exif.tobytes() if len(exif) else None
 
 
