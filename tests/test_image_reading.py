@@ -288,6 +288,28 @@ def test_an_uncompressed_tiff_turned_a_quarter_is_read_upright_not_scrambled(
     assert read.shape == expected.shape and np.array_equal(read, expected)
 
 
+def test_a_see_through_colour_of_a_1_bit_or_16_bit_png_becomes_alpha(tmp_path: Path, model_path: Path) -> None:
+    """A tRNS colour key was honoured in 8-bit grey, RGB and palette PNGs only: in a 1-bit, a 16-bit
+    grey or a 16-bit RGB one the see-through pixels came out opaque, without a word."""
+    left = np.zeros((8, 12), dtype=bool)
+    left[:, :6] = True  # the see-through half
+    Image.fromarray(~left).save(tmp_path / "bits.png", transparency=0)  # mode 1: black is see-through
+    grey16 = np.where(left, 1234, 50000).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png", transparency=1234)
+    rgb16 = np.where(left[..., None], np.array([1, 2, 3]), np.array([60000, 30000, 100])).astype(np.uint16)
+    key = chunk(b"tRNS", struct.pack(">HHH", 1, 2, 3))
+    (tmp_path / "rgb16.png").write_bytes(with_chunks(png16_bytes(rgb16, tmp_path), key))
+    (tmp_path / "made16.png").unlink()
+    child = srfeat_cli("upscale", tmp_path, "-o", tmp_path / "out", "--model", model_path)
+    assert child.returncode == 0, child.stderr
+    for name, channels, top in (("bits", 2, 255), ("grey16", 2, 65535), ("rgb16", 4, 65535)):
+        result = read_raw_image(tmp_path / "out" / f"{name}.png").array
+        assert result.shape == (32, 48, channels) and result.max() <= top, name
+        assert result[0, 0, -1] == 0 and result[0, -1, -1] == top, name  # see-through on the left only
+    with Image.open(tmp_path / "grey16.png") as image:
+        assert Upscaler(model_path, device="cpu")(image).mode == "LA"
+
+
 # ----------------------------------------------------------------------------- float (mode F) images
 
 
@@ -386,7 +408,8 @@ def readme_mode_table() -> dict[str, str]:
 def image_in_mode(mode: str) -> Image.Image:
     rgb = Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8))
     if mode.endswith("+transparency"):  # a PNG's tRNS chunk: an index, or a colour, that is see-through
-        image = rgb.convert(mode.split("+")[0])
+        base = mode.split("+")[0]
+        image = image_in_mode(base) if base == "I;16" else rgb.convert(base)
         image.info["transparency"] = image.getpixel((0, 0))
         return image
     if mode in ("I", "I;16", "I;16B"):
@@ -401,7 +424,8 @@ def image_in_mode(mode: str) -> Image.Image:
 def test_the_readme_states_the_mode_each_pil_mode_comes_back_in(upscaler: Upscaler) -> None:
     table = readme_mode_table()
     modes = ["1", "L", "LA", "La", "P", "P+transparency", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"]
-    modes += ["HSV", "LAB", "I", "I;16", "I;16B", "F", "RGB+transparency", "L+transparency"]
+    modes += ["HSV", "LAB", "I", "I;16", "I;16B", "F", "RGB+transparency", "L+transparency", "1+transparency"]
+    modes += ["I;16+transparency"]
     assert set(table) == set(modes)
     for mode in modes:
         assert upscaler(image_in_mode(mode)).mode == table[mode], mode

@@ -220,11 +220,11 @@ def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
         array = np.array(image, dtype=np.float32)
         check_float_pixels(array)
         return array[..., None]
-    keyed = mode in ("P", "RGB", "L") and "transparency" in image.info  # a tRNS colour (or index) that is see-through
+    keyed = mode in ("P", "RGB", "L", "1") and "transparency" in image.info  # a tRNS colour (or index): see-through
     if keyed or mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
         # Palette, bilevel, colour-keyed and other colour spaces: expand to the plain equivalent.
         has_alpha = mode in ("PA", "RGBa", "La") or keyed
-        target = ("LA" if mode in ("La", "L") else "RGBA") if has_alpha else ("L" if mode == "1" else "RGB")
+        target = ("LA" if mode in ("La", "L", "1") else "RGBA") if has_alpha else ("L" if mode == "1" else "RGB")
         image = image.convert(target)
         mode = image.mode
     if mode.startswith("I;16") or mode == "I":
@@ -235,7 +235,10 @@ def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
                 f"its {mode} pixels are in [{array.min()}, {array.max()}], outside 16 bits (0..65535); "
                 "convert it to 8- or 16-bit"
             )
-        return array.astype(np.uint16)[..., None]
+        grey, key = array.astype(np.uint16)[..., None], image.info.get("transparency")
+        if isinstance(key, int):  # a 16-bit grey PNG's see-through level (PIL's convert to LA ignores it)
+            return np.concatenate([grey, np.where(grey == key, 0, 65535).astype(np.uint16)], axis=2)
+        return grey
     array = np.array(image)  # a writable copy (np.asarray of a PIL image is read-only)
     if array.ndim == 2:
         array = array[..., None]

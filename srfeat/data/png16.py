@@ -179,11 +179,14 @@ def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
     channels = CHANNELS[color_type]
     icc_profile = None
     exif = None
+    key: np.ndarray | None = None
     for kind, body in chunks:
         if kind == b"iCCP" and icc_profile is None:
             icc_profile = _inflate_icc_profile(body, path)
         elif kind == b"eXIf" and exif is None:
             exif = body
+        elif kind == b"tRNS" and len(body) == 2 * channels and key is None:  # grey or RGB: one see-through colour
+            key = np.frombuffer(body, dtype=">u2")
     bpp = 2 * channels
     expected = height * (width * bpp + 1)  # a filter-type byte starts every row
     inflater = zlib.decompressobj()
@@ -198,6 +201,9 @@ def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
         raise ValueError(f"the PNG image data is longer than its {width}x{height} header says (a damaged file?)")
     pixels = _unfilter(raw, height, width * bpp, bpp)
     array = pixels.view(">u2").reshape(height, width, channels).astype(np.uint16)
+    if key is not None and color_type in (0, 2):  # the colour key becomes an alpha channel, as PIL's 8-bit one
+        alpha = np.where((array == key).all(axis=2, keepdims=True), 0, 65535).astype(np.uint16)
+        array = np.concatenate([array, alpha], axis=2)
     return Png16(array=array, icc_profile=icc_profile, exif=exif)
 
 

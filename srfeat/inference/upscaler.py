@@ -470,6 +470,8 @@ class Upscaler:
         from srfeat.data.io import array_to_pil, pil_to_array
 
         array = self.upscale_array(pil_to_array(image), outscale)
+        if array.dtype == np.uint16 and array.shape[2] == 2:  # I;16 with a see-through level: PIL has no 16-bit LA
+            array = np.rint(array / 257.0).astype(np.uint8)
         result = array_to_pil(array)
         profile = image.info.get("icc_profile")
         if image.mode == "CMYK" and is_cmyk_profile(profile):
