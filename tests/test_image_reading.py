@@ -310,6 +310,40 @@ def test_a_see_through_colour_of_a_1_bit_or_16_bit_png_becomes_alpha(tmp_path: P
         assert Upscaler(model_path, device="cpu")(image).mode == "LA"
 
 
+def interlaced_png16(array: np.ndarray) -> bytes:
+    """An Adam7-interlaced 16-bit PNG of HxWxC `array` (C = 2..4), every row unfiltered: PIL writes none."""
+    raw = b""
+    for x0, y0, dx, dy in (
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ):
+        part = np.ascontiguousarray(array[y0::dy, x0::dx], dtype=">u2")
+        if part.size:
+            raw += b"".join(b"\0" + row.tobytes() for row in part)
+    color_type = {2: 4, 3: 2, 4: 6}[array.shape[2]]
+    header = struct.pack(">IIBBBBB", array.shape[1], array.shape[0], 16, color_type, 0, 0, 1)
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("height", "width", "channels"), [(1, 1, 3), (5, 3, 4), (13, 11, 3), (9, 17, 2)])
+def test_an_interlaced_16_bit_png_keeps_16_bits(tmp_path: Path, height: int, width: int, channels: int) -> None:
+    """It went to PIL, which reads it with 8 bits, without the warning the reader's docstring promised."""
+    array = RNG.integers(0, 65536, (height, width, channels), dtype=np.uint16)
+    path = tmp_path / "interlaced.png"
+    path.write_bytes(interlaced_png16(array))
+    raw = read_raw_image(path)
+    assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, array)
+    with Image.open(path) as image:  # PIL's own decoding of the same file, with 8 bits
+        eight = np.asarray(image.convert("RGBA" if channels in (2, 4) else "RGB"))
+    if channels != 2:
+        assert np.abs(eight.astype(int) - (array >> 8)).max() <= 1
+
+
 # ----------------------------------------------------------------------------- float (mode F) images
 
 
