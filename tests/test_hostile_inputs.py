@@ -397,13 +397,18 @@ def test_links_to_an_input_and_link_loops_are_named(tmp_path: Path, model_path: 
         (np.linspace(-1, 1, 48).reshape(4, 4, 3).astype(np.float32), r"\(x \+ 1\) / 2"),
         (torch.linspace(0, 255, 48).reshape(3, 4, 4), "divide by 255"),
         (np.linspace(-5, 900, 48).reshape(4, 4, 3), "rescale"),
+        # beyond float32: they were called "not finite (NaN or inf)", with numpy's overflow warning
+        (np.linspace(0, 1e300, 48).reshape(4, 4, 3), "rescale"),
+        (np.full((4, 4, 3), -1e39), "rescale"),
     ],
 )
 def test_float_pixels_outside_zero_to_one_are_refused_not_clamped_to_white(
     upscaler: Upscaler, pixels: np.ndarray | torch.Tensor, advice: str
 ) -> None:
-    with pytest.raises(InvalidImageError, match=f"must be in \\[0, 1\\].*{advice}"):
-        upscaler(pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidImageError, match=f"must be in \\[0, 1\\].*{advice}"):
+            upscaler(pixels)
 
 
 def test_float_pixels_a_rounding_error_outside_zero_to_one_are_taken(upscaler: Upscaler) -> None:
