@@ -428,6 +428,9 @@ def test_float_pixels_a_rounding_error_outside_zero_to_one_are_taken(upscaler: U
         (np.zeros((3, 8, 6), np.uint8), ValueError, "transpose"),
         (np.zeros(5, np.uint8), ValueError, "HxW or HxWxC"),
         (torch.zeros(4, 4), ValueError, r"\(C, H, W\)"),
+        # an empty batch of 7-channel images was "upscaled" to one; a sparse tensor was torch's NotImplementedError
+        (torch.zeros(0, 7, 4, 4), ValueError, "got 7"),
+        (torch.zeros(3, 4, 4).to_sparse(), ValueError, "to_dense"),
         ("photo.png", TypeError, "got str"),
         ([[0, 1]], TypeError, "got list"),
     ],

@@ -111,6 +111,11 @@ def check_size(height: int, width: int) -> None:
         raise InvalidImageError(f"the image is empty ({width}x{height} pixels): nothing to upscale")
 
 
+def check_channels(channels: int) -> None:
+    if channels not in (1, 2, 3, 4):
+        raise InvalidImageError(f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
+
+
 def check_pixels(image: torch.Tensor) -> None:
     """(C, H, W): not empty, and (floats) no NaN or infinite value, which would spread to the whole
     output, and nothing outside [0, 1] (give or take FLOAT_PIXEL_SLACK)."""
@@ -350,11 +355,7 @@ class Upscaler:
         H' = round(H * outscale) (default outscale: the model's scale); the network's output is
         resized to it with MATLAB's bicubic.
         """
-        channels = image.shape[0]
-        if channels not in (1, 2, 3, 4):
-            raise InvalidImageError(
-                f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}"
-            )
+        check_channels(image.shape[0])
         check_outscale(outscale)
         check_pixels(image)
         with self._lock:
@@ -431,10 +432,13 @@ class Upscaler:
             raise InvalidImageError(
                 f"expected a float tensor with values in [0, 1], got {image.dtype}; e.g. tensor.float() / 255"
             )
+        if image.layout != torch.strided:  # torch's NotImplementedError, deep inside, otherwise
+            raise InvalidImageError(f"expected a dense tensor, got a {image.layout} one; use tensor.to_dense()")
         if image.dim() == 3:
             return self.upscale_channels(image, outscale).to(image.device, image.dtype)
         if image.dim() == 4:
             if image.shape[0] == 0:  # an empty batch: the empty batch of results
+                check_channels(image.shape[1])
                 check_outscale(outscale)
                 check_size(image.shape[2], image.shape[3])
                 height, width = self.output_size(image.shape[2], image.shape[3], outscale)
