@@ -344,6 +344,25 @@ def test_an_interlaced_16_bit_png_keeps_16_bits(tmp_path: Path, height: int, wid
         assert np.abs(eight.astype(int) - (array >> 8)).max() <= 1
 
 
+def test_a_16_bit_colour_png_keeps_its_exif(tmp_path: Path, model_path: Path) -> None:
+    """The 16-bit writers took no EXIF: a camera's make, date and place were lost without a word
+    (8-bit outputs kept them). A 16-bit colour TIFF still cannot hold it, and says so."""
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    exif[0x0112] = 6  # applied on reading, so not written out
+    source = tmp_path / "deep.png"
+    source.write_bytes(with_chunks(png16_bytes(RNG.integers(0, 65536, (6, 5, 3), dtype=np.uint16), tmp_path),
+                                   chunk(b"eXIf", exif.tobytes().removeprefix(b"Exif\0\0"))))  # fmt: skip
+    child = srfeat_cli("upscale", source, "-o", tmp_path / "out.png", "--model", model_path)
+    assert child.returncode == 0, child.stderr
+    with Image.open(tmp_path / "out.png") as result:
+        assert result.size == (24, 20) and result.getexif().get(0x010F) == "camera maker"
+        assert 0x0112 not in result.getexif()
+    assert read_raw_image(tmp_path / "out.png").array.dtype == np.uint16
+    child = srfeat_cli("upscale", source, "-o", tmp_path / "out.tif", "--model", model_path)
+    assert child.returncode == 0 and "written without the EXIF data (.png keeps it)" in child.stderr, child.stderr
+
+
 # ----------------------------------------------------------------------------- float (mode F) images
 
 

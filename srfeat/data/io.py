@@ -32,16 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from srfeat.data import png16, tiff16
+from srfeat.data import orientation, png16, tiff16
 from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
-from srfeat.data.orientation import (
-    ORIENTATIONS,
-    exif_orientation,
-    open_unmapped,
-    upright,
-    without_orientation,
-    without_tiff_layout,
-)
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 
@@ -157,7 +149,7 @@ def _open_image(path: Path) -> Image.Image:
     if not path.is_file():
         raise ImageReadError(f"image not found: {path}")
     try:
-        with open_unmapped(path) as image:
+        with orientation.open_unmapped(path) as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and image.format == "TIFF":
                 logger.warning("%s has %d pages: only the first page is read", path, frames)
@@ -277,7 +269,7 @@ def _read_raw_image(path: Path) -> RawImage:
         array=array,
         mode=image.mode,
         icc_profile=profile,
-        exif=without_orientation(image.getexif(), image.info.get("exif")),
+        exif=orientation.without_orientation(image.getexif(), image.info.get("exif")),
     )
 
 
@@ -318,7 +310,7 @@ def _read_color_png16(path: Path) -> RawImage:
     except (SyntaxError, ValueError, OSError) as error:  # not even a TIFF header: nothing to keep
         logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
         exif = Image.Exif()
-    array = upright(decoded.array, exif_orientation(exif))
+    array = orientation.upright(decoded.array, orientation.exif_orientation(exif))
     exif.pop(0x0112, None)
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile, exif=exif.tobytes() if len(exif) else None)
@@ -332,7 +324,9 @@ def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
         decoded = tiff16.read_tiff16(path)
     except Exception as error:  # tifffile raises its own types for damaged files
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
-    array = upright(decoded.array, decoded.orientation if decoded.orientation in ORIENTATIONS else 1)
+    array = orientation.upright(
+        decoded.array, decoded.orientation if decoded.orientation in orientation.ORIENTATIONS else 1
+    )
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile)
 
@@ -480,15 +474,17 @@ def write_image(
     temporary = temporary_path(path)
     try:
         if array.dtype == np.uint16 and channels > 1 and image_format == "TIFF":
+            if exif:  # tifffile writes no EXIF directory
+                logger.warning("%s: a 16-bit colour TIFF is written without the EXIF data (.png keeps it)", path)
             tiff16.write_tiff16(temporary, array, icc_profile=icc_profile)
         elif array.dtype == np.uint16 and channels > 1:
-            png16.write_png16(temporary, array, icc_profile=icc_profile)
+            png16.write_png16(temporary, array, icc_profile=icc_profile, exif=exif)
         else:
             options = dict(_SAVE_OPTIONS[image_format])
             if icc_profile and image_format != "BMP":
                 options["icc_profile"] = icc_profile
             if image_format == "TIFF" and exif:
-                exif = without_tiff_layout(exif)  # PIL writes its tags over the TIFF's own
+                exif = orientation.without_tiff_layout(exif)  # PIL writes its tags over the TIFF's own
             if exif and image_format != "BMP":
                 options["exif"] = exif
             array_to_pil(array).save(temporary, format=image_format, **options)

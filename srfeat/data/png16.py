@@ -222,9 +222,13 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def write_png16(
-    path: str | os.PathLike[str], array: np.ndarray, icc_profile: bytes | None = None, compress_level: int = 6
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    icc_profile: bytes | None = None,
+    compress_level: int = 6,
+    exif: bytes | None = None,
 ) -> None:
-    """Write an HxW or HxWxC (C = 1..4) uint16 array as a 16-bit PNG, with its ICC profile.
+    """Write an HxW or HxWxC (C = 1..4) uint16 array as a 16-bit PNG, with its ICC profile and EXIF block.
 
     The rows are filtered and compressed a band at a time, and the compressed data written as it
     comes: the file is the same as from filtering and compressing the whole image at once, which
@@ -243,6 +247,8 @@ def write_png16(
         file.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, COLOR_TYPES[channels], 0, 0, 0)))
         if icc_profile:
             file.write(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+        if exif:  # eXIf holds the TIFF-structured block, without JPEG's "Exif" header (as PIL writes it)
+            file.write(_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))
         pending = bytearray()  # compressed data not yet written: IDAT chunks of IDAT_CHUNK_BYTES, the last shorter
         for compressed in _compressed_rows(array, compress_level):
             pending += compressed
