@@ -615,6 +615,19 @@ def test_a_16_bit_tiff_with_premultiplied_alpha_is_unpremultiplied(tmp_path: Pat
     assert np.array_equal(read[..., 3], straight[..., 3]) and not read[0, 0, :3].any()
 
 
+@pytest.mark.parametrize("channels", [2, 4])
+def test_a_16_bit_tiffs_unspecified_extra_sample_is_not_taken_for_alpha(tmp_path: Path, channels: int) -> None:
+    """ExtraSamples 0 (not alpha: PIL reads 8-bit ones as RGBX and LX, and leaves it out): an extra
+    channel of zeros made the whole 16-bit picture transparent."""
+    stored = RNG.integers(0, 65536, (4, 5, channels), dtype=np.uint16)
+    stored[..., -1] = 0
+    path = tmp_path / "extra.tif"
+    photometric = "rgb" if channels == 4 else "minisblack"
+    tifffile.imwrite(path, stored, photometric=photometric, extrasamples=("unspecified",))
+    raw = read_raw_image(path)
+    assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, stored[..., :-1])
+
+
 def test_a_16_bit_min_is_white_tiff_is_not_read_inverted(tmp_path: Path) -> None:
     grey_alpha = np.zeros((4, 5, 2), dtype=np.uint16)
     grey_alpha[..., 1] = 65535  # zero is white in this photometric

@@ -327,7 +327,7 @@ def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
     array = orientation.upright(
         decoded.array, decoded.orientation if decoded.orientation in orientation.ORIENTATIONS else 1
     )
-    mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
+    mode = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile)
 
 

@@ -127,8 +127,11 @@ def read_tiff16(path: str | os.PathLike[str]) -> Tiff16:
             array = np.moveaxis(array, 0, -1)
         icc = page.tags.get(ICC_PROFILE_TAG)
         array = np.ascontiguousarray(array.reshape(int(page.imagelength), int(page.imagewidth), -1))
-        if tuple(page.extrasamples)[:1] == (tifffile.EXTRASAMPLE.ASSOCALPHA,):  # premultiplied, as PIL's RGBa
+        extra = tuple(page.extrasamples)[:1]
+        if extra == (tifffile.EXTRASAMPLE.ASSOCALPHA,):  # premultiplied, as PIL's RGBa
             array = _unpremultiply(array)
+        elif extra == (tifffile.EXTRASAMPLE.UNSPECIFIED,):  # not an alpha (PIL's RGBX, LX): left out, as PIL does
+            array = np.ascontiguousarray(array[..., :-1])
         return Tiff16(
             array=array,
             icc_profile=bytes(icc.value) if icc is not None and isinstance(icc.value, bytes) else None,
