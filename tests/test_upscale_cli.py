@@ -174,6 +174,19 @@ def test_a_tiff_output_takes_no_layout_tag_from_the_inputs_exif(tmp_path: Path, 
         assert tiff.getexif()[0x010F] == "camera maker"
 
 
+def test_a_symbolic_link_to_nothing_at_the_output_name_is_refused_before_the_upscale(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """It passed the check (exists() follows the link), the image was upscaled, and then the write
+    failed, saying the output "appeared while it was being written"."""
+    Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "in.png")
+    (tmp_path / "out.png").symlink_to(tmp_path / "nowhere.png")
+    child = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_path)
+    assert child.returncode == 1 and "out.png exists; use --overwrite" in child.stderr, child.stderr
+    assert "image(s) with" not in child.stderr  # refused before the model loaded
+    assert (tmp_path / "out.png").is_symlink() and not (tmp_path / "nowhere.png").exists()
+
+
 def test_tile_64_equals_untiled_within_one_grey_level(tmp_path: Path) -> None:
     # Full depth (receptive radius 38 input pixels, as the real network), narrow for speed.
     generator = SRFeatGenerator(num_features=8, num_blocks=16)
