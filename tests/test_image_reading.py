@@ -484,6 +484,18 @@ def test_the_readme_states_the_mode_each_pil_mode_comes_back_in(upscaler: Upscal
         assert upscaler(image_in_mode(mode)).mode == table[mode], mode
 
 
+def test_a_palette_image_with_an_rgba_palette_keeps_its_transparency(upscaler: Upscaler) -> None:
+    """What `quantize()` of an RGBA image gives has no `transparency` entry: only that was looked for,
+    and the see-through half came back opaque RGB."""
+    rgba = np.zeros((8, 10, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[:, 5:, 3] = 200, 255  # the left half is see-through
+    palette = Image.fromarray(rgba, "RGBA").quantize()
+    result = upscaler(palette)
+    assert result.mode == "RGBA" and result.size == (40, 32)
+    alpha = np.asarray(result)[..., 3]
+    assert alpha[:, 0].max() == 0 and alpha[:, -1].min() == 255
+
+
 @pytest.mark.parametrize("extension", sorted(FORMATS))
 @pytest.mark.parametrize("layout", ["uint8x1", "uint8x2", "uint8x3", "uint8x4", "uint16x1", "uint16x2", "uint16x3",
                                     "uint16x4", "float32x1"])  # fmt: skip

@@ -213,6 +213,7 @@ def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
         check_float_pixels(array)
         return array[..., None]
     keyed = mode in ("P", "RGB", "L", "1") and "transparency" in image.info  # a tRNS colour (or index): see-through
+    keyed |= mode == "P" and image.palette is not None and image.palette.mode == "RGBA"  # RGBA's quantize(), say
     if keyed or mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
         # Palette, bilevel, colour-keyed and other colour spaces: expand to the plain equivalent.
         has_alpha = mode in ("PA", "RGBa", "La") or keyed
