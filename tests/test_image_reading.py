@@ -653,6 +653,26 @@ def test_a_16_bit_min_is_white_tiff_is_not_read_inverted(tmp_path: Path) -> None
         assert raw.array[0, 0, 0] == raw.array.max() and raw.array[0, 0, 0] > 0
 
 
+def test_an_animated_16_bit_png_is_said_to_have_frames(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """PIL's animated files are named in a warning; a 16-bit colour APNG, which srfeat reads itself,
+    gave its first frame without a word."""
+    first, second = RNG.integers(0, 65536, (2, 4, 5, 3), dtype=np.uint16)
+    control = struct.pack(">IIIIIHHBB", 0, 5, 4, 0, 0, 1, 10, 0, 0)  # fcTL: sequence 0, the whole 5x4 canvas
+    png = with_chunks(png16_bytes(first, tmp_path), chunk(b"acTL", struct.pack(">II", 2, 0)), chunk(b"fcTL", control))
+    rows = b"".join(b"\0" + row.tobytes() for row in second.astype(">u2"))
+    extra = chunk(b"fcTL", struct.pack(">I", 1) + control[4:]) + chunk(
+        b"fdAT", struct.pack(">I", 2) + zlib.compress(rows)
+    )
+    path = tmp_path / "animated.png"
+    path.write_bytes(png[: png.index(b"IEND") - 4] + extra + png[png.index(b"IEND") - 4 :])
+    with caplog.at_level(logging.WARNING):
+        raw = read_raw_image(path)
+    assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, first)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path} has 2 frames (animated): only the first frame is read"
+    ]
+
+
 # ----------------------------------------------------------------------------- colour profiles
 
 

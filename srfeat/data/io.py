@@ -305,6 +305,8 @@ def _read_color_png16(path: Path) -> RawImage:
         decoded = png16.read_png16(path)  # inflates no more than the checked header's size needs
     except (OSError, ValueError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+    if decoded.frames > 1:  # as `_open_image` says of those PIL reads
+        logger.warning("%s has %d frames (animated): only the first frame is read", path, decoded.frames)
     exif = Image.Exif()
     try:
         exif.load(decoded.exif or b"")  # a damaged block is read as far as it goes, with PIL's warning

@@ -44,6 +44,7 @@ class Png16:
     array: np.ndarray
     icc_profile: bytes | None
     exif: bytes | None = None  # the eXIf chunk, as stored (orientation not applied)
+    frames: int = 1  # an animated PNG's (acTL); its default image, the first frame, is what is read
 
 
 def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -180,11 +181,14 @@ def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
     icc_profile = None
     exif = None
     key: np.ndarray | None = None
+    frames = 1
     for kind, body in chunks:
         if kind == b"iCCP" and icc_profile is None:
             icc_profile = _inflate_icc_profile(body, path)
         elif kind == b"eXIf" and exif is None:
             exif = body
+        elif kind == b"acTL" and len(body) == 8:
+            frames = max(1, struct.unpack(">I", body[:4])[0])
         elif kind == b"tRNS" and len(body) == 2 * channels and key is None:  # grey or RGB: one see-through colour
             key = np.frombuffer(body, dtype=">u2")
     bpp = 2 * channels
@@ -214,7 +218,7 @@ def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
     if key is not None and color_type in (0, 2):  # the colour key becomes an alpha channel, as PIL's 8-bit one
         alpha = np.where((array == key).all(axis=2, keepdims=True), 0, 65535).astype(np.uint16)
         array = np.concatenate([array, alpha], axis=2)
-    return Png16(array=array, icc_profile=icc_profile, exif=exif)
+    return Png16(array=array, icc_profile=icc_profile, exif=exif, frames=frames)
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
