@@ -228,6 +228,25 @@ def test_an_invalid_exif_orientation_of_a_16_bit_png_is_ignored(tmp_path: Path, 
     assert 0x0112 not in kept  # a viewer must not act on it either
 
 
+def test_an_exif_block_that_is_not_tiff_structured_is_dropped_and_the_picture_read(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """PIL's getexif raises for these: a PNG or WebP was refused as unreadable, and a JPEG (or a
+    struct.error from any of them) ended the whole run with a traceback."""
+    pixels = Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8))
+    damaged = {"garbage": b"Exif\0\0not a TIFF header", "short": b"Exif\0\0II*\0"}
+    for name, block in damaged.items():
+        for extension in ("jpg", "png", "webp"):
+            pixels.save(tmp_path / f"{name}.{extension}", exif=block)
+    pixels.save(tmp_path / "good.png")
+    child = srfeat_cli("upscale", tmp_path, "-o", tmp_path / "out", "--model", model_path)
+    lines = stderr_lines(child)
+    assert child.returncode == 0, child.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 7
+    dropped = [line for line in lines if "its EXIF block is damaged" in line]
+    assert len(dropped) == 6 and all(line.startswith("WARNING:") for line in dropped), child.stderr
+
+
 @pytest.mark.parametrize("orientation", [0, 9, 65535])
 def test_an_invalid_exif_orientation_of_an_8_bit_jpeg_is_not_written_out(
     tmp_path: Path, model_path: Path, orientation: int

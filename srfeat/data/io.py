@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from srfeat.data import orientation, png16, tiff16
 from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
@@ -156,7 +156,7 @@ def _open_image(path: Path) -> Image.Image:
             elif frames > 1:
                 logger.warning("%s has %d frames (animated): only the first frame is read", path, frames)
             image.load()  # decode now: truncated files fail here
-            oriented = ImageOps.exif_transpose(image)
+            oriented = orientation.exif_upright(image, path)
             return oriented if oriented is not image else image.copy()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
@@ -270,7 +270,7 @@ def _read_raw_image(path: Path) -> RawImage:
         array=array,
         mode=image.mode,
         icc_profile=profile,
-        exif=orientation.without_orientation(image.getexif(), image.info.get("exif")),
+        exif=orientation.exif_to_write(image, path),
     )
 
 

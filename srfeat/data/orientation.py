@@ -4,14 +4,55 @@ can (`srfeat.data.io`)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from srfeat.data.colour_profiles import open_image_data, open_image_file
 
-__all__ = ["ORIENTATIONS", "exif_orientation", "open_unmapped", "upright", "without_orientation", "without_tiff_layout"]
+__all__ = [
+    "EXIF_DAMAGE",
+    "ORIENTATIONS",
+    "exif_orientation",
+    "exif_to_write",
+    "exif_upright",
+    "open_unmapped",
+    "upright",
+    "without_orientation",
+    "without_tiff_layout",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# What PIL's `getexif` raises for an EXIF block that is not even TIFF-structured.
+EXIF_DAMAGE = (SyntaxError, ValueError, OSError, struct.error)
+
+
+def exif_upright(image: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
+    """`ImageOps.exif_transpose`, but a damaged EXIF block is no orientation: it is dropped with a
+    warning and the picture read as stored. It refused the picture (a PNG's, a WebP's), or failed
+    with a traceback that ended the whole `srfeat upscale` run."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except EXIF_DAMAGE as error:
+        logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
+        image.info.pop("exif", None)  # so that the copy made of it has none to read again
+        return image
+
+
+def exif_to_write(image: Image.Image, path: str | os.PathLike[str]) -> bytes | None:
+    """`without_orientation` of a decoded image's EXIF block; a damaged one (read by PIL only now,
+    as for JPEG) is dropped with a warning, as in `exif_upright`."""
+    try:
+        return without_orientation(image.getexif(), image.info.get("exif"))
+    except EXIF_DAMAGE as error:
+        logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
+        return None
 
 
 def without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
