@@ -247,6 +247,19 @@ def test_an_exif_block_that_is_not_tiff_structured_is_dropped_and_the_picture_re
     assert len(dropped) == 6 and all(line.startswith("WARNING:") for line in dropped), child.stderr
 
 
+def test_the_web_apps_views_of_an_image_with_a_damaged_exif_block_are_built(tmp_path: Path) -> None:
+    """`srfeat serve` upscales such an image (above); its views went through PIL's exif_transpose
+    directly: a 422 "does not decode" for a not-TIFF block, an uncaught struct.error for a short one."""
+    pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
+    from srfeat.web import views
+
+    for block in (b"Exif\0\0not a TIFF header", b"Exif\0\0II*\0"):
+        buffer = io.BytesIO()
+        Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(buffer, format="WEBP", exif=block)
+        for data, _ in (views.bicubic_view(buffer.getvalue(), 20, 24), views.browser_view(buffer.getvalue())):
+            assert Image.open(io.BytesIO(data)).size in ((20, 24), (5, 6))
+
+
 @pytest.mark.parametrize("orientation", [0, 9, 65535])
 def test_an_invalid_exif_orientation_of_an_8_bit_jpeg_is_not_written_out(
     tmp_path: Path, model_path: Path, orientation: int
