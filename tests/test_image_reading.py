@@ -247,6 +247,20 @@ def test_an_exif_block_that_is_not_tiff_structured_is_dropped_and_the_picture_re
     assert len(dropped) == 6 and all(line.startswith("WARNING:") for line in dropped), child.stderr
 
 
+def test_a_partly_damaged_exif_block_written_into_a_tiff_is_not_complained_of_again(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """PIL reads the block again to write a TIFF's tags: its warning came out a second time, as
+    Python prints warnings (two lines, with PIL's source line), after srfeat's one line."""
+    block = b"Exif\0\0II*\0\x08\0\0\0\xff\xff"  # an IFD of 65535 entries, none there
+    Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(tmp_path / "a.jpg", exif=block)
+    child = srfeat_cli("upscale", tmp_path / "a.jpg", "-o", tmp_path / "a.tif", "--model", model_path)
+    lines = stderr_lines(child)  # srfeat's log lines only
+    assert child.returncode == 0 and sum("Corrupt EXIF data" in line for line in lines) == 1, child.stderr
+    with Image.open(tmp_path / "a.tif") as result:
+        assert result.size == (20, 24)
+
+
 def test_the_web_apps_views_of_an_image_with_a_damaged_exif_block_are_built(tmp_path: Path) -> None:
     """`srfeat serve` upscales such an image (above); its views went through PIL's exif_transpose
     directly: a 422 "does not decode" for a not-TIFF block, an uncaught struct.error for a short one."""

@@ -487,7 +487,9 @@ def write_image(
             if icc_profile and image_format != "BMP":
                 options["icc_profile"] = icc_profile
             if image_format == "TIFF" and exif:
-                exif = orientation.without_tiff_layout(exif)  # PIL writes its tags over the TIFF's own
+                with WARNINGS_LOCK, warnings.catch_warnings():  # a damaged block was named when it was read
+                    warnings.simplefilter("ignore")
+                    exif = orientation.without_tiff_layout(exif)  # PIL writes its tags over the TIFF's own
             if exif and image_format != "BMP":
                 options["exif"] = exif
             array_to_pil(array).save(temporary, format=image_format, **options)

@@ -74,11 +74,11 @@ TIFF_LAYOUT_TAGS = frozenset(
 
 
 def without_tiff_layout(block: bytes) -> bytes | None:
-    """The EXIF block to write into a TIFF: without `TIFF_LAYOUT_TAGS`; one without them is kept as it is."""
+    """The EXIF block to write into a TIFF: without `TIFF_LAYOUT_TAGS`, and as PIL reads it (PIL
+    writes a TIFF's tags from what it reads of the block anyway: a damaged one would be read, and
+    complained of, again)."""
     exif = Image.Exif()
     exif.load(block)
-    if not TIFF_LAYOUT_TAGS & set(exif):
-        return block
     for tag in TIFF_LAYOUT_TAGS:
         exif.pop(tag, None)
     return exif.tobytes() if len(exif) else None
