@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -172,6 +173,24 @@ def test_a_tiff_output_takes_no_layout_tag_from_the_inputs_exif(tmp_path: Path, 
     with Image.open(tmp_path / "out.tif") as tiff, Image.open(tmp_path / "out.png") as png:
         assert tiff.size == (80, 96) and tiff.mode == mode and np.array_equal(np.asarray(tiff), np.asarray(png))
         assert tiff.getexif()[0x010F] == "camera maker"
+
+
+def test_exif_too_large_for_a_jpeg_is_left_out_of_one(tmp_path: Path, model_path: Path) -> None:
+    """A PNG's or WebP's EXIF may be over a JPEG segment's 64 kB (a big thumbnail, a maker note):
+    PIL's "EXIF data is too long" ValueError ended the whole run with a traceback."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x010E] = "camera maker", "x" * 70000
+    Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "big.png", exif=exif.tobytes())
+    Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "small.png")
+    child = srfeat_cli("upscale", tmp_path, "-o", tmp_path / "out", "--ext", "jpg", "--model", model_path)
+    assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr
+    assert re.search(r"big\.jpg: the EXIF data \(7\d{4} bytes\) is too large for a JPEG \(64 kB\)", child.stderr)
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["big.jpg", "small.jpg"]
+    assert (
+        srfeat_cli("upscale", tmp_path / "big.png", "-o", tmp_path / "big.webp", "--model", model_path).returncode == 0
+    )
+    with Image.open(tmp_path / "big.webp") as kept:  # where it fits, it is kept
+        assert kept.getexif()[0x010F] == "camera maker"
 
 
 def test_a_symbolic_link_to_nothing_at_the_output_name_is_refused_before_the_upscale(

@@ -490,7 +490,7 @@ def write_image(
                 with WARNINGS_LOCK, warnings.catch_warnings():  # a damaged block was named when it was read
                     warnings.simplefilter("ignore")
                     exif = orientation.without_tiff_layout(exif)  # PIL writes its tags over the TIFF's own
-            if exif and image_format != "BMP":
+            if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
                 options["exif"] = exif
             array_to_pil(array).save(temporary, format=image_format, **options)
         move_into_place(temporary, path, replace)

@@ -17,6 +17,7 @@ from srfeat.data.colour_profiles import open_image_data, open_image_file
 __all__ = [
     "EXIF_DAMAGE",
     "ORIENTATIONS",
+    "exif_fits",
     "exif_orientation",
     "exif_to_write",
     "exif_upright",
@@ -71,6 +72,20 @@ def without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
 TIFF_LAYOUT_TAGS = frozenset(
     {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 338, 339, 530, 532}
 )
+
+
+# The most EXIF data a JPEG's APP1 segment holds (PIL's JpegImagePlugin.MAX_BYTES_IN_MARKER).
+JPEG_EXIF_BYTES = 65533
+
+
+def exif_fits(block: bytes, image_format: str, path: str | os.PathLike[str]) -> bool:
+    """Whether `block` can be written in `image_format`; a JPEG's is at most 64 kB (a PNG's, WebP's or
+    TIFF's may be larger: a big thumbnail or maker note), so there it is left out with a warning:
+    PIL's ValueError ended the whole run with a traceback."""
+    if image_format != "JPEG" or len(block) <= JPEG_EXIF_BYTES:
+        return True
+    logger.warning("%s: the EXIF data (%d bytes) is too large for a JPEG (64 kB); it is left out", path, len(block))
+    return False
 
 
 def without_tiff_layout(block: bytes) -> bytes | None:
