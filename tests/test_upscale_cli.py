@@ -175,6 +175,25 @@ def test_a_tiff_output_takes_no_layout_tag_from_the_inputs_exif(tmp_path: Path, 
         assert tiff.getexif()[0x010F] == "camera maker"
 
 
+def test_a_cameras_exif_can_be_written_into_a_tiff(tmp_path: Path, model_path: Path) -> None:
+    """Any camera's EXIF has an Exif sub-directory (exposure, date taken), often a GPS one: PIL's
+    compressed TIFF writer failed on them ("Error setting from dictionary") and the traceback
+    ended the run. Such a TIFF is written uncompressed now, with all of the photo's data."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    exif.get_ifd(0x8769)[0x829A] = IFDRational(1, 250)  # exposure time
+    exif.get_ifd(0x8825)[0x0001] = "N"  # GPS latitude reference
+    Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    child = srfeat_cli("upscale", tmp_path / "photo.jpg", "-o", tmp_path / "photo.tif", "--model", model_path)
+    assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr
+    with Image.open(tmp_path / "photo.tif") as result:
+        written = result.getexif()
+        assert result.size == (40, 48) and written[0x010F] == "camera maker"
+        assert written.get_ifd(0x8769)[0x829A] == IFDRational(1, 250) and written.get_ifd(0x8825)[1] == "N"
+
+
 def test_exif_too_large_for_a_jpeg_is_left_out_of_one(tmp_path: Path, model_path: Path) -> None:
     """A PNG's or WebP's EXIF may be over a JPEG segment's 64 kB (a big thumbnail, a maker note):
     PIL's "EXIF data is too long" ValueError ended the whole run with a traceback."""

@@ -489,7 +489,7 @@ def write_image(
             if image_format == "TIFF" and exif:
                 with WARNINGS_LOCK, warnings.catch_warnings():  # a damaged block was named when it was read
                     warnings.simplefilter("ignore")
-                    exif = orientation.without_tiff_layout(exif)  # PIL writes its tags over the TIFF's own
+                    exif, options["compression"] = orientation.exif_for_tiff(exif)  # its tags go over the TIFF's
             if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
                 options["exif"] = exif
             array_to_pil(array).save(temporary, format=image_format, **options)

@@ -18,13 +18,13 @@ __all__ = [
     "EXIF_DAMAGE",
     "ORIENTATIONS",
     "exif_fits",
+    "exif_for_tiff",
     "exif_orientation",
     "exif_to_write",
     "exif_upright",
     "open_unmapped",
     "upright",
     "without_orientation",
-    "without_tiff_layout",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,15 +88,25 @@ def exif_fits(block: bytes, image_format: str, path: str | os.PathLike[str]) -> 
     return False
 
 
-def without_tiff_layout(block: bytes) -> bytes | None:
-    """The EXIF block to write into a TIFF: without `TIFF_LAYOUT_TAGS`, and as PIL reads it (PIL
-    writes a TIFF's tags from what it reads of the block anyway: a damaged one would be read, and
-    complained of, again)."""
+# EXIF tags that point to a directory of their own: Exif (exposure, date taken...), GPS, interoperability.
+SUB_DIRECTORY_TAGS = frozenset({0x8769, 0x8825, 0xA005})
+
+
+def exif_for_tiff(block: bytes) -> tuple[bytes | None, str]:
+    """The EXIF block to write into a TIFF, and the TIFF's compression.
+
+    The block goes without `TIFF_LAYOUT_TAGS`, and as PIL reads it (PIL writes a TIFF's tags from
+    what it reads of the block anyway: a damaged one would be read, and complained of, again). With
+    a sub-directory (any camera's photo has the Exif one) PIL's compressed (libtiff) TIFF writer
+    fails ("Error setting from dictionary", a traceback that ended the whole run): such a TIFF is
+    written uncompressed, keeping the photo's data; others with LZW.
+    """
     exif = Image.Exif()
     exif.load(block)
     for tag in TIFF_LAYOUT_TAGS:
         exif.pop(tag, None)
-    return exif.tobytes() if len(exif) else None
+    compression = "raw" if SUB_DIRECTORY_TAGS & set(exif) else "tiff_lzw"
+    return (exif.tobytes() if len(exif) else None), compression
 
 
 # EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first), as PIL's
