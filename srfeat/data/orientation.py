@@ -1,6 +1,6 @@
-"""EXIF orientation: how the pixels srfeat decodes itself are turned upright, the EXIF block
-written back without the tag once they are, and a TIFF that PIL turns itself opened so that it
-can (`srfeat.data.io`)."""
+"""EXIF orientation and the EXIF block (`srfeat.data.io`): how the pixels srfeat decodes itself are
+turned upright, a TIFF that PIL turns itself opened so that it can, a damaged block dropped rather
+than the picture, and the block written back without the tag, in the form each output format takes."""
 
 from __future__ import annotations
 
