@@ -431,6 +431,9 @@ def test_float_pixels_a_rounding_error_outside_zero_to_one_are_taken(upscaler: U
         # an empty batch of 7-channel images was "upscaled" to one; a sparse tensor was torch's NotImplementedError
         (torch.zeros(0, 7, 4, 4), ValueError, "got 7"),
         (torch.zeros(3, 4, 4).to_sparse(), ValueError, "to_dense"),
+        # channels last: "got 8 channels" did not say what to do
+        (torch.zeros(8, 6, 3), ValueError, r"permute\(2, 0, 1\)"),
+        (torch.zeros(2, 8, 6, 3), ValueError, r"permute\(0, 3, 1, 2\)"),
         ("photo.png", TypeError, "got str"),
         ([[0, 1]], TypeError, "got list"),
     ],

@@ -434,6 +434,12 @@ class Upscaler:
             )
         if image.layout != torch.strided:  # torch's NotImplementedError, deep inside, otherwise
             raise InvalidImageError(f"expected a dense tensor, got a {image.layout} one; use tensor.to_dense()")
+        if image.dim() in (3, 4) and image.shape[-3] > 4 and image.shape[-2] > 4 and 1 <= image.shape[-1] <= 4:
+            order = "2, 0, 1" if image.dim() == 3 else "0, 3, 1, 2"
+            raise InvalidImageError(
+                f"expected a (C, H, W) or (N, C, H, W) tensor (C = 1 to 4), got shape {tuple(image.shape)}: "
+                f"channels last? use tensor.permute({order})"
+            )
         if image.dim() == 3:
             return self.upscale_channels(image, outscale).to(image.device, image.dtype)
         if image.dim() == 4:
