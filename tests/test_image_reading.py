@@ -215,6 +215,7 @@ def exif_with_orientation(value: bytes, kind: int, count: int) -> bytes:
         ("text", exif_with_orientation(b"abc\0", 2, 4)),  # ASCII
         ("nine", exif_with_orientation(struct.pack("<H", 9), 3, 1)),  # SHORT, out of 1..8
         ("garbage", b"not a TIFF header at all"),
+        ("short", b"II*\0"),  # struct.error, not caught: a traceback that ended the run
     ],
 )
 def test_an_invalid_exif_orientation_of_a_16_bit_png_is_ignored(tmp_path: Path, name: str, exif: bytes) -> None:

@@ -310,7 +310,7 @@ def _read_color_png16(path: Path) -> RawImage:
     exif = Image.Exif()
     try:
         exif.load(decoded.exif or b"")  # a damaged block is read as far as it goes, with PIL's warning
-    except (SyntaxError, ValueError, OSError) as error:  # not even a TIFF header: nothing to keep
+    except orientation.EXIF_DAMAGE as error:  # not even a TIFF header (or a short one): nothing to keep
         logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
         exif = Image.Exif()
     array = orientation.upright(decoded.array, orientation.exif_orientation(exif))
