@@ -102,7 +102,10 @@ def exif_for_tiff(block: bytes) -> tuple[bytes | None, str]:
     written uncompressed, keeping the photo's data; others with LZW.
     """
     exif = Image.Exif()
-    exif.load(block)
+    try:
+        exif.load(block)
+    except EXIF_DAMAGE:  # not even TIFF-structured (a caller's own block): nothing PIL could write of it
+        return None, "tiff_lzw"
     for tag in TIFF_LAYOUT_TAGS:
         exif.pop(tag, None)
     compression = "raw" if SUB_DIRECTORY_TAGS & set(exif) else "tiff_lzw"
