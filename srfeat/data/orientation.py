@@ -137,7 +137,9 @@ def open_unmapped(path: Path) -> Image.Image:
     5 to 8) is opened from its bytes: from a path PIL memory-maps an uncompressed one-strip grey,
     16-bit grey or RGBA file with the turned size, which scrambles the pixels into stripes."""
     image = open_image_file(path)
-    if image.format == "TIFF" and getattr(image, "tag_v2", {}).get(0x0112) in (5, 6, 7, 8):
+    turned = image.format == "TIFF" and getattr(image, "tag_v2", {}).get(0x0112) in (5, 6, 7, 8)
+    tiles = getattr(image, "tile", [])  # what PIL maps: one uncompressed strip (another is decoded right)
+    if turned and len(tiles) == 1 and tiles[0][0] == "raw":
         image.close()
         return open_image_data(path.read_bytes(), str(path), warn=False)  # the first opening named its profile
     return image
