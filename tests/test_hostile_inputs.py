@@ -400,13 +400,18 @@ def test_links_to_an_input_and_link_loops_are_named(tmp_path: Path, model_path: 
         (np.linspace(-1, 1, 48).reshape(4, 4, 3).astype(np.float32), r"\(x \+ 1\) / 2"),
         (torch.linspace(0, 255, 48).reshape(3, 4, 4), "divide by 255"),
         (np.linspace(-5, 900, 48).reshape(4, 4, 3), "rescale"),
+        # beyond float32: they were called "not finite (NaN or inf)", with numpy's overflow warning
+        (np.linspace(0, 1e300, 48).reshape(4, 4, 3), "rescale"),
+        (np.full((4, 4, 3), -1e39), "rescale"),
     ],
 )
 def test_float_pixels_outside_zero_to_one_are_refused_not_clamped_to_white(
     upscaler: Upscaler, pixels: np.ndarray | torch.Tensor, advice: str
 ) -> None:
-    with pytest.raises(InvalidImageError, match=f"must be in \\[0, 1\\].*{advice}"):
-        upscaler(pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidImageError, match=f"must be in \\[0, 1\\].*{advice}"):
+            upscaler(pixels)
 
 
 def test_float_pixels_a_rounding_error_outside_zero_to_one_are_taken(upscaler: Upscaler) -> None:
@@ -426,6 +431,12 @@ def test_float_pixels_a_rounding_error_outside_zero_to_one_are_taken(upscaler: U
         (np.zeros((3, 8, 6), np.uint8), ValueError, "transpose"),
         (np.zeros(5, np.uint8), ValueError, "HxW or HxWxC"),
         (torch.zeros(4, 4), ValueError, r"\(C, H, W\)"),
+        # an empty batch of 7-channel images was "upscaled" to one; a sparse tensor was torch's NotImplementedError
+        (torch.zeros(0, 7, 4, 4), ValueError, "got 7"),
+        (torch.zeros(3, 4, 4).to_sparse(), ValueError, "to_dense"),
+        # channels last: "got 8 channels" did not say what to do
+        (torch.zeros(8, 6, 3), ValueError, r"permute\(2, 0, 1\)"),
+        (torch.zeros(2, 8, 6, 3), ValueError, r"permute\(0, 3, 1, 2\)"),
         ("photo.png", TypeError, "got str"),
         ([[0, 1]], TypeError, "got list"),
     ],

@@ -7,6 +7,7 @@ itself; the command line is run as a subprocess, as a user meets it.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import struct
@@ -214,6 +215,7 @@ def exif_with_orientation(value: bytes, kind: int, count: int) -> bytes:
         ("text", exif_with_orientation(b"abc\0", 2, 4)),  # ASCII
         ("nine", exif_with_orientation(struct.pack("<H", 9), 3, 1)),  # SHORT, out of 1..8
         ("garbage", b"not a TIFF header at all"),
+        ("short", b"II*\0"),  # struct.error, not caught: a traceback that ended the run
     ],
 )
 def test_an_invalid_exif_orientation_of_a_16_bit_png_is_ignored(tmp_path: Path, name: str, exif: bytes) -> None:
@@ -225,6 +227,52 @@ def test_an_invalid_exif_orientation_of_a_16_bit_png_is_ignored(tmp_path: Path, 
     kept = Image.Exif()
     kept.load(raw.exif or b"")
     assert 0x0112 not in kept  # a viewer must not act on it either
+
+
+def test_an_exif_block_that_is_not_tiff_structured_is_dropped_and_the_picture_read(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """PIL's getexif raises for these: a PNG or WebP was refused as unreadable, and a JPEG (or a
+    struct.error from any of them) ended the whole run with a traceback."""
+    pixels = Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8))
+    damaged = {"garbage": b"Exif\0\0not a TIFF header", "short": b"Exif\0\0II*\0"}
+    for name, block in damaged.items():
+        for extension in ("jpg", "png", "webp"):
+            pixels.save(tmp_path / f"{name}.{extension}", exif=block)
+    pixels.save(tmp_path / "good.png")
+    child = srfeat_cli("upscale", tmp_path, "-o", tmp_path / "out", "--model", model_path)
+    lines = stderr_lines(child)
+    assert child.returncode == 0, child.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 7
+    dropped = [line for line in lines if "its EXIF block is damaged" in line]
+    assert len(dropped) == 6 and all(line.startswith("WARNING:") for line in dropped), child.stderr
+
+
+def test_a_partly_damaged_exif_block_written_into_a_tiff_is_not_complained_of_again(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """PIL reads the block again to write a TIFF's tags: its warning came out a second time, as
+    Python prints warnings (two lines, with PIL's source line), after srfeat's one line."""
+    block = b"Exif\0\0II*\0\x08\0\0\0\xff\xff"  # an IFD of 65535 entries, none there
+    Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(tmp_path / "a.jpg", exif=block)
+    child = srfeat_cli("upscale", tmp_path / "a.jpg", "-o", tmp_path / "a.tif", "--model", model_path)
+    lines = stderr_lines(child)  # srfeat's log lines only
+    assert child.returncode == 0 and sum("Corrupt EXIF data" in line for line in lines) == 1, child.stderr
+    with Image.open(tmp_path / "a.tif") as result:
+        assert result.size == (20, 24)
+
+
+def test_the_web_apps_views_of_an_image_with_a_damaged_exif_block_are_built(tmp_path: Path) -> None:
+    """`srfeat serve` upscales such an image (above); its views went through PIL's exif_transpose
+    directly: a 422 "does not decode" for a not-TIFF block, an uncaught struct.error for a short one."""
+    pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
+    from srfeat.web import views
+
+    for block in (b"Exif\0\0not a TIFF header", b"Exif\0\0II*\0"):
+        buffer = io.BytesIO()
+        Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(buffer, format="WEBP", exif=block)
+        for data, _ in (views.bicubic_view(buffer.getvalue(), 20, 24), views.browser_view(buffer.getvalue())):
+            assert Image.open(io.BytesIO(data)).size in ((20, 24), (5, 6))
 
 
 @pytest.mark.parametrize("orientation", [0, 9, 65535])
@@ -249,6 +297,117 @@ def test_a_valid_exif_orientation_of_a_16_bit_png_is_applied(tmp_path: Path) -> 
     exif = exif_with_orientation(struct.pack("<H", 6), 3, 1)
     path.write_bytes(with_chunks(png16_bytes(array, tmp_path), chunk(b"eXIf", exif)))
     assert np.array_equal(read_raw_image(path).array, np.rot90(array, k=-1))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_16_bit_colour_files_turn_upright_as_8_bit_ones_do(tmp_path: Path, orientation: int) -> None:
+    """srfeat turns 16-bit colour PNG and TIFF upright itself; PIL turns the 8-bit ones. 5 (the
+    transpose) and 7 (the transverse) came out swapped: the 16-bit picture upside down and mirrored."""
+    eight = RNG.integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    sixteen = eight.astype(np.uint16) * 257
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(eight).save(tmp_path / "eight.png", exif=exif.tobytes())
+    expected = read_raw_image(tmp_path / "eight.png").array.astype(np.uint16) * 257  # PIL's exif_transpose
+    png = tmp_path / "sixteen.png"
+    png.write_bytes(with_chunks(png16_bytes(sixteen, tmp_path), chunk(b"eXIf", exif.tobytes())))
+    tiff = tmp_path / "sixteen.tif"
+    tifffile.imwrite(tiff, sixteen, photometric="rgb", extratags=[(274, 3, 1, orientation, True)])
+    for path in (png, tiff):
+        assert np.array_equal(read_raw_image(path).array, expected), path.name
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+@pytest.mark.parametrize("layout", ["grey", "grey16", "rgba"])
+def test_an_uncompressed_tiff_turned_a_quarter_is_read_upright_not_scrambled(
+    tmp_path: Path, layout: str, orientation: int
+) -> None:
+    """PIL memory-maps such a file (one strip, a mode it can map) with the turned size: the pixels
+    came out in stripes, neither stored nor upright, without a word."""
+    grey = RNG.integers(0, 256, (6, 4), dtype=np.uint8)
+    stored = {"grey": grey, "grey16": grey.astype(np.uint16) * 257, "rgba": np.dstack([grey] * 4)}[layout]
+    path = tmp_path / "turned.tif"
+    photometric = "rgb" if layout == "rgba" else "minisblack"
+    tifffile.imwrite(path, stored, photometric=photometric, extratags=[(274, 3, 1, orientation, True)])
+    upright = {5: stored.swapaxes(0, 1), 6: np.rot90(stored, -1), 7: np.rot90(stored, -1)[::-1], 8: np.rot90(stored)}
+    expected = upright[orientation] if layout == "rgba" else upright[orientation][..., None]
+    read = read_raw_image(path).array
+    assert read.shape == expected.shape and np.array_equal(read, expected)
+
+
+def test_a_see_through_colour_of_a_1_bit_or_16_bit_png_becomes_alpha(tmp_path: Path, model_path: Path) -> None:
+    """A tRNS colour key was honoured in 8-bit grey, RGB and palette PNGs only: in a 1-bit, a 16-bit
+    grey or a 16-bit RGB one the see-through pixels came out opaque, without a word."""
+    left = np.zeros((8, 12), dtype=bool)
+    left[:, :6] = True  # the see-through half
+    Image.fromarray(~left).save(tmp_path / "bits.png", transparency=0)  # mode 1: black is see-through
+    grey16 = np.where(left, 1234, 50000).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png", transparency=1234)
+    rgb16 = np.where(left[..., None], np.array([1, 2, 3]), np.array([60000, 30000, 100])).astype(np.uint16)
+    key = chunk(b"tRNS", struct.pack(">HHH", 1, 2, 3))
+    (tmp_path / "rgb16.png").write_bytes(with_chunks(png16_bytes(rgb16, tmp_path), key))
+    (tmp_path / "made16.png").unlink()
+    child = srfeat_cli("upscale", tmp_path, "-o", tmp_path / "out", "--model", model_path)
+    assert child.returncode == 0, child.stderr
+    for name, channels, top in (("bits", 2, 255), ("grey16", 2, 65535), ("rgb16", 4, 65535)):
+        result = read_raw_image(tmp_path / "out" / f"{name}.png").array
+        assert result.shape == (32, 48, channels) and result.max() <= top, name
+        assert result[0, 0, -1] == 0 and result[0, -1, -1] == top, name  # see-through on the left only
+    with Image.open(tmp_path / "grey16.png") as image:
+        assert Upscaler(model_path, device="cpu")(image).mode == "LA"
+
+
+def interlaced_png16(array: np.ndarray) -> bytes:
+    """An Adam7-interlaced 16-bit PNG of HxWxC `array` (C = 2..4), every row unfiltered: PIL writes none."""
+    raw = b""
+    for x0, y0, dx, dy in (
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ):
+        part = np.ascontiguousarray(array[y0::dy, x0::dx], dtype=">u2")
+        if part.size:
+            raw += b"".join(b"\0" + row.tobytes() for row in part)
+    color_type = {2: 4, 3: 2, 4: 6}[array.shape[2]]
+    header = struct.pack(">IIBBBBB", array.shape[1], array.shape[0], 16, color_type, 0, 0, 1)
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("height", "width", "channels"), [(1, 1, 3), (5, 3, 4), (13, 11, 3), (9, 17, 2)])
+def test_an_interlaced_16_bit_png_keeps_16_bits(tmp_path: Path, height: int, width: int, channels: int) -> None:
+    """It went to PIL, which reads it with 8 bits, without the warning the reader's docstring promised."""
+    array = RNG.integers(0, 65536, (height, width, channels), dtype=np.uint16)
+    path = tmp_path / "interlaced.png"
+    path.write_bytes(interlaced_png16(array))
+    raw = read_raw_image(path)
+    assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, array)
+    with Image.open(path) as image:  # PIL's own decoding of the same file, with 8 bits
+        eight = np.asarray(image.convert("RGBA" if channels in (2, 4) else "RGB"))
+    if channels != 2:
+        assert np.abs(eight.astype(int) - (array >> 8)).max() <= 1
+
+
+def test_a_16_bit_colour_png_keeps_its_exif(tmp_path: Path, model_path: Path) -> None:
+    """The 16-bit writers took no EXIF: a camera's make, date and place were lost without a word
+    (8-bit outputs kept them). A 16-bit colour TIFF still cannot hold it, and says so."""
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    exif[0x0112] = 6  # applied on reading, so not written out
+    source = tmp_path / "deep.png"
+    source.write_bytes(with_chunks(png16_bytes(RNG.integers(0, 65536, (6, 5, 3), dtype=np.uint16), tmp_path),
+                                   chunk(b"eXIf", exif.tobytes().removeprefix(b"Exif\0\0"))))  # fmt: skip
+    child = srfeat_cli("upscale", source, "-o", tmp_path / "out.png", "--model", model_path)
+    assert child.returncode == 0, child.stderr
+    with Image.open(tmp_path / "out.png") as result:
+        assert result.size == (24, 20) and result.getexif().get(0x010F) == "camera maker"
+        assert 0x0112 not in result.getexif()
+    assert read_raw_image(tmp_path / "out.png").array.dtype == np.uint16
+    child = srfeat_cli("upscale", source, "-o", tmp_path / "out.tif", "--model", model_path)
+    assert child.returncode == 0 and "written without the EXIF data (.png keeps it)" in child.stderr, child.stderr
 
 
 # ----------------------------------------------------------------------------- float (mode F) images
@@ -349,7 +508,8 @@ def readme_mode_table() -> dict[str, str]:
 def image_in_mode(mode: str) -> Image.Image:
     rgb = Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8))
     if mode.endswith("+transparency"):  # a PNG's tRNS chunk: an index, or a colour, that is see-through
-        image = rgb.convert(mode.split("+")[0])
+        base = mode.split("+")[0]
+        image = image_in_mode(base) if base == "I;16" else rgb.convert(base)
         image.info["transparency"] = image.getpixel((0, 0))
         return image
     if mode in ("I", "I;16", "I;16B"):
@@ -364,10 +524,23 @@ def image_in_mode(mode: str) -> Image.Image:
 def test_the_readme_states_the_mode_each_pil_mode_comes_back_in(upscaler: Upscaler) -> None:
     table = readme_mode_table()
     modes = ["1", "L", "LA", "La", "P", "P+transparency", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"]
-    modes += ["HSV", "LAB", "I", "I;16", "I;16B", "F", "RGB+transparency", "L+transparency"]
+    modes += ["HSV", "LAB", "I", "I;16", "I;16B", "F", "RGB+transparency", "L+transparency", "1+transparency"]
+    modes += ["I;16+transparency"]
     assert set(table) == set(modes)
     for mode in modes:
         assert upscaler(image_in_mode(mode)).mode == table[mode], mode
+
+
+def test_a_palette_image_with_an_rgba_palette_keeps_its_transparency(upscaler: Upscaler) -> None:
+    """What `quantize()` of an RGBA image gives has no `transparency` entry: only that was looked for,
+    and the see-through half came back opaque RGB."""
+    rgba = np.zeros((8, 10, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[:, 5:, 3] = 200, 255  # the left half is see-through
+    palette = Image.fromarray(rgba, "RGBA").quantize()
+    result = upscaler(palette)
+    assert result.mode == "RGBA" and result.size == (40, 32)
+    alpha = np.asarray(result)[..., 3]
+    assert alpha[:, 0].max() == 0 and alpha[:, -1].min() == 255
 
 
 @pytest.mark.parametrize("extension", sorted(FORMATS))
@@ -473,6 +646,80 @@ def test_a_multi_page_tiff_is_said_to_have_pages(
     assert [record.getMessage() for record in caplog.records] == [f"{path} has 2 pages: only the first page is read"]
 
 
+def test_a_16_bit_cmyk_tiff_is_read_as_its_colours_not_as_rgba(tmp_path: Path) -> None:
+    """Its four inks were taken for R, G, B and alpha: pure cyan came out a fully transparent red."""
+    inks = np.zeros((4, 5, 4), dtype=np.uint16)
+    inks[..., 0] = 65535  # cyan, no other ink
+    tifffile.imwrite(tmp_path / "cmyk16.tif", inks, photometric="separated")
+    tifffile.imwrite(tmp_path / "cmyk8.tif", (inks >> 8).astype(np.uint8), photometric="separated")
+    sixteen, eight = read_raw_image(tmp_path / "cmyk16.tif"), read_raw_image(tmp_path / "cmyk8.tif")
+    assert sixteen.array.shape == (4, 5, 3) and np.array_equal(sixteen.array, eight.array)
+    assert tuple(sixteen.array[0, 0]) == (0, 255, 255)
+
+
+def test_a_16_bit_tiff_with_premultiplied_alpha_is_unpremultiplied(tmp_path: Path) -> None:
+    """Associated alpha (ExtraSamples 1): the colour is stored multiplied by the alpha, as PIL's
+    8-bit RGBa; read as it was stored, half-transparent red came out half as bright."""
+    straight = RNG.integers(0, 65536, (4, 5, 4), dtype=np.uint16)
+    straight[0, 0, 3] = 0
+    stored = straight.copy()
+    stored[..., :3] = np.rint(straight[..., :3] * (straight[..., 3:] / 65535.0))
+    tifffile.imwrite(tmp_path / "assoc.tif", stored, photometric="rgb", extrasamples=("assocalpha",))
+    raw = read_raw_image(tmp_path / "assoc.tif")
+    assert raw.array.dtype == np.uint16  # 16 bits kept
+    read = raw.array.astype(np.int64)
+    opaque_enough = straight[..., 3] >= 1024  # below, the stored colour has too few levels to recover
+    error = np.abs(read[..., :3] - straight[..., :3])[opaque_enough]
+    assert error.max() <= 64, error.max()
+    assert np.array_equal(read[..., 3], straight[..., 3]) and not read[0, 0, :3].any()
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_a_16_bit_tiffs_unspecified_extra_sample_is_not_taken_for_alpha(tmp_path: Path, channels: int) -> None:
+    """ExtraSamples 0 (not alpha: PIL reads 8-bit ones as RGBX and LX, and leaves it out): an extra
+    channel of zeros made the whole 16-bit picture transparent."""
+    stored = RNG.integers(0, 65536, (4, 5, channels), dtype=np.uint16)
+    stored[..., -1] = 0
+    path = tmp_path / "extra.tif"
+    photometric = "rgb" if channels == 4 else "minisblack"
+    tifffile.imwrite(path, stored, photometric=photometric, extrasamples=("unspecified",))
+    raw = read_raw_image(path)
+    assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, stored[..., :-1])
+
+
+def test_a_16_bit_min_is_white_tiff_is_not_read_inverted(tmp_path: Path) -> None:
+    grey_alpha = np.zeros((4, 5, 2), dtype=np.uint16)
+    grey_alpha[..., 1] = 65535  # zero is white in this photometric
+    path = tmp_path / "miniswhite.tif"
+    tifffile.imwrite(path, grey_alpha, photometric="miniswhite", extrasamples=("unassalpha",))
+    try:
+        raw = read_raw_image(path)
+    except ImageReadError as error:  # PIL does not read it either: one line naming the file
+        assert str(path) in str(error) and "\n" not in str(error)
+    else:
+        assert raw.array[0, 0, 0] == raw.array.max() and raw.array[0, 0, 0] > 0
+
+
+def test_an_animated_16_bit_png_is_said_to_have_frames(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """PIL's animated files are named in a warning; a 16-bit colour APNG, which srfeat reads itself,
+    gave its first frame without a word."""
+    first, second = RNG.integers(0, 65536, (2, 4, 5, 3), dtype=np.uint16)
+    control = struct.pack(">IIIIIHHBB", 0, 5, 4, 0, 0, 1, 10, 0, 0)  # fcTL: sequence 0, the whole 5x4 canvas
+    png = with_chunks(png16_bytes(first, tmp_path), chunk(b"acTL", struct.pack(">II", 2, 0)), chunk(b"fcTL", control))
+    rows = b"".join(b"\0" + row.tobytes() for row in second.astype(">u2"))
+    extra = chunk(b"fcTL", struct.pack(">I", 1) + control[4:]) + chunk(
+        b"fdAT", struct.pack(">I", 2) + zlib.compress(rows)
+    )
+    path = tmp_path / "animated.png"
+    path.write_bytes(png[: png.index(b"IEND") - 4] + extra + png[png.index(b"IEND") - 4 :])
+    with caplog.at_level(logging.WARNING):
+        raw = read_raw_image(path)
+    assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, first)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path} has 2 frames (animated): only the first frame is read"
+    ]
+
+
 # ----------------------------------------------------------------------------- colour profiles
 
 
@@ -533,6 +780,30 @@ def test_cmyk_colours_go_through_their_own_profile_and_no_cmyk_profile_is_writte
         Image.new("L", (8, 8), 128).save(grey, icc_profile=press_profile())
         assert read_raw_image(grey).icc_profile is None
     assert "its colour profile describes CMYK colours, not the grey pixels srfeat writes" in caplog.text
+
+
+def test_the_api_does_not_tag_its_rgb_result_with_a_cmyk_or_rgb_on_grey_profile(
+    upscaler: Upscaler, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Files dropped these; `Upscaler` on a PIL image copied the input's profile whatever it was: a
+    CMYK image's RGB result, its colours already converted through the profile, still carried it,
+    and `result.save("x.png")` wrote an RGB PNG tagged CMYK."""
+    buffer = io.BytesIO()
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(buffer, format="TIFF", icc_profile=press_profile())
+    with Image.open(buffer) as cmyk:
+        result = upscaler(cmyk)
+    assert result.mode == "RGB" and "icc_profile" not in result.info
+    saved = io.BytesIO()
+    result.save(saved, format="PNG")
+    assert "icc_profile" not in Image.open(saved).info
+    grey = Image.new("L", (8, 8), 128)
+    grey.info["icc_profile"] = srgb_profile()
+    with caplog.at_level(logging.WARNING):
+        assert "icc_profile" not in upscaler(grey).info
+    assert "describes RGB colours, not the grey pixels" in caplog.text
+    rgb = Image.new("RGB", (8, 8))
+    rgb.info["icc_profile"] = srgb_profile()
+    assert upscaler(rgb).info["icc_profile"] == srgb_profile()  # one that fits is kept
 
 
 def srgb_profile() -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import srfeat_cli
 from PIL import Image, ImageCms
 
 from srfeat.archs.generator import SRFeatGenerator
@@ -155,6 +157,72 @@ def test_exif_orientation_is_applied(tmp_path: Path, model_path: Path) -> None:
     result = Image.open(tmp_path / "out" / "phone.jpg")
     assert result.size == (80, 120)  # portrait, as displayed
     assert result.getexif().get(0x0112) in (None, 1) and result.getexif().get(0x010F) == "camera maker"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_tiff_output_takes_no_layout_tag_from_the_inputs_exif(tmp_path: Path, model_path: Path, mode: str) -> None:
+    """A phone's JPEG may carry its own width and height (and samples, bits...) in its EXIF; PIL wrote
+    them into the TIFF's directory over the real ones: the 4x result read as a 20-pixel-wide stripe."""
+    exif = Image.Exif()
+    exif.update({0x0100: 20, 0x0101: 24, 0x0102: (8, 8, 8), 0x0106: 2, 0x0115: 3, 0x0111: 8, 0x0117: 1440})
+    exif[0x010F] = "camera maker"
+    Image.fromarray(samples.astronaut()[:24, :20]).convert(mode).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    for name in ("out.tif", "out.png"):
+        child = srfeat_cli("upscale", tmp_path / "phone.jpg", "-o", tmp_path / name, "--model", model_path)
+        assert child.returncode == 0, child.stderr
+    with Image.open(tmp_path / "out.tif") as tiff, Image.open(tmp_path / "out.png") as png:
+        assert tiff.size == (80, 96) and tiff.mode == mode and np.array_equal(np.asarray(tiff), np.asarray(png))
+        assert tiff.getexif()[0x010F] == "camera maker"
+
+
+def test_a_cameras_exif_can_be_written_into_a_tiff(tmp_path: Path, model_path: Path) -> None:
+    """Any camera's EXIF has an Exif sub-directory (exposure, date taken), often a GPS one: PIL's
+    compressed TIFF writer failed on them ("Error setting from dictionary") and the traceback
+    ended the run. Such a TIFF is written uncompressed now, with all of the photo's data."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    exif.get_ifd(0x8769)[0x829A] = IFDRational(1, 250)  # exposure time
+    exif.get_ifd(0x8825)[0x0001] = "N"  # GPS latitude reference
+    Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    child = srfeat_cli("upscale", tmp_path / "photo.jpg", "-o", tmp_path / "photo.tif", "--model", model_path)
+    assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr
+    with Image.open(tmp_path / "photo.tif") as result:
+        written = result.getexif()
+        assert result.size == (40, 48) and written[0x010F] == "camera maker"
+        assert written.get_ifd(0x8769)[0x829A] == IFDRational(1, 250) and written.get_ifd(0x8825)[1] == "N"
+
+
+def test_exif_too_large_for_a_jpeg_is_left_out_of_one(tmp_path: Path, model_path: Path) -> None:
+    """A PNG's or WebP's EXIF may be over a JPEG segment's 64 kB (a big thumbnail, a maker note):
+    PIL's "EXIF data is too long" ValueError ended the whole run with a traceback."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x010E] = "camera maker", "x" * 70000
+    Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "big.png", exif=exif.tobytes())
+    Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "small.png")
+    child = srfeat_cli("upscale", tmp_path, "-o", tmp_path / "out", "--ext", "jpg", "--model", model_path)
+    assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr
+    assert re.search(r"big\.jpg: the EXIF data \(7\d{4} bytes\) is too large for a JPEG \(64 kB\)", child.stderr)
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["big.jpg", "small.jpg"]
+    assert (
+        srfeat_cli("upscale", tmp_path / "big.png", "-o", tmp_path / "big.webp", "--model", model_path).returncode == 0
+    )
+    with Image.open(tmp_path / "big.webp") as kept:  # where it fits, it is kept
+        assert kept.getexif()[0x010F] == "camera maker"
+
+
+def test_a_symbolic_link_to_nothing_at_the_output_name_is_refused_before_the_upscale(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """It passed the check (exists() follows the link), the image was upscaled, and then the write
+    failed, saying the output "appeared while it was being written"."""
+    Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "in.png")
+    (tmp_path / "out.png").symlink_to(tmp_path / "nowhere.png")
+    child = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_path)
+    assert child.returncode == 1 and "out.png exists; use --overwrite" in child.stderr, child.stderr
+    assert "image(s) with" not in child.stderr  # refused before the model loaded
+    assert (tmp_path / "out.png").is_symlink() and not (tmp_path / "nowhere.png").exists()
 
 
 def test_tile_64_equals_untiled_within_one_grey_level(tmp_path: Path) -> None:

@@ -321,7 +321,7 @@ def plan_outputs(
             )
         elif resolved in inputs and not args.overwrite:
             errors.append(f"{source}: the output {target} is an input; give another -o or --suffix (or --overwrite)")
-        elif target.exists() and not args.overwrite:
+        elif (target.exists() or target.is_symlink()) and not args.overwrite:  # a link to nothing is taken too
             errors.append(f"{source}: output {target} exists; use --overwrite to replace it")
         else:
             taken[resolved] = source

@@ -31,6 +31,7 @@ __all__ = [
     "is_cmyk_profile",
     "open_image_data",
     "open_image_file",
+    "other_colour_space",
     "profile_for_pixels",
     "warn_damaged_profile",
     "warn_oversized_profile",
@@ -186,14 +187,20 @@ def profile_for_pixels(profile: bytes | None, channels: int, path: str | os.Path
     if damage is not None:
         warn_damaged_profile(path, damage)
         return None
+    return None if other_colour_space(profile, channels, path) else profile
+
+
+def other_colour_space(profile: bytes, channels: int, path: str | os.PathLike[str]) -> bool:
+    """True, with a warning, when the sound `profile` describes another colour space than pixels of
+    `channels` channels have (1-2: grey, 3-4: RGB): a viewer would read them through the wrong one."""
     expected = "grey" if channels <= 2 else "RGB"
     found = _colour_space(profile)
-    if found == expected:
-        return profile
+    if _damage(profile) is not None or found == expected:
+        return False
     logger.warning(
         "%s: its colour profile describes %s colours, not the %s pixels srfeat writes; the profile is dropped",
         path,
         found,
         expected,
     )
-    return None
+    return True

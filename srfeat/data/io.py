@@ -30,11 +30,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from srfeat.data import png16, tiff16
+from srfeat.data import orientation, png16, tiff16
 from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
-from srfeat.data.orientation import ORIENTATIONS, exif_orientation, upright, without_orientation
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 
@@ -150,14 +149,14 @@ def _open_image(path: Path) -> Image.Image:
     if not path.is_file():
         raise ImageReadError(f"image not found: {path}")
     try:
-        with open_image_file(path) as image:
+        with orientation.open_unmapped(path) as image:
             frames = getattr(image, "n_frames", 1)
             if frames > 1 and image.format == "TIFF":
                 logger.warning("%s has %d pages: only the first page is read", path, frames)
             elif frames > 1:
                 logger.warning("%s has %d frames (animated): only the first frame is read", path, frames)
             image.load()  # decode now: truncated files fail here
-            oriented = ImageOps.exif_transpose(image)
+            oriented = orientation.exif_upright(image, path)
             return oriented if oriented is not image else image.copy()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
@@ -213,11 +212,12 @@ def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
         array = np.array(image, dtype=np.float32)
         check_float_pixels(array)
         return array[..., None]
-    keyed = mode in ("P", "RGB", "L") and "transparency" in image.info  # a tRNS colour (or index) that is see-through
+    keyed = mode in ("P", "RGB", "L", "1") and "transparency" in image.info  # a tRNS colour (or index): see-through
+    keyed |= mode == "P" and image.palette is not None and image.palette.mode == "RGBA"  # RGBA's quantize(), say
     if keyed or mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
         # Palette, bilevel, colour-keyed and other colour spaces: expand to the plain equivalent.
         has_alpha = mode in ("PA", "RGBa", "La") or keyed
-        target = ("LA" if mode in ("La", "L") else "RGBA") if has_alpha else ("L" if mode == "1" else "RGB")
+        target = ("LA" if mode in ("La", "L", "1") else "RGBA") if has_alpha else ("L" if mode == "1" else "RGB")
         image = image.convert(target)
         mode = image.mode
     if mode.startswith("I;16") or mode == "I":
@@ -228,7 +228,10 @@ def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
                 f"its {mode} pixels are in [{array.min()}, {array.max()}], outside 16 bits (0..65535); "
                 "convert it to 8- or 16-bit"
             )
-        return array.astype(np.uint16)[..., None]
+        grey, key = array.astype(np.uint16)[..., None], image.info.get("transparency")
+        if isinstance(key, int):  # a 16-bit grey PNG's see-through level (PIL's convert to LA ignores it)
+            return np.concatenate([grey, np.where(grey == key, 0, 65535).astype(np.uint16)], axis=2)
+        return grey
     array = np.array(image)  # a writable copy (np.asarray of a PIL image is read-only)
     if array.ndim == 2:
         array = array[..., None]
@@ -267,7 +270,7 @@ def _read_raw_image(path: Path) -> RawImage:
         array=array,
         mode=image.mode,
         icc_profile=profile,
-        exif=without_orientation(image.getexif(), image.info.get("exif")),
+        exif=orientation.exif_to_write(image, path),
     )
 
 
@@ -302,13 +305,15 @@ def _read_color_png16(path: Path) -> RawImage:
         decoded = png16.read_png16(path)  # inflates no more than the checked header's size needs
     except (OSError, ValueError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+    if decoded.frames > 1:  # as `_open_image` says of those PIL reads
+        logger.warning("%s has %d frames (animated): only the first frame is read", path, decoded.frames)
     exif = Image.Exif()
     try:
         exif.load(decoded.exif or b"")  # a damaged block is read as far as it goes, with PIL's warning
-    except (SyntaxError, ValueError, OSError) as error:  # not even a TIFF header: nothing to keep
+    except orientation.EXIF_DAMAGE as error:  # not even a TIFF header (or a short one): nothing to keep
         logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
         exif = Image.Exif()
-    array = upright(decoded.array, exif_orientation(exif))
+    array = orientation.upright(decoded.array, orientation.exif_orientation(exif))
     exif.pop(0x0112, None)
     mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile, exif=exif.tobytes() if len(exif) else None)
@@ -322,8 +327,10 @@ def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
         decoded = tiff16.read_tiff16(path)
     except Exception as error:  # tifffile raises its own types for damaged files
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
-    array = upright(decoded.array, decoded.orientation if decoded.orientation in ORIENTATIONS else 1)
-    mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
+    array = orientation.upright(
+        decoded.array, decoded.orientation if decoded.orientation in orientation.ORIENTATIONS else 1
+    )
+    mode = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile)
 
 
@@ -470,14 +477,20 @@ def write_image(
     temporary = temporary_path(path)
     try:
         if array.dtype == np.uint16 and channels > 1 and image_format == "TIFF":
+            if exif:  # tifffile writes no EXIF directory
+                logger.warning("%s: a 16-bit colour TIFF is written without the EXIF data (.png keeps it)", path)
             tiff16.write_tiff16(temporary, array, icc_profile=icc_profile)
         elif array.dtype == np.uint16 and channels > 1:
-            png16.write_png16(temporary, array, icc_profile=icc_profile)
+            png16.write_png16(temporary, array, icc_profile=icc_profile, exif=exif)
         else:
             options = dict(_SAVE_OPTIONS[image_format])
             if icc_profile and image_format != "BMP":
                 options["icc_profile"] = icc_profile
-            if exif and image_format != "BMP":
+            if image_format == "TIFF" and exif:
+                with WARNINGS_LOCK, warnings.catch_warnings():  # a damaged block was named when it was read
+                    warnings.simplefilter("ignore")
+                    exif, options["compression"] = orientation.exif_for_tiff(exif)  # its tags go over the TIFF's
+            if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
                 options["exif"] = exif
             array_to_pil(array).save(temporary, format=image_format, **options)
         move_into_place(temporary, path, replace)

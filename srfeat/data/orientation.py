@@ -1,12 +1,59 @@
-"""EXIF orientation: how the pixels srfeat decodes itself are turned upright, and the EXIF block
-written back without the tag once they are (`srfeat.data.io`)."""
+"""EXIF orientation and the EXIF block (`srfeat.data.io`): how the pixels srfeat decodes itself are
+turned upright, a TIFF that PIL turns itself opened so that it can, a damaged block dropped rather
+than the picture, and the block written back without the tag, in the form each output format takes."""
 
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image
+import logging
+import os
+import struct
+from pathlib import Path
 
-__all__ = ["ORIENTATIONS", "exif_orientation", "upright", "without_orientation"]
+import numpy as np
+from PIL import Image, ImageOps
+
+from srfeat.data.colour_profiles import open_image_data, open_image_file
+
+__all__ = [
+    "EXIF_DAMAGE",
+    "ORIENTATIONS",
+    "exif_fits",
+    "exif_for_tiff",
+    "exif_orientation",
+    "exif_to_write",
+    "exif_upright",
+    "open_unmapped",
+    "upright",
+    "without_orientation",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# What PIL's `getexif` raises for an EXIF block that is not even TIFF-structured.
+EXIF_DAMAGE = (SyntaxError, ValueError, OSError, struct.error)
+
+
+def exif_upright(image: Image.Image, path: str | os.PathLike[str]) -> Image.Image:
+    """`ImageOps.exif_transpose`, but a damaged EXIF block is no orientation: it is dropped with a
+    warning and the picture read as stored. It refused the picture (a PNG's, a WebP's), or failed
+    with a traceback that ended the whole `srfeat upscale` run."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except EXIF_DAMAGE as error:
+        logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
+        image.info.pop("exif", None)  # so that the copy made of it has none to read again
+        return image
+
+
+def exif_to_write(image: Image.Image, path: str | os.PathLike[str]) -> bytes | None:
+    """`without_orientation` of a decoded image's EXIF block; a damaged one (read by PIL only now,
+    as for JPEG) is dropped with a warning, as in `exif_upright`."""
+    try:
+        return without_orientation(image.getexif(), image.info.get("exif"))
+    except EXIF_DAMAGE as error:
+        logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
+        return None
 
 
 def without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
@@ -19,8 +66,56 @@ def without_orientation(exif: Image.Exif, block: bytes | None) -> bytes | None:
     return exif.tobytes() if len(exif) else None
 
 
-# EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first).
-ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (1, False), 7: (3, True), 8: (3, False)}
+# TIFF tags that say how a TIFF's pixels are stored (size, samples, compression, strips...). An EXIF
+# block may carry some (a phone's JPEG its own width and height); PIL writes an EXIF block's tags into
+# a TIFF it saves over the real ones, so a 4x output took the input's width and read as stripes.
+TIFF_LAYOUT_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 338, 339, 530, 532}
+)
+
+
+# The most EXIF data a JPEG's APP1 segment holds (PIL's JpegImagePlugin.MAX_BYTES_IN_MARKER).
+JPEG_EXIF_BYTES = 65533
+
+
+def exif_fits(block: bytes, image_format: str, path: str | os.PathLike[str]) -> bool:
+    """Whether `block` can be written in `image_format`; a JPEG's is at most 64 kB (a PNG's, WebP's or
+    TIFF's may be larger: a big thumbnail or maker note), so there it is left out with a warning:
+    PIL's ValueError ended the whole run with a traceback."""
+    if image_format != "JPEG" or len(block) <= JPEG_EXIF_BYTES:
+        return True
+    logger.warning("%s: the EXIF data (%d bytes) is too large for a JPEG (64 kB); it is left out", path, len(block))
+    return False
+
+
+# EXIF tags that point to a directory of their own: Exif (exposure, date taken...), GPS, interoperability.
+SUB_DIRECTORY_TAGS = frozenset({0x8769, 0x8825, 0xA005})
+
+
+def exif_for_tiff(block: bytes) -> tuple[bytes | None, str]:
+    """The EXIF block to write into a TIFF, and the TIFF's compression.
+
+    The block goes without `TIFF_LAYOUT_TAGS`, and as PIL reads it (PIL writes a TIFF's tags from
+    what it reads of the block anyway: a damaged one would be read, and complained of, again). With
+    a sub-directory (any camera's photo has the Exif one) PIL's compressed (libtiff) TIFF writer
+    fails ("Error setting from dictionary", a traceback that ended the whole run): such a TIFF is
+    written uncompressed, keeping the photo's data; others with LZW.
+    """
+    exif = Image.Exif()
+    try:
+        exif.load(block)
+    except EXIF_DAMAGE:  # not even TIFF-structured (a caller's own block): nothing PIL could write of it
+        return None, "tiff_lzw"
+    for tag in TIFF_LAYOUT_TAGS:
+        exif.pop(tag, None)
+    compression = "raw" if SUB_DIRECTORY_TAGS & set(exif) else "tiff_lzw"
+    return (exif.tobytes() if len(exif) else None), compression
+
+
+# EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first), as PIL's
+# `ImageOps.exif_transpose`: 5 is the transpose (row r of the stored image is column r of the
+# upright one), 7 the transverse; mirrored, those are 3 and 1 clockwise turns.
+ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (1, False), 7: (1, True), 8: (3, False)}
 
 
 def exif_orientation(exif: Image.Exif) -> int:
@@ -35,3 +130,16 @@ def upright(array: np.ndarray, orientation: int) -> np.ndarray:
     if mirror:
         array = array[:, ::-1]
     return np.ascontiguousarray(np.rot90(array, k=-turns))
+
+
+def open_unmapped(path: Path) -> Image.Image:
+    """`open_image_file`, but a TIFF that PIL turns upright as it loads by a quarter turn (orientation
+    5 to 8) is opened from its bytes: from a path PIL memory-maps an uncompressed one-strip grey,
+    16-bit grey or RGBA file with the turned size, which scrambles the pixels into stripes."""
+    image = open_image_file(path)
+    turned = image.format == "TIFF" and getattr(image, "tag_v2", {}).get(0x0112) in (5, 6, 7, 8)
+    tiles = getattr(image, "tile", [])  # what PIL maps: one uncompressed strip (another is decoded right)
+    if turned and len(tiles) == 1 and tiles[0][0] == "raw":
+        image.close()
+        return open_image_data(path.read_bytes(), str(path), warn=False)  # the first opening named its profile
+    return image

@@ -3,8 +3,8 @@
 A small PNG codec with numpy and zlib, used only for 16-bit files, so that a 16-bit image
 upscaled is written back with 16 bits: the reader undoes the five row filters of the PNG
 standard (Sub and Up vectorised; Average and Paeth, whose bytes depend on their left
-neighbours, by a plain loop), the writer uses the Up filter on every row. Interlaced 16-bit
-files are not supported (they are rare): the reader says so and PIL's 8-bit decoding is used.
+neighbours, by a plain loop), pass by pass in an interlaced (Adam7) file; the writer uses the Up
+filter on every row and does not interlace.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> channels: gray, RGB, gray + alpha, RGBA (palette images are never 16-bit).
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 COLOR_TYPES = {channels: color_type for color_type, channels in CHANNELS.items()}
+# Adam7's seven passes: (first column, first row, column step, row step).
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 IDAT_CHUNK_BYTES = 1 << 20
 WRITE_BAND_ROWS = 64  # rows filtered and compressed at once by `write_png16`
 
@@ -42,6 +44,7 @@ class Png16:
     array: np.ndarray
     icc_profile: bytes | None
     exif: bytes | None = None  # the eXIf chunk, as stored (orientation not applied)
+    frames: int = 1  # an animated PNG's (acTL); its default image, the first frame, is what is read
 
 
 def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -60,7 +63,7 @@ def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def png16_channels(path: str | os.PathLike[str]) -> int:
-    """Channels of a non-interlaced 16-bit PNG (what `read_png16` reads); 0 for any other file."""
+    """Channels of a 16-bit PNG (what `read_png16` reads); 0 for any other file."""
     try:
         with open(path, "rb") as file:
             head = file.read(len(PNG_SIGNATURE) + 8 + 13)  # signature, IHDR length and type, IHDR
@@ -69,7 +72,7 @@ def png16_channels(path: str | os.PathLike[str]) -> int:
     if len(head) < 29 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
         return 0
     _width, _height, bit_depth, color_type, _compression, _filter, interlace = struct.unpack(">IIBBBBB", head[16:29])
-    return CHANNELS.get(color_type, 0) if bit_depth == 16 and interlace == 0 else 0
+    return CHANNELS.get(color_type, 0) if bit_depth == 16 and interlace in (0, 1) else 0
 
 
 def png16_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -104,7 +107,7 @@ def _average_row(row: bytearray, previous: bytes, bpp: int) -> None:
         row[i] = (row[i] + ((left + previous[i]) >> 1)) & 0xFF
 
 
-def _unfilter(data: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
+def _unfilter(data: bytes | memoryview, height: int, stride: int, bpp: int) -> np.ndarray:
     if len(data) < height * (stride + 1):
         raise ValueError("truncated PNG image data")
     rows = np.frombuffer(data, dtype=np.uint8, count=height * (stride + 1)).reshape(height, stride + 1)
@@ -151,7 +154,7 @@ def _inflate_icc_profile(body: bytes, path: str | os.PathLike[str]) -> bytes | N
 
 
 def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> Png16:
-    """Decode a non-interlaced 16-bit PNG; raises ValueError for anything else or bad data.
+    """Decode a 16-bit PNG; raises ValueError for anything else or bad data.
 
     `max_pixels` (PIL's decompression-bomb limit, say) is checked against the header's size
     before any pixel data is inflated, and the inflated data is never allowed to grow past what
@@ -164,10 +167,8 @@ def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
     if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
         raise ValueError("PNG file without a header")
     width, height, bit_depth, color_type, _compression, _filter, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    if bit_depth != 16 or color_type not in CHANNELS or interlace != 0:
-        raise ValueError(
-            f"not a non-interlaced 16-bit PNG (bit depth {bit_depth}, colour type {color_type}, interlace {interlace})"
-        )
+    if bit_depth != 16 or color_type not in CHANNELS or interlace not in (0, 1):
+        raise ValueError(f"not a 16-bit PNG (bit depth {bit_depth}, colour type {color_type}, interlace {interlace})")
     if width == 0 or height == 0:
         raise ValueError(f"the PNG header gives an empty image ({width}x{height} pixels)")
     if max_pixels is not None and width * height > max_pixels:
@@ -179,13 +180,23 @@ def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
     channels = CHANNELS[color_type]
     icc_profile = None
     exif = None
+    key: np.ndarray | None = None
+    frames = 1
     for kind, body in chunks:
         if kind == b"iCCP" and icc_profile is None:
             icc_profile = _inflate_icc_profile(body, path)
         elif kind == b"eXIf" and exif is None:
             exif = body
+        elif kind == b"acTL" and len(body) == 8:
+            frames = max(1, struct.unpack(">I", body[:4])[0])
+        elif kind == b"tRNS" and len(body) == 2 * channels and key is None:  # grey or RGB: one see-through colour
+            key = np.frombuffer(body, dtype=">u2")
     bpp = 2 * channels
-    expected = height * (width * bpp + 1)  # a filter-type byte starts every row
+    passes = [
+        (x0, y0, dx, dy, max(0, -(-(height - y0) // dy)), max(0, -(-(width - x0) // dx)))
+        for x0, y0, dx, dy in (ADAM7 if interlace else ((0, 0, 1, 1),))
+    ]
+    expected = sum(rows * (columns * bpp + 1) for *_, rows, columns in passes if columns)  # a filter byte a row
     inflater = zlib.decompressobj()
     try:
         raw = inflater.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"), expected)
@@ -196,9 +207,18 @@ def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
         raise ValueError(f"truncated PNG image data ({len(raw):,} of {expected:,} bytes)")
     if surplus:
         raise ValueError(f"the PNG image data is longer than its {width}x{height} header says (a damaged file?)")
-    pixels = _unfilter(raw, height, width * bpp, bpp)
-    array = pixels.view(">u2").reshape(height, width, channels).astype(np.uint16)
-    return Png16(array=array, icc_profile=icc_profile, exif=exif)
+    array = np.empty((height, width, channels), dtype=np.uint16)
+    start = 0
+    for x0, y0, dx, dy, rows, columns in passes:  # an empty pass (a small image's) has no rows at all
+        if rows and columns:
+            size = rows * (columns * bpp + 1)
+            pixels = _unfilter(memoryview(raw)[start : start + size], rows, columns * bpp, bpp)
+            array[y0::dy, x0::dx] = pixels.view(">u2").reshape(rows, columns, channels)
+            start += size
+    if key is not None and color_type in (0, 2):  # the colour key becomes an alpha channel, as PIL's 8-bit one
+        alpha = np.where((array == key).all(axis=2, keepdims=True), 0, 65535).astype(np.uint16)
+        array = np.concatenate([array, alpha], axis=2)
+    return Png16(array=array, icc_profile=icc_profile, exif=exif, frames=frames)
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -206,9 +226,13 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def write_png16(
-    path: str | os.PathLike[str], array: np.ndarray, icc_profile: bytes | None = None, compress_level: int = 6
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    icc_profile: bytes | None = None,
+    compress_level: int = 6,
+    exif: bytes | None = None,
 ) -> None:
-    """Write an HxW or HxWxC (C = 1..4) uint16 array as a 16-bit PNG, with its ICC profile.
+    """Write an HxW or HxWxC (C = 1..4) uint16 array as a 16-bit PNG, with its ICC profile and EXIF block.
 
     The rows are filtered and compressed a band at a time, and the compressed data written as it
     comes: the file is the same as from filtering and compressing the whole image at once, which
@@ -227,6 +251,8 @@ def write_png16(
         file.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, COLOR_TYPES[channels], 0, 0, 0)))
         if icc_profile:
             file.write(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+        if exif:  # eXIf holds the TIFF-structured block, without JPEG's "Exif" header (as PIL writes it)
+            file.write(_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0")))
         pending = bytearray()  # compressed data not yet written: IDAT chunks of IDAT_CHUNK_BYTES, the last shorter
         for compressed in _compressed_rows(array, compress_level):
             pending += compressed

@@ -65,8 +65,8 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
     try:
         with tifffile.TiffFile(path) as tiff:
             page = tiff.pages.first
-            if page.bitspersample != 16 or page.dtype != np.uint16 or not 2 <= page.samplesperpixel <= 4:
-                return None
+            if page.bitspersample != 16 or page.dtype != np.uint16 or not _plain_layout(page):
+                return None  # CMYK, YCbCr, Lab, min-is-white...: PIL converts them (with 8 bits) or names the file
             try:
                 tifffile.TIFF.DECOMPRESSORS[page.compression]
                 decodable = True
@@ -83,6 +83,29 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
             )
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError):
         return None  # let PIL try, and name the file when it fails
+
+
+def _plain_layout(page: TiffPage) -> bool:
+    """RGB (3 samples, or 4 with alpha) or gray and alpha: what `read_tiff16` returns as stored. A
+    CMYK page's four inks read as RGBA were another picture, pure cyan a transparent red."""
+    import tifffile
+
+    photometric, samples = page.photometric, int(page.samplesperpixel)
+    if photometric == tifffile.PHOTOMETRIC.RGB:
+        return samples in (3, 4)
+    return photometric == tifffile.PHOTOMETRIC.MINISBLACK and samples == 2
+
+
+def _unpremultiply(array: np.ndarray) -> np.ndarray:
+    """Colour samples premultiplied by the last (associated alpha) -> straight ones, in place, a
+    band of rows at a time; fully transparent pixels stay 0."""
+    for start in range(0, array.shape[0], 64):
+        band = array[start : start + 64]
+        alpha = band[..., -1:].astype(np.float64)
+        colour = band[..., :-1] * 65535.0
+        np.divide(colour, alpha, out=colour, where=alpha > 0)
+        band[..., :-1] = np.rint(np.clip(colour, 0, 65535))
+    return array
 
 
 def _orientation(page: TiffPage) -> int:
@@ -103,8 +126,14 @@ def read_tiff16(path: str | os.PathLike[str]) -> Tiff16:
         if page.axes.startswith("S"):  # planar configuration: one plane per sample
             array = np.moveaxis(array, 0, -1)
         icc = page.tags.get(ICC_PROFILE_TAG)
+        array = np.ascontiguousarray(array.reshape(int(page.imagelength), int(page.imagewidth), -1))
+        extra = tuple(page.extrasamples)[:1]
+        if extra == (tifffile.EXTRASAMPLE.ASSOCALPHA,):  # premultiplied, as PIL's RGBa
+            array = _unpremultiply(array)
+        elif extra == (tifffile.EXTRASAMPLE.UNSPECIFIED,):  # not an alpha (PIL's RGBX, LX): left out, as PIL does
+            array = np.ascontiguousarray(array[..., :-1])
         return Tiff16(
-            array=np.ascontiguousarray(array.reshape(int(page.imagelength), int(page.imagewidth), -1)),
+            array=array,
             icc_profile=bytes(icc.value) if icc is not None and isinstance(icc.value, bytes) else None,
             orientation=_orientation(page),
         )

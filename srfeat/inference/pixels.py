@@ -56,6 +56,13 @@ def to_float_tensor(array: np.ndarray) -> torch.Tensor:
         scale = 255.0 if size == 1 else 65535.0
     elif kind == "f":
         scale = 1.0
+        low, high = (float(array.min()), float(array.max())) if size > 4 and array.size else (0.0, 0.0)
+        if np.isfinite([low, high]).all() and max(-low, high) > float(
+            np.finfo(np.float32).max
+        ):  # float32 would make inf
+            raise InvalidImageError(
+                f"float pixels must be in [0, 1], these go from {low:.4g} to {high:.4g}: rescale them to [0, 1]"
+            )
     else:
         raise InvalidImageError(
             f"expected uint8, uint16 or float pixels (floats in [0, 1]), got {array.dtype.name}; "

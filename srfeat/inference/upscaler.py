@@ -111,6 +111,11 @@ def check_size(height: int, width: int) -> None:
         raise InvalidImageError(f"the image is empty ({width}x{height} pixels): nothing to upscale")
 
 
+def check_channels(channels: int) -> None:
+    if channels not in (1, 2, 3, 4):
+        raise InvalidImageError(f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
+
+
 def check_pixels(image: torch.Tensor) -> None:
     """(C, H, W): not empty, and (floats) no NaN or infinite value, which would spread to the whole
     output, and nothing outside [0, 1] (give or take FLOAT_PIXEL_SLACK)."""
@@ -350,11 +355,7 @@ class Upscaler:
         H' = round(H * outscale) (default outscale: the model's scale); the network's output is
         resized to it with MATLAB's bicubic.
         """
-        channels = image.shape[0]
-        if channels not in (1, 2, 3, 4):
-            raise InvalidImageError(
-                f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}"
-            )
+        check_channels(image.shape[0])
         check_outscale(outscale)
         check_pixels(image)
         with self._lock:
@@ -431,10 +432,19 @@ class Upscaler:
             raise InvalidImageError(
                 f"expected a float tensor with values in [0, 1], got {image.dtype}; e.g. tensor.float() / 255"
             )
+        if image.layout != torch.strided:  # torch's NotImplementedError, deep inside, otherwise
+            raise InvalidImageError(f"expected a dense tensor, got a {image.layout} one; use tensor.to_dense()")
+        if image.dim() in (3, 4) and image.shape[-3] > 4 and image.shape[-2] > 4 and 1 <= image.shape[-1] <= 4:
+            order = "2, 0, 1" if image.dim() == 3 else "0, 3, 1, 2"
+            raise InvalidImageError(
+                f"expected a (C, H, W) or (N, C, H, W) tensor (C = 1 to 4), got shape {tuple(image.shape)}: "
+                f"channels last? use tensor.permute({order})"
+            )
         if image.dim() == 3:
             return self.upscale_channels(image, outscale).to(image.device, image.dtype)
         if image.dim() == 4:
             if image.shape[0] == 0:  # an empty batch: the empty batch of results
+                check_channels(image.shape[1])
                 check_outscale(outscale)
                 check_size(image.shape[2], image.shape[3])
                 height, width = self.output_size(image.shape[2], image.shape[3], outscale)
@@ -461,12 +471,21 @@ class Upscaler:
         """A PIL image -> a PIL image in the plain mode it maps to: L, LA, RGB, RGBA and F stay, 16-bit
         gray comes back I;16, other modes RGB(A) or L (the README's table, `srfeat.data.io.pil_to_array`).
 
-        The ICC profile, if any, is carried over. EXIF orientation is not applied here (the
-        caller decides; `srfeat.data.io.open_image` applies it).
+        The ICC profile, if any, is carried over, unless it describes another colour space than
+        the result's (a CMYK one, whose colours were converted through it into sRGB; an RGB one
+        on grey): that is dropped with a warning, as from files. EXIF orientation is not applied
+        here (the caller decides; `srfeat.data.io.open_image` applies it).
         """
+        from srfeat.data.colour_profiles import is_cmyk_profile, other_colour_space
         from srfeat.data.io import array_to_pil, pil_to_array
 
-        result = array_to_pil(self.upscale_array(pil_to_array(image), outscale))
-        if image.info.get("icc_profile"):
-            result.info["icc_profile"] = image.info["icc_profile"]
+        array = self.upscale_array(pil_to_array(image), outscale)
+        if array.dtype == np.uint16 and array.shape[2] == 2:  # I;16 with a see-through level: PIL has no 16-bit LA
+            array = np.rint(array / 257.0).astype(np.uint8)
+        result = array_to_pil(array)
+        profile = image.info.get("icc_profile")
+        if image.mode == "CMYK" and is_cmyk_profile(profile):
+            return result  # its colours went through it into sRGB (untagged RGB is read as sRGB)
+        if profile and not other_colour_space(profile, array.shape[2], "the image"):
+            result.info["icc_profile"] = profile
         return result

@@ -10,10 +10,11 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import pil_to_array
+from srfeat.data.orientation import exif_upright
 from srfeat.data.resize import imresize
 from srfeat.hardware import host_available_memory
 from srfeat.inference.upscaler import from_float_tensor, to_float_tensor
@@ -39,7 +40,7 @@ def browser_view(data: bytes) -> tuple[bytes, str]:
         if image.format in BROWSER_FORMATS:
             return data, BROWSER_FORMATS[image.format]
         image.load()
-        shown = _displayable(ImageOps.exif_transpose(image) or image)
+        shown = _displayable(exif_upright(image, "a view"))  # a damaged EXIF block: read as stored
     buffer = io.BytesIO()
     shown.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue(), "image/png"
@@ -68,7 +69,7 @@ def bicubic_view(data: bytes, width: int, height: int) -> tuple[bytes, str]:
         )
     with open_image_data(data, "a view", warn=False) as image:
         image.load()
-        shown = _displayable(ImageOps.exif_transpose(image) or image)
+        shown = _displayable(exif_upright(image, "a view"))  # a damaged EXIF block: read as stored
     pixels = pil_to_array(shown)
     enlarged = imresize(to_float_tensor(pixels), size=(height, width)).clamp_(0.0, 1.0)
     array = from_float_tensor(enlarged, np.dtype(np.uint8))
