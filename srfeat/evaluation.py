@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale
+from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale, distinct_folders
 from srfeat.errors import MetricInputError, SRFeatError
 from srfeat.files import write_file_atomically
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
@@ -256,18 +256,6 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _distinct_folders(folders: Sequence[str | Path]) -> list[Path]:
-    """The folders, a folder given twice (under any name) kept once, with a warning."""
-    kept: dict[Path, Path] = {}
-    for folder in map(Path, folders):
-        key = folder.resolve()
-        if key in kept:
-            logger.warning("--data %s is given twice (the same folder as %s): evaluated once", folder, kept[key])
-            continue
-        kept[key] = folder
-    return list(kept.values())
-
-
 def _once_each(values: Sequence[str], option: str) -> list[str]:
     """The values in order, one given twice kept once, with a warning (a column or a model's run twice
     would say nothing new)."""
@@ -320,7 +308,7 @@ def evaluate(
     models = _once_each(expand_blend_specs(models), "--model")
     labels = model_labels(models, tta=tta)
     check_models(models, scale)
-    folder_paths = _distinct_folders(folders)
+    folder_paths = distinct_folders(folders, "--data", "evaluated once")
     datasets: list[tuple[str, BenchmarkDataset]] = []
     for label, folder in zip(dataset_labels(folder_paths), folder_paths, strict=True):
         with single_threaded():

@@ -343,3 +343,18 @@ def test_a_bad_value_from_the_command_line_is_named_as_an_override_not_the_files
     config.write_text((REPO / "configs/dev/stage1.yaml").read_text().replace("lr: 2.0e-4", "lr: .nan", 1))
     with pytest.raises(ConfigError, match=r"stage1\.yaml: config key optim.lr must be a finite number"):
         load_config(config)
+
+
+def test_a_file_where_a_folder_belongs_is_called_a_file(tmp_path: Path) -> None:
+    """Before: 'training folder not found' for a file that is there, as if the path were mistyped."""
+    from srfeat.training.config import check_paths
+
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"not a folder")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    base = {"out_dir": str(tmp_path / "run"), "data": {"train_dirs": [str(folder)]}}
+    for key, value in (("data", {"train_dirs": [str(image)]}), ("validation", {"dir": str(image)})):
+        config = config_from_dict({**base, key: value})
+        with pytest.raises(ConfigError, match=r"folder is a file, not a folder: .*photo\.png"):
+            check_paths(config)

@@ -96,6 +96,8 @@ def test_bad_files_raise_image_read_error_naming_the_file(photo_folder: Path) ->
     ]
     with pytest.raises(ImageReadError, match="not found"):
         list_images(photo_folder / "nowhere")
+    with pytest.raises(ImageReadError, match="image folder is a file, not a folder: .*chelsea.png"):
+        list_images(photo_folder / "chelsea.png")  # before: 'not found', though it is right there
 
 
 # ----------------------------------------------------------------------------- protocol helpers

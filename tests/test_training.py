@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from training_helpers import (
     tiny_config,
     tiny_generator_file,
     train_in_process,
+    write_image_folders,
 )
 
 from srfeat.errors import ConfigError, WeightsError
@@ -644,3 +646,20 @@ def test_a_validation_image_too_small_for_ssim_is_left_out_at_the_start(tmp_path
     (folder / "large.png").unlink()
     with pytest.raises(SRFeatError, match="every image is under 19 px"):
         Validator(config, torch.device("cpu"))
+
+
+def test_a_training_folder_listed_twice_is_used_once_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: its images were drawn twice as often as the other folders', without a word."""
+    from srfeat.training.sampling import build_train_dataset
+
+    train, _ = write_image_folders(tmp_path)
+    once = build_train_dataset(tiny_config(train, None, tmp_path / "run"))
+    alias = tmp_path / "alias"
+    alias.symlink_to(train)
+    twice = tiny_config(train, None, tmp_path / "run", overrides=[f"data.train_dirs=[{train}, {alias}]"])
+    with caplog.at_level(logging.WARNING):
+        dataset = build_train_dataset(twice)
+    assert len(dataset) == len(once) > 0
+    assert f"data.train_dirs {alias} is given twice (the same folder as {train}): used once" in caplog.text

@@ -453,3 +453,18 @@ def test_an_output_file_name_says_that_it_overrides_suffix_and_ext(tmp_path: Pat
     assert f"WARNING: -o {tmp_path / 'b.png'} names the output file: --suffix _x4 and --ext jpg ignored" in child.stderr
     same_format = srfeat_cli("upscale", source, "-o", tmp_path / "c.jpeg", "--ext", "jpg", "--model", model_path)
     assert same_format.returncode == 0 and "WARNING" not in same_format.stderr, same_format.stderr
+
+
+def test_a_pipe_given_as_input_is_named_as_such_and_jfif_files_are_found_in_folders(tmp_path: Path) -> None:
+    """Before: a pipe was 'input not found' though `ls` shows it, and a folder scan passed over
+    .jfif / .jpe files, which are JPEGs under the names cameras and browsers give them."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jfif", "b.jpe"):
+        Image.fromarray(np.asarray(Image.new("RGB", (12, 10), (200, 30, 30)))).save(folder / name, format="JPEG")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    result = srfeat_cli("upscale", folder, pipe, "-o", tmp_path / "out", "--device", "cpu")
+    assert result.returncode == 1
+    assert f"ERROR: input {pipe} is neither a file nor a folder (a pipe, socket or device)" in result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]

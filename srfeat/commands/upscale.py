@@ -250,6 +250,9 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
         elif path.is_symlink():
             errors.append(f"input {spec}: {broken_link_reason(path)}")
             found = []
+        elif path.exists():
+            errors.append(f"input {spec} is neither a file nor a folder (a pipe, socket or device): name an image file")
+            found = []
         else:
             errors.append(f"input not found: {spec}")
             found = []

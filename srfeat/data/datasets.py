@@ -110,6 +110,19 @@ def _as_folders(folders: PathLike | Sequence[PathLike]) -> list[Path]:
     return paths
 
 
+def distinct_folders(folders: Sequence[PathLike], option: str, outcome: str) -> list[Path]:
+    """The folders, a folder given twice (under any name) kept once, with a warning that names
+    `option` and the `outcome` ("evaluated once"): twice would only weigh its images double."""
+    kept: dict[Path, Path] = {}
+    for folder in map(Path, folders):
+        key = folder.resolve()
+        if key in kept:
+            logger.warning("%s %s is given twice (the same folder as %s): %s", option, folder, kept[key], outcome)
+            continue
+        kept[key] = folder
+    return list(kept.values())
+
+
 def _scan(folders: list[Path], min_size: int, owner: str) -> tuple[list[Path], int]:
     """Images of `folders` at least min_size x min_size (from headers); others logged and dropped.
     Also the bytes the usable ones take decoded (RGB uint8)."""

@@ -41,7 +41,24 @@ logger = logging.getLogger(__name__)
 
 # What folder scans take as images: the formats PIL reads that photos come in.
 IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".bmp",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".avif",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+    }
 )
 
 PathLike = str | os.PathLike[str]
@@ -81,7 +98,8 @@ def list_images(folder: PathLike) -> list[Path]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ImageReadError(f"image folder not found: {folder} (give a folder of PNG/JPEG/BMP/WebP/TIFF images)")
+        problem = "is a file, not a folder" if folder.exists() else "not found"
+        raise ImageReadError(f"image folder {problem}: {folder} (give a folder of PNG/JPEG/BMP/WebP/TIFF images)")
     files = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):

@@ -424,14 +424,16 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
     for directory in config.data.train_dirs:
         path = config.resolve_path(directory)
         if not path.is_dir():
+            problem = "is a file, not a folder" if path.exists() else "not found"
             raise ConfigError(
-                f"training folder not found: {path} "
+                f"training folder {problem}: {path} "
                 f"(config key data.train_dirs; set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere)"
             )
     if config.validation.dir is not None:
         path = config.resolve_path(config.validation.dir)
         if not path.is_dir():
-            raise ConfigError(f"validation folder not found: {path} (config key validation.dir)")
+            problem = "is a file, not a folder" if path.exists() else "not found"
+            raise ConfigError(f"validation folder {problem}: {path} (config key validation.dir)")
     if config.stage == 2 and not resuming and config.train.init_generator is None:
         raise ConfigError("stage 2 needs train.init_generator: the stage-1 generator to start from")
     if config.train.init_generator is not None and not resuming:

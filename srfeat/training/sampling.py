@@ -75,9 +75,10 @@ MAX_EPOCH_ITEMS = 10_000_000
 
 
 def build_train_dataset(config: TrainingConfig) -> Dataset:
-    from srfeat.data.datasets import CenterCropDataset, PairedPatchDataset, RandomCropDataset
+    from srfeat.data.datasets import CenterCropDataset, PairedPatchDataset, RandomCropDataset, distinct_folders
 
-    folders = [config.resolve_path(d) for d in config.data.train_dirs]
+    # data.repeat is how to see images more often; a folder listed twice is more likely a slip
+    folders = distinct_folders([config.resolve_path(d) for d in config.data.train_dirs], "data.train_dirs", "used once")
     data, scale = config.data, config.model.scale
     if data.kind == "center_crop":
         return CenterCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale)
