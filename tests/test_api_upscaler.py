@@ -111,3 +111,16 @@ def test_a_generator_built_on_the_meta_device_is_an_option_error_before_anything
         generator = tiny_generator()
     with pytest.raises(InvalidOptionError, match="meta device"):
         Upscaler(generator, device="cpu")
+
+
+def test_an_outscale_output_too_big_for_memory_is_refused_before_the_network_runs(
+    upscaler: Upscaler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the network ran (minutes on a large photo), and then the resize was refused."""
+    import srfeat.data.resize
+
+    monkeypatch.setattr(srfeat.data.resize, "host_available_memory", lambda: 80 * 2**20)
+    monkeypatch.setattr(upscaler, "upscale_rgb", lambda *args: pytest.fail("the network ran"))
+    image = np.zeros((400, 400, 3), np.uint8)  # x16: 6400x6400x3 float32, 469 MiB
+    with pytest.raises(InvalidImageError, match=r"output \(6400x6400, 0.5 GiB\) is larger than the free memory"):
+        upscaler(image, outscale=16)

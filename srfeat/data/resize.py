@@ -193,9 +193,16 @@ def _check_cost(
                 f"filter weights (over {MAX_CONTRIBUTIONS:,}): a scale that small or that large is a mistake; "
                 "resize in steps"
             )
-    leading = math.prod(image.shape[:-2])
-    needed = leading * out_h * out_w * image.element_size()
-    if image.device.type == "cpu" and needed > SMALL_OUTPUT_BYTES and needed > host_available_memory():
+    if image.device.type == "cpu":
+        check_output_fits(math.prod(image.shape[:-2]), (out_h, out_w), image.element_size())
+
+
+def check_output_fits(channels: int, size: tuple[int, int], element_size: int = 4) -> None:
+    """The memory check `imresize` makes before resizing on the CPU, for a resize yet to come:
+    `Upscaler` makes it before its network runs, not minutes later."""
+    out_h, out_w = size
+    needed = channels * out_h * out_w * element_size
+    if needed > SMALL_OUTPUT_BYTES and needed > host_available_memory():
         raise InvalidImageError(
             f"imresize's output ({out_w}x{out_h}, {needed / 2**30:.1f} GiB) is larger than the free memory"
         )

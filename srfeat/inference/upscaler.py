@@ -22,7 +22,7 @@ import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.io import FLOAT_PIXEL_SLACK
-from srfeat.data.resize import imresize
+from srfeat.data.resize import check_output_fits, imresize
 from srfeat.errors import InvalidImageError, InvalidOptionError, ModelOutputError, NotAnImageError, SRFeatError
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.inference.ensemble import self_ensemble
@@ -368,6 +368,8 @@ class Upscaler:
         rgb = color.expand(3, height, width) if grey else color
         size = self.output_size(height, width, outscale)
         native = size == (height * self.scale, width * self.scale)
+        if not native:  # the outscale resize's memory, checked before the network's minutes, not after
+            check_output_fits(channels, size)
         # At the model's scale the result's channels are written into the output (laid out
         # height-width-channel, as the arrays made of it) where they are made: the network's RGB
         # straight into RGBA's first three, the grey mix into L(A)'s first. Putting them together
