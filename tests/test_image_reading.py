@@ -23,7 +23,7 @@ import tifffile
 from cli_helpers import REPO, srfeat_cli
 from PIL import Image, ImageCms
 
-from srfeat.data.io import FORMATS, open_image, pil_to_array, read_raw_image, write_image
+from srfeat.data.io import FORMATS, open_image, pil_to_array, read_image, read_raw_image, write_image
 from srfeat.data.png16 import PNG_SIGNATURE, read_png16, write_png16
 from srfeat.errors import ImageReadError, InvalidImageError, SRFeatError
 from srfeat.inference import Upscaler
@@ -643,7 +643,7 @@ def test_a_multi_page_tiff_is_said_to_have_pages(
     with caplog.at_level(logging.WARNING):
         raw = read_raw_image(path)
     assert np.array_equal(raw.array, pages[0])
-    assert [record.getMessage() for record in caplog.records] == [f"{path} has 2 pages: only the first page is read"]
+    assert [record.getMessage() for record in caplog.records] == [f"{path} has 2 pages: only the first is read"]
 
 
 def test_a_16_bit_cmyk_tiff_is_read_as_its_colours_not_as_rgba(tmp_path: Path) -> None:
@@ -716,7 +716,20 @@ def test_an_animated_16_bit_png_is_said_to_have_frames(tmp_path: Path, caplog: p
         raw = read_raw_image(path)
     assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, first)
     assert [record.getMessage() for record in caplog.records] == [
-        f"{path} has 2 frames (animated): only the first frame is read"
+        f"{path} has 2 frames (animated): only the first is read"
+    ]
+
+
+def test_a_multi_picture_jpeg_is_not_called_animated(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A camera's MPO (a photo with a depth map, or a 3D pair) was said to be 'animated'."""
+    first, second = (Image.new("RGB", (8, 6), colour) for colour in ((200, 10, 10), (10, 10, 200)))
+    path = tmp_path / "camera.jpg"
+    first.save(path, format="MPO", save_all=True, append_images=[second])
+    with caplog.at_level(logging.WARNING):
+        array = read_image(path)
+    assert array[0, 0, 0] > 150 and array[0, 0, 2] < 60  # the first picture
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path} has 2 pictures (a multi-picture JPEG): only the first is read"
     ]
 
 

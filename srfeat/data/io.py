@@ -40,26 +40,8 @@ from srfeat.files import move_into_place, remove_stale_temporaries, temporary_pa
 logger = logging.getLogger(__name__)
 
 # What folder scans take as images: the formats PIL reads that photos come in.
-IMAGE_EXTENSIONS = frozenset(
-    {
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".jfif",
-        ".bmp",
-        ".webp",
-        ".tif",
-        ".tiff",
-        ".gif",
-        ".avif",
-        ".ppm",
-        ".pgm",
-        ".pbm",
-        ".pnm",
-        ".tga",
-    }
-)
+_PHOTO_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = frozenset(_PHOTO_EXTENSIONS | {".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"})
 
 PathLike = str | os.PathLike[str]
 
@@ -157,6 +139,13 @@ def one_line_messages(path: PathLike) -> Iterator[None]:
             logger.log(logging.DEBUG if failed else logging.WARNING, "%s: %s", path, message)
 
 
+def warn_first_only(path: Path, count: int, image_format: str | None) -> None:
+    """The warning for a file of several pictures, of which the first is read."""
+    if count > 1:
+        what = {"TIFF": "pages", "MPO": "pictures (a multi-picture JPEG)"}.get(image_format or "", "frames (animated)")
+        logger.warning("%s has %d %s: only the first is read", path, count, what)
+
+
 def open_image(path: PathLike) -> Image.Image:
     """Open and fully decode an image file, EXIF orientation applied."""
     with one_line_messages(path):
@@ -168,11 +157,7 @@ def _open_image(path: Path) -> Image.Image:
         raise ImageReadError(f"image not found: {path}")
     try:
         with orientation.open_unmapped(path) as image:
-            frames = getattr(image, "n_frames", 1)
-            if frames > 1 and image.format == "TIFF":
-                logger.warning("%s has %d pages: only the first page is read", path, frames)
-            elif frames > 1:
-                logger.warning("%s has %d frames (animated): only the first frame is read", path, frames)
+            warn_first_only(path, getattr(image, "n_frames", 1), image.format)
             image.load()  # decode now: truncated files fail here
             oriented = orientation.exif_upright(image, path)
             return oriented if oriented is not image else image.copy()
@@ -323,8 +308,7 @@ def _read_color_png16(path: Path) -> RawImage:
         decoded = png16.read_png16(path)  # inflates no more than the checked header's size needs
     except (OSError, ValueError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
-    if decoded.frames > 1:  # as `_open_image` says of those PIL reads
-        logger.warning("%s has %d frames (animated): only the first frame is read", path, decoded.frames)
+    warn_first_only(path, decoded.frames, "PNG")
     exif = Image.Exif()
     try:
         exif.load(decoded.exif or b"")  # a damaged block is read as far as it goes, with PIL's warning
@@ -339,8 +323,7 @@ def _read_color_png16(path: Path) -> RawImage:
 
 def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
     _check_pixel_count(path, info.width, info.height)  # from the tags, before decoding
-    if info.pages > 1:
-        logger.warning("%s has %d pages: only the first page is read", path, info.pages)
+    warn_first_only(path, info.pages, "TIFF")
     try:
         decoded = tiff16.read_tiff16(path)
     except Exception as error:  # tifffile raises its own types for damaged files
