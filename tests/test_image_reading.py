@@ -733,6 +733,40 @@ def test_a_multi_picture_jpeg_is_not_called_animated(tmp_path: Path, caplog: pyt
     ]
 
 
+def ppm_bytes(samples: np.ndarray, maxval: int, header: bytes | None = None) -> bytes:
+    height, width = samples.shape[:2]
+    return (header or f"P6\n{width} {height}\n{maxval}\n".encode()) + samples.astype(">u2").tobytes()
+
+
+def test_a_16_bit_ppm_keeps_its_16_bits_and_is_upscaled_to_a_16_bit_png(tmp_path: Path) -> None:
+    """dcraw -4 writes 16-bit PPMs; PIL read them with 8 bits, and the output lost the other 8."""
+    pixels = RNG.integers(0, 65536, (6, 7, 3), dtype=np.uint16)
+    (tmp_path / "raw.ppm").write_bytes(ppm_bytes(pixels, 65535, b"P6 # dcraw\n7\t6\n# a comment\n65535\n"))
+    raw = read_raw_image(tmp_path / "raw.ppm")
+    assert raw.mode == "RGB;16" and np.array_equal(raw.array, pixels)
+    ten_bit = np.array([[[0, 512, 1023]]], dtype=np.uint16)  # a maxval below 65535 fills the 16-bit range
+    (tmp_path / "ten.ppm").write_bytes(ppm_bytes(ten_bit, 1023))
+    assert read_raw_image(tmp_path / "ten.ppm").array.tolist() == [[[0, round(512 * 65535 / 1023), 65535]]]
+    result = srfeat_cli("upscale", tmp_path / "raw.ppm", "-o", tmp_path / "out", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    upscaled = read_raw_image(tmp_path / "out" / "raw.png")
+    assert upscaled.mode == "RGB;16" and upscaled.array.shape == (24, 28, 3)
+
+
+def test_a_damaged_16_bit_ppm_is_one_line_and_an_8_bit_one_is_read_as_before(tmp_path: Path) -> None:
+    pixels = RNG.integers(0, 1000, (4, 5, 3), dtype=np.uint16)
+    (tmp_path / "short.ppm").write_bytes(ppm_bytes(pixels, 999)[:-10])
+    (tmp_path / "over.ppm").write_bytes(ppm_bytes(np.full((4, 5, 3), 1000, np.uint16), 999))
+    for name, problem in (("short.ppm", "the file ends after 55 of its 60 samples"), ("over.ppm", "a sample is 1000, above the file.s maxval 999")):
+        with pytest.raises(ImageReadError, match=rf"cannot read image .*{name}: {problem}") as caught:
+            read_raw_image(tmp_path / name)
+        assert "\n" not in str(caught.value)
+    eight_bit = RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    Image.fromarray(eight_bit).save(tmp_path / "eight.ppm")
+    raw = read_raw_image(tmp_path / "eight.ppm")
+    assert raw.mode == "RGB" and np.array_equal(raw.array, eight_bit)
+
+
 # ----------------------------------------------------------------------------- colour profiles
 
 

@@ -8,14 +8,11 @@ upright), and any failure becomes an `ImageReadError` that names the file.
 `read_image` gives the 8-bit RGB array that the networks and the evaluation protocol use;
 `read_raw_image` gives the pixels as stored (bit depth, channels, ICC profile, EXIF) for
 callers that must write them back faithfully, and `write_image` writes them so: 16-bit colour
-PNG and TIFF, which PIL reads and writes only as 8-bit, go through `srfeat.data.png16` and
-`srfeat.data.tiff16`. Of an animated file (GIF, WebP, AVIF) the first frame is read, and of a
-multi-page TIFF the first page, with a warning. Float (mode F) images are read as intensities in
-[0, 1]: NaN, inf and values outside that range are refused in one line.
-
-What PIL and tifffile report while a file is read (PIL's `warnings`, printed as two lines with
-their source line; tifffile's log records, some twice as the file is opened twice) comes out as
-one srfeat warning line each, naming the file.
+PNG, TIFF and PPM, which PIL reads only as 8-bit, go through `srfeat.data.png16`, `.tiff16` and
+`.ppm16`. Of an animated file (GIF, WebP, AVIF) the first frame is read, and of a multi-page TIFF
+the first page, with a warning. Float (mode F) images are read as intensities in [0, 1]: NaN,
+inf and values outside that range are refused in one line. What PIL and tifffile report while a
+file is read (PIL's `warnings`, tifffile's log records) comes out as one warning line each.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from srfeat.data import orientation, png16, tiff16
+from srfeat.data import orientation, png16, ppm16, tiff16
 from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
@@ -251,6 +248,9 @@ def read_raw_image(path: PathLike) -> RawImage:
 def _read_raw_image(path: Path) -> RawImage:
     if png16.png16_channels(path) > 1:  # 16-bit gray PIL reads right; colour it cuts to 8 bits
         return _read_color_png16(path)
+    if (ppm := ppm16.ppm16_header(path)) is not None:  # as a 16-bit colour PPM (dcraw -4)
+        _check_pixel_count(path, ppm.width, ppm.height)
+        return RawImage(array=ppm16.read_ppm16(path, ppm), mode="RGB;16")
     info = tiff16.tiff16_info(path)
     if info is not None and info.decodable:
         return _read_color_tiff16(path, info)

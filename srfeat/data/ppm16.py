@@ -1,0 +1,74 @@
+"""16-bit binary PPM files (`P6` with a maxval above 255), which PIL cuts down to 8 bits.
+
+dcraw's `-4` (linear 16-bit) and many raw converters write them, so that a photo read from one
+keeps its 16 bits through `srfeat upscale` (written as a 16-bit PNG). The format: the magic
+`P6`, then width, height and maxval as ASCII numbers separated by whitespace (a `#` starts a
+comment to the end of its line), one whitespace byte, then big-endian 16-bit RGB samples, row
+after row. A maxval below 65535 is scaled to the full 16-bit range, as PIL scales 8-bit ones.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from srfeat.errors import ImageReadError
+
+__all__ = ["Ppm16Header", "ppm16_header", "read_ppm16"]
+
+# A header is short: magic, three numbers, their whitespace and any comments.
+HEADER_BYTES = 4096
+_TOKEN = re.compile(rb"(?:\s|#[^\n\r]*[\n\r])*(\d+)")
+
+
+@dataclass(frozen=True)
+class Ppm16Header:
+    width: int
+    height: int
+    maxval: int
+    data_offset: int  # where the samples start
+
+
+def ppm16_header(path: Path) -> Ppm16Header | None:
+    """The header of a 16-bit binary PPM file; None for any other file (PIL reads those)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(HEADER_BYTES)
+    except OSError:
+        return None  # PIL's reader reports it
+    if not head.startswith(b"P6"):
+        return None
+    numbers, position = [], 2
+    for _ in range(3):
+        match = _TOKEN.match(head, position)
+        if match is None:
+            return None  # damaged: PIL's reader says so
+        numbers.append(int(match.group(1)))
+        position = match.end()
+    width, height, maxval = numbers
+    if not 255 < maxval < 65536 or position >= len(head) or not head[position : position + 1].isspace():
+        return None
+    return Ppm16Header(width, height, maxval, position + 1)
+
+
+def read_ppm16(path: Path, header: Ppm16Header) -> np.ndarray:
+    """HxWx3 uint16 pixels of a 16-bit PPM file, scaled to 0..65535; ImageReadError if it is cut
+    short or a sample exceeds its maxval. The caller checks the pixel count first."""
+    count = header.width * header.height * 3
+    with open(path, "rb") as file:
+        file.seek(header.data_offset)
+        samples = np.frombuffer(file.read(2 * count), dtype=">u2")
+    problem = None
+    if samples.size != count:
+        problem = f"the file ends after {samples.size:,} of its {count:,} samples (cut short?)"
+    elif samples.size and int(samples.max()) > header.maxval:
+        problem = f"a sample is {int(samples.max())}, above the file's maxval {header.maxval} (damaged)"
+    if problem is not None:
+        raise ImageReadError(f"cannot read image {path}: {problem}; skip or replace this file")
+    pixels = samples.reshape(header.height, header.width, 3)
+    if header.maxval == 65535:
+        return pixels.astype(np.uint16)
+    return np.round(pixels * (65535 / header.maxval)).astype(np.uint16)
