@@ -113,3 +113,14 @@ def test_gather_path_matches_dense_path(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(resize, "DENSE_INPUT_PER_TAP", 0)
     torch.testing.assert_close(imresize(image, scale=0.25), dense_down, rtol=0, atol=1e-12)
     torch.testing.assert_close(imresize(image, scale=4), dense_up, rtol=0, atol=1e-12)
+
+
+def test_a_channels_first_array_is_resized_as_the_layout_says_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """imresize_np takes HxWxC: a 3x64x64 array is 3 rows of 64 channels, which a caller who meant
+    channels first did not want; before, it was resized so without a word."""
+    chw = np.zeros((3, 64, 64), np.uint8)
+    with caplog.at_level("WARNING", logger="srfeat.data.resize"):
+        assert imresize_np(chw, 0.5).shape == (2, 32, 64)
+        imresize_np(np.zeros((64, 64, 3), np.uint8), 0.5)  # HxWxC says nothing
+    expected = "imresize_np resizes the 3x64x64 array as 64x3 pixels of 64 channels: channels first? use array."
+    assert caplog.messages == [expected + "transpose(1, 2, 0)"]

@@ -16,6 +16,7 @@ is no loop over pixels.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ import torch
 
 from srfeat.errors import InvalidImageError, NotAnImageError
 from srfeat.hardware import host_available_memory
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["contributions", "cubic", "imresize", "imresize_np"]
 
@@ -294,6 +297,15 @@ def imresize_np(
     if kind not in "uif":
         raise NotAnImageError(
             f"imresize_np expects integer or float pixels, got {array.dtype}; e.g. array.astype(numpy.uint8)"
+        )
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] > 4:
+        logger.warning(
+            "imresize_np resizes the %s array as %dx%d pixels of %d channels: channels first? "
+            "use array.transpose(1, 2, 0)",
+            "x".join(map(str, array.shape)),
+            array.shape[1],
+            array.shape[0],
+            array.shape[2],
         )
     is_integer = kind in "ui"
     dtype = np.float64 if is_integer or array.dtype.itemsize > 4 else np.float32
