@@ -415,6 +415,24 @@ def test_resuming_a_run_killed_before_its_first_checkpoint_says_to_overwrite(fin
     assert folder_bytes(out) == before
 
 
+def test_a_second_run_on_a_folder_in_use_is_refused_and_writes_nothing(finished_run, tmp_path) -> None:
+    """Before: a second `srfeat train --resume` (another terminal, a job started twice) trained in the
+    same folder as the first, each writing checkpoints and logs over the other's."""
+    from srfeat.training.run_folder import run_folder_lock
+
+    out, config = finished_run
+    before = folder_bytes(out)
+    command = ("train", "--no-progress", config, "--out", str(out), "--resume", "train.max_steps=3")
+    with run_folder_lock(out):  # what the first run holds while it trains
+        message = one_error_line(srfeat_cli(*command, cwd=tmp_path))
+    assert (
+        message
+        == f"ERROR: run folder {out} is in use by another srfeat train: wait for it to end, or choose another --out"
+    )
+    assert folder_bytes(out) == before
+    assert srfeat_cli(*command, cwd=tmp_path).returncode == 0  # the lock goes with its holder
+
+
 def test_a_resume_that_fails_keeps_the_run_folder(finished_run, tmp_path) -> None:
     # A resume with another architecture used to end in a 50-line load_state_dict traceback, and
     # had already replaced the run's config.yaml with the wrong one.

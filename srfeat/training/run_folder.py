@@ -6,10 +6,16 @@ A new run (no `--resume`) refuses a folder that already holds a run's files unle
 were built, so a start that fails (a typo in a path, a checkpoint of another architecture)
 keeps the old run. A folder that is a file, or that is one of the run's image folders, is
 refused: checkpoints and logs would mix with the images (and be read as images next time).
+While a run trains, it holds a lock on its folder, so that a second `srfeat train` on it (a
+second terminal, a job started twice) is refused instead of writing over the first one's files.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from srfeat.errors import ConfigError
@@ -17,7 +23,9 @@ from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
 
-__all__ = ["RUN_FILES", "check_run_folder", "existing_run_files", "remove_previous_run"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["RUN_FILES", "check_run_folder", "existing_run_files", "remove_previous_run", "run_folder_lock"]
 
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_EVENTS = "events.out.tfevents.*"  # what SummaryWriter writes there
@@ -91,3 +99,32 @@ def remove_previous_run(out_dir: Path) -> None:
                 path.rmdir()
         else:
             path.unlink()
+
+
+@contextmanager
+def run_folder_lock(out_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the run folder while the block runs; one line if another process holds it.
+
+    flock on the folder itself: nothing is written, and the lock goes with its process, so a
+    killed run leaves none behind. Where there is no flock (Windows), nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    descriptor = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"run folder {out_dir} is in use by another srfeat train: wait for it to end, or choose another --out"
+            ) from None
+        except OSError as error:  # a file system without locks (some network ones)
+            logger.warning(
+                "run folder %s cannot be locked (%s): a second run on it would not be stopped", out_dir, error
+            )
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from srfeat.training.distributed import (
 )
 from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
 from srfeat.training.loop import Progress, TrainingLoop, lr_factor
-from srfeat.training.run_folder import check_run_folder, remove_previous_run
+from srfeat.training.run_folder import check_run_folder, remove_previous_run, run_folder_lock
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
 from srfeat.training.steps import AdversarialTerm, AutocastFactory, GANStep, PretrainStep, no_autocast
@@ -366,33 +367,38 @@ class Trainer:
         if config.train.max_steps is not None:
             planned_steps = min(planned_steps, config.train.max_steps)
         validator = Validator(config, self.device) if config.validation.dir and context.is_main else None
-        if context.is_main:
-            if self.overwrite:
-                remove_previous_run(self.out_dir)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint.clean_run_folder(self.out_dir)
-            (self.out_dir / CONFIG_FILE).write_text(config.to_yaml())
+        with ExitStack() as folder_lock:
+            if context.is_main:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                # before the first file is touched: a second run on this folder stops here
+                folder_lock.enter_context(run_folder_lock(self.out_dir))
+                if self.overwrite:
+                    remove_previous_run(self.out_dir)
+                checkpoint.clean_run_folder(self.out_dir)
+                (self.out_dir / CONFIG_FILE).write_text(config.to_yaml())
+                if saved is not None:
+                    checkpoint.save_generators(self.generator, self.out_dir, self._averaged_generator())
             if saved is not None:
-                checkpoint.save_generators(self.generator, self.out_dir, self._averaged_generator())
-        if saved is not None:
-            logger.info("resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1)
-        log = RunLog(self.out_dir, context.is_main, self.progress.step + 1 if saved is not None else None)
-        log.truncate_after(self.progress.step)
-        logger.info(
-            "stage %d: %d items, %d steps per epoch (global batch %d), up to %d steps%s, on %s",
-            config.stage,
-            len(dataset),
-            steps_per_epoch,
-            config.train.batch_size * context.world_size,
-            planned_steps,
-            f" or {config.train.max_minutes:g} minutes" if config.train.max_minutes else "",
-            self.device,
-        )
-        try:
-            last_validation = TrainingLoop(self, loader, sampler, planned_steps, validator, log).run()
-        finally:
-            log.close()
-            barrier(context)
+                logger.info(
+                    "resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1
+                )
+            log = RunLog(self.out_dir, context.is_main, self.progress.step + 1 if saved is not None else None)
+            log.truncate_after(self.progress.step)
+            logger.info(
+                "stage %d: %d items, %d steps per epoch (global batch %d), up to %d steps%s, on %s",
+                config.stage,
+                len(dataset),
+                steps_per_epoch,
+                config.train.batch_size * context.world_size,
+                planned_steps,
+                f" or {config.train.max_minutes:g} minutes" if config.train.max_minutes else "",
+                self.device,
+            )
+            try:
+                last_validation = TrainingLoop(self, loader, sampler, planned_steps, validator, log).run()
+            finally:
+                log.close()
+                barrier(context)
         return RunResult(
             self.out_dir, self.progress.step, self.progress.epoch, last_validation, self.progress.best_psnr
         )
