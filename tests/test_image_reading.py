@@ -757,7 +757,10 @@ def test_a_damaged_16_bit_ppm_is_one_line_and_an_8_bit_one_is_read_as_before(tmp
     pixels = RNG.integers(0, 1000, (4, 5, 3), dtype=np.uint16)
     (tmp_path / "short.ppm").write_bytes(ppm_bytes(pixels, 999)[:-10])
     (tmp_path / "over.ppm").write_bytes(ppm_bytes(np.full((4, 5, 3), 1000, np.uint16), 999))
-    for name, problem in (("short.ppm", "the file ends after 55 of its 60 samples"), ("over.ppm", "a sample is 1000, above the file.s maxval 999")):
+    for name, problem in (
+        ("short.ppm", "the file ends after 55 of its 60 samples"),
+        ("over.ppm", "a sample is 1000, above the file.s maxval 999"),
+    ):
         with pytest.raises(ImageReadError, match=rf"cannot read image .*{name}: {problem}") as caught:
             read_raw_image(tmp_path / name)
         assert "\n" not in str(caught.value)
