@@ -25,7 +25,14 @@ from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RUN_FILES", "check_run_folder", "existing_run_files", "remove_previous_run", "run_folder_lock"]
+__all__ = [
+    "RUN_FILES",
+    "check_run_folder",
+    "close_inherited_locks",
+    "existing_run_files",
+    "remove_previous_run",
+    "run_folder_lock",
+]
 
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_EVENTS = "events.out.tfevents.*"  # what SummaryWriter writes there
@@ -114,6 +121,7 @@ def run_folder_lock(out_dir: Path) -> Iterator[None]:
         yield
         return
     descriptor = os.open(out_dir, os.O_RDONLY)
+    _held.append(descriptor)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -127,4 +135,22 @@ def run_folder_lock(out_dir: Path) -> Iterator[None]:
             )
         yield
     finally:
+        _held.remove(descriptor)
         os.close(descriptor)  # releases the lock
+
+
+# The descriptors of the locks this process holds. A forked child (a DataLoader worker) inherits
+# them, and a flock lasts while any copy is open: a worker alive after its run would keep the
+# folder locked. Workers close their copies (`close_inherited_locks`); the parent's stays locked.
+_held: list[int] = []
+
+
+def close_inherited_locks() -> None:
+    """In a forked child: close the copies of the run-folder locks it inherited (never unlock them:
+    an unlock in the child would release the parent's lock too)."""
+    for descriptor in _held:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass  # not inherited (a spawned worker)
+    _held.clear()

@@ -20,6 +20,7 @@ from srfeat.errors import ConfigError
 from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import DistributedContext
 from srfeat.training.interrupt import quiet_worker
+from srfeat.training.run_folder import close_inherited_locks
 
 __all__ = ["ResumableSampler", "SeededItems", "build_loader", "build_train_dataset"]
 
@@ -87,6 +88,11 @@ def build_train_dataset(config: TrainingConfig) -> Dataset:
     return PairedPatchDataset(folders, scale=scale, hr_patch_size=data.hr_patch_size)
 
 
+def _init_worker(worker_id: int) -> None:
+    quiet_worker(worker_id)  # a stop signal to the whole job must not kill the workers
+    close_inherited_locks()  # nor may a worker outliving its run keep the run folder locked
+
+
 def build_loader(
     config: TrainingConfig, context: DistributedContext, device: torch.device
 ) -> tuple[SeededItems, ResumableSampler, DataLoader]:
@@ -108,7 +114,7 @@ def build_loader(
         num_workers=data.num_workers,
         pin_memory=use_pinned,
         drop_last=True,
-        worker_init_fn=quiet_worker,  # a stop signal to the whole job must not kill the workers
+        worker_init_fn=_init_worker,
         persistent_workers=data.num_workers > 0,
         prefetch_factor=data.prefetch_factor if data.num_workers > 0 else None,
     )
