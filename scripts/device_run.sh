@@ -10,6 +10,7 @@ start_device_run() {  # start_device_run LOG RUNS: refuse a non-empty $OUT, log 
     mkdir -p "$OUT"
     # a run never mixes its files with an earlier run's (the device tool's $OUT is always empty)
     [[ -z $(ls -A "$OUT") ]] || { echo "error: $OUT is not empty: give an empty or new folder as OUT" >&2; exit 2; }
+    touch "$OUT/$1" 2>/dev/null || { echo "error: cannot write in $OUT" >&2; exit 2; }
     exec > >(tee -a "$OUT/$1") 2>&1
     for folder in T91 BSDS200 Set5; do
         [[ -d $data/$folder ]] || { echo "error: $data/$folder not found: run scripts/pack_training_data.py and carry .devdata"; exit 2; }
