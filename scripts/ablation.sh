@@ -26,6 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/device_run.sh"
 budget_minutes=${ABLATION_MINUTES:-9} steps=${ABLATION_STEPS:-3000} cap=${ABLATION_CAP_MINUTES:-3}
 read -r -a variants <<<"${ABLATION_VARIANTS:-IF I F}"
 init=${ABLATION_INIT:-srfeat/weights/default.safetensors}
+budget_seconds=$(python3 -c "print(int(float('$budget_minutes') * 60))")  # 9.5 minutes too
 runs=runs/ablation/$(date -u +%Y%m%dT%H%M%SZ)
 start_device_run ablation.log "$runs"
 
@@ -53,7 +54,7 @@ ran=()
 variant_seconds=0
 for variant in "${variants[@]}"; do
     elapsed=$(( $(date +%s) - started ))
-    if (( ${#ran[@]} > 0 )) && (( elapsed + variant_seconds + 30 > ${budget_minutes%.*} * 60 )); then
+    if (( ${#ran[@]} > 0 )) && (( elapsed + variant_seconds + 30 > budget_seconds )); then
         echo "SRFeat_$variant skipped: ${elapsed} s gone, a variant takes about ${variant_seconds} s, budget ${budget_minutes} min"
         continue
     fi

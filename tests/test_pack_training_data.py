@@ -99,3 +99,26 @@ def test_refuses_to_replace_a_foreign_folder_and_names_a_missing_set(tmp_path: P
         result = pack(tmp_path, "--out", str(out))
         assert result.returncode != 0 and "Set5 not found" in result.stderr
         assert not out.exists()
+
+
+def test_counts_what_else_travels_in_the_folder_and_removes_a_killed_runs_staging(tmp_path: Path) -> None:
+    """Files in subfolders of .devdata/ were left out of the budget (the pack then failed as over the
+    limit, or travelled over it), and a killed run's staging folder stayed there to travel."""
+    make_sets(tmp_path / "datasets")
+    out = tmp_path / "devdata" / "train291"
+    first = pack(tmp_path, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads((out / "PACKED.json").read_text())
+    sizes = {name: info["bytes"] for name, info in manifest["sets"].items()}
+    leftover = tmp_path / "devdata" / ".train291.12345.tmp" / "T91"
+    leftover.mkdir(parents=True)
+    (leftover / "img0.webp").write_bytes(b"\0" * 50_000)
+    kept = tmp_path / "devdata" / "notes" / "blob.bin"
+    kept.parent.mkdir()
+    kept.write_bytes(b"\0" * sizes["BSDS200"])
+    # room for the sets at 90% of BSDS200's q98 size once the kept blob is counted
+    limit = manifest["tree_bytes"] + sizes["T91"] + sizes["Set5"] + sizes["BSDS200"] * 1.9 + 4096
+    second = pack(tmp_path, "--out", str(out), "--limit-mib", f"{limit / 2**20:.6f}", "--margin-mib", "0")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "q98" not in json.loads((out / "PACKED.json").read_text())["sets"]["BSDS200"]["format"]
+    assert not leftover.parent.exists() and kept.is_file()
