@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
-from playwright.sync_api import Browser, FilePayload, Page, expect
+from playwright.sync_api import Browser, FilePayload, Page, Route, expect
 from test_web import (
     Answer,
     Server,
@@ -403,3 +403,25 @@ def test_a_bicubic_view_the_free_memory_cannot_hold_is_refused_before_it_is_buil
     monkeypatch.setattr(views, "host_available_memory", lambda: 2 * needed)
     data, media_type = views.bicubic_view(buffer.getvalue(), 32, 24)
     assert media_type == "image/png" and Image.open(io.BytesIO(data)).size == (32, 24)
+
+
+def test_an_upload_removed_before_it_is_sent_is_not_sent(server: Server, browser: Browser) -> None:
+    """x on an image still waiting its turn to upload took the card away but sent it anyway, and when
+    it was answered the page took the last card of the list away in its place (a refusal, unread)."""
+    page = _page(browser, server)
+    held: list[Route] = []
+    page.route("**/api/jobs?*", lambda route: held.append(route) if not held else route.continue_())
+    files = [_file("first.png", png_bytes(16)), _file("removed.png", png_bytes(16)), _file("notes.png", b"text")]
+    page.set_input_files("#files", files=files)
+    page.wait_for_function("() => document.querySelectorAll('#jobs li').length === 3")
+    while not held:  # the first upload is on its way (held here); the others wait their turn
+        page.wait_for_timeout(50)
+    job_card(page, "removed.png").locator(".remove").click()
+    expect(job_card(page, "removed.png")).to_have_count(0)
+    held[0].continue_()
+    expect(job_card(page, "first.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(job_card(page, "notes.png").locator(".status")).to_contain_text("is not an image", timeout=10_000)
+    page.wait_for_timeout(1000)
+    assert job_card(page, "removed.png").count() == 0
+    assert "removed.png" not in server.log_text()  # never sent
+    page.context.close()

@@ -62,6 +62,7 @@ function upload(file) {
   render();
   const choice = currentChoice();
   uploadChain = uploadChain.then(async () => {
+    if (!localItems.includes(item)) return; // removed (x) while it waited its turn: not sent
     if (file.size > config.max_upload_bytes) {
       refuse(item, `${file.name} is ${formatBytes(file.size)}, larger than this server's upload limit of ` +
         `${formatBytes(config.max_upload_bytes)} (start the server with a larger --max-upload-mb)`);
@@ -92,6 +93,11 @@ function upload(file) {
       }
       if (!response.ok) {
         refuse(item, body.error || `upload failed (${response.status})`);
+        return;
+      }
+      if (!localItems.includes(item)) {
+        // Removed (x) while it was being sent: the job the server made of it goes too.
+        fetch(`/api/jobs/${body.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
         return;
       }
       localItems.splice(localItems.indexOf(item), 1);
@@ -295,7 +301,8 @@ function render() {
 
 function removeItem(job) {
   if (job.localId) {
-    localItems.splice(localItems.indexOf(job), 1);
+    const index = localItems.indexOf(job);
+    if (index >= 0) localItems.splice(index, 1);
   } else {
     // Unreachable server: nothing to do (the job ends with the session when the server notices).
     fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
