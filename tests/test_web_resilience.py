@@ -19,7 +19,9 @@ import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
@@ -424,4 +426,24 @@ def test_an_upload_removed_before_it_is_sent_is_not_sent(server: Server, browser
     page.wait_for_timeout(1000)
     assert job_card(page, "removed.png").count() == 0
     assert "removed.png" not in server.log_text()  # never sent
+    page.context.close()
+
+
+def test_an_original_turned_by_exif_is_shown_upright_beside_its_result(server: Server, browser: Browser) -> None:
+    """srfeat turns a WebP by its EXIF orientation; Chromium shows a WebP as stored. The original was
+    sent as it was: a sideways picture, stretched to the upright result's size, beside the result."""
+    stored = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 24, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned a quarter clockwise to be seen
+    buffer = io.BytesIO()
+    stored.save(buffer, format="WEBP", lossless=True, exif=exif.tobytes())
+    page = _page(browser, server)
+    page.set_input_files(
+        "#files", files=[{"name": "turned.webp", "mimeType": "image/webp", "buffer": buffer.getvalue()}]
+    )
+    expect(job_card(page, "turned.webp")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 32")  # upright: 8x24 -> 32x96
+    page.wait_for_function("() => document.getElementById('before').naturalWidth > 0")
+    natural = page.eval_on_selector("#before", "image => [image.naturalWidth, image.naturalHeight]")
+    assert natural == [8, 24]  # upright, as the result
     page.context.close()

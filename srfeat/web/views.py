@@ -1,8 +1,9 @@
 """What the web page shows of a job: its images as a browser can show them.
 
-The original and the result are sent as they are when the browser reads their format, else as an
-8-bit PNG copy; the bicubic view is the original enlarged to the result's size by MATLAB's bicubic,
-the baseline of the README's comparisons. Views are built on request, one at a time (`srfeat.web.app`).
+The original and the result are sent as they are when the browser reads their format, else (and
+for a non-JPEG turned by its EXIF orientation) as an upright 8-bit PNG copy; the bicubic view is
+the original enlarged to the result's size by MATLAB's bicubic, the baseline of the README's
+comparisons. Views are built on request, one at a time (`srfeat.web.app`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from PIL import Image
 
 from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import pil_to_array
-from srfeat.data.orientation import exif_upright
+from srfeat.data.orientation import EXIF_DAMAGE, exif_orientation, exif_upright
 from srfeat.data.resize import imresize
 from srfeat.hardware import host_available_memory
 from srfeat.inference.upscaler import from_float_tensor, to_float_tensor
@@ -35,15 +36,26 @@ BICUBIC_VIEW_BYTES_PER_PIXEL = 52
 
 
 def browser_view(data: bytes) -> tuple[bytes, str]:
-    """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied)."""
+    """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied;
+    so is a non-JPEG file turned by its EXIF orientation)."""
     with open_image_data(data, "a view", warn=False) as image:  # the upload's check named a dropped profile
-        if image.format in BROWSER_FORMATS:
+        if image.format in BROWSER_FORMATS and (image.format == "JPEG" or _orientation(image) == 1):
             return data, BROWSER_FORMATS[image.format]
         image.load()
         shown = _displayable(exif_upright(image, "a view"))  # a damaged EXIF block: read as stored
     buffer = io.BytesIO()
     shown.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue(), "image/png"
+
+
+def _orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation (1: as stored, also for a damaged block). Browsers turn a JPEG by
+    it, but not all turn other formats (Chromium shows a WebP as stored), while srfeat's result is
+    upright: such an original is sent as an upright PNG copy, so that the two sides match."""
+    try:
+        return exif_orientation(image.getexif())
+    except EXIF_DAMAGE:
+        return 1
 
 
 def _displayable(image: Image.Image) -> Image.Image:
