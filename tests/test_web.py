@@ -887,3 +887,26 @@ def test_the_worker_hands_freed_memory_back_after_every_job_done_or_failed(
         queue.stop()
         queue.join()
     assert states_at_each_hand_back == [("done", "queued"), ("done", "failed")]
+
+
+def test_what_a_result_lost_is_said_on_its_card(server: Server, browser: Browser, tmp_path: Path) -> None:
+    """A PNG with transparency saved as .jpg (the download is a JPEG, as `srfeat upscale` writes it) lost
+    its alpha, and an animated GIF all but its first frame: the command line warns, the page said nothing."""
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 10, 4), dtype=np.uint8)
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "logo.jpg", format="PNG")
+    frames = [Image.new("RGB", (10, 10), (60 * n, 0, 0)) for n in range(3)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(pixels[..., :3]).save(tmp_path / "plain.png")
+    page = open_tab(browser, server).page
+    page.set_input_files("#files", [str(tmp_path / name) for name in ("logo.jpg", "moving.gif", "plain.png")])
+    for name in ("logo.jpg", "moving.gif", "plain.png"):
+        expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(job_card(page, "logo.jpg").locator(".status")).to_contain_text(
+        "note: logo_x4.jpg: JPEG has no alpha channel; the alpha is dropped"
+    )
+    expect(job_card(page, "moving.gif").locator(".status")).to_contain_text(
+        "note: moving.gif has 3 frames (animated): only the first frame is read"
+    )
+    expect(job_card(page, "plain.png").locator(".status")).not_to_contain_text("note")
+    assert str(tempfile.gettempdir()) not in page.locator("#jobs").inner_text()  # named as the user knows them
+    page.context.close()

@@ -175,8 +175,12 @@ function statusText(job) {
       }
       return parts.length ? `upscaling: ${parts.join(", ")}` : "upscaling";
     }
-    case "done":
-      return `${job.result_width}\u00d7${job.result_height}, ${formatSeconds(job.seconds)}`;
+    case "done": {
+      // What the result lost (an alpha a JPEG name cannot hold, frames after the first...), as
+      // `srfeat upscale` warns: without it the card looked as if the file were whole.
+      const notes = job.notes && job.notes.length ? `; note: ${job.notes.join("; ")}` : "";
+      return `${job.result_width}\u00d7${job.result_height}, ${formatSeconds(job.seconds)}${notes}`;
+    }
     default:
       return job.state;
   }
