@@ -447,3 +447,31 @@ def test_an_original_turned_by_exif_is_shown_upright_beside_its_result(server: S
     natural = page.eval_on_selector("#before", "image => [image.naturalWidth, image.naturalHeight]")
     assert natural == [8, 24]  # upright, as the result
     page.context.close()
+
+
+def test_the_viewer_pans_and_zooms_by_keyboard(server: Server, browser: Browser) -> None:
+    """Zoomed in, only the middle of the picture could be seen without a mouse: the frame took no
+    keys (the README says the page works by keyboard alone)."""
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("keys.png", png_bytes(32))])
+    expect(job_card(page, "keys.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 128")
+    expect(page.get_by_role("group", name=re.compile("^comparison: arrow keys pan"))).to_be_visible()
+    page.focus("#frame")
+    assert page.evaluate("() => document.activeElement.id") == "frame"
+    fitted = page.locator("#zoom-level").inner_text()
+    page.keyboard.press("+")
+    expect(page.locator("#zoom-level")).not_to_have_text(fitted)
+    transform = page.eval_on_selector("#stage", "element => element.style.transform")
+    page.keyboard.press("ArrowRight")
+    moved = page.eval_on_selector("#stage", "element => element.style.transform")
+    assert moved != transform
+    page.keyboard.press("0")
+    expect(page.locator("#zoom-level")).to_have_text(fitted)
+    # The split keeps its own arrow keys: moving it does not pan the picture.
+    page.focus("#split")
+    transform = page.eval_on_selector("#stage", "element => element.style.transform")
+    page.keyboard.press("ArrowLeft")
+    assert page.get_attribute("#split", "aria-valuenow") == "48"
+    assert page.eval_on_selector("#stage", "element => element.style.transform") == transform
+    page.context.close()

@@ -531,6 +531,23 @@ function setupViewer() {
     event.preventDefault();
     draw();
   });
+  // Keyboard: what the mouse does by dragging and the wheel (zoomed in, the rest of the picture
+  // was out of reach without a mouse). The split's own arrow keys stay its own.
+  frame.addEventListener("keydown", (event) => {
+    if (!view.job || event.target !== frame) return;
+    const { w, h } = frameSize();
+    const step = event.shiftKey ? 0.5 : 0.1;
+    const moves = { ArrowLeft: [step * w, 0], ArrowRight: [-step * w, 0], ArrowUp: [0, step * h], ArrowDown: [0, -step * h] };
+    if (event.key in moves) {
+      view.x += moves[event.key][0];
+      view.y += moves[event.key][1];
+      draw();
+    } else if (event.key === "+" || event.key === "=") zoomCentre(view.zoom * 1.5);
+    else if (event.key === "-") zoomCentre(view.zoom / 1.5);
+    else if (event.key === "0") fit();
+    else return;
+    event.preventDefault();
+  });
   frame.addEventListener(
     "wheel",
     (event) => {
