@@ -463,7 +463,8 @@ class _ChunkSink(io.RawIOBase):
 
 def _zip_chunks(jobs: list[Job]) -> Iterator[bytes]:
     """The results as a zip (stored: images are compressed already), in pieces as it is written;
-    duplicate names get `_2`, `_3`."""
+    duplicate names get `_2`, `_3`, also those that differ only in case (`Photo.png`, `photo.png`),
+    which Windows and macOS would unpack as one file."""
     sink = _ChunkSink()
     used: set[str] = set()
     archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)  # unseekable: sizes go after each file
@@ -471,10 +472,10 @@ def _zip_chunks(jobs: list[Job]) -> Iterator[bytes]:
         name = job.result_name
         stem, dot, extension = name.rpartition(".")
         count = 2
-        while name in used:
+        while name.casefold() in used:
             name = f"{stem}_{count}{dot}{extension}"
             count += 1
-        used.add(name)
+        used.add(name.casefold())
         archive.writestr(name, job.result or b"")
         yield from sink.take()
     archive.close()
