@@ -757,6 +757,10 @@ def test_api_misuse_gets_a_reason_that_says_what_to_do(server: Server) -> None:
     assert gan_with_strength.status == 400 and "strength goes with model=default" in gan_with_strength.error()
     between_steps = upload(server, "misuse", "a.png", png_bytes(16), "strength=0.005")
     assert between_steps.status == 400 and "steps of 0.01" in between_steps.error()
+    # -0 is 0: its result was named photo_x4_s-0.00.png and labelled "strength -0.00".
+    negative_zero = upload(server, "misuse", "a.png", png_bytes(16), "strength=-0")
+    assert negative_zero.status == 201 and json.loads(negative_zero.body)["label"] == "strength 0.00"
+    call(server, "POST", "/api/sessions/misuse/close")
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,7 @@ def parse_choice(params: dict[str, str]) -> ModelChoice:
     # cached networks); another value is refused rather than silently rounded.
     if abs(strength * 100 - round(strength * 100)) > 1e-6:
         raise UploadError(f"strength is taken in steps of 0.01 (0.30, not 0.305), got {text}")
-    return ModelChoice("default", round(strength, 2))
+    return ModelChoice("default", round(strength, 2) + 0.0)  # + 0.0: -0 is 0 (not `_s-0.00` in the file name)
 
 
 def _error(message: str, status: int) -> JSONResponse:
