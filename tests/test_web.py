@@ -914,3 +914,22 @@ def test_what_a_result_lost_is_said_on_its_card(server: Server, browser: Browser
     expect(job_card(page, "plain.png").locator(".status")).not_to_contain_text("note")
     assert str(tempfile.gettempdir()) not in page.locator("#jobs").inner_text()  # named as the user knows them
     page.context.close()
+
+
+def test_the_views_carry_the_colour_profile_the_result_keeps(server: Server) -> None:
+    """The result keeps the upload's ICC profile and the browser shows it through it; the bicubic view
+    had none, so beside a Display P3 or Adobe RGB photo's result it was shown as sRGB, its colours
+    changed as if by the upscale (the left and right of the comparison disagreed)."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # any RGB profile: its bytes are checked
+    buffer = io.BytesIO()
+    Image.fromarray(samples.astronaut()[:8, :8]).save(buffer, format="PNG", icc_profile=icc)
+    session = "colours"
+    job = json.loads(upload(server, session, "wide.png", buffer.getvalue()).body)
+    try:
+        assert wait_for_result(server, session, job["id"]).status == 200
+        for kind in ("result", "original", "bicubic"):
+            view = call(server, "GET", f"/api/jobs/{job['id']}/{kind}?session={session}")
+            assert view.status == 200, view.body
+            assert Image.open(io.BytesIO(view.body)).info.get("icc_profile") == icc, kind
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")

@@ -13,7 +13,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from srfeat.data.colour_profiles import open_image_data
+from srfeat.data.colour_profiles import is_rgb_profile, open_image_data
 from srfeat.data.io import pil_to_array
 from srfeat.data.orientation import EXIF_DAMAGE, exif_orientation, exif_upright
 from srfeat.data.resize import imresize
@@ -44,7 +44,7 @@ def browser_view(data: bytes) -> tuple[bytes, str]:
         image.load()
         shown = _displayable(exif_upright(image, "a view"))  # a damaged EXIF block: read as stored
     buffer = io.BytesIO()
-    shown.save(buffer, format="PNG", compress_level=1)
+    shown.save(buffer, format="PNG", compress_level=1, icc_profile=_rgb_profile(shown))
     return buffer.getvalue(), "image/png"
 
 
@@ -56,6 +56,14 @@ def _orientation(image: Image.Image) -> int:
         return exif_orientation(image.getexif())
     except EXIF_DAMAGE:
         return 1
+
+
+def _rgb_profile(image: Image.Image) -> bytes | None:
+    """The image's ICC profile where it describes its RGB pixels: the views carry it, so that the browser
+    shows them in the same colours as the result, which keeps it (a Display P3 photo's bicubic view was
+    shown as sRGB beside the managed result: its colours looked changed by the upscale)."""
+    profile = image.info.get("icc_profile")
+    return profile if image.mode in ("RGB", "RGBA") and is_rgb_profile(profile) else None
 
 
 def _displayable(image: Image.Image) -> Image.Image:
@@ -86,5 +94,6 @@ def bicubic_view(data: bytes, width: int, height: int) -> tuple[bytes, str]:
     enlarged = imresize(to_float_tensor(pixels), size=(height, width)).clamp_(0.0, 1.0)
     array = from_float_tensor(enlarged, np.dtype(np.uint8))
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
+    view = Image.fromarray(np.ascontiguousarray(array))
+    view.save(buffer, format="PNG", compress_level=1, icc_profile=_rgb_profile(shown))
     return buffer.getvalue(), "image/png"
