@@ -933,3 +933,27 @@ def test_the_views_carry_the_colour_profile_the_result_keeps(server: Server) -> 
             assert Image.open(io.BytesIO(view.body)).info.get("icc_profile") == icc, kind
     finally:
         call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_the_views_of_a_cmyk_upload_show_the_colours_of_its_result(server: Server) -> None:
+    """srfeat reads a CMYK file through its own profile (a press's cyan is a deep blue); the bicubic view
+    used PIL's plain formula (0, 255, 255): beside the blue result, a cyan original."""
+    from test_image_reading import press_profile
+
+    buffer = io.BytesIO()
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(buffer, format="TIFF", icc_profile=press_profile())
+    session = "cmyk"
+    job = json.loads(upload(server, session, "print.tif", buffer.getvalue()).body)
+    try:
+        result = wait_for_result(server, session, job["id"])
+        assert result.status == 200
+        colours = {}
+        for kind in ("result", "original", "bicubic"):
+            view = call(server, "GET", f"/api/jobs/{job['id']}/{kind}?session={session}")
+            assert view.status == 200, view.body
+            colours[kind] = np.asarray(Image.open(io.BytesIO(view.body)).convert("RGB"), dtype=int)[2, 2]
+        assert 150 < colours["result"][2] and colours["result"][1] < 170, colours  # the deep blue
+        for kind in ("original", "bicubic"):
+            assert np.abs(colours[kind] - colours["result"]).max() <= 8, colours
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")

@@ -9,11 +9,12 @@ comparisons. Views are built on request, one at a time (`srfeat.web.app`).
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from srfeat.data.colour_profiles import is_rgb_profile, open_image_data
+from srfeat.data.colour_profiles import cmyk_to_srgb, is_rgb_profile, open_image_data
 from srfeat.data.io import pil_to_array
 from srfeat.data.orientation import EXIF_DAMAGE, exif_orientation, exif_upright
 from srfeat.data.resize import imresize
@@ -67,6 +68,8 @@ def _rgb_profile(image: Image.Image) -> bytes | None:
 
 
 def _displayable(image: Image.Image) -> Image.Image:
+    if image.mode == "CMYK":  # through its own profile, as srfeat reads it for the result (not PIL's plain formula)
+        image, _ = cmyk_to_srgb(image, image.info.get("icc_profile"), Path("a view"))
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     if image.mode.startswith("I;16") or image.mode == "I":
         image = image.point(lambda value: value / 257).convert("L")
