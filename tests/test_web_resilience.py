@@ -477,3 +477,28 @@ def test_the_viewer_pans_and_zooms_by_keyboard(server: Server, browser: Browser)
     assert page.get_attribute("#split", "aria-valuenow") == "48"
     assert page.eval_on_selector("#stage", "element => element.style.transform") == transform
     page.context.close()
+
+
+def test_a_file_the_browser_cannot_read_is_not_blamed_on_the_server(
+    server: Server, browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A file deleted after it was chosen (or a dropped folder) fails the upload in the browser; the page
+    said the server did not answer, and asked whether srfeat serve was still running."""
+    folder = tmp_path_factory.mktemp("chosen")
+    (folder / "first.png").write_bytes(png_bytes(16))
+    (folder / "gone.png").write_bytes(png_bytes(16))
+    page = _page(browser, server)
+    held: list[Route] = []
+    page.route("**/api/jobs?*", lambda route: held.append(route), times=1)  # the first upload only
+    page.set_input_files("#files", [str(folder / "first.png"), str(folder / "gone.png")])
+    while not held:  # the first upload is on its way (held here); the second waits its turn
+        page.wait_for_timeout(50)
+    (folder / "gone.png").unlink()
+    held[0].continue_()
+    expect(job_card(page, "first.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    status = job_card(page, "gone.png").locator(".status")
+    expect(status).to_have_text(
+        "gone.png could not be read from this computer (a folder, or a file moved or deleted since it was chosen): "
+        "add the image file itself again"
+    )
+    page.context.close()

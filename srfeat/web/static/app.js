@@ -104,9 +104,30 @@ function upload(file) {
       if (!serverJobs.some((job) => job.id === body.id)) serverJobs.push(body);
       render();
     } catch (error) {
-      refuse(item, `${file.name} was not uploaded: the server did not answer (is srfeat serve still running?)`);
+      // A file the browser cannot read (a folder dropped, a file moved or deleted since it was chosen)
+      // fails the same way as a server that is gone: which one it was is told apart here.
+      // (Its first piece is read; a slice of a deleted file still reads in Chromium.)
+      const readable = await readsFirstPiece(file);
+      refuse(
+        item,
+        readable
+          ? `${file.name} was not uploaded: the server did not answer (is srfeat serve still running?)`
+          : `${file.name} could not be read from this computer (a folder, or a file moved or deleted since it ` +
+              "was chosen): add the image file itself again",
+      );
     }
   });
+}
+
+async function readsFirstPiece(file) {
+  try {
+    const reader = file.stream().getReader();
+    await reader.read();
+    reader.cancel();
+    return true;
+  } catch (error) {
+    return false;
+  }
 }
 
 function refuse(item, message) {
