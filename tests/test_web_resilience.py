@@ -502,3 +502,11 @@ def test_a_file_the_browser_cannot_read_is_not_blamed_on_the_server(
         "add the image file itself again"
     )
     page.context.close()
+
+
+def test_a_progress_bar_names_its_image(server: Server, browser: Browser) -> None:
+    """Each running image's bar was a nameless "progress bar" to a screen reader: which image it was went unsaid."""
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("slow.png", png_bytes(256))])
+    expect(page.get_by_role("progressbar", name="upscaling slow.png")).to_be_visible(timeout=60_000)
+    page.context.close()  # its job is cancelled

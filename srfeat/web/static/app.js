@@ -259,6 +259,7 @@ function updateCard(card, job) {
   compare.setAttribute("aria-label", `Compare ${job.name}`);
   rerun.setAttribute("aria-label", `Again with the chosen detail: ${job.name}`);
   download.setAttribute("aria-label", `Download ${job.result_name || job.name}`);
+  bar.setAttribute("aria-label", `upscaling ${job.name}`); // a bar alone says how far, not which image
   bar.hidden = !(connected && job.state === "running" && job.tiles_total > 1);
   bar.max = Math.max(1, job.tiles_total || 1);
   bar.value = job.tiles_done || 0;
