@@ -40,7 +40,9 @@ def browser_view(data: bytes) -> tuple[bytes, str]:
     """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied;
     so is a non-JPEG file turned by its EXIF orientation)."""
     with open_image_data(data, "a view", warn=False) as image:  # the upload's check named a dropped profile
-        if image.format in BROWSER_FORMATS and (image.format == "JPEG" or _orientation(image) == 1):
+        # An animation is shown as its first frame, the one upscaled: the browser would play it beside a still result.
+        still = getattr(image, "n_frames", 1) == 1
+        if image.format in BROWSER_FORMATS and still and (image.format == "JPEG" or _orientation(image) == 1):
             return data, BROWSER_FORMATS[image.format]
         image.load()
         shown = _displayable(exif_upright(image, "a view"))  # a damaged EXIF block: read as stored
