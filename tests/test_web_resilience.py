@@ -510,3 +510,11 @@ def test_a_progress_bar_names_its_image(server: Server, browser: Browser) -> Non
     page.set_input_files("#files", files=[_file("slow.png", png_bytes(256))])
     expect(page.get_by_role("progressbar", name="upscaling slow.png")).to_be_visible(timeout=60_000)
     page.context.close()  # its job is cancelled
+
+
+def test_times_are_rounded_before_they_are_split_into_minutes(server: Server, browser: Browser) -> None:
+    """A job of 119.7 s (or that much left) read "1 min 60 s", and 59.6 s "60 s"."""
+    page = _page(browser, server)
+    shown = page.evaluate("() => [0.2, 59.4, 59.6, 119.7, 61].map(formatSeconds)")
+    assert shown == ["1 s", "59 s", "1 min 0 s", "2 min 0 s", "1 min 1 s"]
+    page.context.close()

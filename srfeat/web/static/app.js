@@ -161,9 +161,9 @@ function again(job) {
 // ---- the list of jobs ----------------------------------------------------------------------
 
 function formatSeconds(s) {
-  if (s < 60) return `${Math.max(1, Math.round(s))} s`;
-  const m = Math.floor(s / 60);
-  return `${m} min ${Math.round(s - 60 * m)} s`;
+  s = Math.round(s); // first: 119.7 s was "1 min 60 s"
+  if (s < 60) return `${Math.max(1, s)} s`;
+  return `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
 function statusText(job) {
