@@ -518,3 +518,22 @@ def test_times_are_rounded_before_they_are_split_into_minutes(server: Server, br
     shown = page.evaluate("() => [0.2, 59.4, 59.6, 119.7, 61].map(formatSeconds)")
     assert shown == ["1 s", "59 s", "1 min 0 s", "2 min 0 s", "1 min 1 s"]
     page.context.close()
+
+
+def test_an_image_removed_while_the_connection_is_down_stays_removed(server: Server, browser: Browser) -> None:
+    """x while the network was down took the card away, but the remove never reached the server: with the
+    next update of the stream the card came back, and the job ran on as if never cancelled."""
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("offline.png", png_bytes(256))])
+    card = job_card(page, "offline.png")
+    expect(card).to_have_attribute("data-state", "running", timeout=60_000)
+    page.route("**/remove?*", lambda route: route.abort("internetdisconnected"), times=1)  # the x's request is lost
+    card.locator(".remove").click()
+    expect(card).to_have_count(0)
+    page.wait_for_timeout(2000)  # updates come with every tile
+    assert card.count() == 0
+    deadline = time.monotonic() + 30
+    while "(offline.png) cancelled: removed from its page" not in server.log_text():
+        assert time.monotonic() < deadline, server.log_text()[-2000:]
+        time.sleep(0.2)
+    page.context.close()

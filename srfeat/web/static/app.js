@@ -29,6 +29,9 @@ const localItems = []; // uploads in flight or refused before they became jobs
 let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
 let roomWaiters = []; // uploads held back (the page's queue is full), woken when one of its jobs leaves the queue
 let selectedId = null;
+// Jobs removed (x) on this page: kept out of the list, and removed again should the server still have
+// them (the remove was sent while the connection was down; the stream came back with the job in it).
+const removedIds = new Set();
 let receivedAt = performance.now(); // when the last update came
 let connected = true; // whether the event stream is up (false: the server stopped, or the network is down)
 let lostContact = false; // the stream went down since the last update: the next update may come from a restarted server
@@ -330,7 +333,7 @@ function removeItem(job) {
     const index = localItems.indexOf(job);
     if (index >= 0) localItems.splice(index, 1);
   } else {
-    // Unreachable server: nothing to do (the job ends with the session when the server notices).
+    removedIds.add(job.id);
     fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
     serverJobs = serverJobs.filter((other) => other.id !== job.id);
     if (selectedId === job.id) clearViewer();
@@ -352,7 +355,11 @@ function removeItem(job) {
 function connect() {
   const events = new EventSource(`/api/sessions/${session}/events`);
   events.onmessage = (event) => {
-    const jobs = JSON.parse(event.data).jobs;
+    const jobs = JSON.parse(event.data).jobs.filter((job) => {
+      if (!removedIds.has(job.id)) return true;
+      fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {}); // it was sent while offline
+      return false;
+    });
     if (lostContact) forgetMissing(jobs);
     const queued = (list) => list.filter((job) => job.state === "queued").length;
     if (queued(jobs) < queued(serverJobs)) wakeHeldUploads();
