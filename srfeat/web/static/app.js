@@ -100,6 +100,7 @@ function upload(file) {
       }
       if (!localItems.includes(item)) {
         // Removed (x) while it was being sent: the job the server made of it goes too.
+        removedIds.add(body.id);
         fetch(`/api/jobs/${body.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
         return;
       }
