@@ -537,3 +537,21 @@ def test_an_image_removed_while_the_connection_is_down_stays_removed(server: Ser
         assert time.monotonic() < deadline, server.log_text()[-2000:]
         time.sleep(0.2)
     page.context.close()
+
+
+def test_zooming_out_of_a_picture_that_fits_below_2_percent_does_not_zoom_in(server: Server, browser: Browser) -> None:
+    """A 16000x1 upload's 64000x4 result fits the frame at about 1.5%; zoom out (-) clamped to 2%: it zoomed in."""
+    wide = io.BytesIO()
+    Image.new("RGB", (16000, 1), (90, 120, 150)).save(wide, format="PNG")
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("strip.png", wide.getvalue())])
+    expect(job_card(page, "strip.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 64000")
+    fitted = page.evaluate("() => view.zoom")
+    assert fitted < 0.02
+    page.click("#zoom-out")
+    assert page.evaluate("() => view.zoom") <= fitted
+    page.mouse.move(900, 400)
+    page.mouse.wheel(0, 300)  # out, by the wheel
+    assert page.evaluate("() => view.zoom") <= fitted
+    page.context.close()

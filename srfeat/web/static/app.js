@@ -484,7 +484,10 @@ function fit() {
 }
 
 function zoomAt(zoom, cx, cy) {
-  zoom = Math.min(32, Math.max(0.02, zoom));
+  // Out as far as 2%, or as the whole picture if that is smaller: a very wide result fits below 2%,
+  // and zooming out from there jumped in to 2%.
+  const { w, h } = frameSize();
+  zoom = Math.min(32, Math.max(Math.min(0.02, w / view.width, h / view.height), zoom));
   view.x = cx - ((cx - view.x) * zoom) / view.zoom;
   view.y = cy - ((cy - view.y) * zoom) / view.zoom;
   view.zoom = zoom;
