@@ -392,3 +392,12 @@ def test_export_checks_its_output_path_before_exporting(tmp_path: Path, default_
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
     assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "looks like an ONNX file: name it .onnx" in errors[0] and "pickle" not in errors[0], errors[0]
+
+
+def test_the_metadata_of_a_blend_at_minus_zero_names_strength_0() -> None:
+    """`--strength -0` (0, the default model) was named `default-gan-strength--0`, `+ -0 x gan`."""
+    from srfeat.export.onnx import model_info
+
+    info = model_info("default", -0.0)
+    assert info.name == "default-gan-strength-0" == model_info("default", 0.0).name
+    assert "-0" not in info.training_data

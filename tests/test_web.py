@@ -757,6 +757,10 @@ def test_api_misuse_gets_a_reason_that_says_what_to_do(server: Server) -> None:
     assert gan_with_strength.status == 400 and "strength goes with model=default" in gan_with_strength.error()
     between_steps = upload(server, "misuse", "a.png", png_bytes(16), "strength=0.005")
     assert between_steps.status == 400 and "steps of 0.01" in between_steps.error()
+    # -0 is 0: its result was named photo_x4_s-0.00.png and labelled "strength -0.00".
+    negative_zero = upload(server, "misuse", "a.png", png_bytes(16), "strength=-0")
+    assert negative_zero.status == 201 and json.loads(negative_zero.body)["label"] == "strength 0.00"
+    call(server, "POST", "/api/sessions/misuse/close")
 
 
 @pytest.fixture(scope="module")
@@ -887,3 +891,85 @@ def test_the_worker_hands_freed_memory_back_after_every_job_done_or_failed(
         queue.stop()
         queue.join()
     assert states_at_each_hand_back == [("done", "queued"), ("done", "failed")]
+
+
+def test_what_a_result_lost_is_said_on_its_card(server: Server, browser: Browser, tmp_path: Path) -> None:
+    """A PNG with transparency saved as .jpg (the download is a JPEG, as `srfeat upscale` writes it) lost
+    its alpha, and an animated GIF all but its first frame: the command line warns, the page said nothing."""
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 10, 4), dtype=np.uint8)
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "logo.jpg", format="PNG")
+    frames = [Image.new("RGB", (10, 10), (60 * n, 0, 0)) for n in range(3)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(pixels[..., :3]).save(tmp_path / "plain.png")
+    page = open_tab(browser, server).page
+    page.set_input_files("#files", [str(tmp_path / name) for name in ("logo.jpg", "moving.gif", "plain.png")])
+    for name in ("logo.jpg", "moving.gif", "plain.png"):
+        expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(job_card(page, "logo.jpg").locator(".status")).to_contain_text(
+        "note: logo_x4.jpg: JPEG has no alpha channel; the alpha is dropped"
+    )
+    expect(job_card(page, "moving.gif").locator(".status")).to_contain_text(
+        "note: moving.gif has 3 frames (animated): only the first frame is read"
+    )
+    expect(job_card(page, "plain.png").locator(".status")).not_to_contain_text("note")
+    page.context.close()
+
+
+def test_the_views_carry_the_colour_profile_the_result_keeps(server: Server) -> None:
+    """The result keeps the upload's ICC profile and the browser shows it through it; the bicubic view
+    had none, so beside a Display P3 or Adobe RGB photo's result it was shown as sRGB, its colours
+    changed as if by the upscale (the left and right of the comparison disagreed)."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # any RGB profile: its bytes are checked
+    buffer = io.BytesIO()
+    Image.fromarray(samples.astronaut()[:8, :8]).save(buffer, format="PNG", icc_profile=icc)
+    session = "colours"
+    job = json.loads(upload(server, session, "wide.png", buffer.getvalue()).body)
+    try:
+        assert wait_for_result(server, session, job["id"]).status == 200
+        for kind in ("result", "original", "bicubic"):
+            view = call(server, "GET", f"/api/jobs/{job['id']}/{kind}?session={session}")
+            assert view.status == 200, view.body
+            assert Image.open(io.BytesIO(view.body)).info.get("icc_profile") == icc, kind
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_the_views_of_a_cmyk_upload_show_the_colours_of_its_result(server: Server) -> None:
+    """srfeat reads a CMYK file through its own profile (a press's cyan is a deep blue); the bicubic view
+    used PIL's plain formula (0, 255, 255): beside the blue result, a cyan original."""
+    from test_image_reading import press_profile
+
+    buffer = io.BytesIO()
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(buffer, format="TIFF", icc_profile=press_profile())
+    session = "cmyk"
+    job = json.loads(upload(server, session, "print.tif", buffer.getvalue()).body)
+    try:
+        result = wait_for_result(server, session, job["id"])
+        assert result.status == 200
+        colours = {}
+        for kind in ("result", "original", "bicubic"):
+            view = call(server, "GET", f"/api/jobs/{job['id']}/{kind}?session={session}")
+            assert view.status == 200, view.body
+            colours[kind] = np.asarray(Image.open(io.BytesIO(view.body)).convert("RGB"), dtype=int)[2, 2]
+        assert 150 < colours["result"][2] and colours["result"][1] < 170, colours  # the deep blue
+        for kind in ("original", "bicubic"):
+            assert np.abs(colours[kind] - colours["result"]).max() <= 8, colours
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_an_animation_is_shown_as_the_frame_that_was_upscaled(server: Server) -> None:
+    """The original of an animated GIF was sent as it was: the browser played it beside a still result."""
+    frames = [Image.new("RGB", (10, 10), (60 * n, 0, 0)) for n in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    session = "animated"
+    job = json.loads(upload(server, session, "moving.gif", buffer.getvalue()).body)
+    try:
+        assert wait_for_result(server, session, job["id"]).status == 200
+        shown = call(server, "GET", f"/api/jobs/{job['id']}/original?session={session}")
+        assert shown.status == 200 and shown.headers["content-type"] == "image/png"
+        still = Image.open(io.BytesIO(shown.body))
+        assert getattr(still, "n_frames", 1) == 1 and still.convert("RGB").getpixel((5, 5)) == (0, 0, 0)
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")

@@ -19,11 +19,13 @@ import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
-from playwright.sync_api import Browser, FilePayload, Page, expect
+from playwright.sync_api import Browser, FilePayload, Page, Route, expect
 from test_web import (
     Answer,
     Server,
@@ -140,14 +142,16 @@ def test_the_zip_is_streamed_and_each_view_is_built_once(server: Server) -> None
     session = "zipped"
     stream = _stream(server, session)
     try:
-        jobs = [json.loads(upload(server, session, "same.png", png_bytes(16)).body) for _ in range(2)]
-        _wait_until(stream, lambda described: all(job["state"] == "done" for job in described) and len(described) == 2)
+        # The third differs in case only: unpacked on Windows or macOS, it replaced the first.
+        names = ["same.png", "same.png", "SAME.png"]
+        jobs = [json.loads(upload(server, session, name, png_bytes(16)).body) for name in names]
+        _wait_until(stream, lambda described: all(job["state"] == "done" for job in described) and len(described) == 3)
         # The zip comes in pieces (no Content-Length: it is not built whole first), and is whole.
         answer = call(server, "GET", f"/api/sessions/{session}/results.zip")
         assert answer.status == 200 and answer.headers.get("transfer-encoding") == "chunked", answer.headers
         assert "content-length" not in answer.headers
         with zipfile.ZipFile(io.BytesIO(answer.body)) as archive:
-            assert archive.testzip() is None and archive.namelist() == ["same_x4.png", "same_x4_2.png"]
+            assert archive.testzip() is None and archive.namelist() == ["same_x4.png", "same_x4_2.png", "SAME_x4_3.png"]
             result = call(server, "GET", f"/api/jobs/{jobs[0]['id']}/result?session={session}&download=1")
             assert archive.read("same_x4.png") == result.body
         # Three pages (or a page and its reload) asking for the same view at once: it is built once.
@@ -403,3 +407,151 @@ def test_a_bicubic_view_the_free_memory_cannot_hold_is_refused_before_it_is_buil
     monkeypatch.setattr(views, "host_available_memory", lambda: 2 * needed)
     data, media_type = views.bicubic_view(buffer.getvalue(), 32, 24)
     assert media_type == "image/png" and Image.open(io.BytesIO(data)).size == (32, 24)
+
+
+def test_an_upload_removed_before_it_is_sent_is_not_sent(server: Server, browser: Browser) -> None:
+    """x on an image still waiting its turn to upload took the card away but sent it anyway, and when
+    it was answered the page took the last card of the list away in its place (a refusal, unread)."""
+    page = _page(browser, server)
+    held: list[Route] = []
+    page.route("**/api/jobs?*", lambda route: held.append(route) if not held else route.continue_())
+    files = [_file("first.png", png_bytes(16)), _file("removed.png", png_bytes(16)), _file("notes.png", b"text")]
+    page.set_input_files("#files", files=files)
+    page.wait_for_function("() => document.querySelectorAll('#jobs li').length === 3")
+    while not held:  # the first upload is on its way (held here); the others wait their turn
+        page.wait_for_timeout(50)
+    job_card(page, "removed.png").locator(".remove").click()
+    expect(job_card(page, "removed.png")).to_have_count(0)
+    held[0].continue_()
+    expect(job_card(page, "first.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(job_card(page, "notes.png").locator(".status")).to_contain_text("is not an image", timeout=10_000)
+    page.wait_for_timeout(1000)
+    assert job_card(page, "removed.png").count() == 0
+    assert "removed.png" not in server.log_text()  # never sent
+    page.context.close()
+
+
+def test_an_original_turned_by_exif_is_shown_upright_beside_its_result(server: Server, browser: Browser) -> None:
+    """srfeat turns a WebP by its EXIF orientation; Chromium shows a WebP as stored. The original was
+    sent as it was: a sideways picture, stretched to the upright result's size, beside the result."""
+    stored = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 24, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned a quarter clockwise to be seen
+    buffer = io.BytesIO()
+    stored.save(buffer, format="WEBP", lossless=True, exif=exif.tobytes())
+    page = _page(browser, server)
+    page.set_input_files(
+        "#files", files=[{"name": "turned.webp", "mimeType": "image/webp", "buffer": buffer.getvalue()}]
+    )
+    expect(job_card(page, "turned.webp")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 32")  # upright: 8x24 -> 32x96
+    page.wait_for_function("() => document.getElementById('before').naturalWidth > 0")
+    natural = page.eval_on_selector("#before", "image => [image.naturalWidth, image.naturalHeight]")
+    assert natural == [8, 24]  # upright, as the result
+    page.context.close()
+
+
+def test_the_viewer_pans_and_zooms_by_keyboard(server: Server, browser: Browser) -> None:
+    """Zoomed in, only the middle of the picture could be seen without a mouse: the frame took no
+    keys (the README says the page works by keyboard alone)."""
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("keys.png", png_bytes(32))])
+    expect(job_card(page, "keys.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 128")
+    expect(page.get_by_role("group", name=re.compile("^comparison: arrow keys pan"))).to_be_visible()
+    page.focus("#frame")
+    assert page.evaluate("() => document.activeElement.id") == "frame"
+    fitted = page.locator("#zoom-level").inner_text()
+    page.keyboard.press("+")
+    expect(page.locator("#zoom-level")).not_to_have_text(fitted)
+    transform = page.eval_on_selector("#stage", "element => element.style.transform")
+    page.keyboard.press("ArrowRight")
+    moved = page.eval_on_selector("#stage", "element => element.style.transform")
+    assert moved != transform
+    page.keyboard.press("0")
+    expect(page.locator("#zoom-level")).to_have_text(fitted)
+    # The split keeps its own arrow keys: moving it does not pan the picture.
+    page.focus("#split")
+    transform = page.eval_on_selector("#stage", "element => element.style.transform")
+    page.keyboard.press("ArrowLeft")
+    assert page.get_attribute("#split", "aria-valuenow") == "48"
+    assert page.eval_on_selector("#stage", "element => element.style.transform") == transform
+    page.context.close()
+
+
+def test_a_file_the_browser_cannot_read_is_not_blamed_on_the_server(
+    server: Server, browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A file deleted after it was chosen (or a dropped folder) fails the upload in the browser; the page
+    said the server did not answer, and asked whether srfeat serve was still running."""
+    folder = tmp_path_factory.mktemp("chosen")
+    (folder / "first.png").write_bytes(png_bytes(16))
+    (folder / "gone.png").write_bytes(png_bytes(16))
+    page = _page(browser, server)
+    held: list[Route] = []
+    page.route("**/api/jobs?*", lambda route: held.append(route), times=1)  # the first upload only
+    page.set_input_files("#files", [str(folder / "first.png"), str(folder / "gone.png")])
+    while not held:  # the first upload is on its way (held here); the second waits its turn
+        page.wait_for_timeout(50)
+    (folder / "gone.png").unlink()
+    held[0].continue_()
+    expect(job_card(page, "first.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    status = job_card(page, "gone.png").locator(".status")
+    expect(status).to_have_text(
+        "gone.png could not be read from this computer (a folder, or a file moved or deleted since it was chosen): "
+        "add the image file itself again"
+    )
+    page.context.close()
+
+
+def test_a_progress_bar_names_its_image(server: Server, browser: Browser) -> None:
+    """Each running image's bar was a nameless "progress bar" to a screen reader: which image it was went unsaid."""
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("slow.png", png_bytes(256))])
+    expect(page.get_by_role("progressbar", name="upscaling slow.png")).to_be_visible(timeout=60_000)
+    page.context.close()  # its job is cancelled
+
+
+def test_times_are_rounded_before_they_are_split_into_minutes(server: Server, browser: Browser) -> None:
+    """A job of 119.7 s (or that much left) read "1 min 60 s", and 59.6 s "60 s"."""
+    page = _page(browser, server)
+    shown = page.evaluate("() => [0.2, 59.4, 59.6, 119.7, 61].map(formatSeconds)")
+    assert shown == ["1 s", "59 s", "1 min 0 s", "2 min 0 s", "1 min 1 s"]
+    page.context.close()
+
+
+def test_an_image_removed_while_the_connection_is_down_stays_removed(server: Server, browser: Browser) -> None:
+    """x while the network was down took the card away, but the remove never reached the server: with the
+    next update of the stream the card came back, and the job ran on as if never cancelled."""
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("offline.png", png_bytes(256))])
+    card = job_card(page, "offline.png")
+    expect(card).to_have_attribute("data-state", "running", timeout=60_000)
+    page.route("**/remove?*", lambda route: route.abort("internetdisconnected"), times=1)  # the x's request is lost
+    card.locator(".remove").click()
+    expect(card).to_have_count(0)
+    page.wait_for_timeout(2000)  # updates come with every tile
+    assert card.count() == 0
+    deadline = time.monotonic() + 30
+    while "(offline.png) cancelled: removed from its page" not in server.log_text():
+        assert time.monotonic() < deadline, server.log_text()[-2000:]
+        time.sleep(0.2)
+    page.context.close()
+
+
+def test_zooming_out_of_a_picture_that_fits_below_2_percent_does_not_zoom_in(server: Server, browser: Browser) -> None:
+    """A 16000x1 upload's 64000x4 result fits the frame at about 1.5%; zoom out (-) clamped to 2%: it zoomed in."""
+    wide = io.BytesIO()
+    Image.new("RGB", (16000, 1), (90, 120, 150)).save(wide, format="PNG")
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("strip.png", wide.getvalue())])
+    expect(job_card(page, "strip.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 64000")
+    fitted = page.evaluate("() => view.zoom")
+    assert fitted < 0.02
+    page.click("#zoom-out")
+    assert page.evaluate("() => view.zoom") <= fitted
+    page.mouse.move(900, 400)
+    page.mouse.wheel(0, 300)  # out, by the wheel
+    assert page.evaluate("() => view.zoom") <= fitted
+    page.context.close()

@@ -29,6 +29,7 @@ __all__ = [
     "cmyk_to_srgb",
     "inflated_size",
     "is_cmyk_profile",
+    "is_rgb_profile",
     "open_image_data",
     "open_image_file",
     "other_colour_space",
@@ -72,6 +73,10 @@ def _colour_space(profile: bytes) -> str:
 
 def is_cmyk_profile(profile: bytes | None) -> bool:
     return profile is not None and _damage(profile) is None and _colour_space(profile) == "CMYK"
+
+
+def is_rgb_profile(profile: bytes | None) -> bool:
+    return profile is not None and _damage(profile) is None and _colour_space(profile) == "RGB"
 
 
 def warn_oversized_profile(path: str | os.PathLike[str], size: int) -> None:

@@ -328,6 +328,8 @@ def model_info(
     if strength is not None and name in BUNDLED_INFO:
         from srfeat.weights.blend import DETAIL_MODELS
 
+        strength += 0.0  # -0 is 0: not `strength--0` in the name
+
         low, high = (BUNDLED_INFO[each] for each in DETAIL_MODELS)
         blend = ModelInfo(
             f"{low.name}-{high.name}-strength-{strength:g}",

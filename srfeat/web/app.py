@@ -144,7 +144,7 @@ def parse_choice(params: dict[str, str]) -> ModelChoice:
     # cached networks); another value is refused rather than silently rounded.
     if abs(strength * 100 - round(strength * 100)) > 1e-6:
         raise UploadError(f"strength is taken in steps of 0.01 (0.30, not 0.305), got {text}")
-    return ModelChoice("default", round(strength, 2))
+    return ModelChoice("default", round(strength, 2) + 0.0)  # + 0.0: -0 is 0 (not `_s-0.00` in the file name)
 
 
 def _error(message: str, status: int) -> JSONResponse:
@@ -463,7 +463,8 @@ class _ChunkSink(io.RawIOBase):
 
 def _zip_chunks(jobs: list[Job]) -> Iterator[bytes]:
     """The results as a zip (stored: images are compressed already), in pieces as it is written;
-    duplicate names get `_2`, `_3`."""
+    duplicate names get `_2`, `_3`, also those that differ only in case (`Photo.png`, `photo.png`),
+    which Windows and macOS would unpack as one file."""
     sink = _ChunkSink()
     used: set[str] = set()
     archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)  # unseekable: sizes go after each file
@@ -471,10 +472,10 @@ def _zip_chunks(jobs: list[Job]) -> Iterator[bytes]:
         name = job.result_name
         stem, dot, extension = name.rpartition(".")
         count = 2
-        while name in used:
+        while name.casefold() in used:
             name = f"{stem}_{count}{dot}{extension}"
             count += 1
-        used.add(name)
+        used.add(name.casefold())
         archive.writestr(name, job.result or b"")
         yield from sink.take()
     archive.close()

@@ -6,16 +6,19 @@ offered under, which come from the upload and so are untrusted.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from srfeat.inference.image_files import output_extension
 
-__all__ = ["Job", "JobCancelledError", "ModelChoice", "State", "safe_file_name"]
+__all__ = ["Job", "JobCancelledError", "ModelChoice", "State", "job_notes", "safe_file_name"]
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 # A file name may have 255 bytes (Linux, macOS, Windows): a stem of 150 leaves room for the
@@ -70,6 +73,30 @@ def _cut_utf8(text: str, max_bytes: int) -> str:
     return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
 
 
+class _ThreadWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.notes: list[str] = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:
+            self.notes.append(record.getMessage().replace("\n", " "))
+
+
+@contextmanager
+def job_notes() -> Iterator[list[str]]:
+    """The warnings srfeat logs in this thread within the block (what `srfeat upscale` prints for a
+    file: its alpha dropped for a JPEG name, 16 bits cut to 8, only the first frame read), as notes
+    for the job's card: the page showed such a result as if nothing had been lost."""
+    handler = _ThreadWarnings()
+    logging.getLogger("srfeat").addHandler(handler)
+    try:
+        yield handler.notes
+    finally:
+        logging.getLogger("srfeat").removeHandler(handler)
+
+
 @dataclass(eq=False)  # compared by identity: two uploads of one file are two jobs
 class Job:
     """One uploaded image and what became of it."""
@@ -95,6 +122,7 @@ class Job:
     result_width: int = 0
     result_height: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    notes: list[str] = field(default_factory=list)  # what was lost in the result, said on its card
     client_ref: str = ""  # the page's own name for the upload, so that it knows the job when the stream shows it first
     views: dict[str, tuple[bytes, str]] = field(
         default_factory=dict

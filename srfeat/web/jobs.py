@@ -32,7 +32,7 @@ from srfeat.files import process_exists
 from srfeat.hardware import return_freed_memory
 from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
-from srfeat.web.job import Job, JobCancelledError, ModelChoice, safe_file_name
+from srfeat.web.job import Job, JobCancelledError, ModelChoice, job_notes, safe_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +307,7 @@ class JobQueue:
             "seconds_left": job.seconds_left(now, self._seconds_per_pixel),
             "seconds": None if job.started is None else round(finished - job.started, 2),
             "error": job.error,
+            "notes": job.notes,
             "result_name": job.result_name if job.state == "done" else None,
             "result_width": job.result_width,
             "result_height": job.result_height,
@@ -403,11 +404,15 @@ class JobQueue:
                     source.parent.mkdir()
                     source.write_bytes(job.data)
                     try:
-                        width, height = upscale_file(upscaler, source, target)
+                        with job_notes() as logged:
+                            width, height = upscale_file(upscaler, source, target)
                     except SRFeatError as error:
                         # Messages name the temporary file; the user knows it by its upload name.
                         raise SRFeatError(str(error).replace(str(source), job.name)) from error
                     result = target.read_bytes()
+                    notes = [
+                        note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged
+                    ]
             finally:
                 upscaler.on_tile = None
             if job.cancel.is_set():
@@ -429,6 +434,7 @@ class JobQueue:
             return
         with self._lock:
             job.result, job.result_width, job.result_height = result, width, height
+            job.notes = notes
             job.state = "done"
             if job.tiles_started is not None:
                 self._seconds_per_pixel = (time.monotonic() - job.tiles_started) / (job.width * job.height)

@@ -1,20 +1,22 @@
 """What the web page shows of a job: its images as a browser can show them.
 
-The original and the result are sent as they are when the browser reads their format, else as an
-8-bit PNG copy; the bicubic view is the original enlarged to the result's size by MATLAB's bicubic,
-the baseline of the README's comparisons. Views are built on request, one at a time (`srfeat.web.app`).
+The original and the result are sent as they are when the browser reads their format, else (and
+for a non-JPEG turned by its EXIF orientation) as an upright 8-bit PNG copy; the bicubic view is
+the original enlarged to the result's size by MATLAB's bicubic, the baseline of the README's
+comparisons. Views are built on request, one at a time (`srfeat.web.app`).
 """
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from srfeat.data.colour_profiles import open_image_data
+from srfeat.data.colour_profiles import cmyk_to_srgb, is_rgb_profile, open_image_data
 from srfeat.data.io import pil_to_array
-from srfeat.data.orientation import exif_upright
+from srfeat.data.orientation import EXIF_DAMAGE, exif_orientation, exif_upright
 from srfeat.data.resize import imresize
 from srfeat.hardware import host_available_memory
 from srfeat.inference.upscaler import from_float_tensor, to_float_tensor
@@ -35,18 +37,41 @@ BICUBIC_VIEW_BYTES_PER_PIXEL = 52
 
 
 def browser_view(data: bytes) -> tuple[bytes, str]:
-    """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied)."""
+    """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied;
+    so is a non-JPEG file turned by its EXIF orientation)."""
     with open_image_data(data, "a view", warn=False) as image:  # the upload's check named a dropped profile
-        if image.format in BROWSER_FORMATS:
+        # An animation is shown as its first frame, the one upscaled: the browser would play it beside a still result.
+        still = getattr(image, "n_frames", 1) == 1
+        if image.format in BROWSER_FORMATS and still and (image.format == "JPEG" or _orientation(image) == 1):
             return data, BROWSER_FORMATS[image.format]
         image.load()
         shown = _displayable(exif_upright(image, "a view"))  # a damaged EXIF block: read as stored
     buffer = io.BytesIO()
-    shown.save(buffer, format="PNG", compress_level=1)
+    shown.save(buffer, format="PNG", compress_level=1, icc_profile=_rgb_profile(shown))
     return buffer.getvalue(), "image/png"
 
 
+def _orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation (1: as stored, also for a damaged block). Browsers turn a JPEG by
+    it, but not all turn other formats (Chromium shows a WebP as stored), while srfeat's result is
+    upright: such an original is sent as an upright PNG copy, so that the two sides match."""
+    try:
+        return exif_orientation(image.getexif())
+    except EXIF_DAMAGE:
+        return 1
+
+
+def _rgb_profile(image: Image.Image) -> bytes | None:
+    """The image's ICC profile where it describes its RGB pixels: the views carry it, so that the browser
+    shows them in the same colours as the result, which keeps it (a Display P3 photo's bicubic view was
+    shown as sRGB beside the managed result: its colours looked changed by the upscale)."""
+    profile = image.info.get("icc_profile")
+    return profile if image.mode in ("RGB", "RGBA") and is_rgb_profile(profile) else None
+
+
 def _displayable(image: Image.Image) -> Image.Image:
+    if image.mode == "CMYK":  # through its own profile, as srfeat reads it for the result (not PIL's plain formula)
+        image, _ = cmyk_to_srgb(image, image.info.get("icc_profile"), Path("a view"))
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     if image.mode.startswith("I;16") or image.mode == "I":
         image = image.point(lambda value: value / 257).convert("L")
@@ -74,5 +99,6 @@ def bicubic_view(data: bytes, width: int, height: int) -> tuple[bytes, str]:
     enlarged = imresize(to_float_tensor(pixels), size=(height, width)).clamp_(0.0, 1.0)
     array = from_float_tensor(enlarged, np.dtype(np.uint8))
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=1)
+    view = Image.fromarray(np.ascontiguousarray(array))
+    view.save(buffer, format="PNG", compress_level=1, icc_profile=_rgb_profile(shown))
     return buffer.getvalue(), "image/png"

@@ -29,6 +29,9 @@ const localItems = []; // uploads in flight or refused before they became jobs
 let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
 let roomWaiters = []; // uploads held back (the page's queue is full), woken when one of its jobs leaves the queue
 let selectedId = null;
+// Jobs removed (x) on this page: kept out of the list, and removed again should the server still have
+// them (the remove was sent while the connection was down; the stream came back with the job in it).
+const removedIds = new Set();
 let receivedAt = performance.now(); // when the last update came
 let connected = true; // whether the event stream is up (false: the server stopped, or the network is down)
 let lostContact = false; // the stream went down since the last update: the next update may come from a restarted server
@@ -62,6 +65,7 @@ function upload(file) {
   render();
   const choice = currentChoice();
   uploadChain = uploadChain.then(async () => {
+    if (!localItems.includes(item)) return; // removed (x) while it waited its turn: not sent
     if (file.size > config.max_upload_bytes) {
       refuse(item, `${file.name} is ${formatBytes(file.size)}, larger than this server's upload limit of ` +
         `${formatBytes(config.max_upload_bytes)} (start the server with a larger --max-upload-mb)`);
@@ -94,13 +98,40 @@ function upload(file) {
         refuse(item, body.error || `upload failed (${response.status})`);
         return;
       }
+      if (!localItems.includes(item)) {
+        // Removed (x) while it was being sent: the job the server made of it goes too.
+        removedIds.add(body.id);
+        fetch(`/api/jobs/${body.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
+        return;
+      }
       localItems.splice(localItems.indexOf(item), 1);
       if (!serverJobs.some((job) => job.id === body.id)) serverJobs.push(body);
       render();
     } catch (error) {
-      refuse(item, `${file.name} was not uploaded: the server did not answer (is srfeat serve still running?)`);
+      // A file the browser cannot read (a folder dropped, a file moved or deleted since it was chosen)
+      // fails the same way as a server that is gone: which one it was is told apart here.
+      // (Its first piece is read; a slice of a deleted file still reads in Chromium.)
+      const readable = await readsFirstPiece(file);
+      refuse(
+        item,
+        readable
+          ? `${file.name} was not uploaded: the server did not answer (is srfeat serve still running?)`
+          : `${file.name} could not be read from this computer (a folder, or a file moved or deleted since it ` +
+              "was chosen): add the image file itself again",
+      );
     }
   });
+}
+
+async function readsFirstPiece(file) {
+  try {
+    const reader = file.stream().getReader();
+    await reader.read();
+    reader.cancel();
+    return true;
+  } catch (error) {
+    return false;
+  }
 }
 
 function refuse(item, message) {
@@ -134,9 +165,9 @@ function again(job) {
 // ---- the list of jobs ----------------------------------------------------------------------
 
 function formatSeconds(s) {
-  if (s < 60) return `${Math.max(1, Math.round(s))} s`;
-  const m = Math.floor(s / 60);
-  return `${m} min ${Math.round(s - 60 * m)} s`;
+  s = Math.round(s); // first: 119.7 s was "1 min 60 s"
+  if (s < 60) return `${Math.max(1, s)} s`;
+  return `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
 function statusText(job) {
@@ -169,8 +200,12 @@ function statusText(job) {
       }
       return parts.length ? `upscaling: ${parts.join(", ")}` : "upscaling";
     }
-    case "done":
-      return `${job.result_width}\u00d7${job.result_height}, ${formatSeconds(job.seconds)}`;
+    case "done": {
+      // What the result lost (an alpha a JPEG name cannot hold, frames after the first...), as
+      // `srfeat upscale` warns: without it the card looked as if the file were whole.
+      const notes = job.notes && job.notes.length ? `; note: ${job.notes.join("; ")}` : "";
+      return `${job.result_width}\u00d7${job.result_height}, ${formatSeconds(job.seconds)}${notes}`;
+    }
     default:
       return job.state;
   }
@@ -228,6 +263,7 @@ function updateCard(card, job) {
   compare.setAttribute("aria-label", `Compare ${job.name}`);
   rerun.setAttribute("aria-label", `Again with the chosen detail: ${job.name}`);
   download.setAttribute("aria-label", `Download ${job.result_name || job.name}`);
+  bar.setAttribute("aria-label", `upscaling ${job.name}`); // a bar alone says how far, not which image
   bar.hidden = !(connected && job.state === "running" && job.tiles_total > 1);
   bar.max = Math.max(1, job.tiles_total || 1);
   bar.value = job.tiles_done || 0;
@@ -295,9 +331,10 @@ function render() {
 
 function removeItem(job) {
   if (job.localId) {
-    localItems.splice(localItems.indexOf(job), 1);
+    const index = localItems.indexOf(job);
+    if (index >= 0) localItems.splice(index, 1);
   } else {
-    // Unreachable server: nothing to do (the job ends with the session when the server notices).
+    removedIds.add(job.id);
     fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
     serverJobs = serverJobs.filter((other) => other.id !== job.id);
     if (selectedId === job.id) clearViewer();
@@ -319,7 +356,11 @@ function removeItem(job) {
 function connect() {
   const events = new EventSource(`/api/sessions/${session}/events`);
   events.onmessage = (event) => {
-    const jobs = JSON.parse(event.data).jobs;
+    const jobs = JSON.parse(event.data).jobs.filter((job) => {
+      if (!removedIds.has(job.id)) return true;
+      fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {}); // it was sent while offline
+      return false;
+    });
     if (lostContact) forgetMissing(jobs);
     const queued = (list) => list.filter((job) => job.state === "queued").length;
     if (queued(jobs) < queued(serverJobs)) wakeHeldUploads();
@@ -443,7 +484,10 @@ function fit() {
 }
 
 function zoomAt(zoom, cx, cy) {
-  zoom = Math.min(32, Math.max(0.02, zoom));
+  // Out as far as 2%, or as the whole picture if that is smaller: a very wide result fits below 2%,
+  // and zooming out from there jumped in to 2%.
+  const { w, h } = frameSize();
+  zoom = Math.min(32, Math.max(Math.min(0.02, w / view.width, h / view.height), zoom));
   view.x = cx - ((cx - view.x) * zoom) / view.zoom;
   view.y = cy - ((cy - view.y) * zoom) / view.zoom;
   view.zoom = zoom;
@@ -519,6 +563,23 @@ function setupViewer() {
     else return;
     event.preventDefault();
     draw();
+  });
+  // Keyboard: what the mouse does by dragging and the wheel (zoomed in, the rest of the picture
+  // was out of reach without a mouse). The split's own arrow keys stay its own.
+  frame.addEventListener("keydown", (event) => {
+    if (!view.job || event.target !== frame) return;
+    const { w, h } = frameSize();
+    const step = event.shiftKey ? 0.5 : 0.1;
+    const moves = { ArrowLeft: [step * w, 0], ArrowRight: [-step * w, 0], ArrowUp: [0, step * h], ArrowDown: [0, -step * h] };
+    if (event.key in moves) {
+      view.x += moves[event.key][0];
+      view.y += moves[event.key][1];
+      draw();
+    } else if (event.key === "+" || event.key === "=") zoomCentre(view.zoom * 1.5);
+    else if (event.key === "-") zoomCentre(view.zoom / 1.5);
+    else if (event.key === "0") fit();
+    else return;
+    event.preventDefault();
   });
   frame.addEventListener(
     "wheel",
