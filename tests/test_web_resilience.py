@@ -555,3 +555,17 @@ def test_zooming_out_of_a_picture_that_fits_below_2_percent_does_not_zoom_in(ser
     page.mouse.wheel(0, 300)  # out, by the wheel
     assert page.evaluate("() => view.zoom") <= fitted
     page.context.close()
+
+
+def test_a_double_click_on_again_runs_the_image_again_once(server: Server, browser: Browser) -> None:
+    """Before: each click of the double click sent its request, and two identical jobs ran."""
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("twice.png", png_bytes(16))])
+    expect(job_card(page, "twice.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.check("input[name='model'][value='gan']")
+    job_card(page, "twice.png").get_by_role("button", name="Again with the chosen detail").dblclick()
+    rerun = page.locator("#jobs li", has_text="twice.png \u00b7 gan")
+    expect(rerun).to_have_attribute("data-state", "done", timeout=60_000)
+    page.wait_for_timeout(500)  # a second job, had one been sent, is listed by now
+    expect(rerun).to_have_count(1)
+    page.context.close()

@@ -140,8 +140,14 @@ function refuse(item, message) {
   render();
 }
 
+// "Again" requests on their way, by job and choice: a double click sends one, not two identical jobs.
+const againSent = new Set();
+
 function again(job) {
   const choice = currentChoice();
+  const key = `${job.id}${choiceQuery(choice)}`;
+  if (againSent.has(key)) return;
+  againSent.add(key);
   fetch(`/api/jobs/${job.id}/again?${q()}${choiceQuery(choice)}`, {
     method: "POST",
     headers: { [config.upload_header]: "1" },
@@ -159,7 +165,8 @@ function again(job) {
       const item = { localId: `local-${Math.random()}`, name: job.name, state: "refused", error: error.message };
       localItems.push(item);
       render();
-    });
+    })
+    .finally(() => againSent.delete(key));
 }
 
 // ---- the list of jobs ----------------------------------------------------------------------
