@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -681,3 +682,24 @@ def test_a_training_folder_listed_twice_is_used_once_with_a_warning(
         dataset = build_train_dataset(twice)
     assert len(dataset) == len(once) > 0
     assert f"data.train_dirs {alias} is given twice (the same folder as {train}): used once" in caplog.text
+
+
+def test_steps_per_second_after_a_validation_count_training_only(tmp_path, monkeypatch) -> None:
+    """Before: the first log after a validation (or a checkpoint) divided its steps by the time
+    that included the pause, so a slow validation made training look slow."""
+    from srfeat.training import loop
+
+    train_dir, validation_dir = write_image_folders(tmp_path)
+    validate = loop.validate_generators
+
+    def slow_validation(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(1.5)
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "validate_generators", slow_validation)
+    out = tmp_path / "run"
+    overrides = ["train.log_every=2", "validation.every=2", "train.checkpoint_every=100"]
+    train_in_process(tiny_config(train_dir, validation_dir, out, overrides=overrides), out)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    after_validation = next(r for r in records if r["kind"] == "train" and r["step"] == 4)
+    assert after_validation["steps_per_second"] > 1.5, after_validation  # 2 steps in well under 1.5 s

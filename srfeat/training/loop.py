@@ -274,6 +274,7 @@ class TrainingLoop:
             text = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             self._say(f"step {progress.step}: validation {text}{' (best)' if improved else ''}")
         barrier(self.context)
+        state.logged_at = time.monotonic()  # the next log's steps per second count training, not this pause
 
     def _say(self, message: str) -> None:
         """A line for the user (from rank 0): above the progress bar when there is one, else logged."""
@@ -289,6 +290,7 @@ class TrainingLoop:
         self._stop_if_diverged()
         self.trainer.save_checkpoint()
         self.state.saved_at = self.progress.step
+        self.state.logged_at = time.monotonic()  # as after a validation
 
     # -- start and end ----------------------------------------------------------------
 
