@@ -248,3 +248,18 @@ def test_a_training_state_that_is_not_one_is_called_what_it_is(tmp_path: Path) -
                 checkpoint.load_state(tmp_path / name)
         message = str(caught.value)
         assert "\n" not in message and expected in message and "weights_only" not in message, (name, message)
+
+
+def test_gpu_random_states_of_another_gpu_count_are_named_not_skipped_silently(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run saved on 1 GPU and resumed on a machine with 2 cannot repeat its steps exactly; before,
+    nothing said so."""
+    states = {**checkpoint.capture_rng_states(), "cuda": [torch.zeros(16, dtype=torch.uint8)]}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda _: pytest.fail("restored 1 state on 2 GPUs"))
+    with caplog.at_level("WARNING", logger="srfeat.training.checkpoint"):
+        checkpoint.restore_rng_states(states)
+    expected = "the run was saved with 1 GPU(s) and this machine has 2: their random states are not restored, "
+    assert caplog.messages == [expected + "so the resumed steps will not repeat the original run's exactly"]

@@ -16,6 +16,7 @@ The state holds only tensors, numbers, strings, lists and dicts, so it loads wit
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -31,6 +32,8 @@ from torch import nn
 from srfeat.errors import WeightsError
 from srfeat.files import PendingFile, remove_stale_temporaries, write_file_atomically, write_files_atomically
 from srfeat.weights.file_kinds import PYTORCH, identify_file, torch_load_quietly, unpickling_problem
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 LATEST_GENERATOR = "generator_latest.safetensors"
@@ -339,3 +342,10 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         cuda_states = states["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+        else:
+            logger.warning(
+                "the run was saved with %d GPU(s) and this machine has %d: their random states are not "
+                "restored, so the resumed steps will not repeat the original run's exactly",
+                len(cuda_states),
+                torch.cuda.device_count(),
+            )
