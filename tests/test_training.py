@@ -703,3 +703,16 @@ def test_steps_per_second_after_a_validation_count_training_only(tmp_path, monke
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     after_validation = next(r for r in records if r["kind"] == "train" and r["step"] == 4)
     assert after_validation["steps_per_second"] > 1.5, after_validation  # 2 steps in well under 1.5 s
+
+
+def test_a_resume_with_another_number_of_processes_says_so(folders, finished_run, caplog) -> None:
+    """A run of 2 torchrun processes resumed by 1 trains with half the global batch on another data
+    order; before, no warning said so (the config is the same)."""
+    train_dir, _ = folders
+    out, _ = finished_run
+    state = torch.load(out / checkpoint.STATE_FILE, weights_only=True)
+    torch.save({**state, "world_size": 2}, out / checkpoint.STATE_FILE)
+    with caplog.at_level("WARNING", logger="srfeat"):
+        train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3"]), out, resume=True)
+    (warning,) = [r.getMessage() for r in caplog.records if "process(es)" in r.getMessage()]
+    assert f"resuming {out} with 1 process(es) where the run had 2: the global batch (2 images a step)" in warning

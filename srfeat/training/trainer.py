@@ -325,6 +325,16 @@ class Trainer:
                 "; ".join(changes[:5]) + (f"; {len(changes) - 5} more" if len(changes) > 5 else ""),
                 self.out_dir / CONFIG_FILE,
             )
+        saved_processes = saved.get("world_size")
+        if isinstance(saved_processes, int) and saved_processes != self.context.world_size:
+            logger.warning(
+                "resuming %s with %d process(es) where the run had %d: the global batch (%d images a step) and "
+                "the data order change, so the run continues, but not as it would have",
+                self.out_dir,
+                self.context.world_size,
+                saved_processes,
+                self.config.train.batch_size * self.context.world_size,
+            )
         self.progress = Progress(
             saved["step"],
             saved["epoch"],
