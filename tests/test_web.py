@@ -909,7 +909,7 @@ def test_what_a_result_lost_is_said_on_its_card(server: Server, browser: Browser
         "note: logo_x4.jpg: JPEG has no alpha channel; the alpha is dropped"
     )
     expect(job_card(page, "moving.gif").locator(".status")).to_contain_text(
-        "note: moving.gif has 3 frames (animated): only the first frame is read"
+        "note: moving.gif has 3 frames (animated): only the first is read"
     )
     expect(job_card(page, "plain.png").locator(".status")).not_to_contain_text("note")
     page.context.close()
