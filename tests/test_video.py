@@ -816,3 +816,16 @@ def test_an_output_saved_while_the_video_is_upscaled_is_kept(tmp_path: Path, mod
     assert "appeared while it was being written" in stderr and "Traceback" not in stderr, stderr
     assert target.read_bytes() == b"saved meanwhile"
     assert sorted(p.name for p in target.parent.iterdir()) == ["long.mkv"]
+
+
+def test_hevc_in_mp4_and_mov_is_tagged_hvc1_so_apple_players_play_it(tmp_path: Path, model_path: Path) -> None:
+    """FFmpeg's MP4 muxer tags HEVC `hev1`, which QuickTime, Safari and iPhones refuse to play."""
+    source = tmp_path / "clip.mp4"
+    write_encoded(source, frames=2, size=(16, 16))
+    for extension in (".mp4", ".mov"):
+        target = tmp_path / f"clip_x4{extension}"
+        result = cli(source, "-o", target, "--codec", "libx265", "--model", model_path)
+        assert result.returncode == 0, result.stderr
+        with av.open(str(target)) as container:
+            assert container.streams.video[0].codec_context.codec_tag == "hvc1"
+        assert len(read_frames(target)) == 2

@@ -33,6 +33,7 @@ from srfeat.video.encoding import (
     even_size,
     quality_options,
     repaired_decode_time,
+    stream_tag,
 )
 from srfeat.video.output import (
     check_frame_size,
@@ -198,6 +199,8 @@ class _Transcoder:
         rate = video.average_rate or video.guessed_rate or Fraction(25)
         stream = self.output.add_stream(codec.name, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pixel_format
+        if tag := stream_tag(codec.canonical_name, self.output.format.name):
+            stream.codec_context.codec_tag = tag
         # The input's time base: every frame keeps its timestamp exactly, so variable frame rates survive.
         stream.time_base = video.time_base
         stream.codec_context.time_base = video.time_base
