@@ -829,3 +829,24 @@ def test_hevc_in_mp4_and_mov_is_tagged_hvc1_so_apple_players_play_it(tmp_path: P
         with av.open(str(target)) as container:
             assert container.streams.video[0].codec_context.codec_tag == "hvc1"
         assert len(read_frames(target)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "pixel_format"), [("logo.mov", "png", "rgba"), ("logo.webm", "libvpx-vp9", "yuva420p")]
+)
+def test_a_transparent_video_is_told_its_output_is_opaque(
+    tmp_path: Path, model_path: Path, name: str, codec: str, pixel_format: str
+) -> None:
+    """Frames go through the network as RGB: an alpha channel (PNG or ProRes 4444 in MOV, VP9 in WebM)
+    is lost, which the user is told rather than find an opaque overlay."""
+    source = tmp_path / name
+    write_encoded(source, codec=codec, pixel_format=pixel_format, frames=2, size=(16, 16))
+    result = cli(source, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    (warning,) = stderr_lines(result, "WARNING")
+    assert warning.startswith(f"WARNING: {source} is transparent") and "opaque" in warning, warning
+    assert len(read_frames(tmp_path / "out" / name)) == 2
+    opaque = tmp_path / "opaque.mp4"
+    write_encoded(opaque, frames=2, size=(16, 16))
+    result = cli(opaque, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0 and not stderr_lines(result, "WARNING"), result.stderr

@@ -51,6 +51,7 @@ from srfeat.video.probe import (
     expected_frames,
     first_frame,
     frame_step,
+    has_alpha,
     main_video_stream,
     seconds_of,
     time_base_of,
@@ -226,6 +227,12 @@ class _Transcoder:
                 "moving edges come out combed, 4x as large; deinterlace it first (ffmpeg -vf bwdif)",
                 self.source,
                 round(2 * rate),
+            )
+        if has_alpha(video, first):
+            logger.warning(
+                "%s is transparent (an alpha channel): video frames are upscaled as RGB, so the output is "
+                "opaque; for the transparency, upscale its frames as PNG images",
+                self.source,
             )
         if first is not None and (matrix := display_matrix(first, self.source)) is not None:
             stream.set_display_matrix(matrix)  # a portrait phone video stays upright, a selfie mirrored

@@ -32,6 +32,7 @@ __all__ = [
     "expected_frames",
     "first_frame",
     "frame_step",
+    "has_alpha",
     "main_video_stream",
     "seconds_of",
     "stated_duration",
@@ -143,6 +144,14 @@ def display_matrix(frame: Any, source: Path) -> list[int] | None:
         problem = "its display matrix maps the picture onto a line; no player can show it"
     logger.warning("%s: %s; the output is shown as stored", source, problem)
     return None
+
+
+def has_alpha(video: VideoStream, first: Any) -> bool:
+    """Whether the film is transparent: its frames carry alpha (PNG, QuickTime Animation, ProRes 4444),
+    or, in WebM, VP8/VP9 carry it beside the picture (`alpha_mode`), where FFmpeg's decoder drops it."""
+    if video.metadata.get("alpha_mode", video.metadata.get("ALPHA_MODE")) == "1":
+        return True
+    return first is not None and any(component.is_alpha for component in first.format.components)
 
 
 def stated_duration(video: VideoStream) -> float | None:
