@@ -850,3 +850,34 @@ def test_a_transparent_video_is_told_its_output_is_opaque(
     write_encoded(opaque, frames=2, size=(16, 16))
     result = cli(opaque, "-o", tmp_path / "out", "--model", model_path)
     assert result.returncode == 0 and not stderr_lines(result, "WARNING"), result.stderr
+
+
+def test_audio_mov_refuses_is_named_as_the_containers_not_as_broken_timestamps(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """MOV holds FLAC and Opus only in MP4: FFmpeg refuses the header, which was reported at the first
+    packet as "its audio packet at 0.00 s cannot be copied (Invalid argument); its timestamps are broken"."""
+    source = tmp_path / "flac.mkv"
+    with av.open(str(source), "w") as container:
+        picture = container.add_stream("libx264", rate=12)
+        picture.width, picture.height, picture.pix_fmt = 16, 16, "yuv420p"
+        sound = container.add_stream("flac", rate=8000)
+        sound.layout = "mono"
+        for index, pixels in enumerate(pan_frames(2, 16, 16)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(picture.encode(frame))
+        container.mux(picture.encode(None))
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.int16), format="s16", layout="mono")
+        chunk.sample_rate, chunk.pts = 8000, 0
+        container.mux(sound.encode(chunk))
+        container.mux(sound.encode(None))
+    target = tmp_path / "flac_x4.mov"
+    result = cli(source, "-o", target, "--model", model_path)
+    assert result.returncode == 1
+    assert the_error_line(result, source) == (
+        f"ERROR: {source}: its streams cannot be written into a .mov file (flac only supported in MP4.); "
+        "write .mkv instead (-o NAME.mkv)"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["flac.mkv"]
+    assert cli(source, "-o", tmp_path / "flac_x4.mkv", "--model", model_path).returncode == 0

@@ -25,7 +25,7 @@ import numpy as np
 from srfeat.errors import SRFeatError, VideoError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
-from srfeat.video.copied import CopiedStreams, TimestampRepairs, copy_chapters_and_tags
+from srfeat.video.copied import CopiedStreams, TimestampRepairs, copy_chapters_and_tags, write_header
 from srfeat.video.encoding import (
     choose_codec,
     choose_pixel_format,
@@ -174,6 +174,7 @@ class _Transcoder:
         self.copied_streams = CopiedStreams(av, source, source_container, output, self.video.index, self.repairs)
         self.copied = self.copied_streams.streams
         copy_chapters_and_tags(av, source_container, output, window)
+        write_header(av, source, output)
 
     # -- streams ----------------------------------------------------------------------------
 
