@@ -881,3 +881,14 @@ def test_audio_mov_refuses_is_named_as_the_containers_not_as_broken_timestamps(
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["flac.mkv"]
     assert cli(source, "-o", tmp_path / "flac_x4.mkv", "--model", model_path).returncode == 0
+
+
+def test_an_encoder_that_refuses_its_settings_says_why(tmp_path: Path, model_path: Path) -> None:
+    """An encoder that cannot be opened was always said to refuse the frame size ("give a smaller
+    --outscale"), whatever it refused: MJPEG refuses limited-range YUV, MPEG-2 most frame rates."""
+    source = tmp_path / "clip.mp4"
+    write_encoded(source, frames=1, size=(16, 16))
+    line = the_error_line(cli(source, "-o", tmp_path / "out.mkv", "--codec", "mjpeg", "--model", model_path), source)
+    assert f"{source}: the mjpeg encoder refuses 64x64 frames (Non full-range YUV is non-standard" in line, line
+    assert "give another --codec (libx264, ffv1, libvpx-vp9)" in line, line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from srfeat.errors import VideoError
 from srfeat.video.output import containers_holding, extension_of
-from srfeat.video.probe import error_reason
+from srfeat.video.probe import ffmpeg_log, logged_reason
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -155,18 +155,14 @@ def write_header(av: ModuleType, source: Path, output: OutputContainer) -> None:
     """Write the output's header once every stream is added, before a frame is decoded: a muxer that
     refuses a stream there (MOV takes FLAC and Opus audio only in MP4) is named as the container's
     refusal, not, at the first packet, as the input's broken timestamps."""
-    previous, capture = av.logging.get_level(), av.logging.Capture()
-    av.logging.set_level(av.logging.ERROR)  # FFmpeg's reason, captured, not printed (no other thread runs yet)
+    logs: list[Any] = []
     try:
-        with capture:
+        with ffmpeg_log(av) as logs:
             output.start_encoding()
     except av.error.FFmpegError as error:
-        reason = " ".join(" ".join(str(line[2]) for line in capture.logs).split()) or error_reason(error)
         extension = extension_of(output.format.name)
         other = ".mkv" if extension != ".mkv" else ".mp4"
         raise VideoError(
-            f"{source}: its streams cannot be written into a {extension} file ({reason}); "
+            f"{source}: its streams cannot be written into a {extension} file ({logged_reason(logs, error)}); "
             f"write {other} instead (-o NAME{other})"
         ) from error
-    finally:
-        av.logging.set_level(previous)

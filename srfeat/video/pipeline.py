@@ -49,9 +49,11 @@ from srfeat.video.probe import (
     display_matrix,
     error_reason,
     expected_frames,
+    ffmpeg_log,
     first_frame,
     frame_step,
     has_alpha,
+    logged_reason,
     main_video_stream,
     seconds_of,
     time_base_of,
@@ -246,12 +248,16 @@ class _Transcoder:
     def _open_encoder(self) -> None:
         """Open the encoder now: its limits (x264: 16384 pixels a side) refuse a size before a frame
         is decoded or upscaled, not after the first frame's minutes on the network."""
+        logs: list[Any] = []
+        others = [name for name in ("libx264", "ffv1", "libvpx-vp9") if name != self.codec_name]
         try:
-            self.encoder.codec_context.open()
-        except self.av.error.FFmpegError as error:
+            with ffmpeg_log(self.av) as logs:
+                self.encoder.codec_context.open()
+        except self.av.error.FFmpegError as error:  # FFmpeg's reason: the size, the frame rate, the colour range
             raise VideoError(
                 f"{self.source}: the {self.codec_name} encoder refuses {self.width}x{self.height} frames "
-                f"({error_reason(error)}); give a smaller --outscale, or another --codec (ffv1, libvpx-vp9)"
+                f"({logged_reason(logs, error)}); give another --codec ({', '.join(others)}), or a smaller "
+                "--outscale if the size is what it refuses"
             ) from error
 
     # -- the pipeline -----------------------------------------------------------------------
