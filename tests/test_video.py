@@ -892,3 +892,20 @@ def test_an_encoder_that_refuses_its_settings_says_why(tmp_path: Path, model_pat
     assert f"{source}: the mjpeg encoder refuses 64x64 frames (Non full-range YUV is non-standard" in line, line
     assert "give another --codec (libx264, ffv1, libvpx-vp9)" in line, line
     assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_a_frames_slice_keeps_the_subtitle_on_screen_when_it_starts(tmp_path: Path, model_path: Path) -> None:
+    """A line shown from 0 s to 0.9 s is on screen at 0.5 s, where `--frames 6:18` starts: it was dropped
+    (only lines that start inside the span were kept); it is kept from 0 for its remaining 0.4 s."""
+    source = tmp_path / "film.mkv"
+    write_clip(source, frames=24, fps=12, size=(16, 16), subtitles=("zero", "one"))
+    output = tmp_path / "slice.mkv"
+    result = cli(source, "-o", output, "--frames", "6:18", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert packets(output, "subtitle") == [(0.0, b"zero"), (0.5, b"one")]
+    with av.open(str(output)) as container:
+        stream = container.streams.subtitles[0]
+        durations = [float(p.duration * stream.time_base) for p in container.demux(stream) if p.size]
+    assert durations == pytest.approx([0.4, 0.9])
+    # Audio is not cut mid-packet that way: only packets that start in the span are kept.
+    assert packets(output, "audio")[0][0] >= 0.0

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from srfeat.errors import VideoError
 from srfeat.video.output import containers_holding, extension_of
-from srfeat.video.probe import ffmpeg_log, logged_reason
+from srfeat.video.probe import ffmpeg_log, logged_reason, seconds_of, time_base_of
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CopiedStreams", "TimestampRepairs", "copy_chapters_and_tags", "write_header"]
+__all__ = ["CopiedStreams", "TimestampRepairs", "copy_chapters_and_tags", "cut_to_window", "write_header"]
 
 
 @dataclass
@@ -124,6 +124,28 @@ class CopiedStreams:
         if packet.pts is not None:
             packet.pts += offset
         self.last_dts[index] = packet.dts
+
+
+def cut_to_window(packet: Any, window: TimeWindow) -> bool:
+    """Whether a copied packet belongs to the `--frames` span; if so it is moved to the span's clock,
+    which starts at 0. A subtitle line still on screen when the span starts (shown before it) is kept,
+    from the span's start for the rest of its time: a preview from mid-sentence shows the sentence."""
+    time_base = time_base_of(packet)
+    start = packet.pts if packet.pts is not None else packet.dts
+    time = seconds_of(start, time_base)
+    if window.stop is not None and time >= window.stop:
+        return False
+    shift = round(window.start / time_base)
+    if time < window.start:
+        end = start + (packet.duration or 0)
+        if packet.stream.type != "subtitle" or seconds_of(end, time_base) <= window.start:
+            return False
+        packet.pts = packet.dts = shift
+        packet.duration = end - shift
+    packet.dts -= shift
+    if packet.pts is not None:
+        packet.pts -= shift
+    return True
 
 
 def copy_chapters_and_tags(

@@ -25,7 +25,13 @@ import numpy as np
 from srfeat.errors import SRFeatError, VideoError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
-from srfeat.video.copied import CopiedStreams, TimestampRepairs, copy_chapters_and_tags, write_header
+from srfeat.video.copied import (
+    CopiedStreams,
+    TimestampRepairs,
+    copy_chapters_and_tags,
+    cut_to_window,
+    write_header,
+)
 from srfeat.video.encoding import (
     choose_codec,
     choose_pixel_format,
@@ -395,15 +401,8 @@ class _Transcoder:
                 # Continued first, as the frames' are, so that the window cuts joined files' audio at
                 # the frames' moment, not at each part's.
                 self.copied_streams.continue_timestamps(packet)
-                if window is not None:
-                    packet_base = time_base_of(packet)
-                    time = seconds_of(packet.pts if packet.pts is not None else packet.dts, packet_base)
-                    if time < window.start or (window.stop is not None and time >= window.stop):
-                        continue
-                    shift = round(window.start / packet_base)
-                    packet.dts -= shift
-                    if packet.pts is not None:
-                        packet.pts -= shift
+                if window is not None and not cut_to_window(packet, window):
+                    continue
                 packet.stream = self.copied[packet.stream.index]
                 self._put(channel, packet)
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.
