@@ -844,7 +844,7 @@ def test_a_transparent_video_is_told_its_output_is_opaque(
     result = cli(source, "-o", tmp_path / "out", "--model", model_path)
     assert result.returncode == 0, result.stderr
     (warning,) = stderr_lines(result, "WARNING")
-    assert warning.startswith(f"WARNING: {source} is transparent") and "opaque" in warning, warning
+    assert warning.startswith(f"WARNING: {source} has an alpha channel") and "opaque" in warning, warning
     assert len(read_frames(tmp_path / "out" / name)) == 2
     opaque = tmp_path / "opaque.mp4"
     write_encoded(opaque, frames=2, size=(16, 16))

@@ -239,7 +239,7 @@ class _Transcoder:
             )
         if has_alpha(video, first):
             logger.warning(
-                "%s is transparent (an alpha channel): video frames are upscaled as RGB, so the output is "
+                "%s has an alpha channel (transparency): video frames are upscaled as RGB, so the output is "
                 "opaque; for the transparency, upscale its frames as PNG images",
                 self.source,
             )
