@@ -816,3 +816,96 @@ def test_an_output_saved_while_the_video_is_upscaled_is_kept(tmp_path: Path, mod
     assert "appeared while it was being written" in stderr and "Traceback" not in stderr, stderr
     assert target.read_bytes() == b"saved meanwhile"
     assert sorted(p.name for p in target.parent.iterdir()) == ["long.mkv"]
+
+
+def test_hevc_in_mp4_and_mov_is_tagged_hvc1_so_apple_players_play_it(tmp_path: Path, model_path: Path) -> None:
+    """FFmpeg's MP4 muxer tags HEVC `hev1`, which QuickTime, Safari and iPhones refuse to play."""
+    source = tmp_path / "clip.mp4"
+    write_encoded(source, frames=2, size=(16, 16))
+    for extension in (".mp4", ".mov"):
+        target = tmp_path / f"clip_x4{extension}"
+        result = cli(source, "-o", target, "--codec", "libx265", "--model", model_path)
+        assert result.returncode == 0, result.stderr
+        with av.open(str(target)) as container:
+            assert container.streams.video[0].codec_context.codec_tag == "hvc1"
+        assert len(read_frames(target)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "pixel_format"), [("logo.mov", "png", "rgba"), ("logo.webm", "libvpx-vp9", "yuva420p")]
+)
+def test_a_transparent_video_is_told_its_output_is_opaque(
+    tmp_path: Path, model_path: Path, name: str, codec: str, pixel_format: str
+) -> None:
+    """Frames go through the network as RGB: an alpha channel (PNG or ProRes 4444 in MOV, VP9 in WebM)
+    is lost, which the user is told rather than find an opaque overlay."""
+    source = tmp_path / name
+    write_encoded(source, codec=codec, pixel_format=pixel_format, frames=2, size=(16, 16))
+    result = cli(source, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    (warning,) = stderr_lines(result, "WARNING")
+    assert warning.startswith(f"WARNING: {source} has an alpha channel") and "opaque" in warning, warning
+    assert len(read_frames(tmp_path / "out" / name)) == 2
+    opaque = tmp_path / "opaque.mp4"
+    write_encoded(opaque, frames=2, size=(16, 16))
+    result = cli(opaque, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0 and not stderr_lines(result, "WARNING"), result.stderr
+
+
+def test_audio_mov_refuses_is_named_as_the_containers_not_as_broken_timestamps(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """MOV holds FLAC and Opus only in MP4: FFmpeg refuses the header, which was reported at the first
+    packet as "its audio packet at 0.00 s cannot be copied (Invalid argument); its timestamps are broken"."""
+    source = tmp_path / "flac.mkv"
+    with av.open(str(source), "w") as container:
+        picture = container.add_stream("libx264", rate=12)
+        picture.width, picture.height, picture.pix_fmt = 16, 16, "yuv420p"
+        sound = container.add_stream("flac", rate=8000)
+        sound.layout = "mono"
+        for index, pixels in enumerate(pan_frames(2, 16, 16)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(picture.encode(frame))
+        container.mux(picture.encode(None))
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.int16), format="s16", layout="mono")
+        chunk.sample_rate, chunk.pts = 8000, 0
+        container.mux(sound.encode(chunk))
+        container.mux(sound.encode(None))
+    target = tmp_path / "flac_x4.mov"
+    result = cli(source, "-o", target, "--model", model_path)
+    assert result.returncode == 1
+    assert the_error_line(result, source) == (
+        f"ERROR: {source}: its streams cannot be written into a .mov file (flac only supported in MP4.); "
+        "write .mkv instead (-o NAME.mkv)"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["flac.mkv"]
+    assert cli(source, "-o", tmp_path / "flac_x4.mkv", "--model", model_path).returncode == 0
+
+
+def test_an_encoder_that_refuses_its_settings_says_why(tmp_path: Path, model_path: Path) -> None:
+    """An encoder that cannot be opened was always said to refuse the frame size ("give a smaller
+    --outscale"), whatever it refused: MJPEG refuses limited-range YUV, MPEG-2 most frame rates."""
+    source = tmp_path / "clip.mp4"
+    write_encoded(source, frames=1, size=(16, 16))
+    line = the_error_line(cli(source, "-o", tmp_path / "out.mkv", "--codec", "mjpeg", "--model", model_path), source)
+    assert f"{source}: the mjpeg encoder refuses 64x64 frames (Non full-range YUV is non-standard" in line, line
+    assert "give another --codec (libx264, ffv1, libvpx-vp9)" in line, line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_a_frames_slice_keeps_the_subtitle_on_screen_when_it_starts(tmp_path: Path, model_path: Path) -> None:
+    """A line shown from 0 s to 0.9 s is on screen at 0.5 s, where `--frames 6:18` starts: it was dropped
+    (only lines that start inside the span were kept); it is kept from 0 for its remaining 0.4 s."""
+    source = tmp_path / "film.mkv"
+    write_clip(source, frames=24, fps=12, size=(16, 16), subtitles=("zero", "one"))
+    output = tmp_path / "slice.mkv"
+    result = cli(source, "-o", output, "--frames", "6:18", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert packets(output, "subtitle") == [(0.0, b"zero"), (0.5, b"one")]
+    with av.open(str(output)) as container:
+        stream = container.streams.subtitles[0]
+        durations = [float(p.duration * stream.time_base) for p in container.demux(stream) if p.size]
+    assert durations == pytest.approx([0.4, 0.9])
+    # Audio is not cut mid-packet that way: only packets that start in the span are kept.
+    assert packets(output, "audio")[0][0] >= 0.0

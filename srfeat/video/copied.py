@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from srfeat.errors import VideoError
 from srfeat.video.output import containers_holding, extension_of
+from srfeat.video.probe import ffmpeg_log, logged_reason, seconds_of, time_base_of
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CopiedStreams", "TimestampRepairs", "copy_chapters_and_tags"]
+__all__ = ["CopiedStreams", "TimestampRepairs", "copy_chapters_and_tags", "cut_to_window", "write_header"]
 
 
 @dataclass
@@ -125,6 +126,28 @@ class CopiedStreams:
         self.last_dts[index] = packet.dts
 
 
+def cut_to_window(packet: Any, window: TimeWindow) -> bool:
+    """Whether a copied packet belongs to the `--frames` span; if so it is moved to the span's clock,
+    which starts at 0. A subtitle line still on screen when the span starts (shown before it) is kept,
+    from the span's start for the rest of its time: a preview from mid-sentence shows the sentence."""
+    time_base = time_base_of(packet)
+    start = packet.pts if packet.pts is not None else packet.dts
+    time = seconds_of(start, time_base)
+    if window.stop is not None and time >= window.stop:
+        return False
+    shift = round(window.start / time_base)
+    if time < window.start:
+        end = start + (packet.duration or 0)
+        if packet.stream.type != "subtitle" or seconds_of(end, time_base) <= window.start:
+            return False
+        packet.pts = packet.dts = shift
+        packet.duration = end - shift
+    packet.dts -= shift
+    if packet.pts is not None:
+        packet.pts -= shift
+    return True
+
+
 def copy_chapters_and_tags(
     av: ModuleType, source_container: InputContainer, output: OutputContainer, window: TimeWindow | None
 ) -> None:
@@ -148,3 +171,20 @@ def copy_chapters_and_tags(
     if chapters:
         with suppress(av.error.FFmpegError, ValueError):  # a container without chapters (WebM): left out
             output.set_chapters(chapters)
+
+
+def write_header(av: ModuleType, source: Path, output: OutputContainer) -> None:
+    """Write the output's header once every stream is added, before a frame is decoded: a muxer that
+    refuses a stream there (MOV takes FLAC and Opus audio only in MP4) is named as the container's
+    refusal, not, at the first packet, as the input's broken timestamps."""
+    logs: list[Any] = []
+    try:
+        with ffmpeg_log(av) as logs:
+            output.start_encoding()
+    except av.error.FFmpegError as error:
+        extension = extension_of(output.format.name)
+        other = ".mkv" if extension != ".mkv" else ".mp4"
+        raise VideoError(
+            f"{source}: its streams cannot be written into a {extension} file ({logged_reason(logs, error)}); "
+            f"write {other} instead (-o NAME{other})"
+        ) from error

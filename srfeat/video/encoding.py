@@ -26,6 +26,7 @@ __all__ = [
     "colour_tags",
     "even_size",
     "quality_options",
+    "stream_tag",
 ]
 
 
@@ -104,6 +105,12 @@ def quality_options(codec_name: str, crf: float | None) -> dict[str, str]:
     if codec_name == "libx265":
         options["x265-params"] = "log-level=error"  # else some 25 lines of its settings on stderr
     return options
+
+
+def stream_tag(codec_name: str, container: str) -> str | None:
+    """The codec tag the output's video goes by, where FFmpeg's default does not play everywhere:
+    HEVC in MP4 and MOV as `hvc1` (FFmpeg writes `hev1`, which QuickTime, Safari and iPhones refuse)."""
+    return "hvc1" if codec_name == "hevc" and container in ("mp4", "mov") else None
 
 
 # An encoder decodes a frame at most this many frames before it is shown (x265's B-pyramid: 2).

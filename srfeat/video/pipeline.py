@@ -25,7 +25,13 @@ import numpy as np
 from srfeat.errors import SRFeatError, VideoError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
-from srfeat.video.copied import CopiedStreams, TimestampRepairs, copy_chapters_and_tags
+from srfeat.video.copied import (
+    CopiedStreams,
+    TimestampRepairs,
+    copy_chapters_and_tags,
+    cut_to_window,
+    write_header,
+)
 from srfeat.video.encoding import (
     choose_codec,
     choose_pixel_format,
@@ -33,6 +39,7 @@ from srfeat.video.encoding import (
     even_size,
     quality_options,
     repaired_decode_time,
+    stream_tag,
 )
 from srfeat.video.output import (
     check_frame_size,
@@ -48,8 +55,11 @@ from srfeat.video.probe import (
     display_matrix,
     error_reason,
     expected_frames,
+    ffmpeg_log,
     first_frame,
     frame_step,
+    has_alpha,
+    logged_reason,
     main_video_stream,
     seconds_of,
     time_base_of,
@@ -172,6 +182,7 @@ class _Transcoder:
         self.copied_streams = CopiedStreams(av, source, source_container, output, self.video.index, self.repairs)
         self.copied = self.copied_streams.streams
         copy_chapters_and_tags(av, source_container, output, window)
+        write_header(av, source, output)
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -198,6 +209,8 @@ class _Transcoder:
         rate = video.average_rate or video.guessed_rate or Fraction(25)
         stream = self.output.add_stream(codec.name, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pixel_format
+        if tag := stream_tag(codec.canonical_name, self.output.format.name):
+            stream.codec_context.codec_tag = tag
         # The input's time base: every frame keeps its timestamp exactly, so variable frame rates survive.
         stream.time_base = video.time_base
         stream.codec_context.time_base = video.time_base
@@ -224,6 +237,12 @@ class _Transcoder:
                 self.source,
                 round(2 * rate),
             )
+        if has_alpha(video, first):
+            logger.warning(
+                "%s has an alpha channel (transparency): video frames are upscaled as RGB, so the output is "
+                "opaque; for the transparency, upscale its frames as PNG images",
+                self.source,
+            )
         if first is not None and (matrix := display_matrix(first, self.source)) is not None:
             stream.set_display_matrix(matrix)  # a portrait phone video stays upright, a selfie mirrored
         stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
@@ -235,12 +254,16 @@ class _Transcoder:
     def _open_encoder(self) -> None:
         """Open the encoder now: its limits (x264: 16384 pixels a side) refuse a size before a frame
         is decoded or upscaled, not after the first frame's minutes on the network."""
+        logs: list[Any] = []
+        others = [name for name in ("libx264", "ffv1", "libvpx-vp9") if name != self.codec_name]
         try:
-            self.encoder.codec_context.open()
-        except self.av.error.FFmpegError as error:
+            with ffmpeg_log(self.av) as logs:
+                self.encoder.codec_context.open()
+        except self.av.error.FFmpegError as error:  # FFmpeg's reason: the size, the frame rate, the colour range
             raise VideoError(
                 f"{self.source}: the {self.codec_name} encoder refuses {self.width}x{self.height} frames "
-                f"({error_reason(error)}); give a smaller --outscale, or another --codec (ffv1, libvpx-vp9)"
+                f"({logged_reason(logs, error)}); give another --codec ({', '.join(others)}), or a smaller "
+                "--outscale if the size is what it refuses"
             ) from error
 
     # -- the pipeline -----------------------------------------------------------------------
@@ -378,15 +401,8 @@ class _Transcoder:
                 # Continued first, as the frames' are, so that the window cuts joined files' audio at
                 # the frames' moment, not at each part's.
                 self.copied_streams.continue_timestamps(packet)
-                if window is not None:
-                    packet_base = time_base_of(packet)
-                    time = seconds_of(packet.pts if packet.pts is not None else packet.dts, packet_base)
-                    if time < window.start or (window.stop is not None and time >= window.stop):
-                        continue
-                    shift = round(window.start / packet_base)
-                    packet.dts -= shift
-                    if packet.pts is not None:
-                        packet.pts -= shift
+                if window is not None and not cut_to_window(packet, window):
+                    continue
                 packet.stream = self.copied[packet.stream.index]
                 self._put(channel, packet)
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.

@@ -5,7 +5,8 @@ whether the file held as many frames as it says."""
 from __future__ import annotations
 
 import logging
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,8 +31,11 @@ __all__ = [
     "display_matrix",
     "error_reason",
     "expected_frames",
+    "ffmpeg_log",
     "first_frame",
     "frame_step",
+    "has_alpha",
+    "logged_reason",
     "main_video_stream",
     "seconds_of",
     "stated_duration",
@@ -145,6 +149,14 @@ def display_matrix(frame: Any, source: Path) -> list[int] | None:
     return None
 
 
+def has_alpha(video: VideoStream, first: Any) -> bool:
+    """Whether the film is transparent: its frames carry alpha (PNG, QuickTime Animation, ProRes 4444),
+    or, in WebM, VP8/VP9 carry it beside the picture (`alpha_mode`), where FFmpeg's decoder drops it."""
+    if video.metadata.get("alpha_mode", video.metadata.get("ALPHA_MODE")) == "1":
+        return True
+    return first is not None and any(component.is_alpha for component in first.format.components)
+
+
 def stated_duration(video: VideoStream) -> float | None:
     """The video stream's length as the file states it, in seconds."""
     if video.duration and video.time_base:
@@ -160,6 +172,26 @@ def stated_duration(video: VideoStream) -> float | None:
 def error_reason(error: BaseException) -> str:
     text = getattr(error, "strerror", None) or str(error)
     return " ".join(str(text).split())
+
+
+@contextmanager
+def ffmpeg_log(av: ModuleType) -> Iterator[list[Any]]:
+    """FFmpeg's log lines while the block runs, captured, not printed: the reason behind an error that
+    FFmpeg states only as "Invalid argument". Only while no other thread uses FFmpeg (the level is global)."""
+    previous, capture = av.logging.get_level(), av.logging.Capture()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with capture:
+            yield capture.logs
+    finally:
+        av.logging.set_level(previous)
+
+
+def logged_reason(logs: list[Any], error: BaseException) -> str:
+    """The log's first line (the cause; more lines elaborate it, DNxHD's list some 100 profiles) as
+    the reason for `error`, else the error's own text."""
+    lines = [" ".join(str(line[2]).split()) for line in logs]
+    return next((line for line in lines if line), None) or error_reason(error)
 
 
 def seconds_of(value: int | None, time_base: Fraction) -> float:
