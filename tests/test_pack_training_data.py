@@ -63,13 +63,18 @@ def test_packs_lossless_and_jpeg_sets_that_the_loaders_read(tmp_path: Path) -> N
     assert benchmark.names == ["img0", "img1", "img2"]
 
 
-def test_lowers_jpeg_quality_to_fit_and_fails_when_nothing_fits(tmp_path: Path) -> None:
+def first_pack(tmp_path: Path, out: Path) -> tuple[dict, dict[str, int]]:
+    """Pack made-up sets into `out` with the default limit: its manifest and each set's bytes."""
     make_sets(tmp_path / "datasets")
-    out = tmp_path / "devdata" / "train291"
     first = pack(tmp_path, "--out", str(out))
     assert first.returncode == 0, first.stderr
     manifest = json.loads((out / "PACKED.json").read_text())
-    sizes = {name: info["bytes"] for name, info in manifest["sets"].items()}
+    return manifest, {name: info["bytes"] for name, info in manifest["sets"].items()}
+
+
+def test_lowers_jpeg_quality_to_fit_and_fails_when_nothing_fits(tmp_path: Path) -> None:
+    out = tmp_path / "devdata" / "train291"
+    manifest, sizes = first_pack(tmp_path, out)
     tree = manifest["tree_bytes"] / 2**20
     # a limit that leaves BSDS200 less than its q98 size: a lower quality is chosen
     limit = tree + (sizes["T91"] + sizes["Set5"] + sizes["BSDS200"] * 0.9 + 4096) / 2**20  # 4096: PACKED.json
@@ -104,12 +109,8 @@ def test_refuses_to_replace_a_foreign_folder_and_names_a_missing_set(tmp_path: P
 def test_counts_what_else_travels_in_the_folder_and_removes_a_killed_runs_staging(tmp_path: Path) -> None:
     """Files in subfolders of .devdata/ were left out of the budget (the pack then failed as over the
     limit, or travelled over it), and a killed run's staging folder stayed there to travel."""
-    make_sets(tmp_path / "datasets")
     out = tmp_path / "devdata" / "train291"
-    first = pack(tmp_path, "--out", str(out))
-    assert first.returncode == 0, first.stderr
-    manifest = json.loads((out / "PACKED.json").read_text())
-    sizes = {name: info["bytes"] for name, info in manifest["sets"].items()}
+    manifest, sizes = first_pack(tmp_path, out)
     leftover = tmp_path / "devdata" / ".train291.12345.tmp" / "T91"
     leftover.mkdir(parents=True)
     (leftover / "img0.webp").write_bytes(b"\0" * 50_000)

@@ -350,11 +350,11 @@ class RandomCropDataset(Dataset[Sample]):
                     decoded_bytes / 1e9,
                     available / 1e9,
                 )
-        if not in_memory:
-            self.images.load(0)  # as CenterCropDataset: a folder of only undecodable files is refused now
-        else:
+        if in_memory:
             # uint8 (C, H, W) tensors: 4x smaller than float, and cropping a view is free.
             self.cache = [torch.from_numpy(array.transpose(2, 0, 1).copy()) for array in self.images.load_all()]
+        else:
+            self.images.load(0)  # as CenterCropDataset: a folder of only undecodable files is refused now
 
     def __len__(self) -> int:
         return len(self.images.paths) * self.repeats

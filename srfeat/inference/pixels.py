@@ -19,6 +19,8 @@ __all__ = ["LUMA_WEIGHTS", "from_float_tensor", "mix_grey", "resize_alpha", "to_
 # BT.601 luma, as PIL's RGB -> L conversion: a gray input upscaled to near-gray RGB comes back
 # as the gray the network made of it.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+# Float pixels beyond this become inf in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Rows of a full-size image converted at once: a band of a 4000-pixel-wide RGB result is 3 MB.
 BAND_ROWS = 64
 
@@ -57,9 +59,7 @@ def to_float_tensor(array: np.ndarray) -> torch.Tensor:
     elif kind == "f":
         scale = 1.0
         low, high = (float(array.min()), float(array.max())) if size > 4 and array.size else (0.0, 0.0)
-        if np.isfinite([low, high]).all() and max(-low, high) > float(
-            np.finfo(np.float32).max
-        ):  # float32 would make inf
+        if np.isfinite([low, high]).all() and max(-low, high) > FLOAT32_MAX:
             raise InvalidImageError(
                 f"float pixels must be in [0, 1], these go from {low:.4g} to {high:.4g}: rescale them to [0, 1]"
             )

@@ -108,6 +108,12 @@ def remove_previous_run(out_dir: Path) -> None:
             path.unlink()
 
 
+# The descriptors of the locks this process holds. A forked child (a DataLoader worker) inherits
+# them, and a flock lasts while any copy is open: a worker alive after its run would keep the
+# folder locked. Workers close their copies (`close_inherited_locks`); the parent's stays locked.
+_held: list[int] = []
+
+
 @contextmanager
 def run_folder_lock(out_dir: Path) -> Iterator[None]:
     """An exclusive lock on the run folder while the block runs; one line if another process holds it.
@@ -137,12 +143,6 @@ def run_folder_lock(out_dir: Path) -> Iterator[None]:
     finally:
         _held.remove(descriptor)
         os.close(descriptor)  # releases the lock
-
-
-# The descriptors of the locks this process holds. A forked child (a DataLoader worker) inherits
-# them, and a flock lasts while any copy is open: a worker alive after its run would keep the
-# folder locked. Workers close their copies (`close_inherited_locks`); the parent's stays locked.
-_held: list[int] = []
 
 
 def close_inherited_locks() -> None:

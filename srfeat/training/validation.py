@@ -36,12 +36,13 @@ class Validator:
         # SSIM is undefined for an image under its window once the border is shaved: such an image
         # stopped the run at its first validation (hours in, nothing saved since the last checkpoint)
         scale = config.model.scale
-        self.indices = [
-            index
-            for index, (_, _, hr, _) in enumerate(self.dataset.items)
-            if min(hr.shape[:2]) - 2 * scale >= SSIM_WINDOW
-        ]
-        small = [self.dataset.items[index][1] for index in range(len(self.dataset)) if index not in self.indices]
+        self.indices: list[int] = []
+        small: list[str] = []
+        for index, (_, name, hr, _) in enumerate(self.dataset.items):
+            if min(hr.shape[:2]) - 2 * scale >= SSIM_WINDOW:
+                self.indices.append(index)
+            else:
+                small.append(name)
         if not self.indices:
             raise SRFeatError(
                 f"validation.dir {config.validation.dir}: every image is under {SSIM_WINDOW + 2 * scale} px, too small "

@@ -316,7 +316,7 @@ def _check_kind(path: Path) -> None:
             f"{path} is an ONNX model, which only srfeat upscale runs (with ONNX Runtime): here a generator "
             "checkpoint (.safetensors or .pt) is needed, e.g. the generator_*.safetensors of a run"
         )
-    if kind.name == ONNX:
+    if kind.name == ONNX:  # misnamed
         raise WeightsError(
             f"{path} looks like an ONNX file: name it .onnx (srfeat upscale runs .onnx files with ONNX Runtime); "
             "here a .safetensors or .pt checkpoint is needed"
