@@ -1,6 +1,7 @@
 """The run's records: metrics.jsonl, TensorBoard event files and the PNG plot (main process only).
 
-OUT/metrics.jsonl    one JSON object per log ("kind": "train") and validation ("validation")
+OUT/metrics.jsonl    one JSON object per log ("kind": "train") and validation ("validation");
+                     a non-finite number (the PSNR of an output identical to its HR) is null
 OUT/training.png     losses and validation PSNR (and NIQE in stage 2) over the run
 OUT/tensorboard/     losses, lr, PSNR/SSIM and validation images
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,17 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training.png"
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """`record` as one line of strict JSON: non-finite floats become null.
+
+    Python's json writes them as `Infinity` / `NaN`, which other JSON readers (jq, JavaScript's
+    JSON.parse, pandas' strict mode) refuse, so one perfect validation image would make the whole
+    log unreadable to them.
+    """
+    strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+    return json.dumps(strict, allow_nan=False) + "\n"
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -46,6 +59,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             continue
         records.append(record)
     return records
+
+
+def _finite(value: Any) -> bool:
+    """A number the plot can draw (records read back hold null where the run had inf)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 @dataclass
@@ -79,7 +97,7 @@ class RunLog:
             return
         self.records = [r for r in self.records if r["step"] <= step]
         # Atomically: a run killed here keeps the history it had, not an empty or half file.
-        text = "".join(json.dumps(r) + "\n" for r in self.records).encode()
+        text = "".join(json_line(r) for r in self.records).encode()
         write_file_atomically(self.out_dir / METRICS_FILE, lambda handle: handle.write(text), len(text))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -87,7 +105,7 @@ class RunLog:
             return
         self.records.append(record)
         with open(self.out_dir / METRICS_FILE, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json_line(record))
         if self.writer is not None:
             prefix = "validation/" if record["kind"] == "validation" else ""
             for key, value in record.items():
@@ -112,18 +130,18 @@ class RunLog:
         loss_keys = sorted({k for r in train for k in r if k.startswith("loss/")})
         figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
         for key in loss_keys:
-            points = [(r["step"], r[key]) for r in train if key in r and r[key] > 0]
+            points = [(r["step"], r[key]) for r in train if _finite(r.get(key)) and r[key] > 0]
             if points:
                 loss_axis.plot(*zip(*points, strict=True), label=key.removeprefix("loss/"))
         loss_axis.set(xlabel="step", ylabel="loss", yscale="log", title="training losses")
         if loss_keys:
             loss_axis.legend()
-        points = [(r["step"], r["psnr"]) for r in validation if "psnr" in r]
+        points = [(r["step"], r["psnr"]) for r in validation if _finite(r.get("psnr"))]
         if points:
             psnr_axis.plot(*zip(*points, strict=True), marker="o")
         psnr_axis.set(xlabel="step", ylabel="PSNR (dB, Y)", title="validation PSNR")
         psnr_axis.grid(alpha=0.3)
-        points = [(r["step"], r["niqe"]) for r in validation if "niqe" in r]
+        points = [(r["step"], r["niqe"]) for r in validation if _finite(r.get("niqe"))]
         if points:  # stage 2 trades PSNR for what NIQE measures: show both
             psnr_axis.set_title("validation PSNR and NIQE")
             niqe_axis = psnr_axis.twinx()

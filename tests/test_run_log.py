@@ -1,0 +1,57 @@
+"""The run's records (srfeat/training/run_log.py): metrics.jsonl stays strict JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
+
+
+def strict_json(line: str) -> object:
+    """json.loads as JavaScript's JSON.parse or jq read it: no Infinity or NaN."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_an_infinite_psnr_is_written_as_null_and_the_log_reads_back_and_plots(tmp_path) -> None:
+    # An output identical to its HR image has an infinite PSNR; Python's json would write it as
+    # `Infinity`, which no strict JSON reader accepts.
+    log = RunLog(tmp_path, enabled=True)
+    log.write({"kind": "train", "step": 1, "loss/mse": 0.01})
+    log.write({"kind": "validation", "step": 1, "psnr": math.inf, "ssim": 1.0})
+    log.write({"kind": "validation", "step": 2, "psnr": 30.5, "ssim": 0.9})
+    log.truncate_after(2)  # the rewrite path as well as the append path
+    log.write({"kind": "validation", "step": 3, "psnr": -math.inf, "ssim": 0.5})
+    log.close()
+
+    records = [strict_json(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [r["psnr"] for r in records if r["kind"] == "validation"] == [None, 30.5, None]  # type: ignore[index]
+
+    resumed = RunLog(tmp_path, enabled=True)  # a resume reads the nulls back and still plots
+    resumed.plot()
+    resumed.close()
+    assert len(resumed.records) == 4
+    assert (tmp_path / PLOT_FILE).stat().st_size > 0
+
+
+def test_a_nan_in_a_record_is_not_written_as_nan(tmp_path) -> None:
+    log = RunLog(tmp_path, enabled=True)
+    log.write({"kind": "train", "step": 1, "loss/mse": math.nan})
+    log.close()
+    (record,) = [strict_json(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert record == {"kind": "train", "step": 1, "loss/mse": None}
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "text", None, True])
+def test_finite_values_are_written_unchanged(tmp_path, value: object) -> None:
+    log = RunLog(tmp_path, enabled=True)
+    log.write({"kind": "train", "step": 1, "x": value})
+    log.close()
+    (record,) = [strict_json(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert record["x"] == value and type(record["x"]) is type(value)  # type: ignore[index]
