@@ -209,6 +209,41 @@ def test_disk_full_while_saving_is_one_line_and_keeps_a_consistent_checkpoint(tr
     assert all(torch.equal(latest[key], state["generator"][key]) for key in latest), "both files from one step"
 
 
+def test_a_batch_that_fails_to_load_saves_the_steps_before_it_and_resumes_to_the_uninterrupted_result(
+    train_dir: Path, tmp_path: Path, uninterrupted: dict[str, torch.Tensor], monkeypatch, caplog
+) -> None:
+    """Between two steps the weights are whole: a loader failure (a worker's MemoryError, a file gone)
+    three steps after the last checkpoint keeps those steps instead of losing them."""
+    from srfeat.data.datasets import RandomCropDataset
+
+    load = RandomCropDataset.__getitem__
+    loaded = 0
+
+    def failing_load(self: RandomCropDataset, index: int):  # noqa: ANN202 - the dataset's own sample type
+        nonlocal loaded
+        loaded += 1
+        if loaded > 3 * 2:  # batches of 2: the fourth batch fails
+            raise MemoryError("a worker ran out of memory")
+        return load(self, index)
+
+    out = tmp_path / "run"
+    config = tiny_config(
+        train_dir, None, out, overrides=[f"train.max_steps={MAX_STEPS}", "train.checkpoint_every=1000"]
+    )
+    monkeypatch.setattr(RandomCropDataset, "__getitem__", failing_load)
+    with pytest.raises(MemoryError):
+        trainer.train(config, out_dir=out, show_progress=False)
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 3
+    assert any("loading a batch failed after step 3 (MemoryError)" in r.getMessage() for r in caplog.records)
+    assert temporaries(out) == []
+
+    monkeypatch.setattr(RandomCropDataset, "__getitem__", load)
+    trainer.train(config, out_dir=out, resume=True, show_progress=False)
+    resumed = checkpoint.load_state(out / checkpoint.STATE_FILE)["generator"]
+    different = [key for key in uninterrupted if not torch.equal(uninterrupted[key], resumed[key])]
+    assert not different, different[:5]
+
+
 def test_a_write_that_must_not_replace_keeps_a_file_that_appeared_and_leaves_no_temporary(tmp_path: Path) -> None:
     """What `srfeat blend`, `convert`, `export` and `eval` write without --overwrite: their check that
     the output is free comes first, and the file written is linked into place only if it still is."""

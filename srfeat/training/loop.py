@@ -12,7 +12,9 @@ Each step, in this order: the training step and the EMA update (train.ema_decay)
 comes before validation and saving, so that a NaN loss stops the run before its weights are
 validated or written; and the weights themselves are checked before either. Ctrl-C or
 SIGTERM is one more stop test, read with the clock: the step in flight ends, a checkpoint is
-saved, and `TrainingInterrupted` says how to resume (`srfeat.training.interrupt`).
+saved, and `TrainingInterrupted` says how to resume (`srfeat.training.interrupt`). When loading
+a batch fails (a DataLoader worker killed for memory, a training file gone), the weights are whole
+between two steps: the steps since the last checkpoint are saved before the error goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 import shlex
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -123,14 +126,17 @@ class TrainingLoop:
             self._finish()
         stop_signal = self.state.stop_signal
         if stop_signal is not None:
-            out_dir = self.trainer.out_dir
-            config_file, folder = shlex.quote(str(out_dir / checkpoint.CONFIG_FILE)), shlex.quote(str(out_dir))
             raise TrainingInterrupted(
                 f"interrupted ({signal_name(stop_signal)}) at step {progress.step}: checkpoint saved in "
-                f"{out_dir}; continue with `srfeat train {config_file} --out {folder} --resume`",
+                f"{self.trainer.out_dir}; {self._resume_command()}",
                 stop_signal,
             )
         return self.state.last_validation
+
+    def _resume_command(self) -> str:
+        out_dir = self.trainer.out_dir
+        config_file, folder = shlex.quote(str(out_dir / checkpoint.CONFIG_FILE)), shlex.quote(str(out_dir))
+        return f"continue with `srfeat train {config_file} --out {folder} --resume`"
 
     # -- one epoch, one step ----------------------------------------------------------
 
@@ -141,7 +147,7 @@ class TrainingLoop:
         self.sampler.start = progress.batch_in_epoch * batch_size
         self._set_scheduled_lr()
         waited_since = time.monotonic()
-        for batch in self.loader:
+        for batch in self._batches():
             self.state.data_wait += time.monotonic() - waited_since
             self._step(batch)
             if self._after_step():
@@ -150,6 +156,28 @@ class TrainingLoop:
         progress.epoch += 1
         progress.batch_in_epoch = 0
         return False
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The loader's batches; if loading one fails, the steps trained since the last checkpoint
+        are saved first (between steps the weights, optimizers and counters agree)."""
+        batches = iter(self.loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as error:
+                if self.progress.step > self.state.saved_at:
+                    self._save()
+                    if self.context.is_main:
+                        logger.error(
+                            "loading a batch failed after step %d (%s): checkpoint saved; once the cause is fixed, %s",
+                            self.progress.step,
+                            type(error).__name__,
+                            self._resume_command(),
+                        )
+                raise
+            yield batch
 
     def _step(self, batch: dict[str, torch.Tensor]) -> None:
         trainer, state, progress = self.trainer, self.state, self.progress
