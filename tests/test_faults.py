@@ -219,7 +219,7 @@ def test_a_batch_that_fails_to_load_saves_the_steps_before_it_and_resumes_to_the
     load = RandomCropDataset.__getitem__
     loaded = 0
 
-    def failing_load(self: RandomCropDataset, index: int):  # noqa: ANN202 - the dataset's own sample type
+    def failing_load(self: RandomCropDataset, index: int) -> object:
         nonlocal loaded
         loaded += 1
         if loaded > 3 * 2:  # batches of 2: the fourth batch fails
