@@ -191,7 +191,7 @@ def test_loading_waits_while_another_thread_has_changed_the_warning_filters(tmp_
     """`warnings.catch_warnings` saves and restores process-wide filters: a load that changed them while
     the web app's request thread reads an image would restore the other thread's state wrongly. So a
     load takes the lock the image readers hold, and waits for it."""
-    from srfeat.data.io import WARNINGS_LOCK
+    from srfeat.library_warnings import WARNINGS_LOCK
 
     path = tmp_path / "weights.pt"
     torch.save({"w": torch.zeros(2)}, path)

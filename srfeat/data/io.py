@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from srfeat.data import orientation, png16, ppm16, tiff16
 from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
+from srfeat.library_warnings import WARNINGS_LOCK, one_line_messages
 
 logger = logging.getLogger(__name__)
 
@@ -88,52 +86,6 @@ def list_images(folder: PathLike) -> list[Path]:
         elif path.is_symlink() and not path.exists():
             logger.warning("skipped %s: a symbolic link to nothing (its target is missing, or a loop)", path)
     return files
-
-
-class _ListHandler(logging.Handler):
-    def __init__(self, messages: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.messages = messages
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-# `warnings.catch_warnings` and a logger's handlers are process-wide: two threads reading at once
-# (the web app's worker and a caller's own) would otherwise restore each other's state wrongly: whoever
-# changes the warning filters holds this lock.
-WARNINGS_LOCK = threading.RLock()
-
-
-@contextmanager
-def one_line_messages(path: PathLike) -> Iterator[None]:
-    """While reading `path`: PIL's warnings and tifffile's log records -> one srfeat warning line each.
-
-    Repeats are logged once. When the read fails, they are logged at debug level only: the error
-    line names the cause, and tifffile's complaints about a file PIL then refuses are noise.
-    """
-    caught_logs: list[str] = []
-    caught_warnings: list[warnings.WarningMessage] = []
-    handler = _ListHandler(caught_logs)
-    tifffile_logger = logging.getLogger("tifffile")
-    failed = True
-    try:
-        with WARNINGS_LOCK, warnings.catch_warnings(record=True) as recorded:
-            caught_warnings = recorded
-            warnings.simplefilter("always")
-            propagate = tifffile_logger.propagate
-            tifffile_logger.addHandler(handler)
-            tifffile_logger.propagate = False
-            try:
-                yield
-            finally:
-                tifffile_logger.removeHandler(handler)
-                tifffile_logger.propagate = propagate
-        failed = False
-    finally:
-        messages = [str(warning.message) for warning in caught_warnings] + [f"tifffile: {m}" for m in caught_logs]
-        for message in dict.fromkeys(" ".join(message.split()) for message in messages):
-            logger.log(logging.DEBUG if failed else logging.WARNING, "%s: %s", path, message)
 
 
 def warn_first_only(path: Path, count: int, image_format: str | None) -> None:

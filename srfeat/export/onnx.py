@@ -34,10 +34,10 @@ from torch import nn
 from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
-from srfeat.data.io import WARNINGS_LOCK
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.files import unwritable_folder, write_file_atomically
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
+from srfeat.library_warnings import WARNINGS_LOCK
 
 if TYPE_CHECKING:
     import onnx

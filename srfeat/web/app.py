@@ -42,7 +42,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from srfeat.data.colour_profiles import open_image_data
-from srfeat.data.io import FORMATS, WARNINGS_LOCK
+from srfeat.data.io import FORMATS
+from srfeat.library_warnings import WARNINGS_LOCK
 from srfeat.web.hosts import LoopbackHostCheck
 from srfeat.web.jobs import Job, JobQueue, ModelChoice, QueueFullError, safe_file_name
 from srfeat.web.views import ViewTooLargeError, bicubic_view, browser_view

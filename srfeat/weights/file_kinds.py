@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from srfeat.data.io import WARNINGS_LOCK
+from srfeat.library_warnings import WARNINGS_LOCK
 
 __all__ = [
     "ONNX",

@@ -1,0 +1,66 @@
+"""Library warnings as srfeat's own one-line messages, and the lock over Python's warning filters.
+
+PIL warns through `warnings` and tifffile logs through `logging` while a file is read; both are
+process-wide state, so a reader that changes them (`warnings.catch_warnings`, a logger's handlers)
+holds `WARNINGS_LOCK`: the web app's worker thread and a caller's own thread would otherwise
+restore each other's filters wrongly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["WARNINGS_LOCK", "one_line_messages"]
+
+logger = logging.getLogger("srfeat.data.io")  # the reader's messages keep the logger they always had
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+# `warnings.catch_warnings` and a logger's handlers are process-wide: two threads reading at once
+# (the web app's worker and a caller's own) would otherwise restore each other's state wrongly: whoever
+# changes the warning filters holds this lock.
+WARNINGS_LOCK = threading.RLock()
+
+
+@contextmanager
+def one_line_messages(path: str | os.PathLike[str]) -> Iterator[None]:
+    """While reading `path`: PIL's warnings and tifffile's log records -> one srfeat warning line each.
+
+    Repeats are logged once. When the read fails, they are logged at debug level only: the error
+    line names the cause, and tifffile's complaints about a file PIL then refuses are noise.
+    """
+    caught_logs: list[str] = []
+    caught_warnings: list[warnings.WarningMessage] = []
+    handler = _ListHandler(caught_logs)
+    tifffile_logger = logging.getLogger("tifffile")
+    failed = True
+    try:
+        with WARNINGS_LOCK, warnings.catch_warnings(record=True) as recorded:
+            caught_warnings = recorded
+            warnings.simplefilter("always")
+            propagate = tifffile_logger.propagate
+            tifffile_logger.addHandler(handler)
+            tifffile_logger.propagate = False
+            try:
+                yield
+            finally:
+                tifffile_logger.removeHandler(handler)
+                tifffile_logger.propagate = propagate
+        failed = False
+    finally:
+        messages = [str(warning.message) for warning in caught_warnings] + [f"tifffile: {m}" for m in caught_logs]
+        for message in dict.fromkeys(" ".join(message.split()) for message in messages):
+            logger.log(logging.DEBUG if failed else logging.WARNING, "%s: %s", path, message)
