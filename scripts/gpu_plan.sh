@@ -53,9 +53,10 @@ validations = [r for r in records if r["kind"] == "validation"]
 train = [r for r in records if r["kind"] == "train"]
 if validations:
     last = validations[-1]
-    best = max(validations, key=lambda r: r["psnr"])
+    psnr = lambda r: float("inf") if r["psnr"] is None else r["psnr"]  # null: infinite (run_log.py)
+    best = max(validations, key=psnr)
     shown = {k: round(v, 4) for k, v in last.items() if isinstance(v, float)}
-    print(f"{sys.argv[2]}: step {last['step']}, last validation {shown}; best Set5 PSNR {best['psnr']:.4f} at step {best['step']}")
+    print(f"{sys.argv[2]}: step {last['step']}, last validation {shown}; best Set5 PSNR {psnr(best):.4f} at step {best['step']}")
 if train:
     print(f"{sys.argv[2]}: {train[-1].get('steps_per_second', 0):.1f} steps/s at the end, {train[-1]['seconds']:.0f} s of training")
 EOF
