@@ -129,13 +129,35 @@ def test_pages_take_turns_in_the_queue(server: Server) -> None:
 
 
 def _latest_jobs(events: http.client.HTTPResponse) -> list[dict[str, Any]]:
-    """The jobs of the next update on a session's event stream (the stream repeats when anything changes)."""
+    """The jobs of the next update on a session's event stream (one comes when the session's jobs change)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = events.readline().decode()
         if line.startswith("data: "):
             return json.loads(line[len("data: ") :])["jobs"]
     pytest.fail("no update on the event stream within 30 s")
+
+
+def test_a_page_hears_nothing_of_another_pages_jobs(server: Server) -> None:
+    """Every change moves the queue's version; a page's stream sends its list again only when that
+    list changed (with 500 images on one page, each of its changes resent 500 jobs to every page)."""
+    quiet, busy = _stream(server, "quiet"), _stream(server, "busy")
+    try:
+        assert _latest_jobs(quiet) == []
+        job = json.loads(upload(server, "busy", "b.png", png_bytes(16)).body)
+        _wait_until(busy, lambda jobs: [j["state"] for j in jobs] == ["done"])
+        assert call(server, "POST", f"/api/jobs/{job['id']}/remove?session=busy").status == 204
+        _wait_until(busy, lambda jobs: jobs == [])
+        lines = [quiet.readline().decode() for _ in range(6)]  # keepalives come every second
+        assert [line for line in lines if line.startswith("data:")] == [], lines
+        assert any(line.startswith(": keepalive") for line in lines), lines
+        mine = json.loads(upload(server, "quiet", "q.png", png_bytes(16)).body)  # its own news still comes
+        assert [j["id"] for j in _latest_jobs(quiet)] == [mine["id"]]
+    finally:
+        for stream in (quiet, busy):
+            stream.close()
+        for session in ("quiet", "busy"):
+            call(server, "POST", f"/api/sessions/{session}/close")
 
 
 def test_the_zip_is_streamed_and_each_view_is_built_once(server: Server) -> None:

@@ -161,16 +161,18 @@ class _SessionEvents(StreamingResponse):
         self._session = session
 
     async def _events(self) -> AsyncIterator[str]:
-        version = -1
+        version, sent = -1, ""
         last_sent = time.monotonic()
         yield "retry: 1000\n\n"
         while not self._queue.stopping:  # the server is stopping: end, so that it need not wait
             if self._queue.version != version:
                 version = self._queue.version
-                jobs = self._queue.describe_session(self._session)
-                yield f"data: {json.dumps({'jobs': jobs})}\n\n"
-                last_sent = time.monotonic()
-            elif time.monotonic() - last_sent > EVENT_KEEPALIVE_SECONDS:
+                text = json.dumps({"jobs": self._queue.describe_session(self._session)})
+                # Any page's change moves the version: the page hears only of changes to its own list.
+                if text != sent:
+                    yield f"data: {text}\n\n"
+                    sent, last_sent = text, time.monotonic()
+            if time.monotonic() - last_sent > EVENT_KEEPALIVE_SECONDS:
                 yield ": keepalive\n\n"  # a closed tab shows up as a failed write
                 last_sent = time.monotonic()
             await anyio.sleep(EVENT_INTERVAL_SECONDS)
