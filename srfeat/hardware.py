@@ -80,7 +80,8 @@ def _glibc_malloc_trim() -> Callable[[int], int] | None:
 
 
 def return_freed_memory() -> None:
-    """Hand the heap's free pages back to the system: glibc's `malloc_trim` (nothing elsewhere).
+    """Hand the heap's free pages back to the system: glibc's `malloc_trim` (nothing elsewhere), and
+    the GPU memory PyTorch's caching allocator keeps unused (`torch.cuda.empty_cache`).
 
     glibc keeps what a finished image freed inside its arenas, shaped by that image's sizes;
     over a folder or a server's day of images of many sizes the process then holds hundreds of
@@ -90,3 +91,5 @@ def return_freed_memory() -> None:
     trim = _glibc_malloc_trim()
     if trim is not None:
         trim(0)
+    if torch.cuda.is_initialized():  # a shared GPU gets back what PyTorch's allocator kept (a server idles)
+        torch.cuda.empty_cache()

@@ -51,3 +51,18 @@ def test_freed_memory_goes_back_to_the_system() -> None:
     before_mb, after_mb = map(float, completed.stdout.split())
     # 275 MB were freed: before, the process still holds them; after, at most a few MB of it.
     assert before_mb - after_mb > 250, (before_mb, after_mb)
+
+
+@pytest.mark.parametrize("gpu_in_use", [True, False])
+def test_memory_pytorch_keeps_on_a_gpu_goes_back_between_images(monkeypatch, gpu_in_use: bool) -> None:
+    """`srfeat serve --device cuda` idles between jobs holding its largest tile's memory unless
+    the caching allocator hands it back; a CPU-only process must not start CUDA to do so."""
+    import torch
+
+    from srfeat.hardware import return_freed_memory
+
+    emptied: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: gpu_in_use)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    return_freed_memory()
+    assert emptied == ([True] if gpu_in_use else [])

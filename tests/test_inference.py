@@ -17,7 +17,7 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.png16 import png16_channels, read_png16, write_png16
 from srfeat.data.resize import imresize
 from srfeat.errors import SRFeatError, WeightsError
-from srfeat.inference import InferenceGenerator, Upscaler, plan_tiles, upscale_tiled
+from srfeat.inference import InferenceGenerator, Upscaler, plan_tiles, tiling, upscale_tiled
 from srfeat.inference.tiling import count_non_finite
 from srfeat.weights import save_generator
 
@@ -168,6 +168,16 @@ def test_tensor_batches_and_outscale(upscaler: Upscaler) -> None:
         upscaler(torch.rand(5, 8, 8))
     with pytest.raises(ValueError, match="float"):
         upscaler(torch.zeros(3, 8, 8, dtype=torch.uint8))
+
+
+def test_gpu_memory_that_pytorch_keeps_unused_counts_as_free_for_the_tiles(monkeypatch) -> None:
+    """After the first image, PyTorch's caching allocator keeps its tiles' memory; the driver's
+    free figure counts it as taken, so each later image got about half the tile area."""
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 * gib, 8 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 5 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 * gib)  # the model's weights, say
+    assert tiling.available_memory(torch.device("cuda", 0)) == 5 * gib
 
 
 def test_tiling_in_the_api_matches_untiled(upscaler: Upscaler) -> None:
