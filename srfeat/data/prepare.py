@@ -179,16 +179,34 @@ def _staging_folders(out: Path) -> dict[str, Path]:
     return {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
 
 
+def _remove_retired(path: Path) -> None:
+    """An earlier run's HR/ or LR/, moved aside: a folder is deleted; a symbolic link (patches kept
+    on another disk) or a file is unlinked, and what a link points to is left alone."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+    except OSError as error:  # the new patches are in place: say what is left, do not fail the run
+        logger.warning("could not remove the earlier patches moved to %s (%s): delete it yourself", path, error)
+
+
 def _swap_in(out: Path, staging: dict[str, Path]) -> None:
-    """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success)."""
-    for sub, folder in staging.items():
+    """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success).
+
+    Both old folders are moved aside before either new one moves in, and removed last, so that a
+    failure cannot leave one run's HR/ beside another run's LR/ (pairs that do not match).
+    """
+    retired: list[Path] = []
+    for sub in staging:
         old = out / sub
-        retired = out / f".{sub}.old-{os.getpid()}"
-        if old.exists():
-            old.rename(retired)
-        folder.rename(old)
-        if retired.exists():
-            shutil.rmtree(retired)
+        if old.exists() or old.is_symlink():  # a broken link too: the new folder cannot be renamed onto it
+            retired.append(out / f".{sub}.old-{os.getpid()}")
+            old.rename(retired[-1])
+    for sub, folder in staging.items():
+        folder.rename(out / sub)
+    for path in retired:
+        _remove_retired(path)
 
 
 def _discard(out: Path, staging: dict[str, Path], created_out: bool) -> None:

@@ -1,0 +1,37 @@
+"""`srfeat prepare`: patch names that cannot clash, an OUT/HR that is a link, file names that are not UTF-8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from cli_helpers import srfeat_cli
+from skimage import data as samples
+
+from srfeat.data.io import read_image, write_png
+from srfeat.data.prepare import HALF_PATCHES_PER_IMAGE, PATCHES_PER_IMAGE, matlab_downscale
+
+
+def assert_pairs_match(out: Path) -> None:
+    """Every LR patch is its HR patch downscaled: the two folders belong to one run."""
+    hr_names = sorted(path.name for path in (out / "HR").iterdir())
+    assert hr_names == sorted(path.name for path in (out / "LR").iterdir())
+    for name in hr_names[::17]:
+        np.testing.assert_array_equal(read_image(out / "LR" / name), matlab_downscale(read_image(out / "HR" / name), 4))
+
+
+def test_overwrite_of_an_out_whose_hr_is_a_link_keeps_the_pairs_matched(tmp_path: Path) -> None:
+    # OUT/HR a symbolic link (patches kept on another disk): the swap moved the new HR/ in, then
+    # failed on rmtree of the link with a traceback, leaving the new HR/ beside the old LR/
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:200, :200])
+    args = ("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1")
+    assert srfeat_cli(*args, "--seed", "1", cwd=tmp_path).returncode == 0
+    (tmp_path / "out" / "HR").rename(tmp_path / "elsewhere")
+    (tmp_path / "out" / "HR").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    old = sorted(path.name for path in (tmp_path / "elsewhere").iterdir())
+    result = srfeat_cli(*args, "--seed", "2", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["HR", "LR"]  # nothing hidden left
+    assert_pairs_match(tmp_path / "out")
+    assert len(list((tmp_path / "out" / "HR").iterdir())) == PATCHES_PER_IMAGE + HALF_PATCHES_PER_IMAGE
+    assert sorted(path.name for path in (tmp_path / "elsewhere").iterdir()) == old  # the link's target is not ours
