@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from cli_helpers import srfeat_cli
+from cli_helpers import one_error_line, srfeat_cli
 from skimage import data as samples
 
 from srfeat.data.io import read_image, write_png
@@ -18,6 +18,33 @@ def assert_pairs_match(out: Path) -> None:
     assert hr_names == sorted(path.name for path in (out / "LR").iterdir())
     for name in hr_names[::17]:
         np.testing.assert_array_equal(read_image(out / "LR" / name), matlab_downscale(read_image(out / "HR" / name), 4))
+
+
+def test_a_source_named_as_another_images_half_patches_is_refused(tmp_path: Path) -> None:
+    # a.png's half-size patches are a_half_NNN.png, the names of a_half.png's own patches: the two
+    # overwrote each other (300 files for "340 pairs"; with workers, HR of one image beside LR of the other)
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:200, :200])
+    write_png(tmp_path / "src" / "a_half.png", samples.coffee()[:200, :200])
+    result = srfeat_cli("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", cwd=tmp_path)
+    line = one_error_line(result)
+    assert "a.png" in line and "a_half.png" in line and "--no-half" in line, line
+    assert not (tmp_path / "out").exists()
+    result = srfeat_cli("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", "--no-half", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "out" / "HR").iterdir())) == 2 * PATCHES_PER_IMAGE
+
+
+def test_a_source_folder_given_twice_is_used_once_and_a_clash_names_its_files(tmp_path: Path) -> None:
+    # `prepare src src out` said "two source images share a file name ... rename one", naming none
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    result = srfeat_cli("prepare", "src", "./src/", "out", "--hr-patch-size", "64", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "given twice" in result.stderr
+    assert len(list((tmp_path / "out" / "HR").iterdir())) == PATCHES_PER_IMAGE
+    write_png(tmp_path / "other" / "a.png", samples.coffee()[:100, :100])
+    result = srfeat_cli("prepare", "src", "other", "out2", "--hr-patch-size", "64", "--workers", "1", cwd=tmp_path)
+    line = one_error_line(result)
+    assert "share a file name" in line and "src/a.png" in line and "other/a.png" in line, line
 
 
 def test_overwrite_of_an_out_whose_hr_is_a_link_keeps_the_pairs_matched(tmp_path: Path) -> None:

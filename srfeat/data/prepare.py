@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from srfeat.data.datasets import check_patch_size
+from srfeat.data.datasets import check_patch_size, distinct_folders
 from srfeat.data.io import PathLike, list_images, read_image, write_png
 from srfeat.data.resize import imresize_np
 from srfeat.errors import ImageReadError, SRFeatError
@@ -174,6 +174,28 @@ def _check_output(out: Path, folders: list[Path], overwrite: bool) -> None:
         )
 
 
+def _check_patch_names(paths: list[Path], half: bool) -> None:
+    """No two images would write patches of one name (`<stem>_NNN.png`; with `half`, also
+    `<stem>_half_NNN.png`, which are the names of an image called `<stem>_half`'s own patches)."""
+    by_stem: dict[str, Path] = {}
+    for path in paths:
+        first = by_stem.setdefault(path.stem, path)
+        if first is not path:
+            raise SRFeatError(
+                f"two source images share a file name (without extension): {first} and {path}; "
+                "their patches would overwrite each other: rename one"
+            )
+    if not half:
+        return
+    for stem, path in by_stem.items():
+        clash = by_stem.get(f"{stem}_half")
+        if clash is not None:
+            raise SRFeatError(
+                f"the half-size patches of {path} ({stem}_half_NNN.png) would overwrite those of {clash}: "
+                f"rename {clash.name}, or pass --no-half"
+            )
+
+
 def _staging_folders(out: Path) -> dict[str, Path]:
     """Hidden folders in OUT that receive this run's patches until all are written."""
     return {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
@@ -243,15 +265,11 @@ def prepare_patches(
             f"--workers must be in 1..{MAX_WORKERS} (each is a process; 1 works in this one), got {workers}"
         )
     folders = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(source) for source in sources]
+    folders = distinct_folders(folders, "SRC", "its images are cut once")
     paths = [path for folder in folders for path in list_images(folder)]
     if not paths:
         raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")
-    names = [path.stem for path in paths]
-    if len(set(names)) != len(names):
-        raise SRFeatError(
-            "two source images share a file name (without extension): "
-            "their patches would overwrite each other; rename one"
-        )
+    _check_patch_names(paths, half)
     out = Path(out)
     _check_output(out, folders, overwrite)
     # Patches go to hidden folders first and replace OUT/HR and OUT/LR only once all are written,
