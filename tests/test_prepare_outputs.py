@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,15 @@ def test_overwrite_of_an_out_whose_hr_is_a_link_keeps_the_pairs_matched(tmp_path
     assert_pairs_match(tmp_path / "out")
     assert len(list((tmp_path / "out" / "HR").iterdir())) == PATCHES_PER_IMAGE + HALF_PATCHES_PER_IMAGE
     assert sorted(path.name for path in (tmp_path / "elsewhere").iterdir()) == old  # the link's target is not ours
+
+
+def test_a_file_name_that_is_not_utf8_is_prepared(tmp_path: Path) -> None:
+    # a Latin-1 name (caf\xe9.png from an old archive) stopped the run with a UnicodeEncodeError traceback
+    source = tmp_path / "src"
+    write_png(source / "cafe.png", samples.astronaut()[:100, :100])
+    os.rename(os.fsencode(source / "cafe.png"), os.fsencode(source) + b"/caf\xe9.png")
+    args = ("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", "--no-half")
+    result = srfeat_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    names = os.listdir(os.fsencode(tmp_path / "out" / "HR"))
+    assert len(names) == PATCHES_PER_IMAGE and b"caf\xe9_000.png" in names

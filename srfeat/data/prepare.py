@@ -94,7 +94,9 @@ def cut_patches(
 
 def image_seed(seed: int, path: Path, half: bool = False) -> np.random.SeedSequence:
     """A per-image seed from the global one and the file name (stable across runs and machines)."""
-    entropy = [seed, zlib.crc32(path.name.encode("utf-8"))]
+    # fsencode: the name's bytes on disk (UTF-8 for UTF-8 names), also for one that is not UTF-8
+    # (a Latin-1 name from an old archive), which str.encode("utf-8") refuses.
+    entropy = [seed, zlib.crc32(os.fsencode(path.name))]
     return np.random.SeedSequence(entropy + [1] if half else entropy)
 
 
