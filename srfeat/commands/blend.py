@@ -68,12 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srfeat.weights import save_generator
+    from srfeat.weights import generator_path, save_generator
     from srfeat.weights.blend import blend_generators, check_alpha
 
     alpha = check_alpha(args.alpha)
     output = Path(args.output).expanduser()
-    inputs = [Path(args.model_a).expanduser(), Path(args.model_b).expanduser()]
+    # The files that will be read: a bundled name is its file in the package, which -o must not replace either.
+    inputs = [generator_path(args.model_a), generator_path(args.model_b)]
     check_weights_output(output, args.overwrite, inputs)
     if args.model_a == args.model_b or _same_file(*inputs):
         logger.warning("A and B are the same model (%s): the blend is a copy of it", args.model_a)
