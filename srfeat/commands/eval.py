@@ -29,6 +29,16 @@ def _figure_formats() -> set[str]:
     return set(FigureCanvasBase.get_supported_filetypes())
 
 
+def expand_home(args: argparse.Namespace) -> None:
+    """`~` in --json, --figure, --plane and --data expanded once, before anything uses them, so that
+    the file checked is the file written (`--json=~/r.json` reaches srfeat unexpanded by the shell)."""
+    for option in ("json", "figure", "plane"):
+        value = getattr(args, option)
+        if value:
+            setattr(args, option, str(Path(value).expanduser()))
+    args.data = [str(Path(folder).expanduser()) for folder in args.data]
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """--json, --figure and --plane checked before any image is read, so that a typo does not
     cost the evaluation: not a folder, a folder that can be made and written, a format the
@@ -139,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.figures import comparison_figure
     from srfeat.plane import check_plane_metrics, plane_figure
 
+    expand_home(args)
     if args.plane:
         check_plane_metrics(args.metrics, args.model)
     check_outputs(args)
