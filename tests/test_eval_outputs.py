@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import one_error_line, srfeat_cli
+from inference_helpers import tiny_generator
 from skimage import data as samples
 
 from srfeat.data.io import write_png
+from srfeat.weights import save_generator
 
 
 @pytest.fixture()
@@ -33,3 +35,22 @@ def test_a_home_relative_output_is_written_where_it_was_checked(photos: Path, tm
     photos.rename(home / "Photos")
     result = srfeat_cli(*args, "--data=~/Photos", cwd=tmp_path, env={"HOME": str(home)})
     assert result.returncode == 0 and "| bicubic | Photos |" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("case", ["figure over an HR image", "plane in a data folder", "json over the checkpoint"])
+def test_an_output_among_the_inputs_is_refused_even_with_overwrite(case: str, photos: Path, tmp_path: Path) -> None:
+    # `--figure Photos/astronaut.png --overwrite` replaced the HR image with the figure, and a new picture in a
+    # --data folder was scored as one of its images by the next run; `--json model.safetensors` lost the model
+    model = tmp_path / "model.safetensors"
+    save_generator(tiny_generator(num_features=8), model)
+    inputs = {path: path.read_bytes() for path in (model, photos / "astronaut.png")}
+    option, path, message = {
+        "figure over an HR image": ("--figure", photos / "astronaut.png", "is in the --data folder"),
+        "plane in a data folder": ("--plane", photos / "plane.png", "is in the --data folder"),
+        "json over the checkpoint": ("--json", model, "is the model"),
+    }[case]
+    args = ("eval", "--model", "bicubic", model, "--data", photos, option, path, "--overwrite")
+    line = one_error_line(srfeat_cli(*args, cwd=tmp_path))
+    assert message in line and str(path) in line, line
+    assert {path: path.read_bytes() for path in inputs} == inputs
+    assert sorted(path.name for path in photos.iterdir()) == ["astronaut.png"]

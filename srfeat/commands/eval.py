@@ -39,10 +39,30 @@ def expand_home(args: argparse.Namespace) -> None:
     args.data = [str(Path(folder).expanduser()) for folder in args.data]
 
 
+def _check_not_an_input(option: str, value: str, path: Path, args: argparse.Namespace) -> None:
+    """An output is neither a model file nor in a --data folder, --overwrite or not: it would replace the
+    checkpoint or an HR image, and a new file there is read as one of the set's images by the next run."""
+    from srfeat.errors import SRFeatError
+    from srfeat.evaluation import network_names
+    from srfeat.files import same_file
+    from srfeat.weights import generator_path
+    from srfeat.weights.blend import expand_blend_specs
+
+    for folder in args.data:
+        if path.resolve().parent == Path(folder).resolve():
+            raise SRFeatError(
+                f"{option} {value} is in the --data folder {folder}, whose every file is read as an image of the "
+                "set: write it elsewhere"
+            )
+    for name in network_names(expand_blend_specs(args.model)):
+        if same_file(path, generator_path(name)):
+            raise SRFeatError(f"{option} {value} is the model {name}: choose another name (the model would be lost)")
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """--json, --figure and --plane checked before any image is read, so that a typo does not
-    cost the evaluation: not a folder, a folder that can be made and written, a format the
-    writer knows, no file given twice, and no existing file replaced without --overwrite."""
+    cost the evaluation: not a folder, not an input, a folder that can be made and written, a format
+    the writer knows, no file given twice, and no existing file replaced without --overwrite."""
     from srfeat.errors import SRFeatError
     from srfeat.files import unwritable_folder
 
@@ -67,6 +87,7 @@ def check_outputs(args: argparse.Namespace) -> None:
                 )
         if path.is_dir():
             raise SRFeatError(f"{option} {value} is a folder: give a file name inside it")
+        _check_not_an_input(option, value, path, args)
         if path.exists() and not args.overwrite:
             raise SRFeatError(f"{option} {value} exists: pass --overwrite to replace it, or choose another name")
         reason = unwritable_folder(path.parent)

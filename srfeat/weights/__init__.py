@@ -58,8 +58,8 @@ SAVE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 __all__ = [
     "bundled_names",
     "check_weights",
-    "generator_path",
     "generator_from_state",
+    "generator_path",
     "load_generator",
     "save_generator",
     "weight_problem",
