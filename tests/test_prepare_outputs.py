@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,22 @@ def test_a_file_name_that_is_not_utf8_is_prepared(tmp_path: Path) -> None:
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     names = os.listdir(os.fsencode(tmp_path / "out" / "HR"))
     assert len(names) == PATCHES_PER_IMAGE and b"caf\xe9_000.png" in names
+
+
+def test_the_hidden_folders_of_a_killed_run_are_removed_by_the_next(tmp_path: Path) -> None:
+    # a run killed (kill -9, out of memory) left .HR.partial-PID and .LR.partial-PID in OUT (hundreds of
+    # thousands of files at DIV2K's size) for good, and an OUT holding only them was "not empty: pass --overwrite"
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    killed = subprocess.Popen(["true"])
+    killed.wait()
+    for sub in ("HR", "LR"):
+        write_png(tmp_path / "out" / f".{sub}.partial-{killed.pid}" / "a_000.png", np.zeros((64, 64, 3), np.uint8))
+    args = ("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", "--no-half")
+    result = srfeat_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["HR", "LR"]
+    assert_pairs_match(tmp_path / "out")
+    running = tmp_path / "out" / f".HR.partial-{os.getpid()}"  # a run still going (this process): kept
+    write_png(running / "a_000.png", np.zeros((64, 64, 3), np.uint8))
+    assert srfeat_cli(*args, "--overwrite", cwd=tmp_path).returncode == 0
+    assert (running / "a_000.png").is_file()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import zlib
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from srfeat.data.datasets import check_patch_size, distinct_folders
 from srfeat.data.io import PathLike, list_images, read_image, write_png
 from srfeat.data.resize import imresize_np
 from srfeat.errors import ImageReadError, SRFeatError
+from srfeat.files import process_exists
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +217,29 @@ def _remove_retired(path: Path) -> None:
         logger.warning("could not remove the earlier patches moved to %s (%s): delete it yourself", path, error)
 
 
+# What a run leaves in OUT when it is killed (kill -9, out of memory) before it can clean up.
+_LEFT_BY_A_RUN = re.compile(r"\.(HR|LR)\.(partial|old)-(\d+)")
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """The hidden folders of runs that were killed: staged patches (which may be hundreds of
+    thousands of files) and old folders already replaced. A live run's are kept (its process id is
+    in the name), and so is an old folder whose replacement is not in place."""
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        match = _LEFT_BY_A_RUN.fullmatch(entry.name)
+        if match is None:
+            continue
+        pid = int(match.group(3))
+        if pid != os.getpid() and process_exists(pid):
+            continue
+        if match.group(2) == "old" and not (out / match.group(1)).is_dir():
+            continue
+        logger.info("removing %s, left by a run that was killed", entry)
+        _remove_retired(entry)
+
+
 def _swap_in(out: Path, staging: dict[str, Path]) -> None:
     """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success).
 
@@ -273,6 +298,7 @@ def prepare_patches(
         raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")
     _check_patch_names(paths, half)
     out = Path(out)
+    _remove_stale_staging(out)
     _check_output(out, folders, overwrite)
     # Patches go to hidden folders first and replace OUT/HR and OUT/LR only once all are written,
     # so a run that fails or is stopped leaves an earlier run's patches (--overwrite) as they were.
