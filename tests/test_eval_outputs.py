@@ -54,3 +54,17 @@ def test_an_output_among_the_inputs_is_refused_even_with_overwrite(case: str, ph
     assert message in line and str(path) in line, line
     assert {path: path.read_bytes() for path in inputs} == inputs
     assert sorted(path.name for path in photos.iterdir()) == ["astronaut.png"]
+
+
+def test_a_picture_format_that_cannot_be_written_here_is_refused_before_the_evaluation(
+    photos: Path, tmp_path: Path
+) -> None:
+    # matplotlib lists .pgf, whose writer runs xelatex for the text: without TeX the figure was a
+    # RuntimeError traceback after the whole evaluation, and nothing was written
+    empty = tmp_path / "no-programs"
+    empty.mkdir()
+    args = ("eval", "--model", "bicubic", "--data", photos, "--metrics", "psnr", "--figure", tmp_path / "f.pgf")
+    result = srfeat_cli(*args, cwd=tmp_path, env={"PATH": str(empty)})
+    line = one_error_line(result)
+    assert "cannot write .pgf pictures here" in line and "xelatex" in line and "use .png" in line, line
+    assert result.stdout == ""  # nothing was evaluated

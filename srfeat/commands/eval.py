@@ -29,6 +29,23 @@ def _figure_formats() -> set[str]:
     return set(FigureCanvasBase.get_supported_filetypes())
 
 
+def _format_problem(name: str) -> str | None:
+    """Why matplotlib cannot write pictures of this format here, or None: a small figure with text is
+    rendered in memory, since some writers need an outside program for text only (.pgf runs a TeX
+    system) and would otherwise fail with a traceback after the whole evaluation."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1, 1))
+    figure.suptitle("srfeat")
+    try:
+        figure.savefig(io.BytesIO(), format=name)
+    except Exception as error:  # noqa: BLE001 - each writer raises its own kinds (RuntimeError, OSError...)
+        return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return None
+
+
 def expand_home(args: argparse.Namespace) -> None:
     """`~` in --json, --figure, --plane and --data expanded once, before anything uses them, so that
     the file checked is the file written (`--json=~/r.json` reaches srfeat unexpanded by the shell)."""
@@ -85,6 +102,9 @@ def check_outputs(args: argparse.Namespace) -> None:
                     f"{option} {value}: unknown picture format {path.suffix or '(no suffix)'}; "
                     f"end the name in one of {', '.join('.' + name for name in sorted(formats))} (e.g. .png)"
                 )
+            problem = _format_problem(path.suffix.lstrip(".").lower())
+            if problem is not None:
+                raise SRFeatError(f"{option} {value}: cannot write {path.suffix} pictures here ({problem}); use .png")
         if path.is_dir():
             raise SRFeatError(f"{option} {value} is a folder: give a file name inside it")
         _check_not_an_input(option, value, path, args)
