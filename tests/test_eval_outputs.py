@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import one_error_line, srfeat_cli
 from inference_helpers import tiny_generator
+from PIL import Image
 from skimage import data as samples
 
 from srfeat.data.io import write_png
@@ -68,3 +69,15 @@ def test_a_picture_format_that_cannot_be_written_here_is_refused_before_the_eval
     line = one_error_line(result)
     assert "cannot write .pgf pictures here" in line and "xelatex" in line and "use .png" in line, line
     assert result.stdout == ""  # nothing was evaluated
+
+
+def test_two_images_of_one_stem_keep_rows_of_their_own(tmp_path: Path) -> None:
+    # a.png and a.bmp were both rows named "a" in --per-image and the JSON: which score was whose?
+    folder = tmp_path / "Set"
+    write_png(folder / "a.png", samples.astronaut()[:48, :48])
+    Image.fromarray(samples.coffee()[:48, :48]).save(folder / "a.bmp")
+    write_png(folder / "b.png", samples.chelsea()[:48, :48])
+    result = srfeat_cli("eval", "--model", "bicubic", "--data", folder, "--metrics", "psnr", "--per-image")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[2].strip() for line in result.stdout.splitlines() if line.startswith("| Set |")]
+    assert rows == ["a.bmp", "a.png", "b"], result.stdout
