@@ -124,19 +124,25 @@ def model_labels(specs: Sequence[str], tta: bool = False) -> list[str]:
     return labels
 
 
-def check_models(specs: Sequence[str], scale: int) -> None:
-    """Load each network a spec names (blend ends included) once and drop it, before any image is
-    scored: a missing, broken or wrong-scale file fails in one line at the start, not hours in,
-    since `evaluate` builds its models one at a time."""
-    from srfeat.weights import load_generator
-
+def network_names(specs: Sequence[str]) -> list[str]:
+    """The generators (bundled names or checkpoint paths) that the specs load, blend ends included,
+    each once; `bicubic` and `hr` load none. Ranges (`strength=0:1:0.1`) must be expanded first."""
     names: list[str] = []
     for spec in specs:
         if spec in (BICUBIC, GROUND_TRUTH):
             continue
         blend = parse_blend_spec(spec)
         names += [spec] if blend is None else [blend.model_a, blend.model_b]
-    for name in dict.fromkeys(names):
+    return list(dict.fromkeys(names))
+
+
+def check_models(specs: Sequence[str], scale: int) -> None:
+    """Load each network a spec names (blend ends included) once and drop it, before any image is
+    scored: a missing, broken or wrong-scale file fails in one line at the start, not hours in,
+    since `evaluate` builds its models one at a time."""
+    from srfeat.weights import load_generator
+
+    for name in network_names(specs):
         generator_scale = load_generator(name, "cpu").scale
         if generator_scale != scale:
             raise SRFeatError(

@@ -85,6 +85,14 @@ class PendingFile:
     size: int
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (hard and symbolic links too); False when either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def unwritable_folder(folder: Path) -> str | None:
     """Why no file can be written in `folder` (made first if missing), found before any work: the
     nearest path that exists up the tree is a file, a broken link, or a folder we may not write

@@ -90,6 +90,8 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
             "nothing to draw on the perception-distortion plane: no model has both PSNR and NIQE "
             "(evaluate with --metrics psnr niqe and a model other than hr)"
         )
+    # `srfeat eval --rgb` measures PSNR on RGB (about 1.5 dB below Y's): the axis says which.
+    channels = " and ".join(sorted({str(record.get("channel", "y")).upper() for record in records}))
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.4), squeeze=False)
     for axis, (dataset, models) in zip(axes[0], datasets.items(), strict=True):
         for name, points in _curves(models).items():
@@ -125,7 +127,7 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
             )
         axis.margins(x=0.1, y=0.08)  # room for the labels of the points at the edges
         axis.set_title(dataset)
-        axis.set_xlabel("PSNR (dB, Y): more faithful ->")
+        axis.set_xlabel(f"PSNR (dB, {channels}): more faithful ->")
         axis.set_ylabel("NIQE: lower looks more natural")
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:

@@ -212,3 +212,26 @@ def test_cli_blend_output_that_cannot_be_made_is_one_line_before_loading(tmp_pat
     process = srfeat_cli("blend", "default", "gan", "--alpha", "0.5", "-o", tmp_path / "notes.txt" / "x.safetensors")
     expected = f"the output {tmp_path / 'notes.txt' / 'x.safetensors'} cannot be made: {tmp_path / 'notes.txt'}"
     assert one_error_line(process) == f"ERROR: {expected} is a file, not a folder"
+
+
+def test_cli_blend_never_writes_over_a_bundled_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: `srfeat blend default gan -o .../srfeat/weights/default.safetensors --overwrite` replaced the
+    # bundled default (every later `default` and --strength was the blend): the input was compared as the
+    # path "default", which is no file. A copy of the package's folder stands in for it here.
+    import argparse
+
+    from srfeat.commands import blend as blend_command
+    from srfeat.errors import SRFeatError
+
+    bundled = tmp_path / "weights"
+    bundled.mkdir()
+    for name in ("default", "gan"):
+        save_generator(tiny_generator(num_features=8), bundled / f"{name}.safetensors")
+    monkeypatch.setattr("srfeat.weights.bundled_dir", lambda: bundled)
+    before = (bundled / "default.safetensors").read_bytes()
+    parser = argparse.ArgumentParser()
+    blend_command.add_arguments(parser)
+    args = ["default", "gan", "--alpha", "0.5", "-o", str(bundled / "default.safetensors"), "--overwrite"]
+    with pytest.raises(SRFeatError, match=r"is the input .*default.safetensors: choose another -o"):
+        blend_command.run(parser.parse_args(args))
+    assert (bundled / "default.safetensors").read_bytes() == before

@@ -186,3 +186,14 @@ def test_strength_spec_is_the_dial(photo_folder: Path) -> None:
     result = evaluate(["default", "strength=0", "strength=1", "gan"], [photo_folder], metrics=["psnr"], device="cpu")
     scores = [row.scores["psnr"] for row in result.results]
     assert scores[0] == scores[1] and scores[2] == scores[3] and scores[0] != scores[2]
+
+
+def test_plane_figure_names_the_channel_its_psnr_was_measured_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `srfeat eval --rgb --plane` labelled its axis "PSNR (dB, Y)" over RGB PSNRs (about 1.5 dB lower)
+    drawn: list = []
+    monkeypatch.setattr("srfeat.figures.save_figure", lambda figure, path, replace=True: drawn.append(figure))
+    for channel, expected in (("rgb", "PSNR (dB, RGB)"), ("y", "PSNR (dB, Y)")):
+        plane_figure(tmp_path / "p.png", [{**record, "channel": channel} for record in records("Set14", 0.0)])
+        assert drawn[-1].axes[0].get_xlabel().startswith(expected), drawn[-1].axes[0].get_xlabel()

@@ -10,18 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)  # hard and symbolic links too
-    except OSError:
-        return False
 
 
 def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) -> None:
@@ -30,7 +22,7 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     input would be gone), no existing file replaced without --overwrite, in a folder that can
     be made and written."""
     from srfeat.errors import SRFeatError
-    from srfeat.files import unwritable_folder
+    from srfeat.files import same_file, unwritable_folder
 
     if output.suffix != ".safetensors":
         raise SRFeatError(
@@ -40,7 +32,7 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     if output.is_dir():
         raise SRFeatError(f"the output {output} is a folder; give a file name ending in .safetensors")
     for source in inputs:
-        if source.is_file() and (output.resolve() == source.resolve() or _same_file(output, source)):
+        if source.is_file() and (output.resolve() == source.resolve() or same_file(output, source)):
             raise SRFeatError(f"the output {output} is the input {source}: choose another -o (the input would be lost)")
     if output.exists() and not overwrite:
         raise SRFeatError(f"output {output} exists; use --overwrite to replace it")
@@ -68,14 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srfeat.weights import save_generator
+    from srfeat.files import same_file
+    from srfeat.weights import generator_path, save_generator
     from srfeat.weights.blend import blend_generators, check_alpha
 
     alpha = check_alpha(args.alpha)
     output = Path(args.output).expanduser()
-    inputs = [Path(args.model_a).expanduser(), Path(args.model_b).expanduser()]
+    # The files that will be read: a bundled name is its file in the package, which -o must not replace either.
+    inputs = [generator_path(args.model_a), generator_path(args.model_b)]
     check_weights_output(output, args.overwrite, inputs)
-    if args.model_a == args.model_b or _same_file(*inputs):
+    if args.model_a == args.model_b or same_file(*inputs):
         logger.warning("A and B are the same model (%s): the blend is a copy of it", args.model_a)
     generator = blend_generators(args.model_a, args.model_b, alpha)
     save_generator(

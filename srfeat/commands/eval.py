@@ -29,10 +29,57 @@ def _figure_formats() -> set[str]:
     return set(FigureCanvasBase.get_supported_filetypes())
 
 
+def _format_problem(name: str) -> str | None:
+    """Why matplotlib cannot write pictures of this format here, or None: a small figure with text is
+    rendered in memory, since some writers need an outside program for text only (.pgf runs a TeX
+    system) and would otherwise fail with a traceback after the whole evaluation."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1, 1))
+    figure.suptitle("srfeat")
+    try:
+        figure.savefig(io.BytesIO(), format=name)
+    except Exception as error:  # noqa: BLE001 - each writer raises its own kinds (RuntimeError, OSError...)
+        return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return None
+
+
+def expand_home(args: argparse.Namespace) -> None:
+    """`~` in --json, --figure, --plane and --data expanded once, before anything uses them, so that
+    the file checked is the file written (`--json=~/r.json` reaches srfeat unexpanded by the shell)."""
+    for option in ("json", "figure", "plane"):
+        value = getattr(args, option)
+        if value:
+            setattr(args, option, str(Path(value).expanduser()))
+    args.data = [str(Path(folder).expanduser()) for folder in args.data]
+
+
+def _check_not_an_input(option: str, value: str, path: Path, args: argparse.Namespace) -> None:
+    """An output is neither a model file nor in a --data folder, --overwrite or not: it would replace the
+    checkpoint or an HR image, and a new file there is read as one of the set's images by the next run."""
+    from srfeat.errors import SRFeatError
+    from srfeat.evaluation import network_names
+    from srfeat.files import same_file
+    from srfeat.weights import generator_path
+    from srfeat.weights.blend import expand_blend_specs
+
+    for folder in args.data:
+        if path.resolve().parent == Path(folder).resolve():
+            raise SRFeatError(
+                f"{option} {value} is in the --data folder {folder}, whose every file is read as an image of the "
+                "set: write it elsewhere"
+            )
+    for name in network_names(expand_blend_specs(args.model)):
+        if same_file(path, generator_path(name)):
+            raise SRFeatError(f"{option} {value} is the model {name}: choose another name (the model would be lost)")
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """--json, --figure and --plane checked before any image is read, so that a typo does not
-    cost the evaluation: not a folder, a folder that can be made and written, a format the
-    writer knows, no file given twice, and no existing file replaced without --overwrite."""
+    cost the evaluation: not a folder, not an input, a folder that can be made and written, a format
+    the writer knows, no file given twice, and no existing file replaced without --overwrite."""
     from srfeat.errors import SRFeatError
     from srfeat.files import unwritable_folder
 
@@ -55,8 +102,12 @@ def check_outputs(args: argparse.Namespace) -> None:
                     f"{option} {value}: unknown picture format {path.suffix or '(no suffix)'}; "
                     f"end the name in one of {', '.join('.' + name for name in sorted(formats))} (e.g. .png)"
                 )
+            problem = _format_problem(path.suffix.lstrip(".").lower())
+            if problem is not None:
+                raise SRFeatError(f"{option} {value}: cannot write {path.suffix} pictures here ({problem}); use .png")
         if path.is_dir():
             raise SRFeatError(f"{option} {value} is a folder: give a file name inside it")
+        _check_not_an_input(option, value, path, args)
         if path.exists() and not args.overwrite:
             raise SRFeatError(f"{option} {value} exists: pass --overwrite to replace it, or choose another name")
         reason = unwritable_folder(path.parent)
@@ -139,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.figures import comparison_figure
     from srfeat.plane import check_plane_metrics, plane_figure
 
+    expand_home(args)
     if args.plane:
         check_plane_metrics(args.metrics, args.model)
     check_outputs(args)

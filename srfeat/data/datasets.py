@@ -17,6 +17,7 @@ cannot be read is logged by name and skipped; the rest goes on.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -419,6 +420,7 @@ class BenchmarkDataset(Dataset[Sample]):
                 f"more than half of the {available / 1e9:.1f} GB of memory available: evaluate fewer images at a "
                 "time (split the folder)"
             )
+        used: list[Path] = []  # the file of each item
         for folder, path in candidates:
             if limit is not None and len(self.items) >= limit:
                 break
@@ -433,8 +435,16 @@ class BenchmarkDataset(Dataset[Sample]):
                 self.skipped.append(path)
                 continue
             self.items.append((folder.name, path.stem, hr, bicubic_downscale(hr, scale)))
+            used.append(path)
         if not self.items:
             raise SRFeatError(f"no readable images in {', '.join(map(str, self.folders))}")
+        # Images are named by stem (`baby`), but `baby.png` beside `baby.bmp` would give two rows of one
+        # name in `srfeat eval --per-image` and its JSON: those keep their whole file names.
+        stems = Counter(path.stem for path in used)
+        for index, path in enumerate(used):
+            if stems[path.stem] > 1:
+                dataset, _, hr, lr = self.items[index]
+                self.items[index] = (dataset, path.name, hr, lr)
 
     @property
     def names(self) -> list[str]:

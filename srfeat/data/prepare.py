@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import zlib
 from collections.abc import Sequence
@@ -32,10 +33,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from srfeat.data.datasets import check_patch_size
+from srfeat.data.datasets import check_patch_size, distinct_folders
 from srfeat.data.io import PathLike, list_images, read_image, write_png
 from srfeat.data.resize import imresize_np
 from srfeat.errors import ImageReadError, SRFeatError
+from srfeat.files import process_exists
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +96,9 @@ def cut_patches(
 
 def image_seed(seed: int, path: Path, half: bool = False) -> np.random.SeedSequence:
     """A per-image seed from the global one and the file name (stable across runs and machines)."""
-    entropy = [seed, zlib.crc32(path.name.encode("utf-8"))]
+    # fsencode: the name's bytes on disk (UTF-8 for UTF-8 names), also for one that is not UTF-8
+    # (a Latin-1 name from an old archive), which str.encode("utf-8") refuses.
+    entropy = [seed, zlib.crc32(os.fsencode(path.name))]
     return np.random.SeedSequence(entropy + [1] if half else entropy)
 
 
@@ -174,21 +178,84 @@ def _check_output(out: Path, folders: list[Path], overwrite: bool) -> None:
         )
 
 
+def _check_patch_names(paths: list[Path], half: bool) -> None:
+    """No two images would write patches of one name (`<stem>_NNN.png`; with `half`, also
+    `<stem>_half_NNN.png`, which are the names of an image called `<stem>_half`'s own patches)."""
+    by_stem: dict[str, Path] = {}
+    for path in paths:
+        first = by_stem.setdefault(path.stem, path)
+        if first is not path:
+            raise SRFeatError(
+                f"two source images share a file name (without extension): {first} and {path}; "
+                "their patches would overwrite each other: rename one"
+            )
+    if not half:
+        return
+    for stem, path in by_stem.items():
+        clash = by_stem.get(f"{stem}_half")
+        if clash is not None:
+            raise SRFeatError(
+                f"the half-size patches of {path} ({stem}_half_NNN.png) would overwrite those of {clash}: "
+                f"rename {clash.name}, or pass --no-half"
+            )
+
+
 def _staging_folders(out: Path) -> dict[str, Path]:
     """Hidden folders in OUT that receive this run's patches until all are written."""
     return {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
 
 
+def _remove_retired(path: Path) -> None:
+    """An earlier run's HR/ or LR/, moved aside: a folder is deleted; a symbolic link (patches kept
+    on another disk) or a file is unlinked, and what a link points to is left alone."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+    except OSError as error:  # the new patches are in place: say what is left, do not fail the run
+        logger.warning("could not remove the earlier patches moved to %s (%s): delete it yourself", path, error)
+
+
+# What a run leaves in OUT when it is killed (kill -9, out of memory) before it can clean up.
+_LEFT_BY_A_RUN = re.compile(r"\.(HR|LR)\.(partial|old)-(\d+)")
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """The hidden folders of runs that were killed: staged patches (which may be hundreds of
+    thousands of files) and old folders already replaced. A live run's are kept (its process id is
+    in the name), and so is an old folder whose replacement is not in place."""
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        match = _LEFT_BY_A_RUN.fullmatch(entry.name)
+        if match is None:
+            continue
+        pid = int(match.group(3))
+        if pid != os.getpid() and process_exists(pid):
+            continue
+        if match.group(2) == "old" and not (out / match.group(1)).is_dir():
+            continue
+        logger.info("removing %s, left by a run that was killed", entry)
+        _remove_retired(entry)
+
+
 def _swap_in(out: Path, staging: dict[str, Path]) -> None:
-    """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success)."""
-    for sub, folder in staging.items():
+    """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success).
+
+    Both old folders are moved aside before either new one moves in, and removed last, so that a
+    failure cannot leave one run's HR/ beside another run's LR/ (pairs that do not match).
+    """
+    retired: list[Path] = []
+    for sub in staging:
         old = out / sub
-        retired = out / f".{sub}.old-{os.getpid()}"
-        if old.exists():
-            old.rename(retired)
-        folder.rename(old)
-        if retired.exists():
-            shutil.rmtree(retired)
+        if old.exists() or old.is_symlink():  # a broken link too: the new folder cannot be renamed onto it
+            retired.append(out / f".{sub}.old-{os.getpid()}")
+            old.rename(retired[-1])
+    for sub, folder in staging.items():
+        folder.rename(out / sub)
+    for path in retired:
+        _remove_retired(path)
 
 
 def _discard(out: Path, staging: dict[str, Path], created_out: bool) -> None:
@@ -225,16 +292,13 @@ def prepare_patches(
             f"--workers must be in 1..{MAX_WORKERS} (each is a process; 1 works in this one), got {workers}"
         )
     folders = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(source) for source in sources]
+    folders = distinct_folders(folders, "SRC", "its images are cut once")
     paths = [path for folder in folders for path in list_images(folder)]
     if not paths:
         raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")
-    names = [path.stem for path in paths]
-    if len(set(names)) != len(names):
-        raise SRFeatError(
-            "two source images share a file name (without extension): "
-            "their patches would overwrite each other; rename one"
-        )
+    _check_patch_names(paths, half)
     out = Path(out)
+    _remove_stale_staging(out)
     _check_output(out, folders, overwrite)
     # Patches go to hidden folders first and replace OUT/HR and OUT/LR only once all are written,
     # so a run that fails or is stopped leaves an earlier run's patches (--overwrite) as they were.

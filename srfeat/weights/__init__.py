@@ -59,6 +59,7 @@ __all__ = [
     "bundled_names",
     "check_weights",
     "generator_from_state",
+    "generator_path",
     "load_generator",
     "save_generator",
     "weight_problem",
@@ -438,6 +439,14 @@ def _device(device: str | torch.device) -> torch.device:
     return target
 
 
+def generator_path(spec: PathArg) -> Path:
+    """The file `load_generator(spec)` reads: a bundled name's file in the package, else the path
+    (`~` expanded). Commands that write files compare their outputs with it: `-o` naming the
+    bundled `default.safetensors` is the input `default`."""
+    text = spec if isinstance(spec, str) else os.fsdecode(spec) if isinstance(spec, (bytes, os.PathLike)) else None
+    return bundled_dir() / f"{text}.safetensors" if text in bundled_names() else as_path(spec, "the generator to load")
+
+
 def load_generator(spec: PathArg, device: str | torch.device = "cpu") -> SRFeatGenerator:
     """A bundled name (`default`, `gan`) or a checkpoint path -> eval-mode float32 generator on `device`.
 
@@ -447,8 +456,7 @@ def load_generator(spec: PathArg, device: str | torch.device = "cpu") -> SRFeatG
     The parameters require grad (ready to fine-tune); wrap inference in `torch.no_grad()`.
     """
     target = _device(device)
-    text = spec if isinstance(spec, str) else os.fsdecode(spec) if isinstance(spec, (bytes, os.PathLike)) else None
-    path = bundled_dir() / f"{text}.safetensors" if text in bundled_names() else as_path(spec, "the generator to load")
+    path = generator_path(spec)
     state, layout = _read_state(path)
     generator = _build(state, layout, str(path))
     return generator.to(target).eval()

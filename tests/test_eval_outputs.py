@@ -1,0 +1,83 @@
+"""`srfeat eval`'s files: written where they were checked, and never over (or among) its inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_helpers import one_error_line, srfeat_cli
+from inference_helpers import tiny_generator
+from PIL import Image
+from skimage import data as samples
+
+from srfeat.data.io import write_png
+from srfeat.weights import save_generator
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "Photos"
+    write_png(folder / "astronaut.png", samples.astronaut()[:112, :112])  # NIQE's 96 px block after the shave
+    return folder
+
+
+def test_a_home_relative_output_is_written_where_it_was_checked(photos: Path, tmp_path: Path) -> None:
+    # `--json=~/r.json` (no shell expansion after `=`) was checked as $HOME/r.json but written to ./~/r.json,
+    # and a --data of `~/Photos` was "not found"
+    home = tmp_path / "home"
+    home.mkdir()
+    args = ("eval", "--model", "bicubic", "--metrics", "psnr")
+    result = srfeat_cli(*args, "--data", photos, "--json=~/r.json", cwd=tmp_path, env={"HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert (home / "r.json").is_file() and not (tmp_path / "~").exists()
+    (home / "other.json").write_text("mine\n")
+    result = srfeat_cli(*args, "--data", photos, "--json=~/other.json", cwd=tmp_path, env={"HOME": str(home)})
+    assert "exists: pass --overwrite" in one_error_line(result)
+    photos.rename(home / "Photos")
+    result = srfeat_cli(*args, "--data=~/Photos", cwd=tmp_path, env={"HOME": str(home)})
+    assert result.returncode == 0 and "| bicubic | Photos |" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("case", ["figure over an HR image", "plane in a data folder", "json over the checkpoint"])
+def test_an_output_among_the_inputs_is_refused_even_with_overwrite(case: str, photos: Path, tmp_path: Path) -> None:
+    # `--figure Photos/astronaut.png --overwrite` replaced the HR image with the figure, and a new picture in a
+    # --data folder was scored as one of its images by the next run; `--json model.safetensors` lost the model
+    model = tmp_path / "model.safetensors"
+    save_generator(tiny_generator(num_features=8), model)
+    inputs = {path: path.read_bytes() for path in (model, photos / "astronaut.png")}
+    option, path, message = {
+        "figure over an HR image": ("--figure", photos / "astronaut.png", "is in the --data folder"),
+        "plane in a data folder": ("--plane", photos / "plane.png", "is in the --data folder"),
+        "json over the checkpoint": ("--json", model, "is the model"),
+    }[case]
+    args = ("eval", "--model", "bicubic", model, "--data", photos, option, path, "--overwrite")
+    line = one_error_line(srfeat_cli(*args, cwd=tmp_path))
+    assert message in line and str(path) in line, line
+    assert {path: path.read_bytes() for path in inputs} == inputs
+    assert sorted(path.name for path in photos.iterdir()) == ["astronaut.png"]
+
+
+def test_a_picture_format_that_cannot_be_written_here_is_refused_before_the_evaluation(
+    photos: Path, tmp_path: Path
+) -> None:
+    # matplotlib lists .pgf, whose writer runs xelatex for the text: without TeX the figure was a
+    # RuntimeError traceback after the whole evaluation, and nothing was written
+    empty = tmp_path / "no-programs"
+    empty.mkdir()
+    args = ("eval", "--model", "bicubic", "--data", photos, "--metrics", "psnr", "--figure", tmp_path / "f.pgf")
+    result = srfeat_cli(*args, cwd=tmp_path, env={"PATH": str(empty)})
+    line = one_error_line(result)
+    assert "cannot write .pgf pictures here" in line and "xelatex" in line and "use .png" in line, line
+    assert result.stdout == ""  # nothing was evaluated
+
+
+def test_two_images_of_one_stem_keep_rows_of_their_own(tmp_path: Path) -> None:
+    # a.png and a.bmp were both rows named "a" in --per-image and the JSON: which score was whose?
+    folder = tmp_path / "Set"
+    write_png(folder / "a.png", samples.astronaut()[:48, :48])
+    Image.fromarray(samples.coffee()[:48, :48]).save(folder / "a.bmp")
+    write_png(folder / "b.png", samples.chelsea()[:48, :48])
+    result = srfeat_cli("eval", "--model", "bicubic", "--data", folder, "--metrics", "psnr", "--per-image")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[2].strip() for line in result.stdout.splitlines() if line.startswith("| Set |")]
+    assert rows == ["a.bmp", "a.png", "b"], result.stdout

@@ -1,0 +1,97 @@
+"""`srfeat prepare`: patch names that cannot clash, an OUT/HR that is a link, file names that are not UTF-8."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from cli_helpers import one_error_line, srfeat_cli
+from skimage import data as samples
+
+from srfeat.data.io import read_image, write_png
+from srfeat.data.prepare import HALF_PATCHES_PER_IMAGE, PATCHES_PER_IMAGE, matlab_downscale
+
+
+def assert_pairs_match(out: Path) -> None:
+    """Every LR patch is its HR patch downscaled: the two folders belong to one run."""
+    hr_names = sorted(path.name for path in (out / "HR").iterdir())
+    assert hr_names == sorted(path.name for path in (out / "LR").iterdir())
+    for name in hr_names[::17]:
+        np.testing.assert_array_equal(read_image(out / "LR" / name), matlab_downscale(read_image(out / "HR" / name), 4))
+
+
+def test_a_source_named_as_another_images_half_patches_is_refused(tmp_path: Path) -> None:
+    # a.png's half-size patches are a_half_NNN.png, the names of a_half.png's own patches: the two
+    # overwrote each other (300 files for "340 pairs"; with workers, HR of one image beside LR of the other)
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:200, :200])
+    write_png(tmp_path / "src" / "a_half.png", samples.coffee()[:200, :200])
+    result = srfeat_cli("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", cwd=tmp_path)
+    line = one_error_line(result)
+    assert "a.png" in line and "a_half.png" in line and "--no-half" in line, line
+    assert not (tmp_path / "out").exists()
+    result = srfeat_cli("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", "--no-half", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "out" / "HR").iterdir())) == 2 * PATCHES_PER_IMAGE
+
+
+def test_a_source_folder_given_twice_is_used_once_and_a_clash_names_its_files(tmp_path: Path) -> None:
+    # `prepare src src out` said "two source images share a file name ... rename one", naming none
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    result = srfeat_cli("prepare", "src", "./src/", "out", "--hr-patch-size", "64", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "given twice" in result.stderr
+    assert len(list((tmp_path / "out" / "HR").iterdir())) == PATCHES_PER_IMAGE
+    write_png(tmp_path / "other" / "a.png", samples.coffee()[:100, :100])
+    result = srfeat_cli("prepare", "src", "other", "out2", "--hr-patch-size", "64", "--workers", "1", cwd=tmp_path)
+    line = one_error_line(result)
+    assert "share a file name" in line and "src/a.png" in line and "other/a.png" in line, line
+
+
+def test_overwrite_of_an_out_whose_hr_is_a_link_keeps_the_pairs_matched(tmp_path: Path) -> None:
+    # OUT/HR a symbolic link (patches kept on another disk): the swap moved the new HR/ in, then
+    # failed on rmtree of the link with a traceback, leaving the new HR/ beside the old LR/
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:200, :200])
+    args = ("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1")
+    assert srfeat_cli(*args, "--seed", "1", cwd=tmp_path).returncode == 0
+    (tmp_path / "out" / "HR").rename(tmp_path / "elsewhere")
+    (tmp_path / "out" / "HR").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    old = sorted(path.name for path in (tmp_path / "elsewhere").iterdir())
+    result = srfeat_cli(*args, "--seed", "2", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["HR", "LR"]  # nothing hidden left
+    assert_pairs_match(tmp_path / "out")
+    assert len(list((tmp_path / "out" / "HR").iterdir())) == PATCHES_PER_IMAGE + HALF_PATCHES_PER_IMAGE
+    assert sorted(path.name for path in (tmp_path / "elsewhere").iterdir()) == old  # the link's target is not ours
+
+
+def test_a_file_name_that_is_not_utf8_is_prepared(tmp_path: Path) -> None:
+    # a Latin-1 name (caf\xe9.png from an old archive) stopped the run with a UnicodeEncodeError traceback
+    source = tmp_path / "src"
+    write_png(source / "cafe.png", samples.astronaut()[:100, :100])
+    os.rename(os.fsencode(source / "cafe.png"), os.fsencode(source) + b"/caf\xe9.png")
+    args = ("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", "--no-half")
+    result = srfeat_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    names = os.listdir(os.fsencode(tmp_path / "out" / "HR"))
+    assert len(names) == PATCHES_PER_IMAGE and b"caf\xe9_000.png" in names
+
+
+def test_the_hidden_folders_of_a_killed_run_are_removed_by_the_next(tmp_path: Path) -> None:
+    # a run killed (kill -9, out of memory) left .HR.partial-PID and .LR.partial-PID in OUT (hundreds of
+    # thousands of files at DIV2K's size) for good, and an OUT holding only them was "not empty: pass --overwrite"
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    killed = subprocess.Popen(["true"])
+    killed.wait()
+    for sub in ("HR", "LR"):
+        write_png(tmp_path / "out" / f".{sub}.partial-{killed.pid}" / "a_000.png", np.zeros((64, 64, 3), np.uint8))
+    args = ("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", "--no-half")
+    result = srfeat_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["HR", "LR"]
+    assert_pairs_match(tmp_path / "out")
+    running = tmp_path / "out" / f".HR.partial-{os.getpid()}"  # a run still going (this process): kept
+    write_png(running / "a_000.png", np.zeros((64, 64, 3), np.uint8))
+    assert srfeat_cli(*args, "--overwrite", cwd=tmp_path).returncode == 0
+    assert (running / "a_000.png").is_file()
