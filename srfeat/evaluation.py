@@ -102,7 +102,11 @@ def make_upscaler(spec: str, scale: int, device: torch.device, tta: bool = False
 
 
 def _short_name(spec: str) -> str:
-    return spec if spec in (BICUBIC, GROUND_TRUTH) or not Path(spec).suffix else Path(spec).stem
+    if spec in (BICUBIC, GROUND_TRUTH) or not Path(spec).suffix:
+        return spec
+    path = Path(spec)
+    # `hr` and `bicubic` name the references' rows (and the plane's lines): hr.safetensors keeps its suffix
+    return path.name if path.stem in (BICUBIC, GROUND_TRUTH) else path.stem
 
 
 def model_labels(specs: Sequence[str], tta: bool = False) -> list[str]:

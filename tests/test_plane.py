@@ -101,6 +101,15 @@ def test_labels_shorten_paths_and_mark_tta(checkpoints: tuple[Path, Path]) -> No
     ]
 
 
+def test_a_checkpoint_named_like_a_reference_does_not_take_its_label(tmp_path: Path) -> None:
+    """`--model ck/hr.safetensors hr` made the checkpoint's row `hr` (scored as the ground truth's
+    on the plane) and the real ground truth `hr#2`."""
+    specs = [str(tmp_path / "hr.safetensors"), "hr", "bicubic", str(tmp_path / "bicubic.safetensors")]
+    assert model_labels(specs) == ["hr.safetensors", "hr", "bicubic", "bicubic.safetensors"]
+    blend = f"blend={tmp_path / 'hr.safetensors'},{tmp_path / 'soft.safetensors'},0.5"
+    assert model_labels([blend]) == ["blend=hr.safetensors,soft,0.5"]
+
+
 # -- evaluation of blends and self-ensembles ----------------------------------------------
 
 
