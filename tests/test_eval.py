@@ -175,6 +175,29 @@ def test_checkpoint_models_run_the_inference_path_and_round_clamped_output(tmp_p
     assert np.abs(sr.astype(int) - expected_uint8.astype(int)).max() <= 1
 
 
+def test_an_image_too_large_for_free_memory_is_scored_in_tiles(tmp_path, monkeypatch) -> None:
+    """Eval ran every network untiled: a 24-megapixel photo needed about 7 GB. Now it tiles as
+    `srfeat upscale` does, which leaves benchmark images whole (tiles are larger than they are)."""
+    from srfeat.inference import tiling
+    from srfeat.weights import save_generator
+
+    save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1).eval(), tmp_path / "tiny.safetensors")
+    lr = samples.astronaut()[:96, :80]
+    whole = make_upscaler(str(tmp_path / "tiny.safetensors"), 4, torch.device("cpu"))(lr)
+    planned: list[int] = []
+    plan = tiling.plan_tiles
+
+    def counted(*args: int) -> list[tiling.Tile]:
+        planned.append(len(tiles := plan(*args)))
+        return tiles
+
+    monkeypatch.setattr(tiling, "plan_tiles", counted)
+    monkeypatch.setattr(tiling, "available_memory", lambda device: 4 << 20)  # 4 MB free: 32-pixel tiles
+    tiled = make_upscaler(str(tmp_path / "tiny.safetensors"), 4, torch.device("cpu"))(lr)
+    assert planned and planned[0] > 1, planned
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1  # exact up to float rounding
+
+
 # ----------------------------------------------------------------------------- hostile and careless input (CLI)
 
 
