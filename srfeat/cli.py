@@ -16,8 +16,8 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import NoReturn
 
+from srfeat.commands.arguments import OneLineErrorParser
 from srfeat.errors import SRFeatError
 
 COMMANDS: dict[str, str] = {
@@ -66,13 +66,6 @@ def _terminate_handler(owner: int) -> Callable[[int, FrameType | None], None]:
     return handler
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line (as every other srfeat error), not the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ERROR: {self.prog}: {message} (see {self.prog} --help)\n")
-
-
 def version_line() -> str:
     """srfeat's version and what it runs on, for bug reports; read from the installed packages'
     metadata, so that `--version` does not wait for torch to import."""
@@ -101,13 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"srfeat.commands.{name}")
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, command_parser=sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:  # named by the command's parser, whose --help lists what it takes (not the top one's)
+            args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except KeyboardInterrupt:  # Ctrl-C in the first tenth of a second, while the commands import
         sys.stderr.write("ERROR: interrupted\n")
         return 128 + signal.SIGINT

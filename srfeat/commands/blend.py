@@ -13,6 +13,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from srfeat.commands.arguments import path_argument
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,7 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of B, from 0 (A) to 1 (B); `srfeat blend default gan --alpha S` is `srfeat upscale --strength S`",
     )
     parser.add_argument(
-        "-o", "--output", required=True, metavar="OUT", help="the blended generator, a .safetensors file (float32)"
+        "-o",
+        "--output",
+        required=True,
+        type=path_argument,
+        metavar="OUT",
+        help="the blended generator, a .safetensors file (float32)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 

@@ -11,11 +11,19 @@ from __future__ import annotations
 import argparse
 import logging
 
+from srfeat.commands.arguments import path_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC", help="the authors' SRFeat_init.npz or SRFeat_full.npz")
     parser.add_argument(
-        "-o", "--out", metavar="OUT", help="output .safetensors file (default: SRC with the suffix .safetensors)"
+        "src", type=path_argument, metavar="SRC", help="the authors' SRFeat_init.npz or SRFeat_full.npz"
+    )
+    parser.add_argument(
+        "-o",
+        "--out",
+        type=path_argument,
+        metavar="OUT",
+        help="output .safetensors file (default: SRC with the suffix .safetensors)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 

@@ -10,6 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from srfeat.commands.arguments import path_argument
+
 logger = logging.getLogger(__name__)
 
 
@@ -132,6 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="extend",
         nargs="+",
         required=True,
+        type=path_argument,
         metavar="DIR",
         help="folders of HR images (e.g. Set5 Set14 BSD100)",
     )
@@ -148,9 +151,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rgb", action="store_true", help="PSNR/SSIM on RGB (mean over channels) instead of the Y channel"
     )
     parser.add_argument("--per-image", action="store_true", help="also list every image's scores")
-    parser.add_argument("--json", metavar="FILE", help="write the results as a JSON list of records")
+    parser.add_argument(
+        "--json", type=path_argument, metavar="FILE", help="write the results as a JSON list of records"
+    )
     parser.add_argument(
         "--figure",
+        type=path_argument,
         metavar="FILE",
         help="write a figure (.png, .pdf, .svg...) comparing the same crop of bicubic, each model and HR",
     )
@@ -174,6 +180,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--plane",
+        type=path_argument,
         metavar="FILE",
         help="write a figure (.png, .pdf, .svg...) of the perception-distortion plane: NIQE against PSNR per "
         "dataset, strength=... blends as a curve, HR's NIQE as a line (needs psnr and niqe; e.g. --model "

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from srfeat.commands.arguments import path_argument
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,7 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="the detail dial, with --model default: the blend of default (0) and gan (1) to export",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the ONNX file to write, e.g. model.onnx")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=path_argument,
+        metavar="FILE",
+        help="the ONNX file to write, e.g. model.onnx",
+    )
     parser.add_argument(
         "--fp16", action="store_true", help="float16 weights and arithmetic (half the file; float32 input and output)"
     )

@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from srfeat.commands.arguments import path_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", nargs="+", metavar="SRC", help="folder(s) of HR images (e.g. DIV2K_train_HR)")
-    parser.add_argument("out", metavar="OUT", help="output folder; patches go to OUT/HR and OUT/LR")
+    parser.add_argument(
+        "src", nargs="+", type=path_argument, metavar="SRC", help="folder(s) of HR images (e.g. DIV2K_train_HR)"
+    )
+    parser.add_argument("out", type=path_argument, metavar="OUT", help="output folder; patches go to OUT/HR and OUT/LR")
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed: the same seed writes identical files (default 0)"
     )

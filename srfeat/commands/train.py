@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from srfeat.commands.arguments import OneLineErrorParser, path_argument
 
-class _IntermixedParser(argparse.ArgumentParser):
+
+class _IntermixedParser(OneLineErrorParser):
     """Lets `key=value` overrides follow options (`CONFIG --max-steps 3 optim.lr=2e-4`).
 
     Plain argparse binds all positionals at their first run, so overrides after an option
@@ -36,7 +38,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.__class__ = _IntermixedParser
-    parser.add_argument("config", help="YAML training config (e.g. configs/dev/stage1.yaml)")
+    parser.add_argument("config", type=path_argument, help="YAML training config (e.g. configs/dev/stage1.yaml)")
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -44,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override config fields by dotted name, e.g. optim.lr=2e-4 train.batch_size=8",
     )
     parser.add_argument(
-        "--out", metavar="DIR", help="run folder for checkpoints and logs (default: the config's out_dir)"
+        "--out",
+        type=path_argument,
+        metavar="DIR",
+        help="run folder for checkpoints and logs (default: the config's out_dir)",
     )
     parser.add_argument("--resume", action="store_true", help="continue the run saved in the run folder (state.pt)")
     parser.add_argument(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srfeat import video
+from srfeat.commands.arguments import path_argument
 from srfeat.files import unwritable_folder
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
         nargs="+",
+        type=path_argument,
         metavar="INPUT",
         help="image files, folders (the images in them) or glob patterns ('photos/*.jpg')",
     )
@@ -49,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o",
         "--output",
         default="results",
+        type=path_argument,
         metavar="OUT",
         help="output folder (default: results/), "
         "or for a single input an output file name (its extension sets the format)",

@@ -1,0 +1,30 @@
+"""What every subcommand's arguments share: one-line errors, and the check of a path argument."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+__all__ = ["OneLineErrorParser", "path_argument"]
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (as every other srfeat error), not the usage block.
+
+    Subparsers are made of their parent's class; a subcommand that needs another parser class
+    (train's intermixed one) derives it from this one.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ERROR: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def path_argument(text: str) -> str:
+    """A file or folder named on the command line; an empty one is refused.
+
+    `Path("")` is the working directory: an unset shell variable (`srfeat upscale "$IN"`) upscaled
+    every image there, `eval --data ""` scored them, `--json ""` wrote nothing without a word.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a file or folder path")
+    return text

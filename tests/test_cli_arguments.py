@@ -1,0 +1,51 @@
+"""Arguments every subcommand shares the handling of (srfeat/commands/arguments.py), run as a user runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import one_error_line, srfeat_cli
+from PIL import Image
+
+# Each names a path as the empty string, as an unset shell variable does ("$IN"). Path("") is the
+# working directory: upscale, eval and prepare took every image there, --json "" wrote nothing
+# without a word, convert "" and blend -o "" were tracebacks.
+EMPTY_PATHS = {
+    "upscale input": ["upscale", ""],
+    "upscale blank input": ["upscale", " "],
+    "upscale -o": ["upscale", "photo.png", "-o", ""],
+    "eval --data": ["eval", "--model", "bicubic", "--data", ""],
+    "eval --json": ["eval", "--model", "bicubic", "--data", "photos", "--json", ""],
+    "eval --figure": ["eval", "--model", "bicubic", "--data", "photos", "--figure", ""],
+    "eval --plane": ["eval", "--model", "bicubic", "--data", "photos", "--plane", ""],
+    "prepare src": ["prepare", "", "patches"],
+    "prepare out": ["prepare", "photos", ""],
+    "convert src": ["convert", ""],
+    "convert -o": ["convert", "weights.npz", "-o", ""],
+    "blend -o": ["blend", "default", "gan", "--alpha", "0.5", "-o", ""],
+    "export -o": ["export", "-o", ""],
+    "train config": ["train", ""],
+    "train --out": ["train", "config.yaml", "--out", ""],
+}
+
+
+@pytest.mark.parametrize("argv", EMPTY_PATHS.values(), ids=EMPTY_PATHS.keys())
+def test_an_empty_path_is_refused_before_anything_runs(argv: list[str], tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for folder in (tmp_path, photos):  # what the working directory would have given
+        Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(folder / "photo.png")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    error = one_error_line(srfeat_cli(*argv, cwd=tmp_path), returncode=2)
+    assert "is empty: give a file or folder path" in error, error
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize("command", ["upscale", "eval", "train", "prepare", "convert", "blend", "export", "serve"])
+def test_a_bad_option_of_every_command_is_one_line_without_the_usage_block(command: str) -> None:
+    """train's own parser class (it lets key=value overrides follow options) printed argparse's
+    usage block and a bare `error:` line."""
+    error = one_error_line(srfeat_cli(command, "--no-such-option"), returncode=2, only=True)
+    assert error.startswith(f"ERROR: srfeat {command}: ") and f"(see srfeat {command} --help)" in error, error
