@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
+from training_helpers import tiny_values, write_image_folders
 
 # Each names a path as the empty string, as an unset shell variable does ("$IN"). Path("") is the
 # working directory: upscale, eval and prepare took every image there, --json "" wrote nothing
@@ -49,3 +51,26 @@ def test_a_bad_option_of_every_command_is_one_line_without_the_usage_block(comma
     usage block and a bare `error:` line."""
     error = one_error_line(srfeat_cli(command, "--no-such-option"), returncode=2, only=True)
     assert error.startswith(f"ERROR: srfeat {command}: ") and f"(see srfeat {command} --help)" in error, error
+
+
+def test_a_tilde_the_shell_left_alone_is_the_home_folder_in_every_command(tmp_path: Path) -> None:
+    """`--out=~/run` and a quoted '~/photos' reach srfeat unexpanded: prepare read a folder named
+    '~' in the working directory, and train would have written its run into one."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / "photos").mkdir(parents=True)
+    work.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(
+        home / "photos" / "a.png"
+    )
+    env = {"HOME": str(home)}
+    prepared = srfeat_cli(
+        "prepare", "~/photos", "~/patches", "--hr-patch-size", "32", "--workers", "1", cwd=work, env=env
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    assert any((home / "patches" / "HR").iterdir()) and not (work / "~").exists()
+    train, validation = write_image_folders(tmp_path / "images")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_values(train, validation, tmp_path / "unused")))
+    dry = srfeat_cli("train", config, "--dry-run", "--out=~/run", cwd=work, env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"out_dir: {home / 'run'}" in dry.stdout, dry.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import NoReturn
 
 __all__ = ["OneLineErrorParser", "path_argument"]
@@ -20,11 +21,13 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def path_argument(text: str) -> str:
-    """A file or folder named on the command line; an empty one is refused.
+    """A file or folder named on the command line, `~` expanded; an empty one is refused.
 
     `Path("")` is the working directory: an unset shell variable (`srfeat upscale "$IN"`) upscaled
     every image there, `eval --data ""` scored them, `--json ""` wrote nothing without a word.
+    The shell expands `~` only at a word's start, so `--out=~/runs` and a quoted `'~/photos'`
+    reach us as written: expanded here, every command reads and writes where the user meant.
     """
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: give a file or folder path")
-    return text
+    return os.path.expanduser(text)
