@@ -293,6 +293,23 @@ def test_a_stand_in_graph_with_true_metadata_runs(tmp_path: Path) -> None:
     assert np.array_equal(result, image.repeat(4, axis=0).repeat(4, axis=1))
 
 
+def test_an_onnx_file_runs_on_the_cpu_when_the_device_is_auto(tmp_path: Path, monkeypatch) -> None:
+    """`device="auto"` (`--device auto`, the default) picks the GPU where there is one, and ONNX Runtime
+    runs on the CPU here: `Upscaler("m.onnx")` and `srfeat upscale --model m.onnx` failed on every
+    machine with a GPU, asking for --device cpu. A GPU asked for by name is still refused."""
+    from srfeat.errors import SRFeatError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU
+    path = srfeat_like_onnx(tmp_path / "nearest.onnx")
+    image = samples.astronaut()[:6, :5]
+    for device in ("auto", None):
+        upscaler = Upscaler(path, device=device)
+        assert upscaler.device == torch.device("cpu")
+        assert np.array_equal(upscaler(image), image.repeat(4, axis=0).repeat(4, axis=1))
+    with pytest.raises(SRFeatError, match="runs on the CPU"):
+        Upscaler(path, device="cuda")
+
+
 @pytest.mark.parametrize(
     ("metadata", "named"),
     [

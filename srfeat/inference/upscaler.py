@@ -131,12 +131,13 @@ class Upscaler:
     """A generator ready to upscale images: `Upscaler("default")(image)`.
 
     `model` is a bundled name (`default`, `gan`), a checkpoint path, or an `SRFeatGenerator`.
-    `device` is `"auto"` (GPU if available), `"cpu"` or `"cuda[:i]"`; `dtype` is `"fp32"`
-    (default), `"fp16"` or `"bf16"` (a tile whose reduced-precision output has NaN or inf is
-    recomputed in fp32). `tile` is the tile size in input pixels (None: chosen from the free
-    memory; 0: no tiling); `tile_pad` the context around each tile (None: the network's
-    receptive radius, which makes tiling exact). `compile=True` runs the network through
-    `torch.compile` (worth it for many images on a GPU). `progress` shows a bar over the tiles;
+    `device` is `"auto"` (GPU if available; the CPU for the onnxruntime backend), `"cpu"` or
+    `"cuda[:i]"`; `dtype` is `"fp32"` (default), `"fp16"` or `"bf16"` (a tile whose
+    reduced-precision output has NaN or inf is recomputed in fp32). `tile` is the tile size in
+    input pixels (None: chosen from the free memory; 0: no tiling); `tile_pad` the context
+    around each tile (None: the network's receptive radius, which makes tiling exact).
+    `compile=True` runs the network through `torch.compile` (worth it for many images on a
+    GPU). `progress` shows a bar over the tiles;
     `on_tile(done, total)`, if set, is called before the first tile and after each one (an
     exception it raises stops the image there: how a caller cancels).
     `strength` (0 to 1, with the `default` model) is the detail dial: the network interpolation
@@ -171,6 +172,9 @@ class Upscaler:
         check_options(
             model, tile=tile, tile_pad=tile_pad, strength=strength, compile=compile, progress=progress, tta=tta
         )
+        self.backend = resolve_backend(backend, model)
+        if self.backend == "onnxruntime" and (device is None or str(device) == "auto"):
+            device = "cpu"  # where ONNX Runtime runs here: "auto" must not pick a GPU it cannot use
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         if tile is not None and 0 < tile < MIN_TILE:
@@ -178,7 +182,6 @@ class Upscaler:
             logger.warning("tile size %d is below %d pixels: the result is the same, but far slower", tile, MIN_TILE)
         if isinstance(model, SRFeatGenerator):  # files are checked when they are loaded
             check_weights(model.state_dict().items(), "the generator")
-        self.backend = resolve_backend(backend, model)
         self.model: InferenceGenerator | OnnxRunner
         self.model_fp32: InferenceGenerator | OnnxRunner
         if self.backend == "onnxruntime":
