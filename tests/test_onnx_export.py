@@ -382,6 +382,23 @@ def test_an_onnx_file_with_an_inf_weight_is_refused_not_drawn_white(tmp_path: Pa
     assert not (tmp_path / "out").exists()
 
 
+def test_exporting_leaves_the_callers_generator_as_it_was(tmp_path: Path) -> None:
+    """`export_onnx` (the Python API) checked its file against the caller's own generator after
+    `.cpu().float().eval()`, which change a module in place: a generator exported mid-training came
+    back in eval mode (its BatchNorm frozen for the rest of the run), in float32, moved off its GPU."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.export.onnx import ModelInfo, export_onnx
+
+    generator = SRFeatGenerator(num_features=8, num_blocks=2).double().train()
+    before = {key: value.clone() for key, value in generator.state_dict().items()}
+    result = export_onnx(generator, tmp_path / "g.onnx", ModelInfo("g", "none", "CC0"))
+    assert result.max_difference is not None and result.max_difference < 1e-5
+    assert generator.training and all(module.training for module in generator.modules())
+    after = generator.state_dict()
+    assert all(after[key].dtype == before[key].dtype and torch.equal(after[key], before[key]) for key in before)
+    assert generator.head.weight.dtype == torch.float64
+
+
 # ----------------------------------------------------------------------------- where export writes
 
 

@@ -21,6 +21,7 @@ The exporter is PyTorch's `torch.export`-based one (`torch.onnx.export(dynamo=Tr
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import warnings
@@ -245,7 +246,9 @@ def verify_onnx(model: onnx.ModelProto, generator: SRFeatGenerator, fp16: bool) 
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (output,) = session.run(None, {INPUT_NAME: example.numpy()})
     with torch.no_grad():
-        reference = generator.cpu().float().eval()(example).clamp(0.0, 1.0)
+        # On a copy: `.cpu().float().eval()` change a module in place, and the caller's generator (on
+        # a GPU, in training mode mid-run) must come back from an export as it went in.
+        reference = copy.deepcopy(generator).cpu().float().eval()(example).clamp(0.0, 1.0)
     difference = float((torch.from_numpy(output) - reference).abs().max())
     tolerance = (2.0 if fp16 else 0.25) / 255
     if not difference <= tolerance:  # NaN fails too
