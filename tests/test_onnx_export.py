@@ -110,6 +110,21 @@ def test_exported_file_is_checked_dynamic_folded_and_described(default_onnx: Pat
     assert output.min() >= 0.0 and output.max() <= 1.0
 
 
+@pytest.mark.parametrize("opset", [18, 23])
+def test_the_file_declares_the_ir_version_its_opset_needs(opset: int) -> None:
+    """PyTorch's exporter declared IR version 10 whatever the opset: runtimes that read opset 18 but
+    not IR 10 (ONNX Runtime before 1.18) refused the default file, and an opset-23 file (IR 11)
+    claimed an IR older than its operators. The file declares the least IR its opset needs."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.export.onnx import ModelInfo, onnx_model
+
+    model = onnx_model(SRFeatGenerator(num_features=8, num_blocks=1), ModelInfo("t", "none", "CC0"), opset=opset)
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(list(model.opset_import)) == {18: 8, 23: 11}[opset]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"input": np.zeros((1, 3, 5, 7), np.float32)})
+    assert output.shape == (1, 3, 20, 28)
+
+
 def test_fp16_export_within_a_few_grey_levels(tmp_path: Path, default_upscaler: Upscaler) -> None:
     path = tmp_path / "m16.onnx"
     result = srfeat_cli("export", "--model", "default", "--fp16", "-o", path)

@@ -229,6 +229,11 @@ def onnx_model(
     del model.metadata_props[:]
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
+    # The IR version the opset needs, not the exporter's own (10 whatever the opset): a runtime
+    # refuses a file of a newer IR version than it reads ("Unsupported model IR version: 10, max
+    # supported IR version: 9" in ONNX Runtime before 1.18), where opset 18 needs only IR 8; and
+    # opset 23 and later need more than 10.
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     # Full check: the graph's types and shapes are inferred and must agree with every operator.
     onnx.checker.check_model(model, full_check=True)
     return model
