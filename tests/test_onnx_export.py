@@ -125,6 +125,20 @@ def test_the_file_declares_the_ir_version_its_opset_needs(opset: int) -> None:
     assert output.shape == (1, 3, 20, 28)
 
 
+def test_the_file_holds_no_paths_of_the_machine_that_made_it() -> None:
+    """The exporter annotates each node with the Python stack trace that made it: the file (made to
+    be shared) carried this machine's paths (`/home/NAME/...`, the site-packages folder) and so
+    differed from one machine to another."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.export.onnx import ModelInfo, onnx_model
+
+    model = onnx_model(SRFeatGenerator(num_features=8, num_blocks=2), ModelInfo("t", "none", "CC0"))
+    data = model.SerializeToString()
+    for path in (Path(__file__).resolve().parents[1], Path(torch.__file__).parent):
+        assert str(path).encode() not in data, path
+    assert not any(node.metadata_props for node in model.graph.node)
+
+
 def test_fp16_export_within_a_few_grey_levels(tmp_path: Path, default_upscaler: Upscaler) -> None:
     path = tmp_path / "m16.onnx"
     result = srfeat_cli("export", "--model", "default", "--fp16", "-o", path)

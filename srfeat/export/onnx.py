@@ -229,6 +229,11 @@ def onnx_model(
     del model.metadata_props[:]
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
+    # The exporter's notes on each node (the stack trace that made it, with this machine's file
+    # paths and user name; its FX node and class names) are for debugging the exporter: a file
+    # meant to be shared, and to be the same bytes wherever it is made, leaves them out.
+    for node in model.graph.node:
+        del node.metadata_props[:]
     # The IR version the opset needs, not the exporter's own (10 whatever the opset): a runtime
     # refuses a file of a newer IR version than it reads ("Unsupported model IR version: 10, max
     # supported IR version: 9" in ONNX Runtime before 1.18), where opset 18 needs only IR 8; and
