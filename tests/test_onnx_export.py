@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import srfeat_cli
+from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
 
 from srfeat.data.png16 import read_png16, write_png16
@@ -287,9 +287,16 @@ def test_onnx_backend_matches_torch_with_outscale_tta_and_grey(
 # ----------------------------------------------------------------------------- hostile ONNX files
 
 
-def srfeat_like_onnx(path: Path, graph: str = "nearest", **metadata: str) -> Path:
+def srfeat_like_onnx(
+    path: Path,
+    graph: str = "nearest",
+    input_shape: tuple[int | str, ...] = ("batch", 3, "height", "width"),
+    **metadata: str,
+) -> Path:
     """A tiny ONNX file with srfeat's input, output and metadata around a stand-in graph:
-    `nearest` (a nearest-neighbour x4 Resize) or `identity` (returns its input)."""
+    `nearest` (a nearest-neighbour x4 Resize), `identity` (returns its input) or `reshape8` (the
+    input reshaped to 1x3x8x8, then `nearest`: it runs on 8x8 inputs only); `input_shape` is what
+    the graph's input declares."""
     from onnx import TensorProto, helper
 
     initializers = []
@@ -298,11 +305,16 @@ def srfeat_like_onnx(path: Path, graph: str = "nearest", **metadata: str) -> Pat
     else:
         initializers = [helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 4, 4])]
         nodes = [helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")]
+    if graph == "reshape8":
+        initializers.append(helper.make_tensor("shape", TensorProto.INT64, [4], [1, 3, 8, 8]))
+        nodes = [helper.make_node("Reshape", ["input", "shape"], ["reshaped"])] + [
+            helper.make_node("Resize", ["reshaped", "", "scales"], ["output"], mode="nearest")
+        ]
     model = helper.make_model(
         helper.make_graph(
             nodes,
             graph,
-            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))],
             [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, None, None])],
             initializers,
         ),
@@ -390,6 +402,66 @@ def test_hostile_onnx_files_through_the_cli_are_one_line(tmp_path: Path) -> None
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert message in errors[0] and model.name in errors[0], result.stderr
         assert not (tmp_path / "out" / "in.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "described"), [(("batch", 1, "height", "width"), "?x1x?x?"), ((1, 3, 8, 8), "1x3x8x8")]
+)
+def test_an_onnx_file_that_takes_other_inputs_is_refused_when_it_loads(
+    tmp_path: Path, input_shape: tuple[int | str, ...], described: str
+) -> None:
+    """A srfeat-like file made for grey input, or for one input size, loaded and then failed at its
+    first tile with ONNX Runtime's multi-line INVALID_ARGUMENT (a traceback from `srfeat upscale`)."""
+    from srfeat.errors import WeightsError
+
+    path = srfeat_like_onnx(tmp_path / "fixed.onnx", input_shape=input_shape)
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and f"fixed.onnx takes {described} input" in message, message
+
+
+def test_an_onnx_file_that_fails_at_some_sizes_fails_in_one_line(tmp_path: Path) -> None:
+    """What ONNX Runtime raises while running a file (here: a graph that reshapes to 8x8) was its own
+    exception type with a multi-line message: `srfeat upscale` showed a traceback and stopped."""
+    path = srfeat_like_onnx(tmp_path / "only8.onnx", "reshape8")
+    image = samples.astronaut()[:8, :8]
+    upscaler = Upscaler(path, device="cpu", tile=0)
+    assert np.array_equal(upscaler(image), image.repeat(4, axis=0).repeat(4, axis=1))
+    from srfeat.errors import SRFeatError
+
+    with pytest.raises(SRFeatError) as caught:
+        upscaler(samples.astronaut()[:10, :9])
+    message = str(caught.value)
+    assert "\n" not in message and "only8.onnx on a 1x3x10x9 tile" in message, message
+    Image.fromarray(samples.astronaut()[:10, :9]).save(tmp_path / "in.png")
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", path, "--tile", "0")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "only8.onnx on a 1x3x10x9 tile" in errors[0] and errors[1:] == ["ERROR: 1 of 1 input(s) failed"]
+    assert len(result.stderr.strip().splitlines()) == 3, result.stderr  # the INFO line and these two: no ORT log
+    assert not (tmp_path / "out" / "in.png").exists()
+
+
+def test_a_generator_that_does_not_take_rgb_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A checkpoint whose head takes one channel loads (its shapes agree with each other): `srfeat
+    upscale` then failed at the first tile with a traceback from inside the network, and `srfeat
+    export` wrote a file against its own convention (RGB) that the onnxruntime backend could not run."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    checkpoint = tmp_path / "grey.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=1, in_channels=1), checkpoint)
+    Image.fromarray(samples.camera()[:8, :8]).save(tmp_path / "in.png")
+    for backend in ("torch", "onnxruntime"):
+        result = srfeat_cli(
+            "upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", checkpoint, "--backend", backend
+        )
+        assert "is a generator of 1-channel images" in one_error_line(result), result.stderr
+    assert not (tmp_path / "out" / "in.png").exists()
+    result = srfeat_cli("export", "--model", checkpoint, "-o", tmp_path / "grey.onnx")
+    assert "is a generator of 1-channel images" in one_error_line(result), result.stderr
+    assert not (tmp_path / "grey.onnx").exists()
 
 
 def test_an_onnx_file_with_an_inf_weight_is_refused_not_drawn_white(tmp_path: Path, default_onnx: Path) -> None:

@@ -38,6 +38,7 @@ from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
 from srfeat.data.io import WARNINGS_LOCK
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.files import unwritable_folder, write_file_atomically
+from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
 
 if TYPE_CHECKING:
@@ -181,6 +182,7 @@ def onnx_model(
 
     if not 17 <= opset <= onnx.defs.onnx_opset_version():
         raise SRFeatError(f"opset {opset} is not supported: use 17 to {onnx.defs.onnx_opset_version()}")
+    check_rgb_generator(generator, info.name)  # the file's convention: RGB in, RGB out
     module = ExportGenerator(generator, fp16=fp16)
     # Distinct example sizes (none 1, none equal to another) so that no dimension is
     # specialised while tracing.

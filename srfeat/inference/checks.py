@@ -16,7 +16,7 @@ import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.io import FLOAT_PIXEL_SLACK
-from srfeat.errors import InvalidImageError, InvalidOptionError
+from srfeat.errors import InvalidImageError, InvalidOptionError, WeightsError
 from srfeat.inference.onnx_runner import is_onnx_file
 from srfeat.inference.tiling import count_non_finite, value_range
 from srfeat.weights.blend import check_alpha
@@ -28,6 +28,7 @@ __all__ = [
     "check_options",
     "check_outscale",
     "check_pixels",
+    "check_rgb_generator",
     "check_size",
     "resolve_backend",
 ]
@@ -124,3 +125,14 @@ def resolve_backend(backend: str | None, model: object) -> str:
             f"{model} is an ONNX model: run it with the onnxruntime backend (--backend onnxruntime)"
         )
     return backend
+
+
+def check_rgb_generator(generator: SRFeatGenerator, source: object) -> None:
+    """The network must take and give RGB, as every srfeat path (grey and alpha around it, the
+    ONNX file's convention) assumes. A checkpoint of another channel count loads (its shapes are
+    consistent), and failed only at the first tile, with a traceback from inside the network."""
+    if generator.in_channels != 3:
+        raise WeightsError(
+            f"{source} is a generator of {generator.in_channels}-channel images: srfeat upscales and exports "
+            "RGB generators (3 channels); grey and alpha images are handled around an RGB network"
+        )

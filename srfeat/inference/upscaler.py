@@ -28,6 +28,7 @@ from srfeat.inference.checks import (
     check_options,
     check_outscale,
     check_pixels,
+    check_rgb_generator,
     check_size,
     resolve_backend,
 )
@@ -188,6 +189,7 @@ class Upscaler:
             self.model = self.model_fp32 = _onnx_runner(model, strength, self.device, self.dtype, compile)
         else:
             generator = load_blended(model, strength)
+            check_rgb_generator(generator, "the generator" if isinstance(model, SRFeatGenerator) else model)
             self.model_fp32 = _prepare(generator, self.device, torch.float32)
             self.model = (
                 self.model_fp32 if self.dtype == torch.float32 else _prepare(generator, self.device, self.dtype)
