@@ -35,8 +35,21 @@ from srfeat.inference.checks import (
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.onnx_runner import OnnxRunner, load_onnx_runner
-from srfeat.inference.pixels import from_float_tensor, mix_grey, resize_alpha, to_float_tensor
-from srfeat.inference.tiling import MIN_TILE, allocate_output, count_non_finite, plan_memory, upscale_tiled
+from srfeat.inference.pixels import (
+    check_dtype,
+    from_float_tensor,
+    mix_grey,
+    resize_alpha,
+    to_float_tensor,
+)
+from srfeat.inference.tiling import (
+    MIN_TILE,
+    allocate_output,
+    check_output_memory,
+    count_non_finite,
+    plan_memory,
+    upscale_tiled,
+)
 from srfeat.weights import check_weights
 from srfeat.weights.blend import load_blended
 
@@ -269,6 +282,8 @@ class Upscaler:
         """
         check_channels(image.shape[0])
         check_outscale(outscale)
+        check_size(*image.shape[-2:])
+        self.check_memory(*image.shape)  # before its values are read, or copied to float32
         check_pixels(image)
         with self._lock:
             return self._upscale_checked(image.detach().to("cpu", torch.float32), outscale)
@@ -300,6 +315,11 @@ class Upscaler:
         # (a grey input's RGB was freed by the mix's assignment, before the alpha needs memory)
         resize_alpha(alpha, size, out=output[-1:])
         return output.clamp_(0.0, 1.0)
+
+    def check_memory(self, channels: int, height: int, width: int) -> None:
+        """Refuse, before anything is allocated, an image whose result at the model's scale (made
+        whatever the outscale) does not fit in the host's memory."""
+        check_output_memory(height * self.scale, width * self.scale, channels)
 
     def output_size(self, height: int, width: int, outscale: float | None = None) -> tuple[int, int]:
         """(height, width) of the result for an input of that size."""
@@ -377,6 +397,12 @@ class Upscaler:
                 "use array.transpose(1, 2, 0)"
             )
         hwc = array[..., None] if array.ndim == 2 else array
+        check_dtype(array.dtype)
+        check_channels(hwc.shape[2])
+        check_outscale(outscale)
+        check_size(*hwc.shape[:2])
+        # Before the pixels are converted (4 bytes a value: a huge array was copied, then refused).
+        self.check_memory(hwc.shape[2], *hwc.shape[:2])
         result = self.upscale_channels(to_float_tensor(hwc), outscale)
         output = from_float_tensor(result, array.dtype)
         return output[..., 0] if array.ndim == 2 else output
