@@ -150,6 +150,26 @@ def test_fp16_export_within_a_few_grey_levels(tmp_path: Path, default_upscaler: 
     assert grey_levels(to_uint8(run_onnx(path, to_batch(image))), default_upscaler(image)) <= 4
 
 
+def test_weights_that_overflow_float16_are_named_not_reported_as_an_exporter_bug(tmp_path: Path) -> None:
+    """Weights finite in float32 but beyond float16's 65504 became inf in the `--fp16` file; the check
+    against PyTorch then failed with "differs from PyTorch's by 0.62 ...: please report this"."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    generator = SRFeatGenerator(num_features=8, num_blocks=1)
+    with torch.no_grad():
+        generator.tail.weight[0, 0, 0, 0] = 3e5  # under the loader's 1e6 limit
+    checkpoint = tmp_path / "big.safetensors"
+    save_generator(generator, checkpoint, dtype=torch.float32)
+    result = srfeat_cli("export", "--model", checkpoint, "--fp16", "-o", tmp_path / "big.onnx")
+    error = one_error_line(result)
+    assert "big's weights do not fit in float16" in error and "export without --fp16" in error, error
+    assert "report" not in error and not (tmp_path / "big.onnx").exists()
+    assert (
+        srfeat_cli("export", "--model", checkpoint, "-o", tmp_path / "big.onnx").returncode == 0
+    )  # float32 holds them
+
+
 def test_a_checkpoint_that_is_not_a_generator_fails_in_one_line(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

@@ -184,6 +184,14 @@ def onnx_model(
         raise SRFeatError(f"opset {opset} is not supported: use 17 to {onnx.defs.onnx_opset_version()}")
     check_rgb_generator(generator, info.name)  # the file's convention: RGB in, RGB out
     module = ExportGenerator(generator, fp16=fp16)
+    if not all(bool(torch.isfinite(parameter).all()) for parameter in module.parameters()):
+        # Finite weights folded with BatchNorm, or cast to float16, that overflow: the check below
+        # would call the file's inf or NaN output a bug of the exporter ("please report this").
+        advice = "export without --fp16" if fp16 else "a broken checkpoint"
+        raise WeightsError(
+            f"{info.name}'s weights do not fit in {'float16' if fp16 else 'float32'} once BatchNorm is folded in "
+            f"(they overflow): {advice}"
+        )
     # Distinct example sizes (none 1, none equal to another) so that no dimension is
     # specialised while tracing.
     example = torch.rand(2, generator.in_channels, 24, 20)
