@@ -242,6 +242,8 @@ def test_onnx_backend_errors_are_one_line(tmp_path: Path, model_path: Path) -> N
         (["--model", foreign], "not a srfeat ONNX export"),
         (["--model", foreign, "--backend", "torch"], "onnxruntime backend"),
         (["--model", model_path, "--backend", "onnxruntime", "--bf16"], "own precision"),
+        # Not "half precision (fp16) needs a GPU; on the CPU use fp32 (the default) or bf16", which then fails too.
+        (["--model", model_path, "--backend", "onnxruntime", "--half"], "own precision"),
     ]:
         result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--device", "cpu", *args)
         lines = result.stderr.strip().splitlines()

@@ -120,6 +120,12 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
     return model.eval()
 
 
+ONNX_PRECISION = (
+    "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
+    "and leave --half/--bf16 out"
+)
+
+
 def _onnx_runner(
     model: str | os.PathLike[str] | SRFeatGenerator,
     strength: float | None,
@@ -132,10 +138,7 @@ def _onnx_runner(
             f"the onnxruntime backend runs on the CPU; use --device cpu, or the torch backend on {device}"
         )
     if dtype != torch.float32:
-        raise SRFeatError(
-            "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
-            "and leave --half/--bf16 out"
-        )
+        raise SRFeatError(ONNX_PRECISION)
     if compile:
         raise SRFeatError("--compile applies to the torch backend only")
     return load_onnx_runner(model, strength)
@@ -190,6 +193,11 @@ class Upscaler:
         if self.backend == "onnxruntime" and (device is None or str(device) == "auto"):
             device = "cpu"  # where ONNX Runtime runs here: "auto" must not pick a GPU it cannot use
         self.device = resolve_device(device)
+        # The onnxruntime backend's refusal of fp16 and bf16 first: resolve_dtype's advice for fp16 on
+        # a CPU ("use fp32 or bf16") is the torch backend's, and onnxruntime would refuse bf16 next.
+        requested = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+        if self.backend == "onnxruntime" and requested in (torch.float16, torch.bfloat16):
+            raise SRFeatError(ONNX_PRECISION)
         self.dtype = resolve_dtype(dtype, self.device)
         if tile is not None and 0 < tile < MIN_TILE:
             # exact all the same, but each tile carries its padding: a 1-pixel tile is ~30x slower
