@@ -396,6 +396,15 @@ def test_onnx_metadata_out_of_range_is_refused_in_one_line(tmp_path: Path, metad
     assert "\n" not in message and named in message and "export it again" in message, message
 
 
+def test_a_folder_named_like_an_onnx_file_is_called_a_folder(tmp_path: Path) -> None:
+    """`Upscaler("models.onnx")` on a folder said "ONNX model not found: models.onnx", which is there."""
+    from srfeat.errors import WeightsError
+
+    (tmp_path / "models.onnx").mkdir()
+    with pytest.raises(WeightsError, match=r"models\.onnx is a folder: give the \.onnx file"):
+        Upscaler(tmp_path / "models.onnx", device="cpu")
+
+
 def test_an_onnx_file_over_two_gib_is_refused_before_it_is_read(tmp_path: Path, monkeypatch) -> None:
     """No ONNX file with its weights inside exceeds protobuf's 2 GiB; a larger one (sparse here) is
     refused from its size instead of read into memory whole."""

@@ -75,6 +75,8 @@ class OnnxRunner:
         if isinstance(model, (str, os.PathLike)):
             path = Path(model).expanduser()
             source = source or str(path)
+            if path.is_dir():  # "not found" would send the user looking for something that is there
+                raise WeightsError(f"{path} is a folder: give the .onnx file (srfeat export writes one)")
             if not path.is_file():
                 raise WeightsError(f"ONNX model not found: {path}")
             size = path.stat().st_size
