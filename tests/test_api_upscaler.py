@@ -124,3 +124,19 @@ def test_an_outscale_output_too_big_for_memory_is_refused_before_the_network_run
     image = np.zeros((400, 400, 3), np.uint8)  # x16: 6400x6400x3 float32, 469 MiB
     with pytest.raises(InvalidImageError, match=r"output \(6400x6400, 0.5 GiB\) is larger than the free memory"):
         upscaler(image, outscale=16)
+
+
+def test_an_image_too_big_for_memory_is_refused_before_its_pixels_are_converted(upscaler: Upscaler) -> None:
+    """An array was converted to float32 first (4 bytes a value: a 30000x30000 RGB photo's 2.7 GB of
+    uint8 became 10.8 GB, or numpy's MemoryError), and only then was its result found too big for
+    memory. Both kinds are now refused in one line before any pixel is read or copied (these views
+    of one repeated value hold no memory; their float32 copies would be 1 TB)."""
+    from srfeat.errors import SRFeatError
+
+    huge_array = np.broadcast_to(np.zeros(1, np.uint8), (300_000, 300_000, 3))
+    huge_tensor = torch.zeros((), dtype=torch.float64).expand(3, 300_000, 300_000)
+    for huge in (huge_array, huge_tensor, huge_array[..., 0]):
+        with pytest.raises(SRFeatError) as caught:
+            upscaler(huge)
+        message = str(caught.value)
+        assert "\n" not in message and "1200000x1200000 result needs about" in message, message

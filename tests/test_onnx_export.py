@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import srfeat_cli
+from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
 
 from srfeat.data.png16 import read_png16, write_png16
@@ -110,6 +110,35 @@ def test_exported_file_is_checked_dynamic_folded_and_described(default_onnx: Pat
     assert output.min() >= 0.0 and output.max() <= 1.0
 
 
+@pytest.mark.parametrize("opset", [18, 23])
+def test_the_file_declares_the_ir_version_its_opset_needs(opset: int) -> None:
+    """PyTorch's exporter declared IR version 10 whatever the opset: runtimes that read opset 18 but
+    not IR 10 (ONNX Runtime before 1.18) refused the default file, and an opset-23 file (IR 11)
+    claimed an IR older than its operators. The file declares the least IR its opset needs."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.export.onnx import ModelInfo, onnx_model
+
+    model = onnx_model(SRFeatGenerator(num_features=8, num_blocks=1), ModelInfo("t", "none", "CC0"), opset=opset)
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(list(model.opset_import)) == {18: 8, 23: 11}[opset]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"input": np.zeros((1, 3, 5, 7), np.float32)})
+    assert output.shape == (1, 3, 20, 28)
+
+
+def test_the_file_holds_no_paths_of_the_machine_that_made_it() -> None:
+    """The exporter annotates each node with the Python stack trace that made it: the file (made to
+    be shared) carried this machine's paths (`/home/NAME/...`, the site-packages folder) and so
+    differed from one machine to another."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.export.onnx import ModelInfo, onnx_model
+
+    model = onnx_model(SRFeatGenerator(num_features=8, num_blocks=2), ModelInfo("t", "none", "CC0"))
+    data = model.SerializeToString()
+    for path in (Path(__file__).resolve().parents[1], Path(torch.__file__).parent):
+        assert str(path).encode() not in data, path
+    assert not any(node.metadata_props for node in model.graph.node)
+
+
 def test_fp16_export_within_a_few_grey_levels(tmp_path: Path, default_upscaler: Upscaler) -> None:
     path = tmp_path / "m16.onnx"
     result = srfeat_cli("export", "--model", "default", "--fp16", "-o", path)
@@ -119,6 +148,26 @@ def test_fp16_export_within_a_few_grey_levels(tmp_path: Path, default_upscaler: 
     assert {init.data_type for init in model.graph.initializer if len(init.dims) == 4} == {onnx.TensorProto.FLOAT16}
     image = samples.coffee()[150:198, 200:260]
     assert grey_levels(to_uint8(run_onnx(path, to_batch(image))), default_upscaler(image)) <= 4
+
+
+def test_weights_that_overflow_float16_are_named_not_reported_as_an_exporter_bug(tmp_path: Path) -> None:
+    """Weights finite in float32 but beyond float16's 65504 became inf in the `--fp16` file; the check
+    against PyTorch then failed with "differs from PyTorch's by 0.62 ...: please report this"."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    generator = SRFeatGenerator(num_features=8, num_blocks=1)
+    with torch.no_grad():
+        generator.tail.weight[0, 0, 0, 0] = 3e5  # under the loader's 1e6 limit
+    checkpoint = tmp_path / "big.safetensors"
+    save_generator(generator, checkpoint, dtype=torch.float32)
+    result = srfeat_cli("export", "--model", checkpoint, "--fp16", "-o", tmp_path / "big.onnx")
+    error = one_error_line(result)
+    assert "big's weights do not fit in float16" in error and "export without --fp16" in error, error
+    assert "report" not in error and not (tmp_path / "big.onnx").exists()
+    assert (
+        srfeat_cli("export", "--model", checkpoint, "-o", tmp_path / "big.onnx").returncode == 0
+    )  # float32 holds them
 
 
 def test_a_checkpoint_that_is_not_a_generator_fails_in_one_line(tmp_path: Path) -> None:
@@ -193,6 +242,8 @@ def test_onnx_backend_errors_are_one_line(tmp_path: Path, model_path: Path) -> N
         (["--model", foreign], "not a srfeat ONNX export"),
         (["--model", foreign, "--backend", "torch"], "onnxruntime backend"),
         (["--model", model_path, "--backend", "onnxruntime", "--bf16"], "own precision"),
+        # Not "half precision (fp16) needs a GPU; on the CPU use fp32 (the default) or bf16", which then fails too.
+        (["--model", model_path, "--backend", "onnxruntime", "--half"], "own precision"),
     ]:
         result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--device", "cpu", *args)
         lines = result.stderr.strip().splitlines()
@@ -258,9 +309,16 @@ def test_onnx_backend_matches_torch_with_outscale_tta_and_grey(
 # ----------------------------------------------------------------------------- hostile ONNX files
 
 
-def srfeat_like_onnx(path: Path, graph: str = "nearest", **metadata: str) -> Path:
+def srfeat_like_onnx(
+    path: Path,
+    graph: str = "nearest",
+    input_shape: tuple[int | str, ...] = ("batch", 3, "height", "width"),
+    **metadata: str,
+) -> Path:
     """A tiny ONNX file with srfeat's input, output and metadata around a stand-in graph:
-    `nearest` (a nearest-neighbour x4 Resize) or `identity` (returns its input)."""
+    `nearest` (a nearest-neighbour x4 Resize), `identity` (returns its input) or `reshape8` (the
+    input reshaped to 1x3x8x8, then `nearest`: it runs on 8x8 inputs only); `input_shape` is what
+    the graph's input declares."""
     from onnx import TensorProto, helper
 
     initializers = []
@@ -269,11 +327,16 @@ def srfeat_like_onnx(path: Path, graph: str = "nearest", **metadata: str) -> Pat
     else:
         initializers = [helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 4, 4])]
         nodes = [helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")]
+    if graph == "reshape8":
+        initializers.append(helper.make_tensor("shape", TensorProto.INT64, [4], [1, 3, 8, 8]))
+        nodes = [helper.make_node("Reshape", ["input", "shape"], ["reshaped"])] + [
+            helper.make_node("Resize", ["reshaped", "", "scales"], ["output"], mode="nearest")
+        ]
     model = helper.make_model(
         helper.make_graph(
             nodes,
             graph,
-            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))],
             [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, None, None])],
             initializers,
         ),
@@ -291,6 +354,23 @@ def test_a_stand_in_graph_with_true_metadata_runs(tmp_path: Path) -> None:
     image = samples.astronaut()[:10, :12]
     result = Upscaler(srfeat_like_onnx(tmp_path / "nearest.onnx"), device="cpu", tile=4)(image)
     assert np.array_equal(result, image.repeat(4, axis=0).repeat(4, axis=1))
+
+
+def test_an_onnx_file_runs_on_the_cpu_when_the_device_is_auto(tmp_path: Path, monkeypatch) -> None:
+    """`device="auto"` (`--device auto`, the default) picks the GPU where there is one, and ONNX Runtime
+    runs on the CPU here: `Upscaler("m.onnx")` and `srfeat upscale --model m.onnx` failed on every
+    machine with a GPU, asking for --device cpu. A GPU asked for by name is still refused."""
+    from srfeat.errors import SRFeatError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU
+    path = srfeat_like_onnx(tmp_path / "nearest.onnx")
+    image = samples.astronaut()[:6, :5]
+    for device in ("auto", None):
+        upscaler = Upscaler(path, device=device)
+        assert upscaler.device == torch.device("cpu")
+        assert np.array_equal(upscaler(image), image.repeat(4, axis=0).repeat(4, axis=1))
+    with pytest.raises(SRFeatError, match="runs on the CPU"):
+        Upscaler(path, device="cuda")
 
 
 @pytest.mark.parametrize(
@@ -314,6 +394,15 @@ def test_onnx_metadata_out_of_range_is_refused_in_one_line(tmp_path: Path, metad
         Upscaler(path, device="cpu")
     message = str(caught.value)
     assert "\n" not in message and named in message and "export it again" in message, message
+
+
+def test_a_folder_named_like_an_onnx_file_is_called_a_folder(tmp_path: Path) -> None:
+    """`Upscaler("models.onnx")` on a folder said "ONNX model not found: models.onnx", which is there."""
+    from srfeat.errors import WeightsError
+
+    (tmp_path / "models.onnx").mkdir()
+    with pytest.raises(WeightsError, match=r"models\.onnx is a folder: give the \.onnx file"):
+        Upscaler(tmp_path / "models.onnx", device="cpu")
 
 
 def test_an_onnx_file_over_two_gib_is_refused_before_it_is_read(tmp_path: Path, monkeypatch) -> None:
@@ -346,6 +435,66 @@ def test_hostile_onnx_files_through_the_cli_are_one_line(tmp_path: Path) -> None
         assert not (tmp_path / "out" / "in.png").exists()
 
 
+@pytest.mark.parametrize(
+    ("input_shape", "described"), [(("batch", 1, "height", "width"), "?x1x?x?"), ((1, 3, 8, 8), "1x3x8x8")]
+)
+def test_an_onnx_file_that_takes_other_inputs_is_refused_when_it_loads(
+    tmp_path: Path, input_shape: tuple[int | str, ...], described: str
+) -> None:
+    """A srfeat-like file made for grey input, or for one input size, loaded and then failed at its
+    first tile with ONNX Runtime's multi-line INVALID_ARGUMENT (a traceback from `srfeat upscale`)."""
+    from srfeat.errors import WeightsError
+
+    path = srfeat_like_onnx(tmp_path / "fixed.onnx", input_shape=input_shape)
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and f"fixed.onnx takes {described} input" in message, message
+
+
+def test_an_onnx_file_that_fails_at_some_sizes_fails_in_one_line(tmp_path: Path) -> None:
+    """What ONNX Runtime raises while running a file (here: a graph that reshapes to 8x8) was its own
+    exception type with a multi-line message: `srfeat upscale` showed a traceback and stopped."""
+    path = srfeat_like_onnx(tmp_path / "only8.onnx", "reshape8")
+    image = samples.astronaut()[:8, :8]
+    upscaler = Upscaler(path, device="cpu", tile=0)
+    assert np.array_equal(upscaler(image), image.repeat(4, axis=0).repeat(4, axis=1))
+    from srfeat.errors import SRFeatError
+
+    with pytest.raises(SRFeatError) as caught:
+        upscaler(samples.astronaut()[:10, :9])
+    message = str(caught.value)
+    assert "\n" not in message and "only8.onnx on a 1x3x10x9 tile" in message, message
+    Image.fromarray(samples.astronaut()[:10, :9]).save(tmp_path / "in.png")
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", path, "--tile", "0")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "only8.onnx on a 1x3x10x9 tile" in errors[0] and errors[1:] == ["ERROR: 1 of 1 input(s) failed"]
+    assert len(result.stderr.strip().splitlines()) == 3, result.stderr  # the INFO line and these two: no ORT log
+    assert not (tmp_path / "out" / "in.png").exists()
+
+
+def test_a_generator_that_does_not_take_rgb_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A checkpoint whose head takes one channel loads (its shapes agree with each other): `srfeat
+    upscale` then failed at the first tile with a traceback from inside the network, and `srfeat
+    export` wrote a file against its own convention (RGB) that the onnxruntime backend could not run."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    checkpoint = tmp_path / "grey.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=1, in_channels=1), checkpoint)
+    Image.fromarray(samples.camera()[:8, :8]).save(tmp_path / "in.png")
+    for backend in ("torch", "onnxruntime"):
+        result = srfeat_cli(
+            "upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", checkpoint, "--backend", backend
+        )
+        assert "is a generator of 1-channel images" in one_error_line(result), result.stderr
+    assert not (tmp_path / "out" / "in.png").exists()
+    result = srfeat_cli("export", "--model", checkpoint, "-o", tmp_path / "grey.onnx")
+    assert "is a generator of 1-channel images" in one_error_line(result), result.stderr
+    assert not (tmp_path / "grey.onnx").exists()
+
+
 def test_an_onnx_file_with_an_inf_weight_is_refused_not_drawn_white(tmp_path: Path, default_onnx: Path) -> None:
     """An inf in the last bias makes one channel inf everywhere, which the graph's clamp would turn into
     a silent all-white red channel: the file is refused when it loads, in one line."""
@@ -363,6 +512,23 @@ def test_an_onnx_file_with_an_inf_weight_is_refused_not_drawn_white(tmp_path: Pa
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "inf.onnx has 1 weight value(s) that are not finite" in errors[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_exporting_leaves_the_callers_generator_as_it_was(tmp_path: Path) -> None:
+    """`export_onnx` (the Python API) checked its file against the caller's own generator after
+    `.cpu().float().eval()`, which change a module in place: a generator exported mid-training came
+    back in eval mode (its BatchNorm frozen for the rest of the run), in float32, moved off its GPU."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.export.onnx import ModelInfo, export_onnx
+
+    generator = SRFeatGenerator(num_features=8, num_blocks=2).double().train()
+    before = {key: value.clone() for key, value in generator.state_dict().items()}
+    result = export_onnx(generator, tmp_path / "g.onnx", ModelInfo("g", "none", "CC0"))
+    assert result.max_difference is not None and result.max_difference < 1e-5
+    assert generator.training and all(module.training for module in generator.modules())
+    after = generator.state_dict()
+    assert all(after[key].dtype == before[key].dtype and torch.equal(after[key], before[key]) for key in before)
+    assert generator.head.weight.dtype == torch.float64
 
 
 # ----------------------------------------------------------------------------- where export writes

@@ -105,7 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="context around each tile in input pixels "
         "(default: the network's receptive radius, which makes tiling exact)",
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if there is one)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: the GPU if there is one; the CPU for --backend onnxruntime)",
+    )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
         "--half", action="store_true", help="float16 on the GPU (tiles that overflow are redone in float32)"

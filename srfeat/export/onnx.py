@@ -21,6 +21,7 @@ The exporter is PyTorch's `torch.export`-based one (`torch.onnx.export(dynamo=Tr
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import warnings
@@ -36,6 +37,7 @@ from torch.nn import functional
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.files import unwritable_folder, write_file_atomically
+from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
 from srfeat.library_warnings import WARNINGS_LOCK
 
@@ -180,7 +182,16 @@ def onnx_model(
 
     if not 17 <= opset <= onnx.defs.onnx_opset_version():
         raise SRFeatError(f"opset {opset} is not supported: use 17 to {onnx.defs.onnx_opset_version()}")
+    check_rgb_generator(generator, info.name)  # the file's convention: RGB in, RGB out
     module = ExportGenerator(generator, fp16=fp16)
+    if not all(bool(torch.isfinite(parameter).all()) for parameter in module.parameters()):
+        # Finite weights folded with BatchNorm, or cast to float16, that overflow: the check below
+        # would call the file's inf or NaN output a bug of the exporter ("please report this").
+        advice = "export without --fp16" if fp16 else "a broken checkpoint"
+        raise WeightsError(
+            f"{info.name}'s weights do not fit in {'float16' if fp16 else 'float32'} once BatchNorm is folded in "
+            f"(they overflow): {advice}"
+        )
     # Distinct example sizes (none 1, none equal to another) so that no dimension is
     # specialised while tracing.
     example = torch.rand(2, generator.in_channels, 24, 20)
@@ -228,6 +239,16 @@ def onnx_model(
     del model.metadata_props[:]
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
+    # The exporter's notes on each node (the stack trace that made it, with this machine's file
+    # paths and user name; its FX node and class names) are for debugging the exporter: a file
+    # meant to be shared, and to be the same bytes wherever it is made, leaves them out.
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    # The IR version the opset needs, not the exporter's own (10 whatever the opset): a runtime
+    # refuses a file of a newer IR version than it reads ("Unsupported model IR version: 10, max
+    # supported IR version: 9" in ONNX Runtime before 1.18), where opset 18 needs only IR 8; and
+    # opset 23 and later need more than 10.
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     # Full check: the graph's types and shapes are inferred and must agree with every operator.
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -245,7 +266,9 @@ def verify_onnx(model: onnx.ModelProto, generator: SRFeatGenerator, fp16: bool) 
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (output,) = session.run(None, {INPUT_NAME: example.numpy()})
     with torch.no_grad():
-        reference = generator.cpu().float().eval()(example).clamp(0.0, 1.0)
+        # On a copy: `.cpu().float().eval()` change a module in place, and the caller's generator (on
+        # a GPU, in training mode mid-run) must come back from an export as it went in.
+        reference = copy.deepcopy(generator).cpu().float().eval()(example).clamp(0.0, 1.0)
     difference = float((torch.from_numpy(output) - reference).abs().max())
     tolerance = (2.0 if fp16 else 0.25) / 255
     if not difference <= tolerance:  # NaN fails too

@@ -75,6 +75,8 @@ class OnnxRunner:
         if isinstance(model, (str, os.PathLike)):
             path = Path(model).expanduser()
             source = source or str(path)
+            if path.is_dir():  # "not found" would send the user looking for something that is there
+                raise WeightsError(f"{path} is a folder: give the .onnx file (srfeat export writes one)")
             if not path.is_file():
                 raise WeightsError(f"ONNX model not found: {path}")
             size = path.stat().st_size
@@ -91,12 +93,13 @@ class OnnxRunner:
         # Without the arena each tile's buffers go back to the system: 26 rather than 33 KB per
         # input pixel at peak (measured at 128x128), and no memory held between images.
         options.enable_cpu_mem_arena = False
-        options.log_severity_level = 3  # errors only: ORT's warnings are about its own choices
+        # Fatal only: ORT's warnings are about its own choices, and each error it would log (a
+        # multi-line one on stderr) also comes back as an exception, which srfeat reports in one line.
+        options.log_severity_level = 4
         try:
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise WeightsError(f"cannot load {source} as an ONNX model: {first_line}") from error
+            raise WeightsError(f"cannot load {source} as an ONNX model: {_first_line(error)}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
         from srfeat.export.onnx import FORMAT, INPUT_NAME, OUTPUT_NAME
 
@@ -108,6 +111,7 @@ class OnnxRunner:
         float_io = {inputs[0].type, *(o.type for o in outputs)} == {"tensor(float)"}
         if [o.name for o in outputs] != [OUTPUT_NAME] or not float_io:
             raise WeightsError(f"{source} does not have the float32 input and output srfeat exports have")
+        _check_input_shape(inputs[0].shape, source)
         _check_weights_finite(model, source)
         self.source = source
         self.scale = _metadata_int(metadata, "scale", source, SCALES)
@@ -136,7 +140,13 @@ class OnnxRunner:
         height, width = batch.shape[-2:]
         top, left, bottom, right = region if region is not None else (0, 0, height, width)
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
-        (output,) = self.session.run(None, {self.session.get_inputs()[0].name: array})
+        try:
+            (output,) = self.session.run(None, {self.session.get_inputs()[0].name: array})
+        except Exception as error:  # onnxruntime raises its own exception types, with multi-line messages
+            raise SRFeatError(
+                f"ONNX Runtime failed to run {self.source} on a {_dims(array.shape)} tile: {_first_line(error)}; "
+                "if it ran out of memory give a smaller tile size (--tile), else export the model again"
+            ) from error
         scale = self.scale
         expected = (array.shape[0], 3, height * scale, width * scale)
         if output.shape != expected:  # the metadata's scale is what the tiles are cut and placed by
@@ -173,6 +183,26 @@ def _check_weights_finite(model: bytes, source: str) -> None:
             f"{source} has {bad:,} weight value(s) that are not finite (NaN or inf): a diverged or damaged "
             "model; export a working one again"
         )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _check_input_shape(shape: list[object], source: str) -> None:
+    """A srfeat export takes (N, 3, H, W) with height and width left open: tiles and images come in
+    every size. A file made for RGB of one size (or another channel count) failed at its first
+    other input, in ONNX Runtime's multi-line error; it is refused when it loads. ONNX Runtime gives
+    a fixed dimension as an int and an open one as its name or None."""
+    fixed = [dim if isinstance(dim, int) else None for dim in shape]
+    if len(fixed) == 4 and fixed[0] in (None, 1) and fixed[1] in (None, 3) and fixed[2] is None and fixed[3] is None:
+        return
+    described = "x".join("?" if dim is None else str(dim) for dim in fixed)
+    raise WeightsError(
+        f"{source} takes {described} input, where a srfeat export takes Nx3xHxW of any height and width: "
+        "not a working srfeat export; export it again"
+    )
 
 
 def _dims(shape: tuple[int, ...]) -> str:

@@ -14,7 +14,14 @@ import torch
 from srfeat.data.resize import imresize
 from srfeat.errors import InvalidImageError
 
-__all__ = ["LUMA_WEIGHTS", "from_float_tensor", "mix_grey", "resize_alpha", "to_float_tensor"]
+__all__ = [
+    "LUMA_WEIGHTS",
+    "check_dtype",
+    "from_float_tensor",
+    "mix_grey",
+    "resize_alpha",
+    "to_float_tensor",
+]
 
 # BT.601 luma, as PIL's RGB -> L conversion: a gray input upscaled to near-gray RGB comes back
 # as the gray the network made of it.
@@ -50,24 +57,27 @@ def resize_alpha(alpha: torch.Tensor, size: tuple[int, int], out: torch.Tensor |
     return resized if out is None else out.copy_(resized)
 
 
+def check_dtype(dtype: np.dtype) -> None:
+    """uint8, uint16 or float pixels, of either byte order; else a one-line `InvalidImageError`."""
+    if not ((dtype.kind == "u" and dtype.itemsize in (1, 2)) or dtype.kind == "f"):
+        raise InvalidImageError(
+            f"expected uint8, uint16 or float pixels (floats in [0, 1]), got {dtype.name}; "
+            "convert the array, e.g. array.astype(numpy.uint8) for 8-bit values"
+        )
+
+
 def to_float_tensor(array: np.ndarray) -> torch.Tensor:
     """HxWxC uint8, uint16 or float array, of either byte order -> (C, H, W) float32 in [0, 1] (a
     permuted view of the caller's array when it is a native, writable, contiguous float32 one)."""
+    check_dtype(array.dtype)
     kind, size = array.dtype.kind, array.dtype.itemsize
-    if kind == "u" and size in (1, 2):
-        scale = 255.0 if size == 1 else 65535.0
-    elif kind == "f":
-        scale = 1.0
+    scale = 1.0 if kind == "f" else 255.0 if size == 1 else 65535.0
+    if kind == "f":
         low, high = (float(array.min()), float(array.max())) if size > 4 and array.size else (0.0, 0.0)
         if np.isfinite([low, high]).all() and max(-low, high) > FLOAT32_MAX:
             raise InvalidImageError(
                 f"float pixels must be in [0, 1], these go from {low:.4g} to {high:.4g}: rescale them to [0, 1]"
             )
-    else:
-        raise InvalidImageError(
-            f"expected uint8, uint16 or float pixels (floats in [0, 1]), got {array.dtype.name}; "
-            "convert the array, e.g. array.astype(numpy.uint8) for 8-bit values"
-        )
     pixels = np.ascontiguousarray(array, dtype=np.float32)  # native byte order, as torch needs
     if not pixels.flags.writeable:  # torch would warn that it cannot guard a read-only buffer
         pixels = pixels.copy()

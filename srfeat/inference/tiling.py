@@ -31,6 +31,7 @@ __all__ = [
     "MemoryPlan",
     "Tile",
     "available_memory",
+    "check_output_memory",
     "count_non_finite",
     "plan_memory",
     "plan_tiles",
@@ -134,10 +135,10 @@ def plan_memory(body_bytes_per_pixel: int, upsample_bytes_per_pixel: int, pad: i
     return MemoryPlan(tile=tile, upsample_pixels=upsample_pixels)
 
 
-def allocate_output(height: int, width: int, channels: int) -> torch.Tensor:
-    """The (C, H, W) float32 output, laid out height-width-channel, allocated at once; one that the
-    host's memory cannot hold is refused in one line before trying (else an allocator traceback, or
-    hours of swapping). What is counted: the float32 output and the 8-bit image made from it."""
+def check_output_memory(height: int, width: int, channels: int) -> None:
+    """Refuse in one line a (C, H, W) result the host's memory cannot hold (else an allocator
+    traceback, or hours of swapping). What is counted: the float32 output and the 8-bit image made
+    from it."""
     needed = height * width * channels * (4 + 1)
     available = available_memory(torch.device("cpu"))
     if needed > available:
@@ -145,6 +146,12 @@ def allocate_output(height: int, width: int, channels: int) -> torch.Tensor:
             f"the {width}x{height} result needs about {needed / 1e9:.1f} GB of memory and "
             f"{available / 1e9:.1f} GB is available: upscale a smaller image (crop or downscale it first)"
         )
+
+
+def allocate_output(height: int, width: int, channels: int) -> torch.Tensor:
+    """The (C, H, W) float32 output, laid out height-width-channel, allocated at once; one that the
+    host's memory cannot hold is refused in one line before trying (`check_output_memory`)."""
+    check_output_memory(height, width, channels)
     try:
         return torch.empty(height, width, channels, dtype=torch.float32).permute(2, 0, 1)
     except RuntimeError as error:  # the allocator's own refusal, when the estimate above was too kind

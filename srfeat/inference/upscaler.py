@@ -10,8 +10,6 @@ The result is clamped to [0, 1] and returned as the kind and dtype that came in.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import os
 import threading
 from collections.abc import Callable
@@ -21,24 +19,39 @@ import numpy as np
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.data.io import FLOAT_PIXEL_SLACK
 from srfeat.data.resize import check_output_fits, imresize
 from srfeat.errors import InvalidImageError, InvalidOptionError, ModelOutputError, NotAnImageError, SRFeatError
 from srfeat.hardware import cpu_has_native_bf16
+from srfeat.inference.checks import (
+    MAX_OUTSCALE,
+    check_channels,
+    check_options,
+    check_outscale,
+    check_pixels,
+    check_rgb_generator,
+    check_size,
+    resolve_backend,
+)
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
-from srfeat.inference.onnx_runner import OnnxRunner, is_onnx_file, load_onnx_runner
-from srfeat.inference.pixels import from_float_tensor, mix_grey, resize_alpha, to_float_tensor
+from srfeat.inference.onnx_runner import OnnxRunner, load_onnx_runner
+from srfeat.inference.pixels import (
+    check_dtype,
+    from_float_tensor,
+    mix_grey,
+    resize_alpha,
+    to_float_tensor,
+)
 from srfeat.inference.tiling import (
     MIN_TILE,
     allocate_output,
+    check_output_memory,
     count_non_finite,
     plan_memory,
     upscale_tiled,
-    value_range,
 )
 from srfeat.weights import check_weights
-from srfeat.weights.blend import check_alpha, load_blended
+from srfeat.weights.blend import load_blended
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -56,8 +69,6 @@ DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
-# --outscale beyond this is a typo, and its output would not fit in memory for ordinary photos.
-MAX_OUTSCALE = 16.0
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -96,55 +107,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return dtype
 
 
-def check_outscale(outscale: float | None) -> None:
-    """A final scale must be a finite number in (0, MAX_OUTSCALE]; NaN would pass `<= 0`."""
-    if outscale is None:
-        return
-    if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real):  # True would be 1x, '2' a TypeError
-        raise InvalidImageError(f"outscale must be a number, got {type(outscale).__name__} {outscale!r}")
-    if not (math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
-        raise InvalidImageError(f"outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}")
-
-
-def check_size(height: int, width: int) -> None:
-    if height == 0 or width == 0:
-        raise InvalidImageError(f"the image is empty ({width}x{height} pixels): nothing to upscale")
-
-
-def check_channels(channels: int) -> None:
-    if channels not in (1, 2, 3, 4):
-        raise InvalidImageError(f"expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
-
-
-def check_pixels(image: torch.Tensor) -> None:
-    """(C, H, W): not empty, and (floats) no NaN or infinite value, which would spread to the whole
-    output, and nothing outside [0, 1] (give or take FLOAT_PIXEL_SLACK)."""
-    check_size(image.shape[-2], image.shape[-1])
-    if image.is_meta:  # reading its values would be torch's "Tensor.item() cannot be called on meta tensors"
-        raise InvalidImageError("the tensor is on the meta device: it has no pixel values to upscale")
-    if not image.is_floating_point():
-        return
-    image = image.detach()  # a tensor that requires grad: no autograd warning for reading its values
-    bad = count_non_finite(image)
-    if bad:
-        raise InvalidImageError(
-            f"{bad:,} value(s) of the image's {image.numel():,} are not finite (NaN or inf): one is enough to "
-            "make the whole output NaN; replace them (e.g. numpy.nan_to_num) before upscaling"
-        )
-    low, high = value_range(image)
-    if low < -FLOAT_PIXEL_SLACK or high > 1 + FLOAT_PIXEL_SLACK:
-        if low >= -FLOAT_PIXEL_SLACK and high <= 255 + FLOAT_PIXEL_SLACK:
-            advice = "if they are 0 to 255, divide by 255 (or pass the uint8 array)"
-        elif low >= -1 - FLOAT_PIXEL_SLACK and high <= 1 + FLOAT_PIXEL_SLACK:
-            advice = "if they are -1 to 1, map them with (x + 1) / 2"
-        else:
-            advice = "rescale them to [0, 1]"
-        raise InvalidImageError(
-            f"float pixels must be in [0, 1], these go from {low:.4g} to {high:.4g}: {advice}; "
-            "clamping them would make the result white or black"
-        )
-
-
 def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtype) -> InferenceGenerator:
     # Winograd convolutions where they run (CPU, float32), channels-last cuDNN/oneDNN elsewhere:
     # the layout to convert to depends on where the model ends up.
@@ -158,45 +120,10 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
     return model.eval()
 
 
-def check_options(model: object, *, tile: object, tile_pad: object, strength: object, **flags: object) -> None:
-    """The kinds of `Upscaler`'s options, before anything loads: a tile of 1.5 or "64" pixels, a
-    strength of "0.3", or a flag given as "yes", is a mistake that would otherwise pass or fail deep inside."""
-    if isinstance(model, str) and not model.strip():
-        raise InvalidOptionError("model is an empty string: give a bundled name (default, gan) or a checkpoint path")
-    if not isinstance(model, (str, os.PathLike, SRFeatGenerator)):
-        raise InvalidOptionError(
-            f"model must be a bundled name, a checkpoint path or an SRFeatGenerator, got {type(model).__name__} "
-            f"{model!r}"[:200]
-        )
-    if isinstance(model, SRFeatGenerator) and any(value.is_meta for value in model.state_dict().values()):
-        raise InvalidOptionError(
-            "the generator is on the meta device: it has no weights yet; load them first "
-            "(srfeat.weights.load_generator, or load_state_dict(state, assign=True))"
-        )
-    for name, value, least in (("tile", tile, "0 for no tiling"), ("tile_pad", tile_pad, "0")):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
-            raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {value!r}")
-    if strength is not None:
-        check_alpha(strength, "strength", InvalidOptionError)  # type: ignore[arg-type]  # its kind is checked there
-    for name, value in flags.items():
-        if not isinstance(value, (bool, np.bool_)):
-            raise InvalidOptionError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-
-
-BACKENDS = ("torch", "onnxruntime")
-
-
-def resolve_backend(backend: str | None, model: object) -> str:
-    """None: onnxruntime for an `.onnx` file, torch otherwise; an `.onnx` file runs on onnxruntime only."""
-    if backend is None:
-        return "onnxruntime" if is_onnx_file(model) else "torch"
-    if backend not in BACKENDS:
-        raise InvalidOptionError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if backend == "torch" and is_onnx_file(model):
-        raise InvalidOptionError(
-            f"{model} is an ONNX model: run it with the onnxruntime backend (--backend onnxruntime)"
-        )
-    return backend
+ONNX_PRECISION = (
+    "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
+    "and leave --half/--bf16 out"
+)
 
 
 def _onnx_runner(
@@ -211,10 +138,7 @@ def _onnx_runner(
             f"the onnxruntime backend runs on the CPU; use --device cpu, or the torch backend on {device}"
         )
     if dtype != torch.float32:
-        raise SRFeatError(
-            "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
-            "and leave --half/--bf16 out"
-        )
+        raise SRFeatError(ONNX_PRECISION)
     if compile:
         raise SRFeatError("--compile applies to the torch backend only")
     return load_onnx_runner(model, strength)
@@ -224,12 +148,13 @@ class Upscaler:
     """A generator ready to upscale images: `Upscaler("default")(image)`.
 
     `model` is a bundled name (`default`, `gan`), a checkpoint path, or an `SRFeatGenerator`.
-    `device` is `"auto"` (GPU if available), `"cpu"` or `"cuda[:i]"`; `dtype` is `"fp32"`
-    (default), `"fp16"` or `"bf16"` (a tile whose reduced-precision output has NaN or inf is
-    recomputed in fp32). `tile` is the tile size in input pixels (None: chosen from the free
-    memory; 0: no tiling); `tile_pad` the context around each tile (None: the network's
-    receptive radius, which makes tiling exact). `compile=True` runs the network through
-    `torch.compile` (worth it for many images on a GPU). `progress` shows a bar over the tiles;
+    `device` is `"auto"` (GPU if available; the CPU for the onnxruntime backend), `"cpu"` or
+    `"cuda[:i]"`; `dtype` is `"fp32"` (default), `"fp16"` or `"bf16"` (a tile whose
+    reduced-precision output has NaN or inf is recomputed in fp32). `tile` is the tile size in
+    input pixels (None: chosen from the free memory; 0: no tiling); `tile_pad` the context
+    around each tile (None: the network's receptive radius, which makes tiling exact).
+    `compile=True` runs the network through `torch.compile` (worth it for many images on a
+    GPU). `progress` shows a bar over the tiles;
     `on_tile(done, total)`, if set, is called before the first tile and after each one (an
     exception it raises stops the image there: how a caller cancels).
     `strength` (0 to 1, with the `default` model) is the detail dial: the network interpolation
@@ -264,20 +189,28 @@ class Upscaler:
         check_options(
             model, tile=tile, tile_pad=tile_pad, strength=strength, compile=compile, progress=progress, tta=tta
         )
+        self.backend = resolve_backend(backend, model)
+        if self.backend == "onnxruntime" and (device is None or str(device) == "auto"):
+            device = "cpu"  # where ONNX Runtime runs here: "auto" must not pick a GPU it cannot use
         self.device = resolve_device(device)
+        # The onnxruntime backend's refusal of fp16 and bf16 first: resolve_dtype's advice for fp16 on
+        # a CPU ("use fp32 or bf16") is the torch backend's, and onnxruntime would refuse bf16 next.
+        requested = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+        if self.backend == "onnxruntime" and requested in (torch.float16, torch.bfloat16):
+            raise SRFeatError(ONNX_PRECISION)
         self.dtype = resolve_dtype(dtype, self.device)
         if tile is not None and 0 < tile < MIN_TILE:
             # exact all the same, but each tile carries its padding: a 1-pixel tile is ~30x slower
             logger.warning("tile size %d is below %d pixels: the result is the same, but far slower", tile, MIN_TILE)
         if isinstance(model, SRFeatGenerator):  # files are checked when they are loaded
             check_weights(model.state_dict().items(), "the generator")
-        self.backend = resolve_backend(backend, model)
         self.model: InferenceGenerator | OnnxRunner
         self.model_fp32: InferenceGenerator | OnnxRunner
         if self.backend == "onnxruntime":
             self.model = self.model_fp32 = _onnx_runner(model, strength, self.device, self.dtype, compile)
         else:
             generator = load_blended(model, strength)
+            check_rgb_generator(generator, "the generator" if isinstance(model, SRFeatGenerator) else model)
             self.model_fp32 = _prepare(generator, self.device, torch.float32)
             self.model = (
                 self.model_fp32 if self.dtype == torch.float32 else _prepare(generator, self.device, self.dtype)
@@ -357,6 +290,8 @@ class Upscaler:
         """
         check_channels(image.shape[0])
         check_outscale(outscale)
+        check_size(*image.shape[-2:])
+        self.check_memory(*image.shape)  # before its values are read, or copied to float32
         check_pixels(image)
         with self._lock:
             return self._upscale_checked(image.detach().to("cpu", torch.float32), outscale)
@@ -388,6 +323,11 @@ class Upscaler:
         # (a grey input's RGB was freed by the mix's assignment, before the alpha needs memory)
         resize_alpha(alpha, size, out=output[-1:])
         return output.clamp_(0.0, 1.0)
+
+    def check_memory(self, channels: int, height: int, width: int) -> None:
+        """Refuse, before anything is allocated, an image whose result at the model's scale (made
+        whatever the outscale) does not fit in the host's memory."""
+        check_output_memory(height * self.scale, width * self.scale, channels)
 
     def output_size(self, height: int, width: int, outscale: float | None = None) -> tuple[int, int]:
         """(height, width) of the result for an input of that size."""
@@ -465,6 +405,12 @@ class Upscaler:
                 "use array.transpose(1, 2, 0)"
             )
         hwc = array[..., None] if array.ndim == 2 else array
+        check_dtype(array.dtype)
+        check_channels(hwc.shape[2])
+        check_outscale(outscale)
+        check_size(*hwc.shape[:2])
+        # Before the pixels are converted (4 bytes a value: a huge array was copied, then refused).
+        self.check_memory(hwc.shape[2], *hwc.shape[:2])
         result = self.upscale_channels(to_float_tensor(hwc), outscale)
         output = from_float_tensor(result, array.dtype)
         return output[..., 0] if array.ndim == 2 else output
