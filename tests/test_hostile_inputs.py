@@ -524,6 +524,19 @@ def test_a_tile_pad_below_the_receptive_radius_warns_of_seams(
     assert any("tile pad 8 is below the network's receptive radius" in line for line in warning_lines(caplog))
 
 
+@pytest.mark.parametrize(("tile", "warned"), [(None, True), (64, True), (0, False)])
+def test_a_tile_pad_beyond_the_receptive_radius_warns_that_it_only_costs(
+    model_path: Path, caplog: pytest.LogCaptureFixture, tile: int | None, warned: bool
+) -> None:
+    """tile_pad=10000 on a 1000 x 1000 image: 32-pixel tiles that each read nearly the whole image,
+    about 1000 network passes for the result a pad of the receptive radius gives, without a word."""
+    with caplog.at_level(logging.WARNING):
+        upscaler = Upscaler(model_path, device="cpu", tile=tile, tile_pad=10_000)
+    radius = upscaler.model.receptive_radius
+    expected = f"tile pad 10000 is beyond the network's receptive radius ({radius}): the result is the same as with"
+    assert any(expected in line for line in warning_lines(caplog)) == warned, caplog.text
+
+
 def test_a_tile_below_the_minimum_is_taken_with_a_warning(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         Upscaler(model_path, device="cpu", tile=1)

@@ -45,9 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--opset", type=int, default=None, help="ONNX opset (default: 18, read by every current runtime)"
     )
     parser.add_argument(
-        "--training-data", default=None, metavar="TEXT", help="for the metadata of a checkpoint: what it was trained on"
+        "--training-data",
+        default=None,
+        metavar="TEXT",
+        help="what the model was trained on, for the file's metadata (default: a bundled model's card, "
+        "else 'not recorded')",
     )
-    parser.add_argument("--license", default=None, metavar="TEXT", help="for the metadata of a checkpoint: its licence")
+    parser.add_argument(
+        "--license",
+        default=None,
+        metavar="TEXT",
+        help="the model's licence, for the file's metadata (default: a bundled model's card, else 'not recorded')",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 

@@ -225,6 +225,14 @@ class Upscaler:
                 self.tile_pad,
                 self.model.receptive_radius,
             )
+        elif self.tile_pad > self.model.receptive_radius and tile != 0:
+            logger.warning(
+                "tile pad %d is beyond the network's receptive radius (%d): the result is the same as with %d, "
+                "each tile only reads and computes more; leave it out",
+                self.tile_pad,
+                self.model.receptive_radius,
+                self.model.receptive_radius,
+            )
         self.progress = progress
         self.tta = tta
         self.strength = strength
