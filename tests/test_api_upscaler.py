@@ -126,6 +126,26 @@ def test_an_outscale_output_too_big_for_memory_is_refused_before_the_network_run
         upscaler(image, outscale=16)
 
 
+@pytest.mark.parametrize(("channels", "tta", "refused"), [(3, False, False), (3, True, True), (1, False, True)])
+def test_the_memory_check_counts_the_buffers_made_on_the_way(
+    monkeypatch: pytest.MonkeyPatch, channels: int, tta: bool, refused: bool
+) -> None:
+    """Only the output was counted: a self-ensemble (a pass beside its running sum) or a grey image
+    (the network's RGB before the mix) whose output fitted passed the check, then failed to allocate."""
+    from srfeat.errors import SRFeatError
+    from srfeat.inference import tiling
+
+    pixels = 256 * 256  # the result of a 64 x 64 image
+    monkeypatch.setattr(tiling, "available_memory", lambda device: pixels * 3 * 5 + 1)  # the RGB output just fits
+    upscaler = Upscaler(tiny_generator(), device="cpu", tile=0, tta=tta)
+    image = torch.rand(channels, 64, 64)
+    if refused:
+        with pytest.raises(SRFeatError, match="256x256 result needs about"):
+            upscaler(image)
+    else:
+        assert upscaler(image).shape == (channels, 256, 256)
+
+
 def test_an_image_too_big_for_memory_is_refused_before_its_pixels_are_converted(upscaler: Upscaler) -> None:
     """An array was converted to float32 first (4 bytes a value: a 30000x30000 RGB photo's 2.7 GB of
     uint8 became 10.8 GB, or numpy's MemoryError), and only then was its result found too big for

@@ -135,11 +135,11 @@ def plan_memory(body_bytes_per_pixel: int, upsample_bytes_per_pixel: int, pad: i
     return MemoryPlan(tile=tile, upsample_pixels=upsample_pixels)
 
 
-def check_output_memory(height: int, width: int, channels: int) -> None:
+def check_output_memory(height: int, width: int, channels: int, working_channels: int = 0) -> None:
     """Refuse in one line a (C, H, W) result the host's memory cannot hold (else an allocator
-    traceback, or hours of swapping). What is counted: the float32 output and the 8-bit image made
-    from it."""
-    needed = height * width * channels * (4 + 1)
+    traceback, or hours of swapping). What is counted: the float32 output, the 8-bit image made
+    from it, and `working_channels` more float32 planes of that size made on the way."""
+    needed = height * width * (channels * (4 + 1) + working_channels * 4)
     available = available_memory(torch.device("cpu"))
     if needed > available:
         raise SRFeatError(

@@ -334,8 +334,10 @@ class Upscaler:
 
     def check_memory(self, channels: int, height: int, width: int) -> None:
         """Refuse, before anything is allocated, an image whose result at the model's scale (made
-        whatever the outscale) does not fit in the host's memory."""
-        check_output_memory(height * self.scale, width * self.scale, channels)
+        whatever the outscale) does not fit in the host's memory, with the full-size buffers made on
+        the way: the network's RGB before a grey image's mix, a self-ensemble pass beside its sum."""
+        working = (3 if channels in (1, 2) else 0) + (3 if self.tta else 0)
+        check_output_memory(height * self.scale, width * self.scale, channels, working)
 
     def output_size(self, height: int, width: int, outscale: float | None = None) -> tuple[int, int]:
         """(height, width) of the result for an input of that size."""
