@@ -2,7 +2,8 @@
 
 Every file srfeat writes (images, checkpoints, generator weights) goes to a temporary name in
 the same folder, `.NAME.PID.tmp`, and is renamed over NAME only when it is complete: a process
-killed mid-write leaves the old file intact. The writer's process id in the name tells a stale
+killed mid-write leaves the old file intact (a NAME too long for that, within the file system's
+limit, gives `.HASH.PID.tmp`). The writer's process id in the name tells a stale
 temporary (its writer is gone) from one being written right now by another process, so the
 next run that writes NAME removes the stale ones (`remove_stale_temporaries`). A full disk is
 reported as `DiskFullError`, naming the file and the space it needed, with the temporary
@@ -12,6 +13,7 @@ removed so that the failed write does not keep the disk full.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -34,9 +36,46 @@ class DiskFullError(SRFeatError, OSError):
     """No space (or quota) left for a file; the previous version of it is kept."""
 
 
+# What a temporary's name adds to the file's: the leading dot, and `.PID.tmp` with Linux's
+# largest process id (pid_max at most 4194304, 7 digits).
+_TEMPORARY_EXTRA_BYTES = len(".") + len(".4194304.tmp")
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system of `folder` (or of its nearest
+    existing parent) takes: 255 on Linux's usual ones."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError):  # not there yet, or no such setting here
+            continue
+    return 255
+
+
+def name_too_long(path: Path) -> str | None:
+    """Why `path` cannot be made for its name alone (longer than its file system takes), or None."""
+    size, limit = len(os.fsencode(path.name)), name_max(path.parent)
+    return f"its name is {size} bytes, more than the {limit} the file system takes" if size > limit else None
+
+
+def unwritable_file(path: Path) -> str | None:
+    """Why the file `path` could not be written, found before any work: its name (`name_too_long`)
+    or its folder (`unwritable_folder`); None when it can be."""
+    return name_too_long(path) or unwritable_folder(path.parent)
+
+
+def _temporary_stem(path: Path) -> str:
+    """`path`'s name, or where the temporary's additions would take that past the file system's
+    limit, a hash of it: an output named right up to the limit can still be written."""
+    encoded = os.fsencode(path.name)
+    if len(encoded) + _TEMPORARY_EXTRA_BYTES <= name_max(path.parent):
+        return path.name
+    return hashlib.sha256(encoded).hexdigest()[:32]
+
+
 def temporary_path(path: Path) -> Path:
     """Where this process writes `path` before renaming it into place."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{_temporary_stem(path)}.{os.getpid()}.tmp")
 
 
 def process_exists(pid: int) -> bool:
@@ -58,7 +97,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     without a process id (`NAME.tmp`, `.NAME.tmp`) are kept: older srfeat wrote them, but so
     may the user (an input named photo.png.tmp), and nothing a user had may be deleted.
     """
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.tmp")
+    pattern = re.compile(rf"\.{re.escape(_temporary_stem(path))}\.(\d+)\.tmp")
     removed = []
     try:
         siblings = list(path.parent.iterdir())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import NoReturn
+
+from srfeat.files import name_max
 
 __all__ = ["OneLineErrorParser", "path_argument"]
 
@@ -25,9 +28,18 @@ def path_argument(text: str) -> str:
 
     `Path("")` is the working directory: an unset shell variable (`srfeat upscale "$IN"`) upscaled
     every image there, `eval --data ""` scored them, `--json ""` wrote nothing without a word.
-    The shell expands `~` only at a word's start, so `--out=~/runs` and a quoted `'~/photos'`
-    reach us as written: expanded here, every command reads and writes where the user meant.
+    A name longer than the file system takes is refused too. The shell expands `~` only at a
+    word's start, so `--out=~/runs` and a quoted `'~/photos'` reach us as written: expanded
+    here, every command reads and writes where the user meant.
     """
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: give a file or folder path")
-    return os.path.expanduser(text)
+    path = os.path.expanduser(text)
+    # Such a name can be neither read nor made; every command's first look at it (exists?) was a traceback.
+    limit = name_max(Path(path).parent)
+    for part in Path(path).parts:
+        if (size := len(os.fsencode(part))) > limit:
+            raise argparse.ArgumentTypeError(
+                f"a name in it is {size} bytes, more than the {limit} the file system takes: give a shorter one"
+            )
+    return path

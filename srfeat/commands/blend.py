@@ -24,7 +24,7 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     input would be gone), no existing file replaced without --overwrite, in a folder that can
     be made and written."""
     from srfeat.errors import SRFeatError
-    from srfeat.files import same_file, unwritable_folder
+    from srfeat.files import same_file, unwritable_file
 
     if output.suffix != ".safetensors":
         raise SRFeatError(
@@ -38,7 +38,7 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
             raise SRFeatError(f"the output {output} is the input {source}: choose another -o (the input would be lost)")
     if output.exists() and not overwrite:
         raise SRFeatError(f"output {output} exists; use --overwrite to replace it")
-    reason = unwritable_folder(output.parent)
+    reason = unwritable_file(output)
     if reason is not None:
         raise SRFeatError(f"the output {output} cannot be made: {reason}")
 

@@ -83,7 +83,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     cost the evaluation: not a folder, not an input, a folder that can be made and written, a format
     the writer knows, no file given twice, and no existing file replaced without --overwrite."""
     from srfeat.errors import SRFeatError
-    from srfeat.files import unwritable_folder
+    from srfeat.files import unwritable_file
 
     outputs = [
         (option, value)
@@ -112,7 +112,7 @@ def check_outputs(args: argparse.Namespace) -> None:
         _check_not_an_input(option, value, path, args)
         if path.exists() and not args.overwrite:
             raise SRFeatError(f"{option} {value} exists: pass --overwrite to replace it, or choose another name")
-        reason = unwritable_folder(path.parent)
+        reason = unwritable_file(path)
         if reason is not None:
             raise SRFeatError(f"{option} {value} cannot be written: {reason}; choose another path")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from srfeat import video
 from srfeat.commands.arguments import path_argument
-from srfeat.files import unwritable_folder
+from srfeat.files import name_too_long, unwritable_file, unwritable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -174,10 +174,10 @@ def suffix_problem(suffix: str) -> str | None:
 def output_location_problem(spec: str, formats: dict[str, str], readable: frozenset[str]) -> str | None:
     """Why the outputs could not be written under -o (an existing file in the way), found before any
     image is upscaled rather than after each one."""
-    path = Path(spec).expanduser()
-    if not output_is_file(spec, formats, readable) and path.exists() and not path.is_dir():
+    path, to_file = Path(spec).expanduser(), output_is_file(spec, formats, readable)
+    if not to_file and path.exists() and not path.is_dir():
         return f"-o {spec} is an existing file, not a folder; give a folder, or a file name with an image extension"
-    if problem := unwritable_folder(path.parent):
+    if problem := unwritable_file(path) if to_file else unwritable_folder(path.parent):
         return f"-o {spec}: {problem}; give another -o"
     return None
 
@@ -331,6 +331,8 @@ def plan_outputs(
             )
         elif resolved in inputs and not args.overwrite:
             errors.append(f"{source}: the output {target} is an input; give another -o or --suffix (or --overwrite)")
+        elif problem := name_too_long(target):  # the input's name and the suffix: known before the upscale
+            errors.append(f"{source}: cannot write {target}: {problem}; give a shorter --suffix, or rename")
         elif (target.exists() or target.is_symlink()) and not args.overwrite:  # a link to nothing is taken too
             errors.append(f"{source}: output {target} exists; use --overwrite to replace it")
         else:

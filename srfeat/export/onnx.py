@@ -36,7 +36,7 @@ from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
 from srfeat.errors import SRFeatError, WeightsError
-from srfeat.files import unwritable_folder, write_file_atomically
+from srfeat.files import unwritable_file, write_file_atomically
 from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
 from srfeat.library_warnings import WARNINGS_LOCK
@@ -329,7 +329,7 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
         )
     if path.exists() and not overwrite:
         raise SRFeatError(f"{path} exists; use --overwrite to replace it")
-    if problem := unwritable_folder(path.parent):
+    if problem := unwritable_file(path):
         raise SRFeatError(f"cannot write {path}: {problem}")
     return path
 

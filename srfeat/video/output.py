@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from srfeat.errors import VideoError
-from srfeat.files import DiskFullError, unwritable_folder
+from srfeat.files import DiskFullError, unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, quality_options
 from srfeat.video.probe import error_reason, main_video_stream
@@ -85,8 +85,9 @@ def container_format_of(source: Path, target: Path) -> str:
 
 
 def check_folder(source: Path, target: Path) -> None:
-    """The nearest existing folder above `target` must be a folder we may write in (the rest is made)."""
-    if problem := unwritable_folder(target.parent):
+    """`target`'s name must fit its file system, and the nearest existing folder above it must be a
+    folder we may write in (the rest is made)."""
+    if problem := unwritable_file(target):
         raise VideoError(f"cannot write {target} (from {source}): {problem}; give another -o")
 
 
