@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import host_info, print_table, write_results
+from benchmarks.common import check_results_file, host_info, print_table, whole_number, write_results
 
 LIMIT_BYTES = 2 * 1024**3  # the bound for a 1000x1000 input
+SIDES = range(40, 120)  # the sides of the --sizes images: 80 x 80 distinct sizes
 
 
 def test_image(size: int) -> np.ndarray:
@@ -50,7 +51,7 @@ def write_many_sizes(folder: Path, count: int) -> None:
     from PIL import Image
 
     picture = test_image(256)
-    sizes = np.random.default_rng(0).permutation([(h, w) for h in range(40, 120) for w in range(40, 120)])[:count]
+    sizes = np.random.default_rng(0).permutation([(h, w) for h in SIDES for w in SIDES])[:count]
     for number, (height, width) in enumerate(sizes):
         Image.fromarray(picture[:height, :width]).save(folder / f"{number:04d}_{height}x{width}.png")
 
@@ -88,9 +89,12 @@ def upscale_under_time(time_program: str, upscale_args: list[str]) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=1000, help="input height and width (default 1000)")
+    parser.add_argument("--size", type=whole_number(1), default=1000, help="input height and width (default 1000)")
     parser.add_argument(
-        "--sizes", type=int, default=0, help="instead: a folder of this many images of distinct sizes (e.g. 200)"
+        "--sizes",
+        type=whole_number(0),
+        default=0,
+        help=f"instead: a folder of this many images of distinct sizes (e.g. 200; at most {len(SIDES) ** 2})",
     )
     parser.add_argument(
         "--model", default=None, help="checkpoint or bundled name (default: a random generator in a temporary file)"
@@ -102,6 +106,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-json", action="store_true", help="print only")
     parser.add_argument("extra", nargs="*", help="more `srfeat upscale` arguments (after --), e.g. -- --tile 256")
     args = parser.parse_args(argv)
+    if args.sizes > len(SIDES) ** 2:
+        parser.error(
+            f"--sizes {args.sizes}: there are {len(SIDES) ** 2} distinct sizes of {SIDES[0]} to {SIDES[-1]} pixels"
+        )
+    if not args.no_json:
+        check_results_file(args.json)
     if not Path(args.time).exists():
         raise SystemExit(f"{args.time} not found: install GNU time (apt-get install time) or give --time")
 

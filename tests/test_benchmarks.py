@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,22 @@ from PIL import Image
 # benchmarks/ is not an installed package: import it from the checkout even under a bare `pytest`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import inference, limits, memory, training
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python3 -m benchmarks.NAME ARGS` from the checkout, as the README runs it."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        check=False,
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -92,3 +110,42 @@ def test_onnx_runtime_benchmark_runs_every_variant(tmp_path: Path, model_path: P
         "onnxruntime backend, auto tiles",
     }
     assert all(entry["max_grey_levels"] <= 1 and entry["speedup_vs_ours"] > 0 for entry in variants.values())
+
+
+@pytest.mark.parametrize(
+    "content", ["my notes, not JSON\n", '[{"model": "default", "psnr": 31.65}]\n', None], ids=["text", "list", "folder"]
+)
+def test_a_json_option_that_is_not_a_results_file_is_refused_before_timing_and_kept(
+    tmp_path: Path, content: str | None
+) -> None:
+    target = tmp_path / "notes.txt"
+    if content is None:
+        target.mkdir()
+    else:
+        target.write_text(content)
+    result = run_benchmark("benchmarks.limits", "--size", "8", "--rounds", "1", "--json", str(target))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(target) in result.stderr
+    assert "convolution" not in result.stdout  # refused before anything was timed
+    assert content is None or target.read_text() == content
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["limits", "--rounds", "0", "--no-json"],
+        ["limits", "--device", "gpu", "--no-json"],
+        ["inference", "--threads", "0", "--no-json"],
+        ["inference", "--size", "0", "--no-json"],
+        ["training", "--hr-size", "30", "--stage", "1", "--no-json"],
+        ["onnx_runtime", "--warmup", "-1", "--no-json"],
+        ["memory", "--sizes", "-1", "--no-json"],
+        ["video", "--size", "64by48", "--no-json"],
+        ["video", "--rounds", "0", "--no-json"],
+        ["run_all", "--threads", "0"],
+    ],
+)
+def test_bad_option_values_are_refused_in_one_line(command: list[str]) -> None:
+    result = run_benchmark(f"benchmarks.{command[0]}", *command[1:])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: argument {command[1]}" in result.stderr or f"error: {command[1]}" in result.stderr
