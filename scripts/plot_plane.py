@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from srfeat.errors import SRFeatError
 from srfeat.plane import plane_figure, plane_table
 
 
@@ -25,11 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     records = []
     for path in args.records:
-        loaded = json.loads(path.read_text())
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            parser.error(f"cannot read {path}: {error}")
         if not isinstance(loaded, list):
             parser.error(f"{path} is not a list of records as srfeat eval --json writes")
         records += loaded
-    plane_figure(args.output, records)
+    try:
+        plane_figure(args.output, records)
+    except SRFeatError as error:  # nothing to draw, or a figure that cannot be written
+        parser.error(str(error))
     print(plane_table(records))
     return 0
 

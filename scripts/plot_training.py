@@ -40,7 +40,10 @@ def main() -> None:
     niqe_axis = None
     offset, start = 0, None
     for path, label in zip(args.metrics, labels, strict=True):
-        validation = read_validation(path)
+        try:
+            validation = read_validation(path)
+        except OSError as error:
+            parser.error(f"cannot read {path}: {error.strerror or error}")
         if not validation:
             parser.error(f"{path} has no validation records: pass the metrics.jsonl of a validated run")
         steps = [offset + r["step"] for r in validation]
