@@ -149,3 +149,18 @@ def test_bad_option_values_are_refused_in_one_line(command: list[str]) -> None:
     result = run_benchmark(f"benchmarks.{command[0]}", *command[1:])
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"error: argument {command[1]}" in result.stderr or f"error: {command[1]}" in result.stderr
+
+
+@pytest.mark.skipif(not Path("/usr/bin/time").exists(), reason="GNU time not installed (apt-get install time)")
+def test_memory_measures_the_checkouts_srfeat_not_the_one_on_path(tmp_path: Path, model_path: Path) -> None:
+    """Another install or worktree's `srfeat` first on PATH: the numbers are still this checkout's."""
+    elsewhere = tmp_path / "bin"
+    elsewhere.mkdir()
+    (elsewhere / "srfeat").write_text("#!/bin/sh\necho 'srfeat of another install' >&2\nexit 3\n")
+    (elsewhere / "srfeat").chmod(0o755)
+    path = f"{elsewhere}{os.pathsep}{os.environ['PATH']}"
+    result = run_benchmark(
+        "benchmarks.memory", "--size", "16", "--model", str(model_path), "--no-json", cwd=tmp_path, env={"PATH": path}
+    )
+    assert result.returncode == 0 and "another install" not in result.stderr, result.stderr
+    assert "64x64" in result.stdout  # the 4x output of the 16x16 input
