@@ -15,6 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+# `python3 scripts/NAME.py` puts scripts/ first on the path, not the checkout: this checkout's srfeat,
+# not whichever is installed (another worktree's, a release).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from srfeat.errors import SRFeatError
 from srfeat.plane import plane_figure, plane_table
 

@@ -11,8 +11,12 @@ files end to end, counting steps from the first run, and marks where each run be
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+# `python3 scripts/NAME.py` puts scripts/ first on the path, not the checkout: this checkout's srfeat,
+# not whichever is installed (another worktree's, a release).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from srfeat.training.run_log import read_records
 
 

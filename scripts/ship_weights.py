@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 
+# `python3 scripts/NAME.py` puts scripts/ first on the path, not the checkout: this checkout's srfeat,
+# not whichever is installed (another worktree's, a release), whose package the weights would go into.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from srfeat.errors import SRFeatError
 from srfeat.weights import bundled_dir, load_generator, save_generator
 

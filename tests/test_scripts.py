@@ -13,8 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_script(script: str, *args: str, python_path: Path = REPO) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": str(python_path)}
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / script), *args],
         check=False,
@@ -76,3 +76,19 @@ def test_ship_weights_refuses_what_is_not_a_generator_in_one_line(tmp_path: Path
     not_weights.write_text("not weights\n")
     assert_one_line_error(run_script("ship_weights.py", str(not_weights), "default", "--output", str(target)))
     assert not target.exists()
+
+
+def test_scripts_import_their_checkouts_srfeat_not_an_installed_one(tmp_path: Path, model_path: Path) -> None:
+    """`python3 scripts/ship_weights.py X default` in one worktree wrote into the installed package's
+    weights (another worktree's): scripts/ is first on the path, not the checkout."""
+    other = tmp_path / "other_install" / "srfeat"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("raise ImportError('the srfeat of another install')\n")
+    target = tmp_path / "shipped.safetensors"
+    result = run_script(
+        "ship_weights.py", str(model_path), "default", "--output", str(target), python_path=other.parent
+    )
+    assert result.returncode == 0 and target.exists(), result.stderr
+    for script in ("plot_plane.py", "plot_training.py"):
+        result = run_script(script, "--help", python_path=other.parent)
+        assert result.returncode == 0 and "another install" not in result.stderr, result.stderr
