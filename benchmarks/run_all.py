@@ -2,8 +2,9 @@
 
     python3 -m benchmarks.run_all [--device cpu|cuda] [--quick] [--skip training memory onnx] [--json PATH]
 
-Full run on a 2-core CPU: about 20 minutes (the 1000x1000 `srfeat upscale` alone takes
-several). --quick uses smaller sizes and fewer rounds for a check in a few minutes. The ONNX
+Full run on a quiet 2-core CPU: about 4 minutes on Zen 5 (benchmarks/README.md; the 1000x1000
+`srfeat upscale` takes about one of them, 51 s), several times that on a busy machine. --quick
+uses smaller sizes and fewer rounds. The ONNX
 Runtime comparison runs on a CPU where the `onnx` extra is installed.
 """
 
