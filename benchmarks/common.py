@@ -8,6 +8,7 @@ ratios, which cancels drift slower than a round.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -70,6 +71,15 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights", default=None, help="bundled name or checkpoint (default: 'default' if installed, else random)"
     )
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Exits in one line naming the extra to install where one of `modules` does not import."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise SystemExit(f'this benchmark needs {name}: pip install -e ".[{extra}]" in srfeat\'s folder') from None
 
 
 def setup(args: argparse.Namespace) -> torch.device:

@@ -32,6 +32,7 @@ from benchmarks.common import (
     add_generator_arguments,
     host_info,
     print_table,
+    require_extra,
     setup,
     summarize,
     time_interleaved,
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = setup(args)
     if device.type != "cpu":
         raise SystemExit("the onnxruntime comparison runs on the CPU (the CPU build of onnxruntime)")
+    require_extra("onnx", "onnxruntime", "onnx", "onnxscript")
 
     generator, weights = load_weights(args.weights)
     torch.manual_seed(1)

@@ -31,12 +31,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import check_results_file, device_name, host_info, print_table, whole_number, write_results
+from benchmarks.common import (
+    check_results_file,
+    device_name,
+    host_info,
+    print_table,
+    require_extra,
+    whole_number,
+    write_results,
+)
 from benchmarks.memory import upscale_under_time
 
-# The clip maker is the tests' own, so that the benchmark measures the clips the tests check.
+# The clip maker is the tests' own (imported where used, after main has checked for PyAV), so
+# that the benchmark measures the clips the tests check.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.video_helpers import audio_samples, read_frames, write_clip
 
 
 def frame_size(text: str) -> tuple[int, int]:
@@ -59,6 +67,7 @@ def measure_size(
 
     from srfeat.video import VideoOptions
     from srfeat.video.pipeline import upscale_video
+    from tests.video_helpers import audio_samples, read_frames, write_clip
 
     frames = round(seconds * fps)
     clip = folder / f"clip_{width}x{height}.mp4"
@@ -112,6 +121,7 @@ def measure_size(
 def measure_memory(lengths: list[int], fps: int, folder: Path, time_program: str) -> list[dict[str, Any]]:
     from srfeat.archs.generator import SRFeatGenerator
     from srfeat.weights import save_generator
+    from tests.video_helpers import write_clip
 
     torch.manual_seed(0)
     model = folder / "small.safetensors"
@@ -162,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--seconds {args.seconds:g} at --fps {args.fps} is no frame: give a longer clip")
     if not args.no_json:
         check_results_file(args.json)
+    require_extra("video", "av")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.memory_frames:

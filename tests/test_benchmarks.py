@@ -164,3 +164,15 @@ def test_memory_measures_the_checkouts_srfeat_not_the_one_on_path(tmp_path: Path
     )
     assert result.returncode == 0 and "another install" not in result.stderr, result.stderr
     assert "64x64" in result.stdout  # the 4x output of the 16x16 input
+
+
+@pytest.mark.parametrize("command, module, extra", [("video", "av", "video"), ("onnx_runtime", "onnxruntime", "onnx")])
+def test_a_missing_extra_is_named_in_one_line(tmp_path: Path, command: str, module: str, extra: str) -> None:
+    """Without PyAV or ONNX Runtime (a package that does not import stands in for one not installed)."""
+    (tmp_path / module).mkdir()
+    (tmp_path / module / "__init__.py").write_text(
+        f"raise ModuleNotFoundError({f'No module named {module}'!r}, name={module!r})\n"
+    )
+    result = run_benchmark(f"benchmarks.{command}", "--no-json", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == f'this benchmark needs {module}: pip install -e ".[{extra}]" in srfeat\'s folder'
