@@ -8,6 +8,7 @@ ratios, which cancels drift slower than a round.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -15,7 +16,7 @@ import platform
 import socket
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,18 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights", default=None, help="bundled name or checkpoint (default: 'default' if installed, else random)"
     )
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """What srfeat reports as a user's mistake (weights not found, not a generator) as the one line
+    its commands print, not a traceback."""
+    from srfeat.errors import SRFeatError
+
+    try:
+        yield
+    except SRFeatError as error:
+        raise SystemExit(f"ERROR: {error}") from None
 
 
 def require_extra(extra: str, *modules: str) -> None:

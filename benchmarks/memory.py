@@ -88,7 +88,9 @@ def upscale_under_time(time_program: str, upscale_args: list[str]) -> dict[str, 
     )
     report = parse_time_v(completed.stderr)
     if completed.returncode != 0 or "max_rss_bytes" not in report:
-        sys.stderr.write(completed.stdout + completed.stderr)
+        # srfeat's own output, without GNU time's report of the failed run
+        own = re.split(r"(?:Command exited with non-zero status \d+\n)?\tCommand being timed:", completed.stderr)[0]
+        sys.stderr.write(completed.stdout + own)
         raise SystemExit(f"srfeat upscale failed (exit status {completed.returncode})")
     return report
 

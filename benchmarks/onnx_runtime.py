@@ -31,6 +31,7 @@ from benchmarks.common import (
     add_common_arguments,
     add_generator_arguments,
     host_info,
+    one_line_errors,
     print_table,
     require_extra,
     setup,
@@ -138,4 +139,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

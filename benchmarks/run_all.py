@@ -15,7 +15,7 @@ import importlib.util
 from pathlib import Path
 
 from benchmarks import inference, limits, memory, training
-from benchmarks.common import check_results_file, device_name, results_path, whole_number
+from benchmarks.common import check_results_file, device_name, one_line_errors, results_path, whole_number
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,4 +56,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

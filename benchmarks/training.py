@@ -36,6 +36,7 @@ from torch import nn
 from benchmarks.common import (
     add_common_arguments,
     host_info,
+    one_line_errors,
     print_table,
     setup,
     summarize,
@@ -247,4 +248,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

@@ -35,6 +35,7 @@ from benchmarks.common import (
     check_results_file,
     device_name,
     host_info,
+    one_line_errors,
     print_table,
     require_extra,
     whole_number,
@@ -236,4 +237,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

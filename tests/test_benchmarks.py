@@ -176,3 +176,23 @@ def test_a_missing_extra_is_named_in_one_line(tmp_path: Path, command: str, modu
     result = run_benchmark(f"benchmarks.{command}", "--no-json", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == f'this benchmark needs {module}: pip install -e ".[{extra}]" in srfeat\'s folder'
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["inference", "--weights", "missing.safetensors", "--size", "8", "--no-json"],
+        ["onnx_runtime", "--weights", "missing.safetensors", "--size", "8", "--no-json"],
+        ["video", "--model", "missing.safetensors", "--no-json"],
+        ["memory", "--model", "missing.safetensors", "--size", "8", "--no-json"],
+    ],
+)
+def test_weights_that_are_not_there_are_one_line_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    if command[0] == "memory" and not Path("/usr/bin/time").exists():
+        pytest.skip("GNU time not installed (apt-get install time)")
+    if command[0] == "onnx_runtime":
+        pytest.importorskip("onnxruntime")
+    result = run_benchmark(f"benchmarks.{command[0]}", *command[1:], cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "ERROR: generator weights not found: missing.safetensors" in result.stderr
+    assert "Maximum resident set size" not in result.stderr  # memory: not GNU time's report of the failure
