@@ -213,7 +213,8 @@ def _read_results(target: Path) -> dict[str, Any]:
     if not target.exists():
         return {}
     try:
-        results = json.loads(target.read_text())
+        text = target.read_text()
+        results = json.loads(text) if text.strip() else {}  # an empty file holds nothing to keep
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise SystemExit(f"--json {target} is not a benchmark results file ({error}): give another file") from None
     if not isinstance(results, dict):
