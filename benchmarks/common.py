@@ -8,13 +8,15 @@ ratios, which cancels drift slower than a round.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import os
 import platform
 import socket
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,41 @@ import torch
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def whole_number(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `low` (a count, a size), refused in one line."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device torch knows (cpu, cuda, cuda:N, ...)."""
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: give cpu, cuda or cuda:N") from None
+    return text
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: PyTorch's, one per core)")
+    parser.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="timed rounds, each running every variant once (default: 3)"
+        "--threads", type=whole_number(1), default=None, help="intra-op threads (default: PyTorch's, one per core)"
     )
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each variant first (default: 1)")
+    parser.add_argument(
+        "--rounds", type=whole_number(1), default=3, help="timed rounds, each running every variant once (default: 3)"
+    )
+    parser.add_argument(
+        "--warmup", type=whole_number(0), default=1, help="untimed runs of each variant first (default: 1)"
+    )
     parser.add_argument(
         "--json", type=Path, default=None, help=f"results file to update (default: {RESULTS_DIR}/<host>.json)"
     )
@@ -38,13 +68,36 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     """The input size and weights of the benchmarks that time the generator on one image."""
-    parser.add_argument("--size", type=int, default=256, help="LR input height and width (default 256)")
+    parser.add_argument("--size", type=whole_number(1), default=256, help="LR input height and width (default 256)")
     parser.add_argument(
         "--weights", default=None, help="bundled name or checkpoint (default: 'default' if installed, else random)"
     )
 
 
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """What srfeat reports as a user's mistake (weights not found, not a generator) as the one line
+    its commands print, not a traceback."""
+    from srfeat.errors import SRFeatError
+
+    try:
+        yield
+    except SRFeatError as error:
+        raise SystemExit(f"ERROR: {error}") from None
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Exits in one line naming the extra to install where one of `modules` does not import."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise SystemExit(f'this benchmark needs {name}: pip install -e ".[{extra}]" in srfeat\'s folder') from None
+
+
 def setup(args: argparse.Namespace) -> torch.device:
+    if not args.no_json:
+        check_results_file(args.json)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -147,18 +200,45 @@ def results_path(path: Path | None) -> Path:
     return path if path is not None else RESULTS_DIR / f"{socket.gethostname()}.json"
 
 
+def _read_results(target: Path) -> dict[str, Any]:
+    """The sections already in `target` ({} for a new file); exits in one line where `target` is
+    not a results file, which is kept as it is (it may be anything the user named by mistake)."""
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SystemExit(f"--json {target}: {ancestor} is not a folder")
+    if target.is_dir():
+        raise SystemExit(f"--json {target} is a folder: give a .json file")
+    if not target.exists():
+        return {}
+    try:
+        text = target.read_text()
+        results = json.loads(text) if text.strip() else {}  # an empty file holds nothing to keep
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SystemExit(f"--json {target} is not a benchmark results file ({error}): give another file") from None
+    if not isinstance(results, dict):
+        raise SystemExit(
+            f"--json {target} holds a JSON {type(results).__name__}, not benchmark results: give another file"
+        )
+    return results
+
+
+def check_results_file(path: Path | None) -> None:
+    """Before any timing: exits in one line where the results file could not be updated."""
+    _read_results(results_path(path))
+
+
 def write_results(path: Path | None, section: str, data: dict[str, Any]) -> Path:
     """Update one section of the JSON results file (other sections are kept)."""
     target = results_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {}
-    if target.exists():
-        try:
-            results = json.loads(target.read_text())
-        except json.JSONDecodeError:
-            results = {}
+    results = _read_results(target)
     results[section] = data
-    target.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # written beside and renamed: an interrupted write leaves the earlier sections whole
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, target)
     print(f"\nwrote {section} to {target}")
     return target
 

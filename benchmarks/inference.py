@@ -36,6 +36,7 @@ from benchmarks.common import (
     add_generator_arguments,
     conv_macs,
     host_info,
+    one_line_errors,
     print_table,
     setup,
     summarize,
@@ -253,4 +254,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

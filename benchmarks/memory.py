@@ -17,8 +17,8 @@ CPU; --size 200 is a quick check.
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import host_info, print_table, write_results
+from benchmarks.common import check_results_file, host_info, print_table, whole_number, write_results
 
+REPO = Path(__file__).resolve().parents[1]
 LIMIT_BYTES = 2 * 1024**3  # the issue's bound for a 1000x1000 input
+SIDES = range(40, 120)  # the sides of the --sizes images: 80 x 80 distinct sizes
 
 
 def test_image(size: int) -> np.ndarray:
@@ -50,7 +52,7 @@ def write_many_sizes(folder: Path, count: int) -> None:
     from PIL import Image
 
     picture = test_image(256)
-    sizes = np.random.default_rng(0).permutation([(h, w) for h in range(40, 120) for w in range(40, 120)])[:count]
+    sizes = np.random.default_rng(0).permutation([(h, w) for h in SIDES for w in SIDES])[:count]
     for number, (height, width) in enumerate(sizes):
         Image.fromarray(picture[:height, :width]).save(folder / f"{number:04d}_{height}x{width}.png")
 
@@ -73,24 +75,34 @@ def parse_time_v(stderr: str) -> dict[str, float]:
 
 def upscale_under_time(time_program: str, upscale_args: list[str]) -> dict[str, float]:
     """Run `srfeat upscale UPSCALE_ARGS` under GNU time and return parse_time_v's numbers; exits
-    with the command's output when it fails."""
-    srfeat = shutil.which("srfeat")
-    base = [srfeat] if srfeat else [sys.executable, "-m", "srfeat.cli"]
-    command = [time_program, "-v", *base, "upscale", *upscale_args]
+    with the command's output when it fails.
+
+    The command is this checkout's (`python -m srfeat.cli` with the checkout first on the path),
+    not the `srfeat` on PATH, which may be another install or worktree: the numbers are recorded
+    against the code beside the benchmark."""
+    command = [time_program, "-v", sys.executable, "-m", "srfeat.cli", "upscale", *upscale_args]
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     print("running:", " ".join(command), flush=True)
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": path}
+    )
     report = parse_time_v(completed.stderr)
     if completed.returncode != 0 or "max_rss_bytes" not in report:
-        sys.stderr.write(completed.stdout + completed.stderr)
+        # srfeat's own output, without GNU time's report of the failed run
+        own = re.split(r"(?:Command exited with non-zero status \d+\n)?\tCommand being timed:", completed.stderr)[0]
+        sys.stderr.write(completed.stdout + own)
         raise SystemExit(f"srfeat upscale failed (exit status {completed.returncode})")
     return report
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=1000, help="input height and width (default 1000)")
+    parser.add_argument("--size", type=whole_number(1), default=1000, help="input height and width (default 1000)")
     parser.add_argument(
-        "--sizes", type=int, default=0, help="instead: a folder of this many images of distinct sizes (e.g. 200)"
+        "--sizes",
+        type=whole_number(0),
+        default=0,
+        help=f"instead: a folder of this many images of distinct sizes (e.g. 200; at most {len(SIDES) ** 2})",
     )
     parser.add_argument(
         "--model", default=None, help="checkpoint or bundled name (default: a random generator in a temporary file)"
@@ -102,6 +114,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-json", action="store_true", help="print only")
     parser.add_argument("extra", nargs="*", help="more `srfeat upscale` arguments (after --), e.g. -- --tile 256")
     args = parser.parse_args(argv)
+    if args.sizes > len(SIDES) ** 2:
+        parser.error(
+            f"--sizes {args.sizes}: there are {len(SIDES) ** 2} distinct sizes of {SIDES[0]} to {SIDES[-1]} pixels"
+        )
+    if not args.no_json:
+        check_results_file(args.json)
     if not Path(args.time).exists():
         raise SystemExit(f"{args.time} not found: install GNU time (apt-get install time) or give --time")
 

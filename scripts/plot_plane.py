@@ -15,6 +15,10 @@ import json
 import sys
 from pathlib import Path
 
+# `python3 scripts/NAME.py` puts scripts/ first on the path, not the checkout: this checkout's srfeat,
+# not whichever is installed (another worktree's, a release).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from srfeat.errors import SRFeatError
 from srfeat.plane import plane_figure, plane_table
 
 
@@ -25,11 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     records = []
     for path in args.records:
-        loaded = json.loads(path.read_text())
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            parser.error(f"cannot read {path}: {error}")
         if not isinstance(loaded, list):
             parser.error(f"{path} is not a list of records as srfeat eval --json writes")
         records += loaded
-    plane_figure(args.output, records)
+    try:
+        plane_figure(args.output, records)
+    except SRFeatError as error:  # nothing to draw, or a figure that cannot be written
+        parser.error(str(error))
     print(plane_table(records))
     return 0
 

@@ -11,8 +11,12 @@ files end to end, counting steps from the first run, and marks where each run be
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+# `python3 scripts/NAME.py` puts scripts/ first on the path, not the checkout: this checkout's srfeat,
+# not whichever is installed (another worktree's, a release).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from srfeat.training.run_log import read_records
 
 
@@ -40,7 +44,10 @@ def main() -> None:
     niqe_axis = None
     offset, start = 0, None
     for path, label in zip(args.metrics, labels, strict=True):
-        validation = read_validation(path)
+        try:
+            validation = read_validation(path)
+        except OSError as error:
+            parser.error(f"cannot read {path}: {error.strerror or error}")
         if not validation:
             parser.error(f"{path} has no validation records: pass the metrics.jsonl of a validated run")
         steps = [offset + r["step"] for r in validation]

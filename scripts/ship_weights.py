@@ -7,10 +7,15 @@ python3 scripts/ship_weights.py runs/default/generator_best.safetensors default 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
+# `python3 scripts/NAME.py` puts scripts/ first on the path, not the checkout: this checkout's srfeat,
+# not whichever is installed (another worktree's, a release), whose package the weights would go into.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from srfeat.errors import SRFeatError
 from srfeat.weights import bundled_dir, load_generator, save_generator
 
 
@@ -23,9 +28,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     target = Path(args.output) if args.output else Path(bundled_dir()) / f"{args.name}.safetensors"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # fp16 halves the package; the network runs in fp32 after loading (differences < 1 grey level)
-    save_generator(load_generator(args.checkpoint), target, dtype=torch.float16)
+    try:
+        generator = load_generator(args.checkpoint)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # fp16 halves the package; the network runs in fp32 after loading (differences < 1 grey level)
+        save_generator(generator, target, dtype=torch.float16)
+    except SRFeatError as error:  # not a generator, or a target that cannot be written
+        sys.exit(f"error: {error}")
     target.chmod(0o644)
     print(f"wrote {target}")
 

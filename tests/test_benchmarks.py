@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,22 @@ from PIL import Image
 # benchmarks/ is not an installed package: import it from the checkout even under a bare `pytest`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import inference, limits, memory, training
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python3 -m benchmarks.NAME ARGS` from the checkout, as the README runs it."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        check=False,
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -92,3 +110,89 @@ def test_onnx_runtime_benchmark_runs_every_variant(tmp_path: Path, model_path: P
         "onnxruntime backend, auto tiles",
     }
     assert all(entry["max_grey_levels"] <= 1 and entry["speedup_vs_ours"] > 0 for entry in variants.values())
+
+
+@pytest.mark.parametrize(
+    "content", ["my notes, not JSON\n", '[{"model": "default", "psnr": 31.65}]\n', None], ids=["text", "list", "folder"]
+)
+def test_a_json_option_that_is_not_a_results_file_is_refused_before_timing_and_kept(
+    tmp_path: Path, content: str | None
+) -> None:
+    target = tmp_path / "notes.txt"
+    if content is None:
+        target.mkdir()
+    else:
+        target.write_text(content)
+    result = run_benchmark("benchmarks.limits", "--size", "8", "--rounds", "1", "--json", str(target))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(target) in result.stderr
+    assert "convolution" not in result.stdout  # refused before anything was timed
+    assert content is None or target.read_text() == content
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["limits", "--rounds", "0", "--no-json"],
+        ["limits", "--device", "gpu", "--no-json"],
+        ["inference", "--threads", "0", "--no-json"],
+        ["inference", "--size", "0", "--no-json"],
+        ["training", "--hr-size", "30", "--stage", "1", "--no-json"],
+        ["onnx_runtime", "--warmup", "-1", "--no-json"],
+        ["memory", "--sizes", "-1", "--no-json"],
+        ["video", "--size", "64by48", "--no-json"],
+        ["video", "--rounds", "0", "--no-json"],
+        ["run_all", "--threads", "0"],
+    ],
+)
+def test_bad_option_values_are_refused_in_one_line(command: list[str]) -> None:
+    result = run_benchmark(f"benchmarks.{command[0]}", *command[1:])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: argument {command[1]}" in result.stderr or f"error: {command[1]}" in result.stderr
+
+
+@pytest.mark.skipif(not Path("/usr/bin/time").exists(), reason="GNU time not installed (apt-get install time)")
+def test_memory_measures_the_checkouts_srfeat_not_the_one_on_path(tmp_path: Path, model_path: Path) -> None:
+    """Another install or worktree's `srfeat` first on PATH: the numbers are still this checkout's."""
+    elsewhere = tmp_path / "bin"
+    elsewhere.mkdir()
+    (elsewhere / "srfeat").write_text("#!/bin/sh\necho 'srfeat of another install' >&2\nexit 3\n")
+    (elsewhere / "srfeat").chmod(0o755)
+    path = f"{elsewhere}{os.pathsep}{os.environ['PATH']}"
+    result = run_benchmark(
+        "benchmarks.memory", "--size", "16", "--model", str(model_path), "--no-json", cwd=tmp_path, env={"PATH": path}
+    )
+    assert result.returncode == 0 and "another install" not in result.stderr, result.stderr
+    assert "64x64" in result.stdout  # the 4x output of the 16x16 input
+
+
+@pytest.mark.parametrize("command, module, extra", [("video", "av", "video"), ("onnx_runtime", "onnxruntime", "onnx")])
+def test_a_missing_extra_is_named_in_one_line(tmp_path: Path, command: str, module: str, extra: str) -> None:
+    """Without PyAV or ONNX Runtime (a package that does not import stands in for one not installed)."""
+    (tmp_path / module).mkdir()
+    (tmp_path / module / "__init__.py").write_text(
+        f"raise ModuleNotFoundError({f'No module named {module}'!r}, name={module!r})\n"
+    )
+    result = run_benchmark(f"benchmarks.{command}", "--no-json", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == f'this benchmark needs {module}: pip install -e ".[{extra}]" in srfeat\'s folder'
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["inference", "--weights", "missing.safetensors", "--size", "8", "--no-json"],
+        ["onnx_runtime", "--weights", "missing.safetensors", "--size", "8", "--no-json"],
+        ["video", "--model", "missing.safetensors", "--no-json"],
+        ["memory", "--model", "missing.safetensors", "--size", "8", "--no-json"],
+    ],
+)
+def test_weights_that_are_not_there_are_one_line_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    if command[0] == "memory" and not Path("/usr/bin/time").exists():
+        pytest.skip("GNU time not installed (apt-get install time)")
+    if command[0] == "onnx_runtime":
+        pytest.importorskip("onnxruntime")
+    result = run_benchmark(f"benchmarks.{command[0]}", *command[1:], cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "ERROR: generator weights not found: missing.safetensors" in result.stderr
+    assert "Maximum resident set size" not in result.stderr  # memory: not GNU time's report of the failure
