@@ -10,6 +10,7 @@ import http.client
 import io
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -98,6 +99,20 @@ def test_a_client_that_leaves_mid_upload_costs_one_log_line(server: Server) -> N
     written = "\n".join(server.log[before:])
     assert "upload of stalled.png ended: the client went away before sending all of it" in written, written
     assert "Traceback" not in written and "Exception in ASGI application" not in written, written
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stop_signal_is_a_clean_stop(stop: signal.Signals) -> None:
+    """SIGTERM is how systemd and `docker stop` end a server: after uvicorn's graceful shutdown it
+    was "ERROR: terminated (SIGTERM); files being written were removed" and exit status 143."""
+    started = start_server()
+    started.process.send_signal(stop)
+    assert started.process.wait(timeout=60) == 0
+    deadline = time.monotonic() + 10
+    while f"INFO: stopped ({stop.name})" not in started.log and time.monotonic() < deadline:
+        time.sleep(0.1)  # the reader thread catches up with the last lines
+    assert f"INFO: stopped ({stop.name})" in started.log, started.log_text()
+    assert not [line for line in started.log if line.startswith(("ERROR", "Traceback"))], started.log_text()
 
 
 def _stream(server: Server, session: str) -> http.client.HTTPResponse:

@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import logging
 import math
+import signal
 import socket
 import sys
 import threading
@@ -27,6 +28,7 @@ MEGAPIXELS_RANGE = (1e-6, 1e4)
 HELD_MB_RANGE = (0.001, 1e7)
 QUEUED_RANGE = (1, 100_000)
 UPLOAD_TIMEOUT_RANGE = (0.1, 3600.0)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,19 +194,34 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     )
 
     class Server(uvicorn.Server):
+        stop_signal: int | None = None
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.stop_signal = self.stop_signal or sig
             queue.stop()  # Ctrl+C: the event streams end and the running job stops after its tile
             super().handle_exit(sig, frame)
 
     server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    sys.stdout.write(f"srfeat serve: {url}\n")
-    sys.stdout.flush()
-    logger.info("upscaling on %s; Ctrl+C stops the server", device)
-    if not args.no_browser:
-        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    # Ctrl+C and SIGTERM (systemd, `docker stop`) are how a server is stopped. uvicorn shuts down
+    # gracefully, then raises the signal again under the handlers it found, which made a clean stop
+    # "ERROR: terminated" (exit 143) or "ERROR: interrupted". It finds this one: a signal before
+    # uvicorn listens stops it as it starts, and one raised again after the shutdown is no error.
+    # The handlers srfeat had are back before the running job is waited for: a second signal
+    # still cuts that short. Set before the URL is shown: whoever reads it may stop the server at once.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    found = {sig: signal.signal(sig, server.handle_exit) for sig in STOP_SIGNALS} if in_main_thread else {}
     try:
+        sys.stdout.write(f"srfeat serve: {url}\n")
+        sys.stdout.flush()
+        logger.info("upscaling on %s; Ctrl+C stops the server", device)
+        if not args.no_browser:
+            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
         server.run(sockets=[listener])
     finally:
+        for sig, handler in found.items():
+            signal.signal(sig, handler)
         queue.stop()
         queue.join()
+    if server.stop_signal is not None:
+        logger.info("stopped (%s)", signal.Signals(server.stop_signal).name)
     return 0
