@@ -325,13 +325,6 @@ def test_values_that_pass_the_type_but_cannot_run(override: str, message: str) -
         config_from_dict(base(), [override])
 
 
-def test_an_empty_out_is_refused(tmp_path: Path) -> None:
-    from cli_helpers import one_error_line, srfeat_cli
-
-    line = one_error_line(srfeat_cli("train", "configs/dev/stage1.yaml", "--out", "", "--dry-run"))
-    assert line == "ERROR: --out is empty: give the run folder", line
-
-
 def test_a_bad_value_from_the_command_line_is_named_as_an_override_not_the_files(tmp_path: Path) -> None:
     from cli_helpers import REPO, one_error_line, srfeat_cli
 

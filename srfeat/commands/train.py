@@ -78,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
         if args.max_steps <= 0:
             raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
         config.train.max_steps = args.max_steps
-    if args.out is not None:
-        if not args.out.strip():  # the working directory: the run's files would go among whatever is there
-            raise ConfigError("--out is empty: give the run folder")
+    if args.out is not None:  # never empty (the working directory): `path_argument` refuses it
         config.out_dir = args.out
     if args.dry_run:
         from pathlib import Path
