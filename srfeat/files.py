@@ -44,6 +44,8 @@ _TEMPORARY_EXTRA_BYTES = len(".") + len(".4194304.tmp")
 def name_max(folder: Path) -> int:
     """The longest file name, in bytes, that the file system of `folder` (or of its nearest
     existing parent) takes: 255 on Linux's usual ones."""
+    if not hasattr(os, "pathconf"):  # POSIX only; Windows' NTFS takes 255 characters
+        return 255
     for candidate in (folder, *folder.parents):
         try:
             return os.pathconf(candidate, "PC_NAME_MAX")
