@@ -111,7 +111,9 @@ class Trainer:
         overwrite: bool = False,
     ) -> None:
         self.config = config
-        self.out_dir = Path(out_dir if out_dir is not None else config.out_dir)
+        # `~` expanded as for every other path of the config: the generators' writer expands it, so a
+        # literal `~/runs/x` split a run between ./~/runs/x and $HOME/runs/x
+        self.out_dir = config.resolve_path(str(out_dir if out_dir is not None else config.out_dir))
         self.resume = resume
         # a new run in a folder that holds one replaces it only when asked (run_folder.py)
         self.overwrite = overwrite
