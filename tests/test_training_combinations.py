@@ -30,3 +30,34 @@ def test_a_run_folder_under_home_in_the_config_is_one_folder(folders, tmp_path, 
     names = {path.name for path in (home / "runs" / "x").iterdir()}
     assert {checkpoint.STATE_FILE, checkpoint.LATEST_GENERATOR, checkpoint.BEST_GENERATOR, "config.yaml"} <= names
     assert not any(cwd.iterdir())
+
+
+def write_patches(root: Path, count: int) -> Path:
+    """A folder as `srfeat prepare` writes it: `count` HR patches of 32 px and their 8 px LR."""
+    for name, size in (("HR", 32), ("LR", 8)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = torch.randint(
+                0, 256, (size, size, 3), generator=torch.Generator().manual_seed(i), dtype=torch.uint8
+            )
+            Image.fromarray(pixels.numpy()).save(root / name / f"p{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["center_crop", "patches"])
+def test_data_repeat_lengthens_the_epoch_of_every_data_kind(folders, tmp_path, kind: str) -> None:
+    # data.repeat ("each epoch visits every image this many times") was applied to random_crop only:
+    # center_crop and patches accepted it and ran epochs of one visit, so epoch milestones came early.
+    train_dir, _ = folders
+    source = write_patches(tmp_path / "patches", 3) if kind == "patches" else train_dir
+    for repeat, steps_per_epoch in ((1, 1), (4, 6)):
+        config = tiny_config(
+            train_dir,
+            None,
+            tmp_path / f"{kind}{repeat}",
+            1,
+            [f"data.kind={kind}", f"data.train_dirs=[{source}]", f"data.repeat={repeat}", "train.max_steps=100"]
+            + ["train.epochs=1", "train.checkpoint_every=100"],
+        )
+        result = train_in_process(config, tmp_path / f"{kind}{repeat}")
+        assert result.step == steps_per_epoch, (repeat, result.step)

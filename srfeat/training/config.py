@@ -90,7 +90,8 @@ class DataConfig:
     # HR training patch size in pixels (a multiple of model.scale); the LR patch is
     # hr_patch_size / scale. It also fixes the discriminators' dense layer width.
     hr_patch_size: int = 296
-    # Each epoch visits every image this many times (random_crop: a new crop each time).
+    # Each epoch visits every image (or patch) this many times (random_crop: a new crop each time;
+    # center_crop and patches: the same item again).
     repeat: int = 1
     # DataLoader worker processes per training process (0: load in the main process).
     num_workers: int = 4
