@@ -3,14 +3,17 @@ data kind, a resume from another working directory."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from training_helpers import tiny_config, train_in_process
 
 from srfeat.training import checkpoint, trainer
+from srfeat.training.config import config_from_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,3 +64,32 @@ def test_data_repeat_lengthens_the_epoch_of_every_data_kind(folders, tmp_path, k
         )
         result = train_in_process(config, tmp_path / f"{kind}{repeat}")
         assert result.step == steps_per_epoch, (repeat, result.step)
+
+
+def test_a_resume_from_another_working_directory_names_the_other_folders(
+    folders, tmp_path, monkeypatch, caplog
+) -> None:
+    # The run's config.yaml keeps relative paths as written: resumed from another directory that has
+    # folders by those names, the run went on training on other images without a word.
+    train_dir, _ = folders
+    first, second = tmp_path / "first", tmp_path / "second"
+    for where in (first, second):
+        where.mkdir()
+        (where / "data").symlink_to(train_dir if where is first else write_patches(tmp_path / "other", 3) / "HR")
+    out = tmp_path / "run"
+    overrides = ["data.train_dirs=[data]", "train.max_steps=2"]
+    monkeypatch.chdir(first)
+    train_in_process(tiny_config(train_dir, None, out, 1, overrides), out)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+
+    def resume_warnings(steps: int, overrides: list[str]) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="srfeat"):
+            train_in_process(config_from_dict(saved, [f"train.max_steps={steps}", *overrides]), out, resume=True)
+        return [r.getMessage() for r in caplog.records if "differs from its run's" in r.getMessage()]
+
+    # the same folders by other text (an absolute path, another datasets_dir) are the same data
+    assert resume_warnings(3, [f"data.train_dirs=[{train_dir}]"]) == []
+    monkeypatch.chdir(second)
+    (warning,) = resume_warnings(4, [])
+    assert f"data.train_dirs: ['{train_dir.resolve()}'] -> ['{(tmp_path / 'other' / 'HR').resolve()}']" in warning

@@ -409,6 +409,16 @@ def check(config: TrainingConfig) -> None:
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
 
 
+def resolved_folders(config: TrainingConfig) -> dict[str, Any]:
+    """The image folders the run reads, as absolute paths: what its relative paths and {datasets_dir}
+    meant where it ran. A resume from another working directory can find other folders by the same text."""
+    validation = config.validation.dir
+    return {
+        "data.train_dirs": [str(config.resolve_path(folder).resolve()) for folder in config.data.train_dirs],
+        "validation.dir": str(config.resolve_path(validation).resolve()) if validation is not None else None,
+    }
+
+
 def _bundled(name: str) -> bool:
     """Whether `name` is a bundled model's (`default`, `gan`), which load_generator takes by name."""
     from srfeat.weights import bundled_names

@@ -38,7 +38,7 @@ from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import set_worker_threads
 from srfeat.training import checkpoint, networks
-from srfeat.training.config import TrainingConfig, check_paths
+from srfeat.training.config import TrainingConfig, check_paths, resolved_folders
 from srfeat.training.distributed import (
     DistributedContext,
     FrozenAwareDDP,
@@ -292,6 +292,7 @@ class Trainer:
         state = {
             "stage": self.config.stage,
             "config": self.config.to_yaml(),
+            "folders": resolved_folders(self.config),  # what its relative paths meant (a resume compares)
             "generator": self.generator.state_dict(),
             "discriminators": {name: d.state_dict() for name, d in self.discriminators.items()},
             "discriminator_inputs": networks.DISCRIMINATOR_INPUTS,
@@ -318,7 +319,9 @@ class Trainer:
             raise ConfigError(
                 f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}"
             )
-        changes = checkpoint.config_changes(saved.get("config"), self.config.to_dict())
+        changes = checkpoint.config_changes(
+            saved.get("config"), self.config.to_dict(), saved.get("folders"), resolved_folders(self.config)
+        )
         if changes:
             logger.warning(
                 "resuming %s with a config that differs from its run's (%s): the run continues, but not as "
