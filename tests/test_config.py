@@ -351,3 +351,12 @@ def test_a_file_where_a_folder_belongs_is_called_a_file(tmp_path: Path) -> None:
         config = config_from_dict({**base, key: value})
         with pytest.raises(ConfigError, match=r"folder is a file, not a folder: .*photo\.png"):
             check_paths(config)
+
+
+@pytest.mark.parametrize("value", ["1.0", "2.0", "true"])
+def test_a_stage_of_another_type_is_refused(value: str) -> None:
+    # `stage: 1.0` equals 1 and passed; its run saved stage 1.0, and its --resume was refused as a
+    # damaged state ("stage is 1.0, not a number >= 1") after the run had trained
+    with pytest.raises(ConfigError, match=f"override stage: config key stage must be one of 1, 2, got {value.title()}"):
+        config_from_dict(base(), [f"stage={value}"])
+    assert config_from_dict(base(), ["stage=2"]).stage == 2

@@ -81,12 +81,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:  # never empty (the working directory): `path_argument` refuses it
         config.out_dir = args.out
     if args.dry_run:
-        from pathlib import Path
-
         from srfeat.training.run_folder import check_run_folder
 
         check_paths(config, resuming=args.resume, dry_run=True)
-        check_run_folder(config, Path(config.out_dir), args.resume, args.overwrite)
+        check_run_folder(config, config.resolve_path(config.out_dir), args.resume, args.overwrite)
         print(config.to_yaml(), end="")  # noqa: T201 - the checked config is the dry run's output
         return 0
 

@@ -286,9 +286,34 @@ def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_changes(saved_config: Any, config: dict[str, Any]) -> list[str]:
+# The config keys that name image folders: with both runs' resolved folders at hand (states written
+# since they are saved), those are compared, not the text, which can mean other folders elsewhere.
+FOLDER_KEYS = ("data.train_dirs", "validation.dir")
+
+
+def _folders(value: Any) -> dict[str, Any] | None:
+    """A state's resolved folders (`resolved_folders`), or None if it has none that look right."""
+    if not isinstance(value, dict) or set(value) != set(FOLDER_KEYS):
+        return None
+    train, validation = value["data.train_dirs"], value["validation.dir"]
+    if not isinstance(train, list) or not all(isinstance(folder, str) for folder in train):
+        return None
+    return value if validation is None or isinstance(validation, str) else None
+
+
+def config_changes(
+    saved_config: Any,
+    config: dict[str, Any],
+    saved_folders: Any = None,
+    folders: dict[str, Any] | None = None,
+) -> list[str]:
     """`key: old -> new` for each config key that a resume changes and that changes the run
-    (a batch size, a seed, the data: the resumed steps then differ from those it would have made)."""
+    (a batch size, a seed, the data: the resumed steps then differ from those it would have made).
+
+    With the saved run's resolved folders and this one's (`config.resolved_folders`), the image
+    folders are compared as absolute paths: a relative `data.train_dirs` resumed from another
+    working directory is other data, and another `datasets_dir` that finds the same folders is not.
+    """
     import yaml
 
     try:
@@ -298,6 +323,12 @@ def config_changes(saved_config: Any, config: dict[str, Any]) -> list[str]:
     if not isinstance(saved, dict):
         return []
     old, new = _flat(saved), _flat(config)
+    saved_folders = _folders(saved_folders)
+    if saved_folders is not None and folders is not None:
+        old.pop("datasets_dir", None)  # it matters only through the folders
+        new.pop("datasets_dir", None)
+        old.update(saved_folders)
+        new.update(folders)
     keys = sorted(key for key in old.keys() | new.keys() if key not in RESUMABLE_CHANGES)
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
 

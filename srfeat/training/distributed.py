@@ -94,6 +94,20 @@ def broadcast_object(value: Shared, context: DistributedContext) -> Shared:
     return box[0]
 
 
+def mean_across_processes(values: dict[str, torch.Tensor], context: DistributedContext) -> dict[str, torch.Tensor]:
+    """Each value averaged over the processes (every rank calls it with the same keys, in order).
+
+    A process's loss is that of its share of the global batch; the mean of the shares' means is
+    the global batch's, what one process with the whole batch computes.
+    """
+    if not context.enabled or not values:
+        return values
+    stacked = torch.stack([value.detach().float().reshape(()) for value in values.values()])
+    dist.all_reduce(stacked)
+    stacked /= context.world_size
+    return dict(zip(values, stacked.unbind(), strict=True))
+
+
 class SumAcrossProcesses(torch.autograd.Function):
     """The sum of a tensor over all processes, differentiable: the gradient is summed likewise.
 

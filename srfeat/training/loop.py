@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from srfeat.errors import TrainingDiverged
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
-from srfeat.training.distributed import barrier, broadcast_object
+from srfeat.training.distributed import barrier, broadcast_object, mean_across_processes
 from srfeat.training.ema import validate_generators
 from srfeat.training.interrupt import StopRequest, TrainingInterrupted, signal_name, stop_on_signals
 from srfeat.training.run_log import RunLog
@@ -168,7 +168,7 @@ class TrainingLoop:
                 return
             except Exception as error:
                 if self.progress.step > self.state.saved_at:
-                    self._save()
+                    self._save(shared=False)  # the other ranks are not logging now
                     if self.context.is_main:
                         logger.error(
                             "loading a batch failed after step %d (%s): checkpoint saved; once the cause is fixed, %s",
@@ -235,8 +235,14 @@ class TrainingLoop:
         max_minutes = self.config.train.max_minutes
         return max_minutes is not None and elapsed >= 60.0 * max_minutes
 
-    def _flush_log(self) -> None:
-        """Average the losses since the last log and write them; stops the run on a NaN."""
+    def _flush_log(self, shared: bool = True) -> None:
+        """Average the losses since the last log and write them; stops the run on a NaN.
+
+        Under DDP the values are those of the global batch, averaged over the ranks (each rank's are
+        of its share: rank 0's alone were logged, unlike one process's with the same batch), so every
+        rank also stops on a NaN at the same step. `shared` False: this rank alone flushes (a failed
+        batch load), with its own values.
+        """
         state, progress = self.state, self.progress
         if not state.summed_steps:
             return
@@ -246,7 +252,10 @@ class TrainingLoop:
             "steps_per_second": state.summed_steps / max(now - state.logged_at, 1e-9),
             "data_wait": state.data_wait / max(now - state.logged_at, 1e-9),
         }
-        values = {key: (total / state.summed_steps).item() for key, total in state.loss_sums.items()}
+        means = {key: total / state.summed_steps for key, total in state.loss_sums.items()}
+        if shared:
+            means = mean_across_processes(means, self.context)
+        values = {key: mean.item() for key, mean in means.items()}
         bad = [key for key, value in values.items() if not math.isfinite(value)]
         if bad:
             raise TrainingDiverged(
@@ -313,8 +322,8 @@ class TrainingLoop:
         else:
             logger.info("%s", message)
 
-    def _save(self) -> None:
-        self._flush_log()  # never save weights from after a NaN
+    def _save(self, shared: bool = True) -> None:
+        self._flush_log(shared)  # never save weights from after a NaN
         self._stop_if_diverged()
         self.trainer.save_checkpoint()
         self.state.saved_at = self.progress.step

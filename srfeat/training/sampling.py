@@ -22,7 +22,7 @@ from srfeat.training.distributed import DistributedContext
 from srfeat.training.interrupt import quiet_worker
 from srfeat.training.run_folder import close_inherited_locks
 
-__all__ = ["ResumableSampler", "SeededItems", "build_loader", "build_train_dataset"]
+__all__ = ["Repeated", "ResumableSampler", "SeededItems", "build_loader", "build_train_dataset"]
 
 
 class SeededItems(Dataset):
@@ -71,6 +71,21 @@ class ResumableSampler(DistributedSampler):
             yield index, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
 
 
+class Repeated(Dataset):
+    """`dataset` visited `times` times per epoch (data.repeat for the kinds whose items are fixed:
+    a centre crop, a prepared patch); item i is item i % len(dataset)."""
+
+    def __init__(self, dataset: Dataset, times: int) -> None:
+        self.dataset = dataset
+        self.times = times
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index % len(self.dataset)]  # type: ignore[arg-type]
+
+
 # Items in one epoch (images x data.repeat): COCO is 118,287, the authors' DIV2K patches 136,000.
 MAX_EPOCH_ITEMS = 10_000_000
 
@@ -81,11 +96,14 @@ def build_train_dataset(config: TrainingConfig) -> Dataset:
     # data.repeat is how to see images more often; a folder listed twice is more likely a slip
     folders = distinct_folders([config.resolve_path(d) for d in config.data.train_dirs], "data.train_dirs", "used once")
     data, scale = config.data, config.model.scale
-    if data.kind == "center_crop":
-        return CenterCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale)
-    if data.kind == "random_crop":
+    if data.kind == "random_crop":  # a new crop at each visit
         return RandomCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale, repeats=data.repeat)
-    return PairedPatchDataset(folders, scale=scale, hr_patch_size=data.hr_patch_size)
+    if data.kind == "center_crop":
+        dataset: Dataset = CenterCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale)
+    else:
+        dataset = PairedPatchDataset(folders, scale=scale, hr_patch_size=data.hr_patch_size)
+    # these kinds took data.repeat and ignored it: epochs of one visit, epoch milestones reached early
+    return Repeated(dataset, data.repeat) if data.repeat > 1 else dataset
 
 
 def _init_worker(worker_id: int) -> None:

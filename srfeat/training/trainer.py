@@ -38,7 +38,7 @@ from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import set_worker_threads
 from srfeat.training import checkpoint, networks
-from srfeat.training.config import TrainingConfig, check_paths
+from srfeat.training.config import TrainingConfig, check_paths, resolved_folders, vgg_weights_source
 from srfeat.training.distributed import (
     DistributedContext,
     FrozenAwareDDP,
@@ -111,7 +111,9 @@ class Trainer:
         overwrite: bool = False,
     ) -> None:
         self.config = config
-        self.out_dir = Path(out_dir if out_dir is not None else config.out_dir)
+        # `~` expanded as for every other path of the config: the generators' writer expands it, so a
+        # literal `~/runs/x` split a run between ./~/runs/x and $HOME/runs/x
+        self.out_dir = config.resolve_path(str(out_dir if out_dir is not None else config.out_dir))
         self.resume = resume
         # a new run in a folder that holds one replaces it only when asked (run_folder.py)
         self.overwrite = overwrite
@@ -234,7 +236,7 @@ class Trainer:
         else:
             from srfeat.archs.vgg import VGG19FeatureExtractor
 
-            vgg = VGG19FeatureExtractor(model.vgg_weights)
+            vgg = VGG19FeatureExtractor(vgg_weights_source(config))
             vgg = vgg.to(self.device, memory_format=self.memory_format)  # pyright: ignore[reportCallIssue]  # as in _prepare
             if self._winograd:
                 use_winograd(vgg)
@@ -290,6 +292,7 @@ class Trainer:
         state = {
             "stage": self.config.stage,
             "config": self.config.to_yaml(),
+            "folders": resolved_folders(self.config),  # what its relative paths meant (a resume compares)
             "generator": self.generator.state_dict(),
             "discriminators": {name: d.state_dict() for name, d in self.discriminators.items()},
             "discriminator_inputs": networks.DISCRIMINATOR_INPUTS,
@@ -316,7 +319,9 @@ class Trainer:
             raise ConfigError(
                 f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}"
             )
-        changes = checkpoint.config_changes(saved.get("config"), self.config.to_dict())
+        changes = checkpoint.config_changes(
+            saved.get("config"), self.config.to_dict(), saved.get("folders"), resolved_folders(self.config)
+        )
         if changes:
             logger.warning(
                 "resuming %s with a config that differs from its run's (%s): the run continues, but not as "

@@ -122,7 +122,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(errors[0])
     if origin is Literal:
         allowed = typing.get_args(tp)
-        if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
+        # of the allowed value's own type: `stage: 1.0` equals 1, passed, and its run was written with
+        # stage 1.0, which its resume refused as a damaged state (and True equals 1 too)
+        if not any(value == option and type(value) is type(option) for option in allowed):
             raise ConfigError(f"config key {key} must be one of {', '.join(map(repr, allowed))}, got {_shown(value)}")
         return value
     if origin is list:
