@@ -137,3 +137,19 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_rank_0s_step_with_a_checkpoint(
     assert stopped_at % 10 == 0, "DDP ranks read rank 0's clock and signal every 10 steps"
     state = checkpoint.load_state(tmp_path / "ddp" / checkpoint.STATE_FILE)
     assert state["step"] == stopped_at and state["world_size"] == 2
+
+
+def test_under_torchrun_rank_0_alone_reports_the_run(tmp_path) -> None:
+    """Each rank printed the result line (rank 1's without the validation) and the start-up lines."""
+    train_dir, validation_dir = write_image_folders(tmp_path / "images")
+    values = tiny_values(train_dir, validation_dir, tmp_path / "ddp")
+    values["train"].update(max_steps=2)
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(values))
+    command = [*TORCHRUN, "-m", "srfeat.cli", "train", str(config_path), "--no-progress"]
+    result = subprocess.run(command, cwd=REPO, env=TORCHRUN_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [line for line in result.stdout.splitlines() if line.startswith("stage 1: 2 steps")]
+    assert len(summaries) == 1 and "psnr" in summaries[0], result.stdout
+    validations = [line for line in result.stderr.splitlines() if "step 2: validation" in line]
+    assert len(validations) == 1, result.stderr[-3000:]

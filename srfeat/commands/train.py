@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         overwrite=args.overwrite,
     )
+    if not result.is_main:  # under torchrun: rank 0 reports the run
+        return 0
     summary = f"stage {config.stage}: {result.step} steps, run folder {result.out_dir}"
     if result.last_validation:
         summary += ", " + ", ".join(f"{key} {value:.4f}" for key, value in result.last_validation.items())

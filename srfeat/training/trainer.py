@@ -82,6 +82,7 @@ class RunResult:
     epoch: int
     last_validation: dict[str, float] | None
     best_psnr: float
+    is_main: bool = True  # under torchrun: rank 0's, which reports the run (the others' hold no validation)
 
 
 def configure_determinism(config: TrainingConfig) -> None:
@@ -415,7 +416,12 @@ class Trainer:
                 log.close()
                 barrier(context)
         return RunResult(
-            self.out_dir, self.progress.step, self.progress.epoch, last_validation, self.progress.best_psnr
+            self.out_dir,
+            self.progress.step,
+            self.progress.epoch,
+            last_validation,
+            self.progress.best_psnr,
+            self.context.is_main,
         )
 
 
@@ -432,7 +438,14 @@ def train(
     (replace its files, once the new run has been built) is given.
     """
     context = init_distributed(config.train.device)
+    # Under torchrun every rank would say what rank 0 says (the run's start, its validations): the
+    # others keep their warnings and errors, which may be their own.
+    srfeat_logger = logging.getLogger("srfeat")
+    level = srfeat_logger.level
+    if not context.is_main:
+        srfeat_logger.setLevel(max(level, logging.WARNING))
     try:
         return Trainer(config, out_dir, resume, context, show_progress, overwrite).run()
     finally:
+        srfeat_logger.setLevel(level)
         shutdown(context)
