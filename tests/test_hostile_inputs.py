@@ -381,6 +381,18 @@ def test_bad_options_and_outputs_are_refused_before_any_work(tmp_path: Path, opt
     assert (tmp_path / "afile").read_text() == "a file, not a folder"
 
 
+@pytest.mark.parametrize("device", ["tpu", "mps"])
+def test_a_bad_device_is_refused_before_the_inputs_are_listed(tmp_path: Path, device: str) -> None:
+    """--device was checked when the model loaded: a missing input or an existing output was
+    reported first, and the device only on the run after those were fixed."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "out").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "out" / "a.png")
+    child = srfeat_cli("upscale", "a.png", "missing.png", "-o", "out/", "--device", device, cwd=tmp_path)
+    line = one_error_line(child, only=True)
+    assert f"device {device!r}" in line or f"device {device} " in line, line
+
+
 def test_links_to_an_input_and_link_loops_are_named(tmp_path: Path, model_path: Path) -> None:
     Image.fromarray(samples.astronaut()[:12, :10]).save(tmp_path / "a.png")
     (tmp_path / "link.png").symlink_to("a.png")

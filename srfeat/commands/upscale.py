@@ -157,6 +157,19 @@ def check_options(args: argparse.Namespace, formats: dict[str, str], readable: f
         return f"--tile must be a tile size in pixels (or 0 for no tiling), got {args.tile}"
     if args.tile_pad is not None and args.tile_pad < 0:
         return f"--tile-pad must not be negative, got {args.tile_pad}"
+    return device_problem(args.device)
+
+
+def device_problem(device: str) -> str | None:
+    """--device before the inputs: an unknown name (or a GPU that is not there) was found only once
+    every input had been listed and every output planned, after their errors."""
+    from srfeat.errors import InvalidOptionError
+    from srfeat.inference.upscaler import resolve_device
+
+    try:
+        resolve_device(device)
+    except InvalidOptionError as error:
+        return str(error)
     return None
 
 
