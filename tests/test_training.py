@@ -299,6 +299,17 @@ def test_dry_run_of_a_paper_config_names_the_missing_folder(name, missing, tmp_p
     with pytest.raises(ConfigError, match=f"training folder not found: {missing}") as error:
         command(str(REPO / "configs" / "paper" / name), "--dry-run")
     assert "\n" not in str(error.value)
+    # the folder is named outright, not under {datasets_dir}: the hint was to set datasets_dir or
+    # SRFEAT_DATASETS, which does not move it
+    assert "data.train_dirs=[" in str(error.value) and "SRFEAT_DATASETS" not in str(error.value), error.value
+
+
+def test_a_missing_folder_under_datasets_dir_says_to_set_it(tmp_path, monkeypatch) -> None:
+    from srfeat.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="set datasets_dir or SRFEAT_DATASETS"):
+        command(str(REPO / "configs" / "dev" / "stage1.yaml"), "--dry-run", f"datasets_dir={tmp_path / 'none'}")
 
 
 def test_max_steps_then_resume_on_the_dev_config(datasets_dir, tmp_path, monkeypatch, capsys) -> None:

@@ -449,10 +449,14 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
         path = config.resolve_path(directory)
         if not path.is_dir():
             problem = "is a file, not a folder" if path.exists() else "not found"
-            raise ConfigError(
-                f"training folder {problem}: {path} "
-                f"(config key data.train_dirs; set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere)"
+            # datasets_dir moves only the folders written with {datasets_dir} (the dev configs'); the
+            # paper's and authors' configs name theirs outright, so the key itself is what to change.
+            where = (
+                f"set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere"
+                if "{datasets_dir}" in directory
+                else "give where the images are: data.train_dirs=[/path/to/folder]"
             )
+            raise ConfigError(f"training folder {problem}: {path} (config key data.train_dirs; {where})")
     if config.validation.dir is not None:
         path = config.resolve_path(config.validation.dir)
         if not path.is_dir():
