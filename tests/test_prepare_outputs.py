@@ -95,3 +95,12 @@ def test_the_hidden_folders_of_a_killed_run_are_removed_by_the_next(tmp_path: Pa
     write_png(running / "a_000.png", np.zeros((64, 64, 3), np.uint8))
     assert srfeat_cli(*args, "--overwrite", cwd=tmp_path).returncode == 0
     assert (running / "a_000.png").is_file()
+
+
+def test_no_progress_bar_goes_into_a_pipe(tmp_path: Path) -> None:
+    """`srfeat prepare ... 2>&1 | tail` got tqdm's bar redrawn into the pipe (upscale and eval draw it
+    on a terminal only)."""
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:96, :96])
+    result = srfeat_cli("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "prepare:" not in result.stderr and "img/s" not in result.stderr, result.stderr

@@ -335,7 +335,9 @@ def _prepare_all(
 ) -> list[ImageOutcome]:
     """Every image's patches written to the staging folders; one outcome per path, in order."""
     outcomes: list[ImageOutcome] = []
-    bar = tqdm(total=len(paths), desc="prepare", unit="img", disable=not progress)
+    bar = tqdm(
+        total=len(paths), desc="prepare", unit="img", disable=None if progress else True
+    )  # None: a terminal only
     if workers <= 1:
         import torch
 
