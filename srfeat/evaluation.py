@@ -87,7 +87,7 @@ def make_upscaler(spec: str, scale: int, device: torch.device, tta: bool = False
 
     # The inference path users get (folded BatchNorm, fast convolutions), tiled as `srfeat upscale`
     # tiles: a benchmark image is smaller than a tile (the CPU's 1 GiB budget gives 320 x 320 input
-    # pixels; Set5, Set14 and BSD100 are at most 192 x 128), so it is scored whole, and a large
+    # pixels; no input of Set5, Set14 or BSD100 is over 192 a side), so it is scored whole, and a large
     # photo of a user's own set no longer needs gigabytes (tiling is exact up to float rounding).
     blend = parse_blend_spec(spec)
     upscaler = InferenceUpscaler(spec if blend is None else blend.build(), device=device, tta=tta)
