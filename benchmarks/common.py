@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from srfeat.files import write_file_atomically
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -234,11 +236,9 @@ def write_results(path: Path | None, section: str, data: dict[str, Any]) -> Path
     target = results_path(path)
     results = _read_results(target)
     results[section] = data
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # written beside and renamed: an interrupted write leaves the earlier sections whole
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, target)
+    # written beside and renamed (srfeat's own writer): an interrupted write leaves the earlier sections whole
+    text = (json.dumps(results, indent=2, sort_keys=True) + "\n").encode()
+    write_file_atomically(target, lambda handle: handle.write(text), len(text))
     print(f"\nwrote {section} to {target}")
     return target
 
