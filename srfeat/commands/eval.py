@@ -48,16 +48,6 @@ def _format_problem(name: str) -> str | None:
     return None
 
 
-def expand_home(args: argparse.Namespace) -> None:
-    """`~` in --json, --figure, --plane and --data expanded once, before anything uses them, so that
-    the file checked is the file written (`--json=~/r.json` reaches srfeat unexpanded by the shell)."""
-    for option in ("json", "figure", "plane"):
-        value = getattr(args, option)
-        if value:
-            setattr(args, option, str(Path(value).expanduser()))
-    args.data = [str(Path(folder).expanduser()) for folder in args.data]
-
-
 def _check_not_an_input(option: str, value: str, path: Path, args: argparse.Namespace) -> None:
     """An output is neither a model file nor in a --data folder, --overwrite or not: it would replace the
     checkpoint or an HR image, and a new file there is read as one of the set's images by the next run."""
@@ -197,7 +187,6 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.figures import comparison_figure
     from srfeat.plane import check_plane_metrics, plane_figure
 
-    expand_home(args)
     if args.plane:
         check_plane_metrics(args.metrics, args.model)
     check_outputs(args)
