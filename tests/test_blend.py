@@ -183,7 +183,7 @@ def test_cli_blend_of_different_architectures_is_one_line(tmp_path: Path) -> Non
     assert "head.weight is 8x3x9x9 in" in line and "but 16x3x9x9 in" in line and "wide.safetensors" in line
     assert not output.exists()
     process = srfeat_cli("blend", "default", "gan", "--alpha", "2", "-o", output)
-    assert one_error_line(process) == "ERROR: alpha must be between 0 and 1, got 2.0" and not output.exists()
+    assert one_error_line(process) == "ERROR: --alpha must be between 0 and 1, got 2.0" and not output.exists()
 
 
 def test_cli_blend_never_writes_over_its_own_input(tmp_path: Path) -> None:

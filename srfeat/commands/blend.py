@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.weights import generator_path, save_generator
     from srfeat.weights.blend import blend_generators, check_alpha
 
-    alpha = check_alpha(args.alpha)
+    alpha = check_alpha(args.alpha, "--alpha")
     output = Path(args.output).expanduser()
     # The files that will be read: a bundled name is its file in the package, which -o must not replace either.
     inputs = [generator_path(args.model_a), generator_path(args.model_b)]
