@@ -54,6 +54,7 @@ def test_authors_recipes_are_the_numbers_of_their_code() -> None:
             ["data/div2k_patches"],
             296,
         )
+        assert config.data.shuffle == "once"  # random.shuffle(lr_hr_list) before the epoch loop
         assert (config.train.batch_size, config.optim.lr, config.optim.beta1) == (9, 1e-4, 0.9)
     assert stage1.model.init == "authors" and stage1.train.epochs == 21
     lrs1 = [stage1.optim.lr * lr_factor(stage1, epoch, 0.0) for epoch in range(21)]

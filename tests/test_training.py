@@ -152,6 +152,27 @@ def test_a_resume_with_a_config_that_changes_the_run_names_the_changes(folders, 
     assert "train.batch_size: 2 -> 1; train.seed: 0 -> 7" in warning and "config.yaml" in warning, warning
 
 
+def test_a_config_key_newer_than_the_run_counts_as_its_default_on_resume(folders, tmp_path, caplog) -> None:
+    # A run saved by an srfeat without data.shuffle reshuffled every epoch: resuming it with the
+    # default is no change (it warned "data.shuffle: None -> 'every_epoch'"); with once it is one.
+    import yaml
+
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=2"]), out)
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+    older = yaml.safe_load(state["config"])
+    del older["data"]["shuffle"]
+    checkpoint.save_state({**state, "config": yaml.safe_dump(older)}, out / checkpoint.STATE_FILE)
+    with caplog.at_level("WARNING", logger="srfeat"):
+        train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3"]), out, resume=True)
+    assert not [r for r in caplog.records if "differs from its run's" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="srfeat"):
+        train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=4", "data.shuffle=once"]), out, True)
+    (warning,) = [r.getMessage() for r in caplog.records if "differs from its run's" in r.getMessage()]
+    assert "data.shuffle: 'every_epoch' -> 'once'" in warning, warning
+
+
 def test_resume_with_workers_sees_the_same_batches(folders, tmp_path) -> None:
     """Item seeds make crops independent of which DataLoader worker draws them."""
     train_dir, _ = folders
@@ -727,3 +748,42 @@ def test_a_resume_with_another_number_of_processes_says_so(folders, finished_run
         train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=3"]), out, resume=True)
     (warning,) = [r.getMessage() for r in caplog.records if "process(es)" in r.getMessage()]
     assert f"resuming {out} with 1 process(es) where the run had 2: the global batch (2 images a step)" in warning
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_data_shuffle_once_walks_one_order_every_epoch_and_every_epoch_draws_a_new_one(world_size: int) -> None:
+    from srfeat.training.distributed import DistributedContext
+    from srfeat.training.sampling import ResumableSampler
+
+    items = list(range(40))
+
+    def epoch_orders(reshuffle: bool) -> list[list[int]]:
+        orders = []
+        for epoch in range(3):
+            order: list[int] = []
+            for rank in range(world_size):
+                sampler = ResumableSampler(
+                    items,  # type: ignore[arg-type]  # any sized sequence serves
+                    DistributedContext(rank, world_size, rank, torch.device("cpu")),
+                    seed=7,
+                    reshuffle_every_epoch=reshuffle,
+                )
+                sampler.set_epoch(epoch)
+                order += [index for index, _ in sampler]
+            orders.append(order)
+        return orders
+
+    once = epoch_orders(reshuffle=False)
+    assert once[0] == once[1] == once[2] and sorted(once[0]) == items  # one permutation, walked again
+    every = epoch_orders(reshuffle=True)
+    assert every[0] == once[0] and every[1] != every[0] and sorted(every[1]) == items
+
+
+@pytest.mark.parametrize(("shuffle", "reshuffles"), [("once", False), ("every_epoch", True)])
+def test_the_config_data_shuffle_reaches_the_sampler(folders, tmp_path, shuffle: str, reshuffles: bool) -> None:
+    from srfeat.training.distributed import DistributedContext
+    from srfeat.training.sampling import build_loader
+
+    config = tiny_config(folders[0], None, tmp_path, 1, [f"data.shuffle={shuffle}", "data.num_workers=0"])
+    _, sampler, _ = build_loader(config, DistributedContext(0, 1, 0, torch.device("cpu")), torch.device("cpu"))
+    assert sampler.reshuffle_every_epoch is reshuffles

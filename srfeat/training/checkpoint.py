@@ -306,6 +306,7 @@ def config_changes(
     config: dict[str, Any],
     saved_folders: Any = None,
     folders: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> list[str]:
     """`key: old -> new` for each config key that a resume changes and that changes the run
     (a batch size, a seed, the data: the resumed steps then differ from those it would have made).
@@ -313,6 +314,8 @@ def config_changes(
     With the saved run's resolved folders and this one's (`config.resolved_folders`), the image
     folders are compared as absolute paths: a relative `data.train_dirs` resumed from another
     working directory is other data, and another `datasets_dir` that finds the same folders is not.
+    A key the saved config lacks (one added to srfeat since) counts as its value in `defaults`, the
+    behaviour the run had.
     """
     import yaml
 
@@ -322,7 +325,7 @@ def config_changes(
         saved = None
     if not isinstance(saved, dict):
         return []
-    old, new = _flat(saved), _flat(config)
+    old, new = _flat(defaults or {}) | _flat(saved), _flat(config)
     saved_folders = _folders(saved_folders)
     if saved_folders is not None and folders is not None:
         old.pop("datasets_dir", None)  # it matters only through the folders

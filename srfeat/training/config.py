@@ -94,6 +94,10 @@ class DataConfig:
     # Each epoch visits every image (or patch) this many times (random_crop: a new crop each time;
     # center_crop and patches: the same item again).
     repeat: int = 1
+    # The order of an epoch: "every_epoch" draws a new permutation of the items each epoch (from
+    # train.seed and the epoch); "once" draws one (from train.seed) and walks it every epoch, as
+    # the authors' main_gan_init.py and main_gan_train.py do.
+    shuffle: Literal["every_epoch", "once"] = "every_epoch"
     # DataLoader worker processes per training process (0: load in the main process).
     num_workers: int = 4
     # Page-locked host memory for batches, for faster copies to a GPU.

@@ -1,9 +1,10 @@
 """The training data of a run: seeded items, a resumable sampler, the DataLoader.
 
 Exact resumption: every training item is drawn with its own seed (from the run's seed, the
-epoch and the item's index), the data order of an epoch comes from (seed, epoch), and the
-run's state records how many batches of the current epoch are done; so a resumed run sees the
-same batches as an uninterrupted one, whatever the number of DataLoader workers.
+epoch and the item's index), the data order of an epoch comes from (seed, epoch) (from the seed
+alone with `data.shuffle: once`), and the run's state records how many batches of the current
+epoch are done; so a resumed run sees the same batches as an uninterrupted one, whatever the
+number of DataLoader workers.
 """
 
 from __future__ import annotations
@@ -55,15 +56,18 @@ class ResumableSampler(DistributedSampler):
     samples that one process with batch W*B sees, batch by batch.
     """
 
-    def __init__(self, dataset: Dataset, context: DistributedContext, seed: int) -> None:
+    def __init__(
+        self, dataset: Dataset, context: DistributedContext, seed: int, reshuffle_every_epoch: bool = True
+    ) -> None:
         super().__init__(
             dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True
         )
+        self.reshuffle_every_epoch = reshuffle_every_epoch
         self.start = 0  # position in this rank's share at which the next epoch begins
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         generator = torch.Generator()
-        generator.manual_seed(self.seed + self.epoch)
+        generator.manual_seed(self.seed + (self.epoch if self.reshuffle_every_epoch else 0))
         order = torch.randperm(len(self.dataset), generator=generator).tolist()[: self.total_size]  # type: ignore[arg-type]
         share = order[self.rank : self.total_size : self.num_replicas]
         for position in range(self.start, len(share)):
@@ -122,7 +126,7 @@ def build_loader(
             f"an epoch of {len(dataset):,} training items is more than {MAX_EPOCH_ITEMS:,}: lower data.repeat "
             "(train.epochs and train.max_steps set the run's length)"
         )
-    sampler = ResumableSampler(dataset, context, config.train.seed)
+    sampler = ResumableSampler(dataset, context, config.train.seed, config.data.shuffle == "every_epoch")
     data = config.data
     use_pinned = data.pin_memory and device.type == "cuda"
     loader = DataLoader(

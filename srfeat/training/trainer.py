@@ -321,7 +321,11 @@ class Trainer:
                 f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}"
             )
         changes = checkpoint.config_changes(
-            saved.get("config"), self.config.to_dict(), saved.get("folders"), resolved_folders(self.config)
+            saved.get("config"),
+            self.config.to_dict(),
+            saved.get("folders"),
+            resolved_folders(self.config),
+            defaults=TrainingConfig().to_dict(),
         )
         if changes:
             logger.warning(
