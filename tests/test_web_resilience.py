@@ -606,3 +606,21 @@ def test_a_double_click_on_again_runs_the_image_again_once(server: Server, brows
     page.wait_for_timeout(500)  # a second job, had one been sent, is listed by now
     expect(rerun).to_have_count(1)
     page.context.close()
+
+
+def test_a_long_file_name_in_a_message_wraps_inside_its_card(server: Server, browser: Browser) -> None:
+    """A refusal names the file, and a name is one long word: it pushed the whole page sideways on a phone,
+    and at desktop width ran out of the list (the end of the message out of sight, a sideways scroll bar)."""
+    page = _page(browser, server, 375, 740)
+    name = "scan_" + "0123456789" * 12 + ".png"
+    page.set_input_files("#files", files=[_file(name, b"not an image")])
+    status = job_card(page, name[:40]).locator(".status")
+    expect(status).to_contain_text("is not an image srfeat can read", timeout=30_000)
+    for width in (375, 1280):
+        page.set_viewport_size({"width": width, "height": 740})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        sidebar = page.eval_on_selector("#sidebar", "element => [element.scrollWidth, element.clientWidth]")
+        assert sidebar[0] <= sidebar[1], (width, sidebar)
+        box, card = status.bounding_box(), job_card(page, name[:40]).bounding_box()
+        assert box is not None and card is not None and box["x"] + box["width"] <= card["x"] + card["width"]
+    page.context.close()
