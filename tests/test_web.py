@@ -731,6 +731,32 @@ def test_bad_serve_options_are_one_line_errors_before_anything_loads() -> None:
         assert stdout == "", options  # it never listened, nor built the network
 
 
+def test_an_upload_whose_result_its_format_cannot_hold_is_refused_at_once(server: Server) -> None:
+    """A WebP 4100 pixels wide upscales to 16400, over WebP's 16383 (a JPEG's limit is 65500): the job ran
+    its whole upscale, then failed with "internal error (ValueError: encoding error 5 ...)" and a traceback."""
+    session = "formats"
+    try:
+        for name, width, image_format, fits in (
+            ("wide.webp", 4096, "WEBP", False),
+            ("long.jpg", 16376, "JPEG", False),
+            ("fits.webp", 4095, "WEBP", True),
+        ):
+            buffer = io.BytesIO()
+            Image.new("RGB", (1, width)).save(buffer, format=image_format)  # tall: the limit is per side
+            answer = upload(server, session, name, buffer.getvalue())
+            if fits:
+                assert answer.status == 201, answer.body
+                continue
+            kind, most = ("WebP", 16383) if image_format == "WEBP" else ("JPEG", 65500)
+            assert answer.status == 413, answer.body
+            assert answer.error() == (
+                f"{name} would be upscaled to 4x{4 * width}, over {kind}'s limit of {most} pixels per side "
+                "(the result is written in the upload's format): convert it to PNG or TIFF and upload that"
+            )
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
 def test_a_long_non_ascii_name_is_kept_within_file_name_limits(server: Server) -> None:
     name = "写真" * 45 + ".png"  # 90 characters, 274 bytes of UTF-8
     job = upload(server, "names", name, png_bytes(16))
