@@ -791,8 +791,11 @@ def test_api_misuse_gets_a_reason_that_says_what_to_do(server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def limited_server() -> Iterator[Server]:
-    """A server with small queue limits: 2 images waiting per page, 1.5 MB held in all."""
-    started = start_server("--max-upload-mb", "1", "--max-held-mb", "1.5", "--max-queued", "2")
+    """A server with small queue limits: 2 images waiting per page, 1.5 MB held in all (and a pixel limit
+    over PIL's own)."""
+    started = start_server(
+        "--max-upload-mb", "1", "--max-held-mb", "1.5", "--max-queued", "2", "--max-megapixels", "200"
+    )
     yield started
     stop_server(started)
 
@@ -824,6 +827,20 @@ def test_images_of_a_damaged_upload_and_of_a_failed_job_are_errors_not_crashes(l
         events.close()
         call(server, "POST", f"/api/sessions/{session}/close")
     assert "Traceback" not in server.log_text(), server.log_text()
+
+
+def test_max_megapixels_over_pils_own_limit_is_the_limit(limited_server: Server) -> None:
+    """PIL refuses an image over 179 MP as a possible decompression bomb: with --max-megapixels 200, a 182 MP
+    upload was refused all the same, "(... exceeds limit of 178956970 pixels ...)", and not a word of the option."""
+    session = "megapixels"
+    try:
+        accepted = upload(limited_server, session, "pano.png", _png_header_only(13500, 13500))  # 182 MP
+        assert accepted.status == 201, accepted.body
+        over = upload(limited_server, session, "over.png", _png_header_only(15000, 15000))  # 225 MP
+        assert over.status == 413
+        assert "over.png is 15000x15000 (225 megapixels), over this server's limit of 200 megapixels" in over.error()
+    finally:
+        call(limited_server, "POST", f"/api/sessions/{session}/close")
 
 
 def test_queued_uploads_and_bytes_held_are_bounded(limited_server: Server, browser: Browser) -> None:

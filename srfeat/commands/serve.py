@@ -155,6 +155,8 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         raise SRFeatError(
             f'srfeat serve needs the web extra ({error.name} is missing): pip install -e ".[web]" in srfeat\'s folder'
         ) from error
+    from PIL import Image
+
     from srfeat.inference import Upscaler
     from srfeat.inference.upscaler import resolve_device
     from srfeat.web.jobs import JobQueue, ModelChoice, remove_stale_temporaries
@@ -175,6 +177,12 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
             args.host,
             port,
         )
+    max_pixels = int(args.max_megapixels * 1e6)
+    # PIL refuses an image over twice its MAX_IMAGE_PIXELS (179 MP) as a possible decompression bomb, and
+    # warns over it: with a larger --max-megapixels, that image was refused all the same. This server's own
+    # limit, checked from the header before anything is decoded, decides (raised, never lowered).
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     remove_stale_temporaries()
     queue = JobQueue(
         make_upscaler, max_waiting_per_session=args.max_queued, max_held_bytes=int(args.max_held_mb * 2**20)
@@ -184,7 +192,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         queue,
         Limits(
             max_upload_bytes=int(args.max_upload_mb * 2**20),
-            max_pixels=int(args.max_megapixels * 1e6),
+            max_pixels=max_pixels,
             upload_timeout_seconds=args.upload_timeout,
         ),
         # On a loopback address, a page elsewhere that points its own name here (DNS rebinding) is
