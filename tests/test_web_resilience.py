@@ -624,3 +624,29 @@ def test_a_long_file_name_in_a_message_wraps_inside_its_card(server: Server, bro
         box, card = status.bounding_box(), job_card(page, name[:40]).bounding_box()
         assert box is not None and card is not None and box["x"] + box["width"] <= card["x"] + card["width"]
     page.context.close()
+
+
+def test_files_dropped_on_the_viewer_are_uploaded_and_a_dropped_link_is_named(server: Server, browser: Browser) -> None:
+    """The drop zone is a small box: files dropped on the viewer, most of the page, were ignored without a
+    word, and so was an image dragged from a web page (it comes as its address, not as a file)."""
+    page = _page(browser, server)
+    page.evaluate(
+        """() => {
+            const drop = (transfer) => document.getElementById("frame").dispatchEvent(
+                new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            const files = new DataTransfer();
+            files.items.add(new File(["not an image"], "onviewer.png", { type: "image/png" }));
+            drop(files);
+            const link = new DataTransfer();
+            link.setData("text/uri-list", "https://example.com/photos/cat.jpg?size=large");
+            drop(link);
+        }"""
+    )
+    expect(job_card(page, "onviewer.png").locator(".status")).to_contain_text(
+        "onviewer.png is not an image srfeat can read", timeout=30_000
+    )
+    expect(job_card(page, "cat.jpg").locator(".status")).to_have_text(
+        "cat.jpg was not uploaded: what was dropped is a link, not a file (an image dragged from a web page "
+        "comes as its address); save the image, then drop or choose the saved file"
+    )
+    page.context.close()

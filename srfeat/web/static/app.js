@@ -646,12 +646,21 @@ function setupUploads() {
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
+    event.stopPropagation(); // taken here, not again by the page's own handler below
     drop.classList.remove("over");
-    for (const file of event.dataTransfer.files) upload(file);
+    dropped(event.dataTransfer);
   });
-  // Dropping a file anywhere else must not make the browser navigate away from the page.
+  // Files dropped anywhere on the page are taken (the viewer is most of it: dropped there, they were
+  // ignored without a word), and the browser does not navigate away from the page to show them.
+  // (Text dragged within the page itself is no upload gone wrong: it is let be.)
+  let dragFromPage = false;
+  document.addEventListener("dragstart", () => (dragFromPage = true));
+  document.addEventListener("dragend", () => (dragFromPage = false));
   window.addEventListener("dragover", (event) => event.preventDefault());
-  window.addEventListener("drop", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
+    event.preventDefault();
+    if (!dragFromPage) dropped(event.dataTransfer);
+  });
   $("download-all").addEventListener("click", () => {
     const link = document.createElement("a");
     link.href = `/api/sessions/${session}/results.zip`;
@@ -664,6 +673,24 @@ function setupUploads() {
   $("strength").addEventListener("input", () => {
     $("strength-value").textContent = Number($("strength").value).toFixed(2);
   });
+}
+
+function dropped(transfer) {
+  if (transfer.files.length) {
+    for (const file of transfer.files) upload(file);
+    return;
+  }
+  // An image dragged from a web page (or a link, or text) comes as its address, not as a file: say so,
+  // instead of nothing happening.
+  const link = transfer.getData("text/uri-list").split(/\r?\n/).find((line) => line && !line.startsWith("#"));
+  const text = (link || transfer.getData("text/plain")).trim();
+  if (!text) return;
+  const name = ((link && link.split(/[?#]/)[0].split("/").pop()) || text).slice(0, 80);
+  const error =
+    `${name} was not uploaded: what was dropped is ${link ? "a link" : "text"}, not a file (an image dragged ` +
+    "from a web page comes as its address); save the image, then drop or choose the saved file";
+  localItems.push({ localId: `dropped-${crypto.randomUUID()}`, name, state: "refused", error });
+  render();
 }
 
 function showUnsent() {
