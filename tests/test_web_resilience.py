@@ -457,6 +457,10 @@ def test_an_upload_removed_before_it_is_sent_is_not_sent(server: Server, browser
     page.wait_for_function("() => document.querySelectorAll('#jobs li').length === 3")
     while not held:  # the first upload is on its way (held here); the others wait their turn
         page.wait_for_timeout(50)
+    # Uploads go one at a time: the others said "uploading" too.
+    expect(job_card(page, "first.png").locator(".status")).to_have_text("uploading")
+    waiting = "waiting to upload: the images before it go first"
+    expect(job_card(page, "removed.png").locator(".status")).to_have_text(waiting)
     job_card(page, "removed.png").locator(".remove").click()
     expect(job_card(page, "removed.png")).to_have_count(0)
     held[0].continue_()

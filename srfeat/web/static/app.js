@@ -60,12 +60,15 @@ function formatBytes(n) {
 }
 
 function upload(file) {
-  const item = { localId: `local-${crypto.randomUUID()}`, name: file.name, state: "uploading", error: null };
+  // "waiting" until its turn: uploads go one at a time (every card said "uploading" at once).
+  const item = { localId: `local-${crypto.randomUUID()}`, name: file.name, state: "waiting", error: null };
   localItems.push(item);
   render();
   const choice = currentChoice();
   uploadChain = uploadChain.then(async () => {
     if (!localItems.includes(item)) return; // removed (x) while it waited its turn: not sent
+    item.state = "uploading";
+    render();
     if (file.size > config.max_upload_bytes) {
       refuse(item, `${file.name} is ${formatBytes(file.size)}, larger than this server's upload limit of ` +
         `${formatBytes(config.max_upload_bytes)} (start the server with a larger --max-upload-mb)`);
@@ -182,6 +185,8 @@ function statusText(job) {
     return "waiting for the server: the connection is lost";
   }
   switch (job.state) {
+    case "waiting":
+      return "waiting to upload: the images before it go first";
     case "uploading":
       return "uploading";
     case "held":
@@ -424,7 +429,7 @@ window.addEventListener("pagehide", (event) => {
   try {
     sessionStorage.setItem(SESSION_KEY, session);
     // Uploads not sent yet die with the page: the reloaded page names them, so none goes missing unsaid.
-    const unsent = localItems.filter((item) => item.state === "uploading" || item.state === "held");
+    const unsent = localItems.filter((item) => ["waiting", "uploading", "held"].includes(item.state));
     sessionStorage.setItem(UNSENT_KEY, JSON.stringify(unsent.map((item) => item.name)));
   } catch (error) {
     // storage turned off: the reloaded page starts a new session
