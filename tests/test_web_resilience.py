@@ -47,7 +47,9 @@ MAX_QUEUED = 3
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    started = start_server("--upload-timeout", str(UPLOAD_TIMEOUT), "--max-queued", str(MAX_QUEUED))
+    # --max-megapixels 0.25: the page's hint once rounded it to 0.3 (the images here are at most 0.07 MP).
+    options = ("--upload-timeout", str(UPLOAD_TIMEOUT), "--max-queued", str(MAX_QUEUED), "--max-megapixels", "0.25")
+    started = start_server(*options)
     yield started
     stop_server(started)
 
@@ -653,4 +655,12 @@ def test_files_dropped_on_the_viewer_are_uploaded_and_a_dropped_link_is_named(se
         "cat.jpg was not uploaded: what was dropped is a link, not a file (an image dragged from a web page "
         "comes as its address); save the image, then drop or choose the saved file"
     )
+    page.context.close()
+
+
+def test_the_pages_limits_name_the_megapixels_the_server_takes(server: Server, browser: Browser) -> None:
+    """Rounded to one decimal, --max-megapixels 0.25 read "0.3 megapixels" (a 0.28 MP image, refused, looked
+    allowed), and 0.04 read "0 megapixels"."""
+    page = _page(browser, server)
+    expect(page.locator("#limits")).to_have_text("up to 100 MB and 0.25 megapixels per image; upscaling on cpu")
     page.context.close()

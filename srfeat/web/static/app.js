@@ -713,6 +713,13 @@ function showUnsent() {
   render();
 }
 
+// The megapixels as the server's refusal names them (Python's :g): rounded to one decimal, a limit of
+// 0.25 read 0.3 and one of 0.04 read 0.
+function limitsText(limits) {
+  const megapixels = +(limits.max_pixels / 1e6).toPrecision(6);
+  return `up to ${formatBytes(limits.max_upload_bytes)} and ${megapixels} megapixels per image; upscaling on ${limits.device}`;
+}
+
 async function start() {
   showUnsent();
   setupUploads();
@@ -723,9 +730,7 @@ async function start() {
     $("limits").textContent = "cannot reach the server: is srfeat serve still running?";
     return;
   }
-  $("limits").textContent =
-    `up to ${formatBytes(config.max_upload_bytes)} and ${+(config.max_pixels / 1e6).toFixed(1)} megapixels per image; ` +
-    `upscaling on ${config.device}`;
+  $("limits").textContent = limitsText(config);
   connect();
   setInterval(() => serverJobs.some((job) => job.state === "running") && render(), 1000);
   document.body.dataset.ready = "1";
