@@ -667,9 +667,18 @@ def test_bad_host_headers_are_named(header: str, reason: str) -> None:
 
 def test_only_loopback_hosts_localhost_and_the_given_name_pass_the_host_check() -> None:
     check = LoopbackHostCheck(app=None, names=["MyMachine"])  # type: ignore[arg-type]  # refusal() needs no app
-    for served in ("127.0.0.1:1", "127.0.0.2", "[::1]:80", "localhost:8000", "mymachine:8000"):
+    served_hosts = ("127.0.0.1:1", "127.0.0.2", "[::1]:80", "localhost:8000", "mymachine:8000", "[::ffff:7f00:1]:80")
+    for served in served_hosts:
         assert check.refusal([served]) is None, served
-    for refused in ("attacker.example:8000", "0.0.0.0", "[::]:80", "localhost.attacker.example", "10.0.0.1"):
+    refused_hosts = (
+        "attacker.example:8000",
+        "0.0.0.0",
+        "[::]:80",
+        "localhost.attacker.example",
+        "10.0.0.1",
+        "[::ffff:a00:1]",
+    )
+    for refused in refused_hosts:
         reason = check.refusal([refused])
         assert reason is not None and "DNS rebinding" in reason and "\n" not in reason, refused
     assert "exactly one Host header" in str(check.refusal([])) + str(check.refusal(["localhost", "localhost"]))
