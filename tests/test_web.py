@@ -715,6 +715,29 @@ def test_a_server_on_another_loopback_address_refuses_requests_naming_another_ho
     assert "anyone who can reach this machine" not in server.log_text()  # loopback: no warning
 
 
+def test_without_a_display_no_text_browser_takes_over_the_terminal(tmp_path: Path) -> None:
+    """Over SSH (no display), Python's webbrowser ran a text browser (www-browser: lynx, w3m) in the server's
+    terminal, in front of its log, until it was quit; the page needs JavaScript anyway."""
+    opened = tmp_path / "opened"
+    fake = tmp_path / "bin" / "www-browser"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" > {opened}\n')
+    fake.chmod(0o755)
+    env = {key: value for key, value in _environment().items() if key not in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")}
+    env.update(TERM="xterm", PATH=f"{fake.parent}{os.pathsep}{env.get('PATH', '')}")
+    command = [sys.executable, "-m", "srfeat.cli", "serve", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("srfeat serve: http://127.0.0.1:")
+        time.sleep(2)  # the browser is opened 0.5 s after the URL is printed
+        assert not opened.exists(), opened.read_text()
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert "no display to open a browser on: open http://127.0.0.1:" in stderr, stderr
+
+
 def test_bad_serve_options_are_one_line_errors_before_anything_loads() -> None:
     cases = {
         ("--max-upload-mb", "1e308"): "--max-upload-mb must be a number from 0.001 to 1e+06, got 1e+308",

@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import logging
 import math
+import os
 import signal
 import socket
 import sys
@@ -38,7 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network, no login)",
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
-    parser.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
+    parser.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="do not open the page in a browser (without a display, as over SSH, it is not opened anyway)",
+    )
     parser.add_argument(
         "--max-upload-mb", type=float, default=100.0, metavar="MB", help="largest file accepted (default 100 MB)"
     )
@@ -137,6 +142,19 @@ def is_loopback_address(address: str) -> bool:
     return ip.is_loopback
 
 
+def _open_browser(url: str) -> None:
+    """Open the page in the browser, unless there is no display to show one on (a session over SSH): Python's
+    webbrowser then runs a text browser (lynx, w3m) in this terminal, over the server's log, until it is quit,
+    and the page needs JavaScript. $BROWSER, when set, is the user's own choice and is used."""
+    graphical = sys.platform in ("win32", "darwin") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not graphical and not os.environ.get("BROWSER"):
+        logger.info("no display to open a browser on: open %s in a browser", url)
+        return
+    opener = threading.Timer(0.5, webbrowser.open, args=(url,))
+    opener.daemon = True  # a browser that has not returned does not keep the stopped server from exiting
+    opener.start()
+
+
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
     listener = _listen(args.host, args.port)  # a bad host or a port in use fails before anything loads
@@ -223,7 +241,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         sys.stdout.flush()
         logger.info("upscaling on %s; Ctrl+C stops the server", device)
         if not args.no_browser:
-            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+            _open_browser(url)
         server.run(sockets=[listener])
     finally:
         for sig, handler in found.items():
