@@ -313,8 +313,13 @@ def test_a_view_the_server_cannot_build_says_why_on_its_label(server: Server, br
     page.check("input[name='resample'][value='bicubic']")
     expect(page.locator("#before-label")).to_have_text(f"original, bicubic \u00d74: not shown: {reason}")
     expect(page.locator("#announce")).to_contain_text("not shown")
+    # The label's end was under the other label; the broken picture's alt text was drawn, zoomed, across the frame.
+    before, after = page.locator("#before-label").bounding_box(), page.locator("#after-label").bounding_box()
+    assert before is not None and after is not None and before["x"] + before["width"] < after["x"], (before, after)
+    expect(page.locator("#before")).to_be_hidden()
     page.check("input[name='resample'][value='nearest']")  # another view: the label is its own again
     expect(page.locator("#before-label")).to_have_text("original, nearest \u00d74")
+    expect(page.locator("#before")).to_be_visible()
     tab.page.context.close()
 
 

@@ -611,7 +611,14 @@ function setupViewer() {
   window.addEventListener("resize", draw);
   // A view the server cannot build (too large for its free memory, a damaged file) says why on its
   // label, instead of a broken-image icon: the server's one-line reason is fetched again to show it.
-  for (const side of ["before", "after"]) $(side).addEventListener("error", () => explainMissingView(side));
+  // The picture that failed is hidden: the browser drew its alt text, enlarged with the zoom, across the frame.
+  for (const side of ["before", "after"]) {
+    $(side).addEventListener("error", () => {
+      $(side).classList.add("missing");
+      explainMissingView(side);
+    });
+    $(side).addEventListener("load", () => $(side).classList.remove("missing"));
+  }
 }
 
 async function explainMissingView(side) {
