@@ -753,6 +753,8 @@ def test_bad_serve_options_are_one_line_errors_before_anything_loads() -> None:
         ("--max-queued", "0"): "--max-queued must be a number from 1 to 100000, got 0",
         ("--host", "garbage..host"): "cannot listen on host 'garbage..host': not a valid host name",
         ("--host", "a" * 70): "each part between dots needs 1 to 63 characters",
+        # An address of another machine (TEST-NET-1): the advice was to choose another --port.
+        ("--host", "192.0.2.1"): "192.0.2.1 is not an address of this machine; give one of its own",
     }
     command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu"]
     runs = {

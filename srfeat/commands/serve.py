@@ -7,6 +7,7 @@ so `srfeat --help` and the other commands work without it.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import logging
 import math
@@ -124,9 +125,16 @@ def _listen(host: str, port: int) -> socket.socket:
         listener.bind(address)
     except OSError as error:
         listener.close()
-        raise SRFeatError(
-            f"cannot listen on {host}:{port}: {error.strerror}; choose another --port (or leave it out for a free one)"
-        ) from error
+        # What to change: the port for a port in use, but the address for one this machine does not have
+        # (an address it had on another network), where "choose another --port" sent the user the wrong way.
+        if error.errno == errno.EADDRNOTAVAIL:
+            advice = (
+                f"{host} is not an address of this machine; give one of its own (leave out --host for "
+                "127.0.0.1, this machine only)"
+            )
+        else:
+            advice = "choose another --port (or leave it out for a free one)"
+        raise SRFeatError(f"cannot listen on {host}:{port}: {error.strerror}; {advice}") from error
     listener.listen(64)
     return listener
 
