@@ -664,3 +664,32 @@ def test_the_pages_limits_name_the_megapixels_the_server_takes(server: Server, b
     page = _page(browser, server)
     expect(page.locator("#limits")).to_have_text("up to 100 MB and 0.25 megapixels per image; upscaling on cpu")
     page.context.close()
+
+
+def test_an_upload_that_reached_the_server_as_the_page_reloaded_is_not_called_unsent(
+    server: Server, browser: Browser
+) -> None:
+    """A reload just as an upload's answer was on its way: the server had made a job of it, and the reloaded
+    page showed that job and, beside it, a card saying the same image "was not uploaded ... add it again"."""
+    page = _page(browser, server)
+    reached: list[int] = []
+
+    def send_but_never_answer(route: Route) -> None:
+        reached.append(route.fetch().status)  # the server takes it; the page never hears back
+
+    page.route("**/api/jobs?*", send_but_never_answer)
+    page.set_input_files("#files", files=[_file("reached.png", png_bytes(16))])
+    while not reached:
+        page.wait_for_timeout(50)
+    assert reached == [201]
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    expect(page.locator("#jobs li[data-state='done']")).to_have_count(1, timeout=60_000)
+    page.wait_for_timeout(500)
+    assert "was not uploaded" not in page.locator("#jobs").inner_text()
+    assert job_card(page, "reached.png").count() == 1
+    # Removed, the job does not give way to that card again.
+    page.get_by_role("button", name="remove from the list: reached.png").click()
+    page.wait_for_timeout(500)
+    assert job_card(page, "reached.png").count() == 0
+    page.context.close()

@@ -378,6 +378,12 @@ function connect() {
     if (queued(jobs) < queued(serverJobs)) wakeHeldUploads();
     lostContact = false;
     serverJobs = jobs;
+    // A refused upload that is a job after all (the reload or the network cut it off as its answer came):
+    // the job stands for it, and its card, which said it was not uploaded, is not shown again.
+    const refs = new Set(jobs.map((job) => job.ref));
+    for (const item of localItems.filter((local) => local.state === "refused" && refs.has(local.localId))) {
+      localItems.splice(localItems.indexOf(item), 1);
+    }
     receivedAt = performance.now();
     if (selectedId && !serverJobs.some((job) => job.id === selectedId)) clearViewer();
     if (!selectedId) {
@@ -430,7 +436,8 @@ window.addEventListener("pagehide", (event) => {
     sessionStorage.setItem(SESSION_KEY, session);
     // Uploads not sent yet die with the page: the reloaded page names them, so none goes missing unsaid.
     const unsent = localItems.filter((item) => ["waiting", "uploading", "held"].includes(item.state));
-    sessionStorage.setItem(UNSENT_KEY, JSON.stringify(unsent.map((item) => item.name)));
+    // With its ref: one whose whole file had reached the server is a job there, and is shown as that job.
+    sessionStorage.setItem(UNSENT_KEY, JSON.stringify(unsent.map((item) => ({ name: item.name, ref: item.localId }))));
   } catch (error) {
     // storage turned off: the reloaded page starts a new session
   }
@@ -706,16 +713,19 @@ function dropped(transfer) {
 }
 
 function showUnsent() {
-  let names = [];
+  let unsent = [];
   try {
-    names = JSON.parse(sessionStorage.getItem(UNSENT_KEY) || "[]");
+    unsent = JSON.parse(sessionStorage.getItem(UNSENT_KEY) || "[]");
     sessionStorage.removeItem(UNSENT_KEY);
   } catch (error) {
     return;
   }
-  for (const name of Array.isArray(names) ? names : []) {
+  for (const { name, ref } of Array.isArray(unsent) ? unsent : []) {
     const error = `${name} was not uploaded: the page was reloaded before it was sent; add it again`;
-    localItems.push({ localId: `unsent-${crypto.randomUUID()}`, name: String(name), state: "refused", error });
+    // Under its upload's ref: if the server made a job of it after all (the reload came as its answer was
+    // on its way), the list shows that job instead of this card, which said the opposite.
+    const localId = typeof ref === "string" && ref.startsWith("local-") ? ref : `unsent-${crypto.randomUUID()}`;
+    localItems.push({ localId, name: String(name), state: "refused", error });
   }
   render();
 }
