@@ -1040,6 +1040,25 @@ def test_the_views_of_a_cmyk_upload_show_the_colours_of_its_result(server: Serve
         call(server, "POST", f"/api/sessions/{session}/close")
 
 
+def test_the_views_of_a_float_tiff_are_not_black(server: Server) -> None:
+    """srfeat reads a float grey TIFF as 0 to 1, and its result keeps it so; the original, bicubic and result
+    views took those values as 0 to 255: a black comparison."""
+    ramp = np.linspace(0.0, 1.0, 32 * 32, dtype=np.float32).reshape(32, 32)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp, mode="F").save(buffer, format="TIFF")
+    session = "float"
+    try:
+        job = json.loads(upload(server, session, "ramp.tif", buffer.getvalue()).body)
+        assert wait_for_result(server, session, job["id"]).status == 200
+        for kind in ("original", "bicubic", "result"):
+            view = call(server, "GET", f"/api/jobs/{job['id']}/{kind}?session={session}")
+            assert view.status == 200, (kind, view.body)
+            pixels = np.asarray(Image.open(io.BytesIO(view.body)).convert("L"))
+            assert pixels.min() <= 5 and pixels.max() >= 250, (kind, pixels.min(), pixels.max())
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
 def test_an_animation_is_shown_as_the_frame_that_was_upscaled(server: Server) -> None:
     """The original of an animated GIF was sent as it was: the browser played it beside a still result."""
     frames = [Image.new("RGB", (10, 10), (60 * n, 0, 0)) for n in range(3)]
