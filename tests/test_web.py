@@ -313,8 +313,13 @@ def test_a_view_the_server_cannot_build_says_why_on_its_label(server: Server, br
     page.check("input[name='resample'][value='bicubic']")
     expect(page.locator("#before-label")).to_have_text(f"original, bicubic \u00d74: not shown: {reason}")
     expect(page.locator("#announce")).to_contain_text("not shown")
+    # The label's end was under the other label; the broken picture's alt text was drawn, zoomed, across the frame.
+    before, after = page.locator("#before-label").bounding_box(), page.locator("#after-label").bounding_box()
+    assert before is not None and after is not None and before["x"] + before["width"] < after["x"], (before, after)
+    expect(page.locator("#before")).to_be_hidden()
     page.check("input[name='resample'][value='nearest']")  # another view: the label is its own again
     expect(page.locator("#before-label")).to_have_text("original, nearest \u00d74")
+    expect(page.locator("#before")).to_be_visible()
     tab.page.context.close()
 
 
@@ -667,9 +672,18 @@ def test_bad_host_headers_are_named(header: str, reason: str) -> None:
 
 def test_only_loopback_hosts_localhost_and_the_given_name_pass_the_host_check() -> None:
     check = LoopbackHostCheck(app=None, names=["MyMachine"])  # type: ignore[arg-type]  # refusal() needs no app
-    for served in ("127.0.0.1:1", "127.0.0.2", "[::1]:80", "localhost:8000", "mymachine:8000"):
+    served_hosts = ("127.0.0.1:1", "127.0.0.2", "[::1]:80", "localhost:8000", "mymachine:8000", "[::ffff:7f00:1]:80")
+    for served in served_hosts:
         assert check.refusal([served]) is None, served
-    for refused in ("attacker.example:8000", "0.0.0.0", "[::]:80", "localhost.attacker.example", "10.0.0.1"):
+    refused_hosts = (
+        "attacker.example:8000",
+        "0.0.0.0",
+        "[::]:80",
+        "localhost.attacker.example",
+        "10.0.0.1",
+        "[::ffff:a00:1]",
+    )
+    for refused in refused_hosts:
         reason = check.refusal([refused])
         assert reason is not None and "DNS rebinding" in reason and "\n" not in reason, refused
     assert "exactly one Host header" in str(check.refusal([])) + str(check.refusal(["localhost", "localhost"]))
@@ -706,6 +720,29 @@ def test_a_server_on_another_loopback_address_refuses_requests_naming_another_ho
     assert "anyone who can reach this machine" not in server.log_text()  # loopback: no warning
 
 
+def test_without_a_display_no_text_browser_takes_over_the_terminal(tmp_path: Path) -> None:
+    """Over SSH (no display), Python's webbrowser ran a text browser (www-browser: lynx, w3m) in the server's
+    terminal, in front of its log, until it was quit; the page needs JavaScript anyway."""
+    opened = tmp_path / "opened"
+    fake = tmp_path / "bin" / "www-browser"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" > {opened}\n')
+    fake.chmod(0o755)
+    env = {key: value for key, value in _environment().items() if key not in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")}
+    env.update(TERM="xterm", PATH=f"{fake.parent}{os.pathsep}{env.get('PATH', '')}")
+    command = [sys.executable, "-m", "srfeat.cli", "serve", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("srfeat serve: http://127.0.0.1:")
+        time.sleep(2)  # the browser is opened 0.5 s after the URL is printed
+        assert not opened.exists(), opened.read_text()
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert "no display to open a browser on: open http://127.0.0.1:" in stderr, stderr
+
+
 def test_bad_serve_options_are_one_line_errors_before_anything_loads() -> None:
     cases = {
         ("--max-upload-mb", "1e308"): "--max-upload-mb must be a number from 0.001 to 1e+06, got 1e+308",
@@ -716,6 +753,8 @@ def test_bad_serve_options_are_one_line_errors_before_anything_loads() -> None:
         ("--max-queued", "0"): "--max-queued must be a number from 1 to 100000, got 0",
         ("--host", "garbage..host"): "cannot listen on host 'garbage..host': not a valid host name",
         ("--host", "a" * 70): "each part between dots needs 1 to 63 characters",
+        # An address of another machine (TEST-NET-1): the advice was to choose another --port.
+        ("--host", "192.0.2.1"): "192.0.2.1 is not an address of this machine; give one of its own",
     }
     command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu"]
     runs = {
@@ -729,6 +768,32 @@ def test_bad_serve_options_are_one_line_errors_before_anything_loads() -> None:
         assert process.returncode == 1, (options, stderr)
         assert stderr.strip().count("\n") == 0 and cases[options] in stderr, (options, stderr)
         assert stdout == "", options  # it never listened, nor built the network
+
+
+def test_an_upload_whose_result_its_format_cannot_hold_is_refused_at_once(server: Server) -> None:
+    """A WebP 4100 pixels wide upscales to 16400, over WebP's 16383 (a JPEG's limit is 65500): the job ran
+    its whole upscale, then failed with "internal error (ValueError: encoding error 5 ...)" and a traceback."""
+    session = "formats"
+    try:
+        for name, width, image_format, fits in (
+            ("wide.webp", 4096, "WEBP", False),
+            ("long.jpg", 16376, "JPEG", False),
+            ("fits.webp", 4095, "WEBP", True),
+        ):
+            buffer = io.BytesIO()
+            Image.new("RGB", (1, width)).save(buffer, format=image_format)  # tall: the limit is per side
+            answer = upload(server, session, name, buffer.getvalue())
+            if fits:
+                assert answer.status == 201, answer.body
+                continue
+            kind, most = ("WebP", 16383) if image_format == "WEBP" else ("JPEG", 65500)
+            assert answer.status == 413, answer.body
+            assert answer.error() == (
+                f"{name} would be upscaled to 4x{4 * width}, over {kind}'s limit of {most} pixels per side "
+                "(the result is written in the upload's format): convert it to PNG or TIFF and upload that"
+            )
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
 
 
 def test_a_long_non_ascii_name_is_kept_within_file_name_limits(server: Server) -> None:
@@ -765,8 +830,11 @@ def test_api_misuse_gets_a_reason_that_says_what_to_do(server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def limited_server() -> Iterator[Server]:
-    """A server with small queue limits: 2 images waiting per page, 1.5 MB held in all."""
-    started = start_server("--max-upload-mb", "1", "--max-held-mb", "1.5", "--max-queued", "2")
+    """A server with small queue limits: 2 images waiting per page, 1.5 MB held in all (and a pixel limit
+    over PIL's own)."""
+    started = start_server(
+        "--max-upload-mb", "1", "--max-held-mb", "1.5", "--max-queued", "2", "--max-megapixels", "200"
+    )
     yield started
     stop_server(started)
 
@@ -798,6 +866,20 @@ def test_images_of_a_damaged_upload_and_of_a_failed_job_are_errors_not_crashes(l
         events.close()
         call(server, "POST", f"/api/sessions/{session}/close")
     assert "Traceback" not in server.log_text(), server.log_text()
+
+
+def test_max_megapixels_over_pils_own_limit_is_the_limit(limited_server: Server) -> None:
+    """PIL refuses an image over 179 MP as a possible decompression bomb: with --max-megapixels 200, a 182 MP
+    upload was refused all the same, "(... exceeds limit of 178956970 pixels ...)", and not a word of the option."""
+    session = "megapixels"
+    try:
+        accepted = upload(limited_server, session, "pano.png", _png_header_only(13500, 13500))  # 182 MP
+        assert accepted.status == 201, accepted.body
+        over = upload(limited_server, session, "over.png", _png_header_only(15000, 15000))  # 225 MP
+        assert over.status == 413
+        assert "over.png is 15000x15000 (225 megapixels), over this server's limit of 200 megapixels" in over.error()
+    finally:
+        call(limited_server, "POST", f"/api/sessions/{session}/close")
 
 
 def test_queued_uploads_and_bytes_held_are_bounded(limited_server: Server, browser: Browser) -> None:
@@ -954,6 +1036,25 @@ def test_the_views_of_a_cmyk_upload_show_the_colours_of_its_result(server: Serve
         assert 150 < colours["result"][2] and colours["result"][1] < 170, colours  # the deep blue
         for kind in ("original", "bicubic"):
             assert np.abs(colours[kind] - colours["result"]).max() <= 8, colours
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_the_views_of_a_float_tiff_are_not_black(server: Server) -> None:
+    """srfeat reads a float grey TIFF as 0 to 1, and its result keeps it so; the original, bicubic and result
+    views took those values as 0 to 255: a black comparison."""
+    ramp = np.linspace(0.0, 1.0, 32 * 32, dtype=np.float32).reshape(32, 32)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp, mode="F").save(buffer, format="TIFF")
+    session = "float"
+    try:
+        job = json.loads(upload(server, session, "ramp.tif", buffer.getvalue()).body)
+        assert wait_for_result(server, session, job["id"]).status == 200
+        for kind in ("original", "bicubic", "result"):
+            view = call(server, "GET", f"/api/jobs/{job['id']}/{kind}?session={session}")
+            assert view.status == 200, (kind, view.body)
+            pixels = np.asarray(Image.open(io.BytesIO(view.body)).convert("L"))
+            assert pixels.min() <= 5 and pixels.max() >= 250, (kind, pixels.min(), pixels.max())
     finally:
         call(server, "POST", f"/api/sessions/{session}/close")
 

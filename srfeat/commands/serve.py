@@ -7,9 +7,11 @@ so `srfeat --help` and the other commands work without it.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import logging
 import math
+import os
 import signal
 import socket
 import sys
@@ -38,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network, no login)",
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
-    parser.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
+    parser.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="do not open the page in a browser (without a display, as over SSH, it is not opened anyway)",
+    )
     parser.add_argument(
         "--max-upload-mb", type=float, default=100.0, metavar="MB", help="largest file accepted (default 100 MB)"
     )
@@ -119,9 +125,16 @@ def _listen(host: str, port: int) -> socket.socket:
         listener.bind(address)
     except OSError as error:
         listener.close()
-        raise SRFeatError(
-            f"cannot listen on {host}:{port}: {error.strerror}; choose another --port (or leave it out for a free one)"
-        ) from error
+        # What to change: the port for a port in use, but the address for one this machine does not have
+        # (an address it had on another network), where "choose another --port" sent the user the wrong way.
+        if error.errno == errno.EADDRNOTAVAIL:
+            advice = (
+                f"{host} is not an address of this machine; give one of its own (leave out --host for "
+                "127.0.0.1, this machine only)"
+            )
+        else:
+            advice = "choose another --port (or leave it out for a free one)"
+        raise SRFeatError(f"cannot listen on {host}:{port}: {error.strerror}; {advice}") from error
     listener.listen(64)
     return listener
 
@@ -135,6 +148,19 @@ def is_loopback_address(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+def _open_browser(url: str) -> None:
+    """Open the page in the browser, unless there is no display to show one on (a session over SSH): Python's
+    webbrowser then runs a text browser (lynx, w3m) in this terminal, over the server's log, until it is quit,
+    and the page needs JavaScript. $BROWSER, when set, is the user's own choice and is used."""
+    graphical = sys.platform in ("win32", "darwin") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not graphical and not os.environ.get("BROWSER"):
+        logger.info("no display to open a browser on: open %s in a browser", url)
+        return
+    opener = threading.Timer(0.5, webbrowser.open, args=(url,))
+    opener.daemon = True  # a browser that has not returned does not keep the stopped server from exiting
+    opener.start()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,6 +181,8 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         raise SRFeatError(
             f'srfeat serve needs the web extra ({error.name} is missing): pip install -e ".[web]" in srfeat\'s folder'
         ) from error
+    from PIL import Image
+
     from srfeat.inference import Upscaler
     from srfeat.inference.upscaler import resolve_device
     from srfeat.web.jobs import JobQueue, ModelChoice, remove_stale_temporaries
@@ -175,6 +203,12 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
             args.host,
             port,
         )
+    max_pixels = int(args.max_megapixels * 1e6)
+    # PIL refuses an image over twice its MAX_IMAGE_PIXELS (179 MP) as a possible decompression bomb, and
+    # warns over it: with a larger --max-megapixels, that image was refused all the same. This server's own
+    # limit, checked from the header before anything is decoded, decides (raised, never lowered).
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     remove_stale_temporaries()
     queue = JobQueue(
         make_upscaler, max_waiting_per_session=args.max_queued, max_held_bytes=int(args.max_held_mb * 2**20)
@@ -184,7 +218,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         queue,
         Limits(
             max_upload_bytes=int(args.max_upload_mb * 2**20),
-            max_pixels=int(args.max_megapixels * 1e6),
+            max_pixels=max_pixels,
             upload_timeout_seconds=args.upload_timeout,
         ),
         # On a loopback address, a page elsewhere that points its own name here (DNS rebinding) is
@@ -215,7 +249,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         sys.stdout.flush()
         logger.info("upscaling on %s; Ctrl+C stops the server", device)
         if not args.no_browser:
-            threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+            _open_browser(url)
         server.run(sockets=[listener])
     finally:
         for sig, handler in found.items():

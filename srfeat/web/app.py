@@ -45,6 +45,7 @@ from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import FORMATS
 from srfeat.library_warnings import WARNINGS_LOCK
 from srfeat.web.hosts import LoopbackHostCheck
+from srfeat.web.job import oversized_result
 from srfeat.web.jobs import Job, JobQueue, ModelChoice, QueueFullError, safe_file_name
 from srfeat.web.views import ViewTooLargeError, bicubic_view, browser_view
 
@@ -123,6 +124,8 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
             "start the server with a larger --max-megapixels)",
             413,
         )
+    if (oversized := oversized_result(name, width, height)) is not None:
+        raise UploadError(oversized, 413)
     return width, height
 
 

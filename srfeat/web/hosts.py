@@ -66,9 +66,14 @@ def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    # 127.0.0.1 written as IPv6 (a browser sends [::ffff:127.0.0.1] as [::ffff:7f00:1]), which Python
+    # before 3.13 does not count as loopback: a server on --host ::ffff:127.0.0.1 refused its own page.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 class LoopbackHostCheck:

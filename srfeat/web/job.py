@@ -18,7 +18,7 @@ from typing import Literal
 
 from srfeat.inference.image_files import output_extension
 
-__all__ = ["Job", "JobCancelledError", "ModelChoice", "State", "job_notes", "safe_file_name"]
+__all__ = ["Job", "JobCancelledError", "ModelChoice", "State", "job_notes", "oversized_result", "safe_file_name"]
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 # A file name may have 255 bytes (Linux, macOS, Windows): a stem of 150 leaves room for the
@@ -27,6 +27,9 @@ MAX_STEM_CHARACTERS = 100
 MAX_STEM_BYTES = 150
 MAX_SUFFIX_CHARACTERS = 10
 MAX_SUFFIX_BYTES = 16
+SCALE = 4  # the web app's results are the network's own 4x (no --outscale)
+# The most pixels per side of the formats a result is written in (the upload's own; the others hold more).
+RESULT_MAX_SIDE = {".webp": ("WebP", 16383), ".jpg": ("JPEG", 65500), ".jpeg": ("JPEG", 65500)}
 
 
 class JobCancelledError(Exception):
@@ -66,6 +69,18 @@ def safe_file_name(name: str) -> str:
     stem = _cut_utf8(stem[:MAX_STEM_CHARACTERS], MAX_STEM_BYTES) or "image"
     suffix = _cut_utf8(suffix[:MAX_SUFFIX_CHARACTERS], MAX_SUFFIX_BYTES)
     return f"{stem}.{suffix}" if suffix else stem
+
+
+def oversized_result(name: str, width: int, height: int) -> str | None:
+    """Why the result of a `width`x`height` upload named `name` cannot be written in its format (None: it
+    can), found at the upload: the job failed after its whole upscale, with the encoder's "internal error"."""
+    kind, most = RESULT_MAX_SIDE.get(output_extension(name), ("", 0))
+    if not most or SCALE * max(width, height) <= most:
+        return None
+    return (
+        f"{name} would be upscaled to {SCALE * width}x{SCALE * height}, over {kind}'s limit of {most} pixels per "
+        "side (the result is written in the upload's format): convert it to PNG or TIFF and upload that"
+    )
 
 
 def _cut_utf8(text: str, max_bytes: int) -> str:

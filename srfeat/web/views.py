@@ -75,6 +75,9 @@ def _displayable(image: Image.Image) -> Image.Image:
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     if image.mode.startswith("I;16") or image.mode == "I":
         image = image.point(lambda value: value / 257).convert("L")
+    elif image.mode == "F":
+        # Float grey (TIFF): 0 to 1, as srfeat reads it and its result keeps it (taken as 0 to 255: all black).
+        image = image.point(lambda value: value * 255 + 0.5).convert("L")
     return image.convert("RGBA" if has_alpha else "RGB")
 
 

@@ -60,12 +60,15 @@ function formatBytes(n) {
 }
 
 function upload(file) {
-  const item = { localId: `local-${crypto.randomUUID()}`, name: file.name, state: "uploading", error: null };
+  // "waiting" until its turn: uploads go one at a time (every card said "uploading" at once).
+  const item = { localId: `local-${crypto.randomUUID()}`, name: file.name, state: "waiting", error: null };
   localItems.push(item);
   render();
   const choice = currentChoice();
   uploadChain = uploadChain.then(async () => {
     if (!localItems.includes(item)) return; // removed (x) while it waited its turn: not sent
+    item.state = "uploading";
+    render();
     if (file.size > config.max_upload_bytes) {
       refuse(item, `${file.name} is ${formatBytes(file.size)}, larger than this server's upload limit of ` +
         `${formatBytes(config.max_upload_bytes)} (start the server with a larger --max-upload-mb)`);
@@ -182,6 +185,8 @@ function statusText(job) {
     return "waiting for the server: the connection is lost";
   }
   switch (job.state) {
+    case "waiting":
+      return "waiting to upload: the images before it go first";
     case "uploading":
       return "uploading";
     case "held":
@@ -373,6 +378,12 @@ function connect() {
     if (queued(jobs) < queued(serverJobs)) wakeHeldUploads();
     lostContact = false;
     serverJobs = jobs;
+    // A refused upload that is a job after all (the reload or the network cut it off as its answer came):
+    // the job stands for it, and its card, which said it was not uploaded, is not shown again.
+    const refs = new Set(jobs.map((job) => job.ref));
+    for (const item of localItems.filter((local) => local.state === "refused" && refs.has(local.localId))) {
+      localItems.splice(localItems.indexOf(item), 1);
+    }
     receivedAt = performance.now();
     if (selectedId && !serverJobs.some((job) => job.id === selectedId)) clearViewer();
     if (!selectedId) {
@@ -424,8 +435,9 @@ window.addEventListener("pagehide", (event) => {
   try {
     sessionStorage.setItem(SESSION_KEY, session);
     // Uploads not sent yet die with the page: the reloaded page names them, so none goes missing unsaid.
-    const unsent = localItems.filter((item) => item.state === "uploading" || item.state === "held");
-    sessionStorage.setItem(UNSENT_KEY, JSON.stringify(unsent.map((item) => item.name)));
+    const unsent = localItems.filter((item) => ["waiting", "uploading", "held"].includes(item.state));
+    // With its ref: one whose whole file had reached the server is a job there, and is shown as that job.
+    sessionStorage.setItem(UNSENT_KEY, JSON.stringify(unsent.map((item) => ({ name: item.name, ref: item.localId }))));
   } catch (error) {
     // storage turned off: the reloaded page starts a new session
   }
@@ -606,7 +618,14 @@ function setupViewer() {
   window.addEventListener("resize", draw);
   // A view the server cannot build (too large for its free memory, a damaged file) says why on its
   // label, instead of a broken-image icon: the server's one-line reason is fetched again to show it.
-  for (const side of ["before", "after"]) $(side).addEventListener("error", () => explainMissingView(side));
+  // The picture that failed is hidden: the browser drew its alt text, enlarged with the zoom, across the frame.
+  for (const side of ["before", "after"]) {
+    $(side).addEventListener("error", () => {
+      $(side).classList.add("missing");
+      explainMissingView(side);
+    });
+    $(side).addEventListener("load", () => $(side).classList.remove("missing"));
+  }
 }
 
 async function explainMissingView(side) {
@@ -646,12 +665,21 @@ function setupUploads() {
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
+    event.stopPropagation(); // taken here, not again by the page's own handler below
     drop.classList.remove("over");
-    for (const file of event.dataTransfer.files) upload(file);
+    dropped(event.dataTransfer);
   });
-  // Dropping a file anywhere else must not make the browser navigate away from the page.
+  // Files dropped anywhere on the page are taken (the viewer is most of it: dropped there, they were
+  // ignored without a word), and the browser does not navigate away from the page to show them.
+  // (Text dragged within the page itself is no upload gone wrong: it is let be.)
+  let dragFromPage = false;
+  document.addEventListener("dragstart", () => (dragFromPage = true));
+  document.addEventListener("dragend", () => (dragFromPage = false));
   window.addEventListener("dragover", (event) => event.preventDefault());
-  window.addEventListener("drop", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
+    event.preventDefault();
+    if (!dragFromPage) dropped(event.dataTransfer);
+  });
   $("download-all").addEventListener("click", () => {
     const link = document.createElement("a");
     link.href = `/api/sessions/${session}/results.zip`;
@@ -666,19 +694,47 @@ function setupUploads() {
   });
 }
 
+function dropped(transfer) {
+  if (transfer.files.length) {
+    for (const file of transfer.files) upload(file);
+    return;
+  }
+  // An image dragged from a web page (or a link, or text) comes as its address, not as a file: say so,
+  // instead of nothing happening.
+  const link = transfer.getData("text/uri-list").split(/\r?\n/).find((line) => line && !line.startsWith("#"));
+  const text = (link || transfer.getData("text/plain")).trim();
+  if (!text) return;
+  const name = ((link && link.split(/[?#]/)[0].split("/").pop()) || text).slice(0, 80);
+  const error =
+    `${name} was not uploaded: what was dropped is ${link ? "a link" : "text"}, not a file (an image dragged ` +
+    "from a web page comes as its address); save the image, then drop or choose the saved file";
+  localItems.push({ localId: `dropped-${crypto.randomUUID()}`, name, state: "refused", error });
+  render();
+}
+
 function showUnsent() {
-  let names = [];
+  let unsent = [];
   try {
-    names = JSON.parse(sessionStorage.getItem(UNSENT_KEY) || "[]");
+    unsent = JSON.parse(sessionStorage.getItem(UNSENT_KEY) || "[]");
     sessionStorage.removeItem(UNSENT_KEY);
   } catch (error) {
     return;
   }
-  for (const name of Array.isArray(names) ? names : []) {
+  for (const { name, ref } of Array.isArray(unsent) ? unsent : []) {
     const error = `${name} was not uploaded: the page was reloaded before it was sent; add it again`;
-    localItems.push({ localId: `unsent-${crypto.randomUUID()}`, name: String(name), state: "refused", error });
+    // Under its upload's ref: if the server made a job of it after all (the reload came as its answer was
+    // on its way), the list shows that job instead of this card, which said the opposite.
+    const localId = typeof ref === "string" && ref.startsWith("local-") ? ref : `unsent-${crypto.randomUUID()}`;
+    localItems.push({ localId, name: String(name), state: "refused", error });
   }
   render();
+}
+
+// The megapixels as the server's refusal names them (Python's :g): rounded to one decimal, a limit of
+// 0.25 read 0.3 and one of 0.04 read 0.
+function limitsText(limits) {
+  const megapixels = +(limits.max_pixels / 1e6).toPrecision(6);
+  return `up to ${formatBytes(limits.max_upload_bytes)} and ${megapixels} megapixels per image; upscaling on ${limits.device}`;
 }
 
 async function start() {
@@ -691,9 +747,7 @@ async function start() {
     $("limits").textContent = "cannot reach the server: is srfeat serve still running?";
     return;
   }
-  $("limits").textContent =
-    `up to ${formatBytes(config.max_upload_bytes)} and ${+(config.max_pixels / 1e6).toFixed(1)} megapixels per image; ` +
-    `upscaling on ${config.device}`;
+  $("limits").textContent = limitsText(config);
   connect();
   setInterval(() => serverJobs.some((job) => job.state === "running") && render(), 1000);
   document.body.dataset.ready = "1";
