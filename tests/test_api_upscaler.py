@@ -160,3 +160,10 @@ def test_an_image_too_big_for_memory_is_refused_before_its_pixels_are_converted(
             upscaler(huge)
         message = str(caught.value)
         assert "\n" not in message and "1200000x1200000 result needs about" in message, message
+
+
+def test_a_state_dict_given_as_the_model_says_how_to_build_its_generator() -> None:
+    """The message quoted the state dict's repr, tensors and all, over many lines."""
+    with pytest.raises(InvalidOptionError, match=r"got OrderedDict: a state dict\? .*generator_from_state") as caught:
+        Upscaler(tiny_generator().state_dict(), device="cpu")  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)

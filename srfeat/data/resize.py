@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from srfeat.errors import InvalidImageError, NotAnImageError
+from srfeat.errors import InvalidImageError, NotAnImageError, shown
 from srfeat.hardware import host_available_memory
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def _gather_in_bands(
 
 def _check_scale(scale: object) -> float:
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise InvalidImageError(f"imresize's scale must be a number, got {type(scale).__name__} {scale!r}"[:200])
+        raise InvalidImageError(f"imresize's scale must be a number, got {type(scale).__name__} {shown(scale)}")
     value = float(scale)
     if not (math.isfinite(value) and value > 0):
         raise InvalidImageError(f"imresize's scale must be a finite number above 0, got {scale}")
@@ -176,7 +176,7 @@ def _check_size(size: object) -> tuple[int, int]:
         or len(size) != 2
         or any(isinstance(n, bool) or not isinstance(n, whole) for n in size)
     ):
-        raise InvalidImageError(f"imresize's size must be (height, width), two whole numbers, got {size!r}"[:200])
+        raise InvalidImageError(f"imresize's size must be (height, width), two whole numbers, got {shown(size)}")
     height, width = int(size[0]), int(size[1])
     if height <= 0 or width <= 0:
         raise InvalidImageError(f"imresize's size must be positive, got {(height, width)}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.io import FLOAT_PIXEL_SLACK
-from srfeat.errors import InvalidImageError, InvalidOptionError, WeightsError
+from srfeat.errors import InvalidImageError, InvalidOptionError, WeightsError, shown
 from srfeat.inference.onnx_runner import is_onnx_file
 from srfeat.inference.tiling import count_non_finite, value_range
 from srfeat.weights.blend import check_alpha
@@ -92,9 +93,13 @@ def check_options(model: object, *, tile: object, tile_pad: object, strength: ob
     if isinstance(model, str) and not model.strip():
         raise InvalidOptionError("model is an empty string: give a bundled name (default, gan) or a checkpoint path")
     if not isinstance(model, (str, os.PathLike, SRFeatGenerator)):
+        hint = (
+            ": a state dict? build its generator with srfeat.weights.generator_from_state(state)"
+            if isinstance(model, Mapping)
+            else f" {shown(model)}"
+        )
         raise InvalidOptionError(
-            f"model must be a bundled name, a checkpoint path or an SRFeatGenerator, got {type(model).__name__} "
-            f"{model!r}"[:200]
+            f"model must be a bundled name, a checkpoint path or an SRFeatGenerator, got {type(model).__name__}{hint}"
         )
     if isinstance(model, SRFeatGenerator) and any(value.is_meta for value in model.state_dict().values()):
         raise InvalidOptionError(
