@@ -77,6 +77,18 @@ class FrameRange:
     start: int = 0
     stop: int | None = None
 
+    def __post_init__(self) -> None:
+        # A range built in Python (the command line's text is checked by parse_frame_range): FrameRange(2, 1)
+        # was taken, and the video was then said to end "before frame 2".
+        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (self.start, self.stop or 0))
+        if not whole or self.start < 0 or (self.stop is not None and self.stop <= self.start):
+            from srfeat.errors import InvalidOptionError
+
+            raise InvalidOptionError(
+                f"FrameRange({self.start!r}, {self.stop!r}): need whole numbers "
+                "0 <= start < stop (frames counted from 0, stop excluded; None: to the end)"
+            )
+
     @property
     def is_everything(self) -> bool:
         return self.start == 0 and self.stop is None
