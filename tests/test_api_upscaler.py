@@ -167,3 +167,9 @@ def test_a_state_dict_given_as_the_model_says_how_to_build_its_generator() -> No
     with pytest.raises(InvalidOptionError, match=r"got OrderedDict: a state dict\? .*generator_from_state") as caught:
         Upscaler(tiny_generator().state_dict(), device="cpu")  # type: ignore[arg-type]
     assert "\n" not in str(caught.value)
+
+
+def test_an_on_tile_that_cannot_be_called_is_an_option_error_before_anything_loads() -> None:
+    """It was taken, and the first image failed at its first tile with "'int' object is not callable"."""
+    with pytest.raises(InvalidOptionError, match="on_tile must be a function of \\(done, total\\) or None, got int"):
+        Upscaler("no_such_model", device="cpu", on_tile=3)  # type: ignore[arg-type]

@@ -249,6 +249,15 @@ def _imresize(
         raise InvalidImageError(f"imresize expects a tensor of shape (..., H, W), got {tuple(image.shape)}")
     if (scale is None) == (size is None):
         raise InvalidImageError("imresize needs exactly one of scale and size")
+    if image.dim() >= 3 and image.shape[-1] in (1, 3, 4) and min(image.shape[-3], image.shape[-2]) > 4:
+        logger.warning(  # a numpy image made a tensor as it is: its width and channels were resized
+            "imresize resizes the last two dimensions of the %s tensor, %dx%d pixels of %d channels: "
+            "channels last? use tensor.permute(2, 0, 1) (or imresize_np for HxWxC arrays)",
+            "x".join(map(str, image.shape)),
+            image.shape[-1],
+            image.shape[-2],
+            image.shape[-3],
+        )
     in_h, in_w = image.shape[-2], image.shape[-1]
     if scale is not None:
         scale = _check_scale(scale)

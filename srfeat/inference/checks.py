@@ -87,7 +87,9 @@ def check_pixels(image: torch.Tensor) -> None:
         )
 
 
-def check_options(model: object, *, tile: object, tile_pad: object, strength: object, **flags: object) -> None:
+def check_options(
+    model: object, *, tile: object, tile_pad: object, strength: object, on_tile: object = None, **flags: object
+) -> None:
     """The kinds of `Upscaler`'s options, before anything loads: a tile of 1.5 or "64" pixels, a
     strength of "0.3", or a flag given as "yes", is a mistake that would otherwise pass or fail deep inside."""
     if isinstance(model, str) and not model.strip():
@@ -111,6 +113,8 @@ def check_options(model: object, *, tile: object, tile_pad: object, strength: ob
             raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {value!r}")
     if strength is not None:
         check_alpha(strength, "strength", InvalidOptionError)  # type: ignore[arg-type]  # its kind is checked there
+    if on_tile is not None and not callable(on_tile):  # else a TypeError at the first image's first tile
+        raise InvalidOptionError(f"on_tile must be a function of (done, total) or None, got {type(on_tile).__name__}")
     for name, value in flags.items():
         if not isinstance(value, (bool, np.bool_)):
             raise InvalidOptionError(f"{name} must be True or False, got {type(value).__name__} {value!r}")

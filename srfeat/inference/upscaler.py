@@ -187,7 +187,14 @@ class Upscaler:
         on_tile: Callable[[int, int], None] | None = None,
     ) -> None:
         check_options(
-            model, tile=tile, tile_pad=tile_pad, strength=strength, compile=compile, progress=progress, tta=tta
+            model,
+            tile=tile,
+            tile_pad=tile_pad,
+            strength=strength,
+            on_tile=on_tile,
+            compile=compile,
+            progress=progress,
+            tta=tta,
         )
         self.backend = resolve_backend(backend, model)
         if self.backend == "onnxruntime" and (device is None or str(device) == "auto"):
