@@ -83,6 +83,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidOptionError(f"device {device} requested but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
+        # else CUDA's "invalid device ordinal" from inside the model's first `.to`
+        raise InvalidOptionError(
+            f"device {device} requested but there are {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
+        )
     return device
 
 
