@@ -394,6 +394,24 @@ def test_a_frame_range_built_in_python_is_checked_as_the_command_line_checks_it(
         FrameRange(start, stop)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"crf": "20"}, "crf must be a number or None, got str '20'"),
+        ({"codec": None}, "codec must be an encoder name"),
+        ({"frames": (0, 48)}, r"frames must be a FrameRange \(e.g. FrameRange\(0, 48\)\), got \(0, 48\)"),
+    ],
+)
+def test_video_options_of_the_wrong_kind_are_one_line_when_made(options: dict, message: str) -> None:
+    """A crf of "20" was a TypeError from inside the encoder set-up, frames of (0, 48) an AttributeError
+    once the video was open."""
+    from srfeat.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match=message):
+        VideoOptions(**options)
+    assert VideoOptions(crf=np.float32(20)).crf == 20
+
+
 def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
     tmp_path: Path, short_clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
