@@ -394,6 +394,19 @@ def test_a_frame_range_built_in_python_is_checked_as_the_command_line_checks_it(
         FrameRange(start, stop)  # type: ignore[arg-type]
 
 
+def test_an_upscaler_or_options_of_another_kind_are_one_line(
+    tmp_path: Path, short_clip: Path, model_path: Path
+) -> None:
+    """They were AttributeErrors ('str' object has no attribute 'scale', 'NoneType' ... 'frames')."""
+    from srfeat.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match=r"upscaler must be an srfeat.Upscaler .*got 'default'"):
+        upscale_video(short_clip, tmp_path / "out.mp4", "default", VideoOptions())  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match="options must be an srfeat.video.VideoOptions, got None"):
+        upscale_video(short_clip, tmp_path / "out.mp4", Upscaler(model_path, device="cpu"), None)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

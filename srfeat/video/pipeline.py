@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from srfeat.errors import SRFeatError, VideoError
+from srfeat.errors import InvalidOptionError, SRFeatError, VideoError, shown
 from srfeat.files import OutputExistsError, move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
 from srfeat.video.copied import (
@@ -112,6 +112,14 @@ def upscale_video(
     even one that appeared while `source` was upscaled: `srfeat.files.OutputExistsError` says so
     (before any frame is decoded for one that exists already). Paths may be str (`~` expanded).
     """
+    from srfeat.inference import Upscaler as Upscaler_  # torch: loaded by whoever made the upscaler
+
+    if not isinstance(upscaler, Upscaler_):  # "default": AttributeError 'scale' once the video was open
+        raise InvalidOptionError(
+            f"upscaler must be an srfeat.Upscaler (e.g. Upscaler('default')), got {shown(upscaler)}"
+        )
+    if not isinstance(options, VideoOptions):
+        raise InvalidOptionError(f"options must be an srfeat.video.VideoOptions, got {shown(options)}")
     source, target = Path(source).expanduser(), Path(target).expanduser()
     if not replace and (target.exists() or target.is_symlink()):  # not after minutes of upscaling
         raise OutputExistsError(f"{target} exists; it is kept: remove it, or pass replace=True to replace it")
