@@ -586,3 +586,14 @@ def test_export_from_python_refuses_what_it_cannot_export_in_one_line(tmp_path: 
         with pytest.raises(InvalidOptionError, match="strength must be between 0 and 1"):
             model_info("default", strength=strength)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_options_the_onnxruntime_backend_cannot_take_are_option_errors(tmp_path: Path) -> None:
+    """They were bare `SRFeatError`s: not the `InvalidOptionError` (a `ValueError`) the README promises
+    for an `Upscaler` option that cannot be used, so `except ValueError` missed them."""
+    from srfeat.errors import InvalidOptionError
+
+    path = srfeat_like_onnx(tmp_path / "nearest.onnx")
+    for options, message in (({"dtype": "bf16"}, "dtype='fp32'"), ({"compile": True}, r"compile=True")):
+        with pytest.raises(InvalidOptionError, match=message):
+            Upscaler(path, device="cpu", **options)

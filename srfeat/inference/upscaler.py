@@ -127,7 +127,7 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
 
 ONNX_PRECISION = (
     "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
-    "and leave --half/--bf16 out"
+    "and leave --half/--bf16 out (from Python: dtype='fp32')"
 )
 
 
@@ -139,13 +139,14 @@ def _onnx_runner(
     compile: bool,
 ) -> OnnxRunner:
     if device.type != "cpu":
-        raise SRFeatError(
-            f"the onnxruntime backend runs on the CPU; use --device cpu, or the torch backend on {device}"
+        raise InvalidOptionError(
+            "the onnxruntime backend runs on the CPU; use --device cpu (device='cpu'), "
+            f"or the torch backend on {device}"
         )
     if dtype != torch.float32:
-        raise SRFeatError(ONNX_PRECISION)
+        raise InvalidOptionError(ONNX_PRECISION)
     if compile:
-        raise SRFeatError("--compile applies to the torch backend only")
+        raise InvalidOptionError("--compile (compile=True) applies to the torch backend only")
     return load_onnx_runner(model, strength)
 
 
@@ -209,7 +210,7 @@ class Upscaler:
         # a CPU ("use fp32 or bf16") is the torch backend's, and onnxruntime would refuse bf16 next.
         requested = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
         if self.backend == "onnxruntime" and requested in (torch.float16, torch.bfloat16):
-            raise SRFeatError(ONNX_PRECISION)
+            raise InvalidOptionError(ONNX_PRECISION)
         self.dtype = resolve_dtype(dtype, self.device)
         if tile is not None and 0 < tile < MIN_TILE:
             # exact all the same, but each tile carries its padding: a 1-pixel tile is ~30x slower
