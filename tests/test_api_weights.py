@@ -171,3 +171,14 @@ def test_generators_given_where_paths_go_are_one_line_errors() -> None:
     with pytest.raises(WeightsError) as caught:
         blend_generators("default", "gan", np.full((3, 3), 0.5))  # type: ignore[arg-type]
     assert "\n" not in str(caught.value)
+
+
+def test_a_module_load_generator_could_not_read_back_is_not_saved(tmp_path: Path) -> None:
+    """An Upscaler's folded model has `scale`, `num_features` and `num_blocks` too: it was saved, and the
+    file was then refused by load_generator ("not an SRFeat generator")."""
+    from srfeat import Upscaler
+
+    folded = Upscaler(tiny_generator(), device="cpu").model
+    with pytest.raises(WeightsError, match="not saving .*load_generator could not read it back: InferenceGenerator"):
+        save_generator(folded, tmp_path / "folded.safetensors")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

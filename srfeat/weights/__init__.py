@@ -164,6 +164,14 @@ def generator_file(generator: SRFeatGenerator, path: PathArg, dtype: torch.dtype
         key: (value.to(dtype) if value.is_floating_point() else value).detach().cpu().contiguous()
         for key, value in generator.state_dict().items()
     }
+    try:  # what load_generator would refuse (an Upscaler's folded InferenceGenerator has other tensors)
+        check_layout(
+            {key.removeprefix("module."): tuple(value.shape) for key, value in state.items()},
+            {key.removeprefix("module.") for key, value in state.items() if value.is_floating_point()},
+            type(generator).__name__,
+        )
+    except WeightsError as error:
+        raise WeightsError(f"not saving {path}: load_generator could not read it back: {error}") from error
     problem = weight_problem(state.items())
     if problem is not None:
         raise WeightsError(f"not saving {path}: the generator's {problem}")
