@@ -8,6 +8,10 @@ The Python API, in the order one meets it:
 - `srfeat.weights`: `load_generator`, `save_generator`; `srfeat.weights.blend`;
 - `srfeat.archs.generator.SRFeatGenerator`, `srfeat.archs.discriminators`;
 - `srfeat.data.resize.imresize`: MATLAB's bicubic on tensors;
+- `srfeat.video.pipeline.upscale_video(source, target, upscaler, srfeat.video.VideoOptions())`:
+  a video through any `Upscaler` (the `video` extra);
+- `srfeat.export.onnx.export_onnx`: a generator as an ONNX file (the `onnx` extra);
+- `srfeat.training.config.load_config` and `srfeat.training.trainer.train`: `srfeat train`'s run;
 - `srfeat.errors`: what they raise. Every error about the caller's input is an `SRFeatError`
   with a one-line message; the input kinds are also `ValueError`s (`InvalidImageError`,
   `InvalidOptionError`, `WeightsError`, `MetricInputError`), a non-image a `TypeError`.

@@ -12,6 +12,8 @@ ValueError` catches bad values (`InvalidImageError`, `InvalidOptionError`, `Weig
 overwritten) is one too.
 """
 
+import reprlib
+
 __all__ = [
     "ConfigError",
     "ImageReadError",
@@ -73,3 +75,16 @@ class VideoError(SRFeatError, OSError):
 class MetricInputError(SRFeatError, ValueError):
     """Images PSNR, SSIM or NIQE cannot score: NaN or infinite pixels, a dtype or value range the
     metric does not read, shapes that differ, or nothing left after the border shave."""
+
+
+# Containers shown by their first items: a message quoting a caller's value stays short.
+_SHORT_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict, _SHORT_REPR.maxtuple = 2, 4, 4, 4
+_SHORT_REPR.maxstring, _SHORT_REPR.maxother = 80, 80
+
+
+def shown(value: object, limit: int = 100) -> str:
+    """`value`'s repr for a one-line message (not an error type): a tensor's, an array's or a
+    module's repr spans lines, and a message that quoted it was several lines long."""
+    text = " ".join(_SHORT_REPR.repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

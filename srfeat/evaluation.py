@@ -306,6 +306,9 @@ def evaluate(
     With `keep_figure_samples`, one image per folder (`figure_image` if the folder has it,
     else its first) is kept with every model's output and the bicubic baseline.
     """
+    for name, value in (("models", models), ("folders", folders), ("metrics", metrics)):
+        if isinstance(value, (str, Path)):  # its characters were taken one by one: "model b not found"
+            raise SRFeatError(f"{name} is a list: give [{str(value)!r}], not {str(value)!r}")
     metrics = _once_each(list(metrics), "--metrics") if metrics is not None else default_metrics()
     unknown = [metric for metric in metrics if metric not in KNOWN_METRICS]
     if unknown:

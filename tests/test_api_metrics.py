@@ -45,3 +45,16 @@ def test_niqe_where_it_is_undefined_raises_a_metric_input_error(y: np.ndarray, m
         niqe(y)
     with pytest.raises(ValueError, match=match):
         niqe(y)
+
+
+@pytest.mark.parametrize("flag", ["no", 0, None, 4])
+def test_a_test_y_channel_that_is_not_true_or_false_is_refused(flag: object) -> None:
+    """`psnr(sr, hr, 4, "no")` scored the Y channel (a non-empty string is true), 0 the RGB channels:
+    a number for another protocol than the caller meant, without a word."""
+    from srfeat.metrics import psnr, ssim
+
+    photo = data.astronaut()[:32, :32]
+    for metric in (psnr, ssim):
+        with pytest.raises(MetricInputError, match="test_y_channel must be True .* or False"):
+            metric(photo, photo, 4, test_y_channel=flag)  # type: ignore[arg-type]
+    assert psnr(photo, photo, 4, test_y_channel=np.bool_(False)) == math.inf

@@ -74,3 +74,25 @@ def test_integer_arrays_are_rounded_and_clipped_not_wrapped_around(dtype: type[n
 def test_rounding_each_pass_is_for_integer_pixels() -> None:
     with pytest.raises(InvalidImageError, match="round_each_pass rounds integer pixels; this array is float32"):
         imresize_np(np.ones((8, 8), np.float32), 0.5, round_each_pass=True)
+
+
+def test_a_channels_last_tensor_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """`imresize(torch.from_numpy(rgb), scale=0.5)` silently resized the width and the channels: a
+    16x16x3 image came back 16x8x2. `imresize_np` warned of the opposite mistake, this one did not."""
+    image = torch.rand(16, 12, 3)
+    with caplog.at_level("WARNING", logger="srfeat.data.resize"):
+        result = imresize(image, scale=0.5)
+    assert result.shape == (16, 6, 2)  # resized as asked: the last two dimensions
+    assert any("channels last? use tensor.permute(2, 0, 1)" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="srfeat.data.resize"):
+        imresize(torch.rand(3, 16, 3), scale=0.5)  # an RGB image 3 pixels wide
+        imresize(torch.rand(2, 3, 16, 12), scale=0.5)  # a batch
+    assert not caplog.records
+
+
+def test_a_large_value_quoted_in_an_error_stays_on_one_line() -> None:
+    """The value's repr was quoted, cut at 200 characters: an array's spans lines."""
+    with pytest.raises(InvalidImageError) as caught:
+        imresize(torch.rand(3, 8, 8), scale=np.full((4, 4), 0.5))  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 200

@@ -160,3 +160,25 @@ def test_an_image_too_big_for_memory_is_refused_before_its_pixels_are_converted(
             upscaler(huge)
         message = str(caught.value)
         assert "\n" not in message and "1200000x1200000 result needs about" in message, message
+
+
+def test_a_state_dict_given_as_the_model_says_how_to_build_its_generator() -> None:
+    """The message quoted the state dict's repr, tensors and all, over many lines."""
+    with pytest.raises(InvalidOptionError, match=r"got OrderedDict: a state dict\? .*generator_from_state") as caught:
+        Upscaler(tiny_generator().state_dict(), device="cpu")  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+
+
+def test_an_on_tile_that_cannot_be_called_is_an_option_error_before_anything_loads() -> None:
+    """It was taken, and the first image failed at its first tile with "'int' object is not callable"."""
+    with pytest.raises(InvalidOptionError, match="on_tile must be a function of \\(done, total\\) or None, got int"):
+        Upscaler("no_such_model", device="cpu", on_tile=3)  # type: ignore[arg-type]
+
+
+def test_a_gpu_index_beyond_the_gpus_there_is_one_line_before_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only "is there a GPU at all" was checked: `cuda:1` on a one-GPU machine went on to load the model
+    and failed in its first `.to` with CUDA's "invalid device ordinal"."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InvalidOptionError, match=r"device cuda:1 requested but there are 1 CUDA GPU\(s\) \(cuda:0 to"):
+        Upscaler("no_such_model", device="cuda:1")

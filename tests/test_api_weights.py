@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from inference_helpers import tiny_generator
@@ -117,3 +118,67 @@ def test_a_misspelt_bundled_name_gets_the_name_it_resembles() -> None:
     with pytest.raises(WeightsError, match="not found") as caught:
         load_generator("no_such_model_anywhere")
     assert "did you mean" not in str(caught.value)
+
+
+def test_saving_without_replace_over_an_existing_file_says_it_exists_before_writing(tmp_path: Path) -> None:
+    """It serialised and wrote the whole file, then said the file "appeared while it was being
+    written (another program?)" and to pass --overwrite: a command-line option, and not what happened."""
+    target = tmp_path / "g.safetensors"
+    target.write_bytes(b"mine")
+    with pytest.raises(SRFeatError, match=r"g\.safetensors exists; it is kept: .*pass replace=True") as caught:
+        save_generator(tiny_generator(), target, replace=False)
+    assert "appeared" not in str(caught.value) and isinstance(caught.value, FileExistsError)
+    assert target.read_bytes() == b"mine" and [p.name for p in tmp_path.iterdir()] == ["g.safetensors"]
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="checks the error on a machine without MPS")
+def test_a_device_this_pytorch_lacks_is_one_line_before_reading(tmp_path: Path) -> None:
+    """`device="mps"` (code from a Mac) read the file, then failed in `.to` with torch's RuntimeError."""
+    missing = tmp_path / "not_read.safetensors"  # never opened: the device is refused first
+    with pytest.raises(InvalidOptionError, match="device mps is not available in this PyTorch; use cpu"):
+        load_generator(missing, device="mps")
+
+
+@pytest.mark.parametrize(
+    ("spec", "bundled"), [("GAN", "gan"), ("Default", "default"), ("default.safetensors", "default")]
+)
+def test_a_bundled_name_in_capitals_or_with_its_suffix_gets_the_name(spec: str, bundled: str) -> None:
+    with pytest.raises(WeightsError, match=f"did you mean the bundled '{bundled}'"):
+        load_generator(spec)
+
+
+def test_a_state_dict_that_is_not_names_to_tensors_is_a_weights_error() -> None:
+    """`generator_from_state` raised AttributeError ('int' object has no attribute 'shape') from inside."""
+    from srfeat.weights import generator_from_state
+
+    state = tiny_generator().state_dict()
+    with pytest.raises(WeightsError, match=r"training state: give its generator entry, state\['generator'\]"):
+        generator_from_state({"generator": state, "step": 10})
+    with pytest.raises(WeightsError, match="head.weight is not a tensor"):
+        generator_from_state({**state, "head.weight": 1.0})
+    with pytest.raises(WeightsError, match="expected a state dict"):
+        generator_from_state(list(state.items()))  # type: ignore[arg-type]
+
+
+def test_generators_given_where_paths_go_are_one_line_errors() -> None:
+    """The message quoted the module's repr: its layers, forty lines."""
+    from srfeat.weights.blend import blend_generators
+
+    generator = tiny_generator()
+    with pytest.raises(InvalidOptionError, match="a network already loaded") as caught:
+        blend_generators(generator, generator, 0.5)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+    with pytest.raises(WeightsError) as caught:
+        blend_generators("default", "gan", np.full((3, 3), 0.5))  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+
+
+def test_a_module_load_generator_could_not_read_back_is_not_saved(tmp_path: Path) -> None:
+    """An Upscaler's folded model has `scale`, `num_features` and `num_blocks` too: it was saved, and the
+    file was then refused by load_generator ("not an SRFeat generator")."""
+    from srfeat import Upscaler
+
+    folded = Upscaler(tiny_generator(), device="cpu").model
+    with pytest.raises(WeightsError, match="not saving .*load_generator could not read it back: InferenceGenerator"):
+        save_generator(folded, tmp_path / "folded.safetensors")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

@@ -318,3 +318,17 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
     assert path.stat().st_size < 1 << 20
     with pytest.raises(WeightsError, match="unpacks to 301,990,016 bytes"):
         read_tensorlayer_npz(path)
+
+
+def test_the_path_is_taken_as_load_generator_takes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`~` was not expanded ("not found: ~/SRFeat_full.npz"), and bytes or None were pathlib's TypeError."""
+    from srfeat.errors import InvalidOptionError, WeightsError
+    from srfeat.weights.authors import load_authors_generator
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(WeightsError, match=f"not found: {tmp_path / 'SRFeat_full.npz'}"):
+        load_authors_generator("~/SRFeat_full.npz")
+    with pytest.raises(WeightsError, match=f"not found: {tmp_path / 'x.npz'}"):
+        load_authors_generator(bytes(tmp_path / "x.npz"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match="must be a path"):
+        load_authors_generator(None)  # type: ignore[arg-type]

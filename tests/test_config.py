@@ -361,3 +361,38 @@ def test_a_stage_of_another_type_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match=f"override stage: config key stage must be one of 1, 2, got {value.title()}"):
         config_from_dict(base(), [f"stage={value}"])
     assert config_from_dict(base(), ["stage=2"]).stage == 2
+
+
+def test_a_config_path_with_a_tilde_is_read_from_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`load_config("~/stage1.yaml")` was "config file not found: ~/stage1.yaml"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "stage1.yaml").write_text(yaml.safe_dump(base()))
+    assert load_config("~/stage1.yaml").data.train_dirs == ["images"]
+
+
+def test_overrides_given_as_one_string_say_to_give_a_list() -> None:
+    with pytest.raises(ConfigError, match=r"overrides is a list of key=value strings: give \['optim.lr=1e-4'\]"):
+        config_from_dict(base(), "optim.lr=1e-4")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("device", "gpu", "config key train.device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("batch_size", "16", "config key train.batch_size must be int, got .16. \\(str\\)"),
+        ("batch_size", 0, "config key train.batch_size must be positive"),
+    ],
+)
+def test_train_checks_a_config_changed_in_python_before_anything_runs(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    """`train` took the config as it came: `train.device = "gpu"` was torch's RuntimeError listing twenty
+    device types, a batch size of "16" a TypeError from inside the run."""
+    from srfeat.training.trainer import train
+
+    (tmp_path / "images").mkdir()
+    config = config_from_dict({"data": {"train_dirs": [str(tmp_path / "images")]}})
+    setattr(config.train, key, value)
+    with pytest.raises(ConfigError, match=message):
+        train(config, out_dir=tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()

@@ -350,3 +350,21 @@ def test_models_are_held_one_at_a_time(small_folder: Path, monkeypatch: pytest.M
     save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), other)
     result = evaluate([str(checkpoint), "bicubic", str(other)], [small_folder], metrics=["psnr"], device="cpu")
     assert len(alive) == 3 and [row.model for row in result.results] == ["tiny", "bicubic", "tiny#2"]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"models": "bicubic", "folders": ["set"]},
+        {"models": ["bicubic"], "folders": "set"},
+        {"models": ["bicubic"], "folders": Path("set")},
+        {"models": ["bicubic"], "folders": ["set"], "metrics": "psnr"},
+    ],
+)
+def test_evaluate_given_one_string_where_a_list_goes_says_so(arguments: dict) -> None:
+    """`evaluate("bicubic", ...)` took each character as a model ("generator weights not found: b"),
+    `metrics="psnr"` said "unknown metric(s) p, s, n, r", a Path of folders was a TypeError."""
+    from srfeat.errors import SRFeatError
+
+    with pytest.raises(SRFeatError, match=r"is a list: give \['"):
+        evaluate(**arguments, device="cpu")

@@ -19,6 +19,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pytest
@@ -244,21 +245,37 @@ def test_a_batch_that_fails_to_load_saves_the_steps_before_it_and_resumes_to_the
     assert not different, different[:5]
 
 
-def test_a_write_that_must_not_replace_keeps_a_file_that_appeared_and_leaves_no_temporary(tmp_path: Path) -> None:
+def test_a_write_that_must_not_replace_keeps_a_file_that_appeared_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What `srfeat blend`, `convert`, `export` and `eval` write without --overwrite: their check that
     the output is free comes first, and the file written is linked into place only if it still is."""
+    from srfeat import weights
     from srfeat.archs.generator import SRFeatGenerator
-    from srfeat.files import OutputExistsError
+    from srfeat.files import OutputExistsError, PendingFile
     from srfeat.weights import load_generator, save_generator
 
     generator = SRFeatGenerator(scale=4, num_features=8, num_blocks=1)
     target = tmp_path / "blend.safetensors"
     save_generator(generator, target, replace=False)
     assert load_generator(target).head.weight.shape == (8, 3, 9, 9)
-    target.write_bytes(b"mine")
+    target.unlink()
+    real_file = weights.generator_file
+
+    def appearing(*args: object) -> PendingFile:  # a file saved at the name while this one is written
+        file = real_file(*args)  # type: ignore[arg-type]
+
+        def write(handle: BinaryIO) -> object:
+            target.write_bytes(b"mine")
+            return file.write(handle)
+
+        return PendingFile(file.path, write, file.size)
+
+    monkeypatch.setattr(weights, "generator_file", appearing)
     with pytest.raises(OutputExistsError, match="blend.safetensors appeared while it was being written"):
         save_generator(generator, target, replace=False)
     assert target.read_bytes() == b"mine" and [p.name for p in tmp_path.iterdir()] == ["blend.safetensors"]
+    monkeypatch.undo()
     save_generator(generator, target)  # replace: the default, --overwrite
     assert load_generator(target).head.weight.shape == (8, 3, 9, 9)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,32 @@ def test_pixels_of_the_wrong_kind_and_empty_networks_are_refused() -> None:
         generator(torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError, match="num_features must be at least 1, got 0"):
         SRFeatGenerator(num_features=0)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"scale": 4.0}, "scale must be a whole number, got float 4.0"),
+        ({"num_blocks": 2.5}, "num_blocks must be a whole number"),
+        ({"num_features": "8"}, "num_features must be a whole number, got str '8'"),
+        ({"scale": 3}, "scale must be 2 or 4, got 3"),
+    ],
+)
+def test_constructor_arguments_of_the_wrong_kind_are_srfeat_errors(arguments: dict, message: str) -> None:
+    """4.0 or "8" failed inside torch (TypeError: 'float' object cannot be interpreted as an integer);
+    a wrong value was a plain ValueError, not the `SRFeatError` every input error of the API is."""
+    from srfeat.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match=message):
+        SRFeatGenerator(**arguments)
+
+
+def test_pixels_of_the_wrong_kind_are_srfeat_errors_of_the_builtin_kinds() -> None:
+    from srfeat.errors import InvalidImageError, NotAnImageError
+
+    generator = SRFeatGenerator(num_features=4, num_blocks=1)
+    with pytest.raises(NotAnImageError, match="float pixels"):  # a TypeError, as before
+        generator(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(InvalidImageError, match=r"takes \(N, 3, H, W\) batches"):  # a ValueError
+        generator(torch.zeros(3, 4, 4))
+    assert SRFeatGenerator(scale=np.int64(2), num_features=4, num_blocks=1).scale == 2

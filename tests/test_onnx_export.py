@@ -567,3 +567,33 @@ def test_the_metadata_of_a_blend_at_minus_zero_names_strength_0() -> None:
     info = model_info("default", -0.0)
     assert info.name == "default-gan-strength-0" == model_info("default", 0.0).name
     assert "-0" not in info.training_data
+
+
+def test_export_from_python_refuses_what_it_cannot_export_in_one_line(tmp_path: Path) -> None:
+    """`export_onnx("default", ...)` was AttributeError ('str' object has no attribute 'in_channels'), an
+    opset of "18" a TypeError, and `model_info("default", strength=2)` described "-1 x default + 2 x gan"."""
+    from inference_helpers import tiny_generator
+
+    from srfeat.errors import InvalidOptionError
+    from srfeat.export.onnx import export_onnx, model_info
+
+    info = model_info("default")
+    with pytest.raises(InvalidOptionError, match="export takes an SRFeatGenerator, got str: load .*load_generator"):
+        export_onnx("default", tmp_path / "a.onnx", info)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match="opset must be a whole number"):
+        export_onnx(tiny_generator(), tmp_path / "b.onnx", info, opset="18")  # type: ignore[arg-type]
+    for strength in (2, -0.5, float("nan")):
+        with pytest.raises(InvalidOptionError, match="strength must be between 0 and 1"):
+            model_info("default", strength=strength)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_the_onnxruntime_backend_cannot_take_are_option_errors(tmp_path: Path) -> None:
+    """They were bare `SRFeatError`s: not the `InvalidOptionError` (a `ValueError`) the README promises
+    for an `Upscaler` option that cannot be used, so `except ValueError` missed them."""
+    from srfeat.errors import InvalidOptionError
+
+    path = srfeat_like_onnx(tmp_path / "nearest.onnx")
+    for options, message in (({"dtype": "bf16"}, "dtype='fp32'"), ({"compile": True}, r"compile=True")):
+        with pytest.raises(InvalidOptionError, match=message):
+            Upscaler(path, device="cpu", **options)

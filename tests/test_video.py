@@ -364,6 +364,67 @@ def test_errors_writing_the_output_are_one_line_and_leave_no_temporary(
     assert list((tmp_path / "folder.mp4").iterdir()) == []
 
 
+def test_from_python_paths_may_be_str_and_an_existing_output_is_refused_before_any_decoding(
+    tmp_path: Path, short_clip: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`upscale_video("clip.mp4", ...)` was AttributeError ('str' object has no attribute 'suffix'). With
+    replace=False an existing output was found only after every frame was upscaled, and said to have
+    "appeared while it was being written (another program?)", with the command line's --overwrite."""
+    from srfeat.files import OutputExistsError
+    from srfeat.video import pipeline
+
+    upscaler = Upscaler(model_path, device="cpu")
+    target = tmp_path / "out.mp4"
+    summary = upscale_video(str(short_clip), str(target), upscaler, VideoOptions(frames=FrameRange(0, 2)))
+    assert summary.frames == 2
+    original = target.read_bytes()
+    monkeypatch.setattr(pipeline, "import_av", lambda source: pytest.fail("the video was opened"))
+    with pytest.raises(OutputExistsError, match=r"out\.mp4 exists; it is kept: .*pass replace=True"):
+        upscale_video(short_clip, target, upscaler, VideoOptions(), replace=False)
+    assert target.read_bytes() == original and [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+@pytest.mark.parametrize(("start", "stop"), [(2, 1), (3, 3), (-3, None), (0.5, 4), (0, True)])
+def test_a_frame_range_built_in_python_is_checked_as_the_command_line_checks_it(start: object, stop: object) -> None:
+    """`FrameRange(2, 1)` was taken, and the clip was then said to have 2 frames ("starts past the
+    last frame"), whatever its length."""
+    from srfeat.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match=r"FrameRange\(.*\): need whole numbers 0 <= start < stop"):
+        FrameRange(start, stop)  # type: ignore[arg-type]
+
+
+def test_an_upscaler_or_options_of_another_kind_are_one_line(
+    tmp_path: Path, short_clip: Path, model_path: Path
+) -> None:
+    """They were AttributeErrors ('str' object has no attribute 'scale', 'NoneType' ... 'frames')."""
+    from srfeat.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match=r"upscaler must be an srfeat.Upscaler .*got 'default'"):
+        upscale_video(short_clip, tmp_path / "out.mp4", "default", VideoOptions())  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match="options must be an srfeat.video.VideoOptions, got None"):
+        upscale_video(short_clip, tmp_path / "out.mp4", Upscaler(model_path, device="cpu"), None)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"crf": "20"}, "crf must be a number or None, got str '20'"),
+        ({"codec": None}, "codec must be an encoder name"),
+        ({"frames": (0, 48)}, r"frames must be a FrameRange \(e.g. FrameRange\(0, 48\)\), got \(0, 48\)"),
+    ],
+)
+def test_video_options_of_the_wrong_kind_are_one_line_when_made(options: dict, message: str) -> None:
+    """A crf of "20" was a TypeError from inside the encoder set-up, frames of (0, 48) an AttributeError
+    once the video was open."""
+    from srfeat.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError, match=message):
+        VideoOptions(**options)
+    assert VideoOptions(crf=np.float32(20)).crf == 20
+
+
 def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
     tmp_path: Path, short_clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from srfeat.archs.generator import LEAKY_SLOPE
 from srfeat.archs.vgg import conv5_4_size
+from srfeat.errors import InvalidImageError, InvalidOptionError
 
 # (out_channels, stride) of the conv-BN-LeakyReLU blocks after the first conv (paper, Fig. 3).
 CONV_BLOCKS: tuple[tuple[int, int], ...] = (
@@ -73,7 +74,7 @@ class Discriminator(nn.Module):
             ("dense_features", dense_features),
         ):
             if value < 1:
-                raise ValueError(f"{type(self).__name__}: {name} must be at least 1, got {value}")
+                raise InvalidOptionError(f"{type(self).__name__}: {name} must be at least 1, got {value}")
         self.in_channels = in_channels
         self.input_size = input_size
         layers: list[nn.Module] = [
@@ -102,7 +103,7 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.input_size, self.input_size):
-            raise ValueError(
+            raise InvalidImageError(
                 f"{type(self).__name__} was built for (N, {self.in_channels}, {self.input_size}, "
                 f"{self.input_size}) inputs, got {tuple(x.shape)}; build it with the training "
                 "patch size you use"
@@ -126,7 +127,7 @@ class FeatureDiscriminator(Discriminator):
 
     def __init__(self, hr_patch_size: int = 296, base_channels: int = 64, dense_features: int = 1024) -> None:
         if hr_patch_size < VGG_DOWNSAMPLING:
-            raise ValueError(f"hr_patch_size must be at least {VGG_DOWNSAMPLING}, got {hr_patch_size}")
+            raise InvalidOptionError(f"hr_patch_size must be at least {VGG_DOWNSAMPLING}, got {hr_patch_size}")
         super().__init__(512, conv5_4_size(hr_patch_size), base_channels, dense_features)
 
 

@@ -6,10 +6,13 @@ State-dict names read as the architecture: `head`, `body.<i>.conv1`, `long_skips
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
 from srfeat.archs.containers import TypedModuleList, TypedSequential
+from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError
 
 LEAKY_SLOPE = 0.2
 
@@ -57,11 +60,20 @@ class SRFeatGenerator(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
+        # InvalidOptionError is a ValueError, as these were; 4.0 or "8" failed inside torch (TypeError)
+        for name, value in (
+            ("scale", scale),
+            ("num_blocks", num_blocks),
+            ("num_features", num_features),
+            ("in_channels", in_channels),
+        ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise InvalidOptionError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
         if scale not in (2, 4):
-            raise ValueError(f"scale must be 2 or 4, got {scale}")
+            raise InvalidOptionError(f"scale must be 2 or 4, got {scale}")
         for name, value in (("num_blocks", num_blocks), ("num_features", num_features), ("in_channels", in_channels)):
             if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+                raise InvalidOptionError(f"{name} must be at least 1, got {value}")
         self.scale = scale
         self.num_features = num_features
         self.num_blocks = num_blocks
@@ -89,10 +101,13 @@ class SRFeatGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # uint8 pixels would be promoted to floats in 0..255 and give garbage without an error.
+        # srfeat's errors, of the built-in kinds these were (NotAnImageError is a TypeError)
         if not x.is_floating_point():
-            raise TypeError(f"SRFeatGenerator takes float pixels in [0, 1], got {x.dtype}: use x.float() / 255")
+            raise NotAnImageError(f"SRFeatGenerator takes float pixels in [0, 1], got {x.dtype}: use x.float() / 255")
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"SRFeatGenerator takes (N, {self.in_channels}, H, W) batches, got {tuple(x.shape)}")
+            raise InvalidImageError(
+                f"SRFeatGenerator takes (N, {self.in_channels}, H, W) batches, got {tuple(x.shape)}"
+            )
         x = self.features(x * 2.0 - 1.0)
         x = self.tail(self.upsampler(x))
         return (x + 1.0) * 0.5

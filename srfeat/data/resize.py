@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from srfeat.errors import InvalidImageError, NotAnImageError
+from srfeat.errors import InvalidImageError, NotAnImageError, shown
 from srfeat.hardware import host_available_memory
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def _gather_in_bands(
 
 def _check_scale(scale: object) -> float:
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-        raise InvalidImageError(f"imresize's scale must be a number, got {type(scale).__name__} {scale!r}"[:200])
+        raise InvalidImageError(f"imresize's scale must be a number, got {type(scale).__name__} {shown(scale)}")
     value = float(scale)
     if not (math.isfinite(value) and value > 0):
         raise InvalidImageError(f"imresize's scale must be a finite number above 0, got {scale}")
@@ -176,7 +176,7 @@ def _check_size(size: object) -> tuple[int, int]:
         or len(size) != 2
         or any(isinstance(n, bool) or not isinstance(n, whole) for n in size)
     ):
-        raise InvalidImageError(f"imresize's size must be (height, width), two whole numbers, got {size!r}"[:200])
+        raise InvalidImageError(f"imresize's size must be (height, width), two whole numbers, got {shown(size)}")
     height, width = int(size[0]), int(size[1])
     if height <= 0 or width <= 0:
         raise InvalidImageError(f"imresize's size must be positive, got {(height, width)}")
@@ -249,6 +249,15 @@ def _imresize(
         raise InvalidImageError(f"imresize expects a tensor of shape (..., H, W), got {tuple(image.shape)}")
     if (scale is None) == (size is None):
         raise InvalidImageError("imresize needs exactly one of scale and size")
+    if image.dim() >= 3 and image.shape[-1] in (1, 3, 4) and min(image.shape[-3], image.shape[-2]) > 4:
+        logger.warning(  # a numpy image made a tensor as it is: its width and channels were resized
+            "imresize resizes the last two dimensions of the %s tensor, %dx%d pixels of %d channels: "
+            "channels last? use tensor.permute(2, 0, 1) (or imresize_np for HxWxC arrays)",
+            "x".join(map(str, image.shape)),
+            image.shape[-1],
+            image.shape[-2],
+            image.shape[-3],
+        )
     in_h, in_w = image.shape[-2], image.shape[-1]
     if scale is not None:
         scale = _check_scale(scale)

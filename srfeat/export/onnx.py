@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
-from srfeat.errors import SRFeatError, WeightsError
+from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError
 from srfeat.files import unwritable_file, write_file_atomically
 from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
@@ -177,9 +177,16 @@ def onnx_model(
     generator: SRFeatGenerator, info: ModelInfo, *, fp16: bool = False, opset: int = OPSET
 ) -> onnx.ModelProto:
     """The generator as a checked ONNX model (in memory) with its metadata."""
+    if not isinstance(generator, SRFeatGenerator):  # a name or path: AttributeError 'in_channels' from inside
+        raise InvalidOptionError(
+            f"export takes an SRFeatGenerator, got {type(generator).__name__}: load a bundled name or a "
+            "checkpoint with srfeat.weights.load_generator first"
+        )
     require_onnx()
     import onnx
 
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise InvalidOptionError(f"opset must be a whole number (e.g. {OPSET}), got {type(opset).__name__} {opset!r}")
     if not 17 <= opset <= onnx.defs.onnx_opset_version():
         raise SRFeatError(f"opset {opset} is not supported: use 17 to {onnx.defs.onnx_opset_version()}")
     check_rgb_generator(generator, info.name)  # the file's convention: RGB in, RGB out
@@ -349,9 +356,10 @@ def model_info(
         if name.lower().endswith(".onnx"):
             raise WeightsError(f"{name} is already an ONNX model; export takes a bundled name or a srfeat checkpoint")
     if strength is not None and name in BUNDLED_INFO:
-        from srfeat.weights.blend import DETAIL_MODELS
+        from srfeat.weights.blend import DETAIL_MODELS, check_alpha
 
-        strength += 0.0  # -0 is 0: not `strength--0` in the name
+        # 2 was written as "-1 x default + 2 x gan"; -0 is 0: not `strength--0` in the name
+        strength = check_alpha(strength, "strength", InvalidOptionError) + 0.0
 
         low, high = (BUNDLED_INFO[each] for each in DETAIL_MODELS)
         blend = ModelInfo(

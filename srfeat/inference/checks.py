@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.io import FLOAT_PIXEL_SLACK
-from srfeat.errors import InvalidImageError, InvalidOptionError, WeightsError
+from srfeat.errors import InvalidImageError, InvalidOptionError, WeightsError, shown
 from srfeat.inference.onnx_runner import is_onnx_file
 from srfeat.inference.tiling import count_non_finite, value_range
 from srfeat.weights.blend import check_alpha
@@ -86,15 +87,21 @@ def check_pixels(image: torch.Tensor) -> None:
         )
 
 
-def check_options(model: object, *, tile: object, tile_pad: object, strength: object, **flags: object) -> None:
+def check_options(
+    model: object, *, tile: object, tile_pad: object, strength: object, on_tile: object = None, **flags: object
+) -> None:
     """The kinds of `Upscaler`'s options, before anything loads: a tile of 1.5 or "64" pixels, a
     strength of "0.3", or a flag given as "yes", is a mistake that would otherwise pass or fail deep inside."""
     if isinstance(model, str) and not model.strip():
         raise InvalidOptionError("model is an empty string: give a bundled name (default, gan) or a checkpoint path")
     if not isinstance(model, (str, os.PathLike, SRFeatGenerator)):
+        hint = (
+            ": a state dict? build its generator with srfeat.weights.generator_from_state(state)"
+            if isinstance(model, Mapping)
+            else f" {shown(model)}"
+        )
         raise InvalidOptionError(
-            f"model must be a bundled name, a checkpoint path or an SRFeatGenerator, got {type(model).__name__} "
-            f"{model!r}"[:200]
+            f"model must be a bundled name, a checkpoint path or an SRFeatGenerator, got {type(model).__name__}{hint}"
         )
     if isinstance(model, SRFeatGenerator) and any(value.is_meta for value in model.state_dict().values()):
         raise InvalidOptionError(
@@ -106,6 +113,8 @@ def check_options(model: object, *, tile: object, tile_pad: object, strength: ob
             raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {value!r}")
     if strength is not None:
         check_alpha(strength, "strength", InvalidOptionError)  # type: ignore[arg-type]  # its kind is checked there
+    if on_tile is not None and not callable(on_tile):  # else a TypeError at the first image's first tile
+        raise InvalidOptionError(f"on_tile must be a function of (done, total) or None, got {type(on_tile).__name__}")
     for name, value in flags.items():
         if not isinstance(value, (bool, np.bool_)):
             raise InvalidOptionError(f"{name} must be True or False, got {type(value).__name__} {value!r}")

@@ -83,6 +83,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidOptionError(f"device {device} requested but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
+        # else CUDA's "invalid device ordinal" from inside the model's first `.to`
+        raise InvalidOptionError(
+            f"device {device} requested but there are {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
+        )
     return device
 
 
@@ -122,7 +127,7 @@ def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtyp
 
 ONNX_PRECISION = (
     "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
-    "and leave --half/--bf16 out"
+    "and leave --half/--bf16 out (from Python: dtype='fp32')"
 )
 
 
@@ -134,13 +139,14 @@ def _onnx_runner(
     compile: bool,
 ) -> OnnxRunner:
     if device.type != "cpu":
-        raise SRFeatError(
-            f"the onnxruntime backend runs on the CPU; use --device cpu, or the torch backend on {device}"
+        raise InvalidOptionError(
+            "the onnxruntime backend runs on the CPU; use --device cpu (device='cpu'), "
+            f"or the torch backend on {device}"
         )
     if dtype != torch.float32:
-        raise SRFeatError(ONNX_PRECISION)
+        raise InvalidOptionError(ONNX_PRECISION)
     if compile:
-        raise SRFeatError("--compile applies to the torch backend only")
+        raise InvalidOptionError("--compile (compile=True) applies to the torch backend only")
     return load_onnx_runner(model, strength)
 
 
@@ -187,7 +193,14 @@ class Upscaler:
         on_tile: Callable[[int, int], None] | None = None,
     ) -> None:
         check_options(
-            model, tile=tile, tile_pad=tile_pad, strength=strength, compile=compile, progress=progress, tta=tta
+            model,
+            tile=tile,
+            tile_pad=tile_pad,
+            strength=strength,
+            on_tile=on_tile,
+            compile=compile,
+            progress=progress,
+            tta=tta,
         )
         self.backend = resolve_backend(backend, model)
         if self.backend == "onnxruntime" and (device is None or str(device) == "auto"):
@@ -197,7 +210,7 @@ class Upscaler:
         # a CPU ("use fp32 or bf16") is the torch backend's, and onnxruntime would refuse bf16 next.
         requested = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
         if self.backend == "onnxruntime" and requested in (torch.float16, torch.bfloat16):
-            raise SRFeatError(ONNX_PRECISION)
+            raise InvalidOptionError(ONNX_PRECISION)
         self.dtype = resolve_dtype(dtype, self.device)
         if tile is not None and 0 < tile < MIN_TILE:
             # exact all the same, but each tile carries its padding: a 1-pixel tile is ~30x slower

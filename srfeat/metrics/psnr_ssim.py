@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy.ndimage import correlate1d
 
-from srfeat.errors import MetricInputError
+from srfeat.errors import MetricInputError, shown
 
 __all__ = ["check_crop_border", "psnr", "rgb_to_y", "ssim"]
 
@@ -89,8 +89,15 @@ def rgb_to_y(image: np.ndarray) -> np.ndarray:
     return 16.0 + rgb @ Y_WEIGHTS
 
 
-def _checked_crop(sr: np.ndarray, hr: np.ndarray, crop_border: int) -> tuple[np.ndarray, np.ndarray]:
-    """Check both images and shave the border (views, nothing copied)."""
+def _checked_crop(
+    sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check both images and the options, and shave the border (views, nothing copied)."""
+    if not isinstance(test_y_channel, (bool, np.bool_)):  # "no" or 0.0 would score Y, or RGB, silently
+        raise MetricInputError(
+            f"test_y_channel must be True (the Y channel, the papers' protocol) or False (RGB), "
+            f"got {type(test_y_channel).__name__} {shown(test_y_channel)}"
+        )
     _check_pixels(sr, "the SR image")
     _check_pixels(hr, "the HR image")
     if sr.shape != hr.shape:
@@ -132,7 +139,7 @@ def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool 
     protocol shaves the scale (4), and a forgotten shave moves PSNR by tenths of a dB.
     `test_y_channel` scores BT.601 Y (papers' protocol); False scores the RGB channels.
     """
-    sr, hr = _checked_crop(sr, hr, crop_border)
+    sr, hr = _checked_crop(sr, hr, crop_border, test_y_channel)
     squared_error, values = 0.0, 0
     for sr_f, hr_f in _float_bands(sr, hr, test_y_channel, sr.shape[0]):
         squared_error += float(np.sum((sr_f - hr_f) ** 2))
@@ -174,7 +181,7 @@ def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool 
     Computed in float64, in bands of rows that overlap by the window: each position's value is
     what the whole planes give, and the memory stays about 100 MB however large the images are.
     """
-    sr, hr = _checked_crop(sr, hr, crop_border)
+    sr, hr = _checked_crop(sr, hr, crop_border, test_y_channel)
     if min(sr.shape[:2]) < SSIM_WINDOW:
         raise MetricInputError(
             f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after the border crop, got {sr.shape[:2]}"

@@ -260,6 +260,8 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
         raise ConfigError(
             "a training config must be a YAML mapping of sections (model, data, optim, train, validation)"
         )
+    if isinstance(overrides, str):  # its characters were taken as overrides: "override 'o' is not key=value"
+        raise ConfigError(f"overrides is a list of key=value strings: give [{overrides!r}]")
     tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
     override_pairs = parse_overrides(overrides or [])
     if os.environ.get(DATASETS_ENV) and "datasets_dir" not in {key for key, _ in override_pairs}:
@@ -278,8 +280,8 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> TrainingConfig:
-    """Read a YAML config file; every problem is a one-line ConfigError."""
-    path = Path(path)
+    """Read a YAML config file (`~` expanded); every problem is a one-line ConfigError."""
+    path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{path} is a folder: give a YAML training config file, e.g. configs/dev/stage1.yaml")
     if not path.is_file():
@@ -298,6 +300,18 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         if str(error).startswith("override "):  # the command line's, not the file's
             raise
         raise ConfigError(f"{path}: {error}") from error
+
+
+def check_built(config: TrainingConfig) -> None:
+    """A config made or changed in Python, checked as a file's is (types, then values): `train`
+    runs it, so that `optim.lr = "1e-4"` or `train.device = "gpu"` is one ConfigError, not torch's
+    TypeError or RuntimeError from inside the run."""
+    if not isinstance(config, TrainingConfig):
+        raise ConfigError(
+            f"expected a TrainingConfig (srfeat.training.config.load_config), got {type(config).__name__}"
+        )
+    build_dataclass(TrainingConfig, config.to_dict())
+    check(config)
 
 
 def check(config: TrainingConfig) -> None:

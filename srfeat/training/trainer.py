@@ -38,7 +38,7 @@ from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import set_worker_threads
 from srfeat.training import checkpoint, networks
-from srfeat.training.config import TrainingConfig, check_paths, resolved_folders, vgg_weights_source
+from srfeat.training.config import TrainingConfig, check_built, check_paths, resolved_folders, vgg_weights_source
 from srfeat.training.distributed import (
     DistributedContext,
     FrozenAwareDDP,
@@ -439,8 +439,10 @@ def train(
     """Run one training (in this process, or as this process's rank under torchrun).
 
     A folder that already holds a run is refused unless `resume` (continue it) or `overwrite`
-    (replace its files, once the new run has been built) is given.
+    (replace its files, once the new run has been built) is given. A config built or changed in
+    Python is checked first, as `load_config` checks a file's (`ConfigError`, one line).
     """
+    check_built(config)
     context = init_distributed(config.train.device)
     # Under torchrun every rank would say what rank 0 says (the run's start, its validations): the
     # others keep their warnings and errors, which may be their own.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,6 +78,18 @@ class FrameRange:
     start: int = 0
     stop: int | None = None
 
+    def __post_init__(self) -> None:
+        # A range built in Python (the command line's text is checked by parse_frame_range): FrameRange(2, 1)
+        # was taken, and the video was then said to end "before frame 2".
+        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (self.start, self.stop or 0))
+        if not whole or self.start < 0 or (self.stop is not None and self.stop <= self.start):
+            from srfeat.errors import InvalidOptionError
+
+            raise InvalidOptionError(
+                f"FrameRange({self.start!r}, {self.stop!r}): need whole numbers "
+                "0 <= start < stop (frames counted from 0, stop excluded; None: to the end)"
+            )
+
     @property
     def is_everything(self) -> bool:
         return self.start == 0 and self.stop is None
@@ -102,10 +115,26 @@ def parse_frame_range(text: str) -> FrameRange:
 
 @dataclass(frozen=True)
 class VideoOptions:
+    """What `srfeat.video.pipeline.upscale_video` does besides upscaling: `codec` (an FFmpeg encoder
+    name, or "auto"), `crf` (the encoder's quality; None: its default), `frames` (a `FrameRange`) and
+    `outscale` (the final scale; None: the model's). The command line's --codec, --crf, --frames, --outscale."""
+
     codec: str = "auto"
     crf: float | None = None
     frames: FrameRange = FrameRange()
     outscale: float | None = None
+
+    def __post_init__(self) -> None:
+        # Built in Python: a crf of "20" was a TypeError from inside the encoder set-up, a frames of (0, 48)
+        # an AttributeError once the video was open.
+        from srfeat.errors import InvalidOptionError
+
+        if not isinstance(self.codec, str) or not self.codec.strip():
+            raise InvalidOptionError(f"codec must be an encoder name such as libx264, or auto; got {self.codec!r}")
+        if self.crf is not None and (isinstance(self.crf, bool) or not isinstance(self.crf, numbers.Real)):
+            raise InvalidOptionError(f"crf must be a number or None, got {type(self.crf).__name__} {self.crf!r}")
+        if not isinstance(self.frames, FrameRange):
+            raise InvalidOptionError(f"frames must be a FrameRange (e.g. FrameRange(0, 48)), got {self.frames!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

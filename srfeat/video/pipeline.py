@@ -12,6 +12,7 @@ name beside the target and renamed when complete: an error or Ctrl-C leaves noth
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from contextlib import closing, suppress
@@ -22,8 +23,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from srfeat.errors import SRFeatError, VideoError
-from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
+from srfeat.errors import InvalidOptionError, SRFeatError, VideoError, shown
+from srfeat.files import OutputExistsError, move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
 from srfeat.video.copied import (
     CopiedStreams,
@@ -96,7 +97,11 @@ class VideoSummary:
 
 
 def upscale_video(
-    source: Path, target: Path, upscaler: Upscaler, options: VideoOptions, replace: bool = True
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    upscaler: Upscaler,
+    options: VideoOptions,
+    replace: bool = True,
 ) -> VideoSummary:
     """Upscale every frame (or `options.frames`) of `source` into the video file `target`.
 
@@ -104,8 +109,20 @@ def upscale_video(
     video stream, an image file named like a video, a frame that does not decode, a stream the
     output container cannot hold, or an output that cannot be written; `target` is then left
     as it was, and no temporary file stays behind. With `replace` False an existing `target` is kept,
-    even one that appeared while `source` was upscaled: `srfeat.files.OutputExistsError` says so.
+    even one that appeared while `source` was upscaled: `srfeat.files.OutputExistsError` says so
+    (before any frame is decoded for one that exists already). Paths may be str (`~` expanded).
     """
+    from srfeat.inference import Upscaler as Upscaler_  # torch: loaded by whoever made the upscaler
+
+    if not isinstance(upscaler, Upscaler_):  # "default": AttributeError 'scale' once the video was open
+        raise InvalidOptionError(
+            f"upscaler must be an srfeat.Upscaler (e.g. Upscaler('default')), got {shown(upscaler)}"
+        )
+    if not isinstance(options, VideoOptions):
+        raise InvalidOptionError(f"options must be an srfeat.video.VideoOptions, got {shown(options)}")
+    source, target = Path(source).expanduser(), Path(target).expanduser()
+    if not replace and (target.exists() or target.is_symlink()):  # not after minutes of upscaling
+        raise OutputExistsError(f"{target} exists; it is kept: remove it, or pass replace=True to replace it")
     av = import_av(source)
     container_format = container_format_of(source, target)
     try:

@@ -32,8 +32,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import InvalidOptionError, WeightsError
-from srfeat.files import PendingFile, write_file_atomically
+from srfeat.errors import InvalidOptionError, WeightsError, shown
+from srfeat.files import OutputExistsError, PendingFile, write_file_atomically
 from srfeat.weights.file_kinds import (
     ONNX,
     PICKLE,
@@ -71,9 +71,13 @@ PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 def as_path(path: PathArg, what: str) -> Path:
     """A str, bytes or path-like as a Path with `~` expanded; anything else is a one-line error."""
     if not isinstance(path, (str, bytes, os.PathLike)):
-        raise InvalidOptionError(
-            f"{what} must be a path (str or pathlib.Path), got {type(path).__name__} {path!r}"[:200]
+        # blend_generators(generator_a, ...): a module's repr is its layers, line after line
+        hint = (
+            ", a network already loaded (blend state dicts with srfeat.weights.blend.blend_states)"
+            if isinstance(path, torch.nn.Module)
+            else f" {shown(path)}"
         )
+        raise InvalidOptionError(f"{what} must be a path (str or pathlib.Path), got {type(path).__name__}{hint}")
     text = os.fsdecode(path)
     if not text.strip():
         raise InvalidOptionError(f"{what} is an empty string: give a file path")
@@ -145,7 +149,7 @@ def generator_file(generator: SRFeatGenerator, path: PathArg, dtype: torch.dtype
         raise InvalidOptionError(f"save_generator saves an SRFeatGenerator, got {type(generator).__name__}")
     if dtype not in SAVE_DTYPES:
         raise InvalidOptionError(
-            f"a generator is saved as torch.float32, torch.float16 or torch.bfloat16, not {dtype!r}"[:200]
+            f"a generator is saved as torch.float32, torch.float16 or torch.bfloat16, not {shown(dtype)}"
         )
     if path.is_dir():
         raise WeightsError(f"{path} is a folder: give a file name in it ending in .safetensors")
@@ -160,6 +164,14 @@ def generator_file(generator: SRFeatGenerator, path: PathArg, dtype: torch.dtype
         key: (value.to(dtype) if value.is_floating_point() else value).detach().cpu().contiguous()
         for key, value in generator.state_dict().items()
     }
+    try:  # what load_generator would refuse (an Upscaler's folded InferenceGenerator has other tensors)
+        check_layout(
+            {key.removeprefix("module."): tuple(value.shape) for key, value in state.items()},
+            {key.removeprefix("module.") for key, value in state.items() if value.is_floating_point()},
+            type(generator).__name__,
+        )
+    except WeightsError as error:
+        raise WeightsError(f"not saving {path}: load_generator could not read it back: {error}") from error
     problem = weight_problem(state.items())
     if problem is not None:
         raise WeightsError(f"not saving {path}: the generator's {problem}")
@@ -190,6 +202,8 @@ def save_generator(
     refused (`WeightsError`), as are a folder, another suffix or another dtype.
     """
     file = generator_file(generator, path, dtype)
+    if not replace and (file.path.exists() or file.path.is_symlink()):  # before writing, not after
+        raise OutputExistsError(f"{file.path} exists; it is kept: remove it, or pass replace=True to replace it")
     write_file_atomically(file.path, file.write, file.size, replace)
 
 
@@ -360,7 +374,10 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], tuple[int, int, in
     if path.is_dir():
         raise WeightsError(f"{path} is a folder: give a generator file in it (.safetensors or .pt) or a bundled name")
     if not path.is_file():
-        close = difflib.get_close_matches(path.name, bundled_names(), n=1) if not path.suffix else []
+        # `GAN`, `default.safetensors`: the bundled names are lower case and taken without a suffix
+        stem = path.name.lower().removesuffix(".safetensors")
+        bare = path.parent == Path() and "." not in stem
+        close = difflib.get_close_matches(stem, bundled_names(), n=1) if bare else []
         hint = f"did you mean the bundled {close[0]!r}? " if close else ""
         raise WeightsError(
             f"generator weights not found: {path} ({hint}give a bundled name: {names}, or a checkpoint path)"
@@ -414,7 +431,17 @@ def _build(state: dict[str, torch.Tensor], layout: tuple[int, int, int, int], so
 
 
 def generator_from_state(state: dict[str, torch.Tensor], source: str = "state dict") -> SRFeatGenerator:
-    """Build the generator the tensors describe and load them; a foreign state dict fails clearly."""
+    """Build the generator the tensors describe and load them; a foreign state dict fails clearly
+    (`WeightsError`: names, shapes, values; anything but a mapping of names to tensors too)."""
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{source}: expected a state dict (names to tensors), got {type(state).__name__}")
+    if isinstance(state.get("generator"), Mapping):  # a training state.pt, loaded
+        raise WeightsError(f"{source} is a training state: give its generator entry, state['generator']")
+    if not_tensors := [key for key, value in state.items() if not isinstance(value, torch.Tensor)]:
+        raise WeightsError(
+            f"{source} must map names to tensors: {_name_list([str(key) for key in not_tensors])} "
+            f"{'is not a tensor' if len(not_tensors) == 1 else 'are not tensors'} (a generator's state_dict() is)"
+        )
     state = _strip_prefix(state)
     shapes = {key: tuple(value.shape) for key, value in state.items()}
     layout = check_layout(shapes, {k for k, v in state.items() if v.is_floating_point()}, source)
@@ -428,6 +455,13 @@ def _device(device: str | torch.device) -> torch.device:
         target = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise InvalidOptionError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from error
+    if target.type not in ("cpu", "cuda", "meta"):  # mps, xpu...: torch's error came after the file was read
+        try:
+            torch.empty(0, device=target)
+        except (RuntimeError, AssertionError) as error:
+            raise InvalidOptionError(
+                f"device {target} is not available in this PyTorch; use cpu, cuda or cuda:N"
+            ) from error
     if target.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

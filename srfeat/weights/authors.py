@@ -43,7 +43,7 @@ from numpy.lib import format as npy_format
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
-from srfeat.weights import generator_from_state
+from srfeat.weights import as_path, generator_from_state
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,9 @@ def _read_object_array(stream: IO[bytes], path: Path) -> object:
 
 
 def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
-    """The arrays of a tensorlayer `save_npz` file, in order, read without running pickled code."""
-    path = Path(path)
+    """The arrays of a tensorlayer `save_npz` file, in order, read without running pickled code.
+    `path`: a str, bytes or path-like, `~` expanded, as `load_generator` takes it."""
+    path = as_path(path, "the authors' weights file")
     if path.is_dir():
         raise WeightsError(f"{path} is a folder: give the authors' SRFeat_init.npz or SRFeat_full.npz file")
     if not path.is_file():
@@ -224,5 +225,6 @@ def authors_state_dict(arrays: list[np.ndarray], source: str = "the file") -> di
 
 def load_authors_generator(path: str | os.PathLike[str]) -> SRFeatGenerator:
     """The authors' SRFeat_init.npz / SRFeat_full.npz (or any save_npz of their SRGAN_g) as an eval-mode generator."""
+    path = as_path(path, "the authors' weights file")  # bytes too; `~` expanded
     arrays = read_tensorlayer_npz(path)
     return generator_from_state(authors_state_dict(arrays, str(path)), source=str(path)).eval()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import SRFeatError, WeightsError
+from srfeat.errors import SRFeatError, WeightsError, shown
 from srfeat.weights import generator_from_state, load_generator
 
 __all__ = [
@@ -48,7 +48,7 @@ def check_alpha(alpha: float, name: str = "alpha", error: type[SRFeatError] = We
     """`alpha` as a float in [0, 1], or a one-line `error` (NaN, inf and out-of-range values; a bool or
     a string, which `float` would take: `strength=True` silently meant gan)."""
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise error(f"{name} must be a number between 0 and 1, got {type(alpha).__name__} {alpha!r}"[:200])
+        raise error(f"{name} must be a number between 0 and 1, got {type(alpha).__name__} {shown(alpha)}")
     value = float(alpha)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         hint = " (0 = default, 1 = gan)" if name == "strength" else ""
