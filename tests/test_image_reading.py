@@ -687,6 +687,20 @@ def test_a_16_bit_tiffs_unspecified_extra_sample_is_not_taken_for_alpha(tmp_path
     assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, stored[..., :-1])
 
 
+def test_a_16_bit_grey_and_alpha_tiff_that_srfeat_reads_is_scored_by_eval(tmp_path: Path) -> None:
+    """PIL does not open a 16-bit grey + alpha TIFF (what `write_image` makes of one: an upscale of a
+    16-bit grey PNG with alpha to .tif), but srfeat reads it: eval's scan by file headers skipped it
+    as 'cannot identify image file', as training's scan did."""
+    folder = tmp_path / "set"
+    grey_alpha = RNG.integers(0, 65536, (24, 28, 2), dtype=np.uint16)
+    write_image(folder / "scan.tif", grey_alpha)
+    assert read_raw_image(folder / "scan.tif").mode == "LA;16"
+    Image.fromarray(RNG.integers(0, 256, (24, 28, 3), dtype=np.uint8)).save(folder / "photo.png")
+    child = srfeat_cli("eval", "--model", "bicubic", "--data", folder, "--metrics", "psnr", cwd=tmp_path)
+    assert child.returncode == 0 and "cannot read" not in child.stderr, child.stderr
+    assert "| bicubic | set | 2 |" in child.stdout, child.stdout
+
+
 def test_a_16_bit_min_is_white_tiff_is_not_read_inverted(tmp_path: Path) -> None:
     grey_alpha = np.zeros((4, 5, 2), dtype=np.uint16)
     grey_alpha[..., 1] = 65535  # zero is white in this photometric

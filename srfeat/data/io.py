@@ -117,13 +117,21 @@ def _open_image(path: Path) -> Image.Image:
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels (EXIF rotation ignored)."""
+    """(height, width) from the file header, without decoding the pixels (EXIF rotation ignored).
+
+    A 16-bit grey + alpha TIFF (what `write_image` makes of one) PIL does not open, but
+    `read_raw_image` reads: its size comes from its tags, so that a dataset scan takes it too.
+    """
     path = Path(path)
     try:
         with one_line_messages(path), open_image_file(path, warn=False) as image:  # the read names the profile
             width, height = image.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+        with one_line_messages(path):
+            info = tiff16.tiff16_info(path)
+        if info is None:
+            raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+        height, width = info.height, info.width
     return height, width
 
 
