@@ -870,6 +870,47 @@ def test_the_api_does_not_tag_its_rgb_result_with_a_cmyk_or_rgb_on_grey_profile(
     assert upscaler(rgb).info["icc_profile"] == srgb_profile()  # one that fits is kept
 
 
+def grey_profile() -> bytes:
+    """A grey display profile (ICC v2, gamma 2.2), as Photoshop's "Gray Gamma 2.2" tags grey scans."""
+    text = b"srfeat test grey\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 2 + 1 + 67)
+    white = b"XYZ " + bytes(4) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249)
+    curve = b"curv" + bytes(4) + struct.pack(">I", 1) + struct.pack(">H", 0x0233) + bytes(2)  # gamma 2.2 (u8f8)
+    tags = [(b"desc", desc), (b"wtpt", white), (b"kTRC", curve)]
+    table, body, offset = b"", b"", 128 + 4 + 12 * len(tags)
+    for signature, data in tags:
+        body += bytes(-(offset + len(body)) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    payload = struct.pack(">I", len(tags)) + table + body
+    header = struct.pack(">I", 128 + len(payload)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrGRAYXYZ "
+    header += bytes(12) + b"acsp" + bytes(28) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249) + bytes(48)
+    return header + payload
+
+
+@pytest.mark.parametrize("mode", ["L", "LA"])
+def test_a_grey_image_written_as_rgb_webp_does_not_carry_its_grey_profile(
+    tmp_path: Path, model_path: Path, mode: str
+) -> None:
+    """WebP has no grey mode, so grey is written as RGB; its grey profile went with it: an RGB WebP tagged
+    GRAY, which a viewer reads through the wrong profile or not at all."""
+    assert ImageCms.ImageCmsProfile(io.BytesIO(grey_profile())).profile.xcolor_space.strip() == "GRAY"  # a sound one
+    source = tmp_path / "scan.png"
+    Image.fromarray(RNG.integers(0, 256, (8, 10, len(mode)), dtype=np.uint8).squeeze(), mode).save(
+        source, icc_profile=grey_profile()
+    )
+    child = srfeat_cli("upscale", source, "-o", tmp_path / "scan.webp", "--model", model_path)
+    lines = stderr_lines(child)
+    assert child.returncode == 0
+    assert any("the grey colour profile cannot describe RGB pixels; it is left out" in line for line in lines), lines
+    with Image.open(tmp_path / "scan.webp") as result:
+        assert result.mode in ("RGB", "RGBA") and "icc_profile" not in result.info
+    kept = srfeat_cli("upscale", source, "-o", tmp_path / "scan_x4.png", "--model", model_path)
+    assert kept.returncode == 0, kept.stderr
+    with Image.open(tmp_path / "scan_x4.png") as result:  # a format that holds grey keeps the profile
+        assert result.mode == mode and result.info["icc_profile"] == grey_profile()
+
+
 def srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 

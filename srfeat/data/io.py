@@ -27,7 +27,13 @@ import numpy as np
 from PIL import Image
 
 from srfeat.data import orientation, png16, ppm16, tiff16
-from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
+from srfeat.data.colour_profiles import (
+    cmyk_to_srgb,
+    is_cmyk_profile,
+    is_rgb_profile,
+    open_image_file,
+    profile_for_pixels,
+)
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.library_warnings import WARNINGS_LOCK, one_line_messages
@@ -391,11 +397,11 @@ def write_image(
 
     16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. Float gray is kept
     in TIFF (mode F); PNG gets 16 bits of it, other formats 8. JPEG and BMP drop alpha, WebP makes
-    gray RGB. Each change is logged as a warning; every layout can be written in every format. The
-    ICC profile and EXIF block are embedded where the format allows. The file appears whole or not
-    at all (written to a temporary name, then renamed), and its folder is created. With `replace`
-    False an existing file is kept, even one that appeared while this one was written
-    (`srfeat.files.OutputExistsError`).
+    gray RGB (leaving out a gray ICC profile). Each change is logged as a warning; every layout can
+    be written in every format. The ICC profile and EXIF block are embedded where the format allows.
+    The file appears whole or not at all (written to a temporary name, then renamed), and its folder
+    is created. With `replace` False an existing file is kept, even one that appeared while this one
+    was written (`srfeat.files.OutputExistsError`).
     """
     path = Path(path)
     image_format = FORMATS.get(path.suffix.lower())
@@ -413,6 +419,9 @@ def write_image(
         array, channels = array[..., : channels - 1], channels - 1
     if image_format == "WEBP" and channels in (1, 2):
         logger.warning("%s: WebP has no grey mode; writing the grey as RGB (use .png to keep one channel)", path)
+        if icc_profile and not is_rgb_profile(icc_profile):  # a grey one: viewers would read RGB through it
+            logger.warning("%s: the grey colour profile cannot describe RGB pixels; it is left out", path)
+            icc_profile = None
     sixteen_bit_ok = image_format in ("PNG", "TIFF")
     if np.issubdtype(array.dtype, np.floating):
         array = np.clip(array, 0.0, 1.0)  # a copy, changed in place from here: the caller's array is kept
