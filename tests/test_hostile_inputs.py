@@ -223,6 +223,29 @@ def test_empty_images_and_batches_in_the_api(upscaler: Upscaler) -> None:
 # ----------------------------------------------------------------------------- files
 
 
+def test_a_postscript_file_named_as_an_image_is_not_handed_to_ghostscript(tmp_path: Path, model_path: Path) -> None:
+    """PIL tries every reader it has on a file, whatever its name: a `photo.png` that is PostScript went to
+    PIL's EPS reader, which runs Ghostscript (`gs`, a program outside Python) on it, and a `gs` that
+    failed ended the whole run with a traceback. Only the formats srfeat reads are tried now."""
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    ran = tmp_path / "gs_ran"
+    (bin_folder / "gs").write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')
+    (bin_folder / "gs").chmod(0o755)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "photo.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8)).save(folder / "real.png")
+    path = f"{bin_folder}:{CHILD_ENV.get('PATH', '')}"
+    child = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--model", model_path, env={"PATH": path})
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    errors = [line for line in child.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors[0].startswith(f"ERROR: cannot read image {folder / 'photo.png'}: "), child.stderr
+    assert errors[1:] == ["ERROR: 1 of 2 input(s) failed"], child.stderr
+    assert not ran.exists(), ran.read_text()
+    assert (tmp_path / "out" / "real.png").is_file()
+
+
 def test_folder_scan_reports_every_skipped_path_and_reads_gif(
     tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
