@@ -6,8 +6,10 @@ the Python API with the values a user could pass.
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
-from PIL import Image
+from PIL import Image, features
 from safetensors.torch import load_file, save_file
 
 from srfeat.archs.generator import SRFeatGenerator
@@ -244,6 +247,64 @@ def test_a_postscript_file_named_as_an_image_is_not_handed_to_ghostscript(tmp_pa
     assert errors[1:] == ["ERROR: 1 of 2 input(s) failed"], child.stderr
     assert not ran.exists(), ran.read_text()
     assert (tmp_path / "out" / "real.png").is_file()
+
+
+def tiff_with_damaged_tag(array: np.ndarray, page: int, tag: int, *, renamed: int | None = None) -> bytes:
+    """A little-endian TIFF of `array` (pages, if 4-D) whose `tag` on `page` says it holds two values
+    (a SHORT or LONG of one), or is `renamed` to another number."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, photometric="rgb", metadata=None)
+    data = bytearray(buffer.getvalue())
+    directory = struct.unpack("<I", data[4:8])[0]
+    for _ in range(page):
+        count = struct.unpack("<H", data[directory : directory + 2])[0]
+        directory = struct.unpack("<I", data[directory + 2 + 12 * count : directory + 6 + 12 * count])[0]
+    for entry in range(struct.unpack("<H", data[directory : directory + 2])[0]):
+        start = directory + 2 + 12 * entry
+        if struct.unpack("<H", data[start : start + 2])[0] == tag:
+            if renamed is None:
+                data[start + 4 : start + 8] = struct.pack("<I", 2)
+            else:
+                data[start : start + 2] = struct.pack("<H", renamed)
+            return bytes(data)
+    raise AssertionError(f"no tag {tag} on page {page}")
+
+
+def test_damaged_files_that_make_a_reader_raise_an_unusual_error_are_one_line_each(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """PIL and tifffile raise more than OSError and ValueError for some damaged files: PIL a TypeError for
+    a TIFF whose second page has no width (counting the pages), a RuntimeError for an AVIF without its
+    primary item; tifffile a TypeError for a TIFF whose SamplesPerPixel holds two values; numpy a
+    ValueError for a 16-bit PPM cut after an odd byte. Each ended the whole upscale or eval run with a
+    traceback; each is now the file's one error line (the TIFF of two SamplesPerPixel PIL reads, with
+    a warning), and the other files are done."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = np.full((6, 5, 3), 90, dtype=np.uint8)
+    unreadable = {
+        "pages.tif": tiff_with_damaged_tag(np.stack([pixels, pixels]), 1, 256, renamed=0x7FFF),
+        "cut16.ppm": b"P6\n5 6\n65535\n" + pixels.astype(">u2").tobytes()[:-3],
+    }
+    if features.check("avif"):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="AVIF")
+        unreadable["primary.avif"] = buffer.getvalue().replace(b"pitm", b"xitm", 1)  # no primary item box
+    readable = {"samples16.tif": tiff_with_damaged_tag(pixels.astype(np.uint16) * 257, 0, 277)}
+    for name, data in {**unreadable, **readable}.items():
+        (folder / name).write_bytes(data)
+    Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8)).save(folder / "good.png")
+    child = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--model", model_path)
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    for name in unreadable:
+        assert f"ERROR: cannot read image {folder / name}: " in child.stderr, (name, child.stderr)
+    assert f"ERROR: {len(unreadable)} of {len(unreadable) + 2} input(s) failed" in child.stderr
+    assert (tmp_path / "out" / "good.png").is_file() and (tmp_path / "out" / "samples16.tif").is_file()
+    scored = srfeat_cli("eval", "--model", "bicubic", "--data", folder, "--metrics", "psnr", cwd=tmp_path)
+    assert scored.returncode == 0 and "Traceback" not in scored.stderr, scored.stderr
+    for name in unreadable:
+        assert f"WARNING: cannot read image {folder / name}: " in scored.stderr, (name, scored.stderr)
+    assert "| bicubic | photos | 2 |" in scored.stdout, scored.stdout
 
 
 def test_folder_scan_reports_every_skipped_path_and_reads_gif(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +46,24 @@ _PHOTO_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", 
 IMAGE_EXTENSIONS = frozenset(_PHOTO_EXTENSIONS | {".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"})
 
 PathLike = str | os.PathLike[str]
+
+# What PIL's readers raise for a damaged or hostile file: OSError (not an image, truncated data),
+# SyntaxError and ValueError (malformed headers), and, from fields some readers do not check, TypeError
+# (a TIFF tag of several values where one belongs), RuntimeError (the AVIF decoder), EOFError,
+# IndexError, KeyError, struct.error and ZeroDivisionError: those ended a whole run with a traceback.
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    TypeError,
+    RuntimeError,
+    EOFError,
+    IndexError,
+    KeyError,
+    ZeroDivisionError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 
 @dataclass(frozen=True)
@@ -116,9 +135,7 @@ def _open_image(path: Path) -> Image.Image:
             image.load()  # decode now: truncated files fail here
             oriented = orientation.exif_upright(image, path)
             return oriented if oriented is not image else image.copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
-        # data, SyntaxError/ValueError for some malformed headers.
+    except DECODE_ERRORS as error:
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
 
 
@@ -132,11 +149,11 @@ def image_size(path: PathLike) -> tuple[int, int]:
     try:
         with one_line_messages(path), open_image_file(path, warn=False) as image:  # the read names the profile
             width, height = image.size
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        with one_line_messages(path):
+    except DECODE_ERRORS as error:
+        with one_line_messages(path):  # tifffile's complaints too are only the error line's when it fails
             info = tiff16.tiff16_info(path)
-        if info is None:
-            raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+            if info is None:
+                raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
         height, width = info.height, info.width
     return height, width
 
