@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ext",
         default="auto",
-        choices=("auto", "png", "jpg", "webp", "tif", "bmp"),
-        help="output format (default auto: the input's own format)",
+        type=str.lower,  # PNG as png: extensions are matched without case everywhere else
+        choices=("auto", *OUTPUT_EXTENSIONS),
+        help="output format, in any case; jpeg and tiff write .jpg and .tif (default auto: the input's own format)",
     )
     parser.add_argument(
         "--suffix", default="", help="added to each output file's name before the extension, e.g. _x4 (default: none)"
