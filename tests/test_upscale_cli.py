@@ -474,7 +474,8 @@ def test_an_output_file_name_says_that_it_overrides_suffix_and_ext(tmp_path: Pat
 
 def test_a_pipe_given_as_input_is_named_as_such_and_jfif_files_are_found_in_folders(tmp_path: Path) -> None:
     """Before: a pipe was 'input not found' though `ls` shows it, and a folder scan passed over
-    .jfif / .jpe files, which are JPEGs under the names cameras and browsers give them."""
+    .jfif / .jpe files, which are JPEGs under the names cameras and browsers give them; then --ext auto
+    (the input's own format) wrote them as PNGs."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("a.jfif", "b.jpe"):
@@ -484,4 +485,7 @@ def test_a_pipe_given_as_input_is_named_as_such_and_jfif_files_are_found_in_fold
     result = srfeat_cli("upscale", folder, pipe, "-o", tmp_path / "out", "--device", "cpu")
     assert result.returncode == 1
     assert f"ERROR: input {pipe} is neither a file nor a folder (a pipe, socket or device)" in result.stderr
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.jfif", "b.jpe"]
+    for name in ("a.jfif", "b.jpe"):
+        with Image.open(tmp_path / "out" / name) as written:
+            assert written.format == "JPEG" and written.size == (48, 40)

@@ -380,6 +380,8 @@ FORMATS = {
     ".png": "PNG",
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
+    ".jfif": "JPEG",  # a JPEG's other names (Windows saves web photos so): --ext auto keeps them JPEGs
+    ".jpe": "JPEG",
     ".webp": "WEBP",
     ".tif": "TIFF",
     ".tiff": "TIFF",
