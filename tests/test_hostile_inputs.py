@@ -6,6 +6,7 @@ the Python API with the values a user could pass.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import signal
@@ -371,9 +372,8 @@ STALLED_WRITE = textwrap.dedent(
     from PIL import Image
     from srfeat.cli import main
 
-    def stalling_save(self, fp, *args, **kwargs):
-        with open(fp, "wb") as handle:
-            handle.write(b"\\x89PNG partial")
+    def stalling_save(self, fp, *args, **kwargs):  # fp: the temporary, open
+        fp.write(b"\\x89PNG partial")
         print("writing", flush=True)
         time.sleep(60)
 
@@ -381,6 +381,50 @@ STALLED_WRITE = textwrap.dedent(
     sys.exit(main(["upscale", *sys.argv[1:]]))
     """
 )
+
+
+def test_an_output_cut_short_by_the_file_system_fails_and_is_not_kept(tmp_path: Path, model_path: Path) -> None:
+    """On a full disk the last write of a file is short (the part that fits). PIL's C writer, given a
+    path, took it for a whole one: a JPEG came out cut short, reported as written, exit 0. A limit on
+    file size cuts writes the same way."""
+    import resource
+
+    source = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(source)
+    limit = 20_000  # bytes: the 192x192 JPEG of noise is larger
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is short, or fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    for name in ("noise.jpg", "noise.bmp", "noise.tif"):
+        target = tmp_path / "out" / name
+        child = subprocess.run(
+            [sys.executable, "-m", "srfeat.cli", "upscale", source, "-o", target, "--model", model_path],
+            env={**CHILD_ENV, "PYTHONDONTWRITEBYTECODE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=limit_file_size,
+            check=False,
+        )
+        assert child.returncode == 1 and "Traceback" not in child.stderr, (name, child.stderr)
+        assert f"ERROR: cannot write {target} (from {source}): [Errno 27] File too large" in child.stderr, child.stderr
+        assert not target.exists() and not list(target.parent.iterdir())  # no output, no temporary
+    whole = tmp_path / "out" / "noise.jpg"
+    assert srfeat_cli("upscale", source, "-o", whole, "--model", model_path).returncode == 0
+    assert whole.stat().st_size > limit  # the limit did cut it
+
+
+def test_a_full_disk_is_named_with_what_to_do(tmp_path: Path) -> None:
+    from srfeat.files import DiskFullError, disk_full_named
+
+    with pytest.raises(DiskFullError) as raised, disk_full_named(tmp_path / "photo.jpg"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(raised.value).startswith(f"not enough disk space to write photo.jpg in {tmp_path} (")
+    assert "free some space and run again" in str(raised.value)
+    with pytest.raises(PermissionError), disk_full_named(tmp_path / "photo.jpg"):
+        raise PermissionError(errno.EACCES, "Permission denied")  # other errors pass as they are
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
