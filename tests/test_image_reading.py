@@ -477,6 +477,31 @@ def test_float_refusal_on_the_command_line(tmp_path: Path, model_path: Path) -> 
     assert not (tmp_path / "out" / "fnan.tif").exists()
 
 
+def test_a_sound_tiff_of_a_layout_srfeat_does_not_read_is_named_as_such(tmp_path: Path, model_path: Path) -> None:
+    """A float RGB TIFF (a 32-bit HDR export), a 64-bit float one or one of 5 samples is a sound file that PIL
+    does not open: the error was PIL's 'cannot identify image file ...; skip or replace this file', as for
+    a damaged one. It says what the file holds and what to do now; a damaged TIFF is named as before."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "hdr.tif", RNG.random((6, 5, 3), dtype=np.float32), photometric="rgb")
+    tifffile.imwrite(folder / "double.tif", RNG.random((6, 5)))
+    five = RNG.integers(0, 65536, (6, 5, 5), dtype=np.uint16)
+    tifffile.imwrite(folder / "five.tif", five, photometric="rgb", extrasamples=("unassalpha", "unspecified"))
+    (folder / "cut.tif").write_bytes((folder / "hdr.tif").read_bytes()[:8])
+    child = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--model", model_path)
+    assert child.returncode == 1, child.stderr
+    errors = [line for line in stderr_lines(child) if line.startswith("ERROR: cannot read image")]
+    expected = {
+        "hdr.tif": "a TIFF of 3 sample(s) of 32-bit float per pixel, which srfeat does not read",
+        "double.tif": "a TIFF of 1 sample(s) of 64-bit float per pixel, which srfeat does not read",
+        "five.tif": "a TIFF of 5 sample(s) of 16-bit unsigned integer per pixel, which srfeat does not read",
+        "cut.tif": "skip or replace this file",
+    }
+    for name, said in expected.items():
+        line = next(line for line in errors if f"{folder / name}:" in line)
+        assert said in line and ("save it with 16 bits" in line) == (name != "cut.tif"), line
+
+
 def test_a_mode_f_pil_image_comes_back_as_mode_f(upscaler: Upscaler) -> None:
     pixels = RNG.random((6, 5), dtype=np.float32)
     result = upscaler(Image.fromarray(pixels, "F"))

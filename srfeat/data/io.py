@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from srfeat.data import orientation, png16, ppm16, tiff16
 from srfeat.data.colour_profiles import (
@@ -137,6 +137,11 @@ def _open_image(path: Path) -> Image.Image:
             oriented = orientation.exif_upright(image, path)
             return oriented if oriented is not image else image.copy()
     except DECODE_ERRORS as error:
+        if isinstance(error, UnidentifiedImageError) and (layout := tiff16.unread_layout(path)):  # float RGB...
+            raise ImageReadError(
+                f"cannot read image {path}: a TIFF of {layout} per pixel, which srfeat does not read (it reads 8 "
+                "and 16 bits, and 32-bit float grey); save it with 16 bits, as TIFF or PNG"
+            ) from error
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
 
 
