@@ -493,6 +493,13 @@ def test_stale_training_temporaries_are_cleaned_on_the_next_start(tmp_path: Path
         (["-o", "afile/sub/"], "afile is a file"),
         (["-o", "afile"], "existing file, not a folder"),
         (["--device", "mps"], "mps is not supported"),
+        # an existing folder no file can be made in (read-only; /proc is so even for root): its
+        # parent was checked, and every input was upscaled before its write failed
+        pytest.param(
+            ["-o", "/proc/"],
+            "-o /proc/: cannot write in /proc",
+            marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc"),
+        ),
     ],
 )
 def test_bad_options_and_outputs_are_refused_before_any_work(tmp_path: Path, option: list[str], named: str) -> None:

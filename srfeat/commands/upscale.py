@@ -191,7 +191,7 @@ def output_location_problem(spec: str, formats: dict[str, str], readable: frozen
     path, to_file = Path(spec).expanduser(), output_is_file(spec, formats, readable)
     if not to_file and path.exists() and not path.is_dir():
         return f"-o {spec} is an existing file, not a folder; give a folder, or a file name with an image extension"
-    if problem := unwritable_file(path) if to_file else unwritable_folder(path.parent):
+    if problem := unwritable_file(path) if to_file else unwritable_folder(path):
         return f"-o {spec}: {problem}; give another -o"
     return None
 
