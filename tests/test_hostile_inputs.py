@@ -409,7 +409,8 @@ def test_an_output_cut_short_by_the_file_system_fails_and_is_not_kept(tmp_path: 
             check=False,
         )
         assert child.returncode == 1 and "Traceback" not in child.stderr, (name, child.stderr)
-        assert f"ERROR: cannot write {target} (from {source}): [Errno 27] File too large" in child.stderr, child.stderr
+        said = "encoder error -2" if name.endswith(".tif") else "[Errno 27] File too large"  # libtiff's own writes
+        assert f"ERROR: cannot write {target} (from {source}): {said}" in child.stderr, child.stderr
         assert not target.exists() and not list(target.parent.iterdir())  # no output, no temporary
     whole = tmp_path / "out" / "noise.jpg"
     assert srfeat_cli("upscale", source, "-o", whole, "--model", model_path).returncode == 0

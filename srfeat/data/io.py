@@ -52,19 +52,8 @@ PathLike = str | os.PathLike[str]
 # SyntaxError and ValueError (malformed headers), and, from fields some readers do not check, TypeError
 # (a TIFF tag of several values where one belongs), RuntimeError (the AVIF decoder), EOFError,
 # IndexError, KeyError, struct.error and ZeroDivisionError: those ended a whole run with a traceback.
-DECODE_ERRORS = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    TypeError,
-    RuntimeError,
-    EOFError,
-    IndexError,
-    KeyError,
-    ZeroDivisionError,
-    struct.error,
-    Image.DecompressionBombError,
-)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, TypeError, RuntimeError, EOFError, IndexError, KeyError)
+DECODE_ERRORS = (*_DECODE_ERRORS, ZeroDivisionError, struct.error, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -488,9 +477,13 @@ def write_image(
                         exif, options["compression"] = orientation.exif_for_tiff(exif)  # its tags go over the TIFF's
                 if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
                     options["exif"] = exif
-                with open(temporary, "wb") as file:
-                    pil_file: BinaryIO = WritesThroughPython(file)  # pyright: ignore[reportAssignmentType]  # PIL uses write/seek/tell
-                    array_to_pil(array).save(pil_file, format=image_format, **options)
+                image = array_to_pil(array)
+                if image_format == "TIFF" and options["compression"] != "raw":  # libtiff's: it checks its writes,
+                    image.save(temporary, format=image_format, **options)  # and through write() holds the whole file
+                else:
+                    with open(temporary, "wb") as file:
+                        pil_file: BinaryIO = WritesThroughPython(file)  # pyright: ignore[reportAssignmentType]  # PIL uses write/seek/tell
+                        image.save(pil_file, format=image_format, **options)
             move_into_place(temporary, path, replace)
         finally:
             temporary.unlink(missing_ok=True)
