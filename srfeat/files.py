@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +31,7 @@ from srfeat.errors import SRFeatError
 logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-_FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class DiskFullError(SRFeatError, OSError):
@@ -194,6 +196,50 @@ def move_into_place(temporary: Path, path: Path, replace: bool = True) -> None:
         temporary.unlink()
 
 
+class WritesThroughPython(io.RawIOBase):
+    """An open file that PIL writes through `write`, not through its descriptor: given a path, or a
+    file with a descriptor, PIL's C writer takes a short write (on a full disk, the part that fits)
+    for a whole one, and a JPEG came out cut short, with no error. Python's `write` raises instead."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file = file
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]  # bytes-like
+        return self._file.write(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+
+@contextmanager
+def disk_full_named(path: Path) -> Iterator[None]:
+    """A full disk (or quota) while `path` is written raised as `DiskFullError`, which names it and says
+    what to do; other errors as they are."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in FULL_DISK_ERRNOS:
+            raise
+        try:
+            free = f"{megabytes(free_bytes(path.parent))} free"
+        except OSError:
+            free = "free space unknown"
+        raise DiskFullError(
+            f"not enough disk space to write {path.name} in {path.parent} ({free}: {error.strerror or error}); "
+            "free some space and run again (the previous version of the file, if any, is kept)"
+        ) from error
+
+
 def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
@@ -239,7 +285,7 @@ def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -
         for file, temporary in zip(files, temporaries, strict=True):
             move_into_place(temporary, file.path, replace)
     except OSError as error:
-        if error.errno in _FULL_DISK_ERRNOS:
+        if error.errno in FULL_DISK_ERRNOS:
             raise _disk_full([current.path], current.size, error.strerror or "disk full") from error
         raise
     finally:

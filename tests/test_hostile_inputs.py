@@ -6,8 +6,11 @@ the Python API with the values a user could pass.
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -17,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
-from PIL import Image
+from PIL import Image, features
 from safetensors.torch import load_file, save_file
 
 from srfeat.archs.generator import SRFeatGenerator
@@ -223,6 +227,87 @@ def test_empty_images_and_batches_in_the_api(upscaler: Upscaler) -> None:
 # ----------------------------------------------------------------------------- files
 
 
+def test_a_postscript_file_named_as_an_image_is_not_handed_to_ghostscript(tmp_path: Path, model_path: Path) -> None:
+    """PIL tries every reader it has on a file, whatever its name: a `photo.png` that is PostScript went to
+    PIL's EPS reader, which runs Ghostscript (`gs`, a program outside Python) on it, and a `gs` that
+    failed ended the whole run with a traceback. Only the formats srfeat reads are tried now."""
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    ran = tmp_path / "gs_ran"
+    (bin_folder / "gs").write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')
+    (bin_folder / "gs").chmod(0o755)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "photo.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8)).save(folder / "real.png")
+    path = f"{bin_folder}:{CHILD_ENV.get('PATH', '')}"
+    child = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--model", model_path, env={"PATH": path})
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    errors = [line for line in child.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors[0].startswith(f"ERROR: cannot read image {folder / 'photo.png'}: "), child.stderr
+    assert errors[1:] == ["ERROR: 1 of 2 input(s) failed"], child.stderr
+    assert not ran.exists(), ran.read_text()
+    assert (tmp_path / "out" / "real.png").is_file()
+
+
+def tiff_with_damaged_tag(array: np.ndarray, page: int, tag: int, *, renamed: int | None = None) -> bytes:
+    """A little-endian TIFF of `array` (pages, if 4-D) whose `tag` on `page` says it holds two values
+    (a SHORT or LONG of one), or is `renamed` to another number."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, photometric="rgb", metadata=None)
+    data = bytearray(buffer.getvalue())
+    directory = struct.unpack("<I", data[4:8])[0]
+    for _ in range(page):
+        count = struct.unpack("<H", data[directory : directory + 2])[0]
+        directory = struct.unpack("<I", data[directory + 2 + 12 * count : directory + 6 + 12 * count])[0]
+    for entry in range(struct.unpack("<H", data[directory : directory + 2])[0]):
+        start = directory + 2 + 12 * entry
+        if struct.unpack("<H", data[start : start + 2])[0] == tag:
+            if renamed is None:
+                data[start + 4 : start + 8] = struct.pack("<I", 2)
+            else:
+                data[start : start + 2] = struct.pack("<H", renamed)
+            return bytes(data)
+    raise AssertionError(f"no tag {tag} on page {page}")
+
+
+def test_damaged_files_that_make_a_reader_raise_an_unusual_error_are_one_line_each(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """PIL and tifffile raise more than OSError and ValueError for some damaged files: PIL a TypeError for
+    a TIFF whose second page has no width (counting the pages), a RuntimeError for an AVIF without its
+    primary item; tifffile a TypeError for a TIFF whose SamplesPerPixel holds two values; numpy a
+    ValueError for a 16-bit PPM cut after an odd byte. Each ended the whole upscale or eval run with a
+    traceback; each is now the file's one error line (the TIFF of two SamplesPerPixel PIL reads, with
+    a warning), and the other files are done."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = np.full((6, 5, 3), 90, dtype=np.uint8)
+    unreadable = {
+        "pages.tif": tiff_with_damaged_tag(np.stack([pixels, pixels]), 1, 256, renamed=0x7FFF),
+        "cut16.ppm": b"P6\n5 6\n65535\n" + pixels.astype(">u2").tobytes()[:-3],
+    }
+    if features.check("avif"):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="AVIF")
+        unreadable["primary.avif"] = buffer.getvalue().replace(b"pitm", b"xitm", 1)  # no primary item box
+    readable = {"samples16.tif": tiff_with_damaged_tag(pixels.astype(np.uint16) * 257, 0, 277)}
+    for name, data in {**unreadable, **readable}.items():
+        (folder / name).write_bytes(data)
+    Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8)).save(folder / "good.png")
+    child = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--model", model_path)
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    for name in unreadable:
+        assert f"ERROR: cannot read image {folder / name}: " in child.stderr, (name, child.stderr)
+    assert f"ERROR: {len(unreadable)} of {len(unreadable) + 2} input(s) failed" in child.stderr
+    assert (tmp_path / "out" / "good.png").is_file() and (tmp_path / "out" / "samples16.tif").is_file()
+    scored = srfeat_cli("eval", "--model", "bicubic", "--data", folder, "--metrics", "psnr", cwd=tmp_path)
+    assert scored.returncode == 0 and "Traceback" not in scored.stderr, scored.stderr
+    for name in unreadable:
+        assert f"WARNING: cannot read image {folder / name}: " in scored.stderr, (name, scored.stderr)
+    assert "| bicubic | photos | 2 |" in scored.stdout, scored.stdout
+
+
 def test_folder_scan_reports_every_skipped_path_and_reads_gif(
     tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -287,9 +372,8 @@ STALLED_WRITE = textwrap.dedent(
     from PIL import Image
     from srfeat.cli import main
 
-    def stalling_save(self, fp, *args, **kwargs):
-        with open(fp, "wb") as handle:
-            handle.write(b"\\x89PNG partial")
+    def stalling_save(self, fp, *args, **kwargs):  # fp: the temporary, open
+        fp.write(b"\\x89PNG partial")
         print("writing", flush=True)
         time.sleep(60)
 
@@ -297,6 +381,51 @@ STALLED_WRITE = textwrap.dedent(
     sys.exit(main(["upscale", *sys.argv[1:]]))
     """
 )
+
+
+def test_an_output_cut_short_by_the_file_system_fails_and_is_not_kept(tmp_path: Path, model_path: Path) -> None:
+    """On a full disk the last write of a file is short (the part that fits). PIL's C writer, given a
+    path, took it for a whole one: a JPEG came out cut short, reported as written, exit 0. A limit on
+    file size cuts writes the same way."""
+    import resource
+
+    source = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(source)
+    limit = 20_000  # bytes: the 192x192 JPEG of noise is larger
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is short, or fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    for name in ("noise.jpg", "noise.bmp", "noise.tif"):
+        target = tmp_path / "out" / name
+        child = subprocess.run(
+            [sys.executable, "-m", "srfeat.cli", "upscale", source, "-o", target, "--model", model_path],
+            env={**CHILD_ENV, "PYTHONDONTWRITEBYTECODE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=limit_file_size,
+            check=False,
+        )
+        assert child.returncode == 1 and "Traceback" not in child.stderr, (name, child.stderr)
+        said = "encoder error -2" if name.endswith(".tif") else "[Errno 27] File too large"  # libtiff's own writes
+        assert f"ERROR: cannot write {target} (from {source}): {said}" in child.stderr, child.stderr
+        assert not target.exists() and not list(target.parent.iterdir())  # no output, no temporary
+    whole = tmp_path / "out" / "noise.jpg"
+    assert srfeat_cli("upscale", source, "-o", whole, "--model", model_path).returncode == 0
+    assert whole.stat().st_size > limit  # the limit did cut it
+
+
+def test_a_full_disk_is_named_with_what_to_do(tmp_path: Path) -> None:
+    from srfeat.files import DiskFullError, disk_full_named
+
+    with pytest.raises(DiskFullError) as raised, disk_full_named(tmp_path / "photo.jpg"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(raised.value).startswith(f"not enough disk space to write photo.jpg in {tmp_path} (")
+    assert "free some space and run again" in str(raised.value)
+    with pytest.raises(PermissionError), disk_full_named(tmp_path / "photo.jpg"):
+        raise PermissionError(errno.EACCES, "Permission denied")  # other errors pass as they are
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
@@ -365,6 +494,13 @@ def test_stale_training_temporaries_are_cleaned_on_the_next_start(tmp_path: Path
         (["-o", "afile/sub/"], "afile is a file"),
         (["-o", "afile"], "existing file, not a folder"),
         (["--device", "mps"], "mps is not supported"),
+        # an existing folder no file can be made in (read-only; /proc is so even for root): its
+        # parent was checked, and every input was upscaled before its write failed
+        pytest.param(
+            ["-o", "/proc/"],
+            "-o /proc/: cannot write in /proc",
+            marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc"),
+        ),
     ],
 )
 def test_bad_options_and_outputs_are_refused_before_any_work(tmp_path: Path, option: list[str], named: str) -> None:

@@ -477,6 +477,31 @@ def test_float_refusal_on_the_command_line(tmp_path: Path, model_path: Path) -> 
     assert not (tmp_path / "out" / "fnan.tif").exists()
 
 
+def test_a_sound_tiff_of_a_layout_srfeat_does_not_read_is_named_as_such(tmp_path: Path, model_path: Path) -> None:
+    """A float RGB TIFF (a 32-bit HDR export), a 64-bit float one or one of 5 samples is a sound file that PIL
+    does not open: the error was PIL's 'cannot identify image file ...; skip or replace this file', as for
+    a damaged one. It says what the file holds and what to do now; a damaged TIFF is named as before."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "hdr.tif", RNG.random((6, 5, 3), dtype=np.float32), photometric="rgb")
+    tifffile.imwrite(folder / "double.tif", RNG.random((6, 5)))
+    five = RNG.integers(0, 65536, (6, 5, 5), dtype=np.uint16)
+    tifffile.imwrite(folder / "five.tif", five, photometric="rgb", extrasamples=("unassalpha", "unspecified"))
+    (folder / "cut.tif").write_bytes((folder / "hdr.tif").read_bytes()[:8])
+    child = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--model", model_path)
+    assert child.returncode == 1, child.stderr
+    errors = [line for line in stderr_lines(child) if line.startswith("ERROR: cannot read image")]
+    expected = {
+        "hdr.tif": "a TIFF of 3 sample(s) of 32-bit float per pixel, which srfeat does not read",
+        "double.tif": "a TIFF of 1 sample(s) of 64-bit float per pixel, which srfeat does not read",
+        "five.tif": "a TIFF of 5 sample(s) of 16-bit unsigned integer per pixel, which srfeat does not read",
+        "cut.tif": "skip or replace this file",
+    }
+    for name, said in expected.items():
+        line = next(line for line in errors if f"{folder / name}:" in line)
+        assert said in line and ("save it with 16 bits" in line) == (name != "cut.tif"), line
+
+
 def test_a_mode_f_pil_image_comes_back_as_mode_f(upscaler: Upscaler) -> None:
     pixels = RNG.random((6, 5), dtype=np.float32)
     result = upscaler(Image.fromarray(pixels, "F"))
@@ -687,6 +712,20 @@ def test_a_16_bit_tiffs_unspecified_extra_sample_is_not_taken_for_alpha(tmp_path
     assert raw.array.dtype == np.uint16 and np.array_equal(raw.array, stored[..., :-1])
 
 
+def test_a_16_bit_grey_and_alpha_tiff_that_srfeat_reads_is_scored_by_eval(tmp_path: Path) -> None:
+    """PIL does not open a 16-bit grey + alpha TIFF (what `write_image` makes of one: an upscale of a
+    16-bit grey PNG with alpha to .tif), but srfeat reads it: eval's scan by file headers skipped it
+    as 'cannot identify image file', as training's scan did."""
+    folder = tmp_path / "set"
+    grey_alpha = RNG.integers(0, 65536, (24, 28, 2), dtype=np.uint16)
+    write_image(folder / "scan.tif", grey_alpha)
+    assert read_raw_image(folder / "scan.tif").mode == "LA;16"
+    Image.fromarray(RNG.integers(0, 256, (24, 28, 3), dtype=np.uint8)).save(folder / "photo.png")
+    child = srfeat_cli("eval", "--model", "bicubic", "--data", folder, "--metrics", "psnr", cwd=tmp_path)
+    assert child.returncode == 0 and "cannot read" not in child.stderr, child.stderr
+    assert "| bicubic | set | 2 |" in child.stdout, child.stdout
+
+
 def test_a_16_bit_min_is_white_tiff_is_not_read_inverted(tmp_path: Path) -> None:
     grey_alpha = np.zeros((4, 5, 2), dtype=np.uint16)
     grey_alpha[..., 1] = 65535  # zero is white in this photometric
@@ -854,6 +893,47 @@ def test_the_api_does_not_tag_its_rgb_result_with_a_cmyk_or_rgb_on_grey_profile(
     rgb = Image.new("RGB", (8, 8))
     rgb.info["icc_profile"] = srgb_profile()
     assert upscaler(rgb).info["icc_profile"] == srgb_profile()  # one that fits is kept
+
+
+def grey_profile() -> bytes:
+    """A grey display profile (ICC v2, gamma 2.2), as Photoshop's "Gray Gamma 2.2" tags grey scans."""
+    text = b"srfeat test grey\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 2 + 1 + 67)
+    white = b"XYZ " + bytes(4) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249)
+    curve = b"curv" + bytes(4) + struct.pack(">I", 1) + struct.pack(">H", 0x0233) + bytes(2)  # gamma 2.2 (u8f8)
+    tags = [(b"desc", desc), (b"wtpt", white), (b"kTRC", curve)]
+    table, body, offset = b"", b"", 128 + 4 + 12 * len(tags)
+    for signature, data in tags:
+        body += bytes(-(offset + len(body)) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    payload = struct.pack(">I", len(tags)) + table + body
+    header = struct.pack(">I", 128 + len(payload)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrGRAYXYZ "
+    header += bytes(12) + b"acsp" + bytes(28) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249) + bytes(48)
+    return header + payload
+
+
+@pytest.mark.parametrize("mode", ["L", "LA"])
+def test_a_grey_image_written_as_rgb_webp_does_not_carry_its_grey_profile(
+    tmp_path: Path, model_path: Path, mode: str
+) -> None:
+    """WebP has no grey mode, so grey is written as RGB; its grey profile went with it: an RGB WebP tagged
+    GRAY, which a viewer reads through the wrong profile or not at all."""
+    assert ImageCms.ImageCmsProfile(io.BytesIO(grey_profile())).profile.xcolor_space.strip() == "GRAY"  # a sound one
+    source = tmp_path / "scan.png"
+    Image.fromarray(RNG.integers(0, 256, (8, 10, len(mode)), dtype=np.uint8).squeeze(), mode).save(
+        source, icc_profile=grey_profile()
+    )
+    child = srfeat_cli("upscale", source, "-o", tmp_path / "scan.webp", "--model", model_path)
+    lines = stderr_lines(child)
+    assert child.returncode == 0
+    assert any("the grey colour profile cannot describe RGB pixels; it is left out" in line for line in lines), lines
+    with Image.open(tmp_path / "scan.webp") as result:
+        assert result.mode in ("RGB", "RGBA") and "icc_profile" not in result.info
+    kept = srfeat_cli("upscale", source, "-o", tmp_path / "scan_x4.png", "--model", model_path)
+    assert kept.returncode == 0, kept.stderr
+    with Image.open(tmp_path / "scan_x4.png") as result:  # a format that holds grey keeps the profile
+        assert result.mode == mode and result.info["icc_profile"] == grey_profile()
 
 
 def srgb_profile() -> bytes:

@@ -441,6 +441,23 @@ def test_grey_into_webp_is_rgb_with_a_warning(tmp_path: Path, model_path: Path) 
         assert result.mode == "RGB" and result.size == (40, 32)
 
 
+def test_ext_takes_any_case_and_the_long_names_of_jpeg_and_tiff(tmp_path: Path, model_path: Path) -> None:
+    """--ext PNG, jpeg and TIFF were usage errors (exit 2), though -o names and inputs match extensions in
+    any case and the extension table had jpeg and tiff."""
+    from cli_helpers import srfeat_cli
+
+    source = tmp_path / "a.png"
+    Image.fromarray(samples.astronaut()[:8, :8]).save(source)
+    for ext, written, image_format in (("PNG", "a.png", "PNG"), ("jpeg", "a.jpg", "JPEG"), ("TIFF", "a.tif", "TIFF")):
+        out = tmp_path / ext
+        child = srfeat_cli("upscale", source, "-o", out, "--ext", ext, "--model", model_path)
+        assert child.returncode == 0, child.stderr
+        with Image.open(out / written) as result:
+            assert result.format == image_format and result.size == (32, 32)
+    refused = srfeat_cli("upscale", source, "-o", tmp_path / "gif", "--ext", "GIF", "--model", model_path)
+    assert refused.returncode == 2 and "invalid choice: 'gif'" in refused.stderr, refused.stderr
+
+
 def test_an_output_file_name_says_that_it_overrides_suffix_and_ext(tmp_path: Path, model_path: Path) -> None:
     from cli_helpers import srfeat_cli
 
@@ -457,7 +474,8 @@ def test_an_output_file_name_says_that_it_overrides_suffix_and_ext(tmp_path: Pat
 
 def test_a_pipe_given_as_input_is_named_as_such_and_jfif_files_are_found_in_folders(tmp_path: Path) -> None:
     """Before: a pipe was 'input not found' though `ls` shows it, and a folder scan passed over
-    .jfif / .jpe files, which are JPEGs under the names cameras and browsers give them."""
+    .jfif / .jpe files, which are JPEGs under the names cameras and browsers give them; then --ext auto
+    (the input's own format) wrote them as PNGs."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("a.jfif", "b.jpe"):
@@ -467,4 +485,7 @@ def test_a_pipe_given_as_input_is_named_as_such_and_jfif_files_are_found_in_fold
     result = srfeat_cli("upscale", folder, pipe, "-o", tmp_path / "out", "--device", "cpu")
     assert result.returncode == 1
     assert f"ERROR: input {pipe} is neither a file nor a folder (a pipe, socket or device)" in result.stderr
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.jfif", "b.jpe"]
+    for name in ("a.jfif", "b.jpe"):
+        with Image.open(tmp_path / "out" / name) as written:
+            assert written.format == "JPEG" and written.size == (48, 40)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, features
 
 from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
@@ -826,6 +826,19 @@ def test_api_misuse_gets_a_reason_that_says_what_to_do(server: Server) -> None:
     negative_zero = upload(server, "misuse", "a.png", png_bytes(16), "strength=-0")
     assert negative_zero.status == 201 and json.loads(negative_zero.body)["label"] == "strength 0.00"
     call(server, "POST", "/api/sessions/misuse/close")
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+def test_an_upload_whose_decoder_raises_an_unusual_error_is_refused_not_a_server_error(server: Server) -> None:
+    """The AVIF decoder raises RuntimeError for a file without its primary item: the upload check let it
+    through as a server error (500, and a traceback in the log) instead of refusing the file."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8)).save(buffer, format="AVIF")
+    damaged = buffer.getvalue().replace(b"pitm", b"xitm", 1)  # no primary item box
+    refused = upload(server, "odd", "photo.avif", damaged)
+    assert refused.status == 415 and "photo.avif is not an image srfeat can read" in refused.error(), refused.body
+    call(server, "POST", "/api/sessions/odd/close")
+    assert "Traceback" not in server.log_text(), server.log_text()
 
 
 @pytest.fixture(scope="module")

@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ext",
         default="auto",
-        choices=("auto", "png", "jpg", "webp", "tif", "bmp"),
-        help="output format (default auto: the input's own format)",
+        type=str.lower,  # PNG as png: extensions are matched without case everywhere else
+        choices=("auto", *OUTPUT_EXTENSIONS),
+        help="output format, in any case; jpeg and tiff write .jpg and .tif (default auto: the input's own format)",
     )
     parser.add_argument(
         "--suffix", default="", help="added to each output file's name before the extension, e.g. _x4 (default: none)"
@@ -190,7 +191,7 @@ def output_location_problem(spec: str, formats: dict[str, str], readable: frozen
     path, to_file = Path(spec).expanduser(), output_is_file(spec, formats, readable)
     if not to_file and path.exists() and not path.is_dir():
         return f"-o {spec} is an existing file, not a folder; give a folder, or a file name with an image extension"
-    if problem := unwritable_file(path) if to_file else unwritable_folder(path.parent):
+    if problem := unwritable_file(path) if to_file else unwritable_folder(path):
         return f"-o {spec}: {problem}; give another -o"
     return None
 

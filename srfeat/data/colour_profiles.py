@@ -26,6 +26,7 @@ from PIL import Image, ImageCms
 
 __all__ = [
     "MAX_ICC_PROFILE_BYTES",
+    "READ_FORMATS",
     "cmyk_to_srgb",
     "inflated_size",
     "is_cmyk_profile",
@@ -127,18 +128,35 @@ def _without_icc_chunks(data: bytes) -> tuple[bytes, list[bytes]]:
     return b"".join(kept), profiles
 
 
+# The formats srfeat reads (the README's; `srfeat.data.io.IMAGE_EXTENSIONS`), as PIL names them. PIL's
+# other readers are never tried, whatever a file's name: its EPS reader runs Ghostscript, a program
+# outside Python, on the file (a dataset's `photo.png` may be PostScript), and the rarer ones are less
+# tried on hostile files.
+READ_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF", "AVIF", "PPM", "TGA")
+
+
+def _read_formats(formats: list[str] | None) -> list[str]:
+    """`formats` (default `READ_FORMATS`) less those this PIL was built without (AVIF, say)."""
+    Image.init()  # registers every plugin, so that the test below sees them all
+    return [
+        image_format for image_format in (READ_FORMATS if formats is None else formats) if image_format in Image.OPEN
+    ]
+
+
 def open_image_file(path: Path, *, warn: bool = True) -> Image.Image:
-    """`Image.open(path)`, but a PNG whose ICC profile PIL refuses to inflate (over 1 MB, its
-    ValueError naming `PngImagePlugin.MAX_TEXT_CHUNK`) is opened again without the profile, with a
-    warning giving its size; and one whose profile does not inflate at all, which PIL drops without a
-    word, is said to be damaged. Nothing else PIL checks is relaxed: damaged chunks and truncated
-    pixels still fail. `warn` False: the file's size only is wanted, and its reading will warn."""
-    return _open_keeping_pixels(lambda: Image.open(path), path.read_bytes, path, warn)
+    """`Image.open(path)` for the `READ_FORMATS`, but a PNG whose ICC profile PIL refuses to inflate
+    (over 1 MB, its ValueError naming `PngImagePlugin.MAX_TEXT_CHUNK`) is opened again without the
+    profile, with a warning giving its size; and one whose profile does not inflate at all, which PIL
+    drops without a word, is said to be damaged. Nothing else PIL checks is relaxed: damaged chunks and
+    truncated pixels still fail. `warn` False: the file's size only is wanted, and its reading will warn."""
+    formats = _read_formats(None)
+    return _open_keeping_pixels(lambda: Image.open(path, formats=formats), path.read_bytes, path, warn)
 
 
 def open_image_data(data: bytes, name: str, formats: list[str] | None = None, *, warn: bool = True) -> Image.Image:
-    """`open_image_file` for a file's bytes (an upload), known by `name`; `formats` as `Image.open`'s;
-    `warn` False for a file whose dropped profile was already named."""
+    """`open_image_file` for a file's bytes (an upload), known by `name`; `formats` as `Image.open`'s
+    (default `READ_FORMATS`); `warn` False for a file whose dropped profile was already named."""
+    formats = _read_formats(formats)
     return _open_keeping_pixels(lambda: Image.open(io.BytesIO(data), formats=formats), lambda: data, name, warn)
 
 
@@ -153,7 +171,7 @@ def _open_keeping_pixels(
         stripped, profiles = _without_icc_chunks(data())
         if not profiles:  # a text chunk over the bound: refused as before
             raise
-        image = Image.open(io.BytesIO(stripped))
+        image = Image.open(io.BytesIO(stripped), formats=["PNG"])
         if warn:
             warn_oversized_profile(name, inflated_size(profiles[0]))
         return image

@@ -19,17 +19,25 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from srfeat.data import orientation, png16, ppm16, tiff16
-from srfeat.data.colour_profiles import cmyk_to_srgb, is_cmyk_profile, open_image_file, profile_for_pixels
+from srfeat.data.colour_profiles import (
+    cmyk_to_srgb,
+    is_cmyk_profile,
+    is_rgb_profile,
+    open_image_file,
+    profile_for_pixels,
+)
 from srfeat.errors import ImageReadError, InvalidImageError
-from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
+from srfeat.files import WritesThroughPython, disk_full_named, move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.library_warnings import WARNINGS_LOCK, one_line_messages
 
 logger = logging.getLogger(__name__)
@@ -39,6 +47,13 @@ _PHOTO_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", 
 IMAGE_EXTENSIONS = frozenset(_PHOTO_EXTENSIONS | {".gif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga"})
 
 PathLike = str | os.PathLike[str]
+
+# What PIL's readers raise for a damaged or hostile file: OSError (not an image, truncated data),
+# SyntaxError and ValueError (malformed headers), and, from fields some readers do not check, TypeError
+# (a TIFF tag of several values where one belongs), RuntimeError (the AVIF decoder), EOFError,
+# IndexError, KeyError, struct.error and ZeroDivisionError: those ended a whole run with a traceback.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, TypeError, RuntimeError, EOFError, IndexError, KeyError)
+DECODE_ERRORS = (*_DECODE_ERRORS, ZeroDivisionError, struct.error, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -110,20 +125,31 @@ def _open_image(path: Path) -> Image.Image:
             image.load()  # decode now: truncated files fail here
             oriented = orientation.exif_upright(image, path)
             return oriented if oriented is not image else image.copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
-        # data, SyntaxError/ValueError for some malformed headers.
+    except DECODE_ERRORS as error:
+        if isinstance(error, UnidentifiedImageError) and (layout := tiff16.unread_layout(path)):  # float RGB...
+            raise ImageReadError(
+                f"cannot read image {path}: a TIFF of {layout} per pixel, which srfeat does not read (it reads 8 "
+                "and 16 bits, and 32-bit float grey); save it with 16 bits, as TIFF or PNG"
+            ) from error
         raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels (EXIF rotation ignored)."""
+    """(height, width) from the file header, without decoding the pixels (EXIF rotation ignored).
+
+    A 16-bit grey + alpha TIFF (what `write_image` makes of one) PIL does not open, but
+    `read_raw_image` reads: its size comes from its tags, so that a dataset scan takes it too.
+    """
     path = Path(path)
     try:
         with one_line_messages(path), open_image_file(path, warn=False) as image:  # the read names the profile
             width, height = image.size
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+    except DECODE_ERRORS as error:
+        with one_line_messages(path):  # tifffile's complaints too are only the error line's when it fails
+            info = tiff16.tiff16_info(path)
+            if info is None:
+                raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+        height, width = info.height, info.width
     return height, width
 
 
@@ -349,6 +375,8 @@ FORMATS = {
     ".png": "PNG",
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
+    ".jfif": "JPEG",  # a JPEG's other names (Windows saves web photos so): --ext auto keeps them JPEGs
+    ".jpe": "JPEG",
     ".webp": "WEBP",
     ".tif": "TIFF",
     ".tiff": "TIFF",
@@ -383,11 +411,11 @@ def write_image(
 
     16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. Float gray is kept
     in TIFF (mode F); PNG gets 16 bits of it, other formats 8. JPEG and BMP drop alpha, WebP makes
-    gray RGB. Each change is logged as a warning; every layout can be written in every format. The
-    ICC profile and EXIF block are embedded where the format allows. The file appears whole or not
-    at all (written to a temporary name, then renamed), and its folder is created. With `replace`
-    False an existing file is kept, even one that appeared while this one was written
-    (`srfeat.files.OutputExistsError`).
+    gray RGB (leaving out a gray ICC profile). Each change is logged as a warning; every layout can
+    be written in every format. The ICC profile and EXIF block are embedded where the format allows.
+    The file appears whole or not at all (written to a temporary name, then renamed), and its folder
+    is created. With `replace` False an existing file is kept, even one that appeared while this one
+    was written (`srfeat.files.OutputExistsError`).
     """
     path = Path(path)
     image_format = FORMATS.get(path.suffix.lower())
@@ -405,6 +433,9 @@ def write_image(
         array, channels = array[..., : channels - 1], channels - 1
     if image_format == "WEBP" and channels in (1, 2):
         logger.warning("%s: WebP has no grey mode; writing the grey as RGB (use .png to keep one channel)", path)
+        if icc_profile and not is_rgb_profile(icc_profile):  # a grey one: viewers would read RGB through it
+            logger.warning("%s: the grey colour profile cannot describe RGB pixels; it is left out", path)
+            icc_profile = None
     sixteen_bit_ok = image_format in ("PNG", "TIFF")
     if np.issubdtype(array.dtype, np.floating):
         array = np.clip(array, 0.0, 1.0)  # a copy, changed in place from here: the caller's array is kept
@@ -428,24 +459,31 @@ def write_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)  # a run killed while writing this file left its temporary
     temporary = temporary_path(path)
-    try:
-        if array.dtype == np.uint16 and channels > 1 and image_format == "TIFF":
-            if exif:  # tifffile writes no EXIF directory
-                logger.warning("%s: a 16-bit colour TIFF is written without the EXIF data (.png keeps it)", path)
-            tiff16.write_tiff16(temporary, array, icc_profile=icc_profile)
-        elif array.dtype == np.uint16 and channels > 1:
-            png16.write_png16(temporary, array, icc_profile=icc_profile, exif=exif)
-        else:
-            options = dict(_SAVE_OPTIONS[image_format])
-            if icc_profile and image_format != "BMP":
-                options["icc_profile"] = icc_profile
-            if image_format == "TIFF" and exif:
-                with WARNINGS_LOCK, warnings.catch_warnings():  # a damaged block was named when it was read
-                    warnings.simplefilter("ignore")
-                    exif, options["compression"] = orientation.exif_for_tiff(exif)  # its tags go over the TIFF's
-            if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
-                options["exif"] = exif
-            array_to_pil(array).save(temporary, format=image_format, **options)
-        move_into_place(temporary, path, replace)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with disk_full_named(path):  # a full disk: one line that names the file
+        try:
+            if array.dtype == np.uint16 and channels > 1 and image_format == "TIFF":
+                if exif:  # tifffile writes no EXIF directory
+                    logger.warning("%s: a 16-bit colour TIFF is written without the EXIF data (.png keeps it)", path)
+                tiff16.write_tiff16(temporary, array, icc_profile=icc_profile)
+            elif array.dtype == np.uint16 and channels > 1:
+                png16.write_png16(temporary, array, icc_profile=icc_profile, exif=exif)
+            else:
+                options = dict(_SAVE_OPTIONS[image_format])
+                if icc_profile and image_format != "BMP":
+                    options["icc_profile"] = icc_profile
+                if image_format == "TIFF" and exif:
+                    with WARNINGS_LOCK, warnings.catch_warnings():  # a damaged block was named when it was read
+                        warnings.simplefilter("ignore")
+                        exif, options["compression"] = orientation.exif_for_tiff(exif)  # its tags go over the TIFF's
+                if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
+                    options["exif"] = exif
+                image = array_to_pil(array)
+                if image_format == "TIFF" and options["compression"] != "raw":  # libtiff's: it checks its writes,
+                    image.save(temporary, format=image_format, **options)  # and through write() holds the whole file
+                else:
+                    with open(temporary, "wb") as file:
+                        pil_file: BinaryIO = WritesThroughPython(file)  # pyright: ignore[reportAssignmentType]  # PIL uses write/seek/tell
+                        image.save(pil_file, format=image_format, **options)
+            move_into_place(temporary, path, replace)
+        finally:
+            temporary.unlink(missing_ok=True)

@@ -60,7 +60,8 @@ def read_ppm16(path: Path, header: Ppm16Header) -> np.ndarray:
     count = header.width * header.height * 3
     with open(path, "rb") as file:
         file.seek(header.data_offset)
-        samples = np.frombuffer(file.read(2 * count), dtype=">u2")
+        data = file.read(2 * count)
+    samples = np.frombuffer(data, dtype=">u2", count=len(data) // 2)  # a file cut after an odd byte too
     problem = None
     if samples.size != count:
         problem = f"the file ends after {samples.size:,} of its {count:,} samples (cut short?)"

@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from tifffile import TiffPage
 
-__all__ = ["Tiff16", "Tiff16Info", "read_tiff16", "tiff16_info", "write_tiff16"]
+__all__ = ["Tiff16", "Tiff16Info", "read_tiff16", "tiff16_info", "unread_layout", "write_tiff16"]
 
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 ORIENTATION_TAG = 274
@@ -81,8 +81,32 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
                 compression=tifffile.COMPRESSION(page.compression).name,
                 pages=len(tiff.pages),
             )
-    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError):
+    except Exception:  # noqa: BLE001  # tifffile raises many kinds for a damaged file (TypeError, for one)
         return None  # let PIL try, and name the file when it fails
+
+
+def unread_layout(path: str | os.PathLike[str]) -> str | None:
+    """The samples of a sound TIFF whose first page srfeat does not read, in words ("3 samples of
+    32-bit float"): float other than 32-bit grey, more than 16 bits, more than 4 samples. None for
+    any other file (not a TIFF, a damaged one, or a layout srfeat reads)."""
+    if not _is_tiff(path):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            page = tiff.pages.first
+            kind, bits, samples = np.dtype(page.dtype).kind, int(page.bitspersample), int(page.samplesperpixel)
+            if (
+                page.imagewidth
+                and page.imagelength
+                and ((kind == "f" and (bits, samples) != (32, 1)) or bits > 16 or samples > 4)
+            ):
+                name = {"f": "float", "i": "signed integer", "u": "unsigned integer"}.get(kind, str(page.dtype))
+                return f"{samples} sample(s) of {bits}-bit {name}"
+    except Exception:  # noqa: BLE001  # as in tiff16_info: a damaged file is named as such by the caller
+        return None
+    return None
 
 
 def _plain_layout(page: TiffPage) -> bool:

@@ -33,7 +33,7 @@ from importlib import resources
 from urllib.parse import quote
 
 import anyio
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -42,7 +42,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from srfeat.data.colour_profiles import open_image_data
-from srfeat.data.io import FORMATS
+from srfeat.data.io import DECODE_ERRORS, FORMATS  # DECODE_ERRORS: what a damaged file raises
 from srfeat.library_warnings import WARNINGS_LOCK
 from srfeat.web.hosts import LoopbackHostCheck
 from srfeat.web.job import oversized_result
@@ -73,8 +73,6 @@ UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
 # A header every upload must carry: a page on another site cannot add it without the browser
 # asking this server first (CORS), and this server never says yes.
 UPLOAD_HEADER = "X-SRFeat-Upload"
-# What decoding a damaged file raises (a header that passed `inspect_upload`, then bad data).
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 EVENT_KEEPALIVE_SECONDS = 1.0
 # Upload bodies read at once. A body is held in memory as it arrives (up to --max-upload-mb), before
 # the queue's --max-held-mb can count it: without a bound, N connections sending slowly would hold
@@ -115,7 +113,7 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
                 width, height = image.size
     except Image.DecompressionBombError as error:
         raise UploadError(f"{name} is refused as a possible decompression bomb ({error})", 413) from error
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
         raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
     if width * height > limits.max_pixels:
         raise UploadError(
