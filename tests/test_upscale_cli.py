@@ -489,3 +489,24 @@ def test_a_pipe_given_as_input_is_named_as_such_and_jfif_files_are_found_in_fold
     for name in ("a.jfif", "b.jpe"):
         with Image.open(tmp_path / "out" / name) as written:
             assert written.format == "JPEG" and written.size == (48, 40)
+
+
+def test_a_result_over_its_formats_size_limit_is_named_before_its_upscale(tmp_path: Path, model_path: Path) -> None:
+    # A WebP 4,100 pixels wide upscales to 16,400, past libwebp's 16,383: the whole upscale ran and then
+    # failed with "encoding error 5"; it is now named at once, and the other inputs are upscaled.
+    Image.new("RGB", (4100, 2), (90, 120, 150)).save(tmp_path / "wide.webp", lossless=True)
+    Image.new("RGB", (6, 5), (90, 120, 150)).save(tmp_path / "small.webp", lossless=True)
+    out = tmp_path / "out"
+    process = srfeat_cli("upscale", tmp_path / "wide.webp", tmp_path / "small.webp", "-o", out, "--model", model_path)
+    assert process.returncode == 1 and "Traceback" not in process.stderr, process.stderr
+    line, summary = [line for line in process.stderr.splitlines() if line.startswith("ERROR")]
+    assert f"cannot write {out / 'wide.webp'}: the result would be 16400x8, over WebP's limit of 16383" in line
+    assert "--ext png" in line and summary == "ERROR: 1 of 2 input(s) failed"
+    assert sorted(p.name for p in out.iterdir()) == ["small.webp"]
+    # the way out it names: PNG holds it, and so does a WebP at --outscale 2
+    assert (
+        srfeat_cli("upscale", tmp_path / "wide.webp", "-o", out, "--model", model_path, "--ext", "png").returncode == 0
+    )
+    assert Image.open(out / "wide.png").size == (16400, 8)
+    halved = srfeat_cli("upscale", tmp_path / "wide.webp", "-o", out, "--model", model_path, "--outscale", "2")
+    assert halved.returncode == 0 and Image.open(out / "wide.webp").size == (8200, 4)

@@ -17,7 +17,12 @@ from srfeat.data.io import FORMATS, read_raw_image, write_image
 from srfeat.errors import SRFeatError
 from srfeat.inference.upscaler import Upscaler
 
-__all__ = ["output_extension", "upscale_file"]
+__all__ = ["MAX_SIDE", "output_extension", "over_format_limit", "upscale_file"]
+
+# The most pixels per side of the output formats that have a limit below what srfeat makes (libwebp's
+# 16383, libjpeg's 65500; PNG, TIFF and BMP hold more): past it the encoder fails, and only after the
+# whole upscale.
+MAX_SIDE = {".webp": ("WebP", 16383), ".jpg": ("JPEG", 65500), ".jpeg": ("JPEG", 65500)}
 
 
 def output_extension(source: str | os.PathLike[str], extension: str | None = None) -> str:
@@ -25,6 +30,15 @@ def output_extension(source: str | os.PathLike[str], extension: str | None = Non
     format we write, else `.png` (an input format we read but do not write)."""
     chosen = (extension or Path(source).suffix).lower()
     return chosen if chosen in FORMATS else ".png"
+
+
+def over_format_limit(extension: str, width: int, height: int) -> str | None:
+    """Why a `width`x`height` image cannot be written as `extension` ("over WebP's limit of 16383
+    pixels per side"), or None when it can."""
+    kind, most = MAX_SIDE.get(extension.lower(), ("", 0))
+    if not most or max(width, height) <= most:
+        return None
+    return f"over {kind}'s limit of {most} pixels per side"
 
 
 def upscale_file(
@@ -48,6 +62,12 @@ def upscale_file(
         known = ", ".join(sorted(FORMATS))
         raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
     raw = read_raw_image(source)
+    height, width = upscaler.output_size(*raw.array.shape[:2], outscale)
+    if problem := over_format_limit(extension, width, height):  # found now, not after the network has run
+        raise SRFeatError(
+            f"cannot write {target}: the result would be {width}x{height}, {problem}; "
+            "write it as PNG or TIFF (--ext png), or lower --outscale"
+        )
     result = upscaler.upscale_array(raw.array, outscale=outscale)
     write_image(target, result, icc_profile=raw.icc_profile, exif=raw.exif, replace=replace)
     return int(result.shape[1]), int(result.shape[0])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from srfeat.inference.image_files import output_extension
+from srfeat.inference.image_files import output_extension, over_format_limit
 
 __all__ = ["Job", "JobCancelledError", "ModelChoice", "State", "job_notes", "oversized_result", "safe_file_name"]
 
@@ -28,8 +28,6 @@ MAX_STEM_BYTES = 150
 MAX_SUFFIX_CHARACTERS = 10
 MAX_SUFFIX_BYTES = 16
 SCALE = 4  # the web app's results are the network's own 4x (no --outscale)
-# The most pixels per side of the formats a result is written in (the upload's own; the others hold more).
-RESULT_MAX_SIDE = {".webp": ("WebP", 16383), ".jpg": ("JPEG", 65500), ".jpeg": ("JPEG", 65500)}
 
 
 class JobCancelledError(Exception):
@@ -74,12 +72,11 @@ def safe_file_name(name: str) -> str:
 def oversized_result(name: str, width: int, height: int) -> str | None:
     """Why the result of a `width`x`height` upload named `name` cannot be written in its format (None: it
     can), found at the upload: the job failed after its whole upscale, with the encoder's "internal error"."""
-    kind, most = RESULT_MAX_SIDE.get(output_extension(name), ("", 0))
-    if not most or SCALE * max(width, height) <= most:
+    if (problem := over_format_limit(output_extension(name), SCALE * width, SCALE * height)) is None:
         return None
     return (
-        f"{name} would be upscaled to {SCALE * width}x{SCALE * height}, over {kind}'s limit of {most} pixels per "
-        "side (the result is written in the upload's format): convert it to PNG or TIFF and upload that"
+        f"{name} would be upscaled to {SCALE * width}x{SCALE * height}, {problem} "
+        "(the result is written in the upload's format): convert it to PNG or TIFF and upload that"
     )
 
 
