@@ -841,6 +841,20 @@ def test_an_upload_whose_decoder_raises_an_unusual_error_is_refused_not_a_server
     assert "Traceback" not in server.log_text(), server.log_text()
 
 
+def tiff_with_strip_offset(offset: int) -> bytes:
+    """A 20x24 BigTIFF whose one strip starts at `offset` (a LONG8, so any 64-bit value)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 24), (1, 2, 3)).save(buffer, "TIFF", big_tiff=True)
+    data = bytearray(buffer.getvalue())
+    (ifd,) = struct.unpack("<Q", data[8:16])
+    (count,) = struct.unpack("<Q", data[ifd : ifd + 8])
+    for entry in range(ifd + 8, ifd + 8 + 20 * count, 20):  # tag, type, count, value: 2 + 2 + 8 + 8 bytes
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 273:  # StripOffsets
+            data[entry + 2 : entry + 4] = struct.pack("<H", 16)
+            data[entry + 12 : entry + 20] = struct.pack("<Q", offset)
+    return bytes(data)
+
+
 @pytest.fixture(scope="module")
 def limited_server() -> Iterator[Server]:
     """A server with small queue limits: 2 images waiting per page, 1.5 MB held in all (and a pixel limit
@@ -865,6 +879,11 @@ def test_images_of_a_damaged_upload_and_of_a_failed_job_are_errors_not_crashes(l
         # Waiting behind big.png, its data still held: the view cannot decode it.
         original = call(server, "GET", f"/api/jobs/{cut_id}/original?session={session}")
         assert original.status == 422 and "cut.tif cannot be shown: the file does not decode" in original.error()
+        # A strip offset past what a file can hold: PIL's OverflowError was a 500
+        far = upload(server, session, "far.tif", tiff_with_strip_offset(2**63 + 5))
+        assert far.status == 201, far.body
+        far_view = call(server, "GET", f"/api/jobs/{json.loads(far.body)['id']}/original?session={session}")
+        assert far_view.status == 422 and "far.tif cannot be shown: the file does not decode" in far_view.error()
         # A running job taken off its page is gone for it at once (not only after its current tile).
         wait_for_state(events, blocker["id"], "running")
         assert call(server, "POST", f"/api/jobs/{blocker['id']}/remove?session={session}").status == 204

@@ -51,9 +51,10 @@ PathLike = str | os.PathLike[str]
 # What PIL's readers raise for a damaged or hostile file: OSError (not an image, truncated data),
 # SyntaxError and ValueError (malformed headers), and, from fields some readers do not check, TypeError
 # (a TIFF tag of several values where one belongs), RuntimeError (the AVIF decoder), EOFError,
-# IndexError, KeyError, struct.error and ZeroDivisionError: those ended a whole run with a traceback.
+# IndexError, KeyError, struct.error, ZeroDivisionError and OverflowError (a TIFF strip at an offset no
+# file has): those ended a whole run with a traceback.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, TypeError, RuntimeError, EOFError, IndexError, KeyError)
-DECODE_ERRORS = (*_DECODE_ERRORS, ZeroDivisionError, struct.error, Image.DecompressionBombError)
+DECODE_ERRORS = (*_DECODE_ERRORS, ZeroDivisionError, OverflowError, struct.error, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
