@@ -558,6 +558,9 @@ def test_sizes_an_encoder_or_this_program_refuses_are_one_line_before_upscaling(
     bomb.write_bytes(b"YUV4MPEG2 W20000 H10000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(2000))
     line = the_error_line(cli(bomb, "-o", tmp_path / "bomb_x4.mkv", "--model", model_path), bomb)
     assert f"{bomb}: its frames are 20000x10000 pixels, more than" in line, line
+    # --frames decodes up to its range first (to find where to cut the audio): the header is checked before that.
+    line = the_error_line(cli(bomb, "-o", tmp_path / "bomb_x4.mkv", "--model", model_path, "--frames", "0:1"), bomb)
+    assert f"{bomb}: its frames are 20000x10000 pixels, more than" in line, line
     tiny = tmp_path / "tiny.mkv"  # --outscale 0.3 of 4x2 is 1x1: no 4:2:0 frame is that small
     write_encoded(tiny, codec="ffv1", pixel_format="yuv444p", size=(4, 2))
     line = the_error_line(
@@ -565,6 +568,20 @@ def test_sizes_an_encoder_or_this_program_refuses_are_one_line_before_upscaling(
     )
     assert "the output would be 1x1 pixels, too small for yuv420p" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.mkv", "tiny.mkv", "wide.mkv"]
+
+
+def test_a_video_codec_ffmpeg_cannot_decode_is_one_line(tmp_path: Path, model_path: Path) -> None:
+    """A codec FFmpeg does not know (a newer one, a damaged header) leaves PyAV's stream without a decoder."""
+    known = tmp_path / "known.mkv"
+    write_clip(known, frames=2, size=(16, 12), audio=False)
+    unknown = tmp_path / "unknown.mkv"
+    unknown.write_bytes(known.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"))
+    line = the_error_line(cli(unknown, "-o", tmp_path / "out", "--model", model_path), unknown)
+    assert line.endswith(
+        f"{unknown}: its video stream #0 is in a codec this FFmpeg cannot decode; "
+        "convert it to a common one (e.g. H.264) first, or skip this file"
+    ), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["known.mkv", "unknown.mkv"]
 
 
 def test_a_stream_matroska_cannot_hold_names_the_containers_that_can(tmp_path: Path, model_path: Path) -> None:

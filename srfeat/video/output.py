@@ -62,8 +62,10 @@ IMAGE_DEMUXERS = frozenset({"image2", "image2pipe"})
 
 
 def check_is_video(source: Path, container: InputContainer) -> None:
-    """Refuse an input with no film in it, or a still image under a video's name (which would come
-    back as a one-frame lossy video, not the lossless image it is: renamed, it goes the image path)."""
+    """Refuse an input with no film in it, a still image under a video's name (which would come
+    back as a one-frame lossy video, not the lossless image it is: renamed, it goes the image path),
+    a film this FFmpeg has no decoder for, or one whose header states frames too large: before
+    anything is decoded (`--frames` decodes up to its range first, to learn where to cut)."""
     demuxer = container.format.name
     if demuxer in IMAGE_DEMUXERS or demuxer.endswith("_pipe"):
         kind = f" ({demuxer.removesuffix('_pipe').upper()})" if demuxer.endswith("_pipe") else ""
@@ -71,8 +73,15 @@ def check_is_video(source: Path, container: InputContainer) -> None:
             f"{source} is an image{kind}, not a video; rename it with its image extension to upscale it "
             "as an image (as a video it would become one lossy frame)"
         )
-    if main_video_stream(container) is None:
+    video = main_video_stream(container)
+    if video is None:
         raise VideoError(f"{source} has no video stream (audio only?); nothing to upscale")
+    if video.codec_context is None:  # PyAV makes none where FFmpeg has no decoder (an unknown codec)
+        raise VideoError(
+            f"{source}: its video stream #{video.index} is in a codec this FFmpeg cannot decode; "
+            "convert it to a common one (e.g. H.264) first, or skip this file"
+        )
+    check_frame_size(source, video.codec_context.width, video.codec_context.height)
 
 
 def container_format_of(source: Path, target: Path) -> str:

@@ -188,8 +188,7 @@ class _Transcoder:
 
     def _setup_video(self) -> None:
         video, options = self.video, self.options
-        context = video.codec_context
-        check_frame_size(self.source, context.width, context.height)
+        context = video.codec_context  # the header's frame size was checked with the input (check_is_video)
         first = first_frame(self.av, self.source)
         # The first frame's size, not the header's: some streams (raw H.264) state it only in the frames.
         self.frame_size = (first.width, first.height) if first is not None else (context.width, context.height)
