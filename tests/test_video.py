@@ -242,6 +242,28 @@ def test_a_truncated_video_is_reported(tmp_path: Path, model_path: Path, caplog:
     assert 0 < len(read_frames(tmp_path / "out" / "cut.mkv")) < 24
 
 
+def test_an_mp4_trimmed_without_reencoding_is_not_called_truncated(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cut between keyframes (`ffmpeg -ss 1 -c copy`, phone and editor trims) keeps the frames from the
+    keyframe before it, which the MP4's edit list hides: the file lists 12 frames and shows 7, all there."""
+    whole = tmp_path / "whole.mp4"
+    write_clip(whole, frames=12, size=(16, 12), audio=False)
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(whole)) as source, av.open(str(trimmed), "w") as output:
+        stream = output.add_stream_from_template(source.streams.video[0])
+        shift = 5 * round(1 / (12 * source.streams.video[0].time_base))  # 5 frames before the cut
+        for packet in source.demux(video=0):
+            if packet.dts is not None:
+                packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, stream
+                output.mux(packet)
+    assert len(read_frames(trimmed)) == 7
+    with caplog.at_level(logging.WARNING):
+        assert upscale(trimmed, "-o", tmp_path / "out", "--model", model_path) == 0
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(read_frames(tmp_path / "out" / "trimmed.mp4")) == 7
+
+
 def test_ctrl_c_leaves_no_partial_output(tmp_path: Path, model_path: Path) -> None:
     source = tmp_path / "long.mp4"
     write_clip(source, frames=240, audio=False)

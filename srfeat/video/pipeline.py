@@ -174,6 +174,7 @@ class _Transcoder:
         self.stop = threading.Event()
         self.failure: BaseException | None = None
         self.decoded_frames = 0
+        self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
         self.repairs = TimestampRepairs(source)
         self.last_frame_time: float | None = None
         self.last_dts: int | None = None  # of the encoded video
@@ -309,7 +310,14 @@ class _Transcoder:
             raise self.failure
         if written == 0:
             raise VideoError(f"{self.source}: no frame decoded; the video stream is empty or damaged")
-        check_length(self.source, self.video, self.options.frames, self.decoded_frames, self.last_frame_time)
+        check_length(
+            self.source,
+            self.video,
+            self.options.frames,
+            self.decoded_frames,
+            self.last_frame_time,
+            self.hidden_frames,
+        )
         return VideoSummary(
             written, self.width, self.height, self.codec_name, len(self.copied) + self.copied_streams.attachments
         )
@@ -386,6 +394,7 @@ class _Transcoder:
                     ):
                         break
                     continue
+                self.hidden_frames += packet.is_discard
                 for frame in self._decode_packet(packet, index):
                     if frames.stop is not None and index >= frames.stop:
                         done = True

@@ -219,10 +219,17 @@ def expected_frames(video: VideoStream, frames: FrameRange) -> int | None:
 
 
 def check_length(
-    source: Path, video: VideoStream, frames: FrameRange, decoded_frames: int, last_frame_time: float | None
+    source: Path,
+    video: VideoStream,
+    frames: FrameRange,
+    decoded_frames: int,
+    last_frame_time: float | None,
+    hidden_frames: int = 0,
 ) -> None:
     """A file cut short decodes without an error, and `--frames A:B` may reach past the end: say so
-    rather than pass a short video off as whole or as the range asked for."""
+    rather than pass a short video off as whole or as the range asked for. `hidden_frames` are
+    listed but not shown: an MP4 trimmed without re-encoding keeps the frames from the keyframe
+    before its cut, which its edit list hides (FFmpeg flags their packets to be decoded, not shown)."""
     if frames.stop is not None and decoded_frames < frames.stop:
         logger.warning(
             "%s: --frames %s ends past the last frame (the video has %d frames); wrote frames %d to %d",
@@ -234,7 +241,7 @@ def check_length(
         )
     if not frames.is_everything:
         return
-    listed = video.frames
+    listed = video.frames and video.frames - hidden_frames
     if listed and decoded_frames < listed:
         logger.warning(
             "%s: only %d of the %d frames the file lists decoded (truncated or damaged?); the output has those",
