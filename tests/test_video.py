@@ -469,6 +469,21 @@ def test_video_options_with_only_images_get_a_warning(tmp_path: Path, model_path
     assert warning.startswith("WARNING: --crf only applies to videos"), warning
 
 
+def test_ext_with_videos_gets_a_warning_that_they_keep_their_container(
+    tmp_path: Path, short_clip: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--ext png` reads as "frames as PNGs"; the video is written as .mp4, which is said, not left to surprise."""
+    with caplog.at_level(logging.WARNING):
+        assert upscale(short_clip, "-o", tmp_path / "out", "--model", model_path, "--ext", "png") == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["short.mp4"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    expected = (
+        "--ext png applies to images: a video keeps its container (.mp4, .m4v, .mov, .mkv, .webm; others become "
+        ".mkv), or -o NAME.ext names it"
+    )
+    assert warnings == [expected], warnings
+
+
 def test_an_image_named_like_a_video_is_refused(tmp_path: Path, model_path: Path) -> None:
     """FFmpeg opens a PNG named .mp4 as a one-frame video: refused (renamed, it goes the image path)."""
     from PIL import Image

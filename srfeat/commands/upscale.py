@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ext",
         default="auto",
         choices=("auto", "png", "jpg", "webp", "tif", "bmp"),
-        help="output format (default auto: the input's own format)",
+        help="output format of images (default auto: the input's own format); a video keeps its container",
     )
     parser.add_argument(
         "--suffix", default="", help="added to each output file's name before the extension, e.g. _x4 (default: none)"
@@ -320,6 +320,12 @@ def plan_outputs(
         return [], [f"-o {output} is a file name but there are {len(files)} inputs; give a folder"]
     if to_file:
         warn_naming_options_ignored(output, args, formats)
+    elif args.ext != "auto" and any(video.is_video(source) for source in files):
+        logger.warning(
+            "--ext %s applies to images: a video keeps its container (%s; others become .mkv), or -o NAME.ext names it",
+            args.ext,
+            ", ".join(video.WRITTEN_CONTAINERS),
+        )
     inputs = {p.resolve() for p in files}
     jobs: list[Job] = []
     errors: list[str] = []
