@@ -752,6 +752,38 @@ def test_chapters_and_the_title_are_kept_and_cut_with_frames(tmp_path: Path, mod
     assert chapter_spans(tmp_path / "part.mkv") == [(0.0, 0.084, "One"), (0.084, 0.167, "Two")]  # frames 1, 2
 
 
+def test_tags_that_count_the_inputs_packets_or_name_its_encoder_are_not_carried(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """mkvmerge tags every track with statistics (frames, bytes, bit rate); carried over, a 2-frame slice
+    of an x264 re-encode said 1000 frames at the input's bit rate, made by the input's encoder."""
+    source = tmp_path / "untagged.mp4"  # MP4's packets all have decoding times, as muxing needs
+    write_clip(source, frames=4, size=(16, 12))
+    statistics = {
+        "BPS-eng": "999999",
+        "NUMBER_OF_FRAMES-eng": "1000",
+        "NUMBER_OF_BYTES-eng": "123456789",
+        "_STATISTICS_WRITING_APP-eng": "mkvmerge v80.0",
+        "_STATISTICS_TAGS-eng": "BPS DURATION NUMBER_OF_FRAMES NUMBER_OF_BYTES",
+    }
+    tagged = tmp_path / "in.mkv"
+    with av.open(str(source)) as original, av.open(str(tagged), "w") as copy:
+        streams = {}
+        for stream in original.streams:
+            streams[stream.index] = copy.add_stream_from_template(stream)
+            streams[stream.index].metadata.update({"title": f"the {stream.type}", **statistics})
+        streams[0].metadata["ENCODER"] = "Lavc61 libvpx-vp9"
+        for packet in original.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                copy.mux(packet)
+    result = cli(tagged, "-o", tmp_path / "out.mkv", "--model", model_path, "--frames", "0:2")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(tmp_path / "out.mkv")) as output:
+        tags = [{k: v for k, v in stream.metadata.items() if k != "DURATION"} for stream in output.streams]
+    assert tags == [{"title": "the video"}, {"title": "the audio"}]
+
+
 def test_which_track_plays_by_default_and_forced_subtitles_are_kept(tmp_path: Path, model_path: Path) -> None:
     """A French film with an English commentary: French is the default track, its forced subtitles
     (the foreign-language lines) are shown without asking. Both flags are the input's, not the muxer's."""
@@ -900,6 +932,8 @@ def test_a_transparent_video_is_told_its_output_is_opaque(
     (warning,) = stderr_lines(result, "WARNING")
     assert warning.startswith(f"WARNING: {source} has an alpha channel") and "opaque" in warning, warning
     assert len(read_frames(tmp_path / "out" / name)) == 2
+    with av.open(str(tmp_path / "out" / name)) as output:  # not tagged transparent (WebM's alpha_mode)
+        assert "ALPHA_MODE" not in {key.upper() for key in output.streams.video[0].metadata}
     opaque = tmp_path / "opaque.mp4"
     write_encoded(opaque, frames=2, size=(16, 16))
     result = cli(opaque, "-o", tmp_path / "out", "--model", model_path)

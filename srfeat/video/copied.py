@@ -28,7 +28,30 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CopiedStreams", "TimestampRepairs", "copy_chapters_and_tags", "cut_to_window", "write_header"]
+__all__ = [
+    "CopiedStreams",
+    "TimestampRepairs",
+    "carried_tags",
+    "copy_chapters_and_tags",
+    "cut_to_window",
+    "write_header",
+]
+
+# A stream's tags that count its packets: the length (the muxer writes its own) and mkvmerge's statistics.
+COUNTING_TAGS = frozenset({"DURATION", "BPS", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES"})
+
+
+def carried_tags(metadata: dict[str, str], encoded: bool) -> dict[str, str]:
+    """A stream's tags for its counterpart in the output, less those the output would make untrue: the
+    counts of its packets (mkvmerge's frames, bytes and bit rate, with the app and date that counted
+    them; `NAME-eng` where it gave them a language), and for the re-encoded video its encoder and
+    WebM's alpha flag (the output is opaque)."""
+    names = {key: key.upper().partition("-")[0] for key in metadata}
+    stale = COUNTING_TAGS | {"ENCODER", "ALPHA_MODE"} if encoded else COUNTING_TAGS
+    for key, name in names.items():
+        if name == "_STATISTICS_TAGS":  # the names of the statistics, where there are others
+            stale |= set(metadata[key].upper().split())
+    return {k: v for k, v in metadata.items() if names[k] not in stale and not names[k].startswith("_STATISTICS_")}
 
 
 @dataclass
@@ -94,7 +117,7 @@ class CopiedStreams:
             )
         copy = self.output.add_stream_from_template(stream)
         copy.disposition = stream.disposition  # which audio plays by default, which subtitles are forced
-        copy.metadata.update({k: v for k, v in stream.metadata.items() if k.upper() != "DURATION"})
+        copy.metadata.update(carried_tags(stream.metadata, encoded=False))
         self.streams[stream.index] = copy
 
     def _copy_attachment(self, stream: Any) -> bool:

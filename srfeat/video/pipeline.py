@@ -28,6 +28,7 @@ from srfeat.video import VideoOptions
 from srfeat.video.copied import (
     CopiedStreams,
     TimestampRepairs,
+    carried_tags,
     copy_chapters_and_tags,
     cut_to_window,
     write_header,
@@ -245,7 +246,7 @@ class _Transcoder:
             )
         if first is not None and (matrix := display_matrix(first, self.source)) is not None:
             stream.set_display_matrix(matrix)  # a portrait phone video stays upright, a selfie mirrored
-        stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
+        stream.metadata.update(carried_tags(video.metadata, encoded=True))
         stream.disposition = video.disposition
         self.encoder = stream
         self.codec_name = codec.name
