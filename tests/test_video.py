@@ -645,6 +645,52 @@ def test_a_stream_matroska_cannot_hold_names_the_containers_that_can(tmp_path: P
     assert packets(tmp_path / "out.mp4", "subtitle") == [(0.0, b"\x00\x02hi")]
 
 
+def test_blu_ray_subtitles_are_copied_into_matroska(tmp_path: Path, model_path: Path) -> None:
+    """PGS subtitles (Blu-ray rips) were "held by no container srfeat writes": PyAV lists what a container
+    holds by decoder names (pgssub, dca), not by the codec's (hdmv_pgs_subtitle, dts)."""
+    source = tmp_path / "rip.mkv"
+    with av.open(str(source), "w") as container:
+        picture = container.add_stream("libx264", rate=12)
+        picture.width, picture.height, picture.pix_fmt = 16, 12, "yuv420p"
+        text = container.add_mux_stream("hdmv_pgs_subtitle", time_base=Fraction(1, 1000))
+        for index, pixels in enumerate(pan_frames(2, 16, 12)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(picture.encode(frame))
+        container.mux(picture.encode(None))
+        packet = av.Packet(b"\x80\x00\x00")  # a PGS segment: END (0x80) of length 0
+        packet.stream, packet.time_base, packet.pts, packet.dts = text, Fraction(1, 1000), 50, 50
+        container.mux(packet)
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert packets(tmp_path / "out.mkv", "subtitle") == [(0.05, b"\x80\x00\x00")]
+    line = the_error_line(cli(source, "-o", tmp_path / "out.mp4", "--model", model_path), source)
+    assert line.endswith("(hdmv_pgs_subtitle) cannot be copied into a .mp4 file; write .mkv instead (-o NAME.mkv)")
+
+
+def test_a_stream_this_ffmpeg_cannot_read_says_what_to_do(tmp_path: Path, model_path: Path) -> None:
+    """DVB teletext (European TV recordings): PyAV has no decoder for it, so not even its codec's name."""
+    source = tmp_path / "recording.ts"
+    with av.open(str(source), "w") as container:
+        picture = container.add_stream("mpeg2video", rate=25)
+        picture.width, picture.height, picture.pix_fmt = 16, 16, "yuv420p"
+        teletext = container.add_mux_stream("dvb_teletext", time_base=Fraction(1, 90000))
+        for index, pixels in enumerate(pan_frames(3, 16, 16)):  # fewer: too short for the TS demuxer's probe
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(picture.encode(frame))
+            packet = av.Packet(b"\x10" + bytes(45))
+            packet.stream, packet.time_base, packet.pts = teletext, Fraction(1, 90000), 3600 * index + 1000
+            packet.dts = packet.pts
+            container.mux(packet)
+        container.mux(picture.encode(None))
+    line = the_error_line(cli(source, "-o", tmp_path / "out", "--model", model_path), source)
+    assert line.endswith(
+        "its subtitle stream #1 is in a codec this FFmpeg cannot read (DVB teletext, say), so it cannot be copied; "
+        "remove that stream first (e.g. ffmpeg -map)"
+    ), line
+
+
 def as_players_show(path: Path) -> np.ndarray:
     """The first frame read with its stream's colour matrix or, untagged, the one players assume for its size."""
     with av.open(str(path)) as container:

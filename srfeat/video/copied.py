@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srfeat.errors import VideoError
+from srfeat.video.encoding import codecs_held
 from srfeat.video.output import containers_holding, extension_of
 from srfeat.video.probe import ffmpeg_log, logged_reason, seconds_of, time_base_of
 
@@ -108,9 +109,12 @@ class CopiedStreams:
         if stream.type not in ("audio", "subtitle"):
             logger.warning("%s: stream #%d (%s %s) is not copied", self.source, stream.index, stream.type, name)
             return
-        if stream.codec_context is None or stream.codec_context.codec.id == 0:
-            raise VideoError(f"{self.source}: its {stream.type} stream #{stream.index} has an unknown codec")
-        if name not in self.output.supported_codecs:
+        if stream.codec_context is None or stream.codec_context.codec.id == 0:  # no decoder: not even a name
+            raise VideoError(
+                f"{self.source}: its {stream.type} stream #{stream.index} is in a codec this FFmpeg cannot "
+                "read (DVB teletext, say), so it cannot be copied; remove that stream first (e.g. ffmpeg -map)"
+            )
+        if name not in codecs_held(self.av, self.output.format.name):
             raise VideoError(
                 f"{self.source}: its {stream.type} stream #{stream.index} ({name}) cannot be copied into a "
                 f"{extension_of(self.output.format.name)} file; {containers_holding(self.av, name)}"

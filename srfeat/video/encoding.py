@@ -6,6 +6,8 @@ the output's extension, each refused in one line when this FFmpeg or container c
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ __all__ = [
     "CrfScale",
     "choose_codec",
     "choose_pixel_format",
+    "codecs_held",
     "colour_tags",
     "even_size",
     "quality_options",
@@ -56,6 +59,24 @@ AUTO_CODECS_OTHERWISE = ("libx264", "mpeg4")  # H.264 where this FFmpeg has x264
 LOSSLESS_PIXEL_FORMATS = ("rgb24", "gbrp", "bgr0", "yuv444p")
 
 
+@functools.cache
+def codecs_held(av: ModuleType, container_format: str) -> frozenset[str]:
+    """The codecs a container holds, by their canonical names (dts, hdmv_pgs_subtitle, h264). PyAV's
+    `supported_codecs` names FFmpeg's decoders and encoders instead (dca, pgssub, libx264), which are
+    the codec's name only for some: a Blu-ray's PGS subtitles and DTS audio were "not held" by .mkv."""
+    with av.open(io.BytesIO(), "w", format=container_format) as probe:
+        implementations = probe.supported_codecs
+    held = set()
+    for name in implementations:
+        for mode in ("r", "w"):  # a decoder's name, else an encoder's
+            try:
+                held.add(av.codec.Codec(name, mode).canonical_name)
+                break
+            except (ValueError, av.error.FFmpegError):
+                continue
+    return frozenset(held)
+
+
 def choose_codec(av: ModuleType, output: OutputContainer, source: Path, requested: str) -> Any:
     """The encoder for `--codec` (or, for "auto", the first this FFmpeg has for the container)."""
     container = output.format.name
@@ -67,7 +88,7 @@ def choose_codec(av: ModuleType, output: OutputContainer, source: Path, requeste
             continue
         if codec.type != "video":
             raise VideoError(f"--codec {name} is not a video encoder (e.g. libx264, libx265, libvpx-vp9, ffv1)")
-        if codec.canonical_name not in output.supported_codecs:
+        if codec.canonical_name not in codecs_held(av, container):
             raise VideoError(
                 f"{source}: {name} video cannot go in a {container} file; choose another --codec or -o extension"
             )

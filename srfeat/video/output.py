@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from srfeat.errors import VideoError
 from srfeat.files import DiskFullError, unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
-from srfeat.video.encoding import choose_codec, quality_options
+from srfeat.video.encoding import choose_codec, codecs_held, quality_options
 from srfeat.video.probe import error_reason, main_video_stream
 
 if TYPE_CHECKING:
@@ -135,11 +135,8 @@ def containers_holding(av: ModuleType, codec_name: str) -> str:
     `codec_name` (mov_text: .mp4 and .mov; not .mkv, which holds most others)."""
     holders: dict[str, str] = {}  # container -> its first extension (.mp4, not .m4v as well)
     for extension, container_format in WRITTEN_CONTAINERS.items():
-        if container_format in holders:
-            continue
-        with av.open(io.BytesIO(), "w", format=container_format) as probe:
-            if codec_name in probe.supported_codecs:
-                holders[container_format] = extension
+        if container_format not in holders and codec_name in codecs_held(av, container_format):
+            holders[container_format] = extension
     if not holders:
         return "no container srfeat writes holds it; remove that stream first (e.g. ffmpeg -map)"
     extensions = list(holders.values())
