@@ -1017,6 +1017,21 @@ def test_audio_mov_refuses_is_named_as_the_containers_not_as_broken_timestamps(
     assert cli(source, "-o", tmp_path / "flac_x4.mkv", "--model", model_path).returncode == 0
 
 
+def test_av1_encodes_quietly(tmp_path: Path, model_path: Path) -> None:
+    """SVT-AV1 printed some 20 lines of its settings and a thread-priority warning, as x265 did."""
+    if "libsvtav1" not in av.codecs_available:
+        pytest.skip("this FFmpeg has no SVT-AV1")
+    source = tmp_path / "clip.mkv"
+    write_encoded(source, codec="ffv1", pixel_format="yuv444p", frames=2, size=(16, 16))
+    env = {key: value for key, value in os.environ.items() if key != "SVT_LOG"}
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", str(source), "-o", str(tmp_path / "out.mkv")]
+    command += ["--model", str(model_path), "--codec", "libsvtav1"]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if not line.startswith("INFO: ")] == [], result.stderr
+    assert len(read_frames(tmp_path / "out.mkv")) == 2
+
+
 def test_an_encoder_that_refuses_its_settings_says_why(tmp_path: Path, model_path: Path) -> None:
     """An encoder that cannot be opened was always said to refuse the frame size ("give a smaller
     --outscale"), whatever it refused: MJPEG refuses limited-range YUV, MPEG-2 most frame rates."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -125,6 +126,8 @@ def quality_options(codec_name: str, crf: float | None) -> dict[str, str]:
         options["b"] = "0"  # libvpx is in constant-quality mode only with no bitrate target
     if codec_name == "libx265":
         options["x265-params"] = "log-level=error"  # else some 25 lines of its settings on stderr
+    if codec_name == "libsvtav1":  # the same, and a warning about thread priority; it reads its level only here
+        os.environ.setdefault("SVT_LOG", "1")  # errors (a user's own setting stands)
     return options
 
 
