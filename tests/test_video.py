@@ -425,6 +425,28 @@ def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
     assert quality_options("libvpx-vp9", 63) == {"crf": "63", "b": "0"}
 
 
+def test_crf_0_is_lossless_or_refused(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """x265's CRF 0 alone was lossy (8 grey levels off); SVT-AV1's 0 is FFmpeg's "not set", which
+    encoded below its default quality, where the README promised lossless."""
+    source = tmp_path / "noise.mkv"
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    write_encoded(source, codec="ffv1", pixel_format="yuv444p", frames=2, size=(16, 16), still=noise)
+    exact = tmp_path / "ffv1.mkv"
+    assert upscale(source, "-o", exact, "--model", model_path, "--codec", "ffv1") == 0
+    for codec in ("libx265", "libvpx-vp9"):
+        output = tmp_path / f"{codec}.mkv"
+        assert upscale(source, "-o", output, "--model", model_path, "--codec", codec, "--crf", "0") == 0
+        for frame, reference in zip(read_frames(output), read_frames(exact), strict=True):
+            assert np.array_equal(frame, reference), codec
+    if "libsvtav1" in av.codecs_available:
+        with caplog.at_level(logging.ERROR):
+            arguments = ("-o", tmp_path / "av1.mkv", "--model", model_path, "--codec", "libsvtav1", "--crf", "0")
+            assert upscale(source, *arguments) == 1
+        assert f"{source}: --crf 0: libsvtav1 takes a whole number from 1 to 63 (lower is better quality)" in (
+            error_lines(caplog)
+        )
+
+
 def test_an_encoders_impossible_decode_times_are_set_in_order() -> None:
     # libx265 on a clip of one or two frames: -2**38 - 64, as observed; MP4 refused the packet.
     assert repaired_decode_time(0, -(2**38) - 64, None, 1) == 0

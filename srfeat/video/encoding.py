@@ -36,11 +36,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CrfScale:
-    """An encoder's constant-quality scale from 0 (best): its default and its largest value."""
+    """An encoder's constant-quality scale from `minimum` (best): its default and its largest value."""
 
     default: float
     maximum: int
     whole_numbers: bool  # FFmpeg would round a fraction without a word
+    minimum: int = 0  # SVT-AV1 starts at 1: FFmpeg takes its 0 for "not set" and encodes worse than the default
 
 
 # Defaults: x264's 18 is the usual "visually lossless"; the others are their projects'
@@ -51,7 +52,7 @@ CRF_SCALES: dict[str, CrfScale] = {
     "libx264rgb": CrfScale(18, 51, whole_numbers=False),
     "libx265": CrfScale(20, 51, whole_numbers=False),
     "libvpx-vp9": CrfScale(24, 63, whole_numbers=True),
-    "libsvtav1": CrfScale(30, 63, whole_numbers=True),
+    "libsvtav1": CrfScale(30, 63, whole_numbers=True, minimum=1),
     "libaom-av1": CrfScale(30, 63, whole_numbers=True),
 }
 AUTO_CODECS: dict[str, tuple[str, ...]] = {"webm": ("libvpx-vp9", "libvpx")}
@@ -118,14 +119,18 @@ def quality_options(codec_name: str, crf: float | None) -> dict[str, str]:
         raise VideoError(f"--crf works with {', '.join(CRF_SCALES)}, not {codec_name}; leave it out")
     if crf is None:
         crf = scale.default
-    elif not (math.isfinite(crf) and 0 <= crf <= scale.maximum) or (scale.whole_numbers and crf != int(crf)):
+    elif not (math.isfinite(crf) and scale.minimum <= crf <= scale.maximum) or (
+        scale.whole_numbers and crf != int(crf)
+    ):
         numbers = "a whole number from" if scale.whole_numbers else "a number from"
-        raise VideoError(f"--crf {crf:g}: {codec_name} takes {numbers} 0 to {scale.maximum} (lower is better quality)")
+        raise VideoError(
+            f"--crf {crf:g}: {codec_name} takes {numbers} {scale.minimum} to {scale.maximum} (lower is better quality)"
+        )
     options = {"crf": f"{crf:g}"}
     if codec_name.startswith("libvpx"):
         options["b"] = "0"  # libvpx is in constant-quality mode only with no bitrate target
-    if codec_name == "libx265":
-        options["x265-params"] = "log-level=error"  # else some 25 lines of its settings on stderr
+    if codec_name == "libx265":  # else some 25 lines of its settings on stderr; its CRF 0 alone is lossy
+        options["x265-params"] = "log-level=error" + (":lossless=1" if crf == 0 else "")
     if codec_name == "libsvtav1":  # the same, and a warning about thread priority; it reads its level only here
         os.environ.setdefault("SVT_LOG", "1")  # errors (a user's own setting stands)
     return options
