@@ -286,6 +286,30 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path: Path, model_path: Path) -> No
     assert list(out.iterdir()) == []
 
 
+def test_a_file_named_like_an_ffmpeg_protocol_is_read_as_the_file(
+    tmp_path: Path, short_clip: Path, model_path: Path
+) -> None:
+    """FFmpeg reads `pipe:0.mp4` as the pipe protocol (stdin) and `subfile:x.mp4` as another; given as
+    the working directory's file (`srfeat upscale *.mp4`), the file was never read."""
+    for name in ("pipe:0.mp4", "subfile:x.mp4"):
+        (tmp_path / name).write_bytes(short_clip.read_bytes())
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", "pipe:0.mp4", "subfile:x.mp4", "-o", "out"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [*command, "--model", str(model_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("pipe:0.mp4", "subfile:x.mp4"):
+        assert len(read_frames(tmp_path / "out" / name)) == 6
+
+
 def test_missing_pyav_names_the_extra(tmp_path: Path, clip: Path, model_path: Path) -> None:
     code = (
         "import sys; sys.modules['av'] = None; from srfeat.cli import main; "

@@ -57,6 +57,7 @@ from srfeat.video.probe import (
     error_reason,
     expected_frames,
     ffmpeg_log,
+    ffmpeg_name,
     first_frame,
     frame_step,
     has_alpha,
@@ -110,7 +111,7 @@ def upscale_video(
     av = import_av(source)
     container_format = container_format_of(source, target)
     try:
-        source_container = av.open(str(source), metadata_errors="ignore")
+        source_container = av.open(ffmpeg_name(source), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
     with closing(source_container):
@@ -120,7 +121,7 @@ def upscale_video(
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(target)
-            output = av.open(str(temporary), "w", format=container_format)
+            output = av.open(ffmpeg_name(temporary), "w", format=container_format)
             try:
                 summary = _Transcoder(av, source, source_container, output, upscaler, options, window).run()
                 output.close()  # writes the trailer: the file is complete only after this

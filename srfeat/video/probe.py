@@ -32,6 +32,7 @@ __all__ = [
     "error_reason",
     "expected_frames",
     "ffmpeg_log",
+    "ffmpeg_name",
     "first_frame",
     "frame_step",
     "has_alpha",
@@ -42,6 +43,12 @@ __all__ = [
     "time_base_of",
     "time_window",
 ]
+
+
+def ffmpeg_name(path: Path) -> str:
+    """The name FFmpeg opens `path` by: absolute, since FFmpeg takes a name that starts with a protocol
+    (`pipe:0.mp4`, `http:x.mp4`, a file in the working directory) for that protocol, not the file."""
+    return str(path.absolute())
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
     start: float | None = None
     time = 0.0
     count = 0
-    with av.open(str(source), metadata_errors="ignore") as probe:
+    with av.open(ffmpeg_name(source), metadata_errors="ignore") as probe:
         stream = main_video_stream(probe)
         assert stream is not None  # checked on the first opening
         stream.thread_type = "AUTO"
@@ -114,7 +121,7 @@ def main_video_stream(container: InputContainer) -> VideoStream | None:
 def first_frame(av: ModuleType, source: Path) -> Any:
     """The first frame (None if none decodes): its size and the rotation players apply (phones store
     portrait video turned) go into the output's header, before any packet, so they are looked up first."""
-    with av.open(str(source), metadata_errors="ignore") as probe:
+    with av.open(ffmpeg_name(source), metadata_errors="ignore") as probe:
         stream = main_video_stream(probe)
         try:
             return next(probe.decode(stream), None) if stream is not None else None
