@@ -110,9 +110,10 @@ class CopiedStreams:
             logger.warning("%s: stream #%d (%s %s) is not copied", self.source, stream.index, stream.type, name)
             return
         if stream.codec_context is None or stream.codec_context.codec.id == 0:  # no decoder: not even a name
+            example = " (DVB teletext, say)" if stream.type == "subtitle" else ""
             raise VideoError(
                 f"{self.source}: its {stream.type} stream #{stream.index} is in a codec this FFmpeg cannot "
-                "read (DVB teletext, say), so it cannot be copied; remove that stream first (e.g. ffmpeg -map)"
+                f"read{example}, so it cannot be copied; remove that stream first (e.g. ffmpeg -map)"
             )
         if name not in codecs_held(self.av, self.output.format.name):
             raise VideoError(
