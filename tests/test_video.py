@@ -36,6 +36,7 @@ from tests.video_helpers import (  # noqa: E402 - needs PyAV, checked above
     packets,
     pan_frames,
     read_frames,
+    write_captioned,
     write_clip,
     write_encoded,
 )
@@ -1007,6 +1008,22 @@ def test_hevc_in_mp4_and_mov_is_tagged_hvc1_so_apple_players_play_it(tmp_path: P
         with av.open(str(target)) as container:
             assert container.streams.video[0].codec_context.codec_tag == "hvc1"
         assert len(read_frames(target)) == 2
+
+
+def test_closed_captions_inside_the_video_are_said_to_be_lost(tmp_path: Path, model_path: Path) -> None:
+    """CEA-608/708 captions ride in the H.264 frames' SEI messages; frames encoded anew drop them, unsaid before."""
+    source = tmp_path / "broadcast.mkv"
+    write_captioned(source)
+    with av.open(str(source)) as container:
+        assert any(data.type == Type.A53_CC for frame in container.decode(video=0) for data in frame.side_data)
+    result = cli(source, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    expected = (
+        f"WARNING: {source}: its video carries closed captions (CEA-608/708) inside its frames, which the "
+        "upscaled frames do not: they are lost; extract them first if they are needed (e.g. ccextractor)"
+    )
+    assert stderr_lines(result, "WARNING") == [expected], result.stderr
+    assert len(read_frames(tmp_path / "out" / "broadcast.mkv")) == 3
 
 
 @pytest.mark.parametrize(

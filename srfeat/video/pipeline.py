@@ -27,6 +27,7 @@ from srfeat.files import move_into_place, remove_stale_temporaries, temporary_pa
 from srfeat.video import VideoOptions
 from srfeat.video.copied import (
     CopiedStreams,
+    EmbeddedCaptions,
     TimestampRepairs,
     carried_tags,
     copy_chapters_and_tags,
@@ -178,6 +179,7 @@ class _Transcoder:
         self.decoded_frames = 0
         self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
         self.repairs = TimestampRepairs(source)
+        self.captions = EmbeddedCaptions(source)
         self.last_frame_time: float | None = None
         self.last_dts: int | None = None  # of the encoded video
         self.step = frame_step(video)  # one frame in the input's time base, which the encoder keeps
@@ -403,6 +405,7 @@ class _Transcoder:
                         break
                     pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
                     if index >= frames.start:
+                        self.captions.check(frame)
                         pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.colours.source_matrix)
                         self._put(channel, _Frame(index, pixels, pts - video_shift))
                         self.last_frame_time = seconds_of(pts, time_base)
