@@ -230,6 +230,43 @@ def test_bad_videos_get_one_line_each_and_leave_nothing(
     assert sorted(p.name for p in out.iterdir()) == ["short.mp4"]  # no partial or temporary files
 
 
+def concealed_damage(whole: Path, damaged: Path) -> list[int]:
+    """Write `whole` with the second part of one packet garbled such that the decoder conceals the damage
+    (it raises for some garbles, not for these); the frames it flags as corrupt."""
+    with av.open(str(whole)) as container:
+        video = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    for (position, size), fraction in itertools.product(video[1:], (0.3, 0.6)):
+        data = bytearray(whole.read_bytes())
+        for offset in range(position + int(size * fraction), position + size - 1):
+            data[offset] ^= 0x55
+        damaged.write_bytes(bytes(data))
+        try:
+            with av.open(str(damaged)) as container:
+                corrupt = [i for i, frame in enumerate(container.decode(video=0)) if frame.is_corrupt]
+        except av.error.FFmpegError:
+            continue
+        if corrupt:
+            return corrupt
+    raise AssertionError("no garble the decoder conceals")
+
+
+def test_frames_the_decoder_patched_up_are_told(tmp_path: Path, model_path: Path) -> None:
+    """A garbled frame the decoder conceals (with guessed blocks) raises no error: it was upscaled unsaid."""
+    whole = tmp_path / "whole.mkv"
+    write_clip(whole, frames=6, audio=False)
+    damaged = tmp_path / "damaged.mkv"
+    corrupt = concealed_damage(whole, damaged)
+    result = cli(damaged, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    expected = (
+        f"WARNING: {damaged}: {len(corrupt)} of the 6 frames upscaled decoded with errors (a damaged file?), the "
+        f"first at frame {corrupt[0]}; they are upscaled as the decoder patched them up (--frames can leave them out)"
+    )
+    assert stderr_lines(result, "WARNING") == [expected], result.stderr
+    result = cli(whole, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0 and not stderr_lines(result, "WARNING"), result.stderr
+
+
 def test_a_truncated_video_is_reported(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     whole = tmp_path / "whole.mkv"
     write_clip(whole, frames=24, audio=False)

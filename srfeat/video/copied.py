@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CopiedStreams",
-    "EmbeddedCaptions",
     "TimestampRepairs",
     "carried_tags",
     "copy_chapters_and_tags",
@@ -68,26 +67,6 @@ class TimestampRepairs:
         if not self.count:
             logger.warning("%s: %s", self.source, what)
         self.count += 1
-
-
-@dataclass
-class EmbeddedCaptions:
-    """Closed captions (CEA-608/708, US broadcasts and DVDs) travel inside the video's frames, not in a
-    stream of their own, so the frames encoded anew lose them: said once, when a frame has them."""
-
-    source: Path
-    found: bool = False
-
-    def check(self, frame: Any) -> None:
-        from av.sidedata.sidedata import Type
-
-        if not self.found and any(data.type == Type.A53_CC for data in frame.side_data):
-            self.found = True
-            logger.warning(
-                "%s: its video carries closed captions (CEA-608/708) inside its frames, which the upscaled "
-                "frames do not: they are lost; extract them first if they are needed (e.g. ccextractor)",
-                self.source,
-            )
 
 
 class CopiedStreams:

@@ -27,7 +27,6 @@ from srfeat.files import move_into_place, remove_stale_temporaries, temporary_pa
 from srfeat.video import VideoOptions
 from srfeat.video.copied import (
     CopiedStreams,
-    EmbeddedCaptions,
     TimestampRepairs,
     carried_tags,
     copy_chapters_and_tags,
@@ -51,6 +50,7 @@ from srfeat.video.output import (
     write_error,
 )
 from srfeat.video.probe import (
+    FrameDefects,
     TimeWindow,
     check_length,
     continued_pts,
@@ -179,7 +179,7 @@ class _Transcoder:
         self.decoded_frames = 0
         self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
         self.repairs = TimestampRepairs(source)
-        self.captions = EmbeddedCaptions(source)
+        self.defects = FrameDefects(source)
         self.last_frame_time: float | None = None
         self.last_dts: int | None = None  # of the encoded video
         self.step = frame_step(video)  # one frame in the input's time base, which the encoder keeps
@@ -322,6 +322,7 @@ class _Transcoder:
             self.last_frame_time,
             self.hidden_frames,
         )
+        self.defects.report(written)
         return VideoSummary(
             written, self.width, self.height, self.codec_name, len(self.copied) + self.copied_streams.attachments
         )
@@ -405,7 +406,7 @@ class _Transcoder:
                         break
                     pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
                     if index >= frames.start:
-                        self.captions.check(frame)
+                        self.defects.check(frame, index)
                         pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.colours.source_matrix)
                         self._put(channel, _Frame(index, pixels, pts - video_shift))
                         self.last_frame_time = seconds_of(pts, time_base)

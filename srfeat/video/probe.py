@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FrameDefects",
     "TimeWindow",
     "check_length",
     "continued_pts",
@@ -89,6 +90,43 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
     if start is None:
         raise VideoError(f"{source}: --frames {frames} starts past the last frame (the video has {count} frames)")
     return TimeWindow(start, time if frames.stop is not None and count - 1 == frames.stop else None)
+
+
+@dataclass
+class FrameDefects:
+    """What the decoded frames say that the upscaled ones cannot: closed captions (CEA-608/708, US
+    broadcasts and DVDs) travel inside the frames, so frames encoded anew lose them (said at once);
+    frames the decoder flags as damaged (their errors concealed with guesses) are counted, and said."""
+
+    source: Path
+    captions: bool = False
+    damaged: int = 0
+    first_damaged: int = 0
+
+    def check(self, frame: Any, index: int) -> None:
+        from av.sidedata.sidedata import Type
+
+        if not self.captions and any(data.type == Type.A53_CC for data in frame.side_data):
+            self.captions = True
+            logger.warning(
+                "%s: its video carries closed captions (CEA-608/708) inside its frames, which the upscaled "
+                "frames do not: they are lost; extract them first if they are needed (e.g. ccextractor)",
+                self.source,
+            )
+        if frame.is_corrupt:
+            self.first_damaged = index if not self.damaged else self.first_damaged
+            self.damaged += 1
+
+    def report(self, frames: int) -> None:
+        if self.damaged:
+            logger.warning(
+                "%s: %d of the %d frames upscaled decoded with errors (a damaged file?), the first at frame %d; "
+                "they are upscaled as the decoder patched them up (--frames can leave them out)",
+                self.source,
+                self.damaged,
+                frames,
+                self.first_damaged,
+            )
 
 
 def frame_step(video: VideoStream) -> int:
