@@ -36,6 +36,7 @@ from tests.video_helpers import (  # noqa: E402 - needs PyAV, checked above
     packets,
     pan_frames,
     read_frames,
+    write_captioned,
     write_clip,
     write_encoded,
 )
@@ -229,6 +230,43 @@ def test_bad_videos_get_one_line_each_and_leave_nothing(
     assert sorted(p.name for p in out.iterdir()) == ["short.mp4"]  # no partial or temporary files
 
 
+def concealed_damage(whole: Path, damaged: Path) -> list[int]:
+    """Write `whole` with the second part of one packet garbled such that the decoder conceals the damage
+    (it raises for some garbles, not for these); the frames it flags as corrupt."""
+    with av.open(str(whole)) as container:
+        video = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    for (position, size), fraction in itertools.product(video[1:], (0.3, 0.6)):
+        data = bytearray(whole.read_bytes())
+        for offset in range(position + int(size * fraction), position + size - 1):
+            data[offset] ^= 0x55
+        damaged.write_bytes(bytes(data))
+        try:
+            with av.open(str(damaged)) as container:
+                corrupt = [i for i, frame in enumerate(container.decode(video=0)) if frame.is_corrupt]
+        except av.error.FFmpegError:
+            continue
+        if corrupt:
+            return corrupt
+    raise AssertionError("no garble the decoder conceals")
+
+
+def test_frames_the_decoder_patched_up_are_told(tmp_path: Path, model_path: Path) -> None:
+    """A garbled frame the decoder conceals (with guessed blocks) raises no error: it was upscaled unsaid."""
+    whole = tmp_path / "whole.mkv"
+    write_clip(whole, frames=6, audio=False)
+    damaged = tmp_path / "damaged.mkv"
+    corrupt = concealed_damage(whole, damaged)
+    result = cli(damaged, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    expected = (
+        f"WARNING: {damaged}: {len(corrupt)} of the 6 frames upscaled decoded with errors (a damaged file?), the "
+        f"first at frame {corrupt[0]}; they are upscaled as the decoder patched them up (--frames can leave them out)"
+    )
+    assert stderr_lines(result, "WARNING") == [expected], result.stderr
+    result = cli(whole, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0 and not stderr_lines(result, "WARNING"), result.stderr
+
+
 def test_a_truncated_video_is_reported(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     whole = tmp_path / "whole.mkv"
     write_clip(whole, frames=24, audio=False)
@@ -240,6 +278,28 @@ def test_a_truncated_video_is_reported(tmp_path: Path, model_path: Path, caplog:
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("cut.mkv" in w and "truncated" in w and "2.00 s" in w for w in warnings), warnings
     assert 0 < len(read_frames(tmp_path / "out" / "cut.mkv")) < 24
+
+
+def test_an_mp4_trimmed_without_reencoding_is_not_called_truncated(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cut between keyframes (`ffmpeg -ss 1 -c copy`, phone and editor trims) keeps the frames from the
+    keyframe before it, which the MP4's edit list hides: the file lists 12 frames and shows 7, all there."""
+    whole = tmp_path / "whole.mp4"
+    write_clip(whole, frames=12, size=(16, 12), audio=False)
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(whole)) as source, av.open(str(trimmed), "w") as output:
+        stream = output.add_stream_from_template(source.streams.video[0])
+        shift = 5 * round(1 / (12 * source.streams.video[0].time_base))  # 5 frames before the cut
+        for packet in source.demux(video=0):
+            if packet.dts is not None:
+                packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, stream
+                output.mux(packet)
+    assert len(read_frames(trimmed)) == 7
+    with caplog.at_level(logging.WARNING):
+        assert upscale(trimmed, "-o", tmp_path / "out", "--model", model_path) == 0
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(read_frames(tmp_path / "out" / "trimmed.mp4")) == 7
 
 
 def test_ctrl_c_leaves_no_partial_output(tmp_path: Path, model_path: Path) -> None:
@@ -262,6 +322,30 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path: Path, model_path: Path) -> No
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     assert list(out.iterdir()) == []
+
+
+def test_a_file_named_like_an_ffmpeg_protocol_is_read_as_the_file(
+    tmp_path: Path, short_clip: Path, model_path: Path
+) -> None:
+    """FFmpeg reads `pipe:0.mp4` as the pipe protocol (stdin) and `subfile:x.mp4` as another; given as
+    the working directory's file (`srfeat upscale *.mp4`), the file was never read."""
+    for name in ("pipe:0.mp4", "subfile:x.mp4"):
+        (tmp_path / name).write_bytes(short_clip.read_bytes())
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", "pipe:0.mp4", "subfile:x.mp4", "-o", "out"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [*command, "--model", str(model_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("pipe:0.mp4", "subfile:x.mp4"):
+        assert len(read_frames(tmp_path / "out" / name)) == 6
 
 
 def test_missing_pyav_names_the_extra(tmp_path: Path, clip: Path, model_path: Path) -> None:
@@ -464,6 +548,28 @@ def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
     assert quality_options("libvpx-vp9", 63) == {"crf": "63", "b": "0"}
 
 
+def test_crf_0_is_lossless_or_refused(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """x265's CRF 0 alone was lossy (8 grey levels off); SVT-AV1's 0 is FFmpeg's "not set", which
+    encoded below its default quality, where the README promised lossless."""
+    source = tmp_path / "noise.mkv"
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    write_encoded(source, codec="ffv1", pixel_format="yuv444p", frames=2, size=(16, 16), still=noise)
+    exact = tmp_path / "ffv1.mkv"
+    assert upscale(source, "-o", exact, "--model", model_path, "--codec", "ffv1") == 0
+    for codec in ("libx265", "libvpx-vp9"):
+        output = tmp_path / f"{codec}.mkv"
+        assert upscale(source, "-o", output, "--model", model_path, "--codec", codec, "--crf", "0") == 0
+        for frame, reference in zip(read_frames(output), read_frames(exact), strict=True):
+            assert np.array_equal(frame, reference), codec
+    if "libsvtav1" in av.codecs_available:
+        with caplog.at_level(logging.ERROR):
+            arguments = ("-o", tmp_path / "av1.mkv", "--model", model_path, "--codec", "libsvtav1", "--crf", "0")
+            assert upscale(source, *arguments) == 1
+        assert f"{source}: --crf 0: libsvtav1 takes a whole number from 1 to 63 (lower is better quality)" in (
+            error_lines(caplog)
+        )
+
+
 def test_an_encoders_impossible_decode_times_are_set_in_order() -> None:
     # libx265 on a clip of one or two frames: -2**38 - 64, as observed; MP4 refused the packet.
     assert repaired_decode_time(0, -(2**38) - 64, None, 1) == 0
@@ -506,6 +612,21 @@ def test_video_options_with_only_images_get_a_warning(tmp_path: Path, model_path
     result = cli(tmp_path / "still.png", "-o", tmp_path / "again.png", "--model", model_path, "--crf", "20")
     (warning,) = stderr_lines(result, "WARNING")
     assert warning.startswith("WARNING: --crf only applies to videos"), warning
+
+
+def test_ext_with_videos_gets_a_warning_that_they_keep_their_container(
+    tmp_path: Path, short_clip: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--ext png` reads as "frames as PNGs"; the video is written as .mp4, which is said, not left to surprise."""
+    with caplog.at_level(logging.WARNING):
+        assert upscale(short_clip, "-o", tmp_path / "out", "--model", model_path, "--ext", "png") == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["short.mp4"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    expected = (
+        "--ext png applies to images: a video keeps its container (.mp4, .m4v, .mov, .mkv, .webm; others become "
+        ".mkv), or -o NAME.ext names it"
+    )
+    assert warnings == [expected], warnings
 
 
 def test_an_image_named_like_a_video_is_refused(tmp_path: Path, model_path: Path) -> None:
@@ -619,6 +740,9 @@ def test_sizes_an_encoder_or_this_program_refuses_are_one_line_before_upscaling(
     bomb.write_bytes(b"YUV4MPEG2 W20000 H10000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(2000))
     line = the_error_line(cli(bomb, "-o", tmp_path / "bomb_x4.mkv", "--model", model_path), bomb)
     assert f"{bomb}: its frames are 20000x10000 pixels, more than" in line, line
+    # --frames decodes up to its range first (to find where to cut the audio): the header is checked before that.
+    line = the_error_line(cli(bomb, "-o", tmp_path / "bomb_x4.mkv", "--model", model_path, "--frames", "0:1"), bomb)
+    assert f"{bomb}: its frames are 20000x10000 pixels, more than" in line, line
     tiny = tmp_path / "tiny.mkv"  # --outscale 0.3 of 4x2 is 1x1: no 4:2:0 frame is that small
     write_encoded(tiny, codec="ffv1", pixel_format="yuv444p", size=(4, 2))
     line = the_error_line(
@@ -626,6 +750,20 @@ def test_sizes_an_encoder_or_this_program_refuses_are_one_line_before_upscaling(
     )
     assert "the output would be 1x1 pixels, too small for yuv420p" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.mkv", "tiny.mkv", "wide.mkv"]
+
+
+def test_a_video_codec_ffmpeg_cannot_decode_is_one_line(tmp_path: Path, model_path: Path) -> None:
+    """A codec FFmpeg does not know (a newer one, a damaged header) leaves PyAV's stream without a decoder."""
+    known = tmp_path / "known.mkv"
+    write_clip(known, frames=2, size=(16, 12), audio=False)
+    unknown = tmp_path / "unknown.mkv"
+    unknown.write_bytes(known.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"))
+    line = the_error_line(cli(unknown, "-o", tmp_path / "out", "--model", model_path), unknown)
+    assert line.endswith(
+        f"{unknown}: its video stream #0 is in a codec this FFmpeg cannot decode; "
+        "convert it to a common one (e.g. H.264) first, or skip this file"
+    ), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["known.mkv", "unknown.mkv"]
 
 
 def test_a_stream_matroska_cannot_hold_names_the_containers_that_can(tmp_path: Path, model_path: Path) -> None:
@@ -650,6 +788,52 @@ def test_a_stream_matroska_cannot_hold_names_the_containers_that_can(tmp_path: P
     result = cli(source, "-o", tmp_path / "out.mp4", "--model", model_path)
     assert result.returncode == 0, result.stderr
     assert packets(tmp_path / "out.mp4", "subtitle") == [(0.0, b"\x00\x02hi")]
+
+
+def test_blu_ray_subtitles_are_copied_into_matroska(tmp_path: Path, model_path: Path) -> None:
+    """PGS subtitles (Blu-ray rips) were "held by no container srfeat writes": PyAV lists what a container
+    holds by decoder names (pgssub, dca), not by the codec's (hdmv_pgs_subtitle, dts)."""
+    source = tmp_path / "rip.mkv"
+    with av.open(str(source), "w") as container:
+        picture = container.add_stream("libx264", rate=12)
+        picture.width, picture.height, picture.pix_fmt = 16, 12, "yuv420p"
+        text = container.add_mux_stream("hdmv_pgs_subtitle", time_base=Fraction(1, 1000))
+        for index, pixels in enumerate(pan_frames(2, 16, 12)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(picture.encode(frame))
+        container.mux(picture.encode(None))
+        packet = av.Packet(b"\x80\x00\x00")  # a PGS segment: END (0x80) of length 0
+        packet.stream, packet.time_base, packet.pts, packet.dts = text, Fraction(1, 1000), 50, 50
+        container.mux(packet)
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert packets(tmp_path / "out.mkv", "subtitle") == [(0.05, b"\x80\x00\x00")]
+    line = the_error_line(cli(source, "-o", tmp_path / "out.mp4", "--model", model_path), source)
+    assert line.endswith("(hdmv_pgs_subtitle) cannot be copied into a .mp4 file; write .mkv instead (-o NAME.mkv)")
+
+
+def test_a_stream_this_ffmpeg_cannot_read_says_what_to_do(tmp_path: Path, model_path: Path) -> None:
+    """DVB teletext (European TV recordings): PyAV has no decoder for it, so not even its codec's name."""
+    source = tmp_path / "recording.ts"
+    with av.open(str(source), "w") as container:
+        picture = container.add_stream("mpeg2video", rate=25)
+        picture.width, picture.height, picture.pix_fmt = 16, 16, "yuv420p"
+        teletext = container.add_mux_stream("dvb_teletext", time_base=Fraction(1, 90000))
+        for index, pixels in enumerate(pan_frames(3, 16, 16)):  # fewer: too short for the TS demuxer's probe
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(picture.encode(frame))
+            packet = av.Packet(b"\x10" + bytes(45))
+            packet.stream, packet.time_base, packet.pts = teletext, Fraction(1, 90000), 3600 * index + 1000
+            packet.dts = packet.pts
+            container.mux(packet)
+        container.mux(picture.encode(None))
+    line = the_error_line(cli(source, "-o", tmp_path / "out", "--model", model_path), source)
+    assert line.endswith(
+        "its subtitle stream #1 is in a codec this FFmpeg cannot read (DVB teletext, say), so it cannot be copied; "
+        "remove that stream first (e.g. ffmpeg -map)"
+    ), line
 
 
 def as_players_show(path: Path) -> np.ndarray:
@@ -757,6 +941,38 @@ def test_chapters_and_the_title_are_kept_and_cut_with_frames(tmp_path: Path, mod
         with av.open(str(tmp_path / name)) as container:
             assert container.metadata.get("title") == "A film", name
     assert chapter_spans(tmp_path / "part.mkv") == [(0.0, 0.084, "One"), (0.084, 0.167, "Two")]  # frames 1, 2
+
+
+def test_tags_that_count_the_inputs_packets_or_name_its_encoder_are_not_carried(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """mkvmerge tags every track with statistics (frames, bytes, bit rate); carried over, a 2-frame slice
+    of an x264 re-encode said 1000 frames at the input's bit rate, made by the input's encoder."""
+    source = tmp_path / "untagged.mp4"  # MP4's packets all have decoding times, as muxing needs
+    write_clip(source, frames=4, size=(16, 12))
+    statistics = {
+        "BPS-eng": "999999",
+        "NUMBER_OF_FRAMES-eng": "1000",
+        "NUMBER_OF_BYTES-eng": "123456789",
+        "_STATISTICS_WRITING_APP-eng": "mkvmerge v80.0",
+        "_STATISTICS_TAGS-eng": "BPS DURATION NUMBER_OF_FRAMES NUMBER_OF_BYTES",
+    }
+    tagged = tmp_path / "in.mkv"
+    with av.open(str(source)) as original, av.open(str(tagged), "w") as copy:
+        streams = {}
+        for stream in original.streams:
+            streams[stream.index] = copy.add_stream_from_template(stream)
+            streams[stream.index].metadata.update({"title": f"the {stream.type}", **statistics})
+        streams[0].metadata["ENCODER"] = "Lavc61 libvpx-vp9"
+        for packet in original.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                copy.mux(packet)
+    result = cli(tagged, "-o", tmp_path / "out.mkv", "--model", model_path, "--frames", "0:2")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(tmp_path / "out.mkv")) as output:
+        tags = [{k: v for k, v in stream.metadata.items() if k != "DURATION"} for stream in output.streams]
+    assert tags == [{"title": "the video"}, {"title": "the audio"}]
 
 
 def test_which_track_plays_by_default_and_forced_subtitles_are_kept(tmp_path: Path, model_path: Path) -> None:
@@ -892,6 +1108,22 @@ def test_hevc_in_mp4_and_mov_is_tagged_hvc1_so_apple_players_play_it(tmp_path: P
         assert len(read_frames(target)) == 2
 
 
+def test_closed_captions_inside_the_video_are_said_to_be_lost(tmp_path: Path, model_path: Path) -> None:
+    """CEA-608/708 captions ride in the H.264 frames' SEI messages; frames encoded anew drop them, unsaid before."""
+    source = tmp_path / "broadcast.mkv"
+    write_captioned(source)
+    with av.open(str(source)) as container:
+        assert any(data.type == Type.A53_CC for frame in container.decode(video=0) for data in frame.side_data)
+    result = cli(source, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    expected = (
+        f"WARNING: {source}: its video carries closed captions (CEA-608/708) inside its frames, which the "
+        "upscaled frames do not: they are lost; extract them first if they are needed (e.g. ccextractor)"
+    )
+    assert stderr_lines(result, "WARNING") == [expected], result.stderr
+    assert len(read_frames(tmp_path / "out" / "broadcast.mkv")) == 3
+
+
 @pytest.mark.parametrize(
     ("name", "codec", "pixel_format"), [("logo.mov", "png", "rgba"), ("logo.webm", "libvpx-vp9", "yuva420p")]
 )
@@ -907,6 +1139,8 @@ def test_a_transparent_video_is_told_its_output_is_opaque(
     (warning,) = stderr_lines(result, "WARNING")
     assert warning.startswith(f"WARNING: {source} has an alpha channel") and "opaque" in warning, warning
     assert len(read_frames(tmp_path / "out" / name)) == 2
+    with av.open(str(tmp_path / "out" / name)) as output:  # not tagged transparent (WebM's alpha_mode)
+        assert "ALPHA_MODE" not in {key.upper() for key in output.streams.video[0].metadata}
     opaque = tmp_path / "opaque.mp4"
     write_encoded(opaque, frames=2, size=(16, 16))
     result = cli(opaque, "-o", tmp_path / "out", "--model", model_path)
@@ -942,6 +1176,21 @@ def test_audio_mov_refuses_is_named_as_the_containers_not_as_broken_timestamps(
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["flac.mkv"]
     assert cli(source, "-o", tmp_path / "flac_x4.mkv", "--model", model_path).returncode == 0
+
+
+def test_av1_encodes_quietly(tmp_path: Path, model_path: Path) -> None:
+    """SVT-AV1 printed some 20 lines of its settings and a thread-priority warning, as x265 did."""
+    if "libsvtav1" not in av.codecs_available:
+        pytest.skip("this FFmpeg has no SVT-AV1")
+    source = tmp_path / "clip.mkv"
+    write_encoded(source, codec="ffv1", pixel_format="yuv444p", frames=2, size=(16, 16))
+    env = {key: value for key, value in os.environ.items() if key != "SVT_LOG"}
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", str(source), "-o", str(tmp_path / "out.mkv")]
+    command += ["--model", str(model_path), "--codec", "libsvtav1"]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if not line.startswith("INFO: ")] == [], result.stderr
+    assert len(read_frames(tmp_path / "out.mkv")) == 2
 
 
 def test_an_encoder_that_refuses_its_settings_says_why(tmp_path: Path, model_path: Path) -> None:

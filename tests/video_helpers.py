@@ -3,6 +3,7 @@ sine-wave audio track and, in Matroska, a subtitle track."""
 
 from __future__ import annotations
 
+import io
 from fractions import Fraction
 from pathlib import Path
 
@@ -148,3 +149,34 @@ def write_encoded(
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+
+
+def write_captioned(path: Path, frames: int = 3) -> None:
+    """A 16x16 H.264 clip in Matroska whose every frame carries a CEA-608 closed caption code the way
+    US broadcasts do: in an SEI message (ATSC A/53 `GA94` user data) inside the video stream."""
+    cc_data = bytes([0xFC, 0x94, 0x20])  # valid, field 1: RCL ("resume caption loading")
+    payload = bytes([0xB5, 0x00, 0x31]) + b"GA94" + bytes([0x03, 0x40 | 1, 0xFF]) + cc_data + bytes([0xFF])
+    sei = b"\x00\x00\x00\x01\x06" + bytes([4, len(payload)]) + payload + b"\x80"  # type 4: registered user data
+    raw = io.BytesIO()
+    with av.open(raw, "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        stream.codec_context.max_b_frames = 0
+        for index, pixels in enumerate(pan_frames(frames, 16, 16)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    annex_b = bytearray()
+    for unit in raw.getvalue().split(b"\x00\x00\x00\x01"):
+        if unit and unit[0] & 0x1F in (1, 5):  # before each slice
+            annex_b += sei
+        if unit:
+            annex_b += b"\x00\x00\x00\x01" + unit
+    with av.open(io.BytesIO(bytes(annex_b)), format="h264") as source, av.open(str(path), "w") as container:
+        stream = container.add_stream_from_template(source.streams.video[0])
+        for index, packet in enumerate(p for p in source.demux(video=0) if p.size):
+            packet.stream, packet.time_base = stream, Fraction(1, 12)
+            packet.pts = packet.dts = index
+            packet.duration = 1
+            container.mux(packet)

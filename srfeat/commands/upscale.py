@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         type=str.lower,  # PNG as png: extensions are matched without case everywhere else
         choices=("auto", *OUTPUT_EXTENSIONS),
-        help="output format, in any case; jpeg and tiff write .jpg and .tif (default auto: the input's own format)",
+        help="output format of images, in any case; jpeg and tiff write .jpg and .tif (default auto: the input's "
+        "own format); a video keeps its container",
     )
     parser.add_argument(
         "--suffix", default="", help="added to each output file's name before the extension, e.g. _x4 (default: none)"
@@ -321,6 +322,12 @@ def plan_outputs(
         return [], [f"-o {output} is a file name but there are {len(files)} inputs; give a folder"]
     if to_file:
         warn_naming_options_ignored(output, args, formats)
+    elif args.ext != "auto" and any(video.is_video(source) for source in files):
+        logger.warning(
+            "--ext %s applies to images: a video keeps its container (%s; others become .mkv), or -o NAME.ext names it",
+            args.ext,
+            ", ".join(video.WRITTEN_CONTAINERS),
+        )
     inputs = {p.resolve() for p in files}
     jobs: list[Job] = []
     errors: list[str] = []

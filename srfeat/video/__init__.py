@@ -154,7 +154,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="Q",
-        help="constant quality for x264/x265/VP9/AV1: lower is better, 0 is lossless (default: 18 for H.264)",
+        help="constant quality for x264/x265/VP9/AV1: lower is better, 0 is lossless (SVT-AV1: from 1, lossy) "
+        "(default: 18 for H.264)",
     )
     group.add_argument(
         "--frames",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srfeat.errors import VideoError
+from srfeat.video.encoding import codecs_held
 from srfeat.video.output import containers_holding, extension_of
 from srfeat.video.probe import ffmpeg_log, logged_reason, seconds_of, time_base_of
 
@@ -28,7 +29,30 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CopiedStreams", "TimestampRepairs", "copy_chapters_and_tags", "cut_to_window", "write_header"]
+__all__ = [
+    "CopiedStreams",
+    "TimestampRepairs",
+    "carried_tags",
+    "copy_chapters_and_tags",
+    "cut_to_window",
+    "write_header",
+]
+
+# A stream's tags that count its packets: the length (the muxer writes its own) and mkvmerge's statistics.
+COUNTING_TAGS = frozenset({"DURATION", "BPS", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES"})
+
+
+def carried_tags(metadata: dict[str, str], encoded: bool) -> dict[str, str]:
+    """A stream's tags for its counterpart in the output, less those the output would make untrue: the
+    counts of its packets (mkvmerge's frames, bytes and bit rate, with the app and date that counted
+    them; `NAME-eng` where it gave them a language), and for the re-encoded video its encoder and
+    WebM's alpha flag (the output is opaque)."""
+    names = {key: key.upper().partition("-")[0] for key in metadata}
+    stale = COUNTING_TAGS | {"ENCODER", "ALPHA_MODE"} if encoded else COUNTING_TAGS
+    for key, name in names.items():
+        if name == "_STATISTICS_TAGS":  # the names of the statistics, where there are others
+            stale |= set(metadata[key].upper().split())
+    return {k: v for k, v in metadata.items() if names[k] not in stale and not names[k].startswith("_STATISTICS_")}
 
 
 @dataclass
@@ -85,16 +109,20 @@ class CopiedStreams:
         if stream.type not in ("audio", "subtitle"):
             logger.warning("%s: stream #%d (%s %s) is not copied", self.source, stream.index, stream.type, name)
             return
-        if stream.codec_context is None or stream.codec_context.codec.id == 0:
-            raise VideoError(f"{self.source}: its {stream.type} stream #{stream.index} has an unknown codec")
-        if name not in self.output.supported_codecs:
+        if stream.codec_context is None or stream.codec_context.codec.id == 0:  # no decoder: not even a name
+            example = " (DVB teletext, say)" if stream.type == "subtitle" else ""
+            raise VideoError(
+                f"{self.source}: its {stream.type} stream #{stream.index} is in a codec this FFmpeg cannot "
+                f"read{example}, so it cannot be copied; remove that stream first (e.g. ffmpeg -map)"
+            )
+        if name not in codecs_held(self.av, self.output.format.name):
             raise VideoError(
                 f"{self.source}: its {stream.type} stream #{stream.index} ({name}) cannot be copied into a "
                 f"{extension_of(self.output.format.name)} file; {containers_holding(self.av, name)}"
             )
         copy = self.output.add_stream_from_template(stream)
         copy.disposition = stream.disposition  # which audio plays by default, which subtitles are forced
-        copy.metadata.update({k: v for k, v in stream.metadata.items() if k.upper() != "DURATION"})
+        copy.metadata.update(carried_tags(stream.metadata, encoded=False))
         self.streams[stream.index] = copy
 
     def _copy_attachment(self, stream: Any) -> bool:

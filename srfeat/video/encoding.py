@@ -6,7 +6,10 @@ the output's extension, each refused in one line when this FFmpeg or container c
 
 from __future__ import annotations
 
+import functools
+import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +26,7 @@ __all__ = [
     "CrfScale",
     "choose_codec",
     "choose_pixel_format",
+    "codecs_held",
     "colour_tags",
     "even_size",
     "quality_options",
@@ -32,11 +36,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CrfScale:
-    """An encoder's constant-quality scale from 0 (best): its default and its largest value."""
+    """An encoder's constant-quality scale from `minimum` (best): its default and its largest value."""
 
     default: float
     maximum: int
     whole_numbers: bool  # FFmpeg would round a fraction without a word
+    minimum: int = 0  # SVT-AV1 starts at 1: FFmpeg takes its 0 for "not set" and encodes worse than the default
 
 
 # Defaults: x264's 18 is the usual "visually lossless"; the others are their projects'
@@ -47,13 +52,31 @@ CRF_SCALES: dict[str, CrfScale] = {
     "libx264rgb": CrfScale(18, 51, whole_numbers=False),
     "libx265": CrfScale(20, 51, whole_numbers=False),
     "libvpx-vp9": CrfScale(24, 63, whole_numbers=True),
-    "libsvtav1": CrfScale(30, 63, whole_numbers=True),
+    "libsvtav1": CrfScale(30, 63, whole_numbers=True, minimum=1),
     "libaom-av1": CrfScale(30, 63, whole_numbers=True),
 }
 AUTO_CODECS: dict[str, tuple[str, ...]] = {"webm": ("libvpx-vp9", "libvpx")}
 AUTO_CODECS_OTHERWISE = ("libx264", "mpeg4")  # H.264 where this FFmpeg has x264
 # For lossless encoders (and --crf 0) the frames stay full-resolution colour, exact where RGB is offered.
 LOSSLESS_PIXEL_FORMATS = ("rgb24", "gbrp", "bgr0", "yuv444p")
+
+
+@functools.cache
+def codecs_held(av: ModuleType, container_format: str) -> frozenset[str]:
+    """The codecs a container holds, by their canonical names (dts, hdmv_pgs_subtitle, h264). PyAV's
+    `supported_codecs` names FFmpeg's decoders and encoders instead (dca, pgssub, libx264), which are
+    the codec's name only for some: a Blu-ray's PGS subtitles and DTS audio were "not held" by .mkv."""
+    with av.open(io.BytesIO(), "w", format=container_format) as probe:
+        implementations = probe.supported_codecs
+    held = set()
+    for name in implementations:
+        for mode in ("r", "w"):  # a decoder's name, else an encoder's
+            try:
+                held.add(av.codec.Codec(name, mode).canonical_name)
+                break
+            except (ValueError, av.error.FFmpegError):
+                continue
+    return frozenset(held)
 
 
 def choose_codec(av: ModuleType, output: OutputContainer, source: Path, requested: str) -> Any:
@@ -67,7 +90,7 @@ def choose_codec(av: ModuleType, output: OutputContainer, source: Path, requeste
             continue
         if codec.type != "video":
             raise VideoError(f"--codec {name} is not a video encoder (e.g. libx264, libx265, libvpx-vp9, ffv1)")
-        if codec.canonical_name not in output.supported_codecs:
+        if codec.canonical_name not in codecs_held(av, container):
             raise VideoError(
                 f"{source}: {name} video cannot go in a {container} file; choose another --codec or -o extension"
             )
@@ -96,14 +119,20 @@ def quality_options(codec_name: str, crf: float | None) -> dict[str, str]:
         raise VideoError(f"--crf works with {', '.join(CRF_SCALES)}, not {codec_name}; leave it out")
     if crf is None:
         crf = scale.default
-    elif not (math.isfinite(crf) and 0 <= crf <= scale.maximum) or (scale.whole_numbers and crf != int(crf)):
+    elif not (math.isfinite(crf) and scale.minimum <= crf <= scale.maximum) or (
+        scale.whole_numbers and crf != int(crf)
+    ):
         numbers = "a whole number from" if scale.whole_numbers else "a number from"
-        raise VideoError(f"--crf {crf:g}: {codec_name} takes {numbers} 0 to {scale.maximum} (lower is better quality)")
+        raise VideoError(
+            f"--crf {crf:g}: {codec_name} takes {numbers} {scale.minimum} to {scale.maximum} (lower is better quality)"
+        )
     options = {"crf": f"{crf:g}"}
     if codec_name.startswith("libvpx"):
         options["b"] = "0"  # libvpx is in constant-quality mode only with no bitrate target
-    if codec_name == "libx265":
-        options["x265-params"] = "log-level=error"  # else some 25 lines of its settings on stderr
+    if codec_name == "libx265":  # else some 25 lines of its settings on stderr; its CRF 0 alone is lossy
+        options["x265-params"] = "log-level=error" + (":lossless=1" if crf == 0 else "")
+    if codec_name == "libsvtav1":  # the same, and a warning about thread priority; it reads its level only here
+        os.environ.setdefault("SVT_LOG", "1")  # errors (a user's own setting stands)
     return options
 
 

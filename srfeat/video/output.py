@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from srfeat.errors import VideoError
 from srfeat.files import DiskFullError, unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
-from srfeat.video.encoding import choose_codec, quality_options
+from srfeat.video.encoding import choose_codec, codecs_held, quality_options
 from srfeat.video.probe import error_reason, main_video_stream
 
 if TYPE_CHECKING:
@@ -62,8 +62,10 @@ IMAGE_DEMUXERS = frozenset({"image2", "image2pipe"})
 
 
 def check_is_video(source: Path, container: InputContainer) -> None:
-    """Refuse an input with no film in it, or a still image under a video's name (which would come
-    back as a one-frame lossy video, not the lossless image it is: renamed, it goes the image path)."""
+    """Refuse an input with no film in it, a still image under a video's name (which would come
+    back as a one-frame lossy video, not the lossless image it is: renamed, it goes the image path),
+    a film this FFmpeg has no decoder for, or one whose header states frames too large: before
+    anything is decoded (`--frames` decodes up to its range first, to learn where to cut)."""
     demuxer = container.format.name
     if demuxer in IMAGE_DEMUXERS or demuxer.endswith("_pipe"):
         kind = f" ({demuxer.removesuffix('_pipe').upper()})" if demuxer.endswith("_pipe") else ""
@@ -71,8 +73,15 @@ def check_is_video(source: Path, container: InputContainer) -> None:
             f"{source} is an image{kind}, not a video; rename it with its image extension to upscale it "
             "as an image (as a video it would become one lossy frame)"
         )
-    if main_video_stream(container) is None:
+    video = main_video_stream(container)
+    if video is None:
         raise VideoError(f"{source} has no video stream (audio only?); nothing to upscale")
+    if video.codec_context is None:  # PyAV makes none where FFmpeg has no decoder (an unknown codec)
+        raise VideoError(
+            f"{source}: its video stream #{video.index} is in a codec this FFmpeg cannot decode; "
+            "convert it to a common one (e.g. H.264) first, or skip this file"
+        )
+    check_frame_size(source, video.codec_context.width, video.codec_context.height)
 
 
 def container_format_of(source: Path, target: Path) -> str:
@@ -126,11 +135,8 @@ def containers_holding(av: ModuleType, codec_name: str) -> str:
     `codec_name` (mov_text: .mp4 and .mov; not .mkv, which holds most others)."""
     holders: dict[str, str] = {}  # container -> its first extension (.mp4, not .m4v as well)
     for extension, container_format in WRITTEN_CONTAINERS.items():
-        if container_format in holders:
-            continue
-        with av.open(io.BytesIO(), "w", format=container_format) as probe:
-            if codec_name in probe.supported_codecs:
-                holders[container_format] = extension
+        if container_format not in holders and codec_name in codecs_held(av, container_format):
+            holders[container_format] = extension
     if not holders:
         return "no container srfeat writes holds it; remove that stream first (e.g. ffmpeg -map)"
     extensions = list(holders.values())

@@ -29,6 +29,7 @@ from srfeat.video import VideoOptions
 from srfeat.video.copied import (
     CopiedStreams,
     TimestampRepairs,
+    carried_tags,
     copy_chapters_and_tags,
     cut_to_window,
     write_header,
@@ -50,6 +51,7 @@ from srfeat.video.output import (
     write_error,
 )
 from srfeat.video.probe import (
+    FrameDefects,
     TimeWindow,
     check_length,
     continued_pts,
@@ -57,6 +59,7 @@ from srfeat.video.probe import (
     error_reason,
     expected_frames,
     ffmpeg_log,
+    ffmpeg_name,
     first_frame,
     frame_step,
     has_alpha,
@@ -126,7 +129,7 @@ def upscale_video(
     av = import_av(source)
     container_format = container_format_of(source, target)
     try:
-        source_container = av.open(str(source), metadata_errors="ignore")
+        source_container = av.open(ffmpeg_name(source), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
     with closing(source_container):
@@ -136,7 +139,7 @@ def upscale_video(
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(target)
-            output = av.open(str(temporary), "w", format=container_format)
+            output = av.open(ffmpeg_name(temporary), "w", format=container_format)
             try:
                 summary = _Transcoder(av, source, source_container, output, upscaler, options, window).run()
                 output.close()  # writes the trailer: the file is complete only after this
@@ -191,7 +194,9 @@ class _Transcoder:
         self.stop = threading.Event()
         self.failure: BaseException | None = None
         self.decoded_frames = 0
+        self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
         self.repairs = TimestampRepairs(source)
+        self.defects = FrameDefects(source)
         self.last_frame_time: float | None = None
         self.last_dts: int | None = None  # of the encoded video
         self.step = frame_step(video)  # one frame in the input's time base, which the encoder keeps
@@ -205,8 +210,7 @@ class _Transcoder:
 
     def _setup_video(self) -> None:
         video, options = self.video, self.options
-        context = video.codec_context
-        check_frame_size(self.source, context.width, context.height)
+        context = video.codec_context  # the header's frame size was checked with the input (check_is_video)
         first = first_frame(self.av, self.source)
         # The first frame's size, not the header's: some streams (raw H.264) state it only in the frames.
         self.frame_size = (first.width, first.height) if first is not None else (context.width, context.height)
@@ -262,7 +266,7 @@ class _Transcoder:
             )
         if first is not None and (matrix := display_matrix(first, self.source)) is not None:
             stream.set_display_matrix(matrix)  # a portrait phone video stays upright, a selfie mirrored
-        stream.metadata.update({k: v for k, v in video.metadata.items() if k.upper() != "DURATION"})
+        stream.metadata.update(carried_tags(video.metadata, encoded=True))
         stream.disposition = video.disposition
         self.encoder = stream
         self.codec_name = codec.name
@@ -327,7 +331,15 @@ class _Transcoder:
             raise self.failure
         if written == 0:
             raise VideoError(f"{self.source}: no frame decoded; the video stream is empty or damaged")
-        check_length(self.source, self.video, self.options.frames, self.decoded_frames, self.last_frame_time)
+        check_length(
+            self.source,
+            self.video,
+            self.options.frames,
+            self.decoded_frames,
+            self.last_frame_time,
+            self.hidden_frames,
+        )
+        self.defects.report(written)
         return VideoSummary(
             written, self.width, self.height, self.codec_name, len(self.copied) + self.copied_streams.attachments
         )
@@ -404,12 +416,14 @@ class _Transcoder:
                     ):
                         break
                     continue
+                self.hidden_frames += packet.is_discard
                 for frame in self._decode_packet(packet, index):
                     if frames.stop is not None and index >= frames.stop:
                         done = True
                         break
                     pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
                     if index >= frames.start:
+                        self.defects.check(frame, index)
                         pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.colours.source_matrix)
                         self._put(channel, _Frame(index, pixels, pts - video_shift))
                         self.last_frame_time = seconds_of(pts, time_base)

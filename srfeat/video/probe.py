@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FrameDefects",
     "TimeWindow",
     "check_length",
     "continued_pts",
@@ -32,6 +33,7 @@ __all__ = [
     "error_reason",
     "expected_frames",
     "ffmpeg_log",
+    "ffmpeg_name",
     "first_frame",
     "frame_step",
     "has_alpha",
@@ -42,6 +44,12 @@ __all__ = [
     "time_base_of",
     "time_window",
 ]
+
+
+def ffmpeg_name(path: Path) -> str:
+    """The name FFmpeg opens `path` by: absolute, since FFmpeg takes a name that starts with a protocol
+    (`pipe:0.mp4`, `http:x.mp4`, a file in the working directory) for that protocol, not the file."""
+    return str(path.absolute())
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
     start: float | None = None
     time = 0.0
     count = 0
-    with av.open(str(source), metadata_errors="ignore") as probe:
+    with av.open(ffmpeg_name(source), metadata_errors="ignore") as probe:
         stream = main_video_stream(probe)
         assert stream is not None  # checked on the first opening
         stream.thread_type = "AUTO"
@@ -82,6 +90,43 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
     if start is None:
         raise VideoError(f"{source}: --frames {frames} starts past the last frame (the video has {count} frames)")
     return TimeWindow(start, time if frames.stop is not None and count - 1 == frames.stop else None)
+
+
+@dataclass
+class FrameDefects:
+    """What the decoded frames say that the upscaled ones cannot: closed captions (CEA-608/708, US
+    broadcasts and DVDs) travel inside the frames, so frames encoded anew lose them (said at once);
+    frames the decoder flags as damaged (their errors concealed with guesses) are counted, and said."""
+
+    source: Path
+    captions: bool = False
+    damaged: int = 0
+    first_damaged: int = 0
+
+    def check(self, frame: Any, index: int) -> None:
+        from av.sidedata.sidedata import Type
+
+        if not self.captions and any(data.type == Type.A53_CC for data in frame.side_data):
+            self.captions = True
+            logger.warning(
+                "%s: its video carries closed captions (CEA-608/708) inside its frames, which the upscaled "
+                "frames do not: they are lost; extract them first if they are needed (e.g. ccextractor)",
+                self.source,
+            )
+        if frame.is_corrupt:
+            self.first_damaged = index if not self.damaged else self.first_damaged
+            self.damaged += 1
+
+    def report(self, frames: int) -> None:
+        if self.damaged:
+            logger.warning(
+                "%s: %d of the %d frames upscaled decoded with errors (a damaged file?), the first at frame %d; "
+                "they are upscaled as the decoder patched them up (--frames can leave them out)",
+                self.source,
+                self.damaged,
+                frames,
+                self.first_damaged,
+            )
 
 
 def frame_step(video: VideoStream) -> int:
@@ -114,7 +159,7 @@ def main_video_stream(container: InputContainer) -> VideoStream | None:
 def first_frame(av: ModuleType, source: Path) -> Any:
     """The first frame (None if none decodes): its size and the rotation players apply (phones store
     portrait video turned) go into the output's header, before any packet, so they are looked up first."""
-    with av.open(str(source), metadata_errors="ignore") as probe:
+    with av.open(ffmpeg_name(source), metadata_errors="ignore") as probe:
         stream = main_video_stream(probe)
         try:
             return next(probe.decode(stream), None) if stream is not None else None
@@ -219,10 +264,17 @@ def expected_frames(video: VideoStream, frames: FrameRange) -> int | None:
 
 
 def check_length(
-    source: Path, video: VideoStream, frames: FrameRange, decoded_frames: int, last_frame_time: float | None
+    source: Path,
+    video: VideoStream,
+    frames: FrameRange,
+    decoded_frames: int,
+    last_frame_time: float | None,
+    hidden_frames: int = 0,
 ) -> None:
     """A file cut short decodes without an error, and `--frames A:B` may reach past the end: say so
-    rather than pass a short video off as whole or as the range asked for."""
+    rather than pass a short video off as whole or as the range asked for. `hidden_frames` are
+    listed but not shown: an MP4 trimmed without re-encoding keeps the frames from the keyframe
+    before its cut, which its edit list hides (FFmpeg flags their packets to be decoded, not shown)."""
     if frames.stop is not None and decoded_frames < frames.stop:
         logger.warning(
             "%s: --frames %s ends past the last frame (the video has %d frames); wrote frames %d to %d",
@@ -234,7 +286,7 @@ def check_length(
         )
     if not frames.is_everything:
         return
-    listed = video.frames
+    listed = video.frames and video.frames - hidden_frames
     if listed and decoded_frames < listed:
         logger.warning(
             "%s: only %d of the %d frames the file lists decoded (truncated or damaged?); the output has those",
