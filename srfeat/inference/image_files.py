@@ -62,7 +62,7 @@ def upscale_file(
         known = ", ".join(sorted(FORMATS))
         raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
     raw = read_raw_image(source)
-    height, width = upscaler.output_size(*raw.array.shape[:2], outscale)
+    height, width = upscaler.output_size(raw.array.shape[0], raw.array.shape[1], outscale)
     if problem := over_format_limit(extension, width, height):  # found now, not after the network has run
         raise SRFeatError(
             f"cannot write {target}: the result would be {width}x{height}, {problem}; "

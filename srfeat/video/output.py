@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srfeat.errors import VideoError
-from srfeat.files import DiskFullError, unwritable_file
+from srfeat.errors import InvalidOptionError, VideoError, shown
+from srfeat.files import DiskFullError, OutputExistsError, unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, codecs_held, quality_options
 from srfeat.video.probe import error_reason, main_video_stream
@@ -20,8 +21,11 @@ if TYPE_CHECKING:
 
     from av.container import InputContainer
 
+    from srfeat.inference import Upscaler
+
 __all__ = [
     "IMAGE_DEMUXERS",
+    "check_call",
     "check_folder",
     "check_frame_size",
     "check_is_video",
@@ -42,6 +46,28 @@ def import_av(source: Path) -> ModuleType:
             f'{source}: videos need PyAV, which is not installed: pip install -e ".[video]" in srfeat\'s folder'
         ) from error
     return av
+
+
+def check_call(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    upscaler: Upscaler,
+    options: VideoOptions,
+    replace: bool,
+) -> tuple[Path, Path]:
+    """`upscale_video`'s arguments checked before the video opens; the paths as Paths, `~` expanded."""
+    from srfeat.inference import Upscaler as Upscaler_  # torch: loaded by whoever made the upscaler
+
+    if not isinstance(upscaler, Upscaler_):  # "default": AttributeError 'scale' once the video was open
+        raise InvalidOptionError(
+            f"upscaler must be an srfeat.Upscaler (e.g. Upscaler('default')), got {shown(upscaler)}"
+        )
+    if not isinstance(options, VideoOptions):
+        raise InvalidOptionError(f"options must be an srfeat.video.VideoOptions, got {shown(options)}")
+    source, target = Path(source).expanduser(), Path(target).expanduser()
+    if not replace and (target.exists() or target.is_symlink()):  # not after minutes of upscaling
+        raise OutputExistsError(f"{target} exists; it is kept: remove it, or pass replace=True to replace it")
+    return source, target
 
 
 def check_output(source: Path, target: Path, options: VideoOptions) -> None:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from srfeat.errors import InvalidOptionError, SRFeatError, VideoError, shown
-from srfeat.files import OutputExistsError, move_into_place, remove_stale_temporaries, temporary_path
+from srfeat.errors import SRFeatError, VideoError
+from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
 from srfeat.video import VideoOptions
 from srfeat.video.copied import (
     CopiedStreams,
@@ -44,6 +44,7 @@ from srfeat.video.encoding import (
     stream_tag,
 )
 from srfeat.video.output import (
+    check_call,
     check_frame_size,
     check_is_video,
     container_format_of,
@@ -115,17 +116,7 @@ def upscale_video(
     even one that appeared while `source` was upscaled: `srfeat.files.OutputExistsError` says so
     (before any frame is decoded for one that exists already). Paths may be str (`~` expanded).
     """
-    from srfeat.inference import Upscaler as Upscaler_  # torch: loaded by whoever made the upscaler
-
-    if not isinstance(upscaler, Upscaler_):  # "default": AttributeError 'scale' once the video was open
-        raise InvalidOptionError(
-            f"upscaler must be an srfeat.Upscaler (e.g. Upscaler('default')), got {shown(upscaler)}"
-        )
-    if not isinstance(options, VideoOptions):
-        raise InvalidOptionError(f"options must be an srfeat.video.VideoOptions, got {shown(options)}")
-    source, target = Path(source).expanduser(), Path(target).expanduser()
-    if not replace and (target.exists() or target.is_symlink()):  # not after minutes of upscaling
-        raise OutputExistsError(f"{target} exists; it is kept: remove it, or pass replace=True to replace it")
+    source, target = check_call(source, target, upscaler, options, replace)
     av = import_av(source)
     container_format = container_format_of(source, target)
     try:
