@@ -1219,3 +1219,18 @@ def test_a_frames_slice_keeps_the_subtitle_on_screen_when_it_starts(tmp_path: Pa
     assert durations == pytest.approx([0.4, 0.9])
     # Audio is not cut mid-packet that way: only packets that start in the span are kept.
     assert packets(output, "audio")[0][0] >= 0.0
+
+
+def test_dvd_and_raw_yuv_videos_in_a_folder_are_upscaled_as_videos(tmp_path: Path, model_path: Path) -> None:
+    # A folder's .vob (a DVD's MPEG-2 programme stream) and .y4m (raw frames) were left out of the
+    # scan, and named as inputs they were read as images: "cannot identify image file"
+    folder = tmp_path / "rips"
+    folder.mkdir()
+    write_encoded(folder / "dvd.vob", codec="mpeg2video", container_format="vob")
+    write_encoded(folder / "raw.y4m", codec="rawvideo", container_format="yuv4mpegpipe")
+    result = cli(folder, "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("dvd.mkv", "raw.mkv"):  # containers srfeat does not write become Matroska
+        assert [frame.shape for frame in read_frames(tmp_path / "out" / name)] == [(192, 256, 3)] * 4
+    named = cli(folder / "dvd.vob", "-o", tmp_path / "named", "--model", model_path)
+    assert named.returncode == 0 and (tmp_path / "named" / "dvd.mkv").is_file(), named.stderr

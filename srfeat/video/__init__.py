@@ -37,6 +37,7 @@ __all__ = [
 # What a folder or glob contributes as video (a named file is tried whatever its extension).
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".wmv", ".flv", ".3gp"}
+    | {".vob", ".ogv", ".mxf", ".y4m", ".asf", ".f4v", ".divx", ".dv"}  # DVD, Ogg, broadcast, raw, older PC formats
 )
 # Containers written, by extension: FFmpeg's muxer names. Any other input is written as
 # Matroska, which takes every audio and subtitle codec, so its streams can be copied as they are.
