@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=min(8, os.cpu_count() or 1),
         metavar="N",
-        help="parallel processes, 1 or more (default: CPU count, at most 8); a failed run leaves OUT as it was",
+        # the bound srfeat.data.prepare.MAX_WORKERS checks (not imported here: `--help` stays fast)
+        help=f"parallel processes, 1..{max(8, 2 * (os.cpu_count() or 1))} (default: CPU count, at most 8); "
+        "a failed run leaves OUT as it was",
     )
     parser.add_argument(
         "--half",
