@@ -119,6 +119,22 @@ def test_image_discriminator_sees_images_in_minus_one_to_one(vgg: VGG19FeatureEx
     assert seen[0].min() < -0.9 and seen[0].max() > 0.9
 
 
+def test_perceptual_loss_and_feature_discriminator_see_conv5_4_over_12_75(vgg: VGG19FeatureExtractor) -> None:
+    """docs/fidelity.md: the perceptual loss is the MSE of conv5_4 / 12.75, the feature discriminator's input
+    conv5_4 / 12.75, as in the authors' code."""
+    step = make_gan_step(vgg, kinds=("feature",))
+    outputs: list[torch.Tensor] = []
+    step.generator.register_forward_hook(lambda module, args, output: outputs.append(output.detach()))
+    seen: list[torch.Tensor] = []
+    step.terms[0].discriminator.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    lr, hr = batch()
+    losses = step(lr, hr)
+    with torch.no_grad():
+        hr_features, sr_features = vgg(hr) / 12.75, vgg(outputs[0]) / 12.75
+    torch.testing.assert_close(seen[0], hr_features)  # the first input is the real batch
+    torch.testing.assert_close(losses["loss/perceptual"], torch.nn.functional.mse_loss(sr_features, hr_features))
+
+
 @pytest.mark.parametrize("kinds", [("image",), ("feature",), ("image", "feature")], ids=["I", "F", "IF"])
 def test_generator_loss_is_perceptual_plus_each_weighted_adversarial_term(
     vgg: VGG19FeatureExtractor, kinds: tuple[str, ...]
