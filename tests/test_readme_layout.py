@@ -1,4 +1,5 @@
-"""The README's Layout section lists every module under srfeat/, and none that is gone (CONTRIBUTING.md)."""
+"""The README's Layout section lists every module under srfeat/, every script and benchmark, and none that is gone
+(CONTRIBUTING.md)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,27 @@ def test_readme_layout_lists_every_module_and_no_gone_one() -> None:
     assert not listed - every_file, (
         f"the README's Layout section names modules that are gone: {sorted(listed - every_file)}"
     )
+
+
+def top_level_block(readme: str, folder: str) -> list[str]:
+    """The Layout tree's lines of a top-level `folder/`: its own line and the indented ones after it."""
+    tree = readme.split("## Layout", 1)[1].split("```", 2)[1].splitlines()
+    start = next(i for i, line in enumerate(tree) if line.startswith(folder + " "))
+    block = [tree[start]]
+    for line in tree[start + 1 :]:
+        if line and not line.startswith(" "):
+            break
+        block.append(line)
+    return block
+
+
+def test_readme_layout_lists_every_script_and_benchmark_and_no_gone_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for folder, patterns in (("scripts/", ("*.py", "*.sh")), ("benchmarks/", ("*.py",))):
+        listed = set(re.findall(r"[\w-]+\.(?:py|sh)", "\n".join(top_level_block(readme, folder))))
+        present = {path.name for pattern in patterns for path in (ROOT / folder).glob(pattern)} - {"__init__.py"}
+        assert len(present) > 5 and len(listed) > 5  # both the tree's lines and the files were found
+        assert not present - listed, f"add these to the README's Layout section: {folder} {sorted(present - listed)}"
+        assert not listed - present, (
+            f"the README's Layout section names {folder} files that are gone: {sorted(listed - present)}"
+        )
