@@ -176,8 +176,8 @@ class TrainConfig:
     # torch.compile the generator and discriminators (GPU; first steps are slow).
     compile: bool = False
     # CPU only: 3x3 convolutions (forward and both gradients) by Winograd F(4x4, 3x3)
-    # (srfeat/ops/winograd.py): the same results to float rounding, about 1.4x faster steps
-    # here (python3 -m benchmarks.training). Ignored on GPU and with compile.
+    # (srfeat/ops/winograd.py): the same results to float rounding, 1.33x faster stage-1 steps on
+    # Zen 4, slower on Zen 5 (README, Speed; python3 -m benchmarks.training). Ignored on GPU and with compile.
     winograd: bool = False
     # Deterministic algorithms (bit-reproducible runs, slower on GPU).
     deterministic: bool = False
