@@ -834,17 +834,23 @@ def press_profile() -> bytes:
     identity = bytes(range(256))
     matrix = b"".join(_s15f16(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
     lut = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + matrix + identity * 4 + bytes(grid) + identity * 3
-    text = b"srfeat test press\0"
+    return icc_v2_profile(b"prtrCMYKLab ", b"srfeat test press", [(b"A2B0", lut)])
+
+
+def icc_v2_profile(class_and_spaces: bytes, name: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
+    """An ICC v2 profile: the header (`class_and_spaces`: device class, colour space, connection space,
+    e.g. b"mntrGRAYXYZ "), a description `name`, the D50 white point, then `tags` (signature, data)."""
+    text = name + b"\0"
     desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 2 + 1 + 67)
     white = b"XYZ " + bytes(4) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249)
-    tags = [(b"desc", desc), (b"wtpt", white), (b"A2B0", lut)]
+    tags = [(b"desc", desc), (b"wtpt", white), *tags]
     table, body, offset = b"", b"", 128 + 4 + 12 * len(tags)
     for signature, data in tags:
         body += bytes(-(offset + len(body)) % 4)
         table += signature + struct.pack(">II", offset + len(body), len(data))
         body += data
     payload = struct.pack(">I", len(tags)) + table + body
-    header = struct.pack(">I", 128 + len(payload)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"prtrCMYKLab "
+    header = struct.pack(">I", 128 + len(payload)) + b"lcms" + bytes([2, 0x10, 0, 0]) + class_and_spaces
     header += bytes(12) + b"acsp" + bytes(28) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249) + bytes(48)
     return header + payload
 
@@ -897,20 +903,8 @@ def test_the_api_does_not_tag_its_rgb_result_with_a_cmyk_or_rgb_on_grey_profile(
 
 def grey_profile() -> bytes:
     """A grey display profile (ICC v2, gamma 2.2), as Photoshop's "Gray Gamma 2.2" tags grey scans."""
-    text = b"srfeat test grey\0"
-    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 2 + 1 + 67)
-    white = b"XYZ " + bytes(4) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249)
     curve = b"curv" + bytes(4) + struct.pack(">I", 1) + struct.pack(">H", 0x0233) + bytes(2)  # gamma 2.2 (u8f8)
-    tags = [(b"desc", desc), (b"wtpt", white), (b"kTRC", curve)]
-    table, body, offset = b"", b"", 128 + 4 + 12 * len(tags)
-    for signature, data in tags:
-        body += bytes(-(offset + len(body)) % 4)
-        table += signature + struct.pack(">II", offset + len(body), len(data))
-        body += data
-    payload = struct.pack(">I", len(tags)) + table + body
-    header = struct.pack(">I", 128 + len(payload)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrGRAYXYZ "
-    header += bytes(12) + b"acsp" + bytes(28) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249) + bytes(48)
-    return header + payload
+    return icc_v2_profile(b"mntrGRAYXYZ ", b"srfeat test grey", [(b"kTRC", curve)])
 
 
 @pytest.mark.parametrize("mode", ["L", "LA"])

@@ -766,21 +766,29 @@ def test_a_video_codec_ffmpeg_cannot_decode_is_one_line(tmp_path: Path, model_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["known.mkv", "unknown.mkv"]
 
 
-def test_a_stream_matroska_cannot_hold_names_the_containers_that_can(tmp_path: Path, model_path: Path) -> None:
-    """mov_text, the subtitles of MP4 files (phones, HandBrake), is the one codec .mkv cannot hold."""
-    source = tmp_path / "subtitled.mp4"
-    with av.open(str(source), "w") as container:
+def write_with_subtitle(path: Path, codec: str, payload: bytes, milliseconds: int, duration: int | None = None) -> None:
+    """Two 16x12 H.264 frames and one subtitle packet of `codec` holding `payload`, at `milliseconds`."""
+    with av.open(str(path), "w") as container:
         picture = container.add_stream("libx264", rate=12)
         picture.width, picture.height, picture.pix_fmt = 16, 12, "yuv420p"
-        text = container.add_mux_stream("mov_text", time_base=Fraction(1, 1000))
+        text = container.add_mux_stream(codec, time_base=Fraction(1, 1000))
         for index, pixels in enumerate(pan_frames(2, 16, 12)):
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = index
             container.mux(picture.encode(frame))
         container.mux(picture.encode(None))
-        packet = av.Packet(b"\x00\x02hi")  # a mov_text sample: the text's length, then the text
-        packet.stream, packet.time_base, packet.pts, packet.dts, packet.duration = text, Fraction(1, 1000), 0, 0, 150
+        packet = av.Packet(payload)
+        packet.stream, packet.time_base, packet.pts, packet.dts = text, Fraction(1, 1000), milliseconds, milliseconds
+        if duration is not None:
+            packet.duration = duration
         container.mux(packet)
+
+
+def test_a_stream_matroska_cannot_hold_names_the_containers_that_can(tmp_path: Path, model_path: Path) -> None:
+    """mov_text, the subtitles of MP4 files (phones, HandBrake), is the one codec .mkv cannot hold."""
+    source = tmp_path / "subtitled.mp4"
+    # a mov_text sample: the text's length, then the text
+    write_with_subtitle(source, "mov_text", b"\x00\x02hi", milliseconds=0, duration=150)
     line = the_error_line(cli(source, "-o", tmp_path / "out.mkv", "--model", model_path), source)
     assert line.endswith(
         "its subtitle stream #1 (mov_text) cannot be copied into a .mkv file; write .mp4 or .mov instead (-o NAME.mp4)"
@@ -794,18 +802,7 @@ def test_blu_ray_subtitles_are_copied_into_matroska(tmp_path: Path, model_path: 
     """PGS subtitles (Blu-ray rips) were "held by no container srfeat writes": PyAV lists what a container
     holds by decoder names (pgssub, dca), not by the codec's (hdmv_pgs_subtitle, dts)."""
     source = tmp_path / "rip.mkv"
-    with av.open(str(source), "w") as container:
-        picture = container.add_stream("libx264", rate=12)
-        picture.width, picture.height, picture.pix_fmt = 16, 12, "yuv420p"
-        text = container.add_mux_stream("hdmv_pgs_subtitle", time_base=Fraction(1, 1000))
-        for index, pixels in enumerate(pan_frames(2, 16, 12)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = index
-            container.mux(picture.encode(frame))
-        container.mux(picture.encode(None))
-        packet = av.Packet(b"\x80\x00\x00")  # a PGS segment: END (0x80) of length 0
-        packet.stream, packet.time_base, packet.pts, packet.dts = text, Fraction(1, 1000), 50, 50
-        container.mux(packet)
+    write_with_subtitle(source, "hdmv_pgs_subtitle", b"\x80\x00\x00", milliseconds=50)  # a PGS END segment
     result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path)
     assert result.returncode == 0, result.stderr
     assert packets(tmp_path / "out.mkv", "subtitle") == [(0.05, b"\x80\x00\x00")]
