@@ -164,14 +164,16 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     `shutdown` alone runs every image already submitted: Ctrl-C and SIGTERM waited for the whole
     folder to be cut. The images not started are cancelled; those in flight end with their worker.
     """
-    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14
-    if terminate is not None:
-        terminate()
+    # SIGKILL: a worker holds nothing but its part of the staging folders, which go next; a SIGTERM
+    # handler it inherited (a caller's own) could keep it cutting.
+    kill = getattr(pool, "kill_workers", None)  # Python 3.14
+    if kill is not None:
+        kill()
     else:  # before 3.14 the executor offers no public way to end a worker in the middle of an image
         workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
         pool.shutdown(wait=False, cancel_futures=True)
         for process in workers:
-            process.terminate()
+            process.kill()
     pool.shutdown(wait=True, cancel_futures=True)
 
 
