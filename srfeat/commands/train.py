@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides",
         nargs="*",
+        default=[],  # optional: without a default argparse counts a "*" positional as required, in its error
         metavar="key=value",
         help="override config fields by dotted name, e.g. optim.lr=2e-4 train.batch_size=8",
     )
