@@ -66,6 +66,32 @@ def _terminate_handler(owner: int) -> Callable[[int, FrameType | None], None]:
     return handler
 
 
+def write_output(text: str) -> None:
+    """A command's output (eval's table, the URL serve listens on) on stdout, flushed.
+
+    A reader that went away (`srfeat eval ... | head -1`) is no error: what is left goes to
+    /dev/null and the command does the rest of its work (eval's --json, serving); it was a
+    BrokenPipeError traceback. Any other failure (`> /dev/full`) is one line and exit status 1.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as error:
+        _stdout_to_devnull()  # else the flush at exit fails again, with "Exception ignored" and a traceback
+        if not isinstance(error, BrokenPipeError):
+            raise SRFeatError(f"could not write to standard output: {error.strerror or error}") from None
+
+
+def _stdout_to_devnull() -> None:
+    target = 1 if sys.stdout is None else sys.stdout.fileno()
+    devnull = os.open(os.devnull, os.O_WRONLY)  # fd 1 itself where standard output was closed
+    if devnull != target:
+        os.dup2(devnull, target)
+        os.close(devnull)
+    if sys.stdout is None:  # started with standard output closed (`>&-`)
+        sys.stdout = open(target, "w", closefd=False)  # noqa: SIM115 - the program's stdout, open until it exits
+
+
 def version_line() -> str:
     """srfeat's version and what it runs on, for bug reports; read from the installed packages'
     metadata, so that `--version` does not wait for torch to import."""
@@ -99,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.stdout is None:
+        # Standard output closed (`srfeat ... >&-`): output goes nowhere, as to /dev/null, where it
+        # was a traceback (serve) or nothing said; and fd 1 is taken, so no file srfeat opens gets it.
+        _stdout_to_devnull()
     try:
         args, unknown = build_parser().parse_known_args(argv)
         if unknown:  # named by the command's parser, whose --help lists what it takes (not the top one's)

@@ -74,3 +74,10 @@ def test_a_tilde_the_shell_left_alone_is_the_home_folder_in_every_command(tmp_pa
     dry = srfeat_cli("train", config, "--dry-run", "--out=~/run", cwd=work, env=env)
     assert dry.returncode == 0, dry.stderr
     assert f"out_dir: {home / 'run'}" in dry.stdout, dry.stdout
+
+
+def test_train_without_a_config_asks_for_the_config_alone() -> None:
+    """`srfeat train` alone said "the following arguments are required: config, key=value": the
+    overrides are optional (`srfeat train configs/dev/stage1.yaml` runs without any)."""
+    error = one_error_line(srfeat_cli("train"), returncode=2, only=True)
+    assert error == "ERROR: srfeat train: the following arguments are required: config (see srfeat train --help)"

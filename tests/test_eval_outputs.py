@@ -81,3 +81,42 @@ def test_two_images_of_one_stem_keep_rows_of_their_own(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = [line.split("|")[2].strip() for line in result.stdout.splitlines() if line.startswith("| Set |")]
     assert rows == ["a.bmp", "a.png", "b"], result.stdout
+
+
+@pytest.mark.parametrize("stdout", ["a reader that went away", "a full disk"])
+def test_a_table_that_cannot_be_shown_is_no_traceback_and_the_json_is_written(
+    stdout: str, photos: Path, tmp_path: Path
+) -> None:
+    """`srfeat eval ... --json r.json | head -1`: printing the table was a BrokenPipeError traceback, and
+    the --json after it, the evaluation's record, was never written; `> /dev/full` a traceback too."""
+    import os
+    import subprocess
+    import sys
+
+    from cli_helpers import CHILD_ENV
+
+    if stdout == "a reader that went away":
+        reader, target = os.pipe()
+        os.close(reader)  # before the child writes: its write fails with EPIPE, every time
+    else:
+        target = os.open("/dev/full", os.O_WRONLY)
+    command = ["eval", "--model", "bicubic", "--metrics", "psnr", "--data", str(photos), "--json", "r.json"]
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "srfeat.cli", *command],
+            cwd=tmp_path,
+            env=CHILD_ENV,
+            stdout=target,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+    finally:
+        os.close(target)
+    assert (tmp_path / "r.json").is_file(), child.stderr
+    if stdout == "a reader that went away":  # the reader had what it wanted: no error
+        assert child.returncode == 0 and "Traceback" not in child.stderr and "ERROR" not in child.stderr, child.stderr
+    else:
+        error = one_error_line(child)
+        assert error == "ERROR: could not write to standard output: No space left on device", child.stderr

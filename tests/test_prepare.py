@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ from srfeat.data.prepare import (
 )
 from srfeat.data.resize import imresize
 from srfeat.errors import SRFeatError
+from srfeat.files import process_exists
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -250,3 +253,73 @@ def test_a_failed_run_leaves_no_output_folder(tmp_path: Path) -> None:
     write_png(tmp_path / "src" / "tiny.png", samples.coffee()[:50, :50])
     one_error_line(srfeat_cli("prepare", "src", "out", "--hr-patch-size", "96", "--workers", "1", cwd=tmp_path))
     assert not (tmp_path / "out").exists()  # it used to hold empty HR/ and LR/
+
+
+STALLED_IMAGES = """
+import os, sys, time
+from pathlib import Path
+import srfeat.data.prepare as prepare
+from srfeat.cli import main
+
+cut, markers = prepare.prepare_image, Path(sys.argv[-1])
+
+def stalled(path, staging, *args):  # the first image is cut; every later one takes an hour
+    if path.name != "a.png":
+        (markers / f"{os.getpid()}.pid").touch()
+        time.sleep(3600)
+    return cut(path, staging, *args)
+
+prepare.prepare_image = stalled
+sys.argv = ["srfeat", "prepare", *sys.argv[1:-1]]
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm-to-the-command", "ctrl-c-to-all"])
+def test_a_stop_signal_ends_the_workers_at_once_and_keeps_out_as_it_was(tmp_path: Path, stop: signal.Signals) -> None:
+    """With --workers, SIGTERM (and Ctrl-C, which reaches the workers too: each handed back its
+    KeyboardInterrupt as a result and went on) waited for every image submitted to be cut; the
+    earlier patches of an --overwrite run are kept, the staged ones removed, no worker is left."""
+    from cli_helpers import CHILD_ENV
+
+    source, out, markers = tmp_path / "src", tmp_path / "out", tmp_path / "markers"
+    for folder in (source, out / "HR", out / "LR", markers):
+        folder.mkdir(parents=True)
+    for name in ("a", "b", "c", "d"):
+        write_png(source / f"{name}.png", samples.astronaut()[:64, :64])
+    (out / "HR" / "earlier.png").write_bytes(b"earlier")
+    args = [source, out, "--hr-patch-size", "32", "--workers", "2", "--overwrite", markers]
+    child = subprocess.Popen(
+        [sys.executable, "-c", STALLED_IMAGES, *map(str, args)],
+        env=CHILD_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl-C: the terminal signals the process group
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(markers.iterdir()) and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)  # a worker is in an image it will not finish
+        assert child.poll() is None, child.communicate()
+        if stop == signal.SIGINT:
+            os.killpg(child.pid, stop)
+        else:
+            child.send_signal(stop)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 128 + stop and "Traceback" not in stderr, (child.returncode, stderr)
+    assert [line for line in stderr.splitlines() if line.startswith("ERROR")] == [
+        "ERROR: interrupted"
+        if stop == signal.SIGINT
+        else "ERROR: terminated (SIGTERM); files being written were removed"
+    ], stderr
+    assert sorted(p.name for p in out.iterdir()) == ["HR", "LR"]
+    assert [p.name for p in (out / "HR").iterdir()] == ["earlier.png"]
+    for marker in markers.iterdir():  # a worker that outlived the command would hold the CPU for an hour
+        deadline = time.monotonic() + 10
+        while process_exists(int(marker.stem)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not process_exists(int(marker.stem)), marker.stem

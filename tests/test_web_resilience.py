@@ -12,6 +12,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -697,3 +699,22 @@ def test_an_upload_that_reached_the_server_as_the_page_reloaded_is_not_called_un
     page.wait_for_timeout(500)
     assert job_card(page, "reached.png").count() == 0
     page.context.close()
+
+
+def test_a_server_started_with_stdout_closed_serves_and_stops_cleanly() -> None:
+    """`srfeat serve >&-` (a service manager's default, a detached shell) was a traceback before it
+    listened: uvicorn asks standard output whether it is a terminal, and the URL was written to it."""
+    from cli_helpers import CHILD_ENV
+
+    command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu"]
+    closed = ["sh", "-c", 'exec "$@" >&-', "sh", *command]
+    process = subprocess.Popen(closed, env=CHILD_ENV, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    first = ""
+    while "upscaling on cpu" not in first and (line := process.stderr.readline()):
+        first += line  # up to the line after the URL, or the traceback
+    if "upscaling on cpu" in first:
+        process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    assert "upscaling on cpu" in first and process.returncode == 0, first + rest
+    assert "Traceback" not in rest and "ERROR" not in rest and "INFO: stopped (SIGINT)" in rest, rest

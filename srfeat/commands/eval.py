@@ -183,6 +183,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srfeat.cli import write_output
+    from srfeat.errors import SRFeatError
     from srfeat.evaluation import evaluate, json_records, markdown_table, write_json
     from srfeat.figures import comparison_figure
     from srfeat.plane import check_plane_metrics, plane_figure
@@ -202,7 +204,11 @@ def run(args: argparse.Namespace) -> int:
         keep_figure_samples=args.figure is not None,
         tta=args.tta,
     )
-    print(markdown_table(result, per_image=args.per_image))  # noqa: T201 - the table is the command's output
+    try:
+        write_output(markdown_table(result, per_image=args.per_image) + "\n")  # the table is the command's output
+        unshown = None
+    except SRFeatError as error:  # `> /dev/full`: the files below are the evaluation's record all the same
+        unshown = error
     if args.json:
         write_json(args.json, result, per_image=args.per_image, replace=args.overwrite)
         logger.info("wrote %s", args.json)
@@ -212,4 +218,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plane:
         plane_figure(args.plane, json_records(result), replace=args.overwrite)
         logger.info("wrote %s", args.plane)
+    if unshown is not None:
+        raise unshown
     return 0

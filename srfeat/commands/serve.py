@@ -176,6 +176,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     try:
         import uvicorn
 
+        from srfeat.cli import write_output
         from srfeat.web.app import Limits, create_app
     except ImportError as error:
         raise SRFeatError(
@@ -245,8 +246,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     found = {sig: signal.signal(sig, server.handle_exit) for sig in STOP_SIGNALS} if in_main_thread else {}
     try:
-        sys.stdout.write(f"srfeat serve: {url}\n")
-        sys.stdout.flush()
+        write_output(f"srfeat serve: {url}\n")
         logger.info("upscaling on %s; Ctrl+C stops the server", device)
         if not args.no_browser:
             _open_browser(url)

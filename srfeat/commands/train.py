@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides",
         nargs="*",
+        default=[],  # optional: without a default argparse counts a "*" positional as required, in its error
         metavar="key=value",
         help="override config fields by dotted name, e.g. optim.lr=2e-4 train.batch_size=8",
     )
@@ -70,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srfeat.cli import write_output
     from srfeat.errors import ConfigError
     from srfeat.training.config import check_paths, load_config
 
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_paths(config, resuming=args.resume, dry_run=True)
         check_run_folder(config, config.resolve_path(config.out_dir), args.resume, args.overwrite)
-        print(config.to_yaml(), end="")  # noqa: T201 - the checked config is the dry run's output
+        write_output(config.to_yaml())  # the checked config is the dry run's output
         return 0
 
     from srfeat.training.trainer import train
@@ -102,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
     summary = f"stage {config.stage}: {result.step} steps, run folder {result.out_dir}"
     if result.last_validation:
         summary += ", " + ", ".join(f"{key} {value:.4f}" for key, value in result.last_validation.items())
-    print(summary)  # noqa: T201 - the run's one-line result, for scripts that call the command
+    write_output(summary + "\n")  # the run's one-line result, for scripts that call the command
     return 0

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -152,6 +153,28 @@ def _single_threaded_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group: the main process stops the workers (`_stop_workers`);
+    # a worker's own KeyboardInterrupt was handed back as its image's result, and it went on to the next.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Ends the workers of an interrupted or failed run now, before its staging folders are removed.
+
+    `shutdown` alone runs every image already submitted: Ctrl-C and SIGTERM waited for the whole
+    folder to be cut. The images not started are cancelled; those in flight end with their worker.
+    """
+    # SIGKILL: a worker holds nothing but its part of the staging folders, which go next; a SIGTERM
+    # handler it inherited (a caller's own) could keep it cutting.
+    kill = getattr(pool, "kill_workers", None)  # Python 3.14
+    if kill is not None:
+        kill()
+    else:  # before 3.14 the executor offers no public way to end a worker in the middle of an image
+        workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 PATCH_FOLDERS = ("HR", "LR")
@@ -350,7 +373,8 @@ def _prepare_all(
         finally:
             torch.set_num_threads(threads)
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker)
+        try:
             futures = {
                 pool.submit(prepare_image, path, staging, hr_patch_size, scale, seed, half): index
                 for index, path in enumerate(paths)
@@ -359,6 +383,10 @@ def _prepare_all(
             for future in as_completed(futures):
                 finished[futures[future]] = future.result()
                 bar.update()
+        except BaseException:
+            _stop_workers(pool)
+            raise
+        pool.shutdown()
         outcomes = [finished[index] for index in range(len(paths))]
     bar.close()
     return outcomes
