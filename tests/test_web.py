@@ -571,6 +571,35 @@ def test_without_the_web_extra_help_works_and_serve_says_what_to_install() -> No
     assert serve_run.stderr.strip().count("\n") == 0 and 'pip install -e ".[web]"' in serve_run.stderr
 
 
+@pytest.mark.parametrize("taken", ["a port in use", "a host that does not resolve"])
+def test_without_the_web_extra_serve_names_it_before_taking_the_port(taken: str) -> None:
+    """The port was taken first: a port in use (or a bad --host) was the first error, and only once
+    that was fixed did the user learn that the web extra was missing."""
+    hide = "import sys; sys.modules.update(dict.fromkeys(['starlette', 'uvicorn', 'anyio'])); "
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        where = ["--port", str(held.getsockname()[1])] if taken == "a port in use" else ["--host", "no-such.invalid"]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                hide + f"from srfeat.cli import main; sys.exit(main(['serve', '--no-browser', *{where!r}]))",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=_environment(),
+            cwd=ROOT,
+            timeout=60,
+        )
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith(
+        "ERROR: srfeat serve needs the web extra (uvicorn, starlette and anyio are missing)"
+    )
+    assert 'pip install -e ".[web]" in srfeat\'s folder' in result.stderr, result.stderr
+
+
 # ---- hostile and careless input to the API (the page's calls, and any other client's) ------
 
 
