@@ -37,9 +37,6 @@ from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
 from srfeat.inference import Upscaler
 from srfeat.inference.image_files import upscale_file
-from srfeat.web.hosts import HostHeaderError, LoopbackHostCheck, is_loopback_host, parse_host_header
-from srfeat.web.job import ModelChoice
-from srfeat.web.jobs import JobQueue, safe_file_name
 
 samples = pytest.importorskip("skimage.data")
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
@@ -47,6 +44,14 @@ pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwr
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright  # noqa: E402
 
 from scripts.web_screenshot import CHROMIUM_ARGS  # noqa: E402 - the README screenshot's switches, one list for both
+from srfeat.web.hosts import (  # noqa: E402 - needs the web extra, checked above
+    HostHeaderError,
+    LoopbackHostCheck,
+    is_loopback_host,
+    parse_host_header,
+)
+from srfeat.web.job import ModelChoice  # noqa: E402
+from srfeat.web.jobs import JobQueue, safe_file_name  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TILE = 64  # small tiles, so a 256x256 upload has 16 and shows progress
