@@ -282,6 +282,23 @@ def test_the_onnxruntime_backend_names_everything_missing_in_one_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_an_export_without_onnxruntime_says_it_was_not_checked(tmp_path: Path) -> None:
+    """`pip install onnx onnxscript` (as the export's message offers) leaves out onnxruntime: the
+    file was written unchecked against PyTorch, and nothing said so."""
+    output = tmp_path / "unchecked.onnx"
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None; from srfeat.cli import main; "
+        f"sys.exit(main(['export', '-o', {str(output)!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=CHILD_ENV, timeout=300
+    )
+    assert result.returncode == 0 and output.is_file(), result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "onnxruntime is not installed" in warnings[0], result.stderr
+    assert "not run and compared with PyTorch" in warnings[0] and 'pip install -e ".[onnx]"' in warnings[0]
+
+
 def test_automatic_cpu_tiles_are_wide_for_onnxruntime_within_half_the_free_memory(
     default_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
