@@ -57,7 +57,7 @@ def _require_exporter(model: object) -> None:
     if is_onnx_file(model):
         return  # onnxruntime alone runs it: `_import_onnxruntime` names it
     missing = [name for name in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(name) is None]
-    if missing:
+    if missing and missing != ["onnxruntime"]:  # onnxruntime alone: `_import_onnxruntime` names it
         listed = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
         raise SRFeatError(
             f"the onnxruntime backend needs {listed} for a model that is not an .onnx file (it is exported "
