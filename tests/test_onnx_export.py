@@ -6,12 +6,14 @@ srfeat's own `Upscaler`; the CLI runs as a subprocess.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from cli_helpers import one_error_line, srfeat_cli
+from cli_helpers import CHILD_ENV, one_error_line, srfeat_cli
 from PIL import Image
 
 from srfeat.data.png16 import read_png16, write_png16
@@ -249,6 +251,52 @@ def test_onnx_backend_errors_are_one_line(tmp_path: Path, model_path: Path) -> N
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "hidden, named",
+    [
+        # `pip install onnxruntime`, as the backend's message offers: a model that is not an .onnx
+        # file is exported first, which needs onnx and onnxscript too (said after it had loaded).
+        (("onnx", "onnxscript"), "needs onnx and onnxscript for a model that is not an .onnx file"),
+        (("onnxruntime", "onnx", "onnxscript"), "needs onnxruntime, onnx and onnxscript"),
+    ],
+    ids=["onnxruntime-alone", "no-onnx-extra"],
+)
+def test_the_onnxruntime_backend_names_everything_missing_in_one_line(
+    tmp_path: Path, hidden: tuple[str, ...], named: str
+) -> None:
+    # None in sys.modules makes `import onnx` fail (and find_spec find nothing), as where it is not installed.
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({hidden!r})); from srfeat.cli import main; "
+        f"sys.exit(main(['upscale', {str(tmp_path / 'in.png')!r}, '-o', {str(tmp_path / 'out')!r}, "
+        "'--backend', 'onnxruntime']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=CHILD_ENV, timeout=120
+    )
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # nothing loaded (no "exporting" line) first
+    error = one_error_line(result)
+    assert named in error and 'pip install -e ".[onnx]" in srfeat\'s folder' in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_export_without_onnxruntime_says_it_was_not_checked(tmp_path: Path) -> None:
+    """`pip install onnx onnxscript` (as the export's message offers) leaves out onnxruntime: the
+    file was written unchecked against PyTorch, and nothing said so."""
+    output = tmp_path / "unchecked.onnx"
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None; from srfeat.cli import main; "
+        f"sys.exit(main(['export', '-o', {str(output)!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=CHILD_ENV, timeout=300
+    )
+    assert result.returncode == 0 and output.is_file(), result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "onnxruntime is not installed" in warnings[0], result.stderr
+    assert "not run and compared with PyTorch" in warnings[0] and 'pip install -e ".[onnx]"' in warnings[0]
 
 
 def test_automatic_cpu_tiles_are_wide_for_onnxruntime_within_half_the_free_memory(

@@ -37,9 +37,6 @@ from srfeat.cli import main
 from srfeat.data.io import read_raw_image, write_image
 from srfeat.inference import Upscaler
 from srfeat.inference.image_files import upscale_file
-from srfeat.web.hosts import HostHeaderError, LoopbackHostCheck, is_loopback_host, parse_host_header
-from srfeat.web.job import ModelChoice
-from srfeat.web.jobs import JobQueue, safe_file_name
 
 samples = pytest.importorskip("skimage.data")
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
@@ -47,6 +44,14 @@ pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwr
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright  # noqa: E402
 
 from scripts.web_screenshot import CHROMIUM_ARGS  # noqa: E402 - the README screenshot's switches, one list for both
+from srfeat.web.hosts import (  # noqa: E402 - needs the web extra, checked above
+    HostHeaderError,
+    LoopbackHostCheck,
+    is_loopback_host,
+    parse_host_header,
+)
+from srfeat.web.job import ModelChoice  # noqa: E402
+from srfeat.web.jobs import JobQueue, safe_file_name  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TILE = 64  # small tiles, so a 256x256 upload has 16 and shows progress
@@ -569,6 +574,35 @@ def test_without_the_web_extra_help_works_and_serve_says_what_to_install() -> No
     )
     assert serve_run.returncode == 1
     assert serve_run.stderr.strip().count("\n") == 0 and 'pip install -e ".[web]"' in serve_run.stderr
+
+
+@pytest.mark.parametrize("taken", ["a port in use", "a host that does not resolve"])
+def test_without_the_web_extra_serve_names_it_before_taking_the_port(taken: str) -> None:
+    """The port was taken first: a port in use (or a bad --host) was the first error, and only once
+    that was fixed did the user learn that the web extra was missing."""
+    hide = "import sys; sys.modules.update(dict.fromkeys(['starlette', 'uvicorn', 'anyio'])); "
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        where = ["--port", str(held.getsockname()[1])] if taken == "a port in use" else ["--host", "no-such.invalid"]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                hide + f"from srfeat.cli import main; sys.exit(main(['serve', '--no-browser', *{where!r}]))",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=_environment(),
+            cwd=ROOT,
+            timeout=60,
+        )
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith(
+        "ERROR: srfeat serve needs the web extra (uvicorn, starlette and anyio are missing)"
+    )
+    assert 'pip install -e ".[web]" in srfeat\'s folder' in result.stderr, result.stderr
 
 
 # ---- hostile and careless input to the API (the page's calls, and any other client's) ------

@@ -76,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
         opset=OPSET if args.opset is None else args.opset,
         overwrite=args.overwrite,
     )
+    if result.max_difference is None:  # said, not skipped silently: the check the README promises did not run
+        logger.warning(
+            "onnxruntime is not installed: %s was not run and compared with PyTorch; "
+            'pip install -e ".[onnx]" in srfeat\'s folder to check exports',
+            result.path,
+        )
     checked = (
         f"; onnxruntime's output within {result.max_difference:.2g} of PyTorch's on a test input"
         if result.max_difference is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.util
 import ipaddress
 import logging
 import math
@@ -163,8 +164,21 @@ def _open_browser(url: str) -> None:
     opener.start()
 
 
+def _web_extra_error(missing: list[str]) -> SRFeatError:
+    listed = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+    return SRFeatError(
+        f"srfeat serve needs the web extra ({listed} {'is' if len(missing) == 1 else 'are'} missing): "
+        'pip install -e ".[web]" in srfeat\'s folder'
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
+    # A missing extra is the first thing to fix: named before the port is taken, not after a port in
+    # use (or a bad --host) was fixed first. find_spec only: the web stack is imported in `_serve`.
+    missing = [name for name in ("uvicorn", "starlette", "anyio") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise _web_extra_error(missing)
     listener = _listen(args.host, args.port)  # a bad host or a port in use fails before anything loads
     try:
         return _serve(args, listener)
@@ -178,10 +192,8 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
 
         from srfeat.cli import write_output
         from srfeat.web.app import Limits, create_app
-    except ImportError as error:
-        raise SRFeatError(
-            f'srfeat serve needs the web extra ({error.name} is missing): pip install -e ".[web]" in srfeat\'s folder'
-        ) from error
+    except ImportError as error:  # installed, but broken: what failed to import
+        raise _web_extra_error([error.name or str(error)]) from error
     from PIL import Image
 
     from srfeat.inference import Upscaler

@@ -48,6 +48,23 @@ def is_onnx_file(model: object) -> bool:
     return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
 
 
+def _require_exporter(model: object) -> None:
+    """A model that is not an .onnx file is exported first, which needs onnx and onnxscript as well as
+    onnxruntime: one line naming every one missing, before anything loads. Naming onnxruntime alone
+    sent whoever installed just that to a second error, after the model had loaded."""
+    import importlib.util
+
+    if is_onnx_file(model):
+        return  # onnxruntime alone runs it: `_import_onnxruntime` names it
+    missing = [name for name in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing and missing != ["onnxruntime"]:  # onnxruntime alone: `_import_onnxruntime` names it
+        listed = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+        raise SRFeatError(
+            f"the onnxruntime backend needs {listed} for a model that is not an .onnx file (it is exported "
+            f'first): pip install -e ".[onnx]" in srfeat\'s folder (or pip install {" ".join(missing)})'
+        )
+
+
 def _import_onnxruntime() -> ModuleType:
     try:
         import onnxruntime
@@ -233,6 +250,7 @@ def _metadata_int(metadata: dict[str, str], key: str, source: str, allowed: rang
 def load_onnx_runner(model: str | os.PathLike[str] | SRFeatGenerator, strength: float | None = None) -> OnnxRunner:
     """An ONNX file as is; a bundled name, checkpoint, generator or detail-dial blend (`strength`,
     see `srfeat.weights.blend`) exported in memory first."""
+    _require_exporter(model)
     _import_onnxruntime()
     if is_onnx_file(model):
         if strength is not None:
