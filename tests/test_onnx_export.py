@@ -645,3 +645,31 @@ def test_options_the_onnxruntime_backend_cannot_take_are_option_errors(tmp_path:
     for options, message in (({"dtype": "bf16"}, "dtype='fp32'"), ({"compile": True}, r"compile=True")):
         with pytest.raises(InvalidOptionError, match=message):
             Upscaler(path, device="cpu", **options)
+
+
+def test_an_onnx_file_whose_weights_are_elsewhere_or_declared_huge_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A srfeat-like file with its weights in a separate file (external data) failed with ONNX Runtime's
+    "model_path must not be empty"; one with a weight declared 2^40 values but holding none loaded in
+    ONNX Runtime and then stopped `srfeat upscale` with a traceback (a ValueError from onnx's reader)."""
+    from onnx import TensorProto, numpy_helper
+
+    external = tmp_path / "external.onnx"
+    model = onnx.load(str(srfeat_like_onnx(tmp_path / "nearest.onnx")))
+    (scales,) = model.graph.initializer
+    scales.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scales), scales.name))  # raw data: movable
+    onnx.save_model(model, str(external), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").is_file()
+    huge = tmp_path / "huge.onnx"
+    model = onnx.load(str(tmp_path / "nearest.onnx"))
+    tensor = TensorProto(name="huge", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 20])
+    model.graph.initializer.append(tensor)
+    onnx.save(model, str(huge))
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    cases = {
+        external: "external.onnx keeps its weights in another file ('weights.bin', external data)",
+        huge: "huge.onnx is damaged or not a srfeat export: its weight 'huge' cannot be read",
+    }
+    for path, message in cases.items():
+        result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", path)
+        assert message in one_error_line(result), result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

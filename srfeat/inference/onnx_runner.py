@@ -116,6 +116,11 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types
+            if location := _external_data(model):  # ORT's words: "model_path must not be empty"
+                raise WeightsError(
+                    f"{source} keeps its weights in another file ({location[:80]!r}, external data), which srfeat "
+                    "does not read: give a self-contained .onnx file, as srfeat export writes"
+                ) from error
             raise WeightsError(f"cannot load {source} as an ONNX model: {_first_line(error)}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
         from srfeat.export.onnx import FORMAT, INPUT_NAME, OUTPUT_NAME
@@ -191,8 +196,14 @@ def _check_weights_finite(model: bytes, source: str) -> None:
     bad = 0
     for initializer in graph.initializer:
         if initializer.data_location == onnx.TensorProto.EXTERNAL:
-            continue  # not in this file: ONNX Runtime, given bytes, refuses it itself
-        values = numpy_helper.to_array(initializer)
+            continue  # not in this file: ONNX Runtime, given bytes, refuses it (see `_external_data`)
+        try:  # a weight whose declared shape its data does not fill (a damaged or hostile file)
+            values = numpy_helper.to_array(initializer)
+        except Exception as error:  # ValueError, or onnx's own for an unknown data type
+            raise WeightsError(
+                f"{source} is damaged or not a srfeat export: its weight {initializer.name[:60]!r} cannot be read "
+                f"({_first_line(error)}); export it again"
+            ) from error
         if np.issubdtype(values.dtype, np.floating):
             bad += int(values.size - np.count_nonzero(np.isfinite(values)))
     if bad:
@@ -200,6 +211,21 @@ def _check_weights_finite(model: bytes, source: str) -> None:
             f"{source} has {bad:,} weight value(s) that are not finite (NaN or inf): a diverged or damaged "
             "model; export a working one again"
         )
+
+
+def _external_data(model: bytes) -> str | None:
+    """Where the first weight kept outside the file says it is, if `model` parses and has one."""
+    try:
+        import onnx
+
+        graph = onnx.load_from_string(model).graph
+    except Exception:  # noqa: BLE001  # no onnx package, or not a model at all: ONNX Runtime's own error says so
+        return None
+    for initializer in graph.initializer:
+        if initializer.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {entry.key: entry.value for entry in initializer.external_data}
+            return entries.get("location", "")
+    return None
 
 
 def _first_line(error: BaseException) -> str:
