@@ -673,3 +673,29 @@ def test_an_onnx_file_whose_weights_are_elsewhere_or_declared_huge_is_refused_in
         result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", path)
         assert message in one_error_line(result), result.stderr
         assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_an_export_that_onnxruntime_cannot_run_fails_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """An onnxruntime older than the onnx package refuses a newer --opset with its own exception type
+    (here raised by a stand-in session): the self-check let it through as a traceback."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    checkpoint, output = tmp_path / "tiny.safetensors", tmp_path / "tiny.onnx"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=1), checkpoint)
+    code = (
+        "import sys, onnxruntime\n"
+        "class Fail(Exception): pass\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise Fail('[ONNXRuntimeError] : 10 : INVALID_GRAPH : opset 99 is not supported\\nmore detail')\n"
+        "onnxruntime.InferenceSession = refuse\n"
+        "from srfeat.cli import main\n"
+        f"sys.exit(main(['export', '--model', {str(checkpoint)!r}, '-o', {str(output)!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=CHILD_ENV, timeout=300
+    )
+    error = one_error_line(result)
+    assert "cannot run the exported model ([ONNXRuntimeError] : 10 : INVALID_GRAPH : opset 99" in error, error
+    assert "nothing was written" in error and "--opset" in error, error
+    assert not output.exists()

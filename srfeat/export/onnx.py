@@ -264,14 +264,22 @@ def onnx_model(
 def verify_onnx(model: onnx.ModelProto, generator: SRFeatGenerator, fp16: bool) -> float | None:
     """Max |difference| on [0, 1] between ONNX Runtime on `model` and the generator in PyTorch, on
     a small random batch; None when onnxruntime is not installed. Raises when they disagree
-    (more than a quarter grey level in float32, two grey levels in float16)."""
+    (more than a quarter grey level in float32, two grey levels in float16) or when onnxruntime
+    cannot run the model (an older one refuses a newer opset)."""
     try:
         import onnxruntime
     except ImportError:
         return None
     example = torch.rand(2, generator.in_channels, 19, 13, generator=torch.Generator().manual_seed(0))
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    (output,) = session.run(None, {INPUT_NAME: example.numpy()})
+    try:  # an onnxruntime older than the onnx package may not read the opset (--opset): its own exception
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        (output,) = session.run(None, {INPUT_NAME: example.numpy()})
+    except Exception as error:  # raised below in one line
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SRFeatError(
+            f"onnxruntime {onnxruntime.__version__} cannot run the exported model ({reason}); nothing was "
+            f"written: export with a lower --opset (the default is {OPSET}) or upgrade onnxruntime"
+        ) from error
     with torch.no_grad():
         # On a copy: `.cpu().float().eval()` change a module in place, and the caller's generator (on
         # a GPU, in training mode mid-run) must come back from an export as it went in.
