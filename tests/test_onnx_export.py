@@ -699,3 +699,17 @@ def test_an_export_that_onnxruntime_cannot_run_fails_in_one_line_and_writes_noth
     assert "cannot run the exported model ([ONNXRuntimeError] : 10 : INVALID_GRAPH : opset 99" in error, error
     assert "nothing was written" in error and "--opset" in error, error
     assert not output.exists()
+
+
+def test_export_onto_a_link_to_a_missing_file_is_refused_before_exporting(tmp_path: Path) -> None:
+    """`-o` naming a dangling symbolic link: `exists()` follows it, so the export ran its seconds and
+    then said the file 'appeared while it was being written (another program?)'."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    checkpoint, link = tmp_path / "tiny.safetensors", tmp_path / "link.onnx"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=1), checkpoint)
+    link.symlink_to(tmp_path / "gone" / "target.onnx")
+    error = one_error_line(srfeat_cli("export", "--model", checkpoint, "-o", link))
+    assert "link.onnx exists (a link to" in error and "which is missing); use --overwrite" in error, error
+    assert link.is_symlink() and not link.exists()

@@ -342,6 +342,11 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
             f"{path} does not end in .onnx, which is how srfeat upscale --model and other tools know an ONNX "
             f"model: use -o {fixed}"
         )
+    if path.is_symlink() and not path.exists() and not overwrite:  # exists() follows the link: the export ran
+        # its seconds, then called the link a file that appeared while it was written (another program?)
+        raise SRFeatError(
+            f"{path} exists (a link to {os.readlink(path)}, which is missing); use --overwrite to replace it"
+        )
     if path.exists() and not overwrite:
         raise SRFeatError(f"{path} exists; use --overwrite to replace it")
     if problem := unwritable_file(path):
