@@ -360,13 +360,13 @@ def test_onnx_backend_matches_torch_with_outscale_tta_and_grey(
 def srfeat_like_onnx(
     path: Path,
     graph: str = "nearest",
-    input_shape: tuple[int | str, ...] = ("batch", 3, "height", "width"),
+    input_shape: tuple[int | str, ...] | None = ("batch", 3, "height", "width"),
     **metadata: str,
 ) -> Path:
     """A tiny ONNX file with srfeat's input, output and metadata around a stand-in graph:
     `nearest` (a nearest-neighbour x4 Resize), `identity` (returns its input) or `reshape8` (the
     input reshaped to 1x3x8x8, then `nearest`: it runs on 8x8 inputs only); `input_shape` is what
-    the graph's input declares."""
+    the graph's input declares (None: no shape)."""
     from onnx import TensorProto, helper
 
     initializers = []
@@ -384,7 +384,11 @@ def srfeat_like_onnx(
         helper.make_graph(
             nodes,
             graph,
-            [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))],
+            [
+                helper.make_tensor_value_info(
+                    "input", TensorProto.FLOAT, None if input_shape is None else list(input_shape)
+                )
+            ],
             [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, None, None])],
             initializers,
         ),
@@ -484,13 +488,15 @@ def test_hostile_onnx_files_through_the_cli_are_one_line(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("input_shape", "described"), [(("batch", 1, "height", "width"), "?x1x?x?"), ((1, 3, 8, 8), "1x3x8x8")]
+    ("input_shape", "described"),
+    [(("batch", 1, "height", "width"), "?x1x?x?"), ((1, 3, 8, 8), "1x3x8x8"), (None, "scalar or undeclared")],
 )
 def test_an_onnx_file_that_takes_other_inputs_is_refused_when_it_loads(
-    tmp_path: Path, input_shape: tuple[int | str, ...], described: str
+    tmp_path: Path, input_shape: tuple[int | str, ...] | None, described: str
 ) -> None:
     """A srfeat-like file made for grey input, or for one input size, loaded and then failed at its
-    first tile with ONNX Runtime's multi-line INVALID_ARGUMENT (a traceback from `srfeat upscale`)."""
+    first tile with ONNX Runtime's multi-line INVALID_ARGUMENT (a traceback from `srfeat upscale`).
+    One that declares no input shape was said to take "  input"."""
     from srfeat.errors import WeightsError
 
     path = srfeat_like_onnx(tmp_path / "fixed.onnx", input_shape=input_shape)

@@ -241,7 +241,8 @@ def _check_input_shape(shape: list[object], source: str) -> None:
     fixed = [dim if isinstance(dim, int) else None for dim in shape]
     if len(fixed) == 4 and fixed[0] in (None, 1) and fixed[1] in (None, 3) and fixed[2] is None and fixed[3] is None:
         return
-    described = "x".join("?" if dim is None else str(dim) for dim in fixed)
+    # No dimensions: a scalar, or (to ONNX Runtime alike) a graph that declares no shape ("takes  input")
+    described = "x".join("?" if dim is None else str(dim) for dim in fixed) or "scalar or undeclared"
     raise WeightsError(
         f"{source} takes {described} input, where a srfeat export takes Nx3xHxW of any height and width: "
         "not a working srfeat export; export it again"
