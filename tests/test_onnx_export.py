@@ -719,3 +719,24 @@ def test_export_onto_a_link_to_a_missing_file_is_refused_before_exporting(tmp_pa
     error = one_error_line(srfeat_cli("export", "--model", checkpoint, "-o", link))
     assert "link.onnx exists (a link to" in error and "which is missing); use --overwrite" in error, error
     assert link.is_symlink() and not link.exists()
+
+
+def test_a_file_named_onnx_that_is_a_checkpoint_or_an_image_says_what_it_is(tmp_path: Path) -> None:
+    """A generator checkpoint or a PNG saved under an .onnx name was refused as 'protobuf parsing
+    failed', which said neither what the file is nor what to do."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=1), checkpoint)
+    (tmp_path / "checkpoint.onnx").write_bytes(checkpoint.read_bytes())
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    (tmp_path / "picture.onnx").write_bytes((tmp_path / "in.png").read_bytes())
+    cases = {
+        "checkpoint.onnx": "checkpoint.onnx is a safetensors file, not an ONNX model: name it .safetensors",
+        "picture.onnx": "picture.onnx is a PNG image, not an ONNX model",
+    }
+    for name, message in cases.items():
+        result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / name)
+        assert message in one_error_line(result), result.stderr
+    assert not (tmp_path / "out").exists()

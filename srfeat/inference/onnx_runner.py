@@ -89,6 +89,7 @@ class OnnxRunner:
 
     def __init__(self, model: bytes | str | os.PathLike[str], source: str | None = None, threads: int | None = None):
         ort = _import_onnxruntime()
+        path = None
         if isinstance(model, (str, os.PathLike)):
             path = Path(model).expanduser()
             source = source or str(path)
@@ -121,6 +122,8 @@ class OnnxRunner:
                     f"{source} keeps its weights in another file ({location[:80]!r}, external data), which srfeat "
                     "does not read: give a self-contained .onnx file, as srfeat export writes"
                 ) from error
+            if path is not None and (misnamed := _misnamed(path, source)):
+                raise misnamed from error
             raise WeightsError(f"cannot load {source} as an ONNX model: {_first_line(error)}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
         from srfeat.export.onnx import FORMAT, INPUT_NAME, OUTPUT_NAME
@@ -211,6 +214,22 @@ def _check_weights_finite(model: bytes, source: str) -> None:
             f"{source} has {bad:,} weight value(s) that are not finite (NaN or inf): a diverged or damaged "
             "model; export a working one again"
         )
+
+
+def _misnamed(path: Path, source: str) -> WeightsError | None:
+    """What a file named .onnx that ONNX Runtime cannot parse holds, where its content says it is not ONNX
+    (a checkpoint saved under that name, an empty file): "protobuf parsing failed" said neither."""
+    from srfeat.weights.file_kinds import ONNX, PYTORCH, SAFETENSORS, identify_file
+
+    kind = identify_file(path)
+    if kind.name == ONNX:  # a damaged ONNX file: ONNX Runtime's reason is the one to give
+        return None
+    if kind.name in (SAFETENSORS, PYTORCH):
+        suffix = ".safetensors" if kind.name == SAFETENSORS else ".pt"
+        advice = f"name it {suffix} to upscale with it (the torch backend), or export it with srfeat export"
+    else:
+        advice = kind.hint or "give an .onnx file that srfeat export wrote"
+    return WeightsError(f"{source} is {kind.description}, not an ONNX model: {advice}")
 
 
 def _external_data(model: bytes) -> str | None:
