@@ -740,3 +740,27 @@ def test_a_file_named_onnx_that_is_a_checkpoint_or_an_image_says_what_it_is(tmp_
         result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / name)
         assert message in one_error_line(result), result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_tile_plan_covers_what_onnxruntime_takes_for_an_fp16_file(tmp_path: Path) -> None:
+    """The `--fp16` file took about 95 KB per input pixel in ONNX Runtime's CPU (more than the
+    float32 file's 24 KB), but its tiles were planned at the float32 file's 28.7 KB: an automatic
+    tile about three times the memory it was planned for."""
+    path = tmp_path / "m16.onnx"
+    assert srfeat_cli("export", "--model", "default", "--fp16", "-o", path).returncode == 0
+    code = (
+        "import resource, sys, torch\n"
+        "from srfeat.inference.onnx_runner import OnnxRunner\n"
+        f"runner = OnnxRunner({str(path)!r})\n"
+        "runner(torch.rand(1, 3, 8, 8))\n"  # the session's own buffers, before the measured run
+        "before = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()\n"
+        "runner(torch.rand(1, 3, 128, 128))\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "print(peak - before, runner.bytes_per_pixel()[0] * 128 * 128)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=CHILD_ENV, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    used, planned = map(int, result.stdout.split())
+    assert used <= planned, (used, planned)

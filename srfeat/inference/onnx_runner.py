@@ -143,6 +143,8 @@ class OnnxRunner:
         self.receptive_radius = _metadata_int(metadata, "receptive_radius", source, range(MAX_RECEPTIVE_RADIUS + 1))
         self.num_features = _metadata_int(metadata, "num_features", source, range(1, MAX_FEATURES + 1))
         self.name = metadata.get("name", Path(source).stem)
+        # `srfeat export --fp16` says so: it takes more memory per pixel (`bytes_per_pixel`)
+        self.float16 = metadata.get("precision", "").startswith("float16")
         # `Upscaler` sets this on every runner; the whole network runs per tile here, so it is unused.
         self.upsample_pixels = 0
 
@@ -155,9 +157,12 @@ class OnnxRunner:
         The peak is the last upsampling stage: its convolution's output (4 F channels at
         (s/2)^2 pixels per input pixel), the shuffled maps (F at s^2) and its input: 36 F
         floats at scale 4. Measured with the arena off: 26.5 KB at 128x128 for F = 128, which
-        (3 s^2 + 8) F floats (28.7 KB) covers. Returned for both the tile and the band budget.
+        (3 s^2 + 8) F floats (28.7 KB) covers. A float16 file (`--fp16`) took 92-100 KB (at 192
+        and 96 pixels), more than float32, not half (ONNX Runtime's CPU computes it through
+        float32), so it is planned at four times that. Returned for both the tile and the band
+        budget.
         """
-        per_pixel = (3 * self.scale**2 + 8) * self.num_features * 4
+        per_pixel = (3 * self.scale**2 + 8) * self.num_features * 4 * (4 if self.float16 else 1)
         return per_pixel, per_pixel
 
     def __call__(self, batch: torch.Tensor, region: Region | None = None) -> torch.Tensor:
