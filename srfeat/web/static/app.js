@@ -144,7 +144,10 @@ function refuse(item, message) {
 }
 
 // "Again" requests on their way, by job and choice: a double click sends one, not two identical jobs.
+// A key is kept a while after the answer, since a double click's second click can come after it
+// (a fast server, a busy browser): two identical jobs ran then.
 const againSent = new Set();
+const AGAIN_REPEAT_MS = 2000;
 
 function again(job) {
   const choice = currentChoice();
@@ -169,7 +172,7 @@ function again(job) {
       localItems.push(item);
       render();
     })
-    .finally(() => againSent.delete(key));
+    .finally(() => setTimeout(() => againSent.delete(key), AGAIN_REPEAT_MS));
 }
 
 // ---- the list of jobs ----------------------------------------------------------------------
