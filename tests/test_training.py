@@ -495,6 +495,21 @@ def test_a_run_folder_that_is_a_file_or_the_image_folder_is_refused(folders, fin
     assert sorted(path.name for path in train_dir.iterdir()) == images  # no config.yaml, checkpoints, logs
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_run_folder_under_a_file_or_a_broken_link_is_refused(finished_run, tmp_path, dry_run) -> None:
+    # Both passed the dry run, and the run built its networks and data, then died in mkdir with a
+    # NotADirectoryError / FileExistsError traceback.
+    _, config = finished_run
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "gone").symlink_to(tmp_path / "missing")
+    dry = ["--dry-run"] if dry_run else []
+    message = one_error_line(srfeat_cli("train", "--no-progress", *dry, config, "--out", "notes.txt/run", cwd=tmp_path))
+    assert "cannot be made" in message and "notes.txt is a file" in message
+    message = one_error_line(srfeat_cli("train", "--no-progress", *dry, config, "--out", "gone", cwd=tmp_path))
+    assert "is a link to" in message and "missing" in message
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "missing").exists()
+
+
 def test_a_failed_start_leaves_no_run_folder(folders, tmp_path) -> None:
     train_dir, _ = folders
     config = tmp_path / "tiny.yaml"

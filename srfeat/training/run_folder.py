@@ -60,6 +60,18 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
         raise ConfigError("--resume continues the run in the folder and --overwrite replaces it: give one of them")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"run folder {out_dir} exists and is not a folder: choose another --out")
+    # checked here, not left to the mkdir after the networks and data were built (a traceback, and
+    # a dry run that passed): a link to nowhere, or a file where a folder above it should be
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise ConfigError(
+            f"run folder {out_dir} is a link to {os.readlink(out_dir)}, which is missing: choose another --out"
+        )
+    if not out_dir.exists():
+        above = next((parent for parent in out_dir.absolute().parents if parent.exists()), None)
+        if above is not None and not above.is_dir():
+            raise ConfigError(
+                f"run folder {out_dir} cannot be made: {above} is a file, not a folder; choose another --out"
+            )
     image_folders = [*config.data.train_dirs, *([config.validation.dir] if config.validation.dir else [])]
     for folder in image_folders:
         path = config.resolve_path(folder)
