@@ -18,6 +18,7 @@ from training_helpers import (
     state_tensors,
     tiny_config,
     tiny_generator_file,
+    tiny_values,
     train_in_process,
     write_image_folders,
 )
@@ -508,6 +509,30 @@ def test_a_run_folder_under_a_file_or_a_broken_link_is_refused(finished_run, tmp
     message = one_error_line(srfeat_cli("train", "--no-progress", *dry, config, "--out", "gone", cwd=tmp_path))
     assert "is a link to" in message and "missing" in message
     assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "missing").exists()
+
+
+def test_a_config_yaml_of_yours_in_the_run_folder_is_never_replaced(folders, tmp_path) -> None:
+    # `srfeat train exp/config.yaml --out exp` was refused as "already holds a run (config.yaml)", and
+    # --overwrite, as that message offered, replaced the user's config (comments and all) with the run's dump.
+    import yaml
+
+    train_dir, _ = folders
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    values = tiny_values(train_dir, None, exp)
+    values["train"]["max_steps"] = 2
+    mine = "# my experiment: lr 1e-3\n" + yaml.safe_dump(values)
+    (exp / "config.yaml").write_text(mine)
+    for flags in ([], ["--overwrite"], ["--dry-run"]):
+        child = srfeat_cli("train", "--no-progress", *flags, exp / "config.yaml", "--out", exp, cwd=tmp_path)
+        assert "holds a config.yaml that no run wrote" in one_error_line(child)
+    assert (exp / "config.yaml").read_text() == mine and [path.name for path in exp.iterdir()] == ["config.yaml"]
+    # the config.yaml a run wrote, all that a run killed before its first log leaves, is still the run's
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "config.yaml").write_text(tiny_config(train_dir, None, lone).to_yaml())
+    child = srfeat_cli("train", "--dry-run", exp / "config.yaml", "--out", lone, cwd=tmp_path)
+    assert "already holds a run (config.yaml)" in one_error_line(child)
 
 
 def test_a_failed_start_leaves_no_run_folder(folders, tmp_path) -> None:

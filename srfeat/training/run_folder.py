@@ -12,16 +12,20 @@ second terminal, a job started twice) is refused instead of writing over the fir
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from srfeat.errors import ConfigError
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
+from srfeat.training.typed_yaml import config_text, load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +54,25 @@ RUN_FILES = (
 
 
 def existing_run_files(out_dir: Path) -> list[str]:
-    """The names of RUN_FILES present in `out_dir`."""
-    return [name for name in RUN_FILES if (out_dir / name).exists()]
+    """The names of RUN_FILES present in `out_dir`; config.yaml only where a run wrote it."""
+    present = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if present == [checkpoint.CONFIG_FILE] and not _run_config(out_dir / checkpoint.CONFIG_FILE):
+        return []  # a config.yaml alone that no run wrote: the user's (check_run_folder refuses the folder)
+    return present
+
+
+def _run_config(path: Path) -> bool:
+    """Whether `path` is a config.yaml that a run wrote: TrainingConfig.to_yaml names every key of every
+    section; one written by hand (a copy of configs/dev/stage1.yaml, with the user's comments) does not."""
+    full = TrainingConfig().to_dict()
+    try:
+        values = load_yaml(config_text(path), str(path)) if path.is_file() else None
+    except (OSError, yaml.YAMLError, ConfigError):
+        return False
+    if not isinstance(values, dict) or set(values) != set(full):
+        return False
+    sections = [field.name for field in dataclasses.fields(TrainingConfig) if isinstance(full[field.name], dict)]
+    return all(isinstance(values[name], dict) and set(values[name]) == set(full[name]) for name in sections)
 
 
 def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -90,6 +111,11 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
             )
         return  # the state is read next; a missing one is refused there
     existing = existing_run_files(out_dir) if out_dir.is_dir() else []
+    if not existing and (out_dir / checkpoint.CONFIG_FILE).exists():
+        raise ConfigError(
+            f"run folder {out_dir} holds a {checkpoint.CONFIG_FILE} that no run wrote (a config of yours?), "
+            f"where the run writes its own: move it, or choose another --out"
+        )
     if existing and not overwrite:
         raise ConfigError(
             f"run folder {out_dir} already holds a run ({', '.join(existing)}): continue it with --resume, "
