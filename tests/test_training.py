@@ -511,7 +511,7 @@ def test_a_run_folder_under_a_file_or_a_broken_link_is_refused(finished_run, tmp
     assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "missing").exists()
 
 
-def test_a_config_yaml_of_yours_in_the_run_folder_is_never_replaced(folders, tmp_path) -> None:
+def test_files_of_yours_with_a_run_files_name_in_the_run_folder_are_never_replaced(folders, tmp_path) -> None:
     # `srfeat train exp/config.yaml --out exp` was refused as "already holds a run (config.yaml)", and
     # --overwrite, as that message offered, replaced the user's config (comments and all) with the run's dump.
     import yaml
@@ -523,10 +523,12 @@ def test_a_config_yaml_of_yours_in_the_run_folder_is_never_replaced(folders, tmp
     values["train"]["max_steps"] = 2
     mine = "# my experiment: lr 1e-3\n" + yaml.safe_dump(values)
     (exp / "config.yaml").write_text(mine)
+    (exp / "training.png").write_bytes(b"the plot of a run I keep")
     for flags in ([], ["--overwrite"], ["--dry-run"]):
         child = srfeat_cli("train", "--no-progress", *flags, exp / "config.yaml", "--out", exp, cwd=tmp_path)
-        assert "holds a config.yaml that no run wrote" in one_error_line(child)
-    assert (exp / "config.yaml").read_text() == mine and [path.name for path in exp.iterdir()] == ["config.yaml"]
+        assert "holds config.yaml, training.png, which no run wrote" in one_error_line(child)
+    assert (exp / "config.yaml").read_text() == mine and (exp / "training.png").read_bytes().startswith(b"the plot")
+    assert sorted(path.name for path in exp.iterdir()) == ["config.yaml", "training.png"]
     # the config.yaml a run wrote, all that a run killed before its first log leaves, is still the run's
     lone = tmp_path / "lone"
     lone.mkdir()

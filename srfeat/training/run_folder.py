@@ -53,12 +53,30 @@ RUN_FILES = (
 )
 
 
+# Names that only a run gives its files; the others (config.yaml, metrics.jsonl, training.png,
+# tensorboard/) are common ones, which a user's own files may have.
+_RUN_ONLY_NAMES = (
+    checkpoint.STATE_FILE,
+    checkpoint.LATEST_GENERATOR,
+    checkpoint.BEST_GENERATOR,
+    checkpoint.EMA_GENERATOR,
+)
+
+
+def _present(out_dir: Path) -> list[str]:
+    return [name for name in RUN_FILES if (out_dir / name).exists()]
+
+
 def existing_run_files(out_dir: Path) -> list[str]:
-    """The names of RUN_FILES present in `out_dir`; config.yaml only where a run wrote it."""
-    present = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if present == [checkpoint.CONFIG_FILE] and not _run_config(out_dir / checkpoint.CONFIG_FILE):
-        return []  # a config.yaml alone that no run wrote: the user's (check_run_folder refuses the folder)
-    return present
+    """The names of RUN_FILES present in `out_dir`, where a run wrote them: a run writes its
+    config.yaml before anything else, so files of common names are a run's only beside one that a
+    run wrote, or beside a checkpoint; else they are the user's, and none is a run's."""
+    present = _present(out_dir)
+    if any(name in _RUN_ONLY_NAMES for name in present) or (
+        checkpoint.CONFIG_FILE in present and _run_config(out_dir / checkpoint.CONFIG_FILE)
+    ):
+        return present
+    return []  # check_run_folder refuses the folder: the run would write over them
 
 
 def _run_config(path: Path) -> bool:
@@ -111,10 +129,11 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
             )
         return  # the state is read next; a missing one is refused there
     existing = existing_run_files(out_dir) if out_dir.is_dir() else []
-    if not existing and (out_dir / checkpoint.CONFIG_FILE).exists():
+    others = _present(out_dir) if out_dir.is_dir() and not existing else []
+    if others:
         raise ConfigError(
-            f"run folder {out_dir} holds a {checkpoint.CONFIG_FILE} that no run wrote (a config of yours?), "
-            f"where the run writes its own: move it, or choose another --out"
+            f"run folder {out_dir} holds {', '.join(others)}, which no run wrote (yours?), where the run writes its "
+            "own: move them, or choose another --out"
         )
     if existing and not overwrite:
         raise ConfigError(
