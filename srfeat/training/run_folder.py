@@ -4,8 +4,10 @@ over what a user had.
 A new run (no `--resume`) refuses a folder that already holds a run's files unless
 `overwrite` is given, and then removes only those files, after the run's networks and data
 were built, so a start that fails (a typo in a path, a checkpoint of another architecture)
-keeps the old run. A folder that is a file, or that is one of the run's image folders, is
-refused: checkpoints and logs would mix with the images (and be read as images next time).
+keeps the old run. Files of a run's common names (config.yaml, training.png) that no run wrote
+are the user's: their folder is refused, `overwrite` or not. A folder that is a file, lies under
+one, or is one of the run's image folders, is refused: checkpoints and logs would mix with the
+images (and be read as images next time).
 While a run trains, it holds a lock on its folder, so that a second `srfeat train` on it (a
 second terminal, a job started twice) is refused instead of writing over the first one's files.
 """
