@@ -100,6 +100,8 @@ def _shown(value: Any) -> str:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:  # "a list of Literal" said nothing of what the list may hold
+        return " or ".join(map(repr, typing.get_args(tp)))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
