@@ -326,6 +326,23 @@ def test_values_that_pass_the_type_but_cannot_run(override: str, message: str) -
         config_from_dict(base(), [override])
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        # an item of the override's list, and a key of the section it gave, were blamed on the file
+        ("optim.lr_milestones=[10, ten]", "override optim.lr_milestones: config key optim.lr_milestones[1] must be"),
+        ("train={seed: x}", "override train: config key train.seed must be int"),
+        # "must be a list of Literal": what the list may hold was not said
+        ("model.discriminators=image", "model.discriminators must be a list of 'image' or 'feature', got 'image'"),
+    ],
+)
+def test_a_bad_item_of_an_override_is_named_as_the_override(override: str, expected: str) -> None:
+    from cli_helpers import one_error_line, srfeat_cli
+
+    line = one_error_line(srfeat_cli("train", "configs/dev/stage1.yaml", override, "--dry-run"))
+    assert expected in line and "stage1.yaml" not in line, line
+
+
 def test_a_bad_value_from_the_command_line_is_named_as_an_override_not_the_files(tmp_path: Path) -> None:
     from cli_helpers import REPO, one_error_line, srfeat_cli
 

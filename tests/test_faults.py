@@ -9,10 +9,12 @@ the result of an uninterrupted run, and peak memory that a hostile file cannot i
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,6 +210,54 @@ def test_disk_full_while_saving_is_one_line_and_keeps_a_consistent_checkpoint(tr
     latest = load_file(str(out / checkpoint.LATEST_GENERATOR))
     assert state["step"] == 2, "the checkpoint of step 4 failed; step 2's stays"
     assert all(torch.equal(latest[key], state["generator"][key]) for key in latest), "both files from one step"
+
+
+def train_on_a_small_disk(train_dir: Path, tmp_path: Path, size: str, fill: int) -> tuple[str, list[str]]:
+    """A stage-1 run (200 steps, a log each step, no checkpoint) into a `size` tmpfs whose first `fill`
+    bytes a file takes: a real full disk, in a private mount namespace (gone with the process). Its
+    stderr's ERROR lines and a `ls -A` of the run folder; metrics.jsonl is copied to tmp_path."""
+    namespace = ["unshare", "--user", "--map-root-user", "--mount"]
+    if shutil.which("unshare") is None or subprocess.run([*namespace, "true"], check=False).returncode:
+        pytest.skip("no unprivileged mount namespaces here (unshare)")
+    values = tiny_values(train_dir, None, tmp_path / "small" / "run")
+    values["train"].update({"max_steps": 200, "log_every": 1, "checkpoint_every": 1000})
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(values))
+    (tmp_path / "small").mkdir()
+    small, metrics = shlex.quote(str(tmp_path / "small")), shlex.quote(str(tmp_path / "metrics.jsonl"))
+    script = (
+        f"mount -t tmpfs -o size={size} tmpfs {small} && head -c {fill} /dev/zero > {small}/fill; "
+        f"{shlex.quote(sys.executable)} -m srfeat.cli train --no-progress {shlex.quote(str(config))}; echo rc=$?; "
+        f"echo FILES; ls -A {small}/run; cp {small}/run/metrics.jsonl {metrics} 2>/dev/null"
+    )
+    child = subprocess.run(
+        [*namespace, "sh", "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=CHILD_ENV,
+        timeout=300,
+    )
+    assert "rc=1" in child.stdout and "Traceback" not in child.stderr, child.stderr
+    errors = error_lines(child.stderr)
+    assert len(errors) == 1, child.stderr
+    return errors[0], child.stdout.split("FILES\n", 1)[1].split()
+
+
+def test_disk_full_while_logging_is_one_line_and_leaves_whole_lines(train_dir: Path, tmp_path: Path) -> None:
+    # metrics.jsonl's append on a full disk was an OSError traceback mid-run, with a torn last line.
+    error, _ = train_on_a_small_disk(train_dir, tmp_path, "16k", 0)
+    assert "no disk space left to log step" in error
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert text.endswith("\n") and all(json.loads(line)["kind"] == "train" for line in text.splitlines())
+
+
+def test_a_full_disk_at_the_start_is_one_line_and_leaves_no_empty_config(train_dir: Path, tmp_path: Path) -> None:
+    # config.yaml was written in place: an OSError traceback, and an empty config.yaml left behind
+    # (which the next run refuses as a file that no run wrote).
+    error, files = train_on_a_small_disk(train_dir, tmp_path, "8k", 8192)
+    assert "config.yaml" in error and "space" in error
+    assert files == []
 
 
 def test_a_batch_that_fails_to_load_saves_the_steps_before_it_and_resumes_to_the_uninterrupted_result(

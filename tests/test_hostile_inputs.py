@@ -6,6 +6,7 @@ the Python API with the values a user could pass.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import io
 import logging
@@ -206,6 +207,17 @@ def test_binary_file_or_image_as_config_is_one_line(tmp_path: Path) -> None:
         line = one_error_line(srfeat_cli("train", tmp_path / name, "--dry-run"))
         assert name in line and "YAML" in line, line
     assert "PNG image" in one_error_line(srfeat_cli("train", tmp_path / "photo.png"))
+
+
+def test_a_utf16_config_is_read_as_yaml_reads_it(tmp_path: Path) -> None:
+    # YAML allows UTF-16 with a byte-order mark (what Windows PowerShell's `>` writes, e.g. a saved
+    # --dry-run): it was refused as "binary data, not a YAML training config (text)".
+    text = "# réglages\n" + tiny_config_file(tmp_path).read_text()
+    for codec in ("utf-16", "utf-16-be"):
+        path = tmp_path / f"{codec}.yaml"
+        path.write_bytes((codecs.BOM_UTF16_BE if codec == "utf-16-be" else b"") + text.encode(codec))
+        child = srfeat_cli("train", path, "--dry-run", "train.seed=7")
+        assert child.returncode == 0 and "seed: 7" in child.stdout, child.stderr
 
 
 def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:

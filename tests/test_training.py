@@ -18,6 +18,7 @@ from training_helpers import (
     state_tensors,
     tiny_config,
     tiny_generator_file,
+    tiny_values,
     train_in_process,
     write_image_folders,
 )
@@ -493,6 +494,47 @@ def test_a_run_folder_that_is_a_file_or_the_image_folder_is_refused(folders, fin
     message = one_error_line(srfeat_cli("train", "--no-progress", config, "--out", str(train_dir), cwd=tmp_path))
     assert "is the image folder" in message
     assert sorted(path.name for path in train_dir.iterdir()) == images  # no config.yaml, checkpoints, logs
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_run_folder_under_a_file_or_a_broken_link_is_refused(finished_run, tmp_path, dry_run) -> None:
+    # Both passed the dry run, and the run built its networks and data, then died in mkdir with a
+    # NotADirectoryError / FileExistsError traceback.
+    _, config = finished_run
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "gone").symlink_to(tmp_path / "missing")
+    dry = ["--dry-run"] if dry_run else []
+    message = one_error_line(srfeat_cli("train", "--no-progress", *dry, config, "--out", "notes.txt/run", cwd=tmp_path))
+    assert "cannot be made" in message and "notes.txt is a file" in message
+    message = one_error_line(srfeat_cli("train", "--no-progress", *dry, config, "--out", "gone", cwd=tmp_path))
+    assert "is a link to" in message and "missing" in message
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "missing").exists()
+
+
+def test_files_of_yours_with_a_run_files_name_in_the_run_folder_are_never_replaced(folders, tmp_path) -> None:
+    # `srfeat train exp/config.yaml --out exp` was refused as "already holds a run (config.yaml)", and
+    # --overwrite, as that message offered, replaced the user's config (comments and all) with the run's dump.
+    import yaml
+
+    train_dir, _ = folders
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    values = tiny_values(train_dir, None, exp)
+    values["train"]["max_steps"] = 2
+    mine = "# my experiment: lr 1e-3\n" + yaml.safe_dump(values)
+    (exp / "config.yaml").write_text(mine)
+    (exp / "training.png").write_bytes(b"the plot of a run I keep")
+    for flags in ([], ["--overwrite"], ["--dry-run"]):
+        child = srfeat_cli("train", "--no-progress", *flags, exp / "config.yaml", "--out", exp, cwd=tmp_path)
+        assert "holds config.yaml, training.png, which no run wrote" in one_error_line(child)
+    assert (exp / "config.yaml").read_text() == mine and (exp / "training.png").read_bytes().startswith(b"the plot")
+    assert sorted(path.name for path in exp.iterdir()) == ["config.yaml", "training.png"]
+    # the config.yaml a run wrote, all that a run killed before its first log leaves, is still the run's
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "config.yaml").write_text(tiny_config(train_dir, None, lone).to_yaml())
+    child = srfeat_cli("train", "--dry-run", exp / "config.yaml", "--out", lone, cwd=tmp_path)
+    assert "already holds a run (config.yaml)" in one_error_line(child)
 
 
 def test_a_failed_start_leaves_no_run_folder(folders, tmp_path) -> None:

@@ -273,7 +273,8 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
         check(config)
     except ConfigError as error:
         for key, _ in override_pairs:  # a value from the command line is named as such, not as the file's
-            if f"config key {key} " in f"{error} ":
+            # its own key, an item of its list (`key[1]`) or a key of the section it gave (`train={seed: x}`)
+            if any(f"config key {key}{end}" in f"{error} " for end in (" ", "[", ".")):
                 raise ConfigError(f"override {key}: {error}") from error
         raise
     return config

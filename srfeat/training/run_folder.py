@@ -4,24 +4,30 @@ over what a user had.
 A new run (no `--resume`) refuses a folder that already holds a run's files unless
 `overwrite` is given, and then removes only those files, after the run's networks and data
 were built, so a start that fails (a typo in a path, a checkpoint of another architecture)
-keeps the old run. A folder that is a file, or that is one of the run's image folders, is
-refused: checkpoints and logs would mix with the images (and be read as images next time).
+keeps the old run. Files of a run's common names (config.yaml, training.png) that no run wrote
+are the user's: their folder is refused, `overwrite` or not. A folder that is a file, lies under
+one, or is one of the run's image folders, is refused: checkpoints and logs would mix with the
+images (and be read as images next time).
 While a run trains, it holds a lock on its folder, so that a second `srfeat train` on it (a
 second terminal, a job started twice) is refused instead of writing over the first one's files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from srfeat.errors import ConfigError
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
+from srfeat.training.typed_yaml import config_text, load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +55,44 @@ RUN_FILES = (
 )
 
 
-def existing_run_files(out_dir: Path) -> list[str]:
-    """The names of RUN_FILES present in `out_dir`."""
+# Names that only a run gives its files; the others (config.yaml, metrics.jsonl, training.png,
+# tensorboard/) are common ones, which a user's own files may have.
+_RUN_ONLY_NAMES = (
+    checkpoint.STATE_FILE,
+    checkpoint.LATEST_GENERATOR,
+    checkpoint.BEST_GENERATOR,
+    checkpoint.EMA_GENERATOR,
+)
+
+
+def _present(out_dir: Path) -> list[str]:
     return [name for name in RUN_FILES if (out_dir / name).exists()]
+
+
+def existing_run_files(out_dir: Path) -> list[str]:
+    """The names of RUN_FILES present in `out_dir`, where a run wrote them: a run writes its
+    config.yaml before anything else, so files of common names are a run's only beside one that a
+    run wrote, or beside a checkpoint; else they are the user's, and none is a run's."""
+    present = _present(out_dir)
+    if any(name in _RUN_ONLY_NAMES for name in present) or (
+        checkpoint.CONFIG_FILE in present and _run_config(out_dir / checkpoint.CONFIG_FILE)
+    ):
+        return present
+    return []  # check_run_folder refuses the folder: the run would write over them
+
+
+def _run_config(path: Path) -> bool:
+    """Whether `path` is a config.yaml that a run wrote: TrainingConfig.to_yaml names every key of every
+    section; one written by hand (a copy of configs/dev/stage1.yaml, with the user's comments) does not."""
+    full = TrainingConfig().to_dict()
+    try:
+        values = load_yaml(config_text(path), str(path)) if path.is_file() else None
+    except (OSError, yaml.YAMLError, ConfigError):
+        return False
+    if not isinstance(values, dict) or set(values) != set(full):
+        return False
+    sections = [field.name for field in dataclasses.fields(TrainingConfig) if isinstance(full[field.name], dict)]
+    return all(isinstance(values[name], dict) and set(values[name]) == set(full[name]) for name in sections)
 
 
 def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -60,6 +101,18 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
         raise ConfigError("--resume continues the run in the folder and --overwrite replaces it: give one of them")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"run folder {out_dir} exists and is not a folder: choose another --out")
+    # checked here, not left to the mkdir after the networks and data were built (a traceback, and
+    # a dry run that passed): a link to nowhere, or a file where a folder above it should be
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise ConfigError(
+            f"run folder {out_dir} is a link to {os.readlink(out_dir)}, which is missing: choose another --out"
+        )
+    if not out_dir.exists():
+        above = next((parent for parent in out_dir.absolute().parents if parent.exists()), None)
+        if above is not None and not above.is_dir():
+            raise ConfigError(
+                f"run folder {out_dir} cannot be made: {above} is a file, not a folder; choose another --out"
+            )
     image_folders = [*config.data.train_dirs, *([config.validation.dir] if config.validation.dir else [])]
     for folder in image_folders:
         path = config.resolve_path(folder)
@@ -78,6 +131,12 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
             )
         return  # the state is read next; a missing one is refused there
     existing = existing_run_files(out_dir) if out_dir.is_dir() else []
+    others = _present(out_dir) if out_dir.is_dir() and not existing else []
+    if others:
+        raise ConfigError(
+            f"run folder {out_dir} holds {', '.join(others)}, which no run wrote (yours?), where the run writes its "
+            "own: move them, or choose another --out"
+        )
     if existing and not overwrite:
         raise ConfigError(
             f"run folder {out_dir} already holds a run ({', '.join(existing)}): continue it with --resume, "

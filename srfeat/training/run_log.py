@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from srfeat.files import write_file_atomically
+from srfeat.files import FULL_DISK_ERRNOS, DiskFullError, write_file_atomically
 
 __all__ = ["METRICS_FILE", "PLOT_FILE", "RunLog"]
 
@@ -104,8 +104,21 @@ class RunLog:
         if not self.enabled:
             return
         self.records.append(record)
-        with open(self.out_dir / METRICS_FILE, "a") as handle:
-            handle.write(json_line(record))
+        path = self.out_dir / METRICS_FILE
+        line = memoryview(json_line(record).encode())
+        with open(path, "ab", buffering=0) as handle:  # unbuffered: nothing left to flush at close
+            end = handle.tell()
+            try:
+                while line:
+                    line = line[handle.write(line) or 0 :]
+            except OSError as error:  # a full disk was a traceback mid-run and a torn last line
+                handle.truncate(end)
+                if error.errno not in FULL_DISK_ERRNOS:
+                    raise
+                raise DiskFullError(
+                    f"no disk space left to log step {record['step']} in {path}: free some space, then run again "
+                    "(--resume continues from the last checkpoint, if one was saved)"
+                ) from error
         if self.writer is not None:
             prefix = "validation/" if record["kind"] == "validation" else ""
             for key, value in record.items():

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from srfeat.errors import ConfigError, TrainingDiverged, WeightsError
+from srfeat.files import write_file_atomically
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import set_worker_threads
@@ -395,7 +396,9 @@ class Trainer:
                 if self.overwrite:
                     remove_previous_run(self.out_dir)
                 checkpoint.clean_run_folder(self.out_dir)
-                (self.out_dir / CONFIG_FILE).write_text(config.to_yaml())
+                # whole or not at all: a full disk left an empty one (and a traceback)
+                text = config.to_yaml().encode()
+                write_file_atomically(self.out_dir / CONFIG_FILE, lambda handle: handle.write(text), len(text))
                 if saved is not None:
                     checkpoint.save_generators(self.generator, self.out_dir, self._averaged_generator())
             if saved is not None:

@@ -8,6 +8,7 @@ field's dotted name; `parse_overrides` and `set_dotted` apply `key=value` overri
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import math
 import reprlib
@@ -99,6 +100,8 @@ def _shown(value: Any) -> str:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:  # "a list of Literal" said nothing of what the list may hold
+        return " or ".join(map(repr, typing.get_args(tp)))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -225,8 +228,11 @@ def config_text(path: Path) -> str:
             "give one such as configs/dev/stage1.yaml"
         )
     data = path.read_bytes()
+    # YAML streams may be UTF-16 with its byte-order mark (Windows PowerShell's `>` writes that):
+    # taken as UTF-8, one was "binary data, not a YAML training config (text)"
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"
     try:
-        text = data.decode("utf-8")
+        text = data.decode(encoding)
     except UnicodeDecodeError:
         text = None
     if text is None or "\x00" in text:
