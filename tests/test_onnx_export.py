@@ -743,9 +743,9 @@ def test_a_file_named_onnx_that_is_a_checkpoint_or_an_image_says_what_it_is(tmp_
 
 
 def test_the_tile_plan_covers_what_onnxruntime_takes_for_an_fp16_file(tmp_path: Path) -> None:
-    """The `--fp16` file took about 95 KB per input pixel in ONNX Runtime's CPU (more than the
-    float32 file's 24 KB), but its tiles were planned at the float32 file's 28.7 KB: an automatic
-    tile about three times the memory it was planned for."""
+    """The `--fp16` file takes 69 to 148 KB per input pixel in ONNX Runtime's CPU, varying from run to
+    run (the float32 file 24 KB), but its tiles were planned at the float32 file's 28.7 KB: an automatic
+    tile several times the memory it was planned for (and at four times, 115 KB, CI still found more)."""
     path = tmp_path / "m16.onnx"
     assert srfeat_cli("export", "--model", "default", "--fp16", "-o", path).returncode == 0
     code = (
