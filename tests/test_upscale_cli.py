@@ -399,6 +399,24 @@ def test_version_names_srfeat_torch_and_python_as_pyproject_says() -> None:
     )
 
 
+def test_python_dash_m_srfeat_is_the_srfeat_command(tmp_path: Path) -> None:
+    """For a virtual environment whose bin/ is not on PATH: the same program, its usage named `srfeat`."""
+    from cli_helpers import CHILD_ENV
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "srfeat", *args]
+        return subprocess.run(
+            command, check=False, capture_output=True, text=True, env=CHILD_ENV, cwd=tmp_path, timeout=300
+        )
+
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("srfeat "), version.stderr
+    usage = run("upscale", "--outscale", "nan", "x.png")
+    assert usage.returncode == 1 and usage.stderr.startswith("ERROR: "), usage.stderr
+    missing = run("upscale")
+    assert missing.returncode == 2 and missing.stderr.startswith("ERROR: srfeat upscale: "), missing.stderr
+
+
 @pytest.mark.parametrize("where", ["while the commands import", "while the command runs"])
 def test_ctrl_c_at_any_moment_is_one_line_and_status_130(where: str) -> None:
     """Ctrl-C in the first tenth of a second used to print a traceback (exit -2); later, PyTorch's exit
