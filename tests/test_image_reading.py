@@ -610,6 +610,18 @@ def test_an_unknown_output_extension_is_refused_before_the_network_runs(tmp_path
     assert tiles
 
 
+def test_a_folder_at_the_outputs_name_is_refused_before_the_network_runs(tmp_path: Path, model_path: Path) -> None:
+    """The final rename onto a folder failed, after the whole upscale."""
+    source = tmp_path / "a.png"
+    Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(source)
+    (tmp_path / "a_x4.png").mkdir()
+    tiles: list[int] = []
+    counting = Upscaler(model_path, device="cpu", tile=0, on_tile=lambda done, total: tiles.append(done))
+    with pytest.raises(SRFeatError, match="a_x4.png: a folder of that name exists; give another output name"):
+        upscale_file(counting, source, tmp_path / "a_x4.png")
+    assert tiles == [] and list((tmp_path / "a_x4.png").iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- what the libraries report
 
 
