@@ -479,6 +479,19 @@ def test_a_folder_at_the_outputs_name_is_refused_before_the_model_loads(tmp_path
     ]
 
 
+def test_matroska_output_gets_no_mp4_brand_tags(tmp_path: Path, short_clip: Path, model_path: Path) -> None:
+    """An MP4's major_brand, minor_version and compatible_brands were written into a .mkv as its tags."""
+    with av.open(str(short_clip)) as container:
+        assert "major_brand" in container.metadata  # what the input holds
+    assert upscale(short_clip, "-o", tmp_path / "x.mkv", "--model", model_path) == 0
+    with av.open(str(tmp_path / "x.mkv")) as container:
+        tags = {key.upper() for key in container.metadata}
+    assert not tags & {"MAJOR_BRAND", "MINOR_VERSION", "COMPATIBLE_BRANDS"}, tags
+    assert upscale(short_clip, "-o", tmp_path / "x.mov", "--model", model_path) == 0
+    with av.open(str(tmp_path / "x.mov")) as container:
+        assert "major_brand" in container.metadata  # MOV's muxer writes its own
+
+
 def test_errors_writing_the_output_are_one_line_and_leave_no_temporary(
     tmp_path: Path, short_clip: Path, model_path: Path
 ) -> None:
