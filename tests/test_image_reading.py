@@ -804,6 +804,31 @@ def test_a_16_bit_ppm_keeps_its_16_bits_and_is_upscaled_to_a_16_bit_png(tmp_path
     assert upscaled.mode == "RGB;16" and upscaled.array.shape == (24, 28, 3)
 
 
+def test_a_16_bit_ascii_ppm_keeps_its_16_bits_as_a_binary_one_does(tmp_path: Path, model_path: Path) -> None:
+    """A P3 (ASCII) PPM with a maxval above 255 was read with 8 bits; P2 (grey) PIL reads with 16."""
+    pixels = RNG.integers(0, 65536, (4, 5, 3), dtype=np.uint16)
+    rows = "\n".join(" ".join(map(str, row.ravel())) for row in pixels)
+    (tmp_path / "plain.ppm").write_text(f"P3\n# made by hand\n5 4\n65535\n{rows}\n")
+    raw = read_raw_image(tmp_path / "plain.ppm")
+    assert raw.mode == "RGB;16" and np.array_equal(raw.array, pixels)
+    (tmp_path / "ten.ppm").write_text("P3 1 1 1023\n0 # a comment\n512\t1023\n")
+    assert read_raw_image(tmp_path / "ten.ppm").array.tolist() == [[[0, round(512 * 65535 / 1023), 65535]]]
+    (tmp_path / "grey.pgm").write_text("P2 3 1 1023\n0 512 1023\n")
+    assert read_raw_image(tmp_path / "grey.pgm").array.ravel().tolist() == [0, round(512 * 65535 / 1023), 65535]
+    for text, problem in (
+        ("P3 2 1 1023\n1 2 3 4 5\n", "the file ends after 5 of its 6 samples"),
+        ("P3 2 1 1023\n1 2 3 4 5 1024\n", "a sample is 1024, above the file.s maxval 1023"),
+        ("P3 2 1 1023\n1 2 3 4 5 -6\n", "'-' where a sample belongs"),
+    ):
+        (tmp_path / "bad.ppm").write_text(text)
+        with pytest.raises(ImageReadError, match=rf"cannot read image .*bad.ppm: {problem} \(") as caught:
+            read_raw_image(tmp_path / "bad.ppm")
+        assert "\n" not in str(caught.value)
+    result = srfeat_cli("upscale", tmp_path / "plain.ppm", "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert read_raw_image(tmp_path / "out" / "plain.png").mode == "RGB;16"
+
+
 def test_a_damaged_16_bit_ppm_is_one_line_and_an_8_bit_one_is_read_as_before(tmp_path: Path) -> None:
     pixels = RNG.integers(0, 1000, (4, 5, 3), dtype=np.uint16)
     (tmp_path / "short.ppm").write_bytes(ppm_bytes(pixels, 999)[:-10])
