@@ -429,6 +429,18 @@ def test_an_output_cut_short_by_the_file_system_fails_and_is_not_kept(tmp_path: 
     assert whole.stat().st_size > limit  # the limit did cut it
 
 
+def test_a_big_endian_16_bit_array_is_written_as_its_values(tmp_path: Path) -> None:
+    """write_image refused `>u2` pixels (as numpy reads them from PPM or FITS files) as not uint16."""
+    pixels = np.random.default_rng(0).integers(0, 65536, (5, 6, 3), dtype=np.uint16)
+    for name in ("big.png", "big.tif"):
+        write_image(tmp_path / name, pixels.astype(">u2"))
+        assert np.array_equal(read_raw_image(tmp_path / name).array, pixels)
+    write_image(tmp_path / "grey.png", pixels[..., :1].astype(">u2"))
+    assert np.array_equal(read_raw_image(tmp_path / "grey.png").array, pixels[..., :1])
+    write_image(tmp_path / "eight.jpg", pixels.astype(">u2"))  # 8 bits of the values, not of swapped bytes
+    assert np.abs(read_raw_image(tmp_path / "eight.jpg").array.astype(int) - pixels // 257).mean() < 8
+
+
 def test_a_full_disk_is_named_with_what_to_do(tmp_path: Path) -> None:
     from srfeat.files import DiskFullError, disk_full_named
 

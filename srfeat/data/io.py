@@ -408,7 +408,7 @@ def write_image(
     exif: bytes | None = None,
     replace: bool = True,
 ) -> None:
-    """Write HxW or HxWxC (C = 1..4) uint8/uint16 (or float in [0, 1]) pixels in the format of the extension.
+    """Write HxW or HxWxC (C = 1..4) uint8/uint16 (any byte order) or float ([0, 1]) pixels as the extension says.
 
     16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. Float gray is kept
     in TIFF (mode F); PNG gets 16 bits of it, other formats 8. JPEG and BMP drop alpha, WebP makes
@@ -424,6 +424,8 @@ def write_image(
         raise ValueError(f"unknown image extension {path.suffix!r}: use one of {', '.join(sorted(FORMATS))}")
     if array.ndim == 2:
         array = array[..., None]
+    if not array.dtype.isnative:  # big-endian pixels (`>u2`, as numpy reads them from a PPM or FITS file)
+        array = array.astype(array.dtype.newbyteorder("="))
     channels = array.shape[2]
     if image_format in ("JPEG", "BMP") and channels in (2, 4):
         # BMP: PIL cannot write gray + alpha, and the fourth byte of the 32-bit BMP it writes for
