@@ -24,9 +24,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from srfeat.errors import SRFeatError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +222,26 @@ class WritesThroughPython(io.RawIOBase):
 
     def tell(self) -> int:
         return self._file.tell()
+
+
+def save_pil_image(image: Image.Image, path: Path, image_format: str, options: dict[str, Any]) -> None:
+    """`image.save` into the file `path` (a temporary), every write checked (`WritesThroughPython`).
+
+    A compressed TIFF is written by libtiff through the file's descriptor instead (it checks its own
+    writes; through Python's it would hold the whole file in memory), but a failed write comes out of it
+    as "encoder error -2" alone: it is then written again through Python's writes, whose error says why
+    (a full disk, a file size limit), or which succeed where the failure has passed.
+    """
+    if image_format == "TIFF" and options.get("compression", "raw") != "raw":
+        try:
+            image.save(path, format=image_format, **options)
+            return
+        except OSError as error:
+            if error.errno is not None or not str(error).startswith("encoder error"):
+                raise
+    with open(path, "wb") as file:
+        through_python: BinaryIO = WritesThroughPython(file)  # pyright: ignore[reportAssignmentType]  # PIL uses write/seek/tell
+        image.save(through_python, format=image_format, **options)
 
 
 @contextmanager

@@ -421,12 +421,51 @@ def test_an_output_cut_short_by_the_file_system_fails_and_is_not_kept(tmp_path: 
             check=False,
         )
         assert child.returncode == 1 and "Traceback" not in child.stderr, (name, child.stderr)
-        said = "encoder error -2" if name.endswith(".tif") else "[Errno 27] File too large"  # libtiff's own writes
-        assert f"ERROR: cannot write {target} (from {source}): {said}" in child.stderr, child.stderr
+        # A compressed TIFF's (libtiff's own writes) said "encoder error -2", not why.
+        assert f"ERROR: cannot write {target} (from {source}): [Errno 27] File too large" in child.stderr, child.stderr
         assert not target.exists() and not list(target.parent.iterdir())  # no output, no temporary
     whole = tmp_path / "out" / "noise.jpg"
     assert srfeat_cli("upscale", source, "-o", whole, "--model", model_path).returncode == 0
     assert whole.stat().st_size > limit  # the limit did cut it
+
+
+def test_a_compressed_tiff_on_a_full_disk_says_the_disk_is_full(tmp_path: Path, model_path: Path) -> None:
+    """libtiff writes a compressed TIFF itself, and PIL reported its failed write only as "encoder error -2".
+    A real full disk: a 64 KB tmpfs, most of it taken, in a private mount namespace (gone with the process)."""
+    import shlex
+    import shutil
+
+    namespace = ["unshare", "--user", "--map-root-user", "--mount"]
+    if shutil.which("unshare") is None or subprocess.run([*namespace, "true"], check=False).returncode:
+        pytest.skip("no unprivileged mount namespaces here (unshare)")
+    source = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(source)
+    small = tmp_path / "small"
+    small.mkdir()
+    upscale = [sys.executable, "-m", "srfeat.cli", "upscale", source, "-o", small / "noise.tif", "--model", model_path]
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {small} && head -c 40000 /dev/zero > {small}/fill && "
+        f"{shlex.join(map(str, upscale))}; echo rc=$?; ls -A {small}"
+    )
+    child = subprocess.run(
+        [*namespace, "sh", "-c", script], env=CHILD_ENV, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert child.stdout.split() == ["rc=1", "fill"], (child.stdout, child.stderr)  # no output, no temporary
+    errors = [line for line in child.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors[0].startswith(f"ERROR: {source}: not enough disk space to write noise.tif in {small} ("), errors
+    assert "encoder error" not in child.stderr, child.stderr
+
+
+def test_a_big_endian_16_bit_array_is_written_as_its_values(tmp_path: Path) -> None:
+    """write_image refused `>u2` pixels (as numpy reads them from PPM or FITS files) as not uint16."""
+    pixels = np.random.default_rng(0).integers(0, 65536, (5, 6, 3), dtype=np.uint16)
+    for name in ("big.png", "big.tif"):
+        write_image(tmp_path / name, pixels.astype(">u2"))
+        assert np.array_equal(read_raw_image(tmp_path / name).array, pixels)
+    write_image(tmp_path / "grey.png", pixels[..., :1].astype(">u2"))
+    assert np.array_equal(read_raw_image(tmp_path / "grey.png").array, pixels[..., :1])
+    write_image(tmp_path / "eight.jpg", pixels.astype(">u2"))  # 8 bits of the values, not of swapped bytes
+    assert np.abs(read_raw_image(tmp_path / "eight.jpg").array.astype(int) - pixels // 257).mean() < 8
 
 
 def test_a_full_disk_is_named_with_what_to_do(tmp_path: Path) -> None:

@@ -610,6 +610,18 @@ def test_an_unknown_output_extension_is_refused_before_the_network_runs(tmp_path
     assert tiles
 
 
+def test_a_folder_at_the_outputs_name_is_refused_before_the_network_runs(tmp_path: Path, model_path: Path) -> None:
+    """The final rename onto a folder failed, after the whole upscale."""
+    source = tmp_path / "a.png"
+    Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(source)
+    (tmp_path / "a_x4.png").mkdir()
+    tiles: list[int] = []
+    counting = Upscaler(model_path, device="cpu", tile=0, on_tile=lambda done, total: tiles.append(done))
+    with pytest.raises(SRFeatError, match="a_x4.png: a folder of that name exists; give another output name"):
+        upscale_file(counting, source, tmp_path / "a_x4.png")
+    assert tiles == [] and list((tmp_path / "a_x4.png").iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- what the libraries report
 
 
@@ -790,6 +802,31 @@ def test_a_16_bit_ppm_keeps_its_16_bits_and_is_upscaled_to_a_16_bit_png(tmp_path
     assert result.returncode == 0, result.stderr
     upscaled = read_raw_image(tmp_path / "out" / "raw.png")
     assert upscaled.mode == "RGB;16" and upscaled.array.shape == (24, 28, 3)
+
+
+def test_a_16_bit_ascii_ppm_keeps_its_16_bits_as_a_binary_one_does(tmp_path: Path, model_path: Path) -> None:
+    """A P3 (ASCII) PPM with a maxval above 255 was read with 8 bits; P2 (grey) PIL reads with 16."""
+    pixels = RNG.integers(0, 65536, (4, 5, 3), dtype=np.uint16)
+    rows = "\n".join(" ".join(map(str, row.ravel())) for row in pixels)
+    (tmp_path / "plain.ppm").write_text(f"P3\n# made by hand\n5 4\n65535\n{rows}\n")
+    raw = read_raw_image(tmp_path / "plain.ppm")
+    assert raw.mode == "RGB;16" and np.array_equal(raw.array, pixels)
+    (tmp_path / "ten.ppm").write_text("P3 1 1 1023\n0 # a comment\n512\t1023\n")
+    assert read_raw_image(tmp_path / "ten.ppm").array.tolist() == [[[0, round(512 * 65535 / 1023), 65535]]]
+    (tmp_path / "grey.pgm").write_text("P2 3 1 1023\n0 512 1023\n")
+    assert read_raw_image(tmp_path / "grey.pgm").array.ravel().tolist() == [0, round(512 * 65535 / 1023), 65535]
+    for text, problem in (
+        ("P3 2 1 1023\n1 2 3 4 5\n", "the file ends after 5 of its 6 samples"),
+        ("P3 2 1 1023\n1 2 3 4 5 1024\n", "a sample is 1024, above the file.s maxval 1023"),
+        ("P3 2 1 1023\n1 2 3 4 5 -6\n", "'-' where a sample belongs"),
+    ):
+        (tmp_path / "bad.ppm").write_text(text)
+        with pytest.raises(ImageReadError, match=rf"cannot read image .*bad.ppm: {problem} \(") as caught:
+            read_raw_image(tmp_path / "bad.ppm")
+        assert "\n" not in str(caught.value)
+    result = srfeat_cli("upscale", tmp_path / "plain.ppm", "-o", tmp_path / "out", "--model", model_path)
+    assert result.returncode == 0, result.stderr
+    assert read_raw_image(tmp_path / "out" / "plain.png").mode == "RGB;16"
 
 
 def test_a_damaged_16_bit_ppm_is_one_line_and_an_8_bit_one_is_read_as_before(tmp_path: Path) -> None:

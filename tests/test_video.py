@@ -433,6 +433,65 @@ def test_an_output_folder_that_is_a_file_is_one_line_before_the_model_loads(tmp_
     assert (tmp_path / "afile").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["afile"]
 
 
+def test_inputs_without_a_film_are_one_line_each_before_the_model_loads(tmp_path: Path) -> None:
+    """An audio-only MP4 or a Matroska file of subtitles alone was found only after the model loaded."""
+    write_clip(tmp_path / "sound.mp4", frames=3, video=False)
+    write_clip(tmp_path / "lines.mkv", frames=3, video=False, audio=False, subtitles=("one",))
+    (tmp_path / "text.mp4").write_text("not a video")
+    inputs = [tmp_path / name for name in ("sound.mp4", "lines.mkv", "text.mp4")]
+    # The model does not exist: errors about the inputs alone show they were found before loading it.
+    result = cli(*inputs, "-o", tmp_path / "out", "--model", tmp_path / "missing.safetensors")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert stderr_lines(result, "ERROR") == [
+        f"ERROR: {inputs[0]} has no video stream (audio only?); nothing to upscale",
+        f"ERROR: {inputs[1]} has no video stream (audio only?); nothing to upscale",
+        f"ERROR: cannot read video {inputs[2]}: Invalid data found when processing input; skip or replace this file",
+        "ERROR: nothing to upscale: every input has a problem above",
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_at_the_outputs_name_is_refused_before_the_model_loads(tmp_path: Path, short_clip: Path) -> None:
+    """--overwrite onto a folder named like the output failed at the final rename, after the whole upscale."""
+    from PIL import Image
+
+    Image.fromarray(pan_frames(1)[0]).save(tmp_path / "still.png")
+    out = tmp_path / "out"
+    for name in ("short.mp4", "still.png"):
+        (out / name).mkdir(parents=True)
+        (out / name / "mine.txt").write_text("mine")
+    for overwrite in ((), ("--overwrite",)):
+        result = cli(
+            short_clip, tmp_path / "still.png", "-o", out, "--model", tmp_path / "missing.safetensors", *overwrite
+        )
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert stderr_lines(result, "ERROR") == [
+            f"ERROR: {short_clip}: its output {out / 'short.mp4'} is a folder; it is kept: give another -o or --suffix",
+            f"ERROR: {tmp_path / 'still.png'}: its output {out / 'still.png'} is a folder; it is kept: "
+            + "give another -o or --suffix",
+            "ERROR: nothing to upscale: every input has a problem above",
+        ]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "short.mp4",
+        "short.mp4/mine.txt",
+        "still.png",
+        "still.png/mine.txt",
+    ]
+
+
+def test_matroska_output_gets_no_mp4_brand_tags(tmp_path: Path, short_clip: Path, model_path: Path) -> None:
+    """An MP4's major_brand, minor_version and compatible_brands were written into a .mkv as its tags."""
+    with av.open(str(short_clip)) as container:
+        assert "major_brand" in container.metadata  # what the input holds
+    assert upscale(short_clip, "-o", tmp_path / "x.mkv", "--model", model_path) == 0
+    with av.open(str(tmp_path / "x.mkv")) as container:
+        tags = {key.upper() for key in container.metadata}
+    assert not tags & {"MAJOR_BRAND", "MINOR_VERSION", "COMPATIBLE_BRANDS"}, tags
+    assert upscale(short_clip, "-o", tmp_path / "x.mov", "--model", model_path) == 0
+    with av.open(str(tmp_path / "x.mov")) as container:
+        assert "major_brand" in container.metadata  # MOV's muxer writes its own
+
+
 def test_errors_writing_the_output_are_one_line_and_leave_no_temporary(
     tmp_path: Path, short_clip: Path, model_path: Path
 ) -> None:
@@ -442,7 +501,7 @@ def test_errors_writing_the_output_are_one_line_and_leave_no_temporary(
     (tmp_path / "folder.mp4").mkdir()
     with pytest.raises(VideoError, match=r"cannot write .*x\.mp4 .*File exists"):
         upscale_video(short_clip, tmp_path / "afile" / "x.mp4", upscaler, VideoOptions())
-    with pytest.raises(VideoError, match=r"cannot write .*folder\.mp4 .*Is a directory"):  # at the final rename
+    with pytest.raises(VideoError, match=r"cannot write .*folder\.mp4 .*a folder of that name exists"):
         upscale_video(short_clip, tmp_path / "folder.mp4", upscaler, VideoOptions())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder.mp4"]
     assert list((tmp_path / "folder.mp4").iterdir()) == []

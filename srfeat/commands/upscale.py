@@ -354,6 +354,8 @@ def plan_outputs(
             errors.append(f"{source}: the output {target} is an input; give another -o or --suffix (or --overwrite)")
         elif problem := name_too_long(target):  # the input's name and the suffix: known before the upscale
             errors.append(f"{source}: cannot write {target}: {problem}; give a shorter --suffix, or rename")
+        elif target.is_dir() and not target.is_symlink():  # --overwrite would fail only after the upscale
+            errors.append(f"{source}: its output {target} is a folder; it is kept: give another -o or --suffix")
         elif (target.exists() or target.is_symlink()) and not args.overwrite:  # a link to nothing is taken too
             errors.append(f"{source}: output {target} exists; use --overwrite to replace it")
         else:
@@ -373,8 +375,9 @@ def warn_naming_options_ignored(output: Path, args: argparse.Namespace, formats:
 
 
 def check_video_jobs(files: list[Path], jobs: list[Job], args: argparse.Namespace) -> tuple[list[Job], list[str]]:
-    """Before the model loads: the jobs left once each video that cannot be written as asked (its
-    output folder, --codec, --crf) has its error line; a warning if video options meet no video."""
+    """Before the model loads: the jobs left once each video that cannot be read (no video stream in it)
+    or written as asked (its output folder, --codec, --crf) has its error line; a warning if video
+    options meet no video."""
     if not any(video.is_video(path) for path in files):
         video.warn_unused_options(args)
         return jobs, []

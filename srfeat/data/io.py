@@ -23,7 +23,6 @@ import struct
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,7 +36,7 @@ from srfeat.data.colour_profiles import (
     profile_for_pixels,
 )
 from srfeat.errors import ImageReadError, InvalidImageError
-from srfeat.files import WritesThroughPython, disk_full_named, move_into_place, remove_stale_temporaries, temporary_path
+from srfeat.files import disk_full_named, move_into_place, remove_stale_temporaries, save_pil_image, temporary_path
 from srfeat.library_warnings import WARNINGS_LOCK, one_line_messages
 
 logger = logging.getLogger(__name__)
@@ -408,7 +407,7 @@ def write_image(
     exif: bytes | None = None,
     replace: bool = True,
 ) -> None:
-    """Write HxW or HxWxC (C = 1..4) uint8/uint16 (or float in [0, 1]) pixels in the format of the extension.
+    """Write HxW or HxWxC (C = 1..4) uint8/uint16 (any byte order) or float ([0, 1]) pixels as the extension says.
 
     16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. Float gray is kept
     in TIFF (mode F); PNG gets 16 bits of it, other formats 8. JPEG and BMP drop alpha, WebP makes
@@ -424,6 +423,8 @@ def write_image(
         raise ValueError(f"unknown image extension {path.suffix!r}: use one of {', '.join(sorted(FORMATS))}")
     if array.ndim == 2:
         array = array[..., None]
+    if not array.dtype.isnative:  # big-endian pixels (`>u2`, as numpy reads them from a PPM or FITS file)
+        array = array.astype(array.dtype.newbyteorder("="))
     channels = array.shape[2]
     if image_format in ("JPEG", "BMP") and channels in (2, 4):
         # BMP: PIL cannot write gray + alpha, and the fourth byte of the 32-bit BMP it writes for
@@ -478,13 +479,7 @@ def write_image(
                         exif, options["compression"] = orientation.exif_for_tiff(exif)  # its tags go over the TIFF's
                 if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
                     options["exif"] = exif
-                image = array_to_pil(array)
-                if image_format == "TIFF" and options["compression"] != "raw":  # libtiff's: it checks its writes,
-                    image.save(temporary, format=image_format, **options)  # and through write() holds the whole file
-                else:
-                    with open(temporary, "wb") as file:
-                        pil_file: BinaryIO = WritesThroughPython(file)  # pyright: ignore[reportAssignmentType]  # PIL uses write/seek/tell
-                        image.save(pil_file, format=image_format, **options)
+                save_pil_image(array_to_pil(array), temporary, image_format, options)
             move_into_place(temporary, path, replace)
         finally:
             temporary.unlink(missing_ok=True)

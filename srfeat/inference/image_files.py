@@ -61,6 +61,8 @@ def upscale_file(
     if extension.lower() not in FORMATS:  # found now, not after the network has run
         known = ", ".join(sorted(FORMATS))
         raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
+    if Path(target).is_dir() and not Path(target).is_symlink():  # the final rename would fail after the upscale
+        raise SRFeatError(f"cannot write {target}: a folder of that name exists; give another output name")
     raw = read_raw_image(source)
     height, width = upscaler.output_size(raw.array.shape[0], raw.array.shape[1], outscale)
     if problem := over_format_limit(extension, width, height):  # found now, not after the network has run

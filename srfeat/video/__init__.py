@@ -189,8 +189,9 @@ def warn_unused_options(args: argparse.Namespace) -> None:
 
 
 def check_video_job(source: Path, target: Path, args: argparse.Namespace) -> str | None:
-    """An error line if `target` cannot be written as asked (its folder, --codec, --crf): checked
-    before the model loads, so that a wrong option costs no model load and no decoding."""
+    """An error line if `source` is no video FFmpeg reads, or `target` cannot be written as asked (its
+    folder, --codec, --crf): checked before the model loads, so that a wrong input or option costs no
+    model load and no decoding."""
     from srfeat.errors import SRFeatError
     from srfeat.video.output import check_output
 

@@ -40,6 +40,8 @@ __all__ = [
 
 # A stream's tags that count its packets: the length (the muxer writes its own) and mkvmerge's statistics.
 COUNTING_TAGS = frozenset({"DURATION", "BPS", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES"})
+# What FFmpeg reads off an MP4's or MOV's `ftyp` box as file tags: they describe that file's format.
+MP4_FILE_TAGS = frozenset({"MAJOR_BRAND", "MINOR_VERSION", "COMPATIBLE_BRANDS"})
 
 
 def carried_tags(metadata: dict[str, str], encoded: bool) -> dict[str, str]:
@@ -180,8 +182,10 @@ def copy_chapters_and_tags(
     av: ModuleType, source_container: InputContainer, output: OutputContainer, window: TimeWindow | None
 ) -> None:
     """The file's title and other tags, and its chapters (those in a `--frames` span, shifted as the
-    frames are): without them a film's chapter menu would be gone from the output."""
-    tags = {k: v for k, v in source_container.metadata.items() if k.upper() not in ("DURATION", "ENCODER")}
+    frames are): without them a film's chapter menu would be gone from the output. An MP4's or MOV's
+    brand tags (which the MP4 and MOV muxers write anew) are not written into Matroska or WebM."""
+    dropped = {"DURATION", "ENCODER"} | (set() if output.format.name in ("mp4", "mov") else MP4_FILE_TAGS)
+    tags = {k: v for k, v in source_container.metadata.items() if k.upper() not in dropped}
     output.metadata.update(tags)
     chapters = []
     for chapter in source_container.chapters():

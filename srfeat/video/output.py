@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from srfeat.errors import InvalidOptionError, VideoError, shown
 from srfeat.files import DiskFullError, OutputExistsError, unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, codecs_held, quality_options
-from srfeat.video.probe import error_reason, main_video_stream
+from srfeat.video.probe import error_reason, ffmpeg_name, main_video_stream
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -34,6 +35,7 @@ __all__ = [
     "containers_holding",
     "extension_of",
     "import_av",
+    "open_input",
     "write_error",
 ]
 
@@ -46,6 +48,14 @@ def import_av(source: Path) -> ModuleType:
             f'{source}: videos need PyAV, which is not installed: pip install -e ".[video]" in srfeat\'s folder'
         ) from error
     return av
+
+
+def open_input(av: ModuleType, source: Path) -> InputContainer:
+    """`source` opened for reading; VideoError (one line) if FFmpeg cannot read it."""
+    try:
+        return av.open(ffmpeg_name(source), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
 
 
 def check_call(
@@ -65,17 +75,22 @@ def check_call(
     if not isinstance(options, VideoOptions):
         raise InvalidOptionError(f"options must be an srfeat.video.VideoOptions, got {shown(options)}")
     source, target = Path(source).expanduser(), Path(target).expanduser()
+    check_not_folder(source, target)
     if not replace and (target.exists() or target.is_symlink()):  # not after minutes of upscaling
         raise OutputExistsError(f"{target} exists; it is kept: remove it, or pass replace=True to replace it")
     return source, target
 
 
 def check_output(source: Path, target: Path, options: VideoOptions) -> None:
-    """What would stop `target` being written, found before the model loads or `source` is read:
-    a container we do not write, an output folder that cannot be made, an encoder or `--crf`
-    this FFmpeg or container does not take. Raises `VideoError` (one line)."""
+    """What would stop `source` being upscaled into `target`, found before the model loads: an input
+    FFmpeg cannot read or that holds no video (`check_is_video`; nothing is decoded), a container we
+    do not write, a folder where the output goes, an output folder that cannot be made, an encoder or
+    `--crf` this FFmpeg or container does not take. Raises `VideoError` (one line)."""
     av = import_av(source)
+    with closing(open_input(av, source)) as container:
+        check_is_video(source, container)
     container_format = container_format_of(source, target)
+    check_not_folder(source, target)
     check_folder(source, target)
     # An output container in memory answers which codecs it holds, as the real one will.
     with av.open(io.BytesIO(), "w", format=container_format) as probe:
@@ -117,6 +132,12 @@ def container_format_of(source: Path, target: Path) -> str:
             f"{source}: cannot write a video as {target.name}; name the output .mp4, .m4v, .mkv, .mov or .webm"
         )
     return container_format
+
+
+def check_not_folder(source: Path, target: Path) -> None:
+    """A folder at the output's name is never replaced (the final rename would fail after the whole upscale)."""
+    if target.is_dir() and not target.is_symlink():
+        raise VideoError(f"cannot write {target} (from {source}): a folder of that name exists; give another -o")
 
 
 def check_folder(source: Path, target: Path) -> None:

@@ -49,6 +49,7 @@ from srfeat.video.output import (
     check_is_video,
     container_format_of,
     import_av,
+    open_input,
     write_error,
 )
 from srfeat.video.probe import (
@@ -119,11 +120,7 @@ def upscale_video(
     source, target = check_call(source, target, upscaler, options, replace)
     av = import_av(source)
     container_format = container_format_of(source, target)
-    try:
-        source_container = av.open(ffmpeg_name(source), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
-    with closing(source_container):
+    with closing(open_input(av, source)) as source_container:
         check_is_video(source, source_container)
         window = None if options.frames.is_everything else time_window(av, source, options.frames)
         temporary = temporary_path(target)
