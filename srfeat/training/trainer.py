@@ -50,7 +50,7 @@ from srfeat.training.distributed import (
     wrap_ddp,
 )
 from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
-from srfeat.training.loop import Progress, TrainingLoop, lr_factor
+from srfeat.training.loop import Progress, TrainingLoop, lr_factor, unreached_milestones
 from srfeat.training.run_folder import check_run_folder, remove_previous_run, run_folder_lock
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
@@ -387,6 +387,9 @@ class Trainer:
         planned_steps = config.train.epochs * steps_per_epoch
         if config.train.max_steps is not None:
             planned_steps = min(planned_steps, config.train.max_steps)
+        unreached = unreached_milestones(config, planned_steps, steps_per_epoch)
+        if unreached and context.is_main:
+            logger.warning("%s", unreached)
         validator = Validator(config, self.device) if config.validation.dir and context.is_main else None
         with ExitStack() as folder_lock:
             if context.is_main:
