@@ -39,7 +39,7 @@ from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import set_worker_threads
 from srfeat.training import checkpoint, networks
-from srfeat.training.config import TrainingConfig, check_built, check_paths, resolved_folders, vgg_weights_source
+from srfeat.training.config import TrainingConfig, check_built, check_paths, vgg_weights_source
 from srfeat.training.distributed import (
     DistributedContext,
     FrozenAwareDDP,
@@ -294,7 +294,7 @@ class Trainer:
         state = {
             "stage": self.config.stage,
             "config": self.config.to_yaml(),
-            "folders": resolved_folders(self.config),  # what its relative paths meant (a resume compares)
+            "folders": checkpoint.resolved_folders(self.config),  # what its relative paths meant (a resume compares)
             "generator": self.generator.state_dict(),
             "discriminators": {name: d.state_dict() for name, d in self.discriminators.items()},
             "discriminator_inputs": networks.DISCRIMINATOR_INPUTS,
@@ -325,7 +325,7 @@ class Trainer:
             saved.get("config"),
             self.config.to_dict(),
             saved.get("folders"),
-            resolved_folders(self.config),
+            checkpoint.resolved_folders(self.config),
             defaults=TrainingConfig().to_dict(),
         )
         if changes:
