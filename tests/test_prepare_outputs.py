@@ -196,3 +196,14 @@ def test_an_hr_folder_made_while_the_run_cut_is_kept(tmp_path: Path, monkeypatch
     assert [path.name for path in (out / "HR").iterdir()] == ["theirs.png"]
     prepare.prepare_patches(tmp_path / "src", out, hr_patch_size=64, workers=1, progress=False, overwrite=True)
     assert len(list((out / "HR").iterdir())) == PATCHES_PER_IMAGE  # theirs replaced, with --overwrite
+
+
+def test_an_image_whose_patch_names_are_too_long_is_named_before_any_is_cut(tmp_path: Path) -> None:
+    # A 245-byte name fits, its patches' (<stem>_half_000.png, 258 bytes) do not: the run cut the other
+    # images first, then stopped with "File name too long", naming no file
+    long_stem = "x" * 245
+    write_png(tmp_path / "src" / f"{long_stem}.png", samples.astronaut()[:100, :100])
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    line = one_error_line(srfeat_cli("prepare", "src", "out", "--hr-patch-size", "32", "--workers", "1", cwd=tmp_path))
+    assert f"the patches of src/{long_stem}.png would be named" in line and "258 bytes, more than the 255" in line
+    assert "rename the image" in line and not (tmp_path / "out").exists()

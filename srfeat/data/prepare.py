@@ -38,7 +38,7 @@ from srfeat.data.datasets import check_patch_size, distinct_folders
 from srfeat.data.io import PathLike, image_size, list_images, read_image, write_png
 from srfeat.data.resize import imresize_np
 from srfeat.errors import ImageReadError, SRFeatError
-from srfeat.files import process_exists, unwritable_folder
+from srfeat.files import name_max, process_exists, unwritable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,18 @@ def _check_patch_names(paths: list[Path], half: bool) -> None:
             )
 
 
+def _check_name_lengths(paths: list[Path], out: Path, half: bool) -> None:
+    """Every patch name (`<stem>_half_NNN.png` the longest) fits OUT's file system, found before any is cut."""
+    limit = name_max(out)
+    for path in paths:
+        longest = f"{path.stem}_half_000.png" if half else f"{path.stem}_000.png"
+        if len(os.fsencode(longest)) > limit and _is_image(path):  # a file that is not one writes none
+            raise SRFeatError(
+                f"the patches of {path} would be named {longest[:20]}...{longest[-16:]}, {len(os.fsencode(longest))} "
+                f"bytes, more than the {limit} the file system of {out} takes: rename the image"
+            )
+
+
 def _staging_folders(out: Path) -> dict[str, Path]:
     """Hidden folders in OUT that receive this run's patches until all are written."""
     return {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
@@ -355,6 +367,7 @@ def prepare_patches(
         raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")
     _check_patch_names(paths, half)
     out = Path(out)
+    _check_name_lengths(paths, out, half)
     _remove_stale_staging(out)
     _check_output(out, folders, overwrite)
     # Patches go to hidden folders first and replace OUT/HR and OUT/LR only once all are written,
