@@ -332,3 +332,45 @@ def test_the_path_is_taken_as_load_generator_takes_it(tmp_path: Path, monkeypatc
         load_authors_generator(bytes(tmp_path / "x.npz"))  # type: ignore[arg-type]
     with pytest.raises(InvalidOptionError, match="must be a path"):
         load_authors_generator(None)  # type: ignore[arg-type]
+
+
+def _wrong_files(tmp_path: Path) -> dict[str, Path]:
+    """Files a user may hand to convert instead of the authors' .npz."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    good = write_tensorlayer_npz(tmp_path / "good.npz", tensorlayer_order(random_params(8, 2, 2), 2, 2))
+    files = {name: tmp_path / name for name in ("SRFeat_full.npz", "model.ckpt.index", "model.h5", "named.npz")}
+    files["SRFeat_full.npz"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a download cut short
+    files["model.ckpt.index"].write_bytes(bytes(64))
+    files["model.h5"].write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    np.savez(files["named.npz"], **{f"layer{i}/W": np.zeros(1) for i in range(3000)})
+    files["mine.safetensors"] = tmp_path / "mine.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), files["mine.safetensors"])
+    files["mine.pt"] = tmp_path / "mine.pt"
+    torch.save(SRFeatGenerator(num_features=8, num_blocks=2).state_dict(), files["mine.pt"])
+    return files
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("SRFeat_full.npz", "is a zip archive cut short or damaged (File is not a zip file): download it again"),
+        ("model.ckpt.index", "is (part of) a TensorFlow checkpoint: srfeat convert reads the authors' tensorlayer"),
+        ("model.h5", "is not an .npz file: it is an HDF5 file: expected tensorlayer's save_npz"),
+        ("named.npz", "has no 'params' entry (it has layer0/W.npy, layer1/W.npy, layer2/W.npy, layer3/W.npy, "),
+        ("mine.safetensors", "is a safetensors file, not the authors' weights"),
+        ("mine.pt", "is a PyTorch checkpoint (torch.save), not the authors' weights"),
+    ],
+)
+def test_convert_says_what_a_wrong_file_is(tmp_path: Path, name: str, message: str) -> None:
+    # Each was "is not an .npz file (File is not a zip file)" (a truncated download too), a line of
+    # 3,000 entry names, a PyTorch checkpoint's entries, or for a srfeat .safetensors given alone
+    # "the output is the input": the file was never named for what it is.
+    path = _wrong_files(tmp_path)[name]
+    args = ("convert", path) if name == "mine.safetensors" else ("convert", path, "-o", tmp_path / "x.safetensors")
+    child = srfeat_cli(*args)
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    lines = child.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and len(lines[0]) < 600, lines
+    assert not (tmp_path / "x.safetensors").exists()

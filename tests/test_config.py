@@ -334,6 +334,10 @@ def test_values_that_pass_the_type_but_cannot_run(override: str, message: str) -
         ("train={seed: x}", "override train: config key train.seed must be int"),
         # "must be a list of Literal": what the list may hold was not said
         ("model.discriminators=image", "model.discriminators must be a list of 'image' or 'feature', got 'image'"),
+        # a key the override made up on its way was blamed on the file: "stage1.yaml: unknown config key TRAIN"
+        ("TRAIN.seed=1", "override TRAIN.seed: unknown config key TRAIN (known in this section: data,"),
+        ("train..seed=1", "override train..seed: unknown config key train. (known in this section: batch_size,"),
+        ("train.seed.x=1", "override train.seed.x: config key train.seed must be int, got {'x': 1} (dict)"),
     ],
 )
 def test_a_bad_item_of_an_override_is_named_as_the_override(override: str, expected: str) -> None:

@@ -178,9 +178,11 @@ def test_the_api_refuses_bad_outscale(upscaler: Upscaler) -> None:
 
 
 def tiny_config_file(tmp_path: Path) -> Path:
+    """A config that passes --dry-run, which reads the training folder's image headers: one 32x32 image."""
     (tmp_path / "images").mkdir(exist_ok=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "one.png")
     path = tmp_path / "config.yaml"
-    path.write_text(f"data:\n  train_dirs: [{tmp_path / 'images'}]\n")
+    path.write_text(f"data:\n  train_dirs: [{tmp_path / 'images'}]\n  hr_patch_size: 32\ntrain:\n  batch_size: 1\n")
     return path
 
 

@@ -1,17 +1,21 @@
-"""`srfeat prepare`: patch names that cannot clash, an OUT/HR that is a link, file names that are not UTF-8."""
+"""`srfeat prepare`: patch names that cannot clash, an OUT/HR that is a link, file names that are not UTF-8,
+links and sidecar files among the sources, an OUT that cannot be written or fills up."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-from cli_helpers import one_error_line, srfeat_cli
+import pytest
+from cli_helpers import CHILD_ENV, one_error_line, srfeat_cli
 from skimage import data as samples
 
 from srfeat.data.io import read_image, write_png
 from srfeat.data.prepare import HALF_PATCHES_PER_IMAGE, PATCHES_PER_IMAGE, matlab_downscale
+from srfeat.errors import SRFeatError
 
 
 def assert_pairs_match(out: Path) -> None:
@@ -104,3 +108,102 @@ def test_no_progress_bar_goes_into_a_pipe(tmp_path: Path) -> None:
     result = srfeat_cli("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "prepare:" not in result.stderr and "img/s" not in result.stderr, result.stderr
+
+
+def test_a_sidecar_file_beside_an_image_is_no_name_clash(tmp_path: Path) -> None:
+    # A photo editor's 0001.xmp beside 0001.png stopped the run: "two source images share a file name"
+    write_png(tmp_path / "src" / "0001.png", samples.astronaut()[:100, :100])
+    (tmp_path / "src" / "0001.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
+    (tmp_path / "src" / "0000.aae").write_text("<plist/>")  # before its image in the listing, too
+    write_png(tmp_path / "src" / "0000.png", samples.coffee()[:100, :100])
+    args = ("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", "--no-half")
+    result = srfeat_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot read image src/0001.xmp" in result.stderr  # skipped, and said
+    assert len(list((tmp_path / "out" / "HR").iterdir())) == 2 * PATCHES_PER_IMAGE
+
+
+def test_a_link_to_another_source_image_is_cut_once(tmp_path: Path) -> None:
+    # a.png, b.png -> a.png and a hard link c.png: a's patches were cut three times (weighed triple in training)
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    (tmp_path / "src" / "b.png").symlink_to("a.png")
+    os.link(tmp_path / "src" / "a.png", tmp_path / "src" / "c.png")
+    result = srfeat_cli("prepare", "src", "out", "--hr-patch-size", "64", "--workers", "1", "--no-half", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "src/b.png is the same file as src/a.png" in result.stderr
+    assert "src/c.png is the same file as src/a.png" in result.stderr
+    assert {path.name[:2] for path in (tmp_path / "out" / "HR").iterdir()} == {"a_"}
+    assert len(list((tmp_path / "out" / "HR").iterdir())) == PATCHES_PER_IMAGE
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    # A write that failed (a full disk; here the file size limit) was an OSError traceback
+    import resource
+
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("kept")
+    for workers in ("1", "2"):
+        child = subprocess.run(
+            [sys.executable, "-m", "srfeat.cli", "prepare", "src", "out", "--hr-patch-size", "64"]
+            + ["--workers", workers, "--overwrite"],
+            cwd=tmp_path,
+            env=CHILD_ENV,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)),
+        )
+        line = one_error_line(child)
+        assert "could not write the patches in out: File too large; out is as it was" in line, line
+        assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["mine.txt"]
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_patch(tmp_path: Path) -> None:
+    # mkdir of the hidden folders failed with a PermissionError traceback
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    (tmp_path / "ro").mkdir()
+    out = tmp_path / "ro" / "out"
+    try:  # a folder no one may write in, root included (chmod does not bind root)
+        subprocess.run(["chattr", "+i", str(tmp_path / "ro")], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("chattr +i is not available here (needs root and a file system that supports it)")
+    try:
+        line = one_error_line(srfeat_cli("prepare", "src", out, "--hr-patch-size", "64", cwd=tmp_path))
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "ro")], check=True)
+    assert f"output folder {out}: cannot write in {tmp_path / 'ro'}" in line and "choose another OUT" in line, line
+
+
+def test_an_hr_folder_made_while_the_run_cut_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another run (or the user) put OUT/HR in place while this one cut: it was replaced without --overwrite
+    from srfeat.data import prepare
+
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    out = tmp_path / "out"
+    cut = prepare.prepare_image
+
+    def cut_while_another_run_finishes(path: Path, *args: object) -> prepare.ImageOutcome:
+        (out / "HR").mkdir(exist_ok=True)
+        (out / "HR" / "theirs.png").write_bytes(b"another run's patch")
+        return cut(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prepare, "prepare_image", cut_while_another_run_finishes)
+    with pytest.raises(SRFeatError, match="out/HR appeared while this run cut its patches"):
+        prepare.prepare_patches(tmp_path / "src", out, hr_patch_size=64, workers=1, progress=False)
+    assert sorted(path.name for path in out.iterdir()) == ["HR"]
+    assert [path.name for path in (out / "HR").iterdir()] == ["theirs.png"]
+    prepare.prepare_patches(tmp_path / "src", out, hr_patch_size=64, workers=1, progress=False, overwrite=True)
+    assert len(list((out / "HR").iterdir())) == PATCHES_PER_IMAGE  # theirs replaced, with --overwrite
+
+
+def test_an_image_whose_patch_names_are_too_long_is_named_before_any_is_cut(tmp_path: Path) -> None:
+    # A 245-byte name fits, its patches' (<stem>_half_000.png, 258 bytes) do not: the run cut the other
+    # images first, then stopped with "File name too long", naming no file
+    long_stem = "x" * 245
+    write_png(tmp_path / "src" / f"{long_stem}.png", samples.astronaut()[:100, :100])
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    line = one_error_line(srfeat_cli("prepare", "src", "out", "--hr-patch-size", "32", "--workers", "1", cwd=tmp_path))
+    assert f"the patches of src/{long_stem}.png would be named" in line and "258 bytes, more than the 255" in line
+    assert "rename the image" in line and not (tmp_path / "out").exists()

@@ -33,10 +33,12 @@ def run(args: argparse.Namespace) -> int:
 
     from srfeat.commands.blend import check_weights_output
     from srfeat.weights import save_generator
-    from srfeat.weights.authors import load_authors_generator
+    from srfeat.weights.authors import load_authors_generator, read_tensorlayer_npz
 
     src = Path(args.src).expanduser()
     out = Path(args.out).expanduser() if args.out else src.with_suffix(".safetensors")
+    if out == src and src.is_file():  # `convert gen.safetensors`: what the input is says more than "-o is the input"
+        read_tensorlayer_npz(src)
     check_weights_output(out, args.overwrite, [src])
     generator = load_authors_generator(src)
     save_generator(generator, out, replace=args.overwrite)  # atomic: a temporary file renamed over OUT

@@ -7,6 +7,7 @@ configs/dev). Several GPUs or CPUs: `torchrun --nproc_per_node=W -m srfeat.cli t
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 
 from srfeat.commands.arguments import OneLineErrorParser, path_argument
@@ -65,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="check the config and its data paths, print the resolved config, train nothing",
+        help="check the config, its data paths and that the folders hold usable images (from their headers), "
+        "print the resolved config, train nothing",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
@@ -87,6 +89,14 @@ def run(args: argparse.Namespace) -> int:
 
         check_paths(config, resuming=args.resume, dry_run=True)
         check_run_folder(config, config.resolve_path(config.out_dir), args.resume, args.overwrite)
+        from srfeat.training.loop import unreached_milestones
+        from srfeat.training.sampling import check_data
+
+        epoch_steps = check_data(config)  # the images are there: a run would refuse no usable one only now
+        planned = config.train.epochs * epoch_steps
+        unreached = unreached_milestones(config, min(planned, config.train.max_steps or planned), epoch_steps)
+        if unreached:
+            logging.getLogger("srfeat").warning("%s", unreached)
         write_output(config.to_yaml())  # the checked config is the dry run's output
         return 0
 

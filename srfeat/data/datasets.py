@@ -44,6 +44,7 @@ __all__ = [
     "center_crop",
     "check_patch_size",
     "mod_crop",
+    "scan_images",
     "to_tensor",
 ]
 
@@ -124,15 +125,32 @@ def distinct_folders(folders: Sequence[PathLike], option: str, outcome: str) -> 
     return list(kept.values())
 
 
-def _scan(folders: list[Path], min_size: int, owner: str) -> tuple[list[Path], int]:
+def _holds_no_image(folder: Path, files: int, unreadable: int, too_small: int, min_size: int) -> str:
+    """Why `folder` gave no usable image, with the count of what was skipped."""
+    if files:
+        skipped = [f"{unreadable} not readable as images"] * bool(unreadable)
+        skipped += [f"{too_small} smaller than {min_size}x{min_size}"] * bool(too_small)
+        return f"{folder} holds no usable image ({files} file(s) skipped: {', '.join(skipped)})"
+    entries = list(folder.iterdir())
+    subfolders = sum(1 for entry in entries if entry.is_dir() and not entry.name.startswith("."))
+    if subfolders:  # DIV2K/ for DIV2K/DIV2K_train_HR/: subfolders are not read
+        return f"{folder} holds no image files, only {subfolders} subfolder(s) (not read): give the folder of images"
+    return f"{folder} holds no image files" + (" (only hidden ones)" if entries else ": it is empty")
+
+
+def scan_images(folders: list[Path], min_size: int, owner: str) -> tuple[list[Path], int]:
     """Images of `folders` at least min_size x min_size (from headers); others logged and dropped.
-    Also the bytes the usable ones take decoded (RGB uint8)."""
+    Also the bytes the usable ones take decoded (RGB uint8). A folder without a usable image is
+    named with what it holds: a warning, or the error when no folder has one."""
     usable: list[Path] = []
     decoded_bytes = 0
     too_small: list[Path] = []
     unreadable = 0
+    barren: list[str] = []  # folders that gave nothing, and why
     for folder in folders:
-        for path in list_images(folder):
+        files = list_images(folder)
+        counts = len(usable), unreadable, len(too_small)
+        for path in files:
             try:
                 height, width = image_size(path)
             except ImageReadError as error:
@@ -144,6 +162,9 @@ def _scan(folders: list[Path], min_size: int, owner: str) -> tuple[list[Path], i
                 decoded_bytes += height * width * 3
             else:
                 too_small.append(path)
+        if len(usable) == counts[0]:
+            skipped = unreadable - counts[1], len(too_small) - counts[2]
+            barren.append(_holds_no_image(folder, len(files), *skipped, min_size))
     if too_small:
         logger.info("%s: %d image(s) smaller than %d px skipped", owner, len(too_small), min_size)
         logger.debug("%s: too small: %s", owner, ", ".join(str(path) for path in too_small))
@@ -155,9 +176,9 @@ def _scan(folders: list[Path], min_size: int, owner: str) -> tuple[list[Path], i
         f" ({unreadable} unreadable, skipped)" if unreadable else "",
     )
     if not usable:
-        raise SRFeatError(
-            f"{owner}: no usable images (at least {min_size}x{min_size}) in {', '.join(map(str, folders))}"
-        )
+        raise SRFeatError(f"{owner}: no usable images (at least {min_size}x{min_size}): {'; '.join(barren)}")
+    for line in barren:  # one of several folders: a wrong path, most likely
+        logger.warning("%s: %s", owner, line)
     return usable, decoded_bytes
 
 
@@ -219,7 +240,7 @@ class CenterCropDataset(Dataset[Sample]):
         check_patch_size(hr_patch_size, scale)
         self.hr_patch_size = hr_patch_size
         self.scale = scale
-        self.images = _LazyImages(_scan(_as_folders(folders), hr_patch_size, type(self).__name__)[0])
+        self.images = _LazyImages(scan_images(_as_folders(folders), hr_patch_size, type(self).__name__)[0])
         self.cache: list[tuple[str, np.ndarray, np.ndarray]] | None = None
         if in_memory:
             arrays = self.images.load_all()
@@ -336,7 +357,7 @@ class RandomCropDataset(Dataset[Sample]):
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.repeats = repeats
-        paths, decoded_bytes = _scan(_as_folders(folders), hr_patch_size, type(self).__name__)
+        paths, decoded_bytes = scan_images(_as_folders(folders), hr_patch_size, type(self).__name__)
         self.images = _LazyImages(paths)
         self.cache: list[torch.Tensor] | None = None
         if in_memory is None:

@@ -35,10 +35,10 @@ import numpy as np
 from tqdm import tqdm
 
 from srfeat.data.datasets import check_patch_size, distinct_folders
-from srfeat.data.io import PathLike, list_images, read_image, write_png
+from srfeat.data.io import PathLike, image_size, list_images, read_image, write_png
 from srfeat.data.resize import imresize_np
 from srfeat.errors import ImageReadError, SRFeatError
-from srfeat.files import process_exists
+from srfeat.files import name_max, process_exists, unwritable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +194,9 @@ def _check_output(out: Path, folders: list[Path], overwrite: bool) -> None:
                 f"source {folder} is where the patches go ({out}, its HR/ or LR/): "
                 "their files would mix with (or replace) the source images; choose another OUT"
             )
+    unwritable = unwritable_folder(out)
+    if unwritable:
+        raise SRFeatError(f"output folder {out}: {unwritable}: choose another OUT")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SRFeatError(
             f"output folder {out} is not empty: "
@@ -201,25 +204,61 @@ def _check_output(out: Path, folders: list[Path], overwrite: bool) -> None:
         )
 
 
+def _is_image(path: Path) -> bool:
+    try:
+        image_size(path)
+    except ImageReadError:
+        return False
+    return True
+
+
+def _distinct_files(paths: list[Path]) -> list[Path]:
+    """The paths, a file that one of them links to (a symbolic or hard link) kept once, with a
+    warning: its patches would be cut twice, and the image weigh double in training."""
+    kept: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        status = path.stat()
+        first = kept.setdefault((status.st_dev, status.st_ino), path)
+        if first is not path:
+            logger.warning("%s is the same file as %s (a link): its patches are cut once", path, first)
+    return list(kept.values())
+
+
 def _check_patch_names(paths: list[Path], half: bool) -> None:
     """No two images would write patches of one name (`<stem>_NNN.png`; with `half`, also
-    `<stem>_half_NNN.png`, which are the names of an image called `<stem>_half`'s own patches)."""
+    `<stem>_half_NNN.png`, which are the names of an image called `<stem>_half`'s own patches).
+    A file that is not an image (`0001.xmp` beside `0001.png`: a photo editor's sidecar) writes
+    none: it is skipped later, with a warning."""
     by_stem: dict[str, Path] = {}
     for path in paths:
         first = by_stem.setdefault(path.stem, path)
-        if first is not path:
-            raise SRFeatError(
-                f"two source images share a file name (without extension): {first} and {path}; "
-                "their patches would overwrite each other: rename one"
-            )
+        if first is not path and _is_image(path):
+            if _is_image(first):
+                raise SRFeatError(
+                    f"two source images share a file name (without extension): {first} and {path}; "
+                    "their patches would overwrite each other: rename one"
+                )
+            by_stem[path.stem] = path
     if not half:
         return
     for stem, path in by_stem.items():
         clash = by_stem.get(f"{stem}_half")
-        if clash is not None:
+        if clash is not None and _is_image(path) and _is_image(clash):
             raise SRFeatError(
                 f"the half-size patches of {path} ({stem}_half_NNN.png) would overwrite those of {clash}: "
                 f"rename {clash.name}, or pass --no-half"
+            )
+
+
+def _check_name_lengths(paths: list[Path], out: Path, half: bool) -> None:
+    """Every patch name (`<stem>_half_NNN.png` the longest) fits OUT's file system, found before any is cut."""
+    limit = name_max(out)
+    for path in paths:
+        longest = f"{path.stem}_half_000.png" if half else f"{path.stem}_000.png"
+        if len(os.fsencode(longest)) > limit and _is_image(path):  # a file that is not one writes none
+            raise SRFeatError(
+                f"the patches of {path} would be named {longest[:20]}...{longest[-16:]}, {len(os.fsencode(longest))} "
+                f"bytes, more than the {limit} the file system of {out} takes: rename the image"
             )
 
 
@@ -263,12 +302,19 @@ def _remove_stale_staging(out: Path) -> None:
         _remove_retired(entry)
 
 
-def _swap_in(out: Path, staging: dict[str, Path]) -> None:
+def _swap_in(out: Path, staging: dict[str, Path], overwrite: bool) -> None:
     """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success).
 
     Both old folders are moved aside before either new one moves in, and removed last, so that a
     failure cannot leave one run's HR/ beside another run's LR/ (pairs that do not match).
+    Without `overwrite`, an HR/ or LR/ made while this run cut (another run's) is kept.
     """
+    appeared = [out / sub for sub in staging if (out / sub).exists() or (out / sub).is_symlink()]
+    if appeared and not overwrite:
+        raise SRFeatError(
+            f"{appeared[0]} appeared while this run cut its patches (another srfeat prepare?): it is kept, and "
+            "this run's patches are discarded; run again with --overwrite to replace it, or choose another OUT"
+        )
     retired: list[Path] = []
     for sub in staging:
         old = out / sub
@@ -316,20 +362,21 @@ def prepare_patches(
         )
     folders = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(source) for source in sources]
     folders = distinct_folders(folders, "SRC", "its images are cut once")
-    paths = [path for folder in folders for path in list_images(folder)]
+    paths = _distinct_files([path for folder in folders for path in list_images(folder)])
     if not paths:
         raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")
     _check_patch_names(paths, half)
     out = Path(out)
+    _check_name_lengths(paths, out, half)
     _remove_stale_staging(out)
     _check_output(out, folders, overwrite)
     # Patches go to hidden folders first and replace OUT/HR and OUT/LR only once all are written,
     # so a run that fails or is stopped leaves an earlier run's patches (--overwrite) as they were.
     created_out = not out.exists()
     staging = _staging_folders(out)
-    for folder in staging.values():
-        folder.mkdir(parents=True, exist_ok=True)
     try:
+        for folder in staging.values():
+            folder.mkdir(parents=True, exist_ok=True)
         outcomes = _prepare_all(paths, staging, hr_patch_size, scale, seed, min(workers, len(paths)), progress, half)
         _report_skipped(outcomes, hr_patch_size)
         if not any(outcome.written for outcome in outcomes):
@@ -337,7 +384,13 @@ def prepare_patches(
                 f"no patches written: every source image was unreadable or smaller than {hr_patch_size} px"
                 + (f"; {out} is as it was" if not created_out else "")
             )
-        _swap_in(out, staging)
+        _swap_in(out, staging, overwrite)
+    except OSError as error:
+        _discard(out, staging, created_out)
+        if isinstance(error, SRFeatError):  # an image that cannot be read is a warning: not this
+            raise
+        kept = f"{out} is as it was" if not created_out else f"no {out} was left"
+        raise SRFeatError(f"could not write the patches in {out}: {error.strerror or error}; {kept}") from error
     except BaseException:
         _discard(out, staging, created_out)
         raise

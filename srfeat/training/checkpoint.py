@@ -23,7 +23,7 @@ import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from torch import nn
 from srfeat.errors import WeightsError
 from srfeat.files import PendingFile, remove_stale_temporaries, write_file_atomically, write_files_atomically
 from srfeat.weights.file_kinds import PYTORCH, identify_file, torch_load_quietly, unpickling_problem
+
+if TYPE_CHECKING:
+    from srfeat.training.config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +294,16 @@ def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
 FOLDER_KEYS = ("data.train_dirs", "validation.dir")
 
 
+def resolved_folders(config: TrainingConfig) -> dict[str, Any]:
+    """The image folders the run reads, as absolute paths: what its relative paths and {datasets_dir}
+    meant where it ran. A resume from another working directory can find other folders by the same text."""
+    validation = config.validation.dir
+    return {
+        "data.train_dirs": [str(config.resolve_path(folder).resolve()) for folder in config.data.train_dirs],
+        "validation.dir": str(config.resolve_path(validation).resolve()) if validation is not None else None,
+    }
+
+
 def _folders(value: Any) -> dict[str, Any] | None:
     """A state's resolved folders (`resolved_folders`), or None if it has none that look right."""
     if not isinstance(value, dict) or set(value) != set(FOLDER_KEYS):
@@ -311,7 +324,7 @@ def config_changes(
     """`key: old -> new` for each config key that a resume changes and that changes the run
     (a batch size, a seed, the data: the resumed steps then differ from those it would have made).
 
-    With the saved run's resolved folders and this one's (`config.resolved_folders`), the image
+    With the saved run's resolved folders and this one's (`resolved_folders`), the image
     folders are compared as absolute paths: a relative `data.train_dirs` resumed from another
     working directory is other data, and another `datasets_dir` that finds the same folders is not.
     A key the saved config lacks (one added to srfeat since) counts as its value in `defaults`, the

@@ -272,9 +272,13 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
         config: TrainingConfig = build_dataclass(TrainingConfig, tree)
         check(config)
     except ConfigError as error:
+        named = re.search(r"config key (\S+)", str(error))
         for key, _ in override_pairs:  # a value from the command line is named as such, not as the file's
-            # its own key, an item of its list (`key[1]`) or a key of the section it gave (`train={seed: x}`)
-            if any(f"config key {key}{end}" in f"{error} " for end in (" ", "[", ".")):
+            # its own key, an item of its list (`key[1]`), a key of the section it gave (`train={seed: x}`), or a
+            # key it made up on the way (`TRAIN.seed=1`: unknown TRAIN; `train.seed.x=1`: a seed of {x: 1})
+            if any(f"config key {key}{end}" in f"{error} " for end in (" ", "[", ".")) or (
+                named and key.startswith(f"{named.group(1)}.")
+            ):
                 raise ConfigError(f"override {key}: {error}") from error
         raise
     return config
@@ -427,16 +431,6 @@ def check(config: TrainingConfig) -> None:
         )
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device):
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
-
-
-def resolved_folders(config: TrainingConfig) -> dict[str, Any]:
-    """The image folders the run reads, as absolute paths: what its relative paths and {datasets_dir}
-    meant where it ran. A resume from another working directory can find other folders by the same text."""
-    validation = config.validation.dir
-    return {
-        "data.train_dirs": [str(config.resolve_path(folder).resolve()) for folder in config.data.train_dirs],
-        "validation.dir": str(config.resolve_path(validation).resolve()) if validation is not None else None,
-    }
 
 
 def vgg_weights_source(config: TrainingConfig) -> str:

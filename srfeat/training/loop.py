@@ -43,7 +43,7 @@ from srfeat.training.validation import Validator
 if TYPE_CHECKING:
     from srfeat.training.trainer import Trainer
 
-__all__ = ["LoopState", "Progress", "TrainingLoop", "lr_factor"]
+__all__ = ["LoopState", "Progress", "TrainingLoop", "lr_factor", "unreached_milestones"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,28 @@ def lr_factor(config: TrainingConfig, epoch: int, progress: float) -> float:
     else:
         passed = sum(1 for milestone in optim.lr_milestones if progress >= milestone)
     return optim.lr_gamma**passed
+
+
+def unreached_milestones(config: TrainingConfig, planned_steps: int, steps_per_epoch: int) -> str | None:
+    """Why some of optim.lr_milestones change no step's learning rate: the run ends first (None if
+    all are reached). A time budget (train.max_minutes) may end it sooner still: that is not known."""
+    optim, train = config.optim, config.train
+    if optim.lr_schedule == "epoch":  # milestone M: from the first step of epoch M
+        last_epoch = -(-planned_steps // steps_per_epoch)
+        late = [m for m in optim.lr_milestones if m > last_epoch]
+        length = f"the run's last epoch is {last_epoch} " + (
+            f"(train.max_steps {train.max_steps}, {steps_per_epoch} step(s) per epoch)"
+            if last_epoch < train.epochs
+            else "(train.epochs)"
+        )
+    else:  # milestone m: from the step after the one at which step / planned_steps >= m (or time / max_minutes)
+        late = [m for m in optim.lr_milestones if m * planned_steps > planned_steps - 1 and not train.max_minutes]
+        length = (
+            f"the run has {planned_steps} steps; milestone m sets the rate of the steps after step m x {planned_steps}"
+        )
+    if not late:
+        return None
+    return f"optim.lr_milestones {', '.join(f'{m:g}' for m in late)} never reached: {length}"
 
 
 @dataclass

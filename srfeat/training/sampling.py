@@ -23,7 +23,15 @@ from srfeat.training.distributed import DistributedContext
 from srfeat.training.interrupt import quiet_worker
 from srfeat.training.run_folder import close_inherited_locks
 
-__all__ = ["Repeated", "ResumableSampler", "SeededItems", "build_loader", "build_train_dataset"]
+__all__ = [
+    "Repeated",
+    "ResumableSampler",
+    "SeededItems",
+    "build_loader",
+    "build_train_dataset",
+    "check_data",
+    "steps_per_epoch",
+]
 
 
 class SeededItems(Dataset):
@@ -141,8 +149,33 @@ def build_loader(
         prefetch_factor=data.prefetch_factor if data.num_workers > 0 else None,
     )
     if len(loader) == 0:
-        raise ConfigError(
-            f"the training set has {len(dataset)} items, fewer than one global batch "
-            f"({config.train.batch_size} x {context.world_size}): lower train.batch_size or add images"
-        )
+        steps_per_epoch(len(dataset), config, context.world_size)  # says why
     return dataset, sampler, loader
+
+
+def steps_per_epoch(items: int, config: TrainingConfig, world_size: int) -> int:
+    """The steps of an epoch of `items` (each rank's share, in whole batches); none is an error."""
+    steps = items // world_size // config.train.batch_size
+    if steps == 0:
+        raise ConfigError(
+            f"the training set has {items} items, fewer than one global batch "
+            f"({config.train.batch_size} x {world_size}): lower train.batch_size or add images"
+        )
+    return steps
+
+
+def check_data(config: TrainingConfig) -> int:
+    """What `srfeat train --dry-run` checks of the data, from file headers and names, as the run
+    will find it: the training folders hold usable images (patch pairs) for at least one batch, the
+    validation folder holds images. Returns the steps of an epoch of one process."""
+    from srfeat.data.datasets import PairedPatchDataset, distinct_folders, scan_images
+
+    data, scale = config.data, config.model.scale
+    folders = distinct_folders([config.resolve_path(d) for d in data.train_dirs], "data.train_dirs", "used once")
+    if data.kind == "patches":  # names only, and one pair read
+        items = len(PairedPatchDataset(folders, scale=scale, hr_patch_size=data.hr_patch_size))
+    else:
+        items = len(scan_images(folders, data.hr_patch_size, "training data")[0])
+    if config.validation.dir is not None:  # the run's Validator skips images smaller than the scale
+        scan_images([config.resolve_path(config.validation.dir)], scale, "validation.dir")
+    return steps_per_epoch(items * data.repeat, config, 1)

@@ -39,7 +39,7 @@ from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import set_worker_threads
 from srfeat.training import checkpoint, networks
-from srfeat.training.config import TrainingConfig, check_built, check_paths, resolved_folders, vgg_weights_source
+from srfeat.training.config import TrainingConfig, check_built, check_paths, vgg_weights_source
 from srfeat.training.distributed import (
     DistributedContext,
     FrozenAwareDDP,
@@ -50,7 +50,7 @@ from srfeat.training.distributed import (
     wrap_ddp,
 )
 from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
-from srfeat.training.loop import Progress, TrainingLoop, lr_factor
+from srfeat.training.loop import Progress, TrainingLoop, lr_factor, unreached_milestones
 from srfeat.training.run_folder import check_run_folder, remove_previous_run, run_folder_lock
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
@@ -294,7 +294,7 @@ class Trainer:
         state = {
             "stage": self.config.stage,
             "config": self.config.to_yaml(),
-            "folders": resolved_folders(self.config),  # what its relative paths meant (a resume compares)
+            "folders": checkpoint.resolved_folders(self.config),  # what its relative paths meant (a resume compares)
             "generator": self.generator.state_dict(),
             "discriminators": {name: d.state_dict() for name, d in self.discriminators.items()},
             "discriminator_inputs": networks.DISCRIMINATOR_INPUTS,
@@ -325,7 +325,7 @@ class Trainer:
             saved.get("config"),
             self.config.to_dict(),
             saved.get("folders"),
-            resolved_folders(self.config),
+            checkpoint.resolved_folders(self.config),
             defaults=TrainingConfig().to_dict(),
         )
         if changes:
@@ -387,6 +387,9 @@ class Trainer:
         planned_steps = config.train.epochs * steps_per_epoch
         if config.train.max_steps is not None:
             planned_steps = min(planned_steps, config.train.max_steps)
+        unreached = unreached_milestones(config, planned_steps, steps_per_epoch)
+        if unreached and context.is_main:
+            logger.warning("%s", unreached)
         validator = Validator(config, self.device) if config.validation.dir and context.is_main else None
         with ExitStack() as folder_lock:
             if context.is_main:

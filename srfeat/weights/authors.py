@@ -111,7 +111,10 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             if NPZ_ENTRY not in names:
-                raise WeightsError(f"{path} has no 'params' entry (it has {', '.join(names) or 'none'}): {EXPECTED}")
+                if any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+                    raise _not_theirs(path, "a PyTorch checkpoint (torch.save)")
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                raise WeightsError(f"{path} has no 'params' entry (it has {shown or 'none'}): {EXPECTED}")
             size = archive.getinfo(NPZ_ENTRY).file_size
             if size > MAX_ENTRY_BYTES:
                 raise WeightsError(
@@ -121,13 +124,43 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
             with archive.open(NPZ_ENTRY) as stream:
                 container = _read_object_array(stream, path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
-        raise WeightsError(f"{path} is not an .npz file ({error}): {EXPECTED}") from error
+        raise _not_an_npz(path, error) from error
     except OSError as error:
         raise WeightsError(f"{path} cannot be read ({error}): {EXPECTED}") from error
     items = list(container.ravel()) if isinstance(container, np.ndarray) else None
     if items is None or not all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in items):
         raise WeightsError(f"{path}: 'params' does not hold floating-point arrays: {EXPECTED}")
     return items
+
+
+CONVERTS = "srfeat convert reads the authors' tensorlayer .npz files (SRFeat_init.npz, SRFeat_full.npz)"
+
+
+def _not_theirs(path: Path, what: str) -> WeightsError:
+    return WeightsError(
+        f"{path} is {what}, not the authors' weights: {CONVERTS}; a srfeat generator (.safetensors, .pt) needs no "
+        "converting: give it to srfeat upscale --model as it is"
+    )
+
+
+def _not_an_npz(path: Path, error: Exception) -> WeightsError:
+    """What a file that is no zip archive is, rather than zipfile's word for it ("File is not a zip file")."""
+    from srfeat.weights.file_kinds import PYTORCH, SAFETENSORS, identify_file
+
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK"):  # a zip whose end (its list of entries) is missing or damaged
+        return WeightsError(f"{path} is a zip archive cut short or damaged ({error}): download it again")
+    if ".ckpt" in path.name or path.suffix in (".index", ".meta") or ".data-0" in path.name:
+        return WeightsError(
+            f"{path} is (part of) a TensorFlow checkpoint: {CONVERTS}; to convert a checkpoint of their code, save its "
+            "generator with tensorlayer first: tl.files.save_npz(net_g.all_params, name='generator.npz')"
+        )
+    kind = identify_file(path)
+    if kind.name in (SAFETENSORS, PYTORCH):
+        return _not_theirs(path, kind.description)
+    hint = f" ({kind.hint})" if kind.hint and "srfeat reads" not in kind.hint else ""  # not load_generator's
+    return WeightsError(f"{path} is not an .npz file: it is {kind.description}{hint}: {EXPECTED}")
 
 
 class _Cursor:

@@ -1,0 +1,123 @@
+"""`srfeat train --dry-run` checks the data a run would find, and milestones a run never reaches are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from cli_helpers import one_error_line, srfeat_cli
+from PIL import Image
+from training_helpers import tiny_values
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def config_file(folders: tuple[Path, Path], tmp_path: Path, **sections: dict) -> Path:
+    """The tiny config (3 images of 64x80, 32 px patches, repeat 2, batch 2: 3 steps an epoch, 4 steps in all)."""
+    values = tiny_values(folders[0], folders[1], tmp_path / "run")
+    for section, changes in sections.items():
+        values[section] = {**values[section], **changes}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def warnings(child) -> list[str]:
+    assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr
+    return [line for line in child.stderr.splitlines() if line.startswith("WARNING")]
+
+
+def barren_folder(tmp_path: Path, holds: str) -> Path:
+    folder = tmp_path / holds
+    folder.mkdir()
+    if holds == "subfolder":  # DIV2K/ given for DIV2K/DIV2K_train_HR/
+        (folder / "DIV2K_train_HR").mkdir()
+        Image.new("RGB", (64, 64)).save(folder / "DIV2K_train_HR" / "0001.png")
+    elif holds == "text":
+        (folder / "notes.txt").write_text("not an image")
+        (folder / "photo.png").write_bytes(b"not a PNG either")
+    elif holds == "small":
+        Image.new("RGB", (20, 64)).save(folder / "thumb.png")
+    return folder
+
+
+EXPECTED = {
+    "empty": "holds no image files: it is empty",
+    "subfolder": "holds no image files, only 1 subfolder(s) (not read)",
+    "text": "holds no usable image (2 file(s) skipped: 2 not readable as images)",
+    "small": "holds no usable image (1 file(s) skipped: 1 smaller than 32x32)",
+}
+
+
+@pytest.mark.parametrize("holds", sorted(EXPECTED))
+def test_the_dry_run_refuses_a_training_folder_without_usable_images(folders, tmp_path, holds) -> None:
+    # The dry run checked that the folder existed and passed; the run then stopped at its start.
+    folder = barren_folder(tmp_path, holds)
+    config = config_file(folders, tmp_path, data={"train_dirs": [str(folder)]})
+    line = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    assert f"{folder} {EXPECTED[holds]}" in line, line
+    # the run says the same, before anything is written
+    assert f"{folder} {EXPECTED[holds]}" in one_error_line(srfeat_cli("train", "--no-progress", config, cwd=tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_dry_run_names_one_of_several_folders_that_gives_nothing(folders, tmp_path) -> None:
+    folder = barren_folder(tmp_path, "text")
+    config = config_file(folders, tmp_path, data={"train_dirs": [str(folders[0]), str(folder)]})
+    lines = warnings(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    assert any(f"{folder} {EXPECTED['text']}" in line for line in lines), lines
+
+
+def test_the_dry_run_refuses_an_empty_validation_folder(folders, tmp_path) -> None:
+    folder = barren_folder(tmp_path, "empty")
+    config = config_file(folders, tmp_path, validation={"dir": str(folder)})
+    line = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    assert "validation.dir" in line and f"{folder} holds no image files" in line, line
+
+
+def test_the_dry_run_refuses_fewer_images_than_a_batch(folders, tmp_path) -> None:
+    config = config_file(folders, tmp_path, data={"repeat": 1}, train={"batch_size": 4})
+    line = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    assert "the training set has 3 items, fewer than one global batch (4 x 1)" in line, line
+
+
+def test_the_dry_run_of_patches_needs_their_pairs(folders, tmp_path) -> None:
+    patches = tmp_path / "patches"
+    (patches / "HR").mkdir(parents=True)
+    (patches / "LR").mkdir()
+    config = config_file(folders, tmp_path, data={"kind": "patches", "train_dirs": [str(patches)]})
+    assert "no HR/LR patch pairs found" in one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(patches / "HR" / name)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(patches / "LR" / name)
+    assert warnings(srfeat_cli("train", config, "--dry-run", cwd=tmp_path)) == []
+
+
+@pytest.mark.parametrize(
+    ("optim", "expected"),
+    [
+        ({"lr_milestones": [2, 3, 5]}, "optim.lr_milestones 3, 5 never reached: the run's last epoch is 2"),
+        (
+            {"lr_schedule": "progress", "lr_milestones": [0.5, 0.8]},
+            "optim.lr_milestones 0.8 never reached: the run has 4 steps",
+        ),
+        ({"lr_milestones": [2]}, None),
+        ({"lr_schedule": "progress", "lr_milestones": [0.75]}, None),
+    ],
+)
+def test_milestones_the_run_never_reaches_are_named(folders, tmp_path, optim, expected) -> None:
+    # 3 steps an epoch, 4 steps: epoch 2 is the last; with 4 steps, 0.75 changes step 4, 0.8 none.
+    config = config_file(folders, tmp_path, optim=optim)
+    lines = [line for line in warnings(srfeat_cli("train", config, "--dry-run", cwd=tmp_path)) if "milestones" in line]
+    assert (lines == []) if expected is None else (len(lines) == 1 and expected in lines[0]), lines
+
+
+def test_epoch_milestones_past_train_epochs_are_named_by_the_run(folders, tmp_path) -> None:
+    config = config_file(folders, tmp_path, optim={"lr_milestones": [3]}, train={"epochs": 2, "max_steps": None})
+    expected = "optim.lr_milestones 3 never reached: the run's last epoch is 2 (train.epochs)"
+    assert any(expected in line for line in warnings(srfeat_cli("train", config, "--dry-run", cwd=tmp_path)))
+    run = srfeat_cli("train", "--no-progress", config, "validation.dir=null", cwd=tmp_path)
+    assert sum(expected in line for line in warnings(run)) == 1, run.stderr
