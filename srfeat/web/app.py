@@ -18,15 +18,13 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
 import re
 import time
 import warnings
-import zipfile
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -45,7 +43,7 @@ from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import DECODE_ERRORS, FORMATS  # DECODE_ERRORS: what a damaged file raises
 from srfeat.library_warnings import WARNINGS_LOCK
 from srfeat.web.hosts import LoopbackHostCheck
-from srfeat.web.job import oversized_result
+from srfeat.web.job import oversized_result, zip_chunks
 from srfeat.web.jobs import Job, JobQueue, ModelChoice, QueueFullError, safe_file_name
 from srfeat.web.views import ViewTooLargeError, bicubic_view, browser_view
 
@@ -331,7 +329,7 @@ def create_app(
         headers["Content-Disposition"] = _attachment("srfeat_results.zip")
         # Streamed, one result at a time: a zip built whole would be a second copy of every result,
         # once per request, beyond what --max-held-mb counts.
-        return StreamingResponse(_zip_chunks(jobs), media_type="application/zip", headers=headers)
+        return StreamingResponse(zip_chunks(jobs), media_type="application/zip", headers=headers)
 
     routes = [
         Route("/", page),
@@ -444,43 +442,3 @@ def _mime(name: str) -> str:
 def _attachment(name: str) -> str:
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
-
-
-class _ChunkSink(io.RawIOBase):
-    """A write-only, unseekable file that keeps what is written until `take` hands it on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._chunks: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self._chunks.append(bytes(data))  # the same object when it is bytes already (a result): no copy
-        return len(data)
-
-    def take(self) -> list[bytes]:
-        chunks, self._chunks = self._chunks, []
-        return [chunk for chunk in chunks if chunk]
-
-
-def _zip_chunks(jobs: list[Job]) -> Iterator[bytes]:
-    """The results as a zip (stored: images are compressed already), in pieces as it is written;
-    duplicate names get `_2`, `_3`, also those that differ only in case (`Photo.png`, `photo.png`),
-    which Windows and macOS would unpack as one file."""
-    sink = _ChunkSink()
-    used: set[str] = set()
-    archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)  # unseekable: sizes go after each file
-    for job in jobs:
-        name = job.result_name
-        stem, dot, extension = name.rpartition(".")
-        count = 2
-        while name.casefold() in used:
-            name = f"{stem}_{count}{dot}{extension}"
-            count += 1
-        used.add(name.casefold())
-        archive.writestr(name, job.result or b"")
-        yield from sink.take()
-    archive.close()
-    yield from sink.take()
