@@ -296,7 +296,7 @@ def create_app(
             reason = f"its job {job.state}: {job.error}" if job.error else f"its job {job.state}"
             return _error(f"the original of {job.name} is no longer held ({reason}); upload it again", 404)
         elif kind == "original":
-            make = partial(browser_view, data)
+            make = partial(browser_view, data, "original")
         else:
             make = partial(bicubic_view, data, job.result_width, job.result_height)
         if kind not in job.views:
