@@ -1,25 +1,117 @@
-"""`srfeat serve` past one page and one small image: results too large to convert for the browser's viewer.
+"""`srfeat serve` past one page and one small image: many tabs of one browser, and results too
+large to convert for the browser's viewer.
 
 Helpers and the browser come from test_web.py; this module starts its own servers.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
+import re
+import time
+from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, FilePayload, Page, Route, expect
 from test_web import (
+    Server,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
     job_card,
     png_bytes,
     start_server,
     stop_server,
 )
+
+from srfeat.web.jobs import JobQueue
+
+MAX_QUEUED = 2
+# How long a page may fall silent before its jobs are cancelled (srfeat serve passes no other).
+PAGE_GRACE_SECONDS = inspect.signature(JobQueue).parameters["grace_seconds"].default
+TABS = 9  # Chromium opens 6 connections per server (HTTP/1.1): one stream per tab left a 7th tab unloaded
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    started = start_server("--max-queued", str(MAX_QUEUED))
+    yield started
+    stop_server(started)
+
+
+def _file(name: str, data: bytes) -> FilePayload:
+    return {"name": name, "mimeType": "image/png", "buffer": data}
+
+
+def _wait_for_log(server: Server, text: str) -> None:
+    deadline = time.monotonic() + 120
+    while text not in server.log_text():
+        assert time.monotonic() < deadline, f"{text!r} not in the log: {server.log_text()[-2000:]}"
+        time.sleep(0.2)
+
+
+def _set_hidden(page: Page, hidden: bool) -> None:
+    """What the browser does when the tab goes to the background (or comes back): headless pages are
+    always visible, so `document.hidden` is set by hand and the event sent."""
+    page.evaluate(
+        "(hidden) => { Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });"
+        " document.dispatchEvent(new Event('visibilitychange')); }",
+        hidden,
+    )
+
+
+def test_many_tabs_of_one_browser_all_load_and_upscale(server: Server, browser: Browser) -> None:
+    """Each tab held an event stream open: Chromium's 6 connections per server were taken by 6 tabs, the
+    7th never loaded, and the others' uploads waited. A hidden tab, whose questions the browser slows to
+    one a minute, keeps its images past the 10 s a silent page is given, and catches up when shown."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})  # one profile: one connection pool
+    try:
+        pages = []
+        for _ in range(TABS):
+            page = context.new_page()
+            page.goto(server.url, timeout=60_000)
+            page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+            pages.append(page)
+        last, first, hidden = pages[-1], pages[0], pages[TABS // 2]
+        last.set_input_files("#files", files=[_file("last.png", png_bytes(32))])
+        expect(job_card(last, "last.png")).to_have_attribute("data-state", "done", timeout=120_000)
+        last.wait_for_function("() => document.getElementById('after').naturalWidth === 128")  # the viewer shows it
+        first.set_input_files("#files", files=[_file("first.png", png_bytes(16))])
+        expect(job_card(first, "first.png")).to_have_attribute("data-state", "done", timeout=120_000)
+
+        # A tab in the background: it says so, then its questions stop coming (the browser's throttling,
+        # held here) for longer than a silent visible page is given, while its image is upscaled.
+        hidden.set_input_files("#files", files=[_file("behind.png", png_bytes(256))])  # 16 tiles
+        card = job_card(hidden, "behind.png")
+        expect(card).to_have_attribute("data-state", "running", timeout=120_000)
+        with hidden.expect_request(re.compile(r"/jobs\?.*hidden=1")):
+            _set_hidden(hidden, True)
+        held: list[Route] = []
+        shown = False
+
+        def throttle(route: Route) -> None:
+            route.continue_() if shown else held.append(route)
+
+        hidden.route(re.compile(r"/api/sessions/[0-9a-f]+/jobs\?"), throttle)
+        silent_since = time.monotonic()
+        while not held:
+            hidden.wait_for_timeout(100)
+        _wait_for_log(server, "behind.png -> behind_x4.png")
+        hidden.wait_for_timeout(max(0.0, PAGE_GRACE_SECONDS + 2 - (time.monotonic() - silent_since)) * 1000)
+        expect(card).to_have_attribute("data-state", "running")  # it heard nothing meanwhile
+        shown = True
+        _set_hidden(hidden, False)
+        for route in held:
+            route.continue_()
+        expect(card).to_have_attribute("data-state", "done", timeout=10_000)
+        assert "(behind.png) cancelled" not in server.log_text()
+        expect(hidden.locator("#jobs li")).to_have_count(1)  # no card saying the server lost it
+    finally:
+        context.close()
+
 
 # The free memory as the server sees it: room for a 48x48 upload's PNG copy, not for its 192x192 result's.
 SMALL_MEMORY = """

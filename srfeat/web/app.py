@@ -6,10 +6,13 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
 - `GET /api/config`: limits and the model choices;
 - `POST /api/jobs?session=S&name=N&model=M[&strength=X]`: the image file as the request body;
   checked (size, that it is an image, its pixel count) before it is queued;
-- `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events); while a
-  page holds it open its jobs live, when it closes they are cancelled (`JobQueue`);
+- `GET /api/sessions/S/jobs[?since=V][&hidden=1]`: the session's jobs and the queue's version `V`
+  (only the version while it is still `since`), what the page asks every half second; a session
+  lives while it is asked this (`hidden`: the page is hidden, its questions may come a minute
+  apart), or while a client holds its event stream open, and its jobs are cancelled when it is not;
+- `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events), for scripts;
 - `POST /api/sessions/S/leave`: the page's goodbye (sent when the tab closes or reloads): ends the
-  session unless a stream opens again within `RELOAD_GRACE_SECONDS` (a reload);
+  session unless it is asked for again within `RELOAD_GRACE_SECONDS` (a reload);
 - `POST /api/sessions/S/close`: ends the session at once (for scripts);
 - `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images;
 - `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
@@ -259,6 +262,17 @@ def create_app(
             return _error(str(refusal), refusal.status)
         return JSONResponse(queue.describe(copy), status_code=201)
 
+    async def jobs(request: Request) -> Response:
+        # Asked, not streamed: a page that held a stream open held one of the 6 connections a browser
+        # allows per server (HTTP/1.1) for as long as it was open, and a 7th tab never loaded (`app.js`).
+        hidden = request.query_params.get("hidden") == "1"
+        since = request.query_params.get("since", "")
+        version, described = queue.poll(request.path_params["session"], hidden, since)
+        answer = (
+            {"version": version, "unchanged": True} if described is None else {"version": version, "jobs": described}
+        )
+        return JSONResponse(answer, headers=SECURITY_HEADERS)
+
     async def events(request: Request) -> Response:
         return _SessionEvents(queue, request.path_params["session"])
 
@@ -336,6 +350,7 @@ def create_app(
         Route("/static/{name}", page),
         Route("/api/config", config),
         Route("/api/jobs", submit, methods=["POST"]),
+        Route("/api/sessions/{session}/jobs", jobs),
         Route("/api/sessions/{session}/events", events),
         Route("/api/sessions/{session}/leave", leave, methods=["POST"]),
         Route("/api/sessions/{session}/close", close, methods=["POST"]),
