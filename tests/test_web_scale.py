@@ -1,5 +1,5 @@
-"""`srfeat serve` past one page and one small image: many tabs of one browser, and results too
-large to convert for the browser's viewer.
+"""`srfeat serve` past one page and one small image: many tabs of one browser, uploads held back by
+a full queue, and results too large to convert for the browser's viewer.
 
 Helpers and the browser come from test_web.py; this module starts its own servers.
 """
@@ -17,7 +17,7 @@ from PIL import Image
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
-from playwright.sync_api import Browser, FilePayload, Page, Route, expect
+from playwright.sync_api import Browser, FilePayload, Page, Request, Route, expect
 from test_web import (
     Server,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
@@ -35,9 +35,22 @@ PAGE_GRACE_SECONDS = inspect.signature(JobQueue).parameters["grace_seconds"].def
 TABS = 9  # Chromium opens 6 connections per server (HTTP/1.1): one stream per tab left a 7th tab unloaded
 
 
+# Each upload body the server reads, logged with its size: what the server was sent.
+COUNT_UPLOADS = """
+import logging
+import srfeat.web.app as app
+read = app._read_body
+async def counted(request, name, *args):
+    data = await read(request, name, *args)
+    logging.getLogger("srfeat.web.app").info("received %s: %d bytes", name, len(data))
+    return data
+app._read_body = counted
+"""
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    started = start_server("--max-queued", str(MAX_QUEUED))
+    started = start_server("--max-queued", str(MAX_QUEUED), prelude=COUNT_UPLOADS)
     yield started
     stop_server(started)
 
@@ -111,6 +124,30 @@ def test_many_tabs_of_one_browser_all_load_and_upscale(server: Server, browser: 
         expect(hidden.locator("#jobs li")).to_have_count(1)  # no card saying the server lost it
     finally:
         context.close()
+
+
+def test_an_upload_held_back_by_a_full_queue_is_sent_once(server: Server, browser: Browser) -> None:
+    """Held back (the page's queue was full), an upload sent its whole file again every 2 s, each time to be
+    refused, until there was room: now the page asks for room, and sends the file when there is."""
+    page = browser.new_context().new_page()
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready='1']")
+    held_file = png_bytes(16, padding=200_000)
+    sent: list[str] = []
+
+    def on_request(request: Request) -> None:
+        if request.method == "POST" and "name=held.png" in request.url:
+            sent.append(request.url)
+
+    page.on("request", on_request)
+    files = [_file("big.png", png_bytes(256))] + [_file(f"q{n}.png", png_bytes(16)) for n in range(MAX_QUEUED)]
+    page.set_input_files("#files", files=[*files, _file("held.png", held_file)])
+    expect(job_card(page, "held.png")).to_have_attribute("data-state", "held", timeout=120_000)
+    expect(job_card(page, "held.png")).to_have_attribute("data-state", "done", timeout=120_000)
+    assert len(sent) == 1, sent  # the page sent it once
+    assert re.findall(r"received held\.png: (\d+) bytes", server.log_text()) == [str(len(held_file))]
+    assert "upload refused: held.png" not in server.log_text()
+    page.context.close()
 
 
 # The free memory as the server sees it: room for a 48x48 upload's PNG copy, not for its 192x192 result's.

@@ -11,6 +11,8 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
   lives while it is asked this (`hidden`: the page is hidden, its questions may come a minute
   apart), or while a client holds its event stream open, and its jobs are cancelled when it is not;
 - `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events), for scripts;
+- `GET /api/sessions/S/room?name=N&bytes=B`: 204 when an upload of B bytes would find room in the
+  queue now, else its refusal (429, 503), so that a page holding an upload back sends it once;
 - `POST /api/sessions/S/leave`: the page's goodbye (sent when the tab closes or reloads): ends the
   session unless it is asked for again within `RELOAD_GRACE_SECONDS` (a reload);
 - `POST /api/sessions/S/close`: ends the session at once (for scripts);
@@ -273,6 +275,17 @@ def create_app(
         )
         return JSONResponse(answer, headers=SECURITY_HEADERS)
 
+    async def room(request: Request) -> Response:
+        name = safe_file_name(request.query_params.get("name", "image"))
+        size = request.query_params.get("bytes", "")
+        if re.fullmatch(r"[0-9]{1,15}", size) is None:
+            return _error(f"bytes must be the upload's size in bytes, got {size!r}", 400)
+        try:
+            queue.check_room(request.path_params["session"], name, int(size))
+        except QueueFullError as refusal:
+            return _error(str(refusal), refusal.status)
+        return Response(status_code=204)
+
     async def events(request: Request) -> Response:
         return _SessionEvents(queue, request.path_params["session"])
 
@@ -351,6 +364,7 @@ def create_app(
         Route("/api/config", config),
         Route("/api/jobs", submit, methods=["POST"]),
         Route("/api/sessions/{session}/jobs", jobs),
+        Route("/api/sessions/{session}/room", room),
         Route("/api/sessions/{session}/events", events),
         Route("/api/sessions/{session}/leave", leave, methods=["POST"]),
         Route("/api/sessions/{session}/close", close, methods=["POST"]),

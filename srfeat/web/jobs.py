@@ -231,6 +231,12 @@ class JobQueue:
                     held[id(blob)] = len(blob)
         return sum(held.values())
 
+    def check_room(self, session: str, name: str, incoming_bytes: int) -> None:
+        """`QueueFullError` when an upload of `incoming_bytes` would be refused for want of room: asked
+        before the bytes are sent, so that a page holding an upload back need not send it again and again."""
+        with self._lock:
+            self._check_room_locked(session, name, incoming_bytes)
+
     def submit(
         self,
         session: str,

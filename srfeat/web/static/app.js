@@ -76,18 +76,26 @@ function upload(file) {
     }
     try {
       const ref = encodeURIComponent(item.localId);
-      const url = `/api/jobs?${q()}&name=${encodeURIComponent(file.name)}&ref=${ref}${choiceQuery(choice)}`;
+      const name = encodeURIComponent(file.name);
+      const url = `/api/jobs?${q()}&name=${name}&ref=${ref}${choiceQuery(choice)}`;
+      const roomUrl = `/api/sessions/${session}/room?name=${name}&bytes=${file.size}`;
       let response, body;
       for (;;) {
-        response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
+        // Asked first, without the file: an upload held back sends its bytes once, when there is room
+        // (it sent the whole file again every 2 s), and one the server would refuse is not sent at all.
+        response = await fetch(roomUrl, { cache: "no-store" });
+        if (response.ok) {
+          response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
+        }
         body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+        // 429 after the room was there: an "again" took it meanwhile; wait for room again.
         if (response.status !== 429) break;
         // This page has as many images waiting as the server queues (--max-queued): hold this
         // one (and those after it) until one of them is done, instead of refusing it.
         item.state = "held";
         item.error = "waiting to upload: the queue is full (--max-queued); it goes when there is room";
         render();
-        // Woken when one of this page's jobs leaves the queue; tried again after 2 s anyway (the queue may
+        // Woken when one of this page's jobs leaves the queue; asks again after 2 s anyway (the queue may
         // have emptied before this upload began to wait).
         await Promise.race([
           new Promise((resolve) => roomWaiters.push(resolve)),
