@@ -1,5 +1,6 @@
-"""`srfeat serve` past one page and one small image: many tabs of one browser, uploads held back by
-a full queue, and results too large to convert for the browser's viewer.
+"""`srfeat serve` past one page on this machine and one small image: many tabs of one browser, a page
+opened at a network address, uploads held back by a full queue, and results too large to convert for
+the browser's viewer.
 
 Helpers and the browser come from test_web.py; this module starts its own servers.
 """
@@ -10,6 +11,7 @@ import inspect
 import io
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +21,8 @@ pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip i
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
 from playwright.sync_api import Browser, FilePayload, Page, Request, Route, expect
 from test_web import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     Server,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
     job_card,
@@ -124,6 +128,30 @@ def test_many_tabs_of_one_browser_all_load_and_upscale(server: Server, browser: 
         expect(hidden.locator("#jobs li")).to_have_count(1)  # no card saying the server lost it
     finally:
         context.close()
+
+
+def test_a_page_opened_at_a_network_address_uploads(browser: Browser) -> None:
+    """A page of `--host 0.0.0.0` opened at the machine's network address is no secure context, and there
+    a browser offers no crypto.randomUUID: every upload threw before it was sent, and nothing happened."""
+    open_server = start_server("--host", "0.0.0.0")
+    port = urllib.parse.urlsplit(open_server.url).port
+    # This machine under a name that is not its own (loopback) one: the page is then what it is at a network address.
+    other = browser.browser_type.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP srfeat.test 127.0.0.1"]
+    )
+    try:
+        page = other.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"http://srfeat.test:{port}/")
+        assert page.evaluate("window.isSecureContext") is False
+        page.wait_for_selector("body[data-ready='1']")
+        page.set_input_files("#files", files=[_file("far.png", png_bytes(16))])
+        expect(job_card(page, "far.png")).to_have_attribute("data-state", "done", timeout=120_000)
+        assert not errors
+    finally:
+        other.close()
+        stop_server(open_server)
 
 
 def test_an_upload_held_back_by_a_full_queue_is_sent_once(server: Server, browser: Browser) -> None:

@@ -20,6 +20,13 @@ function takeSession() {
   } catch (error) {
     // storage turned off: a reload starts afresh, as before
   }
+  return randomId();
+}
+
+// 32 random hex digits. Not crypto.randomUUID: a browser offers it only in a secure context (https, or
+// this machine's own address), and on a page opened at a network address (`--host 0.0.0.0`) every upload
+// threw before it was sent.
+function randomId() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -61,7 +68,7 @@ function formatBytes(n) {
 
 function upload(file) {
   // "waiting" until its turn: uploads go one at a time (every card said "uploading" at once).
-  const item = { localId: `local-${crypto.randomUUID()}`, name: file.name, state: "waiting", error: null };
+  const item = { localId: `local-${randomId()}`, name: file.name, state: "waiting", error: null };
   localItems.push(item);
   render();
   const choice = currentChoice();
@@ -762,7 +769,7 @@ function dropped(transfer) {
   const error =
     `${name} was not uploaded: what was dropped is ${link ? "a link" : "text"}, not a file (an image dragged ` +
     "from a web page comes as its address); save the image, then drop or choose the saved file";
-  localItems.push({ localId: `dropped-${crypto.randomUUID()}`, name, state: "refused", error });
+  localItems.push({ localId: `dropped-${randomId()}`, name, state: "refused", error });
   render();
 }
 
@@ -778,7 +785,7 @@ function showUnsent() {
     const error = `${name} was not uploaded: the page was reloaded before it was sent; add it again`;
     // Under its upload's ref: if the server made a job of it after all (the reload came as its answer was
     // on its way), the list shows that job instead of this card, which said the opposite.
-    const localId = typeof ref === "string" && ref.startsWith("local-") ? ref : `unsent-${crypto.randomUUID()}`;
+    const localId = typeof ref === "string" && ref.startsWith("local-") ? ref : `unsent-${randomId()}`;
     localItems.push({ localId, name: String(name), state: "refused", error });
   }
   render();
