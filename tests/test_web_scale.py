@@ -25,6 +25,7 @@ from test_web import (
     CHROMIUM_ARGS,
     Server,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
+    call,
     job_card,
     png_bytes,
     start_server,
@@ -128,6 +129,16 @@ def test_many_tabs_of_one_browser_all_load_and_upscale(server: Server, browser: 
         expect(hidden.locator("#jobs li")).to_have_count(1)  # no card saying the server lost it
     finally:
         context.close()
+
+
+def test_a_closing_tabs_last_question_does_not_take_its_goodbye_back(server: Server) -> None:
+    """A tab that closes is hidden first, and asks once more as it goes (`hidden=1`): arriving after its
+    goodbye, that question took the goodbye back, and its session lived on for the 3 minutes a hidden page
+    is given (its running job with it). A reload's new page is what takes a goodbye back."""
+    assert call(server, "GET", "/api/sessions/goodbye1/jobs?page=one").status == 200
+    assert call(server, "POST", "/api/sessions/goodbye1/leave?page=one").status == 204
+    assert call(server, "GET", "/api/sessions/goodbye1/jobs?page=one&hidden=1").status == 200
+    _wait_for_log(server, "session goodbye1 ended: its page was closed")
 
 
 def test_a_page_opened_at_a_network_address_uploads(browser: Browser) -> None:

@@ -6,15 +6,15 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
 - `GET /api/config`: limits and the model choices;
 - `POST /api/jobs?session=S&name=N&model=M[&strength=X]`: the image file as the request body;
   checked (size, that it is an image, its pixel count) before it is queued;
-- `GET /api/sessions/S/jobs[?since=V][&hidden=1]`: the session's jobs and the queue's version `V`
+- `GET /api/sessions/S/jobs?page=P[&since=V][&hidden=1]`: the session's jobs and the queue's version `V`
   (only the version while it is still `since`), what the page asks every half second; a session
   lives while it is asked this (`hidden`: the page is hidden, its questions may come a minute
   apart), or while a client holds its event stream open, and its jobs are cancelled when it is not;
 - `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events), for scripts;
 - `GET /api/sessions/S/room?name=N&bytes=B`: 204 when an upload of B bytes would find room in the
   queue now, else its refusal (429, 503), so that a page holding an upload back sends it once;
-- `POST /api/sessions/S/leave`: the page's goodbye (sent when the tab closes or reloads): ends the
-  session unless it is asked for again within `RELOAD_GRACE_SECONDS` (a reload);
+- `POST /api/sessions/S/leave?page=P`: the page's goodbye (sent when the tab closes or reloads): ends
+  the session unless a page other than `P` asks for it within `RELOAD_GRACE_SECONDS` (a reload);
 - `POST /api/sessions/S/close`: ends the session at once (for scripts);
 - `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images;
 - `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
@@ -269,7 +269,8 @@ def create_app(
         # allows per server (HTTP/1.1) for as long as it was open, and a 7th tab never loaded (`app.js`).
         hidden = request.query_params.get("hidden") == "1"
         since = request.query_params.get("since", "")
-        version, described = queue.poll(request.path_params["session"], hidden, since)
+        page = request.query_params.get("page", "")
+        version, described = queue.poll(request.path_params["session"], page, hidden, since)
         answer = (
             {"version": version, "unchanged": True} if described is None else {"version": version, "jobs": described}
         )
@@ -290,7 +291,7 @@ def create_app(
         return _SessionEvents(queue, request.path_params["session"])
 
     async def leave(request: Request) -> Response:
-        queue.session_leaving(request.path_params["session"])
+        queue.session_leaving(request.path_params["session"], request.query_params.get("page", ""))
         return Response(status_code=204)
 
     async def close(request: Request) -> Response:

@@ -89,6 +89,7 @@ class _Session:
     last_started: float = -1.0  # when its last job began (-1: none yet), for taking turns
     leaving: bool = False  # its page said goodbye: it ends after RELOAD_GRACE_SECONDS unless it comes back
     hidden: bool = False  # its page's last poll said it was hidden (its polls may come slowly)
+    left_page: str = ""  # the page (one load of it) that said goodbye: its polls still on their way do not count
 
     def silence_allowed(self, grace_seconds: float) -> float:
         """How long the session may go unheard of before it counts as closed."""
@@ -145,23 +146,24 @@ class JobQueue:
             state.streams += 1
             state.leaving = False
 
-    def poll(self, session: str, hidden: bool, since: str = "") -> tuple[str, list[dict[str, Any]] | None]:
-        """A page's look at its jobs, which keeps its session alive (`hidden`: its page is hidden, and its
-        polls may come slowly): the version of the queue, and the session's jobs (None when the version is
-        still `since`, the one the page has)."""
+    def poll(self, session: str, page: str, hidden: bool, since: str = "") -> tuple[str, list[dict[str, Any]] | None]:
+        """A look at a session's jobs by `page` (one load of it), which keeps the session alive (`hidden`:
+        the page is hidden, and its polls may come slowly) unless that page said goodbye (a poll sent as
+        the tab closed): the version of the queue, and the jobs (None while the version is still `since`)."""
         with self._lock:
             state = self._sessions.setdefault(session, _Session())
-            state.last_seen, state.leaving, state.hidden = time.monotonic(), False, hidden
+            if page != state.left_page:
+                state.last_seen, state.leaving, state.hidden = time.monotonic(), False, hidden
             version = f"{self._instance}.{self.version}"
             return version, None if since == version else self._describe_session_locked(session)
 
-    def session_leaving(self, session: str) -> None:
-        """The page said goodbye: end the session once it has had no stream for `RELOAD_GRACE_SECONDS`
-        (its stream may still look open for a moment; a reloaded page opens a new one)."""
+    def session_leaving(self, session: str, page: str = "") -> None:
+        """`page` said goodbye: end the session once it has had no stream for `RELOAD_GRACE_SECONDS`
+        (its stream may still look open for a moment) unless another page polls it (a reload)."""
         with self._lock:
             state = self._sessions.get(session)
             if state is not None:
-                state.leaving = True
+                state.leaving, state.left_page = True, page
                 state.last_seen = time.monotonic()
 
     def stream_closed(self, session: str) -> None:

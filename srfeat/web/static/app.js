@@ -10,6 +10,9 @@ const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "srfeat-session";
 const UNSENT_KEY = "srfeat-unsent"; // names of uploads a reload cut off
 const session = takeSession();
+// This load of the page: its goodbye names it, so that its own questions still on their way (one is
+// sent as the tab is hidden, on its way out) do not count as the page coming back; a reload's do.
+const pageId = randomId();
 const q = (extra = "") => `session=${session}${extra}`;
 
 function takeSession() {
@@ -408,7 +411,9 @@ async function poll() {
     // After a lost contact, the whole list: the answer may come from a restarted server.
     const since = lostContact ? "" : `&since=${encodeURIComponent(version)}`;
     const hidden = document.hidden ? "&hidden=1" : "";
-    const response = await fetch(`/api/sessions/${session}/jobs?${since}${hidden}`, { cache: "no-store" });
+    const response = await fetch(`/api/sessions/${session}/jobs?page=${pageId}${since}${hidden}`, {
+      cache: "no-store",
+    });
     if (!response.ok) throw new Error(`the server answered ${response.status}`);
     const answer = await response.json();
     version = answer.version;
@@ -502,7 +507,7 @@ window.addEventListener("pagehide", (event) => {
   } catch (error) {
     // storage turned off: the reloaded page starts a new session
   }
-  navigator.sendBeacon(`/api/sessions/${session}/leave`);
+  navigator.sendBeacon(`/api/sessions/${session}/leave?page=${pageId}`);
 });
 
 // ---- the comparison viewer -----------------------------------------------------------------
