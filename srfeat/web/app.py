@@ -6,10 +6,15 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
 - `GET /api/config`: limits and the model choices;
 - `POST /api/jobs?session=S&name=N&model=M[&strength=X]`: the image file as the request body;
   checked (size, that it is an image, its pixel count) before it is queued;
-- `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events); while a
-  page holds it open its jobs live, when it closes they are cancelled (`JobQueue`);
-- `POST /api/sessions/S/leave`: the page's goodbye (sent when the tab closes or reloads): ends the
-  session unless a stream opens again within `RELOAD_GRACE_SECONDS` (a reload);
+- `GET /api/sessions/S/jobs?page=P[&since=V][&hidden=1]`: the session's jobs and the queue's version `V`
+  (only the version while it is still `since`), what the page asks every half second; a session
+  lives while it is asked this (`hidden`: the page is hidden, its questions may come a minute
+  apart), or while a client holds its event stream open, and its jobs are cancelled when it is not;
+- `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events), for scripts;
+- `GET /api/sessions/S/room?name=N&bytes=B`: 204 when an upload of B bytes would find room in the
+  queue now, else its refusal (429, 503), so that a page holding an upload back sends it once;
+- `POST /api/sessions/S/leave?page=P`: the page's goodbye (sent when the tab closes or reloads): ends
+  the session unless a page other than `P` asks for it within `RELOAD_GRACE_SECONDS` (a reload);
 - `POST /api/sessions/S/close`: ends the session at once (for scripts);
 - `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images;
 - `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
@@ -18,15 +23,13 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
 import re
 import time
 import warnings
-import zipfile
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -45,7 +48,7 @@ from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import DECODE_ERRORS, FORMATS  # DECODE_ERRORS: what a damaged file raises
 from srfeat.library_warnings import WARNINGS_LOCK
 from srfeat.web.hosts import LoopbackHostCheck
-from srfeat.web.job import oversized_result
+from srfeat.web.job import oversized_result, zip_chunks
 from srfeat.web.jobs import Job, JobQueue, ModelChoice, QueueFullError, safe_file_name
 from srfeat.web.views import ViewTooLargeError, bicubic_view, browser_view
 
@@ -261,11 +264,34 @@ def create_app(
             return _error(str(refusal), refusal.status)
         return JSONResponse(queue.describe(copy), status_code=201)
 
+    async def jobs(request: Request) -> Response:
+        # Asked, not streamed: a page that held a stream open held one of the 6 connections a browser
+        # allows per server (HTTP/1.1) for as long as it was open, and a 7th tab never loaded (`app.js`).
+        hidden = request.query_params.get("hidden") == "1"
+        since = request.query_params.get("since", "")
+        page = request.query_params.get("page", "")
+        version, described = queue.poll(request.path_params["session"], page, hidden, since)
+        answer = (
+            {"version": version, "unchanged": True} if described is None else {"version": version, "jobs": described}
+        )
+        return JSONResponse(answer, headers=SECURITY_HEADERS)
+
+    async def room(request: Request) -> Response:
+        name = safe_file_name(request.query_params.get("name", "image"))
+        size = request.query_params.get("bytes", "")
+        if re.fullmatch(r"[0-9]{1,15}", size) is None:
+            return _error(f"bytes must be the upload's size in bytes, got {size!r}", 400)
+        try:
+            queue.check_room(request.path_params["session"], name, int(size))
+        except QueueFullError as refusal:
+            return _error(str(refusal), refusal.status)
+        return Response(status_code=204)
+
     async def events(request: Request) -> Response:
         return _SessionEvents(queue, request.path_params["session"])
 
     async def leave(request: Request) -> Response:
-        queue.session_leaving(request.path_params["session"])
+        queue.session_leaving(request.path_params["session"], request.query_params.get("page", ""))
         return Response(status_code=204)
 
     async def close(request: Request) -> Response:
@@ -298,7 +324,7 @@ def create_app(
             reason = f"its job {job.state}: {job.error}" if job.error else f"its job {job.state}"
             return _error(f"the original of {job.name} is no longer held ({reason}); upload it again", 404)
         elif kind == "original":
-            make = partial(browser_view, data)
+            make = partial(browser_view, data, "original")
         else:
             make = partial(bicubic_view, data, job.result_width, job.result_height)
         if kind not in job.views:
@@ -331,13 +357,15 @@ def create_app(
         headers["Content-Disposition"] = _attachment("srfeat_results.zip")
         # Streamed, one result at a time: a zip built whole would be a second copy of every result,
         # once per request, beyond what --max-held-mb counts.
-        return StreamingResponse(_zip_chunks(jobs), media_type="application/zip", headers=headers)
+        return StreamingResponse(zip_chunks(jobs), media_type="application/zip", headers=headers)
 
     routes = [
         Route("/", page),
         Route("/static/{name}", page),
         Route("/api/config", config),
         Route("/api/jobs", submit, methods=["POST"]),
+        Route("/api/sessions/{session}/jobs", jobs),
+        Route("/api/sessions/{session}/room", room),
         Route("/api/sessions/{session}/events", events),
         Route("/api/sessions/{session}/leave", leave, methods=["POST"]),
         Route("/api/sessions/{session}/close", close, methods=["POST"]),
@@ -444,43 +472,3 @@ def _mime(name: str) -> str:
 def _attachment(name: str) -> str:
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
-
-
-class _ChunkSink(io.RawIOBase):
-    """A write-only, unseekable file that keeps what is written until `take` hands it on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._chunks: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self._chunks.append(bytes(data))  # the same object when it is bytes already (a result): no copy
-        return len(data)
-
-    def take(self) -> list[bytes]:
-        chunks, self._chunks = self._chunks, []
-        return [chunk for chunk in chunks if chunk]
-
-
-def _zip_chunks(jobs: list[Job]) -> Iterator[bytes]:
-    """The results as a zip (stored: images are compressed already), in pieces as it is written;
-    duplicate names get `_2`, `_3`, also those that differ only in case (`Photo.png`, `photo.png`),
-    which Windows and macOS would unpack as one file."""
-    sink = _ChunkSink()
-    used: set[str] = set()
-    archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)  # unseekable: sizes go after each file
-    for job in jobs:
-        name = job.result_name
-        stem, dot, extension = name.rpartition(".")
-        count = 2
-        while name.casefold() in used:
-            name = f"{stem}_{count}{dot}{extension}"
-            count += 1
-        used.add(name.casefold())
-        archive.writestr(name, job.result or b"")
-        yield from sink.take()
-    archive.close()
-    yield from sink.take()

@@ -1,15 +1,17 @@
 """One job of the web app: an uploaded image, the setting it was asked for, what became of it.
 
 The queue that runs jobs is `srfeat.web.jobs`; here are the job itself and the file names it is
-offered under, which come from the upload and so are untrusted.
+offered under, which come from the upload and so are untrusted, alone or in the results' zip.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +20,16 @@ from typing import Literal
 
 from srfeat.inference.image_files import output_extension, over_format_limit
 
-__all__ = ["Job", "JobCancelledError", "ModelChoice", "State", "job_notes", "oversized_result", "safe_file_name"]
+__all__ = [
+    "Job",
+    "JobCancelledError",
+    "ModelChoice",
+    "State",
+    "job_notes",
+    "oversized_result",
+    "safe_file_name",
+    "zip_chunks",
+]
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 # A file name may have 255 bytes (Linux, macOS, Windows): a stem of 150 leaves room for the
@@ -156,3 +167,43 @@ class Job:
         if seconds_per_pixel is None:
             return None
         return max(0.0, seconds_per_pixel * self.width * self.height - elapsed)
+
+
+class _ChunkSink(io.RawIOBase):
+    """A write-only, unseekable file that keeps what is written until `take` hands it on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._chunks.append(bytes(data))  # the same object when it is bytes already (a result): no copy
+        return len(data)
+
+    def take(self) -> list[bytes]:
+        chunks, self._chunks = self._chunks, []
+        return [chunk for chunk in chunks if chunk]
+
+
+def zip_chunks(jobs: list[Job]) -> Iterator[bytes]:
+    """The results as a zip (stored: images are compressed already), in pieces as it is written;
+    duplicate names get `_2`, `_3`, also those that differ only in case (`Photo.png`, `photo.png`),
+    which Windows and macOS would unpack as one file."""
+    sink = _ChunkSink()
+    used: set[str] = set()
+    archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)  # unseekable: sizes go after each file
+    for job in jobs:
+        name = job.result_name
+        stem, dot, extension = name.rpartition(".")
+        count = 2
+        while name.casefold() in used:
+            name = f"{stem}_{count}{dot}{extension}"
+            count += 1
+        used.add(name.casefold())
+        archive.writestr(name, job.result or b"")
+        yield from sink.take()
+    archive.close()
+    yield from sink.take()

@@ -6,15 +6,16 @@ function `srfeat upscale` uses, so a download is the file the command line would
 upload and the result live in memory; the worker writes the input and output to a temporary
 folder only because that function works on files, and removes the folder when the job ends.
 
-A session is alive while its page holds an event stream open. When the last stream closes (the
-tab was closed or reloaded) the session is given `grace_seconds` to reconnect; then its queued
-jobs are dropped, its running job stops after the tile in progress, and its results are freed.
+A session is alive while its page asks for its jobs (`poll`, every half second) or a client
+holds its event stream open. When it falls silent (the tab was closed or reloaded, the browser
+crashed) it is given `grace_seconds` to come back (`HIDDEN_PAGE_GRACE_SECONDS` for a page that
+said it was hidden); then its queued jobs are dropped, its running job stops after the tile in
+progress, and its results are freed.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import shutil
@@ -52,6 +53,10 @@ CACHED_UPSCALERS = 2
 # A page that says goodbye (closed or reloaded) is given this long to come back before its jobs
 # are cancelled: a reload reconnects well within it, a closed tab's job stops soon after.
 RELOAD_GRACE_SECONDS = 3.0
+PAGE_GRACE_SECONDS = 10.0  # how long a page may fall silent (not said goodbye, not hidden) before it counts as closed
+# A hidden tab's timers are slowed by the browser (Chromium: to once a minute after 5 minutes
+# hidden), so a hidden page's polls may come a minute apart: it is given this long between them.
+HIDDEN_PAGE_GRACE_SECONDS = 180.0
 # All pages together may have this many times --max-queued waiting: a bound on the queue (and on
 # the work of listing it) that one script opening many sessions cannot lift.
 PAGES_IN_THE_QUEUE = 10
@@ -83,6 +88,14 @@ class _Session:
     last_seen: float = field(default_factory=time.monotonic)
     last_started: float = -1.0  # when its last job began (-1: none yet), for taking turns
     leaving: bool = False  # its page said goodbye: it ends after RELOAD_GRACE_SECONDS unless it comes back
+    hidden: bool = False  # its page's last poll said it was hidden (its polls may come slowly)
+    left_page: str = ""  # the page (one load of it) that said goodbye: its polls still on their way do not count
+
+    def silence_allowed(self, grace_seconds: float) -> float:
+        """How long the session may go unheard of before it counts as closed."""
+        if self.leaving:
+            return min(grace_seconds, RELOAD_GRACE_SECONDS)
+        return max(grace_seconds, HIDDEN_PAGE_GRACE_SECONDS) if self.hidden else grace_seconds
 
 
 class JobQueue:
@@ -100,7 +113,7 @@ class JobQueue:
     def __init__(
         self,
         make_upscaler: Callable[[ModelChoice], Upscaler],
-        grace_seconds: float = 10.0,
+        grace_seconds: float = PAGE_GRACE_SECONDS,
         max_waiting_per_session: int = 100,
         max_held_bytes: int = 2 * 2**30,
     ) -> None:
@@ -117,6 +130,7 @@ class JobQueue:
         self._stopping = False
         self._seconds_per_pixel: float | None = None  # the pace of the last finished job, for time left
         self.version = 0  # bumped on every change the pages should see
+        self._instance = secrets.token_hex(4)  # in `poll`'s versions: a restarted server's 5 is not this one's
         self._threads = [
             threading.Thread(target=self._work, name="srfeat-web-worker", daemon=True),
             threading.Thread(target=self._reap, name="srfeat-web-sessions", daemon=True),
@@ -132,13 +146,24 @@ class JobQueue:
             state.streams += 1
             state.leaving = False
 
-    def session_leaving(self, session: str) -> None:
-        """The page said goodbye: end the session once it has had no stream for `RELOAD_GRACE_SECONDS`
-        (its stream may still look open for a moment; a reloaded page opens a new one)."""
+    def poll(self, session: str, page: str, hidden: bool, since: str = "") -> tuple[str, list[dict[str, Any]] | None]:
+        """A look at a session's jobs by `page` (one load of it), which keeps the session alive (`hidden`:
+        the page is hidden, and its polls may come slowly) unless that page said goodbye (a poll sent as
+        the tab closed): the version of the queue, and the jobs (None while the version is still `since`)."""
+        with self._lock:
+            state = self._sessions.setdefault(session, _Session())
+            if page != state.left_page:
+                state.last_seen, state.leaving, state.hidden = time.monotonic(), False, hidden
+            version = f"{self._instance}.{self.version}"
+            return version, None if since == version else self._describe_session_locked(session)
+
+    def session_leaving(self, session: str, page: str = "") -> None:
+        """`page` said goodbye: end the session once it has had no stream for `RELOAD_GRACE_SECONDS`
+        (its stream may still look open for a moment) unless another page polls it (a reload)."""
         with self._lock:
             state = self._sessions.get(session)
             if state is not None:
-                state.leaving = True
+                state.leaving, state.left_page = True, page
                 state.last_seen = time.monotonic()
 
     def stream_closed(self, session: str) -> None:
@@ -168,9 +193,7 @@ class JobQueue:
                 gone = [
                     name
                     for name, state in self._sessions.items()
-                    if state.streams == 0
-                    and now - state.last_seen
-                    > min(self.grace_seconds, RELOAD_GRACE_SECONDS if state.leaving else math.inf)
+                    if state.streams == 0 and now - state.last_seen > state.silence_allowed(self.grace_seconds)
                 ]
             for session in gone:
                 self.close_session(session, "its page was closed")
@@ -209,6 +232,12 @@ class JobQueue:
                 if blob:
                     held[id(blob)] = len(blob)
         return sum(held.values())
+
+    def check_room(self, session: str, name: str, incoming_bytes: int) -> None:
+        """`QueueFullError` when an upload of `incoming_bytes` would be refused for want of room: asked
+        before the bytes are sent, so that a page holding an upload back need not send it again and again."""
+        with self._lock:
+            self._check_room_locked(session, name, incoming_bytes)
 
     def submit(
         self,
@@ -277,9 +306,12 @@ class JobQueue:
     def describe_session(self, session: str) -> list[dict[str, Any]]:
         """What the page shows for each of a session's jobs (the run order worked out once)."""
         with self._lock:
-            places = self._places_locked()
-            jobs = [job for job in self._jobs.values() if job.session == session and not job.removed]
-            return [self._describe_locked(job, places) for job in jobs]
+            return self._describe_session_locked(session)
+
+    def _describe_session_locked(self, session: str) -> list[dict[str, Any]]:
+        places = self._places_locked()
+        jobs = [job for job in self._jobs.values() if job.session == session and not job.removed]
+        return [self._describe_locked(job, places) for job in jobs]
 
     def _places_locked(self) -> dict[str, int]:
         """Each waiting job's number of jobs ahead of it (the running one included)."""

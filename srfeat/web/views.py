@@ -3,7 +3,9 @@
 The original and the result are sent as they are when the browser reads their format, else (and
 for a non-JPEG turned by its EXIF orientation) as an upright 8-bit PNG copy; the bicubic view is
 the original enlarged to the result's size by MATLAB's bicubic, the baseline of the README's
-comparisons. Views are built on request, one at a time (`srfeat.web.app`).
+comparisons. Views are built on request, one at a time (`srfeat.web.app`), and refused before
+anything is allocated when they would need more than half the free memory (a 16-megapixel upload
+has a 256-megapixel result).
 """
 
 from __future__ import annotations
@@ -34,16 +36,26 @@ BROWSER_FORMATS = {
 # The bicubic view's peak, per pixel of the result: float32 planes for MATLAB's two passes, the 8-bit
 # image and its PNG (measured: a 4000x4000 view took 822 MB more).
 BICUBIC_VIEW_BYTES_PER_PIXEL = 52
+# A PNG copy's peak, per pixel: the decoded image, its 8-bit RGB(A) copy and the PNG (measured: 12 bytes for an
+# RGB or RGBA TIFF, 7 for grey), and room for an upright copy (EXIF) or a CMYK conversion.
+CONVERTED_VIEW_BYTES_PER_PIXEL = 20
 
 
-def browser_view(data: bytes) -> tuple[bytes, str]:
-    """An image file as the browser can show it: as it is, or as an 8-bit PNG (EXIF orientation applied;
-    so is a non-JPEG file turned by its EXIF orientation)."""
+def browser_view(data: bytes, kind: str = "result") -> tuple[bytes, str]:
+    """An image file (the `kind` of view, "result" or "original") as the browser can show it: as it is,
+    or as an 8-bit PNG (EXIF orientation applied; so is a non-JPEG file turned by its EXIF orientation),
+    refused before it is decoded when that copy would need more than half the free memory."""
     with open_image_data(data, "a view", warn=False) as image:  # the upload's check named a dropped profile
         # An animation is shown as its first frame, the one upscaled: the browser would play it beside a still result.
         still = getattr(image, "n_frames", 1) == 1
         if image.format in BROWSER_FORMATS and still and (image.format == "JPEG" or _orientation(image) == 1):
             return data, BROWSER_FORMATS[image.format]
+        width, height = image.size
+        _refuse_past_half_free(
+            CONVERTED_VIEW_BYTES_PER_PIXEL * width * height,
+            f"the PNG copy of this {width}x{height} {image.format or 'image'} that the browser would show",
+            "the download is the whole file" if kind == "result" else "the result can still be compared alone",
+        )
         image.load()
         shown = _displayable(exif_upright(image, "a view"))  # a damaged EXIF block: read as stored
     buffer = io.BytesIO()
@@ -85,16 +97,24 @@ class ViewTooLargeError(Exception):
     """A view that the free memory cannot build: the page is told, the download still works."""
 
 
+def _refuse_past_half_free(needed: int, what: str, advice: str) -> None:
+    """`ViewTooLargeError` (`what` needs how much, and `advice`) when `needed` bytes are over half the free memory."""
+    available = host_available_memory()
+    if needed > available // 2:
+        raise ViewTooLargeError(
+            f"{what} needs about {needed / 1e9:.1f} GB of memory and {available / 1e9:.1f} GB is free; {advice}"
+        )
+
+
 def bicubic_view(data: bytes, width: int, height: int) -> tuple[bytes, str]:
     """The original enlarged to the result's size with MATLAB's bicubic (what `bicubic` means in
     the README's comparisons), as an 8-bit PNG (and its media type); refused, before anything is
     allocated, when it needs more than half the free memory."""
-    needed, available = BICUBIC_VIEW_BYTES_PER_PIXEL * width * height, host_available_memory()
-    if needed > available // 2:
-        raise ViewTooLargeError(
-            f"the bicubic comparison of a {width}x{height} result needs about {needed / 1e9:.1f} GB of memory and "
-            f"{available / 1e9:.1f} GB is free; download the result to compare it elsewhere"
-        )
+    _refuse_past_half_free(
+        BICUBIC_VIEW_BYTES_PER_PIXEL * width * height,
+        f"the bicubic comparison of a {width}x{height} result",
+        "download the result to compare it elsewhere",
+    )
     with open_image_data(data, "a view", warn=False) as image:
         image.load()
         shown = _displayable(exif_upright(image, "a view"))  # a damaged EXIF block: read as stored

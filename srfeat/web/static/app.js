@@ -3,13 +3,16 @@
 
 const $ = (id) => document.getElementById(id);
 
-// One session per tab: the server keeps this page's jobs while the event stream is open, and
+// One session per tab: the server keeps this page's jobs while the page keeps asking for them, and
 // cancels them when the page goes away. A reload keeps the session (and so the images): the id
 // waits in sessionStorage from pagehide to the next load, which takes it out again, so that a
 // duplicated tab (which copies sessionStorage) starts a session of its own.
 const SESSION_KEY = "srfeat-session";
 const UNSENT_KEY = "srfeat-unsent"; // names of uploads a reload cut off
 const session = takeSession();
+// This load of the page: its goodbye names it, so that its own questions still on their way (one is
+// sent as the tab is hidden, on its way out) do not count as the page coming back; a reload's do.
+const pageId = randomId();
 const q = (extra = "") => `session=${session}${extra}`;
 
 function takeSession() {
@@ -20,6 +23,13 @@ function takeSession() {
   } catch (error) {
     // storage turned off: a reload starts afresh, as before
   }
+  return randomId();
+}
+
+// 32 random hex digits. Not crypto.randomUUID: a browser offers it only in a secure context (https, or
+// this machine's own address), and on a page opened at a network address (`--host 0.0.0.0`) every upload
+// threw before it was sent.
+function randomId() {
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -30,11 +40,11 @@ let uploadChain = Promise.resolve(); // uploads go one after another, so the que
 let roomWaiters = []; // uploads held back (the page's queue is full), woken when one of its jobs leaves the queue
 let selectedId = null;
 // Jobs removed (x) on this page: kept out of the list, and removed again should the server still have
-// them (the remove was sent while the connection was down; the stream came back with the job in it).
+// them (the remove was sent while the connection was down; the next answer came with the job in it).
 const removedIds = new Set();
 let receivedAt = performance.now(); // when the last update came
-let connected = true; // whether the event stream is up (false: the server stopped, or the network is down)
-let lostContact = false; // the stream went down since the last update: the next update may come from a restarted server
+let connected = true; // whether the server answers (false: it stopped, or the network is down)
+let lostContact = false; // the server did not answer since the last update: the next may come from a restarted server
 
 // ---- settings ------------------------------------------------------------------------------
 
@@ -61,7 +71,7 @@ function formatBytes(n) {
 
 function upload(file) {
   // "waiting" until its turn: uploads go one at a time (every card said "uploading" at once).
-  const item = { localId: `local-${crypto.randomUUID()}`, name: file.name, state: "waiting", error: null };
+  const item = { localId: `local-${randomId()}`, name: file.name, state: "waiting", error: null };
   localItems.push(item);
   render();
   const choice = currentChoice();
@@ -76,18 +86,26 @@ function upload(file) {
     }
     try {
       const ref = encodeURIComponent(item.localId);
-      const url = `/api/jobs?${q()}&name=${encodeURIComponent(file.name)}&ref=${ref}${choiceQuery(choice)}`;
+      const name = encodeURIComponent(file.name);
+      const url = `/api/jobs?${q()}&name=${name}&ref=${ref}${choiceQuery(choice)}`;
+      const roomUrl = `/api/sessions/${session}/room?name=${name}&bytes=${file.size}`;
       let response, body;
       for (;;) {
-        response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
+        // Asked first, without the file: an upload held back sends its bytes once, when there is room
+        // (it sent the whole file again every 2 s), and one the server would refuse is not sent at all.
+        response = await fetch(roomUrl, { cache: "no-store" });
+        if (response.ok) {
+          response = await fetch(url, { method: "POST", body: file, headers: { [config.upload_header]: "1" } });
+        }
         body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+        // 429 after the room was there: an "again" took it meanwhile; wait for room again.
         if (response.status !== 429) break;
         // This page has as many images waiting as the server queues (--max-queued): hold this
         // one (and those after it) until one of them is done, instead of refusing it.
         item.state = "held";
         item.error = "waiting to upload: the queue is full (--max-queued); it goes when there is room";
         render();
-        // Woken when one of this page's jobs leaves the queue; tried again after 2 s anyway (the queue may
+        // Woken when one of this page's jobs leaves the queue; asks again after 2 s anyway (the queue may
         // have emptied before this upload began to wait).
         await Promise.race([
           new Promise((resolve) => roomWaiters.push(resolve)),
@@ -108,7 +126,7 @@ function upload(file) {
         return;
       }
       localItems.splice(localItems.indexOf(item), 1);
-      if (!serverJobs.some((job) => job.id === body.id)) serverJobs.push(body);
+      learned(body);
       render();
     } catch (error) {
       // A file the browser cannot read (a folder dropped, a file moved or deleted since it was chosen)
@@ -164,7 +182,7 @@ function again(job) {
     .then(async (response) => {
       const body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
       if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
-      if (!serverJobs.some((other) => other.id === body.id)) serverJobs.push(body);
+      learned(body);
       render();
     })
     .catch((error) => {
@@ -316,7 +334,7 @@ function announceChange(job, text) {
 
 function render() {
   const list = $("jobs");
-  // An upload the stream already shows as a job (its answer not yet in) is shown once, as the job.
+  // An upload the server's list already shows as a job (its answer not yet in) is shown once, as the job.
   const shown = new Set(serverJobs.map((job) => job.ref));
   const items = [...serverJobs, ...localItems.filter((item) => !shown.has(item.localId))];
   const keys = new Set();
@@ -366,42 +384,86 @@ function removeItem(job) {
   }
 }
 
-// ---- the event stream ----------------------------------------------------------------------
+// ---- news from the server -----------------------------------------------------------------
 
-function connect() {
-  const events = new EventSource(`/api/sessions/${session}/events`);
-  events.onmessage = (event) => {
-    const jobs = JSON.parse(event.data).jobs.filter((job) => {
-      if (!removedIds.has(job.id)) return true;
-      fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {}); // it was sent while offline
-      return false;
+// The page asks for its jobs every half second; it does not hold an event stream open. A stream holds one
+// of the 6 connections Chromium allows per server (HTTP/1.1) for as long as the page is open: a 7th tab
+// never loaded, and uploads waited behind the streams. A question holds a connection only while it is
+// answered, so any number of tabs and windows work, with nothing shared between them (a leader tab or
+// a SharedWorker would be, and Web Locks, to choose a leader, need https outside localhost). Each answer
+// is the page's whole list (or "unchanged", by the queue's version), so an update cannot be lost or taken
+// twice. A hidden tab, whose timers the browser slows (to once a minute after 5 minutes in Chromium), says
+// so, and the server waits for it longer; it asks at once when it is shown again.
+const POLL_MS = 500;
+const RETRY_MS = 1000; // while the server does not answer ("trying again every second")
+let version = ""; // the queue's version in the last answer
+let pollsSent = 0;
+let polling = false; // a question is on its way
+let pollTimer = null;
+
+async function poll() {
+  if (polling) return; // its answer is near; the next question follows it
+  clearTimeout(pollTimer);
+  polling = true;
+  const sent = ++pollsSent;
+  let next = POLL_MS;
+  try {
+    // After a lost contact, the whole list: the answer may come from a restarted server.
+    const since = lostContact ? "" : `&since=${encodeURIComponent(version)}`;
+    const hidden = document.hidden ? "&hidden=1" : "";
+    const response = await fetch(`/api/sessions/${session}/jobs?page=${pageId}${since}${hidden}`, {
+      cache: "no-store",
     });
-    if (lostContact) forgetMissing(jobs);
-    const queued = (list) => list.filter((job) => job.state === "queued").length;
-    if (queued(jobs) < queued(serverJobs)) wakeHeldUploads();
+    if (!response.ok) throw new Error(`the server answered ${response.status}`);
+    const answer = await response.json();
+    version = answer.version;
     lostContact = false;
-    serverJobs = jobs;
-    // A refused upload that is a job after all (the reload or the network cut it off as its answer came):
-    // the job stands for it, and its card, which said it was not uploaded, is not shown again.
-    const refs = new Set(jobs.map((job) => job.ref));
-    for (const item of localItems.filter((local) => local.state === "refused" && refs.has(local.localId))) {
-      localItems.splice(localItems.indexOf(item), 1);
-    }
-    receivedAt = performance.now();
-    if (selectedId && !serverJobs.some((job) => job.id === selectedId)) clearViewer();
-    if (!selectedId) {
-      const done = serverJobs.find((job) => job.state === "done");
-      if (done) select(done);
-    }
-    render();
-  };
-  events.onopen = () => setConnected(true);
-  events.onerror = () => {
+    setConnected(true);
+    if (!answer.unchanged) update(answer.jobs, sent);
+  } catch (error) {
     setConnected(false);
     lostContact = true;
-    // The browser retries by itself, except after an answer that is not an event stream: then try again here.
-    if (events.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
-  };
+    next = RETRY_MS;
+  }
+  polling = false;
+  pollTimer = setTimeout(poll, next);
+}
+
+// At once when the tab is hidden (the server hears that it may be slow to ask) and when it is shown.
+document.addEventListener("visibilitychange", () => poll());
+
+// A job the page learned of from an upload's (or an "again"'s) answer: an answer to a question sent
+// before it came may not have it yet, and does not take it away (the card vanished and came back).
+function learned(job) {
+  job.learnedAfter = pollsSent;
+  if (!serverJobs.some((other) => other.id === job.id)) serverJobs.push(job);
+}
+
+function update(described, sent) {
+  const jobs = described.filter((job) => {
+    if (!removedIds.has(job.id)) return true;
+    fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {}); // it was sent while offline
+    return false;
+  });
+  const known = new Set(jobs.map((job) => job.id));
+  jobs.push(...serverJobs.filter((job) => job.learnedAfter >= sent && !known.has(job.id)));
+  forgetMissing(jobs);
+  const queued = (list) => list.filter((job) => job.state === "queued").length;
+  if (queued(jobs) < queued(serverJobs)) wakeHeldUploads();
+  serverJobs = jobs;
+  // A refused upload that is a job after all (the reload or the network cut it off as its answer came):
+  // the job stands for it, and its card, which said it was not uploaded, is not shown again.
+  const refs = new Set(jobs.map((job) => job.ref));
+  for (const item of localItems.filter((local) => local.state === "refused" && refs.has(local.localId))) {
+    localItems.splice(localItems.indexOf(item), 1);
+  }
+  receivedAt = performance.now();
+  if (selectedId && !serverJobs.some((job) => job.id === selectedId)) clearViewer();
+  if (!selectedId) {
+    const done = serverJobs.find((job) => job.state === "done");
+    if (done) select(done);
+  }
+  render();
 }
 
 function wakeHeldUploads() {
@@ -418,7 +480,8 @@ function setConnected(up) {
 }
 
 // Jobs this page had that the server no longer knows (it was restarted, or this page was away
-// long enough for it to give them up): their cards say so instead of vanishing.
+// long enough for it to give them up): their cards say so instead of vanishing. (Jobs the page
+// removed itself are out of its list before the server hears of it.)
 function forgetMissing(jobs) {
   const known = new Set(jobs.map((job) => job.id));
   for (const job of serverJobs) {
@@ -429,8 +492,8 @@ function forgetMissing(jobs) {
   }
 }
 
-// Closing or reloading the tab: tell the server at once (it would also notice the closed
-// stream, a few seconds later).
+// Closing or reloading the tab: tell the server at once (it would also notice that the page
+// stopped asking, 10 s later).
 // A page kept in the back-forward cache (persisted) may come back: it keeps its jobs.
 // The server gives a page that leaves a few seconds to come back (a reload) before it cancels.
 window.addEventListener("pagehide", (event) => {
@@ -444,7 +507,7 @@ window.addEventListener("pagehide", (event) => {
   } catch (error) {
     // storage turned off: the reloaded page starts a new session
   }
-  navigator.sendBeacon(`/api/sessions/${session}/leave`);
+  navigator.sendBeacon(`/api/sessions/${session}/leave?page=${pageId}`);
 });
 
 // ---- the comparison viewer -----------------------------------------------------------------
@@ -711,7 +774,7 @@ function dropped(transfer) {
   const error =
     `${name} was not uploaded: what was dropped is ${link ? "a link" : "text"}, not a file (an image dragged ` +
     "from a web page comes as its address); save the image, then drop or choose the saved file";
-  localItems.push({ localId: `dropped-${crypto.randomUUID()}`, name, state: "refused", error });
+  localItems.push({ localId: `dropped-${randomId()}`, name, state: "refused", error });
   render();
 }
 
@@ -727,7 +790,7 @@ function showUnsent() {
     const error = `${name} was not uploaded: the page was reloaded before it was sent; add it again`;
     // Under its upload's ref: if the server made a job of it after all (the reload came as its answer was
     // on its way), the list shows that job instead of this card, which said the opposite.
-    const localId = typeof ref === "string" && ref.startsWith("local-") ? ref : `unsent-${crypto.randomUUID()}`;
+    const localId = typeof ref === "string" && ref.startsWith("local-") ? ref : `unsent-${randomId()}`;
     localItems.push({ localId, name: String(name), state: "refused", error });
   }
   render();
@@ -751,7 +814,7 @@ async function start() {
     return;
   }
   $("limits").textContent = limitsText(config);
-  connect();
+  poll();
   setInterval(() => serverJobs.some((job) => job.state === "running") && render(), 1000);
   document.body.dataset.ready = "1";
 }
