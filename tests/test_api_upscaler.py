@@ -182,3 +182,28 @@ def test_a_gpu_index_beyond_the_gpus_there_is_one_line_before_the_model_loads(mo
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(InvalidOptionError, match=r"device cuda:1 requested but there are 1 CUDA GPU\(s\) \(cuda:0 to"):
         Upscaler("no_such_model", device="cuda:1")
+
+
+def test_a_missing_gpu_names_the_python_argument_not_only_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Upscaler(device="cuda")` on a machine without one said "use --device cpu", a flag the caller never used."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidOptionError, match=r"no CUDA GPU is available; use --device cpu \(device='cpu'\)"):
+        Upscaler("no_such_model", device="cuda")
+
+
+def test_an_array_whose_first_and_last_sides_could_be_channels_is_read_as_hwc_with_a_warning(
+    upscaler: Upscaler, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(3, 9, 4) is 3 rows of 9 RGBA pixels by the documented rule, and a channels-first RGB image 4
+    pixels wide has that shape too: its result was a wrong picture (12x36x4) without a word."""
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 9, 4), dtype=np.uint8)
+    with caplog.at_level("WARNING", logger="srfeat"):
+        result = upscaler(pixels)
+    assert result.shape == (12, 36, 4)
+    assert "read as HxWxC, 3 row(s) of 9 pixels with 4 channel(s)" in caplog.text
+    assert "array.transpose(1, 2, 0)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="srfeat"):
+        upscaler(pixels.transpose(1, 2, 0).copy())  # (9, 4, 3): nothing to doubt
+        upscaler(torch.rand(3, 9, 4))  # a tensor is (C, H, W), as documented
+    assert "read as HxWxC" not in caplog.text

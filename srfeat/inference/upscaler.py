@@ -82,7 +82,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: memory planning and checks know these two
         raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidOptionError(f"device {device} requested but no CUDA GPU is available; use --device cpu")
+        raise InvalidOptionError(
+            f"device {device} requested but no CUDA GPU is available; use --device cpu (device='cpu')"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
         # else CUDA's "invalid device ordinal" from inside the model's first `.to`
         raise InvalidOptionError(
@@ -369,10 +371,20 @@ class Upscaler:
 
     def __call__(self, image, outscale=None):  # type: ignore[no-untyped-def]
         """Upscale a PIL image, a numpy array (HxW or HxWxC; uint8, uint16 or float in [0, 1]) or a
-        float tensor in [0, 1] ((C, H, W) or (N, C, H, W)); returns the same kind, dtype and layout."""
+        float tensor in [0, 1] ((C, H, W) or (N, C, H, W)); returns the same kind, dtype and layout.
+        An array is read channels last even where its first side could be channels (a warning says so)."""
         if isinstance(image, torch.Tensor):
             return self.upscale_tensor(image, outscale)
         if isinstance(image, np.ndarray):
+            if image.ndim == 3 and image.shape[0] <= 4 < image.shape[1] and 1 <= image.shape[2] <= 4:
+                # HxWxC by the documented rule, but a channels-first image 4 or fewer pixels wide has this
+                # shape too: its result would be a wrong picture of the same kind, without a word
+                logger.warning(
+                    "the array of shape %s is read as HxWxC, %d row(s) of %d pixels with %d channel(s); "
+                    "if it is channels first (C, H, W), pass array.transpose(1, 2, 0)",
+                    image.shape,
+                    *image.shape,
+                )
             return self.upscale_array(image, outscale)
         from PIL import Image
 
