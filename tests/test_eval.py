@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import one_error_line, srfeat_cli
+from cli_helpers import REPO, one_error_line, srfeat_cli
 from PIL import Image
 from skimage import data as samples
 
@@ -349,7 +349,8 @@ def test_models_are_held_one_at_a_time(small_folder: Path, monkeypatch: pytest.M
     save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), checkpoint)
     save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), other)
     result = evaluate([str(checkpoint), "bicubic", str(other)], [small_folder], metrics=["psnr"], device="cpu")
-    assert len(alive) == 3 and [row.model for row in result.results] == ["tiny", "bicubic", "tiny#2"]
+    # two networks built and dropped by the check at the start (a test image each), then three scored
+    assert len(alive) == 5 and [row.model for row in result.results] == ["tiny", "bicubic", "tiny#2"]
 
 
 @pytest.mark.parametrize(
@@ -368,3 +369,97 @@ def test_evaluate_given_one_string_where_a_list_goes_says_so(arguments: dict) ->
 
     with pytest.raises(SRFeatError, match=r"is a list: give \['"):
         evaluate(**arguments, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        # an empty list was an empty result, without a word (a table of no rows, or of no columns)
+        ({"models": []}, "models must be a non-empty list, got list"),
+        ({"folders": []}, "folders must be a non-empty list, got list"),
+        ({"metrics": []}, "metrics must be a non-empty list, got list"),
+        ({"folders": [None]}, "folders must hold names or paths, got NoneType None"),  # was a TypeError
+        ({"metrics": [1]}, "metrics must hold names, got int 1"),  # was a TypeError from str.join
+        # "4" and 2.0 were TypeErrors from inside, 0 a ZeroDivisionError
+        ({"scale": "4"}, "scale must be a whole number of at least 2 .4, 2....?, got '4'"),
+        ({"scale": 2.0}, "scale must be a whole number of at least 2 .*, got 2.0"),
+        ({"scale": 0}, "scale must be a whole number of at least 2 .*, got 0"),
+        # "no" left every PSNR and SSIM out with a warning, image by image: a table of "- (0/1)"
+        ({"test_y_channel": "no"}, "test_y_channel must be True or False, got str 'no'"),
+        ({"tta": "yes"}, "tta must be True or False, got str 'yes'"),
+    ],
+)
+def test_evaluate_refuses_arguments_of_the_wrong_kind_before_any_work(
+    small_folder: Path, arguments: dict, message: str
+) -> None:
+    from srfeat.errors import InvalidOptionError
+
+    call = {"models": ["bicubic"], "folders": [small_folder], "metrics": ["psnr"], "device": "cpu", **arguments}
+    with pytest.raises(InvalidOptionError, match=message) as error:
+        evaluate(**call)
+    assert "\n" not in str(error.value) and isinstance(error.value, ValueError)
+
+
+def test_evaluate_takes_paths_as_paths_and_expands_the_home_folder(
+    small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint given as a Path was an AttributeError ('PosixPath' object has no attribute 'startswith'),
+    bytes folders a TypeError, and "~/Small" was looked for in a folder named "~" (the command line expands it)."""
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), checkpoint)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "Small")  # where a folder "~" would be looked for
+    for folders in (["~/Small"], [b"~/Small"], [Path("~/Small")]):
+        result = evaluate([checkpoint, "bicubic"], folders, metrics=["psnr"], device="cpu")
+        assert [(row.model, row.dataset, row.images) for row in result.results] == [
+            ("tiny", "Small", 1),
+            ("bicubic", "Small", 1),
+        ]
+
+
+def test_one_checkpoint_under_two_names_is_evaluated_once(small_folder: Path, tmp_path: Path) -> None:
+    """`--model tiny.safetensors ./tiny.safetensors` ran the network twice, in rows tiny and tiny#2 of the
+    same numbers, though a model named twice is scored once (and a folder under two names evaluated once)."""
+    save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), tmp_path / "tiny.safetensors")
+    child = srfeat_cli(
+        "eval",
+        "--model",
+        "tiny.safetensors",
+        "./tiny.safetensors",
+        tmp_path / "tiny.safetensors",
+        "default",
+        REPO / "srfeat" / "weights" / "default.safetensors",
+        "--data",
+        small_folder,
+        "--metrics",
+        "psnr",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
+    assert child.returncode == 0, child.stderr
+    rows = [line.split("|")[1].strip() for line in child.stdout.splitlines() if "| Small |" in line]
+    assert rows == ["tiny", "default"]
+    assert (
+        f"--model names tiny.safetensors (also as ./tiny.safetensors, {tmp_path / 'tiny.safetensors'}), default "
+        f"(also as {REPO / 'srfeat' / 'weights' / 'default.safetensors'}) more than once: each is evaluated once"
+    ) in child.stderr
+
+
+def test_a_checkpoint_whose_output_is_not_finite_is_refused_before_any_image_is_read(
+    small_folder: Path, tmp_path: Path
+) -> None:
+    """Weights that load (finite) but overflow to inf failed at the first image of that model, after every
+    model before it had been scored, and nothing of that work was kept."""
+    generator = SRFeatGenerator(scale=4, num_features=8, num_blocks=1)
+    with torch.no_grad():
+        for parameter in generator.parameters():
+            parameter.mul_(1e6)
+    save_generator(generator, tmp_path / "diverged.safetensors")
+    child = srfeat_cli(
+        "eval", "--model", "bicubic", tmp_path / "diverged.safetensors", "--data", small_folder, "--device", "cpu"
+    )
+    line = one_error_line(child, only=True)
+    assert "model " + str(tmp_path / "diverged.safetensors") + " is broken: its output for a test image" in line
+    assert "is not finite (NaN or inf)" in line
+    assert "image(s)" not in child.stderr and child.stdout == ""  # no folder read, nothing scored
