@@ -33,7 +33,7 @@ from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale, distinct_fol
 from srfeat.errors import InvalidOptionError, MetricInputError, ModelOutputError, SRFeatError, shown
 from srfeat.files import write_file_atomically
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
-from srfeat.weights import generator_path
+from srfeat.weights import generator_path, load_generator
 from srfeat.weights.blend import BLEND_PREFIX, expand_blend_specs, is_blend_spec, parse_blend_spec
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def check_models(specs: Sequence[str], scale: int) -> None:
     is NaN or inf (a diverged run's), fail in one line at the start, not after the models before them."""
     probe = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
     for name in network_names(specs):
+        load_generator(name, "cpu")  # an .onnx file is refused in eval's words (the Upscaler would run it)
         try:
             make_upscaler(name, scale, torch.device("cpu"))(probe)
         except ModelOutputError as error:
@@ -302,7 +303,7 @@ def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None
     return 0
 
 
-def _checked_arguments(
+def _checked(
     models: object, folders: object, metrics: object, scale: object, *flags: object
 ) -> tuple[list[str], list[Path], int]:
     """`evaluate`'s arguments checked before any work (not a traceback from inside, an empty result, or
@@ -344,9 +345,7 @@ def evaluate(
     network is built and run on a test image before any folder is read. With `keep_figure_samples`,
     one image per folder (`figure_image` if it has it, else its first) is kept with every model's
     output and the bicubic baseline."""
-    models, folders, scale = _checked_arguments(
-        models, folders, metrics, scale, test_y_channel, tta, keep_figure_samples
-    )
+    models, folders, scale = _checked(models, folders, metrics, scale, test_y_channel, tta, keep_figure_samples)
     metrics = _once_each(list(metrics), "--metrics") if metrics is not None else default_metrics()
     unknown = [metric for metric in metrics if metric not in KNOWN_METRICS]
     if unknown:

@@ -463,3 +463,15 @@ def test_a_checkpoint_whose_output_is_not_finite_is_refused_before_any_image_is_
     assert "model " + str(tmp_path / "diverged.safetensors") + " is broken: its output for a test image" in line
     assert "is not finite (NaN or inf)" in line
     assert "image(s)" not in child.stderr and child.stdout == ""  # no folder read, nothing scored
+
+
+def test_an_onnx_file_is_still_refused_by_eval(small_folder: Path, tmp_path: Path) -> None:
+    """The check at the start builds each network as an Upscaler, which would run an .onnx file on ONNX
+    Runtime: eval scores generators (srfeat upscale runs ONNX files), and says so in one line."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), tmp_path / "tiny.safetensors")
+    exported = srfeat_cli("export", "--model", tmp_path / "tiny.safetensors", "-o", tmp_path / "tiny.onnx")
+    assert exported.returncode == 0, exported.stderr
+    child = srfeat_cli("eval", "--model", "bicubic", tmp_path / "tiny.onnx", "--data", small_folder, "--device", "cpu")
+    assert "is an ONNX model, which only srfeat upscale runs" in one_error_line(child, only=True)
