@@ -223,7 +223,7 @@ def _niqe_or_none(image: np.ndarray, scale: int, name: str) -> float | None:
 
     try:
         return float(niqe(rgb_to_y(image), crop_border=scale))
-    except SRFeatError as error:
+    except MetricInputError as error:  # not a damaged pristine model (an SRFeatError): that stops the run
         logger.warning("NIQE left out for %s: %s", name or "an image", error)
         return None
 
@@ -285,8 +285,7 @@ def _once_each(values: Sequence[str], option: str, key: Callable[[str], object] 
 
 
 def _model_file(spec: str) -> object:
-    """The file a model spec loads (`tiny.safetensors` and `./tiny.safetensors`, `default` and its bundled
-    file, are one model), or the spec itself for bicubic, hr, blends and missing files."""
+    """The file a model spec loads (`x.safetensors` is `./x.safetensors`), or the spec (bicubic, hr, blend, none)."""
     path = None if spec in (BICUBIC, GROUND_TRUTH) or is_blend_spec(spec) else generator_path(spec)
     return (path.stat().st_dev, path.stat().st_ino) if path is not None and path.is_file() else spec
 
@@ -352,6 +351,8 @@ def evaluate(
         raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")
     if "niqe" in metrics and not niqe_available():
         raise SRFeatError("NIQE is not available here (srfeat.metrics.niqe missing): drop it from --metrics (metrics=)")
+    if "niqe" in metrics:  # a damaged pristine model file is one line now, not a warning for every image
+        importlib.import_module("srfeat.metrics.niqe").pristine_model()
     from srfeat.inference.upscaler import resolve_device
 
     torch_device = resolve_device(device)

@@ -475,3 +475,23 @@ def test_an_onnx_file_is_still_refused_by_eval(small_folder: Path, tmp_path: Pat
     assert exported.returncode == 0, exported.stderr
     child = srfeat_cli("eval", "--model", "bicubic", tmp_path / "tiny.onnx", "--data", small_folder, "--device", "cpu")
     assert "is an ONNX model, which only srfeat upscale runs" in one_error_line(child, only=True)
+
+
+def test_a_damaged_niqe_model_file_stops_the_evaluation_in_one_line(
+    small_folder: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The evaluation took the damaged-file error for an image where NIQE is undefined: every image's
+    NIQE was left out with a warning, and the table had '- (0/n)' for a broken installation."""
+    from srfeat.errors import SRFeatError
+    from srfeat.metrics import niqe as niqe_module
+
+    if not niqe_available():
+        pytest.skip("NIQE is not installed")
+    niqe_module.pristine_model.cache_clear()
+    monkeypatch.setattr(niqe_module, "PRISTINE_PARAMS_SHA256", "0" * 64)
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(SRFeatError, match="NIQE model file .* is damaged"):
+            evaluate(["bicubic"], [small_folder], metrics=["psnr", "niqe"], device="cpu")
+    finally:
+        niqe_module.pristine_model.cache_clear()
+    assert "left out" not in caplog.text
