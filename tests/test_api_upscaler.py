@@ -207,3 +207,11 @@ def test_an_array_whose_first_and_last_sides_could_be_channels_is_read_as_hwc_wi
         upscaler(pixels.transpose(1, 2, 0).copy())  # (9, 4, 3): nothing to doubt
         upscaler(torch.rand(3, 9, 4))  # a tensor is (C, H, W), as documented
     assert "read as HxWxC" not in caplog.text
+
+
+def test_option_errors_name_the_python_argument_a_caller_gave() -> None:
+    """Upscaler's own refusals said only which command-line flag to use (--backend, `srfeat blend`)."""
+    with pytest.raises(InvalidOptionError, match=r"backend='onnxruntime'"):
+        Upscaler("model.onnx", backend="torch", device="cpu")
+    with pytest.raises(ValueError, match=r"blend_generators\(A, B, alpha\)"):
+        Upscaler("mine.safetensors", strength=0.3, device="cpu")

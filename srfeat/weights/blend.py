@@ -151,7 +151,8 @@ def load_blended(model: str | os.PathLike[str] | SRFeatGenerator, strength: floa
     if name != DETAIL_MODELS[0]:
         raise WeightsError(
             f"strength blends the bundled {DETAIL_MODELS[0]} and {DETAIL_MODELS[1]} models and cannot be combined "
-            f"with model {name}; to blend your own checkpoints use `srfeat blend A B --alpha a -o out.safetensors`"
+            f"with model {name}; to blend your own checkpoints use `srfeat blend A B --alpha a -o out.safetensors` "
+            "(from Python: srfeat.weights.blend.blend_generators(A, B, alpha))"
         )
     return strength_generator(strength)
 
