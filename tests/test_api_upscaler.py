@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +216,23 @@ def test_option_errors_name_the_python_argument_a_caller_gave() -> None:
         Upscaler("model.onnx", backend="torch", device="cpu")
     with pytest.raises(ValueError, match=r"blend_generators\(A, B, alpha\)"):
         Upscaler("mine.safetensors", strength=0.3, device="cpu")
+
+
+def test_a_pil_image_whose_file_cannot_be_decoded_is_one_image_read_error(upscaler: Upscaler, tmp_path: Path) -> None:
+    """Image.open is lazy: a truncated file failed inside the conversion with PIL's bare OSError ("image
+    file is truncated"), and a closed image with PIL's ValueError, neither an SRFeatError."""
+    from PIL import Image
+
+    from srfeat.errors import ImageReadError
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=r"the PIL image \(.*photo.png\) cannot be decoded: image file is trunc"):
+        upscaler(Image.open(path))
+    closed = Image.open(tmp_path / "photo.png")
+    closed.close()
+    with pytest.raises(ImageReadError, match="cannot be decoded: Operation on closed image") as error:
+        upscaler(closed)
+    assert isinstance(error.value, OSError) and "\n" not in str(error.value)

@@ -20,7 +20,14 @@ import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.resize import check_output_fits, imresize
-from srfeat.errors import InvalidImageError, InvalidOptionError, ModelOutputError, NotAnImageError, SRFeatError
+from srfeat.errors import (
+    ImageReadError,
+    InvalidImageError,
+    InvalidOptionError,
+    ModelOutputError,
+    NotAnImageError,
+    SRFeatError,
+)
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.inference.checks import (
     MAX_OUTSCALE,
@@ -460,9 +467,21 @@ class Upscaler:
         here (the caller decides; `srfeat.data.io.open_image` applies it).
         """
         from srfeat.data.colour_profiles import is_cmyk_profile, other_colour_space
-        from srfeat.data.io import array_to_pil, pil_to_array
+        from srfeat.data.io import DECODE_ERRORS, array_to_pil, pil_to_array
 
-        array = self.upscale_array(pil_to_array(image), outscale)
+        try:  # a lazily opened file decodes here: its damage was PIL's own OSError or ValueError, from inside
+            image.load()
+            pixels = pil_to_array(image)
+        except SRFeatError:
+            raise
+        except DECODE_ERRORS as error:
+            filename = getattr(image, "filename", "")  # an ImageFile's; an image made in memory has none
+            source = f" ({filename})" if filename else ""
+            problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ImageReadError(
+                f"the PIL image{source} cannot be decoded: {problem}; a damaged file, or one closed before upscaling?"
+            ) from error
+        array = self.upscale_array(pixels, outscale)
         if array.dtype == np.uint16 and array.shape[2] == 2:  # I;16 with a see-through level: PIL has no 16-bit LA
             array = np.rint(array / 257.0).astype(np.uint8)
         result = array_to_pil(array)
