@@ -20,7 +20,7 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,9 +302,9 @@ def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None
     return 0
 
 
-def _checked(
+def _check(
     models: object, folders: object, metrics: object, scale: object, *flags: object
-) -> tuple[list[str], list[Path], int]:
+) -> tuple[list[str], list[Path], list[str] | None, int]:
     """`evaluate`'s arguments checked before any work (not a traceback from inside, an empty result, or
     every score left out): models as strings, folders (str, bytes, path-like) as paths, `~` expanded."""
     lists: dict[str, list[str]] = {}
@@ -313,18 +313,18 @@ def _checked(
             raise InvalidOptionError(f"{name} is a list: give [{os.fsdecode(value)!r}], not {os.fsdecode(value)!r}")
         if value is None and name == "metrics":
             continue
-        if not isinstance(value, Sequence) or not value:
+        if not (items := list(value) if isinstance(value, Iterable) else []):  # a tuple or a generator will do
             raise InvalidOptionError(f"{name} must be a non-empty list, got {type(value).__name__} {shown(value)}")
         kinds, what = ((str,), "names") if name == "metrics" else ((str, bytes, os.PathLike), "names or paths")
-        if wrong := [item for item in value if not isinstance(item, kinds)]:
+        if wrong := [item for item in items if not isinstance(item, kinds)]:
             raise InvalidOptionError(f"{name} must hold {what}, got {type(wrong[0]).__name__} {shown(wrong[0])}")
-        lists[name] = [item if name == "metrics" else os.fsdecode(item) for item in value]
+        lists[name] = [item if name == "metrics" else os.fsdecode(item) for item in items]
     if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 2:
         raise InvalidOptionError(f"scale must be a whole number of at least 2 (4, 2...), got {shown(scale)}")
     for name, flag in zip(("test_y_channel", "tta", "keep_figure_samples"), flags, strict=True):
         if not isinstance(flag, (bool, np.bool_)):  # test_y_channel="no" left every PSNR out, image by image
             raise InvalidOptionError(f"{name} must be True or False, got {type(flag).__name__} {shown(flag)}")
-    return lists["models"], [Path(folder).expanduser() for folder in lists["folders"]], int(scale)
+    return lists["models"], [Path(folder).expanduser() for folder in lists["folders"]], lists.get("metrics"), int(scale)
 
 
 def evaluate(
@@ -344,8 +344,8 @@ def evaluate(
     network is built and run on a test image before any folder is read. With `keep_figure_samples`,
     one image per folder (`figure_image` if it has it, else its first) is kept with every model's
     output and the bicubic baseline."""
-    models, folders, scale = _checked(models, folders, metrics, scale, test_y_channel, tta, keep_figure_samples)
-    metrics = _once_each(list(metrics), "--metrics") if metrics is not None else default_metrics()
+    models, folders, metrics, scale = _check(models, folders, metrics, scale, test_y_channel, tta, keep_figure_samples)
+    metrics = _once_each(metrics, "--metrics") if metrics is not None else default_metrics()
     unknown = [metric for metric in metrics if metric not in KNOWN_METRICS]
     if unknown:
         raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")

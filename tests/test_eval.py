@@ -415,6 +415,9 @@ def test_evaluate_takes_paths_as_paths_and_expands_the_home_folder(
             ("tiny", "Small", 1),
             ("bicubic", "Small", 1),
         ]
+    # any iterable of them, as before (a generator is read once)
+    result = evaluate((m for m in ["bicubic"]), ("~/Small",), metrics=iter(["psnr"]), device="cpu")
+    assert [(row.model, row.images, list(row.scores)) for row in result.results] == [("bicubic", 1, ["psnr"])]
 
 
 def test_one_checkpoint_under_two_names_is_evaluated_once(small_folder: Path, tmp_path: Path) -> None:
