@@ -287,7 +287,7 @@ def _once_each(values: Sequence[str], option: str, key: Callable[[str], object] 
 def _model_file(spec: str) -> object:
     """The file a model spec loads (`x.safetensors` is `./x.safetensors`), or the spec (bicubic, hr, blend, none)."""
     path = None if spec in (BICUBIC, GROUND_TRUTH) or is_blend_spec(spec) else generator_path(spec)
-    return (path.stat().st_dev, path.stat().st_ino) if path is not None and path.is_file() else spec
+    return (path.stat().st_dev, path.stat().st_ino) if path is not None and os.path.isfile(path) else spec
 
 
 def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
