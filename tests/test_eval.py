@@ -498,3 +498,16 @@ def test_a_damaged_niqe_model_file_stops_the_evaluation_in_one_line(
     finally:
         niqe_module.pristine_model.cache_clear()
     assert "left out" not in caplog.text
+
+
+def test_a_model_name_longer_than_the_file_system_takes_is_one_line(small_folder: Path) -> None:
+    """`--model` of a 300-byte name was OSError 'File name too long' from Path.is_dir, a traceback
+    (srfeat upscale's too, and `load_generator` from Python)."""
+    from srfeat.errors import WeightsError
+    from srfeat.weights import load_generator
+
+    name = "a" * 300 + ".safetensors"
+    child = srfeat_cli("eval", "--model", "bicubic", name, "--data", small_folder, "--device", "cpu")
+    assert "File name too long; give a checkpoint path" in one_error_line(child, only=True)
+    with pytest.raises(WeightsError, match="File name too long"):
+        load_generator(name)
