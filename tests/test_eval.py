@@ -511,3 +511,13 @@ def test_a_model_name_longer_than_the_file_system_takes_is_one_line(small_folder
     assert "File name too long; give a checkpoint path" in one_error_line(child, only=True)
     with pytest.raises(WeightsError, match="File name too long"):
         load_generator(name)
+
+
+def test_evaluate_on_a_folder_name_longer_than_the_file_system_takes_is_one_line() -> None:
+    """The command line's path check refuses such a --data name; evaluate() from Python went on to the
+    folder scan, where Path.is_dir raised OSError 'File name too long'."""
+    from srfeat.errors import ImageReadError
+
+    with pytest.raises(ImageReadError, match="cannot read image folder a+: File name too long") as error:
+        evaluate(["bicubic"], ["a" * 300], metrics=["psnr"], device="cpu")
+    assert "\n" not in str(error.value)
