@@ -20,7 +20,7 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.commands import eval as eval_command
 from srfeat.data.datasets import bicubic_downscale, bicubic_upscale, mod_crop
 from srfeat.data.io import write_png
-from srfeat.evaluation import evaluate, make_upscaler, niqe_available
+from srfeat.evaluation import evaluate, make_upscaler, niqe_available, write_json
 from srfeat.metrics.psnr_ssim import psnr
 from srfeat.weights import save_generator
 
@@ -521,3 +521,20 @@ def test_evaluate_on_a_folder_name_longer_than_the_file_system_takes_is_one_line
     with pytest.raises(ImageReadError, match="cannot read image folder a+: File name too long") as error:
         evaluate(["bicubic"], ["a" * 300], metrics=["psnr"], device="cpu")
     assert "\n" not in str(error.value)
+
+
+def test_writing_results_over_an_existing_file_from_python_says_it_exists(small_folder: Path, tmp_path: Path) -> None:
+    """write_json(replace=False) and the figures over a file that was there before said it 'appeared while it
+    was being written (another program?)' and to pass --overwrite, an option a Python caller does not have."""
+    from srfeat.figures import comparison_figure
+    from srfeat.files import OutputExistsError
+
+    result = evaluate(["bicubic"], [small_folder], metrics=["psnr"], device="cpu", keep_figure_samples=True)
+    for path, write in (
+        (tmp_path / "mine.json", lambda path: write_json(path, result, replace=False)),
+        (tmp_path / "mine.png", lambda path: comparison_figure(path, result.figure_samples, replace=False)),
+    ):
+        path.write_text("mine")
+        with pytest.raises(OutputExistsError, match=r"mine\.\w+ exists; it is kept: .*replace=True") as error:
+            write(path)
+        assert "appeared" not in str(error.value) and path.read_text() == "mine"
