@@ -538,3 +538,16 @@ def test_writing_results_over_an_existing_file_from_python_says_it_exists(small_
         with pytest.raises(OutputExistsError, match=r"mine\.\w+ exists; it is kept: .*replace=True") as error:
             write(path)
         assert "appeared" not in str(error.value) and path.read_text() == "mine"
+
+
+def test_figure_options_without_a_figure_are_named_in_a_warning(small_folder: Path, tmp_path: Path) -> None:
+    """`--figure-image a` without `--figure` was taken without a word, and the figure never came."""
+    child = srfeat_cli(
+        "eval", "--model", "bicubic", "--data", small_folder, "--metrics", "psnr", "--figure-image", "a", cwd=tmp_path
+    )
+    assert child.returncode == 0, child.stderr
+    assert (
+        "WARNING: --figure-image applies to --figure, which is not given: no figure is written (add --figure FILE.png)"
+    ) in child.stderr
+    child = srfeat_cli("eval", "--model", "bicubic", "--data", small_folder, "--metrics", "psnr", cwd=tmp_path)
+    assert child.returncode == 0 and "WARNING" not in child.stderr, child.stderr
