@@ -5,6 +5,8 @@ The Python API, in the order one meets it:
 - `srfeat.Upscaler`: `Upscaler("default")(image)` upscales a PIL image, a numpy array or a
   tensor 4x (`srfeat.inference.upscaler`);
 - `srfeat.metrics`: `psnr`, `ssim`, `rgb_to_y`; `srfeat.metrics.niqe.niqe`;
+- `srfeat.evaluation.evaluate(models, folders)`: `srfeat eval`'s protocol, with `markdown_table` and
+  `write_json` for its result;
 - `srfeat.weights`: `load_generator`, `save_generator`; `srfeat.weights.blend`;
 - `srfeat.archs.generator.SRFeatGenerator`, `srfeat.archs.discriminators`;
 - `srfeat.data.resize.imresize`: MATLAB's bicubic on tensors;

@@ -18,7 +18,9 @@ import importlib.util
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+import numbers
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +30,10 @@ import torch
 from tqdm import tqdm
 
 from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale, distinct_folders
-from srfeat.errors import MetricInputError, SRFeatError
+from srfeat.errors import InvalidOptionError, MetricInputError, ModelOutputError, SRFeatError, shown
 from srfeat.files import write_file_atomically
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
+from srfeat.weights import generator_path, load_generator
 from srfeat.weights.blend import BLEND_PREFIX, expand_blend_specs, is_blend_spec, parse_blend_spec
 
 logger = logging.getLogger(__name__)
@@ -56,12 +59,8 @@ def default_metrics() -> list[str]:
 
 @contextmanager
 def single_threaded() -> Iterator[None]:
-    """Run torch on one thread for a while (the protocol's resizes and rounding).
-
-    Those are many small operations: torch's intra-op threads gain nothing on them and, on a
-    busy machine, waiting for the threads costs several times the work itself. The models
-    run outside this, with all threads.
-    """
+    """Run torch on one thread for a while (the protocol's resizes and rounding: many small operations
+    whose intra-op threads gain nothing, and cost several times the work on a busy machine; not models)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -93,7 +92,8 @@ def make_upscaler(spec: str, scale: int, device: torch.device, tta: bool = False
     upscaler = InferenceUpscaler(spec if blend is None else blend.build(), device=device, tta=tta)
     if upscaler.scale != scale:
         raise SRFeatError(
-            f"model {spec} upscales x{upscaler.scale}, but the evaluation is at x{scale}: pass --scale {upscaler.scale}"
+            f"model {spec} upscales x{upscaler.scale}, but the evaluation is at x{scale}: "
+            f"pass --scale {upscaler.scale} (scale={upscaler.scale})"
         )
 
     def upscale_generator(lr: np.ndarray) -> np.ndarray:
@@ -143,18 +143,19 @@ def network_names(specs: Sequence[str]) -> list[str]:
 
 
 def check_models(specs: Sequence[str], scale: int) -> None:
-    """Load each network a spec names (blend ends included) once and drop it, before any image is
-    scored: a missing, broken or wrong-scale file fails in one line at the start, not hours in,
-    since `evaluate` builds its models one at a time."""
-    from srfeat.weights import load_generator
-
+    """Build each network a spec names (blend ends included) once, run it on a small test image and
+    drop it, before any image is scored: a missing, broken or wrong-scale file, or weights whose output
+    is NaN or inf (a diverged run's), fail in one line at the start, not after the models before them."""
+    probe = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
     for name in network_names(specs):
-        generator_scale = load_generator(name, "cpu").scale
-        if generator_scale != scale:
-            raise SRFeatError(
-                f"model {name} upscales x{generator_scale}, but the evaluation is at x{scale}: "
-                f"pass --scale {generator_scale}"
-            )
+        load_generator(name, "cpu")  # an .onnx file is refused in eval's words (the Upscaler would run it)
+        try:
+            make_upscaler(name, scale, torch.device("cpu"))(probe)
+        except ModelOutputError as error:
+            raise ModelOutputError(
+                f"model {name} is broken: its output for a test image is not finite (NaN or inf), as a diverged "
+                "run's would be; nothing was scored"
+            ) from error
 
 
 def dataset_labels(folders: Sequence[Path]) -> list[str]:
@@ -222,7 +223,7 @@ def _niqe_or_none(image: np.ndarray, scale: int, name: str) -> float | None:
 
     try:
         return float(niqe(rgb_to_y(image), crop_border=scale))
-    except SRFeatError as error:
+    except MetricInputError as error:  # not a damaged pristine model (an SRFeatError): that stops the run
         logger.warning("NIQE left out for %s: %s", name or "an image", error)
         return None
 
@@ -248,7 +249,7 @@ def score_image(
     if sr is not None and sr.shape != hr.shape:
         raise SRFeatError(
             f"model output is {sr.shape[1]}x{sr.shape[0]} but the HR image is {hr.shape[1]}x{hr.shape[0]}: "
-            "wrong --scale for this model?"
+            "wrong --scale (scale=) for this model?"
         )
     scores: dict[str, float | None] = {}
     for metric in metrics:
@@ -268,14 +269,25 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _once_each(values: Sequence[str], option: str) -> list[str]:
-    """The values in order, one given twice kept once, with a warning (a column or a model's run twice
-    would say nothing new)."""
-    kept = list(dict.fromkeys(values))
-    if len(kept) < len(values):
-        repeated = sorted({value for value in values if values.count(value) > 1})
-        logger.warning("%s names %s more than once: each is evaluated once", option, ", ".join(repeated))
-    return kept
+def _once_each(values: Sequence[str], option: str, key: Callable[[str], object] = str) -> list[str]:
+    """The values in order, one given twice (or two of one `key`: a file under two names) kept once,
+    with a warning (a column or a model's run twice would say nothing new)."""
+    first: dict[object, str] = {}
+    aliases: dict[str, list[str]] = {}  # value kept -> its other names
+    for value in values:
+        if (kept := first.setdefault(key(value), value)) != value or values.count(value) > 1:
+            others = aliases.setdefault(kept, [])
+            others += [value] if kept != value and value not in others else []
+    if aliases:
+        named = [kept + (f" (also as {', '.join(others)})" if others else "") for kept, others in aliases.items()]
+        logger.warning("%s names %s more than once: each is evaluated once", option, ", ".join(named))
+    return list(first.values())
+
+
+def _model_file(spec: str) -> object:
+    """The file a model spec loads (`x.safetensors` is `./x.safetensors`), or the spec (bicubic, hr, blend, none)."""
+    path = None if spec in (BICUBIC, GROUND_TRUTH) or is_blend_spec(spec) else generator_path(spec)
+    return (path.stat().st_dev, path.stat().st_ino) if path is not None and os.path.isfile(path) else spec
 
 
 def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
@@ -290,9 +302,34 @@ def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None
     return 0
 
 
+def _check(
+    models: object, folders: object, metrics: object, scale: object, *flags: object
+) -> tuple[list[str], list[Path], list[str] | None, int]:
+    """`evaluate`'s arguments checked before any work (not a traceback from inside, an empty result, or
+    every score left out): models as strings, folders (str, bytes, path-like) as paths, `~` expanded."""
+    lists: dict[str, list[str]] = {}
+    for name, value in (("models", models), ("folders", folders), ("metrics", metrics)):
+        if isinstance(value, (str, bytes, os.PathLike)):  # its characters were taken one by one
+            raise InvalidOptionError(f"{name} is a list: give [{os.fsdecode(value)!r}], not {os.fsdecode(value)!r}")
+        if value is None and name == "metrics":
+            continue
+        if not (items := list(value) if isinstance(value, Iterable) else []):  # a tuple or a generator will do
+            raise InvalidOptionError(f"{name} must be a non-empty list, got {type(value).__name__} {shown(value)}")
+        kinds, what = ((str,), "names") if name == "metrics" else ((str, bytes, os.PathLike), "names or paths")
+        if wrong := [item for item in items if not isinstance(item, kinds)]:
+            raise InvalidOptionError(f"{name} must hold {what}, got {type(wrong[0]).__name__} {shown(wrong[0])}")
+        lists[name] = [item if name == "metrics" else os.fsdecode(item) for item in items]
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 2:
+        raise InvalidOptionError(f"scale must be a whole number of at least 2 (4, 2...), got {shown(scale)}")
+    for name, flag in zip(("test_y_channel", "tta", "keep_figure_samples"), flags, strict=True):
+        if not isinstance(flag, (bool, np.bool_)):  # test_y_channel="no" left every PSNR out, image by image
+            raise InvalidOptionError(f"{name} must be True or False, got {type(flag).__name__} {shown(flag)}")
+    return lists["models"], [Path(folder).expanduser() for folder in lists["folders"]], lists.get("metrics"), int(scale)
+
+
 def evaluate(
-    models: Sequence[str],
-    folders: Sequence[str | Path],
+    models: Sequence[str | os.PathLike[str]],
+    folders: Sequence[str | bytes | os.PathLike[str]],
     metrics: Sequence[str] | None = None,
     scale: int = 4,
     device: str = "auto",
@@ -303,24 +340,23 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate each model on each folder by the protocol (`tta`: networks as self-ensembles).
 
-    With `keep_figure_samples`, one image per folder (`figure_image` if the folder has it,
-    else its first) is kept with every model's output and the bicubic baseline.
-    """
-    for name, value in (("models", models), ("folders", folders), ("metrics", metrics)):
-        if isinstance(value, (str, Path)):  # its characters were taken one by one: "model b not found"
-            raise SRFeatError(f"{name} is a list: give [{str(value)!r}], not {str(value)!r}")
-    metrics = _once_each(list(metrics), "--metrics") if metrics is not None else default_metrics()
+    Models and folders are lists of names or paths (str, bytes, path-like; `~` expanded); each
+    network is built and run on a test image before any folder is read. With `keep_figure_samples`,
+    one image per folder (`figure_image` if it has it, else its first) is kept with every model's
+    output and the bicubic baseline."""
+    models, folders, metrics, scale = _check(models, folders, metrics, scale, test_y_channel, tta, keep_figure_samples)
+    metrics = _once_each(metrics, "--metrics") if metrics is not None else default_metrics()
     unknown = [metric for metric in metrics if metric not in KNOWN_METRICS]
     if unknown:
         raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")
     if "niqe" in metrics and not niqe_available():
-        raise SRFeatError(
-            "NIQE is not available in this installation (srfeat.metrics.niqe missing): drop it from --metrics"
-        )
+        raise SRFeatError("NIQE is not available here (srfeat.metrics.niqe missing): drop it from --metrics (metrics=)")
+    if "niqe" in metrics:  # a damaged pristine model file is one line now, not a warning for every image
+        importlib.import_module("srfeat.metrics.niqe").pristine_model()
     from srfeat.inference.upscaler import resolve_device
 
     torch_device = resolve_device(device)
-    models = _once_each(expand_blend_specs(models), "--model")
+    models = _once_each(expand_blend_specs(models), "--model", key=_model_file)
     labels = model_labels(models, tta=tta)
     check_models(models, scale)
     folder_paths = distinct_folders(folders, "--data", "evaluated once")

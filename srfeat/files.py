@@ -291,6 +291,13 @@ def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -
     if not files:
         return
     for file in files:
+        if not replace and (file.path.exists() or file.path.is_symlink()):
+            # said now, before any writing: `move_into_place`'s "appeared while it was being written" is
+            # for one that did, and a Python caller (write_json, save_figure) has no --overwrite
+            raise OutputExistsError(
+                f"{file.path} exists; it is kept: remove it, or allow replacing it (replace=True, --overwrite)"
+            )
+    for file in files:
         file.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(file.path)
     folder = files[0].path.parent

@@ -13,6 +13,7 @@ of several runs (`scripts/plot_plane.py`).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 from srfeat.errors import SRFeatError
 
 __all__ = ["check_plane_metrics", "plane_figure", "plane_table"]
+
+logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 STRENGTH_PREFIX = "strength="
@@ -89,6 +92,19 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
         raise SRFeatError(
             "nothing to draw on the perception-distortion plane: no model has both PSNR and NIQE "
             "(evaluate with --metrics psnr niqe and a model other than hr)"
+        )
+    # A point that is not drawn is said, or the plane reads as if the model had not been evaluated.
+    left_out = [
+        f"{model} on {dataset}"
+        for dataset, models in _by_dataset(records).items()
+        for model, record in models.items()
+        if _number(record, "niqe") is None or (model != GROUND_TRUTH and _number(record, "psnr") is None)
+    ]
+    if left_out:
+        logger.warning(
+            "the plane leaves out %s: no finite PSNR and NIQE (NIQE is undefined under 96 px or on a flat image, "
+            "PSNR infinite for an output identical to HR; the table has the numbers)",
+            ", ".join(left_out),
         )
     # `srfeat eval --rgb` measures PSNR on RGB (about 1.5 dB below Y's): the axis says which.
     channels = " and ".join(sorted({str(record.get("channel", "y")).upper() for record in records}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,56 @@ def test_a_gpu_index_beyond_the_gpus_there_is_one_line_before_the_model_loads(mo
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(InvalidOptionError, match=r"device cuda:1 requested but there are 1 CUDA GPU\(s\) \(cuda:0 to"):
         Upscaler("no_such_model", device="cuda:1")
+
+
+def test_a_missing_gpu_names_the_python_argument_not_only_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Upscaler(device="cuda")` on a machine without one said "use --device cpu", a flag the caller never used."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidOptionError, match=r"no CUDA GPU is available; use --device cpu \(device='cpu'\)"):
+        Upscaler("no_such_model", device="cuda")
+
+
+def test_an_array_whose_first_and_last_sides_could_be_channels_is_read_as_hwc_with_a_warning(
+    upscaler: Upscaler, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(3, 9, 4) is 3 rows of 9 RGBA pixels by the documented rule, and a channels-first RGB image 4
+    pixels wide has that shape too: its result was a wrong picture (12x36x4) without a word."""
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 9, 4), dtype=np.uint8)
+    with caplog.at_level("WARNING", logger="srfeat"):
+        result = upscaler(pixels)
+    assert result.shape == (12, 36, 4)
+    assert "read as HxWxC, 3 row(s) of 9 pixels with 4 channel(s)" in caplog.text
+    assert "array.transpose(1, 2, 0)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="srfeat"):
+        upscaler(pixels.transpose(1, 2, 0).copy())  # (9, 4, 3): nothing to doubt
+        upscaler(torch.rand(3, 9, 4))  # a tensor is (C, H, W), as documented
+    assert "read as HxWxC" not in caplog.text
+
+
+def test_option_errors_name_the_python_argument_a_caller_gave() -> None:
+    """Upscaler's own refusals said only which command-line flag to use (--backend, `srfeat blend`)."""
+    with pytest.raises(InvalidOptionError, match=r"backend='onnxruntime'"):
+        Upscaler("model.onnx", backend="torch", device="cpu")
+    with pytest.raises(ValueError, match=r"blend_generators\(A, B, alpha\)"):
+        Upscaler("mine.safetensors", strength=0.3, device="cpu")
+
+
+def test_a_pil_image_whose_file_cannot_be_decoded_is_one_image_read_error(upscaler: Upscaler, tmp_path: Path) -> None:
+    """Image.open is lazy: a truncated file failed inside the conversion with PIL's bare OSError ("image
+    file is truncated"), and a closed image with PIL's ValueError, neither an SRFeatError."""
+    from PIL import Image
+
+    from srfeat.errors import ImageReadError
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=r"the PIL image \(.*photo.png\) cannot be decoded: image file is trunc"):
+        upscaler(Image.open(path))
+    closed = Image.open(tmp_path / "photo.png")
+    closed.close()
+    with pytest.raises(ImageReadError, match="cannot be decoded: Operation on closed image") as error:
+        upscaler(closed)
+    assert isinstance(error.value, OSError) and "\n" not in str(error.value)

@@ -235,3 +235,24 @@ def test_cli_blend_never_writes_over_a_bundled_input(tmp_path: Path, monkeypatch
     with pytest.raises(SRFeatError, match=r"is the input .*default.safetensors: choose another -o"):
         blend_command.run(parser.parse_args(args))
     assert (bundled / "default.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"head.weight": 1.0}, "head.weight is float, not a tensor"),
+        ({"head.weight": np.ones(3)}, "head.weight is ndarray, not a tensor"),
+        (None, "expected a state dict .names to tensors., got NoneType"),
+        ([("head.weight", torch.ones(1))], "expected a state dict .names to tensors., got list"),
+    ],
+)
+def test_blend_states_of_something_else_than_state_dicts_is_one_weights_error(state: object, message: str) -> None:
+    """A float, a numpy array or a module in place of a state dict was an AttributeError ('float' object has
+    no attribute 'shape') or a TypeError ('SRFeatGenerator' object is not iterable) from inside."""
+    good = {"head.weight": torch.ones(3)}
+    with pytest.raises(WeightsError, match=f"cannot blend B: {message}") as error:
+        blend_states(good, state, 0.5)  # type: ignore[arg-type]
+    assert "\n" not in str(error.value) and isinstance(error.value, ValueError)
+    module = tiny_generator()
+    with pytest.raises(WeightsError, match="cannot blend A: .*got SRFeatGenerator: give its state_dict"):
+        blend_states(module, module.state_dict(), 0.5)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import one_error_line, srfeat_cli
+from cli_helpers import REPO, one_error_line, srfeat_cli
 from PIL import Image
 from skimage import data as samples
 
@@ -20,7 +20,7 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.commands import eval as eval_command
 from srfeat.data.datasets import bicubic_downscale, bicubic_upscale, mod_crop
 from srfeat.data.io import write_png
-from srfeat.evaluation import evaluate, make_upscaler, niqe_available
+from srfeat.evaluation import evaluate, make_upscaler, niqe_available, write_json
 from srfeat.metrics.psnr_ssim import psnr
 from srfeat.weights import save_generator
 
@@ -349,7 +349,8 @@ def test_models_are_held_one_at_a_time(small_folder: Path, monkeypatch: pytest.M
     save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), checkpoint)
     save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), other)
     result = evaluate([str(checkpoint), "bicubic", str(other)], [small_folder], metrics=["psnr"], device="cpu")
-    assert len(alive) == 3 and [row.model for row in result.results] == ["tiny", "bicubic", "tiny#2"]
+    # two networks built and dropped by the check at the start (a test image each), then three scored
+    assert len(alive) == 5 and [row.model for row in result.results] == ["tiny", "bicubic", "tiny#2"]
 
 
 @pytest.mark.parametrize(
@@ -368,3 +369,185 @@ def test_evaluate_given_one_string_where_a_list_goes_says_so(arguments: dict) ->
 
     with pytest.raises(SRFeatError, match=r"is a list: give \['"):
         evaluate(**arguments, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        # an empty list was an empty result, without a word (a table of no rows, or of no columns)
+        ({"models": []}, "models must be a non-empty list, got list"),
+        ({"folders": []}, "folders must be a non-empty list, got list"),
+        ({"metrics": []}, "metrics must be a non-empty list, got list"),
+        ({"folders": [None]}, "folders must hold names or paths, got NoneType None"),  # was a TypeError
+        ({"metrics": [1]}, "metrics must hold names, got int 1"),  # was a TypeError from str.join
+        # "4" and 2.0 were TypeErrors from inside, 0 a ZeroDivisionError
+        ({"scale": "4"}, "scale must be a whole number of at least 2 .4, 2....?, got '4'"),
+        ({"scale": 2.0}, "scale must be a whole number of at least 2 .*, got 2.0"),
+        ({"scale": 0}, "scale must be a whole number of at least 2 .*, got 0"),
+        # "no" left every PSNR and SSIM out with a warning, image by image: a table of "- (0/1)"
+        ({"test_y_channel": "no"}, "test_y_channel must be True or False, got str 'no'"),
+        ({"tta": "yes"}, "tta must be True or False, got str 'yes'"),
+    ],
+)
+def test_evaluate_refuses_arguments_of_the_wrong_kind_before_any_work(
+    small_folder: Path, arguments: dict, message: str
+) -> None:
+    from srfeat.errors import InvalidOptionError
+
+    call = {"models": ["bicubic"], "folders": [small_folder], "metrics": ["psnr"], "device": "cpu", **arguments}
+    with pytest.raises(InvalidOptionError, match=message) as error:
+        evaluate(**call)
+    assert "\n" not in str(error.value) and isinstance(error.value, ValueError)
+
+
+def test_evaluate_takes_paths_as_paths_and_expands_the_home_folder(
+    small_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint given as a Path was an AttributeError ('PosixPath' object has no attribute 'startswith'),
+    bytes folders a TypeError, and "~/Small" was looked for in a folder named "~" (the command line expands it)."""
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), checkpoint)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "Small")  # where a folder "~" would be looked for
+    for folders in (["~/Small"], [b"~/Small"], [Path("~/Small")]):
+        result = evaluate([checkpoint, "bicubic"], folders, metrics=["psnr"], device="cpu")
+        assert [(row.model, row.dataset, row.images) for row in result.results] == [
+            ("tiny", "Small", 1),
+            ("bicubic", "Small", 1),
+        ]
+    # any iterable of them, as before (a generator is read once)
+    result = evaluate((m for m in ["bicubic"]), ("~/Small",), metrics=iter(["psnr"]), device="cpu")
+    assert [(row.model, row.images, list(row.scores)) for row in result.results] == [("bicubic", 1, ["psnr"])]
+
+
+def test_one_checkpoint_under_two_names_is_evaluated_once(small_folder: Path, tmp_path: Path) -> None:
+    """`--model tiny.safetensors ./tiny.safetensors` ran the network twice, in rows tiny and tiny#2 of the
+    same numbers, though a model named twice is scored once (and a folder under two names evaluated once)."""
+    save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), tmp_path / "tiny.safetensors")
+    child = srfeat_cli(
+        "eval",
+        "--model",
+        "tiny.safetensors",
+        "./tiny.safetensors",
+        tmp_path / "tiny.safetensors",
+        "default",
+        REPO / "srfeat" / "weights" / "default.safetensors",
+        "--data",
+        small_folder,
+        "--metrics",
+        "psnr",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
+    assert child.returncode == 0, child.stderr
+    rows = [line.split("|")[1].strip() for line in child.stdout.splitlines() if "| Small |" in line]
+    assert rows == ["tiny", "default"]
+    assert (
+        f"--model names tiny.safetensors (also as ./tiny.safetensors, {tmp_path / 'tiny.safetensors'}), default "
+        f"(also as {REPO / 'srfeat' / 'weights' / 'default.safetensors'}) more than once: each is evaluated once"
+    ) in child.stderr
+
+
+def test_a_checkpoint_whose_output_is_not_finite_is_refused_before_any_image_is_read(
+    small_folder: Path, tmp_path: Path
+) -> None:
+    """Weights that load (finite) but overflow to inf failed at the first image of that model, after every
+    model before it had been scored, and nothing of that work was kept."""
+    generator = SRFeatGenerator(scale=4, num_features=8, num_blocks=1)
+    with torch.no_grad():
+        for parameter in generator.parameters():
+            parameter.mul_(1e6)
+    save_generator(generator, tmp_path / "diverged.safetensors")
+    child = srfeat_cli(
+        "eval", "--model", "bicubic", tmp_path / "diverged.safetensors", "--data", small_folder, "--device", "cpu"
+    )
+    line = one_error_line(child, only=True)
+    assert "model " + str(tmp_path / "diverged.safetensors") + " is broken: its output for a test image" in line
+    assert "is not finite (NaN or inf)" in line
+    assert "image(s)" not in child.stderr and child.stdout == ""  # no folder read, nothing scored
+
+
+def test_an_onnx_file_is_still_refused_by_eval(small_folder: Path, tmp_path: Path) -> None:
+    """The check at the start builds each network as an Upscaler, which would run an .onnx file on ONNX
+    Runtime: eval scores generators (srfeat upscale runs ONNX files), and says so in one line."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    save_generator(SRFeatGenerator(scale=4, num_features=8, num_blocks=1), tmp_path / "tiny.safetensors")
+    exported = srfeat_cli("export", "--model", tmp_path / "tiny.safetensors", "-o", tmp_path / "tiny.onnx")
+    assert exported.returncode == 0, exported.stderr
+    child = srfeat_cli("eval", "--model", "bicubic", tmp_path / "tiny.onnx", "--data", small_folder, "--device", "cpu")
+    assert "is an ONNX model, which only srfeat upscale runs" in one_error_line(child, only=True)
+
+
+def test_a_damaged_niqe_model_file_stops_the_evaluation_in_one_line(
+    small_folder: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The evaluation took the damaged-file error for an image where NIQE is undefined: every image's
+    NIQE was left out with a warning, and the table had '- (0/n)' for a broken installation."""
+    from srfeat.errors import SRFeatError
+    from srfeat.metrics import niqe as niqe_module
+
+    if not niqe_available():
+        pytest.skip("NIQE is not installed")
+    niqe_module.pristine_model.cache_clear()
+    monkeypatch.setattr(niqe_module, "PRISTINE_PARAMS_SHA256", "0" * 64)
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(SRFeatError, match="NIQE model file .* is damaged"):
+            evaluate(["bicubic"], [small_folder], metrics=["psnr", "niqe"], device="cpu")
+    finally:
+        niqe_module.pristine_model.cache_clear()
+    assert "left out" not in caplog.text
+
+
+def test_a_model_name_longer_than_the_file_system_takes_is_one_line(small_folder: Path) -> None:
+    """`--model` of a 300-byte name was OSError 'File name too long' from Path.is_dir, a traceback
+    (srfeat upscale's too, and `load_generator` from Python)."""
+    from srfeat.errors import WeightsError
+    from srfeat.weights import load_generator
+
+    name = "a" * 300 + ".safetensors"
+    child = srfeat_cli("eval", "--model", "bicubic", name, "--data", small_folder, "--device", "cpu")
+    assert "File name too long; give a checkpoint path" in one_error_line(child, only=True)
+    with pytest.raises(WeightsError, match="File name too long"):
+        load_generator(name)
+
+
+def test_evaluate_on_a_folder_name_longer_than_the_file_system_takes_is_one_line() -> None:
+    """The command line's path check refuses such a --data name; evaluate() from Python went on to the
+    folder scan, where Path.is_dir raised OSError 'File name too long'."""
+    from srfeat.errors import ImageReadError
+
+    with pytest.raises(ImageReadError, match="cannot read image folder a+: File name too long") as error:
+        evaluate(["bicubic"], ["a" * 300], metrics=["psnr"], device="cpu")
+    assert "\n" not in str(error.value)
+
+
+def test_writing_results_over_an_existing_file_from_python_says_it_exists(small_folder: Path, tmp_path: Path) -> None:
+    """write_json(replace=False) and the figures over a file that was there before said it 'appeared while it
+    was being written (another program?)' and to pass --overwrite, an option a Python caller does not have."""
+    from srfeat.figures import comparison_figure
+    from srfeat.files import OutputExistsError
+
+    result = evaluate(["bicubic"], [small_folder], metrics=["psnr"], device="cpu", keep_figure_samples=True)
+    for path, write in (
+        (tmp_path / "mine.json", lambda path: write_json(path, result, replace=False)),
+        (tmp_path / "mine.png", lambda path: comparison_figure(path, result.figure_samples, replace=False)),
+    ):
+        path.write_text("mine")
+        with pytest.raises(OutputExistsError, match=r"mine\.\w+ exists; it is kept: .*replace=True") as error:
+            write(path)
+        assert "appeared" not in str(error.value) and path.read_text() == "mine"
+
+
+def test_figure_options_without_a_figure_are_named_in_a_warning(small_folder: Path, tmp_path: Path) -> None:
+    """`--figure-image a` without `--figure` was taken without a word, and the figure never came."""
+    child = srfeat_cli(
+        "eval", "--model", "bicubic", "--data", small_folder, "--metrics", "psnr", "--figure-image", "a", cwd=tmp_path
+    )
+    assert child.returncode == 0, child.stderr
+    assert (
+        "WARNING: --figure-image applies to --figure, which is not given: no figure is written (add --figure FILE.png)"
+    ) in child.stderr
+    child = srfeat_cli("eval", "--model", "bicubic", "--data", small_folder, "--metrics", "psnr", cwd=tmp_path)
+    assert child.returncode == 0 and "WARNING" not in child.stderr, child.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import srfeat_cli
 from inference_helpers import tiny_generator
 from PIL import Image
 from skimage import data as samples
@@ -206,3 +207,19 @@ def test_plane_figure_names_the_channel_its_psnr_was_measured_on(
     for channel, expected in (("rgb", "PSNR (dB, RGB)"), ("y", "PSNR (dB, Y)")):
         plane_figure(tmp_path / "p.png", [{**record, "channel": channel} for record in records("Set14", 0.0)])
         assert drawn[-1].axes[0].get_xlabel().startswith(expected), drawn[-1].axes[0].get_xlabel()
+
+
+def test_eval_plane_says_which_points_it_leaves_out(tmp_path: Path) -> None:
+    """A model without a finite PSNR and NIQE on a set (NIQE undefined on a flat image, PSNR infinite
+    where the output is HR) was left off the plane without a word, as if it had not been evaluated."""
+    write_png(tmp_path / "Photo" / "astronaut.png", samples.astronaut()[::2, ::2])
+    write_png(tmp_path / "Flat" / "grey.png", np.full((120, 120, 3), 77, np.uint8))
+    plane = tmp_path / "plane.png"
+    child = srfeat_cli(
+        "eval", "--model", "bicubic", "hr", "--data", tmp_path / "Photo", tmp_path / "Flat", "--plane", plane
+    )
+    assert child.returncode == 0 and Image.open(plane).format == "PNG", child.stderr
+    warnings = [line for line in child.stderr.splitlines() if "the plane leaves out" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "WARNING: the plane leaves out bicubic on Flat, hr on Flat: no finite PSNR and NIQE"
+    ), child.stderr

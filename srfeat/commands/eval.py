@@ -14,6 +14,8 @@ from srfeat.commands.arguments import path_argument
 
 logger = logging.getLogger(__name__)
 
+FIGURE_CROP = 96  # --figure-crop's default
+
 
 def positive_int(text: str) -> int:
     try:
@@ -158,7 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--figure-crop",
         type=positive_int,
-        default=96,
+        default=FIGURE_CROP,
         metavar="PX",
         help="side of the HR crop shown in the figure (default 96)",
     )
@@ -192,6 +194,17 @@ def run(args: argparse.Namespace) -> int:
     if args.plane:
         check_plane_metrics(args.metrics, args.model)
     check_outputs(args)
+    given = [
+        option
+        for option, value in (("--figure-image", args.figure_image), ("--figure-crop", args.figure_crop))
+        if value not in (None, FIGURE_CROP)
+    ]
+    if given and not args.figure:  # taken without a word, and the figure the user expected never came
+        logger.warning(
+            "%s %s to --figure, which is not given: no figure is written (add --figure FILE.png)",
+            " and ".join(given),
+            "apply" if len(given) > 1 else "applies",
+        )
 
     result = evaluate(
         args.model,

@@ -89,8 +89,12 @@ def list_images(folder: PathLike) -> list[Path]:
     A symbolic link that leads nowhere (broken, or a loop) is skipped with a warning naming it.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        problem = "is a file, not a folder" if folder.exists() else "not found"
+    try:
+        kind = "folder" if folder.is_dir() else "file" if folder.exists() else None
+    except OSError as error:  # a name longer than the file system takes (Errno 36): was a traceback
+        raise ImageReadError(f"cannot read image folder {folder}: {error.strerror or error}") from error
+    if kind != "folder":
+        problem = "is a file, not a folder" if kind else "not found"
         raise ImageReadError(f"image folder {problem}: {folder} (give a folder of PNG/JPEG/BMP/WebP/TIFF images)")
     files = []
     for path in sorted(folder.iterdir()):

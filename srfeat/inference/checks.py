@@ -131,7 +131,8 @@ def resolve_backend(backend: str | None, model: object) -> str:
         raise InvalidOptionError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "torch" and is_onnx_file(model):
         raise InvalidOptionError(
-            f"{model} is an ONNX model: run it with the onnxruntime backend (--backend onnxruntime)"
+            f"{model} is an ONNX model: run it with the onnxruntime backend "
+            "(--backend onnxruntime, from Python backend='onnxruntime')"
         )
     return backend
 

@@ -175,7 +175,8 @@ class OnnxRunner:
         except Exception as error:  # onnxruntime raises its own exception types, with multi-line messages
             raise SRFeatError(
                 f"ONNX Runtime failed to run {self.source} on a {_dims(array.shape)} tile: {_first_line(error)}; "
-                "if it ran out of memory give a smaller tile size (--tile), else export the model again"
+                "if it ran out of memory give a smaller tile size (--tile, or tile= from Python), "
+                "else export the model again"
             ) from error
         scale = self.scale
         expected = (array.shape[0], 3, height * scale, width * scale)

@@ -251,7 +251,7 @@ def upscale_tiled(
             raise SRFeatError(
                 f"out of memory on {device} upscaling a "
                 f"{part.in_bottom - part.in_top}x{part.in_right - part.in_left} tile; "
-                "give a smaller tile size (--tile)"
+                "give a smaller tile size (--tile, or tile= from Python)"
             ) from error
         output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(result[0])
         if on_tile is not None:

@@ -20,7 +20,14 @@ import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.resize import check_output_fits, imresize
-from srfeat.errors import InvalidImageError, InvalidOptionError, ModelOutputError, NotAnImageError, SRFeatError
+from srfeat.errors import (
+    ImageReadError,
+    InvalidImageError,
+    InvalidOptionError,
+    ModelOutputError,
+    NotAnImageError,
+    SRFeatError,
+)
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.inference.checks import (
     MAX_OUTSCALE,
@@ -82,7 +89,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: memory planning and checks know these two
         raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidOptionError(f"device {device} requested but no CUDA GPU is available; use --device cpu")
+        raise InvalidOptionError(
+            f"device {device} requested but no CUDA GPU is available; use --device cpu (device='cpu')"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
         # else CUDA's "invalid device ordinal" from inside the model's first `.to`
         raise InvalidOptionError(
@@ -369,10 +378,20 @@ class Upscaler:
 
     def __call__(self, image, outscale=None):  # type: ignore[no-untyped-def]
         """Upscale a PIL image, a numpy array (HxW or HxWxC; uint8, uint16 or float in [0, 1]) or a
-        float tensor in [0, 1] ((C, H, W) or (N, C, H, W)); returns the same kind, dtype and layout."""
+        float tensor in [0, 1] ((C, H, W) or (N, C, H, W)); returns the same kind, dtype and layout.
+        An array is read channels last even where its first side could be channels (a warning says so)."""
         if isinstance(image, torch.Tensor):
             return self.upscale_tensor(image, outscale)
         if isinstance(image, np.ndarray):
+            if image.ndim == 3 and image.shape[0] <= 4 < image.shape[1] and 1 <= image.shape[2] <= 4:
+                # HxWxC by the documented rule, but a channels-first image 4 or fewer pixels wide has this
+                # shape too: its result would be a wrong picture of the same kind, without a word
+                logger.warning(
+                    "the array of shape %s is read as HxWxC, %d row(s) of %d pixels with %d channel(s); "
+                    "if it is channels first (C, H, W), pass array.transpose(1, 2, 0)",
+                    image.shape,
+                    *image.shape,
+                )
             return self.upscale_array(image, outscale)
         from PIL import Image
 
@@ -448,9 +467,21 @@ class Upscaler:
         here (the caller decides; `srfeat.data.io.open_image` applies it).
         """
         from srfeat.data.colour_profiles import is_cmyk_profile, other_colour_space
-        from srfeat.data.io import array_to_pil, pil_to_array
+        from srfeat.data.io import DECODE_ERRORS, array_to_pil, pil_to_array
 
-        array = self.upscale_array(pil_to_array(image), outscale)
+        try:  # a lazily opened file decodes here: its damage was PIL's own OSError or ValueError, from inside
+            image.load()
+            pixels = pil_to_array(image)
+        except SRFeatError:
+            raise
+        except DECODE_ERRORS as error:
+            filename = getattr(image, "filename", "")  # an ImageFile's; an image made in memory has none
+            source = f" ({filename})" if filename else ""
+            problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ImageReadError(
+                f"the PIL image{source} cannot be decoded: {problem}; a damaged file, or one closed before upscaling?"
+            ) from error
+        array = self.upscale_array(pixels, outscale)
         if array.dtype == np.uint16 and array.shape[2] == 2:  # I;16 with a see-through level: PIL has no 16-bit LA
             array = np.rint(array / 257.0).astype(np.uint8)
         result = array_to_pil(array)

@@ -371,9 +371,13 @@ def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
     """The checked tensors of a generator file and the architecture they describe."""
     names = ", ".join(bundled_names()) or "none installed"
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as error:  # a name longer than the file system takes (Errno 36): was a traceback
+        raise WeightsError(f"cannot read {path}: {error.strerror or error}; give a checkpoint path") from error
+    if is_dir:
         raise WeightsError(f"{path} is a folder: give a generator file in it (.safetensors or .pt) or a bundled name")
-    if not path.is_file():
+    if not is_file:
         # `GAN`, `default.safetensors`: the bundled names are lower case and taken without a suffix
         stem = path.name.lower().removesuffix(".safetensors")
         bare = path.parent == Path() and "." not in stem

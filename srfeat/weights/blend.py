@@ -60,6 +60,23 @@ def _describe(tensor: torch.Tensor) -> str:
     return "x".join(map(str, tensor.shape)) or "scalar"
 
 
+def _check_state(state: object, name: str) -> None:
+    """A mapping of names to tensors (a generator's `state_dict()`), or a one-line `WeightsError`:
+    a module, a list or numpy arrays failed inside with an AttributeError or TypeError."""
+    if not isinstance(state, Mapping):
+        hint = ": give its state_dict()" if isinstance(state, torch.nn.Module) else ""
+        raise WeightsError(
+            f"cannot blend {name}: expected a state dict (names to tensors), got {type(state).__name__}{hint}"
+        )
+    not_tensors = [str(key) for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        more = f" (and {len(not_tensors) - 1} more)" if len(not_tensors) > 1 else ""
+        raise WeightsError(
+            f"cannot blend {name}: {not_tensors[0]}{more} is {type(state[not_tensors[0]]).__name__}, not a tensor; "
+            "a state dict maps names to tensors (a generator's state_dict() does)"
+        )
+
+
 def blend_states(
     state_a: Mapping[str, torch.Tensor],
     state_b: Mapping[str, torch.Tensor],
@@ -68,11 +85,14 @@ def blend_states(
 ) -> dict[str, torch.Tensor]:
     """(1 - alpha) * A + alpha * B for every float tensor, in float32; A's integer buffers.
 
-    The two must have the same keys and shapes: the first that differs is named in the error.
+    The two must be mappings of names to tensors with the same keys and shapes (else a `WeightsError`,
+    a `ValueError`, naming the first that differs).
     alpha 0 gives A and alpha 1 gives B exactly (`torch.lerp` is exact at both ends).
     """
     alpha = check_alpha(alpha)
     name_a, name_b = names
+    for name, state in ((name_a, state_a), (name_b, state_b)):
+        _check_state(state, name)
     only_a = [key for key in state_a if key not in state_b]
     only_b = [key for key in state_b if key not in state_a]
     if only_a or only_b:
@@ -131,7 +151,8 @@ def load_blended(model: str | os.PathLike[str] | SRFeatGenerator, strength: floa
     if name != DETAIL_MODELS[0]:
         raise WeightsError(
             f"strength blends the bundled {DETAIL_MODELS[0]} and {DETAIL_MODELS[1]} models and cannot be combined "
-            f"with model {name}; to blend your own checkpoints use `srfeat blend A B --alpha a -o out.safetensors`"
+            f"with model {name}; to blend your own checkpoints use `srfeat blend A B --alpha a -o out.safetensors` "
+            "(from Python: srfeat.weights.blend.blend_generators(A, B, alpha))"
         )
     return strength_generator(strength)
 
