@@ -123,3 +123,124 @@ def test_input_is_clamped_to_the_displayable_range(caffe_vgg: VGG19FeatureExtrac
     outside = (x.detach() < 0) | (x.detach() > 1)
     assert outside.any() and torch.all(x.grad[outside] == 0)
     assert x.grad[~outside].abs().sum() > 0
+
+
+# What a download is checked on: its bytes, not what they hold (3 MB: the download reads 1 MB at a time).
+_SOME_WEIGHTS = bytes(range(256)) * (3 << 12)
+
+
+class _WeightsServer:
+    """An HTTP server of one file, on a thread: `cut_at` bytes sent, then the connection drops
+    (`hold` set: it waits for `release` first); `both_asked`: the answers wait for two requests."""
+
+    def __init__(self, body: bytes, cut_at: int | None = None, hold: bool = False, both_asked: bool = False) -> None:
+        import http.server
+        import threading
+
+        self.release, self.barrier = threading.Event(), threading.Barrier(2, timeout=300) if both_asked else None
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if server.barrier is not None:
+                    server.barrier.wait()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:cut_at])
+                self.wfile.flush()
+                if hold:
+                    server.release.wait(300)
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/vgg19-test.pth"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _download_in_a_child(url: str, cache: Path):
+    import subprocess
+    import sys
+
+    from cli_helpers import CHILD_ENV
+
+    code = "import sys, pathlib, srfeat.archs.vgg as vgg; vgg.download(sys.argv[1], pathlib.Path(sys.argv[2]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, url, str(cache)], env=CHILD_ENV, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_a_download_cut_short_is_refused_not_cached(tmp_path: Path) -> None:
+    """A connection that dropped mid-way ended the read as if the file ended there: the first half of
+    the weights was cached as the file, and every later run failed to read it until the user found and
+    deleted it. Now the byte count is checked against the server's and nothing is cached."""
+    from srfeat.archs.vgg import download
+
+    body = _SOME_WEIGHTS
+    server = _WeightsServer(body, cut_at=len(body) // 2)
+    try:
+        with pytest.raises(WeightsError, match=rf"stopped after {len(body) // 2} of its {len(body)} bytes"):
+            download(server.url, tmp_path / "cache")
+    finally:
+        server.close()
+    assert list((tmp_path / "cache").iterdir()) == []
+    whole = _WeightsServer(body)
+    try:
+        assert download(whole.url, tmp_path / "cache").read_bytes() == body
+    finally:
+        whole.close()
+
+
+def test_a_download_killed_mid_way_leaves_nothing_for_good_and_no_litter(tmp_path: Path) -> None:
+    """`kill -9` (or a power cut) during a download: the half file is never the cached one, and its
+    temporary (as large as the weights, 548 MB for torchvision's) was left in the cache for good;
+    the next download of the file removes it."""
+    import os
+    import signal
+    import time
+
+    from srfeat.archs.vgg import download
+
+    body, cache = _SOME_WEIGHTS, tmp_path / "cache"
+    server = _WeightsServer(body, cut_at=len(body) // 2, hold=True)
+    child = _download_in_a_child(server.url, cache)
+    try:
+        deadline = time.monotonic() + 300
+        # the first MB of the half sent is on disk (the download reads 1 MB at a time)
+        while not any(path.stat().st_size >= 1 << 20 for path in cache.glob("*") if path.is_file()):
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr and child.stderr.read()
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(300)
+    finally:
+        server.close()
+    assert not (cache / "vgg19-test.pth").exists()
+    whole = _WeightsServer(body)
+    try:
+        assert download(whole.url, cache).read_bytes() == body
+    finally:
+        whole.close()
+    assert [path.name for path in cache.iterdir()] == ["vgg19-test.pth"]
+
+
+def test_two_processes_downloading_the_same_weights_at_once_both_get_the_whole_file(tmp_path: Path) -> None:
+    """Two runs started together (two terminals, a script) fetch the same weights: each writes its own
+    temporary, and both end with the whole file in the cache, nothing else there."""
+    body, cache = _SOME_WEIGHTS, tmp_path / "cache"
+    server = _WeightsServer(body, both_asked=True)  # both requests are in before either is answered
+    try:
+        children = [_download_in_a_child(server.url, cache) for _ in range(2)]
+        for child in children:
+            assert child.wait(300) == 0, child.stderr and child.stderr.read()
+    finally:
+        server.close()
+    assert [path.name for path in cache.iterdir()] == ["vgg19-test.pth"]
+    assert (cache / "vgg19-test.pth").read_bytes() == body
