@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from srfeat.errors import WeightsError
-from srfeat.files import remove_stale_temporaries, special_file_kind, temporary_path
+from srfeat.files import special_file_kind, writing_temporary
 
 logger = logging.getLogger(__name__)
 
@@ -170,11 +170,10 @@ def download(url: str, cache_dir: Path | None = None, sha256_prefix: str | None 
     target = cache_dir / url.rstrip("/").rsplit("/", 1)[-1]
     if target.is_file():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
     logger.info("downloading %s to %s", url, target)
-    temporary, digest, received = temporary_path(target), hashlib.sha256(), 0
-    try:
+    digest, received = hashlib.sha256(), 0
+    # the cache made, a killed download's temporary removed (a live one's kept), this one removed at the end
+    with writing_temporary(target) as temporary:
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(temporary, "wb") as handle:
                 expected = response.headers.get("Content-Length")  # file:// URLs say it too
@@ -199,8 +198,6 @@ def download(url: str, cache_dir: Path | None = None, sha256_prefix: str | None 
                 f"{url} has sha256 {digest.hexdigest()[:8]}..., expected {sha256_prefix}...: a corrupt download"
             )
         os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
     return target
 
 
