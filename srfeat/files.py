@@ -154,7 +154,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         if pid is None or not (pid == os.getpid() or not process_exists(pid)) or not sibling.is_file():
             continue
         try:
-            descriptor = os.open(sibling, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            descriptor = os.open(sibling, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         except OSError:  # gone already, or not ours to read
             continue
         try:
@@ -168,8 +168,9 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
-def _claim(temporary: Path, path: Path) -> int:
-    """Make `temporary` (never open one that is there: that is another writer's) and lock it."""
+def _claim(temporary: Path, path: Path) -> int | None:
+    """Make `temporary` (never open one that is there: that is another writer's) and lock it; the
+    descriptor that holds the lock, or None where there are no locks (Windows: nothing held open)."""
     for _ in range(3):
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
@@ -178,7 +179,9 @@ def _claim(temporary: Path, path: Path) -> int:
                 f"{path} is being written by another process right now ({temporary.name} is in use, in another "
                 "PID namespace: another container?); wait for it to end, or choose another name"
             ) from None
-        _lock(descriptor, wait=True)
+        if _lock(descriptor, wait=True) is None:
+            os.close(descriptor)
+            return None
         try:
             if os.stat(temporary).st_ino == os.fstat(descriptor).st_ino:
                 return descriptor
@@ -200,10 +203,11 @@ def writing_temporary(path: Path) -> Iterator[Path]:
     try:
         yield temporary
     finally:
-        try:
+        try:  # unlinked while still locked: once unlocked, the name may be another writer's
             temporary.unlink(missing_ok=True)
         finally:
-            os.close(descriptor)  # releases the lock
+            if descriptor is not None:
+                os.close(descriptor)  # releases the lock
 
 
 @dataclass(frozen=True)
