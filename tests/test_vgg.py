@@ -68,11 +68,28 @@ def test_torchvision_weights_from_path_and_file_url(tmp_path: Path, monkeypatch:
         vgg = VGG19FeatureExtractor(spec)
         assert vgg.preprocessing == "imagenet"
         torch.testing.assert_close(vgg.layers.state_dict()["34.weight"], state["34.weight"])
-    assert (tmp_path / "cache" / path.name).is_file()  # the URL was downloaded into the cache
+    assert [cached.name.split("-", 1)[1] for cached in (tmp_path / "cache").iterdir()] == [path.name]  # downloaded
     # ImageNet preprocessing: mean/std normalised RGB
     x = torch.full((1, 3, 1, 1), 0.5)
     expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
     torch.testing.assert_close(vgg.preprocess(x).flatten(), expected)
+
+
+def test_two_urls_of_one_file_name_are_two_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache kept a download under its file name alone: `.../v2/vgg19.pth` after `.../v1/vgg19.pth`
+    (two folders, two servers) silently gave v1's weights."""
+    monkeypatch.setenv("SRFEAT_CACHE", str(tmp_path / "cache"))
+    urls = []
+    for version, value in (("v1", 1.0), ("v2", 2.0)):
+        layers = build_vgg19_conv5_4()
+        (tmp_path / version).mkdir()
+        torch.save(
+            {f"features.{k}": torch.full_like(v, value) for k, v in layers.state_dict().items()},
+            tmp_path / version / "vgg19.pth",
+        )
+        urls.append((tmp_path / version / "vgg19.pth").as_uri())
+    for _ in range(2):  # downloaded, then from the cache
+        assert [VGG19FeatureExtractor(url).layers[0].weight.flatten()[0].item() for url in urls] == [1.0, 2.0]
 
 
 def test_missing_or_malformed_weights_name_the_file_and_format(tmp_path: Path) -> None:
@@ -131,12 +148,14 @@ _SOME_WEIGHTS = bytes(range(256)) * (3 << 12)
 
 class _WeightsServer:
     """An HTTP server of one file, on a thread: `cut_at` bytes sent, then the connection drops
-    (`hold` set: it waits for `release` first); `both_asked`: the answers wait for two requests."""
+    (`hold` set: it waits for `release` first); `both_asked`: the answers wait for two requests.
+    `cut_at` and `hold` may change between requests."""
 
     def __init__(self, body: bytes, cut_at: int | None = None, hold: bool = False, both_asked: bool = False) -> None:
         import http.server
         import threading
 
+        self.cut_at, self.hold = cut_at, hold
         self.release, self.barrier = threading.Event(), threading.Barrier(2, timeout=300) if both_asked else None
         server = self
 
@@ -147,9 +166,9 @@ class _WeightsServer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body[:cut_at])
+                self.wfile.write(body[: server.cut_at])
                 self.wfile.flush()
-                if hold:
+                if server.hold:
                     server.release.wait(300)
                 self.close_connection = True
 
@@ -220,15 +239,14 @@ def test_a_download_killed_mid_way_leaves_nothing_for_good_and_no_litter(tmp_pat
             time.sleep(0.05)
         os.kill(child.pid, signal.SIGKILL)
         child.wait(300)
+        assert [path.name for path in cache.iterdir() if not path.name.startswith(".")] == []
+        server.cut_at, server.hold = None, False  # the same URL again, whole this time
+        server.release.set()
+        cached = download(server.url, cache)
     finally:
         server.close()
-    assert not (cache / "vgg19-test.pth").exists()
-    whole = _WeightsServer(body)
-    try:
-        assert download(whole.url, cache).read_bytes() == body
-    finally:
-        whole.close()
-    assert [path.name for path in cache.iterdir()] == ["vgg19-test.pth"]
+    assert cached.read_bytes() == body
+    assert [path.name for path in cache.iterdir()] == [cached.name]
 
 
 def test_two_processes_downloading_the_same_weights_at_once_both_get_the_whole_file(tmp_path: Path) -> None:
@@ -242,5 +260,5 @@ def test_two_processes_downloading_the_same_weights_at_once_both_get_the_whole_f
             assert child.wait(300) == 0, child.stderr and child.stderr.read()
     finally:
         server.close()
-    assert [path.name for path in cache.iterdir()] == ["vgg19-test.pth"]
-    assert (cache / "vgg19-test.pth").read_bytes() == body
+    cached = list(cache.iterdir())
+    assert len(cached) == 1 and cached[0].name.endswith("-vgg19-test.pth") and cached[0].read_bytes() == body

@@ -155,7 +155,8 @@ def load_torchvision_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def download(url: str, cache_dir: Path | None = None, sha256_prefix: str | None = None) -> Path:
-    """Fetch `url` into the cache once and return the local path.
+    """Fetch `url` into the cache once and return the local path: `$SRFEAT_CACHE` or ~/.cache/srfeat,
+    under the URL's file name, which a hash of the URL precedes unless `sha256_prefix` checks the file.
 
     Written to `.NAME.PID.tmp` and renamed only once whole (as many bytes as the server said, and the
     digest given), so two processes fetching it at once each write their own and neither can read a
@@ -167,7 +168,10 @@ def download(url: str, cache_dir: Path | None = None, sha256_prefix: str | None 
         if not source.is_file():
             raise WeightsError(f"weights file not found: {source} (from {url})")
     cache_dir = cache_dir or Path(os.environ.get("SRFEAT_CACHE", Path.home() / ".cache" / "srfeat"))
-    target = cache_dir / url.rstrip("/").rsplit("/", 1)[-1]
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    if sha256_prefix is None:  # another URL of the file's name (v2/ beside v1/) is another file: kept apart
+        name = f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+    target = cache_dir / name
     if target.is_file():
         return target
     logger.info("downloading %s to %s", url, target)
