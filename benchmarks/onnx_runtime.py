@@ -76,6 +76,30 @@ def build_variants(
     return variants
 
 
+def idle_cpu_after_one_image(model_bytes: bytes, image: torch.Tensor, idle_s: float = 0.5) -> dict[str, float]:
+    """CPU seconds this process takes in the `idle_s` after one image (a warm session, its second
+    image), with ONNX Runtime's threads spinning while they wait (its default) and sleeping (srfeat's
+    sessions, `SPINNING_KEY` "0"): what a `serve` between images costs the machine."""
+    import time
+
+    import onnxruntime
+
+    from srfeat.inference.onnx_runner import SPINNING_KEY
+
+    idle = {}
+    for name, spinning in (("spinning (ONNX Runtime's default)", "1"), ("sleeping (srfeat's sessions)", "0")):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.add_session_config_entry(SPINNING_KEY, spinning)
+        session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        for _ in range(2):
+            session.run(None, {"input": image.numpy()})
+        start = time.process_time()
+        time.sleep(idle_s)
+        idle[name] = time.process_time() - start
+    return idle
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
@@ -121,6 +145,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     fastest = max(summary, key=lambda name: summary[name]["speedup_vs_ours"])
     print(f"fastest: {fastest} ({summary[fastest]['speedup_vs_ours']:.2f}x ours)")
+    from srfeat.export.onnx import ModelInfo, onnx_model
+
+    idle = idle_cpu_after_one_image(onnx_model(generator, ModelInfo("benchmark", "-", "-")).SerializeToString(), image)
+    print(
+        "CPU time of the idle process in the 0.5 s after one image: "
+        + "; ".join(f"{k} {v:.3f} s" for k, v in idle.items())
+    )
     import onnxruntime
 
     result = {
@@ -129,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "size": args.size,
         "weights": weights,
         "variants": summary,
+        "idle_cpu_s_after_one_image": idle,
     }
     if not args.no_json:
         # one section per size and thread count: the README's table is four runs of one file

@@ -3,9 +3,10 @@
 Every file srfeat writes (images, checkpoints, generator weights) goes to a temporary name in
 the same folder, `.NAME.PID.tmp`, and is renamed over NAME only when it is complete: a process
 killed mid-write leaves the old file intact (a NAME too long for that, within the file system's
-limit, gives `.HASH.PID.tmp`). The writer's process id in the name tells a stale
-temporary (its writer is gone) from one being written right now by another process, so the
-next run that writes NAME removes the stale ones (`remove_stale_temporaries`). A full disk is
+limit, gives `.HASH.PID.tmp`). The writer's process id in the name, and a lock the writer holds
+on it (`writing_temporary`), tell a stale temporary (its writer is gone) from one being written
+right now by another process (in another PID namespace too: a container), so the next run that
+writes NAME removes the stale ones (`remove_stale_temporaries`). A full disk is
 reported as `DiskFullError`, naming the file and the space it needed, with the temporary
 removed so that the failed write does not keep the disk full.
 """
@@ -19,9 +20,10 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -85,6 +87,27 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{_temporary_stem(path)}.{os.getpid()}.tmp")
 
 
+# What a path that is there but not a regular file is, as users know it (`stat.S_IFMT` of its mode).
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What `path` is when it is there but no regular file ("a named pipe (FIFO)", "a character
+    device", ...), so that an error names it as such, not as "not found" (as `srfeat upscale` does
+    for image inputs); None for a regular file or nothing there."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # not there (a broken link too), or not to be looked at: the callers' "not found"
+        return None
+    return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
 def process_exists(pid: int) -> bool:
     """Whether a process of this id runs (the writer of a temporary, say)."""
     try:
@@ -96,13 +119,31 @@ def process_exists(pid: int) -> bool:
     return True
 
 
+def _lock(descriptor: int, wait: bool) -> bool | None:
+    """An exclusive flock on an open file: True once taken, False where a live process holds it (not
+    `wait`), None where there are no locks (Windows, some network file systems)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Remove the temporaries of `path` left by killed writers; returns what was removed.
 
     A temporary is stale when the process that wrote it no longer exists, or is this process
-    (a previous process of the same id, since this one is not writing `path` yet). Names
-    without a process id (`NAME.tmp`, `.NAME.tmp`) are kept: older srfeat wrote them, but so
-    may the user (an input named photo.png.tmp), and nothing a user had may be deleted.
+    (a previous process of the same id, since this one is not writing `path` yet), and no process
+    holds its lock (`writing_temporary`): a process id says nothing across PID namespaces, where
+    two containers writing into one shared folder may both be process 1, or see no process of the
+    other's id. Names without a process id (`NAME.tmp`, `.NAME.tmp`) are kept: older srfeat wrote
+    them, but so may the user (an input named photo.png.tmp), and nothing a user had may be deleted.
     """
     pattern = re.compile(rf"\.{re.escape(_temporary_stem(path))}\.(\d+)\.tmp")
     removed = []
@@ -113,13 +154,63 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     for sibling in siblings:
         match = pattern.fullmatch(sibling.name)
         pid = int(match.group(1)) if match else None
-        stale = pid is not None and (pid == os.getpid() or not process_exists(pid))
-        if stale and sibling.is_file():
-            sibling.unlink(missing_ok=True)
-            removed.append(sibling)
+        if pid is None or not (pid == os.getpid() or not process_exists(pid)) or not sibling.is_file():
+            continue
+        try:
+            descriptor = os.open(sibling, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:  # gone already, or not ours to read
+            continue
+        try:
+            if _lock(descriptor, wait=False) is not False:  # no live writer holds it
+                sibling.unlink(missing_ok=True)
+                removed.append(sibling)
+        finally:
+            os.close(descriptor)
     if removed:
         logger.info("removed %d temporary file(s) of %s left by a killed run", len(removed), path)
     return removed
+
+
+def _claim(temporary: Path, path: Path) -> int | None:
+    """Make `temporary` (never open one that is there: that is another writer's) and lock it; the
+    descriptor that holds the lock, or None where there are no locks (Windows: nothing held open)."""
+    for _ in range(3):
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:  # kept by remove_stale_temporaries: its writer, of our process id, is alive
+            raise OutputExistsError(
+                f"{path} is being written by another process right now ({temporary.name} is in use, in another "
+                "PID namespace: another container?); wait for it to end, or choose another name"
+            ) from None
+        if _lock(descriptor, wait=True) is None:
+            os.close(descriptor)
+            return None
+        try:
+            if os.stat(temporary).st_ino == os.fstat(descriptor).st_ino:
+                return descriptor
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)  # a cleaner took it for stale between its making and its lock: make it again
+    raise OutputExistsError(f"{path}: its temporary {temporary.name} kept being removed by another process; run again")
+
+
+@contextmanager
+def writing_temporary(path: Path) -> Iterator[Path]:
+    """`path`'s temporary (`temporary_path`), made for this process and locked while the block writes it
+    (by its name: PIL, tifffile and PyAV open it again), removed after the block unless renamed into
+    place. Stale temporaries of `path` are removed first; a live writer's never are, whatever its id."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    temporary = temporary_path(path)
+    descriptor = _claim(temporary, path)
+    try:
+        yield temporary
+    finally:
+        try:  # unlinked while still locked: once unlocked, the name may be another writer's
+            temporary.unlink(missing_ok=True)
+        finally:
+            if descriptor is not None:
+                os.close(descriptor)  # releases the lock
 
 
 @dataclass(frozen=True)
@@ -304,23 +395,21 @@ def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -
     needed = sum(file.size for file in files)
     if needed > free_bytes(folder):  # refuse before writing a byte that would fill the disk
         raise _disk_full([file.path for file in files], needed, "checked before writing")
-    temporaries = [temporary_path(file.path) for file in files]
     current = files[0]
-    try:
-        for current, temporary in zip(files, temporaries, strict=True):
-            with open(temporary, "wb") as handle:  # mode 0666 less the umask, as any new file
-                current.write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for file, temporary in zip(files, temporaries, strict=True):
-            move_into_place(temporary, file.path, replace)
-    except OSError as error:
-        if error.errno in FULL_DISK_ERRNOS:
-            raise _disk_full([current.path], current.size, error.strerror or "disk full") from error
-        raise
-    finally:
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
+    with ExitStack() as claimed:  # each temporary removed on leaving, unless renamed into place
+        try:
+            temporaries = [claimed.enter_context(writing_temporary(file.path)) for file in files]
+            for current, temporary in zip(files, temporaries, strict=True):
+                with open(temporary, "wb") as handle:  # mode 0666 less the umask, as any new file
+                    current.write(handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            for file, temporary in zip(files, temporaries, strict=True):
+                move_into_place(temporary, file.path, replace)
+        except OSError as error:
+            if error.errno in FULL_DISK_ERRNOS:
+                raise _disk_full([current.path], current.size, error.strerror or "disk full") from error
+            raise
 
 
 def write_file_atomically(path: Path, write: Callable[[BinaryIO], object], size: int, replace: bool = True) -> None:

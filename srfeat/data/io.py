@@ -36,7 +36,7 @@ from srfeat.data.colour_profiles import (
     profile_for_pixels,
 )
 from srfeat.errors import ImageReadError, InvalidImageError
-from srfeat.files import disk_full_named, move_into_place, remove_stale_temporaries, save_pil_image, temporary_path
+from srfeat.files import disk_full_named, move_into_place, save_pil_image, writing_temporary
 from srfeat.library_warnings import WARNINGS_LOCK, one_line_messages
 
 logger = logging.getLogger(__name__)
@@ -463,27 +463,23 @@ def write_image(
         )
         array = _uint16_to_uint8(array)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)  # a run killed while writing this file left its temporary
-    temporary = temporary_path(path)
-    with disk_full_named(path):  # a full disk: one line that names the file
-        try:
-            if array.dtype == np.uint16 and channels > 1 and image_format == "TIFF":
-                if exif:  # tifffile writes no EXIF directory
-                    logger.warning("%s: a 16-bit colour TIFF is written without the EXIF data (.png keeps it)", path)
-                tiff16.write_tiff16(temporary, array, icc_profile=icc_profile)
-            elif array.dtype == np.uint16 and channels > 1:
-                png16.write_png16(temporary, array, icc_profile=icc_profile, exif=exif)
-            else:
-                options = dict(_SAVE_OPTIONS[image_format])
-                if icc_profile and image_format != "BMP":
-                    options["icc_profile"] = icc_profile
-                if image_format == "TIFF" and exif:
-                    with WARNINGS_LOCK, warnings.catch_warnings():  # a damaged block was named when it was read
-                        warnings.simplefilter("ignore")
-                        exif, options["compression"] = orientation.exif_for_tiff(exif)  # its tags go over the TIFF's
-                if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
-                    options["exif"] = exif
-                save_pil_image(array_to_pil(array), temporary, image_format, options)
-            move_into_place(temporary, path, replace)
-        finally:
-            temporary.unlink(missing_ok=True)
+    # a stale temporary (a run killed while writing this file) removed; a live writer's kept
+    with disk_full_named(path), writing_temporary(path) as temporary:  # a full disk: one line naming the file
+        if array.dtype == np.uint16 and channels > 1 and image_format == "TIFF":
+            if exif:  # tifffile writes no EXIF directory
+                logger.warning("%s: a 16-bit colour TIFF is written without the EXIF data (.png keeps it)", path)
+            tiff16.write_tiff16(temporary, array, icc_profile=icc_profile)
+        elif array.dtype == np.uint16 and channels > 1:
+            png16.write_png16(temporary, array, icc_profile=icc_profile, exif=exif)
+        else:
+            options = dict(_SAVE_OPTIONS[image_format])
+            if icc_profile and image_format != "BMP":
+                options["icc_profile"] = icc_profile
+            if image_format == "TIFF" and exif:
+                with WARNINGS_LOCK, warnings.catch_warnings():  # a damaged block was named when it was read
+                    warnings.simplefilter("ignore")
+                    exif, options["compression"] = orientation.exif_for_tiff(exif)  # its tags go over the TIFF's
+            if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
+                options["exif"] = exif
+            save_pil_image(array_to_pil(array), temporary, image_format, options)
+        move_into_place(temporary, path, replace)

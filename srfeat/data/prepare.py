@@ -26,8 +26,9 @@ import re
 import shutil
 import signal
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +198,12 @@ def _check_output(out: Path, folders: list[Path], overwrite: bool) -> None:
     unwritable = unwritable_folder(out)
     if unwritable:
         raise SRFeatError(f"output folder {out}: {unwritable}: choose another OUT")
+    live = sorted(entry.name for entry in out.iterdir() if _live_run(entry.name)) if out.is_dir() else []
+    if live:  # hidden folders of a live run: "not empty" sent the user looking for nothing
+        raise SRFeatError(
+            f"another srfeat prepare is writing into {out} right now ({live[0]}): wait for it to end, or choose "
+            "another OUT"
+        )
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SRFeatError(
             f"output folder {out} is not empty: "
@@ -283,6 +290,12 @@ def _remove_retired(path: Path) -> None:
 _LEFT_BY_A_RUN = re.compile(r"\.(HR|LR)\.(partial|old)-(\d+)")
 
 
+def _live_run(name: str) -> bool:
+    """Whether `name` is a hidden folder of a run that is still going (another `srfeat prepare`)."""
+    match = _LEFT_BY_A_RUN.fullmatch(name)
+    return match is not None and int(match.group(3)) != os.getpid() and process_exists(int(match.group(3)))
+
+
 def _remove_stale_staging(out: Path) -> None:
     """The hidden folders of runs that were killed: staged patches (which may be hundreds of
     thousands of files) and old folders already replaced. A live run's are kept (its process id is
@@ -300,6 +313,26 @@ def _remove_stale_staging(out: Path) -> None:
             continue
         logger.info("removing %s, left by a run that was killed", entry)
         _remove_retired(entry)
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """An exclusive lock on OUT while the block runs (waiting for another run's), so that two runs into one OUT
+    (two terminals) cannot leave one's HR/ beside the other's LR/; where there is no flock, nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    descriptor = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError as error:  # a file system without locks (some network ones)
+            logger.debug("%s cannot be locked (%s)", out, error)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _swap_in(out: Path, staging: dict[str, Path], overwrite: bool) -> None:
@@ -384,7 +417,8 @@ def prepare_patches(
                 f"no patches written: every source image was unreadable or smaller than {hr_patch_size} px"
                 + (f"; {out} is as it was" if not created_out else "")
             )
-        _swap_in(out, staging, overwrite)
+        with _locked(out):  # another run into OUT swaps before or after this one, never between its moves
+            _swap_in(out, staging, overwrite)
     except OSError as error:
         _discard(out, staging, created_out)
         if isinstance(error, SRFeatError):  # an image that cannot be read is a warning: not this

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from srfeat.errors import SRFeatError, WeightsError
+from srfeat.files import special_file_kind
 
 if TYPE_CHECKING:
     from srfeat.archs.generator import SRFeatGenerator
@@ -76,6 +77,14 @@ def _import_onnxruntime() -> ModuleType:
     return onnxruntime
 
 
+# ONNX Runtime's intra-op threads spin while they wait for work, by default: between the network's
+# layers, and for a while after each image, on cores that other work needs (between a batch's
+# images, beside a training run). Told not to, they sleep: on 2 busy cores a 64x64 image took 0.44-0.66 s
+# instead of 0.72-1.01 s, and the idle process used no CPU after it instead of 0.03 s per image
+# (`python3 -m benchmarks.onnx_runtime` prints the idle figure). As OMP_WAIT_POLICY=PASSIVE for torch.
+SPINNING_KEY = "session.intra_op.allow_spinning"
+
+
 class OnnxRunner:
     """An ONNX Runtime session over a srfeat export, callable as `runner(batch, region)`.
 
@@ -95,8 +104,11 @@ class OnnxRunner:
             source = source or str(path)
             if path.is_dir():  # "not found" would send the user looking for something that is there
                 raise WeightsError(f"{path} is a folder: give the .onnx file (srfeat export writes one)")
-            if not path.is_file():
-                raise WeightsError(f"ONNX model not found: {path}")
+            if not path.is_file():  # a pipe or device is named as such
+                kind = special_file_kind(path)
+                raise WeightsError(
+                    f"ONNX model {path} is {kind}, not a file" if kind else f"ONNX model not found: {path}"
+                )
             size = path.stat().st_size
             if size > MAX_ONNX_BYTES:
                 raise WeightsError(
@@ -108,6 +120,7 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.add_session_config_entry(SPINNING_KEY, "0")  # see SPINNING_KEY
         # Without the arena each tile's buffers go back to the system: 26 rather than 33 KB per
         # input pixel at peak (measured at 128x128), and no memory held between images.
         options.enable_cpu_mem_arena = False

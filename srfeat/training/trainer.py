@@ -100,6 +100,15 @@ def configure_determinism(config: TrainingConfig) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells one version of a file from another that replaced it (a rename makes a new inode)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
 class Trainer:
     """One training run of either stage, from a checked config."""
 
@@ -117,6 +126,7 @@ class Trainer:
         # literal `~/runs/x` split a run between ./~/runs/x and $HOME/runs/x
         self.out_dir = config.resolve_path(str(out_dir if out_dir is not None else config.out_dir))
         self.resume = resume
+        self._state_stamp: tuple[int, int, int] | None = None  # the state.pt a resume read (`_stamp`)
         # a new run in a folder that holds one replaces it only when asked (run_folder.py)
         self.overwrite = overwrite
         self.context = context or init_distributed(config.train.device)
@@ -315,6 +325,8 @@ class Trainer:
     def _load_saved(self) -> dict[str, Any] | None:
         if not self.resume:
             return None
+        # which state.pt this is: another run that ends while this one starts replaces it (`_check_unchanged`)
+        self._state_stamp = _stamp(self.out_dir / checkpoint.STATE_FILE)
         saved = checkpoint.load_state(self.out_dir / checkpoint.STATE_FILE)
         checkpoint.check_state(saved, self.out_dir / checkpoint.STATE_FILE)
         if saved["stage"] != self.config.stage:
@@ -356,6 +368,17 @@ class Trainer:
         )
         return saved
 
+    def _check_unchanged(self, resuming: bool) -> None:
+        """Under the folder's lock, the folder is still as `run` checked it: another `srfeat train` on it
+        (a second terminal) that started and ended while this one built its networks and data would
+        otherwise be trained over, a new run's files or a resumed run's later checkpoints."""
+        if resuming and _stamp(self.out_dir / checkpoint.STATE_FILE) != self._state_stamp:
+            raise ConfigError(
+                f"run folder {self.out_dir}: another srfeat train wrote {checkpoint.STATE_FILE} while this one "
+                "started; nothing was written: resume again to continue from its new state"
+            )
+        check_run_folder(self.config, self.out_dir, self.resume, self.overwrite)
+
     # -- the run --------------------------------------------------------------------
 
     def run(self) -> RunResult:
@@ -396,6 +419,7 @@ class Trainer:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 # before the first file is touched: a second run on this folder stops here
                 folder_lock.enter_context(run_folder_lock(self.out_dir))
+                self._check_unchanged(saved is not None)
                 if self.overwrite:
                     remove_previous_run(self.out_dir)
                 checkpoint.clean_run_folder(self.out_dir)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from srfeat.errors import SRFeatError, VideoError
-from srfeat.files import move_into_place, remove_stale_temporaries, temporary_path
+from srfeat.files import move_into_place, writing_temporary
 from srfeat.video import VideoOptions
 from srfeat.video.copied import (
     CopiedStreams,
@@ -123,26 +123,22 @@ def upscale_video(
     with closing(open_input(av, source)) as source_container:
         check_is_video(source, source_container)
         window = None if options.frames.is_everything else time_window(av, source, options.frames)
-        temporary = temporary_path(target)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(target)
-            output = av.open(ffmpeg_name(temporary), "w", format=container_format)
-            try:
-                summary = _Transcoder(av, source, source_container, output, upscaler, options, window).run()
-                output.close()  # writes the trailer: the file is complete only after this
-            except BaseException:
-                with suppress(Exception):
-                    output.close()
-                raise
-            move_into_place(temporary, target, replace)
+            # the folder made, a stale temporary removed (a live writer's kept), this one removed at the end
+            with writing_temporary(target) as temporary:
+                output = av.open(ffmpeg_name(temporary), "w", format=container_format)
+                try:
+                    summary = _Transcoder(av, source, source_container, output, upscaler, options, window).run()
+                    output.close()  # writes the trailer: the file is complete only after this
+                except BaseException:
+                    with suppress(Exception):
+                        output.close()
+                    raise
+                move_into_place(temporary, target, replace)
         except SRFeatError:  # already one line (VideoError and DiskFullError are OSErrors too)
             raise
         except (av.error.FFmpegError, OSError) as error:  # mkdir, the muxer, the rename: the output's problem
             raise write_error(source, target, error) from error
-        finally:
-            with suppress(NotADirectoryError):  # the folder could not be made: no temporary either
-                temporary.unlink(missing_ok=True)
     return summary
 
 

@@ -18,7 +18,6 @@ that are not finite, or have exploded (a diverged run), are refused on loading a
 
 from __future__ import annotations
 
-import difflib
 import os
 import pickle
 import re
@@ -40,6 +39,7 @@ from srfeat.weights.file_kinds import (
     PYTORCH,
     SAFETENSORS,
     identify_file,
+    not_a_weights_file,
     torch_load_quietly,
     unpickling_problem,
 )
@@ -370,22 +370,8 @@ def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
     """The checked tensors of a generator file and the architecture they describe."""
-    names = ", ".join(bundled_names()) or "none installed"
-    try:
-        is_dir, is_file = path.is_dir(), path.is_file()
-    except OSError as error:  # a name longer than the file system takes (Errno 36): was a traceback
-        raise WeightsError(f"cannot read {path}: {error.strerror or error}; give a checkpoint path") from error
-    if is_dir:
-        raise WeightsError(f"{path} is a folder: give a generator file in it (.safetensors or .pt) or a bundled name")
-    if not is_file:
-        # `GAN`, `default.safetensors`: the bundled names are lower case and taken without a suffix
-        stem = path.name.lower().removesuffix(".safetensors")
-        bare = path.parent == Path() and "." not in stem
-        close = difflib.get_close_matches(stem, bundled_names(), n=1) if bare else []
-        hint = f"did you mean the bundled {close[0]!r}? " if close else ""
-        raise WeightsError(
-            f"generator weights not found: {path} ({hint}give a bundled name: {names}, or a checkpoint path)"
-        )
+    if problem := not_a_weights_file(path, bundled_names()):
+        raise WeightsError(problem)
     try:
         _check_kind(path)
     except OSError as error:

@@ -43,6 +43,7 @@ from numpy.lib import format as npy_format
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
+from srfeat.files import special_file_kind
 from srfeat.weights import as_path, generator_from_state
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
     if path.is_dir():
         raise WeightsError(f"{path} is a folder: give the authors' SRFeat_init.npz or SRFeat_full.npz file")
     if not path.is_file():
-        raise WeightsError(f"authors' weights file not found: {path}")
+        kind = special_file_kind(path)  # a pipe or device is named as such
+        raise WeightsError(f"{path} is {kind}, not a file" if kind else f"authors' weights file not found: {path}")
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()

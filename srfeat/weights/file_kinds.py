@@ -10,6 +10,7 @@ warning torch prints before a refusal.
 
 from __future__ import annotations
 
+import difflib
 import os
 import pickle
 import re
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from srfeat.files import special_file_kind
 from srfeat.library_warnings import WARNINGS_LOCK
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "SAFETENSORS",
     "FileKind",
     "identify_file",
+    "not_a_weights_file",
     "torch_load_quietly",
     "unpickling_problem",
 ]
@@ -39,6 +42,29 @@ SAFETENSORS = "safetensors"
 PYTORCH = "pytorch"  # torch.save's zip archive, or its older format (a pickle that starts with torch's magic number)
 PICKLE = "pickle"  # any other pickle: not written by torch.save, and it may hold any Python object
 ONNX = "onnx"
+
+
+def not_a_weights_file(path: Path, bundled: list[str]) -> str | None:
+    """Why `path` is no generator file to read (a folder, a pipe or device named as such, nothing there,
+    with the bundled name it may have meant), or None when it is a file."""
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as error:  # a name longer than the file system takes (Errno 36): was a traceback
+        return f"cannot read {path}: {error.strerror or error}; give a checkpoint path"
+    if is_dir:
+        return f"{path} is a folder: give a generator file in it (.safetensors or .pt) or a bundled name"
+    if is_file:
+        return None
+    if kind := special_file_kind(path):
+        return f"generator weights {path} is {kind}, not a file: give a checkpoint file or a bundled name"
+    # `GAN`, `default.safetensors`: the bundled names are lower case and taken without a suffix
+    stem = path.name.lower().removesuffix(".safetensors")
+    bare = path.parent == Path() and "." not in stem
+    close = difflib.get_close_matches(stem, bundled, n=1) if bare else []
+    hint = f"did you mean the bundled {close[0]!r}? " if close else ""
+    names = ", ".join(bundled) or "none installed"
+    return f"generator weights not found: {path} ({hint}give a bundled name: {names}, or a checkpoint path)"
+
 
 # torch.save's older format: a protocol-2 pickle of its magic number (a LONG1 of 10 bytes) first.
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
