@@ -9,18 +9,17 @@ baseline every paper reports), `hr` (the ground truth itself, so that no-referen
 can score it; its PSNR/SSIM are left empty), anything `srfeat.weights.load_generator`
 accepts (a bundled name or a checkpoint path), or a blend (`strength=0.5`, `strength=0:1:0.1`,
 `blend=A,B,0.3`: see `srfeat.weights.blend`). With `tta` the networks run as self-ensembles
-and their rows are labelled `<model>+tta`.
+and their rows are labelled `<model>+tta`. The arguments are checked, and the rows named, by
+`srfeat.evaluation_inputs` before any work.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
-import numbers
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,31 +29,56 @@ import torch
 from tqdm import tqdm
 
 from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale, distinct_folders
-from srfeat.errors import InvalidOptionError, MetricInputError, ModelOutputError, SRFeatError, shown
+from srfeat.errors import MetricInputError, ModelOutputError, SRFeatError
+from srfeat.evaluation_inputs import (
+    BICUBIC,
+    GROUND_TRUTH,
+    KNOWN_METRICS,
+    REFERENCE_METRICS,
+    check_arguments,
+    dataset_labels,
+    default_metrics,
+    model_identity,
+    model_labels,
+    network_names,
+    niqe_available,
+    once_each,
+    resolve_metrics,
+)
 from srfeat.files import write_file_atomically
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
-from srfeat.weights import generator_path, load_generator
-from srfeat.weights.blend import BLEND_PREFIX, expand_blend_specs, is_blend_spec, parse_blend_spec
+from srfeat.weights import load_generator
+from srfeat.weights.blend import expand_blend_specs, parse_blend_spec
+
+__all__ = [
+    "BICUBIC",
+    "GROUND_TRUTH",
+    "KNOWN_METRICS",
+    "REFERENCE_METRICS",
+    "DatasetScore",
+    "EvaluationResult",
+    "FigureSample",
+    "ImageScore",
+    "Upscaler",
+    "check_models",
+    "default_metrics",
+    "evaluate",
+    "format_score",
+    "json_records",
+    "make_upscaler",
+    "markdown_table",
+    "model_labels",
+    "network_names",
+    "niqe_available",
+    "score_image",
+    "single_threaded",
+    "write_json",
+]
 
 logger = logging.getLogger(__name__)
 
 # An upscaler maps a uint8 HxWx3 LR image to a uint8 (scale*H)x(scale*W)x3 SR image.
 Upscaler = Callable[[np.ndarray], np.ndarray]
-
-BICUBIC = "bicubic"
-GROUND_TRUTH = "hr"
-KNOWN_METRICS = ("psnr", "ssim", "niqe")
-# Metrics that compare with the ground truth, meaningless for the `hr` model.
-REFERENCE_METRICS = ("psnr", "ssim")
-
-
-def niqe_available() -> bool:
-    return importlib.util.find_spec("srfeat.metrics.niqe") is not None
-
-
-def default_metrics() -> list[str]:
-    """psnr, ssim, and niqe when its module is installed."""
-    return ["psnr", "ssim", "niqe"] if niqe_available() else ["psnr", "ssim"]
 
 
 @contextmanager
@@ -103,45 +127,6 @@ def make_upscaler(spec: str, scale: int, device: torch.device, tta: bool = False
     return upscale_generator
 
 
-def _short_name(spec: str) -> str:
-    if spec in (BICUBIC, GROUND_TRUTH) or not Path(spec).suffix:
-        return spec
-    path = Path(spec)
-    # `hr` and `bicubic` name the references' rows (and the plane's lines): hr.safetensors keeps its suffix
-    return path.name if path.stem in (BICUBIC, GROUND_TRUTH) else path.stem
-
-
-def model_labels(specs: Sequence[str], tta: bool = False) -> list[str]:
-    """Short, unique names for table rows: a checkpoint path becomes its file stem (in a blend
-    spec too), and with `tta` a network's name gets `+tta`."""
-    labels = []
-    for spec in specs:
-        blend = parse_blend_spec(spec) if spec.startswith(BLEND_PREFIX) else None
-        if blend is not None:
-            label = f"{BLEND_PREFIX}{_short_name(blend.model_a)},{_short_name(blend.model_b)},{blend.alpha:g}"
-        else:
-            label = spec if is_blend_spec(spec) else _short_name(spec)
-        if tta and spec not in (BICUBIC, GROUND_TRUTH):
-            label += "+tta"
-        base, count = label, 2
-        while label in labels:
-            label, count = f"{base}#{count}", count + 1
-        labels.append(label)
-    return labels
-
-
-def network_names(specs: Sequence[str]) -> list[str]:
-    """The generators (bundled names or checkpoint paths) that the specs load, blend ends included,
-    each once; `bicubic` and `hr` load none. Ranges (`strength=0:1:0.1`) must be expanded first."""
-    names: list[str] = []
-    for spec in specs:
-        if spec in (BICUBIC, GROUND_TRUTH):
-            continue
-        blend = parse_blend_spec(spec)
-        names += [spec] if blend is None else [blend.model_a, blend.model_b]
-    return list(dict.fromkeys(names))
-
-
 def check_models(specs: Sequence[str], scale: int) -> None:
     """Build each network a spec names (blend ends included) once, run it on a small test image and
     drop it, before any image is scored: a missing, broken or wrong-scale file, or weights whose output
@@ -156,20 +141,6 @@ def check_models(specs: Sequence[str], scale: int) -> None:
                 f"model {name} is broken: its output for a test image is not finite (NaN or inf), as a diverged "
                 "run's would be; nothing was scored"
             ) from error
-
-
-def dataset_labels(folders: Sequence[Path]) -> list[str]:
-    """Each folder's name, made unique (`Set5`, `Set5#2`) so that two folders of one name (a/Set5,
-    b/Set5) keep separate rows in the tables and the JSON."""
-    labels: list[str] = []
-    for folder in folders:
-        label, count = folder.name or str(folder), 2
-        while label in labels:
-            label, count = f"{folder.name}#{count}", count + 1
-        if label != (folder.name or str(folder)):
-            logger.warning("two --data folders are named %s: %s is labelled %s", folder.name, folder, label)
-        labels.append(label)
-    return labels
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -269,27 +240,6 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _once_each(values: Sequence[str], option: str, key: Callable[[str], object] = str) -> list[str]:
-    """The values in order, one given twice (or two of one `key`: a file under two names) kept once,
-    with a warning (a column or a model's run twice would say nothing new)."""
-    first: dict[object, str] = {}
-    aliases: dict[str, list[str]] = {}  # value kept -> its other names
-    for value in values:
-        if (kept := first.setdefault(key(value), value)) != value or values.count(value) > 1:
-            others = aliases.setdefault(kept, [])
-            others += [value] if kept != value and value not in others else []
-    if aliases:
-        named = [kept + (f" (also as {', '.join(others)})" if others else "") for kept, others in aliases.items()]
-        logger.warning("%s names %s more than once: each is evaluated once", option, ", ".join(named))
-    return list(first.values())
-
-
-def _model_file(spec: str) -> object:
-    """The file a model spec loads (`x.safetensors` is `./x.safetensors`), or the spec (bicubic, hr, blend, none)."""
-    path = None if spec in (BICUBIC, GROUND_TRUTH) or is_blend_spec(spec) else generator_path(spec)
-    return (path.stat().st_dev, path.stat().st_ino) if path is not None and os.path.isfile(path) else spec
-
-
 def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
     """The index of `figure_image` in the dataset, or 0 (its first image), said in a warning when asked for another."""
     if figure_image is None:
@@ -300,31 +250,6 @@ def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None
         "--figure-image %s is not in %s: its first image, %s, is shown", figure_image, name, dataset.names[0]
     )
     return 0
-
-
-def _check(
-    models: object, folders: object, metrics: object, scale: object, *flags: object
-) -> tuple[list[str], list[Path], list[str] | None, int]:
-    """`evaluate`'s arguments checked before any work (not a traceback from inside, an empty result, or
-    every score left out): models as strings, folders (str, bytes, path-like) as paths, `~` expanded."""
-    lists: dict[str, list[str]] = {}
-    for name, value in (("models", models), ("folders", folders), ("metrics", metrics)):
-        if isinstance(value, (str, bytes, os.PathLike)):  # its characters were taken one by one
-            raise InvalidOptionError(f"{name} is a list: give [{os.fsdecode(value)!r}], not {os.fsdecode(value)!r}")
-        if value is None and name == "metrics":
-            continue
-        if not (items := list(value) if isinstance(value, Iterable) else []):  # a tuple or a generator will do
-            raise InvalidOptionError(f"{name} must be a non-empty list, got {type(value).__name__} {shown(value)}")
-        kinds, what = ((str,), "names") if name == "metrics" else ((str, bytes, os.PathLike), "names or paths")
-        if wrong := [item for item in items if not isinstance(item, kinds)]:
-            raise InvalidOptionError(f"{name} must hold {what}, got {type(wrong[0]).__name__} {shown(wrong[0])}")
-        lists[name] = [item if name == "metrics" else os.fsdecode(item) for item in items]
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 2:
-        raise InvalidOptionError(f"scale must be a whole number of at least 2 (4, 2...), got {shown(scale)}")
-    for name, flag in zip(("test_y_channel", "tta", "keep_figure_samples"), flags, strict=True):
-        if not isinstance(flag, (bool, np.bool_)):  # test_y_channel="no" left every PSNR out, image by image
-            raise InvalidOptionError(f"{name} must be True or False, got {type(flag).__name__} {shown(flag)}")
-    return lists["models"], [Path(folder).expanduser() for folder in lists["folders"]], lists.get("metrics"), int(scale)
 
 
 def evaluate(
@@ -344,19 +269,14 @@ def evaluate(
     network is built and run on a test image before any folder is read. With `keep_figure_samples`,
     one image per folder (`figure_image` if it has it, else its first) is kept with every model's
     output and the bicubic baseline."""
-    models, folders, metrics, scale = _check(models, folders, metrics, scale, test_y_channel, tta, keep_figure_samples)
-    metrics = _once_each(metrics, "--metrics") if metrics is not None else default_metrics()
-    unknown = [metric for metric in metrics if metric not in KNOWN_METRICS]
-    if unknown:
-        raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")
-    if "niqe" in metrics and not niqe_available():
-        raise SRFeatError("NIQE is not available here (srfeat.metrics.niqe missing): drop it from --metrics (metrics=)")
-    if "niqe" in metrics:  # a damaged pristine model file is one line now, not a warning for every image
-        importlib.import_module("srfeat.metrics.niqe").pristine_model()
+    models, folders, metrics, scale = check_arguments(
+        models, folders, metrics, scale, test_y_channel, tta, keep_figure_samples
+    )
+    metrics = resolve_metrics(metrics)
     from srfeat.inference.upscaler import resolve_device
 
     torch_device = resolve_device(device)
-    models = _once_each(expand_blend_specs(models), "--model", key=_model_file)
+    models = once_each(expand_blend_specs(models), "--model", key=model_identity)
     labels = model_labels(models, tta=tta)
     check_models(models, scale)
     folder_paths = distinct_folders(folders, "--data", "evaluated once")

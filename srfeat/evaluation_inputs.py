@@ -1,0 +1,154 @@
+"""What `srfeat.evaluation.evaluate` is given, checked and named before any work.
+
+The arguments' types (`check_arguments`), the metrics asked for (`resolve_metrics`), each model
+and metric once (`once_each`; `model_identity`: a file under two names is one model), and the
+names of the tables' rows (`model_labels`, `dataset_labels`). Nothing here builds a network or
+reads an image: `srfeat.evaluation.check_models` runs each network once on a test image.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import numbers
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from srfeat.errors import InvalidOptionError, SRFeatError, shown
+from srfeat.weights import generator_path
+from srfeat.weights.blend import BLEND_PREFIX, is_blend_spec, parse_blend_spec
+
+logger = logging.getLogger(__name__)
+
+BICUBIC = "bicubic"
+GROUND_TRUTH = "hr"
+KNOWN_METRICS = ("psnr", "ssim", "niqe")
+# Metrics that compare with the ground truth, meaningless for the `hr` model.
+REFERENCE_METRICS = ("psnr", "ssim")
+
+
+def niqe_available() -> bool:
+    return importlib.util.find_spec("srfeat.metrics.niqe") is not None
+
+
+def default_metrics() -> list[str]:
+    """psnr, ssim, and niqe when its module is installed."""
+    return ["psnr", "ssim", "niqe"] if niqe_available() else ["psnr", "ssim"]
+
+
+def check_arguments(
+    models: object, folders: object, metrics: object, scale: object, *flags: object
+) -> tuple[list[str], list[Path], list[str] | None, int]:
+    """`evaluate`'s arguments checked before any work (not a traceback from inside, an empty result, or
+    every score left out): models as strings, folders (str, bytes, path-like) as paths, `~` expanded."""
+    lists: dict[str, list[str]] = {}
+    for name, value in (("models", models), ("folders", folders), ("metrics", metrics)):
+        if isinstance(value, (str, bytes, os.PathLike)):  # its characters were taken one by one
+            raise InvalidOptionError(f"{name} is a list: give [{os.fsdecode(value)!r}], not {os.fsdecode(value)!r}")
+        if value is None and name == "metrics":
+            continue
+        if not (items := list(value) if isinstance(value, Iterable) else []):  # a tuple or a generator will do
+            raise InvalidOptionError(f"{name} must be a non-empty list, got {type(value).__name__} {shown(value)}")
+        kinds, what = ((str,), "names") if name == "metrics" else ((str, bytes, os.PathLike), "names or paths")
+        if wrong := [item for item in items if not isinstance(item, kinds)]:
+            raise InvalidOptionError(f"{name} must hold {what}, got {type(wrong[0]).__name__} {shown(wrong[0])}")
+        lists[name] = [item if name == "metrics" else os.fsdecode(item) for item in items]
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 2:
+        raise InvalidOptionError(f"scale must be a whole number of at least 2 (4, 2...), got {shown(scale)}")
+    for name, flag in zip(("test_y_channel", "tta", "keep_figure_samples"), flags, strict=True):
+        if not isinstance(flag, (bool, np.bool_)):  # test_y_channel="no" left every PSNR out, image by image
+            raise InvalidOptionError(f"{name} must be True or False, got {type(flag).__name__} {shown(flag)}")
+    return lists["models"], [Path(folder).expanduser() for folder in lists["folders"]], lists.get("metrics"), int(scale)
+
+
+def resolve_metrics(metrics: Sequence[str] | None) -> list[str]:
+    """The metrics to score, each once (the default ones for None), or a one-line error for an unknown
+    one or NIQE where it is missing; NIQE's pristine model is read now (a damaged file is one line, not
+    a warning for every image)."""
+    metrics = once_each(metrics, "--metrics") if metrics is not None else default_metrics()
+    unknown = [metric for metric in metrics if metric not in KNOWN_METRICS]
+    if unknown:
+        raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")
+    if "niqe" in metrics and not niqe_available():
+        raise SRFeatError("NIQE is not available here (srfeat.metrics.niqe missing): drop it from --metrics (metrics=)")
+    if "niqe" in metrics:
+        importlib.import_module("srfeat.metrics.niqe").pristine_model()
+    return metrics
+
+
+def once_each(values: Sequence[str], option: str, key: Callable[[str], object] = str) -> list[str]:
+    """The values in order, one given twice (or two of one `key`: a file under two names) kept once,
+    with a warning (a column or a model's run twice would say nothing new)."""
+    first: dict[object, str] = {}
+    aliases: dict[str, list[str]] = {}  # value kept -> its other names
+    for value in values:
+        if (kept := first.setdefault(key(value), value)) != value or values.count(value) > 1:
+            others = aliases.setdefault(kept, [])
+            others += [value] if kept != value and value not in others else []
+    if aliases:
+        named = [kept + (f" (also as {', '.join(others)})" if others else "") for kept, others in aliases.items()]
+        logger.warning("%s names %s more than once: each is evaluated once", option, ", ".join(named))
+    return list(first.values())
+
+
+def model_identity(spec: str) -> object:
+    """The file a model spec loads (`x.safetensors` is `./x.safetensors`), or the spec (bicubic, hr, blend, none)."""
+    path = None if spec in (BICUBIC, GROUND_TRUTH) or is_blend_spec(spec) else generator_path(spec)
+    return (path.stat().st_dev, path.stat().st_ino) if path is not None and os.path.isfile(path) else spec
+
+
+def _short_name(spec: str) -> str:
+    if spec in (BICUBIC, GROUND_TRUTH) or not Path(spec).suffix:
+        return spec
+    path = Path(spec)
+    # `hr` and `bicubic` name the references' rows (and the plane's lines): hr.safetensors keeps its suffix
+    return path.name if path.stem in (BICUBIC, GROUND_TRUTH) else path.stem
+
+
+def model_labels(specs: Sequence[str], tta: bool = False) -> list[str]:
+    """Short, unique names for table rows: a checkpoint path becomes its file stem (in a blend
+    spec too), and with `tta` a network's name gets `+tta`."""
+    labels = []
+    for spec in specs:
+        blend = parse_blend_spec(spec) if spec.startswith(BLEND_PREFIX) else None
+        if blend is not None:
+            label = f"{BLEND_PREFIX}{_short_name(blend.model_a)},{_short_name(blend.model_b)},{blend.alpha:g}"
+        else:
+            label = spec if is_blend_spec(spec) else _short_name(spec)
+        if tta and spec not in (BICUBIC, GROUND_TRUTH):
+            label += "+tta"
+        base, count = label, 2
+        while label in labels:
+            label, count = f"{base}#{count}", count + 1
+        labels.append(label)
+    return labels
+
+
+def network_names(specs: Sequence[str]) -> list[str]:
+    """The generators (bundled names or checkpoint paths) that the specs load, blend ends included,
+    each once; `bicubic` and `hr` load none. Ranges (`strength=0:1:0.1`) must be expanded first."""
+    names: list[str] = []
+    for spec in specs:
+        if spec in (BICUBIC, GROUND_TRUTH):
+            continue
+        blend = parse_blend_spec(spec)
+        names += [spec] if blend is None else [blend.model_a, blend.model_b]
+    return list(dict.fromkeys(names))
+
+
+def dataset_labels(folders: Sequence[Path]) -> list[str]:
+    """Each folder's name, made unique (`Set5`, `Set5#2`) so that two folders of one name (a/Set5,
+    b/Set5) keep separate rows in the tables and the JSON."""
+    labels: list[str] = []
+    for folder in folders:
+        label, count = folder.name or str(folder), 2
+        while label in labels:
+            label, count = f"{folder.name}#{count}", count + 1
+        if label != (folder.name or str(folder)):
+            logger.warning("two --data folders are named %s: %s is labelled %s", folder.name, folder, label)
+        labels.append(label)
+    return labels
