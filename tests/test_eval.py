@@ -449,6 +449,21 @@ def test_one_checkpoint_under_two_names_is_evaluated_once(small_folder: Path, tm
     ) in child.stderr
 
 
+def test_size_messages_of_every_metric_read_width_x_height(tmp_path: Path) -> None:
+    # SSIM's warning said "got (8, 12)" (height, width) where NIQE's said "12x8" for the same image
+    folder = tmp_path / "Tiny"
+    write_png(folder / "t.png", samples.astronaut()[:16, :20])  # 20x16: 12x8 after the 4-pixel shave
+    metrics = ["ssim", "niqe"] if niqe_available() else ["ssim"]
+    child = srfeat_cli("eval", "--model", "bicubic", "--data", folder, "--metrics", *metrics)
+    assert child.returncode == 0, child.stderr
+    assert (
+        "WARNING: SSIM left out for Tiny/t (bicubic): SSIM needs images of at least 11x11 after the border "
+        "crop, got 12x8\n" in child.stderr
+    )
+    if niqe_available():
+        assert "NIQE needs an image of at least 96x96 pixels after shaving, got 12x8;" in child.stderr
+
+
 def test_a_checkpoint_whose_output_is_not_finite_is_refused_before_any_image_is_read(
     small_folder: Path, tmp_path: Path
 ) -> None:

@@ -115,3 +115,12 @@ def test_one_pixel_images() -> None:
     assert psnr(pixel, pixel + 1, crop_border=0) < 60
     with pytest.raises(MetricInputError, match="11x11"):
         ssim(pixel, pixel, crop_border=0)
+
+
+def test_every_size_message_reads_width_x_height() -> None:
+    # SSIM's said "got (8, 12)", height first as a tuple, where PSNR's and NIQE's say "12x8" (width x height)
+    image = samples.astronaut()[:16, :20]  # 20x16: 12x8 after a 4-pixel shave
+    with pytest.raises(MetricInputError, match=r"at least 11x11 after the border crop, got 12x8$"):
+        ssim(image, image, crop_border=4)
+    with pytest.raises(MetricInputError, match=r"nothing is left of a 20x16 image"):
+        psnr(image, image, crop_border=8)

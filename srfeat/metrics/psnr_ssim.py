@@ -184,7 +184,8 @@ def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool 
     sr, hr = _checked_crop(sr, hr, crop_border, test_y_channel)
     if min(sr.shape[:2]) < SSIM_WINDOW:
         raise MetricInputError(
-            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after the border crop, got {sr.shape[:2]}"
+            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after the border crop, "
+            f"got {sr.shape[1]}x{sr.shape[0]}"
         )
     kernel = _gaussian_window()
     valid_rows, valid_columns = sr.shape[0] - SSIM_WINDOW + 1, sr.shape[1] - SSIM_WINDOW + 1
