@@ -6,11 +6,11 @@ rounded to uint8, SR = model(LR) rounded to uint8, then PSNR/SSIM on the Y chann
 
 Models are given as strings: `bicubic` (MATLAB bicubic upscaling of the LR image, the
 baseline every paper reports), `hr` (the ground truth itself, so that no-reference metrics
-can score it; its PSNR/SSIM are left empty), anything `srfeat.weights.load_generator`
-accepts (a bundled name or a checkpoint path), or a blend (`strength=0.5`, `strength=0:1:0.1`,
-`blend=A,B,0.3`: see `srfeat.weights.blend`). With `tta` the networks run as self-ensembles
-and their rows are labelled `<model>+tta`. The arguments are checked, and the rows named, by
-`srfeat.evaluation_inputs` before any work.
+can score it; its PSNR/SSIM are left empty),
+anything `srfeat.weights.load_generator` accepts (a bundled name or a checkpoint path), or a
+blend (`strength=0.5`, `strength=0:1:0.1`, `blend=A,B,0.3`: see `srfeat.weights.blend`).
+With `tta` the networks run as self-ensembles and their rows are labelled `<model>+tta`.
+The arguments are checked, and the rows named, by `srfeat.evaluation_inputs` before any work.
 """
 
 from __future__ import annotations
@@ -358,6 +358,11 @@ def _mean_cell(row: DatasetScore, metric: str) -> str:
     return f"{text} ({count}/{row.images})" if count < row.images and not not_applicable else text
 
 
+def _text(name: str) -> str:
+    """A model, folder or image name as a table cell: a `|` in it (`a|b.safetensors`) escaped, not a column."""
+    return name.replace("|", "\\|")
+
+
 def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
     """Per-dataset means as a Markdown table, followed by a per-image table if asked."""
     headers = [METRIC_HEADERS[metric] for metric in result.metrics]
@@ -367,7 +372,7 @@ def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
     ]
     for row in result.results:
         cells = [_mean_cell(row, metric) for metric in result.metrics]
-        lines.append(f"| {row.model} | {row.dataset} | {row.images} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_text(row.model)} | {_text(row.dataset)} | {row.images} | " + " | ".join(cells) + " |")
     if per_image:
         lines += [
             "",
@@ -381,7 +386,8 @@ def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
                 for row in rows:
                     image = row.per_image[image_index]
                     cells = [format_score(metric, image.scores[metric]) for metric in result.metrics]
-                    lines.append(f"| {dataset} | {image.image} | {row.model} | " + " | ".join(cells) + " |")
+                    names = f"| {_text(dataset)} | {_text(image.image)} | {_text(row.model)} | "
+                    lines.append(names + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,21 @@ def test_a_table_that_cannot_be_shown_is_no_traceback_and_the_json_is_written(
     else:
         error = one_error_line(child)
         assert error == "ERROR: could not write to standard output: No space left on device", child.stderr
+
+
+def test_a_pipe_in_a_model_folder_or_image_name_is_escaped_in_the_table(tmp_path: Path) -> None:
+    # `Set|5`, `a|b.png` or `my|net.safetensors` added a column to their rows: the Markdown table fell apart
+    folder, model = tmp_path / "Set|5", tmp_path / "my|net.safetensors"
+    write_png(folder / "a|b.png", samples.astronaut()[:40, :44])
+    save_generator(tiny_generator(num_features=8), model)
+    json_path = tmp_path / "r.json"
+    args = ("--data", folder, "--metrics", "psnr", "--per-image", "--json", json_path)
+    child = srfeat_cli("eval", "--model", model, "bicubic", *args)
+    assert child.returncode == 0, child.stderr
+    rows = [re.split(r"(?<!\\)\|", line)[1:-1] for line in child.stdout.splitlines() if line]
+    assert len(rows) == 8 and {len(row) for row in rows} == {4}, child.stdout  # two tables of 4 columns
+    assert [row[:2] for row in rows[2:4]] == [[" my\\|net ", " Set\\|5 "], [" bicubic ", " Set\\|5 "]]
+    assert [row[:3] for row in rows[6:]] == [[" Set\\|5 ", " a\\|b ", name] for name in (" my\\|net ", " bicubic ")]
+    records = json.loads(json_path.read_text())  # the JSON keeps the names as they are
+    assert [(record["model"], record["dataset"]) for record in records] == [("my|net", "Set|5"), ("bicubic", "Set|5")]
+    assert records[0]["per_image"][0]["image"] == "a|b"
