@@ -1,7 +1,8 @@
 """What `srfeat.evaluation.evaluate` is given, checked and named before any work.
 
 The arguments' types (`check_arguments`), the metrics asked for (`resolve_metrics`), each model
-and metric once (`once_each`; `model_identity`: a file under two names is one model), and the
+and metric once (`once_each`; `model_identity`: a file under two names, or two specs of one blend, is
+one model), and the
 names of the tables' rows (`model_labels`, `dataset_labels`). Nothing here builds a network or
 reads an image: `srfeat.evaluation.check_models` runs each network once on a test image.
 """
@@ -96,8 +97,12 @@ def once_each(values: Sequence[str], option: str, key: Callable[[str], object] =
 
 
 def model_identity(spec: str) -> object:
-    """The file a model spec loads (`x.safetensors` is `./x.safetensors`), or the spec (bicubic, hr, blend, none)."""
-    path = None if spec in (BICUBIC, GROUND_TRUTH) or is_blend_spec(spec) else generator_path(spec)
+    """What a model spec runs: the file it loads (`x.safetensors` is `./x.safetensors`), a blend's ends
+    and alpha (`strength=0.5` is `strength=0.50` and `blend=default,gan,0.5`), or the spec (bicubic, hr, none)."""
+    blend = parse_blend_spec(spec)
+    if blend is not None:
+        return BLEND_PREFIX, model_identity(blend.model_a), model_identity(blend.model_b), blend.alpha
+    path = None if spec in (BICUBIC, GROUND_TRUTH) else generator_path(spec)
     return (path.stat().st_dev, path.stat().st_ino) if path is not None and os.path.isfile(path) else spec
 
 

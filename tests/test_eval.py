@@ -464,6 +464,20 @@ def test_size_messages_of_every_metric_read_width_x_height(tmp_path: Path) -> No
         assert "NIQE needs an image of at least 96x96 pixels after shaving, got 12x8;" in child.stderr
 
 
+def test_two_specs_of_one_blend_are_evaluated_once(small_folder: Path) -> None:
+    """`--model strength=0.5 strength=0.50` ran one blend twice, in two rows of the same numbers (and
+    `blend=default,gan,0.5` is that blend too), though one checkpoint under two names was scored once."""
+    models = ("strength=0.5", "bicubic", "strength=0.50", "blend=default,gan,0.5", "strength=0.25")
+    child = srfeat_cli("eval", "--model", *models, "--data", small_folder, "--metrics", "psnr", "--device", "cpu")
+    assert child.returncode == 0, child.stderr
+    rows = [line.split("|")[1].strip() for line in child.stdout.splitlines() if "| Small |" in line]
+    assert rows == ["strength=0.5", "bicubic", "strength=0.25"]
+    assert (
+        "WARNING: --model names strength=0.5 (also as strength=0.50, blend=default,gan,0.5) more than once: "
+        "each is evaluated once"
+    ) in child.stderr
+
+
 def test_a_checkpoint_whose_output_is_not_finite_is_refused_before_any_image_is_read(
     small_folder: Path, tmp_path: Path
 ) -> None:
