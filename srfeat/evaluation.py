@@ -6,7 +6,7 @@ rounded to uint8, SR = model(LR) rounded to uint8, then PSNR/SSIM on the Y chann
 
 Models are given as strings: `bicubic` (MATLAB bicubic upscaling of the LR image, the
 baseline every paper reports), `hr` (the ground truth itself, so that no-reference metrics
-can score it; its PSNR/SSIM are left empty),
+can score it; its PSNR/SSIM are left empty, and `hr` alone with only those is refused),
 anything `srfeat.weights.load_generator` accepts (a bundled name or a checkpoint path), or a
 blend (`strength=0.5`, `strength=0:1:0.1`, `blend=A,B,0.3`: see `srfeat.weights.blend`).
 With `tta` the networks run as self-ensembles and their rows are labelled `<model>+tta`.
@@ -36,6 +36,7 @@ from srfeat.evaluation_inputs import (
     KNOWN_METRICS,
     REFERENCE_METRICS,
     check_arguments,
+    check_metrics_apply,
     dataset_labels,
     default_metrics,
     model_identity,
@@ -273,6 +274,7 @@ def evaluate(
         models, folders, metrics, scale, test_y_channel, tta, keep_figure_samples
     )
     metrics = resolve_metrics(metrics)
+    check_metrics_apply(models, metrics)
     from srfeat.inference.upscaler import resolve_device
 
     torch_device = resolve_device(device)

@@ -1,8 +1,8 @@
 """What `srfeat.evaluation.evaluate` is given, checked and named before any work.
 
-The arguments' types (`check_arguments`), the metrics asked for (`resolve_metrics`), each model
-and metric once (`once_each`; `model_identity`: a file under two names, or two specs of one blend, is
-one model), and the
+The arguments' types (`check_arguments`), the metrics asked for (`resolve_metrics`) and that one
+applies (`check_metrics_apply`: not `hr` alone with PSNR/SSIM), each model and metric once
+(`once_each`; `model_identity`: a file under two names, or two specs of one blend, is one model), and the
 names of the tables' rows (`model_labels`, `dataset_labels`). Nothing here builds a network or
 reads an image: `srfeat.evaluation.check_models` runs each network once on a test image.
 """
@@ -79,6 +79,17 @@ def resolve_metrics(metrics: Sequence[str] | None) -> list[str]:
     if "niqe" in metrics:
         importlib.import_module("srfeat.metrics.niqe").pristine_model()
     return metrics
+
+
+def check_metrics_apply(models: Sequence[str], metrics: Sequence[str]) -> None:
+    """Refuse, before any work, models for which no metric asked for is defined: `hr` alone with PSNR
+    and SSIM (the ground truth scored against itself) would be a table of dashes."""
+    if all(model == GROUND_TRUTH for model in models) and all(metric in REFERENCE_METRICS for metric in metrics):
+        niqe = " or score it by NIQE (--metrics niqe)" if niqe_available() else ""
+        raise InvalidOptionError(
+            f"hr (the ground truth) has no {' or '.join(metric.upper() for metric in metrics)}, which would compare "
+            f"it with itself: add a model to compare (e.g. --model bicubic hr){niqe}"
+        )
 
 
 def once_each(values: Sequence[str], option: str, key: Callable[[str], object] = str) -> list[str]:

@@ -20,6 +20,7 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.commands import eval as eval_command
 from srfeat.data.datasets import bicubic_downscale, bicubic_upscale, mod_crop
 from srfeat.data.io import write_png
+from srfeat.errors import InvalidOptionError
 from srfeat.evaluation import evaluate, make_upscaler, niqe_available, write_json
 from srfeat.metrics.psnr_ssim import psnr
 from srfeat.weights import save_generator
@@ -476,6 +477,22 @@ def test_two_specs_of_one_blend_are_evaluated_once(small_folder: Path) -> None:
         "WARNING: --model names strength=0.5 (also as strength=0.50, blend=default,gan,0.5) more than once: "
         "each is evaluated once"
     ) in child.stderr
+
+
+@pytest.mark.parametrize("metrics", [["psnr", "ssim"], ["ssim"]])
+def test_hr_alone_with_only_psnr_or_ssim_is_refused_before_any_work(
+    small_folder: Path, tmp_path: Path, metrics: list[str]
+) -> None:
+    """`--model hr --metrics psnr ssim` read and scored every image to print a table of dashes: the
+    ground truth has no PSNR or SSIM (they would compare it with itself)."""
+    json_path = tmp_path / "r.json"
+    child = srfeat_cli("eval", "--model", "hr", "--data", small_folder, "--metrics", *metrics, "--json", json_path)
+    error = one_error_line(child, only=True)
+    names = " or ".join(metric.upper() for metric in metrics)
+    assert f"hr (the ground truth) has no {names}, which would compare it with itself: add a model" in error
+    assert child.stdout == "" and "image(s)" not in child.stderr and not json_path.exists()
+    with pytest.raises(InvalidOptionError, match=r"hr \(the ground truth\) has no PSNR"):
+        evaluate(["hr"], [small_folder], metrics=["psnr"], device="cpu")
 
 
 def test_a_checkpoint_whose_output_is_not_finite_is_refused_before_any_image_is_read(
