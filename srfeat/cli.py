@@ -8,7 +8,9 @@ imports happen inside the chosen command).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import io
 import logging
 import os
 import signal
@@ -16,9 +18,11 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from srfeat.commands.arguments import OneLineErrorParser
 from srfeat.errors import SRFeatError
+from srfeat.training.interrupt import HANGUP, ignore_further_hangups
 
 COMMANDS: dict[str, str] = {
     "upscale": "Upscale images 4x with a bundled model or a checkpoint.",
@@ -49,21 +53,76 @@ ONEDNN_CACHE_CAPACITY = "16"
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised in the main thread: `finally` blocks run and remove partly written files.
+    """SIGTERM or SIGHUP, raised in the main thread: `finally` blocks run and remove partly written files.
 
     A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it.
     """
 
+    def __init__(self, signal_number: int = signal.SIGTERM) -> None:
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+def terminating_signals() -> list[int]:
+    """The signals that stop a command as SIGTERM does: SIGTERM, and SIGHUP (the terminal closed, the
+    SSH session dropped) where it has its default action, which killed the process at once, leaving
+    a `.NAME.PID.tmp` and a training run's steps since its last checkpoint. An ignored SIGHUP (under
+    `nohup`) stays ignored, and so does any a caller of `main` handles itself."""
+    default = HANGUP is not None and signal.getsignal(HANGUP) == signal.SIG_DFL
+    return [signal.SIGTERM, HANGUP] if default and HANGUP is not None else [signal.SIGTERM]
+
 
 def _terminate_handler(owner: int) -> Callable[[int, FrameType | None], None]:
+    stopping = False
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
         if os.getpid() != owner:  # a forked worker (DataLoader): die as it would have
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
-        raise Terminated
+        if signum != signal.SIGTERM:  # SIGHUP: one hangup, one stop (a second cut this one's cleanup short)
+            ignore_further_hangups()
+            if stopping:
+                return
+        stopping = True
+        raise Terminated(signum)
 
     return handler
+
+
+class _StderrFile(io.FileIO):
+    """Standard error that a closed terminal (EIO) or a reader gone (EPIPE: `2>&1 | tee log`, and tee
+    hung up too) does not fail: what is left goes to /dev/null. The progress bar's next write raised
+    BrokenPipeError in the middle of a training step (tqdm forgives EIO only): the run ended in a
+    traceback, without the checkpoint the SIGHUP asked for. Other errors (`2> /dev/full`) are raised."""
+
+    def write(self, data: Any) -> int | None:
+        try:
+            return super().write(data)
+        except OSError as error:
+            if error.errno not in (errno.EIO, errno.EPIPE):
+                raise
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.fileno())
+            os.close(devnull)
+            return memoryview(data).nbytes
+
+
+def _forgiving_stderr() -> None:
+    """Standard error as Python opens it (line-buffered), on a `_StderrFile`."""
+    stderr = sys.stderr
+    if stderr is None or not hasattr(stderr, "fileno"):
+        return
+    try:
+        fd = stderr.fileno()
+        stderr.flush()
+    except (OSError, ValueError):
+        return
+    raw = _StderrFile(fd, "w", closefd=False)
+    sys.stderr = io.TextIOWrapper(
+        io.BufferedWriter(raw), encoding=stderr.encoding, errors=stderr.errors, line_buffering=True
+    )
 
 
 def write_output(text: str) -> None:
@@ -125,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        _forgiving_stderr()
     if argv is None and sys.stdout is None:
         # Standard output closed (`srfeat ... >&-`): output goes nowhere, as to /dev/null, where it
         # was a traceback (serve) or nothing said; and fd 1 is taken, so no file srfeat opens gets it.
@@ -152,21 +213,26 @@ def main(argv: list[str] | None = None) -> int:
         # hook printing "FakeTensor cache stats" after srfeat's last line. (A caller's loggers are its own.)
         logging.getLogger("torch").setLevel(logging.WARNING)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid())) if in_main_thread else None
+    handler = _terminate_handler(os.getpid())
+    previous = {number: signal.signal(number, handler) for number in terminating_signals()} if in_main_thread else {}
     try:
-        return int(args.run(args) or 0)
-    except SRFeatError as error:
-        logging.getLogger("srfeat").error("%s", error)
-        return 1
-    except KeyboardInterrupt as interrupt:  # training's own says where it stopped and how to resume
-        logging.getLogger("srfeat").error("%s", str(interrupt) or "interrupted")
-        return 128 + getattr(interrupt, "signal_number", signal.SIGINT)  # SIGTERM too, once training saved
-    except Terminated:
-        logging.getLogger("srfeat").error("terminated (SIGTERM); files being written were removed")
-        return 128 + signal.SIGTERM
+        try:
+            return int(args.run(args) or 0)
+        except SRFeatError as error:
+            logging.getLogger("srfeat").error("%s", error)
+            return 1
+        except KeyboardInterrupt as interrupt:  # training's own says where it stopped and how to resume
+            logging.getLogger("srfeat").error("%s", str(interrupt) or "interrupted")
+            return 128 + getattr(interrupt, "signal_number", signal.SIGINT)  # SIGTERM, SIGHUP too, once saved
+    except Terminated as stop:  # in the command, or while its error or interruption above was reported
+        name = signal.Signals(stop.signal_number).name
+        logging.getLogger("srfeat").error("terminated (%s); files being written were removed", name)
+        return 128 + stop.signal_number
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for number, before in previous.items():
+            if number != signal.SIGTERM and signal.getsignal(number) == signal.SIG_IGN:
+                continue  # SIGHUP, since the hangup the command stopped for: a later one is the same
+            signal.signal(number, before)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
+import select
+import struct
 import subprocess
 import sys
+import termios
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,3 +54,89 @@ def one_error_line(child: subprocess.CompletedProcess[str], *, returncode: int =
     others = [line for line in lines if not line.startswith(("INFO:", "ERROR"))]
     assert len(errors) == 1 and not (only and others), child.stderr
     return errors[0]
+
+
+# Sets SIGHUP's disposition (and, with "terminal", takes the pseudo-terminal on fd 0 as the session's
+# controlling terminal), then becomes the command: no `preexec_fn`, unsafe where the test run has threads.
+HANGUP_WRAPPER = """
+import fcntl, os, signal, sys, termios
+disposition, terminal, *command = sys.argv[1:]
+if terminal == "terminal":
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+signal.signal(signal.SIGHUP, signal.SIG_IGN if disposition == "ignored" else signal.SIG_DFL)
+os.execvp(command[0], command)
+"""
+
+
+def with_hangup(command: Sequence[str | Path], ignored: bool, terminal: bool = False) -> list[str]:
+    """`command` started with SIGHUP ignored, as `nohup` starts it, or at its default action (set, not
+    inherited: under `nohup pytest` the test run ignores it too); its process id is the command's."""
+    how = ["ignored" if ignored else "default", "terminal" if terminal else "-"]
+    return [sys.executable, "-c", HANGUP_WRAPPER, *how, *map(str, command)]
+
+
+class Terminal:
+    """A pseudo-terminal to run a child in, as a terminal window or an SSH session runs a command:
+    the child leads a session of its own, whose controlling terminal this is, and reads and writes it
+    as stdin, stdout and stderr. `hang_up` is the window closed, the connection dropped: the kernel
+    sends the child SIGHUP, and every later write to the terminal fails (EIO)."""
+
+    def __init__(self) -> None:
+        self.master, slave = os.openpty()
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # for progress bars
+        self._slave: int | None = slave
+        self._output = bytearray()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def start(self, command: Sequence[str | Path], cwd: Path = REPO) -> subprocess.Popen[bytes]:
+        """`command` on this terminal (in `cwd`, with CHILD_ENV), with SIGHUP at its default action."""
+        assert self._slave is not None
+        try:
+            child = subprocess.Popen(
+                with_hangup(command, ignored=False, terminal=True),
+                cwd=cwd,
+                env=CHILD_ENV,
+                stdin=self._slave,
+                stdout=self._slave,
+                stderr=self._slave,
+                start_new_session=True,
+            )
+        finally:
+            os.close(self._slave)
+            self._slave = None
+        self._reader.start()
+        return child
+
+    def _read(self) -> None:  # the terminal's screen; a terminal that is not read fills and blocks its writer
+        while not self._stop.is_set():
+            if not select.select([self.master], [], [], 0.1)[0]:
+                continue
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: the child and its processes have all closed the terminal
+                return
+            if not data:
+                return
+            with self._lock:
+                self._output += data
+
+    def text(self) -> str:
+        """What the child wrote to the terminal so far."""
+        with self._lock:
+            return self._output.decode(errors="replace")
+
+    def wait_for(self, text: str, child: subprocess.Popen[bytes], timeout: float = 300) -> None:
+        """Until the child wrote `text` (it fails if the child exits first)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.text():
+            assert child.poll() is None and time.monotonic() < deadline, (child.poll(), self.text())
+            time.sleep(0.02)
+
+    def hang_up(self) -> None:
+        """The terminal closed: its master end is closed (after the last of the screen is read)."""
+        self._stop.set()
+        if self._reader.ident is not None:  # started
+            self._reader.join(timeout=60)
+        os.close(self.master)

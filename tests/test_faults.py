@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import Terminal, with_hangup
 from safetensors.torch import load_file, save_file
 from training_helpers import tiny_config, tiny_values, wait_for_logged_steps, write_image_folders
 
@@ -128,11 +130,13 @@ FAULTY_TRAIN = textwrap.dedent(
 )
 
 
-def start_child(fault: str, config: Path, *extra: str, new_session: bool = False) -> subprocess.Popen[str]:
+def start_child(
+    fault: str, config: Path, *extra: str, new_session: bool = False, hangup_ignored: bool = False
+) -> subprocess.Popen[str]:
     """`new_session`: the child leads a process group of its own (with its DataLoader workers), as
-    under `timeout`, Slurm or systemd, which signal the whole group."""
+    under `timeout`, Slurm or systemd, which signal the whole group; `hangup_ignored`: as under `nohup`."""
     return subprocess.Popen(
-        [sys.executable, "-c", FAULTY_TRAIN, fault, str(config), *extra],
+        with_hangup([sys.executable, "-c", FAULTY_TRAIN, fault, str(config), *extra], hangup_ignored),
         cwd=REPO,
         env=CHILD_ENV,
         stdout=subprocess.PIPE,
@@ -377,14 +381,14 @@ def test_injected_nan_losses_stop_with_every_saved_generator_finite(train_dir: P
         assert all(torch.isfinite(v).all() for v in load_file(str(out / name)).values()), name
 
 
-# ----------------------------------------------------------------------------- Ctrl-C, SIGTERM
+# ----------------------------------------------------------------------------- Ctrl-C, SIGTERM, SIGHUP
 
 
 def stopped_step(stderr: str) -> int:
     """The step that the one error line of a signalled run names."""
     errors = error_lines(stderr)
     assert len(errors) == 1 and "--resume" in errors[0], stderr
-    found = re.search(r"interrupted \((Ctrl-C|SIGTERM)\) at step (\d+): checkpoint saved", errors[0])
+    found = re.search(r"interrupted \((Ctrl-C|SIGTERM|SIGHUP)\) at step (\d+): checkpoint saved", errors[0])
     assert found, errors[0]
     return int(found.group(2))
 
@@ -455,6 +459,132 @@ def test_a_stop_signal_saves_the_step_reached_and_resumes_to_the_uninterrupted_r
     reference = checkpoint.load_state(whole / checkpoint.STATE_FILE)["generator"]
     different = [key for key in reference if not torch.equal(reference[key], resumed[key])]
     assert not different, different[:5]
+
+
+def test_a_hangup_sent_twice_saves_the_step_reached(train_dir: Path, tmp_path: Path) -> None:
+    """SIGHUP (the terminal closed, the SSH session dropped) killed a run at once, losing the steps since
+    its last checkpoint. It may come twice (the shell passes its own on to its job, and the kernel
+    signals the terminal's foreground group as the shell exits): the second is the same hangup, no
+    request to stop at once."""
+    out = tmp_path / "run"
+    config = run_config(train_dir, out, tmp_path)
+    overrides = ["train.max_steps=500", "data.num_workers=1", "train.checkpoint_every=1000"]
+    child = start_child("none", config, *overrides, new_session=True)
+    assert child.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lines.extend, args=(child.stderr,), daemon=True)
+    reader.start()
+    try:
+        wait_for_logged_steps(child, out, 3)
+        os.killpg(child.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 120
+        while not any("SIGHUP: finishing this step" in line for line in lines):
+            assert child.poll() is None and time.monotonic() < deadline, (child.poll(), lines)
+            time.sleep(0.02)
+        os.killpg(child.pid, signal.SIGHUP)
+        child.wait(timeout=120)
+        reader.join(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    wait_for_group_to_end(child.pid)
+    stderr = "".join(lines)
+    assert child.returncode == 128 + signal.SIGHUP and "Traceback" not in stderr, stderr
+    assert "again stops at once" not in stderr, stderr
+    stopped_at = stopped_step(stderr)
+    assert 3 <= stopped_at < 500
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == stopped_at
+    assert temporaries(out) == []
+
+
+def test_a_closed_terminal_saves_the_step_reached(train_dir: Path, tmp_path: Path) -> None:
+    """`srfeat train` in a terminal that is closed: the kernel's SIGHUP killed it. Now the step in flight
+    is saved, though nothing can be written to the terminal any more (EIO): the announcement, raised
+    from the signal handler, failed that step, exit status 1 without a checkpoint."""
+    out = tmp_path / "run"
+    config = run_config(train_dir, out, tmp_path)
+    overrides = ["train.max_steps=500", "data.num_workers=1", "train.checkpoint_every=1000"]
+    terminal = Terminal()  # with the progress bar, as a user sees it
+    child = terminal.start([sys.executable, "-m", "srfeat.cli", "train", config, *overrides])
+    try:
+        wait_for_logged_steps(child, out, 3)
+        terminal.hang_up()
+        returncode = child.wait(timeout=120)
+        assert returncode == 128 + signal.SIGHUP, (returncode, terminal.text())
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    wait_for_group_to_end(child.pid)
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] >= 3
+    assert temporaries(out) == []
+
+
+def test_a_hangup_after_the_output_reader_went_saves_the_step_reached(train_dir: Path, tmp_path: Path) -> None:
+    """`srfeat train CONFIG 2>&1 | tee log` in a terminal that is closed: tee is hung up too, and every
+    write to the pipe fails (EPIPE). The progress bar's next one raised BrokenPipeError in the middle
+    of the step that was to be saved: exit status 1, no checkpoint."""
+    out = tmp_path / "run"
+    config = run_config(train_dir, out, tmp_path)
+    overrides = ["train.max_steps=500", "train.checkpoint_every=1000"]
+    command = [sys.executable, "-m", "srfeat.cli", "train", str(config), *overrides]  # with the progress bar
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(
+        with_hangup(command, ignored=False), cwd=REPO, env=CHILD_ENV, stdout=write_end, stderr=write_end
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as reader:  # tee, until the terminal closes
+            wait_for_logged_steps(child, out, 3)
+        child.send_signal(signal.SIGHUP)
+        assert child.wait(timeout=120) == 128 + signal.SIGHUP
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert reader.closed
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] >= 3
+    assert temporaries(out) == []
+
+
+def test_under_nohup_a_hangup_does_not_stop_training(train_dir: Path, tmp_path: Path) -> None:
+    """`nohup srfeat train ...` starts it with SIGHUP ignored: the run, its DataLoader workers too, goes on."""
+    out = tmp_path / "run"
+    config = run_config(train_dir, out, tmp_path)
+    overrides = ["train.max_steps=500", "data.num_workers=1", "train.checkpoint_every=1000"]
+    child = start_child("none", config, *overrides, new_session=True, hangup_ignored=True)
+    try:
+        wait_for_logged_steps(child, out, 3)
+        os.killpg(child.pid, signal.SIGHUP)
+        wait_for_logged_steps(child, out, 8)  # fails if the run stopped at the step in flight
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    wait_for_group_to_end(child.pid)
+    assert child.returncode == 128 + signal.SIGTERM and "SIGHUP" not in stderr, stderr
+    assert stopped_step(stderr) >= 8
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(5, "Input/output error"), RuntimeError("reentrant call inside <_io.BufferedWriter name='<stderr>'>")],
+    ids=["closed-terminal", "stream-busy"],
+)
+def test_an_announcement_that_cannot_be_written_does_not_fail_the_step(failure: Exception) -> None:
+    """The announcement is written from the signal handler, in the middle of whatever the step was
+    doing: on a closed terminal (EIO), or while the main thread was itself writing the progress bar
+    to that stream (blocked on a terminal that is not read, as over a stalled SSH connection), its
+    error was raised there, failed the step that was to be saved and ended the run without it."""
+
+    def announce(message: str) -> None:
+        raise failure
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals(distributed=False, announce=announce) as request:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # Python runs the handler between bytecodes of the main thread
+        assert request.signal_number == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 class PreviousHandlerError(Exception):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
+from cli_helpers import CHILD_ENV, REPO, Terminal, one_error_line, srfeat_cli, with_hangup
 from PIL import Image, features
 from safetensors.torch import load_file, save_file
 
@@ -387,13 +387,16 @@ STALLED_WRITE = textwrap.dedent(
     from PIL import Image
     from srfeat.cli import main
 
+    real_save = Image.Image.save
+
     def stalling_save(self, fp, *args, **kwargs):  # fp: the temporary, open
         fp.write(b"\\x89PNG partial")
         print("writing", flush=True)
         time.sleep(60)
 
     Image.Image.save = stalling_save
-    sys.exit(main(["upscale", *sys.argv[1:]]))
+    sys.argv = ["srfeat", "upscale", *sys.argv[1:]]  # as the program runs: `srfeat upscale ...`
+    sys.exit(main())
     """
 )
 
@@ -482,13 +485,14 @@ def test_a_full_disk_is_named_with_what_to_do(tmp_path: Path) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")  # other errors pass as they are
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_a_killed_upscale_leaves_no_temporary(tmp_path: Path, model_path: Path, how: signal.Signals) -> None:
+    """SIGHUP (the terminal closed) killed the process as SIGKILL does, leaving the temporary."""
     Image.fromarray(samples.astronaut()[:16, :12]).save(tmp_path / "a.png")
     out = tmp_path / "out"
     args = [str(tmp_path / "a.png"), "-o", str(out), "--model", str(model_path)]
     child = subprocess.Popen(
-        [sys.executable, "-c", STALLED_WRITE, *args],
+        with_hangup([sys.executable, "-c", STALLED_WRITE, *args], ignored=False),
         cwd=REPO,
         env=CHILD_ENV,
         stdout=subprocess.PIPE,
@@ -504,13 +508,62 @@ def test_a_killed_upscale_leaves_no_temporary(tmp_path: Path, model_path: Path, 
         if child.poll() is None:
             child.kill()
     assert child.returncode != 0
-    if how == signal.SIGTERM:  # cleaned on the signal
-        assert "Traceback" not in stderr and sum(line.startswith("ERROR:") for line in stderr.splitlines()) == 1
+    if how != signal.SIGKILL:  # cleaned on the signal
+        assert child.returncode == 128 + how and "Traceback" not in stderr, (child.returncode, stderr)
+        errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+        assert errors == [f"ERROR: terminated ({how.name}); files being written were removed"], stderr
         assert list(out.iterdir()) == []
     else:  # cleaned by the next run that writes there
         assert [p.name for p in out.iterdir()] == [f".a.png.{child.pid}.tmp"]
         assert main(["upscale", *args]) == 0
         assert [p.name for p in out.iterdir()] == ["a.png"]
+
+
+def test_a_closed_terminal_stops_an_upscale_cleanly(tmp_path: Path, model_path: Path) -> None:
+    """The terminal an upscale runs in is closed (the window, the SSH connection): the kernel's SIGHUP
+    killed it mid-write and left its temporary. Now it stops as on SIGTERM, though the one line it
+    ends with can no longer be written (EIO)."""
+    Image.fromarray(samples.astronaut()[:16, :12]).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    terminal = Terminal()
+    child = terminal.start([sys.executable, "-c", STALLED_WRITE, tmp_path / "a.png", "-o", out, "--model", model_path])
+    try:
+        terminal.wait_for("writing", child)
+        terminal.hang_up()
+        returncode = child.wait(timeout=120)
+        assert returncode == 128 + signal.SIGHUP, (returncode, terminal.text())
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert list(out.iterdir()) == []
+
+
+def test_under_nohup_a_hangup_does_not_stop_an_upscale(tmp_path: Path, model_path: Path) -> None:
+    """`nohup srfeat upscale ...` starts srfeat with SIGHUP ignored: it stays so, and the upscale goes on."""
+    Image.fromarray(samples.astronaut()[:16, :12]).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "a.png"), "-o", str(out), "--model", str(model_path)]
+    released = "sys.stdin.read(); fp.seek(0); return real_save(self, fp, *args, **kwargs)"  # over the partial bytes
+    child = subprocess.Popen(
+        with_hangup([sys.executable, "-c", STALLED_WRITE.replace("time.sleep(60)", released), *args], ignored=True),
+        cwd=REPO,
+        env=CHILD_ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "writing"
+        child.send_signal(signal.SIGHUP)  # a handler would run at once: the child waits in a read
+        _, stderr = child.communicate(input="", timeout=120)  # the write goes on
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0 and "ERROR" not in stderr, (child.returncode, stderr)
+    assert [p.name for p in out.iterdir()] == ["a.png"]
+    with Image.open(out / "a.png") as written:
+        assert written.size == (48, 64)
 
 
 def _pid_namespaces() -> bool:

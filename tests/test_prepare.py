@@ -350,12 +350,18 @@ sys.exit(main())
 """
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm-to-the-command", "ctrl-c-to-all"])
+@pytest.mark.parametrize(
+    "stop",
+    [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+    ids=["sigterm-to-the-command", "ctrl-c-to-all", "hangup-to-all"],
+)
 def test_a_stop_signal_ends_the_workers_at_once_and_keeps_out_as_it_was(tmp_path: Path, stop: signal.Signals) -> None:
     """With --workers, SIGTERM (and Ctrl-C, which reaches the workers too: each handed back its
     KeyboardInterrupt as a result and went on) waited for every image submitted to be cut; the
-    earlier patches of an --overwrite run are kept, the staged ones removed, no worker is left."""
-    from cli_helpers import CHILD_ENV
+    earlier patches of an --overwrite run are kept, the staged ones removed, no worker is left.
+    SIGHUP (the terminal closed; the shell sends it to the whole job) killed the command and left
+    its staging folders for the next run to remove."""
+    from cli_helpers import CHILD_ENV, with_hangup
 
     source, out, markers = tmp_path / "src", tmp_path / "out", tmp_path / "markers"
     for folder in (source, out / "HR", out / "LR", markers):
@@ -365,7 +371,7 @@ def test_a_stop_signal_ends_the_workers_at_once_and_keeps_out_as_it_was(tmp_path
     (out / "HR" / "earlier.png").write_bytes(b"earlier")
     args = [source, out, "--hr-patch-size", "32", "--workers", "2", "--overwrite", markers]
     child = subprocess.Popen(
-        [sys.executable, "-c", STALLED_IMAGES, *map(str, args)],
+        with_hangup([sys.executable, "-c", STALLED_IMAGES, *map(str, args)], ignored=False),
         env=CHILD_ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -377,7 +383,7 @@ def test_a_stop_signal_ends_the_workers_at_once_and_keeps_out_as_it_was(tmp_path
         while not any(markers.iterdir()) and time.monotonic() < deadline and child.poll() is None:
             time.sleep(0.05)  # a worker is in an image it will not finish
         assert child.poll() is None, child.communicate()
-        if stop == signal.SIGINT:
+        if stop != signal.SIGTERM:
             os.killpg(child.pid, stop)
         else:
             child.send_signal(stop)
@@ -389,7 +395,7 @@ def test_a_stop_signal_ends_the_workers_at_once_and_keeps_out_as_it_was(tmp_path
     assert [line for line in stderr.splitlines() if line.startswith("ERROR")] == [
         "ERROR: interrupted"
         if stop == signal.SIGINT
-        else "ERROR: terminated (SIGTERM); files being written were removed"
+        else f"ERROR: terminated ({stop.name}); files being written were removed"
     ], stderr
     assert sorted(p.name for p in out.iterdir()) == ["HR", "LR"]
     assert [p.name for p in (out / "HR").iterdir()] == ["earlier.png"]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import with_hangup
 from PIL import Image, ImageCms, features
 
 from srfeat.cli import main
@@ -81,13 +82,18 @@ def _dead_process_id() -> int:
     return probe.pid
 
 
-def start_server(*options: str, prelude: str = "") -> Server:
+def start_server(*options: str, prelude: str = "", hangup_ignored: bool = False) -> Server:
     """`srfeat serve --no-browser` with small tiles and `options`, once it listens; `prelude` is
-    Python run in the server's process first (to slow a part down)."""
+    Python run in the server's process first (to slow a part down); `hangup_ignored`: as under `nohup`."""
     program = ["-m", "srfeat.cli"] if not prelude else ["-c", f"{prelude}\nfrom srfeat.cli import main\nmain()"]
     command = [sys.executable, *program, "serve", "--no-browser", "--device", "cpu", "--tile", str(TILE)]
     process = subprocess.Popen(
-        [*command, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(), cwd=ROOT
+        with_hangup([*command, *options], hangup_ignored),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_environment(),
+        cwd=ROOT,
     )
     stdout, stderr = process.stdout, process.stderr
     assert stdout is not None and stderr is not None

@@ -28,6 +28,7 @@ from PIL import Image
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from cli_helpers import Terminal
 from playwright.sync_api import Browser, FilePayload, Page, Route, expect
 from test_web import (
     Answer,
@@ -105,10 +106,11 @@ def test_a_client_that_leaves_mid_upload_costs_one_log_line(server: Server) -> N
     assert "Traceback" not in written and "Exception in ASGI application" not in written, written
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["sigterm", "ctrl-c", "hangup"])
 def test_a_stop_signal_is_a_clean_stop(stop: signal.Signals) -> None:
     """SIGTERM is how systemd and `docker stop` end a server: after uvicorn's graceful shutdown it
-    was "ERROR: terminated (SIGTERM); files being written were removed" and exit status 143."""
+    was "ERROR: terminated (SIGTERM); files being written were removed" and exit status 143. SIGHUP
+    (its terminal closed) killed it at once."""
     started = start_server()
     started.process.send_signal(stop)
     assert started.process.wait(timeout=60) == 0
@@ -117,6 +119,39 @@ def test_a_stop_signal_is_a_clean_stop(stop: signal.Signals) -> None:
         time.sleep(0.1)  # the reader thread catches up with the last lines
     assert f"INFO: stopped ({stop.name})" in started.log, started.log_text()
     assert not [line for line in started.log if line.startswith(("ERROR", "Traceback"))], started.log_text()
+
+
+def test_a_closed_terminal_stops_the_server_cleanly() -> None:
+    """`srfeat serve` in a terminal that is closed: the kernel's SIGHUP killed it. Now it stops as on
+    Ctrl+C, though nothing can be written to the terminal any more (EIO)."""
+    terminal = Terminal()
+    child = terminal.start([sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu"])
+    try:
+        terminal.wait_for("srfeat serve: http", child)
+        terminal.hang_up()
+        returncode = child.wait(timeout=120)
+        assert returncode == 0, (returncode, terminal.text())
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def test_under_nohup_a_hangup_does_not_stop_the_server() -> None:
+    """`nohup srfeat serve` starts it with SIGHUP ignored: it stays so, and the server serves on."""
+    started = start_server(hangup_ignored=True)
+    try:
+        started.process.send_signal(signal.SIGHUP)
+        for _ in range(3):  # a stop would have begun at once; uvicorn checks for one every 0.1 s
+            with urllib.request.urlopen(started.url, timeout=60) as page:
+                assert page.status == 200
+    finally:
+        started.process.send_signal(signal.SIGTERM)
+        assert started.process.wait(timeout=60) == 0
+    deadline = time.monotonic() + 10
+    while "INFO: stopped (SIGTERM)" not in started.log and time.monotonic() < deadline:
+        time.sleep(0.1)  # the reader thread catches up with the last lines
+    assert "INFO: stopped (SIGTERM)" in started.log, started.log_text()
+    assert "SIGHUP" not in started.log_text(), started.log_text()
 
 
 def _stream(server: Server, session: str) -> http.client.HTTPResponse:

@@ -71,7 +71,7 @@ def tiny_config(
     return config_from_dict(tiny_values(train, validation, out_dir, stage), overrides)
 
 
-def wait_for_logged_steps(child: subprocess.Popen[str], out: Path, steps: int) -> None:
+def wait_for_logged_steps(child: subprocess.Popen[Any], out: Path, steps: int) -> None:
     """Until a training child process's metrics.jsonl in `out` holds `steps` training records."""
     metrics = out / "metrics.jsonl"
     deadline = time.monotonic() + 120

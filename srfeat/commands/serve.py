@@ -31,7 +31,6 @@ MEGAPIXELS_RANGE = (1e-6, 1e4)
 HELD_MB_RANGE = (0.001, 1e7)
 QUEUED_RANGE = (1, 100_000)
 UPLOAD_TIMEOUT_RANGE = (0.1, 3600.0)
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +197,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
 
     from srfeat.inference import Upscaler
     from srfeat.inference.upscaler import resolve_device
+    from srfeat.training.interrupt import HANGUP, ignore_further_hangups, stop_signals
     from srfeat.web.jobs import JobQueue, ModelChoice, remove_stale_temporaries
 
     device = resolve_device(args.device)
@@ -244,19 +244,23 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         stop_signal: int | None = None
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if sig == HANGUP:
+                ignore_further_hangups()
             self.stop_signal = self.stop_signal or sig
             queue.stop()  # Ctrl+C: the event streams end and the running job stops after its tile
             super().handle_exit(sig, frame)
 
     server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    # Ctrl+C and SIGTERM (systemd, `docker stop`) are how a server is stopped. uvicorn shuts down
+    # Ctrl+C and SIGTERM (systemd, `docker stop`) are how a server is stopped, and so is SIGHUP (its
+    # terminal closed) unless it is ignored (`nohup`: the server goes on). uvicorn shuts down
     # gracefully, then raises the signal again under the handlers it found, which made a clean stop
     # "ERROR: terminated" (exit 143) or "ERROR: interrupted". It finds this one: a signal before
     # uvicorn listens stops it as it starts, and one raised again after the shutdown is no error.
     # The handlers srfeat had are back before the running job is waited for: a second signal
-    # still cuts that short. Set before the URL is shown: whoever reads it may stop the server at once.
+    # still cuts that short (not SIGHUP, ignored from the first on: one hangup, one stop). Set
+    # before the URL is shown: whoever reads it may stop the server at once.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    found = {sig: signal.signal(sig, server.handle_exit) for sig in STOP_SIGNALS} if in_main_thread else {}
+    found = {sig: signal.signal(sig, server.handle_exit) for sig in stop_signals()} if in_main_thread else {}
     try:
         write_output(f"srfeat serve: {url}\n")
         logger.info("upscaling on %s; Ctrl+C stops the server", device)
@@ -265,7 +269,8 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         server.run(sockets=[listener])
     finally:
         for sig, handler in found.items():
-            signal.signal(sig, handler)
+            if sig != HANGUP or signal.getsignal(sig) != signal.SIG_IGN:  # ignored: since a hangup, for good
+                signal.signal(sig, handler)
         queue.stop()
         queue.join()
     if server.stop_signal is not None:

@@ -1,10 +1,13 @@
-"""Ctrl-C or SIGTERM during training: finish the step, save a checkpoint, then stop.
+"""Ctrl-C, SIGTERM or SIGHUP during training: finish the step, save a checkpoint, then stop.
 
 Without this, a signal stopped the run wherever the step was and lost every step since its
 last checkpoint (up to `train.checkpoint_every` of them, often minutes), and a scheduler that
 preempts jobs with SIGTERM (SLURM, Kubernetes) lost them every time. Now the first SIGINT or
 SIGTERM only asks the loop to stop: it finishes the step in flight, saves a checkpoint as at
 the end of a run, and raises `TrainingInterrupted`; `--resume` continues from exactly there.
+SIGHUP (the terminal closed, the SSH session dropped) does the same unless it is ignored, as under
+`nohup`: that run goes on. A hangup stops once: SIGHUP is ignored from the first on
+(`ignore_further_hangups`), and a second is no request to stop at once.
 
 In a single process a second signal does what it did before (KeyboardInterrupt; the CLI's
 SIGTERM handler, which removes files being written): the last checkpoint on disk stays whole.
@@ -23,14 +26,31 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-__all__ = ["STOP_SIGNALS", "StopRequest", "TrainingInterrupted", "quiet_worker", "signal_name", "stop_on_signals"]
+__all__ = [
+    "STOP_SIGNALS",
+    "StopRequest",
+    "TrainingInterrupted",
+    "ignore_further_hangups",
+    "quiet_worker",
+    "signal_name",
+    "stop_on_signals",
+    "stop_signals",
+]
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # and SIGHUP unless ignored: `stop_signals()`
+HANGUP: int | None = getattr(signal, "SIGHUP", None)  # none on Windows
+
+
+def stop_signals() -> list[int]:
+    """The signals that stop a training run or a server: SIGINT, SIGTERM, and SIGHUP unless it is
+    ignored now (`nohup`: the run goes on)."""
+    hangup = [HANGUP] if HANGUP is not None and signal.getsignal(HANGUP) != signal.SIG_IGN else []
+    return [*STOP_SIGNALS, *hangup]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -65,10 +85,23 @@ def _call_previous(handler: Any, signal_number: int, frame: FrameType | None) ->
         os.kill(os.getpid(), signal_number)
 
 
+def ignore_further_hangups() -> None:
+    """Called by a SIGHUP handler: SIGHUP is ignored from now on, in this process.
+
+    One closed terminal may send it twice: the shell passes its own on to its job, and the kernel
+    signals the terminal's foreground group as the shell exits. A second, taken as a second request,
+    cut short the clean stop the first began, or, once the command was done and its handlers put
+    back, killed the process. One hangup is one stop."""
+    if HANGUP is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(HANGUP, signal.SIG_IGN)
+
+
 @contextmanager
 def stop_on_signals(distributed: bool, announce: Callable[[str], None]) -> Iterator[StopRequest]:
-    """Within the block the first SIGINT or SIGTERM is recorded and `announce`d; a second acts as
-    it would have outside the block (single process only; see the module's docstring)."""
+    """Within the block the first stop signal (`stop_signals`) is recorded and `announce`d; a second
+    SIGINT or SIGTERM acts as it would have outside the block (single process only; see the module's
+    docstring). An announcement that cannot be written (a closed terminal; the stream busy with a
+    write of the main thread's, which the handler interrupted) is dropped."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield request
@@ -79,41 +112,52 @@ def stop_on_signals(distributed: bool, announce: Callable[[str], None]) -> Itera
     def handler(signal_number: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:  # a forked DataLoader worker: the main process decides when to stop
             return
+        if signal_number == HANGUP:
+            ignore_further_hangups()
         if request.signal_number is not None:
-            if not distributed:
+            if not distributed and signal_number != HANGUP:
                 _call_previous(previous[signal_number], signal_number, frame)
             return
         request.signal_number = signal_number
-        again = "" if distributed else f" ({signal_name(signal_number)} again stops at once, losing them)"
-        announce(
-            f"{signal_name(signal_number)}: finishing this step and saving a checkpoint of the steps "
-            f"since the last one{again}"
-        )
+        at_once = not distributed and signal_number != HANGUP
+        again = f" ({signal_name(signal_number)} again stops at once, losing them)" if at_once else ""
+        # Raised here, it would fail the step in flight, which is to be saved: a closed terminal (EIO),
+        # the stream in the middle of a write of the main thread's (RuntimeError: reentrant call).
+        with suppress(Exception):
+            announce(
+                f"{signal_name(signal_number)}: finishing this step and saving a checkpoint of the steps "
+                f"since the last one{again}"
+            )
 
-    for signal_number in STOP_SIGNALS:
+    for signal_number in stop_signals():
         previous[signal_number] = signal.signal(signal_number, handler)
     try:
         yield request
     finally:
         for signal_number, before in previous.items():
+            if signal_number == HANGUP and signal.getsignal(signal_number) == signal.SIG_IGN:
+                continue  # since the hangup the run stopped for: any later SIGHUP is that one
             # None: a handler set outside Python, which cannot be put back; the default is closest.
             signal.signal(signal_number, before if before is not None else signal.SIG_DFL)
 
 
 def quiet_worker(worker_id: int) -> None:
-    """A DataLoader worker's `worker_init_fn`: SIGINT and SIGTERM are for the training process.
+    """A DataLoader worker's `worker_init_fn`: SIGINT, SIGTERM and SIGHUP are for the training process.
 
     `timeout`, `kill -- -PGID`, Slurm and systemd send SIGTERM to every process of the job. PyTorch's
     SIGTERM handler in a worker (set in C, under Python's) dies of any SIGTERM but its parent's; the
     loader then raised "DataLoader worker ... is killed by signal" in the step that was to be saved,
-    and the run ended with a traceback and no checkpoint. So a worker ignores SIGINT, and SIGTERM
-    but its parent's: the training process stops it when done (or it sees that process gone), and
-    the parent's SIGTERM still ends it at once, as PyTorch's handler does. Not every SIGTERM: the
-    loader's last resort is one, and so is multiprocessing's at exit, which then waits for the
-    worker without a timeout (a crash that left the loader alive would hang there forever).
+    and the run ended with a traceback and no checkpoint; a closed terminal's SIGHUP reaches the
+    workers too. So a worker ignores SIGINT and SIGHUP, and SIGTERM but its parent's: the training
+    process stops it when done (or it sees that process gone), and the parent's SIGTERM still ends
+    it at once, as PyTorch's handler does. Not every SIGTERM: the loader's last resort is one, and
+    so is multiprocessing's at exit, which then waits for the worker without a timeout (a crash that
+    left the loader alive would hang there forever).
     """
     del worker_id
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for ignored in (signal.SIGINT, HANGUP):
+        if ignored is not None:
+            signal.signal(ignored, signal.SIG_IGN)
     if not hasattr(signal, "sigwaitinfo"):  # macOS, Windows: no sender to tell apart; PyTorch's handler stays
         return
     parent = os.getppid()

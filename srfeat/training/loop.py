@@ -10,8 +10,8 @@ Each step, in this order: the training step and the EMA update (train.ema_decay)
 `train.log_every` steps; validation every `validation.every` (and at the run's last step); a checkpoint every
 `train.checkpoint_every`; then the stop test. Logging
 comes before validation and saving, so that a NaN loss stops the run before its weights are
-validated or written; and the weights themselves are checked before either. Ctrl-C or
-SIGTERM is one more stop test, read with the clock: the step in flight ends, a checkpoint is
+validated or written; and the weights themselves are checked before either. Ctrl-C,
+SIGTERM or SIGHUP is one more stop test, read with the clock: the step in flight ends, a checkpoint is
 saved, and `TrainingInterrupted` says how to resume (`srfeat.training.interrupt`). When loading
 a batch fails (a DataLoader worker killed for memory, a training file gone), the weights are whole
 between two steps: the steps since the last checkpoint are saved before the error goes on.
