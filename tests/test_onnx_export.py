@@ -282,6 +282,21 @@ def test_the_onnxruntime_backend_names_everything_missing_in_one_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_an_export_on_a_pytorch_too_old_to_export_is_one_line(tmp_path: Path) -> None:
+    """PyTorch 2.5.1's exporter failed on the model with a traceback ("Unsupported opset-version")."""
+    output = tmp_path / "old.onnx"
+    code = (
+        "import sys, torch; torch.__version__ = '2.5.1+cu124'; from srfeat.cli import main; "
+        f"sys.exit(main(['export', '-o', {str(output)!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=CHILD_ENV, timeout=300
+    )
+    error = one_error_line(result)
+    assert "needs PyTorch 2.7 or newer, this is 2.5.1+cu124" in error and "pip install 'torch>=2.7'" in error
+    assert not output.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_an_export_without_onnxruntime_says_it_was_not_checked(tmp_path: Path) -> None:
     """`pip install onnx onnxscript` (as the export's message offers) leaves out onnxruntime: the
     file was written unchecked against PyTorch, and nothing said so."""

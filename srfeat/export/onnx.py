@@ -24,6 +24,7 @@ import contextlib
 import copy
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ logger = logging.getLogger(__name__)
 # runtime people use for SR models today (ONNX Runtime >= 1.14, TensorRT >= 8.6, OpenVINO 2023,
 # chaiNNer's bundled ONNX Runtime), where a newer opset would only lock older ones out.
 OPSET = 18
+MIN_EXPORT_TORCH = (2, 7)  # the oldest PyTorch whose exporter was seen to export this model
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 # Marks a file as a srfeat export; the ONNX Runtime backend reads the scale and receptive radius
@@ -99,12 +101,21 @@ BUNDLED_INFO: dict[str, ModelInfo] = {
 
 
 def require_onnx() -> None:
-    """One-line error when the optional `onnx` extra is not installed."""
+    """One-line error when the optional `onnx` extra is not installed, or PyTorch is too old to export."""
     missing = [name for name in ("onnx", "onnxscript") if not _importable(name)]
     if missing:
         raise SRFeatError(
             f'ONNX export needs {" and ".join(missing)}: pip install -e ".[onnx]" in srfeat\'s folder '
             "(or pip install onnx onnxscript)"
+        )
+    # PyTorch 2.5.1's exporter failed on this model with a traceback ("Unsupported opset-version", from
+    # onnx's helper); 2.7.1 passes every export test (2.6 is untested). The `onnx` extra asks for 2.7 too.
+    release = re.match(r"(\d+)\.(\d+)", str(torch.__version__))
+    if release is not None and (int(release[1]), int(release[2])) < MIN_EXPORT_TORCH:
+        minimum = ".".join(map(str, MIN_EXPORT_TORCH))
+        raise SRFeatError(
+            f"ONNX export needs PyTorch {minimum} or newer, this is {torch.__version__}: "
+            f"pip install 'torch>={minimum}' (its exporter fails on this model)"
         )
 
 
