@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -54,6 +55,21 @@ def one_error_line(child: subprocess.CompletedProcess[str], *, returncode: int =
     others = [line for line in lines if not line.startswith(("INFO:", "ERROR"))]
     assert len(errors) == 1 and not (only and others), child.stderr
     return errors[0]
+
+
+def start_piped(command: Sequence[str | Path], **popen: Any) -> subprocess.Popen[str]:
+    """`command` started in the repository with CHILD_ENV, its standard streams pipes of text (a test
+    tells it when to go on through stdin and reads where it has got to from stdout)."""
+    return subprocess.Popen(
+        [str(part) for part in command],
+        cwd=REPO,
+        env=CHILD_ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 # Sets SIGHUP's disposition (and, with "terminal", takes the pseudo-terminal on fd 0 as the session's

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from cli_helpers import CHILD_ENV, REPO, Terminal, one_error_line, srfeat_cli, with_hangup
+from cli_helpers import CHILD_ENV, REPO, Terminal, one_error_line, srfeat_cli, start_piped, with_hangup
 from PIL import Image, features
 from safetensors.torch import load_file, save_file
 
@@ -544,14 +544,8 @@ def test_under_nohup_a_hangup_does_not_stop_an_upscale(tmp_path: Path, model_pat
     out = tmp_path / "out"
     args = [str(tmp_path / "a.png"), "-o", str(out), "--model", str(model_path)]
     released = "sys.stdin.read(); fp.seek(0); return real_save(self, fp, *args, **kwargs)"  # over the partial bytes
-    child = subprocess.Popen(
-        with_hangup([sys.executable, "-c", STALLED_WRITE.replace("time.sleep(60)", released), *args], ignored=True),
-        cwd=REPO,
-        env=CHILD_ENV,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    child = start_piped(
+        with_hangup([sys.executable, "-c", STALLED_WRITE.replace("time.sleep(60)", released), *args], ignored=True)
     )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "writing"
@@ -593,14 +587,8 @@ def test_a_live_writers_temporary_is_never_taken_for_a_killed_runs(
     out = tmp_path / "out"
     args = [str(tmp_path / "a.png"), "-o", str(out), "--model", str(model_path), "--overwrite"]
     stalled = STALLED_WRITE.replace("time.sleep(60)", "sys.stdin.read()")  # until the test says
-    writer = subprocess.Popen(
+    writer = start_piped(
         [*(UNSHARED if same_id else []), sys.executable, "-c", stalled, *args],
-        cwd=REPO,
-        env=CHILD_ENV,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
         start_new_session=True,  # its own process group: unshare and the writer under it are killed together
     )
     try:

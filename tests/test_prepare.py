@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import one_error_line, srfeat_cli
+from cli_helpers import one_error_line, srfeat_cli, start_piped
 from skimage import data as samples
 
 from srfeat.commands import prepare as prepare_command
@@ -185,19 +185,9 @@ sys.exit(main(["prepare", *sys.argv[1:]]))
 def test_a_run_into_an_out_another_run_is_writing_says_so(source: Path, tmp_path: Path) -> None:
     """A second `srfeat prepare` into the OUT of one still running was told OUT "is not empty: pass
     --overwrite", where the user saw nothing (the first run's folders are hidden until its end)."""
-    from cli_helpers import CHILD_ENV
-
     out = tmp_path / "out"
     args = [str(source), str(out), "--hr-patch-size", "96"]
-    first = subprocess.Popen(
-        [sys.executable, "-c", STALLED_PREPARE, *args],
-        cwd=REPO,
-        env=CHILD_ENV,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    first = start_piped([sys.executable, "-c", STALLED_PREPARE, *args])
     try:
         assert first.stdout is not None and first.stdout.readline().strip() == "cutting"
         message = one_error_line(srfeat_cli("prepare", *args, cwd=tmp_path))
