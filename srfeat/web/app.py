@@ -157,7 +157,8 @@ def _error(message: str, status: int) -> JSONResponse:
 
 
 class _SessionEvents(StreamingResponse):
-    """The session's event stream; the session counts as open exactly while this response runs."""
+    """The session's event stream (for scripts; the page polls `/jobs`): the session counts as open while
+    this response runs, as it does while it is polled."""
 
     def __init__(self, queue: JobQueue, session: str) -> None:
         super().__init__(self._events(), media_type="text/event-stream", headers=SECURITY_HEADERS)

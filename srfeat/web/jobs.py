@@ -51,7 +51,7 @@ __all__ = [
 # forth between settings on one image then costs no reload.
 CACHED_UPSCALERS = 2
 # A page that says goodbye (closed or reloaded) is given this long to come back before its jobs
-# are cancelled: a reload reconnects well within it, a closed tab's job stops soon after.
+# are cancelled: a reload asks again well within it, a closed tab's job stops soon after.
 RELOAD_GRACE_SECONDS = 3.0
 PAGE_GRACE_SECONDS = 10.0  # how long a page may fall silent (not said goodbye, not hidden) before it counts as closed
 # A hidden tab's timers are slowed by the browser (Chromium: to once a minute after 5 minutes
