@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 Record = dict[str, Any]
 STRENGTH_PREFIX = "strength="
 GROUND_TRUTH = "hr"
+# Why a measured model may have no point on the plane.
+UNDRAWN = (
+    "NIQE is undefined under 96 px or on a flat image, PSNR infinite for an output identical to HR; "
+    "the table has the numbers"
+)
 
 
 def check_plane_metrics(metrics: Sequence[str] | None, models: Sequence[str] = ()) -> None:
@@ -89,9 +94,12 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
         if any(_number(r, "psnr") is not None and _number(r, "niqe") is not None for r in models.values())
     }
     if not datasets:
+        # Both measured, none drawable (small images, flat ones): asking for them again would not help.
+        measured = any("psnr" in r and "niqe" in r for r in records if r.get("model") != GROUND_TRUTH)
         raise SRFeatError(
-            "nothing to draw on the perception-distortion plane: no model has both PSNR and NIQE "
-            "(evaluate with --metrics psnr niqe and a model other than hr)"
+            "nothing to draw on the perception-distortion plane: no model has both "
+            + (f"a finite PSNR and NIQE ({UNDRAWN})" if measured else "PSNR and NIQE")
+            + ("" if measured else " (evaluate with --metrics psnr niqe and a model other than hr)")
         )
     # A point that is not drawn is said, or the plane reads as if the model had not been evaluated.
     left_out = [
@@ -102,9 +110,9 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
     ]
     if left_out:
         logger.warning(
-            "the plane leaves out %s: no finite PSNR and NIQE (NIQE is undefined under 96 px or on a flat image, "
-            "PSNR infinite for an output identical to HR; the table has the numbers)",
+            "the plane leaves out %s: no finite PSNR and NIQE (%s)",
             ", ".join(left_out),
+            UNDRAWN,
         )
     # `srfeat eval --rgb` measures PSNR on RGB (about 1.5 dB below Y's): the axis says which.
     channels = " and ".join(sorted({str(record.get("channel", "y")).upper() for record in records}))

@@ -223,3 +223,30 @@ def test_eval_plane_says_which_points_it_leaves_out(tmp_path: Path) -> None:
     assert len(warnings) == 1 and warnings[0].startswith(
         "WARNING: the plane leaves out bicubic on Flat, hr on Flat: no finite PSNR and NIQE"
     ), child.stderr
+
+
+def test_eval_plane_with_nothing_drawable_says_why_not_what_was_given(tmp_path: Path) -> None:
+    """PSNR and NIQE were asked for, but a small set has no NIQE (under 96 px) and a flat image no finite
+    PSNR: the refusal told the user to evaluate with --metrics psnr niqe, which they had done."""
+    folder = tmp_path / "Small"
+    write_png(folder / "flat.png", np.full((32, 32, 3), 128, np.uint8))
+    plane = tmp_path / "plane.png"
+    result = srfeat_cli(
+        "eval",
+        "--model",
+        "bicubic",
+        "hr",
+        "--data",
+        folder,
+        "--metrics",
+        "psnr",
+        "niqe",
+        "--plane",
+        plane,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(error) == 1 and "nothing to draw" in error[0], result.stderr
+    assert "--metrics psnr niqe" not in error[0] and "under 96 px" in error[0], error[0]
+    assert not plane.exists()
