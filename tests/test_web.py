@@ -994,6 +994,43 @@ def test_queued_uploads_and_bytes_held_are_bounded(limited_server: Server, brows
             call(server, "POST", f"/api/sessions/{session}/close")
 
 
+def test_a_view_that_would_pass_max_held_mb_is_refused_and_says_why(limited_server: Server, browser: Browser) -> None:
+    """Views were counted in --max-held-mb but never checked against it: a JPEG's bicubic view (a PNG of
+    16 times its pixels) was built and kept however much the server held, past the limit the README promises."""
+    server, session = limited_server, "views"
+    events = urllib.request.urlopen(f"{server.url}api/sessions/{session}/events")  # keeps the session open
+    tab = open_tab(browser, server)
+    page = tab.page
+    try:
+        sizes = (1_000_000, 400_000)
+        padding = [upload(server, session, f"pad{n}.png", png_bytes(16, padding=size)) for n, size in enumerate(sizes)]
+        assert [answer.status for answer in padding] == [201, 201], [answer.body for answer in padding]
+        buffer = io.BytesIO()
+        Image.fromarray(samples.astronaut()[100:228, 180:308]).save(buffer, format="JPEG", quality=90)
+        # 128x128: its bicubic view is a 512x512 PNG of about 0.2 MB, past the 1.5 MB with the 1.3 MB held above.
+        page.set_input_files(
+            "#files", files=[{"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": buffer.getvalue()}]
+        )
+        expect(job_card(page, "photo.jpg")).to_have_attribute("data-state", "done", timeout=120_000)
+        page.check("input[name='resample'][value='bicubic']")
+        label = page.locator("#before-label")
+        expect(label).to_contain_text("original, bicubic \u00d74: not shown: the bicubic view of photo.jpg (")
+        expect(label).to_contain_text("past its limit of 1.5 MB (--max-held-mb); remove finished images")
+        expect(page.locator("#before")).to_be_hidden()
+        # Removing an image frees room: the view is built and shown.
+        removed = call(server, "POST", f"/api/jobs/{json.loads(padding[1].body)['id']}/remove?session={session}")
+        assert removed.status == 204
+        page.check("input[name='resample'][value='nearest']")
+        page.check("input[name='resample'][value='bicubic']")
+        expect(label).to_have_text("original, bicubic \u00d74")
+        expect(page.locator("#before")).to_be_visible()
+        page.wait_for_function("document.getElementById('before').naturalWidth === 512", timeout=60_000)
+    finally:
+        page.context.close()
+        events.close()
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
 def test_upload_bodies_are_read_a_few_at_a_time(server: Server) -> None:
     """Connections that send slowly cannot make the server hold --max-upload-mb each: past
     MAX_UPLOADS_RECEIVING, an upload waits unread until one of them ends."""

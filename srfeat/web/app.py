@@ -337,8 +337,8 @@ def create_app(
                             return _error(
                                 f"the {kind} view of {job.name} was not finished: the server is stopping", 503
                             )
-                        job.views[kind] = built
-                    except ViewTooLargeError as error:
+                        queue.keep_view(job, kind, built)  # refused past --max-held-mb
+                    except (ViewTooLargeError, QueueFullError) as error:
                         logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
                         return _error(str(error), 507)
                     except DECODE_ERRORS as error:  # the header passed `inspect_upload`, the data is damaged
