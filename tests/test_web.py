@@ -1031,37 +1031,51 @@ def test_a_view_that_would_pass_max_held_mb_is_refused_and_says_why(limited_serv
         call(server, "POST", f"/api/sessions/{session}/close")
 
 
-def test_upload_bodies_are_read_a_few_at_a_time(server: Server) -> None:
-    """Connections that send slowly cannot make the server hold --max-upload-mb each: past
-    MAX_UPLOADS_RECEIVING, an upload waits unread until one of them ends."""
-    from srfeat.web.app import MAX_UPLOADS_RECEIVING
-
+def test_upload_bodies_are_read_a_few_at_a_time() -> None:
+    """Connections that send slowly cannot make the server hold --max-upload-mb each: past four (the
+    README's number), an upload waits unread until one of them ends. The server's log says when one waits."""
+    read_at_once = 4
+    # Its own server: the slow uploads are not dropped by --upload-timeout however slow this machine is.
+    server = start_server("--max-upload-mb", "1", "--upload-timeout", "3600")
     address = urllib.parse.urlsplit(server.url)
     assert address.hostname is not None and address.port is not None
-    path = "/api/jobs?" + urllib.parse.urlencode({"session": "slow", "name": "slow.png"})
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {address.hostname}:{address.port}\r\nX-SRFeat-Upload: 1\r\n"
-        "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
-    ).encode()
-    slow = [
-        socket.create_connection((address.hostname, address.port), timeout=60) for _ in range(MAX_UPLOADS_RECEIVING)
-    ]
+    slow: list[socket.socket] = []
     try:
-        for connection in slow:
-            connection.sendall(head + b"\x89PNG")  # a body begun, not ended
-        time.sleep(0.5)
-        waiting: list[Answer] = []
-        thread = threading.Thread(target=lambda: waiting.append(upload(server, "slow", "quick.png", png_bytes(8))))
+        for n in range(read_at_once + 1):
+            path = "/api/jobs?" + urllib.parse.urlencode({"session": "slow", "name": f"slow{n}.png"})
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: {address.hostname}:{address.port}\r\nX-SRFeat-Upload: 1\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
+            ).encode()
+            slow.append(socket.create_connection((address.hostname, address.port), timeout=120))
+            slow[-1].sendall(head + b"\x89PNG")  # a body begun, not ended
+        # One of the five waits: the other four hold every receiving place, and keep them (their bodies never end).
+        waiting_one = int(_wait_for_log_match(server, r"upload of slow(\d)\.png waits: 4 others are being received"))
+        slow[waiting_one].sendall(bytes(996))  # its body ends: once read, it is refused (not an image) at once
+        holding = [connection for n, connection in enumerate(slow) if n != waiting_one]
+        answers: list[Answer] = []
+        thread = threading.Thread(target=lambda: answers.append(upload(server, "slow", "quick.png", png_bytes(8))))
         thread.start()
-        thread.join(2.0)
-        assert not waiting, "an upload was read while all the receiving slots were taken"
-        slow[0].sendall(bytes(996))  # that body ends: it is refused (not an image), and frees its slot
-        assert slow[0].recv(4096).startswith(b"HTTP/1.1 415")
-        thread.join(60)
-        assert waiting and waiting[0].status == 201, waiting
+        _wait_for_log_match(server, r"upload of quick\.png (waits)")
+        assert not answers, "an upload was read while all the receiving places were taken"
+        holding[0].sendall(bytes(996))  # that body ends: it is refused, and frees its place for the ones waiting
+        assert holding[0].recv(4096).startswith(b"HTTP/1.1 415")
+        assert slow[waiting_one].recv(4096).startswith(b"HTTP/1.1 415")
+        thread.join(120)
+        assert answers and answers[0].status == 201, answers
     finally:
         for connection in slow:
             connection.close()
+        stop_server(server)
+
+
+def _wait_for_log_match(server: Server, pattern: str) -> str:
+    """The first group of `pattern`'s first match in the server's log, once it is there."""
+    deadline = time.monotonic() + 120
+    while (match := re.search(pattern, server.log_text())) is None:
+        assert time.monotonic() < deadline, f"{pattern!r} not in the log: {server.log_text()[-2000:]}"
+        time.sleep(0.1)
+    return match.group(1)
 
 
 def test_the_worker_hands_freed_memory_back_after_every_job_done_or_failed(
