@@ -1024,7 +1024,7 @@ def test_a_view_that_would_pass_max_held_mb_is_refused_and_says_why(limited_serv
         page.check("input[name='resample'][value='bicubic']")
         expect(label).to_have_text("original, bicubic \u00d74")
         expect(page.locator("#before")).to_be_visible()
-        page.wait_for_function("document.getElementById('before').naturalWidth === 512", timeout=60_000)
+        expect(page.locator("#before")).to_have_js_property("naturalWidth", 512, timeout=60_000)
     finally:
         page.context.close()
         events.close()
