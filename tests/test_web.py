@@ -994,37 +994,88 @@ def test_queued_uploads_and_bytes_held_are_bounded(limited_server: Server, brows
             call(server, "POST", f"/api/sessions/{session}/close")
 
 
-def test_upload_bodies_are_read_a_few_at_a_time(server: Server) -> None:
-    """Connections that send slowly cannot make the server hold --max-upload-mb each: past
-    MAX_UPLOADS_RECEIVING, an upload waits unread until one of them ends."""
-    from srfeat.web.app import MAX_UPLOADS_RECEIVING
+def test_a_view_that_would_pass_max_held_mb_is_refused_and_says_why(limited_server: Server, browser: Browser) -> None:
+    """Views were counted in --max-held-mb but never checked against it: a JPEG's bicubic view (a PNG of
+    16 times its pixels) was built and kept however much the server held, past the limit the README promises."""
+    server, session = limited_server, "views"
+    events = urllib.request.urlopen(f"{server.url}api/sessions/{session}/events")  # keeps the session open
+    tab = open_tab(browser, server)
+    page = tab.page
+    try:
+        sizes = (1_000_000, 400_000)
+        padding = [upload(server, session, f"pad{n}.png", png_bytes(16, padding=size)) for n, size in enumerate(sizes)]
+        assert [answer.status for answer in padding] == [201, 201], [answer.body for answer in padding]
+        buffer = io.BytesIO()
+        Image.fromarray(samples.astronaut()[100:228, 180:308]).save(buffer, format="JPEG", quality=90)
+        # 128x128: its bicubic view is a 512x512 PNG of about 0.2 MB, past the 1.5 MB with the 1.3 MB held above.
+        page.set_input_files(
+            "#files", files=[{"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": buffer.getvalue()}]
+        )
+        expect(job_card(page, "photo.jpg")).to_have_attribute("data-state", "done", timeout=120_000)
+        page.check("input[name='resample'][value='bicubic']")
+        label = page.locator("#before-label")
+        expect(label).to_contain_text("original, bicubic \u00d74: not shown: the bicubic view of photo.jpg (")
+        expect(label).to_contain_text("past its limit of 1.5 MB (--max-held-mb); remove finished images")
+        expect(page.locator("#before")).to_be_hidden()
+        # Removing an image frees room: the view is built and shown.
+        removed = call(server, "POST", f"/api/jobs/{json.loads(padding[1].body)['id']}/remove?session={session}")
+        assert removed.status == 204
+        page.check("input[name='resample'][value='nearest']")
+        page.check("input[name='resample'][value='bicubic']")
+        expect(label).to_have_text("original, bicubic \u00d74")
+        expect(page.locator("#before")).to_be_visible()
+        expect(page.locator("#before")).to_have_js_property("naturalWidth", 512, timeout=60_000)
+    finally:
+        page.context.close()
+        events.close()
+        call(server, "POST", f"/api/sessions/{session}/close")
 
+
+def test_upload_bodies_are_read_a_few_at_a_time() -> None:
+    """Connections that send slowly cannot make the server hold --max-upload-mb each: past four (the
+    README's number), an upload waits unread until one of them ends. The server's log says when one waits."""
+    read_at_once = 4
+    # Its own server: the slow uploads are not dropped by --upload-timeout however slow this machine is.
+    server = start_server("--max-upload-mb", "1", "--upload-timeout", "3600")
     address = urllib.parse.urlsplit(server.url)
     assert address.hostname is not None and address.port is not None
-    path = "/api/jobs?" + urllib.parse.urlencode({"session": "slow", "name": "slow.png"})
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {address.hostname}:{address.port}\r\nX-SRFeat-Upload: 1\r\n"
-        "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
-    ).encode()
-    slow = [
-        socket.create_connection((address.hostname, address.port), timeout=60) for _ in range(MAX_UPLOADS_RECEIVING)
-    ]
+    slow: list[socket.socket] = []
     try:
-        for connection in slow:
-            connection.sendall(head + b"\x89PNG")  # a body begun, not ended
-        time.sleep(0.5)
-        waiting: list[Answer] = []
-        thread = threading.Thread(target=lambda: waiting.append(upload(server, "slow", "quick.png", png_bytes(8))))
+        for n in range(read_at_once + 1):
+            path = "/api/jobs?" + urllib.parse.urlencode({"session": "slow", "name": f"slow{n}.png"})
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: {address.hostname}:{address.port}\r\nX-SRFeat-Upload: 1\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
+            ).encode()
+            slow.append(socket.create_connection((address.hostname, address.port), timeout=120))
+            slow[-1].sendall(head + b"\x89PNG")  # a body begun, not ended
+        # One of the five waits: the other four hold every receiving place, and keep them (their bodies never end).
+        waiting_one = int(_wait_for_log_match(server, r"upload of slow(\d)\.png waits: 4 others are being received"))
+        slow[waiting_one].sendall(bytes(996))  # its body ends: once read, it is refused (not an image) at once
+        holding = [connection for n, connection in enumerate(slow) if n != waiting_one]
+        answers: list[Answer] = []
+        thread = threading.Thread(target=lambda: answers.append(upload(server, "slow", "quick.png", png_bytes(8))))
         thread.start()
-        thread.join(2.0)
-        assert not waiting, "an upload was read while all the receiving slots were taken"
-        slow[0].sendall(bytes(996))  # that body ends: it is refused (not an image), and frees its slot
-        assert slow[0].recv(4096).startswith(b"HTTP/1.1 415")
-        thread.join(60)
-        assert waiting and waiting[0].status == 201, waiting
+        _wait_for_log_match(server, r"upload of quick\.png (waits)")
+        assert not answers, "an upload was read while all the receiving places were taken"
+        holding[0].sendall(bytes(996))  # that body ends: it is refused, and frees its place for the ones waiting
+        assert holding[0].recv(4096).startswith(b"HTTP/1.1 415")
+        assert slow[waiting_one].recv(4096).startswith(b"HTTP/1.1 415")
+        thread.join(120)
+        assert answers and answers[0].status == 201, answers
     finally:
         for connection in slow:
             connection.close()
+        stop_server(server)
+
+
+def _wait_for_log_match(server: Server, pattern: str) -> str:
+    """The first group of `pattern`'s first match in the server's log, once it is there."""
+    deadline = time.monotonic() + 120
+    while (match := re.search(pattern, server.log_text())) is None:
+        assert time.monotonic() < deadline, f"{pattern!r} not in the log: {server.log_text()[-2000:]}"
+        time.sleep(0.1)
+    return match.group(1)
 
 
 def test_the_worker_hands_freed_memory_back_after_every_job_done_or_failed(

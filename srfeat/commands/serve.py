@@ -60,7 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=2048.0,
         metavar="MB",
-        help="most memory all uploads and results together may hold (default 2048 MB); uploads past it are refused",
+        help=(
+            "most memory all uploads, results and their views in the page may hold (default 2048 MB); "
+            "uploads and views past it are refused"
+        ),
     )
     parser.add_argument(
         "--max-queued",

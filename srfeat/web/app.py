@@ -237,8 +237,19 @@ def create_app(
                     415,
                 )
             choice = parse_choice(dict(request.query_params))
-            async with receiving:
+            try:
+                receiving.acquire_nowait()
+            except anyio.WouldBlock:  # the log says why this upload is slow to start
+                logger.info(
+                    "upload of %s waits: %d others are being received, the most read at once",
+                    name,
+                    MAX_UPLOADS_RECEIVING,
+                )
+                await receiving.acquire()
+            try:
                 data = await _read_body(request, name, limits, lambda: queue.stopping)
+            finally:
+                receiving.release()
             width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
@@ -338,8 +349,8 @@ def create_app(
                             return _error(
                                 f"the {kind} view of {job.name} was not finished: the server is stopping", 503
                             )
-                        job.views[kind] = built
-                    except ViewTooLargeError as error:
+                        queue.keep_view(job, kind, built)  # refused past --max-held-mb
+                    except (ViewTooLargeError, QueueFullError) as error:
                         logger.info("job %s (%s): no %s view: %s", job.id, job.name, kind, error)
                         return _error(str(error), 507)
                     except DECODE_ERRORS as error:  # the header passed `inspect_upload`, the data is damaged

@@ -1,7 +1,8 @@
 """One job of the web app: an uploaded image, the setting it was asked for, what became of it.
 
 The queue that runs jobs is `srfeat.web.jobs`; here are the job itself and the file names it is
-offered under, which come from the upload and so are untrusted, alone or in the results' zip.
+offered under, which come from the upload and so are untrusted, alone or in the results' zip;
+the queue's refusal (`QueueFullError`) and the sweep of temporary folders left by killed servers.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import io
 import logging
 import re
+import shutil
+import tempfile
 import threading
 import time
 import zipfile
@@ -18,18 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from srfeat.files import process_exists
 from srfeat.inference.image_files import output_extension, over_format_limit
 
 __all__ = [
     "Job",
     "JobCancelledError",
     "ModelChoice",
+    "QueueFullError",
     "State",
     "job_notes",
     "oversized_result",
+    "remove_stale_temporaries",
     "safe_file_name",
     "zip_chunks",
 ]
+
+logger = logging.getLogger(__name__)
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 # A file name may have 255 bytes (Linux, macOS, Windows): a stem of 150 leaves room for the
@@ -39,10 +47,30 @@ MAX_STEM_BYTES = 150
 MAX_SUFFIX_CHARACTERS = 10
 MAX_SUFFIX_BYTES = 16
 SCALE = 4  # the web app's results are the network's own 4x (no --outscale)
+TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
+
+
+def remove_stale_temporaries() -> None:
+    """Remove temporary folders left by servers that were killed mid-job (their process is gone)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*-*"):
+        pid = folder.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or process_exists(int(pid)) or not folder.is_dir():
+            continue
+        logger.info("removing %s, left by a server that was stopped mid-job", folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class JobCancelledError(Exception):
     """Raised inside a running job (between tiles) when its session has gone away."""
+
+
+class QueueFullError(Exception):
+    """A job or view refused because the queue is at one of its limits; `status` is the HTTP answer
+    (429: this page has too many waiting, 503: the server holds too much, 507: a view would pass it)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)

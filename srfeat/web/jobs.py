@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import tempfile
 import threading
 import time
@@ -29,11 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from srfeat.errors import SRFeatError
-from srfeat.files import process_exists
 from srfeat.hardware import return_freed_memory
 from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
-from srfeat.web.job import Job, JobCancelledError, ModelChoice, job_notes, safe_file_name
+from srfeat.web.job import (
+    TEMPORARY_PREFIX,
+    Job,
+    JobCancelledError,
+    ModelChoice,
+    QueueFullError,
+    job_notes,
+    remove_stale_temporaries,
+    safe_file_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,26 +67,6 @@ HIDDEN_PAGE_GRACE_SECONDS = 180.0
 # All pages together may have this many times --max-queued waiting: a bound on the queue (and on
 # the work of listing it) that one script opening many sessions cannot lift.
 PAGES_IN_THE_QUEUE = 10
-TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
-
-
-class QueueFullError(Exception):
-    """An upload refused because the queue is at one of its limits; `status` is the HTTP answer
-    (429: this page has too many waiting, 503: the server holds too much)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def remove_stale_temporaries() -> None:
-    """Remove temporary folders left by servers that were killed mid-job (their process is gone)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*-*"):
-        pid = folder.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or process_exists(int(pid)) or not folder.is_dir():
-            continue
-        logger.info("removing %s, left by a server that was stopped mid-job", folder)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -232,6 +219,21 @@ class JobQueue:
                 if blob:
                     held[id(blob)] = len(blob)
         return sum(held.values())
+
+    def keep_view(self, job: Job, kind: str, view: tuple[bytes, str]) -> None:
+        """Hold `job`'s `kind` view, or `QueueFullError` (507) when it would take the bytes held past
+        `max_held_bytes` (a view sent as the file it shows holds nothing more)."""
+        with self._lock:
+            held = self._held_bytes_locked()
+            job.views[kind] = view
+            if self._held_bytes_locked() > max(held, self.max_held_bytes):
+                del job.views[kind]
+                raise QueueFullError(
+                    f"the {kind} view of {job.name} ({len(view[0]) / 2**20:.1f} MB) would take what this server "
+                    f"holds ({held / 2**20:.1f} MB) past its limit of {self.max_held_bytes / 2**20:g} MB "
+                    "(--max-held-mb); remove finished images from the page, or download the result",
+                    507,
+                )
 
     def check_room(self, session: str, name: str, incoming_bytes: int) -> None:
         """`QueueFullError` when an upload of `incoming_bytes` would be refused for want of room: asked
