@@ -89,12 +89,11 @@ def run(args: argparse.Namespace) -> int:
 
         check_paths(config, resuming=args.resume, dry_run=True)
         check_run_folder(config, config.resolve_path(config.out_dir), args.resume, args.overwrite)
-        from srfeat.training.loop import unreached_milestones
+        from srfeat.training.loop import planned_steps, unreached_milestones
         from srfeat.training.sampling import check_data
 
         epoch_steps = check_data(config)  # the images are there: a run would refuse no usable one only now
-        planned = config.train.epochs * epoch_steps
-        unreached = unreached_milestones(config, min(planned, config.train.max_steps or planned), epoch_steps)
+        unreached = unreached_milestones(config, planned_steps(config, epoch_steps), epoch_steps)
         if unreached:
             logging.getLogger("srfeat").warning("%s", unreached)
         write_output(config.to_yaml())  # the checked config is the dry run's output

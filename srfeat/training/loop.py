@@ -43,7 +43,7 @@ from srfeat.training.validation import Validator
 if TYPE_CHECKING:
     from srfeat.training.trainer import Trainer
 
-__all__ = ["LoopState", "Progress", "TrainingLoop", "lr_factor", "unreached_milestones"]
+__all__ = ["LoopState", "Progress", "TrainingLoop", "lr_factor", "planned_steps", "unreached_milestones"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ def lr_factor(config: TrainingConfig, epoch: int, progress: float) -> float:
     else:
         passed = sum(1 for milestone in optim.lr_milestones if progress >= milestone)
     return optim.lr_gamma**passed
+
+
+def planned_steps(config: TrainingConfig, steps_per_epoch: int) -> int:
+    """The steps the run is to take: train.epochs of `steps_per_epoch`, or train.max_steps if fewer."""
+    steps = config.train.epochs * steps_per_epoch
+    return steps if config.train.max_steps is None else min(steps, config.train.max_steps)
 
 
 def unreached_milestones(config: TrainingConfig, planned_steps: int, steps_per_epoch: int) -> str | None:

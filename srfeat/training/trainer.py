@@ -50,7 +50,7 @@ from srfeat.training.distributed import (
     wrap_ddp,
 )
 from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
-from srfeat.training.loop import Progress, TrainingLoop, lr_factor, unreached_milestones
+from srfeat.training.loop import Progress, TrainingLoop, lr_factor, planned_steps, unreached_milestones
 from srfeat.training.run_folder import check_run_folder, remove_previous_run, run_folder_lock
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
@@ -407,10 +407,8 @@ class Trainer:
 
         dataset, sampler, loader = build_loader(config, context, self.device)
         steps_per_epoch = len(loader)
-        planned_steps = config.train.epochs * steps_per_epoch
-        if config.train.max_steps is not None:
-            planned_steps = min(planned_steps, config.train.max_steps)
-        unreached = unreached_milestones(config, planned_steps, steps_per_epoch)
+        planned = planned_steps(config, steps_per_epoch)
+        unreached = unreached_milestones(config, planned, steps_per_epoch)
         if unreached and context.is_main:
             logger.warning("%s", unreached)
         validator = Validator(config, self.device) if config.validation.dir and context.is_main else None
@@ -440,12 +438,12 @@ class Trainer:
                 len(dataset),
                 steps_per_epoch,
                 config.train.batch_size * context.world_size,
-                planned_steps,
+                planned,
                 f" or {config.train.max_minutes:g} minutes" if config.train.max_minutes else "",
                 self.device,
             )
             try:
-                last_validation = TrainingLoop(self, loader, sampler, planned_steps, validator, log).run()
+                last_validation = TrainingLoop(self, loader, sampler, planned, validator, log).run()
             finally:
                 log.close()
                 barrier(context)
