@@ -24,10 +24,45 @@ _in_worker = threading.local()
 _worker_threads = True
 
 
-def _init_worker() -> None:
-    # The intra-op thread count is per thread: each worker runs its operations on one core.
-    torch.set_num_threads(1)
-    _in_worker.active = True
+def _nothing() -> None:
+    pass
+
+
+def _start_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of `workers` threads, each set to one intra-op thread, all started before it is returned.
+
+    The intra-op thread count is per thread, but `torch.set_num_threads` also sets the count
+    every thread started afterwards begins with, process-wide: the workers' 1 was then the count
+    of every thread a program started after its first parallel upscale (a web server's, a
+    user's), each left on one core. The process's count is put back once they are set.
+    """
+    ready = threading.Barrier(workers + 1)
+    counts: list[int] = []
+
+    def init_worker() -> None:
+        try:
+            # A new thread starts with the process's count; the first to read it reads it
+            # before any worker has changed it.
+            counts.append(torch.get_num_threads())
+            torch.set_num_threads(1)
+            _in_worker.active = True
+        finally:
+            ready.wait()
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="srfeat-winograd", initializer=init_worker)
+    try:
+        for _ in range(workers):  # none is idle (each waits for the others): every task starts a worker
+            pool.submit(_nothing)
+        ready.wait()
+    except BaseException:
+        ready.abort()
+        pool.shutdown(wait=False)
+        raise
+    if counts:  # from a thread of its own: `set_num_threads` sets the calling thread's count too
+        restore = threading.Thread(target=torch.set_num_threads, args=(counts[0],), name="srfeat-threads")
+        restore.start()
+        restore.join()
+    return pool
 
 
 def set_worker_threads(enabled: bool) -> None:
@@ -60,9 +95,7 @@ def run_parallel(work: Callable[[T], None], items: Sequence[T]) -> None:
     with _pool_lock:
         pool = _pools.get(workers)
         if pool is None:
-            pool = _pools[workers] = ThreadPoolExecutor(
-                workers, thread_name_prefix="srfeat-winograd", initializer=_init_worker
-            )
+            pool = _pools[workers] = _start_pool(workers)
     # Inference and grad mode are per thread: carry the caller's into the workers.
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
