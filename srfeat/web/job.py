@@ -1,27 +1,22 @@
 """One job of the web app: an uploaded image, the setting it was asked for, what became of it.
 
-The queue that runs jobs is `srfeat.web.jobs`; here are the job itself and the file names it is
-offered under, which come from the upload and so are untrusted, alone or in the results' zip;
-the queue's refusal (`QueueFullError`) and the sweep of temporary folders left by killed servers.
+The queue that runs jobs is `srfeat.web.jobs`, what its worker does with one `srfeat.web.worker`;
+here are the job itself and the file names it is offered under, which come from the upload and so
+are untrusted, alone or in the results' zip, and the queue's refusal (`QueueFullError`).
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import re
-import shutil
-import tempfile
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from srfeat.files import process_exists
 from srfeat.inference.image_files import output_extension, over_format_limit
 
 __all__ = [
@@ -30,14 +25,10 @@ __all__ = [
     "ModelChoice",
     "QueueFullError",
     "State",
-    "job_notes",
     "oversized_result",
-    "remove_stale_temporaries",
     "safe_file_name",
     "zip_chunks",
 ]
-
-logger = logging.getLogger(__name__)
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 # A file name may have 255 bytes (Linux, macOS, Windows): a stem of 150 leaves room for the
@@ -47,17 +38,6 @@ MAX_STEM_BYTES = 150
 MAX_SUFFIX_CHARACTERS = 10
 MAX_SUFFIX_BYTES = 16
 SCALE = 4  # the web app's results are the network's own 4x (no --outscale)
-TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
-
-
-def remove_stale_temporaries() -> None:
-    """Remove temporary folders left by servers that were killed mid-job (their process is gone)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*-*"):
-        pid = folder.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or process_exists(int(pid)) or not folder.is_dir():
-            continue
-        logger.info("removing %s, left by a server that was stopped mid-job", folder)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class JobCancelledError(Exception):
@@ -122,30 +102,6 @@ def oversized_result(name: str, width: int, height: int) -> str | None:
 def _cut_utf8(text: str, max_bytes: int) -> str:
     """`text` cut to at most `max_bytes` of UTF-8, never inside a character."""
     return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-
-
-class _ThreadWarnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.notes: list[str] = []
-        self._thread = threading.get_ident()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self._thread:
-            self.notes.append(record.getMessage().replace("\n", " "))
-
-
-@contextmanager
-def job_notes() -> Iterator[list[str]]:
-    """The warnings srfeat logs in this thread within the block (what `srfeat upscale` prints for a
-    file: its alpha dropped for a JPEG name, 16 bits cut to 8, only the first frame read), as notes
-    for the job's card: the page showed such a result as if nothing had been lost."""
-    handler = _ThreadWarnings()
-    logging.getLogger("srfeat").addHandler(handler)
-    try:
-        yield handler.notes
-    finally:
-        logging.getLogger("srfeat").removeHandler(handler)
 
 
 @dataclass(eq=False)  # compared by identity: two uploads of one file are two jobs

@@ -4,7 +4,8 @@ Jobs belong to a session (one open page). Uploads wait in one queue shared by al
 a single worker thread runs them, each through `srfeat.inference.image_files.upscale_file`, the
 function `srfeat upscale` uses, so a download is the file the command line would write. The
 upload and the result live in memory; the worker writes the input and output to a temporary
-folder only because that function works on files, and removes the folder when the job ends.
+folder only because that function works on files, and removes the folder when the job ends
+(`srfeat.web.worker`).
 
 A session is alive while its page asks for its jobs (`poll`, every half second) or a client
 holds its event stream open. When it falls silent (the tab was closed or reloaded, the browser
@@ -16,31 +17,18 @@ progress, and its results are freed.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from srfeat.errors import SRFeatError
 from srfeat.hardware import return_freed_memory
-from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
-from srfeat.web.job import (
-    TEMPORARY_PREFIX,
-    Job,
-    JobCancelledError,
-    ModelChoice,
-    QueueFullError,
-    job_notes,
-    remove_stale_temporaries,
-    safe_file_name,
-)
+from srfeat.web.job import Job, JobCancelledError, ModelChoice, QueueFullError, safe_file_name
+from srfeat.web.worker import Upscalers, remove_stale_temporaries, upscale_job
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +42,6 @@ __all__ = [
     "safe_file_name",
 ]
 
-# Two upscalers stay built (say `default` and `gan`, or two strengths): switching back and
-# forth between settings on one image then costs no reload.
-CACHED_UPSCALERS = 2
 # A page that says goodbye (closed or reloaded) is given this long to come back before its jobs
 # are cancelled: a reload asks again well within it, a closed tab's job stops soon after.
 RELOAD_GRACE_SECONDS = 3.0
@@ -104,7 +89,6 @@ class JobQueue:
         max_waiting_per_session: int = 100,
         max_held_bytes: int = 2 * 2**30,
     ) -> None:
-        self._make_upscaler = make_upscaler
         self.grace_seconds = grace_seconds
         self.max_waiting_per_session = max_waiting_per_session
         self.max_held_bytes = max_held_bytes
@@ -113,7 +97,7 @@ class JobQueue:
         self._waiting: list[Job] = []
         self._running: Job | None = None
         self._sessions: dict[str, _Session] = {}
-        self._upscalers: OrderedDict[ModelChoice, Upscaler] = OrderedDict()
+        self._upscalers = Upscalers(make_upscaler)
         self._stopping = False
         self._seconds_per_pixel: float | None = None  # the pace of the last finished job, for time left
         self.version = 0  # bumped on every change the pages should see
@@ -426,27 +410,13 @@ class JobQueue:
             with self._lock:
                 job.loading = job.choice not in self._upscalers
                 self._changed_locked()
-            upscaler = self._upscaler(job.choice)
+            upscaler = self._upscalers.get(job.choice)
             with self._lock:
                 job.loading = False
                 self._changed_locked()
             upscaler.on_tile = on_tile
             try:
-                with tempfile.TemporaryDirectory(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-") as folder:
-                    source = Path(folder) / "in" / job.name
-                    target = Path(folder) / "out" / job.result_name
-                    source.parent.mkdir()
-                    source.write_bytes(job.data)
-                    try:
-                        with job_notes() as logged:
-                            width, height = upscale_file(upscaler, source, target)
-                    except SRFeatError as error:
-                        # Messages name the temporary file; the user knows it by its upload name.
-                        raise SRFeatError(str(error).replace(str(source), job.name)) from error
-                    result = target.read_bytes()
-                    notes = [
-                        note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged
-                    ]
+                result, width, height, notes = upscale_job(upscaler, job)
             finally:
                 upscaler.on_tile = None
             if job.cancel.is_set():
@@ -484,14 +454,4 @@ class JobQueue:
         """Build the network for `choice` now (before serving: bad weights fail at start, not on
         the first upload, and the first upload does not wait for the build)."""
         with self._lock:
-            self._upscaler(choice)
-
-    def _upscaler(self, choice: ModelChoice) -> Upscaler:
-        if choice in self._upscalers:
-            self._upscalers.move_to_end(choice)
-            return self._upscalers[choice]
-        while len(self._upscalers) >= CACHED_UPSCALERS:
-            self._upscalers.popitem(last=False)
-        upscaler = self._make_upscaler(choice)
-        self._upscalers[choice] = upscaler
-        return upscaler
+            self._upscalers.get(choice)
