@@ -7,14 +7,20 @@ import json
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from playwright.sync_api import Browser, expect
 from test_web import (
+    Server,
     _dead_process_id,
+    browser_fixture,  # noqa: F401  (the `browser` fixture)
+    job_card,
+    open_tab,
     png_bytes,
     start_server,
     stop_server,
@@ -87,3 +93,33 @@ def test_a_server_starting_beside_another_in_another_container_leaves_its_job_fo
         gate.write_text("go")
         if running.process.poll() is None:
             stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def tiny_server() -> Iterator[Server]:
+    """A server that holds at most 0.04 MB (41943 bytes): a 48x48 PNG's upload fits, its 192x192 result does not."""
+    started = start_server("--max-upload-mb", "0.01", "--max-held-mb", "0.04")
+    yield started
+    stop_server(started)
+
+
+def test_a_result_past_max_held_mb_fails_its_job_and_says_so_in_the_page(tiny_server: Server, browser: Browser) -> None:
+    """A finished result was kept whatever the server held already: past --max-held-mb, and every later
+    upload was refused (503) until the page was closed. Now the job fails, its card says why and what to
+    do, and the next upload is taken."""
+    tab = open_tab(browser, tiny_server)
+    page = tab.page
+    try:
+        big = png_bytes(48)  # 4.6 kB; its result is about 45 kB
+        page.set_input_files("#files", files=[{"name": "big.png", "mimeType": "image/png", "buffer": big}])
+        card = job_card(page, "big.png")
+        expect(card).to_have_attribute("data-state", "failed", timeout=120_000)
+        status = card.locator(".status[role='alert']")
+        expect(status).to_contain_text("its result, big_x4.png (0.04 MB), would take what this server holds")
+        expect(status).to_contain_text("past its limit of 0.04 MB (--max-held-mb)")
+        # What the failed job held is freed: the next upload is taken and kept.
+        page.set_input_files("#files", files=[{"name": "small.png", "mimeType": "image/png", "buffer": png_bytes(32)}])
+        expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=120_000)
+        assert tab.console_errors == []
+    finally:
+        page.context.close()

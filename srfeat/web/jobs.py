@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srfeat.errors import SRFeatError
+from srfeat.files import megabytes
 from srfeat.hardware import return_freed_memory
 from srfeat.inference.upscaler import Upscaler
 from srfeat.web.job import Job, JobCancelledError, ModelChoice, QueueFullError, safe_file_name
@@ -79,7 +80,8 @@ class JobQueue:
     Every upload is held in memory until its page goes, so the queue takes a new one only while
     its session has fewer than `max_waiting_per_session` waiting, all sessions together fewer than
     `PAGES_IN_THE_QUEUE` times that (a script can open any number of sessions), and all jobs
-    together hold at most `max_held_bytes` (uploads, results and the views made of them).
+    together hold at most `max_held_bytes` (uploads, results and the views made of them); a job whose
+    result would take them past it fails, saying so.
     """
 
     def __init__(
@@ -437,11 +439,22 @@ class JobQueue:
             self._fail(job, f"internal error ({type(error).__name__}: {error}); see the server's log")
             return
         with self._lock:
-            job.result, job.result_width, job.result_height = result, width, height
-            job.notes = notes
-            job.state = "done"
             if job.tiles_started is not None:
                 self._seconds_per_pixel = (time.monotonic() - job.tiles_started) / (job.width * job.height)
+            held = self._held_bytes_locked()
+            if held + len(result) <= self.max_held_bytes:
+                job.result, job.result_width, job.result_height = result, width, height
+                job.notes = notes
+                job.state = "done"
+        if job.state != "done":  # kept, it would have held later uploads out (503) past what the server may hold
+            self._fail(
+                job,
+                f"its result, {job.result_name} ({megabytes(len(result))}), would take what this server holds "
+                f"({megabytes(held)}) past its limit of {self.max_held_bytes / 2**20:g} MB (--max-held-mb); "
+                "remove finished images from the page and upload it again, or start the server with a larger "
+                "--max-held-mb",
+            )
+            return
         logger.info("job %s: %s -> %s (%dx%d)", job.id, job.name, job.result_name, width, height)
 
     def _fail(self, job: Job, message: str) -> None:
