@@ -7,6 +7,7 @@ import json
 import signal
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from test_web import (
     Server,
     _dead_process_id,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
+    call,
     job_card,
     open_tab,
     png_bytes,
@@ -123,3 +125,34 @@ def test_a_result_past_max_held_mb_fails_its_job_and_says_so_in_the_page(tiny_se
         assert tab.console_errors == []
     finally:
         page.context.close()
+
+
+def _wait_for_log_line(server: Server, text: str) -> None:
+    deadline = time.monotonic() + 60
+    while not any(text in line for line in list(server.log)):
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("session", ["\nERROR: forged", "\x1b[2J\x1b[Hforged", "a b", "x" * 129, ""])
+def test_a_session_id_that_could_forge_the_servers_log_is_refused(tiny_server: Server, session: str) -> None:
+    """Session ids were taken as given and printed in the log ("session %s ended"): a newline in one
+    forged a line of the server's log, and escape codes cleared or rewrote its terminal."""
+    quoted = urllib.parse.quote(session, safe="")
+    for method, path in [
+        ("GET", f"/api/sessions/{quoted}/jobs?page=p"),
+        ("POST", f"/api/sessions/{quoted}/close"),
+        ("GET", f"/api/sessions/{quoted}/room?bytes=10"),
+        ("GET", f"/api/sessions/{quoted}/results.zip"),
+    ]:
+        answer = call(tiny_server, method, path)
+        if session:  # an empty one is no route at all
+            assert answer.status == 400, (path, answer.body)
+            assert answer.error().startswith("a session id is 1 to 128 letters, digits"), answer.body
+    refused = upload(tiny_server, session, "a.png", png_bytes(8))
+    assert refused.status == 400 and "a session id is 1 to 128 letters" in refused.error(), refused.body
+    # A well-named session's end is logged: anything logged before it is there by then.
+    assert call(tiny_server, "GET", "/api/sessions/well-named_1.0/jobs?page=p").status == 200
+    assert call(tiny_server, "POST", "/api/sessions/well-named_1.0/close").status == 204
+    _wait_for_log_line(tiny_server, "session well-nam ended")
+    assert not [line for line in tiny_server.log if "forged" in line or "\x1b" in line], tiny_server.log_text()

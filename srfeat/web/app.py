@@ -27,7 +27,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from functools import partial
 from importlib import resources
 from urllib.parse import quote
@@ -73,10 +73,29 @@ EVENT_KEEPALIVE_SECONDS = 1.0
 MAX_UPLOADS_RECEIVING = 4
 UPLOAD_POLL_SECONDS = 0.25  # how often a waiting upload looks at the clock (--upload-timeout) and for Ctrl+C
 EVENT_INTERVAL_SECONDS = 0.2  # how often a stream looks for news (updates are coalesced)
+SESSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what names a session (the page's: 32 hex digits)
 
 
 def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _bad_session(session: str) -> str:
+    given = f"got {session[:40]!r}{'...' if len(session) > 40 else ''}" if session else "none was given"
+    return f"a session id is 1 to 128 letters, digits, '.', '_' or '-' (the page makes one of 32 hex digits); {given}"
+
+
+def _session_checked(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """`endpoint`, answering 400 for a session id that is not `SESSION_ID` (it is printed in the server's
+    log: a newline or a terminal's escape codes in it forged lines there, or rewrote the terminal)."""
+
+    async def checked(request: Request) -> Response:
+        session = request.path_params["session"]
+        if SESSION_ID.fullmatch(session) is None:
+            return _error(_bad_session(session), 400)
+        return await endpoint(request)
+
+    return checked
 
 
 class _SessionEvents(StreamingResponse):
@@ -147,8 +166,8 @@ def create_app(
 
     async def submit(request: Request) -> Response:
         session = request.query_params.get("session", "")
-        if not session:
-            return _error("no session given", 400)
+        if SESSION_ID.fullmatch(session) is None:
+            return _error(_bad_session(session), 400)
         if request.headers.get(UPLOAD_HEADER) != "1":
             return _error(f"uploads must carry the {UPLOAD_HEADER} header (the page sends it)", 403)
         name = safe_file_name(request.query_params.get("name", "image"))
@@ -299,12 +318,12 @@ def create_app(
         Route("/static/{name}", page),
         Route("/api/config", config),
         Route("/api/jobs", submit, methods=["POST"]),
-        Route("/api/sessions/{session}/jobs", jobs),
-        Route("/api/sessions/{session}/room", room),
-        Route("/api/sessions/{session}/events", events),
-        Route("/api/sessions/{session}/leave", leave, methods=["POST"]),
-        Route("/api/sessions/{session}/close", close, methods=["POST"]),
-        Route("/api/sessions/{session}/results.zip", results_zip),
+        Route("/api/sessions/{session}/jobs", _session_checked(jobs)),
+        Route("/api/sessions/{session}/room", _session_checked(room)),
+        Route("/api/sessions/{session}/events", _session_checked(events)),
+        Route("/api/sessions/{session}/leave", _session_checked(leave), methods=["POST"]),
+        Route("/api/sessions/{session}/close", _session_checked(close), methods=["POST"]),
+        Route("/api/sessions/{session}/results.zip", _session_checked(results_zip)),
         Route("/api/jobs/{job}/remove", remove, methods=["POST"]),
         Route("/api/jobs/{job}/again", again, methods=["POST"]),
         Route("/api/jobs/{job}/{kind}", image),
