@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import tempfile
@@ -11,7 +12,9 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
@@ -156,3 +159,44 @@ def test_a_session_id_that_could_forge_the_servers_log_is_refused(tiny_server: S
     assert call(tiny_server, "POST", "/api/sessions/well-named_1.0/close").status == 204
     _wait_for_log_line(tiny_server, "session well-nam ended")
     assert not [line for line in tiny_server.log if "forged" in line or "\x1b" in line], tiny_server.log_text()
+
+
+def _cut(image_format: str, keep: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, image_format)
+    return buffer.getvalue()[:keep]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "said"),
+    [
+        (
+            "cut.png",
+            _cut("PNG", 40),
+            "cut.png starts as a PNG file but cannot be read: it is damaged or cut short (40 bytes)",
+        ),
+        (
+            "cut.jpg",
+            _cut("JPEG", 100),
+            "cut.jpg starts as a JPEG file but cannot be read: it is damaged or cut short (100 bytes: ",
+        ),
+        (
+            "cut.webp",
+            _cut("WEBP", 24),
+            "cut.webp starts as a WebP file but cannot be read: it is damaged or cut short (24 bytes",
+        ),
+        (
+            "cut.tif",
+            _cut("TIFF", 12),
+            "cut.tif starts as a TIFF file but cannot be read: it is damaged or cut short (12 bytes",
+        ),
+    ],
+)
+def test_an_upload_cut_short_in_its_header_is_called_so(tiny_server: Server, name: str, data: bytes, said: str) -> None:
+    """A PNG cut short within its header was refused as "not an image srfeat can read (use PNG, JPEG, ...)":
+    the user was told to use the format the file was in, and not that it was incomplete."""
+    refused = upload(tiny_server, "cut-short", name, data)
+    assert refused.status == 422 and refused.error().startswith(said), refused.body
+    assert refused.error().endswith("; upload the whole file"), refused.body
+    not_an_image = upload(tiny_server, "cut-short", "notes.png", b"<html>not an image</html>")
+    assert not_an_image.status == 415 and "is not an image srfeat can read" in not_an_image.error()

@@ -56,6 +56,18 @@ SCALE = 4  # the web app's results are the network's own 4x (no --outscale)
 # takes files from a browser, perhaps from other machines, decodes only the common photo formats.
 # (JPEG includes MPO, the camera JPEGs; AVIF where this Pillow reads it.)
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
+# How files of those formats start (WebP: RIFF, a size, WEBP): one that starts so but does not open is damaged
+# or cut short (BMP's `BM` is left out: too short to tell a damaged bitmap from a text starting "BM").
+UPLOAD_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),
+    (b"MM\x00+", "TIFF"),
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,13 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
     except Image.DecompressionBombError as error:
         raise UploadError(f"{name} is refused as a possible decompression bomb ({error})", 413) from error
     except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
+        if (kind := _signature(data)) is not None:  # a PNG cut short was told to "use PNG"
+            reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
+            raise UploadError(
+                f"{name} starts as a {kind} file but cannot be read: it is damaged or cut short ({len(data)} bytes"
+                f"{reason}); upload the whole file",
+                422,
+            ) from error
         raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
     if width * height > limits.max_pixels:
         raise UploadError(
@@ -101,6 +120,13 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
     if (oversized := oversized_result(name, width, height)) is not None:
         raise UploadError(oversized, 413)
     return width, height
+
+
+def _signature(data: bytes) -> str | None:
+    """The upload format `data` starts as (by its first bytes), if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for start, kind in UPLOAD_SIGNATURES if data.startswith(start)), None)
 
 
 def parse_choice(params: dict[str, str]) -> ModelChoice:
