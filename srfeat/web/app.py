@@ -1,6 +1,7 @@
 """The web app: one static page and a small JSON API over `JobQueue`.
 
-Routes (all under the server's own origin; the page loads nothing from anywhere else):
+Routes (all under the server's own origin; the page loads nothing from anywhere else; a session `S` is
+`SESSION_ID`, 1 to 128 letters, digits, `.`, `_` or `-`, else 400):
 
 - `GET /` and `/static/...`: the page, its script and style (package data, served from memory);
 - `GET /api/config`: limits and the model choices;
