@@ -121,10 +121,18 @@ def test_a_result_past_max_held_mb_fails_its_job_and_says_so_in_the_page(tiny_se
         expect(card).to_have_attribute("data-state", "failed", timeout=120_000)
         status = card.locator(".status[role='alert']")
         expect(status).to_contain_text("its result, big_x4.png (0.04 MB), would take what this server holds")
-        expect(status).to_contain_text("past its limit of 0.04 MB (--max-held-mb)")
+        # Upload and result together are past the limit: removing other images would not make room.
+        expect(status).to_contain_text("past its limit of 0.04 MB (--max-held-mb); start the server with a larger")
         # What the failed job held is freed: the next upload is taken and kept.
         page.set_input_files("#files", files=[{"name": "small.png", "mimeType": "image/png", "buffer": png_bytes(32)}])
         expect(job_card(page, "small.png")).to_have_attribute("data-state", "done", timeout=120_000)
+        # One that would fit alone but not beside small.png: removing finished images makes room for it.
+        page.set_input_files("#files", files=[{"name": "second.png", "mimeType": "image/png", "buffer": png_bytes(32)}])
+        second = job_card(page, "second.png")
+        expect(second).to_have_attribute("data-state", "failed", timeout=120_000)
+        expect(second.locator(".status[role='alert']")).to_contain_text(
+            "(--max-held-mb); remove finished images from the page and upload it again, or start the server"
+        )
         assert tab.console_errors == []
     finally:
         page.context.close()

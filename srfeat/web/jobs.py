@@ -447,12 +447,13 @@ class JobQueue:
                 job.notes = notes
                 job.state = "done"
         if job.state != "done":  # kept, it would have held later uploads out (503) past what the server may hold
+            larger = "start the server with a larger --max-held-mb"
+            alone = len(result) + len(job.data) > self.max_held_bytes  # no removing of other images makes room
             self._fail(
                 job,
                 f"its result, {job.result_name} ({megabytes(len(result))}), would take what this server holds "
                 f"({megabytes(held)}) past its limit of {self.max_held_bytes / 2**20:g} MB (--max-held-mb); "
-                "remove finished images from the page and upload it again, or start the server with a larger "
-                "--max-held-mb",
+                + (larger if alone else f"remove finished images from the page and upload it again, or {larger}"),
             )
             return
         logger.info("job %s: %s -> %s (%dx%d)", job.id, job.name, job.result_name, width, height)
