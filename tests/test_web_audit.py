@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -208,3 +211,35 @@ def test_an_upload_cut_short_in_its_header_is_called_so(tiny_server: Server, nam
     assert refused.error().endswith("; upload the whole file"), refused.body
     not_an_image = upload(tiny_server, "cut-short", "notes.png", b"<html>not an image</html>")
     assert not_an_image.status == 415 and "is not an image srfeat can read" in not_an_image.error()
+
+
+def test_a_lock_without_its_folder_is_removed_only_when_nobody_holds_it(tmp_path: Path) -> None:
+    """A server claims a job's lock before it makes the folder, and lets it go after removing it: a lock
+    alone is one about to get its folder (held: kept) or one left by a server killed between the two (removed)."""
+    from srfeat.web.jobs import remove_stale_temporaries
+
+    root = Path(tempfile.gettempdir())
+    token = f"srfeat-serve-{_dead_process_id()}-{os.urandom(8).hex()}"
+    held = f"{token}-held"
+    ready = tmp_path / "ready"
+    program = (
+        "import time; from pathlib import Path; from srfeat.files import writing_temporary\n"
+        f"with writing_temporary(Path({str(root / held)!r})):\n"
+        f"    Path({str(ready)!r}).write_text('1'); time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", program],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        _wait_for_file(ready)
+        left = root / f".{token}.12345.tmp"  # its server killed: nobody holds it
+        left.write_bytes(b"")
+        remove_stale_temporaries()
+        assert not left.exists()
+        assert len(list(root.glob(f".{held}.*.tmp"))) == 1  # held by a live process: kept
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    remove_stale_temporaries()
+    assert list(root.glob(f".{held}.*.tmp")) == []
