@@ -135,6 +135,23 @@ def _lock(descriptor: int, wait: bool) -> bool | None:
     return True
 
 
+@contextmanager
+def unless_held(temporary: Path) -> Iterator[bool | None]:
+    """The lock of a claimed temporary (`writing_temporary`), taken for the block unless a live process
+    holds it: yields True when taken (its writer is gone, whatever its process id), False when a live
+    process holds it or `temporary` cannot be opened (gone already, not ours to read), None where there
+    are no locks (Windows, some network file systems: the caller falls back on the process id)."""
+    try:
+        descriptor = os.open(temporary, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        yield False
+        return
+    try:
+        yield _lock(descriptor, wait=False)
+    finally:
+        os.close(descriptor)
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Remove the temporaries of `path` left by killed writers; returns what was removed.
 
@@ -156,16 +173,10 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         pid = int(match.group(1)) if match else None
         if pid is None or not (pid == os.getpid() or not process_exists(pid)) or not sibling.is_file():
             continue
-        try:
-            descriptor = os.open(sibling, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-        except OSError:  # gone already, or not ours to read
-            continue
-        try:
-            if _lock(descriptor, wait=False) is not False:  # no live writer holds it
+        with unless_held(sibling) as free:
+            if free is not False:  # no live writer holds it
                 sibling.unlink(missing_ok=True)
                 removed.append(sibling)
-        finally:
-            os.close(descriptor)
     if removed:
         logger.info("removed %d temporary file(s) of %s left by a killed run", len(removed), path)
     return removed

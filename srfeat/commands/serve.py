@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MB",
         help=(
             "most memory all uploads, results and their views in the page may hold (default 2048 MB); "
-            "uploads and views past it are refused"
+            "uploads and views past it are refused, and a job whose result would pass it fails"
         ),
     )
     parser.add_argument(

@@ -1,6 +1,7 @@
 """The web app: one static page and a small JSON API over `JobQueue`.
 
-Routes (all under the server's own origin; the page loads nothing from anywhere else):
+Routes (all under the server's own origin; the page loads nothing from anywhere else; a session `S` is
+`SESSION_ID`, 1 to 128 letters, digits, `.`, `_` or `-`, else 400):
 
 - `GET /` and `/static/...`: the page, its script and style (package data, served from memory);
 - `GET /api/config`: limits and the model choices;
@@ -25,18 +26,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import time
-import warnings
-from collections.abc import AsyncIterator, Callable, Collection
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from functools import partial
 from importlib import resources
 from urllib.parse import quote
 
 import anyio
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -44,12 +41,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import DECODE_ERRORS, FORMATS  # DECODE_ERRORS: what a damaged file raises
-from srfeat.library_warnings import WARNINGS_LOCK
 from srfeat.web.hosts import LoopbackHostCheck
-from srfeat.web.job import oversized_result, zip_chunks
-from srfeat.web.jobs import Job, JobQueue, ModelChoice, QueueFullError, safe_file_name
+from srfeat.web.job import Limits, UploadError, inspect_upload, parse_choice, zip_chunks
+from srfeat.web.jobs import Job, JobQueue, QueueFullError, safe_file_name
 from srfeat.web.views import ViewTooLargeError, bicubic_view, browser_view
 
 logger = logging.getLogger(__name__)
@@ -69,10 +64,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff"}
-# What uploads may be. Pillow reads more (EPS, for one, through Ghostscript), but a server that
-# takes files from a browser, perhaps from other machines, decodes only the common photo formats.
-# (JPEG includes MPO, the camera JPEGs; AVIF where this Pillow reads it.)
-UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
 # A header every upload must carry: a page on another site cannot add it without the browser
 # asking this server first (CORS), and this server never says yes.
 UPLOAD_HEADER = "X-SRFeat-Upload"
@@ -83,77 +74,29 @@ EVENT_KEEPALIVE_SECONDS = 1.0
 MAX_UPLOADS_RECEIVING = 4
 UPLOAD_POLL_SECONDS = 0.25  # how often a waiting upload looks at the clock (--upload-timeout) and for Ctrl+C
 EVENT_INTERVAL_SECONDS = 0.2  # how often a stream looks for news (updates are coalesced)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the server accepts: bytes per upload, pixels per image, and how long an upload may
-    send nothing before it is dropped."""
-
-    max_upload_bytes: int
-    max_pixels: int
-    upload_timeout_seconds: float = 30.0
-
-
-class UploadError(Exception):
-    """An upload that will not be queued; the message is shown on the page."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
-    """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not."""
-    if not data:
-        raise UploadError(f"{name} is empty (0 bytes): nothing to upscale")
-    Image.init()  # registers every plugin, so that `formats` below can name them all
-    try:
-        with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide: the worker reads too
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
-            with open_image_data(data, name, formats=readable) as image:
-                width, height = image.size
-    except Image.DecompressionBombError as error:
-        raise UploadError(f"{name} is refused as a possible decompression bomb ({error})", 413) from error
-    except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
-        raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
-    if width * height > limits.max_pixels:
-        raise UploadError(
-            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over this server's limit of "
-            f"{limits.max_pixels / 1e6:g} megapixels per image (a decompression bomb, or a photo too large: "
-            "start the server with a larger --max-megapixels)",
-            413,
-        )
-    if (oversized := oversized_result(name, width, height)) is not None:
-        raise UploadError(oversized, 413)
-    return width, height
-
-
-def parse_choice(params: dict[str, str]) -> ModelChoice:
-    model = params.get("model", "default")
-    if model not in ("default", "gan"):
-        raise UploadError(f"unknown model {model!r}: use default or gan")
-    text = params.get("strength")
-    if text is None or text == "":
-        return ModelChoice(model)
-    if model == "gan":
-        raise UploadError("strength goes with model=default (it blends default toward gan); leave it out for gan")
-    try:
-        strength = float(text)
-    except ValueError:
-        raise UploadError(f"strength must be a number from 0 to 1, got {text!r}") from None
-    if not (math.isfinite(strength) and 0.0 <= strength <= 1.0):
-        raise UploadError(f"strength must be from 0 (default) to 1 (gan), got {text}")
-    # Strengths come in steps of 0.01 (the page's slider, the `_s0.30` of the file name, the
-    # cached networks); another value is refused rather than silently rounded.
-    if abs(strength * 100 - round(strength * 100)) > 1e-6:
-        raise UploadError(f"strength is taken in steps of 0.01 (0.30, not 0.305), got {text}")
-    return ModelChoice("default", round(strength, 2) + 0.0)  # + 0.0: -0 is 0 (not `_s-0.00` in the file name)
+SESSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what names a session (the page's: 32 hex digits)
 
 
 def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _bad_session(session: str) -> str:
+    given = f"got {session[:40]!r}{'...' if len(session) > 40 else ''}" if session else "none was given"
+    return f"a session id is 1 to 128 letters, digits, '.', '_' or '-' (the page makes one of 32 hex digits); {given}"
+
+
+def _session_checked(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """`endpoint`, answering 400 for a session id that is not `SESSION_ID` (it is printed in the server's
+    log: a newline or a terminal's escape codes in it forged lines there, or rewrote the terminal)."""
+
+    async def checked(request: Request) -> Response:
+        session = request.path_params["session"]
+        if SESSION_ID.fullmatch(session) is None:
+            return _error(_bad_session(session), 400)
+        return await endpoint(request)
+
+    return checked
 
 
 class _SessionEvents(StreamingResponse):
@@ -224,8 +167,8 @@ def create_app(
 
     async def submit(request: Request) -> Response:
         session = request.query_params.get("session", "")
-        if not session:
-            return _error("no session given", 400)
+        if SESSION_ID.fullmatch(session) is None:
+            return _error(_bad_session(session), 400)
         if request.headers.get(UPLOAD_HEADER) != "1":
             return _error(f"uploads must carry the {UPLOAD_HEADER} header (the page sends it)", 403)
         name = safe_file_name(request.query_params.get("name", "image"))
@@ -376,12 +319,12 @@ def create_app(
         Route("/static/{name}", page),
         Route("/api/config", config),
         Route("/api/jobs", submit, methods=["POST"]),
-        Route("/api/sessions/{session}/jobs", jobs),
-        Route("/api/sessions/{session}/room", room),
-        Route("/api/sessions/{session}/events", events),
-        Route("/api/sessions/{session}/leave", leave, methods=["POST"]),
-        Route("/api/sessions/{session}/close", close, methods=["POST"]),
-        Route("/api/sessions/{session}/results.zip", results_zip),
+        Route("/api/sessions/{session}/jobs", _session_checked(jobs)),
+        Route("/api/sessions/{session}/room", _session_checked(room)),
+        Route("/api/sessions/{session}/events", _session_checked(events)),
+        Route("/api/sessions/{session}/leave", _session_checked(leave), methods=["POST"]),
+        Route("/api/sessions/{session}/close", _session_checked(close), methods=["POST"]),
+        Route("/api/sessions/{session}/results.zip", _session_checked(results_zip)),
         Route("/api/jobs/{job}/remove", remove, methods=["POST"]),
         Route("/api/jobs/{job}/again", again, methods=["POST"]),
         Route("/api/jobs/{job}/{kind}", image),

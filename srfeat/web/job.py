@@ -1,43 +1,46 @@
 """One job of the web app: an uploaded image, the setting it was asked for, what became of it.
 
-The queue that runs jobs is `srfeat.web.jobs`; here are the job itself and the file names it is
-offered under, which come from the upload and so are untrusted, alone or in the results' zip;
-the queue's refusal (`QueueFullError`) and the sweep of temporary folders left by killed servers.
+The queue that runs jobs is `srfeat.web.jobs`, what its worker does with one `srfeat.web.worker`;
+here are the job itself, the checks of what a client sent (the upload, `inspect_upload`; the setting,
+`parse_choice`), the file names it is offered under, which come from the upload and so are untrusted,
+alone or in the results' zip, and the queue's refusal (`QueueFullError`).
 """
 
 from __future__ import annotations
 
 import io
-import logging
+import math
 import re
-import shutil
-import tempfile
 import threading
 import time
+import warnings
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from srfeat.files import process_exists
+from PIL import Image
+
+from srfeat.data.colour_profiles import open_image_data
+from srfeat.data.io import DECODE_ERRORS  # what a damaged file raises
 from srfeat.inference.image_files import output_extension, over_format_limit
+from srfeat.library_warnings import WARNINGS_LOCK
 
 __all__ = [
     "Job",
     "JobCancelledError",
+    "Limits",
     "ModelChoice",
     "QueueFullError",
     "State",
-    "job_notes",
+    "UploadError",
+    "inspect_upload",
     "oversized_result",
-    "remove_stale_temporaries",
+    "parse_choice",
     "safe_file_name",
     "zip_chunks",
 ]
-
-logger = logging.getLogger(__name__)
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
 # A file name may have 255 bytes (Linux, macOS, Windows): a stem of 150 leaves room for the
@@ -47,17 +50,105 @@ MAX_STEM_BYTES = 150
 MAX_SUFFIX_CHARACTERS = 10
 MAX_SUFFIX_BYTES = 16
 SCALE = 4  # the web app's results are the network's own 4x (no --outscale)
-TEMPORARY_PREFIX = "srfeat-serve-"  # + the server's process id: stale folders of killed servers are found by it
 
 
-def remove_stale_temporaries() -> None:
-    """Remove temporary folders left by servers that were killed mid-job (their process is gone)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{TEMPORARY_PREFIX}*-*"):
-        pid = folder.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or process_exists(int(pid)) or not folder.is_dir():
-            continue
-        logger.info("removing %s, left by a server that was stopped mid-job", folder)
-        shutil.rmtree(folder, ignore_errors=True)
+# What uploads may be. Pillow reads more (EPS, for one, through Ghostscript), but a server that
+# takes files from a browser, perhaps from other machines, decodes only the common photo formats.
+# (JPEG includes MPO, the camera JPEGs; AVIF where this Pillow reads it.)
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
+# How files of those formats start (WebP: RIFF, a size, WEBP): one that starts so but does not open is damaged
+# or cut short (BMP's `BM` is left out: too short to tell a damaged bitmap from a text starting "BM").
+UPLOAD_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),
+    (b"MM\x00+", "TIFF"),
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts: bytes per upload, pixels per image, and how long an upload may
+    send nothing before it is dropped."""
+
+    max_upload_bytes: int
+    max_pixels: int
+    upload_timeout_seconds: float = 30.0
+
+
+class UploadError(Exception):
+    """An upload that will not be queued; the message is shown on the page."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
+    """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not."""
+    if not data:
+        raise UploadError(f"{name} is empty (0 bytes): nothing to upscale")
+    Image.init()  # registers every plugin, so that `formats` below can name them all
+    try:
+        with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide: the worker reads too
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
+            with open_image_data(data, name, formats=readable) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as error:
+        raise UploadError(f"{name} is refused as a possible decompression bomb ({error})", 413) from error
+    except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
+        if (kind := _signature(data)) is not None:  # a PNG cut short was told to "use PNG"
+            reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
+            raise UploadError(
+                f"{name} starts as a {kind} file but cannot be read: it is damaged or cut short ({len(data)} bytes"
+                f"{reason}); upload the whole file",
+                422,
+            ) from error
+        raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
+    if width * height > limits.max_pixels:
+        raise UploadError(
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over this server's limit of "
+            f"{limits.max_pixels / 1e6:g} megapixels per image (a decompression bomb, or a photo too large: "
+            "start the server with a larger --max-megapixels)",
+            413,
+        )
+    if (oversized := oversized_result(name, width, height)) is not None:
+        raise UploadError(oversized, 413)
+    return width, height
+
+
+def _signature(data: bytes) -> str | None:
+    """The upload format `data` starts as (by its first bytes), if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for start, kind in UPLOAD_SIGNATURES if data.startswith(start)), None)
+
+
+def parse_choice(params: dict[str, str]) -> ModelChoice:
+    model = params.get("model", "default")
+    if model not in ("default", "gan"):
+        raise UploadError(f"unknown model {model!r}: use default or gan")
+    text = params.get("strength")
+    if text is None or text == "":
+        return ModelChoice(model)
+    if model == "gan":
+        raise UploadError("strength goes with model=default (it blends default toward gan); leave it out for gan")
+    try:
+        strength = float(text)
+    except ValueError:
+        raise UploadError(f"strength must be a number from 0 to 1, got {text!r}") from None
+    if not (math.isfinite(strength) and 0.0 <= strength <= 1.0):
+        raise UploadError(f"strength must be from 0 (default) to 1 (gan), got {text}")
+    # Strengths come in steps of 0.01 (the page's slider, the `_s0.30` of the file name, the
+    # cached networks); another value is refused rather than silently rounded.
+    if abs(strength * 100 - round(strength * 100)) > 1e-6:
+        raise UploadError(f"strength is taken in steps of 0.01 (0.30, not 0.305), got {text}")
+    return ModelChoice("default", round(strength, 2) + 0.0)  # + 0.0: -0 is 0 (not `_s-0.00` in the file name)
 
 
 class JobCancelledError(Exception):
@@ -122,30 +213,6 @@ def oversized_result(name: str, width: int, height: int) -> str | None:
 def _cut_utf8(text: str, max_bytes: int) -> str:
     """`text` cut to at most `max_bytes` of UTF-8, never inside a character."""
     return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
-
-
-class _ThreadWarnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.notes: list[str] = []
-        self._thread = threading.get_ident()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self._thread:
-            self.notes.append(record.getMessage().replace("\n", " "))
-
-
-@contextmanager
-def job_notes() -> Iterator[list[str]]:
-    """The warnings srfeat logs in this thread within the block (what `srfeat upscale` prints for a
-    file: its alpha dropped for a JPEG name, 16 bits cut to 8, only the first frame read), as notes
-    for the job's card: the page showed such a result as if nothing had been lost."""
-    handler = _ThreadWarnings()
-    logging.getLogger("srfeat").addHandler(handler)
-    try:
-        yield handler.notes
-    finally:
-        logging.getLogger("srfeat").removeHandler(handler)
 
 
 @dataclass(eq=False)  # compared by identity: two uploads of one file are two jobs

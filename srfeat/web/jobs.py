@@ -4,7 +4,8 @@ Jobs belong to a session (one open page). Uploads wait in one queue shared by al
 a single worker thread runs them, each through `srfeat.inference.image_files.upscale_file`, the
 function `srfeat upscale` uses, so a download is the file the command line would write. The
 upload and the result live in memory; the worker writes the input and output to a temporary
-folder only because that function works on files, and removes the folder when the job ends.
+folder only because that function works on files, and removes the folder when the job ends
+(`srfeat.web.worker`).
 
 A session is alive while its page asks for its jobs (`poll`, every half second) or a client
 holds its event stream open. When it falls silent (the tab was closed or reloaded, the browser
@@ -16,31 +17,19 @@ progress, and its results are freed.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from srfeat.errors import SRFeatError
+from srfeat.files import megabytes
 from srfeat.hardware import return_freed_memory
-from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
-from srfeat.web.job import (
-    TEMPORARY_PREFIX,
-    Job,
-    JobCancelledError,
-    ModelChoice,
-    QueueFullError,
-    job_notes,
-    remove_stale_temporaries,
-    safe_file_name,
-)
+from srfeat.web.job import Job, JobCancelledError, ModelChoice, QueueFullError, safe_file_name
+from srfeat.web.worker import Upscalers, remove_stale_temporaries, upscale_job
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +43,6 @@ __all__ = [
     "safe_file_name",
 ]
 
-# Two upscalers stay built (say `default` and `gan`, or two strengths): switching back and
-# forth between settings on one image then costs no reload.
-CACHED_UPSCALERS = 2
 # A page that says goodbye (closed or reloaded) is given this long to come back before its jobs
 # are cancelled: a reload asks again well within it, a closed tab's job stops soon after.
 RELOAD_GRACE_SECONDS = 3.0
@@ -94,7 +80,8 @@ class JobQueue:
     Every upload is held in memory until its page goes, so the queue takes a new one only while
     its session has fewer than `max_waiting_per_session` waiting, all sessions together fewer than
     `PAGES_IN_THE_QUEUE` times that (a script can open any number of sessions), and all jobs
-    together hold at most `max_held_bytes` (uploads, results and the views made of them).
+    together hold at most `max_held_bytes` (uploads, results and the views made of them); a job whose
+    result would take them past it fails, saying so.
     """
 
     def __init__(
@@ -104,7 +91,6 @@ class JobQueue:
         max_waiting_per_session: int = 100,
         max_held_bytes: int = 2 * 2**30,
     ) -> None:
-        self._make_upscaler = make_upscaler
         self.grace_seconds = grace_seconds
         self.max_waiting_per_session = max_waiting_per_session
         self.max_held_bytes = max_held_bytes
@@ -113,7 +99,7 @@ class JobQueue:
         self._waiting: list[Job] = []
         self._running: Job | None = None
         self._sessions: dict[str, _Session] = {}
-        self._upscalers: OrderedDict[ModelChoice, Upscaler] = OrderedDict()
+        self._upscalers = Upscalers(make_upscaler)
         self._stopping = False
         self._seconds_per_pixel: float | None = None  # the pace of the last finished job, for time left
         self.version = 0  # bumped on every change the pages should see
@@ -426,27 +412,13 @@ class JobQueue:
             with self._lock:
                 job.loading = job.choice not in self._upscalers
                 self._changed_locked()
-            upscaler = self._upscaler(job.choice)
+            upscaler = self._upscalers.get(job.choice)
             with self._lock:
                 job.loading = False
                 self._changed_locked()
             upscaler.on_tile = on_tile
             try:
-                with tempfile.TemporaryDirectory(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-") as folder:
-                    source = Path(folder) / "in" / job.name
-                    target = Path(folder) / "out" / job.result_name
-                    source.parent.mkdir()
-                    source.write_bytes(job.data)
-                    try:
-                        with job_notes() as logged:
-                            width, height = upscale_file(upscaler, source, target)
-                    except SRFeatError as error:
-                        # Messages name the temporary file; the user knows it by its upload name.
-                        raise SRFeatError(str(error).replace(str(source), job.name)) from error
-                    result = target.read_bytes()
-                    notes = [
-                        note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged
-                    ]
+                result, width, height, notes = upscale_job(upscaler, job)
             finally:
                 upscaler.on_tile = None
             if job.cancel.is_set():
@@ -467,11 +439,23 @@ class JobQueue:
             self._fail(job, f"internal error ({type(error).__name__}: {error}); see the server's log")
             return
         with self._lock:
-            job.result, job.result_width, job.result_height = result, width, height
-            job.notes = notes
-            job.state = "done"
             if job.tiles_started is not None:
                 self._seconds_per_pixel = (time.monotonic() - job.tiles_started) / (job.width * job.height)
+            held = self._held_bytes_locked()
+            if held + len(result) <= self.max_held_bytes:
+                job.result, job.result_width, job.result_height = result, width, height
+                job.notes = notes
+                job.state = "done"
+        if job.state != "done":  # kept, it would have held later uploads out (503) past what the server may hold
+            larger = "start the server with a larger --max-held-mb"
+            alone = len(result) + len(job.data) > self.max_held_bytes  # no removing of other images makes room
+            self._fail(
+                job,
+                f"its result, {job.result_name} ({megabytes(len(result))}), would take what this server holds "
+                f"({megabytes(held)}) past its limit of {self.max_held_bytes / 2**20:g} MB (--max-held-mb); "
+                + (larger if alone else f"remove finished images from the page and upload it again, or {larger}"),
+            )
+            return
         logger.info("job %s: %s -> %s (%dx%d)", job.id, job.name, job.result_name, width, height)
 
     def _fail(self, job: Job, message: str) -> None:
@@ -484,14 +468,4 @@ class JobQueue:
         """Build the network for `choice` now (before serving: bad weights fail at start, not on
         the first upload, and the first upload does not wait for the build)."""
         with self._lock:
-            self._upscaler(choice)
-
-    def _upscaler(self, choice: ModelChoice) -> Upscaler:
-        if choice in self._upscalers:
-            self._upscalers.move_to_end(choice)
-            return self._upscalers[choice]
-        while len(self._upscalers) >= CACHED_UPSCALERS:
-            self._upscalers.popitem(last=False)
-        upscaler = self._make_upscaler(choice)
-        self._upscalers[choice] = upscaler
-        return upscaler
+            self._upscalers.get(choice)

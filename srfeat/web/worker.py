@@ -1,0 +1,151 @@
+"""What the web app's worker does with one job: upscale its upload through the files `srfeat upscale` uses.
+
+The queue (`srfeat.web.jobs`) decides which job runs; here are the upscalers it keeps built, the
+job's temporary folder (`upscale_file` works on files: the upload is written there, the result
+read back, the folder removed when the job ends) and the sweep of folders left by killed servers,
+and the warnings the upscale logged, kept as notes for the job's card.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from srfeat.errors import SRFeatError
+from srfeat.files import process_exists, unless_held, writing_temporary
+from srfeat.inference.image_files import upscale_file
+from srfeat.inference.upscaler import Upscaler
+from srfeat.web.job import Job, ModelChoice
+
+__all__ = ["CACHED_UPSCALERS", "TEMPORARY_PREFIX", "Upscalers", "job_notes", "remove_stale_temporaries", "upscale_job"]
+
+logger = logging.getLogger(__name__)
+
+# Two upscalers stay built (say `default` and `gan`, or two strengths): switching back and
+# forth between settings on one image then costs no reload.
+CACHED_UPSCALERS = 2
+# A job's folder is `srfeat-serve-PID-TOKEN` in the system's temporary folder, and it is the server's while
+# the server holds the lock of `.srfeat-serve-PID-TOKEN.PID.tmp` beside it (`files.writing_temporary`).
+TEMPORARY_PREFIX = "srfeat-serve-"
+
+
+def _locks_of(folder: Path) -> list[Path]:
+    return list(folder.parent.glob(f".{glob.escape(folder.name)}.*.tmp"))
+
+
+@contextmanager
+def job_folder() -> Iterator[Path]:
+    """A new, private folder for one job, removed after the block. It is this server's while its lock is
+    held: the lock is claimed before the folder is made and let go after it is removed, so a server
+    starting meanwhile (in another container too, where this process id means nothing) never takes it
+    for one left by a killed server."""
+    folder = Path(tempfile.gettempdir()) / f"{TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+    with writing_temporary(folder):
+        folder.mkdir(mode=0o700)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_temporaries() -> None:
+    """Remove temporary folders (and their locks) left by servers that were killed mid-job: those whose lock
+    no live process holds, whatever the process id in their name (a process of that id may be alive here,
+    or the folder's server alive in another container sharing the folder). Where there are no locks, a
+    folder whose process is gone is stale."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{TEMPORARY_PREFIX}*"):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        with ExitStack() as held:
+            states = [held.enter_context(unless_held(lock)) for lock in _locks_of(folder)]
+            if False in states:  # a live server's, or not ours to judge
+                continue
+            if None in states or not states:  # no locks here, or an older srfeat's folder: by its process id
+                pid = folder.name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
+                if not pid.isdigit() or process_exists(int(pid)):
+                    continue
+            logger.info("removing %s, left by a server that was stopped mid-job", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            for lock in _locks_of(folder):
+                lock.unlink(missing_ok=True)
+    # A lock alone: its server was killed after removing the folder, before letting the lock go.
+    for lock in root.glob(f".{TEMPORARY_PREFIX}*.tmp"):
+        name = lock.name[1:].split(".", 1)[0]
+        if not (root / name).exists():
+            with unless_held(lock) as free:
+                if free:
+                    lock.unlink(missing_ok=True)
+
+
+class Upscalers:
+    """The last `CACHED_UPSCALERS` upscalers built by `make(choice)`, the least recently used dropped first."""
+
+    def __init__(self, make: Callable[[ModelChoice], Upscaler]) -> None:
+        self._make = make
+        self._built: OrderedDict[ModelChoice, Upscaler] = OrderedDict()
+
+    def __contains__(self, choice: ModelChoice) -> bool:
+        return choice in self._built
+
+    def get(self, choice: ModelChoice) -> Upscaler:
+        if choice in self._built:
+            self._built.move_to_end(choice)
+            return self._built[choice]
+        while len(self._built) >= CACHED_UPSCALERS:
+            self._built.popitem(last=False)
+        upscaler = self._make(choice)
+        self._built[choice] = upscaler
+        return upscaler
+
+
+def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str]]:
+    """`job`'s upload upscaled as `srfeat upscale` writes it: (the result file's bytes, its width and
+    height, the notes for the card); errors name the upload, not the temporary file."""
+    with job_folder() as folder:
+        source = folder / "in" / job.name
+        target = folder / "out" / job.result_name
+        source.parent.mkdir()
+        source.write_bytes(job.data)
+        try:
+            with job_notes() as logged:
+                width, height = upscale_file(upscaler, source, target)
+        except SRFeatError as error:
+            # Messages name the temporary file; the user knows it by its upload name.
+            raise SRFeatError(str(error).replace(str(source), job.name)) from error
+        result = target.read_bytes()
+        notes = [note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged]
+    return result, width, height, notes
+
+
+class _ThreadWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.notes: list[str] = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:
+            self.notes.append(record.getMessage().replace("\n", " "))
+
+
+@contextmanager
+def job_notes() -> Iterator[list[str]]:
+    """The warnings srfeat logs in this thread within the block (what `srfeat upscale` prints for a
+    file: its alpha dropped for a JPEG name, 16 bits cut to 8, only the first frame read), as notes
+    for the job's card: the page showed such a result as if nothing had been lost."""
+    handler = _ThreadWarnings()
+    logging.getLogger("srfeat").addHandler(handler)
+    try:
+        yield handler.notes
+    finally:
+        logging.getLogger("srfeat").removeHandler(handler)
