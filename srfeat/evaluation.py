@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -360,9 +361,16 @@ def _mean_cell(row: DatasetScore, metric: str) -> str:
     return f"{text} ({count}/{row.images})" if count < row.images and not not_applicable else text
 
 
+def _one_line(name: str) -> str:
+    """A name with its newlines and other control characters (a file so named) written as Python writes them
+    (`\\n`, `\\x1b`): they broke a table's row in two, or coloured the terminal."""
+    return "".join(ascii(char)[1:-1] if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in name)
+
+
 def _text(name: str) -> str:
-    """A model, folder or image name as a table cell: a `|` in it (`a|b.safetensors`) escaped, not a column."""
-    return name.replace("|", "\\|")
+    """A model, folder or image name as a table cell, on one line (`_one_line`), and a `|` in it
+    (`a|b.safetensors`) escaped, not a column."""
+    return _one_line(name).replace("|", "\\|")
 
 
 def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
