@@ -242,6 +242,21 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def _warn_reduced(datasets: Sequence[tuple[str, BenchmarkDataset]]) -> None:
+    """One warning for the run that names the files whose transparency or bit depth the protocol left out:
+    it scores 8-bit RGB (the scores are those of the files saved so), which a user's own set did silently."""
+    parts = []
+    for what, said in (("alpha", "with transparency, alpha dropped"), ("depth", "of 16-bit or float, reduced to 8")):
+        names = [
+            f"{name}/{path.name}" for name, data in datasets for path, lost in data.reduced.items() if what in lost
+        ]
+        if names:
+            listed = ", ".join(map(_one_line, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{len(names)} image(s) {said} ({listed})")
+    if parts:
+        logger.warning("scored as 8-bit RGB, as the protocol reads every image: %s", "; ".join(parts))
+
+
 def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
     """The index of `figure_image` in the dataset, or 0 (its first image), said in a warning when asked for another."""
     if figure_image is None:
@@ -294,6 +309,7 @@ def evaluate(
             f", {len(dataset.skipped)} file(s) skipped" if dataset.skipped else "",
         )
         datasets.append((label, dataset))
+    _warn_reduced(datasets)
     figure_indices = {name: _figure_index(name, dataset, figure_image) for name, dataset in datasets}
     per_model: dict[tuple[str, str], list[ImageScore]] = {}
     figure_outputs: dict[str, dict[str, np.ndarray]] = {name: {} for name, _ in datasets}
