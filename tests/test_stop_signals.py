@@ -1,4 +1,4 @@
-"""Signals a command was started with ignored stay ignored.
+"""How training and the server meet a stop signal: where they say so, and which they leave ignored.
 
 sh starts a script's background job (`srfeat train ... &`) with SIGINT ignored, so that the Ctrl-C
 that stops the script, sent to the whole foreground group, leaves the job running; Python then sets
@@ -30,9 +30,10 @@ SIGINT_IGNORED = (
 )
 
 
-def start_with_sigint_ignored(*arguments: str) -> subprocess.Popen[str]:
+def start_srfeat(*arguments: str, sigint_ignored: bool = True) -> subprocess.Popen[str]:
+    wrapper = [sys.executable, "-c", SIGINT_IGNORED] if sigint_ignored else []
     return subprocess.Popen(
-        [sys.executable, "-c", SIGINT_IGNORED, sys.executable, "-m", "srfeat.cli", *arguments],
+        [*wrapper, sys.executable, "-m", "srfeat.cli", *arguments],
         cwd=REPO,
         env=CHILD_ENV,
         stdout=subprocess.PIPE,
@@ -41,14 +42,20 @@ def start_with_sigint_ignored(*arguments: str) -> subprocess.Popen[str]:
     )
 
 
-def test_training_started_with_sigint_ignored_goes_on_after_a_ctrl_c(tmp_path: Path) -> None:
-    train = write_image_folders(tmp_path / "images")[0]
-    out = tmp_path / "run"
-    values = tiny_values(train, None, out)
+def long_run_config(folder: Path, validation: bool = False) -> tuple[Path, Path]:
+    """A tiny config of 500 steps, none of them checkpointed, and its run folder."""
+    train, validation_folder = write_image_folders(folder / "images")
+    out = folder / "run"
+    values = tiny_values(train, validation_folder if validation else None, out)
     values["train"].update({"max_steps": 500, "checkpoint_every": 1000})
-    config = tmp_path / "run.yaml"
+    config = folder / "run.yaml"
     config.write_text(yaml.safe_dump(values))
-    child = start_with_sigint_ignored("train", str(config), "--no-progress")
+    return config, out
+
+
+def test_training_started_with_sigint_ignored_goes_on_after_a_ctrl_c(tmp_path: Path) -> None:
+    config, out = long_run_config(tmp_path)
+    child = start_srfeat("train", str(config), "--no-progress")
     try:
         wait_for_logged_steps(child, out, 3)
         child.send_signal(signal.SIGINT)
@@ -63,7 +70,7 @@ def test_training_started_with_sigint_ignored_goes_on_after_a_ctrl_c(tmp_path: P
 
 
 def test_a_server_started_with_sigint_ignored_serves_on_after_a_ctrl_c() -> None:
-    child = start_with_sigint_ignored("serve", "--no-browser", "--device", "cpu", "--port", "0")
+    child = start_srfeat("serve", "--no-browser", "--device", "cpu", "--port", "0")
     try:
         assert child.stdout is not None
         found = re.search(r"http://[\w.\[\]:]+/", child.stdout.readline())  # once it listens
@@ -81,3 +88,20 @@ def test_a_server_started_with_sigint_ignored_serves_on_after_a_ctrl_c() -> None
             child.kill()
     assert child.returncode == 0, stderr
     assert "stopped (SIGTERM)" in stderr and "SIGINT" not in stderr, stderr
+
+
+def test_with_the_progress_bar_a_ctrl_c_is_answered_on_stderr_not_in_the_redirected_stdout(tmp_path: Path) -> None:
+    # tqdm writes to stdout unless told: with the bar on, `srfeat train cfg > log` put "Ctrl-C: finishing this
+    # step..." and the validation lines in the log file, and the terminal said nothing to the Ctrl-C
+    config, out = long_run_config(tmp_path, validation=True)
+    child = start_srfeat("train", str(config), sigint_ignored=False)  # the progress bar on
+    try:
+        wait_for_logged_steps(child, out, 3)
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 128 + signal.SIGINT, stderr
+    assert stdout == "", stdout  # an interrupted run has no one-line result
+    assert "Ctrl-C: finishing this step" in stderr and "step 2: validation psnr" in stderr, stderr
