@@ -242,6 +242,23 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def _warn_subfolders(folder: Path) -> None:
+    """A warning naming a --data folder's subfolders, which are not searched: their images were left out
+    without a word (Set5/image_SRF_4/ beside Set5's own images)."""
+    try:
+        names = sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+    except OSError:  # not a folder, or unreadable: BenchmarkDataset says so in one line
+        return
+    if names and any(path.is_file() for path in folder.iterdir()):  # only subfolders: the error says so
+        shown = ", ".join(map(_one_line, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        logger.warning(
+            "%s: its subfolder(s) %s are not searched, only its own files: give a subfolder as a --data folder "
+            "to score its images",
+            _one_line(str(folder)),
+            shown,
+        )
+
+
 def _warn_reduced(datasets: Sequence[tuple[str, BenchmarkDataset]]) -> None:
     """One warning for the run that names the files whose transparency or bit depth the protocol left out:
     it scores 8-bit RGB (the scores are those of the files saved so), which a user's own set did silently."""
@@ -300,6 +317,7 @@ def evaluate(
     folder_paths = distinct_folders(folders, "--data", "evaluated once")
     datasets: list[tuple[str, BenchmarkDataset]] = []
     for label, folder in zip(dataset_labels(folder_paths), folder_paths, strict=True):
+        _warn_subfolders(folder)
         with single_threaded():
             dataset = BenchmarkDataset(folder, scale=scale)
         logger.info(

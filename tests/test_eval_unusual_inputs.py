@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from cli_helpers import srfeat_cli
+from cli_helpers import one_error_line, srfeat_cli
 from skimage import data as samples
 
 from srfeat.data.io import write_image, write_png
@@ -65,3 +65,19 @@ def test_transparency_and_deep_images_are_scored_as_8_bit_rgb_with_one_warning(t
     assert "7 image(s) with transparency" in warning and "mine/clear0.png" in warning and "and 2 more" in warning
     assert "1 image(s) of 16-bit" in warning and "mine/deep.png" in warning, warning
     assert "opaque" not in warning and "exact16" not in warning, warning
+
+
+def test_a_set_folders_subfolders_are_named_not_passed_over_in_silence(tmp_path: Path) -> None:
+    # Only a folder's own files are the set's images: a subfolder's (Set5/image_SRF_4/) were left out without
+    # a word, and a folder of subfolders alone was "no readable images", with nothing to say why
+    mixed, nested = tmp_path / "mixed", tmp_path / "nested"
+    write_png(mixed / "top.png", samples.astronaut()[:48, :48])
+    write_png(mixed / "inner" / "deep.png", samples.astronaut()[48:96, :48])
+    for name in ("image_SRF_2", "image_SRF_4"):
+        write_png(nested / name / "img_001.png", samples.astronaut()[:48, :48])
+    child = srfeat_cli("eval", "--model", "bicubic", "--data", mixed, "--metrics", "psnr")
+    assert child.returncode == 0 and "| bicubic | mixed | 1 |" in child.stdout, child.stderr
+    warnings = [line for line in child.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "subfolder(s) inner are not searched" in warnings[0], child.stderr
+    line = one_error_line(srfeat_cli("eval", "--model", "bicubic", "--data", nested, "--metrics", "psnr"))
+    assert f"{nested} holds no image files, only 2 subfolder(s) (not read)" in line, line

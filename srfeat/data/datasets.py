@@ -461,6 +461,8 @@ class BenchmarkDataset(Dataset[Sample]):
             used.append(path)
             if lost:
                 self.reduced[path] = lost
+        if not self.items and not self.skipped and len(self.folders) == 1:  # no file: empty, hidden or subfolders
+            raise SRFeatError(_holds_no_image(self.folders[0], 0, 0, 0, scale))
         if not self.items:
             raise SRFeatError(f"no readable images in {', '.join(map(str, self.folders))}")
         # Images are named by stem (`baby`), but `baby.png` beside `baby.bmp` would give two rows of one
