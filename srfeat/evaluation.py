@@ -281,7 +281,8 @@ def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None
     if figure_image in dataset.names:
         return dataset.names.index(figure_image)
     logger.warning(
-        "--figure-image %s is not in %s: its first image, %s, is shown", figure_image, name, dataset.names[0]
+        "--figure-image %s is not in %s: its first image, %s, is shown",
+        *map(_one_line, (figure_image, name, dataset.names[0])),
     )
     return 0
 
@@ -322,7 +323,7 @@ def evaluate(
             dataset = BenchmarkDataset(folder, scale=scale)
         logger.info(
             "%s: %d image(s)%s",
-            label,
+            _one_line(label),
             len(dataset),
             f", {len(dataset.skipped)} file(s) skipped" if dataset.skipped else "",
         )
@@ -341,7 +342,9 @@ def evaluate(
                 _, image_name, hr, lr = dataset.items[index]
                 sr = None if upscaler is None else upscaler(lr)
                 with single_threaded():
-                    scores = score_image(sr, hr, metrics, scale, test_y_channel, name=f"{name}/{image_name} ({label})")
+                    scores = score_image(
+                        sr, hr, metrics, scale, test_y_channel, name=_one_line(f"{name}/{image_name} ({label})")
+                    )
                 rows.append(ImageScore(label, name, image_name, scores))
                 if keep_figure_samples and index == figure_indices[name]:
                     if sr is not None:
@@ -365,7 +368,9 @@ def evaluate(
                     bicubic = bicubic_upscale(lr, scale)
                 outputs = {BICUBIC: bicubic, **outputs}
                 image_scores = {
-                    BICUBIC: score_image(bicubic, hr, REFERENCE_METRICS, scale, test_y_channel, name=image_name),
+                    BICUBIC: score_image(
+                        bicubic, hr, REFERENCE_METRICS, scale, test_y_channel, name=_one_line(image_name)
+                    ),
                     **image_scores,
                 }
             samples.append(FigureSample(name, image_name, hr, outputs, image_scores))

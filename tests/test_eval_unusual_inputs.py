@@ -17,24 +17,28 @@ def per_image_psnr(json_path: Path) -> dict[str, float]:
 
 
 def test_a_newline_or_control_character_in_a_name_keeps_each_row_one_line(tmp_path: Path) -> None:
-    # A file named `a<newline>b.png` broke its row of the per-image table in two, and an escape character
-    # in a name coloured the terminal; the folder's name is a cell of every row
+    # A file named `a<newline>b.png` broke its row of the per-image table in two (and its log lines), and an
+    # escape character in a name coloured the terminal; the folder's name is a cell of every row
     folder = tmp_path / "my\nset"
     write_png(folder / "a\nb.png", samples.astronaut()[:40, :44])
     write_png(folder / "c\x1b[31md\te.png", samples.astronaut()[40:80, :44])
+    write_png(folder / "t\ni.png", samples.astronaut()[:4, :4])  # no PSNR once shaved: a warning names it
     json_path = tmp_path / "r.json"
     args = ("--data", folder, "--metrics", "psnr", "--per-image", "--json", json_path)
     child = srfeat_cli("eval", "--model", "bicubic", *args)
     assert child.returncode == 0, child.stderr
     lines = child.stdout.splitlines()
-    assert len(lines) == 8 and all(line.startswith("|") and line.endswith("|") for line in lines if line), lines
-    assert lines[2].startswith("| bicubic | my\\nset | 2 | "), lines
+    assert len(lines) == 9 and all(line.startswith("|") and line.endswith("|") for line in lines if line), lines
+    assert lines[2].startswith("| bicubic | my\\nset | 3 | ") and lines[2].endswith(" (2/3) |"), lines
     assert [line.split(" | ")[:3] for line in lines[6:]] == [
         ["| my\\nset", "a\\nb", "bicubic"],
         ["| my\\nset", "c\\x1b[31md\\te", "bicubic"],
+        ["| my\\nset", "t\\ni", "bicubic"],
     ]
-    assert "\x1b" not in child.stdout
-    assert sorted(per_image_psnr(json_path)) == ["a\nb", "c\x1b[31md\te"]  # the JSON keeps the names as they are
+    assert "\x1b" not in child.stdout + child.stderr
+    assert all(line.startswith(("INFO: ", "WARNING: ")) for line in child.stderr.splitlines()), child.stderr
+    assert "PSNR left out for my\\nset/t\\ni (bicubic)" in child.stderr, child.stderr
+    assert sorted(per_image_psnr(json_path)) == ["a\nb", "c\x1b[31md\te", "t\ni"]  # the JSON keeps the names
 
 
 def test_transparency_and_deep_images_are_scored_as_8_bit_rgb_with_one_warning(tmp_path: Path) -> None:
