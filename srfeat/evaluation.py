@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -241,6 +242,38 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def _warn_subfolders(folder: Path) -> None:
+    """A warning naming a --data folder's subfolders, which are not searched: their images were left out
+    without a word (Set5/image_SRF_4/ beside Set5's own images)."""
+    try:
+        names = sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+    except OSError:  # not a folder, or unreadable: BenchmarkDataset says so in one line
+        return
+    if names and any(path.is_file() for path in folder.iterdir()):  # only subfolders: the error says so
+        shown = ", ".join(map(_one_line, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        logger.warning(
+            "%s: its subfolder(s) %s are not searched, only its own files: give a subfolder as a --data folder "
+            "to score its images",
+            _one_line(str(folder)),
+            shown,
+        )
+
+
+def _warn_reduced(datasets: Sequence[tuple[str, BenchmarkDataset]]) -> None:
+    """One warning for the run that names the files whose transparency or bit depth the protocol left out:
+    it scores 8-bit RGB (the scores are those of the files saved so), which a user's own set did silently."""
+    parts = []
+    for what, said in (("alpha", "with transparency, alpha dropped"), ("depth", "of 16-bit or float, reduced to 8")):
+        names = [
+            f"{name}/{path.name}" for name, data in datasets for path, lost in data.reduced.items() if what in lost
+        ]
+        if names:
+            listed = ", ".join(map(_one_line, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{len(names)} image(s) {said} ({listed})")
+    if parts:
+        logger.warning("scored as 8-bit RGB, as the protocol reads every image: %s", "; ".join(parts))
+
+
 def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
     """The index of `figure_image` in the dataset, or 0 (its first image), said in a warning when asked for another."""
     if figure_image is None:
@@ -248,7 +281,8 @@ def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None
     if figure_image in dataset.names:
         return dataset.names.index(figure_image)
     logger.warning(
-        "--figure-image %s is not in %s: its first image, %s, is shown", figure_image, name, dataset.names[0]
+        "--figure-image %s is not in %s: its first image, %s, is shown",
+        *map(_one_line, (figure_image, name, dataset.names[0])),
     )
     return 0
 
@@ -284,15 +318,17 @@ def evaluate(
     folder_paths = distinct_folders(folders, "--data", "evaluated once")
     datasets: list[tuple[str, BenchmarkDataset]] = []
     for label, folder in zip(dataset_labels(folder_paths), folder_paths, strict=True):
+        _warn_subfolders(folder)
         with single_threaded():
             dataset = BenchmarkDataset(folder, scale=scale)
         logger.info(
             "%s: %d image(s)%s",
-            label,
+            _one_line(label),
             len(dataset),
             f", {len(dataset.skipped)} file(s) skipped" if dataset.skipped else "",
         )
         datasets.append((label, dataset))
+    _warn_reduced(datasets)
     figure_indices = {name: _figure_index(name, dataset, figure_image) for name, dataset in datasets}
     per_model: dict[tuple[str, str], list[ImageScore]] = {}
     figure_outputs: dict[str, dict[str, np.ndarray]] = {name: {} for name, _ in datasets}
@@ -306,7 +342,9 @@ def evaluate(
                 _, image_name, hr, lr = dataset.items[index]
                 sr = None if upscaler is None else upscaler(lr)
                 with single_threaded():
-                    scores = score_image(sr, hr, metrics, scale, test_y_channel, name=f"{name}/{image_name} ({label})")
+                    scores = score_image(
+                        sr, hr, metrics, scale, test_y_channel, name=_one_line(f"{name}/{image_name} ({label})")
+                    )
                 rows.append(ImageScore(label, name, image_name, scores))
                 if keep_figure_samples and index == figure_indices[name]:
                     if sr is not None:
@@ -330,7 +368,9 @@ def evaluate(
                     bicubic = bicubic_upscale(lr, scale)
                 outputs = {BICUBIC: bicubic, **outputs}
                 image_scores = {
-                    BICUBIC: score_image(bicubic, hr, REFERENCE_METRICS, scale, test_y_channel, name=image_name),
+                    BICUBIC: score_image(
+                        bicubic, hr, REFERENCE_METRICS, scale, test_y_channel, name=_one_line(image_name)
+                    ),
                     **image_scores,
                 }
             samples.append(FigureSample(name, image_name, hr, outputs, image_scores))
@@ -360,9 +400,16 @@ def _mean_cell(row: DatasetScore, metric: str) -> str:
     return f"{text} ({count}/{row.images})" if count < row.images and not not_applicable else text
 
 
+def _one_line(name: str) -> str:
+    """A name with its newlines and other control characters (a file so named) written as Python writes them
+    (`\\n`, `\\x1b`): they broke a table's row in two, or coloured the terminal."""
+    return "".join(ascii(char)[1:-1] if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in name)
+
+
 def _text(name: str) -> str:
-    """A model, folder or image name as a table cell: a `|` in it (`a|b.safetensors`) escaped, not a column."""
-    return name.replace("|", "\\|")
+    """A model, folder or image name as a table cell, on one line (`_one_line`), and a `|` in it
+    (`a|b.safetensors`) escaped, not a column."""
+    return _one_line(name).replace("|", "\\|")
 
 
 def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:

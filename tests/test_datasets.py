@@ -288,7 +288,8 @@ def test_benchmark_dataset_decodes_only_the_images_a_limit_keeps(
 
     add_bad_files(photo_folder)  # truncated.png sorts after tiny.png; notes.txt is not listed
     decoded: list[str] = []
-    monkeypatch.setattr(datasets, "read_image", lambda path: decoded.append(path.name) or read_image(path))
+    reader = datasets.read_image_noting_losses
+    monkeypatch.setattr(datasets, "read_image_noting_losses", lambda path: decoded.append(path.name) or reader(path))
     dataset = BenchmarkDataset(photo_folder, scale=4, limit=2)
     assert dataset.names == ["chelsea", "coffee"] and decoded == ["chelsea.png", "coffee.png"]
 

@@ -200,7 +200,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
 
     from srfeat.inference import Upscaler
     from srfeat.inference.upscaler import resolve_device
-    from srfeat.training.interrupt import HANGUP, ignore_further_hangups, stop_signals
+    from srfeat.training.interrupt import HANGUP, STOP_SIGNALS, ignore_further_hangups, stop_signals
     from srfeat.web.jobs import JobQueue, ModelChoice, remove_stale_temporaries
 
     device = resolve_device(args.device)
@@ -243,10 +243,14 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         device=str(device),
     )
 
+    left_ignored = set(STOP_SIGNALS) - set(stop_signals())
+
     class Server(uvicorn.Server):
         stop_signal: int | None = None
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if sig in left_ignored:  # SIGINT ignored when srfeat started (a script's `srfeat serve &`): uvicorn
+                return  # sets this handler for it all the same, which stopped the server the script left running
             if sig == HANGUP:
                 ignore_further_hangups()
             self.stop_signal = self.stop_signal or sig
@@ -255,7 +259,8 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
 
     server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
     # Ctrl+C and SIGTERM (systemd, `docker stop`) are how a server is stopped, and so is SIGHUP (its
-    # terminal closed) unless it is ignored (`nohup`: the server goes on). uvicorn shuts down
+    # terminal closed) unless it is ignored (`nohup`: the server goes on), and Ctrl+C too (ignored in a
+    # script's background job, which the Ctrl-C that stops the script leaves running). uvicorn shuts down
     # gracefully, then raises the signal again under the handlers it found, which made a clean stop
     # "ERROR: terminated" (exit 143) or "ERROR: interrupted". It finds this one: a signal before
     # uvicorn listens stops it as it starts, and one raised again after the shutdown is no error.

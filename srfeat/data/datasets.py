@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from srfeat.data.io import PathLike, image_size, list_images, read_image
+from srfeat.data.io import PathLike, image_size, list_images, read_image, read_image_noting_losses
 from srfeat.data.resize import imresize, imresize_np
 from srfeat.errors import ImageReadError, SRFeatError
 from srfeat.hardware import host_available_memory
@@ -413,7 +413,7 @@ class BenchmarkDataset(Dataset[Sample]):
     half the available memory is refused from the file headers, before any is decoded. `limit`
     keeps the first that many readable images (training validation's `max_images`). Besides the
     float tensors, items carry the exact uint8 arrays as `hr_uint8` / `lr_uint8` (HxWx3 numpy),
-    which the metrics need.
+    which the metrics need; `reduced` names the files of which 8-bit RGB lost "alpha" or "depth".
     """
 
     def __init__(self, folders: PathLike | Sequence[PathLike], scale: int = 4, limit: int | None = None) -> None:
@@ -421,6 +421,7 @@ class BenchmarkDataset(Dataset[Sample]):
         self.folders = _as_folders(folders)
         self.items: list[tuple[str, str, np.ndarray, np.ndarray]] = []
         self.skipped: list[Path] = []
+        self.reduced: dict[Path, list[str]] = {}  # what 8-bit RGB lost of each file used: "alpha", "depth"
         candidates: list[tuple[Path, Path]] = []  # (folder, image), headers read
         decoded_bytes = 0
         for folder in self.folders:
@@ -446,7 +447,8 @@ class BenchmarkDataset(Dataset[Sample]):
             if limit is not None and len(self.items) >= limit:
                 break
             try:
-                hr = mod_crop(read_image(path), scale)
+                image, lost = read_image_noting_losses(path)
+                hr = mod_crop(image, scale)
             except ImageReadError as error:
                 logger.warning("%s", error)
                 self.skipped.append(path)
@@ -457,6 +459,10 @@ class BenchmarkDataset(Dataset[Sample]):
                 continue
             self.items.append((folder.name, path.stem, hr, bicubic_downscale(hr, scale)))
             used.append(path)
+            if lost:
+                self.reduced[path] = lost
+        if not self.items and not self.skipped and len(self.folders) == 1:  # no file: empty, hidden or subfolders
+            raise SRFeatError(_holds_no_image(self.folders[0], 0, 0, 0, scale))
         if not self.items:
             raise SRFeatError(f"no readable images in {', '.join(map(str, self.folders))}")
         # Images are named by stem (`baby`), but `baby.png` beside `baby.bmp` would give two rows of one

@@ -338,6 +338,17 @@ def read_image(path: PathLike) -> np.ndarray:
     return to_rgb_uint8(read_raw_image(path).array)
 
 
+def read_image_noting_losses(path: PathLike) -> tuple[np.ndarray, list[str]]:
+    """`read_image`, and what it lost of the file, for callers that say so (`srfeat eval`, whose protocol
+    scores 8-bit RGB): "alpha" (a pixel not opaque), "depth" (16-bit values 8 bits do not hold; float)."""
+    raw = read_raw_image(path)
+    array, colours, floating = raw.array, raw.channels - raw.has_alpha, np.issubdtype(raw.array.dtype, np.floating)
+    opaque = 1.0 if floating else np.iinfo(array.dtype).max
+    alpha = ["alpha"] if raw.has_alpha and bool((array[..., -1] != opaque).any()) else []
+    depth = ["depth"] if floating or (array.dtype == np.uint16 and (array[..., :colours] % 257).any()) else []
+    return to_rgb_uint8(array), alpha + depth
+
+
 def write_png(path: PathLike, array: np.ndarray, compress_level: int = 6) -> None:
     """Write an HxW or HxWxC (C = 1, 3, 4) uint8 array as PNG, creating the folder."""
     path = Path(path)

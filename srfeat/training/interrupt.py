@@ -6,7 +6,9 @@ preempts jobs with SIGTERM (SLURM, Kubernetes) lost them every time. Now the fir
 SIGTERM only asks the loop to stop: it finishes the step in flight, saves a checkpoint as at
 the end of a run, and raises `TrainingInterrupted`; `--resume` continues from exactly there.
 SIGHUP (the terminal closed, the SSH session dropped) does the same unless it is ignored, as under
-`nohup`: that run goes on. A hangup stops once: SIGHUP is ignored from the first on
+`nohup`: that run goes on; so does SIGINT, ignored in a script's background job (`srfeat train ... &`
+in sh), so that the Ctrl-C that stops the script leaves the job running, as Python itself leaves it.
+A hangup stops once: SIGHUP is ignored from the first on
 (`ignore_further_hangups`), and a second is no request to stop at once.
 
 In a single process a second signal does what it did before (KeyboardInterrupt; the CLI's
@@ -42,15 +44,20 @@ __all__ = [
     "stop_signals",
 ]
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # and SIGHUP unless ignored: `stop_signals()`
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGINT unless ignored, and SIGHUP: `stop_signals()`
 HANGUP: int | None = getattr(signal, "SIGHUP", None)  # none on Windows
 
 
 def stop_signals() -> list[int]:
-    """The signals that stop a training run or a server: SIGINT, SIGTERM, and SIGHUP unless it is
-    ignored now (`nohup`: the run goes on)."""
-    hangup = [HANGUP] if HANGUP is not None and signal.getsignal(HANGUP) != signal.SIG_IGN else []
-    return [*STOP_SIGNALS, *hangup]
+    """The signals that stop a training run or a server: SIGTERM, and SIGINT and SIGHUP unless they
+    are ignored now: `nohup` ignores SIGHUP, and sh starts a script's background job (`srfeat train
+    ... &`) with SIGINT ignored, so that the Ctrl-C that stops the script leaves the job running (as
+    Python does, which sets no KeyboardInterrupt handler then). Such a run goes on."""
+    return [
+        number
+        for number in (*STOP_SIGNALS, HANGUP)
+        if number is not None and (number == signal.SIGTERM or signal.getsignal(number) != signal.SIG_IGN)
+    ]
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import shlex
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -342,11 +343,13 @@ class TrainingLoop:
         state.logged_at = time.monotonic()  # the next log's steps per second count training, not this pause
 
     def _say(self, message: str) -> None:
-        """A line for the user (from rank 0): above the progress bar when there is one, else logged."""
+        """A line for the user (from rank 0): above the progress bar when there is one, else logged; on
+        standard error either way (tqdm writes to stdout unless told: under `srfeat train ... > log` a Ctrl-C's
+        "finishing this step" went to the file, not the terminal, and stdout is for the run's one-line result)."""
         if not self.context.is_main:
             return
         if self.bar is not None:
-            self.bar.write(message)
+            self.bar.write(message, file=sys.stderr)
         else:
             logger.info("%s", message)
 

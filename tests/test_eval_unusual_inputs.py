@@ -1,0 +1,87 @@
+"""`srfeat eval` on a user's own folder: odd names, transparency and deep images, odd sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from cli_helpers import one_error_line, srfeat_cli
+from skimage import data as samples
+
+from srfeat.data.io import write_image, write_png
+
+
+def per_image_psnr(json_path: Path) -> dict[str, float]:
+    return {entry["image"]: entry["psnr"] for entry in json.loads(json_path.read_text())[0]["per_image"]}
+
+
+def test_a_newline_or_control_character_in_a_name_keeps_each_row_one_line(tmp_path: Path) -> None:
+    # A file named `a<newline>b.png` broke its row of the per-image table in two (and its log lines), and an
+    # escape character in a name coloured the terminal; the folder's name is a cell of every row
+    folder = tmp_path / "my\nset"
+    write_png(folder / "a\nb.png", samples.astronaut()[:40, :44])
+    write_png(folder / "c\x1b[31md\te.png", samples.astronaut()[40:80, :44])
+    write_png(folder / "t\ni.png", samples.astronaut()[:4, :4])  # no PSNR once shaved: a warning names it
+    json_path = tmp_path / "r.json"
+    args = ("--data", folder, "--metrics", "psnr", "--per-image", "--json", json_path)
+    child = srfeat_cli("eval", "--model", "bicubic", *args)
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    assert len(lines) == 9 and all(line.startswith("|") and line.endswith("|") for line in lines if line), lines
+    assert lines[2].startswith("| bicubic | my\\nset | 3 | ") and lines[2].endswith(" (2/3) |"), lines
+    assert [line.split(" | ")[:3] for line in lines[6:]] == [
+        ["| my\\nset", "a\\nb", "bicubic"],
+        ["| my\\nset", "c\\x1b[31md\\te", "bicubic"],
+        ["| my\\nset", "t\\ni", "bicubic"],
+    ]
+    assert "\x1b" not in child.stdout + child.stderr
+    assert all(line.startswith(("INFO: ", "WARNING: ")) for line in child.stderr.splitlines()), child.stderr
+    assert "PSNR left out for my\\nset/t\\ni (bicubic)" in child.stderr, child.stderr
+    assert sorted(per_image_psnr(json_path)) == ["a\nb", "c\x1b[31md\te", "t\ni"]  # the JSON keeps the names
+
+
+def test_transparency_and_deep_images_are_scored_as_8_bit_rgb_with_one_warning(tmp_path: Path) -> None:
+    # The protocol scores 8-bit RGB: alpha dropped, 16 bits reduced to 8, which a user's own set got silently.
+    # One warning for the run names the files (a few, and a count), not those of which nothing was lost.
+    photo = samples.astronaut()[:64, :64]
+    alpha = np.full(photo.shape[:2], 255, np.uint8)
+    alpha[:8] = 0
+    folder, flat = tmp_path / "mine", tmp_path / "flat"
+    write_png(folder / "opaque.png", np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)]))
+    write_image(folder / "exact16.png", photo.astype(np.uint16) * 257)  # 8 bits hold it all
+    write_image(folder / "deep.png", photo.astype(np.uint16) * 257 + np.uint16(100))  # rounds to `photo`
+    for index in range(7):
+        write_png(folder / f"clear{index}.png", np.dstack([photo, alpha]))
+    for path in folder.iterdir():
+        write_png(flat / path.name, photo)
+    results = {}
+    for name in (folder, flat):
+        json_path = tmp_path / f"{name.name}.json"
+        args = ("--data", name, "--metrics", "psnr", "--per-image", "--json", json_path)
+        child = srfeat_cli("eval", "--model", "bicubic", *args)
+        assert child.returncode == 0, child.stderr
+        results[name.name] = (per_image_psnr(json_path), [line for line in child.stderr.splitlines() if "WARN" in line])
+    assert results["mine"][0] == results["flat"][0]  # the scores are those of the 8-bit RGB files
+    assert results["flat"][1] == []
+    assert len(results["mine"][1]) == 1, results["mine"][1]
+    warning = results["mine"][1][0]
+    assert "7 image(s) with transparency" in warning and "mine/clear0.png" in warning and "and 2 more" in warning
+    assert "1 image(s) of 16-bit" in warning and "mine/deep.png" in warning, warning
+    assert "opaque" not in warning and "exact16" not in warning, warning
+
+
+def test_a_set_folders_subfolders_are_named_not_passed_over_in_silence(tmp_path: Path) -> None:
+    # Only a folder's own files are the set's images: a subfolder's (Set5/image_SRF_4/) were left out without
+    # a word, and a folder of subfolders alone was "no readable images", with nothing to say why
+    mixed, nested = tmp_path / "mixed", tmp_path / "nested"
+    write_png(mixed / "top.png", samples.astronaut()[:48, :48])
+    write_png(mixed / "inner" / "deep.png", samples.astronaut()[48:96, :48])
+    for name in ("image_SRF_2", "image_SRF_4"):
+        write_png(nested / name / "img_001.png", samples.astronaut()[:48, :48])
+    child = srfeat_cli("eval", "--model", "bicubic", "--data", mixed, "--metrics", "psnr")
+    assert child.returncode == 0 and "| bicubic | mixed | 1 |" in child.stdout, child.stderr
+    warnings = [line for line in child.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "subfolder(s) inner are not searched" in warnings[0], child.stderr
+    line = one_error_line(srfeat_cli("eval", "--model", "bicubic", "--data", nested, "--metrics", "psnr"))
+    assert f"{nested} holds no image files, only 2 subfolder(s) (not read)" in line, line
