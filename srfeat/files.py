@@ -119,7 +119,7 @@ def process_exists(pid: int) -> bool:
     return True
 
 
-def _lock(descriptor: int, wait: bool) -> bool | None:
+def lock_exclusive(descriptor: int, wait: bool) -> bool | None:
     """An exclusive flock on an open file: True once taken, False where a live process holds it (not
     `wait`), None where there are no locks (Windows, some network file systems)."""
     try:
@@ -161,7 +161,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         except OSError:  # gone already, or not ours to read
             continue
         try:
-            if _lock(descriptor, wait=False) is not False:  # no live writer holds it
+            if lock_exclusive(descriptor, wait=False) is not False:  # no live writer holds it
                 sibling.unlink(missing_ok=True)
                 removed.append(sibling)
         finally:
@@ -182,7 +182,7 @@ def _claim(temporary: Path, path: Path) -> int | None:
                 f"{path} is being written by another process right now ({temporary.name} is in use, in another "
                 "PID namespace: another container?); wait for it to end, or choose another name"
             ) from None
-        if _lock(descriptor, wait=True) is None:
+        if lock_exclusive(descriptor, wait=True) is None:
             os.close(descriptor)
             return None
         try:

@@ -37,12 +37,13 @@ from srfeat.data.io import PathLike, image_size, list_images, read_image, write_
 from srfeat.data.resize import imresize_np
 from srfeat.data.staging import (
     PATCH_FOLDERS,
-    discard,
-    live_run,
+    close_inherited_locks,
+    live_folders,
     locked,
     remove_stale_staging,
-    staging_folders,
+    staged,
     swap_in,
+    writing_now,
 )
 from srfeat.errors import ImageReadError, SRFeatError
 from srfeat.files import name_max, unwritable_folder
@@ -163,6 +164,7 @@ def _single_threaded_worker() -> None:
     # Ctrl-C reaches the whole process group: the main process stops the workers (`_stop_workers`);
     # a worker's own KeyboardInterrupt was handed back as its image's result, and it went on to the next.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    close_inherited_locks()  # nor may a worker outliving a killed run keep its staging folders
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -203,12 +205,9 @@ def _check_output(out: Path, folders: list[Path], overwrite: bool) -> None:
     unwritable = unwritable_folder(out)
     if unwritable:
         raise SRFeatError(f"output folder {out}: {unwritable}: choose another OUT")
-    live = sorted(entry.name for entry in out.iterdir() if live_run(entry.name)) if out.is_dir() else []
+    live = live_folders(out)
     if live:  # hidden folders of a live run: "not empty" sent the user looking for nothing
-        raise SRFeatError(
-            f"another srfeat prepare is writing into {out} right now ({live[0]}): wait for it to end, or choose "
-            "another OUT"
-        )
+        raise SRFeatError(writing_now(out, live[0]))
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SRFeatError(
             f"output folder {out} is not empty: "
@@ -312,31 +311,36 @@ def prepare_patches(
     # Patches go to hidden folders first and replace OUT/HR and OUT/LR only once all are written,
     # so a run that fails or is stopped leaves an earlier run's patches (--overwrite) as they were.
     created_out = not out.exists()
-    staging = staging_folders(out)
     try:
-        for folder in staging.values():
-            folder.mkdir(parents=True, exist_ok=True)
-        outcomes = _prepare_all(paths, staging, hr_patch_size, scale, seed, min(workers, len(paths)), progress, half)
-        _report_skipped(outcomes, hr_patch_size)
-        if not any(outcome.written for outcome in outcomes):
-            raise SRFeatError(
-                f"no patches written: every source image was unreadable or smaller than {hr_patch_size} px"
-                + (f"; {out} is as it was" if not created_out else "")
-            )
-        with locked(out):  # another run into OUT swaps before or after this one, never between its moves
-            swap_in(out, staging, overwrite)
+        with staged(out) as staging:  # removed at its end unless swapped in
+            workers = min(workers, len(paths))
+            outcomes = _prepare_all(paths, staging, hr_patch_size, scale, seed, workers, progress, half)
+            _report_skipped(outcomes, hr_patch_size)
+            if not any(outcome.written for outcome in outcomes):
+                raise SRFeatError(
+                    f"no patches written: every source image was unreadable or smaller than {hr_patch_size} px"
+                    + (f"; {out} is as it was" if not created_out else "")
+                )
+            with locked(out):  # another run into OUT swaps before or after this one, never between its moves
+                swap_in(out, staging, overwrite)
     except OSError as error:
-        discard(out, staging, created_out)
+        _remove_made_out(out, created_out)
         if isinstance(error, SRFeatError):  # an image that cannot be read is a warning: not this
             raise
         kept = f"{out} is as it was" if not created_out else f"no {out} was left"
         raise SRFeatError(f"could not write the patches in {out}: {error.strerror or error}; {kept}") from error
     except BaseException:
-        discard(out, staging, created_out)
+        _remove_made_out(out, created_out)
         raise
     written = sum(outcome.written for outcome in outcomes)
     logger.info("wrote %d HR/LR pairs from %d image(s) to %s", written, sum(1 for o in outcomes if o.written), out)
     return outcomes
+
+
+def _remove_made_out(out: Path, created_out: bool) -> None:
+    """A failed or interrupted run leaves no OUT it made (its staging folders are gone already)."""
+    if created_out and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def _prepare_all(

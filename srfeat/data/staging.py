@@ -4,6 +4,13 @@ and OUT/LR once all are written, and those of a run that was killed are removed 
 A run stages its patches in `.HR.partial-PID` and `.LR.partial-PID`; the swap moves OUT/HR and OUT/LR
 aside (`.HR.old-PID`, `.LR.old-PID`), moves the staged folders in, and only then removes the old ones,
 so that OUT/HR and OUT/LR are always one run's.
+
+A run holds a lock (flock) on each of its staging folders while it lives, and the next run removes
+only folders that no process holds: a process id says nothing across PID namespaces, where two
+containers writing into one shared OUT may both be process 1, or see no process of the other's id
+(each removed the other's patches as it cut them). Where there are no locks (Windows, some network
+file systems) the process id in the name is all there is to go on. Swaps, and the removal of the
+folders of killed runs, take a lock on OUT itself, so that one never sees another half done.
 """
 
 from __future__ import annotations
@@ -13,20 +20,101 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from srfeat.errors import SRFeatError
-from srfeat.files import process_exists
+from srfeat.files import lock_exclusive, process_exists
 
 logger = logging.getLogger(__name__)
 
 PATCH_FOLDERS = ("HR", "LR")
+# What a run leaves in OUT when it is killed (kill -9, out of memory) before it can clean up.
+_LEFT_BY_A_RUN = re.compile(r"\.(HR|LR)\.(partial|old)-(\d+)")
+# The descriptors of the staging locks this process holds. A forked worker inherits them, and a flock lasts while
+# any copy is open: a worker that outlived its run (the run killed) would keep its folders locked for good.
+_held: list[int] = []
 
 
-def staging_folders(out: Path) -> dict[str, Path]:
-    """Hidden folders in OUT that receive this run's patches until all are written."""
-    return {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
+def _open_folder(path: Path) -> int | None:
+    """A descriptor of the folder `path` (a link to one: its target), or None where it cannot be opened (gone, a
+    broken link; Windows, which opens no folder)."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+
+
+def writing_now(out: Path, name: str) -> str:
+    return f"another srfeat prepare is writing into {out} right now ({name}): wait for it to end, or choose another OUT"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _claim(folder: Path, out: Path) -> tuple[int | None, tuple[int, int] | None]:
+    """Make the staging folder `folder` (never take one that is there: another run's, whatever its process id)
+    and lock it: the descriptor that holds the lock (None where there are no locks), and the folder's identity."""
+    for _ in range(3):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            raise SRFeatError(writing_now(out, folder.name)) from None
+        descriptor = _open_folder(folder)
+        if descriptor is None:  # removed at once, by a run that took it for a killed run's
+            continue
+        taken = lock_exclusive(descriptor, wait=True)
+        status = os.fstat(descriptor)
+        if _identity(folder) == (status.st_dev, status.st_ino):  # not removed between its making and its lock
+            if taken is None:
+                os.close(descriptor)
+                return None, (status.st_dev, status.st_ino)
+            _held.append(descriptor)
+            return descriptor, (status.st_dev, status.st_ino)
+        os.close(descriptor)
+    raise SRFeatError(f"{folder} kept being removed by another process while this run made it; run again")
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[dict[str, Path]]:
+    """This run's staging folders in OUT (made, with OUT if need be), locked while the block runs; those still
+    there at its end (the run failed or was stopped) are removed, still locked."""
+    out.mkdir(parents=True, exist_ok=True)
+    folders = {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
+    made: list[tuple[Path, tuple[int, int] | None]] = []
+    with ExitStack() as held:
+        try:
+            for folder in folders.values():
+                descriptor, identity = _claim(folder, out)
+                made.append((folder, identity))
+                if descriptor is not None:
+                    held.callback(_release, descriptor)
+            yield folders
+        finally:  # by identity: once swapped in, the name may be another run's (of this id, in another container)
+            for folder, identity in made:
+                if _identity(folder) == identity:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _release(descriptor: int) -> None:
+    _held.remove(descriptor)
+    os.close(descriptor)  # releases the lock
+
+
+def close_inherited_locks() -> None:
+    """In a forked worker: close its copies of the staging locks (never unlock them: that would release the
+    parent's lock too), so that a worker outliving a killed run does not keep its folders for good."""
+    for descriptor in _held:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass  # not inherited (a spawned worker)
+    _held.clear()
 
 
 def remove_retired(path: Path) -> None:
@@ -41,50 +129,67 @@ def remove_retired(path: Path) -> None:
         logger.warning("could not remove the earlier patches moved to %s (%s): delete it yourself", path, error)
 
 
-# What a run leaves in OUT when it is killed (kill -9, out of memory) before it can clean up.
-_LEFT_BY_A_RUN = re.compile(r"\.(HR|LR)\.(partial|old)-(\d+)")
+def _abandoned(entry: Path, pid: int) -> tuple[bool, int | None]:
+    """Whether no live run holds the hidden folder `entry` (of process `pid`), and the descriptor that now
+    holds its lock (None: none taken). Where it cannot be locked (no flock here, a broken link) its process
+    id decides: abandoned when no process of it runs, or it is this one's (an earlier process's)."""
+    descriptor = _open_folder(entry)
+    taken = None if descriptor is None else lock_exclusive(descriptor, wait=False)
+    if taken:
+        return True, descriptor
+    if descriptor is not None:
+        os.close(descriptor)
+    return (False if taken is False else pid == os.getpid() or not process_exists(pid)), None
 
 
-def live_run(name: str) -> bool:
-    """Whether `name` is a hidden folder of a run that is still going (another `srfeat prepare`)."""
-    match = _LEFT_BY_A_RUN.fullmatch(name)
-    return match is not None and int(match.group(3)) != os.getpid() and process_exists(int(match.group(3)))
+def live_folders(out: Path) -> list[str]:
+    """The hidden folders in OUT that a run still going (another `srfeat prepare`) holds."""
+    live = []
+    for entry in sorted(out.iterdir()) if out.is_dir() else []:
+        match = _LEFT_BY_A_RUN.fullmatch(entry.name)
+        if match is None:
+            continue
+        abandoned, descriptor = _abandoned(entry, int(match.group(3)))
+        if descriptor is not None:
+            os.close(descriptor)
+        if not abandoned:
+            live.append(entry.name)
+    return live
 
 
 def remove_stale_staging(out: Path) -> None:
     """The hidden folders of runs that were killed: staged patches (which may be hundreds of
-    thousands of files) and old folders already replaced. A live run's are kept (its process id is
-    in the name), and so is an old folder whose replacement is not in place."""
+    thousands of files) and old folders already replaced. A live run's are kept (it holds their
+    lock), and so is an old folder whose replacement is not in place."""
     if not out.is_dir():
         return
-    for entry in out.iterdir():
-        match = _LEFT_BY_A_RUN.fullmatch(entry.name)
-        if match is None:
-            continue
-        pid = int(match.group(3))
-        if pid != os.getpid() and process_exists(pid):
-            continue
-        if match.group(2) == "old" and not (out / match.group(1)).is_dir():
-            continue
-        logger.info("removing %s, left by a run that was killed", entry)
-        remove_retired(entry)
+    with locked(out):  # a swap is never seen half done
+        for entry in sorted(out.iterdir()):
+            match = _LEFT_BY_A_RUN.fullmatch(entry.name)
+            if match is None or (match.group(2) == "old" and not (out / match.group(1)).is_dir()):
+                continue
+            abandoned, descriptor = _abandoned(entry, int(match.group(3)))
+            if not abandoned:
+                continue
+            try:  # removed while locked: no run can claim it meanwhile
+                logger.info("removing %s, left by a run that was killed", entry)
+                remove_retired(entry)
+            finally:
+                if descriptor is not None:
+                    os.close(descriptor)
 
 
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
     """An exclusive lock on OUT while the block runs (waiting for another run's), so that two runs into one OUT
     (two terminals) cannot leave one's HR/ beside the other's LR/; where there is no flock, nothing is locked."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    descriptor = _open_folder(out)
+    if descriptor is None:  # Windows
         yield
         return
-    descriptor = os.open(out, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        except OSError as error:  # a file system without locks (some network ones)
-            logger.debug("%s cannot be locked (%s)", out, error)
+        if lock_exclusive(descriptor, wait=True) is None:  # a file system without locks (some network ones)
+            logger.debug("%s cannot be locked", out)
         yield
     finally:
         os.close(descriptor)  # releases the lock
@@ -113,11 +218,3 @@ def swap_in(out: Path, staging: dict[str, Path], overwrite: bool) -> None:
         folder.rename(out / sub)
     for path in retired:
         remove_retired(path)
-
-
-def discard(out: Path, staging: dict[str, Path], created_out: bool) -> None:
-    """A failed or interrupted run's staged patches go; OUT as it was before stays."""
-    for folder in staging.values():
-        shutil.rmtree(folder, ignore_errors=True)
-    if created_out and out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
