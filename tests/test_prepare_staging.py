@@ -1,5 +1,5 @@
 """`srfeat prepare`'s hidden folders in OUT: whose they are (a lock, not a process id: runs in two containers
-sharing OUT)."""
+sharing OUT), and the earlier patches of a swap that fails put back."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli, start_piped
 from skimage import data as samples
 
 from srfeat.data.io import write_png
-from srfeat.data.prepare import PATCHES_PER_IMAGE
+from srfeat.data.prepare import PATCHES_PER_IMAGE, prepare_patches
+from srfeat.errors import SRFeatError
 from srfeat.files import process_exists
 
 ARGS = ("--hr-patch-size", "64", "--workers", "1", "--no-half")
@@ -86,6 +88,57 @@ def test_a_killed_runs_folders_are_removed_whatever_process_now_has_its_id(tmp_p
     assert "removing out/.HR.partial-1, left by a run that was killed" in result.stderr
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["HR", "LR"]
     assert len(list((tmp_path / "out" / "HR").iterdir())) == PATCHES_PER_IMAGE
+
+
+def earlier_patches(tmp_path: Path) -> Path:
+    """OUT with an earlier run's HR/ and LR/ (one file each), and a source to replace them from."""
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    out = tmp_path / "out"
+    for sub in ("HR", "LR"):
+        (out / sub).mkdir(parents=True)
+        (out / sub / "earlier.png").write_bytes(f"earlier {sub}".encode())
+    return out
+
+
+def failing_renames(monkeypatch: pytest.MonkeyPatch, *failing: tuple[str, str]) -> None:
+    """Path.rename fails with EACCES for a (source name prefix, target name) in `failing`."""
+    rename = Path.rename
+
+    def refused(self: Path, target: str | os.PathLike[str]) -> Path:
+        if any(self.name.startswith(source) and Path(target).name == name for source, name in failing):
+            raise PermissionError(13, "Permission denied", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refused)
+
+
+def test_a_failed_move_into_place_puts_the_earlier_patches_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap had moved OUT/HR and OUT/LR aside and the new HR/ in when the new LR/ failed to move: the run
+    said "out is as it was", but the earlier patches were only in hidden `.HR.old-PID` and `.LR.old-PID`
+    (which the next run removed, the new HR/ being in place)."""
+    out = earlier_patches(tmp_path)
+    failing_renames(monkeypatch, (".LR.partial-", "LR"))
+    with pytest.raises(SRFeatError, match=f"could not write the patches in {out}: Permission denied; {out} is as it"):
+        prepare_patches(tmp_path / "src", out, hr_patch_size=64, workers=1, overwrite=True, progress=False)
+    assert sorted(path.name for path in out.iterdir()) == ["HR", "LR"]
+    for sub in ("HR", "LR"):
+        assert [path.read_bytes() for path in (out / sub).iterdir()] == [f"earlier {sub}".encode()]
+
+
+def test_earlier_patches_that_cannot_be_put_back_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Neither the new LR/ in nor the earlier HR/ back: the one line says where the earlier HR/ is, and it is there
+    out = earlier_patches(tmp_path)
+    failing_renames(monkeypatch, (".LR.partial-", "LR"), (".HR.old-", "HR"))
+    aside = out / f".HR.old-{os.getpid()}"
+    with pytest.raises(SRFeatError) as raised:
+        prepare_patches(tmp_path / "src", out, hr_patch_size=64, workers=1, overwrite=True, progress=False)
+    message = str(raised.value)
+    assert "\n" not in message and f"nor the earlier ones back: the earlier HR/ is {aside}" in message, message
+    assert [path.read_bytes() for path in aside.iterdir()] == [b"earlier HR"]
+    assert [path.read_bytes() for path in (out / "LR").iterdir()] == [b"earlier LR"]
+    assert sorted(path.name for path in out.iterdir()) == [aside.name, "LR"]  # the new patches are gone
 
 
 def test_workers_that_outlive_a_killed_run_do_not_keep_its_folders(tmp_path: Path) -> None:

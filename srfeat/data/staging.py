@@ -3,7 +3,7 @@ and OUT/LR once all are written, and those of a run that was killed are removed 
 
 A run stages its patches in `.HR.partial-PID` and `.LR.partial-PID`; the swap moves OUT/HR and OUT/LR
 aside (`.HR.old-PID`, `.LR.old-PID`), moves the staged folders in, and only then removes the old ones,
-so that OUT/HR and OUT/LR are always one run's.
+so that OUT/HR and OUT/LR are always one run's; a swap that fails puts the old ones back.
 
 A run holds a lock (flock) on each of its staging folders while it lives, and the next run removes
 only folders that no process holds: a process id says nothing across PID namespaces, where two
@@ -199,8 +199,9 @@ def swap_in(out: Path, staging: dict[str, Path], overwrite: bool) -> None:
     """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success).
 
     Both old folders are moved aside before either new one moves in, and removed last, so that a
-    failure cannot leave one run's HR/ beside another run's LR/ (pairs that do not match).
-    Without `overwrite`, an HR/ or LR/ made while this run cut (another run's) is kept.
+    failure cannot leave one run's HR/ beside another run's LR/ (pairs that do not match); a move
+    that fails puts them back (`_put_back`). Without `overwrite`, an HR/ or LR/ made while this run
+    cut (another run's) is kept.
     """
     appeared = [out / sub for sub in staging if (out / sub).exists() or (out / sub).is_symlink()]
     if appeared and not overwrite:
@@ -208,13 +209,41 @@ def swap_in(out: Path, staging: dict[str, Path], overwrite: bool) -> None:
             f"{appeared[0]} appeared while this run cut its patches (another srfeat prepare?): it is kept, and "
             "this run's patches are discarded; run again with --overwrite to replace it, or choose another OUT"
         )
-    retired: list[Path] = []
-    for sub in staging:
-        old = out / sub
-        if old.exists() or old.is_symlink():  # a broken link too: the new folder cannot be renamed onto it
-            retired.append(out / f".{sub}.old-{os.getpid()}")
-            old.rename(retired[-1])
-    for sub, folder in staging.items():
-        folder.rename(out / sub)
-    for path in retired:
-        remove_retired(path)
+    retired: list[tuple[Path, Path]] = []  # (where an old folder was, where it went)
+    moved: list[tuple[Path, Path]] = []  # (a staged folder, where it went)
+    try:
+        for sub in staging:
+            old = out / sub
+            if old.exists() or old.is_symlink():  # a broken link too: the new folder cannot be renamed onto it
+                retired.append((old, out / f".{sub}.old-{os.getpid()}"))
+                old.rename(retired[-1][1])
+        for sub, folder in staging.items():
+            folder.rename(out / sub)
+            moved.append((folder, out / sub))
+    except OSError as error:
+        _put_back(out, retired, moved, error)
+        raise
+    for _, aside in retired:
+        remove_retired(aside)
+
+
+def _put_back(out: Path, retired: list[tuple[Path, Path]], moved: list[tuple[Path, Path]], error: OSError) -> None:
+    """After a failed move of the swap: the new folders back where they were staged (to be discarded) and the
+    old ones back as OUT/HR and OUT/LR; where that fails too, the one-line error names where the old ones are."""
+    for staged_at, target in reversed(moved):
+        try:
+            target.rename(staged_at)
+        except OSError:
+            pass  # its old folder cannot go back over it: named below
+    stranded = []
+    for original, aside in reversed(retired):
+        try:
+            aside.rename(original)
+        except OSError:
+            stranded.append((original, aside))
+    if stranded:
+        where = "; ".join(f"the earlier {original.name}/ is {aside}" for original, aside in reversed(stranded))
+        raise SRFeatError(
+            f"could not move the new patches into {out} ({error.strerror or error}), nor the earlier ones back: "
+            f"{where}: move it back yourself"
+        ) from error
