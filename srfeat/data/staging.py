@@ -57,7 +57,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-def _claim(folder: Path, out: Path) -> tuple[int | None, tuple[int, int] | None]:
+def _claim(folder: Path, out: Path) -> tuple[int | None, tuple[int, int]]:
     """Make the staging folder `folder` (never take one that is there: another run's, whatever its process id)
     and lock it: the descriptor that holds the lock (None where there are no locks), and the folder's identity."""
     for _ in range(3):
@@ -66,7 +66,10 @@ def _claim(folder: Path, out: Path) -> tuple[int | None, tuple[int, int] | None]
         except FileExistsError:
             raise SRFeatError(writing_now(out, folder.name)) from None
         descriptor = _open_folder(folder)
-        if descriptor is None:  # removed at once, by a run that took it for a killed run's
+        if descriptor is None:  # a folder that cannot be opened (Windows): nothing to lock; or removed at once
+            identity = _identity(folder)
+            if identity is not None:
+                return None, identity
             continue
         taken = lock_exclusive(descriptor, wait=True)
         status = os.fstat(descriptor)
@@ -86,7 +89,7 @@ def staged(out: Path) -> Iterator[dict[str, Path]]:
     there at its end (the run failed or was stopped) are removed, still locked."""
     out.mkdir(parents=True, exist_ok=True)
     folders = {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
-    made: list[tuple[Path, tuple[int, int] | None]] = []
+    made: list[tuple[Path, tuple[int, int]]] = []
     with ExitStack() as held:
         try:
             for folder in folders.values():
