@@ -26,6 +26,7 @@ import signal
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +165,8 @@ def _single_threaded_worker() -> None:
     # Ctrl-C reaches the whole process group: the main process stops the workers (`_stop_workers`);
     # a worker's own KeyboardInterrupt was handed back as its image's result, and it went on to the next.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGHUP and SIGTERM still end a worker: the main process stops the workers on either anyway, and a worker
+    # whose run was killed (kill -9) then dies with its terminal rather than cut on unseen.
     close_inherited_locks()  # nor may a worker outliving a killed run keep its staging folders
 
 
@@ -380,8 +383,13 @@ def _prepare_all(
             for future in as_completed(futures):
                 finished[futures[future]] = future.result()
                 bar.update()
-        except BaseException:
+        except BaseException as error:
             _stop_workers(pool)
+            if isinstance(error, BrokenProcessPool):  # a worker alone ended, not the run: it was a traceback
+                raise SRFeatError(
+                    "a --workers process was killed while it cut patches (out of memory? each holds a whole image): "
+                    "no patches were put in place; run again, with fewer --workers if memory is short"
+                ) from error
             raise
         pool.shutdown()
         outcomes = [finished[index] for index in range(len(paths))]
