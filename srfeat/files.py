@@ -119,7 +119,7 @@ def process_exists(pid: int) -> bool:
     return True
 
 
-def _lock(descriptor: int, wait: bool) -> bool | None:
+def lock_exclusive(descriptor: int, wait: bool) -> bool | None:
     """An exclusive flock on an open file: True once taken, False where a live process holds it (not
     `wait`), None where there are no locks (Windows, some network file systems)."""
     try:
@@ -147,7 +147,7 @@ def unless_held(temporary: Path) -> Iterator[bool | None]:
         yield False
         return
     try:
-        yield _lock(descriptor, wait=False)
+        yield lock_exclusive(descriptor, wait=False)
     finally:
         os.close(descriptor)
 
@@ -193,7 +193,7 @@ def _claim(temporary: Path, path: Path) -> int | None:
                 f"{path} is being written by another process right now ({temporary.name} is in use, in another "
                 "PID namespace: another container?); wait for it to end, or choose another name"
             ) from None
-        if _lock(descriptor, wait=True) is None:
+        if lock_exclusive(descriptor, wait=True) is None:
             os.close(descriptor)
             return None
         try:

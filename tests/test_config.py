@@ -417,3 +417,18 @@ def test_train_checks_a_config_changed_in_python_before_anything_runs(
     with pytest.raises(ConfigError, match=message):
         train(config, out_dir=tmp_path / "run", show_progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("milestones", "schedule", "named"),
+    [("[10, 15, 10]", "epoch", "10"), ("[3, 3.0]", "epoch", "3"), ("[0.7, 0.7]", "progress", "0.7")],
+)
+def test_a_milestone_given_twice_is_refused_in_one_line(milestones: str, schedule: str, named: str) -> None:
+    """Each milestone multiplies the learning rate by lr_gamma: [10, 10] dropped it by lr_gamma squared at
+    epoch 10 (1e-4 to 1e-6), with no word."""
+    from cli_helpers import one_error_line, srfeat_cli
+
+    overrides = [f"optim.lr_milestones={milestones}", f"optim.lr_schedule={schedule}"]
+    result = srfeat_cli("train", "configs/dev/stage1.yaml", *overrides, "--dry-run")
+    line = one_error_line(result)
+    assert f"optim.lr_milestones lists {named} more than once" in line and "give it once" in line, line

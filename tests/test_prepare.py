@@ -394,3 +394,36 @@ def test_a_stop_signal_ends_the_workers_at_once_and_keeps_out_as_it_was(tmp_path
         while process_exists(int(marker.stem)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not process_exists(int(marker.stem)), marker.stem
+
+
+def test_a_worker_killed_alone_is_one_line_and_keeps_out_as_it_was(tmp_path: Path) -> None:
+    """The out-of-memory killer picks one worker (each holds a whole image), or a signal reaches it alone: the
+    run ended in a BrokenProcessPool traceback. Now one line, the other worker ended, OUT's earlier patches kept."""
+    source, out, markers = tmp_path / "src", tmp_path / "out", tmp_path / "markers"
+    for folder in (source, out / "HR", out / "LR", markers):
+        folder.mkdir(parents=True)
+    for name in ("a", "b", "c", "d"):
+        write_png(source / f"{name}.png", samples.astronaut()[:64, :64])
+    (out / "HR" / "earlier.png").write_bytes(b"earlier")
+    args = [source, out, "--hr-patch-size", "32", "--workers", "2", "--overwrite", markers]
+    child = start_piped([sys.executable, "-c", STALLED_IMAGES, *args], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)  # both workers are in an image they will not finish
+        assert len(list(markers.iterdir())) == 2, child.communicate()
+        victim, other = sorted(int(marker.stem) for marker in markers.iterdir())
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+    line = one_error_line(subprocess.CompletedProcess([], child.returncode, "", stderr))
+    assert "a --workers process was killed while it cut patches" in line and "fewer --workers" in line, line
+    assert sorted(p.name for p in out.iterdir()) == ["HR", "LR"]
+    assert [p.name for p in (out / "HR").iterdir()] == ["earlier.png"]
+    deadline = time.monotonic() + 30
+    while process_exists(other) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_exists(other)  # not left to sleep out its hour

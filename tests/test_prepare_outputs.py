@@ -3,6 +3,7 @@ links and sidecar files among the sources, an OUT that cannot be written or fill
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -95,9 +96,14 @@ def test_the_hidden_folders_of_a_killed_run_are_removed_by_the_next(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["HR", "LR"]
     assert_pairs_match(tmp_path / "out")
-    running = tmp_path / "out" / f".HR.partial-{os.getpid()}"  # a run still going (this process): kept,
-    write_png(running / "a_000.png", np.zeros((64, 64, 3), np.uint8))  # and named, even with --overwrite
-    refused = srfeat_cli(*args, "--overwrite", cwd=tmp_path)
+    running = tmp_path / "out" / f".HR.partial-{os.getpid()}"  # a run still going (this process, holding its
+    write_png(running / "a_000.png", np.zeros((64, 64, 3), np.uint8))  # lock): kept, and named, even with --overwrite
+    descriptor = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        refused = srfeat_cli(*args, "--overwrite", cwd=tmp_path)
+    finally:
+        os.close(descriptor)
     assert refused.returncode == 1 and "another srfeat prepare is writing into out right now" in refused.stderr
     assert (running / "a_000.png").is_file()
 

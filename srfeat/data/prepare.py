@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
 import signal
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +36,18 @@ from tqdm import tqdm
 from srfeat.data.datasets import check_patch_size, distinct_folders
 from srfeat.data.io import PathLike, image_size, list_images, read_image, write_png
 from srfeat.data.resize import imresize_np
+from srfeat.data.staging import (
+    PATCH_FOLDERS,
+    close_inherited_locks,
+    live_folders,
+    locked,
+    remove_stale_staging,
+    staged,
+    swap_in,
+    writing_now,
+)
 from srfeat.errors import ImageReadError, SRFeatError
-from srfeat.files import name_max, process_exists, unwritable_folder
+from srfeat.files import name_max, unwritable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +165,9 @@ def _single_threaded_worker() -> None:
     # Ctrl-C reaches the whole process group: the main process stops the workers (`_stop_workers`);
     # a worker's own KeyboardInterrupt was handed back as its image's result, and it went on to the next.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGHUP and SIGTERM still end a worker: the main process stops the workers on either anyway, and a worker
+    # whose run was killed (kill -9) then dies with its terminal rather than cut on unseen.
+    close_inherited_locks()  # nor may a worker outliving a killed run keep its staging folders
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -178,7 +189,6 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-PATCH_FOLDERS = ("HR", "LR")
 # Each worker is a process with its own torch: more than this is a mistake, not a speed-up.
 MAX_WORKERS = max(8, 2 * (os.cpu_count() or 1))
 
@@ -198,12 +208,9 @@ def _check_output(out: Path, folders: list[Path], overwrite: bool) -> None:
     unwritable = unwritable_folder(out)
     if unwritable:
         raise SRFeatError(f"output folder {out}: {unwritable}: choose another OUT")
-    live = sorted(entry.name for entry in out.iterdir() if _live_run(entry.name)) if out.is_dir() else []
+    live = live_folders(out)
     if live:  # hidden folders of a live run: "not empty" sent the user looking for nothing
-        raise SRFeatError(
-            f"another srfeat prepare is writing into {out} right now ({live[0]}): wait for it to end, or choose "
-            "another OUT"
-        )
+        raise SRFeatError(writing_now(out, live[0]))
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SRFeatError(
             f"output folder {out} is not empty: "
@@ -269,105 +276,6 @@ def _check_name_lengths(paths: list[Path], out: Path, half: bool) -> None:
             )
 
 
-def _staging_folders(out: Path) -> dict[str, Path]:
-    """Hidden folders in OUT that receive this run's patches until all are written."""
-    return {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
-
-
-def _remove_retired(path: Path) -> None:
-    """An earlier run's HR/ or LR/, moved aside: a folder is deleted; a symbolic link (patches kept
-    on another disk) or a file is unlinked, and what a link points to is left alone."""
-    try:
-        if path.is_symlink() or not path.is_dir():
-            path.unlink()
-        else:
-            shutil.rmtree(path)
-    except OSError as error:  # the new patches are in place: say what is left, do not fail the run
-        logger.warning("could not remove the earlier patches moved to %s (%s): delete it yourself", path, error)
-
-
-# What a run leaves in OUT when it is killed (kill -9, out of memory) before it can clean up.
-_LEFT_BY_A_RUN = re.compile(r"\.(HR|LR)\.(partial|old)-(\d+)")
-
-
-def _live_run(name: str) -> bool:
-    """Whether `name` is a hidden folder of a run that is still going (another `srfeat prepare`)."""
-    match = _LEFT_BY_A_RUN.fullmatch(name)
-    return match is not None and int(match.group(3)) != os.getpid() and process_exists(int(match.group(3)))
-
-
-def _remove_stale_staging(out: Path) -> None:
-    """The hidden folders of runs that were killed: staged patches (which may be hundreds of
-    thousands of files) and old folders already replaced. A live run's are kept (its process id is
-    in the name), and so is an old folder whose replacement is not in place."""
-    if not out.is_dir():
-        return
-    for entry in out.iterdir():
-        match = _LEFT_BY_A_RUN.fullmatch(entry.name)
-        if match is None:
-            continue
-        pid = int(match.group(3))
-        if pid != os.getpid() and process_exists(pid):
-            continue
-        if match.group(2) == "old" and not (out / match.group(1)).is_dir():
-            continue
-        logger.info("removing %s, left by a run that was killed", entry)
-        _remove_retired(entry)
-
-
-@contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """An exclusive lock on OUT while the block runs (waiting for another run's), so that two runs into one OUT
-    (two terminals) cannot leave one's HR/ beside the other's LR/; where there is no flock, nothing is locked."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    descriptor = os.open(out, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        except OSError as error:  # a file system without locks (some network ones)
-            logger.debug("%s cannot be locked (%s)", out, error)
-        yield
-    finally:
-        os.close(descriptor)  # releases the lock
-
-
-def _swap_in(out: Path, staging: dict[str, Path], overwrite: bool) -> None:
-    """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success).
-
-    Both old folders are moved aside before either new one moves in, and removed last, so that a
-    failure cannot leave one run's HR/ beside another run's LR/ (pairs that do not match).
-    Without `overwrite`, an HR/ or LR/ made while this run cut (another run's) is kept.
-    """
-    appeared = [out / sub for sub in staging if (out / sub).exists() or (out / sub).is_symlink()]
-    if appeared and not overwrite:
-        raise SRFeatError(
-            f"{appeared[0]} appeared while this run cut its patches (another srfeat prepare?): it is kept, and "
-            "this run's patches are discarded; run again with --overwrite to replace it, or choose another OUT"
-        )
-    retired: list[Path] = []
-    for sub in staging:
-        old = out / sub
-        if old.exists() or old.is_symlink():  # a broken link too: the new folder cannot be renamed onto it
-            retired.append(out / f".{sub}.old-{os.getpid()}")
-            old.rename(retired[-1])
-    for sub, folder in staging.items():
-        folder.rename(out / sub)
-    for path in retired:
-        _remove_retired(path)
-
-
-def _discard(out: Path, staging: dict[str, Path], created_out: bool) -> None:
-    """A failed or interrupted run's staged patches go; OUT as it was before stays."""
-    for folder in staging.values():
-        shutil.rmtree(folder, ignore_errors=True)
-    if created_out and out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-
-
 def prepare_patches(
     sources: PathLike | Sequence[PathLike],
     out: PathLike,
@@ -401,36 +309,41 @@ def prepare_patches(
     _check_patch_names(paths, half)
     out = Path(out)
     _check_name_lengths(paths, out, half)
-    _remove_stale_staging(out)
+    remove_stale_staging(out)
     _check_output(out, folders, overwrite)
     # Patches go to hidden folders first and replace OUT/HR and OUT/LR only once all are written,
     # so a run that fails or is stopped leaves an earlier run's patches (--overwrite) as they were.
     created_out = not out.exists()
-    staging = _staging_folders(out)
     try:
-        for folder in staging.values():
-            folder.mkdir(parents=True, exist_ok=True)
-        outcomes = _prepare_all(paths, staging, hr_patch_size, scale, seed, min(workers, len(paths)), progress, half)
-        _report_skipped(outcomes, hr_patch_size)
-        if not any(outcome.written for outcome in outcomes):
-            raise SRFeatError(
-                f"no patches written: every source image was unreadable or smaller than {hr_patch_size} px"
-                + (f"; {out} is as it was" if not created_out else "")
-            )
-        with _locked(out):  # another run into OUT swaps before or after this one, never between its moves
-            _swap_in(out, staging, overwrite)
+        with staged(out) as staging:  # removed at its end unless swapped in
+            workers = min(workers, len(paths))
+            outcomes = _prepare_all(paths, staging, hr_patch_size, scale, seed, workers, progress, half)
+            _report_skipped(outcomes, hr_patch_size)
+            if not any(outcome.written for outcome in outcomes):
+                raise SRFeatError(
+                    f"no patches written: every source image was unreadable or smaller than {hr_patch_size} px"
+                    + (f"; {out} is as it was" if not created_out else "")
+                )
+            with locked(out):  # another run into OUT swaps before or after this one, never between its moves
+                swap_in(out, staging, overwrite)
     except OSError as error:
-        _discard(out, staging, created_out)
+        _remove_made_out(out, created_out)
         if isinstance(error, SRFeatError):  # an image that cannot be read is a warning: not this
             raise
         kept = f"{out} is as it was" if not created_out else f"no {out} was left"
         raise SRFeatError(f"could not write the patches in {out}: {error.strerror or error}; {kept}") from error
     except BaseException:
-        _discard(out, staging, created_out)
+        _remove_made_out(out, created_out)
         raise
     written = sum(outcome.written for outcome in outcomes)
     logger.info("wrote %d HR/LR pairs from %d image(s) to %s", written, sum(1 for o in outcomes if o.written), out)
     return outcomes
+
+
+def _remove_made_out(out: Path, created_out: bool) -> None:
+    """A failed or interrupted run leaves no OUT it made (its staging folders are gone already)."""
+    if created_out and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def _prepare_all(
@@ -470,8 +383,13 @@ def _prepare_all(
             for future in as_completed(futures):
                 finished[futures[future]] = future.result()
                 bar.update()
-        except BaseException:
+        except BaseException as error:
             _stop_workers(pool)
+            if isinstance(error, BrokenProcessPool):  # a worker alone ended, not the run: it was a traceback
+                raise SRFeatError(
+                    "a --workers process was killed while it cut patches (out of memory? each holds a whole image): "
+                    "no patches were put in place; run again, with fewer --workers if memory is short"
+                ) from error
             raise
         pool.shutdown()
         outcomes = [finished[index] for index in range(len(paths))]

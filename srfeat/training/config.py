@@ -429,6 +429,12 @@ def check(config: TrainingConfig) -> None:
         raise ConfigError(
             f"optim.lr_milestones must be whole epoch numbers >= 1 with lr_schedule 'epoch', got {optim.lr_milestones}"
         )
+    # Each milestone multiplies the rate by lr_gamma: [10, 10] was lr_gamma squared from epoch 10, silently.
+    twice = sorted({m for m in optim.lr_milestones if optim.lr_milestones.count(m) > 1})
+    if twice:
+        raise ConfigError(
+            f"optim.lr_milestones lists {twice[0]:g} more than once (each applies lr_gamma): give it once"
+        )
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device):
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
 
