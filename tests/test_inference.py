@@ -193,7 +193,7 @@ def test_tiling_in_the_api_matches_untiled(upscaler: Upscaler) -> None:
 
 @pytest.mark.parametrize("native", [True, False])
 def test_cpu_precisions_refuse_fp16_and_say_when_bf16_is_emulated(monkeypatch, caplog, native: bool) -> None:
-    monkeypatch.setattr("srfeat.inference.upscaler.cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("srfeat.inference.devices.cpu_has_native_bf16", lambda: native)
     with pytest.raises(SRFeatError, match="fp16.*needs a GPU"):
         Upscaler(tiny_generator(), device="cpu", dtype="fp16")
     with pytest.raises(SRFeatError, match="unknown precision 'fp8'"):

@@ -6,8 +6,9 @@
   fixed per-channel affine map after a bias-free convolution), and the output's (x + 1) / 2
   folded into the tail: 33 fewer passes over the activations;
 - in-place LeakyReLU, residual additions and long-range skips (one GEMM each);
-- only the requested region of a tile upsampled, in bands of rows, so that the upsampler's
-  activations (4x and 16x the body's) stay bounded whatever the size of the input.
+- only the requested region of a tile upsampled, in bands of rows (and of columns where a row
+  is wide or the rows few), so that the upsampler's activations (4x and 16x the body's) stay
+  bounded whatever the size of the input, and thin inputs too keep the band workers busy.
 
 Which algorithm runs each layer (the `algorithm` argument):
 
@@ -75,6 +76,8 @@ Region = tuple[int, int, int, int]  # top, left, bottom, right, in input pixels
 # Default bound on the low-resolution pixels the upsampler handles at once (per band worker):
 # at scale 4 in float32 a band holds 21 to 40 feature maps per pixel, 170 to 330 MB.
 DEFAULT_UPSAMPLE_PIXELS = 16384
+# Narrowest part of a band's columns (each reads two context columns on either side).
+MIN_BAND_COLUMNS = 16
 
 
 class InferenceGenerator(nn.Module):
@@ -347,7 +350,7 @@ class InferenceGenerator(nn.Module):
 
     def _upsample_winograd(self, features: torch.Tensor, size: tuple[int, int], region: Region) -> torch.Tensor:
         """Upsampler and tail of `region` from padded NHWC features of an image of `size`, in
-        bands of rows spread over the band workers; returns an NCHW view of an NHWC tensor (the
+        bands (`_upsample_bands`) spread over the band workers; returns an NCHW view of an NHWC tensor (the
         layout images use, so the caller's copy into an image is a straight one)."""
         batch = features.shape[0]
         top, left, bottom, right = region
@@ -360,25 +363,46 @@ class InferenceGenerator(nn.Module):
         )
         tail_weight = self._derive("tail", self._tail_weight)
         out = features.new_empty(batch, (bottom - top) * scale, (right - left) * scale, self.in_channels)
-        columns = min(size[1], right + 1) - max(0, left - 1)
-        band_rows = self.upsample_pixels // max(1, batch * columns)
-        if band_rows >= 6:  # the band and its two context rows in whole 4-row tiles
-            band_rows = (band_rows + 2) // TILE * TILE - 2
-        band_rows = max(1, min(bottom - top, band_rows))
-        bands = [(band_top, min(bottom, band_top + band_rows)) for band_top in range(top, bottom, band_rows)]
+        bands = self._upsample_bands(region, batch, size[1])
         # Each worker reuses its band buffers from band to band: a fresh large buffer costs
         # its page faults every time.
         scratch: dict[tuple[int, int], torch.Tensor] = {}
 
-        def upsample_band(band: tuple[int, int]) -> None:
-            band_top, band_bottom = band
-            band_out = self._upsample_band(
-                features, size, (band_top, left, band_bottom, right), filters, biases, tail_weight, scratch
-            )
-            out[:, (band_top - top) * scale : (band_bottom - top) * scale] = band_out
+        def upsample_band(band: Region) -> None:
+            band_top, band_left, band_bottom, band_right = band
+            band_out = self._upsample_band(features, size, band, filters, biases, tail_weight, scratch)
+            out[
+                :,
+                (band_top - top) * scale : (band_bottom - top) * scale,
+                (band_left - left) * scale : (band_right - left) * scale,
+            ] = band_out
 
         run_parallel(upsample_band, bands)
         return out.permute(0, 3, 1, 2)
+
+    def _upsample_bands(self, region: Region, batch: int, width: int) -> list[Region]:
+        """The parts of `region` (of a batch of `width`-pixel-wide inputs) the Winograd path
+        upsamples one at a time: bands of rows within `upsample_pixels`, each cut into parts of
+        its columns where one row is over that budget or where there are fewer bands than band
+        workers. Bands of rows alone left an input of one row (or a few) one band, run on the
+        calling thread: each of its thousands of small tensor operations was split over the
+        intra-op threads, each waiting on all of them: on a busy 2-core machine a 1x20000 image
+        took 7 s where a 2x9000 one took 0.5."""
+        top, left, bottom, right = region
+        row_pixels = batch * (min(width, right + 1) - max(0, left - 1))
+        band_rows = self.upsample_pixels // max(1, row_pixels)
+        if band_rows >= 6:  # the band and its two context rows in whole 4-row tiles
+            band_rows = (band_rows + 2) // TILE * TILE - 2
+        band_rows = max(1, min(bottom - top, band_rows))
+        row_starts = range(top, bottom, band_rows)
+        parts = max(-(-row_pixels // self.upsample_pixels), -(-worker_threads() // len(row_starts)))
+        parts = min(parts, max(1, (right - left) // MIN_BAND_COLUMNS))  # each part wide beside its context
+        spans = [(left + (right - left) * i // parts, left + (right - left) * (i + 1) // parts) for i in range(parts)]
+        return [
+            (band_top, band_left, min(bottom, band_top + band_rows), band_right)
+            for band_top in row_starts
+            for band_left, band_right in spans
+        ]
 
     def _upsample_filters(self) -> torch.Tensor:
         # Output channels in the order that writes each sub-pixel where PixelShuffle puts it.

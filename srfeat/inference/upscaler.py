@@ -5,6 +5,10 @@ Whatever comes in goes through one path: a (C, H, W) float image in [0, 1] on th
 three channels and the result converted back with the BT.601 luma weights (which map gray to
 itself); alpha is not a colour, so it is resized on its own with MATLAB's bicubic and put back.
 The result is clamped to [0, 1] and returned as the kind and dtype that came in.
+
+Here: the upscaler and that one path. The kinds of image it takes, and how each comes back:
+`srfeat.inference.image_kinds`; the device and precision, and the network made ready on them:
+`srfeat.inference.devices`.
 """
 
 from __future__ import annotations
@@ -13,22 +17,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, overload
 
-import numpy as np
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.resize import check_output_fits, imresize
-from srfeat.errors import (
-    ImageReadError,
-    InvalidImageError,
-    InvalidOptionError,
-    ModelOutputError,
-    NotAnImageError,
-    SRFeatError,
-)
-from srfeat.hardware import cpu_has_native_bf16
+from srfeat.errors import InvalidOptionError, ModelOutputError
 from srfeat.inference.checks import (
     MAX_OUTSCALE,
     check_channels,
@@ -39,16 +33,12 @@ from srfeat.inference.checks import (
     check_size,
     resolve_backend,
 )
+from srfeat.inference.devices import DTYPES, ONNX_PRECISION, onnx_runner, prepare_model, resolve_device, resolve_dtype
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
-from srfeat.inference.onnx_runner import OnnxRunner, load_onnx_runner
-from srfeat.inference.pixels import (
-    check_dtype,
-    from_float_tensor,
-    mix_grey,
-    resize_alpha,
-    to_float_tensor,
-)
+from srfeat.inference.image_kinds import ImageKinds
+from srfeat.inference.onnx_runner import OnnxRunner
+from srfeat.inference.pixels import from_float_tensor, mix_grey, resize_alpha, to_float_tensor
 from srfeat.inference.tiling import (
     MIN_TILE,
     allocate_output,
@@ -60,106 +50,21 @@ from srfeat.inference.tiling import (
 from srfeat.weights import check_weights
 from srfeat.weights.blend import load_blended
 
-if TYPE_CHECKING:
-    from PIL import Image
-
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_OUTSCALE", "Upscaler", "check_outscale", "resolve_device", "resolve_dtype"]
-
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "float16": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`"auto"`/None: the GPU if there is one, else the CPU; a GPU that is missing is an error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as error:
-        raise InvalidOptionError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto") from error
-    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: memory planning and checks know these two
-        raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidOptionError(
-            f"device {device} requested but no CUDA GPU is available; use --device cpu (device='cpu')"
-        )
-    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
-        # else CUDA's "invalid device ordinal" from inside the model's first `.to`
-        raise InvalidOptionError(
-            f"device {device} requested but there are {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
-        )
-    return device
+# resolve_device and the pixel conversions: the commands, the evaluation and the web app import them from here.
+__all__ = [
+    "MAX_OUTSCALE",
+    "Upscaler",
+    "check_outscale",
+    "from_float_tensor",
+    "resolve_device",
+    "resolve_dtype",
+    "to_float_tensor",
+]
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """fp32 anywhere; fp16 and bf16 on a GPU (bf16 also on a CPU that has native bf16 support)."""
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise InvalidOptionError(f"unknown precision {dtype!r}: use one of fp32, fp16, bf16")
-        dtype = DTYPES[dtype]
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise InvalidOptionError(f"unsupported precision {dtype}: use float32, float16 or bfloat16")
-    if device.type == "cpu" and dtype == torch.float16:
-        raise InvalidOptionError("half precision (fp16) needs a GPU; on the CPU use fp32 (the default) or bf16")
-    if device.type == "cpu" and dtype == torch.bfloat16:
-        if not torch.backends.mkldnn.is_available():
-            raise InvalidOptionError("bf16 on the CPU needs PyTorch with oneDNN; use fp32 (the default)")
-        if not cpu_has_native_bf16():
-            # oneDNN emulates bf16 there: the user asked for it, so it runs, but they should know
-            logger.warning(
-                "this CPU has no native bf16 instructions: bf16 runs emulated, slower than fp32 (the default)"
-            )
-    return dtype
-
-
-def _prepare(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtype) -> InferenceGenerator:
-    # Winograd convolutions where they run (CPU, float32), channels-last cuDNN/oneDNN elsewhere:
-    # the layout to convert to depends on where the model ends up.
-    model = InferenceGenerator(generator).to(device=device, dtype=dtype)
-    # Module.to accepts memory_format at run time; torch's typed overloads leave it out.
-    model = model.to(memory_format=model.memory_format)  # pyright: ignore[reportCallIssue]
-    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-        if dtype == torch.float32:  # loaded weights are finite: folding BatchNorm into them overflowed
-            raise SRFeatError("the model's weights overflow float32 once BatchNorm is folded in: a broken checkpoint")
-        raise SRFeatError(f"the model's weights do not fit in {dtype} (they overflow); use fp32")
-    return model.eval()
-
-
-ONNX_PRECISION = (
-    "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
-    "and leave --half/--bf16 out (from Python: dtype='fp32')"
-)
-
-
-def _onnx_runner(
-    model: str | os.PathLike[str] | SRFeatGenerator,
-    strength: float | None,
-    device: torch.device,
-    dtype: torch.dtype,
-    compile: bool,
-) -> OnnxRunner:
-    if device.type != "cpu":
-        raise InvalidOptionError(
-            "the onnxruntime backend runs on the CPU; use --device cpu (device='cpu'), "
-            f"or the torch backend on {device}"
-        )
-    if dtype != torch.float32:
-        raise InvalidOptionError(ONNX_PRECISION)
-    if compile:
-        raise InvalidOptionError("--compile (compile=True) applies to the torch backend only")
-    return load_onnx_runner(model, strength)
-
-
-class Upscaler:
+class Upscaler(ImageKinds):
     """A generator ready to upscale images: `Upscaler("default")(image)`.
 
     `model` is a bundled name (`default`, `gan`), a checkpoint path, or an `SRFeatGenerator`.
@@ -229,13 +134,13 @@ class Upscaler:
         self.model: InferenceGenerator | OnnxRunner
         self.model_fp32: InferenceGenerator | OnnxRunner
         if self.backend == "onnxruntime":
-            self.model = self.model_fp32 = _onnx_runner(model, strength, self.device, self.dtype, compile)
+            self.model = self.model_fp32 = onnx_runner(model, strength, self.device, self.dtype, compile)
         else:
             generator = load_blended(model, strength)
             check_rgb_generator(generator, "the generator" if isinstance(model, SRFeatGenerator) else model)
-            self.model_fp32 = _prepare(generator, self.device, torch.float32)
+            self.model_fp32 = prepare_model(generator, self.device, torch.float32)
             self.model = (
-                self.model_fp32 if self.dtype == torch.float32 else _prepare(generator, self.device, self.dtype)
+                self.model_fp32 if self.dtype == torch.float32 else prepare_model(generator, self.device, self.dtype)
             )
         self.scale: int = self.model.scale
         self.tile = tile
@@ -366,128 +271,3 @@ class Upscaler:
         if outscale is None or outscale == self.scale:
             return height * self.scale, width * self.scale
         return max(1, round(height * outscale)), max(1, round(width * outscale))
-
-    # -- inputs and outputs ---------------------------------------------------------------
-
-    @overload
-    def __call__(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor: ...
-    @overload
-    def __call__(self, image: np.ndarray, outscale: float | None = None) -> np.ndarray: ...
-    @overload
-    def __call__(self, image: Image.Image, outscale: float | None = None) -> Image.Image: ...
-
-    def __call__(self, image, outscale=None):  # type: ignore[no-untyped-def]
-        """Upscale a PIL image, a numpy array (HxW or HxWxC; uint8, uint16 or float in [0, 1]) or a
-        float tensor in [0, 1] ((C, H, W) or (N, C, H, W)); returns the same kind, dtype and layout.
-        An array is read channels last even where its first side could be channels (a warning says so)."""
-        if isinstance(image, torch.Tensor):
-            return self.upscale_tensor(image, outscale)
-        if isinstance(image, np.ndarray):
-            if image.ndim == 3 and image.shape[0] <= 4 < image.shape[1] and 1 <= image.shape[2] <= 4:
-                # HxWxC by the documented rule, but a channels-first image 4 or fewer pixels wide has this
-                # shape too: its result would be a wrong picture of the same kind, without a word
-                logger.warning(
-                    "the array of shape %s is read as HxWxC, %d row(s) of %d pixels with %d channel(s); "
-                    "if it is channels first (C, H, W), pass array.transpose(1, 2, 0)",
-                    image.shape,
-                    *image.shape,
-                )
-            return self.upscale_array(image, outscale)
-        from PIL import Image
-
-        if isinstance(image, Image.Image):
-            return self.upscale_pil(image, outscale)
-        advice = (
-            ": call the upscaler once per image (a (N, C, H, W) tensor batches images of one size)"
-            if isinstance(image, (list, tuple))
-            else ""
-        )
-        raise NotAnImageError(
-            f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}{advice}"
-        )
-
-    def upscale_tensor(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
-        """(C, H, W) or (N, C, H, W) float in [0, 1] -> the same layout, dtype and device.
-
-        Any layout (channels_last, a transposed view) and device is read; the result is a new
-        contiguous tensor that does not require grad. A batch is upscaled image by image.
-        """
-        if not image.is_floating_point():
-            raise InvalidImageError(
-                f"expected a float tensor with values in [0, 1], got {image.dtype}; e.g. tensor.float() / 255"
-            )
-        if image.layout != torch.strided:  # torch's NotImplementedError, deep inside, otherwise
-            raise InvalidImageError(f"expected a dense tensor, got a {image.layout} one; use tensor.to_dense()")
-        if image.dim() in (3, 4) and image.shape[-3] > 4 and image.shape[-2] > 4 and 1 <= image.shape[-1] <= 4:
-            order = "2, 0, 1" if image.dim() == 3 else "0, 3, 1, 2"
-            raise InvalidImageError(
-                f"expected a (C, H, W) or (N, C, H, W) tensor (C = 1 to 4), got shape {tuple(image.shape)}: "
-                f"channels last? use tensor.permute({order})"
-            )
-        if image.dim() == 3:
-            return self.upscale_channels(image, outscale).to(image.device, image.dtype)
-        if image.dim() == 4:
-            if image.shape[0] == 0:  # an empty batch: the empty batch of results
-                check_channels(image.shape[1])
-                check_outscale(outscale)
-                check_size(image.shape[2], image.shape[3])
-                height, width = self.output_size(image.shape[2], image.shape[3], outscale)
-                return image.new_zeros((0, image.shape[1], height, width))
-            results = [self.upscale_channels(item, outscale) for item in image]
-            return torch.stack(results).to(image.device, image.dtype)
-        raise InvalidImageError(f"expected a (C, H, W) or (N, C, H, W) tensor, got shape {tuple(image.shape)}")
-
-    def upscale_array(self, array: np.ndarray, outscale: float | None = None) -> np.ndarray:
-        """HxW or HxWxC numpy array, uint8, uint16 or float in [0, 1] -> the same dtype and layout."""
-        if array.ndim not in (2, 3):
-            raise InvalidImageError(f"expected an HxW or HxWxC array, got shape {array.shape}")
-        if array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4) and array.shape[0] in (1, 2, 3, 4):
-            raise InvalidImageError(
-                f"expected an HxWxC array (C = 1 to 4), got shape {array.shape}: channels first? "
-                "use array.transpose(1, 2, 0)"
-            )
-        hwc = array[..., None] if array.ndim == 2 else array
-        check_dtype(array.dtype)
-        check_channels(hwc.shape[2])
-        check_outscale(outscale)
-        check_size(*hwc.shape[:2])
-        # Before the pixels are converted (4 bytes a value: a huge array was copied, then refused).
-        self.check_memory(hwc.shape[2], *hwc.shape[:2])
-        result = self.upscale_channels(to_float_tensor(hwc), outscale)
-        output = from_float_tensor(result, array.dtype)
-        return output[..., 0] if array.ndim == 2 else output
-
-    def upscale_pil(self, image: Image.Image, outscale: float | None = None) -> Image.Image:
-        """A PIL image -> a PIL image in the plain mode it maps to: L, LA, RGB, RGBA and F stay, 16-bit
-        gray comes back I;16, other modes RGB(A) or L (the README's table, `srfeat.data.io.pil_to_array`).
-
-        The ICC profile, if any, is carried over, unless it describes another colour space than
-        the result's (a CMYK one, whose colours were converted through it into sRGB; an RGB one
-        on grey): that is dropped with a warning, as from files. EXIF orientation is not applied
-        here (the caller decides; `srfeat.data.io.open_image` applies it).
-        """
-        from srfeat.data.colour_profiles import is_cmyk_profile, other_colour_space
-        from srfeat.data.io import DECODE_ERRORS, array_to_pil, pil_to_array
-
-        try:  # a lazily opened file decodes here: its damage was PIL's own OSError or ValueError, from inside
-            image.load()
-            pixels = pil_to_array(image)
-        except SRFeatError:
-            raise
-        except DECODE_ERRORS as error:
-            filename = getattr(image, "filename", "")  # an ImageFile's; an image made in memory has none
-            source = f" ({filename})" if filename else ""
-            problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ImageReadError(
-                f"the PIL image{source} cannot be decoded: {problem}; a damaged file, or one closed before upscaling?"
-            ) from error
-        array = self.upscale_array(pixels, outscale)
-        if array.dtype == np.uint16 and array.shape[2] == 2:  # I;16 with a see-through level: PIL has no 16-bit LA
-            array = np.rint(array / 257.0).astype(np.uint8)
-        result = array_to_pil(array)
-        profile = image.info.get("icc_profile")
-        if image.mode == "CMYK" and is_cmyk_profile(profile):
-            return result  # its colours went through it into sRGB (untagged RGB is read as sRGB)
-        if profile and not other_colour_space(profile, array.shape[2], "the image"):
-            result.info["icc_profile"] = profile
-        return result

@@ -198,21 +198,33 @@ def pixel_shuffle_target(buffer: torch.Tensor) -> torch.Tensor:
     return inner.unflatten(1, (inner.shape[1] // 2, 2)).unflatten(3, (inner.shape[2] // 2, 2)).permute(0, 1, 3, 2, 4, 5)
 
 
-Band = tuple[int, int, int, int]  # images [n0, n1), tile rows [t0, t1)
+Band = tuple[int, int, int, int, int, int]  # images [n0, n1), tile rows [t0, t1), tile columns [c0, c1)
 
 
 def _plan_bands(batch: int, tiles_h: int, tiles_w: int, parallel: bool) -> list[Band]:
-    """About TILES_PER_BAND tiles each: rows of one image, or whole images when they are small;
-    at least one band per worker when `parallel`."""
+    """About TILES_PER_BAND tiles each: rows of one image (equal parts of a row that has more
+    tiles), or whole images when they are small; at least one band per worker when `parallel`.
+
+    A row is cut into parts because a band of a whole row of a wide, thin image (a 1x20000
+    image's upsampler: 10,000 tiles) had temporaries of tens of MB: out of the caches, and,
+    beyond glibc's mmap threshold, mapped and page-faulted afresh for every band.
+    """
     workers = worker_threads() if parallel else 1
     per_image = tiles_h * tiles_w
     if batch == 1 or per_image >= TILES_PER_BAND:
         rows = max(1, min(tiles_h, TILES_PER_BAND // tiles_w))
         if batch < workers:
             rows = min(rows, -(-tiles_h * batch // workers))
-        return [(n, n + 1, t0, min(tiles_h, t0 + rows)) for n in range(batch) for t0 in range(0, tiles_h, rows)]
+        parts = -(-tiles_w // TILES_PER_BAND)
+        columns = [(round(i * tiles_w / parts), round((i + 1) * tiles_w / parts)) for i in range(parts)]
+        return [
+            (n, n + 1, t0, min(tiles_h, t0 + rows), c0, c1)
+            for n in range(batch)
+            for t0 in range(0, tiles_h, rows)
+            for c0, c1 in columns
+        ]
     images = min(max(1, TILES_PER_BAND // per_image), -(-batch // workers))
-    return [(n0, min(batch, n0 + images), 0, tiles_h) for n0 in range(0, batch, images)]
+    return [(n0, min(batch, n0 + images), 0, tiles_h, 0, tiles_w) for n0 in range(0, batch, images)]
 
 
 def _transform_band(band: torch.Tensor, rows: int) -> torch.Tensor:
@@ -270,9 +282,9 @@ def winograd_conv3x3(
     k_shape = out.shape[3:]
 
     def run_band(band: Band) -> None:
-        n0, n1, t0, t1 = band
-        rows = t1 - t0
-        transformed = _transform_band(padded[n0:n1, TILE * t0 : TILE * t1 + 2], rows)
+        n0, n1, t0, t1, c0, c1 = band
+        rows, columns = t1 - t0, c1 - c0
+        transformed = _transform_band(padded[n0:n1, TILE * t0 : TILE * t1 + 2, TILE * c0 : TILE * c1 + 2], rows)
         if keep_transformed is not None:
             keep_transformed[band] = transformed
         products = torch.bmm(transformed, filters)
@@ -280,15 +292,15 @@ def winograd_conv3x3(
             # Column 1 of A^T is all ones, so a bias added at tile position (1, 1) reaches all
             # 16 outputs of the tile: an addition on 1/36 of the products, not on the output.
             products[TILE_IN + 1].add_(bias)
-        products = products.view(TILE_IN, TILE_IN, n1 - n0, rows, tiles_w, *k_shape)
-        along_rows = padded.new_empty(TILE, TILE_IN, n1 - n0, rows, tiles_w, *k_shape)
+        products = products.view(TILE_IN, TILE_IN, n1 - n0, rows, columns, *k_shape)
+        along_rows = padded.new_empty(TILE, TILE_IN, n1 - n0, rows, columns, *k_shape)
         _output_transform(products, along_rows)
-        written = out[n0:n1, TILE * t0 : TILE * t1]
-        _output_transform([along_rows[:, j] for j in range(TILE_IN)], _tiles_of(written, rows, tiles_w))
+        written = out[n0:n1, TILE * t0 : TILE * t1, TILE * c0 : TILE * c1]
+        _output_transform([along_rows[:, j] for j in range(TILE_IN)], _tiles_of(written, rows, columns))
         if leaky_slope is not None:
             F.leaky_relu_(written, leaky_slope)
         if residual is not None:
-            written.add_(residual[n0:n1, TILE * t0 : TILE * t1])
+            written.add_(residual[n0:n1, TILE * t0 : TILE * t1, TILE * c0 : TILE * c1])
 
     bands = _plan_bands(batch, tiles_h, tiles_w, parallel)
     if parallel:
@@ -302,19 +314,19 @@ def _filter_gradient_bands(grad_padded: torch.Tensor, kept: dict[Band, torch.Ten
     """sum over tiles of V^T dM, dM = A dY A^T: the (36, C, K) gradient of the transformed filters,
     band by band as the forward pass transformed the input (`kept`: band -> V)."""
     out_channels = grad_padded.shape[3]
-    tiles_w = (grad_padded.shape[2] - 2) // TILE
     grad_out = interior(grad_padded)
     partial: dict[Band, torch.Tensor] = {}
 
     def run_band(band: Band) -> None:
-        n0, n1, t0, t1 = band
-        rows, images = t1 - t0, n1 - n0
-        # (N, rows, 4 a, tiles_w, 4 b, K): rows of the tiles (4 -> 6), then columns (4 -> 6),
+        n0, n1, t0, t1, c0, c1 = band
+        rows, columns, images = t1 - t0, c1 - c0, n1 - n0
+        # (N, rows, 4 a, columns, 4 b, K): rows of the tiles (4 -> 6), then columns (4 -> 6),
         # keeping b next to K so that the second pass reads nearby memory.
-        tiles = grad_out[n0:n1, TILE * t0 : TILE * t1].unflatten(1, (rows, TILE)).unflatten(3, (tiles_w, TILE))
-        along_rows = grad_out.new_empty(TILE_IN, images, rows, tiles_w, TILE, out_channels)
+        part = grad_out[n0:n1, TILE * t0 : TILE * t1, TILE * c0 : TILE * c1]
+        tiles = part.unflatten(1, (rows, TILE)).unflatten(3, (columns, TILE))
+        along_rows = grad_out.new_empty(TILE_IN, images, rows, columns, TILE, out_channels)
         _output_transform_adjoint([tiles[:, :, a] for a in range(TILE)], along_rows)
-        grad_products = grad_out.new_empty(TILE_IN, TILE_IN, images, rows, tiles_w, out_channels)
+        grad_products = grad_out.new_empty(TILE_IN, TILE_IN, images, rows, columns, out_channels)
         _output_transform_adjoint([along_rows[..., b, :] for b in range(TILE)], grad_products.transpose(0, 1))
         partial[band] = torch.bmm(kept[band].transpose(1, 2), grad_products.view(POSITIONS, -1, out_channels))
 

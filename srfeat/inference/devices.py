@@ -1,0 +1,114 @@
+"""Where and in what precision the network runs: the device and dtype asked for, checked, and the
+network made ready on them (srfeat's inference generator, or ONNX Runtime's runner)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.errors import InvalidOptionError, SRFeatError
+from srfeat.hardware import cpu_has_native_bf16
+from srfeat.inference.fused import InferenceGenerator
+from srfeat.inference.onnx_runner import OnnxRunner, load_onnx_runner
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DTYPES", "ONNX_PRECISION", "onnx_runner", "prepare_model", "resolve_device", "resolve_dtype"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`"auto"`/None: the GPU if there is one, else the CPU; a GPU that is missing is an error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise InvalidOptionError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto") from error
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: memory planning and checks know these two
+        raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidOptionError(
+            f"device {device} requested but no CUDA GPU is available; use --device cpu (device='cpu')"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
+        # else CUDA's "invalid device ordinal" from inside the model's first `.to`
+        raise InvalidOptionError(
+            f"device {device} requested but there are {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
+        )
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """fp32 anywhere; fp16 and bf16 on a GPU (bf16 also on a CPU that has native bf16 support)."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise InvalidOptionError(f"unknown precision {dtype!r}: use one of fp32, fp16, bf16")
+        dtype = DTYPES[dtype]
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InvalidOptionError(f"unsupported precision {dtype}: use float32, float16 or bfloat16")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise InvalidOptionError("half precision (fp16) needs a GPU; on the CPU use fp32 (the default) or bf16")
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        if not torch.backends.mkldnn.is_available():
+            raise InvalidOptionError("bf16 on the CPU needs PyTorch with oneDNN; use fp32 (the default)")
+        if not cpu_has_native_bf16():
+            # oneDNN emulates bf16 there: the user asked for it, so it runs, but they should know
+            logger.warning(
+                "this CPU has no native bf16 instructions: bf16 runs emulated, slower than fp32 (the default)"
+            )
+    return dtype
+
+
+def prepare_model(generator: SRFeatGenerator, device: torch.device, dtype: torch.dtype) -> InferenceGenerator:
+    """The generator folded for inference (`InferenceGenerator`) on `device` in `dtype`, in the
+    memory layout its path wants; weights that overflow there are a one-line error."""
+    # Winograd convolutions where they run (CPU, float32), channels-last cuDNN/oneDNN elsewhere:
+    # the layout to convert to depends on where the model ends up.
+    model = InferenceGenerator(generator).to(device=device, dtype=dtype)
+    # Module.to accepts memory_format at run time; torch's typed overloads leave it out.
+    model = model.to(memory_format=model.memory_format)  # pyright: ignore[reportCallIssue]
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if dtype == torch.float32:  # loaded weights are finite: folding BatchNorm into them overflowed
+            raise SRFeatError("the model's weights overflow float32 once BatchNorm is folded in: a broken checkpoint")
+        raise SRFeatError(f"the model's weights do not fit in {dtype} (they overflow); use fp32")
+    return model.eval()
+
+
+ONNX_PRECISION = (
+    "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
+    "and leave --half/--bf16 out (from Python: dtype='fp32')"
+)
+
+
+def onnx_runner(
+    model: str | os.PathLike[str] | SRFeatGenerator,
+    strength: float | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile: bool,
+) -> OnnxRunner:
+    """The onnxruntime backend's runner of `model`; a device, precision or `compile` it cannot
+    honour is a one-line error first."""
+    if device.type != "cpu":
+        raise InvalidOptionError(
+            "the onnxruntime backend runs on the CPU; use --device cpu (device='cpu'), "
+            f"or the torch backend on {device}"
+        )
+    if dtype != torch.float32:
+        raise InvalidOptionError(ONNX_PRECISION)
+    if compile:
+        raise InvalidOptionError("--compile (compile=True) applies to the torch backend only")
+    return load_onnx_runner(model, strength)

@@ -1,0 +1,162 @@
+"""The kinds of image `Upscaler` takes: PIL images, numpy arrays and tensors, each checked and turned
+into the one (C, H, W) float path (`Upscaler.upscale_channels`), and the result given back as the
+kind, dtype and layout that came in."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, overload
+
+import numpy as np
+import torch
+
+from srfeat.errors import ImageReadError, InvalidImageError, NotAnImageError, SRFeatError
+from srfeat.inference.checks import check_channels, check_outscale, check_size
+from srfeat.inference.pixels import check_dtype, from_float_tensor, to_float_tensor
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ImageKinds"]
+
+
+class ImageKinds(ABC):
+    """`Upscaler`'s entry points for each kind of image, on top of its (C, H, W) float path."""
+
+    @abstractmethod
+    def upscale_channels(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
+        """(C, H, W) float in [0, 1], C = 1 to 4 -> (C, H', W') float32 in [0, 1] on the host."""
+
+    @abstractmethod
+    def check_memory(self, channels: int, height: int, width: int) -> None:
+        """Refuse, before anything is allocated, an image whose result the host cannot hold."""
+
+    @abstractmethod
+    def output_size(self, height: int, width: int, outscale: float | None = None) -> tuple[int, int]:
+        """(height, width) of the result for an input of that size."""
+
+    @overload
+    def __call__(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor: ...
+    @overload
+    def __call__(self, image: np.ndarray, outscale: float | None = None) -> np.ndarray: ...
+    @overload
+    def __call__(self, image: Image.Image, outscale: float | None = None) -> Image.Image: ...
+
+    def __call__(self, image, outscale=None):  # type: ignore[no-untyped-def]
+        """Upscale a PIL image, a numpy array (HxW or HxWxC; uint8, uint16 or float in [0, 1]) or a
+        float tensor in [0, 1] ((C, H, W) or (N, C, H, W)); returns the same kind, dtype and layout.
+        An array is read channels last even where its first side could be channels (a warning says so)."""
+        if isinstance(image, torch.Tensor):
+            return self.upscale_tensor(image, outscale)
+        if isinstance(image, np.ndarray):
+            if image.ndim == 3 and image.shape[0] <= 4 < image.shape[1] and 1 <= image.shape[2] <= 4:
+                # HxWxC by the documented rule, but a channels-first image 4 or fewer pixels wide has this
+                # shape too: its result would be a wrong picture of the same kind, without a word
+                logger.warning(
+                    "the array of shape %s is read as HxWxC, %d row(s) of %d pixels with %d channel(s); "
+                    "if it is channels first (C, H, W), pass array.transpose(1, 2, 0)",
+                    image.shape,
+                    *image.shape,
+                )
+            return self.upscale_array(image, outscale)
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            return self.upscale_pil(image, outscale)
+        advice = (
+            ": call the upscaler once per image (a (N, C, H, W) tensor batches images of one size)"
+            if isinstance(image, (list, tuple))
+            else ""
+        )
+        raise NotAnImageError(
+            f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}{advice}"
+        )
+
+    def upscale_tensor(self, image: torch.Tensor, outscale: float | None = None) -> torch.Tensor:
+        """(C, H, W) or (N, C, H, W) float in [0, 1] -> the same layout, dtype and device.
+
+        Any layout (channels_last, a transposed view) and device is read; the result is a new
+        contiguous tensor that does not require grad. A batch is upscaled image by image.
+        """
+        if not image.is_floating_point():
+            raise InvalidImageError(
+                f"expected a float tensor with values in [0, 1], got {image.dtype}; e.g. tensor.float() / 255"
+            )
+        if image.layout != torch.strided:  # torch's NotImplementedError, deep inside, otherwise
+            raise InvalidImageError(f"expected a dense tensor, got a {image.layout} one; use tensor.to_dense()")
+        if image.dim() in (3, 4) and image.shape[-3] > 4 and image.shape[-2] > 4 and 1 <= image.shape[-1] <= 4:
+            order = "2, 0, 1" if image.dim() == 3 else "0, 3, 1, 2"
+            raise InvalidImageError(
+                f"expected a (C, H, W) or (N, C, H, W) tensor (C = 1 to 4), got shape {tuple(image.shape)}: "
+                f"channels last? use tensor.permute({order})"
+            )
+        if image.dim() == 3:
+            return self.upscale_channels(image, outscale).to(image.device, image.dtype)
+        if image.dim() == 4:
+            if image.shape[0] == 0:  # an empty batch: the empty batch of results
+                check_channels(image.shape[1])
+                check_outscale(outscale)
+                check_size(image.shape[2], image.shape[3])
+                height, width = self.output_size(image.shape[2], image.shape[3], outscale)
+                return image.new_zeros((0, image.shape[1], height, width))
+            results = [self.upscale_channels(item, outscale) for item in image]
+            return torch.stack(results).to(image.device, image.dtype)
+        raise InvalidImageError(f"expected a (C, H, W) or (N, C, H, W) tensor, got shape {tuple(image.shape)}")
+
+    def upscale_array(self, array: np.ndarray, outscale: float | None = None) -> np.ndarray:
+        """HxW or HxWxC numpy array, uint8, uint16 or float in [0, 1] -> the same dtype and layout."""
+        if array.ndim not in (2, 3):
+            raise InvalidImageError(f"expected an HxW or HxWxC array, got shape {array.shape}")
+        if array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4) and array.shape[0] in (1, 2, 3, 4):
+            raise InvalidImageError(
+                f"expected an HxWxC array (C = 1 to 4), got shape {array.shape}: channels first? "
+                "use array.transpose(1, 2, 0)"
+            )
+        hwc = array[..., None] if array.ndim == 2 else array
+        check_dtype(array.dtype)
+        check_channels(hwc.shape[2])
+        check_outscale(outscale)
+        check_size(*hwc.shape[:2])
+        # Before the pixels are converted (4 bytes a value: a huge array was copied, then refused).
+        self.check_memory(hwc.shape[2], *hwc.shape[:2])
+        result = self.upscale_channels(to_float_tensor(hwc), outscale)
+        output = from_float_tensor(result, array.dtype)
+        return output[..., 0] if array.ndim == 2 else output
+
+    def upscale_pil(self, image: Image.Image, outscale: float | None = None) -> Image.Image:
+        """A PIL image -> a PIL image in the plain mode it maps to: L, LA, RGB, RGBA and F stay, 16-bit
+        gray comes back I;16, other modes RGB(A) or L (the README's table, `srfeat.data.io.pil_to_array`).
+
+        The ICC profile, if any, is carried over, unless it describes another colour space than
+        the result's (a CMYK one, whose colours were converted through it into sRGB; an RGB one
+        on grey): that is dropped with a warning, as from files. EXIF orientation is not applied
+        here (the caller decides; `srfeat.data.io.open_image` applies it).
+        """
+        from srfeat.data.colour_profiles import is_cmyk_profile, other_colour_space
+        from srfeat.data.io import DECODE_ERRORS, array_to_pil, pil_to_array
+
+        try:  # a lazily opened file decodes here: its damage was PIL's own OSError or ValueError, from inside
+            image.load()
+            pixels = pil_to_array(image)
+        except SRFeatError:
+            raise
+        except DECODE_ERRORS as error:
+            filename = getattr(image, "filename", "")  # an ImageFile's; an image made in memory has none
+            source = f" ({filename})" if filename else ""
+            problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ImageReadError(
+                f"the PIL image{source} cannot be decoded: {problem}; a damaged file, or one closed before upscaling?"
+            ) from error
+        array = self.upscale_array(pixels, outscale)
+        if array.dtype == np.uint16 and array.shape[2] == 2:  # I;16 with a see-through level: PIL has no 16-bit LA
+            array = np.rint(array / 257.0).astype(np.uint8)
+        result = array_to_pil(array)
+        profile = image.info.get("icc_profile")
+        if image.mode == "CMYK" and is_cmyk_profile(profile):
+            return result  # its colours went through it into sRGB (untagged RGB is read as sRGB)
+        if profile and not other_colour_space(profile, array.shape[2], "the image"):
+            result.info["icc_profile"] = profile
+        return result

@@ -1,0 +1,147 @@
+"""What a generator checkpoint must hold, checked before anything is built or saved: the names and
+shapes of the architecture they imply (from a file's header alone, so a hostile file cannot make
+it allocate), and weights that are finite and have not exploded."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.errors import WeightsError
+
+__all__ = [
+    "MAX_TENSORS",
+    "MAX_WEIGHT_MAGNITUDE",
+    "Shapes",
+    "check_layout",
+    "check_weights",
+    "expected_shapes",
+    "name_list",
+    "weight_problem",
+]
+
+# No trained generator comes near this (the bundled ones stay below 2); a run whose weights
+# pass it has diverged, and its output is garbage even where it is finite.
+MAX_WEIGHT_MAGNITUDE = 1e6
+# An SRFeat generator has about 10 tensors per block; a header listing more than this is not one.
+MAX_TENSORS = 100_000
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+# ----------------------------------------------------------------------------- weights sanity
+
+
+def weight_problem(
+    tensors: Iterable[tuple[str, torch.Tensor]], max_magnitude: float = MAX_WEIGHT_MAGNITUDE
+) -> str | None:
+    """None when every float tensor is finite and within `max_magnitude`; else what is wrong."""
+    non_finite: list[tuple[str, int]] = []
+    largest = ("", 0.0)
+    for name, tensor in tensors:
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            non_finite.append((name, int((~finite).sum())))
+            continue
+        magnitude = float(tensor.detach().abs().max())
+        if magnitude > largest[1]:
+            largest = (name, magnitude)
+    if non_finite:
+        name, count = non_finite[0]
+        others = f" and {len(non_finite) - 1} other tensor(s)" if len(non_finite) > 1 else ""
+        return f"weights are not finite (NaN or inf): {count} value(s) in {name}{others}"
+    if largest[1] > max_magnitude:
+        return (
+            f"weights have exploded: {largest[0]} reaches {largest[1]:.3g} "
+            f"(trained generators stay far below {max_magnitude:g})"
+        )
+    return None
+
+
+def check_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
+    """WeightsError, one line, if the weights are not finite or have exploded."""
+    problem = weight_problem(tensors)
+    if problem is not None:
+        raise WeightsError(f"{source}: {problem}; the run that wrote it diverged: use an earlier checkpoint")
+
+
+# ----------------------------------------------------------------------------- the layout
+
+
+def name_list(keys: list[str]) -> str:
+    """The first three keys, and how many more."""
+    shown = ", ".join(keys[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def expected_shapes(scale: int, num_features: int, num_blocks: int, in_channels: int) -> dict[str, tuple[int, ...]]:
+    """Every state-dict entry of that generator and its shape (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        generator = SRFeatGenerator(scale, num_features, num_blocks, in_channels)
+    return {key: tuple(value.shape) for key, value in generator.state_dict().items()}
+
+
+def _indices(shapes: Shapes, prefix: str) -> dict[int, str]:
+    """Index -> first key, of the `prefix.<index>.` entries."""
+    found: dict[int, str] = {}
+    for key in shapes:
+        if (match := re.match(rf"{re.escape(prefix)}\.(\d+)\.", key)) is not None:
+            found.setdefault(int(match.group(1)), key)
+    return found
+
+
+def check_layout(shapes: Shapes, float_keys: set[str], source: str) -> tuple[int, int, int, int]:
+    """(scale, num_features, num_blocks, in_channels) that the names and shapes describe.
+
+    Fails in one line naming the first key that does not fit: a name the architecture does
+    not have, a missing one, or a shape other than the architecture's (both shapes named).
+    """
+    if len(shapes) > MAX_TENSORS:
+        raise WeightsError(f"{source} holds {len(shapes):,} tensors; an SRFeat generator has a few hundred")
+    head = shapes.get("head.weight")
+    blocks, stages = _indices(shapes, "body"), _indices(shapes, "upsampler")
+    if head is None or not blocks or not stages:
+        raise WeightsError(f"{source} is not an SRFeat generator (no head/body/upsampler weights): wrong architecture")
+    if len(head) != 4:
+        raise WeightsError(f"{source}: head.weight has shape {head}; an SRFeat generator's is 4-D (features, 3, 9, 9)")
+    num_features, in_channels = head[0], head[1]
+    for what, found, allowed in (("block", blocks, None), ("upsampling stage", stages, (1, 2))):
+        count = len(found)
+        outside = sorted(index for index in found if index >= count)
+        if outside:
+            raise WeightsError(
+                f"{source}: {found[outside[0]]} names {what} {outside[0]}, but the file has {count} {what}(s) "
+                f"(indices 0 to {count - 1} expected): damaged or not an SRFeat generator"
+            )
+        if allowed is not None and count not in allowed:
+            raise WeightsError(f"{source} has {count} upsampling stages; an SRFeat generator has 1 (x2) or 2 (x4)")
+    scale, num_blocks = 2 ** len(stages), len(blocks)
+    expected = expected_shapes(scale, num_features, num_blocks, in_channels)
+    architecture = f"x{scale}, {num_features} features, {num_blocks} blocks (from head.weight {head})"
+    unexpected = sorted(set(shapes) - set(expected))
+    if unexpected:
+        raise WeightsError(
+            f"{source} does not match the SRFeat generator architecture ({architecture}): "
+            f"unexpected key(s) {name_list(unexpected)}"
+        )
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise WeightsError(
+            f"{source} does not match the SRFeat generator architecture ({architecture}): "
+            f"missing key(s) {name_list(missing)}"
+        )
+    for key, shape in expected.items():
+        if tuple(shapes[key]) != shape:
+            raise WeightsError(
+                f"{source} does not match the SRFeat generator architecture: {key} has shape {tuple(shapes[key])} "
+                f"in the file, but {architecture} needs {shape}"
+            )
+        if key.endswith("num_batches_tracked") != (key not in float_keys):
+            kind = "an integer" if key.endswith("num_batches_tracked") else "floating point"
+            raise WeightsError(f"{source}: {key} has the wrong dtype (expected {kind})")
+    return scale, num_features, num_blocks, in_channels

@@ -1,0 +1,184 @@
+"""Reading a generator checkpoint: what the file is (by its content), its tensors' layout checked
+before they are read (safetensors: from the header; `.pt`: memory-mapped), and the generator
+built from them. A file torch cannot read safely is refused in one line, never with torch's
+advice to turn safety off."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from srfeat.archs.generator import SRFeatGenerator
+from srfeat.errors import WeightsError
+from srfeat.weights.checks import MAX_TENSORS, check_layout, check_weights, name_list
+from srfeat.weights.file_kinds import (
+    ONNX,
+    PICKLE,
+    PYTORCH,
+    SAFETENSORS,
+    identify_file,
+    not_a_weights_file,
+    torch_load_quietly,
+    unpickling_problem,
+)
+
+__all__ = ["build_generator", "first_line", "generator_from_state", "read_state", "strip_prefix"]
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _refusal(path: Path, error: BaseException) -> WeightsError:
+    """One line for a file torch cannot read safely; never torch's advice to turn safety off."""
+    problem, reason = unpickling_problem(error)
+    if problem == "objects":
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        what = f" ({found.group(1)})" if found else ""
+        return WeightsError(
+            f"refusing {path}: it holds pickled Python objects{what}, not only tensors, and loading them could "
+            "run code; save the generator's state_dict as .safetensors (or a .pt of tensors only)"
+        )
+    if problem == "opcodes":
+        return WeightsError(
+            f"refusing {path}: its pickle uses instructions torch's safe loader does not read ({reason}; a pickle "
+            "protocol above 3?); save the generator's state_dict as .safetensors, or with torch.save's default protocol"
+        )
+    if not isinstance(error, pickle.UnpicklingError):
+        reason = first_line(error).split(". ")[0]  # torch's zip reader adds sentences of advice
+        if " " not in reason:  # a bare key or number (KeyError: 101) means nothing alone
+            reason = f"{type(error).__name__}: {reason}"
+    return WeightsError(
+        f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict ({reason})"
+    )
+
+
+def _check_kind(path: Path, bundled: list[str]) -> None:
+    """The file's content must be what its name says (safetensors for `.safetensors`, a PyTorch
+    checkpoint otherwise); if not, one line that says what it is and what to do."""
+    kind = identify_file(path)
+    wanted = SAFETENSORS if path.suffix == ".safetensors" else PYTORCH
+    if kind.name == wanted:
+        return
+    if kind.name == PYTORCH:
+        raise WeightsError(f"{path} is {kind.description}, not safetensors: name it .pt to load it (tensors only)")
+    if kind.name == SAFETENSORS:
+        raise WeightsError(f"{path} is {kind.description}: name it .safetensors to load it")
+    if kind.name == ONNX and path.suffix.lower() == ".onnx":  # "name it .onnx" would say to do what is done
+        raise WeightsError(
+            f"{path} is an ONNX model, which only srfeat upscale runs (with ONNX Runtime): here a generator "
+            "checkpoint (.safetensors or .pt) is needed, e.g. the generator_*.safetensors of a run"
+        )
+    if kind.name == ONNX:  # misnamed
+        raise WeightsError(
+            f"{path} looks like an ONNX file: name it .onnx (srfeat upscale runs .onnx files with ONNX Runtime); "
+            "here a .safetensors or .pt checkpoint is needed"
+        )
+    if kind.name == PICKLE:
+        raise WeightsError(
+            f"refusing {path}: it is {kind.description}; it may hold any Python objects, and loading them could "
+            "run code; save the generator's state_dict as .safetensors (or with torch.save, tensors only)"
+        )
+    what_to_do = kind.hint or (
+        f"give a bundled name ({', '.join(bundled) or 'none installed'}) or an SRFeat checkpoint (.safetensors or .pt)"
+    )
+    raise WeightsError(f"{path} is {kind.description}, not generator weights: {what_to_do}")
+
+
+def _safetensors_layout(path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """Names, shapes and float-ness of the tensors in a safetensors file, from its header only."""
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+        if len(keys) > MAX_TENSORS:
+            raise WeightsError(f"{path} holds {len(keys):,} tensors; an SRFeat generator has a few hundred")
+        shapes: dict[str, tuple[int, ...]] = {}
+        float_keys: set[str] = set()
+        for key in keys:
+            tensor_slice = handle.get_slice(key)
+            shapes[key] = tuple(tensor_slice.get_shape())
+            if tensor_slice.get_dtype() in ("F16", "BF16", "F32", "F64"):
+                float_keys.add(key)
+    return shapes, float_keys
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The names without the `module.` a DistributedDataParallel-wrapped save adds."""
+    return {key.removeprefix("module."): value for key, value in state.items()}  # DDP-wrapped saves
+
+
+def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
+    """The checked tensors of a generator file and the architecture they describe (`bundled`: the
+    bundled models' names, which a refusal suggests)."""
+    if problem := not_a_weights_file(path, bundled):
+        raise WeightsError(problem)
+    try:
+        _check_kind(path, bundled)
+    except OSError as error:
+        raise WeightsError(f"cannot read {path}: {error.strerror or error}") from error
+    if path.suffix == ".safetensors":
+        try:
+            shapes, float_keys = _safetensors_layout(path)
+        except (SafetensorError, OSError, ValueError) as error:
+            raise _refusal(path, error) from error
+        shapes = {key.removeprefix("module."): shape for key, shape in shapes.items()}
+        float_keys = {key.removeprefix("module.") for key in float_keys}
+        layout = check_layout(shapes, float_keys, str(path))
+        try:
+            return strip_prefix(load_file(str(path))), layout
+        except (SafetensorError, OSError, ValueError) as error:
+            raise _refusal(path, error) from error
+    try:
+        try:  # memory-mapped: shapes are checked before the tensors are read
+            state = torch_load_quietly(path, map_location="cpu", mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            state = torch_load_quietly(path, map_location="cpu")  # the pre-1.6 format
+    except Exception as error:  # pickle, zip and torch raise their own types
+        raise _refusal(path, error) from error
+    if isinstance(state, dict) and isinstance(state.get("generator"), dict):
+        state = state["generator"]  # a full training state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} is not a state dict of tensors: expected an SRFeat generator checkpoint")
+    state = strip_prefix(state)
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    layout = check_layout(shapes, {k for k, v in state.items() if v.is_floating_point()}, str(path))
+    return state, layout
+
+
+def build_generator(state: dict[str, torch.Tensor], layout: tuple[int, int, int, int], source: str) -> SRFeatGenerator:
+    """The generator of `layout` with the checked `state` loaded (weights checked first)."""
+    check_weights(state.items(), source)
+    scale, num_features, num_blocks, in_channels = layout
+    generator = SRFeatGenerator(scale=scale, num_features=num_features, num_blocks=num_blocks, in_channels=in_channels)
+    try:
+        generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (RuntimeError, ValueError) as error:  # check_layout should have caught it: say so plainly
+        raise WeightsError(f"{source} does not match the SRFeat generator architecture: {first_line(error)}") from error
+    return generator
+
+
+def generator_from_state(state: dict[str, torch.Tensor], source: str = "state dict") -> SRFeatGenerator:
+    """Build the generator the tensors describe and load them; a foreign state dict fails clearly
+    (`WeightsError`: names, shapes, values; anything but a mapping of names to tensors too)."""
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{source}: expected a state dict (names to tensors), got {type(state).__name__}")
+    if isinstance(state.get("generator"), Mapping):  # a training state.pt, loaded
+        raise WeightsError(f"{source} is a training state: give its generator entry, state['generator']")
+    if not_tensors := [key for key, value in state.items() if not isinstance(value, torch.Tensor)]:
+        raise WeightsError(
+            f"{source} must map names to tensors: {name_list([str(key) for key in not_tensors])} "
+            f"{'is not a tensor' if len(not_tensors) == 1 else 'are not tensors'} (a generator's state_dict() is)"
+        )
+    state = strip_prefix(state)
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    layout = check_layout(shapes, {k for k, v in state.items() if v.is_floating_point()}, source)
+    return build_generator(state, layout, source)
