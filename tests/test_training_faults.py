@@ -1,0 +1,183 @@
+"""`srfeat train` under faults a long run meets: a damaged optimizer state, a quota or file size limit
+that fills during a checkpoint."""
+
+from __future__ import annotations
+
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
+from safetensors.torch import load_file
+from training_helpers import tiny_config, tiny_values, train_in_process
+
+from srfeat.training import checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name)
+
+
+@pytest.fixture()
+def two_step_run(folders, tmp_path: Path) -> tuple[Path, Path]:
+    """A 2-step stage-1 run folder (checkpoint at step 2, no validation) and its config file."""
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    config = tiny_config(train_dir, None, out, 1, ["train.max_steps=2"])
+    train_in_process(config, out)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(config.to_yaml())
+    return out, path
+
+
+def damage_optimizer(state: dict, damage: str) -> None:
+    moments = state["optimizers"]["generator"]["state"]
+    first = moments[next(iter(moments))]
+    if damage == "nan moment":
+        first["exp_avg_sq"].fill_(float("nan"))
+    elif damage == "moment of another shape":
+        first["exp_avg"] = torch.zeros(3)
+    elif damage == "moment missing":
+        del first["exp_avg"]
+    elif damage == "negative step":
+        first["step"] = torch.tensor(-5.0)
+    elif damage == "nan beta":
+        state["optimizers"]["generator"]["param_groups"][0]["betas"] = (float("nan"), 0.999)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        # trained on: the first step's NaN weights were called a divergence, pointing at this same state
+        ("nan moment", "has exp_avg_sq values that are NaN"),
+        ("moment of another shape", "has exp_avg of shape (3,) for a parameter of shape (8, 3, 9, 9)"),  # SIGSEGV
+        ("moment missing", "has no exp_avg tensor"),  # KeyError traceback in the first step
+        ("negative step", "has step values that are NaN, inf or below 1"),
+        ("nan beta", "has betas (nan, 0.999)"),
+    ],
+)
+def test_a_damaged_optimizer_state_is_refused_in_one_line_and_writes_nothing(
+    two_step_run: tuple[Path, Path], damage: str, message: str
+) -> None:
+    out, config = two_step_run
+    state = torch.load(out / checkpoint.STATE_FILE, weights_only=True)
+    damage_optimizer(state, damage)
+    torch.save(state, out / checkpoint.STATE_FILE)
+    before = folder_bytes(out)
+    child = srfeat_cli("train", config, "--out", out, "--resume", "--max-steps", "4", "--no-progress")
+    error = one_error_line(child)
+    assert "the generator optimizer state" in error and message in error, error
+    assert "damaged or edited" in error
+    assert folder_bytes(out) == before
+
+
+def test_a_checkpoint_over_a_file_size_limit_is_one_line_and_keeps_the_previous(
+    two_step_run: tuple[Path, Path],
+) -> None:
+    # `ulimit -f` (batch systems set one): torch.save's EFBIG came out as "RuntimeError: ... unexpected
+    # pos", a traceback
+    out, config = two_step_run
+    limit = (out / checkpoint.STATE_FILE).stat().st_size * 2 // 3  # above every other file the run writes
+    assert limit > (out / checkpoint.LATEST_GENERATOR).stat().st_size
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "srfeat.cli",
+            "train",
+            str(config),
+            "--out",
+            str(out),
+            "--resume",
+            "--max-steps",
+            "4",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        preexec_fn=limit_file_size,
+    )
+    error = one_error_line(child)
+    assert "cannot write the checkpoint" in error and "state.pt" in error and "ulimit -f" in error, error
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+    assert state["step"] == 2, "step 4's checkpoint failed; step 2's stays"
+    latest = load_file(str(out / checkpoint.LATEST_GENERATOR))
+    assert all(torch.equal(latest[key], state["generator"][key]) for key in latest), "both files from one step"
+    assert temporaries(out) == []
+
+
+def in_a_small_tmpfs(tmp_path: Path, size: str, python: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`python -c PYTHON ARGS` with a `size` tmpfs mounted at tmp_path/small, in a private mount namespace;
+    its exit status is the command's, and its stdout ends with `ls -A` of tmp_path/small/run."""
+    namespace = ["unshare", "--user", "--map-root-user", "--mount"]
+    if shutil.which("unshare") is None or subprocess.run([*namespace, "true"], check=False).returncode:
+        pytest.skip("no unprivileged mount namespaces here (unshare)")
+    small = tmp_path / "small"
+    small.mkdir()
+    command = shlex.join([sys.executable, "-c", python, *map(str, args)])
+    script = (
+        f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(small))} && {command}; echo rc=$?; echo FILES; "
+        f"ls -A {shlex.quote(str(small))}/run"
+    )
+    child = subprocess.run(
+        [*namespace, "sh", "-c", script],
+        check=False,
+        cwd=REPO,
+        env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    returncode = int(child.stdout.split("rc=")[-1].split()[0])  # the command's, not the shell's
+    return subprocess.CompletedProcess(child.args, returncode, child.stdout, child.stderr)
+
+
+# A quota: the file system has space (the free-space check passes), the user's share of it has none.
+OVER_QUOTA = textwrap.dedent(
+    """
+    import sys
+    import srfeat.files
+    from srfeat.cli import main
+
+    srfeat.files.free_bytes = lambda folder: 1 << 40  # what `df` says under a quota
+    sys.exit(main(["train", *sys.argv[1:]]))
+    """
+)
+
+
+def test_a_quota_that_fills_during_a_checkpoint_is_one_line_and_keeps_the_previous(folders, tmp_path: Path) -> None:
+    # ENOSPC / EDQUOT inside torch.save came out as "RuntimeError: ... unexpected pos", a traceback
+    train_dir, _ = folders
+    out = tmp_path / "small" / "run"
+    values = tiny_values(train_dir, None, out)
+    values["train"].update({"max_steps": 4, "checkpoint_every": 2})
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(values))
+    # room for one checkpoint (about 200 kB) and the logs, not for a second one's temporaries beside it
+    child = in_a_small_tmpfs(tmp_path, "300k", OVER_QUOTA, config, "--no-progress")
+    error = one_error_line(child)
+    assert "not enough disk space to write state.pt" in error, error
+    files = child.stdout.split("FILES\n", 1)[1].split()
+    assert not [name for name in files if ".tmp" in name], files
+    assert {checkpoint.STATE_FILE, checkpoint.LATEST_GENERATOR} <= set(files), files
