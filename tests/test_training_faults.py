@@ -1,5 +1,5 @@
 """`srfeat train` under faults a long run meets: a damaged optimizer state, a quota or file size limit
-that fills during a checkpoint."""
+that fills during a checkpoint, a full disk while plotting, a generator whose output overflows."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
 from safetensors.torch import load_file
 from training_helpers import tiny_config, tiny_values, train_in_process
 
-from srfeat.training import checkpoint
+from srfeat.training import checkpoint, trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -181,3 +181,82 @@ def test_a_quota_that_fills_during_a_checkpoint_is_one_line_and_keeps_the_previo
     files = child.stdout.split("FILES\n", 1)[1].split()
     assert not [name for name in files if ".tmp" in name], files
     assert {checkpoint.STATE_FILE, checkpoint.LATEST_GENERATOR} <= set(files), files
+
+
+# The disk fills up just before the plot is drawn (another job writing to it).
+FULL_AT_PLOT = textwrap.dedent(
+    """
+    import os, sys
+    from srfeat.cli import main
+    from srfeat.training import run_log
+
+    plot = run_log.RunLog.plot
+
+    def fill_then_plot(self):
+        descriptor = os.open(os.path.join(sys.argv[1], "filler"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            while os.write(descriptor, bytes(4096)):
+                pass
+        except OSError:
+            pass
+        os.close(descriptor)
+        plot(self)
+
+    run_log.RunLog.plot = fill_then_plot
+    sys.exit(main(["train", *sys.argv[2:]]))
+    """
+)
+
+
+def test_a_full_disk_while_plotting_is_one_line_and_leaves_no_temporary(folders, tmp_path: Path) -> None:
+    # savefig's ENOSPC was an OSError traceback mid-run (and a half-written .training.png.tmp.png)
+    train_dir, _ = folders
+    out = tmp_path / "small" / "run"
+    values = tiny_values(train_dir, None, out)
+    values["train"].update({"max_steps": 1, "checkpoint_every": 1000})
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(values))
+    child = in_a_small_tmpfs(tmp_path, "1m", FULL_AT_PLOT, tmp_path / "small", config, "--no-progress")
+    error = one_error_line(child)
+    assert "not enough disk space to write training.png" in error, error
+    files = child.stdout.split("FILES\n", 1)[1].split()
+    assert trainer.PLOT_FILE not in files and not [name for name in files if ".tmp" in name], files
+    assert checkpoint.STATE_FILE in files, "the run's checkpoint, saved before the plot, stays"
+
+
+def test_a_generator_whose_validation_output_overflows_stops_the_run_named(
+    folders, tmp_path: Path, monkeypatch
+) -> None:
+    """Weights under the divergence bound can still overflow to inf at validation (BatchNorm on its running
+    statistics); that output was clamped, rounded and scored as a plain PSNR, and a first validation saved
+    those weights as generator_best."""
+    train_dir, validation_dir = folders
+    steps = 0
+
+    class OverflowingStep(trainer.PretrainStep):
+        def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+            nonlocal steps
+            steps += 1
+            losses = super().__call__(lr, hr)
+            if steps == 3:
+                with torch.no_grad():
+                    for parameter in self.generator.parameters():
+                        if parameter.dim() == 4:  # the convolutions: large, finite, under 1e6
+                            parameter.fill_(1e5)
+            return losses
+
+    monkeypatch.setattr(trainer, "PretrainStep", OverflowingStep)
+    out = tmp_path / "run"
+    overrides = ["train.max_steps=6", "validation.every=1", "train.checkpoint_every=2"]
+    config = tiny_config(train_dir, validation_dir, out, overrides=overrides)
+    with pytest.raises(trainer.TrainingDiverged) as error:
+        train_in_process(config, out)
+    message = str(error.value)
+    assert "output for validation image face holds NaN or inf at step 3" in message, message
+    assert "last good checkpoint (step 2)" in message and "\n" not in message
+    validated = [line for line in (out / trainer.METRICS_FILE).read_text().splitlines() if '"validation"' in line]
+    assert len(validated) == 2, "steps 1 and 2 validated; step 3's output is no number"
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+    assert state["step"] == 2
+    best = load_file(str(out / checkpoint.BEST_GENERATOR))
+    assert all(value.abs().max() < 1e5 for value in best.values()), "generator_best holds no overflowing weights"
