@@ -260,3 +260,19 @@ def test_a_generator_whose_validation_output_overflows_stops_the_run_named(
     assert state["step"] == 2
     best = load_file(str(out / checkpoint.BEST_GENERATOR))
     assert all(value.abs().max() < 1e5 for value in best.values()), "generator_best holds no overflowing weights"
+
+
+def test_a_resume_that_changes_adams_betas_trains_with_them(two_step_run: tuple[Path, Path], tmp_path: Path) -> None:
+    # load_state_dict put the saved betas back: the change was named in a warning and written to
+    # config.yaml, yet the run trained on with the old beta1
+    out, config = two_step_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for folder, beta1 in ((out, "0.9"), (copy, "0.5")):
+        child = srfeat_cli(
+            "train", config, "--out", folder, "--resume", "--max-steps", "3", "--no-progress", f"optim.beta1={beta1}"
+        )
+        assert child.returncode == 0, child.stderr
+    same, changed = (checkpoint.load_state(folder / checkpoint.STATE_FILE) for folder in (out, copy))
+    assert changed["optimizers"]["generator"]["param_groups"][0]["betas"] == (0.5, 0.999)
+    assert any(not torch.equal(same["generator"][key], changed["generator"][key]) for key in same["generator"])

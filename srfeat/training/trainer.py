@@ -228,6 +228,7 @@ class Trainer:
                 ) from error
             for name, optimizer in self._optimizers().items():  # torch checks the parameter count alone
                 checkpoint.check_optimizer_state(optimizer, name, str(self.out_dir / checkpoint.STATE_FILE))
+            networks.apply_optimizer_settings(config, self._optimizers())
 
         # the average follows self.generator, never a DDP or compiled wrapper of it
         self.ema: GeneratorEMA | None = build_ema(self.generator, config.train.ema_decay, saved)
