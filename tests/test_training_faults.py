@@ -3,6 +3,7 @@ that fills during a checkpoint, a full disk while plotting, a generator whose ou
 
 from __future__ import annotations
 
+import io
 import resource
 import shlex
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
 from safetensors.torch import load_file
 from training_helpers import tiny_config, tiny_values, train_in_process
 
+from srfeat.cli import Terminated
 from srfeat.training import checkpoint, trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -276,3 +279,26 @@ def test_a_resume_that_changes_adams_betas_trains_with_them(two_step_run: tuple[
     same, changed = (checkpoint.load_state(folder / checkpoint.STATE_FILE) for folder in (out, copy))
     assert changed["optimizers"]["generator"]["param_groups"][0]["betas"] == (0.5, 0.999)
     assert any(not torch.equal(same["generator"][key], changed["generator"][key]) for key in same["generator"])
+
+
+class InterruptedFile(io.BytesIO):
+    """A file whose third write is cut by a second Ctrl-C (or SIGTERM: the CLI's `Terminated`)."""
+
+    def __init__(self, interrupt: BaseException) -> None:
+        super().__init__()
+        self.interrupt, self.writes = interrupt, 0
+
+    def write(self, data: Any) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]
+        self.writes += 1
+        if self.writes == 3:
+            raise self.interrupt
+        return super().write(data)
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), Terminated()], ids=["ctrl-c", "sigterm"])
+def test_a_second_signal_in_the_middle_of_writing_the_state_stops_as_itself(tmp_path: Path, interrupt) -> None:
+    # torch's archive writer, closing on it, raised "RuntimeError: ... unexpected pos" instead: a traceback
+    # where a second Ctrl-C or SIGTERM during a checkpoint stops at once
+    state = {"generator": {"weight": torch.zeros(1000)}, "step": 1}
+    with pytest.raises(type(interrupt)):
+        checkpoint.state_file(state, tmp_path / checkpoint.STATE_FILE).write(InterruptedFile(interrupt))

@@ -69,14 +69,15 @@ def tensor_bytes(obj: Any) -> int:
 
 
 def _torch_save(obj: Any, handle: Any) -> None:
-    """torch.save into `handle`; an OSError of the file (a full disk or quota, a file size limit) raised
-    as itself: torch's archive writer, closing on it, replaced it with "RuntimeError: ... unexpected
-    pos", which no full-disk handling recognised (a traceback, where a quota fills past the free-space check)."""
+    """torch.save into `handle`; an OSError of the file (a full disk or quota, a file size limit), or a
+    second Ctrl-C or SIGTERM in the middle of a write, raised as itself: torch's archive writer, closing on
+    it, replaced it with "RuntimeError: ... unexpected pos", which no full-disk or interrupt handling
+    recognised (a traceback, where a quota fills past the free-space check or the user stops at once)."""
     try:
         torch.save(obj, handle)
     except RuntimeError as error:
         cause = error.__context__
-        while cause is not None and not isinstance(cause, OSError):
+        while cause is not None and isinstance(cause, Exception) and not isinstance(cause, OSError):
             cause = cause.__context__
         if cause is None:
             raise
