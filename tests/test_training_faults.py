@@ -302,3 +302,30 @@ def test_a_second_signal_in_the_middle_of_writing_the_state_stops_as_itself(tmp_
     state = {"generator": {"weight": torch.zeros(1000)}, "step": 1}
     with pytest.raises(type(interrupt)):
         checkpoint.state_file(state, tmp_path / checkpoint.STATE_FILE).write(InterruptedFile(interrupt))
+
+
+def address_space_after_import() -> int:
+    """The bytes of address space a Python that imported torch and srfeat's training holds (VmSize)."""
+    code = (
+        "import torch, srfeat.training.trainer\n"
+        "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmSize')))"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=CHILD_ENV)
+    return int(child.stdout) * 1024
+
+
+def test_a_state_whose_config_is_an_alias_bomb_resumes_in_bounded_memory(two_step_run: tuple[Path, Path]) -> None:
+    # the resume compared the state's config with plain yaml.safe_load: 700 bytes of aliases stood for 10^8
+    # keys, which the comparison walked (hours, and gigabytes) before the run went on
+    out, config = two_step_run
+    levels = ["l0: &l0 {" + ", ".join(f"k{j}: {j}" for j in range(10)) + "}"]
+    levels += [f"l{i}: &l{i} {{" + ", ".join(f"k{j}: *l{i - 1}" for j in range(10)) + "}" for i in range(1, 9)]
+    state = torch.load(out / checkpoint.STATE_FILE, weights_only=True)
+    state["config"] = "\n".join(levels)
+    torch.save(state, out / checkpoint.STATE_FILE)
+    limit = address_space_after_import() + 2**30
+    child = srfeat_cli(
+        "train", config, "--out", out, "--resume", "--max-steps", "3", "--no-progress", memory_limit=limit
+    )
+    assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr[-2000:]
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 3

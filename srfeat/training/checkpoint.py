@@ -403,9 +403,15 @@ def config_changes(
     """
     import yaml
 
+    from srfeat.errors import ConfigError
+    from srfeat.training.typed_yaml import MAX_CONFIG_BYTES, load_yaml
+
+    # The state is untrusted: a YAML alias bomb of a few hundred bytes stood for billions of keys, which
+    # the comparison walked (hours, and memory) before the resume began. Refused as a config file is.
     try:
-        saved = yaml.safe_load(saved_config) if isinstance(saved_config, str) else None
-    except yaml.YAMLError:
+        usable = isinstance(saved_config, str) and len(saved_config) <= MAX_CONFIG_BYTES
+        saved = load_yaml(saved_config, "the saved config") if usable else None
+    except (yaml.YAMLError, ConfigError):
         saved = None
     if not isinstance(saved, dict):
         return []
