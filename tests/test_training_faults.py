@@ -329,3 +329,22 @@ def test_a_state_whose_config_is_an_alias_bomb_resumes_in_bounded_memory(two_ste
     )
     assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr[-2000:]
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 3
+
+
+@pytest.mark.parametrize(("damage", "message"), [("none", "no training state at"), ("cut", "cut short or damaged")])
+def test_a_dry_run_of_a_resume_reads_the_state(two_step_run: tuple[Path, Path], damage: str, message: str) -> None:
+    # it printed the config and exited 0 whatever state.pt was, even with no run folder: the resume then refused
+    out, config = two_step_run
+    if damage == "none":
+        out = out.parent / "never-ran"
+    else:
+        state = out / checkpoint.STATE_FILE
+        state.write_bytes(state.read_bytes()[:20_000])
+    error = one_error_line(srfeat_cli("train", config, "--out", out, "--resume", "--dry-run"))
+    assert message in error and "state.pt" in error, error
+
+
+def test_a_dry_run_of_a_good_resume_passes(two_step_run: tuple[Path, Path]) -> None:
+    out, config = two_step_run
+    child = srfeat_cli("train", config, "--out", out, "--resume", "--dry-run")
+    assert child.returncode == 0 and "stage: 1" in child.stdout, child.stderr
