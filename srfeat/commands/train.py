@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from srfeat.commands.arguments import OneLineErrorParser, path_argument
+
+if TYPE_CHECKING:
+    from srfeat.training.config import TrainingConfig
 
 
 class _IntermixedParser(OneLineErrorParser):
@@ -67,9 +71,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run",
         action="store_true",
         help="check the config, its data paths and that the folders hold usable images (from their headers), "
-        "print the resolved config, train nothing",
+        "with --resume that the run folder's state.pt is readable, print the resolved config, train nothing",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def _check_resumable(config: TrainingConfig) -> None:
+    """The run folder's state.pt is there, readable, whole and of the config's stage (one line if not)."""
+    from srfeat.errors import ConfigError
+    from srfeat.training import checkpoint
+
+    path = config.resolve_path(config.out_dir) / checkpoint.STATE_FILE
+    saved = checkpoint.load_state(path)
+    checkpoint.check_state(saved, path)
+    if saved["stage"] != config.stage:
+        raise ConfigError(f"{path.parent} holds a stage-{saved['stage']} run; the config is stage {config.stage}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
         check_paths(config, resuming=args.resume, dry_run=True)
         check_run_folder(config, config.resolve_path(config.out_dir), args.resume, args.overwrite)
+        if args.resume:  # what the resume reads first: a folder without a usable state passed the dry run
+            _check_resumable(config)
         from srfeat.training.loop import planned_steps, unreached_milestones
         from srfeat.training.sampling import check_data
 

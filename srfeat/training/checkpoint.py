@@ -16,6 +16,7 @@ The state holds only tensors, numbers, strings, lists and dicts, so it loads wit
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -30,7 +31,13 @@ import torch
 from torch import nn
 
 from srfeat.errors import WeightsError
-from srfeat.files import PendingFile, remove_stale_temporaries, write_file_atomically, write_files_atomically
+from srfeat.files import (
+    DiskFullError,
+    PendingFile,
+    remove_stale_temporaries,
+    write_file_atomically,
+    write_files_atomically,
+)
 from srfeat.weights.file_kinds import PYTORCH, identify_file, torch_load_quietly, unpickling_problem
 
 if TYPE_CHECKING:
@@ -61,8 +68,24 @@ def tensor_bytes(obj: Any) -> int:
     return 0
 
 
+def _torch_save(obj: Any, handle: Any) -> None:
+    """torch.save into `handle`; an OSError of the file (a full disk or quota, a file size limit), or a
+    second Ctrl-C or SIGTERM in the middle of a write, raised as itself: torch's archive writer, closing on
+    it, replaced it with "RuntimeError: ... unexpected pos", which no full-disk or interrupt handling
+    recognised (a traceback, where a quota fills past the free-space check or the user stops at once)."""
+    try:
+        torch.save(obj, handle)
+    except RuntimeError as error:
+        cause = error.__context__
+        while cause is not None and isinstance(cause, Exception) and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
+
+
 def state_file(obj: Any, path: str | os.PathLike[str]) -> PendingFile:
-    return PendingFile(Path(path), lambda handle: torch.save(obj, handle), tensor_bytes(obj) + 64 * 1024)
+    return PendingFile(Path(path), lambda handle: _torch_save(obj, handle), tensor_bytes(obj) + 64 * 1024)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -117,7 +140,16 @@ def save_checkpoint(
     and the space needed) replaces none and leaves no temporary.
     """
     files = generator_files(generator, out_dir, ema_generator)
-    write_files_atomically([*files, state_file({"format": STATE_FORMAT, **state}, Path(out_dir) / STATE_FILE)])
+    try:
+        write_files_atomically([*files, state_file({"format": STATE_FORMAT, **state}, Path(out_dir) / STATE_FILE)])
+    except OSError as error:
+        if error.errno != errno.EFBIG:
+            raise
+        raise DiskFullError(
+            f"cannot write the checkpoint ({', '.join(file.path.name for file in files)}, {STATE_FILE}) in {out_dir}: "
+            f"{error.strerror or error} (a file size limit, `ulimit -f`, or the file system's largest file); "
+            "the previous checkpoint is kept: raise the limit or choose another run folder, then --resume"
+        ) from error
 
 
 def save_generators(
@@ -238,6 +270,45 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
                 )
 
 
+def check_optimizer_state(optimizer: torch.optim.Optimizer, name: str, source: str) -> None:
+    """After `load_state_dict`: each parameter's Adam state fits it, finite; else one line.
+
+    torch checks only the number of parameters: a moment of another shape crashed the first step
+    (fused Adam: a segmentation fault), a missing one was a KeyError there, and a NaN one became
+    NaN weights that the run reported as a divergence, pointing back at this same checkpoint.
+    """
+    where = f"{source}: the {name} optimizer state"
+    for group in optimizer.param_groups:
+        betas, eps = group.get("betas"), group.get("eps")
+        numbers = [*betas, eps] if isinstance(betas, (tuple, list)) and len(betas) == 2 else [math.nan]
+        usable = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+        if not usable or not all(0 <= beta < 1 for beta in numbers[:2]) or numbers[2] < 0:
+            raise WeightsError(
+                f"{where} has betas {betas!r} and eps {eps!r}, not Adam's: the file is damaged or edited"
+            )
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter)
+            if state is None or (isinstance(state, dict) and not state):
+                continue  # never updated (frozen, or a network this stage does not train)
+            problem = None if isinstance(state, dict) else f"is {type(state).__name__}, not Adam's"
+            for key, low in (("exp_avg", -math.inf), ("exp_avg_sq", 0.0), ("step", 1.0)):
+                if problem is not None:
+                    break
+                value = state.get(key)
+                shape = () if key == "step" else tuple(parameter.shape)
+                if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                    problem = f"has no {key} tensor"
+                elif tuple(value.shape) != shape and not (key == "step" and value.numel() == 1):
+                    problem = f"has {key} of shape {tuple(value.shape)} for a parameter of shape {shape}"
+                elif not bool(torch.isfinite(value).all()) or bool((value < low).any()):
+                    problem = f"has {key} values that are NaN, inf or below {low:g}"
+            if problem is not None:
+                raise WeightsError(
+                    f"{where} {problem}: the file is damaged or edited; start a new run folder with "
+                    "train.init_generator=<the run's generator_latest.safetensors>"
+                )
+
+
 def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, source: str) -> None:
     """The saved generator's tensors are those `built` has, with the same shapes; else one line."""
     expected = built.state_dict()
@@ -332,9 +403,15 @@ def config_changes(
     """
     import yaml
 
+    from srfeat.errors import ConfigError
+    from srfeat.training.typed_yaml import MAX_CONFIG_BYTES, load_yaml
+
+    # The state is untrusted: a YAML alias bomb of a few hundred bytes stood for billions of keys, which
+    # the comparison walked (hours, and memory) before the resume began. Refused as a config file is.
     try:
-        saved = yaml.safe_load(saved_config) if isinstance(saved_config, str) else None
-    except yaml.YAMLError:
+        usable = isinstance(saved_config, str) and len(saved_config) <= MAX_CONFIG_BYTES
+        saved = load_yaml(saved_config, "the saved config") if usable else None
+    except (yaml.YAMLError, ConfigError):
         saved = None
     if not isinstance(saved, dict):
         return []

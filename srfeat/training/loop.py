@@ -328,7 +328,14 @@ class TrainingLoop:
         progress.validated_step = progress.step
         self._stop_if_diverged()
         if self.validator is not None:
-            metrics, samples = validate_generators(self.validator, self.trainer.generator, self.trainer.ema)
+            try:
+                metrics, samples = validate_generators(self.validator, self.trainer.generator, self.trainer.ema)
+            except TrainingDiverged as error:  # finite weights whose output overflows: diverged all the same
+                raise TrainingDiverged(
+                    f"{error} at step {progress.step}: training stopped without saving these weights; "
+                    f"{checkpoint.last_good_checkpoint(self.trainer.out_dir, state.saved_at)} "
+                    "(lower optim.lr or check the data)"
+                ) from error
             state.last_validation = metrics
             improved = metrics["psnr"] > progress.best_psnr
             if improved:

@@ -102,6 +102,20 @@ def adam_eps(config: TrainingConfig, network: Literal["generator", "discriminato
     return chosen if chosen is not None else AUTHORS_ADAM_EPS[(config.stage, network)]
 
 
+def apply_optimizer_settings(config: TrainingConfig, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """After a resumed state's optimizers are loaded: Adam's betas (and an epsilon the config sets) are
+    the config's, not the saved ones, which `load_state_dict` put back: a resume with optim.beta1=0.5 was
+    named as a change and written to config.yaml, yet trained on with 0.9. A null epsilon keeps the
+    saved one (docs/fidelity.md: older stage-1 states keep theirs); the learning rates follow `set_lr`."""
+    optim = config.optim
+    for name, optimizer in optimizers.items():
+        eps = optim.eps if name == "generator" else optim.discriminator_eps
+        for group in optimizer.param_groups:
+            group["betas"] = (optim.beta1, optim.beta2)
+            if eps is not None:
+                group["eps"] = eps
+
+
 def check_saved_discriminators(saved: dict[str, Any], discriminators: dict[str, nn.Module], source: str) -> None:
     """A stage-2 state fits the config's discriminators, or one line says why not.
 

@@ -8,6 +8,7 @@ OUT/tensorboard/     losses, lr, PSNR/SSIM and validation images
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -161,10 +162,14 @@ class RunLog:
             niqe_axis.plot(*zip(*points, strict=True), marker="s", color="tab:red")
             niqe_axis.set_ylabel("NIQE (lower is better)", color="tab:red")
         figure.tight_layout()
-        tmp = self.out_dir / f".{PLOT_FILE}.tmp.png"
-        figure.savefig(tmp, dpi=100)
-        plt.close(figure)
-        tmp.replace(self.out_dir / PLOT_FILE)
+        image = io.BytesIO()
+        try:
+            figure.savefig(image, format="png", dpi=100)
+        finally:
+            plt.close(figure)
+        # as the checkpoints: a full disk was a traceback mid-run (and a half-written temporary)
+        data = image.getvalue()
+        write_file_atomically(self.out_dir / PLOT_FILE, lambda handle: handle.write(data), len(data))
 
     def close(self) -> None:
         if self.writer is not None:

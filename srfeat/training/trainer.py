@@ -218,8 +218,7 @@ class Trainer:
         self.base_lrs = {"generator": config.optim.lr, **{name: discriminator_lr for name in self.discriminators}}
         if saved is not None:
             try:
-                self.generator_optimizer.load_state_dict(saved["optimizers"]["generator"])
-                for name, optimizer in self.discriminator_optimizers.items():
+                for name, optimizer in self._optimizers().items():
                     optimizer.load_state_dict(saved["optimizers"][name])
             except (KeyError, ValueError, TypeError) as error:  # what torch raises for a foreign state
                 raise WeightsError(
@@ -227,6 +226,9 @@ class Trainer:
                     f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
                     "the file is damaged or edited"
                 ) from error
+            for name, optimizer in self._optimizers().items():  # torch checks the parameter count alone
+                checkpoint.check_optimizer_state(optimizer, name, str(self.out_dir / checkpoint.STATE_FILE))
+            networks.apply_optimizer_settings(config, self._optimizers())
 
         # the average follows self.generator, never a DDP or compiled wrapper of it
         self.ema: GeneratorEMA | None = build_ema(self.generator, config.train.ema_decay, saved)

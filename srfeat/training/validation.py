@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srfeat.errors import SRFeatError
+from srfeat.errors import SRFeatError, TrainingDiverged
 from srfeat.metrics.psnr_ssim import SSIM_WINDOW
 from srfeat.training.config import TrainingConfig
 
@@ -80,7 +80,11 @@ class Validator:
         for index in self.indices:
             item = self.dataset[index]
             lr = item["lr"].unsqueeze(0).to(self.device, memory_format=memory_format)
-            sr = generator(lr).float().clamp_(0.0, 1.0)[0]
+            sr = generator(lr).float()[0]
+            if not bool(torch.isfinite(sr).all()):  # clamped and rounded, NaN scored as a plain number
+                generator.train(was_training)
+                raise TrainingDiverged(f"the generator's output for validation image {item['name']} holds NaN or inf")
+            sr = sr.clamp_(0.0, 1.0)
             sr_uint8 = sr.mul(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
             totals["psnr"] += psnr(sr_uint8, item["hr_uint8"], crop_border=scale)
             totals["ssim"] += ssim(sr_uint8, item["hr_uint8"], crop_border=scale)
