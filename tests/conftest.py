@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+
+def _give_children_the_default_stop_signals() -> None:
+    """Tests send SIGINT and SIGHUP to srfeat processes they start, which inherit an ignored signal: sh
+    starts a background job (`python3 -m pytest ... &` in a script) with SIGINT ignored, nohup ignores
+    SIGHUP, and srfeat then rightly goes on, failing those tests. A handler of this process's own is
+    not inherited: its children start with the default action. SIGINT gets Python's usual one; SIGHUP
+    one that does nothing, so that the test run itself still outlives a closed terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) == signal.SIG_IGN:
+        signal.signal(hangup, lambda number, frame: None)
+
+
+_give_children_the_default_stop_signals()
 DATASETS = Path(os.environ.get("SRFEAT_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 
