@@ -1,17 +1,26 @@
 """A resume reads state.pt's counters (elapsed_seconds, best_psnr, ...) as untrusted input: a value a
-run cannot have written is refused in one line naming it, before anything is written."""
+run cannot have written is refused in one line naming it, before anything is written; and a stop signal
+during a validation stops the run at the validated step, which resumes to the uninterrupted result."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from cli_helpers import one_error_line, srfeat_cli
-from training_helpers import tiny_config, train_in_process
+from safetensors.torch import load_file
+from training_helpers import state_tensors, tiny_config, train_in_process
 
 from srfeat.training import checkpoint
+from srfeat.training.interrupt import TrainingInterrupted
+from srfeat.training.validation import Validator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,3 +83,48 @@ def test_a_best_psnr_of_inf_resumes(two_step_state: tuple[Path, Path], tmp_path:
     assert child.returncode == 0, child.stderr
     state = checkpoint.load_state(out / checkpoint.STATE_FILE)
     assert state["step"] == 4 and state["best_psnr"] == math.inf
+
+
+def test_a_signal_during_validation_stops_at_the_validated_step_and_resumes_exactly(
+    folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the stop was read before the validation only: a SIGTERM during it trained one step more
+    train_dir, validation_dir = folders
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train_in_process(
+        tiny_config(
+            train_dir,
+            validation_dir,
+            whole,
+            1,
+        ),
+        whole,
+    )
+    validate = Validator.__call__
+    calls: list[int] = []
+
+    def signalled(self: Validator, generator: torch.nn.Module) -> Any:
+        calls.append(1)
+        if len(calls) == 1:  # the first validation, at step 2
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # Python runs the handler between bytecodes of the main thread
+        return validate(self, generator)
+
+    monkeypatch.setattr(Validator, "__call__", signalled)
+    with pytest.raises(TrainingInterrupted, match="at step 2:"):
+        train_in_process(tiny_config(train_dir, validation_dir, split, 1), split)
+    assert checkpoint.load_state(split / checkpoint.STATE_FILE)["step"] == 2
+    monkeypatch.setattr(Validator, "__call__", validate)
+    assert train_in_process(tiny_config(train_dir, validation_dir, split, 1), split, resume=True).step == 4
+
+    expected, resumed = state_tensors(whole), state_tensors(split)
+    assert expected.keys() == resumed.keys()
+    assert not [key for key in expected if not torch.equal(expected[key], resumed[key])]
+    for name in (checkpoint.BEST_GENERATOR, checkpoint.LATEST_GENERATOR):
+        best, resumed_best = load_file(str(whole / name)), load_file(str(split / name))
+        assert all(torch.equal(best[key], resumed_best[key]) for key in best), name
+    logged = [
+        [(r["kind"], r["step"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
+        for out in (whole, split)
+    ]
+    assert logged[0] == logged[1]
