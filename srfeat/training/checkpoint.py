@@ -22,6 +22,7 @@ import math
 import os
 import pickle
 import random
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,14 +217,15 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-# What a state must hold, and of what type, for a resume to use it: (key, types, low bound).
-_STATE_COUNTERS: tuple[tuple[str, tuple[type, ...], float], ...] = (
-    ("stage", (int,), 1),
-    ("step", (int,), 0),
-    ("epoch", (int,), 0),
-    ("batch_in_epoch", (int,), 0),
-    ("elapsed_seconds", (int, float), 0),
-    ("best_psnr", (int, float), -math.inf),
+# What a state must hold, and of what type, for a resume to use it: (key, types, low bound, finite).
+# best_psnr alone may be inf: the mean PSNR is inf once a validation image is matched exactly.
+_STATE_COUNTERS: tuple[tuple[str, tuple[type, ...], float, bool], ...] = (
+    ("stage", (int,), 1, True),
+    ("step", (int,), 0, True),
+    ("epoch", (int,), 0, True),
+    ("batch_in_epoch", (int,), 0, True),
+    ("elapsed_seconds", (int, float), 0, True),  # inf: "time budget reached" on resume, or inf in the log
+    ("best_psnr", (int, float), -math.inf, False),
 )
 
 
@@ -240,12 +242,14 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
     NaN weight would surface as a traceback, or as a run that trains on from garbage.
     """
     where = f"training state {path}"
-    for key, types, low in _STATE_COUNTERS:
+    for key, types, low, finite in _STATE_COUNTERS:
         value = state.get(key)
         number = value if isinstance(value, types) and not isinstance(value, bool) else None
-        if not isinstance(number, (int, float)) or not number >= low:  # `not >=`: NaN fails too
+        high = sys.float_info.max if finite else math.inf  # compared exactly: an int past a float's range fails
+        if not isinstance(number, (int, float)) or not low <= number <= high:  # NaN fails too
             raise WeightsError(
-                f"{where}: {key} is {repr(value)[:60]}, not a number >= {low}: the file is damaged or edited"
+                f"{where}: {key} is {repr(value)[:60]}, not a {'finite ' if finite else ''}number >= {low}: "
+                "the file is damaged or edited"
             )
     validated = state.get("validated_step", -1)  # optional: states of earlier versions lack it
     if not isinstance(validated, int) or isinstance(validated, bool) or validated < -1:

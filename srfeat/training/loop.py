@@ -137,7 +137,8 @@ class TrainingLoop:
         self.planned_steps = planned_steps
         self.validator = validator
         self.log = log
-        # Under DDP all ranks must stop at the same step: rank 0's clock decides, every few steps.
+        # Under DDP all ranks must stop at the same step: rank 0's clock decides, every few steps and after
+        # each validation.
         self.clock_every = 1 if not self.context.enabled else 10
         self.state = LoopState(started=time.monotonic() - self.progress.elapsed_seconds, saved_at=self.progress.step)
         self.bar: Any = None
@@ -237,6 +238,9 @@ class TrainingLoop:
         if config.validation.dir and (step % config.validation.every == 0 or last):
             self._flush_log()
             self._validate()
+            if not stopping:  # a signal (or the time budget) during the validation stops here, not a step later
+                self._tick_clock()
+                stopping = self.state.out_of_time or self.state.stop_signal is not None
         if step % config.train.checkpoint_every == 0:
             self._save()
         return stopping

@@ -108,6 +108,16 @@ class Upscalers:
         return upscaler
 
 
+_CLI_ADVICE = "; skip or replace this file"  # what `srfeat upscale` says of a file it cannot read
+_WEB_ADVICE = "; upload another file, or this one again if it was cut short"
+
+
+def _web_advice(message: str) -> str:
+    """`message` with the command line's advice for an unreadable file (skip it in the batch, or replace
+    it on disk) made the page's: there is no batch and no file of the user's on the server."""
+    return message[: -len(_CLI_ADVICE)] + _WEB_ADVICE if message.endswith(_CLI_ADVICE) else message
+
+
 def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str]]:
     """`job`'s upload upscaled as `srfeat upscale` writes it: (the result file's bytes, its width and
     height, the notes for the card); errors name the upload, not the temporary file."""
@@ -121,7 +131,7 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
                 width, height = upscale_file(upscaler, source, target)
         except SRFeatError as error:
             # Messages name the temporary file; the user knows it by its upload name.
-            raise SRFeatError(str(error).replace(str(source), job.name)) from error
+            raise SRFeatError(_web_advice(str(error).replace(str(source), job.name))) from error
         result = target.read_bytes()
         notes = [note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged]
     return result, width, height, notes
