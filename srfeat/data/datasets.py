@@ -25,8 +25,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from srfeat.data.image_folders import LazyImages, as_folders, distinct_folders, holds_no_image, scan_images
 from srfeat.data.io import PathLike, image_size, list_images, read_image, read_image_noting_losses
-from srfeat.data.resize import imresize, imresize_np
+from srfeat.data.protocol import (
+    bicubic_downscale,
+    bicubic_upscale,
+    center_crop,
+    check_patch_size,
+    downscale_tensor,
+    mod_crop,
+    to_tensor,
+)
 from srfeat.errors import ImageReadError, SRFeatError
 from srfeat.hardware import host_available_memory
 
@@ -34,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 Sample = dict[str, torch.Tensor | str]
 
+# The protocol's crops and LR images (`srfeat.data.protocol`) and the folder scan (`srfeat.data.image_folders`)
+# stay importable from here, where callers have them.
 __all__ = [
     "BenchmarkDataset",
     "CenterCropDataset",
@@ -43,182 +54,11 @@ __all__ = [
     "bicubic_upscale",
     "center_crop",
     "check_patch_size",
+    "distinct_folders",
     "mod_crop",
     "scan_images",
     "to_tensor",
 ]
-
-
-# ----------------------------------------------------------------------------- protocol
-
-
-def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
-    """Crop an HxW(xC) image to a multiple of `scale` (bottom/right rows go, as in the protocol)."""
-    height, width = image.shape[:2]
-    return image[: height - height % scale, : width - width % scale]
-
-
-def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
-    """The protocol's LR image: MATLAB bicubic x1/scale (antialiased) of uint8 HR, rounded to uint8.
-
-    The HR size must be a multiple of `scale` (use `mod_crop`), so that LR is exactly 1/scale.
-    """
-    if hr.shape[0] % scale or hr.shape[1] % scale:
-        raise ValueError(f"HR size {hr.shape[:2]} is not a multiple of the scale {scale}; mod_crop it first")
-    return imresize_np(hr, 1.0 / scale)
-
-
-def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB bicubic xscale of a uint8 image, rounded to uint8 (the `bicubic` baseline)."""
-    return imresize_np(lr, float(scale))
-
-
-def check_patch_size(hr_patch_size: int, scale: int) -> None:
-    """HR patches must divide by the scale, or LR patches would not be exactly 1/scale."""
-    if hr_patch_size < scale or hr_patch_size % scale:
-        raise SRFeatError(f"the HR patch size {hr_patch_size} must be a positive multiple of the scale {scale}")
-
-
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The central size x size window of an HxW(xC) image."""
-    height, width = image.shape[:2]
-    top, left = (height - size) // 2, (width - size) // 2
-    return image[top : top + size, left : left + size]
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWxC uint8 -> (C, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
-
-
-def _downscale_tensor(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """LR from a (3, H, W) float HR tensor in [0, 1], rounded to uint8 levels like the protocol.
-
-    float32 is enough here (training on the fly); `bicubic_downscale` is the exact float64 path.
-    """
-    lr = imresize(hr.mul(255.0), scale=1.0 / scale)
-    return lr.round_().clamp_(0.0, 255.0).div_(255.0)
-
-
-# ----------------------------------------------------------------------------- folders
-
-
-def _as_folders(folders: PathLike | Sequence[PathLike]) -> list[Path]:
-    if isinstance(folders, (str, Path)) or not isinstance(folders, Sequence):
-        folders = [folders]  # type: ignore[list-item]
-    paths = [Path(folder) for folder in folders]  # type: ignore[union-attr]
-    if not paths:
-        raise SRFeatError("no image folders given")
-    return paths
-
-
-def distinct_folders(folders: Sequence[PathLike], option: str, outcome: str) -> list[Path]:
-    """The folders, a folder given twice (under any name) kept once, with a warning that names
-    `option` and the `outcome` ("evaluated once"): twice would only weigh its images double."""
-    kept: dict[Path, Path] = {}
-    for folder in map(Path, folders):
-        key = folder.resolve()
-        if key in kept:
-            logger.warning("%s %s is given twice (the same folder as %s): %s", option, folder, kept[key], outcome)
-            continue
-        kept[key] = folder
-    return list(kept.values())
-
-
-def _holds_no_image(folder: Path, files: int, unreadable: int, too_small: int, min_size: int) -> str:
-    """Why `folder` gave no usable image, with the count of what was skipped."""
-    if files:
-        skipped = [f"{unreadable} not readable as images"] * bool(unreadable)
-        skipped += [f"{too_small} smaller than {min_size}x{min_size}"] * bool(too_small)
-        return f"{folder} holds no usable image ({files} file(s) skipped: {', '.join(skipped)})"
-    entries = list(folder.iterdir())
-    subfolders = sum(1 for entry in entries if entry.is_dir() and not entry.name.startswith("."))
-    if subfolders:  # DIV2K/ for DIV2K/DIV2K_train_HR/: subfolders are not read
-        return f"{folder} holds no image files, only {subfolders} subfolder(s) (not read): give the folder of images"
-    return f"{folder} holds no image files" + (" (only hidden ones)" if entries else ": it is empty")
-
-
-def scan_images(folders: list[Path], min_size: int, owner: str) -> tuple[list[Path], int]:
-    """Images of `folders` at least min_size x min_size (from headers); others logged and dropped.
-    Also the bytes the usable ones take decoded (RGB uint8). A folder without a usable image is
-    named with what it holds: a warning, or the error when no folder has one."""
-    usable: list[Path] = []
-    decoded_bytes = 0
-    too_small: list[Path] = []
-    unreadable = 0
-    barren: list[str] = []  # folders that gave nothing, and why
-    for folder in folders:
-        files = list_images(folder)
-        counts = len(usable), unreadable, len(too_small)
-        for path in files:
-            try:
-                height, width = image_size(path)
-            except ImageReadError as error:
-                logger.warning("%s", error)
-                unreadable += 1
-                continue
-            if min(height, width) >= min_size:
-                usable.append(path)
-                decoded_bytes += height * width * 3
-            else:
-                too_small.append(path)
-        if len(usable) == counts[0]:
-            skipped = unreadable - counts[1], len(too_small) - counts[2]
-            barren.append(_holds_no_image(folder, len(files), *skipped, min_size))
-    if too_small:
-        logger.info("%s: %d image(s) smaller than %d px skipped", owner, len(too_small), min_size)
-        logger.debug("%s: too small: %s", owner, ", ".join(str(path) for path in too_small))
-    logger.info(
-        "%s: %d image(s) from %s%s",
-        owner,
-        len(usable),
-        ", ".join(folder.name for folder in folders),
-        f" ({unreadable} unreadable, skipped)" if unreadable else "",
-    )
-    if not usable:
-        raise SRFeatError(f"{owner}: no usable images (at least {min_size}x{min_size}): {'; '.join(barren)}")
-    for line in barren:  # one of several folders: a wrong path, most likely
-        logger.warning("%s: %s", owner, line)
-    return usable, decoded_bytes
-
-
-class _LazyImages:
-    """Decodes files on access; a file that fails to decode is warned about once and replaced
-    by the next readable one, so that one bad file cannot stop a long training run."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths = paths
-        self.bad: set[int] = set()
-
-    def load(self, index: int) -> tuple[int, np.ndarray]:
-        for offset in range(len(self.paths)):
-            candidate = (index + offset) % len(self.paths)
-            if candidate in self.bad:
-                continue
-            try:
-                return candidate, read_image(self.paths[candidate])
-            except ImageReadError as error:
-                logger.warning("%s", error)
-                self.bad.add(candidate)
-        raise SRFeatError("none of the images could be read")
-
-    def load_all(self) -> list[np.ndarray]:
-        """Decode every file now; unreadable ones are warned about and dropped from `paths`."""
-        arrays: list[np.ndarray] = []
-        readable: list[Path] = []
-        for path in self.paths:
-            try:
-                arrays.append(read_image(path))
-                readable.append(path)
-            except ImageReadError as error:
-                logger.warning("%s", error)
-        if not readable:
-            raise SRFeatError("none of the images could be read")
-        self.paths = readable
-        return arrays
-
-
-# ----------------------------------------------------------------------------- datasets
 
 
 class CenterCropDataset(Dataset[Sample]):
@@ -240,7 +80,7 @@ class CenterCropDataset(Dataset[Sample]):
         check_patch_size(hr_patch_size, scale)
         self.hr_patch_size = hr_patch_size
         self.scale = scale
-        self.images = _LazyImages(scan_images(_as_folders(folders), hr_patch_size, type(self).__name__)[0])
+        self.images = LazyImages(scan_images(as_folders(folders), hr_patch_size, type(self).__name__)[0])
         self.cache: list[tuple[str, np.ndarray, np.ndarray]] | None = None
         if in_memory:
             arrays = self.images.load_all()
@@ -271,7 +111,7 @@ class PairedPatchDataset(Dataset[Sample]):
 
     Pairs are matched by file name; an HR patch without its LR partner is skipped with a
     warning. A pair that cannot be decoded (a file cut short by a copy) is warned about once and
-    replaced by the next readable pair, as `_LazyImages` does, so that one bad file cannot stop a
+    replaced by the next readable pair, as `LazyImages` does, so that one bad file cannot stop a
     long run. If `hr_patch_size` is given, patches of another size fail with a clear error.
     """
 
@@ -279,7 +119,7 @@ class PairedPatchDataset(Dataset[Sample]):
         self.scale = scale
         self.hr_patch_size = hr_patch_size
         self.pairs: list[tuple[Path, Path]] = []
-        for root in _as_folders(roots):
+        for root in as_folders(roots):
             hr_dir, lr_dir = root / "HR", root / "LR"
             if not hr_dir.is_dir() or not lr_dir.is_dir():
                 raise SRFeatError(f"{root} has no HR/ and LR/ folders: make it with `srfeat prepare SRC {root}`")
@@ -290,7 +130,7 @@ class PairedPatchDataset(Dataset[Sample]):
                 else:
                     logger.warning("%s has no LR partner in %s; skipped", hr_path, lr_dir)
         if not self.pairs:
-            raise SRFeatError(f"no HR/LR patch pairs found in {', '.join(map(str, _as_folders(roots)))}")
+            raise SRFeatError(f"no HR/LR patch pairs found in {', '.join(map(str, as_folders(roots)))}")
         self.bad: set[int] = set()  # pairs that failed to decode (in this process)
         # a folder of another patch size or scale is refused now, not in the first step (after a
         # new run has replaced the folder's old one, with --overwrite)
@@ -357,8 +197,8 @@ class RandomCropDataset(Dataset[Sample]):
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.repeats = repeats
-        paths, decoded_bytes = scan_images(_as_folders(folders), hr_patch_size, type(self).__name__)
-        self.images = _LazyImages(paths)
+        paths, decoded_bytes = scan_images(as_folders(folders), hr_patch_size, type(self).__name__)
+        self.images = LazyImages(paths)
         self.cache: list[torch.Tensor] | None = None
         if in_memory is None:
             available = host_available_memory()
@@ -398,7 +238,7 @@ class RandomCropDataset(Dataset[Sample]):
         hr = torch.rot90(hr, int(torch.randint(0, 4, ()).item()), dims=(-2, -1))
         hr = hr.float().div_(255.0)
         return {
-            "lr": _downscale_tensor(hr, self.scale),
+            "lr": downscale_tensor(hr, self.scale),
             "hr": hr.contiguous(),
             "name": self.images.paths[image_index].stem,
         }
@@ -418,7 +258,7 @@ class BenchmarkDataset(Dataset[Sample]):
 
     def __init__(self, folders: PathLike | Sequence[PathLike], scale: int = 4, limit: int | None = None) -> None:
         self.scale = scale
-        self.folders = _as_folders(folders)
+        self.folders = as_folders(folders)
         self.items: list[tuple[str, str, np.ndarray, np.ndarray]] = []
         self.skipped: list[Path] = []
         self.reduced: dict[Path, list[str]] = {}  # what 8-bit RGB lost of each file used: "alpha", "depth"
@@ -462,7 +302,7 @@ class BenchmarkDataset(Dataset[Sample]):
             if lost:
                 self.reduced[path] = lost
         if not self.items and not self.skipped and len(self.folders) == 1:  # no file: empty, hidden or subfolders
-            raise SRFeatError(_holds_no_image(self.folders[0], 0, 0, 0, scale))
+            raise SRFeatError(holds_no_image(self.folders[0], 0, 0, 0, scale))
         if not self.items:
             raise SRFeatError(f"no readable images in {', '.join(map(str, self.folders))}")
         # Images are named by stem (`baby`), but `baby.png` beside `baby.bmp` would give two rows of one

@@ -1,0 +1,157 @@
+"""Writing image files (`srfeat.data.io` re-exports all of it): `write_image` writes pixels as the
+extension says, converting what the format cannot hold with a warning; 16-bit colour PNG and TIFF go
+through `srfeat.data.png16` and `.tiff16`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from srfeat.data import orientation, png16, tiff16
+from srfeat.data.colour_profiles import is_rgb_profile
+from srfeat.files import disk_full_named, move_into_place, save_pil_image, writing_temporary
+from srfeat.library_warnings import WARNINGS_LOCK
+
+logger = logging.getLogger("srfeat.data.io")  # the writer's messages keep the logger they always had
+
+
+def write_png(path: str | os.PathLike[str], array: np.ndarray, compress_level: int = 6) -> None:
+    """Write an HxW or HxWxC (C = 1, 3, 4) uint8 array as PNG, creating the folder."""
+    path = Path(path)
+    if array.dtype != np.uint8:
+        raise ValueError(f"write_png expects uint8 pixels, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", compress_level=compress_level)
+
+
+def array_to_pil(array: np.ndarray) -> Image.Image:
+    """HxW or HxWxC uint8 (C = 1..4: L, LA, RGB, RGBA), HxW(x1) uint16 (I;16) or float (F) -> PIL image."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if np.issubdtype(array.dtype, np.floating):
+        if array.ndim != 2:
+            raise ValueError(f"PIL holds float images only as gray (mode F), got shape {array.shape}")
+        return Image.fromarray(np.ascontiguousarray(array, dtype=np.float32))
+    if array.dtype == np.uint16 and array.ndim != 2:
+        raise ValueError("PIL holds 16-bit images only as gray; write 16-bit colour with write_image")
+    if array.dtype not in (np.uint8, np.uint16) or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] > 4):
+        raise ValueError(f"expected HxW or HxWxC (C <= 4) uint8/uint16 pixels, got {array.dtype} {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+# Output formats by extension; `write_image` converts what a format cannot hold.
+FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".jfif": "JPEG",  # a JPEG's other names (Windows saves web photos so): --ext auto keeps them JPEGs
+    ".jpe": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+_SAVE_OPTIONS: dict[str, dict[str, object]] = {
+    "PNG": {"compress_level": 6},
+    "JPEG": {"quality": 95, "subsampling": 0},  # 4:4:4: an upscaled image's detail is in colour too
+    "WEBP": {"quality": 95, "method": 4},
+    "TIFF": {"compression": "tiff_lzw"},
+    "BMP": {},
+}
+
+
+def _uint16_to_uint8(array: np.ndarray) -> np.ndarray:
+    """16-bit pixels to the nearest 8-bit ones, a band of rows at a time: the whole image in float64
+    is four times its size (384 MB for a 4000x4000 RGB result), twice over."""
+    output = np.empty(array.shape, dtype=np.uint8)
+    for start in range(0, array.shape[0], 64):
+        output[start : start + 64] = np.rint(array[start : start + 64].astype(np.float64) / 257.0)
+    return output
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    replace: bool = True,
+) -> None:
+    """Write HxW or HxWxC (C = 1..4) uint8/uint16 (any byte order) or float ([0, 1]) pixels as the extension says.
+
+    16-bit is kept in PNG and TIFF (gray and colour); other formats get 8 bits. Float gray is kept
+    in TIFF (mode F); PNG gets 16 bits of it, other formats 8. JPEG and BMP drop alpha, WebP makes
+    gray RGB (leaving out a gray ICC profile). Each change is logged as a warning; every layout can
+    be written in every format. The ICC profile and EXIF block are embedded where the format allows.
+    The file appears whole or not at all (written to a temporary name, then renamed), and its folder
+    is created. With `replace` False an existing file is kept, even one that appeared while this one
+    was written (`srfeat.files.OutputExistsError`).
+    """
+    path = Path(path)
+    image_format = FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"unknown image extension {path.suffix!r}: use one of {', '.join(sorted(FORMATS))}")
+    if array.ndim == 2:
+        array = array[..., None]
+    if not array.dtype.isnative:  # big-endian pixels (`>u2`, as numpy reads them from a PPM or FITS file)
+        array = array.astype(array.dtype.newbyteorder("="))
+    channels = array.shape[2]
+    if image_format in ("JPEG", "BMP") and channels in (2, 4):
+        # BMP: PIL cannot write gray + alpha, and the fourth byte of the 32-bit BMP it writes for
+        # RGBA is one that readers (PIL's own included) ignore: the alpha would be lost unsaid.
+        logger.warning(
+            "%s: %s has no alpha channel; the alpha is dropped (use .png or .webp to keep it)", path, image_format
+        )
+        array, channels = array[..., : channels - 1], channels - 1
+    if image_format == "WEBP" and channels in (1, 2):
+        logger.warning("%s: WebP has no grey mode; writing the grey as RGB (use .png to keep one channel)", path)
+        if icc_profile and not is_rgb_profile(icc_profile):  # a grey one: viewers would read RGB through it
+            logger.warning("%s: the grey colour profile cannot describe RGB pixels; it is left out", path)
+            icc_profile = None
+    sixteen_bit_ok = image_format in ("PNG", "TIFF")
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.clip(array, 0.0, 1.0)  # a copy, changed in place from here: the caller's array is kept
+        if image_format == "TIFF" and channels == 1:
+            array = array.astype(np.float32, copy=False)  # mode F
+        else:
+            bits = 16 if sixteen_bit_ok else 8
+            logger.warning(
+                "%s: float pixels are kept only in a gray TIFF; writing %s with %d bits per channel",
+                path,
+                image_format,
+                bits,
+            )
+            array = np.rint(np.multiply(array, 65535.0 if bits == 16 else 255.0, out=array), out=array)
+            array = array.astype(np.uint16 if bits == 16 else np.uint8)
+    if array.dtype == np.uint16 and not sixteen_bit_ok:
+        logger.warning(
+            "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format
+        )
+        array = _uint16_to_uint8(array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a stale temporary (a run killed while writing this file) removed; a live writer's kept
+    with disk_full_named(path), writing_temporary(path) as temporary:  # a full disk: one line naming the file
+        if array.dtype == np.uint16 and channels > 1 and image_format == "TIFF":
+            if exif:  # tifffile writes no EXIF directory
+                logger.warning("%s: a 16-bit colour TIFF is written without the EXIF data (.png keeps it)", path)
+            tiff16.write_tiff16(temporary, array, icc_profile=icc_profile)
+        elif array.dtype == np.uint16 and channels > 1:
+            png16.write_png16(temporary, array, icc_profile=icc_profile, exif=exif)
+        else:
+            options = dict(_SAVE_OPTIONS[image_format])
+            if icc_profile and image_format != "BMP":
+                options["icc_profile"] = icc_profile
+            if image_format == "TIFF" and exif:
+                with WARNINGS_LOCK, warnings.catch_warnings():  # a damaged block was named when it was read
+                    warnings.simplefilter("ignore")
+                    exif, options["compression"] = orientation.exif_for_tiff(exif)  # its tags go over the TIFF's
+            if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
+                options["exif"] = exif
+            save_pil_image(array_to_pil(array), temporary, image_format, options)
+        move_into_place(temporary, path, replace)

@@ -1,0 +1,58 @@
+"""The evaluation protocol's image pairs (`srfeat.data.datasets` re-exports these): HR mod-cropped
+or centre-cropped, LR by MATLAB bicubic rounded to uint8, and uint8 arrays as float tensors in [0, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from srfeat.data.resize import imresize, imresize_np
+from srfeat.errors import SRFeatError
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """Crop an HxW(xC) image to a multiple of `scale` (bottom/right rows go, as in the protocol)."""
+    height, width = image.shape[:2]
+    return image[: height - height % scale, : width - width % scale]
+
+
+def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    """The protocol's LR image: MATLAB bicubic x1/scale (antialiased) of uint8 HR, rounded to uint8.
+
+    The HR size must be a multiple of `scale` (use `mod_crop`), so that LR is exactly 1/scale.
+    """
+    if hr.shape[0] % scale or hr.shape[1] % scale:
+        raise ValueError(f"HR size {hr.shape[:2]} is not a multiple of the scale {scale}; mod_crop it first")
+    return imresize_np(hr, 1.0 / scale)
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB bicubic xscale of a uint8 image, rounded to uint8 (the `bicubic` baseline)."""
+    return imresize_np(lr, float(scale))
+
+
+def check_patch_size(hr_patch_size: int, scale: int) -> None:
+    """HR patches must divide by the scale, or LR patches would not be exactly 1/scale."""
+    if hr_patch_size < scale or hr_patch_size % scale:
+        raise SRFeatError(f"the HR patch size {hr_patch_size} must be a positive multiple of the scale {scale}")
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central size x size window of an HxW(xC) image."""
+    height, width = image.shape[:2]
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top : top + size, left : left + size]
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWxC uint8 -> (C, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def downscale_tensor(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """LR from a (3, H, W) float HR tensor in [0, 1], rounded to uint8 levels like the protocol.
+
+    float32 is enough here (training on the fly); `bicubic_downscale` is the exact float64 path.
+    """
+    lr = imresize(hr.mul(255.0), scale=1.0 / scale)
+    return lr.round_().clamp_(0.0, 255.0).div_(255.0)

@@ -1,0 +1,133 @@
+"""The value checks a training config passes when it is read or built (`srfeat.training.config`):
+what types alone do not express (ranges, multiples, sanity limits, empty paths), each a one-line
+ConfigError naming the config key."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from srfeat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from srfeat.training.config import TrainingConfig
+
+
+def check(config: TrainingConfig) -> None:
+    """Value checks that types alone do not express."""
+    model, data, optim, train = config.model, config.data, config.optim, config.train
+
+    def positive(key: str, value: float | None) -> None:
+        if value is not None and value <= 0:
+            raise ConfigError(f"config key {key} must be positive, got {value}")
+
+    if model.scale not in (2, 4):
+        raise ConfigError(f"config key model.scale must be 2 or 4, got {model.scale}")
+    for key, value in (
+        ("model.num_features", model.num_features),
+        ("model.num_blocks", model.num_blocks),
+        ("model.discriminator_channels", model.discriminator_channels),
+        ("model.discriminator_dense_features", model.discriminator_dense_features),
+        ("data.hr_patch_size", data.hr_patch_size),
+        ("data.repeat", data.repeat),
+        ("data.prefetch_factor", data.prefetch_factor),
+        ("optim.lr", optim.lr),
+        ("optim.discriminator_lr", optim.discriminator_lr),
+        ("optim.lr_gamma", optim.lr_gamma),
+        ("train.batch_size", train.batch_size),
+        ("train.epochs", train.epochs),
+        ("train.max_steps", train.max_steps),
+        ("train.max_minutes", train.max_minutes),
+        ("train.log_every", train.log_every),
+        ("train.checkpoint_every", train.checkpoint_every),
+        ("train.grad_clip_norm", train.grad_clip_norm),
+        ("validation.every", config.validation.every),
+        ("validation.max_images", config.validation.max_images),
+    ):
+        positive(key, value)
+    # Sanity limits, far above the paper's values: a typo must not build a network that takes
+    # the machine's memory. Item seeds are seed * 1e13 + ...: larger seeds overflow 64 bits.
+    for key, value, low, high in (
+        ("model.num_features", model.num_features, 1, 1024),
+        ("model.num_blocks", model.num_blocks, 1, 256),
+        ("model.discriminator_channels", model.discriminator_channels, 1, 1024),
+        ("model.discriminator_dense_features", model.discriminator_dense_features, 1, 16384),
+        ("data.hr_patch_size", data.hr_patch_size, 1, 1024),
+        ("data.num_workers", data.num_workers, 0, 256),
+        # the loader primes prefetch_factor x num_workers batches in one loop: 10^12 never returns
+        ("data.prefetch_factor", data.prefetch_factor, 1, 64),
+        # an epoch's order is one permutation of its items: 10^12 of them would take terabytes
+        ("data.repeat", data.repeat, 1, 100_000),
+        ("train.batch_size", train.batch_size, 1, 4096),
+        ("train.seed", train.seed, 0, 1_000_000),
+        ("validation.sample_images", config.validation.sample_images, 0, 64),
+    ):
+        if not low <= value <= high:
+            raise ConfigError(f"config key {key} must be in {low}..{high:,}, got {value}")
+    if data.hr_patch_size % model.scale:
+        raise ConfigError(
+            f"data.hr_patch_size ({data.hr_patch_size}) must be a multiple of model.scale ({model.scale})"
+        )
+    if config.stage == 2 and data.hr_patch_size < 16:
+        raise ConfigError(
+            f"stage 2 needs data.hr_patch_size >= 16 (VGG19 conv5_4 downsamples by 16), got {data.hr_patch_size}"
+        )
+    if not model.discriminators:
+        raise ConfigError(
+            "config key model.discriminators is empty: name at least one of image, feature "
+            "([image] is SRFeat_I, [feature] SRFeat_F, [image, feature] SRFeat_IF)"
+        )
+    if len(set(model.discriminators)) != len(model.discriminators):
+        raise ConfigError(f"config key model.discriminators names one twice: {model.discriminators}")
+    for key, value in (
+        ("model.image_adversarial_weight", model.image_adversarial_weight),
+        ("model.feature_adversarial_weight", model.feature_adversarial_weight),
+        ("optim.eps", optim.eps),
+        ("optim.discriminator_eps", optim.discriminator_eps),
+    ):
+        positive(key, value)
+    if not data.train_dirs:
+        raise ConfigError("config key data.train_dirs is empty: give the training image folders")
+    # An empty path is the working directory: `data.train_dirs=` (the value left out) trained on the
+    # images there, `out_dir: ""` wrote the run into it.
+    for key, value in (
+        *((f"data.train_dirs[{i}]", folder) for i, folder in enumerate(data.train_dirs)),
+        ("validation.dir", config.validation.dir),
+        ("train.init_generator", train.init_generator),
+        ("out_dir", config.out_dir),
+        ("datasets_dir", config.datasets_dir),
+        ("model.vgg_weights", model.vgg_weights),
+    ):
+        if value is not None and not value.strip():
+            none = " (null for none)" if key in ("validation.dir", "train.init_generator") else ""
+            raise ConfigError(f"config key {key} is an empty path: give one{none}")
+    for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
+        if not 0.0 <= beta < 1.0:
+            raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")
+    # A factor above 1 raises the learning rate at each milestone: 10 for "divide by 10" is the slip, and
+    # its run diverges hours later. 1 (a flat rate) is allowed.
+    if optim.lr_gamma > 1.0:
+        raise ConfigError(
+            f"config key optim.lr_gamma must be in (0, 1] (it multiplies the learning rate; 0.1 divides it by 10), "
+            f"got {optim.lr_gamma}"
+        )
+    if train.ema_decay is not None and not 0.0 <= train.ema_decay < 1.0:
+        raise ConfigError(
+            f"config key train.ema_decay must be in [0, 1) (e.g. 0.999; 0 or null: off), got {train.ema_decay}"
+        )
+    if optim.lr_schedule == "progress" and any(not 0.0 < m < 1.0 for m in optim.lr_milestones):
+        raise ConfigError(
+            f"optim.lr_milestones must be fractions in (0, 1) with lr_schedule 'progress', got {optim.lr_milestones}"
+        )
+    if optim.lr_schedule == "epoch" and any(m < 1 or m != int(m) for m in optim.lr_milestones):
+        raise ConfigError(
+            f"optim.lr_milestones must be whole epoch numbers >= 1 with lr_schedule 'epoch', got {optim.lr_milestones}"
+        )
+    # Each milestone multiplies the rate by lr_gamma: [10, 10] was lr_gamma squared from epoch 10, silently.
+    twice = sorted({m for m in optim.lr_milestones if optim.lr_milestones.count(m) > 1})
+    if twice:
+        raise ConfigError(
+            f"optim.lr_milestones lists {twice[0]:g} more than once (each applies lr_gamma): give it once"
+        )
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device):
+        raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
