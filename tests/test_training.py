@@ -24,6 +24,7 @@ from training_helpers import (
 )
 
 from srfeat.errors import ConfigError, WeightsError
+from srfeat.ops.workers import worker_threads
 from srfeat.training import checkpoint, trainer
 from srfeat.training.steps import GANStep, PretrainStep
 
@@ -373,6 +374,23 @@ def test_bf16_on_cpu_autocasts_only_where_the_cpu_has_it(folders, tmp_path, monk
     result = train_in_process(config, out)
     records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
     assert result.step == 2 and all(math.isfinite(r["loss/generator"]) for r in records if r["kind"] == "train")
+
+
+def test_a_winograd_run_leaves_the_band_workers_on_for_the_process_after_it(folders, tmp_path, monkeypatch) -> None:
+    """A run turned srfeat's band workers off for good: upscales in the same process after it (a notebook's, the
+    test session's) took intra-op threads, slower and with other rounding than `srfeat upscale` gives."""
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    train_dir, validation_dir = folders
+    out = tmp_path / "run"
+    config = tiny_config(train_dir, validation_dir, out, overrides=["train.winograd=true", "train.max_steps=1"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert worker_threads() == 2
+        assert train_in_process(config, out).step == 1
+        assert worker_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:

@@ -8,13 +8,14 @@ convolutions and the inference generator's upsampler hand their bands to `run_pa
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
 
-__all__ = ["run_parallel", "set_worker_threads", "worker_threads"]
+__all__ = ["run_parallel", "set_worker_threads", "worker_threads", "worker_threads_set"]
 
 T = TypeVar("T")
 
@@ -70,6 +71,17 @@ def set_worker_threads(enabled: bool) -> None:
     tensor operation uses PyTorch's intra-op threads instead."""
     global _worker_threads
     _worker_threads = enabled
+
+
+@contextmanager
+def worker_threads_set(enabled: bool) -> Iterator[None]:
+    """`set_worker_threads(enabled)` for the block, and the setting it had after it."""
+    before = _worker_threads
+    set_worker_threads(enabled)
+    try:
+        yield
+    finally:
+        set_worker_threads(before)
 
 
 def worker_threads() -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from srfeat.errors import ConfigError, TrainingDiverged, WeightsError
 from srfeat.files import write_file_atomically
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
-from srfeat.ops.workers import set_worker_threads
+from srfeat.ops.workers import worker_threads_set
 from srfeat.training import checkpoint, networks
 from srfeat.training.config import TrainingConfig, check_built, check_paths, vgg_weights_source
 from srfeat.training.distributed import (
@@ -144,10 +144,6 @@ class Trainer:
         self._winograd = (
             config.train.winograd and self.device.type == "cpu" and not config.train.compile and not self._bf16
         )
-        if self._winograd:
-            # Training steps are large enough that PyTorch's intra-op threads beat srfeat's band
-            # workers (benchmarks.training: 1.38x the plain step against 1.0x, 2 quiet cores).
-            set_worker_threads(False)
 
     # -- building -------------------------------------------------------------------
 
@@ -384,6 +380,14 @@ class Trainer:
     # -- the run --------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        # Training steps are large enough that PyTorch's intra-op threads beat srfeat's band workers
+        # (benchmarks.training: 1.38x the plain step against 1.0x, 2 quiet cores). For the run only:
+        # turned off for good, a process's upscales after a run (a notebook's) took the other path,
+        # slower and with other rounding than `srfeat upscale` gives.
+        with worker_threads_set(False) if self._winograd else nullcontext():
+            return self._run()
+
+    def _run(self) -> RunResult:
         config, context = self.config, self.context
         check_paths(config, resuming=self.resume)
         # every rank decides alike: rank 0 writes nothing before the collective in _build (DDP's
