@@ -119,6 +119,35 @@ def process_exists(pid: int) -> bool:
     return True
 
 
+# The descriptors of the folder locks this process holds (a training run folder's, prepare's staging
+# folders'). A forked worker inherits them, and a flock lasts while any copy is open: a worker that
+# outlived its run (the run killed) kept the folders locked. Workers close their copies
+# (`close_inherited_locks`); the parent's stay locked.
+_held_locks: list[int] = []
+
+
+def hold_lock(descriptor: int) -> None:
+    """Count `descriptor` among the locks a forked worker closes (`close_inherited_locks`)."""
+    _held_locks.append(descriptor)
+
+
+def let_go_lock(descriptor: int) -> None:
+    """Close a descriptor given to `hold_lock`, which releases its lock."""
+    _held_locks.remove(descriptor)
+    os.close(descriptor)
+
+
+def close_inherited_locks() -> None:
+    """In a forked worker: close its copies of the locks its parent holds (never unlock them: that would
+    release the parent's lock too), so that a worker outliving a killed run does not keep them for good."""
+    for descriptor in _held_locks:
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass  # not inherited (a spawned worker)
+    _held_locks.clear()
+
+
 def lock_exclusive(descriptor: int, wait: bool) -> bool | None:
     """An exclusive flock on an open file: True once taken, False where a live process holds it (not
     `wait`), None where there are no locks (Windows, some network file systems)."""

@@ -38,7 +38,6 @@ from srfeat.data.io import PathLike, image_size, list_images, read_image, write_
 from srfeat.data.resize import imresize_np
 from srfeat.data.staging import (
     PATCH_FOLDERS,
-    close_inherited_locks,
     live_folders,
     locked,
     remove_stale_staging,
@@ -47,7 +46,7 @@ from srfeat.data.staging import (
     writing_now,
 )
 from srfeat.errors import ImageReadError, SRFeatError
-from srfeat.files import name_max, unwritable_folder
+from srfeat.files import close_inherited_locks, name_max, unwritable_folder
 
 logger = logging.getLogger(__name__)
 

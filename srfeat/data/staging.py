@@ -24,16 +24,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from srfeat.errors import SRFeatError
-from srfeat.files import lock_exclusive, process_exists
+from srfeat.files import hold_lock, let_go_lock, lock_exclusive, process_exists
 
 logger = logging.getLogger(__name__)
 
 PATCH_FOLDERS = ("HR", "LR")
 # What a run leaves in OUT when it is killed (kill -9, out of memory) before it can clean up.
 _LEFT_BY_A_RUN = re.compile(r"\.(HR|LR)\.(partial|old)-(\d+)")
-# The descriptors of the staging locks this process holds. A forked worker inherits them, and a flock lasts while
-# any copy is open: a worker that outlived its run (the run killed) would keep its folders locked for good.
-_held: list[int] = []
 
 
 def _open_folder(path: Path) -> int | None:
@@ -77,7 +74,7 @@ def _claim(folder: Path, out: Path) -> tuple[int | None, tuple[int, int]]:
             if taken is None:
                 os.close(descriptor)
                 return None, (status.st_dev, status.st_ino)
-            _held.append(descriptor)
+            hold_lock(descriptor)  # a worker closes its copy (`files.close_inherited_locks`)
             return descriptor, (status.st_dev, status.st_ino)
         os.close(descriptor)
     raise SRFeatError(f"{folder} kept being removed by another process while this run made it; run again")
@@ -96,28 +93,12 @@ def staged(out: Path) -> Iterator[dict[str, Path]]:
                 descriptor, identity = _claim(folder, out)
                 made.append((folder, identity))
                 if descriptor is not None:
-                    held.callback(_release, descriptor)
+                    held.callback(let_go_lock, descriptor)
             yield folders
         finally:  # by identity: once swapped in, the name may be another run's (of this id, in another container)
             for folder, identity in made:
                 if _identity(folder) == identity:
                     shutil.rmtree(folder, ignore_errors=True)
-
-
-def _release(descriptor: int) -> None:
-    _held.remove(descriptor)
-    os.close(descriptor)  # releases the lock
-
-
-def close_inherited_locks() -> None:
-    """In a forked worker: close its copies of the staging locks (never unlock them: that would release the
-    parent's lock too), so that a worker outliving a killed run does not keep its folders for good."""
-    for descriptor in _held:
-        try:
-            os.close(descriptor)
-        except OSError:
-            pass  # not inherited (a spawned worker)
-    _held.clear()
 
 
 def remove_retired(path: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from srfeat.errors import ConfigError
+from srfeat.files import hold_lock, let_go_lock
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "RUN_FILES",
     "check_run_folder",
-    "close_inherited_locks",
     "existing_run_files",
     "remove_previous_run",
     "run_folder_lock",
@@ -167,12 +167,6 @@ def remove_previous_run(out_dir: Path) -> None:
             path.unlink()
 
 
-# The descriptors of the locks this process holds. A forked child (a DataLoader worker) inherits
-# them, and a flock lasts while any copy is open: a worker alive after its run would keep the
-# folder locked. Workers close their copies (`close_inherited_locks`); the parent's stays locked.
-_held: list[int] = []
-
-
 @contextmanager
 def run_folder_lock(out_dir: Path) -> Iterator[None]:
     """An exclusive lock on the run folder while the block runs; one line if another process holds it.
@@ -186,7 +180,7 @@ def run_folder_lock(out_dir: Path) -> Iterator[None]:
         yield
         return
     descriptor = os.open(out_dir, os.O_RDONLY)
-    _held.append(descriptor)
+    hold_lock(descriptor)  # a DataLoader worker closes its copy (`files.close_inherited_locks`)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -200,16 +194,4 @@ def run_folder_lock(out_dir: Path) -> Iterator[None]:
             )
         yield
     finally:
-        _held.remove(descriptor)
-        os.close(descriptor)  # releases the lock
-
-
-def close_inherited_locks() -> None:
-    """In a forked child: close the copies of the run-folder locks it inherited (never unlock them:
-    an unlock in the child would release the parent's lock too)."""
-    for descriptor in _held:
-        try:
-            os.close(descriptor)
-        except OSError:
-            pass  # not inherited (a spawned worker)
-    _held.clear()
+        let_go_lock(descriptor)
