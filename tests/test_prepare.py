@@ -340,6 +340,18 @@ sys.exit(main())
 """
 
 
+def stalled_run_arguments(tmp_path: Path) -> tuple[Path, Path, list[Path | str]]:
+    """OUT (with earlier patches), the markers folder and STALLED_IMAGES' arguments: four images cut by two
+    workers over --overwrite, each worker stalled on its image."""
+    source, out, markers = tmp_path / "src", tmp_path / "out", tmp_path / "markers"
+    for folder in (source, out / "HR", out / "LR", markers):
+        folder.mkdir(parents=True)
+    for name in ("a", "b", "c", "d"):
+        write_png(source / f"{name}.png", samples.astronaut()[:64, :64])
+    (out / "HR" / "earlier.png").write_bytes(b"earlier")
+    return out, markers, [source, out, "--hr-patch-size", "32", "--workers", "2", "--overwrite", markers]
+
+
 @pytest.mark.parametrize(
     "stop",
     [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
@@ -353,13 +365,7 @@ def test_a_stop_signal_ends_the_workers_at_once_and_keeps_out_as_it_was(tmp_path
     its staging folders for the next run to remove."""
     from cli_helpers import CHILD_ENV, with_hangup
 
-    source, out, markers = tmp_path / "src", tmp_path / "out", tmp_path / "markers"
-    for folder in (source, out / "HR", out / "LR", markers):
-        folder.mkdir(parents=True)
-    for name in ("a", "b", "c", "d"):
-        write_png(source / f"{name}.png", samples.astronaut()[:64, :64])
-    (out / "HR" / "earlier.png").write_bytes(b"earlier")
-    args = [source, out, "--hr-patch-size", "32", "--workers", "2", "--overwrite", markers]
+    out, markers, args = stalled_run_arguments(tmp_path)
     child = subprocess.Popen(
         with_hangup([sys.executable, "-c", STALLED_IMAGES, *map(str, args)], ignored=False),
         env=CHILD_ENV,
@@ -399,13 +405,7 @@ def test_a_stop_signal_ends_the_workers_at_once_and_keeps_out_as_it_was(tmp_path
 def test_a_worker_killed_alone_is_one_line_and_keeps_out_as_it_was(tmp_path: Path) -> None:
     """The out-of-memory killer picks one worker (each holds a whole image), or a signal reaches it alone: the
     run ended in a BrokenProcessPool traceback. Now one line, the other worker ended, OUT's earlier patches kept."""
-    source, out, markers = tmp_path / "src", tmp_path / "out", tmp_path / "markers"
-    for folder in (source, out / "HR", out / "LR", markers):
-        folder.mkdir(parents=True)
-    for name in ("a", "b", "c", "d"):
-        write_png(source / f"{name}.png", samples.astronaut()[:64, :64])
-    (out / "HR" / "earlier.png").write_bytes(b"earlier")
-    args = [source, out, "--hr-patch-size", "32", "--workers", "2", "--overwrite", markers]
+    out, markers, args = stalled_run_arguments(tmp_path)
     child = start_piped([sys.executable, "-c", STALLED_IMAGES, *args], start_new_session=True)
     try:
         deadline = time.monotonic() + 300
