@@ -52,7 +52,7 @@ from srfeat.web.hosts import (  # noqa: E402 - needs the web extra, checked abov
     parse_host_header,
 )
 from srfeat.web.job import ModelChoice  # noqa: E402
-from srfeat.web.jobs import JobQueue, safe_file_name  # noqa: E402
+from srfeat.web.jobs import JobQueue, QueueFullError, safe_file_name  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TILE = 64  # small tiles, so a 256x256 upload has 16 and shows progress
@@ -1096,6 +1096,22 @@ def test_the_worker_hands_freed_memory_back_after_every_job_done_or_failed(
         queue.stop()
         queue.join()
     assert states_at_each_hand_back == [("done", "queued"), ("done", "failed")]
+
+
+def test_an_upload_that_arrives_as_the_server_stops_is_refused_not_left_queued(model_path: Path) -> None:
+    """An upload whose body was read as Ctrl+C came was queued after the worker had ended: its card
+    said "queued" until the page gave up on the server. Now it is refused, saying why."""
+    queue = JobQueue(lambda _choice: Upscaler(str(model_path), device="cpu"))
+    queue.stop()
+    queue.join()
+    for ask in (
+        lambda: queue.submit("s", "late.png", png_bytes(16), ModelChoice(), 16, 16),
+        lambda: queue.check_room("s", "late.png", 100),
+    ):
+        with pytest.raises(QueueFullError, match="^late.png was not taken: the server is stopping$") as refusal:
+            ask()
+        assert refusal.value.status == 503
+    assert queue.session_jobs("s") == []
 
 
 def test_what_a_result_lost_is_said_on_its_card(server: Server, browser: Browser, tmp_path: Path) -> None:

@@ -175,6 +175,8 @@ class JobQueue:
     # -- jobs -------------------------------------------------------------------------------
 
     def _check_room_locked(self, session: str, name: str, incoming_bytes: int) -> None:
+        if self._stopping:  # the worker has ended: a job queued now would show "queued" until the page gave up
+            raise QueueFullError(f"{name} was not taken: the server is stopping", 503)
         waiting = sum(job.session == session for job in self._waiting)
         if waiting >= self.max_waiting_per_session:
             raise QueueFullError(
@@ -237,8 +239,8 @@ class JobQueue:
         height: int,
         client_ref: str = "",
     ) -> Job:
-        """Queue a job, or `QueueFullError` when the session has `max_waiting_per_session` waiting
-        or the job would take the bytes held past `max_held_bytes`."""
+        """Queue a job, or `QueueFullError` when the session has `max_waiting_per_session` waiting,
+        the job would take the bytes held past `max_held_bytes`, or the server is stopping."""
         job = Job(secrets.token_urlsafe(12), session, name, data, choice, width, height, client_ref=client_ref)
         with self._lock:
             shared = any(other.data is data for other in self._jobs.values())  # `again`: the same upload
