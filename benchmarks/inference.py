@@ -135,14 +135,11 @@ def build_variants(
 
 def without_workers(run: Callable[[], T]) -> Callable[[], T]:
     """`run` with srfeat's band workers off: each operation uses PyTorch's intra-op threads."""
-    from srfeat.ops.workers import set_worker_threads
+    from srfeat.ops.workers import worker_threads_set
 
     def wrapped() -> T:
-        set_worker_threads(False)
-        try:
+        with worker_threads_set(False):  # the setting it had after, even when `run` raises
             return run()
-        finally:
-            set_worker_threads(True)
 
     return wrapped
 

@@ -12,6 +12,8 @@ ValueError` catches bad values (`InvalidImageError`, `InvalidOptionError`, `Weig
 overwritten) is one too.
 """
 
+from __future__ import annotations
+
 import reprlib
 
 __all__ = [
@@ -38,7 +40,24 @@ class WeightsError(SRFeatError, ValueError):
 
 
 class ImageReadError(SRFeatError, OSError):
-    """An image file is missing, truncated or not an image."""
+    """An image file is missing, truncated or not an image.
+
+    `problem` says what went wrong and `advice` what to do, apart, so that a surface with other
+    options than the command line's (the web page has no batch to skip the file in, no file on disk
+    to replace) can say its own; the message is `"{problem}; {advice}"`, or `problem` alone when
+    there is no advice.
+    """
+
+    SKIP_OR_REPLACE = "skip or replace this file"  # the command line's advice for a damaged file
+
+    def __init__(self, problem: str, advice: str = "") -> None:
+        super().__init__(f"{problem}; {advice}" if advice else problem)
+        self.problem = problem
+        self.advice = advice
+
+    def __reduce__(self) -> tuple[type[ImageReadError], tuple[str, str]]:
+        # rebuilt from its parts, where an exception is rebuilt from its message (a process pool's)
+        return type(self), (self.problem, self.advice)
 
 
 class ConfigError(SRFeatError, ValueError):

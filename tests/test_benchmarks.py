@@ -196,3 +196,22 @@ def test_weights_that_are_not_there_are_one_line_not_a_traceback(tmp_path: Path,
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "ERROR: generator weights not found: missing.safetensors" in result.stderr
     assert "Maximum resident set size" not in result.stderr  # memory: not GNU time's report of the failure
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_run_without_workers_leaves_the_setting_it_found(enabled: bool) -> None:
+    """The benchmark's "intra-op threads" run turns srfeat's band workers off for the run only: after it, raising
+    or not, they are as they were (they were turned on after it whatever the setting before)."""
+    from srfeat.ops import workers
+
+    def fails() -> None:
+        assert workers.worker_threads() == 1  # off during the run
+        raise RuntimeError("mid-benchmark")
+
+    torch.set_num_threads(2)  # with one thread there is never more than one worker
+    with workers.worker_threads_set(enabled):
+        assert inference.without_workers(lambda: workers.worker_threads())() == 1
+        assert workers.worker_threads() == (2 if enabled else 1)
+        with pytest.raises(RuntimeError, match="mid-benchmark"):
+            inference.without_workers(fails)()
+        assert workers.worker_threads() == (2 if enabled else 1)

@@ -1084,3 +1084,25 @@ def test_a_benchmark_folder_names_an_oversized_profile_once(tmp_path: Path, capl
     assert len(dataset) == 1
     warning = f"{tmp_path / 'big.png'}: its ICC profile is {len(big):,} bytes, over srfeat's 1 MB limit"
     assert sum(record.getMessage().startswith(warning) for record in caplog.records) == 1, caplog.text
+
+
+def test_a_read_error_carries_what_went_wrong_and_the_advice_apart(tmp_path: Path) -> None:
+    """`ImageReadError` keeps the problem and the advice apart (the web page says its own advice from them);
+    its message, the command line's, is the two joined as before, and survives a process pool's pickling."""
+    import pickle
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (9, 99, 199)).save(buffer, format="PNG")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(buffer.getvalue()[:-30])  # the pixels stop short
+    with pytest.raises(ImageReadError) as caught:
+        read_raw_image(cut)
+    error = caught.value
+    assert error.problem.startswith(f"cannot read image {cut}: ") and "skip or replace" not in error.problem
+    assert error.advice == ImageReadError.SKIP_OR_REPLACE == "skip or replace this file"
+    assert str(error) == f"{error.problem}; skip or replace this file"
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.problem, copy.advice) == (str(error), error.problem, error.advice)
+    with pytest.raises(ImageReadError) as caught:
+        read_raw_image(tmp_path / "absent.png")
+    assert (str(caught.value), caught.value.advice) == (f"image not found: {tmp_path / 'absent.png'}", "")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_helpers import srfeat_cli
+from cli_helpers import one_error_line, srfeat_cli
 from safetensors.torch import load_file
 from training_helpers import tiny_config, tiny_generator_file
 
@@ -140,6 +140,37 @@ def test_resuming_a_state_of_an_older_srfeat_is_one_clear_line(folders, tmp_path
     with pytest.raises(ConfigError, match="older srfeat.*train.init_generator=") as error:
         resume(folders, out, init)
     assert "\n" not in str(error.value)
+
+
+def test_a_dry_run_of_a_resume_refuses_other_discriminators_without_building_them(folders, tmp_path) -> None:
+    # the dry run passed these; it now says the resume's line, from the networks' shapes alone: a paper-size
+    # image discriminator (0.8 GB of weights) is not allocated to find that the state's is not one
+    from test_training_faults import address_space_after_import
+
+    out, _ = stage2_run(folders, tmp_path, "run")
+    config = tmp_path / "run.yaml"
+    config.write_bytes((out / "config.yaml").read_bytes())
+    limit = address_space_after_import() + 2**29
+    state = out / checkpoint.STATE_FILE
+    for overrides, said in (
+        (
+            ["model.discriminators=[image]"],
+            (
+                f"{state} holds the discriminators ['image', 'feature'], the config names ['image']: set "
+                "model.discriminators to match, or start a new run folder"
+            ),
+        ),
+        (
+            ["data.hr_patch_size=296", "model.discriminator_channels=64", "model.discriminator_dense_features=1024"],
+            (
+                f"{state}: the image discriminator's features.0.weight is (8, 3, 3, 3), the config builds "
+                "(64, 3, 3, 3): set data.hr_patch_size and model.discriminator_* as in that run, or start a new run "
+                "folder"
+            ),
+        ),
+    ):
+        child = srfeat_cli("train", config, "--out", out, "--resume", "--dry-run", *overrides, memory_limit=limit)
+        assert one_error_line(child, only=True) == f"ERROR: {said}"
 
 
 def test_resuming_with_other_discriminators_or_sizes_is_one_clear_line(folders, tmp_path) -> None:

@@ -344,6 +344,21 @@ def test_a_dry_run_of_a_resume_reads_the_state(two_step_run: tuple[Path, Path], 
     assert message in error and "state.pt" in error, error
 
 
+@pytest.mark.parametrize("override", ["model.num_features=16", "model.num_blocks=3", "model.scale=2"])
+def test_a_dry_run_of_a_resume_refuses_a_state_of_other_networks_as_the_resume_does(
+    two_step_run: tuple[Path, Path], override: str
+) -> None:
+    # the dry run read the state but not its tensors' shapes: it passed, and the resume then refused
+    out, config = two_step_run
+    before = folder_bytes(out)
+    dry = one_error_line(srfeat_cli("train", config, "--out", out, "--resume", "--dry-run", override), only=True)
+    resumed = one_error_line(srfeat_cli("train", config, "--out", out, "--resume", "--no-progress", override))
+    assert dry == resumed and f"{out / checkpoint.STATE_FILE}: the generator" in dry, (dry, resumed)
+    # more blocks than the run's were "the file is damaged": a good run's state, which the user would give up
+    assert "set the model section as in that run" in dry and "damaged" not in dry, dry
+    assert folder_bytes(out) == before
+
+
 def test_a_dry_run_of_a_good_resume_passes(two_step_run: tuple[Path, Path]) -> None:
     out, config = two_step_run
     child = srfeat_cli("train", config, "--out", out, "--resume", "--dry-run")

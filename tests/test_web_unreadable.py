@@ -3,12 +3,15 @@ web user can do about it, not the command line's "skip or replace this file"."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+import numpy as np
+import tifffile
 from cli_helpers import srfeat_cli
 from playwright.sync_api import Browser, expect
 from test_web import (
@@ -19,6 +22,11 @@ from test_web import (
     png_bytes,
     server,  # noqa: F401  (the `server` fixture)
 )
+
+from srfeat.errors import SRFeatError
+from srfeat.inference import Upscaler
+from srfeat.web.job import Job, ModelChoice
+from srfeat.web.worker import upscale_job
 
 
 def test_an_upload_that_cannot_be_read_tells_the_web_user_to_upload_another(
@@ -45,3 +53,28 @@ def test_an_upload_that_cannot_be_read_tells_the_web_user_to_upload_another(
     child = srfeat_cli("upscale", tmp_path / "cut.png", "-o", tmp_path / "out", "--device", "cpu")
     assert child.returncode == 1, child.stderr
     assert "cut.png: image file is truncated; skip or replace this file\n" in child.stderr, child.stderr
+
+
+def test_the_web_changes_only_the_advice_for_a_damaged_file(model_path: Path) -> None:
+    """The page's message is built from the read error's parts (what went wrong, what to do): a damaged
+    upload gets the page's advice after the problem, in place of the command line's; an error with advice
+    of its own (a TIFF layout srfeat does not read: save it with 16 bits) keeps it, and the temporary
+    file's path is the upload's name in both."""
+    upscaler = Upscaler(model_path, device="cpu", tile=0)
+
+    def web_error(name: str, data: bytes) -> str:
+        job = Job(id="j", session="s", name=name, data=data, choice=ModelChoice(), width=8, height=8)
+        with pytest.raises(SRFeatError) as caught:
+            upscale_job(upscaler, job)
+        return str(caught.value)
+
+    whole = png_bytes(40)
+    assert web_error("cut.png", whole[: len(whole) // 2]) == (
+        "cannot read image cut.png: image file is truncated; upload another file, or this one again if it was cut short"
+    )
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((6, 5, 3), np.float32), photometric="rgb")
+    assert web_error("hdr.tif", buffer.getvalue()) == (
+        "cannot read image hdr.tif: a TIFF of 3 sample(s) of 32-bit float per pixel, which srfeat does not read "
+        "(it reads 8 and 16 bits, and 32-bit float grey); save it with 16 bits, as TIFF or PNG"
+    )

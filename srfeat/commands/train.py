@@ -71,21 +71,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run",
         action="store_true",
         help="check the config, its data paths and that the folders hold usable images (from their headers), "
-        "with --resume that the run folder's state.pt is readable, print the resolved config, train nothing",
+        "with --resume that the run folder's state.pt is readable and of the config's networks, print the resolved "
+        "config, train nothing",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
 def _check_resumable(config: TrainingConfig) -> None:
-    """The run folder's state.pt is there, readable, whole and of the config's stage (one line if not)."""
+    """The run folder's state.pt is there, readable, whole, of the config's stage and of the config's
+    networks (the resume's one line if not)."""
+    import torch
+
     from srfeat.errors import ConfigError
-    from srfeat.training import checkpoint
+    from srfeat.training import checkpoint, networks
 
     path = config.resolve_path(config.out_dir) / checkpoint.STATE_FILE
     saved = checkpoint.load_state(path)
     checkpoint.check_state(saved, path)
     if saved["stage"] != config.stage:
         raise ConfigError(f"{path.parent} holds a stage-{saved['stage']} run; the config is stage {config.stage}")
+    with torch.device("meta"):  # the networks' shapes, nothing allocated (a paper-size discriminator is 0.8 GB)
+        generator, discriminators = networks.new_generator(config), networks.build_discriminators(config)
+    checkpoint.check_saved_networks(saved, generator, discriminators, str(path))
 
 
 def run(args: argparse.Namespace) -> int:

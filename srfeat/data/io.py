@@ -162,9 +162,10 @@ def _open_image(path: Path) -> Image.Image:
         if isinstance(error, UnidentifiedImageError) and (layout := tiff16.unread_layout(path)):  # float RGB...
             raise ImageReadError(
                 f"cannot read image {path}: a TIFF of {layout} per pixel, which srfeat does not read (it reads 8 "
-                "and 16 bits, and 32-bit float grey); save it with 16 bits, as TIFF or PNG"
+                "and 16 bits, and 32-bit float grey)",
+                "save it with 16 bits, as TIFF or PNG",
             ) from error
-        raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+        raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
@@ -181,7 +182,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
         with one_line_messages(path):  # tifffile's complaints too are only the error line's when it fails
             info = tiff16.tiff16_info(path)
             if info is None:
-                raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+                raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
         height, width = info.height, info.width
     return height, width
 
@@ -296,8 +297,8 @@ def _check_pixel_count(path: Path, width: int, height: int) -> None:
         return
     if width * height > 2 * limit:
         raise ImageReadError(
-            f"cannot read image {path}: {width}x{height} pixels is more than {2 * limit:,} "
-            "(a decompression bomb?); skip or replace this file"
+            f"cannot read image {path}: {width}x{height} pixels is more than {2 * limit:,} (a decompression bomb?)",
+            ImageReadError.SKIP_OR_REPLACE,
         )
     if width * height > limit:
         warnings.warn(
@@ -313,12 +314,12 @@ def _read_color_png16(path: Path) -> RawImage:
     try:
         width, height = png16.png16_size(path)
     except (OSError, ValueError) as error:
-        raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+        raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
     _check_pixel_count(path, width, height)
     try:
         decoded = png16.read_png16(path)  # inflates no more than the checked header's size needs
     except (OSError, ValueError) as error:
-        raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+        raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
     warn_first_only(path, decoded.frames, "PNG")
     exif = Image.Exif()
     try:
@@ -338,7 +339,7 @@ def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
     try:
         decoded = tiff16.read_tiff16(path)
     except Exception as error:  # tifffile raises its own types for damaged files
-        raise ImageReadError(f"cannot read image {path}: {error}; skip or replace this file") from error
+        raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
     array = orientation.upright(
         decoded.array, decoded.orientation if decoded.orientation in orientation.ORIENTATIONS else 1
     )

@@ -75,7 +75,7 @@ def read_ppm16(path: Path, header: Ppm16Header) -> np.ndarray:
     elif problem is None and samples.size and int(samples.max()) > header.maxval:
         problem = f"a sample is {int(samples.max())}, above the file's maxval {header.maxval} (damaged)"
     if problem is not None:
-        raise ImageReadError(f"cannot read image {path}: {problem}; skip or replace this file")
+        raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
     pixels = samples.reshape(header.height, header.width, 3)
     if header.maxval == 65535:
         return pixels.astype(np.uint16)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srfeat.errors import WeightsError
+from srfeat.errors import ConfigError, WeightsError
 from srfeat.files import (
     DiskFullError,
     PendingFile,
@@ -330,7 +330,26 @@ def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, 
             )
     missing = [key for key in expected if key not in saved]
     if missing:
-        raise WeightsError(f"{source}: the generator lacks {missing[0]} ({len(missing)} tensors): the file is damaged")
+        # a config of more blocks than the run's, most likely (model.num_blocks): it was called "damaged"
+        raise WeightsError(
+            f"{source}: the generator lacks {missing[0]} ({len(missing)} tensors), which the config's generator "
+            "has: set the model section as in that run (resume with its config.yaml), or choose another run folder"
+        )
+
+
+def check_saved_networks(
+    saved: Mapping[str, Any], generator: nn.Module, discriminators: Mapping[str, nn.Module], source: str
+) -> None:
+    """A resumed state (past `check_state`, of the config's stage) holds the networks the config builds, or
+    one line says why not; before any tensor is loaded. The networks may be on the meta device (the dry
+    run's): only their tensors' names and shapes are read."""
+    from srfeat.training.networks import check_saved_discriminators
+
+    if saved["stage"] == 2:
+        check_saved_discriminators(dict(saved), dict(discriminators), source)
+    check_generator_shapes(saved["generator"], generator, source)
+    if saved["stage"] == 1 and list(saved["discriminators"]) != list(discriminators):
+        raise ConfigError(f"{source} holds other discriminators than the config's: choose another run folder")
 
 
 # Config keys a resume may change without changing what the steps compute or how the best generator
@@ -407,7 +426,6 @@ def config_changes(
     """
     import yaml
 
-    from srfeat.errors import ConfigError
     from srfeat.training.typed_yaml import MAX_CONFIG_BYTES, load_yaml
 
     # The state is untrusted: a YAML alias bomb of a few hundred bytes stood for billions of keys, which

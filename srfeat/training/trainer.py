@@ -193,14 +193,8 @@ class Trainer:
         if config.stage == 2:
             logger.info("%s", networks.describe_adversarial_terms(config))
         if saved is not None:
-            if config.stage == 2:
-                networks.check_saved_discriminators(
-                    saved, self.discriminators, str(self.out_dir / checkpoint.STATE_FILE)
-                )
             source = str(self.out_dir / checkpoint.STATE_FILE)
-            checkpoint.check_generator_shapes(saved["generator"], self.generator, source)
-            if config.stage == 1 and list(saved["discriminators"]) != list(self.discriminators):
-                raise ConfigError(f"{source} holds other discriminators than the config's: choose another run folder")
+            checkpoint.check_saved_networks(saved, self.generator, self.discriminators, source)
             self.generator.load_state_dict(saved["generator"])
             for name, module in self.discriminators.items():
                 module.load_state_dict(saved["discriminators"][name])

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from srfeat.errors import SRFeatError
+from srfeat.errors import ImageReadError, SRFeatError
 from srfeat.files import process_exists, unless_held, writing_temporary
 from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
@@ -108,14 +108,16 @@ class Upscalers:
         return upscaler
 
 
-_CLI_ADVICE = "; skip or replace this file"  # what `srfeat upscale` says of a file it cannot read
-_WEB_ADVICE = "; upload another file, or this one again if it was cut short"
+# The page's advice for an upload it cannot read, where the command line's is to skip the file in the
+# batch or replace it on disk: there is no batch, and no file of the user's on the server.
+_WEB_ADVICE = "upload another file, or this one again if it was cut short"
 
 
-def _web_advice(message: str) -> str:
-    """`message` with the command line's advice for an unreadable file (skip it in the batch, or replace
-    it on disk) made the page's: there is no batch and no file of the user's on the server."""
-    return message[: -len(_CLI_ADVICE)] + _WEB_ADVICE if message.endswith(_CLI_ADVICE) else message
+def _web_message(error: SRFeatError) -> str:
+    """`error`'s message as the page says it: the advice for a damaged file made the page's."""
+    if isinstance(error, ImageReadError) and error.advice == ImageReadError.SKIP_OR_REPLACE:
+        return f"{error.problem}; {_WEB_ADVICE}"
+    return str(error)
 
 
 def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str]]:
@@ -131,7 +133,7 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
                 width, height = upscale_file(upscaler, source, target)
         except SRFeatError as error:
             # Messages name the temporary file; the user knows it by its upload name.
-            raise SRFeatError(_web_advice(str(error).replace(str(source), job.name))) from error
+            raise SRFeatError(_web_message(error).replace(str(source), job.name)) from error
         result = target.read_bytes()
         notes = [note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged]
     return result, width, height, notes
