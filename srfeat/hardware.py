@@ -28,6 +28,15 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     return frozenset()
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation that failed: Python's `MemoryError`, a GPU's
+    `torch.OutOfMemoryError`, or the CPU allocator's, which is a plain `RuntimeError` (under a
+    memory limit: `ulimit -v`, a container without overcommit, Windows)."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """True when this CPU has bf16 instructions (AVX512-BF16 or AMX) and PyTorch can use them.

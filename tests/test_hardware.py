@@ -8,8 +8,9 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
-from srfeat.hardware import cpu_flags
+from srfeat.hardware import cpu_flags, is_out_of_memory
 
 
 def test_cpu_flags_reads_the_first_processor(tmp_path) -> None:
@@ -66,3 +67,13 @@ def test_memory_pytorch_keeps_on_a_gpu_goes_back_between_images(monkeypatch, gpu
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
     return_freed_memory()
     assert emptied == ([True] if gpu_in_use else [])
+
+
+def test_is_out_of_memory_knows_the_cpu_allocators_error_from_other_runtime_errors() -> None:
+    with pytest.raises(RuntimeError) as refused:
+        torch.empty(1 << 60, dtype=torch.uint8)  # the CPU allocator's own refusal, a plain RuntimeError
+    assert is_out_of_memory(refused.value)
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_out_of_memory(ValueError("can't allocate memory"))

@@ -363,3 +363,56 @@ def test_a_dry_run_of_a_good_resume_passes(two_step_run: tuple[Path, Path]) -> N
     out, config = two_step_run
     child = srfeat_cli("train", config, "--out", out, "--resume", "--dry-run")
     assert child.returncode == 0 and "stage: 1" in child.stdout, child.stderr
+
+
+# In the child: the patched function asks the CPU allocator for 2**60 bytes first, which it refuses
+# with its own error (a RuntimeError), as under `ulimit -v` or in a container without overcommit.
+RUN_OUT_OF_MEMORY = """
+import sys, torch
+from srfeat.training import loop
+original = loop.{name}
+def runs_out_of_memory(*args, **kwargs):
+    if {when}:
+        torch.empty(1 << 60, dtype=torch.uint8)
+    return original(*args, **kwargs)
+loop.{name} = runs_out_of_memory
+from srfeat.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def train_running_out_of_memory(name: str, when: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    code = RUN_OUT_OF_MEMORY.format(name=name, when=when)
+    command = [sys.executable, "-c", code, "train", *map(str, args), "--no-progress"]
+    return subprocess.run(command, cwd=REPO, env=CHILD_ENV, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_a_step_out_of_memory_is_one_line_that_says_what_to_lower_and_keeps_the_checkpoint(
+    two_step_run: tuple[Path, Path],
+) -> None:
+    # it was the allocator's RuntimeError with a traceback through the generator's layers
+    out, config = two_step_run
+    child = train_running_out_of_memory(
+        "TrainingLoop._step", "args[0].progress.step == 3", config, "--out", out, "--resume", "--max-steps", "6"
+    )
+    error = one_error_line(child)
+    assert error.startswith("ERROR: out of memory on cpu in training step 4: 2 patches of 32x32 a step is too many "), (
+        error
+    )
+    assert "lower train.batch_size or data.hr_patch_size; the last good checkpoint (step 2) is in" in error, error
+    assert f"once changed, continue with `srfeat train {out / 'config.yaml'} --out {out} --resume`" in error, error
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 2, "step 3's weights were not saved"
+
+
+def test_a_validation_out_of_memory_names_the_validation_images(folders, tmp_path: Path) -> None:
+    train_dir, validation_dir = folders
+    config = tiny_config(train_dir, validation_dir, tmp_path / "run", 1, ["train.max_steps=2"])
+    path = tmp_path / "tiny.yaml"
+    path.write_text(config.to_yaml())
+    child = train_running_out_of_memory("validate_generators", "True", path)
+    error = one_error_line(child)
+    assert error.startswith(
+        "ERROR: out of memory on cpu in the validation at step 2: the images of validation.dir ("
+    ), error
+    assert f"are upscaled whole: use smaller ones; no checkpoint was saved in {tmp_path / 'run'}" in error, error
+    assert error.endswith("once changed, run again with --overwrite"), error

@@ -14,7 +14,8 @@ validated or written; and the weights themselves are checked before either. Ctrl
 SIGTERM or SIGHUP is one more stop test, read with the clock: the step in flight ends, a checkpoint is
 saved, and `TrainingInterrupted` says how to resume (`srfeat.training.interrupt`). When loading
 a batch fails (a DataLoader worker killed for memory, a training file gone), the weights are whole
-between two steps: the steps since the last checkpoint are saved before the error goes on.
+between two steps: the steps since the last checkpoint are saved before the error goes on. A step
+or validation that runs out of memory is one line saying what to lower; its half-made step is not saved.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader
 
-from srfeat.errors import TrainingDiverged
+from srfeat.errors import SRFeatError, TrainingDiverged
+from srfeat.hardware import is_out_of_memory
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import barrier, broadcast_object, mean_across_processes
@@ -163,6 +165,21 @@ class TrainingLoop:
             )
         return self.state.last_validation
 
+    def _out_of_memory(self, where: str, advice: str) -> str:
+        """The one line for an allocation that failed in `where`: what to do, and what the run folder
+        keeps (the step in flight is lost: its weights may be half updated, so nothing is saved now)."""
+        kept = checkpoint.last_good_checkpoint(self.trainer.out_dir, self.state.saved_at)
+        then = self._resume_command() if self.state.saved_at else "run again with --overwrite"
+        return f"out of memory on {self.trainer.device} in {where}: {advice}; {kept}: once changed, {then}"
+
+    def _step_advice(self) -> str:
+        config = self.config
+        patch, batch_size = config.data.hr_patch_size, config.train.batch_size
+        # the patch size is the prepared folder's (data.kind patches) and sizes stage 2's discriminators
+        patch_too = config.stage == 1 and config.data.kind != "patches"
+        lower = "train.batch_size or data.hr_patch_size" if patch_too else "train.batch_size"
+        return f"{batch_size} patches of {patch}x{patch} a step is too many here; lower {lower}"
+
     def _resume_command(self) -> str:
         out_dir = self.trainer.out_dir
         config_file, folder = shlex.quote(str(out_dir / checkpoint.CONFIG_FILE)), shlex.quote(str(out_dir))
@@ -179,7 +196,14 @@ class TrainingLoop:
         waited_since = time.monotonic()
         for batch in self._batches():
             self.state.data_wait += time.monotonic() - waited_since
-            self._step(batch)
+            try:
+                self._step(batch)
+            except (RuntimeError, MemoryError) as error:
+                if not is_out_of_memory(error):
+                    raise
+                raise SRFeatError(
+                    self._out_of_memory(f"training step {progress.step + 1}", self._step_advice())
+                ) from error
             if self._after_step():
                 return True
             waited_since = time.monotonic()
@@ -334,6 +358,13 @@ class TrainingLoop:
         if self.validator is not None:
             try:
                 metrics, samples = validate_generators(self.validator, self.trainer.generator, self.trainer.ema)
+            except (RuntimeError, MemoryError) as error:
+                if not is_out_of_memory(error):
+                    raise
+                advice = (
+                    f"the images of validation.dir ({self.config.validation.dir}) are upscaled whole: use smaller ones"
+                )
+                raise SRFeatError(self._out_of_memory(f"the validation at step {progress.step}", advice)) from error
             except TrainingDiverged as error:  # finite weights whose output overflows: diverged all the same
                 raise TrainingDiverged(
                     f"{error} at step {progress.step}: training stopped without saving these weights; "
