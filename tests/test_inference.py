@@ -103,6 +103,14 @@ def test_tile_errors_are_raised_not_swallowed() -> None:
             out_of_memory, torch.rand(3, 8, 8), 4, tile=4, pad=1, device=torch.device("cpu"), dtype=torch.float32
         )
 
+    def out_of_host_memory(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+        return torch.empty(1 << 60, dtype=torch.uint8)  # the CPU allocator's refusal: a plain RuntimeError
+
+    with pytest.raises(SRFeatError, match="^out of memory on cpu upscaling a 5x5 tile; give a smaller tile size"):
+        upscale_tiled(
+            out_of_host_memory, torch.rand(3, 8, 8), 4, tile=4, pad=1, device=torch.device("cpu"), dtype=torch.float32
+        )
+
 
 # -- the Upscaler API ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from srfeat.errors import SRFeatError
-from srfeat.hardware import host_available_memory
+from srfeat.hardware import host_available_memory, is_out_of_memory
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
 
@@ -247,7 +247,9 @@ def upscale_tiled(
                         "tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype
                     )
                     result = fallback(batch.float(), region)
-        except torch.OutOfMemoryError as error:
+        except (RuntimeError, MemoryError) as error:  # a GPU's OutOfMemoryError, or the CPU allocator's
+            if not is_out_of_memory(error):
+                raise
             raise SRFeatError(
                 f"out of memory on {device} upscaling a "
                 f"{part.in_bottom - part.in_top}x{part.in_right - part.in_left} tile; "
