@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 import re
 import time
 import urllib.parse
@@ -139,6 +140,21 @@ def test_a_closing_tabs_last_question_does_not_take_its_goodbye_back(server: Ser
     assert call(server, "POST", "/api/sessions/goodbye1/leave?page=one").status == 204
     assert call(server, "GET", "/api/sessions/goodbye1/jobs?page=one&hidden=1").status == 200
     _wait_for_log(server, "session goodbye1 ended: its page was closed")
+
+
+def test_a_script_that_keeps_asking_without_a_page_keeps_its_session(server: Server) -> None:
+    """The README's `curl .../api/sessions/S/jobs` names no page: such questions were taken for the goodbye
+    of a page named '' (which no page had said), so they never kept the session open, and a script asking
+    every second lost its jobs and results after the 10 s a silent page is given."""
+    answer = call(server, "POST", "/api/jobs?session=script1&name=kept.png", png_bytes(16), X_SRFeat_Upload="1")
+    assert answer.status == 201, answer.body
+    asking_until = time.monotonic() + PAGE_GRACE_SECONDS + 4
+    while time.monotonic() < asking_until:
+        assert call(server, "GET", "/api/sessions/script1/jobs").status == 200
+        time.sleep(1)
+    jobs = json.loads(call(server, "GET", "/api/sessions/script1/jobs").body)["jobs"]
+    assert [job["name"] for job in jobs] == ["kept.png"]
+    assert "session script1 ended" not in server.log_text()
 
 
 def test_a_page_opened_at_a_network_address_uploads(browser: Browser) -> None:
