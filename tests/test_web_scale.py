@@ -31,6 +31,7 @@ from test_web import (
     png_bytes,
     start_server,
     stop_server,
+    wait_for_result,
 )
 
 from srfeat.web.jobs import JobQueue
@@ -155,6 +156,34 @@ def test_a_script_that_keeps_asking_without_a_page_keeps_its_session(server: Ser
     jobs = json.loads(call(server, "GET", "/api/sessions/script1/jobs").body)["jobs"]
     assert [job["name"] for job in jobs] == ["kept.png"]
     assert "session script1 ended" not in server.log_text()
+
+
+# Each job takes longer than a silent page is given (the upscale waits first).
+SLOW_JOBS = f"""
+import time
+import srfeat.inference.image_files as image_files
+upscale = image_files.upscale_file
+def slow(*args, **kwargs):
+    time.sleep({PAGE_GRACE_SECONDS + 4})
+    return upscale(*args, **kwargs)
+image_files.upscale_file = slow
+"""
+
+
+def test_a_script_waiting_on_its_result_keeps_its_session() -> None:
+    """The README's script asks for a job's result until it is no longer 409: those questions did not count
+    as the session being asked for, so any job longer than 10 s was cancelled as its page closed, and the
+    script got 404 'no such image'."""
+    slow = start_server(prelude=SLOW_JOBS)
+    try:
+        answer = call(slow, "POST", "/api/jobs?session=waiting1&name=slow.png", png_bytes(16), X_SRFeat_Upload="1")
+        assert answer.status == 201, answer.body
+        result = wait_for_result(slow, "waiting1", json.loads(answer.body)["id"], "download=1")
+        assert result.status == 200, result.body
+        assert Image.open(io.BytesIO(result.body)).size == (64, 64)
+        assert "session waiting1 ended" not in slow.log_text()
+    finally:
+        stop_server(slow)
 
 
 def test_a_page_opened_at_a_network_address_uploads(browser: Browser) -> None:

@@ -253,10 +253,17 @@ class JobQueue:
         return job
 
     def get(self, session: str, job_id: str) -> Job | None:
+        """The session's job `job_id`, if it has it. Asking for one keeps the session open as `poll` does (a
+        script that waits on its result, 409 until done, as the README's curl does), unless its page said goodbye."""
         with self._lock:
             job = self._jobs.get(job_id)
             # A removed job that is still running (until its tile ends) is gone for its page already.
-            return job if job is not None and job.session == session and not job.removed else None
+            if job is None or job.session != session or job.removed:
+                return None
+            state = self._sessions.get(session)
+            if state is not None and not state.leaving:
+                state.last_seen = time.monotonic()
+            return job
 
     def _run_order_locked(self) -> list[Job]:
         """The waiting jobs in the order they will run: round by round, one job of each session per
