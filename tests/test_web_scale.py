@@ -158,6 +158,14 @@ def test_a_script_that_keeps_asking_without_a_page_keeps_its_session(server: Ser
     assert "session script1 ended" not in server.log_text()
 
 
+def test_room_for_an_upload_over_the_upload_limit_is_refused_as_too_large(server: Server) -> None:
+    """`/room` answered 204 (room now) for an upload that the upload limit refuses (413) whatever the room."""
+    answer = call(server, "GET", f"/api/sessions/room1/room?name=big.png&bytes={101 * 2**20}")
+    assert answer.status == 413, answer.body
+    assert "big.png is larger than this server's upload limit of 100 MB" in answer.error(), answer.body
+    assert call(server, "GET", f"/api/sessions/room1/room?name=big.png&bytes={100 * 2**20}").status == 204
+
+
 # Each job takes longer than a silent page is given (the upscale waits first).
 SLOW_JOBS = f"""
 import time
