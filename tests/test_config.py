@@ -338,6 +338,10 @@ def test_values_that_pass_the_type_but_cannot_run(override: str, message: str) -
         ("TRAIN.seed=1", "override TRAIN.seed: unknown config key TRAIN (known in this section: data,"),
         ("train..seed=1", "override train..seed: unknown config key train. (known in this section: batch_size,"),
         ("train.seed.x=1", "override train.seed.x: config key train.seed must be int, got {'x': 1} (dict)"),
+        # the checks of one key against another name no "config key": these were blamed on the file
+        ("optim.lr_milestones=[10, 10]", "override optim.lr_milestones: optim.lr_milestones lists 10 more than once"),
+        ("optim.lr_milestones=[0.5]", "override optim.lr_milestones: optim.lr_milestones must be whole epoch numbers"),
+        ("data.hr_patch_size=95", "override data.hr_patch_size: data.hr_patch_size (95) must be a multiple of"),
     ],
 )
 def test_a_bad_item_of_an_override_is_named_as_the_override(override: str, expected: str) -> None:

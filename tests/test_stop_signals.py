@@ -88,6 +88,8 @@ def test_a_server_started_with_sigint_ignored_serves_on_after_a_ctrl_c() -> None
             child.kill()
     assert child.returncode == 0, stderr
     assert "stopped (SIGTERM)" in stderr and "SIGINT" not in stderr, stderr
+    # it said "Ctrl+C stops the server", which here stops nothing
+    assert "Ctrl+C" not in stderr and "SIGTERM (kill PID) stops the server" in stderr, stderr
 
 
 def test_with_the_progress_bar_a_ctrl_c_is_answered_on_stderr_not_in_the_redirected_stdout(tmp_path: Path) -> None:

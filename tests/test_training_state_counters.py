@@ -85,6 +85,22 @@ def test_a_best_psnr_of_inf_resumes(two_step_state: tuple[Path, Path], tmp_path:
     assert state["step"] == 4 and state["best_psnr"] == math.inf
 
 
+def test_resuming_a_run_that_has_taken_its_steps_says_no_step_is_trained(
+    two_step_state: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # `--resume` of a finished run (to train it on, without a larger --max-steps) ended with exit 0 and
+    # "stage 1: 2 steps, run folder ...", having trained nothing, without a word
+    out = tmp_path / "run"
+    for name, data in folder_bytes(two_step_state[0]).items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    child = srfeat_cli("train", two_step_state[1], "--out", out, "--resume", "--no-progress")
+    assert child.returncode == 0, child.stderr
+    assert "WARNING: the run is already at step 2 of its 2 " in child.stderr, child.stderr
+    assert "give a larger --max-steps to continue it" in child.stderr, child.stderr
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 2
+
+
 def test_a_signal_during_validation_stops_at_the_validated_step_and_resumes_exactly(
     folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

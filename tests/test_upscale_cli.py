@@ -512,6 +512,19 @@ def test_a_pipe_given_as_input_is_named_as_such_and_jfif_files_are_found_in_fold
             assert written.format == "JPEG" and written.size == (48, 40)
 
 
+def test_an_output_file_over_its_formats_size_limit_is_told_the_way_out_that_works(
+    tmp_path: Path, model_path: Path
+) -> None:
+    # the error said only "(--ext png)", which `-o big.webp` ignores with a warning: the same error again
+    Image.new("RGB", (4100, 2), (90, 120, 150)).save(tmp_path / "wide.png")
+    named = srfeat_cli("upscale", tmp_path / "wide.png", "-o", tmp_path / "big.webp", "--model", model_path)
+    line = next(line for line in named.stderr.splitlines() if line.startswith("ERROR"))
+    assert named.returncode == 1 and "over WebP's limit of 16383" in line, named.stderr
+    assert "an -o file name ending in .png" in line, line
+    done = srfeat_cli("upscale", tmp_path / "wide.png", "-o", tmp_path / "big.png", "--model", model_path)
+    assert done.returncode == 0 and Image.open(tmp_path / "big.png").size == (16400, 8)
+
+
 def test_a_result_over_its_formats_size_limit_is_named_before_its_upscale(tmp_path: Path, model_path: Path) -> None:
     # A WebP 4,100 pixels wide upscales to 16,400, past libwebp's 16,383: the whole upscale ran and then
     # failed with "encoding error 5"; it is now named at once, and the other inputs are upscaled.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 import re
 import time
 import urllib.parse
@@ -30,6 +31,7 @@ from test_web import (
     png_bytes,
     start_server,
     stop_server,
+    wait_for_result,
 )
 
 from srfeat.web.jobs import JobQueue
@@ -139,6 +141,57 @@ def test_a_closing_tabs_last_question_does_not_take_its_goodbye_back(server: Ser
     assert call(server, "POST", "/api/sessions/goodbye1/leave?page=one").status == 204
     assert call(server, "GET", "/api/sessions/goodbye1/jobs?page=one&hidden=1").status == 200
     _wait_for_log(server, "session goodbye1 ended: its page was closed")
+
+
+def test_a_script_that_keeps_asking_without_a_page_keeps_its_session(server: Server) -> None:
+    """The README's `curl .../api/sessions/S/jobs` names no page: such questions were taken for the goodbye
+    of a page named '' (which no page had said), so they never kept the session open, and a script asking
+    every second lost its jobs and results after the 10 s a silent page is given."""
+    answer = call(server, "POST", "/api/jobs?session=script1&name=kept.png", png_bytes(16), X_SRFeat_Upload="1")
+    assert answer.status == 201, answer.body
+    asking_until = time.monotonic() + PAGE_GRACE_SECONDS + 4
+    while time.monotonic() < asking_until:
+        assert call(server, "GET", "/api/sessions/script1/jobs").status == 200
+        time.sleep(1)
+    jobs = json.loads(call(server, "GET", "/api/sessions/script1/jobs").body)["jobs"]
+    assert [job["name"] for job in jobs] == ["kept.png"]
+    assert "session script1 ended" not in server.log_text()
+
+
+def test_room_for_an_upload_over_the_upload_limit_is_refused_as_too_large(server: Server) -> None:
+    """`/room` answered 204 (room now) for an upload that the upload limit refuses (413) whatever the room."""
+    answer = call(server, "GET", f"/api/sessions/room1/room?name=big.png&bytes={101 * 2**20}")
+    assert answer.status == 413, answer.body
+    assert "big.png is larger than this server's upload limit of 100 MB" in answer.error(), answer.body
+    assert call(server, "GET", f"/api/sessions/room1/room?name=big.png&bytes={100 * 2**20}").status == 204
+
+
+# Each job takes longer than a silent page is given (the upscale waits first).
+SLOW_JOBS = f"""
+import time
+import srfeat.inference.image_files as image_files
+upscale = image_files.upscale_file
+def slow(*args, **kwargs):
+    time.sleep({PAGE_GRACE_SECONDS + 4})
+    return upscale(*args, **kwargs)
+image_files.upscale_file = slow
+"""
+
+
+def test_a_script_waiting_on_its_result_keeps_its_session() -> None:
+    """The README's script asks for a job's result until it is no longer 409: those questions did not count
+    as the session being asked for, so any job longer than 10 s was cancelled as its page closed, and the
+    script got 404 'no such image'."""
+    slow = start_server(prelude=SLOW_JOBS)
+    try:
+        answer = call(slow, "POST", "/api/jobs?session=waiting1&name=slow.png", png_bytes(16), X_SRFeat_Upload="1")
+        assert answer.status == 201, answer.body
+        result = wait_for_result(slow, "waiting1", json.loads(answer.body)["id"], "download=1")
+        assert result.status == 200, result.body
+        assert Image.open(io.BytesIO(result.body)).size == (64, 64)
+        assert "session waiting1 ended" not in slow.log_text()
+    finally:
+        stop_server(slow)
 
 
 def test_a_page_opened_at_a_network_address_uploads(browser: Browser) -> None:

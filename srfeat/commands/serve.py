@@ -271,7 +271,9 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     found = {sig: signal.signal(sig, server.handle_exit) for sig in stop_signals()} if in_main_thread else {}
     try:
         write_output(f"srfeat serve: {url}\n")
-        logger.info("upscaling on %s; Ctrl+C stops the server", device)
+        # Where Ctrl+C was left ignored (a script's background job) it stops nothing: say what does.
+        stopped_by = "SIGTERM (kill PID)" if signal.SIGINT in left_ignored else "Ctrl+C"
+        logger.info("upscaling on %s; %s stops the server", device, stopped_by)
         if not args.no_browser:
             _open_browser(url)
         server.run(sockets=[listener])

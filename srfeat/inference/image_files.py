@@ -68,7 +68,7 @@ def upscale_file(
     if problem := over_format_limit(extension, width, height):  # found now, not after the network has run
         raise SRFeatError(
             f"cannot write {target}: the result would be {width}x{height}, {problem}; "
-            "write it as PNG or TIFF (--ext png), or lower --outscale"
+            "write it as PNG or TIFF (--ext png, or an -o file name ending in .png), or lower --outscale"
         )
     result = upscaler.upscale_array(raw.array, outscale=outscale)
     write_image(target, result, icc_profile=raw.icc_profile, exif=raw.exif, replace=replace)

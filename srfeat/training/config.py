@@ -277,7 +277,8 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
         for key, _ in override_pairs:  # a value from the command line is named as such, not as the file's
             # its own key, an item of its list (`key[1]`), a key of the section it gave (`train={seed: x}`), or a
             # key it made up on the way (`TRAIN.seed=1`: unknown TRAIN; `train.seed.x=1`: a seed of {x: 1})
-            if any(f"config key {key}{end}" in f"{error} " for end in (" ", "[", ".")) or (
+            # (or named outright by a check of two keys: `data.hr_patch_size (95) must be a multiple of ...`)
+            if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", str(error)) or (
                 named and key.startswith(f"{named.group(1)}.")
             ):
                 raise ConfigError(f"override {key}: {error}") from error

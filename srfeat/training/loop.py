@@ -148,6 +148,13 @@ class TrainingLoop:
     def run(self) -> dict[str, float] | None:
         """Train to the end; returns the last validation's metrics (None without validation)."""
         progress, train = self.progress, self.config.train
+        if progress.step >= self.planned_steps and self.context.is_main:  # a finished run resumed as it was
+            logger.warning(
+                "the run is already at step %d of its %d (train.epochs, train.max_steps, --max-steps): no step is "
+                "trained; give a larger --max-steps to continue it",
+                progress.step,
+                self.planned_steps,
+            )
         with stop_on_signals(self.context.enabled, self._say) as self.state.signals:
             self._open_bar()
             # a resumed run that had spent its steps or its minutes trains no step more

@@ -13,11 +13,12 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
   apart), or while a client holds its event stream open, and its jobs are cancelled when it is not;
 - `GET /api/sessions/S/events`: a stream of the session's jobs (server-sent events), for scripts;
 - `GET /api/sessions/S/room?name=N&bytes=B`: 204 when an upload of B bytes would find room in the
-  queue now, else its refusal (429, 503), so that a page holding an upload back sends it once;
+  queue now, else its refusal (413 past the upload limit, 429, 503), so that a page holding an upload
+  back sends it once;
 - `POST /api/sessions/S/leave?page=P`: the page's goodbye (sent when the tab closes or reloads): ends
   the session unless a page other than `P` asks for it within `RELOAD_GRACE_SECONDS` (a reload);
 - `POST /api/sessions/S/close`: ends the session at once (for scripts);
-- `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images;
+- `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images (asking keeps the session alive too);
 - `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
 - `POST /api/jobs/ID/remove?session=S`; `GET /api/sessions/S/results.zip`.
 """
@@ -236,6 +237,9 @@ def create_app(
         size = request.query_params.get("bytes", "")
         if re.fullmatch(r"[0-9]{1,15}", size) is None:
             return _error(f"bytes must be the upload's size in bytes, got {size!r}", 400)
+        if int(size) > limits.max_upload_bytes:  # the upload itself would be refused: no room would take it
+            refusal = _too_large(name, limits)
+            return _error(str(refusal), refusal.status)
         try:
             queue.check_room(request.path_params["session"], name, int(size))
         except QueueFullError as refusal:
@@ -364,16 +368,19 @@ async def _unless_stopping(
     return outcome[0]
 
 
+def _too_large(name: str, limits: Limits) -> UploadError:
+    return UploadError(
+        f"{name} is larger than this server's upload limit of {limits.max_upload_bytes / 2**20:g} MB "
+        "(start the server with a larger --max-upload-mb)",
+        413,
+    )
+
+
 async def _read_body(request: Request, name: str, limits: Limits, stopping: Callable[[], bool]) -> bytes:
     """The request's body, refused past `limits.max_upload_bytes`, when the client sends nothing for
     `limits.upload_timeout_seconds` (a stalled body would hold one of the few receiving slots forever),
     or when the server is stopping (Ctrl+C need not wait for a slow upload)."""
-    limit = limits.max_upload_bytes
-    too_large = UploadError(
-        f"{name} is larger than this server's upload limit of {limit / 2**20:g} MB "
-        "(start the server with a larger --max-upload-mb)",
-        413,
-    )
+    limit, too_large = limits.max_upload_bytes, _too_large(name, limits)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large

@@ -62,7 +62,9 @@ class _Session:
     last_started: float = -1.0  # when its last job began (-1: none yet), for taking turns
     leaving: bool = False  # its page said goodbye: it ends after RELOAD_GRACE_SECONDS unless it comes back
     hidden: bool = False  # its page's last poll said it was hidden (its polls may come slowly)
-    left_page: str = ""  # the page (one load of it) that said goodbye: its polls still on their way do not count
+    # The page (one load of it) that said goodbye, None before any did: its polls still on their way do
+    # not count. A poll that names no page (a script's, as the README shows it) counts until then.
+    left_page: str | None = None
 
     def silence_allowed(self, grace_seconds: float) -> float:
         """How long the session may go unheard of before it counts as closed."""
@@ -125,7 +127,7 @@ class JobQueue:
         the tab closed): the version of the queue, and the jobs (None while the version is still `since`)."""
         with self._lock:
             state = self._sessions.setdefault(session, _Session())
-            if page != state.left_page:
+            if state.left_page is None or page != state.left_page:
                 state.last_seen, state.leaving, state.hidden = time.monotonic(), False, hidden
             version = f"{self._instance}.{self.version}"
             return version, None if since == version else self._describe_session_locked(session)
@@ -253,10 +255,17 @@ class JobQueue:
         return job
 
     def get(self, session: str, job_id: str) -> Job | None:
+        """The session's job `job_id`, if it has it. Asking for one keeps the session open as `poll` does (a
+        script that waits on its result, 409 until done, as the README's curl does), unless its page said goodbye."""
         with self._lock:
             job = self._jobs.get(job_id)
             # A removed job that is still running (until its tile ends) is gone for its page already.
-            return job if job is not None and job.session == session and not job.removed else None
+            if job is None or job.session != session or job.removed:
+                return None
+            state = self._sessions.get(session)
+            if state is not None and not state.leaving:
+                state.last_seen = time.monotonic()
+            return job
 
     def _run_order_locked(self) -> list[Job]:
         """The waiting jobs in the order they will run: round by round, one job of each session per
