@@ -121,3 +121,17 @@ def test_epoch_milestones_past_train_epochs_are_named_by_the_run(folders, tmp_pa
     assert any(expected in line for line in warnings(srfeat_cli("train", config, "--dry-run", cwd=tmp_path)))
     run = srfeat_cli("train", "--no-progress", config, "validation.dir=null", cwd=tmp_path)
     assert sum(expected in line for line in warnings(run)) == 1, run.stderr
+
+
+def test_the_dry_run_of_a_resume_warns_of_config_changes_as_the_resume_does(folders, tmp_path) -> None:
+    # The resume warned that another batch size or seed changes the run; its dry run passed without a word.
+    config = config_file(folders, tmp_path, validation={"dir": None}, train={"max_steps": 2})
+    assert srfeat_cli("train", config, "--no-progress", cwd=tmp_path).returncode == 0
+    same = warnings(srfeat_cli("train", config, "--resume", "--dry-run", "--max-steps", "3", cwd=tmp_path))
+    assert not [line for line in same if "differs from its run's" in line], same
+    changed = ["train.batch_size=1", "train.seed=7", "--max-steps", "3"]
+    dry = warnings(srfeat_cli("train", config, "--resume", "--dry-run", *changed, cwd=tmp_path))
+    resumed = warnings(srfeat_cli("train", config, "--resume", "--no-progress", *changed, cwd=tmp_path))
+    dry, resumed = ([line for line in lines if "differs from its run's" in line] for lines in (dry, resumed))
+    assert len(dry) == 1 and dry == resumed, (dry, resumed)
+    assert "train.batch_size: 2 -> 1; train.seed: 0 -> 7" in dry[0] and "config.yaml" in dry[0], dry
