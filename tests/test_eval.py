@@ -597,3 +597,35 @@ def test_figure_options_without_a_figure_are_named_in_a_warning(small_folder: Pa
     ) in child.stderr
     child = srfeat_cli("eval", "--model", "bicubic", "--data", small_folder, "--metrics", "psnr", cwd=tmp_path)
     assert child.returncode == 0 and "WARNING" not in child.stderr, child.stderr
+
+
+def test_tta_with_no_network_is_named_in_a_warning(small_folder: Path, tmp_path: Path) -> None:
+    """`--tta` with only bicubic and hr was taken without a word: the rows were those of a run without it."""
+    child = srfeat_cli(
+        "eval", "--model", "bicubic", "hr", "--data", small_folder, "--metrics", "psnr", "niqe", "--tta", cwd=tmp_path
+    )
+    assert child.returncode == 0, child.stderr
+    assert (
+        "WARNING: --tta applies to networks, and --model names none (bicubic and hr run as they are): "
+        "it changes nothing"
+    ) in child.stderr.splitlines(), child.stderr
+
+
+def test_a_figure_crop_larger_than_an_image_is_named_in_a_warning(small_folder: Path, tmp_path: Path) -> None:
+    """`--figure-crop 500` on a 44x40 image drew a 40 px crop without a word."""
+    figure = tmp_path / "f.png"
+    argv = ["eval", "--model", "bicubic", "--data", small_folder, "--metrics", "psnr", "--figure", figure]
+    child = srfeat_cli(*argv, "--figure-crop", "500", cwd=tmp_path)
+    assert child.returncode == 0 and figure.is_file(), child.stderr
+    expected = "WARNING: --figure-crop 500 is larger than Small/a (44x40): the figure shows a crop of 40 px"
+    assert expected in child.stderr.splitlines(), child.stderr
+    child = srfeat_cli(*argv, "--figure-crop", "40", "--overwrite", cwd=tmp_path)
+    assert child.returncode == 0 and "WARNING" not in child.stderr, child.stderr
+
+
+def test_the_help_of_metrics_says_niqe_is_a_default() -> None:
+    """The help said NIQE may be "not installed", though it ships with srfeat."""
+    child = srfeat_cli("eval", "--help")
+    assert child.returncode == 0 and niqe_available(), child.stderr
+    text = " ".join(child.stdout.split())
+    assert "(default: psnr ssim niqe)" in text and "not installed" not in text, text

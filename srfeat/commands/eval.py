@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from srfeat.commands.arguments import path_argument
+
+if TYPE_CHECKING:
+    from srfeat.evaluation import FigureSample
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +114,21 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise SRFeatError(f"{option} {value} cannot be written: {reason}; choose another path")
 
 
+def _warn_crop_clamped(crop: int, samples: Sequence[FigureSample]) -> None:
+    """A warning naming the images smaller than --figure-crop, whose crop is their shorter side (the figure
+    shows no more than the image; the side asked for was taken without a word)."""
+    from srfeat.evaluation import _one_line  # a file's name on one line, as the table shows it
+
+    smaller = [sample for sample in samples if min(sample.hr.shape[:2]) < crop]
+    if smaller:
+        logger.warning(
+            "--figure-crop %d is larger than %s: the figure shows a crop of %s px",
+            crop,
+            ", ".join(_one_line(f"{s.dataset}/{s.image}") + f" ({s.hr.shape[1]}x{s.hr.shape[0]})" for s in smaller),
+            ", ".join(str(size) for size in dict.fromkeys(min(s.hr.shape[:2]) for s in smaller)),
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -137,7 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=("psnr", "ssim", "niqe"),
         default=None,
-        help="metrics to report (default: psnr ssim niqe, or psnr ssim if NIQE is not installed)",
+        help="metrics to report (default: psnr ssim niqe)",
     )
     parser.add_argument(
         "--rgb", action="store_true", help="PSNR/SSIM on RGB (mean over channels) instead of the Y channel"
@@ -187,7 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from srfeat.cli import write_output
     from srfeat.errors import SRFeatError
-    from srfeat.evaluation import evaluate, json_records, markdown_table, write_json
+    from srfeat.evaluation import BICUBIC, GROUND_TRUTH, evaluate, json_records, markdown_table, write_json
     from srfeat.figures import comparison_figure
     from srfeat.plane import check_plane_metrics, plane_figure
 
@@ -204,6 +224,11 @@ def run(args: argparse.Namespace) -> int:
             "%s %s to --figure, which is not given: no figure is written (add --figure FILE.png)",
             " and ".join(given),
             "apply" if len(given) > 1 else "applies",
+        )
+    if args.tta and all(model in (BICUBIC, GROUND_TRUTH) for model in args.model):  # rows as without it
+        logger.warning(
+            "--tta applies to networks, and --model names none (%s run as they are): it changes nothing",
+            " and ".join(dict.fromkeys(args.model)),
         )
 
     result = evaluate(
@@ -226,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, result, per_image=args.per_image, replace=args.overwrite)
         logger.info("wrote %s", args.json)
     if args.figure:
+        _warn_crop_clamped(args.figure_crop, result.figure_samples)
         comparison_figure(args.figure, result.figure_samples, crop_size=args.figure_crop, replace=args.overwrite)
         logger.info("wrote %s", args.figure)
     if args.plane:
