@@ -41,7 +41,9 @@ def test_an_empty_path_is_refused_before_anything_runs(argv: list[str], tmp_path
         Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(folder / "photo.png")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     error = one_error_line(srfeat_cli(*argv, cwd=tmp_path), returncode=2)
-    assert "is empty: give a file or folder path" in error, error
+    # train's config is a file: "a file or folder" asked for what it refuses
+    expected = "a YAML config file (e.g. configs/dev/stage1.yaml)" if argv == ["train", ""] else "a file or folder path"
+    assert f"is empty: give {expected}" in error, error
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
 
@@ -81,3 +83,16 @@ def test_train_without_a_config_asks_for_the_config_alone() -> None:
     overrides are optional (`srfeat train configs/dev/stage1.yaml` runs without any)."""
     error = one_error_line(srfeat_cli("train"), returncode=2, only=True)
     assert error == "ERROR: srfeat train: the following arguments are required: config (see srfeat train --help)"
+
+
+@pytest.mark.parametrize("kind", ["character device", "named pipe"])
+def test_convert_of_a_special_file_says_what_to_give(kind: str, tmp_path: Path) -> None:
+    """`srfeat convert /dev/zero` said "is a character device, not a file" and no more."""
+    import os
+
+    source = Path("/dev/zero") if kind == "character device" else tmp_path / "pipe"
+    if kind == "named pipe":
+        os.mkfifo(source)
+    error = one_error_line(srfeat_cli("convert", source, "-o", tmp_path / "x.safetensors"), only=True)
+    assert f"{source} is a {kind}" in error and "give the authors' SRFeat_init.npz or SRFeat_full.npz" in error, error
+    assert not (tmp_path / "x.safetensors").exists()

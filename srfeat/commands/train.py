@@ -41,9 +41,17 @@ class _IntermixedParser(OneLineErrorParser):
             self._intermixing = False
 
 
+def config_argument(text: str) -> str:
+    """The config file's path (`path_argument`), whose emptiness is said as such: "a file or folder" asked
+    for a folder, which is no config."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a YAML config file (e.g. configs/dev/stage1.yaml)")
+    return path_argument(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.__class__ = _IntermixedParser
-    parser.add_argument("config", type=path_argument, help="YAML training config (e.g. configs/dev/stage1.yaml)")
+    parser.add_argument("config", type=config_argument, help="YAML training config (e.g. configs/dev/stage1.yaml)")
     parser.add_argument(
         "overrides",
         nargs="*",
