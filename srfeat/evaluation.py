@@ -288,7 +288,7 @@ def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None
 
 
 def evaluate(
-    models: Sequence[str | os.PathLike[str]],
+    models: Sequence[str | bytes | os.PathLike[str]],
     folders: Sequence[str | bytes | os.PathLike[str]],
     metrics: Sequence[str] | None = None,
     scale: int = 4,
