@@ -518,8 +518,10 @@ def test_serve_listens_on_loopback_only_by_default_and_warns_for_another_host(se
         time.sleep(0.1)
     opened.terminate()
     _, stderr = opened.communicate(timeout=30)
-    assert url.strip() == f"srfeat serve: http://0.0.0.0:{free_port}/"
-    assert opened_file.read_text() == f"http://0.0.0.0:{free_port}/"
+    # 0.0.0.0 is every address of this machine, no address to open: the page on this machine is 127.0.0.1's
+    assert url.strip() == f"srfeat serve: http://127.0.0.1:{free_port}/"
+    assert opened_file.read_text() == f"http://127.0.0.1:{free_port}/"
+    assert "listening on 0.0.0.0 (all of this machine's addresses; from another machine open " in stderr
     assert "anyone who can reach this machine" in stderr and "there is no login" in stderr
 
     bad = subprocess.run(

@@ -24,6 +24,7 @@ pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwr
 from playwright.sync_api import Browser, expect
 from test_web import (
     Server,
+    _can_listen_on,
     _dead_process_id,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
     call,
@@ -243,3 +244,22 @@ def test_a_lock_without_its_folder_is_removed_only_when_nobody_holds_it(tmp_path
         holder.wait(timeout=30)
     remove_stale_temporaries()
     assert list(root.glob(f".{held}.*.tmp")) == []
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::"])
+def test_a_server_on_every_address_prints_a_url_this_machine_opens(address: str) -> None:
+    """`--host 0.0.0.0` printed http://0.0.0.0:PORT/ as the address to open (and `::` http://[::]:PORT/), which
+    browsers on some systems cannot open: the page is shown at this machine's loopback address, and the
+    warning says the server listens on all of this machine's addresses."""
+    if not _can_listen_on(address):
+        pytest.skip(f"this machine cannot listen on {address}")
+    server = start_server("--host", address)
+    try:
+        loopback = "[::1]" if address == "::" else "127.0.0.1"
+        assert server.url.startswith(f"http://{loopback}:"), server.url
+        port = urllib.parse.urlsplit(server.url).port
+        assert call(server, "GET", "/api/config").status == 200  # the URL shown is one that answers
+    finally:
+        stop_server(server)
+    expected = f"listening on {address} (all of this machine's addresses; from another machine open "
+    assert any(expected in line and f"ITS-ADDRESS:{port}/" in line for line in server.log), server.log

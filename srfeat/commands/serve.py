@@ -153,6 +153,22 @@ def is_loopback_address(address: str) -> bool:
     return ip.is_loopback
 
 
+def _unspecified(address: str) -> bool:
+    """Whether a bound socket's address is a wildcard (0.0.0.0, ::): every address of this machine."""
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_unspecified
+    except ValueError:
+        return False
+
+
+def page_url(address: str, port: int) -> str:
+    """The page's URL on this machine for a bound socket's address: a wildcard (0.0.0.0, ::) is no address to
+    open (`http://0.0.0.0:P/` fails in some browsers and on other systems), so its family's loopback is shown."""
+    if _unspecified(address):
+        address = "::1" if ":" in address else "127.0.0.1"
+    return f"http://{f'[{address}]' if ':' in address else address}:{port}/"
+
+
 def _open_browser(url: str) -> None:
     """Open the page in the browser, unless there is no display to show one on (a session over SSH): Python's
     webbrowser then runs a text browser (lynx, w3m) in this terminal, over the server's log, until it is quit,
@@ -209,14 +225,16 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         return Upscaler(choice.model, device=device, tile=args.tile, strength=choice.strength)
 
     host, port = listener.getsockname()[:2]
-    shown_host = f"[{host}]" if ":" in host else host
-    url = f"http://{shown_host}:{port}/"
+    url = page_url(host, port)
     loopback = is_loopback_address(host)
     if not loopback:
         logger.warning(
-            "listening on %s: anyone who can reach this machine on port %d can use this server and see the "
+            "listening on %s%s: anyone who can reach this machine on port %d can use this server and see the "
             "images uploaded to it (there is no login); leave out --host to keep it to this machine",
             args.host,
+            f" (all of this machine's addresses; from another machine open http://ITS-ADDRESS:{port}/)"
+            if _unspecified(host)
+            else "",
             port,
         )
     max_pixels = int(args.max_megapixels * 1e6)
