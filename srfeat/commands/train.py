@@ -88,37 +88,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_resumable(config: TrainingConfig) -> None:
     """The run folder's state.pt is there, readable, whole, of the config's stage and of the config's
     networks (the resume's one line if not); the config keys that the resume changes are warned of, as
-    the resume warns (`checkpoint.config_changes`)."""
+    the resume warns."""
     import torch
 
-    from srfeat.errors import ConfigError
     from srfeat.training import checkpoint, networks
-    from srfeat.training.config import TrainingConfig as Defaults
+    from srfeat.training.trainer import check_resumed_stage, warn_of_config_changes
 
     out_dir = config.resolve_path(config.out_dir)
     path = out_dir / checkpoint.STATE_FILE
     saved = checkpoint.load_state(path)
     checkpoint.check_state(saved, path)
-    if saved["stage"] != config.stage:
-        raise ConfigError(f"{path.parent} holds a stage-{saved['stage']} run; the config is stage {config.stage}")
+    check_resumed_stage(saved, config, out_dir)
     with torch.device("meta"):  # the networks' shapes, nothing allocated (a paper-size discriminator is 0.8 GB)
         generator, discriminators = networks.new_generator(config), networks.build_discriminators(config)
     checkpoint.check_saved_networks(saved, generator, discriminators, str(path))
-    changes = checkpoint.config_changes(
-        saved.get("config"),
-        config.to_dict(),
-        saved.get("folders"),
-        checkpoint.resolved_folders(config),
-        defaults=Defaults().to_dict(),
-    )
-    if changes:  # the words of the resume's warning (trainer.py), which a test keeps the same
-        logging.getLogger("srfeat").warning(
-            "resuming %s with a config that differs from its run's (%s): the run continues, but not as "
-            "it would have; resume with %s to continue it exactly",
-            out_dir,
-            "; ".join(changes[:5]) + (f"; {len(changes) - 5} more" if len(changes) > 5 else ""),
-            out_dir / checkpoint.CONFIG_FILE,
-        )
+    warn_of_config_changes(saved, config, out_dir)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -321,25 +321,8 @@ class Trainer:
         self._state_stamp = _stamp(self.out_dir / checkpoint.STATE_FILE)
         saved = checkpoint.load_state(self.out_dir / checkpoint.STATE_FILE)
         checkpoint.check_state(saved, self.out_dir / checkpoint.STATE_FILE)
-        if saved["stage"] != self.config.stage:
-            raise ConfigError(
-                f"{self.out_dir} holds a stage-{saved['stage']} run; the config is stage {self.config.stage}"
-            )
-        changes = checkpoint.config_changes(
-            saved.get("config"),
-            self.config.to_dict(),
-            saved.get("folders"),
-            checkpoint.resolved_folders(self.config),
-            defaults=TrainingConfig().to_dict(),
-        )
-        if changes:
-            logger.warning(
-                "resuming %s with a config that differs from its run's (%s): the run continues, but not as "
-                "it would have; resume with %s to continue it exactly",
-                self.out_dir,
-                "; ".join(changes[:5]) + (f"; {len(changes) - 5} more" if len(changes) > 5 else ""),
-                self.out_dir / CONFIG_FILE,
-            )
+        check_resumed_stage(saved, self.config, self.out_dir)
+        warn_of_config_changes(saved, self.config, self.out_dir)
         saved_processes = saved.get("world_size")
         if isinstance(saved_processes, int) and saved_processes != self.context.world_size:
             logger.warning(
@@ -454,6 +437,32 @@ class Trainer:
             last_validation,
             self.progress.best_psnr,
             self.context.is_main,
+        )
+
+
+def check_resumed_stage(saved: dict[str, Any], config: TrainingConfig, out_dir: Path) -> None:
+    """A resumed state (past `checkpoint.check_state`) is of the config's stage, or one line says so."""
+    if saved["stage"] != config.stage:
+        raise ConfigError(f"{out_dir} holds a stage-{saved['stage']} run; the config is stage {config.stage}")
+
+
+def warn_of_config_changes(saved: dict[str, Any], config: TrainingConfig, out_dir: Path) -> None:
+    """Each config key a resume from `saved` changes that changes the run, named in a warning
+    (`checkpoint.config_changes`): by the resume and by its dry run (`srfeat train --resume --dry-run`)."""
+    changes = checkpoint.config_changes(
+        saved.get("config"),
+        config.to_dict(),
+        saved.get("folders"),
+        checkpoint.resolved_folders(config),
+        defaults=TrainingConfig().to_dict(),
+    )
+    if changes:
+        logger.warning(
+            "resuming %s with a config that differs from its run's (%s): the run continues, but not as "
+            "it would have; resume with %s to continue it exactly",
+            out_dir,
+            "; ".join(changes[:5]) + (f"; {len(changes) - 5} more" if len(changes) > 5 else ""),
+            out_dir / CONFIG_FILE,
         )
 
 
