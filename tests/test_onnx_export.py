@@ -23,6 +23,10 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 samples = pytest.importorskip("skimage.data")
+# For the stand-in graphs the tests build: opset 18 and the IR version it needs (8), as srfeat's exporter
+# writes them. Without them, onnx's helper writes its newest IR version (14 for onnx 1.23), which ONNX
+# Runtime 1.23 (the newest for Python 3.10) refuses: "Unsupported model IR version: 14, max supported IR version: 11".
+OPSET_18 = {"opset_imports": [onnx.helper.make_opsetid("", 18)], "ir_version": 8}
 
 
 def run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
@@ -238,7 +242,7 @@ def test_onnx_backend_errors_are_one_line(tmp_path: Path, model_path: Path) -> N
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
     )
     foreign = tmp_path / "foreign.onnx"
-    onnx.save(helper.make_model(graph), str(foreign))
+    onnx.save(helper.make_model(graph, **OPSET_18), str(foreign))
     Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
     for args, message in [
         (["--model", foreign], "not a srfeat ONNX export"),
@@ -407,7 +411,7 @@ def srfeat_like_onnx(
             [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, None, None])],
             initializers,
         ),
-        opset_imports=[helper.make_opsetid("", 18)],
+        **OPSET_18,
     )
     entries = {"format": "srfeat-onnx", "scale": "4", "receptive_radius": "38", "num_features": "128", **metadata}
     for key, value in entries.items():

@@ -139,7 +139,7 @@ def test_a_portrait_phone_video_stays_upright(tmp_path: Path, model_path: Path) 
 def display_matrix_of(path: Path) -> list[int] | None:
     with av.open(str(path)) as container:
         frame = next(container.decode(video=0))
-        entry = next((data for data in frame.side_data if data.type == Type.DISPLAYMATRIX), None)
+        entry = frame.side_data.get(Type.DISPLAYMATRIX)
         return None if entry is None else np.frombuffer(bytes(entry), dtype=np.int32).tolist()
 
 
@@ -999,6 +999,32 @@ def test_chapters_and_the_title_are_kept_and_cut_with_frames(tmp_path: Path, mod
     assert chapter_spans(tmp_path / "part.mkv") == [(0.0, 0.084, "One"), (0.084, 0.167, "Two")]  # frames 1, 2
 
 
+def test_a_title_that_is_not_utf8_neither_stops_the_upscale_nor_is_made_up(tmp_path: Path, model_path: Path) -> None:
+    """A Latin-1 title ("Caf\xe9!"): PyAV 18 and older raise UnicodeDecodeError reading it unless told to
+    ignore it; PyAV 19 (what pip installs on Python 3.12 and newer) reads it as is and has no such option:
+    srfeat passing the option anyway failed every video there with a TypeError traceback."""
+    source = tmp_path / "latin1.mkv"
+    with av.open(str(source), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 16, 12, "yuv420p"
+        container.metadata["title"] = "Cafe!"
+        for index, pixels in enumerate(pan_frames(4, 16, 12)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    held = source.read_bytes()
+    assert held.count(b"Cafe!") == 1
+    source.write_bytes(held.replace(b"Cafe!", b"Caf\xe9!"))  # same length: Matroska's sizes still hold
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert len(read_frames(tmp_path / "out.mkv")) == 4
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert (container.streams.video[0].width, container.streams.video[0].height) == (64, 48)
+        # PyAV 18 and older drop the byte they cannot decode; 19 carries it, written back as it was.
+        assert container.metadata.get("title") in ("Caf!", "Caf\udce9!")
+
+
 def test_tags_that_count_the_inputs_packets_or_name_its_encoder_are_not_carried(
     tmp_path: Path, model_path: Path
 ) -> None:
@@ -1169,7 +1195,7 @@ def test_closed_captions_inside_the_video_are_said_to_be_lost(tmp_path: Path, mo
     source = tmp_path / "broadcast.mkv"
     write_captioned(source)
     with av.open(str(source)) as container:
-        assert any(data.type == Type.A53_CC for frame in container.decode(video=0) for data in frame.side_data)
+        assert any(Type.A53_CC in frame.side_data for frame in container.decode(video=0))
     result = cli(source, "-o", tmp_path / "out", "--model", model_path)
     assert result.returncode == 0, result.stderr
     expected = (

@@ -15,7 +15,7 @@ from srfeat.errors import InvalidOptionError, VideoError, shown
 from srfeat.files import DiskFullError, OutputExistsError, unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, codecs_held, quality_options
-from srfeat.video.probe import error_reason, ffmpeg_name, main_video_stream
+from srfeat.video.probe import error_reason, main_video_stream, open_for_reading
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -53,7 +53,7 @@ def import_av(source: Path) -> ModuleType:
 def open_input(av: ModuleType, source: Path) -> InputContainer:
     """`source` opened for reading; VideoError (one line) if FFmpeg cannot read it."""
     try:
-        return av.open(ffmpeg_name(source), metadata_errors="ignore")
+        return open_for_reading(av, source)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
 

@@ -39,6 +39,7 @@ __all__ = [
     "has_alpha",
     "logged_reason",
     "main_video_stream",
+    "open_for_reading",
     "seconds_of",
     "stated_duration",
     "time_base_of",
@@ -50,6 +51,16 @@ def ffmpeg_name(path: Path) -> str:
     """The name FFmpeg opens `path` by: absolute, since FFmpeg takes a name that starts with a protocol
     (`pipe:0.mp4`, `http:x.mp4`, a file in the working directory) for that protocol, not the file."""
     return str(path.absolute())
+
+
+def open_for_reading(av: ModuleType, source: Path) -> InputContainer:
+    """`source` opened by PyAV, with metadata that is not UTF-8 read, not raised about. PyAV 18 and
+    older raise UnicodeDecodeError for such a tag unless asked to ignore it (`metadata_errors`); PyAV
+    19 (the one pip picks on Python 3.12 and newer) reads it with surrogateescape and has no such
+    argument: passing it there failed every video with a TypeError traceback."""
+    if int(av.__version__.split(".")[0]) < 19:
+        return av.open(ffmpeg_name(source), metadata_errors="ignore")
+    return av.open(ffmpeg_name(source))
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
     start: float | None = None
     time = 0.0
     count = 0
-    with av.open(ffmpeg_name(source), metadata_errors="ignore") as probe:
+    with open_for_reading(av, source) as probe:
         stream = main_video_stream(probe)
         assert stream is not None  # checked on the first opening
         stream.thread_type = "AUTO"
@@ -106,7 +117,7 @@ class FrameDefects:
     def check(self, frame: Any, index: int) -> None:
         from av.sidedata.sidedata import Type
 
-        if not self.captions and any(data.type == Type.A53_CC for data in frame.side_data):
+        if not self.captions and Type.A53_CC in frame.side_data:
             self.captions = True
             logger.warning(
                 "%s: its video carries closed captions (CEA-608/708) inside its frames, which the upscaled "
@@ -159,7 +170,7 @@ def main_video_stream(container: InputContainer) -> VideoStream | None:
 def first_frame(av: ModuleType, source: Path) -> Any:
     """The first frame (None if none decodes): its size and the rotation players apply (phones store
     portrait video turned) go into the output's header, before any packet, so they are looked up first."""
-    with av.open(ffmpeg_name(source), metadata_errors="ignore") as probe:
+    with open_for_reading(av, source) as probe:
         stream = main_video_stream(probe)
         try:
             return next(probe.decode(stream), None) if stream is not None else None
@@ -178,7 +189,8 @@ def display_matrix(frame: Any, source: Path) -> list[int] | None:
     """
     from av.sidedata.sidedata import Type
 
-    entry = next((data for data in frame.side_data if data.type == Type.DISPLAYMATRIX), None)
+    # Looked up by type: iterating `side_data` gives the entries in PyAV 18 and older, their types in 19.
+    entry = frame.side_data.get(Type.DISPLAYMATRIX)
     if entry is None:
         return None
     raw = bytes(entry)
