@@ -72,6 +72,7 @@ __all__ = [
     "model_labels",
     "network_names",
     "niqe_available",
+    "printable_name",
     "score_image",
     "single_threaded",
     "write_json",
@@ -250,11 +251,11 @@ def _warn_subfolders(folder: Path) -> None:
     except OSError:  # not a folder, or unreadable: BenchmarkDataset says so in one line
         return
     if names and any(path.is_file() for path in folder.iterdir()):  # only subfolders: the error says so
-        shown = ", ".join(map(_one_line, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        shown = ", ".join(map(printable_name, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         logger.warning(
             "%s: its subfolder(s) %s are not searched, only its own files: give a subfolder as a --data folder "
             "to score its images",
-            _one_line(str(folder)),
+            printable_name(str(folder)),
             shown,
         )
 
@@ -268,7 +269,9 @@ def _warn_reduced(datasets: Sequence[tuple[str, BenchmarkDataset]]) -> None:
             f"{name}/{path.name}" for name, data in datasets for path, lost in data.reduced.items() if what in lost
         ]
         if names:
-            listed = ", ".join(map(_one_line, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            listed = ", ".join(map(printable_name, names[:5])) + (
+                f" and {len(names) - 5} more" if len(names) > 5 else ""
+            )
             parts.append(f"{len(names)} image(s) {said} ({listed})")
     if parts:
         logger.warning("scored as 8-bit RGB, as the protocol reads every image: %s", "; ".join(parts))
@@ -282,7 +285,7 @@ def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None
         return dataset.names.index(figure_image)
     logger.warning(
         "--figure-image %s is not in %s: its first image, %s, is shown",
-        *map(_one_line, (figure_image, name, dataset.names[0])),
+        *map(printable_name, (figure_image, name, dataset.names[0])),
     )
     return 0
 
@@ -323,7 +326,7 @@ def evaluate(
             dataset = BenchmarkDataset(folder, scale=scale)
         logger.info(
             "%s: %d image(s)%s",
-            _one_line(label),
+            printable_name(label),
             len(dataset),
             f", {len(dataset.skipped)} file(s) skipped" if dataset.skipped else "",
         )
@@ -343,7 +346,7 @@ def evaluate(
                 sr = None if upscaler is None else upscaler(lr)
                 with single_threaded():
                     scores = score_image(
-                        sr, hr, metrics, scale, test_y_channel, name=_one_line(f"{name}/{image_name} ({label})")
+                        sr, hr, metrics, scale, test_y_channel, name=printable_name(f"{name}/{image_name} ({label})")
                     )
                 rows.append(ImageScore(label, name, image_name, scores))
                 if keep_figure_samples and index == figure_indices[name]:
@@ -369,7 +372,7 @@ def evaluate(
                 outputs = {BICUBIC: bicubic, **outputs}
                 image_scores = {
                     BICUBIC: score_image(
-                        bicubic, hr, REFERENCE_METRICS, scale, test_y_channel, name=_one_line(image_name)
+                        bicubic, hr, REFERENCE_METRICS, scale, test_y_channel, name=printable_name(image_name)
                     ),
                     **image_scores,
                 }
@@ -400,16 +403,16 @@ def _mean_cell(row: DatasetScore, metric: str) -> str:
     return f"{text} ({count}/{row.images})" if count < row.images and not not_applicable else text
 
 
-def _one_line(name: str) -> str:
+def printable_name(name: str) -> str:
     """A name with its newlines and other control characters (a file so named) written as Python writes them
     (`\\n`, `\\x1b`): they broke a table's row in two, or coloured the terminal."""
     return "".join(ascii(char)[1:-1] if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in name)
 
 
 def _text(name: str) -> str:
-    """A model, folder or image name as a table cell, on one line (`_one_line`), and a `|` in it
+    """A model, folder or image name as a table cell, on one line (`printable_name`), and a `|` in it
     (`a|b.safetensors`) escaped, not a column."""
-    return _one_line(name).replace("|", "\\|")
+    return printable_name(name).replace("|", "\\|")
 
 
 def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:

@@ -117,14 +117,16 @@ def check_outputs(args: argparse.Namespace) -> None:
 def _warn_crop_clamped(crop: int, samples: Sequence[FigureSample]) -> None:
     """A warning naming the images smaller than --figure-crop, whose crop is their shorter side (the figure
     shows no more than the image; the side asked for was taken without a word)."""
-    from srfeat.evaluation import _one_line  # a file's name on one line, as the table shows it
+    from srfeat.evaluation import printable_name  # on one line, as the table shows it
 
     smaller = [sample for sample in samples if min(sample.hr.shape[:2]) < crop]
     if smaller:
         logger.warning(
             "--figure-crop %d is larger than %s: the figure shows a crop of %s px",
             crop,
-            ", ".join(_one_line(f"{s.dataset}/{s.image}") + f" ({s.hr.shape[1]}x{s.hr.shape[0]})" for s in smaller),
+            ", ".join(
+                printable_name(f"{s.dataset}/{s.image}") + f" ({s.hr.shape[1]}x{s.hr.shape[0]})" for s in smaller
+            ),
             ", ".join(str(size) for size in dict.fromkeys(min(s.hr.shape[:2]) for s in smaller)),
         )
 
