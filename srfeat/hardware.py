@@ -7,10 +7,13 @@ import ctypes.util
 import functools
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from srfeat.errors import SRFeatError
 
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -35,6 +38,18 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
         return True
     return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
+@contextmanager
+def one_line_if_out_of_memory(message: Callable[[], str]) -> Iterator[None]:
+    """An allocation that fails in the block (`is_out_of_memory`) raised as `SRFeatError(message())`, one
+    line for the user; any other error as it is. `message` is called only then (it may look at files)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise SRFeatError(message()) from error
 
 
 @functools.cache

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from srfeat.errors import SRFeatError
-from srfeat.hardware import host_available_memory, is_out_of_memory
+from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
 
@@ -239,22 +239,17 @@ def upscale_tiled(
             part.bottom - part.in_top,
             part.right - part.in_left,
         )
-        try:
-            with torch.inference_mode():
-                result = model(batch, region)
-                if fallback is not None and not bool(torch.isfinite(result).all()):
-                    logger.info(
-                        "tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype
-                    )
-                    result = fallback(batch.float(), region)
-        except (RuntimeError, MemoryError) as error:  # a GPU's OutOfMemoryError, or the CPU allocator's
-            if not is_out_of_memory(error):
-                raise
-            raise SRFeatError(
-                f"out of memory on {device} upscaling a "
-                f"{part.in_bottom - part.in_top}x{part.in_right - part.in_left} tile; "
-                "give a smaller tile size (--tile, or tile= from Python)"
-            ) from error
+        out_of_memory = one_line_if_out_of_memory(  # a GPU's OutOfMemoryError, or the CPU allocator's
+            lambda tile=part: (
+                f"out of memory on {device} upscaling a {tile.in_bottom - tile.in_top}x"
+                f"{tile.in_right - tile.in_left} tile; give a smaller tile size (--tile, or tile= from Python)"
+            )
+        )
+        with out_of_memory, torch.inference_mode():
+            result = model(batch, region)
+            if fallback is not None and not bool(torch.isfinite(result).all()):
+                logger.info("tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype)
+                result = fallback(batch.float(), region)
         output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(result[0])
         if on_tile is not None:
             on_tile(done, len(tiles))

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader
 
-from srfeat.errors import SRFeatError, TrainingDiverged
-from srfeat.hardware import is_out_of_memory
+from srfeat.errors import TrainingDiverged
+from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import barrier, broadcast_object, mean_across_processes
@@ -203,14 +203,10 @@ class TrainingLoop:
         waited_since = time.monotonic()
         for batch in self._batches():
             self.state.data_wait += time.monotonic() - waited_since
-            try:
+            with one_line_if_out_of_memory(
+                lambda: self._out_of_memory(f"training step {progress.step + 1}", self._step_advice())
+            ):
                 self._step(batch)
-            except (RuntimeError, MemoryError) as error:
-                if not is_out_of_memory(error):
-                    raise
-                raise SRFeatError(
-                    self._out_of_memory(f"training step {progress.step + 1}", self._step_advice())
-                ) from error
             if self._after_step():
                 return True
             waited_since = time.monotonic()
@@ -363,15 +359,12 @@ class TrainingLoop:
         progress.validated_step = progress.step
         self._stop_if_diverged()
         if self.validator is not None:
+            advice = f"the images of validation.dir ({self.config.validation.dir}) are upscaled whole: use smaller ones"
             try:
-                metrics, samples = validate_generators(self.validator, self.trainer.generator, self.trainer.ema)
-            except (RuntimeError, MemoryError) as error:
-                if not is_out_of_memory(error):
-                    raise
-                advice = (
-                    f"the images of validation.dir ({self.config.validation.dir}) are upscaled whole: use smaller ones"
-                )
-                raise SRFeatError(self._out_of_memory(f"the validation at step {progress.step}", advice)) from error
+                with one_line_if_out_of_memory(
+                    lambda: self._out_of_memory(f"the validation at step {progress.step}", advice)
+                ):
+                    metrics, samples = validate_generators(self.validator, self.trainer.generator, self.trainer.ema)
             except TrainingDiverged as error:  # finite weights whose output overflows: diverged all the same
                 raise TrainingDiverged(
                     f"{error} at step {progress.step}: training stopped without saving these weights; "
