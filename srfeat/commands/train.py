@@ -91,18 +91,14 @@ def _check_resumable(config: TrainingConfig) -> None:
     the resume warns."""
     import torch
 
-    from srfeat.training import checkpoint, networks
-    from srfeat.training.trainer import check_resumed_stage, warn_of_config_changes
+    from srfeat.training import checkpoint, networks, resume
 
     out_dir = config.resolve_path(config.out_dir)
-    path = out_dir / checkpoint.STATE_FILE
-    saved = checkpoint.load_state(path)
-    checkpoint.check_state(saved, path)
-    check_resumed_stage(saved, config, out_dir)
+    saved = resume.read_resumable_state(config, out_dir)
     with torch.device("meta"):  # the networks' shapes, nothing allocated (a paper-size discriminator is 0.8 GB)
         generator, discriminators = networks.new_generator(config), networks.build_discriminators(config)
-    checkpoint.check_saved_networks(saved, generator, discriminators, str(path))
-    warn_of_config_changes(saved, config, out_dir)
+    resume.check_saved_networks(saved, generator, discriminators, str(out_dir / checkpoint.STATE_FILE))
+    resume.warn_of_config_changes(saved, config, out_dir)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 What one step does lives in `srfeat.training.steps` (PretrainStep, GANStep), the loop that
 drives the steps in `srfeat.training.loop`, the data in `srfeat.training.sampling`, validation
-in `srfeat.training.validation` and the records in `srfeat.training.run_log`. The run folder:
+in `srfeat.training.validation`, the records in `srfeat.training.run_log` and what a resume checks
+before it loads a state in `srfeat.training.resume`. The run folder:
 
     OUT/
       config.yaml                     the resolved config of the run
@@ -38,7 +39,7 @@ from srfeat.files import write_file_atomically
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import worker_threads_set
-from srfeat.training import checkpoint, networks
+from srfeat.training import checkpoint, networks, resume
 from srfeat.training.config import TrainingConfig, check_built, check_paths, vgg_weights_source
 from srfeat.training.distributed import (
     DistributedContext,
@@ -194,7 +195,8 @@ class Trainer:
             logger.info("%s", networks.describe_adversarial_terms(config))
         if saved is not None:
             source = str(self.out_dir / checkpoint.STATE_FILE)
-            checkpoint.check_saved_networks(saved, self.generator, self.discriminators, source)
+            resume.check_saved_networks(saved, self.generator, self.discriminators, source)
+            resume.warn_of_config_changes(saved, config, self.out_dir)
             self.generator.load_state_dict(saved["generator"])
             for name, module in self.discriminators.items():
                 module.load_state_dict(saved["discriminators"][name])
@@ -217,7 +219,7 @@ class Trainer:
                     "the file is damaged or edited"
                 ) from error
             for name, optimizer in self._optimizers().items():  # torch checks the parameter count alone
-                checkpoint.check_optimizer_state(optimizer, name, str(self.out_dir / checkpoint.STATE_FILE))
+                resume.check_optimizer_state(optimizer, name, str(self.out_dir / checkpoint.STATE_FILE))
             networks.apply_optimizer_settings(config, self._optimizers())
 
         # the average follows self.generator, never a DDP or compiled wrapper of it
@@ -296,7 +298,7 @@ class Trainer:
         state = {
             "stage": self.config.stage,
             "config": self.config.to_yaml(),
-            "folders": checkpoint.resolved_folders(self.config),  # what its relative paths meant (a resume compares)
+            "folders": resume.resolved_folders(self.config),  # what its relative paths meant (a resume compares)
             "generator": self.generator.state_dict(),
             "discriminators": {name: d.state_dict() for name, d in self.discriminators.items()},
             "discriminator_inputs": networks.DISCRIMINATOR_INPUTS,
@@ -319,10 +321,7 @@ class Trainer:
             return None
         # which state.pt this is: another run that ends while this one starts replaces it (`_check_unchanged`)
         self._state_stamp = _stamp(self.out_dir / checkpoint.STATE_FILE)
-        saved = checkpoint.load_state(self.out_dir / checkpoint.STATE_FILE)
-        checkpoint.check_state(saved, self.out_dir / checkpoint.STATE_FILE)
-        check_resumed_stage(saved, self.config, self.out_dir)
-        warn_of_config_changes(saved, self.config, self.out_dir)
+        saved = resume.read_resumable_state(self.config, self.out_dir)
         saved_processes = saved.get("world_size")
         if isinstance(saved_processes, int) and saved_processes != self.context.world_size:
             logger.warning(
@@ -437,32 +436,6 @@ class Trainer:
             last_validation,
             self.progress.best_psnr,
             self.context.is_main,
-        )
-
-
-def check_resumed_stage(saved: dict[str, Any], config: TrainingConfig, out_dir: Path) -> None:
-    """A resumed state (past `checkpoint.check_state`) is of the config's stage, or one line says so."""
-    if saved["stage"] != config.stage:
-        raise ConfigError(f"{out_dir} holds a stage-{saved['stage']} run; the config is stage {config.stage}")
-
-
-def warn_of_config_changes(saved: dict[str, Any], config: TrainingConfig, out_dir: Path) -> None:
-    """Each config key a resume from `saved` changes that changes the run, named in a warning
-    (`checkpoint.config_changes`): by the resume and by its dry run (`srfeat train --resume --dry-run`)."""
-    changes = checkpoint.config_changes(
-        saved.get("config"),
-        config.to_dict(),
-        saved.get("folders"),
-        checkpoint.resolved_folders(config),
-        defaults=TrainingConfig().to_dict(),
-    )
-    if changes:
-        logger.warning(
-            "resuming %s with a config that differs from its run's (%s): the run continues, but not as "
-            "it would have; resume with %s to continue it exactly",
-            out_dir,
-            "; ".join(changes[:5]) + (f"; {len(changes) - 5} more" if len(changes) > 5 else ""),
-            out_dir / CONFIG_FILE,
         )
 
 

@@ -1,0 +1,293 @@
+"""What a resumed run is checked against before it loads anything: the state's entries and weights,
+the optimizers' moments, the networks the config builds, and the config keys the resume changes.
+
+A state is untrusted (hand-edited, from another tool, damaged, from another config): each check
+turns what would have been a traceback, a crash in the first step or a run that trains on from
+garbage into one line that says which entry is wrong. `srfeat train --resume` and its dry run
+(`srfeat train --resume --dry-run`) go through the same checks, so the dry run refuses what the
+resume would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from srfeat.errors import ConfigError, WeightsError
+from srfeat.training import checkpoint
+from srfeat.training.config import TrainingConfig
+from srfeat.training.networks import check_saved_discriminators
+from srfeat.training.typed_yaml import MAX_CONFIG_BYTES, load_yaml
+
+logger = logging.getLogger(__name__)
+
+
+def read_resumable_state(config: TrainingConfig, out_dir: Path) -> dict[str, Any]:
+    """The run folder's state, read (`checkpoint.load_state`) and checked (`check_state`), of the
+    config's stage. Then, once the config's networks are built, `check_saved_networks` and
+    `warn_of_config_changes`: in that order, so a resume that is refused is not first told it continues."""
+    path = out_dir / checkpoint.STATE_FILE
+    saved = checkpoint.load_state(path)
+    check_state(saved, path)
+    _check_resumed_stage(saved, config, out_dir)
+    return saved
+
+
+# What a state must hold, and of what type, for a resume to use it: (key, types, low bound, finite).
+# best_psnr alone may be inf: the mean PSNR is inf once a validation image is matched exactly.
+_STATE_COUNTERS: tuple[tuple[str, tuple[type, ...], float, bool], ...] = (
+    ("stage", (int,), 1, True),
+    ("step", (int,), 0, True),
+    ("epoch", (int,), 0, True),
+    ("batch_in_epoch", (int,), 0, True),
+    ("elapsed_seconds", (int, float), 0, True),  # inf: "time budget reached" on resume, or inf in the log
+    ("best_psnr", (int, float), -math.inf, False),
+)
+
+
+def _tensor_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(tensor, torch.Tensor) for key, tensor in value.items()
+    )
+
+
+def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Every entry a resume reads is there, of its type, and every weight is finite; else one line.
+
+    A state is untrusted (hand-edited, from another tool, damaged): without this a missing key or a
+    NaN weight would surface as a traceback, or as a run that trains on from garbage.
+    """
+    where = f"training state {path}"
+    for key, types, low, finite in _STATE_COUNTERS:
+        value = state.get(key)
+        number = value if isinstance(value, types) and not isinstance(value, bool) else None
+        high = sys.float_info.max if finite else math.inf  # compared exactly: an int past a float's range fails
+        if not isinstance(number, (int, float)) or not low <= number <= high:  # NaN fails too
+            raise WeightsError(
+                f"{where}: {key} is {repr(value)[:60]}, not a {'finite ' if finite else ''}number >= {low}: "
+                "the file is damaged or edited"
+            )
+    validated = state.get("validated_step", -1)  # optional: states of earlier versions lack it
+    if not isinstance(validated, int) or isinstance(validated, bool) or validated < -1:
+        raise WeightsError(
+            f"{where}: validated_step is {repr(validated)[:60]}, not a step number: the file is damaged or edited"
+        )
+    if not _tensor_dict(state.get("generator")):
+        raise WeightsError(f"{where} holds no generator weights: the file is damaged or not from srfeat train")
+    for key in ("discriminators", "optimizers", "rng"):
+        if not isinstance(state.get(key), dict):
+            raise WeightsError(f"{where} has no {key} entry: the file is damaged or not from srfeat train")
+    if not all(_tensor_dict(weights) for weights in state["discriminators"].values()):
+        raise WeightsError(f"{where}: a discriminator's weights are not tensors: the file is damaged")
+    if "generator" not in state["optimizers"]:
+        raise WeightsError(f"{where} has no generator optimizer state: the file is damaged")
+    for name, weights in [("generator", state["generator"]), *state["discriminators"].items()]:
+        for key, tensor in weights.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise WeightsError(
+                    f"{where}: the {name}'s {key} holds NaN or inf values, so the run cannot continue from it; "
+                    "start again from a good generator (train.init_generator=...) in a new run folder"
+                )
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, name: str, source: str) -> None:
+    """After `load_state_dict`: each parameter's Adam state fits it, finite; else one line.
+
+    torch checks only the number of parameters: a moment of another shape crashed the first step
+    (fused Adam: a segmentation fault), a missing one was a KeyError there, and a NaN one became
+    NaN weights that the run reported as a divergence, pointing back at this same checkpoint.
+    """
+    where = f"{source}: the {name} optimizer state"
+    for group in optimizer.param_groups:
+        betas, eps = group.get("betas"), group.get("eps")
+        numbers = [*betas, eps] if isinstance(betas, (tuple, list)) and len(betas) == 2 else [math.nan]
+        usable = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+        if not usable or not all(0 <= beta < 1 for beta in numbers[:2]) or numbers[2] < 0:
+            raise WeightsError(
+                f"{where} has betas {betas!r} and eps {eps!r}, not Adam's: the file is damaged or edited"
+            )
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter)
+            if state is None or (isinstance(state, dict) and not state):
+                continue  # never updated (frozen, or a network this stage does not train)
+            problem = None if isinstance(state, dict) else f"is {type(state).__name__}, not Adam's"
+            for key, low in (("exp_avg", -math.inf), ("exp_avg_sq", 0.0), ("step", 1.0)):
+                if problem is not None:
+                    break
+                value = state.get(key)
+                shape = () if key == "step" else tuple(parameter.shape)
+                if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                    problem = f"has no {key} tensor"
+                elif tuple(value.shape) != shape and not (key == "step" and value.numel() == 1):
+                    problem = f"has {key} of shape {tuple(value.shape)} for a parameter of shape {shape}"
+                elif not bool(torch.isfinite(value).all()) or bool((value < low).any()):
+                    problem = f"has {key} values that are NaN, inf or below {low:g}"
+            if problem is not None:
+                raise WeightsError(
+                    f"{where} {problem}: the file is damaged or edited; start a new run folder with "
+                    "train.init_generator=<the run's generator_latest.safetensors>"
+                )
+
+
+def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, source: str) -> None:
+    """The saved generator's tensors are those `built` has, with the same shapes; else one line."""
+    expected = built.state_dict()
+    for key, tensor in saved.items():
+        if key not in expected:
+            raise WeightsError(
+                f"{source}: the generator has {key}, which the config's generator does not: set the model "
+                "section as in that run (its config.yaml), or choose another run folder"
+            )
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise WeightsError(
+                f"{source}: the generator's {key} is {tuple(tensor.shape)}, the config builds "
+                f"{tuple(expected[key].shape)}: set the model section as in that run (resume with its "
+                "config.yaml), or choose another run folder"
+            )
+    missing = [key for key in expected if key not in saved]
+    if missing:
+        # a config of more blocks than the run's, most likely (model.num_blocks): it was called "damaged"
+        raise WeightsError(
+            f"{source}: the generator lacks {missing[0]} ({len(missing)} tensors), which the config's generator "
+            "has: set the model section as in that run (resume with its config.yaml), or choose another run folder"
+        )
+
+
+def check_saved_networks(
+    saved: Mapping[str, Any], generator: nn.Module, discriminators: Mapping[str, nn.Module], source: str
+) -> None:
+    """A resumed state (past `check_state`, of the config's stage) holds the networks the config builds, or
+    one line says why not; before any tensor is loaded. The networks may be on the meta device (the dry
+    run's): only their tensors' names and shapes are read."""
+    if saved["stage"] == 2:
+        check_saved_discriminators(dict(saved), dict(discriminators), source)
+    check_generator_shapes(saved["generator"], generator, source)
+    if saved["stage"] == 1 and list(saved["discriminators"]) != list(discriminators):
+        raise ConfigError(f"{source} holds other discriminators than the config's: choose another run folder")
+
+
+# Config keys a resume may change without changing what the steps compute or how the best generator
+# is chosen (the run's length, how often it logs, validates and saves, how the data is loaded); a
+# change to any other is named in a warning.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "out_dir",
+        "train.max_steps",
+        "train.max_minutes",
+        "train.epochs",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.device",
+        "data.num_workers",
+        "data.pin_memory",
+        "data.prefetch_factor",
+        "validation.sample_images",
+        "validation.every",
+        "validation.niqe",
+    }
+)
+
+
+def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(values, dict):
+        return {prefix.removesuffix("."): values}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
+
+
+# The config keys that name image folders: with both runs' resolved folders at hand (states written
+# since they are saved), those are compared, not the text, which can mean other folders elsewhere.
+FOLDER_KEYS = ("data.train_dirs", "validation.dir")
+
+
+def resolved_folders(config: TrainingConfig) -> dict[str, Any]:
+    """The image folders the run reads, as absolute paths: what its relative paths and {datasets_dir}
+    meant where it ran. A resume from another working directory can find other folders by the same text."""
+    validation = config.validation.dir
+    return {
+        "data.train_dirs": [str(config.resolve_path(folder).resolve()) for folder in config.data.train_dirs],
+        "validation.dir": str(config.resolve_path(validation).resolve()) if validation is not None else None,
+    }
+
+
+def _folders(value: Any) -> dict[str, Any] | None:
+    """A state's resolved folders (`resolved_folders`), or None if it has none that look right."""
+    if not isinstance(value, dict) or set(value) != set(FOLDER_KEYS):
+        return None
+    train, validation = value["data.train_dirs"], value["validation.dir"]
+    if not isinstance(train, list) or not all(isinstance(folder, str) for folder in train):
+        return None
+    return value if validation is None or isinstance(validation, str) else None
+
+
+def config_changes(
+    saved_config: Any,
+    config: dict[str, Any],
+    saved_folders: Any = None,
+    folders: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> list[str]:
+    """`key: old -> new` for each config key that a resume changes and that changes the run
+    (a batch size, a seed, the data: the resumed steps then differ from those it would have made).
+
+    With the saved run's resolved folders and this one's (`resolved_folders`), the image
+    folders are compared as absolute paths: a relative `data.train_dirs` resumed from another
+    working directory is other data, and another `datasets_dir` that finds the same folders is not.
+    A key the saved config lacks (one added to srfeat since) counts as its value in `defaults`, the
+    behaviour the run had.
+    """
+    # The state is untrusted: a YAML alias bomb of a few hundred bytes stood for billions of keys, which
+    # the comparison walked (hours, and memory) before the resume began. Refused as a config file is.
+    try:
+        usable = isinstance(saved_config, str) and len(saved_config) <= MAX_CONFIG_BYTES
+        saved = load_yaml(saved_config, "the saved config") if usable else None
+    except (yaml.YAMLError, ConfigError):
+        saved = None
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flat(defaults or {}) | _flat(saved), _flat(config)
+    saved_folders = _folders(saved_folders)
+    if saved_folders is not None and folders is not None:
+        old.pop("datasets_dir", None)  # it matters only through the folders
+        new.pop("datasets_dir", None)
+        old.update(saved_folders)
+        new.update(folders)
+    keys = sorted(key for key in old.keys() | new.keys() if key not in RESUMABLE_CHANGES)
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
+
+
+def _check_resumed_stage(saved: dict[str, Any], config: TrainingConfig, out_dir: Path) -> None:
+    """A resumed state (past `check_state`) is of the config's stage, or one line says so."""
+    if saved["stage"] != config.stage:
+        raise ConfigError(f"{out_dir} holds a stage-{saved['stage']} run; the config is stage {config.stage}")
+
+
+def warn_of_config_changes(saved: dict[str, Any], config: TrainingConfig, out_dir: Path) -> None:
+    """Each config key a resume from `saved` changes that changes the run, named in a warning
+    (`config_changes`): by the resume and by its dry run (`srfeat train --resume --dry-run`)."""
+    changes = config_changes(
+        saved.get("config"),
+        config.to_dict(),
+        saved.get("folders"),
+        resolved_folders(config),
+        defaults=TrainingConfig().to_dict(),
+    )
+    if changes:
+        logger.warning(
+            "resuming %s with a config that differs from its run's (%s): the run continues, but not as "
+            "it would have; resume with %s to continue it exactly",
+            out_dir,
+            "; ".join(changes[:5]) + (f"; {len(changes) - 5} more" if len(changes) > 5 else ""),
+            out_dir / checkpoint.CONFIG_FILE,
+        )
