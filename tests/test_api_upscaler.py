@@ -236,3 +236,27 @@ def test_a_pil_image_whose_file_cannot_be_decoded_is_one_image_read_error(upscal
     with pytest.raises(ImageReadError, match="cannot be decoded: Operation on closed image") as error:
         upscaler(closed)
     assert isinstance(error.value, OSError) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_model_that_does_not_fit_on_its_device_is_one_line(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Moving the network to a GPU others had filled was a traceback through Module.to (torch's
+    OutOfMemoryError; on the CPU, under `ulimit -v`, the allocator's RuntimeError)."""
+    from srfeat.errors import SRFeatError
+    from srfeat.inference import devices, fused
+
+    def full(self: torch.nn.Module, *args: object, **kwargs: object) -> torch.nn.Module:
+        if device == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+        torch.empty(1 << 60, dtype=torch.uint8)  # the allocator's own refusal
+        return self
+
+    monkeypatch.setattr(fused.InferenceGenerator, "to", full)
+    # a GPU that is there (this test only needs the name resolved)
+    monkeypatch.setattr(devices, "resolve_device", lambda _: torch.device(device))
+    monkeypatch.setattr("srfeat.inference.upscaler.resolve_device", lambda _: torch.device(device))
+    with pytest.raises(SRFeatError) as refused:
+        Upscaler(tiny_generator(), device=device)
+    message = str(refused.value)
+    assert message.startswith(f"out of memory on {device} loading the model: "), message
+    assert ("--device cpu" in message) == (device == "cuda"), message
