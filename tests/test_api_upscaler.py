@@ -260,3 +260,24 @@ def test_a_model_that_does_not_fit_on_its_device_is_one_line(device: str, monkey
     message = str(refused.value)
     assert message.startswith(f"out of memory on {device} loading the model: "), message
     assert ("--device cpu" in message) == (device == "cuda"), message
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_tensor_image_comes_back_contiguous(upscaler: Upscaler, channels: int, dtype: torch.dtype) -> None:
+    """The README promises a new contiguous tensor; a (C, H, W) image's result was a view laid out
+    height-width-channel, on which `result.view(...)` failed ("view size is not compatible")."""
+    image = torch.rand(channels, 9, 7, dtype=dtype, generator=torch.Generator().manual_seed(channels))
+    result = upscaler(image)
+    assert result.is_contiguous() and result.dtype == dtype and result.shape == (channels, 36, 28)
+    torch.testing.assert_close(result.view(-1), upscaler(image[None])[0].reshape(-1), rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize("layout", [torch.strided, torch.jagged])
+def test_a_nested_tensor_is_a_one_line_invalid_image_error(upscaler: Upscaler, layout: torch.layout) -> None:
+    """It was torch's "Internal error: NestedTensorImpl doesn't support sizes. Please file an issue."
+    (a jagged one: "use tensor.to_dense()", which nested tensors do not have)."""
+    images = torch.nested.nested_tensor([torch.rand(3, 8, 8), torch.rand(3, 8, 9)], layout=layout)
+    with pytest.raises(InvalidImageError, match="got a nested one: call the upscaler once per image"):
+        upscaler(images)

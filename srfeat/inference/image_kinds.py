@@ -85,6 +85,11 @@ class ImageKinds(ABC):
             raise InvalidImageError(
                 f"expected a float tensor with values in [0, 1], got {image.dtype}; e.g. tensor.float() / 255"
             )
+        if image.is_nested:  # (strided or jagged) without sizes: torch's "Internal error ... Please file an issue"
+            raise InvalidImageError(
+                "expected a dense tensor, got a nested one: call the upscaler once per image "
+                "(torch.stack images of one size into an (N, C, H, W) batch)"
+            )
         if image.layout != torch.strided:  # torch's NotImplementedError, deep inside, otherwise
             raise InvalidImageError(f"expected a dense tensor, got a {image.layout} one; use tensor.to_dense()")
         if image.dim() in (3, 4) and image.shape[-3] > 4 and image.shape[-2] > 4 and 1 <= image.shape[-1] <= 4:
@@ -94,7 +99,11 @@ class ImageKinds(ABC):
                 f"channels last? use tensor.permute({order})"
             )
         if image.dim() == 3:
-            return self.upscale_channels(image, outscale).to(image.device, image.dtype)
+            # the result is laid out height-width-channel (as arrays and image files want it): made
+            # contiguous here, as documented, else `result.view(...)` failed on it. One copy: `to`
+            # converting makes it contiguous, and where it converts nothing it ignores memory_format.
+            result = self.upscale_channels(image, outscale)
+            return result.to(image.device, image.dtype, memory_format=torch.contiguous_format).contiguous()
         if image.dim() == 4:
             if image.shape[0] == 0:  # an empty batch: the empty batch of results
                 check_channels(image.shape[1])
