@@ -281,3 +281,25 @@ def test_a_nested_tensor_is_a_one_line_invalid_image_error(upscaler: Upscaler, l
     images = torch.nested.nested_tensor([torch.rand(3, 8, 8), torch.rand(3, 8, 9)], layout=layout)
     with pytest.raises(InvalidImageError, match="got a nested one: call the upscaler once per image"):
         upscaler(images)
+
+
+def test_a_batch_whose_results_do_not_fit_is_refused_before_its_first_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each image's result was checked alone, and the results were held in a list and then stacked: a
+    batch of many frames grew until the allocator or the OOM killer stopped it, after most of the work."""
+    from srfeat.errors import SRFeatError
+    from srfeat.inference import tiling
+
+    tiles: list[int] = []
+    upscaler = Upscaler(tiny_generator(), device="cpu", tile=0, on_tile=lambda done, total: tiles.append(done))
+    batch = torch.rand(5, 3, 8, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = torch.stack([upscaler(image) for image in batch])
+    tiles.clear()
+    needed = 5 * 3 * 32 * 24 * 8  # five float64 results
+    monkeypatch.setattr(tiling, "available_memory", lambda device: needed - 1)
+    with pytest.raises(SRFeatError, match=r"^the batch's 5 results of 24x32 need about 0\.0 GB of memory on cpu "):
+        upscaler(batch)
+    assert tiles == []  # refused before the network ran
+    monkeypatch.setattr(tiling, "available_memory", lambda device: needed)
+    result = upscaler(batch)
+    assert result.dtype == torch.float64 and result.is_contiguous()
+    torch.testing.assert_close(result, expected, rtol=0, atol=0)
