@@ -48,6 +48,7 @@ from srfeat.evaluation_inputs import (
     resolve_metrics,
 )
 from srfeat.files import write_file_atomically
+from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
 from srfeat.weights import load_generator
 from srfeat.weights.blend import expand_blend_specs, parse_blend_spec
@@ -238,6 +239,13 @@ def score_image(
     return scores
 
 
+def _out_of_memory(name: str, shape: tuple[int, ...]) -> str:
+    return (
+        f"out of memory evaluating {name}, {shape[1]}x{shape[0]} pixels: its output and scores are computed "
+        "whole; leave the largest images out of the folder (or downscale them), or free memory"
+    )
+
+
 def _mean(values: list[float | None]) -> float | None:
     present = [value for value in values if value is not None]
     return float(np.mean(present)) if present else None
@@ -343,11 +351,13 @@ def evaluate(
             rows = per_model[label, name] = []
             for index in tqdm(range(len(dataset)), desc=f"{label} {name}", unit="img", disable=None, leave=False):
                 _, image_name, hr, lr = dataset.items[index]
-                sr = None if upscaler is None else upscaler(lr)
-                with single_threaded():
-                    scores = score_image(
-                        sr, hr, metrics, scale, test_y_channel, name=printable_name(f"{name}/{image_name} ({label})")
-                    )
+                shown = printable_name(f"{name}/{image_name} ({label})")
+                # The network runs tiled (its tiles say so themselves), but the image around it, the
+                # output and the metrics are whole: an allocation that fails there was a traceback.
+                with one_line_if_out_of_memory(lambda shown=shown, hr=hr: _out_of_memory(shown, hr.shape)):
+                    sr = None if upscaler is None else upscaler(lr)
+                    with single_threaded():
+                        scores = score_image(sr, hr, metrics, scale, test_y_channel, name=shown)
                 rows.append(ImageScore(label, name, image_name, scores))
                 if keep_figure_samples and index == figure_indices[name]:
                     if sr is not None:

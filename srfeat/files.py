@@ -422,6 +422,8 @@ def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -
     if not files:
         return
     for file in files:
+        if file.path.is_dir():  # the rename failed after the writing: IsADirectoryError, naming the temporary
+            raise SRFeatError(f"{file.path} is a folder: give the name of a file (in it, or beside it) to write")
         if not replace and (file.path.exists() or file.path.is_symlink()):
             # said now, before any writing: `move_into_place`'s "appeared while it was being written" is
             # for one that did, and a Python caller (write_json, save_figure) has no --overwrite

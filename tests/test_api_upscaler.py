@@ -236,3 +236,70 @@ def test_a_pil_image_whose_file_cannot_be_decoded_is_one_image_read_error(upscal
     with pytest.raises(ImageReadError, match="cannot be decoded: Operation on closed image") as error:
         upscaler(closed)
     assert isinstance(error.value, OSError) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_model_that_does_not_fit_on_its_device_is_one_line(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Moving the network to a GPU others had filled was a traceback through Module.to (torch's
+    OutOfMemoryError; on the CPU, under `ulimit -v`, the allocator's RuntimeError)."""
+    from srfeat.errors import SRFeatError
+    from srfeat.inference import devices, fused
+
+    def full(self: torch.nn.Module, *args: object, **kwargs: object) -> torch.nn.Module:
+        if device == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+        torch.empty(1 << 60, dtype=torch.uint8)  # the allocator's own refusal
+        return self
+
+    monkeypatch.setattr(fused.InferenceGenerator, "to", full)
+    # a GPU that is there (this test only needs the name resolved)
+    monkeypatch.setattr(devices, "resolve_device", lambda _: torch.device(device))
+    monkeypatch.setattr("srfeat.inference.upscaler.resolve_device", lambda _: torch.device(device))
+    with pytest.raises(SRFeatError) as refused:
+        Upscaler(tiny_generator(), device=device)
+    message = str(refused.value)
+    assert message.startswith(f"out of memory on {device} loading the model: "), message
+    assert ("--device cpu" in message) == (device == "cuda"), message
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_tensor_image_comes_back_contiguous(upscaler: Upscaler, channels: int, dtype: torch.dtype) -> None:
+    """The README promises a new contiguous tensor; a (C, H, W) image's result was a view laid out
+    height-width-channel, on which `result.view(...)` failed ("view size is not compatible")."""
+    image = torch.rand(channels, 9, 7, dtype=dtype, generator=torch.Generator().manual_seed(channels))
+    result = upscaler(image)
+    assert result.is_contiguous() and result.dtype == dtype and result.shape == (channels, 36, 28)
+    torch.testing.assert_close(result.view(-1), upscaler(image[None])[0].reshape(-1), rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize("layout", [torch.strided, torch.jagged])
+def test_a_nested_tensor_is_a_one_line_invalid_image_error(upscaler: Upscaler, layout: torch.layout) -> None:
+    """It was torch's "Internal error: NestedTensorImpl doesn't support sizes. Please file an issue."
+    (a jagged one: "use tensor.to_dense()", which nested tensors do not have)."""
+    images = torch.nested.nested_tensor([torch.rand(3, 8, 8), torch.rand(3, 8, 9)], layout=layout)
+    with pytest.raises(InvalidImageError, match="got a nested one: call the upscaler once per image"):
+        upscaler(images)
+
+
+def test_a_batch_whose_results_do_not_fit_is_refused_before_its_first_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each image's result was checked alone, and the results were held in a list and then stacked: a
+    batch of many frames grew until the allocator or the OOM killer stopped it, after most of the work."""
+    from srfeat.errors import SRFeatError
+    from srfeat.inference import tiling
+
+    tiles: list[int] = []
+    upscaler = Upscaler(tiny_generator(), device="cpu", tile=0, on_tile=lambda done, total: tiles.append(done))
+    batch = torch.rand(5, 3, 8, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = torch.stack([upscaler(image) for image in batch])
+    tiles.clear()
+    needed = 5 * 3 * 32 * 24 * 8  # five float64 results
+    monkeypatch.setattr(tiling, "available_memory", lambda device: needed - 1)
+    with pytest.raises(SRFeatError, match=r"^the batch's 5 results of 24x32 need about 0\.0 GB of memory on cpu "):
+        upscaler(batch)
+    assert tiles == []  # refused before the network ran
+    monkeypatch.setattr(tiling, "available_memory", lambda device: needed)
+    result = upscaler(batch)
+    assert result.dtype == torch.float64 and result.is_contiguous()
+    torch.testing.assert_close(result, expected, rtol=0, atol=0)

@@ -374,3 +374,23 @@ def test_convert_says_what_a_wrong_file_is(tmp_path: Path, name: str, message: s
     lines = child.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and len(lines[0]) < 600, lines
     assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("kind", ["character device", "named pipe"])
+def test_a_device_or_pipe_given_to_load_authors_generator_says_what_to_give(kind: str, tmp_path: Path) -> None:
+    """From Python, `load_authors_generator("/dev/zero")` said "is a character device, not a file" and
+    no more (`srfeat convert` had its own check, with the advice)."""
+    import os
+
+    from srfeat.errors import WeightsError
+    from srfeat.weights.authors import load_authors_generator
+
+    path = Path("/dev/zero")
+    if kind == "named pipe":
+        path = tmp_path / "SRFeat_full.npz"
+        os.mkfifo(path)
+    with pytest.raises(WeightsError) as refused:
+        load_authors_generator(path)
+    assert str(refused.value) == f"{path} is a {kind}{' (FIFO)' if kind == 'named pipe' else ''}, not a file: " + (
+        "give the authors' SRFeat_init.npz or SRFeat_full.npz file"
+    )

@@ -436,3 +436,52 @@ def test_a_milestone_given_twice_is_refused_in_one_line(milestones: str, schedul
     result = srfeat_cli("train", "configs/dev/stage1.yaml", *overrides, "--dry-run")
     line = one_error_line(result)
     assert f"optim.lr_milestones lists {named} more than once" in line and "give it once" in line, line
+
+
+@pytest.mark.parametrize(
+    ("discriminators", "hr_patch_size"),
+    [(["image", "feature"], 96), (["feature"], 256), (["feature"], 260), (["image"], 16), (["image"], 20)],
+)
+def test_one_patch_a_step_is_refused_where_a_discriminators_batch_norm_would_see_one_value(
+    discriminators: list[str], hr_patch_size: int
+) -> None:
+    """`srfeat train configs/dev/stage2.yaml train.batch_size=1` (less memory) failed its first step
+    with PyTorch's traceback: the feature discriminator's last BatchNorm saw a 1x1 map of one patch."""
+    import torch
+
+    from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
+    from srfeat.archs.vgg import conv5_4_size
+
+    values = base()
+    values["stage"] = 2
+    values["model"] = {"discriminators": discriminators}
+    values["data"]["hr_patch_size"] = hr_patch_size
+    values["train"] = {"batch_size": 1}
+    builds = {
+        "image": lambda: (ImageDiscriminator(hr_patch_size, 8, 16), hr_patch_size, 3),
+        "feature": lambda: (FeatureDiscriminator(hr_patch_size, 8, 16), conv5_4_size(hr_patch_size), 512),
+    }
+    trainable = True
+    for name in discriminators:  # what the first step does with each: one patch, in training mode
+        network, size, channels = builds[name]()
+        try:
+            network.train()(torch.rand(1, channels, size, size))
+        except ValueError as error:
+            assert "Expected more than 1 value per channel" in str(error)
+            trainable = False
+    if trainable:
+        assert config_from_dict(values).train.batch_size == 1
+    else:
+        with pytest.raises(ConfigError, match="stage 2 with train.batch_size 1 needs data.hr_patch_size above"):
+            config_from_dict(values)
+
+
+def test_one_patch_a_step_with_the_dev_stage_2_config_is_one_line() -> None:
+    from cli_helpers import one_error_line, srfeat_cli
+
+    error = one_error_line(srfeat_cli("train", REPO / "configs/dev/stage2.yaml", "train.batch_size=1", "--dry-run"))
+    assert error.endswith(
+        "needs data.hr_patch_size above 256, got 96: the feature discriminator's BatchNorm would see a 1x1 map, "
+        "one value per channel, which it cannot normalise; use train.batch_size 2 or more, or data.hr_patch_size "
+        "260 or more"
+    ), error

@@ -4,6 +4,7 @@ authors' TF 'SAME' padding and initialisation."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -102,3 +103,38 @@ def test_the_authors_initialisation_starts_dense_layers_far_larger() -> None:
         assert conv.weight.std().item() == pytest.approx(0.88 * math.sqrt(2.6 / fan_in), rel=0.1)
         assert conv.bias is None or torch.all(conv.bias == 0)
     assert all(torch.all(layer.bias == 0) for layer in discriminator.classifier if isinstance(layer, torch.nn.Linear))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: ImageDiscriminator(32.5, 8, 16),
+            "ImageDiscriminator: input size must be a whole number, got float 32.5",
+        ),
+        (
+            lambda: ImageDiscriminator(32, 8.0, 16),
+            "ImageDiscriminator: base_channels must be a whole number, got float",
+        ),
+        (lambda: FeatureDiscriminator(32.5, 8, 16), "hr_patch_size must be a whole number, got float 32.5"),
+        (lambda: FeatureDiscriminator("32", 8, 16), "hr_patch_size must be a whole number, got str '32'"),
+    ],
+)
+def test_a_size_that_is_no_whole_number_is_one_line(build: Callable[[], object], message: str) -> None:
+    """They were torch's TypeError from inside (`empty(): argument 'size' failed to unpack`) or `'<' not
+    supported between instances of 'str' and 'int'`."""
+    from srfeat.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError) as refused:
+        build()
+    assert str(refused.value).startswith(message), refused.value
+
+
+def test_integer_pixels_are_a_one_line_error_as_for_the_generator() -> None:
+    """It was the first conv's "Input type (unsigned char) and bias type (float) should be the same"."""
+    from srfeat.errors import NotAnImageError
+
+    with pytest.raises(
+        NotAnImageError, match=r"ImageDiscriminator takes float inputs, got torch.uint8: use x.float\(\)"
+    ):
+        ImageDiscriminator(32, 8, 16)(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))

@@ -140,3 +140,21 @@ def test_a_pipe_in_a_model_folder_or_image_name_is_escaped_in_the_table(tmp_path
     records = json.loads(json_path.read_text())  # the JSON keeps the names as they are
     assert [(record["model"], record["dataset"]) for record in records] == [("my|net", "Set|5"), ("bicubic", "Set|5")]
     assert records[0]["per_image"][0]["image"] == "a|b"
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_write_json_given_a_folder_says_so(photos: Path, tmp_path: Path, replace: bool) -> None:
+    """From Python, `write_json("results", result)` with a folder there was IsADirectoryError naming the
+    temporary (`.results.PID.tmp -> results`), after the writing; or, with replace=False, "exists"."""
+    from srfeat.errors import SRFeatError
+    from srfeat.evaluation import evaluate, write_json
+
+    result = evaluate(["bicubic"], [photos], ["psnr"])
+    folder = tmp_path / "results"
+    (folder / "mine.txt").parent.mkdir()
+    (folder / "mine.txt").write_text("kept\n")
+    with pytest.raises(SRFeatError) as refused:
+        write_json(folder, result, replace=replace)
+    assert str(refused.value) == f"{folder} is a folder: give the name of a file (in it, or beside it) to write"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Photos", "results"]
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]

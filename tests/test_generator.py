@@ -134,3 +134,15 @@ def test_pixels_of_the_wrong_kind_are_srfeat_errors_of_the_builtin_kinds() -> No
     with pytest.raises(InvalidImageError, match=r"takes \(N, 3, H, W\) batches"):  # a ValueError
         generator(torch.zeros(3, 4, 4))
     assert SRFeatGenerator(scale=np.int64(2), num_features=4, num_blocks=1).scale == 2
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 0, 8), (2, 3, 5, 0), (1, 3, 0, 0)])
+def test_an_empty_image_is_a_one_line_error_not_the_head_convs(shape: tuple[int, ...]) -> None:
+    """It was the 9x9 head conv's "Calculated padded input size per channel: (8 x 16). Kernel size: (9 x 9)."""
+    from srfeat.errors import InvalidImageError
+
+    generator = SRFeatGenerator(num_features=8, num_blocks=1).eval()
+    with pytest.raises(InvalidImageError, match=r"takes images of at least 1x1 pixels, got \(") as refused:
+        generator(torch.rand(shape))
+    assert str(tuple(shape)) in str(refused.value)
+    assert generator(torch.rand(0, 3, 2, 2)).shape == (0, 3, 8, 8)  # an empty batch of images is no error

@@ -9,6 +9,7 @@ and `init_discriminator_as_authors` starts the weights as their tensorlayer code
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from torch import nn
 
 from srfeat.archs.generator import LEAKY_SLOPE
 from srfeat.archs.vgg import conv5_4_size
-from srfeat.errors import InvalidImageError, InvalidOptionError
+from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError
 
 # (out_channels, stride) of the conv-BN-LeakyReLU blocks after the first conv (paper, Fig. 3).
 CONV_BLOCKS: tuple[tuple[int, int], ...] = (
@@ -73,6 +74,10 @@ class Discriminator(nn.Module):
             ("base_channels", base_channels),
             ("dense_features", dense_features),
         ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # else torch's TypeError from inside
+                raise InvalidOptionError(
+                    f"{type(self).__name__}: {name} must be a whole number, got {type(value).__name__} {value!r}"
+                )
             if value < 1:
                 raise InvalidOptionError(f"{type(self).__name__}: {name} must be at least 1, got {value}")
         self.in_channels = in_channels
@@ -102,6 +107,8 @@ class Discriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():  # else the first conv's "Input type (unsigned char) and bias type (float)"
+            raise NotAnImageError(f"{type(self).__name__} takes float inputs, got {x.dtype}: use x.float() / 255")
         if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.input_size, self.input_size):
             raise InvalidImageError(
                 f"{type(self).__name__} was built for (N, {self.in_channels}, {self.input_size}, "
@@ -126,6 +133,10 @@ class FeatureDiscriminator(Discriminator):
     """
 
     def __init__(self, hr_patch_size: int = 296, base_channels: int = 64, dense_features: int = 1024) -> None:
+        if isinstance(hr_patch_size, bool) or not isinstance(hr_patch_size, numbers.Integral):
+            raise InvalidOptionError(
+                f"hr_patch_size must be a whole number, got {type(hr_patch_size).__name__} {hr_patch_size!r}"
+            )
         if hr_patch_size < VGG_DOWNSAMPLING:
             raise InvalidOptionError(f"hr_patch_size must be at least {VGG_DOWNSAMPLING}, got {hr_patch_size}")
         super().__init__(512, conv5_4_size(hr_patch_size), base_channels, dense_features)

@@ -108,6 +108,8 @@ class SRFeatGenerator(nn.Module):
             raise InvalidImageError(
                 f"SRFeatGenerator takes (N, {self.in_channels}, H, W) batches, got {tuple(x.shape)}"
             )
+        if x.shape[2] == 0 or x.shape[3] == 0:  # else the head conv's "Kernel size can't be greater than ..."
+            raise InvalidImageError(f"SRFeatGenerator takes images of at least 1x1 pixels, got {tuple(x.shape)}")
         x = self.features(x * 2.0 - 1.0)
         x = self.tail(self.upsampler(x))
         return (x + 1.0) * 0.5

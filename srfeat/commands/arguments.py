@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from srfeat.files import name_max
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 __all__ = ["OneLineErrorParser", "path_argument"]
 
@@ -21,6 +25,21 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"ERROR: {self.prog}: {message} (see {self.prog} --help)\n")
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse drops a failed write: `srfeat --help > /dev/full` (and --version) exited 0 with
+        # nothing written. Standard output goes through the commands' own writer instead: a reader
+        # that went away is no error, a full disk one line and status 1.
+        if file is not None and file is sys.stdout and message:
+            from srfeat.cli import write_output
+            from srfeat.errors import SRFeatError
+
+            try:
+                write_output(message)
+            except SRFeatError as error:
+                self.exit(1, f"ERROR: {error}\n")
+            return
+        super()._print_message(message, file)
 
 
 def path_argument(text: str) -> str:

@@ -35,12 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.errors import WeightsError
     from srfeat.files import special_file_kind
     from srfeat.weights import save_generator
-    from srfeat.weights.authors import load_authors_generator, read_tensorlayer_npz
+    from srfeat.weights.authors import GIVE_THEIRS, load_authors_generator, read_tensorlayer_npz
 
     src = Path(args.src).expanduser()
     kind = special_file_kind(src)
     if kind is not None and not src.is_dir():  # a folder is refused with this advice by the reader
-        raise WeightsError(f"{src} is {kind}, not a file: give the authors' SRFeat_init.npz or SRFeat_full.npz file")
+        raise WeightsError(f"{src} is {kind}, not a file: {GIVE_THEIRS}")
     out = Path(args.out).expanduser() if args.out else src.with_suffix(".safetensors")
     if out == src and src.is_file():  # `convert gen.safetensors`: what the input is says more than "-o is the input"
         read_tensorlayer_npz(src)

@@ -16,7 +16,15 @@ from srfeat.inference.onnx_runner import OnnxRunner, load_onnx_runner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DTYPES", "ONNX_PRECISION", "onnx_runner", "prepare_model", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "DTYPES",
+    "ONNX_PRECISION",
+    "onnx_runner",
+    "out_of_memory_loading",
+    "prepare_model",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -85,6 +93,16 @@ def prepare_model(generator: SRFeatGenerator, device: torch.device, dtype: torch
             raise SRFeatError("the model's weights overflow float32 once BatchNorm is folded in: a broken checkpoint")
         raise SRFeatError(f"the model's weights do not fit in {dtype} (they overflow); use fp32")
     return model.eval()
+
+
+def out_of_memory_loading(device: torch.device) -> str:
+    """The one line for a model that does not fit on `device` as it is loaded."""
+    if device.type == "cuda":
+        return (
+            f"out of memory on {device} loading the model: other processes hold its memory (nvidia-smi lists "
+            "them); free it, choose another GPU, or use --device cpu (device='cpu')"
+        )
+    return f"out of memory on {device} loading the model: close other programs to free memory, then try again"
 
 
 ONNX_PRECISION = (

@@ -14,6 +14,7 @@ import torch
 from srfeat.errors import ImageReadError, InvalidImageError, NotAnImageError, SRFeatError
 from srfeat.inference.checks import check_channels, check_outscale, check_size
 from srfeat.inference.pixels import check_dtype, from_float_tensor, to_float_tensor
+from srfeat.inference.tiling import check_batch_memory
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -85,6 +86,11 @@ class ImageKinds(ABC):
             raise InvalidImageError(
                 f"expected a float tensor with values in [0, 1], got {image.dtype}; e.g. tensor.float() / 255"
             )
+        if image.is_nested:  # (strided or jagged) without sizes: torch's "Internal error ... Please file an issue"
+            raise InvalidImageError(
+                "expected a dense tensor, got a nested one: call the upscaler once per image "
+                "(torch.stack images of one size into an (N, C, H, W) batch)"
+            )
         if image.layout != torch.strided:  # torch's NotImplementedError, deep inside, otherwise
             raise InvalidImageError(f"expected a dense tensor, got a {image.layout} one; use tensor.to_dense()")
         if image.dim() in (3, 4) and image.shape[-3] > 4 and image.shape[-2] > 4 and 1 <= image.shape[-1] <= 4:
@@ -94,16 +100,26 @@ class ImageKinds(ABC):
                 f"channels last? use tensor.permute({order})"
             )
         if image.dim() == 3:
-            return self.upscale_channels(image, outscale).to(image.device, image.dtype)
+            # the result is laid out height-width-channel (as arrays and image files want it): made
+            # contiguous here, as documented, else `result.view(...)` failed on it. One copy: `to`
+            # converting makes it contiguous, and where it converts nothing it ignores memory_format.
+            result = self.upscale_channels(image, outscale)
+            return result.to(image.device, image.dtype, memory_format=torch.contiguous_format).contiguous()
         if image.dim() == 4:
-            if image.shape[0] == 0:  # an empty batch: the empty batch of results
-                check_channels(image.shape[1])
-                check_outscale(outscale)
-                check_size(image.shape[2], image.shape[3])
-                height, width = self.output_size(image.shape[2], image.shape[3], outscale)
-                return image.new_zeros((0, image.shape[1], height, width))
-            results = [self.upscale_channels(item, outscale) for item in image]
-            return torch.stack(results).to(image.device, image.dtype)
+            count, channels, height, width = image.shape
+            check_channels(channels)
+            check_outscale(outscale)
+            check_size(height, width)
+            size = self.output_size(height, width, outscale)
+            if count == 0:  # an empty batch: the empty batch of results
+                return image.new_zeros((0, channels, *size))
+            # One output for the batch, filled image by image, checked before the first: a list of the
+            # results and their stack held the batch twice, and only each image's own result was checked.
+            check_batch_memory(count, channels, size, image.element_size(), image.device)
+            results = image.new_empty((count, channels, *size))
+            for index, item in enumerate(image):
+                results[index] = self.upscale_channels(item, outscale)
+            return results
         raise InvalidImageError(f"expected a (C, H, W) or (N, C, H, W) tensor, got shape {tuple(image.shape)}")
 
     def upscale_array(self, array: np.ndarray, outscale: float | None = None) -> np.ndarray:

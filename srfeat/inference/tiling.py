@@ -148,6 +148,20 @@ def check_output_memory(height: int, width: int, channels: int, working_channels
         )
 
 
+def check_batch_memory(
+    count: int, channels: int, size: tuple[int, int], element_size: int, device: torch.device
+) -> None:
+    """Refuse in one line, before its first image, a batch whose results `device` cannot hold."""
+    height, width = size
+    needed = count * channels * height * width * element_size
+    available = available_memory(device)
+    if needed > available:
+        raise SRFeatError(
+            f"the batch's {count} results of {width}x{height} need about {needed / 1e9:.1f} GB of memory on "
+            f"{device} and {available / 1e9:.1f} GB is available: upscale fewer images at a time"
+        )
+
+
 def allocate_output(height: int, width: int, channels: int) -> torch.Tensor:
     """The (C, H, W) float32 output, laid out height-width-channel, allocated at once; one that the
     host's memory cannot hold is refused in one line before trying (`check_output_memory`)."""

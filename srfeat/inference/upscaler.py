@@ -23,6 +23,7 @@ import torch
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.resize import check_output_fits, imresize
 from srfeat.errors import InvalidOptionError, ModelOutputError
+from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.inference.checks import (
     MAX_OUTSCALE,
     check_channels,
@@ -33,7 +34,15 @@ from srfeat.inference.checks import (
     check_size,
     resolve_backend,
 )
-from srfeat.inference.devices import DTYPES, ONNX_PRECISION, onnx_runner, prepare_model, resolve_device, resolve_dtype
+from srfeat.inference.devices import (
+    DTYPES,
+    ONNX_PRECISION,
+    onnx_runner,
+    out_of_memory_loading,
+    prepare_model,
+    resolve_device,
+    resolve_dtype,
+)
 from srfeat.inference.ensemble import self_ensemble
 from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.image_kinds import ImageKinds
@@ -136,12 +145,16 @@ class Upscaler(ImageKinds):
         if self.backend == "onnxruntime":
             self.model = self.model_fp32 = onnx_runner(model, strength, self.device, self.dtype, compile)
         else:
-            generator = load_blended(model, strength)
-            check_rgb_generator(generator, "the generator" if isinstance(model, SRFeatGenerator) else model)
-            self.model_fp32 = prepare_model(generator, self.device, torch.float32)
-            self.model = (
-                self.model_fp32 if self.dtype == torch.float32 else prepare_model(generator, self.device, self.dtype)
-            )
+            # a traceback through Module.to where the device has no room for the weights (a GPU others use)
+            with one_line_if_out_of_memory(lambda: out_of_memory_loading(self.device)):
+                generator = load_blended(model, strength)
+                check_rgb_generator(generator, "the generator" if isinstance(model, SRFeatGenerator) else model)
+                self.model_fp32 = prepare_model(generator, self.device, torch.float32)
+                self.model = (
+                    self.model_fp32
+                    if self.dtype == torch.float32
+                    else prepare_model(generator, self.device, self.dtype)
+                )
         self.scale: int = self.model.scale
         self.tile = tile
         self.tile_pad = self.model.receptive_radius if tile_pad is None else tile_pad

@@ -141,6 +141,8 @@ class TrainConfig:
     """The loop: how long, on what, how precisely, how often it logs and saves."""
 
     # Batch size of one process (global batch = batch_size * world size under torchrun).
+    # Stage 2 with 1 needs data.hr_patch_size above 256 (above 16 without the feature discriminator):
+    # BatchNorm cannot normalise the 1x1 map a discriminator makes of smaller patches.
     batch_size: int = 9
     # Number of epochs (passes over the training set, times data.repeat).
     epochs: int = 20

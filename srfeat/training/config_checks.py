@@ -5,6 +5,7 @@ ConfigError naming the config key."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from srfeat.errors import ConfigError
@@ -72,6 +73,8 @@ def check(config: TrainingConfig) -> None:
         raise ConfigError(
             f"stage 2 needs data.hr_patch_size >= 16 (VGG19 conv5_4 downsamples by 16), got {data.hr_patch_size}"
         )
+    if config.stage == 2 and train.batch_size == 1:
+        _check_one_patch_batch_norm(model.discriminators, data.hr_patch_size, model.scale)
     if not model.discriminators:
         raise ConfigError(
             "config key model.discriminators is empty: name at least one of image, feature "
@@ -131,3 +134,23 @@ def check(config: TrainingConfig) -> None:
         )
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device):
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
+
+
+# How much each discriminator shrinks a patch to its last BatchNorm's map: its four stride-2 convs
+# (srfeat.archs.discriminators.CONV_BLOCKS), and before the feature discriminator VGG19's four pools.
+DISCRIMINATOR_DOWNSAMPLING = {"image": 16, "feature": 16 * 16}
+
+
+def _check_one_patch_batch_norm(discriminators: Sequence[str], hr_patch_size: int, scale: int) -> None:
+    """BatchNorm in training needs more than one value per channel: with one patch a step, a
+    discriminator whose last map is 1x1 failed its first step with PyTorch's traceback ("Expected
+    more than 1 value per channel when training")."""
+    for name in discriminators:
+        shrink = DISCRIMINATOR_DOWNSAMPLING[name]
+        if hr_patch_size <= shrink:  # its last map is ceil(hr_patch_size / shrink) pixels wide
+            least = (shrink // scale + 1) * scale  # the next patch size above, a multiple of the scale
+            raise ConfigError(
+                f"stage 2 with train.batch_size 1 needs data.hr_patch_size above {shrink}, got {hr_patch_size}: "
+                f"the {name} discriminator's BatchNorm would see a 1x1 map, one value per channel, which it cannot "
+                f"normalise; use train.batch_size 2 or more, or data.hr_patch_size {least} or more"
+            )

@@ -100,15 +100,20 @@ def _read_object_array(stream: IO[bytes], path: Path) -> object:
         raise WeightsError(f"{path}: cannot read 'params' ({type(error).__name__}: {error}): {EXPECTED}") from error
 
 
+GIVE_THEIRS = "give the authors' SRFeat_init.npz or SRFeat_full.npz file"
+
+
 def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
     """The arrays of a tensorlayer `save_npz` file, in order, read without running pickled code.
     `path`: a str, bytes or path-like, `~` expanded, as `load_generator` takes it."""
     path = as_path(path, "the authors' weights file")
     if path.is_dir():
-        raise WeightsError(f"{path} is a folder: give the authors' SRFeat_init.npz or SRFeat_full.npz file")
+        raise WeightsError(f"{path} is a folder: {GIVE_THEIRS}")
     if not path.is_file():
         kind = special_file_kind(path)  # a pipe or device is named as such
-        raise WeightsError(f"{path} is {kind}, not a file" if kind else f"authors' weights file not found: {path}")
+        raise WeightsError(
+            f"{path} is {kind}, not a file: {GIVE_THEIRS}" if kind else f"authors' weights file not found: {path}"
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
