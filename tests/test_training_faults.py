@@ -18,7 +18,7 @@ import torch
 import yaml
 from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
 from safetensors.torch import load_file
-from training_helpers import tiny_config, tiny_values, train_in_process
+from training_helpers import tiny_config, tiny_generator_file, tiny_values, train_in_process
 
 from srfeat.cli import Terminated
 from srfeat.training import checkpoint, trainer
@@ -372,20 +372,22 @@ def test_a_dry_run_of_a_good_resume_passes(two_step_run: tuple[Path, Path]) -> N
 # with its own error (a RuntimeError), as under `ulimit -v` or in a container without overcommit.
 RUN_OUT_OF_MEMORY = """
 import sys, torch
-from srfeat.training import loop
-original = loop.{name}
+from srfeat.training import {module} as patched
+original = patched.{name}
 def runs_out_of_memory(*args, **kwargs):
     if {when}:
         torch.empty(1 << 60, dtype=torch.uint8)
     return original(*args, **kwargs)
-loop.{name} = runs_out_of_memory
+patched.{name} = runs_out_of_memory
 from srfeat.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def train_running_out_of_memory(name: str, when: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    code = RUN_OUT_OF_MEMORY.format(name=name, when=when)
+def train_running_out_of_memory(
+    name: str, when: str, *args: str | Path, module: str = "loop"
+) -> subprocess.CompletedProcess[str]:
+    code = RUN_OUT_OF_MEMORY.format(module=module, name=name, when=when)
     command = [sys.executable, "-c", code, "train", *map(str, args), "--no-progress"]
     return subprocess.run(command, cwd=REPO, env=CHILD_ENV, capture_output=True, text=True, timeout=300, check=False)
 
@@ -405,6 +407,28 @@ def test_a_step_out_of_memory_is_one_line_that_says_what_to_lower_and_keeps_the_
     assert "lower train.batch_size or data.hr_patch_size; the last good checkpoint (step 2) is in" in error, error
     assert f"once changed, continue with `srfeat train {out / 'config.yaml'} --out {out} --resume`" in error, error
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 2, "step 3's weights were not saved"
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_networks_that_do_not_fit_on_the_device_are_one_line_and_write_nothing(
+    stage: int, folders, tmp_path: Path
+) -> None:
+    # it was a traceback through Module.to (the allocator's RuntimeError; a full GPU's OutOfMemoryError)
+    train_dir, validation_dir = folders
+    overrides = ["train.max_steps=2"]
+    if stage == 2:
+        init = tiny_generator_file(tmp_path / "stage1.safetensors")
+        overrides += [f"train.init_generator={init}", "data.hr_patch_size=16"]
+    config = tiny_config(train_dir, validation_dir, tmp_path / "run", stage, overrides)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(config.to_yaml())
+    child = train_running_out_of_memory("Trainer._prepare", "True", path, module="trainer")
+    networks = "the generator" if stage == 1 else "the generator, discriminators and VGG19"
+    assert one_error_line(child) == (
+        f"ERROR: out of memory on cpu building {networks}: use smaller networks (the model section) or "
+        f"train.device=cpu; nothing was written to {tmp_path / 'run'}"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_validation_out_of_memory_names_the_validation_images(folders, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from torch import nn
 
 from srfeat.errors import ConfigError, TrainingDiverged, WeightsError
 from srfeat.files import write_file_atomically
-from srfeat.hardware import cpu_has_native_bf16
+from srfeat.hardware import cpu_has_native_bf16, one_line_if_out_of_memory
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import worker_threads_set
 from srfeat.training import checkpoint, networks, resume
@@ -267,6 +267,16 @@ class Trainer:
                 config.train.grad_clip_norm,
             )
 
+    def _out_of_memory_building(self) -> str:
+        networks_of_stage = "the generator" if self.config.stage == 1 else "the generator, discriminators and VGG19"
+        free = (
+            "other processes hold its memory (nvidia-smi lists them): free it, " if self.device.type == "cuda" else ""
+        )
+        return (
+            f"out of memory on {self.device} building {networks_of_stage}: {free}use smaller networks (the model "
+            f"section) or train.device=cpu; nothing was written to {self.out_dir}"
+        )
+
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.generator_optimizer, **self.discriminator_optimizers}
 
@@ -376,7 +386,9 @@ class Trainer:
         # Everything that can refuse the run (the state, the networks, the data) comes before the
         # first write, so a failed start leaves the folder as it was.
         saved = self._load_saved()
-        self._build(saved)
+        # a traceback through Module.to where the device had no room for the networks (a GPU others use)
+        with one_line_if_out_of_memory(self._out_of_memory_building):
+            self._build(saved)
         if saved is not None:
             try:
                 checkpoint.restore_rng_states(saved["rng"])
