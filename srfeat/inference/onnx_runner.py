@@ -24,6 +24,7 @@ import torch
 
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.files import special_file_kind
+from srfeat.inference.tiling import TILE_MEMORY_ADVICE
 
 if TYPE_CHECKING:
     from srfeat.archs.generator import SRFeatGenerator
@@ -188,8 +189,7 @@ class OnnxRunner:
         except Exception as error:  # onnxruntime raises its own exception types, with multi-line messages
             raise SRFeatError(
                 f"ONNX Runtime failed to run {self.source} on a {_dims(array.shape)} tile: {_first_line(error)}; "
-                "if it ran out of memory give a smaller tile size (--tile, or tile= from Python), "
-                "else export the model again"
+                f"if it ran out of memory {TILE_MEMORY_ADVICE}, else export the model again"
             ) from error
         scale = self.scale
         expected = (array.shape[0], 3, height * scale, width * scale)

@@ -24,6 +24,12 @@ from srfeat.errors import SRFeatError
 from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
+# What frees room for a tile. Said by every command that tiles, some of which (eval, serve) have no --tile:
+# the tile size was chosen from free memory, which others (programs, processes on the GPU) then took.
+TILE_MEMORY_ADVICE = (
+    "free memory (other programs, or the processes nvidia-smi lists on a GPU) and run again, or give a "
+    "smaller tile size (srfeat upscale --tile, or tile= from Python)"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +262,7 @@ def upscale_tiled(
         out_of_memory = one_line_if_out_of_memory(  # a GPU's OutOfMemoryError, or the CPU allocator's
             lambda tile=part: (
                 f"out of memory on {device} upscaling a {tile.in_bottom - tile.in_top}x"
-                f"{tile.in_right - tile.in_left} tile; give a smaller tile size (--tile, or tile= from Python)"
+                f"{tile.in_right - tile.in_left} tile; {TILE_MEMORY_ADVICE}"
             )
         )
         with out_of_memory, torch.inference_mode():
