@@ -384,18 +384,26 @@ def disk_full_named(path: Path) -> Iterator[None]:
     except OSError as error:
         if error.errno not in FULL_DISK_ERRNOS:
             raise
-        try:
-            free = f"{megabytes(free_bytes(path.parent))} free"
-        except OSError:
-            free = "free space unknown"
         raise DiskFullError(
-            f"not enough disk space to write {path.name} in {path.parent} ({free}: {error.strerror or error}); "
+            f"not enough disk space to write {path.name} in {path.parent} ({_free_space(path.parent)}: "
+            f"{error.strerror or error}); "
             "free some space and run again (the previous version of the file, if any, is kept)"
         ) from error
 
 
-def free_bytes(folder: Path) -> int:
-    return shutil.disk_usage(folder).free
+def free_bytes(folder: Path) -> int | None:
+    """The bytes free for `folder`, or None where its file system reports no size at all (/proc, some
+    network and FUSE mounts say 0 of 0): such a write was refused as "0 MB free" before it began."""
+    usage = shutil.disk_usage(folder)
+    return None if usage.total == 0 else usage.free
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = free_bytes(folder)
+    except OSError:
+        free = None
+    return "free space unknown" if free is None else f"{megabytes(free)} free"
 
 
 def megabytes(size: int) -> str:
@@ -404,13 +412,10 @@ def megabytes(size: int) -> str:
 
 def _disk_full(paths: Sequence[Path], needed: int, cause: str) -> DiskFullError:
     folder = paths[0].parent
-    try:
-        free = f"{megabytes(free_bytes(folder))} free"
-    except OSError:
-        free = "free space unknown"
     names = " and ".join(path.name for path in paths)
     return DiskFullError(
-        f"not enough disk space to write {names} in {folder}: {megabytes(needed)} needed, {free} ({cause}); "
+        f"not enough disk space to write {names} in {folder}: {megabytes(needed)} needed, {_free_space(folder)} "
+        f"({cause}); "
         "free some space and run again (the previous version of each file, if any, is kept)"
     )
 
@@ -435,7 +440,8 @@ def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -
         remove_stale_temporaries(file.path)
     folder = files[0].path.parent
     needed = sum(file.size for file in files)
-    if needed > free_bytes(folder):  # refuse before writing a byte that would fill the disk
+    free = free_bytes(folder)
+    if free is not None and needed > free:  # refuse before writing a byte that would fill the disk
         raise _disk_full([file.path for file in files], needed, "checked before writing")
     current = files[0]
     with ExitStack() as claimed:  # each temporary removed on leaving, unless renamed into place

@@ -485,6 +485,22 @@ def test_a_full_disk_is_named_with_what_to_do(tmp_path: Path) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")  # other errors pass as they are
 
 
+def test_a_file_system_that_reports_no_size_is_written_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc, some network and FUSE mounts say 0 bytes of 0: every write there was refused before it
+    began as "0.00 MB free"; the write itself says if the disk is full."""
+    import shutil
+    from types import SimpleNamespace
+
+    from srfeat.files import DiskFullError, disk_full_named, write_file_atomically
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: SimpleNamespace(total=0, used=0, free=0))
+    write_file_atomically(tmp_path / "scores.json", lambda handle: handle.write(b"{}"), 2)
+    assert (tmp_path / "scores.json").read_bytes() == b"{}"
+    full = pytest.raises(DiskFullError, match=r"\(free space unknown: No space left on device\)")
+    with full, disk_full_named(tmp_path / "photo.jpg"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_a_killed_upscale_leaves_no_temporary(tmp_path: Path, model_path: Path, how: signal.Signals) -> None:
     """SIGHUP (the terminal closed) killed the process as SIGKILL does, leaving the temporary."""
