@@ -18,8 +18,10 @@ The Python API, in the order one meets it:
   with a one-line message; the input kinds are also `ValueError`s (`InvalidImageError`,
   `InvalidOptionError`, `WeightsError`, `MetricInputError`), a non-image a `TypeError`.
 
-Subpackages load on first use (`srfeat.errors` after a bare `import srfeat` works): importing
-`srfeat` itself does not import torch.
+After a bare `import srfeat`, `srfeat.Upscaler` and the subpackages archs, data, errors, inference,
+metrics and weights load on first use (`srfeat.errors.SRFeatError` works); the others and modules
+inside a subpackage are imported as usual (`import srfeat.evaluation`, `import srfeat.data.resize`).
+Importing `srfeat` itself does not import torch.
 """
 
 from __future__ import annotations
