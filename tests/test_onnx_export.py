@@ -815,3 +815,19 @@ def test_the_tile_plan_covers_what_onnxruntime_takes_for_an_fp16_file(tmp_path: 
     assert result.returncode == 0, result.stderr
     used, planned = map(int, result.stdout.split())
     assert used <= planned, (used, planned)
+
+
+def test_metadata_text_that_is_not_utf8_is_one_line_and_keeps_the_old_file(tmp_path: Path, model_path: Path) -> None:
+    """`--license` typed in a Latin-1 terminal reaches Python as surrogates (its bytes are not UTF-8), which
+    ONNX metadata cannot hold: protobuf's UnicodeEncodeError was a traceback after the export's work."""
+    from srfeat.export.onnx import model_info
+
+    old = tmp_path / "m.onnx"
+    old.write_bytes(b"the old export")
+    for option in ("--license", "--training-data"):
+        result = srfeat_cli("export", "--model", model_path, "-o", old, "--overwrite", option, "\udca9 M\udcfcller")
+        line = one_error_line(result, only=True)
+        assert f"({option})" in line and "not UTF-8" in line and "UTF-8 locale" in line, line
+    assert old.read_bytes() == b"the old export"
+    # A checkpoint whose file name is in another encoding is named as best it can be, not refused.
+    assert model_info(Path("caf\udce9.safetensors")).name == "caf\ufffd"

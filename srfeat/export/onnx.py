@@ -84,6 +84,22 @@ class ModelInfo:
     training_data: str
     license: str
 
+    def __post_init__(self) -> None:
+        # ONNX metadata is UTF-8. Text from a terminal in another encoding comes to Python with its bytes
+        # as surrogates (--license $'\xa9 M\xfcller' in Latin-1): protobuf's UnicodeEncodeError, a
+        # traceback, after the export's seconds of work.
+        for field, flag in (("name", ""), ("training_data", " (--training-data)"), ("license", " (--license)")):
+            value = getattr(self, field)
+            if not isinstance(value, str):
+                raise InvalidOptionError(f"the model's {field} must be text, got {type(value).__name__} {value!r}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidOptionError(
+                    f"the model's {field}{flag} {value[:60]!r} holds bytes that are not UTF-8, which ONNX "
+                    "metadata must be: give it in UTF-8 (e.g. set a UTF-8 locale, LANG=C.UTF-8)"
+                ) from None
+
 
 BUNDLED_INFO: dict[str, ModelInfo] = {
     "default": ModelInfo(
@@ -396,4 +412,6 @@ def model_info(
     if name in BUNDLED_INFO:
         bundled = BUNDLED_INFO[name]
         return ModelInfo(bundled.name, training_data or bundled.training_data, license or bundled.license)
-    return ModelInfo(Path(name).stem, training_data or "not recorded", license or "not recorded")
+    # A file name in another encoding than UTF-8 (its bytes as surrogates) is named as best it can be.
+    stem = os.fsencode(Path(name).stem).decode("utf-8", "replace")
+    return ModelInfo(stem, training_data or "not recorded", license or "not recorded")
