@@ -831,3 +831,33 @@ def test_metadata_text_that_is_not_utf8_is_one_line_and_keeps_the_old_file(tmp_p
     assert old.read_bytes() == b"the old export"
     # A checkpoint whose file name is in another encoding is named as best it can be, not refused.
     assert model_info(Path("caf\udce9.safetensors")).name == "caf\ufffd"
+
+
+# Ctrl-C as it lands in the middle of the exporter's first import of torch._dynamo (a real one landed a few
+# modules further): the import of torch._dynamo.variables.builder raises KeyboardInterrupt, once.
+INTERRUPTED_IMPORT = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch._dynamo.variables.builder":
+            sys.meta_path.remove(self)
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from srfeat.cli import main
+sys.argv[0] = "srfeat"
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_during_the_export_is_one_line_and_keeps_the_old_file(tmp_path: Path, model_path: Path) -> None:
+    """The exporter's own `except torch._dynamo.exc.UserError` met a half-imported torch._dynamo and raised
+    AttributeError, which it wrapped in a TorchExportError: about 100 lines of traceback and exit code 1."""
+    old = tmp_path / "m.onnx"
+    old.write_bytes(b"the old export")
+    command = [sys.executable, "-c", INTERRUPTED_IMPORT, "export", "--model", model_path, "-o", old, "--overwrite"]
+    result = subprocess.run(command, check=False, env=CHILD_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130 and result.stderr.strip() == "ERROR: interrupted", result.stderr[-3000:]
+    assert old.read_bytes() == b"the old export" and [path.name for path in tmp_path.iterdir()] == ["m.onnx"]
