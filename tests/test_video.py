@@ -568,6 +568,17 @@ def test_video_options_of_the_wrong_kind_are_one_line_when_made(options: dict, m
     assert VideoOptions(crf=np.float32(20)).crf == 20
 
 
+@pytest.mark.parametrize("outscale", [float("nan"), float("inf"), 17, "2", True])
+def test_an_outscale_built_in_python_is_checked_as_the_command_line_checks_it(outscale: object) -> None:
+    """VideoOptions(outscale=nan) was taken, and the video then failed with "cannot convert float NaN to
+    integer" (a ValueError from inside, after the video opened); "2" a TypeError."""
+    from srfeat.errors import SRFeatError
+
+    with pytest.raises(SRFeatError, match="outscale must be a number"):
+        VideoOptions(outscale=outscale)  # type: ignore[arg-type]
+    assert VideoOptions(outscale=2).outscale == 2
+
+
 def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
     tmp_path: Path, short_clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
