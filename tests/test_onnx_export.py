@@ -619,6 +619,25 @@ def test_an_onnx_file_with_an_inf_weight_is_refused_not_drawn_white(tmp_path: Pa
     assert not (tmp_path / "out").exists()
 
 
+def test_an_inf_weight_kept_in_a_constant_node_is_refused_too(tmp_path: Path, default_onnx: Path) -> None:
+    """Only initializers were checked: the same inf bias as a Constant node (as other tools keep weights)
+    gave an all-white image, and exit code 0."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(default_onnx))
+    (bias,) = [each for each in model.graph.initializer if each.name == "tail.bias"]
+    values = numpy_helper.to_array(bias).copy()
+    values[:] = np.inf
+    model.graph.initializer.remove(bias)
+    constant = onnx.helper.make_node("Constant", [], ["tail.bias"], value=numpy_helper.from_array(values))
+    model.graph.node.insert(0, constant)
+    onnx.save(model, str(tmp_path / "inf.onnx"))
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / "inf.onnx")
+    assert "inf.onnx has 3 weight value(s) that are not finite" in one_error_line(result), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_exporting_leaves_the_callers_generator_as_it_was(tmp_path: Path) -> None:
     """`export_onnx` (the Python API) checked its file against the caller's own generator after
     `.cpu().float().eval()`, which change a module in place: a generator exported mid-training came

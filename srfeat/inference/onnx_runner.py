@@ -216,7 +216,16 @@ def _check_weights_finite(model: bytes, source: str) -> None:
         return
     graph = onnx.load_from_string(model).graph  # ONNX Runtime has read it: it parses
     bad = 0
-    for initializer in graph.initializer:
+    # Weights are initializers in srfeat's exports; other tools keep some as Constant nodes, which the clamp
+    # would as well turn white: an inf bias in one was an all-white image without a word.
+    constants = [node for node in graph.node if node.op_type == "Constant"]
+    for attribute in (attribute for node in constants for attribute in node.attribute):
+        if attribute.name == "value_float":
+            bad += not np.isfinite(attribute.f)
+        elif attribute.name == "value_floats":
+            bad += int(np.count_nonzero(~np.isfinite(np.asarray(attribute.floats, dtype=np.float32))))
+    tensors = [attribute.t for node in constants for attribute in node.attribute if attribute.name == "value"]
+    for initializer in [*graph.initializer, *tensors]:
         if initializer.data_location == onnx.TensorProto.EXTERNAL:
             continue  # not in this file: ONNX Runtime, given bytes, refuses it (see `_external_data`)
         try:  # a weight whose declared shape its data does not fill (a damaged or hostile file)
