@@ -638,6 +638,24 @@ def test_an_inf_weight_kept_in_a_constant_node_is_refused_too(tmp_path: Path, de
     assert not (tmp_path / "out").exists()
 
 
+def test_a_weight_with_a_flipped_exponent_bit_is_refused_not_run(tmp_path: Path, default_onnx: Path) -> None:
+    """A damaged file whose weight became 1e36 (the top bit of its float's exponent flipped) is finite: it
+    ran, and its image came out up to 158 grey levels off, without a word. A checkpoint's would be refused."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(default_onnx))
+    (head,) = [each for each in model.graph.initializer if each.name == "head.weight"]
+    values = numpy_helper.to_array(head).copy()
+    values.view(np.uint32).flat[5] ^= np.uint32(1 << 30)
+    head.CopyFrom(numpy_helper.from_array(values, head.name))
+    onnx.save(model, str(tmp_path / "flipped.onnx"))
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / "flipped.onnx")
+    line = one_error_line(result)
+    assert "flipped.onnx has a weight of" in line and "'head.weight'" in line and "far below 1e+06" in line, line
+    assert not (tmp_path / "out").exists()
+
+
 def test_exporting_leaves_the_callers_generator_as_it_was(tmp_path: Path) -> None:
     """`export_onnx` (the Python API) checked its file against the caller's own generator after
     `.cpu().float().eval()`, which change a module in place: a generator exported mid-training came
