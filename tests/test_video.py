@@ -715,6 +715,24 @@ def test_an_image_named_like_a_video_is_refused(tmp_path: Path, model_path: Path
     assert not (tmp_path / "out").exists()
 
 
+def test_a_still_gif_named_like_a_video_is_refused_and_an_animated_one_upscaled(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """FFmpeg reads a GIF with its own demuxer, not an image pipe's: a one-frame GIF named .mp4 came back as
+    a one-frame lossy video. An animated one is a film, and is upscaled as one."""
+    from PIL import Image
+
+    first, second = (Image.fromarray(frame) for frame in pan_frames(2, 16, 12))
+    first.save(tmp_path / "still.mp4", format="GIF")
+    first.save(tmp_path / "animated.mp4", format="GIF", save_all=True, append_images=[second], duration=100)
+    result = cli(tmp_path / "still.mp4", tmp_path / "animated.mp4", "-o", tmp_path / "out", "--model", model_path)
+    (line,) = [line for line in stderr_lines(result, "ERROR") if "still.mp4" in line]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{tmp_path / 'still.mp4'} is an image (GIF), not a video; rename it" in line, line
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["animated.mp4"]
+    assert len(read_frames(tmp_path / "out" / "animated.mp4")) == 2
+
+
 def test_a_frame_range_past_the_end_is_told(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     source = tmp_path / "four.mkv"
     write_clip(source, frames=4, size=(16, 12), audio=False)
