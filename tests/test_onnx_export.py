@@ -619,6 +619,43 @@ def test_an_onnx_file_with_an_inf_weight_is_refused_not_drawn_white(tmp_path: Pa
     assert not (tmp_path / "out").exists()
 
 
+def test_an_inf_weight_kept_in_a_constant_node_is_refused_too(tmp_path: Path, default_onnx: Path) -> None:
+    """Only initializers were checked: the same inf bias as a Constant node (as other tools keep weights)
+    gave an all-white image, and exit code 0."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(default_onnx))
+    (bias,) = [each for each in model.graph.initializer if each.name == "tail.bias"]
+    values = numpy_helper.to_array(bias).copy()
+    values[:] = np.inf
+    model.graph.initializer.remove(bias)
+    constant = onnx.helper.make_node("Constant", [], ["tail.bias"], value=numpy_helper.from_array(values))
+    model.graph.node.insert(0, constant)
+    onnx.save(model, str(tmp_path / "inf.onnx"))
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / "inf.onnx")
+    assert "inf.onnx has 3 weight value(s) that are not finite" in one_error_line(result), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_weight_with_a_flipped_exponent_bit_is_refused_not_run(tmp_path: Path, default_onnx: Path) -> None:
+    """A damaged file whose weight became 1e36 (the top bit of its float's exponent flipped) is finite: it
+    ran, and its image came out up to 158 grey levels off, without a word. A checkpoint's would be refused."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(default_onnx))
+    (head,) = [each for each in model.graph.initializer if each.name == "head.weight"]
+    values = numpy_helper.to_array(head).copy()
+    values.view(np.uint32).flat[5] ^= np.uint32(1 << 30)
+    head.CopyFrom(numpy_helper.from_array(values, head.name))
+    onnx.save(model, str(tmp_path / "flipped.onnx"))
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / "flipped.onnx")
+    line = one_error_line(result)
+    assert "flipped.onnx has a weight of" in line and "'head.weight'" in line and "far below 1e+06" in line, line
+    assert not (tmp_path / "out").exists()
+
+
 def test_exporting_leaves_the_callers_generator_as_it_was(tmp_path: Path) -> None:
     """`export_onnx` (the Python API) checked its file against the caller's own generator after
     `.cpu().float().eval()`, which change a module in place: a generator exported mid-training came
@@ -815,3 +852,49 @@ def test_the_tile_plan_covers_what_onnxruntime_takes_for_an_fp16_file(tmp_path: 
     assert result.returncode == 0, result.stderr
     used, planned = map(int, result.stdout.split())
     assert used <= planned, (used, planned)
+
+
+def test_metadata_text_that_is_not_utf8_is_one_line_and_keeps_the_old_file(tmp_path: Path, model_path: Path) -> None:
+    """`--license` typed in a Latin-1 terminal reaches Python as surrogates (its bytes are not UTF-8), which
+    ONNX metadata cannot hold: protobuf's UnicodeEncodeError was a traceback after the export's work."""
+    from srfeat.export.onnx import model_info
+
+    old = tmp_path / "m.onnx"
+    old.write_bytes(b"the old export")
+    for option in ("--license", "--training-data"):
+        result = srfeat_cli("export", "--model", model_path, "-o", old, "--overwrite", option, "\udca9 M\udcfcller")
+        line = one_error_line(result, only=True)
+        assert f"({option})" in line and "not UTF-8" in line and "UTF-8 locale" in line, line
+    assert old.read_bytes() == b"the old export"
+    # A checkpoint whose file name is in another encoding is named as best it can be, not refused.
+    assert model_info(Path("caf\udce9.safetensors")).name == "caf\ufffd"
+
+
+# Ctrl-C as it lands in the middle of the exporter's first import of torch._dynamo (a real one landed a few
+# modules further): the import of torch._dynamo.variables.builder raises KeyboardInterrupt, once.
+INTERRUPTED_IMPORT = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch._dynamo.variables.builder":
+            sys.meta_path.remove(self)
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from srfeat.cli import main
+sys.argv[0] = "srfeat"
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_during_the_export_is_one_line_and_keeps_the_old_file(tmp_path: Path, model_path: Path) -> None:
+    """The exporter's own `except torch._dynamo.exc.UserError` met a half-imported torch._dynamo and raised
+    AttributeError, which it wrapped in a TorchExportError: about 100 lines of traceback and exit code 1."""
+    old = tmp_path / "m.onnx"
+    old.write_bytes(b"the old export")
+    command = [sys.executable, "-c", INTERRUPTED_IMPORT, "export", "--model", model_path, "-o", old, "--overwrite"]
+    result = subprocess.run(command, check=False, env=CHILD_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130 and result.stderr.strip() == "ERROR: interrupted", result.stderr[-3000:]
+    assert old.read_bytes() == b"the old export" and [path.name for path in tmp_path.iterdir()] == ["m.onnx"]

@@ -568,6 +568,17 @@ def test_video_options_of_the_wrong_kind_are_one_line_when_made(options: dict, m
     assert VideoOptions(crf=np.float32(20)).crf == 20
 
 
+@pytest.mark.parametrize("outscale", [float("nan"), float("inf"), 17, "2", True])
+def test_an_outscale_built_in_python_is_checked_as_the_command_line_checks_it(outscale: object) -> None:
+    """VideoOptions(outscale=nan) was taken, and the video then failed with "cannot convert float NaN to
+    integer" (a ValueError from inside, after the video opened); "2" a TypeError."""
+    from srfeat.errors import SRFeatError
+
+    with pytest.raises(SRFeatError, match="outscale must be a number"):
+        VideoOptions(outscale=outscale)  # type: ignore[arg-type]
+    assert VideoOptions(outscale=2).outscale == 2
+
+
 def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
     tmp_path: Path, short_clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -702,6 +713,24 @@ def test_an_image_named_like_a_video_is_refused(tmp_path: Path, model_path: Path
         (line,) = [e for e in errors if name in e]
         assert f"{tmp_path / name} is an image ({kind}), not a video; rename it" in line, line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_still_gif_named_like_a_video_is_refused_and_an_animated_one_upscaled(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """FFmpeg reads a GIF with its own demuxer, not an image pipe's: a one-frame GIF named .mp4 came back as
+    a one-frame lossy video. An animated one is a film, and is upscaled as one."""
+    from PIL import Image
+
+    first, second = (Image.fromarray(frame) for frame in pan_frames(2, 16, 12))
+    first.save(tmp_path / "still.mp4", format="GIF")
+    first.save(tmp_path / "animated.mp4", format="GIF", save_all=True, append_images=[second], duration=100)
+    result = cli(tmp_path / "still.mp4", tmp_path / "animated.mp4", "-o", tmp_path / "out", "--model", model_path)
+    (line,) = [line for line in stderr_lines(result, "ERROR") if "still.mp4" in line]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{tmp_path / 'still.mp4'} is an image (GIF), not a video; rename it" in line, line
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["animated.mp4"]
+    assert len(read_frames(tmp_path / "out" / "animated.mp4")) == 2
 
 
 def test_a_frame_range_past_the_end_is_told(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:

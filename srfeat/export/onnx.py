@@ -84,6 +84,22 @@ class ModelInfo:
     training_data: str
     license: str
 
+    def __post_init__(self) -> None:
+        # ONNX metadata is UTF-8. Text from a terminal in another encoding comes to Python with its bytes
+        # as surrogates (--license $'\xa9 M\xfcller' in Latin-1): protobuf's UnicodeEncodeError, a
+        # traceback, after the export's seconds of work.
+        for field, flag in (("name", ""), ("training_data", " (--training-data)"), ("license", " (--license)")):
+            value = getattr(self, field)
+            if not isinstance(value, str):
+                raise InvalidOptionError(f"the model's {field} must be text, got {type(value).__name__} {value!r}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidOptionError(
+                    f"the model's {field}{flag} {value[:60]!r} holds bytes that are not UTF-8, which ONNX "
+                    "metadata must be: give it in UTF-8 (e.g. set a UTF-8 locale, LANG=C.UTF-8)"
+                ) from None
+
 
 BUNDLED_INFO: dict[str, ModelInfo] = {
     "default": ModelInfo(
@@ -215,17 +231,22 @@ def onnx_model(
     example = torch.rand(2, generator.in_channels, 24, 20)
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     with _quiet_exporter():
-        program = torch.onnx.export(
-            module,
-            (example,),
-            dynamo=True,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=(dims,),
-            optimize=True,
-            verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=(dims,),
+                optimize=True,
+                verbose=False,
+            )
+        except Exception as error:
+            if (interruption := _interruption(error)) is not None:
+                raise interruption from None
+            raise
     if program is None:  # only the TorchScript exporter returns nothing
         raise RuntimeError("torch.onnx.export returned no program")
     model = program.model_proto
@@ -270,6 +291,21 @@ def onnx_model(
     # Full check: the graph's types and shapes are inferred and must agree with every operator.
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _interruption(error: BaseException) -> BaseException | None:
+    """The Ctrl-C (KeyboardInterrupt) or SIGTERM (`srfeat.cli.Terminated`) behind `error`, if the exporter's
+    own error handling turned it into another error. Ctrl-C during the exporter's first import of
+    torch._dynamo left it half made; the exporter's `except torch._dynamo.exc.UserError` then raised
+    AttributeError, wrapped in a TorchExportError: some 100 lines of traceback instead of "interrupted"."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if not isinstance(cause, Exception):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def verify_onnx(model: onnx.ModelProto, generator: SRFeatGenerator, fp16: bool) -> float | None:
@@ -396,4 +432,6 @@ def model_info(
     if name in BUNDLED_INFO:
         bundled = BUNDLED_INFO[name]
         return ModelInfo(bundled.name, training_data or bundled.training_data, license or bundled.license)
-    return ModelInfo(Path(name).stem, training_data or "not recorded", license or "not recorded")
+    # A file name in another encoding than UTF-8 (its bytes as surrogates) is named as best it can be.
+    stem = os.fsencode(Path(name).stem).decode("utf-8", "replace")
+    return ModelInfo(stem, training_data or "not recorded", license or "not recorded")

@@ -203,7 +203,8 @@ class OnnxRunner:
 
 def _check_weights_finite(model: bytes, source: str) -> None:
     """A weight that is NaN or inf is refused: the graph's own clamp would turn an inf output into white
-    pixels, a silent wrong image (PyTorch weights get the same check when they load).
+    pixels, a silent wrong image (PyTorch weights get the same check when they load). So is one beyond
+    `MAX_WEIGHT_MAGNITUDE`, as checkpoints' are: a bit flipped in an exponent gives a finite garbage image.
 
     Reading the weights needs the `onnx` package, which a plain `pip install onnxruntime` lacks: without
     it the file runs unchecked, and a NaN output is still refused after the network.
@@ -214,9 +215,21 @@ def _check_weights_finite(model: bytes, source: str) -> None:
     except ImportError:
         logger.debug("onnx is not installed: the weights of %s are not checked for NaN or inf", source)
         return
+    from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE
+
     graph = onnx.load_from_string(model).graph  # ONNX Runtime has read it: it parses
     bad = 0
-    for initializer in graph.initializer:
+    largest = (0.0, "")
+    # Weights are initializers in srfeat's exports; other tools keep some as Constant nodes, which the clamp
+    # would as well turn white: an inf bias in one was an all-white image without a word.
+    constants = [node for node in graph.node if node.op_type == "Constant"]
+    for attribute in (attribute for node in constants for attribute in node.attribute):
+        if attribute.name == "value_float":
+            bad += not np.isfinite(attribute.f)
+        elif attribute.name == "value_floats":
+            bad += int(np.count_nonzero(~np.isfinite(np.asarray(attribute.floats, dtype=np.float32))))
+    tensors = [attribute.t for node in constants for attribute in node.attribute if attribute.name == "value"]
+    for initializer in [*graph.initializer, *tensors]:
         if initializer.data_location == onnx.TensorProto.EXTERNAL:
             continue  # not in this file: ONNX Runtime, given bytes, refuses it (see `_external_data`)
         try:  # a weight whose declared shape its data does not fill (a damaged or hostile file)
@@ -226,12 +239,19 @@ def _check_weights_finite(model: bytes, source: str) -> None:
                 f"{source} is damaged or not a srfeat export: its weight {initializer.name[:60]!r} cannot be read "
                 f"({_first_line(error)}); export it again"
             ) from error
-        if np.issubdtype(values.dtype, np.floating):
-            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+        if np.issubdtype(values.dtype, np.floating) and values.size:
+            finite = np.isfinite(values)
+            bad += int(values.size - np.count_nonzero(finite))
+            largest = max(largest, (float(np.abs(values[finite]).max(initial=0.0)), initializer.name))
     if bad:
         raise WeightsError(
             f"{source} has {bad:,} weight value(s) that are not finite (NaN or inf): a diverged or damaged "
             "model; export a working one again"
+        )
+    if largest[0] > MAX_WEIGHT_MAGNITUDE:  # a flipped bit in a float's exponent: 1e-2 becomes 3e36
+        raise WeightsError(
+            f"{source} has a weight of {largest[0]:.3g} (in {largest[1][:60]!r}), where trained generators stay "
+            f"far below {MAX_WEIGHT_MAGNITUDE:g}: a diverged or damaged model; export a working one again"
         )
 
 

@@ -118,7 +118,8 @@ def parse_frame_range(text: str) -> FrameRange:
 class VideoOptions:
     """What `srfeat.video.pipeline.upscale_video` does besides upscaling: `codec` (an FFmpeg encoder
     name, or "auto"), `crf` (the encoder's quality; None: its default), `frames` (a `FrameRange`) and
-    `outscale` (the final scale; None: the model's). The command line's --codec, --crf, --frames, --outscale."""
+    `outscale` (the final scale, above 0 and at most 16; None: the model's). The command line's --codec,
+    --crf, --frames, --outscale."""
 
     codec: str = "auto"
     crf: float | None = None
@@ -136,6 +137,10 @@ class VideoOptions:
             raise InvalidOptionError(f"crf must be a number or None, got {type(self.crf).__name__} {self.crf!r}")
         if not isinstance(self.frames, FrameRange):
             raise InvalidOptionError(f"frames must be a FrameRange (e.g. FrameRange(0, 48)), got {self.frames!r}")
+        if self.outscale is not None:  # NaN was "cannot convert float NaN to integer" once the video was open
+            from srfeat.inference.checks import check_outscale  # torch: not for `srfeat --help`
+
+            check_outscale(self.outscale)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -108,8 +108,9 @@ def check_is_video(source: Path, container: InputContainer) -> None:
     a film this FFmpeg has no decoder for, or one whose header states frames too large: before
     anything is decoded (`--frames` decodes up to its range first, to learn where to cut)."""
     demuxer = container.format.name
-    if demuxer in IMAGE_DEMUXERS or demuxer.endswith("_pipe"):
-        kind = f" ({demuxer.removesuffix('_pipe').upper()})" if demuxer.endswith("_pipe") else ""
+    still_gif = demuxer == "gif" and _at_most_one_frame(source)  # an animated one is a film (a GIF named .mp4)
+    if demuxer in IMAGE_DEMUXERS or demuxer.endswith("_pipe") or still_gif:
+        kind = f" ({demuxer.removesuffix('_pipe').upper()})" if demuxer.endswith("_pipe") or still_gif else ""
         raise VideoError(
             f"{source} is an image{kind}, not a video; rename it with its image extension to upscale it "
             "as an image (as a video it would become one lossy frame)"
@@ -123,6 +124,21 @@ def check_is_video(source: Path, container: InputContainer) -> None:
             "convert it to a common one (e.g. H.264) first, or skip this file"
         )
     check_frame_size(source, video.codec_context.width, video.codec_context.height)
+
+
+def _at_most_one_frame(source: Path) -> bool:
+    """Whether the film holds one frame or none, from its packets (a GIF's frame each), not decoded. On a
+    second opening: the caller's container goes on to be decoded from its start."""
+    import av
+    from av.error import FFmpegError
+
+    with closing(open_for_reading(av, source)) as probe:
+        video = main_video_stream(probe)
+        packets = (packet for packet in probe.demux(video) if packet.size) if video is not None else iter(())
+        try:
+            return next(packets, None) is None or next(packets, None) is None
+        except FFmpegError:
+            return False  # the upscale reports it, with where
 
 
 def container_format_of(source: Path, target: Path) -> str:
