@@ -686,6 +686,7 @@ def test_export_checks_its_output_path_before_exporting(tmp_path: Path, default_
         (tmp_path / "afile" / "sub" / "x.onnx", "afile is a file, not a folder"),
         (tmp_path / "op17", f"use -o {tmp_path / 'op17.onnx'}"),
         (tmp_path / "model.pt", f"use -o {tmp_path / 'model.onnx'}"),
+        (tmp_path / ".onnx", f".onnx has no name before .onnx: use -o {tmp_path / 'model.onnx'}"),
     ]:
         result = srfeat_cli("export", "--model", missing_model, "-o", output)
         lines = result.stderr.strip().splitlines()

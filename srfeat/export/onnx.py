@@ -383,6 +383,8 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
     path = Path(path).expanduser()
     if path.is_dir():
         raise SRFeatError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
+    if path.name.lower() == ".onnx":  # a hidden file's name to Python: no suffix, and "-o .onnx.onnx" was the advice
+        raise SRFeatError(f"{path} has no name before .onnx: use -o {path.with_name('model.onnx')}")
     if path.suffix.lower() != ".onnx":
         fixed = path.with_suffix(".onnx") if path.suffix else path.with_name(path.name + ".onnx")
         raise SRFeatError(
