@@ -111,6 +111,32 @@ def test_wrong_shape_names_the_key_and_both_shapes(tmp_path: Path) -> None:
     assert "upsampler.0.conv.weight" in message and "(32, 4, 3, 3)" in message and "(32, 8, 3, 3)" in message, message
 
 
+def test_negative_batchnorm_variances_are_refused_on_loading_naming_the_file(tmp_path: Path) -> None:
+    """A variance below 0 made BatchNorm's 1/sqrt(var + eps) NaN: `blend` wrote such a file, and `upscale` and
+    `eval` refused it only after folding, in a line that named no file ("the model's weights overflow float32")."""
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["body.1.bn2.running_var"][:3] = -1.0
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "edited.safetensors"))
+    image = tmp_path / "in.png"
+    Image.new("RGB", (12, 10), (90, 120, 150)).save(image)
+    for args in (
+        ("upscale", image, "-o", tmp_path / "out.png", "--model", tmp_path / "edited.safetensors", "--device", "cpu"),
+        ("blend", tmp_path / "edited.safetensors", "default", "--alpha", "0.5", "-o", tmp_path / "blend.safetensors"),
+    ):
+        line = one_error_line(srfeat_cli(*args))
+        assert "edited.safetensors" in line and "body.1.bn2.running_var" in line and "negative" in line, line
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "blend.safetensors").exists()
+
+
+def test_a_head_of_no_features_is_named_with_the_file(tmp_path: Path) -> None:
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["head.weight"] = torch.zeros(0, 3, 9, 9)  # was "num_features must be at least 1, got 0": which file?
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "hollow.safetensors"))
+    with pytest.raises(WeightsError) as caught:
+        load_generator(tmp_path / "hollow.safetensors")
+    assert "hollow.safetensors" in str(caught.value) and "(0, 3, 9, 9)" in str(caught.value), caught.value
+
+
 def test_extra_or_missing_keys_are_named(tmp_path: Path) -> None:
     state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
     extra = {**state, "body.7.conv1.weight": torch.zeros(8, 8, 3, 3)}
