@@ -48,6 +48,7 @@ from srfeat.evaluation_inputs import (
     resolve_metrics,
 )
 from srfeat.files import write_file_atomically
+from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
 from srfeat.weights import load_generator
 from srfeat.weights.blend import expand_blend_specs, parse_blend_spec
@@ -343,11 +344,15 @@ def evaluate(
             rows = per_model[label, name] = []
             for index in tqdm(range(len(dataset)), desc=f"{label} {name}", unit="img", disable=None, leave=False):
                 _, image_name, hr, lr = dataset.items[index]
-                sr = None if upscaler is None else upscaler(lr)
-                with single_threaded():
-                    scores = score_image(
-                        sr, hr, metrics, scale, test_y_channel, name=printable_name(f"{name}/{image_name} ({label})")
+                shown = printable_name(f"{name}/{image_name} ({label})")
+                with one_line_if_out_of_memory(
+                    lambda shown=shown: (
+                        f"{shown}: out of memory scoring this image: evaluate a smaller image (crop or downscale it)"
                     )
+                ):
+                    sr = None if upscaler is None else upscaler(lr)
+                    with single_threaded():
+                        scores = score_image(sr, hr, metrics, scale, test_y_channel, name=shown)
                 rows.append(ImageScore(label, name, image_name, scores))
                 if keep_figure_samples and index == figure_indices[name]:
                     if sr is not None:
@@ -367,7 +372,15 @@ def evaluate(
             _, image_name, hr, lr = dataset.items[figure_indices[name]]
             outputs, image_scores = figure_outputs[name], figure_scores[name]
             if BICUBIC not in outputs:
-                with single_threaded():
+                with (
+                    single_threaded(),
+                    one_line_if_out_of_memory(
+                        lambda image_name=image_name: (
+                            f"{printable_name(image_name)}: out of memory upscaling it by bicubic for the figure: "
+                            "choose a smaller image for it (--figure-image)"
+                        )
+                    ),
+                ):
                     bicubic = bicubic_upscale(lr, scale)
                 outputs = {BICUBIC: bicubic, **outputs}
                 image_scores = {
