@@ -312,6 +312,23 @@ def tiff_with_damaged_tag(array: np.ndarray, page: int, tag: int, *, renamed: in
     raise AssertionError(f"no tag {tag} on page {page}")
 
 
+def test_signed_8_bit_tiffs_are_refused_not_read_as_wrapped_bytes(tmp_path: Path, model_path: Path) -> None:
+    """PIL decodes a TIFF of signed 8-bit grey samples as plain bytes: -56 became 200, and the upscale wrote
+    a picture of other intensities without a word (signed 16-bit ones it decodes, and a negative one is
+    refused). Signed 8-bit colour PIL does not open at all: it was "cannot identify image file"."""
+    folder = tmp_path / "signed"
+    folder.mkdir()
+    ramp = np.arange(-60, 60, dtype=np.int8).reshape(8, 15)
+    tifffile.imwrite(folder / "grey.tif", ramp)
+    tifffile.imwrite(folder / "colour.tif", np.stack([ramp] * 3, axis=-1), photometric="rgb")
+    tifffile.imwrite(folder / "positive.tif", np.abs(ramp))  # the same bytes as unsigned: read as they are
+    child = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--model", model_path)
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    assert f"{folder / 'grey.tif'}: a TIFF of signed 8-bit samples, in [-60, 59]" in child.stderr, child.stderr
+    assert f"{folder / 'colour.tif'}: a TIFF of 3 sample(s) of 8-bit signed integer" in child.stderr, child.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["positive.tif"]
+
+
 def test_damaged_files_that_make_a_reader_raise_an_unusual_error_are_one_line_each(
     tmp_path: Path, model_path: Path
 ) -> None:
