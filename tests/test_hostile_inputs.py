@@ -128,6 +128,24 @@ def test_negative_batchnorm_variances_are_refused_on_loading_naming_the_file(tmp
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "blend.safetensors").exists()
 
 
+def test_a_tensor_named_with_and_without_the_ddp_prefix_is_refused(tmp_path: Path) -> None:
+    """`head.weight` beside `module.head.weight` (DDP's prefix) loaded one of the two, the other dropped unread."""
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["module.head.weight"] = state["head.weight"] * 2
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "both.safetensors"))
+    torch.save(state, tmp_path / "both.pt")
+    other = tmp_path / "other.safetensors"  # of the same architecture: the old code blended and wrote the file
+    save_file(
+        {k: v.contiguous() for k, v in SRFeatGenerator(num_features=8, num_blocks=2).state_dict().items()}, str(other)
+    )
+    for name in ("both.safetensors", "both.pt"):
+        line = one_error_line(
+            srfeat_cli("blend", tmp_path / name, other, "--alpha", "0", "-o", tmp_path / "o.safetensors")
+        )
+        assert f"{name} holds head.weight twice" in line, line
+    assert not (tmp_path / "o.safetensors").exists()
+
+
 def test_a_head_of_no_features_is_named_with_the_file(tmp_path: Path) -> None:
     state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
     state["head.weight"] = torch.zeros(0, 3, 9, 9)  # was "num_features must be at least 1, got 0": which file?
