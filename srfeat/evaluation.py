@@ -377,7 +377,15 @@ def evaluate(
             _, image_name, hr, lr = dataset.items[figure_indices[name]]
             outputs, image_scores = figure_outputs[name], figure_scores[name]
             if BICUBIC not in outputs:
-                with single_threaded():
+                with (
+                    single_threaded(),
+                    one_line_if_out_of_memory(
+                        lambda image_name=image_name: (
+                            f"{printable_name(image_name)}: out of memory upscaling it by bicubic for the figure: "
+                            "choose a smaller image for it (--figure-image)"
+                        )
+                    ),
+                ):
                     bicubic = bicubic_upscale(lr, scale)
                 outputs = {BICUBIC: bicubic, **outputs}
                 image_scores = {

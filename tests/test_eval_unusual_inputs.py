@@ -8,9 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import one_error_line, srfeat_cli
+from PIL import Image
 from skimage import data as samples
+from test_image_reading import address_space_after_import
 
+from srfeat.data import datasets
+from srfeat.data.datasets import BenchmarkDataset
 from srfeat.data.io import write_image, write_png
+from srfeat.errors import SRFeatError
 
 
 def per_image_psnr(json_path: Path) -> dict[str, float]:
@@ -145,3 +150,28 @@ def test_an_image_that_runs_out_of_memory_is_one_line_naming_it(
         "40x48 pixels: its output and scores are computed whole; leave the largest images out of the folder "
         "(or downscale them), or free memory"
     ), error
+
+
+def test_an_image_whose_scoring_needs_more_memory_than_there_is_is_one_line(tmp_path: Path) -> None:
+    """A 64-megapixel image passed the decoded-size check (HR and LR, 0.2 GB); the protocol's float64 bicubic
+    then took about 4 GB more: under `ulimit -v` a traceback from inside imresize ("can't allocate memory")."""
+    folder = tmp_path / "large"
+    folder.mkdir()
+    Image.new("RGB", (8000, 8000)).save(folder / "panorama.png")  # 0.2 MB on disk, 192 MB decoded
+    # 1.25 GiB of address space past what torch and srfeat take (0.6 GiB for the CPU build, 3.1 GiB for PyPI's CUDA
+    # one): room to decode it and score a small image, not for its 4 GB of bicubic
+    limit = address_space_after_import() + int(1.25 * 2**30)
+    child = srfeat_cli("eval", "--model", "bicubic", "--data", folder, "--metrics", "psnr", memory_limit=limit)
+    line = one_error_line(child)
+    # refused from the headers where less than 4 GB is available, else when an allocation fails
+    assert "panorama" in line and "memory" in line and "downscale" in line, line
+
+
+def test_the_memory_an_image_takes_to_score_is_checked_from_its_header(tmp_path: Path, monkeypatch) -> None:
+    """The check counted the decoded HR and LR images alone (3.2 MB here), not the 20x that scoring one takes."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.new("RGB", (1000, 1000)).save(folder / "wide.png")
+    monkeypatch.setattr(datasets, "host_available_memory", lambda: 40_000_000)  # 40 MB: half is 20 MB
+    with pytest.raises(SRFeatError, match=r"wide\.png: scoring this 1-megapixel image takes about 0\.1 GB"):
+        BenchmarkDataset(folder)

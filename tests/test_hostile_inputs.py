@@ -111,6 +111,50 @@ def test_wrong_shape_names_the_key_and_both_shapes(tmp_path: Path) -> None:
     assert "upsampler.0.conv.weight" in message and "(32, 4, 3, 3)" in message and "(32, 8, 3, 3)" in message, message
 
 
+def test_negative_batchnorm_variances_are_refused_on_loading_naming_the_file(tmp_path: Path) -> None:
+    """A variance below 0 made BatchNorm's 1/sqrt(var + eps) NaN: `blend` wrote such a file, and `upscale` and
+    `eval` refused it only after folding, in a line that named no file ("the model's weights overflow float32")."""
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["body.1.bn2.running_var"][:3] = -1.0
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "edited.safetensors"))
+    image = tmp_path / "in.png"
+    Image.new("RGB", (12, 10), (90, 120, 150)).save(image)
+    for args in (
+        ("upscale", image, "-o", tmp_path / "out.png", "--model", tmp_path / "edited.safetensors", "--device", "cpu"),
+        ("blend", tmp_path / "edited.safetensors", "default", "--alpha", "0.5", "-o", tmp_path / "blend.safetensors"),
+    ):
+        line = one_error_line(srfeat_cli(*args))
+        assert "edited.safetensors" in line and "body.1.bn2.running_var" in line and "negative" in line, line
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "blend.safetensors").exists()
+
+
+def test_a_tensor_named_with_and_without_the_ddp_prefix_is_refused(tmp_path: Path) -> None:
+    """`head.weight` beside `module.head.weight` (DDP's prefix) loaded one of the two, the other dropped unread."""
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["module.head.weight"] = state["head.weight"] * 2
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "both.safetensors"))
+    torch.save(state, tmp_path / "both.pt")
+    other = tmp_path / "other.safetensors"  # of the same architecture: the old code blended and wrote the file
+    save_file(
+        {k: v.contiguous() for k, v in SRFeatGenerator(num_features=8, num_blocks=2).state_dict().items()}, str(other)
+    )
+    for name in ("both.safetensors", "both.pt"):
+        line = one_error_line(
+            srfeat_cli("blend", tmp_path / name, other, "--alpha", "0", "-o", tmp_path / "o.safetensors")
+        )
+        assert f"{name} holds head.weight twice" in line, line
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_a_head_of_no_features_is_named_with_the_file(tmp_path: Path) -> None:
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["head.weight"] = torch.zeros(0, 3, 9, 9)  # was "num_features must be at least 1, got 0": which file?
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "hollow.safetensors"))
+    with pytest.raises(WeightsError) as caught:
+        load_generator(tmp_path / "hollow.safetensors")
+    assert "hollow.safetensors" in str(caught.value) and "(0, 3, 9, 9)" in str(caught.value), caught.value
+
+
 def test_extra_or_missing_keys_are_named(tmp_path: Path) -> None:
     state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
     extra = {**state, "body.7.conv1.weight": torch.zeros(8, 8, 3, 3)}
@@ -284,6 +328,23 @@ def tiff_with_damaged_tag(array: np.ndarray, page: int, tag: int, *, renamed: in
                 data[start : start + 2] = struct.pack("<H", renamed)
             return bytes(data)
     raise AssertionError(f"no tag {tag} on page {page}")
+
+
+def test_signed_8_bit_tiffs_are_refused_not_read_as_wrapped_bytes(tmp_path: Path, model_path: Path) -> None:
+    """PIL decodes a TIFF of signed 8-bit grey samples as plain bytes: -56 became 200, and the upscale wrote
+    a picture of other intensities without a word (signed 16-bit ones it decodes, and a negative one is
+    refused). Signed 8-bit colour PIL does not open at all: it was "cannot identify image file"."""
+    folder = tmp_path / "signed"
+    folder.mkdir()
+    ramp = np.arange(-60, 60, dtype=np.int8).reshape(8, 15)
+    tifffile.imwrite(folder / "grey.tif", ramp)
+    tifffile.imwrite(folder / "colour.tif", np.stack([ramp] * 3, axis=-1), photometric="rgb")
+    tifffile.imwrite(folder / "positive.tif", np.abs(ramp))  # the same bytes as unsigned: read as they are
+    child = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--model", model_path)
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    assert f"{folder / 'grey.tif'}: a TIFF of signed 8-bit samples, in [-60, 59]" in child.stderr, child.stderr
+    assert f"{folder / 'colour.tif'}: a TIFF of 3 sample(s) of 8-bit signed integer" in child.stderr, child.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["positive.tif"]
 
 
 def test_damaged_files_that_make_a_reader_raise_an_unusual_error_are_one_line_each(

@@ -135,3 +135,22 @@ def test_the_dry_run_of_a_resume_warns_of_config_changes_as_the_resume_does(fold
     dry, resumed = ([line for line in lines if "differs from its run's" in line] for lines in (dry, resumed))
     assert len(dry) == 1 and dry == resumed, (dry, resumed)
     assert "train.batch_size: 2 -> 1; train.seed: 0 -> 7" in dry[0] and "config.yaml" in dry[0], dry
+
+
+def test_the_generator_to_start_from_is_read_by_the_dry_run_and_before_the_run_writes(folders, tmp_path) -> None:
+    """The dry run passed any file there as train.init_generator (a PNG, a generator of another size), and the
+    run took a 1-channel generator, wrote its folder and failed at the first step ("takes (N, 1, H, W) batches")."""
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import save_generator
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40)).save(photo)
+    grey = tmp_path / "grey.safetensors"
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2, in_channels=1), grey)
+    for start, named in ((photo, "is a PNG image"), (grey, "1 channel(s)")):
+        config = config_file(folders, tmp_path, train={"init_generator": str(start)})
+        line = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+        assert str(start) in line and named in line, line
+    line = one_error_line(srfeat_cli("train", config, "--no-progress", cwd=tmp_path))
+    assert str(grey) in line and "3 channels (RGB)" in line, line
+    assert not (tmp_path / "run").exists()  # nothing written

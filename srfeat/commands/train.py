@@ -79,8 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run",
         action="store_true",
         help="check the config, its data paths and that the folders hold usable images (from their headers), "
-        "with --resume that the run folder's state.pt is readable and of the config's networks, print the resolved "
-        "config, train nothing",
+        "that train.init_generator loads and fits the model, with --resume that the run folder's state.pt is "
+        "readable and of the config's networks, print the resolved config, train nothing",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 

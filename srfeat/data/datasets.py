@@ -37,11 +37,15 @@ from srfeat.data.protocol import (
     to_tensor,
 )
 from srfeat.errors import ImageReadError, SRFeatError
-from srfeat.hardware import host_available_memory
+from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
 logger = logging.getLogger(__name__)
 
 Sample = dict[str, torch.Tensor | str]
+# The peak memory of scoring one image, per byte of its uint8 HR: the protocol's bicubic (down, and up for the
+# `bicubic` baseline) works in float64 on the whole image. Measured: 20 at 4000x4000 (`/usr/bin/time -f %M srfeat
+# eval --model bicubic`, against a 200x200 image), 12 for `bicubic_downscale` alone.
+EVALUATION_WORKING_BYTES = 20
 
 # The protocol's crops and LR images (`srfeat.data.protocol`) and the folder scan (`srfeat.data.image_folders`)
 # stay importable from here, where callers have them.
@@ -250,7 +254,8 @@ class BenchmarkDataset(Dataset[Sample]):
     All images are decoded at construction (benchmark sets are small, and `srfeat eval` scores
     every image with each of many models), so unreadable files are reported right away, by name,
     and `names` lists the ones that are used. A folder whose decoded images would take more than
-    half the available memory is refused from the file headers, before any is decoded. `limit`
+    half the available memory, or whose largest image would not fit beside them while it is scored
+    (`EVALUATION_WORKING_BYTES`), is refused from the file headers, before any is decoded. `limit`
     keeps the first that many readable images (training validation's `max_images`). Besides the
     float tensors, items carry the exact uint8 arrays as `hr_uint8` / `lr_uint8` (HxWx3 numpy),
     which the metrics need; `reduced` names the files of which 8-bit RGB lost "alpha" or "depth".
@@ -264,6 +269,7 @@ class BenchmarkDataset(Dataset[Sample]):
         self.reduced: dict[Path, list[str]] = {}  # what 8-bit RGB lost of each file used: "alpha", "depth"
         candidates: list[tuple[Path, Path]] = []  # (folder, image), headers read
         decoded_bytes = 0
+        largest: tuple[int, Path | None] = (0, None)  # HR bytes (uint8) of the largest image, and its file
         for folder in self.folders:
             for path in list_images(folder):
                 try:
@@ -274,6 +280,7 @@ class BenchmarkDataset(Dataset[Sample]):
                     continue
                 if limit is None or len(candidates) < limit:
                     decoded_bytes += height * width * 3 * (1 + 1 / scale**2)  # uint8 HR and its LR
+                    largest = max(largest, (height * width * 3, path), key=lambda item: item[0])
                 candidates.append((folder, path))
         available = host_available_memory()
         if decoded_bytes > available / 2:
@@ -282,22 +289,39 @@ class BenchmarkDataset(Dataset[Sample]):
                 f"more than half of the {available / 1e9:.1f} GB of memory available: evaluate fewer images at a "
                 "time (split the folder)"
             )
+        # A 144-megapixel HR (under PIL's limit) passed the check above and took 5 GB more to downscale and
+        # 8 GB to score: killed, or a traceback under a memory limit.
+        working = largest[0] * EVALUATION_WORKING_BYTES
+        if largest[1] is not None and decoded_bytes + working > available:
+            raise SRFeatError(
+                f"{largest[1]}: scoring this {largest[0] / 3e6:.3g}-megapixel image takes about "
+                f"{working / 1e9:.1f} GB of memory at its peak (the protocol's bicubic works in float64 on the whole "
+                f"image), beside {decoded_bytes / 1e9:.1f} GB of decoded images, and {available / 1e9:.1f} GB is "
+                "available: evaluate a smaller image (crop or downscale it)"
+            )
         used: list[Path] = []  # the file of each item
         for folder, path in candidates:
             if limit is not None and len(self.items) >= limit:
                 break
-            try:
-                image, lost = read_image_noting_losses(path)
-                hr = mod_crop(image, scale)
-            except ImageReadError as error:
-                logger.warning("%s", error)
-                self.skipped.append(path)
-                continue
-            if min(hr.shape[:2]) < scale:
-                logger.warning("%s is smaller than the scale %d; skipped", path, scale)
-                self.skipped.append(path)
-                continue
-            self.items.append((folder.name, path.stem, hr, bicubic_downscale(hr, scale)))
+            # under a memory limit (ulimit -v) an allocation fails rather than the process being killed
+            with one_line_if_out_of_memory(
+                lambda path=path: (
+                    f"{path}: out of memory decoding it or making its LR "
+                    "image: evaluate a smaller image (crop or downscale it)"
+                )
+            ):
+                try:
+                    image, lost = read_image_noting_losses(path)
+                    hr = mod_crop(image, scale)
+                except ImageReadError as error:
+                    logger.warning("%s", error)
+                    self.skipped.append(path)
+                    continue
+                if min(hr.shape[:2]) < scale:
+                    logger.warning("%s is smaller than the scale %d; skipped", path, scale)
+                    self.skipped.append(path)
+                    continue
+                self.items.append((folder.name, path.stem, hr, bicubic_downscale(hr, scale)))
             used.append(path)
             if lost:
                 self.reduced[path] = lost

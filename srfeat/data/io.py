@@ -156,8 +156,9 @@ def _open_image(path: Path) -> Image.Image:
         with orientation.open_unmapped(path) as image:
             warn_first_only(path, getattr(image, "n_frames", 1), image.format)
             image.load()  # decode now: truncated files fail here
+            negative = _negative_signed_bytes(image)
             oriented = orientation.exif_upright(image, path)
-            return oriented if oriented is not image else image.copy()
+            decoded = oriented if oriented is not image else image.copy()
     except DECODE_ERRORS as error:
         if isinstance(error, UnidentifiedImageError) and (layout := tiff16.unread_layout(path)):  # float RGB...
             raise ImageReadError(
@@ -166,6 +167,25 @@ def _open_image(path: Path) -> Image.Image:
                 "save it with 16 bits, as TIFF or PNG",
             ) from error
         raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
+    if negative is not None:
+        raise ImageReadError(
+            f"cannot read image {path}: a TIFF of signed 8-bit samples, in [{negative[0]}, {negative[1]}], which "
+            "srfeat does not read (its intensities are 0..255)",
+            "convert it to unsigned 8- or 16-bit",
+        )
+    return decoded
+
+
+def _negative_signed_bytes(image: Image.Image) -> tuple[int, int] | None:
+    """(lowest, highest) of a TIFF's signed 8-bit samples if any is negative, else None. PIL decodes them
+    as plain bytes: -56 became 200, a dark pixel bright, and the image was upscaled without a word (signed
+    16-bit samples it decodes as such, and a negative one is refused)."""
+    tags = getattr(image, "tag_v2", None)
+    if image.format != "TIFF" or image.mode != "L" or tags is None or tuple(tags.get(339, (1,)))[:1] != (2,):
+        return None
+    values = np.asarray(image).view(np.int8)
+    low, high = int(values.min()), int(values.max())
+    return (low, high) if low < 0 else None
 
 
 def image_size(path: PathLike) -> tuple[int, int]:

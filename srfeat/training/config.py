@@ -380,3 +380,23 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
             if not dry_run:
                 raise ConfigError(message)
             logging.getLogger(__name__).warning("%s; train stage 1 first", message)
+        else:
+            _check_init_generator(config, path)
+
+
+def _check_init_generator(config: TrainingConfig, path: Path) -> None:
+    """The generator the run starts from loads as the run loads it (a generator file, finite weights) and
+    is the config's model, RGB included: one line before the run writes anything, and in its dry run. A
+    1-channel generator passed the run's check and failed at the first step, its folder written; the dry
+    run passed a PNG, a pickle or a generator of another size."""
+    from srfeat.weights import load_generator
+
+    generator = load_generator(path)
+    model = config.model
+    found = (generator.scale, generator.num_features, generator.num_blocks, generator.in_channels)
+    if found != (model.scale, model.num_features, model.num_blocks, 3):
+        raise ConfigError(
+            f"train.init_generator {path} is a generator of x{found[0]}, {found[1]} features, {found[2]} blocks, "
+            f"{found[3]} channel(s); the config's model is x{model.scale}, {model.num_features} features, "
+            f"{model.num_blocks} blocks, 3 channels (RGB): set the model section to match the stage-1 run"
+        )

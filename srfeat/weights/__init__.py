@@ -13,7 +13,8 @@ A checkpoint is untrusted input. Its names, count and shapes are checked against
 architecture they imply before anything is built: for safetensors from the file header alone
 (no tensor is read), for `.pt` from a memory-mapped load. So a file that names block 3,000, or
 a head of 20,000 channels, is refused in one line instead of allocating gigabytes. Weights
-that are not finite, or have exploded (a diverged run), are refused on loading and saving.
+that are not finite, or have exploded (a diverged run), and negative BatchNorm variances are refused
+on loading and saving.
 
 Here: the bundled models, loading and saving. The checks: `srfeat.weights.checks`; reading a
 file: `srfeat.weights.reading`.

@@ -38,8 +38,10 @@ Shapes = Mapping[str, tuple[int, ...]]
 def weight_problem(
     tensors: Iterable[tuple[str, torch.Tensor]], max_magnitude: float = MAX_WEIGHT_MAGNITUDE
 ) -> str | None:
-    """None when every float tensor is finite and within `max_magnitude`; else what is wrong."""
+    """None when every float tensor is finite and within `max_magnitude` and no BatchNorm
+    `running_var` is negative; else what is wrong."""
     non_finite: list[tuple[str, int]] = []
+    negative_variance: list[tuple[str, int]] = []
     largest = ("", 0.0)
     for name, tensor in tensors:
         if not tensor.is_floating_point() or tensor.numel() == 0:
@@ -48,6 +50,9 @@ def weight_problem(
         if not bool(finite.all()):
             non_finite.append((name, int((~finite).sum())))
             continue
+        if name.endswith("running_var") and bool((tensor < 0).any()):
+            # a variance is never negative: BatchNorm's 1/sqrt(var + eps) made the whole output NaN
+            negative_variance.append((name, int((tensor < 0).sum())))
         magnitude = float(tensor.detach().abs().max())
         if magnitude > largest[1]:
             largest = (name, magnitude)
@@ -55,6 +60,10 @@ def weight_problem(
         name, count = non_finite[0]
         others = f" and {len(non_finite) - 1} other tensor(s)" if len(non_finite) > 1 else ""
         return f"weights are not finite (NaN or inf): {count} value(s) in {name}{others}"
+    if negative_variance:
+        name, count = negative_variance[0]
+        others = f" and {len(negative_variance) - 1} other tensor(s)" if len(negative_variance) > 1 else ""
+        return f"BatchNorm variances are negative, which no training writes: {count} value(s) in {name}{others}"
     if largest[1] > max_magnitude:
         return (
             f"weights have exploded: {largest[0]} reaches {largest[1]:.3g} "
@@ -67,7 +76,8 @@ def check_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> N
     """WeightsError, one line, if the weights are not finite or have exploded."""
     problem = weight_problem(tensors)
     if problem is not None:
-        raise WeightsError(f"{source}: {problem}; the run that wrote it diverged: use an earlier checkpoint")
+        why = "the file is damaged or edited" if problem.startswith("BatchNorm") else "the run that wrote it diverged"
+        raise WeightsError(f"{source}: {problem}; {why}: use an earlier checkpoint")
 
 
 # ----------------------------------------------------------------------------- the layout
@@ -110,6 +120,11 @@ def check_layout(shapes: Shapes, float_keys: set[str], source: str) -> tuple[int
     if len(head) != 4:
         raise WeightsError(f"{source}: head.weight has shape {head}; an SRFeat generator's is 4-D (features, 3, 9, 9)")
     num_features, in_channels = head[0], head[1]
+    if num_features < 1 or in_channels < 1:  # SRFeatGenerator's own refusal did not name the file
+        raise WeightsError(
+            f"{source}: head.weight has shape {head}, with no {'features' if num_features < 1 else 'channels'}: "
+            "damaged or not an SRFeat generator"
+        )
     for what, found, allowed in (("block", blocks, None), ("upsampling stage", stages, (1, 2))):
         count = len(found)
         outside = sorted(index for index in found if index >= count)

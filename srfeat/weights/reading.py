@@ -9,6 +9,7 @@ import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -29,6 +30,8 @@ from srfeat.weights.file_kinds import (
 )
 
 __all__ = ["build_generator", "first_line", "generator_from_state", "read_state", "strip_prefix"]
+
+_Value = TypeVar("_Value")
 
 
 def first_line(error: BaseException) -> str:
@@ -109,9 +112,18 @@ def _safetensors_layout(path: Path) -> tuple[dict[str, tuple[int, ...]], set[str
     return shapes, float_keys
 
 
-def strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The names without the `module.` a DistributedDataParallel-wrapped save adds."""
-    return {key.removeprefix("module."): value for key, value in state.items()}  # DDP-wrapped saves
+def strip_prefix(state: Mapping[str, _Value], source: str = "the state dict") -> dict[str, _Value]:
+    """The names without the `module.` a DistributedDataParallel-wrapped save adds; a name given both
+    ways (`head.weight` and `module.head.weight`) is a WeightsError: one of the two was dropped unread."""
+    stripped: dict[str, _Value] = {}
+    for key, value in state.items():
+        name = key.removeprefix("module.")
+        if name in stripped:
+            raise WeightsError(
+                f"{source} holds {name} twice (as {name} and module.{name}): damaged or not an SRFeat generator"
+            )
+        stripped[name] = value
+    return stripped
 
 
 def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
@@ -128,11 +140,11 @@ def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor],
             shapes, float_keys = _safetensors_layout(path)
         except (SafetensorError, OSError, ValueError) as error:
             raise _refusal(path, error) from error
-        shapes = {key.removeprefix("module."): shape for key, shape in shapes.items()}
+        shapes = strip_prefix(shapes, str(path))
         float_keys = {key.removeprefix("module.") for key in float_keys}
         layout = check_layout(shapes, float_keys, str(path))
         try:
-            return strip_prefix(load_file(str(path))), layout
+            return strip_prefix(load_file(str(path)), str(path)), layout
         except (SafetensorError, OSError, ValueError) as error:
             raise _refusal(path, error) from error
     try:
@@ -148,7 +160,7 @@ def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor],
         state = state["generator"]  # a full training state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a state dict of tensors: expected an SRFeat generator checkpoint")
-    state = strip_prefix(state)
+    state = strip_prefix(state, str(path))
     shapes = {key: tuple(value.shape) for key, value in state.items()}
     layout = check_layout(shapes, {k for k, v in state.items() if v.is_floating_point()}, str(path))
     return state, layout
@@ -178,7 +190,7 @@ def generator_from_state(state: dict[str, torch.Tensor], source: str = "state di
             f"{source} must map names to tensors: {name_list([str(key) for key in not_tensors])} "
             f"{'is not a tensor' if len(not_tensors) == 1 else 'are not tensors'} (a generator's state_dict() is)"
         )
-    state = strip_prefix(state)
+    state = strip_prefix(state, source)
     shapes = {key: tuple(value.shape) for key, value in state.items()}
     layout = check_layout(shapes, {k for k, v in state.items() if v.is_floating_point()}, source)
     return build_generator(state, layout, source)
