@@ -175,15 +175,8 @@ class Trainer:
         if config.train.init_generator and saved is None:
             from srfeat.weights import load_generator
 
+            # `check_paths` has compared it with the config's model (scale, width, depth, RGB)
             generator = load_generator(config.resolve_path(config.train.init_generator or ""))
-            built = (generator.scale, generator.num_features, generator.num_blocks)
-            wanted = (model.scale, model.num_features, model.num_blocks)
-            if built != wanted:
-                raise ConfigError(
-                    f"train.init_generator has scale/num_features/num_blocks {built}, "
-                    f"but the config's model has {wanted}: "
-                    "set the model section to match the stage-1 run"
-                )
             logger.info("stage %d starts from %s", config.stage, config.train.init_generator)
         else:
             generator = networks.new_generator(config)
