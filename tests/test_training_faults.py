@@ -362,6 +362,35 @@ def test_a_dry_run_of_a_resume_refuses_a_state_of_other_networks_as_the_resume_d
     assert folder_bytes(out) == before
 
 
+def test_a_dry_run_of_a_resume_refuses_random_states_the_resume_cannot_restore(
+    two_step_run: tuple[Path, Path],
+) -> None:
+    # the dry run passed them; the resume refused them once its networks were built
+    out, config = two_step_run
+    state = torch.load(out / checkpoint.STATE_FILE, weights_only=True)
+    state["rng"]["python"] = [1, 2, 3]
+    torch.save(state, out / checkpoint.STATE_FILE)
+    before = folder_bytes(out)
+    dry = one_error_line(srfeat_cli("train", config, "--out", out, "--resume", "--dry-run"), only=True)
+    resumed = one_error_line(srfeat_cli("train", config, "--out", out, "--resume", "--no-progress"), only=True)
+    assert dry == resumed and "its random states cannot be restored" in dry, (dry, resumed)
+    assert folder_bytes(out) == before
+
+
+@pytest.mark.parametrize("saved_config", ["[not, a, mapping]", "key: [unclosed", 42])
+def test_a_state_whose_config_cannot_be_read_is_warned_of(two_step_run: tuple[Path, Path], saved_config) -> None:
+    # the resume went on without a word: a config changed since the run could not be named, and was not
+    out, config = two_step_run
+    state = torch.load(out / checkpoint.STATE_FILE, weights_only=True)
+    state["config"] = saved_config
+    torch.save(state, out / checkpoint.STATE_FILE)
+    for extra in (["--dry-run"], ["--max-steps", "3", "--no-progress"]):
+        child = srfeat_cli("train", config, "--out", out, "--resume", *extra)
+        warnings = [line for line in child.stderr.splitlines() if line.startswith("WARNING")]
+        assert child.returncode == 0 and len(warnings) == 1, child.stderr
+        assert "holds a config that cannot be read (damaged or edited)" in warnings[0], warnings
+
+
 def test_a_dry_run_of_a_good_resume_passes(two_step_run: tuple[Path, Path]) -> None:
     out, config = two_step_run
     child = srfeat_cli("train", config, "--out", out, "--resume", "--dry-run")

@@ -62,8 +62,11 @@ def edited_run(two_step_state: tuple[Path, Path], tmp_path: Path, key: str, valu
         ("elapsed_seconds", 10**400, "elapsed_seconds is 1000"),  # OverflowError traceback
         ("best_psnr", math.nan, "best_psnr is nan, not a number"),  # NaN compares false: never a best again
         ("best_psnr", "33.1", "best_psnr is '33.1', not a number"),
+        # the dry run passed it, and the resume's first log was TensorBoard's "Value out of range" traceback
+        ("step", 10**30, "step is 1000000000000000000000000000000, not a whole number from 0 to 2**53"),
+        ("validated_step", 10**30, "validated_step is 1000000000000000000000000000000, not a step number"),
     ],
-    ids=["seconds inf", "seconds past a float", "best nan", "best text"],
+    ids=["seconds inf", "seconds past a float", "best nan", "best text", "step 10**30", "validated 10**30"],
 )
 def test_a_state_counter_no_run_writes_is_refused_in_one_line_and_writes_nothing(
     two_step_state: tuple[Path, Path], tmp_path: Path, key: str, value: object, shown: str

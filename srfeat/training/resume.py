@@ -33,24 +33,54 @@ logger = logging.getLogger(__name__)
 
 def read_resumable_state(config: TrainingConfig, out_dir: Path) -> dict[str, Any]:
     """The run folder's state, read (`checkpoint.load_state`) and checked (`check_state`), of the
-    config's stage. Then, once the config's networks are built, `check_saved_networks` and
-    `warn_of_config_changes`: in that order, so a resume that is refused is not first told it continues."""
+    config's stage, with random states that restore. Then, once the config's networks are built,
+    `check_saved_networks` and `warn_of_config_changes`: in that order, so a resume that is refused is
+    not first told it continues."""
     path = out_dir / checkpoint.STATE_FILE
     saved = checkpoint.load_state(path)
     check_state(saved, path)
     _check_resumed_stage(saved, config, out_dir)
+    _check_rng_states(saved["rng"], path)
     return saved
 
 
-# What a state must hold, and of what type, for a resume to use it: (key, types, low bound, finite).
+def restore_rng_states(states: dict[str, Any], path: Path) -> None:
+    """The state's random states (`checkpoint.capture_rng_states`) restored, or one line says why not."""
+    try:
+        checkpoint.restore_rng_states(states)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:  # an edited state
+        raise WeightsError(
+            f"{path}: its random states cannot be restored "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
+            "the file is damaged or edited"
+        ) from error
+
+
+def _check_rng_states(states: dict[str, Any], path: Path) -> None:
+    """The restore the resume makes once its networks are built, tried now and undone: the dry run passed
+    random states that the resume then refused. The GPUs' states are left to the restore (it warns
+    where their number differs, which would be said twice)."""
+    own = checkpoint.capture_rng_states()
+    try:
+        restore_rng_states({key: value for key, value in states.items() if key != "cuda"}, path)
+    finally:
+        checkpoint.restore_rng_states(own)
+
+
+# A step of 10**30 passed, and the resume's first log was TensorBoard's traceback (steps are int64 there).
+# 2**53: past it a count is no longer exact as the float the schedules divide it as; no run gets near.
+_LARGEST_COUNT = 2**53
+
+# What a state must hold, and of what type, for a resume to use it: (key, types, low bound, high bound).
 # best_psnr alone may be inf: the mean PSNR is inf once a validation image is matched exactly.
-_STATE_COUNTERS: tuple[tuple[str, tuple[type, ...], float, bool], ...] = (
-    ("stage", (int,), 1, True),
-    ("step", (int,), 0, True),
-    ("epoch", (int,), 0, True),
-    ("batch_in_epoch", (int,), 0, True),
-    ("elapsed_seconds", (int, float), 0, True),  # inf: "time budget reached" on resume, or inf in the log
-    ("best_psnr", (int, float), -math.inf, False),
+_STATE_COUNTERS: tuple[tuple[str, tuple[type, ...], float, float], ...] = (
+    ("stage", (int,), 1, _LARGEST_COUNT),
+    ("step", (int,), 0, _LARGEST_COUNT),
+    ("epoch", (int,), 0, _LARGEST_COUNT),
+    ("batch_in_epoch", (int,), 0, _LARGEST_COUNT),
+    # inf: "time budget reached" on resume, or inf in the log; compared exactly, an int past a float's range fails
+    ("elapsed_seconds", (int, float), 0, sys.float_info.max),
+    ("best_psnr", (int, float), -math.inf, math.inf),
 )
 
 
@@ -67,17 +97,17 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
     NaN weight would surface as a traceback, or as a run that trains on from garbage.
     """
     where = f"training state {path}"
-    for key, types, low, finite in _STATE_COUNTERS:
+    for key, types, low, high in _STATE_COUNTERS:
         value = state.get(key)
         number = value if isinstance(value, types) and not isinstance(value, bool) else None
-        high = sys.float_info.max if finite else math.inf  # compared exactly: an int past a float's range fails
         if not isinstance(number, (int, float)) or not low <= number <= high:  # NaN fails too
-            raise WeightsError(
-                f"{where}: {key} is {repr(value)[:60]}, not a {'finite ' if finite else ''}number >= {low}: "
-                "the file is damaged or edited"
-            )
+            if high == _LARGEST_COUNT:
+                wanted = f"a whole number from {low:g} to 2**53"
+            else:
+                wanted = f"a {'finite ' if high < math.inf else ''}number >= {low}"
+            raise WeightsError(f"{where}: {key} is {repr(value)[:60]}, not {wanted}: the file is damaged or edited")
     validated = state.get("validated_step", -1)  # optional: states of earlier versions lack it
-    if not isinstance(validated, int) or isinstance(validated, bool) or validated < -1:
+    if not isinstance(validated, int) or isinstance(validated, bool) or not -1 <= validated <= _LARGEST_COUNT:
         raise WeightsError(
             f"{where}: validated_step is {repr(validated)[:60]}, not a step number: the file is damaged or edited"
         )
@@ -237,9 +267,10 @@ def config_changes(
     saved_folders: Any = None,
     folders: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
-) -> list[str]:
+) -> list[str] | None:
     """`key: old -> new` for each config key that a resume changes and that changes the run
-    (a batch size, a seed, the data: the resumed steps then differ from those it would have made).
+    (a batch size, a seed, the data: the resumed steps then differ from those it would have made);
+    None when the saved config cannot be read (not YAML text of a mapping, or too large).
 
     With the saved run's resolved folders and this one's (`resolved_folders`), the image
     folders are compared as absolute paths: a relative `data.train_dirs` resumed from another
@@ -255,7 +286,7 @@ def config_changes(
     except (yaml.YAMLError, ConfigError):
         saved = None
     if not isinstance(saved, dict):
-        return []
+        return None
     old, new = _flat(defaults or {}) | _flat(saved), _flat(config)
     saved_folders = _folders(saved_folders)
     if saved_folders is not None and folders is not None:
@@ -283,7 +314,15 @@ def warn_of_config_changes(saved: dict[str, Any], config: TrainingConfig, out_di
         resolved_folders(config),
         defaults=TrainingConfig().to_dict(),
     )
-    if changes:
+    if changes is None and saved.get("config") is not None:  # states of early versions hold none
+        logger.warning(
+            "resuming %s, whose %s holds a config that cannot be read (damaged or edited): whether this "
+            "config differs from the run's cannot be said; resume with %s to continue it exactly",
+            out_dir,
+            checkpoint.STATE_FILE,
+            out_dir / checkpoint.CONFIG_FILE,
+        )
+    elif changes:
         logger.warning(
             "resuming %s with a config that differs from its run's (%s): the run continues, but not as "
             "it would have; resume with %s to continue it exactly",

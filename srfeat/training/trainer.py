@@ -382,15 +382,8 @@ class Trainer:
         # a traceback through Module.to where the device had no room for the networks (a GPU others use)
         with one_line_if_out_of_memory(self._out_of_memory_building):
             self._build(saved)
-        if saved is not None:
-            try:
-                checkpoint.restore_rng_states(saved["rng"])
-            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:  # an edited state
-                raise WeightsError(
-                    f"{self.out_dir / checkpoint.STATE_FILE}: its random states cannot be restored "
-                    f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
-                    "the file is damaged or edited"
-                ) from error
+        if saved is not None:  # after the networks, whose initialisation draws random numbers
+            resume.restore_rng_states(saved["rng"], self.out_dir / checkpoint.STATE_FILE)
 
         dataset, sampler, loader = build_loader(config, context, self.device)
         steps_per_epoch = len(loader)
