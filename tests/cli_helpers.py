@@ -46,6 +46,61 @@ def srfeat_cli(
     )
 
 
+def srfeat_cli_writing_to(stdout: str, *args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """`srfeat ARGS...` whose standard output is "a full disk" (/dev/full) or "a reader that went away"
+    (a pipe closed before the child writes, so its write fails with EPIPE every time); stderr captured."""
+    if stdout == "a reader that went away":
+        reader, target = os.pipe()
+        os.close(reader)
+    else:
+        assert stdout == "a full disk", stdout
+        target = os.open("/dev/full", os.O_WRONLY)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "srfeat.cli", *map(str, args)],
+            cwd=cwd,
+            env=CHILD_ENV,
+            stdout=target,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+    finally:
+        os.close(target)
+
+
+# In the child: the patched function asks the CPU allocator for 2**60 bytes first, which it refuses with
+# its own error (a RuntimeError), as under `ulimit -v` or in a container without overcommit.
+RUNS_OUT_OF_MEMORY = """
+import sys, torch
+import {module} as patched
+original = patched.{name}
+def runs_out_of_memory(*args, **kwargs):
+    if {when}:
+        torch.empty(1 << 60, dtype=torch.uint8)
+    return original(*args, **kwargs)
+patched.{name} = runs_out_of_memory
+from srfeat.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def srfeat_cli_out_of_memory(module: str, name: str, when: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`srfeat ARGS...` in which `module.name` (a function, or a class's method) runs out of memory
+    whenever the Python expression `when` (of its `args`) is true."""
+    code = RUNS_OUT_OF_MEMORY.format(module=module, name=name, when=when)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=REPO,
+        env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def one_error_line(child: subprocess.CompletedProcess[str], *, returncode: int = 1, only: bool = False) -> str:
     """The run ended with `returncode`, no traceback and exactly one ERROR line, which is returned;
     `only`: and nothing else was printed but INFO lines (no warning, no usage block)."""

@@ -103,30 +103,9 @@ def test_convert_of_a_special_file_says_what_to_give(kind: str, tmp_path: Path) 
 def test_help_and_version_that_cannot_be_written_say_so(argv: list[str], stdout: str) -> None:
     """`srfeat --version > /dev/full` and `--help` exited 0 with nothing written (argparse drops a
     failed write); as eval's table: a full disk is one line and status 1, a reader gone no error."""
-    import os
-    import subprocess
-    import sys
+    from cli_helpers import srfeat_cli_writing_to
 
-    from cli_helpers import CHILD_ENV, REPO
-
-    if stdout == "a reader that went away":
-        reader, target = os.pipe()
-        os.close(reader)  # before the child writes: its write fails with EPIPE
-    else:
-        target = os.open("/dev/full", os.O_WRONLY)
-    try:
-        child = subprocess.run(
-            [sys.executable, "-m", "srfeat.cli", *argv],
-            cwd=REPO,
-            env=CHILD_ENV,
-            stdout=target,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-            timeout=300,
-        )
-    finally:
-        os.close(target)
+    child = srfeat_cli_writing_to(stdout, *argv)
     if stdout == "a reader that went away":
         assert child.returncode == 0 and not child.stderr.strip(), child.stderr
     else:

@@ -91,31 +91,10 @@ def test_a_table_that_cannot_be_shown_is_no_traceback_and_the_json_is_written(
 ) -> None:
     """`srfeat eval ... --json r.json | head -1`: printing the table was a BrokenPipeError traceback, and
     the --json after it, the evaluation's record, was never written; `> /dev/full` a traceback too."""
-    import os
-    import subprocess
-    import sys
+    from cli_helpers import srfeat_cli_writing_to
 
-    from cli_helpers import CHILD_ENV
-
-    if stdout == "a reader that went away":
-        reader, target = os.pipe()
-        os.close(reader)  # before the child writes: its write fails with EPIPE, every time
-    else:
-        target = os.open("/dev/full", os.O_WRONLY)
-    command = ["eval", "--model", "bicubic", "--metrics", "psnr", "--data", str(photos), "--json", "r.json"]
-    try:
-        child = subprocess.run(
-            [sys.executable, "-m", "srfeat.cli", *command],
-            cwd=tmp_path,
-            env=CHILD_ENV,
-            stdout=target,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-            timeout=300,
-        )
-    finally:
-        os.close(target)
+    command = ["eval", "--model", "bicubic", "--metrics", "psnr", "--data", photos, "--json", "r.json"]
+    child = srfeat_cli_writing_to(stdout, *command, cwd=tmp_path)
     assert (tmp_path / "r.json").is_file(), child.stderr
     if stdout == "a reader that went away":  # the reader had what it wanted: no error
         assert child.returncode == 0 and "Traceback" not in child.stderr and "ERROR" not in child.stderr, child.stderr

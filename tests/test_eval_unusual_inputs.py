@@ -93,22 +93,6 @@ def test_a_set_folders_subfolders_are_named_not_passed_over_in_silence(tmp_path:
     assert f"{nested} holds no image files, only 2 subfolder(s) (not read)" in line, line
 
 
-# In the child: the patched function asks the CPU allocator for 2**60 bytes first, which it refuses with
-# its own error (a RuntimeError), as under `ulimit -v` or in a container without overcommit.
-EVAL_OUT_OF_MEMORY = """
-import sys, torch
-import {module} as patched
-original = patched.{name}
-def runs_out_of_memory(*args, **kwargs):
-    if {when}:
-        torch.empty(1 << 60, dtype=torch.uint8)
-    return original(*args, **kwargs)
-patched.{name} = runs_out_of_memory
-from srfeat.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.parametrize(
     ("model", "module", "name", "when"),
     [
@@ -121,10 +105,7 @@ def test_an_image_that_runs_out_of_memory_is_one_line_naming_it(
     model: str, module: str, name: str, when: str, tmp_path: Path
 ) -> None:
     # it was the allocator's RuntimeError with a traceback (the tiles and training already said it in one line)
-    import subprocess
-    import sys
-
-    from cli_helpers import CHILD_ENV, REPO
+    from cli_helpers import srfeat_cli_out_of_memory
     from inference_helpers import tiny_generator
 
     from srfeat.weights import save_generator
@@ -134,15 +115,8 @@ def test_an_image_that_runs_out_of_memory_is_one_line_naming_it(
     if model == "generator":
         model = str(tmp_path / "g.safetensors")
         save_generator(tiny_generator(), model)
-    code = EVAL_OUT_OF_MEMORY.format(module=module, name=name, when=when)
-    child = subprocess.run(
-        [sys.executable, "-c", code, "eval", "--model", model, "--data", str(folder), "--metrics", "psnr"],
-        cwd=REPO,
-        env=CHILD_ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    child = srfeat_cli_out_of_memory(
+        module, name, when, "eval", "--model", model, "--data", folder, "--metrics", "psnr"
     )
     error = one_error_line(child)
     assert error.startswith("ERROR: out of memory evaluating Mine/big ("), error

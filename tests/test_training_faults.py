@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
+from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli, srfeat_cli_out_of_memory
 from safetensors.torch import load_file
 from training_helpers import tiny_config, tiny_generator_file, tiny_values, train_in_process
 
@@ -397,28 +397,10 @@ def test_a_dry_run_of_a_good_resume_passes(two_step_run: tuple[Path, Path]) -> N
     assert child.returncode == 0 and "stage: 1" in child.stdout, child.stderr
 
 
-# In the child: the patched function asks the CPU allocator for 2**60 bytes first, which it refuses
-# with its own error (a RuntimeError), as under `ulimit -v` or in a container without overcommit.
-RUN_OUT_OF_MEMORY = """
-import sys, torch
-from srfeat.training import {module} as patched
-original = patched.{name}
-def runs_out_of_memory(*args, **kwargs):
-    if {when}:
-        torch.empty(1 << 60, dtype=torch.uint8)
-    return original(*args, **kwargs)
-patched.{name} = runs_out_of_memory
-from srfeat.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def train_running_out_of_memory(
     name: str, when: str, *args: str | Path, module: str = "loop"
 ) -> subprocess.CompletedProcess[str]:
-    code = RUN_OUT_OF_MEMORY.format(module=module, name=name, when=when)
-    command = [sys.executable, "-c", code, "train", *map(str, args), "--no-progress"]
-    return subprocess.run(command, cwd=REPO, env=CHILD_ENV, capture_output=True, text=True, timeout=300, check=False)
+    return srfeat_cli_out_of_memory(f"srfeat.training.{module}", name, when, "train", *args, "--no-progress")
 
 
 def test_a_step_out_of_memory_is_one_line_that_says_what_to_lower_and_keeps_the_checkpoint(
