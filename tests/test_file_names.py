@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from cli_helpers import srfeat_cli
 from PIL import Image
-from training_helpers import tiny_generator_file
+from safetensors.torch import load_file
+from training_helpers import tiny_generator_file, tiny_values, write_image_folders
 
 LATIN_1 = os.fsdecode(b"caf\xe9")  # 'caf\udce9'
 
@@ -42,3 +45,57 @@ def test_an_argument_holding_a_newline_is_refused_in_one_line(tmp_path: Path) ->
     child = srfeat_cli("upscale", photo(tmp_path / "x.png"), "--bogus\nERROR:fake", cwd=tmp_path)
     assert child.returncode == 2 and child.stderr.count("\n") == 1, child.stderr
     assert "--bogus\\nERROR:fake" in child.stderr and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_a_checkpoint_whose_name_is_not_utf8_loads(tmp_path: Path, suffix: str) -> None:
+    tiny = tiny_generator_file(tmp_path / "tiny.safetensors")
+    model = tmp_path / f"{LATIN_1}{suffix}"
+    if suffix == ".pt":
+        torch.save(load_file(str(tiny)), tmp_path / "made.pt")
+        (tmp_path / "made.pt").rename(model)
+    else:
+        tiny.rename(model)
+    child = srfeat_cli("upscale", photo(tmp_path / "x.png"), "-o", tmp_path / "out", "--model", model)
+    assert child.returncode == 0, child.stderr
+    assert Image.open(tmp_path / "out" / "x.png").size == (64, 48)
+
+
+def test_a_compressed_tiff_whose_name_is_not_utf8_is_written(tmp_path: Path) -> None:
+    model = tiny_generator_file(tmp_path / "tiny.safetensors")
+    source = photo(tmp_path / "made.tif", compression="tiff_lzw").rename(tmp_path / f"{LATIN_1}.tif")
+    later = photo(tmp_path / "later.png")
+    child = srfeat_cli("upscale", source, later, "-o", tmp_path / "out", "--model", model)
+    assert child.returncode == 0, child.stderr
+    assert Image.open(tmp_path / "out" / source.name).size == (64, 48)
+    assert Image.open(tmp_path / "out" / later.name).size == (64, 48)
+
+
+def test_a_training_run_in_a_folder_whose_name_is_not_utf8_trains_and_resumes(tmp_path: Path) -> None:
+    import yaml
+
+    train, validation = write_image_folders(tmp_path / "data")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_values(train, validation, tmp_path / "unused")))
+    out = tmp_path / LATIN_1 / "run"
+    out.parent.mkdir()
+    readable = {"PYTHONIOENCODING": "utf-8:backslashreplace"}  # its last line names the run folder
+    child = srfeat_cli("train", config, "--out", out, "--no-progress", timeout=600, env=readable)
+    assert child.returncode == 0, child.stderr
+    assert list((out / "tensorboard").glob("events.out.tfevents.*")) and (out / "state.pt").is_file()
+    resume = ("--resume", "--max-steps", "6", "--no-progress")
+    child = srfeat_cli("train", config, "--out", out, *resume, timeout=600, env=readable)
+    assert child.returncode == 0 and "step 6" in child.stderr, child.stderr
+
+
+def test_vgg_weights_whose_name_is_not_utf8_are_read(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from srfeat.archs.vgg import load_torchvision_state
+    from srfeat.errors import WeightsError
+
+    made = tmp_path / "made.safetensors"
+    save_file({"features.0.weight": torch.zeros(2, 3, 3, 3)}, made)
+    path = made.rename(tmp_path / f"{LATIN_1}.safetensors")  # model.vgg_weights, in a folder a Latin-1 system named
+    with pytest.raises(WeightsError, match="has 1 of the 32 conv5_4 tensors"):  # read: its contents are judged
+        load_torchvision_state(path)
