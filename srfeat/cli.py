@@ -143,7 +143,16 @@ def write_output(text: str) -> None:
     BrokenPipeError traceback. Any other failure (`> /dev/full`) is one line and exit status 1.
     """
     try:
-        sys.stdout.write(text)
+        try:
+            sys.stdout.write(text)
+        except UnicodeEncodeError:  # a name that is not UTF-8 (`caf\xe9`), under a UTF-8 locale's strict stdout:
+            sys.stdout.flush()  # its own bytes, as `ls` shows it; it was a traceback after the work was done
+            encoding = sys.stdout.encoding or "utf-8"
+            try:
+                data = text.encode(encoding, "surrogateescape")
+            except UnicodeEncodeError:
+                data = text.encode(encoding, "backslashreplace")
+            sys.stdout.buffer.write(data)
         sys.stdout.flush()
     except OSError as error:
         _stdout_to_devnull()  # else the flush at exit fails again, with "Exception ignored" and a traceback

@@ -4,12 +4,14 @@ that are not UTF-8 (a Latin-1 system's `caf\\xe9`, which Python holds with surro
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from cli_helpers import srfeat_cli
+from cli_helpers import CHILD_ENV, REPO, srfeat_cli
 from PIL import Image
 from safetensors.torch import load_file
 from training_helpers import tiny_generator_file, tiny_values, write_image_folders
@@ -86,6 +88,43 @@ def test_a_training_run_in_a_folder_whose_name_is_not_utf8_trains_and_resumes(tm
     resume = ("--resume", "--max-steps", "6", "--no-progress")
     child = srfeat_cli("train", config, "--out", out, *resume, timeout=600, env=readable)
     assert child.returncode == 0 and "step 6" in child.stderr, child.stderr
+
+
+def test_a_table_naming_a_file_that_is_not_utf8_is_printed_under_a_strict_utf8_locale(tmp_path: Path) -> None:
+    model = tmp_path / f"{LATIN_1}.safetensors"
+    tiny_generator_file(tmp_path / "tiny.safetensors").rename(model)
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(data / "a.png")
+    # a UTF-8 locale that is installed (en_US.UTF-8) gives standard output strict errors
+    child = subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", "eval", "--model", str(model), "--data", str(data), "--metrics", "psnr"],
+        cwd=REPO,
+        env={**CHILD_ENV, "PYTHONIOENCODING": "utf-8"},
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr.decode(errors="replace")
+    assert b"| caf\xe9 | set | 1 |" in child.stdout
+
+
+def test_figures_name_folders_that_are_not_utf8_and_models_that_hold_a_dollar(tmp_path: Path) -> None:
+    from skimage import data as samples
+
+    # the folder's name reaches both figures; `$\q$` would be mathtext, with a symbol it does not know
+    models = [tiny_generator_file(tmp_path / "m$\\q$.safetensors")]
+    folder = tmp_path / f"set{LATIN_1}"
+    folder.mkdir()
+    Image.fromarray(np.ascontiguousarray(samples.astronaut()[:128, 100:228])).save(folder / "a.png")
+    env = {"PYTHONIOENCODING": "utf-8:backslashreplace"}  # the table names them
+    scored = ("eval", *(part for model in models for part in ("--model", model)), "bicubic", "--data", folder)
+    child = srfeat_cli(*scored, "--metrics", "psnr", "--figure", tmp_path / "figure.png", env=env)
+    assert child.returncode == 0, child.stderr
+    assert Image.open(tmp_path / "figure.png").size[0] > 0
+    child = srfeat_cli(*scored, "--metrics", "psnr", "niqe", "--plane", tmp_path / "plane.png", env=env)
+    assert child.returncode == 0, child.stderr
+    assert Image.open(tmp_path / "plane.png").size[0] > 0
 
 
 def test_vgg_weights_whose_name_is_not_utf8_are_read(tmp_path: Path) -> None:
