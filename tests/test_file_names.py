@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import CHILD_ENV, REPO, srfeat_cli
+from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
 from PIL import Image
 from safetensors.torch import load_file
 from training_helpers import tiny_generator_file, tiny_values, write_image_folders
@@ -138,3 +138,23 @@ def test_vgg_weights_whose_name_is_not_utf8_are_read(tmp_path: Path) -> None:
     path = made.rename(tmp_path / f"{LATIN_1}.safetensors")  # model.vgg_weights, in a folder a Latin-1 system named
     with pytest.raises(WeightsError, match="has 1 of the 32 conv5_4 tensors"):  # read: its contents are judged
         load_torchvision_state(path)
+
+
+def test_an_override_naming_a_folder_that_is_not_utf8_is_taken(tmp_path: Path) -> None:
+    import yaml
+
+    train, validation = write_image_folders(tmp_path / LATIN_1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_values(tmp_path / "elsewhere", None, tmp_path / "run")))
+    child = srfeat_cli(
+        "train", config, "--dry-run", f"data.train_dirs=[{train}]", f"validation.dir={validation}", cwd=tmp_path
+    )
+    assert child.returncode == 0, child.stderr
+    assert "training data: 3 image(s)" in child.stderr and "validation.dir: 1 image(s)" in child.stderr
+
+
+def test_a_config_in_latin_1_is_named_as_text_not_binary_data(tmp_path: Path) -> None:
+    config = tmp_path / "latin.yaml"
+    config.write_bytes(b"stage: 1\nout_dir: /home/caf\xe9/run\n")
+    error = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    assert "is not UTF-8 text (line 2): save it as UTF-8" in error
