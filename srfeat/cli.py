@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any
 
 from srfeat.commands.arguments import OneLineErrorParser
-from srfeat.errors import SRFeatError
+from srfeat.errors import SRFeatError, printable
 from srfeat.training.interrupt import HANGUP, ignore_further_hangups
 
 COMMANDS: dict[str, str] = {
@@ -125,6 +125,16 @@ def _forgiving_stderr() -> None:
     )
 
 
+class OneLineFormatter(logging.Formatter):
+    """Each record on one line: control characters in its message written as `\\n`, `\\x1b`
+    (`srfeat.errors.printable`). Messages quote file names, and a name holding a newline printed a
+    fake `ERROR:` line in a successful run, one holding an escape sequence rewrote the terminal. A
+    traceback (`-v`, `exc_info`) keeps its lines: it is appended after the message is formatted."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging.Formatter's name, overridden
+        return printable(super().formatMessage(record))
+
+
 def write_output(text: str) -> None:
     """A command's output (eval's table, the URL serve listens on) on stdout, flushed.
 
@@ -133,7 +143,16 @@ def write_output(text: str) -> None:
     BrokenPipeError traceback. Any other failure (`> /dev/full`) is one line and exit status 1.
     """
     try:
-        sys.stdout.write(text)
+        try:
+            sys.stdout.write(text)
+        except UnicodeEncodeError:  # a name that is not UTF-8 (`caf\xe9`), under a UTF-8 locale's strict stdout:
+            sys.stdout.flush()  # its own bytes, as `ls` shows it; it was a traceback after the work was done
+            encoding = sys.stdout.encoding or "utf-8"
+            try:
+                data = text.encode(encoding, "surrogateescape")
+            except UnicodeEncodeError:
+                data = text.encode(encoding, "backslashreplace")
+            sys.stdout.buffer.write(data)
         sys.stdout.flush()
     except OSError as error:
         _stdout_to_devnull()  # else the flush at exit fails again, with "Exception ignored" and a traceback
@@ -204,17 +223,20 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if argv is None and args.command in MANY_SIZES_COMMANDS:
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s: %(message)s" if not args.verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s",
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        OneLineFormatter(
+            "%(levelname)s: %(message)s" if not args.verbose else "%(asctime)s %(name)s %(levelname)s: %(message)s"
+        )
     )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if argv is None and not args.verbose:
         # PyTorch's own INFO records are not for users: an import cut short by Ctrl-C left its exit
         # hook printing "FakeTensor cache stats" after srfeat's last line. (A caller's loggers are its own.)
         logging.getLogger("torch").setLevel(logging.WARNING)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    handler = _terminate_handler(os.getpid())
-    previous = {number: signal.signal(number, handler) for number in terminating_signals()} if in_main_thread else {}
+    on_signal = _terminate_handler(os.getpid())
+    previous = {number: signal.signal(number, on_signal) for number in terminating_signals()} if in_main_thread else {}
     try:
         try:
             return int(args.run(args) or 0)

@@ -14,6 +14,7 @@ overwritten) is one too.
 
 from __future__ import annotations
 
+import re
 import reprlib
 
 __all__ = [
@@ -107,3 +108,19 @@ def shown(value: object, limit: int = 100) -> str:
     module's repr spans lines, and a message that quoted it was several lines long."""
     text = " ".join(_SHORT_REPR.repr(value).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# C0 and C1 control characters (category Cc: newline, CR, tab, ESC, DEL, ...) and the Unicode line and
+# paragraph separators (Zl, Zp), which a terminal or a text viewer also starts a new line at.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters written as Python writes them (`\\n`, `\\x1b`, `\\u2028`).
+
+    For anything shown a line at a time: a file may be named `a\\nERROR: b.png` or hold an escape
+    sequence; written raw, its name printed a fake `ERROR:` line in a successful run, broke a table's
+    row in two, or rewrote the user's terminal. Each log line, argparse error and table cell goes
+    through here.
+    """
+    return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)

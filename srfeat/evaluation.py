@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale, distinct_folders
 from srfeat.errors import MetricInputError, ModelOutputError, SRFeatError
+from srfeat.errors import printable as printable_name
 from srfeat.evaluation_inputs import (
     BICUBIC,
     GROUND_TRUTH,
@@ -349,7 +349,9 @@ def evaluate(
         upscaler = None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device, tta=tta)
         for name, dataset in datasets:
             rows = per_model[label, name] = []
-            for index in tqdm(range(len(dataset)), desc=f"{label} {name}", unit="img", disable=None, leave=False):
+            for index in tqdm(
+                range(len(dataset)), desc=printable_name(f"{label} {name}"), unit="img", disable=None, leave=False
+            ):
                 _, image_name, hr, lr = dataset.items[index]
                 shown = printable_name(f"{name}/{image_name} ({label})")
                 # The network runs tiled (its tiles say so themselves), but the image around it, the
@@ -419,12 +421,6 @@ def _mean_cell(row: DatasetScore, metric: str) -> str:
     count = row.counts.get(metric, row.images)
     not_applicable = row.model == GROUND_TRUTH and metric in REFERENCE_METRICS  # hr has no PSNR/SSIM by design
     return f"{text} ({count}/{row.images})" if count < row.images and not not_applicable else text
-
-
-def printable_name(name: str) -> str:
-    """A name with its newlines and other control characters (a file so named) written as Python writes them
-    (`\\n`, `\\x1b`): they broke a table's row in two, or coloured the terminal."""
-    return "".join(ascii(char)[1:-1] if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in name)
 
 
 def _text(name: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from srfeat.errors import SRFeatError
+from srfeat.errors import SRFeatError, printable
 from srfeat.evaluation import GROUND_TRUTH, FigureSample, format_score
 from srfeat.files import write_file_atomically
 from srfeat.metrics.psnr_ssim import rgb_to_y
@@ -37,6 +37,15 @@ def most_detailed_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
     sums = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
     best = np.unravel_index(np.argmax(sums), sums.shape)
     return int(tops[best[0]]), int(lefts[best[1]])
+
+
+def figure_text(name: str) -> str:
+    """A model, folder or image name as matplotlib draws it as written: a name that is not UTF-8 (a
+    Latin-1 system's `caf\\xe9`, held with a surrogate) was a traceback from FreeType, so its bytes
+    are shown as a file manager does (`caf\ufffd`); a control character is escaped (`printable`),
+    and a `$` too, which started mathtext (`a$b$.png` drawn in italics, or a parse error)."""
+    shown = printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+    return shown.replace("$", "\\$")
 
 
 def save_figure(figure: Any, path: str | Path, replace: bool = True) -> None:
@@ -83,12 +92,12 @@ def comparison_figure(
                 for metric, unit in (("psnr", "dB"), ("ssim", ""))
                 if scores.get(metric) is not None
             ]
-            title = label if not detail else f"{label}\n{' / '.join(detail)}"
+            title = figure_text(label) if not detail else f"{figure_text(label)}\n{' / '.join(detail)}"
             axis.set_title(title, fontsize=9)
         axes[row][0].text(
             -0.08,
             0.5,
-            f"{sample.dataset}: {sample.image}",
+            figure_text(f"{sample.dataset}: {sample.image}"),
             transform=axes[row][0].transAxes,
             rotation=90,
             va="center",

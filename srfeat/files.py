@@ -355,6 +355,30 @@ class WritesThroughPython(io.RawIOBase):
         return self._file.tell()
 
 
+@contextmanager
+def utf8_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A name for `path` that a library taking only UTF-8 names can open (safetensors, torch.load,
+    libtiff through PIL): the name itself where it is UTF-8, else `/dev/fd/N` of a descriptor held
+    open for the block. A name that is not UTF-8 (`caf\\xe9.safetensors`, made on a Latin-1 system;
+    Python holds it with surrogates) was refused ("Path ... is not valid UTF-8", "surrogates not
+    allowed"): a good checkpoint called damaged, a TIFF output a traceback.
+    """
+    name = os.fspath(path)
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        if not Path("/dev/fd").is_dir():  # Windows has no such names; a system without /dev/fd keeps the error
+            yield name
+            return
+        descriptor = os.open(name, os.O_RDONLY)
+        try:
+            yield f"/dev/fd/{descriptor}"
+        finally:
+            os.close(descriptor)
+        return
+    yield name
+
+
 def save_pil_image(image: Image.Image, path: Path, image_format: str, options: dict[str, Any]) -> None:
     """`image.save` into the file `path` (a temporary), every write checked (`WritesThroughPython`).
 
@@ -365,7 +389,10 @@ def save_pil_image(image: Image.Image, path: Path, image_format: str, options: d
     """
     if image_format == "TIFF" and options.get("compression", "raw") != "raw":
         try:
-            image.save(path, format=image_format, **options)
+            # Opened here, so that PIL gives libtiff a descriptor and no name: libtiff's name must be
+            # UTF-8, and `.caf\xe9.tif.PID.tmp` (a Latin-1 name) was a UnicodeEncodeError traceback.
+            with open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666), "w+b") as file:
+                image.save(file, format=image_format, **options)
             return
         except OSError as error:
             if error.errno is not None or not str(error).startswith("encoder error"):

@@ -88,6 +88,8 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from srfeat.figures import figure_text, save_figure
+
     datasets = {
         name: models
         for name, models in _by_dataset(records).items()
@@ -127,7 +129,7 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
                 "o-",
                 color="tab:blue",
                 ms=4,
-                label=f"detail dial ({name})",
+                label=f"detail dial ({figure_text(name)})",
             )
             for strength, x, y in kept:
                 axis.annotate(f"{strength:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
@@ -136,7 +138,7 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
             if _strength(model) is not None or x is None or y is None:
                 continue
             axis.plot([x], [y], "s", color="tab:red" if model == "bicubic" else "tab:green", ms=5)
-            axis.annotate(model, (x, y), textcoords="offset points", xytext=(5, -9), fontsize=8)
+            axis.annotate(figure_text(model), (x, y), textcoords="offset points", xytext=(5, -9), fontsize=8)
         hr_niqe = _number(models.get(GROUND_TRUTH, {}), "niqe")
         if hr_niqe is not None:
             axis.axhline(hr_niqe, color="grey", linestyle="--", linewidth=1)
@@ -150,14 +152,13 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
                 color="grey",
             )
         axis.margins(x=0.1, y=0.08)  # room for the labels of the points at the edges
-        axis.set_title(dataset)
+        axis.set_title(figure_text(dataset))
         axis.set_xlabel(f"PSNR (dB, {channels}): more faithful ->")
         axis.set_ylabel("NIQE: lower looks more natural")
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="lower right", fontsize=8, title="default (0) .. gan (1)", title_fontsize=8)
     figure.tight_layout()
-    from srfeat.figures import save_figure
 
     save_figure(figure, path, replace)
 

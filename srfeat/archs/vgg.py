@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from srfeat.errors import WeightsError
-from srfeat.files import special_file_kind, writing_temporary
+from srfeat.files import special_file_kind, utf8_path, writing_temporary
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +112,13 @@ def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
         problem = f"{path} is {kind}, not a file" if (kind := special_file_kind(path)) else f"not found: {path}"
         raise WeightsError(f"VGG19 weights file {problem} (expected {expected})")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        with utf8_path(path) as name:  # safetensors and torch.load refuse a name that is not UTF-8
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+                state = load_file(name)
+            else:
+                state = torch.load(name, map_location="cpu", weights_only=True)
     except Exception as error:  # every reader has its own exception types
         raise WeightsError(f"cannot read VGG19 weights {path}: expected {expected} ({error})") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -24,7 +24,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ERROR: {self.prog}: {message} (see {self.prog} --help)\n")
+        from srfeat.errors import printable  # an argument may hold a newline or an escape sequence
+
+        self.exit(2, printable(f"ERROR: {self.prog}: {message} (see {self.prog} --help)") + "\n")
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         # argparse drops a failed write: `srfeat --help > /dev/full` (and --version) exited 0 with

@@ -444,7 +444,7 @@ def run(args: argparse.Namespace) -> int:
                     upscaler, job.source, job.target, outscale=args.outscale, replace=args.overwrite
                 )
             except ImageReadError as error:
-                logger.error("%s", str(error).replace("\n", " "))
+                logger.error("%s", error)  # on one line, control characters escaped: cli.OneLineFormatter
                 failures += 1
                 continue
             except SRFeatError as error:  # e.g. a broken model's NaN output: this file fails, not silently
@@ -452,7 +452,7 @@ def run(args: argparse.Namespace) -> int:
                 failures += 1
                 continue
             except OSError as error:
-                logger.error("cannot write %s (from %s): %s", job.target, job.source, str(error).replace("\n", " "))
+                logger.error("cannot write %s (from %s): %s", job.target, job.source, error)
                 failures += 1
                 continue
             logger.info("%s -> %s (%dx%d)", job.source, job.target, width, height)

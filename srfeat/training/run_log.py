@@ -12,13 +12,14 @@ import io
 import json
 import logging
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from srfeat.files import FULL_DISK_ERRNOS, DiskFullError, write_file_atomically
+from srfeat.files import FULL_DISK_ERRNOS, DiskFullError, utf8_path, write_file_atomically
 
 __all__ = ["METRICS_FILE", "PLOT_FILE", "RunLog"]
 
@@ -78,6 +79,7 @@ class RunLog:
     purge_step: int | None = None
     writer: Any = None
     records: list[dict[str, Any]] = field(default_factory=list)
+    _held_open: ExitStack = field(default_factory=ExitStack)
 
     def __post_init__(self) -> None:
         if not self.enabled:
@@ -88,7 +90,12 @@ class RunLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.purge_step)
+            folder = self.out_dir / "tensorboard"
+            folder.mkdir(exist_ok=True)
+            # TensorBoard takes UTF-8 names only: a run folder named on a Latin-1 system (`caf\xe9`) was a
+            # UnicodeEncodeError traceback; it writes through a descriptor of the folder instead.
+            logdir = self._held_open.enter_context(utf8_path(folder))
+            self.writer = SummaryWriter(logdir, purge_step=self.purge_step)
         except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
             logger.warning("tensorboard is not importable; TensorBoard logs are off")
 
@@ -174,3 +181,4 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        self._held_open.close()

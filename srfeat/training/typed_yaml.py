@@ -190,6 +190,30 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# A path on the command line that is not UTF-8 (`data.train_dirs=[/home/caf\xe9]`, a Latin-1 system's name)
+# reaches Python with its odd bytes as lone surrogates (U+DC80-U+DCFF), which YAML's reader refuses ("value
+# is not valid YAML (ReaderError)"): they are parsed as stand-ins from a private-use block, then put back.
+_STAND_INS = {code: code + 0xF780 - 0xDC80 for code in range(0xDC80, 0xDD00)}
+_PUT_BACK = {stand_in: code for code, stand_in in _STAND_INS.items()}
+
+
+def _load_override(text: str, source: str) -> Any:
+    stood_in = text.translate(_STAND_INS)
+    if stood_in == text or any(chr(code) in text for code in _PUT_BACK):  # none, or the stand-ins are taken
+        return load_yaml(text, source)
+    return _put_back(load_yaml(stood_in, source))
+
+
+def _put_back(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.translate(_PUT_BACK)
+    if isinstance(value, list):
+        return [_put_back(item) for item in value]
+    if isinstance(value, dict):
+        return {_put_back(key): _put_back(item) for key, item in value.items()}
+    return value
+
+
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     """`a.b=value` strings -> (dotted key, YAML-parsed value)."""
     parsed = []
@@ -198,7 +222,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=2e-4)")
         try:
-            value = load_yaml(text, f"override {key.strip()}") if text.strip() else ""
+            value = _load_override(text, f"override {key.strip()}") if text.strip() else ""
         except yaml.YAMLError as error:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({error.__class__.__name__})") from error
         parsed.append((key.strip(), value))
@@ -231,10 +255,19 @@ def config_text(path: Path) -> str:
     # YAML streams may be UTF-16 with its byte-order mark (Windows PowerShell's `>` writes that):
     # taken as UTF-8, one was "binary data, not a YAML training config (text)"
     encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"
+    undecodable = 0
     try:
         text = data.decode(encoding)
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as error:
         text = None
+        undecodable = error.start
+    if text is None and b"\x00" not in data and not any(data.startswith(magic) for magic in _BINARY_KINDS):
+        # text in another encoding (Latin-1's `caf\xe9`): "binary data" said it was not text at all
+        line = data[:undecodable].count(b"\n")
+        raise ConfigError(
+            f"{path} is not UTF-8 text (line {line + 1}): save it as UTF-8; a path that is not UTF-8 can be "
+            "given as an override on the command line (key=path)"
+        )
     if text is None or "\x00" in text:
         kind = next((name for magic, name in _BINARY_KINDS.items() if data.startswith(magic)), "binary data")
         raise ConfigError(

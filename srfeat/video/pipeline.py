@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from srfeat.errors import SRFeatError, VideoError
+from srfeat.errors import SRFeatError, VideoError, printable
 from srfeat.files import move_into_place, writing_temporary
 from srfeat.video import VideoOptions
 from srfeat.video.copied import (
@@ -290,7 +290,7 @@ class _Transcoder:
             with tqdm(
                 total=expected_frames(self.video, self.options.frames),
                 unit="frame",
-                desc=self.source.name,
+                desc=printable(self.source.name),  # a name may hold an escape sequence
                 disable=None,
             ) as bar:
                 while (item := self._get(decoded)) is not _END:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from srfeat.files import special_file_kind
+from srfeat.files import special_file_kind, utf8_path
 from srfeat.library_warnings import WARNINGS_LOCK
 
 __all__ = [
@@ -201,7 +201,9 @@ def unpickling_problem(error: BaseException) -> tuple[str, str]:
 
 def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:
     """`torch.load(path, weights_only=True, **options)` without torch's two-line warning about a
-    pickle protocol it did not write: that warning came before srfeat's one-line refusal."""
-    with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide (web worker, requests)
+    pickle protocol it did not write: that warning came before srfeat's one-line refusal. A name that is
+    not UTF-8 is opened through a descriptor (`srfeat.files.utf8_path`): torch's reader refused it."""
+    # the filters are process-wide (web worker, requests)
+    with utf8_path(path) as name, WARNINGS_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-        return torch.load(path, weights_only=True, **options)
+        return torch.load(name, weights_only=True, **options)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
+from srfeat.files import utf8_path
 from srfeat.weights.checks import MAX_TENSORS, check_layout, check_weights, name_list
 from srfeat.weights.file_kinds import (
     ONNX,
@@ -98,7 +99,7 @@ def _check_kind(path: Path, bundled: list[str]) -> None:
 
 def _safetensors_layout(path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]]:
     """Names, shapes and float-ness of the tensors in a safetensors file, from its header only."""
-    with safe_open(str(path), framework="pt") as handle:
+    with utf8_path(path) as name, safe_open(name, framework="pt") as handle:
         keys = list(handle.keys())
         if len(keys) > MAX_TENSORS:
             raise WeightsError(f"{path} holds {len(keys):,} tensors; an SRFeat generator has a few hundred")
@@ -144,7 +145,8 @@ def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor],
         float_keys = {key.removeprefix("module.") for key in float_keys}
         layout = check_layout(shapes, float_keys, str(path))
         try:
-            return strip_prefix(load_file(str(path)), str(path)), layout
+            with utf8_path(path) as name:
+                return strip_prefix(load_file(name), str(path)), layout
         except (SafetensorError, OSError, ValueError) as error:
             raise _refusal(path, error) from error
     try:

@@ -1,0 +1,160 @@
+"""File names a user's system can make: control characters (a newline, an escape sequence) and bytes
+that are not UTF-8 (a Latin-1 system's `caf\\xe9`, which Python holds with surrogates)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import CHILD_ENV, REPO, one_error_line, srfeat_cli
+from PIL import Image
+from safetensors.torch import load_file
+from training_helpers import tiny_generator_file, tiny_values, write_image_folders
+
+LATIN_1 = os.fsdecode(b"caf\xe9")  # 'caf\udce9'
+
+
+def photo(path: Path, **options: object) -> Path:
+    Image.fromarray(np.full((12, 16, 3), 100, np.uint8)).save(path, **options)  # pyright: ignore[reportArgumentType]
+    return path
+
+
+def test_control_characters_in_names_are_escaped_in_every_line_on_standard_error(tmp_path: Path) -> None:
+    model = tiny_generator_file(tmp_path / "tiny.safetensors")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photo(inputs / "name\nERROR: x.png")
+    photo(inputs / "esc\x1b[2Jred.png")
+    (inputs / "bad\nERROR: fake.png").write_bytes(b"not an image")
+    child = srfeat_cli("upscale", inputs, "-o", tmp_path / "out", "--model", model)
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    assert "\x1b" not in child.stderr
+    errors = [line for line in child.stderr.splitlines() if line.startswith("ERROR")]
+    # the damaged file's line and the count: no fake ERROR line from a name, none cut in two
+    assert len(errors) == 2 and "bad\\nERROR: fake.png" in errors[0] and "1 of 3" in errors[1], child.stderr
+    assert "INFO: " + str(inputs / "name\\nERROR: x.png") in child.stderr
+    assert str(inputs / "esc\\x1b[2Jred.png") in child.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["esc\x1b[2Jred.png", "name\nERROR: x.png"]
+
+
+def test_an_argument_holding_a_newline_is_refused_in_one_line(tmp_path: Path) -> None:
+    # no space in it: argparse takes it for an option, not an input
+    child = srfeat_cli("upscale", photo(tmp_path / "x.png"), "--bogus\nERROR:fake", cwd=tmp_path)
+    assert child.returncode == 2 and child.stderr.count("\n") == 1, child.stderr
+    assert "--bogus\\nERROR:fake" in child.stderr and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_a_checkpoint_whose_name_is_not_utf8_loads(tmp_path: Path, suffix: str) -> None:
+    tiny = tiny_generator_file(tmp_path / "tiny.safetensors")
+    model = tmp_path / f"{LATIN_1}{suffix}"
+    if suffix == ".pt":
+        torch.save(load_file(str(tiny)), tmp_path / "made.pt")
+        (tmp_path / "made.pt").rename(model)
+    else:
+        tiny.rename(model)
+    child = srfeat_cli("upscale", photo(tmp_path / "x.png"), "-o", tmp_path / "out", "--model", model)
+    assert child.returncode == 0, child.stderr
+    assert Image.open(tmp_path / "out" / "x.png").size == (64, 48)
+
+
+def test_a_compressed_tiff_whose_name_is_not_utf8_is_written(tmp_path: Path) -> None:
+    model = tiny_generator_file(tmp_path / "tiny.safetensors")
+    source = photo(tmp_path / "made.tif", compression="tiff_lzw").rename(tmp_path / f"{LATIN_1}.tif")
+    later = photo(tmp_path / "later.png")
+    child = srfeat_cli("upscale", source, later, "-o", tmp_path / "out", "--model", model)
+    assert child.returncode == 0, child.stderr
+    assert Image.open(tmp_path / "out" / source.name).size == (64, 48)
+    assert Image.open(tmp_path / "out" / later.name).size == (64, 48)
+
+
+def test_a_training_run_in_a_folder_whose_name_is_not_utf8_trains_and_resumes(tmp_path: Path) -> None:
+    import yaml
+
+    train, validation = write_image_folders(tmp_path / "data")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_values(train, validation, tmp_path / "unused")))
+    out = tmp_path / LATIN_1 / "run"
+    out.parent.mkdir()
+    readable = {"PYTHONIOENCODING": "utf-8:backslashreplace"}  # its last line names the run folder
+    child = srfeat_cli("train", config, "--out", out, "--no-progress", timeout=600, env=readable)
+    assert child.returncode == 0, child.stderr
+    assert list((out / "tensorboard").glob("events.out.tfevents.*")) and (out / "state.pt").is_file()
+    resume = ("--resume", "--max-steps", "6", "--no-progress")
+    child = srfeat_cli("train", config, "--out", out, *resume, timeout=600, env=readable)
+    assert child.returncode == 0 and "step 6" in child.stderr, child.stderr
+
+
+def test_a_table_naming_a_file_that_is_not_utf8_is_printed_under_a_strict_utf8_locale(tmp_path: Path) -> None:
+    model = tmp_path / f"{LATIN_1}.safetensors"
+    tiny_generator_file(tmp_path / "tiny.safetensors").rename(model)
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(data / "a.png")
+    # a UTF-8 locale that is installed (en_US.UTF-8) gives standard output strict errors
+    child = subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", "eval", "--model", str(model), "--data", str(data), "--metrics", "psnr"],
+        cwd=REPO,
+        env={**CHILD_ENV, "PYTHONIOENCODING": "utf-8"},
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr.decode(errors="replace")
+    assert b"| caf\xe9 | set | 1 |" in child.stdout
+
+
+def test_figures_name_folders_that_are_not_utf8_and_models_that_hold_a_dollar(tmp_path: Path) -> None:
+    from skimage import data as samples
+
+    # the folder's name reaches both figures; `$\q$` would be mathtext, with a symbol it does not know
+    models = [tiny_generator_file(tmp_path / "m$\\q$.safetensors")]
+    folder = tmp_path / f"set{LATIN_1}"
+    folder.mkdir()
+    Image.fromarray(np.ascontiguousarray(samples.astronaut()[:128, 100:228])).save(folder / "a.png")
+    env = {"PYTHONIOENCODING": "utf-8:backslashreplace"}  # the table names them
+    scored = ("eval", *(part for model in models for part in ("--model", model)), "bicubic", "--data", folder)
+    child = srfeat_cli(*scored, "--metrics", "psnr", "--figure", tmp_path / "figure.png", env=env)
+    assert child.returncode == 0, child.stderr
+    assert Image.open(tmp_path / "figure.png").size[0] > 0
+    child = srfeat_cli(*scored, "--metrics", "psnr", "niqe", "--plane", tmp_path / "plane.png", env=env)
+    assert child.returncode == 0, child.stderr
+    assert Image.open(tmp_path / "plane.png").size[0] > 0
+
+
+def test_vgg_weights_whose_name_is_not_utf8_are_read(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from srfeat.archs.vgg import load_torchvision_state
+    from srfeat.errors import WeightsError
+
+    made = tmp_path / "made.safetensors"
+    save_file({"features.0.weight": torch.zeros(2, 3, 3, 3)}, made)
+    path = made.rename(tmp_path / f"{LATIN_1}.safetensors")  # model.vgg_weights, in a folder a Latin-1 system named
+    with pytest.raises(WeightsError, match="has 1 of the 32 conv5_4 tensors"):  # read: its contents are judged
+        load_torchvision_state(path)
+
+
+def test_an_override_naming_a_folder_that_is_not_utf8_is_taken(tmp_path: Path) -> None:
+    import yaml
+
+    train, validation = write_image_folders(tmp_path / LATIN_1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_values(tmp_path / "elsewhere", None, tmp_path / "run")))
+    child = srfeat_cli(
+        "train", config, "--dry-run", f"data.train_dirs=[{train}]", f"validation.dir={validation}", cwd=tmp_path
+    )
+    assert child.returncode == 0, child.stderr
+    assert "training data: 3 image(s)" in child.stderr and "validation.dir: 1 image(s)" in child.stderr
+
+
+def test_a_config_in_latin_1_is_named_as_text_not_binary_data(tmp_path: Path) -> None:
+    config = tmp_path / "latin.yaml"
+    config.write_bytes(b"stage: 1\nout_dir: /home/caf\xe9/run\n")
+    error = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    assert "is not UTF-8 text (line 2): save it as UTF-8" in error
