@@ -8,7 +8,8 @@ on it (`writing_temporary`), tell a stale temporary (its writer is gone) from on
 right now by another process (in another PID namespace too: a container), so the next run that
 writes NAME removes the stale ones (`remove_stale_temporaries`). A full disk is
 reported as `DiskFullError`, naming the file and the space it needed, with the temporary
-removed so that the failed write does not keep the disk full.
+removed so that the failed write does not keep the disk full. A failed write also removes the
+folders it made for the file while they are empty (`folder_made_for`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import itertools
 import logging
 import os
 import re
@@ -235,11 +237,43 @@ def _claim(temporary: Path, path: Path) -> int | None:
 
 
 @contextmanager
+def folder_made_for(path: Path) -> Iterator[None]:
+    """`path`'s folder, made with any missing parents; those this call made are removed again, deepest first,
+    when the block fails and they are still empty: a failed `-o new/deeper/out.png` left `new/deeper/` behind.
+    A folder that was there before, another process made, or that holds anything is kept."""
+    missing = list(itertools.takewhile(lambda folder: not folder.is_dir(), (path.parent, *path.parent.parents)))
+    made = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue
+        made.append(folder)
+    try:
+        yield
+    except BaseException:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another writer's file), or gone: this one and those above it stay
+                break
+        raise
+
+
+@contextmanager
 def writing_temporary(path: Path) -> Iterator[Path]:
     """`path`'s temporary (`temporary_path`), made for this process and locked while the block writes it
     (by its name: PIL, tifffile and PyAV open it again), removed after the block unless renamed into
-    place. Stale temporaries of `path` are removed first; a live writer's never are, whatever its id."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    place, with the folders made for it when the block fails (`folder_made_for`). Stale temporaries of
+    `path` are removed first; a live writer's never are, whatever its id."""
+    with folder_made_for(path), _writing_temporary(path) as temporary:
+        yield temporary
+
+
+@contextmanager
+def _writing_temporary(path: Path) -> Iterator[Path]:
     remove_stale_temporaries(path)
     temporary = temporary_path(path)
     descriptor = _claim(temporary, path)
@@ -426,8 +460,8 @@ def free_bytes(folder: Path) -> int | None:
 
 
 def _free_space(folder: Path) -> str:
-    try:
-        free = free_bytes(folder)
+    try:  # the nearest folder that is there: a failed write removes those it made (`folder_made_for`)
+        free = free_bytes(next(f for f in (folder, *folder.parents) if f.is_dir()))
     except OSError:
         free = None
     return "free space unknown" if free is None else f"{megabytes(free)} free"
@@ -462,16 +496,15 @@ def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -
             raise OutputExistsError(
                 f"{file.path} exists; it is kept: remove it, or allow replacing it (replace=True, --overwrite)"
             )
-    for file in files:
-        file.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(file.path)
-    folder = files[0].path.parent
-    needed = sum(file.size for file in files)
-    free = free_bytes(folder)
-    if free is not None and needed > free:  # refuse before writing a byte that would fill the disk
-        raise _disk_full([file.path for file in files], needed, "checked before writing")
     current = files[0]
     with ExitStack() as claimed:  # each temporary removed on leaving, unless renamed into place
+        for file in files:  # the folders made here removed if the write fails (`folder_made_for`)
+            claimed.enter_context(folder_made_for(file.path))
+            remove_stale_temporaries(file.path)
+        needed = sum(file.size for file in files)
+        free = free_bytes(files[0].path.parent)
+        if free is not None and needed > free:  # refuse before writing a byte that would fill the disk
+            raise _disk_full([file.path for file in files], needed, "checked before writing")
         try:
             temporaries = [claimed.enter_context(writing_temporary(file.path)) for file in files]
             for current, temporary in zip(files, temporaries, strict=True):

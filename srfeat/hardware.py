@@ -74,8 +74,43 @@ def _cgroup_memory_limit() -> int | None:
     return None
 
 
+def _process_status(field: str) -> int | None:
+    """A size in bytes from /proc/self/status (`VmSize`, `VmData`), or None where there is none (not Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _room_under_address_space_limits() -> int | None:
+    """Bytes this process may still map under its `ulimit -v` (RLIMIT_AS) and `ulimit -d` (RLIMIT_DATA), or
+    None where neither is set.
+
+    Batch systems and containers set these, and the kernel refuses an allocation past them however much
+    memory the host has free: MemAvailable alone let a check pass and the work fail at an allocation later.
+    What counts is the limit less what the process has mapped already (VmSize, VmData), not the limit:
+    PyTorch's libraries map 0.6 GB at import (PyPI's CUDA build about 3 GB, most never touched).
+    """
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return None
+    room = None
+    for limit_kind, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+        soft, _hard = resource.getrlimit(limit_kind)
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            continue
+        left = max(0, soft - (_process_status(field) or 0))
+        room = left if room is None else min(room, left)
+    return room
+
+
 def host_available_memory() -> int:
-    """Bytes of the host's memory available to this process: MemAvailable, within a container's limit."""
+    """Bytes of the host's memory available to this process: MemAvailable, within a container's limit and
+    within the room left under the process's address-space limits (`ulimit -v`, `ulimit -d`)."""
     available = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -89,8 +124,8 @@ def host_available_memory() -> int:
             available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             available = 4 << 30  # no way to ask (not Linux): assume a modest machine
-    limit = _cgroup_memory_limit()
-    return min(available, limit) if limit is not None else available
+    limits = [limit for limit in (_cgroup_memory_limit(), _room_under_address_space_limits()) if limit is not None]
+    return min([available, *limits])
 
 
 @functools.cache

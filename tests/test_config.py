@@ -336,7 +336,10 @@ def test_values_that_pass_the_type_but_cannot_run(override: str, message: str) -
         ("model.discriminators=image", "model.discriminators must be a list of 'image' or 'feature', got 'image'"),
         # a key the override made up on its way was blamed on the file: "stage1.yaml: unknown config key TRAIN"
         ("TRAIN.seed=1", "override TRAIN.seed: unknown config key TRAIN (known in this section: data,"),
-        ("train..seed=1", "override train..seed: unknown config key train. (known in this section: batch_size,"),
+        # an empty part of the name: `.lr=1` was blamed on the file ("stage1.yaml: unknown config key  (known ...")
+        ("train..seed=1", "override train..seed: a part of the name is empty (before, between or after its dots)"),
+        (".lr=1", "override .lr: a part of the name is empty (before, between or after its dots); write section.key"),
+        ("optim.=1", "override optim.: a part of the name is empty"),
         ("train.seed.x=1", "override train.seed.x: config key train.seed must be int, got {'x': 1} (dict)"),
         # the checks of one key against another name no "config key": these were blamed on the file
         ("optim.lr_milestones=[10, 10]", "override optim.lr_milestones: optim.lr_milestones lists 10 more than once"),

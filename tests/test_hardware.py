@@ -77,3 +77,22 @@ def test_is_out_of_memory_knows_the_cpu_allocators_error_from_other_runtime_erro
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not is_out_of_memory(ValueError("can't allocate memory"))
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/self/status")
+@pytest.mark.parametrize(("limit", "mapped"), [("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")])
+def test_available_memory_is_the_room_left_under_an_address_space_limit(limit: str, mapped: str) -> None:
+    """`ulimit -v` (or `-d`) refuses an allocation past it whatever the host has free: the checks and the tile plan
+    that count on `host_available_memory` passed, and the work failed at an allocation."""
+    code = textwrap.dedent(
+        f"""
+        import resource
+        from srfeat.hardware import host_available_memory
+
+        mapped = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("{mapped}:"))
+        resource.setrlimit(resource.{limit}, (mapped + 2**29, resource.RLIM_INFINITY))
+        print(host_available_memory())
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 2**28 < int(child.stdout) <= 2**29, child.stdout  # 512 MiB were left to map

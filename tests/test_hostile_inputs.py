@@ -11,6 +11,7 @@ import errno
 import io
 import logging
 import os
+import resource
 import signal
 import struct
 import subprocess
@@ -466,7 +467,6 @@ def test_an_output_cut_short_by_the_file_system_fails_and_is_not_kept(tmp_path: 
     """On a full disk the last write of a file is short (the part that fits). PIL's C writer, given a
     path, took it for a whole one: a JPEG came out cut short, reported as written, exit 0. A limit on
     file size cuts writes the same way."""
-    import resource
 
     source = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(source)
@@ -490,10 +490,60 @@ def test_an_output_cut_short_by_the_file_system_fails_and_is_not_kept(tmp_path: 
         assert child.returncode == 1 and "Traceback" not in child.stderr, (name, child.stderr)
         # A compressed TIFF's (libtiff's own writes) said "encoder error -2", not why.
         assert f"ERROR: cannot write {target} (from {source}): [Errno 27] File too large" in child.stderr, child.stderr
-        assert not target.exists() and not list(target.parent.iterdir())  # no output, no temporary
+        assert not target.parent.exists()  # no output, no temporary, and not the folder the run made for them
     whole = tmp_path / "out" / "noise.jpg"
     assert srfeat_cli("upscale", source, "-o", whole, "--model", model_path).returncode == 0
     assert whole.stat().st_size > limit  # the limit did cut it
+
+
+@pytest.mark.parametrize("kind", ["image", "video", "export"])
+def test_a_failed_write_leaves_no_folder_it_made_and_keeps_those_that_were_there(
+    tmp_path: Path, model_path: Path, kind: str
+) -> None:
+    """`-o there/new/deeper/out.png` whose write failed (a full disk, a file size limit, Ctrl-C) left the empty
+    folders `new/deeper/` behind; the folder that was there before the run stays."""
+    there = tmp_path / "there"
+    there.mkdir()
+    if kind == "image":
+        source = tmp_path / "noise.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(source)
+        args = ["upscale", source, "-o", there / "new" / "deeper" / "out.png", "--model", model_path]
+    elif kind == "video":
+        pytest.importorskip("av")
+        from video_helpers import write_clip
+
+        source = tmp_path / "clip.mp4"
+        write_clip(source, frames=6, audio=False)
+        args = ["upscale", source, "-o", there / "new" / "deeper" / "out.mp4", "--model", model_path]
+    else:
+        pytest.importorskip("onnx")
+        args = ["export", "--model", model_path, "-o", there / "new" / "deeper" / "model.onnx"]
+
+    def limit_file_size() -> None:  # every output here is larger: its write fails (EFBIG)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    child = subprocess.run(
+        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
+        env={**CHILD_ENV, "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+        check=False,
+    )
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    assert "File too large" in child.stderr, child.stderr
+    assert there.is_dir() and not list(there.iterdir())
+
+
+def test_a_folder_made_for_a_failed_write_is_kept_once_it_holds_something(tmp_path: Path) -> None:
+    from srfeat.files import folder_made_for
+
+    with pytest.raises(KeyboardInterrupt), folder_made_for(tmp_path / "new" / "deeper" / "out.png"):
+        (tmp_path / "new" / "another run's file").write_text("kept")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["another run's file"]
 
 
 def test_a_compressed_tiff_on_a_full_disk_says_the_disk_is_full(tmp_path: Path, model_path: Path) -> None:
@@ -589,7 +639,7 @@ def test_a_killed_upscale_leaves_no_temporary(tmp_path: Path, model_path: Path, 
         assert child.returncode == 128 + how and "Traceback" not in stderr, (child.returncode, stderr)
         errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
         assert errors == [f"ERROR: terminated ({how.name}); files being written were removed"], stderr
-        assert list(out.iterdir()) == []
+        assert not out.exists()  # nor the folder the run made for them
     else:  # cleaned by the next run that writes there
         assert [p.name for p in out.iterdir()] == [f".a.png.{child.pid}.tmp"]
         assert main(["upscale", *args]) == 0
@@ -612,7 +662,7 @@ def test_a_closed_terminal_stops_an_upscale_cleanly(tmp_path: Path, model_path: 
     finally:
         if child.poll() is None:
             child.kill()
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # no temporary, nor the folder the run made for it
 
 
 def test_under_nohup_a_hangup_does_not_stop_an_upscale(tmp_path: Path, model_path: Path) -> None:

@@ -517,6 +517,23 @@ def test_a_sound_tiff_of_a_layout_srfeat_does_not_read_is_named_as_such(tmp_path
         assert said in line and ("save it with 16 bits" in line) == (name != "cut.tif"), line
 
 
+def test_an_unsigned_32_bit_tiff_is_refused_with_its_own_range(tmp_path: Path, model_path: Path) -> None:
+    """PIL reads unsigned 32-bit samples into its signed mode I: the refusal gave the range as wrapped values,
+    [-2134967296, 2144000000] for [0, 4080000000]. A signed one's range is its own; one within 16 bits is read."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "wide.tif", (np.arange(30, dtype=np.uint32) * 136_000_000 + 70_000).reshape(6, 5))
+    tifffile.imwrite(folder / "signed.tif", np.full((6, 5), -5, dtype=np.int32))
+    tifffile.imwrite(folder / "narrow.tif", np.full((6, 5), 60_000, dtype=np.uint32))
+    child = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--model", model_path)
+    errors = [line for line in stderr_lines(child) if line.startswith("ERROR: cannot read image")]
+    said = "\n".join(errors)
+    assert child.returncode == 1 and len(errors) == 2, child.stderr
+    assert f"{folder / 'wide.tif'}: its unsigned 32-bit pixels are in [70000, 3944070000], outside 16 bits" in said
+    assert f"{folder / 'signed.tif'}: its I pixels are in [-5, -5], outside 16 bits" in said
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["narrow.tif"]
+
+
 def test_a_mode_f_pil_image_comes_back_as_mode_f(upscaler: Upscaler) -> None:
     pixels = RNG.random((6, 5), dtype=np.float32)
     result = upscaler(Image.fromarray(pixels, "F"))

@@ -544,3 +544,21 @@ def test_a_result_over_its_formats_size_limit_is_named_before_its_upscale(tmp_pa
     assert Image.open(out / "wide.png").size == (16400, 8)
     halved = srfeat_cli("upscale", tmp_path / "wide.webp", "-o", out, "--model", model_path, "--outscale", "2")
     assert halved.returncode == 0 and Image.open(out / "wide.webp").size == (8200, 4)
+
+
+def test_the_automatic_tile_size_fits_the_room_left_under_an_address_space_limit(
+    tmp_path: Path, model_path: Path
+) -> None:
+    # Under `ulimit -v` the tile plan counted the host's free memory alone: a budget of 1 GB of tiles on the CPU
+    # with 1 GiB left to map in all. It now plans within half the room left.
+    from test_image_reading import address_space_after_import
+
+    Image.fromarray(samples.astronaut()[:24, :24]).save(tmp_path / "small.png")
+    room = 2**30  # past what torch and srfeat map at import (0.6 GiB for the CPU build, 3.1 GiB for the CUDA one)
+    child = srfeat_cli(
+        "-v", "upscale", tmp_path / "small.png", "-o", tmp_path / "out.png", "--model", model_path,
+        memory_limit=address_space_after_import() + room,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    budget_mb = float(re.findall(r"\(budget (\d+) MB on cpu\)", child.stderr)[0])
+    assert budget_mb <= room / 2 / 2**20, budget_mb

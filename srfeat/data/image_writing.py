@@ -134,8 +134,8 @@ def write_image(
             "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format
         )
         array = _uint16_to_uint8(array)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a stale temporary (a run killed while writing this file) removed; a live writer's kept
+    # the folder made (and removed again if the write fails), a stale temporary (a run killed while writing this
+    # file) removed; a live writer's kept
     with disk_full_named(path), writing_temporary(path) as temporary:  # a full disk: one line naming the file
         if array.dtype == np.uint16 and channels > 1 and image_format == "TIFF":
             if exif:  # tifffile writes no EXIF directory

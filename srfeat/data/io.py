@@ -157,6 +157,7 @@ def _open_image(path: Path) -> Image.Image:
             warn_first_only(path, getattr(image, "n_frames", 1), image.format)
             image.load()  # decode now: truncated files fail here
             negative = _negative_signed_bytes(image)
+            unsigned_32 = _unsigned_32_bit_range(image)
             oriented = orientation.exif_upright(image, path)
             decoded = oriented if oriented is not image else image.copy()
     except DECODE_ERRORS as error:
@@ -173,7 +174,26 @@ def _open_image(path: Path) -> Image.Image:
             "srfeat does not read (its intensities are 0..255)",
             "convert it to unsigned 8- or 16-bit",
         )
+    if unsigned_32 is not None:  # said here: the copy PIL reads into its signed mode I shows wrapped values
+        raise ImageReadError(
+            f"cannot read image {path}: its unsigned 32-bit pixels are in [{unsigned_32[0]}, {unsigned_32[1]}], "
+            "outside 16 bits (0..65535)",
+            "convert it to 8- or 16-bit",
+        )
     return decoded
+
+
+def _unsigned_32_bit_range(image: Image.Image) -> tuple[int, int] | None:
+    """(lowest, highest) of a TIFF's unsigned 32-bit samples if any is past 16 bits, else None. PIL reads them
+    into its signed mode I, where those past 2^31 wrap: the refusal gave [-2134620432, 2143510973]."""
+    tags = getattr(image, "tag_v2", None)
+    if image.format != "TIFF" or image.mode != "I" or tags is None or tuple(tags.get(339, (1,)))[:1] != (1,):
+        return None
+    if tuple(tags.get(258, ()))[:1] != (32,):
+        return None
+    values = np.asarray(image).view(np.uint32)
+    low, high = int(values.min()), int(values.max())
+    return (low, high) if high > 65535 else None
 
 
 def _negative_signed_bytes(image: Image.Image) -> tuple[int, int] | None:

@@ -221,6 +221,11 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=2e-4)")
+        if "" in key.strip().split("."):  # `.lr=1` was the file's "unknown config key " (an empty name)
+            raise ConfigError(
+                f"override {key.strip()}: a part of the name is empty (before, between or after its dots); "
+                "write section.key=value, e.g. optim.lr=2e-4"
+            )
         try:
             value = _load_override(text, f"override {key.strip()}") if text.strip() else ""
         except yaml.YAMLError as error:
