@@ -37,7 +37,7 @@ from srfeat.data.prepare import (
 )
 from srfeat.data.resize import imresize
 from srfeat.errors import SRFeatError
-from srfeat.files import process_exists
+from srfeat.locks import process_exists
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from skimage import data as samples
 from srfeat.data.io import write_png
 from srfeat.data.prepare import PATCHES_PER_IMAGE, prepare_patches
 from srfeat.errors import SRFeatError
-from srfeat.files import process_exists
+from srfeat.locks import process_exists
 
 ARGS = ("--hr-patch-size", "64", "--workers", "1", "--no-half")
 

@@ -46,7 +46,8 @@ from srfeat.data.staging import (
     writing_now,
 )
 from srfeat.errors import ImageReadError, SRFeatError
-from srfeat.files import close_inherited_locks, name_max, unwritable_folder
+from srfeat.files import name_max, unwritable_folder
+from srfeat.locks import close_inherited_locks
 
 logger = logging.getLogger(__name__)
 

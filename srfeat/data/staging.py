@@ -24,7 +24,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from srfeat.errors import SRFeatError
-from srfeat.files import hold_lock, let_go_lock, lock_exclusive, process_exists
+from srfeat.locks import hold_lock, let_go_lock, lock_exclusive, process_exists
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _claim(folder: Path, out: Path) -> tuple[int | None, tuple[int, int]]:
             if taken is None:
                 os.close(descriptor)
                 return None, (status.st_dev, status.st_ino)
-            hold_lock(descriptor)  # a worker closes its copy (`files.close_inherited_locks`)
+            hold_lock(descriptor)  # a worker closes its copy (`locks.close_inherited_locks`)
             return descriptor, (status.st_dev, status.st_ino)
         os.close(descriptor)
     raise SRFeatError(f"{folder} kept being removed by another process while this run made it; run again")

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from srfeat.errors import ConfigError
-from srfeat.files import hold_lock, let_go_lock
+from srfeat.locks import hold_lock, let_go_lock
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
@@ -180,7 +180,7 @@ def run_folder_lock(out_dir: Path) -> Iterator[None]:
         yield
         return
     descriptor = os.open(out_dir, os.O_RDONLY)
-    hold_lock(descriptor)  # a DataLoader worker closes its copy (`files.close_inherited_locks`)
+    hold_lock(descriptor)  # a DataLoader worker closes its copy (`locks.close_inherited_locks`)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from srfeat.errors import ConfigError
-from srfeat.files import close_inherited_locks
+from srfeat.locks import close_inherited_locks
 from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import DistributedContext
 from srfeat.training.interrupt import quiet_worker

@@ -21,9 +21,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from srfeat.errors import ImageReadError, SRFeatError
-from srfeat.files import process_exists, unless_held, writing_temporary
+from srfeat.files import unless_held, writing_temporary
 from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
+from srfeat.locks import process_exists
 from srfeat.web.job import Job, ModelChoice
 
 __all__ = ["CACHED_UPSCALERS", "TEMPORARY_PREFIX", "Upscalers", "job_notes", "remove_stale_temporaries", "upscale_job"]
