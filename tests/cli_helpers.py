@@ -6,6 +6,7 @@ import fcntl
 import os
 import resource
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -26,13 +27,18 @@ def srfeat_cli(
     timeout: float = 300,
     memory_limit: int | None = None,
     env: dict[str, str] | None = None,
+    file_size_limit: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`srfeat ARGS...` in `cwd`, this checkout's package; `memory_limit`: its address space, in bytes;
-    `env`: variables set for it besides (e.g. SRFEAT_DATASETS)."""
+    `env`: variables set for it besides (e.g. SRFEAT_DATASETS); `file_size_limit`: the largest file it
+    may write, in bytes (a write past it is short, or fails with EFBIG, as on a full disk)."""
 
-    def limit_memory() -> None:
+    def limit_resources() -> None:
         if memory_limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+        if file_size_limit is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the write past it kills the child
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
     return subprocess.run(
         [sys.executable, "-m", "srfeat.cli", *map(str, args)],
@@ -42,7 +48,7 @@ def srfeat_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        preexec_fn=limit_memory if memory_limit is not None else None,
+        preexec_fn=limit_resources if memory_limit is not None or file_size_limit is not None else None,
     )
 
 

@@ -11,7 +11,6 @@ import errno
 import io
 import logging
 import os
-import resource
 import signal
 import struct
 import subprocess
@@ -472,20 +471,17 @@ def test_an_output_cut_short_by_the_file_system_fails_and_is_not_kept(tmp_path: 
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(source)
     limit = 20_000  # bytes: the 192x192 JPEG of noise is larger
 
-    def limit_file_size() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is short, or fails (EFBIG)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
     for name in ("noise.jpg", "noise.bmp", "noise.tif"):
         target = tmp_path / "out" / name
-        child = subprocess.run(
-            [sys.executable, "-m", "srfeat.cli", "upscale", source, "-o", target, "--model", model_path],
-            env={**CHILD_ENV, "PYTHONDONTWRITEBYTECODE": "1"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            preexec_fn=limit_file_size,
-            check=False,
+        child = srfeat_cli(
+            "upscale",
+            source,
+            "-o",
+            target,
+            "--model",
+            model_path,
+            env={"PYTHONDONTWRITEBYTECODE": "1"},
+            file_size_limit=limit,
         )
         assert child.returncode == 1 and "Traceback" not in child.stderr, (name, child.stderr)
         # A compressed TIFF's (libtiff's own writes) said "encoder error -2", not why.
@@ -519,19 +515,8 @@ def test_a_failed_write_leaves_no_folder_it_made_and_keeps_those_that_were_there
         pytest.importorskip("onnx")
         args = ["export", "--model", model_path, "-o", there / "new" / "deeper" / "model.onnx"]
 
-    def limit_file_size() -> None:  # every output here is larger: its write fails (EFBIG)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
-
-    child = subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
-        env={**CHILD_ENV, "PYTHONDONTWRITEBYTECODE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=limit_file_size,
-        check=False,
-    )
+    # every output here is larger than 8 KB: its write fails (EFBIG)
+    child = srfeat_cli(*args, env={"PYTHONDONTWRITEBYTECODE": "1"}, file_size_limit=8192)
     assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
     assert "File too large" in child.stderr, child.stderr
     assert there.is_dir() and not list(there.iterdir())
