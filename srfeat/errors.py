@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import reprlib
+import sys
 
 __all__ = [
     "ConfigError",
@@ -29,6 +30,7 @@ __all__ = [
     "TrainingDiverged",
     "VideoError",
     "WeightsError",
+    "check_flag",
 ]
 
 
@@ -110,17 +112,36 @@ def shown(value: object, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def check_flag(
+    value: object, name: str, error: type[SRFeatError] = InvalidOptionError, choices: str = "True or False"
+) -> bool:
+    """`value` as a bool if it is True or False (numpy's `bool_` too), else a one-line `error`.
+
+    For every flag of the Python API: a string is true whatever it says, so `overwrite="no"`
+    overwrote, and 0, 1 or None passed as a choice the caller may not have meant.
+    """
+    numpy = sys.modules.get("numpy")  # without numpy loaded no value is one of its bools; not imported here
+    if isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_)):
+        return bool(value)
+    raise error(f"{name} must be {choices}, got {type(value).__name__} {shown(value)}")
+
+
 # C0 and C1 control characters (category Cc: newline, CR, tab, ESC, DEL, ...) and the Unicode line and
-# paragraph separators (Zl, Zp), which a terminal or a text viewer also starts a new line at.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# paragraph separators (Zl, Zp), which a terminal or a text viewer also starts a new line at; and the
+# bidirectional controls (the embeddings, overrides and isolates U+202A-U+202E and U+2066-U+2069, the
+# marks U+200E, U+200F and U+061C), which reorder the text around them as it is displayed: a file named
+# `photo\u202egnp.exe` showed as `photoexe.png` (Trojan Source). Joiners (U+200D) and variation
+# selectors stay: emoji names are made of them, and they move nothing.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
-    """`text` with its control characters written as Python writes them (`\\n`, `\\x1b`, `\\u2028`).
+    """`text` with its control characters written as Python writes them (`\\n`, `\\x1b`, `\\u2028`, `\\u202e`).
 
-    For anything shown a line at a time: a file may be named `a\\nERROR: b.png` or hold an escape
-    sequence; written raw, its name printed a fake `ERROR:` line in a successful run, broke a table's
-    row in two, or rewrote the user's terminal. Each log line, argparse error and table cell goes
-    through here.
+    For anything shown a line at a time: a file may be named `a\\nERROR: b.png`, hold an escape
+    sequence or a right-to-left override; written raw, its name printed a fake `ERROR:` line in a
+    successful run, broke a table's row in two, rewrote the user's terminal, or showed another name
+    than the file's (`photo\\u202egnp.exe` as `photoexe.png`). Each log line, argparse error and
+    table cell goes through here.
     """
     return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)

@@ -42,6 +42,34 @@ def test_control_characters_in_names_are_escaped_in_every_line_on_standard_error
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["esc\x1b[2Jred.png", "name\nERROR: x.png"]
 
 
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+@pytest.mark.parametrize("control", BIDI_CONTROLS)
+def test_a_bidirectional_control_is_escaped_so_a_name_shows_in_its_own_order(control: str) -> None:
+    from srfeat.errors import printable
+
+    # `photo\u202egnp.exe` displayed as `photoexe.png`: the override reversed what followed it
+    assert printable(f"photo{control}gnp.exe") == f"photo\\u{ord(control):04x}gnp.exe"
+
+
+def test_joiners_and_variation_selectors_of_emoji_names_are_kept() -> None:
+    from srfeat.errors import printable
+
+    family, heart = "\U0001f468\u200d\U0001f469\u200d\U0001f467", "\u2764\ufe0f"
+    assert printable(f"{family} {heart} caf\u00e9.png") == f"{family} {heart} caf\u00e9.png"
+
+
+def test_a_name_holding_a_right_to_left_override_is_escaped_on_standard_error(tmp_path: Path) -> None:
+    model = tiny_generator_file(tmp_path / "tiny.safetensors")
+    damaged = tmp_path / "photo\u202egnp.png"
+    damaged.write_bytes(b"not an image")
+    child = srfeat_cli("upscale", damaged, "-o", tmp_path / "out", "--model", model, env={"PYTHONIOENCODING": "utf-8"})
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    assert "cannot read image " + str(tmp_path / "photo\\u202egnp.png") in child.stderr
+    assert "\u202e" not in child.stderr
+
+
 def test_an_argument_holding_a_newline_is_refused_in_one_line(tmp_path: Path) -> None:
     # no space in it: argparse takes it for an option, not an input
     child = srfeat_cli("upscale", photo(tmp_path / "x.png"), "--bogus\nERROR:fake", cwd=tmp_path)
