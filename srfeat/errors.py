@@ -10,6 +10,9 @@ ValueError` catches bad values (`InvalidImageError`, `InvalidOptionError`, `Weig
 `except OSError` an unreadable image or video file (`ImageReadError`, `VideoError`);
 `except SRFeatError` catches them all. `srfeat.files.OutputExistsError` (a file that would be
 overwritten) is one too.
+
+Also here, for the messages: `shown` (a caller's value, kept to one line), `printable` (a name with
+its control characters escaped) and `check_flag` (True or False, or one line saying what was given).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ __all__ = [
     "TrainingDiverged",
     "VideoError",
     "WeightsError",
-    "check_flag",
 ]
 
 
@@ -73,8 +75,9 @@ class InvalidImageError(SRFeatError, ValueError):
 
 
 class InvalidOptionError(SRFeatError, ValueError):
-    """An `Upscaler` option of the wrong kind or out of range: a tile size that is not a whole number,
-    an unknown device, precision or backend, a flag that is not True or False."""
+    """An option of the Python API of the wrong kind or out of range: an `Upscaler` tile size that is not
+    a whole number, an unknown device, precision or backend, a flag (`tta`, `overwrite`, `replace`,
+    `antialiasing`...) that is not True or False, something else where a path goes."""
 
 
 class NotAnImageError(SRFeatError, TypeError):

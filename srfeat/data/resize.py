@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from srfeat.errors import InvalidImageError, NotAnImageError, shown
+from srfeat.errors import InvalidImageError, NotAnImageError, check_flag, shown
 from srfeat.hardware import host_available_memory
 
 logger = logging.getLogger(__name__)
@@ -226,8 +226,9 @@ def imresize(
     evaluation protocol, round it to uint8 (`imresize_np` does, for uint8 arrays).
 
     Raises `srfeat.errors.NotAnImageError` (a `TypeError`) for anything but a floating-point
-    tensor of at least two dimensions, and `srfeat.errors.InvalidImageError` (a `ValueError`)
-    for a bad `scale` or `size`, or a resize whose filter or output would not fit in memory.
+    tensor of at least two dimensions, `srfeat.errors.InvalidImageError` (a `ValueError`)
+    for a bad `scale` or `size`, or a resize whose filter or output would not fit in memory, and
+    `srfeat.errors.InvalidOptionError` (a `ValueError`) for an `antialiasing` other than True or False.
     """
     return _imresize(image, scale, size, antialiasing)
 
@@ -240,6 +241,7 @@ def _imresize(
     after_pass: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """`imresize`, with `after_pass` applied to the result of each of its two 1-D passes."""
+    antialiasing = check_flag(antialiasing, "antialiasing")  # "no" antialiased a shrink, None did not
     if not isinstance(image, torch.Tensor):
         advice = "use imresize_np for numpy arrays" if isinstance(image, np.ndarray) else "give a float tensor"
         raise NotAnImageError(f"imresize expects a torch tensor, got {type(image).__name__}: {advice}")
@@ -296,8 +298,10 @@ def imresize_np(
     `round_each_pass` rounds and clips an integer array after each of the two 1-D passes, as
     MATLAB's own `imresize` does on integer images (its mex writes each pass in the input's
     type): the authors' training patches were made so. The evaluation protocol (BasicSR's, and
-    the published bicubic numbers) rounds once, at the end: the default.
+    the published bicubic numbers) rounds once, at the end: the default. Both flags are True or
+    False (`srfeat.errors.InvalidOptionError` otherwise).
     """
+    round_each_pass = check_flag(round_each_pass, "round_each_pass")  # "no" rounded each pass
     if not isinstance(array, np.ndarray):
         raise NotAnImageError(f"imresize_np expects a numpy array, got {type(array).__name__}")
     if array.ndim not in (2, 3):

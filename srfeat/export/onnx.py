@@ -36,11 +36,12 @@ from torch import nn
 from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
-from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError
+from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, check_flag, shown
 from srfeat.files import unwritable_file, write_file_atomically
 from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
 from srfeat.library_warnings import WARNINGS_LOCK
+from srfeat.weights import as_path
 
 if TYPE_CHECKING:
     import onnx
@@ -150,6 +151,7 @@ class ExportGenerator(nn.Module):
 
     def __init__(self, generator: SRFeatGenerator, fp16: bool = False) -> None:
         super().__init__()
+        fp16 = check_flag(fp16, "fp16")
         folded = InferenceGenerator(generator, algorithm="direct")
         self.scale = folded.scale
         self.receptive_radius = folded.receptive_radius
@@ -209,6 +211,11 @@ def onnx_model(
             f"export takes an SRFeatGenerator, got {type(generator).__name__}: load a bundled name or a "
             "checkpoint with srfeat.weights.load_generator first"
         )
+    if not isinstance(info, ModelInfo):  # None or a name: AttributeError 'name' after the path was checked
+        raise InvalidOptionError(
+            f"info must be a srfeat.export.onnx.ModelInfo (model_info(name) makes one), got {shown(info)}"
+        )
+    fp16 = check_flag(fp16, "fp16")  # "no" exported in float16
     require_onnx()
     import onnx
 
@@ -350,7 +357,7 @@ class ExportResult:
 
 def export_onnx(
     generator: SRFeatGenerator,
-    path: str | os.PathLike[str],
+    path: str | bytes | os.PathLike[str],
     info: ModelInfo,
     *,
     fp16: bool = False,
@@ -362,7 +369,11 @@ def export_onnx(
 
     An existing file is replaced only with `overwrite`, and only once the new model is complete;
     without it, one that appeared during the export is kept too (`srfeat.files.OutputExistsError`).
+    `path` is a str, bytes or path-like (`~` expanded); `fp16` and `overwrite` are True or False
+    (`overwrite="no"` overwrote), else an `InvalidOptionError` before anything is done.
     """
+    fp16 = check_flag(fp16, "fp16")
+    overwrite = check_flag(overwrite, "overwrite")
     path = check_output_path(path, overwrite)
     model = onnx_model(generator, info, fp16=fp16, opset=opset)
     difference = verify_onnx(model, generator, fp16)
@@ -376,11 +387,12 @@ def export_onnx(
     return ExportResult(path, len(data), difference)
 
 
-def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+def check_output_path(path: str | bytes | os.PathLike[str], overwrite: bool = False) -> Path:
     """`path` as the file an export may write, checked before the export's work: an `.onnx` name
     (srfeat, like other tools, tells an ONNX model by it), not a folder, not an existing file
-    without `overwrite`, and a parent folder that exists or can be made and is writable."""
-    path = Path(path).expanduser()
+    without `overwrite` (True or False), and a parent folder that exists or can be made and is writable."""
+    overwrite = check_flag(overwrite, "overwrite")
+    path = as_path(path, "the ONNX file")
     if path.is_dir():
         raise SRFeatError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
     if path.name.lower() == ".onnx":  # a hidden file's name to Python: no suffix, and "-o .onnx.onnx" was the advice
@@ -404,7 +416,7 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
 
 
 def model_info(
-    model: str | os.PathLike[str] | SRFeatGenerator,
+    model: str | bytes | os.PathLike[str] | SRFeatGenerator,
     strength: float | None = None,
     training_data: str | None = None,
     license: str | None = None,
@@ -414,7 +426,7 @@ def model_info(
     if isinstance(model, SRFeatGenerator):
         name = "generator"
     else:
-        name = str(model)
+        name = model if isinstance(model, str) else str(as_path(model, "the model"))  # 5 was the model "5"
         if name.lower().endswith(".onnx"):
             raise WeightsError(f"{name} is already an ONNX model; export takes a bundled name or a srfeat checkpoint")
     if strength is not None and name in BUNDLED_INFO:

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import InvalidOptionError, WeightsError, shown
+from srfeat.errors import InvalidOptionError, WeightsError, check_flag, shown
 from srfeat.files import OutputExistsError, PendingFile, write_file_atomically
 from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, check_layout, check_weights, weight_problem
 from srfeat.weights.reading import build_generator, generator_from_state, read_state
@@ -147,9 +147,11 @@ def save_generator(
     `path` (str, bytes or path-like; `~` expanded) must end in `.safetensors`; missing folders
     are made. `dtype` is the stored precision (float32, float16 or bfloat16; `load_generator`
     returns float32 whatever was stored). With `replace` False an existing file is kept
-    (`srfeat.files.OutputExistsError`). Weights that are not finite or have exploded are
-    refused (`WeightsError`), as are a folder, another suffix or another dtype.
+    (`srfeat.files.OutputExistsError`); `replace` is True or False (`replace="false"` replaced it),
+    else an `InvalidOptionError`. Weights that are not finite or have exploded are refused
+    (`WeightsError`), as are a folder, another suffix or another dtype.
     """
+    replace = check_flag(replace, "replace")
     file = generator_file(generator, path, dtype)
     if not replace and (file.path.exists() or file.path.is_symlink()):  # before writing, not after
         raise OutputExistsError(f"{file.path} exists; it is kept: remove it, or pass replace=True to replace it")

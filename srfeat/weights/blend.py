@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import SRFeatError, WeightsError, shown
-from srfeat.weights import generator_from_state, load_generator
+from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, shown
+from srfeat.weights import as_path, generator_from_state, load_generator
 
 __all__ = [
     "DETAIL_MODELS",
@@ -90,6 +90,8 @@ def blend_states(
     alpha 0 gives A and alpha 1 gives B exactly (`torch.lerp` is exact at both ends).
     """
     alpha = check_alpha(alpha)
+    if not (isinstance(names, (tuple, list)) and len(names) == 2):  # "AB" was unpacked into "A" and "B"
+        raise InvalidOptionError(f"names must be a pair of names, e.g. ('A', 'B'), got {shown(names)}")
     name_a, name_b = names
     for name, state in ((name_a, state_a), (name_b, state_b)):
         _check_state(state, name)
@@ -136,7 +138,7 @@ def strength_generator(strength: float) -> SRFeatGenerator:
     return blend_generators(*DETAIL_MODELS, check_alpha(strength, "strength"))
 
 
-def load_blended(model: str | os.PathLike[str] | SRFeatGenerator, strength: float | None) -> SRFeatGenerator:
+def load_blended(model: str | bytes | os.PathLike[str] | SRFeatGenerator, strength: float | None) -> SRFeatGenerator:
     """`model` as `load_generator` reads it (or a copy of a generator given as such), or with a
     `strength` the default/gan blend, as an eval-mode float32 generator on the CPU.
 
@@ -145,7 +147,10 @@ def load_blended(model: str | os.PathLike[str] | SRFeatGenerator, strength: floa
     """
     if isinstance(model, SRFeatGenerator) and strength is None:
         return copy.deepcopy(model).cpu().float().eval()
-    name = type(model).__name__ if isinstance(model, SRFeatGenerator) else str(model)
+    if isinstance(model, SRFeatGenerator):
+        name = type(model).__name__
+    else:  # as load_generator takes it: 5 was looked for as a file named "5", b"default" as "b'default'"
+        name = model if isinstance(model, str) else str(as_path(model, "the model"))
     if strength is None:
         return load_generator(name, "cpu")
     if name != DETAIL_MODELS[0]:

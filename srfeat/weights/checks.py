@@ -4,13 +4,14 @@ it allocate), and weights that are finite and have not exploded."""
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Iterable, Mapping
 
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import WeightsError
+from srfeat.errors import InvalidOptionError, WeightsError
 
 __all__ = [
     "MAX_TENSORS",
@@ -39,11 +40,22 @@ def weight_problem(
     tensors: Iterable[tuple[str, torch.Tensor]], max_magnitude: float = MAX_WEIGHT_MAGNITUDE
 ) -> str | None:
     """None when every float tensor is finite and within `max_magnitude` and no BatchNorm
-    `running_var` is negative; else what is wrong."""
+    `running_var` is negative; else what is wrong. `tensors` are (name, tensor) pairs, a state
+    dict's `items()`: the state dict itself is an `InvalidOptionError` (iterated, it gives its names)."""
+    if isinstance(tensors, (Mapping, torch.nn.Module, str, bytes)):  # a 2-letter name was unpacked into two
+        raise InvalidOptionError(
+            f"the weights must be (name, tensor) pairs, e.g. state_dict().items(), got {type(tensors).__name__}"
+        )
+    # NaN compared false with every weight, so no explosion was ever found; a string failed inside
+    if isinstance(max_magnitude, bool) or not isinstance(max_magnitude, numbers.Real) or not max_magnitude > 0:
+        raise InvalidOptionError(f"max_magnitude must be a number above 0 (inf: no bound), got {max_magnitude!r}")
     non_finite: list[tuple[str, int]] = []
     negative_variance: list[tuple[str, int]] = []
     largest = ("", 0.0)
-    for name, tensor in tensors:
+    for pair in tensors:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], torch.Tensor)):
+            raise InvalidOptionError(f"the weights must be (name, tensor) pairs, got {type(pair).__name__} in them")
+        name, tensor = pair
         if not tensor.is_floating_point() or tensor.numel() == 0:
             continue
         finite = torch.isfinite(tensor)

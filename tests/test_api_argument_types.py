@@ -1,0 +1,117 @@
+"""The Python API given arguments of the wrong kind: a flag given as "no", 0 or None, a path given as
+a number, a state dict where its items go. Each is one `InvalidOptionError` line before anything is
+done, never a silent choice (a non-empty string is true: `overwrite="no"` overwrote) or a traceback
+from inside. What was refused already is in tests/test_hostile_inputs.py and the test_api_* modules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from inference_helpers import tiny_generator
+
+from srfeat.data.resize import imresize, imresize_np
+from srfeat.errors import InvalidOptionError
+from srfeat.export.onnx import ModelInfo, check_output_path, export_onnx, model_info
+from srfeat.weights import check_weights, load_generator, save_generator, weight_problem
+from srfeat.weights.blend import blend_states, load_blended
+
+NOT_FLAGS = ["no", "false", 0, 1, None]
+INFO = ModelInfo("tiny", "nothing", "MIT")
+
+
+@pytest.mark.parametrize("flag", NOT_FLAGS)
+def test_save_generator_refuses_a_replace_that_is_not_true_or_false_and_keeps_the_file(
+    tmp_path: Path, flag: object
+) -> None:
+    """`replace="false"` replaced the file (the string is true); 0 and None kept it, by luck of falsiness."""
+    existing = tmp_path / "kept.safetensors"
+    existing.write_bytes(b"the user's file")
+    with pytest.raises(InvalidOptionError, match=f"replace must be True or False, got {type(flag).__name__}"):
+        save_generator(tiny_generator(), existing, replace=flag)  # type: ignore[arg-type]
+    assert existing.read_bytes() == b"the user's file"
+
+
+@pytest.mark.parametrize("flag", NOT_FLAGS)
+@pytest.mark.parametrize("name", ["overwrite", "fp16"])
+def test_export_onnx_refuses_flags_that_are_not_true_or_false_before_the_export(
+    tmp_path: Path, name: str, flag: object
+) -> None:
+    """`export_onnx(..., overwrite="no")` replaced an existing file; `fp16="no"` exported in float16."""
+    existing = tmp_path / "kept.onnx"
+    existing.write_bytes(b"the user's model")
+    with pytest.raises(InvalidOptionError, match=f"{name} must be True or False, got {type(flag).__name__}"):
+        export_onnx(tiny_generator(), existing, INFO, **{name: flag})  # type: ignore[arg-type]
+    assert existing.read_bytes() == b"the user's model"
+
+
+def test_check_output_path_refuses_an_overwrite_of_another_kind_and_a_path_that_is_not_one(tmp_path: Path) -> None:
+    existing = tmp_path / "kept.onnx"
+    existing.write_bytes(b"the user's model")
+    with pytest.raises(InvalidOptionError, match="overwrite must be True or False, got str 'no'"):
+        check_output_path(existing, overwrite="no")  # type: ignore[arg-type]
+    for call in (lambda: check_output_path(5), lambda: export_onnx(tiny_generator(), 5, INFO)):  # type: ignore[arg-type]
+        with pytest.raises(InvalidOptionError, match="the ONNX file must be a path .*, got int 5"):
+            call()
+    # bytes are a path, as save_generator takes them (they were a TypeError from pathlib)
+    assert check_output_path(bytes(tmp_path / "new.onnx")) == tmp_path / "new.onnx"
+
+
+@pytest.mark.parametrize("info", [None, "tiny", {"name": "tiny"}])
+def test_export_onnx_refuses_info_that_is_not_model_info(tmp_path: Path, info: object) -> None:
+    with pytest.raises(InvalidOptionError, match="info must be a srfeat.export.onnx.ModelInfo"):  # AttributeError
+        export_onnx(tiny_generator(), tmp_path / "x.onnx", info)  # type: ignore[arg-type]
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_model_info_refuses_a_model_that_is_no_name_path_or_generator() -> None:
+    with pytest.raises(InvalidOptionError, match="the model must be a path .*, got int 5"):  # was named "5"
+        model_info(5)  # type: ignore[arg-type]
+
+
+RESIZES: list[tuple[str, Callable[[object], object]]] = [
+    ("antialiasing", lambda flag: imresize(torch.rand(1, 8, 8), 0.5, antialiasing=flag)),  # type: ignore[arg-type]
+    ("antialiasing", lambda flag: imresize_np(np.zeros((8, 8), np.uint8), 0.5, antialiasing=flag)),  # type: ignore[arg-type]
+    ("round_each_pass", lambda flag: imresize_np(np.zeros((8, 8), np.uint8), 2, round_each_pass=flag)),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize("flag", ["no", None, 0])
+@pytest.mark.parametrize(("name", "resize"), RESIZES, ids=["imresize", "imresize_np", "round_each_pass"])
+def test_the_resize_flags_must_be_true_or_false(name: str, resize: Callable[[object], object], flag: object) -> None:
+    """`antialiasing="no"` antialiased a shrink and `round_each_pass="no"` rounded each pass: strings are true."""
+    with pytest.raises(InvalidOptionError, match=f"{name} must be True or False, got {type(flag).__name__}"):
+        resize(flag)
+    image = torch.rand(1, 8, 8)  # numpy's bools are flags (an array's comparison gives them)
+    assert torch.equal(imresize(image, 0.5, antialiasing=np.False_), imresize(image, 0.5, antialiasing=False))  # type: ignore[arg-type]
+
+
+def test_weight_checks_refuse_a_state_dict_or_module_where_its_items_go() -> None:
+    """A state dict iterated gives its names: a two-letter name was unpacked into name and tensor."""
+    generator = tiny_generator()
+    for given in (generator.state_dict(), generator, {"ab": torch.zeros(1)}):
+        with pytest.raises(InvalidOptionError, match=r"\(name, tensor\) pairs, e.g. state_dict\(\).items\(\)"):
+            weight_problem(given)  # type: ignore[arg-type]
+        with pytest.raises(InvalidOptionError, match=r"\(name, tensor\) pairs"):
+            check_weights(given, "the generator")  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match="max_magnitude must be a number above 0"):  # NaN found nothing
+        weight_problem(generator.state_dict().items(), math.nan)
+
+
+def test_blend_names_must_be_a_pair_not_a_string() -> None:
+    state = tiny_generator().state_dict()
+    with pytest.raises(InvalidOptionError, match="names must be a pair of names"):  # "AB" was "A" and "B"
+        blend_states(state, state, 0.5, names="AB")  # type: ignore[arg-type]
+
+
+def test_load_blended_takes_paths_as_load_generator_does(tmp_path: Path) -> None:
+    """5 was looked for as a file named "5", a bytes path as the file "b'...'"."""
+    path = tmp_path / "tiny.safetensors"
+    save_generator(tiny_generator(), path)
+    assert load_blended(bytes(path), None).num_blocks == load_generator(path).num_blocks
+    with pytest.raises(InvalidOptionError, match="the model must be a path .*, got int 5"):
+        load_blended(5, None)  # type: ignore[arg-type]
