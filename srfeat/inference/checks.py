@@ -12,12 +12,11 @@ import numbers
 import os
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.io import FLOAT_PIXEL_SLACK
-from srfeat.errors import InvalidImageError, InvalidOptionError, WeightsError, shown
+from srfeat.errors import InvalidImageError, InvalidOptionError, WeightsError, check_flag, shown
 from srfeat.inference.onnx_runner import is_onnx_file
 from srfeat.inference.tiling import count_non_finite, value_range
 from srfeat.weights.blend import check_alpha
@@ -116,8 +115,7 @@ def check_options(
     if on_tile is not None and not callable(on_tile):  # else a TypeError at the first image's first tile
         raise InvalidOptionError(f"on_tile must be a function of (done, total) or None, got {type(on_tile).__name__}")
     for name, value in flags.items():
-        if not isinstance(value, (bool, np.bool_)):
-            raise InvalidOptionError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+        check_flag(value, name)
 
 
 BACKENDS = ("torch", "onnxruntime")

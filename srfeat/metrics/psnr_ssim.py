@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy.ndimage import correlate1d
 
-from srfeat.errors import MetricInputError, shown
+from srfeat.errors import MetricInputError, check_flag
 
 __all__ = ["check_crop_border", "psnr", "rgb_to_y", "ssim"]
 
@@ -93,11 +93,10 @@ def _checked_crop(
     sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check both images and the options, and shave the border (views, nothing copied)."""
-    if not isinstance(test_y_channel, (bool, np.bool_)):  # "no" or 0.0 would score Y, or RGB, silently
-        raise MetricInputError(
-            f"test_y_channel must be True (the Y channel, the papers' protocol) or False (RGB), "
-            f"got {type(test_y_channel).__name__} {shown(test_y_channel)}"
-        )
+    # "no" or 0.0 would score Y, or RGB, silently
+    check_flag(
+        test_y_channel, "test_y_channel", MetricInputError, "True (the Y channel, the papers' protocol) or False (RGB)"
+    )
     _check_pixels(sr, "the SR image")
     _check_pixels(hr, "the HR image")
     if sr.shape != hr.shape:
