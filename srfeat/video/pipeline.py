@@ -94,7 +94,9 @@ def upscale_video(
     output container cannot hold, or an output that cannot be written; `target` is then left
     as it was, and no temporary file stays behind. With `replace` False an existing `target` is kept,
     even one that appeared while `source` was upscaled: `srfeat.files.OutputExistsError` says so
-    (before any frame is decoded for one that exists already). Paths may be str (`~` expanded).
+    (before any frame is decoded for one that exists already). A `target` that is `source` itself (under
+    another spelling, or a symbolic or hard link to it) is never written, `replace` or not:
+    `srfeat.files.OutputIsInputError`, before the video is opened. Paths may be str (`~` expanded).
     """
     source, target = check_call(source, target, upscaler, options, replace)
     av = import_av(source)
