@@ -1,4 +1,4 @@
-"""The standard evaluation protocol: run models on benchmark folders, score, tabulate, picture.
+"""The standard evaluation protocol: run models on benchmark folders and score their outputs.
 
 For every image of a folder: HR mod-cropped to the scale, LR = MATLAB bicubic x1/scale
 rounded to uint8, SR = model(LR) rounded to uint8, then PSNR/SSIM on the Y channel with
@@ -10,19 +10,16 @@ can score it; its PSNR/SSIM are left empty, and `hr` alone with only those is re
 anything `srfeat.weights.load_generator` accepts (a bundled name or a checkpoint path), or a
 blend (`strength=0.5`, `strength=0:1:0.1`, `blend=A,B,0.3`: see `srfeat.weights.blend`).
 With `tta` the networks run as self-ensembles and their rows are labelled `<model>+tta`.
-The arguments are checked, and the rows named, by `srfeat.evaluation_inputs` before any work.
+The arguments are checked, and the rows named, by `srfeat.evaluation_inputs` before any work;
+the results' types, their Markdown table and JSON are `srfeat.evaluation_results` (re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,14 +37,27 @@ from srfeat.evaluation_inputs import (
     check_metrics_apply,
     dataset_labels,
     default_metrics,
+    figure_index,
     model_identity,
     model_labels,
     network_names,
     niqe_available,
     once_each,
     resolve_metrics,
+    warn_reduced,
+    warn_subfolders,
 )
-from srfeat.files import write_file_atomically
+from srfeat.evaluation_results import (
+    DatasetScore,
+    EvaluationResult,
+    FigureSample,
+    ImageScore,
+    dataset_score,
+    format_score,
+    json_records,
+    markdown_table,
+    write_json,
+)
 from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
 from srfeat.weights import load_generator
@@ -150,47 +160,6 @@ def check_models(specs: Sequence[str], scale: int) -> None:
 # ----------------------------------------------------------------------------- scoring
 
 
-@dataclass
-class ImageScore:
-    model: str
-    dataset: str
-    image: str
-    scores: dict[str, float | None]
-
-
-@dataclass
-class DatasetScore:
-    """Means over a folder for one model; `per_image` holds the individual scores."""
-
-    model: str
-    dataset: str
-    images: int
-    scores: dict[str, float | None]
-    per_image: list[ImageScore] = field(default_factory=list)
-    # How many images each mean covers: fewer than `images` where a metric was undefined for some.
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class FigureSample:
-    """One image of a dataset with every model's output, kept for the comparison figure."""
-
-    dataset: str
-    image: str
-    hr: np.ndarray
-    outputs: dict[str, np.ndarray]
-    scores: dict[str, dict[str, float | None]]
-
-
-@dataclass
-class EvaluationResult:
-    metrics: list[str]
-    scale: int
-    channel: str
-    results: list[DatasetScore]
-    figure_samples: list[FigureSample]
-
-
 def _niqe_or_none(image: np.ndarray, scale: int, name: str) -> float | None:
     """NIQE, or None where it is undefined (image under 96x96 px, no texture): one such image
     must not stop an evaluation; it is left out of the mean and logged."""
@@ -246,58 +215,6 @@ def _out_of_memory(name: str, shape: tuple[int, ...]) -> str:
     )
 
 
-def _mean(values: list[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return float(np.mean(present)) if present else None
-
-
-def _warn_subfolders(folder: Path) -> None:
-    """A warning naming a --data folder's subfolders, which are not searched: their images were left out
-    without a word (Set5/image_SRF_4/ beside Set5's own images)."""
-    try:
-        names = sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
-    except OSError:  # not a folder, or unreadable: BenchmarkDataset says so in one line
-        return
-    if names and any(path.is_file() for path in folder.iterdir()):  # only subfolders: the error says so
-        shown = ", ".join(map(printable_name, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        logger.warning(
-            "%s: its subfolder(s) %s are not searched, only its own files: give a subfolder as a --data folder "
-            "to score its images",
-            printable_name(str(folder)),
-            shown,
-        )
-
-
-def _warn_reduced(datasets: Sequence[tuple[str, BenchmarkDataset]]) -> None:
-    """One warning for the run that names the files whose transparency or bit depth the protocol left out:
-    it scores 8-bit RGB (the scores are those of the files saved so), which a user's own set did silently."""
-    parts = []
-    for what, said in (("alpha", "with transparency, alpha dropped"), ("depth", "of 16-bit or float, reduced to 8")):
-        names = [
-            f"{name}/{path.name}" for name, data in datasets for path, lost in data.reduced.items() if what in lost
-        ]
-        if names:
-            listed = ", ".join(map(printable_name, names[:5])) + (
-                f" and {len(names) - 5} more" if len(names) > 5 else ""
-            )
-            parts.append(f"{len(names)} image(s) {said} ({listed})")
-    if parts:
-        logger.warning("scored as 8-bit RGB, as the protocol reads every image: %s", "; ".join(parts))
-
-
-def _figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
-    """The index of `figure_image` in the dataset, or 0 (its first image), said in a warning when asked for another."""
-    if figure_image is None:
-        return 0
-    if figure_image in dataset.names:
-        return dataset.names.index(figure_image)
-    logger.warning(
-        "--figure-image %s is not in %s: its first image, %s, is shown",
-        *map(printable_name, (figure_image, name, dataset.names[0])),
-    )
-    return 0
-
-
 def evaluate(
     models: Sequence[str | bytes | os.PathLike[str]],
     folders: Sequence[str | bytes | os.PathLike[str]],
@@ -329,7 +246,7 @@ def evaluate(
     folder_paths = distinct_folders(folders, "--data", "evaluated once")
     datasets: list[tuple[str, BenchmarkDataset]] = []
     for label, folder in zip(dataset_labels(folder_paths), folder_paths, strict=True):
-        _warn_subfolders(folder)
+        warn_subfolders(folder)
         with single_threaded():
             dataset = BenchmarkDataset(folder, scale=scale)
         logger.info(
@@ -339,8 +256,8 @@ def evaluate(
             f", {len(dataset.skipped)} file(s) skipped" if dataset.skipped else "",
         )
         datasets.append((label, dataset))
-    _warn_reduced(datasets)
-    figure_indices = {name: _figure_index(name, dataset, figure_image) for name, dataset in datasets}
+    warn_reduced(datasets)
+    figure_indices = {name: figure_index(name, dataset, figure_image) for name, dataset in datasets}
     per_model: dict[tuple[str, str], list[ImageScore]] = {}
     figure_outputs: dict[str, dict[str, np.ndarray]] = {name: {} for name, _ in datasets}
     figure_scores: dict[str, dict[str, dict[str, float | None]]] = {name: {} for name, _ in datasets}
@@ -370,11 +287,7 @@ def evaluate(
     samples: list[FigureSample] = []
     for name, dataset in datasets:
         for label in labels:
-            rows = per_model[label, name]
-            values = {metric: [row.scores[metric] for row in rows] for metric in metrics}
-            means = {metric: _mean(values[metric]) for metric in metrics}
-            counts = {metric: sum(value is not None for value in values[metric]) for metric in metrics}
-            results.append(DatasetScore(label, name, len(rows), means, rows, counts))
+            results.append(dataset_score(label, name, per_model[label, name], metrics))
         if keep_figure_samples:
             _, image_name, hr, lr = dataset.items[figure_indices[name]]
             outputs, image_scores = figure_outputs[name], figure_scores[name]
@@ -398,95 +311,3 @@ def evaluate(
                 }
             samples.append(FigureSample(name, image_name, hr, outputs, image_scores))
     return EvaluationResult(metrics, scale, "y" if test_y_channel else "rgb", results, samples)
-
-
-# ----------------------------------------------------------------------------- reports
-
-METRIC_HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "niqe": "NIQE"}
-METRIC_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}", "niqe": "{:.3f}"}
-
-
-def format_score(metric: str, value: float | None) -> str:
-    """A score as tables and figures print it: `-` for none, `inf` for identical images."""
-    if value is None:
-        return "-"
-    if math.isinf(value):
-        return "inf"
-    return METRIC_FORMATS[metric].format(value)
-
-
-def _mean_cell(row: DatasetScore, metric: str) -> str:
-    """The mean, with `(k/n)` when it covers only k of the row's n images (the others were logged)."""
-    text = format_score(metric, row.scores[metric])
-    count = row.counts.get(metric, row.images)
-    not_applicable = row.model == GROUND_TRUTH and metric in REFERENCE_METRICS  # hr has no PSNR/SSIM by design
-    return f"{text} ({count}/{row.images})" if count < row.images and not not_applicable else text
-
-
-def _text(name: str) -> str:
-    """A model, folder or image name as a table cell, on one line (`printable_name`), and a `|` in it
-    (`a|b.safetensors`) escaped, not a column."""
-    return printable_name(name).replace("|", "\\|")
-
-
-def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
-    """Per-dataset means as a Markdown table, followed by a per-image table if asked."""
-    headers = [METRIC_HEADERS[metric] for metric in result.metrics]
-    lines = [
-        "| model | dataset | images | " + " | ".join(headers) + " |",
-        "|---|---|---:|" + "---:|" * len(headers),
-    ]
-    for row in result.results:
-        cells = [_mean_cell(row, metric) for metric in result.metrics]
-        lines.append(f"| {_text(row.model)} | {_text(row.dataset)} | {row.images} | " + " | ".join(cells) + " |")
-    if per_image:
-        lines += [
-            "",
-            "| dataset | image | model | " + " | ".join(headers) + " |",
-            "|---|---|---|" + "---:|" * len(headers),
-        ]
-        datasets = list(dict.fromkeys(row.dataset for row in result.results))
-        for dataset in datasets:
-            rows = [row for row in result.results if row.dataset == dataset]
-            for image_index in range(rows[0].images):
-                for row in rows:
-                    image = row.per_image[image_index]
-                    cells = [format_score(metric, image.scores[metric]) for metric in result.metrics]
-                    names = f"| {_text(dataset)} | {_text(image.image)} | {_text(row.model)} | "
-                    lines.append(names + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _json_number(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict]:
-    """One record per (model, dataset): the means, and the per-image scores if asked."""
-    records = []
-    for row in result.results:
-        record: dict = {
-            "model": row.model,
-            "dataset": row.dataset,
-            "images": row.images,
-            "scale": result.scale,
-            "crop_border": result.scale,
-            "channel": result.channel,
-        }
-        record.update({metric: _json_number(row.scores[metric]) for metric in result.metrics})
-        # How many images each mean covers (fewer than "images" where a metric was undefined for some).
-        record.update({f"{metric}_images": row.counts.get(metric, row.images) for metric in result.metrics})
-        if per_image:
-            record["per_image"] = [
-                {"image": image.image, **{metric: _json_number(image.scores[metric]) for metric in result.metrics}}
-                for image in row.per_image
-            ]
-        records.append(record)
-    return records
-
-
-def write_json(path: str | Path, result: EvaluationResult, per_image: bool = False, replace: bool = True) -> None:
-    """The records as JSON, written all or nothing (a temporary renamed over `path`; with `replace`
-    False an existing file is kept: `srfeat.files.OutputExistsError`)."""
-    data = (json.dumps(json_records(result, per_image), indent=2) + "\n").encode()
-    write_file_atomically(Path(path), lambda handle: handle.write(data), len(data), replace)

@@ -4,7 +4,9 @@ The arguments' types (`check_arguments`), the metrics asked for (`resolve_metric
 applies (`check_metrics_apply`: not `hr` alone with PSNR/SSIM), each model and metric once
 (`once_each`; `model_identity`: a file under two names, or two specs of one blend, is one model), and the
 names of the tables' rows (`model_labels`, `dataset_labels`). Nothing here builds a network or
-reads an image: `srfeat.evaluation.check_models` runs each network once on a test image.
+reads an image: `srfeat.evaluation.check_models` runs each network once on a test image. What the
+folders hold that the protocol leaves out or changes is said in a warning (`warn_subfolders`,
+`warn_reduced`, `figure_index`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from srfeat.errors import InvalidOptionError, SRFeatError, shown
+from srfeat.errors import InvalidOptionError, SRFeatError, printable, shown
 from srfeat.weights import generator_path
 from srfeat.weights.blend import BLEND_PREFIX, is_blend_spec, parse_blend_spec
+
+if TYPE_CHECKING:
+    from srfeat.data.datasets import BenchmarkDataset
 
 logger = logging.getLogger(__name__)
 
@@ -168,3 +174,48 @@ def dataset_labels(folders: Sequence[Path]) -> list[str]:
             logger.warning("two --data folders are named %s: %s is labelled %s", folder.name, folder, label)
         labels.append(label)
     return labels
+
+
+def warn_subfolders(folder: Path) -> None:
+    """A warning naming a --data folder's subfolders, which are not searched: their images were left out
+    without a word (Set5/image_SRF_4/ beside Set5's own images)."""
+    try:
+        names = sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+    except OSError:  # not a folder, or unreadable: BenchmarkDataset says so in one line
+        return
+    if names and any(path.is_file() for path in folder.iterdir()):  # only subfolders: the error says so
+        named = ", ".join(map(printable, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        logger.warning(
+            "%s: its subfolder(s) %s are not searched, only its own files: give a subfolder as a --data folder "
+            "to score its images",
+            printable(str(folder)),
+            named,
+        )
+
+
+def warn_reduced(datasets: Sequence[tuple[str, BenchmarkDataset]]) -> None:
+    """One warning for the run that names the files whose transparency or bit depth the protocol left out:
+    it scores 8-bit RGB (the scores are those of the files saved so), which a user's own set did silently."""
+    parts = []
+    for what, said in (("alpha", "with transparency, alpha dropped"), ("depth", "of 16-bit or float, reduced to 8")):
+        names = [
+            f"{name}/{path.name}" for name, data in datasets for path, lost in data.reduced.items() if what in lost
+        ]
+        if names:
+            listed = ", ".join(map(printable, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{len(names)} image(s) {said} ({listed})")
+    if parts:
+        logger.warning("scored as 8-bit RGB, as the protocol reads every image: %s", "; ".join(parts))
+
+
+def figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
+    """The index of `figure_image` in the dataset, or 0 (its first image), said in a warning when asked for another."""
+    if figure_image is None:
+        return 0
+    if figure_image in dataset.names:
+        return dataset.names.index(figure_image)
+    logger.warning(
+        "--figure-image %s is not in %s: its first image, %s, is shown",
+        *map(printable, (figure_image, name, dataset.names[0])),
+    )
+    return 0

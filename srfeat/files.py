@@ -276,6 +276,11 @@ class OutputExistsError(SRFeatError, FileExistsError):
     """The output appeared (another program, another run) while it was being made: it is kept."""
 
 
+class OutputIsInputError(SRFeatError, ValueError):
+    """The output is the same file as an input (the same path, another spelling of it, a symbolic or hard
+    link to it): writing it would replace the input, so it is refused, whatever the overwrite option says."""
+
+
 # Filesystems without hard links (FAT, exFAT, some network and FUSE mounts) refuse os.link with these.
 _NO_HARD_LINK_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
 

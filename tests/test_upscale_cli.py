@@ -116,6 +116,57 @@ def test_never_overwrites_without_permission(
     assert Image.open(tmp_path / "out" / "a.png").size == (48, 64)
 
 
+def test_an_input_is_never_written_over_not_even_with_overwrite(tmp_path: Path, model_path: Path) -> None:
+    # `-o IN --overwrite` replaced the input with its upscale, and so did a folder upscaled into itself; -o a hard
+    # link to the input said the output "exists; use --overwrite", which then replaced that name, and a symbolic
+    # link to it was replaced by the upscale
+    from cli_helpers import one_error_line
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, size in (("a.png", 16), ("b.png", 12)):
+        Image.fromarray(samples.astronaut()[:16, :size]).save(folder / name)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    source = folder / "a.png"
+    (tmp_path / "hard.png").hardlink_to(source)
+    (tmp_path / "link.png").symlink_to(source)
+    for target in (source, tmp_path / "hard.png", tmp_path / "link.png", tmp_path / "new" / ".." / "photos" / "a.png"):
+        for overwrite in ((), ("--overwrite",)):
+            line = one_error_line(srfeat_cli("upscale", source, "-o", target, "--model", model_path, *overwrite))
+            assert f"the output {target} is an input" in line and "choose another -o or --suffix" in line, line
+            assert "never replaced, not even with --overwrite" in line, line
+    assert os.path.samefile(source, tmp_path / "hard.png") and os.readlink(tmp_path / "link.png") == str(source)
+    # a folder into itself: each image refused, in one line each, and nothing replaced
+    child = srfeat_cli("upscale", folder, "-o", folder, "--model", model_path, "--overwrite")
+    errors = [line for line in child.stderr.splitlines() if line.startswith("ERROR")]
+    assert child.returncode == 1 and len(errors) == 3, child.stderr
+    assert all("is an input" in line for line in errors[:2]) and "nothing to upscale" in errors[2], errors
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+    # with a --suffix no output is an input: they are written beside them
+    assert srfeat_cli("upscale", folder, "-o", folder, "--suffix", "_x4", "--model", model_path).returncode == 0
+    assert sorted(path.name for path in folder.iterdir()) == ["a.png", "a_x4.png", "b.png", "b_x4.png"]
+    assert all((folder / name).read_bytes() == data for name, data in before.items())
+
+
+def test_upscale_file_never_writes_over_its_input(tmp_path: Path, model_path: Path) -> None:
+    # the file function of `srfeat upscale` and `srfeat serve` replaced the input (replace=True is its default)
+    from srfeat.files import OutputIsInputError
+    from srfeat.inference import Upscaler
+    from srfeat.inference.image_files import upscale_file
+
+    source = tmp_path / "a.png"
+    Image.fromarray(samples.astronaut()[:16, :12]).save(source)
+    before = source.read_bytes()
+    (tmp_path / "hard.png").hardlink_to(source)
+    upscaler = Upscaler(model_path, device="cpu")
+    for target in (source, str(source), tmp_path / "hard.png", tmp_path / "new" / ".." / "a.png"):
+        for replace in (True, False):
+            with pytest.raises(OutputIsInputError, match=r"is the input .*a\.png .*: choose another output"):
+                upscale_file(upscaler, source, target, replace=replace)
+    assert source.read_bytes() == before and sorted(path.name for path in tmp_path.iterdir()) == ["a.png", "hard.png"]
+
+
 def test_alpha_sixteen_bit_icc_and_outscale(tmp_path: Path, model_path: Path) -> None:
     rgb = samples.astronaut()[100:124, 100:132]
     alpha = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (24, 1))

@@ -1161,28 +1161,64 @@ def test_a_frames_slice_of_joined_files_takes_the_audio_of_its_own_moment(
     assert packets(output, "audio")[0][0] < 1 / 12
 
 
-def test_a_video_is_not_written_over_itself_and_ctrl_c_in_place_keeps_it(tmp_path: Path, model_path: Path) -> None:
+def test_a_video_is_never_written_over_itself_and_ctrl_c_keeps_the_output_it_replaces(
+    tmp_path: Path, model_path: Path
+) -> None:
+    # --overwrite wrote the upscale over the input (the original gone); -o a hard link to the input said the output
+    # "exists; use --overwrite", which then replaced that name, and a symbolic link was replaced by a file
     source = tmp_path / "mine.mkv"
     write_clip(source, frames=240, audio=False)
     original = source.read_bytes()
-    for target in (source, tmp_path / "sub" / ".." / "mine.mkv"):  # the same file under another spelling
-        result = cli(source, "-o", target, "--model", model_path)
-        assert result.returncode == 1 and "is an input" in result.stderr, result.stderr
-    # --overwrite asks for it in place: the original stays whole until the new file is complete.
-    command = [sys.executable, "-m", "srfeat.cli", "upscale", str(source), "-o", str(source), "--overwrite"]
+    (tmp_path / "hard.mkv").hardlink_to(source)
+    (tmp_path / "link.mkv").symlink_to(source)
+    spelled = tmp_path / "sub" / ".." / "mine.mkv"  # the same file under another spelling
+    for target in (source, spelled, tmp_path / "hard.mkv", tmp_path / "link.mkv"):
+        for overwrite in ((), ("--overwrite",)):
+            result = cli(source, "-o", target, "--model", model_path, *overwrite)
+            errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+            assert result.returncode == 1 and len(errors) == 1, result.stderr
+            assert f"the output {target} is an input" in errors[0] and "choose another -o" in errors[0], errors
+            assert "never replaced, not even with --overwrite" in errors[0], errors
+    assert source.read_bytes() == original and os.path.samefile(source, tmp_path / "hard.mkv")
+    assert os.readlink(tmp_path / "link.mkv") == str(source)
+    # --overwrite of an earlier output: it stays whole until the new file is complete.
+    earlier = tmp_path / "mine_x4.mkv"
+    earlier.write_bytes(b"an earlier upscale")
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", str(source), "-o", str(earlier), "--overwrite"]
     command += ["--model", str(model_path), "--codec", "ffv1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".mine.mkv.*.tmp")) and time.monotonic() < deadline and process.poll() is None:
+    while not list(tmp_path.glob(".mine_x4.mkv.*.tmp")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     time.sleep(0.5)  # frames are being written to the temporary file
     assert process.poll() is None, "finished before it could be interrupted; make the clip longer"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert source.read_bytes() == original
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.mkv"]
+    assert source.read_bytes() == original and earlier.read_bytes() == b"an earlier upscale"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.mkv", "link.mkv", "mine.mkv", "mine_x4.mkv"]
+
+
+def test_from_python_a_video_is_never_written_over_itself_replace_or_not(
+    tmp_path: Path, short_clip: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # upscale_video(src, src) replaced the input with its upscale (replace=True is the default), and through a
+    # hard link too; with replace=False it said to pass replace=True
+    from srfeat.files import OutputIsInputError
+    from srfeat.video import pipeline
+
+    source = tmp_path / "mine.mp4"
+    source.write_bytes(short_clip.read_bytes())
+    (tmp_path / "hard.mp4").hardlink_to(source)
+    upscaler = Upscaler(model_path, device="cpu")
+    monkeypatch.setattr(pipeline, "import_av", lambda source: pytest.fail("the video was opened"))
+    for target in (source, str(source), tmp_path / "hard.mp4", tmp_path / "sub" / ".." / "mine.mp4"):
+        for replace in (True, False):
+            with pytest.raises(OutputIsInputError, match=r"is the input .*mine\.mp4 .*: choose another output"):
+                upscale_video(source, target, upscaler, VideoOptions(), replace=replace)
+    assert source.read_bytes() == short_clip.read_bytes() and os.path.samefile(source, tmp_path / "hard.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.mp4", "mine.mp4"]
 
 
 def test_an_output_saved_while_the_video_is_upscaled_is_kept(tmp_path: Path, model_path: Path) -> None:

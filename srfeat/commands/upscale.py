@@ -2,8 +2,9 @@
 
 Every input is handled on its own: a missing path, a file that is not an image or a corrupt
 image gets one error line naming it, the other inputs are still upscaled, and the exit status
-says that something failed. Nothing is overwritten (an input, an existing file, or an output
-written earlier in the same call) unless --overwrite is given.
+says that something failed. An input is never overwritten: an output that is one (the same path,
+another spelling of it, a symbolic or hard link to it) is refused, --overwrite or not. An existing
+file is replaced only with --overwrite, and an output written earlier in the same call never.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace existing output files (and inputs, if an output path is an input)",
+        help="replace existing output files (never an input: an output that is one is refused)",
     )
     video.add_arguments(parser)
 
@@ -328,7 +329,11 @@ def plan_outputs(
             args.ext,
             ", ".join(video.WRITTEN_CONTAINERS),
         )
-    inputs = {p.resolve() for p in files}
+    # Each input by its path and by its file (a hard link is one too), the first named of a file kept.
+    inputs: dict[object, Path] = {
+        key: path for path in reversed(files) for key in (path.resolve(), file_identity(path))
+    }
+    inputs.pop(None, None)  # one gone since it was listed: its read says so
     jobs: list[Job] = []
     errors: list[str] = []
     taken: dict[Path, Path] = {}
@@ -350,8 +355,12 @@ def plan_outputs(
                 f"{source}: its output {target} is also the output of {taken[resolved]}; "
                 "use --suffix or --ext, or rename"
             )
-        elif resolved in inputs and not args.overwrite:
-            errors.append(f"{source}: the output {target} is an input; give another -o or --suffix (or --overwrite)")
+        elif (same := inputs.get(resolved) or inputs.get(file_identity(target))) is not None:  # --overwrite or not
+            named = "" if same == target else f" ({same}, the same file)"
+            errors.append(
+                f"{source}: the output {target} is an input{named}; choose another -o or --suffix "
+                "(an input is never replaced, not even with --overwrite)"
+            )
         elif problem := name_too_long(target):  # the input's name and the suffix: known before the upscale
             errors.append(f"{source}: cannot write {target}: {problem}; give a shorter --suffix, or rename")
         elif target.is_dir() and not target.is_symlink():  # --overwrite would fail only after the upscale
@@ -362,6 +371,15 @@ def plan_outputs(
             taken[resolved] = source
             jobs.append(Job(source, target))
     return jobs, errors
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The file a path leads to (device and inode: every link to a file has its), or None where there is none."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def warn_naming_options_ignored(output: Path, args: argparse.Namespace, formats: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from srfeat.data.io import FORMATS, read_raw_image, write_image
 from srfeat.errors import SRFeatError
+from srfeat.files import OutputIsInputError, same_file
 from srfeat.inference.upscaler import Upscaler
 
 __all__ = ["MAX_SIDE", "output_extension", "over_format_limit", "upscale_file"]
@@ -51,12 +52,19 @@ def upscale_file(
     """Upscale the image file `source` into `target`; returns the output's (width, height).
 
     With `replace` False an existing `target` is kept, even one that appeared while `source` was
-    upscaled: `srfeat.files.OutputExistsError` (an `SRFeatError`) says so.
+    upscaled: `srfeat.files.OutputExistsError` (an `SRFeatError`) says so. A `target` that is `source`
+    itself (another spelling, a symbolic or hard link to it) is never written, `replace` or not:
+    `srfeat.files.OutputIsInputError`, before `source` is read.
 
     Raises `ImageReadError` when `source` cannot be read, another `SRFeatError` when it cannot
     be upscaled (a model whose output is not finite, say), and `OSError` when `target` cannot
     be written (the target then does not exist: it is written to a temporary name and renamed).
     """
+    if Path(target).resolve() == Path(source).resolve() or same_file(Path(target), Path(source)):  # a link too
+        raise OutputIsInputError(
+            f"the output {target} is the input {source} (the same file): choose another output; "
+            "an input is never replaced, replace=True or not"
+        )
     extension = Path(target).suffix
     if extension.lower() not in FORMATS:  # found now, not after the network has run
         known = ", ".join(sorted(FORMATS))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from srfeat.errors import InvalidOptionError, VideoError, shown
-from srfeat.files import DiskFullError, OutputExistsError, unwritable_file
+from srfeat.files import DiskFullError, OutputExistsError, OutputIsInputError, same_file, unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, codecs_held, quality_options
 from srfeat.video.probe import error_reason, main_video_stream, open_for_reading
@@ -65,7 +65,8 @@ def check_call(
     options: VideoOptions,
     replace: bool,
 ) -> tuple[Path, Path]:
-    """`upscale_video`'s arguments checked before the video opens; the paths as Paths, `~` expanded."""
+    """`upscale_video`'s arguments checked before the video opens; the paths as Paths, `~` expanded. A
+    `target` that is `source` (another spelling, a link or a hard link to it) is refused, `replace` or not."""
     from srfeat.inference import Upscaler as Upscaler_  # torch: loaded by whoever made the upscaler
 
     if not isinstance(upscaler, Upscaler_):  # "default": AttributeError 'scale' once the video was open
@@ -75,6 +76,11 @@ def check_call(
     if not isinstance(options, VideoOptions):
         raise InvalidOptionError(f"options must be an srfeat.video.VideoOptions, got {shown(options)}")
     source, target = Path(source).expanduser(), Path(target).expanduser()
+    if target.resolve() == source.resolve() or same_file(target, source):  # FFmpeg's "Output same as Input"
+        raise OutputIsInputError(
+            f"the output {target} is the input {source} (the same file): choose another output; "
+            "an input is never replaced, replace=True or not"
+        )
     check_not_folder(source, target)
     if not replace and (target.exists() or target.is_symlink()):  # not after minutes of upscaling
         raise OutputExistsError(f"{target} exists; it is kept: remove it, or pass replace=True to replace it")

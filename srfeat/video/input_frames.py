@@ -1,0 +1,152 @@
+"""The input as the pipeline's decoder thread reads it: its packets in demuxing order, video decoded.
+
+Iterating an `InputFrames` gives, in the order the file holds them, each frame of the `--frames`
+range as a `Frame` (RGB pixels; its timestamp continued where a broken or joined file's goes back,
+and moved to the range's start) and each packet of the copied streams (audio, subtitles: never
+decoded; their timestamps continued, cut to the range, and their stream the output's copy). A
+frame that does not decode, or a file that cannot be read further, is one line naming where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from srfeat.errors import VideoError
+from srfeat.video import FrameRange
+from srfeat.video.copied import CopiedStreams, cut_to_window
+from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from av.container import InputContainer
+    from av.packet import Packet
+    from av.video.stream import VideoStream
+
+__all__ = ["SLICE_MARGIN_S", "Frame", "InputFrames"]
+
+# A copied stream's packets after the last frame's time are dropped; demuxing stops this far past it.
+SLICE_MARGIN_S = 10.0
+
+
+@dataclass
+class Frame:
+    index: int
+    pixels: np.ndarray  # HxWx3 uint8 RGB
+    pts: int
+
+
+class InputFrames:
+    """The frames of `video` in `frames` and the copied streams' packets of `source_container`, in demuxing
+    order; once it is read to the end, `decoded_frames`, `hidden_frames` and `last_frame_time` say how many
+    frames the file held, how many of them were not to be shown, and when the last one given was shown."""
+
+    def __init__(
+        self,
+        av: ModuleType,
+        source: Path,
+        source_container: InputContainer,
+        video: VideoStream,
+        frames: FrameRange,
+        window: TimeWindow | None,
+        copied_streams: CopiedStreams,
+        defects: FrameDefects,
+        source_matrix: Any,
+        step: int,
+    ) -> None:
+        self.av = av
+        self.source = source
+        self.input = source_container
+        self.video = video
+        self.frames = frames
+        self.window = window
+        self.copied_streams = copied_streams
+        self.copied = copied_streams.streams
+        self.defects = defects
+        self.repairs = copied_streams.repairs  # the frames' and the copied packets' alike
+        self.source_matrix = source_matrix  # the colour matrix the frames are converted to RGB by
+        self.step = step  # one frame in the input's time base
+        self.decoded_frames = 0
+        self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
+        self.last_frame_time: float | None = None
+
+    def __iter__(self) -> Iterator[Frame | Packet]:
+        av, video, frames, window = self.av, self.video, self.frames, self.window
+        video.thread_type = "AUTO"
+        time_base = time_base_of(video)
+        video_shift = round(window.start / time_base) if window else 0
+        step = self.step
+        last_pts: int | None = None
+        index = 0
+        done = False
+        packets = self.input.demux([video, *(self.input.streams[index] for index in self.copied)])
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as error:
+                raise VideoError(
+                    f"{self.source}: cannot read past frame {index} ({error_reason(error)}); the file is damaged"
+                ) from error
+            if packet.stream.index == video.index:
+                if done:  # past frame B: only the copied streams' packets up to its time are still wanted
+                    if (
+                        window
+                        and window.stop is not None
+                        and seconds_of(packet.dts, time_base) > window.stop + SLICE_MARGIN_S
+                    ):
+                        break
+                    continue
+                self.hidden_frames += packet.is_discard
+                for frame in self._decode_packet(packet, index):
+                    if frames.stop is not None and index >= frames.stop:
+                        done = True
+                        break
+                    pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
+                    if index >= frames.start:
+                        self.defects.check(frame, index)
+                        pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
+                        yield Frame(index, pixels, pts - video_shift)
+                        self.last_frame_time = seconds_of(pts, time_base)
+                    index += 1
+            elif packet.dts is not None and packet.size:
+                # Continued first, as the frames' are, so that the window cuts joined files' audio at
+                # the frames' moment, not at each part's.
+                self.copied_streams.continue_timestamps(packet)
+                if window is not None and not cut_to_window(packet, window):
+                    continue
+                packet.stream = self.copied[packet.stream.index]
+                yield packet
+        # The demuxer ends with an empty packet per stream, which flushed the decoder above.
+        self.decoded_frames = index
+
+    def _monotonic_pts(self, pts: int | None, last: int | None, step: int) -> int:
+        """The frame's timestamp (`continued_pts`), a repair noted."""
+        continued = continued_pts(pts, last, step)
+        if last is not None and continued != pts:
+            self.repairs.note("frames without increasing timestamps; given one frame's spacing")
+        return continued
+
+    def _decode_packet(self, packet: Any, index: int) -> list[Any]:
+        """The frames a packet completes; `index` frames have come out before it."""
+        try:
+            return self.video.decode(packet)
+        except self.av.error.EOFError:
+            return []  # the decoder was already flushed by the demuxer's final empty packet
+        except self.av.error.FFmpegError as error:
+            # Decoder threads report an error a few packets late: the time is where it surfaced.
+            at = (
+                ""
+                if packet is None or packet.pts is None
+                else f" near {seconds_of(packet.pts, time_base_of(packet)):.2f} s"
+            )
+            raise VideoError(
+                f"{self.source}: a frame{at} cannot be decoded ({error_reason(error)}); the file is damaged "
+                f"(--frames 0:{index} upscales the {index} frames before it)"
+            ) from error
