@@ -233,7 +233,7 @@ def evaluate(
     one image per folder (`figure_image` if it has it, else its first) is kept with every model's
     output and the bicubic baseline."""
     models, folders, metrics, scale = check_arguments(
-        models, folders, metrics, scale, test_y_channel, tta, keep_figure_samples
+        models, folders, metrics, scale, figure_image, test_y_channel, tta, keep_figure_samples
     )
     metrics = resolve_metrics(metrics)
     check_metrics_apply(models, metrics)

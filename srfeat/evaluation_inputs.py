@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from srfeat.errors import InvalidOptionError, SRFeatError, printable, shown
+from srfeat.errors import InvalidOptionError, SRFeatError, check_flag, printable, shown
 from srfeat.weights import generator_path
 from srfeat.weights.blend import BLEND_PREFIX, is_blend_spec, parse_blend_spec
 
@@ -48,7 +46,7 @@ def default_metrics() -> list[str]:
 
 
 def check_arguments(
-    models: object, folders: object, metrics: object, scale: object, *flags: object
+    models: object, folders: object, metrics: object, scale: object, figure_image: object, *flags: object
 ) -> tuple[list[str], list[Path], list[str] | None, int]:
     """`evaluate`'s arguments checked before any work (not a traceback from inside, an empty result, or
     every score left out): models as strings, folders (str, bytes, path-like) as paths, `~` expanded."""
@@ -67,8 +65,9 @@ def check_arguments(
     if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 2:
         raise InvalidOptionError(f"scale must be a whole number of at least 2 (4, 2...), got {shown(scale)}")
     for name, flag in zip(("test_y_channel", "tta", "keep_figure_samples"), flags, strict=True):
-        if not isinstance(flag, (bool, np.bool_)):  # test_y_channel="no" left every PSNR out, image by image
-            raise InvalidOptionError(f"{name} must be True or False, got {type(flag).__name__} {shown(flag)}")
+        check_flag(flag, name)  # test_y_channel="no" left every PSNR out, image by image
+    if figure_image is not None and not isinstance(figure_image, str):  # 5 was looked for, then warned of, per set
+        raise InvalidOptionError(f"figure_image must be an image's name or None, got {shown(figure_image)}")
     return lists["models"], [Path(folder).expanduser() for folder in lists["folders"]], lists.get("metrics"), int(scale)
 
 

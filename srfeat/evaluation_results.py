@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from srfeat.errors import check_flag
 from srfeat.errors import printable as printable_name
 from srfeat.evaluation_inputs import GROUND_TRUTH, REFERENCE_METRICS
 from srfeat.files import write_file_atomically
@@ -119,6 +120,7 @@ def _text(name: str) -> str:
 
 def markdown_table(result: EvaluationResult, per_image: bool = False) -> str:
     """Per-dataset means as a Markdown table, followed by a per-image table if asked."""
+    per_image = check_flag(per_image, "per_image")  # "no" added the per-image table
     headers = [METRIC_HEADERS[metric] for metric in result.metrics]
     lines = [
         "| model | dataset | images | " + " | ".join(headers) + " |",
@@ -151,6 +153,7 @@ def _json_number(value: float | None) -> float | None:
 
 def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict]:
     """One record per (model, dataset): the means, and the per-image scores if asked."""
+    per_image = check_flag(per_image, "per_image")
     records = []
     for row in result.results:
         record: dict = {
@@ -175,6 +178,7 @@ def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict
 
 def write_json(path: str | Path, result: EvaluationResult, per_image: bool = False, replace: bool = True) -> None:
     """The records as JSON, written all or nothing (a temporary renamed over `path`; with `replace`
-    False an existing file is kept: `srfeat.files.OutputExistsError`)."""
+    False an existing file is kept: `srfeat.files.OutputExistsError`; both flags are True or False)."""
+    replace = check_flag(replace, "replace")  # "no" replaced the file
     data = (json.dumps(json_records(result, per_image), indent=2) + "\n").encode()
     write_file_atomically(Path(path), lambda handle: handle.write(data), len(data), replace)

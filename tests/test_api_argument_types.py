@@ -16,6 +16,7 @@ from inference_helpers import tiny_generator
 
 from srfeat.data.resize import imresize, imresize_np
 from srfeat.errors import InvalidOptionError
+from srfeat.evaluation import EvaluationResult, evaluate, json_records, markdown_table, write_json
 from srfeat.export.onnx import ModelInfo, check_output_path, export_onnx, model_info
 from srfeat.weights import check_weights, load_generator, save_generator, weight_problem
 from srfeat.weights.blend import blend_states, load_blended
@@ -115,3 +116,26 @@ def test_load_blended_takes_paths_as_load_generator_does(tmp_path: Path) -> None
     assert load_blended(bytes(path), None).num_blocks == load_generator(path).num_blocks
     with pytest.raises(InvalidOptionError, match="the model must be a path .*, got int 5"):
         load_blended(5, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("flag", NOT_FLAGS)
+def test_evaluation_reports_refuse_flags_that_are_not_true_or_false(tmp_path: Path, flag: object) -> None:
+    """`write_json(replace="no")` replaced the file; `markdown_table(per_image="no")` added the per-image table."""
+    result = EvaluationResult(metrics=["psnr"], scale=4, channel="y", results=[], figure_samples=[])
+    existing = tmp_path / "kept.json"
+    existing.write_bytes(b"the user's scores")
+    for call, name in (
+        (lambda: write_json(existing, result, replace=flag), "replace"),  # type: ignore[arg-type]
+        (lambda: write_json(existing, result, per_image=flag), "per_image"),  # type: ignore[arg-type]
+        (lambda: markdown_table(result, per_image=flag), "per_image"),  # type: ignore[arg-type]
+        (lambda: json_records(result, per_image=flag), "per_image"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidOptionError, match=f"{name} must be True or False, got {type(flag).__name__}"):
+            call()
+    assert existing.read_bytes() == b"the user's scores"
+
+
+def test_evaluate_refuses_a_figure_image_that_is_not_a_name_before_reading_a_folder(tmp_path: Path) -> None:
+    """5 was looked for in every folder, then warned of as missing from each, after the models were built."""
+    with pytest.raises(InvalidOptionError, match="figure_image must be an image's name or None, got 5"):
+        evaluate(["bicubic"], [tmp_path / "no such folder"], figure_image=5)  # type: ignore[arg-type]

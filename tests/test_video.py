@@ -1221,6 +1221,27 @@ def test_from_python_a_video_is_never_written_over_itself_replace_or_not(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hard.mp4", "mine.mp4"]
 
 
+@pytest.mark.parametrize("flag", ["no", 0, None])
+def test_from_python_a_replace_that_is_not_true_or_false_or_a_path_that_is_not_one_is_refused(
+    tmp_path: Path, short_clip: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch, flag: object
+) -> None:
+    """`upscale_video(..., replace="no")` replaced the target (the string is true); a source of 5 was pathlib's
+    TypeError from inside."""
+    from srfeat.errors import InvalidOptionError
+    from srfeat.video import pipeline
+
+    target = tmp_path / "kept.mp4"
+    target.write_bytes(b"the user's video")
+    upscaler = Upscaler(model_path, device="cpu")
+    monkeypatch.setattr(pipeline, "import_av", lambda source: pytest.fail("the video was opened"))
+    with pytest.raises(InvalidOptionError, match=f"replace must be True or False, got {type(flag).__name__}"):
+        upscale_video(short_clip, target, upscaler, VideoOptions(), replace=flag)  # type: ignore[arg-type]
+    assert target.read_bytes() == b"the user's video"
+    for source, output, what in ((5, target, "the video"), (short_clip, 5, "the output video")):
+        with pytest.raises(InvalidOptionError, match=f"{what} must be a path .*, got int 5"):
+            upscale_video(source, output, upscaler, VideoOptions())  # type: ignore[arg-type]
+
+
 def test_an_output_saved_while_the_video_is_upscaled_is_kept(tmp_path: Path, model_path: Path) -> None:
     """Without --overwrite, a file that appears at the output's name during a long run is not replaced."""
     source = tmp_path / "long.mkv"

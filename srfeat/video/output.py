@@ -11,7 +11,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srfeat.errors import InvalidOptionError, VideoError, shown
+from srfeat.errors import InvalidOptionError, VideoError, check_flag, shown
 from srfeat.files import DiskFullError, OutputExistsError, OutputIsInputError, same_file, unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, codecs_held, quality_options
@@ -75,7 +75,10 @@ def check_call(
         )
     if not isinstance(options, VideoOptions):
         raise InvalidOptionError(f"options must be an srfeat.video.VideoOptions, got {shown(options)}")
-    source, target = Path(source).expanduser(), Path(target).expanduser()
+    from srfeat.weights import as_path  # torch, as above
+
+    source, target = as_path(source, "the video"), as_path(target, "the output video")  # 5: pathlib's TypeError
+    replace = check_flag(replace, "replace")  # "no" replaced the target
     if target.resolve() == source.resolve() or same_file(target, source):  # FFmpeg's "Output same as Input"
         raise OutputIsInputError(
             f"the output {target} is the input {source} (the same file): choose another output; "
