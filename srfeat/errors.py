@@ -9,7 +9,7 @@ ValueError` catches bad values (`InvalidImageError`, `InvalidOptionError`, `Weig
 `MetricInputError`, `ConfigError`), `except TypeError` a non-image (`NotAnImageError`) and
 `except OSError` an unreadable image or video file (`ImageReadError`, `VideoError`);
 `except SRFeatError` catches them all. `srfeat.files.OutputExistsError` (a file that would be
-overwritten) is one too.
+overwritten) and `srfeat.files.OutputIsInputError` (an output that is an input) are ones too.
 
 Also here, for the messages: `shown` (a caller's value, kept to one line), `printable` (a name with
 its control characters escaped) and `check_flag` (True or False, or one line saying what was given).
