@@ -39,6 +39,7 @@ from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import barrier, broadcast_object, mean_across_processes
 from srfeat.training.ema import validate_generators
 from srfeat.training.interrupt import StopRequest, TrainingInterrupted, signal_name, stop_on_signals
+from srfeat.training.run_folder import saved_a_generator
 from srfeat.training.run_log import RunLog
 from srfeat.training.sampling import ResumableSampler
 from srfeat.training.validation import Validator
@@ -175,8 +176,14 @@ class TrainingLoop:
     def _out_of_memory(self, where: str, advice: str) -> str:
         """The one line for an allocation that failed in `where`: what to do, and what the run folder
         keeps (the step in flight is lost: its weights may be half updated, so nothing is saved now)."""
-        kept = checkpoint.last_good_checkpoint(self.trainer.out_dir, self.state.saved_at)
-        then = self._resume_command() if self.state.saved_at else "run again with --overwrite"
+        out_dir = self.trainer.out_dir
+        kept = checkpoint.last_good_checkpoint(out_dir, self.state.saved_at)
+        if self.state.saved_at:
+            then = self._resume_command()
+        elif saved_a_generator(out_dir):  # a best generator, before the first checkpoint: kept
+            then = "run again with --overwrite"
+        else:  # a new run that saved no generator removes its files as it stops (`run_folder.discarded_unless_saved`)
+            then = "run again"
         return f"out of memory on {self.trainer.device} in {where}: {advice}; {kept}: once changed, {then}"
 
     def _step_advice(self) -> str:

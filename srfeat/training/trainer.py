@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from srfeat.errors import ConfigError, TrainingDiverged, WeightsError
-from srfeat.files import write_file_atomically
+from srfeat.files import folder_made_for, write_file_atomically
 from srfeat.hardware import cpu_has_native_bf16, one_line_if_out_of_memory
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import worker_threads_set
@@ -52,7 +52,12 @@ from srfeat.training.distributed import (
 )
 from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
 from srfeat.training.loop import Progress, TrainingLoop, lr_factor, planned_steps, unreached_milestones
-from srfeat.training.run_folder import check_run_folder, remove_previous_run, run_folder_lock
+from srfeat.training.run_folder import (
+    check_run_folder,
+    discarded_unless_saved,
+    remove_previous_run,
+    run_folder_lock,
+)
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
 from srfeat.training.steps import AdversarialTerm, AutocastFactory, GANStep, PretrainStep, no_autocast
@@ -392,14 +397,18 @@ class Trainer:
         if unreached and context.is_main:
             logger.warning("%s", unreached)
         validator = Validator(config, self.device) if config.validation.dir and context.is_main else None
-        with ExitStack() as folder_lock:
+        with ExitStack() as run_folder:
             if context.is_main:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
+                # the run folder, with any missing parents: those made here are removed again if the run fails
+                # and they are empty, as they are once a run that saved nothing has removed its files (below)
+                run_folder.enter_context(folder_made_for(self.out_dir / CONFIG_FILE))
                 # before the first file is touched: a second run on this folder stops here
-                folder_lock.enter_context(run_folder_lock(self.out_dir))
+                run_folder.enter_context(run_folder_lock(self.out_dir))
                 self._check_unchanged(saved is not None)
                 if self.overwrite:
                     remove_previous_run(self.out_dir)
+                if saved is None:  # from here on every run file in the folder is this run's
+                    run_folder.enter_context(discarded_unless_saved(self.out_dir))
                 checkpoint.clean_run_folder(self.out_dir)
                 # whole or not at all: a full disk left an empty one (and a traceback)
                 text = config.to_yaml().encode()
@@ -411,18 +420,18 @@ class Trainer:
                     "resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1
                 )
             log = RunLog(self.out_dir, context.is_main, self.progress.step + 1 if saved is not None else None)
-            log.truncate_after(self.progress.step)
-            logger.info(
-                "stage %d: %d items, %d steps per epoch (global batch %d), up to %d steps%s, on %s",
-                config.stage,
-                len(dataset),
-                steps_per_epoch,
-                config.train.batch_size * context.world_size,
-                planned,
-                f" or {config.train.max_minutes:g} minutes" if config.train.max_minutes else "",
-                self.device,
-            )
-            try:
+            try:  # closed before a failed run's files are removed
+                log.truncate_after(self.progress.step)
+                logger.info(
+                    "stage %d: %d items, %d steps per epoch (global batch %d), up to %d steps%s, on %s",
+                    config.stage,
+                    len(dataset),
+                    steps_per_epoch,
+                    config.train.batch_size * context.world_size,
+                    planned,
+                    f" or {config.train.max_minutes:g} minutes" if config.train.max_minutes else "",
+                    self.device,
+                )
                 last_validation = TrainingLoop(self, loader, sampler, planned, validator, log).run()
             finally:
                 log.close()
