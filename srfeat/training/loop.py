@@ -42,7 +42,7 @@ from srfeat.training.interrupt import StopRequest, TrainingInterrupted, signal_n
 from srfeat.training.run_folder import saved_a_generator
 from srfeat.training.run_log import RunLog
 from srfeat.training.sampling import ResumableSampler
-from srfeat.training.validation import Validator
+from srfeat.training.validation import Validator, better_than_best
 
 if TYPE_CHECKING:
     from srfeat.training.trainer import Trainer
@@ -100,6 +100,7 @@ class Progress:
     elapsed_seconds: float = 0.0
     best_psnr: float = -math.inf
     validated_step: int = -1  # the last step validated (a resume of a finished run validates it once only)
+    best_ssim: float = -math.inf  # the SSIM of the best validation: of equal PSNRs (inf) the higher is the best
 
 
 @dataclass
@@ -379,9 +380,9 @@ class TrainingLoop:
                     "(lower optim.lr or check the data)"
                 ) from error
             state.last_validation = metrics
-            improved = metrics["psnr"] > progress.best_psnr
+            improved = better_than_best(metrics["psnr"], metrics["ssim"], progress.best_psnr, progress.best_ssim)
             if improved:
-                progress.best_psnr = metrics["psnr"]
+                progress.best_psnr, progress.best_ssim = metrics["psnr"], metrics["ssim"]
                 self.trainer.save_best_generator()
             self.log.write({"kind": "validation", "step": progress.step, "epoch": progress.epoch + 1, **metrics})
             self.log.images("validation/sr", samples, progress.step)

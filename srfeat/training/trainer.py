@@ -8,8 +8,9 @@ before it loads a state in `srfeat.training.resume`. The run folder:
     OUT/
       config.yaml                     the resolved config of the run
       generator_latest.safetensors    the generator at the last checkpoint
-      generator_best.safetensors      the generator with the best validation PSNR so far (with
-                                      train.ema_decay: the averaged generator, which validation scores)
+      generator_best.safetensors      the generator with the best validation PSNR so far, of equal ones
+                                      (inf: an image matched exactly) the best SSIM (with train.ema_decay:
+                                      the averaged generator, which validation scores)
       generator_ema.safetensors       with train.ema_decay: the averaged generator at the last checkpoint
       state.pt                        everything needed to resume (weights_only-loadable)
       metrics.jsonl                   one JSON object per log / validation
@@ -24,6 +25,7 @@ the EMA of the generator (`srfeat.training.ema`).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -316,6 +318,7 @@ class Trainer:
             "batch_in_epoch": progress.batch_in_epoch,
             "elapsed_seconds": progress.elapsed_seconds,
             "best_psnr": progress.best_psnr,
+            "best_ssim": progress.best_ssim,
             "validated_step": progress.validated_step,
             "world_size": self.context.world_size,
             "rng": checkpoint.capture_rng_states(),
@@ -347,6 +350,7 @@ class Trainer:
             saved["elapsed_seconds"],
             saved["best_psnr"],
             saved.get("validated_step", -1),  # states of earlier versions lack it
+            saved.get("best_ssim", -math.inf),  # earlier versions lack it too: an equal PSNR beats their best
         )
         return saved
 
