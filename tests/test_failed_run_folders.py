@@ -4,6 +4,7 @@ every folder that was there and everything in it; a run that saved a checkpoint 
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -13,8 +14,11 @@ from cli_helpers import one_error_line, srfeat_cli, srfeat_cli_out_of_memory
 from training_helpers import tiny_config, train_in_process
 
 from srfeat.data.io import write_png
+from srfeat.errors import ConfigError
+from srfeat.files import folder_made_for
 from srfeat.training import checkpoint
 from srfeat.training.loop import TrainingLoop
+from srfeat.training.run_folder import run_folder_lock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,3 +111,24 @@ def test_a_failed_run_that_saved_a_generator_keeps_its_folder(
     names = os.listdir(out)
     assert kept in names and checkpoint.CONFIG_FILE in names and "metrics.jsonl" in names, names
     assert any((out / "tensorboard").iterdir())
+
+
+def test_a_run_folder_another_run_holds_is_kept_by_the_run_that_made_it(tmp_path: Path) -> None:
+    # two runs started at once on a new --out: this one made the folder, the other took its lock first; this
+    # one, refused, removed the folder from under the other, still empty before its first file
+    out = tmp_path / "new" / "run"
+    other = -1
+    try:
+        refused = pytest.raises(ConfigError, match="in use by another srfeat train")
+        with refused, folder_made_for(out / checkpoint.CONFIG_FILE):
+            other = os.open(out, os.O_RDONLY)
+            fcntl.flock(other, fcntl.LOCK_EX)  # the other run's lock
+            with run_folder_lock(out):
+                pass
+        assert out.is_dir()
+    finally:
+        if other >= 0:
+            os.close(other)
+    with pytest.raises(KeyboardInterrupt), folder_made_for(tmp_path / "new" / "run2" / checkpoint.CONFIG_FILE):
+        raise KeyboardInterrupt  # no lock: removed, up to the folder that was there
+    assert everything_under(tmp_path) == ["new", "new/run"]
