@@ -181,11 +181,25 @@ def _claim(temporary: Path, path: Path) -> int | None:
     raise OutputExistsError(f"{path}: its temporary {temporary.name} kept being removed by another process; run again")
 
 
+def _locked_elsewhere(folder: Path) -> bool:
+    """Whether a lock is held on `folder` through another open file (of another process, mostly): a training
+    run's folder, which `srfeat train` locks while it trains. False where it cannot be opened or locked."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # gone (rmdir says so next), or a system that opens no folder (Windows)
+        return False
+    try:
+        return lock_exclusive(descriptor, wait=False) is False
+    finally:
+        os.close(descriptor)
+
+
 @contextmanager
 def folder_made_for(path: Path) -> Iterator[None]:
     """`path`'s folder, made with any missing parents; those this call made are removed again, deepest first,
     when the block fails and they are still empty: a failed `-o new/deeper/out.png` left `new/deeper/` behind.
-    A folder that was there before, another process made, or that holds anything is kept."""
+    A folder that was there before, another process made, that holds anything, or that another process holds
+    a lock on (a second `srfeat train` made the run folder, the first took it and will write there) is kept."""
     missing = list(itertools.takewhile(lambda folder: not folder.is_dir(), (path.parent, *path.parent.parents)))
     made = []
     for folder in reversed(missing):
@@ -200,6 +214,8 @@ def folder_made_for(path: Path) -> Iterator[None]:
         yield
     except BaseException:
         for folder in reversed(made):
+            if _locked_elsewhere(folder):  # in use, still empty: this one and those above it stay
+                break
             try:
                 folder.rmdir()
             except OSError:  # not empty (another writer's file), or gone: this one and those above it stay

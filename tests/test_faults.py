@@ -216,10 +216,15 @@ def test_disk_full_while_saving_is_one_line_and_keeps_a_consistent_checkpoint(tr
     assert all(torch.equal(latest[key], state["generator"][key]) for key in latest), "both files from one step"
 
 
-def train_on_a_small_disk(train_dir: Path, tmp_path: Path, size: str, fill: int) -> tuple[str, list[str]]:
+def train_on_a_small_disk(
+    train_dir: Path, tmp_path: Path, size: str, fill: int, free: int | None = None
+) -> tuple[str, list[str]]:
     """A stage-1 run (200 steps, a log each step, no checkpoint) into a `size` tmpfs whose first `fill`
     bytes a file takes: a real full disk, in a private mount namespace (gone with the process). Its
-    stderr's ERROR lines and a `ls -A` of the run folder; metrics.jsonl is copied to tmp_path."""
+    stderr's ERROR lines and a `ls -A` of the disk; metrics.jsonl is copied to tmp_path. With `free`, a
+    run of one step saves a checkpoint first, the disk is filled up to its last `free` bytes, and the run
+    (of 2000 steps, TensorBoard off: its writer's thread would take pages too) resumes it: a new run that
+    saved nothing removes the files it wrote as it fails."""
     namespace = ["unshare", "--user", "--map-root-user", "--mount"]
     if shutil.which("unshare") is None or subprocess.run([*namespace, "true"], check=False).returncode:
         pytest.skip("no unprivileged mount namespaces here (unshare)")
@@ -229,10 +234,24 @@ def train_on_a_small_disk(train_dir: Path, tmp_path: Path, size: str, fill: int)
     config.write_text(yaml.safe_dump(values))
     (tmp_path / "small").mkdir()
     small, metrics = shlex.quote(str(tmp_path / "small")), shlex.quote(str(tmp_path / "metrics.jsonl"))
+    train = f"{shlex.quote(sys.executable)} -m srfeat.cli train --no-progress {shlex.quote(str(config))}"
+    first = (
+        f"{train} --max-steps 1 >/dev/null 2>&1 && head -c {free} /dev/zero > {small}/free && "
+        f"(cat /dev/zero >> {small}/fill 2>/dev/null; rm {small}/free); "
+        if free is not None
+        else ""
+    )
+    no_tensorboard = (
+        "import sys; sys.modules['torch.utils.tensorboard'] = None; from srfeat.cli import main; sys.exit(main())"
+    )
+    resume = (
+        f"{shlex.quote(sys.executable)} -c {shlex.quote(no_tensorboard)} train --no-progress "
+        f"{shlex.quote(str(config))} --resume --max-steps 2000 train.epochs=1000"
+    )
     script = (
-        f"mount -t tmpfs -o size={size} tmpfs {small} && head -c {fill} /dev/zero > {small}/fill; "
-        f"{shlex.quote(sys.executable)} -m srfeat.cli train --no-progress {shlex.quote(str(config))}; echo rc=$?; "
-        f"echo FILES; ls -A {small}/run; cp {small}/run/metrics.jsonl {metrics} 2>/dev/null"
+        f"mount -t tmpfs -o size={size} tmpfs {small} && head -c {fill} /dev/zero > {small}/fill; {first}"
+        f"{resume if free is not None else train}; echo rc=$?; "
+        f"echo FILES; ls -A {small}; cp {small}/run/metrics.jsonl {metrics} 2>/dev/null"
     )
     child = subprocess.run(
         [*namespace, "sh", "-c", script],
@@ -250,7 +269,7 @@ def train_on_a_small_disk(train_dir: Path, tmp_path: Path, size: str, fill: int)
 
 def test_disk_full_while_logging_is_one_line_and_leaves_whole_lines(train_dir: Path, tmp_path: Path) -> None:
     # metrics.jsonl's append on a full disk was an OSError traceback mid-run, with a torn last line.
-    error, _ = train_on_a_small_disk(train_dir, tmp_path, "16k", 0)
+    error, _ = train_on_a_small_disk(train_dir, tmp_path, "1m", 0, free=64 * 1024)
     assert "no disk space left to log step" in error
     text = (tmp_path / "metrics.jsonl").read_text()
     assert text.endswith("\n") and all(json.loads(line)["kind"] == "train" for line in text.splitlines())
@@ -258,10 +277,10 @@ def test_disk_full_while_logging_is_one_line_and_leaves_whole_lines(train_dir: P
 
 def test_a_full_disk_at_the_start_is_one_line_and_leaves_no_empty_config(train_dir: Path, tmp_path: Path) -> None:
     # config.yaml was written in place: an OSError traceback, and an empty config.yaml left behind
-    # (which the next run refuses as a file that no run wrote).
+    # (which the next run refuses as a file that no run wrote); then the empty run folder the run made.
     error, files = train_on_a_small_disk(train_dir, tmp_path, "8k", 8192)
     assert "config.yaml" in error and "space" in error
-    assert files == []
+    assert files == ["fill"]
 
 
 def test_a_batch_that_fails_to_load_saves_the_steps_before_it_and_resumes_to_the_uninterrupted_result(

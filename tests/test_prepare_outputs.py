@@ -214,3 +214,26 @@ def test_an_image_whose_patch_names_are_too_long_is_named_before_any_is_cut(tmp_
     line = one_error_line(srfeat_cli("prepare", "src", "out", "--hr-patch-size", "32", "--workers", "1", cwd=tmp_path))
     assert f"the patches of src/{long_stem}.png would be named" in line and "258 bytes, more than the 255" in line
     assert "rename the image" in line and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("failure", ["every image too small", "ctrl-c"])
+def test_a_failed_run_leaves_none_of_the_folders_it_made_above_out(
+    tmp_path: Path, failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OUT itself was removed, the folders made above it (new/deeper/) were left
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    (tmp_path / "there").mkdir()
+    out = tmp_path / "there" / "new" / "deeper" / "out"
+    if failure == "every image too small":
+        line = one_error_line(srfeat_cli("prepare", "src", out, "--hr-patch-size", "128", cwd=tmp_path))
+        assert "no patches written: every source image was unreadable or smaller than 128 px" in line, line
+    else:
+        from srfeat.data import prepare
+
+        def interrupted(*args: object) -> prepare.ImageOutcome:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(prepare, "prepare_image", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            prepare.prepare_patches(tmp_path / "src", out, hr_patch_size=64, workers=1, progress=False)
+    assert list((tmp_path / "there").iterdir()) == []

@@ -453,4 +453,6 @@ def test_a_validation_out_of_memory_names_the_validation_images(folders, tmp_pat
         "ERROR: out of memory on cpu in the validation at step 2: the images of validation.dir ("
     ), error
     assert f"are upscaled whole: use smaller ones; no checkpoint was saved in {tmp_path / 'run'}" in error, error
-    assert error.endswith("once changed, run again with --overwrite"), error
+    # the new run saved nothing, and leaves nothing: the same command runs again without --overwrite
+    assert error.endswith("once changed, run again"), error
+    assert not (tmp_path / "run").exists()

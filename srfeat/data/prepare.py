@@ -46,7 +46,7 @@ from srfeat.data.staging import (
     writing_now,
 )
 from srfeat.errors import ImageReadError, SRFeatError
-from srfeat.files import name_max, unwritable_folder
+from srfeat.files import folder_made_for, name_max, unwritable_folder
 from srfeat.locks import close_inherited_locks
 
 logger = logging.getLogger(__name__)
@@ -315,7 +315,9 @@ def prepare_patches(
     # so a run that fails or is stopped leaves an earlier run's patches (--overwrite) as they were.
     created_out = not out.exists()
     try:
-        with staged(out) as staging:  # removed at its end unless swapped in
+        # OUT and any missing folders above it, removed again (while empty) if the run fails or is stopped:
+        # its staging folders, removed at their block's end unless swapped in, are all it puts in them
+        with folder_made_for(out / PATCH_FOLDERS[0]), staged(out) as staging:
             workers = min(workers, len(paths))
             outcomes = _prepare_all(paths, staging, hr_patch_size, scale, seed, workers, progress, half)
             _report_skipped(outcomes, hr_patch_size)
@@ -327,23 +329,13 @@ def prepare_patches(
             with locked(out):  # another run into OUT swaps before or after this one, never between its moves
                 swap_in(out, staging, overwrite)
     except OSError as error:
-        _remove_made_out(out, created_out)
         if isinstance(error, SRFeatError):  # an image that cannot be read is a warning: not this
             raise
         kept = f"{out} is as it was" if not created_out else f"no {out} was left"
         raise SRFeatError(f"could not write the patches in {out}: {error.strerror or error}; {kept}") from error
-    except BaseException:
-        _remove_made_out(out, created_out)
-        raise
     written = sum(outcome.written for outcome in outcomes)
     logger.info("wrote %d HR/LR pairs from %d image(s) to %s", written, sum(1 for o in outcomes if o.written), out)
     return outcomes
-
-
-def _remove_made_out(out: Path, created_out: bool) -> None:
-    """A failed or interrupted run leaves no OUT it made (its staging folders are gone already)."""
-    if created_out and out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
 
 
 def _prepare_all(

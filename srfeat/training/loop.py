@@ -39,9 +39,10 @@ from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import barrier, broadcast_object, mean_across_processes
 from srfeat.training.ema import validate_generators
 from srfeat.training.interrupt import StopRequest, TrainingInterrupted, signal_name, stop_on_signals
+from srfeat.training.run_folder import saved_a_generator
 from srfeat.training.run_log import RunLog
 from srfeat.training.sampling import ResumableSampler
-from srfeat.training.validation import Validator
+from srfeat.training.validation import Validator, better_than_best
 
 if TYPE_CHECKING:
     from srfeat.training.trainer import Trainer
@@ -99,6 +100,7 @@ class Progress:
     elapsed_seconds: float = 0.0
     best_psnr: float = -math.inf
     validated_step: int = -1  # the last step validated (a resume of a finished run validates it once only)
+    best_ssim: float = -math.inf  # the SSIM of the best validation: of equal PSNRs (inf) the higher is the best
 
 
 @dataclass
@@ -175,8 +177,14 @@ class TrainingLoop:
     def _out_of_memory(self, where: str, advice: str) -> str:
         """The one line for an allocation that failed in `where`: what to do, and what the run folder
         keeps (the step in flight is lost: its weights may be half updated, so nothing is saved now)."""
-        kept = checkpoint.last_good_checkpoint(self.trainer.out_dir, self.state.saved_at)
-        then = self._resume_command() if self.state.saved_at else "run again with --overwrite"
+        out_dir = self.trainer.out_dir
+        kept = checkpoint.last_good_checkpoint(out_dir, self.state.saved_at)
+        if self.state.saved_at:
+            then = self._resume_command()
+        elif saved_a_generator(out_dir):  # a best generator, before the first checkpoint: kept
+            then = "run again with --overwrite"
+        else:  # a new run that saved no generator removes its files as it stops (`run_folder.discarded_unless_saved`)
+            then = "run again"
         return f"out of memory on {self.trainer.device} in {where}: {advice}; {kept}: once changed, {then}"
 
     def _step_advice(self) -> str:
@@ -372,9 +380,9 @@ class TrainingLoop:
                     "(lower optim.lr or check the data)"
                 ) from error
             state.last_validation = metrics
-            improved = metrics["psnr"] > progress.best_psnr
+            improved = better_than_best(metrics["psnr"], metrics["ssim"], progress.best_psnr, progress.best_ssim)
             if improved:
-                progress.best_psnr = metrics["psnr"]
+                progress.best_psnr, progress.best_ssim = metrics["psnr"], metrics["ssim"]
                 self.trainer.save_best_generator()
             self.log.write({"kind": "validation", "step": progress.step, "epoch": progress.epoch + 1, **metrics})
             self.log.images("validation/sr", samples, progress.step)

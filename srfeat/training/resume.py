@@ -111,6 +111,11 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
         raise WeightsError(
             f"{where}: validated_step is {repr(validated)[:60]}, not a step number: the file is damaged or edited"
         )
+    best_ssim = state.get("best_ssim", -math.inf)  # optional too; NaN would never be beaten, nor would inf
+    if not isinstance(best_ssim, (int, float)) or isinstance(best_ssim, bool) or not -math.inf <= best_ssim < math.inf:
+        raise WeightsError(
+            f"{where}: best_ssim is {repr(best_ssim)[:60]}, not a number below inf: the file is damaged or edited"
+        )
     if not _tensor_dict(state.get("generator")):
         raise WeightsError(f"{where} holds no generator weights: the file is damaged or not from srfeat train")
     for key in ("discriminators", "optimizers", "rng"):

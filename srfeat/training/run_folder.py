@@ -4,10 +4,12 @@ over what a user had.
 A new run (no `--resume`) refuses a folder that already holds a run's files unless
 `overwrite` is given, and then removes only those files, after the run's networks and data
 were built, so a start that fails (a typo in a path, a checkpoint of another architecture)
-keeps the old run. Files of a run's common names (config.yaml, training.png) that no run wrote
-are the user's: their folder is refused, `overwrite` or not. A folder that is a file, lies under
-one, or is one of the run's image folders, is refused: checkpoints and logs would mix with the
-images (and be read as images next time).
+keeps the old run; and a new run that fails or is stopped before it saved any generator removes
+the files it wrote (`discarded_unless_saved`), then the folders it made (`srfeat.files.folder_made_for`).
+Files of a run's common names (config.yaml, training.png) that no run wrote are the user's: their
+folder is refused, `overwrite` or not. A folder that is a file, lies under one, or is one of the
+run's image folders, is refused: checkpoints and logs would mix with the images (and be read as
+images next time).
 While a run trains, it holds a lock on its folder, so that a second `srfeat train` on it (a
 second terminal, a job started twice) is refused instead of writing over the first one's files.
 """
@@ -35,9 +37,11 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "RUN_FILES",
     "check_run_folder",
+    "discarded_unless_saved",
     "existing_run_files",
     "remove_previous_run",
     "run_folder_lock",
+    "saved_a_generator",
 ]
 
 TENSORBOARD_DIR = "tensorboard"
@@ -165,6 +169,30 @@ def remove_previous_run(out_dir: Path) -> None:
                 path.rmdir()
         else:
             path.unlink()
+
+
+def saved_a_generator(out_dir: Path) -> bool:
+    """Whether `out_dir` holds weights a run saved: a checkpoint (state.pt, generator_latest) or the best
+    generator so far (validated before the first checkpoint)."""
+    return any((out_dir / name).exists() for name in _RUN_ONLY_NAMES)
+
+
+@contextmanager
+def discarded_unless_saved(out_dir: Path) -> Iterator[None]:
+    """A new run's block: if it fails or is stopped before the run saved any generator (`saved_a_generator`),
+    the files it wrote (config.yaml, metrics.jsonl, training.png, its TensorBoard events) are removed as
+    `remove_previous_run` removes a run's. They were all that run left (a first step out of memory, a bad
+    patch in the first batch, a second Ctrl-C), and the same command then had to be told --overwrite.
+    A run that saved a generator keeps everything, to be resumed or used."""
+    try:
+        yield
+    except BaseException:
+        if not saved_a_generator(out_dir):
+            try:
+                remove_previous_run(out_dir)
+            except OSError as error:  # the run's own error is the one to report
+                logger.warning("could not remove the files of the failed run in %s: %s", out_dir, error)
+        raise
 
 
 @contextmanager

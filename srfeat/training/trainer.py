@@ -8,8 +8,9 @@ before it loads a state in `srfeat.training.resume`. The run folder:
     OUT/
       config.yaml                     the resolved config of the run
       generator_latest.safetensors    the generator at the last checkpoint
-      generator_best.safetensors      the generator with the best validation PSNR so far (with
-                                      train.ema_decay: the averaged generator, which validation scores)
+      generator_best.safetensors      the generator with the best validation PSNR so far, of equal ones
+                                      (inf: an image matched exactly) the best SSIM (with train.ema_decay:
+                                      the averaged generator, which validation scores)
       generator_ema.safetensors       with train.ema_decay: the averaged generator at the last checkpoint
       state.pt                        everything needed to resume (weights_only-loadable)
       metrics.jsonl                   one JSON object per log / validation
@@ -24,6 +25,7 @@ the EMA of the generator (`srfeat.training.ema`).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ import torch
 from torch import nn
 
 from srfeat.errors import ConfigError, TrainingDiverged, WeightsError
-from srfeat.files import write_file_atomically
+from srfeat.files import folder_made_for, write_file_atomically
 from srfeat.hardware import cpu_has_native_bf16, one_line_if_out_of_memory
 from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import worker_threads_set
@@ -52,7 +54,12 @@ from srfeat.training.distributed import (
 )
 from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
 from srfeat.training.loop import Progress, TrainingLoop, lr_factor, planned_steps, unreached_milestones
-from srfeat.training.run_folder import check_run_folder, remove_previous_run, run_folder_lock
+from srfeat.training.run_folder import (
+    check_run_folder,
+    discarded_unless_saved,
+    remove_previous_run,
+    run_folder_lock,
+)
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
 from srfeat.training.steps import AdversarialTerm, AutocastFactory, GANStep, PretrainStep, no_autocast
@@ -311,6 +318,7 @@ class Trainer:
             "batch_in_epoch": progress.batch_in_epoch,
             "elapsed_seconds": progress.elapsed_seconds,
             "best_psnr": progress.best_psnr,
+            "best_ssim": progress.best_ssim,
             "validated_step": progress.validated_step,
             "world_size": self.context.world_size,
             "rng": checkpoint.capture_rng_states(),
@@ -342,6 +350,7 @@ class Trainer:
             saved["elapsed_seconds"],
             saved["best_psnr"],
             saved.get("validated_step", -1),  # states of earlier versions lack it
+            saved.get("best_ssim", -math.inf),  # earlier versions lack it too: an equal PSNR beats their best
         )
         return saved
 
@@ -392,14 +401,18 @@ class Trainer:
         if unreached and context.is_main:
             logger.warning("%s", unreached)
         validator = Validator(config, self.device) if config.validation.dir and context.is_main else None
-        with ExitStack() as folder_lock:
+        with ExitStack() as run_folder:
             if context.is_main:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
+                # the run folder, with any missing parents: those made here are removed again if the run fails
+                # and they are empty, as they are once a run that saved nothing has removed its files (below)
+                run_folder.enter_context(folder_made_for(self.out_dir / CONFIG_FILE))
                 # before the first file is touched: a second run on this folder stops here
-                folder_lock.enter_context(run_folder_lock(self.out_dir))
+                run_folder.enter_context(run_folder_lock(self.out_dir))
                 self._check_unchanged(saved is not None)
                 if self.overwrite:
                     remove_previous_run(self.out_dir)
+                if saved is None:  # from here on every run file in the folder is this run's
+                    run_folder.enter_context(discarded_unless_saved(self.out_dir))
                 checkpoint.clean_run_folder(self.out_dir)
                 # whole or not at all: a full disk left an empty one (and a traceback)
                 text = config.to_yaml().encode()
@@ -411,18 +424,18 @@ class Trainer:
                     "resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1
                 )
             log = RunLog(self.out_dir, context.is_main, self.progress.step + 1 if saved is not None else None)
-            log.truncate_after(self.progress.step)
-            logger.info(
-                "stage %d: %d items, %d steps per epoch (global batch %d), up to %d steps%s, on %s",
-                config.stage,
-                len(dataset),
-                steps_per_epoch,
-                config.train.batch_size * context.world_size,
-                planned,
-                f" or {config.train.max_minutes:g} minutes" if config.train.max_minutes else "",
-                self.device,
-            )
-            try:
+            try:  # closed before a failed run's files are removed
+                log.truncate_after(self.progress.step)
+                logger.info(
+                    "stage %d: %d items, %d steps per epoch (global batch %d), up to %d steps%s, on %s",
+                    config.stage,
+                    len(dataset),
+                    steps_per_epoch,
+                    config.train.batch_size * context.world_size,
+                    planned,
+                    f" or {config.train.max_minutes:g} minutes" if config.train.max_minutes else "",
+                    self.device,
+                )
                 last_validation = TrainingLoop(self, loader, sampler, planned, validator, log).run()
             finally:
                 log.close()

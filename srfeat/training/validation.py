@@ -16,9 +16,17 @@ from srfeat.errors import SRFeatError, TrainingDiverged
 from srfeat.metrics.psnr_ssim import SSIM_WINDOW
 from srfeat.training.config import TrainingConfig
 
-__all__ = ["Validator"]
+__all__ = ["Validator", "better_than_best"]
 
 logger = logging.getLogger(__name__)
+
+
+def better_than_best(psnr: float, ssim: float, best_psnr: float, best_ssim: float) -> bool:
+    """Whether a validation of mean `psnr` and `ssim` beats the best one so far: a higher PSNR, or an equal
+    PSNR and a higher SSIM. Equal PSNRs are inf, mostly: once a validation image is matched exactly (a flat
+    one, clamped) the mean is inf at every validation, and `>` alone kept the first generator to match it as
+    generator_best for good. NaN is never the best (it compares false)."""
+    return psnr > best_psnr or (psnr == best_psnr and ssim > best_ssim)
 
 
 class Validator:

@@ -1,0 +1,134 @@
+"""`srfeat train` that fails or is stopped before it saved a generator: it leaves nothing it made (its
+config.yaml, logs, TensorBoard events, the run folder and the folders above it that it made), and keeps
+every folder that was there and everything in it; a run that saved a checkpoint or a best generator keeps it."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import one_error_line, srfeat_cli, srfeat_cli_out_of_memory
+from training_helpers import tiny_config, train_in_process
+
+from srfeat.data.io import write_png
+from srfeat.errors import ConfigError
+from srfeat.files import folder_made_for
+from srfeat.training import checkpoint
+from srfeat.training.loop import TrainingLoop
+from srfeat.training.run_folder import run_folder_lock
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def everything_under(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def out_of_memory_at_step(step: int, config: Path, *args: str | Path):
+    """`srfeat train CONFIG ARGS` whose training step `step` runs out of memory."""
+    when = f"args[0].progress.step == {step - 1}"
+    return srfeat_cli_out_of_memory("srfeat.training.loop", "TrainingLoop._step", when, "train", config, *args)
+
+
+def patches_with_one_of_another_size(root: Path) -> Path:
+    """A prepared folder of 32 px patches whose third pair is 40 px: the dataset checks the first pair
+    when it is built, the others when the first batch loads them, after the run folder is made."""
+    rng = np.random.default_rng(0)
+    for name, size in (("a", 32), ("b", 32), ("c", 40)):
+        write_png(root / "HR" / f"{name}.png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+        write_png(root / "LR" / f"{name}.png", rng.integers(0, 256, (size // 4, size // 4, 3), dtype=np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("failure", ["out of memory in the first step", "a patch of another size in the first batch"])
+def test_a_new_run_that_fails_before_saving_leaves_nothing_it_made(folders, tmp_path: Path, failure: str) -> None:
+    # it left new/deeper/run/ with config.yaml, an empty metrics.jsonl and a TensorBoard event file, and the
+    # next run there was refused ("already holds a run") unless told --overwrite
+    train_dir, _ = folders
+    (tmp_path / "there").mkdir()
+    out = tmp_path / "there" / "new" / "deeper" / "run"
+    overrides = ["train.max_steps=2"]
+    if failure == "a patch of another size in the first batch":
+        patches = patches_with_one_of_another_size(tmp_path / "patches")
+        overrides += ["data.kind=patches", f"data.train_dirs=[{patches}]", "data.repeat=1", "train.batch_size=3"]
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(train_dir, None, out, 1, overrides).to_yaml())
+    if failure == "out of memory in the first step":
+        error = one_error_line(out_of_memory_at_step(1, config, "--no-progress"))
+        assert error.endswith(f"no checkpoint was saved in {out}: once changed, run again"), error
+    else:
+        error = one_error_line(srfeat_cli("train", config, "--no-progress"))
+        assert error.endswith("is 40x40, expected 32x32: prepare the patches with --hr-patch-size 32"), error
+    assert everything_under(tmp_path / "there") == []
+    if failure == "out of memory in the first step":  # the same command again, without --overwrite
+        child = srfeat_cli("train", config, "--no-progress")
+        assert child.returncode == 0, child.stderr
+        assert (out / checkpoint.STATE_FILE).is_file()
+
+
+@pytest.mark.parametrize("held", ["nothing", "a file of yours"])
+def test_a_failed_run_keeps_the_folder_that_was_there_and_what_it_held(
+    folders, tmp_path: Path, held: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a second Ctrl-C in the first step (KeyboardInterrupt at once: the first one's checkpoint not saved)
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    out.mkdir()
+    if held == "a file of yours":
+        (out / "notes.txt").write_text("mine")
+
+    def interrupted(self: TrainingLoop, batch: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrainingLoop, "_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=2"]), out)
+    assert everything_under(out) == ([] if held == "nothing" else ["notes.txt"])
+
+
+@pytest.mark.parametrize(
+    ("saved", "kept", "then"),
+    [
+        ("a checkpoint", checkpoint.STATE_FILE, "continue with `srfeat train"),
+        ("a best generator", checkpoint.BEST_GENERATOR, "run again with --overwrite"),
+    ],
+)
+def test_a_failed_run_that_saved_a_generator_keeps_its_folder(
+    folders, tmp_path: Path, saved: str, kept: str, then: str
+) -> None:
+    train_dir, validation_dir = folders
+    out = tmp_path / "new" / "run"
+    every = ["train.checkpoint_every=2", "validation.every=2"]
+    if saved == "a best generator":  # validated at step 1, no checkpoint before step 4
+        every = ["train.checkpoint_every=4", "validation.every=1"]
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(train_dir, validation_dir, out, 1, ["train.max_steps=4", *every]).to_yaml())
+    error = one_error_line(out_of_memory_at_step(3 if saved == "a checkpoint" else 2, config, "--no-progress"))
+    assert then in error, error
+    names = os.listdir(out)
+    assert kept in names and checkpoint.CONFIG_FILE in names and "metrics.jsonl" in names, names
+    assert any((out / "tensorboard").iterdir())
+
+
+def test_a_run_folder_another_run_holds_is_kept_by_the_run_that_made_it(tmp_path: Path) -> None:
+    # two runs started at once on a new --out: this one made the folder, the other took its lock first; this
+    # one, refused, removed the folder from under the other, still empty before its first file
+    out = tmp_path / "new" / "run"
+    other = -1
+    try:
+        refused = pytest.raises(ConfigError, match="in use by another srfeat train")
+        with refused, folder_made_for(out / checkpoint.CONFIG_FILE):
+            other = os.open(out, os.O_RDONLY)
+            fcntl.flock(other, fcntl.LOCK_EX)  # the other run's lock
+            with run_folder_lock(out):
+                pass
+        assert out.is_dir()
+    finally:
+        if other >= 0:
+            os.close(other)
+    with pytest.raises(KeyboardInterrupt), folder_made_for(tmp_path / "new" / "run2" / checkpoint.CONFIG_FILE):
+        raise KeyboardInterrupt  # no lock: removed, up to the folder that was there
+    assert everything_under(tmp_path) == ["new", "new/run"]
