@@ -12,12 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from inference_helpers import tiny_generator
+from training_helpers import tiny_config, tiny_values, write_image_folders
 
 from srfeat.data.resize import imresize, imresize_np
-from srfeat.errors import InvalidOptionError
+from srfeat.errors import ConfigError, InvalidOptionError
 from srfeat.evaluation import EvaluationResult, evaluate, json_records, markdown_table, write_json
 from srfeat.export.onnx import ModelInfo, check_output_path, export_onnx, model_info
+from srfeat.training import trainer
+from srfeat.training.config import load_config
 from srfeat.weights import check_weights, load_generator, save_generator, weight_problem
 from srfeat.weights.blend import blend_states, load_blended
 
@@ -139,3 +143,27 @@ def test_evaluate_refuses_a_figure_image_that_is_not_a_name_before_reading_a_fol
     """5 was looked for in every folder, then warned of as missing from each, after the models were built."""
     with pytest.raises(InvalidOptionError, match="figure_image must be an image's name or None, got 5"):
         evaluate(["bicubic"], [tmp_path / "no such folder"], figure_image=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["resume", "overwrite", "show_progress"])
+def test_train_refuses_flags_that_are_not_true_or_false_and_keeps_the_run(tmp_path: Path, name: str) -> None:
+    """`train(config, out, overwrite="no")` replaced the run in `out` once the networks were built."""
+    train_dir, _ = write_image_folders(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("the user's run")
+    with pytest.raises(InvalidOptionError, match=f"{name} must be True or False, got str 'no'"):
+        trainer.train(tiny_config(train_dir, None, out), out_dir=out, **{name: "no"})  # type: ignore[arg-type]
+    assert [path.name for path in out.iterdir()] == ["config.yaml"]
+    assert (out / "config.yaml").read_text() == "the user's run"
+    with pytest.raises(InvalidOptionError, match="out_dir must be a path .*, got int 5"):
+        trainer.train(tiny_config(train_dir, None, out), out_dir=5, show_progress=False)  # type: ignore[arg-type]
+
+
+def test_load_config_refuses_a_path_that_is_not_one_and_takes_bytes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="the config must be a path .*, got int 5"):  # pathlib's TypeError
+        load_config(5)  # type: ignore[arg-type]
+    train_dir, _ = write_image_folders(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_values(train_dir, None, tmp_path / "run")))
+    assert load_config(bytes(config)) == load_config(config)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from srfeat.errors import ConfigError
+from srfeat.errors import ConfigError, shown
 from srfeat.training.config_checks import check
 from srfeat.training.typed_yaml import (
     build_dataclass,
@@ -288,9 +288,11 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
     return config
 
 
-def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> TrainingConfig:
-    """Read a YAML config file (`~` expanded); every problem is a one-line ConfigError."""
-    path = Path(path).expanduser()
+def load_config(path: str | bytes | os.PathLike[str], overrides: list[str] | None = None) -> TrainingConfig:
+    """Read a YAML config file (str, bytes or path-like; `~` expanded); every problem is a one-line ConfigError."""
+    if not isinstance(path, (str, bytes, os.PathLike)):  # 5 was pathlib's TypeError
+        raise ConfigError(f"the config must be a path (str or pathlib.Path), got {type(path).__name__} {shown(path)}")
+    path = Path(os.fsdecode(path)).expanduser()
     if path.is_dir():
         raise ConfigError(f"{path} is a folder: give a YAML training config file, e.g. configs/dev/stage1.yaml")
     if not path.is_file():

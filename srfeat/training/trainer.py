@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from srfeat.errors import ConfigError, TrainingDiverged, WeightsError
+from srfeat.errors import ConfigError, TrainingDiverged, WeightsError, check_flag
 from srfeat.files import folder_made_for, write_file_atomically
 from srfeat.hardware import cpu_has_native_bf16, one_line_if_out_of_memory
 from srfeat.ops.winograd import use_winograd
@@ -64,6 +64,7 @@ from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
 from srfeat.training.steps import AdversarialTerm, AutocastFactory, GANStep, PretrainStep, no_autocast
 from srfeat.training.validation import Validator
+from srfeat.weights import as_path
 
 # Re-exported: what callers (and the tests) reach through this module.
 __all__ = [
@@ -461,9 +462,14 @@ def train(
 
     A folder that already holds a run is refused unless `resume` (continue it) or `overwrite`
     (replace its files, once the new run has been built) is given. A config built or changed in
-    Python is checked first, as `load_config` checks a file's (`ConfigError`, one line).
+    Python is checked first, as `load_config` checks a file's (`ConfigError`, one line); the flags
+    are True or False and `out_dir` a path, else an `InvalidOptionError` before anything is done.
     """
     check_built(config)
+    # "no" resumed or overwrote (a string is true), 5 was pathlib's TypeError once the networks were built
+    resume, overwrite = check_flag(resume, "resume"), check_flag(overwrite, "overwrite")
+    show_progress = check_flag(show_progress, "show_progress")
+    out_dir = None if out_dir is None else as_path(out_dir, "out_dir")
     context = init_distributed(config.train.device)
     # Under torchrun every rank would say what rank 0 says (the run's start, its validations): the
     # others keep their warnings and errors, which may be their own.
