@@ -284,6 +284,10 @@ def test_command_errors_are_one_line_and_never_overwrite(tmp_path: Path) -> None
     assert result.returncode == 1 and "must end in .safetensors" in result.stderr
     assert srfeat_cli("convert", str(good)).returncode == 0  # default: beside the input
     assert (tmp_path / "good.safetensors").is_file()
+    # --output, as upscale, blend and export spell it (convert had only --out); --out stays
+    for option in ("--output", "--out"):
+        assert srfeat_cli("convert", str(good), option, str(tmp_path / f"{option}.safetensors")).returncode == 0
+        assert load_generator(tmp_path / f"{option}.safetensors").num_blocks == 2
 
 
 def test_output_folder_or_under_a_file_is_one_line(tmp_path: Path) -> None:

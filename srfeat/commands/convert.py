@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "-o",
-        "--out",
+        "--output",
+        "--out",  # its first name, kept: upscale, blend and export say --output
+        dest="out",
         type=path_argument,
         metavar="OUT",
         help="output .safetensors file (default: SRC with the suffix .safetensors)",
