@@ -21,7 +21,7 @@ from pathlib import Path
 
 from srfeat import video
 from srfeat.commands.arguments import path_argument
-from srfeat.files import name_too_long, unwritable_file, unwritable_folder
+from srfeat.path_checks import name_too_long, unwritable_file, unwritable_folder
 
 logger = logging.getLogger(__name__)
 
