@@ -9,32 +9,28 @@ right now by another process (in another PID namespace too: a container), so the
 writes NAME removes the stale ones (`remove_stale_temporaries`). A full disk is
 reported as `DiskFullError`, naming the file and the space it needed, with the temporary
 removed so that the failed write does not keep the disk full. A failed write also removes the
-folders it made for the file while they are empty (`folder_made_for`).
+folders it made for the file while they are empty (`folder_made_for`). What a path is before
+anything is written there (a name too long, a folder no file can be written in) is `srfeat.path_checks`.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import itertools
 import logging
 import os
 import re
 import shutil
-import stat
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import BinaryIO
 
 from srfeat.errors import SRFeatError
 from srfeat.locks import lock_exclusive, process_exists
-
-if TYPE_CHECKING:
-    from PIL import Image
+from srfeat.path_checks import name_max
 
 logger = logging.getLogger(__name__)
 
@@ -51,31 +47,6 @@ class DiskFullError(SRFeatError, OSError):
 _TEMPORARY_EXTRA_BYTES = len(".") + len(".4194304.tmp")
 
 
-def name_max(folder: Path) -> int:
-    """The longest file name, in bytes, that the file system of `folder` (or of its nearest
-    existing parent) takes: 255 on Linux's usual ones."""
-    if not hasattr(os, "pathconf"):  # POSIX only; Windows' NTFS takes 255 characters
-        return 255
-    for candidate in (folder, *folder.parents):
-        try:
-            return os.pathconf(candidate, "PC_NAME_MAX")
-        except (OSError, ValueError):  # not there yet, or no such setting here
-            continue
-    return 255
-
-
-def name_too_long(path: Path) -> str | None:
-    """Why `path` cannot be made for its name alone (longer than its file system takes), or None."""
-    size, limit = len(os.fsencode(path.name)), name_max(path.parent)
-    return f"its name is {size} bytes, more than the {limit} the file system takes" if size > limit else None
-
-
-def unwritable_file(path: Path) -> str | None:
-    """Why the file `path` could not be written, found before any work: its name (`name_too_long`)
-    or its folder (`unwritable_folder`); None when it can be."""
-    return name_too_long(path) or unwritable_folder(path.parent)
-
-
 def _temporary_stem(path: Path) -> str:
     """`path`'s name, or where the temporary's additions would take that past the file system's
     limit, a hash of it: an output named right up to the limit can still be written."""
@@ -88,27 +59,6 @@ def _temporary_stem(path: Path) -> str:
 def temporary_path(path: Path) -> Path:
     """Where this process writes `path` before renaming it into place."""
     return path.with_name(f".{_temporary_stem(path)}.{os.getpid()}.tmp")
-
-
-# What a path that is there but not a regular file is, as users know it (`stat.S_IFMT` of its mode).
-_FILE_KINDS = {
-    stat.S_IFIFO: "a named pipe (FIFO)",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFDIR: "a folder",
-}
-
-
-def special_file_kind(path: Path) -> str | None:
-    """What `path` is when it is there but no regular file ("a named pipe (FIFO)", "a character
-    device", ...), so that an error names it as such, not as "not found" (as `srfeat upscale` does
-    for image inputs); None for a regular file or nothing there."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:  # not there (a broken link too), or not to be looked at: the callers' "not found"
-        return None
-    return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
 @contextmanager
@@ -257,37 +207,6 @@ class PendingFile:
     size: int
 
 
-def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file (hard and symbolic links too); False when either is missing."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def unwritable_folder(folder: Path) -> str | None:
-    """Why no file can be written in `folder` (made first if missing), found before any work: the
-    nearest path that exists up the tree is a file, a broken link, or a folder we may not write
-    in. None when it can be written: a nameless file is made there and dropped, the one test that
-    read-only mounts, ACLs and running as root cannot fool (`os.access` says yes to root)."""
-    try:
-        nearest = next((f for f in (folder, *folder.parents) if f.exists() or f.is_symlink()), None)
-    except OSError as error:  # a folder on the way that we may not look into
-        return f"cannot look into {error.filename or folder}: {error.strerror or error}"
-    if nearest is None:
-        return None
-    if not nearest.exists():
-        return f"{nearest} is a broken symbolic link"
-    if not nearest.is_dir():
-        return f"{nearest} is a file, not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=nearest):
-            pass
-    except OSError as error:
-        return f"cannot write in {nearest} ({error.strerror or error})"
-    return None
-
-
 class OutputExistsError(SRFeatError, FileExistsError):
     """The output appeared (another program, another run) while it was being made: it is kept."""
 
@@ -328,78 +247,6 @@ def move_into_place(temporary: Path, path: Path, replace: bool = True) -> None:
         os.replace(temporary, path)
     else:
         temporary.unlink()
-
-
-class WritesThroughPython(io.RawIOBase):
-    """An open file that PIL writes through `write`, not through its descriptor: given a path, or a
-    file with a descriptor, PIL's C writer takes a short write (on a full disk, the part that fits)
-    for a whole one, and a JPEG came out cut short, with no error. Python's `write` raises instead."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        super().__init__()
-        self._file = file
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]  # bytes-like
-        return self._file.write(data)
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-
-@contextmanager
-def utf8_path(path: str | os.PathLike[str]) -> Iterator[str]:
-    """A name for `path` that a library taking only UTF-8 names can open (safetensors, torch.load,
-    libtiff through PIL): the name itself where it is UTF-8, else `/dev/fd/N` of a descriptor held
-    open for the block. A name that is not UTF-8 (`caf\\xe9.safetensors`, made on a Latin-1 system;
-    Python holds it with surrogates) was refused ("Path ... is not valid UTF-8", "surrogates not
-    allowed"): a good checkpoint called damaged, a TIFF output a traceback.
-    """
-    name = os.fspath(path)
-    try:
-        name.encode()
-    except UnicodeEncodeError:
-        if not Path("/dev/fd").is_dir():  # Windows has no such names; a system without /dev/fd keeps the error
-            yield name
-            return
-        descriptor = os.open(name, os.O_RDONLY)
-        try:
-            yield f"/dev/fd/{descriptor}"
-        finally:
-            os.close(descriptor)
-        return
-    yield name
-
-
-def save_pil_image(image: Image.Image, path: Path, image_format: str, options: dict[str, Any]) -> None:
-    """`image.save` into the file `path` (a temporary), every write checked (`WritesThroughPython`).
-
-    A compressed TIFF is written by libtiff through the file's descriptor instead (it checks its own
-    writes; through Python's it would hold the whole file in memory), but a failed write comes out of it
-    as "encoder error -2" alone: it is then written again through Python's writes, whose error says why
-    (a full disk, a file size limit), or which succeed where the failure has passed.
-    """
-    if image_format == "TIFF" and options.get("compression", "raw") != "raw":
-        try:
-            # Opened here, so that PIL gives libtiff a descriptor and no name: libtiff's name must be
-            # UTF-8, and `.caf\xe9.tif.PID.tmp` (a Latin-1 name) was a UnicodeEncodeError traceback.
-            with open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666), "w+b") as file:
-                image.save(file, format=image_format, **options)
-            return
-        except OSError as error:
-            if error.errno is not None or not str(error).startswith("encoder error"):
-                raise
-    with open(path, "wb") as file:
-        through_python: BinaryIO = WritesThroughPython(file)  # pyright: ignore[reportAssignmentType]  # PIL uses write/seek/tell
-        image.save(through_python, format=image_format, **options)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""File names at and beyond the file system's limit (srfeat/files.py, srfeat/commands/arguments.py).
+"""File names at and beyond the file system's limit (srfeat/path_checks.py, files.py, commands/arguments.py).
 
 Linux's file systems take names of up to 255 bytes. A file named right up to it could not be
 written (its temporary, `.NAME.PID.tmp`, was longer); a longer name was a traceback from the
@@ -15,7 +15,8 @@ import pytest
 from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
 
-from srfeat.files import name_max, remove_stale_temporaries, temporary_path, write_file_atomically
+from srfeat.files import remove_stale_temporaries, temporary_path, write_file_atomically
+from srfeat.path_checks import name_max
 
 
 def photo(path: Path) -> Path:

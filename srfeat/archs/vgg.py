@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from srfeat.errors import WeightsError
-from srfeat.files import special_file_kind, utf8_path, writing_temporary
+from srfeat.files import writing_temporary
+from srfeat.path_checks import special_file_kind, utf8_path
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from srfeat.files import name_max
+from srfeat.path_checks import name_max
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite

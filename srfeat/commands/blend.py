@@ -24,7 +24,7 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     input would be gone), no existing file replaced without --overwrite, in a folder that can
     be made and written."""
     from srfeat.errors import SRFeatError
-    from srfeat.files import same_file, unwritable_file
+    from srfeat.path_checks import same_file, unwritable_file
 
     if output.suffix != ".safetensors":
         raise SRFeatError(
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srfeat.files import same_file
+    from srfeat.path_checks import same_file
     from srfeat.weights import generator_path, save_generator
     from srfeat.weights.blend import blend_generators, check_alpha
 

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from srfeat.commands.blend import check_weights_output
     from srfeat.errors import WeightsError
-    from srfeat.files import special_file_kind
+    from srfeat.path_checks import special_file_kind
     from srfeat.weights import save_generator
     from srfeat.weights.authors import GIVE_THEIRS, load_authors_generator, read_tensorlayer_npz
 

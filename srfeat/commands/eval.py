@@ -60,7 +60,7 @@ def _check_not_an_input(option: str, value: str, path: Path, args: argparse.Name
     checkpoint or an HR image, and a new file there is read as one of the set's images by the next run."""
     from srfeat.errors import SRFeatError
     from srfeat.evaluation import network_names
-    from srfeat.files import same_file
+    from srfeat.path_checks import same_file
     from srfeat.weights import generator_path
     from srfeat.weights.blend import expand_blend_specs
 
@@ -80,7 +80,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     cost the evaluation: not a folder, not an input, a folder that can be made and written, a format
     the writer knows, no file given twice, and no existing file replaced without --overwrite."""
     from srfeat.errors import SRFeatError
-    from srfeat.files import unwritable_file
+    from srfeat.path_checks import unwritable_file
 
     outputs = [
         (option, value)

@@ -1,20 +1,22 @@
-"""Writing image files (`srfeat.data.io` re-exports all of it): `write_image` writes pixels as the
+"""Writing image files (`srfeat.data.io` re-exports the writers): `write_image` writes pixels as the
 extension says, converting what the format cannot hold with a warning; 16-bit colour PNG and TIFF go
-through `srfeat.data.png16` and `.tiff16`."""
+through `srfeat.data.png16` and `.tiff16`, the others through PIL, every write checked (`save_pil_image`)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
 
 from srfeat.data import orientation, png16, tiff16
 from srfeat.data.colour_profiles import is_rgb_profile
-from srfeat.files import disk_full_named, move_into_place, save_pil_image, writing_temporary
+from srfeat.files import disk_full_named, move_into_place, writing_temporary
 from srfeat.library_warnings import WARNINGS_LOCK
 
 logger = logging.getLogger("srfeat.data.io")  # the writer's messages keep the logger they always had
@@ -155,3 +157,51 @@ def write_image(
                 options["exif"] = exif
             save_pil_image(array_to_pil(array), temporary, image_format, options)
         move_into_place(temporary, path, replace)
+
+
+class WritesThroughPython(io.RawIOBase):
+    """An open file that PIL writes through `write`, not through its descriptor: given a path, or a
+    file with a descriptor, PIL's C writer takes a short write (on a full disk, the part that fits)
+    for a whole one, and a JPEG came out cut short, with no error. Python's `write` raises instead."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file = file
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]  # bytes-like
+        return self._file.write(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+
+def save_pil_image(image: Image.Image, path: Path, image_format: str, options: dict[str, Any]) -> None:
+    """`image.save` into the file `path` (a temporary), every write checked (`WritesThroughPython`).
+
+    A compressed TIFF is written by libtiff through the file's descriptor instead (it checks its own
+    writes; through Python's it would hold the whole file in memory), but a failed write comes out of it
+    as "encoder error -2" alone: it is then written again through Python's writes, whose error says why
+    (a full disk, a file size limit), or which succeed where the failure has passed.
+    """
+    if image_format == "TIFF" and options.get("compression", "raw") != "raw":
+        try:
+            # Opened here, so that PIL gives libtiff a descriptor and no name: libtiff's name must be
+            # UTF-8, and `.caf\xe9.tif.PID.tmp` (a Latin-1 name) was a UnicodeEncodeError traceback.
+            with open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666), "w+b") as file:
+                image.save(file, format=image_format, **options)
+            return
+        except OSError as error:
+            if error.errno is not None or not str(error).startswith("encoder error"):
+                raise
+    with open(path, "wb") as file:
+        through_python: BinaryIO = WritesThroughPython(file)  # pyright: ignore[reportAssignmentType]  # PIL uses write/seek/tell
+        image.save(through_python, format=image_format, **options)

@@ -46,8 +46,9 @@ from srfeat.data.staging import (
     writing_now,
 )
 from srfeat.errors import ImageReadError, SRFeatError
-from srfeat.files import folder_made_for, name_max, unwritable_folder
+from srfeat.files import folder_made_for
 from srfeat.locks import close_inherited_locks
+from srfeat.path_checks import name_max, unwritable_folder
 
 logger = logging.getLogger(__name__)
 

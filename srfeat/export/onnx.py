@@ -37,10 +37,11 @@ from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
 from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, check_flag, shown
-from srfeat.files import unwritable_file, write_file_atomically
+from srfeat.files import write_file_atomically
 from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
 from srfeat.library_warnings import WARNINGS_LOCK
+from srfeat.path_checks import unwritable_file
 from srfeat.weights import as_path
 
 if TYPE_CHECKING:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from srfeat.data.io import FORMATS, read_raw_image, write_image
 from srfeat.errors import SRFeatError
-from srfeat.files import OutputIsInputError, same_file
+from srfeat.files import OutputIsInputError
 from srfeat.inference.upscaler import Upscaler
+from srfeat.path_checks import same_file
 
 __all__ = ["MAX_SIDE", "output_extension", "over_format_limit", "upscale_file"]
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from srfeat.errors import SRFeatError, WeightsError
-from srfeat.files import special_file_kind
 from srfeat.inference.tiling import TILE_MEMORY_ADVICE
+from srfeat.path_checks import special_file_kind
 
 if TYPE_CHECKING:
     from srfeat.archs.generator import SRFeatGenerator

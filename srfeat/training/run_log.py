@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from srfeat.files import FULL_DISK_ERRNOS, DiskFullError, utf8_path, write_file_atomically
+from srfeat.files import FULL_DISK_ERRNOS, DiskFullError, write_file_atomically
+from srfeat.path_checks import utf8_path
 
 __all__ = ["METRICS_FILE", "PLOT_FILE", "RunLog"]
 

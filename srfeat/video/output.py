@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from srfeat.errors import InvalidOptionError, VideoError, check_flag, shown
-from srfeat.files import DiskFullError, OutputExistsError, OutputIsInputError, same_file, unwritable_file
+from srfeat.files import DiskFullError, OutputExistsError, OutputIsInputError
+from srfeat.path_checks import same_file, unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, codecs_held, quality_options
 from srfeat.video.probe import error_reason, main_video_stream, open_for_reading

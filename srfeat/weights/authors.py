@@ -43,7 +43,7 @@ from numpy.lib import format as npy_format
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
-from srfeat.files import special_file_kind
+from srfeat.path_checks import special_file_kind
 from srfeat.weights import as_path, generator_from_state
 
 logger = logging.getLogger(__name__)

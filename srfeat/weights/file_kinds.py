@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from srfeat.files import special_file_kind, utf8_path
 from srfeat.library_warnings import WARNINGS_LOCK
+from srfeat.path_checks import special_file_kind, utf8_path
 
 __all__ = [
     "ONNX",
@@ -202,7 +202,7 @@ def unpickling_problem(error: BaseException) -> tuple[str, str]:
 def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:
     """`torch.load(path, weights_only=True, **options)` without torch's two-line warning about a
     pickle protocol it did not write: that warning came before srfeat's one-line refusal. A name that is
-    not UTF-8 is opened through a descriptor (`srfeat.files.utf8_path`): torch's reader refused it."""
+    not UTF-8 is opened through a descriptor (`srfeat.path_checks.utf8_path`): torch's reader refused it."""
     # the filters are process-wide (web worker, requests)
     with utf8_path(path) as name, WARNINGS_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
-from srfeat.files import utf8_path
+from srfeat.path_checks import utf8_path
 from srfeat.weights.checks import MAX_TENSORS, check_layout, check_weights, name_list
 from srfeat.weights.file_kinds import (
     ONNX,

@@ -1,0 +1,115 @@
+"""What a path is, found before any work: a name longer than its file system takes (`name_too_long`), a
+folder no file can be written in (`unwritable_folder`), something there that is no regular file (a pipe, a
+device: `special_file_kind`), two paths that are one file (`same_file`); and a name that a library taking
+only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system of `folder` (or of its nearest
+    existing parent) takes: 255 on Linux's usual ones."""
+    if not hasattr(os, "pathconf"):  # POSIX only; Windows' NTFS takes 255 characters
+        return 255
+    for candidate in (folder, *folder.parents):
+        try:
+            return os.pathconf(candidate, "PC_NAME_MAX")
+        except (OSError, ValueError):  # not there yet, or no such setting here
+            continue
+    return 255
+
+
+def name_too_long(path: Path) -> str | None:
+    """Why `path` cannot be made for its name alone (longer than its file system takes), or None."""
+    size, limit = len(os.fsencode(path.name)), name_max(path.parent)
+    return f"its name is {size} bytes, more than the {limit} the file system takes" if size > limit else None
+
+
+def unwritable_file(path: Path) -> str | None:
+    """Why the file `path` could not be written, found before any work: its name (`name_too_long`)
+    or its folder (`unwritable_folder`); None when it can be."""
+    return name_too_long(path) or unwritable_folder(path.parent)
+
+
+# What a path that is there but not a regular file is, as users know it (`stat.S_IFMT` of its mode).
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def special_file_kind(path: Path) -> str | None:
+    """What `path` is when it is there but no regular file ("a named pipe (FIFO)", "a character
+    device", ...), so that an error names it as such, not as "not found" (as `srfeat upscale` does
+    for image inputs); None for a regular file or nothing there."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # not there (a broken link too), or not to be looked at: the callers' "not found"
+        return None
+    return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (hard and symbolic links too); False when either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def unwritable_folder(folder: Path) -> str | None:
+    """Why no file can be written in `folder` (made first if missing), found before any work: the
+    nearest path that exists up the tree is a file, a broken link, or a folder we may not write
+    in. None when it can be written: a nameless file is made there and dropped, the one test that
+    read-only mounts, ACLs and running as root cannot fool (`os.access` says yes to root)."""
+    try:
+        nearest = next((f for f in (folder, *folder.parents) if f.exists() or f.is_symlink()), None)
+    except OSError as error:  # a folder on the way that we may not look into
+        return f"cannot look into {error.filename or folder}: {error.strerror or error}"
+    if nearest is None:
+        return None
+    if not nearest.exists():
+        return f"{nearest} is a broken symbolic link"
+    if not nearest.is_dir():
+        return f"{nearest} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=nearest):
+            pass
+    except OSError as error:
+        return f"cannot write in {nearest} ({error.strerror or error})"
+    return None
+
+
+@contextmanager
+def utf8_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A name for `path` that a library taking only UTF-8 names can open (safetensors, torch.load,
+    libtiff through PIL): the name itself where it is UTF-8, else `/dev/fd/N` of a descriptor held
+    open for the block. A name that is not UTF-8 (`caf\\xe9.safetensors`, made on a Latin-1 system;
+    Python holds it with surrogates) was refused ("Path ... is not valid UTF-8", "surrogates not
+    allowed"): a good checkpoint called damaged, a TIFF output a traceback.
+    """
+    name = os.fspath(path)
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        if not Path("/dev/fd").is_dir():  # Windows has no such names; a system without /dev/fd keeps the error
+            yield name
+            return
+        descriptor = os.open(name, os.O_RDONLY)
+        try:
+            yield f"/dev/fd/{descriptor}"
+        finally:
+            os.close(descriptor)
+        return
+    yield name
