@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from srfeat.errors import SRFeatError
 from srfeat.locks import lock_exclusive, process_exists
-from srfeat.path_checks import name_max
+from srfeat.path_checks import name_max, same_file
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +214,16 @@ class OutputExistsError(SRFeatError, FileExistsError):
 class OutputIsInputError(SRFeatError, ValueError):
     """The output is the same file as an input (the same path, another spelling of it, a symbolic or hard
     link to it): writing it would replace the input, so it is refused, whatever the overwrite option says."""
+
+
+def refuse_output_is_input(source: Path, target: Path) -> None:
+    """`OutputIsInputError` where `target` is `source` (as FFmpeg refuses "Output same as Input"); the
+    resolved paths are compared too, for a `target` that does not exist yet under a new spelling."""
+    if target.resolve() == source.resolve() or same_file(target, source):
+        raise OutputIsInputError(
+            f"the output {target} is the input {source} (the same file): choose another output; "
+            "an input is never replaced, replace=True or not"
+        )
 
 
 # Filesystems without hard links (FAT, exFAT, some network and FUSE mounts) refuse os.link with these.

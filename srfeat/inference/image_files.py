@@ -15,9 +15,8 @@ from pathlib import Path
 
 from srfeat.data.io import FORMATS, read_raw_image, write_image
 from srfeat.errors import SRFeatError
-from srfeat.files import OutputIsInputError
+from srfeat.files import refuse_output_is_input
 from srfeat.inference.upscaler import Upscaler
-from srfeat.path_checks import same_file
 
 __all__ = ["MAX_SIDE", "output_extension", "over_format_limit", "upscale_file"]
 
@@ -61,11 +60,7 @@ def upscale_file(
     be upscaled (a model whose output is not finite, say), and `OSError` when `target` cannot
     be written (the target then does not exist: it is written to a temporary name and renamed).
     """
-    if Path(target).resolve() == Path(source).resolve() or same_file(Path(target), Path(source)):  # a link too
-        raise OutputIsInputError(
-            f"the output {target} is the input {source} (the same file): choose another output; "
-            "an input is never replaced, replace=True or not"
-        )
+    refuse_output_is_input(Path(source), Path(target))
     extension = Path(target).suffix
     if extension.lower() not in FORMATS:  # found now, not after the network has run
         known = ", ".join(sorted(FORMATS))

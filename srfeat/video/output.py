@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from srfeat.errors import InvalidOptionError, VideoError, check_flag, shown
-from srfeat.files import DiskFullError, OutputExistsError, OutputIsInputError
-from srfeat.path_checks import same_file, unwritable_file
+from srfeat.files import DiskFullError, OutputExistsError, refuse_output_is_input
+from srfeat.path_checks import unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, codecs_held, quality_options
 from srfeat.video.probe import error_reason, main_video_stream, open_for_reading
@@ -80,11 +80,7 @@ def check_call(
 
     source, target = as_path(source, "the video"), as_path(target, "the output video")  # 5: pathlib's TypeError
     replace = check_flag(replace, "replace")  # "no" replaced the target
-    if target.resolve() == source.resolve() or same_file(target, source):  # FFmpeg's "Output same as Input"
-        raise OutputIsInputError(
-            f"the output {target} is the input {source} (the same file): choose another output; "
-            "an input is never replaced, replace=True or not"
-        )
+    refuse_output_is_input(source, target)
     check_not_folder(source, target)
     if not replace and (target.exists() or target.is_symlink()):  # not after minutes of upscaling
         raise OutputExistsError(f"{target} exists; it is kept: remove it, or pass replace=True to replace it")
