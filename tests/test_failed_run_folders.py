@@ -5,18 +5,20 @@ every folder that was there and everything in it; a run that saved a checkpoint 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import one_error_line, srfeat_cli, srfeat_cli_out_of_memory
 from training_helpers import tiny_config, train_in_process
 
 from srfeat.data.io import write_png
-from srfeat.errors import ConfigError
+from srfeat.errors import ConfigError, TrainingDiverged
 from srfeat.files import folder_made_for
-from srfeat.training import checkpoint
+from srfeat.training import checkpoint, trainer
 from srfeat.training.loop import TrainingLoop
 from srfeat.training.run_folder import run_folder_lock
 
@@ -87,6 +89,41 @@ def test_a_failed_run_keeps_the_folder_that_was_there_and_what_it_held(
     with pytest.raises(KeyboardInterrupt):
         train_in_process(tiny_config(train_dir, None, out, 1, ["train.max_steps=2"]), out)
     assert everything_under(out) == ([] if held == "nothing" else ["notes.txt"])
+
+
+@pytest.mark.parametrize("diverged_at", [1, 3])
+def test_a_new_run_that_diverged_keeps_its_log_if_it_logged_steps(
+    folders, tmp_path: Path, diverged_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a run whose losses became NaN at step 3, before its first checkpoint, removed the log of steps 1 and 2:
+    # how the losses went, which the user needs to choose a lower learning rate
+    train_dir, _ = folders
+    out = tmp_path / "run"
+    original_step = TrainingLoop._step
+
+    def step_then_nan(self: TrainingLoop, batch: dict[str, torch.Tensor]) -> None:
+        original_step(self, batch)
+        if self.progress.step == diverged_at:
+            self.state.loss_sums = {key: value * float("nan") for key, value in self.state.loss_sums.items()}
+
+    monkeypatch.setattr(TrainingLoop, "_step", step_then_nan)
+    overrides = ["train.max_steps=6", "train.log_every=1", "train.checkpoint_every=6"]
+    config = tiny_config(train_dir, None, out, 1, overrides)
+    with pytest.raises(TrainingDiverged, match=f"became nan by step {diverged_at}") as raised:
+        train_in_process(config, out)
+    if diverged_at == 1:  # nothing logged: nothing to keep
+        assert str(raised.value).endswith(f"no checkpoint was saved in {out} (lower optim.lr or check the data)")
+        assert not out.exists()
+        return
+    assert str(raised.value).endswith("lower optim.lr or check the data, then run again with --overwrite")
+    assert sorted(os.listdir(out)) == [checkpoint.CONFIG_FILE, "metrics.jsonl", "tensorboard"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == [1, 2]
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_in_process(config, out)
+    trainer.train(config, out_dir=out, overwrite=True, show_progress=False)
+    assert (out / checkpoint.STATE_FILE).is_file()
 
 
 @pytest.mark.parametrize(

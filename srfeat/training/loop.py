@@ -40,7 +40,7 @@ from srfeat.training.distributed import barrier, broadcast_object, mean_across_p
 from srfeat.training.ema import validate_generators
 from srfeat.training.interrupt import StopRequest, TrainingInterrupted, signal_name, stop_on_signals
 from srfeat.training.run_folder import saved_a_generator
-from srfeat.training.run_log import RunLog
+from srfeat.training.run_log import METRICS_FILE, RunLog
 from srfeat.training.sampling import ResumableSampler
 from srfeat.training.validation import Validator, better_than_best
 
@@ -187,6 +187,18 @@ class TrainingLoop:
             then = "run again"
         return f"out of memory on {self.trainer.device} in {where}: {advice}; {kept}: once changed, {then}"
 
+    def _after_divergence(self) -> str:
+        """The end of a divergence's one line: what the run folder keeps, and what to do. A new run that
+        logged some steps keeps its log, the only record of how the losses went
+        (`run_folder.discarded_unless_saved`)."""
+        out_dir, saved_at = self.trainer.out_dir, self.state.saved_at
+        if saved_at or saved_a_generator(out_dir) or not self.log.records:
+            return f"{checkpoint.last_good_checkpoint(out_dir, saved_at)} (lower optim.lr or check the data)"
+        return (
+            f"no checkpoint was saved in {out_dir}, which keeps the log of the steps before ({METRICS_FILE}): "
+            "lower optim.lr or check the data, then run again with --overwrite"
+        )
+
     def _step_advice(self) -> str:
         config = self.config
         patch, batch_size = config.data.hr_patch_size, config.train.batch_size
@@ -328,8 +340,7 @@ class TrainingLoop:
         if bad:
             raise TrainingDiverged(
                 f"{', '.join(bad)} became {values[bad[0]]} by step {progress.step}: training stopped; "
-                f"{checkpoint.last_good_checkpoint(self.trainer.out_dir, state.saved_at)} "
-                "(lower optim.lr or check the data)"
+                f"{self._after_divergence()}"
             )
         record = {
             "kind": "train",
@@ -358,8 +369,7 @@ class TrainingLoop:
         if problem is not None:  # a finite loss can come before weights that exploded in its step
             raise TrainingDiverged(
                 f"{problem} at step {self.progress.step}: training stopped without saving them; "
-                f"{checkpoint.last_good_checkpoint(trainer.out_dir, self.state.saved_at)} "
-                "(lower optim.lr or check the data)"
+                f"{self._after_divergence()}"
             )
 
     def _validate(self) -> None:
@@ -376,8 +386,7 @@ class TrainingLoop:
             except TrainingDiverged as error:  # finite weights whose output overflows: diverged all the same
                 raise TrainingDiverged(
                     f"{error} at step {progress.step}: training stopped without saving these weights; "
-                    f"{checkpoint.last_good_checkpoint(self.trainer.out_dir, state.saved_at)} "
-                    "(lower optim.lr or check the data)"
+                    f"{self._after_divergence()}"
                 ) from error
             state.last_validation = metrics
             improved = better_than_best(metrics["psnr"], metrics["ssim"], progress.best_psnr, progress.best_ssim)

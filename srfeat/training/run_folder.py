@@ -5,7 +5,8 @@ A new run (no `--resume`) refuses a folder that already holds a run's files unle
 `overwrite` is given, and then removes only those files, after the run's networks and data
 were built, so a start that fails (a typo in a path, a checkpoint of another architecture)
 keeps the old run; and a new run that fails or is stopped before it saved any generator removes
-the files it wrote (`discarded_unless_saved`), then the folders it made (`srfeat.files.folder_made_for`).
+the files it wrote (`discarded_unless_saved`; one that diverged keeps its log), then the folders it made
+(`srfeat.files.folder_made_for`).
 Files of a run's common names (config.yaml, training.png) that no run wrote are the user's: their
 folder is refused, `overwrite` or not. A folder that is a file, lies under one, or is one of the
 run's image folders, is refused: checkpoints and logs would mix with the images (and be read as
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from srfeat.errors import ConfigError
+from srfeat.errors import ConfigError, TrainingDiverged
 from srfeat.locks import hold_lock, let_go_lock
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
@@ -183,16 +184,26 @@ def discarded_unless_saved(out_dir: Path) -> Iterator[None]:
     the files it wrote (config.yaml, metrics.jsonl, training.png, its TensorBoard events) are removed as
     `remove_previous_run` removes a run's. They were all that run left (a first step out of memory, a bad
     patch in the first batch, a second Ctrl-C), and the same command then had to be told --overwrite.
-    A run that saved a generator keeps everything, to be resumed or used."""
+    A run that saved a generator keeps everything, to be resumed or used; one that diverged after it logged
+    some steps keeps its files too: the log (metrics.jsonl, training.png, TensorBoard) is how the losses went,
+    which the user needs to choose a lower learning rate or find the bad data."""
     try:
         yield
-    except BaseException:
-        if not saved_a_generator(out_dir):
+    except BaseException as error:
+        diverged_with_a_log = isinstance(error, TrainingDiverged) and _holds_records(out_dir / METRICS_FILE)
+        if not saved_a_generator(out_dir) and not diverged_with_a_log:
             try:
                 remove_previous_run(out_dir)
             except OSError as error:  # the run's own error is the one to report
                 logger.warning("could not remove the files of the failed run in %s: %s", out_dir, error)
         raise
+
+
+def _holds_records(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 @contextmanager
