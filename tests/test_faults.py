@@ -217,14 +217,14 @@ def test_disk_full_while_saving_is_one_line_and_keeps_a_consistent_checkpoint(tr
 
 
 def train_on_a_small_disk(
-    train_dir: Path, tmp_path: Path, size: str, fill: int, free: int | None = None
+    train_dir: Path, tmp_path: Path, size: str, fill: int, free: int | None = None, tensorboard: bool = False
 ) -> tuple[str, list[str]]:
     """A stage-1 run (200 steps, a log each step, no checkpoint) into a `size` tmpfs whose first `fill`
     bytes a file takes: a real full disk, in a private mount namespace (gone with the process). Its
     stderr's ERROR lines and a `ls -A` of the disk; metrics.jsonl is copied to tmp_path. With `free`, a
     run of one step saves a checkpoint first, the disk is filled up to its last `free` bytes, and the run
-    (of 2000 steps, TensorBoard off: its writer's thread would take pages too) resumes it: a new run that
-    saved nothing removes the files it wrote as it fails."""
+    (of 2000 steps, TensorBoard off unless `tensorboard`: its writer's thread takes pages too) resumes it: a
+    new run that saved nothing removes the files it wrote as it fails."""
     namespace = ["unshare", "--user", "--map-root-user", "--mount"]
     if shutil.which("unshare") is None or subprocess.run([*namespace, "true"], check=False).returncode:
         pytest.skip("no unprivileged mount namespaces here (unshare)")
@@ -243,6 +243,8 @@ def train_on_a_small_disk(
     )
     no_tensorboard = (
         "import sys; sys.modules['torch.utils.tensorboard'] = None; from srfeat.cli import main; sys.exit(main())"
+        if not tensorboard
+        else "import sys; from srfeat.cli import main; sys.exit(main())"
     )
     resume = (
         f"{shlex.quote(sys.executable)} -c {shlex.quote(no_tensorboard)} train --no-progress "
@@ -273,6 +275,13 @@ def test_disk_full_while_logging_is_one_line_and_leaves_whole_lines(train_dir: P
     assert "no disk space left to log step" in error
     text = (tmp_path / "metrics.jsonl").read_text()
     assert text.endswith("\n") and all(json.loads(line)["kind"] == "train" for line in text.splitlines())
+
+
+def test_disk_full_while_tensorboard_logs_is_one_line(train_dir: Path, tmp_path: Path) -> None:
+    # TensorBoard's writer thread met the full disk first: its "Exception in thread" traceback, then an
+    # OSError traceback from the next add_scalar (or from the log's close), never one line
+    error, _ = train_on_a_small_disk(train_dir, tmp_path, "1m", 0, free=64 * 1024, tensorboard=True)
+    assert error.startswith("ERROR: no disk space left"), error
 
 
 def test_a_full_disk_at_the_start_is_one_line_and_leaves_no_empty_config(train_dir: Path, tmp_path: Path) -> None:

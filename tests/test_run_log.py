@@ -1,12 +1,17 @@
-"""The run's records (srfeat/training/run_log.py): metrics.jsonl stays strict JSON."""
+"""The run's records (srfeat/training/run_log.py): metrics.jsonl stays strict JSON; a full disk under
+TensorBoard's log is one line."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import threading
 
 import pytest
 
+from srfeat.files import DiskFullError
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 
 
@@ -55,3 +60,31 @@ def test_finite_values_are_written_unchanged(tmp_path, value: object) -> None:
     log.close()
     (record,) = [strict_json(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert record["x"] == value and type(record["x"]) is type(value)  # type: ignore[index]
+
+
+def test_a_full_disk_that_the_tensorboard_thread_met_after_the_last_write_is_one_line_at_close(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the writer's thread failed on the run's last events: close said nothing, and they were lost
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    disk_full, written = False, threading.Event()
+    write = RecordWriter.write
+
+    def full_disk_write(self: RecordWriter, data: bytes) -> None:
+        if disk_full:
+            written.wait(timeout=60)  # once log.write has returned: the failure is met by the thread only
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", full_disk_write)
+    log = RunLog(tmp_path, enabled=True)
+    log.write({"kind": "train", "step": 1, "loss/mse": 0.01})
+    assert log.writer is not None
+    log.writer.flush()
+    disk_full = True
+    log.write({"kind": "train", "step": 2, "loss/mse": 0.01})
+    written.set()
+    with pytest.raises(DiskFullError, match=r"no disk space left for the TensorBoard log in .*tensorboard: free some"):
+        log.close()
+    assert [record["step"] for record in log.records] == [1, 2]

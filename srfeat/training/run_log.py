@@ -12,10 +12,13 @@ import io
 import json
 import logging
 import math
-from contextlib import ExitStack
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -25,6 +28,8 @@ from srfeat.path_checks import utf8_path
 __all__ = ["METRICS_FILE", "PLOT_FILE", "RunLog"]
 
 logger = logging.getLogger(__name__)
+
+_Result = TypeVar("_Result")
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training.png"
@@ -64,6 +69,26 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+@contextmanager
+def _writer_thread_errors_left_to_the_writer() -> Iterator[None]:
+    """While the block runs, an error of TensorBoard's writer thread (a full disk) is not printed as the
+    thread ends: the writer raises it again at its next call, where `RunLog` makes it one line. It was a
+    traceback of "Exception in thread" in the middle of the run's output, before the run's own error."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        writers = type(args.thread).__module__.startswith("tensorboard.")
+        if not (writers and isinstance(args.exc_value, OSError)):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        if threading.excepthook is hook:  # unless something set its own since
+            threading.excepthook = previous
+
+
 def _finite(value: Any) -> bool:
     """A number the plot can draw (records read back hold null where the run had inf)."""
     return isinstance(value, (int, float)) and math.isfinite(value)
@@ -96,7 +121,8 @@ class RunLog:
             # TensorBoard takes UTF-8 names only: a run folder named on a Latin-1 system (`caf\xe9`) was a
             # UnicodeEncodeError traceback; it writes through a descriptor of the folder instead.
             logdir = self._held_open.enter_context(utf8_path(folder))
-            self.writer = SummaryWriter(logdir, purge_step=self.purge_step)
+            self._held_open.enter_context(_writer_thread_errors_left_to_the_writer())
+            self.writer = self._tensorboard(lambda: SummaryWriter(logdir, purge_step=self.purge_step))
         except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
             logger.warning("tensorboard is not importable; TensorBoard logs are off")
 
@@ -132,12 +158,25 @@ class RunLog:
             prefix = "validation/" if record["kind"] == "validation" else ""
             for key, value in record.items():
                 if key not in ("kind", "step", "epoch") and isinstance(value, (int, float)):
-                    self.writer.add_scalar(prefix + key, value, record["step"])
+                    self._tensorboard(partial(self.writer.add_scalar, prefix + key, value, record["step"]))
 
     def images(self, tag: str, images: list[torch.Tensor], step: int) -> None:
         if self.enabled and self.writer is not None:
             for i, image in enumerate(images):
-                self.writer.add_image(f"{tag}/{i}", image, step)
+                self._tensorboard(partial(self.writer.add_image, f"{tag}/{i}", image, step))
+
+    def _tensorboard(self, call: Callable[[], _Result]) -> _Result:
+        """`call` to the TensorBoard writer; a full disk, met by it or by its thread since the last call,
+        one line as metrics.jsonl's (it was a traceback)."""
+        try:
+            return call()
+        except OSError as error:
+            if error.errno not in FULL_DISK_ERRNOS:
+                raise
+            raise DiskFullError(
+                f"no disk space left for the TensorBoard log in {self.out_dir / 'tensorboard'}: free some space, "
+                "then run again (--resume continues from the last checkpoint, if one was saved)"
+            ) from error
 
     def plot(self) -> None:
         if not self.enabled or not self.records:
@@ -180,6 +219,12 @@ class RunLog:
         write_file_atomically(self.out_dir / PLOT_FILE, lambda handle: handle.write(data), len(data))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self._held_open.close()
+        writer, self.writer = self.writer, None
+        try:
+            if writer is not None:
+                # flush first: close does not raise what the writer's thread met, and its last events would
+                # be lost without a word
+                self._tensorboard(writer.flush)
+                self._tensorboard(writer.close)
+        finally:
+            self._held_open.close()
