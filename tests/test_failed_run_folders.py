@@ -1,6 +1,7 @@
 """`srfeat train` that fails or is stopped before it saved a generator: it leaves nothing it made (its
 config.yaml, logs, TensorBoard events, the run folder and the folders above it that it made), and keeps
-every folder that was there and everything in it; a run that saved a checkpoint or a best generator keeps it."""
+every folder that was there and everything in it; a run that saved a checkpoint or a best generator keeps it.
+With --overwrite, the run it was to replace is put back as it was."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from srfeat.errors import ConfigError, TrainingDiverged
 from srfeat.files import folder_made_for
 from srfeat.training import checkpoint, trainer
 from srfeat.training.loop import TrainingLoop
-from srfeat.training.run_folder import run_folder_lock
+from srfeat.training.run_folder import REPLACED_RUN_PREFIX, ReplacedRun, run_folder_lock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -169,3 +170,87 @@ def test_a_run_folder_another_run_holds_is_kept_by_the_run_that_made_it(tmp_path
     with pytest.raises(KeyboardInterrupt), folder_made_for(tmp_path / "new" / "run2" / checkpoint.CONFIG_FILE):
         raise KeyboardInterrupt  # no lock: removed, up to the folder that was there
     assert everything_under(tmp_path) == ["new", "new/run"]
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (hidden ones too), by its path relative to it, with its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def a_finished_run(train_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A config file of 4 tiny steps (checkpoints at 2 and 4) and its run folder, trained."""
+    out = tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(train_dir, None, out, 1, ["train.max_steps=4"]).to_yaml())
+    child = srfeat_cli("train", config, "--no-progress")
+    assert child.returncode == 0, child.stderr
+    return config, out
+
+
+def test_an_overwrite_that_fails_before_saving_puts_the_run_it_was_to_replace_back(folders, tmp_path: Path) -> None:
+    # --overwrite deleted the old run as the new one started: out of memory in its first step lost both
+    train_dir, _ = folders
+    config, out = a_finished_run(train_dir, tmp_path)
+    before = folder_bytes(out)
+    error = one_error_line(out_of_memory_at_step(1, config, "--no-progress", "--overwrite"))
+    assert error.endswith(
+        f"no checkpoint was saved in {out}, where the run it was to replace is put back: once changed, "
+        "run again with --overwrite"
+    ), error
+    assert folder_bytes(out) == before  # every file as it was, no hidden folder left behind
+
+
+def test_an_overwrite_deletes_the_run_it_replaces_once_it_saved_a_checkpoint(folders, tmp_path: Path) -> None:
+    train_dir, _ = folders
+    config, out = a_finished_run(train_dir, tmp_path)
+    before = folder_bytes(out)
+    child = out_of_memory_at_step(3, config, "--no-progress", "--overwrite")
+    error = one_error_line(child)
+    assert "the last good checkpoint (step 2)" in error, error
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 2
+    after = folder_bytes(out)
+    assert not any(name.startswith(".") for name in after), sorted(after)
+    assert after[checkpoint.LATEST_GENERATOR] != before[checkpoint.LATEST_GENERATOR]
+
+
+def test_an_overwrite_that_diverged_before_saving_puts_the_run_it_was_to_replace_back(
+    folders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the diverged run's log, kept where there was no run before (above), gives way to the run it replaces
+    train_dir, _ = folders
+    _, out = a_finished_run(train_dir, tmp_path)
+    before = folder_bytes(out)
+    original_step = TrainingLoop._step
+
+    def step_then_nan(self: TrainingLoop, batch: dict[str, torch.Tensor]) -> None:
+        original_step(self, batch)
+        if self.progress.step == 2:
+            self.state.loss_sums = {key: value * float("nan") for key, value in self.state.loss_sums.items()}
+
+    monkeypatch.setattr(TrainingLoop, "_step", step_then_nan)
+    config = tiny_config(train_dir, None, out, 1, ["train.max_steps=4", "train.checkpoint_every=4"])
+    with pytest.raises(TrainingDiverged, match="became nan by step 2") as raised:
+        trainer.train(config, out_dir=out, overwrite=True, show_progress=False)
+    assert str(raised.value).endswith(
+        f"no checkpoint was saved in {out}, where the run it was to replace is put back "
+        "(lower optim.lr or check the data)"
+    )
+    assert folder_bytes(out) == before
+
+
+def test_a_run_set_aside_by_a_killed_overwrite_is_set_aside_with_the_rest_and_comes_back(tmp_path: Path) -> None:
+    # `kill -9` while an --overwrite run had saved nothing: its config.yaml, and the run it replaced in a
+    # hidden folder; the next --overwrite sets both aside, and puts both back if it fails in turn
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / checkpoint.CONFIG_FILE).write_text(tiny_config(tmp_path, None, out).to_yaml())
+    stale = out / f"{REPLACED_RUN_PREFIX}abc"
+    stale.mkdir()
+    (stale / checkpoint.STATE_FILE).write_bytes(b"the first run")
+    (out / "notes.txt").write_text("mine")
+    before = folder_bytes(out)
+    replaced = ReplacedRun(out)
+    replaced.set_aside()
+    assert replaced.folder is not None and set(os.listdir(out)) == {"notes.txt", replaced.folder.name}
+    replaced.put_back()
+    assert folder_bytes(out) == before and replaced.folder is None

@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="start afresh in a run folder that holds a run, replacing its checkpoints and logs "
-        "(without it such a folder is refused)",
+        help="start afresh in a run folder that holds a run, replacing its checkpoints and logs once the new run "
+        "saves its first (kept if it fails before; without it such a folder is refused)",
     )
     parser.add_argument(
         "--max-steps", type=int, metavar="N", help="stop after N optimizer steps in total (sets train.max_steps)"

@@ -183,6 +183,8 @@ class TrainingLoop:
             then = self._resume_command()
         elif saved_a_generator(out_dir):  # a best generator, before the first checkpoint: kept
             then = "run again with --overwrite"
+        elif self._replacing():
+            kept, then = self._put_back(), "run again with --overwrite"
         else:  # a new run that saved no generator removes its files as it stops (`run_folder.discarded_unless_saved`)
             then = "run again"
         return f"out of memory on {self.trainer.device} in {where}: {advice}; {kept}: once changed, {then}"
@@ -192,12 +194,23 @@ class TrainingLoop:
         logged some steps keeps its log, the only record of how the losses went
         (`run_folder.discarded_unless_saved`)."""
         out_dir, saved_at = self.trainer.out_dir, self.state.saved_at
+        if self._replacing():  # the log goes with the rest: the replaced run takes the folder back
+            return f"{self._put_back()} (lower optim.lr or check the data)"
         if saved_at or saved_a_generator(out_dir) or not self.log.records:
             return f"{checkpoint.last_good_checkpoint(out_dir, saved_at)} (lower optim.lr or check the data)"
         return (
             f"no checkpoint was saved in {out_dir}, which keeps the log of the steps before ({METRICS_FILE}): "
             "lower optim.lr or check the data, then run again with --overwrite"
         )
+
+    def _replacing(self) -> bool:
+        """Whether the run that --overwrite replaces waits aside, put back if this one stops now: it has saved
+        no generator yet (`run_folder.ReplacedRun`)."""
+        replaced = self.trainer.replaced_run
+        return replaced is not None and replaced.folder is not None
+
+    def _put_back(self) -> str:
+        return f"no checkpoint was saved in {self.trainer.out_dir}, where the run it was to replace is put back"
 
     def _step_advice(self) -> str:
         config = self.config

@@ -2,11 +2,11 @@
 over what a user had.
 
 A new run (no `--resume`) refuses a folder that already holds a run's files unless
-`overwrite` is given, and then removes only those files, after the run's networks and data
+`overwrite` is given, and then replaces only those files: after the run's networks and data
 were built, so a start that fails (a typo in a path, a checkpoint of another architecture)
-keeps the old run; and a new run that fails or is stopped before it saved any generator removes
-the files it wrote (`discarded_unless_saved`; one that diverged keeps its log), then the folders it made
-(`srfeat.files.folder_made_for`).
+keeps the old run, and only once it saved a generator (`ReplacedRun`). A new run that fails or
+is stopped before it saved any generator removes the files it wrote (`discarded_unless_saved`;
+one that diverged keeps its log), then the folders it made (`srfeat.files.folder_made_for`).
 Files of a run's common names (config.yaml, training.png) that no run wrote are the user's: their
 folder is refused, `overwrite` or not. A folder that is a file, lies under one, or is one of the
 run's image folders, is refused: checkpoints and logs would mix with the images (and be read as
@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,10 +39,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "RUN_FILES",
+    "ReplacedRun",
     "check_run_folder",
     "discarded_unless_saved",
     "existing_run_files",
     "remove_previous_run",
+    "replaced_run_kept_until_saved",
     "run_folder_lock",
     "saved_a_generator",
 ]
@@ -157,19 +161,111 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
             )
 
 
-def remove_previous_run(out_dir: Path) -> None:
-    """Remove the RUN_FILES of an earlier run in `out_dir` (--overwrite), and nothing else."""
+def _run_paths(out_dir: Path) -> list[Path]:
+    """The files of an earlier run in `out_dir` (its RUN_FILES), and nothing else: in a tensorboard/ the user
+    keeps other logs in, the run's event files only."""
+    paths = []
     for name in existing_run_files(out_dir):
         path = out_dir / name
         if path.is_dir() and not path.is_symlink():
-            # the run's event files only: a tensorboard/ the user keeps other logs in keeps them
-            for events in path.glob(TENSORBOARD_EVENTS):
-                if events.is_file() or events.is_symlink():
-                    events.unlink()
-            if not any(path.iterdir()):
-                path.rmdir()
+            paths += [events for events in path.glob(TENSORBOARD_EVENTS) if events.is_file() or events.is_symlink()]
         else:
-            path.unlink()
+            paths.append(path)
+    return paths
+
+
+def _remove_empty_tensorboard(out_dir: Path) -> None:
+    folder = out_dir / TENSORBOARD_DIR
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def remove_previous_run(out_dir: Path) -> None:
+    """Remove the files of an earlier run in `out_dir` (`_run_paths`), and then its tensorboard/ if empty."""
+    for path in _run_paths(out_dir):
+        path.unlink()
+    _remove_empty_tensorboard(out_dir)
+
+
+REPLACED_RUN_PREFIX = ".replaced-run-"  # a hidden folder in the run folder: `ReplacedRun`
+
+
+@dataclasses.dataclass
+class ReplacedRun:
+    """The run that --overwrite replaces, kept until the new run has saved a generator.
+
+    Its files are moved (renamed: the same file system, no copy) into a hidden folder of the run folder
+    as the new run starts (`set_aside`), deleted once the new run saves a checkpoint or a best generator
+    (`drop`), and moved back if the new run fails or is stopped before that (`put_back`, after the new
+    run's own files are removed). They were deleted as the run started: a first step out of memory, a bad
+    patch in the first batch or a Ctrl-C lost the run it was to replace, and left nothing in its place.
+    A folder left by a killed run (`kill -9` before its first save) is set aside with the rest next time.
+    """
+
+    out_dir: Path
+    folder: Path | None = None
+
+    def set_aside(self) -> None:
+        paths = _run_paths(self.out_dir)
+        paths += [path for path in self.out_dir.glob(f"{REPLACED_RUN_PREFIX}*") if path.is_dir()]
+        if not paths:
+            return
+        folder = Path(tempfile.mkdtemp(prefix=REPLACED_RUN_PREFIX, dir=self.out_dir))
+        self.folder = folder
+        for path in paths:
+            there = folder / path.relative_to(self.out_dir)
+            there.parent.mkdir(exist_ok=True)  # tensorboard/, for its event files
+            os.rename(path, there)
+        _remove_empty_tensorboard(self.out_dir)
+
+    def drop(self) -> None:
+        """Delete the replaced run (the new one has saved a generator); once."""
+        folder, self.folder = self.folder, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():  # a file it could not delete: the new run goes on all the same
+                logger.warning("could not delete all of the replaced run in %s: delete it yourself", folder)
+
+    def put_back(self) -> None:
+        """Move the replaced run back where it was, in place of whatever the new run left."""
+        if self.folder is None:
+            return
+        remove_previous_run(self.out_dir)
+        _move_into(self.folder, self.out_dir)
+        self.folder.rmdir()
+        self.folder = None
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Each entry of `source` renamed into `target`; a folder there already (a tensorboard/ that holds
+    files of yours beside the run's events) takes the entries of the moved one."""
+    for path in source.iterdir():
+        there = target / path.name
+        if path.is_dir() and not path.is_symlink() and there.is_dir() and not there.is_symlink():
+            _move_into(path, there)
+            path.rmdir()
+        else:
+            os.rename(path, there)
+
+
+@contextmanager
+def replaced_run_kept_until_saved(out_dir: Path) -> Iterator[ReplacedRun]:
+    """--overwrite's block (`ReplacedRun`): the run in `out_dir` set aside as it starts, put back if the block
+    fails before the new run saved a generator; the new run calls `drop` as it saves one."""
+    replaced = ReplacedRun(out_dir)
+    replaced.set_aside()
+    try:
+        yield replaced
+    except BaseException:
+        if saved_a_generator(out_dir):
+            replaced.drop()
+        else:
+            try:
+                replaced.put_back()
+            except OSError as error:  # the run's own error is the one to report
+                logger.warning("could not move the replaced run back from %s: %s", replaced.folder, error)
+        raise
+    replaced.drop()
 
 
 def saved_a_generator(out_dir: Path) -> bool:

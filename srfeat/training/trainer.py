@@ -55,9 +55,10 @@ from srfeat.training.distributed import (
 from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
 from srfeat.training.loop import Progress, TrainingLoop, lr_factor, planned_steps, unreached_milestones
 from srfeat.training.run_folder import (
+    ReplacedRun,
     check_run_folder,
     discarded_unless_saved,
-    remove_previous_run,
+    replaced_run_kept_until_saved,
     run_folder_lock,
 )
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
@@ -138,6 +139,7 @@ class Trainer:
         self._state_stamp: tuple[int, int, int] | None = None  # the state.pt a resume read (`_stamp`)
         # a new run in a folder that holds one replaces it only when asked (run_folder.py)
         self.overwrite = overwrite
+        self.replaced_run: ReplacedRun | None = None  # the run --overwrite replaces, until this one saves
         self.context = context or init_distributed(config.train.device)
         self.device = self.context.device
         self.show_progress = show_progress and self.context.is_main
@@ -296,6 +298,12 @@ class Trainer:
         # with EMA on, validation scored the average: that is what "best" refers to
         best = shipped_generator(self.generator, self.ema)
         save_generator(best, self.out_dir / checkpoint.BEST_GENERATOR)  # type: ignore[arg-type]
+        self._drop_replaced_run()
+
+    def _drop_replaced_run(self) -> None:
+        """The run this one replaces is deleted once this one has saved a generator of its own."""
+        if self.replaced_run is not None:
+            self.replaced_run.drop()
 
     def _averaged_generator(self) -> nn.Module | None:
         """The EMA's generator, saved beside the raw one (None when EMA is off)."""
@@ -326,6 +334,7 @@ class Trainer:
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
         checkpoint.save_checkpoint(self.generator, state, self.out_dir, self._averaged_generator())
+        self._drop_replaced_run()
         logger.debug("checkpoint at step %d written to %s", progress.step, self.out_dir)
 
     def _load_saved(self) -> dict[str, Any] | None:
@@ -410,8 +419,8 @@ class Trainer:
                 # before the first file is touched: a second run on this folder stops here
                 run_folder.enter_context(run_folder_lock(self.out_dir))
                 self._check_unchanged(saved is not None)
-                if self.overwrite:
-                    remove_previous_run(self.out_dir)
+                if self.overwrite:  # set aside, put back if this run fails before it saves a generator
+                    self.replaced_run = run_folder.enter_context(replaced_run_kept_until_saved(self.out_dir))
                 if saved is None:  # from here on every run file in the folder is this run's
                     run_folder.enter_context(discarded_unless_saved(self.out_dir))
                 checkpoint.clean_run_folder(self.out_dir)
