@@ -19,7 +19,7 @@ from training_helpers import (
     train_in_process,
 )
 
-from srfeat.training import checkpoint, trainer
+from srfeat.training import build, checkpoint, trainer
 from srfeat.training.steps import PretrainStep, optimizer_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_ema_weights_are_the_running_average_and_validation_scores_them(folders,
             after_steps.append({k: v.detach().clone() for k, v in self.generator.state_dict().items()})
             return losses
 
-    monkeypatch.setattr(trainer, "PretrainStep", RecordingStep)
+    monkeypatch.setattr(build, "PretrainStep", RecordingStep)
     out = tmp_path / "run"
     train_in_process(tiny_config(train_dir, validation_dir, out, overrides=[f"train.ema_decay={DECAY}"]), out)
 

@@ -32,7 +32,7 @@ from cli_helpers import Terminal, with_hangup
 from safetensors.torch import load_file, save_file
 from training_helpers import tiny_config, tiny_values, wait_for_logged_steps, write_image_folders
 
-from srfeat.training import checkpoint, trainer
+from srfeat.training import build, checkpoint, trainer
 from srfeat.training.interrupt import STOP_SIGNALS, stop_on_signals
 from srfeat.weights import bundled_dir
 
@@ -383,7 +383,7 @@ def test_injected_nan_losses_stop_with_every_saved_generator_finite(train_dir: P
     validation = write_image_folders(tmp_path / "images")[1]
     calls = 0
 
-    class DivergingStep(trainer.PretrainStep):
+    class DivergingStep(build.PretrainStep):
         def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
             nonlocal calls
             calls += 1
@@ -395,15 +395,15 @@ def test_injected_nan_losses_stop_with_every_saved_generator_finite(train_dir: P
                 losses = {key: torch.tensor(float("nan")) for key in losses}
             return losses
 
-    original = trainer.PretrainStep
-    trainer.PretrainStep = DivergingStep  # type: ignore[misc]
+    original = build.PretrainStep
+    build.PretrainStep = DivergingStep  # type: ignore[misc]
     out = tmp_path / "run"
     try:
         config = tiny_config(train_dir, validation, out, overrides=["train.max_steps=8", "validation.every=1"])
         with pytest.raises(trainer.TrainingDiverged, match="step 4"):
             trainer.train(config, out_dir=out, show_progress=False)
     finally:
-        trainer.PretrainStep = original  # type: ignore[misc]
+        build.PretrainStep = original  # type: ignore[misc]
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 4
     for name in (checkpoint.LATEST_GENERATOR, checkpoint.BEST_GENERATOR):
         assert all(torch.isfinite(v).all() for v in load_file(str(out / name)).values()), name

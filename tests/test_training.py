@@ -25,7 +25,7 @@ from training_helpers import (
 
 from srfeat.errors import ConfigError, WeightsError
 from srfeat.ops.workers import worker_threads
-from srfeat.training import checkpoint, trainer
+from srfeat.training import build, checkpoint, trainer
 from srfeat.training.steps import GANStep, PretrainStep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_stage2_every_step_moves_generator_and_both_discriminators(folders, tmp_
             changes.append({name: moved(before[name], module) for name, module in networks.items()})
             return losses
 
-    monkeypatch.setattr(trainer, "GANStep", RecordingGANStep)
+    monkeypatch.setattr(build, "GANStep", RecordingGANStep)
     result = train_in_process(config, tmp_path / "run")
     assert result.step == 3
     assert changes == [{"generator": True, "image": True, "feature": True}] * 3
@@ -227,7 +227,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(folders, tmp_
                 losses = {key: torch.tensor(float("nan")) for key in losses}
             return losses
 
-    monkeypatch.setattr(trainer, "PretrainStep", FailingStep)
+    monkeypatch.setattr(build, "PretrainStep", FailingStep)
     out = tmp_path / "run"
     with pytest.raises(trainer.TrainingDiverged, match="loss/.* became nan by step 3.*step 2"):
         train_in_process(tiny_config(train_dir, None, out, overrides=["train.checkpoint_every=1"]), out)
@@ -268,7 +268,7 @@ def test_the_logged_lr_is_the_one_the_progress_schedule_trained_with(folders, tm
             return super().__call__(lr, hr)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer, "PretrainStep", Recording)
+        patch.setattr(build, "PretrainStep", Recording)
         train_in_process(tiny_config(train_dir, None, out, overrides=overrides), out)
     records = [json.loads(line) for line in (out / trainer.METRICS_FILE).read_text().splitlines()]
     assert seen == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])

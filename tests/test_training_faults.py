@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from training_helpers import tiny_config, tiny_generator_file, tiny_values, train_in_process
 
 from srfeat.cli import Terminated
-from srfeat.training import checkpoint, trainer
+from srfeat.training import build, checkpoint, trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -236,7 +236,7 @@ def test_a_generator_whose_validation_output_overflows_stops_the_run_named(
     train_dir, validation_dir = folders
     steps = 0
 
-    class OverflowingStep(trainer.PretrainStep):
+    class OverflowingStep(build.PretrainStep):
         def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
             nonlocal steps
             steps += 1
@@ -248,7 +248,7 @@ def test_a_generator_whose_validation_output_overflows_stops_the_run_named(
                             parameter.fill_(1e5)
             return losses
 
-    monkeypatch.setattr(trainer, "PretrainStep", OverflowingStep)
+    monkeypatch.setattr(build, "PretrainStep", OverflowingStep)
     out = tmp_path / "run"
     overrides = ["train.max_steps=6", "validation.every=1", "train.checkpoint_every=2"]
     config = tiny_config(train_dir, validation_dir, out, overrides=overrides)
@@ -433,7 +433,7 @@ def test_networks_that_do_not_fit_on_the_device_are_one_line_and_write_nothing(
     config = tiny_config(train_dir, validation_dir, tmp_path / "run", stage, overrides)
     path = tmp_path / "tiny.yaml"
     path.write_text(config.to_yaml())
-    child = train_running_out_of_memory("Trainer._prepare", "True", path, module="trainer")
+    child = train_running_out_of_memory("RunBuilder._prepare", "True", path, module="build")
     networks = "the generator" if stage == 1 else "the generator, discriminators and VGG19"
     assert one_error_line(child) == (
         f"ERROR: out of memory on cpu building {networks}: use smaller networks (the model section) or "

@@ -1,8 +1,9 @@
-"""One training run of either stage: the networks, the optimisers, the run folder, resumption.
+"""One training run of either stage: its device and precision, the run folder, checkpoints, resumption.
 
-What one step does lives in `srfeat.training.steps` (PretrainStep, GANStep), the loop that
-drives the steps in `srfeat.training.loop`, the data in `srfeat.training.sampling`, validation
-in `srfeat.training.validation`, the records in `srfeat.training.run_log` and what a resume checks
+The networks, optimisers, EMA and training step are built in `srfeat.training.build`, what one
+step does lives in `srfeat.training.steps` (PretrainStep, GANStep), the loop that drives the steps
+in `srfeat.training.loop`, the data in `srfeat.training.sampling`, validation in
+`srfeat.training.validation`, the records in `srfeat.training.run_log` and what a resume checks
 before it loads a state in `srfeat.training.resume`. The run folder:
 
     OUT/
@@ -36,23 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from srfeat.errors import ConfigError, TrainingDiverged, WeightsError, check_flag
+from srfeat.errors import ConfigError, TrainingDiverged, check_flag
 from srfeat.files import folder_made_for, write_file_atomically
 from srfeat.hardware import cpu_has_native_bf16, one_line_if_out_of_memory
-from srfeat.ops.winograd import use_winograd
 from srfeat.ops.workers import worker_threads_set
 from srfeat.training import checkpoint, networks, resume
-from srfeat.training.config import TrainingConfig, check_built, check_paths, vgg_weights_source
-from srfeat.training.distributed import (
-    DistributedContext,
-    FrozenAwareDDP,
-    barrier,
-    convert_batchnorm,
-    init_distributed,
-    shutdown,
-    wrap_ddp,
-)
-from srfeat.training.ema import GeneratorEMA, build_ema, shipped_generator
+from srfeat.training.build import RunBuilder
+from srfeat.training.config import TrainingConfig, check_built, check_paths
+from srfeat.training.distributed import DistributedContext, barrier, init_distributed, shutdown
+from srfeat.training.ema import shipped_generator
 from srfeat.training.loop import Progress, TrainingLoop, lr_factor, planned_steps, unreached_milestones
 from srfeat.training.run_folder import (
     ReplacedRun,
@@ -63,7 +56,7 @@ from srfeat.training.run_folder import (
 )
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
-from srfeat.training.steps import AdversarialTerm, AutocastFactory, GANStep, PretrainStep, no_autocast
+from srfeat.training.steps import AutocastFactory, no_autocast
 from srfeat.training.validation import Validator
 from srfeat.weights import as_path
 
@@ -155,6 +148,9 @@ class Trainer:
         self._winograd = (
             config.train.winograd and self.device.type == "cpu" and not config.train.compile and not self._bf16
         )
+        self._builder = RunBuilder(
+            config, self.context, self.out_dir, self.memory_format, self._winograd, self._autocast()
+        )
 
     # -- building -------------------------------------------------------------------
 
@@ -163,122 +159,14 @@ class Trainer:
             return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         return no_autocast
 
-    def _adam(self, module: nn.Module, lr: float, eps: float) -> torch.optim.Adam:
-        optim = self.config.optim
-        # the fused kernel updates all parameters in one pass (CPU and CUDA); the same update rule.
-        # Frozen parameters (the generator's BatchNorm in stage 2) get no gradient and so no update.
-        fused = self.device.type in ("cpu", "cuda")
-        return torch.optim.Adam(module.parameters(), lr=lr, betas=(optim.beta1, optim.beta2), eps=eps, fused=fused)
-
-    def _prepare(self, module: nn.Module) -> nn.Module:
-        """Device, memory format and cross-process BatchNorm for a network."""
-        # Module.to accepts memory_format at run time; torch's typed overloads leave it out.
-        module = module.to(self.device, memory_format=self.memory_format)  # pyright: ignore[reportCallIssue]
-        if self._winograd:
-            use_winograd(module)
-        if self.context.enabled and self.config.train.sync_batchnorm:
-            module = convert_batchnorm(module, self.device)
-        return module
-
     def _build(self, saved: dict[str, Any] | None) -> None:
-        config, model = self.config, self.config.model
-        if config.train.init_generator and saved is None:
-            from srfeat.weights import load_generator
-
-            # `check_paths` has compared it with the config's model (scale, width, depth, RGB)
-            generator = load_generator(config.resolve_path(config.train.init_generator or ""))
-            logger.info("stage %d starts from %s", config.stage, config.train.init_generator)
-        else:
-            generator = networks.new_generator(config)
-        self.generator: nn.Module = self._prepare(generator)
-        if config.stage == 2 and not config.train.generator_bn_trainable:
-            networks.freeze_batchnorm_affine(self.generator)
-        self.discriminators = {name: self._prepare(d) for name, d in networks.build_discriminators(config).items()}
-        if config.stage == 2:
-            logger.info("%s", networks.describe_adversarial_terms(config))
-        if saved is not None:
-            source = str(self.out_dir / checkpoint.STATE_FILE)
-            resume.check_saved_networks(saved, self.generator, self.discriminators, source)
-            resume.warn_of_config_changes(saved, config, self.out_dir)
-            self.generator.load_state_dict(saved["generator"])
-            for name, module in self.discriminators.items():
-                module.load_state_dict(saved["discriminators"][name])
-
-        self.generator_optimizer = self._adam(self.generator, config.optim.lr, networks.adam_eps(config, "generator"))
-        discriminator_lr = config.optim.discriminator_lr or config.optim.lr
-        discriminator_eps = networks.adam_eps(config, "discriminator") if config.stage == 2 else 0.0
-        self.discriminator_optimizers = {
-            name: self._adam(d, discriminator_lr, discriminator_eps) for name, d in self.discriminators.items()
-        }
-        self.base_lrs = {"generator": config.optim.lr, **{name: discriminator_lr for name in self.discriminators}}
-        if saved is not None:
-            try:
-                for name, optimizer in self._optimizers().items():
-                    optimizer.load_state_dict(saved["optimizers"][name])
-            except (KeyError, ValueError, TypeError) as error:  # what torch raises for a foreign state
-                raise WeightsError(
-                    f"{self.out_dir / checkpoint.STATE_FILE}: its optimizer state does not fit the networks "
-                    f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
-                    "the file is damaged or edited"
-                ) from error
-            for name, optimizer in self._optimizers().items():  # torch checks the parameter count alone
-                resume.check_optimizer_state(optimizer, name, str(self.out_dir / checkpoint.STATE_FILE))
-            networks.apply_optimizer_settings(config, self._optimizers())
-
-        # the average follows self.generator, never a DDP or compiled wrapper of it
-        self.ema: GeneratorEMA | None = build_ema(self.generator, config.train.ema_decay, saved)
-
-        step_generator: nn.Module = self.generator
-        step_discriminators = dict(self.discriminators)
-        if self.context.enabled:
-            step_generator = wrap_ddp(self.generator, self.context)
-            step_discriminators = {n: FrozenAwareDDP(wrap_ddp(d, self.context)) for n, d in self.discriminators.items()}  # type: ignore[misc]
-        if config.train.compile:
-            step_generator = torch.compile(step_generator)  # type: ignore[assignment]
-            step_discriminators = {n: torch.compile(d) for n, d in step_discriminators.items()}  # type: ignore[misc]
-
-        autocast = self._autocast()
-        if config.stage == 1:
-            self.step_fn: PretrainStep | GANStep = PretrainStep(
-                step_generator, self.generator_optimizer, autocast, config.train.grad_clip_norm
-            )
-        else:
-            from srfeat.archs.vgg import VGG19FeatureExtractor
-
-            vgg = VGG19FeatureExtractor(vgg_weights_source(config))
-            vgg = vgg.to(self.device, memory_format=self.memory_format)  # pyright: ignore[reportCallIssue]  # as in _prepare
-            if self._winograd:
-                use_winograd(vgg)
-            terms = [
-                AdversarialTerm(
-                    kind,
-                    kind,
-                    step_discriminators[kind],  # type: ignore[arg-type]  # a compiled module is still one
-                    self.discriminator_optimizers[kind],
-                    networks.adversarial_weight(config, kind),
-                )
-                for kind in model.discriminators
-            ]
-            self.step_fn = GANStep(
-                step_generator,
-                self.generator_optimizer,
-                vgg,
-                terms,
-                config.train.generator_bn_eval,
-                autocast,
-                config.train.update_order,
-                config.train.grad_clip_norm,
-            )
-
-    def _out_of_memory_building(self) -> str:
-        networks_of_stage = "the generator" if self.config.stage == 1 else "the generator, discriminators and VGG19"
-        free = (
-            "other processes hold its memory (nvidia-smi lists them): free it, " if self.device.type == "cuda" else ""
-        )
-        return (
-            f"out of memory on {self.device} building {networks_of_stage}: {free}use smaller networks (the model "
-            f"section) or train.device=cpu; nothing was written to {self.out_dir}"
-        )
+        """The run's networks, optimisers, EMA and step (`srfeat.training.build`), kept where the loop
+        and the checkpoints reach them."""
+        parts = self._builder.build(saved)
+        self.generator, self.discriminators, self.ema = parts.generator, parts.discriminators, parts.ema
+        self.generator_optimizer = parts.generator_optimizer
+        self.discriminator_optimizers = parts.discriminator_optimizers
+        self.base_lrs, self.step_fn = parts.base_lrs, parts.step_fn
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.generator_optimizer, **self.discriminator_optimizers}
@@ -399,7 +287,7 @@ class Trainer:
         # first write, so a failed start leaves the folder as it was.
         saved = self._load_saved()
         # a traceback through Module.to where the device had no room for the networks (a GPU others use)
-        with one_line_if_out_of_memory(self._out_of_memory_building):
+        with one_line_if_out_of_memory(self._builder.out_of_memory_message):
             self._build(saved)
         if saved is not None:  # after the networks, whose initialisation draws random numbers
             resume.restore_rng_states(saved["rng"], self.out_dir / checkpoint.STATE_FILE)
