@@ -290,6 +290,23 @@ def test_command_errors_are_one_line_and_never_overwrite(tmp_path: Path) -> None
         assert load_generator(tmp_path / f"{option}.safetensors").num_blocks == 2
 
 
+def test_a_float64_value_beyond_float32_is_one_line_naming_it(tmp_path: Path) -> None:
+    # float64 arrays convert (float32 is what the authors saved); a value float32 cannot hold was cast to
+    # inf with NumPy's RuntimeWarning and its source line on stderr, then called "diverged: use an
+    # earlier checkpoint". One line names the array and the value now, and nothing is written.
+    arrays = [array.astype(np.float64) for array in tensorlayer_order(random_params(8, 2, 2), 2, 2)]
+    arrays[2][0, 0, 0, 0] = 1e300  # block 1's first conv
+    npz = write_tensorlayer_npz(tmp_path / "wide.npz", arrays)
+    out = tmp_path / "wide.safetensors"
+    result = srfeat_cli("convert", str(npz), "-o", str(out))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "array 2 (block 1's conv1) holds 1 value(s) too large for float32, up to 1e+300" in result.stderr
+    assert not out.exists()
+    arrays[2][0, 0, 0, 0] = 0.5  # within float32's range: float64 files convert as before
+    generator = load_authors_generator(write_tensorlayer_npz(tmp_path / "fine.npz", arrays))
+    assert float(generator.state_dict()["body.0.conv1.weight"][0, 0, 0, 0]) == 0.5
+
+
 def test_output_folder_or_under_a_file_is_one_line(tmp_path: Path) -> None:
     # Before: both were tracebacks (IsADirectoryError from the rename, FileExistsError from mkdir),
     # after the conversion.
