@@ -322,6 +322,17 @@ def test_output_folder_or_under_a_file_is_one_line(tmp_path: Path) -> None:
     assert (tmp_path / "folder.safetensors").is_dir()
 
 
+def test_a_folder_named_like_the_output_is_blamed_as_the_input(tmp_path: Path) -> None:
+    # `srfeat convert weights.safetensors` on a folder: the default output is the input's name, so the error
+    # was "the output weights.safetensors is a folder; give a file name", about an -o that was never given.
+    folder = tmp_path / "weights.safetensors"
+    folder.mkdir()
+    result = srfeat_cli("convert", str(folder))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{folder} is a folder: give the authors' SRFeat_init.npz or SRFeat_full.npz file" in result.stderr
+    assert "the output" not in result.stderr and folder.is_dir() and not any(folder.iterdir())
+
+
 def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
     # 300 MB of zeros declared in a 300 KB file: the entry was read whole (and copied) up to a 1 GiB
     # limit, 2.2 GB of memory for a 1 GB bomb; the authors' files are 25 MB.
