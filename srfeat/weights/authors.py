@@ -199,8 +199,8 @@ class _Cursor:
         overflowed = np.isfinite(array) & ~np.isfinite(converted)
         if overflowed.any():
             raise WeightsError(
-                f"{self.source}: array {self.index - 1} ({what}) holds {int(overflowed.sum()):,} value(s) too large for "
-                f"float32, up to {float(np.abs(array[overflowed]).max()):.3g}, where trained generators stay far "
+                f"{self.source}: array {self.index - 1} ({what}) holds {int(overflowed.sum()):,} value(s) too large "
+                f"for float32, up to {float(np.abs(array[overflowed]).max()):.3g}, where trained generators stay far "
                 f"below {MAX_WEIGHT_MAGNITUDE:g}: the file is damaged or not the authors' weights; download it again"
             )
         return torch.from_numpy(converted)
