@@ -290,6 +290,23 @@ def test_command_errors_are_one_line_and_never_overwrite(tmp_path: Path) -> None
         assert load_generator(tmp_path / f"{option}.safetensors").num_blocks == 2
 
 
+def test_a_float64_value_beyond_float32_is_one_line_naming_it(tmp_path: Path) -> None:
+    # float64 arrays convert (float32 is what the authors saved); a value float32 cannot hold was cast to
+    # inf with NumPy's RuntimeWarning and its source line on stderr, then called "diverged: use an
+    # earlier checkpoint". One line names the array and the value now, and nothing is written.
+    arrays = [array.astype(np.float64) for array in tensorlayer_order(random_params(8, 2, 2), 2, 2)]
+    arrays[2][0, 0, 0, 0] = 1e300  # block 1's first conv
+    npz = write_tensorlayer_npz(tmp_path / "wide.npz", arrays)
+    out = tmp_path / "wide.safetensors"
+    result = srfeat_cli("convert", str(npz), "-o", str(out))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "array 2 (block 1's conv1) holds 1 value(s) too large for float32, up to 1e+300" in result.stderr
+    assert not out.exists()
+    arrays[2][0, 0, 0, 0] = 0.5  # within float32's range: float64 files convert as before
+    generator = load_authors_generator(write_tensorlayer_npz(tmp_path / "fine.npz", arrays))
+    assert float(generator.state_dict()["body.0.conv1.weight"][0, 0, 0, 0]) == 0.5
+
+
 def test_output_folder_or_under_a_file_is_one_line(tmp_path: Path) -> None:
     # Before: both were tracebacks (IsADirectoryError from the rename, FileExistsError from mkdir),
     # after the conversion.
@@ -303,6 +320,17 @@ def test_output_folder_or_under_a_file_is_one_line(tmp_path: Path) -> None:
         result = srfeat_cli("convert", str(good), "-o", str(output), "--overwrite")
         assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert (tmp_path / "folder.safetensors").is_dir()
+
+
+def test_a_folder_named_like_the_output_is_blamed_as_the_input(tmp_path: Path) -> None:
+    # `srfeat convert weights.safetensors` on a folder: the default output is the input's name, so the error
+    # was "the output weights.safetensors is a folder; give a file name", about an -o that was never given.
+    folder = tmp_path / "weights.safetensors"
+    folder.mkdir()
+    result = srfeat_cli("convert", str(folder))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{folder} is a folder: give the authors' SRFeat_init.npz or SRFeat_full.npz file" in result.stderr
+    assert "the output" not in result.stderr and folder.is_dir() and not any(folder.iterdir())
 
 
 def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
 from srfeat.path_checks import special_file_kind
 from srfeat.weights import as_path, generator_from_state
+from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,20 @@ class _Cursor:
             )
             raise WeightsError(f"{self.source}: {where}, expected {what} of shape {shape}: {EXPECTED}")
         self.index += 1
-        return torch.from_numpy(np.array(self.arrays[self.index - 1], dtype=np.float32))
+        array = self.arrays[self.index - 1]
+        # A float64 array (the authors' are float32) can hold values float32 has no room for: the cast made
+        # them inf, with NumPy's RuntimeWarning and its source line on stderr, and the weights were then
+        # called "diverged". Such a value is named here instead, in one line.
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = np.array(array, dtype=np.float32)
+        overflowed = np.isfinite(array) & ~np.isfinite(converted)
+        if overflowed.any():
+            raise WeightsError(
+                f"{self.source}: array {self.index - 1} ({what}) holds {int(overflowed.sum()):,} value(s) too large "
+                f"for float32, up to {float(np.abs(array[overflowed]).max()):.3g}, where trained generators stay far "
+                f"below {MAX_WEIGHT_MAGNITUDE:g}: the file is damaged or not the authors' weights; download it again"
+            )
+        return torch.from_numpy(converted)
 
 
 def _conv(weight_hwio: torch.Tensor) -> torch.Tensor:
