@@ -715,6 +715,22 @@ def test_an_image_named_like_a_video_is_refused(tmp_path: Path, model_path: Path
     assert not (tmp_path / "out").exists()
 
 
+def test_an_image_given_to_upscale_video_by_its_own_name_is_sent_the_image_way(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """`upscale_video("photo.png", ...)` said to rename photo.png with its image extension, which it has."""
+    from PIL import Image
+
+    Image.fromarray(pan_frames(1, 16, 12)[0]).save(tmp_path / "photo.png")
+    upscaler = Upscaler(model_path, device="cpu")
+    with pytest.raises(
+        VideoError, match=r"photo.png is an image \(PNG\), not a video: upscale it as an image"
+    ) as raised:
+        upscale_video(tmp_path / "photo.png", tmp_path / "out.mp4", upscaler, VideoOptions())
+    assert "rename" not in str(raised.value)
+    assert [path.name for path in tmp_path.iterdir()] == ["photo.png"]
+
+
 def test_a_still_gif_named_like_a_video_is_refused_and_an_animated_one_upscaled(
     tmp_path: Path, model_path: Path
 ) -> None:

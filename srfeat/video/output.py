@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from srfeat.data.io import IMAGE_EXTENSIONS
 from srfeat.errors import InvalidOptionError, VideoError, check_flag, shown
 from srfeat.files import DiskFullError, OutputExistsError, refuse_output_is_input
 from srfeat.path_checks import unwritable_file
@@ -117,6 +118,11 @@ def check_is_video(source: Path, container: InputContainer) -> None:
     still_gif = demuxer == "gif" and _at_most_one_frame(source)  # an animated one is a film (a GIF named .mp4)
     if demuxer in IMAGE_DEMUXERS or demuxer.endswith("_pipe") or still_gif:
         kind = f" ({demuxer.removesuffix('_pipe').upper()})" if demuxer.endswith("_pipe") or still_gif else ""
+        if source.suffix.lower() in IMAGE_EXTENSIONS:  # given to upscale_video by name: the CLI sends it the images way
+            raise VideoError(
+                f"{source} is an image{kind}, not a video: upscale it as an image (srfeat.upscale_file, or "
+                "srfeat upscale), where it stays lossless (as a video it would become one lossy frame)"
+            )
         raise VideoError(
             f"{source} is an image{kind}, not a video; rename it with its image extension to upscale it "
             "as an image (as a video it would become one lossy frame)"
