@@ -731,6 +731,18 @@ def test_export_from_python_refuses_what_it_cannot_export_in_one_line(tmp_path: 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_opset_of_numpy_s_integers_is_a_whole_number(tmp_path: Path) -> None:
+    # np.int64(18), as read from a config array or a sweep, was refused: "opset must be a whole number"
+    import onnx
+    from inference_helpers import tiny_generator
+
+    from srfeat.export.onnx import export_onnx, model_info
+
+    export_onnx(tiny_generator(), tmp_path / "a.onnx", model_info("default"), opset=np.int64(18))  # type: ignore[arg-type]
+    opsets = {entry.domain: entry.version for entry in onnx.load(str(tmp_path / "a.onnx")).opset_import}
+    assert opsets[""] == 18
+
+
 def test_options_the_onnxruntime_backend_cannot_take_are_option_errors(tmp_path: Path) -> None:
     """They were bare `SRFeatError`s: not the `InvalidOptionError` (a `ValueError`) the README promises
     for an `Upscaler` option that cannot be used, so `except ValueError` missed them."""

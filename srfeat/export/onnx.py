@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import numbers
 import os
 import re
 import warnings
@@ -220,8 +221,9 @@ def onnx_model(
     require_onnx()
     import onnx
 
-    if isinstance(opset, bool) or not isinstance(opset, int):
+    if isinstance(opset, bool) or not isinstance(opset, numbers.Integral):  # numpy's too: np.int64(18) was refused
         raise InvalidOptionError(f"opset must be a whole number (e.g. {OPSET}), got {type(opset).__name__} {opset!r}")
+    opset = int(opset)
     if not 17 <= opset <= onnx.defs.onnx_opset_version():
         raise SRFeatError(f"opset {opset} is not supported: use 17 to {onnx.defs.onnx_opset_version()}")
     check_rgb_generator(generator, info.name)  # the file's convention: RGB in, RGB out
