@@ -13,7 +13,7 @@ import torch
 from inference_helpers import tiny_generator
 from torch import nn
 
-from srfeat.inference import InferenceGenerator, fused
+from srfeat.inference import InferenceGenerator, winograd_path
 from srfeat.ops import winograd
 from srfeat.ops.winograd import TILES_PER_BAND, WinogradConv2d, use_winograd
 
@@ -37,7 +37,7 @@ def test_a_thin_image_is_upsampled_in_parts_that_the_band_workers_share(
     torch.manual_seed(0)
     generator = tiny_generator()
     model = InferenceGenerator(generator, algorithm="winograd")
-    monkeypatch.setattr(fused, "worker_threads", lambda: 2)  # two band workers, whatever this machine has
+    monkeypatch.setattr(winograd_path, "worker_threads", lambda: 2)  # two band workers, whatever this machine has
     bands: list[Region] = []
     upsample_band = model._upsample_band
 
@@ -60,7 +60,7 @@ def test_a_row_wider_than_the_budget_is_cut_into_columns(monkeypatch: pytest.Mon
     torch.manual_seed(0)
     generator = tiny_generator(num_blocks=1)
     model = InferenceGenerator(generator, algorithm="winograd", upsample_pixels=1024)
-    monkeypatch.setattr(fused, "worker_threads", lambda: 1)
+    monkeypatch.setattr(winograd_path, "worker_threads", lambda: 1)
     bands: list[Region] = []
     upsample_band = model._upsample_band
 

@@ -1,9 +1,10 @@
 """One job of the web app: an uploaded image, the setting it was asked for, what became of it.
 
 The queue that runs jobs is `srfeat.web.jobs`, what its worker does with one `srfeat.web.worker`;
-here are the job itself, the checks of what a client sent (the upload, `inspect_upload`; the setting,
-`parse_choice`), the file names it is offered under, which come from the upload and so are untrusted,
-alone or in the results' zip, and the queue's refusal (`QueueFullError`).
+here are the job itself and what its card shows (`Job.describe`), the checks of what a client sent
+(the upload, `inspect_upload`; the setting, `parse_choice`), the file names it is offered under,
+which come from the upload and so are untrusted, alone or in the results' zip, and the queue's
+refusal (`QueueFullError`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -262,6 +263,34 @@ class Job:
         if seconds_per_pixel is None:
             return None
         return max(0.0, seconds_per_pixel * self.width * self.height - elapsed)
+
+    def describe(self, now: float, ahead: int | None, seconds_per_pixel: float | None) -> dict[str, Any]:
+        """What the page shows for the job (JSON): `ahead`, the jobs before it in the queue (None unless
+        it is queued), `seconds_per_pixel` the pace of the queue's last finished job (`seconds_left`)."""
+        finished = self.finished if self.finished is not None else now
+        return {
+            "id": self.id,
+            "ref": self.client_ref,
+            "name": self.name,
+            "model": self.choice.model,
+            "strength": self.choice.strength,
+            "label": self.choice.label,
+            "width": self.width,
+            "height": self.height,
+            "state": self.state,
+            "loading": self.loading,
+            "ahead": ahead,
+            "tiles_done": self.tiles_done,
+            "tiles_total": self.tiles_total,
+            "seconds_left": self.seconds_left(now, seconds_per_pixel),
+            "seconds": None if self.started is None else round(finished - self.started, 2),
+            "error": self.error,
+            "notes": self.notes,
+            "result_name": self.result_name if self.state == "done" else None,
+            "result_width": self.result_width,
+            "result_height": self.result_height,
+            "result_bytes": len(self.result) if self.result is not None else None,
+        }
 
 
 class _ChunkSink(io.RawIOBase):
