@@ -1,7 +1,7 @@
 """A srfeat generator as an ONNX file: what chaiNNer, ONNX Runtime, OpenVINO and TensorRT load.
 
 The exported graph is `SRFeatGenerator.eval()` with BatchNorm folded into the convolutions
-(`srfeat.inference.fused.fold_batchnorm`, the same fold `Upscaler` runs) and the output's
+(`srfeat.inference.folding.fold_batchnorm`, the same fold `Upscaler` runs) and the output's
 (x + 1) / 2 folded into the tail, written with plain operators only (Conv, LeakyRelu, Add,
 DepthToSpace, Clip, and Mul and Sub for the input's x * 2 - 1): it is the library-convolution
 form of the network, not the CPU Winograd kernels, which are PyTorch code no runtime could use.

@@ -16,7 +16,7 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
   queue now, else its refusal (413 past the upload limit, 429, 503), so that a page holding an upload
   back sends it once;
 - `POST /api/sessions/S/leave?page=P`: the page's goodbye (sent when the tab closes or reloads): ends
-  the session unless a page other than `P` asks for it within `RELOAD_GRACE_SECONDS` (a reload);
+  the session unless a page other than `P` asks for it within `sessions.RELOAD_GRACE_SECONDS` (a reload);
 - `POST /api/sessions/S/close`: ends the session at once (for scripts);
 - `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images (asking keeps the session alive too);
 - `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;

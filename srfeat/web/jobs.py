@@ -99,7 +99,7 @@ class JobQueue:
             return version, None if since == version else self._describe_session_locked(session)
 
     def session_leaving(self, session: str, page: str = "") -> None:
-        """`page` said goodbye: end the session once it has had no stream for `RELOAD_GRACE_SECONDS`
+        """`page` said goodbye: end the session once it has had no stream for `sessions.RELOAD_GRACE_SECONDS`
         (its stream may still look open for a moment) unless another page polls it (a reload)."""
         with self._lock:
             self._sessions.leaving(session, page)
