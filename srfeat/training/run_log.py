@@ -122,7 +122,11 @@ class RunLog:
             # UnicodeEncodeError traceback; it writes through a descriptor of the folder instead.
             logdir = self._held_open.enter_context(utf8_path(folder))
             self._held_open.enter_context(_writer_thread_errors_left_to_the_writer())
-            self.writer = self._tensorboard(lambda: SummaryWriter(logdir, purge_step=self.purge_step))
+            try:
+                self.writer = self._tensorboard(lambda: SummaryWriter(logdir, purge_step=self.purge_step))
+            except BaseException:  # no RunLog to close: what it holds open is let go here
+                self._held_open.close()
+                raise
         except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
             logger.warning("tensorboard is not importable; TensorBoard logs are off")
 
