@@ -39,7 +39,7 @@ from srfeat.training.config import TrainingConfig
 from srfeat.training.distributed import barrier, broadcast_object, mean_across_processes
 from srfeat.training.ema import validate_generators
 from srfeat.training.interrupt import StopRequest, TrainingInterrupted, signal_name, stop_on_signals
-from srfeat.training.run_folder import saved_a_generator
+from srfeat.training.run_folder import logged_steps, saved_a_generator
 from srfeat.training.run_log import METRICS_FILE, RunLog
 from srfeat.training.sampling import ResumableSampler
 from srfeat.training.validation import Validator, better_than_best
@@ -196,7 +196,7 @@ class TrainingLoop:
         out_dir, saved_at = self.trainer.out_dir, self.state.saved_at
         if self._replacing():  # the log goes with the rest: the replaced run takes the folder back
             return f"{self._put_back()} (lower optim.lr or check the data)"
-        if saved_at or saved_a_generator(out_dir) or not self.log.records:
+        if saved_at or saved_a_generator(out_dir) or not logged_steps(out_dir):
             return f"{checkpoint.last_good_checkpoint(out_dir, saved_at)} (lower optim.lr or check the data)"
         return (
             f"no checkpoint was saved in {out_dir}, which keeps the log of the steps before ({METRICS_FILE}): "

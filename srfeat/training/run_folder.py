@@ -43,6 +43,7 @@ __all__ = [
     "check_run_folder",
     "discarded_unless_saved",
     "existing_run_files",
+    "logged_steps",
     "remove_previous_run",
     "replaced_run_kept_until_saved",
     "run_folder_lock",
@@ -257,13 +258,10 @@ def replaced_run_kept_until_saved(out_dir: Path) -> Iterator[ReplacedRun]:
     try:
         yield replaced
     except BaseException:
-        if saved_a_generator(out_dir):
-            replaced.drop()
-        else:
-            try:
-                replaced.put_back()
-            except OSError as error:  # the run's own error is the one to report
-                logger.warning("could not move the replaced run back from %s: %s", replaced.folder, error)
+        try:
+            replaced.put_back()  # nothing to do once the new run saved a generator: `drop` went first
+        except OSError as error:  # the run's own error is the one to report
+            logger.warning("could not move the replaced run back from %s: %s", replaced.folder, error)
         raise
     replaced.drop()
 
@@ -286,7 +284,7 @@ def discarded_unless_saved(out_dir: Path) -> Iterator[None]:
     try:
         yield
     except BaseException as error:
-        diverged_with_a_log = isinstance(error, TrainingDiverged) and _holds_records(out_dir / METRICS_FILE)
+        diverged_with_a_log = isinstance(error, TrainingDiverged) and logged_steps(out_dir)
         if not saved_a_generator(out_dir) and not diverged_with_a_log:
             try:
                 remove_previous_run(out_dir)
@@ -295,9 +293,11 @@ def discarded_unless_saved(out_dir: Path) -> Iterator[None]:
         raise
 
 
-def _holds_records(path: Path) -> bool:
+def logged_steps(out_dir: Path) -> bool:
+    """Whether the run in `out_dir` has logged a step (metrics.jsonl holds a record): a new run that
+    diverged then keeps its files (`discarded_unless_saved`), and its one line says so."""
     try:
-        return path.stat().st_size > 0
+        return (out_dir / METRICS_FILE).stat().st_size > 0
     except OSError:
         return False
 
