@@ -151,14 +151,25 @@ def _json_number(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _json_text(name: str) -> str:
+    """A name as UTF-8 text: a file name that is not UTF-8 (Latin-1's `caf\\xe9`, held with a lone surrogate)
+    with its odd bytes written as `\\xe9`, as `ls -b` shows them. JSON's `\\udce9` escape for it was a lone
+    surrogate, which strict readers (and Python's own `str.encode`) refuse."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name holds, from Python: its code point, written out
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict]:
-    """One record per (model, dataset): the means, and the per-image scores if asked."""
+    """One record per (model, dataset): the means, and the per-image scores if asked. Names are UTF-8
+    (`_json_text`)."""
     per_image = check_flag(per_image, "per_image")
     records = []
     for row in result.results:
         record: dict = {
-            "model": row.model,
-            "dataset": row.dataset,
+            "model": _json_text(row.model),
+            "dataset": _json_text(row.dataset),
             "images": row.images,
             "scale": result.scale,
             "crop_border": result.scale,
@@ -169,7 +180,10 @@ def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict
         record.update({f"{metric}_images": row.counts.get(metric, row.images) for metric in result.metrics})
         if per_image:
             record["per_image"] = [
-                {"image": image.image, **{metric: _json_number(image.scores[metric]) for metric in result.metrics}}
+                {
+                    "image": _json_text(image.image),
+                    **{metric: _json_number(image.scores[metric]) for metric in result.metrics},
+                }
                 for image in row.per_image
             ]
         records.append(record)

@@ -3,6 +3,7 @@ that are not UTF-8 (a Latin-1 system's `caf\\xe9`, which Python holds with surro
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -135,6 +136,22 @@ def test_a_table_naming_a_file_that_is_not_utf8_is_printed_under_a_strict_utf8_l
     )
     assert child.returncode == 0, child.stderr.decode(errors="replace")
     assert b"| caf\xe9 | set | 1 |" in child.stdout
+
+
+def test_json_names_files_that_are_not_utf8_in_utf8(tmp_path: Path) -> None:
+    """`--json` wrote a Latin-1 name as `\\udce9`, a lone surrogate that strict JSON readers refuse."""
+    model = tiny_generator_file(tmp_path / "tiny.safetensors").rename(tmp_path / f"{LATIN_1}.safetensors")
+    data = tmp_path / f"set{LATIN_1}"
+    data.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(data / f"{LATIN_1}.png")
+    scored = ("eval", "--model", model, "--data", data, "--metrics", "psnr", "--per-image")
+    child = srfeat_cli(*scored, "--json", tmp_path / "scores.json", env={"PYTHONIOENCODING": "utf-8:backslashreplace"})
+    assert child.returncode == 0, child.stderr
+    (record,) = json.loads((tmp_path / "scores.json").read_bytes().decode("utf-8"))
+    names = [record["model"], record["dataset"], record["per_image"][0]["image"]]
+    assert names == ["caf\\xe9", "setcaf\\xe9", "caf\\xe9"]  # as `ls -b` shows them
+    for name in names:
+        name.encode("utf-8")  # no lone surrogate
 
 
 def test_figures_name_folders_that_are_not_utf8_and_models_that_hold_a_dollar(tmp_path: Path) -> None:
