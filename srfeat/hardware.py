@@ -62,16 +62,78 @@ def cpu_has_native_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def _cgroup_memory_limit() -> int | None:
-    # A container's memory limit is what matters there, not the host's free memory.
-    for path in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
-        try:
-            text = path.read_text().strip()
-        except OSError:
+PROC_CGROUP = Path("/proc/self/cgroup")
+CGROUP_MOUNT = Path("/sys/fs/cgroup")
+
+
+def _read_bytes(path: Path) -> int | None:
+    """A number of bytes from a cgroup file, or None where it is missing, `max` or unlimited (v1's 2**63 - 4096)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) < 1 << 60 else None
+
+
+def _stat_bytes(path: Path, field: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == field and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def _cgroup_levels(proc_cgroup: Path, mount: Path) -> Iterator[tuple[Path, bool]]:
+    """Each folder of this process's memory cgroup, from its own up to the mount's root, with whether it is
+    cgroup v2. A group named in /proc/self/cgroup but not under the mount (a container that sees only its own
+    group, mounted at the root) is skipped; the root is always read."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "" and (mount / "cgroup.controllers").is_file():  # v2 (unified) at the mount
+            root, unified = mount, True
+        elif "memory" in controllers.split(",") and (mount / "memory").is_dir():  # v1's memory controller
+            root, unified = mount / "memory", False
+        else:
             continue
-        if text.isdigit() and int(text) < 1 << 60:
-            return int(text)
-    return None
+        folder = root / group.strip("/")
+        while folder != root and root in folder.parents:
+            if folder.is_dir():
+                yield folder, unified
+            folder = folder.parent
+        yield root, unified
+        return
+
+
+def cgroup_memory_room(proc_cgroup: Path | None = None, mount: Path | None = None) -> int | None:
+    """Bytes this process's memory cgroups still let it use, or None where none sets a limit.
+
+    A container's or a batch job's limit is what matters there, not the host's free memory; and what is
+    left of it, not the limit: a container already using 3 of its 4 GB has 1 GB for an image, and the
+    kernel's OOM killer ends the process past it. At each level from the process's own group up (a Slurm
+    job's limit is set on a group above the one it runs in), the room is the limit less what the group
+    uses, its inactive file cache counted as free (the kernel drops that before it kills).
+    """
+    room = None
+    for folder, unified in _cgroup_levels(proc_cgroup or PROC_CGROUP, mount or CGROUP_MOUNT):
+        names = (
+            ("memory.max", "memory.current", "inactive_file")
+            if unified
+            else ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        )
+        limit = _read_bytes(folder / names[0])
+        if limit is None:
+            continue
+        used = max(0, (_read_bytes(folder / names[1]) or 0) - _stat_bytes(folder / "memory.stat", names[2]))
+        left = max(0, limit - used)
+        room = left if room is None else min(room, left)
+    return room
 
 
 def _process_status(field: str) -> int | None:
@@ -109,8 +171,9 @@ def _room_under_address_space_limits() -> int | None:
 
 
 def host_available_memory() -> int:
-    """Bytes of the host's memory available to this process: MemAvailable, within a container's limit and
-    within the room left under the process's address-space limits (`ulimit -v`, `ulimit -d`)."""
+    """Bytes of the host's memory available to this process: MemAvailable, within the room left under its
+    container's or job's memory limit (`cgroup_memory_room`) and under its address-space limits (`ulimit -v`,
+    `ulimit -d`)."""
     available = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -124,7 +187,7 @@ def host_available_memory() -> int:
             available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             available = 4 << 30  # no way to ask (not Linux): assume a modest machine
-    limits = [limit for limit in (_cgroup_memory_limit(), _room_under_address_space_limits()) if limit is not None]
+    limits = [limit for limit in (cgroup_memory_room(), _room_under_address_space_limits()) if limit is not None]
     return min([available, *limits])
 
 

@@ -96,3 +96,59 @@ def test_available_memory_is_the_room_left_under_an_address_space_limit(limit: s
     )
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert 2**28 < int(child.stdout) <= 2**29, child.stdout  # 512 MiB were left to map
+
+
+def write_cgroup(folder, **files: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name.replace("_", ".", 1)).write_text(text)
+
+
+GIB = 2**30
+
+
+def test_memory_room_is_what_a_v2_job_group_above_the_process_leaves(tmp_path) -> None:
+    """A Slurm job's limit sits on a group above the one its task runs in; the root's memory.max (none there)
+    was the only one read, and a limit was taken whole however much of it the job already used."""
+    from srfeat.hardware import cgroup_memory_room
+
+    mount = tmp_path / "cgroup"
+    write_cgroup(mount, cgroup_controllers="cpu memory")
+    job = mount / "slurm" / "job_7"
+    write_cgroup(job, memory_max=str(8 * GIB), memory_current=str(6 * GIB), memory_stat=f"inactive_file {GIB}\n")
+    write_cgroup(job / "step_0", memory_max="max", memory_current=str(5 * GIB))
+    proc = tmp_path / "cgroup_of_process"
+    proc.write_text("0::/slurm/job_7/step_0\n")
+    assert cgroup_memory_room(proc, mount) == 3 * GIB  # 8 less 6 used, of which 1 is cache it can drop
+
+    write_cgroup(job / "step_0", memory_max=str(2 * GIB), memory_current=str(GIB // 2))
+    assert cgroup_memory_room(proc, mount) == GIB + GIB // 2  # the tighter of the two levels
+
+
+def test_memory_room_of_a_v1_container_mounted_at_its_own_group(tmp_path) -> None:
+    """Docker on cgroup v1 names the host's group (/docker/ID) but mounts the container's own at the root."""
+    from srfeat.hardware import cgroup_memory_room
+
+    mount = tmp_path / "cgroup"
+    stat = f"cache {GIB}\ninactive_file 1\ntotal_inactive_file {GIB // 2}\n"
+    write_cgroup(mount / "memory", memory_limit_in_bytes=str(4 * GIB), memory_usage_in_bytes=str(3 * GIB))
+    (mount / "memory" / "memory.stat").write_text(stat)
+    proc = tmp_path / "cgroup_of_process"
+    proc.write_text("5:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n0::/docker/abc\n")
+    assert cgroup_memory_room(proc, mount) == GIB + GIB // 2
+
+    (mount / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert cgroup_memory_room(proc, mount) is None
+    assert cgroup_memory_room(tmp_path / "not_linux", mount) is None
+
+
+def test_available_memory_counts_the_cgroup_room(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from srfeat import hardware
+
+    mount = tmp_path / "cgroup"
+    write_cgroup(mount, cgroup_controllers="memory", memory_max=str(GIB), memory_current=str(GIB - 2**20))
+    proc = tmp_path / "cgroup_of_process"
+    proc.write_text("0::/\n")
+    monkeypatch.setattr(hardware, "PROC_CGROUP", proc)
+    monkeypatch.setattr(hardware, "CGROUP_MOUNT", mount)
+    assert hardware.host_available_memory() == 2**20
