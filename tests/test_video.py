@@ -618,6 +618,24 @@ def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
     assert quality_options("libvpx-vp9", 63) == {"crf": "63", "b": "0"}
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"crf": float("nan")}, "crf must be a number from 0 to 51 for libx264 (lower is better quality), got nan"),
+        ({"crf": 100}, "crf must be a number from 0 to 51 for libx264 (lower is better quality), got 100"),
+        ({"crf": 20, "codec": "ffv1"}, "crf works with libx264, "),
+    ],
+)
+def test_a_crf_from_python_is_refused_by_its_keyword(
+    options: dict, message: str, tmp_path: Path, short_clip: Path, model_path: Path
+) -> None:
+    """VideoOptions(crf=nan) was refused as "--crf nan: ...", a flag of a command the caller never ran."""
+    with pytest.raises(VideoError) as refused:
+        upscale_video(short_clip, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions(**options))
+    assert message in str(refused.value) and "--crf" not in str(refused.value), refused.value
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_crf_0_is_lossless_or_refused(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """x265's CRF 0 alone was lossy (8 grey levels off); SVT-AV1's 0 is FFmpeg's "not set", which
     encoded below its default quality, where the README promised lossless."""

@@ -205,7 +205,7 @@ def check_video_job(source: Path, target: Path, args: argparse.Namespace) -> str
     from srfeat.video.output import check_output
 
     try:
-        check_output(source, target, options_from_args(args))
+        check_output(source, target, options_from_args(args), command_line=True)
     except SRFeatError as error:
         return _error_line(source, error)
     return None
