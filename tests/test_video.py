@@ -280,6 +280,33 @@ def test_a_truncated_video_is_reported(tmp_path: Path, model_path: Path, caplog:
     assert 0 < len(read_frames(tmp_path / "out" / "cut.mkv")) < 24
 
 
+def test_a_y4m_cut_inside_its_last_frame_says_that_frame_was_dropped(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FFmpeg's y4m reader ends without an error at a frame cut short, and the file states only its whole
+    frames: the frame was lost without a word."""
+    whole = tmp_path / "whole.y4m"
+    write_encoded(whole, codec="rawvideo", container_format="yuv4mpegpipe", frames=4, size=(16, 12))
+    frame = 16 * 12 * 3 // 2 + len(b"FRAME\n")
+    data = whole.read_bytes()
+    (tmp_path / "cut.y4m").write_bytes(data[:-10])
+    (tmp_path / "even.y4m").write_bytes(data[:-frame])  # cut between frames: nothing lost of the 3 left
+    runs = [("whole.y4m", (), 4), ("cut.y4m", (), 3), ("even.y4m", (), 3), ("cut.y4m", ("--frames", "0:3"), 3)]
+    warned = []
+    for index, (name, options, frames) in enumerate(runs):
+        caplog.clear()
+        output = tmp_path / f"out{index}.mkv"
+        with caplog.at_level(logging.WARNING):
+            assert upscale(tmp_path / name, "-o", output, "--model", model_path, *options) == 0
+        warned.append([r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING])
+        assert len(read_frames(output)) == frames, name
+    cut = (
+        f"{tmp_path / 'cut.y4m'}: the file ends {frame - 10} bytes into a frame (truncated?); that incomplete "
+        "last frame was dropped, the video has 3 whole frames"
+    )
+    assert warned == [[], [cut], [], []]  # the last: the range ends before the frame cut short
+
+
 def test_an_mp4_trimmed_without_reencoding_is_not_called_truncated(
     tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
