@@ -111,3 +111,16 @@ def test_help_and_version_that_cannot_be_written_say_so(argv: list[str], stdout:
     else:
         error = one_error_line(child, only=True)
         assert error == "ERROR: could not write to standard output: No space left on device", child.stderr
+
+
+@pytest.mark.parametrize("frames", ["-1:", "-5:-1"])
+def test_frames_with_a_negative_start_gets_the_options_own_message_spaced_or_joined(frames: str) -> None:
+    """argparse took "-1:" for an option: `--frames -1:` was "expected one argument", while `--frames=-1:`
+    got the range's own message. Both are refused before any input is looked at (none exists here)."""
+    expected = f"ERROR: srfeat upscale: argument --frames: {frames!r}: need 0 <= A < B (frames counted from 0"
+    for argv in (["--frames", frames], [f"--frames={frames}"]):
+        error = one_error_line(srfeat_cli("upscale", "missing.mp4", *argv), returncode=2, only=True)
+        assert error.startswith(expected), error
+    # A missing value is still missing: the next option is not taken for it.
+    error = one_error_line(srfeat_cli("upscale", "missing.mp4", "--frames", "-o", "out"), returncode=2, only=True)
+    assert "argument --frames: expected one argument" in error, error

@@ -280,6 +280,33 @@ def test_a_truncated_video_is_reported(tmp_path: Path, model_path: Path, caplog:
     assert 0 < len(read_frames(tmp_path / "out" / "cut.mkv")) < 24
 
 
+def test_a_y4m_cut_inside_its_last_frame_says_that_frame_was_dropped(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FFmpeg's y4m reader ends without an error at a frame cut short, and the file states only its whole
+    frames: the frame was lost without a word."""
+    whole = tmp_path / "whole.y4m"
+    write_encoded(whole, codec="rawvideo", container_format="yuv4mpegpipe", frames=4, size=(16, 12))
+    frame = 16 * 12 * 3 // 2 + len(b"FRAME\n")
+    data = whole.read_bytes()
+    (tmp_path / "cut.y4m").write_bytes(data[:-10])
+    (tmp_path / "even.y4m").write_bytes(data[:-frame])  # cut between frames: nothing lost of the 3 left
+    runs = [("whole.y4m", (), 4), ("cut.y4m", (), 3), ("even.y4m", (), 3), ("cut.y4m", ("--frames", "0:3"), 3)]
+    warned = []
+    for index, (name, options, frames) in enumerate(runs):
+        caplog.clear()
+        output = tmp_path / f"out{index}.mkv"
+        with caplog.at_level(logging.WARNING):
+            assert upscale(tmp_path / name, "-o", output, "--model", model_path, *options) == 0
+        warned.append([r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING])
+        assert len(read_frames(output)) == frames, name
+    cut = (
+        f"{tmp_path / 'cut.y4m'}: the file ends {frame - 10} bytes into a frame (truncated?); that incomplete "
+        "last frame was dropped, the video has 3 whole frames"
+    )
+    assert warned == [[], [cut], [], []]  # the last: the range ends before the frame cut short
+
+
 def test_an_mp4_trimmed_without_reencoding_is_not_called_truncated(
     tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -616,6 +643,24 @@ def test_crf_out_of_the_codecs_range_is_refused_before_the_model_loads(
     # The ends of each scale are taken.
     assert quality_options("libx264", 51) == {"crf": "51"} and quality_options("libx265", 0)["crf"] == "0"
     assert quality_options("libvpx-vp9", 63) == {"crf": "63", "b": "0"}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"crf": float("nan")}, "crf must be a number from 0 to 51 for libx264 (lower is better quality), got nan"),
+        ({"crf": 100}, "crf must be a number from 0 to 51 for libx264 (lower is better quality), got 100"),
+        ({"crf": 20, "codec": "ffv1"}, "crf works with libx264, "),
+    ],
+)
+def test_a_crf_from_python_is_refused_by_its_keyword(
+    options: dict, message: str, tmp_path: Path, short_clip: Path, model_path: Path
+) -> None:
+    """VideoOptions(crf=nan) was refused as "--crf nan: ...", a flag of a command the caller never ran."""
+    with pytest.raises(VideoError) as refused:
+        upscale_video(short_clip, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions(**options))
+    assert message in str(refused.value) and "--crf" not in str(refused.value), refused.value
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_crf_0_is_lossless_or_refused(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:

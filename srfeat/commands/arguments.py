@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -13,7 +15,10 @@ from srfeat.path_checks import name_max
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
-__all__ = ["OneLineErrorParser", "path_argument"]
+__all__ = ["OneLineErrorParser", "join_dash_values", "path_argument"]
+
+# A value that starts as a negative number does ("-1:", "-5:-1"): no srfeat option is spelt so.
+DASH_VALUE = re.compile(r"-\d")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -22,6 +27,22 @@ class OneLineErrorParser(argparse.ArgumentParser):
     Subparsers are made of their parent's class; a subcommand that needs another parser class
     (train's intermixed one) derives it from this one.
     """
+
+    dash_value_options: frozenset[str] = frozenset()  # see take_dash_values
+
+    def take_dash_values(self, *option_strings: str) -> None:
+        """Let these options' values start with a dash (`--frames -1:`): see `join_dash_values`."""
+        self.dash_value_options = self.dash_value_options | set(option_strings)
+
+    # typeshed spells this as three overloads keyed on the namespace's type; one plain signature covers
+    # how argparse calls it (a subcommand's parser gets its words from the top one), as in train's parser.
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace = argparse.Namespace() if namespace is None else namespace  # as argparse itself does
+        if self.dash_value_options:
+            args = join_dash_values(sys.argv[1:] if args is None else list(args), self.dash_value_options)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         from srfeat.errors import printable  # an argument may hold a newline or an escape sequence
@@ -42,6 +63,28 @@ class OneLineErrorParser(argparse.ArgumentParser):
                 self.exit(1, f"ERROR: {error}\n")
             return
         super()._print_message(message, file)
+
+
+def join_dash_values(args: list[str], options: frozenset[str]) -> list[str]:
+    """`OPTION VALUE` as `OPTION=VALUE` for these options, where VALUE starts as a negative number does.
+
+    argparse takes "-1:" for an option of its own, so `--frames -1:` was "expected one argument"
+    where `--frames=-1:` got the option's own message. Plain negative numbers it reads as values
+    already; after `--` every word is an input, left as it is.
+    """
+    joined: list[str] = []
+    index = 0
+    while index < len(args):
+        word = args[index]
+        if word == "--":
+            return joined + args[index:]
+        if word in options and index + 1 < len(args) and DASH_VALUE.match(args[index + 1]):
+            joined.append(f"{word}={args[index + 1]}")
+            index += 2
+            continue
+        joined.append(word)
+        index += 1
+    return joined
 
 
 def path_argument(text: str) -> str:

@@ -170,6 +170,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="A:B",
         help="only frames A to B-1 (from 0), e.g. 0:48 to preview a setting; audio and subtitles are cut to match",
     )
+    from srfeat.commands.arguments import OneLineErrorParser
+
+    if isinstance(parser, OneLineErrorParser):  # `--frames -1:` reaches parse_frame_range, as `--frames=-1:` does
+        parser.take_dash_values("--frames")
 
 
 def options_from_args(args: argparse.Namespace) -> VideoOptions:
@@ -201,7 +205,7 @@ def check_video_job(source: Path, target: Path, args: argparse.Namespace) -> str
     from srfeat.video.output import check_output
 
     try:
-        check_output(source, target, options_from_args(args))
+        check_output(source, target, options_from_args(args), command_line=True)
     except SRFeatError as error:
         return _error_line(source, error)
     return None

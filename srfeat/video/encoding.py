@@ -110,22 +110,26 @@ def choose_pixel_format(codec: Any, crf: float | None) -> str:
     return next((name for name in preferred if name in offered), offered[0])
 
 
-def quality_options(codec_name: str, crf: float | None) -> dict[str, str]:
-    """The encoder options for `--crf` (or the codec's constant-quality default)."""
+def quality_options(codec_name: str, crf: float | None, *, command_line: bool = False) -> dict[str, str]:
+    """The encoder options for `crf` (or the codec's constant-quality default). A crf the encoder does not
+    take is refused in one line that names `--crf` for the command line, else `crf` (VideoOptions's)."""
     scale = CRF_SCALES.get(codec_name)
     if scale is None:
         if crf is None:
             return {}
-        raise VideoError(f"--crf works with {', '.join(CRF_SCALES)}, not {codec_name}; leave it out")
+        if command_line:
+            raise VideoError(f"--crf works with {', '.join(CRF_SCALES)}, not {codec_name}; leave it out")
+        raise VideoError(f"crf works with {', '.join(CRF_SCALES)}, not {codec_name}; leave it None")
     if crf is None:
         crf = scale.default
     elif not (math.isfinite(crf) and scale.minimum <= crf <= scale.maximum) or (
         scale.whole_numbers and crf != int(crf)
     ):
         numbers = "a whole number from" if scale.whole_numbers else "a number from"
-        raise VideoError(
-            f"--crf {crf:g}: {codec_name} takes {numbers} {scale.minimum} to {scale.maximum} (lower is better quality)"
-        )
+        taken = f"{numbers} {scale.minimum} to {scale.maximum}"
+        if command_line:
+            raise VideoError(f"--crf {crf:g}: {codec_name} takes {taken} (lower is better quality)")
+        raise VideoError(f"crf must be {taken} for {codec_name} (lower is better quality), got {crf:g}")
     options = {"crf": f"{crf:g}"}
     if codec_name.startswith("libvpx"):
         options["b"] = "0"  # libvpx is in constant-quality mode only with no bitrate target

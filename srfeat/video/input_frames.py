@@ -32,6 +32,9 @@ __all__ = ["SLICE_MARGIN_S", "Frame", "InputFrames"]
 
 # A copied stream's packets after the last frame's time are dropped; demuxing stops this far past it.
 SLICE_MARGIN_S = 10.0
+# Demuxers of raw frames, one after another to the file's end: a file cut inside its last frame ends
+# their reading without an error, and that frame is gone (`InputFrames.cut_frame_bytes` counts what was left).
+RAW_FRAME_DEMUXERS = frozenset({"yuv4mpegpipe"})
 
 
 @dataclass
@@ -44,7 +47,8 @@ class Frame:
 class InputFrames:
     """The frames of `video` in `frames` and the copied streams' packets of `source_container`, in demuxing
     order; once it is read to the end, `decoded_frames`, `hidden_frames` and `last_frame_time` say how many
-    frames the file held, how many of them were not to be shown, and when the last one given was shown."""
+    frames the file held, how many of them were not to be shown, and when the last one given was shown;
+    `cut_frame_bytes`, how much of a last frame cut short (a truncated .y4m) was left unread."""
 
     def __init__(
         self,
@@ -74,6 +78,7 @@ class InputFrames:
         self.decoded_frames = 0
         self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
         self.last_frame_time: float | None = None
+        self.cut_frame_bytes = 0
 
     def __iter__(self) -> Iterator[Frame | Packet]:
         av, video, frames, window = self.av, self.video, self.frames, self.window
@@ -84,11 +89,13 @@ class InputFrames:
         last_pts: int | None = None
         index = 0
         done = False
+        video_end: int | None = None  # the byte after the last video packet read
         packets = self.input.demux([video, *(self.input.streams[index] for index in self.copied)])
         while True:
             try:
                 packet = next(packets)
             except StopIteration:
+                self.cut_frame_bytes = self._bytes_after(video_end)
                 break
             except av.error.FFmpegError as error:
                 raise VideoError(
@@ -104,6 +111,8 @@ class InputFrames:
                         break
                     continue
                 self.hidden_frames += packet.is_discard
+                if packet.size and packet.pos is not None and packet.pos >= 0:
+                    video_end = packet.pos + packet.size
                 for frame in self._decode_packet(packet, index):
                     if frames.stop is not None and index >= frames.stop:
                         done = True
@@ -125,6 +134,15 @@ class InputFrames:
                 yield packet
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.
         self.decoded_frames = index
+
+    def _bytes_after(self, video_end: int | None) -> int:
+        """The bytes a raw-frame file holds past its last whole frame, read to its end: a frame cut short."""
+        if self.input.format.name not in RAW_FRAME_DEMUXERS or video_end is None:
+            return 0
+        try:
+            return max(0, self.source.stat().st_size - video_end)
+        except OSError:
+            return 0
 
     def _monotonic_pts(self, pts: int | None, last: int | None, step: int) -> int:
         """The frame's timestamp (`continued_pts`), a repair noted."""

@@ -88,11 +88,12 @@ def check_call(
     return source, target
 
 
-def check_output(source: Path, target: Path, options: VideoOptions) -> None:
+def check_output(source: Path, target: Path, options: VideoOptions, *, command_line: bool = False) -> None:
     """What would stop `source` being upscaled into `target`, found before the model loads: an input
     FFmpeg cannot read or that holds no video (`check_is_video`; nothing is decoded), a container we
     do not write, a folder where the output goes, an output folder that cannot be made, an encoder or
-    `--crf` this FFmpeg or container does not take. Raises `VideoError` (one line)."""
+    crf this FFmpeg or container does not take. Raises `VideoError` (one line; `command_line`: a bad
+    crf is named `--crf`)."""
     av = import_av(source)
     with closing(open_input(av, source)) as container:
         check_is_video(source, container)
@@ -102,7 +103,7 @@ def check_output(source: Path, target: Path, options: VideoOptions) -> None:
     # An output container in memory answers which codecs it holds, as the real one will.
     with av.open(io.BytesIO(), "w", format=container_format) as probe:
         codec = choose_codec(av, probe, source, options.codec)
-        quality_options(codec.name, options.crf)
+        quality_options(codec.name, options.crf, command_line=command_line)
 
 
 # FFmpeg's demuxers of still images: a PNG or JPEG named .mp4 opens as a one-frame "video".

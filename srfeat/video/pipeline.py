@@ -207,7 +207,13 @@ class _Transcoder:
             raise VideoError(f"{self.source}: no frame decoded; the video stream is empty or damaged")
         read = self.decoded
         check_length(
-            self.source, self.video, self.options.frames, read.decoded_frames, read.last_frame_time, read.hidden_frames
+            self.source,
+            self.video,
+            self.options.frames,
+            read.decoded_frames,
+            read.last_frame_time,
+            read.hidden_frames,
+            read.cut_frame_bytes,
         )
         self.defects.report(written)
         stream, copied = self.upscaled, len(self.copied) + self.copied_streams.attachments

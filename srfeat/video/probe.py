@@ -282,11 +282,23 @@ def check_length(
     decoded_frames: int,
     last_frame_time: float | None,
     hidden_frames: int = 0,
+    cut_frame_bytes: int = 0,
 ) -> None:
     """A file cut short decodes without an error, and `--frames A:B` may reach past the end: say so
     rather than pass a short video off as whole or as the range asked for. `hidden_frames` are
     listed but not shown: an MP4 trimmed without re-encoding keeps the frames from the keyframe
-    before its cut, which its edit list hides (FFmpeg flags their packets to be decoded, not shown)."""
+    before its cut, which its edit list hides (FFmpeg flags their packets to be decoded, not shown).
+    `cut_frame_bytes`: what a raw-frame file (.y4m) held of a last frame cut short, which FFmpeg drops
+    unsaid (such a file states only its whole frames, so no other check sees the loss); said where
+    that frame was in the range asked for."""
+    if cut_frame_bytes and (frames.stop is None or decoded_frames < frames.stop):
+        logger.warning(
+            "%s: the file ends %d bytes into a frame (truncated?); that incomplete last frame was dropped, "
+            "the video has %d whole frames",
+            source,
+            cut_frame_bytes,
+            decoded_frames,
+        )
     if frames.stop is not None and decoded_frames < frames.stop:
         logger.warning(
             "%s: --frames %s ends past the last frame (the video has %d frames); wrote frames %d to %d",
