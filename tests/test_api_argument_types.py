@@ -6,6 +6,7 @@ from inside. What was refused already is in tests/test_hostile_inputs.py and the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from inference_helpers import tiny_generator
 from training_helpers import tiny_config, tiny_values, write_image_folders
 
+from srfeat import Upscaler
 from srfeat.data.resize import imresize, imresize_np
 from srfeat.errors import ConfigError, InvalidOptionError
 from srfeat.evaluation import EvaluationResult, evaluate, json_records, markdown_table, write_json
@@ -143,6 +145,20 @@ def test_evaluate_refuses_a_figure_image_that_is_not_a_name_before_reading_a_fol
     """5 was looked for in every folder, then warned of as missing from each, after the models were built."""
     with pytest.raises(InvalidOptionError, match="figure_image must be an image's name or None, got 5"):
         evaluate(["bicubic"], [tmp_path / "no such folder"], figure_image=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("device", "shown"), [(1.5, "float 1.5"), (True, "bool True"), ([0], "list [0]")])
+def test_a_device_that_is_not_a_name_is_one_line_for_the_upscaler_and_evaluate(
+    tmp_path: Path, device: object, shown: str
+) -> None:
+    """`Upscaler(device=1.5)` and `evaluate(..., device=True)` were torch's many-line TypeError listing
+    `torch.device`'s overloads, where "gpu" was one line."""
+    message = f"unknown device {shown}: use cpu, cuda, cuda:N or auto"
+    with pytest.raises(InvalidOptionError, match=re.escape(message)) as upscaler_error:
+        Upscaler(tiny_generator(), device=device)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match=re.escape(message)):
+        evaluate(["bicubic"], [tmp_path], metrics=["psnr"], device=device)  # type: ignore[arg-type]
+    assert "\n" not in str(upscaler_error.value)
 
 
 @pytest.mark.parametrize("name", ["resume", "overwrite", "show_progress"])
