@@ -15,13 +15,16 @@ import pytest
 import torch
 import yaml
 from inference_helpers import tiny_generator
+from PIL import Image
 from training_helpers import tiny_config, tiny_values, write_image_folders
 
 from srfeat import Upscaler
 from srfeat.data.resize import imresize, imresize_np
-from srfeat.errors import ConfigError, InvalidOptionError
+from srfeat.errors import ConfigError, InvalidImageError, InvalidOptionError
 from srfeat.evaluation import EvaluationResult, evaluate, json_records, markdown_table, write_json
 from srfeat.export.onnx import ModelInfo, check_output_path, export_onnx, model_info
+from srfeat.files import OutputExistsError
+from srfeat.inference.image_files import upscale_file
 from srfeat.training import trainer
 from srfeat.training.config import load_config
 from srfeat.weights import check_weights, load_generator, save_generator, weight_problem
@@ -159,6 +162,27 @@ def test_a_device_that_is_not_a_name_is_one_line_for_the_upscaler_and_evaluate(
     with pytest.raises(InvalidOptionError, match=re.escape(message)):
         evaluate(["bicubic"], [tmp_path], metrics=["psnr"], device=device)  # type: ignore[arg-type]
     assert "\n" not in str(upscaler_error.value)
+
+
+def test_upscale_file_refuses_arguments_of_the_wrong_kind_before_reading_and_keeps_the_file(tmp_path: Path) -> None:
+    """`upscale_file(..., replace="no")` replaced the file (a string is true); `replace=False` refused an
+    existing file only after the upscale, saying it "appeared while it was being written"; an outscale of
+    "2" was a TypeError from round() and a model name as the upscaler an AttributeError."""
+    source, target = tmp_path / "a.png", tmp_path / "kept.png"
+    Image.fromarray(np.zeros((6, 5, 3), np.uint8)).save(source)
+    target.write_bytes(b"the user's picture")
+    tiles: list[int] = []
+    upscaler = Upscaler(tiny_generator(), device="cpu", tile=0, on_tile=lambda done, total: tiles.append(done))
+    for call, error, message in (
+        (lambda: upscale_file(upscaler, source, target, replace="no"), InvalidOptionError, "replace must be True or"),
+        (lambda: upscale_file(upscaler, source, target, replace=False), OutputExistsError, "kept.png exists; it is"),
+        (lambda: upscale_file(upscaler, source, tmp_path / "b.png", outscale="2"), InvalidImageError, "outscale must"),
+        (lambda: upscale_file("default", source, tmp_path / "b.png"), InvalidOptionError, "must be an srfeat.Upscaler"),
+    ):
+        with pytest.raises(error, match=message):
+            call()  # type: ignore[arg-type]
+    assert target.read_bytes() == b"the user's picture" and not (tmp_path / "b.png").exists() and tiles == []
+    assert upscale_file(upscaler, source, target, replace=np.bool_(True)) == (20, 24)
 
 
 @pytest.mark.parametrize("name", ["resume", "overwrite", "show_progress"])
