@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from srfeat.errors import SRFeatError, printable
+from srfeat.errors import SRFeatError, check_flag, printable
 from srfeat.evaluation import GROUND_TRUTH, FigureSample, format_score
 from srfeat.files import write_file_atomically
 from srfeat.metrics.psnr_ssim import rgb_to_y
@@ -56,6 +56,7 @@ def save_figure(figure: Any, path: str | Path, replace: bool = True) -> None:
     path = Path(path)
     buffer = io.BytesIO()
     try:
+        replace = check_flag(replace, "replace")  # "no" replaced the file: a string is true
         figure.savefig(buffer, dpi=100, format=path.suffix.lstrip(".").lower())
     finally:
         plt.close(figure)
@@ -66,7 +67,9 @@ def save_figure(figure: Any, path: str | Path, replace: bool = True) -> None:
 def comparison_figure(
     path: str | Path, samples: Sequence[FigureSample], crop_size: int = 96, replace: bool = True
 ) -> None:
-    """A PNG: one row per dataset, the same crop of bicubic, each model and HR, labelled with scores."""
+    """A PNG: one row per dataset, the same crop of bicubic, each model and HR, labelled with scores.
+    `replace` is True or False (else `srfeat.errors.InvalidOptionError`, before anything is drawn)."""
+    check_flag(replace, "replace")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from srfeat.errors import SRFeatError
+from srfeat.errors import SRFeatError, check_flag
 
 __all__ = ["check_plane_metrics", "plane_figure", "plane_table"]
 
@@ -82,7 +82,9 @@ def _curves(models: dict[str, Record]) -> dict[str, list[tuple[float, Record]]]:
 
 
 def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = True) -> None:
-    """Write the PNG: one panel per dataset with PSNR and NIQE in `records`."""
+    """Write the PNG: one panel per dataset with PSNR and NIQE in `records`. `replace` is True or False
+    (else `srfeat.errors.InvalidOptionError`, before anything is drawn)."""
+    check_flag(replace, "replace")
     import matplotlib
 
     matplotlib.use("Agg")

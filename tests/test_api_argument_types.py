@@ -6,6 +6,7 @@ from inside. What was refused already is in tests/test_hostile_inputs.py and the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,12 +15,16 @@ import pytest
 import torch
 import yaml
 from inference_helpers import tiny_generator
+from PIL import Image
 from training_helpers import tiny_config, tiny_values, write_image_folders
 
+from srfeat import Upscaler
 from srfeat.data.resize import imresize, imresize_np
-from srfeat.errors import ConfigError, InvalidOptionError
+from srfeat.errors import ConfigError, InvalidImageError, InvalidOptionError
 from srfeat.evaluation import EvaluationResult, evaluate, json_records, markdown_table, write_json
 from srfeat.export.onnx import ModelInfo, check_output_path, export_onnx, model_info
+from srfeat.files import OutputExistsError
+from srfeat.inference.image_files import upscale_file
 from srfeat.training import trainer
 from srfeat.training.config import load_config
 from srfeat.weights import check_weights, load_generator, save_generator, weight_problem
@@ -143,6 +148,41 @@ def test_evaluate_refuses_a_figure_image_that_is_not_a_name_before_reading_a_fol
     """5 was looked for in every folder, then warned of as missing from each, after the models were built."""
     with pytest.raises(InvalidOptionError, match="figure_image must be an image's name or None, got 5"):
         evaluate(["bicubic"], [tmp_path / "no such folder"], figure_image=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("device", "shown"), [(1.5, "float 1.5"), (True, "bool True"), ([0], "list [0]")])
+def test_a_device_that_is_not_a_name_is_one_line_for_the_upscaler_and_evaluate(
+    tmp_path: Path, device: object, shown: str
+) -> None:
+    """`Upscaler(device=1.5)` and `evaluate(..., device=True)` were torch's many-line TypeError listing
+    `torch.device`'s overloads, where "gpu" was one line."""
+    message = f"unknown device {shown}: use cpu, cuda, cuda:N or auto"
+    with pytest.raises(InvalidOptionError, match=re.escape(message)) as upscaler_error:
+        Upscaler(tiny_generator(), device=device)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOptionError, match=re.escape(message)):
+        evaluate(["bicubic"], [tmp_path], metrics=["psnr"], device=device)  # type: ignore[arg-type]
+    assert "\n" not in str(upscaler_error.value)
+
+
+def test_upscale_file_refuses_arguments_of_the_wrong_kind_before_reading_and_keeps_the_file(tmp_path: Path) -> None:
+    """`upscale_file(..., replace="no")` replaced the file (a string is true); `replace=False` refused an
+    existing file only after the upscale, saying it "appeared while it was being written"; an outscale of
+    "2" was a TypeError from round() and a model name as the upscaler an AttributeError."""
+    source, target = tmp_path / "a.png", tmp_path / "kept.png"
+    Image.fromarray(np.zeros((6, 5, 3), np.uint8)).save(source)
+    target.write_bytes(b"the user's picture")
+    tiles: list[int] = []
+    upscaler = Upscaler(tiny_generator(), device="cpu", tile=0, on_tile=lambda done, total: tiles.append(done))
+    for call, error, message in (
+        (lambda: upscale_file(upscaler, source, target, replace="no"), InvalidOptionError, "replace must be True or"),
+        (lambda: upscale_file(upscaler, source, target, replace=False), OutputExistsError, "kept.png exists; it is"),
+        (lambda: upscale_file(upscaler, source, tmp_path / "b.png", outscale="2"), InvalidImageError, "outscale must"),
+        (lambda: upscale_file("default", source, tmp_path / "b.png"), InvalidOptionError, "must be an srfeat.Upscaler"),
+    ):
+        with pytest.raises(error, match=message):
+            call()  # type: ignore[arg-type]
+    assert target.read_bytes() == b"the user's picture" and not (tmp_path / "b.png").exists() and tiles == []
+    assert upscale_file(upscaler, source, target, replace=np.bool_(True)) == (20, 24)
 
 
 @pytest.mark.parametrize("name", ["resume", "overwrite", "show_progress"])

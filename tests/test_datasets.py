@@ -21,7 +21,7 @@ from srfeat.data.datasets import (
     mod_crop,
 )
 from srfeat.data.io import list_images, read_image, read_raw_image, write_png
-from srfeat.errors import ImageReadError, SRFeatError
+from srfeat.errors import ImageReadError, InvalidImageError, InvalidOptionError, SRFeatError
 
 
 def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
@@ -110,8 +110,19 @@ def test_mod_crop_and_protocol_downscale() -> None:
     np.testing.assert_array_equal(cropped, image[:148, :200])
     lr = bicubic_downscale(cropped, 4)
     assert lr.shape == (37, 50, 3) and lr.dtype == np.uint8
-    with pytest.raises(ValueError, match="mod_crop"):
+    with pytest.raises(InvalidImageError, match="mod_crop"):
         bicubic_downscale(image, 4)
+
+
+@pytest.mark.parametrize("scale", [0, 4.0, "4", True, None])
+def test_a_protocol_scale_that_is_not_a_whole_number_is_one_line(scale: object) -> None:
+    """mod_crop(hr, 4.0) was a TypeError from slicing, mod_crop(hr, 0) and bicubic_downscale(hr, 0) a
+    ZeroDivisionError, bicubic_downscale(hr, "4") a TypeError from %."""
+    image = samples.chelsea()[:16, :16]
+    for helper in (mod_crop, bicubic_downscale):
+        with pytest.raises(InvalidOptionError, match="scale must be a whole number of at least 1 .*, got"):
+            helper(image, scale)  # type: ignore[arg-type]
+    assert mod_crop(image, np.int64(3)).shape == (15, 15, 3)
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -593,6 +593,28 @@ def test_writing_results_over_an_existing_file_from_python_says_it_exists(small_
         assert "appeared" not in str(error.value) and path.read_text() == "mine"
 
 
+@pytest.mark.parametrize("flag", ["no", 0, None])
+def test_the_figures_refuse_a_replace_that_is_not_true_or_false_and_keep_the_file(
+    small_folder: Path, tmp_path: Path, flag: object
+) -> None:
+    """`comparison_figure(path, samples, replace="no")` and `plane_figure` replaced the file: a string is true."""
+    from srfeat.errors import InvalidOptionError
+    from srfeat.figures import comparison_figure
+    from srfeat.plane import plane_figure
+
+    result = evaluate(["bicubic"], [small_folder], metrics=["psnr"], device="cpu", keep_figure_samples=True)
+    records = [{"model": "bicubic", "dataset": "Small", "psnr": 20.0, "niqe": 7.0}]
+    path = tmp_path / "mine.png"
+    path.write_text("mine")
+    for write in (
+        lambda: comparison_figure(path, result.figure_samples, replace=flag),  # type: ignore[arg-type]
+        lambda: plane_figure(path, records, replace=flag),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidOptionError, match=f"replace must be True or False, got {type(flag).__name__}"):
+            write()
+        assert path.read_text() == "mine"
+
+
 def test_figure_options_without_a_figure_are_named_in_a_warning(small_folder: Path, tmp_path: Path) -> None:
     """`--figure-image a` without `--figure` was taken without a word, and the figure never came."""
     child = srfeat_cli(

@@ -144,3 +144,17 @@ def _textured(shape: tuple[int, int] = (200, 200)) -> np.ndarray:
 def test_input_that_is_not_a_y_channel_is_refused(y: np.ndarray, crop_border: int, message: str) -> None:
     with pytest.raises(MetricInputError, match=message):
         niqe(y, crop_border=crop_border)
+
+
+def test_a_tensor_that_requires_grad_or_is_bfloat16_is_scored_as_its_values() -> None:
+    """The docstring takes a tensor: one that requires grad (a network's output) was torch's "Can't call
+    numpy() on Tensor that requires grad", a bfloat16 one "Got unsupported ScalarType BFloat16"."""
+    y = np.floor(_textured())  # whole numbers to 215: bfloat16 holds them exactly, so all three score the same
+    expected = niqe(y)
+    assert niqe(torch.tensor(y, dtype=torch.float32, requires_grad=True)) == expected
+    assert niqe(torch.tensor(y).bfloat16()) == expected
+
+
+def test_a_ragged_list_is_a_metric_input_error() -> None:
+    with pytest.raises(MetricInputError, match="niqe expects an HxW Y channel .*got a list that is not one array"):
+        niqe([[20.0, 30.0], [40.0]])

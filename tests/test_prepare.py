@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from srfeat.data.prepare import (
     prepare_patches,
 )
 from srfeat.data.resize import imresize
-from srfeat.errors import SRFeatError
+from srfeat.errors import InvalidOptionError, SRFeatError
 from srfeat.locks import process_exists
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +134,29 @@ def test_non_empty_out_needs_overwrite(source: Path, tmp_path: Path) -> None:
     names = {path.name for path in (out / "HR").iterdir()}
     # both photos fit 96 px; only chelsea's half (150x226) does
     assert "stale_999.png" not in names and len(names) == 2 * 130 + 40
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"overwrite": "no"}, "overwrite must be True or False, got str 'no'"),  # replaced OUT's patches
+        ({"overwrite": True, "half": "no"}, "half must be True or False, got str 'no'"),  # cut the half patches
+        ({"overwrite": True, "hr_patch_size": "96"}, "hr_patch_size must be a whole number, got str '96'"),
+        ({"overwrite": True, "hr_patch_size": 96.0}, "hr_patch_size must be a whole number, got float 96.0"),
+        ({"overwrite": True, "seed": 1.5}, "seed must be a whole number, got float 1.5"),
+        ({"overwrite": True, "workers": "2"}, "workers must be a whole number, got str '2'"),
+    ],
+)
+def test_options_of_the_wrong_kind_from_python_are_refused_and_out_is_kept(
+    source: Path, tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    """`prepare_patches(..., overwrite="no")` deleted the patches in OUT (a string is true); numbers given as
+    strings or floats were TypeErrors from inside."""
+    out = tmp_path / "out"
+    write_png(out / "HR" / "mine_001.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(InvalidOptionError, match=re.escape(message)):
+        prepare_patches(source, out, **{"hr_patch_size": 96, "progress": False, **options})  # type: ignore[arg-type]
+    assert [path.name for path in (out / "HR").iterdir()] == ["mine_001.png"]
 
 
 def test_a_run_into_an_out_that_another_run_filled_meanwhile_keeps_its_patches(

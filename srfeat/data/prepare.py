@@ -21,6 +21,7 @@ the same with or without `--half`.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import signal
 import zlib
@@ -45,7 +46,7 @@ from srfeat.data.staging import (
     swap_in,
     writing_now,
 )
-from srfeat.errors import ImageReadError, SRFeatError
+from srfeat.errors import ImageReadError, InvalidOptionError, SRFeatError, check_flag, shown
 from srfeat.files import folder_made_for
 from srfeat.locks import close_inherited_locks
 from srfeat.path_checks import name_max, unwritable_folder
@@ -293,8 +294,17 @@ def prepare_patches(
     `half` adds the 40 patches of each image at half size (aug_data_div2k_half.m). Images
     smaller than the patch are listed in the log and skipped, as are unreadable files; images
     whose half is smaller get only their full-size patches, and are listed too. Returns one
-    outcome per source file.
+    outcome per source file. The flags are True or False and the numbers whole numbers, else an
+    `srfeat.errors.InvalidOptionError` before anything is read.
     """
+    # overwrite="no" replaced OUT's patches (a string is true); a patch size of "296" or 296.0 was a TypeError
+    overwrite, progress, half = (
+        check_flag(flag, name) for flag, name in ((overwrite, "overwrite"), (progress, "progress"), (half, "half"))
+    )
+    for name, value in (("hr_patch_size", hr_patch_size), ("scale", scale), ("seed", seed), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise InvalidOptionError(f"{name} must be a whole number, got {type(value).__name__} {shown(value)}")
+    hr_patch_size, scale, seed, workers = int(hr_patch_size), int(scale), int(seed), int(workers)
     check_patch_size(hr_patch_size, scale)
     if seed < 0:
         raise SRFeatError(f"--seed must be 0 or more, got {seed}")

@@ -3,15 +3,26 @@ or centre-cropped, LR by MATLAB bicubic rounded to uint8, and uint8 arrays as fl
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 
 from srfeat.data.resize import imresize, imresize_np
-from srfeat.errors import SRFeatError
+from srfeat.errors import InvalidImageError, InvalidOptionError, SRFeatError, shown
+
+
+def _whole_scale(scale: object) -> int:
+    """`scale` as an int >= 1 (numpy's too): 0 was a ZeroDivisionError from `%`, 4.0 or "4" a TypeError from
+    slicing, where a scale read as a float from a config file is easily passed."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
+        raise InvalidOptionError(f"scale must be a whole number of at least 1 (4, 2...), got {shown(scale)}")
+    return int(scale)
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
     """Crop an HxW(xC) image to a multiple of `scale` (bottom/right rows go, as in the protocol)."""
+    scale = _whole_scale(scale)
     height, width = image.shape[:2]
     return image[: height - height % scale, : width - width % scale]
 
@@ -19,10 +30,12 @@ def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
 def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     """The protocol's LR image: MATLAB bicubic x1/scale (antialiased) of uint8 HR, rounded to uint8.
 
-    The HR size must be a multiple of `scale` (use `mod_crop`), so that LR is exactly 1/scale.
+    The HR size must be a multiple of `scale` (use `mod_crop`), so that LR is exactly 1/scale
+    (else `srfeat.errors.InvalidImageError`); `scale` is a whole number (else `InvalidOptionError`).
     """
+    scale = _whole_scale(scale)
     if hr.shape[0] % scale or hr.shape[1] % scale:
-        raise ValueError(f"HR size {hr.shape[:2]} is not a multiple of the scale {scale}; mod_crop it first")
+        raise InvalidImageError(f"HR size {hr.shape[:2]} is not a multiple of the scale {scale}; mod_crop it first")
     return imresize_np(hr, 1.0 / scale)
 
 

@@ -43,8 +43,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
-    except RuntimeError as error:
-        raise InvalidOptionError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or auto") from error
+    except (RuntimeError, TypeError) as error:  # TypeError: a float, a bool, a list (torch's many-line overloads)
+        given = repr(str(device)) if isinstance(device, str) else f"{type(device).__name__} {device!r}"
+        raise InvalidOptionError(f"unknown device {given}: use cpu, cuda, cuda:N or auto") from error
     if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: memory planning and checks know these two
         raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 
 from srfeat.data.io import FORMATS, read_raw_image, write_image
-from srfeat.errors import SRFeatError
-from srfeat.files import refuse_output_is_input
+from srfeat.errors import InvalidOptionError, SRFeatError, check_flag, shown
+from srfeat.files import OutputExistsError, refuse_output_is_input
+from srfeat.inference.checks import check_outscale
 from srfeat.inference.upscaler import Upscaler
 
 __all__ = ["MAX_SIDE", "output_extension", "over_format_limit", "upscale_file"]
@@ -52,7 +53,10 @@ def upscale_file(
     """Upscale the image file `source` into `target`; returns the output's (width, height).
 
     With `replace` False an existing `target` is kept, even one that appeared while `source` was
-    upscaled: `srfeat.files.OutputExistsError` (an `SRFeatError`) says so. A `target` that is `source`
+    upscaled: `srfeat.files.OutputExistsError` (an `SRFeatError`) says so, before `source` is read
+    for one that was there. `replace` is True or False, `outscale` None or a number in (0, 16], and
+    `upscaler` an `Upscaler` (else `srfeat.errors.InvalidOptionError`, or `InvalidImageError` for
+    the outscale, as `Upscaler` gives). A `target` that is `source`
     itself (another spelling, a symbolic or hard link to it) is never written, `replace` or not:
     `srfeat.files.OutputIsInputError`, before `source` is read.
 
@@ -60,6 +64,15 @@ def upscale_file(
     be upscaled (a model whose output is not finite, say), and `OSError` when `target` cannot
     be written (the target then does not exist: it is written to a temporary name and renamed).
     """
+    # replace="no" replaced the file (a string is true), an outscale of "2" was a TypeError from round()
+    # and a name as the upscaler an AttributeError, each after the image was read
+    replace = check_flag(replace, "replace")
+    if not isinstance(upscaler, Upscaler):
+        raise InvalidOptionError(
+            f"upscaler must be an srfeat.Upscaler (e.g. Upscaler('default')), got {type(upscaler).__name__} "
+            f"{shown(upscaler)}"
+        )
+    check_outscale(outscale)
     refuse_output_is_input(Path(source), Path(target))
     extension = Path(target).suffix
     if extension.lower() not in FORMATS:  # found now, not after the network has run
@@ -67,6 +80,11 @@ def upscale_file(
         raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
     if Path(target).is_dir() and not Path(target).is_symlink():  # the final rename would fail after the upscale
         raise SRFeatError(f"cannot write {target}: a folder of that name exists; give another output name")
+    if not replace and (Path(target).exists() or Path(target).is_symlink()):
+        # said now: the write's own refusal comes after the upscale, and says the file appeared meanwhile
+        raise OutputExistsError(
+            f"{target} exists; it is kept: remove it, or allow replacing it (replace=True, --overwrite)"
+        )
     raw = read_raw_image(source)
     height, width = upscaler.output_size(raw.array.shape[0], raw.array.shape[1], outscale)
     if problem := over_format_limit(extension, width, height):  # found now, not after the network has run

@@ -180,17 +180,33 @@ def _check_y_range(y: np.ndarray) -> None:
         )
 
 
+def _as_array(y: object) -> np.ndarray:
+    """`y` as a numpy array: a tensor detached, on the CPU, bfloat16 as float32 (numpy has none of
+    these: each was torch's error), a ragged list refused in one line."""
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu()
+        if y.dtype == torch.bfloat16:
+            y = y.float()
+    try:
+        return np.asarray(y)
+    except ValueError as error:  # a ragged list: numpy's "setting an array element with a sequence"
+        raise MetricInputError(
+            f"niqe expects an HxW Y channel (rgb_to_y of the image), got a {type(y).__name__} that is not one array "
+            f"({error})"
+        ) from error
+
+
 def niqe(y: np.ndarray, crop_border: int = 0) -> float:
     """NIQE of a Y channel (HxW floats, BT.601 range 16..235), lower is better.
 
     The values are rounded to integers as MATLAB's uint8 `rgb2ycbcr` does (half away from
     zero), and `crop_border` pixels are shaved from every side first (the evaluation
-    protocol shaves `scale`). `y` may be any array-like (a list, a CPU tensor). Raises
-    `srfeat.errors.MetricInputError` (a `ValueError`) for images smaller than 96x96 after
-    shaving and for images whose every block is flat, where NIQE is undefined, as for values it
-    cannot read; `SRFeatError` only if the installed pristine model is damaged.
+    protocol shaves `scale`). `y` may be any array-like (a list; a tensor, on a GPU or requiring
+    grad too). Raises `srfeat.errors.MetricInputError` (a `ValueError`) for images smaller than
+    96x96 after shaving and for images whose every block is flat, where NIQE is undefined, as for
+    values it cannot read; `SRFeatError` only if the installed pristine model is damaged.
     """
-    y = np.asarray(y)
+    y = _as_array(y)
     if y.ndim != 2:
         raise MetricInputError(f"niqe expects an HxW Y channel (rgb_to_y of the image), got shape {y.shape}")
     if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
