@@ -66,6 +66,8 @@ class UpscaledStream:
         output: OutputContainer,
         options: VideoOptions,
         model_scale: int,
+        *,
+        command_line: bool = False,
     ) -> None:
         self.av = av
         self.source = source
@@ -84,7 +86,7 @@ class UpscaledStream:
         if scale <= 0:
             raise VideoError(f"outscale must be positive, got {scale}")
         width, height = (max(1, round(side * scale)) for side in self.frame_size)
-        codec = choose_codec(av, output, source, options.codec)
+        codec = choose_codec(av, output, source, options.codec, command_line=command_line)
         pixel_format = choose_pixel_format(codec, options.crf)
         if (even := even_size(source, width, height, pixel_format)) != (width, height):
             width, height = even
@@ -113,7 +115,7 @@ class UpscaledStream:
             if value is not None:
                 with suppress(AttributeError, ValueError, TypeError):
                     setattr(stream.codec_context, tag, value)
-        stream.codec_context.options = quality_options(codec.name, options.crf)
+        stream.codec_context.options = quality_options(codec.name, options.crf, command_line=command_line)
         if first is not None and first.interlaced_frame:
             logger.warning(
                 "%s is interlaced: each frame's two fields (taken 1/%d s apart) are upscaled as one picture, so "
