@@ -933,6 +933,30 @@ def test_sizes_an_encoder_or_this_program_refuses_are_one_line_before_upscaling(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.mkv", "tiny.mkv", "wide.mkv"]
 
 
+def test_sizes_refused_from_python_name_its_keywords(tmp_path: Path, model_path: Path) -> None:
+    """A size the encoder refuses, or an output too small for 4:2:0, met from Python said to give another --codec or
+    --outscale, flags of a command the caller never ran; the command line's message is as it was."""
+    wide = tmp_path / "wide.mkv"  # 4x: 16800 pixels wide, past x264's 16384
+    write_encoded(wide, codec="ffv1", pixel_format="yuv444p", frames=1, size=(4200, 8))
+    tiny = tmp_path / "tiny.mkv"  # outscale 0.3 of 4x2 is 1x1: no 4:2:0 frame is that small
+    write_encoded(tiny, codec="ffv1", pixel_format="yuv444p", size=(4, 2))
+    upscaler = Upscaler(model_path, device="cpu")
+    advice = {
+        wide: ("; give another codec (ffv1, libvpx-vp9), or a smaller outscale if the size is what it refuses", None),
+        tiny: ('(2 pixels a side at least); give a larger outscale, or codec="ffv1"', 0.3),
+    }
+    for source, (message, outscale) in advice.items():
+        with pytest.raises(VideoError) as refused:
+            upscale_video(source, tmp_path / "out" / "out.mp4", upscaler, VideoOptions(outscale=outscale))
+        assert str(refused.value).endswith(message), refused.value
+        assert "--codec" not in str(refused.value) and "--outscale" not in str(refused.value), refused.value
+    line = the_error_line(
+        cli(tiny, "-o", tmp_path / "out" / "out.mp4", "--model", model_path, "--outscale", "0.3"), tiny
+    )
+    assert line.endswith("(2 pixels a side at least); give a larger --outscale, or --codec ffv1"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mkv", "wide.mkv"]
+
+
 def test_a_video_codec_ffmpeg_cannot_decode_is_one_line(tmp_path: Path, model_path: Path) -> None:
     """A codec FFmpeg does not know (a newer one, a damaged header) leaves PyAV's stream without a decoder."""
     known = tmp_path / "known.mkv"

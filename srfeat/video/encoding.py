@@ -207,14 +207,18 @@ def colour_tags(input_matrix: int, input_range: int, input_size: tuple[int, int]
     return ColourTags(source_matrix, source_matrix or input_matrix or None, input_range or None)
 
 
-def even_size(source: Path, width: int, height: int, pixel_format: str) -> tuple[int, int]:
+def even_size(
+    source: Path, width: int, height: int, pixel_format: str, *, command_line: bool = False
+) -> tuple[int, int]:
     """The output size an encoder with subsampled chroma takes: 4:2:0 needs even sides, 4:2:2 an even
-    width. One column or row less beats a refused encode; a side of 1 pixel cannot lose one."""
+    width. One column or row less beats a refused encode; a side of 1 pixel cannot lose one (refused
+    naming `--outscale` and `--codec` for the command line, else VideoOptions's `outscale` and `codec`)."""
     even_width = pixel_format.startswith(("yuv420", "yuv422", "nv"))
     even_height = even_width and ("420" in pixel_format or pixel_format.startswith(("nv12", "nv21")))
     if (even_width and width < 2) or (even_height and height < 2):
+        advice = "a larger --outscale, or --codec ffv1" if command_line else 'a larger outscale, or codec="ffv1"'
         raise VideoError(
             f"{source}: the output would be {width}x{height} pixels, too small for {pixel_format} (2 pixels a side "
-            "at least); give a larger --outscale, or --codec ffv1"
+            f"at least); give {advice}"
         )
     return width - (width % 2 if even_width else 0), height - (height % 2 if even_height else 0)
