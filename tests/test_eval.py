@@ -665,10 +665,11 @@ def test_a_figure_image_given_with_its_extension_is_the_image_of_that_file(
                 keep_figure_samples=True,
             )
         assert [sample.image for sample in result.figure_samples] == ["a"], given
-        assert [record.getMessage() for record in caplog.records] == [
+        expected = (
             f"figure image {given} is not in Two (give an image's file name, with or without its extension): "
             "its first image, a, is shown"
-        ]
+        )
+        assert [record.getMessage() for record in caplog.records] == [expected]
 
 
 def test_figure_image_on_the_command_line_takes_a_file_name_too(two_image_folder: Path, tmp_path: Path) -> None:
