@@ -208,13 +208,18 @@ def warn_reduced(datasets: Sequence[tuple[str, BenchmarkDataset]]) -> None:
 
 
 def figure_index(name: str, dataset: BenchmarkDataset, figure_image: str | None) -> int:
-    """The index of `figure_image` in the dataset, or 0 (its first image), said in a warning when asked for another."""
+    """The index of `figure_image` (an image's name, or its file's: `baby` or `baby.png`) in the dataset,
+    or 0 (its first image), said in a warning when asked for another."""
     if figure_image is None:
         return 0
     if figure_image in dataset.names:
         return dataset.names.index(figure_image)
+    files = [path.name for path in dataset.files]
+    if figure_image in files:  # `baby.png` was not found, `baby` shown in its place
+        return files.index(figure_image)
     logger.warning(
-        "--figure-image %s is not in %s: its first image, %s, is shown",
+        "figure image %s is not in %s (give an image's file name, with or without its extension): "
+        "its first image, %s, is shown",
         *map(printable, (figure_image, name, dataset.names[0])),
     )
     return 0

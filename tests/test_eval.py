@@ -628,6 +628,67 @@ def test_figure_options_without_a_figure_are_named_in_a_warning(small_folder: Pa
     assert child.returncode == 0 and "WARNING" not in child.stderr, child.stderr
 
 
+@pytest.fixture()
+def two_image_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "Two"
+    write_png(folder / "a.png", samples.astronaut()[100:140, 150:194])
+    write_png(folder / "baby.png", samples.chelsea()[40:80, 60:104])
+    return folder
+
+
+def test_a_figure_image_given_with_its_extension_is_the_image_of_that_file(
+    two_image_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`figure_image="baby.png"` was said not to be in the folder, and its first image was shown."""
+    for given, shown in (("baby.png", "baby"), ("baby", "baby"), ("a.png", "a")):
+        with caplog.at_level(logging.WARNING, logger="srfeat"):
+            caplog.clear()
+            result = evaluate(
+                ["bicubic"],
+                [two_image_folder],
+                metrics=["psnr"],
+                device="cpu",
+                figure_image=given,
+                keep_figure_samples=True,
+            )
+        assert [sample.image for sample in result.figure_samples] == [shown], given
+        assert not caplog.records, caplog.text
+    for given in ("baby.jpg", "Baby.png", "cat"):  # another file's extension, another case, no such image
+        with caplog.at_level(logging.WARNING, logger="srfeat"):
+            caplog.clear()
+            result = evaluate(
+                ["bicubic"],
+                [two_image_folder],
+                metrics=["psnr"],
+                device="cpu",
+                figure_image=given,
+                keep_figure_samples=True,
+            )
+        assert [sample.image for sample in result.figure_samples] == ["a"], given
+        expected = (
+            f"figure image {given} is not in Two (give an image's file name, with or without its extension): "
+            "its first image, a, is shown"
+        )
+        assert [record.getMessage() for record in caplog.records] == [expected]
+
+
+def test_figure_image_on_the_command_line_takes_a_file_name_too(two_image_folder: Path, tmp_path: Path) -> None:
+    """`srfeat eval --figure-image baby.png` warned that baby.png is not in the folder and showed its first image."""
+    argv = ["eval", "--model", "bicubic", "--data", two_image_folder, "--metrics", "psnr", "--figure", "f.png"]
+    argv += ["--figure-crop", "500"]  # its warning names the image shown
+    child = srfeat_cli(*argv, "--figure-image", "baby.png", cwd=tmp_path)
+    assert child.returncode == 0 and (tmp_path / "f.png").is_file(), child.stderr
+    assert [line for line in child.stderr.splitlines() if line.startswith("WARNING")] == [
+        "WARNING: --figure-crop 500 is larger than Two/baby (44x40): the figure shows a crop of 40 px"
+    ], child.stderr
+    child = srfeat_cli(*argv, "--figure-image", "baby.jpg", "--overwrite", cwd=tmp_path)
+    assert child.returncode == 0, child.stderr
+    assert (
+        "WARNING: figure image baby.jpg is not in Two (give an image's file name, with or without its extension): "
+        "its first image, a, is shown"
+    ) in child.stderr.splitlines(), child.stderr
+
+
 def test_tta_with_no_network_is_named_in_a_warning(small_folder: Path, tmp_path: Path) -> None:
     """`--tta` with only bicubic and hr was taken without a word: the rows were those of a run without it."""
     child = srfeat_cli(

@@ -109,6 +109,27 @@ def test_inputs_that_would_give_a_meaningless_number_are_refused(metric: Callabl
         metric(sr, hr, crop_border=border)
 
 
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_a_y_channel_given_to_the_y_protocol_says_how_to_score_it(metric: Callable[..., float]) -> None:
+    """`psnr(rgb_to_y(sr), rgb_to_y(hr), 4)` said to divide by 255, which had the channel converted to Y twice."""
+    hr = samples.astronaut()[:40, :48]
+    sr = np.clip(hr.astype(int) + np.random.default_rng(2).integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+    for sr_given, hr_given, what in ((rgb_to_y(sr), rgb_to_y(hr), "SR"), (sr / 255.0, rgb_to_y(hr)[..., None], "HR")):
+        with pytest.raises(MetricInputError) as refused:
+            metric(sr_given, hr_given, 4)
+        assert str(refused.value) == (
+            f"the {what} image is one channel of floats in Y's range [16, 235] (rgb_to_y's output?), which "
+            "test_y_channel=True would convert to Y again: pass the RGB images, or, for a channel already "
+            "converted, test_y_channel=False and the channel divided by 255"
+        )
+    # What it says to do scores what the protocol does.
+    assert metric(rgb_to_y(sr) / 255, rgb_to_y(hr) / 255, 4, test_y_channel=False) == pytest.approx(metric(sr, hr, 4))
+    # Floats of 0..255 in RGB, or one channel with test_y_channel=False, keep their message.
+    for image, y in ((np.full((20, 20, 3), 200.0), True), (np.full((20, 20), 200.0), False)):
+        with pytest.raises(MetricInputError, match=r"outside \[0, 1\].*divide by 255, or pass uint8"):
+            metric(image, np.zeros_like(image), 4, test_y_channel=y)
+
+
 def test_one_pixel_images() -> None:
     pixel = np.full((1, 1, 3), 100, np.uint8)
     assert psnr(pixel, pixel, crop_border=0) == math.inf

@@ -663,6 +663,38 @@ def test_a_crf_from_python_is_refused_by_its_keyword(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("codec", "target", "python", "command_line"),
+    [
+        (
+            "nonesuch",
+            "out.mkv",
+            "codec=nonesuch: this FFmpeg has no such video encoder",
+            "--codec nonesuch: this FFmpeg",
+        ),
+        ("aac", "out.mkv", "codec=aac is not a video encoder", "--codec aac is not a video encoder"),
+        (
+            "libx264",
+            "out.webm",
+            "cannot go in a webm file; choose another codec or target extension",
+            "another --codec or -o",
+        ),
+    ],
+)
+def test_a_codec_from_python_is_refused_by_its_keyword(
+    codec: str, target: str, python: str, command_line: str, tmp_path: Path, short_clip: Path, model_path: Path
+) -> None:
+    """VideoOptions(codec="nonesuch") was refused as "--codec nonesuch: ...", a flag of a command the caller never
+    ran; the command line's message is as it was."""
+    with pytest.raises(VideoError) as refused:
+        upscale_video(short_clip, tmp_path / target, Upscaler(model_path, device="cpu"), VideoOptions(codec=codec))
+    assert python in str(refused.value) and "--codec" not in str(refused.value), refused.value
+    assert list(tmp_path.iterdir()) == []
+    result = cli(short_clip, "-o", tmp_path / target, "--model", model_path, "--codec", codec)
+    assert result.returncode == 1 and command_line in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_crf_0_is_lossless_or_refused(tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """x265's CRF 0 alone was lossy (8 grey levels off); SVT-AV1's 0 is FFmpeg's "not set", which
     encoded below its default quality, where the README promised lossless."""
@@ -901,6 +933,30 @@ def test_sizes_an_encoder_or_this_program_refuses_are_one_line_before_upscaling(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.mkv", "tiny.mkv", "wide.mkv"]
 
 
+def test_sizes_refused_from_python_name_its_keywords(tmp_path: Path, model_path: Path) -> None:
+    """A size the encoder refuses, or an output too small for 4:2:0, met from Python said to give another --codec or
+    --outscale, flags of a command the caller never ran; the command line's message is as it was."""
+    wide = tmp_path / "wide.mkv"  # 4x: 16800 pixels wide, past x264's 16384
+    write_encoded(wide, codec="ffv1", pixel_format="yuv444p", frames=1, size=(4200, 8))
+    tiny = tmp_path / "tiny.mkv"  # outscale 0.3 of 4x2 is 1x1: no 4:2:0 frame is that small
+    write_encoded(tiny, codec="ffv1", pixel_format="yuv444p", size=(4, 2))
+    upscaler = Upscaler(model_path, device="cpu")
+    advice = {
+        wide: ("; give another codec (ffv1, libvpx-vp9), or a smaller outscale if the size is what it refuses", None),
+        tiny: ('(2 pixels a side at least); give a larger outscale, or codec="ffv1"', 0.3),
+    }
+    for source, (message, outscale) in advice.items():
+        with pytest.raises(VideoError) as refused:
+            upscale_video(source, tmp_path / "out" / "out.mp4", upscaler, VideoOptions(outscale=outscale))
+        assert str(refused.value).endswith(message), refused.value
+        assert "--codec" not in str(refused.value) and "--outscale" not in str(refused.value), refused.value
+    line = the_error_line(
+        cli(tiny, "-o", tmp_path / "out" / "out.mp4", "--model", model_path, "--outscale", "0.3"), tiny
+    )
+    assert line.endswith("(2 pixels a side at least); give a larger --outscale, or --codec ffv1"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mkv", "wide.mkv"]
+
+
 def test_a_video_codec_ffmpeg_cannot_decode_is_one_line(tmp_path: Path, model_path: Path) -> None:
     """A codec FFmpeg does not know (a newer one, a damaged header) leaves PyAV's stream without a decoder."""
     known = tmp_path / "known.mkv"
@@ -913,6 +969,35 @@ def test_a_video_codec_ffmpeg_cannot_decode_is_one_line(tmp_path: Path, model_pa
         "convert it to a common one (e.g. H.264) first, or skip this file"
     ), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["known.mkv", "unknown.mkv"]
+
+
+def test_the_frames_hint_from_python_names_a_frame_range(tmp_path: Path, clip: Path, model_path: Path) -> None:
+    """A frame size change or a damaged frame met from Python said "--frames 0:N upscales the frames before it",
+    a flag of a command the caller never ran; it now gives the range as VideoOptions takes it."""
+    for name, size in (("a.ts", (64, 48)), ("b.ts", (96, 64))):
+        write_encoded(tmp_path / name, size=size)
+    spliced = tmp_path / "spliced.ts"
+    spliced.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    broken = bytearray(clip.read_bytes())
+    with av.open(str(clip)) as container:
+        tenth = [p for p in container.demux(video=0) if p.size][10]
+    broken[tenth.pos : tenth.pos + tenth.size] = bytes([0, 255]) * (tenth.size // 2) + bytes(tenth.size % 2)
+    (tmp_path / "broken.mp4").write_bytes(bytes(broken))
+    upscaler = Upscaler(model_path, device="cpu")
+    hints = {
+        spliced: r"\(frames=FrameRange\(0, 4\) upscales the frames before it\)",
+        tmp_path
+        / "broken.mp4": r"cannot be decoded .*\(frames=FrameRange\(0, (\d+)\) upscales the \1 frames before it\)",
+    }
+    for source, hint in hints.items():
+        with pytest.raises(VideoError) as refused:
+            upscale_video(source, tmp_path / "out" / "out.mkv", upscaler, VideoOptions())
+        assert re.search(hint, str(refused.value)) and "--frames" not in str(refused.value), refused.value
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    line = the_error_line(
+        cli(tmp_path / "broken.mp4", "-o", tmp_path / "out" / "out.mkv", "--model", model_path), tmp_path / "broken.mp4"
+    )
+    assert re.search(r"\(--frames 0:(\d+) upscales the \1 frames before it\)", line), line
 
 
 def write_with_subtitle(path: Path, codec: str, payload: bytes, milliseconds: int, duration: int | None = None) -> None:

@@ -177,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--figure-image",
         metavar="NAME",
-        help="image (file name without extension) to show in the figure; default: each folder's first",
+        help="image to show in the figure (its file name, with or without extension); default: each folder's first",
     )
     parser.add_argument(
         "--figure-crop",

@@ -258,7 +258,8 @@ class BenchmarkDataset(Dataset[Sample]):
     (`EVALUATION_WORKING_BYTES`), is refused from the file headers, before any is decoded. `limit`
     keeps the first that many readable images (training validation's `max_images`). Besides the
     float tensors, items carry the exact uint8 arrays as `hr_uint8` / `lr_uint8` (HxWx3 numpy),
-    which the metrics need; `reduced` names the files of which 8-bit RGB lost "alpha" or "depth".
+    which the metrics need; `files` is the file of each item; `reduced` names the files of which 8-bit
+    RGB lost "alpha" or "depth".
     """
 
     def __init__(self, folders: PathLike | Sequence[PathLike], scale: int = 4, limit: int | None = None) -> None:
@@ -331,6 +332,7 @@ class BenchmarkDataset(Dataset[Sample]):
             raise SRFeatError(f"no readable images in {', '.join(map(str, self.folders))}")
         # Images are named by stem (`baby`), but `baby.png` beside `baby.bmp` would give two rows of one
         # name in `srfeat eval --per-image` and its JSON: those keep their whole file names.
+        self.files = used  # the file of each item: `figure_image="baby.png"` finds the image named `baby`
         stems = Counter(path.stem for path in used)
         for index, path in enumerate(used):
             if stems[path.stem] > 1:

@@ -89,6 +89,16 @@ def rgb_to_y(image: np.ndarray) -> np.ndarray:
     return 16.0 + rgb @ Y_WEIGHTS
 
 
+def _looks_like_y(image: np.ndarray) -> bool:
+    """One channel (HxW or HxWx1) of finite floats all in Y's [16, 235], as `rgb_to_y` gives."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.ndim == 3 and image.shape[2] != 1:
+        return False
+    if not np.issubdtype(image.dtype, np.floating) or not image.size:
+        return False
+    low, high = float(image.min()), float(image.max())  # NaN and infinities fall outside
+    return 16 - 255 * FLOAT_TOLERANCE <= low and high <= 235 + 255 * FLOAT_TOLERANCE
+
+
 def _checked_crop(
     sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +107,17 @@ def _checked_crop(
     check_flag(
         test_y_channel, "test_y_channel", MetricInputError, "True (the Y channel, the papers' protocol) or False (RGB)"
     )
-    _check_pixels(sr, "the SR image")
-    _check_pixels(hr, "the HR image")
+    for image, what in ((sr, "the SR image"), (hr, "the HR image")):
+        try:
+            _check_pixels(image, what)
+        except MetricInputError:
+            if test_y_channel and _looks_like_y(image):  # "divide by 255" would have it converted to Y twice
+                raise MetricInputError(
+                    f"{what} is one channel of floats in Y's range [16, 235] (rgb_to_y's output?), which "
+                    "test_y_channel=True would convert to Y again: pass the RGB images, or, for a channel already "
+                    "converted, test_y_channel=False and the channel divided by 255"
+                ) from None
+            raise
     if sr.shape != hr.shape:
         raise MetricInputError(f"SR and HR images differ in shape: {sr.shape} vs {hr.shape}")
     if sr.dtype != hr.dtype and np.uint8 in (sr.dtype, hr.dtype):

@@ -99,6 +99,12 @@ class FrameRange:
         return f"{self.start}:{'' if self.stop is None else self.stop}"
 
 
+def frames_before(index: int, *, command_line: bool = False) -> str:
+    """The range of the `index` frames before a failing one, as its caller gives a range: `--frames 0:N`
+    on the command line, `frames=FrameRange(0, N)` (VideoOptions's) from Python."""
+    return f"--frames 0:{index}" if command_line else f"frames=FrameRange(0, {index})"
+
+
 def parse_frame_range(text: str) -> FrameRange:
     """`A:B`, `A:` or `:B` (Python slice style, frames counted from 0) -> a FrameRange."""
     start_text, colon, stop_text = text.partition(":")
@@ -223,7 +229,9 @@ def upscale_video_job(source: Path, target: Path, upscaler: Upscaler, args: argp
     from srfeat.video.pipeline import upscale_video
 
     try:
-        summary = upscale_video(source, target, upscaler, options_from_args(args), replace=args.overwrite)
+        summary = upscale_video(
+            source, target, upscaler, options_from_args(args), replace=args.overwrite, command_line=True
+        )
     except (SRFeatError, OSError) as error:  # the pipeline maps OSErrors to lines; any it missed is one line too
         logger.error("%s", _error_line(source, error))
         return False

@@ -79,9 +79,13 @@ def codecs_held(av: ModuleType, container_format: str) -> frozenset[str]:
     return frozenset(held)
 
 
-def choose_codec(av: ModuleType, output: OutputContainer, source: Path, requested: str) -> Any:
-    """The encoder for `--codec` (or, for "auto", the first this FFmpeg has for the container)."""
+def choose_codec(
+    av: ModuleType, output: OutputContainer, source: Path, requested: str, *, command_line: bool = False
+) -> Any:
+    """The encoder for `codec` (or, for "auto", the first this FFmpeg has for the container). One it
+    cannot be is refused in one line that names `--codec` for the command line, else `codec` (VideoOptions's)."""
     container = output.format.name
+    option, output_name = ("--codec ", "-o extension") if command_line else ("codec=", "target extension")
     candidates = (requested,) if requested != "auto" else AUTO_CODECS.get(container, AUTO_CODECS_OTHERWISE)
     for name in candidates:
         try:
@@ -89,15 +93,19 @@ def choose_codec(av: ModuleType, output: OutputContainer, source: Path, requeste
         except (ValueError, av.error.FFmpegError):
             continue
         if codec.type != "video":
-            raise VideoError(f"--codec {name} is not a video encoder (e.g. libx264, libx265, libvpx-vp9, ffv1)")
+            raise VideoError(f"{option}{name} is not a video encoder (e.g. libx264, libx265, libvpx-vp9, ffv1)")
         if codec.canonical_name not in codecs_held(av, container):
             raise VideoError(
-                f"{source}: {name} video cannot go in a {container} file; choose another --codec or -o extension"
+                f"{source}: {name} video cannot go in a {container} file; choose another {option.strip(' =')} or "
+                f"{output_name}"
             )
         return codec
     if requested != "auto":
-        raise VideoError(f"--codec {requested}: this FFmpeg has no such video encoder (e.g. libx264, libx265, ffv1)")
-    raise VideoError(f"this FFmpeg has none of the encoders {', '.join(candidates)}; choose one with --codec")
+        raise VideoError(f"{option}{requested}: this FFmpeg has no such video encoder (e.g. libx264, libx265, ffv1)")
+    raise VideoError(
+        f"this FFmpeg has none of the encoders {', '.join(candidates)}; choose one with "
+        + ("--codec" if command_line else "VideoOptions(codec=...)")
+    )
 
 
 def choose_pixel_format(codec: Any, crf: float | None) -> str:
@@ -199,14 +207,18 @@ def colour_tags(input_matrix: int, input_range: int, input_size: tuple[int, int]
     return ColourTags(source_matrix, source_matrix or input_matrix or None, input_range or None)
 
 
-def even_size(source: Path, width: int, height: int, pixel_format: str) -> tuple[int, int]:
+def even_size(
+    source: Path, width: int, height: int, pixel_format: str, *, command_line: bool = False
+) -> tuple[int, int]:
     """The output size an encoder with subsampled chroma takes: 4:2:0 needs even sides, 4:2:2 an even
-    width. One column or row less beats a refused encode; a side of 1 pixel cannot lose one."""
+    width. One column or row less beats a refused encode; a side of 1 pixel cannot lose one (refused
+    naming `--outscale` and `--codec` for the command line, else VideoOptions's `outscale` and `codec`)."""
     even_width = pixel_format.startswith(("yuv420", "yuv422", "nv"))
     even_height = even_width and ("420" in pixel_format or pixel_format.startswith(("nv12", "nv21")))
     if (even_width and width < 2) or (even_height and height < 2):
+        advice = "a larger --outscale, or --codec ffv1" if command_line else 'a larger outscale, or codec="ffv1"'
         raise VideoError(
             f"{source}: the output would be {width}x{height} pixels, too small for {pixel_format} (2 pixels a side "
-            "at least); give a larger --outscale, or --codec ffv1"
+            f"at least); give {advice}"
         )
     return width - (width % 2 if even_width else 0), height - (height % 2 if even_height else 0)

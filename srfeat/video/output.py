@@ -93,7 +93,7 @@ def check_output(source: Path, target: Path, options: VideoOptions, *, command_l
     FFmpeg cannot read or that holds no video (`check_is_video`; nothing is decoded), a container we
     do not write, a folder where the output goes, an output folder that cannot be made, an encoder or
     crf this FFmpeg or container does not take. Raises `VideoError` (one line; `command_line`: a bad
-    crf is named `--crf`)."""
+    codec or crf is named `--codec` or `--crf`)."""
     av = import_av(source)
     with closing(open_input(av, source)) as container:
         check_is_video(source, container)
@@ -102,7 +102,7 @@ def check_output(source: Path, target: Path, options: VideoOptions, *, command_l
     check_folder(source, target)
     # An output container in memory answers which codecs it holds, as the real one will.
     with av.open(io.BytesIO(), "w", format=container_format) as probe:
-        codec = choose_codec(av, probe, source, options.codec)
+        codec = choose_codec(av, probe, source, options.codec, command_line=command_line)
         quality_options(codec.name, options.crf, command_line=command_line)
 
 

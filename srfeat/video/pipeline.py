@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from srfeat.errors import SRFeatError, VideoError, printable
 from srfeat.files import move_into_place, writing_temporary
-from srfeat.video import VideoOptions
+from srfeat.video import VideoOptions, frames_before
 from srfeat.video.copied import (
     CopiedStreams,
     TimestampRepairs,
@@ -86,6 +86,8 @@ def upscale_video(
     upscaler: Upscaler,
     options: VideoOptions,
     replace: bool = True,
+    *,
+    command_line: bool = False,
 ) -> VideoSummary:
     """Upscale every frame (or `options.frames`) of `source` into the video file `target`.
 
@@ -97,6 +99,8 @@ def upscale_video(
     (before any frame is decoded for one that exists already). A `target` that is `source` itself (under
     another spelling, or a symbolic or hard link to it) is never written, `replace` or not:
     `srfeat.files.OutputIsInputError`, before the video is opened. Paths may be str (`~` expanded).
+    Messages name `options`' fields (`codec`, `crf`, `frames=FrameRange(0, N)`); `command_line` (`srfeat
+    upscale`'s) names its flags instead (`--codec`, `--crf`, `--frames 0:N`).
     """
     source, target = check_call(source, target, upscaler, options, replace)
     av = import_av(source)
@@ -109,7 +113,9 @@ def upscale_video(
             with writing_temporary(target) as temporary:
                 output = av.open(ffmpeg_name(temporary), "w", format=container_format)
                 try:
-                    summary = _Transcoder(av, source, source_container, output, upscaler, options, window).run()
+                    summary = _Transcoder(
+                        av, source, source_container, output, upscaler, options, window, command_line
+                    ).run()
                     output.close()  # writes the trailer: the file is complete only after this
                 except BaseException:
                     with suppress(Exception):
@@ -138,9 +144,11 @@ class _Transcoder:
         upscaler: Upscaler,
         options: VideoOptions,
         window: TimeWindow | None,
+        command_line: bool,
     ) -> None:
         self.av = av
         self.source = source
+        self.command_line = command_line
         self.output = output
         self.upscaler = upscaler
         self.options = options
@@ -151,14 +159,26 @@ class _Transcoder:
         self.failure: BaseException | None = None
         repairs = TimestampRepairs(source)
         self.defects = FrameDefects(source)
-        self.upscaled = UpscaledStream(av, source, video, output, options, upscaler.scale)  # the output's first stream
+        self.upscaled = UpscaledStream(
+            av, source, video, output, options, upscaler.scale, command_line=command_line
+        )  # the output's first stream
         self.copied_streams = CopiedStreams(av, source, source_container, output, self.video.index, repairs)
         self.copied = self.copied_streams.streams
         copy_chapters_and_tags(av, source_container, output, window)
         write_header(av, source, output)
         matrix, step = self.upscaled.colours.source_matrix, self.upscaled.step  # the frames' RGB, their spacing
         self.decoded = InputFrames(
-            av, source, source_container, video, options.frames, window, self.copied_streams, self.defects, matrix, step
+            av,
+            source,
+            source_container,
+            video,
+            options.frames,
+            window,
+            self.copied_streams,
+            self.defects,
+            matrix,
+            step,
+            command_line=command_line,
         )
 
     # -- the pipeline -----------------------------------------------------------------------
@@ -227,8 +247,8 @@ class _Transcoder:
             first_width, first_height = self.upscaled.frame_size
             raise VideoError(
                 f"{self.source}: frame {frame.index} is {width}x{height}, the frames before it {first_width}x"
-                f"{first_height}; videos whose frame size changes are not supported (--frames 0:{frame.index} "
-                "upscales the frames before it)"
+                f"{first_height}; videos whose frame size changes are not supported "
+                f"({frames_before(frame.index, command_line=self.command_line)} upscales the frames before it)"
             )
 
     def _guard(self, stage: Any, *args: Any) -> None:

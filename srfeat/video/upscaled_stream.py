@@ -66,9 +66,12 @@ class UpscaledStream:
         output: OutputContainer,
         options: VideoOptions,
         model_scale: int,
+        *,
+        command_line: bool = False,
     ) -> None:
         self.av = av
         self.source = source
+        self.command_line = command_line  # a refusal names --codec and --outscale, else VideoOptions's fields
         self.video = video
         self.output = output
         self.step = frame_step(video)  # one frame in the input's time base, which the encoder keeps
@@ -84,9 +87,9 @@ class UpscaledStream:
         if scale <= 0:
             raise VideoError(f"outscale must be positive, got {scale}")
         width, height = (max(1, round(side * scale)) for side in self.frame_size)
-        codec = choose_codec(av, output, source, options.codec)
+        codec = choose_codec(av, output, source, options.codec, command_line=command_line)
         pixel_format = choose_pixel_format(codec, options.crf)
-        if (even := even_size(source, width, height, pixel_format)) != (width, height):
+        if (even := even_size(source, width, height, pixel_format, command_line=command_line)) != (width, height):
             width, height = even
             logger.info("%s: output cropped to %dx%d (%s needs even sizes)", source, width, height, pixel_format)
         self.width, self.height, self.pixel_format = width, height, pixel_format
@@ -113,7 +116,7 @@ class UpscaledStream:
             if value is not None:
                 with suppress(AttributeError, ValueError, TypeError):
                     setattr(stream.codec_context, tag, value)
-        stream.codec_context.options = quality_options(codec.name, options.crf)
+        stream.codec_context.options = quality_options(codec.name, options.crf, command_line=command_line)
         if first is not None and first.interlaced_frame:
             logger.warning(
                 "%s is interlaced: each frame's two fields (taken 1/%d s apart) are upscaled as one picture, so "
@@ -140,14 +143,15 @@ class UpscaledStream:
         is decoded or upscaled, not after the first frame's minutes on the network."""
         logs: list[Any] = []
         others = [name for name in ("libx264", "ffv1", "libvpx-vp9") if name != self.codec_name]
+        dash = "--" if self.command_line else ""  # the flags, or VideoOptions's fields
         try:
             with ffmpeg_log(self.av) as logs:
                 self.encoder.codec_context.open()
         except self.av.error.FFmpegError as error:  # FFmpeg's reason: the size, the frame rate, the colour range
             raise VideoError(
                 f"{self.source}: the {self.codec_name} encoder refuses {self.width}x{self.height} frames "
-                f"({logged_reason(logs, error)}); give another --codec ({', '.join(others)}), or a smaller "
-                "--outscale if the size is what it refuses"
+                f"({logged_reason(logs, error)}); give another {dash}codec ({', '.join(others)}), or a smaller "
+                f"{dash}outscale if the size is what it refuses"
             ) from error
 
     def encode(self, pixels: np.ndarray, pts: int) -> list[Packet]:
