@@ -230,6 +230,16 @@ def refuse_output_is_input(source: Path, target: Path) -> None:
 _NO_HARD_LINK_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
 
 
+def refuse_existing(path: Path, replace: bool) -> None:
+    """With `replace` False, an existing `path` (a link to nothing too) is `OutputExistsError`: said before
+    any work, as `move_into_place`'s "appeared while it was being written" is for one that did. It names
+    both the keyword and the flag: a Python caller (write_json, upscale_file) has no --overwrite."""
+    if not replace and (path.exists() or path.is_symlink()):
+        raise OutputExistsError(
+            f"{path} exists; it is kept: remove it, or allow replacing it (replace=True, --overwrite)"
+        )
+
+
 def _appeared(path: Path) -> OutputExistsError:
     return OutputExistsError(
         f"{path} appeared while it was being written (another program?); it is kept: "
@@ -313,12 +323,7 @@ def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -
     for file in files:
         if file.path.is_dir():  # the rename failed after the writing: IsADirectoryError, naming the temporary
             raise SRFeatError(f"{file.path} is a folder: give the name of a file (in it, or beside it) to write")
-        if not replace and (file.path.exists() or file.path.is_symlink()):
-            # said now, before any writing: `move_into_place`'s "appeared while it was being written" is
-            # for one that did, and a Python caller (write_json, save_figure) has no --overwrite
-            raise OutputExistsError(
-                f"{file.path} exists; it is kept: remove it, or allow replacing it (replace=True, --overwrite)"
-            )
+        refuse_existing(file.path, replace)
     current = files[0]
     with ExitStack() as claimed:  # each temporary removed on leaving, unless renamed into place
         for file in files:  # the folders made here removed if the write fails (`folder_made_for`)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from srfeat.data.io import FORMATS, read_raw_image, write_image
 from srfeat.errors import InvalidOptionError, SRFeatError, check_flag, shown
-from srfeat.files import OutputExistsError, refuse_output_is_input
+from srfeat.files import refuse_existing, refuse_output_is_input
 from srfeat.inference.checks import check_outscale
 from srfeat.inference.upscaler import Upscaler
 
@@ -80,11 +80,7 @@ def upscale_file(
         raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
     if Path(target).is_dir() and not Path(target).is_symlink():  # the final rename would fail after the upscale
         raise SRFeatError(f"cannot write {target}: a folder of that name exists; give another output name")
-    if not replace and (Path(target).exists() or Path(target).is_symlink()):
-        # said now: the write's own refusal comes after the upscale, and says the file appeared meanwhile
-        raise OutputExistsError(
-            f"{target} exists; it is kept: remove it, or allow replacing it (replace=True, --overwrite)"
-        )
+    refuse_existing(Path(target), replace)  # now: the write's own refusal would come after the upscale
     raw = read_raw_image(source)
     height, width = upscaler.output_size(raw.array.shape[0], raw.array.shape[1], outscale)
     if problem := over_format_limit(extension, width, height):  # found now, not after the network has run
