@@ -12,14 +12,17 @@ ValueError` catches bad values (`InvalidImageError`, `InvalidOptionError`, `Weig
 overwritten) and `srfeat.files.OutputIsInputError` (an output that is an input) are ones too.
 
 Also here, for the messages: `shown` (a caller's value, kept to one line), `printable` (a name with
-its control characters escaped) and `check_flag` (True or False, or one line saying what was given).
+its control characters escaped) and `check_flag` (True or False, or one line saying what was given);
+and for the checks before them, `is_whole_number` and `is_real_number` (a number, but not a bool).
 """
 
 from __future__ import annotations
 
+import numbers
 import re
 import reprlib
 import sys
+from typing import TypeGuard
 
 __all__ = [
     "ConfigError",
@@ -127,6 +130,18 @@ def check_flag(
     if isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_)):
         return bool(value)
     raise error(f"{name} must be {choices}, got {type(value).__name__} {shown(value)}")
+
+
+def is_whole_number(value: object) -> TypeGuard[numbers.Integral]:
+    """True for an int or a numpy integer, False for a bool: True is an int to Python, so `tile=True`
+    was a 1-pixel tile and `scale=True` a scale of 1, where the caller meant a flag somewhere else."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real_number(value: object) -> TypeGuard[numbers.Real]:
+    """True for an int, a float or a numpy number that is not complex, False for a bool (see
+    `is_whole_number`); a string such as "2", which `float` would take, is not one either."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 # C0 and C1 control characters (category Cc: newline, CR, tab, ESC, DEL, ...) and the Unicode line and

@@ -14,13 +14,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srfeat.errors import InvalidOptionError, SRFeatError, check_flag, printable, shown
+from srfeat.errors import InvalidOptionError, SRFeatError, check_flag, is_whole_number, printable, shown
 from srfeat.weights import generator_path
 from srfeat.weights.blend import BLEND_PREFIX, is_blend_spec, parse_blend_spec
 
@@ -62,7 +61,7 @@ def check_arguments(
         if wrong := [item for item in items if not isinstance(item, kinds)]:
             raise InvalidOptionError(f"{name} must hold {what}, got {type(wrong[0]).__name__} {shown(wrong[0])}")
         lists[name] = [item if name == "metrics" else os.fsdecode(item) for item in items]
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 2:
+    if not is_whole_number(scale) or scale < 2:
         raise InvalidOptionError(f"scale must be a whole number of at least 2 (4, 2...), got {shown(scale)}")
     for name, flag in zip(("test_y_channel", "tta", "keep_figure_samples"), flags, strict=True):
         check_flag(flag, name)  # test_y_channel="no" left every PSNR out, image by image

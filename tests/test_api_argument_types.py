@@ -20,7 +20,7 @@ from training_helpers import tiny_config, tiny_values, write_image_folders
 
 from srfeat import Upscaler
 from srfeat.data.resize import imresize, imresize_np
-from srfeat.errors import ConfigError, InvalidImageError, InvalidOptionError
+from srfeat.errors import ConfigError, InvalidImageError, InvalidOptionError, is_real_number, is_whole_number
 from srfeat.evaluation import EvaluationResult, evaluate, json_records, markdown_table, write_json
 from srfeat.export.onnx import ModelInfo, check_output_path, export_onnx, model_info
 from srfeat.files import OutputExistsError
@@ -207,3 +207,29 @@ def test_load_config_refuses_a_path_that_is_not_one_and_takes_bytes(tmp_path: Pa
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_values(train_dir, None, tmp_path / "run")))
     assert load_config(bytes(config)) == load_config(config)
+
+
+@pytest.mark.parametrize(
+    ("value", "whole", "real"),
+    [
+        (4, True, True),
+        (np.int64(4), True, True),
+        (np.uint8(4), True, True),
+        (4.0, False, True),
+        (np.float32(0.5), False, True),
+        (math.nan, False, True),  # a number: the range checks after refuse it, with its own message
+        (True, False, False),  # an int to Python, a flag to the caller
+        (np.bool_(True), False, False),
+        ("4", False, False),
+        (None, False, False),
+        (1 + 2j, False, False),
+        (torch.tensor(4), False, False),
+    ],
+)
+def test_the_number_checks_take_numbers_but_not_bools_strings_or_tensors(
+    value: object, whole: bool, real: bool
+) -> None:
+    """Every option check of the API asks these two; `scale=True` was a scale of 1 where `isinstance(..., int)`
+    alone was asked, and a numpy integer (a config read with numpy, an array's item) a refusal."""
+    assert is_whole_number(value) is whole
+    assert is_real_number(value) is real

@@ -9,7 +9,6 @@ and `init_discriminator_as_authors` starts the weights as their tensorlayer code
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,7 @@ from torch import nn
 
 from srfeat.archs.generator import LEAKY_SLOPE
 from srfeat.archs.vgg import conv5_4_size
-from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError
+from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError, is_whole_number
 
 # (out_channels, stride) of the conv-BN-LeakyReLU blocks after the first conv (paper, Fig. 3).
 CONV_BLOCKS: tuple[tuple[int, int], ...] = (
@@ -74,7 +73,7 @@ class Discriminator(nn.Module):
             ("base_channels", base_channels),
             ("dense_features", dense_features),
         ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # else torch's TypeError from inside
+            if not is_whole_number(value):  # else torch's TypeError from inside
                 raise InvalidOptionError(
                     f"{type(self).__name__}: {name} must be a whole number, got {type(value).__name__} {value!r}"
                 )
@@ -133,13 +132,13 @@ class FeatureDiscriminator(Discriminator):
     """
 
     def __init__(self, hr_patch_size: int = 296, base_channels: int = 64, dense_features: int = 1024) -> None:
-        if isinstance(hr_patch_size, bool) or not isinstance(hr_patch_size, numbers.Integral):
+        if not is_whole_number(hr_patch_size):
             raise InvalidOptionError(
                 f"hr_patch_size must be a whole number, got {type(hr_patch_size).__name__} {hr_patch_size!r}"
             )
         if hr_patch_size < VGG_DOWNSAMPLING:
             raise InvalidOptionError(f"hr_patch_size must be at least {VGG_DOWNSAMPLING}, got {hr_patch_size}")
-        super().__init__(512, conv5_4_size(hr_patch_size), base_channels, dense_features)
+        super().__init__(512, conv5_4_size(int(hr_patch_size)), base_channels, dense_features)
 
 
 # tensorlayer's DenseLayer default (the authors' dense layers pass no W_init): truncated normal,

@@ -6,13 +6,11 @@ State-dict names read as the architecture: `head`, `body.<i>.conv1`, `long_skips
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import nn
 
 from srfeat.archs.containers import TypedModuleList, TypedSequential
-from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError
+from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError, is_whole_number
 
 LEAKY_SLOPE = 0.2
 
@@ -67,7 +65,7 @@ class SRFeatGenerator(nn.Module):
             ("num_features", num_features),
             ("in_channels", in_channels),
         ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if not is_whole_number(value):
                 raise InvalidOptionError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
         if scale not in (2, 4):
             raise InvalidOptionError(f"scale must be 2 or 4, got {scale}")

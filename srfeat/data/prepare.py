@@ -21,7 +21,6 @@ the same with or without `--half`.
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import signal
 import zlib
@@ -46,7 +45,7 @@ from srfeat.data.staging import (
     swap_in,
     writing_now,
 )
-from srfeat.errors import ImageReadError, InvalidOptionError, SRFeatError, check_flag, shown
+from srfeat.errors import ImageReadError, InvalidOptionError, SRFeatError, check_flag, is_whole_number, shown
 from srfeat.files import folder_made_for
 from srfeat.locks import close_inherited_locks
 from srfeat.path_checks import name_max, unwritable_folder
@@ -302,7 +301,7 @@ def prepare_patches(
         check_flag(flag, name) for flag, name in ((overwrite, "overwrite"), (progress, "progress"), (half, "half"))
     )
     for name, value in (("hr_patch_size", hr_patch_size), ("scale", scale), ("seed", seed), ("workers", workers)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if not is_whole_number(value):
             raise InvalidOptionError(f"{name} must be a whole number, got {type(value).__name__} {shown(value)}")
     hr_patch_size, scale, seed, workers = int(hr_patch_size), int(scale), int(seed), int(workers)
     check_patch_size(hr_patch_size, scale)

@@ -3,19 +3,17 @@ or centre-cropped, LR by MATLAB bicubic rounded to uint8, and uint8 arrays as fl
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 
 from srfeat.data.resize import imresize, imresize_np
-from srfeat.errors import InvalidImageError, InvalidOptionError, SRFeatError, shown
+from srfeat.errors import InvalidImageError, InvalidOptionError, SRFeatError, is_whole_number, shown
 
 
 def _whole_scale(scale: object) -> int:
     """`scale` as an int >= 1 (numpy's too): 0 was a ZeroDivisionError from `%`, 4.0 or "4" a TypeError from
     slicing, where a scale read as a float from a config file is easily passed."""
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
+    if not is_whole_number(scale) or scale < 1:
         raise InvalidOptionError(f"scale must be a whole number of at least 1 (4, 2...), got {shown(scale)}")
     return int(scale)
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from srfeat.errors import InvalidImageError, NotAnImageError, check_flag, shown
+from srfeat.errors import InvalidImageError, NotAnImageError, check_flag, is_real_number, is_whole_number, shown
 from srfeat.hardware import host_available_memory
 
 logger = logging.getLogger(__name__)
@@ -160,7 +159,7 @@ def _gather_in_bands(
 
 
 def _check_scale(scale: object) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+    if not is_real_number(scale):
         raise InvalidImageError(f"imresize's scale must be a number, got {type(scale).__name__} {shown(scale)}")
     value = float(scale)
     if not (math.isfinite(value) and value > 0):
@@ -169,12 +168,11 @@ def _check_scale(scale: object) -> float:
 
 
 def _check_size(size: object) -> tuple[int, int]:
-    whole = (numbers.Integral, np.integer)
     if (
         isinstance(size, (str, bytes))
         or not isinstance(size, Sequence | np.ndarray | torch.Size)
         or len(size) != 2
-        or any(isinstance(n, bool) or not isinstance(n, whole) for n in size)
+        or any(not is_whole_number(n) for n in size)
     ):
         raise InvalidImageError(f"imresize's size must be (height, width), two whole numbers, got {shown(size)}")
     height, width = int(size[0]), int(size[1])

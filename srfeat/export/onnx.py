@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import numbers
 import os
 import re
 import warnings
@@ -37,7 +36,7 @@ from torch import nn
 from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
-from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, check_flag, shown
+from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, check_flag, is_whole_number, shown
 from srfeat.files import write_file_atomically
 from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
@@ -221,7 +220,7 @@ def onnx_model(
     require_onnx()
     import onnx
 
-    if isinstance(opset, bool) or not isinstance(opset, numbers.Integral):  # numpy's too: np.int64(18) was refused
+    if not is_whole_number(opset):  # numpy's too: np.int64(18) was refused
         raise InvalidOptionError(f"opset must be a whole number (e.g. {OPSET}), got {type(opset).__name__} {opset!r}")
     opset = int(opset)
     if not 17 <= opset <= onnx.defs.onnx_opset_version():

@@ -8,7 +8,6 @@ inside, after the model loaded or the network ran).
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from collections.abc import Mapping
 
@@ -16,7 +15,15 @@ import torch
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.io import FLOAT_PIXEL_SLACK
-from srfeat.errors import InvalidImageError, InvalidOptionError, WeightsError, check_flag, shown
+from srfeat.errors import (
+    InvalidImageError,
+    InvalidOptionError,
+    WeightsError,
+    check_flag,
+    is_real_number,
+    is_whole_number,
+    shown,
+)
 from srfeat.inference.onnx_runner import is_onnx_file
 from srfeat.inference.tiling import count_non_finite, value_range
 from srfeat.weights.blend import check_alpha
@@ -41,9 +48,9 @@ def check_outscale(outscale: float | None) -> None:
     """A final scale must be a finite number in (0, MAX_OUTSCALE]; NaN would pass `<= 0`."""
     if outscale is None:
         return
-    if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real):  # True would be 1x, '2' a TypeError
+    if not is_real_number(outscale):  # True would be 1x, '2' a TypeError
         raise InvalidImageError(f"outscale must be a number, got {type(outscale).__name__} {outscale!r}")
-    if not (math.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
+    if not (math.isfinite(outscale) and 0 < float(outscale) <= MAX_OUTSCALE):
         raise InvalidImageError(f"outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}")
 
 
@@ -108,7 +115,7 @@ def check_options(
             "(srfeat.weights.load_generator, or load_state_dict(state, assign=True))"
         )
     for name, value, least in (("tile", tile, "0 for no tiling"), ("tile_pad", tile_pad, "0")):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
+        if value is not None and (not is_whole_number(value) or value < 0):
             raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {value!r}")
     if strength is not None:
         check_alpha(strength, "strength", InvalidOptionError)  # type: ignore[arg-type]  # its kind is checked there

@@ -37,7 +37,7 @@ from scipy.ndimage import correlate
 from scipy.special import gamma
 
 from srfeat.data.resize import imresize
-from srfeat.errors import MetricInputError, SRFeatError
+from srfeat.errors import MetricInputError, SRFeatError, is_whole_number
 
 __all__ = ["BLOCK_SIZE", "PRISTINE_PARAMS_SHA256", "niqe", "pristine_model"]
 
@@ -211,7 +211,7 @@ def niqe(y: np.ndarray, crop_border: int = 0) -> float:
         raise MetricInputError(f"niqe expects an HxW Y channel (rgb_to_y of the image), got shape {y.shape}")
     if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
         raise MetricInputError(f"niqe expects Y values (numbers in 16..235), got dtype {y.dtype}")
-    if isinstance(crop_border, bool) or not isinstance(crop_border, int | np.integer) or crop_border < 0:
+    if not is_whole_number(crop_border) or crop_border < 0:
         raise MetricInputError(f"crop_border must be an integer >= 0 (the scale), got {crop_border!r}")
     if crop_border:
         y = y[crop_border:-crop_border, crop_border:-crop_border]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,11 +134,11 @@ class VideoOptions:
     def __post_init__(self) -> None:
         # Built in Python: a crf of "20" was a TypeError from inside the encoder set-up, a frames of (0, 48)
         # an AttributeError once the video was open.
-        from srfeat.errors import InvalidOptionError
+        from srfeat.errors import InvalidOptionError, is_real_number
 
         if not isinstance(self.codec, str) or not self.codec.strip():
             raise InvalidOptionError(f"codec must be an encoder name such as libx264, or auto; got {self.codec!r}")
-        if self.crf is not None and (isinstance(self.crf, bool) or not isinstance(self.crf, numbers.Real)):
+        if self.crf is not None and not is_real_number(self.crf):
             raise InvalidOptionError(f"crf must be a number or None, got {type(self.crf).__name__} {self.crf!r}")
         if not isinstance(self.frames, FrameRange):
             raise InvalidOptionError(f"frames must be a FrameRange (e.g. FrameRange(0, 48)), got {self.frames!r}")

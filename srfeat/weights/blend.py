@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, shown
+from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, is_real_number, shown
 from srfeat.weights import as_path, generator_from_state, load_generator
 
 __all__ = [
@@ -47,7 +46,7 @@ DETAIL_MODELS = ("default", "gan")
 def check_alpha(alpha: float, name: str = "alpha", error: type[SRFeatError] = WeightsError) -> float:
     """`alpha` as a float in [0, 1], or a one-line `error` (NaN, inf and out-of-range values; a bool or
     a string, which `float` would take: `strength=True` silently meant gan)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+    if not is_real_number(alpha):
         raise error(f"{name} must be a number between 0 and 1, got {type(alpha).__name__} {shown(alpha)}")
     value = float(alpha)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:

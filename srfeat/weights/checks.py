@@ -4,14 +4,13 @@ it allocate), and weights that are finite and have not exploded."""
 
 from __future__ import annotations
 
-import numbers
 import re
 from collections.abc import Iterable, Mapping
 
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import InvalidOptionError, WeightsError
+from srfeat.errors import InvalidOptionError, WeightsError, is_real_number
 
 __all__ = [
     "MAX_TENSORS",
@@ -47,7 +46,7 @@ def weight_problem(
             f"the weights must be (name, tensor) pairs, e.g. state_dict().items(), got {type(tensors).__name__}"
         )
     # NaN compared false with every weight, so no explosion was ever found; a string failed inside
-    if isinstance(max_magnitude, bool) or not isinstance(max_magnitude, numbers.Real) or not max_magnitude > 0:
+    if not is_real_number(max_magnitude) or not float(max_magnitude) > 0:
         raise InvalidOptionError(f"max_magnitude must be a number above 0 (inf: no bound), got {max_magnitude!r}")
     non_finite: list[tuple[str, int]] = []
     negative_variance: list[tuple[str, int]] = []
