@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from srfeat.errors import SRFeatError, VideoError, printable
 from srfeat.files import move_into_place, writing_temporary
-from srfeat.video import VideoOptions, frames_before
+from srfeat.video import VideoOptions, frames_before_hint
 from srfeat.video.copied import (
     CopiedStreams,
     TimestampRepairs,
@@ -248,7 +248,7 @@ class _Transcoder:
             raise VideoError(
                 f"{self.source}: frame {frame.index} is {width}x{height}, the frames before it {first_width}x"
                 f"{first_height}; videos whose frame size changes are not supported "
-                f"({frames_before(frame.index, command_line=self.command_line)} upscales the frames before it)"
+                f"({frames_before_hint(frame.index, command_line=self.command_line)})"
             )
 
     def _guard(self, stage: Any, *args: Any) -> None:
