@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from srfeat.errors import VideoError
 from srfeat.inference import Upscaler
-from srfeat.video import VideoOptions
+from srfeat.video import FrameRange, VideoOptions
 
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
@@ -55,3 +56,62 @@ def test_a_first_frame_that_does_not_decode_suggests_no_empty_frame_range(tmp_pa
     line = the_error_line(cli(source, "-o", tmp_path / "out" / "out.mkv", "--model", model_path), source)
     assert line.endswith(f"the file is damaged {hint}") and "--frames 0:0" not in line, line
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("frames", "given"),
+    [(FrameRange(30, 40), "frames=FrameRange(30, 40)"), (FrameRange(30), "frames=FrameRange(30)")],
+)
+def test_a_frame_range_that_starts_past_the_end_from_python_names_the_keyword(
+    tmp_path: Path, model_path: Path, frames: FrameRange, given: str
+) -> None:
+    """From Python it said "--frames 30:40 starts past the last frame", a flag of a command the caller never ran."""
+    source = tmp_path / "four.mkv"
+    write_clip(source, frames=4, size=(16, 12), audio=False)
+    with pytest.raises(VideoError) as refused:
+        upscale_video(source, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions(frames=frames))
+    assert str(refused.value) == f"{source}: {given} starts past the last frame (the video has 4 frames)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["four.mkv"]
+
+
+def test_a_frame_range_that_starts_past_the_end_on_the_command_line_names_the_flag(
+    tmp_path: Path, model_path: Path
+) -> None:
+    source = tmp_path / "four.mkv"
+    write_clip(source, frames=4, size=(16, 12), audio=False)
+    line = the_error_line(cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--frames", "30:"), source)
+    assert line.endswith(f"{source}: --frames 30: starts past the last frame (the video has 4 frames)"), line
+
+
+def test_a_frame_range_that_ends_past_the_end_from_python_names_the_keyword(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "four.mkv"
+    write_clip(source, frames=4, size=(16, 12), audio=False)
+    options = VideoOptions(codec="ffv1", frames=FrameRange(2, 100))
+    with caplog.at_level(logging.WARNING):
+        summary = upscale_video(source, tmp_path / "part.mkv", Upscaler(model_path, device="cpu"), options)
+    assert summary.frames == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"{source}: frames=FrameRange(2, 100) ends past the last frame (the video has 4 frames); wrote frames 2 to 3"
+    ]
+
+
+def test_frames_the_decoder_patched_up_from_python_name_the_keyword(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning said "--frames can leave them out" to a Python caller too."""
+    from tests.test_video import concealed_damage
+
+    whole = tmp_path / "whole.mkv"
+    write_clip(whole, frames=6, audio=False)
+    damaged = tmp_path / "damaged.mkv"
+    corrupt = concealed_damage(whole, damaged)
+    with caplog.at_level(logging.WARNING):
+        upscale_video(damaged, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions())
+    expected = (
+        f"{damaged}: {len(corrupt)} of the 6 frames upscaled decoded with errors (a damaged file?), the first at "
+        f"frame {corrupt[0]}; they are upscaled as the decoder patched them up (VideoOptions(frames=...) can leave "
+        "them out)"
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [expected]
