@@ -115,3 +115,24 @@ def test_frames_the_decoder_patched_up_from_python_name_the_keyword(
         "them out)"
     )
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [expected]
+
+
+def test_a_y4m_header_of_a_frame_size_ffmpeg_refuses_is_named_not_an_errno(tmp_path: Path, model_path: Path) -> None:
+    """FFmpeg refuses these headers as it opens the file, with "Device or resource busy" for a reason."""
+    huge, thin, zero = (tmp_path / name for name in ("huge.y4m", "thin.y4m", "zero.y4m"))
+    huge.write_bytes(b"YUV4MPEG2 W20000 H20000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(2000))
+    thin.write_bytes(b"YUV4MPEG2 W1 H2100000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(2000))  # 2.1 megapixels
+    zero.write_bytes(b"YUV4MPEG2 W0 H48 F25:1\nFRAME\n")
+    result = cli(huge, thin, zero, "-o", tmp_path / "out", "--model", model_path)
+    line = the_error_line(result, huge)  # the limit is twice the images' (PIL's decompression-bomb limit)
+    assert f"{huge}: its frames are 20000x20000 pixels, more than " in line, line
+    assert line.endswith(" (a damaged or hostile header?); skip or replace this file"), line
+    for source, size in ((thin, "1x2100000"), (zero, "0x48")):
+        assert the_error_line(result, source).endswith(
+            f"{source}: its header says {size} pixels a frame, a size FFmpeg cannot read (a damaged header?); "
+            "skip or replace this file"
+        )
+    assert "busy" not in result.stderr, result.stderr
+    with pytest.raises(VideoError, match="its frames are 20000x20000 pixels"):
+        upscale_video(huge, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions())
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.mkv").exists()
