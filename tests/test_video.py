@@ -985,7 +985,7 @@ def test_the_frames_hint_from_python_names_a_frame_range(tmp_path: Path, clip: P
     (tmp_path / "broken.mp4").write_bytes(bytes(broken))
     upscaler = Upscaler(model_path, device="cpu")
     hints = {
-        spliced: r"\(frames=FrameRange\(0, 4\) upscales the frames before it\)",
+        spliced: r"\(frames=FrameRange\(0, 4\) upscales the 4 frames before it\)",
         tmp_path
         / "broken.mp4": r"cannot be decoded .*\(frames=FrameRange\(0, (\d+)\) upscales the \1 frames before it\)",
     }

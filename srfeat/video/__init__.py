@@ -98,10 +98,21 @@ class FrameRange:
         return f"{self.start}:{'' if self.stop is None else self.stop}"
 
 
-def frames_before(index: int, *, command_line: bool = False) -> str:
-    """The range of the `index` frames before a failing one, as its caller gives a range: `--frames 0:N`
-    on the command line, `frames=FrameRange(0, N)` (VideoOptions's) from Python."""
-    return f"--frames 0:{index}" if command_line else f"frames=FrameRange(0, {index})"
+def frames_option(frames: FrameRange, *, command_line: bool = False) -> str:
+    """`frames` as its caller gave it: `--frames A:B` on the command line, `frames=FrameRange(A, B)`
+    (VideoOptions's) from Python."""
+    if command_line:
+        return f"--frames {frames}"
+    return f"frames=FrameRange({frames.start}{'' if frames.stop is None else f', {frames.stop}'})"
+
+
+def frames_before_hint(index: int, *, command_line: bool = False) -> str:
+    """What to do about a frame that stops the upscale, `index` frames into the file: the range of the
+    frames before it, as its caller gives a range. Before any frame decoded no range avoids it (the
+    frames are decoded from the file's start whatever the range): `--frames 0:0` was suggested there."""
+    if index == 0:
+        return "no frame decoded before it, and every frame range is decoded from the start: skip or replace this file"
+    return f"{frames_option(FrameRange(0, index), command_line=command_line)} upscales the {index} frames before it"
 
 
 def parse_frame_range(text: str) -> FrameRange:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from srfeat.errors import VideoError
-from srfeat.video import FrameRange, frames_before
+from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
 
@@ -169,5 +169,5 @@ class InputFrames:
             )
             raise VideoError(
                 f"{self.source}: a frame{at} cannot be decoded ({error_reason(error)}); the file is damaged "
-                f"({frames_before(index, command_line=self.command_line)} upscales the {index} frames before it)"
+                f"({frames_before_hint(index, command_line=self.command_line)})"
             ) from error

@@ -57,7 +57,39 @@ def open_input(av: ModuleType, source: Path) -> InputContainer:
     try:
         return open_for_reading(av, source)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
+        # FFmpeg's raw-frame demuxer refuses a .y4m header's frame size as it opens, for a reason that
+        # reads "Device or resource busy" (its log alone says "Picture size 20000x20000 is invalid").
+        if (size := y4m_frame_size(source)) is not None:
+            check_frame_size(source, *size)
+        if size is not None and not ffmpeg_takes_size(*size):
+            raise VideoError(
+                f"{source}: its header says {size[0]}x{size[1]} pixels a frame, a size FFmpeg cannot read "
+                "(a damaged header?); skip or replace this file"
+            ) from error
         raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
+
+
+def ffmpeg_takes_size(width: int, height: int) -> bool:
+    """FFmpeg's test of a picture size (`av_image_check_size`): each side positive, and a padded frame's
+    bytes at 8 a pixel within a C int."""
+    return width > 0 and height > 0 and (width + 128) * 8 * (height + 128) < 2**31 - 1
+
+
+def y4m_frame_size(source: Path) -> tuple[int, int] | None:
+    """The frame size a YUV4MPEG2 (.y4m) file's header line states (`YUV4MPEG2 W640 H480 ...`), else None."""
+    try:
+        with source.open("rb") as file:
+            header = file.read(256).split(b"\n", 1)[0]  # FFmpeg reads at most 256 bytes of it, too
+    except OSError:
+        return None
+    words = header.split(b" ")
+    if words[0] != b"YUV4MPEG2":
+        return None
+    sides = {word[:1]: word[1:] for word in words[1:] if word[:1] in (b"W", b"H")}
+    try:
+        return int(sides[b"W"]), int(sides[b"H"])
+    except (KeyError, ValueError):
+        return None
 
 
 def check_call(

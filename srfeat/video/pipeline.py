@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from srfeat.errors import SRFeatError, VideoError, printable
 from srfeat.files import move_into_place, writing_temporary
-from srfeat.video import VideoOptions, frames_before
+from srfeat.video import VideoOptions, frames_before_hint
 from srfeat.video.copied import (
     CopiedStreams,
     TimestampRepairs,
@@ -107,7 +107,9 @@ def upscale_video(
     container_format = container_format_of(source, target)
     with closing(open_input(av, source)) as source_container:
         check_is_video(source, source_container)
-        window = None if options.frames.is_everything else time_window(av, source, options.frames)
+        window = (
+            None if options.frames.is_everything else time_window(av, source, options.frames, command_line=command_line)
+        )
         try:
             # the folder made, a stale temporary removed (a live writer's kept), this one removed at the end
             with writing_temporary(target) as temporary:
@@ -158,7 +160,7 @@ class _Transcoder:
         self.stop = threading.Event()
         self.failure: BaseException | None = None
         repairs = TimestampRepairs(source)
-        self.defects = FrameDefects(source)
+        self.defects = FrameDefects(source, command_line)
         self.upscaled = UpscaledStream(
             av, source, video, output, options, upscaler.scale, command_line=command_line
         )  # the output's first stream
@@ -234,6 +236,7 @@ class _Transcoder:
             read.last_frame_time,
             read.hidden_frames,
             read.cut_frame_bytes,
+            command_line=self.command_line,
         )
         self.defects.report(written)
         stream, copied = self.upscaled, len(self.copied) + self.copied_streams.attachments
@@ -248,7 +251,7 @@ class _Transcoder:
             raise VideoError(
                 f"{self.source}: frame {frame.index} is {width}x{height}, the frames before it {first_width}x"
                 f"{first_height}; videos whose frame size changes are not supported "
-                f"({frames_before(frame.index, command_line=self.command_line)} upscales the frames before it)"
+                f"({frames_before_hint(frame.index, command_line=self.command_line)})"
             )
 
     def _guard(self, stage: Any, *args: Any) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from srfeat.errors import VideoError
-from srfeat.video import FrameRange
+from srfeat.video import FrameRange, frames_option
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -71,8 +71,9 @@ class TimeWindow:
     stop: float | None
 
 
-def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
-    """Decode up to frame B once to learn the times of frames A and B, which cut the audio.
+def time_window(av: ModuleType, source: Path, frames: FrameRange, *, command_line: bool = False) -> TimeWindow:
+    """Decode up to frame B once to learn the times of frames A and B, which cut the audio. A range
+    that starts past the last frame is refused naming `--frames` for the command line, else `frames`.
 
     The times are the ones the upscale gives the frames (`continued_pts`): in files joined end to
     end, whose timestamps start over, a time names one moment, not one in each part.
@@ -99,7 +100,8 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange) -> TimeWindow:
                 f"{source}: frame {count} cannot be decoded ({error_reason(error)}); the file is damaged"
             ) from error
     if start is None:
-        raise VideoError(f"{source}: --frames {frames} starts past the last frame (the video has {count} frames)")
+        given = frames_option(frames, command_line=command_line)
+        raise VideoError(f"{source}: {given} starts past the last frame (the video has {count} frames)")
     return TimeWindow(start, time if frames.stop is not None and count - 1 == frames.stop else None)
 
 
@@ -110,6 +112,7 @@ class FrameDefects:
     frames the decoder flags as damaged (their errors concealed with guesses) are counted, and said."""
 
     source: Path
+    command_line: bool = False  # the report names --frames, else VideoOptions's frames
     captions: bool = False
     damaged: int = 0
     first_damaged: int = 0
@@ -132,11 +135,12 @@ class FrameDefects:
         if self.damaged:
             logger.warning(
                 "%s: %d of the %d frames upscaled decoded with errors (a damaged file?), the first at frame %d; "
-                "they are upscaled as the decoder patched them up (--frames can leave them out)",
+                "they are upscaled as the decoder patched them up (%s can leave them out)",
                 self.source,
                 self.damaged,
                 frames,
                 self.first_damaged,
+                "--frames" if self.command_line else "VideoOptions(frames=...)",
             )
 
 
@@ -283,6 +287,8 @@ def check_length(
     last_frame_time: float | None,
     hidden_frames: int = 0,
     cut_frame_bytes: int = 0,
+    *,
+    command_line: bool = False,
 ) -> None:
     """A file cut short decodes without an error, and `--frames A:B` may reach past the end: say so
     rather than pass a short video off as whole or as the range asked for. `hidden_frames` are
@@ -290,7 +296,8 @@ def check_length(
     before its cut, which its edit list hides (FFmpeg flags their packets to be decoded, not shown).
     `cut_frame_bytes`: what a raw-frame file (.y4m) held of a last frame cut short, which FFmpeg drops
     unsaid (such a file states only its whole frames, so no other check sees the loss); said where
-    that frame was in the range asked for."""
+    that frame was in the range asked for. A range past the end is named `--frames` for the command line,
+    else `frames` (VideoOptions's)."""
     if cut_frame_bytes and (frames.stop is None or decoded_frames < frames.stop):
         logger.warning(
             "%s: the file ends %d bytes into a frame (truncated?); that incomplete last frame was dropped, "
@@ -301,9 +308,9 @@ def check_length(
         )
     if frames.stop is not None and decoded_frames < frames.stop:
         logger.warning(
-            "%s: --frames %s ends past the last frame (the video has %d frames); wrote frames %d to %d",
+            "%s: %s ends past the last frame (the video has %d frames); wrote frames %d to %d",
             source,
-            frames,
+            frames_option(frames, command_line=command_line),
             decoded_frames,
             frames.start,
             decoded_frames - 1,

@@ -1,0 +1,138 @@
+"""What a video's refusals and warnings tell the two kinds of caller: `srfeat upscale` its flags, Python
+`upscale_video` its keywords; and hints that point somewhere (no empty frame range, no errno of FFmpeg's)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from srfeat.errors import VideoError
+from srfeat.inference import Upscaler
+from srfeat.video import FrameRange, VideoOptions
+
+av = pytest.importorskip("av")
+pytest.importorskip("skimage")
+
+from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
+from tests.video_helpers import write_clip  # noqa: E402 - needs PyAV, checked above
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", *map(str, args)]
+    return subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+
+
+def the_error_line(result: subprocess.CompletedProcess[str], source: Path) -> str:
+    """A failed run's one error line about `source`, with no traceback."""
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("ERROR:") and str(source) in line]
+    return line
+
+
+def test_a_first_frame_that_does_not_decode_suggests_no_empty_frame_range(tmp_path: Path, model_path: Path) -> None:
+    """A video whose first frame does not decode was told "--frames 0:0 upscales the 0 frames before it", a range
+    the command refuses (and one that would leave nothing); no range helps there, as frames decode from the start."""
+    whole = tmp_path / "whole.mp4"
+    write_clip(whole, frames=6, audio=False)
+    with av.open(str(whole)) as container:
+        first = next(p for p in container.demux(video=0) if p.size)
+    broken = bytearray(whole.read_bytes())
+    broken[first.pos : first.pos + first.size] = bytes([0, 255]) * (first.size // 2) + bytes(first.size % 2)
+    source = tmp_path / "broken.mp4"
+    source.write_bytes(bytes(broken))
+    hint = "(no frame decoded before it, and every frame range is decoded from the start: skip or replace this file)"
+    with pytest.raises(VideoError) as refused:
+        upscale_video(source, tmp_path / "out" / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions())
+    message = str(refused.value)
+    assert "cannot be decoded" in message and message.endswith(f"the file is damaged {hint}"), message
+    line = the_error_line(cli(source, "-o", tmp_path / "out" / "out.mkv", "--model", model_path), source)
+    assert line.endswith(f"the file is damaged {hint}") and "--frames 0:0" not in line, line
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("frames", "given"),
+    [(FrameRange(30, 40), "frames=FrameRange(30, 40)"), (FrameRange(30), "frames=FrameRange(30)")],
+)
+def test_a_frame_range_that_starts_past_the_end_from_python_names_the_keyword(
+    tmp_path: Path, model_path: Path, frames: FrameRange, given: str
+) -> None:
+    """From Python it said "--frames 30:40 starts past the last frame", a flag of a command the caller never ran."""
+    source = tmp_path / "four.mkv"
+    write_clip(source, frames=4, size=(16, 12), audio=False)
+    with pytest.raises(VideoError) as refused:
+        upscale_video(source, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions(frames=frames))
+    assert str(refused.value) == f"{source}: {given} starts past the last frame (the video has 4 frames)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["four.mkv"]
+
+
+def test_a_frame_range_that_starts_past_the_end_on_the_command_line_names_the_flag(
+    tmp_path: Path, model_path: Path
+) -> None:
+    source = tmp_path / "four.mkv"
+    write_clip(source, frames=4, size=(16, 12), audio=False)
+    line = the_error_line(cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--frames", "30:"), source)
+    assert line.endswith(f"{source}: --frames 30: starts past the last frame (the video has 4 frames)"), line
+
+
+def test_a_frame_range_that_ends_past_the_end_from_python_names_the_keyword(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "four.mkv"
+    write_clip(source, frames=4, size=(16, 12), audio=False)
+    options = VideoOptions(codec="ffv1", frames=FrameRange(2, 100))
+    with caplog.at_level(logging.WARNING):
+        summary = upscale_video(source, tmp_path / "part.mkv", Upscaler(model_path, device="cpu"), options)
+    assert summary.frames == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"{source}: frames=FrameRange(2, 100) ends past the last frame (the video has 4 frames); wrote frames 2 to 3"
+    ]
+
+
+def test_frames_the_decoder_patched_up_from_python_name_the_keyword(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning said "--frames can leave them out" to a Python caller too."""
+    from tests.test_video import concealed_damage
+
+    whole = tmp_path / "whole.mkv"
+    write_clip(whole, frames=6, audio=False)
+    damaged = tmp_path / "damaged.mkv"
+    corrupt = concealed_damage(whole, damaged)
+    with caplog.at_level(logging.WARNING):
+        upscale_video(damaged, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions())
+    expected = (
+        f"{damaged}: {len(corrupt)} of the 6 frames upscaled decoded with errors (a damaged file?), the first at "
+        f"frame {corrupt[0]}; they are upscaled as the decoder patched them up (VideoOptions(frames=...) can leave "
+        "them out)"
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [expected]
+
+
+def test_a_y4m_header_of_a_frame_size_ffmpeg_refuses_is_named_not_an_errno(tmp_path: Path, model_path: Path) -> None:
+    """FFmpeg refuses these headers as it opens the file, with "Device or resource busy" for a reason."""
+    huge, thin, zero = (tmp_path / name for name in ("huge.y4m", "thin.y4m", "zero.y4m"))
+    huge.write_bytes(b"YUV4MPEG2 W20000 H20000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(2000))
+    thin.write_bytes(b"YUV4MPEG2 W1 H2100000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(2000))  # 2.1 megapixels
+    zero.write_bytes(b"YUV4MPEG2 W0 H48 F25:1\nFRAME\n")
+    result = cli(huge, thin, zero, "-o", tmp_path / "out", "--model", model_path)
+    line = the_error_line(result, huge)  # the limit is twice the images' (PIL's decompression-bomb limit)
+    assert f"{huge}: its frames are 20000x20000 pixels, more than " in line, line
+    assert line.endswith(" (a damaged or hostile header?); skip or replace this file"), line
+    for source, size in ((thin, "1x2100000"), (zero, "0x48")):
+        assert the_error_line(result, source).endswith(
+            f"{source}: its header says {size} pixels a frame, a size FFmpeg cannot read (a damaged header?); "
+            "skip or replace this file"
+        )
+    assert "busy" not in result.stderr, result.stderr
+    with pytest.raises(VideoError, match="its frames are 20000x20000 pixels"):
+        upscale_video(huge, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions())
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.mkv").exists()
