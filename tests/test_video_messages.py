@@ -7,9 +7,13 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
+from typing_extensions import Self  # typing's from Python 3.11
 
 from srfeat.errors import VideoError
 from srfeat.inference import Upscaler
@@ -136,3 +140,43 @@ def test_a_y4m_header_of_a_frame_size_ffmpeg_refuses_is_named_not_an_errno(tmp_p
     with pytest.raises(VideoError, match="its frames are 20000x20000 pixels"):
         upscale_video(huge, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions())
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.mkv").exists()
+
+
+def test_a_range_with_no_end_is_timed_from_its_first_frame_without_decoding_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--frames 2:` decoded the whole video once to time its start, then again to upscale it."""
+    from srfeat.video import probe
+
+    source = tmp_path / "clip.mp4"
+    times = write_clip(source, frames=24, audio=False)
+    decoded: list[int] = []
+    opened = probe.open_for_reading
+
+    class CountingContainer:  # PyAV's containers' methods are read-only: a stand-in counts the frames
+        def __init__(self, container: Any) -> None:
+            self.container = container
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.container, name)
+
+        def __enter__(self) -> Self:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.container.close()
+
+        def decode(self, *args: Any) -> Iterator[Any]:
+            for frame in self.container.decode(*args):
+                decoded.append(frame.pts)
+                yield frame
+
+    def counting_open(av_module: ModuleType, path: Path) -> CountingContainer:
+        return CountingContainer(opened(av_module, path))
+
+    monkeypatch.setattr(probe, "open_for_reading", counting_open)
+    window = probe.time_window(av, source, FrameRange(2))
+    assert window.start == pytest.approx(times[2]) and window.stop is None
+    assert len(decoded) == 3  # frames 0, 1 and 2; the 21 after them were decoded too
+    window = probe.time_window(av, source, FrameRange(2, 5))
+    assert (window.start, window.stop) == (pytest.approx(times[2]), pytest.approx(times[5]))

@@ -72,7 +72,8 @@ class TimeWindow:
 
 
 def time_window(av: ModuleType, source: Path, frames: FrameRange, *, command_line: bool = False) -> TimeWindow:
-    """Decode up to frame B once to learn the times of frames A and B, which cut the audio. A range
+    """Decode up to frame B once to learn the times of frames A and B, which cut the audio (up to frame A
+    for a range with no end: the audio then runs to the end, and the whole file was decoded twice). A range
     that starts past the last frame is refused naming `--frames` for the command line, else `frames`.
 
     The times are the ones the upscale gives the frames (`continued_pts`): in files joined end to
@@ -93,7 +94,7 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange, *, command_lin
                 time = seconds_of(pts, time_base)
                 if count - 1 == frames.start:
                     start = time
-                if frames.stop is not None and count - 1 == frames.stop:
+                if count - 1 == (frames.start if frames.stop is None else frames.stop):
                     break
         except av.error.FFmpegError as error:
             raise VideoError(
