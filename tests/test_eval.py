@@ -497,6 +497,7 @@ def test_hr_alone_with_only_psnr_or_ssim_is_refused_before_any_work(
     error = one_error_line(child, only=True)
     names = " or ".join(metric.upper() for metric in metrics)
     assert f"hr (the ground truth) has no {names}, which would compare it with itself: add a model" in error
+    assert "(e.g. --model bicubic hr)" in error  # the flags it was given (from Python: test_eval_messages)
     assert child.stdout == "" and "image(s)" not in child.stderr and not json_path.exists()
     with pytest.raises(InvalidOptionError, match=r"hr \(the ground truth\) has no PSNR"):
         evaluate(["hr"], [small_folder], metrics=["psnr"], device="cpu")

@@ -243,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         figure_image=args.figure_image,
         keep_figure_samples=args.figure is not None,
         tta=args.tta,
+        command_line=True,
     )
     try:
         write_output(markdown_table(result, per_image=args.per_image) + "\n")  # the table is the command's output
