@@ -592,6 +592,7 @@ def test_writing_results_over_an_existing_file_from_python_says_it_exists(small_
         with pytest.raises(OutputExistsError, match=r"mine\.\w+ exists; it is kept: .*replace=True") as error:
             write(path)
         assert "appeared" not in str(error.value) and path.read_text() == "mine"
+        assert "--overwrite" not in str(error.value)  # the command's flag (srfeat eval names it itself)
 
 
 @pytest.mark.parametrize("flag", ["no", 0, None])
