@@ -44,8 +44,10 @@ def test_warnings_name_evaluates_keywords_from_python_and_the_flags_from_the_com
         "models names bicubic more than once: each is evaluated once",
         f"folders {alias} is given twice (the same folder as {one}): evaluated once",
         f"two folders are named Set: {other} is labelled Set#2",
-        f"{one}: its subfolder(s) inner are not searched, only its own files: give a subfolder in folders to score "
-        "its images",
+        (
+            f"{one}: its subfolder(s) inner are not searched, only its own files: give a subfolder in folders to "
+            "score its images"
+        ),
     ]
     child = srfeat_cli(
         "eval", "--model", "bicubic", "bicubic", "--data", one, alias, other, "--metrics", "psnr", "psnr"
@@ -56,8 +58,10 @@ def test_warnings_name_evaluates_keywords_from_python_and_the_flags_from_the_com
         "WARNING: --model names bicubic more than once: each is evaluated once",
         f"WARNING: --data {alias} is given twice (the same folder as {one}): evaluated once",
         f"WARNING: two --data folders are named Set: {other} is labelled Set#2",
-        f"WARNING: {one}: its subfolder(s) inner are not searched, only its own files: give a subfolder as a --data "
-        "folder to score its images",
+        (
+            f"WARNING: {one}: its subfolder(s) inner are not searched, only its own files: give a subfolder as a "
+            "--data folder to score its images"
+        ),
     ]
 
 
