@@ -43,6 +43,7 @@ from srfeat.evaluation_inputs import (
     network_names,
     niqe_available,
     once_each,
+    option_named,
     resolve_metrics,
     warn_reduced,
     warn_subfolders,
@@ -110,9 +111,12 @@ def single_threaded() -> Iterator[None]:
 # ----------------------------------------------------------------------------- models
 
 
-def make_upscaler(spec: str, scale: int, device: torch.device, tta: bool = False) -> Upscaler:
+def make_upscaler(
+    spec: str, scale: int, device: torch.device, tta: bool = False, *, command_line: bool = False
+) -> Upscaler:
     """`bicubic`, or a generator by bundled name, checkpoint path or blend spec (`hr` is handled
-    by the caller); `tta`: the generator as a self-ensemble (bicubic is symmetric: no change)."""
+    by the caller); `tta`: the generator as a self-ensemble (bicubic is symmetric: no change).
+    A generator of another scale is refused saying to pass scale= (--scale with `command_line`)."""
     if spec == BICUBIC:
 
         def upscale_bicubic(lr: np.ndarray) -> np.ndarray:
@@ -131,7 +135,7 @@ def make_upscaler(spec: str, scale: int, device: torch.device, tta: bool = False
     if upscaler.scale != scale:
         raise SRFeatError(
             f"model {spec} upscales x{upscaler.scale}, but the evaluation is at x{scale}: "
-            f"pass --scale {upscaler.scale} (scale={upscaler.scale})"
+            f"pass {option_named('scale', upscaler.scale, command_line=command_line)}"
         )
 
     def upscale_generator(lr: np.ndarray) -> np.ndarray:
@@ -141,7 +145,7 @@ def make_upscaler(spec: str, scale: int, device: torch.device, tta: bool = False
     return upscale_generator
 
 
-def check_models(specs: Sequence[str], scale: int) -> None:
+def check_models(specs: Sequence[str], scale: int, *, command_line: bool = False) -> None:
     """Build each network a spec names (blend ends included) once, run it on a small test image and
     drop it, before any image is scored: a missing, broken or wrong-scale file, or weights whose output
     is NaN or inf (a diverged run's), fail in one line at the start, not after the models before them."""
@@ -149,7 +153,7 @@ def check_models(specs: Sequence[str], scale: int) -> None:
     for name in network_names(specs):
         load_generator(name, "cpu")  # an .onnx file is refused in eval's words (the Upscaler would run it)
         try:
-            make_upscaler(name, scale, torch.device("cpu"))(probe)
+            make_upscaler(name, scale, torch.device("cpu"), command_line=command_line)(probe)
         except ModelOutputError as error:
             raise ModelOutputError(
                 f"model {name} is broken: its output for a test image is not finite (NaN or inf), as a diverged "
@@ -193,7 +197,7 @@ def score_image(
     if sr is not None and sr.shape != hr.shape:
         raise SRFeatError(
             f"model output is {sr.shape[1]}x{sr.shape[0]} but the HR image is {hr.shape[1]}x{hr.shape[0]}: "
-            "wrong --scale (scale=) for this model?"
+            "wrong scale for this model?"
         )
     scores: dict[str, float | None] = {}
     for metric in metrics:
@@ -225,28 +229,35 @@ def evaluate(
     figure_image: str | None = None,
     keep_figure_samples: bool = False,
     tta: bool = False,
+    *,
+    command_line: bool = False,
 ) -> EvaluationResult:
     """Evaluate each model on each folder by the protocol (`tta`: networks as self-ensembles).
 
     Models and folders are lists of names or paths (str, bytes, path-like; `~` expanded); each
     network is built and run on a test image before any folder is read. With `keep_figure_samples`,
     one image per folder (`figure_image` if it has it, else its first) is kept with every model's
-    output and the bicubic baseline."""
+    output and the bicubic baseline.
+
+    Messages name these keywords (`models`, `scale=2`, `figure_image`); `command_line` (`srfeat eval`'s)
+    names its flags instead (`--model`, `--scale 2`, `--figure-image`)."""
     models, folders, metrics, scale = check_arguments(
         models, folders, metrics, scale, figure_image, test_y_channel, tta, keep_figure_samples
     )
-    metrics = resolve_metrics(metrics)
-    check_metrics_apply(models, metrics)
+    metrics = resolve_metrics(metrics, command_line=command_line)
+    check_metrics_apply(models, metrics, command_line=command_line)
     from srfeat.inference.upscaler import resolve_device
 
     torch_device = resolve_device(device)
-    models = once_each(expand_blend_specs(models), "--model", key=model_identity)
+    models = once_each(
+        expand_blend_specs(models), option_named("models", command_line=command_line), key=model_identity
+    )
     labels = model_labels(models, tta=tta)
-    check_models(models, scale)
-    folder_paths = distinct_folders(folders, "--data", "evaluated once")
+    check_models(models, scale, command_line=command_line)
+    folder_paths = distinct_folders(folders, option_named("folders", command_line=command_line), "evaluated once")
     datasets: list[tuple[str, BenchmarkDataset]] = []
-    for label, folder in zip(dataset_labels(folder_paths), folder_paths, strict=True):
-        warn_subfolders(folder)
+    for label, folder in zip(dataset_labels(folder_paths, command_line=command_line), folder_paths, strict=True):
+        warn_subfolders(folder, command_line=command_line)
         with single_threaded():
             dataset = BenchmarkDataset(folder, scale=scale)
         logger.info(
@@ -263,7 +274,9 @@ def evaluate(
     figure_scores: dict[str, dict[str, dict[str, float | None]]] = {name: {} for name, _ in datasets}
     # One model at a time: a strength=0:1:0.01 range is 101 networks, too many to hold at once.
     for label, spec in zip(labels, models, strict=True):
-        upscaler = None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device, tta=tta)
+        upscaler = (
+            None if spec == GROUND_TRUTH else make_upscaler(spec, scale, torch_device, tta, command_line=command_line)
+        )
         for name, dataset in datasets:
             rows = per_model[label, name] = []
             for index in tqdm(
@@ -297,7 +310,7 @@ def evaluate(
                     one_line_if_out_of_memory(
                         lambda image_name=image_name: (
                             f"{printable_name(image_name)}: out of memory upscaling it by bicubic for the figure: "
-                            "choose a smaller image for it (--figure-image)"
+                            f"choose a smaller image for it ({option_named('figure_image', command_line=command_line)})"
                         )
                     ),
                 ):

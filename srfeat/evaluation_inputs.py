@@ -6,7 +6,8 @@ applies (`check_metrics_apply`: not `hr` alone with PSNR/SSIM), each model and m
 names of the tables' rows (`model_labels`, `dataset_labels`). Nothing here builds a network or
 reads an image: `srfeat.evaluation.check_models` runs each network once on a test image. What the
 folders hold that the protocol leaves out or changes is said in a warning (`warn_subfolders`,
-`warn_reduced`, `figure_index`).
+`warn_reduced`, `figure_index`). Messages name the options as the caller gave them (`option_named`):
+`evaluate`'s keywords from Python, `srfeat eval`'s flags for the command line.
 """
 
 from __future__ import annotations
@@ -33,6 +34,28 @@ GROUND_TRUTH = "hr"
 KNOWN_METRICS = ("psnr", "ssim", "niqe")
 # Metrics that compare with the ground truth, meaningless for the `hr` model.
 REFERENCE_METRICS = ("psnr", "ssim")
+
+
+# `evaluate`'s keywords, and the flags of `srfeat eval` that give them.
+_FLAGS = {
+    "models": "--model",
+    "folders": "--data",
+    "metrics": "--metrics",
+    "scale": "--scale",
+    "figure_image": "--figure-image",
+}
+
+
+def option_named(keyword: str, value: object = None, *, command_line: bool) -> str:
+    """One of `evaluate`'s options as its caller gives it, for a message: the keyword from Python (`models`,
+    `models=['bicubic', 'hr']`, `scale=2`), `srfeat eval`'s flag for the command line (`--model`,
+    `--model bicubic hr`, `--scale 2`). A Python caller has no flags, a command-line user no keywords."""
+    if not command_line:
+        return keyword if value is None else f"{keyword}={value!r}"
+    flag = _FLAGS[keyword]
+    if value is None:
+        return flag
+    return " ".join([flag, *map(str, value)]) if isinstance(value, list) else f"{flag} {value}"
 
 
 def niqe_available() -> bool:
@@ -70,29 +93,33 @@ def check_arguments(
     return lists["models"], [Path(folder).expanduser() for folder in lists["folders"]], lists.get("metrics"), int(scale)
 
 
-def resolve_metrics(metrics: Sequence[str] | None) -> list[str]:
+def resolve_metrics(metrics: Sequence[str] | None, *, command_line: bool = False) -> list[str]:
     """The metrics to score, each once (the default ones for None), or a one-line error for an unknown
     one or NIQE where it is missing; NIQE's pristine model is read now (a damaged file is one line, not
-    a warning for every image)."""
-    metrics = once_each(metrics, "--metrics") if metrics is not None else default_metrics()
+    a warning for every image). `command_line`: messages name --metrics, not metrics (`option_named`)."""
+    option = option_named("metrics", command_line=command_line)
+    metrics = once_each(metrics, option) if metrics is not None else default_metrics()
     unknown = [metric for metric in metrics if metric not in KNOWN_METRICS]
     if unknown:
         raise SRFeatError(f"unknown metric(s) {', '.join(unknown)}: choose from {', '.join(KNOWN_METRICS)}")
     if "niqe" in metrics and not niqe_available():
-        raise SRFeatError("NIQE is not available here (srfeat.metrics.niqe missing): drop it from --metrics (metrics=)")
+        raise SRFeatError(f"NIQE is not available here (srfeat.metrics.niqe missing): drop it from {option}")
     if "niqe" in metrics:
         importlib.import_module("srfeat.metrics.niqe").pristine_model()
     return metrics
 
 
-def check_metrics_apply(models: Sequence[str], metrics: Sequence[str]) -> None:
+def check_metrics_apply(models: Sequence[str], metrics: Sequence[str], *, command_line: bool = False) -> None:
     """Refuse, before any work, models for which no metric asked for is defined: `hr` alone with PSNR
-    and SSIM (the ground truth scored against itself) would be a table of dashes."""
+    and SSIM (the ground truth scored against itself) would be a table of dashes. `command_line`: the
+    advice names --model and --metrics, not models= and metrics= (`option_named`)."""
     if all(model == GROUND_TRUTH for model in models) and all(metric in REFERENCE_METRICS for metric in metrics):
-        niqe = " or score it by NIQE (--metrics niqe)" if niqe_available() else ""
+        by_niqe = option_named("metrics", ["niqe"], command_line=command_line)
+        niqe = f" or score it by NIQE ({by_niqe})" if niqe_available() else ""
+        example = option_named("models", [BICUBIC, GROUND_TRUTH], command_line=command_line)
         raise InvalidOptionError(
             f"hr (the ground truth) has no {' or '.join(metric.upper() for metric in metrics)}, which would compare "
-            f"it with itself: add a model to compare (e.g. --model bicubic hr){niqe}"
+            f"it with itself: add a model to compare (e.g. {example}){niqe}"
         )
 
 
@@ -160,23 +187,26 @@ def network_names(specs: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def dataset_labels(folders: Sequence[Path]) -> list[str]:
+def dataset_labels(folders: Sequence[Path], *, command_line: bool = False) -> list[str]:
     """Each folder's name, made unique (`Set5`, `Set5#2`) so that two folders of one name (a/Set5,
-    b/Set5) keep separate rows in the tables and the JSON."""
+    b/Set5) keep separate rows in the tables and the JSON; said in a warning (of two --data folders
+    with `command_line`)."""
+    folders_named = "--data folders" if command_line else "folders"
     labels: list[str] = []
     for folder in folders:
         label, count = folder.name or str(folder), 2
         while label in labels:
             label, count = f"{folder.name}#{count}", count + 1
         if label != (folder.name or str(folder)):
-            logger.warning("two --data folders are named %s: %s is labelled %s", folder.name, folder, label)
+            logger.warning("two %s are named %s: %s is labelled %s", folders_named, folder.name, folder, label)
         labels.append(label)
     return labels
 
 
-def warn_subfolders(folder: Path) -> None:
-    """A warning naming a --data folder's subfolders, which are not searched: their images were left out
-    without a word (Set5/image_SRF_4/ beside Set5's own images)."""
+def warn_subfolders(folder: Path, *, command_line: bool = False) -> None:
+    """A warning naming a folder's subfolders, which are not searched: their images were left out without a
+    word (Set5/image_SRF_4/ beside Set5's own images). It says to give a subfolder in `folders` (as a --data
+    folder with `command_line`)."""
     try:
         names = sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
     except OSError:  # not a folder, or unreadable: BenchmarkDataset says so in one line
@@ -184,10 +214,10 @@ def warn_subfolders(folder: Path) -> None:
     if names and any(path.is_file() for path in folder.iterdir()):  # only subfolders: the error says so
         named = ", ".join(map(printable, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         logger.warning(
-            "%s: its subfolder(s) %s are not searched, only its own files: give a subfolder as a --data folder "
-            "to score its images",
+            "%s: its subfolder(s) %s are not searched, only its own files: give a subfolder %s to score its images",
             printable(str(folder)),
             named,
+            "as a --data folder" if command_line else "in folders",
         )
 
 

@@ -230,14 +230,14 @@ def refuse_output_is_input(source: Path, target: Path) -> None:
 _NO_HARD_LINK_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
 
 
-def refuse_existing(path: Path, replace: bool) -> None:
+def refuse_existing(path: Path, replace: bool, *, command_line: bool = False) -> None:
     """With `replace` False, an existing `path` (a link to nothing too) is `OutputExistsError`: said before
     any work, as `move_into_place`'s "appeared while it was being written" is for one that did. It names
-    both the keyword and the flag: a Python caller (write_json, upscale_file) has no --overwrite."""
+    the option its caller gave: the keyword (replace=True) from Python (write_json, upscale_file), the
+    flag (--overwrite) with `command_line` (`srfeat upscale`'s)."""
     if not replace and (path.exists() or path.is_symlink()):
-        raise OutputExistsError(
-            f"{path} exists; it is kept: remove it, or allow replacing it (replace=True, --overwrite)"
-        )
+        option = "--overwrite" if command_line else "replace=True"
+        raise OutputExistsError(f"{path} exists; it is kept: remove it, or allow replacing it ({option})")
 
 
 def _appeared(path: Path) -> OutputExistsError:

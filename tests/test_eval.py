@@ -497,6 +497,7 @@ def test_hr_alone_with_only_psnr_or_ssim_is_refused_before_any_work(
     error = one_error_line(child, only=True)
     names = " or ".join(metric.upper() for metric in metrics)
     assert f"hr (the ground truth) has no {names}, which would compare it with itself: add a model" in error
+    assert "(e.g. --model bicubic hr)" in error  # the flags it was given (from Python: test_eval_messages)
     assert child.stdout == "" and "image(s)" not in child.stderr and not json_path.exists()
     with pytest.raises(InvalidOptionError, match=r"hr \(the ground truth\) has no PSNR"):
         evaluate(["hr"], [small_folder], metrics=["psnr"], device="cpu")
@@ -591,6 +592,7 @@ def test_writing_results_over_an_existing_file_from_python_says_it_exists(small_
         with pytest.raises(OutputExistsError, match=r"mine\.\w+ exists; it is kept: .*replace=True") as error:
             write(path)
         assert "appeared" not in str(error.value) and path.read_text() == "mine"
+        assert "--overwrite" not in str(error.value)  # the command's flag (srfeat eval names it itself)
 
 
 @pytest.mark.parametrize("flag", ["no", 0, None])

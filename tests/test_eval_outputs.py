@@ -137,3 +137,37 @@ def test_write_json_given_a_folder_says_so(photos: Path, tmp_path: Path, replace
     assert str(refused.value) == f"{folder} is a folder: give the name of a file (in it, or beside it) to write"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Photos", "results"]
     assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+
+
+def test_an_output_that_appears_while_the_models_run_is_kept_and_refused_in_the_commands_words(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --figure saved while the models ran was refused by the writer, naming "replace=True" (a Python
+    caller's keyword) beside --overwrite, and the --json before it had been written all the same."""
+    import argparse
+
+    from srfeat import evaluation
+    from srfeat.commands import eval as eval_command
+    from srfeat.errors import SRFeatError
+
+    figure, json_path = tmp_path / "f.png", tmp_path / "r.json"
+    evaluate = evaluation.evaluate
+
+    def saved_meanwhile(*args: object, **kwargs: object) -> object:
+        figure.write_bytes(b"the user's picture")
+        return evaluate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluation, "evaluate", saved_meanwhile)
+    parser = argparse.ArgumentParser()
+    eval_command.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model", "bicubic", "--data", str(photos), "--metrics", "psnr", "--json", str(json_path)]
+        + ["--figure", str(figure), "--device", "cpu"]
+    )
+    with pytest.raises(SRFeatError) as raised:
+        eval_command.run(args)
+    assert str(raised.value) == (
+        f"--figure {figure} appeared while the models were evaluated; it is kept: pass --overwrite to replace it, "
+        "or choose another name"
+    )
+    assert figure.read_bytes() == b"the user's picture" and not json_path.exists()

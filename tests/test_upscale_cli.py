@@ -407,6 +407,7 @@ def test_an_output_that_appears_during_the_upscale_is_kept(tmp_path: Path) -> No
     # which of the two refusals it meets is a matter of milliseconds, and both keep the file.
     refusals = ("out/photo.png exists; it is kept", "out/photo.png appeared while it was being written")
     assert any(refusal in errors[0] for refusal in refusals) and "Traceback" not in rest, rest
+    assert "(--overwrite)" in errors[0] and "replace=True" not in errors[0], errors[0]  # the flag, not the keyword
     assert target.read_bytes() == b"saved meanwhile"
     assert sorted(p.name for p in target.parent.iterdir()) == ["photo.png"]  # no temporary left
 

@@ -114,6 +114,22 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise SRFeatError(f"{option} {value} cannot be written: {reason}; choose another path")
 
 
+def _refuse_outputs_that_appeared(args: argparse.Namespace) -> None:
+    """Without --overwrite, a --json, --figure or --plane file that appeared while the models ran (none was
+    there for `check_outputs`) is refused before any is written, in the command's words: the writers' own
+    refusal names replace=True, their keyword for a Python caller."""
+    from srfeat.errors import SRFeatError
+
+    if args.overwrite:
+        return
+    for option, value in (("--json", args.json), ("--figure", args.figure), ("--plane", args.plane)):
+        if value and ((path := Path(value).expanduser()).exists() or path.is_symlink()):
+            raise SRFeatError(
+                f"{option} {value} appeared while the models were evaluated; it is kept: pass --overwrite to "
+                "replace it, or choose another name"
+            )
+
+
 def _warn_crop_clamped(crop: int, samples: Sequence[FigureSample]) -> None:
     """A warning naming the images smaller than --figure-crop, whose crop is their shorter side (the figure
     shows no more than the image; the side asked for was taken without a word)."""
@@ -243,12 +259,14 @@ def run(args: argparse.Namespace) -> int:
         figure_image=args.figure_image,
         keep_figure_samples=args.figure is not None,
         tta=args.tta,
+        command_line=True,
     )
     try:
         write_output(markdown_table(result, per_image=args.per_image) + "\n")  # the table is the command's output
         unshown = None
     except SRFeatError as error:  # `> /dev/full`: the files below are the evaluation's record all the same
         unshown = error
+    _refuse_outputs_that_appeared(args)
     if args.json:
         write_json(args.json, result, per_image=args.per_image, replace=args.overwrite)
         logger.info("wrote %s", args.json)

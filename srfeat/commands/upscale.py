@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             try:
                 width, height = upscale_file(
-                    upscaler, job.source, job.target, outscale=args.outscale, replace=args.overwrite
+                    upscaler, job.source, job.target, outscale=args.outscale, replace=args.overwrite, command_line=True
                 )
             except ImageReadError as error:
                 logger.error("%s", error)  # on one line, control characters escaped: cli.OneLineFormatter

@@ -18,6 +18,7 @@ from srfeat.errors import InvalidOptionError, SRFeatError, check_flag, shown
 from srfeat.files import refuse_existing, refuse_output_is_input
 from srfeat.inference.checks import check_outscale
 from srfeat.inference.upscaler import Upscaler
+from srfeat.weights import as_path
 
 __all__ = ["MAX_SIDE", "output_extension", "over_format_limit", "upscale_file"]
 
@@ -45,10 +46,12 @@ def over_format_limit(extension: str, width: int, height: int) -> str | None:
 
 def upscale_file(
     upscaler: Upscaler,
-    source: str | os.PathLike[str],
-    target: str | os.PathLike[str],
+    source: str | bytes | os.PathLike[str],
+    target: str | bytes | os.PathLike[str],
     outscale: float | None = None,
     replace: bool = True,
+    *,
+    command_line: bool = False,
 ) -> tuple[int, int]:
     """Upscale the image file `source` into `target`; returns the output's (width, height).
 
@@ -63,6 +66,8 @@ def upscale_file(
     Raises `ImageReadError` when `source` cannot be read, another `SRFeatError` when it cannot
     be upscaled (a model whose output is not finite, say), and `OSError` when `target` cannot
     be written (the target then does not exist: it is written to a temporary name and renamed).
+    Paths are str, bytes or path-like (`~` expanded), as `upscale_video`'s. Messages name these
+    keywords (`replace=True`, `outscale`); `command_line` (`srfeat upscale`'s) names its flags instead.
     """
     # replace="no" replaced the file (a string is true), an outscale of "2" was a TypeError from round()
     # and a name as the upscaler an AttributeError, each after the image was read
@@ -73,20 +78,27 @@ def upscale_file(
             f"{shown(upscaler)}"
         )
     check_outscale(outscale)
-    refuse_output_is_input(Path(source), Path(target))
-    extension = Path(target).suffix
+    # `~/photo.png` was looked for in a folder named `~`, a bytes path was a TypeError from pathlib
+    source, target = as_path(source, "the image"), as_path(target, "the output image")
+    refuse_output_is_input(source, target)
+    extension = target.suffix
     if extension.lower() not in FORMATS:  # found now, not after the network has run
         known = ", ".join(sorted(FORMATS))
         raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
-    if Path(target).is_dir() and not Path(target).is_symlink():  # the final rename would fail after the upscale
+    if target.is_dir() and not target.is_symlink():  # the final rename would fail after the upscale
         raise SRFeatError(f"cannot write {target}: a folder of that name exists; give another output name")
-    refuse_existing(Path(target), replace)  # now: the write's own refusal would come after the upscale
+    # now: the write's own refusal would come after the upscale
+    refuse_existing(target, replace, command_line=command_line)
     raw = read_raw_image(source)
     height, width = upscaler.output_size(raw.array.shape[0], raw.array.shape[1], outscale)
     if problem := over_format_limit(extension, width, height):  # found now, not after the network has run
+        way_out = (
+            "(--ext png, or an -o file name ending in .png), or lower --outscale"
+            if command_line
+            else "(a target name ending in .png), or lower outscale"
+        )
         raise SRFeatError(
-            f"cannot write {target}: the result would be {width}x{height}, {problem}; "
-            "write it as PNG or TIFF (--ext png, or an -o file name ending in .png), or lower --outscale"
+            f"cannot write {target}: the result would be {width}x{height}, {problem}; write it as PNG or TIFF {way_out}"
         )
     result = upscaler.upscale_array(raw.array, outscale=outscale)
     write_image(target, result, icc_profile=raw.icc_profile, exif=raw.exif, replace=replace)

@@ -1,0 +1,84 @@
+"""`upscale_file` from Python: paths as `upscale_video` takes them (str, bytes, path-like, `~` expanded),
+and refusals that name its keywords (`replace=True`, `outscale`), not `srfeat upscale`'s flags, which the
+command line gets (`command_line=True`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inference_helpers import tiny_generator
+from PIL import Image
+
+from srfeat import Upscaler
+from srfeat.errors import SRFeatError
+from srfeat.files import OutputExistsError
+from srfeat.inference.image_files import upscale_file
+
+
+@pytest.fixture()
+def upscaler() -> Upscaler:
+    return Upscaler(tiny_generator(), device="cpu", tile=0)
+
+
+def write_photo(path: Path, width: int = 5, height: int = 6) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((height, width, 3), 120, np.uint8)).save(path)
+    return path
+
+
+def test_a_home_relative_path_is_the_file_in_home(
+    upscaler: Upscaler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`upscale_file(u, "~/in.png", "~/out/x4.png")` looked for a folder named `~` in the working directory
+    (the input "not found"), where `upscale_video` expands `~`."""
+    home = tmp_path / "home"
+    write_photo(home / "in.png")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert upscale_file(upscaler, "~/in.png", "~/out/x4.png") == (20, 24)
+    assert upscale_file(upscaler, Path("~/in.png"), Path("~/out/path.png")) == (20, 24)
+    assert Image.open(home / "out" / "x4.png").size == (20, 24) and (home / "out" / "path.png").is_file()
+    assert not (tmp_path / "~").exists()
+
+
+def test_bytes_paths_are_taken(upscaler: Upscaler, tmp_path: Path) -> None:
+    """A bytes path (as os.listdir(b".") gives) was a TypeError from pathlib; `upscale_video` takes one."""
+    source = write_photo(tmp_path / "in.png")
+    assert upscale_file(upscaler, os.fsencode(source), os.fsencode(tmp_path / "out.png")) == (20, 24)
+    assert Image.open(tmp_path / "out.png").size == (20, 24)
+
+
+def test_an_existing_target_is_refused_naming_replace_from_python_and_overwrite_for_the_command_line(
+    upscaler: Upscaler, tmp_path: Path
+) -> None:
+    """It said "allow replacing it (replace=True, --overwrite)" to both."""
+    source, target = write_photo(tmp_path / "in.png"), tmp_path / "kept.png"
+    target.write_bytes(b"the user's picture")
+    said = f"{target} exists; it is kept: remove it, or allow replacing it "
+    for command_line, option in ((False, "(replace=True)"), (True, "(--overwrite)")):
+        with pytest.raises(OutputExistsError) as raised:
+            upscale_file(upscaler, source, target, replace=False, command_line=command_line)
+        assert str(raised.value) == said + option
+    assert target.read_bytes() == b"the user's picture"
+
+
+def test_a_result_over_its_formats_limit_is_refused_naming_outscale_from_python(
+    upscaler: Upscaler, tmp_path: Path
+) -> None:
+    """It said to give "--ext png, or an -o file name ending in .png" or lower "--outscale" to a Python caller
+    (the command line's words are test_upscale_cli's)."""
+    source = write_photo(tmp_path / "wide.png", width=4100, height=2)  # x4: 16400, over WebP's 16383
+    target = tmp_path / "big.webp"
+    said = f"cannot write {target}: the result would be 16400x8, over WebP's limit of 16383 pixels per side; "
+    with pytest.raises(SRFeatError) as raised:
+        upscale_file(upscaler, source, target)
+    assert str(raised.value) == said + "write it as PNG or TIFF (a target name ending in .png), or lower outscale"
+    with pytest.raises(SRFeatError) as raised:
+        upscale_file(upscaler, source, target, command_line=True)
+    assert str(raised.value) == said + (
+        "write it as PNG or TIFF (--ext png, or an -o file name ending in .png), or lower --outscale"
+    )
+    assert not target.exists()
