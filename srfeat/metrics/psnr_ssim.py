@@ -17,7 +17,7 @@ from scipy.ndimage import correlate1d
 
 from srfeat.errors import MetricInputError, check_flag, is_whole_number
 
-__all__ = ["check_crop_border", "psnr", "rgb_to_y", "ssim"]
+__all__ = ["check_crop_border", "psnr", "refuse_masked", "rgb_to_y", "ssim"]
 
 # BT.601 luma for RGB in [0, 1], giving Y in [16, 235].
 Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
@@ -35,11 +35,23 @@ BAND_PIXELS = 1 << 20
 FLOAT_TOLERANCE = 1 / 255
 
 
+def refuse_masked(image: object, what: str) -> None:
+    """A numpy masked array is refused: the metrics read its data and would score the masked pixels as
+    if they were there (a masked SR scored its hidden values, a masked HR the ground truth it hid)."""
+    if isinstance(image, np.ma.MaskedArray):
+        raise MetricInputError(
+            f"{what} is a numpy masked array ({np.ma.count_masked(image):,} value(s) masked), and the metrics do "
+            "not read masks: fill the masked values first (array.filled(value)), or pass array.data if the mask "
+            "means nothing"
+        )
+
+
 def _check_pixels(image: np.ndarray, what: str) -> None:
     """uint8, or finite floats in [0, 1]; HxW or HxWxC with C = 1 or 3. Anything else would give a
     number that means nothing (uint16 read as 0..255, 0..255 floats as [0, 1], NaN), so it is refused."""
     if not isinstance(image, np.ndarray):
         raise MetricInputError(f"{what} must be a numpy array, got {type(image).__name__}")
+    refuse_masked(image, what)
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
         raise MetricInputError(f"{what} must be HxW (gray) or HxWx3 (RGB), got shape {image.shape}")
     if image.dtype == np.uint8:
@@ -108,6 +120,7 @@ def _checked_crop(
         test_y_channel, "test_y_channel", MetricInputError, "True (the Y channel, the papers' protocol) or False (RGB)"
     )
     for image, what in ((sr, "the SR image"), (hr, "the HR image")):
+        refuse_masked(image, what)  # before the Y check: a masked Y channel is refused as masked
         try:
             _check_pixels(image, what)
         except MetricInputError:
