@@ -9,6 +9,7 @@ C2 = (0.03*255)^2; on RGB it is the mean over the three channels.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 
@@ -16,6 +17,8 @@ import numpy as np
 from scipy.ndimage import correlate1d
 
 from srfeat.errors import MetricInputError, check_flag, is_whole_number
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["check_crop_border", "psnr", "refuse_masked", "rgb_to_y", "ssim"]
 
@@ -111,6 +114,13 @@ def _looks_like_y(image: np.ndarray) -> bool:
     return 16 - 255 * FLOAT_TOLERANCE <= low and high <= 235 + 255 * FLOAT_TOLERANCE
 
 
+def _uint8_in_y_range(image: np.ndarray) -> bool:
+    """One channel (HxW or HxWx1) of uint8 all in Y's [16, 235], as `rgb_to_y`'s output rounded gives."""
+    if image.dtype != np.uint8 or image.ndim == 3 and image.shape[2] != 1 or not image.size:
+        return False
+    return 16 <= int(image.min()) and int(image.max()) <= 235
+
+
 def _checked_crop(
     sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +145,15 @@ def _checked_crop(
         raise MetricInputError(f"SR and HR images differ in shape: {sr.shape} vs {hr.shape}")
     if sr.dtype != hr.dtype and np.uint8 in (sr.dtype, hr.dtype):
         raise MetricInputError(f"SR ({sr.dtype}) and HR ({hr.dtype}) must both be uint8 or both float in [0, 1]")
+    if test_y_channel and _uint8_in_y_range(sr) and _uint8_in_y_range(hr):
+        # rgb_to_y's output rounded to uint8 reads as a gray image and is converted to Y a second time (as its
+        # floats are refused above); a gray image may lie in [16, 235] too, so this is said, not refused
+        logger.warning(
+            "the SR and HR images are one channel of uint8 all in Y's range [16, 235] (rgb_to_y's output, rounded?), "
+            "which test_y_channel=True converts to Y again, as gray images: for a Y channel, pass the RGB images "
+            "(the protocol's Y is not rounded), or test_y_channel=False to score the channel as it is; for gray "
+            "images, nothing is wrong"
+        )
     crop_border = check_crop_border(crop_border, sr.shape)
     if crop_border:
         sr = sr[crop_border:-crop_border, crop_border:-crop_border]
