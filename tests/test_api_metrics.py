@@ -58,3 +58,37 @@ def test_a_test_y_channel_that_is_not_true_or_false_is_refused(flag: object) -> 
         with pytest.raises(MetricInputError, match="test_y_channel must be True .* or False"):
             metric(photo, photo, 4, test_y_channel=flag)  # type: ignore[arg-type]
     assert psnr(photo, photo, 4, test_y_channel=np.bool_(False)) == math.inf
+
+
+def test_a_masked_array_is_refused_saying_to_fill_it_or_pass_its_data() -> None:
+    """numpy's masked arrays were scored by their data: a masked SR scored the values it hid, as did NIQE."""
+    from srfeat.metrics import psnr, rgb_to_y, ssim
+
+    photo = data.astronaut()[:64, :64]
+    hidden = np.zeros(photo.shape, bool)
+    hidden[:8] = True  # 8 rows, 1,536 values
+    masked = np.ma.masked_array(photo, mask=hidden)
+    expected = (
+        "{} is a numpy masked array (1,536 value(s) masked), and the metrics do not read masks: fill the "
+        "masked values first (array.filled(value)), or pass array.data if the mask means nothing"
+    )
+    for metric in (psnr, ssim):
+        for sr, hr, what in ((masked, photo, "the SR image"), (photo, masked, "the HR image")):
+            with pytest.raises(MetricInputError) as refused:
+                metric(sr, hr, 4)
+            assert str(refused.value) == expected.format(what)
+    # a masked channel in Y's range is refused as masked, not taken for rgb_to_y's output
+    y = np.ma.masked_array(rgb_to_y(photo), mask=hidden[..., 0])
+    with pytest.raises(MetricInputError, match="the SR image is a numpy masked array .512 value"):
+        psnr(y, y, 4)
+    with pytest.raises(MetricInputError) as refused:
+        rgb_to_y(masked)
+    assert str(refused.value) == expected.format("the image")
+    with pytest.raises(MetricInputError) as refused:
+        niqe(y)
+    assert str(refused.value) == expected.format("the Y channel").replace("1,536", "512")
+    # nothing masked is refused too (the type says a mask may be there); its data scores as the array
+    unmasked = np.ma.masked_array(photo)
+    with pytest.raises(MetricInputError, match=r"masked array \(0 value\(s\) masked\)"):
+        psnr(unmasked, photo, 4)
+    assert psnr(unmasked.data, photo, 4) == math.inf

@@ -93,6 +93,24 @@ def test_numpy_views_with_negative_strides_read_as_their_copies(upscaler: Upscal
     np.testing.assert_array_equal(upscaler(view), upscaler(view.copy()))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_masked_array_is_refused_saying_to_fill_it_or_pass_its_data(upscaler: Upscaler, dtype: type) -> None:
+    """Its data was upscaled, the masked pixels with the rest, and a plain array came back without the mask."""
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    pixels = pixels if dtype == np.uint8 else (pixels / 255).astype(dtype)
+    hidden = np.zeros(pixels.shape, bool)
+    hidden[2:4, 3:5] = True
+    for image, count in ((np.ma.masked_array(pixels, mask=hidden), 12), (np.ma.masked_array(pixels[..., 0]), 0)):
+        with pytest.raises(InvalidImageError) as refused:
+            upscaler(image)
+        assert str(refused.value) == (
+            f"the array is a numpy masked array ({count} value(s) masked), and the upscaler does not read masks: "
+            "fill the masked values first (array.filled(value)), or pass array.data if the mask means nothing"
+        )
+    with pytest.raises(InvalidImageError, match="numpy masked array"):
+        upscaler.upscale_array(np.ma.masked_array(pixels, mask=hidden))
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 9, 3), (9, 1), (1, 1)])
 def test_one_pixel_wide_images_come_back_scaled_in_their_dtype(upscaler: Upscaler, shape: tuple[int, ...]) -> None:
     image = np.full(shape, 200, np.uint8)

@@ -163,6 +163,96 @@ def test_a_folder_of_only_undecodable_images_is_refused_when_the_dataset_is_buil
         RandomCropDataset(photo_folder, hr_patch_size=96, in_memory=False)
 
 
+@pytest.mark.parametrize(
+    ("make", "options", "message"),
+    [
+        (CenterCropDataset, {"in_memory": "no"}, "in_memory must be True or False, got str 'no'"),
+        (CenterCropDataset, {"in_memory": 1}, "in_memory must be True or False, got int 1"),
+        (
+            RandomCropDataset,
+            {"in_memory": "no"},
+            "in_memory must be True, False or None (held if it fits), got str 'no'",
+        ),
+        (
+            CenterCropDataset,
+            {"hr_patch_size": "96"},
+            "hr_patch_size must be a whole number of at least 1, got str '96'",
+        ),
+        (
+            RandomCropDataset,
+            {"hr_patch_size": 96.0},
+            "hr_patch_size must be a whole number of at least 1, got float 96.0",
+        ),
+        (
+            CenterCropDataset,
+            {"hr_patch_size": True},
+            "hr_patch_size must be a whole number of at least 1, got bool True",
+        ),
+        (RandomCropDataset, {"scale": "4"}, "scale must be a whole number of at least 1, got str '4'"),
+        (CenterCropDataset, {"scale": 0}, "scale must be a whole number of at least 1, got int 0"),
+        (RandomCropDataset, {"repeats": "2"}, "repeats must be a whole number of at least 1, got str '2'"),
+        (RandomCropDataset, {"repeats": 1.5}, "repeats must be a whole number of at least 1, got float 1.5"),
+    ],
+)
+def test_dataset_options_of_the_wrong_kind_are_refused_in_one_line(
+    photo_folder: Path, make: type, options: dict[str, object], message: str
+) -> None:
+    """in_memory="no" held every image (a string is true); a patch size of "96" was a TypeError from a
+    comparison, 96.0 one from slicing, a repeats of 1.5 one from len(): each is now refused before a file is read."""
+    decoded: list[Path] = []
+    with pytest.MonkeyPatch.context() as patch:
+        from srfeat.data import image_folders
+
+        patch.setattr(image_folders, "read_image", lambda path: decoded.append(path) or read_image(path))
+        with pytest.raises(InvalidOptionError) as refused:
+            make(photo_folder, **{"hr_patch_size": 96, **options})
+    assert str(refused.value) == message and decoded == []
+
+
+def test_whole_numbers_of_numpy_and_patch_sizes_off_the_scale(photo_folder: Path) -> None:
+    dataset = CenterCropDataset(photo_folder, hr_patch_size=np.int64(96), scale=np.int32(4), in_memory=np.bool_(True))
+    assert type(dataset.hr_patch_size) is int and type(dataset.scale) is int and dataset.cache is not None
+    assert dataset[0]["lr"].shape == (3, 24, 24)
+    with pytest.raises(SRFeatError, match="the HR patch size 90 must be a positive multiple of the scale 4"):
+        RandomCropDataset(photo_folder, hr_patch_size=90)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"scale": "4"}, "scale must be a whole number of at least 1, got str '4'"),
+        ({"scale": 4, "hr_patch_size": "32"}, "hr_patch_size must be a whole number of at least 1, got str '32'"),
+    ],
+)
+def test_paired_patch_dataset_options_of_the_wrong_kind_are_refused(
+    tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    """A scale of "4" was a TypeError from the first size check, a patch size of "32" a mismatch in every pair."""
+    hr = samples.astronaut()[:32, :32]
+    write_png(tmp_path / "HR" / "a.png", hr)
+    write_png(tmp_path / "LR" / "a.png", bicubic_downscale(hr, 4))
+    with pytest.raises(InvalidOptionError) as refused:
+        PairedPatchDataset(tmp_path, **options)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"scale": "4"}, "scale must be a whole number of at least 1, got str '4'"),
+        ({"limit": "2"}, "limit must be a whole number of at least 1, got str '2'"),
+        ({"limit": 0}, "limit must be a whole number of at least 1, got int 0"),
+    ],
+)
+def test_benchmark_dataset_options_of_the_wrong_kind_are_refused(
+    photo_folder: Path, options: dict[str, object], message: str
+) -> None:
+    """A scale of "4" was a TypeError from the memory estimate; a limit of 0 said the folder "holds no image files"."""
+    with pytest.raises(InvalidOptionError) as refused:
+        BenchmarkDataset(photo_folder, **options)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
 def test_random_crop_dataset_gives_transformed_crops_with_protocol_lr(tmp_path: Path) -> None:
     source = samples.coffee()[100:164, 200:272]  # 64x72
     write_png(tmp_path / "src" / "coffee.png", source)

@@ -130,6 +130,39 @@ def test_a_y_channel_given_to_the_y_protocol_says_how_to_score_it(metric: Callab
             metric(image, np.zeros_like(image), 4, test_y_channel=y)
 
 
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_a_y_channel_rounded_to_uint8_given_to_the_y_protocol_is_warned_about(
+    metric: Callable[..., float], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`rgb_to_y(sr).round().astype(np.uint8)` read as a gray image and was converted to Y again without a
+    word, where its floats are refused; a gray image can lie in [16, 235] too, so it is said, not refused."""
+    hr = samples.astronaut()[:40, :48]
+    sr = np.clip(hr.astype(int) + np.random.default_rng(2).integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+    sr_y, hr_y = (np.round(rgb_to_y(image)).astype(np.uint8) for image in (sr, hr))
+    warning = (
+        "the SR and HR images are one channel of uint8 all in Y's range [16, 235] (rgb_to_y's output, "
+        "rounded?), which test_y_channel=True converts to Y again, as gray images: for a Y channel, pass the "
+        "RGB images (the protocol's Y is not rounded), or test_y_channel=False to score the channel as it is; "
+        "for gray images, nothing is wrong"
+    )
+    for sr_given, hr_given in ((sr_y, hr_y), (sr_y[..., None], hr_y[..., None])):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="srfeat.metrics"):
+            twice = metric(sr_given, hr_given, 4)
+        assert [record.getMessage() for record in caplog.records] == [warning]
+        assert twice == pytest.approx(metric(rgb_to_y(sr_y) / 255, rgb_to_y(hr_y) / 255, 4, test_y_channel=False))
+    # What it says to do is not warned about, and scores the channel (the protocol's Y, within its rounding).
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="srfeat.metrics"):
+        as_it_is = metric(sr_y, hr_y, 4, test_y_channel=False)
+        assert metric(sr, hr, 4) == pytest.approx(as_it_is, rel=0.02)
+        # Gray images reaching past Y's range, and RGB, are not warned about.
+        gray = samples.camera()[::8, ::8]  # 0..255
+        metric(gray, gray, 4)
+        metric(np.repeat(sr_y[..., None], 3, axis=2), np.repeat(hr_y[..., None], 3, axis=2), 4)
+    assert caplog.records == []
+
+
 def test_one_pixel_images() -> None:
     pixel = np.full((1, 1, 3), 100, np.uint8)
     assert psnr(pixel, pixel, crop_border=0) == math.inf

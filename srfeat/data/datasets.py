@@ -32,11 +32,12 @@ from srfeat.data.protocol import (
     bicubic_upscale,
     center_crop,
     check_patch_size,
+    check_whole_number,
     downscale_tensor,
     mod_crop,
     to_tensor,
 )
-from srfeat.errors import ImageReadError, SRFeatError
+from srfeat.errors import ImageReadError, SRFeatError, check_flag
 from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,9 @@ class CenterCropDataset(Dataset[Sample]):
         scale: int = 4,
         in_memory: bool = False,
     ) -> None:
-        check_patch_size(hr_patch_size, scale)
+        # in_memory="no" held every image (a string is true); a patch size of "96" was a TypeError from inside
+        in_memory = check_flag(in_memory, "in_memory")
+        hr_patch_size, scale = check_patch_size(hr_patch_size, scale)
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.images = LazyImages(scan_images(as_folders(folders), hr_patch_size, type(self).__name__)[0])
@@ -120,6 +123,10 @@ class PairedPatchDataset(Dataset[Sample]):
     """
 
     def __init__(self, roots: PathLike | Sequence[PathLike], scale: int = 4, hr_patch_size: int | None = None) -> None:
+        if hr_patch_size is None:
+            scale = check_whole_number(scale, "scale")
+        else:
+            hr_patch_size, scale = check_patch_size(hr_patch_size, scale)
         self.scale = scale
         self.hr_patch_size = hr_patch_size
         self.pairs: list[tuple[Path, Path]] = []
@@ -195,9 +202,10 @@ class RandomCropDataset(Dataset[Sample]):
         repeats: int = 1,
         in_memory: bool | None = None,
     ) -> None:
-        check_patch_size(hr_patch_size, scale)
-        if repeats < 1:
-            raise SRFeatError(f"repeats must be at least 1, got {repeats}")
+        if in_memory is not None:
+            in_memory = check_flag(in_memory, "in_memory", choices="True, False or None (held if it fits)")
+        hr_patch_size, scale = check_patch_size(hr_patch_size, scale)
+        repeats = check_whole_number(repeats, "repeats")
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.repeats = repeats
@@ -263,6 +271,9 @@ class BenchmarkDataset(Dataset[Sample]):
     """
 
     def __init__(self, folders: PathLike | Sequence[PathLike], scale: int = 4, limit: int | None = None) -> None:
+        scale = check_whole_number(scale, "scale")  # "4" was a TypeError from the memory estimate
+        if limit is not None:
+            limit = check_whole_number(limit, "limit")
         self.scale = scale
         self.folders = as_folders(folders)
         self.items: list[tuple[str, str, np.ndarray, np.ndarray]] = []

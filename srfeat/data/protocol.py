@@ -42,10 +42,23 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     return imresize_np(lr, float(scale))
 
 
-def check_patch_size(hr_patch_size: int, scale: int) -> None:
-    """HR patches must divide by the scale, or LR patches would not be exactly 1/scale."""
+def check_whole_number(value: object, name: str, least: int = 1) -> int:
+    """`value` as an int >= `least` (numpy's too), else a one-line `InvalidOptionError` naming `name`: a
+    patch size of "96" was a TypeError from a comparison, 96.0 one from slicing, True a size of 1."""
+    if not is_whole_number(value) or value < least:
+        raise InvalidOptionError(
+            f"{name} must be a whole number of at least {least}, got {type(value).__name__} {shown(value)}"
+        )
+    return int(value)
+
+
+def check_patch_size(hr_patch_size: object, scale: object) -> tuple[int, int]:
+    """`(hr_patch_size, scale)` as ints: whole numbers (else `InvalidOptionError`), the patch a multiple of
+    the scale (else `SRFeatError`), or LR patches would not be exactly 1/scale."""
+    hr_patch_size, scale = check_whole_number(hr_patch_size, "hr_patch_size"), check_whole_number(scale, "scale")
     if hr_patch_size < scale or hr_patch_size % scale:
         raise SRFeatError(f"the HR patch size {hr_patch_size} must be a positive multiple of the scale {scale}")
+    return hr_patch_size, scale
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:

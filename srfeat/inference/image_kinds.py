@@ -124,6 +124,12 @@ class ImageKinds(ABC):
 
     def upscale_array(self, array: np.ndarray, outscale: float | None = None) -> np.ndarray:
         """HxW or HxWxC numpy array, uint8, uint16 or float in [0, 1] -> the same dtype and layout."""
+        if isinstance(array, np.ma.MaskedArray):  # its data was upscaled, masked pixels too, and the mask dropped
+            raise InvalidImageError(
+                f"the array is a numpy masked array ({np.ma.count_masked(array):,} value(s) masked), and the "
+                "upscaler does not read masks: fill the masked values first (array.filled(value)), or pass "
+                "array.data if the mask means nothing"
+            )
         if array.ndim not in (2, 3):
             raise InvalidImageError(f"expected an HxW or HxWxC array, got shape {array.shape}")
         if array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4) and array.shape[0] in (1, 2, 3, 4):

@@ -38,6 +38,7 @@ from scipy.special import gamma
 
 from srfeat.data.resize import imresize
 from srfeat.errors import MetricInputError, SRFeatError, is_whole_number
+from srfeat.metrics.psnr_ssim import refuse_masked
 
 __all__ = ["BLOCK_SIZE", "PRISTINE_PARAMS_SHA256", "niqe", "pristine_model"]
 
@@ -183,6 +184,7 @@ def _check_y_range(y: np.ndarray) -> None:
 def _as_array(y: object) -> np.ndarray:
     """`y` as a numpy array: a tensor detached, on the CPU, bfloat16 as float32 (numpy has none of
     these: each was torch's error), a ragged list refused in one line."""
+    refuse_masked(y, "the Y channel")  # numpy's asarray keeps the data and drops the mask
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu()
         if y.dtype == torch.bfloat16:

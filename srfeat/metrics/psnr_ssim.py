@@ -9,6 +9,7 @@ C2 = (0.03*255)^2; on RGB it is the mean over the three channels.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 
@@ -17,7 +18,9 @@ from scipy.ndimage import correlate1d
 
 from srfeat.errors import MetricInputError, check_flag, is_whole_number
 
-__all__ = ["check_crop_border", "psnr", "rgb_to_y", "ssim"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["check_crop_border", "psnr", "refuse_masked", "rgb_to_y", "ssim"]
 
 # BT.601 luma for RGB in [0, 1], giving Y in [16, 235].
 Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
@@ -35,11 +38,23 @@ BAND_PIXELS = 1 << 20
 FLOAT_TOLERANCE = 1 / 255
 
 
+def refuse_masked(image: object, what: str) -> None:
+    """A numpy masked array is refused: the metrics read its data and would score the masked pixels as
+    if they were there (a masked SR scored its hidden values, a masked HR the ground truth it hid)."""
+    if isinstance(image, np.ma.MaskedArray):
+        raise MetricInputError(
+            f"{what} is a numpy masked array ({np.ma.count_masked(image):,} value(s) masked), and the metrics do "
+            "not read masks: fill the masked values first (array.filled(value)), or pass array.data if the mask "
+            "means nothing"
+        )
+
+
 def _check_pixels(image: np.ndarray, what: str) -> None:
     """uint8, or finite floats in [0, 1]; HxW or HxWxC with C = 1 or 3. Anything else would give a
     number that means nothing (uint16 read as 0..255, 0..255 floats as [0, 1], NaN), so it is refused."""
     if not isinstance(image, np.ndarray):
         raise MetricInputError(f"{what} must be a numpy array, got {type(image).__name__}")
+    refuse_masked(image, what)
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
         raise MetricInputError(f"{what} must be HxW (gray) or HxWx3 (RGB), got shape {image.shape}")
     if image.dtype == np.uint8:
@@ -99,6 +114,13 @@ def _looks_like_y(image: np.ndarray) -> bool:
     return 16 - 255 * FLOAT_TOLERANCE <= low and high <= 235 + 255 * FLOAT_TOLERANCE
 
 
+def _uint8_in_y_range(image: np.ndarray) -> bool:
+    """One channel (HxW or HxWx1) of uint8 all in Y's [16, 235], as `rgb_to_y`'s output rounded gives."""
+    if image.dtype != np.uint8 or image.ndim == 3 and image.shape[2] != 1 or not image.size:
+        return False
+    return 16 <= int(image.min()) and int(image.max()) <= 235
+
+
 def _checked_crop(
     sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +130,7 @@ def _checked_crop(
         test_y_channel, "test_y_channel", MetricInputError, "True (the Y channel, the papers' protocol) or False (RGB)"
     )
     for image, what in ((sr, "the SR image"), (hr, "the HR image")):
+        refuse_masked(image, what)  # before the Y check: a masked Y channel is refused as masked
         try:
             _check_pixels(image, what)
         except MetricInputError:
@@ -122,6 +145,15 @@ def _checked_crop(
         raise MetricInputError(f"SR and HR images differ in shape: {sr.shape} vs {hr.shape}")
     if sr.dtype != hr.dtype and np.uint8 in (sr.dtype, hr.dtype):
         raise MetricInputError(f"SR ({sr.dtype}) and HR ({hr.dtype}) must both be uint8 or both float in [0, 1]")
+    if test_y_channel and _uint8_in_y_range(sr) and _uint8_in_y_range(hr):
+        # rgb_to_y's output rounded to uint8 reads as a gray image and is converted to Y a second time (as its
+        # floats are refused above); a gray image may lie in [16, 235] too, so this is said, not refused
+        logger.warning(
+            "the SR and HR images are one channel of uint8 all in Y's range [16, 235] (rgb_to_y's output, rounded?), "
+            "which test_y_channel=True converts to Y again, as gray images: for a Y channel, pass the RGB images "
+            "(the protocol's Y is not rounded), or test_y_channel=False to score the channel as it is; for gray "
+            "images, nothing is wrong"
+        )
     crop_border = check_crop_border(crop_border, sr.shape)
     if crop_border:
         sr = sr[crop_border:-crop_border, crop_border:-crop_border]
