@@ -120,7 +120,7 @@ def test_a_protocol_scale_that_is_not_a_whole_number_is_one_line(scale: object) 
     ZeroDivisionError, bicubic_downscale(hr, "4") a TypeError from %."""
     image = samples.chelsea()[:16, :16]
     for helper in (mod_crop, bicubic_downscale):
-        with pytest.raises(InvalidOptionError, match="scale must be a whole number of at least 1 .*, got"):
+        with pytest.raises(InvalidOptionError, match="scale must be a whole number of at least 1, got"):
             helper(image, scale)  # type: ignore[arg-type]
     assert mod_crop(image, np.int64(3)).shape == (15, 15, 3)
 

@@ -10,17 +10,20 @@ from srfeat.data.resize import imresize, imresize_np
 from srfeat.errors import InvalidImageError, InvalidOptionError, SRFeatError, is_whole_number, shown
 
 
-def _whole_scale(scale: object) -> int:
-    """`scale` as an int >= 1 (numpy's too): 0 was a ZeroDivisionError from `%`, 4.0 or "4" a TypeError from
-    slicing, where a scale read as a float from a config file is easily passed."""
-    if not is_whole_number(scale) or scale < 1:
-        raise InvalidOptionError(f"scale must be a whole number of at least 1 (4, 2...), got {shown(scale)}")
-    return int(scale)
+def check_whole_number(value: object, name: str, least: int = 1) -> int:
+    """`value` as an int >= `least` (numpy's too), else a one-line `InvalidOptionError` naming `name`: a
+    patch size of "96" was a TypeError from a comparison, 96.0 one from slicing, True a size of 1, and a
+    scale of 0 a ZeroDivisionError from `%`."""
+    if not is_whole_number(value) or value < least:
+        raise InvalidOptionError(
+            f"{name} must be a whole number of at least {least}, got {type(value).__name__} {shown(value)}"
+        )
+    return int(value)
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
     """Crop an HxW(xC) image to a multiple of `scale` (bottom/right rows go, as in the protocol)."""
-    scale = _whole_scale(scale)
+    scale = check_whole_number(scale, "scale")
     height, width = image.shape[:2]
     return image[: height - height % scale, : width - width % scale]
 
@@ -31,7 +34,7 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     The HR size must be a multiple of `scale` (use `mod_crop`), so that LR is exactly 1/scale
     (else `srfeat.errors.InvalidImageError`); `scale` is a whole number (else `InvalidOptionError`).
     """
-    scale = _whole_scale(scale)
+    scale = check_whole_number(scale, "scale")
     if hr.shape[0] % scale or hr.shape[1] % scale:
         raise InvalidImageError(f"HR size {hr.shape[:2]} is not a multiple of the scale {scale}; mod_crop it first")
     return imresize_np(hr, 1.0 / scale)
@@ -40,16 +43,6 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB bicubic xscale of a uint8 image, rounded to uint8 (the `bicubic` baseline)."""
     return imresize_np(lr, float(scale))
-
-
-def check_whole_number(value: object, name: str, least: int = 1) -> int:
-    """`value` as an int >= `least` (numpy's too), else a one-line `InvalidOptionError` naming `name`: a
-    patch size of "96" was a TypeError from a comparison, 96.0 one from slicing, True a size of 1."""
-    if not is_whole_number(value) or value < least:
-        raise InvalidOptionError(
-            f"{name} must be a whole number of at least {least}, got {type(value).__name__} {shown(value)}"
-        )
-    return int(value)
 
 
 def check_patch_size(hr_patch_size: object, scale: object) -> tuple[int, int]:
