@@ -23,7 +23,7 @@ av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
 from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
-from tests.video_helpers import write_clip  # noqa: E402 - needs PyAV, checked above
+from tests.video_helpers import write_clip, write_encoded  # noqa: E402 - needs PyAV, checked above
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,17 +41,23 @@ def the_error_line(result: subprocess.CompletedProcess[str], source: Path) -> st
     return line
 
 
-def test_a_first_frame_that_does_not_decode_suggests_no_empty_frame_range(tmp_path: Path, model_path: Path) -> None:
-    """A video whose first frame does not decode was told "--frames 0:0 upscales the 0 frames before it", a range
-    the command refuses (and one that would leave nothing); no range helps there, as frames decode from the start."""
-    whole = tmp_path / "whole.mp4"
+def first_frame_broken(folder: Path) -> Path:
+    """A 6-frame H.264 clip whose first frame's bytes are overwritten: the decoder refuses it."""
+    whole = folder / "whole.mp4"
     write_clip(whole, frames=6, audio=False)
     with av.open(str(whole)) as container:
         first = next(p for p in container.demux(video=0) if p.size)
     broken = bytearray(whole.read_bytes())
     broken[first.pos : first.pos + first.size] = bytes([0, 255]) * (first.size // 2) + bytes(first.size % 2)
-    source = tmp_path / "broken.mp4"
+    source = folder / "broken.mp4"
     source.write_bytes(bytes(broken))
+    return source
+
+
+def test_a_first_frame_that_does_not_decode_suggests_no_empty_frame_range(tmp_path: Path, model_path: Path) -> None:
+    """A video whose first frame does not decode was told "--frames 0:0 upscales the 0 frames before it", a range
+    the command refuses (and one that would leave nothing); no range helps there, as frames decode from the start."""
+    source = first_frame_broken(tmp_path)
     hint = "(no frame decoded before it, and every frame range is decoded from the start: skip or replace this file)"
     with pytest.raises(VideoError) as refused:
         upscale_video(source, tmp_path / "out" / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions())
@@ -180,3 +186,28 @@ def test_a_range_with_no_end_is_timed_from_its_first_frame_without_decoding_the_
     assert len(decoded) == 3  # frames 0, 1 and 2; the 21 after them were decoded too
     window = probe.time_window(av, source, FrameRange(2, 5))
     assert (window.start, window.stop) == (pytest.approx(times[2]), pytest.approx(times[5]))
+
+
+def test_a_frame_that_stops_a_range_gets_the_part_of_that_range_before_it(tmp_path: Path, model_path: Path) -> None:
+    """`--frames 2:` on frames whose size changes at frame 4 was told "--frames 0:4", frames it had left out;
+    a frame that fails before the range's first was told nothing of the kind (the probe's error had no hint)."""
+    for name, size in (("a.ts", (64, 48)), ("b.ts", (96, 64))):
+        write_encoded(tmp_path / name, size=size)
+    spliced = tmp_path / "spliced.ts"  # joined MPEG-TS pieces, as broadcasts splice them: 64x48, then 96x64
+    spliced.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    line = the_error_line(cli(spliced, "-o", tmp_path / "out.mkv", "--model", model_path, "--frames", "2:"), spliced)
+    assert line.endswith("(--frames 2:4 upscales the 2 frames before it)"), line
+    upscaler = Upscaler(model_path, device="cpu")
+    with pytest.raises(VideoError, match=r"\(frames=FrameRange\(2, 4\) upscales the 2 frames before it\)$"):
+        upscale_video(spliced, tmp_path / "out.mkv", upscaler, VideoOptions(frames=FrameRange(2)))
+
+    broken = first_frame_broken(tmp_path)
+    for frames in (FrameRange(2, 5), FrameRange(0, 5)):
+        with pytest.raises(VideoError) as refused:
+            upscale_video(broken, tmp_path / "out.mkv", upscaler, VideoOptions(frames=frames))
+        before = "no frame of the range" if frames.start else "no frame"
+        hint = (
+            f"({before} decoded before it, and every frame range is decoded from the start: skip or replace this file)"
+        )
+        assert "cannot be decoded" in str(refused.value) and str(refused.value).endswith(hint), refused.value
+    assert not (tmp_path / "out.mkv").exists()

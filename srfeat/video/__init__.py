@@ -106,13 +106,16 @@ def frames_option(frames: FrameRange, *, command_line: bool = False) -> str:
     return f"frames=FrameRange({frames.start}{'' if frames.stop is None else f', {frames.stop}'})"
 
 
-def frames_before_hint(index: int, *, command_line: bool = False) -> str:
-    """What to do about a frame that stops the upscale, `index` frames into the file: the range of the
-    frames before it, as its caller gives a range. Before any frame decoded no range avoids it (the
-    frames are decoded from the file's start whatever the range): `--frames 0:0` was suggested there."""
-    if index == 0:
-        return "no frame decoded before it, and every frame range is decoded from the start: skip or replace this file"
-    return f"{frames_option(FrameRange(0, index), command_line=command_line)} upscales the {index} frames before it"
+def frames_before_hint(index: int, frames: FrameRange, *, command_line: bool = False) -> str:
+    """What to do about a frame that stops the upscale of `frames`, `index` frames into the file: the part
+    of the range before it, as its caller gives a range (`--frames 2:4` for `--frames 2:` failing at frame
+    4; `0:4` was said, frames the user had left out). Where no frame of the range comes before it, no range
+    avoids it (frames are decoded from the file's start whatever the range): `--frames 0:0` was said."""
+    if index <= frames.start:
+        before = "no frame of the range" if frames.start else "no frame"
+        return f"{before} decoded before it, and every frame range is decoded from the start: skip or replace this file"
+    working = frames_option(FrameRange(frames.start, index), command_line=command_line)
+    return f"{working} upscales the {index - frames.start} frames before it"
 
 
 def parse_frame_range(text: str) -> FrameRange:

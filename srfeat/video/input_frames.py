@@ -102,7 +102,8 @@ class InputFrames:
                 break
             except av.error.FFmpegError as error:
                 raise VideoError(
-                    f"{self.source}: cannot read past frame {index} ({error_reason(error)}); the file is damaged"
+                    f"{self.source}: cannot read past frame {index} ({error_reason(error)}); the file is damaged "
+                    f"({frames_before_hint(index, frames, command_line=self.command_line)})"
                 ) from error
             if packet.stream.index == video.index:
                 if done:  # past frame B: only the copied streams' packets up to its time are still wanted
@@ -169,5 +170,5 @@ class InputFrames:
             )
             raise VideoError(
                 f"{self.source}: a frame{at} cannot be decoded ({error_reason(error)}); the file is damaged "
-                f"({frames_before_hint(index, command_line=self.command_line)})"
+                f"({frames_before_hint(index, self.frames, command_line=self.command_line)})"
             ) from error

@@ -251,7 +251,7 @@ class _Transcoder:
             raise VideoError(
                 f"{self.source}: frame {frame.index} is {width}x{height}, the frames before it {first_width}x"
                 f"{first_height}; videos whose frame size changes are not supported "
-                f"({frames_before_hint(frame.index, command_line=self.command_line)})"
+                f"({frames_before_hint(frame.index, self.options.frames, command_line=self.command_line)})"
             )
 
     def _guard(self, stage: Any, *args: Any) -> None:

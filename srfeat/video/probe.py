@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from srfeat.errors import VideoError
-from srfeat.video import FrameRange, frames_option
+from srfeat.video import FrameRange, frames_before_hint, frames_option
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -98,7 +98,8 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange, *, command_lin
                     break
         except av.error.FFmpegError as error:
             raise VideoError(
-                f"{source}: frame {count} cannot be decoded ({error_reason(error)}); the file is damaged"
+                f"{source}: frame {count} cannot be decoded ({error_reason(error)}); the file is damaged "
+                f"({frames_before_hint(count, frames, command_line=command_line)})"
             ) from error
     if start is None:
         given = frames_option(frames, command_line=command_line)
