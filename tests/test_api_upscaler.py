@@ -111,6 +111,18 @@ def test_a_masked_array_is_refused_saying_to_fill_it_or_pass_its_data(upscaler: 
         upscaler.upscale_array(np.ma.masked_array(pixels, mask=hidden))
 
 
+def test_a_masked_tensor_is_refused_saying_to_fill_it_or_pass_its_data(upscaler: Upscaler) -> None:
+    """torch's MaskedTensor passed the tensor checks and failed inside with "Multiple dispatch failed"."""
+    data = torch.rand(1, 3, 10, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's "masked tensors are in prototype stage"
+        masked = torch.masked.masked_tensor(data, data > 0.5)
+        images = (masked, masked[0])
+    for image in images:
+        with pytest.raises(InvalidImageError, match=r"^the tensor is a torch MaskedTensor, .*\.get_data\(\) if the"):
+            upscaler(image)
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 9, 3), (9, 1), (1, 1)])
 def test_one_pixel_wide_images_come_back_scaled_in_their_dtype(upscaler: Upscaler, shape: tuple[int, ...]) -> None:
     image = np.full(shape, 200, np.uint8)

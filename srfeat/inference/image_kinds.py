@@ -82,6 +82,12 @@ class ImageKinds(ABC):
         Any layout (channels_last, a transposed view) and device is read; the result is a new
         contiguous tensor that does not require grad. A batch is upscaled image by image.
         """
+        if isinstance(image, torch.masked.MaskedTensor):  # torch's "Multiple dispatch failed" TypeError, inside
+            raise InvalidImageError(
+                "the tensor is a torch MaskedTensor, and the upscaler does not read masks: fill the masked values "
+                "first (torch.where(tensor.get_mask(), tensor.get_data(), value)), or pass tensor.get_data() if the "
+                "mask means nothing"
+            )
         if not image.is_floating_point():
             raise InvalidImageError(
                 f"expected a float tensor with values in [0, 1], got {image.dtype}; e.g. tensor.float() / 255"
