@@ -180,3 +180,36 @@ def test_a_range_with_no_end_is_timed_from_its_first_frame_without_decoding_the_
     assert len(decoded) == 3  # frames 0, 1 and 2; the 21 after them were decoded too
     window = probe.time_window(av, source, FrameRange(2, 5))
     assert (window.start, window.stop) == (pytest.approx(times[2]), pytest.approx(times[5]))
+
+
+def test_an_output_saved_before_or_while_upscaling_is_refused_naming_the_callers_option(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`upscale_video(replace=False)` said "(--overwrite)" to Python of a file saved while it ran, and "pass
+    replace=True" to `srfeat upscale` (`command_line=True`) of one saved after the command looked."""
+    from srfeat.files import OutputExistsError
+    from srfeat.video import pipeline
+
+    source, target = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    write_clip(source, frames=2, audio=False)
+    upscaler, options = Upscaler(model_path, device="cpu"), VideoOptions()
+    target.write_bytes(b"saved before")
+    for command_line, option in ((False, "replace=True"), (True, "--overwrite")):
+        with pytest.raises(OutputExistsError) as raised:
+            upscale_video(source, target, upscaler, options, replace=False, command_line=command_line)
+        assert str(raised.value) == f"{target} exists; it is kept: remove it, or pass {option} to replace it"
+    run = pipeline._Transcoder.run
+
+    def saving_meanwhile(self: Any) -> Any:
+        target.write_bytes(b"saved meanwhile")
+        return run(self)
+
+    monkeypatch.setattr(pipeline._Transcoder, "run", saving_meanwhile)
+    said = f"{target} appeared while it was being written (another program?); it is kept: remove it or allow "
+    for command_line, option in ((False, "replacing it (replace=True)"), (True, "replacing it (--overwrite)")):
+        target.unlink()
+        with pytest.raises(OutputExistsError) as raised:
+            upscale_video(source, target, upscaler, options, replace=False, command_line=command_line)
+        assert str(raised.value) == said + option + ", and run again"
+        assert target.read_bytes() == b"saved meanwhile"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv"]  # no temporary left
