@@ -190,9 +190,17 @@ def json_records(result: EvaluationResult, per_image: bool = False) -> list[dict
     return records
 
 
-def write_json(path: str | Path, result: EvaluationResult, per_image: bool = False, replace: bool = True) -> None:
+def write_json(
+    path: str | Path,
+    result: EvaluationResult,
+    per_image: bool = False,
+    replace: bool = True,
+    *,
+    command_line: bool = False,
+) -> None:
     """The records as JSON, written all or nothing (a temporary renamed over `path`; with `replace`
-    False an existing file is kept: `srfeat.files.OutputExistsError`; both flags are True or False)."""
+    False an existing file is kept: `srfeat.files.OutputExistsError`, naming replace=True, or --overwrite
+    with `command_line`; both flags are True or False)."""
     replace = check_flag(replace, "replace")  # "no" replaced the file
     data = (json.dumps(json_records(result, per_image), indent=2) + "\n").encode()
-    write_file_atomically(Path(path), lambda handle: handle.write(data), len(data), replace)
+    write_file_atomically(Path(path), lambda handle: handle.write(data), len(data), replace, command_line=command_line)

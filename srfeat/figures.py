@@ -48,9 +48,10 @@ def figure_text(name: str) -> str:
     return shown.replace("$", "\\$")
 
 
-def save_figure(figure: Any, path: str | Path, replace: bool = True) -> None:
+def save_figure(figure: Any, path: str | Path, replace: bool = True, *, command_line: bool = False) -> None:
     """Save a matplotlib figure all or nothing (rendered in memory, then a temporary renamed over `path`;
-    with `replace` False an existing file is kept) in the format its suffix names, and close it."""
+    with `replace` False an existing file is kept, naming replace=True, or --overwrite with `command_line`)
+    in the format its suffix names, and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -61,14 +62,20 @@ def save_figure(figure: Any, path: str | Path, replace: bool = True) -> None:
     finally:
         plt.close(figure)
     data = buffer.getvalue()
-    write_file_atomically(path, lambda handle: handle.write(data), len(data), replace)
+    write_file_atomically(path, lambda handle: handle.write(data), len(data), replace, command_line=command_line)
 
 
 def comparison_figure(
-    path: str | Path, samples: Sequence[FigureSample], crop_size: int = 96, replace: bool = True
+    path: str | Path,
+    samples: Sequence[FigureSample],
+    crop_size: int = 96,
+    replace: bool = True,
+    *,
+    command_line: bool = False,
 ) -> None:
     """A PNG: one row per dataset, the same crop of bicubic, each model and HR, labelled with scores.
-    `replace` is True or False (else `srfeat.errors.InvalidOptionError`, before anything is drawn)."""
+    `replace` is True or False (else `srfeat.errors.InvalidOptionError`, before anything is drawn);
+    `command_line` as `save_figure`'s."""
     check_flag(replace, "replace")
     import matplotlib
 
@@ -108,4 +115,4 @@ def comparison_figure(
             fontsize=9,
         )
     figure.tight_layout()
-    save_figure(figure, path, replace)
+    save_figure(figure, path, replace, command_line=command_line)

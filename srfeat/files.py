@@ -230,40 +230,46 @@ def refuse_output_is_input(source: Path, target: Path) -> None:
 _NO_HARD_LINK_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
 
 
+def replace_option(command_line: bool) -> str:
+    """The option that allows replacing an existing file, as its caller gives it: the keyword from Python
+    (`write_image`, `upscale_file`, `save_generator`...), the flag with `command_line` (a command's)."""
+    return "--overwrite" if command_line else "replace=True"
+
+
 def refuse_existing(path: Path, replace: bool, *, command_line: bool = False) -> None:
     """With `replace` False, an existing `path` (a link to nothing too) is `OutputExistsError`: said before
     any work, as `move_into_place`'s "appeared while it was being written" is for one that did. It names
-    the option its caller gave: the keyword (replace=True) from Python (write_json, upscale_file), the
-    flag (--overwrite) with `command_line` (`srfeat upscale`'s)."""
+    the option its caller gave (`replace_option`)."""
     if not replace and (path.exists() or path.is_symlink()):
-        option = "--overwrite" if command_line else "replace=True"
+        option = replace_option(command_line)
         raise OutputExistsError(f"{path} exists; it is kept: remove it, or allow replacing it ({option})")
 
 
-def _appeared(path: Path) -> OutputExistsError:
+def _appeared(path: Path, command_line: bool) -> OutputExistsError:
     return OutputExistsError(
         f"{path} appeared while it was being written (another program?); it is kept: "
-        "remove it or allow replacing it (--overwrite), and run again"
+        f"remove it or allow replacing it ({replace_option(command_line)}), and run again"
     )
 
 
-def move_into_place(temporary: Path, path: Path, replace: bool = True) -> None:
+def move_into_place(temporary: Path, path: Path, replace: bool = True, *, command_line: bool = False) -> None:
     """Rename the complete `temporary` to `path`. With `replace` False an existing `path` is never
     replaced, not even one that appeared after the caller checked (a photo saved while a large
     upscale ran): the temporary is hard-linked to `path`, which fails if it exists, in one step.
-    Where the filesystem has no hard links, `path` is checked just before the rename instead."""
+    Where the filesystem has no hard links, `path` is checked just before the rename instead. The
+    refusal names the option its caller gave (`replace_option`)."""
     if replace:
         os.replace(temporary, path)
         return
     try:
         os.link(temporary, path)
     except FileExistsError:
-        raise _appeared(path) from None
+        raise _appeared(path, command_line) from None
     except OSError as error:
         if error.errno not in _NO_HARD_LINK_ERRNOS:
             raise
         if path.exists() or path.is_symlink():
-            raise _appeared(path) from None
+            raise _appeared(path, command_line) from None
         os.replace(temporary, path)
     else:
         temporary.unlink()
@@ -314,16 +320,17 @@ def _disk_full(paths: Sequence[Path], needed: int, cause: str) -> DiskFullError:
     )
 
 
-def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -> None:
+def write_files_atomically(files: Sequence[PendingFile], replace: bool = True, *, command_line: bool = False) -> None:
     """Write every file to its temporary, then rename them all into place; on any failure none
     is replaced and no temporary stays (on a signal too: the cleanup is in `finally`). With
-    `replace` False an existing file is never replaced (`move_into_place`): `OutputExistsError`."""
+    `replace` False an existing file is never replaced (`move_into_place`): `OutputExistsError`,
+    naming the option its caller gave (`replace_option`)."""
     if not files:
         return
     for file in files:
         if file.path.is_dir():  # the rename failed after the writing: IsADirectoryError, naming the temporary
             raise SRFeatError(f"{file.path} is a folder: give the name of a file (in it, or beside it) to write")
-        refuse_existing(file.path, replace)
+        refuse_existing(file.path, replace, command_line=command_line)
     current = files[0]
     with ExitStack() as claimed:  # each temporary removed on leaving, unless renamed into place
         for file in files:  # the folders made here removed if the write fails (`folder_made_for`)
@@ -341,12 +348,14 @@ def write_files_atomically(files: Sequence[PendingFile], replace: bool = True) -
                     handle.flush()
                     os.fsync(handle.fileno())
             for file, temporary in zip(files, temporaries, strict=True):
-                move_into_place(temporary, file.path, replace)
+                move_into_place(temporary, file.path, replace, command_line=command_line)
         except OSError as error:
             if error.errno in FULL_DISK_ERRNOS:
                 raise _disk_full([current.path], current.size, error.strerror or "disk full") from error
             raise
 
 
-def write_file_atomically(path: Path, write: Callable[[BinaryIO], object], size: int, replace: bool = True) -> None:
-    write_files_atomically([PendingFile(path, write, size)], replace)
+def write_file_atomically(
+    path: Path, write: Callable[[BinaryIO], object], size: int, replace: bool = True, *, command_line: bool = False
+) -> None:
+    write_files_atomically([PendingFile(path, write, size)], replace, command_line=command_line)

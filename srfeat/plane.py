@@ -81,9 +81,11 @@ def _curves(models: dict[str, Record]) -> dict[str, list[tuple[float, Record]]]:
     return {name: sorted(points, key=lambda point: point[0]) for name, points in curves.items()}
 
 
-def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = True) -> None:
+def plane_figure(
+    path: str | Path, records: Sequence[Record], replace: bool = True, *, command_line: bool = False
+) -> None:
     """Write the PNG: one panel per dataset with PSNR and NIQE in `records`. `replace` is True or False
-    (else `srfeat.errors.InvalidOptionError`, before anything is drawn)."""
+    (else `srfeat.errors.InvalidOptionError`, before anything is drawn); `command_line` as `save_figure`'s."""
     check_flag(replace, "replace")
     import matplotlib
 
@@ -162,7 +164,7 @@ def plane_figure(path: str | Path, records: Sequence[Record], replace: bool = Tr
             axis.legend(loc="lower right", fontsize=8, title="default (0) .. gan (1)", title_fontsize=8)
     figure.tight_layout()
 
-    save_figure(figure, path, replace)
+    save_figure(figure, path, replace, command_line=command_line)
 
 
 def plane_table(records: Sequence[Record]) -> str:

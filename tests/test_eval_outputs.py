@@ -171,3 +171,30 @@ def test_an_output_that_appears_while_the_models_run_is_kept_and_refused_in_the_
         "or choose another name"
     )
     assert figure.read_bytes() == b"the user's picture" and not json_path.exists()
+
+
+def test_a_json_file_saved_while_it_is_written_is_refused_naming_the_callers_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write_json(replace=False) of a file saved while it was written said "(--overwrite)" to Python too;
+    `srfeat eval` (`command_line=True`) keeps the flag."""
+    from srfeat import evaluation_results, files
+    from srfeat.evaluation import write_json
+    from srfeat.files import OutputExistsError
+
+    path = tmp_path / "r.json"
+    monkeypatch.setattr(evaluation_results, "json_records", lambda *args: [])
+    remove_stale_temporaries = files.remove_stale_temporaries
+
+    def saving_meanwhile(target: Path) -> list[Path]:  # after the writer looked, before its temporary is renamed
+        path.write_text("mine")
+        return remove_stale_temporaries(target)
+
+    monkeypatch.setattr(files, "remove_stale_temporaries", saving_meanwhile)
+    said = f"{path} appeared while it was being written (another program?); it is kept: remove it or allow "
+    for command_line, option in ((False, "replace=True"), (True, "--overwrite")):
+        path.unlink(missing_ok=True)
+        with pytest.raises(OutputExistsError) as raised:
+            write_json(path, None, replace=False, command_line=command_line)  # type: ignore[arg-type]
+        assert str(raised.value) == said + f"replacing it ({option}), and run again"
+        assert path.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["r.json"]

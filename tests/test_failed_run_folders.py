@@ -116,7 +116,7 @@ def test_a_new_run_that_diverged_keeps_its_log_if_it_logged_steps(
         assert str(raised.value).endswith(f"no checkpoint was saved in {out} (lower optim.lr or check the data)")
         assert not out.exists()
         return
-    assert str(raised.value).endswith("lower optim.lr or check the data, then run again with --overwrite")
+    assert str(raised.value).endswith("lower optim.lr or check the data, then run again with overwrite=True")
     assert sorted(os.listdir(out)) == [checkpoint.CONFIG_FILE, "metrics.jsonl", "tensorboard"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [record["step"] for record in records] == [1, 2]

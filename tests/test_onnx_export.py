@@ -703,6 +703,48 @@ def test_export_checks_its_output_path_before_exporting(tmp_path: Path, default_
     assert "looks like an ONNX file: name it .onnx" in errors[0] and "pickle" not in errors[0], errors[0]
 
 
+def test_export_from_python_names_its_keywords_and_the_command_its_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`export_onnx(..., overwrite=False)` over an existing file said "use --overwrite", and a name without
+    .onnx "use -o X.onnx"; a file saved while it exported was refused by the writer, "allow replacing it
+    (replace=True)" (a keyword export_onnx does not take), to `srfeat export` too. Python gets overwrite=True,
+    the command (`command_line=True`) --overwrite."""
+    from inference_helpers import tiny_generator
+
+    from srfeat.errors import SRFeatError
+    from srfeat.export import onnx as onnx_export
+    from srfeat.export.onnx import ModelInfo, check_output_path, export_onnx
+    from srfeat.files import OutputExistsError
+
+    generator, info = tiny_generator(), ModelInfo("g", "none", "CC0")
+    existing = tmp_path / "g.onnx"
+    existing.write_bytes(b"mine")
+    for command_line, option in ((False, "overwrite=True"), (True, "--overwrite")):
+        with pytest.raises(SRFeatError) as raised:
+            export_onnx(generator, existing, info, command_line=command_line)
+        assert str(raised.value) == f"{existing} exists; use {option} to replace it"
+    for command_line, flag in ((False, ""), (True, "-o ")):
+        with pytest.raises(SRFeatError) as raised:
+            check_output_path(tmp_path / "model.pt", command_line=command_line)
+        assert str(raised.value).endswith(f"know an ONNX model: use {flag}{tmp_path / 'model.onnx'}")
+    onnx_model = onnx_export.onnx_model
+
+    def saving_meanwhile(*args: object, **kwargs: object) -> object:
+        (tmp_path / "new.onnx").write_bytes(b"saved meanwhile")
+        return onnx_model(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnx_export, "onnx_model", saving_meanwhile)
+    said = f"{tmp_path / 'new.onnx'} appeared while the model was exported (another program?); it is kept: "
+    for command_line, option in ((False, "overwrite=True"), (True, "--overwrite")):
+        (tmp_path / "new.onnx").unlink(missing_ok=True)
+        with pytest.raises(OutputExistsError) as raised:
+            export_onnx(generator, tmp_path / "new.onnx", info, command_line=command_line)
+        assert str(raised.value) == said + f"remove it or allow replacing it ({option}), and run again"
+        assert (tmp_path / "new.onnx").read_bytes() == b"saved meanwhile"
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["g.onnx", "new.onnx"]  # no temporary left
+
+
 def test_the_metadata_of_a_blend_at_minus_zero_names_strength_0() -> None:
     """`--strength -0` (0, the default model) was named `default-gan-strength--0`, `+ -0 x gan`."""
     from srfeat.export.onnx import model_info

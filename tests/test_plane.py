@@ -203,7 +203,9 @@ def test_plane_figure_names_the_channel_its_psnr_was_measured_on(
 ) -> None:
     # `srfeat eval --rgb --plane` labelled its axis "PSNR (dB, Y)" over RGB PSNRs (about 1.5 dB lower)
     drawn: list = []
-    monkeypatch.setattr("srfeat.figures.save_figure", lambda figure, path, replace=True: drawn.append(figure))
+    monkeypatch.setattr(
+        "srfeat.figures.save_figure", lambda figure, path, replace=True, *, command_line=False: drawn.append(figure)
+    )
     for channel, expected in (("rgb", "PSNR (dB, RGB)"), ("y", "PSNR (dB, Y)")):
         plane_figure(tmp_path / "p.png", [{**record, "channel": channel} for record in records("Set14", 0.0)])
         assert drawn[-1].axes[0].get_xlabel().startswith(expected), drawn[-1].axes[0].get_xlabel()

@@ -127,7 +127,9 @@ def test_same_seed_gives_identical_files_any_worker_count(tmp_path: Path) -> Non
 def test_non_empty_out_needs_overwrite(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     write_png(out / "HR" / "stale_999.png", np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(SRFeatError, match="--overwrite"):
+    with pytest.raises(
+        SRFeatError, match="pass overwrite=True to replace its HR/ and LR/ patches, or choose another out$"
+    ):
         prepare_patches(source, out, hr_patch_size=96, progress=False)
     assert [path.name for path in (out / "HR").iterdir()] == ["stale_999.png"]  # untouched
     prepare_patches(source, out, hr_patch_size=96, overwrite=True, progress=False)

@@ -4,6 +4,7 @@ links and sidecar files among the sources, an OUT that cannot be written or fill
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import subprocess
 import sys
@@ -237,3 +238,57 @@ def test_a_failed_run_leaves_none_of_the_folders_it_made_above_out(
         with pytest.raises(KeyboardInterrupt):
             prepare.prepare_patches(tmp_path / "src", out, hr_patch_size=64, workers=1, progress=False)
     assert list((tmp_path / "there").iterdir()) == []
+
+
+def test_prepare_patches_names_its_keywords_to_python_and_the_command_its_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`prepare_patches` from Python was told to "pass --overwrite", "choose another OUT", that "--seed" or
+    "--workers" was wrong, and of an "SRC" given twice: the words of `srfeat prepare`, which keeps them
+    (`command_line=True`)."""
+    from srfeat.data import prepare
+    from srfeat.errors import SRFeatError
+
+    write_png(tmp_path / "src" / "a.png", samples.astronaut()[:100, :100])
+    out = tmp_path / "out"
+    write_png(out / "mine.png", np.zeros((8, 8, 3), np.uint8))
+
+    def refusal(command_line: bool, **options: object) -> str:
+        with pytest.raises(SRFeatError) as raised:
+            prepare.prepare_patches(
+                tmp_path / "src", out, hr_patch_size=64, progress=False, command_line=command_line, **options
+            )
+        return str(raised.value)
+
+    for command_line, words in (
+        (False, ("overwrite=True", "out", "seed", "workers")),
+        (True, ("--overwrite", "OUT", "--seed", "--workers")),
+    ):
+        overwrite, other, seed, workers = words
+        assert refusal(command_line) == (
+            f"output folder {out} is not empty: pass {overwrite} to replace its HR/ and LR/ patches, "
+            f"or choose another {other}"
+        )
+        assert refusal(command_line, seed=-1) == f"{seed} must be 0 or more, got -1"
+        assert refusal(command_line, workers=0).startswith(f"{workers} must be in 1..")
+    with caplog.at_level(logging.WARNING, logger="srfeat"), pytest.raises(SRFeatError):
+        prepare.prepare_patches([tmp_path / "src", tmp_path / "src"], out, hr_patch_size=64, progress=False)
+    assert f"sources {tmp_path / 'src'} is given twice" in caplog.text, caplog.text
+    (out / "mine.png").unlink()
+    cut = prepare.prepare_image
+
+    def cut_while_another_run_finishes(path: Path, *args: object) -> prepare.ImageOutcome:
+        (out / "HR").mkdir(exist_ok=True)
+        return cut(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prepare, "prepare_image", cut_while_another_run_finishes)
+    for command_line, (overwrite, other) in ((False, ("overwrite=True", "out")), (True, ("--overwrite", "OUT"))):
+        with pytest.raises(SRFeatError) as raised:
+            prepare.prepare_patches(
+                tmp_path / "src", out, hr_patch_size=64, workers=1, progress=False, command_line=command_line
+            )
+        assert str(raised.value).endswith(
+            f"this run's patches are discarded; run again with {overwrite} to replace it, or choose another {other}"
+        )
+        assert sorted(path.name for path in out.iterdir()) == ["HR"]
+        (out / "HR").rmdir()

@@ -432,7 +432,7 @@ def test_an_overwrite_refuses_to_delete_the_generator_it_starts_from(folders, fi
     before = folder_bytes(out)
     init = out / checkpoint.LATEST_GENERATOR
     config = tiny_config(train_dir, None, out, 1, [f"train.init_generator={init}", "train.max_steps=1"])
-    with pytest.raises(ConfigError, match="is a file of the run that --overwrite replaces: copy it out"):
+    with pytest.raises(ConfigError, match="is a file of the run that overwrite=True replaces: copy it out"):
         trainer.train(config, out, show_progress=False, overwrite=True)
     assert folder_bytes(out) == before
 

@@ -82,3 +82,26 @@ def test_a_result_over_its_formats_limit_is_refused_naming_outscale_from_python(
         "write it as PNG or TIFF (--ext png, or an -o file name ending in .png), or lower --outscale"
     )
     assert not target.exists()
+
+
+def test_a_target_saved_while_the_image_is_upscaled_is_refused_naming_the_callers_option(
+    upscaler: Upscaler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file saved at the target's name after `upscale_file` looked (while the network ran) is kept; the
+    write's refusal said to allow replacing it "(--overwrite)" to a Python caller too."""
+    source, target = write_photo(tmp_path / "in.png"), tmp_path / "saved.png"
+    upscale_array = upscaler.upscale_array
+
+    def saving_meanwhile(array: np.ndarray, outscale: float | None = None) -> np.ndarray:
+        target.write_bytes(b"saved meanwhile")
+        return upscale_array(array, outscale=outscale)
+
+    monkeypatch.setattr(upscaler, "upscale_array", saving_meanwhile)
+    said = f"{target} appeared while it was being written (another program?); it is kept: remove it or allow "
+    for command_line, option in ((False, "replacing it (replace=True)"), (True, "replacing it (--overwrite)")):
+        target.unlink(missing_ok=True)
+        with pytest.raises(OutputExistsError) as raised:
+            upscale_file(upscaler, source, target, replace=False, command_line=command_line)
+        assert str(raised.value) == said + option + ", and run again"
+        assert target.read_bytes() == b"saved meanwhile"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "saved.png"]  # no temporary left

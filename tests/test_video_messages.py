@@ -211,3 +211,36 @@ def test_a_frame_that_stops_a_range_gets_the_part_of_that_range_before_it(tmp_pa
         )
         assert "cannot be decoded" in str(refused.value) and str(refused.value).endswith(hint), refused.value
     assert not (tmp_path / "out.mkv").exists()
+
+
+def test_an_output_saved_before_or_while_upscaling_is_refused_naming_the_callers_option(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`upscale_video(replace=False)` said "(--overwrite)" to Python of a file saved while it ran, and "pass
+    replace=True" to `srfeat upscale` (`command_line=True`) of one saved after the command looked."""
+    from srfeat.files import OutputExistsError
+    from srfeat.video import pipeline
+
+    source, target = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    write_clip(source, frames=2, audio=False)
+    upscaler, options = Upscaler(model_path, device="cpu"), VideoOptions()
+    target.write_bytes(b"saved before")
+    for command_line, option in ((False, "replace=True"), (True, "--overwrite")):
+        with pytest.raises(OutputExistsError) as raised:
+            upscale_video(source, target, upscaler, options, replace=False, command_line=command_line)
+        assert str(raised.value) == f"{target} exists; it is kept: remove it, or pass {option} to replace it"
+    run = pipeline._Transcoder.run
+
+    def saving_meanwhile(self: Any) -> Any:
+        target.write_bytes(b"saved meanwhile")
+        return run(self)
+
+    monkeypatch.setattr(pipeline._Transcoder, "run", saving_meanwhile)
+    said = f"{target} appeared while it was being written (another program?); it is kept: remove it or allow "
+    for command_line, option in ((False, "replacing it (replace=True)"), (True, "replacing it (--overwrite)")):
+        target.unlink()
+        with pytest.raises(OutputExistsError) as raised:
+            upscale_video(source, target, upscaler, options, replace=False, command_line=command_line)
+        assert str(raised.value) == said + option + ", and run again"
+        assert target.read_bytes() == b"saved meanwhile"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv"]  # no temporary left

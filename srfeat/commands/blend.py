@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model_a == args.model_b or same_file(*inputs):
         logger.warning("A and B are the same model (%s): the blend is a copy of it", args.model_a)
     generator = blend_generators(args.model_a, args.model_b, alpha)
-    save_generator(
-        generator, output, replace=args.overwrite
-    )  # written to a temporary file and renamed: nothing half-written
+    # written to a temporary file and renamed: nothing half-written
+    save_generator(generator, output, replace=args.overwrite, command_line=True)
     logger.info("wrote %s: %g x %s + %g x %s", output, 1.0 - alpha, args.model_a, alpha, args.model_b)
     return 0

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         read_tensorlayer_npz(src)
     check_weights_output(out, args.overwrite, [src])
     generator = load_authors_generator(src)
-    save_generator(generator, out, replace=args.overwrite)  # atomic: a temporary file renamed over OUT
+    save_generator(generator, out, replace=args.overwrite, command_line=True)  # atomic: a temporary renamed over OUT
     logging.getLogger("srfeat").info(
         "wrote %s: SRFeat generator x%d, %d features, %d blocks, %s parameters",
         out,

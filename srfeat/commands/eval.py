@@ -116,8 +116,8 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def _refuse_outputs_that_appeared(args: argparse.Namespace) -> None:
     """Without --overwrite, a --json, --figure or --plane file that appeared while the models ran (none was
-    there for `check_outputs`) is refused before any is written, in the command's words: the writers' own
-    refusal names replace=True, their keyword for a Python caller."""
+    there for `check_outputs`) is refused before any is written: the writers' own refusal would come after
+    the files before it were written (the writers are told `command_line` for a file saved after this)."""
     from srfeat.errors import SRFeatError
 
     if args.overwrite:
@@ -268,14 +268,16 @@ def run(args: argparse.Namespace) -> int:
         unshown = error
     _refuse_outputs_that_appeared(args)
     if args.json:
-        write_json(args.json, result, per_image=args.per_image, replace=args.overwrite)
+        write_json(args.json, result, per_image=args.per_image, replace=args.overwrite, command_line=True)
         logger.info("wrote %s", args.json)
     if args.figure:
         _warn_crop_clamped(args.figure_crop, result.figure_samples)
-        comparison_figure(args.figure, result.figure_samples, crop_size=args.figure_crop, replace=args.overwrite)
+        comparison_figure(
+            args.figure, result.figure_samples, crop_size=args.figure_crop, replace=args.overwrite, command_line=True
+        )
         logger.info("wrote %s", args.figure)
     if args.plane:
-        plane_figure(args.plane, json_records(result), replace=args.overwrite)
+        plane_figure(args.plane, json_records(result), replace=args.overwrite, command_line=True)
         logger.info("wrote %s", args.plane)
     if unshown is not None:
         raise unshown

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.weights.blend import load_blended
 
     require_onnx()  # before the checkpoint is read: a missing extra is the first thing to fix
-    check_output_path(args.output, args.overwrite)  # before the export's seconds of work
+    check_output_path(args.output, args.overwrite, command_line=True)  # before the export's seconds of work
     info = model_info(args.model, args.strength, args.training_data, args.license)
     generator = load_blended(args.model, args.strength)
     result = export_onnx(
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         fp16=args.fp16,
         opset=OPSET if args.opset is None else args.opset,
         overwrite=args.overwrite,
+        command_line=True,
     )
     if result.max_difference is None:  # said, not skipped silently: the check the README promises did not run
         logger.warning(

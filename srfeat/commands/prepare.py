@@ -62,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         half=args.half,
+        command_line=True,
     )
     return 0

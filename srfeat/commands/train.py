@@ -94,7 +94,7 @@ def _check_resumable(config: TrainingConfig) -> None:
     from srfeat.training import checkpoint, networks, resume
 
     out_dir = config.resolve_path(config.out_dir)
-    saved = resume.read_resumable_state(config, out_dir)
+    saved = resume.read_resumable_state(config, out_dir, command_line=True)
     with torch.device("meta"):  # the networks' shapes, nothing allocated (a paper-size discriminator is 0.8 GB)
         generator, discriminators = networks.new_generator(config), networks.build_discriminators(config)
     resume.check_saved_networks(saved, generator, discriminators, str(out_dir / checkpoint.STATE_FILE))
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         from srfeat.training.run_folder import check_run_folder
 
         check_paths(config, resuming=args.resume, dry_run=True)
-        check_run_folder(config, config.resolve_path(config.out_dir), args.resume, args.overwrite)
+        check_run_folder(config, config.resolve_path(config.out_dir), args.resume, args.overwrite, command_line=True)
         if args.resume:  # what the resume reads first: a folder without a usable state passed the dry run
             _check_resumable(config)
         from srfeat.training.loop import planned_steps, unreached_milestones
@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         show_progress=not args.no_progress,
         overwrite=args.overwrite,
+        command_line=True,
     )
     if not result.is_main:  # under torchrun: rank 0 reports the run
         return 0

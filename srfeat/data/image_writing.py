@@ -84,6 +84,8 @@ def write_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     replace: bool = True,
+    *,
+    command_line: bool = False,
 ) -> None:
     """Write HxW or HxWxC (C = 1..4) uint8/uint16 (any byte order) or float ([0, 1]) pixels as the extension says.
 
@@ -93,7 +95,7 @@ def write_image(
     be written in every format. The ICC profile and EXIF block are embedded where the format allows.
     The file appears whole or not at all (written to a temporary name, then renamed), and its folder
     is created. With `replace` False an existing file is kept, even one that appeared while this one
-    was written (`srfeat.files.OutputExistsError`).
+    was written (`srfeat.files.OutputExistsError`, naming replace=True; `command_line`: --overwrite).
     """
     path = Path(path)
     image_format = FORMATS.get(path.suffix.lower())
@@ -156,7 +158,7 @@ def write_image(
             if exif and image_format != "BMP" and orientation.exif_fits(exif, image_format, path):
                 options["exif"] = exif
             save_pil_image(array_to_pil(array), temporary, image_format, options)
-        move_into_place(temporary, path, replace)
+        move_into_place(temporary, path, replace, command_line=command_line)
 
 
 class WritesThroughPython(io.RawIOBase):

@@ -194,28 +194,48 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 MAX_WORKERS = max(8, 2 * (os.cpu_count() or 1))
 
 
-def _check_output(out: Path, folders: list[Path], overwrite: bool) -> None:
+# `srfeat prepare`'s flags and arguments for the keywords of `prepare_patches`
+_PREPARE_FLAGS = {
+    "out": "OUT",
+    "overwrite": "--overwrite",
+    "seed": "--seed",
+    "workers": "--workers",
+    "half": "--no-half",
+}
+
+
+def prepare_option(keyword: str, *, command_line: bool) -> str:
+    """One of `prepare_patches`' options as its caller gives it, for a message: the keyword from Python (`out`,
+    `overwrite=True`, `seed`, `workers`, `half=False`), `srfeat prepare`'s for the command line (`OUT`,
+    `--overwrite`, `--seed`, `--workers`, `--no-half`)."""
+    if command_line:
+        return _PREPARE_FLAGS[keyword]
+    return {"overwrite": "overwrite=True", "half": "half=False"}.get(keyword, keyword)
+
+
+def _check_output(out: Path, folders: list[Path], overwrite: bool, command_line: bool) -> None:
     """OUT can take the patches, and no source lies where they go; writes nothing."""
+    other = f"choose another {prepare_option('out', command_line=command_line)}"
     if out.exists() and not out.is_dir():
-        raise SRFeatError(f"output {out} exists and is not a folder: choose another OUT")
+        raise SRFeatError(f"output {out} exists and is not a folder: {other}")
     targets = [out.resolve(), *((out / sub).resolve() for sub in PATCH_FOLDERS)]
     for folder in folders:
         source = folder.resolve()
         if any(source == target or target in source.parents for target in targets[1:]) or source == targets[0]:
             raise SRFeatError(
                 f"source {folder} is where the patches go ({out}, its HR/ or LR/): "
-                "their files would mix with (or replace) the source images; choose another OUT"
+                f"their files would mix with (or replace) the source images; {other}"
             )
     unwritable = unwritable_folder(out)
     if unwritable:
-        raise SRFeatError(f"output folder {out}: {unwritable}: choose another OUT")
+        raise SRFeatError(f"output folder {out}: {unwritable}: {other}")
     live = live_folders(out)
     if live:  # hidden folders of a live run: "not empty" sent the user looking for nothing
-        raise SRFeatError(writing_now(out, live[0]))
+        raise SRFeatError(writing_now(out, live[0], command_line=command_line))
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SRFeatError(
-            f"output folder {out} is not empty: "
-            "pass --overwrite to replace its HR/ and LR/ patches, or choose another OUT"
+            f"output folder {out} is not empty: pass {prepare_option('overwrite', command_line=command_line)} "
+            f"to replace its HR/ and LR/ patches, or {other}"
         )
 
 
@@ -239,7 +259,7 @@ def _distinct_files(paths: list[Path]) -> list[Path]:
     return list(kept.values())
 
 
-def _check_patch_names(paths: list[Path], half: bool) -> None:
+def _check_patch_names(paths: list[Path], half: bool, command_line: bool) -> None:
     """No two images would write patches of one name (`<stem>_NNN.png`; with `half`, also
     `<stem>_half_NNN.png`, which are the names of an image called `<stem>_half`'s own patches).
     A file that is not an image (`0001.xmp` beside `0001.png`: a photo editor's sidecar) writes
@@ -261,7 +281,7 @@ def _check_patch_names(paths: list[Path], half: bool) -> None:
         if clash is not None and _is_image(path) and _is_image(clash):
             raise SRFeatError(
                 f"the half-size patches of {path} ({stem}_half_NNN.png) would overwrite those of {clash}: "
-                f"rename {clash.name}, or pass --no-half"
+                f"rename {clash.name}, or pass {prepare_option('half', command_line=command_line)}"
             )
 
 
@@ -287,6 +307,8 @@ def prepare_patches(
     overwrite: bool = False,
     progress: bool = True,
     half: bool = True,
+    *,
+    command_line: bool = False,
 ) -> list[ImageOutcome]:
     """Write the recipe's HR/LR patch pairs of every image in `sources` to OUT/HR and OUT/LR.
 
@@ -294,7 +316,9 @@ def prepare_patches(
     smaller than the patch are listed in the log and skipped, as are unreadable files; images
     whose half is smaller get only their full-size patches, and are listed too. Returns one
     outcome per source file. The flags are True or False and the numbers whole numbers, else an
-    `srfeat.errors.InvalidOptionError` before anything is read.
+    `srfeat.errors.InvalidOptionError` before anything is read. Messages name these keywords (`out`,
+    `overwrite=True`, `workers`); `command_line` (`srfeat prepare`'s) names its arguments instead (`OUT`,
+    `--overwrite`, `--workers`).
     """
     # overwrite="no" replaced OUT's patches (a string is true); a patch size of "296" or 296.0 was a TypeError
     overwrite, progress, half = (
@@ -306,30 +330,31 @@ def prepare_patches(
     hr_patch_size, scale, seed, workers = int(hr_patch_size), int(scale), int(seed), int(workers)
     check_patch_size(hr_patch_size, scale)
     if seed < 0:
-        raise SRFeatError(f"--seed must be 0 or more, got {seed}")
+        raise SRFeatError(f"{prepare_option('seed', command_line=command_line)} must be 0 or more, got {seed}")
     if not 1 <= workers <= MAX_WORKERS:
         raise SRFeatError(
-            f"--workers must be in 1..{MAX_WORKERS} (each is a process; 1 works in this one), got {workers}"
+            f"{prepare_option('workers', command_line=command_line)} must be in 1..{MAX_WORKERS} (each is a "
+            f"process; 1 works in this one), got {workers}"
         )
     folders = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(source) for source in sources]
-    folders = distinct_folders(folders, "SRC", "its images are cut once")
+    folders = distinct_folders(folders, "SRC" if command_line else "sources", "its images are cut once")
     paths = _distinct_files([path for folder in folders for path in list_images(folder)])
     if not paths:
         raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")
-    _check_patch_names(paths, half)
+    _check_patch_names(paths, half, command_line)
     out = Path(out)
     _check_name_lengths(paths, out, half)
     remove_stale_staging(out)
-    _check_output(out, folders, overwrite)
+    _check_output(out, folders, overwrite, command_line)
     # Patches go to hidden folders first and replace OUT/HR and OUT/LR only once all are written,
     # so a run that fails or is stopped leaves an earlier run's patches (--overwrite) as they were.
     created_out = not out.exists()
     try:
         # OUT and any missing folders above it, removed again (while empty) if the run fails or is stopped:
         # its staging folders, removed at their block's end unless swapped in, are all it puts in them
-        with folder_made_for(out / PATCH_FOLDERS[0]), staged(out) as staging:
+        with folder_made_for(out / PATCH_FOLDERS[0]), staged(out, command_line=command_line) as staging:
             workers = min(workers, len(paths))
-            outcomes = _prepare_all(paths, staging, hr_patch_size, scale, seed, workers, progress, half)
+            outcomes = _prepare_all(paths, staging, hr_patch_size, scale, seed, workers, progress, half, command_line)
             _report_skipped(outcomes, hr_patch_size)
             if not any(outcome.written for outcome in outcomes):
                 raise SRFeatError(
@@ -337,7 +362,7 @@ def prepare_patches(
                     + (f"; {out} is as it was" if not created_out else "")
                 )
             with locked(out):  # another run into OUT swaps before or after this one, never between its moves
-                swap_in(out, staging, overwrite)
+                swap_in(out, staging, overwrite, command_line=command_line)
     except OSError as error:
         if isinstance(error, SRFeatError):  # an image that cannot be read is a warning: not this
             raise
@@ -357,6 +382,7 @@ def _prepare_all(
     workers: int,
     progress: bool,
     half: bool,
+    command_line: bool,
 ) -> list[ImageOutcome]:
     """Every image's patches written to the staging folders; one outcome per path, in order."""
     outcomes: list[ImageOutcome] = []
@@ -388,9 +414,10 @@ def _prepare_all(
         except BaseException as error:
             _stop_workers(pool)
             if isinstance(error, BrokenProcessPool):  # a worker alone ended, not the run: it was a traceback
+                process, workers_option = ("--workers process", "--workers") if command_line else ("worker", "workers")
                 raise SRFeatError(
-                    "a --workers process was killed while it cut patches (out of memory? each holds a whole image): "
-                    "no patches were put in place; run again, with fewer --workers if memory is short"
+                    f"a {process} was killed while it cut patches (out of memory? each holds a whole image): "
+                    f"no patches were put in place; run again, with fewer {workers_option} if memory is short"
                 ) from error
             raise
         pool.shutdown()

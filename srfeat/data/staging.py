@@ -42,8 +42,14 @@ def _open_folder(path: Path) -> int | None:
         return None
 
 
-def writing_now(out: Path, name: str) -> str:
-    return f"another srfeat prepare is writing into {out} right now ({name}): wait for it to end, or choose another OUT"
+def writing_now(out: Path, name: str, *, command_line: bool = False) -> str:
+    """The refusal of `out` while another run writes into it: it names `prepare_patches`' out, or `srfeat
+    prepare`'s OUT with `command_line`."""
+    other = "OUT" if command_line else "out"
+    return (
+        f"another srfeat prepare is writing into {out} right now ({name}): wait for it to end, or choose another "
+        + other
+    )
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -54,14 +60,14 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-def _claim(folder: Path, out: Path) -> tuple[int | None, tuple[int, int]]:
+def _claim(folder: Path, out: Path, command_line: bool) -> tuple[int | None, tuple[int, int]]:
     """Make the staging folder `folder` (never take one that is there: another run's, whatever its process id)
     and lock it: the descriptor that holds the lock (None where there are no locks), and the folder's identity."""
     for _ in range(3):
         try:
             folder.mkdir()
         except FileExistsError:
-            raise SRFeatError(writing_now(out, folder.name)) from None
+            raise SRFeatError(writing_now(out, folder.name, command_line=command_line)) from None
         descriptor = _open_folder(folder)
         if descriptor is None:  # a folder that cannot be opened (Windows): nothing to lock; or removed at once
             identity = _identity(folder)
@@ -81,16 +87,16 @@ def _claim(folder: Path, out: Path) -> tuple[int | None, tuple[int, int]]:
 
 
 @contextmanager
-def staged(out: Path) -> Iterator[dict[str, Path]]:
+def staged(out: Path, *, command_line: bool = False) -> Iterator[dict[str, Path]]:
     """This run's staging folders in OUT (made, with OUT if need be), locked while the block runs; those still
-    there at its end (the run failed or was stopped) are removed, still locked."""
+    there at its end (the run failed or was stopped) are removed, still locked. `command_line`: as `writing_now`'s."""
     out.mkdir(parents=True, exist_ok=True)
     folders = {sub: out / f".{sub}.partial-{os.getpid()}" for sub in PATCH_FOLDERS}
     made: list[tuple[Path, tuple[int, int]]] = []
     with ExitStack() as held:
         try:
             for folder in folders.values():
-                descriptor, identity = _claim(folder, out)
+                descriptor, identity = _claim(folder, out, command_line)
                 made.append((folder, identity))
                 if descriptor is not None:
                     held.callback(let_go_lock, descriptor)
@@ -179,19 +185,21 @@ def locked(out: Path) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
-def swap_in(out: Path, staging: dict[str, Path], overwrite: bool) -> None:
+def swap_in(out: Path, staging: dict[str, Path], overwrite: bool, *, command_line: bool = False) -> None:
     """The staged HR/ and LR/ replace OUT's (an earlier run's patches go only now, on success).
 
     Both old folders are moved aside before either new one moves in, and removed last, so that a
     failure cannot leave one run's HR/ beside another run's LR/ (pairs that do not match); a move
     that fails puts them back (`_put_back`). Without `overwrite`, an HR/ or LR/ made while this run
-    cut (another run's) is kept.
+    cut (another run's) is kept: the refusal names `prepare_patches`' overwrite=True and out, or with
+    `command_line` `srfeat prepare`'s --overwrite and OUT.
     """
     appeared = [out / sub for sub in staging if (out / sub).exists() or (out / sub).is_symlink()]
     if appeared and not overwrite:
         raise SRFeatError(
             f"{appeared[0]} appeared while this run cut its patches (another srfeat prepare?): it is kept, and "
-            "this run's patches are discarded; run again with --overwrite to replace it, or choose another OUT"
+            f"this run's patches are discarded; run again with {'--overwrite' if command_line else 'overwrite=True'} "
+            f"to replace it, or choose another {'OUT' if command_line else 'out'}"
         )
     retired: list[tuple[Path, Path]] = []  # (where an old folder was, where it went)
     moved: list[tuple[Path, Path]] = []  # (a staged folder, where it went)

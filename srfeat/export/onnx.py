@@ -37,7 +37,7 @@ from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
 from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, check_flag, is_whole_number, shown
-from srfeat.files import write_file_atomically
+from srfeat.files import OutputExistsError, write_file_atomically
 from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
 from srfeat.library_warnings import WARNINGS_LOCK
@@ -365,6 +365,7 @@ def export_onnx(
     fp16: bool = False,
     opset: int = OPSET,
     overwrite: bool = False,
+    command_line: bool = False,
 ) -> ExportResult:
     """Write the generator to `path` as ONNX (see the module docstring), checked and, where
     onnxruntime is installed, compared with PyTorch's output before it is written.
@@ -372,16 +373,25 @@ def export_onnx(
     An existing file is replaced only with `overwrite`, and only once the new model is complete;
     without it, one that appeared during the export is kept too (`srfeat.files.OutputExistsError`).
     `path` is a str, bytes or path-like (`~` expanded); `fp16` and `overwrite` are True or False
-    (`overwrite="no"` overwrote), else an `InvalidOptionError` before anything is done.
+    (`overwrite="no"` overwrote), else an `InvalidOptionError` before anything is done. Refusals of an
+    existing file name overwrite=True; `command_line` (`srfeat export`'s) names --overwrite instead.
     """
     fp16 = check_flag(fp16, "fp16")
     overwrite = check_flag(overwrite, "overwrite")
-    path = check_output_path(path, overwrite)
+    path = check_output_path(path, overwrite, command_line=command_line)
     model = onnx_model(generator, info, fp16=fp16, opset=opset)
     difference = verify_onnx(model, generator, fp16)
     data = model.SerializeToString()
     try:
         write_file_atomically(path, lambda handle: handle.write(data), len(data), replace=overwrite)
+    except OutputExistsError:
+        if not (path.exists() or path.is_symlink()):  # another process's temporary in use: its own words
+            raise
+        # saved since check_output_path looked: the writer's words name its own keyword (replace=True)
+        raise OutputExistsError(
+            f"{path} appeared while the model was exported (another program?); it is kept: remove it or allow "
+            f"replacing it ({_overwrite_option(command_line)}), and run again"
+        ) from None
     except SRFeatError:  # a full disk, already one line
         raise
     except OSError as error:
@@ -389,29 +399,38 @@ def export_onnx(
     return ExportResult(path, len(data), difference)
 
 
-def check_output_path(path: str | bytes | os.PathLike[str], overwrite: bool = False) -> Path:
+def _overwrite_option(command_line: bool) -> str:
+    return "--overwrite" if command_line else "overwrite=True"
+
+
+def check_output_path(
+    path: str | bytes | os.PathLike[str], overwrite: bool = False, *, command_line: bool = False
+) -> Path:
     """`path` as the file an export may write, checked before the export's work: an `.onnx` name
     (srfeat, like other tools, tells an ONNX model by it), not a folder, not an existing file
-    without `overwrite` (True or False), and a parent folder that exists or can be made and is writable."""
+    without `overwrite` (True or False), and a parent folder that exists or can be made and is writable.
+    Refusals name `export_onnx`'s path and overwrite=True; `command_line` names `srfeat export`'s -o and
+    --overwrite instead."""
     overwrite = check_flag(overwrite, "overwrite")
     path = as_path(path, "the ONNX file")
     if path.is_dir():
         raise SRFeatError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
+    option, output_flag = _overwrite_option(command_line), "-o " if command_line else ""
     if path.name.lower() == ".onnx":  # a hidden file's name to Python: no suffix, and "-o .onnx.onnx" was the advice
-        raise SRFeatError(f"{path} has no name before .onnx: use -o {path.with_name('model.onnx')}")
+        raise SRFeatError(f"{path} has no name before .onnx: use {output_flag}{path.with_name('model.onnx')}")
     if path.suffix.lower() != ".onnx":
         fixed = path.with_suffix(".onnx") if path.suffix else path.with_name(path.name + ".onnx")
         raise SRFeatError(
             f"{path} does not end in .onnx, which is how srfeat upscale --model and other tools know an ONNX "
-            f"model: use -o {fixed}"
+            f"model: use {output_flag}{fixed}"
         )
     if path.is_symlink() and not path.exists() and not overwrite:  # exists() follows the link: the export ran
         # its seconds, then called the link a file that appeared while it was written (another program?)
         raise SRFeatError(
-            f"{path} exists (a link to {os.readlink(path)}, which is missing); use --overwrite to replace it"
+            f"{path} exists (a link to {os.readlink(path)}, which is missing); use {option} to replace it"
         )
     if path.exists() and not overwrite:
-        raise SRFeatError(f"{path} exists; use --overwrite to replace it")
+        raise SRFeatError(f"{path} exists; use {option} to replace it")
     if problem := unwritable_file(path):
         raise SRFeatError(f"cannot write {path}: {problem}")
     return path

@@ -101,5 +101,5 @@ def upscale_file(
             f"cannot write {target}: the result would be {width}x{height}, {problem}; write it as PNG or TIFF {way_out}"
         )
     result = upscaler.upscale_array(raw.array, outscale=outscale)
-    write_image(target, result, icc_profile=raw.icc_profile, exif=raw.exif, replace=replace)
+    write_image(target, result, icc_profile=raw.icc_profile, exif=raw.exif, replace=replace, command_line=command_line)
     return int(result.shape[1]), int(result.shape[0])

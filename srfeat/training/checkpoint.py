@@ -38,6 +38,7 @@ from srfeat.files import (
     write_file_atomically,
     write_files_atomically,
 )
+from srfeat.training.config import train_option
 from srfeat.weights.file_kinds import PYTORCH, identify_file, torch_load_quietly, unpickling_problem
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ def save_checkpoint(
     state: dict[str, Any],
     out_dir: str | os.PathLike[str],
     ema_generator: nn.Module | None = None,
+    *,
+    command_line: bool = False,
 ) -> None:
     """generator_latest.safetensors and state.pt of one step (and generator_ema.safetensors when
     `ema_generator` is given): all written, then all renamed.
@@ -145,7 +148,8 @@ def save_checkpoint(
         raise DiskFullError(
             f"cannot write the checkpoint ({', '.join(file.path.name for file in files)}, {STATE_FILE}) in {out_dir}: "
             f"{error.strerror or error} (a file size limit, `ulimit -f`, or the file system's largest file); "
-            "the previous checkpoint is kept: raise the limit or choose another run folder, then --resume"
+            "the previous checkpoint is kept: raise the limit or choose another run folder, then "
+            f"{train_option('resume', command_line=command_line)}"
         ) from error
 
 
@@ -173,14 +177,16 @@ def generator_files(
     return files
 
 
-def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a training state written by `save_state` (safely: weights_only)."""
+def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> dict[str, Any]:
+    """Read a training state written by `save_state` (safely: weights_only). Its refusals name `train`'s
+    keywords (out_dir, resume=True), or with `command_line` `srfeat train`'s flags."""
     path = Path(path)
+    resume, out = (train_option(name, command_line=command_line) for name in ("resume", "out_dir"))
     if path.is_dir():
-        raise WeightsError(f"{path} is a folder: give the run folder with --out, whose {STATE_FILE} is resumed")
+        raise WeightsError(f"{path} is a folder: give the run folder with {out}, whose {STATE_FILE} is resumed")
     if not path.is_file():
         raise WeightsError(
-            f"no training state at {path}: run without --resume first, or give the run folder with --out"
+            f"no training state at {path}: run without {resume} first, or give the run folder with {out}"
         )
     try:
         kind = identify_file(path)

@@ -402,3 +402,16 @@ def _check_init_generator(config: TrainingConfig, path: Path) -> None:
             f"{found[3]} channel(s); the config's model is x{model.scale}, {model.num_features} features, "
             f"{model.num_blocks} blocks, 3 channels (RGB): set the model section to match the stage-1 run"
         )
+
+
+# `srfeat train`'s flags for the keywords of `srfeat.training.trainer.train`
+_TRAIN_FLAGS = {"resume": "--resume", "overwrite": "--overwrite", "out_dir": "--out"}
+
+
+def train_option(keyword: str, *, command_line: bool) -> str:
+    """One of `train`'s options as its caller gives it, for a message: the keyword from Python (`resume=True`,
+    `overwrite=True`, `out_dir`), `srfeat train`'s flag for the command line (`--resume`, `--overwrite`,
+    `--out`). A Python caller has no flags, a command-line user no keywords."""
+    if command_line:
+        return _TRAIN_FLAGS[keyword]
+    return keyword if keyword == "out_dir" else f"{keyword}=True"

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from srfeat.errors import TrainingDiverged
 from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.training import checkpoint
-from srfeat.training.config import TrainingConfig
+from srfeat.training.config import TrainingConfig, train_option
 from srfeat.training.distributed import barrier, broadcast_object, mean_across_processes
 from srfeat.training.ema import validate_generators
 from srfeat.training.interrupt import StopRequest, TrainingInterrupted, signal_name, stop_on_signals
@@ -151,11 +151,17 @@ class TrainingLoop:
         """Train to the end; returns the last validation's metrics (None without validation)."""
         progress, train = self.progress, self.config.train
         if progress.step >= self.planned_steps and self.context.is_main:  # a finished run resumed as it was
+            limits, larger = (
+                ("train.epochs, train.max_steps, --max-steps", "--max-steps")
+                if self.trainer.command_line
+                else ("train.epochs, train.max_steps", "train.max_steps")
+            )
             logger.warning(
-                "the run is already at step %d of its %d (train.epochs, train.max_steps, --max-steps): no step is "
-                "trained; give a larger --max-steps to continue it",
+                "the run is already at step %d of its %d (%s): no step is trained; give a larger %s to continue it",
                 progress.step,
                 self.planned_steps,
+                limits,
+                larger,
             )
         with stop_on_signals(self.context.enabled, self._say) as self.state.signals:
             self._open_bar()
@@ -182,9 +188,9 @@ class TrainingLoop:
         if self.state.saved_at:
             then = self._resume_command()
         elif saved_a_generator(out_dir):  # a best generator, before the first checkpoint: kept
-            then = "run again with --overwrite"
+            then = f"run again with {self._option('overwrite')}"
         elif self._replacing():
-            kept, then = self._put_back(), "run again with --overwrite"
+            kept, then = self._put_back(), f"run again with {self._option('overwrite')}"
         else:  # a new run that saved no generator removes its files as it stops (`run_folder.discarded_unless_saved`)
             then = "run again"
         return f"out of memory on {self.trainer.device} in {where}: {advice}; {kept}: once changed, {then}"
@@ -200,7 +206,7 @@ class TrainingLoop:
             return f"{checkpoint.last_good_checkpoint(out_dir, saved_at)} (lower optim.lr or check the data)"
         return (
             f"no checkpoint was saved in {out_dir}, which keeps the log of the steps before ({METRICS_FILE}): "
-            "lower optim.lr or check the data, then run again with --overwrite"
+            f"lower optim.lr or check the data, then run again with {self._option('overwrite')}"
         )
 
     def _replacing(self) -> bool:
@@ -220,8 +226,14 @@ class TrainingLoop:
         lower = "train.batch_size or data.hr_patch_size" if patch_too else "train.batch_size"
         return f"{batch_size} patches of {patch}x{patch} a step is too many here; lower {lower}"
 
+    def _option(self, keyword: str) -> str:
+        return train_option(keyword, command_line=self.trainer.command_line)
+
     def _resume_command(self) -> str:
         out_dir = self.trainer.out_dir
+        if not self.trainer.command_line:  # a Python caller: the call that continues the run
+            config_file, folder = str(out_dir / checkpoint.CONFIG_FILE), str(out_dir)
+            return f"continue with train(load_config({config_file!r}), out_dir={folder!r}, resume=True)"
         config_file, folder = shlex.quote(str(out_dir / checkpoint.CONFIG_FILE)), shlex.quote(str(out_dir))
         return f"continue with `srfeat train {config_file} --out {folder} --resume`"
 

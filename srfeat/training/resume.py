@@ -31,13 +31,13 @@ from srfeat.training.typed_yaml import MAX_CONFIG_BYTES, load_yaml
 logger = logging.getLogger(__name__)
 
 
-def read_resumable_state(config: TrainingConfig, out_dir: Path) -> dict[str, Any]:
+def read_resumable_state(config: TrainingConfig, out_dir: Path, *, command_line: bool = False) -> dict[str, Any]:
     """The run folder's state, read (`checkpoint.load_state`) and checked (`check_state`), of the
     config's stage, with random states that restore. Then, once the config's networks are built,
     `check_saved_networks` and `warn_of_config_changes`: in that order, so a resume that is refused is
-    not first told it continues."""
+    not first told it continues. `command_line`: messages name `srfeat train`'s flags, not `train`'s keywords."""
     path = out_dir / checkpoint.STATE_FILE
-    saved = checkpoint.load_state(path)
+    saved = checkpoint.load_state(path, command_line=command_line)
     check_state(saved, path)
     _check_resumed_stage(saved, config, out_dir)
     _check_rng_states(saved["rng"], path)

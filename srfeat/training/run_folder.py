@@ -31,7 +31,7 @@ import yaml
 from srfeat.errors import ConfigError, TrainingDiverged
 from srfeat.locks import hold_lock, let_go_lock
 from srfeat.training import checkpoint
-from srfeat.training.config import TrainingConfig
+from srfeat.training.config import TrainingConfig, train_option
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE
 from srfeat.training.typed_yaml import config_text, load_yaml
 
@@ -105,23 +105,32 @@ def _run_config(path: Path) -> bool:
     return all(isinstance(values[name], dict) and set(values[name]) == set(full[name]) for name in sections)
 
 
-def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """One line if `out_dir` cannot be this run's folder; writes nothing."""
+def check_run_folder(
+    config: TrainingConfig, out_dir: Path, resume: bool, overwrite: bool, *, command_line: bool = False
+) -> None:
+    """One line if `out_dir` cannot be this run's folder; writes nothing. It names `train`'s keywords
+    (resume=True, overwrite=True, out_dir), or with `command_line` `srfeat train`'s flags (`train_option`)."""
+    resume_option, overwrite_option = (
+        train_option(name, command_line=command_line) for name in ("resume", "overwrite")
+    )
+    out_option = train_option("out_dir", command_line=command_line)
     if resume and overwrite:
-        raise ConfigError("--resume continues the run in the folder and --overwrite replaces it: give one of them")
+        raise ConfigError(
+            f"{resume_option} continues the run in the folder and {overwrite_option} replaces it: give one of them"
+        )
     if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"run folder {out_dir} exists and is not a folder: choose another --out")
+        raise ConfigError(f"run folder {out_dir} exists and is not a folder: choose another {out_option}")
     # checked here, not left to the mkdir after the networks and data were built (a traceback, and
     # a dry run that passed): a link to nowhere, or a file where a folder above it should be
     if out_dir.is_symlink() and not out_dir.exists():
         raise ConfigError(
-            f"run folder {out_dir} is a link to {os.readlink(out_dir)}, which is missing: choose another --out"
+            f"run folder {out_dir} is a link to {os.readlink(out_dir)}, which is missing: choose another {out_option}"
         )
     if not out_dir.exists():
         above = next((parent for parent in out_dir.absolute().parents if parent.exists()), None)
         if above is not None and not above.is_dir():
             raise ConfigError(
-                f"run folder {out_dir} cannot be made: {above} is a file, not a folder; choose another --out"
+                f"run folder {out_dir} cannot be made: {above} is a file, not a folder; choose another {out_option}"
             )
     image_folders = [*config.data.train_dirs, *([config.validation.dir] if config.validation.dir else [])]
     for folder in image_folders:
@@ -129,15 +138,15 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
         if path.exists() and path.resolve() == out_dir.resolve():
             raise ConfigError(
                 f"run folder {out_dir} is the image folder {folder}: checkpoints and logs would mix with the "
-                "images; choose another --out"
+                f"images; choose another {out_option}"
             )
     if resume:
         existing = existing_run_files(out_dir) if out_dir.is_dir() else []
         if existing and not (out_dir / checkpoint.STATE_FILE).exists():
-            # the state's own refusal says "run without --resume", which this folder refuses in turn
+            # the state's own refusal says to run without resuming, which this folder refuses in turn
             raise ConfigError(
                 f"run folder {out_dir} holds no {checkpoint.STATE_FILE} to resume, only {', '.join(existing)} "
-                "(a run stopped before its first checkpoint): start it again with --overwrite"
+                f"(a run stopped before its first checkpoint): start it again with {overwrite_option}"
             )
         return  # the state is read next; a missing one is refused there
     existing = existing_run_files(out_dir) if out_dir.is_dir() else []
@@ -145,19 +154,19 @@ def check_run_folder(config: TrainingConfig, out_dir: Path, resume: bool, overwr
     if others:
         raise ConfigError(
             f"run folder {out_dir} holds {', '.join(others)}, which no run wrote (yours?), where the run writes its "
-            "own: move them, or choose another --out"
+            f"own: move them, or choose another {out_option}"
         )
     if existing and not overwrite:
         raise ConfigError(
-            f"run folder {out_dir} already holds a run ({', '.join(existing)}): continue it with --resume, "
-            "replace it with --overwrite, or choose another --out"
+            f"run folder {out_dir} already holds a run ({', '.join(existing)}): continue it with {resume_option}, "
+            f"replace it with {overwrite_option}, or choose another {out_option}"
         )
     init = config.resolve_path(config.train.init_generator) if config.train.init_generator else None
     if existing and init is not None and init.is_file():
         doomed = [out_dir / name for name in existing if (out_dir / name).is_file()]
         if any(init.resolve() == path.resolve() for path in doomed):
             raise ConfigError(
-                f"train.init_generator {init} is a file of the run that --overwrite replaces: copy it out of "
+                f"train.init_generator {init} is a file of the run that {overwrite_option} replaces: copy it out of "
                 f"{out_dir} first (the new run would delete the generator it starts from)"
             )
 
@@ -303,8 +312,9 @@ def logged_steps(out_dir: Path) -> bool:
 
 
 @contextmanager
-def run_folder_lock(out_dir: Path) -> Iterator[None]:
-    """An exclusive lock on the run folder while the block runs; one line if another process holds it.
+def run_folder_lock(out_dir: Path, *, command_line: bool = False) -> Iterator[None]:
+    """An exclusive lock on the run folder while the block runs; one line if another process holds it
+    (naming out_dir, or --out with `command_line`).
 
     flock on the folder itself: nothing is written, and the lock goes with its process, so a
     killed run leaves none behind. Where there is no flock (Windows), nothing is locked.
@@ -321,7 +331,8 @@ def run_folder_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConfigError(
-                f"run folder {out_dir} is in use by another srfeat train: wait for it to end, or choose another --out"
+                f"run folder {out_dir} is in use by another srfeat train: wait for it to end, or choose another "
+                f"{train_option('out_dir', command_line=command_line)}"
             ) from None
         except OSError as error:  # a file system without locks (some network ones)
             logger.warning(

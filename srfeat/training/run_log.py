@@ -24,6 +24,7 @@ import torch
 
 from srfeat.files import FULL_DISK_ERRNOS, DiskFullError, write_file_atomically
 from srfeat.path_checks import utf8_path
+from srfeat.training.config import train_option
 
 __all__ = ["METRICS_FILE", "PLOT_FILE", "RunLog"]
 
@@ -103,6 +104,7 @@ class RunLog:
     # a resumed run's first step: TensorBoard hides the earlier process's events from it on (the
     # steps a kill lost after the checkpoint, which this run logs again)
     purge_step: int | None = None
+    command_line: bool = False  # its messages name `srfeat train`'s flags, not `train`'s keywords
     writer: Any = None
     records: list[dict[str, Any]] = field(default_factory=list)
     _held_open: ExitStack = field(default_factory=ExitStack)
@@ -156,7 +158,7 @@ class RunLog:
                     raise
                 raise DiskFullError(
                     f"no disk space left to log step {record['step']} in {path}: free some space, then run again "
-                    "(--resume continues from the last checkpoint, if one was saved)"
+                    f"({self._resume_option()} continues from the last checkpoint, if one was saved)"
                 ) from error
         if self.writer is not None:
             prefix = "validation/" if record["kind"] == "validation" else ""
@@ -179,8 +181,11 @@ class RunLog:
                 raise
             raise DiskFullError(
                 f"no disk space left for the TensorBoard log in {self.out_dir / 'tensorboard'}: free some space, "
-                "then run again (--resume continues from the last checkpoint, if one was saved)"
+                f"then run again ({self._resume_option()} continues from the last checkpoint, if one was saved)"
             ) from error
+
+    def _resume_option(self) -> str:
+        return train_option("resume", command_line=self.command_line)
 
     def plot(self) -> None:
         if not self.enabled or not self.records:

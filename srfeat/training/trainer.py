@@ -123,8 +123,11 @@ class Trainer:
         context: DistributedContext | None = None,
         show_progress: bool = True,
         overwrite: bool = False,
+        *,
+        command_line: bool = False,
     ) -> None:
         self.config = config
+        self.command_line = command_line  # messages name `srfeat train`'s flags, not `train`'s keywords
         # `~` expanded as for every other path of the config: the generators' writer expands it, so a
         # literal `~/runs/x` split a run between ./~/runs/x and $HOME/runs/x
         self.out_dir = config.resolve_path(str(out_dir if out_dir is not None else config.out_dir))
@@ -221,7 +224,9 @@ class Trainer:
             "rng": checkpoint.capture_rng_states(),
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
-        checkpoint.save_checkpoint(self.generator, state, self.out_dir, self._averaged_generator())
+        checkpoint.save_checkpoint(
+            self.generator, state, self.out_dir, self._averaged_generator(), command_line=self.command_line
+        )
         self._drop_replaced_run()
         logger.debug("checkpoint at step %d written to %s", progress.step, self.out_dir)
 
@@ -230,7 +235,7 @@ class Trainer:
             return None
         # which state.pt this is: another run that ends while this one starts replaces it (`_check_unchanged`)
         self._state_stamp = _stamp(self.out_dir / checkpoint.STATE_FILE)
-        saved = resume.read_resumable_state(self.config, self.out_dir)
+        saved = resume.read_resumable_state(self.config, self.out_dir, command_line=self.command_line)
         saved_processes = saved.get("world_size")
         if isinstance(saved_processes, int) and saved_processes != self.context.world_size:
             logger.warning(
@@ -261,7 +266,7 @@ class Trainer:
                 f"run folder {self.out_dir}: another srfeat train wrote {checkpoint.STATE_FILE} while this one "
                 "started; nothing was written: resume again to continue from its new state"
             )
-        check_run_folder(self.config, self.out_dir, self.resume, self.overwrite)
+        check_run_folder(self.config, self.out_dir, self.resume, self.overwrite, command_line=self.command_line)
 
     # -- the run --------------------------------------------------------------------
 
@@ -278,7 +283,7 @@ class Trainer:
         check_paths(config, resuming=self.resume)
         # every rank decides alike: rank 0 writes nothing before the collective in _build (DDP's
         # broadcast of the weights), which the other ranks reach only after this check
-        check_run_folder(config, self.out_dir, self.resume, self.overwrite)
+        check_run_folder(config, self.out_dir, self.resume, self.overwrite, command_line=self.command_line)
         configure_determinism(config)
         torch.manual_seed(config.train.seed)
         random.seed(config.train.seed)
@@ -305,7 +310,7 @@ class Trainer:
                 # and they are empty, as they are once a run that saved nothing has removed its files (below)
                 run_folder.enter_context(folder_made_for(self.out_dir / CONFIG_FILE))
                 # before the first file is touched: a second run on this folder stops here
-                run_folder.enter_context(run_folder_lock(self.out_dir))
+                run_folder.enter_context(run_folder_lock(self.out_dir, command_line=self.command_line))
                 self._check_unchanged(saved is not None)
                 if self.overwrite:  # set aside, put back if this run fails before it saves a generator
                     self.replaced_run = run_folder.enter_context(replaced_run_kept_until_saved(self.out_dir))
@@ -321,7 +326,8 @@ class Trainer:
                 logger.info(
                     "resumed %s at step %d (epoch %d)", self.out_dir, self.progress.step, self.progress.epoch + 1
                 )
-            log = RunLog(self.out_dir, context.is_main, self.progress.step + 1 if saved is not None else None)
+            purge_step = self.progress.step + 1 if saved is not None else None
+            log = RunLog(self.out_dir, context.is_main, purge_step, command_line=self.command_line)
             try:  # closed before a failed run's files are removed
                 log.truncate_after(self.progress.step)
                 logger.info(
@@ -354,6 +360,8 @@ def train(
     resume: bool = False,
     show_progress: bool = True,
     overwrite: bool = False,
+    *,
+    command_line: bool = False,
 ) -> RunResult:
     """Run one training (in this process, or as this process's rank under torchrun).
 
@@ -361,6 +369,8 @@ def train(
     (replace its files, once the new run has been built) is given. A config built or changed in
     Python is checked first, as `load_config` checks a file's (`ConfigError`, one line); the flags
     are True or False and `out_dir` a path, else an `InvalidOptionError` before anything is done.
+    Messages name these keywords (`resume=True`, `overwrite=True`, `out_dir`); `command_line` (`srfeat
+    train`'s) names its flags instead (`--resume`, `--overwrite`, `--out`).
     """
     check_built(config)
     # "no" resumed or overwrote (a string is true), 5 was pathlib's TypeError once the networks were built
@@ -375,7 +385,7 @@ def train(
     if not context.is_main:
         srfeat_logger.setLevel(max(level, logging.WARNING))
     try:
-        return Trainer(config, out_dir, resume, context, show_progress, overwrite).run()
+        return Trainer(config, out_dir, resume, context, show_progress, overwrite, command_line=command_line).run()
     finally:
         srfeat_logger.setLevel(level)
         shutdown(context)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from srfeat.data.io import IMAGE_EXTENSIONS
 from srfeat.errors import InvalidOptionError, VideoError, check_flag, shown
-from srfeat.files import DiskFullError, OutputExistsError, refuse_output_is_input
+from srfeat.files import DiskFullError, OutputExistsError, refuse_output_is_input, replace_option
 from srfeat.path_checks import unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, codecs_held, quality_options
@@ -98,9 +98,12 @@ def check_call(
     upscaler: Upscaler,
     options: VideoOptions,
     replace: bool,
+    *,
+    command_line: bool = False,
 ) -> tuple[Path, Path]:
     """`upscale_video`'s arguments checked before the video opens; the paths as Paths, `~` expanded. A
-    `target` that is `source` (another spelling, a link or a hard link to it) is refused, `replace` or not."""
+    `target` that is `source` (another spelling, a link or a hard link to it) is refused, `replace` or not;
+    an existing one without `replace` names replace=True (`command_line`: --overwrite)."""
     from srfeat.inference import Upscaler as Upscaler_  # torch: loaded by whoever made the upscaler
 
     if not isinstance(upscaler, Upscaler_):  # "default": AttributeError 'scale' once the video was open
@@ -116,7 +119,8 @@ def check_call(
     refuse_output_is_input(source, target)
     check_not_folder(source, target)
     if not replace and (target.exists() or target.is_symlink()):  # not after minutes of upscaling
-        raise OutputExistsError(f"{target} exists; it is kept: remove it, or pass replace=True to replace it")
+        option = replace_option(command_line)  # the command checked first: this is a file saved since
+        raise OutputExistsError(f"{target} exists; it is kept: remove it, or pass {option} to replace it")
     return source, target
 
 

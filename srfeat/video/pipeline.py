@@ -102,7 +102,7 @@ def upscale_video(
     Messages name `options`' fields (`codec`, `crf`, `frames=FrameRange(0, N)`); `command_line` (`srfeat
     upscale`'s) names its flags instead (`--codec`, `--crf`, `--frames 0:N`).
     """
-    source, target = check_call(source, target, upscaler, options, replace)
+    source, target = check_call(source, target, upscaler, options, replace, command_line=command_line)
     av = import_av(source)
     container_format = container_format_of(source, target)
     with closing(open_input(av, source)) as source_container:
@@ -123,7 +123,7 @@ def upscale_video(
                     with suppress(Exception):
                         output.close()
                     raise
-                move_into_place(temporary, target, replace)
+                move_into_place(temporary, target, replace, command_line=command_line)
         except SRFeatError:  # already one line (VideoError and DiskFullError are OSErrors too)
             raise
         except (av.error.FFmpegError, OSError) as error:  # mkdir, the muxer, the rename: the output's problem

@@ -31,7 +31,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import InvalidOptionError, WeightsError, check_flag, shown
-from srfeat.files import OutputExistsError, PendingFile, write_file_atomically
+from srfeat.files import OutputExistsError, PendingFile, replace_option, write_file_atomically
 from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, check_layout, check_weights, weight_problem
 from srfeat.weights.reading import build_generator, generator_from_state, read_state
 
@@ -141,6 +141,8 @@ def save_generator(
     path: PathArg,
     dtype: torch.dtype = torch.float32,
     replace: bool = True,
+    *,
+    command_line: bool = False,
 ) -> None:
     """Write the generator's state dict as safetensors, atomically (temp file + rename).
 
@@ -149,13 +151,15 @@ def save_generator(
     returns float32 whatever was stored). With `replace` False an existing file is kept
     (`srfeat.files.OutputExistsError`); `replace` is True or False (`replace="false"` replaced it),
     else an `InvalidOptionError`. Weights that are not finite or have exploded are refused
-    (`WeightsError`), as are a folder, another suffix or another dtype.
+    (`WeightsError`), as are a folder, another suffix or another dtype. Messages name replace=True;
+    `command_line` (`srfeat convert`'s and `blend`'s) names --overwrite instead.
     """
     replace = check_flag(replace, "replace")
     file = generator_file(generator, path, dtype)
     if not replace and (file.path.exists() or file.path.is_symlink()):  # before writing, not after
-        raise OutputExistsError(f"{file.path} exists; it is kept: remove it, or pass replace=True to replace it")
-    write_file_atomically(file.path, file.write, file.size, replace)
+        option = replace_option(command_line)
+        raise OutputExistsError(f"{file.path} exists; it is kept: remove it, or pass {option} to replace it")
+    write_file_atomically(file.path, file.write, file.size, replace, command_line=command_line)
 
 
 def _device(device: str | torch.device) -> torch.device:
