@@ -354,9 +354,14 @@ def test_a_write_that_must_not_replace_keeps_a_file_that_appeared_and_leaves_no_
         return PendingFile(file.path, write, file.size)
 
     monkeypatch.setattr(weights, "generator_file", appearing)
-    with pytest.raises(OutputExistsError, match="blend.safetensors appeared while it was being written"):
-        save_generator(generator, target, replace=False)
-    assert target.read_bytes() == b"mine" and [p.name for p in tmp_path.iterdir()] == ["blend.safetensors"]
+    said = f"{target} appeared while it was being written (another program?); it is kept: remove it or allow "
+    # in the caller's words: "(--overwrite)" was said to Python too
+    for command_line, option in ((False, "replacing it (replace=True)"), (True, "replacing it (--overwrite)")):
+        with pytest.raises(OutputExistsError) as raised:
+            save_generator(generator, target, replace=False, command_line=command_line)
+        assert str(raised.value) == said + option + ", and run again"
+        assert target.read_bytes() == b"mine" and [p.name for p in tmp_path.iterdir()] == ["blend.safetensors"]
+        target.unlink()
     monkeypatch.undo()
     save_generator(generator, target)  # replace: the default, --overwrite
     assert load_generator(target).head.weight.shape == (8, 3, 9, 9)
