@@ -13,7 +13,8 @@ overwritten) and `srfeat.files.OutputIsInputError` (an output that is an input) 
 
 Also here, for the messages: `shown` (a caller's value, kept to one line), `printable` (a name with
 its control characters escaped) and `check_flag` (True or False, or one line saying what was given);
-and for the checks before them, `is_whole_number` and `is_real_number` (a number, but not a bool).
+for the checks before them, `is_whole_number` and `is_real_number` (a number, but not a bool); and
+`OptionNames`, an option as its caller gives it (a keyword from Python, a flag from a command).
 """
 
 from __future__ import annotations
@@ -142,6 +143,20 @@ def is_real_number(value: object) -> TypeGuard[numbers.Real]:
     """True for an int, a float or a numpy number that is not complex, False for a bool (see
     `is_whole_number`); a string such as "2", which `float` would take, is not one either."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+class OptionNames:
+    """How a message names the options of a function that a command calls too: `names(keyword,
+    command_line=...)` is the function's keyword for a Python caller (as `keywords` writes it, e.g.
+    `overwrite=True`, else bare), the command's flag or argument with `command_line` (`--overwrite`).
+    A Python caller has no flags, a command-line user no keywords: a message never names both."""
+
+    def __init__(self, flags: dict[str, str], keywords: dict[str, str] | None = None) -> None:
+        self.flags = flags
+        self.keywords = keywords or {}
+
+    def __call__(self, keyword: str, *, command_line: bool) -> str:
+        return self.flags[keyword] if command_line else self.keywords.get(keyword, keyword)
 
 
 # C0 and C1 control characters (category Cc: newline, CR, tab, ESC, DEL, ...) and the Unicode line and

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srfeat.errors import InvalidOptionError, SRFeatError, check_flag, is_whole_number, printable, shown
+from srfeat.errors import InvalidOptionError, OptionNames, SRFeatError, check_flag, is_whole_number, printable, shown
 from srfeat.weights import generator_path
 from srfeat.weights.blend import BLEND_PREFIX, is_blend_spec, parse_blend_spec
 
@@ -37,25 +37,27 @@ REFERENCE_METRICS = ("psnr", "ssim")
 
 
 # `evaluate`'s keywords, and the flags of `srfeat eval` that give them.
-_FLAGS = {
-    "models": "--model",
-    "folders": "--data",
-    "metrics": "--metrics",
-    "scale": "--scale",
-    "figure_image": "--figure-image",
-}
+_OPTIONS = OptionNames(
+    {
+        "models": "--model",
+        "folders": "--data",
+        "metrics": "--metrics",
+        "scale": "--scale",
+        "figure_image": "--figure-image",
+    }
+)
 
 
 def option_named(keyword: str, value: object = None, *, command_line: bool) -> str:
     """One of `evaluate`'s options as its caller gives it, for a message: the keyword from Python (`models`,
     `models=['bicubic', 'hr']`, `scale=2`), `srfeat eval`'s flag for the command line (`--model`,
     `--model bicubic hr`, `--scale 2`). A Python caller has no flags, a command-line user no keywords."""
-    if not command_line:
-        return keyword if value is None else f"{keyword}={value!r}"
-    flag = _FLAGS[keyword]
+    name = _OPTIONS(keyword, command_line=command_line)
     if value is None:
-        return flag
-    return " ".join([flag, *map(str, value)]) if isinstance(value, list) else f"{flag} {value}"
+        return name
+    if not command_line:
+        return f"{name}={value!r}"
+    return " ".join([name, *map(str, value)]) if isinstance(value, list) else f"{name} {value}"
 
 
 def niqe_available() -> bool:

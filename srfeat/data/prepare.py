@@ -45,7 +45,15 @@ from srfeat.data.staging import (
     swap_in,
     writing_now,
 )
-from srfeat.errors import ImageReadError, InvalidOptionError, SRFeatError, check_flag, is_whole_number, shown
+from srfeat.errors import (
+    ImageReadError,
+    InvalidOptionError,
+    OptionNames,
+    SRFeatError,
+    check_flag,
+    is_whole_number,
+    shown,
+)
 from srfeat.files import folder_made_for
 from srfeat.locks import close_inherited_locks
 from srfeat.path_checks import name_max, unwritable_folder
@@ -194,23 +202,11 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 MAX_WORKERS = max(8, 2 * (os.cpu_count() or 1))
 
 
-# `srfeat prepare`'s flags and arguments for the keywords of `prepare_patches`
-_PREPARE_FLAGS = {
-    "out": "OUT",
-    "overwrite": "--overwrite",
-    "seed": "--seed",
-    "workers": "--workers",
-    "half": "--no-half",
-}
-
-
-def prepare_option(keyword: str, *, command_line: bool) -> str:
-    """One of `prepare_patches`' options as its caller gives it, for a message: the keyword from Python (`out`,
-    `overwrite=True`, `seed`, `workers`, `half=False`), `srfeat prepare`'s for the command line (`OUT`,
-    `--overwrite`, `--seed`, `--workers`, `--no-half`)."""
-    if command_line:
-        return _PREPARE_FLAGS[keyword]
-    return {"overwrite": "overwrite=True", "half": "half=False"}.get(keyword, keyword)
+# `prepare_patches`' options in a message: its keywords from Python, `srfeat prepare`'s flags and arguments
+prepare_option = OptionNames(
+    {"out": "OUT", "overwrite": "--overwrite", "seed": "--seed", "workers": "--workers", "half": "--no-half"},
+    {"overwrite": "overwrite=True", "half": "half=False"},
+)
 
 
 def _check_output(out: Path, folders: list[Path], overwrite: bool, command_line: bool) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from srfeat.errors import ConfigError, shown
+from srfeat.errors import ConfigError, OptionNames, shown
 from srfeat.training.config_checks import check
 from srfeat.training.typed_yaml import (
     build_dataclass,
@@ -404,14 +404,8 @@ def _check_init_generator(config: TrainingConfig, path: Path) -> None:
         )
 
 
-# `srfeat train`'s flags for the keywords of `srfeat.training.trainer.train`
-_TRAIN_FLAGS = {"resume": "--resume", "overwrite": "--overwrite", "out_dir": "--out"}
-
-
-def train_option(keyword: str, *, command_line: bool) -> str:
-    """One of `train`'s options as its caller gives it, for a message: the keyword from Python (`resume=True`,
-    `overwrite=True`, `out_dir`), `srfeat train`'s flag for the command line (`--resume`, `--overwrite`,
-    `--out`). A Python caller has no flags, a command-line user no keywords."""
-    if command_line:
-        return _TRAIN_FLAGS[keyword]
-    return keyword if keyword == "out_dir" else f"{keyword}=True"
+# `srfeat.training.trainer.train`'s options in a message: its keywords from Python, `srfeat train`'s flags
+train_option = OptionNames(
+    {"resume": "--resume", "overwrite": "--overwrite", "out_dir": "--out"},
+    {"resume": "resume=True", "overwrite": "overwrite=True"},
+)
