@@ -953,3 +953,29 @@ def test_ctrl_c_during_the_export_is_one_line_and_keeps_the_old_file(tmp_path: P
     result = subprocess.run(command, check=False, env=CHILD_ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 130 and result.stderr.strip() == "ERROR: interrupted", result.stderr[-3000:]
     assert old.read_bytes() == b"the old export" and [path.name for path in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_export_refusals_name_the_python_keywords_to_a_python_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`export_onnx` from Python was told to "export without --fp16" and "with a lower --opset", flags of a
+    command it never ran (the command's words: the two tests above)."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.errors import SRFeatError
+    from srfeat.export.onnx import ModelInfo, export_onnx
+
+    generator = SRFeatGenerator(num_features=8, num_blocks=1)
+    with torch.no_grad():
+        generator.tail.weight[0, 0, 0, 0] = 3e5  # beyond float16 once BatchNorm is folded in
+    info = ModelInfo("big", "none", "CC0")
+    with pytest.raises(SRFeatError, match=r"\(they overflow\): export without fp16=True$"):
+        export_onnx(generator, tmp_path / "big.onnx", info, fp16=True)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH : opset 99 is not supported")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    with pytest.raises(SRFeatError, match=r"nothing was written: export with a lower opset \(the default is \d+\)"):
+        export_onnx(SRFeatGenerator(num_features=8, num_blocks=1), tmp_path / "tiny.onnx", info)
+    assert list(tmp_path.iterdir()) == []

@@ -204,7 +204,14 @@ MAX_WORKERS = max(8, 2 * (os.cpu_count() or 1))
 
 # `prepare_patches`' options in a message: its keywords from Python, `srfeat prepare`'s flags and arguments
 prepare_option = OptionNames(
-    {"out": "OUT", "overwrite": "--overwrite", "seed": "--seed", "workers": "--workers", "half": "--no-half"},
+    {
+        "sources": "SRC",
+        "out": "OUT",
+        "overwrite": "--overwrite",
+        "seed": "--seed",
+        "workers": "--workers",
+        "half": "--no-half",
+    },
     {"overwrite": "overwrite=True", "half": "half=False"},
 )
 
@@ -333,7 +340,7 @@ def prepare_patches(
             f"process; 1 works in this one), got {workers}"
         )
     folders = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(source) for source in sources]
-    folders = distinct_folders(folders, "SRC" if command_line else "sources", "its images are cut once")
+    folders = distinct_folders(folders, prepare_option("sources", command_line=command_line), "its images are cut once")
     paths = _distinct_files([path for folder in folders for path in list_images(folder)])
     if not paths:
         raise SRFeatError(f"no files in {', '.join(map(str, folders))}: give a folder of HR images")

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
-from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, check_flag, is_whole_number, shown
+from srfeat.errors import InvalidOptionError, OptionNames, SRFeatError, WeightsError, check_flag, is_whole_number, shown
 from srfeat.files import OutputExistsError, write_file_atomically
 from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
@@ -76,6 +76,12 @@ OUTPUT_NAME = "output"
 # from metadata under these keys.
 FORMAT = "srfeat-onnx"
 PROJECT_LICENSE = "MIT"
+
+# `export_onnx`'s options in a message: its keywords from Python, `srfeat export`'s flags
+EXPORT_OPTIONS = OptionNames(
+    {"overwrite": "--overwrite", "fp16": "--fp16", "opset": "--opset"},
+    {"overwrite": "overwrite=True", "fp16": "fp16=True"},
+)
 
 
 @dataclass(frozen=True)
@@ -204,9 +210,10 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def onnx_model(
-    generator: SRFeatGenerator, info: ModelInfo, *, fp16: bool = False, opset: int = OPSET
+    generator: SRFeatGenerator, info: ModelInfo, *, fp16: bool = False, opset: int = OPSET, command_line: bool = False
 ) -> onnx.ModelProto:
-    """The generator as a checked ONNX model (in memory) with its metadata."""
+    """The generator as a checked ONNX model (in memory) with its metadata. `command_line`: refusals name
+    `srfeat export`'s flags (`EXPORT_OPTIONS`)."""
     if not isinstance(generator, SRFeatGenerator):  # a name or path: AttributeError 'in_channels' from inside
         raise InvalidOptionError(
             f"export takes an SRFeatGenerator, got {type(generator).__name__}: load a bundled name or a "
@@ -230,7 +237,9 @@ def onnx_model(
     if not all(bool(torch.isfinite(parameter).all()) for parameter in module.parameters()):
         # Finite weights folded with BatchNorm, or cast to float16, that overflow: the check below
         # would call the file's inf or NaN output a bug of the exporter ("please report this").
-        advice = "export without --fp16" if fp16 else "a broken checkpoint"
+        advice = (
+            f"export without {EXPORT_OPTIONS('fp16', command_line=command_line)}" if fp16 else "a broken checkpoint"
+        )
         raise WeightsError(
             f"{info.name}'s weights do not fit in {'float16' if fp16 else 'float32'} once BatchNorm is folded in "
             f"(they overflow): {advice}"
@@ -317,7 +326,9 @@ def _interruption(error: BaseException) -> BaseException | None:
     return None
 
 
-def verify_onnx(model: onnx.ModelProto, generator: SRFeatGenerator, fp16: bool) -> float | None:
+def verify_onnx(
+    model: onnx.ModelProto, generator: SRFeatGenerator, fp16: bool, *, command_line: bool = False
+) -> float | None:
     """Max |difference| on [0, 1] between ONNX Runtime on `model` and the generator in PyTorch, on
     a small random batch; None when onnxruntime is not installed. Raises when they disagree
     (more than a quarter grey level in float32, two grey levels in float16) or when onnxruntime
@@ -334,7 +345,8 @@ def verify_onnx(model: onnx.ModelProto, generator: SRFeatGenerator, fp16: bool) 
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SRFeatError(
             f"onnxruntime {onnxruntime.__version__} cannot run the exported model ({reason}); nothing was "
-            f"written: export with a lower --opset (the default is {OPSET}) or upgrade onnxruntime"
+            f"written: export with a lower {EXPORT_OPTIONS('opset', command_line=command_line)} (the default is "
+            f"{OPSET}) or upgrade onnxruntime"
         ) from error
     with torch.no_grad():
         # On a copy: `.cpu().float().eval()` change a module in place, and the caller's generator (on
@@ -379,8 +391,8 @@ def export_onnx(
     fp16 = check_flag(fp16, "fp16")
     overwrite = check_flag(overwrite, "overwrite")
     path = check_output_path(path, overwrite, command_line=command_line)
-    model = onnx_model(generator, info, fp16=fp16, opset=opset)
-    difference = verify_onnx(model, generator, fp16)
+    model = onnx_model(generator, info, fp16=fp16, opset=opset, command_line=command_line)
+    difference = verify_onnx(model, generator, fp16, command_line=command_line)
     data = model.SerializeToString()
     try:
         write_file_atomically(path, lambda handle: handle.write(data), len(data), replace=overwrite)
@@ -390,17 +402,13 @@ def export_onnx(
         # saved since check_output_path looked: the writer's words name its own keyword (replace=True)
         raise OutputExistsError(
             f"{path} appeared while the model was exported (another program?); it is kept: remove it or allow "
-            f"replacing it ({_overwrite_option(command_line)}), and run again"
+            f"replacing it ({EXPORT_OPTIONS('overwrite', command_line=command_line)}), and run again"
         ) from None
     except SRFeatError:  # a full disk, already one line
         raise
     except OSError as error:
         raise SRFeatError(f"cannot write {path}: {error.strerror or error}") from error
     return ExportResult(path, len(data), difference)
-
-
-def _overwrite_option(command_line: bool) -> str:
-    return "--overwrite" if command_line else "overwrite=True"
 
 
 def check_output_path(
@@ -415,7 +423,7 @@ def check_output_path(
     path = as_path(path, "the ONNX file")
     if path.is_dir():
         raise SRFeatError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
-    option, output_flag = _overwrite_option(command_line), "-o " if command_line else ""
+    option, output_flag = EXPORT_OPTIONS("overwrite", command_line=command_line), "-o " if command_line else ""
     if path.name.lower() == ".onnx":  # a hidden file's name to Python: no suffix, and "-o .onnx.onnx" was the advice
         raise SRFeatError(f"{path} has no name before .onnx: use {output_flag}{path.with_name('model.onnx')}")
     if path.suffix.lower() != ".onnx":
