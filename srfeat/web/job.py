@@ -71,6 +71,9 @@ UPLOAD_SIGNATURES = (
 )
 
 
+DECOMPRESSION_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # how PIL's DecompressionBombError names the size
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the server accepts: bytes per upload, pixels per image, and how long an upload may
@@ -100,8 +103,10 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
             readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
             with open_image_data(data, name, formats=readable) as image:
                 width, height = image.size
-    except Image.DecompressionBombError as error:
-        raise UploadError(f"{name} is refused as a possible decompression bomb ({error})", 413) from error
+    except Image.DecompressionBombError as error:  # PIL's own limit, past this server's: said as this server's
+        found = DECOMPRESSION_BOMB_PIXELS.search(str(error))
+        size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "more pixels than PIL opens"
+        raise UploadError(_over_pixel_limit(name, size, limits), 413) from error
     except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
         if (kind := _signature(data)) is not None:  # a PNG cut short was told to "use PNG"
             reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
@@ -113,14 +118,18 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
         raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
     if width * height > limits.max_pixels:
         raise UploadError(
-            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over this server's limit of "
-            f"{limits.max_pixels / 1e6:g} megapixels per image (a decompression bomb, or a photo too large: "
-            "start the server with a larger --max-megapixels)",
-            413,
+            _over_pixel_limit(name, f"{width}x{height} ({width * height / 1e6:.0f} megapixels)", limits), 413
         )
     if (oversized := oversized_result(name, width, height)) is not None:
         raise UploadError(oversized, 413)
     return width, height
+
+
+def _over_pixel_limit(name: str, size: str, limits: Limits) -> str:
+    return (
+        f"{name} is {size}, over this server's limit of {limits.max_pixels / 1e6:g} megapixels per image "
+        "(a decompression bomb, or a photo too large: start the server with a larger --max-megapixels)"
+    )
 
 
 def _signature(data: bytes) -> str | None:
