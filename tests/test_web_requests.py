@@ -3,13 +3,23 @@ images past PIL's own decompression-bomb limit. Each is refused in one line that
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+
 import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
-from test_web import _png_header_only
+from test_web import Server, _png_header_only, call, png_bytes, start_server, stop_server, upload, wait_for_result
 
 from srfeat.web.job import Limits, UploadError, inspect_upload
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    started = start_server()
+    yield started
+    stop_server(started)
 
 
 def test_an_image_past_pils_bomb_limit_is_refused_as_over_the_servers_limit() -> None:
@@ -24,3 +34,37 @@ def test_an_image_past_pils_bomb_limit_is_refused_as_over_the_servers_limit() ->
         "bomb.png is 900 megapixels, over this server's limit of 16 megapixels per image (a decompression bomb, "
         "or a photo too large: start the server with a larger --max-megapixels)"
     )
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("outscale=2", "unknown parameter 'outscale': this request takes session, name, ref, model, strength"),
+        ("strenght=0.3", "unknown parameter 'strenght'"),  # a typo ran the default model without a word
+        ("tta=1&tile=64", "unknown parameters 'tta', 'tile'"),
+        ("strength=0.3&strength=0.9", "strength was given more than once ('0.3', '0.9'); give it once"),
+        ("model=gan&model=default", "model was given more than once"),
+    ],
+)
+def test_an_upload_with_a_parameter_it_would_ignore_is_refused(server: Server, query: str, expected: str) -> None:
+    """Parameters the upload does not take were ignored, and of one given twice the last was taken: a script
+    asking for `outscale=2` or `strenght=0.3` got the default model's 4x and no word of why."""
+    refused = upload(server, "params", "photo.png", png_bytes(16), query)
+    assert refused.status == 400, refused.body
+    assert expected in refused.error()
+    assert "results are always 4x" in refused.error() or "give it once" in refused.error()
+    assert json.loads(call(server, "GET", "/api/sessions/params/jobs").body)["jobs"] == []  # nothing was queued
+
+
+def test_again_with_a_parameter_it_would_ignore_is_refused(server: Server) -> None:
+    session = "again-params"
+    try:
+        job = json.loads(upload(server, session, "photo.png", png_bytes(16)).body)
+        assert wait_for_result(server, session, job["id"]).status == 200
+        path = f"/api/jobs/{job['id']}/again?session={session}&model=default"
+        refused = call(server, "POST", path + "&strength=0.5&outscale=2", X_SRFeat_Upload="1")
+        assert refused.status == 400, refused.body
+        assert "unknown parameter 'outscale': this request takes session, model, strength" in refused.error()
+        assert call(server, "POST", path + "&strength=0.5", X_SRFeat_Upload="1").status == 201  # the same, without
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")

@@ -5,8 +5,9 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
 
 - `GET /` and `/static/...`: the page, its script and style (package data, served from memory);
 - `GET /api/config`: limits and the model choices;
-- `POST /api/jobs?session=S&name=N&model=M[&strength=X]`: the image file as the request body;
-  checked (size, that it is an image, its pixel count) before it is queued;
+- `POST /api/jobs?session=S&name=N&model=M[&strength=X][&ref=R]`: the image file as the request body;
+  checked (size, that it is an image, its pixel count) before it is queued; any other parameter, or one
+  given twice, is refused (400: it would have been ignored);
 - `GET /api/sessions/S/jobs?page=P[&since=V][&hidden=1]`: the session's jobs and the queue's version `V`
   (only the version while it is still `since`), what the page asks every half second; a session
   lives while it is asked this (`hidden`: the page is hidden, its questions may come a minute
@@ -44,7 +45,16 @@ from starlette.types import Receive, Scope, Send
 
 from srfeat.data.io import DECODE_ERRORS, FORMATS  # DECODE_ERRORS: what a damaged file raises
 from srfeat.web.hosts import LoopbackHostCheck
-from srfeat.web.job import Limits, UploadError, inspect_upload, parse_choice, zip_chunks
+from srfeat.web.job import (
+    AGAIN_PARAMETERS,
+    UPLOAD_PARAMETERS,
+    Limits,
+    UploadError,
+    check_parameters,
+    inspect_upload,
+    parse_choice,
+    zip_chunks,
+)
 from srfeat.web.jobs import Job, JobQueue, QueueFullError, safe_file_name
 from srfeat.web.views import ViewTooLargeError, bicubic_view, browser_view
 
@@ -180,6 +190,7 @@ def create_app(
                     "the request body (curl --data-binary @photo.png, not curl -F)",
                     415,
                 )
+            check_parameters(request.query_params.multi_items(), UPLOAD_PARAMETERS)
             choice = parse_choice(dict(request.query_params))
             try:
                 receiving.acquire_nowait()
@@ -214,6 +225,7 @@ def create_app(
         if job is None or not job.data:
             return _error("that image is no longer here; upload it again", 404)
         try:
+            check_parameters(request.query_params.multi_items(), AGAIN_PARAMETERS)
             choice = parse_choice(dict(request.query_params))
             copy = queue.submit(job.session, job.name, job.data, choice, job.width, job.height)
         except (UploadError, QueueFullError) as refusal:

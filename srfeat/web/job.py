@@ -36,6 +36,7 @@ __all__ = [
     "QueueFullError",
     "State",
     "UploadError",
+    "check_parameters",
     "inspect_upload",
     "oversized_result",
     "parse_choice",
@@ -71,6 +72,10 @@ UPLOAD_SIGNATURES = (
 )
 
 
+# What each request that makes a job takes in its query: any other parameter (a typo, `strenght=0.3`; an option of
+# srfeat upscale, `outscale=2`) was ignored, and the job ran with the default setting without a word.
+UPLOAD_PARAMETERS = ("session", "name", "ref", "model", "strength")
+AGAIN_PARAMETERS = ("session", "model", "strength")
 DECOMPRESSION_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # how PIL's DecompressionBombError names the size
 
 
@@ -130,6 +135,22 @@ def _over_pixel_limit(name: str, size: str, limits: Limits) -> str:
         f"{name} is {size}, over this server's limit of {limits.max_pixels / 1e6:g} megapixels per image "
         "(a decompression bomb, or a photo too large: start the server with a larger --max-megapixels)"
     )
+
+
+def check_parameters(params: list[tuple[str, str]], accepted: tuple[str, ...]) -> None:
+    """`UploadError` naming a query parameter outside `accepted`, which would otherwise be ignored, or one given
+    twice (`strength=0.3&strength=0.9`: one of them would be ignored)."""
+    keys = [key for key, _ in params]
+    unknown = [key for key in keys if key not in accepted]
+    if unknown:
+        named = ", ".join(repr(key[:40]) for key in unknown[:3]) + (" and more" if len(unknown) > 3 else "")
+        raise UploadError(
+            f"unknown parameter{'s' if len(unknown) > 1 else ''} {named}: this request takes {', '.join(accepted)} "
+            f"(results are always {SCALE}x; srfeat upscale has --outscale, --tile and its other options)"
+        )
+    if repeated := next((key for key in keys if keys.count(key) > 1), None):
+        values = ", ".join(repr(value[:40]) for key, value in params if key == repeated)
+        raise UploadError(f"{repeated} was given more than once ({values}); give it once")
 
 
 def _signature(data: bytes) -> str | None:
