@@ -68,3 +68,23 @@ def test_again_with_a_parameter_it_would_ignore_is_refused(server: Server) -> No
         assert call(server, "POST", path + "&strength=0.5", X_SRFeat_Upload="1").status == 201  # the same, without
     finally:
         call(server, "POST", f"/api/sessions/{session}/close")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "expected"),
+    [
+        ("GET", "/api/jobs", 405, "/api/jobs does not take GET: use POST (the routes are listed in srfeat/web/app.py)"),
+        ("POST", "/api/config", 405, "/api/config does not take POST: use GET"),
+        ("GET", "/api/sessions/s/result.zip", 404, "no such route: GET /api/sessions/s/result.zip (the routes are"),
+        ("GET", "/api", 404, "no such route: GET /api"),
+    ],
+)
+def test_a_route_or_method_the_api_lacks_is_a_one_line_json_error(
+    server: Server, method: str, path: str, status: int, expected: str
+) -> None:
+    """Starlette answered these in plain text, "Not Found" or "Method Not Allowed": a script reading the
+    API's JSON errors failed to parse it, and neither named the route or what to use instead."""
+    answer = call(server, method, path)
+    assert answer.status == status
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.error().startswith(expected), answer.error()

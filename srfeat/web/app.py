@@ -22,6 +22,8 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
 - `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images (asking keeps the session alive too);
 - `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
 - `POST /api/jobs/ID/remove?session=S`; `GET /api/sessions/S/results.zip`.
+
+Any other route or method is answered as the errors above are, JSON with one line (404, 405).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from urllib.parse import quote
 
 import anyio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -346,7 +349,24 @@ def create_app(
         Route("/api/jobs/{job}/{kind}", image),
     ]
     middleware = [] if allowed_hosts is None else [Middleware(LoopbackHostCheck, names=allowed_hosts)]
-    return Starlette(routes=routes, middleware=middleware)
+    handlers = {404: _no_route, 405: _no_route}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+async def _no_route(request: Request, error: Exception) -> Response:
+    """A request no route takes, answered as the API's other errors are (JSON, one line saying what to do):
+    a script got Starlette's plain "Not Found" or "Method Not Allowed", which named neither the route nor the fix."""
+    method, path = request.method, request.url.path[:100]
+    if not isinstance(error, HTTPException):  # registered for 404 and 405, which Starlette raises as HTTPException
+        raise error
+    if error.status_code == 405:
+        # Allow is built from a set (its order changes from run to run) and names HEAD beside every GET.
+        methods = sorted(m.strip() for m in (error.headers or {}).get("Allow", "").split(",") if m.strip() != "HEAD")
+        allowed = " or ".join(methods) or "another method"
+        message = f"{path} does not take {method}: use {allowed} (the routes are listed in srfeat/web/app.py)"
+    else:
+        message = f"no such route: {method} {path} (the routes are listed in srfeat/web/app.py)"
+    return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
 
 
 async def _unless_stopping(
