@@ -88,3 +88,23 @@ def test_a_route_or_method_the_api_lacks_is_a_one_line_json_error(
     assert answer.status == status
     assert answer.headers["content-type"] == "application/json"
     assert answer.error().startswith(expected), answer.error()
+
+
+def test_an_image_sent_by_curl_d_is_told_to_use_data_binary(server: Server) -> None:
+    """`curl -d @photo.png`, the form-data habit, drops the file's line breaks and labels it form data: the PNG
+    no longer opened and the user of a PNG was told to "use PNG, JPEG, WebP, TIFF or BMP"."""
+    session, form = "form", "application/x-www-form-urlencoded"
+    try:
+        whole = png_bytes(16)
+        as_curl_d_sends_it = whole.replace(b"\r", b"").replace(b"\n", b"")
+        refused = upload(server, session, "photo.png", as_curl_d_sends_it, Content_Type=form)
+        assert refused.status == 415
+        assert refused.error() == (
+            "photo.png does not open as an image as it arrived: it was sent as form data "
+            "(application/x-www-form-urlencoded), as curl -d sends a file, with its line breaks dropped; "
+            "send the file itself: curl --data-binary @photo.png"
+        )
+        # Python's urllib labels any body so: an image that arrived whole is taken whatever its label.
+        assert upload(server, session, "photo.png", whole, Content_Type=form).status == 201
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")

@@ -208,7 +208,8 @@ def create_app(
                 data = await _read_body(request, name, limits, lambda: queue.stopping)
             finally:
                 receiving.release()
-            width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
+            form = request.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded")
+            width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits, form)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
             job = queue.submit(session, name, data, choice, width, height, _client_ref(request))

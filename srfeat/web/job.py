@@ -97,8 +97,9 @@ class UploadError(Exception):
         self.status = status
 
 
-def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
-    """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not."""
+def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = False) -> tuple[int, int]:
+    """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not;
+    `sent_as_form`: the request said its body was form data (`curl -d`, which drops a file's line breaks)."""
     if not data:
         raise UploadError(f"{name} is empty (0 bytes): nothing to upscale")
     Image.init()  # registers every plugin, so that `formats` below can name them all
@@ -113,6 +114,13 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
         size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "more pixels than PIL opens"
         raise UploadError(_over_pixel_limit(name, size, limits), 413) from error
     except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
+        if sent_as_form:  # a PNG sent by `curl -d @photo.png` lost its line breaks: not "use PNG", nor "damaged"
+            raise UploadError(
+                f"{name} does not open as an image as it arrived: it was sent as form data "
+                "(application/x-www-form-urlencoded), as curl -d sends a file, with its line breaks dropped; "
+                f"send the file itself: curl --data-binary @{name}",
+                415,
+            ) from error
         if (kind := _signature(data)) is not None:  # a PNG cut short was told to "use PNG"
             reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
             raise UploadError(
