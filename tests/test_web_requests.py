@@ -4,13 +4,25 @@ images past PIL's own decompression-bomb limit. Each is refused in one line that
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
-from test_web import Server, _png_header_only, call, png_bytes, start_server, stop_server, upload, wait_for_result
+from test_web import (
+    Server,
+    _environment,
+    _png_header_only,
+    call,
+    png_bytes,
+    start_server,
+    stop_server,
+    upload,
+    wait_for_result,
+)
 
 from srfeat.web.job import Limits, UploadError, inspect_upload
 
@@ -108,3 +120,21 @@ def test_an_image_sent_by_curl_d_is_told_to_use_data_binary(server: Server) -> N
         assert upload(server, session, "photo.png", whole, Content_Type=form).status == 201
     finally:
         call(server, "POST", f"/api/sessions/{session}/close")
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("http://127.0.0.1:8000/", "it is a URL; give the address alone: --host 127.0.0.1 --port 8000"),
+        ("127.0.0.1:8000", "it names a port; give that with --port: --host 127.0.0.1 --port 8000"),
+        ("[::1]", "give an IPv6 address without its brackets: --host ::1"),
+        ("[::1]:8000", "give an IPv6 address without its brackets: --host ::1 --port 8000"),
+    ],
+)
+def test_a_host_written_as_more_than_an_address_is_told_what_to_give(host: str, expected: str) -> None:
+    """A URL, an address with its port, or IPv6 in brackets (as a browser writes them) went to the resolver:
+    "Name or service not known; give an address such as 127.0.0.1", which does not say what was wrong."""
+    command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu", "--host", host]
+    run = subprocess.run(command, capture_output=True, text=True, env=_environment(), timeout=120, check=False)
+    assert run.returncode == 1 and run.stdout == ""  # it never listened
+    assert run.stderr.strip() == f"ERROR: cannot listen on host {host!r}: {expected}"
