@@ -138,3 +138,21 @@ def test_a_host_written_as_more_than_an_address_is_told_what_to_give(host: str, 
     run = subprocess.run(command, capture_output=True, text=True, env=_environment(), timeout=120, check=False)
     assert run.returncode == 1 and run.stdout == ""  # it never listened
     assert run.stderr.strip() == f"ERROR: cannot listen on host {host!r}: {expected}"
+
+
+def test_removing_a_job_that_is_not_there_says_so(server: Server) -> None:
+    """A remove of a job id that never existed, or of another session's job, was answered 404 with no body."""
+    session = "removing"
+    try:
+        job = json.loads(upload(server, session, "photo.png", png_bytes(16)).body)
+        for path in (
+            f"/api/jobs/{job['id']}/remove?session=another",
+            f"/api/jobs/no-such-job/remove?session={session}",
+        ):
+            answer = call(server, "POST", path)
+            assert answer.status == 404 and answer.error() == (
+                "no such job in this session (removed already, or its page closed): nothing to remove"
+            )
+        assert call(server, "POST", f"/api/jobs/{job['id']}/remove?session={session}").status == 204
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")

@@ -277,8 +277,11 @@ def create_app(
         return queue.get(request.query_params.get("session", ""), request.path_params["job"])
 
     async def remove(request: Request) -> Response:
-        removed = queue.remove(request.query_params.get("session", ""), request.path_params["job"])
-        return Response(status_code=204 if removed else 404)
+        session = request.query_params.get("session", "")
+        if queue.remove(session, request.path_params["job"]):
+            return Response(status_code=204)
+        # A script was answered 404 and nothing else: a wrong id and a job already gone looked like a broken server.
+        return _error("no such job in this session (removed already, or its page closed): nothing to remove", 404)
 
     async def image(request: Request) -> Response:
         job = _job(request)
