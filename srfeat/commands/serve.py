@@ -13,10 +13,12 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
 import threading
+import urllib.parse
 import webbrowser
 from types import FrameType
 
@@ -110,8 +112,26 @@ def _check_options(args: argparse.Namespace) -> None:
         raise SRFeatError(f"--tile must be positive (or 0 for no tiling), got {args.tile}")
 
 
+def _host_mistake(host: str) -> str | None:
+    """What is wrong with a --host written as more than an address (a URL, a port, IPv6 in brackets), which
+    the resolver refused as 'Name or service not known', with 'give an address such as 127.0.0.1' the advice."""
+    if "://" in host:
+        address, port = urllib.parse.urlsplit(host).hostname or "127.0.0.1", re.search(r":(\d+)(?:/|$)", host)
+        return f"it is a URL; give the address alone: --host {address}" + (f" --port {port[1]}" if port else "")
+    bracketed = re.fullmatch(r"\[([^\]]*)\](?::(\d+))?", host)
+    if bracketed:
+        address, port = bracketed.groups()
+        return f"give an IPv6 address without its brackets: --host {address}" + (f" --port {port}" if port else "")
+    address, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and ":" not in address:  # one colon: IPv6 addresses have several
+        return f"it names a port; give that with --port: --host {address} --port {port}"
+    return None
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: the system picks a free one), so the URL is known before serving."""
+    if (mistake := _host_mistake(host)) is not None:
+        raise SRFeatError(f"cannot listen on host {host!r}: {mistake}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:

@@ -5,8 +5,9 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
 
 - `GET /` and `/static/...`: the page, its script and style (package data, served from memory);
 - `GET /api/config`: limits and the model choices;
-- `POST /api/jobs?session=S&name=N&model=M[&strength=X]`: the image file as the request body;
-  checked (size, that it is an image, its pixel count) before it is queued;
+- `POST /api/jobs?session=S&name=N&model=M[&strength=X][&ref=R]`: the image file as the request body;
+  checked (size, that it is an image, its pixel count) before it is queued; any other parameter, or one
+  given twice, is refused (400: it would have been ignored);
 - `GET /api/sessions/S/jobs?page=P[&since=V][&hidden=1]`: the session's jobs and the queue's version `V`
   (only the version while it is still `since`), what the page asks every half second; a session
   lives while it is asked this (`hidden`: the page is hidden, its questions may come a minute
@@ -21,6 +22,8 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
 - `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images (asking keeps the session alive too);
 - `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
 - `POST /api/jobs/ID/remove?session=S`; `GET /api/sessions/S/results.zip`.
+
+Any other route or method is answered as the errors above are, JSON with one line (404, 405).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from urllib.parse import quote
 
 import anyio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -44,7 +48,16 @@ from starlette.types import Receive, Scope, Send
 
 from srfeat.data.io import DECODE_ERRORS, FORMATS  # DECODE_ERRORS: what a damaged file raises
 from srfeat.web.hosts import LoopbackHostCheck
-from srfeat.web.job import Limits, UploadError, inspect_upload, parse_choice, zip_chunks
+from srfeat.web.job import (
+    AGAIN_PARAMETERS,
+    UPLOAD_PARAMETERS,
+    Limits,
+    UploadError,
+    check_parameters,
+    inspect_upload,
+    parse_choice,
+    zip_chunks,
+)
 from srfeat.web.jobs import Job, JobQueue, QueueFullError, safe_file_name
 from srfeat.web.views import ViewTooLargeError, bicubic_view, browser_view
 
@@ -180,6 +193,7 @@ def create_app(
                     "the request body (curl --data-binary @photo.png, not curl -F)",
                     415,
                 )
+            check_parameters(request.query_params.multi_items(), UPLOAD_PARAMETERS)
             choice = parse_choice(dict(request.query_params))
             try:
                 receiving.acquire_nowait()
@@ -194,7 +208,8 @@ def create_app(
                 data = await _read_body(request, name, limits, lambda: queue.stopping)
             finally:
                 receiving.release()
-            width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits)
+            form = request.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded")
+            width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits, form)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
             job = queue.submit(session, name, data, choice, width, height, _client_ref(request))
@@ -214,6 +229,7 @@ def create_app(
         if job is None or not job.data:
             return _error("that image is no longer here; upload it again", 404)
         try:
+            check_parameters(request.query_params.multi_items(), AGAIN_PARAMETERS)
             choice = parse_choice(dict(request.query_params))
             copy = queue.submit(job.session, job.name, job.data, choice, job.width, job.height)
         except (UploadError, QueueFullError) as refusal:
@@ -261,8 +277,11 @@ def create_app(
         return queue.get(request.query_params.get("session", ""), request.path_params["job"])
 
     async def remove(request: Request) -> Response:
-        removed = queue.remove(request.query_params.get("session", ""), request.path_params["job"])
-        return Response(status_code=204 if removed else 404)
+        session = request.query_params.get("session", "")
+        if queue.remove(session, request.path_params["job"]):
+            return Response(status_code=204)
+        # A script was answered 404 and nothing else: a wrong id and a job already gone looked like a broken server.
+        return _error("no such job in this session (removed already, or its page closed): nothing to remove", 404)
 
     async def image(request: Request) -> Response:
         job = _job(request)
@@ -334,7 +353,24 @@ def create_app(
         Route("/api/jobs/{job}/{kind}", image),
     ]
     middleware = [] if allowed_hosts is None else [Middleware(LoopbackHostCheck, names=allowed_hosts)]
-    return Starlette(routes=routes, middleware=middleware)
+    handlers = {404: _no_route, 405: _no_route}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+async def _no_route(request: Request, error: Exception) -> Response:
+    """A request no route takes, answered as the API's other errors are (JSON, one line saying what to do):
+    a script got Starlette's plain "Not Found" or "Method Not Allowed", which named neither the route nor the fix."""
+    method, path = request.method, request.url.path[:100]
+    if not isinstance(error, HTTPException):  # registered for 404 and 405, which Starlette raises as HTTPException
+        raise error
+    if error.status_code == 405:
+        # Allow is built from a set (its order changes from run to run) and names HEAD beside every GET.
+        methods = sorted(m.strip() for m in (error.headers or {}).get("Allow", "").split(",") if m.strip() != "HEAD")
+        allowed = " or ".join(methods) or "another method"
+        message = f"{path} does not take {method}: use {allowed} (the routes are listed in srfeat/web/app.py)"
+    else:
+        message = f"no such route: {method} {path} (the routes are listed in srfeat/web/app.py)"
+    return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
 
 
 async def _unless_stopping(

@@ -36,6 +36,7 @@ __all__ = [
     "QueueFullError",
     "State",
     "UploadError",
+    "check_parameters",
     "inspect_upload",
     "oversized_result",
     "parse_choice",
@@ -71,6 +72,13 @@ UPLOAD_SIGNATURES = (
 )
 
 
+# What each request that makes a job takes in its query: any other parameter (a typo, `strenght=0.3`; an option of
+# srfeat upscale, `outscale=2`) was ignored, and the job ran with the default setting without a word.
+UPLOAD_PARAMETERS = ("session", "name", "ref", "model", "strength")
+AGAIN_PARAMETERS = ("session", "model", "strength")
+DECOMPRESSION_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # how PIL's DecompressionBombError names the size
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the server accepts: bytes per upload, pixels per image, and how long an upload may
@@ -89,8 +97,9 @@ class UploadError(Exception):
         self.status = status
 
 
-def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
-    """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not."""
+def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = False) -> tuple[int, int]:
+    """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not;
+    `sent_as_form`: the request said its body was form data (`curl -d`, which drops a file's line breaks)."""
     if not data:
         raise UploadError(f"{name} is empty (0 bytes): nothing to upscale")
     Image.init()  # registers every plugin, so that `formats` below can name them all
@@ -100,9 +109,18 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
             readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
             with open_image_data(data, name, formats=readable) as image:
                 width, height = image.size
-    except Image.DecompressionBombError as error:
-        raise UploadError(f"{name} is refused as a possible decompression bomb ({error})", 413) from error
+    except Image.DecompressionBombError as error:  # PIL's own limit, past this server's: said as this server's
+        found = DECOMPRESSION_BOMB_PIXELS.search(str(error))
+        size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "more pixels than PIL opens"
+        raise UploadError(_over_pixel_limit(name, size, limits), 413) from error
     except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
+        if sent_as_form:  # a PNG sent by `curl -d @photo.png` lost its line breaks: not "use PNG", nor "damaged"
+            raise UploadError(
+                f"{name} does not open as an image as it arrived: it was sent as form data "
+                "(application/x-www-form-urlencoded), as curl -d sends a file, with its line breaks dropped; "
+                f"send the file itself: curl --data-binary @{name}",
+                415,
+            ) from error
         if (kind := _signature(data)) is not None:  # a PNG cut short was told to "use PNG"
             reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
             raise UploadError(
@@ -113,14 +131,34 @@ def inspect_upload(data: bytes, name: str, limits: Limits) -> tuple[int, int]:
         raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
     if width * height > limits.max_pixels:
         raise UploadError(
-            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over this server's limit of "
-            f"{limits.max_pixels / 1e6:g} megapixels per image (a decompression bomb, or a photo too large: "
-            "start the server with a larger --max-megapixels)",
-            413,
+            _over_pixel_limit(name, f"{width}x{height} ({width * height / 1e6:.0f} megapixels)", limits), 413
         )
     if (oversized := oversized_result(name, width, height)) is not None:
         raise UploadError(oversized, 413)
     return width, height
+
+
+def _over_pixel_limit(name: str, size: str, limits: Limits) -> str:
+    return (
+        f"{name} is {size}, over this server's limit of {limits.max_pixels / 1e6:g} megapixels per image "
+        "(a decompression bomb, or a photo too large: start the server with a larger --max-megapixels)"
+    )
+
+
+def check_parameters(params: list[tuple[str, str]], accepted: tuple[str, ...]) -> None:
+    """`UploadError` naming a query parameter outside `accepted`, which would otherwise be ignored, or one given
+    twice (`strength=0.3&strength=0.9`: one of them would be ignored)."""
+    keys = [key for key, _ in params]
+    unknown = [key for key in keys if key not in accepted]
+    if unknown:
+        named = ", ".join(repr(key[:40]) for key in unknown[:3]) + (" and more" if len(unknown) > 3 else "")
+        raise UploadError(
+            f"unknown parameter{'s' if len(unknown) > 1 else ''} {named}: this request takes {', '.join(accepted)} "
+            f"(results are always {SCALE}x; srfeat upscale has --outscale, --tile and its other options)"
+        )
+    if repeated := next((key for key in keys if keys.count(key) > 1), None):
+        values = ", ".join(repr(value[:40]) for key, value in params if key == repeated)
+        raise UploadError(f"{repeated} was given more than once ({values}); give it once")
 
 
 def _signature(data: bytes) -> str | None:

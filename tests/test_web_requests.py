@@ -1,0 +1,158 @@
+"""`srfeat serve` asked what no page sends: query parameters it does not take, routes it does not have, and
+images past PIL's own decompression-bomb limit. Each is refused in one line that says what to do."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
+pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from test_web import (
+    Server,
+    _environment,
+    _png_header_only,
+    call,
+    png_bytes,
+    start_server,
+    stop_server,
+    upload,
+    wait_for_result,
+)
+
+from srfeat.web.job import Limits, UploadError, inspect_upload
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    started = start_server()
+    yield started
+    stop_server(started)
+
+
+def test_an_image_past_pils_bomb_limit_is_refused_as_over_the_servers_limit() -> None:
+    """Past twice PIL's MAX_IMAGE_PIXELS, PIL refuses an image before the server's own check: the page said
+    "(Image size (900000000 pixels) exceeds limit of 178956970 pixels, could be decompression bomb DOS attack.)",
+    PIL's limit, not the server's, and nothing of what to do."""
+    limits = Limits(max_upload_bytes=2**20, max_pixels=16_000_000)
+    with pytest.raises(UploadError) as refused:
+        inspect_upload(_png_header_only(30000, 30000), "bomb.png", limits)
+    assert refused.value.status == 413
+    assert str(refused.value) == (
+        "bomb.png is 900 megapixels, over this server's limit of 16 megapixels per image (a decompression bomb, "
+        "or a photo too large: start the server with a larger --max-megapixels)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("outscale=2", "unknown parameter 'outscale': this request takes session, name, ref, model, strength"),
+        ("strenght=0.3", "unknown parameter 'strenght'"),  # a typo ran the default model without a word
+        ("tta=1&tile=64", "unknown parameters 'tta', 'tile'"),
+        ("strength=0.3&strength=0.9", "strength was given more than once ('0.3', '0.9'); give it once"),
+        ("model=gan&model=default", "model was given more than once"),
+    ],
+)
+def test_an_upload_with_a_parameter_it_would_ignore_is_refused(server: Server, query: str, expected: str) -> None:
+    """Parameters the upload does not take were ignored, and of one given twice the last was taken: a script
+    asking for `outscale=2` or `strenght=0.3` got the default model's 4x and no word of why."""
+    refused = upload(server, "params", "photo.png", png_bytes(16), query)
+    assert refused.status == 400, refused.body
+    assert expected in refused.error()
+    assert "results are always 4x" in refused.error() or "give it once" in refused.error()
+    assert json.loads(call(server, "GET", "/api/sessions/params/jobs").body)["jobs"] == []  # nothing was queued
+
+
+def test_again_with_a_parameter_it_would_ignore_is_refused(server: Server) -> None:
+    session = "again-params"
+    try:
+        job = json.loads(upload(server, session, "photo.png", png_bytes(16)).body)
+        assert wait_for_result(server, session, job["id"]).status == 200
+        path = f"/api/jobs/{job['id']}/again?session={session}&model=default"
+        refused = call(server, "POST", path + "&strength=0.5&outscale=2", X_SRFeat_Upload="1")
+        assert refused.status == 400, refused.body
+        assert "unknown parameter 'outscale': this request takes session, model, strength" in refused.error()
+        assert call(server, "POST", path + "&strength=0.5", X_SRFeat_Upload="1").status == 201  # the same, without
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "expected"),
+    [
+        ("GET", "/api/jobs", 405, "/api/jobs does not take GET: use POST (the routes are listed in srfeat/web/app.py)"),
+        ("POST", "/api/config", 405, "/api/config does not take POST: use GET"),
+        ("GET", "/api/sessions/s/result.zip", 404, "no such route: GET /api/sessions/s/result.zip (the routes are"),
+        ("GET", "/api", 404, "no such route: GET /api"),
+    ],
+)
+def test_a_route_or_method_the_api_lacks_is_a_one_line_json_error(
+    server: Server, method: str, path: str, status: int, expected: str
+) -> None:
+    """Starlette answered these in plain text, "Not Found" or "Method Not Allowed": a script reading the
+    API's JSON errors failed to parse it, and neither named the route or what to use instead."""
+    answer = call(server, method, path)
+    assert answer.status == status
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.error().startswith(expected), answer.error()
+
+
+def test_an_image_sent_by_curl_d_is_told_to_use_data_binary(server: Server) -> None:
+    """`curl -d @photo.png`, the form-data habit, drops the file's line breaks and labels it form data: the PNG
+    no longer opened and the user of a PNG was told to "use PNG, JPEG, WebP, TIFF or BMP"."""
+    session, form = "form", "application/x-www-form-urlencoded"
+    try:
+        whole = png_bytes(16)
+        as_curl_d_sends_it = whole.replace(b"\r", b"").replace(b"\n", b"")
+        refused = upload(server, session, "photo.png", as_curl_d_sends_it, Content_Type=form)
+        assert refused.status == 415
+        assert refused.error() == (
+            "photo.png does not open as an image as it arrived: it was sent as form data "
+            "(application/x-www-form-urlencoded), as curl -d sends a file, with its line breaks dropped; "
+            "send the file itself: curl --data-binary @photo.png"
+        )
+        # Python's urllib labels any body so: an image that arrived whole is taken whatever its label.
+        assert upload(server, session, "photo.png", whole, Content_Type=form).status == 201
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("http://127.0.0.1:8000/", "it is a URL; give the address alone: --host 127.0.0.1 --port 8000"),
+        ("127.0.0.1:8000", "it names a port; give that with --port: --host 127.0.0.1 --port 8000"),
+        ("[::1]", "give an IPv6 address without its brackets: --host ::1"),
+        ("[::1]:8000", "give an IPv6 address without its brackets: --host ::1 --port 8000"),
+    ],
+)
+def test_a_host_written_as_more_than_an_address_is_told_what_to_give(host: str, expected: str) -> None:
+    """A URL, an address with its port, or IPv6 in brackets (as a browser writes them) went to the resolver:
+    "Name or service not known; give an address such as 127.0.0.1", which does not say what was wrong."""
+    command = [sys.executable, "-m", "srfeat.cli", "serve", "--no-browser", "--device", "cpu", "--host", host]
+    run = subprocess.run(command, capture_output=True, text=True, env=_environment(), timeout=120, check=False)
+    assert run.returncode == 1 and run.stdout == ""  # it never listened
+    assert run.stderr.strip() == f"ERROR: cannot listen on host {host!r}: {expected}"
+
+
+def test_removing_a_job_that_is_not_there_says_so(server: Server) -> None:
+    """A remove of a job id that never existed, or of another session's job, was answered 404 with no body."""
+    session = "removing"
+    try:
+        job = json.loads(upload(server, session, "photo.png", png_bytes(16)).body)
+        for path in (
+            f"/api/jobs/{job['id']}/remove?session=another",
+            f"/api/jobs/no-such-job/remove?session={session}",
+        ):
+            answer = call(server, "POST", path)
+            assert answer.status == 404 and answer.error() == (
+                "no such job in this session (removed already, or its page closed): nothing to remove"
+            )
+        assert call(server, "POST", f"/api/jobs/{job['id']}/remove?session={session}").status == 204
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
