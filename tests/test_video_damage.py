@@ -9,19 +9,21 @@ import os
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from srfeat.errors import VideoError
 from srfeat.inference import Upscaler
-from srfeat.video import VideoOptions
+from srfeat.video import FrameRange, VideoOptions
 
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
 from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
-from tests.video_helpers import write_encoded  # noqa: E402
+from tests.video_helpers import read_frames, write_clip, write_encoded  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,6 +40,51 @@ def lines(result: subprocess.CompletedProcess[str], level: str) -> list[str]:
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def broken_frame_marker(folder: Path, frame: int) -> Path:
+    """A 4-frame .y4m whose `frame`th FRAME marker is overwritten: FFmpeg's demuxer fails there."""
+    whole = folder / "whole.y4m"
+    write_encoded(whole, codec="rawvideo", container_format="yuv4mpegpipe", frames=4, size=(16, 12))
+    data = bytearray(whole.read_bytes())
+    marker = [i for i in range(len(data)) if data.startswith(b"FRAME", i)][frame]
+    data[marker : marker + 5] = b"XXXXX"
+    source = folder / f"broken{frame}.y4m"
+    source.write_bytes(bytes(data))
+    return source
+
+
+def test_a_file_that_fails_past_a_range_upscales_that_range(tmp_path: Path, model_path: Path) -> None:
+    """`--frames 0:2` of a file that fails at frame 2 was refused: "(--frames 0:2 upscales the 2 frames before
+    it)", the range given. Frame B is read only to time the range's end."""
+    source = broken_frame_marker(tmp_path, 2)
+    for frames, count in (("0:2", 2), ("1:2", 1)):
+        output = tmp_path / f"out{count}.mkv"
+        result = cli(source, "-o", output, "--model", model_path, "--frames", frames, "--codec", "ffv1")
+        assert result.returncode == 0 and not lines(result, "WARNING"), result.stderr
+        assert len(read_frames(output)) == count
+    summary = upscale_video(
+        source, tmp_path / "py.mkv", Upscaler(model_path, device="cpu"), VideoOptions("ffv1", frames=FrameRange(0, 2))
+    )
+    assert summary.frames == 2
+
+
+def test_a_file_that_cannot_be_read_says_from_where(tmp_path: Path, model_path: Path) -> None:
+    """It said "cannot read past frame 0" where no frame was read, and "past frame 2" where frame 2 was not."""
+    first, third = broken_frame_marker(tmp_path, 0), broken_frame_marker(tmp_path, 2)
+    upscaler, reason = Upscaler(model_path, device="cpu"), "(Invalid data found when processing input)"
+    with pytest.raises(VideoError) as refused:
+        upscale_video(first, tmp_path / "out.mkv", upscaler, VideoOptions())
+    assert str(refused.value).startswith(f"no frame of {first} could be read {reason}; the file is damaged (no frame")
+    with pytest.raises(VideoError) as refused:
+        upscale_video(third, tmp_path / "out.mkv", upscaler, VideoOptions())
+    assert str(refused.value) == (
+        f"{third} cannot be read after frame 1 {reason}; the file is damaged "
+        "(frames=FrameRange(0, 2) upscales the 2 frames before it)"
+    )
+    result = cli(third, "-o", tmp_path / "out.mkv", "--model", model_path, "--frames", "1:")
+    assert lines(result, "ERROR")[0].endswith("(--frames 1:2 upscales the 1 frame before it)"), result.stderr
+    assert not (tmp_path / "out.mkv").exists()
 
 
 def avi_of_size(path: Path, width: int, height: int, codec: str = "rawvideo") -> Path:
@@ -96,3 +143,41 @@ def test_an_avi_header_of_no_frame_size_says_what_to_do(tmp_path: Path, model_pa
         f"ERROR: {zero}: its video stream states no frame size and no frame of it decodes; the file is damaged: "
         "skip or replace this file"
     ), result.stderr
+
+
+def test_a_file_that_fails_to_read_past_a_range_keeps_the_range_and_says_what_may_be_short(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past frame B only the audio and subtitles are still read, up to the range's end: a read error there
+    failed the whole range ("cannot read past frame 6"), though every frame asked for had been upscaled."""
+    from srfeat.video import pipeline
+
+    source = tmp_path / "clip.mkv"
+    write_clip(source, frames=24)  # with audio
+    opened = pipeline.open_input
+
+    class FailingAfter12Frames:  # PyAV's containers' methods are read-only: a stand-in fails the demuxer
+        def __init__(self, container: Any) -> None:
+            self.container = container
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.container, name)
+
+        def demux(self, *args: Any) -> Iterator[Any]:
+            video = 0
+            for packet in self.container.demux(*args):
+                video += packet.stream.type == "video" and packet.size > 0
+                if video > 12:
+                    raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+                yield packet
+
+    monkeypatch.setattr(pipeline, "open_input", lambda av_module, path: FailingAfter12Frames(opened(av_module, path)))
+    options = VideoOptions("ffv1", frames=FrameRange(0, 6))
+    with caplog.at_level(logging.WARNING):
+        summary = upscale_video(source, tmp_path / "part.mkv", Upscaler(model_path, device="cpu"), options)
+    assert summary.frames == 6 and len(read_frames(tmp_path / "part.mkv")) == 6
+    said = (
+        f"{source}: reading failed past the frames asked for (Invalid data found when processing input); they were "
+        "all upscaled, but the copied audio and subtitles may end early"
+    )
+    assert warnings_of(caplog) == [said]
