@@ -10,7 +10,9 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -40,6 +42,139 @@ def lines(result: subprocess.CompletedProcess[str], level: str) -> list[str]:
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def damaged_transport_stream(folder: Path) -> tuple[Path, list[tuple[int, float, int]]]:
+    """A 24-frame H.264 MPEG-TS whose 9th packet is zeroed: the demuxer drops what it cannot parse, and the
+    decoder raises nothing. With the places frames are missing from it: (the frame before, its time, how
+    many), found by comparing its frames' timestamps with the whole clip's."""
+    whole, damaged = folder / "whole.ts", folder / "damaged.ts"
+    write_clip(whole, frames=24, audio=False)
+    with av.open(str(whole)) as container:
+        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][8]
+    data = bytearray(whole.read_bytes())
+    data[position : position + size] = bytes(size)
+    damaged.write_bytes(bytes(data))
+    with av.open(str(whole)) as clean, av.open(str(damaged)) as broken:
+        all_times = [frame.pts for frame in clean.decode(video=0)]
+        times = [(frame.pts, float(frame.time)) for frame in broken.decode(video=0)]
+    missing: dict[int, tuple[float, int]] = {}
+    for lost in sorted(set(all_times) - {pts for pts, _ in times}):
+        before = max(index for index, (pts, _) in enumerate(times) if pts < lost)
+        missing[before] = (times[before][1], missing.get(before, (0.0, 0))[1] + 1)
+    assert missing, "the zeroed packet lost no frame"
+    return damaged, [(before, time, count) for before, (time, count) in sorted(missing.items())]
+
+
+def said_missing(source: Path, places: list[tuple[int, float, int]], inside: str, first_part: str) -> str:
+    total = sum(count for _, _, count in places)
+    where = ", ".join(f"{count} after frame {before} ({time:.2f} s)" for before, time, count in places)
+    them = "them" if total > 1 else "it"
+    return (
+        f"{source}: {total} frame{'s' if total > 1 else ''} {inside} could not be decoded and "
+        f"{'are' if total > 1 else 'is'} missing from the output (a damaged file?): {where}; the output jumps over "
+        f"{them}, its timing kept; repair or replace the file to get {them} back, or {first_part} upscales the "
+        "frames before the first gap"
+    )
+
+
+def test_frames_a_damaged_file_loses_without_an_error_are_named(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame the demuxer dropped left the output a frame short, in the range or the whole file, unsaid."""
+    source, places = damaged_transport_stream(tmp_path)
+    first = places[0][0]
+    result = cli(source, "-o", tmp_path / "all.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert lines(result, "WARNING") == [
+        "WARNING: " + said_missing(source, places, "of the video", f"--frames 0:{first + 1}")
+    ], result.stderr
+
+    start = 2
+    result = cli(source, "-o", tmp_path / "part.mkv", "--model", model_path, "--codec", "ffv1", "--frames", "2:20")
+    assert result.returncode == 0, result.stderr
+    inside = [place for place in places if start <= place[0] < 19]
+    assert lines(result, "WARNING") == [
+        "WARNING: " + said_missing(source, inside, "inside --frames 2:20", f"--frames 2:{inside[0][0] + 1}")
+    ], result.stderr
+    assert len(read_frames(tmp_path / "part.mkv")) == 18
+
+    options = VideoOptions(codec="ffv1", frames=FrameRange(start, 20))
+    with caplog.at_level(logging.WARNING):
+        upscale_video(source, tmp_path / "python.mkv", Upscaler(model_path, device="cpu"), options)
+    part = f"frames=FrameRange(2, {inside[0][0] + 1})"
+    assert warnings_of(caplog) == [said_missing(source, inside, "inside frames=FrameRange(2, 20)", part)]
+
+    caplog.clear()  # a range that ends before the first gap loses nothing
+    options = VideoOptions(codec="ffv1", frames=FrameRange(0, first + 1))
+    with caplog.at_level(logging.WARNING):
+        upscale_video(source, tmp_path / "before.mkv", Upscaler(model_path, device="cpu"), options)
+    assert warnings_of(caplog) == []
+
+
+CLEAN = {
+    "b-frames.mp4": {},
+    "b-frames.mkv": {},
+    "b-frames.ts": {},
+    "variable.mkv": {"variable_rate": True},
+    "variable.mp4": {"variable_rate": True},
+    "variable.ts": {"variable_rate": True},
+}
+ENCODED = {"vp9.webm": "libvpx-vp9", "mpeg4.avi": "mpeg4", "mpeg2.mpg": "mpeg2video", "ffv1.nut": "ffv1"}
+
+
+@pytest.mark.parametrize("name", [*CLEAN, *ENCODED])
+def test_clean_videos_are_not_said_to_miss_frames(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """B-frames come out of order, variable frame rates hold frames 0.5 to 1.5 frames long, MPEG-TS and AVI
+    state no frame count: none of it is a lost frame."""
+    source = tmp_path / name
+    if name in ENCODED:
+        write_encoded(source, codec=ENCODED[name], frames=12)
+    else:
+        write_clip(source, frames=12, audio=False, **CLEAN[name])
+    for frames in (FrameRange(), FrameRange(2, 9)):
+        with caplog.at_level(logging.WARNING):
+            upscale_video(
+                source, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions("ffv1", frames=frames)
+            )
+        assert warnings_of(caplog) == [], name
+
+
+def packet(pts: int) -> SimpleNamespace:
+    return SimpleNamespace(size=100, pts=pts, is_discard=False)
+
+
+def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_path: Path) -> None:
+    """A decoder may take a damaged packet and give nothing for it: its timestamp never comes out. Counted
+    between the frames shown, in any frame rate; leading frames (before the first shown) and frames still in
+    the decoder at the range's end are not lost."""
+    from srfeat.video.lost_frames import LostFrames
+
+    video = SimpleNamespace(time_base=Fraction(1, 1000), average_rate=None)  # no rate: no timing checks
+    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(1, 6))  # type: ignore[arg-type]  # a stand-in
+    # Decoding order I P B B P, with B at 20 lost and a leading frame at -40 never shown; 120 still decoding.
+    for pts in (-40, 0, 60, 20, 40, 90, 120):
+        lost.sent(packet(pts))
+    for index, pts in enumerate((0, 40, 60, 90)):
+        lost.shown(pts, index)
+    assert [(gap.after, gap.dropped) for gap, _ in lost.missing()] == []  # the gap after frame 0: before the range
+    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(0, 6))  # type: ignore[arg-type]
+    for pts in (-40, 0, 60, 20, 40, 90, 120):
+        lost.sent(packet(pts))
+    for index, pts in enumerate((0, 40, 60, 90)):
+        lost.shown(pts, index)
+    assert [(gap.after, count) for gap, count in lost.missing()] == [(0, 1)]
+    # Field-coded: each frame's second field is a packet of its own, half a frame later, and no frame comes out
+    # for it; that is no loss. A frame lost there leaves room for it (two frames' time between frames shown).
+    for shown, lost_count in (((0, 40, 80, 120, 160), 0), ((0, 40, 120, 160), 1)):
+        lost = LostFrames(tmp_path / "v.mkv", video, FrameRange())  # type: ignore[arg-type]
+        for pts in range(0, 180, 20):
+            lost.sent(packet(pts))
+        for index, pts in enumerate(shown):
+            lost.shown(pts, index)
+        assert sum(count for _, count in lost.missing()) == lost_count, shown
 
 
 def broken_frame_marker(folder: Path, frame: int) -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.copied import CopiedStreams, cut_to_window
+from srfeat.video.lost_frames import LostFrames
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class InputFrames:
         self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
         self.last_frame_time: float | None = None
         self.cut_frame_bytes = 0
+        self.lost = LostFrames(source, video, frames, command_line=command_line)
 
     def __iter__(self) -> Iterator[Frame | Packet]:
         av, video, frames, window = self.av, self.video, self.frames, self.window
@@ -128,7 +130,9 @@ class InputFrames:
                 self.hidden_frames += packet.is_discard
                 if packet.size and packet.pos is not None and packet.pos >= 0:
                     video_end = packet.pos + packet.size
+                self.lost.sent(packet)
                 for frame in self._decode_packet(packet, index):
+                    self.lost.shown(frame.pts, index)
                     pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
                     if index >= frames.start:
                         self.defects.check(frame, index)
