@@ -175,6 +175,14 @@ def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_
         for index, pts in enumerate(shown):
             lost.shown(pts, index)
         assert sum(count for _, count in lost.missing()) == lost_count, shown
+    # Two files joined end to end, timestamps starting over: the first part's last packet (100) never comes out
+    # before the second part's frames do, one of them held for two frames' time (40 to 120); that hold is no loss.
+    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange())  # type: ignore[arg-type]
+    for index, (pts, shown) in enumerate(((0, 0), (40, 40), (100, None), (0, 0), (40, 40), (120, 120))):
+        lost.sent(packet(pts))
+        if shown is not None:
+            lost.shown(shown, index)
+    assert lost.missing() == []
 
 
 def broken_frame_marker(folder: Path, frame: int) -> Path:

@@ -78,7 +78,12 @@ class LostFrames:
         missed = {sent for sent in self.sent_times if sent < pts}
         self.sent_times -= missed
         last, self.last_pts = self.last_pts, pts
-        if last is None or pts <= last:  # the first frame, or timestamps that start over (joined files)
+        if last is not None and pts <= last:
+            # Timestamps that start over (files joined end to end): what was sent may be of either part, and the
+            # first part's packets never shown are not told from the next's still in the decoder.
+            self.sent_times.clear()
+            return
+        if last is None:
             return
         interval = pts - last
         self.shortest = interval if self.shortest is None else min(self.shortest, interval)
