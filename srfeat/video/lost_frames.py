@@ -57,6 +57,8 @@ class LostFrames:
         # One frame's duration in ticks, exact (a 1/1000 time base at 12 frames a second: 83.33 ticks).
         self.period: Fraction | None = 1 / (Fraction(rate) * self.time_base) if rate else None
         self.sent_times: set[int] = set()  # timestamps of packets sent whose frame has not come out
+        self.next_part: set[int] | None = None  # the same, sent after the timestamps started over
+        self.last_dts: int | None = None
         self.last_pts: int | None = None
         self.gaps: list[Gap] = []
         self.irregular = False  # an interval that is no whole number of frames: variable frame rate
@@ -64,8 +66,15 @@ class LostFrames:
 
     def sent(self, packet: Any) -> None:
         """A video packet is about to go to the decoder (not one the file marks as never shown)."""
-        if packet.size and packet.pts is not None and not packet.is_discard:
-            self.sent_times.add(packet.pts)
+        if not packet.size or packet.pts is None or packet.is_discard:
+            return
+        if packet.dts is not None:
+            if self.last_dts is not None and packet.dts < self.last_dts:
+                # Timestamps that start over (files joined end to end): the next part's packets go to the
+                # decoder before the last of this part's frames come out, and are kept apart until its frames do.
+                self.next_part = set()
+            self.last_dts = packet.dts
+        (self.sent_times if self.next_part is None else self.next_part).add(packet.pts)
 
     def shown(self, pts: int | None, index: int) -> None:
         """Frame `index` came out of the decoder with timestamp `pts` (the file's, before any repair)."""
@@ -79,9 +88,9 @@ class LostFrames:
         self.sent_times -= missed
         last, self.last_pts = self.last_pts, pts
         if last is not None and pts <= last:
-            # Timestamps that start over (files joined end to end): what was sent may be of either part, and the
-            # first part's packets never shown are not told from the next's still in the decoder.
-            self.sent_times.clear()
+            # Timestamps that start over: the packets of the part before that never came out are forgotten.
+            self.sent_times = {sent for sent in self.next_part or () if sent > pts}  # less: leading frames
+            self.next_part = None
             return
         if last is None:
             return
