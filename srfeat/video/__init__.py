@@ -115,7 +115,8 @@ def frames_before_hint(index: int, frames: FrameRange, *, command_line: bool = F
         before = "no frame of the range" if frames.start else "no frame"
         return f"{before} decoded before it, and every frame range is decoded from the start: skip or replace this file"
     working = frames_option(FrameRange(frames.start, index), command_line=command_line)
-    return f"{working} upscales the {index - frames.start} frames before it"
+    count = index - frames.start
+    return f"{working} upscales the {count} frame{'s' if count > 1 else ''} before it"  # not "the 1 frames"
 
 
 def parse_frame_range(text: str) -> FrameRange:

@@ -9,6 +9,7 @@ frame that does not decode, or a file that cannot be read further, is one line n
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.copied import CopiedStreams, cut_to_window
+from srfeat.video.lost_frames import LostFrames
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from av.container import InputContainer
     from av.packet import Packet
     from av.video.stream import VideoStream
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SLICE_MARGIN_S", "Frame", "InputFrames"]
 
@@ -82,6 +86,7 @@ class InputFrames:
         self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
         self.last_frame_time: float | None = None
         self.cut_frame_bytes = 0
+        self.lost = LostFrames(source, video, frames, command_line=command_line)
 
     def __iter__(self) -> Iterator[Frame | Packet]:
         av, video, frames, window = self.av, self.video, self.frames, self.window
@@ -101,8 +106,16 @@ class InputFrames:
                 self.cut_frame_bytes = self._bytes_after(video_end)
                 break
             except av.error.FFmpegError as error:
+                if done:  # every frame asked for came out: only audio or subtitles are lost
+                    self._warn_copied_cut(error)
+                    break
+                read = (
+                    f"no frame of {self.source} could be read"
+                    if index == 0
+                    else f"{self.source} cannot be read after frame {index - 1}"
+                )
                 raise VideoError(
-                    f"{self.source}: cannot read past frame {index} ({error_reason(error)}); the file is damaged "
+                    f"{read} ({error_reason(error)}); the file is damaged "
                     f"({frames_before_hint(index, frames, command_line=self.command_line)})"
                 ) from error
             if packet.stream.index == video.index:
@@ -117,10 +130,9 @@ class InputFrames:
                 self.hidden_frames += packet.is_discard
                 if packet.size and packet.pos is not None and packet.pos >= 0:
                     video_end = packet.pos + packet.size
+                self.lost.sent(packet)
                 for frame in self._decode_packet(packet, index):
-                    if frames.stop is not None and index >= frames.stop:
-                        done = True
-                        break
+                    self.lost.shown(frame.pts, index)
                     pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
                     if index >= frames.start:
                         self.defects.check(frame, index)
@@ -128,6 +140,10 @@ class InputFrames:
                         yield Frame(index, pixels, pts - video_shift)
                         self.last_frame_time = seconds_of(pts, time_base)
                     index += 1
+                    # Frame B is not decoded: an error there, or at the decoder's flush, is past the range.
+                    if frames.stop is not None and index >= frames.stop:
+                        done = True
+                        break
             elif packet.dts is not None and packet.size:
                 # Continued first, as the frames' are, so that the window cuts joined files' audio at
                 # the frames' moment, not at each part's.
@@ -138,6 +154,17 @@ class InputFrames:
                 yield packet
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.
         self.decoded_frames = index
+
+    def _warn_copied_cut(self, error: BaseException) -> None:
+        """The file fails to read past the range's frames, while its audio or subtitles were still read up to
+        the range's end: what was not read is missing from the output."""
+        if self.copied:
+            logger.warning(
+                "%s: reading failed past the frames asked for (%s); they were all upscaled, but the copied audio "
+                "and subtitles may end early",
+                self.source,
+                error_reason(error),
+            )
 
     def _bytes_after(self, video_end: int | None) -> int:
         """The bytes a raw-frame file holds past its last whole frame, read to its end: a frame cut short."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 import errno
 import io
 import os
-from contextlib import closing
+import re
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from srfeat.files import DiskFullError, OutputExistsError, refuse_output_is_inpu
 from srfeat.path_checks import unwritable_file
 from srfeat.video import WRITTEN_CONTAINERS, VideoOptions
 from srfeat.video.encoding import choose_codec, codecs_held, quality_options
-from srfeat.video.probe import error_reason, main_video_stream, open_for_reading
+from srfeat.video.probe import error_reason, ffmpeg_log, main_video_stream, open_for_reading
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -59,14 +60,35 @@ def open_input(av: ModuleType, source: Path) -> InputContainer:
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         # FFmpeg's raw-frame demuxer refuses a .y4m header's frame size as it opens, for a reason that
         # reads "Device or resource busy" (its log alone says "Picture size 20000x20000 is invalid").
-        if (size := y4m_frame_size(source)) is not None:
+        # Other demuxers refuse a frame size as "Invalid data" (Matroska's 0x12), said only in FFmpeg's log.
+        if (size := y4m_frame_size(source) or refused_frame_size(av, source)) is not None:
             check_frame_size(source, *size)
-        if size is not None and not ffmpeg_takes_size(*size):
-            raise VideoError(
-                f"{source}: its header says {size[0]}x{size[1]} pixels a frame, a size FFmpeg cannot read "
-                "(a damaged header?); skip or replace this file"
-            ) from error
+            if not ffmpeg_takes_size(*size):
+                raise unreadable_frame_size(source, *size) from error
         raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
+
+
+# What FFmpeg logs of a frame size that it refuses as it opens a file.
+REFUSED_SIZE = re.compile(r"(?:Picture size|Invalid coded dimensions) (\d+)x(\d+)")
+
+
+def refused_frame_size(av: ModuleType, source: Path) -> tuple[int, int] | None:
+    """The frame size FFmpeg refused in `source`'s header, from its log on another opening: the failed one
+    said only "Invalid data", and one that opens reads the size as 0x0 (an AVI or Matroska file's raw or
+    FFV1 frames at 20000x20000), whereupon no frame decodes."""
+    with ffmpeg_log(av) as logs, suppress(av.error.FFmpegError, OSError, UnicodeDecodeError):
+        open_for_reading(av, source).close()
+    for line in logs:
+        if match := REFUSED_SIZE.search(str(line[2])):
+            return int(match[1]), int(match[2])
+    return None
+
+
+def unreadable_frame_size(source: Path, width: int, height: int) -> VideoError:
+    return VideoError(
+        f"{source}: its header says {width}x{height} pixels a frame, a size FFmpeg cannot read "
+        "(a damaged header?); skip or replace this file"
+    )
 
 
 def ffmpeg_takes_size(width: int, height: int) -> bool:
@@ -172,7 +194,14 @@ def check_is_video(source: Path, container: InputContainer) -> None:
             f"{source}: its video stream #{video.index} is in a codec this FFmpeg cannot decode; "
             "convert it to a common one (e.g. H.264) first, or skip this file"
         )
-    check_frame_size(source, video.codec_context.width, video.codec_context.height)
+    width, height = video.codec_context.width, video.codec_context.height
+    if not (width and height):  # unknown until a frame is decoded (raw H.264), or refused by FFmpeg
+        import av
+
+        if (size := refused_frame_size(av, source)) is not None:
+            check_frame_size(source, *size)
+            raise unreadable_frame_size(source, *size)
+    check_frame_size(source, width, height)
 
 
 def _at_most_one_frame(source: Path) -> bool:

@@ -238,6 +238,7 @@ class _Transcoder:
             read.cut_frame_bytes,
             command_line=self.command_line,
         )
+        read.lost.report()
         self.defects.report(written)
         stream, copied = self.upscaled, len(self.copied) + self.copied_streams.attachments
         return VideoSummary(written, stream.width, stream.height, stream.codec_name, copied)

@@ -97,6 +97,11 @@ def time_window(av: ModuleType, source: Path, frames: FrameRange, *, command_lin
                 if count - 1 == (frames.start if frames.stop is None else frames.stop):
                     break
         except av.error.FFmpegError as error:
+            if start is not None and frames.stop is not None and count >= frames.stop:
+                # Frame B only times the range's end: where it (or the decoder's flush) fails, the range's frames
+                # all decoded, and the end is one frame after the last of them. "--frames A:B upscales the frames
+                # before it" was said, the range given.
+                return TimeWindow(start, time + seconds_of(step, time_base))
             raise VideoError(
                 f"{source}: frame {count} cannot be decoded ({error_reason(error)}); the file is damaged "
                 f"({frames_before_hint(count, frames, command_line=command_line)})"

@@ -81,7 +81,10 @@ class UpscaledStream:
         # The first frame's size, not the header's: some streams (raw H.264) state it only in the frames.
         self.frame_size = (first.width, first.height) if first is not None else (context.width, context.height)
         if not all(self.frame_size):
-            raise VideoError(f"{source}: the video stream has no frame size; the file is damaged")
+            raise VideoError(  # an AVI or Matroska header of width 0: no frame decodes either
+                f"{source}: its video stream states no frame size and no frame of it decodes; the file is damaged: "
+                "skip or replace this file"
+            )
         check_frame_size(source, *self.frame_size)
         scale = options.outscale if options.outscale is not None else model_scale
         if scale <= 0:

@@ -1,0 +1,153 @@
+"""Frames missing inside what was upscaled: lost to damage without an error from FFmpeg.
+
+Two ways a damaged file loses a frame silently. The decoder may take a packet and give no frame for it
+(its timestamp never comes out), and a demuxer may skip a damaged packet altogether (MPEG-TS does:
+nothing is sent, and only the frames' timestamps show the hole). Both are found between two frames that
+came out, so frames a decoder never shows at a file's start (an open GOP's leading frames, an edit
+list's hidden ones) and frames after the last one wanted are not counted. A skipped packet is counted
+from the time between two frames only where every interval of the stream is a whole number of frames:
+in a variable frame rate stream a long interval is a frame held longer, not one lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from srfeat.video import FrameRange, frames_option
+from srfeat.video.probe import seconds_of, time_base_of
+
+if TYPE_CHECKING:
+    from av.video.stream import VideoStream
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LostFrames"]
+
+# Places named in the warning; the rest are counted.
+PLACES_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Frames missing between frame `after` and the next one shown: `dropped` sent to the decoder and never
+    shown, `skipped` the whole frames of time beyond one between them (0 where the stream states no frame rate)."""
+
+    after: int
+    time: float
+    interval: int  # ticks between the two frames shown
+    dropped: int
+    skipped: int
+
+
+class LostFrames:
+    """Watches the packets sent to the decoder and the frames it shows, in order, and says at the end how many
+    frames of the range are missing and where (`report`)."""
+
+    def __init__(self, source: Path, video: VideoStream, frames: FrameRange, *, command_line: bool = False) -> None:
+        self.source = source
+        self.frames = frames
+        self.command_line = command_line
+        self.time_base = time_base_of(video)
+        rate = video.average_rate
+        # One frame's duration in ticks, exact (a 1/1000 time base at 12 frames a second: 83.33 ticks).
+        self.period: Fraction | None = 1 / (Fraction(rate) * self.time_base) if rate else None
+        self.sent_times: set[int] = set()  # timestamps of packets sent whose frame has not come out
+        self.next_part: set[int] | None = None  # the same, sent after the timestamps started over
+        self.last_dts: int | None = None
+        self.last_pts: int | None = None
+        self.gaps: list[Gap] = []
+        self.irregular = False  # an interval that is no whole number of frames: variable frame rate
+        self.shortest: int | None = None  # the shortest interval between two frames shown
+
+    def sent(self, packet: Any) -> None:
+        """A video packet is about to go to the decoder (not one the file marks as never shown)."""
+        if not packet.size or packet.pts is None or packet.is_discard:
+            return
+        if packet.dts is not None:
+            if self.last_dts is not None and packet.dts < self.last_dts:
+                # Timestamps that start over (files joined end to end): the next part's packets go to the
+                # decoder before the last of this part's frames come out, and are kept apart until its frames do.
+                self.next_part = set()
+            self.last_dts = packet.dts
+        (self.sent_times if self.next_part is None else self.next_part).add(packet.pts)
+
+    def shown(self, pts: int | None, index: int) -> None:
+        """Frame `index` came out of the decoder with timestamp `pts` (the file's, before any repair)."""
+        if pts is None:
+            self.last_pts = None
+            return
+        self.sent_times.discard(pts)
+        # Frames come out in presentation order: a packet sent earlier that should have come before this one
+        # never will. Before the first frame shown, such frames are leading ones no decoder shows.
+        missed = {sent for sent in self.sent_times if sent < pts}
+        self.sent_times -= missed
+        last, self.last_pts = self.last_pts, pts
+        if last is not None and pts <= last:
+            # Timestamps that start over: the packets of the part before that never came out are forgotten.
+            self.sent_times = {sent for sent in self.next_part or () if sent > pts}  # less: leading frames
+            self.next_part = None
+            return
+        if last is None:
+            return
+        interval = pts - last
+        self.shortest = interval if self.shortest is None else min(self.shortest, interval)
+        skipped = self._frames_skipped(interval)
+        if index - 1 >= self.frames.start and (missed or skipped):
+            self.gaps.append(Gap(index - 1, seconds_of(last, self.time_base), interval, len(missed), skipped))
+
+    def _frames_skipped(self, interval: int) -> int:
+        if self.period is None:
+            return 0
+        whole = round(interval / self.period)
+        if whole < 1 or abs(interval - whole * self.period) > 1 + self.period / 20:  # ticks are rounded
+            self.irregular = True
+            return 0
+        return whole - 1
+
+    def missing(self) -> list[tuple[Gap, int]]:
+        """Each gap with the frames lost there."""
+        counted = [(gap, max(self._room_for(gap), 0 if self.irregular else gap.skipped)) for gap in self.gaps]
+        return [(gap, lost) for gap, lost in counted if lost]
+
+    def _room_for(self, gap: Gap) -> int:
+        """The packets the decoder gave no frame for in `gap`, as many as the gap has room for as frames (of the
+        shortest interval between frames shown): a field-coded stream sends its second fields as packets of
+        their own, half a frame after the first, and the decoder gives one frame for the two."""
+        if not self.shortest:
+            return 0
+        return min(gap.dropped, math.floor(gap.interval / self.shortest * 1.05) - 1)
+
+    def report(self) -> None:
+        missing = self.missing()
+        if not missing:
+            return
+        total = sum(lost for _, lost in missing)
+        places = ", ".join(f"{lost} after frame {gap.after} ({gap.time:.2f} s)" for gap, lost in missing[:PLACES_SHOWN])
+        if len(missing) > PLACES_SHOWN:
+            places += f" and {len(missing) - PLACES_SHOWN} more places"
+        first = missing[0][0].after
+        before = frames_option(FrameRange(self.frames.start, first + 1), command_line=self.command_line)
+        inside = (
+            "of the video"
+            if self.frames.is_everything
+            else f"inside {frames_option(self.frames, command_line=self.command_line)}"
+        )
+        logger.warning(
+            "%s: %d frame%s %s could not be decoded and %s missing from the output (a damaged file?): %s; "
+            "the output jumps over %s, its timing kept; repair or replace the file to get %s back, or %s upscales "
+            "the frames before the first gap",
+            self.source,
+            total,
+            "s" if total > 1 else "",
+            inside,
+            "are" if total > 1 else "is",
+            places,
+            "them" if total > 1 else "it",
+            "them" if total > 1 else "it",
+            before,
+        )
