@@ -27,7 +27,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, InitVar, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,19 +84,30 @@ EXPORT_OPTIONS = OptionNames(
 )
 
 
+# `ModelInfo`'s fields in a message: the field from Python, the flag of `srfeat export` that gave it
+# (the name comes from --model)
+MODEL_INFO_OPTIONS = OptionNames(
+    {"name": "--model", "training_data": "--training-data", "license": "--license"},
+    {"name": "the model's name", "training_data": "the model's training_data", "license": "the model's license"},
+)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the model's metadata says about where it came from."""
+    """What the model's metadata says about where it came from. `command_line=True` (a command built it
+    from its flags) names the flags in its refusals, else the fields."""
 
     name: str
     training_data: str
     license: str
+    _: KW_ONLY
+    command_line: InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, command_line: bool) -> None:
         # ONNX metadata is UTF-8. Text from a terminal in another encoding comes to Python with its bytes
         # as surrogates (--license $'\xa9 M\xfcller' in Latin-1): protobuf's UnicodeEncodeError, a
         # traceback, after the export's seconds of work.
-        for field, flag in (("name", ""), ("training_data", " (--training-data)"), ("license", " (--license)")):
+        for field in ("name", "training_data", "license"):
             value = getattr(self, field)
             if not isinstance(value, str):
                 raise InvalidOptionError(f"the model's {field} must be text, got {type(value).__name__} {value!r}")
@@ -104,8 +115,8 @@ class ModelInfo:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 raise InvalidOptionError(
-                    f"the model's {field}{flag} {value[:60]!r} holds bytes that are not UTF-8, which ONNX "
-                    "metadata must be: give it in UTF-8 (e.g. set a UTF-8 locale, LANG=C.UTF-8)"
+                    f"{MODEL_INFO_OPTIONS(field, command_line=command_line)} {value[:60]!r} holds bytes that are "
+                    "not UTF-8, which ONNX metadata must be: give it in UTF-8 (e.g. set a UTF-8 locale, LANG=C.UTF-8)"
                 ) from None
 
 
@@ -449,9 +460,12 @@ def model_info(
     strength: float | None = None,
     training_data: str | None = None,
     license: str | None = None,
+    *,
+    command_line: bool = False,
 ) -> ModelInfo:
     """Metadata for a bundled name (its model card), a default/gan blend (`strength`), or a
-    checkpoint or generator (what the caller says, else 'not recorded')."""
+    checkpoint or generator (what the caller says, else 'not recorded'). `command_line=True`
+    (`srfeat export`) names its flags in a refusal."""
     if isinstance(model, SRFeatGenerator):
         name = "generator"
     else:
@@ -471,10 +485,14 @@ def model_info(
             f"{low.name}: {low.training_data}; {high.name}: {high.training_data}",
             high.license,
         )
-        return ModelInfo(blend.name, training_data or blend.training_data, license or blend.license)
+        return ModelInfo(
+            blend.name, training_data or blend.training_data, license or blend.license, command_line=command_line
+        )
     if name in BUNDLED_INFO:
         bundled = BUNDLED_INFO[name]
-        return ModelInfo(bundled.name, training_data or bundled.training_data, license or bundled.license)
+        return ModelInfo(
+            bundled.name, training_data or bundled.training_data, license or bundled.license, command_line=command_line
+        )
     # A file name in another encoding than UTF-8 (its bytes as surrogates) is named as best it can be.
     stem = os.fsencode(Path(name).stem).decode("utf-8", "replace")
-    return ModelInfo(stem, training_data or "not recorded", license or "not recorded")
+    return ModelInfo(stem, training_data or "not recorded", license or "not recorded", command_line=command_line)
