@@ -242,7 +242,15 @@ def evaluate(
     Messages name these keywords (`models`, `scale=2`, `figure_image`); `command_line` (`srfeat eval`'s)
     names its flags instead (`--model`, `--scale 2`, `--figure-image`)."""
     models, folders, metrics, scale = check_arguments(
-        models, folders, metrics, scale, figure_image, test_y_channel, tta, keep_figure_samples
+        models,
+        folders,
+        metrics,
+        scale,
+        figure_image,
+        test_y_channel,
+        tta,
+        keep_figure_samples,
+        command_line=command_line,
     )
     metrics = resolve_metrics(metrics, command_line=command_line)
     check_metrics_apply(models, metrics, command_line=command_line)

@@ -70,10 +70,17 @@ def default_metrics() -> list[str]:
 
 
 def check_arguments(
-    models: object, folders: object, metrics: object, scale: object, figure_image: object, *flags: object
+    models: object,
+    folders: object,
+    metrics: object,
+    scale: object,
+    figure_image: object,
+    *flags: object,
+    command_line: bool = False,
 ) -> tuple[list[str], list[Path], list[str] | None, int]:
     """`evaluate`'s arguments checked before any work (not a traceback from inside, an empty result, or
-    every score left out): models as strings, folders (str, bytes, path-like) as paths, `~` expanded."""
+    every score left out): models as strings, folders (str, bytes, path-like) as paths, `~` expanded.
+    The scale is named as its caller gives it (`option_named`: scale=4, or `srfeat eval`'s --scale 4)."""
     lists: dict[str, list[str]] = {}
     for name, value in (("models", models), ("folders", folders), ("metrics", metrics)):
         if isinstance(value, (str, bytes, os.PathLike)):  # its characters were taken one by one
@@ -87,7 +94,10 @@ def check_arguments(
             raise InvalidOptionError(f"{name} must hold {what}, got {type(wrong[0]).__name__} {shown(wrong[0])}")
         lists[name] = [item if name == "metrics" else os.fsdecode(item) for item in items]
     if not is_whole_number(scale) or scale < 2:
-        raise InvalidOptionError(f"scale must be a whole number of at least 2 (4, 2...), got {shown(scale)}")
+        raise InvalidOptionError(
+            f"{option_named('scale', command_line=command_line)} must be a whole number of at least 2 "
+            f"(e.g. {option_named('scale', 4, command_line=command_line)}), got {shown(scale)}"
+        )
     for name, flag in zip(("test_y_channel", "tta", "keep_figure_samples"), flags, strict=True):
         check_flag(flag, name)  # test_y_channel="no" left every PSNR out, image by image
     if figure_image is not None and not isinstance(figure_image, str):  # 5 was looked for, then warned of, per set

@@ -385,9 +385,9 @@ def test_evaluate_given_one_string_where_a_list_goes_says_so(arguments: dict) ->
         ({"folders": [None]}, "folders must hold names or paths, got NoneType None"),  # was a TypeError
         ({"metrics": [1]}, "metrics must hold names, got int 1"),  # was a TypeError from str.join
         # "4" and 2.0 were TypeErrors from inside, 0 a ZeroDivisionError
-        ({"scale": "4"}, "scale must be a whole number of at least 2 .4, 2....?, got '4'"),
-        ({"scale": 2.0}, "scale must be a whole number of at least 2 .*, got 2.0"),
-        ({"scale": 0}, "scale must be a whole number of at least 2 .*, got 0"),
+        ({"scale": "4"}, r"^scale must be a whole number of at least 2 \(e.g. scale=4\), got '4'$"),
+        ({"scale": 2.0}, r"^scale must be a whole number of at least 2 \(e.g. scale=4\), got 2.0$"),
+        ({"scale": 0}, r"^scale must be a whole number of at least 2 \(e.g. scale=4\), got 0$"),
         # "no" left every PSNR and SSIM out with a warning, image by image: a table of "- (0/1)"
         ({"test_y_channel": "no"}, "test_y_channel must be True or False, got str 'no'"),
         ({"tta": "yes"}, "tta must be True or False, got str 'yes'"),
@@ -402,6 +402,18 @@ def test_evaluate_refuses_arguments_of_the_wrong_kind_before_any_work(
     with pytest.raises(InvalidOptionError, match=message) as error:
         evaluate(**call)
     assert "\n" not in str(error.value) and isinstance(error.value, ValueError)
+
+
+def test_a_scale_below_2_is_named_as_its_caller_gives_it(small_folder: Path) -> None:
+    """The scale's refusal named the keyword, in words of its own ("(4, 2...)"), whoever called, where the
+    other refusals of the scale name scale=4 to Python and --scale 4 to `srfeat eval` (`command_line=True`)."""
+    from srfeat.errors import InvalidOptionError
+
+    for command_line, name, example in ((False, "scale", "scale=4"), (True, "--scale", "--scale 4")):
+        call = {"models": ["bicubic"], "folders": [small_folder], "metrics": ["psnr"], "device": "cpu"}
+        with pytest.raises(InvalidOptionError) as refused:
+            evaluate(**call, scale=1, command_line=command_line)
+        assert str(refused.value) == f"{name} must be a whole number of at least 2 (e.g. {example}), got 1"
 
 
 def test_evaluate_takes_paths_as_paths_and_expands_the_home_folder(

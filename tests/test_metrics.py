@@ -130,26 +130,41 @@ def test_a_y_channel_given_to_the_y_protocol_says_how_to_score_it(metric: Callab
             metric(image, np.zeros_like(image), 4, test_y_channel=y)
 
 
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the warnings given once a process as if none had been given yet, whatever ran first."""
+    monkeypatch.setattr(psnr_ssim, "_warned", set())
+
+
+ROUNDED_Y_WARNING = (
+    "the SR and HR images are one channel of uint8 all in Y's range [16, 235] (rgb_to_y's output, "
+    "rounded?), which test_y_channel=True converts to Y again, as gray images: for a Y channel, pass the "
+    "RGB images (the protocol's Y is not rounded), or test_y_channel=False to score the channel as it is; "
+    "for gray images, nothing is wrong"
+)
+
+
+def _sr_and_hr() -> tuple[np.ndarray, np.ndarray]:
+    """A photo (HR) and a noisy copy of it (SR), uint8 RGB."""
+    hr = samples.astronaut()[:40, :48]
+    sr = np.clip(hr.astype(int) + np.random.default_rng(2).integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+    return sr, hr
+
+
 @pytest.mark.parametrize("metric", [psnr, ssim])
 def test_a_y_channel_rounded_to_uint8_given_to_the_y_protocol_is_warned_about(
     metric: Callable[..., float], caplog: pytest.LogCaptureFixture
 ) -> None:
     """`rgb_to_y(sr).round().astype(np.uint8)` read as a gray image and was converted to Y again without a
     word, where its floats are refused; a gray image can lie in [16, 235] too, so it is said, not refused."""
-    hr = samples.astronaut()[:40, :48]
-    sr = np.clip(hr.astype(int) + np.random.default_rng(2).integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+    sr, hr = _sr_and_hr()
     sr_y, hr_y = (np.round(rgb_to_y(image)).astype(np.uint8) for image in (sr, hr))
-    warning = (
-        "the SR and HR images are one channel of uint8 all in Y's range [16, 235] (rgb_to_y's output, "
-        "rounded?), which test_y_channel=True converts to Y again, as gray images: for a Y channel, pass the "
-        "RGB images (the protocol's Y is not rounded), or test_y_channel=False to score the channel as it is; "
-        "for gray images, nothing is wrong"
-    )
     for sr_given, hr_given in ((sr_y, hr_y), (sr_y[..., None], hr_y[..., None])):
         caplog.clear()
+        psnr_ssim._warned.clear()  # given once a process: the HxWx1 channels are warned about afresh
         with caplog.at_level("WARNING", logger="srfeat.metrics"):
             twice = metric(sr_given, hr_given, 4)
-        assert [record.getMessage() for record in caplog.records] == [warning]
+        assert [record.getMessage() for record in caplog.records] == [ROUNDED_Y_WARNING]
         assert twice == pytest.approx(metric(rgb_to_y(sr_y) / 255, rgb_to_y(hr_y) / 255, 4, test_y_channel=False))
     # What it says to do is not warned about, and scores the channel (the protocol's Y, within its rounding).
     caplog.clear()
@@ -161,6 +176,17 @@ def test_a_y_channel_rounded_to_uint8_given_to_the_y_protocol_is_warned_about(
         metric(gray, gray, 4)
         metric(np.repeat(sr_y[..., None], 3, axis=2), np.repeat(hr_y[..., None], 3, axis=2), 4)
     assert caplog.records == []
+
+
+def test_the_rounded_y_channel_is_warned_about_once_a_process(caplog: pytest.LogCaptureFixture) -> None:
+    """It was logged on every call: an evaluation loop scoring rounded Y channels said it for every image and
+    metric, hundreds of times."""
+    sr_y, hr_y = (np.round(rgb_to_y(image)).astype(np.uint8) for image in _sr_and_hr())
+    with caplog.at_level("WARNING", logger="srfeat.metrics"):
+        for metric in (psnr, psnr, ssim):
+            metric(sr_y, hr_y, 4)
+            metric(sr_y[..., None], hr_y[..., None], 4)
+    assert [record.getMessage() for record in caplog.records] == [ROUNDED_Y_WARNING]
 
 
 def test_one_pixel_images() -> None:

@@ -911,18 +911,45 @@ def test_the_tile_plan_covers_what_onnxruntime_takes_for_an_fp16_file(tmp_path: 
 
 def test_metadata_text_that_is_not_utf8_is_one_line_and_keeps_the_old_file(tmp_path: Path, model_path: Path) -> None:
     """`--license` typed in a Latin-1 terminal reaches Python as surrogates (its bytes are not UTF-8), which
-    ONNX metadata cannot hold: protobuf's UnicodeEncodeError was a traceback after the export's work."""
+    ONNX metadata cannot hold: protobuf's UnicodeEncodeError was a traceback after the export's work. The
+    refusal names the flag alone, not the field as well ("the model's training_data (--training-data)")."""
     from srfeat.export.onnx import model_info
 
     old = tmp_path / "m.onnx"
     old.write_bytes(b"the old export")
     for option in ("--license", "--training-data"):
         result = srfeat_cli("export", "--model", model_path, "-o", old, "--overwrite", option, "\udca9 M\udcfcller")
-        line = one_error_line(result, only=True)
-        assert f"({option})" in line and "not UTF-8" in line and "UTF-8 locale" in line, line
+        assert one_error_line(result, only=True) == (
+            f"ERROR: {option} '\\udca9 M\\udcfcller' holds bytes that are not UTF-8, which ONNX metadata must be: "
+            "give it in UTF-8 (e.g. set a UTF-8 locale, LANG=C.UTF-8)"
+        )
     assert old.read_bytes() == b"the old export"
     # A checkpoint whose file name is in another encoding is named as best it can be, not refused.
     assert model_info(Path("caf\udce9.safetensors")).name == "caf\ufffd"
+
+
+def test_metadata_text_that_is_not_utf8_from_python_is_named_by_its_field() -> None:
+    """From Python, `ModelInfo` and `model_info` were refused naming srfeat export's flag beside the field
+    ("the model's training_data (--training-data)"), a flag of a command the caller never ran."""
+    from srfeat.errors import InvalidOptionError
+    from srfeat.export.onnx import ModelInfo, model_info
+
+    latin1 = "\udca9 M\udcfcller"
+    advice = "holds bytes that are not UTF-8, which ONNX metadata must be: give it in UTF-8"
+    for field in ("training_data", "license"):
+        given = {"training_data": "none", "license": "CC0", field: latin1}
+        with pytest.raises(InvalidOptionError) as by_the_class:
+            ModelInfo("g", given["training_data"], given["license"])
+        with pytest.raises(InvalidOptionError) as by_the_function:
+            model_info("default", **{field: latin1})
+        for refused in (by_the_class, by_the_function):
+            assert str(refused.value).startswith(f"the model's {field} {latin1!r} {advice}"), refused.value
+            assert "--" not in str(refused.value)
+    with pytest.raises(InvalidOptionError, match=r"^the model's name 'caf\\udce9' holds bytes that are not UTF-8"):
+        ModelInfo("caf\udce9", "none", "CC0")
+    # a command that builds it says so, and its flags are named
+    with pytest.raises(InvalidOptionError, match=r"^--license '\\udca9 M\\udcfcller' holds bytes that are not UTF-8"):
+        model_info("default", license=latin1, command_line=True)
 
 
 # Ctrl-C as it lands in the middle of the exporter's first import of torch._dynamo (a real one landed a few

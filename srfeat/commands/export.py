@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_onnx()  # before the checkpoint is read: a missing extra is the first thing to fix
     check_output_path(args.output, args.overwrite, command_line=True)  # before the export's seconds of work
-    info = model_info(args.model, args.strength, args.training_data, args.license)
+    info = model_info(args.model, args.strength, args.training_data, args.license, command_line=True)
     generator = load_blended(args.model, args.strength)
     result = export_onnx(
         generator,

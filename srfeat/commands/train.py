@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
         check_run_folder(config, config.resolve_path(config.out_dir), args.resume, args.overwrite, command_line=True)
         if args.resume:  # what the resume reads first: a folder without a usable state passed the dry run
             _check_resumable(config)
-        from srfeat.training.loop import planned_steps, unreached_milestones
         from srfeat.training.sampling import check_data
+        from srfeat.training.schedule import planned_steps, unreached_milestones
 
         epoch_steps = check_data(config)  # the images are there: a run would refuse no usable one only now
         unreached = unreached_milestones(config, planned_steps(config, epoch_steps), epoch_steps)

@@ -37,6 +37,7 @@ from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
 from srfeat.errors import InvalidOptionError, OptionNames, SRFeatError, WeightsError, check_flag, is_whole_number, shown
+from srfeat.export.metadata import BUNDLED_INFO, ModelInfo, model_info
 from srfeat.files import OutputExistsError, write_file_atomically
 from srfeat.inference.checks import check_rgb_generator
 from srfeat.inference.fused import FoldedResidualBlock, InferenceGenerator
@@ -75,53 +76,12 @@ OUTPUT_NAME = "output"
 # Marks a file as a srfeat export; the ONNX Runtime backend reads the scale and receptive radius
 # from metadata under these keys.
 FORMAT = "srfeat-onnx"
-PROJECT_LICENSE = "MIT"
 
 # `export_onnx`'s options in a message: its keywords from Python, `srfeat export`'s flags
 EXPORT_OPTIONS = OptionNames(
     {"overwrite": "--overwrite", "fp16": "--fp16", "opset": "--opset"},
     {"overwrite": "overwrite=True", "fp16": "fp16=True"},
 )
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the model's metadata says about where it came from."""
-
-    name: str
-    training_data: str
-    license: str
-
-    def __post_init__(self) -> None:
-        # ONNX metadata is UTF-8. Text from a terminal in another encoding comes to Python with its bytes
-        # as surrogates (--license $'\xa9 M\xfcller' in Latin-1): protobuf's UnicodeEncodeError, a
-        # traceback, after the export's seconds of work.
-        for field, flag in (("name", ""), ("training_data", " (--training-data)"), ("license", " (--license)")):
-            value = getattr(self, field)
-            if not isinstance(value, str):
-                raise InvalidOptionError(f"the model's {field} must be text, got {type(value).__name__} {value!r}")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidOptionError(
-                    f"the model's {field}{flag} {value[:60]!r} holds bytes that are not UTF-8, which ONNX "
-                    "metadata must be: give it in UTF-8 (e.g. set a UTF-8 locale, LANG=C.UTF-8)"
-                ) from None
-
-
-BUNDLED_INFO: dict[str, ModelInfo] = {
-    "default": ModelInfo(
-        "default",
-        "T91 + BSDS200 (291 images, flips and rotations), LR by MATLAB bicubic x1/4; MSE (srfeat stage 1)",
-        f"{PROJECT_LICENSE} (weights trained by the srfeat project)",
-    ),
-    "gan": ModelInfo(
-        "gan",
-        "T91 + 80 BSDS200 images (192x192 crops), LR by MATLAB bicubic x1/4; VGG19 conv5_4 perceptual loss "
-        "plus image and feature discriminators (srfeat stage 2, from default)",
-        f"{PROJECT_LICENSE} (weights trained by the srfeat project)",
-    ),
-}
 
 
 def require_onnx() -> None:
@@ -442,39 +402,3 @@ def check_output_path(
     if problem := unwritable_file(path):
         raise SRFeatError(f"cannot write {path}: {problem}")
     return path
-
-
-def model_info(
-    model: str | bytes | os.PathLike[str] | SRFeatGenerator,
-    strength: float | None = None,
-    training_data: str | None = None,
-    license: str | None = None,
-) -> ModelInfo:
-    """Metadata for a bundled name (its model card), a default/gan blend (`strength`), or a
-    checkpoint or generator (what the caller says, else 'not recorded')."""
-    if isinstance(model, SRFeatGenerator):
-        name = "generator"
-    else:
-        name = model if isinstance(model, str) else str(as_path(model, "the model"))  # 5 was the model "5"
-        if name.lower().endswith(".onnx"):
-            raise WeightsError(f"{name} is already an ONNX model; export takes a bundled name or a srfeat checkpoint")
-    if strength is not None and name in BUNDLED_INFO:
-        from srfeat.weights.blend import DETAIL_MODELS, check_alpha
-
-        # 2 was written as "-1 x default + 2 x gan"; -0 is 0: not `strength--0` in the name
-        strength = check_alpha(strength, "strength", InvalidOptionError) + 0.0
-
-        low, high = (BUNDLED_INFO[each] for each in DETAIL_MODELS)
-        blend = ModelInfo(
-            f"{low.name}-{high.name}-strength-{strength:g}",
-            f"network interpolation {1 - strength:g} x {low.name} + {strength:g} x {high.name}; "
-            f"{low.name}: {low.training_data}; {high.name}: {high.training_data}",
-            high.license,
-        )
-        return ModelInfo(blend.name, training_data or blend.training_data, license or blend.license)
-    if name in BUNDLED_INFO:
-        bundled = BUNDLED_INFO[name]
-        return ModelInfo(bundled.name, training_data or bundled.training_data, license or bundled.license)
-    # A file name in another encoding than UTF-8 (its bytes as surrogates) is named as best it can be.
-    stem = os.fsencode(Path(name).stem).decode("utf-8", "replace")
-    return ModelInfo(stem, training_data or "not recorded", license or "not recorded")

@@ -35,13 +35,14 @@ from torch.utils.data import DataLoader
 from srfeat.errors import TrainingDiverged
 from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.training import checkpoint
-from srfeat.training.config import TrainingConfig, train_option
+from srfeat.training.config import train_option
 from srfeat.training.distributed import barrier, broadcast_object, mean_across_processes
 from srfeat.training.ema import validate_generators
 from srfeat.training.interrupt import StopRequest, TrainingInterrupted, signal_name, stop_on_signals
 from srfeat.training.run_folder import logged_steps, saved_a_generator
 from srfeat.training.run_log import METRICS_FILE, RunLog
 from srfeat.training.sampling import ResumableSampler
+from srfeat.training.schedule import lr_factor, planned_steps, unreached_milestones
 from srfeat.training.validation import Validator, better_than_best
 
 if TYPE_CHECKING:
@@ -50,44 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["LoopState", "Progress", "TrainingLoop", "lr_factor", "planned_steps", "unreached_milestones"]
 
 logger = logging.getLogger(__name__)
-
-
-def lr_factor(config: TrainingConfig, epoch: int, progress: float) -> float:
-    """Learning-rate multiplier in `epoch` (counted from 0) at `progress` (0..1) of the run."""
-    optim = config.optim
-    if optim.lr_schedule == "epoch":
-        passed = sum(1 for milestone in optim.lr_milestones if epoch + 1 >= milestone)
-    else:
-        passed = sum(1 for milestone in optim.lr_milestones if progress >= milestone)
-    return optim.lr_gamma**passed
-
-
-def planned_steps(config: TrainingConfig, steps_per_epoch: int) -> int:
-    """The steps the run is to take: train.epochs of `steps_per_epoch`, or train.max_steps if fewer."""
-    steps = config.train.epochs * steps_per_epoch
-    return steps if config.train.max_steps is None else min(steps, config.train.max_steps)
-
-
-def unreached_milestones(config: TrainingConfig, planned_steps: int, steps_per_epoch: int) -> str | None:
-    """Why some of optim.lr_milestones change no step's learning rate: the run ends first (None if
-    all are reached). A time budget (train.max_minutes) may end it sooner still: that is not known."""
-    optim, train = config.optim, config.train
-    if optim.lr_schedule == "epoch":  # milestone M: from the first step of epoch M
-        last_epoch = -(-planned_steps // steps_per_epoch)
-        late = [m for m in optim.lr_milestones if m > last_epoch]
-        length = f"the run's last epoch is {last_epoch} " + (
-            f"(train.max_steps {train.max_steps}, {steps_per_epoch} step(s) per epoch)"
-            if last_epoch < train.epochs
-            else "(train.epochs)"
-        )
-    else:  # milestone m: from the step after the one at which step / planned_steps >= m (or time / max_minutes)
-        late = [m for m in optim.lr_milestones if m * planned_steps > planned_steps - 1 and not train.max_minutes]
-        length = (
-            f"the run has {planned_steps} steps; milestone m sets the rate of the steps after step m x {planned_steps}"
-        )
-    if not late:
-        return None
-    return f"optim.lr_milestones {', '.join(f'{m:g}' for m in late)} never reached: {length}"
 
 
 @dataclass

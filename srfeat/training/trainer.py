@@ -46,7 +46,7 @@ from srfeat.training.build import RunBuilder
 from srfeat.training.config import TrainingConfig, check_built, check_paths
 from srfeat.training.distributed import DistributedContext, barrier, init_distributed, shutdown
 from srfeat.training.ema import shipped_generator
-from srfeat.training.loop import Progress, TrainingLoop, lr_factor, planned_steps, unreached_milestones
+from srfeat.training.loop import Progress, TrainingLoop
 from srfeat.training.run_folder import (
     ReplacedRun,
     check_run_folder,
@@ -56,6 +56,7 @@ from srfeat.training.run_folder import (
 )
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 from srfeat.training.sampling import build_loader
+from srfeat.training.schedule import lr_factor, planned_steps, unreached_milestones
 from srfeat.training.steps import AutocastFactory, no_autocast
 from srfeat.training.validation import Validator
 from srfeat.weights import as_path
