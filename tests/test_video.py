@@ -32,6 +32,7 @@ from tests.video_helpers import (  # noqa: E402 - needs PyAV, checked above
     AUDIO_FRAME,
     AUDIO_RATE,
     audio_samples,
+    cli,
     frame_times,
     packets,
     pan_frames,
@@ -58,12 +59,6 @@ def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("clips") / "short.mp4"
     write_clip(path, frames=6, fps=12)
     return path
-
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "srfeat.cli", "upscale", *map(str, args)]
-    return subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
 
 
 def upscale(*args: str | Path) -> int:

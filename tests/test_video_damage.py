@@ -5,10 +5,8 @@ Matroska header is named; clean files (B-frames, variable frame rates, other cod
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -25,15 +23,7 @@ av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
 from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
-from tests.video_helpers import read_frames, write_clip, write_encoded  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "srfeat.cli", "upscale", *map(str, args)]
-    return subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+from tests.video_helpers import ContainerStandIn, cli, read_frames, write_clip, write_encoded  # noqa: E402
 
 
 def lines(result: subprocess.CompletedProcess[str], level: str) -> list[str]:
@@ -314,13 +304,7 @@ def test_a_file_that_fails_to_read_past_a_range_keeps_the_range_and_says_what_ma
     write_clip(source, frames=24)  # with audio
     opened = pipeline.open_input
 
-    class FailingAfter12Frames:  # PyAV's containers' methods are read-only: a stand-in fails the demuxer
-        def __init__(self, container: Any) -> None:
-            self.container = container
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.container, name)
-
+    class FailingAfter12Frames(ContainerStandIn):  # fails the demuxer
         def demux(self, *args: Any) -> Iterator[Any]:
             video = 0
             for packet in self.container.demux(*args):

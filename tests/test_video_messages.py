@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -23,15 +21,7 @@ av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
 from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
-from tests.video_helpers import write_clip, write_encoded  # noqa: E402 - needs PyAV, checked above
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "srfeat.cli", "upscale", *map(str, args)]
-    return subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+from tests.video_helpers import ContainerStandIn, cli, write_clip, write_encoded  # noqa: E402 - needs PyAV, checked above
 
 
 def the_error_line(result: subprocess.CompletedProcess[str], source: Path) -> str:
@@ -159,13 +149,7 @@ def test_a_range_with_no_end_is_timed_from_its_first_frame_without_decoding_the_
     decoded: list[int] = []
     opened = probe.open_for_reading
 
-    class CountingContainer:  # PyAV's containers' methods are read-only: a stand-in counts the frames
-        def __init__(self, container: Any) -> None:
-            self.container = container
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.container, name)
-
+    class CountingContainer(ContainerStandIn):  # counts the frames
         def __enter__(self) -> Self:
             return self
 

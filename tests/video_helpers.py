@@ -4,8 +4,12 @@ sine-wave audio track and, in Matroska, a subtitle track."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -14,6 +18,7 @@ from av.container import OutputContainer
 from av.video.stream import VideoStream
 from skimage import data as samples
 
+REPO = Path(__file__).resolve().parents[1]
 AUDIO_RATE = 48000
 AUDIO_FRAME = 1024  # samples per AAC frame
 
@@ -180,3 +185,20 @@ def write_captioned(path: Path, frames: int = 3) -> None:
             packet.pts = packet.dts = index
             packet.duration = 1
             container.mux(packet)
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`srfeat upscale ARGS` as a user runs it: a subprocess of this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "srfeat.cli", "upscale", *map(str, args)]
+    return subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+
+
+class ContainerStandIn:
+    """A PyAV container whose methods a test overrides in a subclass (PyAV's own are read-only)."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.container, name)
