@@ -196,3 +196,74 @@ def test_a_module_load_generator_could_not_read_back_is_not_saved(tmp_path: Path
     with pytest.raises(WeightsError, match="not saving .*load_generator could not read it back: InferenceGenerator"):
         save_generator(folded, tmp_path / "folded.safetensors")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def _rezipped(source: Path, target: Path, record_bytes: dict[str, bytes], deflate: bool = False) -> None:
+    """`source`, a torch.save zip, written again with the given records' bytes replaced (in place: order kept)."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = record_bytes.get(info.filename, old.read(info.filename))
+            new.writestr(info.filename, data, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+
+
+def test_a_pt_whose_tensor_records_are_cut_short_or_compressed_is_refused_not_read_from_the_next(
+    tmp_path: Path,
+) -> None:
+    """torch's memory-mapped reader took a tensor's bytes from where its record starts without checking
+    the record's length: a .pt with a record cut short (kept in the middle of the archive) loaded, its
+    weights read from the records after it (here refused as "diverged", NaN), and a re-zipped (deflated)
+    one read compressed bytes as weights. Refused, each, without inflating anything."""
+    import zipfile
+
+    generator = tiny_generator()
+    torch.save(generator.state_dict(), tmp_path / "whole.pt")
+    with zipfile.ZipFile(tmp_path / "whole.pt") as archive:
+        records = [info for info in archive.infolist() if "/data/" in info.filename]
+    middle = max(records[:-1], key=lambda info: info.file_size)  # not the last: its bytes ran into the next
+    assert middle.file_size > 64
+    _rezipped(tmp_path / "whole.pt", tmp_path / "cut.pt", {middle.filename: b"\0" * 16})
+    with pytest.raises(
+        WeightsError, match=rf"cut\.pt: damaged, .*\(a tensor of {middle.file_size:,} bytes has no record"
+    ):
+        load_generator(tmp_path / "cut.pt")
+    _rezipped(tmp_path / "whole.pt", tmp_path / "deflated.pt", {}, deflate=True)
+    with pytest.raises(WeightsError, match=r"deflated\.pt holds its tensors compressed .*: save the generator's"):
+        load_generator(tmp_path / "deflated.pt")
+    assert _same_weights(load_generator(tmp_path / "whole.pt"), generator)
+    state = torch.load(tmp_path / "whole.pt", weights_only=True)  # a training state's generator entry
+    torch.save({"generator": state, "optimizers": {"generator": {"m": torch.zeros(5)}}}, tmp_path / "state.pt")
+    assert _same_weights(load_generator(tmp_path / "state.pt"), generator)
+
+
+def test_a_1_mb_pt_that_inflates_to_a_gigabyte_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    """A tensor record deflated from 1 GB of zeros: torch's unmapped reader inflates each record before it
+    checks its size, so reading the file unmapped (to have torch check the records) took 1 GB."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed: the checkout's
+    from benchmarks import hostile_checkpoints
+
+    torch.save(tiny_generator().state_dict(), tmp_path / "whole.pt")
+    bomb = hostile_checkpoints.deflated_bomb(tmp_path / "whole.pt", tmp_path / "bomb.pt", 1 << 30)
+    assert bomb.stat().st_size < 8 << 20
+    peak_mb, message = hostile_checkpoints.measure(bomb)
+    assert "bomb.pt holds its tensors compressed" in message, message
+    assert peak_mb < 768, f"peak memory {peak_mb} MB while refusing a 1 GB zip bomb"  # loading a generator: 250
+
+
+def test_an_old_format_pt_whose_tensor_size_was_edited_names_it_without_torchs_c_format(tmp_path: Path) -> None:
+    """torch's message for it printed its C format: "expected %ld got %ld54975581388862208"."""
+    import struct
+
+    state = tiny_generator().state_dict()
+    torch.save(state, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    head = state["head.weight"]
+    data = bytearray((tmp_path / "old.pt").read_bytes())
+    at = data.find(struct.pack("<q", head.numel()) + head.numpy().tobytes()[:16])  # its size, then its values
+    assert at > 0
+    data[at : at + 8] = struct.pack("<q", 2**38)
+    (tmp_path / "old.pt").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=r"\(a tensor's stored size is not the size its shape needs\)$"):
+        load_generator(tmp_path / "old.pt")

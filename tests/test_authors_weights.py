@@ -426,3 +426,42 @@ def test_a_device_or_pipe_given_to_load_authors_generator_says_what_to_give(kind
     assert str(refused.value) == f"{path} is a {kind}{' (FIFO)' if kind == 'named pipe' else ''}, not a file: " + (
         "give the authors' SRFeat_init.npz or SRFeat_full.npz file"
     )
+
+
+class _ArrayPickle:
+    """Pickles as NumPy pickles an array, `_reconstruct(ndarray, made_as, b"b")` then its state, with
+    the shape it is made as and the state's shape and items given."""
+
+    def __init__(self, made_as: tuple[int, ...], shape: tuple[int, ...] | None = None, items: list | None = None):
+        self.made_as, self.shape, self.items = made_as, shape, items
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        reconstruct = np.empty(0).__reduce__()[0]  # NumPy's _reconstruct, wherever this NumPy keeps it
+        if self.shape is None:
+            return (reconstruct, (np.ndarray, self.made_as, b"b"))
+        return (reconstruct, (np.ndarray, self.made_as, b"b"), (1, self.shape, np.dtype(object), False, self.items))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        # NumPy filled 1,000 items from a list of 2 and read the rest from memory it never set: a segfault
+        (_ArrayPickle((0,), (1000,), [1.0, 2.0]), "an object array of shape (1000,) does not hold as many items"),
+        # allocated at once, before anything was read: 2.4 GB from a 200-byte file
+        (_ArrayPickle((300_000_000,)), "an array is made as (300000000,), not as NumPy's pickles make it"),
+        (_ArrayPickle((0,), (1 << 40,), []), "an array of shape (1099511627776,), far beyond the generator's"),
+    ],
+    ids=["items short", "made large", "declared huge"],
+)
+def test_a_crafted_array_pickle_is_refused_in_one_line_before_numpy_takes_it(
+    tmp_path: Path, params: _ArrayPickle, message: str
+) -> None:
+    entry = io.BytesIO()
+    npy_format.write_array_header_1_0(entry, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+    pickle.dump(params, entry, protocol=2)
+    with zipfile.ZipFile(tmp_path / "crafted.npz", "w") as archive:
+        archive.writestr("params.npy", entry.getvalue())
+    result = srfeat_cli("convert", tmp_path / "crafted.npz", "-o", tmp_path / "out.safetensors")
+    assert result.returncode == 1, (result.returncode, result.stderr[-500:])  # -11 was the segfault
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "out.safetensors").exists()

@@ -80,6 +80,18 @@ def test_truncated_or_foreign_state_fails_clearly(tmp_path) -> None:
         checkpoint.load_state(tmp_path / "absent.pt")
 
 
+def test_a_state_that_inflates_to_gigabytes_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    """A tensor record of deflated zeros: torch inflated it whole before comparing its size with the
+    tensor's (for 2 GB made 2 MB: 2.3 GB at peak, then "record size (2147483648 bytes) does not match")."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed: the checkout's
+    from benchmarks.hostile_checkpoints import deflated_bomb
+
+    torch.save({"format": checkpoint.STATE_FORMAT, "step": 3, "weights": torch.ones(4)}, tmp_path / "whole.pt")
+    bomb = deflated_bomb(tmp_path / "whole.pt", tmp_path / "state.pt", 256 << 20)
+    with pytest.raises(WeightsError, match=r"refusing training state .*state\.pt: it holds its tensors compressed"):
+        checkpoint.load_state(bomb)
+
+
 class Payload:
     """Any object whose unpickling would run code."""
 

@@ -488,3 +488,25 @@ def test_one_patch_a_step_with_the_dev_stage_2_config_is_one_line() -> None:
         "one value per channel, which it cannot normalise; use train.batch_size 2 or more, or data.hr_patch_size "
         "260 or more"
     ), error
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1" + "0" * 5000, "line 2, column 14: not valid YAML: a number of 5,001 digits"),
+        ("2026-02-30", "line 2, column 14: not valid YAML: '2026-02-30' reads as a date that does not exist"),
+    ],
+    ids=["5001 digits", "30 February"],
+)
+def test_a_scalar_python_cannot_convert_is_a_yaml_error_with_its_line(tmp_path: Path, value: str, message: str) -> None:
+    """PyYAML reads such scalars with int() and datetime(): their ValueError (Python's 4,300-digit limit,
+    with its advice to raise it; "day is out of range for month") was a traceback."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"train:\n  max_steps: {value}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(base(), [f"train.max_steps={value}"])
+    error = str(caught.value)
+    assert error.startswith("override 'train.max_steps=") and "value is not valid YAML" in error, error
+    assert message.split("YAML: ")[1] in error and len(error) < 200, error

@@ -107,6 +107,30 @@ def test_missing_or_malformed_weights_name_the_file_and_format(tmp_path: Path) -
         VGG19FeatureExtractor((tmp_path / "nothing-here.pth").as_uri())
 
 
+class _PayloadError(Exception):
+    """An object torch's safe loader does not build."""
+
+
+def test_vgg_weights_holding_objects_or_compressed_tensors_are_refused_in_one_line(tmp_path: Path) -> None:
+    """model.vgg_weights holding pickled objects was refused in torch's many lines, with its advice to load
+    it with weights_only=False; a deflated tensor record was inflated whole before torch checked its size."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed: the checkout's
+    from benchmarks.hostile_checkpoints import deflated_bomb
+
+    torch.save({"features.0.weight": torch.zeros(2), "payload": _PayloadError("x")}, tmp_path / "objects.pth")
+    with pytest.raises(WeightsError) as caught:
+        VGG19FeatureExtractor(tmp_path / "objects.pth")
+    message = str(caught.value)
+    assert message.startswith(f"refusing VGG19 weights {tmp_path / 'objects.pth'}: it holds pickled Python objects")
+    assert "\n" not in message and "weights_only" not in message, message
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "whole.pth")
+    deflated_bomb(tmp_path / "whole.pth", tmp_path / "bomb.pth", 256 << 20)
+    with pytest.raises(WeightsError, match=r"refusing VGG19 weights .*bomb\.pth: its tensors are compressed"):
+        VGG19FeatureExtractor(tmp_path / "bomb.pth")
+
+
 def _tf_same_max_pool_2x2(x: np.ndarray) -> np.ndarray:
     """TF's max_pool(ksize 2, stride 2, padding 'SAME') on an (H, W) array: ceil(H/2) x ceil(W/2),
     the padding (bottom and right, as TF puts the odd one) never chosen by the max."""

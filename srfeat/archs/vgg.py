@@ -19,6 +19,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -112,16 +113,32 @@ def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         problem = f"{path} is {kind}, not a file" if (kind := special_file_kind(path)) else f"not found: {path}"
         raise WeightsError(f"VGG19 weights file {problem} (expected {expected})")
+    from srfeat.weights.file_kinds import compressed_records, torch_load_quietly, unpickling_problem
+
     try:
         with utf8_path(path) as name:  # safetensors and torch.load refuse a name that is not UTF-8
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
 
                 state = load_file(name)
+            elif zipfile.is_zipfile(path) and compressed_records(path):  # torch would inflate them whole first
+                raise WeightsError(
+                    f"refusing VGG19 weights {path}: its tensors are compressed (zipped again after torch.save?), "
+                    f"which torch would inflate whole before checking them: expected {expected}"
+                )
             else:
-                state = torch.load(name, map_location="cpu", weights_only=True)
+                state = torch_load_quietly(name, map_location="cpu")
+    except WeightsError:
+        raise
     except Exception as error:  # every reader has its own exception types
-        raise WeightsError(f"cannot read VGG19 weights {path}: expected {expected} ({error})") from error
+        problem, reason = unpickling_problem(error)
+        if problem == "objects":  # torch's message is many lines, and advises loading it unsafely
+            raise WeightsError(
+                f"refusing VGG19 weights {path}: it holds pickled Python objects, not only tensors, and loading them "
+                f"could run code: expected {expected}"
+            ) from error
+        text = reason if problem == "opcodes" else (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise WeightsError(f"cannot read VGG19 weights {path}: expected {expected} ({text})") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a dict of tensors: expected {expected}")
     return state

@@ -22,6 +22,7 @@ import math
 import os
 import pickle
 import random
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,13 @@ from srfeat.files import (
     write_files_atomically,
 )
 from srfeat.training.config import train_option
-from srfeat.weights.file_kinds import PYTORCH, identify_file, torch_load_quietly, unpickling_problem
+from srfeat.weights.file_kinds import (
+    PYTORCH,
+    compressed_records,
+    identify_file,
+    torch_load_quietly,
+    unpickling_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +201,16 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
         raise WeightsError(f"cannot read training state {path}: {error.strerror or error}") from error
     if kind.name != PYTORCH:  # torch.load would call a PNG "pickled objects" and a text file "KeyError"
         raise WeightsError(f"{path} is {kind.description}, not a training state ({STATE_FILE}) written by srfeat train")
+    try:
+        compressed = compressed_records(path)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        compressed = False  # torch's older format (no zip), or a damaged zip: torch.load says which
+    if compressed:
+        raise WeightsError(
+            f"refusing training state {path}: it holds its tensors compressed, which srfeat train never writes "
+            "(zipped again? torch would inflate them whole before checking them); give the state.pt srfeat train "
+            "wrote, or start a new run folder with train.init_generator=<the run's generator_latest.safetensors>"
+        )
     try:
         state = torch_load_quietly(path, map_location="cpu")
     except Exception as error:  # torch raises several types for corrupt or foreign files

@@ -55,6 +55,29 @@ class _ConfigLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    # PyYAML turns a scalar into a number or a date with int() and datetime(), whose ValueError (a
+    # number of 5,000 digits, a 13th month) was a traceback: here it is a YAML error with its line.
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError as error:
+            digits = sum(char.isdigit() for char in str(node.value))
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number of {digits:,} digits, far more than any config value needs", node.start_mark
+            ) from error
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as error:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} reads as a date that does not exist ({error}); quote it", node.start_mark
+            ) from error
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _ConfigLoader.construct_yaml_timestamp)
+
 
 def _expanded_size(value: Any, limit: int) -> int:
     """How many values `value` holds with aliases expanded, counting up to just past `limit`."""
@@ -229,7 +252,9 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         try:
             value = _load_override(text, f"override {key.strip()}") if text.strip() else ""
         except yaml.YAMLError as error:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({error.__class__.__name__})") from error
+            # the item itself may be thousands of characters (a number of 5,000 digits): shown cut short
+            problem = getattr(error, "problem", None) or error.__class__.__name__
+            raise ConfigError(f"override {_shown(item)}: value is not valid YAML ({problem})") from error
         parsed.append((key.strip(), value))
     return parsed
 

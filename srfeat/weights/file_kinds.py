@@ -32,8 +32,10 @@ __all__ = [
     "PYTORCH",
     "SAFETENSORS",
     "FileKind",
+    "compressed_records",
     "identify_file",
     "not_a_weights_file",
+    "tensor_records",
     "torch_load_quietly",
     "unpickling_problem",
 ]
@@ -182,6 +184,24 @@ def _text(head: bytes) -> str | None:
             continue
         return text if all(char.isprintable() or char in "\t\r\n\f" for char in text) else None
     return None
+
+
+def tensor_records(path: Path) -> list[zipfile.ZipInfo]:
+    """The tensor records (`<archive>/data/<key>`) of a torch.save zip archive, from its list of entries.
+
+    torch's reader trusts them: unmapped, it inflates a compressed record whole before it compares its
+    size with the tensor's (a 2 MB file deflated from 2 GB of zeros took 2 GB); memory-mapped, it takes
+    a tensor's bytes from where its record starts, whatever the record's length or compression.
+    Raises zipfile.BadZipFile (or OSError) for what is no readable zip archive.
+    """
+    with zipfile.ZipFile(path) as archive:
+        return [info for info in archive.infolist() if re.fullmatch(r"[^/]+/data/\d+", info.filename)]
+
+
+def compressed_records(path: Path) -> bool:
+    """Whether any tensor record of the torch.save zip at `path` is compressed (torch.save stores them as
+    they are: such a file was zipped again, or made to inflate to more than it holds)."""
+    return any(record.compress_type != zipfile.ZIP_STORED for record in tensor_records(path))
 
 
 def unpickling_problem(error: BaseException) -> tuple[str, str]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Mapping
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +28,7 @@ from srfeat.weights.file_kinds import (
     SAFETENSORS,
     identify_file,
     not_a_weights_file,
+    tensor_records,
     torch_load_quietly,
     unpickling_problem,
 )
@@ -39,6 +42,14 @@ def first_line(error: BaseException) -> str:
     """The first line of an error's message (its type's name when it has none)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+# torch's words for a tensor whose stored bytes do not fit it (the last one prints its C format, "%ld"),
+# in the reader's words.
+_TORCH_REASONS = (
+    ("Trying to resize storage that is not resizable", "a tensor's data runs past the end of the file"),
+    ("storage has wrong byte size", "a tensor's stored size is not the size its shape needs"),
+)
 
 
 def _refusal(path: Path, error: BaseException) -> WeightsError:
@@ -60,6 +71,7 @@ def _refusal(path: Path, error: BaseException) -> WeightsError:
         reason = first_line(error).split(". ")[0]  # torch's zip reader adds sentences of advice
         if " " not in reason:  # a bare key or number (KeyError: 101) means nothing alone
             reason = f"{type(error).__name__}: {reason}"
+        reason = next((words for start, words in _TORCH_REASONS if reason.startswith(start)), reason)
     return WeightsError(
         f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict ({reason})"
     )
@@ -151,13 +163,44 @@ def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor],
             raise _refusal(path, error) from error
     try:
         try:  # memory-mapped: shapes are checked before the tensors are read
-            state = torch_load_quietly(path, map_location="cpu", mmap=True)
+            mapped = _pt_state(path, torch_load_quietly(path, map_location="cpu", mmap=True))
         except RuntimeError as error:
             if "mmap" not in str(error):
                 raise
-            state = torch_load_quietly(path, map_location="cpu")  # the pre-1.6 format
+            return _pt_state(path, torch_load_quietly(path, map_location="cpu"))  # the pre-1.6 format
+    except WeightsError:
+        raise
     except Exception as error:  # pickle, zip and torch raise their own types
         raise _refusal(path, error) from error
+    _check_records(path, mapped[0].values())
+    return mapped
+
+
+def _check_records(path: Path, tensors: Iterable[torch.Tensor]) -> None:
+    """The mapped reader takes each tensor's bytes from where its record starts (`tensor_records`): a
+    record cut short (a damaged file) or deflated (a re-zipped one) loaded as weights read from the
+    records after it. Each tensor's storage must be the size of a record, stored as is."""
+    try:
+        records = tensor_records(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise _refusal(path, error) from error
+    if any(record.compress_type != zipfile.ZIP_STORED for record in records):
+        raise WeightsError(
+            f"{path} holds its tensors compressed (zipped again after torch.save wrote it?), which srfeat does not "
+            "read: save the generator's state_dict again with torch.save, or as .safetensors"
+        )
+    sizes = Counter(record.file_size for record in records)
+    storages = {tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes() for tensor in tensors}
+    unmatched = Counter(storages.values()) - sizes
+    if unmatched:
+        raise WeightsError(
+            f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict "
+            f"(a tensor of {min(unmatched):,} bytes has no record of that size)"
+        )
+
+
+def _pt_state(path: Path, state: object) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
+    """The generator tensors of what torch.load read from `path`, and their checked layout."""
     if isinstance(state, dict) and isinstance(state.get("generator"), dict):
         state = state["generator"]  # a full training state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
