@@ -86,7 +86,7 @@ class InputFrames:
         self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
         self.last_frame_time: float | None = None
         self.cut_frame_bytes = 0
-        self.lost = LostFrames(source, video, frames, command_line=command_line)
+        self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
 
     def __iter__(self) -> Iterator[Frame | Packet]:
         av, video, frames, window = self.av, self.video, self.frames, self.window

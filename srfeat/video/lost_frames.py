@@ -5,8 +5,10 @@ Two ways a damaged file loses a frame silently. The decoder may take a packet an
 nothing is sent, and only the frames' timestamps show the hole). Both are found between two frames that
 came out, so frames a decoder never shows at a file's start (an open GOP's leading frames, an edit
 list's hidden ones) and frames after the last one wanted are not counted. A skipped packet is counted
-from the time between two frames only where every interval of the stream is a whole number of frames:
-in a variable frame rate stream a long interval is a frame held longer, not one lost.
+from the time between two frames only in a container whose demuxer skips packets so (`SILENT_SKIPS`), and
+only where every interval of the stream is a whole number of frames: in a variable frame rate stream a long
+interval is a frame held longer, not one lost. Elsewhere a gap of whole frames is the file's own (frames an
+encoder had no time for, a video with repeated frames taken out) and damage makes FFmpeg's demuxer fail.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ __all__ = ["LostFrames"]
 # Places named in the warning; the rest are counted.
 PLACES_SHOWN = 5
 
+# Container formats (FFmpeg's names) whose demuxer drops a packet it cannot parse without a word.
+SILENT_SKIPS = frozenset({"mpegts"})
+
 
 @dataclass(frozen=True)
 class Gap:
@@ -48,14 +53,18 @@ class LostFrames:
     """Watches the packets sent to the decoder and the frames it shows, in order, and says at the end how many
     frames of the range are missing and where (`report`)."""
 
-    def __init__(self, source: Path, video: VideoStream, frames: FrameRange, *, command_line: bool = False) -> None:
+    def __init__(
+        self, source: Path, video: VideoStream, frames: FrameRange, container_format: str, *, command_line: bool = False
+    ) -> None:
         self.source = source
         self.frames = frames
         self.command_line = command_line
         self.time_base = time_base_of(video)
         rate = video.average_rate
         # One frame's duration in ticks, exact (a 1/1000 time base at 12 frames a second: 83.33 ticks).
-        self.period: Fraction | None = 1 / (Fraction(rate) * self.time_base) if rate else None
+        # None where gaps in time are not counted (no rate, or a demuxer that fails on damage: `SILENT_SKIPS`).
+        skips = SILENT_SKIPS.intersection(container_format.split(","))  # "mov,mp4,m4a,3gp,3g2,mj2": one demuxer
+        self.period: Fraction | None = 1 / (Fraction(rate) * self.time_base) if rate and skips else None
         self.sent_times: set[int] = set()  # timestamps of packets sent whose frame has not come out
         self.next_part: set[int] | None = None  # the same, sent after the timestamps started over
         self.last_dts: int | None = None
