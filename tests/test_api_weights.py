@@ -51,6 +51,19 @@ def test_a_name_load_generator_would_refuse_is_refused_on_saving(tmp_path: Path,
     assert not (tmp_path / name).exists()
 
 
+def test_an_upper_case_suffix_is_read_and_written_as_the_lower_case_one(tmp_path: Path) -> None:
+    """MODEL.SAFETENSORS was told "name it .safetensors" (the check was case-sensitive); saving refused it."""
+    generator = tiny_generator()
+    for name in ("MODEL.SAFETENSORS", "model.SafeTensors"):
+        save_generator(generator, tmp_path / name)
+        assert _same_weights(load_generator(tmp_path / name), generator)
+    torch.save(generator.state_dict(), tmp_path / "x.PT")
+    assert _same_weights(load_generator(tmp_path / "x.PT"), generator)
+    (tmp_path / "SAFE.PT").write_bytes((tmp_path / "MODEL.SAFETENSORS").read_bytes())  # misnamed, any case
+    with pytest.raises(WeightsError, match=r"SAFE\.PT is a safetensors file: name it \.safetensors"):
+        load_generator(tmp_path / "SAFE.PT")
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_every_stored_precision_loads_as_float32_within_its_rounding(tmp_path: Path, dtype: torch.dtype) -> None:
     generator = tiny_generator()

@@ -186,6 +186,19 @@ def test_cli_blend_of_different_architectures_is_one_line(tmp_path: Path) -> Non
     assert one_error_line(process) == "ERROR: --alpha must be between 0 and 1, got 2.0" and not output.exists()
 
 
+def test_cli_blend_reads_and_writes_an_upper_case_suffix(tmp_path: Path) -> None:
+    # A.SAFETENSORS was "name it .safetensors"; -o BLEND.SAFETENSORS "must end in .safetensors"
+    save_generator(tiny_generator(num_features=8), tmp_path / "a.safetensors")
+    (tmp_path / "a.safetensors").rename(tmp_path / "A.SAFETENSORS")
+    save_generator(tiny_generator(num_features=8), tmp_path / "b.safetensors")
+    output = tmp_path / "BLEND.SAFETENSORS"
+    process = srfeat_cli(
+        "blend", tmp_path / "A.SAFETENSORS", tmp_path / "b.safetensors", "--alpha", "0.5", "-o", output
+    )
+    assert process.returncode == 0, process.stderr
+    assert load_generator(output).num_features == 8
+
+
 def test_cli_blend_never_writes_over_its_own_input(tmp_path: Path) -> None:
     # Before: `srfeat blend A B -o A --overwrite` replaced A with the blend (through a symbolic link too).
     model_a, model_b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"

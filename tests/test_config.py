@@ -305,6 +305,16 @@ def test_a_folder_or_an_empty_file_as_the_config(tmp_path: Path, content: str | 
         load_config(path)
 
 
+@pytest.mark.parametrize("key", ["train.epochs", "train.max_steps"])
+def test_a_run_length_no_run_reaches_is_refused(key: str) -> None:
+    # 10**23 passed; 10**400 epochs was the dry run's OverflowError in the progress schedule's arithmetic
+    assert getattr(config_from_dict(base(), [f"{key}={2**53}"]).train, key.split(".")[1]) == 2**53
+    for value in (2**53 + 1, 10**23, 10**400):
+        with pytest.raises(ConfigError, match=rf"^override {key}: config key {key} must be at most 2\*\*53 ") as error:
+            config_from_dict(base(), [f"{key}={value}", "optim.lr_schedule=progress", "optim.lr_milestones=[0.5]"])
+        assert "\n" not in str(error.value) and len(str(error.value)) < 250, str(error.value)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

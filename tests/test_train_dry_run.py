@@ -154,3 +154,11 @@ def test_the_generator_to_start_from_is_read_by_the_dry_run_and_before_the_run_w
     line = one_error_line(srfeat_cli("train", config, "--no-progress", cwd=tmp_path))
     assert str(grey) in line and "3 channels (RGB)" in line, line
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+@pytest.mark.parametrize("length", [["--max-steps", str(10**23)], [f"train.epochs={10**400}", "train.max_steps=null"]])
+def test_the_dry_run_refuses_a_run_length_no_run_reaches(folders, tmp_path, length) -> None:
+    # 10**23 passed; 10**400 epochs with a progress schedule was an OverflowError's traceback
+    config = config_file(folders, tmp_path, optim={"lr_schedule": "progress", "lr_milestones": [0.5]})
+    line = one_error_line(srfeat_cli("train", config, "--dry-run", *length, cwd=tmp_path))
+    assert "must be at most 2**53 (9,007,199,254,740,992)" in line and "train.max_minutes ends it by time" in line, line

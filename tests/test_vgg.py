@@ -75,6 +75,16 @@ def test_torchvision_weights_from_path_and_file_url(tmp_path: Path, monkeypatch:
     torch.testing.assert_close(vgg.preprocess(x).flatten(), expected)
 
 
+def test_torchvision_weights_as_safetensors_in_any_case(tmp_path: Path) -> None:
+    """VGG19.SAFETENSORS went to torch.load, which refused it as a damaged checkpoint."""
+    from safetensors.torch import save_file
+
+    path, state = _torchvision_file(tmp_path)
+    upper = tmp_path / "VGG19.SAFETENSORS"
+    save_file(torch.load(path), upper)
+    torch.testing.assert_close(VGG19FeatureExtractor(upper).layers.state_dict()["34.weight"], state["34.weight"])
+
+
 def test_two_urls_of_one_file_name_are_two_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache kept a download under its file name alone: `.../v2/vgg19.pth` after `.../v1/vgg19.pth`
     (two folders, two servers) silently gave v1's weights."""

@@ -239,7 +239,10 @@ def test_a_file_that_cannot_be_read_says_from_where(tmp_path: Path, model_path: 
     upscaler, reason = Upscaler(model_path, device="cpu"), "(Invalid data found when processing input)"
     with pytest.raises(VideoError) as refused:
         upscale_video(first, tmp_path / "out.mkv", upscaler, VideoOptions())
-    assert str(refused.value).startswith(f"no frame of {first} could be read {reason}; the file is damaged (no frame")
+    assert str(refused.value) == (  # "(no frame decoded before it, ...)": "it" was nothing in this message
+        f"no frame of {first} could be read {reason}; the file is damaged (no frame comes before this point, "
+        "and every frame range is decoded from the file's start: skip or replace this file)"
+    )
     with pytest.raises(VideoError) as refused:
         upscale_video(third, tmp_path / "out.mkv", upscaler, VideoOptions())
     assert str(refused.value) == (

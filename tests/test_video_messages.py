@@ -48,7 +48,10 @@ def test_a_first_frame_that_does_not_decode_suggests_no_empty_frame_range(tmp_pa
     """A video whose first frame does not decode was told "--frames 0:0 upscales the 0 frames before it", a range
     the command refuses (and one that would leave nothing); no range helps there, as frames decode from the start."""
     source = first_frame_broken(tmp_path)
-    hint = "(no frame decoded before it, and every frame range is decoded from the start: skip or replace this file)"
+    hint = (
+        "(no frame comes before this point, and every frame range is decoded from the file's start: "
+        "skip or replace this file)"
+    )
     with pytest.raises(VideoError) as refused:
         upscale_video(source, tmp_path / "out" / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions())
     message = str(refused.value)
@@ -191,7 +194,8 @@ def test_a_frame_that_stops_a_range_gets_the_part_of_that_range_before_it(tmp_pa
             upscale_video(broken, tmp_path / "out.mkv", upscaler, VideoOptions(frames=frames))
         before = "no frame of the range" if frames.start else "no frame"
         hint = (
-            f"({before} decoded before it, and every frame range is decoded from the start: skip or replace this file)"
+            f"({before} comes before this point, and every frame range is decoded from the file's start: "
+            "skip or replace this file)"
         )
         assert "cannot be decoded" in str(refused.value) and str(refused.value).endswith(hint), refused.value
     assert not (tmp_path / "out.mkv").exists()

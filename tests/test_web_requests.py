@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from PIL import Image
 from test_web import (
     Server,
     _environment,
@@ -46,6 +47,25 @@ def test_an_image_past_pils_bomb_limit_is_refused_as_over_the_servers_limit() ->
         "bomb.png is 900 megapixels, over this server's limit of 16 megapixels per image (a decompression bomb, "
         "or a photo too large: start the server with a larger --max-megapixels)"
     )
+
+
+@pytest.mark.parametrize("pil_limit", [None, 2 * 10**10])  # PIL's default, or raised by a server started for more
+def test_an_image_past_the_largest_limit_a_server_takes_is_told_what_to_do(monkeypatch, pil_limit) -> None:
+    """Past --max-megapixels's top (10,000), the refusal said to start the server with a larger --max-megapixels,
+    which no value of it would take."""
+    if pil_limit is not None:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pil_limit)
+    limits = Limits(max_upload_bytes=2**20, max_pixels=16_000_000)
+    with pytest.raises(UploadError) as refused:
+        inspect_upload(_png_header_only(200_000, 60_000), "huge.png", limits)
+    assert refused.value.status == 413
+    assert str(refused.value).endswith(
+        "over this server's limit of 16 megapixels per image (a decompression bomb, or a photo too large: "
+        "downscale it or cut it into parts first: no server takes it (--max-megapixels goes up to 10,000))"
+    ), str(refused.value)
+    assert "12,000 megapixels" in str(refused.value) or "200000x60000" in str(refused.value)
+    with pytest.raises(UploadError, match="start the server with a larger --max-megapixels"):  # one a server takes
+        inspect_upload(_png_header_only(100_000, 100_000), "large.png", limits)
 
 
 @pytest.mark.parametrize(

@@ -113,11 +113,16 @@ def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         problem = f"{path} is {kind}, not a file" if (kind := special_file_kind(path)) else f"not found: {path}"
         raise WeightsError(f"VGG19 weights file {problem} (expected {expected})")
-    from srfeat.weights.file_kinds import compressed_records, torch_load_quietly, unpickling_problem
+    from srfeat.weights.file_kinds import (
+        compressed_records,
+        named_safetensors,
+        torch_load_quietly,
+        unpickling_problem,
+    )
 
     try:
         with utf8_path(path) as name:  # safetensors and torch.load refuse a name that is not UTF-8
-            if path.suffix == ".safetensors":
+            if named_safetensors(path):
                 from safetensors.torch import load_file
 
                 state = load_file(name)

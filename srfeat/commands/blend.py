@@ -25,8 +25,9 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     be made and written."""
     from srfeat.errors import SRFeatError
     from srfeat.path_checks import same_file, unwritable_file
+    from srfeat.weights.file_kinds import named_safetensors
 
-    if output.suffix != ".safetensors":
+    if not named_safetensors(output):
         raise SRFeatError(
             f"the output {output} must end in .safetensors (a srfeat generator checkpoint, "
             f"e.g. {output.with_suffix('.safetensors')})"

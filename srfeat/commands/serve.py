@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 # (lowest, highest) accepted: beyond these a limit means nothing (no upload of a terabyte is held
 # in memory; a limit under one pixel refuses everything) or overflows when converted to bytes.
+# (--max-megapixels's range is srfeat.web.job.MEGAPIXELS_RANGE: the server's refusals name its top.)
 UPLOAD_MB_RANGE = (0.001, 1e6)
-MEGAPIXELS_RANGE = (1e-6, 1e4)
 HELD_MB_RANGE = (0.001, 1e7)
 QUEUED_RANGE = (1, 100_000)
 UPLOAD_TIMEOUT_RANGE = (0.1, 3600.0)
@@ -92,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    from srfeat.web.job import MEGAPIXELS_RANGE  # PIL and srfeat's own modules, not the web stack
+
     if not 0 <= args.port <= 65535:
         raise SRFeatError(f"--port must be from 0 (a free port) to 65535, got {args.port}")
     for flag, value, (lowest, highest) in (

@@ -105,11 +105,13 @@ def run(args: argparse.Namespace) -> int:
     from srfeat.cli import write_output
     from srfeat.errors import ConfigError
     from srfeat.training.config import check_paths, load_config
+    from srfeat.training.config_checks import check_run_length
 
     config = load_config(args.config, list(args.overrides))
     if args.max_steps is not None:
         if args.max_steps <= 0:
             raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
+        check_run_length("--max-steps", args.max_steps)
         config.train.max_steps = args.max_steps
     if args.out is not None:  # never empty (the working directory): `path_argument` refuses it
         config.out_dir = args.out

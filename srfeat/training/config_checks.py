@@ -8,10 +8,16 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from srfeat.errors import ConfigError
+from srfeat.errors import ConfigError, shown
 
 if TYPE_CHECKING:
     from srfeat.training.config import TrainingConfig
+
+# The most steps (and epochs) a run may plan, and the largest count a resume takes from state.pt: past
+# 2**53 a count is no longer exact as the float the schedules divide it by; no run gets near (a step
+# a microsecond for 285 years). train.epochs=10**400 was a dry run's OverflowError in the progress
+# schedule's arithmetic, and 10**23 passed, a length past every run's and past the step counts a resume takes.
+LARGEST_STEP_COUNT = 2**53
 
 
 def check(config: TrainingConfig) -> None:
@@ -65,6 +71,8 @@ def check(config: TrainingConfig) -> None:
     ):
         if not low <= value <= high:
             raise ConfigError(f"config key {key} must be in {low}..{high:,}, got {value}")
+    for key, value in (("train.epochs", train.epochs), ("train.max_steps", train.max_steps)):
+        check_run_length(f"config key {key}", value)
     if data.hr_patch_size % model.scale:
         raise ConfigError(
             f"data.hr_patch_size ({data.hr_patch_size}) must be a multiple of model.scale ({model.scale})"
@@ -134,6 +142,15 @@ def check(config: TrainingConfig) -> None:
         )
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device):
         raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
+
+
+def check_run_length(name: str, value: int | None) -> None:
+    """A run length (train.epochs, train.max_steps, --max-steps) no larger than LARGEST_STEP_COUNT."""
+    if value is not None and value > LARGEST_STEP_COUNT:
+        raise ConfigError(
+            f"{name} must be at most 2**53 ({LARGEST_STEP_COUNT:,}), got {shown(value)}: no run gets near it; "
+            "give the steps or epochs the run is to take (train.max_minutes ends it by time)"
+        )
 
 
 # How much each discriminator shrinks a patch to its last BatchNorm's map: its four stride-2 convs

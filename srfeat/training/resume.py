@@ -25,6 +25,7 @@ from torch import nn
 from srfeat.errors import ConfigError, WeightsError
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
+from srfeat.training.config_checks import LARGEST_STEP_COUNT
 from srfeat.training.networks import check_saved_discriminators
 from srfeat.training.typed_yaml import MAX_CONFIG_BYTES, load_yaml
 
@@ -68,8 +69,8 @@ def _check_rng_states(states: dict[str, Any], path: Path) -> None:
 
 
 # A step of 10**30 passed, and the resume's first log was TensorBoard's traceback (steps are int64 there).
-# 2**53: past it a count is no longer exact as the float the schedules divide it as; no run gets near.
-_LARGEST_COUNT = 2**53
+# The config's bound on a run's length: no run the config allows counts further.
+_LARGEST_COUNT = LARGEST_STEP_COUNT
 
 # What a state must hold, and of what type, for a resume to use it: (key, types, low bound, high bound).
 # best_psnr alone may be inf: the mean PSNR is inf once a validation image is matched exactly.

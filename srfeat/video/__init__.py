@@ -110,10 +110,14 @@ def frames_before_hint(index: int, frames: FrameRange, *, command_line: bool = F
     """What to do about a frame that stops the upscale of `frames`, `index` frames into the file: the part
     of the range before it, as its caller gives a range (`--frames 2:4` for `--frames 2:` failing at frame
     4; `0:4` was said, frames the user had left out). Where no frame of the range comes before it, no range
-    avoids it (frames are decoded from the file's start whatever the range): `--frames 0:0` was said."""
+    avoids it (frames are decoded from the file's start whatever the range): `--frames 0:0` was said. That hint
+    names no frame ("decoded before it" followed "no frame of X could be read", where "it" was nothing)."""
     if index <= frames.start:
         before = "no frame of the range" if frames.start else "no frame"
-        return f"{before} decoded before it, and every frame range is decoded from the start: skip or replace this file"
+        return (
+            f"{before} comes before this point, and every frame range is decoded from the file's start: "
+            "skip or replace this file"
+        )
     working = frames_option(FrameRange(frames.start, index), command_line=command_line)
     count = index - frames.start
     return f"{working} upscales the {count} frame{'s' if count > 1 else ''} before it"  # not "the 1 frames"

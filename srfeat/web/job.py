@@ -79,6 +79,11 @@ AGAIN_PARAMETERS = ("session", "model", "strength")
 DECOMPRESSION_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # how PIL's DecompressionBombError names the size
 
 
+# The values `srfeat serve --max-megapixels` takes (Limits.max_pixels / 1e6): under one pixel refuses everything;
+# past 10 gigapixels a limit means nothing (an upload's 4x result would be 160 gigapixels, 480 GB as 8-bit RGB).
+MEGAPIXELS_RANGE = (1e-6, 1e4)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the server accepts: bytes per upload, pixels per image, and how long an upload may
@@ -111,8 +116,9 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
                 width, height = image.size
     except Image.DecompressionBombError as error:  # PIL's own limit, past this server's: said as this server's
         found = DECOMPRESSION_BOMB_PIXELS.search(str(error))
-        size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "more pixels than PIL opens"
-        raise UploadError(_over_pixel_limit(name, size, limits), 413) from error
+        pixels = int(found.group(1)) if found else None
+        size = f"{pixels / 1e6:,.0f} megapixels" if pixels else "more pixels than PIL opens"
+        raise UploadError(_over_pixel_limit(name, size, pixels, limits), 413) from error
     except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
         if sent_as_form:  # a PNG sent by `curl -d @photo.png` lost its line breaks: not "use PNG", nor "damaged"
             raise UploadError(
@@ -131,17 +137,28 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
         raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
     if width * height > limits.max_pixels:
         raise UploadError(
-            _over_pixel_limit(name, f"{width}x{height} ({width * height / 1e6:.0f} megapixels)", limits), 413
+            _over_pixel_limit(
+                name, f"{width}x{height} ({width * height / 1e6:.0f} megapixels)", width * height, limits
+            ),
+            413,
         )
     if (oversized := oversized_result(name, width, height)) is not None:
         raise UploadError(oversized, 413)
     return width, height
 
 
-def _over_pixel_limit(name: str, size: str, limits: Limits) -> str:
+def _over_pixel_limit(name: str, size: str, pixels: int | None, limits: Limits) -> str:
+    """The refusal of an upload of `pixels` (None: unknown) over the server's limit; past the largest
+    --max-megapixels no restart takes it, and saying to start with a larger one sent the user round."""
+    largest = MEGAPIXELS_RANGE[1]
+    what_to_do = (
+        f"downscale it or cut it into parts first: no server takes it (--max-megapixels goes up to {largest:,g})"
+        if pixels is not None and pixels > largest * 1e6
+        else "start the server with a larger --max-megapixels"
+    )
     return (
         f"{name} is {size}, over this server's limit of {limits.max_pixels / 1e6:g} megapixels per image "
-        "(a decompression bomb, or a photo too large: start the server with a larger --max-megapixels)"
+        f"(a decompression bomb, or a photo too large: {what_to_do})"
     )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "FileKind",
     "compressed_records",
     "identify_file",
+    "named_safetensors",
     "not_a_weights_file",
     "tensor_records",
     "torch_load_quietly",
@@ -44,6 +45,12 @@ SAFETENSORS = "safetensors"
 PYTORCH = "pytorch"  # torch.save's zip archive, or its older format (a pickle that starts with torch's magic number)
 PICKLE = "pickle"  # any other pickle: not written by torch.save, and it may hold any Python object
 ONNX = "onnx"
+
+
+def named_safetensors(path: Path) -> bool:
+    """Whether `path`'s name says safetensors: `.safetensors` in any case, as other tools read it (a
+    MODEL.SAFETENSORS was told to be named .safetensors, which it was)."""
+    return path.suffix.lower() == ".safetensors"
 
 
 def not_a_weights_file(path: Path, bundled: list[str]) -> str | None:

@@ -27,6 +27,7 @@ from srfeat.weights.file_kinds import (
     PYTORCH,
     SAFETENSORS,
     identify_file,
+    named_safetensors,
     not_a_weights_file,
     tensor_records,
     torch_load_quietly,
@@ -81,7 +82,7 @@ def _check_kind(path: Path, bundled: list[str]) -> None:
     """The file's content must be what its name says (safetensors for `.safetensors`, a PyTorch
     checkpoint otherwise); if not, one line that says what it is and what to do."""
     kind = identify_file(path)
-    wanted = SAFETENSORS if path.suffix == ".safetensors" else PYTORCH
+    wanted = SAFETENSORS if named_safetensors(path) else PYTORCH
     if kind.name == wanted:
         return
     if kind.name == PYTORCH:
@@ -148,7 +149,7 @@ def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor],
         _check_kind(path, bundled)
     except OSError as error:
         raise WeightsError(f"cannot read {path}: {error.strerror or error}") from error
-    if path.suffix == ".safetensors":
+    if named_safetensors(path):
         try:
             shapes, float_keys = _safetensors_layout(path)
         except (SafetensorError, OSError, ValueError) as error:
