@@ -1116,9 +1116,10 @@ def test_an_upload_that_arrives_as_the_server_stops_is_refused_not_left_queued(m
     assert queue.session_jobs("s") == []
 
 
-def test_what_a_result_lost_is_said_on_its_card(server: Server, browser: Browser, tmp_path: Path) -> None:
-    """A PNG with transparency saved as .jpg (the download is a JPEG, as `srfeat upscale` writes it) lost
-    its alpha, and an animated GIF all but its first frame: the command line warns, the page said nothing."""
+def test_what_a_result_lost_or_changed_is_said_on_its_card(server: Server, browser: Browser, tmp_path: Path) -> None:
+    """An animated GIF lost all but its first frame: the command line warns, the page said nothing. A PNG with
+    transparency saved as .jpg is written as PNG, to keep it (it was a JPEG, its card telling the user to
+    "use .png or .webp", which on the page meant renaming the file and uploading it again)."""
     pixels = np.random.default_rng(0).integers(0, 256, (12, 10, 4), dtype=np.uint8)
     Image.fromarray(pixels, "RGBA").save(tmp_path / "logo.jpg", format="PNG")
     frames = [Image.new("RGB", (10, 10), (60 * n, 0, 0)) for n in range(3)]
@@ -1129,8 +1130,12 @@ def test_what_a_result_lost_is_said_on_its_card(server: Server, browser: Browser
     for name in ("logo.jpg", "moving.gif", "plain.png"):
         expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=120_000)
     expect(job_card(page, "logo.jpg").locator(".status")).to_contain_text(
-        "note: logo_x4.jpg: JPEG has no alpha channel; the alpha is dropped"
+        "note: logo.jpg has an alpha channel (transparency), which JPEG cannot hold: "
+        "the result is written as PNG (logo_x4.png) to keep it"
     )
+    expect(job_card(page, "logo.jpg").locator(".status")).not_to_contain_text("alpha is dropped")
+    download = job_card(page, "logo.jpg").get_by_role("link", name="Download logo_x4.png")
+    expect(download).to_have_attribute("download", "logo_x4.png")
     expect(job_card(page, "moving.gif").locator(".status")).to_contain_text(
         "note: moving.gif has 3 frames (animated): only the first is read"
     )

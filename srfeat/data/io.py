@@ -57,6 +57,7 @@ __all__ = [
     "RawImage",
     "array_to_pil",
     "check_float_pixels",
+    "has_alpha",
     "image_size",
     "list_images",
     "open_image",
@@ -253,6 +254,22 @@ def check_float_pixels(array: np.ndarray) -> None:
         )
 
 
+def _colour_keyed(image: Image.Image) -> bool:
+    """Whether `image` is see-through by a tRNS colour (or index), or through an RGBA palette."""
+    keyed = image.mode in ("P", "RGB", "L", "1") and "transparency" in image.info
+    return keyed or (image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA")  # quantize()
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the pixels read from the opened (not yet decoded) `image` carry an alpha channel, as
+    `read_raw_image` gives them: an alpha of its mode, or a see-through colour it is expanded to."""
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return True
+    if image.mode.startswith("I;16") or image.mode == "I":  # a 16-bit grey PNG's see-through level
+        return isinstance(image.info.get("transparency"), int)
+    return _colour_keyed(image)
+
+
 def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
     """The pixels of a decoded PIL image as HxWxC uint8/uint16 (float32 in [0, 1] for mode F), channels as
     stored; CMYK through its own colour profile, if it has one (`srfeat.data.colour_profiles`)."""
@@ -264,8 +281,7 @@ def _pixels(image: Image.Image, source: str | Path = "the image") -> np.ndarray:
         array = np.array(image, dtype=np.float32)
         check_float_pixels(array)
         return array[..., None]
-    keyed = mode in ("P", "RGB", "L", "1") and "transparency" in image.info  # a tRNS colour (or index): see-through
-    keyed |= mode == "P" and image.palette is not None and image.palette.mode == "RGBA"  # RGBA's quantize(), say
+    keyed = _colour_keyed(image)
     if keyed or mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La"):
         # Palette, bilevel, colour-keyed and other colour spaces: expand to the plain equivalent.
         has_alpha = mode in ("PA", "RGBa", "La") or keyed

@@ -209,10 +209,10 @@ def create_app(
             finally:
                 receiving.release()
             form = request.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded")
-            width, height = await anyio.to_thread.run_sync(inspect_upload, data, name, limits, form)
+            width, height, extension = await anyio.to_thread.run_sync(inspect_upload, data, name, limits, form)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
-            job = queue.submit(session, name, data, choice, width, height, _client_ref(request))
+            job = queue.submit(session, name, data, choice, width, height, _client_ref(request), extension)
         except (UploadError, QueueFullError) as refusal:
             logger.info("upload refused: %s", refusal)
             return _error(str(refusal), refusal.status)
@@ -231,7 +231,7 @@ def create_app(
         try:
             check_parameters(request.query_params.multi_items(), AGAIN_PARAMETERS)
             choice = parse_choice(dict(request.query_params))
-            copy = queue.submit(job.session, job.name, job.data, choice, job.width, job.height)
+            copy = queue.again(job, choice)
         except (UploadError, QueueFullError) as refusal:
             return _error(str(refusal), refusal.status)
         return JSONResponse(queue.describe(copy), status_code=201)

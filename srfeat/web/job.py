@@ -3,8 +3,8 @@
 The queue that runs jobs is `srfeat.web.jobs`, what its worker does with one `srfeat.web.worker`;
 here are the job itself and what its card shows (`Job.describe`), the checks of what a client sent
 (the upload, `inspect_upload`; the setting, `parse_choice`), the file names it is offered under,
-which come from the upload and so are untrusted, alone or in the results' zip, and the queue's
-refusal (`QueueFullError`).
+which come from the upload and so are untrusted, alone or in the results' zip, the format its result
+is written in (`result_extension`), and the queue's refusal (`QueueFullError`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from PIL import Image
 
 from srfeat.data.colour_profiles import open_image_data
-from srfeat.data.io import DECODE_ERRORS  # what a damaged file raises
+from srfeat.data.io import DECODE_ERRORS, FORMATS, has_alpha  # DECODE_ERRORS: what a damaged file raises
 from srfeat.inference.image_files import output_extension, over_format_limit
 from srfeat.library_warnings import WARNINGS_LOCK
 
@@ -36,10 +36,12 @@ __all__ = [
     "QueueFullError",
     "State",
     "UploadError",
+    "UploadedImage",
     "check_parameters",
     "inspect_upload",
     "oversized_result",
     "parse_choice",
+    "result_extension",
     "safe_file_name",
     "zip_chunks",
 ]
@@ -77,6 +79,9 @@ UPLOAD_SIGNATURES = (
 UPLOAD_PARAMETERS = ("session", "name", "ref", "model", "strength")
 AGAIN_PARAMETERS = ("session", "model", "strength")
 DECOMPRESSION_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # how PIL's DecompressionBombError names the size
+# Output formats that `write_image` writes without the alpha (`srfeat.data.image_writing`): an upload with
+# transparency that would get one is written as PNG instead, as a user who uploads cannot pick another name.
+FORMATS_WITHOUT_ALPHA = ("JPEG", "BMP")
 
 
 # The values `srfeat serve --max-megapixels` takes (Limits.max_pixels / 1e6): under one pixel refuses everything;
@@ -94,6 +99,14 @@ class Limits:
     upload_timeout_seconds: float = 30.0
 
 
+class UploadedImage(NamedTuple):
+    """What `inspect_upload` found: the upload's size and the extension its result is written with."""
+
+    width: int
+    height: int
+    result_extension: str
+
+
 class UploadError(Exception):
     """An upload that will not be queued; the message is shown on the page."""
 
@@ -102,9 +115,10 @@ class UploadError(Exception):
         self.status = status
 
 
-def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = False) -> tuple[int, int]:
-    """(width, height) of an uploaded image from its header alone, or `UploadError` saying why not;
-    `sent_as_form`: the request said its body was form data (`curl -d`, which drops a file's line breaks)."""
+def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = False) -> UploadedImage:
+    """The size of an uploaded image and its result's extension (`result_extension`) from its header alone,
+    or `UploadError` saying why not; `sent_as_form`: the request said its body was form data (`curl -d`, which
+    drops a file's line breaks)."""
     if not data:
         raise UploadError(f"{name} is empty (0 bytes): nothing to upscale")
     Image.init()  # registers every plugin, so that `formats` below can name them all
@@ -114,6 +128,7 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
             readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
             with open_image_data(data, name, formats=readable) as image:
                 width, height = image.size
+                extension = result_extension(name, image)
     except Image.DecompressionBombError as error:  # PIL's own limit, past this server's: said as this server's
         found = DECOMPRESSION_BOMB_PIXELS.search(str(error))
         pixels = int(found.group(1)) if found else None
@@ -142,9 +157,18 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
             ),
             413,
         )
-    if (oversized := oversized_result(name, width, height)) is not None:
+    if (oversized := oversized_result(name, width, height, extension)) is not None:
         raise UploadError(oversized, 413)
-    return width, height
+    return UploadedImage(width, height, extension)
+
+
+def result_extension(name: str, image: Image.Image) -> str:
+    """The extension of the result of the upload `name`, opened as `image`: its own, as `srfeat upscale`
+    writes it, unless that format would drop the image's transparency: `.png` then. The command line's
+    advice ("use .png or .webp to keep it") was given on the page, where following it meant renaming the
+    file and uploading it again."""
+    extension = output_extension(name)
+    return ".png" if FORMATS[extension] in FORMATS_WITHOUT_ALPHA and has_alpha(image) else extension
 
 
 def _over_pixel_limit(name: str, size: str, pixels: int | None, limits: Limits) -> str:
@@ -255,10 +279,12 @@ def safe_file_name(name: str) -> str:
     return f"{stem}.{suffix}" if suffix else stem
 
 
-def oversized_result(name: str, width: int, height: int) -> str | None:
-    """Why the result of a `width`x`height` upload named `name` cannot be written in its format (None: it
-    can), found at the upload: the job failed after its whole upscale, with the encoder's "internal error"."""
-    if (problem := over_format_limit(output_extension(name), SCALE * width, SCALE * height)) is None:
+def oversized_result(name: str, width: int, height: int, extension: str | None = None) -> str | None:
+    """Why the result of a `width`x`height` upload named `name` cannot be written in its format, or as
+    `extension` if given (None: it can), found at the upload: the job failed after its whole upscale, with the
+    encoder's "internal error"."""
+    extension = output_extension(name) if extension is None else extension
+    if (problem := over_format_limit(extension, SCALE * width, SCALE * height)) is None:
         return None
     return (
         f"{name} would be upscaled to {SCALE * width}x{SCALE * height}, {problem} "
@@ -298,6 +324,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     notes: list[str] = field(default_factory=list)  # what was lost in the result, said on its card
     client_ref: str = ""  # the page's own name for the upload, so that it knows the job when the stream shows it first
+    result_extension: str = ""  # what `inspect_upload` found; "": the upload's own (`output_extension`)
     views: dict[str, tuple[bytes, str]] = field(
         default_factory=dict
     )  # (data, media type) the page shows, made on request
@@ -305,7 +332,18 @@ class Job:
     @property
     def result_name(self) -> str:
         stem = Path(self.name).stem or "image"
-        return f"{stem}{self.choice.file_tag}{output_extension(self.name)}"
+        return f"{stem}{self.choice.file_tag}{self.result_extension or output_extension(self.name)}"
+
+    @property
+    def format_note(self) -> str | None:
+        """Why the result is not in the upload's format (None: it is), for the job's card."""
+        own = output_extension(self.name)
+        if not self.result_extension or self.result_extension == own:
+            return None
+        return (
+            f"{self.name} has an alpha channel (transparency), which {FORMATS[own]} cannot hold: "
+            f"the result is written as {FORMATS[self.result_extension]} ({self.result_name}) to keep it"
+        )
 
     def seconds_left(self, now: float, seconds_per_pixel: float | None) -> float | None:
         """Time left: from the pace of this job's tiles once one is done, before that from the

@@ -159,10 +159,13 @@ class JobQueue:
         width: int,
         height: int,
         client_ref: str = "",
+        result_extension: str = "",
     ) -> Job:
         """Queue a job, or `QueueFullError` when the session has `max_waiting_per_session` waiting,
-        the job would take the bytes held past `max_held_bytes`, or the server is stopping."""
+        the job would take the bytes held past `max_held_bytes`, or the server is stopping;
+        `result_extension` as `inspect_upload` found it ("": the upload's own)."""
         job = Job(secrets.token_urlsafe(12), session, name, data, choice, width, height, client_ref=client_ref)
+        job.result_extension = result_extension
         with self._lock:
             shared = any(other.data is data for other in self._jobs.values())  # `again`: the same upload
             self._check_room_locked(session, name, 0 if shared else len(data))
@@ -172,6 +175,13 @@ class JobQueue:
             self._changed_locked()
         logger.info("job %s: %s (%dx%d, %s) queued", job.id, name, width, height, choice.label)
         return job
+
+    def again(self, job: Job, choice: ModelChoice) -> Job:
+        """`job`'s upload queued once more with another setting, as `submit` queues one; its result in the
+        format of `job`'s (a PNG for a `.jpg` upload with transparency)."""
+        return self.submit(
+            job.session, job.name, job.data, choice, job.width, job.height, result_extension=job.result_extension
+        )
 
     def get(self, session: str, job_id: str) -> Job | None:
         """The session's job `job_id`, if it has it. Asking for one keeps the session open as `poll` does (a

@@ -137,6 +137,8 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
             raise SRFeatError(_web_message(error).replace(str(source), job.name)) from error
         result = target.read_bytes()
         notes = [note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged]
+    if (format_note := job.format_note) is not None:  # the result is not in the format its upload was named
+        notes.insert(0, format_note)
     return result, width, height, notes
 
 
@@ -154,7 +156,7 @@ class _ThreadWarnings(logging.Handler):
 @contextmanager
 def job_notes() -> Iterator[list[str]]:
     """The warnings srfeat logs in this thread within the block (what `srfeat upscale` prints for a
-    file: its alpha dropped for a JPEG name, 16 bits cut to 8, only the first frame read), as notes
+    file: 16 bits cut to 8 for a JPEG name, only the first frame read), as notes
     for the job's card: the page showed such a result as if nothing had been lost."""
     handler = _ThreadWarnings()
     logging.getLogger("srfeat").addHandler(handler)

@@ -234,8 +234,9 @@ function statusText(job) {
       return parts.length ? `upscaling: ${parts.join(", ")}` : "upscaling";
     }
     case "done": {
-      // What the result lost (an alpha a JPEG name cannot hold, frames after the first...), as
-      // `srfeat upscale` warns: without it the card looked as if the file were whole.
+      // What the result lost (16 bits a JPEG cannot hold, frames after the first...), as `srfeat upscale`
+      // warns, and why it is a PNG where the upload's name said JPEG: without it the card looked as if
+      // the file were whole, or the download's name were a mistake.
       const notes = job.notes && job.notes.length ? `; note: ${job.notes.join("; ")}` : "";
       return `${job.result_width}\u00d7${job.result_height}, ${formatSeconds(job.seconds)}${notes}`;
     }

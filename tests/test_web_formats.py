@@ -1,0 +1,128 @@
+"""The format of `srfeat serve`'s results: the upload's own, as `srfeat upscale` writes it, unless that
+format would drop the upload's transparency (a PNG named `.jpg`): the result is then a PNG, named so."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
+pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from PIL import Image
+from test_web import Server, call, cli_upscale, start_server, stop_server, upload, wait_for_result
+
+from srfeat.web.job import Limits, inspect_upload
+
+LIMITS = Limits(max_upload_bytes=2**20, max_pixels=16_000_000)
+PIXELS = np.random.default_rng(0).integers(0, 256, (12, 10, 4), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    started = start_server()
+    yield started
+    stop_server(started)
+
+
+def encoded(image: Image.Image, image_format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def _keyed(mode: str) -> Image.Image:
+    """An image of `mode` whose colour (or index, or grey level) 0 is see-through (a PNG tRNS chunk)."""
+    image = Image.fromarray(PIXELS[..., 0]).convert(mode)
+    image.info["transparency"] = 0 if mode != "RGB" else (0, 0, 0)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("name", "image", "image_format", "expected"),
+    [
+        ("logo.jpg", Image.fromarray(PIXELS, "RGBA"), "PNG", ".png"),
+        ("logo.JPEG", Image.fromarray(PIXELS[..., 2:], "LA"), "PNG", ".png"),
+        ("logo.jfif", Image.fromarray(PIXELS, "RGBA"), "WEBP", ".png"),
+        ("logo.bmp", Image.fromarray(PIXELS, "RGBA"), "PNG", ".png"),
+        ("keyed.jpg", _keyed("P"), "PNG", ".png"),
+        ("keyed.jpg", _keyed("RGB"), "PNG", ".png"),
+        ("keyed.jpg", _keyed("L"), "PNG", ".png"),
+        ("keyed.jpg", _keyed("I;16"), "PNG", ".png"),
+        # formats that hold the alpha keep the upload's; an opaque image keeps its JPEG name
+        ("logo.webp", Image.fromarray(PIXELS, "RGBA"), "PNG", ".webp"),
+        ("logo.tif", Image.fromarray(PIXELS, "RGBA"), "PNG", ".tif"),
+        ("opaque.jpg", Image.fromarray(PIXELS[..., :3]), "PNG", ".jpg"),
+        ("opaque.bmp", Image.fromarray(PIXELS[..., 0]), "PNG", ".bmp"),
+        ("moving.gif", Image.fromarray(PIXELS, "RGBA"), "PNG", ".png"),  # GIF is not written: PNG, as before
+    ],
+)
+def test_an_upload_whose_transparency_its_format_cannot_hold_gets_a_png_result(
+    name: str, image: Image.Image, image_format: str, expected: str
+) -> None:
+    """A transparent image named `.jpg` or `.bmp` had its result written as JPEG or BMP, the alpha dropped."""
+    assert inspect_upload(encoded(image, image_format), name, LIMITS).result_extension == expected
+
+
+def _result_of(server: Server, session: str, name: str, data: bytes, *query: str) -> tuple[dict, bytes, dict]:
+    """(the job as its page sees it, the downloaded result, the download's headers)."""
+    job = json.loads(upload(server, session, name, data, *query).body)
+    downloaded = wait_for_result(server, session, job["id"], "download=1")
+    assert downloaded.status == 200, downloaded.body
+    described = {
+        each["id"]: each for each in json.loads(call(server, "GET", f"/api/sessions/{session}/jobs").body)["jobs"]
+    }
+    return described[job["id"]], downloaded.body, downloaded.headers
+
+
+def test_a_transparent_png_named_jpg_is_upscaled_to_a_png_that_keeps_it(server: Server, tmp_path: Path) -> None:
+    """The result was a JPEG, its card saying "the alpha is dropped (use .png or .webp to keep it)": advice
+    for the command line, which on the page meant renaming the file and uploading it again."""
+    data = encoded(Image.fromarray(PIXELS, "RGBA"), "PNG")
+    session = "alpha"
+    try:
+        job, downloaded, headers = _result_of(server, session, "logo.jpg", data)
+        assert job["result_name"] == "logo_x4.png"
+        note = "logo.jpg has an alpha channel (transparency), which JPEG cannot hold: the result is written as PNG"
+        assert job["notes"] == [f"{note} (logo_x4.png) to keep it"]
+        assert headers["content-type"] == "image/png"
+        assert "filename*=UTF-8''logo_x4.png" in headers["content-disposition"]
+        # the file `srfeat upscale` writes for the same image named .png: alpha and all
+        (tmp_path / "logo.png").write_bytes(data)
+        assert downloaded == cli_upscale(tmp_path / "logo.png", tmp_path / "cli")
+        assert Image.open(io.BytesIO(downloaded)).mode == "RGBA"
+        # again with another setting: a PNG too, and the zip names both so
+        path = f"/api/jobs/{job['id']}/again?session={session}&model=gan"
+        again = json.loads(call(server, "POST", path, X_SRFeat_Upload="1").body)
+        assert wait_for_result(server, session, again["id"]).status == 200
+        archive = zipfile.ZipFile(io.BytesIO(call(server, "GET", f"/api/sessions/{session}/results.zip").body))
+        assert sorted(archive.namelist()) == ["logo_x4.png", "logo_x4_gan.png"]
+        assert all(archive.read(entry).startswith(b"\x89PNG") for entry in archive.namelist())
+        # an opaque image named .jpg is still a JPEG, with nothing to say
+        job, downloaded, headers = _result_of(
+            server, session, "plain.jpg", encoded(Image.fromarray(PIXELS[..., :3]), "PNG")
+        )
+        assert (job["result_name"], job["notes"], headers["content-type"]) == ("plain_x4.jpg", [], "image/jpeg")
+        assert Image.open(io.BytesIO(downloaded)).format == "JPEG"
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_a_jpeg_named_png_is_upscaled_to_the_png_its_name_says(server: Server) -> None:
+    """The result is written as the name says, as `srfeat upscale` writes it: a PNG named .png (a JPEG's
+    content under that name would be a file that its name and its media type misdescribe)."""
+    data = encoded(Image.fromarray(PIXELS[..., :3]), "JPEG", quality=90)
+    session = "renamed"
+    try:
+        job, downloaded, headers = _result_of(server, session, "photo.png", data)
+        assert (job["result_name"], job["notes"], headers["content-type"]) == ("photo_x4.png", [], "image/png")
+        assert Image.open(io.BytesIO(downloaded)).format == "PNG"
+        original = call(server, "GET", f"/api/jobs/{job['id']}/original?session={session}")
+        assert original.status == 200 and Image.open(io.BytesIO(original.body)).size == (10, 12)
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
