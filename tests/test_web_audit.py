@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def test_a_server_starting_beside_another_in_another_container_leaves_its_job_fo
     entered, gate = tmp_path / "entered", tmp_path / "gate"
     other_namespace_pid = _dead_process_id()
     running = start_server(prelude=_gated_upscale(entered, gate, other_namespace_pid))
+    # Held open throughout: nothing else asks for the session while the second server starts, and a start
+    # slower than its 10 s of allowed silence (a loaded machine) ended it, cancelling the job this test watches.
+    events = urllib.request.urlopen(f"{running.url}api/sessions/shared/events", timeout=60)
     try:
         job = json.loads(upload(running, "shared", "photo.png", png_bytes(16)).body)
         folder = Path(_wait_for_file(entered)).parents[1]
@@ -99,6 +103,7 @@ def test_a_server_starting_beside_another_in_another_container_leaves_its_job_fo
         assert not folder.exists()
         assert list(folder.parent.glob(f".{folder.name}*")) == []
     finally:
+        events.close()
         gate.write_text("go")
         if running.process.poll() is None:
             stop_server(running)

@@ -3,10 +3,11 @@ images past PIL's own decompression-bomb limit. Each is refused in one line that
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -122,24 +123,52 @@ def test_a_route_or_method_the_api_lacks_is_a_one_line_json_error(
     assert answer.error().startswith(expected), answer.error()
 
 
-def test_an_image_sent_by_curl_d_is_told_to_use_data_binary(server: Server) -> None:
+def _jpeg_bytes(size: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png_bytes(size))).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("photo.png", png_bytes),
+        # A JPEG's size is read before the line breaks curl -d drops matter: it was queued, and failed as damaged.
+        ("photo.jpg", _jpeg_bytes),
+    ],
+)
+def test_an_image_sent_by_curl_d_is_told_to_use_data_binary(
+    server: Server, name: str, make: Callable[[int], bytes]
+) -> None:
     """`curl -d @photo.png`, the form-data habit, drops the file's line breaks and labels it form data: the PNG
     no longer opened and the user of a PNG was told to "use PNG, JPEG, WebP, TIFF or BMP"."""
     session, form = "form", "application/x-www-form-urlencoded"
     try:
-        whole = png_bytes(16)
+        whole = make(16)
         as_curl_d_sends_it = whole.replace(b"\r", b"").replace(b"\n", b"")
-        refused = upload(server, session, "photo.png", as_curl_d_sends_it, Content_Type=form)
+        assert as_curl_d_sends_it != whole
+        refused = upload(server, session, name, as_curl_d_sends_it, Content_Type=form)
         assert refused.status == 415
         assert refused.error() == (
-            "photo.png does not open as an image as it arrived: it was sent as form data "
+            f"{name} does not open as an image as it arrived: it was sent as form data "
             "(application/x-www-form-urlencoded), as curl -d sends a file, with its line breaks dropped; "
-            "send the file itself: curl --data-binary @photo.png"
+            f"send the file itself: curl --data-binary @{name}"
         )
         # Python's urllib labels any body so: an image that arrived whole is taken whatever its label.
-        assert upload(server, session, "photo.png", whole, Content_Type=form).status == 201
+        assert upload(server, session, name, whole, Content_Type=form).status == 201
     finally:
         call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_an_image_with_no_line_break_bytes_sent_as_form_data_is_taken() -> None:
+    """The curl -d hint is for a form-labelled body with no CR or LF byte that does not decode: one that has
+    none and decodes (a flat bitmap, sent by curl --data-binary, which labels it form data too) is taken."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(buffer, format="BMP")
+    data = buffer.getvalue()
+    assert b"\r" not in data and b"\n" not in data
+    limits = Limits(max_upload_bytes=2**20, max_pixels=16_000_000)
+    assert inspect_upload(data, "flat.bmp", limits, sent_as_form=True) == (16, 16, ".bmp")
 
 
 @pytest.mark.parametrize(

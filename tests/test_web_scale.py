@@ -46,12 +46,12 @@ TABS = 9  # Chromium opens 6 connections per server (HTTP/1.1): one stream per t
 COUNT_UPLOADS = """
 import logging
 import srfeat.web.app as app
-read = app._read_body
+read = app.read_body
 async def counted(request, name, *args):
     data = await read(request, name, *args)
     logging.getLogger("srfeat.web.app").info("received %s: %d bytes", name, len(data))
     return data
-app._read_body = counted
+app.read_body = counted
 """
 
 

@@ -121,11 +121,11 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
     drops a file's line breaks)."""
     if not data:
         raise UploadError(f"{name} is empty (0 bytes): nothing to upscale")
-    Image.init()  # registers every plugin, so that `formats` below can name them all
+    Image.init()  # registers every plugin, so that `readable` can name them all
+    readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
     try:
         with WARNINGS_LOCK, warnings.catch_warnings():  # the filters are process-wide: the worker reads too
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            readable = [image_format for image_format in UPLOAD_FORMATS if image_format in Image.OPEN]
             with open_image_data(data, name, formats=readable) as image:
                 width, height = image.size
                 extension = result_extension(name, image)
@@ -136,12 +136,7 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
         raise UploadError(_over_pixel_limit(name, size, pixels, limits), 413) from error
     except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
         if sent_as_form:  # a PNG sent by `curl -d @photo.png` lost its line breaks: not "use PNG", nor "damaged"
-            raise UploadError(
-                f"{name} does not open as an image as it arrived: it was sent as form data "
-                "(application/x-www-form-urlencoded), as curl -d sends a file, with its line breaks dropped; "
-                f"send the file itself: curl --data-binary @{name}",
-                415,
-            ) from error
+            raise _sent_by_curl_d(name) from error
         if (kind := _signature(data)) is not None:  # a PNG cut short was told to "use PNG"
             reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
             raise UploadError(
@@ -159,7 +154,37 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
         )
     if (oversized := oversized_result(name, width, height, extension)) is not None:
         raise UploadError(oversized, 413)
+    # A JPEG's header may hold no line break: it opened above, and its job failed later as a damaged file. The
+    # form label alone does not tell `curl -d` (`curl --data-binary` and Python's urllib send it too); a body with
+    # no CR or LF byte (which nearly every image of more than a few bytes has) that does not decode does.
+    if sent_as_form and b"\r" not in data and b"\n" not in data and not _decodes(data, name, readable):
+        raise _sent_by_curl_d(name)
     return UploadedImage(width, height, extension)
+
+
+def _sent_by_curl_d(name: str) -> UploadError:
+    return UploadError(
+        f"{name} does not open as an image as it arrived: it was sent as form data "
+        "(application/x-www-form-urlencoded), as curl -d sends a file, with its line breaks dropped; "
+        f"send the file itself: curl --data-binary @{name}",
+        415,
+    )
+
+
+def _decodes(data: bytes, name: str, formats: list[str]) -> bool:
+    """Whether `data`, whose header opened as one of `formats`, decodes to the end (a JPEG at 1/8 scale: its
+    whole stream is read at a 64th of the memory). Only for the rare upload `inspect_upload` suspects."""
+    with WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel limit was checked already
+        image = open_image_data(data, name, formats=formats, warn=False)
+    with image:
+        if image.format == "JPEG":
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        try:
+            image.load()
+        except DECODE_ERRORS:
+            return False
+    return True
 
 
 def result_extension(name: str, image: Image.Image) -> str:
