@@ -160,6 +160,8 @@ class InputFrames:
                 yield packet
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.
         self.decoded_frames = index
+        if not done:  # read to the file's end: frames lost after the last one shown are in the range
+            self.lost.ended()
 
     def _warn_copied_cut(self, error: BaseException) -> None:
         """The file fails to read past the range's frames, while its audio or subtitles were still read up to
