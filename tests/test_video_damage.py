@@ -56,9 +56,13 @@ def damaged_transport_stream(folder: Path) -> tuple[Path, list[tuple[int, float,
     return damaged, [(before, time, count) for before, (time, count) in sorted(missing.items())]
 
 
+def said_places(places: list[tuple[int, float, int]]) -> str:
+    return ", ".join(f"{count} after frame {before} ({time:.2f} s)" for before, time, count in places)
+
+
 def said_missing(source: Path, places: list[tuple[int, float, int]], inside: str, first_part: str) -> str:
     total = sum(count for _, _, count in places)
-    where = ", ".join(f"{count} after frame {before} ({time:.2f} s)" for before, time, count in places)
+    where = said_places(places)
     them = "them" if total > 1 else "it"
     return (
         f"{source}: {total} frame{'s' if total > 1 else ''} {inside} could not be decoded and "
@@ -157,6 +161,7 @@ def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_
     for index, pts in enumerate((0, 40, 60, 90)):
         lost.shown(pts, index)
     assert [(gap.after, gap.dropped) for gap, _ in lost.missing()] == []  # the gap after frame 0: before the range
+    assert [(gap.after, count) for gap, count in lost.missing_before()] == [(0, 1)]  # which starts late
     lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(0, 6), "matroska,webm")  # type: ignore[arg-type]
     for pts in (-40, 0, 60, 20, 40, 90, 120):
         lost.sent(packet(pts))
@@ -167,10 +172,11 @@ def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_
     # for it; that is no loss. A frame lost there leaves room for it (two frames' time between frames shown).
     for shown, lost_count in (((0, 40, 80, 120, 160), 0), ((0, 40, 120, 160), 1)):
         lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(), "matroska,webm")  # type: ignore[arg-type]
-        for pts in range(0, 180, 20):
+        for pts in range(0, 200, 20):  # the last frame's second field (180) is after the last frame shown
             lost.sent(packet(pts))
         for index, pts in enumerate(shown):
             lost.shown(pts, index)
+        lost.ended()
         assert sum(count for _, count in lost.missing()) == lost_count, shown
     # Two files joined end to end, timestamps starting over: the second part's first packets (0, 120, 40) go to
     # the decoder before the first part's last frames (80, 160) come out, and 160 is held two frames' time. None

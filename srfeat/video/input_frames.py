@@ -21,6 +21,7 @@ from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.lost_frames import LostFrames
+from srfeat.video.not_coded import PictureCounter
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
 
 if TYPE_CHECKING:
@@ -83,7 +84,10 @@ class InputFrames:
         self.source_matrix = source_matrix  # the colour matrix the frames are converted to RGB by
         self.step = step  # one frame in the input's time base
         self.decoded_frames = 0
-        self.hidden_frames = 0  # decoded, not shown: before an edit list's start (`check_length`)
+        # Listed, not shown (`check_length`): decoded before an edit list's start, or MPEG-4 N-VOPs (less the
+        # packets that hold two pictures).
+        self.hidden_frames = 0
+        self.pictures = PictureCounter(video)
         self.last_frame_time: float | None = None
         self.cut_frame_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
@@ -127,10 +131,12 @@ class InputFrames:
                     ):
                         break
                     continue
-                self.hidden_frames += packet.is_discard
+                not_coded = self.pictures.not_coded(packet)
+                self.hidden_frames += packet.is_discard + not_coded
                 if packet.size and packet.pos is not None and packet.pos >= 0:
                     video_end = packet.pos + packet.size
-                self.lost.sent(packet)
+                if not_coded <= 0:  # an N-VOP gives no frame: none is lost
+                    self.lost.sent(packet)
                 for frame in self._decode_packet(packet, index):
                     self.lost.shown(frame.pts, index)
                     pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
@@ -154,6 +160,8 @@ class InputFrames:
                 yield packet
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.
         self.decoded_frames = index
+        if not done:  # read to the file's end: frames lost after the last one shown are in the range
+            self.lost.ended()
 
     def _warn_copied_cut(self, error: BaseException) -> None:
         """The file fails to read past the range's frames, while its audio or subtitles were still read up to

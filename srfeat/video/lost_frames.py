@@ -4,7 +4,9 @@ Two ways a damaged file loses a frame silently. The decoder may take a packet an
 (its timestamp never comes out), and a demuxer may skip a damaged packet altogether (MPEG-TS does:
 nothing is sent, and only the frames' timestamps show the hole). Both are found between two frames that
 came out, so frames a decoder never shows at a file's start (an open GOP's leading frames, an edit
-list's hidden ones) and frames after the last one wanted are not counted. A skipped packet is counted
+list's hidden ones) and frames after the last one wanted are not counted; packets sent that gave no frame
+by the end of a file read to its end are (`ended`). Frames are counted as they decode, so frames lost before
+the range's start move the range later in the file: said apart (`_report_late_start`). A skipped packet is counted
 from the time between two frames only in a container whose demuxer skips packets so (`SILENT_SKIPS`), and
 only where every interval of the stream is a whole number of frames: in a variable frame rate stream a long
 interval is a frame held longer, not one lost. Elsewhere a gap of whole frames is the file's own (frames an
@@ -35,6 +37,14 @@ PLACES_SHOWN = 5
 
 # Container formats (FFmpeg's names) whose demuxer drops a packet it cannot parse without a word.
 SILENT_SKIPS = frozenset({"mpegts"})
+
+
+def places_of(gaps: list[tuple[Gap, int]]) -> str:
+    """Where frames were lost: "1 after frame 8 (0.75 s), ...", the first `PLACES_SHOWN` named."""
+    places = ", ".join(f"{lost} after frame {gap.after} ({gap.time:.2f} s)" for gap, lost in gaps[:PLACES_SHOWN])
+    if len(gaps) > PLACES_SHOWN:
+        places += f" and {len(gaps) - PLACES_SHOWN} more places"
+    return places
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class LostFrames:
         self.next_part: set[int] | None = None  # the same, sent after the timestamps started over
         self.last_dts: int | None = None
         self.last_pts: int | None = None
+        self.last_index: int | None = None
+        self.start_time: float | None = None  # when the range's first frame is shown
         self.gaps: list[Gap] = []
         self.irregular = False  # an interval that is no whole number of frames: variable frame rate
         self.shortest: int | None = None  # the shortest interval between two frames shown
@@ -91,6 +103,9 @@ class LostFrames:
             self.last_pts = None
             return
         self.sent_times.discard(pts)
+        self.last_index = index
+        if index == self.frames.start:
+            self.start_time = seconds_of(pts, self.time_base)
         # Frames come out in presentation order: a packet sent earlier that should have come before this one
         # never will. Before the first frame shown, such frames are leading ones no decoder shows.
         missed = {sent for sent in self.sent_times if sent < pts}
@@ -106,7 +121,7 @@ class LostFrames:
         interval = pts - last
         self.shortest = interval if self.shortest is None else min(self.shortest, interval)
         skipped = self._frames_skipped(interval)
-        if index - 1 >= self.frames.start and (missed or skipped):
+        if missed or skipped:  # before the range's start too: the range then starts late
             self.gaps.append(Gap(index - 1, seconds_of(last, self.time_base), interval, len(missed), skipped))
 
     def _frames_skipped(self, interval: int) -> int:
@@ -118,8 +133,26 @@ class LostFrames:
             return 0
         return whole - 1
 
+    def ended(self) -> None:
+        """The file was read to its end (not stopped at the range's end) and the decoder flushed: packets sent
+        after the last frame shown whose frames never came out are lost there, where no later frame shows it."""
+        if self.last_pts is None or self.last_index is None:
+            return
+        after = [sent for sent in self.sent_times if sent > self.last_pts]
+        if after and self.shortest:
+            interval = max(after) - self.last_pts + self.shortest  # to where the next frame would have been
+            time = seconds_of(self.last_pts, self.time_base)
+            self.gaps.append(Gap(self.last_index, time, interval, len(after), 0))
+
     def missing(self) -> list[tuple[Gap, int]]:
-        """Each gap with the frames lost there."""
+        """Each gap in the range with the frames lost there."""
+        return [(gap, lost) for gap, lost in self._counted() if gap.after >= self.frames.start]
+
+    def missing_before(self) -> list[tuple[Gap, int]]:
+        """Each gap before the range's first frame with the frames lost there: the range starts that much late."""
+        return [(gap, lost) for gap, lost in self._counted() if gap.after < self.frames.start]
+
+    def _counted(self) -> list[tuple[Gap, int]]:
         counted = [(gap, max(self._room_for(gap), 0 if self.irregular else gap.skipped)) for gap in self.gaps]
         return [(gap, lost) for gap, lost in counted if lost]
 
@@ -132,13 +165,12 @@ class LostFrames:
         return min(gap.dropped, math.floor(gap.interval / self.shortest * 1.05) - 1)
 
     def report(self) -> None:
+        self._report_late_start(self.missing_before())
         missing = self.missing()
         if not missing:
             return
         total = sum(lost for _, lost in missing)
-        places = ", ".join(f"{lost} after frame {gap.after} ({gap.time:.2f} s)" for gap, lost in missing[:PLACES_SHOWN])
-        if len(missing) > PLACES_SHOWN:
-            places += f" and {len(missing) - PLACES_SHOWN} more places"
+        places = places_of(missing)
         first = missing[0][0].after
         before = frames_option(FrameRange(self.frames.start, first + 1), command_line=self.command_line)
         inside = (
@@ -159,4 +191,24 @@ class LostFrames:
             "them" if total > 1 else "it",
             "them" if total > 1 else "it",
             before,
+        )
+
+    def _report_late_start(self, before: list[tuple[Gap, int]]) -> None:
+        """Frames are counted as they decode, so frames lost before the range's start move it later in the file."""
+        if not before or self.start_time is None:
+            return
+        total = sum(lost for _, lost in before)
+        places = places_of(before)
+        logger.warning(
+            "%s: %d frame%s before %s could not be decoded (a damaged file?): %s; frames are counted as they "
+            "decode, so the range starts %d frame%s late, at %.2f s; repair or replace the file to get the frames "
+            "asked for",
+            self.source,
+            total,
+            "s" if total > 1 else "",
+            frames_option(self.frames, command_line=self.command_line),
+            places,
+            total,
+            "s" if total > 1 else "",
+            self.start_time,
         )

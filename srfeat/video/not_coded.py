@@ -1,0 +1,116 @@
+"""MPEG-4 Part 2 packets that hold no picture, or two: not frames lost, though FFmpeg gives no frame for them.
+
+Xvid and DivX write a not-coded VOP (an N-VOP: a VOP header whose `vop_coded` bit is 0) for a frame they
+dropped or that repeats the one before, and as the placeholder after a "packed" packet that holds a P-frame
+and the B-frame shown before it. FFmpeg's decoder gives no frame for an N-VOP (the frame before is held: the
+output's timing keeps it on screen), and two for a packed packet. Counting them keeps a clean file from being
+called damaged while a packet that holds a picture and gives none still counts as a frame lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PictureCounter"]
+
+VOP_START = b"\x00\x00\x01\xb6"
+VOL_START_CODES = range(0x20, 0x30)  # video_object_layer_start_code: 0x00000120 to 0x0000012F
+VBV_PARAMETER_BITS = 79  # bit rate, buffer size and occupancy, with their marker bits (ISO 14496-2 6.2.3)
+EXTENDED_PAR = 0xF
+GRAYSCALE_SHAPE = 3
+
+
+class BitReader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.position = 0  # in bits
+
+    def read(self, count: int) -> int:
+        """The next `count` bits as a number; raises IndexError past the data's end."""
+        value = 0
+        for _ in range(count):
+            byte = self.data[self.position >> 3]
+            value = (value << 1) | ((byte >> (7 - (self.position & 7))) & 1)
+            self.position += 1
+        return value
+
+
+def time_increment_bits(data: bytes) -> int | None:
+    """The width of a VOP's `vop_time_increment`, from the first video object layer header in `data`
+    (the stream's extradata or a keyframe's packet); None where there is none, or it is cut short."""
+    at = _first_vol(data)
+    if at is None:
+        return None
+    bits = BitReader(data[at:])
+    try:
+        bits.read(1 + 8)  # random_accessible_vol, video_object_type_indication
+        verid = 1
+        if bits.read(1):  # is_object_layer_identifier: verid, then priority
+            verid = bits.read(4)
+            bits.read(3)
+        if bits.read(4) == EXTENDED_PAR:  # aspect_ratio_info
+            bits.read(16)
+        if bits.read(1):  # vol_control_parameters: chroma_format, low_delay, vbv_parameters
+            bits.read(3)
+            if bits.read(1):
+                bits.read(VBV_PARAMETER_BITS)
+        shape = bits.read(2)
+        if shape == GRAYSCALE_SHAPE and verid != 1:
+            bits.read(4)
+        bits.read(1)  # marker
+        resolution = bits.read(16)  # vop_time_increment_resolution: ticks a second
+    except IndexError:
+        return None
+    return max(1, (resolution - 1).bit_length()) if resolution else None
+
+
+def _first_vol(data: bytes) -> int | None:
+    """Where the first video object layer header's fields start in `data`."""
+    at = data.find(b"\x00\x00\x01")
+    while at >= 0 and at + 4 <= len(data):
+        if data[at + 3] in VOL_START_CODES:
+            return at + 4
+        at = data.find(b"\x00\x00\x01", at + 3)
+    return None
+
+
+def coded_pictures(data: bytes, increment_bits: int) -> int | None:
+    """How many of the VOPs in a packet hold a picture (`vop_coded` set); None where it has no VOP header
+    or one is cut short before that bit."""
+    count, pictures = 0, 0
+    at = data.find(VOP_START)
+    while at >= 0:
+        bits = BitReader(data[at + len(VOP_START) :])
+        try:
+            bits.read(2)  # vop_coding_type
+            while bits.read(1):  # modulo_time_base: a 1 for each whole second past the last one
+                pass
+            first_marker, _, second_marker = bits.read(1), bits.read(increment_bits), bits.read(1)
+            # Marker bits not set: a damaged header, which is no N-VOP and should give a frame.
+            pictures += bits.read(1) or not (first_marker and second_marker)
+        except IndexError:
+            return None
+        count += 1
+        at = data.find(VOP_START, at + len(VOP_START))
+    return pictures if count else None
+
+
+class PictureCounter:
+    """For each MPEG-4 Part 2 packet sent to the decoder, the frames it gives beyond or short of one."""
+
+    def __init__(self, video: Any) -> None:
+        self.active = video.codec_context.name == "mpeg4"
+        extradata = video.codec_context.extradata if self.active else None
+        self.increment_bits = time_increment_bits(bytes(extradata)) if extradata else None
+
+    def not_coded(self, packet: Any) -> int:
+        """1 for a packet of only N-VOPs (no frame comes out), -1 for a packed one of two pictures, else 0."""
+        if not self.active or not packet.size:
+            return 0
+        data = bytes(packet)
+        if packet.is_keyframe or self.increment_bits is None:  # a layer header may come again in a keyframe
+            self.increment_bits = time_increment_bits(data) or self.increment_bits
+        if self.increment_bits is None:
+            return 0
+        pictures = coded_pictures(data, self.increment_bits)
+        return 0 if pictures is None else 1 - pictures

@@ -1,0 +1,104 @@
+"""Damage at a range's edges: frames are counted as they decode, so frames lost before `--frames A:B`'s start move
+the range later in the file (said, with the time it then starts at); frames lost after the last one shown, where
+no later frame shows the gap, are missing from a range that runs to the file's end (named like any other)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from srfeat.inference import Upscaler
+from srfeat.video import FrameRange, VideoOptions
+
+av = pytest.importorskip("av")
+pytest.importorskip("skimage")
+
+from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
+from tests.test_video_damage import (  # noqa: E402
+    damaged_transport_stream,
+    lines,
+    said_missing,
+    said_places,
+    warnings_of,
+)
+from tests.video_helpers import cli, frame_times, write_clip  # noqa: E402
+
+FILLER_DATA = 12  # an H.264 NAL unit type decoders skip
+
+
+def damaged_at_the_end(folder: Path) -> tuple[Path, tuple[int, float, int]]:
+    """A 24-frame H.264 MP4 whose last frame's slice is marked filler data (one byte changed): the decoder, its
+    frames in threads as the upscaler's, drops it and the frames that refer to it without an error. With
+    where frames are missing from it: (the last frame shown, its time, how many after it)."""
+    whole, damaged = folder / "whole.mp4", folder / "damaged.mp4"
+    write_clip(whole, frames=24, audio=False)
+    with av.open(str(whole)) as container:
+        position = max((p for p in container.demux(video=0) if p.size), key=lambda p: p.pts).pos
+    with av.open(str(whole)) as container:
+        all_times = [frame.pts for frame in container.decode(video=0)]
+    data = bytearray(whole.read_bytes())
+    data[position + 4] = FILLER_DATA  # the slice's NAL header, after its 4-byte length
+    damaged.write_bytes(bytes(data))
+    with av.open(str(damaged)) as container:
+        container.streams.video[0].thread_type = "AUTO"
+        times = [(frame.pts, float(frame.time)) for frame in container.decode(video=0)]
+    lost = [pts for pts in all_times if pts > times[-1][0]]
+    assert lost, "the damaged packet lost no frame at the end"
+    return damaged, (len(times) - 1, times[-1][1], len(lost))
+
+
+def said_late(source: Path, places: list[tuple[int, float, int]], frames: str, start_time: float) -> str:
+    total = sum(count for _, _, count in places)
+    where = said_places(places)
+    plural = "s" if total > 1 else ""
+    return (
+        f"{source}: {total} frame{plural} before {frames} could not be decoded (a damaged file?): {where}; frames "
+        f"are counted as they decode, so the range starts {total} frame{plural} late, at {start_time:.2f} s; "
+        "repair or replace the file to get the frames asked for"
+    )
+
+
+def test_frames_lost_before_the_range_start_are_said_to_move_it(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--frames A:B` past a lost frame upscaled the file's frames A+1 to B, as if they were A to B-1, unsaid."""
+    source, places = damaged_transport_stream(tmp_path)
+    start = places[-1][0] + 1  # the first frame shown after the last gap
+    times = frame_times(source)
+    output = tmp_path / "part.mkv"
+    result = cli(source, "-o", output, "--model", model_path, "--codec", "ffv1", "--frames", f"{start}:{start + 4}")
+    assert result.returncode == 0, result.stderr
+    frames = f"--frames {start}:{start + 4}"
+    assert lines(result, "WARNING") == ["WARNING: " + said_late(source, places, frames, times[start])]
+    assert len(frame_times(output)) == 4
+
+    options = VideoOptions(codec="ffv1", frames=FrameRange(start, start + 4))
+    with caplog.at_level(logging.WARNING):
+        upscale_video(source, tmp_path / "python.mkv", Upscaler(model_path, device="cpu"), options)
+    frames = f"frames=FrameRange({start}, {start + 4})"
+    assert warnings_of(caplog) == [said_late(source, places, frames, times[start])]
+
+
+def test_a_range_starting_before_the_first_gap_is_not_said_to_start_late(tmp_path: Path, model_path: Path) -> None:
+    source, places = damaged_transport_stream(tmp_path)
+    first = places[0][0]
+    result = cli(source, "-o", tmp_path / "part.mkv", "--model", model_path, "--codec", "ffv1", "--frames", f"{first}:")
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in lines(result, "WARNING") if "late" in line], result.stderr
+
+
+def test_frames_lost_after_the_last_frame_shown_are_named(tmp_path: Path, model_path: Path) -> None:
+    """`--frames 4:` of a file whose last frames do not decode was a shorter output, unsaid (the count of frames
+    the file lists is checked for the whole file only, and no later frame showed the gap)."""
+    source, (last, time, count) = damaged_at_the_end(tmp_path)
+    result = cli(source, "-o", tmp_path / "part.mkv", "--model", model_path, "--codec", "ffv1", "--frames", "4:")
+    assert result.returncode == 0, result.stderr
+    said = said_missing(source, [(last, time, count)], "inside --frames 4:", f"--frames 4:{last + 1}")
+    assert lines(result, "WARNING") == ["WARNING: " + said], result.stderr
+
+    # A range that ends before the damage reads no further than its end: nothing is missing from it.
+    result = cli(source, "-o", tmp_path / "before.mkv", "--model", model_path, "--codec", "ffv1", "--frames", "4:12")
+    assert result.returncode == 0, result.stderr
+    assert lines(result, "WARNING") == [], result.stderr

@@ -1,0 +1,138 @@
+"""MPEG-4 Part 2 AVIs as Xvid and DivX write them: not-coded VOPs (N-VOPs) for dropped or repeated frames, and
+"packed" packets of a P-frame with the B-frame before it. FFmpeg gives no frame for an N-VOP; that is no frame
+lost, while a damaged packet in such a file still is."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+av = pytest.importorskip("av")
+pytest.importorskip("skimage")
+
+from srfeat.video.not_coded import coded_pictures, time_increment_bits  # noqa: E402 - after the skips
+from tests.video_helpers import cli, frame_times, pan_frames, write_encoded  # noqa: E402
+
+RATE = 12  # frames a second, and FFmpeg's mpeg4 encoder's vop_time_increment_resolution at it
+NOT_CODED = (5, 8)  # the frames written as N-VOPs
+
+
+def not_coded_vop(index: int, rate: int = RATE) -> bytes:
+    """An N-VOP for frame `index`: start code, P type, its time (whole seconds, then ticks), vop_coded 0,
+    stuffing to a whole byte."""
+    seconds, tick = divmod(index, rate)
+    header = "01" + "1" * seconds + "0" + "1" + format(tick, f"0{(rate - 1).bit_length()}b") + "1" + "0"
+    header += "0" + "1" * (-(len(header) + 1) % 8)
+    return b"\x00\x00\x01\xb6" + int(header, 2).to_bytes(len(header) // 8, "big")
+
+
+def write_packets(source: Path, target: Path, payloads: list[bytes]) -> None:
+    """`target`: `source`'s video stream with these packets, one a frame."""
+    with av.open(str(source)) as template, av.open(str(target), "w") as container:
+        stream = container.add_stream_from_template(template.streams.video[0])
+        for index, payload in enumerate(payloads):
+            packet = av.Packet(payload)
+            packet.stream, packet.time_base = stream, Fraction(1, RATE)
+            packet.pts = packet.dts = index
+            container.mux(packet)
+
+
+def payloads_of(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(packet) for packet in container.demux(video=0) if packet.size]
+
+
+def with_not_coded_frames(folder: Path) -> Path:
+    """A 12-frame AVI whose frames 5 and 8 are N-VOPs, as Xvid writes a frame it dropped."""
+    coded, target = folder / "coded.avi", folder / "not-coded.avi"
+    write_encoded(coded, codec="mpeg4", frames=12)
+    payloads = payloads_of(coded)
+    for index in NOT_CODED:
+        payloads[index] = not_coded_vop(index)
+    write_packets(coded, target, payloads)
+    return target
+
+
+def packed(folder: Path) -> Path:
+    """A 12-frame AVI with B-frames packed as DivX 5 does: each P-frame with the B-frame before it in one
+    packet, an N-VOP in the B-frame's place, and DivX's user data saying so."""
+    coded, target = folder / "b-frames.avi", folder / "packed.avi"
+    with av.open(str(coded), "w") as container:
+        stream = container.add_stream("mpeg4", rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.max_b_frames = 1
+        for index, pixels in enumerate(pan_frames(12)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    stored = payloads_of(coded)  # decoding order: I0 P2 B1 P4 B3 ...
+    first_vop = stored[0].find(b"\x00\x00\x01\xb6")
+    payloads = [stored[0][:first_vop] + b"\x00\x00\x01\xb2DivX503b1393p" + stored[0][first_vop:]]
+    for position in range(1, len(stored) - 1, 2):
+        payloads += [stored[position] + stored[position + 1], not_coded_vop(position + 1)]
+    payloads += stored[len(payloads) :]
+    write_packets(coded, target, payloads)
+    return target
+
+
+def warnings(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("WARNING:")]
+
+
+def test_the_time_increment_width_and_not_coded_vops_are_read() -> None:
+    """The layer header's 16-bit tick rate sets the VOP's time field width: 12 ticks need 4 bits."""
+    # random access 0, simple profile, no layer id, square pixels, no control parameters, rectangular, marker,
+    # 12 ticks a second, marker; padded with 1s to whole bytes
+    fields = "0" + "00000001" + "0" + "0001" + "0" + "00" + "1" + format(12, "016b") + "1"
+    fields += "1" * (-len(fields) % 8)
+    extradata = b"\x00\x00\x01\x20" + int(fields, 2).to_bytes(len(fields) // 8, "big")
+    assert time_increment_bits(extradata) == 4
+    assert time_increment_bits(b"\x00\x00\x01\x20\x00") is None  # cut short
+    assert coded_pictures(not_coded_vop(5), 4) == 0
+    assert coded_pictures(not_coded_vop(13), 4) == 0  # a second past: modulo_time_base 1
+    assert coded_pictures(b"\x00\x00\x01\xb6\x51\xe1\x05", 4) == 1  # a P-VOP, coded
+    assert coded_pictures(b"\x00\x00\x01\xb6" + bytes(4), 4) == 1  # marker bits unset: damage, no N-VOP
+    assert coded_pictures(b"\x00\x00\x01\xb3\x00", 4) is None  # no VOP
+
+
+def test_not_coded_frames_are_not_called_lost(tmp_path: Path, model_path: Path) -> None:
+    """FFmpeg gives no frame for an N-VOP: the file was said to lose 2 frames, and to decode 10 of 12; the
+    frame before each is held in the output as in the file."""
+    source = with_not_coded_frames(tmp_path)
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert warnings(result) == []
+    shown = [index / RATE for index in range(12) if index not in NOT_CODED]
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(shown, abs=0.002)
+
+
+def test_packed_b_frames_are_not_called_lost(tmp_path: Path, model_path: Path) -> None:
+    source = packed(tmp_path)
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in warnings(result) if "decoded" in line], result.stderr
+    assert len(frame_times(tmp_path / "out.mkv")) == 12
+
+
+def test_a_damaged_frame_among_not_coded_ones_is_still_lost(tmp_path: Path, model_path: Path) -> None:
+    """A picture's packet zeroed after its start code gives no frame and no error: that one frame is lost, the
+    N-VOPs are not."""
+    source = with_not_coded_frames(tmp_path)
+    with av.open(str(source)) as container:
+        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][10]
+    data = bytearray(source.read_bytes())
+    data[position + 4 : position + size] = bytes(size - 4)
+    source.write_bytes(bytes(data))
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    counted = "only 9 of the 10 frames the file lists decoded (truncated or damaged?); the output has those"
+    lost = (
+        "1 frame of the video could not be decoded and is missing from the output (a damaged file?): 1 after "
+        "frame 7 (0.75 s); the output jumps over it, its timing kept; repair or replace the file to get it back, "
+        "or --frames 0:8 upscales the frames before the first gap"
+    )
+    assert warnings(result) == [f"WARNING: {source}: {counted}", f"WARNING: {source}: {lost}"]
