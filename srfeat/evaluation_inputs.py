@@ -80,7 +80,13 @@ def check_arguments(
 ) -> tuple[list[str], list[Path], list[str] | None, int]:
     """`evaluate`'s arguments checked before any work (not a traceback from inside, an empty result, or
     every score left out): models as strings, folders (str, bytes, path-like) as paths, `~` expanded.
-    The scale is named as its caller gives it (`option_named`: scale=4, or `srfeat eval`'s --scale 4)."""
+    The scale is named as its caller gives it (`option_named`: scale=4, or `srfeat eval`'s --scale 4).
+
+    The other refusals name the keywords alone: only a Python caller can meet them. `srfeat eval`'s parser
+    already gives non-empty lists of strings (--model and --data, required; --metrics, None or of its
+    choices; each `nargs="+"`), a string or None (--figure-image) and True or False (--rgb, --tta, --figure),
+    and refuses anything else itself, naming the flag (tests/test_eval_messages.py); and --rgb and --figure
+    are not test_y_channel and keep_figure_samples but their opposite and a file: no flag is theirs to name."""
     lists: dict[str, list[str]] = {}
     for name, value in (("models", models), ("folders", folders), ("metrics", metrics)):
         if isinstance(value, (str, bytes, os.PathLike)):  # its characters were taken one by one

@@ -124,3 +124,18 @@ def test_frames_with_a_negative_start_gets_the_options_own_message_spaced_or_joi
     # A missing value is still missing: the next option is not taken for it.
     error = one_error_line(srfeat_cli("upscale", "missing.mp4", "--frames", "-o", "out"), returncode=2, only=True)
     assert "argument --frames: expected one argument" in error, error
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "config.yaml", "--max-steps", "9" * 5000],
+        ["upscale", "a.png", "--outscale", "4" * 5000 + "x"],
+        ["upscale", "a.png", "--ext", "g" * 5000],
+    ],
+    ids=["int", "float", "choice"],
+)
+def test_a_long_value_argparse_refuses_is_quoted_cut_short(args: list[str]) -> None:
+    # argparse quoted it whole: a 5,000-digit --max-steps was an error line of 5,000 characters
+    line = one_error_line(srfeat_cli(*args), returncode=2, only=True)
+    assert f"{args[-2]}: invalid" in line and "..." in line and "' (5,00" in line and len(line) < 400, line

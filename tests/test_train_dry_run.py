@@ -162,3 +162,26 @@ def test_the_dry_run_refuses_a_run_length_no_run_reaches(folders, tmp_path, leng
     config = config_file(folders, tmp_path, optim={"lr_schedule": "progress", "lr_milestones": [0.5]})
     line = one_error_line(srfeat_cli("train", config, "--dry-run", *length, cwd=tmp_path))
     assert "must be at most 2**53 (9,007,199,254,740,992)" in line and "train.max_minutes ends it by time" in line, line
+
+
+@pytest.mark.parametrize("key", ["train.log_every", "train.checkpoint_every", "validation.every"])
+def test_the_dry_run_refuses_a_step_interval_no_run_reaches(folders, tmp_path, key) -> None:
+    # 10**30 passed the dry run and the run, where train.max_steps beside it stops at 2**53
+    section, name = key.split(".")
+    config = config_file(folders, tmp_path, **{section: {name: 10**30}})
+    line = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    assert f"config key {key} must be in 1..2**53 (9,007,199,254,740,992), got 1000" in line, line
+
+
+def test_a_run_that_plans_more_than_2_53_steps_is_refused_before_it_writes(folders, tmp_path) -> None:
+    # train.epochs 2**53 (allowed) of 3 steps without train.max_steps planned 3 x 2**53 steps: the dry run
+    # passed, and the run started, counting towards steps its own resume refuses as a damaged state
+    config = config_file(folders, tmp_path, train={"epochs": 2**53, "max_steps": None})
+    for mode in ("--dry-run", "--no-progress"):
+        line = one_error_line(srfeat_cli("train", config, mode, cwd=tmp_path))
+        assert "train.epochs 9,007,199,254,740,992 of 3 step(s) each plan 27,021,597,764,222,976 steps" in line, line
+        assert "give train.epochs at most 3,002,399,751,580,330 or set train.max_steps" in line, line
+    assert not (tmp_path / "run").exists()  # nothing written
+    # the most epochs of 3 steps is a run's length, and the dry run passes it
+    config = config_file(folders, tmp_path, train={"epochs": 2**53 // 3, "max_steps": None})
+    assert srfeat_cli("train", config, "--dry-run", cwd=tmp_path).returncode == 0

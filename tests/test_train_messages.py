@@ -84,3 +84,28 @@ def test_a_run_that_stops_after_a_checkpoint_tells_a_python_caller_the_call_that
     assert str(raised.value).endswith(f"once changed, {continued}"), raised.value
     assert "srfeat train" not in str(raised.value) and "--" not in str(raised.value)
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 2
+
+
+def test_a_stage_2_divergence_names_the_discriminators_rate_and_the_adversarial_weights(
+    folders, tmp_path: Path
+) -> None:
+    """optim.discriminator_lr 1e300 made the losses NaN at the first step, and the one line said to lower
+    optim.lr, which was not the cause; stage 1's advice stays optim.lr alone."""
+    from training_helpers import tiny_generator_file
+
+    from srfeat.errors import TrainingDiverged
+
+    train_dir, _ = folders
+    init = tiny_generator_file(tmp_path / "stage1.safetensors")
+    overrides = [
+        f"train.init_generator={init}",
+        "data.hr_patch_size=16",
+        "train.max_steps=2",
+        "model.discriminators=[image]",
+    ]
+    config = tiny_config(train_dir, None, tmp_path / "run", 2, [*overrides, "optim.discriminator_lr=1e300"])
+    with pytest.raises(TrainingDiverged) as raised:
+        trainer.train(config, out_dir=tmp_path / "run", show_progress=False)
+    assert "(lower optim.lr, optim.discriminator_lr or model.image_adversarial_weight, or check the data)" in str(
+        raised.value
+    ), raised.value

@@ -19,6 +19,13 @@ __all__ = ["OneLineErrorParser", "join_dash_values", "path_argument"]
 
 # A value that starts as a negative number does ("-1:", "-5:-1"): no srfeat option is spelt so.
 DASH_VALUE = re.compile(r"-\d")
+# The value argparse quotes whole where it cannot take it: `--max-steps` of 5,000 digits was a line as long.
+_REFUSED_VALUE = re.compile(r"(invalid [\w ]+ value|invalid choice): '(.{121,}?)'(?=$| \(choose from)")
+
+
+def _value_cut_short(match: re.Match[str]) -> str:
+    value = match.group(2)
+    return f"{match.group(1)}: '{value[:60]}...{value[-20:]}' ({len(value):,} characters)"
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -47,6 +54,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         from srfeat.errors import printable  # an argument may hold a newline or an escape sequence
 
+        message = _REFUSED_VALUE.sub(_value_cut_short, message)
         self.exit(2, printable(f"ERROR: {self.prog}: {message} (see {self.prog} --help)") + "\n")
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:

@@ -144,7 +144,9 @@ class TrainConfig:
     # Stage 2 with 1 needs data.hr_patch_size above 256 (above 16 without the feature discriminator):
     # BatchNorm cannot normalise the 1x1 map a discriminator makes of smaller patches.
     batch_size: int = 9
-    # Number of epochs (passes over the training set, times data.repeat).
+    # Number of epochs (passes over the training set, times data.repeat). Step counts (this times the
+    # steps of an epoch, max_steps, and the intervals log_every, checkpoint_every, validation.every) are
+    # at most 2**53, past any run's length and past what a float counts exactly.
     epochs: int = 20
     # Stop after this many optimizer steps in total (null: no limit). --max-steps sets it.
     max_steps: int | None = None
@@ -218,7 +220,7 @@ class ValidationConfig:
     dir: str | None = None
     # Validate every this many steps (and at the end of the run).
     every: int = 2000
-    # Use only the first this many images (null: all).
+    # Use only the first this many images (null, or more than the folder holds: all).
     max_images: int | None = None
     # Log this many SR images to TensorBoard at each validation.
     sample_images: int = 3

@@ -26,10 +26,10 @@ def check(config: TrainingConfig) -> None:
 
     def positive(key: str, value: float | None) -> None:
         if value is not None and value <= 0:
-            raise ConfigError(f"config key {key} must be positive, got {value}")
+            raise ConfigError(f"config key {key} must be positive, got {shown(value)}")
 
     if model.scale not in (2, 4):
-        raise ConfigError(f"config key model.scale must be 2 or 4, got {model.scale}")
+        raise ConfigError(f"config key model.scale must be 2 or 4, got {shown(model.scale)}")
     for key, value in (
         ("model.num_features", model.num_features),
         ("model.num_blocks", model.num_blocks),
@@ -70,9 +70,15 @@ def check(config: TrainingConfig) -> None:
         ("validation.sample_images", config.validation.sample_images, 0, 64),
     ):
         if not low <= value <= high:
-            raise ConfigError(f"config key {key} must be in {low}..{high:,}, got {value}")
+            raise ConfigError(f"config key {key} must be in {low}..{high:,}, got {shown(value)}")
     for key, value in (("train.epochs", train.epochs), ("train.max_steps", train.max_steps)):
         check_run_length(f"config key {key}", value)
+    for key, value in (
+        ("train.log_every", train.log_every),
+        ("train.checkpoint_every", train.checkpoint_every),
+        ("validation.every", config.validation.every),
+    ):
+        _check_step_interval(key, value)
     if data.hr_patch_size % model.scale:
         raise ConfigError(
             f"data.hr_patch_size ({data.hr_patch_size}) must be a multiple of model.scale ({model.scale})"
@@ -128,11 +134,13 @@ def check(config: TrainingConfig) -> None:
         )
     if optim.lr_schedule == "progress" and any(not 0.0 < m < 1.0 for m in optim.lr_milestones):
         raise ConfigError(
-            f"optim.lr_milestones must be fractions in (0, 1) with lr_schedule 'progress', got {optim.lr_milestones}"
+            "optim.lr_milestones must be fractions in (0, 1) with lr_schedule 'progress', "
+            f"got {shown(optim.lr_milestones)}"
         )
     if optim.lr_schedule == "epoch" and any(m < 1 or m != int(m) for m in optim.lr_milestones):
         raise ConfigError(
-            f"optim.lr_milestones must be whole epoch numbers >= 1 with lr_schedule 'epoch', got {optim.lr_milestones}"
+            "optim.lr_milestones must be whole epoch numbers >= 1 with lr_schedule 'epoch', "
+            f"got {shown(optim.lr_milestones)}"
         )
     # Each milestone multiplies the rate by lr_gamma: [10, 10] was lr_gamma squared from epoch 10, silently.
     twice = sorted({m for m in optim.lr_milestones if optim.lr_milestones.count(m) > 1})
@@ -141,7 +149,7 @@ def check(config: TrainingConfig) -> None:
             f"optim.lr_milestones lists {twice[0]:g} more than once (each applies lr_gamma): give it once"
         )
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device):
-        raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {train.device!r}")
+        raise ConfigError(f"config key train.device must be auto, cpu, cuda or cuda:N, got {shown(train.device)}")
 
 
 def check_run_length(name: str, value: int | None) -> None:
@@ -150,6 +158,19 @@ def check_run_length(name: str, value: int | None) -> None:
         raise ConfigError(
             f"{name} must be at most 2**53 ({LARGEST_STEP_COUNT:,}), got {shown(value)}: no run gets near it; "
             "give the steps or epochs the run is to take (train.max_minutes ends it by time)"
+        )
+
+
+def _check_step_interval(key: str, every: int) -> None:
+    """A step interval (train.log_every, train.checkpoint_every, validation.every) within the run lengths' bound.
+
+    10**30 or 2**63 passed: harmless to the run (it logs, validates and saves at its end anyway), but no
+    run has that many steps, and the run lengths beside them are refused past 2**53. One range for every
+    step count of a config (validation.max_images counts images: past a folder's it means all of them)."""
+    if every > LARGEST_STEP_COUNT:
+        raise ConfigError(
+            f"config key {key} must be in 1..2**53 ({LARGEST_STEP_COUNT:,}), got {shown(every)}: no run has that "
+            "many steps; a run logs, validates and saves at its last step anyway"
         )
 
 

@@ -163,13 +163,22 @@ class TrainingLoop:
         logged some steps keeps its log, the only record of how the losses went
         (`run_folder.discarded_unless_saved`)."""
         out_dir, saved_at = self.trainer.out_dir, self.state.saved_at
+        # stage 2's discriminators have a rate of their own, and the adversarial terms weights: with
+        # optim.discriminator_lr 1e300 the losses became NaN at the first step, and the advice was optim.lr alone
+        rates = ["optim.lr"]
+        if self.config.stage == 2:
+            rates += [
+                "optim.discriminator_lr",
+                *(f"model.{d}_adversarial_weight" for d in self.config.model.discriminators),
+            ]
+        lower = f"lower {', '.join(rates[:-1])} or {rates[-1]}," if len(rates) > 1 else "lower optim.lr"
         if self._replacing():  # the log goes with the rest: the replaced run takes the folder back
-            return f"{self._put_back()} (lower optim.lr or check the data)"
+            return f"{self._put_back()} ({lower} or check the data)"
         if saved_at or saved_a_generator(out_dir) or not logged_steps(out_dir):
-            return f"{checkpoint.last_good_checkpoint(out_dir, saved_at)} (lower optim.lr or check the data)"
+            return f"{checkpoint.last_good_checkpoint(out_dir, saved_at)} ({lower} or check the data)"
         return (
             f"no checkpoint was saved in {out_dir}, which keeps the log of the steps before ({METRICS_FILE}): "
-            f"lower optim.lr or check the data, then run again with {self._option('overwrite')}"
+            f"{lower} or check the data, then run again with {self._option('overwrite')}"
         )
 
     def _replacing(self) -> bool:

@@ -7,7 +7,9 @@ run done: optim.lr_schedule); `planned_steps` the steps train.epochs and train.m
 
 from __future__ import annotations
 
+from srfeat.errors import ConfigError
 from srfeat.training.config import TrainingConfig
+from srfeat.training.config_checks import LARGEST_STEP_COUNT
 
 __all__ = ["lr_factor", "planned_steps", "unreached_milestones"]
 
@@ -23,9 +25,20 @@ def lr_factor(config: TrainingConfig, epoch: int, progress: float) -> float:
 
 
 def planned_steps(config: TrainingConfig, steps_per_epoch: int) -> int:
-    """The steps the run is to take: train.epochs of `steps_per_epoch`, or train.max_steps if fewer."""
-    steps = config.train.epochs * steps_per_epoch
-    return steps if config.train.max_steps is None else min(steps, config.train.max_steps)
+    """The steps the run is to take: train.epochs of `steps_per_epoch`, or train.max_steps if fewer.
+
+    At most 2**53, as train.max_steps: 2**53 epochs without train.max_steps planned more, past the step
+    counts its own resume takes, and past what the progress schedule's float division counts exactly."""
+    train = config.train
+    steps = train.epochs * steps_per_epoch
+    planned = steps if train.max_steps is None else min(steps, train.max_steps)
+    if planned > LARGEST_STEP_COUNT:
+        raise ConfigError(
+            f"train.epochs {train.epochs:,} of {steps_per_epoch:,} step(s) each plan {planned:,} steps, past 2**53 "
+            f"({LARGEST_STEP_COUNT:,}), the most a run may take: give train.epochs at most "
+            f"{LARGEST_STEP_COUNT // steps_per_epoch:,} or set train.max_steps (train.max_minutes ends a run by time)"
+        )
+    return planned
 
 
 def unreached_milestones(config: TrainingConfig, planned_steps: int, steps_per_epoch: int) -> str | None:

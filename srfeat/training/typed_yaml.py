@@ -197,7 +197,9 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
-            raise ConfigError(f"unknown config key {prefix}{key} (known in this section: {', '.join(sorted(names))})")
+            # a key of 10,000 characters (a value pasted where its key goes) was a message as long
+            name = f"{prefix}{key}" if len(f"{prefix}{key}") <= 80 else f"{prefix}{str(key)[:60]}..."
+            raise ConfigError(f"unknown config key {name} (known in this section: {', '.join(sorted(names))})")
     kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in values.items()}
     return cls(**kwargs)
 
