@@ -116,6 +116,7 @@ def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
     from srfeat.weights.file_kinds import (
         compressed_records,
         named_safetensors,
+        tensor_records,
         torch_load_quietly,
         unpickling_problem,
     )
@@ -126,7 +127,9 @@ def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
                 from safetensors.torch import load_file
 
                 state = load_file(name)
-            elif zipfile.is_zipfile(path) and compressed_records(path):  # torch would inflate them whole first
+            elif zipfile.is_zipfile(path) and compressed_records(
+                tensor_records(path)
+            ):  # torch would inflate them whole first
                 raise WeightsError(
                     f"refusing VGG19 weights {path}: its tensors are compressed (zipped again after torch.save?), "
                     f"which torch would inflate whole before checking them: expected {expected}"

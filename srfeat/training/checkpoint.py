@@ -44,6 +44,7 @@ from srfeat.weights.file_kinds import (
     PYTORCH,
     compressed_records,
     identify_file,
+    tensor_records,
     torch_load_quietly,
     unpickling_problem,
 )
@@ -202,7 +203,7 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
     if kind.name != PYTORCH:  # torch.load would call a PNG "pickled objects" and a text file "KeyError"
         raise WeightsError(f"{path} is {kind.description}, not a training state ({STATE_FILE}) written by srfeat train")
     try:
-        compressed = compressed_records(path)
+        compressed = compressed_records(tensor_records(path))
     except (zipfile.BadZipFile, OSError, ValueError):
         compressed = False  # torch's older format (no zip), or a damaged zip: torch.load says which
     if compressed:

@@ -17,6 +17,7 @@ import re
 import struct
 import warnings
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,10 +206,10 @@ def tensor_records(path: Path) -> list[zipfile.ZipInfo]:
         return [info for info in archive.infolist() if re.fullmatch(r"[^/]+/data/\d+", info.filename)]
 
 
-def compressed_records(path: Path) -> bool:
-    """Whether any tensor record of the torch.save zip at `path` is compressed (torch.save stores them as
-    they are: such a file was zipped again, or made to inflate to more than it holds)."""
-    return any(record.compress_type != zipfile.ZIP_STORED for record in tensor_records(path))
+def compressed_records(records: Iterable[zipfile.ZipInfo]) -> bool:
+    """Whether any of a torch.save zip's tensor `records` (`tensor_records`) is compressed (torch.save stores
+    them as they are: such a file was zipped again, or made to inflate to more than it holds)."""
+    return any(record.compress_type != zipfile.ZIP_STORED for record in records)
 
 
 def unpickling_problem(error: BaseException) -> tuple[str, str]:

@@ -26,6 +26,7 @@ from srfeat.weights.file_kinds import (
     PICKLE,
     PYTORCH,
     SAFETENSORS,
+    compressed_records,
     identify_file,
     named_safetensors,
     not_a_weights_file,
@@ -185,7 +186,7 @@ def _check_records(path: Path, tensors: Iterable[torch.Tensor]) -> None:
         records = tensor_records(path)
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise _refusal(path, error) from error
-    if any(record.compress_type != zipfile.ZIP_STORED for record in records):
+    if compressed_records(records):
         raise WeightsError(
             f"{path} holds its tensors compressed (zipped again after torch.save wrote it?), which srfeat does not "
             "read: save the generator's state_dict again with torch.save, or as .safetensors"
