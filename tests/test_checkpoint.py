@@ -168,6 +168,8 @@ def wrong_files(tmp_path: Path, model_path: Path) -> dict[str, str]:
     (tmp_path / "plain_pickle.pt").write_bytes(protocol4_pickle())
     torch.save({"head.weight": Payload()}, tmp_path / "protocol4.pt", pickle_protocol=4)
     np.savez(tmp_path / "weights.npz", w=np.zeros(3))
+    for name in ("MODEL.INDEX", "model.ckpt.data-00000-of-00001"):  # was "of an unknown format"
+        (tmp_path / name).write_bytes(bytes(range(64)))
     return {
         "image.pt": "is a PNG image, not generator weights",
         "notes.pt": "is a text file (it begins 'hello world'), not generator weights",
@@ -181,6 +183,8 @@ def wrong_files(tmp_path: Path, model_path: Path) -> dict[str, str]:
         "plain_pickle.pt": "refusing",
         "protocol4.pt": "instructions torch's safe loader does not read",
         "weights.npz": "NumPy .npz archive, not generator weights: the authors' weights? srfeat convert",
+        "MODEL.INDEX": "is (part of) a TensorFlow checkpoint, not generator weights: srfeat convert",
+        "model.ckpt.data-00000-of-00001": "is (part of) a TensorFlow checkpoint, not generator weights: srfeat convert",
     }
 
 

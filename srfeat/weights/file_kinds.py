@@ -36,6 +36,7 @@ __all__ = [
     "compressed_records",
     "identify_file",
     "named_safetensors",
+    "named_tensorflow_checkpoint",
     "not_a_weights_file",
     "tensor_records",
     "torch_load_quietly",
@@ -52,6 +53,13 @@ def named_safetensors(path: Path) -> bool:
     """Whether `path`'s name says safetensors: `.safetensors` in any case, as other tools read it (a
     MODEL.SAFETENSORS was told to be named .safetensors, which it was)."""
     return path.suffix.lower() == ".safetensors"
+
+
+def named_tensorflow_checkpoint(path: Path) -> bool:
+    """Whether `path`'s name is one of a TensorFlow checkpoint's files (model.ckpt, .index, .meta,
+    .data-00000-of-00001), in any case: MODEL.INDEX, as a Windows copy or a zip tool may leave it, too."""
+    name = path.name.lower()
+    return ".ckpt" in name or name.endswith((".index", ".meta")) or ".data-0" in name
 
 
 def not_a_weights_file(path: Path, bundled: list[str]) -> str | None:

@@ -29,6 +29,7 @@ from srfeat.weights.file_kinds import (
     compressed_records,
     identify_file,
     named_safetensors,
+    named_tensorflow_checkpoint,
     not_a_weights_file,
     tensor_records,
     torch_load_quietly,
@@ -104,6 +105,12 @@ def _check_kind(path: Path, bundled: list[str]) -> None:
         raise WeightsError(
             f"refusing {path}: it is {kind.description}; it may hold any Python objects, and loading them could "
             "run code; save the generator's state_dict as .safetensors (or with torch.save, tensors only)"
+        )
+    if kind.name == "other" and named_tensorflow_checkpoint(path):  # was "of an unknown format"
+        raise WeightsError(
+            f"{path} is (part of) a TensorFlow checkpoint, not generator weights: srfeat convert makes a checkpoint "
+            "of the authors' tensorlayer .npz (save a TensorFlow generator with tl.files.save_npz first), or give a "
+            f"bundled name ({', '.join(bundled) or 'none installed'})"
         )
     what_to_do = kind.hint or (
         f"give a bundled name ({', '.join(bundled) or 'none installed'}) or an SRFeat checkpoint (.safetensors or .pt)"
