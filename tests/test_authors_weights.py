@@ -387,7 +387,7 @@ def _wrong_files(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("SRFeat_full.npz", "is a zip archive cut short or damaged (File is not a zip file): download it again"),
+        ("SRFeat_full.npz", "is a zip archive cut short or damaged: download it again"),
         ("model.ckpt.index", "is (part of) a TensorFlow checkpoint: srfeat convert reads the authors' tensorlayer"),
         ("model.h5", "is not an .npz file: it is an HDF5 file: expected tensorlayer's save_npz"),
         ("named.npz", "has no 'params' entry (it has layer0/W.npy, layer1/W.npy, layer2/W.npy, layer3/W.npy, "),
