@@ -5,7 +5,6 @@ advice to turn safety off."""
 
 from __future__ import annotations
 
-import pickle
 import re
 import zipfile
 from collections import Counter
@@ -22,6 +21,7 @@ from srfeat.errors import WeightsError
 from srfeat.path_checks import utf8_path
 from srfeat.weights.checks import MAX_TENSORS, check_layout, check_weights, name_list
 from srfeat.weights.file_kinds import (
+    DAMAGED_ZIP,
     ONNX,
     PICKLE,
     PYTORCH,
@@ -47,12 +47,10 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-# torch's words for a tensor whose stored bytes do not fit it (the last one prints its C format, "%ld"),
-# in the reader's words.
-_TORCH_REASONS = (
-    ("Trying to resize storage that is not resizable", "a tensor's data runs past the end of the file"),
-    ("storage has wrong byte size", "a tensor's stored size is not the size its shape needs"),
-)
+def _incomplete(path: Path, damage: str) -> WeightsError:
+    return WeightsError(
+        f"{path} is not a complete checkpoint: {damage}; download or copy it again, or give another checkpoint"
+    )
 
 
 def _refusal(path: Path, error: BaseException) -> WeightsError:
@@ -70,11 +68,8 @@ def _refusal(path: Path, error: BaseException) -> WeightsError:
             f"refusing {path}: its pickle uses instructions torch's safe loader does not read ({reason}; a pickle "
             "protocol above 3?); save the generator's state_dict as .safetensors, or with torch.save's default protocol"
         )
-    if not isinstance(error, pickle.UnpicklingError):
-        reason = first_line(error).split(". ")[0]  # torch's zip reader adds sentences of advice
-        if " " not in reason:  # a bare key or number (KeyError: 101) means nothing alone
-            reason = f"{type(error).__name__}: {reason}"
-        reason = next((words for start, words in _TORCH_REASONS if reason.startswith(start)), reason)
+    if problem == "incomplete":
+        return _incomplete(path, f"{reason} (a download or copy that did not finish?)")
     return WeightsError(
         f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict ({reason})"
     )
@@ -87,6 +82,8 @@ def _check_kind(path: Path, bundled: list[str]) -> None:
     wanted = SAFETENSORS if named_safetensors(path) else PYTORCH
     if kind.name == wanted:
         return
+    if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
+        raise _incomplete(path, f"it is {kind.description}")
     if kind.name == PYTORCH:
         raise WeightsError(f"{path} is {kind.description}, not safetensors: name it .pt to load it (tensors only)")
     if kind.name == SAFETENSORS:
