@@ -58,7 +58,7 @@ def named_safetensors(path: Path) -> bool:
 
 
 def named_tensorflow_checkpoint(path: Path) -> bool:
-    """Whether `path`'s name is one of a TensorFlow checkpoint's files (model.ckpt, .index, .meta,
+    """Whether `path`'s name is one of a TensorFlow checkpoint's files (a .ckpt name, .index, .meta,
     .data-00000-of-00001), in any case: MODEL.INDEX, as a Windows copy or a zip tool may leave it, too."""
     name = path.name.lower()
     return ".ckpt" in name or name.endswith((".index", ".meta")) or ".data-0" in name
