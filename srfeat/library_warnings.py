@@ -1,4 +1,5 @@
-"""Library warnings as srfeat's own one-line messages, and the lock over Python's warning filters.
+"""Library warnings as srfeat's own one-line messages, the lock over Python's warning filters, and
+warnings given once a process.
 
 PIL warns through `warnings` and tifffile logs through `logging` while a file is read; both are
 process-wide state, so a reader that changes them (`warnings.catch_warnings`, a logger's handlers)
@@ -15,7 +16,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["WARNINGS_LOCK", "one_line_messages"]
+__all__ = ["WARNINGS_LOCK", "one_line_messages", "warn_once"]
 
 logger = logging.getLogger("srfeat.data.io")  # the reader's messages keep the logger they always had
 
@@ -27,6 +28,18 @@ class _ListHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+# The (logger, key) pairs `warn_once` has logged in this process.
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_once(log: logging.Logger, key: str, message: str) -> None:
+    """Log `message` as a warning through `log` the first time this process meets `key` there: a loop over
+    hundreds of images, or every call to a kernel, would otherwise repeat the same line for each of them."""
+    if (log.name, key) not in _warned:
+        _warned.add((log.name, key))
+        log.warning("%s", message)
 
 
 # `warnings.catch_warnings` and a logger's handlers are process-wide: two threads reading at once

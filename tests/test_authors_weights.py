@@ -387,7 +387,7 @@ def _wrong_files(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("SRFeat_full.npz", "is a zip archive cut short or damaged (File is not a zip file): download it again"),
+        ("SRFeat_full.npz", "is a zip archive cut short or damaged: download it again"),
         ("model.ckpt.index", "is (part of) a TensorFlow checkpoint: srfeat convert reads the authors' tensorlayer"),
         ("model.h5", "is not an .npz file: it is an HDF5 file: expected tensorlayer's save_npz"),
         ("named.npz", "has no 'params' entry (it has layer0/W.npy, layer1/W.npy, layer2/W.npy, layer3/W.npy, "),
@@ -465,3 +465,14 @@ def test_a_crafted_array_pickle_is_refused_in_one_line_before_numpy_takes_it(
     assert result.returncode == 1, (result.returncode, result.stderr[-500:])  # -11 was the segfault
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["MODEL.INDEX", "MODEL.META", "Model.Data-00000-Of-00001", "model.index"])
+def test_a_tensorflow_checkpoint_is_named_so_whatever_the_case_of_its_name(tmp_path: Path, name: str) -> None:
+    """MODEL.INDEX and .META (a name a Windows copy or a zip tool leaves) were "not an .npz file: it is of an
+    unknown format", without the word that they are a TensorFlow checkpoint and how to convert one."""
+    path = tmp_path / name
+    path.write_bytes(bytes(64))
+    with pytest.raises(WeightsError, match=r"is \(part of\) a TensorFlow checkpoint: .*tl\.files\.save_npz") as error:
+        load_authors_generator(path)
+    assert "\n" not in str(error.value)

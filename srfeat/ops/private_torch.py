@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
+from srfeat.library_warnings import warn_once
+
 __all__ = ["PrivateTorchError", "matmul", "nnpack_available", "nnpack_conv3x3", "prepack_matmul_weight"]
 
 logger = logging.getLogger(__name__)
-
-_warned: set[str] = set()
 
 
 class PrivateTorchError(RuntimeError):
@@ -41,10 +41,8 @@ def _private(owner: object, name: str) -> Callable[..., Any] | None:
     return function if callable(function) else None
 
 
-def _warn_once(api: str, error: BaseException) -> None:
-    if api not in _warned:
-        _warned.add(api)
-        logger.warning("%s is unavailable in this PyTorch (%s); using a slower public equivalent", api, error)
+def _warn_unavailable(api: str, error: BaseException) -> None:
+    warn_once(logger, api, f"{api} is unavailable in this PyTorch ({error}); using a slower public equivalent")
 
 
 def nnpack_available() -> bool:
@@ -84,7 +82,7 @@ def prepack_matmul_weight(weight: torch.Tensor) -> torch.Tensor:
     try:
         return reorder(weight.t().contiguous(), None)
     except (RuntimeError, TypeError) as error:
-        _warn_once("torch.ops.mkldnn._reorder_linear_weight", error)
+        _warn_unavailable("torch.ops.mkldnn._reorder_linear_weight", error)
         return weight
 
 
@@ -98,6 +96,6 @@ def matmul(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
             raise PrivateTorchError("torch.ops.mkldnn._linear_pointwise is missing")
         return linear(rows, weight, None, "none", [], "")
     except (RuntimeError, TypeError) as error:
-        _warn_once("torch.ops.mkldnn._linear_pointwise", error)
+        _warn_unavailable("torch.ops.mkldnn._linear_pointwise", error)
         # The prepacked weight is (out, in), as nn.Linear's; to_dense is public.
         return torch.mm(rows, weight.to_dense().t())

@@ -20,7 +20,6 @@ import errno
 import logging
 import math
 import os
-import pickle
 import random
 import zipfile
 from collections.abc import Mapping
@@ -41,9 +40,11 @@ from srfeat.files import (
 )
 from srfeat.training.config import train_option
 from srfeat.weights.file_kinds import (
+    DAMAGED_ZIP,
     PYTORCH,
     compressed_records,
     identify_file,
+    tensor_records,
     torch_load_quietly,
     unpickling_problem,
 )
@@ -199,10 +200,12 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
         kind = identify_file(path)
     except OSError as error:
         raise WeightsError(f"cannot read training state {path}: {error.strerror or error}") from error
+    if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
+        raise _unreadable_state(path, f"it is {kind.description}")
     if kind.name != PYTORCH:  # torch.load would call a PNG "pickled objects" and a text file "KeyError"
         raise WeightsError(f"{path} is {kind.description}, not a training state ({STATE_FILE}) written by srfeat train")
     try:
-        compressed = compressed_records(path)
+        compressed = compressed_records(tensor_records(path))
     except (zipfile.BadZipFile, OSError, ValueError):
         compressed = False  # torch's older format (no zip), or a damaged zip: torch.load says which
     if compressed:
@@ -225,15 +228,18 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
                 f"refusing training state {path}: its pickle uses instructions torch's safe loader does not read "
                 f"({reason}); it was not written by srfeat train"
             ) from error
-        if not isinstance(error, pickle.UnpicklingError):
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        raise WeightsError(
-            f"cannot read training state {path} ({reason}): the file is cut short or damaged; start a new run "
-            "folder with train.init_generator=<the run's generator_latest.safetensors>"
-        ) from error
+        damage = reason if problem == "incomplete" else f"the file is cut short or damaged ({reason})"
+        raise _unreadable_state(path, damage) from error
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise WeightsError(f"{path} is not an srfeat training state")
     return state
+
+
+def _unreadable_state(path: Path, damage: str) -> WeightsError:
+    return WeightsError(
+        f"cannot read training state {path}: {damage}; copy it again if it is a copy, or start a new run folder with "
+        "train.init_generator=<the run's generator_latest.safetensors>"
+    )
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:

@@ -161,7 +161,7 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
             with archive.open(NPZ_ENTRY) as stream:
                 container = _read_object_array(stream, path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
-        raise _not_an_npz(path, error) from error
+        raise _not_an_npz(path) from error
     except OSError as error:
         raise WeightsError(f"{path} cannot be read ({error}): {EXPECTED}") from error
     items = list(container.ravel()) if isinstance(container, np.ndarray) else None
@@ -180,15 +180,16 @@ def _not_theirs(path: Path, what: str) -> WeightsError:
     )
 
 
-def _not_an_npz(path: Path, error: Exception) -> WeightsError:
+def _not_an_npz(path: Path) -> WeightsError:
     """What a file that is no zip archive is, rather than zipfile's word for it ("File is not a zip file")."""
-    from srfeat.weights.file_kinds import PYTORCH, SAFETENSORS, identify_file
+    from srfeat.weights.file_kinds import PYTORCH, SAFETENSORS, identify_file, named_tensorflow_checkpoint
 
     with path.open("rb") as handle:
         head = handle.read(4)
-    if head.startswith(b"PK"):  # a zip whose end (its list of entries) is missing or damaged
-        return WeightsError(f"{path} is a zip archive cut short or damaged ({error}): download it again")
-    if ".ckpt" in path.name or path.suffix in (".index", ".meta") or ".data-0" in path.name:
+    if head.startswith(b"PK"):  # a zip whose end (its list of entries) is missing or damaged: zipfile's words for it
+        # ("File is not a zip file") contradict it
+        return WeightsError(f"{path} is a zip archive cut short or damaged: download it again")
+    if named_tensorflow_checkpoint(path):
         return WeightsError(
             f"{path} is (part of) a TensorFlow checkpoint: {CONVERTS}; to convert a checkpoint of their code, save its "
             "generator with tensorlayer first: tl.files.save_npz(net_g.all_params, name='generator.npz')"

@@ -17,6 +17,7 @@ import re
 import struct
 import warnings
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from srfeat.library_warnings import WARNINGS_LOCK
 from srfeat.path_checks import special_file_kind, utf8_path
 
 __all__ = [
+    "DAMAGED_ZIP",
     "ONNX",
     "PICKLE",
     "PYTORCH",
@@ -35,6 +37,7 @@ __all__ = [
     "compressed_records",
     "identify_file",
     "named_safetensors",
+    "named_tensorflow_checkpoint",
     "not_a_weights_file",
     "tensor_records",
     "torch_load_quietly",
@@ -45,12 +48,20 @@ SAFETENSORS = "safetensors"
 PYTORCH = "pytorch"  # torch.save's zip archive, or its older format (a pickle that starts with torch's magic number)
 PICKLE = "pickle"  # any other pickle: not written by torch.save, and it may hold any Python object
 ONNX = "onnx"
+DAMAGED_ZIP = "damaged zip"  # a zip archive whose list of entries is gone or unreadable: torch cannot read it either
 
 
 def named_safetensors(path: Path) -> bool:
     """Whether `path`'s name says safetensors: `.safetensors` in any case, as other tools read it (a
     MODEL.SAFETENSORS was told to be named .safetensors, which it was)."""
     return path.suffix.lower() == ".safetensors"
+
+
+def named_tensorflow_checkpoint(path: Path) -> bool:
+    """Whether `path`'s name is one of a TensorFlow checkpoint's files (a .ckpt name, .index, .meta,
+    .data-00000-of-00001), in any case: MODEL.INDEX, as a Windows copy or a zip tool may leave it, too."""
+    name = path.name.lower()
+    return ".ckpt" in name or name.endswith((".index", ".meta")) or ".data-0" in name
 
 
 def not_a_weights_file(path: Path, bundled: list[str]) -> str | None:
@@ -97,7 +108,7 @@ _HEAD_BYTES = 4096
 
 @dataclass(frozen=True)
 class FileKind:
-    """`name`: SAFETENSORS, PYTORCH, PICKLE, ONNX or "other"; `description`: what it is, for a
+    """`name`: SAFETENSORS, PYTORCH, PICKLE, ONNX, DAMAGED_ZIP or "other"; `description`: what it is, for a
     message; `hint`: what to do about it, where there is something more to say."""
 
     name: str
@@ -153,8 +164,12 @@ def _zip_kind(path: Path) -> FileKind:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):  # truncated or damaged: torch.load will say how
-        return FileKind(PYTORCH, "a zip archive (a PyTorch checkpoint?)")
+    except (zipfile.BadZipFile, OSError, ValueError):  # torch.load said "[Errno 22] Invalid argument", or more
+        return FileKind(
+            DAMAGED_ZIP,
+            "a zip archive cut short or damaged (a checkpoint whose download or copy did not finish?)",
+            "download or copy it again",
+        )
     if any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
         return FileKind(PYTORCH, "a PyTorch checkpoint (a zip archive)")
     if names and all(name.endswith(".npy") for name in names):
@@ -205,25 +220,44 @@ def tensor_records(path: Path) -> list[zipfile.ZipInfo]:
         return [info for info in archive.infolist() if re.fullmatch(r"[^/]+/data/\d+", info.filename)]
 
 
-def compressed_records(path: Path) -> bool:
-    """Whether any tensor record of the torch.save zip at `path` is compressed (torch.save stores them as
-    they are: such a file was zipped again, or made to inflate to more than it holds)."""
-    return any(record.compress_type != zipfile.ZIP_STORED for record in tensor_records(path))
+def compressed_records(records: Iterable[zipfile.ZipInfo]) -> bool:
+    """Whether any of a torch.save zip's tensor `records` (`tensor_records`) is compressed (torch.save stores
+    them as they are: such a file was zipped again, or made to inflate to more than it holds)."""
+    return any(record.compress_type != zipfile.ZIP_STORED for record in records)
+
+
+# torch's words for a file it cannot read, in srfeat's: its zip reader's (miniz's, which goes on with sentences of
+# advice), and a tensor whose stored bytes do not fit it (the last one prints its C format, "%ld").
+_INCOMPLETE_ZIP = "its zip archive is cut short or damaged"
+_TORCH_REASONS = (
+    ("PytorchStreamReader failed", _INCOMPLETE_ZIP),
+    ("Trying to resize storage that is not resizable", "a tensor's data runs past the end of the file"),
+    ("storage has wrong byte size", "a tensor's stored size is not the size its shape needs"),
+)
 
 
 def unpickling_problem(error: BaseException) -> tuple[str, str]:
-    """What an error of `torch.load(weights_only=True)` means, and its reason in one line.
+    """What an error of `torch.load(weights_only=True)` means, and its reason in one line of srfeat's words.
 
     "objects": the file holds a global the safe unpickler would not call (objects other than
     tensors); "opcodes": its pickle uses instructions the safe unpickler does not read (a
-    protocol above 3, say), so what it holds is unknown; "damaged": anything else.
+    protocol above 3, say), so what it holds is unknown; "incomplete": torch's zip reader failed (a
+    download or copy that did not finish, or a damaged file); "damaged": anything else.
     """
     text = str(error)
     lines = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
-    reason = lines[0].strip() if lines else type(error).__name__
-    if not isinstance(error, pickle.UnpicklingError) or re.match(r"invalid load key|pickle data was truncated", reason):
-        return "damaged", reason
-    return ("opcodes" if reason.startswith("Unsupported operand") else "objects"), reason
+    name = type(error).__name__
+    reason = lines[0].strip() if lines else name
+    if isinstance(error, pickle.UnpicklingError):
+        if re.match(r"invalid load key|pickle data was truncated", reason):
+            return "damaged", reason
+        return ("opcodes" if reason.startswith("Unsupported operand") else "objects"), reason
+    reason = reason.split(". ")[0]  # torch's zip reader adds sentences of advice
+    reason = reason.split(", expected one of")[0]  # safetensors' unknown dtype went on with the 20 it knows
+    if " " not in reason and reason != name:  # a bare key or number (KeyError: 101) means nothing alone
+        reason = f"{name}: {reason}"
+    words = next((words for start, words in _TORCH_REASONS if reason.startswith(start)), reason)
+    return ("incomplete" if words == _INCOMPLETE_ZIP else "damaged"), words
 
 
 def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:

@@ -5,7 +5,6 @@ advice to turn safety off."""
 
 from __future__ import annotations
 
-import pickle
 import re
 import zipfile
 from collections import Counter
@@ -22,12 +21,15 @@ from srfeat.errors import WeightsError
 from srfeat.path_checks import utf8_path
 from srfeat.weights.checks import MAX_TENSORS, check_layout, check_weights, name_list
 from srfeat.weights.file_kinds import (
+    DAMAGED_ZIP,
     ONNX,
     PICKLE,
     PYTORCH,
     SAFETENSORS,
+    compressed_records,
     identify_file,
     named_safetensors,
+    named_tensorflow_checkpoint,
     not_a_weights_file,
     tensor_records,
     torch_load_quietly,
@@ -45,12 +47,10 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-# torch's words for a tensor whose stored bytes do not fit it (the last one prints its C format, "%ld"),
-# in the reader's words.
-_TORCH_REASONS = (
-    ("Trying to resize storage that is not resizable", "a tensor's data runs past the end of the file"),
-    ("storage has wrong byte size", "a tensor's stored size is not the size its shape needs"),
-)
+def _incomplete(path: Path, damage: str) -> WeightsError:
+    return WeightsError(
+        f"{path} is not a complete checkpoint: {damage}; download or copy it again, or give another checkpoint"
+    )
 
 
 def _refusal(path: Path, error: BaseException) -> WeightsError:
@@ -68,11 +68,8 @@ def _refusal(path: Path, error: BaseException) -> WeightsError:
             f"refusing {path}: its pickle uses instructions torch's safe loader does not read ({reason}; a pickle "
             "protocol above 3?); save the generator's state_dict as .safetensors, or with torch.save's default protocol"
         )
-    if not isinstance(error, pickle.UnpicklingError):
-        reason = first_line(error).split(". ")[0]  # torch's zip reader adds sentences of advice
-        if " " not in reason:  # a bare key or number (KeyError: 101) means nothing alone
-            reason = f"{type(error).__name__}: {reason}"
-        reason = next((words for start, words in _TORCH_REASONS if reason.startswith(start)), reason)
+    if problem == "incomplete":
+        return _incomplete(path, f"{reason} (a download or copy that did not finish?)")
     return WeightsError(
         f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict ({reason})"
     )
@@ -85,6 +82,8 @@ def _check_kind(path: Path, bundled: list[str]) -> None:
     wanted = SAFETENSORS if named_safetensors(path) else PYTORCH
     if kind.name == wanted:
         return
+    if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
+        raise _incomplete(path, f"it is {kind.description}")
     if kind.name == PYTORCH:
         raise WeightsError(f"{path} is {kind.description}, not safetensors: name it .pt to load it (tensors only)")
     if kind.name == SAFETENSORS:
@@ -103,6 +102,12 @@ def _check_kind(path: Path, bundled: list[str]) -> None:
         raise WeightsError(
             f"refusing {path}: it is {kind.description}; it may hold any Python objects, and loading them could "
             "run code; save the generator's state_dict as .safetensors (or with torch.save, tensors only)"
+        )
+    if kind.name == "other" and named_tensorflow_checkpoint(path):  # was "of an unknown format"
+        raise WeightsError(
+            f"{path} is (part of) a TensorFlow checkpoint, not generator weights: srfeat convert makes a checkpoint "
+            "of the authors' tensorlayer .npz (save a TensorFlow generator with tl.files.save_npz first), or give a "
+            f"bundled name ({', '.join(bundled) or 'none installed'})"
         )
     what_to_do = kind.hint or (
         f"give a bundled name ({', '.join(bundled) or 'none installed'}) or an SRFeat checkpoint (.safetensors or .pt)"
@@ -185,7 +190,7 @@ def _check_records(path: Path, tensors: Iterable[torch.Tensor]) -> None:
         records = tensor_records(path)
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise _refusal(path, error) from error
-    if any(record.compress_type != zipfile.ZIP_STORED for record in records):
+    if compressed_records(records):
         raise WeightsError(
             f"{path} holds its tensors compressed (zipped again after torch.save wrote it?), which srfeat does not "
             "read: save the generator's state_dict again with torch.save, or as .safetensors"
