@@ -256,7 +256,7 @@ def evaluate(
     check_metrics_apply(models, metrics, command_line=command_line)
     from srfeat.inference.upscaler import resolve_device
 
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, command_line=command_line)
     models = once_each(
         expand_blend_specs(models), option_named("models", command_line=command_line), key=model_identity
     )

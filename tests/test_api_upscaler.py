@@ -14,6 +14,7 @@ from inference_helpers import tiny_generator
 
 from srfeat import Upscaler
 from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError
+from srfeat.evaluation import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -215,11 +216,16 @@ def test_a_gpu_index_beyond_the_gpus_there_is_one_line_before_the_model_loads(mo
         Upscaler("no_such_model", device="cuda:1")
 
 
-def test_a_missing_gpu_names_the_python_argument_not_only_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`Upscaler(device="cuda")` on a machine without one said "use --device cpu", a flag the caller never used."""
+def test_a_missing_gpu_names_the_python_argument_not_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Upscaler(device="cuda")` on a machine without one said "use --device cpu", a flag the caller
+    never used (and then "(device='cpu')" besides); `evaluate` said the same."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(InvalidOptionError, match=r"no CUDA GPU is available; use --device cpu \(device='cpu'\)"):
+    missing = "device cuda requested but no CUDA GPU is available; use device='cpu'"
+    with pytest.raises(InvalidOptionError) as upscaler_error:
         Upscaler("no_such_model", device="cuda")
+    with pytest.raises(InvalidOptionError) as evaluate_error:
+        evaluate(["bicubic"], [Path("photos")], metrics=["psnr"], device="cuda")
+    assert str(upscaler_error.value) == str(evaluate_error.value) == missing
 
 
 def test_an_array_whose_first_and_last_sides_could_be_channels_is_read_as_hwc_with_a_warning(

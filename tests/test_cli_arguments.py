@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
@@ -139,3 +140,30 @@ def test_a_long_value_argparse_refuses_is_quoted_cut_short(args: list[str]) -> N
     # argparse quoted it whole: a 5,000-digit --max-steps was an error line of 5,000 characters
     line = one_error_line(srfeat_cli(*args), returncode=2, only=True)
     assert f"{args[-2]}: invalid" in line and "..." in line and "' (5,00" in line and len(line) < 400, line
+
+
+# Each command with --device, run as a user runs it on this machine (no GPU in the tests' environment).
+DEVICE_COMMANDS = {
+    "upscale": ["upscale", "a.png", "-o", "out/"],
+    "eval": ["eval", "--model", "bicubic", "--data", "photos", "--metrics", "psnr"],
+    "serve": ["serve", "--port", "0"],
+}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there: --device cuda is not refused")
+@pytest.mark.parametrize("device", ["cuda", "cuda:99"])
+@pytest.mark.parametrize("argv", DEVICE_COMMANDS.values(), ids=DEVICE_COMMANDS.keys())
+def test_a_missing_gpu_names_the_flag_not_the_python_keyword(tmp_path: Path, argv: list[str], device: str) -> None:
+    """`srfeat upscale --device cuda` without a GPU said "use --device cpu (device='cpu')", a Python
+    keyword the user of the command never gave."""
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "a.png")
+    line = one_error_line(srfeat_cli(*argv, "--device", device, cwd=tmp_path), only=True)
+    assert line == f"ERROR: device {device} requested but no CUDA GPU is available; use --device cpu", line
+
+
+@pytest.mark.parametrize("argv", DEVICE_COMMANDS.values(), ids=DEVICE_COMMANDS.keys())
+def test_an_unknown_device_names_neither_flag_nor_keyword(tmp_path: Path, argv: list[str]) -> None:
+    line = one_error_line(srfeat_cli(*argv, "--device", "tpu", cwd=tmp_path), only=True)
+    assert line == "ERROR: unknown device 'tpu': use cpu, cuda, cuda:N or auto", line

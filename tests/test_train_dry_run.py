@@ -185,3 +185,19 @@ def test_a_run_that_plans_more_than_2_53_steps_is_refused_before_it_writes(folde
     # the most epochs of 3 steps is a run's length, and the dry run passes it
     config = config_file(folders, tmp_path, train={"epochs": 2**53 // 3, "max_steps": None})
     assert srfeat_cli("train", config, "--dry-run", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("train_dirs", "expected"),
+    [
+        # a lone number was wrapped as a list of one and blamed as its item: "data.train_dirs[0] must be str"
+        (5, "got 5 (int); a folder whose name YAML reads as a number is written in quotes"),
+        (2.5, "got 2.5 (float); a folder whose name YAML reads as a number is written in quotes"),
+        (True, "got True (bool)"),
+        ({"T91": 1}, "got {'T91': 1} (dict)"),
+    ],
+)
+def test_a_train_dirs_that_is_no_path_nor_list_is_named_as_itself(folders, tmp_path, train_dirs, expected) -> None:
+    config = config_file(folders, tmp_path, data={"train_dirs": train_dirs})
+    line = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path), only=True)
+    assert line == f"ERROR: {config}: config key data.train_dirs must be a path or a list of paths, {expected}", line

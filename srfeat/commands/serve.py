@@ -241,7 +241,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     from srfeat.training.interrupt import HANGUP, STOP_SIGNALS, ignore_further_hangups, stop_signals
     from srfeat.web.jobs import JobQueue, ModelChoice, remove_stale_temporaries
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, command_line=True)
 
     def make_upscaler(choice: ModelChoice) -> Upscaler:
         return Upscaler(choice.model, device=device, tile=args.tile, strength=choice.strength)

@@ -163,7 +163,7 @@ def device_problem(device: str) -> str | None:
     from srfeat.inference.upscaler import resolve_device
 
     try:
-        resolve_device(device)
+        resolve_device(device, command_line=True)
     except InvalidOptionError as error:
         return str(error)
     return None

@@ -37,8 +37,9 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`"auto"`/None: the GPU if there is one, else the CPU; a GPU that is missing is an error."""
+def resolve_device(device: str | torch.device | None, *, command_line: bool = False) -> torch.device:
+    """`"auto"`/None: the GPU if there is one, else the CPU; a GPU that is missing is an error, whose
+    advice names --device with `command_line` (a command's flag), else the `device` keyword."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -49,9 +50,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: memory planning and checks know these two
         raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidOptionError(
-            f"device {device} requested but no CUDA GPU is available; use --device cpu (device='cpu')"
-        )
+        on_the_cpu = "--device cpu" if command_line else "device='cpu'"  # a message never names both
+        raise InvalidOptionError(f"device {device} requested but no CUDA GPU is available; use {on_the_cpu}")
     if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
         # else CUDA's "invalid device ordinal" from inside the model's first `.to`
         raise InvalidOptionError(

@@ -155,10 +155,19 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin is list:
         (item_type,) = typing.get_args(tp)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item_type is str:
+        if isinstance(value, str) and item_type is str:
             value = [value]  # a single folder is a list of one
         if not isinstance(value, list):
-            raise ConfigError(f"config key {key} must be a list of {_type_name(item_type)}, got {_shown(value)}")
+            # a lone number was wrapped as a list of one and blamed as its item: "train_dirs[0] must be str"
+            if item_type is not str:
+                raise ConfigError(f"config key {key} must be a list of {_type_name(item_type)}, got {_shown(value)}")
+            # YAML reads `2024` (and `007`, as 7) as a number: a folder so named is written in quotes
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            quoted = "; a folder whose name YAML reads as a number is written in quotes" if number else ""
+            raise ConfigError(
+                f"config key {key} must be a path or a list of paths, "
+                f"got {_shown(value)} ({type(value).__name__}){quoted}"
+            )
         return [_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
