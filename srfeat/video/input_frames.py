@@ -99,6 +99,10 @@ class InputFrames:
         video_shift = round(window.start / time_base) if window else 0
         step = self.step
         last_pts: int | None = None
+        # A DivX-packed packet (a P-frame with the B-frame before it) in an AVI, whose timestamps are the
+        # packets' decoding slots: the decoder shows the B-frame first, with the P-frame's slot, so the frames'
+        # own timestamps go back and forth on a clean file; the slot each frame comes out at is its time.
+        decode_order_times = False
         index = 0
         done = False
         video_end: int | None = None  # the byte after the last video packet read
@@ -137,9 +141,11 @@ class InputFrames:
                     video_end = packet.pos + packet.size
                 if not_coded <= 0:  # an N-VOP gives no frame: none is lost
                     self.lost.sent(packet)
+                decode_order_times = decode_order_times or not_coded < 0
                 for frame in self._decode_packet(packet, index):
                     self.lost.shown(frame.pts, index)
-                    pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
+                    shown_at = frame.dts if decode_order_times and frame.dts is not None else frame.pts
+                    pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
                     if index >= frames.start:
                         self.defects.check(frame, index)
                         pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
