@@ -25,7 +25,7 @@ from tests.test_video_damage import (  # noqa: E402
     said_places,
     warnings_of,
 )
-from tests.video_helpers import cli, frame_times, write_clip  # noqa: E402
+from tests.video_helpers import cli, frame_times, write_clip, write_encoded  # noqa: E402
 
 FILLER_DATA = 12  # an H.264 NAL unit type decoders skip
 
@@ -134,3 +134,35 @@ def test_frames_lost_inside_and_at_the_end_are_said_to_be_jumped_over_and_to_end
         "frames=FrameRange(0, 3) upscales the frames before the first gap"
     )
     assert warnings_of(caplog) == [said]
+
+
+def test_a_file_cut_a_frame_short_is_said_to_stop_early(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two frames' time short of the stated length was allowed: a Matroska file cut before its last frame (23 of
+    24 written) was passed off as whole. Its last frame's own duration makes the check exact."""
+    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
+    write_clip(whole, frames=24, audio=False)
+    with av.open(str(whole)) as container:
+        last = max((p for p in container.demux(video=0) if p.size), key=lambda p: p.pts).pos
+    cut.write_bytes(whole.read_bytes()[:last])
+    with caplog.at_level(logging.WARNING):
+        upscale_video(cut, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions(codec="ffv1"))
+    said = f"{cut}: the video stops at 1.92 s but the file says 2.00 s (truncated or damaged?); wrote its 23 frames"
+    assert warnings_of(caplog) == [said]
+
+
+@pytest.mark.parametrize("name", ["cfr.mp4", "vfr.mp4", "cfr.mkv", "vfr.mkv", "vp9.webm"])
+def test_whole_files_are_not_said_to_stop_early(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """The exact check leaves whole files alone: a variable frame rate's last frame held longer or shorter than
+    the average, Matroska's millisecond timestamps, an MP4's own time base."""
+    source = tmp_path / name
+    if name.endswith("webm"):
+        write_encoded(source, codec="libvpx-vp9", frames=24)
+    else:
+        write_clip(source, frames=24, audio=False, variable_rate=name.startswith("vfr"))
+    with caplog.at_level(logging.WARNING):
+        upscale_video(source, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions(codec="ffv1"))
+    assert warnings_of(caplog) == []

@@ -89,6 +89,7 @@ class InputFrames:
         self.hidden_frames = 0
         self.pictures = PictureCounter(video)
         self.last_frame_time: float | None = None
+        self.last_frame_duration: float | None = None  # as the file states it; None where it states none
         self.cut_frame_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
 
@@ -151,6 +152,7 @@ class InputFrames:
                         pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
                         yield Frame(index, pixels, pts - video_shift)
                         self.last_frame_time = seconds_of(pts, time_base)
+                        self.last_frame_duration = seconds_of(frame.duration, time_base) if frame.duration else None
                     index += 1
                     # Frame B is not decoded: an error there, or at the decoder's flush, is past the range.
                     if frames.stop is not None and index >= frames.stop:
