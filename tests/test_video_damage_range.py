@@ -5,7 +5,9 @@ no later frame shows the gap, are missing from a range that runs to the file's e
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,15 +17,15 @@ from srfeat.video import FrameRange, VideoOptions
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
-from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
+from srfeat.video.lost_frames import LostFrames  # noqa: E402 - needs PyAV, checked above
+from srfeat.video.pipeline import upscale_video  # noqa: E402
 from tests.test_video_damage import (  # noqa: E402
     damaged_transport_stream,
     lines,
-    said_missing,
     said_places,
     warnings_of,
 )
-from tests.video_helpers import cli, frame_times, write_clip  # noqa: E402
+from tests.video_helpers import cli, frame_times, write_clip, write_encoded  # noqa: E402
 
 FILLER_DATA = 12  # an H.264 NAL unit type decoders skip
 
@@ -95,10 +97,72 @@ def test_frames_lost_after_the_last_frame_shown_are_named(tmp_path: Path, model_
     source, (last, time, count) = damaged_at_the_end(tmp_path)
     result = cli(source, "-o", tmp_path / "part.mkv", "--model", model_path, "--codec", "ffv1", "--frames", "4:")
     assert result.returncode == 0, result.stderr
-    said = said_missing(source, [(last, time, count)], "inside --frames 4:", f"--frames 4:{last + 1}")
+    # The output ends there: it was said to jump over them, its timing kept, and pointed to `--frames 4:24`,
+    # the output it had just made.
+    plural = "s" if count > 1 else ""
+    said = (
+        f"{source}: {count} frame{plural} inside --frames 4: could not be decoded and {'are' if count > 1 else 'is'} "
+        f"missing from the output (a damaged file?): {said_places([(last, time, count)])}; the output ends early, "
+        f"after frame {last}; repair or replace the file to get {'them' if count > 1 else 'it'} back"
+    )
     assert lines(result, "WARNING") == ["WARNING: " + said], result.stderr
 
     # A range that ends before the damage reads no further than its end: nothing is missing from it.
     result = cli(source, "-o", tmp_path / "before.mkv", "--model", model_path, "--codec", "ffv1", "--frames", "4:12")
     assert result.returncode == 0, result.stderr
     assert lines(result, "WARNING") == [], result.stderr
+
+
+def test_frames_lost_inside_and_at_the_end_are_said_to_be_jumped_over_and_to_end_the_output(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A frame lost between two shown is jumped over; two lost after the last one shown end the output early.
+    Fed to the watcher directly: one file damaged both ways is not made reliably."""
+    video = SimpleNamespace(average_rate=Fraction(12), time_base=Fraction(1, 12))
+    lost = LostFrames(Path("clip.mp4"), video, FrameRange(), "mov,mp4,m4a,3gp,3g2,mj2")  # pyright: ignore[reportArgumentType]
+    for pts in range(10):
+        lost.sent(SimpleNamespace(size=100, pts=pts, dts=pts, is_discard=False))
+    for index, pts in enumerate([0, 1, 2, 4, 5, 6, 7]):  # 3 lost inside, 8 and 9 at the end
+        lost.shown(pts, index)
+    lost.ended()
+    with caplog.at_level(logging.WARNING):
+        lost.report()
+    said = (
+        "clip.mp4: 3 frames of the video could not be decoded and are missing from the output (a damaged file?): "
+        "1 after frame 2 (0.17 s), 2 after frame 6 (0.58 s); the output jumps over the gaps between frames, its "
+        "timing kept, and ends early, after frame 6; repair or replace the file to get them back, or "
+        "frames=FrameRange(0, 3) upscales the frames before the first gap"
+    )
+    assert warnings_of(caplog) == [said]
+
+
+def test_a_file_cut_a_frame_short_is_said_to_stop_early(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two frames' time short of the stated length was allowed: a Matroska file cut before its last frame (23 of
+    24 written) was passed off as whole. Its last frame's own duration makes the check exact."""
+    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
+    write_clip(whole, frames=24, audio=False)
+    with av.open(str(whole)) as container:
+        last = max((p for p in container.demux(video=0) if p.size), key=lambda p: p.pts).pos
+    cut.write_bytes(whole.read_bytes()[:last])
+    with caplog.at_level(logging.WARNING):
+        upscale_video(cut, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions(codec="ffv1"))
+    said = f"{cut}: the video stops at 1.92 s but the file says 2.00 s (truncated or damaged?); wrote its 23 frames"
+    assert warnings_of(caplog) == [said]
+
+
+@pytest.mark.parametrize("name", ["cfr.mp4", "vfr.mp4", "cfr.mkv", "vfr.mkv", "vp9.webm"])
+def test_whole_files_are_not_said_to_stop_early(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """The exact check leaves whole files alone: a variable frame rate's last frame held longer or shorter than
+    the average, Matroska's millisecond timestamps, an MP4's own time base."""
+    source = tmp_path / name
+    if name.endswith("webm"):
+        write_encoded(source, codec="libvpx-vp9", frames=24)
+    else:
+        write_clip(source, frames=24, audio=False, variable_rate=name.startswith("vfr"))
+    with caplog.at_level(logging.WARNING):
+        upscale_video(source, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions(codec="ffv1"))
+    assert warnings_of(caplog) == []

@@ -136,3 +136,33 @@ def test_a_damaged_frame_among_not_coded_ones_is_still_lost(tmp_path: Path, mode
         "or --frames 0:8 upscales the frames before the first gap"
     )
     assert warnings(result) == [f"WARNING: {source}: {counted}", f"WARNING: {source}: {lost}"]
+
+
+def test_packed_b_frames_keep_their_times_without_a_repair_note(tmp_path: Path, model_path: Path) -> None:
+    """The decoder shows each B-frame with its packed P-frame's slot: the frames' timestamps went back and forth,
+    a clean file was said to have "frames without increasing timestamps", and every frame after the first B-frame
+    came out a frame late."""
+    source = packed(tmp_path)
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert warnings(result) == []
+    first = frame_times(tmp_path / "out.mkv")[0]
+    shown = [first + index / RATE for index in range(12)]
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(shown, abs=0.002)
+
+
+def test_timestamps_that_do_not_increase_are_still_repaired_and_said(tmp_path: Path, model_path: Path) -> None:
+    """A frame stamped with its predecessor's time (no packed B-frames): mended to one frame's spacing, said."""
+    coded, source = tmp_path / "coded.avi", tmp_path / "repeated.mkv"
+    write_encoded(coded, codec="mpeg4", frames=8)
+    with av.open(str(coded)) as template, av.open(str(source), "w") as container:
+        stream = container.add_stream_from_template(template.streams.video[0])
+        for index, payload in enumerate(payloads_of(coded)):
+            packet = av.Packet(payload)
+            packet.stream, packet.time_base = stream, Fraction(1, RATE)
+            packet.pts = packet.dts = index - (index >= 5)  # frames 4 and 5 at the same time
+            container.mux(packet)
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert f"WARNING: {source}: frames without increasing timestamps; given one frame's spacing" in warnings(result)
+    assert len(frame_times(tmp_path / "out.mkv")) == 8

@@ -89,6 +89,7 @@ class InputFrames:
         self.hidden_frames = 0
         self.pictures = PictureCounter(video)
         self.last_frame_time: float | None = None
+        self.last_frame_duration: float | None = None  # as the file states it; None where it states none
         self.cut_frame_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
 
@@ -99,6 +100,10 @@ class InputFrames:
         video_shift = round(window.start / time_base) if window else 0
         step = self.step
         last_pts: int | None = None
+        # A DivX-packed packet (a P-frame with the B-frame before it) in an AVI, whose timestamps are the
+        # packets' decoding slots: the decoder shows the B-frame first, with the P-frame's slot, so the frames'
+        # own timestamps go back and forth on a clean file; the slot each frame comes out at is its time.
+        decode_order_times = False
         index = 0
         done = False
         video_end: int | None = None  # the byte after the last video packet read
@@ -137,14 +142,17 @@ class InputFrames:
                     video_end = packet.pos + packet.size
                 if not_coded <= 0:  # an N-VOP gives no frame: none is lost
                     self.lost.sent(packet)
+                decode_order_times = decode_order_times or not_coded < 0
                 for frame in self._decode_packet(packet, index):
                     self.lost.shown(frame.pts, index)
-                    pts = last_pts = self._monotonic_pts(frame.pts, last_pts, step)
+                    shown_at = frame.dts if decode_order_times and frame.dts is not None else frame.pts
+                    pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
                     if index >= frames.start:
                         self.defects.check(frame, index)
                         pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
                         yield Frame(index, pixels, pts - video_shift)
                         self.last_frame_time = seconds_of(pts, time_base)
+                        self.last_frame_duration = seconds_of(frame.duration, time_base) if frame.duration else None
                     index += 1
                     # Frame B is not decoded: an error there, or at the decoder's flush, is past the range.
                     if frames.stop is not None and index >= frames.stop:

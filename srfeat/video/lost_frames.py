@@ -57,6 +57,7 @@ class Gap:
     interval: int  # ticks between the two frames shown
     dropped: int
     skipped: int
+    at_end: bool = False  # after the last frame shown: no later frame, so the output ends early there
 
 
 class LostFrames:
@@ -142,7 +143,7 @@ class LostFrames:
         if after and self.shortest:
             interval = max(after) - self.last_pts + self.shortest  # to where the next frame would have been
             time = seconds_of(self.last_pts, self.time_base)
-            self.gaps.append(Gap(self.last_index, time, interval, len(after), 0))
+            self.gaps.append(Gap(self.last_index, time, interval, len(after), 0, at_end=True))
 
     def missing(self) -> list[tuple[Gap, int]]:
         """Each gap in the range with the frames lost there."""
@@ -170,28 +171,33 @@ class LostFrames:
         if not missing:
             return
         total = sum(lost for _, lost in missing)
-        places = places_of(missing)
-        first = missing[0][0].after
-        before = frames_option(FrameRange(self.frames.start, first + 1), command_line=self.command_line)
-        inside = (
-            "of the video"
-            if self.frames.is_everything
-            else f"inside {frames_option(self.frames, command_line=self.command_line)}"
-        )
+        them = "them" if total > 1 else "it"
         logger.warning(
-            "%s: %d frame%s %s could not be decoded and %s missing from the output (a damaged file?): %s; "
-            "the output jumps over %s, its timing kept; repair or replace the file to get %s back, or %s upscales "
-            "the frames before the first gap",
+            "%s: %d frame%s %s could not be decoded and %s missing from the output (a damaged file?): %s; %s",
             self.source,
             total,
             "s" if total > 1 else "",
-            inside,
+            "of the video"
+            if self.frames.is_everything
+            else f"inside {frames_option(self.frames, command_line=self.command_line)}",
             "are" if total > 1 else "is",
-            places,
-            "them" if total > 1 else "it",
-            "them" if total > 1 else "it",
-            before,
+            places_of(missing),
+            self._what_the_output_does(missing, them),
         )
+
+    def _what_the_output_does(self, missing: list[tuple[Gap, int]], them: str) -> str:
+        """Frames lost between two shown are jumped over; frames lost after the last one shown end it early,
+        where pointing to the frames before the gap would name the output already made."""
+        get_back = f"repair or replace the file to get {them} back"
+        inside = [gap for gap, _ in missing if not gap.at_end]
+        ends = f"ends early, after frame {missing[-1][0].after}"
+        if not inside:
+            return f"the output {ends}; {get_back}"
+        before = frames_option(FrameRange(self.frames.start, inside[0].after + 1), command_line=self.command_line)
+        jumps = f"jumps over {them}" if len(inside) == len(missing) else "jumps over the gaps between frames"
+        and_ends = "" if len(inside) == len(missing) else f", and {ends}"
+        first_part = f"{before} upscales the frames before the first gap"
+        return f"the output {jumps}, its timing kept{and_ends}; {get_back}, or {first_part}"
 
     def _report_late_start(self, before: list[tuple[Gap, int]]) -> None:
         """Frames are counted as they decode, so frames lost before the range's start move it later in the file."""

@@ -286,6 +286,17 @@ def expected_frames(video: VideoStream, frames: FrameRange) -> int | None:
     return None if total is None else max(0, total - frames.start)
 
 
+def length_tolerance(last_frame_duration: float | None, rate: float) -> float:
+    """How far short of its stated length a whole video may end. A file states its stream's length as its last
+    frame's time plus that frame's duration, so with that duration known the two differ only by rounding (a
+    Matroska file's milliseconds): less than half a frame is short of no frame. Without it, the last frame of a
+    variable frame rate video may be held for longer or shorter than the average: two frames' time is allowed,
+    which leaves a file cut a frame short unsaid."""
+    if last_frame_duration:
+        return max(0.002, min(last_frame_duration, 1 / rate) / 2)
+    return max(0.1, 2 / rate)
+
+
 def check_length(
     source: Path,
     video: VideoStream,
@@ -295,6 +306,7 @@ def check_length(
     hidden_frames: int = 0,
     cut_frame_bytes: int = 0,
     *,
+    last_frame_duration: float | None = None,
     command_line: bool = False,
 ) -> None:
     """A file cut short decodes without an error, and `--frames A:B` may reach past the end: say so
@@ -303,7 +315,8 @@ def check_length(
     before its cut, which its edit list hides (FFmpeg flags their packets to be decoded, not shown).
     `cut_frame_bytes`: what a raw-frame file (.y4m) held of a last frame cut short, which FFmpeg drops
     unsaid (such a file states only its whole frames, so no other check sees the loss); said where
-    that frame was in the range asked for. A range past the end is named `--frames` for the command line,
+    that frame was in the range asked for. `last_frame_duration`: the last frame's own, as the file states
+    it (None where it states none). A range past the end is named `--frames` for the command line,
     else `frames` (VideoOptions's)."""
     if cut_frame_bytes and (frames.stop is None or decoded_frames < frames.stop):
         logger.warning(
@@ -337,8 +350,8 @@ def check_length(
     if duration is None or last_frame_time is None or not rate:
         return
     start = seconds_of(video.start_time, time_base_of(video))
-    end = last_frame_time - start + 1 / float(rate)
-    if end < duration - max(0.1, 2 / float(rate)):
+    end = last_frame_time - start + (last_frame_duration or 1 / float(rate))
+    if end < duration - length_tolerance(last_frame_duration, float(rate)):
         logger.warning(
             "%s: the video stops at %.2f s but the file says %.2f s (truncated or damaged?); wrote its %d frames",
             source,
