@@ -13,7 +13,7 @@ from inference_helpers import tiny_generator
 from PIL import Image
 
 from srfeat import Upscaler
-from srfeat.errors import SRFeatError
+from srfeat.errors import ImageReadError, SRFeatError
 from srfeat.files import OutputExistsError
 from srfeat.inference.image_files import upscale_file
 
@@ -105,3 +105,15 @@ def test_a_target_saved_while_the_image_is_upscaled_is_refused_naming_the_caller
         assert str(raised.value) == said + option + ", and run again"
         assert target.read_bytes() == b"saved meanwhile"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "saved.png"]  # no temporary left
+
+
+def test_a_source_or_target_in_a_link_loop_is_an_srfeat_error(upscaler: Upscaler, tmp_path: Path) -> None:
+    """A link loop as either path was RuntimeError ("Symlink loop from ...") from `Path.resolve` before Python
+    3.13, not the documented `ImageReadError` / `OutputExistsError`."""
+    source = write_photo(tmp_path / "in.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    with pytest.raises(ImageReadError, match="loop.png"):
+        upscale_file(upscaler, tmp_path / "loop.png", tmp_path / "out.png")
+    with pytest.raises(OutputExistsError, match="loop.png exists"):
+        upscale_file(upscaler, source, tmp_path / "loop.png", replace=False)
+    assert os.readlink(tmp_path / "loop.png") == "loop.png" and not (tmp_path / "out.png").exists()
