@@ -220,3 +220,11 @@ def test_an_output_that_is_or_lies_in_a_link_loop_is_one_line_and_replaced_only_
     child = srfeat_cli("upscale", source, "-o", "loop.png", "--model", model, "--overwrite", cwd=tmp_path)
     assert child.returncode == 0, child.stderr
     assert Image.open(tmp_path / "loop.png").size == (64, 48)
+
+
+def test_a_link_to_a_device_is_named_as_such_not_as_a_link_to_nothing(tmp_path: Path) -> None:
+    """`ln -s /dev/zero z.png` was "broken symbolic link (its target /dev/zero does not exist)"."""
+    (tmp_path / "z.png").symlink_to(os.devnull)
+    child = srfeat_cli("upscale", "z.png", "-o", "out", cwd=tmp_path)
+    line = one_error_line(child)
+    assert "z.png is neither a file nor a folder (a pipe, socket or device)" in line and "broken" not in line, line

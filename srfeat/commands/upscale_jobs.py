@@ -106,7 +106,7 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
             found = _images_among(matches, image_extensions)
             if not found:
                 errors.append(f"no image files match {spec}")
-        elif path.is_symlink():
+        elif path.is_symlink() and not path.exists():  # a link to a device exists: it is said to be one below
             errors.append(f"input {spec}: {broken_link_reason(path)}")
             found = []
         elif path.exists():
