@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from srfeat.errors import SRFeatError
 from srfeat.locks import lock_exclusive, process_exists
-from srfeat.path_checks import name_max, same_file
+from srfeat.path_checks import name_max, resolved, same_file
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class OutputIsInputError(SRFeatError, ValueError):
 def refuse_output_is_input(source: Path, target: Path) -> None:
     """`OutputIsInputError` where `target` is `source` (as FFmpeg refuses "Output same as Input"); the
     resolved paths are compared too, for a `target` that does not exist yet under a new spelling."""
-    if target.resolve() == source.resolve() or same_file(target, source):
+    if resolved(target) == resolved(source) or same_file(target, source):
         raise OutputIsInputError(
             f"the output {target} is the input {source} (the same file): choose another output; "
             "an input is never replaced, replace=True or not"

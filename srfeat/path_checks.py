@@ -1,6 +1,7 @@
 """What a path is, found before any work: a name longer than its file system takes (`name_too_long`), a
 folder no file can be written in (`unwritable_folder`), something there that is no regular file (a pipe, a
-device: `special_file_kind`), two paths that are one file (`same_file`); and a name that a library taking
+device: `special_file_kind`), two paths that are one file (`same_file`), a path with its links followed
+without failing on a loop (`resolved`); and a name that a library taking
 only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
 """
 
@@ -58,6 +59,13 @@ def special_file_kind(path: Path) -> str | None:
     except OSError:  # not there (a broken link too), or not to be looked at: the callers' "not found"
         return None
     return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def resolved(path: Path) -> Path:
+    """`path` made absolute, its symbolic links followed as far as they lead: `Path.resolve` raised
+    RuntimeError ("Symlink loop from ...") before Python 3.13, a traceback for an output named by the user
+    that is, or lies in, a link loop. A loop is left as it is; writing to it then fails, or replaces the link."""
+    return Path(os.path.realpath(path))
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -151,3 +151,18 @@ def test_the_memory_an_image_takes_to_score_is_checked_from_its_header(tmp_path:
     monkeypatch.setattr(datasets, "host_available_memory", lambda: 40_000_000)  # 40 MB: half is 20 MB
     with pytest.raises(SRFeatError, match=r"wide\.png: scoring this 1-megapixel image takes about 0\.1 GB"):
         BenchmarkDataset(folder)
+
+
+def test_a_link_loop_as_data_or_json_is_one_line_before_any_scoring(tmp_path: Path) -> None:
+    """Both were a RuntimeError traceback ("Symlink loop", from `Path.resolve` before Python 3.13); a --json
+    loop, once past that, was scored and then called a file that "appeared while the models were evaluated"."""
+    (tmp_path / "set").mkdir()
+    Image.fromarray(samples.astronaut()[:32, :32]).save(tmp_path / "set" / "a.png")
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "loop.json").symlink_to("loop.json")
+    common = ("eval", "--model", "bicubic", "--metrics", "psnr", "--device", "cpu")
+    child = srfeat_cli(*common, "--data", "loop", cwd=tmp_path)
+    assert "image folder not found: loop" in one_error_line(child), child.stderr
+    child = srfeat_cli(*common, "--data", "set", "--json", "loop.json", cwd=tmp_path)
+    assert "--json loop.json exists: pass --overwrite" in one_error_line(child, only=True), child.stderr
+    assert "|" not in child.stdout  # refused before any image was scored

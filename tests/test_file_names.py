@@ -203,3 +203,28 @@ def test_a_config_in_latin_1_is_named_as_text_not_binary_data(tmp_path: Path) ->
     config.write_bytes(b"stage: 1\nout_dir: /home/caf\xe9/run\n")
     error = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
     assert "is not UTF-8 text (line 2): save it as UTF-8" in error
+
+
+def test_an_output_that_is_or_lies_in_a_link_loop_is_one_line_and_replaced_only_with_overwrite(tmp_path: Path) -> None:
+    """`-o loop.png` (a link to itself), or a folder whose entry of the output's name is one, was a traceback
+    from `Path.resolve` ("RuntimeError: Symlink loop") before Python 3.13."""
+    model = tiny_generator_file(tmp_path / "tiny.safetensors")
+    source = photo(tmp_path / "a.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").symlink_to("a.png")  # out/a.png -> out/a.png
+    for output in ("loop.png", "out"):
+        child = srfeat_cli("upscale", source, "-o", tmp_path / output, "--model", model, cwd=tmp_path)
+        assert "exists; use --overwrite" in one_error_line(child), child.stderr
+    assert os.readlink(tmp_path / "loop.png") == "loop.png"  # kept
+    child = srfeat_cli("upscale", source, "-o", "loop.png", "--model", model, "--overwrite", cwd=tmp_path)
+    assert child.returncode == 0, child.stderr
+    assert Image.open(tmp_path / "loop.png").size == (64, 48)
+
+
+def test_a_link_to_a_device_is_named_as_such_not_as_a_link_to_nothing(tmp_path: Path) -> None:
+    """`ln -s /dev/zero z.png` was "broken symbolic link (its target /dev/zero does not exist)"."""
+    (tmp_path / "z.png").symlink_to(os.devnull)
+    child = srfeat_cli("upscale", "z.png", "-o", "out", cwd=tmp_path)
+    line = one_error_line(child)
+    assert "z.png is neither a file nor a folder (a pipe, socket or device)" in line and "broken" not in line, line

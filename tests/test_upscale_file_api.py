@@ -5,6 +5,9 @@ command line gets (`command_line=True`)."""
 from __future__ import annotations
 
 import os
+import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ from inference_helpers import tiny_generator
 from PIL import Image
 
 from srfeat import Upscaler
-from srfeat.errors import SRFeatError
+from srfeat.errors import ImageReadError, SRFeatError
 from srfeat.files import OutputExistsError
 from srfeat.inference.image_files import upscale_file
 
@@ -105,3 +108,46 @@ def test_a_target_saved_while_the_image_is_upscaled_is_refused_naming_the_caller
         assert str(raised.value) == said + option + ", and run again"
         assert target.read_bytes() == b"saved meanwhile"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "saved.png"]  # no temporary left
+
+
+def test_a_source_or_target_in_a_link_loop_is_an_srfeat_error(upscaler: Upscaler, tmp_path: Path) -> None:
+    """A link loop as either path was RuntimeError ("Symlink loop from ...") from `Path.resolve` before Python
+    3.13, not the documented `ImageReadError` / `OutputExistsError`."""
+    source = write_photo(tmp_path / "in.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    with pytest.raises(ImageReadError, match="loop.png"):
+        upscale_file(upscaler, tmp_path / "loop.png", tmp_path / "out.png")
+    with pytest.raises(OutputExistsError, match="loop.png exists"):
+        upscale_file(upscaler, source, tmp_path / "loop.png", replace=False)
+    assert os.readlink(tmp_path / "loop.png") == "loop.png" and not (tmp_path / "out.png").exists()
+
+
+def _release_readers(pipe: Path, seconds: float) -> None:
+    """For `seconds`, open `pipe` for writing and close it whenever a reader waits on it: the reader then
+    gets an empty file rather than waiting forever (the old code, which read it, fails rather than hangs)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # ENXIO: no reader yet
+            pass
+        time.sleep(0.05)
+
+
+def test_a_pipe_a_folder_or_an_empty_file_as_the_source_is_named_as_what_it_is(
+    upscaler: Upscaler, tmp_path: Path
+) -> None:
+    """A pipe was opened to be read as a PNG and waited forever for a writer; a folder was "image not found",
+    and an empty file PIL's "cannot identify image file"."""
+    os.mkfifo(tmp_path / "pipe.png")
+    threading.Thread(target=_release_readers, args=(tmp_path / "pipe.png", 20), daemon=True).start()
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "empty.png").touch()
+    for name, said in [
+        ("pipe.png", "it is a pipe, socket or device"),
+        ("folder.png", "it is a folder, not an image file"),
+        ("empty.png", "the file is empty (0 bytes)"),
+    ]:
+        with pytest.raises(ImageReadError, match=re.escape(f"cannot read image {tmp_path / name}: {said}")):
+            upscale_file(upscaler, tmp_path / name, tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()

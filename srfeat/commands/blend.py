@@ -24,7 +24,7 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     input would be gone), no existing file replaced without --overwrite, in a folder that can
     be made and written."""
     from srfeat.errors import SRFeatError
-    from srfeat.path_checks import same_file, unwritable_file
+    from srfeat.path_checks import resolved, same_file, unwritable_file
     from srfeat.weights.file_kinds import named_safetensors
 
     if not named_safetensors(output):
@@ -35,7 +35,7 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     if output.is_dir():
         raise SRFeatError(f"the output {output} is a folder; give a file name ending in .safetensors")
     for source in inputs:
-        if source.is_file() and (output.resolve() == source.resolve() or same_file(output, source)):
+        if source.is_file() and (resolved(output) == resolved(source) or same_file(output, source)):
             raise SRFeatError(f"the output {output} is the input {source}: choose another -o (the input would be lost)")
     if output.exists() and not overwrite:
         raise SRFeatError(f"output {output} exists; use --overwrite to replace it")

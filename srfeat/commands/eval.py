@@ -60,12 +60,12 @@ def _check_not_an_input(option: str, value: str, path: Path, args: argparse.Name
     checkpoint or an HR image, and a new file there is read as one of the set's images by the next run."""
     from srfeat.errors import SRFeatError
     from srfeat.evaluation import network_names
-    from srfeat.path_checks import same_file
+    from srfeat.path_checks import resolved, same_file
     from srfeat.weights import generator_path
     from srfeat.weights.blend import expand_blend_specs
 
     for folder in args.data:
-        if path.resolve().parent == Path(folder).resolve():
+        if resolved(path).parent == resolved(Path(folder)):
             raise SRFeatError(
                 f"{option} {value} is in the --data folder {folder}, whose every file is read as an image of the "
                 "set: write it elsewhere"
@@ -80,7 +80,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     cost the evaluation: not a folder, not an input, a folder that can be made and written, a format
     the writer knows, no file given twice, and no existing file replaced without --overwrite."""
     from srfeat.errors import SRFeatError
-    from srfeat.path_checks import unwritable_file
+    from srfeat.path_checks import resolved, unwritable_file
 
     outputs = [
         (option, value)
@@ -90,7 +90,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     seen: dict[Path, str] = {}
     for option, value in outputs:
         path = Path(value).expanduser()
-        key = path.resolve()
+        key = resolved(path)
         if key in seen:
             raise SRFeatError(f"{option} {value} is also the {seen[key]} file: give each output its own name")
         seen[key] = option
@@ -107,7 +107,7 @@ def check_outputs(args: argparse.Namespace) -> None:
         if path.is_dir():
             raise SRFeatError(f"{option} {value} is a folder: give a file name inside it")
         _check_not_an_input(option, value, path, args)
-        if path.exists() and not args.overwrite:
+        if (path.exists() or path.is_symlink()) and not args.overwrite:  # a link to nothing, or a loop, too
             raise SRFeatError(f"{option} {value} exists: pass --overwrite to replace it, or choose another name")
         reason = unwritable_file(path)
         if reason is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srfeat import video
-from srfeat.path_checks import name_too_long
+from srfeat.path_checks import name_too_long, resolved
 
 logger = logging.getLogger("srfeat.commands.upscale")  # the plan's warnings keep the logger they always had
 
@@ -106,7 +106,7 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
             found = _images_among(matches, image_extensions)
             if not found:
                 errors.append(f"no image files match {spec}")
-        elif path.is_symlink():
+        elif path.is_symlink() and not path.exists():  # a link to a device exists: it is said to be one below
             errors.append(f"input {spec}: {broken_link_reason(path)}")
             found = []
         elif path.exists():
@@ -118,11 +118,11 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
         files.extend(found)
     first: dict[Path, Path] = {}  # the first mention of each file wins; a repeat would only redo it
     for path in files:
-        first.setdefault(path.resolve(), path)
-    unique = [path for path in files if first[path.resolve()] is path]
+        first.setdefault(resolved(path), path)
+    unique = [path for path in files if first[resolved(path)] is path]
     for path in files:
-        if first[path.resolve()] is not path and path != first[path.resolve()]:
-            logger.warning("skipped %s: the same file as %s (given or linked twice)", path, first[path.resolve()])
+        if first[resolved(path)] is not path and path != first[resolved(path)]:
+            logger.warning("skipped %s: the same file as %s (given or linked twice)", path, first[resolved(path)])
     return unique, errors
 
 
@@ -167,7 +167,7 @@ def plan_outputs(
         )
     # Each input by its path and by its file (a hard link is one too), the first named of a file kept.
     inputs: dict[object, Path] = {
-        key: path for path in reversed(files) for key in (path.resolve(), file_identity(path))
+        key: path for path in reversed(files) for key in (resolved(path), file_identity(path))
     }
     inputs.pop(None, None)  # one gone since it was listed: its read says so
     jobs: list[Job] = []
@@ -183,15 +183,15 @@ def plan_outputs(
             if extension not in formats:
                 extension = ".png"  # an input format we read but do not write (as srfeat.inference.image_files)
             target = output / f"{source.stem}{args.suffix}{extension}"
-        resolved = target.resolve()
+        destination = resolved(target)
         if mismatch := video.output_mismatch(source, target):
             errors.append(mismatch)
-        elif resolved in taken:
+        elif destination in taken:
             errors.append(
-                f"{source}: its output {target} is also the output of {taken[resolved]}; "
+                f"{source}: its output {target} is also the output of {taken[destination]}; "
                 "use --suffix or --ext, or rename"
             )
-        elif (same := inputs.get(resolved) or inputs.get(file_identity(target))) is not None:  # --overwrite or not
+        elif (same := inputs.get(destination) or inputs.get(file_identity(target))) is not None:  # --overwrite or not
             named = "" if same == target else f" ({same}, the same file)"
             errors.append(
                 f"{source}: the output {target} is an input{named}; choose another -o or --suffix "
@@ -204,7 +204,7 @@ def plan_outputs(
         elif (target.exists() or target.is_symlink()) and not args.overwrite:  # a link to nothing is taken too
             errors.append(f"{source}: output {target} exists; use --overwrite to replace it")
         else:
-            taken[resolved] = source
+            taken[destination] = source
             jobs.append(Job(source, target))
     return jobs, errors
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from srfeat.data.io import PathLike, image_size, list_images, read_image
 from srfeat.errors import ImageReadError, SRFeatError
+from srfeat.path_checks import resolved
 
 logger = logging.getLogger("srfeat.data.datasets")  # the datasets' messages keep the logger they always had
 
@@ -31,7 +32,7 @@ def distinct_folders(folders: Sequence[PathLike], option: str, outcome: str) -> 
     `option` and the `outcome` ("evaluated once"): twice would only weigh its images double."""
     kept: dict[Path, Path] = {}
     for folder in map(Path, folders):
-        key = folder.resolve()
+        key = resolved(folder)
         if key in kept:
             logger.warning("%s %s is given twice (the same folder as %s): %s", option, folder, kept[key], outcome)
             continue

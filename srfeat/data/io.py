@@ -150,9 +150,26 @@ def open_image(path: PathLike) -> Image.Image:
         return _open_image(Path(path))
 
 
-def _open_image(path: Path) -> Image.Image:
+def check_image_file(path: Path) -> None:
+    """`ImageReadError` naming what is at `path` when it is no image file to read, before it is opened: a
+    pipe's open waited forever for a writer, and a folder, a link loop or an empty file were "image not
+    found" or PIL's "cannot identify image file"."""
     if not path.is_file():
-        raise ImageReadError(f"image not found: {path}")
+        if path.is_dir():
+            problem = "it is a folder, not an image file"
+        elif path.is_symlink() and not path.exists():
+            problem = "a symbolic link to nothing (its target is missing, or a loop)"
+        elif path.exists():
+            problem = "it is a pipe, socket or device, not an image file"
+        else:
+            raise ImageReadError(f"image not found: {path}")
+        raise ImageReadError(f"cannot read image {path}: {problem}", "name an image file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)", ImageReadError.SKIP_OR_REPLACE)
+
+
+def _open_image(path: Path) -> Image.Image:
+    check_image_file(path)
     try:
         with orientation.open_unmapped(path) as image:
             warn_first_only(path, getattr(image, "n_frames", 1), image.format)
@@ -216,6 +233,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
     `read_raw_image` reads: its size comes from its tags, so that a dataset scan takes it too.
     """
     path = Path(path)
+    check_image_file(path)
     try:
         with one_line_messages(path), open_image_file(path, warn=False) as image:  # the read names the profile
             width, height = image.size
@@ -314,6 +332,7 @@ def read_raw_image(path: PathLike) -> RawImage:
 
 
 def _read_raw_image(path: Path) -> RawImage:
+    check_image_file(path)  # before the 16-bit readers open it
     if png16.png16_channels(path) > 1:  # 16-bit gray PIL reads right; colour it cuts to 8 bits
         return _read_color_png16(path)
     if (ppm := ppm16.ppm16_header(path)) is not None:  # as a 16-bit colour PPM (dcraw -4)
