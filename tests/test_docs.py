@@ -1,5 +1,7 @@
 """The documentation names what exists: every command-line option in the README, only tests, scripts,
-configs and config keys that are there, and `--help` ranges that the commands enforce."""
+configs and config keys that are there, only options that its `srfeat` and scripts/ command lines
+have, the scripts' environment variables with their defaults, code it quotes, and `--help` ranges
+that the commands enforce."""
 
 from __future__ import annotations
 
