@@ -1,13 +1,19 @@
 """The documentation names what exists: every command-line option in the README, only tests, scripts,
-configs and config keys that are there, and `--help` ranges that the commands enforce."""
+configs and config keys that are there, only options that its `srfeat` and scripts/ command lines
+have, the scripts' environment variables with their defaults, code it quotes, and `--help` ranges
+that the commands enforce."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import importlib.util
 import inspect
 import io
 import re
+import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -153,3 +159,121 @@ def test_prepare_help_states_the_workers_range_the_command_enforces() -> None:
     refused = srfeat_cli("prepare", "missing_src", "missing_out", "--workers", str(int(stated[1]) + 1))
     assert refused.returncode != 0
     assert f"--workers must be in 1..{stated[1]} " in refused.stderr
+
+
+def command_lines(text: str, program: str) -> list[str]:
+    """The arguments of each `PROGRAM ...` command line of a doc, from its code blocks (a line
+    continued with `\\` joined to the next) and its inline code, up to a pipe, `&&`, `;`, a
+    redirection or a comment."""
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.DOTALL)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    lines += [
+        span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
+    ]
+    start = r"(?:^|&&|[;|(]|\$ )\s*" + re.escape(program) + r" "
+    return [found.strip() for line in lines for found in re.findall(start + r"([^|;&#>]*)", line)]
+
+
+def flags(arguments: str) -> list[str]:
+    """The options in a command line's arguments (`--json`, `-o`), not a value's dashes (`5e-5`, `a-b.png`)."""
+    return re.findall(r"(?<![\w=/.<-])(--?[a-zA-Z][\w-]*)", arguments)
+
+
+def test_every_srfeat_command_line_in_the_docs_uses_options_its_command_has() -> None:
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    unknown = []
+    found = 0
+    top_level = {o for action in parser._actions for o in action.option_strings}
+    for name in DOCS:
+        for line in command_lines(read(name), "srfeat"):
+            while line.startswith("-") and line.split()[0] in top_level:  # `srfeat --verbose COMMAND ...`
+                line = line.partition(" ")[2]
+            command, _, arguments = line.rstrip(").,").partition(" ")  # `(srfeat convert)` in prose too
+            if not command or command == "COMMAND":
+                continue
+            if command not in subparsers.choices:
+                unknown.append(f"{name}: srfeat {command}")
+                continue
+            options = {o for action in subparsers.choices[command]._actions for o in action.option_strings}
+            unknown += [f"{name}: srfeat {command} {flag}" for flag in flags(arguments) if flag not in options]
+            found += 1
+    assert found > 50  # the command lines were found
+    assert not unknown, f"the docs give options (or commands) that srfeat does not have: {unknown}"
+
+
+def test_every_script_command_line_in_the_docs_uses_options_the_script_has() -> None:
+    used: dict[str, set[str]] = {}
+    for name in DOCS:
+        for line in command_lines(read(name), "python3"):
+            script = re.match(r"(scripts/\w+\.py)\b(.*)", line)
+            if script:
+                used.setdefault(script[1], set()).update((name, flag) for flag in flags(script[2]))
+    assert {"scripts/ship_weights.py", "scripts/better_on_all_sets.py"} <= used.keys()
+    unknown = []
+    for script, uses in used.items():
+        if not uses:
+            continue
+        result = subprocess.run(
+            [sys.executable, str(ROOT / script), "--help"], check=False, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{script} --help: {result.stderr}"
+        unknown += [
+            f"{name}: {script} {flag}"
+            for name, flag in uses
+            if not re.search(re.escape(flag) + r"(?![\w-])", result.stdout)
+        ]
+    assert not unknown, f"the docs give script options that the scripts do not have: {sorted(unknown)}"
+
+
+def test_environment_variables_the_docs_name_are_read_by_the_scripts_with_the_stated_defaults() -> None:
+    """`STAGE1_PATCH` (256), `ABLATION_STEPS`, 3,000 by default, `PLAN_MINUTES=9` (the default):
+    each is a `${NAME:-default}` of scripts/*.sh, with that default."""
+    scripts = "\n".join(path.read_text() for path in sorted((ROOT / "scripts").glob("*.sh")))
+    defaults = dict(re.findall(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}", scripts))
+    wrong = []
+    stated = 0
+    for name in ("docs/gpu_plan.md", "docs/ablation.md"):
+        text = read(name)
+        wrong += [
+            f"{name}: {v} is not read" for v in re.findall(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+)", text) if v not in defaults
+        ]
+        values = re.findall(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+)`(?:\s\(|,\s)(\d[\d.,e-]*\d|\d)", text)
+        values += re.findall(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+)=([^`\s]+)`\s\(the default\)", text)
+        for variable, value in values:
+            stated += 1
+            if defaults.get(variable) != value.replace(",", ""):
+                wrong.append(f"{name}: {variable} defaults to {defaults.get(variable)!r}, not {value}")
+    assert stated >= 6  # the pattern finds them
+    assert not wrong, wrong
+
+
+def test_code_the_docs_quote_exists() -> None:
+    """A dotted name (`srfeat.cli.write_output`) imports; a lint or type-check comment the docs give as the
+    project's way (`# noqa: T201`) is one the code carries."""
+    missing = []
+    for name in DOCS:
+        text = read(name)
+        for dotted in sorted(set(re.findall(r"(?<![\w./-])srfeat(?:\.\w+)+", text))):
+            parts = dotted.split(".")
+            found = next(i for i in range(len(parts), 0, -1) if module_exists(".".join(parts[:i])))
+            target: object = importlib.import_module(".".join(parts[:found]))
+            for attribute in parts[found:]:
+                target = getattr(target, attribute, None)
+            if target is None:
+                missing.append(f"{name}: {dotted}")
+        for comment in re.findall(r"#\s*(?:noqa: \w+|pyright: ignore\[\w+\])", text):
+            if not any(comment in module for module in srfeat_sources()):
+                missing.append(f"{name}: {comment}")
+    assert not missing, f"the docs quote code that is not there: {missing}"
+
+
+def module_exists(dotted: str) -> bool:
+    try:
+        return importlib.util.find_spec(dotted) is not None
+    except ModuleNotFoundError:  # a name inside a module (`srfeat.data.resize.imresize`), not a module
+        return False
+
+
+def srfeat_sources() -> list[str]:
+    return [path.read_text() for path in sorted((ROOT / "srfeat").rglob("*.py"))]
