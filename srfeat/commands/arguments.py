@@ -43,7 +43,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     # typeshed spells this as three overloads keyed on the namespace's type; one plain signature covers
     # how argparse calls it (a subcommand's parser gets its words from the top one), as in train's parser.
-    def parse_known_args(  # type: ignore[override]
+    def parse_known_args(  # pyright: ignore[reportIncompatibleMethodOverride]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         namespace = argparse.Namespace() if namespace is None else namespace  # as argparse itself does

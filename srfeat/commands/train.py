@@ -27,8 +27,8 @@ class _IntermixedParser(OneLineErrorParser):
     _intermixing = False
 
     # typeshed spells this as three overloads keyed on the namespace's type; one plain signature
-    # covers how argparse calls it, hence the override ignore.
-    def parse_known_args(  # type: ignore[override]
+    # covers how argparse calls it (the override check is made once, on the base parser in arguments.py).
+    def parse_known_args(
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         namespace = argparse.Namespace() if namespace is None else namespace  # as argparse itself does

@@ -20,8 +20,8 @@ logger = logging.getLogger("srfeat.data.datasets")  # the datasets' messages kee
 def as_folders(folders: PathLike | Sequence[PathLike]) -> list[Path]:
     """One folder or a list of them, as paths; none at all is an error."""
     if isinstance(folders, (str, Path)) or not isinstance(folders, Sequence):
-        folders = [folders]  # type: ignore[list-item]
-    paths = [Path(folder) for folder in folders]  # type: ignore[union-attr]
+        folders = [folders]
+    paths = [Path(folder) for folder in folders]
     if not paths:
         raise SRFeatError("no image folders given")
     return paths

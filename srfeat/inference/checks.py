@@ -118,7 +118,8 @@ def check_options(
         if value is not None and (not is_whole_number(value) or value < 0):
             raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {value!r}")
     if strength is not None:
-        check_alpha(strength, "strength", InvalidOptionError)  # type: ignore[arg-type]  # its kind is checked there
+        # strength comes from the caller unchecked (typed object); check_alpha checks its kind first.
+        check_alpha(strength, "strength", InvalidOptionError)  # pyright: ignore[reportArgumentType]
     if on_tile is not None and not callable(on_tile):  # else a TypeError at the first image's first tile
         raise InvalidOptionError(f"on_tile must be a function of (done, total) or None, got {type(on_tile).__name__}")
     for name, value in flags.items():

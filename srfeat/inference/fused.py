@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -152,7 +152,7 @@ class InferenceGenerator(WinogradPath):
         body_reach = 2 * self.num_blocks  # two 3x3 convolutions per block; the 1x1 skips add none
         return math.ceil(head_reach + body_reach + self._upsampler_reach())
 
-    def compile_parts(self, **options: object) -> None:
+    def compile_parts(self, **options: Any) -> None:  # options: torch.compile's own keyword arguments, passed on
         """`torch.compile` the library path's body and upsampler (not `forward`, whose Python loop
         over bands and integer region would make the compiler specialise on every tile).
 
@@ -160,8 +160,8 @@ class InferenceGenerator(WinogradPath):
         """
         self.algorithm = "direct"
         self.use_nnpack = False
-        self.features = torch.compile(self.features, dynamic=True, **options)  # type: ignore[method-assign]
-        self.upsample = torch.compile(self.upsample, dynamic=True, **options)  # type: ignore[method-assign]
+        self.features = torch.compile(self.features, dynamic=True, **options)
+        self.upsample = torch.compile(self.upsample, dynamic=True, **options)
 
     def forward(self, x: torch.Tensor, region: Region | None = None) -> torch.Tensor:
         """(N, 3, h, w) in [0, 1] -> (N, 3, scale*h, scale*w), nominally in [0, 1], unclamped.

@@ -46,7 +46,7 @@ class ImageKinds(ABC):
     @overload
     def __call__(self, image: Image.Image, outscale: float | None = None) -> Image.Image: ...
 
-    def __call__(self, image, outscale=None):  # type: ignore[no-untyped-def]
+    def __call__(self, image, outscale=None):
         """Upscale a PIL image, a numpy array (HxW or HxWxC; uint8, uint16 or float in [0, 1]) or a
         float tensor in [0, 1] ((C, H, W) or (N, C, H, W)); returns the same kind, dtype and layout.
         An array is read channels last even where its first side could be channels (a warning says so)."""

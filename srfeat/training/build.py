@@ -137,10 +137,15 @@ class RunBuilder:
         step_discriminators = dict(discriminators)
         if self.context.enabled:
             step_generator = wrap_ddp(generator, self.context)
-            step_discriminators = {n: FrozenAwareDDP(wrap_ddp(d, self.context)) for n, d in discriminators.items()}  # type: ignore[misc]
+            step_discriminators = {
+                # wrap_ddp is typed as returning nn.Module; with distributed training on it returns a DDP.
+                n: FrozenAwareDDP(wrap_ddp(d, self.context))  # pyright: ignore[reportArgumentType]
+                for n, d in discriminators.items()
+            }
         if config.train.compile:
-            step_generator = torch.compile(step_generator)  # type: ignore[assignment]
-            step_discriminators = {n: torch.compile(d) for n, d in step_discriminators.items()}  # type: ignore[misc]
+            # torch.compile's stubs return a plain callable; given a module it returns an OptimizedModule.
+            step_generator = torch.compile(step_generator)  # pyright: ignore[reportAssignmentType]
+            step_discriminators = {n: torch.compile(d) for n, d in step_discriminators.items()}
 
         if config.stage == 1:
             step_fn: PretrainStep | GANStep = PretrainStep(
@@ -157,7 +162,8 @@ class RunBuilder:
                 AdversarialTerm(
                     kind,
                     kind,
-                    step_discriminators[kind],  # type: ignore[arg-type]  # a compiled module is still one
+                    # torch.compile's stubs return a plain callable; a compiled module is still a module
+                    step_discriminators[kind],  # pyright: ignore[reportArgumentType]
                     discriminator_optimizers[kind],
                     networks.adversarial_weight(config, kind),
                 )

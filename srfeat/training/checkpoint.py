@@ -179,9 +179,11 @@ def generator_files(
     from srfeat.weights import generator_file
 
     out_dir = Path(out_dir)
-    files = [generator_file(generator, out_dir / LATEST_GENERATOR)]  # type: ignore[arg-type]
+    # the training state holds its networks as nn.Module; the generators are always SRFeatGenerators
+    files = [generator_file(generator, out_dir / LATEST_GENERATOR)]  # pyright: ignore[reportArgumentType]
     if ema_generator is not None:
-        files.append(generator_file(ema_generator, out_dir / EMA_GENERATOR))  # type: ignore[arg-type]
+        # as above: an SRFeatGenerator held as nn.Module
+        files.append(generator_file(ema_generator, out_dir / EMA_GENERATOR))  # pyright: ignore[reportArgumentType]
     return files
 
 

@@ -44,7 +44,7 @@ class GeneratorEMA:
 
     @property
     def updates(self) -> int:
-        return int(self.averaged.n_averaged.item())  # type: ignore[union-attr]
+        return int(self.averaged.n_averaged.item())
 
     @torch.no_grad()
     def update(self, generator: nn.Module) -> None:

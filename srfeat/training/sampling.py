@@ -46,7 +46,8 @@ class SeededItems(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        # torch's Dataset stubs leave __len__ out (not every dataset has one); the map-style ones here do.
+        return len(self.dataset)  # pyright: ignore[reportArgumentType]
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
@@ -73,10 +74,12 @@ class ResumableSampler(DistributedSampler):
         self.reshuffle_every_epoch = reshuffle_every_epoch
         self.start = 0  # position in this rank's share at which the next epoch begins
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator()
         generator.manual_seed(self.seed + (self.epoch if self.reshuffle_every_epoch else 0))
-        order = torch.randperm(len(self.dataset), generator=generator).tolist()[: self.total_size]  # type: ignore[arg-type]
+        # Dataset's stubs leave __len__ out; DistributedSampler itself calls len() on it.
+        dataset_size = len(self.dataset)  # pyright: ignore[reportArgumentType]
+        order = torch.randperm(dataset_size, generator=generator).tolist()[: self.total_size]
         share = order[self.rank : self.total_size : self.num_replicas]
         for position in range(self.start, len(share)):
             index = share[position]
@@ -92,10 +95,11 @@ class Repeated(Dataset):
         self.times = times
 
     def __len__(self) -> int:
-        return len(self.dataset) * self.times  # type: ignore[arg-type]
+        # Dataset's stubs leave __len__ out; the datasets repeated here are map-style ones that have it.
+        return len(self.dataset) * self.times  # pyright: ignore[reportArgumentType]
 
     def __getitem__(self, index: int) -> Any:
-        return self.dataset[index % len(self.dataset)]  # type: ignore[arg-type]
+        return self.dataset[index % len(self.dataset)]  # pyright: ignore[reportArgumentType]  # as in __len__
 
 
 # Items in one epoch (images x data.repeat): COCO is 118,287, the authors' DIV2K patches 136,000.

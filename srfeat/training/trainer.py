@@ -189,7 +189,8 @@ class Trainer:
 
         # with EMA on, validation scored the average: that is what "best" refers to
         best = shipped_generator(self.generator, self.ema)
-        save_generator(best, self.out_dir / checkpoint.BEST_GENERATOR)  # type: ignore[arg-type]
+        # the training state holds its networks as nn.Module; the generator is always an SRFeatGenerator
+        save_generator(best, self.out_dir / checkpoint.BEST_GENERATOR)  # pyright: ignore[reportArgumentType]
         self._drop_replaced_run()
 
     def _drop_replaced_run(self) -> None:

@@ -45,7 +45,7 @@ class _ConfigLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # `<<: *base` merges a mapping in; its keys may be overridden after it
-            key = self.construct_object(key_node, deep=deep)  # pyright: ignore[reportUnknownMemberType]
+            key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, (str, int, float, bool)):
                 continue  # unhashable keys: SafeLoader's own error
             if key in seen:

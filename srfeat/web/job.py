@@ -421,7 +421,9 @@ class _ChunkSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+    # RawIOBase.write takes any buffer (typeshed's ReadableBuffer, not nameable on Python 3.10);
+    # the bytes-like objects spelled here are the ones a writer hands it.
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]
         self._chunks.append(bytes(data))  # the same object when it is bytes already (a result): no copy
         return len(data)
 

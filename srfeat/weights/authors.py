@@ -65,7 +65,8 @@ def _numpy_reconstruct() -> Any:
     try:
         from numpy._core.multiarray import _reconstruct  # NumPy 2
     except ImportError:  # pragma: no cover - NumPy 1
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+        # NumPy 2's stubs mark the first import Final; on NumPy 1 this is the only one that runs.
+        from numpy.core.multiarray import _reconstruct  # pyright: ignore[reportGeneralTypeIssues]
     return _reconstruct
 
 
@@ -86,7 +87,7 @@ class _CheckedArray(np.ndarray):
             raise pickle.UnpicklingError(f"an array of shape {shape!r:.60}, far beyond the generator's")
         if dtype.hasobject and not (isinstance(data, list) and len(data) == count and dtype == np.dtype(object)):
             raise pickle.UnpicklingError(f"an object array of shape {shape!r:.60} does not hold as many items")
-        super().__setstate__(state)  # pyright: ignore[reportAttributeAccessIssue]  # ndarray's, not in its stubs
+        super().__setstate__(state)
 
 
 def _checked_reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
