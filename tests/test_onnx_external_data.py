@@ -114,3 +114,15 @@ def test_without_the_onnx_package_external_data_is_still_found(tmp_path: Path, m
     monkeypatch.setattr(builtins, "__import__", without_onnx)
     assert _external_data(model) == ("../" + "x" * 200)[:80]
     assert _external_data(plain) is None
+
+
+def test_a_file_declaring_millions_of_parts_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """Three hundred thousand empty nodes (600 KB) loaded: the three million of a 6 MB file took ONNX
+    Runtime 3.1 GB and 7 s, so a 2 GB file could take all the memory there is."""
+    model = onnx.load(str(srfeat_like_onnx(tmp_path / "nodes.onnx")))
+    model.graph.node.extend([onnx.NodeProto()] * 300_000)
+    (tmp_path / "nodes.onnx").write_bytes(model.SerializeToString())
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / "nodes.onnx")
+    assert "nodes.onnx declares more than 200,000 nodes, attributes and weights" in one_error_line(result)
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from srfeat.errors import SRFeatError, WeightsError
+from srfeat.inference.onnx_structure import check_part_count
 from srfeat.inference.tiling import TILE_MEMORY_ADVICE
 from srfeat.path_checks import special_file_kind
 
@@ -119,6 +120,7 @@ class OnnxRunner:
                 )
             model = path.read_bytes()
         source = source or "ONNX model"
+        check_part_count(model, source)  # before anything parses it: see onnx_structure
         # Before ONNX Runtime sees it: given bytes, it looks for external data beside the working folder,
         # not the file's, and versions before its own path checks read wherever the file points.
         if (location := _external_data(model)) is not None:
