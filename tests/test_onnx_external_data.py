@@ -126,3 +126,17 @@ def test_a_file_declaring_millions_of_parts_is_refused_before_it_is_parsed(tmp_p
     result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / "nodes.onnx")
     assert "nodes.onnx declares more than 200,000 nodes, attributes and weights" in one_error_line(result)
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_file_newer_than_onnx_runtime_says_so_and_what_to_do(tmp_path: Path) -> None:
+    """ONNX Runtime's reason came back as its first line, a C++ function signature."""
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    opset, ir = onnx.load(str(srfeat_like_onnx(tmp_path / "opset.onnx"))), onnx.load(str(tmp_path / "opset.onnx"))
+    opset.opset_import[0].version, ir.ir_version = 99, 99
+    onnx.save(opset, str(tmp_path / "opset.onnx"))
+    onnx.save(ir, str(tmp_path / "ir.onnx"))
+    for name, what in (("opset.onnx", "opset 99"), ("ir.onnx", "IR version 99")):
+        result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / name)
+        line = one_error_line(result)
+        assert f"{name} is {what} (up to " in line and "pip install -U onnxruntime" in line, result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -143,6 +143,11 @@ class OnnxRunner:
         except Exception as error:  # onnxruntime raises its own exception types
             if path is not None and (misnamed := _misnamed(path, source)):
                 raise misnamed from error
+            if too_new := _newer_than_supported(str(error)):
+                raise WeightsError(
+                    f"{source} is {too_new} than ONNX Runtime {ort.__version__} supports: upgrade it "
+                    "(pip install -U onnxruntime), or export the model again with srfeat export --opset 18"
+                ) from error
             raise WeightsError(f"cannot load {source} as an ONNX model: {_first_line(error)}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
         from srfeat.export.onnx import FORMAT, INPUT_NAME, OUTPUT_NAME
@@ -321,6 +326,21 @@ def _external_data(model: bytes) -> str | None:
 
 # A TensorProto's external_data entry (field 13) whose key (field 1) is "location", then its value (field 2)
 _LOCATION_ENTRY = re.compile(rb"j(?:[\x80-\xff][\x00-\x7f]|[\x00-\x7f])\n\x08location\x12")
+
+
+# ONNX Runtime's words for a file newer than it: its reason named neither the fix nor, first, the cause
+# (a line of C++ signature, then "ONNX Runtime only *guarantees* support for ... Opset 99 ...")
+_IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+_OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*till opset (\d+)", re.DOTALL)
+
+
+def _newer_than_supported(reason: str) -> str | None:
+    """ "IR version 99, newer" (or "opset 99 ...") when ONNX Runtime refused the file as too new for it."""
+    if found := _IR_TOO_NEW.search(reason):
+        return f"IR version {found[1]} (up to {found[2]} here), newer"
+    if found := _OPSET_TOO_NEW.search(reason):
+        return f"opset {found[1]} (up to {found[2]} here), newer"
+    return None
 
 
 def _first_line(error: BaseException) -> str:
