@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from srfeat.errors import SRFeatError, WeightsError
+from srfeat.inference.onnx_structure import check_part_count
 from srfeat.inference.tiling import TILE_MEMORY_ADVICE
 from srfeat.path_checks import special_file_kind
 
@@ -118,6 +120,14 @@ class OnnxRunner:
                 )
             model = path.read_bytes()
         source = source or "ONNX model"
+        check_part_count(model, source)  # before anything parses it: see onnx_structure
+        # Before ONNX Runtime sees it: given bytes, it looks for external data beside the working folder,
+        # not the file's, and versions before its own path checks read wherever the file points.
+        if (location := _external_data(model)) is not None:
+            raise WeightsError(
+                f"{source} keeps its weights in another file ({location[:80]!r}, external data), which srfeat "
+                "does not read: give a self-contained .onnx file, as srfeat export writes"
+            )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -131,13 +141,13 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types
-            if location := _external_data(model):  # ORT's words: "model_path must not be empty"
-                raise WeightsError(
-                    f"{source} keeps its weights in another file ({location[:80]!r}, external data), which srfeat "
-                    "does not read: give a self-contained .onnx file, as srfeat export writes"
-                ) from error
             if path is not None and (misnamed := _misnamed(path, source)):
                 raise misnamed from error
+            if too_new := _newer_than_supported(str(error)):
+                raise WeightsError(
+                    f"{source} is {too_new} than ONNX Runtime {ort.__version__} supports: upgrade it "
+                    "(pip install -U onnxruntime), or export the model again with srfeat export --opset 18"
+                ) from error
             raise WeightsError(f"cannot load {source} as an ONNX model: {_first_line(error)}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
         from srfeat.export.onnx import FORMAT, INPUT_NAME, OUTPUT_NAME
@@ -272,17 +282,64 @@ def _misnamed(path: Path, source: str) -> WeightsError | None:
 
 
 def _external_data(model: bytes) -> str | None:
-    """Where the first weight kept outside the file says it is, if `model` parses and has one."""
+    """Where the first tensor kept outside the file says it is, if `model` parses and has one: weights,
+    Constant nodes' values and those of subgraphs and functions alike, as ONNX Runtime reads them all.
+
+    Without the `onnx` package the bytes are searched for the "location" key that every writer of
+    external data encodes the same way (a weight's data could hold it by chance: 1 in 2^80 per byte).
+    """
     try:
         import onnx
-
-        graph = onnx.load_from_string(model).graph
-    except Exception:  # noqa: BLE001  # no onnx package, or not a model at all: ONNX Runtime's own error says so
+    except ImportError:
+        if (found := _LOCATION_ENTRY.search(model)) is None:
+            return None
+        length, start = 0, found.end()
+        for shift, byte in enumerate(model[start : start + 2]):  # the value's length, a varint
+            length |= (byte & 0x7F) << (7 * shift)
+            start += 1
+            if byte < 0x80:
+                break
+        return model[start : start + min(length, 80)].decode("utf-8", "replace")
+    try:
+        parsed = onnx.load_from_string(model)
+    except Exception:  # noqa: BLE001  # not a model at all: ONNX Runtime's own error says so
         return None
-    for initializer in graph.initializer:
-        if initializer.data_location == onnx.TensorProto.EXTERNAL:
-            entries = {entry.key: entry.value for entry in initializer.external_data}
-            return entries.get("location", "")
+    graphs = [parsed.graph]
+    nodes = [node for function in parsed.functions for node in function.node]
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            nodes.extend(graph.node)
+            tensors = [*graph.initializer, *(t for s in graph.sparse_initializer for t in (s.values, s.indices))]
+        else:
+            attributes = nodes.pop().attribute
+            graphs.extend(graph for attribute in attributes for graph in (*attribute.graphs, attribute.g))
+            tensors = [tensor for attribute in attributes for tensor in (*attribute.tensors, attribute.t)]
+            tensors += [
+                t for a in attributes for s in (*a.sparse_tensors, a.sparse_tensor) for t in (s.values, s.indices)
+            ]
+        for tensor in tensors:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                return {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+    return None
+
+
+# A TensorProto's external_data entry (field 13) whose key (field 1) is "location", then its value (field 2)
+_LOCATION_ENTRY = re.compile(rb"j(?:[\x80-\xff][\x00-\x7f]|[\x00-\x7f])\n\x08location\x12")
+
+
+# ONNX Runtime's words for a file newer than it: its reason named neither the fix nor, first, the cause
+# (a line of C++ signature, then "ONNX Runtime only *guarantees* support for ... Opset 99 ...")
+_IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+_OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*till opset (\d+)", re.DOTALL)
+
+
+def _newer_than_supported(reason: str) -> str | None:
+    """ "IR version 99, newer" (or "opset 99 ...") when ONNX Runtime refused the file as too new for it."""
+    if found := _IR_TOO_NEW.search(reason):
+        return f"IR version {found[1]} (up to {found[2]} here), newer"
+    if found := _OPSET_TOO_NEW.search(reason):
+        return f"opset {found[1]} (up to {found[2]} here), newer"
     return None
 
 
