@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ MAX_RECEPTIVE_RADIUS = 4096
 MAX_ONNX_BYTES = 2**31
 
 
-def is_onnx_file(model: object) -> bool:
+def is_onnx_file(model: object) -> TypeGuard[str | os.PathLike[str]]:
     return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
 
 
@@ -400,7 +400,7 @@ def load_onnx_runner(model: str | os.PathLike[str] | SRFeatGenerator, strength: 
                 f"{model} is an exported model, whose weights are fixed: export the blend you want "
                 "(srfeat export --strength S) instead of giving a strength with it"
             )
-        return OnnxRunner(model)  # type: ignore[arg-type]
+        return OnnxRunner(model)
     from srfeat.export.onnx import model_info, onnx_model
     from srfeat.weights.blend import load_blended
 
