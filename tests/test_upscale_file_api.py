@@ -138,16 +138,18 @@ def test_a_pipe_a_folder_or_an_empty_file_as_the_source_is_named_as_what_it_is(
     upscaler: Upscaler, tmp_path: Path
 ) -> None:
     """A pipe was opened to be read as a PNG and waited forever for a writer; a folder was "image not found",
-    and an empty file PIL's "cannot identify image file"."""
+    and an empty file PIL's "cannot identify image file". The pipe is named as one, not as "a pipe, socket or
+    device"."""
     os.mkfifo(tmp_path / "pipe.png")
     threading.Thread(target=_release_readers, args=(tmp_path / "pipe.png", 20), daemon=True).start()
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "empty.png").touch()
     for name, said in [
-        ("pipe.png", "it is a pipe, socket or device"),
+        ("pipe.png", "it is a named pipe (FIFO), not an image file"),
         ("folder.png", "it is a folder, not an image file"),
         ("empty.png", "the file is empty (0 bytes)"),
     ]:
         with pytest.raises(ImageReadError, match=re.escape(f"cannot read image {tmp_path / name}: {said}")):
             upscale_file(upscaler, tmp_path / name, tmp_path / "out.png")
     assert not (tmp_path / "out.png").exists()
+
