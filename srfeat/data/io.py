@@ -42,6 +42,7 @@ from srfeat.data.image_writing import (
     write_image,
     write_png,
 )
+from srfeat.data.unidentified import unidentified_error
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
 from srfeat.path_checks import special_file_kind
@@ -184,12 +185,8 @@ def _open_image(path: Path) -> Image.Image:
             oriented = orientation.exif_upright(image, path)
             decoded = oriented if oriented is not image else image.copy()
     except DECODE_ERRORS as error:
-        if isinstance(error, UnidentifiedImageError) and (layout := tiff16.unread_layout(path)):  # float RGB...
-            raise ImageReadError(
-                f"cannot read image {path}: a TIFF of {layout} per pixel, which srfeat does not read (it reads 8 "
-                "and 16 bits, and 32-bit float grey)",
-                "save it with 16 bits, as TIFF or PNG",
-            ) from error
+        if isinstance(error, UnidentifiedImageError):  # text named .png, float RGB TIFF...: said as what it is
+            raise unidentified_error(path) from error
         raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
     if negative is not None:
         raise ImageReadError(
@@ -245,6 +242,8 @@ def image_size(path: PathLike) -> tuple[int, int]:
     except DECODE_ERRORS as error:
         with one_line_messages(path):  # tifffile's complaints too are only the error line's when it fails
             info = tiff16.tiff16_info(path)
+            if info is None and isinstance(error, UnidentifiedImageError):
+                raise unidentified_error(path) from error
             if info is None:
                 raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
         height, width = info.height, info.width
