@@ -16,6 +16,7 @@ from inference_helpers import tiny_generator
 from PIL import Image
 
 from srfeat import Upscaler
+from srfeat.data.io import write_image
 from srfeat.errors import ImageReadError, SRFeatError
 from srfeat.files import OutputExistsError
 from srfeat.inference.image_files import upscale_file
@@ -153,3 +154,21 @@ def test_a_pipe_a_folder_or_an_empty_file_as_the_source_is_named_as_what_it_is(
             upscale_file(upscaler, tmp_path / name, tmp_path / "out.png")
     assert not (tmp_path / "out.png").exists()
 
+
+def test_a_target_under_a_file_is_one_line_before_the_source_is_read(upscaler: Upscaler, tmp_path: Path) -> None:
+    """`upscale_file(u, src, "photo.jpg/x.png")`, `photo.jpg` a file, was a bare FileExistsError from making the
+    folder, after the upscale; `write_image` to such a path the same. Each is one line naming the file in the way,
+    and the file is kept."""
+    source = write_photo(tmp_path / "in.png")
+    in_the_way = write_photo(tmp_path / "photo.jpg")
+    before = in_the_way.read_bytes()
+    for target in (in_the_way / "x.png", in_the_way / "deeper" / "x.png"):
+        with pytest.raises(
+            SRFeatError, match=re.escape(f"cannot write {target}: {in_the_way} is a file, not a folder")
+        ):
+            upscale_file(upscaler, source, target)
+        with pytest.raises(
+            SRFeatError, match=re.escape(f"cannot write {target}: {in_the_way} is a file, not a folder")
+        ):
+            write_image(target, np.zeros((4, 4, 3), np.uint8))
+    assert in_the_way.read_bytes() == before
