@@ -186,3 +186,14 @@ def test_a_pipe_or_a_link_to_a_device_in_the_data_folder_is_named_as_skipped(tmp
         f"WARNING: skipped {folder / 'zero.png'}: it is a character device, not an image file",
     ], child.stderr
     assert "| bicubic | set | 1 | " in child.stdout, child.stdout
+
+
+def test_a_data_folder_of_only_a_pipe_is_not_said_to_hold_only_hidden_files(tmp_path: Path) -> None:
+    """A --data folder that held only a pipe was refused as holding "no image files (only hidden ones)"."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    os.mkfifo(folder / "fifo.png")
+    child = srfeat_cli("eval", "--model", "bicubic", "--metrics", "psnr", "--device", "cpu", "--data", folder)
+    line = one_error_line(child)
+    assert f"{folder} holds no image files, only 1 entry(s) that are not files (named above)" in line, line
+    assert f"WARNING: skipped {folder / 'fifo.png'}: it is a named pipe (FIFO)" in child.stderr, child.stderr
