@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from srfeat.errors import SRFeatError
 from srfeat.locks import lock_exclusive, process_exists
-from srfeat.path_checks import name_max, resolved, same_file
+from srfeat.path_checks import name_max, resolved, same_file, unwritable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ class DiskFullError(SRFeatError, OSError):
 # What a temporary's name adds to the file's: the leading dot, and `.PID.tmp` with Linux's
 # largest process id (pid_max at most 4194304, 7 digits).
 _TEMPORARY_EXTRA_BYTES = len(".") + len(".4194304.tmp")
+
+
+class NotAFolderError(SRFeatError, NotADirectoryError):
+    """A file is where an output's folder would be made (`x.jpg/out.png` with `x.jpg` a photo)."""
 
 
 def _temporary_stem(path: Path) -> str:
@@ -155,9 +159,10 @@ def folder_made_for(path: Path) -> Iterator[None]:
     for folder in reversed(missing):
         try:
             folder.mkdir()
-        except FileExistsError:
-            if not folder.is_dir():
-                raise
+        except FileExistsError as error:
+            if not folder.is_dir():  # a file (or a broken link) where the folder goes: was a bare FileExistsError
+                reason = unwritable_folder(folder) or f"{folder} is not a folder"
+                raise NotAFolderError(f"cannot write {path}: {reason}; give a path in a folder") from error
             continue
         made.append(folder)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,33 @@ def test_a_link_loop_as_data_or_json_is_one_line_before_any_scoring(tmp_path: Pa
     child = srfeat_cli(*common, "--data", "set", "--json", "loop.json", cwd=tmp_path)
     assert "--json loop.json exists: pass --overwrite" in one_error_line(child, only=True), child.stderr
     assert "|" not in child.stdout  # refused before any image was scored
+
+
+def test_a_pipe_or_a_link_to_a_device_in_the_data_folder_is_named_as_skipped(tmp_path: Path) -> None:
+    """A pipe, a socket or a link to a device among a --data folder's images was left out without a word (a
+    broken link was named); each is named, with what it is, and never opened (a pipe's read waits for a writer)."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.fromarray(samples.astronaut()[:32, :32]).save(folder / "a.png")
+    os.mkfifo(folder / "fifo.png")
+    (folder / "zero.png").symlink_to(os.devnull)
+    (folder / "sub").mkdir()  # a subfolder has a warning of its own (`warn_subfolders`)
+    child = srfeat_cli("eval", "--model", "bicubic", "--metrics", "psnr", "--device", "cpu", "--data", folder)
+    assert child.returncode == 0, child.stderr
+    warnings = [line for line in child.stderr.splitlines() if line.startswith("WARNING: skipped")]
+    assert warnings == [
+        f"WARNING: skipped {folder / 'fifo.png'}: it is a named pipe (FIFO), not an image file",
+        f"WARNING: skipped {folder / 'zero.png'}: it is a character device, not an image file",
+    ], child.stderr
+    assert "| bicubic | set | 1 | " in child.stdout, child.stdout
+
+
+def test_a_data_folder_of_only_a_pipe_is_not_said_to_hold_only_hidden_files(tmp_path: Path) -> None:
+    """A --data folder that held only a pipe was refused as holding "no image files (only hidden ones)"."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    os.mkfifo(folder / "fifo.png")
+    child = srfeat_cli("eval", "--model", "bicubic", "--metrics", "psnr", "--device", "cpu", "--data", folder)
+    line = one_error_line(child)
+    assert f"{folder} holds no image files, only 1 entry(s) that are not files (named above)" in line, line
+    assert f"WARNING: skipped {folder / 'fifo.png'}: it is a named pipe (FIFO)" in child.stderr, child.stderr

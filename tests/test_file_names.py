@@ -223,8 +223,9 @@ def test_an_output_that_is_or_lies_in_a_link_loop_is_one_line_and_replaced_only_
 
 
 def test_a_link_to_a_device_is_named_as_such_not_as_a_link_to_nothing(tmp_path: Path) -> None:
-    """`ln -s /dev/zero z.png` was "broken symbolic link (its target /dev/zero does not exist)"."""
+    """`ln -s /dev/zero z.png` was "broken symbolic link (its target /dev/zero does not exist)", then "a pipe,
+    socket or device": it names the kind."""
     (tmp_path / "z.png").symlink_to(os.devnull)
     child = srfeat_cli("upscale", "z.png", "-o", "out", cwd=tmp_path)
     line = one_error_line(child)
-    assert "z.png is neither a file nor a folder (a pipe, socket or device)" in line and "broken" not in line, line
+    assert "input z.png is a character device, not an image file or folder" in line and "broken" not in line, line

@@ -548,6 +548,20 @@ def test_an_output_file_name_says_that_it_overrides_suffix_and_ext(tmp_path: Pat
     assert same_format.returncode == 0 and "WARNING" not in same_format.stderr, same_format.stderr
 
 
+def test_a_pipe_or_a_device_link_in_an_input_folder_is_skipped_as_what_it_is(tmp_path: Path) -> None:
+    """A folder's pipe or link to a device was "skipped ...: not a regular file"; it says what it is."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (12, 10), (200, 30, 30)).save(folder / "a.png")
+    os.mkfifo(folder / "fifo.png")
+    (folder / "zero.png").symlink_to(os.devnull)
+    result = srfeat_cli("upscale", folder, "-o", tmp_path / "out", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert f"WARNING: skipped {folder / 'fifo.png'}: a named pipe (FIFO), not an image file" in result.stderr
+    assert f"WARNING: skipped {folder / 'zero.png'}: a character device, not an image file" in result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.png"]
+
+
 def test_a_pipe_given_as_input_is_named_as_such_and_jfif_files_are_found_in_folders(tmp_path: Path) -> None:
     """Before: a pipe was 'input not found' though `ls` shows it, and a folder scan passed over
     .jfif / .jpe files, which are JPEGs under the names cameras and browsers give them; then --ext auto
@@ -560,7 +574,7 @@ def test_a_pipe_given_as_input_is_named_as_such_and_jfif_files_are_found_in_fold
     os.mkfifo(pipe)
     result = srfeat_cli("upscale", folder, pipe, "-o", tmp_path / "out", "--device", "cpu")
     assert result.returncode == 1
-    assert f"ERROR: input {pipe} is neither a file nor a folder (a pipe, socket or device)" in result.stderr
+    assert f"ERROR: input {pipe} is a named pipe (FIFO), not an image file or folder" in result.stderr
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a.jfif", "b.jpe"]
     for name in ("a.jfif", "b.jpe"):
         with Image.open(tmp_path / "out" / name) as written:

@@ -16,6 +16,7 @@ from inference_helpers import tiny_generator
 from PIL import Image
 
 from srfeat import Upscaler
+from srfeat.data.io import write_image
 from srfeat.errors import ImageReadError, SRFeatError
 from srfeat.files import OutputExistsError
 from srfeat.inference.image_files import upscale_file
@@ -138,16 +139,36 @@ def test_a_pipe_a_folder_or_an_empty_file_as_the_source_is_named_as_what_it_is(
     upscaler: Upscaler, tmp_path: Path
 ) -> None:
     """A pipe was opened to be read as a PNG and waited forever for a writer; a folder was "image not found",
-    and an empty file PIL's "cannot identify image file"."""
+    and an empty file PIL's "cannot identify image file". The pipe is named as one, not as "a pipe, socket or
+    device"."""
     os.mkfifo(tmp_path / "pipe.png")
     threading.Thread(target=_release_readers, args=(tmp_path / "pipe.png", 20), daemon=True).start()
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "empty.png").touch()
     for name, said in [
-        ("pipe.png", "it is a pipe, socket or device"),
+        ("pipe.png", "it is a named pipe (FIFO), not an image file"),
         ("folder.png", "it is a folder, not an image file"),
         ("empty.png", "the file is empty (0 bytes)"),
     ]:
         with pytest.raises(ImageReadError, match=re.escape(f"cannot read image {tmp_path / name}: {said}")):
             upscale_file(upscaler, tmp_path / name, tmp_path / "out.png")
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_target_under_a_file_is_one_line_before_the_source_is_read(upscaler: Upscaler, tmp_path: Path) -> None:
+    """`upscale_file(u, src, "photo.jpg/x.png")`, `photo.jpg` a file, was a bare FileExistsError from making the
+    folder, after the upscale; `write_image` to such a path the same. Each is one line naming the file in the way,
+    and the file is kept."""
+    source = write_photo(tmp_path / "in.png")
+    in_the_way = write_photo(tmp_path / "photo.jpg")
+    before = in_the_way.read_bytes()
+    for target in (in_the_way / "x.png", in_the_way / "deeper" / "x.png"):
+        with pytest.raises(
+            SRFeatError, match=re.escape(f"cannot write {target}: {in_the_way} is a file, not a folder")
+        ):
+            upscale_file(upscaler, source, target)
+        with pytest.raises(
+            SRFeatError, match=re.escape(f"cannot write {target}: {in_the_way} is a file, not a folder")
+        ):
+            write_image(target, np.zeros((4, 4, 3), np.uint8))
+    assert in_the_way.read_bytes() == before

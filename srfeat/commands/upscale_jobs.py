@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srfeat import video
-from srfeat.path_checks import name_too_long, resolved
+from srfeat.path_checks import name_too_long, resolved, special_file_kind
 
 logger = logging.getLogger("srfeat.commands.upscale")  # the plan's warnings keep the logger they always had
 
@@ -51,7 +51,7 @@ def skip_reason(path: Path, image_extensions: frozenset[str]) -> str | None:
     if path.is_dir():
         return "a folder (folders are not searched recursively; give it as an input of its own)"
     if not path.is_file():
-        return "not a regular file"
+        return f"{special_file_kind(path) or 'something other than a file'}, not an image file"
     if path.name.startswith("."):
         return "hidden file"
     if path.suffix.lower() not in image_extensions:
@@ -109,8 +109,8 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
         elif path.is_symlink() and not path.exists():  # a link to a device exists: it is said to be one below
             errors.append(f"input {spec}: {broken_link_reason(path)}")
             found = []
-        elif path.exists():
-            errors.append(f"input {spec} is neither a file nor a folder (a pipe, socket or device): name an image file")
+        elif kind := special_file_kind(path):  # a pipe, a device: named as what it is
+            errors.append(f"input {spec} is {kind}, not an image file or folder: name an image file")
             found = []
         else:
             errors.append(f"input not found: {spec}")

@@ -50,6 +50,9 @@ def holds_no_image(folder: Path, files: int, unreadable: int, too_small: int, mi
     subfolders = sum(1 for entry in entries if entry.is_dir() and not entry.name.startswith("."))
     if subfolders:  # DIV2K/ for DIV2K/DIV2K_train_HR/: subfolders are not read
         return f"{folder} holds no image files, only {subfolders} subfolder(s) (not read): give the folder of images"
+    others = sum(1 for entry in entries if not entry.name.startswith("."))  # pipes, devices: list_images names each
+    if others:  # "only hidden ones" was said of them
+        return f"{folder} holds no image files, only {others} entry(s) that are not files (named above)"
     return f"{folder} holds no image files" + (" (only hidden ones)" if entries else ": it is empty")
 
 

@@ -42,8 +42,10 @@ from srfeat.data.image_writing import (
     write_image,
     write_png,
 )
+from srfeat.data.unidentified import unidentified_error
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
+from srfeat.path_checks import special_file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ __all__ = [
     "write_image",
     "write_png",
 ]
+
+_BROKEN_LINK = "a symbolic link to nothing (its target is missing, or a loop)"
 
 # What folder scans take as images: the formats PIL reads that photos come in.
 _PHOTO_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -116,7 +120,8 @@ def list_images(folder: PathLike) -> list[Path]:
 
     Extensions are not trusted either way: a file that is not an image is reported by name
     when it fails to open, rather than silently ignored, and a PNG named `.jpg` still works.
-    A symbolic link that leads nowhere (broken, or a loop) is skipped with a warning naming it.
+    A symbolic link that leads nowhere (broken, or a loop), a pipe, a socket or a device (or a link to
+    one) is skipped with a warning naming it and what it is: they were left out without a word.
     """
     folder = Path(folder)
     try:
@@ -133,7 +138,10 @@ def list_images(folder: PathLike) -> list[Path]:
         if path.is_file():
             files.append(path)
         elif path.is_symlink() and not path.exists():
-            logger.warning("skipped %s: a symbolic link to nothing (its target is missing, or a loop)", path)
+            logger.warning("skipped %s: %s", path, _BROKEN_LINK)
+        elif (kind := special_file_kind(path)) and kind != "a folder":  # subfolders are not searched
+            # never opened: a pipe's read waits for a writer, a device's may never end
+            logger.warning("skipped %s: it is %s, not an image file", path, kind)
     return files
 
 
@@ -155,12 +163,10 @@ def check_image_file(path: Path) -> None:
     pipe's open waited forever for a writer, and a folder, a link loop or an empty file were "image not
     found" or PIL's "cannot identify image file"."""
     if not path.is_file():
-        if path.is_dir():
-            problem = "it is a folder, not an image file"
-        elif path.is_symlink() and not path.exists():
-            problem = "a symbolic link to nothing (its target is missing, or a loop)"
-        elif path.exists():
-            problem = "it is a pipe, socket or device, not an image file"
+        if path.is_symlink() and not path.exists():
+            problem = _BROKEN_LINK
+        elif kind := special_file_kind(path):  # "a named pipe (FIFO)", "a folder", ...
+            problem = f"it is {kind}, not an image file"
         else:
             raise ImageReadError(f"image not found: {path}")
         raise ImageReadError(f"cannot read image {path}: {problem}", "name an image file")
@@ -179,12 +185,8 @@ def _open_image(path: Path) -> Image.Image:
             oriented = orientation.exif_upright(image, path)
             decoded = oriented if oriented is not image else image.copy()
     except DECODE_ERRORS as error:
-        if isinstance(error, UnidentifiedImageError) and (layout := tiff16.unread_layout(path)):  # float RGB...
-            raise ImageReadError(
-                f"cannot read image {path}: a TIFF of {layout} per pixel, which srfeat does not read (it reads 8 "
-                "and 16 bits, and 32-bit float grey)",
-                "save it with 16 bits, as TIFF or PNG",
-            ) from error
+        if isinstance(error, UnidentifiedImageError):  # text named .png, float RGB TIFF...: said as what it is
+            raise unidentified_error(path) from error
         raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
     if negative is not None:
         raise ImageReadError(
@@ -240,6 +242,8 @@ def image_size(path: PathLike) -> tuple[int, int]:
     except DECODE_ERRORS as error:
         with one_line_messages(path):  # tifffile's complaints too are only the error line's when it fails
             info = tiff16.tiff16_info(path)
+            if info is None and isinstance(error, UnidentifiedImageError):
+                raise unidentified_error(path) from error
             if info is None:
                 raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
         height, width = info.height, info.width

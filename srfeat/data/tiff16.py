@@ -87,8 +87,8 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
 
 def unread_layout(path: str | os.PathLike[str]) -> str | None:
     """The samples of a sound TIFF whose first page srfeat does not read, in words ("3 samples of
-    32-bit float"): float other than 32-bit grey, more than 16 bits, more than 4 samples, signed 8-bit colour
-    (PIL refuses it; signed 8-bit grey it reads, `srfeat.data.io` checks its values). None for
+    32-bit float"): float other than 32-bit grey, more than 16 bits, more than 4 samples, signed 8- or 16-bit
+    colour (PIL refuses it; signed grey it reads, `srfeat.data.io` checks its values). None for
     any other file (not a TIFF, a damaged one, or a layout srfeat reads)."""
     if not _is_tiff(path):
         return None
@@ -102,7 +102,11 @@ def unread_layout(path: str | os.PathLike[str]) -> str | None:
                 page.imagewidth
                 and page.imagelength
                 and (
-                    (kind == "f" and (bits, samples) != (32, 1)) or bits > 16 or samples > 4 or (kind, bits) == ("i", 8)
+                    (kind == "f" and (bits, samples) != (32, 1))
+                    or bits > 16
+                    or samples > 4
+                    or (kind, bits) == ("i", 8)
+                    or (kind == "i" and samples > 1)
                 )
             ):
                 name = {"f": "float", "i": "signed integer", "u": "unsigned integer"}.get(kind, str(page.dtype))

@@ -18,6 +18,7 @@ from srfeat.errors import InvalidOptionError, SRFeatError, check_flag, shown
 from srfeat.files import refuse_existing, refuse_output_is_input
 from srfeat.inference.checks import check_outscale
 from srfeat.inference.upscaler import Upscaler
+from srfeat.path_checks import unwritable_file
 from srfeat.weights import as_path
 
 __all__ = ["MAX_SIDE", "output_extension", "over_format_limit", "upscale_file"]
@@ -64,8 +65,9 @@ def upscale_file(
     `srfeat.files.OutputIsInputError`, before `source` is read.
 
     Raises `ImageReadError` when `source` cannot be read, another `SRFeatError` when it cannot
-    be upscaled (a model whose output is not finite, say), and `OSError` when `target` cannot
-    be written (the target then does not exist: it is written to a temporary name and renamed).
+    be upscaled (a model whose output is not finite, say) or `target` cannot be made (a file where
+    its folder would be, a folder we may not write in: found before `source` is read), and `OSError`
+    when the write fails (the target then does not exist: it is written to a temporary name and renamed).
     Paths are str, bytes or path-like (`~` expanded), as `upscale_video`'s. Messages name these
     keywords (`replace=True`, `outscale`); `command_line` (`srfeat upscale`'s) names its flags instead.
     """
@@ -87,6 +89,8 @@ def upscale_file(
         raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
     if target.is_dir() and not target.is_symlink():  # the final rename would fail after the upscale
         raise SRFeatError(f"cannot write {target}: a folder of that name exists; give another output name")
+    if problem := unwritable_file(target):  # `x.jpg/out.png`: a bare FileExistsError, after the upscale
+        raise SRFeatError(f"cannot write {target}: {problem}; give another {'-o' if command_line else 'target'}")
     # now: the write's own refusal would come after the upscale
     refuse_existing(target, replace, command_line=command_line)
     raw = read_raw_image(source)

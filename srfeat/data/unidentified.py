@@ -1,0 +1,94 @@
+"""What a file PIL cannot identify is, in words: PIL's "cannot identify image file" was the message for a text
+file named `.png` (a saved web page, a note), a PNG cut short, a photo in a format srfeat does not read and a
+sound TIFF of a layout PIL does not open alike. `unidentified_error` tells these apart from the file's first
+bytes and says what to do about each.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+from PIL import Image
+
+from srfeat.data import tiff16
+from srfeat.data.colour_profiles import READ_FORMATS
+from srfeat.errors import ImageReadError
+
+__all__ = ["looks_like_text", "starts_as", "unidentified_error"]
+
+# How the formats srfeat reads begin (TGA has no signature).
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    *((signature, "TIFF") for signature in tiff16.TIFF_SIGNATURES),
+    *((f"P{kind}".encode(), "PPM") for kind in "123456fF"),
+    (b"BM", "BMP"),
+)
+_HEAD_BYTES = 4096  # enough to tell text from binary data
+
+
+def starts_as(head: bytes) -> str | None:
+    """The format srfeat reads that a file beginning with `head` is by its signature, if any."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return "AVIF"
+    return next((kind for signature, kind in _SIGNATURES if head.startswith(signature)), None)
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether `head` (a file's first bytes) is text: UTF-8 (ASCII too) of printable characters and line
+    breaks, no NUL byte; a character cut at the end of `head` is allowed."""
+    if not head or b"\x00" in head:
+        return False
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    printable = sum(character.isprintable() or character in "\t\n\r\f" for character in text)
+    return printable >= 0.95 * len(text)
+
+
+def unidentified_error(path: Path) -> ImageReadError:
+    """The error for `path`, which PIL could not identify as an image of the formats srfeat reads: a TIFF
+    of a layout srfeat does not read, text, a damaged file of a format it reads, or another format."""
+    if layout := tiff16.unread_layout(path):  # float RGB, signed colour...
+        if " signed integer" in layout:  # PIL reads signed samples as grey only (8-bit colour it refuses)
+            return ImageReadError(
+                f"cannot read image {path}: a TIFF of {layout} per pixel, which srfeat does not read (signed "
+                "samples only as grey)",
+                "convert it to unsigned 8- or 16-bit",
+            )
+        return ImageReadError(
+            f"cannot read image {path}: a TIFF of {layout} per pixel, which srfeat does not read (it reads 8 "
+            "and 16 bits, and 32-bit float grey)",
+            "save it with 16 bits, as TIFF or PNG",
+        )
+    try:
+        with path.open("rb") as file:
+            head = file.read(_HEAD_BYTES)
+    except OSError as error:
+        return ImageReadError(f"cannot read image {path}: {error.strerror or error}", ImageReadError.SKIP_OR_REPLACE)
+    kind = starts_as(head)
+    Image.init()  # every plugin's extensions registered
+    named = Image.registered_extensions().get(path.suffix.lower())  # what its name says it is: "PNG" for .png
+    if looks_like_text(head):  # before the signatures: a note may begin with "BM" or "P1"
+        what = f"a {named} image" if named in READ_FORMATS else "an image"
+        return ImageReadError(f"cannot read image {path}: it holds text, not {what}", ImageReadError.SKIP_OR_REPLACE)
+    if kind is not None:
+        return ImageReadError(
+            f"cannot read image {path}: it starts as a {kind} file but cannot be decoded (damaged, cut short, or "
+            f"a {kind} variant srfeat does not read)",
+            ImageReadError.SKIP_OR_REPLACE,
+        )
+    if named == "TGA":  # TGA files have no signature: a damaged one looks like any other data
+        return ImageReadError(
+            f"cannot read image {path}: it is damaged, or not a TGA file", ImageReadError.SKIP_OR_REPLACE
+        )
+    return ImageReadError(
+        f"cannot read image {path}: it is not in an image format srfeat reads ({', '.join(READ_FORMATS)})",
+        "convert it to PNG or JPEG, or skip it",
+    )
