@@ -104,6 +104,7 @@ class InputFrames:
         # packets' decoding slots: the decoder shows the B-frame first, with the P-frame's slot, so the frames'
         # own timestamps go back and forth on a clean file; the slot each frame comes out at is its time.
         decode_order_times = False
+        after_packed = False  # the packet before was a packed one: this one may be its placeholder N-VOP
         index = 0
         done = False
         video_end: int | None = None  # the byte after the last video packet read
@@ -140,12 +141,17 @@ class InputFrames:
                 self.hidden_frames += packet.is_discard + not_coded
                 if packet.size and packet.pos is not None and packet.pos >= 0:
                     video_end = packet.pos + packet.size
-                if not_coded <= 0:  # an N-VOP gives no frame: none is lost
+                # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
+                # its P-frame is shown at (its B-frame takes the packed packet's own).
+                if not_coded <= 0 or after_packed:
                     self.lost.sent(packet)
-                decode_order_times = decode_order_times or not_coded < 0
+                after_packed = not_coded < 0
+                decode_order_times = decode_order_times or after_packed
                 for frame in self._decode_packet(packet, index):
-                    self.lost.shown(frame.pts, index)
                     shown_at = frame.dts if decode_order_times and frame.dts is not None else frame.pts
+                    # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
+                    # tracker took for timestamps starting over, forgetting the frames sent before.
+                    self.lost.shown(shown_at, index)
                     pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
                     if index >= frames.start:
                         self.defects.check(frame, index)
