@@ -40,6 +40,38 @@ SLICE_MARGIN_S = 10.0
 # Demuxers of raw frames, one after another to the file's end: a file cut inside its last frame ends
 # their reading without an error, and that frame is gone (`InputFrames.cut_frame_bytes` counts what was left).
 RAW_FRAME_DEMUXERS = frozenset({"yuv4mpegpipe"})
+# MPEG-TS packet sizes FFmpeg's demuxer reads (plain, Blu-ray's M2TS with a 4-byte time before each, DVB's with
+# 16 bytes of error correction after), each with where its sync byte sits.
+TRANSPORT_PACKETS = ((188, 0), (192, 4), (204, 0))
+TS_SYNC = 0x47
+SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size
+
+
+def cut_transport_packet(source: Path) -> int:
+    """How many bytes of a transport packet `source` (an MPEG-TS) ends with: a muxer writes whole packets, so a
+    last one begun (its sync byte there) and not finished is a file cut short. A TS states no length, and this is
+    its only trace of a cut: one at a packet's boundary leaves none. 0 where none is found or it cannot be read."""
+    try:
+        with source.open("rb") as file:
+            head = file.read(max(size for size, _ in TRANSPORT_PACKETS) * (SYNCS_CHECKED + 1))
+            total = file.seek(0, 2)
+            for size, sync in TRANSPORT_PACKETS:
+                start = next((at for at in range(size) if _synced(head, at + sync, size)), None)
+                if start is None:
+                    continue
+                left = (total - start) % size
+                if left <= sync:  # an M2TS packet's time without its sync byte: nothing shows a packet began
+                    return 0
+                file.seek(total - left + sync)
+                return left if file.read(1)[0] == TS_SYNC else 0
+    except OSError:
+        return 0
+    return 0
+
+
+def _synced(head: bytes, at: int, size: int) -> bool:
+    positions = range(at, at + size * SYNCS_CHECKED, size)
+    return positions[-1] < len(head) and all(head[position] == TS_SYNC for position in positions)
 
 
 @dataclass
@@ -53,7 +85,8 @@ class InputFrames:
     """The frames of `video` in `frames` and the copied streams' packets of `source_container`, in demuxing
     order; once it is read to the end, `decoded_frames`, `hidden_frames` and `last_frame_time` say how many
     frames the file held, how many of them were not to be shown, and when the last one given was shown;
-    `cut_frame_bytes`, how much of a last frame cut short (a truncated .y4m) was left unread."""
+    `cut_frame_bytes`, how much of a last frame cut short (a truncated .y4m) was left unread; `cut_packet_bytes`,
+    how much of a last transport packet cut short (a truncated MPEG-TS) FFmpeg dropped."""
 
     def __init__(
         self,
@@ -91,6 +124,7 @@ class InputFrames:
         self.last_frame_time: float | None = None
         self.last_frame_duration: float | None = None  # as the file states it; None where it states none
         self.cut_frame_bytes = 0
+        self.cut_packet_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
 
     def __iter__(self) -> Iterator[Frame | Packet]:
@@ -114,6 +148,8 @@ class InputFrames:
                 packet = next(packets)
             except StopIteration:
                 self.cut_frame_bytes = self._bytes_after(video_end)
+                if "mpegts" in self.input.format.name.split(","):
+                    self.cut_packet_bytes = cut_transport_packet(self.source)
                 break
             except av.error.FFmpegError as error:
                 if done:  # every frame asked for came out: only audio or subtitles are lost
