@@ -22,8 +22,16 @@ from srfeat.video import FrameRange, VideoOptions
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
+from srfeat.video.input_frames import cut_transport_packet  # noqa: E402
 from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
-from tests.video_helpers import ContainerStandIn, cli, read_frames, write_clip, write_encoded  # noqa: E402
+from tests.video_helpers import (  # noqa: E402
+    ContainerStandIn,
+    cli,
+    frame_times,
+    read_frames,
+    write_clip,
+    write_encoded,
+)
 
 
 def lines(result: subprocess.CompletedProcess[str], level: str) -> list[str]:
@@ -141,6 +149,52 @@ def test_clean_videos_are_not_said_to_miss_frames(
         if name.startswith("joined"):  # its timestamps that start over are repaired, and said so
             said = [line for line in said if "missing from the output" in line]
         assert said == [], name
+
+
+def test_a_transport_stream_cut_inside_a_packet_says_it_seems_cut_short(tmp_path: Path, model_path: Path) -> None:
+    """An MPEG-TS states no length, and FFmpeg drops a last transport packet cut short without a word: a download
+    that stopped half way was upscaled as a whole video. A cut at a packet's boundary leaves no trace."""
+    whole = tmp_path / "whole.ts"
+    write_clip(whole, frames=24, audio=False)
+    data = whole.read_bytes()
+    middle = len(data) // 2 // 188 * 188
+    (tmp_path / "cut.ts").write_bytes(data[: middle + 100])
+    (tmp_path / "even.ts").write_bytes(data[:middle])
+    runs = [("whole.ts", ()), ("cut.ts", ()), ("even.ts", ()), ("cut.ts", ("--frames", "0:5"))]
+    said = []
+    for index, (name, options) in enumerate(runs):
+        output = tmp_path / f"out{index}.mkv"
+        result = cli(tmp_path / name, "-o", output, "--model", model_path, "--codec", "ffv1", *options)
+        assert result.returncode == 0, result.stderr
+        said.append((lines(result, "WARNING"), frame_times(output)))
+    times = said[1][1]
+    assert 0 < len(times) < 24
+    cut = (
+        f"WARNING: {tmp_path / 'cut.ts'}: the file seems cut short at {times[-1] - times[0] + 1 / 12:.2f} s: it ends "
+        f"100 bytes into a transport packet (truncated?); the video has {len(times)} frames up to there, and "
+        "whatever the file held after is not in the output"
+    )
+    assert cut in said[1][0]
+    # The B-frames before the last P-frame kept are lost to the cut either way, and named as missing (in both).
+    assert [[line for line in warned if "cut short" in line] for warned, _ in said] == [[], [cut], [], []]
+    assert said[0][0] == said[3][0] == []  # the whole file, and a range that ends before the cut
+
+
+@pytest.mark.parametrize(("size", "sync"), [(188, 0), (192, 4), (204, 0)])
+def test_a_transport_packet_cut_short_is_found_in_each_packet_size(tmp_path: Path, size: int, sync: int) -> None:
+    """Plain, Blu-ray M2TS (a 4-byte time before each sync byte) and DVB (16 bytes of error correction after),
+    and a file whose first packet was cut off at its start (a recording picked up mid-stream)."""
+    packet = bytes(sync) + b"\x47" + bytes(size - sync - 1)
+    source = tmp_path / "v.ts"
+    for head in (b"", bytes(range(1, 61))):  # bytes of a packet cut off at the start
+        source.write_bytes(head + packet * 8 + packet[: sync + 30])
+        assert cut_transport_packet(source) == sync + 30
+        source.write_bytes(head + packet * 8)
+        assert cut_transport_packet(source) == 0
+    source.write_bytes(packet * 8 + bytes(sync + 30))  # trailing zeros: no packet began there
+    assert cut_transport_packet(source) == 0
+    source.write_bytes(b"not a transport stream" * 100)
+    assert cut_transport_packet(source) == 0
 
 
 def packet(pts: int, dts: int | None = None) -> SimpleNamespace:

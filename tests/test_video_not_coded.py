@@ -56,19 +56,25 @@ def with_not_coded_frames(folder: Path) -> Path:
     return target
 
 
-def packed(folder: Path) -> Path:
-    """A 12-frame AVI with B-frames packed as DivX 5 does: each P-frame with the B-frame before it in one
-    packet, an N-VOP in the B-frame's place, and DivX's user data saying so."""
-    coded, target = folder / "b-frames.avi", folder / "packed.avi"
-    with av.open(str(coded), "w") as container:
+def b_frames(target: Path, between: int = 2) -> Path:
+    """A 12-frame AVI with `between` B-frames between references, stored one picture a packet in decoding order
+    as FFmpeg writes them (`ffmpeg -c:v mpeg4 -bf 2 out.avi`, nothing packed)."""
+    with av.open(str(target), "w") as container:
         stream = container.add_stream("mpeg4", rate=RATE)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.max_b_frames = 1
+        stream.codec_context.max_b_frames = between
         for index, pixels in enumerate(pan_frames(12)):
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    return target
+
+
+def packed(folder: Path) -> Path:
+    """A 12-frame AVI with B-frames packed as DivX 5 does: each P-frame with the B-frame before it in one
+    packet, an N-VOP in the B-frame's place, and DivX's user data saying so."""
+    coded, target = b_frames(folder / "b-frames.avi", between=1), folder / "packed.avi"
     stored = payloads_of(coded)  # decoding order: I0 P2 B1 P4 B3 ...
     first_vop = stored[0].find(b"\x00\x00\x01\xb6")
     payloads = [stored[0][:first_vop] + b"\x00\x00\x01\xb2DivX503b1393p" + stored[0][first_vop:]]
@@ -166,3 +172,66 @@ def test_timestamps_that_do_not_increase_are_still_repaired_and_said(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert f"WARNING: {source}: frames without increasing timestamps; given one frame's spacing" in warnings(result)
     assert len(frame_times(tmp_path / "out.mkv")) == 8
+
+
+def zero_tail_of_packet(source: Path, target: Path, packet_index: int) -> None:
+    """`target`: `source` with the second half of its `packet_index`th video packet zeroed, where a packed
+    packet holds its B-frame: that one picture is lost, the rest decode."""
+    with av.open(str(source)) as container:
+        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][packet_index]
+    data = bytearray(source.read_bytes())
+    data[position + size // 2 : position + size] = bytes(size - size // 2)
+    target.write_bytes(bytes(data))
+
+
+def lost_line(source: Path, after: int, time: float) -> str:
+    return (
+        f"WARNING: {source}: 1 frame of the video could not be decoded and is missing from the output (a damaged "
+        f"file?): 1 after frame {after} ({time:.2f} s); the output jumps over it, its timing kept; repair or replace "
+        f"the file to get it back, or --frames 0:{after + 1} upscales the frames before the first gap"
+    )
+
+
+def test_a_b_frame_lost_from_a_packed_packet_is_named(tmp_path: Path, model_path: Path) -> None:
+    """The frames of a packed file come out with timestamps that go back at every B-frame: the lost-frame
+    tracker took each for timestamps starting over and forgot what was sent, so the B-frame of a damaged
+    packed packet was lost without a word (or, lost early in the file, named a frame late)."""
+    clean, damaged = packed(tmp_path), tmp_path / "damaged.avi"
+    zero_tail_of_packet(clean, damaged, 3)  # P4 with B3: frame 3 is lost, after frame 2
+    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    times = frame_times(tmp_path / "clean.mkv")
+    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    patched = (
+        f"WARNING: {damaged}: 1 of the 11 frames upscaled decoded with errors (a damaged file?), the first at frame 3; "
+        "they are upscaled as the decoder patched them up (--frames can leave them out)"
+    )  # P4, its B-frame's bytes read as its own
+    assert warnings(result) == [lost_line(damaged, 2, times[2]), patched], result.stderr
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(times[:3] + times[4:], abs=0.002)
+
+
+def test_b_frames_stored_unpacked_in_an_avi_are_tracked_in_order(tmp_path: Path, model_path: Path) -> None:
+    """FFmpeg's own B-frames in an AVI come out of the decoder in presentation order: a clean file loses nothing,
+    and a B-frame whose bytes were lost is named where it was."""
+    clean, damaged = b_frames(tmp_path / "b-frames.avi"), tmp_path / "damaged.avi"
+    with av.open(str(clean)) as container:  # decoding order: I0 P3 B1 B2 P6 ...
+        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][3]
+    data = bytearray(clean.read_bytes())
+    data[position + 4 : position + size] = bytes(size - 4)  # B2's, after its start code: it gives no frame
+    damaged.write_bytes(bytes(data))
+    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert warnings(result) == []
+    times = frame_times(tmp_path / "clean.mkv")
+    assert len(times) == 12
+    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    # The decoder hands the frames' timestamps out in order, so the hole in the output's timing is where the
+    # warning must name it (a frame on, here: the next picture takes the lost one's time).
+    shown = frame_times(tmp_path / "out.mkv")
+    hole = next(index for index, time in enumerate(shown) if time != pytest.approx(times[index], abs=0.002)) - 1
+    assert shown == pytest.approx(times[: hole + 1] + times[hole + 2 :], abs=0.002)
+    counted = f"WARNING: {damaged}: only 11 of the 12 frames the file lists decoded (truncated or damaged?)"
+    counted += "; the output has those"
+    assert warnings(result) == [counted, lost_line(damaged, hole, times[hole])], result.stderr

@@ -40,6 +40,38 @@ SLICE_MARGIN_S = 10.0
 # Demuxers of raw frames, one after another to the file's end: a file cut inside its last frame ends
 # their reading without an error, and that frame is gone (`InputFrames.cut_frame_bytes` counts what was left).
 RAW_FRAME_DEMUXERS = frozenset({"yuv4mpegpipe"})
+# MPEG-TS packet sizes FFmpeg's demuxer reads (plain, Blu-ray's M2TS with a 4-byte time before each, DVB's with
+# 16 bytes of error correction after), each with where its sync byte sits.
+TRANSPORT_PACKETS = ((188, 0), (192, 4), (204, 0))
+TS_SYNC = 0x47
+SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size
+
+
+def cut_transport_packet(source: Path) -> int:
+    """How many bytes of a transport packet `source` (an MPEG-TS) ends with: a muxer writes whole packets, so a
+    last one begun (its sync byte there) and not finished is a file cut short. A TS states no length, and this is
+    its only trace of a cut: one at a packet's boundary leaves none. 0 where none is found or it cannot be read."""
+    try:
+        with source.open("rb") as file:
+            head = file.read(max(size for size, _ in TRANSPORT_PACKETS) * (SYNCS_CHECKED + 1))
+            total = file.seek(0, 2)
+            for size, sync in TRANSPORT_PACKETS:
+                start = next((at for at in range(size) if _synced(head, at + sync, size)), None)
+                if start is None:
+                    continue
+                left = (total - start) % size
+                if left <= sync:  # an M2TS packet's time without its sync byte: nothing shows a packet began
+                    return 0
+                file.seek(total - left + sync)
+                return left if file.read(1)[0] == TS_SYNC else 0
+    except OSError:
+        return 0
+    return 0
+
+
+def _synced(head: bytes, at: int, size: int) -> bool:
+    positions = range(at, at + size * SYNCS_CHECKED, size)
+    return positions[-1] < len(head) and all(head[position] == TS_SYNC for position in positions)
 
 
 @dataclass
@@ -53,7 +85,8 @@ class InputFrames:
     """The frames of `video` in `frames` and the copied streams' packets of `source_container`, in demuxing
     order; once it is read to the end, `decoded_frames`, `hidden_frames` and `last_frame_time` say how many
     frames the file held, how many of them were not to be shown, and when the last one given was shown;
-    `cut_frame_bytes`, how much of a last frame cut short (a truncated .y4m) was left unread."""
+    `cut_frame_bytes`, how much of a last frame cut short (a truncated .y4m) was left unread; `cut_packet_bytes`,
+    how much of a last transport packet cut short (a truncated MPEG-TS) FFmpeg dropped."""
 
     def __init__(
         self,
@@ -91,6 +124,7 @@ class InputFrames:
         self.last_frame_time: float | None = None
         self.last_frame_duration: float | None = None  # as the file states it; None where it states none
         self.cut_frame_bytes = 0
+        self.cut_packet_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
 
     def __iter__(self) -> Iterator[Frame | Packet]:
@@ -104,6 +138,7 @@ class InputFrames:
         # packets' decoding slots: the decoder shows the B-frame first, with the P-frame's slot, so the frames'
         # own timestamps go back and forth on a clean file; the slot each frame comes out at is its time.
         decode_order_times = False
+        after_packed = False  # the packet before was a packed one: this one may be its placeholder N-VOP
         index = 0
         done = False
         video_end: int | None = None  # the byte after the last video packet read
@@ -113,6 +148,8 @@ class InputFrames:
                 packet = next(packets)
             except StopIteration:
                 self.cut_frame_bytes = self._bytes_after(video_end)
+                if "mpegts" in self.input.format.name.split(","):
+                    self.cut_packet_bytes = cut_transport_packet(self.source)
                 break
             except av.error.FFmpegError as error:
                 if done:  # every frame asked for came out: only audio or subtitles are lost
@@ -140,12 +177,17 @@ class InputFrames:
                 self.hidden_frames += packet.is_discard + not_coded
                 if packet.size and packet.pos is not None and packet.pos >= 0:
                     video_end = packet.pos + packet.size
-                if not_coded <= 0:  # an N-VOP gives no frame: none is lost
+                # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
+                # its P-frame is shown at (its B-frame takes the packed packet's own).
+                if not_coded <= 0 or after_packed:
                     self.lost.sent(packet)
-                decode_order_times = decode_order_times or not_coded < 0
+                after_packed = not_coded < 0
+                decode_order_times = decode_order_times or after_packed
                 for frame in self._decode_packet(packet, index):
-                    self.lost.shown(frame.pts, index)
                     shown_at = frame.dts if decode_order_times and frame.dts is not None else frame.pts
+                    # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
+                    # tracker took for timestamps starting over, forgetting the frames sent before.
+                    self.lost.shown(shown_at, index)
                     pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
                     if index >= frames.start:
                         self.defects.check(frame, index)

@@ -99,7 +99,8 @@ class LostFrames:
         (self.sent_times if self.next_part is None else self.next_part).add(packet.pts)
 
     def shown(self, pts: int | None, index: int) -> None:
-        """Frame `index` came out of the decoder with timestamp `pts` (the file's, before any repair)."""
+        """Frame `index` came out of the decoder with timestamp `pts` (the file's, before any repair; in a file of
+        packed B-frames, the decoding slot it came out at, as the packets' are: its own go back and forth)."""
         if pts is None:
             self.last_pts = None
             return

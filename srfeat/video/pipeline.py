@@ -236,6 +236,7 @@ class _Transcoder:
             read.last_frame_time,
             read.hidden_frames,
             read.cut_frame_bytes,
+            cut_packet_bytes=read.cut_packet_bytes,
             last_frame_duration=read.last_frame_duration,
             command_line=self.command_line,
         )

@@ -297,6 +297,15 @@ def length_tolerance(last_frame_duration: float | None, rate: float) -> float:
     return max(0.1, 2 / rate)
 
 
+def _video_end(video: VideoStream, last_frame_time: float | None, last_frame_duration: float | None) -> float | None:
+    """When the last frame shown ends, from the video's start (a player's clock): None where unknown."""
+    rate = video.average_rate
+    duration = last_frame_duration or (1 / float(rate) if rate else None)
+    if last_frame_time is None or duration is None:
+        return None
+    return last_frame_time - seconds_of(video.start_time, time_base_of(video)) + duration
+
+
 def check_length(
     source: Path,
     video: VideoStream,
@@ -306,6 +315,7 @@ def check_length(
     hidden_frames: int = 0,
     cut_frame_bytes: int = 0,
     *,
+    cut_packet_bytes: int = 0,
     last_frame_duration: float | None = None,
     command_line: bool = False,
 ) -> None:
@@ -315,7 +325,9 @@ def check_length(
     before its cut, which its edit list hides (FFmpeg flags their packets to be decoded, not shown).
     `cut_frame_bytes`: what a raw-frame file (.y4m) held of a last frame cut short, which FFmpeg drops
     unsaid (such a file states only its whole frames, so no other check sees the loss); said where
-    that frame was in the range asked for. `last_frame_duration`: the last frame's own, as the file states
+    that frame was in the range asked for. `cut_packet_bytes`: the same of an MPEG-TS's last transport packet,
+    which FFmpeg drops unsaid (such a file states no length: only the packet cut shows the file was).
+    `last_frame_duration`: the last frame's own, as the file states
     it (None where it states none). A range past the end is named `--frames` for the command line,
     else `frames` (VideoOptions's)."""
     if cut_frame_bytes and (frames.stop is None or decoded_frames < frames.stop):
@@ -324,6 +336,16 @@ def check_length(
             "the video has %d whole frames",
             source,
             cut_frame_bytes,
+            decoded_frames,
+        )
+    end = _video_end(video, last_frame_time, last_frame_duration)
+    if cut_packet_bytes and end is not None and (frames.stop is None or decoded_frames < frames.stop):
+        logger.warning(
+            "%s: the file seems cut short at %.2f s: it ends %d bytes into a transport packet (truncated?); the "
+            "video has %d frames up to there, and whatever the file held after is not in the output",
+            source,
+            end,
+            cut_packet_bytes,
             decoded_frames,
         )
     if frames.stop is not None and decoded_frames < frames.stop:
@@ -347,10 +369,8 @@ def check_length(
         )
         return
     duration, rate = stated_duration(video), video.average_rate
-    if duration is None or last_frame_time is None or not rate:
+    if duration is None or end is None or not rate:
         return
-    start = seconds_of(video.start_time, time_base_of(video))
-    end = last_frame_time - start + (last_frame_duration or 1 / float(rate))
     if end < duration - length_tolerance(last_frame_duration, float(rate)):
         logger.warning(
             "%s: the video stops at %.2f s but the file says %.2f s (truncated or damaged?); wrote its %d frames",
