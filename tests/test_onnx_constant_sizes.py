@@ -123,6 +123,41 @@ def test_the_cap_is_where_the_refusal_starts(tmp_path: Path) -> None:
         )
 
 
+def with_constants_combined(path: Path, op: str, length: int) -> Path:
+    """The stand-in model at `path` adding the largest value of `op` (Add or MatMul) on a column and a row of
+    `length` zeros: a `length` x `length` tensor from two weights of `length` values."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(srfeat_like_onnx(path)))
+    graph = model.graph
+    graph.node[0].output[0] = "resized"
+    graph.initializer.extend(
+        numpy_helper.from_array(np.zeros(shape, np.float32), name)
+        for name, shape in (("column", (length, 1)), ("row", (1, length)))
+    )
+    graph.node.extend(
+        [
+            helper.make_node(op, ["column", "row"], ["big"]),
+            helper.make_node("ReduceMax", ["big"], ["largest"], keepdims=0),
+            helper.make_node("Add", ["resized", "largest"], ["output"]),
+        ]
+    )
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("op", ["Add", "MatMul"])
+def test_constants_broadcast_or_multiplied_into_a_huge_tensor_are_refused(tmp_path: Path, op: str) -> None:
+    """Two weights of 10,000 values made 10^8 at the first tile (400 MB; at 10^5, "std::bad_alloc")."""
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(with_constants_combined(tmp_path / "outer.onnx", op, 10_000), device="cpu")
+    message = str(caught.value)
+    assert f"makes a tensor of at least 100,000,000 values from its constants alone (a {op} node)" in message
+    image = samples.astronaut()[:4, :4]
+    small = Upscaler(with_constants_combined(tmp_path / "small.onnx", op, 100), device="cpu", tile=0)
+    assert np.array_equal(small(image), image.repeat(4, axis=0).repeat(4, axis=1))
+
+
 def with_sparse_weight(path: Path, dims: list[int], *, in_constant: bool) -> Path:
     """The stand-in model at `path` adding the largest value of a sparse weight of shape `dims` holding one value."""
     from onnx import TensorProto, helper

@@ -3,8 +3,9 @@
 Before ONNX Runtime is given the file (`check_before_loading`): no tensor keeps its values in another
 file (external data), and nothing the file alone sizes is larger than `MAX_CONSTANT_VALUES`: a tensor
 declared larger than its data, a sparse weight (ONNX Runtime expands it when it loads), or an operator
-that makes a tensor from a shape in the file's constants (ConstantOfShape [2^40] loaded, then stopped
-the first tile with ONNX Runtime's "std::bad_alloc"; a merely large one takes memory for nothing).
+that makes a tensor from the file's constants alone: from a shape in them (ConstantOfShape [2^40]
+loaded, then stopped the first tile with ONNX Runtime's "std::bad_alloc"; a merely large one takes
+memory for nothing), or from constants broadcast together ([N, 1] + [1, N] makes N^2 values).
 Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
 are finite and in range.
 
@@ -44,6 +45,11 @@ MAX_CONSTANT_VALUES = 2**26
 _VALUES_PER_BYTE = 8
 # Dimensions read of a shape: more than numpy itself takes (64), and fewer than a hostile file can declare
 _MAX_DIMS = 1024
+# Operators whose output is their inputs broadcast together (numpy's rules)
+_BROADCASTING = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor"}
+    | {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "BitShift", "PRelu"}
+)
 _REFUSAL = "this is not a model srfeat can run safely; export it again with `srfeat export`"
 
 
@@ -207,6 +213,14 @@ def _values_in_shape(dims: Sequence[int] | np.ndarray) -> int:
     return count
 
 
+def _broadcast(shapes: list[list[int]]) -> list[int]:
+    """The shape of `shapes` broadcast together, as ONNX (and numpy) do; the largest dimension where they
+    disagree (ONNX Runtime refuses those itself)."""
+    rank = max(map(len, shapes), default=0)
+    padded = [[1] * (rank - len(shape)) + shape for shape in shapes]
+    return [0 if 0 in dims else max(dims) for dims in zip(*padded, strict=True)]
+
+
 @dataclass
 class _Parts:
     """A model's nodes and tensors, in its graph, every subgraph (If, Loop, Scan bodies) and its functions."""
@@ -276,14 +290,19 @@ class _Constants:
         except Exception:  # noqa: BLE001  # a damaged constant: see above
             return None
 
-    def count(self, name: str) -> int | None:
-        """How many values the constant `name` has, without reading them; None for a value the graph computes."""
+    def shape(self, name: str) -> list[int] | None:
+        """The shape of the constant `name` (its first `_MAX_DIMS` dimensions), without reading its values;
+        None for a value the graph computes."""
         if (attribute := self._attributes.get(name)) is not None:
             if attribute.name == "value":
-                return _values_in_shape(attribute.t.dims)
-            return len(attribute.ints) + len(attribute.floats) if attribute.name.endswith("s") else 1
+                return list(attribute.t.dims[:_MAX_DIMS])
+            return [len(attribute.ints) + len(attribute.floats)] if attribute.name.endswith("s") else []
         tensor = self._tensors.get(name)
-        return None if tensor is None else _values_in_shape(tensor.dims)
+        return None if tensor is None else list(tensor.dims[:_MAX_DIMS])
+
+    def count(self, name: str) -> int | None:
+        """How many values the constant `name` has, without reading them; None for a value the graph computes."""
+        return None if (shape := self.shape(name)) is None else _values_in_shape(shape)
 
     def output_values(self, node: onnx.NodeProto) -> int | None:
         """How many values `node` makes at the least, where its constant inputs alone say; else None."""
@@ -307,6 +326,17 @@ class _Constants:
             if op == "Tile" and (repeated := self.count(inputs[0])) is not None:  # as many times as it holds
                 count *= repeated
             return count
+        if op in _BROADCASTING or op == "MatMul":  # of constants alone: [N, 1] + [1, N] makes N^2 values
+            shapes = [self.shape(name) for name in inputs if name]
+            if not shapes or any(shape is None for shape in shapes):
+                return None
+            known = [shape for shape in shapes if shape is not None]
+            if op != "MatMul":
+                return _values_in_shape(_broadcast(known))
+            if len(known) != 2 or min(map(len, known)) < 2:
+                return None
+            (*batch_a, rows, _), (*batch_b, _, columns) = known
+            return _values_in_shape([*_broadcast([batch_a, batch_b]), rows, columns])
         if op == "Range":  # ceil((limit - start) / delta) values, for three constant scalars
             scalars = [constant(index) for index in range(3)]
             if any(each is None or each.size != 1 or each.dtype.kind not in "iuf" for each in scalars):
