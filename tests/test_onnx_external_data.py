@@ -70,11 +70,8 @@ def test_external_data_anywhere_is_refused_in_one_line_naming_the_file_and_place
         assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
-def test_onnx_runtime_is_not_given_a_model_with_external_data(tmp_path: Path) -> None:
-    """ONNX Runtime was given the model first, and asked about its external data only when it failed: given
-    bytes, it looks for the file beside the working folder (and before its own path checks, 1.20 among
-    the versions srfeat takes, read an absolute or ../ path as it stood). A stand-in session says if it ran."""
-    model = point_a_weight_elsewhere(tmp_path / "m.onnx", "/etc/passwd")
+def load_with_a_stand_in_session(model: Path) -> subprocess.CompletedProcess[str]:
+    """`OnnxRunner(model)` in a child whose ONNX Runtime session, if it is made, says so on stderr and fails."""
     code = (
         "import sys, onnxruntime\n"
         "def opened(*args, **kwargs):\n"
@@ -84,7 +81,7 @@ def test_onnx_runtime_is_not_given_a_model_with_external_data(tmp_path: Path) ->
         "from srfeat.inference.onnx_runner import OnnxRunner\n"
         "OnnxRunner(sys.argv[1])\n"
     )
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code, str(model)],
         check=False,
         capture_output=True,
@@ -92,6 +89,13 @@ def test_onnx_runtime_is_not_given_a_model_with_external_data(tmp_path: Path) ->
         env=CHILD_ENV,
         timeout=120,
     )
+
+
+def test_onnx_runtime_is_not_given_a_model_with_external_data(tmp_path: Path) -> None:
+    """ONNX Runtime was given the model first, and asked about its external data only when it failed: given
+    bytes, it looks for the file beside the working folder (and before its own path checks, 1.20 among
+    the versions srfeat takes, read an absolute or ../ path as it stood). A stand-in session says if it ran."""
+    result = load_with_a_stand_in_session(point_a_weight_elsewhere(tmp_path / "m.onnx", "/etc/passwd"))
     assert "ONNX Runtime was given the model" not in result.stderr, result.stderr
     assert "keeps its weights in another file ('/etc/passwd', external data)" in result.stderr, result.stderr
 
@@ -100,7 +104,7 @@ def test_without_the_onnx_package_external_data_is_still_found(tmp_path: Path, m
     """A plain `pip install onnxruntime` has no onnx package to parse the file with: its bytes are searched."""
     import builtins
 
-    from srfeat.inference.onnx_runner import _external_data
+    from srfeat.inference.onnx_contents import external_data_location, parse_model
 
     model = point_a_weight_elsewhere(tmp_path / "m.onnx", "../" + "x" * 200).read_bytes()
     plain = srfeat_like_onnx(tmp_path / "plain.onnx").read_bytes()
@@ -112,8 +116,9 @@ def test_without_the_onnx_package_external_data_is_still_found(tmp_path: Path, m
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", without_onnx)
-    assert _external_data(model) == ("../" + "x" * 200)[:80]
-    assert _external_data(plain) is None
+    assert parse_model(model) is None and parse_model(plain) is None
+    assert external_data_location(model, None) == ("../" + "x" * 200)[:80]
+    assert external_data_location(plain, None) is None
 
 
 def test_a_file_declaring_millions_of_parts_is_refused_before_it_is_parsed(tmp_path: Path) -> None:

@@ -24,11 +24,15 @@ import numpy as np
 import torch
 
 from srfeat.errors import SRFeatError, WeightsError
+from srfeat.inference.onnx_contents import check_before_loading, check_weights, parse_model
 from srfeat.inference.onnx_structure import check_part_count
 from srfeat.inference.tiling import TILE_MEMORY_ADVICE
 from srfeat.path_checks import special_file_kind
+from srfeat.weights.reading import first_line
 
 if TYPE_CHECKING:
+    import onnx
+
     from srfeat.archs.generator import SRFeatGenerator
 
 __all__ = ["OnnxRunner", "is_onnx_file", "load_onnx_runner"]
@@ -91,15 +95,20 @@ SPINNING_KEY = "session.intra_op.allow_spinning"
 class OnnxRunner:
     """An ONNX Runtime session over a srfeat export, callable as `runner(batch, region)`.
 
-    `model` is the serialized ONNX model or a path to it; `source` names it in errors. The session
-    uses `threads` intra-op threads (default: PyTorch's count, so one setting governs both
-    backends).
+    `model` is the serialized ONNX model, a path to it, or an `onnx.ModelProto` (not parsed again);
+    `source` names it in errors. The session uses `threads` intra-op threads (default: PyTorch's
+    count, so one setting governs both backends).
     """
 
     # The input layout `upscale_tiled` makes the batch contiguous in (ONNX is NCHW).
     memory_format = torch.contiguous_format
 
-    def __init__(self, model: bytes | str | os.PathLike[str], source: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        model: bytes | str | os.PathLike[str] | onnx.ModelProto,
+        source: str | None = None,
+        threads: int | None = None,
+    ):
         ort = _import_onnxruntime()
         path = None
         if isinstance(model, (str, os.PathLike)):
@@ -120,14 +129,15 @@ class OnnxRunner:
                 )
             model = path.read_bytes()
         source = source or "ONNX model"
-        check_part_count(model, source)  # before anything parses it: see onnx_structure
+        if isinstance(model, bytes):
+            check_part_count(model, source)  # before anything parses it: see onnx_structure
+            data, parsed = model, parse_model(model)  # parsed once, for every check in onnx_contents
+        else:  # parsed already: srfeat's own export in memory (`load_onnx_runner`), or a caller's
+            data, parsed = model.SerializeToString(), model
         # Before ONNX Runtime sees it: given bytes, it looks for external data beside the working folder,
-        # not the file's, and versions before its own path checks read wherever the file points.
-        if (location := _external_data(model)) is not None:
-            raise WeightsError(
-                f"{source} keeps its weights in another file ({location[:80]!r}, external data), which srfeat "
-                "does not read: give a self-contained .onnx file, as srfeat export writes"
-            )
+        # not the file's (versions before its own path checks read wherever the file points), and it
+        # expands sparse weights as it loads. On a model already parsed the search costs no parse.
+        check_before_loading(data, parsed, source)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -139,7 +149,7 @@ class OnnxRunner:
         # multi-line one on stderr) also comes back as an exception, which srfeat reports in one line.
         options.log_severity_level = 4
         try:
-            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types
             if path is not None and (misnamed := _misnamed(path, source)):
                 raise misnamed from error
@@ -148,7 +158,7 @@ class OnnxRunner:
                     f"{source} is {too_new} than ONNX Runtime {ort.__version__} supports: upgrade it "
                     "(pip install -U onnxruntime), or export the model again with srfeat export --opset 18"
                 ) from error
-            raise WeightsError(f"cannot load {source} as an ONNX model: {_first_line(error)}") from error
+            raise WeightsError(f"cannot load {source} as an ONNX model: {first_line(error)}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
         from srfeat.export.onnx import FORMAT, INPUT_NAME, OUTPUT_NAME
 
@@ -161,7 +171,7 @@ class OnnxRunner:
         if [o.name for o in outputs] != [OUTPUT_NAME] or not float_io:
             raise WeightsError(f"{source} does not have the float32 input and output srfeat exports have")
         _check_input_shape(inputs[0].shape, source)
-        _check_weights_finite(model, source)
+        check_weights(parsed, data, source)
         self.source = source
         self.scale = _metadata_int(metadata, "scale", source, SCALES)
         self.receptive_radius = _metadata_int(metadata, "receptive_radius", source, range(MAX_RECEPTIVE_RADIUS + 1))
@@ -198,7 +208,7 @@ class OnnxRunner:
             (output,) = self.session.run(None, {self.session.get_inputs()[0].name: array})
         except Exception as error:  # onnxruntime raises its own exception types, with multi-line messages
             raise SRFeatError(
-                f"ONNX Runtime failed to run {self.source} on a {_dims(array.shape)} tile: {_first_line(error)}; "
+                f"ONNX Runtime failed to run {self.source} on a {_dims(array.shape)} tile: {first_line(error)}; "
                 f"if it ran out of memory {TILE_MEMORY_ADVICE}, else export the model again"
             ) from error
         scale = self.scale
@@ -209,60 +219,6 @@ class OnnxRunner:
                 f"{_dims(output.shape)} instead of {_dims(expected)}: not a working srfeat export; export it again"
             )
         return torch.from_numpy(output)[:, :, top * scale : bottom * scale, left * scale : right * scale]
-
-
-def _check_weights_finite(model: bytes, source: str) -> None:
-    """A weight that is NaN or inf is refused: the graph's own clamp would turn an inf output into white
-    pixels, a silent wrong image (PyTorch weights get the same check when they load). So is one beyond
-    `MAX_WEIGHT_MAGNITUDE`, as checkpoints' are: a bit flipped in an exponent gives a finite garbage image.
-
-    Reading the weights needs the `onnx` package, which a plain `pip install onnxruntime` lacks: without
-    it the file runs unchecked, and a NaN output is still refused after the network.
-    """
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:
-        logger.debug("onnx is not installed: the weights of %s are not checked for NaN or inf", source)
-        return
-    from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE
-
-    graph = onnx.load_from_string(model).graph  # ONNX Runtime has read it: it parses
-    bad = 0
-    largest = (0.0, "")
-    # Weights are initializers in srfeat's exports; other tools keep some as Constant nodes, which the clamp
-    # would as well turn white: an inf bias in one was an all-white image without a word.
-    constants = [node for node in graph.node if node.op_type == "Constant"]
-    for attribute in (attribute for node in constants for attribute in node.attribute):
-        if attribute.name == "value_float":
-            bad += not np.isfinite(attribute.f)
-        elif attribute.name == "value_floats":
-            bad += int(np.count_nonzero(~np.isfinite(np.asarray(attribute.floats, dtype=np.float32))))
-    tensors = [attribute.t for node in constants for attribute in node.attribute if attribute.name == "value"]
-    for initializer in [*graph.initializer, *tensors]:
-        if initializer.data_location == onnx.TensorProto.EXTERNAL:
-            continue  # not in this file: ONNX Runtime, given bytes, refuses it (see `_external_data`)
-        try:  # a weight whose declared shape its data does not fill (a damaged or hostile file)
-            values = numpy_helper.to_array(initializer)
-        except Exception as error:  # ValueError, or onnx's own for an unknown data type
-            raise WeightsError(
-                f"{source} is damaged or not a srfeat export: its weight {initializer.name[:60]!r} cannot be read "
-                f"({_first_line(error)}); export it again"
-            ) from error
-        if np.issubdtype(values.dtype, np.floating) and values.size:
-            finite = np.isfinite(values)
-            bad += int(values.size - np.count_nonzero(finite))
-            largest = max(largest, (float(np.abs(values[finite]).max(initial=0.0)), initializer.name))
-    if bad:
-        raise WeightsError(
-            f"{source} has {bad:,} weight value(s) that are not finite (NaN or inf): a diverged or damaged "
-            "model; export a working one again"
-        )
-    if largest[0] > MAX_WEIGHT_MAGNITUDE:  # a flipped bit in a float's exponent: 1e-2 becomes 3e36
-        raise WeightsError(
-            f"{source} has a weight of {largest[0]:.3g} (in {largest[1][:60]!r}), where trained generators stay "
-            f"far below {MAX_WEIGHT_MAGNITUDE:g}: a diverged or damaged model; export a working one again"
-        )
 
 
 def _misnamed(path: Path, source: str) -> WeightsError | None:
@@ -281,53 +237,6 @@ def _misnamed(path: Path, source: str) -> WeightsError | None:
     return WeightsError(f"{source} is {kind.description}, not an ONNX model: {advice}")
 
 
-def _external_data(model: bytes) -> str | None:
-    """Where the first tensor kept outside the file says it is, if `model` parses and has one: weights,
-    Constant nodes' values and those of subgraphs and functions alike, as ONNX Runtime reads them all.
-
-    Without the `onnx` package the bytes are searched for the "location" key that every writer of
-    external data encodes the same way (a weight's data could hold it by chance: 1 in 2^80 per byte).
-    """
-    try:
-        import onnx
-    except ImportError:
-        if (found := _LOCATION_ENTRY.search(model)) is None:
-            return None
-        length, start = 0, found.end()
-        for shift, byte in enumerate(model[start : start + 2]):  # the value's length, a varint
-            length |= (byte & 0x7F) << (7 * shift)
-            start += 1
-            if byte < 0x80:
-                break
-        return model[start : start + min(length, 80)].decode("utf-8", "replace")
-    try:
-        parsed = onnx.load_from_string(model)
-    except Exception:  # noqa: BLE001  # not a model at all: ONNX Runtime's own error says so
-        return None
-    graphs = [parsed.graph]
-    nodes = [node for function in parsed.functions for node in function.node]
-    while graphs or nodes:
-        if graphs:
-            graph = graphs.pop()
-            nodes.extend(graph.node)
-            tensors = [*graph.initializer, *(t for s in graph.sparse_initializer for t in (s.values, s.indices))]
-        else:
-            attributes = nodes.pop().attribute
-            graphs.extend(graph for attribute in attributes for graph in (*attribute.graphs, attribute.g))
-            tensors = [tensor for attribute in attributes for tensor in (*attribute.tensors, attribute.t)]
-            tensors += [
-                t for a in attributes for s in (*a.sparse_tensors, a.sparse_tensor) for t in (s.values, s.indices)
-            ]
-        for tensor in tensors:
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                return {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
-    return None
-
-
-# A TensorProto's external_data entry (field 13) whose key (field 1) is "location", then its value (field 2)
-_LOCATION_ENTRY = re.compile(rb"j(?:[\x80-\xff][\x00-\x7f]|[\x00-\x7f])\n\x08location\x12")
-
-
 # ONNX Runtime's words for a file newer than it: its reason named neither the fix nor, first, the cause
 # (a line of C++ signature, then "ONNX Runtime only *guarantees* support for ... Opset 99 ...")
 _IR_TOO_NEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
@@ -341,11 +250,6 @@ def _newer_than_supported(reason: str) -> str | None:
     if found := _OPSET_TOO_NEW.search(reason):
         return f"opset {found[1]} (up to {found[2]} here), newer"
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _check_input_shape(shape: list[object], source: str) -> None:
@@ -407,4 +311,4 @@ def load_onnx_runner(model: str | os.PathLike[str] | SRFeatGenerator, strength: 
     generator = load_blended(model, strength)
     info = model_info(model, strength)
     logger.info("exporting %s to ONNX for onnxruntime (`srfeat export` saves a file to reuse)", info.name)
-    return OnnxRunner(onnx_model(generator, info).SerializeToString(), source=info.name)
+    return OnnxRunner(onnx_model(generator, info), source=info.name)  # parsed: no bytes to parse again
