@@ -25,7 +25,7 @@ import torch
 
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.inference.onnx_structure import check_part_count
-from srfeat.inference.tiling import TILE_MEMORY_ADVICE
+from srfeat.inference.tiling import tile_memory_advice
 from srfeat.path_checks import special_file_kind
 
 if TYPE_CHECKING:
@@ -93,13 +93,21 @@ class OnnxRunner:
 
     `model` is the serialized ONNX model or a path to it; `source` names it in errors. The session
     uses `threads` intra-op threads (default: PyTorch's count, so one setting governs both
-    backends).
+    backends). A tile that fails advises in the commands' flags with `command_line`, else in `Upscaler`'s
+    keywords (`tile_memory_advice`).
     """
 
     # The input layout `upscale_tiled` makes the batch contiguous in (ONNX is NCHW).
     memory_format = torch.contiguous_format
 
-    def __init__(self, model: bytes | str | os.PathLike[str], source: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        model: bytes | str | os.PathLike[str],
+        source: str | None = None,
+        threads: int | None = None,
+        *,
+        command_line: bool = False,
+    ):
         ort = _import_onnxruntime()
         path = None
         if isinstance(model, (str, os.PathLike)):
@@ -163,6 +171,7 @@ class OnnxRunner:
         _check_input_shape(inputs[0].shape, source)
         _check_weights_finite(model, source)
         self.source = source
+        self.command_line = command_line
         self.scale = _metadata_int(metadata, "scale", source, SCALES)
         self.receptive_radius = _metadata_int(metadata, "receptive_radius", source, range(MAX_RECEPTIVE_RADIUS + 1))
         self.num_features = _metadata_int(metadata, "num_features", source, range(1, MAX_FEATURES + 1))
@@ -197,9 +206,10 @@ class OnnxRunner:
         try:
             (output,) = self.session.run(None, {self.session.get_inputs()[0].name: array})
         except Exception as error:  # onnxruntime raises its own exception types, with multi-line messages
+            advice = tile_memory_advice(command_line=self.command_line)
             raise SRFeatError(
                 f"ONNX Runtime failed to run {self.source} on a {_dims(array.shape)} tile: {_first_line(error)}; "
-                f"if it ran out of memory {TILE_MEMORY_ADVICE}, else export the model again"
+                f"if it ran out of memory {advice}, else export the model again"
             ) from error
         scale = self.scale
         expected = (array.shape[0], 3, height * scale, width * scale)
@@ -389,9 +399,11 @@ def _metadata_int(metadata: dict[str, str], key: str, source: str, allowed: rang
     return value
 
 
-def load_onnx_runner(model: str | os.PathLike[str] | SRFeatGenerator, strength: float | None = None) -> OnnxRunner:
+def load_onnx_runner(
+    model: str | os.PathLike[str] | SRFeatGenerator, strength: float | None = None, *, command_line: bool = False
+) -> OnnxRunner:
     """An ONNX file as is; a bundled name, checkpoint, generator or detail-dial blend (`strength`,
-    see `srfeat.weights.blend`) exported in memory first."""
+    see `srfeat.weights.blend`) exported in memory first. `command_line`: as `OnnxRunner`'s."""
     _require_exporter(model)
     _import_onnxruntime()
     if is_onnx_file(model):
@@ -400,11 +412,11 @@ def load_onnx_runner(model: str | os.PathLike[str] | SRFeatGenerator, strength: 
                 f"{model} is an exported model, whose weights are fixed: export the blend you want "
                 "(srfeat export --strength S) instead of giving a strength with it"
             )
-        return OnnxRunner(model)
+        return OnnxRunner(model, command_line=command_line)
     from srfeat.export.onnx import model_info, onnx_model
     from srfeat.weights.blend import load_blended
 
     generator = load_blended(model, strength)
     info = model_info(model, strength)
     logger.info("exporting %s to ONNX for onnxruntime (`srfeat export` saves a file to reuse)", info.name)
-    return OnnxRunner(onnx_model(generator, info).SerializeToString(), source=info.name)
+    return OnnxRunner(onnx_model(generator, info).SerializeToString(), source=info.name, command_line=command_line)
