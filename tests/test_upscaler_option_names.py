@@ -191,3 +191,56 @@ def test_a_failing_onnx_runtime_tile_is_advised_in_the_callers_words(monkeypatch
         f"bad allocation; if it ran out of memory {TILE_SAID}give srfeat upscale or srfeat serve a smaller --tile, "
         "else export the model again"
     )
+
+
+@pytest.mark.parametrize("command", ["upscale", "export"])
+def test_a_strength_with_another_model_is_refused_in_the_callers_words(
+    tmp_path: Path, photo: Path, command: str
+) -> None:
+    said = (
+        "{} blends the bundled default and gan models and cannot be combined with {} gan; "
+        "to blend your own checkpoints use {}"
+    )
+    with pytest.raises(SRFeatError) as refused:
+        Upscaler("gan", strength=0.5)
+    assert python_says(str(refused.value)) == said.format(
+        "strength", "model", "srfeat.weights.blend.blend_generators(A, B, alpha)"
+    )
+    output = ["-o", tmp_path / "out"] if command == "upscale" else ["-o", tmp_path / "gan.onnx"]
+    inputs = [photo] if command == "upscale" else []
+    child = srfeat_cli(command, *inputs, *output, "--model", "gan", "--strength", "0.5")
+    assert command_says(one_error_line(child, only=True)) == said.format(
+        "--strength", "--model", "`srfeat blend A B --alpha a -o out.safetensors`"
+    )
+
+
+def test_a_strength_with_an_onnx_file_is_refused_in_the_callers_words(tmp_path: Path, photo: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")  # refused by its name, before it is read
+    said = (
+        f"{model} is an exported model, whose weights are fixed: export the blend you want ({{}}) "
+        "instead of giving {} with it"
+    )
+    with pytest.raises(SRFeatError) as refused:
+        Upscaler(model, strength=0.5)
+    assert python_says(str(refused.value)) == said.format("export_onnx(load_blended('default', S), ...)", "strength")
+    child = srfeat_cli("upscale", photo, "-o", tmp_path / "out", "--model", model, "--strength", "0.5")
+    assert command_says(one_error_line(child, only=True)) == said.format("srfeat export --strength S", "--strength")
+
+
+def test_an_onnx_file_newer_than_onnx_runtime_says_how_to_export_it_again_in_the_callers_words(
+    tmp_path: Path, photo: Path
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from test_onnx_export import srfeat_like_onnx
+
+    model = onnx.load(str(srfeat_like_onnx(tmp_path / "opset.onnx")))
+    model.opset_import[0].version = 99
+    onnx.save(model, str(tmp_path / "opset.onnx"))
+    with pytest.raises(SRFeatError) as refused:
+        Upscaler(tmp_path / "opset.onnx")
+    assert python_says(str(refused.value)).endswith("or export the model again with export_onnx(..., opset=18)")
+    child = srfeat_cli("upscale", photo, "-o", tmp_path / "out", "--model", tmp_path / "opset.onnx")
+    assert command_says(one_error_line(child)).endswith("or export the model again with srfeat export --opset 18")

@@ -152,9 +152,10 @@ class OnnxRunner:
             if path is not None and (misnamed := _misnamed(path, source)):
                 raise misnamed from error
             if too_new := _newer_than_supported(str(error)):
+                export_again = "srfeat export --opset 18" if command_line else "export_onnx(..., opset=18)"
                 raise WeightsError(
                     f"{source} is {too_new} than ONNX Runtime {ort.__version__} supports: upgrade it "
-                    "(pip install -U onnxruntime), or export the model again with srfeat export --opset 18"
+                    f"(pip install -U onnxruntime), or export the model again with {export_again}"
                 ) from error
             raise WeightsError(f"cannot load {source} as an ONNX model: {_first_line(error)}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
@@ -408,15 +409,20 @@ def load_onnx_runner(
     _import_onnxruntime()
     if is_onnx_file(model):
         if strength is not None:
+            export_blend, strength_option = (
+                ("srfeat export --strength S", "--strength")
+                if command_line
+                else ("export_onnx(load_blended('default', S), ...)", "strength")
+            )
             raise WeightsError(
                 f"{model} is an exported model, whose weights are fixed: export the blend you want "
-                "(srfeat export --strength S) instead of giving a strength with it"
+                f"({export_blend}) instead of giving {strength_option} with it"
             )
         return OnnxRunner(model, command_line=command_line)
     from srfeat.export.onnx import model_info, onnx_model
     from srfeat.weights.blend import load_blended
 
-    generator = load_blended(model, strength)
+    generator = load_blended(model, strength, command_line=command_line)
     info = model_info(model, strength)
     logger.info("exporting %s to ONNX for onnxruntime (`srfeat export` saves a file to reuse)", info.name)
     return OnnxRunner(onnx_model(generator, info).SerializeToString(), source=info.name, command_line=command_line)

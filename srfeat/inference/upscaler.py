@@ -155,7 +155,7 @@ class Upscaler(ImageKinds):
         else:
             # a traceback through Module.to where the device has no room for the weights (a GPU others use)
             with one_line_if_out_of_memory(lambda: out_of_memory_loading(self.device, command_line=command_line)):
-                generator = load_blended(model, strength)
+                generator = load_blended(model, strength, command_line=command_line)
                 check_rgb_generator(generator, "the generator" if isinstance(model, SRFeatGenerator) else model)
                 self.model_fp32 = prepare_model(generator, self.device, torch.float32)
                 self.model = (
