@@ -131,7 +131,9 @@ def make_upscaler(
     # pixels; no input of Set5, Set14 or BSD100 is over 192 a side), so it is scored whole, and a large
     # photo of a user's own set no longer needs gigabytes (tiling is exact up to float rounding).
     blend = parse_blend_spec(spec)
-    upscaler = InferenceUpscaler(spec if blend is None else blend.build(), device=device, tta=tta)
+    upscaler = InferenceUpscaler(
+        spec if blend is None else blend.build(), device=device, tta=tta, command_line=command_line
+    )
     if upscaler.scale != scale:
         raise SRFeatError(
             f"model {spec} upscales x{upscaler.scale}, but the evaluation is at x{scale}: "

@@ -123,7 +123,7 @@ def test_bad_strengths_are_refused_in_one_line(strength: float) -> None:
 
 
 def test_strength_with_another_model_is_refused() -> None:
-    with pytest.raises(WeightsError, match="cannot be combined with model gan.*srfeat blend"):
+    with pytest.raises(WeightsError, match=r"cannot be combined with model gan.*blend_generators\(A, B, alpha\)$"):
         Upscaler("gan", strength=0.5, device="cpu")
 
 

@@ -183,6 +183,32 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path) -> None:
     assert load_config(path).optim.lr == 1e-4
 
 
+@pytest.mark.parametrize(
+    ("written", "shown", "integer"),
+    [("1e3", "'1e3' (str)", "1000"), ("2.5e+1", "25.0 (float)", "25"), ('"16"', "'16' (str)", "16")],
+)
+def test_an_int_key_written_as_another_kind_of_number_says_how_to_write_it(
+    tmp_path: Path, written: str, shown: str, integer: str
+) -> None:
+    """YAML 1.1 reads `1e3` (no dot) as the string '1e3': "must be int, got '1e3' (str)" left the fix to guess."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data: {{train_dirs: [a]}}\ntrain:\n  epochs: {written}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value) == (
+        f"{path}: config key train.epochs must be int, got {shown}: "
+        f"write it as the integer {integer} (digits, unquoted)"
+    )
+
+
+@pytest.mark.parametrize("written", ["1e-3", "2.5", "1e400", "ten"])
+def test_an_int_key_given_no_whole_number_is_not_offered_one(tmp_path: Path, written: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data: {{train_dirs: [a]}}\ntrain:\n  epochs: {written}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: config key train.epochs must be int, got [^:]*\)$"):
+        load_config(path)
+
+
 def test_dotted_overrides() -> None:
     config = config_from_dict(
         base(),

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     require_onnx()  # before the checkpoint is read: a missing extra is the first thing to fix
     check_output_path(args.output, args.overwrite, command_line=True)  # before the export's seconds of work
     info = model_info(args.model, args.strength, args.training_data, args.license, command_line=True)
-    generator = load_blended(args.model, args.strength)
+    generator = load_blended(args.model, args.strength, command_line=True)
     result = export_onnx(
         generator,
         args.output,

@@ -244,7 +244,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     device = resolve_device(args.device, command_line=True)
 
     def make_upscaler(choice: ModelChoice) -> Upscaler:
-        return Upscaler(choice.model, device=device, tile=args.tile, strength=choice.strength)
+        return Upscaler(choice.model, device=device, tile=args.tile, strength=choice.strength, command_line=True)
 
     host, port = listener.getsockname()[:2]
     url = page_url(host, port)

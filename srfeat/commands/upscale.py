@@ -235,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
         strength=args.strength,
         tta=args.tta,
         backend=args.backend,
+        command_line=True,
     )
     logger.info("%s with %s", count_inputs(jobs), upscaler)
     failures = len(errors)

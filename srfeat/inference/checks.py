@@ -129,17 +129,16 @@ def check_options(
 BACKENDS = ("torch", "onnxruntime")
 
 
-def resolve_backend(backend: str | None, model: object) -> str:
-    """None: onnxruntime for an `.onnx` file, torch otherwise; an `.onnx` file runs on onnxruntime only."""
+def resolve_backend(backend: str | None, model: object, *, command_line: bool = False) -> str:
+    """None: onnxruntime for an `.onnx` file, torch otherwise; an `.onnx` file runs on onnxruntime only
+    (said with `srfeat upscale`'s --backend with `command_line`, else with `Upscaler`'s `backend` keyword)."""
     if backend is None:
         return "onnxruntime" if is_onnx_file(model) else "torch"
     if backend not in BACKENDS:
         raise InvalidOptionError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "torch" and is_onnx_file(model):
-        raise InvalidOptionError(
-            f"{model} is an ONNX model: run it with the onnxruntime backend "
-            "(--backend onnxruntime, from Python backend='onnxruntime')"
-        )
+        onnxruntime = "--backend onnxruntime" if command_line else "backend='onnxruntime'"
+        raise InvalidOptionError(f"{model} is an ONNX model: run it with the onnxruntime backend ({onnxruntime})")
     return backend
 
 

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DTYPES",
-    "ONNX_PRECISION",
+    "onnx_precision",
     "onnx_runner",
     "out_of_memory_loading",
     "prepare_model",
@@ -37,6 +37,12 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
+def on_the_cpu(*, command_line: bool) -> str:
+    """The CPU as the caller asks for it: `srfeat upscale`'s (eval's, serve's) flag with `command_line`, else
+    `Upscaler`'s keyword. A message never names both: a command's user has no keywords, a Python caller no flags."""
+    return "--device cpu" if command_line else "device='cpu'"
+
+
 def resolve_device(device: str | torch.device | None, *, command_line: bool = False) -> torch.device:
     """`"auto"`/None: the GPU if there is one, else the CPU; a GPU that is missing is an error, whose
     advice names --device with `command_line` (a command's flag), else the `device` keyword."""
@@ -50,8 +56,9 @@ def resolve_device(device: str | torch.device | None, *, command_line: bool = Fa
     if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: memory planning and checks know these two
         raise InvalidOptionError(f"device {device} is not supported: srfeat runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        on_the_cpu = "--device cpu" if command_line else "device='cpu'"  # a message never names both
-        raise InvalidOptionError(f"device {device} requested but no CUDA GPU is available; use {on_the_cpu}")
+        raise InvalidOptionError(
+            f"device {device} requested but no CUDA GPU is available; use {on_the_cpu(command_line=command_line)}"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
         # else CUDA's "invalid device ordinal" from inside the model's first `.to`
         raise InvalidOptionError(
@@ -96,20 +103,29 @@ def prepare_model(generator: SRFeatGenerator, device: torch.device, dtype: torch
     return model.eval()
 
 
-def out_of_memory_loading(device: torch.device) -> str:
-    """The one line for a model that does not fit on `device` as it is loaded."""
+def out_of_memory_loading(device: torch.device, *, command_line: bool = False) -> str:
+    """The one line for a model that does not fit on `device` as it is loaded (naming --device with
+    `command_line`, else the `device` keyword)."""
     if device.type == "cuda":
         return (
             f"out of memory on {device} loading the model: other processes hold its memory (nvidia-smi lists "
-            "them); free it, choose another GPU, or use --device cpu (device='cpu')"
+            f"them); free it, choose another GPU, or use {on_the_cpu(command_line=command_line)}"
         )
     return f"out of memory on {device} loading the model: close other programs to free memory, then try again"
 
 
-ONNX_PRECISION = (
-    "the onnxruntime backend runs the model in its own precision: export with --fp16 for a float16 model, "
-    "and leave --half/--bf16 out (from Python: dtype='fp32')"
-)
+def onnx_precision(*, command_line: bool = False) -> str:
+    """The refusal of fp16 or bf16 with the onnxruntime backend, in `srfeat upscale`'s and `srfeat export`'s
+    flags with `command_line`, else in `Upscaler`'s and `export_onnx`'s keywords."""
+    if command_line:
+        return (
+            "the onnxruntime backend runs the model in its own precision: leave --half and --bf16 out "
+            "(for a float16 model, export it with srfeat export --fp16)"
+        )
+    return (
+        "the onnxruntime backend runs the model in its own precision: use dtype='fp32', the default "
+        "(for a float16 model, export it with export_onnx(..., fp16=True))"
+    )
 
 
 def onnx_runner(
@@ -118,16 +134,20 @@ def onnx_runner(
     device: torch.device,
     dtype: torch.dtype,
     compile: bool,
+    *,
+    command_line: bool = False,
 ) -> OnnxRunner:
     """The onnxruntime backend's runner of `model`; a device, precision or `compile` it cannot
-    honour is a one-line error first."""
+    honour is a one-line error first, naming `srfeat upscale`'s flags with `command_line`, else
+    `Upscaler`'s keywords."""
     if device.type != "cpu":
         raise InvalidOptionError(
-            "the onnxruntime backend runs on the CPU; use --device cpu (device='cpu'), "
+            f"the onnxruntime backend runs on the CPU; use {on_the_cpu(command_line=command_line)}, "
             f"or the torch backend on {device}"
         )
     if dtype != torch.float32:
-        raise InvalidOptionError(ONNX_PRECISION)
+        raise InvalidOptionError(onnx_precision(command_line=command_line))
     if compile:
-        raise InvalidOptionError("--compile (compile=True) applies to the torch backend only")
-    return load_onnx_runner(model, strength)
+        compile_option = "--compile" if command_line else "compile=True"
+        raise InvalidOptionError(f"{compile_option} applies to the torch backend only")
+    return load_onnx_runner(model, strength, command_line=command_line)

@@ -26,7 +26,7 @@ import torch
 from srfeat.errors import SRFeatError, WeightsError
 from srfeat.inference.onnx_contents import check_before_loading, check_weights, parse_model
 from srfeat.inference.onnx_structure import check_part_count
-from srfeat.inference.tiling import TILE_MEMORY_ADVICE
+from srfeat.inference.tiling import tile_memory_advice
 from srfeat.path_checks import special_file_kind
 from srfeat.weights.reading import first_line
 
@@ -97,7 +97,8 @@ class OnnxRunner:
 
     `model` is the serialized ONNX model, a path to it, or an `onnx.ModelProto` (not parsed again);
     `source` names it in errors. The session uses `threads` intra-op threads (default: PyTorch's
-    count, so one setting governs both backends).
+    count, so one setting governs both backends). A tile that fails advises in the commands' flags with
+    `command_line`, else in `Upscaler`'s keywords (`tile_memory_advice`).
     """
 
     # The input layout `upscale_tiled` makes the batch contiguous in (ONNX is NCHW).
@@ -108,6 +109,8 @@ class OnnxRunner:
         model: bytes | str | os.PathLike[str] | onnx.ModelProto,
         source: str | None = None,
         threads: int | None = None,
+        *,
+        command_line: bool = False,
     ):
         ort = _import_onnxruntime()
         path = None
@@ -154,9 +157,10 @@ class OnnxRunner:
             if path is not None and (misnamed := _misnamed(path, source)):
                 raise misnamed from error
             if too_new := _newer_than_supported(str(error)):
+                export_again = "srfeat export --opset 18" if command_line else "export_onnx(..., opset=18)"
                 raise WeightsError(
                     f"{source} is {too_new} than ONNX Runtime {ort.__version__} supports: upgrade it "
-                    "(pip install -U onnxruntime), or export the model again with srfeat export --opset 18"
+                    f"(pip install -U onnxruntime), or export the model again with {export_again}"
                 ) from error
             raise WeightsError(f"cannot load {source} as an ONNX model: {first_line(error)}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
@@ -173,6 +177,7 @@ class OnnxRunner:
         _check_input_shape(inputs[0].shape, source)
         check_weights(parsed, data, source)
         self.source = source
+        self.command_line = command_line
         self.scale = _metadata_int(metadata, "scale", source, SCALES)
         self.receptive_radius = _metadata_int(metadata, "receptive_radius", source, range(MAX_RECEPTIVE_RADIUS + 1))
         self.num_features = _metadata_int(metadata, "num_features", source, range(1, MAX_FEATURES + 1))
@@ -207,9 +212,10 @@ class OnnxRunner:
         try:
             (output,) = self.session.run(None, {self.session.get_inputs()[0].name: array})
         except Exception as error:  # onnxruntime raises its own exception types, with multi-line messages
+            advice = tile_memory_advice(command_line=self.command_line)
             raise SRFeatError(
                 f"ONNX Runtime failed to run {self.source} on a {_dims(array.shape)} tile: {first_line(error)}; "
-                f"if it ran out of memory {TILE_MEMORY_ADVICE}, else export the model again"
+                f"if it ran out of memory {advice}, else export the model again"
             ) from error
         scale = self.scale
         expected = (array.shape[0], 3, height * scale, width * scale)
@@ -293,22 +299,30 @@ def _metadata_int(metadata: dict[str, str], key: str, source: str, allowed: rang
     return value
 
 
-def load_onnx_runner(model: str | os.PathLike[str] | SRFeatGenerator, strength: float | None = None) -> OnnxRunner:
+def load_onnx_runner(
+    model: str | os.PathLike[str] | SRFeatGenerator, strength: float | None = None, *, command_line: bool = False
+) -> OnnxRunner:
     """An ONNX file as is; a bundled name, checkpoint, generator or detail-dial blend (`strength`,
-    see `srfeat.weights.blend`) exported in memory first."""
+    see `srfeat.weights.blend`) exported in memory first. `command_line`: as `OnnxRunner`'s."""
     _require_exporter(model)
     _import_onnxruntime()
     if is_onnx_file(model):
         if strength is not None:
+            export_blend, strength_option = (
+                ("srfeat export --strength S", "--strength")
+                if command_line
+                else ("export_onnx(load_blended('default', S), ...)", "strength")
+            )
             raise WeightsError(
                 f"{model} is an exported model, whose weights are fixed: export the blend you want "
-                "(srfeat export --strength S) instead of giving a strength with it"
+                f"({export_blend}) instead of giving {strength_option} with it"
             )
-        return OnnxRunner(model)
+        return OnnxRunner(model, command_line=command_line)
     from srfeat.export.onnx import model_info, onnx_model
     from srfeat.weights.blend import load_blended
 
-    generator = load_blended(model, strength)
+    generator = load_blended(model, strength, command_line=command_line)
     info = model_info(model, strength)
     logger.info("exporting %s to ONNX for onnxruntime (`srfeat export` saves a file to reuse)", info.name)
-    return OnnxRunner(onnx_model(generator, info), source=info.name)  # parsed: no bytes to parse again
+    # parsed: no bytes to parse again
+    return OnnxRunner(onnx_model(generator, info), source=info.name, command_line=command_line)

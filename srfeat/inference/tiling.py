@@ -24,12 +24,6 @@ from srfeat.errors import SRFeatError
 from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
-# What frees room for a tile. Said by every command that tiles, some of which (eval, serve) have no --tile:
-# the tile size was chosen from free memory, which others (programs, processes on the GPU) then took.
-TILE_MEMORY_ADVICE = (
-    "free memory (other programs, or the processes nvidia-smi lists on a GPU) and run again, or give a "
-    "smaller tile size (srfeat upscale --tile, or tile= from Python)"
-)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +35,7 @@ __all__ = [
     "count_non_finite",
     "plan_memory",
     "plan_tiles",
+    "tile_memory_advice",
     "upscale_tiled",
     "value_range",
 ]
@@ -55,6 +50,16 @@ CPU_TILE_BUDGET = 1 << 30
 # once, would get only 87-pixel tiles there (3.5x the work; 2.1x slower measured at 256x256).
 CPU_EFFICIENT_TILE = 256
 COUNT_ROWS = 64  # rows of an image counted at once by `count_non_finite`
+
+
+def tile_memory_advice(*, command_line: bool = False) -> str:
+    """What frees room for a tile, naming the tile size as the caller gives it: `Upscaler`'s `tile` keyword
+    from Python, or with `command_line` the --tile of `srfeat upscale` and `srfeat serve` (`srfeat eval`, which
+    tiles too, has none: the tile size was chosen from free memory, which others then took)."""
+    smaller_tile = (
+        "give srfeat upscale or srfeat serve a smaller --tile" if command_line else "give the Upscaler a smaller tile="
+    )
+    return f"free memory (other programs, or the processes nvidia-smi lists on a GPU) and run again, or {smaller_tile}"
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,7 @@ def upscale_tiled(
     memory_format: torch.memory_format = torch.channels_last,
     on_tile: Callable[[int, int], None] | None = None,
     out: torch.Tensor | None = None,
+    command_line: bool = False,
 ) -> torch.Tensor:
     """Upscale a (C, H, W) float image held on the CPU; returns (C, scale*H, scale*W) float32 on the CPU.
 
@@ -237,7 +243,8 @@ def upscale_tiled(
     is an ordinary tensor. `on_tile(done, total)` is called before the first tile and after
     each one (a progress display; an exception it raises stops the work there). `out`, if given,
     is the float32 CPU tensor the result is written into (and returned): channels of a larger
-    output, say, so that no full-size copy of the result is made to put them together.
+    output, say, so that no full-size copy of the result is made to put them together. A tile that
+    runs out of memory is one line of advice (`tile_memory_advice`, in the commands' flags with `command_line`).
     """
     channels, height, width = image.shape
     shape = (channels, height * scale, width * scale)
@@ -262,7 +269,7 @@ def upscale_tiled(
         out_of_memory = one_line_if_out_of_memory(  # a GPU's OutOfMemoryError, or the CPU allocator's
             lambda tile=part: (
                 f"out of memory on {device} upscaling a {tile.in_bottom - tile.in_top}x"
-                f"{tile.in_right - tile.in_left} tile; {TILE_MEMORY_ADVICE}"
+                f"{tile.in_right - tile.in_left} tile; {tile_memory_advice(command_line=command_line)}"
             )
         )
         with out_of_memory, torch.inference_mode():

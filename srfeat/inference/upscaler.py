@@ -36,7 +36,7 @@ from srfeat.inference.checks import (
 )
 from srfeat.inference.devices import (
     DTYPES,
-    ONNX_PRECISION,
+    onnx_precision,
     onnx_runner,
     out_of_memory_loading,
     prepare_model,
@@ -98,6 +98,9 @@ class Upscaler(ImageKinds):
     call plans its tiles from the memory free when it starts, and two at once would each plan
     for all of it; the network already uses every core). For images in parallel on several
     GPUs, make one `Upscaler` per device. Results never require grad, whatever came in.
+
+    `command_line`, for the commands that make one (`srfeat upscale`, `eval`, `serve`): its messages
+    name their flags (`--device cpu`), not its keywords (`device='cpu'`); a message never names both.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class Upscaler(ImageKinds):
         tta: bool = False,
         backend: str | None = None,
         on_tile: Callable[[int, int], None] | None = None,
+        command_line: bool = False,
     ) -> None:
         check_options(
             model,
@@ -124,16 +128,18 @@ class Upscaler(ImageKinds):
             compile=compile,
             progress=progress,
             tta=tta,
+            command_line=command_line,
         )
-        self.backend = resolve_backend(backend, model)
+        self.command_line = command_line
+        self.backend = resolve_backend(backend, model, command_line=command_line)
         if self.backend == "onnxruntime" and (device is None or str(device) == "auto"):
             device = "cpu"  # where ONNX Runtime runs here: "auto" must not pick a GPU it cannot use
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, command_line=command_line)
         # The onnxruntime backend's refusal of fp16 and bf16 first: resolve_dtype's advice for fp16 on
         # a CPU ("use fp32 or bf16") is the torch backend's, and onnxruntime would refuse bf16 next.
         requested = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
         if self.backend == "onnxruntime" and requested in (torch.float16, torch.bfloat16):
-            raise InvalidOptionError(ONNX_PRECISION)
+            raise InvalidOptionError(onnx_precision(command_line=command_line))
         self.dtype = resolve_dtype(dtype, self.device)
         if tile is not None and 0 < tile < MIN_TILE:
             # exact all the same, but each tile carries its padding: a 1-pixel tile is ~30x slower
@@ -143,11 +149,13 @@ class Upscaler(ImageKinds):
         self.model: InferenceGenerator | OnnxRunner
         self.model_fp32: InferenceGenerator | OnnxRunner
         if self.backend == "onnxruntime":
-            self.model = self.model_fp32 = onnx_runner(model, strength, self.device, self.dtype, compile)
+            self.model = self.model_fp32 = onnx_runner(
+                model, strength, self.device, self.dtype, compile, command_line=command_line
+            )
         else:
             # a traceback through Module.to where the device has no room for the weights (a GPU others use)
-            with one_line_if_out_of_memory(lambda: out_of_memory_loading(self.device)):
-                generator = load_blended(model, strength)
+            with one_line_if_out_of_memory(lambda: out_of_memory_loading(self.device, command_line=command_line)):
+                generator = load_blended(model, strength, command_line=command_line)
                 check_rgb_generator(generator, "the generator" if isinstance(model, SRFeatGenerator) else model)
                 self.model_fp32 = prepare_model(generator, self.device, torch.float32)
                 self.model = (
@@ -221,6 +229,7 @@ class Upscaler(ImageKinds):
             memory_format=self.model.memory_format,
             on_tile=self.on_tile,
             out=out,
+            command_line=self.command_line,
         )
         bad = count_non_finite(result)
         if bad:

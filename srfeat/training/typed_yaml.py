@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import decimal
 import math
 import reprlib
 import types
@@ -128,6 +129,21 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _as_integer(value: object) -> str:
+    """For an int key given a whole number in another spelling, how to write it: YAML 1.1 reads `1e3` (no
+    dot) as the string '1e3' and `1000.0` as a float, and "got '1e3' (str)" left the fix to guess. Else ""."""
+    if isinstance(value, bool) or not isinstance(value, (str, float)):
+        return ""
+    try:
+        number = decimal.Decimal(value.strip() if isinstance(value, str) else value)
+    except decimal.InvalidOperation:
+        return ""
+    # a short whole number only: 1e400 would be a 401-digit suggestion (and no key takes it)
+    if not number.is_finite() or number != number.to_integral_value() or abs(number) >= 10**18:
+        return ""
+    return f": write it as the integer {int(number)} (digits, unquoted)"
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """`value` checked against (and lightly coerced to) type `tp`; ConfigError naming `key`."""
     origin = typing.get_origin(tp)
@@ -198,7 +214,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     else:  # pragma: no cover - a field type this reader does not know
         raise TypeError(f"unsupported config type {tp} for {key}")
-    raise ConfigError(f"config key {key} must be {_type_name(tp)}, got {_shown(value)} ({type(value).__name__})")
+    advice = _as_integer(value) if tp is int else ""
+    raise ConfigError(
+        f"config key {key} must be {_type_name(tp)}, got {_shown(value)} ({type(value).__name__}){advice}"
+    )
 
 
 def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:

@@ -137,12 +137,15 @@ def strength_generator(strength: float) -> SRFeatGenerator:
     return blend_generators(*DETAIL_MODELS, check_alpha(strength, "strength"))
 
 
-def load_blended(model: str | bytes | os.PathLike[str] | SRFeatGenerator, strength: float | None) -> SRFeatGenerator:
+def load_blended(
+    model: str | bytes | os.PathLike[str] | SRFeatGenerator, strength: float | None, *, command_line: bool = False
+) -> SRFeatGenerator:
     """`model` as `load_generator` reads it (or a copy of a generator given as such), or with a
     `strength` the default/gan blend, as an eval-mode float32 generator on the CPU.
 
     A strength applies to the bundled pair only: combined with another model it is an error
-    rather than a silent choice of one of the two.
+    rather than a silent choice of one of the two, naming the commands' flags and `srfeat blend` with
+    `command_line`, else the keywords and `blend_generators`.
     """
     if isinstance(model, SRFeatGenerator) and strength is None:
         return copy.deepcopy(model).cpu().float().eval()
@@ -153,10 +156,14 @@ def load_blended(model: str | bytes | os.PathLike[str] | SRFeatGenerator, streng
     if strength is None:
         return load_generator(name, "cpu")
     if name != DETAIL_MODELS[0]:
+        strength_option, model_option, blend = (
+            ("--strength", "--model", "`srfeat blend A B --alpha a -o out.safetensors`")
+            if command_line
+            else ("strength", "model", "srfeat.weights.blend.blend_generators(A, B, alpha)")
+        )
         raise WeightsError(
-            f"strength blends the bundled {DETAIL_MODELS[0]} and {DETAIL_MODELS[1]} models and cannot be combined "
-            f"with model {name}; to blend your own checkpoints use `srfeat blend A B --alpha a -o out.safetensors` "
-            "(from Python: srfeat.weights.blend.blend_generators(A, B, alpha))"
+            f"{strength_option} blends the bundled {DETAIL_MODELS[0]} and {DETAIL_MODELS[1]} models and cannot be "
+            f"combined with {model_option} {name}; to blend your own checkpoints use {blend}"
         )
     return strength_generator(strength)
 
