@@ -48,6 +48,7 @@ _FILE_KINDS = {
     stat.S_IFBLK: "a block device",
     stat.S_IFDIR: "a folder",
 }
+OTHER_FILE_KIND = "a special file of an unknown kind"
 
 
 def special_file_kind(path: Path) -> str | None:
@@ -58,7 +59,9 @@ def special_file_kind(path: Path) -> str | None:
         mode = path.stat().st_mode
     except OSError:  # not there (a broken link too), or not to be looked at: the callers' "not found"
         return None
-    return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    # The callers say "{path} is {kind}, not a file" and "it is {kind}, not an image file": a noun for the rest
+    # too (a Solaris door, a BSD whiteout), as "not a regular file" read "it is not a regular file, not an image file"
+    return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), OTHER_FILE_KIND)
 
 
 def resolved(path: Path) -> Path:

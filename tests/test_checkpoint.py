@@ -165,6 +165,13 @@ def wrong_files(tmp_path: Path, model_path: Path) -> dict[str, str]:
     (tmp_path / "torch_zip.safetensors").write_bytes((tmp_path / "real.pt").read_bytes())
     (tmp_path / "safetensors.pt").write_bytes(model_path.read_bytes())
     (tmp_path / "cut.safetensors").write_bytes(model_path.read_bytes()[:64])  # a copy that stopped early
+    # a header of the right length that is not JSON, and a file cut after its header: safetensors' own words
+    # ("Error while deserializing header: ...") were shown
+    real = model_path.read_bytes()
+    header_length = int.from_bytes(real[:8], "little")
+    garbled = real[:9] + b"#" * (header_length - 1) + real[8 + header_length :]
+    (tmp_path / "garbled.safetensors").write_bytes(garbled)
+    (tmp_path / "short.safetensors").write_bytes(real[: len(real) - 100])
     (tmp_path / "a_folder").mkdir()
     (tmp_path / "plain_pickle.pt").write_bytes(protocol4_pickle())
     torch.save({"head.weight": Payload()}, tmp_path / "protocol4.pt", pickle_protocol=4)
@@ -190,8 +197,12 @@ def wrong_files(tmp_path: Path, model_path: Path) -> dict[str, str]:
         "weights.npz": "NumPy .npz archive, not generator weights: the authors' weights? srfeat convert",
         "cut.pt": "cut.pt is not a complete checkpoint: it is a zip archive cut short or damaged (a checkpoint whose "
         "download or copy did not finish?); download or copy it again, or give another checkpoint",
-        "dtype.safetensors": "a .pt state dict (Error while deserializing header: invalid JSON in header: unknown "
-        "variant `Q8`)",
+        "dtype.safetensors": "dtype.safetensors: its header names a tensor type safetensors does not "
+        "know (Q8): damaged, or saved by a newer safetensors; download or copy it again, or give another checkpoint",
+        "garbled.safetensors": "garbled.safetensors: its header is damaged or it is not a safetensors "
+        "file; download or copy it again, or give another checkpoint",
+        "short.safetensors": "short.safetensors: its data is not the size its header says (cut short, or "
+        "with bytes added); download or copy it again, or give another checkpoint",
         "MODEL.INDEX": "is (part of) a TensorFlow checkpoint, not generator weights: srfeat convert",
         "model.ckpt.data-00000-of-00001": "is (part of) a TensorFlow checkpoint, not generator weights: srfeat convert",
     }
@@ -208,6 +219,7 @@ def test_a_file_that_is_not_generator_weights_is_called_what_it_is(tmp_path: Pat
         message = str(caught.value)
         assert "\n" not in message and expected in message, (name, message)
         assert "weights_only" not in message and "not found" not in message, (name, message)
+        assert "deserializing" not in message, (name, message)
         if name not in ("plain_pickle.pt", "protocol4.pt"):
             assert "pickle" not in message, (name, message)
 
@@ -248,7 +260,7 @@ def test_refusals_of_wrong_files_through_the_cli_are_one_line(tmp_path: Path, wr
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
-    for name in ("plain_pickle.pt", "protocol4.pt", "image.pt", "a_folder", "cut.pt"):
+    for name in ("plain_pickle.pt", "protocol4.pt", "image.pt", "a_folder", "cut.pt", "garbled.safetensors"):
         result = srfeat_cli("upscale", "in.png", "-o", "out/", "--model", name, cwd=tmp_path, timeout=120)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and wrong_files[name] in lines[0], result.stderr

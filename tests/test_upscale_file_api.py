@@ -9,13 +9,14 @@ import re
 import threading
 import time
 from pathlib import Path
+from stat import S_IFIFO
 
 import numpy as np
 import pytest
 from inference_helpers import tiny_generator
 from PIL import Image
 
-from srfeat import Upscaler
+from srfeat import Upscaler, path_checks
 from srfeat.data.io import write_image
 from srfeat.errors import ImageReadError, SRFeatError
 from srfeat.files import OutputExistsError
@@ -152,6 +153,22 @@ def test_a_pipe_a_folder_or_an_empty_file_as_the_source_is_named_as_what_it_is(
     ]:
         with pytest.raises(ImageReadError, match=re.escape(f"cannot read image {tmp_path / name}: {said}")):
             upscale_file(upscaler, tmp_path / name, tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_special_file_of_a_kind_not_in_the_table_is_named_in_a_sentence_that_reads(
+    upscaler: Upscaler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A special file outside `_FILE_KINDS` (a Solaris door, a BSD whiteout: none can be made here, so a pipe
+    stands for one with pipes taken out of the table) was "it is not a regular file, not an image file"."""
+    monkeypatch.setattr(
+        path_checks, "_FILE_KINDS", {mode: kind for mode, kind in path_checks._FILE_KINDS.items() if mode != S_IFIFO}
+    )
+    os.mkfifo(tmp_path / "door.png")
+    threading.Thread(target=_release_readers, args=(tmp_path / "door.png", 20), daemon=True).start()
+    said = f"cannot read image {tmp_path / 'door.png'}: it is a special file of an unknown kind, not an image file"
+    with pytest.raises(ImageReadError, match=re.escape(said)):
+        upscale_file(upscaler, tmp_path / "door.png", tmp_path / "out.png")
     assert not (tmp_path / "out.png").exists()
 
 

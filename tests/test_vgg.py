@@ -153,6 +153,7 @@ def test_a_file_that_is_no_weights_given_as_vgg_weights_is_called_what_it_is(tmp
         "empty.pth": "empty (0 bytes) (did a download or copy not finish?), not a PyTorch or safetensors file",
         "cut.pth": "is not a complete file: it is a zip archive cut short or damaged (a checkpoint whose download",
         "damaged.pth": "is not a complete file: its zip archive is cut short or damaged (a download or copy that",
+        "garbled.safetensors": "garbled.safetensors: its header is damaged or it is not a safetensors file; download",
     }
     (tmp_path / "notes.pth").write_text("0.5 0.25\n")
     Image.new("RGB", (4, 4)).save(tmp_path / "image.pth", format="PNG")
@@ -160,12 +161,16 @@ def test_a_file_that_is_no_weights_given_as_vgg_weights_is_called_what_it_is(tmp
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "whole.pth")
     (tmp_path / "cut.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:2000])
     damage_first_tensor_record(tmp_path / "whole.pth", tmp_path / "damaged.pth")
+    save_file({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "whole.safetensors")
+    whole = (tmp_path / "whole.safetensors").read_bytes()  # its header's JSON garbled: "Error while deserializing"
+    (tmp_path / "garbled.safetensors").write_bytes(whole[:9] + whole[9:40].replace(b'"', b"#") + whole[40:])
     for name, expected in files.items():
         with pytest.raises(WeightsError) as caught:
             VGG19FeatureExtractor(tmp_path / name)
         message = str(caught.value)
         assert "\n" not in message and str(tmp_path / name) in message and expected in message, message
         assert "pop from" not in message and "miniz" not in message and "operand" not in message, message
+        assert "deserializing" not in message, message
     # What it holds chooses the reader, not its name: a safetensors file named .pth is read, and reaches the check
     # of its tensors (it was "(Unsupported operand 80)").
     save_file({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "named.pth")

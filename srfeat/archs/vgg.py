@@ -168,6 +168,10 @@ def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
             ) from error
         if problem == "incomplete":
             raise _incomplete(path, f"{reason} (a download or copy that did not finish?)", expected) from error
+        if problem == "header":
+            raise WeightsError(
+                f"cannot read VGG19 weights {path}: {reason}; download or copy it again: expected {expected}"
+            ) from error
         raise WeightsError(f"cannot read VGG19 weights {path}: expected {expected} ({reason})") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a dict of tensors: expected {expected}")

@@ -25,6 +25,7 @@ from PIL import Image
 
 from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import DECODE_ERRORS, FORMATS, has_alpha  # DECODE_ERRORS: what a damaged file raises
+from srfeat.data.unidentified import starts_as
 from srfeat.inference.image_files import output_extension, over_format_limit
 from srfeat.library_warnings import WARNINGS_LOCK
 
@@ -60,18 +61,9 @@ SCALE = 4  # the web app's results are the network's own 4x (no --outscale)
 # takes files from a browser, perhaps from other machines, decodes only the common photo formats.
 # (JPEG includes MPO, the camera JPEGs; AVIF where this Pillow reads it.)
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
-# How files of those formats start (WebP: RIFF, a size, WEBP): one that starts so but does not open is damaged
-# or cut short (BMP's `BM` is left out: too short to tell a damaged bitmap from a text starting "BM").
-UPLOAD_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"II+\x00", "TIFF"),
-    (b"MM\x00+", "TIFF"),
-)
+# Those a file's first bytes tell (`starts_as`): one that starts so but does not open is damaged or cut short
+# (BMP's `BM` is left out: too short to tell a damaged bitmap from a text starting "BM").
+SIGNED_UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "GIF")
 
 
 # What each request that makes a job takes in its query: any other parameter (a typo, `strenght=0.3`; an option of
@@ -228,10 +220,11 @@ def check_parameters(params: list[tuple[str, str]], accepted: tuple[str, ...]) -
 
 
 def _signature(data: bytes) -> str | None:
-    """The upload format `data` starts as (by its first bytes), if any."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WebP"
-    return next((kind for start, kind in UPLOAD_SIGNATURES if data.startswith(start)), None)
+    """The upload format `data` starts as (by its first bytes), if any, as the page names it ("WebP")."""
+    kind = starts_as(data)
+    if kind not in SIGNED_UPLOAD_FORMATS:
+        return None
+    return "WebP" if kind == "WEBP" else kind
 
 
 def parse_choice(params: dict[str, str]) -> ModelChoice:

@@ -234,6 +234,9 @@ _TORCH_REASONS = (
     ("Trying to resize storage that is not resizable", "a tensor's data runs past the end of the file"),
     ("storage has wrong byte size", "a tensor's stored size is not the size its shape needs"),
 )
+# safetensors' words for a header it cannot read (its JSON, a tensor's dtype, shape or offsets) were shown as they
+# were, "Error while deserializing header: invalid JSON in header: key must be a string at line 1 column 2"
+_SAFETENSORS_HEADER = "Error while deserializing header: "
 
 
 def unpickling_problem(error: BaseException) -> tuple[str, str]:
@@ -242,9 +245,13 @@ def unpickling_problem(error: BaseException) -> tuple[str, str]:
     "objects": the file holds a global the safe unpickler would not call (objects other than
     tensors); "opcodes": its pickle uses instructions the safe unpickler does not read (a
     protocol above 3, say), so what it holds is unknown; "incomplete": torch's zip reader failed (a
-    download or copy that did not finish, or a damaged file); "damaged": anything else.
+    download or copy that did not finish, or a damaged file); "header": safetensors could not read
+    the header of a file that starts as one (the reason says what is wrong with it); "damaged":
+    anything else.
     """
     text = str(error)
+    if text.startswith(_SAFETENSORS_HEADER):
+        return "header", _safetensors_header_problem(text.removeprefix(_SAFETENSORS_HEADER))
     lines = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
     name = type(error).__name__
     reason = lines[0].strip() if lines else name
@@ -253,7 +260,6 @@ def unpickling_problem(error: BaseException) -> tuple[str, str]:
             return "damaged", reason
         return ("opcodes" if reason.startswith("Unsupported operand") else "objects"), reason
     reason = reason.split(". ")[0]  # torch's zip reader adds sentences of advice
-    reason = reason.split(", expected one of")[0]  # safetensors' unknown dtype went on with the 20 it knows
     if " " not in reason and reason != name:  # a bare key or number (KeyError: 101) means nothing alone
         reason = f"{name}: {reason}"
     words = next((words for start, words in _TORCH_REASONS if reason.startswith(start)), reason)
@@ -268,3 +274,15 @@ def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:
     with utf8_path(path) as name, WARNINGS_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         return torch.load(name, weights_only=True, **options)
+
+
+def _safetensors_header_problem(detail: str) -> str:
+    """What safetensors' `detail` on a header it could not read means, in plain words."""
+    if detail.startswith("incomplete metadata"):  # the tensors' offsets do not end where the file does
+        return "its data is not the size its header says (cut short, or with bytes added)"
+    if found := re.search(r"unknown variant `(\w+)`", detail):  # went on with the 20 dtypes it knows
+        return (
+            f"its header names a tensor type safetensors does not know ({found.group(1)}): damaged, or saved by a "
+            "newer safetensors"
+        )
+    return "its header is damaged or it is not a safetensors file"

@@ -70,6 +70,8 @@ def _refusal(path: Path, error: BaseException) -> WeightsError:
         )
     if problem == "incomplete":
         return _incomplete(path, f"{reason} (a download or copy that did not finish?)")
+    if problem == "header":
+        return WeightsError(f"cannot read {path}: {reason}; download or copy it again, or give another checkpoint")
     return WeightsError(
         f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict ({reason})"
     )
