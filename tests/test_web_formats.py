@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,9 @@ def test_a_transparent_png_named_jpg_is_upscaled_to_a_png_that_keeps_it(server: 
     for the command line, which on the page meant renaming the file and uploading it again."""
     data = encoded(Image.fromarray(PIXELS, "RGBA"), "PNG")
     session = "alpha"
+    # Held open throughout: the `srfeat upscale` run below asks nothing of the server, and on a loaded
+    # machine it took longer than the session's 10 s of allowed silence, which ended it before `/again`.
+    events = urllib.request.urlopen(f"{server.url}api/sessions/{session}/events", timeout=120)
     try:
         job, downloaded, headers = _result_of(server, session, "logo.jpg", data)
         assert job["result_name"] == "logo_x4.png"
@@ -110,6 +114,7 @@ def test_a_transparent_png_named_jpg_is_upscaled_to_a_png_that_keeps_it(server: 
         assert (job["result_name"], job["notes"], headers["content-type"]) == ("plain_x4.jpg", [], "image/jpeg")
         assert Image.open(io.BytesIO(downloaded)).format == "JPEG"
     finally:
+        events.close()
         call(server, "POST", f"/api/sessions/{session}/close")
 
 
