@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import srfeat_cli
+from cli_helpers import one_error_line, srfeat_cli
 from numpy.lib import format as npy_format
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
@@ -331,6 +331,19 @@ def test_a_folder_named_like_the_output_is_blamed_as_the_input(tmp_path: Path) -
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert f"{folder} is a folder: give the authors' SRFeat_init.npz or SRFeat_full.npz file" in result.stderr
     assert "the output" not in result.stderr and folder.is_dir() and not any(folder.iterdir())
+
+
+@pytest.mark.parametrize(("source", "output"), [(".", None), ("/", None), ("notes.txt", "."), ("notes.txt", "/")])
+def test_a_path_of_no_name_is_one_line(tmp_path: Path, source: str, output: str | None) -> None:
+    # Before: `convert .`, `convert /` and `-o .` were ValueError tracebacks from Path.with_suffix (empty name).
+    (tmp_path / "notes.txt").write_text("x")
+    line = one_error_line(srfeat_cli("convert", source, *(["-o", output] if output else []), cwd=tmp_path))
+    assert line.endswith(
+        f"{source} is a folder: give the authors' SRFeat_init.npz or SRFeat_full.npz file"
+        if output is None
+        else f"the output {output} is a folder; give a file name ending in .safetensors"
+    ), line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:

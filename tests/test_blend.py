@@ -269,3 +269,11 @@ def test_blend_states_of_something_else_than_state_dicts_is_one_weights_error(st
     module = tiny_generator()
     with pytest.raises(WeightsError, match="cannot blend A: .*got SRFeatGenerator: give its state_dict"):
         blend_states(module, module.state_dict(), 0.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("output", [".", "/"])
+def test_cli_blend_output_of_no_name_is_one_line(tmp_path: Path, output: str) -> None:
+    # Before: `-o .` or `-o /` was a ValueError traceback from Path.with_suffix ("has an empty name").
+    process = srfeat_cli("blend", "default", "gan", "--alpha", "0.5", "-o", output, cwd=tmp_path)
+    assert one_error_line(process) == f"ERROR: the output {output} is a folder; give a file name ending in .safetensors"
+    assert not any(tmp_path.iterdir())

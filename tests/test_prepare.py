@@ -161,6 +161,14 @@ def test_options_of_the_wrong_kind_from_python_are_refused_and_out_is_kept(
     assert [path.name for path in (out / "HR").iterdir()] == ["mine_001.png"]
 
 
+@pytest.mark.parametrize("size", ["0", "-5"])
+def test_a_patch_size_below_1_names_the_flag(source: Path, tmp_path: Path, size: str) -> None:
+    # Before: `srfeat prepare --hr-patch-size 0` was told about "hr_patch_size", a name it never typed.
+    child = srfeat_cli("prepare", source, tmp_path / "out", "--hr-patch-size", size, cwd=tmp_path)
+    assert one_error_line(child) == f"ERROR: --hr-patch-size must be a whole number of at least 1, got int {size}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_run_into_an_out_that_another_run_filled_meanwhile_keeps_its_patches(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

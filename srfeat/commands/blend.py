@@ -27,13 +27,14 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     from srfeat.path_checks import resolved, same_file, unwritable_file
     from srfeat.weights.file_kinds import named_safetensors
 
+    # A folder first: "." and "/" have no name to suggest a suffix for (with_suffix raised a traceback)
+    if output.is_dir():
+        raise SRFeatError(f"the output {output} is a folder; give a file name ending in .safetensors")
     if not named_safetensors(output):
         raise SRFeatError(
             f"the output {output} must end in .safetensors (a srfeat generator checkpoint, "
             f"e.g. {output.with_suffix('.safetensors')})"
         )
-    if output.is_dir():
-        raise SRFeatError(f"the output {output} is a folder; give a file name ending in .safetensors")
     for source in inputs:
         if source.is_file() and (resolved(output) == resolved(source) or same_file(output, source)):
             raise SRFeatError(f"the output {output} is the input {source}: choose another -o (the input would be lost)")

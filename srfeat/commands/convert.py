@@ -43,10 +43,13 @@ def run(args: argparse.Namespace) -> int:
     kind = special_file_kind(src)
     if kind is not None and not src.is_dir():  # a folder is refused with this advice by the reader
         raise WeightsError(f"{src} is {kind}, not a file: {GIVE_THEIRS}")
+    if src.is_dir():
+        # refused as the input before OUT is named from it: "." and "/" have no name to take a suffix, and a
+        # folder named gen.safetensors was otherwise blamed as an output folder, an -o the user never gave
+        read_tensorlayer_npz(src)
     out = Path(args.out).expanduser() if args.out else src.with_suffix(".safetensors")
-    if out == src and (src.is_file() or src.is_dir()):
-        # `convert gen.safetensors`, or a folder so named: what the input is says more than "-o is the
-        # input" or "the output is a folder", which blamed an -o the user never gave
+    if out == src and src.is_file():
+        # `convert gen.safetensors`: what the input is says more than "-o is the input"
         read_tensorlayer_npz(src)
     check_weights_output(out, args.overwrite, [src])
     generator = load_authors_generator(src)
