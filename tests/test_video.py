@@ -517,11 +517,14 @@ def test_matroska_output_gets_no_mp4_brand_tags(tmp_path: Path, short_clip: Path
 def test_errors_writing_the_output_are_one_line_and_leave_no_temporary(
     tmp_path: Path, short_clip: Path, model_path: Path
 ) -> None:
-    """From Python (or when the folder changes after the check): the pipeline's own OSErrors."""
+    """From Python (or when the folder changes after the check): the pipeline's own OSErrors; a file where the
+    output's folder goes is named by the folder maker (it was "File exists")."""
+    from srfeat.files import NotAFolderError
+
     upscaler = Upscaler(model_path, device="cpu")
     (tmp_path / "afile").write_text("mine")
     (tmp_path / "folder.mp4").mkdir()
-    with pytest.raises(VideoError, match=r"cannot write .*x\.mp4 .*File exists"):
+    with pytest.raises(NotAFolderError, match=r"cannot write .*x\.mp4: .*afile is a file, not a folder; give a path"):
         upscale_video(short_clip, tmp_path / "afile" / "x.mp4", upscaler, VideoOptions())
     with pytest.raises(VideoError, match=r"cannot write .*folder\.mp4 .*a folder of that name exists"):
         upscale_video(short_clip, tmp_path / "folder.mp4", upscaler, VideoOptions())
