@@ -10,7 +10,8 @@ Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_we
 are finite and in range.
 
 Without the `onnx` package (a plain `pip install onnxruntime`) only the external data is looked for,
-in the bytes; the rest is not checked.
+in the bytes; the rest is not checked, and the first file a process loads so says, once, in a warning
+(`warn_unchecked`) naming the fix.
 """
 
 from __future__ import annotations
@@ -25,12 +26,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.errors import WeightsError
+from srfeat.library_warnings import warn_once
 from srfeat.weights.reading import first_line
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MAX_CONSTANT_VALUES", "check_before_loading", "check_weights", "external_data_location", "parse_model"]
+__all__ = [
+    "MAX_CONSTANT_VALUES",
+    "check_before_loading",
+    "check_weights",
+    "external_data_location",
+    "parse_model",
+    "warn_unchecked",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +84,9 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
             f"{source} keeps its weights in another file ({location[:80]!r}, external data), which srfeat "
             "does not read: give a self-contained .onnx file, as srfeat export writes"
         )
-    if parts is None:
-        return  # without onnx (see the module docstring); bytes it cannot parse are ONNX Runtime's to refuse
+    if parts is None:  # bytes onnx cannot parse are ONNX Runtime's to refuse; without onnx, they run unchecked
+        warn_unchecked(source)
+        return
     for tensor in parts.tensors:
         declared = _values_in_shape(tensor.dims)
         # Its data cannot fill it: nothing to allocate for (ByteSize serializes it: for large ones only)
@@ -98,6 +108,21 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"{source} makes a tensor of at least {count:,} values from its constants alone (a {node.op_type[:40]} "
                 f"node), more than a srfeat model needs ({MAX_CONSTANT_VALUES:,}): {_REFUSAL}"
             )
+
+
+def warn_unchecked(source: str) -> None:
+    """Once a process, where the `onnx` package is missing: what goes unchecked, and how to check it. A
+    file given as bytes only: srfeat's own exports come parsed (exporting needs onnx), and are trusted."""
+    try:
+        import onnx  # noqa: F401  # only whether it imports
+    except ImportError:
+        warn_once(
+            logger,
+            "onnx is missing",
+            f"the onnx package is not installed, so {source} (and any other .onnx file) runs without srfeat's "
+            "checks of its sizes and weights (a hostile file can take all memory, a damaged weight gives a wrong "
+            'image): pip install -e ".[onnx]" in srfeat\'s folder (or pip install onnx)',
+        )
 
 
 def external_data_location(data: bytes, parts: _Parts | None) -> str | None:
@@ -142,8 +167,7 @@ def check_weights(parsed: onnx.ModelProto | None, data: bytes, source: str) -> N
     try:
         import onnx
         from onnx import numpy_helper
-    except ImportError:
-        logger.debug("onnx is not installed: the weights of %s are not checked for NaN or inf", source)
+    except ImportError:  # `check_before_loading` warned (`warn_unchecked`)
         return
     from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE
 
