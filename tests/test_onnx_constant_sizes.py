@@ -327,3 +327,24 @@ def test_constants_broadcast_into_a_huge_tensor_in_steps_are_refused(tmp_path: P
     image = samples.astronaut()[:4, :4]
     small = Upscaler(with_constants_chained(tmp_path / "small.onnx", 8), device="cpu", tile=0)
     assert np.array_equal(small(image), image.repeat(4, axis=0).repeat(4, axis=1))
+
+
+@pytest.mark.parametrize(("op", "opset"), [("Upsample", 7), ("Upsample", 9), ("Resize", 10)])
+def test_older_operators_enlarging_by_huge_scales_are_refused_too(tmp_path: Path, op: str, opset: int) -> None:
+    """Before opset 11 the scales were Resize's second input, as Upsample's (an attribute before opset 9)."""
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(srfeat_like_onnx(tmp_path / "old.onnx")))
+    model.opset_import[0].version = opset
+    scales = [1.0, 1.0, 1e4, 1e4]
+    del model.graph.node[:]
+    if opset == 7:
+        model.graph.node.append(helper.make_node(op, ["input"], ["output"], scales=scales))
+    else:
+        model.graph.initializer.append(helper.make_tensor("huge", TensorProto.FLOAT, [4], scales))
+        model.graph.node.append(helper.make_node(op, ["input", "huge"], ["output"]))
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    with pytest.raises(
+        WeightsError, match=f"enlarges the image 100,000,000 times over by constant scales \\(at a {op} node"
+    ):
+        Upscaler(tmp_path / "old.onnx", device="cpu")
