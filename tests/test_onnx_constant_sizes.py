@@ -1,7 +1,9 @@
 """An .onnx file whose constants alone size a huge tensor is refused when it loads, before ONNX Runtime is
 given it: a ConstantOfShape [2^40] loaded and then stopped the first tile with "std::bad_alloc", and a
 merely large one took gigabytes for nothing. So are a sparse weight that expands to such a size and a
-weight declared larger than its data. What is small still runs; and each file is parsed once."""
+weight declared larger than its data, constants broadcast into a huge tensor in several steps, and a graph
+that enlarges the image far more than x4 by constant scales. What is small still runs; and each file is
+parsed once."""
 
 from __future__ import annotations
 
@@ -238,3 +240,111 @@ def test_a_file_is_parsed_once_and_a_parsed_model_not_again(tmp_path: Path, monk
     elsewhere = onnx.load(str(point_a_weight_elsewhere(tmp_path / "m.onnx", "../secret.bin")), load_external_data=False)
     with pytest.raises(WeightsError, match=r"in memory keeps its weights in another file \('../secret.bin'"):
         OnnxRunner(elsewhere, source="in memory")
+
+
+def enlarging(path: Path, *steps: tuple[str, list[float]]) -> Path:
+    """The stand-in model at `path` (a nearest x4 Resize) with its input first put through each (op, factors) of
+    `steps`: a nearest Resize by constant scales `factors`, or a Tile by constant repeats."""
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(srfeat_like_onnx(path)))
+    graph = model.graph
+    previous = "input"
+    for index, (op, factors) in enumerate(steps):
+        kind = TensorProto.FLOAT if op == "Resize" else TensorProto.INT64
+        graph.initializer.append(helper.make_tensor(f"factors{index}", kind, [len(factors)], factors))
+        inputs = [previous, "", f"factors{index}"] if op == "Resize" else [previous, f"factors{index}"]
+        options = {"mode": "nearest"} if op == "Resize" else {}
+        graph.node.insert(index, helper.make_node(op, inputs, [f"enlarged{index}"], **options))
+        previous = f"enlarged{index}"
+    graph.node[len(steps)].input[0] = previous
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("steps", "growth", "op"),
+    [
+        ([("Resize", [1, 1, 1e5, 1])], "100,000", "Resize"),
+        ([("Resize", [1, 1, 8, 8]), ("Resize", [1, 1, 4, 4])], "1,024", "Resize"),
+        ([("Tile", [1, 1, 8, 4])], "512", "Resize"),  # then the stand-in's own x4
+        ([("Tile", [1, 1, 1000, 1])], "1,000", "Tile"),
+    ],
+)
+def test_a_graph_that_enlarges_the_image_by_huge_constant_scales_is_refused(
+    tmp_path: Path, steps: list, growth: str, op: str
+) -> None:
+    """A Resize by 1e5 (or Resizes, or a Tile, that enlarge the image as much together) loaded, and the first
+    tile asked for that many times its memory: the tile plan counts memory per input pixel."""
+    path = enlarging(tmp_path / "enlarging.onnx", *steps)
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path} enlarges the image {growth} times over"), message
+    assert f"(at a {op} node)" in message and "export it again with `srfeat export`" in message, message
+
+
+def test_enlarging_up_to_the_bound_still_runs(tmp_path: Path) -> None:
+    """The bound (256 times: x4 a side, then the stand-in's own x4) loads; a shrink takes back what it enlarged."""
+    image = samples.astronaut()[:4, :4]
+    path = enlarging(tmp_path / "bound.onnx", ("Resize", [1, 1, 2, 2]), ("Resize", [1, 1, 0.5, 0.5]))
+    assert np.array_equal(Upscaler(path, device="cpu", tile=0)(image), image.repeat(4, axis=0).repeat(4, axis=1))
+    Upscaler(enlarging(tmp_path / "x16.onnx", ("Resize", [1, 1, 4, 1]), ("Tile", [1, 1, 1, 4])), device="cpu")
+
+
+def with_constants_chained(path: Path, length: int) -> Path:
+    """The stand-in model at `path` adding the largest value of a column, a row and a depth of `length` zeros
+    broadcast together in steps, through a Cast: a cube of `length`^3 values from weights of `length`."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(srfeat_like_onnx(path)))
+    graph = model.graph
+    graph.node[0].output[0] = "resized"
+    shapes = {"column": (length, 1, 1), "row": (1, length, 1), "depth": (1, 1, length)}
+    graph.initializer.extend(
+        numpy_helper.from_array(np.zeros(shape, np.float32), name) for name, shape in shapes.items()
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Add", ["column", "row"], ["plane"]),
+            helper.make_node("Cast", ["plane"], ["cast"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["cast", "depth"], ["cube"]),
+            helper.make_node("ReduceMax", ["cube"], ["largest"], keepdims=0),
+            helper.make_node("Add", ["resized", "largest"], ["output"]),
+        ]
+    )
+    onnx.save(model, str(path))
+    return path
+
+
+def test_constants_broadcast_into_a_huge_tensor_in_steps_are_refused(tmp_path: Path) -> None:
+    """Each step was checked on its constant inputs alone: the million-value plane passed, and the billion-value
+    cube made from it (4 GB) was not counted, as the plane is not a weight."""
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(with_constants_chained(tmp_path / "cube.onnx", 1000), device="cpu")
+    message = str(caught.value)
+    assert "makes a tensor of at least 1,000,000,000 values from its constants alone (a Mul node)" in message
+    image = samples.astronaut()[:4, :4]
+    small = Upscaler(with_constants_chained(tmp_path / "small.onnx", 8), device="cpu", tile=0)
+    assert np.array_equal(small(image), image.repeat(4, axis=0).repeat(4, axis=1))
+
+
+@pytest.mark.parametrize(("op", "opset"), [("Upsample", 7), ("Upsample", 9), ("Resize", 10)])
+def test_older_operators_enlarging_by_huge_scales_are_refused_too(tmp_path: Path, op: str, opset: int) -> None:
+    """Before opset 11 the scales were Resize's second input, as Upsample's (an attribute before opset 9)."""
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(srfeat_like_onnx(tmp_path / "old.onnx")))
+    model.opset_import[0].version = opset
+    scales = [1.0, 1.0, 1e4, 1e4]
+    del model.graph.node[:]
+    if opset == 7:
+        model.graph.node.append(helper.make_node(op, ["input"], ["output"], scales=scales))
+    else:
+        model.graph.initializer.append(helper.make_tensor("huge", TensorProto.FLOAT, [4], scales))
+        model.graph.node.append(helper.make_node(op, ["input", "huge"], ["output"]))
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    with pytest.raises(
+        WeightsError, match=f"enlarges the image 100,000,000 times over by constant scales \\(at a {op} node"
+    ):
+        Upscaler(tmp_path / "old.onnx", device="cpu")

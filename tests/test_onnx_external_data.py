@@ -1,9 +1,12 @@
 """An .onnx file is untrusted input: one whose weights point at another file (external data) is refused
 before ONNX Runtime looks for that file, wherever it points (a parent folder, an absolute path, a link
-out of the folder, a device, a pipe), and the CLI says so in one line naming the file and the place."""
+out of the folder, a device, a pipe), and the CLI says so in one line naming the file and the place. So is
+a file, or a parsed model, of millions of parts; and without the onnx package, which the other checks need,
+the first file loaded says what goes unchecked."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +17,8 @@ import pytest
 from cli_helpers import CHILD_ENV, one_error_line, srfeat_cli
 from PIL import Image
 from test_onnx_export import srfeat_like_onnx
+
+from srfeat.errors import WeightsError
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -121,6 +126,41 @@ def test_without_the_onnx_package_external_data_is_still_found(tmp_path: Path, m
     assert external_data_location(plain, None) is None
 
 
+def test_without_the_onnx_package_loading_a_file_warns_once_what_goes_unchecked(tmp_path: Path) -> None:
+    """After a plain `pip install onnxruntime` no size or weight check ran, and nothing said so: a file whose
+    constants make a huge tensor loaded without a word. Now the first file warns, naming the fix; a second
+    does not repeat it."""
+    first, second = srfeat_like_onnx(tmp_path / "first.onnx"), srfeat_like_onnx(tmp_path / "second.onnx")
+    code = (
+        "import logging, sys; sys.modules['onnx'] = None\n"
+        "logging.basicConfig(format='%(levelname)s %(message)s')\n"
+        "from srfeat.inference.onnx_runner import OnnxRunner\n"
+        "for path in sys.argv[1:]:\n"
+        "    print(OnnxRunner(path).scale)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(first), str(second)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=CHILD_ENV,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stdout.split() == ["4", "4"], result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, result.stderr
+    assert f"the onnx package is not installed, so {first} (and any other .onnx file) runs without" in warnings[0]
+    assert 'pip install -e ".[onnx]"' in warnings[0]
+
+
+def test_with_the_onnx_package_loading_a_file_does_not_warn(tmp_path: Path, caplog) -> None:
+    from srfeat.inference.onnx_runner import OnnxRunner
+
+    with caplog.at_level(logging.WARNING):
+        OnnxRunner(srfeat_like_onnx(tmp_path / "m.onnx"))
+    assert not caplog.records, caplog.text
+
+
 def test_a_file_declaring_millions_of_parts_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
     """Three hundred thousand empty nodes (600 KB) loaded: the three million of a 6 MB file took ONNX
     Runtime 3.1 GB and 7 s, so a 2 GB file could take all the memory there is."""
@@ -131,6 +171,19 @@ def test_a_file_declaring_millions_of_parts_is_refused_before_it_is_parsed(tmp_p
     result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", tmp_path / "nodes.onnx")
     assert "nodes.onnx declares more than 200,000 nodes, attributes and weights" in one_error_line(result)
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_parsed_model_of_millions_of_parts_is_refused_before_onnx_runtime_reads_it(tmp_path: Path) -> None:
+    """A caller's `onnx.ModelProto` skipped the count that a file gets: ONNX Runtime parsed its bytes again
+    (three million empty nodes took it 3.1 GB)."""
+    from srfeat.inference.onnx_runner import OnnxRunner
+
+    model = onnx.load(str(srfeat_like_onnx(tmp_path / "nodes.onnx")))
+    model.graph.node.extend([onnx.NodeProto()] * 300_000)
+    with pytest.raises(WeightsError) as caught:
+        OnnxRunner(model, source="in memory")
+    assert str(caught.value).startswith("in memory declares more than 200,000 nodes, attributes and weights")
+    assert "\n" not in str(caught.value)
 
 
 def test_a_file_newer_than_onnx_runtime_says_so_and_what_to_do(tmp_path: Path) -> None:

@@ -5,12 +5,16 @@ file (external data), and nothing the file alone sizes is larger than `MAX_CONST
 declared larger than its data, a sparse weight (ONNX Runtime expands it when it loads), or an operator
 that makes a tensor from the file's constants alone: from a shape in them (ConstantOfShape [2^40]
 loaded, then stopped the first tile with ONNX Runtime's "std::bad_alloc"; a merely large one takes
-memory for nothing), or from constants broadcast together ([N, 1] + [1, N] makes N^2 values).
+memory for nothing), or from constants broadcast together ([N, 1] + [1, N] makes N^2 values; the
+shapes are followed through a chain of such operators). Nor does it enlarge the image more than
+`MAX_GROWTH` times by constant scales (Resize, Upsample, Tile): a Resize by 1e5 loaded, then ran out
+of memory on the first tile.
 Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
 are finite and in range.
 
 Without the `onnx` package (a plain `pip install onnxruntime`) only the external data is looked for,
-in the bytes; the rest is not checked.
+in the bytes; the rest is not checked, and the first file a process loads so says, once, in a warning
+(`warn_unchecked`) naming the fix.
 """
 
 from __future__ import annotations
@@ -25,12 +29,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.errors import WeightsError
+from srfeat.library_warnings import warn_once
 from srfeat.weights.reading import first_line
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MAX_CONSTANT_VALUES", "check_before_loading", "check_weights", "external_data_location", "parse_model"]
+__all__ = [
+    "MAX_CONSTANT_VALUES",
+    "MAX_GROWTH",
+    "check_before_loading",
+    "check_weights",
+    "external_data_location",
+    "parse_model",
+    "warn_unchecked",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +53,11 @@ logger = logging.getLogger(__name__)
 # 512 MiB at 8 bytes a value) is 100 times srfeat's largest weight, yet a fixed cost that the tile plan,
 # which counts memory per pixel, can leave out on a small machine.
 MAX_CONSTANT_VALUES = 2**26
+# How many times over the graph may enlarge the image by constant scales, along any path from it: a srfeat
+# model enlarges it 16 times (x4 a side, by DepthToSpace, which only moves values), and other x4 models
+# by Resize; 256 (x16 a side) leaves room for x8 ones. The tile plan counts memory per input pixel: a
+# Resize by 1e5 asked for 1e10 times a tile's memory at the first one.
+MAX_GROWTH = 256
 # Bytes a tensor's data takes in the file, per value, at the least: raw data packs 4-bit types two to a
 # byte (8 leaves room for narrower ones), and each typed entry (1 byte or more) holds at most two values.
 _VALUES_PER_BYTE = 8
@@ -49,6 +67,11 @@ _MAX_DIMS = 1024
 _BROADCASTING = frozenset(
     {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor"}
     | {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "BitShift", "PRelu"}
+)
+# Operators whose output has their first input's shape: constant shapes are followed through them
+_SAME_SHAPE = frozenset(
+    {"Identity", "Cast", "Neg", "Abs", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal"}
+    | {"Floor", "Ceil", "Round", "Sign", "Not", "Clip", "Erf", "Softplus", "Elu", "HardSigmoid", "IsNaN", "IsInf"}
 )
 _REFUSAL = "this is not a model srfeat can run safely; export it again with `srfeat export`"
 
@@ -75,8 +98,9 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
             f"{source} keeps its weights in another file ({location[:80]!r}, external data), which srfeat "
             "does not read: give a self-contained .onnx file, as srfeat export writes"
         )
-    if parts is None:
-        return  # without onnx (see the module docstring); bytes it cannot parse are ONNX Runtime's to refuse
+    if parts is None:  # bytes onnx cannot parse are ONNX Runtime's to refuse; without onnx, they run unchecked
+        warn_unchecked(source)
+        return
     for tensor in parts.tensors:
         declared = _values_in_shape(tensor.dims)
         # Its data cannot fill it: nothing to allocate for (ByteSize serializes it: for large ones only)
@@ -98,6 +122,26 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"{source} makes a tensor of at least {count:,} values from its constants alone (a {node.op_type[:40]} "
                 f"node), more than a srfeat model needs ({MAX_CONSTANT_VALUES:,}): {_REFUSAL}"
             )
+        if (growth := constants.growth(node)) > MAX_GROWTH:
+            raise WeightsError(
+                f"{source} enlarges the image {growth:,.0f} times over by constant scales (at a {node.op_type[:40]} "
+                f"node), where a srfeat model enlarges it 16 times (x4 a side), and at most {MAX_GROWTH}: {_REFUSAL}"
+            )
+
+
+def warn_unchecked(source: str) -> None:
+    """Once a process, where the `onnx` package is missing: what goes unchecked, and how to check it. A
+    file given as bytes only: srfeat's own exports come parsed (exporting needs onnx), and are trusted."""
+    try:
+        import onnx  # noqa: F401  # only whether it imports
+    except ImportError:
+        warn_once(
+            logger,
+            "onnx is missing",
+            f"the onnx package is not installed, so {source} (and any other .onnx file) runs without srfeat's "
+            "checks of its sizes and weights (a hostile file can take all memory, a damaged weight gives a wrong "
+            'image): pip install -e ".[onnx]" in srfeat\'s folder (or pip install onnx)',
+        )
 
 
 def external_data_location(data: bytes, parts: _Parts | None) -> str | None:
@@ -142,8 +186,7 @@ def check_weights(parsed: onnx.ModelProto | None, data: bytes, source: str) -> N
     try:
         import onnx
         from onnx import numpy_helper
-    except ImportError:
-        logger.debug("onnx is not installed: the weights of %s are not checked for NaN or inf", source)
+    except ImportError:  # `check_before_loading` warned (`warn_unchecked`)
         return
     from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE
 
@@ -235,11 +278,11 @@ class _Parts:
     def of(cls, model: onnx.ModelProto) -> _Parts:
         parts = cls()
         graphs = [model.graph]
-        pending = [node for function in model.functions for node in function.node]
+        pending = [node for function in reversed(model.functions) for node in reversed(function.node)]
         while graphs or pending:
             if graphs:
                 graph = graphs.pop()
-                pending.extend(graph.node)
+                pending.extend(reversed(graph.node))  # popped in the graph's order: a node after its inputs
                 parts.initializers.extend(graph.initializer)
                 parts.tensors.extend(graph.initializer)
                 parts.sparse.extend(graph.sparse_initializer)
@@ -260,7 +303,8 @@ class _Parts:
 
 class _Constants:
     """The values the file fixes (weights, Constant nodes), by name, read when asked for, and how many
-    values an operator makes from them alone."""
+    values an operator makes from them alone. Asked about each node in turn (`output_values`, `growth`),
+    it follows the shapes of what the constants alone make, and how much each path enlarges the image."""
 
     def __init__(self, parts: _Parts) -> None:
         self._tensors: dict[str, onnx.TensorProto] = {tensor.name: tensor for tensor in parts.initializers}
@@ -270,6 +314,9 @@ class _Constants:
             if node.op_type == "Constant" and len(node.output) == 1
             for attribute in node.attribute
         }
+        # Shapes of values made from constants alone, and how many times over each value enlarges the image
+        self._made: dict[str, list[int]] = {}
+        self._growth: dict[str, float] = {}
 
     def values(self, name: str) -> np.ndarray | None:
         """The values of the constant `name` as an array, or None: not a constant, or one that cannot be read
@@ -291,14 +338,15 @@ class _Constants:
             return None
 
     def shape(self, name: str) -> list[int] | None:
-        """The shape of the constant `name` (its first `_MAX_DIMS` dimensions), without reading its values;
-        None for a value the graph computes."""
+        """The shape of the constant `name` (its first `_MAX_DIMS` dimensions), without reading its values,
+        or of a value made from constants alone; None for a value the graph computes from its input."""
         if (attribute := self._attributes.get(name)) is not None:
             if attribute.name == "value":
                 return list(attribute.t.dims[:_MAX_DIMS])
             return [len(attribute.ints) + len(attribute.floats)] if attribute.name.endswith("s") else []
-        tensor = self._tensors.get(name)
-        return None if tensor is None else list(tensor.dims[:_MAX_DIMS])
+        if (tensor := self._tensors.get(name)) is not None:
+            return list(tensor.dims[:_MAX_DIMS])
+        return self._made.get(name)
 
     def count(self, name: str) -> int | None:
         """How many values the constant `name` has, without reading them; None for a value the graph computes."""
@@ -312,6 +360,9 @@ class _Constants:
             return self.values(inputs[index]) if index < len(inputs) and inputs[index] else None
 
         op = node.op_type
+        if op in _SAME_SHAPE and inputs and (same := self.shape(inputs[0])) is not None:
+            self._made_by(node, same)
+            return None  # no larger than its input, counted where that was made
         if op in ("ConstantOfShape", "Expand", "Tile", "Resize", "Pad"):
             index = {"ConstantOfShape": 0, "Resize": 3}.get(op, 1)  # the shape, repeats, sizes or pads
             if (given := constant(index)) is None or given.dtype.kind != "i":  # int64, as ONNX requires
@@ -323,6 +374,11 @@ class _Constants:
                 limit = 2**40  # no overflow in the sum: a pad past it is refused anyway
                 numbers = 1 + begins.clip(-limit, limit) + ends[: len(begins)].clip(-limit, limit)
             count = _values_in_shape(numbers)
+            dims = numbers[:_MAX_DIMS].tolist() if (numbers >= 0).all() else None  # the shape it makes, if known
+            if op == "ConstantOfShape" and dims is not None:
+                self._made_by(node, dims)
+            elif op == "Expand" and dims is not None and (expanded := self.shape(inputs[0])) is not None:
+                count = max(count, _values_in_shape(self._made_by(node, _broadcast([expanded, dims]))))
             if op == "Tile" and (repeated := self.count(inputs[0])) is not None:  # as many times as it holds
                 count *= repeated
             return count
@@ -332,11 +388,11 @@ class _Constants:
                 return None
             known = [shape for shape in shapes if shape is not None]
             if op != "MatMul":
-                return _values_in_shape(_broadcast(known))
+                return _values_in_shape(self._made_by(node, _broadcast(known)))
             if len(known) != 2 or min(map(len, known)) < 2:
                 return None
             (*batch_a, rows, _), (*batch_b, _, columns) = known
-            return _values_in_shape([*_broadcast([batch_a, batch_b]), rows, columns])
+            return _values_in_shape(self._made_by(node, [*_broadcast([batch_a, batch_b]), rows, columns]))
         if op == "Range":  # ceil((limit - start) / delta) values, for three constant scalars
             scalars = [constant(index) for index in range(3)]
             if any(each is None or each.size != 1 or each.dtype.kind not in "iuf" for each in scalars):
@@ -345,5 +401,37 @@ class _Constants:
             span = (limit - start) / delta if delta else math.nan
             if math.isnan(span):
                 return None  # ONNX Runtime refuses a zero or NaN step itself
-            return max(math.ceil(span), 0) if math.isfinite(span) else MAX_CONSTANT_VALUES + 1
+            # At most 2^40 (past any cap): an int64 dimension, as a span of 1e300 would not be
+            count = min(max(math.ceil(span), 0), 2**40) if math.isfinite(span) else MAX_CONSTANT_VALUES + 1
+            return _values_in_shape(self._made_by(node, [count]))
         return None
+
+    def _made_by(self, node: onnx.NodeProto, shape: list[int]) -> list[int]:
+        """`shape`, noted as that of `node`'s output: made from constants alone, followed to where it is used."""
+        if node.output and node.output[0]:
+            self._made[node.output[0]] = shape
+        return shape
+
+    def growth(self, node: onnx.NodeProto) -> float:
+        """How many times over `node` enlarges the image, along the path to it that enlarges it most: the
+        values it has grown on the way (its inputs' growth), times a Resize's or Upsample's constant
+        scales, or a Tile's constant repeats of a computed value. Each node's own factor counts alone too."""
+        inputs = list(node.input)
+        before = max((self._growth.get(name, 1.0) for name in inputs if name), default=1.0)
+        op, factors = node.op_type, None
+        if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
+            index = 2 if len(inputs) > 2 else 1
+            factors = self.values(inputs[index]) if index < len(inputs) and inputs[index] else None
+            if factors is None:  # Upsample-7 has them as an attribute
+                factors = next((np.asarray(each.floats) for each in node.attribute if each.name == "scales"), None)
+            factors = factors if factors is not None and factors.dtype.kind == "f" else None
+        elif op == "Tile" and len(inputs) > 1 and self.shape(inputs[0]) is None:  # a constant's: `output_values`
+            factors = self.values(inputs[1])
+        own = 1.0
+        for factor in [] if factors is None else factors.ravel()[:_MAX_DIMS].astype(np.float64).tolist():
+            own *= factor if factor > 0 else 1.0  # nothing (0), or refused by ONNX Runtime (negative, NaN)
+            if own > 2**40:  # past any bound, and no overflow
+                break
+        for name in node.output:
+            self._growth[name] = before * own
+        return max(own, before * own)

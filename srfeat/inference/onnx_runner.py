@@ -137,6 +137,8 @@ class OnnxRunner:
             data, parsed = model, parse_model(model)  # parsed once, for every check in onnx_contents
         else:  # parsed already: srfeat's own export in memory (`load_onnx_runner`), or a caller's
             data, parsed = model.SerializeToString(), model
+            # ONNX Runtime parses these bytes again: a caller's model of millions of parts would take it gigabytes
+            check_part_count(data, source)
         # Before ONNX Runtime sees it: given bytes, it looks for external data beside the working folder,
         # not the file's (versions before its own path checks read wherever the file points), and it
         # expands sparse weights as it loads. On a model already parsed the search costs no parse.
