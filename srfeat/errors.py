@@ -26,6 +26,7 @@ import sys
 from typing import TypeGuard
 
 __all__ = [
+    "AdvisedError",
     "ConfigError",
     "ImageReadError",
     "InvalidImageError",
@@ -34,6 +35,7 @@ __all__ = [
     "ModelOutputError",
     "NotAnImageError",
     "SRFeatError",
+    "TileOutOfMemoryError",
     "TrainingDiverged",
     "VideoError",
     "WeightsError",
@@ -48,25 +50,36 @@ class WeightsError(SRFeatError, ValueError):
     """A weights file or checkpoint is missing, unreadable or of another architecture."""
 
 
-class ImageReadError(SRFeatError, OSError):
-    """An image file is missing, truncated or not an image.
-
-    `problem` says what went wrong and `advice` what to do, apart, so that a surface with other
-    options than the command line's (the web page has no batch to skip the file in, no file on disk
-    to replace) can say its own; the message is `"{problem}; {advice}"`, or `problem` alone when
-    there is no advice.
-    """
-
-    SKIP_OR_REPLACE = "skip or replace this file"  # the command line's advice for a damaged file
+class AdvisedError(SRFeatError):
+    """An error whose `problem` (what went wrong) and `advice` (what to do) are kept apart, so that a
+    surface whose user has other options can say its own advice; the message is `"{problem}; {advice}"`,
+    or `problem` alone when there is no advice."""
 
     def __init__(self, problem: str, advice: str = "") -> None:
         super().__init__(f"{problem}; {advice}" if advice else problem)
         self.problem = problem
         self.advice = advice
 
-    def __reduce__(self) -> tuple[type[ImageReadError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[AdvisedError], tuple[str, str]]:
         # rebuilt from its parts, where an exception is rebuilt from its message (a process pool's)
         return type(self), (self.problem, self.advice)
+
+
+class ImageReadError(AdvisedError, OSError):
+    """An image file is missing, truncated or not an image.
+
+    `problem` and `advice` as `AdvisedError`'s: the web page has no batch to skip the file in, no file
+    on disk to replace.
+    """
+
+    SKIP_OR_REPLACE = "skip or replace this file"  # the command line's advice for a damaged file
+
+
+class TileOutOfMemoryError(AdvisedError):
+    """A tile of the image (the part sent to the device at once) ran out of memory there, or ONNX Runtime
+    failed on one. The `advice` names the tile size as the `Upscaler`'s maker gives it (`tile=`, or --tile);
+    `problem` and `advice` are apart (`AdvisedError`) for callers that have no tile size to give: the
+    evaluation chooses it from free memory, and a web page's user cannot restart the server."""
 
 
 class ConfigError(SRFeatError, ValueError):

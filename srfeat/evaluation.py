@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale, distinct_folders
-from srfeat.errors import MetricInputError, ModelOutputError, SRFeatError
+from srfeat.errors import MetricInputError, ModelOutputError, SRFeatError, TileOutOfMemoryError
 from srfeat.errors import printable as printable_name
 from srfeat.evaluation_inputs import (
     BICUBIC,
@@ -77,6 +77,7 @@ __all__ = [
     "check_models",
     "default_metrics",
     "evaluate",
+    "evaluation_tile_advice",
     "format_score",
     "json_records",
     "make_upscaler",
@@ -141,10 +142,26 @@ def make_upscaler(
         )
 
     def upscale_generator(lr: np.ndarray) -> np.ndarray:
-        sr = upscaler(torch.from_numpy(lr.transpose(2, 0, 1).copy()).float().div_(255.0))
+        try:
+            sr = upscaler(torch.from_numpy(lr.transpose(2, 0, 1).copy()).float().div_(255.0))
+        except TileOutOfMemoryError as error:  # its advice names the Upscaler's tile size, which eval does not take
+            advice = evaluation_tile_advice(device, command_line=command_line)
+            raise TileOutOfMemoryError(error.problem, advice) from error
         return sr.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()
 
     return upscale_generator
+
+
+def evaluation_tile_advice(device: torch.device, *, command_line: bool) -> str:
+    """What the evaluation's caller can do for a tile out of memory. It has no tile size to give: the size was
+    planned from the memory free then, which others took since. Free it, or on a GPU evaluate on the CPU
+    (`--device cpu` with `command_line`, else `device='cpu'`)."""
+    from srfeat.inference.devices import on_the_cpu
+    from srfeat.inference.tiling import FREE_MEMORY
+
+    if device.type == "cpu":
+        return FREE_MEMORY
+    return f"{FREE_MEMORY}, or evaluate on the CPU ({on_the_cpu(command_line=command_line)})"
 
 
 def check_models(specs: Sequence[str], scale: int, *, command_line: bool = False) -> None:

@@ -41,15 +41,17 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 @contextmanager
-def one_line_if_out_of_memory(message: Callable[[], str]) -> Iterator[None]:
+def one_line_if_out_of_memory(message: Callable[[], str | SRFeatError]) -> Iterator[None]:
     """An allocation that fails in the block (`is_out_of_memory`) raised as `SRFeatError(message())`, one
-    line for the user; any other error as it is. `message` is called only then (it may look at files)."""
+    line for the user (or as `message()` itself, where that is an `SRFeatError` of its own kind); any other
+    error as it is. `message` is called only then (it may look at files)."""
     try:
         yield
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
-        raise SRFeatError(message()) from error
+        said = message()
+        raise (said if isinstance(said, SRFeatError) else SRFeatError(said)) from error
 
 
 @functools.cache

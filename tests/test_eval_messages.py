@@ -146,3 +146,44 @@ def test_srfeat_eval_refuses_itself_what_evaluates_keyword_refusals_guard(
     child = srfeat_cli("eval", *(str(folders[0]) if word == "FOLDER" else word for word in arguments))
     line = one_error_line(child, returncode=2, only=True)
     assert line.startswith("ERROR: srfeat eval: ") and flag in line, line
+
+
+FREE_SAID = "free memory (other programs, or the processes nvidia-smi lists on a GPU) and run again"
+
+
+def test_a_tile_out_of_memory_tells_evaluate_what_it_can_do(
+    folders: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`evaluate` has no tile size to give (it is planned from the memory free): a tile out of memory told it
+    to "give the Upscaler a smaller tile=", an Upscaler it never made."""
+    import torch
+
+    from srfeat.errors import TileOutOfMemoryError
+    from srfeat.inference.fused import InferenceGenerator
+
+    model = tmp_path / "x4.safetensors"
+    save_generator(tiny_generator(scale=4), model)
+    forward = InferenceGenerator.forward
+
+    def runs_out_of_memory(self: InferenceGenerator, batch: torch.Tensor, *args: object) -> torch.Tensor:
+        if tuple(batch.shape[-2:]) == (10, 11):  # two.png's LR, not the test image every model runs first
+            torch.empty(1 << 60, dtype=torch.uint8)  # the CPU allocator refuses it, as under `ulimit -v`
+        return forward(self, batch, *args)
+
+    monkeypatch.setattr(InferenceGenerator, "forward", runs_out_of_memory)
+    with pytest.raises(TileOutOfMemoryError) as raised:
+        evaluate([str(model)], [folders[2]], metrics=["psnr"], device="cpu")
+    assert str(raised.value) == f"out of memory on cpu upscaling a 10x11 tile; {FREE_SAID}"
+
+
+def test_a_tile_out_of_memory_on_a_gpu_tells_the_evaluation_to_use_the_cpu_in_its_callers_words() -> None:
+    """The advice on a GPU (where others may hold its memory for as long as they like): the CPU, named as
+    `evaluate`'s keyword or `srfeat eval`'s flag; not a tile size, which neither takes."""
+    import torch
+
+    from srfeat.evaluation import evaluation_tile_advice
+
+    cuda = torch.device("cuda:0")
+    assert evaluation_tile_advice(cuda, command_line=False) == f"{FREE_SAID}, or evaluate on the CPU (device='cpu')"
+    assert evaluation_tile_advice(cuda, command_line=True) == f"{FREE_SAID}, or evaluate on the CPU (--device cpu)"
+    assert evaluation_tile_advice(torch.device("cpu"), command_line=True) == FREE_SAID

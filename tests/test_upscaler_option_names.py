@@ -16,7 +16,7 @@ from inference_helpers import tiny_generator
 from PIL import Image
 
 from srfeat import Upscaler
-from srfeat.errors import InvalidOptionError, SRFeatError
+from srfeat.errors import InvalidOptionError, SRFeatError, TileOutOfMemoryError
 from srfeat.inference import devices
 from srfeat.inference.fused import InferenceGenerator
 from srfeat.weights import save_generator
@@ -114,14 +114,14 @@ def test_a_model_that_fills_the_gpu_as_it_loads_is_told_the_cpu_in_the_callers_w
     )
 
 
-TILE_SAID = "free memory (other programs, or the processes nvidia-smi lists on a GPU) and run again, or "
+FREE_SAID = "free memory (other programs, or the processes nvidia-smi lists on a GPU) and run again"
+TILE_SAID = FREE_SAID + ", or "
 
 
 def test_the_advice_for_a_tile_out_of_memory_names_the_tile_size_as_each_caller_gives_it() -> None:
     from srfeat.inference.tiling import tile_memory_advice
 
     assert python_says(tile_memory_advice()) == TILE_SAID + "give the Upscaler a smaller tile="
-    # `srfeat eval` tiles too, with no --tile of its own: the commands that have one are named
     assert command_says(f"ERROR: {tile_memory_advice(command_line=True)}") == (
         TILE_SAID + "give srfeat upscale or srfeat serve a smaller --tile"
     )
@@ -133,15 +133,23 @@ def test_a_tile_out_of_memory_from_python_names_the_tile_keyword(monkeypatch: py
 
     upscaler = Upscaler(tiny_generator(), device="cpu")
     monkeypatch.setattr(InferenceGenerator, "forward", runs_out_of_memory)
-    with pytest.raises(SRFeatError) as refused:
+    with pytest.raises(TileOutOfMemoryError) as refused:
         upscaler(torch.rand(3, 16, 16))
     message = python_says(str(refused.value))
     assert message == f"out of memory on cpu upscaling a 16x16 tile; {TILE_SAID}give the Upscaler a smaller tile="
 
 
-@pytest.mark.parametrize("command", ["upscale", "eval"])
-def test_a_tile_out_of_memory_on_the_command_line_names_the_tile_flag(
-    tmp_path: Path, photo: Path, command: str
+@pytest.mark.parametrize(
+    ("command", "advice"),
+    [
+        ("upscale", f"{TILE_SAID}give srfeat upscale or srfeat serve a smaller --tile"),
+        # eval has no --tile (it plans the tile size from free memory), and on the CPU no other device to name:
+        # it was told to give upscale or serve a smaller --tile
+        ("eval", FREE_SAID),
+    ],
+)
+def test_a_tile_out_of_memory_on_the_command_line_names_what_the_command_can_do(
+    tmp_path: Path, photo: Path, command: str, advice: str
 ) -> None:
     model = tmp_path / "x4.safetensors"
     save_generator(tiny_generator(scale=4), model)
@@ -154,7 +162,7 @@ def test_a_tile_out_of_memory_on_the_command_line_names_the_tile_flag(
     assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
     # upscale's is the image's line, then its count of failed inputs
     said = command_says(next(line for line in child.stderr.splitlines() if line.startswith("ERROR: ")))
-    assert said.endswith(f"tile; {TILE_SAID}give srfeat upscale or srfeat serve a smaller --tile"), said
+    assert said.endswith(f" tile; {advice}"), said
 
 
 def test_a_failing_onnx_runtime_tile_is_advised_in_the_callers_words(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,7 +185,7 @@ def test_a_failing_onnx_runtime_tile_is_advised_in_the_callers_words(monkeypatch
     upscaler = Upscaler(generator, backend="onnxruntime")
     assert isinstance(upscaler.model, OnnxRunner)
     monkeypatch.setattr(upscaler.model, "session", FailingSession(upscaler.model.session))
-    with pytest.raises(SRFeatError) as refused:
+    with pytest.raises(TileOutOfMemoryError) as refused:  # its advice apart: the web page says its own
         upscaler(torch.rand(3, 8, 8))
     assert python_says(str(refused.value)).endswith(
         f"bad allocation; if it ran out of memory {TILE_SAID}give the Upscaler a smaller tile=, else export the "

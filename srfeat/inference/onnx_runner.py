@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeGuard
 import numpy as np
 import torch
 
-from srfeat.errors import SRFeatError, WeightsError
+from srfeat.errors import SRFeatError, TileOutOfMemoryError, WeightsError
 from srfeat.inference.onnx_contents import check_before_loading, check_weights, parse_model
 from srfeat.inference.onnx_structure import check_part_count
 from srfeat.inference.tiling import tile_memory_advice
@@ -97,8 +97,9 @@ class OnnxRunner:
 
     `model` is the serialized ONNX model, a path to it, or an `onnx.ModelProto` (not parsed again);
     `source` names it in errors. The session uses `threads` intra-op threads (default: PyTorch's
-    count, so one setting governs both backends). A tile that fails advises in the commands' flags with
-    `command_line`, else in `Upscaler`'s keywords (`tile_memory_advice`).
+    count, so one setting governs both backends). A tile that fails is a `TileOutOfMemoryError` (ONNX Runtime
+    does not say whether memory ran out) advising in the commands' flags with `command_line`, else in
+    `Upscaler`'s keywords (`tile_memory_advice`).
     """
 
     # The input layout `upscale_tiled` makes the batch contiguous in (ONNX is NCHW).
@@ -215,9 +216,9 @@ class OnnxRunner:
             (output,) = self.session.run(None, {self.session.get_inputs()[0].name: array})
         except Exception as error:  # onnxruntime raises its own exception types, with multi-line messages
             advice = tile_memory_advice(command_line=self.command_line)
-            raise SRFeatError(
-                f"ONNX Runtime failed to run {self.source} on a {_dims(array.shape)} tile: {first_line(error)}; "
-                f"if it ran out of memory {advice}, else export the model again"
+            raise TileOutOfMemoryError(
+                f"ONNX Runtime failed to run {self.source} on a {_dims(array.shape)} tile: {first_line(error)}",
+                f"if it ran out of memory {advice}, else export the model again",
             ) from error
         scale = self.scale
         expected = (array.shape[0], 3, height * scale, width * scale)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from srfeat.errors import SRFeatError
+from srfeat.errors import SRFeatError, TileOutOfMemoryError
 from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
 Region = tuple[int, int, int, int]  # top, left, bottom, right
@@ -28,6 +28,7 @@ Region = tuple[int, int, int, int]  # top, left, bottom, right
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FREE_MEMORY",
     "MemoryPlan",
     "Tile",
     "available_memory",
@@ -52,14 +53,18 @@ CPU_EFFICIENT_TILE = 256
 COUNT_ROWS = 64  # rows of an image counted at once by `count_non_finite`
 
 
+# What frees room for a tile whoever is asking: the tile size was planned from the memory free then.
+FREE_MEMORY = "free memory (other programs, or the processes nvidia-smi lists on a GPU) and run again"
+
+
 def tile_memory_advice(*, command_line: bool = False) -> str:
-    """What frees room for a tile, naming the tile size as the caller gives it: `Upscaler`'s `tile` keyword
-    from Python, or with `command_line` the --tile of `srfeat upscale` and `srfeat serve` (`srfeat eval`, which
-    tiles too, has none: the tile size was chosen from free memory, which others then took)."""
+    """What frees room for a tile, naming the tile size as the `Upscaler`'s maker gives it: its `tile` keyword
+    from Python, or with `command_line` the --tile of `srfeat upscale` and `srfeat serve`. A caller with no tile
+    size to give says its own advice (`TileOutOfMemoryError` keeps it apart): `srfeat eval`, the web page."""
     smaller_tile = (
         "give srfeat upscale or srfeat serve a smaller --tile" if command_line else "give the Upscaler a smaller tile="
     )
-    return f"free memory (other programs, or the processes nvidia-smi lists on a GPU) and run again, or {smaller_tile}"
+    return f"{FREE_MEMORY}, or {smaller_tile}"
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,8 @@ def upscale_tiled(
     each one (a progress display; an exception it raises stops the work there). `out`, if given,
     is the float32 CPU tensor the result is written into (and returned): channels of a larger
     output, say, so that no full-size copy of the result is made to put them together. A tile that
-    runs out of memory is one line of advice (`tile_memory_advice`, in the commands' flags with `command_line`).
+    runs out of memory is a `TileOutOfMemoryError`, its advice `tile_memory_advice`'s (the commands' flags with
+    `command_line`).
     """
     channels, height, width = image.shape
     shape = (channels, height * scale, width * scale)
@@ -267,9 +273,10 @@ def upscale_tiled(
             part.right - part.in_left,
         )
         out_of_memory = one_line_if_out_of_memory(  # a GPU's OutOfMemoryError, or the CPU allocator's
-            lambda tile=part: (
-                f"out of memory on {device} upscaling a {tile.in_bottom - tile.in_top}x"
-                f"{tile.in_right - tile.in_left} tile; {tile_memory_advice(command_line=command_line)}"
+            lambda tile=part: TileOutOfMemoryError(
+                f"out of memory on {device} upscaling a {tile.in_bottom - tile.in_top}x{tile.in_right - tile.in_left} "
+                "tile",
+                tile_memory_advice(command_line=command_line),
             )
         )
         with out_of_memory, torch.inference_mode():

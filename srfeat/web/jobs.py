@@ -27,7 +27,7 @@ from srfeat.inference.upscaler import Upscaler
 from srfeat.web.job import Job, JobCancelledError, ModelChoice, QueueFullError, safe_file_name
 from srfeat.web.room import PAGES_IN_THE_QUEUE, check_room, held_bytes, result_refusal, view_refusal
 from srfeat.web.sessions import PAGE_GRACE_SECONDS, Sessions
-from srfeat.web.worker import Upscalers, remove_stale_temporaries, upscale_job
+from srfeat.web.worker import PageError, Upscalers, remove_stale_temporaries, upscale_job
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +343,8 @@ class JobQueue:
             logger.info("job %s (%s) %s", job.id, job.name, job.error or "cancelled")
             return
         except SRFeatError as error:
-            self._fail(job, str(error).replace("\n", " "))
+            logged = error.logged if isinstance(error, PageError) else str(error)
+            self._fail(job, str(error).replace("\n", " "), logged.replace("\n", " "))
             return
         except MemoryError:
             self._fail(job, f"out of memory upscaling this {job.width}x{job.height} image; try a smaller one")
@@ -365,11 +366,12 @@ class JobQueue:
             return
         logger.info("job %s: %s -> %s (%dx%d)", job.id, job.name, job.result_name, width, height)
 
-    def _fail(self, job: Job, message: str) -> None:
+    def _fail(self, job: Job, message: str, logged: str | None = None) -> None:
+        """`job` failed, saying `message` on its page and `logged` (default: the same) in the server's log."""
         with self._lock:
             job.state = "failed"
             job.error = message
-        logger.error("job %s (%s) failed: %s", job.id, job.name, message)
+        logger.error("job %s (%s) failed: %s", job.id, job.name, message if logged is None else logged)
 
     def prepare(self, choice: ModelChoice) -> None:
         """Build the network for `choice` now (before serving: bad weights fail at start, not on

@@ -20,14 +20,22 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from srfeat.errors import ImageReadError, SRFeatError
+from srfeat.errors import ImageReadError, SRFeatError, TileOutOfMemoryError
 from srfeat.files import unless_held, writing_temporary
 from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
 from srfeat.locks import process_exists
 from srfeat.web.job import Job, ModelChoice
 
-__all__ = ["CACHED_UPSCALERS", "TEMPORARY_PREFIX", "Upscalers", "job_notes", "remove_stale_temporaries", "upscale_job"]
+__all__ = [
+    "CACHED_UPSCALERS",
+    "TEMPORARY_PREFIX",
+    "PageError",
+    "Upscalers",
+    "job_notes",
+    "remove_stale_temporaries",
+    "upscale_job",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,18 +120,33 @@ class Upscalers:
 # The page's advice for an upload it cannot read, where the command line's is to skip the file in the
 # batch or replace it on disk: there is no batch, and no file of the user's on the server.
 _WEB_ADVICE = "upload another file, or this one again if it was cut short"
+# The page's advice for a tile out of memory, where the server's log says to free memory or restart the
+# server with a smaller --tile: the page's user can do neither.
+_WEB_MEMORY_ADVICE = "try a smaller image, or ask whoever runs the server to restart it with a smaller --tile"
+
+
+class PageError(SRFeatError):
+    """A job's error as its page says it; `logged` is how the server's log says it (the same, but for advice
+    that only whoever runs the server can follow)."""
+
+    def __init__(self, message: str, logged: str) -> None:
+        super().__init__(message)
+        self.logged = logged
 
 
 def _web_message(error: SRFeatError) -> str:
-    """`error`'s message as the page says it: the advice for a damaged file made the page's."""
+    """`error`'s message as the page says it: the advice for a damaged file, or for a tile out of memory,
+    made the page's."""
     if isinstance(error, ImageReadError) and error.advice == ImageReadError.SKIP_OR_REPLACE:
         return f"{error.problem}; {_WEB_ADVICE}"
+    if isinstance(error, TileOutOfMemoryError):
+        return f"{error.problem}; {_WEB_MEMORY_ADVICE}"
     return str(error)
 
 
 def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str]]:
     """`job`'s upload upscaled as `srfeat upscale` writes it: (the result file's bytes, its width and
-    height, the notes for the card); errors name the upload, not the temporary file."""
+    height, the notes for the card); errors are a `PageError`, naming the upload, not the temporary file."""
     with job_folder() as folder:
         source = folder / "in" / job.name
         target = folder / "out" / job.result_name
@@ -134,7 +157,10 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
                 width, height = upscale_file(upscaler, source, target)
         except SRFeatError as error:
             # Messages name the temporary file; the user knows it by its upload name.
-            raise SRFeatError(_web_message(error).replace(str(source), job.name)) from error
+            page = _web_message(error).replace(str(source), job.name)
+            # the advice for a tile out of memory is whoever runs the server's in its log
+            logged = str(error).replace(str(source), job.name) if isinstance(error, TileOutOfMemoryError) else page
+            raise PageError(page, logged) from error
         result = target.read_bytes()
         notes = [note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged]
     if (format_note := job.format_note) is not None:  # the result is not in the format its upload was named
