@@ -212,6 +212,7 @@ def _cut(image_format: str, keep: int) -> bytes:
             _cut("AVIF", 200) if features.check("avif") else b"",
             "cut.avif starts as an AVIF file but cannot be read: it is damaged or cut short (200 bytes",
             marks=pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF"),
+            id="cut.avif",
         ),
     ],
 )
