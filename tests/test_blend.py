@@ -284,7 +284,7 @@ def test_cli_output_that_is_only_the_suffix_is_one_clear_line(tmp_path: Path, co
     # Before: "the output .safetensors must end in .safetensors (... e.g. .safetensors.safetensors)": it does end so.
     arguments = ("default", "gan", "--alpha", "0.5") if command == "blend" else ("authors.npz",)
     process = srfeat_cli(command, *arguments, "-o", output, cwd=tmp_path)
-    example = Path(output).with_name("model.safetensors")
+    example = Path(output).with_name("generator.safetensors")
     expected = f"ERROR: the output {output} has no name before .safetensors: give one, e.g. {example}"
     assert one_error_line(process, only=True) == expected
     assert not any(tmp_path.iterdir())
@@ -294,7 +294,7 @@ def test_save_generator_to_only_the_suffix_names_what_is_missing(tmp_path: Path)
     with pytest.raises(WeightsError) as refused:
         save_generator(tiny_generator(), tmp_path / ".safetensors")
     assert str(refused.value) == f"{tmp_path / '.safetensors'} has no name before .safetensors: give one, e.g. " + str(
-        tmp_path / "model.safetensors"
+        tmp_path / "generator.safetensors"
     )
     assert not any(tmp_path.iterdir())
 

@@ -31,7 +31,7 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     if output.is_dir():
         raise SRFeatError(f"the output {output} is a folder; give a file name ending in .safetensors")
     if only_the_safetensors_suffix(output):
-        example = output.with_name("model.safetensors")
+        example = output.with_name("generator.safetensors")
         raise SRFeatError(f"the output {output} has no name before .safetensors: give one, e.g. {example}")
     if not named_safetensors(output):
         raise SRFeatError(

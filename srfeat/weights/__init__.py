@@ -105,7 +105,7 @@ def generator_file(generator: SRFeatGenerator, path: PathArg, dtype: torch.dtype
         raise WeightsError(f"{path} is a folder: give a file name in it ending in .safetensors")
     if only_the_safetensors_suffix(path):
         raise WeightsError(
-            f"{path} has no name before .safetensors: give one, e.g. {path.with_name('model.safetensors')}"
+            f"{path} has no name before .safetensors: give one, e.g. {path.with_name('generator.safetensors')}"
         )
     if not named_safetensors(path):
         raise WeightsError(
