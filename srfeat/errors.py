@@ -132,6 +132,12 @@ def shown(value: object, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def given(value: object) -> str:
+    """`value` after "got" in a message: a whole number as typed (`srfeat prepare --hr-patch-size 0` was
+    told "got int 0"), anything else with its type, which is why it was refused (`got str '96'`)."""
+    return str(int(value)) if is_whole_number(value) else f"{type(value).__name__} {shown(value)}"
+
+
 def check_flag(
     value: object, name: str, error: type[SRFeatError] = InvalidOptionError, choices: str = "True or False"
 ) -> bool:

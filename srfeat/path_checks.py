@@ -1,12 +1,13 @@
 """What a path is, found before any work: a name longer than its file system takes (`name_too_long`), a
 folder no file can be written in (`unwritable_folder`), something there that is no regular file (a pipe, a
-device: `special_file_kind`), two paths that are one file (`same_file`), a path with its links followed
-without failing on a loop (`resolved`); and a name that a library taking
-only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
+device: `special_file_kind`), a link to nothing (`broken_link_reason`), two paths that are one file
+(`same_file`), a path with its links followed without failing on a loop (`resolved`); and a name that a
+library taking only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -62,6 +63,19 @@ def special_file_kind(path: Path) -> str | None:
     # The callers say "{path} is {kind}, not a file" and "it is {kind}, not an image file": a noun for the rest
     # too (a Solaris door, a BSD whiteout), as "not a regular file" read "it is not a regular file, not an image file"
     return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), OTHER_FILE_KIND)
+
+
+def broken_link_reason(path: Path) -> str:
+    """What is wrong with `path`, a symbolic link that leads to nothing: a loop, or a missing target, named.
+    For a folder's scan ("skipped PATH: ...") and for a named input ("input PATH: ..."), both: the scans of
+    training and evaluation folders had a vaguer line of their own ("its target is missing, or a loop")."""
+    target = os.readlink(path)
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"symbolic link loop ({path} -> {target} leads back to itself)"
+    return f"broken symbolic link (its target {target} does not exist)"
 
 
 def resolved(path: Path) -> Path:

@@ -307,6 +307,31 @@ def test_a_float64_value_beyond_float32_is_one_line_naming_it(tmp_path: Path) ->
     assert float(generator.state_dict()["body.0.conv1.weight"][0, 0, 0, 0]) == 0.5
 
 
+@pytest.mark.parametrize(
+    ("index", "value", "says"),
+    [
+        (2, np.nan, "it holds NaN/infinite weights: 3 of 576 values in array 2 (block 1's conv1); it cannot be used"),
+        (0, -np.inf, "it holds NaN/infinite weights: 3 of 1,944 values in array 0 (the head conv); it cannot be used"),
+        (2, 3e7, "its weights have exploded: array 2 (block 1's conv1) reaches 3e+07, where trained generators"),
+        (6, -1.0, "negative BatchNorm variances, which no training writes: 3 of 8 values in array 6 (block 1's bn1"),
+    ],
+)
+def test_unusable_weights_in_an_npz_are_named_without_blaming_a_srfeat_run(
+    tmp_path: Path, index: int, value: float, says: str
+) -> None:
+    # Before: "weights are not finite ...; the run that wrote it diverged: use an earlier checkpoint", of the
+    # authors' download or a TensorFlow run's file, which no srfeat run wrote and which has no earlier checkpoint.
+    arrays = tensorlayer_order(random_params(8, 2, 2), 2, 2)
+    arrays[index].flat[:3] = value
+    out = tmp_path / "out.safetensors"
+    line = one_error_line(srfeat_cli("convert", write_tensorlayer_npz(tmp_path / "w.npz", arrays), "-o", out))
+    assert line.startswith(f"ERROR: {tmp_path / 'w.npz'}: ") and says in line and "the run that wrote it" not in line
+    advice = (
+        "damaged or edited: download the authors' file again" if value == -1.0 else "saved before the TensorFlow run"
+    )
+    assert advice in line and not out.exists()
+
+
 def test_output_folder_or_under_a_file_is_one_line(tmp_path: Path) -> None:
     # Before: both were tracebacks (IsADirectoryError from the rename, FileExistsError from mkdir),
     # after the conversion.

@@ -16,7 +16,7 @@ from skimage import data as samples
 from srfeat.errors import InvalidOptionError, WeightsError
 from srfeat.inference import Upscaler
 from srfeat.weights import load_generator, save_generator
-from srfeat.weights.blend import blend_generators, blend_states
+from srfeat.weights.blend import blend_generators, blend_states, check_alpha
 
 # A detailed 32x32 patch (hair and the flag): the two models differ most where there is texture.
 PHOTO = samples.astronaut()[100:132, 150:182]
@@ -277,3 +277,32 @@ def test_cli_blend_output_of_no_name_is_one_line(tmp_path: Path, output: str) ->
     process = srfeat_cli("blend", "default", "gan", "--alpha", "0.5", "-o", output, cwd=tmp_path)
     assert one_error_line(process) == f"ERROR: the output {output} is a folder; give a file name ending in .safetensors"
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("command", "output"), [("blend", ".safetensors"), ("convert", "sub/.SAFETENSORS")])
+def test_cli_output_that_is_only_the_suffix_is_one_clear_line(tmp_path: Path, command: str, output: str) -> None:
+    # Before: "the output .safetensors must end in .safetensors (... e.g. .safetensors.safetensors)": it does end so.
+    arguments = ("default", "gan", "--alpha", "0.5") if command == "blend" else ("authors.npz",)
+    process = srfeat_cli(command, *arguments, "-o", output, cwd=tmp_path)
+    example = Path(output).with_name("generator.safetensors")
+    expected = f"ERROR: the output {output} has no name before .safetensors: give one, e.g. {example}"
+    assert one_error_line(process, only=True) == expected
+    assert not any(tmp_path.iterdir())
+
+
+def test_save_generator_to_only_the_suffix_names_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError) as refused:
+        save_generator(tiny_generator(), tmp_path / ".safetensors")
+    assert str(refused.value) == f"{tmp_path / '.safetensors'} has no name before .safetensors: give one, e.g. " + str(
+        tmp_path / "generator.safetensors"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_blend_of_alpha_minus_zero_logs_zero(tmp_path: Path) -> None:
+    # Before: `--alpha -0.0` logged "wrote OUT: 1 x default + -0 x gan".
+    output = tmp_path / "blend.safetensors"
+    process = srfeat_cli("blend", "default", "gan", "--alpha", "-0.0", "-o", output)
+    assert process.returncode == 0, process.stderr
+    assert f"INFO: wrote {output}: 1 x default + 0 x gan" in process.stderr.splitlines()
+    assert math.copysign(1.0, check_alpha(-0.0)) == 1.0

@@ -331,6 +331,25 @@ def test_a_folder_or_an_empty_file_as_the_config(tmp_path: Path, content: str | 
         load_config(path)
 
 
+@pytest.mark.parametrize("kind", ["a named pipe (FIFO)", "a character device", "a folder"])
+def test_a_config_that_is_no_regular_file_is_named_as_every_input_is(tmp_path: Path, kind: str) -> None:
+    # Before: "config file is not a regular file: PATH" (its own wording; a pipe or a device not named), and
+    # a folder "PATH is a folder: give a YAML ..."; now "{path} is {kind}, not a file", as models and images say.
+    import os
+
+    from cli_helpers import one_error_line, srfeat_cli
+
+    path = Path("/dev/null") if kind == "a character device" else tmp_path / "stage1.yaml"
+    if kind == "a named pipe (FIFO)":
+        os.mkfifo(path)
+    elif kind == "a folder":
+        path.mkdir()
+    line = one_error_line(srfeat_cli("train", path, "--dry-run", cwd=tmp_path), only=True)
+    assert line == f"ERROR: config {path} is {kind}, not a file: give a YAML training config file, e.g. " + (
+        "configs/dev/stage1.yaml"
+    )
+
+
 @pytest.mark.parametrize("key", ["train.epochs", "train.max_steps"])
 def test_a_run_length_no_run_reaches_is_refused(key: str) -> None:
     # 10**23 passed; 10**400 epochs was the dry run's OverflowError in the progress schedule's arithmetic

@@ -188,6 +188,27 @@ def test_a_pipe_or_a_link_to_a_device_in_the_data_folder_is_named_as_skipped(tmp
     assert "| bicubic | set | 1 | " in child.stdout, child.stdout
 
 
+def test_links_to_nothing_in_the_data_folder_are_named_as_srfeat_upscale_names_them(tmp_path: Path) -> None:
+    """A --data folder's broken link and link loop were both "a symbolic link to nothing (its target is
+    missing, or a loop)", where `srfeat upscale` said which and named the target: one wording now, the latter."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.fromarray(samples.astronaut()[:32, :32]).save(folder / "a.png")
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (folder / "loop.png").symlink_to("loop.png")
+    child = srfeat_cli("eval", "--model", "bicubic", "--metrics", "psnr", "--device", "cpu", "--data", folder)
+    assert child.returncode == 0, child.stderr
+    warnings = [line for line in child.stderr.splitlines() if line.startswith("WARNING: skipped")]
+    gone = f"broken symbolic link (its target {tmp_path / 'deleted.png'} does not exist)"
+    loop = f"symbolic link loop ({folder / 'loop.png'} -> loop.png leads back to itself)"
+    assert warnings == [
+        f"WARNING: skipped {folder / 'gone.png'}: {gone}",
+        f"WARNING: skipped {folder / 'loop.png'}: {loop}",
+    ], child.stderr
+    upscaled = srfeat_cli("upscale", folder / "gone.png", "-o", tmp_path / "out")
+    assert f"input {folder / 'gone.png'}: broken symbolic link (its target" in one_error_line(upscaled)
+
+
 def test_a_data_folder_of_only_a_pipe_is_not_said_to_hold_only_hidden_files(tmp_path: Path) -> None:
     """A --data folder that held only a pipe was refused as holding "no image files (only hidden ones)"."""
     folder = tmp_path / "set"

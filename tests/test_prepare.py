@@ -161,11 +161,15 @@ def test_options_of_the_wrong_kind_from_python_are_refused_and_out_is_kept(
     assert [path.name for path in (out / "HR").iterdir()] == ["mine_001.png"]
 
 
-@pytest.mark.parametrize("size", ["0", "-5"])
-def test_a_patch_size_below_1_names_the_flag(source: Path, tmp_path: Path, size: str) -> None:
-    # Before: `srfeat prepare --hr-patch-size 0` was told about "hr_patch_size", a name it never typed.
-    child = srfeat_cli("prepare", source, tmp_path / "out", "--hr-patch-size", size, cwd=tmp_path)
-    assert one_error_line(child) == f"ERROR: --hr-patch-size must be a whole number of at least 1, got int {size}"
+@pytest.mark.parametrize(("size", "scale"), [("0", "4"), ("-5", "4"), ("6", "4"), ("3", "2")])
+def test_a_patch_size_off_the_scale_names_the_flags_in_plain_words(
+    source: Path, tmp_path: Path, size: str, scale: str
+) -> None:
+    # Before: `srfeat prepare --hr-patch-size 0` was told about "hr_patch_size", a name it never typed, then
+    # "got int 0"; 6 was "the HR patch size 6 must be a positive multiple of the scale 4", named by neither flag.
+    child = srfeat_cli("prepare", source, tmp_path / "out", "--hr-patch-size", size, "--scale", scale, cwd=tmp_path)
+    expected = f"ERROR: --hr-patch-size must be a positive multiple of --scale ({scale}), got {size}"
+    assert one_error_line(child) == expected
     assert not (tmp_path / "out").exists()
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 from cli_helpers import srfeat_cli
-from PIL import Image
+from PIL import Image, features
 
 from srfeat.data.io import image_size, read_image
 from srfeat.errors import ImageReadError
@@ -52,6 +52,16 @@ def test_a_file_pil_cannot_identify_is_named_as_what_it_is(tmp_path: Path, model
     for name, said in expected.items():
         assert said in errors[name] and "\n" not in errors[name], errors[name]
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["good.png"]
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+def test_an_avif_cut_short_is_an_avif_file_with_its_article(tmp_path: Path) -> None:
+    # Before: "it starts as a AVIF file but cannot be decoded (damaged, cut short, or a AVIF variant ...)".
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "whole.avif")
+    (tmp_path / "cut.avif").write_bytes((tmp_path / "whole.avif").read_bytes()[:200])
+    child = srfeat_cli("upscale", tmp_path / "cut.avif", "-o", tmp_path / "out")
+    line = error_lines(child)["cut.avif"]
+    assert "it starts as an AVIF file but cannot be decoded (damaged, cut short, or an AVIF variant" in line, line
 
 
 @pytest.mark.parametrize("read", [read_image, image_size])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
@@ -206,6 +206,13 @@ def _cut(image_format: str, keep: int) -> bytes:
             "cut.tif",
             _cut("TIFF", 12),
             "cut.tif starts as a TIFF file but cannot be read: it is damaged or cut short (12 bytes",
+        ),
+        pytest.param(  # was "not an image srfeat can read (use PNG, JPEG, ...)": AVIF was left out of the signed
+            "cut.avif",
+            _cut("AVIF", 200) if features.check("avif") else b"",
+            "cut.avif starts as an AVIF file but cannot be read: it is damaged or cut short (200 bytes",
+            marks=pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF"),
+            id="cut.avif",
         ),
     ],
 )

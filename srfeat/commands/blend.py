@@ -25,11 +25,14 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
     be made and written."""
     from srfeat.errors import SRFeatError
     from srfeat.path_checks import resolved, same_file, unwritable_file
-    from srfeat.weights.file_kinds import named_safetensors
+    from srfeat.weights.file_kinds import named_safetensors, only_the_safetensors_suffix
 
     # A folder first: "." and "/" have no name to suggest a suffix for (with_suffix raised a traceback)
     if output.is_dir():
         raise SRFeatError(f"the output {output} is a folder; give a file name ending in .safetensors")
+    if only_the_safetensors_suffix(output):
+        example = output.with_name("generator.safetensors")
+        raise SRFeatError(f"the output {output} has no name before .safetensors: give one, e.g. {example}")
     if not named_safetensors(output):
         raise SRFeatError(
             f"the output {output} must end in .safetensors (a srfeat generator checkpoint, "

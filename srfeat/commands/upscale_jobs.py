@@ -7,7 +7,6 @@ output goes (`plan_outputs`: an error line for each that would overwrite an inpu
 from __future__ import annotations
 
 import argparse
-import errno
 import glob
 import logging
 import os
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srfeat import video
-from srfeat.path_checks import name_too_long, resolved, special_file_kind
+from srfeat.path_checks import broken_link_reason, name_too_long, resolved, special_file_kind
 
 logger = logging.getLogger("srfeat.commands.upscale")  # the plan's warnings keep the logger they always had
 
@@ -32,16 +31,6 @@ OUTPUT_EXTENSIONS = {
 }
 GLOB_CHARACTERS = frozenset("*?[")
 MAX_SKIP_LINES = 10  # skipped folder entries named one by one; the rest are counted by reason
-
-
-def broken_link_reason(path: Path) -> str:
-    """What is wrong with a symbolic link that does not lead to a file: a loop or a missing target."""
-    try:
-        path.stat()
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return f"symbolic link loop ({path} -> {os.readlink(path)} leads back to itself)"
-    return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
 
 
 def skip_reason(path: Path, image_extensions: frozenset[str]) -> str | None:

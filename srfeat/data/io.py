@@ -45,7 +45,7 @@ from srfeat.data.image_writing import (
 from srfeat.data.unidentified import unidentified_error
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
-from srfeat.path_checks import special_file_kind
+from srfeat.path_checks import broken_link_reason, special_file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,6 @@ __all__ = [
     "write_image",
     "write_png",
 ]
-
-_BROKEN_LINK = "a symbolic link to nothing (its target is missing, or a loop)"
 
 # What folder scans take as images: the formats PIL reads that photos come in.
 _PHOTO_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -138,7 +136,7 @@ def list_images(folder: PathLike) -> list[Path]:
         if path.is_file():
             files.append(path)
         elif path.is_symlink() and not path.exists():
-            logger.warning("skipped %s: %s", path, _BROKEN_LINK)
+            logger.warning("skipped %s: %s", path, broken_link_reason(path))
         elif (kind := special_file_kind(path)) and kind != "a folder":  # subfolders are not searched
             # never opened: a pipe's read waits for a writer, a device's may never end
             logger.warning("skipped %s: it is %s, not an image file", path, kind)
@@ -164,7 +162,7 @@ def check_image_file(path: Path) -> None:
     found" or PIL's "cannot identify image file"."""
     if not path.is_file():
         if path.is_symlink() and not path.exists():
-            problem = _BROKEN_LINK
+            problem = broken_link_reason(path)
         elif kind := special_file_kind(path):  # "a named pipe (FIFO)", "a folder", ...
             problem = f"it is {kind}, not an image file"
         else:

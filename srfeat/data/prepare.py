@@ -35,7 +35,6 @@ from tqdm import tqdm
 
 from srfeat.data.datasets import check_patch_size, distinct_folders
 from srfeat.data.io import PathLike, image_size, list_images, read_image, write_png
-from srfeat.data.protocol import check_whole_number
 from srfeat.data.resize import imresize_np
 from srfeat.data.staging import (
     PATCH_FOLDERS,
@@ -212,6 +211,7 @@ prepare_option = OptionNames(
         "seed": "--seed",
         "workers": "--workers",
         "hr_patch_size": "--hr-patch-size",
+        "scale": "--scale",
         "half": "--no-half",
     },
     {"overwrite": "overwrite=True", "half": "half=False"},
@@ -334,8 +334,8 @@ def prepare_patches(
             raise InvalidOptionError(f"{name} must be a whole number, got {type(value).__name__} {shown(value)}")
     hr_patch_size, scale, seed, workers = int(hr_patch_size), int(scale), int(seed), int(workers)
     # named as the caller gave it: `srfeat prepare --hr-patch-size 0` was told about "hr_patch_size"
-    check_whole_number(hr_patch_size, prepare_option("hr_patch_size", command_line=command_line))
-    check_patch_size(hr_patch_size, scale)
+    patch_name, scale_name = (prepare_option(name, command_line=command_line) for name in ("hr_patch_size", "scale"))
+    check_patch_size(hr_patch_size, scale, (patch_name, scale_name))
     if seed < 0:
         raise SRFeatError(f"{prepare_option('seed', command_line=command_line)} must be 0 or more, got {seed}")
     if not 1 <= workers <= MAX_WORKERS:

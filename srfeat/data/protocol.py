@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from srfeat.data.resize import imresize, imresize_np
-from srfeat.errors import InvalidImageError, InvalidOptionError, SRFeatError, is_whole_number, shown
+from srfeat.errors import InvalidImageError, InvalidOptionError, given, is_whole_number
 
 
 def check_whole_number(value: object, name: str, least: int = 1) -> int:
@@ -15,9 +15,7 @@ def check_whole_number(value: object, name: str, least: int = 1) -> int:
     patch size of "96" was a TypeError from a comparison, 96.0 one from slicing, True a size of 1, and a
     scale of 0 a ZeroDivisionError from `%`."""
     if not is_whole_number(value) or value < least:
-        raise InvalidOptionError(
-            f"{name} must be a whole number of at least {least}, got {type(value).__name__} {shown(value)}"
-        )
+        raise InvalidOptionError(f"{name} must be a whole number of at least {least}, got {given(value)}")
     return int(value)
 
 
@@ -45,13 +43,21 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     return imresize_np(lr, float(scale))
 
 
-def check_patch_size(hr_patch_size: object, scale: object) -> tuple[int, int]:
-    """`(hr_patch_size, scale)` as ints: whole numbers (else `InvalidOptionError`), the patch a multiple of
-    the scale (else `SRFeatError`), or LR patches would not be exactly 1/scale."""
-    hr_patch_size, scale = check_whole_number(hr_patch_size, "hr_patch_size"), check_whole_number(scale, "scale")
+def check_patch_size(
+    hr_patch_size: object, scale: object, names: tuple[str, str] = ("hr_patch_size", "scale")
+) -> tuple[int, int]:
+    """`(hr_patch_size, scale)` as ints: whole numbers, the patch a positive multiple of the scale (or LR
+    patches would not be exactly 1/scale), else a one-line `InvalidOptionError` that calls them `names`
+    (`srfeat prepare`'s flags)."""
+    patch_name, scale_name = names
+    scale = check_whole_number(scale, scale_name)
+    if not is_whole_number(hr_patch_size):
+        raise InvalidOptionError(f"{patch_name} must be a whole number, got {given(hr_patch_size)}")
     if hr_patch_size < scale or hr_patch_size % scale:
-        raise SRFeatError(f"the HR patch size {hr_patch_size} must be a positive multiple of the scale {scale}")
-    return hr_patch_size, scale
+        raise InvalidOptionError(
+            f"{patch_name} must be a positive multiple of {scale_name} ({scale}), got {int(hr_patch_size)}"
+        )
+    return int(hr_patch_size), scale
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from srfeat.data import tiff16
 from srfeat.data.colour_profiles import READ_FORMATS
 from srfeat.errors import ImageReadError
 
-__all__ = ["looks_like_text", "starts_as", "unidentified_error"]
+__all__ = ["a_format", "looks_like_text", "starts_as", "unidentified_error"]
 
 # How the formats srfeat reads begin (TGA has no signature).
 _SIGNATURES = (
@@ -37,6 +37,11 @@ def starts_as(head: bytes) -> str | None:
     if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
         return "AVIF"
     return next((kind for signature, kind in _SIGNATURES if head.startswith(signature)), None)
+
+
+def a_format(kind: str) -> str:
+    """`kind` (a format's name, as `starts_as` or a page gives it) with its article: "an AVIF", "a PNG"."""
+    return f"{'an' if kind[:1] in 'AEIOU' else 'a'} {kind}"
 
 
 def looks_like_text(head: bytes) -> bool:
@@ -80,8 +85,8 @@ def unidentified_error(path: Path) -> ImageReadError:
         return ImageReadError(f"cannot read image {path}: it holds text, not {what}", ImageReadError.SKIP_OR_REPLACE)
     if kind is not None:
         return ImageReadError(
-            f"cannot read image {path}: it starts as a {kind} file but cannot be decoded (damaged, cut short, or "
-            f"a {kind} variant srfeat does not read)",
+            f"cannot read image {path}: it starts as {a_format(kind)} file but cannot be decoded (damaged, cut short, "
+            f"or {a_format(kind)} variant srfeat does not read)",
             ImageReadError.SKIP_OR_REPLACE,
         )
     if named == "TGA":  # TGA files have no signature: a damaged one looks like any other data

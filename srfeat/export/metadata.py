@@ -88,8 +88,8 @@ def model_info(
     if strength is not None and name in BUNDLED_INFO:
         from srfeat.weights.blend import DETAIL_MODELS, check_alpha
 
-        # 2 was written as "-1 x default + 2 x gan"; -0 is 0: not `strength--0` in the name
-        strength = check_alpha(strength, "strength", InvalidOptionError) + 0.0
+        # 2 was written as "-1 x default + 2 x gan"; -0 is 0 (check_alpha's): not `strength--0` in the name
+        strength = check_alpha(strength, "strength", InvalidOptionError)
 
         low, high = (BUNDLED_INFO[each] for each in DETAIL_MODELS)
         blend = ModelInfo(

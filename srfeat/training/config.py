@@ -30,6 +30,7 @@ from typing import Any, Literal
 import yaml
 
 from srfeat.errors import ConfigError, OptionNames, shown
+from srfeat.path_checks import special_file_kind
 from srfeat.training.config_checks import check
 from srfeat.training.typed_yaml import (
     build_dataclass,
@@ -295,11 +296,13 @@ def load_config(path: str | bytes | os.PathLike[str], overrides: list[str] | Non
     if not isinstance(path, (str, bytes, os.PathLike)):  # 5 was pathlib's TypeError
         raise ConfigError(f"the config must be a path (str or pathlib.Path), got {type(path).__name__} {shown(path)}")
     path = Path(os.fsdecode(path)).expanduser()
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder: give a YAML training config file, e.g. configs/dev/stage1.yaml")
+    # a pipe or a device named as what it is, as every other input is ("is not a regular file" was its own wording)
+    if kind := special_file_kind(path):
+        raise ConfigError(
+            f"config {path} is {kind}, not a file: give a YAML training config file, e.g. configs/dev/stage1.yaml"
+        )
     if not path.is_file():
-        what = "is not a regular file" if path.exists() else "not found"
-        raise ConfigError(f"config file {what}: {path}")
+        raise ConfigError(f"config file not found: {path}")
     text = config_text(path)
     try:
         values = load_yaml(text, str(path))

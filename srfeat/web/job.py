@@ -25,7 +25,7 @@ from PIL import Image
 
 from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import DECODE_ERRORS, FORMATS, has_alpha  # DECODE_ERRORS: what a damaged file raises
-from srfeat.data.unidentified import starts_as
+from srfeat.data.unidentified import a_format, starts_as
 from srfeat.inference.image_files import output_extension, over_format_limit
 from srfeat.library_warnings import WARNINGS_LOCK
 
@@ -62,8 +62,9 @@ SCALE = 4  # the web app's results are the network's own 4x (no --outscale)
 # (JPEG includes MPO, the camera JPEGs; AVIF where this Pillow reads it.)
 UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
 # Those a file's first bytes tell (`starts_as`): one that starts so but does not open is damaged or cut short
-# (BMP's `BM` is left out: too short to tell a damaged bitmap from a text starting "BM").
-SIGNED_UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "GIF")
+# (BMP's `BM` is left out: too short to tell a damaged bitmap from a text starting "BM"). AVIF only where this
+# Pillow reads it: elsewhere a sound AVIF would be called damaged.
+SIGNED_UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "GIF", "AVIF")
 
 
 # What each request that makes a job takes in its query: any other parameter (a typo, `strenght=0.3`; an option of
@@ -129,11 +130,11 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
     except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
         if sent_as_form:  # a PNG sent by `curl -d @photo.png` lost its line breaks: not "use PNG", nor "damaged"
             raise _sent_by_curl_d(name) from error
-        if (kind := _signature(data)) is not None:  # a PNG cut short was told to "use PNG"
+        if (kind := _signature(data, readable)) is not None:  # a PNG cut short was told to "use PNG"
             reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
             raise UploadError(
-                f"{name} starts as a {kind} file but cannot be read: it is damaged or cut short ({len(data)} bytes"
-                f"{reason}); upload the whole file",
+                f"{name} starts as {a_format(kind)} file but cannot be read: it is damaged or cut short "
+                f"({len(data)} bytes{reason}); upload the whole file",
                 422,
             ) from error
         raise UploadError(f"{name} is not an image srfeat can read (use PNG, JPEG, WebP, TIFF or BMP)", 415) from error
@@ -219,10 +220,11 @@ def check_parameters(params: list[tuple[str, str]], accepted: tuple[str, ...]) -
         raise UploadError(f"{repeated} was given more than once ({values}); give it once")
 
 
-def _signature(data: bytes) -> str | None:
-    """The upload format `data` starts as (by its first bytes), if any, as the page names it ("WebP")."""
+def _signature(data: bytes, readable: list[str]) -> str | None:
+    """The upload format `data` starts as (by its first bytes), if any and this Pillow reads it (`readable`),
+    as the page names it ("WebP")."""
     kind = starts_as(data)
-    if kind not in SIGNED_UPLOAD_FORMATS:
+    if kind not in SIGNED_UPLOAD_FORMATS or kind not in readable:
         return None
     return "WebP" if kind == "WEBP" else kind
 

@@ -33,7 +33,7 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import InvalidOptionError, WeightsError, check_flag, shown
 from srfeat.files import OutputExistsError, PendingFile, replace_option, write_file_atomically
 from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, check_layout, check_weights, weight_problem
-from srfeat.weights.file_kinds import named_safetensors
+from srfeat.weights.file_kinds import named_safetensors, only_the_safetensors_suffix
 from srfeat.weights.reading import build_generator, generator_from_state, read_state
 
 GENERATOR_FORMAT = "srfeat-generator"
@@ -103,6 +103,10 @@ def generator_file(generator: SRFeatGenerator, path: PathArg, dtype: torch.dtype
         )
     if path.is_dir():
         raise WeightsError(f"{path} is a folder: give a file name in it ending in .safetensors")
+    if only_the_safetensors_suffix(path):
+        raise WeightsError(
+            f"{path} has no name before .safetensors: give one, e.g. {path.with_name('generator.safetensors')}"
+        )
     if not named_safetensors(path):
         raise WeightsError(
             f"{path}: a generator is saved as safetensors, and its name must end in .safetensors to load again "

@@ -234,7 +234,36 @@ class _Cursor:
                 f"for float32, up to {float(np.abs(array[overflowed]).max()):.3g}, where trained generators stay far "
                 f"below {MAX_WEIGHT_MAGNITUDE:g}: the file is damaged or not the authors' weights; download it again"
             )
+        problem = _value_problem(converted, f"array {self.index - 1} ({what})")
+        if problem is not None:
+            raise WeightsError(f"{self.source}: {problem}")
         return torch.from_numpy(converted)
+
+
+# Neither the authors' files nor a TensorFlow run's were written by a srfeat run: "the run that wrote it
+# diverged: use an earlier checkpoint" (load_generator's words) was not what a user of them could act on.
+_NOT_USABLE = (
+    "it cannot be used: convert a file saved before the TensorFlow run diverged, or download the authors' file again"
+)
+
+
+def _value_problem(array: np.ndarray, where: str) -> str | None:
+    """What makes one array of the file unusable (`where` names it), or None."""
+    not_finite = int(np.count_nonzero(~np.isfinite(array)))
+    if not_finite:
+        return f"it holds NaN/infinite weights: {not_finite:,} of {array.size:,} values in {where}; {_NOT_USABLE}"
+    largest = float(np.abs(array).max(initial=0.0))
+    if largest > MAX_WEIGHT_MAGNITUDE:
+        return (
+            f"its weights have exploded: {where} reaches {largest:.3g}, where trained generators stay far below "
+            f"{MAX_WEIGHT_MAGNITUDE:g}; {_NOT_USABLE}"
+        )
+    if where.endswith("moving variance)") and (negative := int(np.count_nonzero(array < 0))):
+        return (
+            f"it holds negative BatchNorm variances, which no training writes: {negative:,} of {array.size:,} "
+            f"values in {where}; the file is damaged or edited: download the authors' file again"
+        )
+    return None
 
 
 def _conv(weight_hwio: torch.Tensor) -> torch.Tensor:

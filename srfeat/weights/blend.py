@@ -44,15 +44,16 @@ DETAIL_MODELS = ("default", "gan")
 
 
 def check_alpha(alpha: float, name: str = "alpha", error: type[SRFeatError] = WeightsError) -> float:
-    """`alpha` as a float in [0, 1], or a one-line `error` (NaN, inf and out-of-range values; a bool or
-    a string, which `float` would take: `strength=True` silently meant gan)."""
+    """`alpha` as a float in [0, 1] (never -0.0), or a one-line `error` (NaN, inf and out-of-range values;
+    a bool or a string, which `float` would take: `strength=True` silently meant gan)."""
     if not is_real_number(alpha):
         raise error(f"{name} must be a number between 0 and 1, got {type(alpha).__name__} {shown(alpha)}")
     value = float(alpha)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         hint = " (0 = default, 1 = gan)" if name == "strength" else ""
         raise error(f"{name} must be between 0 and 1{hint}, got {alpha}")
-    return value
+    # -0.0 is 0: `srfeat blend --alpha -0.0` logged "1 x A + -0 x B", and a model was named `strength--0`
+    return value + 0.0
 
 
 def _describe(tensor: torch.Tensor) -> str:

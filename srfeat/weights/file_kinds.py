@@ -57,6 +57,13 @@ def named_safetensors(path: Path) -> bool:
     return path.suffix.lower() == ".safetensors"
 
 
+def only_the_safetensors_suffix(path: Path) -> bool:
+    """Whether `path`'s name is `.safetensors` and nothing before it: it ends in .safetensors, but Python
+    reads it as a hidden file with no suffix, and "must end in .safetensors (e.g. .safetensors.safetensors)"
+    was what its user was told."""
+    return path.name.lower() == ".safetensors"
+
+
 def named_tensorflow_checkpoint(path: Path) -> bool:
     """Whether `path`'s name is one of a TensorFlow checkpoint's files (a .ckpt name, .index, .meta,
     .data-00000-of-00001), in any case: MODEL.INDEX, as a Windows copy or a zip tool may leave it, too."""
