@@ -15,7 +15,11 @@ from srfeat.path_checks import name_max
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
-__all__ = ["OneLineErrorParser", "join_dash_values", "path_argument"]
+__all__ = ["DEVICE_HELP", "OneLineErrorParser", "join_dash_values", "path_argument"]
+
+# --device of upscale, eval and serve, in the same words: eval's said "auto (default)" where the others said
+# what auto picks.
+DEVICE_HELP = "cpu, cuda, cuda:N or auto (default: the GPU if there is one)"
 
 # A value that starts as a negative number does ("-1:", "-5:-1"): no srfeat option is spelt so.
 DASH_VALUE = re.compile(r"-\d")

@@ -22,6 +22,7 @@ import urllib.parse
 import webbrowser
 from types import FrameType
 
+from srfeat.commands.arguments import DEVICE_HELP
 from srfeat.errors import SRFeatError
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="an upload that sends nothing for S seconds is dropped (default 30), so stalled ones cannot block others",
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if there is one)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--tile",
         type=int,

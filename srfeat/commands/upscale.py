@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from srfeat import video
-from srfeat.commands.arguments import path_argument
+from srfeat.commands.arguments import DEVICE_HELP, path_argument
 from srfeat.commands.upscale_jobs import (
     OUTPUT_EXTENSIONS,
     Job,
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         type=str.lower,  # PNG as png: extensions are matched without case everywhere else
         choices=("auto", *OUTPUT_EXTENSIONS),
-        help="output format of images, in any case; jpeg and tiff write .jpg and .tif (default auto: the input's "
+        help="output format of images (PNG or png alike); jpeg and tiff write .jpg and .tif (default auto: the input's "
         "own format); a video keeps its container",
     )
     parser.add_argument(
@@ -78,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="detail dial from 0 (default: faithful, smooth) to 1 (gan: sharp, invented texture); "
-        "the two networks' weights blended, no slower",
+        help="detail dial from 0 (the default model: faithful, smooth) to 1 (the gan model: sharp, invented "
+        "texture); the two networks' weights blended, no slower",
     )
     parser.add_argument(
         "--tta",
@@ -104,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        help="cpu, cuda, cuda:N or auto (default: the GPU if there is one; the CPU for --backend onnxruntime)",
+        help=DEVICE_HELP.removesuffix(")") + "; the CPU for --backend onnxruntime)",
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
