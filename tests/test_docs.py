@@ -277,3 +277,16 @@ def module_exists(dotted: str) -> bool:
 
 def srfeat_sources() -> list[str]:
     return [path.read_text() for path in sorted((ROOT / "srfeat").rglob("*.py"))]
+
+
+def test_every_table_in_the_docs_stands_apart_from_the_text_around_it() -> None:
+    """Markdown takes a line right after a table as one more row, and a table's header right after a
+    paragraph may be read as the paragraph's text: the ONNX Runtime timing table swallowed its own note
+    "(A quiet machine, ...)" as a row."""
+    joined = []
+    for name in DOCS:
+        lines = re.sub(r"```.*?```", "```", read(name), flags=re.DOTALL).splitlines()
+        for number, (before, line) in enumerate(zip(["", *lines[:-1]], lines, strict=True), start=1):
+            if before.strip() and line.strip() and line.startswith("|") != before.startswith("|"):
+                joined.append(f"{name}: {before[:40]!r} / {line[:40]!r} (line {number} of the text without code)")
+    assert not joined, joined
