@@ -206,3 +206,16 @@ def test_train_names_its_run_folder_with_the_output_flag_of_the_other_commands(f
     dry = srfeat_cli("train", config, flag, tmp_path / "run", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert f"out_dir: {tmp_path / 'run'}" in dry.stdout, dry.stdout
+
+
+def test_tile_reads_and_is_refused_the_same_in_upscale_and_serve(tmp_path: Path) -> None:
+    """serve's --tile help left out 0 (no tiling), and a negative one was "must be positive" there, where
+    upscale said "must be a tile size in pixels"."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    refusals = set()
+    for argv in (["upscale", tmp_path / "a.png", "-o", tmp_path / "out"], ["serve", "--no-browser", "--port", "0"]):
+        help_text = " ".join(srfeat_cli(argv[0], "--help").stdout.split())
+        assert "--tile N tile size in input pixels (default: chosen from free memory; 0: no tiling)" in help_text
+        refusals.add(one_error_line(srfeat_cli(*argv, "--tile", "-5"), only=True))
+    assert refusals == {"ERROR: --tile must be a tile size in pixels (or 0 for no tiling), got -5"}, refusals
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from srfeat import video
-from srfeat.commands.arguments import DEVICE_HELP, path_argument
+from srfeat.commands.arguments import DEVICE_HELP, TILE_HELP, path_argument, tile_problem
 from srfeat.commands.upscale_jobs import (
     OUTPUT_EXTENSIONS,
     Job,
@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="tile size in input pixels (default: chosen from free memory; 0: no tiling)",
+        help=TILE_HELP,
     )
     parser.add_argument(
         "--tile-pad",
@@ -149,8 +149,8 @@ def check_options(args: argparse.Namespace, formats: dict[str, str], readable: f
         return f"--outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}"
     if args.strength is not None and not 0 <= args.strength <= 1:  # NaN fails both comparisons
         return f"--strength must be between 0 and 1 (0 = default, 1 = gan), got {args.strength}"
-    if args.tile is not None and args.tile < 0:
-        return f"--tile must be a tile size in pixels (or 0 for no tiling), got {args.tile}"
+    if problem := tile_problem(args.tile):
+        return problem
     if args.tile_pad is not None and args.tile_pad < 0:
         return f"--tile-pad must not be negative, got {args.tile_pad}"
     return device_problem(args.device)
