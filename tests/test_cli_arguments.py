@@ -219,3 +219,18 @@ def test_tile_reads_and_is_refused_the_same_in_upscale_and_serve(tmp_path: Path)
         refusals.add(one_error_line(srfeat_cli(*argv, "--tile", "-5"), only=True))
     assert refusals == {"ERROR: --tile must be a tile size in pixels (or 0 for no tiling), got -5"}, refusals
     assert not (tmp_path / "out").exists()
+
+
+def test_outscale_help_gives_the_range_the_command_takes() -> None:
+    """The range was in the README only: the help said "final scale, if not the model's"."""
+    from srfeat.inference.checks import MAX_OUTSCALE
+
+    help_text = " ".join(srfeat_cli("upscale", "--help").stdout.split())
+    assert (
+        f"above 0 and at most {MAX_OUTSCALE:g} "
+        in help_text.partition("--outscale S final scale")[2].partition("--model")[0]
+    )
+    refused = one_error_line(srfeat_cli("upscale", "a.png", "--outscale", f"{MAX_OUTSCALE + 0.5:g}"))
+    assert (
+        refused == f"ERROR: --outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {MAX_OUTSCALE + 0.5}"
+    )

@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="final scale, if not the model's (the output is resampled with bicubic)",
+        help=f"final scale, if not the model's, above 0 and at most {MAX_OUTSCALE:g} (the output is resampled "
+        "with bicubic)",
     )
     parser.add_argument(
         "--model",
