@@ -187,17 +187,23 @@ def version_line() -> str:
     return f"srfeat {__version__} (PyTorch {installed('torch')}, Python {python})"
 
 
+VERBOSE_HELP = "log debug messages"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="srfeat", description=__doc__.splitlines()[0] if __doc__ else None
     )  # None under python -OO
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=version_line(), help="show versions (for bug reports)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"srfeat.commands.{name}")
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub)
+        # After the command too (`srfeat upscale -v photo.jpg`), where it was "unrecognized arguments: -v".
+        # SUPPRESS: not given here, it leaves the top-level flag's value (`srfeat -v upscale ...`) alone.
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         sub.set_defaults(run=module.run, command_parser=sub)
     return parser
 

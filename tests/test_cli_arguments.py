@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,69 @@ def test_a_missing_gpu_names_the_flag_not_the_python_keyword(tmp_path: Path, arg
 def test_an_unknown_device_names_neither_flag_nor_keyword(tmp_path: Path, argv: list[str]) -> None:
     line = one_error_line(srfeat_cli(*argv, "--device", "tpu", cwd=tmp_path), only=True)
     assert line == "ERROR: unknown device 'tpu': use cpu, cuda, cuda:N or auto", line
+
+
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_verbose_is_taken_before_or_after_the_command(where: str, tmp_path: Path) -> None:
+    """`srfeat upscale -v photo.png` was "unrecognized arguments: -v": only `srfeat -v upscale` took it."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    argv = ["upscale", tmp_path / "a.png", "-o", tmp_path / "out.png"]
+    child = srfeat_cli("-v", *argv) if where == "before the command" else srfeat_cli(*argv[:1], "-v", *argv[1:])
+    assert child.returncode == 0, child.stderr
+    assert " DEBUG: " in child.stderr and (tmp_path / "out.png").is_file(), child.stderr
+
+
+@pytest.mark.parametrize("command", ["upscale", "eval", "train", "prepare", "convert", "blend", "export", "serve"])
+def test_every_command_takes_verbose_and_says_so_in_its_help(command: str) -> None:
+    help_text = srfeat_cli(command, "--help").stdout
+    assert re.search(r"-v, --verbose\s+log debug messages", help_text), help_text
+
+
+def test_device_reads_the_same_in_every_command_that_takes_it() -> None:
+    """eval's --device said "auto (default)", upscale's and serve's what auto picks."""
+    takers = []
+    for command in ("upscale", "eval", "train", "prepare", "convert", "blend", "export", "serve"):
+        help_text = " ".join(srfeat_cli(command, "--help").stdout.split())
+        if "--device DEVICE " in help_text:
+            takers.append(command)
+            assert "--device DEVICE cpu, cuda, cuda:N or auto (default: the GPU if there is one" in help_text, command
+    assert takers == ["upscale", "eval", "serve"]
+
+
+@pytest.mark.parametrize("flag", ["-o", "--output", "--out"])
+def test_train_names_its_run_folder_with_the_output_flag_of_the_other_commands(flag: str, tmp_path: Path) -> None:
+    """upscale, convert, blend and export take -o/--output; train took --out alone: `-o runs/x` was a usage error."""
+    train, validation = write_image_folders(tmp_path / "images")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_values(train, validation, tmp_path / "unused")))
+    dry = srfeat_cli("train", config, flag, tmp_path / "run", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"out_dir: {tmp_path / 'run'}" in dry.stdout, dry.stdout
+
+
+def test_tile_reads_and_is_refused_the_same_in_upscale_and_serve(tmp_path: Path) -> None:
+    """serve's --tile help left out 0 (no tiling), and a negative one was "must be positive" there, where
+    upscale said "must be a tile size in pixels"."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    refusals = set()
+    for argv in (["upscale", tmp_path / "a.png", "-o", tmp_path / "out"], ["serve", "--no-browser", "--port", "0"]):
+        help_text = " ".join(srfeat_cli(argv[0], "--help").stdout.split())
+        assert "--tile N tile size in input pixels (default: chosen from free memory; 0: no tiling)" in help_text
+        refusals.add(one_error_line(srfeat_cli(*argv, "--tile", "-5"), only=True))
+    assert refusals == {"ERROR: --tile must be a tile size in pixels (or 0 for no tiling), got -5"}, refusals
+    assert not (tmp_path / "out").exists()
+
+
+def test_outscale_help_gives_the_range_the_command_takes() -> None:
+    """The range was in the README only: the help said "final scale, if not the model's"."""
+    from srfeat.inference.checks import MAX_OUTSCALE
+
+    help_text = " ".join(srfeat_cli("upscale", "--help").stdout.split())
+    assert (
+        f"above 0 and at most {MAX_OUTSCALE:g} "
+        in help_text.partition("--outscale S final scale")[2].partition("--model")[0]
+    )
+    refused = one_error_line(srfeat_cli("upscale", "a.png", "--outscale", f"{MAX_OUTSCALE + 0.5:g}"))
+    assert (
+        refused == f"ERROR: --outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {MAX_OUTSCALE + 0.5}"
+    )

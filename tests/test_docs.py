@@ -277,3 +277,32 @@ def module_exists(dotted: str) -> bool:
 
 def srfeat_sources() -> list[str]:
     return [path.read_text() for path in sorted((ROOT / "srfeat").rglob("*.py"))]
+
+
+def test_every_table_in_the_docs_stands_apart_from_the_text_around_it() -> None:
+    """Markdown takes a line right after a table as one more row, and a table's header right after a
+    paragraph may be read as the paragraph's text: the ONNX Runtime timing table swallowed its own note
+    "(A quiet machine, ...)" as a row."""
+    joined = []
+    for name in DOCS:
+        lines = re.sub(r"```.*?```", "```", read(name), flags=re.DOTALL).splitlines()
+        for number, (before, line) in enumerate(zip(["", *lines[:-1]], lines, strict=True), start=1):
+            if before.strip() and line.strip() and line.startswith("|") != before.startswith("|"):
+                joined.append(f"{name}: {before[:40]!r} / {line[:40]!r} (line {number} of the text without code)")
+    assert not joined, joined
+
+
+def test_the_crf_defaults_that_help_and_readme_give_are_the_encoders() -> None:
+    """--crf's help gave H.264's 18 alone: VP9 (.webm's codec) is encoded at 24, H.265 at 20, AV1 at 30."""
+    from srfeat.video.encoding import CRF_SCALES
+
+    defaults = {"H.264": "libx264", "H.265": "libx265", "VP9": "libvpx-vp9", "AV1": "libsvtav1"}
+    help_text = " ".join(srfeat_cli("upscale", "--help").stdout.split())
+    stated = {
+        name: value for value, name in re.findall(r"(\d+) for (H\.26[45]|VP9|AV1)", help_text.partition("--crf Q")[2])
+    }
+    assert stated == {name: f"{CRF_SCALES[codec].default:g}" for name, codec in defaults.items()}, stated
+    assert CRF_SCALES["libaom-av1"].default == CRF_SCALES["libsvtav1"].default
+    readme = " ".join(read("README.md").split())
+    by_default = "x264, x265, VP9 and AV1 (by default {}, {}, {} and {};"
+    assert by_default.format(*(f"{CRF_SCALES[c].default:g}" for c in defaults.values())) in readme

@@ -631,3 +631,27 @@ def test_the_automatic_tile_size_fits_the_room_left_under_an_address_space_limit
     assert child.returncode == 0, child.stderr[-2000:]
     budget_mb = float(re.findall(r"\(budget (\d+) MB on cpu\)", child.stderr)[0])
     assert budget_mb <= room / 2 / 2**20, budget_mb
+
+
+@pytest.mark.parametrize("model", ["gan", "checkpoint"])
+def test_the_first_line_names_the_model_that_runs(model: str, tmp_path: Path) -> None:
+    """It named scale, device, dtype and tiling, not the model: a run of gan read as one of default."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    if model == "checkpoint":
+        model = str(tmp_path / "mine.safetensors")
+        save_generator(SRFeatGenerator(num_features=8, num_blocks=1), model)
+    child = srfeat_cli("upscale", tmp_path / "a.png", "-o", tmp_path / "out.png", "--model", model)
+    assert child.returncode == 0, child.stderr
+    assert f"INFO: 1 image(s) with Upscaler(model={model!r}, scale=4, " in child.stderr, child.stderr
+
+
+def test_half_on_the_cpu_names_the_flags_to_use_instead(tmp_path: Path) -> None:
+    """It said "use fp32 (the default) or bf16": no flag of the command is called that."""
+    from cli_helpers import one_error_line
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    error = one_error_line(
+        srfeat_cli("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--device", "cpu", "--half")
+    )
+    assert error == "ERROR: --half (fp16) needs a GPU; on the CPU leave it out (fp32) or use --bf16", error
+    assert not (tmp_path / "out").exists()

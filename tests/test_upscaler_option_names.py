@@ -218,7 +218,7 @@ def test_a_strength_with_another_model_is_refused_in_the_callers_words(
     inputs = [photo] if command == "upscale" else []
     child = srfeat_cli(command, *inputs, *output, "--model", "gan", "--strength", "0.5")
     assert command_says(one_error_line(child, only=True)) == said.format(
-        "--strength", "--model", "`srfeat blend A B --alpha a -o out.safetensors`"
+        "--strength", "--model", "`srfeat blend A B --alpha ALPHA -o out.safetensors`"
     )
 
 

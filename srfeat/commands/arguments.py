@@ -15,7 +15,21 @@ from srfeat.path_checks import name_max
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
-__all__ = ["OneLineErrorParser", "join_dash_values", "path_argument"]
+__all__ = ["DEVICE_HELP", "TILE_HELP", "OneLineErrorParser", "join_dash_values", "path_argument", "tile_problem"]
+
+# --device of upscale, eval and serve, in the same words: eval's said "auto (default)" where the others said
+# what auto picks.
+DEVICE_HELP = "cpu, cuda, cuda:N or auto (default: the GPU if there is one)"
+# --tile of upscale and serve: serve's help left out that 0 means no tiling, and its refusal was worded otherwise.
+TILE_HELP = "tile size in input pixels (default: chosen from free memory; 0: no tiling)"
+
+
+def tile_problem(tile: int | None) -> str | None:
+    """What is wrong with a --tile (upscale's, serve's), or None."""
+    return (
+        None if tile is None or tile >= 0 else f"--tile must be a tile size in pixels (or 0 for no tiling), got {tile}"
+    )
+
 
 # A value that starts as a negative number does ("-1:", "-5:-1"): no srfeat option is spelt so.
 DASH_VALUE = re.compile(r"-\d")

@@ -1,4 +1,4 @@
-"""`srfeat blend A B --alpha a -o OUT.safetensors`: network interpolation of two generators.
+"""`srfeat blend A B --alpha ALPHA -o OUT.safetensors`: network interpolation of two generators.
 
 Writes (1 - a) A + a B, weight by weight, as an ordinary generator checkpoint that loads
 wherever one does (`srfeat upscale --model OUT.safetensors`, `Upscaler(OUT)`, `srfeat eval`).
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--alpha",
         type=float,
         required=True,
-        metavar="a",
+        metavar="ALPHA",
         help="weight of B, from 0 (A) to 1 (B); `srfeat blend default gan --alpha S` is `srfeat upscale --strength S`",
     )
     parser.add_argument(

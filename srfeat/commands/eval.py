@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srfeat.commands.arguments import path_argument
+from srfeat.commands.arguments import DEVICE_HELP, path_argument
 
 if TYPE_CHECKING:
     from srfeat.evaluation import FigureSample
@@ -216,7 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "dataset, strength=... blends as a curve, HR's NIQE as a line (needs psnr and niqe; e.g. --model "
         "bicubic hr strength=0:1:0.1)",
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --json, --figure and --plane files that exist"
     )

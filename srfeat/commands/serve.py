@@ -22,6 +22,7 @@ import urllib.parse
 import webbrowser
 from types import FrameType
 
+from srfeat.commands.arguments import DEVICE_HELP, TILE_HELP, tile_problem
 from srfeat.errors import SRFeatError
 
 logger = logging.getLogger(__name__)
@@ -81,13 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="an upload that sends nothing for S seconds is dropped (default 30), so stalled ones cannot block others",
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if there is one)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--tile",
         type=int,
         default=None,
         metavar="N",
-        help="tile size in input pixels, as for srfeat upscale (default: chosen from free memory)",
+        help=TILE_HELP,
     )
 
 
@@ -110,8 +111,8 @@ def _check_options(args: argparse.Namespace) -> None:
             f"--max-held-mb ({args.max_held_mb:g}) is below --max-upload-mb ({args.max_upload_mb:g}): "
             "the server could not hold even one upload of the largest size it accepts"
         )
-    if args.tile is not None and args.tile < 0:
-        raise SRFeatError(f"--tile must be positive (or 0 for no tiling), got {args.tile}")
+    if problem := tile_problem(args.tile):
+        raise SRFeatError(problem)
 
 
 def _host_mistake(host: str) -> str | None:

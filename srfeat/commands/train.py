@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
+        "-o",  # as every other command's output, where `srfeat train CONFIG -o runs/x` was "unrecognized arguments"
+        "--output",
+        dest="out",
         type=path_argument,
         metavar="DIR",
         help="run folder for checkpoints and logs (default: the config's out_dir)",

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from srfeat import video
-from srfeat.commands.arguments import path_argument
+from srfeat.commands.arguments import DEVICE_HELP, TILE_HELP, path_argument, tile_problem
 from srfeat.commands.upscale_jobs import (
     OUTPUT_EXTENSIONS,
     Job,
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         type=str.lower,  # PNG as png: extensions are matched without case everywhere else
         choices=("auto", *OUTPUT_EXTENSIONS),
-        help="output format of images, in any case; jpeg and tiff write .jpg and .tif (default auto: the input's "
+        help="output format of images (PNG or png alike); jpeg and tiff write .jpg and .tif (default auto: the input's "
         "own format); a video keeps its container",
     )
     parser.add_argument(
@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="final scale, if not the model's (the output is resampled with bicubic)",
+        help=f"final scale, if not the model's, above 0 and at most {MAX_OUTSCALE:g} (the output is resampled "
+        "with bicubic)",
     )
     parser.add_argument(
         "--model",
@@ -78,8 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="detail dial from 0 (default: faithful, smooth) to 1 (gan: sharp, invented texture); "
-        "the two networks' weights blended, no slower",
+        help="detail dial from 0 (the default model: faithful, smooth) to 1 (the gan model: sharp, invented "
+        "texture); the two networks' weights blended, no slower",
     )
     parser.add_argument(
         "--tta",
@@ -91,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="tile size in input pixels (default: chosen from free memory; 0: no tiling)",
+        help=TILE_HELP,
     )
     parser.add_argument(
         "--tile-pad",
@@ -104,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        help="cpu, cuda, cuda:N or auto (default: the GPU if there is one; the CPU for --backend onnxruntime)",
+        help=DEVICE_HELP.removesuffix(")") + "; the CPU for --backend onnxruntime)",
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
@@ -149,8 +150,8 @@ def check_options(args: argparse.Namespace, formats: dict[str, str], readable: f
         return f"--outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}"
     if args.strength is not None and not 0 <= args.strength <= 1:  # NaN fails both comparisons
         return f"--strength must be between 0 and 1 (0 = default, 1 = gan), got {args.strength}"
-    if args.tile is not None and args.tile < 0:
-        return f"--tile must be a tile size in pixels (or 0 for no tiling), got {args.tile}"
+    if problem := tile_problem(args.tile):
+        return problem
     if args.tile_pad is not None and args.tile_pad < 0:
         return f"--tile-pad must not be negative, got {args.tile_pad}"
     return device_problem(args.device)

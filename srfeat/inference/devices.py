@@ -67,8 +67,9 @@ def resolve_device(device: str | torch.device | None, *, command_line: bool = Fa
     return device
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """fp32 anywhere; fp16 and bf16 on a GPU (bf16 also on a CPU that has native bf16 support)."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device, *, command_line: bool = False) -> torch.dtype:
+    """fp32 anywhere; fp16 and bf16 on a GPU (bf16 also on a CPU that has native bf16 support). The
+    advice names `srfeat upscale`'s --half and --bf16 with `command_line`, else the precisions' names."""
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise InvalidOptionError(f"unknown precision {dtype!r}: use one of fp32, fp16, bf16")
@@ -76,6 +77,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise InvalidOptionError(f"unsupported precision {dtype}: use float32, float16 or bfloat16")
     if device.type == "cpu" and dtype == torch.float16:
+        if command_line:  # the user typed --half: "use fp32 or bf16" named no flag they could give
+            raise InvalidOptionError("--half (fp16) needs a GPU; on the CPU leave it out (fp32) or use --bf16")
         raise InvalidOptionError("half precision (fp16) needs a GPU; on the CPU use fp32 (the default) or bf16")
     if device.type == "cpu" and dtype == torch.bfloat16:
         if not torch.backends.mkldnn.is_available():

@@ -140,7 +140,7 @@ class Upscaler(ImageKinds):
         requested = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
         if self.backend == "onnxruntime" and requested in (torch.float16, torch.bfloat16):
             raise InvalidOptionError(onnx_precision(command_line=command_line))
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device, command_line=command_line)
         if tile is not None and 0 < tile < MIN_TILE:
             # exact all the same, but each tile carries its padding: a 1-pixel tile is ~30x slower
             logger.warning("tile size %d is below %d pixels: the result is the same, but far slower", tile, MIN_TILE)
@@ -184,6 +184,9 @@ class Upscaler(ImageKinds):
         self.progress = progress
         self.tta = tta
         self.strength = strength
+        # What the repr (and so `srfeat upscale`'s first line) names: it showed no model, so a run of gan
+        # and one of default looked the same.
+        self.model_name = None if isinstance(model, SRFeatGenerator) else os.fsdecode(model)
         self.on_tile = on_tile
         if compile and isinstance(self.model, InferenceGenerator):
             self.model.compile_parts()
@@ -193,10 +196,13 @@ class Upscaler(ImageKinds):
 
     def __repr__(self) -> str:
         tile = "auto" if self.tile is None else self.tile
+        named = (
+            "<SRFeatGenerator>" if self.model_name is None else repr(self.model_name)
+        )  # repr: a name's controls escaped
         extra = ("" if self.strength is None else f", strength={self.strength}") + (", tta=True" if self.tta else "")
         extra += "" if self.backend == "torch" else f", backend={self.backend}"
         return (
-            f"Upscaler(scale={self.scale}, device={self.device}, dtype={self.dtype}, tile={tile}, "
+            f"Upscaler(model={named}, scale={self.scale}, device={self.device}, dtype={self.dtype}, tile={tile}, "
             f"tile_pad={self.tile_pad}{extra})"
         )
 

@@ -158,7 +158,7 @@ def load_blended(
         return load_generator(name, "cpu")
     if name != DETAIL_MODELS[0]:
         strength_option, model_option, blend = (
-            ("--strength", "--model", "`srfeat blend A B --alpha a -o out.safetensors`")
+            ("--strength", "--model", "`srfeat blend A B --alpha ALPHA -o out.safetensors`")
             if command_line
             else ("strength", "model", "srfeat.weights.blend.blend_generators(A, B, alpha)")
         )
