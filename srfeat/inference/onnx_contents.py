@@ -7,8 +7,9 @@ that makes a tensor from the file's constants alone: from a shape in them (Const
 loaded, then stopped the first tile with ONNX Runtime's "std::bad_alloc"; a merely large one takes
 memory for nothing), or from constants broadcast together ([N, 1] + [1, N] makes N^2 values; the
 shapes are followed through a chain of such operators). Nor does it enlarge the image more than
-`MAX_GROWTH` times by constant scales (Resize, Upsample, Tile): a Resize by 1e5 loaded, then ran out
-of memory on the first tile.
+`MAX_GROWTH` times by constant scales (Resize, Upsample, Tile, Expand; scales computed from small
+constants are computed), or pad an axis of it with more than `MAX_PAD` values (`onnx_growth`): a
+Resize by 1e5 loaded, then ran out of memory on the first tile.
 Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
 are finite and in range.
 
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.errors import WeightsError
+from srfeat.inference.onnx_growth import MAX_DIMS as _MAX_DIMS
+from srfeat.inference.onnx_growth import MAX_GROWTH, MAX_PAD, GraphGrowth
 from srfeat.library_warnings import warn_once
 from srfeat.weights.reading import first_line
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_CONSTANT_VALUES",
     "MAX_GROWTH",
+    "MAX_PAD",
     "check_before_loading",
     "check_weights",
     "external_data_location",
@@ -53,16 +57,9 @@ logger = logging.getLogger(__name__)
 # 512 MiB at 8 bytes a value) is 100 times srfeat's largest weight, yet a fixed cost that the tile plan,
 # which counts memory per pixel, can leave out on a small machine.
 MAX_CONSTANT_VALUES = 2**26
-# How many times over the graph may enlarge the image by constant scales, along any path from it: a srfeat
-# model enlarges it 16 times (x4 a side, by DepthToSpace, which only moves values), and other x4 models
-# by Resize; 256 (x16 a side) leaves room for x8 ones. The tile plan counts memory per input pixel: a
-# Resize by 1e5 asked for 1e10 times a tile's memory at the first one.
-MAX_GROWTH = 256
 # Bytes a tensor's data takes in the file, per value, at the least: raw data packs 4-bit types two to a
 # byte (8 leaves room for narrower ones), and each typed entry (1 byte or more) holds at most two values.
 _VALUES_PER_BYTE = 8
-# Dimensions read of a shape: more than numpy itself takes (64), and fewer than a hostile file can declare
-_MAX_DIMS = 1024
 # Operators whose output is their inputs broadcast together (numpy's rules)
 _BROADCASTING = frozenset(
     {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor"}
@@ -73,6 +70,11 @@ _SAME_SHAPE = frozenset(
     {"Identity", "Cast", "Neg", "Abs", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal"}
     | {"Floor", "Ceil", "Round", "Sign", "Not", "Clip", "Erf", "Softplus", "Elu", "HardSigmoid", "IsNaN", "IsInf"}
 )
+# Operators whose output is computed where its inputs are constants of at most `_SMALL_VALUES` values each: a
+# scale, a shape or pads computed from others
+_ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+_COMPUTED = frozenset({*_ARITHMETIC, "Identity", "Cast", "Concat"})
+_SMALL_VALUES = 16
 _REFUSAL = "this is not a model srfeat can run safely; export it again with `srfeat export`"
 
 
@@ -116,16 +118,22 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"Runtime does when it loads), more than a srfeat model needs ({MAX_CONSTANT_VALUES:,}): {_REFUSAL}"
             )
     constants = _Constants(parts)
+    growth_of = GraphGrowth(constants)
     for node in parts.nodes:
         if (count := constants.output_values(node)) is not None and count > MAX_CONSTANT_VALUES:
             raise WeightsError(
                 f"{source} makes a tensor of at least {count:,} values from its constants alone (a {node.op_type[:40]} "
                 f"node), more than a srfeat model needs ({MAX_CONSTANT_VALUES:,}): {_REFUSAL}"
             )
-        if (growth := constants.growth(node)) > MAX_GROWTH:
+        if (growth := growth_of.growth(node)) > MAX_GROWTH:
             raise WeightsError(
                 f"{source} enlarges the image {growth:,.0f} times over by constant scales (at a {node.op_type[:40]} "
                 f"node), where a srfeat model enlarges it 16 times (x4 a side), and at most {MAX_GROWTH}: {_REFUSAL}"
+            )
+        if (padded := growth_of.padded(node)) > MAX_PAD:
+            raise WeightsError(
+                f"{source} pads the image with {padded:,} values on one axis by constant pads (at a Pad node), "
+                f"where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
             )
 
 
@@ -303,8 +311,8 @@ class _Parts:
 
 class _Constants:
     """The values the file fixes (weights, Constant nodes), by name, read when asked for, and how many
-    values an operator makes from them alone. Asked about each node in turn (`output_values`, `growth`),
-    it follows the shapes of what the constants alone make, and how much each path enlarges the image."""
+    values an operator makes from them alone. Asked about each node in turn (`output_values`), it follows
+    the shapes of what the constants alone make, and the values of small ones (a scale computed from two)."""
 
     def __init__(self, parts: _Parts) -> None:
         self._tensors: dict[str, onnx.TensorProto] = {tensor.name: tensor for tensor in parts.initializers}
@@ -314,9 +322,9 @@ class _Constants:
             if node.op_type == "Constant" and len(node.output) == 1
             for attribute in node.attribute
         }
-        # Shapes of values made from constants alone, and how many times over each value enlarges the image
+        # Shapes of values made from constants alone, and the values of small ones
         self._made: dict[str, list[int]] = {}
-        self._growth: dict[str, float] = {}
+        self._computed: dict[str, np.ndarray] = {}
 
     def values(self, name: str) -> np.ndarray | None:
         """The values of the constant `name` as an array, or None: not a constant, or one that cannot be read
@@ -331,7 +339,7 @@ class _Constants:
         else:
             tensor = self._tensors.get(name)
         if tensor is None:
-            return None
+            return self._computed.get(name)
         try:  # its size is bounded by its data (`check_before_loading` made sure)
             return numpy_helper.to_array(tensor)
         except Exception:  # noqa: BLE001  # a damaged constant: see above
@@ -360,6 +368,7 @@ class _Constants:
             return self.values(inputs[index]) if index < len(inputs) and inputs[index] else None
 
         op = node.op_type
+        self._compute_small(node)
         if op in _SAME_SHAPE and inputs and (same := self.shape(inputs[0])) is not None:
             self._made_by(node, same)
             return None  # no larger than its input, counted where that was made
@@ -406,32 +415,41 @@ class _Constants:
             return _values_in_shape(self._made_by(node, [count]))
         return None
 
+    def _compute_small(self, node: onnx.NodeProto) -> None:
+        """The value of `node`'s output where it is computed from small constants alone (`_SMALL_VALUES` at
+        most, in and out): a scale or a pad computed as Mul(constant, constant) is then checked as one given."""
+        op, inputs = node.op_type, [self.values(name) if name else None for name in node.input]
+        if op not in _COMPUTED or not inputs or not node.output or not node.output[0]:
+            return
+        if any(each is None or each.size > _SMALL_VALUES for each in inputs):
+            return
+        given = [each for each in inputs if each is not None]
+        if op == "Div" and any(each.dtype.kind != "f" for each in given):
+            return  # ONNX divides integers truncating, numpy not: not needed for a scale, which is a float
+        if (
+            op not in ("Concat", "Cast")
+            and _values_in_shape(_broadcast([list(each.shape) for each in given])) > _SMALL_VALUES
+        ):
+            return
+        options = {each.name: each for each in node.attribute}
+        try:
+            with np.errstate(all="ignore"):  # inf or NaN: refused (or not counted) where used
+                if op == "Cast":
+                    from onnx import helper
+
+                    result = given[0].astype(helper.tensor_dtype_to_np_dtype(options["to"].i))
+                elif op == "Concat":
+                    result = np.concatenate(given, axis=options["axis"].i)
+                else:
+                    result = np.asarray(_ARITHMETIC[op](*given) if op in _ARITHMETIC else given[0])
+        except Exception:  # noqa: BLE001  # what ONNX Runtime refuses itself: mismatched shapes, unknown types
+            return
+        if result.size <= _SMALL_VALUES:
+            self._computed[node.output[0]] = result
+            self._made.setdefault(node.output[0], list(result.shape))
+
     def _made_by(self, node: onnx.NodeProto, shape: list[int]) -> list[int]:
         """`shape`, noted as that of `node`'s output: made from constants alone, followed to where it is used."""
         if node.output and node.output[0]:
             self._made[node.output[0]] = shape
         return shape
-
-    def growth(self, node: onnx.NodeProto) -> float:
-        """How many times over `node` enlarges the image, along the path to it that enlarges it most: the
-        values it has grown on the way (its inputs' growth), times a Resize's or Upsample's constant
-        scales, or a Tile's constant repeats of a computed value. Each node's own factor counts alone too."""
-        inputs = list(node.input)
-        before = max((self._growth.get(name, 1.0) for name in inputs if name), default=1.0)
-        op, factors = node.op_type, None
-        if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
-            index = 2 if len(inputs) > 2 else 1
-            factors = self.values(inputs[index]) if index < len(inputs) and inputs[index] else None
-            if factors is None:  # Upsample-7 has them as an attribute
-                factors = next((np.asarray(each.floats) for each in node.attribute if each.name == "scales"), None)
-            factors = factors if factors is not None and factors.dtype.kind == "f" else None
-        elif op == "Tile" and len(inputs) > 1 and self.shape(inputs[0]) is None:  # a constant's: `output_values`
-            factors = self.values(inputs[1])
-        own = 1.0
-        for factor in [] if factors is None else factors.ravel()[:_MAX_DIMS].astype(np.float64).tolist():
-            own *= factor if factor > 0 else 1.0  # nothing (0), or refused by ONNX Runtime (negative, NaN)
-            if own > 2**40:  # past any bound, and no overflow
-                break
-        for name in node.output:
-            self._growth[name] = before * own
-        return max(own, before * own)
