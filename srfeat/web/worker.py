@@ -159,8 +159,8 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
             # Messages name the temporary file; the user knows it by its upload name.
             page = _web_message(error).replace(str(source), job.name)
             # the advice for a tile out of memory is whoever runs the server's in its log
-            logged = str(error).replace(str(source), job.name) if isinstance(error, TileOutOfMemoryError) else page
-            raise PageError(page, logged) from error
+            for_the_log = str(error).replace(str(source), job.name) if isinstance(error, TileOutOfMemoryError) else page
+            raise PageError(page, for_the_log) from error
         result = target.read_bytes()
         notes = [note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged]
     if (format_note := job.format_note) is not None:  # the result is not in the format its upload was named
