@@ -32,6 +32,7 @@ __all__ = [
     "InvalidImageError",
     "InvalidOptionError",
     "MetricInputError",
+    "ModelOutOfMemoryError",
     "ModelOutputError",
     "NotAnImageError",
     "SRFeatError",
@@ -80,6 +81,12 @@ class TileOutOfMemoryError(AdvisedError):
     failed on one. The `advice` names the tile size as the `Upscaler`'s maker gives it (`tile=`, or --tile);
     `problem` and `advice` are apart (`AdvisedError`) for callers that have no tile size to give: the
     evaluation chooses it from free memory, and a web page's user cannot restart the server."""
+
+
+class ModelOutOfMemoryError(AdvisedError):
+    """A model did not fit on its device as it was loaded (a GPU that other processes fill). `problem` and
+    `advice` are apart (`AdvisedError`): the advice (free memory, another device) is for whoever chose the
+    device, and a web page's user, whose setting loads another model on the server, did not."""
 
 
 class ConfigError(SRFeatError, ValueError):

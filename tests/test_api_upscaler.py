@@ -278,7 +278,7 @@ def test_a_pil_image_whose_file_cannot_be_decoded_is_one_image_read_error(upscal
 def test_a_model_that_does_not_fit_on_its_device_is_one_line(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Moving the network to a GPU others had filled was a traceback through Module.to (torch's
     OutOfMemoryError; on the CPU, under `ulimit -v`, the allocator's RuntimeError)."""
-    from srfeat.errors import SRFeatError
+    from srfeat.errors import ModelOutOfMemoryError
     from srfeat.inference import devices, fused
 
     def full(self: torch.nn.Module, *args: object, **kwargs: object) -> torch.nn.Module:
@@ -291,10 +291,10 @@ def test_a_model_that_does_not_fit_on_its_device_is_one_line(device: str, monkey
     # a GPU that is there (this test only needs the name resolved)
     monkeypatch.setattr(devices, "resolve_device", lambda *_, **__: torch.device(device))
     monkeypatch.setattr("srfeat.inference.upscaler.resolve_device", lambda *_, **__: torch.device(device))
-    with pytest.raises(SRFeatError) as refused:
+    with pytest.raises(ModelOutOfMemoryError) as refused:  # its advice apart: the web page says its own
         Upscaler(tiny_generator(), device=device)
     message = str(refused.value)
-    assert message.startswith(f"out of memory on {device} loading the model: "), message
+    assert message.startswith(f"out of memory on {device} loading the model"), message
     assert ("device='cpu'" in message) == (device == "cuda") and "--device" not in message, message
 
 

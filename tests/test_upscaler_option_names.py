@@ -108,7 +108,7 @@ def test_a_model_that_fills_the_gpu_as_it_loads_is_told_the_cpu_in_the_callers_w
         "free it, choose another GPU, or use {}"
     )
     cuda = torch.device("cuda:1")
-    assert python_says(devices.out_of_memory_loading(cuda)) == said.format("device='cpu'")
+    assert python_says(str(devices.out_of_memory_loading(cuda))) == said.format("device='cpu'")
     assert command_says(f"ERROR: {devices.out_of_memory_loading(cuda, command_line=True)}") == said.format(
         "--device cpu"
     )

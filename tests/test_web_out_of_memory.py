@@ -1,6 +1,7 @@
-"""A tile that runs out of memory under `srfeat serve`: the page says what its user can do, and the server's
-log what whoever runs the server can. The page showed the command line's advice, to give srfeat serve a
-smaller --tile, which only whoever started the server can."""
+"""A tile, or a model as it loads, that runs out of memory under `srfeat serve`: the page says what its user
+can do, and the server's log what whoever runs the server can. The page showed the command line's advice (to
+give srfeat serve a smaller --tile; to free the GPU, choose another or use --device cpu), which only whoever
+started the server can follow."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
-from test_web import call, png_bytes, start_server, stop_server, upload, wait_for_state
+import torch
+from test_web import Server, call, png_bytes, start_server, stop_server, upload, wait_for_state
+
+from srfeat.inference.devices import out_of_memory_loading
+from srfeat.web.worker import page_error
 
 UPLOAD_SIDE = 40  # under test_web's tile size: one tile, the whole upload
 
@@ -29,13 +34,30 @@ InferenceGenerator.forward = runs_out_of_memory
 """
 
 
-def test_a_tile_out_of_memory_tells_the_page_its_users_options_and_the_log_the_servers() -> None:
-    server = start_server(prelude=OUT_OF_MEMORY)
+# The server loads `default` as it starts; any network it loads after that (another setting, on a page's
+# job) runs out of memory as it goes to the device (the CPU allocator's refusal, as under `ulimit -v`).
+LOADING_OUT_OF_MEMORY = """
+import torch
+from srfeat.inference.fused import InferenceGenerator
+to = InferenceGenerator.to
+first = []
+def fills_memory(self, *args, **kwargs):
+    first[:] = first or [self]
+    if self is not first[0]:
+        torch.empty(1 << 60, dtype=torch.uint8)
+    return to(self, *args, **kwargs)
+InferenceGenerator.to = fills_memory
+"""
+
+
+def failed_job(server: Server, side: int, *query: str) -> tuple[str, dict[str, object]]:
+    """Upload a `side`-pixel photo.png (with `query`) to `server`, wait for its job to fail, and stop the
+    server: the job's id and what the page was told of it."""
     session = "memory"
     try:
         events = urllib.request.urlopen(f"{server.url}api/sessions/{session}/events", timeout=120)
         try:
-            answer = upload(server, session, "photo.png", png_bytes(UPLOAD_SIDE))
+            answer = upload(server, session, "photo.png", png_bytes(side), *query)
             assert answer.status == 201, answer.body
             job_id = json.loads(answer.body)["id"]
             wait_for_state(events, job_id, "failed")
@@ -44,8 +66,14 @@ def test_a_tile_out_of_memory_tells_the_page_its_users_options_and_the_log_the_s
             events.close()
     finally:
         stop_server(server)
-    problem = f"out of memory on cpu upscaling a {UPLOAD_SIDE}x{UPLOAD_SIDE} tile"
     (job,) = [each for each in jobs if each["id"] == job_id]
+    return job_id, job
+
+
+def test_a_tile_out_of_memory_tells_the_page_its_users_options_and_the_log_the_servers() -> None:
+    server = start_server(prelude=OUT_OF_MEMORY)
+    job_id, job = failed_job(server, UPLOAD_SIDE)
+    problem = f"out of memory on cpu upscaling a {UPLOAD_SIDE}x{UPLOAD_SIDE} tile"
     assert job["error"] == (
         f"{problem}; try a smaller image, or ask whoever runs the server to restart it with a smaller --tile"
     )
@@ -56,3 +84,24 @@ def test_a_tile_out_of_memory_tells_the_page_its_users_options_and_the_log_the_s
     )
     assert [line for line in server.log if line.startswith("ERROR")] == [logged], log
     assert "Traceback" not in log, log
+
+
+def test_a_model_out_of_memory_as_a_job_loads_it_tells_the_page_its_users_options_and_the_log_the_servers() -> None:
+    """A page's setting that is not loaded yet (gan here) loads its network in the job; where it does not fit,
+    the page was told to free memory or use --device cpu, the server's options."""
+    server = start_server(prelude=LOADING_OUT_OF_MEMORY)
+    job_id, job = failed_job(server, 16, "model=gan")
+    problem = "out of memory on cpu loading the model"
+    assert job["error"] == f"{problem}; try again later, or ask whoever runs the server to free memory for the model"
+    log = server.log_text()
+    logged = f"ERROR: job {job_id} (photo.png) failed: {problem}; close other programs to free memory, then try again"
+    assert [line for line in server.log if line.startswith("ERROR")] == [logged], log
+    assert "Traceback" not in log, log
+
+
+def test_a_model_that_fills_the_servers_gpu_leaves_its_options_to_the_log() -> None:
+    """On a GPU (which the test above has not), the command line's advice names another GPU and --device cpu."""
+    problem = "out of memory on cuda:0 loading the model: other processes hold its memory (nvidia-smi lists them)"
+    said = page_error(out_of_memory_loading(torch.device("cuda:0"), command_line=True))
+    assert str(said) == f"{problem}; try again later, or ask whoever runs the server to free memory for the model"
+    assert said.logged == f"{problem}; free it, choose another GPU, or use --device cpu"

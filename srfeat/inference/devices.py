@@ -9,7 +9,7 @@ import os
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import InvalidOptionError, SRFeatError
+from srfeat.errors import InvalidOptionError, ModelOutOfMemoryError, SRFeatError
 from srfeat.hardware import cpu_has_native_bf16
 from srfeat.inference.fused import InferenceGenerator
 from srfeat.inference.onnx_runner import OnnxRunner, load_onnx_runner
@@ -106,15 +106,17 @@ def prepare_model(generator: SRFeatGenerator, device: torch.device, dtype: torch
     return model.eval()
 
 
-def out_of_memory_loading(device: torch.device, *, command_line: bool = False) -> str:
-    """The one line for a model that does not fit on `device` as it is loaded (naming --device with
+def out_of_memory_loading(device: torch.device, *, command_line: bool = False) -> ModelOutOfMemoryError:
+    """The one-line error for a model that does not fit on `device` as it is loaded (naming --device with
     `command_line`, else the `device` keyword)."""
     if device.type == "cuda":
-        return (
-            f"out of memory on {device} loading the model: other processes hold its memory (nvidia-smi lists "
-            f"them); free it, choose another GPU, or use {on_the_cpu(command_line=command_line)}"
+        return ModelOutOfMemoryError(
+            f"out of memory on {device} loading the model: other processes hold its memory (nvidia-smi lists them)",
+            f"free it, choose another GPU, or use {on_the_cpu(command_line=command_line)}",
         )
-    return f"out of memory on {device} loading the model: close other programs to free memory, then try again"
+    return ModelOutOfMemoryError(
+        f"out of memory on {device} loading the model", "close other programs to free memory, then try again"
+    )
 
 
 def onnx_precision(*, command_line: bool = False) -> str:

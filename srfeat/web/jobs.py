@@ -27,7 +27,7 @@ from srfeat.inference.upscaler import Upscaler
 from srfeat.web.job import Job, JobCancelledError, ModelChoice, QueueFullError, safe_file_name
 from srfeat.web.room import PAGES_IN_THE_QUEUE, check_room, held_bytes, result_refusal, view_refusal
 from srfeat.web.sessions import PAGE_GRACE_SECONDS, Sessions
-from srfeat.web.worker import PageError, Upscalers, remove_stale_temporaries, upscale_job
+from srfeat.web.worker import PageError, Upscalers, page_error, remove_stale_temporaries, upscale_job
 
 logger = logging.getLogger(__name__)
 
@@ -343,8 +343,9 @@ class JobQueue:
             logger.info("job %s (%s) %s", job.id, job.name, job.error or "cancelled")
             return
         except SRFeatError as error:
-            logged = error.logged if isinstance(error, PageError) else str(error)
-            self._fail(job, str(error).replace("\n", " "), logged.replace("\n", " "))
+            # upscale_job's errors are the page's already; the network's load (a setting not built yet) is here
+            said = error if isinstance(error, PageError) else page_error(error)
+            self._fail(job, str(said).replace("\n", " "), said.logged.replace("\n", " "))
             return
         except MemoryError:
             self._fail(job, f"out of memory upscaling this {job.width}x{job.height} image; try a smaller one")

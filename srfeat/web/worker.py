@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from srfeat.errors import ImageReadError, SRFeatError, TileOutOfMemoryError
+from srfeat.errors import ImageReadError, ModelOutOfMemoryError, SRFeatError, TileOutOfMemoryError
 from srfeat.files import unless_held, writing_temporary
 from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
@@ -33,6 +33,7 @@ __all__ = [
     "PageError",
     "Upscalers",
     "job_notes",
+    "page_error",
     "remove_stale_temporaries",
     "upscale_job",
 ]
@@ -123,6 +124,11 @@ _WEB_ADVICE = "upload another file, or this one again if it was cut short"
 # The page's advice for a tile out of memory, where the server's log says to free memory or restart the
 # server with a smaller --tile: the page's user can do neither.
 _WEB_MEMORY_ADVICE = "try a smaller image, or ask whoever runs the server to restart it with a smaller --tile"
+# The page's advice for a model (a setting not loaded yet) that did not fit on the server's device, where the
+# server's log says to free memory, choose another GPU or --device cpu: the page's user can do none of these.
+_WEB_LOADING_ADVICE = "try again later, or ask whoever runs the server to free memory for the model"
+# Errors whose advice only whoever runs the server can follow: the log keeps it, the page says its own.
+_SERVERS_ADVICE = (TileOutOfMemoryError, ModelOutOfMemoryError)
 
 
 class PageError(SRFeatError):
@@ -135,13 +141,22 @@ class PageError(SRFeatError):
 
 
 def _web_message(error: SRFeatError) -> str:
-    """`error`'s message as the page says it: the advice for a damaged file, or for a tile out of memory,
-    made the page's."""
+    """`error`'s message as the page says it: the advice for a damaged file, a tile out of memory or a model
+    that did not fit, made the page's."""
     if isinstance(error, ImageReadError) and error.advice == ImageReadError.SKIP_OR_REPLACE:
         return f"{error.problem}; {_WEB_ADVICE}"
     if isinstance(error, TileOutOfMemoryError):
         return f"{error.problem}; {_WEB_MEMORY_ADVICE}"
+    if isinstance(error, ModelOutOfMemoryError):
+        return f"{error.problem}; {_WEB_LOADING_ADVICE}"
     return str(error)
+
+
+def page_error(error: SRFeatError, renamed: Callable[[str], str] = str) -> PageError:
+    """A job's `error` as its page says it and as the server's log does (`renamed`: a message's temporary
+    file names made the upload's): the log keeps advice that only whoever runs the server can follow."""
+    page = renamed(_web_message(error))
+    return PageError(page, renamed(str(error)) if isinstance(error, _SERVERS_ADVICE) else page)
 
 
 def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str]]:
@@ -157,10 +172,7 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
                 width, height = upscale_file(upscaler, source, target)
         except SRFeatError as error:
             # Messages name the temporary file; the user knows it by its upload name.
-            page = _web_message(error).replace(str(source), job.name)
-            # the advice for a tile out of memory is whoever runs the server's in its log
-            for_the_log = str(error).replace(str(source), job.name) if isinstance(error, TileOutOfMemoryError) else page
-            raise PageError(page, for_the_log) from error
+            raise page_error(error, lambda message: message.replace(str(source), job.name)) from error
         result = target.read_bytes()
         notes = [note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged]
     if (format_note := job.format_note) is not None:  # the result is not in the format its upload was named
