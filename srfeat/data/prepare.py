@@ -51,8 +51,8 @@ from srfeat.errors import (
     OptionNames,
     SRFeatError,
     check_flag,
+    given,
     is_whole_number,
-    shown,
 )
 from srfeat.files import folder_made_for
 from srfeat.locks import close_inherited_locks
@@ -331,7 +331,7 @@ def prepare_patches(
     )
     for name, value in (("hr_patch_size", hr_patch_size), ("scale", scale), ("seed", seed), ("workers", workers)):
         if not is_whole_number(value):
-            raise InvalidOptionError(f"{name} must be a whole number, got {type(value).__name__} {shown(value)}")
+            raise InvalidOptionError(f"{name} must be a whole number, got {given(value)}")
     hr_patch_size, scale, seed, workers = int(hr_patch_size), int(scale), int(seed), int(workers)
     # named as the caller gave it: `srfeat prepare --hr-patch-size 0` was told about "hr_patch_size"
     patch_name, scale_name = (prepare_option(name, command_line=command_line) for name in ("hr_patch_size", "scale"))

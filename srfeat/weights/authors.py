@@ -46,7 +46,7 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
 from srfeat.path_checks import special_file_kind
 from srfeat.weights import as_path, generator_from_state
-from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE
+from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, value_problem
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ class _Cursor:
     def next_shape(self) -> tuple[int, ...] | None:
         return self.arrays[self.index].shape if self.index < len(self.arrays) else None
 
-    def take(self, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    def take(self, shape: tuple[int, ...], what: str, *, is_variance: bool = False) -> torch.Tensor:
+        """The next array as a tensor, `what` naming it in errors; `is_variance`: a BatchNorm moving variance."""
         found = self.next_shape()
         if found != shape:
             where = (
@@ -234,10 +235,11 @@ class _Cursor:
                 f"for float32, up to {float(np.abs(array[overflowed]).max()):.3g}, where trained generators stay far "
                 f"below {MAX_WEIGHT_MAGNITUDE:g}: the file is damaged or not the authors' weights; download it again"
             )
-        problem = _value_problem(converted, f"array {self.index - 1} ({what})")
+        tensor = torch.from_numpy(converted)
+        problem = _value_problem(tensor, f"array {self.index - 1} ({what})", is_variance)
         if problem is not None:
             raise WeightsError(f"{self.source}: {problem}")
-        return torch.from_numpy(converted)
+        return tensor
 
 
 # Neither the authors' files nor a TensorFlow run's were written by a srfeat run: "the run that wrote it
@@ -247,23 +249,23 @@ _NOT_USABLE = (
 )
 
 
-def _value_problem(array: np.ndarray, where: str) -> str | None:
+def _value_problem(tensor: torch.Tensor, where: str, is_variance: bool) -> str | None:
     """What makes one array of the file unusable (`where` names it), or None."""
-    not_finite = int(np.count_nonzero(~np.isfinite(array)))
-    if not_finite:
-        return f"it holds NaN/infinite weights: {not_finite:,} of {array.size:,} values in {where}; {_NOT_USABLE}"
-    largest = float(np.abs(array).max(initial=0.0))
-    if largest > MAX_WEIGHT_MAGNITUDE:
+    problem = value_problem(tensor, is_variance=is_variance)
+    if problem is None:
+        return None
+    values = tensor.numel()
+    if problem.non_finite:
+        return f"it holds NaN/infinite weights: {problem.non_finite:,} of {values:,} values in {where}; {_NOT_USABLE}"
+    if problem.exploded:
         return (
-            f"its weights have exploded: {where} reaches {largest:.3g}, where trained generators stay far below "
-            f"{MAX_WEIGHT_MAGNITUDE:g}; {_NOT_USABLE}"
+            f"its weights have exploded: {where} reaches {problem.exploded:.3g}, where trained generators stay far "
+            f"below {MAX_WEIGHT_MAGNITUDE:g}; {_NOT_USABLE}"
         )
-    if where.endswith("moving variance)") and (negative := int(np.count_nonzero(array < 0))):
-        return (
-            f"it holds negative BatchNorm variances, which no training writes: {negative:,} of {array.size:,} "
-            f"values in {where}; the file is damaged or edited: download the authors' file again"
-        )
-    return None
+    return (
+        f"it holds negative BatchNorm variances, which no training writes: {problem.negative_variance:,} of "
+        f"{values:,} values in {where}; the file is damaged or edited: download the authors' file again"
+    )
 
 
 def _conv(weight_hwio: torch.Tensor) -> torch.Tensor:
@@ -295,7 +297,9 @@ def authors_state_dict(arrays: list[np.ndarray], source: str = "the file") -> di
                 ("moving mean", "running_mean"),
                 ("moving variance", "running_var"),
             ):
-                state[f"{prefix}.{norm}.{key}"] = cursor.take(vector, f"block {blocks + 1}'s {norm} {name}")
+                state[f"{prefix}.{norm}.{key}"] = cursor.take(
+                    vector, f"block {blocks + 1}'s {norm} {name}", is_variance=key == "running_var"
+                )
             state[f"{prefix}.{norm}.num_batches_tracked"] = torch.tensor(0)
         blocks += 1
     if blocks == 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -16,10 +17,12 @@ __all__ = [
     "MAX_TENSORS",
     "MAX_WEIGHT_MAGNITUDE",
     "Shapes",
+    "ValueProblem",
     "check_layout",
     "check_weights",
     "expected_shapes",
     "name_list",
+    "value_problem",
     "weight_problem",
 ]
 
@@ -33,6 +36,32 @@ Shapes = Mapping[str, tuple[int, ...]]
 
 
 # ----------------------------------------------------------------------------- weights sanity
+
+
+@dataclass(frozen=True)
+class ValueProblem:
+    """What is wrong with one tensor's values (`value_problem`); each caller words it, with its own advice."""
+
+    non_finite: int = 0  # NaN or inf values; where there are any, the rest is not looked at
+    exploded: float = 0.0  # the largest magnitude, where it is over the bound; else 0
+    negative_variance: int = 0  # values below 0, of a tensor its caller said is a variance
+
+
+def value_problem(
+    tensor: torch.Tensor, *, is_variance: bool, max_magnitude: float = MAX_WEIGHT_MAGNITUDE
+) -> ValueProblem | None:
+    """None when `tensor` is finite, within `max_magnitude` and, being a variance (`is_variance`),
+    not negative; else what is wrong. An integer tensor (a step count) holds no weights: None."""
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return None
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        return ValueProblem(non_finite=int((~finite).sum()))
+    # a variance is never negative: BatchNorm's 1/sqrt(var + eps) made the whole output NaN
+    negative = int((tensor < 0).sum()) if is_variance else 0
+    magnitude = float(tensor.detach().abs().max())
+    exploded = magnitude if magnitude > max_magnitude else 0.0
+    return ValueProblem(exploded=exploded, negative_variance=negative) if exploded or negative else None
 
 
 def weight_problem(
@@ -55,18 +84,18 @@ def weight_problem(
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[1], torch.Tensor)):
             raise InvalidOptionError(f"the weights must be (name, tensor) pairs, got {type(pair).__name__} in them")
         name, tensor = pair
-        if not tensor.is_floating_point() or tensor.numel() == 0:
+        # asked of every tensor now, integer ones too, which were skipped before their name was read: one under a
+        # name that is no string (the type says str) is no variance's, where `endswith` was an AttributeError
+        is_variance = isinstance(name, str) and name.endswith("running_var")
+        problem = value_problem(tensor, is_variance=is_variance, max_magnitude=float(max_magnitude))
+        if problem is None:
             continue
-        finite = torch.isfinite(tensor)
-        if not bool(finite.all()):
-            non_finite.append((name, int((~finite).sum())))
-            continue
-        if name.endswith("running_var") and bool((tensor < 0).any()):
-            # a variance is never negative: BatchNorm's 1/sqrt(var + eps) made the whole output NaN
-            negative_variance.append((name, int((tensor < 0).sum())))
-        magnitude = float(tensor.detach().abs().max())
-        if magnitude > largest[1]:
-            largest = (name, magnitude)
+        if problem.non_finite:
+            non_finite.append((name, problem.non_finite))
+        if problem.negative_variance:
+            negative_variance.append((name, problem.negative_variance))
+        if problem.exploded > largest[1]:
+            largest = (name, problem.exploded)
     if non_finite:
         name, count = non_finite[0]
         others = f" and {len(non_finite) - 1} other tensor(s)" if len(non_finite) > 1 else ""
@@ -75,7 +104,7 @@ def weight_problem(
         name, count = negative_variance[0]
         others = f" and {len(negative_variance) - 1} other tensor(s)" if len(negative_variance) > 1 else ""
         return f"BatchNorm variances are negative, which no training writes: {count} value(s) in {name}{others}"
-    if largest[1] > max_magnitude:
+    if largest[1]:
         return (
             f"weights have exploded: {largest[0]} reaches {largest[1]:.3g} "
             f"(trained generators stay far below {max_magnitude:g})"
