@@ -371,6 +371,7 @@ class JobQueue:
         """`job` failed, saying `message` on its page and `logged` (default: the same) in the server's log."""
         with self._lock:
             job.state = "failed"
+            job.loading = False  # in the same change: a load that failed showed "loading" to the end, or "upscaling"
             job.error = message
         logger.error("job %s (%s) failed: %s", job.id, job.name, message if logged is None else logged)
 
