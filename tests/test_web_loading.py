@@ -23,25 +23,30 @@ from test_web import (
 )
 from test_web_out_of_memory import failed_job
 
-# The bundled models as the server finds them: `default` whole, `gan` cut in half (an install gone wrong).
-DAMAGED_GAN = """
-import shutil, tempfile
+
+def damaged_gan(folder: Path) -> str:
+    """The server's prelude: the bundled models as it finds them in `folder`, `default` whole and `gan` cut in
+    half (an install gone wrong)."""
+    return f"""
+import shutil
 from pathlib import Path
 import srfeat.weights
-folder = Path(tempfile.mkdtemp(prefix="srfeat-test-weights-"))
+folder = Path({str(folder)!r})
 shutil.copy(srfeat.weights.bundled_dir() / "default.safetensors", folder)
 whole = (srfeat.weights.bundled_dir() / "gan.safetensors").read_bytes()
 (folder / "gan.safetensors").write_bytes(whole[: len(whole) // 2])
 srfeat.weights.bundled_dir = lambda: folder
 """
+
+
 LOAD_FAILED = (
     "the server could not load the gan network; "
     "choose another setting, or ask whoever runs the server to look at its log"
 )
 
 
-def test_a_damaged_model_tells_the_page_it_did_not_load_and_the_log_why() -> None:
-    server = start_server(prelude=DAMAGED_GAN)
+def test_a_damaged_model_tells_the_page_it_did_not_load_and_the_log_why(tmp_path: Path) -> None:
+    server = start_server(prelude=damaged_gan(tmp_path))
     job_id, job = failed_job(server, 16, "model=gan")
     assert job["error"] == LOAD_FAILED, job
     assert job["state"] == "failed" and job["loading"] is False, job
@@ -54,10 +59,11 @@ def test_a_damaged_model_tells_the_page_it_did_not_load_and_the_log_why() -> Non
 def test_a_setting_that_does_not_load_fails_its_card_and_the_page_goes_on(
     browser: Browser,
     face: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     """The page's whole path (one model that does not load stands for all: out of memory, the same path, is
     `test_web_out_of_memory`'s)."""
-    server = start_server(prelude=DAMAGED_GAN)
+    server = start_server(prelude=damaged_gan(tmp_path))
     try:
         tab = open_tab(browser, server)
         page = tab.page
