@@ -93,6 +93,7 @@ def test_a_model_out_of_memory_as_a_job_loads_it_tells_the_page_its_users_option
     job_id, job = failed_job(server, 16, "model=gan")
     problem = "out of memory on cpu loading the model"
     assert job["error"] == f"{problem}; try again later, or ask whoever runs the server to free memory for the model"
+    assert job["state"] == "failed" and job["loading"] is False, job  # it said loading, failed, to the end
     log = server.log_text()
     logged = f"ERROR: job {job_id} (photo.png) failed: {problem}; close other programs to free memory, then try again"
     assert [line for line in server.log if line.startswith("ERROR")] == [logged], log

@@ -27,7 +27,14 @@ from srfeat.inference.upscaler import Upscaler
 from srfeat.web.job import Job, JobCancelledError, ModelChoice, QueueFullError, safe_file_name
 from srfeat.web.room import PAGES_IN_THE_QUEUE, check_room, held_bytes, result_refusal, view_refusal
 from srfeat.web.sessions import PAGE_GRACE_SECONDS, Sessions
-from srfeat.web.worker import PageError, Upscalers, page_error, remove_stale_temporaries, upscale_job
+from srfeat.web.worker import (
+    PageError,
+    Upscalers,
+    loading_error,
+    page_error,
+    remove_stale_temporaries,
+    upscale_job,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +333,10 @@ class JobQueue:
             with self._lock:
                 job.loading = job.choice not in self._upscalers
                 self._changed_locked()
-            upscaler = self._upscalers.get(job.choice)
+            try:
+                upscaler = self._upscalers.get(job.choice)
+            except SRFeatError as error:
+                raise loading_error(error, job.choice.label) from error
             with self._lock:
                 job.loading = False
                 self._changed_locked()
@@ -343,7 +353,7 @@ class JobQueue:
             logger.info("job %s (%s) %s", job.id, job.name, job.error or "cancelled")
             return
         except SRFeatError as error:
-            # upscale_job's errors are the page's already; the network's load (a setting not built yet) is here
+            # upscale_job's errors and the network's load's (a setting not built yet, `loading_error`) are the page's
             said = error if isinstance(error, PageError) else page_error(error)
             self._fail(job, str(said).replace("\n", " "), said.logged.replace("\n", " "))
             return
@@ -371,6 +381,7 @@ class JobQueue:
         """`job` failed, saying `message` on its page and `logged` (default: the same) in the server's log."""
         with self._lock:
             job.state = "failed"
+            job.loading = False  # in the same change: a load that failed showed "loading" to the end, or "upscaling"
             job.error = message
         logger.error("job %s (%s) failed: %s", job.id, job.name, message if logged is None else logged)
 

@@ -33,6 +33,7 @@ __all__ = [
     "PageError",
     "Upscalers",
     "job_notes",
+    "loading_error",
     "page_error",
     "remove_stale_temporaries",
     "upscale_job",
@@ -127,6 +128,8 @@ _WEB_MEMORY_ADVICE = "try a smaller image, or ask whoever runs the server to res
 # The page's advice for a model (a setting not loaded yet) that did not fit on the server's device, where the
 # server's log says to free memory, choose another GPU or --device cpu: the page's user can do none of these.
 _WEB_LOADING_ADVICE = "try again later, or ask whoever runs the server to free memory for the model"
+# The page's advice for a model that did not load for another reason (its file damaged): the log says why.
+_WEB_LOAD_FAILED_ADVICE = "choose another setting, or ask whoever runs the server to look at its log"
 # Errors whose advice only whoever runs the server can follow: the log keeps it, the page says its own.
 _SERVERS_ADVICE = (TileOutOfMemoryError, ModelOutOfMemoryError)
 
@@ -157,6 +160,17 @@ def page_error(error: SRFeatError, renamed: Callable[[str], str] = str) -> PageE
     file names made the upload's): the log keeps advice that only whoever runs the server can follow."""
     page = renamed(_web_message(error))
     return PageError(page, renamed(str(error)) if isinstance(error, _SERVERS_ADVICE) else page)
+
+
+def loading_error(error: SRFeatError, label: str) -> PageError:
+    """The error of a job whose setting's network (`label`) did not load, as its page says it and as the server's
+    log does. Out of memory, the page has its advice (`page_error`); otherwise (a bundled model's file damaged)
+    the error names the server's file and says to copy it again, or to give another checkpoint, which only
+    whoever runs the server can do: the page says that the network did not load, and what its user can do."""
+    if isinstance(error, ModelOutOfMemoryError):
+        return page_error(error)
+    page = f"the server could not load the {label} network; {_WEB_LOAD_FAILED_ADVICE}"
+    return PageError(page, str(error))
 
 
 def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str]]:
