@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import srfeat_cli
+from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
 
 COMMANDS = ("upscale", "eval", "train", "prepare", "serve", "export", "convert", "blend")
@@ -115,3 +115,15 @@ def test_upscale_takes_out_as_train_and_convert_do(tmp_path: Path) -> None:
     assert child.returncode == 0, child.stderr
     with Image.open(tmp_path / "big.png") as written:
         assert written.size == (32, 32)
+
+
+def test_strength_out_of_range_is_refused_in_the_same_words_by_upscale_and_export(tmp_path: Path) -> None:
+    """export said "strength must be between 0 and 1", upscale "--strength must be ..."."""
+    pytest.importorskip("onnx")
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    refusals = {
+        one_error_line(srfeat_cli(*argv, "--strength", "2"), only=True)
+        for argv in (["upscale", tmp_path / "a.png", "-o", tmp_path / "b.png"], ["export", "-o", tmp_path / "b.onnx"])
+    }
+    assert refusals == {"ERROR: --strength must be between 0 and 1 (0 = default, 1 = gan), got 2.0"}, refusals
+    assert not (tmp_path / "b.png").exists() and not (tmp_path / "b.onnx").exists()
