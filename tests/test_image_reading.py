@@ -7,6 +7,7 @@ itself; the command line is run as a subprocess, as a user meets it.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -999,7 +1000,10 @@ def test_a_grey_image_written_as_rgb_webp_does_not_carry_its_grey_profile(
         assert result.mode == mode and result.info["icc_profile"] == grey_profile()
 
 
+@functools.cache
 def srgb_profile() -> bytes:
+    """One profile for the whole run: lcms stamps the second it was made into the header (bytes 24-35), so two
+    made either side of a second compared unequal, and a test that compared them failed under load."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 

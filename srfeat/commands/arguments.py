@@ -15,13 +15,42 @@ from srfeat.path_checks import name_max
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
-__all__ = ["DEVICE_HELP", "TILE_HELP", "OneLineErrorParser", "join_dash_values", "path_argument", "tile_problem"]
+__all__ = [
+    "DEVICE_HELP",
+    "MODEL_HELP",
+    "MODEL_METAVAR",
+    "OUTPUT_FLAGS",
+    "OUTPUT_METAVAR",
+    "STRENGTH_HELP",
+    "TILE_HELP",
+    "TTA_HELP",
+    "OneLineErrorParser",
+    "join_dash_values",
+    "path_argument",
+    "tile_problem",
+]
 
 # --device of upscale, eval and serve, in the same words: eval's said "auto (default)" where the others said
 # what auto picks.
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (default: the GPU if there is one)"
 # --tile of upscale and serve: serve's help left out that 0 means no tiling, and its refusal was worded otherwise.
 TILE_HELP = "tile size in input pixels (default: chosen from free memory; 0: no tiling)"
+# -o of upscale, export, convert, blend and train: export's read FILE and train's DIR where the others said OUT,
+# and upscale took no --out (there it was "ambiguous" with --outscale) where train and convert did.
+OUTPUT_FLAGS = ("-o", "--output", "--out")
+OUTPUT_METAVAR = "OUT"
+# --model of upscale, export and eval (and blend's A and B): what every one of them loads, in the same words;
+# a command that takes more (upscale an .onnx file, eval bicubic and blends) adds it after. They read three
+# ways: "(e.g. default), a checkpoint", "(default, gan) or a generator checkpoint", "a checkpoint path".
+MODEL_METAVAR = "MODEL"
+MODEL_HELP = "a bundled model name (default, gan) or a generator checkpoint (.safetensors, .pt or .pth)"
+# --strength of upscale and export: export's said only what it blends, upscale's not that it needs --model default.
+STRENGTH_HELP = (
+    "detail dial from 0 (the default model: faithful, smooth) to 1 (the gan model: sharp, invented texture); "
+    "the two networks' weights blended, no slower; with --model default only"
+)
+# --tta of upscale and eval: eval's said it in other words.
+TTA_HELP = "self-ensemble: average the 8 flips and rotations (slightly more faithful, 8x the time)"
 
 
 def tile_problem(tile: int | None) -> str | None:

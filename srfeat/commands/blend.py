@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from srfeat.commands.arguments import path_argument
+from srfeat.commands.arguments import MODEL_HELP, OUTPUT_FLAGS, OUTPUT_METAVAR, path_argument
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +49,8 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "model_a", metavar="A", help="the generator at alpha 0: a bundled name (default) or a checkpoint"
-    )
-    parser.add_argument("model_b", metavar="B", help="the generator at alpha 1: a bundled name (gan) or a checkpoint")
+    parser.add_argument("model_a", metavar="A", help=f"the generator at alpha 0: {MODEL_HELP}")
+    parser.add_argument("model_b", metavar="B", help=f"the generator at alpha 1: {MODEL_HELP}")
     parser.add_argument(
         "--alpha",
         type=float,
@@ -61,11 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of B, from 0 (A) to 1 (B); `srfeat blend default gan --alpha S` is `srfeat upscale --strength S`",
     )
     parser.add_argument(
-        "-o",
-        "--output",
+        *OUTPUT_FLAGS,
+        dest="output",
         required=True,
         type=path_argument,
-        metavar="OUT",
+        metavar=OUTPUT_METAVAR,
         help="the blended generator, a .safetensors file (float32)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

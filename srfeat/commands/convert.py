@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from srfeat.commands.arguments import path_argument
+from srfeat.commands.arguments import OUTPUT_FLAGS, OUTPUT_METAVAR, path_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,12 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "src", type=path_argument, metavar="SRC", help="the authors' SRFeat_init.npz or SRFeat_full.npz"
     )
     parser.add_argument(
-        "-o",
-        "--output",
-        "--out",  # its first name, kept: upscale, blend and export say --output
+        *OUTPUT_FLAGS,  # --out was its first name, kept
         dest="out",
         type=path_argument,
-        metavar="OUT",
+        metavar=OUTPUT_METAVAR,
         help="output .safetensors file (default: SRC with the suffix .safetensors)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srfeat.commands.arguments import DEVICE_HELP, path_argument
+from srfeat.commands.arguments import DEVICE_HELP, MODEL_HELP, MODEL_METAVAR, TTA_HELP, path_argument
 
 if TYPE_CHECKING:
     from srfeat.evaluation import FigureSample
@@ -153,9 +153,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="extend",  # `--model a --model b` is both, not b alone
         nargs="+",
         required=True,
-        metavar="M",
-        help="models to evaluate: 'bicubic', 'hr' (the ground truth, for no-reference metrics), a bundled name "
-        "(e.g. default), a checkpoint path, or a blend: strength=S (the default/gan blend at S in 0..1, as "
+        metavar=MODEL_METAVAR,
+        help=f"{MODEL_HELP}, several for a row each; also 'bicubic', 'hr' (the ground truth, for no-reference "
+        "metrics) or a blend: strength=S (the default/gan blend at S in 0..1, as "
         "`srfeat upscale --strength S`), strength=START:STOP:STEP (one model per step, both ends included: "
         "strength=0:1:0.1), blend=A,B,ALPHA ((1 - ALPHA) A + ALPHA B of two generators of one architecture)",
     )
@@ -205,8 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tta",
         action="store_true",
-        help="run the networks as self-ensembles (the 8 flips and rotations averaged; 8x the time); "
-        "rows are named <model>+tta",
+        help=f"{TTA_HELP}; rows are named <model>+tta",
     )
     parser.add_argument(
         "--plane",

@@ -12,7 +12,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from srfeat.commands.arguments import path_argument
+from srfeat.commands.arguments import (
+    MODEL_HELP,
+    MODEL_METAVAR,
+    OUTPUT_FLAGS,
+    OUTPUT_METAVAR,
+    STRENGTH_HELP,
+    path_argument,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -21,21 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="default",
-        help="a bundled model name (default, gan) or a generator checkpoint (default: default)",
+        metavar=MODEL_METAVAR,
+        help=f"{MODEL_HELP}; default: default",
     )
     parser.add_argument(
         "--strength",
         type=float,
         default=None,
         metavar="S",
-        help="the detail dial, with --model default: the blend of default (0) and gan (1) to export",
+        help=STRENGTH_HELP,
     )
     parser.add_argument(
-        "-o",
-        "--output",
+        *OUTPUT_FLAGS,
+        dest="output",
         required=True,
         type=path_argument,
-        metavar="FILE",
+        metavar=OUTPUT_METAVAR,
         help="the ONNX file to write, e.g. model.onnx",
     )
     parser.add_argument(
@@ -57,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TEXT",
         help="the model's licence, for the file's metadata (default: a bundled model's card, else 'not recorded')",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
 def run(args: argparse.Namespace) -> int:

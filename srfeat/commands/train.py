@@ -1,4 +1,4 @@
-"""`srfeat train CONFIG [--out DIR] [--resume | --overwrite] [--max-steps N] [--dry-run] [key=value ...]`
+"""`srfeat train CONFIG [--out OUT] [--resume | --overwrite] [--max-steps N] [--dry-run] [key=value ...]`
 
 Trains stage 1 (MSE pretraining) or stage 2 (GAN) from a YAML config (configs/paper,
 configs/dev). Several GPUs or CPUs: `torchrun --nproc_per_node=W -m srfeat.cli train CONFIG`.
@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from srfeat.commands.arguments import OneLineErrorParser, path_argument
+from srfeat.commands.arguments import OUTPUT_FLAGS, OUTPUT_METAVAR, OneLineErrorParser, path_argument
 
 if TYPE_CHECKING:
     from srfeat.training.config import TrainingConfig
@@ -60,12 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override config fields by dotted name, e.g. optim.lr=2e-4 train.batch_size=8",
     )
     parser.add_argument(
-        "--out",
-        "-o",  # as every other command's output, where `srfeat train CONFIG -o runs/x` was "unrecognized arguments"
-        "--output",
+        *OUTPUT_FLAGS,  # --out was its first name; `srfeat train CONFIG -o runs/x` was "unrecognized arguments"
         dest="out",
         type=path_argument,
-        metavar="DIR",
+        metavar=OUTPUT_METAVAR,
         help="run folder for checkpoints and logs (default: the config's out_dir)",
     )
     parser.add_argument("--resume", action="store_true", help="continue the run saved in the run folder (state.pt)")

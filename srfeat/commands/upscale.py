@@ -17,7 +17,18 @@ import os
 from pathlib import Path
 
 from srfeat import video
-from srfeat.commands.arguments import DEVICE_HELP, TILE_HELP, path_argument, tile_problem
+from srfeat.commands.arguments import (
+    DEVICE_HELP,
+    MODEL_HELP,
+    MODEL_METAVAR,
+    OUTPUT_FLAGS,
+    OUTPUT_METAVAR,
+    STRENGTH_HELP,
+    TILE_HELP,
+    TTA_HELP,
+    path_argument,
+    tile_problem,
+)
 from srfeat.commands.upscale_jobs import (
     OUTPUT_EXTENSIONS,
     Job,
@@ -42,11 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image files, folders (the images in them) or glob patterns ('photos/*.jpg')",
     )
     parser.add_argument(
-        "-o",
-        "--output",
+        *OUTPUT_FLAGS,
+        dest="output",
         default="results",
         type=path_argument,
-        metavar="OUT",
+        metavar=OUTPUT_METAVAR,
         help="output folder (default: results/), "
         "or for a single input an output file name (its extension sets the format)",
     )
@@ -72,21 +83,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="default",
-        help="a bundled model name (e.g. default), a checkpoint or a `srfeat export` .onnx file (default: default)",
+        metavar=MODEL_METAVAR,
+        help=f"{MODEL_HELP}, or a `srfeat export` .onnx file; default: default",
     )
     parser.add_argument(
         "--strength",
         type=float,
         default=None,
         metavar="S",
-        help="detail dial from 0 (the default model: faithful, smooth) to 1 (the gan model: sharp, invented "
-        "texture); the two networks' weights blended, no slower",
+        help=STRENGTH_HELP,
     )
-    parser.add_argument(
-        "--tta",
-        action="store_true",
-        help="self-ensemble: average the 8 flips and rotations (slightly more faithful, 8x the time)",
-    )
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     parser.add_argument(
         "--tile",
         type=int,
@@ -105,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        help=DEVICE_HELP.removesuffix(")") + "; the CPU for --backend onnxruntime)",
+        help=f"{DEVICE_HELP}; auto is the CPU for --backend onnxruntime",
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(

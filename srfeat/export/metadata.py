@@ -89,7 +89,8 @@ def model_info(
         from srfeat.weights.blend import DETAIL_MODELS, check_alpha
 
         # 2 was written as "-1 x default + 2 x gan"; -0 is 0 (check_alpha's): not `strength--0` in the name
-        strength = check_alpha(strength, "strength", InvalidOptionError)
+        # named as upscale names it: export's refusal said "strength must be", upscale's "--strength must be"
+        strength = check_alpha(strength, "--strength" if command_line else "strength", InvalidOptionError)
 
         low, high = (BUNDLED_INFO[each] for each in DETAIL_MODELS)
         blend = ModelInfo(

@@ -50,7 +50,7 @@ def check_alpha(alpha: float, name: str = "alpha", error: type[SRFeatError] = We
         raise error(f"{name} must be a number between 0 and 1, got {type(alpha).__name__} {shown(alpha)}")
     value = float(alpha)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        hint = " (0 = default, 1 = gan)" if name == "strength" else ""
+        hint = " (0 = default, 1 = gan)" if name in ("strength", "--strength") else ""
         raise error(f"{name} must be between 0 and 1{hint}, got {alpha}")
     # -0.0 is 0: `srfeat blend --alpha -0.0` logged "1 x A + -0 x B", and a model was named `strength--0`
     return value + 0.0
