@@ -11,6 +11,8 @@ import pytest
 from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
 
+from srfeat.weights import bundled_names
+
 COMMANDS = ("upscale", "eval", "train", "prepare", "serve", "export", "convert", "blend")
 
 # Options whose help says what this command does with them, so it differs by nature (their spellings and
@@ -105,6 +107,14 @@ def test_a_shared_option_is_described_in_the_same_words_in_every_command(
         common = min((without_default(text) for text in texts.values()), key=len)
         differing = {command: text for command, text in texts.items() if not text.startswith(common)}
         assert not differing, (spelling, common, differing)
+
+
+def test_the_model_help_names_every_bundled_model(shared: dict[str, dict[str, OptionHelp]]) -> None:
+    """The help lists the bundled names by hand (arguments.py does not import torch): a generator added to
+    the package is named there too."""
+    names = re.search(r"a bundled model name \(([^)]*)\)", shared["--model"]["upscale"].text)
+    assert names is not None, shared["--model"]["upscale"].text
+    assert names.group(1).split(", ") == bundled_names()
 
 
 def test_upscale_takes_out_as_train_and_convert_do(tmp_path: Path) -> None:
