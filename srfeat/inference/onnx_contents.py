@@ -8,8 +8,9 @@ loaded, then stopped the first tile with ONNX Runtime's "std::bad_alloc"; a mere
 memory for nothing), or from constants broadcast together ([N, 1] + [1, N] makes N^2 values; the
 shapes are followed through a chain of such operators). Nor does it enlarge the image more than
 `MAX_GROWTH` times by constant scales (Resize, Upsample, Tile, Expand; scales computed from small
-constants are computed), or pad an axis of it with more than `MAX_PAD` values (`onnx_growth`): a
-Resize by 1e5 loaded, then ran out of memory on the first tile.
+constants are computed, sizes computed as the image's shape times constants are followed), or pad an
+axis of it with more than `MAX_PAD` values (`onnx_growth`): a Resize by 1e5 loaded, then ran out of
+memory on the first tile.
 Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
 are finite and in range.
 
@@ -118,7 +119,7 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"Runtime does when it loads), more than a srfeat model needs ({MAX_CONSTANT_VALUES:,}): {_REFUSAL}"
             )
     constants = _Constants(parts)
-    growth_of = GraphGrowth(constants)
+    growth_of = GraphGrowth(constants, _input_dims(parsed))
     for node in parts.nodes:
         if (count := constants.output_values(node)) is not None and count > MAX_CONSTANT_VALUES:
             raise WeightsError(
@@ -135,6 +136,19 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"{source} pads the image with {padded:,} values on one axis by constant pads (at a Pad node), "
                 f"where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
             )
+
+
+def _input_dims(parsed: onnx.ModelProto | None) -> dict[str, list[int | None]]:
+    """The sizes the graph's inputs declare of their axes, None where one is named or left out: ONNX Runtime
+    refuses an input of other sizes than those, so they hold for the image (3 features, srfeat's)."""
+    declared = {}
+    for value in [] if parsed is None else parsed.graph.input:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim[:_MAX_DIMS]
+            declared[value.name] = [
+                dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None for dim in dims
+            ]
+    return declared
 
 
 def warn_unchecked(source: str) -> None:
