@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.errors import WeightsError
+from srfeat.inference.onnx_growth import BROADCASTING, MAX_GROWTH, MAX_PAD, SAME_SHAPE, GraphGrowth
 from srfeat.inference.onnx_growth import MAX_DIMS as _MAX_DIMS
-from srfeat.inference.onnx_growth import MAX_GROWTH, MAX_PAD, GraphGrowth
 from srfeat.library_warnings import warn_once
 from srfeat.weights.reading import first_line
 
@@ -61,16 +61,6 @@ MAX_CONSTANT_VALUES = 2**26
 # Bytes a tensor's data takes in the file, per value, at the least: raw data packs 4-bit types two to a
 # byte (8 leaves room for narrower ones), and each typed entry (1 byte or more) holds at most two values.
 _VALUES_PER_BYTE = 8
-# Operators whose output is their inputs broadcast together (numpy's rules)
-_BROADCASTING = frozenset(
-    {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor"}
-    | {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "BitShift", "PRelu"}
-)
-# Operators whose output has their first input's shape: constant shapes are followed through them
-_SAME_SHAPE = frozenset(
-    {"Identity", "Cast", "Neg", "Abs", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal"}
-    | {"Floor", "Ceil", "Round", "Sign", "Not", "Clip", "Erf", "Softplus", "Elu", "HardSigmoid", "IsNaN", "IsInf"}
-)
 # Operators whose output is computed where its inputs are constants of at most `_SMALL_VALUES` values each: a
 # scale, a shape or pads computed from others
 _ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
@@ -383,7 +373,7 @@ class _Constants:
 
         op = node.op_type
         self._compute_small(node)
-        if op in _SAME_SHAPE and inputs and (same := self.shape(inputs[0])) is not None:
+        if op in SAME_SHAPE and inputs and (same := self.shape(inputs[0])) is not None:
             self._made_by(node, same)
             return None  # no larger than its input, counted where that was made
         if op in ("ConstantOfShape", "Expand", "Tile", "Resize", "Pad"):
@@ -405,7 +395,7 @@ class _Constants:
             if op == "Tile" and (repeated := self.count(inputs[0])) is not None:  # as many times as it holds
                 count *= repeated
             return count
-        if op in _BROADCASTING or op == "MatMul":  # of constants alone: [N, 1] + [1, N] makes N^2 values
+        if op in BROADCASTING or op == "MatMul":  # of constants alone: [N, 1] + [1, N] makes N^2 values
             shapes = [self.shape(name) for name in inputs if name]
             if not shapes or any(shape is None for shape in shapes):
                 return None

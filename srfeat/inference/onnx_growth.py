@@ -22,7 +22,7 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MAX_DIMS", "MAX_GROWTH", "MAX_PAD", "GraphGrowth"]
+__all__ = ["BROADCASTING", "MAX_DIMS", "MAX_GROWTH", "MAX_PAD", "SAME_SHAPE", "GraphGrowth", "ShapeVectors"]
 
 # How many times over the graph may enlarge the image by constant scales, along any path from it: a srfeat
 # model enlarges it 16 times (x4 a side, by DepthToSpace, which only moves values), and other x4 models
@@ -44,20 +44,23 @@ Dims = list[int | None]
 # An entry of a shape computed from the image's (`ShapeVectors`): a factor times the size of an axis of a
 # value made from the image, plus a constant; a factor of 0 where it is a constant alone
 Entry = tuple[float, float]
-# Operators whose output has their first input's shape
-_KEEPS_SHAPE = frozenset(
+# Operators whose output has their first input's shape (`onnx_contents` follows constants' through them)
+SAME_SHAPE = frozenset(
     {"Identity", "Cast", "Neg", "Abs", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal"}
-    | {"Floor", "Ceil", "Round", "Sign", "Clip", "Erf", "Softplus", "Elu", "Selu", "HardSigmoid", "HardSwish"}
-    | {"Gelu", "Mish", "Dropout", "Softmax", "LogSoftmax", "BatchNormalization", "InstanceNormalization"}
-    | {"LayerNormalization", "GroupNormalization", "LpNormalization", "CastLike"}
+    | {"Floor", "Ceil", "Round", "Sign", "Not", "Clip", "Erf", "Softplus", "Elu", "HardSigmoid", "IsNaN", "IsInf"}
+    | {"Selu", "HardSwish", "Gelu", "Mish", "Dropout", "Softmax", "LogSoftmax", "CastLike", "LpNormalization"}
+    | {"BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization"}
 )
 # Operators whose output is their inputs broadcast together (numpy's rules)
-_BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "PRelu"})
+BROADCASTING = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor"}
+    | {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "BitShift", "PRelu"}
+)
 # Operators that keep the batch and features and change the height and width
 _POOLING = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
 # Operators that keep each axis where it is: a pad on one stays on it
 _KEEPS_AXES = (
-    _KEEPS_SHAPE | _BROADCASTING | _POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
+    SAME_SHAPE | BROADCASTING | _POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
 )
 # Operators that pass a shape's entries on as they are, or pick some of them
 _KEEPS_ENTRIES = frozenset({"Identity", "Cast", "Floor", "Ceil", "Round", "Squeeze", "Unsqueeze", "Reshape"})
@@ -176,12 +179,12 @@ class GraphGrowth:
             return
         op, dims = node.op_type, self._dims.get(inputs[0])
         result: Dims | None = None
-        if op in _BROADCASTING:
+        if op in BROADCASTING:
             shapes = [self._dims.get(name) if self._is_from_image(name) else self._fixed(name) for name in inputs]
             result = None if any(each is None for each in shapes) else _broadcast_dims([s for s in shapes if s])
         elif dims is None or op in ("Shape", "Size"):
             return
-        elif op in _KEEPS_SHAPE:
+        elif op in SAME_SHAPE:
             result = dims
         elif op in ("Conv", "ConvTranspose") and len(inputs) > 1 and (weight := self._constants.shape(inputs[1])):
             if len(dims) < 2:
