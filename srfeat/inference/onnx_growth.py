@@ -62,7 +62,7 @@ _POOLING = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "
 _KEEPS_AXES = (
     SAME_SHAPE | BROADCASTING | _POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
 )
-# Operators that pass a shape's entries on as they are, or pick some of them
+# Operators that pass a shape's entries on as they are (Gather and Slice pick some: `ShapeVectors.follow`)
 _KEEPS_ENTRIES = frozenset({"Identity", "Cast", "Floor", "Ceil", "Round", "Squeeze", "Unsqueeze", "Reshape"})
 
 
