@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import one_error_line, srfeat_cli
+from PIL import Image
 from test_onnx_export import srfeat_like_onnx
 
 from srfeat.errors import WeightsError
@@ -81,6 +83,26 @@ def test_padding_up_to_the_bound_runs_and_a_crop_takes_nothing_back(tmp_path: Pa
         Upscaler(over, device="cpu")
 
 
+def test_pads_on_different_axes_are_counted_each_on_its_own(tmp_path: Path) -> None:
+    """Each Pad's most on any axis was summed along the path: 600 on the width then 600 on the height was
+    refused as 1,200 on one axis. It runs (cropped back by negative pads); past a Transpose, which moves the
+    axes, what was padded counts on every axis: the width's 600, now the height's, and 600 more are 1,200."""
+    from onnx import helper
+
+    image = samples.astronaut()[:6, :5]
+    crop = [0, 0, -300, -300, 0, 0, -300, -300]
+    path = padded(tmp_path / "both.onnx", [0, 0, 0, 300, 0, 0, 0, 300], [0, 0, 300, 0, 0, 0, 300, 0], crop)
+    assert np.array_equal(Upscaler(path, device="cpu", tile=0)(image), image.repeat(4, axis=0).repeat(4, axis=1))
+    nodes = [
+        helper.make_node("Pad", ["input", "width"], ["wide"], mode="edge"),
+        helper.make_node("Transpose", ["wide"], ["turned"], perm=[0, 1, 3, 2]),
+        helper.make_node("Pad", ["turned", "height"], ["prepared"], mode="edge"),
+    ]
+    constants = {"width": [0, 0, 0, 300, 0, 0, 0, 300], "height": [0, 0, 300, 0, 0, 0, 300, 0]}
+    with pytest.raises(WeightsError, match="pads the image with 1,200 values on one axis"):
+        Upscaler(before_the_resize(tmp_path / "turned.onnx", nodes, constants), device="cpu")
+
+
 def test_a_pad_given_as_an_attribute_is_counted_too(tmp_path: Path) -> None:
     """Before opset 11 the pads were an attribute of Pad."""
     from onnx import helper
@@ -118,17 +140,40 @@ def test_an_expand_of_the_image_by_a_huge_constant_shape_is_refused(tmp_path: Pa
     assert "(at a Expand node)" in message, message
 
 
+def widened(path: Path, shape: list[int]) -> Path:
+    """The stand-in with its input enlarged x4 a side, made 64 grey features (a 1x1 convolution), expanded to
+    `shape`, back to 3 (their mean, another) and to its size, so that it still runs: an Expand to the features
+    the map has already, after a x16 enlargement (which with 64 times more would be refused)."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Resize", ["input", "", "x4"], ["enlarged"], mode="nearest"),
+        helper.make_node("Conv", ["enlarged", "to64"], ["features"]),
+        helper.make_node("Expand", ["features", "shape"], ["expanded"]),
+        helper.make_node("Conv", ["expanded", "to3"], ["grey"]),
+        helper.make_node("Resize", ["grey", "", "quarter"], ["prepared"], mode="nearest"),
+    ]
+    scales = {"x4": [1.0, 1.0, 4.0, 4.0], "quarter": [1.0, 1.0, 0.25, 0.25]}
+    model = onnx.load(str(before_the_resize(path, nodes, {"shape": shape, **scales})))
+    model.graph.initializer.extend(
+        helper.make_tensor(name, TensorProto.FLOAT, dims, [1 / dims[1]] * (dims[0] * dims[1]))
+        for name, dims in (("to64", [64, 3, 1, 1]), ("to3", [3, 64, 1, 1]))
+    )
+    onnx.save(model, str(path))
+    return path
+
+
 def test_ordinary_expands_still_run(tmp_path: Path) -> None:
-    """A broadcast to the features a map has already (counted alone, not along the path: it adds nothing), to
-    its own height and width, and one of a per-channel constant (not the image's) load and run, after a x16
+    """A broadcast to the features a map has already (it adds nothing, along the path either), to its own
+    height and width, and one of a per-channel constant (not the image's) load and run, after a x16
     enlargement too."""
     from onnx import helper
 
     image = samples.astronaut()[:6, :5]
     grey = np.round(image.astype(np.float64).mean(axis=2, keepdims=True)).repeat(3, axis=2)
     expected = grey.repeat(4, axis=0).repeat(4, axis=1)
-    for shape in ([1, 64, 1, 1], [1, 64, 6, 5]):  # the height and width of a model made for one size: not counted
-        result = Upscaler(expanded(tmp_path / "grey.onnx", shape), device="cpu", tile=0)(image)
+    for shape in ([1, 64, 1, 1], [1, 64, 24, 20]):  # the height and width of a model made for one size: not counted
+        result = Upscaler(widened(tmp_path / "grey.onnx", shape), device="cpu", tile=0)(image)
         assert np.abs(result.astype(np.int64) - expected).max() <= 1, shape
     path = before_the_resize(
         tmp_path / "x16.onnx",
@@ -142,6 +187,144 @@ def test_ordinary_expands_still_run(tmp_path: Path) -> None:
         {"x4": [1.0, 1.0, 4.0, 4.0], "same": [1, 3, 1, 1], "bias": [0.0], "quarter": [1.0, 1.0, 0.25, 0.25]},
     )
     assert np.array_equal(Upscaler(path, device="cpu", tile=0)(image), image.repeat(4, axis=0).repeat(4, axis=1))
+
+
+def expanded_after_a_resize(path: Path, features: int, *, sliced: bool = False) -> Path:
+    """The stand-in with its input made grey (one feature: their mean, or the first, `sliced`, whose size
+    is not followed), enlarged x4 a side, expanded to `features` and back to 3 (their mean)."""
+    from onnx import helper
+
+    grey = helper.make_node("ReduceMean", ["input", "channels"], ["grey"], keepdims=1)
+    if sliced:
+        grey = helper.make_node("Slice", ["input", "zero", "channels", "channels"], ["grey"])
+    nodes = [
+        grey,
+        helper.make_node("Resize", ["grey", "", "x4"], ["enlarged"], mode="nearest"),
+        helper.make_node("Expand", ["enlarged", "shape"], ["expanded"]),
+        helper.make_node("ReduceMean", ["expanded", "channels"], ["mean"], keepdims=1),
+        helper.make_node("Expand", ["mean", "rgb"], ["rgb_again"]),
+        helper.make_node("Resize", ["rgb_again", "", "quarter"], ["prepared"], mode="nearest"),
+    ]
+    constants = {"shape": [1, features, 1, 1], "channels": [1], "zero": [0], "rgb": [1, 3, 1, 1]}
+    return before_the_resize(path, nodes, {**constants, "x4": [1.0, 1.0, 4.0, 4.0], "quarter": [1, 1, 0.25, 0.25]})
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_an_expand_after_a_resize_counts_with_it(tmp_path: Path, sliced: bool) -> None:
+    """An Expand was counted alone: a x4 Resize (16 times) then a grey map expanded to 200 features (200
+    times) loaded, and took 3,200 times the image's memory. A map whose features are not followed (a Slice of
+    them) is counted as if it had one."""
+    path = expanded_after_a_resize(tmp_path / "expanded.onnx", 200, sliced=sliced)
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path} enlarges the image 3,200 times over"), message
+    assert "(at a Expand node)" in message and "export it again with `srfeat export`" in message, message
+    image = samples.astronaut()[:6, :5]
+    small = Upscaler(expanded_after_a_resize(tmp_path / "small.onnx", 4, sliced=sliced), device="cpu", tile=0)
+    grey = image[..., :1] if sliced else np.round(image.astype(np.float64).mean(axis=2, keepdims=True))
+    expected = grey.repeat(3, axis=2).repeat(4, axis=0).repeat(4, axis=1)
+    assert np.abs(small(image).astype(np.int64) - expected).max() <= 1
+
+
+def test_an_expand_to_a_shape_taken_of_a_wider_map_counts_its_features(tmp_path: Path) -> None:
+    """An Expand to a shape the graph computes was not counted: a grey map enlarged x4 a side, then expanded to
+    the batch and 200 features of a convolution's output (Shape, Slice, Concat), loaded."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["input", "channels"], ["grey"], keepdims=1),
+        helper.make_node("Resize", ["grey", "", "x4"], ["enlarged"], mode="nearest"),
+        helper.make_node("Conv", ["input", "to200"], ["wide"]),
+        helper.make_node("Shape", ["wide"], ["wide_shape"]),
+        helper.make_node("Slice", ["wide_shape", "zero", "two"], ["batch_features"]),
+        helper.make_node("Concat", ["batch_features", "ones"], ["target"], axis=0),
+        helper.make_node("Expand", ["enlarged", "target"], ["prepared"]),
+    ]
+    constants = {"channels": [1], "x4": [1.0, 1.0, 4.0, 4.0], "zero": [0], "two": [2], "ones": [1, 1]}
+    model = onnx.load(str(before_the_resize(tmp_path / "wide.onnx", nodes, constants)))
+    model.graph.initializer.append(helper.make_tensor("to200", TensorProto.FLOAT, [200, 3, 1, 1], [0.0] * 600))
+    onnx.save(model, str(tmp_path / "wide.onnx"))
+    with pytest.raises(WeightsError, match="enlarges the image 3,200 times over by constant scales \\(at a Expand"):
+        Upscaler(tmp_path / "wide.onnx", device="cpu")
+
+
+def test_an_expand_no_longer_ends_the_path_it_is_on(tmp_path: Path) -> None:
+    """What came after an Expand of the image started again from 1: a x4 Resize, an Expand, a x2 Resize and
+    the stand-in's x4 (1,024 times) loaded as 64."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Resize", ["input", "", "x4"], ["enlarged"], mode="nearest"),
+        helper.make_node("Expand", ["enlarged", "same"], ["broadcast"]),
+        helper.make_node("Resize", ["broadcast", "", "x2"], ["prepared"], mode="nearest"),
+    ]
+    constants = {"x4": [1.0, 1.0, 4.0, 4.0], "same": [1, 3, 1, 1], "x2": [1.0, 1.0, 2.0, 2.0]}
+    with pytest.raises(WeightsError, match="enlarges the image 1,024 times over by constant scales \\(at a Resize"):
+        Upscaler(before_the_resize(tmp_path / "path.onnx", nodes, constants), device="cpu")
+
+
+def sized_from_the_image(path: Path, side: float, *, as_exporters_do: bool) -> Path:
+    """The stand-in with its input first resized to sizes computed from its own shape, `side` times its
+    height and width: Mul(Shape(input), [1, 1, side, side]), or as PyTorch's exporter writes it,
+    Concat(Slice(Shape, 0, 2), Cast(Floor(Mul(Cast(Slice(Shape, 2, 4)), [side, side])))), with empty scales
+    beside them (as opsets 11 and 12 required)."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Shape", ["input"], ["shape"])]
+    if as_exporters_do:
+        nodes += [
+            helper.make_node("Slice", ["shape", "zero", "two"], ["batch_features"]),
+            helper.make_node("Slice", ["shape", "two", "four"], ["height_width"]),
+            helper.make_node("Cast", ["height_width"], ["floats"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["floats", "sides"], ["scaled"]),
+            helper.make_node("Floor", ["scaled"], ["floored"]),
+            helper.make_node("Cast", ["floored"], ["integers"], to=TensorProto.INT64),
+            helper.make_node("Concat", ["batch_features", "integers"], ["sizes"], axis=0),
+        ]
+    else:
+        nodes.append(helper.make_node("Mul", ["shape", "factors"], ["sizes"]))
+    scales = "no_scales" if as_exporters_do else ""
+    nodes.append(helper.make_node("Resize", ["input", "", scales, "sizes"], ["prepared"], mode="nearest"))
+    constants = {
+        "zero": [0],
+        "two": [2],
+        "four": [4],
+        "sides": [float(side)] * 2,
+        "factors": [1, 1, int(side), int(side)],
+    }
+    model = onnx.load(str(before_the_resize(path, nodes, constants)))
+    model.graph.initializer.append(helper.make_tensor("no_scales", TensorProto.FLOAT, [0], []))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("as_exporters_do", [False, True])
+def test_sizes_computed_from_the_image_shape_count_as_scales(tmp_path: Path, as_exporters_do: bool) -> None:
+    """A Resize to sizes computed as the image's shape times constants was not counted: x8 a side, then the
+    stand-in's x4 (1,024 times over) loaded. x1 runs as before, and x4 a side (256 times, the bound) loads."""
+    huge = sized_from_the_image(tmp_path / "huge.onnx", 8, as_exporters_do=as_exporters_do)
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(huge, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{huge} enlarges the image 1,024 times over"), message
+    assert "(at a Resize node)" in message, message
+    image = samples.astronaut()[:6, :5]
+    same = Upscaler(
+        sized_from_the_image(tmp_path / "x1.onnx", 1, as_exporters_do=as_exporters_do), device="cpu", tile=0
+    )
+    assert np.array_equal(same(image), image.repeat(4, axis=0).repeat(4, axis=1))
+    Upscaler(sized_from_the_image(tmp_path / "x4.onnx", 4, as_exporters_do=as_exporters_do), device="cpu")
+
+
+def test_srfeat_upscale_refuses_such_a_model_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """As a user meets it: `srfeat upscale --model` on a file that grows the image by an Expand after a Resize."""
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")
+    model = expanded_after_a_resize(tmp_path / "expanded.onnx", 200)
+    result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", model)
+    line = one_error_line(result)
+    assert "expanded.onnx enlarges the image 3,200 times over by constant scales (at a Expand node)" in line, line
+    assert "export it again with `srfeat export`" in line and not (tmp_path / "out").exists(), line
 
 
 def computed_scales(path: Path, side: float) -> Path:

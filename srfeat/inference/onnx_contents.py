@@ -8,8 +8,9 @@ loaded, then stopped the first tile with ONNX Runtime's "std::bad_alloc"; a mere
 memory for nothing), or from constants broadcast together ([N, 1] + [1, N] makes N^2 values; the
 shapes are followed through a chain of such operators). Nor does it enlarge the image more than
 `MAX_GROWTH` times by constant scales (Resize, Upsample, Tile, Expand; scales computed from small
-constants are computed), or pad an axis of it with more than `MAX_PAD` values (`onnx_growth`): a
-Resize by 1e5 loaded, then ran out of memory on the first tile.
+constants are computed, sizes computed as the image's shape times constants are followed), or pad an
+axis of it with more than `MAX_PAD` values (`onnx_growth`): a Resize by 1e5 loaded, then ran out of
+memory on the first tile.
 Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
 are finite and in range.
 
@@ -30,8 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.errors import WeightsError
+from srfeat.inference.onnx_growth import BROADCASTING, MAX_GROWTH, MAX_PAD, SAME_SHAPE, GraphGrowth
 from srfeat.inference.onnx_growth import MAX_DIMS as _MAX_DIMS
-from srfeat.inference.onnx_growth import MAX_GROWTH, MAX_PAD, GraphGrowth
 from srfeat.library_warnings import warn_once
 from srfeat.weights.reading import first_line
 
@@ -60,16 +61,6 @@ MAX_CONSTANT_VALUES = 2**26
 # Bytes a tensor's data takes in the file, per value, at the least: raw data packs 4-bit types two to a
 # byte (8 leaves room for narrower ones), and each typed entry (1 byte or more) holds at most two values.
 _VALUES_PER_BYTE = 8
-# Operators whose output is their inputs broadcast together (numpy's rules)
-_BROADCASTING = frozenset(
-    {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor"}
-    | {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "BitShift", "PRelu"}
-)
-# Operators whose output has their first input's shape: constant shapes are followed through them
-_SAME_SHAPE = frozenset(
-    {"Identity", "Cast", "Neg", "Abs", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal"}
-    | {"Floor", "Ceil", "Round", "Sign", "Not", "Clip", "Erf", "Softplus", "Elu", "HardSigmoid", "IsNaN", "IsInf"}
-)
 # Operators whose output is computed where its inputs are constants of at most `_SMALL_VALUES` values each: a
 # scale, a shape or pads computed from others
 _ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
@@ -118,7 +109,7 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"Runtime does when it loads), more than a srfeat model needs ({MAX_CONSTANT_VALUES:,}): {_REFUSAL}"
             )
     constants = _Constants(parts)
-    growth_of = GraphGrowth(constants)
+    growth_of = GraphGrowth(constants, _input_dims(parsed))
     for node in parts.nodes:
         if (count := constants.output_values(node)) is not None and count > MAX_CONSTANT_VALUES:
             raise WeightsError(
@@ -135,6 +126,19 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"{source} pads the image with {padded:,} values on one axis by constant pads (at a Pad node), "
                 f"where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
             )
+
+
+def _input_dims(parsed: onnx.ModelProto | None) -> dict[str, list[int | None]]:
+    """The sizes the graph's inputs declare of their axes, None where one is named or left out: ONNX Runtime
+    refuses an input of other sizes than those, so they hold for the image (3 features, srfeat's)."""
+    declared = {}
+    for value in [] if parsed is None else parsed.graph.input:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim[:_MAX_DIMS]
+            declared[value.name] = [
+                dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None for dim in dims
+            ]
+    return declared
 
 
 def warn_unchecked(source: str) -> None:
@@ -369,7 +373,7 @@ class _Constants:
 
         op = node.op_type
         self._compute_small(node)
-        if op in _SAME_SHAPE and inputs and (same := self.shape(inputs[0])) is not None:
+        if op in SAME_SHAPE and inputs and (same := self.shape(inputs[0])) is not None:
             self._made_by(node, same)
             return None  # no larger than its input, counted where that was made
         if op in ("ConstantOfShape", "Expand", "Tile", "Resize", "Pad"):
@@ -391,7 +395,7 @@ class _Constants:
             if op == "Tile" and (repeated := self.count(inputs[0])) is not None:  # as many times as it holds
                 count *= repeated
             return count
-        if op in _BROADCASTING or op == "MatMul":  # of constants alone: [N, 1] + [1, N] makes N^2 values
+        if op in BROADCASTING or op == "MatMul":  # of constants alone: [N, 1] + [1, N] makes N^2 values
             shapes = [self.shape(name) for name in inputs if name]
             if not shapes or any(shape is None for shape in shapes):
                 return None
