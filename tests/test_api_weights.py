@@ -280,3 +280,16 @@ def test_an_old_format_pt_whose_tensor_size_was_edited_names_it_without_torchs_c
     (tmp_path / "old.pt").write_bytes(bytes(data))
     with pytest.raises(WeightsError, match=r"\(a tensor's stored size is not the size its shape needs\)$"):
         load_generator(tmp_path / "old.pt")
+
+
+def test_an_old_format_pt_cut_short_is_called_incomplete(tmp_path: Path) -> None:
+    """torch's words were "unexpected EOF, expected 1048765 more bytes", with no word of what to do."""
+    torch.save(tiny_generator().state_dict(), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    whole = (tmp_path / "old.pt").read_bytes()
+    (tmp_path / "old.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(WeightsError) as caught:
+        load_generator(tmp_path / "old.pt")
+    assert str(caught.value) == (
+        f"{tmp_path / 'old.pt'} is not a complete checkpoint: it ends before its tensors' data does (a download or "
+        "copy that did not finish?); download or copy it again, or give another checkpoint"
+    )

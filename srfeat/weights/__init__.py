@@ -34,7 +34,7 @@ from srfeat.errors import InvalidOptionError, WeightsError, check_flag, shown
 from srfeat.files import OutputExistsError, PendingFile, replace_option, write_file_atomically
 from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, check_layout, check_weights, weight_problem
 from srfeat.weights.file_kinds import named_safetensors, only_the_safetensors_suffix
-from srfeat.weights.reading import build_generator, generator_from_state, read_state
+from srfeat.weights.reading import BUNDLED_AGAIN, CHECKPOINT_AGAIN, build_generator, generator_from_state, read_state
 
 GENERATOR_FORMAT = "srfeat-generator"
 # The precisions a generator file may hold; loading reads them all as float32.
@@ -210,6 +210,9 @@ def load_generator(spec: PathArg, device: str | torch.device = "cpu") -> SRFeatG
     """
     target = _device(device)
     path = generator_path(spec)
-    state, layout = read_state(path, bundled_names())
+    names = bundled_names()
+    # a bundled model's file (by its name, or its path in the package) is damaged in the install, not a download
+    bundled = path.stem in names and path == bundled_dir() / f"{path.stem}.safetensors"
+    state, layout = read_state(path, names, BUNDLED_AGAIN if bundled else CHECKPOINT_AGAIN)
     generator = build_generator(state, layout, str(path))
     return generator.to(target).eval()

@@ -236,8 +236,10 @@ def compressed_records(records: Iterable[zipfile.ZipInfo]) -> bool:
 # torch's words for a file it cannot read, in srfeat's: its zip reader's (miniz's, which goes on with sentences of
 # advice), and a tensor whose stored bytes do not fit it (the last one prints its C format, "%ld").
 _INCOMPLETE_ZIP = "its zip archive is cut short or damaged"
+_INCOMPLETE_LEGACY = "it ends before its tensors' data does"  # a pre-1.6 (not zipped) file cut short
 _TORCH_REASONS = (
     ("PytorchStreamReader failed", _INCOMPLETE_ZIP),
+    ("unexpected EOF", _INCOMPLETE_LEGACY),
     ("Trying to resize storage that is not resizable", "a tensor's data runs past the end of the file"),
     ("storage has wrong byte size", "a tensor's stored size is not the size its shape needs"),
 )
@@ -251,10 +253,10 @@ def unpickling_problem(error: BaseException) -> tuple[str, str]:
 
     "objects": the file holds a global the safe unpickler would not call (objects other than
     tensors); "opcodes": its pickle uses instructions the safe unpickler does not read (a
-    protocol above 3, say), so what it holds is unknown; "incomplete": torch's zip reader failed (a
-    download or copy that did not finish, or a damaged file); "header": safetensors could not read
-    the header of a file that starts as one (the reason says what is wrong with it); "damaged":
-    anything else.
+    protocol above 3, say), so what it holds is unknown; "incomplete": torch's zip reader failed, or
+    a pre-1.6 file ended early (a download or copy that did not finish, or a damaged file);
+    "header": safetensors could not read the header of a file that starts as one (the reason says
+    what is wrong with it); "damaged": anything else.
     """
     text = str(error)
     if text.startswith(_SAFETENSORS_HEADER):
@@ -270,7 +272,7 @@ def unpickling_problem(error: BaseException) -> tuple[str, str]:
     if " " not in reason and reason != name:  # a bare key or number (KeyError: 101) means nothing alone
         reason = f"{name}: {reason}"
     words = next((words for start, words in _TORCH_REASONS if reason.startswith(start)), reason)
-    return ("incomplete" if words == _INCOMPLETE_ZIP else "damaged"), words
+    return ("incomplete" if words in (_INCOMPLETE_ZIP, _INCOMPLETE_LEGACY) else "damaged"), words
 
 
 def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:

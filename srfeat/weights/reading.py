@@ -47,14 +47,19 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _incomplete(path: Path, damage: str) -> WeightsError:
-    return WeightsError(
-        f"{path} is not a complete checkpoint: {damage}; download or copy it again, or give another checkpoint"
-    )
+# What to do about a damaged file: a user's own checkpoint is fetched or copied again; a bundled
+# model's file came with the package, so the package is installed again (--no-deps: not torch too).
+CHECKPOINT_AGAIN = "download or copy it again, or give another checkpoint"
+BUNDLED_AGAIN = "it came with srfeat: reinstall srfeat (pip install --force-reinstall --no-deps srfeat)"
 
 
-def _refusal(path: Path, error: BaseException) -> WeightsError:
-    """One line for a file torch cannot read safely; never torch's advice to turn safety off."""
+def _incomplete(path: Path, damage: str, again: str) -> WeightsError:
+    return WeightsError(f"{path} is not a complete checkpoint: {damage}; {again}")
+
+
+def _refusal(path: Path, error: BaseException, again: str) -> WeightsError:
+    """One line for a file torch cannot read safely; never torch's advice to turn safety off (`again`:
+    what to do about a damaged file)."""
     problem, reason = unpickling_problem(error)
     if problem == "objects":
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
@@ -69,15 +74,15 @@ def _refusal(path: Path, error: BaseException) -> WeightsError:
             "protocol above 3?); save the generator's state_dict as .safetensors, or with torch.save's default protocol"
         )
     if problem == "incomplete":
-        return _incomplete(path, f"{reason} (a download or copy that did not finish?)")
+        return _incomplete(path, f"{reason} (a download or copy that did not finish?)", again)
     if problem == "header":
-        return WeightsError(f"cannot read {path}: {reason}; download or copy it again, or give another checkpoint")
+        return WeightsError(f"cannot read {path}: {reason}; {again}")
     return WeightsError(
         f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict ({reason})"
     )
 
 
-def _check_kind(path: Path, bundled: list[str]) -> None:
+def _check_kind(path: Path, bundled: list[str], again: str) -> None:
     """The file's content must be what its name says (safetensors for `.safetensors`, a PyTorch
     checkpoint otherwise); if not, one line that says what it is and what to do."""
     kind = identify_file(path)
@@ -85,7 +90,7 @@ def _check_kind(path: Path, bundled: list[str]) -> None:
     if kind.name == wanted:
         return
     if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
-        raise _incomplete(path, f"it is {kind.description}")
+        raise _incomplete(path, f"it is {kind.description}", again)
     if kind.name == PYTORCH:
         raise WeightsError(f"{path} is {kind.description}, not safetensors: name it .pt to load it (tensors only)")
     if kind.name == SAFETENSORS:
@@ -147,20 +152,23 @@ def strip_prefix(state: Mapping[str, _Value], source: str = "the state dict") ->
     return stripped
 
 
-def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
+def read_state(
+    path: Path, bundled: list[str], again: str = CHECKPOINT_AGAIN
+) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
     """The checked tensors of a generator file and the architecture they describe (`bundled`: the
-    bundled models' names, which a refusal suggests)."""
+    bundled models' names, which a refusal suggests; `again`: what a damaged file's refusal says to
+    do, BUNDLED_AGAIN for a bundled model's file)."""
     if problem := not_a_weights_file(path, bundled):
         raise WeightsError(problem)
     try:
-        _check_kind(path, bundled)
+        _check_kind(path, bundled, again)
     except OSError as error:
         raise WeightsError(f"cannot read {path}: {error.strerror or error}") from error
     if named_safetensors(path):
         try:
             shapes, float_keys = _safetensors_layout(path)
         except (SafetensorError, OSError, ValueError) as error:
-            raise _refusal(path, error) from error
+            raise _refusal(path, error, again) from error
         shapes = strip_prefix(shapes, str(path))
         float_keys = {key.removeprefix("module.") for key in float_keys}
         layout = check_layout(shapes, float_keys, str(path))
@@ -168,7 +176,7 @@ def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor],
             with utf8_path(path) as name:
                 return strip_prefix(load_file(name), str(path)), layout
         except (SafetensorError, OSError, ValueError) as error:
-            raise _refusal(path, error) from error
+            raise _refusal(path, error, again) from error
     try:
         try:  # memory-mapped: shapes are checked before the tensors are read
             mapped = _pt_state(path, torch_load_quietly(path, map_location="cpu", mmap=True))
@@ -179,19 +187,19 @@ def read_state(path: Path, bundled: list[str]) -> tuple[dict[str, torch.Tensor],
     except WeightsError:
         raise
     except Exception as error:  # pickle, zip and torch raise their own types
-        raise _refusal(path, error) from error
-    _check_records(path, mapped[0].values())
+        raise _refusal(path, error, again) from error
+    _check_records(path, mapped[0].values(), again)
     return mapped
 
 
-def _check_records(path: Path, tensors: Iterable[torch.Tensor]) -> None:
+def _check_records(path: Path, tensors: Iterable[torch.Tensor], again: str) -> None:
     """The mapped reader takes each tensor's bytes from where its record starts (`tensor_records`): a
     record cut short (a damaged file) or deflated (a re-zipped one) loaded as weights read from the
     records after it. Each tensor's storage must be the size of a record, stored as is."""
     try:
         records = tensor_records(path)
     except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise _refusal(path, error) from error
+        raise _refusal(path, error, again) from error
     if compressed_records(records):
         raise WeightsError(
             f"{path} holds its tensors compressed (zipped again after torch.save wrote it?), which srfeat does not "
