@@ -88,7 +88,9 @@ def test_a_damaged_bundled_model_says_to_reinstall_srfeat_and_a_users_copy_to_co
 
     bundled = upscale("default")
     assert f"{package / 'default.safetensors'}: its data is not the size its header says" in bundled, bundled
-    assert bundled.endswith("; it came with srfeat: reinstall srfeat (pip install --force-reinstall --no-deps srfeat)")
+    assert bundled.endswith(
+        "; it came with srfeat: restore it from srfeat's clone (git checkout -- srfeat/weights) or reinstall srfeat"
+    )
     assert "copy it again" not in bundled, bundled
     shutil.copy(package / "default.safetensors", tmp_path / "mine.safetensors")
     own = upscale("mine.safetensors")

@@ -51,7 +51,9 @@ def test_a_damaged_model_tells_the_page_it_did_not_load_and_the_log_why(tmp_path
     assert job["error"] == LOAD_FAILED, job
     assert job["state"] == "failed" and job["loading"] is False, job
     errors = [line for line in server.log if line.startswith("ERROR")]
-    reinstall = re.escape("; it came with srfeat: reinstall srfeat (pip install --force-reinstall --no-deps srfeat)")
+    reinstall = re.escape(
+        "; it came with srfeat: restore it from srfeat's clone (git checkout -- srfeat/weights) or reinstall srfeat"
+    )
     pattern = rf"ERROR: job {job_id} \(photo\.png\) failed: cannot read \S+/gan\.safetensors: .*{reinstall}"
     assert len(errors) == 1 and re.fullmatch(pattern, errors[0]), server.log_text()
     assert "Traceback" not in server.log_text()

@@ -48,9 +48,11 @@ def first_line(error: BaseException) -> str:
 
 
 # What to do about a damaged file: a user's own checkpoint is fetched or copied again; a bundled
-# model's file came with the package, so the package is installed again (--no-deps: not torch too).
+# model's file came with the package, which the README installs from a git clone (editable): restored there.
 CHECKPOINT_AGAIN = "download or copy it again, or give another checkpoint"
-BUNDLED_AGAIN = "it came with srfeat: reinstall srfeat (pip install --force-reinstall --no-deps srfeat)"
+BUNDLED_AGAIN = (
+    "it came with srfeat: restore it from srfeat's clone (git checkout -- srfeat/weights) or reinstall srfeat"
+)
 
 
 def _incomplete(path: Path, damage: str, again: str) -> WeightsError:
