@@ -130,6 +130,20 @@ def test_a_size_that_is_no_whole_number_is_one_line(build: Callable[[], object],
     assert str(refused.value).startswith(message), refused.value
 
 
+@pytest.mark.parametrize(
+    "build",
+    [lambda: ImageDiscriminator(torch.ones(3, 3), 8, 16), lambda: FeatureDiscriminator(torch.ones(3, 3), 8, 16)],
+)
+def test_a_tensor_given_as_a_size_is_quoted_on_one_line(build: Callable[[], object]) -> None:
+    """The message quoted the value's repr, which for a tensor spans lines: "got Tensor tensor([[1., 1.],\n..."."""
+    from srfeat.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError) as refused:
+        build()
+    assert "must be a whole number, got Tensor tensor([[1., 1., 1.]," in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
 def test_integer_pixels_are_a_one_line_error_as_for_the_generator() -> None:
     """It was the first conv's "Input type (unsigned char) and bias type (float) should be the same"."""
     from srfeat.errors import NotAnImageError

@@ -125,6 +125,16 @@ def test_constructor_arguments_of_the_wrong_kind_are_srfeat_errors(arguments: di
         SRFeatGenerator(**arguments)
 
 
+def test_a_tensor_given_as_a_size_is_quoted_on_one_line() -> None:
+    """The message quoted the value's repr, which for a tensor spans lines: "got Tensor tensor([[1., 1.],\n..."."""
+    from srfeat.errors import InvalidOptionError
+
+    with pytest.raises(InvalidOptionError) as refused:
+        SRFeatGenerator(num_features=torch.ones(3, 3))  # type: ignore[arg-type]
+    assert str(refused.value).startswith("num_features must be a whole number, got Tensor tensor([[1., 1., 1.],")
+    assert "\n" not in str(refused.value)
+
+
 def test_pixels_of_the_wrong_kind_are_srfeat_errors_of_the_builtin_kinds() -> None:
     from srfeat.errors import InvalidImageError, NotAnImageError
 

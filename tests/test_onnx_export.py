@@ -773,6 +773,20 @@ def test_export_from_python_refuses_what_it_cannot_export_in_one_line(tmp_path: 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_opset_that_is_no_whole_number_is_quoted_on_one_line(tmp_path: Path) -> None:
+    """The message quoted the value's repr, which for an array spans lines: "got ndarray array([17, 17, ...\n"."""
+    from inference_helpers import tiny_generator
+
+    from srfeat.errors import InvalidOptionError
+    from srfeat.export.onnx import OPSET, export_onnx, model_info
+
+    with pytest.raises(InvalidOptionError) as refused:
+        export_onnx(tiny_generator(), tmp_path / "a.onnx", model_info("default"), opset=np.full(40, 17))  # type: ignore[arg-type]
+    assert str(refused.value).startswith(f"opset must be a whole number (e.g. {OPSET}), got ndarray array([17, 17,")
+    assert "\n" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_opset_of_numpy_s_integers_is_a_whole_number(tmp_path: Path) -> None:
     # np.int64(18), as read from a config array or a sweep, was refused: "opset must be a whole number"
     import onnx

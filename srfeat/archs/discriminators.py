@@ -16,7 +16,7 @@ from torch import nn
 
 from srfeat.archs.generator import LEAKY_SLOPE
 from srfeat.archs.vgg import conv5_4_size
-from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError, is_whole_number
+from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError, given, is_whole_number
 
 # (out_channels, stride) of the conv-BN-LeakyReLU blocks after the first conv (paper, Fig. 3).
 CONV_BLOCKS: tuple[tuple[int, int], ...] = (
@@ -74,9 +74,7 @@ class Discriminator(nn.Module):
             ("dense_features", dense_features),
         ):
             if not is_whole_number(value):  # else torch's TypeError from inside
-                raise InvalidOptionError(
-                    f"{type(self).__name__}: {name} must be a whole number, got {type(value).__name__} {value!r}"
-                )
+                raise InvalidOptionError(f"{type(self).__name__}: {name} must be a whole number, got {given(value)}")
             if value < 1:
                 raise InvalidOptionError(f"{type(self).__name__}: {name} must be at least 1, got {value}")
         self.in_channels = in_channels
@@ -133,9 +131,7 @@ class FeatureDiscriminator(Discriminator):
 
     def __init__(self, hr_patch_size: int = 296, base_channels: int = 64, dense_features: int = 1024) -> None:
         if not is_whole_number(hr_patch_size):
-            raise InvalidOptionError(
-                f"hr_patch_size must be a whole number, got {type(hr_patch_size).__name__} {hr_patch_size!r}"
-            )
+            raise InvalidOptionError(f"hr_patch_size must be a whole number, got {given(hr_patch_size)}")
         if hr_patch_size < VGG_DOWNSAMPLING:
             raise InvalidOptionError(f"hr_patch_size must be at least {VGG_DOWNSAMPLING}, got {hr_patch_size}")
         super().__init__(512, conv5_4_size(int(hr_patch_size)), base_channels, dense_features)

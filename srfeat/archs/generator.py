@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from srfeat.archs.containers import TypedModuleList, TypedSequential
-from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError, is_whole_number
+from srfeat.errors import InvalidImageError, InvalidOptionError, NotAnImageError, given, is_whole_number
 
 LEAKY_SLOPE = 0.2
 
@@ -66,7 +66,7 @@ class SRFeatGenerator(nn.Module):
             ("in_channels", in_channels),
         ):
             if not is_whole_number(value):
-                raise InvalidOptionError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+                raise InvalidOptionError(f"{name} must be a whole number, got {given(value)}")
         if scale not in (2, 4):
             raise InvalidOptionError(f"scale must be 2 or 4, got {scale}")
         for name, value in (("num_blocks", num_blocks), ("num_features", num_features), ("in_channels", in_channels)):

@@ -36,7 +36,16 @@ from torch import nn
 from torch.nn import functional
 
 from srfeat.archs.generator import LEAKY_SLOPE, SRFeatGenerator
-from srfeat.errors import InvalidOptionError, OptionNames, SRFeatError, WeightsError, check_flag, is_whole_number, shown
+from srfeat.errors import (
+    InvalidOptionError,
+    OptionNames,
+    SRFeatError,
+    WeightsError,
+    check_flag,
+    given,
+    is_whole_number,
+    shown,
+)
 from srfeat.export.metadata import BUNDLED_INFO, ModelInfo, model_info
 from srfeat.files import OutputExistsError, write_file_atomically
 from srfeat.inference.checks import check_rgb_generator
@@ -188,7 +197,7 @@ def onnx_model(
     import onnx
 
     if not is_whole_number(opset):  # numpy's too: np.int64(18) was refused
-        raise InvalidOptionError(f"opset must be a whole number (e.g. {OPSET}), got {type(opset).__name__} {opset!r}")
+        raise InvalidOptionError(f"opset must be a whole number (e.g. {OPSET}), got {given(opset)}")
     opset = int(opset)
     if not 17 <= opset <= onnx.defs.onnx_opset_version():
         raise SRFeatError(f"opset {opset} is not supported: use 17 to {onnx.defs.onnx_opset_version()}")
