@@ -30,6 +30,7 @@ from srfeat.web.sessions import PAGE_GRACE_SECONDS, Sessions
 from srfeat.web.worker import (
     PageError,
     Upscalers,
+    loading,
     loading_error,
     page_error,
     remove_stale_temporaries,
@@ -334,7 +335,8 @@ class JobQueue:
                 job.loading = job.choice not in self._upscalers
                 self._changed_locked()
             try:
-                upscaler = self._upscalers.get(job.choice)
+                with loading(job.choice.label):
+                    upscaler = self._upscalers.get(job.choice)
             except SRFeatError as error:
                 raise loading_error(error, job.choice.label) from error
             with self._lock:
