@@ -82,6 +82,7 @@ def test_a_tile_out_of_memory_tells_the_page_its_users_options_and_the_log_the_s
     assert job["error"] == (
         f"{problem}; try a smaller image, or ask whoever runs the server to restart it with a smaller --tile"
     )
+    assert job["upload_unreadable"] is False, job  # its page offers "Try again" (memory may be free by then)
     log = server.log_text()
     logged = (
         f"ERROR: job {job_id} (photo.png) failed: {problem}; free memory (other programs, or the processes "
@@ -136,7 +137,7 @@ def test_memory_that_runs_out_as_a_setting_loads_is_said_to_be_the_loads(caplog:
     assert described["error"] == (
         f"{problem}; try again later, or ask whoever runs the server to free memory for the model"
     ), described
-    assert described["loading"] is False, described
+    assert described["loading"] is False and described["upload_unreadable"] is False, described
     advice = "free memory (other programs, or the processes nvidia-smi lists on a GPU), then try again"
     assert [record.getMessage() for record in caplog.records] == [
         f"job {job.id} (photo.png) failed: {problem}; {advice}"

@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from srfeat.errors import ImageReadError, ModelOutOfMemoryError, SRFeatError, TileOutOfMemoryError
+from srfeat.errors import (
+    ImageReadError,
+    InvalidImageError,
+    ModelOutOfMemoryError,
+    SRFeatError,
+    TileOutOfMemoryError,
+)
 from srfeat.files import unless_held, writing_temporary
 from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.inference.image_files import upscale_file
@@ -135,17 +141,21 @@ _WEB_LOAD_FAILED_ADVICE = "choose another setting, or ask whoever runs the serve
 # The server log's advice for a network that ran out of memory as it loaded outside the Upscaler's own check (which
 # knows its device and says so): the queue does not know the device.
 _FREE_MEMORY_TO_LOAD = "free memory (other programs, or the processes nvidia-smi lists on a GPU), then try again"
+# Errors of the upload itself (not an image srfeat reads, or pixels it cannot upscale): sending it again fails again.
+_UPLOAD_ERRORS = (ImageReadError, InvalidImageError)
 # Errors whose advice only whoever runs the server can follow: the log keeps it, the page says its own.
 _SERVERS_ADVICE = (TileOutOfMemoryError, ModelOutOfMemoryError)
 
 
 class PageError(SRFeatError):
     """A job's error as its page says it; `logged` is how the server's log says it (the same, but for advice
-    that only whoever runs the server can follow)."""
+    that only whoever runs the server can follow); `upload_unreadable`: the upload itself is at fault (not an
+    image srfeat reads), so that its page offers no "Try again" with the same file."""
 
-    def __init__(self, message: str, logged: str) -> None:
+    def __init__(self, message: str, logged: str, upload_unreadable: bool = False) -> None:
         super().__init__(message)
         self.logged = logged
+        self.upload_unreadable = upload_unreadable
 
 
 def _web_message(error: SRFeatError) -> str:
@@ -164,7 +174,8 @@ def page_error(error: SRFeatError, renamed: Callable[[str], str] = str) -> PageE
     """A job's `error` as its page says it and as the server's log does (`renamed`: a message's temporary
     file names made the upload's): the log keeps advice that only whoever runs the server can follow."""
     page = renamed(_web_message(error))
-    return PageError(page, renamed(str(error)) if isinstance(error, _SERVERS_ADVICE) else page)
+    logged = renamed(str(error)) if isinstance(error, _SERVERS_ADVICE) else page
+    return PageError(page, logged, upload_unreadable=isinstance(error, _UPLOAD_ERRORS))
 
 
 @contextmanager
