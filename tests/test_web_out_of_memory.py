@@ -6,6 +6,8 @@ started the server can follow."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 import urllib.request
 
 import pytest
@@ -16,6 +18,9 @@ import torch
 from test_web import Server, call, png_bytes, start_server, stop_server, upload, wait_for_state
 
 from srfeat.inference.devices import out_of_memory_loading
+from srfeat.inference.upscaler import Upscaler
+from srfeat.web.job import ModelChoice
+from srfeat.web.jobs import JobQueue
 from srfeat.web.worker import page_error
 
 UPLOAD_SIDE = 40  # under test_web's tile size: one tile, the whole upload
@@ -77,6 +82,7 @@ def test_a_tile_out_of_memory_tells_the_page_its_users_options_and_the_log_the_s
     assert job["error"] == (
         f"{problem}; try a smaller image, or ask whoever runs the server to restart it with a smaller --tile"
     )
+    assert job["upload_unreadable"] is False, job  # its page offers "Try again" (memory may be free by then)
     log = server.log_text()
     logged = (
         f"ERROR: job {job_id} (photo.png) failed: {problem}; free memory (other programs, or the processes "
@@ -106,3 +112,33 @@ def test_a_model_that_fills_the_servers_gpu_leaves_its_options_to_the_log() -> N
     said = page_error(out_of_memory_loading(torch.device("cuda:0"), command_line=True))
     assert str(said) == f"{problem}; try again later, or ask whoever runs the server to free memory for the model"
     assert said.logged == f"{problem}; free it, choose another GPU, or use --device cpu"
+
+
+def test_memory_that_runs_out_as_a_setting_loads_is_said_to_be_the_loads(caplog: pytest.LogCaptureFixture) -> None:
+    """An allocation that fails as a job builds its setting's network, outside the `Upscaler`'s own check (a step
+    of the server's, the ONNX backend's load): the page was told it ran out of memory upscaling its image, whose
+    size had nothing to do with it, and to try a smaller one."""
+
+    def runs_out_of_memory(choice: ModelChoice) -> Upscaler:
+        raise MemoryError
+
+    queue = JobQueue(runs_out_of_memory)
+    try:
+        with caplog.at_level(logging.ERROR, logger="srfeat.web.jobs"):
+            job = queue.submit("s", "photo.png", png_bytes(16), ModelChoice(model="gan"), 16, 16)
+            deadline = time.monotonic() + 60
+            while job.state != "failed" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            described = queue.describe(job)
+    finally:
+        queue.stop()
+        queue.join()
+    problem = "out of memory loading the gan network"
+    assert described["error"] == (
+        f"{problem}; try again later, or ask whoever runs the server to free memory for the model"
+    ), described
+    assert described["loading"] is False and described["upload_unreadable"] is False, described
+    advice = "free memory (other programs, or the processes nvidia-smi lists on a GPU), then try again"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"job {job.id} (photo.png) failed: {problem}; {advice}"
+    ]

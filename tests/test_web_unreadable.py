@@ -23,10 +23,9 @@ from test_web import (
     server,  # noqa: F401  (the `server` fixture)
 )
 
-from srfeat.errors import SRFeatError
 from srfeat.inference import Upscaler
 from srfeat.web.job import Job, ModelChoice
-from srfeat.web.worker import upscale_job
+from srfeat.web.worker import PageError, upscale_job
 
 
 def test_an_upload_that_cannot_be_read_tells_the_web_user_to_upload_another(
@@ -46,6 +45,9 @@ def test_an_upload_that_cannot_be_read_tells_the_web_user_to_upload_another(
         expect(status).to_contain_text("cannot read image cut.png")
         expect(status).to_contain_text("; upload another file, or this one again if it was cut short")
         expect(status).not_to_contain_text("skip or replace")
+        # Sending the same file again would fail again: its card offers no "Try again" (the page holds the file).
+        expect(card.get_by_role("button")).to_have_text(["\u00d7"])  # its x alone
+        assert page.evaluate("sentFiles.size") == 1
     finally:
         page.context.close()
     # the command line keeps its own advice: there the file can be skipped or replaced
@@ -64,8 +66,9 @@ def test_the_web_changes_only_the_advice_for_a_damaged_file(model_path: Path) ->
 
     def web_error(name: str, data: bytes) -> str:
         job = Job(id="j", session="s", name=name, data=data, choice=ModelChoice(), width=8, height=8)
-        with pytest.raises(SRFeatError) as caught:
+        with pytest.raises(PageError) as caught:
             upscale_job(upscaler, job)
+        assert caught.value.upload_unreadable  # sending it again would fail again: its page offers no "Try again"
         return str(caught.value)
 
     whole = png_bytes(40)

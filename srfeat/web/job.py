@@ -338,6 +338,7 @@ class Job:
     tiles_started: float | None = None
     finished: float | None = None
     error: str | None = None
+    upload_unreadable: bool = False  # it failed as its file is no image srfeat reads: no "Try again" on its card
     result: bytes | None = None
     result_width: int = 0
     result_height: int = 0
@@ -398,6 +399,7 @@ class Job:
             "seconds_left": self.seconds_left(now, seconds_per_pixel),
             "seconds": None if self.started is None else round(finished - self.started, 2),
             "error": self.error,
+            "upload_unreadable": self.upload_unreadable,
             "notes": self.notes,
             "result_name": self.result_name if self.state == "done" else None,
             "result_width": self.result_width,

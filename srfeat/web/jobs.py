@@ -30,6 +30,7 @@ from srfeat.web.sessions import PAGE_GRACE_SECONDS, Sessions
 from srfeat.web.worker import (
     PageError,
     Upscalers,
+    loading,
     loading_error,
     page_error,
     remove_stale_temporaries,
@@ -334,7 +335,8 @@ class JobQueue:
                 job.loading = job.choice not in self._upscalers
                 self._changed_locked()
             try:
-                upscaler = self._upscalers.get(job.choice)
+                with loading(job.choice.label):
+                    upscaler = self._upscalers.get(job.choice)
             except SRFeatError as error:
                 raise loading_error(error, job.choice.label) from error
             with self._lock:
@@ -355,7 +357,8 @@ class JobQueue:
         except SRFeatError as error:
             # upscale_job's errors and the network's load's (a setting not built yet, `loading_error`) are the page's
             said = error if isinstance(error, PageError) else page_error(error)
-            self._fail(job, str(said).replace("\n", " "), said.logged.replace("\n", " "))
+            message, logged = str(said).replace("\n", " "), said.logged.replace("\n", " ")
+            self._fail(job, message, logged, upload_unreadable=said.upload_unreadable)
             return
         except MemoryError:
             self._fail(job, f"out of memory upscaling this {job.width}x{job.height} image; try a smaller one")
@@ -377,10 +380,12 @@ class JobQueue:
             return
         logger.info("job %s: %s -> %s (%dx%d)", job.id, job.name, job.result_name, width, height)
 
-    def _fail(self, job: Job, message: str, logged: str | None = None) -> None:
-        """`job` failed, saying `message` on its page and `logged` (default: the same) in the server's log."""
+    def _fail(self, job: Job, message: str, logged: str | None = None, upload_unreadable: bool = False) -> None:
+        """`job` failed, saying `message` on its page and `logged` (default: the same) in the server's log;
+        `upload_unreadable`: as its upload is no image srfeat reads (its page offers no "Try again" then)."""
         with self._lock:
             job.state = "failed"
+            job.upload_unreadable = upload_unreadable
             job.loading = False  # in the same change: a load that failed showed "loading" to the end, or "upscaling"
             job.error = message
         logger.error("job %s (%s) failed: %s", job.id, job.name, message if logged is None else logged)

@@ -20,8 +20,15 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from srfeat.errors import ImageReadError, ModelOutOfMemoryError, SRFeatError, TileOutOfMemoryError
+from srfeat.errors import (
+    ImageReadError,
+    InvalidImageError,
+    ModelOutOfMemoryError,
+    SRFeatError,
+    TileOutOfMemoryError,
+)
 from srfeat.files import unless_held, writing_temporary
+from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
 from srfeat.locks import process_exists
@@ -33,6 +40,7 @@ __all__ = [
     "PageError",
     "Upscalers",
     "job_notes",
+    "loading",
     "loading_error",
     "page_error",
     "remove_stale_temporaries",
@@ -130,17 +138,24 @@ _WEB_MEMORY_ADVICE = "try a smaller image, or ask whoever runs the server to res
 _WEB_LOADING_ADVICE = "try again later, or ask whoever runs the server to free memory for the model"
 # The page's advice for a model that did not load for another reason (its file damaged): the log says why.
 _WEB_LOAD_FAILED_ADVICE = "choose another setting, or ask whoever runs the server to look at its log"
+# The server log's advice for a network that ran out of memory as it loaded outside the Upscaler's own check (which
+# knows its device and says so): the queue does not know the device.
+_FREE_MEMORY_TO_LOAD = "free memory (other programs, or the processes nvidia-smi lists on a GPU), then try again"
+# Errors of the upload itself (not an image srfeat reads, or pixels it cannot upscale): sending it again fails again.
+_UPLOAD_ERRORS = (ImageReadError, InvalidImageError)
 # Errors whose advice only whoever runs the server can follow: the log keeps it, the page says its own.
 _SERVERS_ADVICE = (TileOutOfMemoryError, ModelOutOfMemoryError)
 
 
 class PageError(SRFeatError):
     """A job's error as its page says it; `logged` is how the server's log says it (the same, but for advice
-    that only whoever runs the server can follow)."""
+    that only whoever runs the server can follow); `upload_unreadable`: the upload itself is at fault (not an
+    image srfeat reads), so that its page offers no "Try again" with the same file."""
 
-    def __init__(self, message: str, logged: str) -> None:
+    def __init__(self, message: str, logged: str, upload_unreadable: bool = False) -> None:
         super().__init__(message)
         self.logged = logged
+        self.upload_unreadable = upload_unreadable
 
 
 def _web_message(error: SRFeatError) -> str:
@@ -159,7 +174,18 @@ def page_error(error: SRFeatError, renamed: Callable[[str], str] = str) -> PageE
     """A job's `error` as its page says it and as the server's log does (`renamed`: a message's temporary
     file names made the upload's): the log keeps advice that only whoever runs the server can follow."""
     page = renamed(_web_message(error))
-    return PageError(page, renamed(str(error)) if isinstance(error, _SERVERS_ADVICE) else page)
+    logged = renamed(str(error)) if isinstance(error, _SERVERS_ADVICE) else page
+    return PageError(page, logged, upload_unreadable=isinstance(error, _UPLOAD_ERRORS))
+
+
+@contextmanager
+def loading(label: str) -> Iterator[None]:
+    """Building the network for a setting (`label`) in the block: an allocation that fails there and that the
+    `Upscaler` did not word (a step of the server's own, the ONNX backend's load) is a `ModelOutOfMemoryError`
+    (it was worded as out of memory upscaling the job's image, whose size had nothing to do with it)."""
+    problem = f"out of memory loading the {label} network"
+    with one_line_if_out_of_memory(lambda: ModelOutOfMemoryError(problem, _FREE_MEMORY_TO_LOAD)):
+        yield
 
 
 def loading_error(error: SRFeatError, label: str) -> PageError:

@@ -39,6 +39,9 @@ const localItems = []; // uploads in flight or refused before they became jobs
 let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
 let roomWaiters = []; // uploads held back (the page's queue is full), woken when one of its jobs leaves the queue
 let selectedId = null;
+// The files this page sent, by the upload's ref (and by job id, for an "again" of one): a job that failed sends
+// its file once more on "Try again", from the browser, which still holds it (the server keeps no failed upload).
+const sentFiles = new Map();
 // Jobs removed (x) on this page: kept out of the list, and removed again should the server still have
 // them (the remove was sent while the connection was down; the next answer came with the job in it).
 const removedIds = new Set();
@@ -73,6 +76,7 @@ function upload(file) {
   // "waiting" until its turn: uploads go one at a time (every card said "uploading" at once).
   const item = { localId: `local-${randomId()}`, name: file.name, state: "waiting", error: null };
   localItems.push(item);
+  sentFiles.set(item.localId, file);
   render();
   const choice = currentChoice();
   uploadChain = uploadChain.then(async () => {
@@ -142,6 +146,7 @@ function upload(file) {
       );
     }
   });
+  return item;
 }
 
 async function readsFirstPiece(file) {
@@ -182,6 +187,7 @@ function again(job) {
     .then(async (response) => {
       const body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
       if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
+      if (fileOf(job)) sentFiles.set(body.id, fileOf(job)); // the same file: should this one fail, it can try again
       learned(body);
       render();
     })
@@ -191,6 +197,34 @@ function again(job) {
       render();
     })
     .finally(() => setTimeout(() => againSent.delete(key), AGAIN_REPEAT_MS));
+}
+
+// The file a job was made of, while this page holds it (not after a reload, nor for another page's upload).
+function fileOf(job) {
+  return sentFiles.get(job.id) || sentFiles.get(job.ref);
+}
+
+// Where sending the same file again may work: a job that failed for want of memory, a setting whose network
+// did not load, a result the server had no room to hold. Not an upload that is no image the server reads
+// (its card says to upload another file), nor a job whose file this page no longer holds.
+function canTryAgain(job) {
+  return job.state === "failed" && Boolean(job.id) && !job.upload_unreadable && Boolean(fileOf(job));
+}
+
+// "Try again": the failed job's file sent once more, with the detail chosen now, as a new upload in its card's
+// stead. Keyboard focus goes to the new card (the button it was on is gone with the failed one).
+function tryAgain(job) {
+  const file = fileOf(job);
+  if (!file) return;
+  const hadFocus = cardHasFocus(job);
+  forget(job);
+  const item = upload(file);
+  if (hadFocus) focusCard(cards.get(item.localId));
+}
+
+function focusCard(card) {
+  card.li.tabIndex = -1; // focusable by script, not a stop of its own for Tab
+  card.li.focus();
 }
 
 // ---- the list of jobs ----------------------------------------------------------------------
@@ -278,14 +312,15 @@ function makeCard(job) {
   download.textContent = "Download";
   const compare = button("Compare", () => select(li.job));
   const rerun = button("Again with the chosen detail", () => again(li.job));
-  actions.append(compare, download, rerun);
+  const retry = button("Try again with the chosen detail", () => tryAgain(li.job));
+  actions.append(compare, download, rerun, retry);
   li.append(name, remove, bar, status, actions);
   li.addEventListener("click", () => li.job.state === "done" && select(li.job));
-  return { li, name, remove, bar, status, actions, download, compare, rerun };
+  return { li, name, remove, bar, status, actions, download, compare, rerun, retry };
 }
 
 function updateCard(card, job) {
-  const { li, name, remove, bar, status, actions, download, compare, rerun } = card;
+  const { li, name, remove, bar, status, actions, download, compare, rerun, retry } = card;
   li.job = job;
   li.className = job.state + (job.id && job.id === selectedId ? " selected" : "");
   li.dataset.state = job.state;
@@ -296,6 +331,7 @@ function updateCard(card, job) {
   remove.setAttribute("aria-label", `${remove.title}: ${job.name}`);
   compare.setAttribute("aria-label", `Compare ${job.name}`);
   rerun.setAttribute("aria-label", `Again with the chosen detail: ${job.name}`);
+  retry.setAttribute("aria-label", `Try again with the chosen detail: ${job.name}`);
   download.setAttribute("aria-label", `Download ${job.result_name || job.name}`);
   bar.setAttribute("aria-label", `upscaling ${job.name}`); // a bar alone says how far, not which image
   bar.hidden = !(connected && job.state === "running" && job.tiles_total > 1);
@@ -307,7 +343,10 @@ function updateCard(card, job) {
   card.state = job.state;
   if (job.state === "refused" || job.state === "failed") status.setAttribute("role", "alert");
   else status.removeAttribute("role");
-  actions.hidden = job.state !== "done";
+  const retryable = canTryAgain(job);
+  actions.hidden = job.state !== "done" && !retryable;
+  compare.hidden = download.hidden = rerun.hidden = job.state !== "done";
+  retry.hidden = !retryable;
   if (job.state === "done") linkDownload(download, job);
 }
 
@@ -339,20 +378,26 @@ function render() {
   const shown = new Set(serverJobs.map((job) => job.ref));
   const items = [...serverJobs, ...localItems.filter((item) => !shown.has(item.localId))];
   const keys = new Set();
+  const focused = list.contains(document.activeElement) ? document.activeElement : null;
   let previous = null;
   for (const job of items) {
     const key = job.id || job.localId;
     keys.add(key);
+    // An upload that became a job keeps its card (and the keyboard focus on it).
     let card = cards.get(key);
-    if (!card) {
-      card = makeCard(job);
-      cards.set(key, card);
+    if (!card && job.ref && cards.has(job.ref)) {
+      card = cards.get(job.ref);
+      cards.delete(job.ref);
     }
+    if (!card) card = makeCard(job);
+    cards.set(key, card);
     updateCard(card, job);
     const expectedPlace = previous ? previous.nextSibling : list.firstChild;
     if (expectedPlace !== card.li) list.insertBefore(card.li, expectedPlace);
     previous = card.li;
   }
+  // A card moved in the list loses the focus (the node left the page for a moment): it is given back.
+  if (focused && focused.isConnected && document.activeElement !== focused) focused.focus();
   for (const [key, card] of cards) {
     if (!keys.has(key)) {
       card.li.remove();
@@ -364,24 +409,37 @@ function render() {
 }
 
 function removeItem(job) {
-  if (job.localId) {
-    const index = localItems.indexOf(job);
-    if (index >= 0) localItems.splice(index, 1);
-  } else {
-    removedIds.add(job.id);
-    fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
-    serverJobs = serverJobs.filter((other) => other.id !== job.id);
-    if (selectedId === job.id) clearViewer();
-  }
   const card = cards.get(job.id || job.localId);
-  const hadFocus = card && card.li.contains(document.activeElement);
+  const hadFocus = cardHasFocus(job);
   const place = card ? [...$("jobs").children].indexOf(card.li) : -1;
+  forget(job);
   render();
   if (hadFocus) {
     // Keyboard use: focus goes to the next card's x (or the one before, or the drop zone), not to the page.
     const left = $("jobs").children;
     const next = left[Math.min(place, left.length - 1)];
     (next ? next.querySelector(".remove") : $("drop")).focus();
+  }
+}
+
+function cardHasFocus(job) {
+  const card = cards.get(job.id || job.localId);
+  return Boolean(card) && card.li.contains(document.activeElement);
+}
+
+// A job or upload taken off the page (x, or "Try again" in its stead): the server's job is removed there too.
+function forget(job) {
+  if (job.localId) {
+    const index = localItems.indexOf(job);
+    if (index >= 0) localItems.splice(index, 1);
+    sentFiles.delete(job.localId);
+  } else {
+    removedIds.add(job.id);
+    fetch(`/api/jobs/${job.id}/remove?${q()}`, { method: "POST" }).catch(() => {});
+    serverJobs = serverJobs.filter((other) => other.id !== job.id);
+    if (selectedId === job.id) clearViewer();
+    sentFiles.delete(job.id);
+    sentFiles.delete(job.ref);
   }
 }
 
