@@ -5,15 +5,13 @@ weights or to the inference path cannot go unnoticed. How to regenerate: tests/s
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import CHILD_ENV, one_error_line
 from PIL import Image
 from snapshot_helpers import INPUT_SIZE, MODELS, reference_path, upscale_snapshot_input
+from weights_helpers import bundled_copy, upscale_error
 
 
 def _reference(model: str) -> np.ndarray:
@@ -51,51 +49,21 @@ def test_the_two_snapshots_are_different_models() -> None:
     assert difference.mean() > 2.0
 
 
-# In the child: the bundled models as the package holds them after an install gone wrong, in `folder`:
-# `default` cut in half, `gan` whole.
-DAMAGED_INSTALL = """
-import shutil, sys
-from pathlib import Path
-import srfeat.weights
-folder = Path(sys.argv.pop(1))
-shutil.copy(srfeat.weights.bundled_dir() / "gan.safetensors", folder)
-whole = (srfeat.weights.bundled_dir() / "default.safetensors").read_bytes()
-(folder / "default.safetensors").write_bytes(whole[: len(whole) // 2])
-srfeat.weights.bundled_dir = lambda: folder
-from srfeat.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_a_damaged_bundled_model_says_to_reinstall_srfeat_and_a_users_copy_to_copy_it_again(tmp_path: Path) -> None:
     """The bundled file came with the package: copying it again is no advice (from where?); a user's own
     checkpoint, damaged alike, keeps its advice."""
-    package = tmp_path / "package"
-    package.mkdir()
-    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
-
-    def upscale(model: str) -> str:
-        child = subprocess.run(
-            [sys.executable, "-c", DAMAGED_INSTALL, str(package), "upscale", "x.png", "-o", "out/", "--model", model],
-            cwd=tmp_path,
-            env=CHILD_ENV,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        return one_error_line(child)
-
-    bundled = upscale("default")
+    package = bundled_copy(tmp_path)  # as an install gone wrong leaves it: `default` cut in half, `gan` whole
+    whole = (package / "default.safetensors").read_bytes()
+    (package / "default.safetensors").write_bytes(whole[: len(whole) // 2])
+    bundled = upscale_error(tmp_path, package, "default")
     assert f"{package / 'default.safetensors'}: its data is not the size its header says" in bundled, bundled
     assert bundled.endswith(
         "; it came with srfeat: restore it from srfeat's clone (git checkout -- srfeat/weights) or reinstall srfeat"
     )
     assert "copy it again" not in bundled, bundled
     shutil.copy(package / "default.safetensors", tmp_path / "mine.safetensors")
-    own = upscale("mine.safetensors")
+    own = upscale_error(tmp_path, package, "mine.safetensors")
     assert own.endswith(
         "mine.safetensors: its data is not the size its header says (cut short, or with bytes added); "
         "download or copy it again, or give another checkpoint"
     ), own
-    assert not (tmp_path / "out").exists()

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
+
+from cli_helpers import CHILD_ENV, one_error_line
+from PIL import Image
+
+from srfeat.weights import bundled_dir, bundled_names
 
 
 def damage_first_tensor_record(source: Path, target: Path) -> Path:
@@ -16,3 +24,51 @@ def damage_first_tensor_record(source: Path, target: Path) -> Path:
     data[record.header_offset : record.header_offset + 4] = b"XXXX"
     target.write_bytes(bytes(data))
     return target
+
+
+def rezipped(source: Path, target: Path, record_bytes: dict[str, bytes], deflate: bool = False) -> None:
+    """`source`, a torch.save zip, written again with the given records' bytes replaced (in place: order kept)."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = record_bytes.get(info.filename, old.read(info.filename))
+            new.writestr(info.filename, data, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+
+
+# The child: srfeat's command line with the bundled models read from the folder its first argument names, so that
+# a test damages its copy of them, never the real files in srfeat/weights.
+_PACKAGE_IN = """
+import sys
+from pathlib import Path
+import srfeat.weights
+folder = Path(sys.argv.pop(1))
+srfeat.weights.bundled_dir = lambda: folder
+from srfeat.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def bundled_copy(folder: Path) -> Path:
+    """`folder`/package, a copy of the bundled models' files for a test to damage (`upscale_error` reads it)."""
+    package = folder / "package"
+    package.mkdir()
+    for name in bundled_names():
+        shutil.copy(bundled_dir() / f"{name}.safetensors", package)
+    return package
+
+
+def upscale_error(folder: Path, package: Path, model: str) -> str:
+    """The one error line of `srfeat upscale x.png -o out/ --model MODEL` run in `folder`, the bundled models
+    read from `package` (`bundled_copy`'s); nothing was written."""
+    Image.new("RGB", (8, 8)).save(folder / "x.png")
+    child = subprocess.run(
+        [sys.executable, "-c", _PACKAGE_IN, str(package), "upscale", "x.png", "-o", "out/", "--model", model],
+        cwd=folder,
+        env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    line = one_error_line(child)
+    assert not (folder / "out").exists(), line
+    return line

@@ -213,6 +213,7 @@ def load_generator(spec: PathArg, device: str | torch.device = "cpu") -> SRFeatG
     names = bundled_names()
     # a bundled model's file (by its name, or its path in the package) is damaged in the install, not a download
     bundled = path.stem in names and path == bundled_dir() / f"{path.stem}.safetensors"
-    state, layout = read_state(path, names, BUNDLED_AGAIN if bundled else CHECKPOINT_AGAIN)
-    generator = build_generator(state, layout, str(path))
+    again = BUNDLED_AGAIN if bundled else CHECKPOINT_AGAIN
+    state, layout = read_state(path, names, again)
+    generator = build_generator(state, layout, str(path), again)
     return generator.to(target).eval()

@@ -112,12 +112,13 @@ def weight_problem(
     return None
 
 
-def check_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
-    """WeightsError, one line, if the weights are not finite or have exploded."""
+def check_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: str, advice: str = "") -> None:
+    """WeightsError, one line, if the weights are not finite or have exploded; it ends with `advice`
+    where given (what to do about a file no run of its user's wrote), else with "use an earlier checkpoint"."""
     problem = weight_problem(tensors)
     if problem is not None:
         why = "the file is damaged or edited" if problem.startswith("BatchNorm") else "the run that wrote it diverged"
-        raise WeightsError(f"{source}: {problem}; {why}: use an earlier checkpoint")
+        raise WeightsError(f"{source}: {problem}; {advice or f'{why}: use an earlier checkpoint'}")
 
 
 # ----------------------------------------------------------------------------- the layout

@@ -55,8 +55,21 @@ BUNDLED_AGAIN = (
 )
 
 
+def _from_package(again: str) -> bool:
+    """Whether `again` is a bundled model's: its user named no file, so renaming or saving one again is no
+    advice, whatever is wrong with it; restoring it is."""
+    return again == BUNDLED_AGAIN
+
+
 def _incomplete(path: Path, damage: str, again: str) -> WeightsError:
     return WeightsError(f"{path} is not a complete checkpoint: {damage}; {again}")
+
+
+def _unreadable(path: Path, reason: str, again: str) -> WeightsError:
+    return WeightsError(
+        f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict ({reason}); "
+        f"{again}"
+    )
 
 
 def _refusal(path: Path, error: BaseException, again: str) -> WeightsError:
@@ -79,9 +92,7 @@ def _refusal(path: Path, error: BaseException, again: str) -> WeightsError:
         return _incomplete(path, f"{reason} (a download or copy that did not finish?)", again)
     if problem == "header":
         return WeightsError(f"cannot read {path}: {reason}; {again}")
-    return WeightsError(
-        f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict ({reason})"
-    )
+    return _unreadable(path, reason, again)
 
 
 def _check_kind(path: Path, bundled: list[str], again: str) -> None:
@@ -93,6 +104,8 @@ def _check_kind(path: Path, bundled: list[str], again: str) -> None:
         return
     if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
         raise _incomplete(path, f"it is {kind.description}", again)
+    if _from_package(again):  # "name it .pt", "give a bundled name" (the user gave one) were said of it
+        raise WeightsError(f"{path} is {kind.description}; {again}")
     if kind.name == PYTORCH:
         raise WeightsError(f"{path} is {kind.description}, not safetensors: name it .pt to load it (tensors only)")
     if kind.name == SAFETENSORS:
@@ -121,15 +134,17 @@ def _check_kind(path: Path, bundled: list[str], again: str) -> None:
     what_to_do = kind.hint or (
         f"give a bundled name ({', '.join(bundled) or 'none installed'}) or an SRFeat checkpoint (.safetensors or .pt)"
     )
+    if what_to_do.endswith("?"):  # a guess at what happened ("did a download or copy not finish?"): no advice yet
+        what_to_do = f"{what_to_do} {again}"
     raise WeightsError(f"{path} is {kind.description}, not generator weights: {what_to_do}")
 
 
-def _safetensors_layout(path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+def _safetensors_layout(path: Path, again: str) -> tuple[dict[str, tuple[int, ...]], set[str]]:
     """Names, shapes and float-ness of the tensors in a safetensors file, from its header only."""
     with utf8_path(path) as name, safe_open(name, framework="pt") as handle:
         keys = list(handle.keys())
         if len(keys) > MAX_TENSORS:
-            raise WeightsError(f"{path} holds {len(keys):,} tensors; an SRFeat generator has a few hundred")
+            raise WeightsError(f"{path} holds {len(keys):,} tensors; an SRFeat generator has a few hundred; {again}")
         shapes: dict[str, tuple[int, ...]] = {}
         float_keys: set[str] = set()
         for key in keys:
@@ -154,6 +169,18 @@ def strip_prefix(state: Mapping[str, _Value], source: str = "the state dict") ->
     return stripped
 
 
+def _file_layout(
+    path: Path, shapes: Mapping[str, tuple[int, ...]], float_keys: set[str], again: str
+) -> tuple[int, int, int, int]:
+    """`check_layout` of a file's tensors (`module.` prefixes stripped); its refusal, and `strip_prefix`'s,
+    end with what to do about the file (`again`): they say only what is wrong."""
+    try:
+        stripped = strip_prefix(shapes, str(path))
+        return check_layout(stripped, {key.removeprefix("module.") for key in float_keys}, str(path))
+    except WeightsError as error:
+        raise WeightsError(f"{error}; {again}") from error
+
+
 def read_state(
     path: Path, bundled: list[str], again: str = CHECKPOINT_AGAIN
 ) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
@@ -161,19 +188,20 @@ def read_state(
     bundled models' names, which a refusal suggests; `again`: what a damaged file's refusal says to
     do, BUNDLED_AGAIN for a bundled model's file)."""
     if problem := not_a_weights_file(path, bundled):
-        raise WeightsError(problem)
+        # the package listed it: a folder or a link to nothing, where "give a file or a bundled name" was said
+        raise WeightsError(f"{path} is not a file; {again}" if _from_package(again) else problem)
     try:
         _check_kind(path, bundled, again)
     except OSError as error:
         raise WeightsError(f"cannot read {path}: {error.strerror or error}") from error
     if named_safetensors(path):
         try:
-            shapes, float_keys = _safetensors_layout(path)
+            shapes, float_keys = _safetensors_layout(path, again)
+        except WeightsError:  # a ValueError: its line was put inside "cannot read: damaged (...)"
+            raise
         except (SafetensorError, OSError, ValueError) as error:
             raise _refusal(path, error, again) from error
-        shapes = strip_prefix(shapes, str(path))
-        float_keys = {key.removeprefix("module.") for key in float_keys}
-        layout = check_layout(shapes, float_keys, str(path))
+        layout = _file_layout(path, shapes, float_keys, again)
         try:
             with utf8_path(path) as name:
                 return strip_prefix(load_file(name), str(path)), layout
@@ -181,11 +209,11 @@ def read_state(
             raise _refusal(path, error, again) from error
     try:
         try:  # memory-mapped: shapes are checked before the tensors are read
-            mapped = _pt_state(path, torch_load_quietly(path, map_location="cpu", mmap=True))
+            mapped = _pt_state(path, torch_load_quietly(path, map_location="cpu", mmap=True), again)
         except RuntimeError as error:
             if "mmap" not in str(error):
                 raise
-            return _pt_state(path, torch_load_quietly(path, map_location="cpu"))  # the pre-1.6 format
+            return _pt_state(path, torch_load_quietly(path, map_location="cpu"), again)  # the pre-1.6 format
     except WeightsError:
         raise
     except Exception as error:  # pickle, zip and torch raise their own types
@@ -211,27 +239,27 @@ def _check_records(path: Path, tensors: Iterable[torch.Tensor], again: str) -> N
     storages = {tensor.untyped_storage().data_ptr(): tensor.untyped_storage().nbytes() for tensor in tensors}
     unmatched = Counter(storages.values()) - sizes
     if unmatched:
-        raise WeightsError(
-            f"cannot read {path}: damaged, or not an SRFeat generator as .safetensors or a .pt state dict "
-            f"(a tensor of {min(unmatched):,} bytes has no record of that size)"
-        )
+        raise _unreadable(path, f"a tensor of {min(unmatched):,} bytes has no record of that size", again)
 
 
-def _pt_state(path: Path, state: object) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
+def _pt_state(path: Path, state: object, again: str) -> tuple[dict[str, torch.Tensor], tuple[int, int, int, int]]:
     """The generator tensors of what torch.load read from `path`, and their checked layout."""
     if isinstance(state, dict) and isinstance(state.get("generator"), dict):
         state = state["generator"]  # a full training state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a state dict of tensors: expected an SRFeat generator checkpoint")
-    state = strip_prefix(state, str(path))
     shapes = {key: tuple(value.shape) for key, value in state.items()}
-    layout = check_layout(shapes, {k for k, v in state.items() if v.is_floating_point()}, str(path))
-    return state, layout
+    layout = _file_layout(path, shapes, {k for k, v in state.items() if v.is_floating_point()}, again)
+    return strip_prefix(state, str(path)), layout
 
 
-def build_generator(state: dict[str, torch.Tensor], layout: tuple[int, int, int, int], source: str) -> SRFeatGenerator:
-    """The generator of `layout` with the checked `state` loaded (weights checked first)."""
-    check_weights(state.items(), source)
+def build_generator(
+    state: dict[str, torch.Tensor], layout: tuple[int, int, int, int], source: str, again: str = CHECKPOINT_AGAIN
+) -> SRFeatGenerator:
+    """The generator of `layout` with the checked `state` loaded (weights checked first; `again`: what
+    read_state was told to say about a damaged file, BUNDLED_AGAIN for a bundled model's)."""
+    # no run of its user's wrote a bundled model: "use an earlier checkpoint" was said of one
+    check_weights(state.items(), source, again if _from_package(again) else "")
     scale, num_features, num_blocks, in_channels = layout
     generator = SRFeatGenerator(scale=scale, num_features=num_features, num_blocks=num_blocks, in_channels=in_channels)
     try:
