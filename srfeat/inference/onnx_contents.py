@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -197,7 +197,6 @@ def check_weights(parsed: onnx.ModelProto | None, data: bytes, source: str) -> N
     """
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:  # `check_before_loading` warned (`warn_unchecked`)
         return
     from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE
@@ -210,29 +209,12 @@ def check_weights(parsed: onnx.ModelProto | None, data: bytes, source: str) -> N
                 f"{source} is damaged or not a srfeat export: the onnx package cannot read it ({first_line(error)}); "
                 "export it again"
             ) from error
-    graph = parsed.graph
     bad = 0
     largest = (0.0, "")
-    # Weights are initializers in srfeat's exports; other tools keep some as Constant nodes, which the clamp
-    # would as well turn white: an inf bias in one was an all-white image without a word.
-    constants = [node for node in graph.node if node.op_type == "Constant"]
-    for attribute in (attribute for node in constants for attribute in node.attribute):
-        if attribute.name == "value_float":
-            bad += not np.isfinite(attribute.f)
-        elif attribute.name == "value_floats":
-            bad += int(np.count_nonzero(~np.isfinite(np.asarray(attribute.floats, dtype=np.float32))))
-    tensors = [attribute.t for node in constants for attribute in node.attribute if attribute.name == "value"]
-    for initializer in [*graph.initializer, *tensors]:
-        if initializer.data_location == onnx.TensorProto.EXTERNAL:
-            continue  # not in this file: refused before ONNX Runtime was given it (`check_before_loading`)
-        try:  # a weight whose declared shape its data does not fill (a damaged or hostile file)
-            values = numpy_helper.to_array(initializer)
-        except Exception as error:  # ValueError, or onnx's own for an unknown data type
-            raise _unreadable(source, initializer.name, first_line(error)) from error
-        if np.issubdtype(values.dtype, np.floating) and values.size:
-            finite = np.isfinite(values)
-            bad += int(values.size - np.count_nonzero(finite))
-            largest = max(largest, (float(np.abs(values[finite]).max(initial=0.0)), initializer.name))
+    for name, values in _weight_values(parsed, source):
+        finite = np.isfinite(values)
+        bad += int(values.size - np.count_nonzero(finite))
+        largest = max(largest, (float(np.abs(values[finite]).max(initial=0.0)), name))
     if bad:
         raise WeightsError(
             f"{source} has {bad:,} weight value(s) that are not finite (NaN or inf): a diverged or damaged "
@@ -243,6 +225,31 @@ def check_weights(parsed: onnx.ModelProto | None, data: bytes, source: str) -> N
             f"{source} has a weight of {largest[0]:.3g} (in {largest[1][:60]!r}), where trained generators stay "
             f"far below {MAX_WEIGHT_MAGNITUDE:g}: a diverged or damaged model; export a working one again"
         )
+
+
+def _weight_values(parsed: onnx.ModelProto, source: str) -> Iterator[tuple[str, np.ndarray]]:
+    """The graph's floating weights, by name, as arrays: its initializers, and its Constant nodes' (a tensor,
+    or a `value_float` or `value_floats`), which other tools keep weights in: an inf bias in one, which the
+    graph's clamp turns white, was an all-white image without a word; a 1e36 one, a garbage image."""
+    import onnx
+    from onnx import numpy_helper
+
+    constants = [node for node in parsed.graph.node if node.op_type == "Constant" and node.output]
+    for node in constants:
+        for attribute in node.attribute:
+            if attribute.name in ("value_float", "value_floats"):
+                floats = [attribute.f] if attribute.name == "value_float" else attribute.floats
+                yield node.output[0], np.asarray(floats, dtype=np.float32)
+    tensors = [attribute.t for node in constants for attribute in node.attribute if attribute.name == "value"]
+    for initializer in [*parsed.graph.initializer, *tensors]:
+        if initializer.data_location == onnx.TensorProto.EXTERNAL:
+            continue  # not in this file: refused before ONNX Runtime was given it (`check_before_loading`)
+        try:  # a weight whose declared shape its data does not fill (a damaged or hostile file)
+            values = numpy_helper.to_array(initializer)
+        except Exception as error:  # ValueError, or onnx's own for an unknown data type
+            raise _unreadable(source, initializer.name, first_line(error)) from error
+        if np.issubdtype(values.dtype, np.floating) and values.size:
+            yield initializer.name, values
 
 
 def _unreadable(source: str, name: str, reason: str) -> WeightsError:
