@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
 from test_onnx_export import srfeat_like_onnx
@@ -361,3 +362,66 @@ def test_pads_computed_from_constants_are_checked_too(tmp_path: Path) -> None:
     constants = {"base": [0, 0, 0, 1000, 0, 0, 0, 0], "more": [0, 0, 0, 1000, 0, 0, 0, 0]}
     with pytest.raises(WeightsError, match="pads the image with 2,000 values on one axis"):
         Upscaler(before_the_resize(tmp_path / "pads.onnx", nodes, constants), device="cpu")
+
+
+class GreyWidened(torch.nn.Module):
+    """A grey map enlarged x4 a side, expanded to `features` as PyTorch code writes it (-1 keeps a size), then
+    back to 3 (their mean): a stand-in for srfeat's x4 that runs."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        grey = torch.nn.functional.interpolate(image.mean(1, keepdim=True), scale_factor=4.0, mode="nearest")
+        return grey.expand(-1, self.features, -1, -1).mean(1, keepdim=True).expand(-1, 3, -1, -1)
+
+
+def exported_by_pytorch(path: Path, module: torch.nn.Module) -> Path:
+    """`module` exported by PyTorch's legacy (TorchScript) exporter, which other tools' files come from, with
+    srfeat's metadata (`srfeat_like_onnx`'s)."""
+    torch.onnx.export(
+        module,
+        (torch.rand(1, 3, 8, 8),),
+        str(path),
+        dynamo=False,
+        opset_version=18,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}},
+    )
+    model = onnx.load(str(path))
+    metadata = onnx.load(str(srfeat_like_onnx(path.with_suffix(".stand-in.onnx")))).metadata_props
+    model.metadata_props.extend(metadata)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_expand_as_pytorch_s_legacy_exporter_writes_it_counts(tmp_path: Path) -> None:
+    """`x.expand(-1, 200, -1, -1)` exports as an Expand to Where(Equal(...), ConstantOfShape, ...), which was
+    not followed: a grey map enlarged x4 a side then expanded to 200 features (3,200 times) loaded. So
+    written by hand too; 4 features run."""
+    from onnx import helper
+
+    path = exported_by_pytorch(tmp_path / "torch.onnx", GreyWidened(200))
+    assert {"ConstantOfShape", "Equal", "Where"} <= {node.op_type for node in onnx.load(str(path)).graph.node}
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path} enlarges the image 3,200 times over"), message
+    assert "(at a Expand node)" in message, message
+    nodes = [
+        helper.make_node("ReduceMean", ["input", "channels"], ["grey"], keepdims=1),
+        helper.make_node("ConstantOfShape", ["rank"], ["ones"], value=helper.make_tensor("", 7, [1], [1])),
+        helper.make_node("Mul", ["ones", "minus_one"], ["minus_ones"]),
+        helper.make_node("Equal", ["asked", "minus_ones"], ["kept"]),
+        helper.make_node("Where", ["kept", "ones", "asked"], ["target"]),
+        helper.make_node("Expand", ["grey", "target"], ["prepared"]),
+    ]
+    constants = {"channels": [1], "rank": [4], "minus_one": [-1], "asked": [-1, 200, -1, -1]}
+    with pytest.raises(WeightsError, match="enlarges the image 3,200 times over by constant scales \\(at a Resize"):
+        Upscaler(before_the_resize(tmp_path / "by_hand.onnx", nodes, constants), device="cpu")
+    image = samples.astronaut()[:6, :5]
+    small = Upscaler(exported_by_pytorch(tmp_path / "small.onnx", GreyWidened(4)), device="cpu", tile=0)
+    grey = np.round(image.astype(np.float64).mean(axis=2, keepdims=True)).repeat(3, axis=2)
+    assert np.abs(small(image).astype(np.int64) - grey.repeat(4, axis=0).repeat(4, axis=1)).max() <= 1

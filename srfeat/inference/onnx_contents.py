@@ -62,9 +62,10 @@ MAX_CONSTANT_VALUES = 2**26
 # byte (8 leaves room for narrower ones), and each typed entry (1 byte or more) holds at most two values.
 _VALUES_PER_BYTE = 8
 # Operators whose output is computed where its inputs are constants of at most `_SMALL_VALUES` values each: a
-# scale, a shape or pads computed from others
-_ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
-_COMPUTED = frozenset({*_ARITHMETIC, "Identity", "Cast", "Concat"})
+# scale, a shape or pads computed from others (PyTorch's legacy exporter writes `x.expand(-1, 64, -1, -1)`'s
+# shape as Where(Equal(shape, ConstantOfShape * -1), ConstantOfShape, shape))
+_ELEMENTWISE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Equal": np.equal}
+_COMPUTED = frozenset({*_ELEMENTWISE, "Where", "ConstantOfShape", "Identity", "Cast", "Concat"})
 _SMALL_VALUES = 16
 _REFUSAL = "this is not a model srfeat can run safely; export it again with `srfeat export`"
 
@@ -437,11 +438,9 @@ class _Constants:
         given = [each for each in inputs if each is not None]
         if op == "Div" and any(each.dtype.kind != "f" for each in given):
             return  # ONNX divides integers truncating, numpy not: not needed for a scale, which is a float
-        if (
-            op not in ("Concat", "Cast")
-            and _values_in_shape(_broadcast([list(each.shape) for each in given])) > _SMALL_VALUES
-        ):
-            return
+        made = [given[0].ravel().tolist()] if op == "ConstantOfShape" else [list(each.shape) for each in given]
+        if op not in ("Concat", "Cast") and _values_in_shape(_broadcast(made)) > _SMALL_VALUES:
+            return  # nor is a large ConstantOfShape made to be measured
         options = {each.name: each for each in node.attribute}
         try:
             with np.errstate(all="ignore"):  # inf or NaN: refused (or not counted) where used
@@ -451,8 +450,15 @@ class _Constants:
                     result = given[0].astype(helper.tensor_dtype_to_np_dtype(options["to"].i))
                 elif op == "Concat":
                     result = np.concatenate(given, axis=options["axis"].i)
+                elif op == "ConstantOfShape":  # of a float32 0 unless its `value` says
+                    from onnx import numpy_helper
+
+                    fill = numpy_helper.to_array(options["value"].t) if "value" in options else np.zeros(1, np.float32)
+                    result = np.full(made[0], fill.ravel()[0], dtype=fill.dtype)
+                elif op == "Where":
+                    result = np.where(given[0].astype(bool), given[1], given[2])
                 else:
-                    result = np.asarray(_ARITHMETIC[op](*given) if op in _ARITHMETIC else given[0])
+                    result = np.asarray(_ELEMENTWISE[op](*given) if op in _ELEMENTWISE else given[0])
         except Exception:  # noqa: BLE001  # what ONNX Runtime refuses itself: mismatched shapes, unknown types
             return
         if result.size <= _SMALL_VALUES:
