@@ -5,6 +5,7 @@ ordinary models do still loads and runs."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -73,34 +74,38 @@ def test_a_graph_that_pads_the_image_hugely_is_refused_when_it_loads(tmp_path: P
 
 
 def test_padding_up_to_the_bound_runs_and_a_crop_takes_nothing_back(tmp_path: Path) -> None:
-    """`MAX_PAD` on an axis loads; a few pixels run (edge padding, then cropped back by negative pads)."""
-    half = MAX_PAD // 2
+    """`MAX_PAD` on an axis, once the stand-in's x4 Resize has enlarged it, loads; a few pixels run (edge
+    padding, then cropped back by negative pads)."""
+    half = MAX_PAD // 8
     Upscaler(padded(tmp_path / "bound.onnx", [0, 0, half, 0, 0, 0, half, 0]), device="cpu")
     image = samples.astronaut()[:6, :5]
     path = padded(tmp_path / "small.onnx", [0, 0, 2, 2, 0, 0, 2, 2], [0, 0, -2, -2, 0, 0, -2, -2])
     assert np.array_equal(Upscaler(path, device="cpu", tile=0)(image), image.repeat(4, axis=0).repeat(4, axis=1))
     over = padded(tmp_path / "over.onnx", [0, 0, half, 0, 0, 0, half, 0], [0, 0, -10, 0, 0, 0, 11, 0])
-    with pytest.raises(WeightsError, match=f"pads the image with {MAX_PAD + 11:,} values"):  # the crop is no refund
+    with pytest.raises(WeightsError, match=f"pads the image with {(MAX_PAD // 4 + 11) * 4:,} values"):  # no refund
         Upscaler(over, device="cpu")
 
 
 def test_pads_on_different_axes_are_counted_each_on_its_own(tmp_path: Path) -> None:
-    """Each Pad's most on any axis was summed along the path: 600 on the width then 600 on the height was
-    refused as 1,200 on one axis. It runs (cropped back by negative pads); past a Transpose, which moves the
-    axes, what was padded counts on every axis: the width's 600, now the height's, and 600 more are 1,200."""
+    """Each Pad's most on any axis was summed along the path: 240 on the width then 240 on the height was
+    refused as 480 on one axis (1,920 once the stand-in enlarges it x4). It runs (cropped back by negative
+    pads); past a Transpose, which moves the axes, what was padded counts on every axis: the width's 240, now
+    the height's, and 240 more are 480, and 1,920 after the stand-in's Resize."""
     from onnx import helper
 
     image = samples.astronaut()[:6, :5]
-    crop = [0, 0, -300, -300, 0, 0, -300, -300]
-    path = padded(tmp_path / "both.onnx", [0, 0, 0, 300, 0, 0, 0, 300], [0, 0, 300, 0, 0, 0, 300, 0], crop)
+    crop = [0, 0, -120, -120, 0, 0, -120, -120]
+    path = padded(tmp_path / "both.onnx", [0, 0, 0, 120, 0, 0, 0, 120], [0, 0, 120, 0, 0, 0, 120, 0], crop)
     assert np.array_equal(Upscaler(path, device="cpu", tile=0)(image), image.repeat(4, axis=0).repeat(4, axis=1))
     nodes = [
         helper.make_node("Pad", ["input", "width"], ["wide"], mode="edge"),
         helper.make_node("Transpose", ["wide"], ["turned"], perm=[0, 1, 3, 2]),
         helper.make_node("Pad", ["turned", "height"], ["prepared"], mode="edge"),
     ]
-    constants = {"width": [0, 0, 0, 300, 0, 0, 0, 300], "height": [0, 0, 300, 0, 0, 0, 300, 0]}
-    with pytest.raises(WeightsError, match="pads the image with 1,200 values on one axis"):
+    constants = {"width": [0, 0, 0, 120, 0, 0, 0, 120], "height": [0, 0, 120, 0, 0, 0, 120, 0]}
+    with pytest.raises(
+        WeightsError, match="pads the image with 1,920 values on one axis by constant pads \\(at a Resize node\\)"
+    ):
         Upscaler(before_the_resize(tmp_path / "turned.onnx", nodes, constants), device="cpu")
 
 
@@ -425,3 +430,62 @@ def test_an_expand_as_pytorch_s_legacy_exporter_writes_it_counts(tmp_path: Path)
     small = Upscaler(exported_by_pytorch(tmp_path / "small.onnx", GreyWidened(4)), device="cpu", tile=0)
     grey = np.round(image.astype(np.float64).mean(axis=2, keepdims=True)).repeat(3, axis=2)
     assert np.abs(small(image).astype(np.int64) - grey.repeat(4, axis=0).repeat(4, axis=1)).max() <= 1
+
+
+def test_a_pad_before_a_resize_counts_enlarged_with_it(tmp_path: Path) -> None:
+    """A Pad's values were counted as they were padded: 300 a side on the width (600) before the stand-in's
+    x4 Resize loaded, and made 2,400 columns of each tile, where the same Pad after it makes 600."""
+    path = padded(tmp_path / "padded.onnx", [0, 0, 0, 300, 0, 0, 0, 300])
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path} pads the image with 2,400 values on one axis"), message
+    assert "(at a Resize node)" in message and "export it again with `srfeat export`" in message, message
+
+
+@pytest.mark.parametrize("axis", [1, 3])
+def test_the_image_concatenated_with_itself_counts(tmp_path: Path, axis: int) -> None:
+    """Concat(x, x) doubles the image (along its features or its width) and was not counted: five of them
+    (32 times) before the stand-in's x4 Resize (512 times over) loaded."""
+    from onnx import helper
+
+    names = ["input", *(f"doubled{index}" for index in range(4)), "prepared"]
+    nodes = [helper.make_node("Concat", [name, name], [after], axis=axis) for name, after in itertools.pairwise(names)]
+    with pytest.raises(WeightsError, match="enlarges the image 512 times over by constant scales \\(at a Resize"):
+        Upscaler(before_the_resize(tmp_path / "doubled.onnx", nodes, {}), device="cpu")
+
+
+class OrdinaryNetwork(torch.nn.Module):
+    """What ordinary models do that adds up if counted wrong: circular padding (eight times, then cropped
+    back), a dense block (each convolution takes every map before it, concatenated), and 160 convolutions
+    after reflect padding, before a x4 Resize."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.dense = torch.nn.ModuleList(torch.nn.Conv2d(3 * (level + 1), 3, 1) for level in range(7))
+        self.deep = torch.nn.Sequential(
+            *(torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(3, 3, 3)) for _ in range(160))
+        )
+        for layer in [*self.dense, *self.deep]:
+            torch.nn.init.normal_(layer[-1].weight if isinstance(layer, torch.nn.Sequential) else layer.weight, 0, 0.05)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        wrapped = image
+        for _ in range(8):
+            wrapped = torch.nn.functional.pad(wrapped, (1, 1, 1, 1), mode="circular")
+        maps = [wrapped[..., 8:-8, 8:-8]]
+        for convolution in self.dense:
+            maps.append(convolution(torch.cat(maps, 1)))
+        result = torch.sigmoid(self.deep(maps[-1]))
+        return torch.nn.functional.interpolate(result, scale_factor=4.0, mode="nearest")
+
+
+def test_ordinary_concats_and_pads_still_run(tmp_path: Path) -> None:
+    """None of these is refused, and the file gives what the network does."""
+    network = OrdinaryNetwork().eval()
+    image = samples.astronaut()[:6, :5]
+    result = Upscaler(exported_by_pytorch(tmp_path / "ordinary.onnx", network), device="cpu", tile=0)(image)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0)
+    assert np.abs(result.astype(np.int64) - np.round(expected.numpy() * 255)).max() <= 1

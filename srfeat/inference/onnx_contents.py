@@ -124,8 +124,8 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
             )
         if (padded := growth_of.padded(node)) > MAX_PAD:
             raise WeightsError(
-                f"{source} pads the image with {padded:,} values on one axis by constant pads (at a Pad node), "
-                f"where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
+                f"{source} pads the image with {padded:,} values on one axis by constant pads (at a "
+                f"{node.op_type[:40]} node), where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
             )
 
 
