@@ -489,3 +489,28 @@ def test_ordinary_concats_and_pads_still_run(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = network(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0)
     assert np.abs(result.astype(np.int64) - np.round(expected.numpy() * 255)).max() <= 1
+
+
+def test_features_an_expand_added_are_taken_back_by_a_reduction(tmp_path: Path) -> None:
+    """A grey map expanded to 200 features (200 times), then made grey again, was still counted 200 times
+    over after that: the stand-in's x4 Resize made it 3,200, and a file that takes 16 times the image's
+    memory at most was refused. It runs; a convolution takes the features back too, and a Reduce that
+    reduces nothing (opset 18's noop_with_empty_axes) does not."""
+    from onnx import TensorProto, helper
+
+    image = samples.astronaut()[:6, :5]
+    grey = np.round(image.astype(np.float64).mean(axis=2, keepdims=True)).repeat(3, axis=2)
+    path = expanded(tmp_path / "grey.onnx", [1, 200, 1, 1])
+    result = Upscaler(path, device="cpu", tile=0)(image)
+    assert np.abs(result.astype(np.int64) - grey.repeat(4, axis=0).repeat(4, axis=1)).max() <= 1
+    model = onnx.load(str(path))
+    reduction = next(node for node in model.graph.node if node.output[0] == "mean")
+    reduction.CopyFrom(helper.make_node("Conv", ["expanded", "to1"], ["mean"]))
+    model.graph.initializer.append(helper.make_tensor("to1", TensorProto.FLOAT, [1, 200, 1, 1], [1 / 200] * 200))
+    onnx.save(model, str(tmp_path / "convolved.onnx"))
+    result = Upscaler(tmp_path / "convolved.onnx", device="cpu", tile=0)(image)
+    assert np.abs(result.astype(np.int64) - grey.repeat(4, axis=0).repeat(4, axis=1)).max() <= 1
+    reduction.CopyFrom(helper.make_node("ReduceMean", ["expanded", ""], ["mean"], noop_with_empty_axes=1))
+    onnx.save(model, str(tmp_path / "noop.onnx"))
+    with pytest.raises(WeightsError, match="enlarges the image 3,200 times over by constant scales \\(at a Resize"):
+        Upscaler(tmp_path / "noop.onnx", device="cpu")

@@ -4,13 +4,13 @@
 on the way to it (Resize and Upsample by constant scales or to sizes computed as the image's shape times
 constants, Tile by constant repeats, Expand to a constant shape where the image's size there is not known
 to be that already, Concat of the image with itself), and how many values constant Pads have added to an
-axis of it (a later Resize enlarging them). The tile plan counts
-memory per input pixel: a Resize by 1e5 asked for 1e10 times a tile's memory at the first one, and a Pad
-of 2000 a side made each 64-feature tile 4 GB.
+axis of it (a later Resize enlarging them). The tile plan counts memory per input pixel: a Resize by 1e5
+asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side made each 64-feature tile
+4 GB.
 
 Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, a
-Resize's constant height or width beside computed ones, DepthToSpace (which only moves values); a reduction
-does not take back what an Expand before it added (an overcount).
+Resize's constant height or width beside computed ones, DepthToSpace (which only moves values). What a
+Concat or an Expand added to the features, a convolution or a reduction over them takes back.
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ class GraphGrowth:
         op, factors, scales = node.op_type, None, None
         if op == "Concat":
             kept, widened = self._concatenated(node, kept, widened)
-        elif op in ("Conv", "ConvTranspose"):
-            widened = 1.0  # its features are its weight's
+        elif op in ("Conv", "ConvTranspose") or (op.startswith("Reduce") and 1 in (self._reduced_axes(node) or ())):
+            widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
             factors = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
             factors = scales = factors if factors is not None and factors.dtype.kind == "f" else None
@@ -110,6 +110,8 @@ class GraphGrowth:
                 factors = factors if factors is not None and factors.dtype.kind == "i" else None
             elif self._is_from_image(inputs[0]):
                 factors = self._expanded(inputs[0], inputs[1])
+                if factors is not None and len(factors) > 2:  # on the features: undone as a Concat's are
+                    widened, factors[1] = min(widened * factors[1], 2.0**40), 1.0
         self._dims_of(node, scales)
         self._shapes.follow(node)
         self._note_strip(node)
@@ -191,7 +193,9 @@ class GraphGrowth:
                 factors.append(max(factor, 1.0))
             elif axis < rank - 2:
                 factors.append(max(constant / size, 1.0) if size else max(constant, 1.0))
-        return np.asarray(factors)
+            else:
+                factors.append(1.0)
+        return np.asarray(factors, dtype=np.float64)
 
     def _resized(self, source: str, sizes: str, node: onnx.NodeProto) -> np.ndarray | None:
         """The factors by which a Resize of `source` to `sizes` enlarges it, where those are its shape times
@@ -243,10 +247,8 @@ class GraphGrowth:
                 for axis, size in enumerate(dims)
             ]
         elif op.startswith("Reduce") and (options["keepdims"].i if "keepdims" in options else 1):
-            axes = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None  # opset 18
-            listed = list(options["axes"].ints) if "axes" in options else [] if axes is None else axes.ravel().tolist()
-            reduced = {int(axis) % len(dims) for axis in listed} if listed and dims else set(range(len(dims)))
-            result = [1 if axis in reduced else size for axis, size in enumerate(dims)]
+            reduced = self._reduced_axes(node)  # all, where not known: a size noted smaller counts more
+            result = [1 if reduced is None or axis in reduced else size for axis, size in enumerate(dims)]
         elif op == "Expand" and len(inputs) > 1 and (entries := self._shapes.entries(inputs[1])) is not None:
             targets: Dims = [int(c) if f == 0 and c > 1 else (None if f else 1) for f, c in entries]
             result = _broadcast_dims([dims, targets])
@@ -262,6 +264,21 @@ class GraphGrowth:
             result = [dims[axis] for axis in options["perm"].ints]
         if result is not None:
             self._dims[node.output[0]] = result
+
+    def _reduced_axes(self, node: onnx.NodeProto) -> set[int] | None:
+        """The axes a Reduce node reduces, where its input's rank is known (`_dims`): those it lists (an
+        attribute, or a constant input from opset 18), else all; None where they are not known."""
+        inputs, options = list(node.input), {each.name: each for each in node.attribute}
+        if not inputs or (dims := self._dims.get(inputs[0])) is None:
+            return None
+        given = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+        if len(inputs) > 1 and inputs[1] and (given is None or given.dtype.kind != "i"):
+            return None  # computed by the graph
+        listed = list(options["axes"].ints) if "axes" in options else [] if given is None else given.ravel().tolist()
+        listed = [int(axis) for axis in listed if -len(dims) <= axis < len(dims)]
+        if not listed and "noop_with_empty_axes" in options and options["noop_with_empty_axes"].i:
+            return set()  # opset 18: none listed, none reduced
+        return {axis % len(dims) for axis in listed} if listed else set(range(len(dims)))
 
     def _fixed(self, name: str) -> Dims | None:
         shape = self._constants.shape(name)
