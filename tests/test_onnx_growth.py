@@ -443,14 +443,22 @@ def test_a_pad_before_a_resize_counts_enlarged_with_it(tmp_path: Path) -> None:
     assert "(at a Resize node)" in message and "export it again with `srfeat export`" in message, message
 
 
-@pytest.mark.parametrize("axis", [1, 3])
-def test_the_image_concatenated_with_itself_counts(tmp_path: Path, axis: int) -> None:
+@pytest.mark.parametrize(("axis", "beside"), [(1, "itself"), (3, "itself"), (3, "zeros of its shape")])
+def test_the_image_concatenated_with_itself_counts(tmp_path: Path, axis: int, beside: str) -> None:
     """Concat(x, x) doubles the image (along its features or its width) and was not counted: five of them
-    (32 times) before the stand-in's x4 Resize (512 times over) loaded."""
+    (32 times) before the stand-in's x4 Resize (512 times over) loaded. So does a map of its size made from
+    its shape (ConstantOfShape(Shape(x))), which is no shape itself."""
     from onnx import helper
 
     names = ["input", *(f"doubled{index}" for index in range(4)), "prepared"]
-    nodes = [helper.make_node("Concat", [name, name], [after], axis=axis) for name, after in itertools.pairwise(names)]
+    nodes = []
+    for name, after in itertools.pairwise(names):
+        if beside == "itself":
+            nodes.append(helper.make_node("Concat", [name, name], [after], axis=axis))
+        else:
+            nodes.append(helper.make_node("Shape", [name], [f"{name}_shape"]))
+            nodes.append(helper.make_node("ConstantOfShape", [f"{name}_shape"], [f"{name}_zeros"]))
+            nodes.append(helper.make_node("Concat", [name, f"{name}_zeros"], [after], axis=axis))
     with pytest.raises(WeightsError, match="enlarges the image 512 times over by constant scales \\(at a Resize"):
         Upscaler(before_the_resize(tmp_path / "doubled.onnx", nodes, {}), device="cpu")
 

@@ -54,6 +54,9 @@ BROADCASTING = frozenset(
 )
 # Operators that keep the batch and features and change the height and width
 _POOLING = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+# Operators that compute a shape from shapes (a ConstantOfShape of the image's shape is the image's size)
+_OF_SHAPES = BROADCASTING | {"Gather", "Slice", "Concat", "Identity", "Cast", "Floor", "Ceil", "Round", "Reshape"}
+_OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs"}
 # Operators that keep each axis where it is: a pad on one stays on it
 _KEEPS_AXES = (
     SAME_SHAPE | BROADCASTING | _POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
@@ -118,7 +121,8 @@ class GraphGrowth:
         self._made.update(node.output)
         if any(self._is_from_image(name) for name in inputs if name):
             self._from_image.update(node.output)
-            if op in ("Shape", "Size") or all(name in self._of_shape for name in inputs if self._is_from_image(name)):
+            of_shape = op in _OF_SHAPES and all(name in self._of_shape for name in inputs if self._is_from_image(name))
+            if op in ("Shape", "Size") or of_shape:
                 self._of_shape.update(node.output)
         own = 1.0
         for factor in [] if factors is None else factors.ravel()[:MAX_DIMS].astype(np.float64).tolist():
@@ -169,7 +173,7 @@ class GraphGrowth:
             return
         (start,), (end,), (axis,), (step,) = given
         length = end - start if (start >= 0) == (end >= 0) else -start if start < 0 else None
-        if step == 1 and length is not None and -len(dims) <= axis < len(dims):
+        if step == 1 and length is not None and length <= MAX_PAD and -len(dims) <= axis < len(dims):
             self._strips[node.output[0]] = (axis % len(dims) - len(dims), max(length, 0))
 
     def _expanded(self, source: str, target: str) -> np.ndarray | None:
