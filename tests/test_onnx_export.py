@@ -17,6 +17,7 @@ from cli_helpers import CHILD_ENV, one_error_line, srfeat_cli
 from PIL import Image
 
 from srfeat.data.png16 import read_png16, write_png16
+from srfeat.errors import WeightsError
 from srfeat.inference import Upscaler
 
 onnx = pytest.importorskip("onnx")
@@ -458,8 +459,6 @@ def test_an_onnx_file_runs_on_the_cpu_when_the_device_is_auto(tmp_path: Path, mo
     ],
 )
 def test_onnx_metadata_out_of_range_is_refused_in_one_line(tmp_path: Path, metadata: dict, named: str) -> None:
-    from srfeat.errors import WeightsError
-
     path = srfeat_like_onnx(tmp_path / "hostile.onnx", **metadata)
     with pytest.raises(WeightsError) as caught:
         Upscaler(path, device="cpu")
@@ -654,6 +653,34 @@ def test_a_weight_with_a_flipped_exponent_bit_is_refused_not_run(tmp_path: Path,
     line = one_error_line(result)
     assert "flipped.onnx has a weight of" in line and "'head.weight'" in line and "far below 1e+06" in line, line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("attribute", ["value_float", "value_floats"])
+def test_a_huge_weight_in_a_constant_node_s_float_attribute_is_refused_too(tmp_path: Path, attribute: str) -> None:
+    """A Constant node's `value_float` or `value_floats` was checked for NaN and inf, but not for size as
+    other weights are: a gain of 3e36 on the image (a flipped exponent bit) loaded. 0.5 loads and runs."""
+    from onnx import helper
+
+    def scaled(path: Path, gain: float) -> Path:
+        model = onnx.load(str(srfeat_like_onnx(path)))
+        value = gain if attribute == "value_float" else [1.0, gain, 1.0]
+        shape = [1, 1 if attribute == "value_float" else 3, 1, 1]
+        model.graph.node.insert(0, helper.make_node("Constant", [], ["gain"], **{attribute: value}))
+        model.graph.node.insert(1, helper.make_node("Constant", [], ["gain_shape"], value_ints=shape))
+        model.graph.node.insert(2, helper.make_node("Reshape", ["gain", "gain_shape"], ["gains"]))
+        model.graph.node.insert(3, helper.make_node("Mul", ["input", "gains"], ["scaled"]))
+        model.graph.node[4].input[0] = "scaled"
+        onnx.save(model, str(path))
+        return path
+
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(scaled(tmp_path / "flipped.onnx", 3e36), device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and "flipped.onnx has a weight of 3e+36 (in 'gain')" in message, message
+    image = samples.astronaut()[:6, :5]
+    half = Upscaler(scaled(tmp_path / "half.onnx", 0.5), device="cpu", tile=0)(image).astype(np.int64)
+    expected = image.astype(np.float64) * (0.5 if attribute == "value_float" else [1.0, 0.5, 1.0])
+    assert np.abs(half - np.round(expected).repeat(4, axis=0).repeat(4, axis=1)).max() <= 1
 
 
 def test_exporting_leaves_the_callers_generator_as_it_was(tmp_path: Path) -> None:

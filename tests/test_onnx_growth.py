@@ -5,11 +5,13 @@ ordinary models do still loads and runs."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
 from test_onnx_export import srfeat_like_onnx
@@ -72,34 +74,38 @@ def test_a_graph_that_pads_the_image_hugely_is_refused_when_it_loads(tmp_path: P
 
 
 def test_padding_up_to_the_bound_runs_and_a_crop_takes_nothing_back(tmp_path: Path) -> None:
-    """`MAX_PAD` on an axis loads; a few pixels run (edge padding, then cropped back by negative pads)."""
-    half = MAX_PAD // 2
+    """`MAX_PAD` on an axis, once the stand-in's x4 Resize has enlarged it, loads; a few pixels run (edge
+    padding, then cropped back by negative pads)."""
+    half = MAX_PAD // 8
     Upscaler(padded(tmp_path / "bound.onnx", [0, 0, half, 0, 0, 0, half, 0]), device="cpu")
     image = samples.astronaut()[:6, :5]
     path = padded(tmp_path / "small.onnx", [0, 0, 2, 2, 0, 0, 2, 2], [0, 0, -2, -2, 0, 0, -2, -2])
     assert np.array_equal(Upscaler(path, device="cpu", tile=0)(image), image.repeat(4, axis=0).repeat(4, axis=1))
     over = padded(tmp_path / "over.onnx", [0, 0, half, 0, 0, 0, half, 0], [0, 0, -10, 0, 0, 0, 11, 0])
-    with pytest.raises(WeightsError, match=f"pads the image with {MAX_PAD + 11:,} values"):  # the crop is no refund
+    with pytest.raises(WeightsError, match=f"pads the image with {(MAX_PAD // 4 + 11) * 4:,} values"):  # no refund
         Upscaler(over, device="cpu")
 
 
 def test_pads_on_different_axes_are_counted_each_on_its_own(tmp_path: Path) -> None:
-    """Each Pad's most on any axis was summed along the path: 600 on the width then 600 on the height was
-    refused as 1,200 on one axis. It runs (cropped back by negative pads); past a Transpose, which moves the
-    axes, what was padded counts on every axis: the width's 600, now the height's, and 600 more are 1,200."""
+    """Each Pad's most on any axis was summed along the path: 240 on the width then 240 on the height was
+    refused as 480 on one axis (1,920 once the stand-in enlarges it x4). It runs (cropped back by negative
+    pads); past a Transpose, which moves the axes, what was padded counts on every axis: the width's 240, now
+    the height's, and 240 more are 480, and 1,920 after the stand-in's Resize."""
     from onnx import helper
 
     image = samples.astronaut()[:6, :5]
-    crop = [0, 0, -300, -300, 0, 0, -300, -300]
-    path = padded(tmp_path / "both.onnx", [0, 0, 0, 300, 0, 0, 0, 300], [0, 0, 300, 0, 0, 0, 300, 0], crop)
+    crop = [0, 0, -120, -120, 0, 0, -120, -120]
+    path = padded(tmp_path / "both.onnx", [0, 0, 0, 120, 0, 0, 0, 120], [0, 0, 120, 0, 0, 0, 120, 0], crop)
     assert np.array_equal(Upscaler(path, device="cpu", tile=0)(image), image.repeat(4, axis=0).repeat(4, axis=1))
     nodes = [
         helper.make_node("Pad", ["input", "width"], ["wide"], mode="edge"),
         helper.make_node("Transpose", ["wide"], ["turned"], perm=[0, 1, 3, 2]),
         helper.make_node("Pad", ["turned", "height"], ["prepared"], mode="edge"),
     ]
-    constants = {"width": [0, 0, 0, 300, 0, 0, 0, 300], "height": [0, 0, 300, 0, 0, 0, 300, 0]}
-    with pytest.raises(WeightsError, match="pads the image with 1,200 values on one axis"):
+    constants = {"width": [0, 0, 0, 120, 0, 0, 0, 120], "height": [0, 0, 120, 0, 0, 0, 120, 0]}
+    with pytest.raises(
+        WeightsError, match="pads the image with 1,920 values on one axis by constant pads \\(at a Resize node\\)"
+    ):
         Upscaler(before_the_resize(tmp_path / "turned.onnx", nodes, constants), device="cpu")
 
 
@@ -361,3 +367,158 @@ def test_pads_computed_from_constants_are_checked_too(tmp_path: Path) -> None:
     constants = {"base": [0, 0, 0, 1000, 0, 0, 0, 0], "more": [0, 0, 0, 1000, 0, 0, 0, 0]}
     with pytest.raises(WeightsError, match="pads the image with 2,000 values on one axis"):
         Upscaler(before_the_resize(tmp_path / "pads.onnx", nodes, constants), device="cpu")
+
+
+class GreyWidened(torch.nn.Module):
+    """A grey map enlarged x4 a side, expanded to `features` as PyTorch code writes it (-1 keeps a size), then
+    back to 3 (their mean): a stand-in for srfeat's x4 that runs."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        grey = torch.nn.functional.interpolate(image.mean(1, keepdim=True), scale_factor=4.0, mode="nearest")
+        return grey.expand(-1, self.features, -1, -1).mean(1, keepdim=True).expand(-1, 3, -1, -1)
+
+
+def exported_by_pytorch(path: Path, module: torch.nn.Module) -> Path:
+    """`module` exported by PyTorch's legacy (TorchScript) exporter, which other tools' files come from, with
+    srfeat's metadata (`srfeat_like_onnx`'s)."""
+    torch.onnx.export(
+        module,
+        (torch.rand(1, 3, 8, 8),),
+        str(path),
+        dynamo=False,
+        opset_version=18,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}},
+    )
+    model = onnx.load(str(path))
+    metadata = onnx.load(str(srfeat_like_onnx(path.with_suffix(".stand-in.onnx")))).metadata_props
+    model.metadata_props.extend(metadata)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_expand_as_pytorch_s_legacy_exporter_writes_it_counts(tmp_path: Path) -> None:
+    """`x.expand(-1, 200, -1, -1)` exports as an Expand to Where(Equal(...), ConstantOfShape, ...), which was
+    not followed: a grey map enlarged x4 a side then expanded to 200 features (3,200 times) loaded. So
+    written by hand too; 4 features run."""
+    from onnx import helper
+
+    path = exported_by_pytorch(tmp_path / "torch.onnx", GreyWidened(200))
+    assert {"ConstantOfShape", "Equal", "Where"} <= {node.op_type for node in onnx.load(str(path)).graph.node}
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path} enlarges the image 3,200 times over"), message
+    assert "(at a Expand node)" in message, message
+    nodes = [
+        helper.make_node("ReduceMean", ["input", "channels"], ["grey"], keepdims=1),
+        helper.make_node("ConstantOfShape", ["rank"], ["ones"], value=helper.make_tensor("", 7, [1], [1])),
+        helper.make_node("Mul", ["ones", "minus_one"], ["minus_ones"]),
+        helper.make_node("Equal", ["asked", "minus_ones"], ["kept"]),
+        helper.make_node("Where", ["kept", "ones", "asked"], ["target"]),
+        helper.make_node("Expand", ["grey", "target"], ["prepared"]),
+    ]
+    constants = {"channels": [1], "rank": [4], "minus_one": [-1], "asked": [-1, 200, -1, -1]}
+    with pytest.raises(WeightsError, match="enlarges the image 3,200 times over by constant scales \\(at a Resize"):
+        Upscaler(before_the_resize(tmp_path / "by_hand.onnx", nodes, constants), device="cpu")
+    image = samples.astronaut()[:6, :5]
+    small = Upscaler(exported_by_pytorch(tmp_path / "small.onnx", GreyWidened(4)), device="cpu", tile=0)
+    grey = np.round(image.astype(np.float64).mean(axis=2, keepdims=True)).repeat(3, axis=2)
+    assert np.abs(small(image).astype(np.int64) - grey.repeat(4, axis=0).repeat(4, axis=1)).max() <= 1
+
+
+def test_a_pad_before_a_resize_counts_enlarged_with_it(tmp_path: Path) -> None:
+    """A Pad's values were counted as they were padded: 300 a side on the width (600) before the stand-in's
+    x4 Resize loaded, and made 2,400 columns of each tile, where the same Pad after it makes 600."""
+    path = padded(tmp_path / "padded.onnx", [0, 0, 0, 300, 0, 0, 0, 300])
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path} pads the image with 2,400 values on one axis"), message
+    assert "(at a Resize node)" in message and "export it again with `srfeat export`" in message, message
+
+
+@pytest.mark.parametrize(("axis", "beside"), [(1, "itself"), (3, "itself"), (3, "zeros of its shape")])
+def test_the_image_concatenated_with_itself_counts(tmp_path: Path, axis: int, beside: str) -> None:
+    """Concat(x, x) doubles the image (along its features or its width) and was not counted: five of them
+    (32 times) before the stand-in's x4 Resize (512 times over) loaded. So does a map of its size made from
+    its shape (ConstantOfShape(Shape(x))), which is no shape itself."""
+    from onnx import helper
+
+    names = ["input", *(f"doubled{index}" for index in range(4)), "prepared"]
+    nodes = []
+    for name, after in itertools.pairwise(names):
+        if beside == "itself":
+            nodes.append(helper.make_node("Concat", [name, name], [after], axis=axis))
+        else:
+            nodes.append(helper.make_node("Shape", [name], [f"{name}_shape"]))
+            nodes.append(helper.make_node("ConstantOfShape", [f"{name}_shape"], [f"{name}_zeros"]))
+            nodes.append(helper.make_node("Concat", [name, f"{name}_zeros"], [after], axis=axis))
+    with pytest.raises(WeightsError, match="enlarges the image 512 times over by constant scales \\(at a Resize"):
+        Upscaler(before_the_resize(tmp_path / "doubled.onnx", nodes, {}), device="cpu")
+
+
+class OrdinaryNetwork(torch.nn.Module):
+    """What ordinary models do that adds up if counted wrong: circular padding (eight times, then cropped
+    back), a dense block (each convolution takes every map before it, concatenated), and 160 convolutions
+    after reflect padding, before a x4 Resize."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.dense = torch.nn.ModuleList(torch.nn.Conv2d(3 * (level + 1), 3, 1) for level in range(7))
+        self.deep = torch.nn.Sequential(
+            *(torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(3, 3, 3)) for _ in range(160))
+        )
+        for layer in [*self.dense, *self.deep]:
+            torch.nn.init.normal_(layer[-1].weight if isinstance(layer, torch.nn.Sequential) else layer.weight, 0, 0.05)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        wrapped = image
+        for _ in range(8):
+            wrapped = torch.nn.functional.pad(wrapped, (1, 1, 1, 1), mode="circular")
+        maps = [wrapped[..., 8:-8, 8:-8]]
+        for convolution in self.dense:
+            maps.append(convolution(torch.cat(maps, 1)))
+        result = torch.sigmoid(self.deep(maps[-1]))
+        return torch.nn.functional.interpolate(result, scale_factor=4.0, mode="nearest")
+
+
+def test_ordinary_concats_and_pads_still_run(tmp_path: Path) -> None:
+    """None of these is refused, and the file gives what the network does."""
+    network = OrdinaryNetwork().eval()
+    image = samples.astronaut()[:6, :5]
+    result = Upscaler(exported_by_pytorch(tmp_path / "ordinary.onnx", network), device="cpu", tile=0)(image)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0)
+    assert np.abs(result.astype(np.int64) - np.round(expected.numpy() * 255)).max() <= 1
+
+
+def test_features_an_expand_added_are_taken_back_by_a_reduction(tmp_path: Path) -> None:
+    """A grey map expanded to 200 features (200 times), then made grey again, was still counted 200 times
+    over after that: the stand-in's x4 Resize made it 3,200, and a file that takes 16 times the image's
+    memory at most was refused. It runs; a convolution takes the features back too, and a Reduce that
+    reduces nothing (opset 18's noop_with_empty_axes) does not."""
+    from onnx import TensorProto, helper
+
+    image = samples.astronaut()[:6, :5]
+    grey = np.round(image.astype(np.float64).mean(axis=2, keepdims=True)).repeat(3, axis=2)
+    path = expanded(tmp_path / "grey.onnx", [1, 200, 1, 1])
+    result = Upscaler(path, device="cpu", tile=0)(image)
+    assert np.abs(result.astype(np.int64) - grey.repeat(4, axis=0).repeat(4, axis=1)).max() <= 1
+    model = onnx.load(str(path))
+    reduction = next(node for node in model.graph.node if node.output[0] == "mean")
+    reduction.CopyFrom(helper.make_node("Conv", ["expanded", "to1"], ["mean"]))
+    model.graph.initializer.append(helper.make_tensor("to1", TensorProto.FLOAT, [1, 200, 1, 1], [1 / 200] * 200))
+    onnx.save(model, str(tmp_path / "convolved.onnx"))
+    result = Upscaler(tmp_path / "convolved.onnx", device="cpu", tile=0)(image)
+    assert np.abs(result.astype(np.int64) - grey.repeat(4, axis=0).repeat(4, axis=1)).max() <= 1
+    reduction.CopyFrom(helper.make_node("ReduceMean", ["expanded", ""], ["mean"], noop_with_empty_axes=1))
+    onnx.save(model, str(tmp_path / "noop.onnx"))
+    with pytest.raises(WeightsError, match="enlarges the image 3,200 times over by constant scales \\(at a Resize"):
+        Upscaler(tmp_path / "noop.onnx", device="cpu")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -62,9 +62,10 @@ MAX_CONSTANT_VALUES = 2**26
 # byte (8 leaves room for narrower ones), and each typed entry (1 byte or more) holds at most two values.
 _VALUES_PER_BYTE = 8
 # Operators whose output is computed where its inputs are constants of at most `_SMALL_VALUES` values each: a
-# scale, a shape or pads computed from others
-_ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
-_COMPUTED = frozenset({*_ARITHMETIC, "Identity", "Cast", "Concat"})
+# scale, a shape or pads computed from others (PyTorch's legacy exporter writes `x.expand(-1, 64, -1, -1)`'s
+# shape as Where(Equal(shape, ConstantOfShape * -1), ConstantOfShape, shape))
+_ELEMENTWISE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Equal": np.equal}
+_COMPUTED = frozenset({*_ELEMENTWISE, "Where", "ConstantOfShape", "Identity", "Cast", "Concat"})
 _SMALL_VALUES = 16
 _REFUSAL = "this is not a model srfeat can run safely; export it again with `srfeat export`"
 
@@ -123,8 +124,8 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
             )
         if (padded := growth_of.padded(node)) > MAX_PAD:
             raise WeightsError(
-                f"{source} pads the image with {padded:,} values on one axis by constant pads (at a Pad node), "
-                f"where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
+                f"{source} pads the image with {padded:,} values on one axis by constant pads (at a "
+                f"{node.op_type[:40]} node), where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
             )
 
 
@@ -197,7 +198,6 @@ def check_weights(parsed: onnx.ModelProto | None, data: bytes, source: str) -> N
     """
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:  # `check_before_loading` warned (`warn_unchecked`)
         return
     from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE
@@ -210,29 +210,12 @@ def check_weights(parsed: onnx.ModelProto | None, data: bytes, source: str) -> N
                 f"{source} is damaged or not a srfeat export: the onnx package cannot read it ({first_line(error)}); "
                 "export it again"
             ) from error
-    graph = parsed.graph
     bad = 0
     largest = (0.0, "")
-    # Weights are initializers in srfeat's exports; other tools keep some as Constant nodes, which the clamp
-    # would as well turn white: an inf bias in one was an all-white image without a word.
-    constants = [node for node in graph.node if node.op_type == "Constant"]
-    for attribute in (attribute for node in constants for attribute in node.attribute):
-        if attribute.name == "value_float":
-            bad += not np.isfinite(attribute.f)
-        elif attribute.name == "value_floats":
-            bad += int(np.count_nonzero(~np.isfinite(np.asarray(attribute.floats, dtype=np.float32))))
-    tensors = [attribute.t for node in constants for attribute in node.attribute if attribute.name == "value"]
-    for initializer in [*graph.initializer, *tensors]:
-        if initializer.data_location == onnx.TensorProto.EXTERNAL:
-            continue  # not in this file: refused before ONNX Runtime was given it (`check_before_loading`)
-        try:  # a weight whose declared shape its data does not fill (a damaged or hostile file)
-            values = numpy_helper.to_array(initializer)
-        except Exception as error:  # ValueError, or onnx's own for an unknown data type
-            raise _unreadable(source, initializer.name, first_line(error)) from error
-        if np.issubdtype(values.dtype, np.floating) and values.size:
-            finite = np.isfinite(values)
-            bad += int(values.size - np.count_nonzero(finite))
-            largest = max(largest, (float(np.abs(values[finite]).max(initial=0.0)), initializer.name))
+    for name, values in _weight_values(parsed, source):
+        finite = np.isfinite(values)
+        bad += int(values.size - np.count_nonzero(finite))
+        largest = max(largest, (float(np.abs(values[finite]).max(initial=0.0)), name))
     if bad:
         raise WeightsError(
             f"{source} has {bad:,} weight value(s) that are not finite (NaN or inf): a diverged or damaged "
@@ -243,6 +226,31 @@ def check_weights(parsed: onnx.ModelProto | None, data: bytes, source: str) -> N
             f"{source} has a weight of {largest[0]:.3g} (in {largest[1][:60]!r}), where trained generators stay "
             f"far below {MAX_WEIGHT_MAGNITUDE:g}: a diverged or damaged model; export a working one again"
         )
+
+
+def _weight_values(parsed: onnx.ModelProto, source: str) -> Iterator[tuple[str, np.ndarray]]:
+    """The graph's floating weights, by name, as arrays: its initializers, and its Constant nodes' (a tensor,
+    or a `value_float` or `value_floats`), which other tools keep weights in: an inf bias in one, which the
+    graph's clamp turns white, was an all-white image without a word; a 1e36 one, a garbage image."""
+    import onnx
+    from onnx import numpy_helper
+
+    constants = [node for node in parsed.graph.node if node.op_type == "Constant" and node.output]
+    for node in constants:
+        for attribute in node.attribute:
+            if attribute.name in ("value_float", "value_floats"):
+                floats = [attribute.f] if attribute.name == "value_float" else attribute.floats
+                yield node.output[0], np.asarray(floats, dtype=np.float32)
+    tensors = [attribute.t for node in constants for attribute in node.attribute if attribute.name == "value"]
+    for initializer in [*parsed.graph.initializer, *tensors]:
+        if initializer.data_location == onnx.TensorProto.EXTERNAL:
+            continue  # not in this file: refused before ONNX Runtime was given it (`check_before_loading`)
+        try:  # a weight whose declared shape its data does not fill (a damaged or hostile file)
+            values = numpy_helper.to_array(initializer)
+        except Exception as error:  # ValueError, or onnx's own for an unknown data type
+            raise _unreadable(source, initializer.name, first_line(error)) from error
+        if np.issubdtype(values.dtype, np.floating) and values.size:
+            yield initializer.name, values
 
 
 def _unreadable(source: str, name: str, reason: str) -> WeightsError:
@@ -430,11 +438,9 @@ class _Constants:
         given = [each for each in inputs if each is not None]
         if op == "Div" and any(each.dtype.kind != "f" for each in given):
             return  # ONNX divides integers truncating, numpy not: not needed for a scale, which is a float
-        if (
-            op not in ("Concat", "Cast")
-            and _values_in_shape(_broadcast([list(each.shape) for each in given])) > _SMALL_VALUES
-        ):
-            return
+        made = [given[0].ravel().tolist()] if op == "ConstantOfShape" else [list(each.shape) for each in given]
+        if op not in ("Concat", "Cast") and _values_in_shape(_broadcast(made)) > _SMALL_VALUES:
+            return  # nor is a large ConstantOfShape made to be measured
         options = {each.name: each for each in node.attribute}
         try:
             with np.errstate(all="ignore"):  # inf or NaN: refused (or not counted) where used
@@ -444,8 +450,15 @@ class _Constants:
                     result = given[0].astype(helper.tensor_dtype_to_np_dtype(options["to"].i))
                 elif op == "Concat":
                     result = np.concatenate(given, axis=options["axis"].i)
+                elif op == "ConstantOfShape":  # of a float32 0 unless its `value` says
+                    from onnx import numpy_helper
+
+                    fill = numpy_helper.to_array(options["value"].t) if "value" in options else np.zeros(1, np.float32)
+                    result = np.full(made[0], fill.ravel()[0], dtype=fill.dtype)
+                elif op == "Where":
+                    result = np.where(given[0].astype(bool), given[1], given[2])
                 else:
-                    result = np.asarray(_ARITHMETIC[op](*given) if op in _ARITHMETIC else given[0])
+                    result = np.asarray(_ELEMENTWISE[op](*given) if op in _ELEMENTWISE else given[0])
         except Exception:  # noqa: BLE001  # what ONNX Runtime refuses itself: mismatched shapes, unknown types
             return
         if result.size <= _SMALL_VALUES:

@@ -3,21 +3,25 @@
 `GraphGrowth`, asked about each node in the graph's order, tells how many times over the image has grown
 on the way to it (Resize and Upsample by constant scales or to sizes computed as the image's shape times
 constants, Tile by constant repeats, Expand to a constant shape where the image's size there is not known
-to be that already), and how many values constant Pads have added to an axis of it. The tile plan counts
-memory per input pixel: a Resize by 1e5 asked for 1e10 times a tile's memory at the first one, and a Pad
-of 2000 a side made each 64-feature tile 4 GB.
+to be that already, Concat of the image with itself), and how many values constant Pads have added to an
+axis of it (a later Resize enlarging them). The tile plan counts memory per input pixel: a Resize by 1e5
+asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side made each 64-feature tile
+4 GB.
 
-Not followed (so not counted): shapes computed otherwise than `ShapeVectors` says, a Resize's constant
-height or width beside computed ones, a Concat of the image with itself, DepthToSpace (which only moves
-values); a reduction does not take back what an Expand before it added (an overcount).
+Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, a
+Resize's constant height or width beside computed ones, DepthToSpace (which only moves values). What a
+Concat or an Expand added to the features, a convolution or a reduction over them takes back.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from srfeat.inference.onnx_shapes import MAX_DIMS, ConstantValues, Dims, ShapeVectors
 
 if TYPE_CHECKING:
     import onnx
@@ -34,16 +38,8 @@ MAX_GROWTH = 256
 # at the least and 256 on a CPU (tiling.py's MIN_TILE, CPU_EFFICIENT_TILE): 1024 makes a 256-pixel tile
 # 25 times larger at most, where a Pad of 2000 a side made it 270 times larger (4 GB at 64 features).
 MAX_PAD = 1024
-# Dimensions (and scales, pads) read of a shape: more than numpy itself takes (64), and fewer than a
-# hostile file can declare
-MAX_DIMS = 1024
 
 
-# Sizes of a value's axes, None where the file does not fix one
-Dims = list[int | None]
-# An entry of a shape computed from the image's (`ShapeVectors`): a factor times the size of an axis of a
-# value made from the image, plus a constant; a factor of 0 where it is a constant alone
-Entry = tuple[float, float]
 # Operators whose output has their first input's shape (`onnx_contents` follows constants' through them)
 SAME_SHAPE = frozenset(
     {"Identity", "Cast", "Neg", "Abs", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal"}
@@ -58,20 +54,13 @@ BROADCASTING = frozenset(
 )
 # Operators that keep the batch and features and change the height and width
 _POOLING = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+# Operators that compute a shape from shapes (a ConstantOfShape of the image's shape is the image's size)
+_OF_SHAPES = BROADCASTING | {"Gather", "Slice", "Concat", "Identity", "Cast", "Floor", "Ceil", "Round", "Reshape"}
+_OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs"}
 # Operators that keep each axis where it is: a pad on one stays on it
 _KEEPS_AXES = (
     SAME_SHAPE | BROADCASTING | _POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
 )
-# Operators that pass a shape's entries on as they are (Gather and Slice pick some: `ShapeVectors.follow`)
-_KEEPS_ENTRIES = frozenset({"Identity", "Cast", "Floor", "Ceil", "Round", "Squeeze", "Unsqueeze", "Reshape"})
-
-
-class ConstantValues(Protocol):
-    """What `GraphGrowth` asks of the file's constants (`onnx_contents._Constants`)."""
-
-    def values(self, name: str) -> np.ndarray | None: ...
-
-    def shape(self, name: str) -> list[int] | None: ...
 
 
 class GraphGrowth:
@@ -80,13 +69,19 @@ class GraphGrowth:
 
     def __init__(self, constants: ConstantValues, input_dims: Mapping[str, Dims] | None = None) -> None:
         self._constants = constants
-        self._growth: dict[str, float] = {}
+        # On the way: what a convolution keeps, and what it undoes (features concatenated, which it makes its own)
+        self._growth: dict[str, tuple[float, float]] = {}
         # Values padded on the way: on every axis, and more on some (from the last: -1 the width)
         self._padded: dict[str, tuple[int, dict[int, int]]] = {}
         # Values the graph computes from its input (the image): a name no node made and no constant holds
         # is an input; what a node makes from one is too
         self._made: set[str] = set()
         self._from_image: set[str] = set()
+        # Values computed from the image's shape alone (Shape, and what is computed from it): not its pixels
+        self._of_shape: set[str] = set()
+        # Strips of the image a Slice cut to at most a constant length on an axis (from the last): a Concat of
+        # one beside the image (circular padding) adds that many values, as a Pad, not the image again
+        self._strips: dict[str, tuple[int, int]] = {}
         # The sizes the file fixes of the axes of values made from the image (the graph's inputs declare
         # theirs: ONNX Runtime refuses an input of other fixed sizes), and the shapes computed from theirs
         self._dims: dict[str, Dims] = dict(input_dims or {})
@@ -100,8 +95,13 @@ class GraphGrowth:
         not known to be the target's already (`_expanded`). A constant's Expand is counted as such
         (`_Constants.output_values`)."""
         inputs = list(node.input)
-        before = max((self._growth.get(name, 1.0) for name in inputs if name), default=1.0)
+        grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name]
+        kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
         op, factors, scales = node.op_type, None, None
+        if op == "Concat":
+            kept, widened = self._concatenated(node, kept, widened)
+        elif op in ("Conv", "ConvTranspose") or (op.startswith("Reduce") and 1 in (self._reduced_axes(node) or ())):
+            widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
             factors = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
             factors = scales = factors if factors is not None and factors.dtype.kind == "f" else None
@@ -113,19 +113,68 @@ class GraphGrowth:
                 factors = factors if factors is not None and factors.dtype.kind == "i" else None
             elif self._is_from_image(inputs[0]):
                 factors = self._expanded(inputs[0], inputs[1])
+                if factors is not None and len(factors) > 2:  # on the features: undone as a Concat's are
+                    widened, factors[1] = min(widened * factors[1], 2.0**40), 1.0
         self._dims_of(node, scales)
         self._shapes.follow(node)
+        self._note_strip(node)
         self._made.update(node.output)
         if any(self._is_from_image(name) for name in inputs if name):
             self._from_image.update(node.output)
+            of_shape = op in _OF_SHAPES and all(name in self._of_shape for name in inputs if self._is_from_image(name))
+            if op in ("Shape", "Size") or of_shape:
+                self._of_shape.update(node.output)
         own = 1.0
         for factor in [] if factors is None else factors.ravel()[:MAX_DIMS].astype(np.float64).tolist():
             own *= factor if factor > 0 else 1.0  # nothing (0), or refused by ONNX Runtime (negative, NaN)
             if own > 2**40:  # past any bound, and no overflow
                 break
         for name in node.output:
-            self._growth[name] = before * own
-        return max(own, before * own)
+            self._growth[name] = (kept * own, widened)
+        return max(own, kept * own * widened)
+
+    def _concatenated(self, node: onnx.NodeProto, kept: float, widened: float) -> tuple[float, float]:
+        """The growth of a Concat of values made from the image (not of its shape): along the features, the
+        sum of theirs, which a convolution after it undoes (a dense block concatenates five maps, then
+        convolves them to one); along another axis, the sum of theirs for good (the image beside itself is
+        twice the image). A strip cut off the image (`_note_strip`) counts as padding there (`padded`)."""
+        parts = [name for name in node.input if name and self._is_from_image(name) and name not in self._of_shape]
+        if len(parts) < 2:
+            return kept, widened
+        grown = [self._growth.get(name, (1.0, 1.0)) for name in parts]
+        along = self._concat_axis(node)
+        if along is not None and along[0] == 1 and along[1] >= 3:
+            return kept, sum(each for _, each in grown)
+        whole = [growth for name, growth in zip(parts, grown, strict=True) if not self._is_strip(name, along)]
+        return max(kept, sum(each for each, _ in whole) if len(whole) > 1 else 0.0), widened
+
+    def _concat_axis(self, node: onnx.NodeProto) -> tuple[int, int] | None:
+        """The axis a Concat joins along, and the rank of what it joins, where the sizes noted of its inputs
+        tell the rank (else None)."""
+        axis = next((each.i for each in node.attribute if each.name == "axis"), None)
+        rank = next((len(dims) for name in node.input if (dims := self._dims.get(name)) is not None), None)
+        if axis is None or rank is None or not -rank <= axis < rank:
+            return None
+        return axis % rank, rank
+
+    def _is_strip(self, name: str, along: tuple[int, int] | None) -> bool:
+        return along is not None and name in self._strips and self._strips[name][0] == along[0] - along[1]
+
+    def _note_strip(self, node: onnx.NodeProto) -> None:
+        """Note a Slice of a value made from the image to at most a constant length on one axis: from a
+        start to an end on the same side (counted from the start, or both from the end), or from a start
+        counted from the end to past the end (`x[..., -2:]`), in steps of 1."""
+        inputs = list(node.input)
+        dims = self._dims.get(inputs[0]) if inputs else None
+        if node.op_type != "Slice" or len(inputs) < 4 or dims is None or not self._is_from_image(inputs[0]):
+            return
+        given = self._shapes.integers([*inputs[1:5], "", ""][:4], 4, defaults=[0, 0, 0, 1])
+        if given is None or any(len(each) != 1 for each in given) or not node.output:
+            return
+        (start,), (end,), (axis,), (step,) = given
+        length = end - start if (start >= 0) == (end >= 0) else -start if start < 0 else None
+        if step == 1 and length is not None and length <= MAX_PAD and -len(dims) <= axis < len(dims):
+            self._strips[node.output[0]] = (axis % len(dims) - len(dims), max(length, 0))
 
     def _expanded(self, source: str, target: str) -> np.ndarray | None:
         """How many times over an Expand of the image value `source` to the shape `target` enlarges it, on
@@ -148,7 +197,9 @@ class GraphGrowth:
                 factors.append(max(factor, 1.0))
             elif axis < rank - 2:
                 factors.append(max(constant / size, 1.0) if size else max(constant, 1.0))
-        return np.asarray(factors)
+            else:
+                factors.append(1.0)
+        return np.asarray(factors, dtype=np.float64)
 
     def _resized(self, source: str, sizes: str, node: onnx.NodeProto) -> np.ndarray | None:
         """The factors by which a Resize of `source` to `sizes` enlarges it, where those are its shape times
@@ -200,10 +251,8 @@ class GraphGrowth:
                 for axis, size in enumerate(dims)
             ]
         elif op.startswith("Reduce") and (options["keepdims"].i if "keepdims" in options else 1):
-            axes = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None  # opset 18
-            listed = list(options["axes"].ints) if "axes" in options else [] if axes is None else axes.ravel().tolist()
-            reduced = {int(axis) % len(dims) for axis in listed} if listed and dims else set(range(len(dims)))
-            result = [1 if axis in reduced else size for axis, size in enumerate(dims)]
+            reduced = self._reduced_axes(node)  # all, where not known: a size noted smaller counts more
+            result = [1 if reduced is None or axis in reduced else size for axis, size in enumerate(dims)]
         elif op == "Expand" and len(inputs) > 1 and (entries := self._shapes.entries(inputs[1])) is not None:
             targets: Dims = [int(c) if f == 0 and c > 1 else (None if f else 1) for f, c in entries]
             result = _broadcast_dims([dims, targets])
@@ -213,10 +262,27 @@ class GraphGrowth:
                 size if size > 0 else (dims[axis] if size == 0 and axis < len(dims) else None)
                 for axis, size in enumerate(numbers)
             ]
+        elif op in ("Pad", "Slice", "Concat"):  # sizes change on some axes (of inputs alike but one: Concat)
+            result = [None for _ in dims]
         elif op == "Transpose" and "perm" in options and sorted(options["perm"].ints) == list(range(len(dims))):
             result = [dims[axis] for axis in options["perm"].ints]
         if result is not None:
             self._dims[node.output[0]] = result
+
+    def _reduced_axes(self, node: onnx.NodeProto) -> set[int] | None:
+        """The axes a Reduce node reduces, where its input's rank is known (`_dims`): those it lists (an
+        attribute, or a constant input from opset 18), else all; None where they are not known."""
+        inputs, options = list(node.input), {each.name: each for each in node.attribute}
+        if not inputs or (dims := self._dims.get(inputs[0])) is None:
+            return None
+        given = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+        if len(inputs) > 1 and inputs[1] and (given is None or given.dtype.kind != "i"):
+            return None  # computed by the graph
+        listed = list(options["axes"].ints) if "axes" in options else [] if given is None else given.ravel().tolist()
+        listed = [int(axis) for axis in listed if -len(dims) <= axis < len(dims)]
+        if not listed and "noop_with_empty_axes" in options and options["noop_with_empty_axes"].i:
+            return set()  # opset 18: none listed, none reduced
+        return {axis % len(dims) for axis in listed} if listed else set(range(len(dims)))
 
     def _fixed(self, name: str) -> Dims | None:
         shape = self._constants.shape(name)
@@ -229,8 +295,12 @@ class GraphGrowth:
         """How many values constant Pads have added to one axis of the image (both ends), along the path to
         `node` that added most: each axis's pads summed, while the operators on the way keep the axes where
         they are (`_KEEPS_AXES`); past any other (a Transpose, a Reshape) the most on any axis so far counts
-        on every axis, as a Pad on some axes of its own (`axes`, opset 18) counts its most on each. Crops
-        (negative pads) take nothing back: what was padded was made."""
+        on every axis, as a Pad on some axes of its own (`axes`, opset 18) counts its most on each. A Resize
+        enlarges what was padded with the rest (a Pad of 300 before a x4 Resize makes 1,200 values, where one
+        after it makes 300), and a Concat of strips of the image beside it (circular padding) adds theirs. Crops
+        (negative pads) take nothing back: what was padded was made; but a convolution that shrinks each axis
+        by its kernel (reflect padding, then a convolution without its own) takes back what it shrinks it by,
+        so that a deep network's pads do not add up."""
         inputs = list(node.input)
         on_path = [self._padded.get(name, (0, {})) for name in inputs if name]
         base, axes = max((base + max(axes.values(), default=0) for base, axes in on_path), default=0), {}
@@ -239,6 +309,16 @@ class GraphGrowth:
             for each, counts in on_path:
                 for axis, count in counts.items():
                     axes[axis] = max(axes.get(axis, 0), each + count - base)
+        if node.op_type == "Concat" and (along := self._concat_axis(node)) is not None:
+            for name in (name for name in inputs if self._is_strip(name, along)):
+                axes[along[0] - along[1]] = axes.get(along[0] - along[1], 0) + self._strips[name][1]
+        if node.op_type == "Conv" and len(inputs) > 1 and (weight := self._constants.shape(inputs[1])):
+            for axis, shrunk in _shrinks(node, weight[2:]).items():  # a pad a convolution takes back
+                axes[axis] = max(axes.get(axis, 0) - shrunk, 0)
+        if node.op_type in ("Resize", "Upsample") and (scales := self._axis_scales(node)) is not None:
+            by_axis, most = scales  # what was padded is enlarged with the rest
+            base = _enlarged(base, most)
+            axes = {axis: _enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}
         if node.op_type == "Pad" and inputs and self._constants.shape(inputs[0]) is None:  # a constant's: sized
             pads = self._given(inputs, 1, node, "pads")  # an attribute before opset 11
             if pads is not None and pads.dtype.kind == "i":
@@ -254,6 +334,22 @@ class GraphGrowth:
             self._padded[name] = (base, axes)
         return base + max(axes.values(), default=0)
 
+    def _axis_scales(self, node: onnx.NodeProto) -> tuple[dict[int, float], float] | None:
+        """A Resize's or Upsample's constant scales, or the factors of sizes computed from the image's shape
+        (`ShapeVectors`; 1 for a constant size), by axis from the last, and the most of them (for an axis not
+        known); None where neither is known."""
+        inputs = list(node.input)
+        scales = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
+        if scales is not None and scales.dtype.kind == "f" and scales.size:
+            numbers = scales.ravel()[:MAX_DIMS].astype(np.float64).tolist()
+        elif node.op_type == "Resize" and len(inputs) > 3 and inputs[3] and (sized := self._shapes.entries(inputs[3])):
+            numbers = [factor if factor > 0 else 1.0 for factor, _ in sized]
+        else:
+            return None
+        numbers = [each if each > 1 else 1.0 for each in numbers]  # NaN, and a shrinking, as 1: what was made was
+        listed = any(each.name == "axes" for each in node.attribute)  # Resize-18: scales of those axes only
+        return {} if listed else {axis - len(numbers): each for axis, each in enumerate(numbers)}, max(numbers)
+
     def _given(self, inputs: list[str], index: int, node: onnx.NodeProto, attribute: str) -> np.ndarray | None:
         """The constant input `index` of `node`, else its attribute `attribute` (ints or floats), else None."""
         if index < len(inputs) and inputs[index]:
@@ -264,86 +360,25 @@ class GraphGrowth:
         return None
 
 
-class ShapeVectors:
-    """Shapes the graph computes from the image's: Shape, then Gather or Slice of its entries, Cast, times or
-    plus a constant, Concat with constants. Each entry is followed as a factor times the size of an axis plus
-    a constant: a Resize to sizes [N, C, 4 H, 4 W] so made enlarges the image 16 times, as one by scales
-    [1, 1, 4, 4] does. What else a graph computes of a shape (two shapes multiplied, a shape's size in a
-    division) is not followed, and counts nothing."""
+def _shrinks(node: onnx.NodeProto, kernel: list[int]) -> dict[int, int]:
+    """How many values a convolution of `kernel` (its weight's spatial sizes) takes off each axis (from the
+    last), less its own pads; none where it strides, or pads as the input's size says (`auto_pad`)."""
+    options, count = {each.name: each for each in node.attribute}, len(kernel)
+    strides = list(options["strides"].ints) if "strides" in options else [1] * count
+    dilations = list(options["dilations"].ints) if "dilations" in options else [1] * count
+    pads = list(options["pads"].ints) if "pads" in options else [0] * 2 * count
+    automatic = "auto_pad" in options and options["auto_pad"].s not in (b"NOTSET", b"VALID")
+    if automatic or any(each != 1 for each in strides) or len(dilations) != count or len(pads) != 2 * count:
+        return {}
+    return {
+        axis - count: max(dilation * (size - 1) - pads[axis] - pads[axis + count], 0)
+        for axis, (size, dilation) in enumerate(zip(kernel, dilations, strict=True))
+    }
 
-    def __init__(self, constants: ConstantValues, dims: Mapping[str, Dims]) -> None:
-        self._constants = constants
-        self._dims = dims
-        self._vectors: dict[str, list[Entry]] = {}
 
-    def entries(self, name: str) -> list[Entry] | None:
-        """The entries of the shape `name`: a constant's (of integers), or one followed here; else None."""
-        if (values := self._constants.values(name)) is not None:
-            if values.dtype.kind not in "iuf" or values.size > MAX_DIMS:  # ONNX Runtime refuses a float shape
-                return None
-            return [(0.0, float(each)) for each in values.ravel().tolist()]
-        return self._vectors.get(name)
-
-    def follow(self, node: onnx.NodeProto) -> None:
-        """Note the entries of `node`'s output, where it computes a shape from the image's as above."""
-        inputs, options = list(node.input), {each.name: each for each in node.attribute}
-        if not inputs or not node.output or not node.output[0]:
-            return
-        op, entries, result = node.op_type, self._vectors.get(inputs[0]), None
-        if op == "Shape" and (dims := self._dims.get(inputs[0])) is not None:  # its rank is known
-            start, end = (
-                options[key].i if key in options else default for key, default in (("start", 0), ("end", len(dims)))
-            )
-            # a size the file fixes is a constant: an Expand to a map's shape of 200 features counts them
-            result = [(1.0, 0.0) if size is None else (0.0, float(size)) for size in dims][start:end]
-        elif op == "Concat" and any(name in self._vectors for name in inputs):
-            parts = [self.entries(name) for name in inputs]
-            result = None if any(part is None for part in parts) else [each for part in parts if part for each in part]
-        elif op in ("Mul", "Add", "Div", "Sub") and len(inputs) == 2:
-            result = self._arithmetic(op, inputs)
-        elif entries is None:
-            return
-        elif op in _KEEPS_ENTRIES:
-            result = entries
-        elif op in ("Gather", "Slice") and (given := self._integers(inputs[1:], 4)) is not None:
-            if op == "Gather" and all(-len(entries) <= index < len(entries) for index in given[0]):
-                result = [entries[index] for index in given[0]]
-            elif op == "Slice" and len(given) >= 2 and all(len(each) == 1 for each in given[:2]):
-                axes = given[2] if len(given) > 2 else []
-                steps = given[3] if len(given) > 3 and given[3] else [1]
-                if axes in ([], [0], [-1]) and len(steps) == 1 and steps[0]:
-                    result = entries[given[0][0] : given[1][0] : steps[0]]
-        if result is not None:
-            self._vectors[node.output[0]] = result[:MAX_DIMS]
-
-    def _arithmetic(self, op: str, inputs: list[str]) -> list[Entry] | None:
-        """A followed shape times, over, plus or minus a constant (of one value or one an entry)."""
-        swapped = op in ("Mul", "Add") and inputs[0] not in self._vectors
-        vector, other = reversed(inputs) if swapped else inputs
-        if (entries := self._vectors.get(vector)) is None:
-            return None  # nor are the constant's values read: a weight, at most Mul and Add nodes
-        constant = self._constants.values(other)
-        if constant is None or constant.dtype.kind not in "iuf" or constant.size not in (1, len(entries)):
-            return None
-        numbers = np.broadcast_to(constant.ravel().astype(np.float64), (len(entries),)).tolist()
-        if op == "Div" and 0 in numbers:
-            return None
-        if op in ("Mul", "Div"):
-            scale = numbers if op == "Mul" else [1 / each for each in numbers]
-            return [(factor * by, plus * by) for (factor, plus), by in zip(entries, scale, strict=True)]
-        sign = 1 if op == "Add" else -1
-        return [(factor, plus + sign * by) for (factor, plus), by in zip(entries, numbers, strict=True)]
-
-    def _integers(self, names: list[str], count: int) -> list[list[int]] | None:
-        """The constant integers of `names` (at most `count`, each flattened; none for a name left out), or
-        None if one is not such."""
-        given = []
-        for name in names[:count]:
-            values = self._constants.values(name) if name else np.zeros(0, np.int64)
-            if values is None or values.dtype.kind not in "iu":
-                return None
-            given.append([int(each) for each in values.ravel()[:MAX_DIMS].tolist()])
-        return given
+def _enlarged(count: int, scale: float) -> int:
+    """`count` values padded, `scale` times as many once resized (at most 2^40: past any bound, and no overflow)."""
+    return int(min(math.ceil(count * scale), 2**40)) if count else 0
 
 
 def _broadcast_dims(shapes: list[Dims]) -> Dims:

@@ -1,0 +1,117 @@
+"""Shapes an .onnx graph computes from the image's (`ShapeVectors`), followed entry by entry, for `onnx_growth`
+to tell how much a Resize to them or an Expand to them enlarges the image."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["MAX_DIMS", "ConstantValues", "Dims", "Entry", "ShapeVectors"]
+
+# Dimensions (and scales, pads) read of a shape: more than numpy itself takes (64), and fewer than a
+# hostile file can declare
+MAX_DIMS = 1024
+
+# Sizes of a value's axes, None where the file does not fix one
+Dims = list[int | None]
+# An entry of a shape computed from the image's (`ShapeVectors`): a factor times the size of an axis of a
+# value made from the image, plus a constant; a factor of 0 where it is a constant alone
+Entry = tuple[float, float]
+# Operators that pass a shape's entries on as they are (Gather and Slice pick some: `ShapeVectors.follow`)
+_KEEPS_ENTRIES = frozenset({"Identity", "Cast", "Floor", "Ceil", "Round", "Squeeze", "Unsqueeze", "Reshape"})
+
+
+class ConstantValues(Protocol):
+    """What `GraphGrowth` asks of the file's constants (`onnx_contents._Constants`)."""
+
+    def values(self, name: str) -> np.ndarray | None: ...
+
+    def shape(self, name: str) -> list[int] | None: ...
+
+
+class ShapeVectors:
+    """Shapes the graph computes from the image's: Shape, then Gather or Slice of its entries, Cast, times or
+    plus a constant, Concat with constants. Each entry is followed as a factor times the size of an axis plus
+    a constant: a Resize to sizes [N, C, 4 H, 4 W] so made enlarges the image 16 times, as one by scales
+    [1, 1, 4, 4] does. What else a graph computes of a shape (two shapes multiplied, a shape's size in a
+    division) is not followed, and counts nothing."""
+
+    def __init__(self, constants: ConstantValues, dims: Mapping[str, Dims]) -> None:
+        self._constants = constants
+        self._dims = dims
+        self._vectors: dict[str, list[Entry]] = {}
+
+    def entries(self, name: str) -> list[Entry] | None:
+        """The entries of the shape `name`: a constant's (of integers), or one followed here; else None."""
+        if (values := self._constants.values(name)) is not None:
+            if values.dtype.kind not in "iuf" or values.size > MAX_DIMS:  # ONNX Runtime refuses a float shape
+                return None
+            return [(0.0, float(each)) for each in values.ravel().tolist()]
+        return self._vectors.get(name)
+
+    def follow(self, node: onnx.NodeProto) -> None:
+        """Note the entries of `node`'s output, where it computes a shape from the image's as above."""
+        inputs, options = list(node.input), {each.name: each for each in node.attribute}
+        if not inputs or not node.output or not node.output[0]:
+            return
+        op, entries, result = node.op_type, self._vectors.get(inputs[0]), None
+        if op == "Shape" and (dims := self._dims.get(inputs[0])) is not None:  # its rank is known
+            start, end = (
+                options[key].i if key in options else default for key, default in (("start", 0), ("end", len(dims)))
+            )
+            # a size the file fixes is a constant: an Expand to a map's shape of 200 features counts them
+            result = [(1.0, 0.0) if size is None else (0.0, float(size)) for size in dims][start:end]
+        elif op == "Concat" and any(name in self._vectors for name in inputs):
+            parts = [self.entries(name) for name in inputs]
+            result = None if any(part is None for part in parts) else [each for part in parts if part for each in part]
+        elif op in ("Mul", "Add", "Div", "Sub") and len(inputs) == 2:
+            result = self._arithmetic(op, inputs)
+        elif entries is None:
+            return
+        elif op in _KEEPS_ENTRIES:
+            result = entries
+        elif op in ("Gather", "Slice") and (given := self.integers(inputs[1:], 4)) is not None:
+            if op == "Gather" and all(-len(entries) <= index < len(entries) for index in given[0]):
+                result = [entries[index] for index in given[0]]
+            elif op == "Slice" and len(given) >= 2 and all(len(each) == 1 for each in given[:2]):
+                axes = given[2] if len(given) > 2 else []
+                steps = given[3] if len(given) > 3 and given[3] else [1]
+                if axes in ([], [0], [-1]) and len(steps) == 1 and steps[0]:
+                    result = entries[given[0][0] : given[1][0] : steps[0]]
+        if result is not None:
+            self._vectors[node.output[0]] = result[:MAX_DIMS]
+
+    def _arithmetic(self, op: str, inputs: list[str]) -> list[Entry] | None:
+        """A followed shape times, over, plus or minus a constant (of one value or one an entry)."""
+        swapped = op in ("Mul", "Add") and inputs[0] not in self._vectors
+        vector, other = reversed(inputs) if swapped else inputs
+        if (entries := self._vectors.get(vector)) is None:
+            return None  # nor are the constant's values read: a weight, at most Mul and Add nodes
+        constant = self._constants.values(other)
+        if constant is None or constant.dtype.kind not in "iuf" or constant.size not in (1, len(entries)):
+            return None
+        numbers = np.broadcast_to(constant.ravel().astype(np.float64), (len(entries),)).tolist()
+        if op == "Div" and 0 in numbers:
+            return None
+        if op in ("Mul", "Div"):
+            scale = numbers if op == "Mul" else [1 / each for each in numbers]
+            return [(factor * by, plus * by) for (factor, plus), by in zip(entries, scale, strict=True)]
+        sign = 1 if op == "Add" else -1
+        return [(factor, plus + sign * by) for (factor, plus), by in zip(entries, numbers, strict=True)]
+
+    def integers(self, names: list[str], count: int, defaults: list[int] | None = None) -> list[list[int]] | None:
+        """The constant integers of `names` (at most `count`, each flattened; for a name left out, none, or
+        its entry of `defaults`), or None if one is not such."""
+        given = []
+        for index, name in enumerate(names[:count]):
+            default = [] if defaults is None else defaults[index : index + 1]
+            values = self._constants.values(name) if name else np.asarray(default, np.int64)
+            if values is None or values.dtype.kind not in "iu":
+                return None
+            given.append([int(each) for each in values.ravel()[:MAX_DIMS].tolist()])
+        return given
