@@ -21,7 +21,7 @@ from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.lost_frames import LostFrames
-from srfeat.video.not_coded import PictureCounter
+from srfeat.video.not_coded import EmptyChunks, PictureCounter
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
 
 if TYPE_CHECKING:
@@ -117,10 +117,11 @@ class InputFrames:
         self.source_matrix = source_matrix  # the colour matrix the frames are converted to RGB by
         self.step = step  # one frame in the input's time base
         self.decoded_frames = 0
-        # Listed, not shown (`check_length`): decoded before an edit list's start, or MPEG-4 N-VOPs (less the
-        # packets that hold two pictures).
+        # Listed, not shown (`check_length`): decoded before an edit list's start, or MPEG-4 N-VOPs and an AVI's
+        # empty chunks (less the packets that hold two pictures).
         self.hidden_frames = 0
         self.pictures = PictureCounter(video)
+        self.empty_chunks = EmptyChunks(source_container.format.name, step)
         self.last_frame_time: float | None = None
         self.last_frame_duration: float | None = None  # as the file states it; None where it states none
         self.cut_frame_bytes = 0
@@ -174,7 +175,7 @@ class InputFrames:
                         break
                     continue
                 not_coded = self.pictures.not_coded(packet)
-                self.hidden_frames += packet.is_discard + not_coded
+                self.hidden_frames += packet.is_discard + not_coded + self.empty_chunks.before(packet)
                 if packet.size and packet.pos is not None and packet.pos >= 0:
                     video_end = packet.pos + packet.size
                 # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot

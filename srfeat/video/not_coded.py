@@ -5,13 +5,17 @@ dropped or that repeats the one before, and as the placeholder after a "packed" 
 and the B-frame shown before it. FFmpeg's decoder gives no frame for an N-VOP (the frame before is held: the
 output's timing keeps it on screen), and two for a packed packet. Counting them keeps a clean file from being
 called damaged while a packet that holds a picture and gives none still counts as a frame lost.
+
+An AVI may hold such a frame as a zero-length video chunk instead (VirtualDub writes a dropped frame so, and some
+muxers the placeholder after a packed packet): FFmpeg's demuxer never gives those, and the decoding slot it skips
+is their only trace (`EmptyChunks`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PictureCounter"]
+__all__ = ["EmptyChunks", "PictureCounter"]
 
 VOP_START = b"\x00\x00\x01\xb6"
 VOL_START_CODES = range(0x20, 0x30)  # video_object_layer_start_code: 0x00000120 to 0x0000012F
@@ -114,3 +118,24 @@ class PictureCounter:
             return 0
         pictures = coded_pictures(data, self.increment_bits)
         return 0 if pictures is None else 1 - pictures
+
+
+class EmptyChunks:
+    """The zero-length video chunks of an AVI, counted between the packets FFmpeg's demuxer gives: each is a frame
+    the file lists and the player holds the one before over. An AVI's video timestamps count its chunks, empty ones
+    too, so a packet `step` ticks (one frame) or more past the one before has that many empty chunks between them."""
+
+    def __init__(self, container_format: str, step: int) -> None:
+        self.in_avi = "avi" in container_format.split(",")
+        self.step = step
+        self.last_dts: int | None = None
+
+    def before(self, packet: Any) -> int:
+        """How many empty chunks came between the video packet before and `packet`."""
+        if not self.in_avi or packet.dts is None:
+            return 0
+        last, self.last_dts = self.last_dts, packet.dts
+        if last is None:
+            return 0
+        slots, rest = divmod(packet.dts - last, self.step)
+        return slots - 1 if slots > 1 and not rest else 0
