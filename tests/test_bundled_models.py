@@ -5,13 +5,11 @@ weights or to the inference path cannot go unnoticed. How to regenerate: tests/s
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import CHILD_ENV, one_error_line
+from cli_helpers import one_error_line, python_code
 from PIL import Image
 from snapshot_helpers import INPUT_SIZE, MODELS, reference_path, upscale_snapshot_input
 
@@ -75,15 +73,7 @@ def test_a_damaged_bundled_model_says_to_reinstall_srfeat_and_a_users_copy_to_co
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
 
     def upscale(model: str) -> str:
-        child = subprocess.run(
-            [sys.executable, "-c", DAMAGED_INSTALL, str(package), "upscale", "x.png", "-o", "out/", "--model", model],
-            cwd=tmp_path,
-            env=CHILD_ENV,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        child = python_code(DAMAGED_INSTALL, package, "upscale", "x.png", "-o", "out/", "--model", model, cwd=tmp_path)
         return one_error_line(child)
 
     bundled = upscale("default")
