@@ -29,9 +29,34 @@ def srfeat_cli(
     env: dict[str, str] | None = None,
     file_size_limit: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`srfeat ARGS...` in `cwd`, this checkout's package; `memory_limit`: its address space, in bytes;
-    `env`: variables set for it besides (e.g. SRFEAT_DATASETS); `file_size_limit`: the largest file it
-    may write, in bytes (a write past it is short, or fails with EFBIG, as on a full disk)."""
+    """`srfeat ARGS...` in `cwd`, this checkout's package (`run_child` says the rest)."""
+    return run_child(
+        [sys.executable, "-m", "srfeat.cli", *args],
+        cwd=cwd,
+        timeout=timeout,
+        memory_limit=memory_limit,
+        env=env,
+        file_size_limit=file_size_limit,
+    )
+
+
+def python_code(code: str, *args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """`python -c CODE ARGS...` in `cwd`, with this checkout's package: a run of srfeat with something patched."""
+    return run_child([sys.executable, "-c", code, *args], cwd=cwd)
+
+
+def run_child(
+    command: Sequence[str | Path],
+    *,
+    cwd: Path = REPO,
+    timeout: float = 300,
+    memory_limit: int | None = None,
+    env: dict[str, str] | None = None,
+    file_size_limit: int | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`command` in `cwd`, this checkout's package on its path, its output captured; `memory_limit`: its address
+    space, in bytes; `env`: variables set for it besides (e.g. SRFEAT_DATASETS); `file_size_limit`: the largest
+    file it may write, in bytes (a write past it is short, or fails with EFBIG, as on a full disk)."""
 
     def limit_resources() -> None:
         if memory_limit is not None:
@@ -41,7 +66,7 @@ def srfeat_cli(
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
     return subprocess.run(
-        [sys.executable, "-m", "srfeat.cli", *map(str, args)],
+        list(map(str, command)),
         cwd=cwd,
         env={**CHILD_ENV, **(env or {})},
         check=False,
@@ -95,16 +120,7 @@ sys.exit(main(sys.argv[1:]))
 def srfeat_cli_out_of_memory(module: str, name: str, when: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
     """`srfeat ARGS...` in which `module.name` (a function, or a class's method) runs out of memory
     whenever the Python expression `when` (of its `args`) is true."""
-    code = RUNS_OUT_OF_MEMORY.format(module=module, name=name, when=when)
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        cwd=REPO,
-        env=CHILD_ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return python_code(RUNS_OUT_OF_MEMORY.format(module=module, name=name, when=when), *args)
 
 
 def one_error_line(child: subprocess.CompletedProcess[str], *, returncode: int = 1, only: bool = False) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from cli_helpers import CHILD_ENV, REPO, Terminal, one_error_line, srfeat_cli, start_piped, with_hangup
+from cli_helpers import CHILD_ENV, REPO, Terminal, one_error_line, run_child, srfeat_cli, start_piped, with_hangup
 from PIL import Image, features
 from safetensors.torch import load_file, save_file
 
@@ -707,15 +707,7 @@ def test_a_live_writers_temporary_is_never_taken_for_a_killed_runs(
         assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
         live = out / f".a.png.{1 if same_id else writer.pid}.tmp"
         inode = live.stat().st_ino
-        other = subprocess.run(
-            [*UNSHARED, sys.executable, "-m", "srfeat.cli", "upscale", *args],
-            cwd=REPO,
-            env=CHILD_ENV,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        other = run_child([*UNSHARED, sys.executable, "-m", "srfeat.cli", "upscale", *args])
         assert "left by a killed run" not in other.stderr, other.stderr
         assert live.stat().st_ino == inode  # the first writer's temporary, still there
     finally:

@@ -4,7 +4,6 @@ that fills during a checkpoint, a full disk while plotting, a generator whose ou
 from __future__ import annotations
 
 import io
-import resource
 import shlex
 import shutil
 import subprocess
@@ -96,30 +95,8 @@ def test_a_checkpoint_over_a_file_size_limit_is_one_line_and_keeps_the_previous(
     limit = (out / checkpoint.STATE_FILE).stat().st_size * 2 // 3  # above every other file the run writes
     assert limit > (out / checkpoint.LATEST_GENERATOR).stat().st_size
 
-    def limit_file_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "srfeat.cli",
-            "train",
-            str(config),
-            "--out",
-            str(out),
-            "--resume",
-            "--max-steps",
-            "4",
-            "--no-progress",
-        ],
-        cwd=REPO,
-        env=CHILD_ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        preexec_fn=limit_file_size,
+    child = srfeat_cli(
+        "train", config, "--out", out, "--resume", "--max-steps", "4", "--no-progress", file_size_limit=limit
     )
     error = one_error_line(child)
     assert "cannot write the checkpoint" in error and "state.pt" in error and "ulimit -f" in error, error

@@ -21,8 +21,9 @@ from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.lost_frames import LostFrames
-from srfeat.video.not_coded import PictureCounter
+from srfeat.video.not_coded import EmptyChunks, PictureCounter
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
+from srfeat.video.reference_slots import ReferenceSlots
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -117,10 +118,14 @@ class InputFrames:
         self.source_matrix = source_matrix  # the colour matrix the frames are converted to RGB by
         self.step = step  # one frame in the input's time base
         self.decoded_frames = 0
-        # Listed, not shown (`check_length`): decoded before an edit list's start, or MPEG-4 N-VOPs (less the
-        # packets that hold two pictures).
+        # Listed, not shown (`check_length`): decoded before an edit list's start, or MPEG-4 N-VOPs and an AVI's
+        # empty chunks (less the packets that hold two pictures).
         self.hidden_frames = 0
         self.pictures = PictureCounter(video)
+        self.empty_chunks = EmptyChunks(source_container.format.name, step)
+        # FFmpeg's times for an AVI's reference pictures, a frame early past a damaged B-frame: mended.
+        reordered = self.empty_chunks.in_avi and self.pictures.active and bool(video.codec_context.has_b_frames)
+        self.reference_slots = ReferenceSlots(self.pictures, time_base_of(video)) if reordered else None
         self.last_frame_time: float | None = None
         self.last_frame_duration: float | None = None  # as the file states it; None where it states none
         self.cut_frame_bytes = 0
@@ -174,7 +179,7 @@ class InputFrames:
                         break
                     continue
                 not_coded = self.pictures.not_coded(packet)
-                self.hidden_frames += packet.is_discard + not_coded
+                self.hidden_frames += packet.is_discard + not_coded + self.empty_chunks.before(packet)
                 if packet.size and packet.pos is not None and packet.pos >= 0:
                     video_end = packet.pos + packet.size
                 # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
@@ -183,8 +188,10 @@ class InputFrames:
                     self.lost.sent(packet)
                 after_packed = not_coded < 0
                 decode_order_times = decode_order_times or after_packed
+                if self.reference_slots is not None:
+                    self.reference_slots.sent(packet)
                 for frame in self._decode_packet(packet, index):
-                    shown_at = frame.dts if decode_order_times and frame.dts is not None else frame.pts
+                    shown_at = self._shown_at(frame, decode_order_times)
                     # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
                     # tracker took for timestamps starting over, forgetting the frames sent before.
                     self.lost.shown(shown_at, index)
@@ -212,6 +219,15 @@ class InputFrames:
         self.decoded_frames = index
         if not done:  # read to the file's end: frames lost after the last one shown are in the range
             self.lost.ended()
+
+    def _shown_at(self, frame: Any, decode_order_times: bool) -> int | None:
+        """The slot `frame` is shown at: the one it comes out at in a packed file, else its own (mended where a
+        damaged B-frame made FFmpeg's a frame early: `ReferenceSlots`)."""
+        if decode_order_times and frame.dts is not None:
+            return frame.dts
+        if self.reference_slots is not None and not decode_order_times:
+            return self.reference_slots.slot_of(frame.pts)
+        return frame.pts
 
     def _warn_copied_cut(self, error: BaseException) -> None:
         """The file fails to read past the range's frames, while its audio or subtitles were still read up to

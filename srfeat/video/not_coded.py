@@ -5,19 +5,25 @@ dropped or that repeats the one before, and as the placeholder after a "packed" 
 and the B-frame shown before it. FFmpeg's decoder gives no frame for an N-VOP (the frame before is held: the
 output's timing keeps it on screen), and two for a packed packet. Counting them keeps a clean file from being
 called damaged while a packet that holds a picture and gives none still counts as a frame lost.
+
+An AVI may hold such a frame as a zero-length video chunk instead (VirtualDub writes a dropped frame so, and some
+muxers the placeholder after a packed packet): FFmpeg's demuxer never gives those, and the decoding slot it skips
+is their only trace (`EmptyChunks`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PictureCounter"]
+__all__ = ["EmptyChunks", "PictureCounter"]
 
 VOP_START = b"\x00\x00\x01\xb6"
 VOL_START_CODES = range(0x20, 0x30)  # video_object_layer_start_code: 0x00000120 to 0x0000012F
 VBV_PARAMETER_BITS = 79  # bit rate, buffer size and occupancy, with their marker bits (ISO 14496-2 6.2.3)
 EXTENDED_PAR = 0xF
 GRAYSCALE_SHAPE = 3
+B_VOP = 2
 
 
 class BitReader:
@@ -38,6 +44,16 @@ class BitReader:
 def time_increment_bits(data: bytes) -> int | None:
     """The width of a VOP's `vop_time_increment`, from the first video object layer header in `data`
     (the stream's extradata or a keyframe's packet); None where there is none, or it is cut short."""
+    return increment_bits_for(time_resolution(data))
+
+
+def increment_bits_for(resolution: int | None) -> int | None:
+    return max(1, (resolution - 1).bit_length()) if resolution else None
+
+
+def time_resolution(data: bytes) -> int | None:
+    """The `vop_time_increment_resolution` (a VOP's time ticks a second) of the first video object layer header in
+    `data`; None where there is none, or it is cut short."""
     at = _first_vol(data)
     if at is None:
         return None
@@ -61,7 +77,7 @@ def time_increment_bits(data: bytes) -> int | None:
         resolution = bits.read(16)  # vop_time_increment_resolution: ticks a second
     except IndexError:
         return None
-    return max(1, (resolution - 1).bit_length()) if resolution else None
+    return resolution or None
 
 
 def _first_vol(data: bytes) -> int | None:
@@ -80,19 +96,38 @@ def coded_pictures(data: bytes, increment_bits: int) -> int | None:
     count, pictures = 0, 0
     at = data.find(VOP_START)
     while at >= 0:
-        bits = BitReader(data[at + len(VOP_START) :])
-        try:
-            bits.read(2)  # vop_coding_type
-            while bits.read(1):  # modulo_time_base: a 1 for each whole second past the last one
-                pass
-            first_marker, _, second_marker = bits.read(1), bits.read(increment_bits), bits.read(1)
-            # Marker bits not set: a damaged header, which is no N-VOP and should give a frame.
-            pictures += bits.read(1) or not (first_marker and second_marker)
-        except IndexError:
+        header = vop_header(data[at + len(VOP_START) :], increment_bits)
+        if header is None:
             return None
+        # Marker bits not set: a damaged header, which is no N-VOP and should give a frame.
+        pictures += header.coded or not header.intact
         count += 1
         at = data.find(VOP_START, at + len(VOP_START))
     return pictures if count else None
+
+
+@dataclass(frozen=True)
+class VopHeader:
+    coding_type: int  # I_VOP, P_VOP, B_VOP or S_VOP
+    seconds: int  # modulo_time_base: whole seconds past the time base it counts from
+    increment: int  # vop_time_increment: ticks past those seconds
+    intact: bool  # both marker bits set: unset, the header is damaged and its fields are no guide
+    coded: bool
+
+
+def vop_header(data: bytes, increment_bits: int) -> VopHeader | None:
+    """The fields up to `vop_coded` of the VOP header `data` holds after its start code; None where it is cut short."""
+    bits = BitReader(data)
+    try:
+        coding_type = bits.read(2)
+        seconds = 0
+        while bits.read(1):  # modulo_time_base: a 1 for each whole second past the last one
+            seconds += 1
+        first_marker, increment, second_marker = bits.read(1), bits.read(increment_bits), bits.read(1)
+        coded = bits.read(1)
+    except IndexError:
+        return None
+    return VopHeader(coding_type, seconds, increment, bool(first_marker and second_marker), bool(coded))
 
 
 class PictureCounter:
@@ -101,7 +136,8 @@ class PictureCounter:
     def __init__(self, video: Any) -> None:
         self.active = video.codec_context.name == "mpeg4"
         extradata = video.codec_context.extradata if self.active else None
-        self.increment_bits = time_increment_bits(bytes(extradata)) if extradata else None
+        self.resolution = time_resolution(bytes(extradata)) if extradata else None
+        self.increment_bits = increment_bits_for(self.resolution)
 
     def not_coded(self, packet: Any) -> int:
         """1 for a packet of only N-VOPs (no frame comes out), -1 for a packed one of two pictures, else 0."""
@@ -109,8 +145,30 @@ class PictureCounter:
             return 0
         data = bytes(packet)
         if packet.is_keyframe or self.increment_bits is None:  # a layer header may come again in a keyframe
-            self.increment_bits = time_increment_bits(data) or self.increment_bits
+            self.resolution = time_resolution(data) or self.resolution
+            self.increment_bits = increment_bits_for(self.resolution)
         if self.increment_bits is None:
             return 0
         pictures = coded_pictures(data, self.increment_bits)
         return 0 if pictures is None else 1 - pictures
+
+
+class EmptyChunks:
+    """The zero-length video chunks of an AVI, counted between the packets FFmpeg's demuxer gives: each is a frame
+    the file lists and the player holds the one before over. An AVI's video timestamps count its chunks, empty ones
+    too, so a packet `step` ticks (one frame) or more past the one before has that many empty chunks between them."""
+
+    def __init__(self, container_format: str, step: int) -> None:
+        self.in_avi = "avi" in container_format.split(",")
+        self.step = step
+        self.last_dts: int | None = None
+
+    def before(self, packet: Any) -> int:
+        """How many empty chunks came between the video packet before and `packet`."""
+        if not self.in_avi or packet.dts is None:
+            return 0
+        last, self.last_dts = self.last_dts, packet.dts
+        if last is None:
+            return 0
+        slots, rest = divmod(packet.dts - last, self.step)
+        return slots - 1 if slots > 1 and not rest else 0
