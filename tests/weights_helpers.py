@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
-from cli_helpers import CHILD_ENV, one_error_line
+from cli_helpers import one_error_line, python_code
 from PIL import Image
 
 from srfeat.weights import bundled_dir, bundled_names
@@ -60,15 +58,7 @@ def upscale_error(folder: Path, package: Path, model: str) -> str:
     """The one error line of `srfeat upscale x.png -o out/ --model MODEL` run in `folder`, the bundled models
     read from `package` (`bundled_copy`'s); nothing was written."""
     Image.new("RGB", (8, 8)).save(folder / "x.png")
-    child = subprocess.run(
-        [sys.executable, "-c", _PACKAGE_IN, str(package), "upscale", "x.png", "-o", "out/", "--model", model],
-        cwd=folder,
-        env=CHILD_ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    child = python_code(_PACKAGE_IN, package, "upscale", "x.png", "-o", "out/", "--model", model, cwd=folder)
     line = one_error_line(child)
     assert not (folder / "out").exists(), line
     return line
