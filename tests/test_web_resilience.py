@@ -315,6 +315,9 @@ def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_image
     page = _page(browser, first)
     page.set_input_files("#files", files=[_file("kept.png", png_bytes(16))])
     expect(job_card(page, "kept.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.reload()  # the reloaded page shows kept.png's job, but holds its file no more
+    page.wait_for_selector("body[data-ready='1']")
+    expect(job_card(page, "kept.png")).to_have_attribute("data-state", "done", timeout=10_000)
     page.set_input_files("#files", files=[_file("big.png", png_bytes(256))])
     expect(job_card(page, "big.png")).to_have_attribute("data-state", "running", timeout=60_000)
     stalled = _begin_upload(first, "other", 1000, b"\x89PNG")  # another client's upload, half sent
@@ -349,6 +352,18 @@ def test_the_page_says_when_the_server_stops_and_when_a_new_one_forgot_its_image
             card = page.locator("#jobs li[data-state='failed']", has_text=name)
             expect(card.locator(".status[role='alert']")).to_contain_text("the server no longer holds this image")
         expect(page.locator("#viewer-empty")).to_be_visible()
+        # The page still holds big.png's file (before: its card, too, said "add it again"): it tries again there,
+        # on the new server. kept.png's file went with the reload: its visitor adds it again.
+        kept = page.locator("#jobs li[data-state='failed']", has_text="kept.png")
+        expect(kept.locator(".status")).to_contain_text("; add it again")
+        expect(kept.get_by_role("button", name="Try again with the chosen detail: kept.png")).to_have_count(0)
+        lost = page.locator("#jobs li[data-state='failed']", has_text="big.png")
+        expect(lost.locator(".status")).to_contain_text("this page still has it: try again")
+        expect(lost.locator(".status")).not_to_contain_text("add it again")
+        lost.get_by_role("button", name="Try again with the chosen detail: big.png", exact=True).click()
+        expect(page.locator("#jobs li[data-state='failed']", has_text="big.png")).to_have_count(0)
+        again = page.locator("#jobs li[data-job]", has_text="big.png")  # a job of the new server
+        expect(again).to_have_attribute("data-state", re.compile("queued|running|done"), timeout=60_000)
     finally:
         page.context.close()
         stop_server(second)

@@ -39,8 +39,9 @@ const localItems = []; // uploads in flight or refused before they became jobs
 let uploadChain = Promise.resolve(); // uploads go one after another, so the queue keeps their order
 let roomWaiters = []; // uploads held back (the page's queue is full), woken when one of its jobs leaves the queue
 let selectedId = null;
-// The files this page sent, by the upload's ref (and by job id, for an "again" of one): a job that failed sends
-// its file once more on "Try again", from the browser, which still holds it (the server keeps no failed upload).
+// The files this page sent, by the upload's ref (and by job id, for an "again" of one; by its card's id, for a job
+// a restarted server no longer holds): a job that failed sends its file once more on "Try again", from the
+// browser, which still holds it (the server keeps no failed upload).
 const sentFiles = new Map();
 // Jobs removed (x) on this page: kept out of the list, and removed again should the server still have
 // them (the remove was sent while the connection was down; the next answer came with the job in it).
@@ -199,16 +200,18 @@ function again(job) {
     .finally(() => setTimeout(() => againSent.delete(key), AGAIN_REPEAT_MS));
 }
 
-// The file a job was made of, while this page holds it (not after a reload, nor for another page's upload).
+// The file a job was made of, while this page holds it (not after a reload, nor for another page's upload);
+// for a card of a job the server no longer holds, the file that job was made of (kept under the card's id).
 function fileOf(job) {
-  return sentFiles.get(job.id) || sentFiles.get(job.ref);
+  return sentFiles.get(job.id) || sentFiles.get(job.ref) || sentFiles.get(job.localId);
 }
 
 // Where sending the same file again may work: a job that failed for want of memory, a setting whose network
 // did not load, a result the server had no room to hold. Not an upload that is no image the server reads
-// (its card says to upload another file), nor a job whose file this page no longer holds.
+// (its card says to upload another file), nor a job whose file this page no longer holds. A job a restarted
+// server no longer holds (its card is the page's own) is sent to the new one the same way.
 function canTryAgain(job) {
-  return job.state === "failed" && Boolean(job.id) && !job.upload_unreadable && Boolean(fileOf(job));
+  return job.state === "failed" && !job.upload_unreadable && Boolean(fileOf(job));
 }
 
 // "Try again": the failed job's file sent once more, with the detail chosen now, as a new upload in its card's
@@ -545,8 +548,17 @@ function forgetMissing(jobs) {
   const known = new Set(jobs.map((job) => job.id));
   for (const job of serverJobs) {
     if (known.has(job.id)) continue;
-    const lost = "the server no longer holds this image (it was restarted, or this page was away too long); add it again";
-    localItems.push({ localId: `lost-${job.id}`, name: job.name, label: job.label, state: "failed", error: lost });
+    const lost = { localId: `lost-${job.id}`, name: job.name, label: job.label, state: "failed", error: "" };
+    lost.upload_unreadable = job.upload_unreadable; // a file no server reads is not worth sending again
+    // The file this page sent goes with the card (the job's id and ref mean nothing to the new server):
+    // its "Try again" sends it there. After a reload of the page it has none: the visitor adds it again.
+    const file = fileOf(job);
+    if (file) sentFiles.set(lost.localId, file);
+    sentFiles.delete(job.id);
+    sentFiles.delete(job.ref);
+    const cause = "the server no longer holds this image (it was restarted, or this page was away too long)";
+    lost.error = `${cause}; ${canTryAgain(lost) ? "this page still has it: try again" : "add it again"}`;
+    localItems.push(lost);
     if (selectedId === job.id) clearViewer();
   }
 }
