@@ -107,15 +107,7 @@ def upscale_errors(folder: Path, models: list[str]) -> list[str]:
     """The one error line of each `srfeat upscale x.png -o out/ --model MODEL` run in `folder`, `models` one after
     another in one child process; each ended with exit status 1, no traceback, and nothing was written."""
     Image.new("RGB", (8, 8)).save(folder / "x.png")
-    child = subprocess.run(
-        [sys.executable, "-c", _EACH_MODEL, *models],
-        cwd=folder,
-        env=CHILD_ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    child = python_code(_EACH_MODEL, *models, cwd=folder)
     assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr[-3000:]
     errors: list[str] = []
     run: list[str] = []

@@ -142,7 +142,7 @@ def identify_file(path: str | os.PathLike[str]) -> FileKind:
         )
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive (an empty one too)
         return _zip_kind(path)
-    # a file cut inside the magic number is one too (a Python pickle of no other writer's, a text file, it was called)
+    # one cut inside its magic number too: it was called a pickle torch.save did not write, or (1 byte) a text file
     if head.startswith(_TORCH_LEGACY_MAGIC) or _TORCH_LEGACY_MAGIC.startswith(head):
         return FileKind(PYTORCH, "a PyTorch checkpoint of the older format (a pickle)")
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle's PROTO opcode
