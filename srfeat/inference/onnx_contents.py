@@ -128,7 +128,7 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
         if (features := growth_of.features(node)) > MAX_FEATURES:
             raise WeightsError(
                 f"{source} makes {features:,.0f} values per pixel of the image by a convolution's features (at a "
-                f"{node.op_type[:40]} node), where a srfeat model of 64 features makes 256, and at most "
+                f"{node.op_type[:40]} node), where srfeat's bundled models make 512, and at most "
                 f"{MAX_FEATURES:,}: {_REFUSAL}"
             )
         if (padded := growth_of.padded(node)) > MAX_PAD:

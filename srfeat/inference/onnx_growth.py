@@ -53,7 +53,7 @@ MAX_GROWTH = 256
 MAX_PAD = 1024
 # Values per pixel of the image a convolution's output features may make: its features times how many times
 # over the image has grown on the way to it (a Resize before it), and what a Concat or an Expand adds to them.
-# A srfeat export of 64 features makes 256 (its upsampling convolution's 4 F, before each DepthToSpace), an
+# srfeat's bundled models (128 features) make 512 (an upsampling convolution's 4 F, before each DepthToSpace), an
 # EDSR-like body of 256 features 1,024, a Resize-based x4 (ESRGAN's) of 64 features 1,024 after its
 # enlargement; each is 4 bytes (float32) or more, per value and pixel of a tile. 4,096 leaves room for a
 # srfeat model of 1,024 features; a Conv of 3 to a million features asked for 4 MB per pixel.
