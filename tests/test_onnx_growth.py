@@ -489,14 +489,19 @@ class OrdinaryNetwork(torch.nn.Module):
         return torch.nn.functional.interpolate(result, scale_factor=4.0, mode="nearest")
 
 
-def test_ordinary_concats_and_pads_still_run(tmp_path: Path) -> None:
-    """None of these is refused, and the file gives what the network does."""
-    network = OrdinaryNetwork().eval()
+def assert_runs_as_exported(path: Path, network: torch.nn.Module) -> None:
+    """`network` exported by PyTorch to `path` loads, and upscales a few pixels x4 as the network does."""
     image = samples.astronaut()[:6, :5]
-    result = Upscaler(exported_by_pytorch(tmp_path / "ordinary.onnx", network), device="cpu", tile=0)(image)
+    result = Upscaler(exported_by_pytorch(path, network.eval()), device="cpu", tile=0)(image)
     with torch.no_grad():
         expected = network(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0)
+    assert result.shape == (24, 20, 3)
     assert np.abs(result.astype(np.int64) - np.round(expected.numpy() * 255)).max() <= 1
+
+
+def test_ordinary_concats_and_pads_still_run(tmp_path: Path) -> None:
+    """None of these is refused, and the file gives what the network does."""
+    assert_runs_as_exported(tmp_path / "ordinary.onnx", OrdinaryNetwork())
 
 
 def test_features_an_expand_added_are_taken_back_by_a_reduction(tmp_path: Path) -> None:

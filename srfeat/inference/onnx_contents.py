@@ -10,7 +10,9 @@ shapes are followed through a chain of such operators). Nor does it enlarge the 
 `MAX_GROWTH` times by constant scales (Resize, Upsample, Tile, Expand; scales computed from small
 constants are computed, sizes computed as the image's shape times constants are followed), or pad an
 axis of it with more than `MAX_PAD` values (`onnx_growth`): a Resize by 1e5 loaded, then ran out of
-memory on the first tile.
+memory on the first tile. Nor do a convolution's output features make more than `MAX_FEATURES` values per
+pixel of the image: a 1x1 Conv of 3 to a million features (4 MB of weights) loaded, then asked for
+terabytes on a photo.
 Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
 are finite and in range.
 
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.errors import WeightsError
-from srfeat.inference.onnx_growth import BROADCASTING, MAX_GROWTH, MAX_PAD, SAME_SHAPE, GraphGrowth
+from srfeat.inference.onnx_growth import BROADCASTING, MAX_FEATURES, MAX_GROWTH, MAX_PAD, SAME_SHAPE, GraphGrowth
 from srfeat.inference.onnx_growth import MAX_DIMS as _MAX_DIMS
 from srfeat.library_warnings import warn_once
 from srfeat.weights.reading import first_line
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_CONSTANT_VALUES",
+    "MAX_FEATURES",
     "MAX_GROWTH",
     "MAX_PAD",
     "check_before_loading",
@@ -121,6 +124,12 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
             raise WeightsError(
                 f"{source} enlarges the image {growth:,.0f} times over by constant scales (at a {node.op_type[:40]} "
                 f"node), where a srfeat model enlarges it 16 times (x4 a side), and at most {MAX_GROWTH}: {_REFUSAL}"
+            )
+        if (features := growth_of.features(node)) > MAX_FEATURES:
+            raise WeightsError(
+                f"{source} makes {features:,.0f} values per pixel of the image by a convolution's features (at a "
+                f"{node.op_type[:40]} node), where srfeat's bundled models make 512, and at most "
+                f"{MAX_FEATURES:,}: {_REFUSAL}"
             )
         if (padded := growth_of.padded(node)) > MAX_PAD:
             raise WeightsError(

@@ -8,6 +8,10 @@ axis of it (a later Resize enlarging them). The tile plan counts memory per inpu
 asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side made each 64-feature tile
 4 GB.
 
+It also tells how many values per pixel of the image a convolution's output features make (`features`): its
+weight fixes how many, and a 1x1 Conv (or a depthwise one) of 3 to a million features is a few MB of weights
+that asked ONNX Runtime for terabytes on a photo. What a Concat or an Expand adds to them counts with them.
+
 Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, a
 Resize's constant height or width beside computed ones, DepthToSpace (which only moves values). What a
 Concat or an Expand added to the features, a convolution or a reduction over them takes back.
@@ -26,7 +30,16 @@ from srfeat.inference.onnx_shapes import MAX_DIMS, ConstantValues, Dims, ShapeVe
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["BROADCASTING", "MAX_DIMS", "MAX_GROWTH", "MAX_PAD", "SAME_SHAPE", "GraphGrowth", "ShapeVectors"]
+__all__ = [
+    "BROADCASTING",
+    "MAX_DIMS",
+    "MAX_FEATURES",
+    "MAX_GROWTH",
+    "MAX_PAD",
+    "SAME_SHAPE",
+    "GraphGrowth",
+    "ShapeVectors",
+]
 
 # How many times over the graph may enlarge the image by constant scales, along any path from it: a srfeat
 # model enlarges it 16 times (x4 a side, by DepthToSpace, which only moves values), and other x4 models
@@ -38,6 +51,13 @@ MAX_GROWTH = 256
 # at the least and 256 on a CPU (tiling.py's MIN_TILE, CPU_EFFICIENT_TILE): 1024 makes a 256-pixel tile
 # 25 times larger at most, where a Pad of 2000 a side made it 270 times larger (4 GB at 64 features).
 MAX_PAD = 1024
+# Values per pixel of the image a convolution's output features may make: its features times how many times
+# over the image has grown on the way to it (a Resize before it), and what a Concat or an Expand adds to them.
+# srfeat's bundled models (128 features) make 512 (an upsampling convolution's 4 F, before each DepthToSpace), an
+# EDSR-like body of 256 features 1,024, a Resize-based x4 (ESRGAN's) of 64 features 1,024 after its
+# enlargement; each is 4 bytes (float32) or more, per value and pixel of a tile. 4,096 leaves room for a
+# srfeat model of 1,024 features; a Conv of 3 to a million features asked for 4 MB per pixel.
+MAX_FEATURES = 4096
 
 
 # Operators whose output has their first input's shape (`onnx_contents` follows constants' through them)
@@ -71,6 +91,10 @@ class GraphGrowth:
         self._constants = constants
         # On the way: what a convolution keeps, and what it undoes (features concatenated, which it makes its own)
         self._growth: dict[str, tuple[float, float]] = {}
+        # The features the last convolution on the way made (its weight's), 1 before any
+        self._width: dict[str, float] = {}
+        # What `features` tells of each value: values per pixel of the image its features make
+        self._features: dict[str, float] = {}
         # Values padded on the way: on every axis, and more on some (from the last: -1 the width)
         self._padded: dict[str, tuple[int, dict[int, int]]] = {}
         # Values the graph computes from its input (the image): a name no node made and no constant holds
@@ -97,11 +121,13 @@ class GraphGrowth:
         inputs = list(node.input)
         grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name]
         kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
+        width = max((self._width.get(name, 1.0) for name in inputs if name), default=1.0)
         op, factors, scales = node.op_type, None, None
         if op == "Concat":
             kept, widened = self._concatenated(node, kept, widened)
         elif op in ("Conv", "ConvTranspose") or (op.startswith("Reduce") and 1 in (self._reduced_axes(node) or ())):
             widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
+            width = self._convolved(node) or (width if op in ("Conv", "ConvTranspose") else 1.0)
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
             factors = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
             factors = scales = factors if factors is not None and factors.dtype.kind == "f" else None
@@ -131,7 +157,27 @@ class GraphGrowth:
                 break
         for name in node.output:
             self._growth[name] = (kept * own, widened)
+            self._width[name] = width
+            self._features[name] = min(width * kept * own * widened, 2.0**60)
         return max(own, kept * own * widened)
+
+    def features(self, node: onnx.NodeProto) -> float:
+        """How many values per pixel of the image `node`'s output features make (once `growth` has been asked
+        about it), along the path that makes most: the features of the last convolution on it (its weight's),
+        times how many times over the image has grown on the way (`growth`), and what a Concat or an Expand
+        of them has added (a Concat of two maps of 64 counts as 128). Before any convolution, the image's
+        features count as 1 (`growth` counts what is added to them)."""
+        return max((self._features.get(name, 1.0) for name in node.output if name), default=1.0)
+
+    def _convolved(self, node: onnx.NodeProto) -> float | None:
+        """The features a Conv or ConvTranspose makes where its weight's shape is known: the weight's first size
+        (a Conv's, grouped or not), or its second times the groups (a ConvTranspose's); else None."""
+        inputs, options = list(node.input), {each.name: each for each in node.attribute}
+        weight = self._constants.shape(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+        if node.op_type not in ("Conv", "ConvTranspose") or not weight or (node.op_type != "Conv" and len(weight) < 2):
+            return None
+        group = options["group"].i if "group" in options else 1
+        return float(weight[0] if node.op_type == "Conv" else weight[1] * max(group, 1))
 
     def _concatenated(self, node: onnx.NodeProto, kept: float, widened: float) -> tuple[float, float]:
         """The growth of a Concat of values made from the image (not of its shape): along the features, the
@@ -237,12 +283,10 @@ class GraphGrowth:
             return
         elif op in SAME_SHAPE:
             result = dims
-        elif op in ("Conv", "ConvTranspose") and len(inputs) > 1 and (weight := self._constants.shape(inputs[1])):
+        elif op in ("Conv", "ConvTranspose") and (features := self._convolved(node)) is not None:
             if len(dims) < 2:
                 return  # refused by ONNX Runtime
-            group = options["group"].i if "group" in options else 1
-            features = weight[0] if op == "Conv" else (weight[1] * group if len(weight) > 1 else None)
-            result = [dims[0], features, *[None] * (len(dims) - 2)]
+            result = [dims[0], int(features), *[None] * (len(dims) - 2)]
         elif op in _POOLING or (op in ("Resize", "Upsample") and scales is not None):
             # the height and width change; a batch or features resized by other than 1 are not fixed
             kept = [1.0] * len(dims) if op in _POOLING or scales is None else scales.ravel().tolist()

@@ -1,0 +1,133 @@
+"""An .onnx graph whose convolutions make far more features than a tile's memory plan counts is refused when
+it loads, in one line: a 1x1 Conv of 3 to a million features is 12 MB of weights (a depthwise one of a
+million outputs 4 MB), and asked ONNX Runtime for 4 MB per pixel of a photo. An EDSR-like body of 256
+features, x4 by pixel shuffle, still loads and runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_onnx_growth import assert_runs_as_exported, before_the_resize
+
+from srfeat.errors import WeightsError
+from srfeat.inference import Upscaler
+from srfeat.inference.onnx_contents import MAX_FEATURES
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+samples = pytest.importorskip("skimage.data")
+
+
+def widened_by(path: Path, layers: list[tuple[str, list[int], dict[str, int]]], resized: bool = False) -> Path:
+    """The stand-in (a x4 Resize) with its input first put through convolutions of zero weights of the given
+    (operator, weight shape, attributes), in turn (after a x4 Resize of its own where `resized`, undone after
+    them), then back to 3 features (their mean, expanded), so that the graph is whole."""
+    from onnx import helper, numpy_helper
+
+    nodes, source = [], "input"
+    if resized:
+        nodes.append(helper.make_node("Resize", ["input", "", "x4"], ["enlarged"], mode="nearest"))
+        source = "enlarged"
+    for index, (op, _, options) in enumerate(layers):
+        nodes.append(helper.make_node(op, [source, f"weight{index}"], [f"wide{index}"], **options))
+        source = f"wide{index}"
+    nodes.append(helper.make_node("ReduceMean", [source, "channels"], ["mean"], keepdims=1))
+    nodes.append(helper.make_node("Expand", ["mean", "three"], ["grey" if resized else "prepared"]))
+    if resized:  # back to its size: only the convolutions make it larger than the stand-in's
+        nodes.append(helper.make_node("Resize", ["grey", "", "quarter"], ["prepared"], mode="nearest"))
+    scales = {"x4": [1.0, 1.0, 4.0, 4.0], "quarter": [1.0, 1.0, 0.25, 0.25]}
+    constants = {"channels": [1], "three": [1, 3, 1, 1], **scales}
+    model = onnx.load(str(before_the_resize(path, nodes, constants)))
+    model.graph.initializer.extend(
+        numpy_helper.from_array(np.zeros(shape, np.float32), f"weight{index}")
+        for index, (_, shape, _) in enumerate(layers)
+    )
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("layers", "resized", "count", "at"),
+    [
+        ([("Conv", [1_000_000, 3, 1, 1], {})], False, "1,000,000", "Conv"),  # 12 MB of weights
+        ([("Conv", [1_000_000, 1, 1, 1], {"group": 3})], False, "1,000,000", "Conv"),  # depthwise: 4 MB
+        ([("Conv", [3, 1, 1, 1], {"group": 3}), ("Conv", [999_999, 1, 1, 1], {"group": 3})], False, "999,999", "Conv"),
+        ([("ConvTranspose", [3, 400_000, 1, 1], {"group": 3})], False, "1,200,000", "ConvTranspose"),
+        ([("Conv", [512, 3, 1, 1], {})], True, "8,192", "Conv"),  # after a x16 enlargement
+    ],
+)
+def test_a_convolution_to_a_huge_number_of_features_is_refused_when_it_loads(
+    tmp_path: Path, layers: list, resized: bool, count: str, at: str
+) -> None:
+    """Its weight fixes how many features it makes, which were not counted: it loaded, and ONNX Runtime was asked
+    for terabytes on a photo."""
+    path = widened_by(tmp_path / "wide.onnx", layers, resized)
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert message.startswith(f"{path} makes {count} values per pixel of the image by a convolution's features"), (
+        message
+    )
+    assert f"(at a {at} node)" in message and f"at most {MAX_FEATURES:,}" in message, message
+
+
+def test_features_concatenated_count_together(tmp_path: Path) -> None:
+    """Two convolutions of 3,000 features each pass alone; their Concat makes 6,000 and is refused. Up to the
+    bound, a convolution loads and runs."""
+    from onnx import helper
+
+    path = widened_by(tmp_path / "wide.onnx", [("Conv", [3000, 3, 1, 1], {})])
+    model = onnx.load(str(path))
+    concat = helper.make_node("Concat", ["wide0", "wide0"], ["joined"], axis=1)
+    model.graph.node.insert(1, concat)
+    next(node for node in model.graph.node if node.op_type == "ReduceMean").input[0] = "joined"
+    onnx.save(model, str(tmp_path / "joined.onnx"))
+    with pytest.raises(WeightsError, match="makes 6,000 values per pixel .* \\(at a Concat node\\)"):
+        Upscaler(tmp_path / "joined.onnx", device="cpu")
+    result = Upscaler(widened_by(tmp_path / "bound.onnx", [("Conv", [MAX_FEATURES, 3, 1, 1], {})]), device="cpu")(
+        samples.astronaut()[:4, :5]
+    )
+    assert result.shape == (16, 20, 3) and not result.any()  # zero weights: black
+
+
+class EdsrLike(torch.nn.Module):
+    """EDSR's shape: a head convolution to 256 features, residual blocks (scaled by 0.1), and a x4 tail of two
+    convolutions to 1,024 features, each followed by a pixel shuffle x2."""
+
+    def __init__(self, features: int = 256, blocks: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Conv2d(3, features, 3, padding=1)
+        self.body = torch.nn.ModuleList(
+            torch.nn.Sequential(
+                torch.nn.Conv2d(features, features, 3, padding=1),
+                torch.nn.ReLU(),
+                torch.nn.Conv2d(features, features, 3, padding=1),
+            )
+            for _ in range(blocks)
+        )
+        self.tail = torch.nn.Sequential(
+            *(
+                layer
+                for _ in range(2)
+                for layer in (torch.nn.Conv2d(features, 4 * features, 3, padding=1), torch.nn.PixelShuffle(2))
+            ),
+            torch.nn.Conv2d(features, 3, 3, padding=1),
+        )
+        for parameter in self.parameters():
+            torch.nn.init.normal_(parameter, 0, 0.01)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = self.head(image)
+        for block in self.body:
+            features = features + 0.1 * block(features)
+        return torch.sigmoid(self.tail(features))
+
+
+def test_an_edsr_like_body_of_256_features_still_runs(tmp_path: Path) -> None:
+    """Its x4 tail makes 1,024 features, under the bound; the file gives what the network does."""
+    assert_runs_as_exported(tmp_path / "edsr.onnx", EdsrLike())
