@@ -131,3 +131,49 @@ class EdsrLike(torch.nn.Module):
 def test_an_edsr_like_body_of_256_features_still_runs(tmp_path: Path) -> None:
     """Its x4 tail makes 1,024 features, under the bound; the file gives what the network does."""
     assert_runs_as_exported(tmp_path / "edsr.onnx", EdsrLike())
+
+
+@pytest.mark.parametrize(
+    ("layer", "said"),
+    [  # a few bytes of weights each
+        (("ConvTranspose", [3, 1, 1, 1], {"group": 3, "strides": [1000, 1000]}), "enlarges the image 1,000,000 times"),
+        (("ConvTranspose", [3, 1, 1, 1], {"group": 3, "output_shape": [9000, 9000]}), "enlarges the image 81,000,000"),
+        (("ConvTranspose", [3, 1, 2, 2], {"group": 3, "dilations": [50_000, 50_000]}), "with 50,000 values on one"),
+        (("Conv", [3, 1, 1, 1], {"group": 3, "pads": [40_000, 0, 40_000, 0]}), "with 80,000 values on one axis"),
+    ],
+)
+def test_a_convolution_that_enlarges_the_image_counts_as_its_growth_or_pads(
+    tmp_path: Path, layer: tuple[str, list[int], dict], said: str
+) -> None:
+    """A ConvTranspose's strides (or output_shape) enlarge the image as a Resize's scales do, and its dilated
+    kernel adds to each axis as pads do; a Conv's own pads add as a Pad node's: none was counted, and a x1000
+    stride loaded, then asked ONNX Runtime for a million times a tile's memory."""
+    path = widened_by(tmp_path / "enlarging.onnx", [layer])
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and said in message and f"(at a {layer[0]} node)" in message, message
+
+
+class TransposedX4(torch.nn.Module):
+    """Upscalers that enlarge by transposed convolutions: FSRCNN's x4 tail (kernel 9, stride 4, pads 3 and 1 of
+    output padding) after a body of reflect-padded convolutions, or two x2 ones (kernel 4, stride 2, pads 1)."""
+
+    def __init__(self, fsrcnn: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        body = [torch.nn.ReflectionPad2d(2), torch.nn.Conv2d(3, 16, 5), torch.nn.PReLU(16)]
+        if fsrcnn:
+            tail = [torch.nn.ConvTranspose2d(16, 3, 9, stride=4, padding=3, output_padding=1)]
+        else:
+            tail = [torch.nn.ConvTranspose2d(16, 16, 4, stride=2, padding=1), torch.nn.ConvTranspose2d(16, 3, 4, 2, 1)]
+        self.layers = torch.nn.Sequential(*body, *tail, torch.nn.Sigmoid())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.layers(image)
+
+
+@pytest.mark.parametrize("fsrcnn", [True, False], ids=["fsrcnn", "two-x2"])
+def test_networks_that_enlarge_by_transposed_convolutions_still_run(tmp_path: Path, fsrcnn: bool) -> None:
+    """Their strides count x16, as a Resize x4's scales; their kernels add no values beyond them."""
+    assert_runs_as_exported(tmp_path / "transposed.onnx", TransposedX4(fsrcnn))

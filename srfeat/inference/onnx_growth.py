@@ -2,9 +2,10 @@
 
 `GraphGrowth`, asked about each node in the graph's order, tells how many times over the image has grown
 on the way to it (Resize and Upsample by constant scales or to sizes computed as the image's shape times
-constants, Tile by constant repeats, Expand to a constant shape where the image's size there is not known
-to be that already, Concat of the image with itself), and how many values constant Pads have added to an
-axis of it (a later Resize enlarging them). The tile plan counts memory per input pixel: a Resize by 1e5
+constants, ConvTranspose by its strides, Tile by constant repeats, Expand to a constant shape where the
+image's size there is not known to be that already, Concat of the image with itself), and how many values
+constant Pads have added to an axis of it (a convolution's own pads and a ConvTranspose's kernel beyond its
+stride too; a later Resize enlarging them). The tile plan counts memory per input pixel: a Resize by 1e5
 asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side made each 64-feature tile
 4 GB.
 
@@ -78,6 +79,8 @@ _POOLING = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "
 _OF_SHAPES = BROADCASTING | {"Gather", "Slice", "Concat", "Identity", "Cast", "Floor", "Ceil", "Round", "Reshape"}
 _OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs"}
 # Operators that keep each axis where it is: a pad on one stays on it
+# Operators that enlarge the image by constant factors on its axes (what was padded before them too)
+_ENLARGING = frozenset({"Resize", "Upsample", "ConvTranspose"})
 _KEEPS_AXES = (
     SAME_SHAPE | BROADCASTING | _POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
 )
@@ -133,6 +136,8 @@ class GraphGrowth:
             factors = scales = factors if factors is not None and factors.dtype.kind == "f" else None
             if (factors is None or not factors.size) and op == "Resize" and len(inputs) > 3 and inputs[3]:
                 factors = self._resized(inputs[0], inputs[3], node)  # opsets 11-12 give empty scales then
+        elif op == "ConvTranspose":  # enlarges as a Resize does, by its strides
+            factors = _transposed_scales(node)
         elif op in ("Tile", "Expand") and len(inputs) > 1 and self._constants.shape(inputs[0]) is None:
             if op == "Tile":  # a constant's: `_Constants.output_values`
                 factors = self._constants.values(inputs[1])
@@ -341,7 +346,8 @@ class GraphGrowth:
         they are (`_KEEPS_AXES`); past any other (a Transpose, a Reshape) the most on any axis so far counts
         on every axis, as a Pad on some axes of its own (`axes`, opset 18) counts its most on each. A Resize
         enlarges what was padded with the rest (a Pad of 300 before a x4 Resize makes 1,200 values, where one
-        after it makes 300), and a Concat of strips of the image beside it (circular padding) adds theirs. Crops
+        after it makes 300; a ConvTranspose's strides as well), and a Concat of strips of the image beside it
+        (circular padding) adds theirs, as a convolution's own pads do (`_convolution_change`). Crops
         (negative pads) take nothing back: what was padded was made; but a convolution that shrinks each axis
         by its kernel (reflect padding, then a convolution without its own) takes back what it shrinks it by,
         so that a deep network's pads do not add up."""
@@ -356,13 +362,14 @@ class GraphGrowth:
         if node.op_type == "Concat" and (along := self._concat_axis(node)) is not None:
             for name in (name for name in inputs if self._is_strip(name, along)):
                 axes[along[0] - along[1]] = axes.get(along[0] - along[1], 0) + self._strips[name][1]
-        if node.op_type == "Conv" and len(inputs) > 1 and (weight := self._constants.shape(inputs[1])):
-            for axis, shrunk in _shrinks(node, weight[2:]).items():  # a pad a convolution takes back
-                axes[axis] = max(axes.get(axis, 0) - shrunk, 0)
-        if node.op_type in ("Resize", "Upsample") and (scales := self._axis_scales(node)) is not None:
+        if node.op_type in _ENLARGING and (scales := self._axis_scales(node)) is not None:
             by_axis, most = scales  # what was padded is enlarged with the rest
             base = _enlarged(base, most)
             axes = {axis: _enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}
+        convolution = node.op_type in ("Conv", "ConvTranspose") and len(inputs) > 1
+        if convolution and (weight := self._constants.shape(inputs[1])):
+            for axis, change in _convolution_change(node, weight[2:]).items():  # its own pads, or what it takes back
+                axes[axis] = min(max(axes.get(axis, 0) + change, 0), 2**40)
         if node.op_type == "Pad" and inputs and self._constants.shape(inputs[0]) is None:  # a constant's: sized
             pads = self._given(inputs, 1, node, "pads")  # an attribute before opset 11
             if pads is not None and pads.dtype.kind == "i":
@@ -388,6 +395,8 @@ class GraphGrowth:
             numbers = scales.ravel()[:MAX_DIMS].astype(np.float64).tolist()
         elif node.op_type == "Resize" and len(inputs) > 3 and inputs[3] and (sized := self._shapes.entries(inputs[3])):
             numbers = [factor if factor > 0 else 1.0 for factor, _ in sized]
+        elif node.op_type == "ConvTranspose" and (strides := _transposed_scales(node)) is not None:
+            numbers = strides.tolist()
         else:
             return None
         numbers = [each if each > 1 else 1.0 for each in numbers]  # NaN, and a shrinking, as 1: what was made was
@@ -404,19 +413,47 @@ class GraphGrowth:
         return None
 
 
-def _shrinks(node: onnx.NodeProto, kernel: list[int]) -> dict[int, int]:
-    """How many values a convolution of `kernel` (its weight's spatial sizes) takes off each axis (from the
-    last), less its own pads; none where it strides, or pads as the input's size says (`auto_pad`)."""
+def _transposed_scales(node: onnx.NodeProto) -> np.ndarray | None:
+    """The factors by which a ConvTranspose enlarges each axis: its strides; or, where it has an `output_shape`
+    (sizes of its own, whatever its input's), those sizes, as if it enlarged a single pixel to them (a model
+    of fixed output sizes runs on no other tile, so counting its worst case refuses nothing srfeat could run)."""
+    options = {each.name: each for each in node.attribute}
+    for name in ("output_shape", "strides"):
+        if name in options and options[name].ints:
+            return np.asarray(options[name].ints[:MAX_DIMS], dtype=np.float64)
+    return None
+
+
+def _convolution_change(node: onnx.NodeProto, kernel: list[int]) -> dict[int, int]:
+    """How many values a convolution of `kernel` (its weight's spatial sizes) adds to each axis (from the last),
+    once its strides have enlarged it (a ConvTranspose's): a Conv's own pads beyond what its kernel takes off,
+    or (a negative count) what its kernel takes off beyond them, unless it strides; a ConvTranspose's dilated
+    kernel and `output_padding` beyond its pads and stride (x2 by a kernel of 4, stride 2 and pads of 1 adds
+    none). None where it pads as the input's size says (`auto_pad`), or a ConvTranspose has an `output_shape`
+    (counted as its growth: `_transposed_scales`)."""
     options, count = {each.name: each for each in node.attribute}, len(kernel)
-    strides = list(options["strides"].ints) if "strides" in options else [1] * count
-    dilations = list(options["dilations"].ints) if "dilations" in options else [1] * count
-    pads = list(options["pads"].ints) if "pads" in options else [0] * 2 * count
+
+    def listed(name: str, default: int, length: int = count) -> list[int]:
+        values = list(options[name].ints) if name in options else [default] * length
+        return values if len(values) == length else []
+
+    strides, dilations, pads = listed("strides", 1), listed("dilations", 1), listed("pads", 0, 2 * count)
     automatic = "auto_pad" in options and options["auto_pad"].s not in (b"NOTSET", b"VALID")
-    if automatic or any(each != 1 for each in strides) or len(dilations) != count or len(pads) != 2 * count:
+    if automatic or "output_shape" in options or not (strides and dilations and pads):
         return {}
+    extents = [dilation * (size - 1) for size, dilation in zip(kernel, dilations, strict=True)]
+    padded = [pads[axis] + pads[axis + count] for axis in range(count)]
+    if node.op_type == "ConvTranspose":
+        extra = listed("output_padding", 0)
+        if not extra:
+            return {}
+        parts = zip(extra, extents, strides, padded, strict=True)
+        added = [more + extent + 1 - stride - pad for more, extent, stride, pad in parts]
+        return {axis - count: max(each, 0) for axis, each in enumerate(added)}
+    strided = any(each != 1 for each in strides)  # what it takes off is taken off a strided count: no credit
     return {
-        axis - count: max(dilation * (size - 1) - pads[axis] - pads[axis + count], 0)
-        for axis, (size, dilation) in enumerate(zip(kernel, dilations, strict=True))
+        axis - count: max(pad - extent, 0) if strided else pad - extent
+        for axis, (pad, extent) in enumerate(zip(padded, extents, strict=True))
     }
 
 
