@@ -78,7 +78,7 @@ class JobQueue:
         self._jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []
         self._running: Job | None = None
-        self._sessions = Sessions(self._lock, grace_seconds, self.close_session)
+        self._sessions = Sessions(self._lock, grace_seconds, self._close_silent_session)
         self._upscalers = Upscalers(make_upscaler)
         self._stopping = False
         self._seconds_per_pixel: float | None = None  # the pace of the last finished job, for time left
@@ -119,13 +119,23 @@ class JobQueue:
     def close_session(self, session: str, reason: str) -> None:
         """Drop a session's queued jobs, stop its running one, free its results."""
         with self._lock:
-            if self._sessions.forget(session):
-                logger.info("session %s ended: %s", session[:8], reason)
-            for job in [job for job in self._jobs.values() if job.session == session]:
-                self._cancel_locked(job, reason)
-                if job.state != "running":
-                    del self._jobs[job.id]
-            self._changed_locked()
+            self._close_session_locked(session, reason)
+
+    def _close_silent_session(self, session: str, reason: str) -> None:
+        """`close_session` for the reaper: only if the session is still silent. The reaper picked it and let
+        the lock go; a poll since then (the page came back: a reload, a laptop waking) keeps it."""
+        with self._lock:
+            if self._sessions.silent(session):
+                self._close_session_locked(session, reason)
+
+    def _close_session_locked(self, session: str, reason: str) -> None:
+        if self._sessions.forget(session):
+            logger.info("session %s ended: %s", session[:8], reason)
+        for job in [job for job in self._jobs.values() if job.session == session]:
+            self._cancel_locked(job, reason)
+            if job.state != "running":
+                del self._jobs[job.id]
+        self._changed_locked()
 
     # -- jobs -------------------------------------------------------------------------------
 
