@@ -557,7 +557,11 @@ function forgetMissing(jobs) {
     sentFiles.delete(job.id);
     sentFiles.delete(job.ref);
     const cause = "the server no longer holds this image (it was restarted, or this page was away too long)";
-    lost.error = `${cause}; ${canTryAgain(lost) ? "this page still has it: try again" : "add it again"}`;
+    // An upload the server could not read lost nothing with it (no server keeps a failed upload), and "add it
+    // again" would send a file that fails again: its card keeps what it said, which says to upload another.
+    lost.error = job.upload_unreadable
+      ? job.error
+      : `${cause}; ${canTryAgain(lost) ? "this page still has it: try again" : "add it again"}`;
     localItems.push(lost);
     if (selectedId === job.id) clearViewer();
   }
