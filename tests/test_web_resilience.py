@@ -702,6 +702,32 @@ def test_a_long_file_name_in_a_message_wraps_inside_its_card(server: Server, bro
     page.context.close()
 
 
+def test_cards_of_names_alike_but_for_their_end_can_be_told_apart(server: Server, browser: Browser) -> None:
+    """A card's name was cut short with "...": files named alike but for their end (a camera's IMG_0001 and
+    IMG_0002) looked the same, and so did one image's cards of two settings, its " · gan" cut off."""
+    page = _page(browser, server)
+    names = [f"2024-07-14_family_holiday_at_the_lake_house_norway_IMG_000{n}.png" for n in (1, 2)]
+    page.set_input_files("#files", files=[_file(name, png_bytes(16)) for name in names])
+    for name in names:
+        expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=60_000)
+    page.locator("input[name='model'][value='gan']").check()
+    page.get_by_role("button", name=f"Again with the chosen detail: {names[0]}").click()
+    expect(page.locator("#jobs li[data-state='done']")).to_have_count(3, timeout=60_000)
+    # Each name whole within its card (not cut short, nor out past it), and the list not scrolled sideways.
+    shown = page.eval_on_selector_all(
+        "#jobs .name",
+        "names => names.map((name) => [name.textContent, name.scrollWidth <= name.clientWidth,"
+        " name.getBoundingClientRect().right <= name.closest('li').getBoundingClientRect().right])",
+    )
+    assert sorted(shown) == sorted(
+        [[f"{names[0]} \u00b7 default", True, True], [f"{names[0]} \u00b7 gan", True, True]]
+        + [[f"{names[1]} \u00b7 default", True, True]]
+    )
+    sidebar = page.eval_on_selector("#sidebar", "element => [element.scrollWidth, element.clientWidth]")
+    assert sidebar[0] <= sidebar[1], sidebar
+    page.context.close()
+
+
 def test_files_dropped_on_the_viewer_are_uploaded_and_a_dropped_link_is_named(server: Server, browser: Browser) -> None:
     """The drop zone is a small box: files dropped on the viewer, most of the page, were ignored without a
     word, and so was an image dragged from a web page (it comes as its address, not as a file)."""
