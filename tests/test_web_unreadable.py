@@ -83,7 +83,8 @@ def test_a_card_of_an_unreadable_upload_the_server_forgot_still_says_to_upload_a
         assert call(server, "POST", f"/api/sessions/{session}/close").status == 204  # the server forgets them
         fine = page.locator("#jobs li[data-state='failed']", has_text="fine.png")
         expect(fine.locator(".status")).to_contain_text(
-            "no longer holds this image (it was restarted, or this page was away too long); this page still has it: try again"
+            "no longer holds this image (it was restarted, or this page was away too long); "
+            "this page still has it: try again"
         )
         cut = page.locator("#jobs li[data-state='failed']", has_text="cut.png")
         expect(cut).to_have_count(1)
