@@ -194,12 +194,21 @@ class JobQueue:
         logger.info("job %s: %s (%dx%d, %s) queued", job.id, name, width, height, choice.label)
         return job
 
-    def again(self, job: Job, choice: ModelChoice) -> Job:
-        """`job`'s upload queued once more with another setting, as `submit` queues one; its result in the
-        format of `job`'s (a PNG for a `.jpg` upload with transparency)."""
-        return self.submit(
-            job.session, job.name, job.data, choice, job.width, job.height, result_extension=job.result_extension
-        )
+    def again(self, job: Job, choice: ModelChoice) -> tuple[Job, bool]:
+        """`job`'s upload queued once more with another setting, as `submit` queues one, its result in the format
+        of `job`'s (a PNG for a `.jpg` upload with transparency); and whether that job is new. Where the upload
+        has a job of that setting already (queued, running or done), that job: the same network on the same
+        file makes the same result, and "Again" pressed without choosing another detail made a second card
+        identical to the first."""
+        with self._lock:  # a Condition's lock is reentrant: `submit` takes it again, and no other "again" comes between
+            for other in self._jobs.values():
+                same_upload = other.data is job.data and other.session == job.session and not other.removed
+                if same_upload and other.choice == choice and other.state in ("queued", "running", "done"):
+                    return other, False
+            extension = job.result_extension
+            return self.submit(
+                job.session, job.name, job.data, choice, job.width, job.height, result_extension=extension
+            ), True
 
     def get(self, session: str, job_id: str) -> Job | None:
         """The session's job `job_id`, if it has it. Asking for one keeps the session open as `poll` does (a
