@@ -103,6 +103,31 @@ def test_again_with_a_parameter_it_would_ignore_is_refused(server: Server) -> No
         call(server, "POST", f"/api/sessions/{session}/close")
 
 
+def test_again_with_a_setting_the_upload_has_a_job_of_answers_with_that_job(server: Server) -> None:
+    """`again` with the setting of a job the upload has already ran that job again: the same network on the
+    same file, the same result. It answers 200 with that job now, and queues nothing; another setting, 201."""
+    session = "again-same"
+    try:
+        job = json.loads(upload(server, session, "photo.png", png_bytes(16)).body)
+        path = f"/api/jobs/{job['id']}/again?session={session}"
+        same = call(server, "POST", path + "&model=default", X_SRFeat_Upload="1")
+        assert (same.status, json.loads(same.body)["id"]) == (200, job["id"]), same.body
+        gan = call(server, "POST", path + "&model=gan", X_SRFeat_Upload="1")
+        assert gan.status == 201, gan.body
+        gan_id = json.loads(gan.body)["id"]
+        again_from_gan = f"/api/jobs/{gan_id}/again?session={session}&model=default"
+        for asked in (path + "&model=gan", again_from_gan):  # either card's "again" finds the other's setting
+            answer = call(server, "POST", asked, X_SRFeat_Upload="1")
+            assert answer.status == 200, answer.body
+        assert json.loads(call(server, "POST", path + "&model=gan", X_SRFeat_Upload="1").body)["id"] == gan_id
+        strength = call(server, "POST", path + "&model=default&strength=0.5", X_SRFeat_Upload="1")
+        assert strength.status == 201, strength.body  # a setting of its own
+        jobs = json.loads(call(server, "GET", f"/api/sessions/{session}/jobs").body)["jobs"]
+        assert sorted(job["label"] for job in jobs) == ["default", "gan", "strength 0.50"]
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "expected"),
     [

@@ -684,6 +684,35 @@ def test_a_double_click_on_again_runs_the_image_again_once(server: Server, brows
     page.context.close()
 
 
+def test_again_with_the_setting_an_image_has_a_card_of_shows_that_card(server: Server, browser: Browser) -> None:
+    """ "Again with the chosen detail" pressed without choosing another detail (or choosing the one another card
+    of the image has) ran the same network on the same file again: a second card identical to the first, and
+    the same wait. Now that card's result is shown, and the detail chooser is pointed out."""
+    page = _page(browser, server)
+    page.set_input_files("#files", files=[_file("same.png", png_bytes(16))])
+    first = job_card(page, "same.png")
+    expect(first).to_have_attribute("data-state", "done", timeout=60_000)
+    page.check("input[name='model'][value='gan']")
+    first.get_by_role("button", name="Again with the chosen detail").click()
+    expect(page.locator("#jobs li", has_text="same.png \u00b7 gan")).to_have_attribute(
+        "data-state", "done", timeout=60_000
+    )
+    page.wait_for_timeout(2500)  # past the guard against a double click's second click
+    default = page.locator("#jobs li", has_text="same.png \u00b7 default")
+    for chosen in ("default", "gan"):  # the card's own setting, then its sibling's
+        page.check(f"input[name='model'][value='{chosen}']")
+        default.get_by_role("button", name="Again with the chosen detail").click()
+        expect(page.locator("#announce")).to_have_text(
+            f"same.png has a card with {chosen} already: choose another detail"
+        )
+        expect(page.locator("#after-label")).to_have_text(f"srfeat {chosen}")
+        expect(page.locator("#detail")).to_have_class("nudge")
+        page.wait_for_timeout(500)  # a new card, had a job been queued, is listed by now
+        expect(page.locator("#jobs li")).to_have_count(2)
+        page.evaluate("document.getElementById('announce').textContent = ''")
+    page.context.close()
+
+
 def test_a_long_file_name_in_a_message_wraps_inside_its_card(server: Server, browser: Browser) -> None:
     """A refusal names the file, and a name is one long word: it pushed the whole page sideways on a phone,
     and at desktop width ran out of the list (the end of the message out of sight, a sideways scroll bar)."""
@@ -699,6 +728,32 @@ def test_a_long_file_name_in_a_message_wraps_inside_its_card(server: Server, bro
         assert sidebar[0] <= sidebar[1], (width, sidebar)
         box, card = status.bounding_box(), job_card(page, name[:40]).bounding_box()
         assert box is not None and card is not None and box["x"] + box["width"] <= card["x"] + card["width"]
+    page.context.close()
+
+
+def test_cards_of_names_alike_but_for_their_end_can_be_told_apart(server: Server, browser: Browser) -> None:
+    """A card's name was cut short with "...": files named alike but for their end (a camera's IMG_0001 and
+    IMG_0002) looked the same, and so did one image's cards of two settings, its " · gan" cut off."""
+    page = _page(browser, server)
+    names = [f"2024-07-14_family_holiday_at_the_lake_house_norway_IMG_000{n}.png" for n in (1, 2)]
+    page.set_input_files("#files", files=[_file(name, png_bytes(16)) for name in names])
+    for name in names:
+        expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=60_000)
+    page.locator("input[name='model'][value='gan']").check()
+    page.get_by_role("button", name=f"Again with the chosen detail: {names[0]}").click()
+    expect(page.locator("#jobs li[data-state='done']")).to_have_count(3, timeout=60_000)
+    # Each name whole within its card (not cut short, nor out past it), and the list not scrolled sideways.
+    shown = page.eval_on_selector_all(
+        "#jobs .name",
+        "names => names.map((name) => [name.textContent, name.scrollWidth <= name.clientWidth,"
+        " name.getBoundingClientRect().right <= name.closest('li').getBoundingClientRect().right])",
+    )
+    assert sorted(shown) == sorted(
+        [[f"{names[0]} \u00b7 default", True, True], [f"{names[0]} \u00b7 gan", True, True]]
+        + [[f"{names[1]} \u00b7 default", True, True]]
+    )
+    sidebar = page.eval_on_selector("#sidebar", "element => [element.scrollWidth, element.clientWidth]")
+    assert sidebar[0] <= sidebar[1], sidebar
     page.context.close()
 
 

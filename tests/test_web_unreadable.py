@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, expect
 from test_web import (
     Server,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
+    call,
     job_card,
     open_tab,
     png_bytes,
@@ -55,6 +56,46 @@ def test_an_upload_that_cannot_be_read_tells_the_web_user_to_upload_another(
     child = srfeat_cli("upscale", tmp_path / "cut.png", "-o", tmp_path / "out", "--device", "cpu")
     assert child.returncode == 1, child.stderr
     assert "cut.png: image file is truncated; skip or replace this file\n" in child.stderr, child.stderr
+
+
+def test_a_card_of_an_unreadable_upload_the_server_forgot_still_says_to_upload_another(
+    server: Server,  # noqa: F811
+    browser: Browser,
+) -> None:
+    """A server that forgot a page's jobs (restarted, or the page away too long) turned each card into "the
+    server no longer holds this image; add it again", the unreadable upload's too: adding that file again
+    fails again. Its card keeps saying what is wrong and to upload another file; a readable image's card
+    still offers to send it again."""
+    whole = png_bytes(40)
+    tab = open_tab(browser, server)
+    page = tab.page
+    try:
+        page.set_input_files(
+            "#files",
+            files=[
+                {"name": "cut.png", "mimeType": "image/png", "buffer": whole[: len(whole) // 2]},
+                {"name": "fine.png", "mimeType": "image/png", "buffer": png_bytes(16)},
+            ],
+        )
+        expect(job_card(page, "cut.png")).to_have_attribute("data-state", "failed", timeout=120_000)
+        expect(job_card(page, "fine.png")).to_have_attribute("data-state", "done", timeout=120_000)
+        session = page.evaluate("session")
+        assert call(server, "POST", f"/api/sessions/{session}/close").status == 204  # the server forgets them
+        fine = page.locator("#jobs li[data-state='failed']", has_text="fine.png")
+        expect(fine.locator(".status")).to_contain_text(
+            "no longer holds this image (it was restarted, or this page was away too long); "
+            "this page still has it: try again"
+        )
+        cut = page.locator("#jobs li[data-state='failed']", has_text="cut.png")
+        expect(cut).to_have_count(1)
+        assert cut.get_attribute("data-job") is None  # the page's own card (forgotten in the same update as fine.png)
+        status = cut.locator(".status[role='alert']")
+        expect(status).to_contain_text("cannot read image cut.png")
+        expect(status).to_contain_text("; upload another file")
+        expect(status).not_to_contain_text("add it again")
+        expect(cut.get_by_role("button")).to_have_text(["\u00d7"])  # no "Try again"
+    finally:
+        page.context.close()
 
 
 def test_the_web_changes_only_the_advice_for_a_damaged_file(model_path: Path) -> None:

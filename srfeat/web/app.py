@@ -20,7 +20,8 @@ Routes (all under the server's own origin; the page loads nothing from anywhere 
   the session unless a page other than `P` asks for it within `sessions.RELOAD_GRACE_SECONDS` (a reload);
 - `POST /api/sessions/S/close`: ends the session at once (for scripts);
 - `GET /api/jobs/ID/{original,bicubic,result}?session=S[&download=1]`: images (asking keeps the session alive too);
-- `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting;
+- `POST /api/jobs/ID/again?session=S&model=M[&strength=X]`: the same upload with another setting (201; 200 and
+  the upload's job of that setting, where it has one already);
 - `POST /api/jobs/ID/remove?session=S`; `GET /api/sessions/S/results.zip`.
 
 Any other route or method is answered as the errors above are, JSON with one line (404, 405).
@@ -173,10 +174,11 @@ def create_app(
         try:
             check_parameters(request.query_params.multi_items(), AGAIN_PARAMETERS)
             choice = parse_choice(dict(request.query_params))
-            copy = queue.again(job, choice)
+            copy, queued = queue.again(job, choice)
         except (UploadError, QueueFullError) as refusal:
             return error_response(str(refusal), refusal.status)
-        return JSONResponse(queue.describe(copy), status_code=201)
+        # 200: the upload's job of that setting, which it has already (nothing was queued)
+        return JSONResponse(queue.describe(copy), status_code=201 if queued else 200)
 
     async def jobs(request: Request) -> Response:
         # Asked, not streamed: a page that held a stream open held one of the 6 connections a browser

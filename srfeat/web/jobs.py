@@ -78,7 +78,7 @@ class JobQueue:
         self._jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []
         self._running: Job | None = None
-        self._sessions = Sessions(self._lock, grace_seconds, self.close_session)
+        self._sessions = Sessions(self._lock, grace_seconds, self._close_silent_session)
         self._upscalers = Upscalers(make_upscaler)
         self._stopping = False
         self._seconds_per_pixel: float | None = None  # the pace of the last finished job, for time left
@@ -119,13 +119,23 @@ class JobQueue:
     def close_session(self, session: str, reason: str) -> None:
         """Drop a session's queued jobs, stop its running one, free its results."""
         with self._lock:
-            if self._sessions.forget(session):
-                logger.info("session %s ended: %s", session[:8], reason)
-            for job in [job for job in self._jobs.values() if job.session == session]:
-                self._cancel_locked(job, reason)
-                if job.state != "running":
-                    del self._jobs[job.id]
-            self._changed_locked()
+            self._close_session_locked(session, reason)
+
+    def _close_silent_session(self, session: str, reason: str) -> None:
+        """`close_session` for the reaper: only if the session is still silent. The reaper picked it and let
+        the lock go; a poll since then (the page came back: a reload, a laptop waking) keeps it."""
+        with self._lock:
+            if self._sessions.silent(session):
+                self._close_session_locked(session, reason)
+
+    def _close_session_locked(self, session: str, reason: str) -> None:
+        if self._sessions.forget(session):
+            logger.info("session %s ended: %s", session[:8], reason)
+        for job in [job for job in self._jobs.values() if job.session == session]:
+            self._cancel_locked(job, reason)
+            if job.state != "running":
+                del self._jobs[job.id]
+        self._changed_locked()
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -184,12 +194,21 @@ class JobQueue:
         logger.info("job %s: %s (%dx%d, %s) queued", job.id, name, width, height, choice.label)
         return job
 
-    def again(self, job: Job, choice: ModelChoice) -> Job:
-        """`job`'s upload queued once more with another setting, as `submit` queues one; its result in the
-        format of `job`'s (a PNG for a `.jpg` upload with transparency)."""
-        return self.submit(
-            job.session, job.name, job.data, choice, job.width, job.height, result_extension=job.result_extension
-        )
+    def again(self, job: Job, choice: ModelChoice) -> tuple[Job, bool]:
+        """`job`'s upload queued once more with another setting, as `submit` queues one, its result in the format
+        of `job`'s (a PNG for a `.jpg` upload with transparency); and whether that job is new. Where the upload
+        has a job of that setting already (queued, running or done), that job: the same network on the same
+        file makes the same result, and "Again" pressed without choosing another detail made a second card
+        identical to the first."""
+        with self._lock:  # a Condition's lock is reentrant: `submit` takes it again, and no other "again" comes between
+            for other in self._jobs.values():
+                same_upload = other.data is job.data and other.session == job.session and not other.removed
+                if same_upload and other.choice == choice and other.state in ("queued", "running", "done"):
+                    return other, False
+            extension = job.result_extension
+            return self.submit(
+                job.session, job.name, job.data, choice, job.width, job.height, result_extension=extension
+            ), True
 
     def get(self, session: str, job_id: str) -> Job | None:
         """The session's job `job_id`, if it has it. Asking for one keeps the session open as `poll` does (a

@@ -52,7 +52,9 @@ class Sessions:
     those silent for longer than they may be, through `end(session, reason)`.
 
     The methods other than the reaper's do not lock: the queue calls them holding `lock`, its own,
-    which the reaper takes to look at the sessions (and lets go before calling `end`).
+    which the reaper takes to look at the sessions (and lets go before calling `end`). A poll may come
+    between the two (a reload, a laptop waking), so `end` takes the lock again and ends the session
+    only if it is still `silent`.
     """
 
     def __init__(self, lock: threading.Condition, grace_seconds: float, end: Callable[[str, str], None]) -> None:
@@ -109,6 +111,13 @@ class Sessions:
         state = self._sessions.get(session)
         return state.last_started if state is not None else -1.0
 
+    def silent(self, session: str) -> bool:
+        """Whether the session has no stream open and has gone unheard of for longer than it may: a closed page."""
+        state = self._sessions.get(session)
+        if state is None or state.streams > 0:
+            return False
+        return time.monotonic() - state.last_seen > state.silence_allowed(self.grace_seconds)
+
     def forget(self, session: str) -> bool:
         """Drop the session; whether it was there."""
         return self._sessions.pop(session, None) is not None
@@ -122,12 +131,7 @@ class Sessions:
             with self._lock:
                 if self._stopping:
                     return
-                now = time.monotonic()
-                gone = [
-                    name
-                    for name, state in self._sessions.items()
-                    if state.streams == 0 and now - state.last_seen > state.silence_allowed(self.grace_seconds)
-                ]
+                gone = [name for name in self._sessions if self.silent(name)]
             for session in gone:
                 self._end(session, "its page was closed")
             time.sleep(min(0.5, self.grace_seconds / 4))

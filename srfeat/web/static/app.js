@@ -191,6 +191,7 @@ function again(job) {
       if (fileOf(job)) sentFiles.set(body.id, fileOf(job)); // the same file: should this one fail, it can try again
       learned(body);
       render();
+      if (response.status === 200) showExisting(body);
     })
     .catch((error) => {
       const item = { localId: `local-${Math.random()}`, name: job.name, state: "refused", error: error.message };
@@ -198,6 +199,19 @@ function again(job) {
       render();
     })
     .finally(() => setTimeout(() => againSent.delete(key), AGAIN_REPEAT_MS));
+}
+
+const NUDGE_MS = 2000; // how long the detail chooser is outlined after "Again" with the setting a card has
+
+// "Again" with a setting its image has a card of already: the server ran nothing (the same network on the same
+// file makes the same result), and that card's result is shown, as a second, identical card would have shown it.
+function showExisting(described) {
+  const existing = serverJobs.find((other) => other.id === described.id) || described;
+  if (existing.state === "done") select(existing);
+  $("announce").textContent = `${existing.name} has a card with ${existing.label} already: choose another detail`;
+  // Where to choose it, outlined for a moment: pressed on the card shown already, nothing else would change.
+  $("detail").classList.add("nudge");
+  setTimeout(() => $("detail").classList.remove("nudge"), NUDGE_MS);
 }
 
 // The file a job was made of, while this page holds it (not after a reload, nor for another page's upload);
@@ -557,7 +571,11 @@ function forgetMissing(jobs) {
     sentFiles.delete(job.id);
     sentFiles.delete(job.ref);
     const cause = "the server no longer holds this image (it was restarted, or this page was away too long)";
-    lost.error = `${cause}; ${canTryAgain(lost) ? "this page still has it: try again" : "add it again"}`;
+    // An upload the server could not read lost nothing with it (no server keeps a failed upload), and "add it
+    // again" would send a file that fails again: its card keeps what it said, which says to upload another.
+    lost.error = job.upload_unreadable
+      ? job.error
+      : `${cause}; ${canTryAgain(lost) ? "this page still has it: try again" : "add it again"}`;
     localItems.push(lost);
     if (selectedId === job.id) clearViewer();
   }
