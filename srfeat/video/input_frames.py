@@ -21,7 +21,7 @@ from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.lost_frames import LostFrames
-from srfeat.video.not_coded import EmptyChunks, PictureCounter
+from srfeat.video.not_coded import EmptyChunks, PictureCounter, not_coded_vop
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
 from srfeat.video.reference_slots import ReferenceSlots
 
@@ -178,35 +178,48 @@ class InputFrames:
                     ):
                         break
                     continue
-                not_coded = self.pictures.not_coded(packet)
-                self.hidden_frames += packet.is_discard + not_coded + self.empty_chunks.before(packet)
-                if packet.size and packet.pos is not None and packet.pos >= 0:
-                    video_end = packet.pos + packet.size
-                # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
-                # its P-frame is shown at (its B-frame takes the packed packet's own).
-                if not_coded <= 0 or after_packed:
-                    self.lost.sent(packet)
-                after_packed = not_coded < 0
-                decode_order_times = decode_order_times or after_packed
-                if self.reference_slots is not None:
-                    self.reference_slots.sent(packet)
-                for frame in self._decode_packet(packet, index):
-                    shown_at = self._shown_at(frame, decode_order_times)
-                    # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
-                    # tracker took for timestamps starting over, forgetting the frames sent before.
-                    self.lost.shown(shown_at, index)
-                    pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
-                    if index >= frames.start:
-                        self.defects.check(frame, index)
-                        pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
-                        yield Frame(index, pixels, pts - video_shift)
-                        self.last_frame_time = seconds_of(pts, time_base)
-                        self.last_frame_duration = seconds_of(frame.duration, time_base) if frame.duration else None
-                    index += 1
-                    # Frame B is not decoded: an error there, or at the decoder's flush, is past the range.
-                    if frames.stop is not None and index >= frames.stop:
-                        done = True
+                empty_chunks = self.empty_chunks.before(packet)
+                # FFmpeg decodes a packed packet's B-frame when the placeholder after it comes; an empty chunk gives
+                # it none, and it falls behind: the next packed packet fails, frames after it are lost or garbled.
+                # In a packed file each empty chunk is sent as the N-VOP it stands for (and counted as one).
+                placeholders = self._placeholders_before(packet, empty_chunks) if decode_order_times else []
+                self.hidden_frames += empty_chunks - len(placeholders)
+                for sent in (*placeholders, packet):
+                    if done:
                         break
+                    not_coded = self.pictures.not_coded(sent)
+                    self.hidden_frames += sent.is_discard + not_coded
+                    if sent.size and sent.pos is not None and sent.pos >= 0:
+                        video_end = sent.pos + sent.size
+                    # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
+                    # its P-frame is shown at (its B-frame takes the packed packet's own).
+                    if not_coded <= 0 or after_packed:
+                        # In a packed AVI a packet's frame comes out at the next one sent, a slot on (an empty chunk's
+                        # N-VOP too), where FFmpeg's guess of its time is the next packet the demuxer gave.
+                        in_slots = self.empty_chunks.in_avi and (decode_order_times or not_coded < 0)
+                        slot_shown = sent.dts + step if in_slots and sent.dts is not None else None
+                        self.lost.sent(sent, slot_shown)
+                    after_packed = not_coded < 0
+                    decode_order_times = decode_order_times or after_packed
+                    if self.reference_slots is not None:
+                        self.reference_slots.sent(sent)
+                    for frame in self._decode_packet(sent, index):
+                        shown_at = self._shown_at(frame, decode_order_times)
+                        # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
+                        # tracker took for timestamps starting over, forgetting the frames sent before.
+                        self.lost.shown(shown_at, index)
+                        pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
+                        if index >= frames.start:
+                            self.defects.check(frame, index)
+                            pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
+                            yield Frame(index, pixels, pts - video_shift)
+                            self.last_frame_time = seconds_of(pts, time_base)
+                            self.last_frame_duration = seconds_of(frame.duration, time_base) if frame.duration else None
+                        index += 1
+                        # Frame B is not decoded: an error there, or at the decoder's flush, is past the range.
+                        if frames.stop is not None and index >= frames.stop:
+                            done = True
+                            break
             elif packet.dts is not None and packet.size:
                 # Continued first, as the frames' are, so that the window cuts joined files' audio at
                 # the frames' moment, not at each part's.
@@ -219,6 +232,20 @@ class InputFrames:
         self.decoded_frames = index
         if not done:  # read to the file's end: frames lost after the last one shown are in the range
             self.lost.ended()
+
+    def _placeholders_before(self, packet: Any, count: int) -> list[Any]:
+        """The N-VOPs `count` empty chunks before `packet` stand for, one a slot after the packet before."""
+        last_dts, increment_bits = self.empty_chunks.previous_dts, self.pictures.increment_bits
+        if not count or last_dts is None or increment_bits is None:
+            return []
+        placeholders = []
+        for slot in range(1, count + 1):
+            placeholder = self.av.Packet(not_coded_vop(increment_bits))
+            placeholder.time_base = packet.time_base
+            placeholder.dts = last_dts + slot * self.step
+            placeholder.pts = placeholder.dts + self.step
+            placeholders.append(placeholder)
+        return placeholders
 
     def _shown_at(self, frame: Any, decode_order_times: bool) -> int | None:
         """The slot `frame` is shown at: the one it comes out at in a packed file, else its own (mended where a
