@@ -7,10 +7,14 @@ a frame early: the hole in the output's timing, and the frame named lost, came a
 one the viewer misses, and a picture shown early then held). Which it was, a B-frame or a reference, no timestamp
 says; each picture's header states its own time, and the reference's time counted on from the frame shown before
 it says which of the two slots is its own. Packed files (`InputFrames`) are timed by their decoding slots instead.
+
+FFmpeg reads no picture types from H.264 in an AVI: each packet's time is the slot after its own, in decoding order,
+and the frames, shown in presentation order, carry their packets' (`EarliestSlots`).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,7 +22,7 @@ from typing import Any
 
 from srfeat.video.not_coded import B_VOP, VOP_START, BitReader, PictureCounter, vop_header
 
-__all__ = ["ReferenceSlots"]
+__all__ = ["EarliestSlots", "ReferenceSlots"]
 
 GOV_START = b"\x00\x00\x01\xb3"
 PACKETS_KEPT = 64  # the decoder gives a frame a few packets after its own at most
@@ -104,3 +108,22 @@ class ReferenceSlots:
         last_slot, last_time = self.last_shown
         expected = last_slot + (time - last_time) / ticks_per_slot
         return later if abs(later - expected) < abs(pts - expected) else pts
+
+
+class EarliestSlots:
+    """The slots of an H.264 AVI with B-frames: a clean file fills each slot with one frame, and the decoder gives
+    them in presentation order, so each frame is shown at the earliest slot sent and not yet shown. (Its own
+    timestamp, its packet's slot in decoding order, went back at every B-frame: said to be a repair, and every frame
+    after the first B-frame a frame late.) A packet that holds no picture fails FFmpeg's H.264 decoder ("no frame"),
+    so none is sent without a frame coming of it."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []  # a heap of the slots of packets sent whose frames have not come out
+
+    def sent(self, packet: Any) -> None:
+        if packet.size and packet.pts is not None:
+            heapq.heappush(self.pending, packet.pts)
+
+    def slot_of(self, pts: int | None) -> int | None:
+        """The slot the next frame (FFmpeg's timestamp `pts`) is shown at."""
+        return heapq.heappop(self.pending) if self.pending else pts
