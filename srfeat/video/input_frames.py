@@ -183,10 +183,11 @@ class InputFrames:
                 empty_chunks = self.empty_chunks.before(packet)
                 # FFmpeg decodes a packed packet's B-frame when the placeholder after it comes; an empty chunk gives
                 # it none, and it falls behind: the next packed packet fails, frames after it are lost or garbled.
-                # In a packed file each empty chunk is sent as the N-VOP it stands for (and counted as one).
-                placeholders = self._placeholders_before(packet, empty_chunks) if decode_order_times else []
-                self.hidden_frames += empty_chunks - len(placeholders)
-                for sent in (*placeholders, packet):
+                # That placeholder is sent as the N-VOP it stands for (and counted as one). (Others are not: after
+                # a damaged packet FFmpeg can fail an N-VOP, and nothing waits for them.)
+                placeholder = self._placeholder_after(packet) if after_packed and empty_chunks else None
+                self.hidden_frames += empty_chunks - (placeholder is not None)
+                for sent in (packet,) if placeholder is None else (placeholder, packet):
                     if done:
                         break
                     not_coded = self.pictures.not_coded(sent)
@@ -237,19 +238,15 @@ class InputFrames:
         if not done:  # read to the file's end: frames lost after the last one shown are in the range
             self.lost.ended()
 
-    def _placeholders_before(self, packet: Any, count: int) -> list[Any]:
-        """The N-VOPs `count` empty chunks before `packet` stand for, one a slot after the packet before."""
-        last_dts, increment_bits = self.empty_chunks.previous_dts, self.pictures.increment_bits
-        if not count or last_dts is None or increment_bits is None:
-            return []
-        placeholders = []
-        for slot in range(1, count + 1):
-            placeholder = self.av.Packet(not_coded_vop(increment_bits))
-            placeholder.time_base = packet.time_base
-            placeholder.dts = last_dts + slot * self.step
-            placeholder.pts = placeholder.dts + self.step
-            placeholders.append(placeholder)
-        return placeholders
+    def _placeholder_after(self, packet: Any) -> Any:
+        """The N-VOP the empty chunk after a packed packet stands for, a slot after that one, before `packet`."""
+        packed_dts, increment_bits = self.empty_chunks.previous_dts, self.pictures.increment_bits
+        assert packed_dts is not None and increment_bits is not None  # a packed packet was read: its times, too
+        placeholder = self.av.Packet(not_coded_vop(increment_bits))
+        placeholder.time_base = packet.time_base
+        placeholder.dts = packed_dts + self.step
+        placeholder.pts = placeholder.dts + self.step
+        return placeholder
 
     def _shown_at(self, frame: Any, decode_order_times: bool) -> int | None:
         """The slot `frame` is shown at: the one it comes out at in a packed file, the earliest not yet shown in an
