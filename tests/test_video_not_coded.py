@@ -304,3 +304,30 @@ def test_pictures_lost_from_b_frames_stored_unpacked_in_an_avi_are_named_where_t
     )
     counted += "; the output has those"
     assert warnings(result) == [counted, missing_line(damaged, len(lost), before, times[before])], result.stderr
+
+
+@pytest.mark.parametrize(("damaged_packet", "lost"), [(1, (1, 2)), (3, (5, 6))], ids=["after-the-key-frame", "later"])
+def test_the_picture_before_a_lost_packed_packet_keeps_its_time(
+    tmp_path: Path, model_path: Path, damaged_packet: int, lost: tuple[int, ...]
+) -> None:
+    """A packed packet lost whole (in a file of empty placeholders, where FFmpeg fails no N-VOP after it): the
+    decoder gives the picture before it only when the next one comes, and it was shown there, where the lost ones
+    were: the key frame before a packed packet lost right after it was shown two frames late, and nothing was named
+    lost. Each frame is shown a slot after the packet it came from."""
+    clean, damaged = packed(tmp_path, empty_chunk), tmp_path / "damaged.avi"
+    with av.open(str(clean)) as container:  # I0, P2 with B1, P4 with B3, P6 with B5 ...: no placeholders
+        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][damaged_packet]
+    data = bytearray(clean.read_bytes())
+    data[position + 4 : position + size] = bytes(size - 4)  # after its start code: it gives no frame
+    damaged.write_bytes(bytes(data))
+    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    times = frame_times(tmp_path / "clean.mkv")
+    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(
+        [time for index, time in enumerate(times) if index not in lost], abs=0.002
+    )
+    before = lost[0] - 1
+    named = [line for line in warnings(result) if "missing from the output" in line]
+    assert len(named) == 1 and f"after frame {before} ({times[before]:.2f} s);" in named[0], result.stderr

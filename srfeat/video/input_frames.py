@@ -23,7 +23,7 @@ from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.lost_frames import LostFrames
 from srfeat.video.not_coded import EmptyChunks, PictureCounter, not_coded_vop
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
-from srfeat.video.reference_slots import EarliestSlots, ReferenceSlots
+from srfeat.video.reference_slots import EarliestSlots, PackedSlots, ReferenceSlots
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -126,6 +126,7 @@ class InputFrames:
         # FFmpeg's times for an AVI's reference pictures, a frame early past a damaged B-frame: mended.
         reordered = self.empty_chunks.in_avi and self.pictures.active and bool(video.codec_context.has_b_frames)
         self.reference_slots = ReferenceSlots(self.pictures, time_base_of(video)) if reordered else None
+        self.packed_slots = PackedSlots(step) if self.empty_chunks.in_avi else None
         in_h264_avi = self.empty_chunks.in_avi and video.codec_context.name == "h264"
         self.earliest_slots = EarliestSlots() if in_h264_avi and video.codec_context.has_b_frames else None
         self.last_frame_time: float | None = None
@@ -208,6 +209,8 @@ class InputFrames:
                         self.reference_slots.sent(sent)
                     if self.earliest_slots is not None:
                         self.earliest_slots.sent(sent)
+                    if self.packed_slots is not None:
+                        self.packed_slots.sent(sent, not_coded)
                     for frame in self._decode_packet(sent, index):
                         shown_at = self._shown_at(frame, decode_order_times)
                         # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
@@ -245,13 +248,15 @@ class InputFrames:
         placeholder = self.av.Packet(not_coded_vop(increment_bits))
         placeholder.time_base = packet.time_base
         placeholder.dts = packed_dts + self.step
-        placeholder.pts = placeholder.dts + self.step
+        placeholder.pts = placeholder.dts  # no packet's: in an AVI FFmpeg gives each the next one's slot
         return placeholder
 
     def _shown_at(self, frame: Any, decode_order_times: bool) -> int | None:
         """The slot `frame` is shown at: the one it comes out at in a packed file, the earliest not yet shown in an
         H.264 AVI with B-frames (`EarliestSlots`), else its own (mended where a damaged B-frame made FFmpeg's a frame
         early: `ReferenceSlots`)."""
+        if decode_order_times and self.packed_slots is not None:
+            return self.packed_slots.slot_of(frame)
         if decode_order_times and frame.dts is not None:
             return frame.dts
         if self.earliest_slots is not None:
