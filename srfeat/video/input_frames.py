@@ -198,8 +198,8 @@ class InputFrames:
                     # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
                     # its P-frame is shown at (its B-frame takes the packed packet's own).
                     if not_coded <= 0 or after_packed:
-                        # In a packed AVI a packet's frame comes out at the next one sent, a slot on (an empty chunk's
-                        # N-VOP too), where FFmpeg's guess of its time is the next packet the demuxer gave.
+                        # In a packed AVI a packet's frame is shown a slot on (`PackedSlots`), where FFmpeg's guess of
+                        # its time is the next packet the demuxer gave, past any empty chunk.
                         in_slots = self.empty_chunks.in_avi and (decode_order_times or not_coded < 0)
                         slot_shown = sent.dts + step if in_slots and sent.dts is not None else None
                         self.lost.sent(sent, slot_shown)
@@ -252,9 +252,9 @@ class InputFrames:
         return placeholder
 
     def _shown_at(self, frame: Any, decode_order_times: bool) -> int | None:
-        """The slot `frame` is shown at: the one it comes out at in a packed file, the earliest not yet shown in an
-        H.264 AVI with B-frames (`EarliestSlots`), else its own (mended where a damaged B-frame made FFmpeg's a frame
-        early: `ReferenceSlots`)."""
+        """The slot `frame` is shown at: a slot after its packet in a packed AVI (`PackedSlots`), the one it comes
+        out at in another packed file, the earliest not yet shown in an H.264 AVI with B-frames (`EarliestSlots`), else
+        its own (mended where a damaged B-frame made FFmpeg's a frame early: `ReferenceSlots`)."""
         if decode_order_times and self.packed_slots is not None:
             return self.packed_slots.slot_of(frame)
         if decode_order_times and frame.dts is not None:

@@ -6,7 +6,7 @@ and is taken for a reference's. Where it was a B-frame, the reference before it 
 a frame early: the hole in the output's timing, and the frame named lost, came a frame late (the frame before the
 one the viewer misses, and a picture shown early then held). Which it was, a B-frame or a reference, no timestamp
 says; each picture's header states its own time, and the reference's time counted on from the frame shown before
-it says which of the two slots is its own. Packed files (`InputFrames`) are timed by their decoding slots instead.
+it says which of the two slots is its own.
 
 A packed AVI's frames come out a packet after their own, and later past a lost picture: each is shown a slot after
 the packet it came from, a packed P-frame a slot after its placeholder, whose slot its B-frame takes (`PackedSlots`).
