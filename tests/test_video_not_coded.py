@@ -260,6 +260,28 @@ def test_b_frames_stored_unpacked_in_an_avi_are_tracked_in_order(tmp_path: Path,
     assert times == pytest.approx([times[0] + index / RATE for index in range(12)], abs=0.002)
 
 
+def upscaled_with_a_packet_lost(
+    tmp_path: Path, model_path: Path, clean: Path, damaged_packet: int, lost: tuple[int, ...]
+) -> tuple[list[float], subprocess.CompletedProcess[str]]:
+    """`clean` and `damaged.avi`, `clean` with its `damaged_packet`th video packet zeroed after its start code (it
+    gives no frame), upscaled: the clean output's frame times, and the damaged run, whose output holds every frame
+    but `lost`, each at its time."""
+    with av.open(str(clean)) as container:
+        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][damaged_packet]
+    data = bytearray(clean.read_bytes())
+    data[position + 4 : position + size] = bytes(size - 4)
+    (tmp_path / "damaged.avi").write_bytes(bytes(data))
+    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    times = frame_times(tmp_path / "clean.mkv")
+    result = cli(tmp_path / "damaged.avi", "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(
+        [time for index, time in enumerate(times) if index not in lost], abs=0.002
+    )
+    return times, result
+
+
 def missing_line(source: Path, count: int, after: int, time: float) -> str:
     if count == 1:
         return lost_line(source, after, time)
@@ -285,19 +307,8 @@ def test_pictures_lost_from_b_frames_stored_unpacked_in_an_avi_are_named_where_t
     The pictures' own times say which the damaged one was: a lost reference (whose B-frames FFmpeg cannot show
     either) is still timed by its predecessor's."""
     clean, damaged = b_frames(tmp_path / "b-frames.avi"), tmp_path / "damaged.avi"
-    with av.open(str(clean)) as container:  # decoding order: I0 P3 B1 B2 P6 B4 B5 P9 ...
-        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][damaged_packet]
-    data = bytearray(clean.read_bytes())
-    data[position + 4 : position + size] = bytes(size - 4)  # after its start code: it gives no frame
-    damaged.write_bytes(bytes(data))
-    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
-    assert result.returncode == 0, result.stderr
-    times = frame_times(tmp_path / "clean.mkv")
-    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
-    assert result.returncode == 0, result.stderr
-    assert frame_times(tmp_path / "out.mkv") == pytest.approx(
-        [time for index, time in enumerate(times) if index not in lost], abs=0.002
-    )
+    # decoding order: I0 P3 B1 B2 P6 B4 B5 P9 ...
+    times, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, lost)
     before = lost[0] - 1  # the frames before the first picture lost are all there, numbered as in the file
     counted = (
         f"WARNING: {damaged}: only {12 - len(lost)} of the 12 frames the file lists decoded (truncated or damaged?)"
@@ -314,20 +325,9 @@ def test_the_picture_before_a_lost_packed_packet_keeps_its_time(
     decoder gives the picture before it only when the next one comes, and it was shown there, where the lost ones
     were: the key frame before a packed packet lost right after it was shown two frames late, and nothing was named
     lost. Each frame is shown a slot after the packet it came from."""
-    clean, damaged = packed(tmp_path, empty_chunk), tmp_path / "damaged.avi"
-    with av.open(str(clean)) as container:  # I0, P2 with B1, P4 with B3, P6 with B5 ...: no placeholders
-        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][damaged_packet]
-    data = bytearray(clean.read_bytes())
-    data[position + 4 : position + size] = bytes(size - 4)  # after its start code: it gives no frame
-    damaged.write_bytes(bytes(data))
-    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
-    assert result.returncode == 0, result.stderr
-    times = frame_times(tmp_path / "clean.mkv")
-    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
-    assert result.returncode == 0, result.stderr
-    assert frame_times(tmp_path / "out.mkv") == pytest.approx(
-        [time for index, time in enumerate(times) if index not in lost], abs=0.002
-    )
+    clean = packed(tmp_path, empty_chunk)
+    # I0, P2 with B1, P4 with B3, P6 with B5 ...: no placeholders
+    times, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, lost)
     before = lost[0] - 1
     named = [line for line in warnings(result) if "missing from the output" in line]
     assert len(named) == 1 and f"after frame {before} ({times[before]:.2f} s);" in named[0], result.stderr
