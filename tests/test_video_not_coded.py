@@ -317,16 +317,24 @@ def test_pictures_lost_from_b_frames_stored_unpacked_in_an_avi_are_named_where_t
     assert warnings(result) == [counted, missing_line(damaged, len(lost), before, times[before])], result.stderr
 
 
-@pytest.mark.parametrize(("damaged_packet", "lost"), [(1, (1, 2)), (3, (5, 6))], ids=["after-the-key-frame", "later"])
+@pytest.mark.parametrize(
+    ("placeholder", "damaged_packet", "lost"),
+    [(empty_chunk, 1, (1, 2)), (empty_chunk, 3, (5, 6)), (not_coded_vop, 1, (1, 2)), (not_coded_vop, 3, (3, 4))],
+    ids=["after-the-key-frame", "later", "n-vops-after-the-key-frame", "n-vops-later"],
+)
 def test_the_picture_before_a_lost_packed_packet_keeps_its_time(
-    tmp_path: Path, model_path: Path, damaged_packet: int, lost: tuple[int, ...]
+    tmp_path: Path,
+    model_path: Path,
+    placeholder: Callable[[int], bytes],
+    damaged_packet: int,
+    lost: tuple[int, ...],
 ) -> None:
-    """A packed packet lost whole (in a file of empty placeholders, where FFmpeg fails no N-VOP after it): the
-    decoder gives the picture before it only when the next one comes, and it was shown there, where the lost ones
-    were: the key frame before a packed packet lost right after it was shown two frames late, and nothing was named
-    lost. Each frame is shown a slot after the packet it came from."""
-    clean = packed(tmp_path, empty_chunk)
-    # I0, P2 with B1, P4 with B3, P6 with B5 ...: no placeholders
+    """A packed packet lost whole: the decoder gives the picture before it only when the next one comes, and it was
+    shown there, where the lost ones were: the key frame before a packed packet lost right after it was shown two
+    frames late, and nothing was named lost. Each frame is shown a slot after the packet it came from. FFmpeg fails
+    the N-VOP after such a packet, which ended the upscale; it holds no picture, and no longer does."""
+    clean = packed(tmp_path, placeholder)
+    # I0, P2 with B1, (its placeholder), P4 with B3, ...: empty placeholders are no packets
     times, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, lost)
     before = lost[0] - 1
     named = [line for line in warnings(result) if "missing from the output" in line]

@@ -137,7 +137,9 @@ class InputFrames:
 
     def __iter__(self) -> Iterator[Frame | Packet]:
         av, video, frames, window = self.av, self.video, self.frames, self.window
-        video.thread_type = "AUTO"
+        # MPEG-4 Part 2 decodes in one thread, so that an error is the packet's that was sent (frame threads report
+        # one a few packets late): FFmpeg can fail an N-VOP after a damaged packet, which holds no picture to lose.
+        video.thread_type = "SLICE" if self.pictures.active else "AUTO"
         time_base = time_base_of(video)
         video_shift = round(window.start / time_base) if window else 0
         step = self.step
@@ -211,7 +213,7 @@ class InputFrames:
                         self.earliest_slots.sent(sent)
                     if self.packed_slots is not None:
                         self.packed_slots.sent(sent, not_coded)
-                    for frame in self._decode_packet(sent, index):
+                    for frame in self._decode_packet(sent, index, holds_picture=not_coded <= 0):
                         shown_at = self._shown_at(frame, decode_order_times)
                         # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
                         # tracker took for timestamps starting over, forgetting the frames sent before.
@@ -292,13 +294,15 @@ class InputFrames:
             self.repairs.note("frames without increasing timestamps; given one frame's spacing")
         return continued
 
-    def _decode_packet(self, packet: Any, index: int) -> list[Any]:
+    def _decode_packet(self, packet: Any, index: int, *, holds_picture: bool = True) -> list[Any]:
         """The frames a packet completes; `index` frames have come out before it."""
         try:
             return self.video.decode(packet)
         except self.av.error.EOFError:
             return []  # the decoder was already flushed by the demuxer's final empty packet
         except self.av.error.FFmpegError as error:
+            if not holds_picture:  # an N-VOP failed (after a damaged packet, whose frames are counted lost)
+                return []
             # Decoder threads report an error a few packets late: the time is where it surfaced.
             at = (
                 ""
