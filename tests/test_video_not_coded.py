@@ -4,7 +4,6 @@ lost, while a damaged packet in such a file still is."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Callable
 from fractions import Fraction
@@ -16,7 +15,7 @@ av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
 from srfeat.video.not_coded import coded_pictures, time_increment_bits  # noqa: E402 - after the skips
-from tests.video_helpers import cli, frame_times, pan_frames, write_encoded  # noqa: E402
+from tests.video_helpers import cli, frame_times, pan_frames, read_frames, write_encoded  # noqa: E402
 
 RATE = 12  # frames a second, and FFmpeg's mpeg4 encoder's vop_time_increment_resolution at it
 NOT_CODED = (5, 8)  # the frames written as N-VOPs
@@ -63,11 +62,11 @@ def with_not_coded_frames(folder: Path, placeholder: Callable[[int], bytes] = no
     return target
 
 
-def b_frames(target: Path, between: int = 2) -> Path:
+def b_frames(target: Path, between: int = 2, codec: str = "mpeg4") -> Path:
     """A 12-frame AVI with `between` B-frames between references, stored one picture a packet in decoding order
-    as FFmpeg writes them (`ffmpeg -c:v mpeg4 -bf 2 out.avi`, nothing packed)."""
+    as FFmpeg writes them (`ffmpeg -c:v mpeg4 -bf 2 out.avi`, nothing packed; or `-c:v libx264`)."""
     with av.open(str(target), "w") as container:
-        stream = container.add_stream("mpeg4", rate=RATE)
+        stream = container.add_stream(codec, rate=RATE)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.codec_context.max_b_frames = between
         for index, pixels in enumerate(pan_frames(12)):
@@ -134,18 +133,25 @@ def test_packed_b_frames_are_not_called_lost(tmp_path: Path, model_path: Path) -
     assert len(frame_times(tmp_path / "out.mkv")) == 12
 
 
-def test_packed_b_frames_with_empty_placeholders_are_counted_as_listed(tmp_path: Path, model_path: Path) -> None:
-    """A packed file whose placeholders are empty chunks: FFmpeg's demuxer gives no packet for them, so each
-    packed packet's second picture was counted and its placeholder was not, and a 12-frame file was said to
-    list 17. (FFmpeg's decoder, with no placeholder to show the packed B-frame at, falls behind and loses frames:
-    that shortfall is said, against the 12 the file lists.)"""
-    source = packed(tmp_path, empty_chunk)
+@pytest.mark.parametrize("empty", [(4,), (2, 4, 6, 8, 10)], ids=["one", "every"])
+def test_packed_b_frames_with_empty_placeholders_decode_as_with_n_vops(
+    tmp_path: Path, model_path: Path, empty: tuple[int, ...]
+) -> None:
+    """A packed file whose placeholders are empty chunks: FFmpeg's demuxer gives no packet for them, and its
+    decoder, given no placeholder to decode the held-back B-frame at, failed the next packed packet: of 12 frames 7
+    (or 10 for one empty chunk) came out, some of them garbled, and the file was said to be damaged. The placeholder
+    is sent as the N-VOP it stands for: the frames, and their times, are the N-VOP file's."""
+    with_n_vops = packed(tmp_path)
+    (tmp_path / "empty").mkdir()
+    source = packed(tmp_path / "empty", lambda index: b"" if index in empty else not_coded_vop(index))
+    result = cli(with_n_vops, "-o", tmp_path / "n-vops.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
     result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0, result.stderr
-    counted = [re.search(r"only (\d+) of the (\d+) frames the file lists", line) for line in warnings(result)]
-    assert [(int(found[1]), int(found[2])) for found in counted if found] == [
-        (len(frame_times(tmp_path / "out.mkv")), 12)
-    ], result.stderr
+    assert warnings(result) == []
+    assert frame_times(tmp_path / "out.mkv") == frame_times(tmp_path / "n-vops.mkv")
+    for frame, expected in zip(read_frames(tmp_path / "out.mkv"), read_frames(tmp_path / "n-vops.mkv"), strict=True):
+        assert (frame == expected).all()
 
 
 def test_a_damaged_frame_among_not_coded_ones_is_still_lost(tmp_path: Path, model_path: Path) -> None:
@@ -216,12 +222,17 @@ def lost_line(source: Path, after: int, time: float) -> str:
     )
 
 
-def test_a_b_frame_lost_from_a_packed_packet_is_named(tmp_path: Path, model_path: Path) -> None:
+@pytest.mark.parametrize("placeholder", [not_coded_vop, empty_chunk], ids=["n-vop", "empty-chunk"])
+def test_a_b_frame_lost_from_a_packed_packet_is_named(
+    tmp_path: Path, model_path: Path, placeholder: Callable[[int], bytes]
+) -> None:
     """The frames of a packed file come out with timestamps that go back at every B-frame: the lost-frame
     tracker took each for timestamps starting over and forgot what was sent, so the B-frame of a damaged
-    packed packet was lost without a word (or, lost early in the file, named a frame late)."""
-    clean, damaged = packed(tmp_path), tmp_path / "damaged.avi"
-    zero_tail_of_packet(clean, damaged, 3)  # P4 with B3: frame 3 is lost, after frame 2
+    packed packet was lost without a word (or, lost early in the file, named a frame late). With empty chunks for
+    placeholders, FFmpeg's guess of a packed packet's time is two frames on, and the lost frame went unnamed."""
+    clean, damaged = packed(tmp_path, placeholder), tmp_path / "damaged.avi"
+    # P4 with B3 (after I0, P2 with B1 and, if not empty, a placeholder): frame 3 is lost, after frame 2
+    zero_tail_of_packet(clean, damaged, 2 if placeholder is empty_chunk else 3)
     result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0, result.stderr
     times = frame_times(tmp_path / "clean.mkv")
@@ -235,13 +246,40 @@ def test_a_b_frame_lost_from_a_packed_packet_is_named(tmp_path: Path, model_path
     assert frame_times(tmp_path / "out.mkv") == pytest.approx(times[:3] + times[4:], abs=0.002)
 
 
-def test_b_frames_stored_unpacked_in_an_avi_are_tracked_in_order(tmp_path: Path, model_path: Path) -> None:
-    """FFmpeg's own B-frames in an AVI come out of the decoder in presentation order: a clean file loses nothing."""
-    clean = b_frames(tmp_path / "b-frames.avi")
+@pytest.mark.parametrize("codec", ["mpeg4", "libx264"])
+def test_b_frames_stored_unpacked_in_an_avi_are_tracked_in_order(tmp_path: Path, model_path: Path, codec: str) -> None:
+    """FFmpeg's own B-frames in an AVI come out of the decoder in presentation order: a clean file loses nothing,
+    and its frames keep their times. H.264's came out with their packets' decoding slots, which went back at every
+    B-frame: a clean file was said to have "frames without increasing timestamps" and to lose a frame, and every
+    frame after the first B-frame was shown a frame late."""
+    clean = b_frames(tmp_path / "b-frames.avi", codec=codec)
     result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0, result.stderr
     assert warnings(result) == []
-    assert len(frame_times(tmp_path / "clean.mkv")) == 12
+    times = frame_times(tmp_path / "clean.mkv")
+    assert times == pytest.approx([times[0] + index / RATE for index in range(12)], abs=0.002)
+
+
+def upscaled_with_a_packet_lost(
+    tmp_path: Path, model_path: Path, clean: Path, damaged_packet: int, lost: tuple[int, ...]
+) -> tuple[list[float], subprocess.CompletedProcess[str]]:
+    """`clean` and `damaged.avi`, `clean` with its `damaged_packet`th video packet zeroed after its start code (it
+    gives no frame), upscaled: the clean output's frame times, and the damaged run, whose output holds every frame
+    but `lost`, each at its time."""
+    with av.open(str(clean)) as container:
+        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][damaged_packet]
+    data = bytearray(clean.read_bytes())
+    data[position + 4 : position + size] = bytes(size - 4)
+    (tmp_path / "damaged.avi").write_bytes(bytes(data))
+    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    times = frame_times(tmp_path / "clean.mkv")
+    result = cli(tmp_path / "damaged.avi", "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(
+        [time for index, time in enumerate(times) if index not in lost], abs=0.002
+    )
+    return times, result
 
 
 def missing_line(source: Path, count: int, after: int, time: float) -> str:
@@ -269,22 +307,35 @@ def test_pictures_lost_from_b_frames_stored_unpacked_in_an_avi_are_named_where_t
     The pictures' own times say which the damaged one was: a lost reference (whose B-frames FFmpeg cannot show
     either) is still timed by its predecessor's."""
     clean, damaged = b_frames(tmp_path / "b-frames.avi"), tmp_path / "damaged.avi"
-    with av.open(str(clean)) as container:  # decoding order: I0 P3 B1 B2 P6 B4 B5 P9 ...
-        position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][damaged_packet]
-    data = bytearray(clean.read_bytes())
-    data[position + 4 : position + size] = bytes(size - 4)  # after its start code: it gives no frame
-    damaged.write_bytes(bytes(data))
-    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
-    assert result.returncode == 0, result.stderr
-    times = frame_times(tmp_path / "clean.mkv")
-    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
-    assert result.returncode == 0, result.stderr
-    assert frame_times(tmp_path / "out.mkv") == pytest.approx(
-        [time for index, time in enumerate(times) if index not in lost], abs=0.002
-    )
+    # decoding order: I0 P3 B1 B2 P6 B4 B5 P9 ...
+    times, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, lost)
     before = lost[0] - 1  # the frames before the first picture lost are all there, numbered as in the file
     counted = (
         f"WARNING: {damaged}: only {12 - len(lost)} of the 12 frames the file lists decoded (truncated or damaged?)"
     )
     counted += "; the output has those"
     assert warnings(result) == [counted, missing_line(damaged, len(lost), before, times[before])], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("placeholder", "damaged_packet", "lost"),
+    [(empty_chunk, 1, (1, 2)), (empty_chunk, 3, (5, 6)), (not_coded_vop, 1, (1, 2)), (not_coded_vop, 3, (3, 4))],
+    ids=["after-the-key-frame", "later", "n-vops-after-the-key-frame", "n-vops-later"],
+)
+def test_the_picture_before_a_lost_packed_packet_keeps_its_time(
+    tmp_path: Path,
+    model_path: Path,
+    placeholder: Callable[[int], bytes],
+    damaged_packet: int,
+    lost: tuple[int, ...],
+) -> None:
+    """A packed packet lost whole: the decoder gives the picture before it only when the next one comes, and it was
+    shown there, where the lost ones were: the key frame before a packed packet lost right after it was shown two
+    frames late, and nothing was named lost. Each frame is shown a slot after the packet it came from. FFmpeg fails
+    the N-VOP after such a packet, which ended the upscale; it holds no picture, and no longer does."""
+    clean = packed(tmp_path, placeholder)
+    # I0, P2 with B1, (its placeholder), P4 with B3, ...: empty placeholders are no packets
+    times, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, lost)
+    before = lost[0] - 1
+    named = [line for line in warnings(result) if "missing from the output" in line]
+    assert len(named) == 1 and f"after frame {before} ({times[before]:.2f} s);" in named[0], result.stderr

@@ -21,9 +21,9 @@ from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.lost_frames import LostFrames
-from srfeat.video.not_coded import EmptyChunks, PictureCounter
+from srfeat.video.not_coded import EmptyChunks, PictureCounter, not_coded_vop
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
-from srfeat.video.reference_slots import ReferenceSlots
+from srfeat.video.reference_slots import EarliestSlots, PackedSlots, ReferenceSlots
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -126,6 +126,9 @@ class InputFrames:
         # FFmpeg's times for an AVI's reference pictures, a frame early past a damaged B-frame: mended.
         reordered = self.empty_chunks.in_avi and self.pictures.active and bool(video.codec_context.has_b_frames)
         self.reference_slots = ReferenceSlots(self.pictures, time_base_of(video)) if reordered else None
+        self.packed_slots = PackedSlots(step) if self.empty_chunks.in_avi else None
+        in_h264_avi = self.empty_chunks.in_avi and video.codec_context.name == "h264"
+        self.earliest_slots = EarliestSlots() if in_h264_avi and video.codec_context.has_b_frames else None
         self.last_frame_time: float | None = None
         self.last_frame_duration: float | None = None  # as the file states it; None where it states none
         self.cut_frame_bytes = 0
@@ -134,7 +137,9 @@ class InputFrames:
 
     def __iter__(self) -> Iterator[Frame | Packet]:
         av, video, frames, window = self.av, self.video, self.frames, self.window
-        video.thread_type = "AUTO"
+        # MPEG-4 Part 2 decodes in one thread, so that an error is the packet's that was sent (frame threads report
+        # one a few packets late): FFmpeg can fail an N-VOP after a damaged packet, which holds no picture to lose.
+        video.thread_type = "SLICE" if self.pictures.active else "AUTO"
         time_base = time_base_of(video)
         video_shift = round(window.start / time_base) if window else 0
         step = self.step
@@ -178,35 +183,53 @@ class InputFrames:
                     ):
                         break
                     continue
-                not_coded = self.pictures.not_coded(packet)
-                self.hidden_frames += packet.is_discard + not_coded + self.empty_chunks.before(packet)
-                if packet.size and packet.pos is not None and packet.pos >= 0:
-                    video_end = packet.pos + packet.size
-                # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
-                # its P-frame is shown at (its B-frame takes the packed packet's own).
-                if not_coded <= 0 or after_packed:
-                    self.lost.sent(packet)
-                after_packed = not_coded < 0
-                decode_order_times = decode_order_times or after_packed
-                if self.reference_slots is not None:
-                    self.reference_slots.sent(packet)
-                for frame in self._decode_packet(packet, index):
-                    shown_at = self._shown_at(frame, decode_order_times)
-                    # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
-                    # tracker took for timestamps starting over, forgetting the frames sent before.
-                    self.lost.shown(shown_at, index)
-                    pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
-                    if index >= frames.start:
-                        self.defects.check(frame, index)
-                        pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
-                        yield Frame(index, pixels, pts - video_shift)
-                        self.last_frame_time = seconds_of(pts, time_base)
-                        self.last_frame_duration = seconds_of(frame.duration, time_base) if frame.duration else None
-                    index += 1
-                    # Frame B is not decoded: an error there, or at the decoder's flush, is past the range.
-                    if frames.stop is not None and index >= frames.stop:
-                        done = True
+                empty_chunks = self.empty_chunks.before(packet)
+                # FFmpeg decodes a packed packet's B-frame when the placeholder after it comes; an empty chunk gives
+                # it none, and it falls behind: the next packed packet fails, frames after it are lost or garbled.
+                # That placeholder is sent as the N-VOP it stands for (and counted as one). (Others are not: after
+                # a damaged packet FFmpeg can fail an N-VOP, and nothing waits for them.)
+                placeholder = self._placeholder_after(packet) if after_packed and empty_chunks else None
+                self.hidden_frames += empty_chunks - (placeholder is not None)
+                for sent in (packet,) if placeholder is None else (placeholder, packet):
+                    if done:
                         break
+                    not_coded = self.pictures.not_coded(sent)
+                    self.hidden_frames += sent.is_discard + not_coded
+                    if sent.size and sent.pos is not None and sent.pos >= 0:
+                        video_end = sent.pos + sent.size
+                    # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
+                    # its P-frame is shown at (its B-frame takes the packed packet's own).
+                    if not_coded <= 0 or after_packed:
+                        # In a packed AVI a packet's frame is shown a slot on (`PackedSlots`), where FFmpeg's guess of
+                        # its time is the next packet the demuxer gave, past any empty chunk.
+                        in_slots = self.empty_chunks.in_avi and (decode_order_times or not_coded < 0)
+                        slot_shown = sent.dts + step if in_slots and sent.dts is not None else None
+                        self.lost.sent(sent, slot_shown)
+                    after_packed = not_coded < 0
+                    decode_order_times = decode_order_times or after_packed
+                    if self.reference_slots is not None:
+                        self.reference_slots.sent(sent)
+                    if self.earliest_slots is not None:
+                        self.earliest_slots.sent(sent)
+                    if self.packed_slots is not None:
+                        self.packed_slots.sent(sent, not_coded)
+                    for frame in self._decode_packet(sent, index, holds_picture=not_coded <= 0):
+                        shown_at = self._shown_at(frame, decode_order_times)
+                        # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
+                        # tracker took for timestamps starting over, forgetting the frames sent before.
+                        self.lost.shown(shown_at, index)
+                        pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
+                        if index >= frames.start:
+                            self.defects.check(frame, index)
+                            pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
+                            yield Frame(index, pixels, pts - video_shift)
+                            self.last_frame_time = seconds_of(pts, time_base)
+                            self.last_frame_duration = seconds_of(frame.duration, time_base) if frame.duration else None
+                        index += 1
+                        # Frame B is not decoded: an error there, or at the decoder's flush, is past the range.
+                        if frames.stop is not None and index >= frames.stop:
+                            done = True
+                            break
             elif packet.dts is not None and packet.size:
                 # Continued first, as the frames' are, so that the window cuts joined files' audio at
                 # the frames' moment, not at each part's.
@@ -220,11 +243,26 @@ class InputFrames:
         if not done:  # read to the file's end: frames lost after the last one shown are in the range
             self.lost.ended()
 
+    def _placeholder_after(self, packet: Any) -> Any:
+        """The N-VOP the empty chunk after a packed packet stands for, a slot after that one, before `packet`."""
+        packed_dts, increment_bits = self.empty_chunks.previous_dts, self.pictures.increment_bits
+        assert packed_dts is not None and increment_bits is not None  # a packed packet was read: its times, too
+        placeholder = self.av.Packet(not_coded_vop(increment_bits))
+        placeholder.time_base = packet.time_base
+        placeholder.dts = packed_dts + self.step
+        placeholder.pts = placeholder.dts  # no packet's: in an AVI FFmpeg gives each the next one's slot
+        return placeholder
+
     def _shown_at(self, frame: Any, decode_order_times: bool) -> int | None:
-        """The slot `frame` is shown at: the one it comes out at in a packed file, else its own (mended where a
-        damaged B-frame made FFmpeg's a frame early: `ReferenceSlots`)."""
+        """The slot `frame` is shown at: a slot after its packet in a packed AVI (`PackedSlots`), the one it comes
+        out at in another packed file, the earliest not yet shown in an H.264 AVI with B-frames (`EarliestSlots`), else
+        its own (mended where a damaged B-frame made FFmpeg's a frame early: `ReferenceSlots`)."""
+        if decode_order_times and self.packed_slots is not None:
+            return self.packed_slots.slot_of(frame)
         if decode_order_times and frame.dts is not None:
             return frame.dts
+        if self.earliest_slots is not None:
+            return self.earliest_slots.slot_of(frame.pts)
         if self.reference_slots is not None and not decode_order_times:
             return self.reference_slots.slot_of(frame.pts)
         return frame.pts
@@ -256,13 +294,15 @@ class InputFrames:
             self.repairs.note("frames without increasing timestamps; given one frame's spacing")
         return continued
 
-    def _decode_packet(self, packet: Any, index: int) -> list[Any]:
+    def _decode_packet(self, packet: Any, index: int, *, holds_picture: bool = True) -> list[Any]:
         """The frames a packet completes; `index` frames have come out before it."""
         try:
             return self.video.decode(packet)
         except self.av.error.EOFError:
             return []  # the decoder was already flushed by the demuxer's final empty packet
         except self.av.error.FFmpegError as error:
+            if not holds_picture:  # an N-VOP failed (after a damaged packet, whose frames are counted lost)
+                return []
             # Decoder threads report an error a few packets late: the time is where it surfaced.
             at = (
                 ""

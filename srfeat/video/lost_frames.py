@@ -86,8 +86,9 @@ class LostFrames:
         self.irregular = False  # an interval that is no whole number of frames: variable frame rate
         self.shortest: int | None = None  # the shortest interval between two frames shown
 
-    def sent(self, packet: Any) -> None:
-        """A video packet is about to go to the decoder (not one the file marks as never shown)."""
+    def sent(self, packet: Any, shown_at: int | None = None) -> None:
+        """A video packet is about to go to the decoder (not one the file marks as never shown); `shown_at`: where its
+        frame comes out, where the packet's own timestamp is no guide."""
         if not packet.size or packet.pts is None or packet.is_discard:
             return
         if packet.dts is not None:
@@ -96,7 +97,9 @@ class LostFrames:
                 # decoder before the last of this part's frames come out, and are kept apart until its frames do.
                 self.next_part = set()
             self.last_dts = packet.dts
-        (self.sent_times if self.next_part is None else self.next_part).add(packet.pts)
+        (self.sent_times if self.next_part is None else self.next_part).add(
+            packet.pts if shown_at is None else shown_at
+        )
 
     def shown(self, pts: int | None, index: int) -> None:
         """Frame `index` came out of the decoder with timestamp `pts` (the file's, before any repair; in a file of

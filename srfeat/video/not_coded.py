@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EmptyChunks", "PictureCounter"]
+__all__ = ["EmptyChunks", "PictureCounter", "not_coded_vop"]
 
 VOP_START = b"\x00\x00\x01\xb6"
 VOL_START_CODES = range(0x20, 0x30)  # video_object_layer_start_code: 0x00000120 to 0x0000012F
@@ -153,6 +153,14 @@ class PictureCounter:
         return 0 if pictures is None else 1 - pictures
 
 
+def not_coded_vop(increment_bits: int) -> bytes:
+    """An N-VOP: a P-VOP header at no time past the last reference's second (never read: FFmpeg decodes the packed
+    B-frame it holds back in its place), with `vop_coded` 0, and stuffing to a whole byte."""
+    header = "01" + "0" + "1" + "0" * increment_bits + "1" + "0"
+    header += "0" + "1" * (-(len(header) + 1) % 8)
+    return VOP_START + int(header, 2).to_bytes(len(header) // 8, "big")
+
+
 class EmptyChunks:
     """The zero-length video chunks of an AVI, counted between the packets FFmpeg's demuxer gives: each is a frame
     the file lists and the player holds the one before over. An AVI's video timestamps count its chunks, empty ones
@@ -162,12 +170,14 @@ class EmptyChunks:
         self.in_avi = "avi" in container_format.split(",")
         self.step = step
         self.last_dts: int | None = None
+        self.previous_dts: int | None = None  # the packet's before the last: where the last gap starts
 
     def before(self, packet: Any) -> int:
         """How many empty chunks came between the video packet before and `packet`."""
         if not self.in_avi or packet.dts is None:
             return 0
-        last, self.last_dts = self.last_dts, packet.dts
+        last = self.previous_dts = self.last_dts
+        self.last_dts = packet.dts
         if last is None:
             return 0
         slots, rest = divmod(packet.dts - last, self.step)

@@ -6,11 +6,18 @@ and is taken for a reference's. Where it was a B-frame, the reference before it 
 a frame early: the hole in the output's timing, and the frame named lost, came a frame late (the frame before the
 one the viewer misses, and a picture shown early then held). Which it was, a B-frame or a reference, no timestamp
 says; each picture's header states its own time, and the reference's time counted on from the frame shown before
-it says which of the two slots is its own. Packed files (`InputFrames`) are timed by their decoding slots instead.
+it says which of the two slots is its own.
+
+A packed AVI's frames come out a packet after their own, and later past a lost picture: each is shown a slot after
+the packet it came from, a packed P-frame a slot after its placeholder, whose slot its B-frame takes (`PackedSlots`).
+
+FFmpeg reads no picture types from H.264 in an AVI: each packet's time is the slot after its own, in decoding order,
+and the frames, shown in presentation order, carry their packets' (`EarliestSlots`).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,7 +25,7 @@ from typing import Any
 
 from srfeat.video.not_coded import B_VOP, VOP_START, BitReader, PictureCounter, vop_header
 
-__all__ = ["ReferenceSlots"]
+__all__ = ["EarliestSlots", "PackedSlots", "ReferenceSlots"]
 
 GOV_START = b"\x00\x00\x01\xb3"
 PACKETS_KEPT = 64  # the decoder gives a frame a few packets after its own at most
@@ -104,3 +111,62 @@ class ReferenceSlots:
         last_slot, last_time = self.last_shown
         expected = last_slot + (time - last_time) / ticks_per_slot
         return later if abs(later - expected) < abs(pts - expected) else pts
+
+
+class EarliestSlots:
+    """The slots of an H.264 AVI with B-frames: a clean file fills each slot with one frame, and the decoder gives
+    them in presentation order, so each frame is shown at the earliest slot sent and not yet shown. (Its own
+    timestamp, its packet's slot in decoding order, went back at every B-frame: said to be a repair, and every frame
+    after the first B-frame a frame late.) A packet that holds no picture fails FFmpeg's H.264 decoder ("no frame"),
+    so none is sent without a frame coming of it."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []  # a heap of the slots of packets sent whose frames have not come out
+
+    def sent(self, packet: Any) -> None:
+        if packet.size and packet.pts is not None:
+            heapq.heappush(self.pending, packet.pts)
+
+    def slot_of(self, pts: int | None) -> int | None:
+        """The slot the next frame (FFmpeg's timestamp `pts`) is shown at."""
+        return heapq.heappop(self.pending) if self.pending else pts
+
+
+@dataclass(frozen=True)
+class Source:
+    pts: int
+    dts: int
+    not_coded: int  # `PictureCounter.not_coded`'s: 1 a placeholder N-VOP, -1 a packed packet
+
+
+class PackedSlots:
+    """The slots the frames of a DivX-packed AVI are shown at, from the packets they came from (FFmpeg gives a frame
+    its packet's timestamp; a packed B-frame its placeholder's). Timed by the packet each came out at instead, the
+    picture before a lost one was shown late, where the lost one was."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.sources: deque[Source] = deque(maxlen=PACKETS_KEPT)
+
+    def sent(self, packet: Any, not_coded: int) -> None:
+        if packet.pts is not None and packet.dts is not None:
+            self.sources.append(Source(packet.pts, packet.dts, not_coded))
+
+    def slot_of(self, frame: Any) -> int | None:
+        """The slot `frame` is shown at: a slot after its packet's, or the placeholder's for a packed B-frame; where a
+        placeholder or an empty chunk follows its packet (a dropped frame, or the placeholder of a packed packet whose
+        damage hid its B-frame), the slot it came out at."""
+        sources = list(self.sources)
+        at = next((at for at in range(len(sources) - 1, -1, -1) if sources[at].pts == frame.pts), None)
+        if at is None:
+            return frame.dts
+        source = sources[at]
+        after_own = source.dts + self.step
+        if source.not_coded > 0:  # the B-frame held back from the packed packet before
+            return source.dts
+        if source.not_coded < 0:  # the packed P-frame, after its B-frame
+            return source.dts + 2 * self.step
+        following = sources[at + 1] if at + 1 < len(sources) else None
+        if following is None or (following.dts == after_own and following.not_coded <= 0):
+            return after_own  # the last packet's at the decoder's flush, which gives the frames no slot
+        return frame.dts if frame.dts is not None else after_own
