@@ -1,8 +1,10 @@
 """What a path is, found before any work: a name longer than its file system takes (`name_too_long`), a
 folder no file can be written in (`unwritable_folder`), something there that is no regular file (a pipe, a
 device: `special_file_kind`), a link to nothing (`broken_link_reason`), two paths that are one file
-(`same_file`), a path with its links followed without failing on a loop (`resolved`); and a name that a
-library taking only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
+(`same_file`), a path with its links followed without failing on a loop (`resolved`), what to do about a file
+that is there but cannot be read (`unreadable_advice`), a character no path holds (`unnameable_character`);
+and a name that a library taking only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is
+`srfeat.files`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,29 @@ def special_file_kind(path: Path) -> str | None:
     # The callers say "{path} is {kind}, not a file" and "it is {kind}, not an image file": a noun for the rest
     # too (a Solaris door, a BSD whiteout), as "not a regular file" read "it is not a regular file, not an image file"
     return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), OTHER_FILE_KIND)
+
+
+def unreadable_advice(error: OSError, again: str) -> str:
+    """What to do about a file that is there but whose read failed with `error` (`again`: the caller's advice
+    for a damaged file, "download or copy it again"): "cannot read PATH: Input/output error" said what, not
+    what to do. Permissions are checked; a failing disk or share gets `again`, from a sound copy."""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "check its permissions (ls -l), or copy it somewhere you can read it"
+    if error.errno == errno.EIO:
+        return f"the disk or network share gave a read error: {again}"
+    return again
+
+
+def unnameable_character(text: str) -> str | None:
+    """The first character of `text` that no path can hold (NUL; a surrogate that stands for no byte of an
+    undecodable name, as YAML's "\\ud800" writes), or None: the operating system is never given it."""
+    if "\0" in text:
+        return "\0"
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as error:
+        return text[error.start]
+    return None
 
 
 def broken_link_reason(path: Path) -> str:

@@ -27,7 +27,7 @@ from srfeat.errors import SRFeatError, TileOutOfMemoryError, WeightsError
 from srfeat.inference.onnx_contents import check_before_loading, check_weights, parse_model
 from srfeat.inference.onnx_structure import check_part_count
 from srfeat.inference.tiling import tile_memory_advice
-from srfeat.path_checks import special_file_kind
+from srfeat.path_checks import special_file_kind, unreadable_advice
 from srfeat.weights.reading import first_line
 
 if TYPE_CHECKING:
@@ -131,7 +131,11 @@ class OnnxRunner:
                     f"{path} is {size / 2**30:.1f} GiB, larger than any ONNX file can be (2 GiB): not a srfeat "
                     "export; make one with `srfeat export`"
                 )
-            model = path.read_bytes()
+            try:
+                model = path.read_bytes()
+            except OSError as error:  # there, but a failing disk or no permission: was a traceback
+                again = unreadable_advice(error, "copy it again, or export it again with `srfeat export`")
+                raise WeightsError(f"cannot read {path}: {error.strerror or error}; {again}") from error
         source = source or "ONNX model"
         if isinstance(model, bytes):
             check_part_count(model, source)  # before anything parses it: see onnx_structure

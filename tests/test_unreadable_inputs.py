@@ -1,0 +1,122 @@
+"""Files that are there but cannot be read (a failing disk or network share: EIO; no permission: EACCES), and
+config paths no file system takes: each is one line that says what is wrong and what to do, never a traceback
+(`srfeat upscale --model x.onnx`, `srfeat convert`, `srfeat train` each ended in one) nor "cannot read PATH:
+Input/output error" alone. A read that fails with EIO is made with a link to /proc/self/mem, whose first page
+no process maps: reading it fails so, in whatever process opens it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cli_helpers import one_error_line, srfeat_cli
+from PIL import Image
+
+FAILING_READ = Path("/proc/self/mem")
+DISK_ADVICE = "the disk or network share gave a read error: "
+
+
+def _reads_fail() -> bool:
+    try:
+        with FAILING_READ.open("rb") as handle:
+            handle.read(16)
+    except OSError:
+        return True
+    return False
+
+
+needs_failing_read = pytest.mark.skipif(
+    not FAILING_READ.exists() or not _reads_fail(), reason="no /proc/self/mem whose read fails (Linux has one)"
+)
+
+
+def _failing(tmp_path: Path, name: str) -> Path:
+    """A file named `name` whose read fails with EIO (a link to /proc/self/mem)."""
+    path = tmp_path / name
+    path.symlink_to(FAILING_READ)
+    return path
+
+
+def _image(tmp_path: Path) -> Path:
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (24, 20), (120, 60, 30)).save(path)
+    return path
+
+
+@needs_failing_read
+@pytest.mark.parametrize(
+    ("name", "again"),
+    [
+        ("weights.safetensors", "download or copy it again, or give another checkpoint"),
+        ("weights.pt", "download or copy it again, or give another checkpoint"),
+        ("model.onnx", "copy it again, or export it again with `srfeat export`"),
+    ],
+)
+def test_a_model_that_cannot_be_read_says_what_to_do(tmp_path: Path, name: str, again: str) -> None:
+    model = _failing(tmp_path, name)
+    line = one_error_line(srfeat_cli("upscale", _image(tmp_path), "--model", model, "-o", tmp_path / "out"))
+    assert line == f"ERROR: cannot read {model}: Input/output error; {DISK_ADVICE}{again}"
+    assert not (tmp_path / "out").exists()
+
+
+@needs_failing_read
+def test_authors_weights_that_cannot_be_read_are_one_line(tmp_path: Path) -> None:
+    weights = _failing(tmp_path, "SRFeat_full.npz")
+    line = one_error_line(srfeat_cli("convert", weights, "-o", tmp_path / "out.safetensors"))
+    assert line == f"ERROR: cannot read {weights}: Input/output error; {DISK_ADVICE}download or copy it again"
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+@needs_failing_read
+def test_a_config_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    config = _failing(tmp_path, "stage1.yaml")
+    line = one_error_line(srfeat_cli("train", config, "--dry-run"))
+    assert line == (
+        f"ERROR: cannot read config {config}: Input/output error; {DISK_ADVICE}copy it again, or give another config"
+    )
+
+
+@needs_failing_read
+def test_a_training_state_that_cannot_be_read_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data:\n  train_dirs: [{tmp_path / 'images'}]\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    state = _failing(run, "state.pt")
+    line = one_error_line(srfeat_cli("train", config, "--dry-run", "--resume", "-o", run))
+    assert line.startswith(f"ERROR: cannot read training state {state}: Input/output error; {DISK_ADVICE}copy it")
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root reads any file")
+def test_a_model_without_read_permission_says_to_check_it(tmp_path: Path) -> None:
+    model = tmp_path / "weights.safetensors"
+    model.write_bytes(b"x" * 64)
+    model.chmod(0)
+    line = one_error_line(srfeat_cli("upscale", _image(tmp_path), "--model", model, "-o", tmp_path / "out"))
+    assert line == (
+        f"ERROR: cannot read {model}: Permission denied; check its permissions (ls -l), or copy it somewhere you "
+        "can read it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "yaml_text", "shown"),
+    [
+        ("out_dir", 'out_dir: "runs/a\\0b"', "'\\x00'"),
+        ("out_dir", 'out_dir: "runs/\\ud800"', "'\\ud800'"),
+        ("data.train_dirs[0]", 'data:\n  train_dirs: ["ima\\0ges"]', "'\\x00'"),
+        ("validation.dir", 'validation:\n  dir: "Set\\ud8005"', "'\\ud800'"),
+    ],
+)
+def test_a_config_path_no_file_name_can_hold_is_one_line(tmp_path: Path, key: str, yaml_text: str, shown: str) -> None:
+    """YAML's escapes write a NUL or a lone surrogate, which argv cannot: each was a traceback."""
+    (tmp_path / "images").mkdir()
+    config = tmp_path / "config.yaml"
+    train_dirs = "" if key.startswith("data.") else f"data:\n  train_dirs: [{tmp_path / 'images'}]\n"
+    config.write_text(train_dirs + yaml_text + "\n")
+    line = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    assert line == (
+        f"ERROR: {config}: config key {key} holds {shown}, which no file name can hold: give the path without it"
+    )
