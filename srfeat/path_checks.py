@@ -1,10 +1,10 @@
 """What a path is, found before any work: a name longer than its file system takes (`name_too_long`), a
 folder no file can be written in (`unwritable_folder`), something there that is no regular file (a pipe, a
-device: `special_file_kind`), a link to nothing (`broken_link_reason`), two paths that are one file
-(`same_file`), a path with its links followed without failing on a loop (`resolved`), what to do about a file
-that is there but cannot be read (`unreadable_advice`), a character no path holds (`unnameable_character`);
-and a name that a library taking only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is
-`srfeat.files`.
+device: `special_file_kind`), a link to nothing (`broken_link`, `broken_link_reason`), two paths that are one
+file (`same_file`), a path with its links followed without failing on a loop (`resolved`), what to do about a
+file that is there but cannot be read (`unreadable_advice`), a character no path holds
+(`unnameable_character`); and a name that a library taking only UTF-8 names can open (`utf8_path`). Writing a
+file, all or nothing, is `srfeat.files`.
 """
 
 from __future__ import annotations
@@ -101,6 +101,13 @@ def broken_link_reason(path: Path) -> str:
         if error.errno == errno.ELOOP:
             return f"symbolic link loop ({path} -> {target} leads back to itself)"
     return f"broken symbolic link (its target {target} does not exist)"
+
+
+def broken_link(path: Path) -> str | None:
+    """Why nothing is at `path` when it is a symbolic link that leads nowhere (`broken_link_reason`), as
+    `srfeat upscale` says of an input; None where nothing is there at all: "not found" of a name that `ls`
+    lists sent its user looking for a typo."""
+    return broken_link_reason(path) if path.is_symlink() and not path.exists() else None
 
 
 def resolved(path: Path) -> Path:

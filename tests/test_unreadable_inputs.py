@@ -120,3 +120,31 @@ def test_a_config_path_no_file_name_can_hold_is_one_line(tmp_path: Path, key: st
     assert line == (
         f"ERROR: {config}: config key {key} holds {shown}, which no file name can hold: give the path without it"
     )
+
+
+@pytest.mark.parametrize(
+    ("link_name", "command", "said"),
+    [
+        ("weights.safetensors", ["upscale", "photo.png", "--model", "LINK", "-o", "out/"], "generator weights LINK: "),
+        ("model.onnx", ["upscale", "photo.png", "--model", "LINK", "-o", "out/"], "ONNX model LINK: "),
+        ("weights.pt", ["blend", "LINK", "gan", "--alpha", "0.5", "-o", "b.safetensors"], "generator weights LINK: "),
+        ("SRFeat_full.npz", ["convert", "LINK", "-o", "c.safetensors"], "LINK: "),
+        ("stage1.yaml", ["train", "LINK", "--dry-run"], "config LINK: "),
+        ("Set5", ["eval", "--model", "bicubic", "--data", "LINK"], "image folder LINK: "),
+        ("DIV2K", ["prepare", "LINK", "patches"], "image folder LINK: "),
+        ("images", ["train", "config.yaml", "--dry-run", "data.train_dirs=[LINK]"], "training folder is a "),
+    ],
+)
+def test_a_link_to_nothing_is_named_as_one_not_as_not_found(
+    tmp_path: Path, link_name: str, command: list[str], said: str
+) -> None:
+    """A name `ls` lists was "not found" (a model, a config, an image folder), where an input image's link
+    to nothing was named as such; the user looked for a typo."""
+    _image(tmp_path)
+    (tmp_path / "config.yaml").write_text("data:\n  train_dirs: [images]\n")
+    (tmp_path / link_name).symlink_to(f"gone-{link_name}")
+    child = srfeat_cli(*[part.replace("LINK", link_name) for part in command], cwd=tmp_path)
+    line = one_error_line(child)
+    assert line.startswith("ERROR: " + said.replace("LINK", link_name)), line
+    assert f"broken symbolic link (its target gone-{link_name} does not exist)" in line, line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "patches").exists()

@@ -45,7 +45,7 @@ from srfeat.data.image_writing import (
 from srfeat.data.unidentified import unidentified_error
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
-from srfeat.path_checks import broken_link_reason, special_file_kind
+from srfeat.path_checks import broken_link, broken_link_reason, special_file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +127,11 @@ def list_images(folder: PathLike) -> list[Path]:
     except OSError as error:  # a name longer than the file system takes (Errno 36): was a traceback
         raise ImageReadError(f"cannot read image folder {folder}: {error.strerror or error}") from error
     if kind != "folder":
+        give = "give a folder of PNG/JPEG/BMP/WebP/TIFF images"
+        if reason := broken_link(folder):
+            raise ImageReadError(f"image folder {folder}: {reason} ({give})")
         problem = "is a file, not a folder" if kind else "not found"
-        raise ImageReadError(f"image folder {problem}: {folder} (give a folder of PNG/JPEG/BMP/WebP/TIFF images)")
+        raise ImageReadError(f"image folder {problem}: {folder} ({give})")
     files = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):

@@ -44,7 +44,7 @@ from numpy.lib import format as npy_format
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
-from srfeat.path_checks import special_file_kind, unreadable_advice
+from srfeat.path_checks import broken_link, special_file_kind, unreadable_advice
 from srfeat.weights import as_path, generator_from_state
 from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, value_problem
 
@@ -141,10 +141,11 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
     if path.is_dir():
         raise WeightsError(f"{path} is a folder: {GIVE_THEIRS}")
     if not path.is_file():
-        kind = special_file_kind(path)  # a pipe or device is named as such
-        raise WeightsError(
-            f"{path} is {kind}, not a file: {GIVE_THEIRS}" if kind else f"authors' weights file not found: {path}"
-        )
+        if kind := special_file_kind(path):  # a pipe or device is named as such
+            raise WeightsError(f"{path} is {kind}, not a file: {GIVE_THEIRS}")
+        if reason := broken_link(path):
+            raise WeightsError(f"{path}: {reason}: {GIVE_THEIRS}")
+        raise WeightsError(f"authors' weights file not found: {path}")
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
