@@ -190,6 +190,8 @@ def plan_outputs(
             errors.append(f"{source}: cannot write {target}: {problem}; give a shorter --suffix, or rename")
         elif target.is_dir() and not target.is_symlink():  # --overwrite would fail only after the upscale
             errors.append(f"{source}: its output {target} is a folder; it is kept: give another -o or --suffix")
+        elif kind := special_file_kind(target):  # a pipe or device: --overwrite renamed the result over it
+            errors.append(f"{source}: its output {target} is {kind}, not a file; it is kept: give another -o")
         elif (target.exists() or target.is_symlink()) and not args.overwrite:  # a link to nothing is taken too
             errors.append(f"{source}: output {target} exists; use --overwrite to replace it")
         else:
