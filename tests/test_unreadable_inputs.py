@@ -148,3 +148,22 @@ def test_a_link_to_nothing_is_named_as_one_not_as_not_found(
     assert line.startswith("ERROR: " + said.replace("LINK", link_name)), line
     assert f"broken symbolic link (its target gone-{link_name} does not exist)" in line, line
     assert not (tmp_path / "out").exists() and not (tmp_path / "patches").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["eval", "--model", "bicubic", "--data", "PIPE"], "image folder is a named pipe (FIFO), not a folder: PIPE"),
+        (["prepare", "PIPE", "patches"], "image folder is a named pipe (FIFO), not a folder: PIPE"),
+        (
+            ["train", "config.yaml", "--dry-run", "data.train_dirs=[PIPE]"],
+            "training folder is a named pipe (FIFO), not a folder: PIPE",
+        ),
+    ],
+)
+def test_a_pipe_given_as_an_image_folder_is_named_as_one(tmp_path: Path, command: list[str], said: str) -> None:
+    """It was "a file, not a folder", where an input or a model that is a pipe is named as such."""
+    (tmp_path / "config.yaml").write_text("data:\n  train_dirs: [images]\n")
+    os.mkfifo(tmp_path / "pipe")
+    line = one_error_line(srfeat_cli(*[part.replace("PIPE", "pipe") for part in command], cwd=tmp_path))
+    assert line.startswith("ERROR: " + said.replace("PIPE", "pipe")), line

@@ -130,7 +130,7 @@ def list_images(folder: PathLike) -> list[Path]:
         give = "give a folder of PNG/JPEG/BMP/WebP/TIFF images"
         if reason := broken_link(folder):
             raise ImageReadError(f"image folder {folder}: {reason} ({give})")
-        problem = "is a file, not a folder" if kind else "not found"
+        problem = f"is {special_file_kind(folder) or 'a file'}, not a folder" if kind else "not found"  # a pipe too
         raise ImageReadError(f"image folder {problem}: {folder} ({give})")
     files = []
     for path in sorted(folder.iterdir()):

@@ -365,7 +365,7 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
     for directory in config.data.train_dirs:
         path = config.resolve_path(directory)
         if not path.is_dir():
-            problem = "is a file, not a folder" if path.exists() else _not_found(path)
+            problem = f"is {special_file_kind(path) or 'a file'}, not a folder" if path.exists() else _not_found(path)
             # datasets_dir moves only the folders written with {datasets_dir} (the dev configs'); the
             # paper's and authors' configs name theirs outright, so the key itself is what to change.
             where = (
@@ -377,7 +377,7 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
     if config.validation.dir is not None:
         path = config.resolve_path(config.validation.dir)
         if not path.is_dir():
-            problem = "is a file, not a folder" if path.exists() else _not_found(path)
+            problem = f"is {special_file_kind(path) or 'a file'}, not a folder" if path.exists() else _not_found(path)
             raise ConfigError(f"validation folder {problem}: {path} (config key validation.dir)")
     if config.stage == 2 and not _vgg_weights_named(config.model.vgg_weights):
         path = Path(vgg_weights_source(config))
