@@ -89,16 +89,54 @@ def test_a_training_state_that_cannot_be_read_says_what_to_do(tmp_path: Path) ->
     assert line.startswith(f"ERROR: cannot read training state {state}: Input/output error; {DISK_ADVICE}copy it")
 
 
-@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root reads any file")
+def _write_only_sysfs_file() -> Path | None:
+    """A file that even root may not read (a write-only sysfs attribute such as a PCI device's `rescan`), or None."""
+    for pattern in ("class/*/*", "bus/*/*", "devices/*/*/*", "devices/*/*"):
+        for path in sorted(Path("/sys").glob(pattern)):
+            try:
+                if path.is_file() and path.stat().st_mode & 0o777 == 0o200:
+                    return path
+            except OSError:
+                continue
+    return None
+
+
+def _permission_denied(tmp_path: Path, name: str) -> Path:
+    """A file named `name` whose open fails with EACCES: one of no permissions, or, for root, who reads
+    any file, a link to a write-only sysfs attribute (skipped where there is none)."""
+    path = tmp_path / name
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        path.write_bytes(b"x" * 64)
+        path.chmod(0)
+        return path
+    target = _write_only_sysfs_file()
+    if target is None:
+        pytest.skip("running as root, and no write-only sysfs file to stand for a file root may not read")
+    path.symlink_to(target)
+    return path
+
+
+PERMISSION_ADVICE = "Permission denied; check its permissions (ls -l), or copy it somewhere you can read it"
+
+
 def test_a_model_without_read_permission_says_to_check_it(tmp_path: Path) -> None:
-    model = tmp_path / "weights.safetensors"
-    model.write_bytes(b"x" * 64)
-    model.chmod(0)
+    model = _permission_denied(tmp_path, "weights.safetensors")
     line = one_error_line(srfeat_cli("upscale", _image(tmp_path), "--model", model, "-o", tmp_path / "out"))
-    assert line == (
-        f"ERROR: cannot read {model}: Permission denied; check its permissions (ls -l), or copy it somewhere you "
-        "can read it"
-    )
+    assert line == f"ERROR: cannot read {model}: {PERMISSION_ADVICE}"
+
+
+def test_an_image_without_read_permission_says_to_check_it(tmp_path: Path) -> None:
+    """It was "[Errno 13] Permission denied: 'PATH'; skip or replace this file": the path twice, and advice to
+    replace a file that is sound. The other inputs are still upscaled, and eval leaves it out with the same line."""
+    (tmp_path / "set").mkdir()
+    image = _permission_denied(tmp_path / "set", "locked.png")
+    good = _image(tmp_path / "set")
+    child = srfeat_cli("upscale", image, good, "-o", tmp_path / "out")
+    assert f"ERROR: cannot read image {image}: {PERMISSION_ADVICE}" in child.stderr.splitlines(), child.stderr
+    assert child.returncode == 1 and (tmp_path / "out" / "photo.png").is_file()
+    child = srfeat_cli("eval", "--model", "bicubic", "--data", tmp_path / "set", "--metrics", "psnr")
+    assert child.returncode == 0, child.stderr
+    assert f"WARNING: cannot read image {image}: {PERMISSION_ADVICE}" in child.stderr.splitlines(), child.stderr
 
 
 @pytest.mark.parametrize(
