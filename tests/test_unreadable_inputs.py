@@ -6,7 +6,10 @@ no process maps: reading it fails so, in whatever process opens it."""
 
 from __future__ import annotations
 
+import io
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -205,3 +208,26 @@ def test_a_pipe_given_as_an_image_folder_is_named_as_one(tmp_path: Path, command
     os.mkfifo(tmp_path / "pipe")
     line = one_error_line(srfeat_cli(*[part.replace("PIPE", "pipe") for part in command], cwd=tmp_path))
     assert line.startswith("ERROR: " + said.replace("PIPE", "pipe")), line
+
+
+def _png_with_chunk(path: Path, kind: bytes, body: bytes) -> Path:
+    """A sound 24x20 PNG with one more chunk after its header."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 20), (10, 20, 30)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    path.write_bytes(data[:33] + chunk + data[33:])  # 33: the signature and the IHDR chunk
+    return path
+
+
+@pytest.mark.parametrize(("kind", "head"), [(b"zTXt", b"Comment\0\0"), (b"iTXt", b"Comment\0\x01\0\0\0")])
+def test_a_png_text_bomb_is_said_in_a_users_words(tmp_path: Path, kind: bytes, head: bytes) -> None:
+    """It was PIL's "Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK", a constant's name."""
+    bomb = _png_with_chunk(tmp_path / "notes.png", kind, head + zlib.compress(b"a" * (8 << 20), 9))
+    child = srfeat_cli("upscale", bomb, "-o", tmp_path / "out")
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
+    said = (
+        f"ERROR: cannot read image {bomb}: its text (a PNG zTXt or iTXt chunk) inflates to more than 1 MB, far "
+        "beyond any picture's notes (a decompression bomb?); skip or replace this file"
+    )
+    assert said in child.stderr.splitlines(), child.stderr
