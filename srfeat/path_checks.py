@@ -1,10 +1,10 @@
 """What a path is, found before any work: a name longer than its file system takes (`name_too_long`), a
 folder no file can be written in (`unwritable_folder`), something there that is no regular file (a pipe, a
-device: `special_file_kind`), a link to nothing (`broken_link`, `broken_link_reason`), two paths that are one
-file (`same_file`), a path with its links followed without failing on a loop (`resolved`), what to do about a
-file that is there but cannot be read (`unreadable_advice`), a character no path holds
-(`unnameable_character`); and a name that a library taking only UTF-8 names can open (`utf8_path`). Writing a
-file, all or nothing, is `srfeat.files`.
+device: `special_file_kind`), a link to nothing (`broken_link`, `broken_link_reason`), a file where a folder
+of the path should be (`file_on_the_way`), two paths that are one file (`same_file`), a path with its links
+followed without failing on a loop (`resolved`), what to do about a file that is there but cannot be read
+(`unreadable_advice`), a character no path holds (`unnameable_character`); and a name that a library taking
+only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
 """
 
 from __future__ import annotations
@@ -101,6 +101,15 @@ def broken_link_reason(path: Path) -> str:
         if error.errno == errno.ELOOP:
             return f"symbolic link loop ({path} -> {target} leads back to itself)"
     return f"broken symbolic link (its target {target} does not exist)"
+
+
+def file_on_the_way(path: Path) -> Path | None:
+    """The file that one of `path`'s folders is (`photo.jpg` of `photo.jpg/x.png`), or None: such a path is
+    no typo of a name to look for, as "not found" sent its user to do."""
+    try:
+        return next((parent for parent in path.parents if parent.is_file()), None)
+    except OSError:  # a folder's name longer than the file system takes: the callers' "not found"
+        return None
 
 
 def broken_link(path: Path) -> str | None:

@@ -231,3 +231,21 @@ def test_a_png_text_bomb_is_said_in_a_users_words(tmp_path: Path, kind: bytes, h
         "beyond any picture's notes (a decompression bomb?); skip or replace this file"
     )
     assert said in child.stderr.splitlines(), child.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["upscale", "photo.png/b.png", "-o", "out/"], "input photo.png/b.png: photo.png is a file, not a folder"),
+        (
+            ["upscale", "photo.png", "--model", "photo.png/x.safetensors", "-o", "out/"],
+            "generator weights photo.png/x.safetensors: photo.png is a file, not a folder",
+        ),
+    ],
+)
+def test_a_path_through_a_file_names_the_file(tmp_path: Path, command: list[str], said: str) -> None:
+    """`photo.png/b.png` was "not found", which sent its user looking for a typo in `b.png`."""
+    _image(tmp_path)
+    line = one_error_line(srfeat_cli(*command, cwd=tmp_path))
+    assert line.startswith(f"ERROR: {said}"), line
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srfeat import video
-from srfeat.path_checks import broken_link_reason, name_too_long, resolved, special_file_kind
+from srfeat.path_checks import broken_link_reason, file_on_the_way, name_too_long, resolved, special_file_kind
 
 logger = logging.getLogger("srfeat.commands.upscale")  # the plan's warnings keep the logger they always had
 
@@ -100,6 +100,9 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
             found = []
         elif kind := special_file_kind(path):  # a pipe, a device: named as what it is
             errors.append(f"input {spec} is {kind}, not an image file or folder: name an image file")
+            found = []
+        elif (in_the_way := file_on_the_way(path)) is not None:
+            errors.append(f"input {spec}: {in_the_way} is a file, not a folder: name an image file or folder")
             found = []
         else:
             errors.append(f"input not found: {spec}")
