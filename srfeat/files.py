@@ -9,7 +9,8 @@ right now by another process (in another PID namespace too: a container), so the
 writes NAME removes the stale ones (`remove_stale_temporaries`). A full disk is
 reported as `DiskFullError`, naming the file and the space it needed, with the temporary
 removed so that the failed write does not keep the disk full. A failed write also removes the
-folders it made for the file while they are empty (`folder_made_for`). What a path is before
+folders it made for the file while they are empty (`folder_made_for`). A pipe, device or socket at NAME is
+never renamed over (`refuse_special_output`). What a path is before
 anything is written there (a name too long, a folder no file can be written in) is `srfeat.path_checks`.
 """
 
@@ -30,7 +31,7 @@ from typing import BinaryIO
 
 from srfeat.errors import SRFeatError
 from srfeat.locks import lock_exclusive, process_exists
-from srfeat.path_checks import name_max, resolved, same_file, unwritable_folder
+from srfeat.path_checks import name_max, resolved, same_file, special_file_kind, unwritable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +236,23 @@ def refuse_output_is_input(source: Path, target: Path) -> None:
 _NO_HARD_LINK_ERRNOS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS)
 
 
+class OutputIsSpecialError(SRFeatError, ValueError):
+    """The output is a pipe, a device or a socket (or a link to one): the whole file renamed over it would
+    replace it (`--json /dev/null --overwrite`, as root, put a regular file in the place of /dev/null), so it
+    is refused, whatever the overwrite option says."""
+
+
+def refuse_special_output(path: Path) -> None:
+    """`OutputIsSpecialError` where `path` is (or links to) something that is no regular file nor folder
+    (a folder's refusal is its caller's: "give a file name in it")."""
+    kind = special_file_kind(path)
+    if kind is not None and kind != "a folder":
+        raise OutputIsSpecialError(
+            f"{path} is {kind}, not a file: srfeat writes a whole file and renames it into place, which would "
+            "replace it; give the name of a file"
+        )
+
+
 def replace_option(command_line: bool) -> str:
     """The option that allows replacing an existing file, as its caller gives it: the keyword from Python
     (`write_image`, `upscale_file`, `save_generator`...), the flag with `command_line` (a command's)."""
@@ -244,7 +262,9 @@ def replace_option(command_line: bool) -> str:
 def refuse_existing(path: Path, replace: bool, *, command_line: bool = False) -> None:
     """With `replace` False, an existing `path` (a link to nothing too) is `OutputExistsError`: said before
     any work, as `move_into_place`'s "appeared while it was being written" is for one that did. It names
-    the option its caller gave (`replace_option`)."""
+    the option its caller gave (`replace_option`). A pipe, device or socket is refused, `replace` or not
+    (`refuse_special_output`)."""
+    refuse_special_output(path)
     if not replace and (path.exists() or path.is_symlink()):
         option = replace_option(command_line)
         raise OutputExistsError(f"{path} exists; it is kept: remove it, or allow replacing it ({option})")
@@ -262,7 +282,9 @@ def move_into_place(temporary: Path, path: Path, replace: bool = True, *, comman
     replaced, not even one that appeared after the caller checked (a photo saved while a large
     upscale ran): the temporary is hard-linked to `path`, which fails if it exists, in one step.
     Where the filesystem has no hard links, `path` is checked just before the rename instead. The
-    refusal names the option its caller gave (`replace_option`)."""
+    refusal names the option its caller gave (`replace_option`). A pipe, device or socket is never
+    replaced (`refuse_special_output`): the last check, made whatever the callers checked before."""
+    refuse_special_output(path)
     if replace:
         os.replace(temporary, path)
         return

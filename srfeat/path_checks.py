@@ -1,8 +1,10 @@
 """What a path is, found before any work: a name longer than its file system takes (`name_too_long`), a
 folder no file can be written in (`unwritable_folder`), something there that is no regular file (a pipe, a
-device: `special_file_kind`), a link to nothing (`broken_link_reason`), two paths that are one file
-(`same_file`), a path with its links followed without failing on a loop (`resolved`); and a name that a
-library taking only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
+device: `special_file_kind`), a link to nothing (`broken_link`, `broken_link_reason`), a file where a folder
+of the path should be (`file_on_the_way`), two paths that are one file (`same_file`), a path with its links
+followed without failing on a loop (`resolved`), what to do about a file that is there but cannot be read
+(`unreadable_advice`), a character no path holds (`unnameable_character`); and a name that a library taking
+only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,29 @@ def special_file_kind(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else _FILE_KINDS.get(stat.S_IFMT(mode), OTHER_FILE_KIND)
 
 
+def unreadable_advice(error: OSError, again: str) -> str:
+    """What to do about a file that is there but whose read failed with `error` (`again`: the caller's advice
+    for a damaged file, "download or copy it again"): "cannot read PATH: Input/output error" said what, not
+    what to do. Permissions are checked; a failing disk or share gets `again`, from a sound copy."""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "check its permissions (ls -l), or copy it somewhere you can read it"
+    if error.errno == errno.EIO:
+        return f"the disk or network share gave a read error: {again}"
+    return again
+
+
+def unnameable_character(text: str) -> str | None:
+    """The first character of `text` that no path can hold (NUL; a surrogate that stands for no byte of an
+    undecodable name, as YAML's "\\ud800" writes), or None: the operating system is never given it."""
+    if "\0" in text:
+        return "\0"
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as error:
+        return text[error.start]
+    return None
+
+
 def broken_link_reason(path: Path) -> str:
     """What is wrong with `path`, a symbolic link that leads to nothing: a loop, or a missing target, named.
     For a folder's scan ("skipped PATH: ...") and for a named input ("input PATH: ..."), both: the scans of
@@ -76,6 +101,22 @@ def broken_link_reason(path: Path) -> str:
         if error.errno == errno.ELOOP:
             return f"symbolic link loop ({path} -> {target} leads back to itself)"
     return f"broken symbolic link (its target {target} does not exist)"
+
+
+def file_on_the_way(path: Path) -> Path | None:
+    """The file that one of `path`'s folders is (`photo.jpg` of `photo.jpg/x.png`), or None: such a path is
+    no typo of a name to look for, as "not found" sent its user to do."""
+    try:
+        return next((parent for parent in path.parents if parent.is_file()), None)
+    except OSError:  # a folder's name longer than the file system takes: the callers' "not found"
+        return None
+
+
+def broken_link(path: Path) -> str | None:
+    """Why nothing is at `path` when it is a symbolic link that leads nowhere (`broken_link_reason`), as
+    `srfeat upscale` says of an input; None where nothing is there at all: "not found" of a name that `ls`
+    lists sent its user looking for a typo."""
+    return broken_link_reason(path) if path.is_symlink() and not path.exists() else None
 
 
 def resolved(path: Path) -> Path:

@@ -163,7 +163,7 @@ def test_a_link_loop_as_data_or_json_is_one_line_before_any_scoring(tmp_path: Pa
     (tmp_path / "loop.json").symlink_to("loop.json")
     common = ("eval", "--model", "bicubic", "--metrics", "psnr", "--device", "cpu")
     child = srfeat_cli(*common, "--data", "loop", cwd=tmp_path)
-    assert "image folder not found: loop" in one_error_line(child), child.stderr
+    assert "image folder loop: symbolic link loop (loop -> loop leads back to itself)" in one_error_line(child)
     child = srfeat_cli(*common, "--data", "set", "--json", "loop.json", cwd=tmp_path)
     assert "--json loop.json exists: pass --overwrite" in one_error_line(child, only=True), child.stderr
     assert "|" not in child.stdout  # refused before any image was scored

@@ -75,12 +75,15 @@ def _check_not_an_input(option: str, value: str, path: Path, args: argparse.Name
             raise SRFeatError(f"{option} {value} is the model {name}: choose another name (the model would be lost)")
 
 
+TABLE_ON_STDOUT = " (the table goes to standard output)"  # for a --json of /dev/stdout
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """--json, --figure and --plane checked before any image is read, so that a typo does not
     cost the evaluation: not a folder, not an input, a folder that can be made and written, a format
     the writer knows, no file given twice, and no existing file replaced without --overwrite."""
     from srfeat.errors import SRFeatError
-    from srfeat.path_checks import resolved, unwritable_file
+    from srfeat.path_checks import resolved, special_file_kind, unwritable_file
 
     outputs = [
         (option, value)
@@ -107,6 +110,11 @@ def check_outputs(args: argparse.Namespace) -> None:
         if path.is_dir():
             raise SRFeatError(f"{option} {value} is a folder: give a file name inside it")
         _check_not_an_input(option, value, path, args)
+        if (kind := special_file_kind(path)) is not None:  # /dev/null, /dev/stdout: --overwrite renamed a file over it
+            raise SRFeatError(
+                f"{option} {value} is {kind}, not a file: srfeat writes a whole file and renames it into place, "
+                f"which would replace it; give a file name{TABLE_ON_STDOUT if option == '--json' else ''}"
+            )
         if (path.exists() or path.is_symlink()) and not args.overwrite:  # a link to nothing, or a loop, too
             raise SRFeatError(f"{option} {value} exists: pass --overwrite to replace it, or choose another name")
         reason = unwritable_file(path)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srfeat import video
-from srfeat.path_checks import broken_link_reason, name_too_long, resolved, special_file_kind
+from srfeat.path_checks import broken_link_reason, file_on_the_way, name_too_long, resolved, special_file_kind
 
 logger = logging.getLogger("srfeat.commands.upscale")  # the plan's warnings keep the logger they always had
 
@@ -100,6 +100,9 @@ def expand_inputs(inputs: list[str], image_extensions: frozenset[str]) -> tuple[
             found = []
         elif kind := special_file_kind(path):  # a pipe, a device: named as what it is
             errors.append(f"input {spec} is {kind}, not an image file or folder: name an image file")
+            found = []
+        elif (in_the_way := file_on_the_way(path)) is not None:
+            errors.append(f"input {spec}: {in_the_way} is a file, not a folder: name an image file or folder")
             found = []
         else:
             errors.append(f"input not found: {spec}")
@@ -190,6 +193,8 @@ def plan_outputs(
             errors.append(f"{source}: cannot write {target}: {problem}; give a shorter --suffix, or rename")
         elif target.is_dir() and not target.is_symlink():  # --overwrite would fail only after the upscale
             errors.append(f"{source}: its output {target} is a folder; it is kept: give another -o or --suffix")
+        elif kind := special_file_kind(target):  # a pipe or device: --overwrite renamed the result over it
+            errors.append(f"{source}: its output {target} is {kind}, not a file; it is kept: give another -o")
         elif (target.exists() or target.is_symlink()) and not args.overwrite:  # a link to nothing is taken too
             errors.append(f"{source}: output {target} exists; use --overwrite to replace it")
         else:

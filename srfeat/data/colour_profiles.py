@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, PngImagePlugin
 
 __all__ = [
     "MAX_ICC_PROFILE_BYTES",
@@ -169,8 +169,11 @@ def _open_keeping_pixels(
         if "MAX_TEXT_CHUNK" not in str(error):
             raise
         stripped, profiles = _without_icc_chunks(data())
-        if not profiles:  # a text chunk over the bound: refused as before
-            raise
+        if not profiles:  # a text chunk over the bound: refused, in words for its user (PIL's name a constant)
+            raise ValueError(
+                f"its text (a PNG zTXt or iTXt chunk) inflates to more than {PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB, "
+                "far beyond any picture's notes (a decompression bomb?)"
+            ) from error
         image = Image.open(io.BytesIO(stripped), formats=["PNG"])
         if warn:
             warn_oversized_profile(name, inflated_size(profiles[0]))

@@ -45,7 +45,7 @@ from srfeat.data.image_writing import (
 from srfeat.data.unidentified import unidentified_error
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
-from srfeat.path_checks import broken_link_reason, special_file_kind
+from srfeat.path_checks import broken_link, broken_link_reason, special_file_kind, unreadable_advice
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +127,11 @@ def list_images(folder: PathLike) -> list[Path]:
     except OSError as error:  # a name longer than the file system takes (Errno 36): was a traceback
         raise ImageReadError(f"cannot read image folder {folder}: {error.strerror or error}") from error
     if kind != "folder":
-        problem = "is a file, not a folder" if kind else "not found"
-        raise ImageReadError(f"image folder {problem}: {folder} (give a folder of PNG/JPEG/BMP/WebP/TIFF images)")
+        give = "give a folder of PNG/JPEG/BMP/WebP/TIFF images"
+        if reason := broken_link(folder):
+            raise ImageReadError(f"image folder {folder}: {reason} ({give})")
+        problem = f"is {special_file_kind(folder) or 'a file'}, not a folder" if kind else "not found"  # a pipe too
+        raise ImageReadError(f"image folder {problem}: {folder} ({give})")
     files = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
@@ -148,6 +151,16 @@ def warn_first_only(path: Path, count: int, image_format: str | None) -> None:
     if count > 1:
         what = {"TIFF": "pages", "MPO": "pictures (a multi-picture JPEG)"}.get(image_format or "", "frames (animated)")
         logger.warning("%s has %d %s: only the first is read", path, count, what)
+
+
+def _unreadable(path: Path, error: BaseException) -> ImageReadError:
+    """A file that failed to read: a system's error (no permission, a failing disk) in its words, with what to
+    do about it ("[Errno 13] Permission denied: 'PATH'; skip or replace this file" named the path twice and
+    said to replace a sound file); a decoder's as it is, to skip or replace the file."""
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
+        return ImageReadError(f"cannot read image {path}: {error.strerror}", advice)
+    return ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE)
 
 
 def open_image(path: PathLike) -> Image.Image:
@@ -185,7 +198,7 @@ def _open_image(path: Path) -> Image.Image:
     except DECODE_ERRORS as error:
         if isinstance(error, UnidentifiedImageError):  # text named .png, float RGB TIFF...: said as what it is
             raise unidentified_error(path) from error
-        raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
+        raise _unreadable(path, error) from error
     if negative is not None:
         raise ImageReadError(
             f"cannot read image {path}: a TIFF of signed 8-bit samples, in [{negative[0]}, {negative[1]}], which "
@@ -243,7 +256,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
             if info is None and isinstance(error, UnidentifiedImageError):
                 raise unidentified_error(path) from error
             if info is None:
-                raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
+                raise _unreadable(path, error) from error
         height, width = info.height, info.width
     return height, width
 
@@ -391,12 +404,12 @@ def _read_color_png16(path: Path) -> RawImage:
     try:
         width, height = png16.png16_size(path)
     except (OSError, ValueError) as error:
-        raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
+        raise _unreadable(path, error) from error
     _check_pixel_count(path, width, height)
     try:
         decoded = png16.read_png16(path)  # inflates no more than the checked header's size needs
     except (OSError, ValueError) as error:
-        raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
+        raise _unreadable(path, error) from error
     warn_first_only(path, decoded.frames, "PNG")
     exif = Image.Exif()
     try:
@@ -416,7 +429,7 @@ def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
     try:
         decoded = tiff16.read_tiff16(path)
     except Exception as error:  # tifffile raises its own types for damaged files
-        raise ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE) from error
+        raise _unreadable(path, error) from error
     array = orientation.upright(
         decoded.array, decoded.orientation if decoded.orientation in orientation.ORIENTATIONS else 1
     )

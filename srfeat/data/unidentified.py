@@ -14,6 +14,7 @@ from PIL import Image
 from srfeat.data import tiff16
 from srfeat.data.colour_profiles import READ_FORMATS
 from srfeat.errors import ImageReadError
+from srfeat.path_checks import unreadable_advice
 
 __all__ = ["a_format", "looks_like_text", "starts_as", "unidentified_error"]
 
@@ -76,7 +77,8 @@ def unidentified_error(path: Path) -> ImageReadError:
         with path.open("rb") as file:
             head = file.read(_HEAD_BYTES)
     except OSError as error:
-        return ImageReadError(f"cannot read image {path}: {error.strerror or error}", ImageReadError.SKIP_OR_REPLACE)
+        advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
+        return ImageReadError(f"cannot read image {path}: {error.strerror or error}", advice)
     kind = starts_as(head)
     Image.init()  # every plugin's extensions registered
     named = Image.registered_extensions().get(path.suffix.lower())  # what its name says it is: "PNG" for .png

@@ -27,7 +27,7 @@ from srfeat.errors import SRFeatError, TileOutOfMemoryError, WeightsError
 from srfeat.inference.onnx_contents import check_before_loading, check_weights, parse_model
 from srfeat.inference.onnx_structure import check_part_count
 from srfeat.inference.tiling import tile_memory_advice
-from srfeat.path_checks import special_file_kind
+from srfeat.path_checks import broken_link, special_file_kind, unreadable_advice
 from srfeat.weights.reading import first_line
 
 if TYPE_CHECKING:
@@ -92,6 +92,12 @@ def _import_onnxruntime() -> ModuleType:
 SPINNING_KEY = "session.intra_op.allow_spinning"
 
 
+def _not_there(path: Path) -> str:
+    """ "ONNX model not found", or which link leads nowhere (`broken_link`)."""
+    reason = broken_link(path)
+    return f"ONNX model {path}: {reason}" if reason else f"ONNX model not found: {path}"
+
+
 class OnnxRunner:
     """An ONNX Runtime session over a srfeat export, callable as `runner(batch, region)`.
 
@@ -122,16 +128,18 @@ class OnnxRunner:
                 raise WeightsError(f"{path} is a folder: give the .onnx file (srfeat export writes one)")
             if not path.is_file():  # a pipe or device is named as such
                 kind = special_file_kind(path)
-                raise WeightsError(
-                    f"ONNX model {path} is {kind}, not a file" if kind else f"ONNX model not found: {path}"
-                )
+                raise WeightsError(f"ONNX model {path} is {kind}, not a file" if kind else _not_there(path))
             size = path.stat().st_size
             if size > MAX_ONNX_BYTES:
                 raise WeightsError(
                     f"{path} is {size / 2**30:.1f} GiB, larger than any ONNX file can be (2 GiB): not a srfeat "
                     "export; make one with `srfeat export`"
                 )
-            model = path.read_bytes()
+            try:
+                model = path.read_bytes()
+            except OSError as error:  # there, but a failing disk or no permission: was a traceback
+                again = unreadable_advice(error, "copy it again, or export it again with `srfeat export`")
+                raise WeightsError(f"cannot read {path}: {error.strerror or error}; {again}") from error
         source = source or "ONNX model"
         if isinstance(model, bytes):
             check_part_count(model, source)  # before anything parses it: see onnx_structure

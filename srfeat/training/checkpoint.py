@@ -38,6 +38,7 @@ from srfeat.files import (
     write_file_atomically,
     write_files_atomically,
 )
+from srfeat.path_checks import unreadable_advice
 from srfeat.training.config import train_option
 from srfeat.weights.file_kinds import (
     DAMAGED_ZIP,
@@ -201,7 +202,8 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
     try:
         kind = identify_file(path)
     except OSError as error:
-        raise WeightsError(f"cannot read training state {path}: {error.strerror or error}") from error
+        again = unreadable_advice(error, STATE_AGAIN)
+        raise WeightsError(f"cannot read training state {path}: {error.strerror or error}; {again}") from error
     if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
         raise _unreadable_state(path, f"it is {kind.description}")
     if kind.name != PYTORCH:  # torch.load would call a PNG "pickled objects" and a text file "KeyError"
@@ -237,11 +239,15 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
     return state
 
 
+# What to do about a state.pt that is damaged or cannot be read.
+STATE_AGAIN = (
+    "copy it again if it is a copy, or start a new run folder with "
+    "train.init_generator=<the run's generator_latest.safetensors>"
+)
+
+
 def _unreadable_state(path: Path, damage: str) -> WeightsError:
-    return WeightsError(
-        f"cannot read training state {path}: {damage}; copy it again if it is a copy, or start a new run folder with "
-        "train.init_generator=<the run's generator_latest.safetensors>"
-    )
+    return WeightsError(f"cannot read training state {path}: {damage}; {STATE_AGAIN}")
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:

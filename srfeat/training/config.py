@@ -30,7 +30,7 @@ from typing import Any, Literal
 import yaml
 
 from srfeat.errors import ConfigError, OptionNames, shown
-from srfeat.path_checks import special_file_kind
+from srfeat.path_checks import broken_link, special_file_kind
 from srfeat.training.config_checks import check
 from srfeat.training.typed_yaml import (
     build_dataclass,
@@ -302,7 +302,8 @@ def load_config(path: str | bytes | os.PathLike[str], overrides: list[str] | Non
             f"config {path} is {kind}, not a file: give a YAML training config file, e.g. configs/dev/stage1.yaml"
         )
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        reason = broken_link(path)
+        raise ConfigError(f"config {path}: {reason}" if reason else f"config file not found: {path}")
     text = config_text(path)
     try:
         values = load_yaml(text, str(path))
@@ -349,6 +350,12 @@ def _bundled(name: str) -> bool:
     return name in bundled_names()
 
 
+def _not_found(path: Path) -> str:
+    """ "not found", or which link leads nowhere, for "training folder PROBLEM: PATH (...)"."""
+    reason = broken_link(path)
+    return f"is a {reason}" if reason else "not found"
+
+
 def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = False) -> None:
     """Every folder/file the run reads exists; else one line naming the first missing one.
 
@@ -358,7 +365,7 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
     for directory in config.data.train_dirs:
         path = config.resolve_path(directory)
         if not path.is_dir():
-            problem = "is a file, not a folder" if path.exists() else "not found"
+            problem = f"is {special_file_kind(path) or 'a file'}, not a folder" if path.exists() else _not_found(path)
             # datasets_dir moves only the folders written with {datasets_dir} (the dev configs'); the
             # paper's and authors' configs name theirs outright, so the key itself is what to change.
             where = (
@@ -370,19 +377,19 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
     if config.validation.dir is not None:
         path = config.resolve_path(config.validation.dir)
         if not path.is_dir():
-            problem = "is a file, not a folder" if path.exists() else "not found"
+            problem = f"is {special_file_kind(path) or 'a file'}, not a folder" if path.exists() else _not_found(path)
             raise ConfigError(f"validation folder {problem}: {path} (config key validation.dir)")
     if config.stage == 2 and not _vgg_weights_named(config.model.vgg_weights):
         path = Path(vgg_weights_source(config))
         if not path.is_file():  # the dry run said the paths were fine, and the run stopped at its start
-            problem = "is a folder, not a weights file" if path.is_dir() else "not found"
+            problem = "is a folder, not a weights file" if path.is_dir() else _not_found(path)
             raise ConfigError(f"VGG19 weights file {problem}: {path} (config key model.vgg_weights)")
     if config.stage == 2 and not resuming and config.train.init_generator is None:
         raise ConfigError("stage 2 needs train.init_generator: the stage-1 generator to start from")
     if config.train.init_generator is not None and not resuming:
         path = config.resolve_path(config.train.init_generator)
         if not path.is_file() and not _bundled(config.train.init_generator):
-            problem = "is a folder, not a weights file" if path.is_dir() else "not found"
+            problem = "is a folder, not a weights file" if path.is_dir() else _not_found(path)
             message = f"generator to start from {problem}: {path} (config key train.init_generator)"
             if not dry_run:
                 raise ConfigError(message)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from srfeat.errors import ConfigError, shown
+from srfeat.path_checks import unnameable_character
 
 if TYPE_CHECKING:
     from srfeat.training.config import TrainingConfig
@@ -118,6 +119,11 @@ def check(config: TrainingConfig) -> None:
         if value is not None and not value.strip():
             none = " (null for none)" if key in ("validation.dir", "train.init_generator") else ""
             raise ConfigError(f"config key {key} is an empty path: give one{none}")
+        if value is not None and (character := unnameable_character(value)):
+            # YAML's escapes write what argv cannot: "\0" was "embedded null byte", "\ud800" a UnicodeEncodeError
+            raise ConfigError(
+                f"config key {key} holds {character!a}, which no file name can hold: give the path without it"
+            )
     for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")

@@ -44,7 +44,7 @@ from numpy.lib import format as npy_format
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
-from srfeat.path_checks import special_file_kind
+from srfeat.path_checks import broken_link, special_file_kind, unreadable_advice
 from srfeat.weights import as_path, generator_from_state
 from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, value_problem
 
@@ -141,10 +141,11 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
     if path.is_dir():
         raise WeightsError(f"{path} is a folder: {GIVE_THEIRS}")
     if not path.is_file():
-        kind = special_file_kind(path)  # a pipe or device is named as such
-        raise WeightsError(
-            f"{path} is {kind}, not a file: {GIVE_THEIRS}" if kind else f"authors' weights file not found: {path}"
-        )
+        if kind := special_file_kind(path):  # a pipe or device is named as such
+            raise WeightsError(f"{path} is {kind}, not a file: {GIVE_THEIRS}")
+        if reason := broken_link(path):
+            raise WeightsError(f"{path}: {reason}: {GIVE_THEIRS}")
+        raise WeightsError(f"authors' weights file not found: {path}")
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -162,9 +163,13 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
             with archive.open(NPZ_ENTRY) as stream:
                 container = _read_object_array(stream, path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
-        raise _not_an_npz(path) from error
+        try:
+            refusal = _not_an_npz(path)
+        except OSError as read_error:  # its first bytes, read to say what it is: a traceback
+            raise _read_failed(path, read_error) from read_error
+        raise refusal from error
     except OSError as error:
-        raise WeightsError(f"{path} cannot be read ({error}): {EXPECTED}") from error
+        raise _read_failed(path, error) from error
     items = list(container.ravel()) if isinstance(container, np.ndarray) else None
     if items is None or not all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in items):
         raise WeightsError(f"{path}: 'params' does not hold floating-point arrays: {EXPECTED}")
@@ -178,6 +183,14 @@ def _not_theirs(path: Path, what: str) -> WeightsError:
     return WeightsError(
         f"{path} is {what}, not the authors' weights: {CONVERTS}; a srfeat generator (.safetensors, .pt) needs no "
         "converting: give it to srfeat upscale --model as it is"
+    )
+
+
+def _read_failed(path: Path, error: OSError) -> WeightsError:
+    """A file that is there but whose read failed (a failing disk, no permission): said as such, where it was
+    called no authors' weights ("cannot be read (...): expected tensorlayer's save_npz ...")."""
+    return WeightsError(
+        f"cannot read {path}: {error.strerror or error}; {unreadable_advice(error, 'download or copy it again')}"
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from srfeat.library_warnings import WARNINGS_LOCK
-from srfeat.path_checks import special_file_kind, utf8_path
+from srfeat.path_checks import broken_link, file_on_the_way, special_file_kind, utf8_path
 
 __all__ = [
     "DAMAGED_ZIP",
@@ -87,6 +87,12 @@ def not_a_weights_file(path: Path, bundled: list[str]) -> str | None:
         return None
     if kind := special_file_kind(path):
         return f"generator weights {path} is {kind}, not a file: give a checkpoint file or a bundled name"
+    if reason := broken_link(path):
+        return f"generator weights {path}: {reason}: give a checkpoint file or a bundled name"
+    if (in_the_way := file_on_the_way(path)) is not None:
+        return (
+            f"generator weights {path}: {in_the_way} is a file, not a folder: give a checkpoint file or a bundled name"
+        )
     # `GAN`, `default.safetensors`: the bundled names are lower case and taken without a suffix
     stem = path.name.lower().removesuffix(".safetensors")
     bare = path.parent == Path() and "." not in stem
