@@ -69,6 +69,9 @@ _VALUES_PER_BYTE = 8
 # shape as Where(Equal(shape, ConstantOfShape * -1), ConstantOfShape, shape))
 _ELEMENTWISE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Equal": np.equal}
 _COMPUTED = frozenset({*_ELEMENTWISE, "Where", "ConstantOfShape", "Identity", "Cast", "Concat"})
+# Of those, the ones that only rearrange their first input's values (PyTorch's legacy exporter writes a
+# ReflectionPad2d's pads as Reshape(Transpose(Slice(Reshape(Concat(...)))), steps of -1 to reverse them)
+_REARRANGING = frozenset({"Reshape", "Slice", "Transpose"})
 _SMALL_VALUES = 16
 _REFUSAL = "this is not a model srfeat can run safely; export it again with `srfeat export`"
 
@@ -440,7 +443,7 @@ class _Constants:
         """The value of `node`'s output where it is computed from small constants alone (`_SMALL_VALUES` at
         most, in and out): a scale or a pad computed as Mul(constant, constant) is then checked as one given."""
         op, inputs = node.op_type, [self.values(name) if name else None for name in node.input]
-        if op not in _COMPUTED or not inputs or not node.output or not node.output[0]:
+        if (op not in _COMPUTED and op not in _REARRANGING) or not inputs or not node.output or not node.output[0]:
             return
         if any(each is None or each.size > _SMALL_VALUES for each in inputs):
             return
@@ -448,7 +451,7 @@ class _Constants:
         if op == "Div" and any(each.dtype.kind != "f" for each in given):
             return  # ONNX divides integers truncating, numpy not: not needed for a scale, which is a float
         made = [given[0].ravel().tolist()] if op == "ConstantOfShape" else [list(each.shape) for each in given]
-        if op not in ("Concat", "Cast") and _values_in_shape(_broadcast(made)) > _SMALL_VALUES:
+        if op not in ("Concat", "Cast", *_REARRANGING) and _values_in_shape(_broadcast(made)) > _SMALL_VALUES:
             return  # nor is a large ConstantOfShape made to be measured
         options = {each.name: each for each in node.attribute}
         try:
@@ -466,6 +469,17 @@ class _Constants:
                     result = np.full(made[0], fill.ravel()[0], dtype=fill.dtype)
                 elif op == "Where":
                     result = np.where(given[0].astype(bool), given[1], given[2])
+                elif op == "Reshape":  # a 0 keeps the input's size there (unless `allowzero`)
+                    keep = not ("allowzero" in options and options["allowzero"].i)
+                    sizes = [size if size or not keep else given[0].shape[axis] for axis, size in enumerate(given[1])]
+                    result = given[0].reshape([int(each) for each in sizes])
+                elif op == "Slice":  # ONNX clamps its starts and ends as Python's slices do
+                    cuts = [slice(None)] * given[0].ndim
+                    for start, end, axis, step in zip(*(each.tolist() for each in given[1:5]), strict=False):
+                        cuts[axis] = slice(start, end, step)
+                    result = given[0][tuple(cuts)]
+                elif op == "Transpose":
+                    result = given[0].transpose(list(options["perm"].ints) if "perm" in options else None)
                 else:
                     result = np.asarray(_ELEMENTWISE[op](*given) if op in _ELEMENTWISE else given[0])
         except Exception:  # noqa: BLE001  # what ONNX Runtime refuses itself: mismatched shapes, unknown types

@@ -20,12 +20,12 @@ Concat or an Expand added to the features, a convolution or a reduction over the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from srfeat.inference.onnx_pads import POOLING, enlarged, shrunk, transposed_scales, window_effect, window_kernel
 from srfeat.inference.onnx_shapes import MAX_DIMS, ConstantValues, Dims, ShapeVectors
 
 if TYPE_CHECKING:
@@ -73,8 +73,6 @@ BROADCASTING = frozenset(
     {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor"}
     | {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "BitShift", "PRelu"}
 )
-# Operators that keep the batch and features and change the height and width
-_POOLING = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
 # Operators that compute a shape from shapes (a ConstantOfShape of the image's shape is the image's size)
 _OF_SHAPES = BROADCASTING | {"Gather", "Slice", "Concat", "Identity", "Cast", "Floor", "Ceil", "Round", "Reshape"}
 _OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs"}
@@ -82,7 +80,7 @@ _OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs"}
 # Operators that enlarge the image by constant factors on its axes (what was padded before them too)
 _ENLARGING = frozenset({"Resize", "Upsample", "ConvTranspose"})
 _KEEPS_AXES = (
-    SAME_SHAPE | BROADCASTING | _POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
+    SAME_SHAPE | BROADCASTING | POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
 )
 
 
@@ -98,8 +96,9 @@ class GraphGrowth:
         self._width: dict[str, float] = {}
         # What `features` tells of each value: values per pixel of the image its features make
         self._features: dict[str, float] = {}
-        # Values padded on the way: on every axis, and more on some (from the last: -1 the width)
-        self._padded: dict[str, tuple[int, dict[int, int]]] = {}
+        # Values padded on the way: on every axis, and more on some (from the last: -1 the width), and by how much
+        # strides have divided them since the last enlargement (`padded`)
+        self._padded: dict[str, tuple[int, dict[int, int], float]] = {}
         # Values the graph computes from its input (the image): a name no node made and no constant holds
         # is an input; what a node makes from one is too
         self._made: set[str] = set()
@@ -137,7 +136,7 @@ class GraphGrowth:
             if (factors is None or not factors.size) and op == "Resize" and len(inputs) > 3 and inputs[3]:
                 factors = self._resized(inputs[0], inputs[3], node)  # opsets 11-12 give empty scales then
         elif op == "ConvTranspose":  # enlarges as a Resize does, by its strides
-            factors = _transposed_scales(node)
+            factors = transposed_scales(node)
         elif op in ("Tile", "Expand") and len(inputs) > 1 and self._constants.shape(inputs[0]) is None:
             if op == "Tile":  # a constant's: `_Constants.output_values`
                 factors = self._constants.values(inputs[1])
@@ -292,9 +291,9 @@ class GraphGrowth:
             if len(dims) < 2:
                 return  # refused by ONNX Runtime
             result = [dims[0], int(features), *[None] * (len(dims) - 2)]
-        elif op in _POOLING or (op in ("Resize", "Upsample") and scales is not None):
+        elif op in POOLING or (op in ("Resize", "Upsample") and scales is not None):
             # the height and width change; a batch or features resized by other than 1 are not fixed
-            kept = [1.0] * len(dims) if op in _POOLING or scales is None else scales.ravel().tolist()
+            kept = [1.0] * len(dims) if op in POOLING or scales is None else scales.ravel().tolist()
             result = [
                 size if axis < min(len(dims) - 2, len(kept)) and kept[axis] == 1 else None
                 for axis, size in enumerate(dims)
@@ -347,30 +346,42 @@ class GraphGrowth:
         on every axis, as a Pad on some axes of its own (`axes`, opset 18) counts its most on each. A Resize
         enlarges what was padded with the rest (a Pad of 300 before a x4 Resize makes 1,200 values, where one
         after it makes 300; a ConvTranspose's strides as well), and a Concat of strips of the image beside it
-        (circular padding) adds theirs, as a convolution's own pads do (`_convolution_change`). Crops
-        (negative pads) take nothing back: what was padded was made; but a convolution that shrinks each axis
-        by its kernel (reflect padding, then a convolution without its own) takes back what it shrinks it by,
-        so that a deep network's pads do not add up."""
-        inputs = list(node.input)
-        on_path = [self._padded.get(name, (0, {})) for name in inputs if name]
-        base, axes = max((base + max(axes.values(), default=0) for base, axes in on_path), default=0), {}
-        if node.op_type in _KEEPS_AXES:  # axis by axis, from the last (numpy's broadcasting aligns them so)
-            base = max((each for each, _ in on_path), default=0)
-            for each, counts in on_path:
+        (circular padding) adds theirs, as a convolution's own pads do. Crops (negative pads) take nothing
+        back: what was padded was made; but a convolution or a pooling takes back what its kernel shrinks each
+        axis by (reflect padding, then a convolution without its own), and divides the rest by its stride
+        (`onnx_pads.window_effect`), so that a deep network's pads do not add up. What strides divided, an
+        enlargement after them takes back first, and an operator that moves values between axes (a pixel
+        shuffle: they may be the height's and width's again) multiplies back."""
+        inputs, op = list(node.input), node.op_type
+        on_path = [self._padded.get(name, (0, {}, 1.0)) for name in inputs if name]
+        divided = max((each for _, _, each in on_path), default=1.0)  # by strides on the way, not enlarged since
+        if op in _KEEPS_AXES:  # axis by axis, from the last (numpy's broadcasting aligns them so)
+            base, axes = max((each for each, _, _ in on_path), default=0), {}
+            for each, counts, _ in on_path:
                 for axis, count in counts.items():
                     axes[axis] = max(axes.get(axis, 0), each + count - base)
-        if node.op_type == "Concat" and (along := self._concat_axis(node)) is not None:
+        else:
+            base = max(
+                (enlarged(each + max(counts.values(), default=0), by) for each, counts, by in on_path), default=0
+            )
+            axes, divided = {}, 1.0
+        if op == "Concat" and (along := self._concat_axis(node)) is not None:
             for name in (name for name in inputs if self._is_strip(name, along)):
                 axes[along[0] - along[1]] = axes.get(along[0] - along[1], 0) + self._strips[name][1]
-        if node.op_type in _ENLARGING and (scales := self._axis_scales(node)) is not None:
-            by_axis, most = scales  # what was padded is enlarged with the rest
-            base = _enlarged(base, most)
-            axes = {axis: _enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}
-        convolution = node.op_type in ("Conv", "ConvTranspose") and len(inputs) > 1
-        if convolution and (weight := self._constants.shape(inputs[1])):
-            for axis, change in _convolution_change(node, weight[2:]).items():  # its own pads, or what it takes back
-                axes[axis] = min(max(axes.get(axis, 0) + change, 0), 2**40)
-        if node.op_type == "Pad" and inputs and self._constants.shape(inputs[0]) is None:  # a constant's: sized
+        if op in _ENLARGING and (scales := self._axis_scales(node)) is not None:
+            by_axis, most, least = scales  # what was padded is enlarged with the rest
+            base = enlarged(base, most)
+            axes = {axis: enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}
+            divided = max(divided / least, 1.0)
+        weight = self._constants.shape(inputs[1]) if op in ("Conv", "ConvTranspose") and len(inputs) > 1 else None
+        if (kernel := window_kernel(node, weight)) is not None and (effect := window_effect(node, kernel)):
+            rank = len(kernel) + 2  # what counts on every axis, on each of its input's
+            axes = {axis: axes.get(axis, 0) + base for axis in {*axes, *range(-rank, 0)}}
+            base = 0
+            for axis, (added, stride) in effect.items():  # its own pads, or what it takes back; then its stride
+                axes[axis] = shrunk(axes.get(axis, 0), added, stride)
+            divided *= max(stride for _, stride in effect.values())
+        if op == "Pad" and inputs and self._constants.shape(inputs[0]) is None:  # a constant's: sized
             pads = self._given(inputs, 1, node, "pads")  # an attribute before opset 11
             if pads is not None and pads.dtype.kind == "i":
                 numbers = pads.ravel()[: 2 * MAX_DIMS].astype(np.int64).clip(0, 2**40)
@@ -382,26 +393,29 @@ class GraphGrowth:
                 for axis, count in enumerate([] if listed else added):
                     axes[axis - half] = axes.get(axis - half, 0) + count
         for name in node.output:
-            self._padded[name] = (base, axes)
+            self._padded[name] = (base, axes, min(divided, 2.0**40))
         return base + max(axes.values(), default=0)
 
-    def _axis_scales(self, node: onnx.NodeProto) -> tuple[dict[int, float], float] | None:
+    def _axis_scales(self, node: onnx.NodeProto) -> tuple[dict[int, float], float, float] | None:
         """A Resize's or Upsample's constant scales, or the factors of sizes computed from the image's shape
-        (`ShapeVectors`; 1 for a constant size), by axis from the last, and the most of them (for an axis not
-        known); None where neither is known."""
-        inputs = list(node.input)
+        (`ShapeVectors`; 1 for a constant size), or a ConvTranspose's strides, by axis from the last, the most
+        of them (for an axis not known), and the least on the height and width (1 where not known); None where
+        none is known."""
+        inputs, spatial = list(node.input), 2  # the axes past the batch and features
         scales = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
         if scales is not None and scales.dtype.kind == "f" and scales.size:
             numbers = scales.ravel()[:MAX_DIMS].astype(np.float64).tolist()
         elif node.op_type == "Resize" and len(inputs) > 3 and inputs[3] and (sized := self._shapes.entries(inputs[3])):
             numbers = [factor if factor > 0 else 1.0 for factor, _ in sized]
-        elif node.op_type == "ConvTranspose" and (strides := _transposed_scales(node)) is not None:
-            numbers = strides.tolist()
+        elif node.op_type == "ConvTranspose" and (strides := transposed_scales(node)) is not None:
+            numbers, spatial = strides.tolist(), 0
         else:
             return None
         numbers = [each if each > 1 else 1.0 for each in numbers]  # NaN, and a shrinking, as 1: what was made was
-        listed = any(each.name == "axes" for each in node.attribute)  # Resize-18: scales of those axes only
-        return {} if listed else {axis - len(numbers): each for axis, each in enumerate(numbers)}, max(numbers)
+        if any(each.name == "axes" for each in node.attribute):  # Resize-18: scales of those axes only
+            return {}, max(numbers), 1.0
+        by_axis = {axis - len(numbers): each for axis, each in enumerate(numbers)}
+        return by_axis, max(numbers), min(numbers[spatial:], default=1.0)
 
     def _given(self, inputs: list[str], index: int, node: onnx.NodeProto, attribute: str) -> np.ndarray | None:
         """The constant input `index` of `node`, else its attribute `attribute` (ints or floats), else None."""
@@ -411,55 +425,6 @@ class GraphGrowth:
             if each.name == attribute:
                 return np.asarray(each.floats if each.floats else each.ints)
         return None
-
-
-def _transposed_scales(node: onnx.NodeProto) -> np.ndarray | None:
-    """The factors by which a ConvTranspose enlarges each axis: its strides; or, where it has an `output_shape`
-    (sizes of its own, whatever its input's), those sizes, as if it enlarged a single pixel to them (a model
-    of fixed output sizes runs on no other tile, so counting its worst case refuses nothing srfeat could run)."""
-    options = {each.name: each for each in node.attribute}
-    for name in ("output_shape", "strides"):
-        if name in options and options[name].ints:
-            return np.asarray(options[name].ints[:MAX_DIMS], dtype=np.float64)
-    return None
-
-
-def _convolution_change(node: onnx.NodeProto, kernel: list[int]) -> dict[int, int]:
-    """How many values a convolution of `kernel` (its weight's spatial sizes) adds to each axis (from the last),
-    once its strides have enlarged it (a ConvTranspose's): a Conv's own pads beyond what its kernel takes off,
-    or (a negative count) what its kernel takes off beyond them, unless it strides; a ConvTranspose's dilated
-    kernel and `output_padding` beyond its pads and stride (x2 by a kernel of 4, stride 2 and pads of 1 adds
-    none). None where it pads as the input's size says (`auto_pad`), or a ConvTranspose has an `output_shape`
-    (counted as its growth: `_transposed_scales`)."""
-    options, count = {each.name: each for each in node.attribute}, len(kernel)
-
-    def listed(name: str, default: int, length: int = count) -> list[int]:
-        values = list(options[name].ints) if name in options else [default] * length
-        return values if len(values) == length else []
-
-    strides, dilations, pads = listed("strides", 1), listed("dilations", 1), listed("pads", 0, 2 * count)
-    automatic = "auto_pad" in options and options["auto_pad"].s not in (b"NOTSET", b"VALID")
-    if automatic or "output_shape" in options or not (strides and dilations and pads):
-        return {}
-    extents = [dilation * (size - 1) for size, dilation in zip(kernel, dilations, strict=True)]
-    padded = [pads[axis] + pads[axis + count] for axis in range(count)]
-    if node.op_type == "ConvTranspose":
-        extra = listed("output_padding", 0)
-        if not extra:
-            return {}
-        parts = zip(extra, extents, strides, padded, strict=True)
-        added = [more + extent + 1 - stride - pad for more, extent, stride, pad in parts]
-        return {axis - count: max(each, 0) for axis, each in enumerate(added)}
-    strided = any(each != 1 for each in strides)  # what it takes off is taken off a strided count: no credit
-    return {
-        axis - count: max(pad - extent, 0) if strided else pad - extent
-        for axis, (pad, extent) in enumerate(zip(padded, extents, strict=True))
-    }
-
-
-def _enlarged(count: int, scale: float) -> int:
-    """`count` values padded, `scale` times as many once resized (at most 2^40: past any bound, and no overflow)."""
-    return int(min(math.ceil(count * scale), 2**40)) if count else 0
 
 
 def _broadcast_dims(shapes: list[Dims]) -> Dims:
