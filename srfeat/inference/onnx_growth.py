@@ -61,7 +61,7 @@ MAX_PAD = 1024
 MAX_FEATURES = 4096
 
 
-# Operators whose output has their first input's shape (`onnx_contents` follows constants' through them)
+# Operators whose output has their first input's shape (`onnx_constants` follows constants' through them)
 SAME_SHAPE = frozenset(
     {"Identity", "Cast", "Neg", "Abs", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal"}
     | {"Floor", "Ceil", "Round", "Sign", "Not", "Clip", "Erf", "Softplus", "Elu", "HardSigmoid", "IsNaN", "IsInf"}
@@ -119,7 +119,7 @@ class GraphGrowth:
         scales (or sizes computed from the image's shape times constants: `ShapeVectors`), a Tile's
         constant repeats of a computed value, or an Expand's of the image on an axis where its size is
         not known to be the target's already (`_expanded`). A constant's Expand is counted as such
-        (`_Constants.output_values`)."""
+        (`onnx_constants.FileConstants.output_values`)."""
         inputs = list(node.input)
         grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name]
         kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
@@ -138,7 +138,7 @@ class GraphGrowth:
         elif op == "ConvTranspose":  # enlarges as a Resize does, by its strides
             factors = transposed_scales(node)
         elif op in ("Tile", "Expand") and len(inputs) > 1 and self._constants.shape(inputs[0]) is None:
-            if op == "Tile":  # a constant's: `_Constants.output_values`
+            if op == "Tile":  # a constant's: `onnx_constants.FileConstants.output_values`
                 factors = self._constants.values(inputs[1])
                 factors = factors if factors is not None and factors.dtype.kind == "i" else None
             elif self._is_from_image(inputs[0]):
@@ -256,7 +256,7 @@ class GraphGrowth:
         constants (`ShapeVectors`); a constant size of the batch or features over the size `source` has
         there, where the file fixes it, else counted whole. A constant height or width is left: the image's
         is not known before it runs (sizes that are all constants are counted as values made from
-        constants, `_Constants.output_values`)."""
+        constants, `onnx_constants.FileConstants.output_values`)."""
         if (entries := self._shapes.entries(sizes)) is None:
             return None
         known = self._dims.get(source) or []
