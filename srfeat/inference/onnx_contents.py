@@ -226,18 +226,20 @@ def check_weights(parsed: onnx.ModelProto | None, data: bytes, source: str) -> N
 def _weight_values(parsed: onnx.ModelProto, source: str) -> Iterator[tuple[str, np.ndarray]]:
     """The graph's floating weights, by name, as arrays: its initializers, and its Constant nodes' (a tensor,
     or a `value_float` or `value_floats`), which other tools keep weights in: an inf bias in one, which the
-    graph's clamp turns white, was an all-white image without a word; a 1e36 one, a garbage image."""
+    graph's clamp turns white, was an all-white image without a word; a 1e36 one, a garbage image. Those of
+    its subgraphs (If, Loop, Scan bodies) and functions too, which ONNX Runtime runs as it runs the graph."""
     import onnx
     from onnx import numpy_helper
 
-    constants = [node for node in parsed.graph.node if node.op_type == "Constant" and node.output]
+    parts = GraphParts.of(parsed)
+    constants = [node for node in parts.nodes if node.op_type == "Constant" and node.output]
     for node in constants:
         for attribute in node.attribute:
             if attribute.name in ("value_float", "value_floats"):
                 floats = [attribute.f] if attribute.name == "value_float" else attribute.floats
                 yield node.output[0], np.asarray(floats, dtype=np.float32)
     tensors = [attribute.t for node in constants for attribute in node.attribute if attribute.name == "value"]
-    for initializer in [*parsed.graph.initializer, *tensors]:
+    for initializer in [*parts.initializers, *tensors]:
         if initializer.data_location == onnx.TensorProto.EXTERNAL:
             continue  # not in this file: refused before ONNX Runtime was given it (`check_before_loading`)
         try:  # a weight whose declared shape its data does not fill (a damaged or hostile file)
