@@ -159,3 +159,43 @@ def test_pads_computed_as_pytorch_writes_them_are_counted(tmp_path: Path) -> Non
     and Transpose, which were not followed: a ZeroPad2d of 2,000 a side loaded."""
     path = exported_by_pytorch(tmp_path / "padded.onnx", torch.nn.Sequential(torch.nn.ZeroPad2d(2000)))
     assert "pads the image with 4,000 values on one axis by constant pads (at a Pad node)" in refusal(path)
+
+
+class ThreeLevels(torch.nn.Module):
+    """A U-Net of three levels: down by a stride-2 convolution, a max pooling and an average pooling (each after
+    reflect or edge padding), up by three nearest x2 Resizes with skip connections, then x4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.downs = torch.nn.ModuleList(
+            [
+                torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(8, 8, 3, 2)),
+                torch.nn.Sequential(torch.nn.ReplicationPad2d(1), torch.nn.MaxPool2d(3, 2)),
+                torch.nn.Sequential(torch.nn.ReplicationPad2d(1), torch.nn.AvgPool2d(3, 2)),
+            ]
+        )
+        self.tail = torch.nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        levels = [self.head(image)]
+        for down in self.downs:
+            levels.append(down(levels[-1]))
+        features = levels.pop()
+        while levels:
+            features = levels.pop() + torch.nn.functional.interpolate(features, scale_factor=2.0, mode="nearest")
+        return torch.sigmoid(self.tail(torch.nn.functional.interpolate(features, scale_factor=4.0, mode="nearest")))
+
+
+def test_a_u_net_of_three_levels_is_as_large_as_its_input_before_its_x4(tmp_path: Path) -> None:
+    """Its three x2 Resizes were counted 64 times over, the shrinks before them not at all: with the x4 after,
+    1,024 times, and it was refused as enlarging the image past 256 times. It loads, and runs as the network."""
+    network = ThreeLevels().eval()
+    path = with_constant_pads(exported_by_pytorch(tmp_path / "levels.onnx", network), network)
+    image = samples.astronaut()[100:124, 200:216]
+    result = Upscaler(path, device="cpu", tile=0)(image)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0)
+    assert result.shape == (96, 64, 3)
+    assert np.abs(result.astype(np.int64) - np.round(expected.numpy() * 255)).max() <= 1

@@ -160,6 +160,9 @@ class FileConstants:
         if op in SAME_SHAPE and inputs and (same := self.shape(inputs[0])) is not None:
             self._made_by(node, same)
             return None  # no larger than its input, counted where that was made
+        if inputs and (source := self.shape(inputs[0])) is not None and (moved := self._rearranged(node, source)):
+            self._made_by(node, moved)  # a weight reshaped, transposed or normalized: its shape for `onnx_growth`
+            return None  # no more values than its input, counted where that was made
         if op in ("ConstantOfShape", "Expand", "Tile", "Resize", "Pad"):
             index = {"ConstantOfShape": 0, "Resize": 3}.get(op, 1)  # the shape, repeats, sizes or pads
             if (given := constant(index)) is None or given.dtype.kind != "i":  # int64, as ONNX requires
@@ -201,6 +204,37 @@ class FileConstants:
             # At most 2^40 (past any cap): an int64 dimension, as a span of 1e300 would not be
             count = min(max(math.ceil(span), 0), 2**40) if math.isfinite(span) else MAX_CONSTANT_VALUES + 1
             return values_in_shape(self._made_by(node, [count]))
+        return None
+
+    def _rearranged(self, node: onnx.NodeProto, source: list[int]) -> list[int] | None:
+        """The shape a Reshape, Transpose, Squeeze, Unsqueeze, Flatten or Reduce makes of a value of the shape
+        `source` made from constants alone, where its constants say; else None."""
+        inputs, options, op = list(node.input), {each.name: each for each in node.attribute}, node.op_type
+        given = self.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+        listed = [int(each) for each in options["axes"].ints] if "axes" in options else None
+        if listed is None and given is not None and given.dtype.kind == "i" and op != "Reshape":
+            listed = [int(each) for each in given.ravel()[:MAX_DIMS].tolist()]  # axes as an input: opset 13, 18
+        rank = len(source) + (len(listed or []) if op == "Unsqueeze" else 0)
+        axes = sorted({axis % rank for axis in listed if -rank <= axis < rank}) if listed is not None else None
+        if op == "Reshape" and given is not None and given.dtype.kind == "i":
+            zero = not ("allowzero" in options and options["allowzero"].i)
+            target = given.ravel()[:MAX_DIMS].tolist()
+            sizes = [source[i] if size == 0 and zero and i < len(source) else size for i, size in enumerate(target)]
+            known = values_in_shape([size for size in sizes if size != -1])
+            return [values_in_shape(source) // max(known, 1) if size == -1 else size for size in sizes]
+        if op == "Transpose":
+            order = list(options["perm"].ints) if "perm" in options else list(range(len(source)))[::-1]
+            return [source[axis] for axis in order] if sorted(order) == list(range(len(source))) else None
+        if op == "Flatten":
+            axis = (options["axis"].i if "axis" in options else 1) % (len(source) + 1)
+            return [values_in_shape(source[:axis]), values_in_shape(source[axis:])]
+        if op == "Unsqueeze" and axes is not None:
+            rest = iter(source)
+            return [1 if axis in axes else next(rest) for axis in range(rank)]
+        if op == "Squeeze" or op.startswith("Reduce"):
+            axes = axes if axes is not None else [a for a, size in enumerate(source) if size == 1 or op != "Squeeze"]
+            keep = op != "Squeeze" and (options["keepdims"].i if "keepdims" in options else 1)
+            return [1 if axis in axes else size for axis, size in enumerate(source) if keep or axis not in axes]
         return None
 
     def _compute_small(self, node: onnx.NodeProto) -> None:

@@ -12,7 +12,8 @@ constants are computed, sizes computed as the image's shape times constants are 
 axis of it with more than `MAX_PAD` values (`onnx_growth`): a Resize by 1e5 loaded, then ran out of
 memory on the first tile. Nor do a convolution's output features make more than `MAX_FEATURES` values per
 pixel of the image: a 1x1 Conv of 3 to a million features (4 MB of weights) loaded, then asked for
-terabytes on a photo.
+terabytes on a photo (a MatMul's or Gemm's by a weight count alike; one whose weight's shape the graph
+computes is refused).
 Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
 are finite and in range.
 
@@ -24,6 +25,7 @@ in the bytes; the rest is not checked, and the first file a process loads so say
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -111,7 +113,13 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"{source} enlarges the image {growth:,.0f} times over by constant scales (at a {node.op_type[:40]} "
                 f"node), where a srfeat model enlarges it 16 times (x4 a side), and at most {MAX_GROWTH}: {_REFUSAL}"
             )
-        if (features := growth_of.features(node)) > MAX_FEATURES:
+        if (features := growth_of.features(node)) == math.inf:
+            raise WeightsError(
+                f"{source} has a {node.op_type[:40]} node whose weight's shape the file does not fix (the graph "
+                "computes it), so how many features it makes per pixel cannot be bounded: keep its weights as "
+                "constants (PyTorch folds them: torch.onnx.export(..., do_constant_folding=True))"
+            )
+        if features > MAX_FEATURES:
             raise WeightsError(
                 f"{source} makes {features:,.0f} values per pixel of the image by a convolution's features (at a "
                 f"{node.op_type[:40]} node), where srfeat's bundled models make 512, and at most "

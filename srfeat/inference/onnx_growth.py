@@ -11,21 +11,34 @@ asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side 
 
 It also tells how many values per pixel of the image a convolution's output features make (`features`): its
 weight fixes how many, and a 1x1 Conv (or a depthwise one) of 3 to a million features is a few MB of weights
-that asked ONNX Runtime for terabytes on a photo. What a Concat or an Expand adds to them counts with them.
+that asked ONNX Runtime for terabytes on a photo. What a Concat or an Expand adds to them counts with them, and
+a MatMul or Gemm by a weight (a Linear layer) multiplies them as its weight does. A weight whose shape the file
+does not fix (the graph computes it from the image) makes features without bound (`math.inf`).
 
 Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, a
-Resize's constant height or width beside computed ones, DepthToSpace (which only moves values). What a
+Resize's constant height or width beside computed ones, DepthToSpace (which only moves values), a MatMul of
+two values made from the image (attention's Q K^T: windows of a size the graph computes). What a
 Concat or an Expand added to the features, a convolution or a reduction over them takes back.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from srfeat.inference.onnx_pads import POOLING, enlarged, shrunk, transposed_scales, window_effect, window_kernel
+from srfeat.inference.onnx_pads import (
+    POOLING,
+    WINDOWED,
+    enlarged,
+    shrunk,
+    transposed_scales,
+    window_effect,
+    window_kernel,
+    window_strides,
+)
 from srfeat.inference.onnx_shapes import MAX_DIMS, ConstantValues, Dims, ShapeVectors
 
 if TYPE_CHECKING:
@@ -67,6 +80,7 @@ SAME_SHAPE = frozenset(
     | {"Floor", "Ceil", "Round", "Sign", "Not", "Clip", "Erf", "Softplus", "Elu", "HardSigmoid", "IsNaN", "IsInf"}
     | {"Selu", "HardSwish", "Gelu", "Mish", "Dropout", "Softmax", "LogSoftmax", "CastLike", "LpNormalization"}
     | {"BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization"}
+    | {"QuantizeLinear", "DequantizeLinear"}
 )
 # Operators whose output is their inputs broadcast together (numpy's rules)
 BROADCASTING = frozenset(
@@ -118,10 +132,12 @@ class GraphGrowth:
         values it has grown on the way (its inputs' growth), times a Resize's or Upsample's constant
         scales (or sizes computed from the image's shape times constants: `ShapeVectors`), a Tile's
         constant repeats of a computed value, or an Expand's of the image on an axis where its size is
-        not known to be the target's already (`_expanded`). A constant's Expand is counted as such
-        (`onnx_constants.FileConstants.output_values`)."""
+        not known to be the target's already (`_expanded`); a strided convolution or pooling shrinks it by its
+        strides (a U-Net's downsampling, then as many x2 Resizes, is as large as before). A constant's Expand is
+        counted as such (`onnx_constants.FileConstants.output_values`)."""
         inputs = list(node.input)
-        grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name]
+        # the image's values only: a constant (a Pad's pads, a Resize's scales) would undo what a stride shrank
+        grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name and self._is_from_image(name)]
         kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
         width = max((self._width.get(name, 1.0) for name in inputs if name), default=1.0)
         op, factors, scales = node.op_type, None, None
@@ -130,6 +146,11 @@ class GraphGrowth:
         elif op in ("Conv", "ConvTranspose") or (op.startswith("Reduce") and 1 in (self._reduced_axes(node) or ())):
             widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
             width = self._convolved(node) or (width if op in ("Conv", "ConvTranspose") else 1.0)
+        if op in WINDOWED and op != "ConvTranspose":  # its strides shrink the image, as a Resize by 1 / 2 does
+            kept = max(kept / window_strides(node), 2.0**-40)
+        if op in ("MatMul", "Gemm"):  # by a weight: its features for those it takes (a Linear layer's)
+            factor = self._multiplied(node)
+            width = min(width * factor, 2.0**40) if math.isfinite(factor) else math.inf
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
             factors = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
             factors = scales = factors if factors is not None and factors.dtype.kind == "f" else None
@@ -162,7 +183,7 @@ class GraphGrowth:
         for name in node.output:
             self._growth[name] = (kept * own, widened)
             self._width[name] = width
-            self._features[name] = min(width * kept * own * widened, 2.0**60)
+            self._features[name] = min(width * kept * own * widened, 2.0**60) if math.isfinite(width) else math.inf
         return max(own, kept * own * widened)
 
     def features(self, node: onnx.NodeProto) -> float:
@@ -175,13 +196,39 @@ class GraphGrowth:
 
     def _convolved(self, node: onnx.NodeProto) -> float | None:
         """The features a Conv or ConvTranspose makes where its weight's shape is known: the weight's first size
-        (a Conv's, grouped or not), or its second times the groups (a ConvTranspose's); else None."""
+        (a Conv's, grouped or not), or its second times the groups (a ConvTranspose's); infinite where the file
+        does not fix it (the graph computes the weight: a Reshape of the image to [H W, 3, 1, 1] makes H W
+        features, a tile's square); None for another operator, or one ONNX Runtime refuses."""
         inputs, options = list(node.input), {each.name: each for each in node.attribute}
-        weight = self._constants.shape(inputs[1]) if len(inputs) > 1 and inputs[1] else None
-        if node.op_type not in ("Conv", "ConvTranspose") or not weight or (node.op_type != "Conv" and len(weight) < 2):
+        if node.op_type not in ("Conv", "ConvTranspose") or len(inputs) < 2 or not inputs[1]:
+            return None
+        if (weight := self._constants.shape(inputs[1])) is None:
+            return math.inf
+        if not weight or (node.op_type != "Conv" and len(weight) < 2):
             return None
         group = options["group"].i if "group" in options else 1
         return float(weight[0] if node.op_type == "Conv" else weight[1] * max(group, 1))
+
+    def _multiplied(self, node: onnx.NodeProto) -> float:
+        """How many times as many values a MatMul or Gemm of a value made from the image by a weight makes: the
+        weight's sizes it makes over the one it takes (a [64, 256] weight after a [N, H, W, 64] map makes 4 times
+        as many; [N, 3, H, W] times a [W, W'] one, W' / W), times the weight's batch sizes; infinite where the
+        file does not fix the weight's shape (`_convolved`). 1 where both are made from the image (attention's
+        Q K^T, not counted), or neither."""
+        inputs, options = list(node.input)[:2], {each.name: each for each in node.attribute}
+        fixed = [bool(name) and not self._is_from_image(name) for name in inputs]
+        if len(inputs) < 2 or fixed[0] == fixed[1]:
+            return 1.0
+        index = 1 if fixed[1] else 0
+        if (weight := self._constants.shape(inputs[index])) is None:
+            return math.inf
+        if len(weight) < 2:  # a vector: an axis taken off
+            return 1.0
+        *batch, rows, columns = weight
+        transposed = ("transB" if index else "transA") in options and options["transB" if index else "transA"].i
+        rows, columns = (columns, rows) if node.op_type == "Gemm" and transposed else (rows, columns)
+        taken, made = (rows, columns) if index else (columns, rows)  # B: [K, N]; A: [M, K] (its rows)
+        return math.prod(float(max(size, 1)) for size in [*batch[:MAX_DIMS], made]) / taken if taken > 0 else 1.0
 
     def _concatenated(self, node: onnx.NodeProto, kept: float, widened: float) -> tuple[float, float]:
         """The growth of a Concat of values made from the image (not of its shape): along the features, the
@@ -287,7 +334,7 @@ class GraphGrowth:
             return
         elif op in SAME_SHAPE:
             result = dims
-        elif op in ("Conv", "ConvTranspose") and (features := self._convolved(node)) is not None:
+        elif op in ("Conv", "ConvTranspose") and (features := self._convolved(node)) is not None and features < 2**40:
             if len(dims) < 2:
                 return  # refused by ONNX Runtime
             result = [dims[0], int(features), *[None] * (len(dims) - 2)]

@@ -21,7 +21,16 @@ from srfeat.inference.onnx_shapes import MAX_DIMS
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["POOLING", "WINDOWED", "enlarged", "shrunk", "transposed_scales", "window_effect", "window_kernel"]
+__all__ = [
+    "POOLING",
+    "WINDOWED",
+    "enlarged",
+    "shrunk",
+    "transposed_scales",
+    "window_effect",
+    "window_kernel",
+    "window_strides",
+]
 
 # Operators that keep the batch and features and change the height and width
 POOLING = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
@@ -77,6 +86,13 @@ def window_effect(node: onnx.NodeProto, kernel: list[int]) -> dict[int, tuple[in
         axis - count: (pad - extent, stride)
         for axis, (pad, extent, stride) in enumerate(zip(padded, extents, strides, strict=True))
     }
+
+
+def window_strides(node: onnx.NodeProto) -> float:
+    """How many times fewer values a window's strides leave (their product: 4 for a stride of 2 on the height and
+    width); 1 for a stride ONNX Runtime refuses (0 or less)."""
+    listed = next((list(each.ints) for each in node.attribute if each.name == "strides"), [])
+    return math.prod(float(stride) if stride > 0 else 1.0 for stride in listed[:MAX_DIMS])
 
 
 def shrunk(count: int, added: int, stride: int) -> int:
