@@ -232,7 +232,9 @@ class FileConstants:
             rest = iter(source)
             return [1 if axis in axes else next(rest) for axis in range(rank)]
         if op == "Squeeze" or op.startswith("Reduce"):
-            axes = axes if axes is not None else [a for a, size in enumerate(source) if size == 1 or op != "Squeeze"]
+            noop = "noop_with_empty_axes" in options and options["noop_with_empty_axes"].i  # none listed: none
+            every = [a for a, size in enumerate(source) if (size == 1 or op != "Squeeze") and not noop]
+            axes = axes if axes else every  # an empty list reduces all too
             keep = op != "Squeeze" and (options["keepdims"].i if "keepdims" in options else 1)
             return [1 if axis in axes else size for axis, size in enumerate(source) if keep or axis not in axes]
         return None
