@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_onnx_growth import before_the_resize, exported_by_pytorch
+from test_onnx_growth import assert_upscales_as, before_the_resize, exported_by_pytorch
 
 from srfeat.errors import WeightsError
 from srfeat.inference import Upscaler
@@ -80,12 +80,7 @@ def test_a_u_net_like_model_padded_before_its_downsampling_loads_and_runs(tmp_pa
     path = exported_by_pytorch(tmp_path / "unet.onnx", network)
     if simplified:
         with_constant_pads(path, network)
-    image = samples.astronaut()[100:124, 200:220]
-    result = Upscaler(path, device="cpu", tile=0)(image)
-    with torch.no_grad():
-        expected = network(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0)
-    assert result.shape == (96, 80, 3)
-    assert np.abs(result.astype(np.int64) - np.round(expected.numpy() * 255)).max() <= 1
+    assert_upscales_as(path, network, samples.astronaut()[100:124, 200:220])
 
 
 def windowed(path: Path, nodes: list, pads: dict[str, list[int]], weights: dict[str, list[int]]) -> Path:
@@ -193,9 +188,4 @@ def test_a_u_net_of_three_levels_is_as_large_as_its_input_before_its_x4(tmp_path
     1,024 times, and it was refused as enlarging the image past 256 times. It loads, and runs as the network."""
     network = ThreeLevels().eval()
     path = with_constant_pads(exported_by_pytorch(tmp_path / "levels.onnx", network), network)
-    image = samples.astronaut()[100:124, 200:216]
-    result = Upscaler(path, device="cpu", tile=0)(image)
-    with torch.no_grad():
-        expected = network(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0)
-    assert result.shape == (96, 64, 3)
-    assert np.abs(result.astype(np.int64) - np.round(expected.numpy() * 255)).max() <= 1
+    assert_upscales_as(path, network, samples.astronaut()[100:124, 200:216])
