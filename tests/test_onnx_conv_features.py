@@ -177,3 +177,115 @@ class TransposedX4(torch.nn.Module):
 def test_networks_that_enlarge_by_transposed_convolutions_still_run(tmp_path: Path, fsrcnn: bool) -> None:
     """Their strides count x16, as a Resize x4's scales; their kernels add no values beyond them."""
     assert_runs_as_exported(tmp_path / "transposed.onnx", TransposedX4(fsrcnn))
+
+
+def through_the_features(path: Path, nodes: list, weights: dict[str, np.ndarray], source: str) -> Path:
+    """The stand-in (a x4 Resize) with its input first put through `nodes` (to `source`), given `weights`, then
+    back to 3 features (their mean, expanded)."""
+    from onnx import helper, numpy_helper
+
+    nodes = [
+        *nodes,
+        helper.make_node("ReduceMean", [source, "channels"], ["mean"], keepdims=1),
+        helper.make_node("Expand", ["mean", "three"], ["prepared"]),
+    ]
+    model = onnx.load(str(before_the_resize(path, nodes, {"channels": [1], "three": [1, 3, 1, 1]})))
+    model.graph.initializer.extend(numpy_helper.from_array(values, name) for name, values in weights.items())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Gemm"])
+def test_a_linear_layer_to_a_huge_number_of_features_is_refused(tmp_path: Path, op: str) -> None:
+    """A MatMul (or Gemm) of the map's features by a [8, 100,000] weight makes 100,000 values per pixel, as a 1x1
+    Conv would: it was not counted, and loaded."""
+    from onnx import helper
+
+    weight = np.zeros([8, 100_000], np.float32)
+    nodes = [helper.make_node("Conv", ["input", "to8"], ["eight"])]
+    if op == "MatMul":
+        nodes += [
+            helper.make_node("Transpose", ["eight"], ["pixels"], perm=[0, 2, 3, 1]),
+            helper.make_node("MatMul", ["pixels", "linear"], ["wide"]),
+            helper.make_node("Transpose", ["wide"], ["widened"], perm=[0, 3, 1, 2]),
+        ]
+    else:  # the pixels as rows ([H W, 8], a batch of one), the weight given transposed
+        weight = weight.T.copy()
+        nodes += [
+            helper.make_node("Transpose", ["eight"], ["pixels"], perm=[0, 2, 3, 1]),
+            helper.make_node("Flatten", ["pixels"], ["rows"], axis=3),
+            helper.make_node("Gemm", ["rows", "linear"], ["wide"], transB=1),
+            helper.make_node("Unsqueeze", ["wide", "outer"], ["widened"]),
+        ]
+    weights = {"to8": np.zeros([8, 3, 1, 1], np.float32), "linear": weight, "outer": np.asarray([0, 1], np.int64)}
+    path = through_the_features(tmp_path / "linear.onnx", nodes, weights, "widened")
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert (
+        "\n" not in message
+        and f"makes 100,000 values per pixel of the image by a convolution's features (at a {op} node)" in message
+    ), message
+
+
+class LinearMlp(torch.nn.Module):
+    """A transformer's feed-forward block (as SwinIR's): 32 features, Linear layers to 4 times as many and back,
+    on the pixels' features (channels last), between convolutions, then x4 by pixel shuffle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.GELU(), torch.nn.Linear(128, 32))
+        self.tail = torch.nn.Sequential(torch.nn.Conv2d(32, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = self.head(image)
+        features = features + self.mlp(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return torch.sigmoid(self.tail(features))
+
+
+def test_a_transformer_s_feed_forward_block_still_runs(tmp_path: Path) -> None:
+    """Its Linear layers (MatMul) make 128 values per pixel, under the bound; the file gives what it does."""
+    assert_runs_as_exported(tmp_path / "mlp.onnx", LinearMlp())
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["reshaped", "dequantized"])
+def test_a_convolution_whose_weight_is_reshaped_counts_its_features(tmp_path: Path, quantized: bool) -> None:
+    """A Conv's weight kept flat and reshaped to [1,000,000, 3, 1, 1] (or int8, dequantized) made features that
+    were not counted: its shape was not followed, and it loaded. Of 8 features, it loads and runs."""
+    from onnx import helper
+
+    def convolved(path: Path, features: int) -> Path:
+        nodes = [
+            helper.make_node("Reshape", ["flat", "shape"], ["weight"]),
+            helper.make_node("Conv", ["input", "dequantized" if quantized else "weight"], ["wide"]),
+        ]
+        weights: dict[str, np.ndarray] = {"flat": np.zeros(3 * features, np.int8 if quantized else np.float32)}
+        weights["shape"] = np.asarray([features, 3, 1, 1], np.int64)
+        if quantized:
+            nodes.insert(1, helper.make_node("DequantizeLinear", ["weight", "step"], ["dequantized"]))
+            weights["step"] = np.asarray(0.1, np.float32)
+        return through_the_features(path, nodes, weights, "wide")
+
+    with pytest.raises(WeightsError, match="makes 1,000,000 values per pixel .* \\(at a Conv node\\)"):
+        Upscaler(convolved(tmp_path / "wide.onnx", 1_000_000), device="cpu")
+    result = Upscaler(convolved(tmp_path / "eight.onnx", 8), device="cpu", tile=0)(samples.astronaut()[:4, :5])
+    assert result.shape == (16, 20, 3) and not result.any()  # zero weights: black
+
+
+def test_a_convolution_whose_weight_the_graph_computes_from_the_image_is_refused(tmp_path: Path) -> None:
+    """A weight reshaped from the image ([H W, 3, 1, 1]) makes as many features as a tile has pixels, a tile's
+    square in all: how many the file cannot say, and it loaded."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Reshape", ["input", "shape"], ["weight"]),
+        helper.make_node("Conv", ["input", "weight"], ["wide"]),
+    ]
+    path = through_the_features(tmp_path / "computed.onnx", nodes, {"shape": np.asarray([-1, 3, 1, 1])}, "wide")
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and "has a Conv node whose weight's shape the file does not fix" in message, message
+    assert "cannot be bounded" in message and "do_constant_folding=True" in message, message

@@ -491,11 +491,15 @@ class OrdinaryNetwork(torch.nn.Module):
 
 def assert_runs_as_exported(path: Path, network: torch.nn.Module) -> None:
     """`network` exported by PyTorch to `path` loads, and upscales a few pixels x4 as the network does."""
-    image = samples.astronaut()[:6, :5]
-    result = Upscaler(exported_by_pytorch(path, network.eval()), device="cpu", tile=0)(image)
+    assert_upscales_as(exported_by_pytorch(path, network.eval()), network, samples.astronaut()[:6, :5])
+
+
+def assert_upscales_as(path: Path, network: torch.nn.Module, image: np.ndarray) -> None:
+    """The file at `path` loads, and upscales `image` x4 as `network` (in eval mode) does."""
+    result = Upscaler(path, device="cpu", tile=0)(image)
     with torch.no_grad():
         expected = network(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0)
-    assert result.shape == (24, 20, 3)
+    assert result.shape == (4 * image.shape[0], 4 * image.shape[1], 3)
     assert np.abs(result.astype(np.int64) - np.round(expected.numpy() * 255)).max() <= 1
 
 

@@ -11,10 +11,13 @@ asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side 
 
 It also tells how many values per pixel of the image a convolution's output features make (`features`): its
 weight fixes how many, and a 1x1 Conv (or a depthwise one) of 3 to a million features is a few MB of weights
-that asked ONNX Runtime for terabytes on a photo. What a Concat or an Expand adds to them counts with them.
+that asked ONNX Runtime for terabytes on a photo. What a Concat or an Expand adds to them counts with them, and
+a MatMul or Gemm by a weight (a Linear layer) multiplies them as its weight does. A weight whose shape the file
+does not fix (the graph computes it from the image) makes features without bound (`math.inf`).
 
 Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, a
-Resize's constant height or width beside computed ones, DepthToSpace (which only moves values). What a
+Resize's constant height or width beside computed ones, DepthToSpace (which only moves values), a MatMul of
+two values made from the image (attention's Q K^T: windows of a size the graph computes). What a
 Concat or an Expand added to the features, a convolution or a reduction over them takes back.
 """
 
@@ -26,6 +29,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from srfeat.inference.onnx_pads import (
+    POOLING,
+    WINDOWED,
+    enlarged,
+    shrunk,
+    transposed_scales,
+    window_effect,
+    window_kernel,
+    window_strides,
+)
 from srfeat.inference.onnx_shapes import MAX_DIMS, ConstantValues, Dims, ShapeVectors
 
 if TYPE_CHECKING:
@@ -61,20 +74,19 @@ MAX_PAD = 1024
 MAX_FEATURES = 4096
 
 
-# Operators whose output has their first input's shape (`onnx_contents` follows constants' through them)
+# Operators whose output has their first input's shape (`onnx_constants` follows constants' through them)
 SAME_SHAPE = frozenset(
     {"Identity", "Cast", "Neg", "Abs", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal"}
     | {"Floor", "Ceil", "Round", "Sign", "Not", "Clip", "Erf", "Softplus", "Elu", "HardSigmoid", "IsNaN", "IsInf"}
     | {"Selu", "HardSwish", "Gelu", "Mish", "Dropout", "Softmax", "LogSoftmax", "CastLike", "LpNormalization"}
     | {"BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization"}
+    | {"QuantizeLinear", "DequantizeLinear"}
 )
 # Operators whose output is their inputs broadcast together (numpy's rules)
 BROADCASTING = frozenset(
     {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor"}
     | {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "BitShift", "PRelu"}
 )
-# Operators that keep the batch and features and change the height and width
-_POOLING = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
 # Operators that compute a shape from shapes (a ConstantOfShape of the image's shape is the image's size)
 _OF_SHAPES = BROADCASTING | {"Gather", "Slice", "Concat", "Identity", "Cast", "Floor", "Ceil", "Round", "Reshape"}
 _OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs"}
@@ -82,7 +94,7 @@ _OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs"}
 # Operators that enlarge the image by constant factors on its axes (what was padded before them too)
 _ENLARGING = frozenset({"Resize", "Upsample", "ConvTranspose"})
 _KEEPS_AXES = (
-    SAME_SHAPE | BROADCASTING | _POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
+    SAME_SHAPE | BROADCASTING | POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
 )
 
 
@@ -98,8 +110,9 @@ class GraphGrowth:
         self._width: dict[str, float] = {}
         # What `features` tells of each value: values per pixel of the image its features make
         self._features: dict[str, float] = {}
-        # Values padded on the way: on every axis, and more on some (from the last: -1 the width)
-        self._padded: dict[str, tuple[int, dict[int, int]]] = {}
+        # Values padded on the way: on every axis, and more on some (from the last: -1 the width), and by how much
+        # strides have divided them since the last enlargement (`padded`)
+        self._padded: dict[str, tuple[int, dict[int, int], float]] = {}
         # Values the graph computes from its input (the image): a name no node made and no constant holds
         # is an input; what a node makes from one is too
         self._made: set[str] = set()
@@ -119,10 +132,12 @@ class GraphGrowth:
         values it has grown on the way (its inputs' growth), times a Resize's or Upsample's constant
         scales (or sizes computed from the image's shape times constants: `ShapeVectors`), a Tile's
         constant repeats of a computed value, or an Expand's of the image on an axis where its size is
-        not known to be the target's already (`_expanded`). A constant's Expand is counted as such
-        (`_Constants.output_values`)."""
+        not known to be the target's already (`_expanded`); a strided convolution or pooling shrinks it by its
+        strides (a U-Net's downsampling, then as many x2 Resizes, is as large as before). A constant's Expand is
+        counted as such (`onnx_constants.FileConstants.output_values`)."""
         inputs = list(node.input)
-        grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name]
+        # the image's values only: a constant (a Pad's pads, a Resize's scales) would undo what a stride shrank
+        grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name and self._is_from_image(name)]
         kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
         width = max((self._width.get(name, 1.0) for name in inputs if name), default=1.0)
         op, factors, scales = node.op_type, None, None
@@ -131,15 +146,20 @@ class GraphGrowth:
         elif op in ("Conv", "ConvTranspose") or (op.startswith("Reduce") and 1 in (self._reduced_axes(node) or ())):
             widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
             width = self._convolved(node) or (width if op in ("Conv", "ConvTranspose") else 1.0)
+        if op in WINDOWED and op != "ConvTranspose":  # its strides shrink the image, as a Resize by 1 / 2 does
+            kept = max(kept / window_strides(node), 2.0**-40)
+        if op in ("MatMul", "Gemm"):  # by a weight: its features for those it takes (a Linear layer's)
+            factor = self._multiplied(node)
+            width = min(width * factor, 2.0**40) if math.isfinite(factor) else math.inf
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
             factors = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
             factors = scales = factors if factors is not None and factors.dtype.kind == "f" else None
             if (factors is None or not factors.size) and op == "Resize" and len(inputs) > 3 and inputs[3]:
                 factors = self._resized(inputs[0], inputs[3], node)  # opsets 11-12 give empty scales then
         elif op == "ConvTranspose":  # enlarges as a Resize does, by its strides
-            factors = _transposed_scales(node)
+            factors = transposed_scales(node)
         elif op in ("Tile", "Expand") and len(inputs) > 1 and self._constants.shape(inputs[0]) is None:
-            if op == "Tile":  # a constant's: `_Constants.output_values`
+            if op == "Tile":  # a constant's: `onnx_constants.FileConstants.output_values`
                 factors = self._constants.values(inputs[1])
                 factors = factors if factors is not None and factors.dtype.kind == "i" else None
             elif self._is_from_image(inputs[0]):
@@ -163,7 +183,7 @@ class GraphGrowth:
         for name in node.output:
             self._growth[name] = (kept * own, widened)
             self._width[name] = width
-            self._features[name] = min(width * kept * own * widened, 2.0**60)
+            self._features[name] = min(width * kept * own * widened, 2.0**60) if math.isfinite(width) else math.inf
         return max(own, kept * own * widened)
 
     def features(self, node: onnx.NodeProto) -> float:
@@ -176,13 +196,39 @@ class GraphGrowth:
 
     def _convolved(self, node: onnx.NodeProto) -> float | None:
         """The features a Conv or ConvTranspose makes where its weight's shape is known: the weight's first size
-        (a Conv's, grouped or not), or its second times the groups (a ConvTranspose's); else None."""
+        (a Conv's, grouped or not), or its second times the groups (a ConvTranspose's); infinite where the file
+        does not fix it (the graph computes the weight: a Reshape of the image to [H W, 3, 1, 1] makes H W
+        features, a tile's square); None for another operator, or one ONNX Runtime refuses."""
         inputs, options = list(node.input), {each.name: each for each in node.attribute}
-        weight = self._constants.shape(inputs[1]) if len(inputs) > 1 and inputs[1] else None
-        if node.op_type not in ("Conv", "ConvTranspose") or not weight or (node.op_type != "Conv" and len(weight) < 2):
+        if node.op_type not in ("Conv", "ConvTranspose") or len(inputs) < 2 or not inputs[1]:
+            return None
+        if (weight := self._constants.shape(inputs[1])) is None:
+            return math.inf
+        if not weight or (node.op_type != "Conv" and len(weight) < 2):
             return None
         group = options["group"].i if "group" in options else 1
         return float(weight[0] if node.op_type == "Conv" else weight[1] * max(group, 1))
+
+    def _multiplied(self, node: onnx.NodeProto) -> float:
+        """How many times as many values a MatMul or Gemm of a value made from the image by a weight makes: the
+        weight's sizes it makes over the one it takes (a [64, 256] weight after a [N, H, W, 64] map makes 4 times
+        as many; [N, 3, H, W] times a [W, W'] one, W' / W), times the weight's batch sizes; infinite where the
+        file does not fix the weight's shape (`_convolved`). 1 where both are made from the image (attention's
+        Q K^T, not counted), or neither."""
+        inputs, options = list(node.input)[:2], {each.name: each for each in node.attribute}
+        fixed = [bool(name) and not self._is_from_image(name) for name in inputs]
+        if len(inputs) < 2 or fixed[0] == fixed[1]:
+            return 1.0
+        index = 1 if fixed[1] else 0
+        if (weight := self._constants.shape(inputs[index])) is None:
+            return math.inf
+        if len(weight) < 2:  # a vector: an axis taken off
+            return 1.0
+        *batch, rows, columns = weight
+        transposed = ("transB" if index else "transA") in options and options["transB" if index else "transA"].i
+        rows, columns = (columns, rows) if node.op_type == "Gemm" and transposed else (rows, columns)
+        taken, made = (rows, columns) if index else (columns, rows)  # B: [K, N]; A: [M, K] (its rows)
+        return math.prod(float(max(size, 1)) for size in [*batch[:MAX_DIMS], made]) / taken if taken > 0 else 1.0
 
     def _concatenated(self, node: onnx.NodeProto, kept: float, widened: float) -> tuple[float, float]:
         """The growth of a Concat of values made from the image (not of its shape): along the features, the
@@ -257,7 +303,7 @@ class GraphGrowth:
         constants (`ShapeVectors`); a constant size of the batch or features over the size `source` has
         there, where the file fixes it, else counted whole. A constant height or width is left: the image's
         is not known before it runs (sizes that are all constants are counted as values made from
-        constants, `_Constants.output_values`)."""
+        constants, `onnx_constants.FileConstants.output_values`)."""
         if (entries := self._shapes.entries(sizes)) is None:
             return None
         known = self._dims.get(source) or []
@@ -288,13 +334,13 @@ class GraphGrowth:
             return
         elif op in SAME_SHAPE:
             result = dims
-        elif op in ("Conv", "ConvTranspose") and (features := self._convolved(node)) is not None:
+        elif op in ("Conv", "ConvTranspose") and (features := self._convolved(node)) is not None and features < 2**40:
             if len(dims) < 2:
                 return  # refused by ONNX Runtime
             result = [dims[0], int(features), *[None] * (len(dims) - 2)]
-        elif op in _POOLING or (op in ("Resize", "Upsample") and scales is not None):
+        elif op in POOLING or (op in ("Resize", "Upsample") and scales is not None):
             # the height and width change; a batch or features resized by other than 1 are not fixed
-            kept = [1.0] * len(dims) if op in _POOLING or scales is None else scales.ravel().tolist()
+            kept = [1.0] * len(dims) if op in POOLING or scales is None else scales.ravel().tolist()
             result = [
                 size if axis < min(len(dims) - 2, len(kept)) and kept[axis] == 1 else None
                 for axis, size in enumerate(dims)
@@ -347,30 +393,42 @@ class GraphGrowth:
         on every axis, as a Pad on some axes of its own (`axes`, opset 18) counts its most on each. A Resize
         enlarges what was padded with the rest (a Pad of 300 before a x4 Resize makes 1,200 values, where one
         after it makes 300; a ConvTranspose's strides as well), and a Concat of strips of the image beside it
-        (circular padding) adds theirs, as a convolution's own pads do (`_convolution_change`). Crops
-        (negative pads) take nothing back: what was padded was made; but a convolution that shrinks each axis
-        by its kernel (reflect padding, then a convolution without its own) takes back what it shrinks it by,
-        so that a deep network's pads do not add up."""
-        inputs = list(node.input)
-        on_path = [self._padded.get(name, (0, {})) for name in inputs if name]
-        base, axes = max((base + max(axes.values(), default=0) for base, axes in on_path), default=0), {}
-        if node.op_type in _KEEPS_AXES:  # axis by axis, from the last (numpy's broadcasting aligns them so)
-            base = max((each for each, _ in on_path), default=0)
-            for each, counts in on_path:
+        (circular padding) adds theirs, as a convolution's own pads do. Crops (negative pads) take nothing
+        back: what was padded was made; but a convolution or a pooling takes back what its kernel shrinks each
+        axis by (reflect padding, then a convolution without its own), and divides the rest by its stride
+        (`onnx_pads.window_effect`), so that a deep network's pads do not add up. What strides divided, an
+        enlargement after them takes back first, and an operator that moves values between axes (a pixel
+        shuffle: they may be the height's and width's again) multiplies back."""
+        inputs, op = list(node.input), node.op_type
+        on_path = [self._padded.get(name, (0, {}, 1.0)) for name in inputs if name]
+        divided = max((each for _, _, each in on_path), default=1.0)  # by strides on the way, not enlarged since
+        if op in _KEEPS_AXES:  # axis by axis, from the last (numpy's broadcasting aligns them so)
+            base, axes = max((each for each, _, _ in on_path), default=0), {}
+            for each, counts, _ in on_path:
                 for axis, count in counts.items():
                     axes[axis] = max(axes.get(axis, 0), each + count - base)
-        if node.op_type == "Concat" and (along := self._concat_axis(node)) is not None:
+        else:
+            base = max(
+                (enlarged(each + max(counts.values(), default=0), by) for each, counts, by in on_path), default=0
+            )
+            axes, divided = {}, 1.0
+        if op == "Concat" and (along := self._concat_axis(node)) is not None:
             for name in (name for name in inputs if self._is_strip(name, along)):
                 axes[along[0] - along[1]] = axes.get(along[0] - along[1], 0) + self._strips[name][1]
-        if node.op_type in _ENLARGING and (scales := self._axis_scales(node)) is not None:
-            by_axis, most = scales  # what was padded is enlarged with the rest
-            base = _enlarged(base, most)
-            axes = {axis: _enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}
-        convolution = node.op_type in ("Conv", "ConvTranspose") and len(inputs) > 1
-        if convolution and (weight := self._constants.shape(inputs[1])):
-            for axis, change in _convolution_change(node, weight[2:]).items():  # its own pads, or what it takes back
-                axes[axis] = min(max(axes.get(axis, 0) + change, 0), 2**40)
-        if node.op_type == "Pad" and inputs and self._constants.shape(inputs[0]) is None:  # a constant's: sized
+        if op in _ENLARGING and (scales := self._axis_scales(node)) is not None:
+            by_axis, most, least = scales  # what was padded is enlarged with the rest
+            base = enlarged(base, most)
+            axes = {axis: enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}
+            divided = max(divided / least, 1.0)
+        weight = self._constants.shape(inputs[1]) if op in ("Conv", "ConvTranspose") and len(inputs) > 1 else None
+        if (kernel := window_kernel(node, weight)) is not None and (effect := window_effect(node, kernel)):
+            rank = len(kernel) + 2  # what counts on every axis, on each of its input's
+            axes = {axis: axes.get(axis, 0) + base for axis in {*axes, *range(-rank, 0)}}
+            base = 0
+            for axis, (added, stride) in effect.items():  # its own pads, or what it takes back; then its stride
+                axes[axis] = shrunk(axes.get(axis, 0), added, stride)
+            divided *= max(stride for _, stride in effect.values())
+        if op == "Pad" and inputs and self._constants.shape(inputs[0]) is None:  # a constant's: sized
             pads = self._given(inputs, 1, node, "pads")  # an attribute before opset 11
             if pads is not None and pads.dtype.kind == "i":
                 numbers = pads.ravel()[: 2 * MAX_DIMS].astype(np.int64).clip(0, 2**40)
@@ -382,26 +440,29 @@ class GraphGrowth:
                 for axis, count in enumerate([] if listed else added):
                     axes[axis - half] = axes.get(axis - half, 0) + count
         for name in node.output:
-            self._padded[name] = (base, axes)
+            self._padded[name] = (base, axes, min(divided, 2.0**40))
         return base + max(axes.values(), default=0)
 
-    def _axis_scales(self, node: onnx.NodeProto) -> tuple[dict[int, float], float] | None:
+    def _axis_scales(self, node: onnx.NodeProto) -> tuple[dict[int, float], float, float] | None:
         """A Resize's or Upsample's constant scales, or the factors of sizes computed from the image's shape
-        (`ShapeVectors`; 1 for a constant size), by axis from the last, and the most of them (for an axis not
-        known); None where neither is known."""
-        inputs = list(node.input)
+        (`ShapeVectors`; 1 for a constant size), or a ConvTranspose's strides, by axis from the last, the most
+        of them (for an axis not known), and the least on the height and width (1 where not known); None where
+        none is known."""
+        inputs, spatial = list(node.input), 2  # the axes past the batch and features
         scales = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
         if scales is not None and scales.dtype.kind == "f" and scales.size:
             numbers = scales.ravel()[:MAX_DIMS].astype(np.float64).tolist()
         elif node.op_type == "Resize" and len(inputs) > 3 and inputs[3] and (sized := self._shapes.entries(inputs[3])):
             numbers = [factor if factor > 0 else 1.0 for factor, _ in sized]
-        elif node.op_type == "ConvTranspose" and (strides := _transposed_scales(node)) is not None:
-            numbers = strides.tolist()
+        elif node.op_type == "ConvTranspose" and (strides := transposed_scales(node)) is not None:
+            numbers, spatial = strides.tolist(), 0
         else:
             return None
         numbers = [each if each > 1 else 1.0 for each in numbers]  # NaN, and a shrinking, as 1: what was made was
-        listed = any(each.name == "axes" for each in node.attribute)  # Resize-18: scales of those axes only
-        return {} if listed else {axis - len(numbers): each for axis, each in enumerate(numbers)}, max(numbers)
+        if any(each.name == "axes" for each in node.attribute):  # Resize-18: scales of those axes only
+            return {}, max(numbers), 1.0
+        by_axis = {axis - len(numbers): each for axis, each in enumerate(numbers)}
+        return by_axis, max(numbers), min(numbers[spatial:], default=1.0)
 
     def _given(self, inputs: list[str], index: int, node: onnx.NodeProto, attribute: str) -> np.ndarray | None:
         """The constant input `index` of `node`, else its attribute `attribute` (ints or floats), else None."""
@@ -411,55 +472,6 @@ class GraphGrowth:
             if each.name == attribute:
                 return np.asarray(each.floats if each.floats else each.ints)
         return None
-
-
-def _transposed_scales(node: onnx.NodeProto) -> np.ndarray | None:
-    """The factors by which a ConvTranspose enlarges each axis: its strides; or, where it has an `output_shape`
-    (sizes of its own, whatever its input's), those sizes, as if it enlarged a single pixel to them (a model
-    of fixed output sizes runs on no other tile, so counting its worst case refuses nothing srfeat could run)."""
-    options = {each.name: each for each in node.attribute}
-    for name in ("output_shape", "strides"):
-        if name in options and options[name].ints:
-            return np.asarray(options[name].ints[:MAX_DIMS], dtype=np.float64)
-    return None
-
-
-def _convolution_change(node: onnx.NodeProto, kernel: list[int]) -> dict[int, int]:
-    """How many values a convolution of `kernel` (its weight's spatial sizes) adds to each axis (from the last),
-    once its strides have enlarged it (a ConvTranspose's): a Conv's own pads beyond what its kernel takes off,
-    or (a negative count) what its kernel takes off beyond them, unless it strides; a ConvTranspose's dilated
-    kernel and `output_padding` beyond its pads and stride (x2 by a kernel of 4, stride 2 and pads of 1 adds
-    none). None where it pads as the input's size says (`auto_pad`), or a ConvTranspose has an `output_shape`
-    (counted as its growth: `_transposed_scales`)."""
-    options, count = {each.name: each for each in node.attribute}, len(kernel)
-
-    def listed(name: str, default: int, length: int = count) -> list[int]:
-        values = list(options[name].ints) if name in options else [default] * length
-        return values if len(values) == length else []
-
-    strides, dilations, pads = listed("strides", 1), listed("dilations", 1), listed("pads", 0, 2 * count)
-    automatic = "auto_pad" in options and options["auto_pad"].s not in (b"NOTSET", b"VALID")
-    if automatic or "output_shape" in options or not (strides and dilations and pads):
-        return {}
-    extents = [dilation * (size - 1) for size, dilation in zip(kernel, dilations, strict=True)]
-    padded = [pads[axis] + pads[axis + count] for axis in range(count)]
-    if node.op_type == "ConvTranspose":
-        extra = listed("output_padding", 0)
-        if not extra:
-            return {}
-        parts = zip(extra, extents, strides, padded, strict=True)
-        added = [more + extent + 1 - stride - pad for more, extent, stride, pad in parts]
-        return {axis - count: max(each, 0) for axis, each in enumerate(added)}
-    strided = any(each != 1 for each in strides)  # what it takes off is taken off a strided count: no credit
-    return {
-        axis - count: max(pad - extent, 0) if strided else pad - extent
-        for axis, (pad, extent) in enumerate(zip(padded, extents, strict=True))
-    }
-
-
-def _enlarged(count: int, scale: float) -> int:
-    """`count` values padded, `scale` times as many once resized (at most 2^40: past any bound, and no overflow)."""
-    return int(min(math.ceil(count * scale), 2**40)) if count else 0
 
 
 def _broadcast_dims(shapes: list[Dims]) -> Dims:

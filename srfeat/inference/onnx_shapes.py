@@ -27,7 +27,7 @@ _KEEPS_ENTRIES = frozenset({"Identity", "Cast", "Floor", "Ceil", "Round", "Squee
 
 
 class ConstantValues(Protocol):
-    """What `GraphGrowth` asks of the file's constants (`onnx_contents._Constants`)."""
+    """What `GraphGrowth` asks of the file's constants (`onnx_constants.FileConstants`)."""
 
     def values(self, name: str) -> np.ndarray | None: ...
 
