@@ -42,10 +42,10 @@ from srfeat.data.image_writing import (
     write_image,
     write_png,
 )
-from srfeat.data.unidentified import unidentified_error
+from srfeat.data.unidentified import unidentified_error, unreadable_image
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
-from srfeat.path_checks import broken_link, broken_link_reason, special_file_kind, unreadable_advice
+from srfeat.path_checks import broken_link, broken_link_reason, special_file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +158,7 @@ def _unreadable(path: Path, error: BaseException) -> ImageReadError:
     do about it ("[Errno 13] Permission denied: 'PATH'; skip or replace this file" named the path twice and
     said to replace a sound file); a decoder's as it is, to skip or replace the file."""
     if isinstance(error, OSError) and error.errno is not None and error.strerror:
-        advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
-        return ImageReadError(f"cannot read image {path}: {error.strerror}", advice)
+        return unreadable_image(path, error)
     return ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE)
 
 

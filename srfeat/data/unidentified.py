@@ -14,7 +14,7 @@ from PIL import Image
 from srfeat.data import tiff16
 from srfeat.data.colour_profiles import READ_FORMATS
 from srfeat.errors import ImageReadError
-from srfeat.path_checks import unreadable_advice
+from srfeat.path_checks import unreadable_advice, unreadable_problem
 
 __all__ = ["a_format", "looks_like_text", "starts_as", "unidentified_error"]
 
@@ -58,6 +58,13 @@ def looks_like_text(head: bytes) -> bool:
     return printable >= 0.95 * len(text)
 
 
+def unreadable_image(path: Path, error: OSError) -> ImageReadError:
+    """An image file that is there but whose read failed (no permission, a failing disk): the system's words
+    and what to do, apart (an `ImageReadError`'s advice is the command line's, not the web page's)."""
+    advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
+    return ImageReadError(unreadable_problem(path, error, what="image"), advice)
+
+
 def unidentified_error(path: Path) -> ImageReadError:
     """The error for `path`, which PIL could not identify as an image of the formats srfeat reads: a TIFF
     of a layout srfeat does not read, text, a damaged file of a format it reads, or another format."""
@@ -77,8 +84,7 @@ def unidentified_error(path: Path) -> ImageReadError:
         with path.open("rb") as file:
             head = file.read(_HEAD_BYTES)
     except OSError as error:
-        advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
-        return ImageReadError(f"cannot read image {path}: {error.strerror or error}", advice)
+        return unreadable_image(path, error)
     kind = starts_as(head)
     Image.init()  # every plugin's extensions registered
     named = Image.registered_extensions().get(path.suffix.lower())  # what its name says it is: "PNG" for .png
