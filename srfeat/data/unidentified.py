@@ -16,7 +16,7 @@ from srfeat.data.colour_profiles import READ_FORMATS
 from srfeat.errors import ImageReadError
 from srfeat.path_checks import unreadable_advice, unreadable_problem
 
-__all__ = ["a_format", "looks_like_text", "starts_as", "unidentified_error"]
+__all__ = ["a_format", "damaged_webp", "looks_like_text", "starts_as", "unidentified_error", "unreadable_image"]
 
 # How the formats srfeat reads begin (TGA has no signature).
 _SIGNATURES = (
@@ -63,6 +63,27 @@ def unreadable_image(path: Path, error: OSError) -> ImageReadError:
     and what to do, apart (an `ImageReadError`'s advice is the command line's, not the web page's)."""
     advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
     return ImageReadError(unreadable_problem(path, error, what="image"), advice)
+
+
+def damaged_webp(path: Path) -> ImageReadError | None:
+    """The error for `path` when it is a WebP file that PIL's decoder refused ("could not create decoder
+    object", its words for a file cut short or damaged), or None for any other file: cut short when its RIFF
+    header gives more bytes than the file holds, else damaged."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(12)
+        size = path.stat().st_size
+    except OSError:  # unreadable now: the caller's own error stands
+        return None
+    if starts_as(head) != "WEBP":
+        return None
+    stated = int.from_bytes(head[4:8], "little") + 8  # RIFF's size field counts the bytes after itself
+    problem = (
+        f"the WebP file is cut short ({size:,} of the {stated:,} bytes its header gives)"
+        if size < stated
+        else "the WebP file is damaged (its decoder cannot read it)"
+    )
+    return ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
 
 
 def unidentified_error(path: Path) -> ImageReadError:
