@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from cli_helpers import one_input_error, srfeat_cli
+from cli_helpers import one_input_error, python_code, srfeat_cli
 from PIL import Image
 from skimage import data as samples
 
@@ -86,3 +86,37 @@ def test_a_flat_sixteen_bit_tiff_deflated_as_far_as_it_goes_is_still_read(tmp_pa
     write_tiff16(tmp_path / "flat.tif", flat)
     assert flat.nbytes > 500 * (tmp_path / "flat.tif").stat().st_size  # compressed near Deflate's limit
     assert np.array_equal(read_raw_image(tmp_path / "flat.tif").array, flat)
+
+
+# `srfeat upscale` in a child whose Path.stat gives the size of files named proc.png as 0, as the kernel gives a
+# /proc or /sys file's whatever it holds (no test touches those files themselves)
+_SIZE_GIVEN_AS_ZERO = """
+import os, pathlib, sys
+real_stat = pathlib.Path.stat
+def stat(self, *args, **kwargs):
+    result = real_stat(self, *args, **kwargs)
+    return os.stat_result((*result[:6], 0, *result[7:10])) if self.name == "proc.png" else result
+pathlib.Path.stat = stat
+from srfeat.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_file_whose_size_is_given_as_zero_but_holds_data_is_not_called_empty(
+    tmp_path: Path, model_path: Path
+) -> None:
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "proc.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name, said in (
+        (
+            "proc.png",
+            (
+                "its size is given as 0 bytes, yet it holds data (a file of /proc or /sys?); copy it to a "
+                "regular file first (cp), and give that"
+            ),
+        ),
+        ("empty.png", "the file is empty (0 bytes); skip or replace this file"),
+    ):
+        child = python_code(_SIZE_GIVEN_AS_ZERO, "upscale", name, "-o", "out.png", "--model", model_path, cwd=tmp_path)
+        assert one_input_error(child) == f"ERROR: cannot read image {name}: {said}"
+        assert not (tmp_path / "out.png").exists()

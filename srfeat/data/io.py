@@ -42,7 +42,7 @@ from srfeat.data.image_writing import (
     write_image,
     write_png,
 )
-from srfeat.data.unidentified import damaged_webp, unidentified_error, unreadable_image
+from srfeat.data.unidentified import damaged_webp, unidentified_error, unreadable_image, zero_size_error
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
 from srfeat.path_checks import broken_link, broken_link_reason, special_file_kind
@@ -183,7 +183,7 @@ def check_image_file(path: Path) -> None:
             raise ImageReadError(f"image not found: {path}")
         raise ImageReadError(f"cannot read image {path}: {problem}", "name an image file")
     if path.stat().st_size == 0:
-        raise ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)", ImageReadError.SKIP_OR_REPLACE)
+        raise zero_size_error(path)
 
 
 def _open_image(path: Path) -> Image.Image:
