@@ -2,9 +2,10 @@
 folder no file can be written in (`unwritable_folder`), something there that is no regular file (a pipe, a
 device: `special_file_kind`), a link to nothing (`broken_link`, `broken_link_reason`), a file where a folder
 of the path should be (`file_on_the_way`), two paths that are one file (`same_file`), a path with its links
-followed without failing on a loop (`resolved`), what to do about a file that is there but cannot be read
-(`unreadable_advice`), a character no path holds (`unnameable_character`); and a name that a library taking
-only UTF-8 names can open (`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
+followed without failing on a loop (`resolved`), what went wrong with a file that is there but cannot be read
+and what to do (`unreadable_problem`, `unreadable_advice`, the two in one line: `unreadable_message`), a
+character no path holds (`unnameable_character`); and a name that a library taking only UTF-8 names can open
+(`utf8_path`). Writing a file, all or nothing, is `srfeat.files`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,18 @@ def unreadable_advice(error: OSError, again: str) -> str:
     if error.errno == errno.EIO:
         return f"the disk or network share gave a read error: {again}"
     return again
+
+
+def unreadable_problem(path: object, error: OSError, what: str = "") -> str:
+    """What went wrong reading `path`, a file that is there: "cannot read [WHAT ]PATH: STRERROR" (`what`: the
+    kind of file, "config", "training state"), the system's words without its "[Errno 5]" and the path again."""
+    return f"cannot read {what + ' ' if what else ''}{path}: {error.strerror or error}"
+
+
+def unreadable_message(path: object, error: OSError, again: str, what: str = "") -> str:
+    """The one line for a file that is there but whose read failed: `unreadable_problem`, then what to do
+    (`unreadable_advice`, with the caller's `again`)."""
+    return f"{unreadable_problem(path, error, what)}; {unreadable_advice(error, again)}"
 
 
 def unnameable_character(text: str) -> str | None:

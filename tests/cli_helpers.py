@@ -134,6 +134,15 @@ def one_error_line(child: subprocess.CompletedProcess[str], *, returncode: int =
     return errors[0]
 
 
+def one_input_error(child: subprocess.CompletedProcess[str]) -> str:
+    """The error line about the one input of a failed `srfeat upscale`, before its summary ("1 of 1 input(s)
+    failed"), which is returned; no warning, no traceback."""
+    assert child.returncode == 1 and "Traceback" not in child.stderr and "WARNING" not in child.stderr, child.stderr
+    errors = [line for line in child.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors[1:] == ["ERROR: 1 of 1 input(s) failed"], child.stderr
+    return errors[0]
+
+
 def start_piped(command: Sequence[str | Path], **popen: Any) -> subprocess.Popen[str]:
     """`command` started in the repository with CHILD_ENV, its standard streams pipes of text (a test
     tells it when to go on through stdin and reads where it has got to from stdout)."""

@@ -232,3 +232,17 @@ def test_an_output_saved_before_or_while_upscaling_is_refused_naming_the_callers
         assert str(raised.value) == said + option + ", and run again"
         assert target.read_bytes() == b"saved meanwhile"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv"]  # no temporary left
+
+
+def test_an_outscale_that_leaves_no_pixel_is_refused_for_a_video(tmp_path: Path, model_path: Path) -> None:
+    """--outscale 0.01 made a 64x48 video 1x1 (each side at least 1 pixel) where images are now refused."""
+    from srfeat.errors import InvalidImageError
+
+    source = tmp_path / "clip.mp4"
+    write_clip(source, frames=2, audio=False)
+    refusal = "outscale 0.01 would make this 64x48 video 1x0 pixels, under 1 pixel on a side: give {} 0.0208 or more"
+    with pytest.raises(InvalidImageError, match=refusal.format("outscale")):
+        upscale_video(source, tmp_path / "api.mkv", Upscaler(model_path, device="cpu"), VideoOptions(outscale=0.01))
+    line = the_error_line(cli(source, "-o", tmp_path / "out.mkv", "--outscale", "0.01", "--model", model_path), source)
+    assert line.endswith(f"--{refusal.format('--outscale')}"), line
+    assert not (tmp_path / "api.mkv").exists() and not (tmp_path / "out.mkv").exists()

@@ -29,7 +29,7 @@ from torch import nn
 
 from srfeat.errors import WeightsError
 from srfeat.files import writing_temporary
-from srfeat.path_checks import special_file_kind, unreadable_advice, utf8_path
+from srfeat.path_checks import special_file_kind, unreadable_message, utf8_path
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +140,7 @@ def _load_tensors(path: Path, expected: str, again: str) -> dict[str, torch.Tens
     try:
         kind = identify_file(path)
     except OSError as error:
-        advice = unreadable_advice(error, again)
-        raise WeightsError(f"cannot read VGG19 weights {path}: {error.strerror or error}; {advice}") from error
+        raise WeightsError(unreadable_message(path, error, again, what="VGG19 weights")) from error
     if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
         raise _incomplete(path, f"it is {kind.description}", expected, again)
     if kind.name not in (SAFETENSORS, PYTORCH, PICKLE):  # a text file was "(pop from empty list)"

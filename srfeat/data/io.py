@@ -42,10 +42,10 @@ from srfeat.data.image_writing import (
     write_image,
     write_png,
 )
-from srfeat.data.unidentified import unidentified_error
+from srfeat.data.unidentified import damaged_webp, unidentified_error, unreadable_image, zero_size_error
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
-from srfeat.path_checks import broken_link, broken_link_reason, special_file_kind, unreadable_advice
+from srfeat.path_checks import broken_link, broken_link_reason, special_file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +158,9 @@ def _unreadable(path: Path, error: BaseException) -> ImageReadError:
     do about it ("[Errno 13] Permission denied: 'PATH'; skip or replace this file" named the path twice and
     said to replace a sound file); a decoder's as it is, to skip or replace the file."""
     if isinstance(error, OSError) and error.errno is not None and error.strerror:
-        advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
-        return ImageReadError(f"cannot read image {path}: {error.strerror}", advice)
+        return unreadable_image(path, error)
+    if isinstance(error, OSError) and (webp := damaged_webp(path)):  # "could not create decoder object"
+        return webp
     return ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE)
 
 
@@ -182,7 +183,7 @@ def check_image_file(path: Path) -> None:
             raise ImageReadError(f"image not found: {path}")
         raise ImageReadError(f"cannot read image {path}: {problem}", "name an image file")
     if path.stat().st_size == 0:
-        raise ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)", ImageReadError.SKIP_OR_REPLACE)
+        raise zero_size_error(path)
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -424,6 +425,8 @@ def _read_color_png16(path: Path) -> RawImage:
 
 
 def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
+    if problem := info.missing_data():  # before the size's warning: a damaged file, not a decompression bomb
+        raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
     _check_pixel_count(path, info.width, info.height)  # from the tags, before decoding
     warn_first_only(path, info.pages, "TIFF")
     try:

@@ -37,6 +37,29 @@ class Tiff16Info:
     decodable: bool  # False: its compression needs the imagecodecs package
     compression: str
     pages: int = 1
+    data_end: int = 0  # where its last strip or tile ends, by its offsets and byte counts
+    stored_bytes: int = 0  # what its strips or tiles hold, by their byte counts
+    file_bytes: int = 0
+
+    def missing_data(self) -> str | None:
+        """Why the pixels the tags give cannot all be in the file (cut short, or a header that claims more than
+        its data can hold), found before the decoder reserves memory for them: a 608-byte file whose tags gave
+        12000x12000 RGB pixels had tifffile set aside 864 MB first. None when they can be."""
+        needed = self.height * self.width * self.channels * 2
+        if self.data_end > self.file_bytes:
+            return f"its pixel data runs to byte {self.data_end:,}, but the file has {self.file_bytes:,} (cut short?)"
+        most = self.stored_bytes * _MOST_EXPANSION.get(self.compression, 0)  # 0: no bound known (LZMA, Zstandard)
+        if most and needed > most:
+            return (
+                f"its header gives {self.width}x{self.height} pixels ({needed:,} bytes), more than the "
+                f"{self.stored_bytes:,} bytes of pixel data it holds can make (damaged or cut short?)"
+            )
+        return None
+
+
+# The most bytes of pixels one byte of a compression's data makes: uncompressed 1, PackBits 128 from 2, Deflate
+# 258 from 2 bits (zlib's 1032:1); LZMA and Zstandard have no such bound, and are left to the pixel limits.
+_MOST_EXPANSION = {"NONE": 1, "PACKBITS": 64, "ADOBE_DEFLATE": 1032, "DEFLATE": 1032}
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,9 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
                 decodable=decodable,
                 compression=tifffile.COMPRESSION(page.compression).name,
                 pages=len(tiff.pages),
+                data_end=max(map(sum, zip(page.dataoffsets, page.databytecounts, strict=False)), default=0),
+                stored_bytes=sum(page.databytecounts),
+                file_bytes=os.path.getsize(path),
             )
     except Exception:  # noqa: BLE001  # tifffile raises many kinds for a damaged file (TypeError, for one)
         return None  # let PIL try, and name the file when it fails

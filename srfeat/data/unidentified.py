@@ -1,7 +1,8 @@
 """What a file PIL cannot identify is, in words: PIL's "cannot identify image file" was the message for a text
 file named `.png` (a saved web page, a note), a PNG cut short, a photo in a format srfeat does not read and a
 sound TIFF of a layout PIL does not open alike. `unidentified_error` tells these apart from the file's first
-bytes and says what to do about each.
+bytes and says what to do about each. So are files that are there but do not read: no permission, a failing
+disk (`unreadable_image`), a WebP cut short or damaged (`damaged_webp`), a size of 0 (`zero_size_error`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from PIL import Image
 from srfeat.data import tiff16
 from srfeat.data.colour_profiles import READ_FORMATS
 from srfeat.errors import ImageReadError
-from srfeat.path_checks import unreadable_advice
+from srfeat.path_checks import unreadable_advice, unreadable_problem
 
-__all__ = ["a_format", "looks_like_text", "starts_as", "unidentified_error"]
+__all__ = [
+    "a_format",
+    "damaged_webp",
+    "looks_like_text",
+    "starts_as",
+    "unidentified_error",
+    "unreadable_image",
+    "zero_size_error",
+]
 
 # How the formats srfeat reads begin (TGA has no signature).
 _SIGNATURES = (
@@ -58,6 +67,50 @@ def looks_like_text(head: bytes) -> bool:
     return printable >= 0.95 * len(text)
 
 
+def unreadable_image(path: Path, error: OSError) -> ImageReadError:
+    """An image file that is there but whose read failed (no permission, a failing disk): the system's words
+    and what to do, apart (an `ImageReadError`'s advice is the command line's, not the web page's)."""
+    advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
+    return ImageReadError(unreadable_problem(path, error, what="image"), advice)
+
+
+def zero_size_error(path: Path) -> ImageReadError:
+    """The error for `path`, a regular file whose size is given as 0: empty, or one that holds data all the same
+    (a file of /proc or /sys, some FUSE mounts), which "the file is empty (0 bytes)" misnamed."""
+    try:
+        with path.open("rb") as file:
+            holds_data = bool(file.read(1))
+    except OSError as error:
+        return unreadable_image(path, error)
+    if holds_data:  # srfeat's readers check a file's content against its size: refused, said as what it is
+        return ImageReadError(
+            f"cannot read image {path}: its size is given as 0 bytes, yet it holds data (a file of /proc or /sys?)",
+            "copy it to a regular file first (cp), and give that",
+        )
+    return ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)", ImageReadError.SKIP_OR_REPLACE)
+
+
+def damaged_webp(path: Path) -> ImageReadError | None:
+    """The error for `path` when it is a WebP file that PIL's decoder refused ("could not create decoder
+    object", its words for a file cut short or damaged), or None for any other file: cut short when its RIFF
+    header gives more bytes than the file holds, else damaged."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(12)
+        size = path.stat().st_size
+    except OSError:  # unreadable now: the caller's own error stands
+        return None
+    if starts_as(head) != "WEBP":
+        return None
+    stated = int.from_bytes(head[4:8], "little") + 8  # RIFF's size field counts the bytes after itself
+    problem = (
+        f"the WebP file is cut short ({size:,} of the {stated:,} bytes its header gives)"
+        if size < stated
+        else "the WebP file is damaged (its decoder cannot read it)"
+    )
+    return ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
+
+
 def unidentified_error(path: Path) -> ImageReadError:
     """The error for `path`, which PIL could not identify as an image of the formats srfeat reads: a TIFF
     of a layout srfeat does not read, text, a damaged file of a format it reads, or another format."""
@@ -77,8 +130,7 @@ def unidentified_error(path: Path) -> ImageReadError:
         with path.open("rb") as file:
             head = file.read(_HEAD_BYTES)
     except OSError as error:
-        advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
-        return ImageReadError(f"cannot read image {path}: {error.strerror or error}", advice)
+        return unreadable_image(path, error)
     kind = starts_as(head)
     Image.init()  # every plugin's extensions registered
     named = Image.registered_extensions().get(path.suffix.lower())  # what its name says it is: "PNG" for .png

@@ -38,6 +38,7 @@ __all__ = [
     "check_rgb_generator",
     "check_size",
     "resolve_backend",
+    "scaled_size",
 ]
 
 # --outscale beyond this is a typo, and its output would not fit in memory for ordinary photos.
@@ -52,6 +53,24 @@ def check_outscale(outscale: float | None) -> None:
         raise InvalidImageError(f"outscale must be a number, got {type(outscale).__name__} {outscale!r}")
     if not (math.isfinite(outscale) and 0 < float(outscale) <= MAX_OUTSCALE):
         raise InvalidImageError(f"outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}")
+
+
+def scaled_size(
+    height: int, width: int, outscale: float, *, what: str = "image", command_line: bool = False
+) -> tuple[int, int]:
+    """(height, width) of a `what` of that size resized by `outscale`, each side rounded: an InvalidImageError
+    where a side would round to 0 pixels (--outscale 1e-320 wrote a 1x1 image), with the smallest outscale
+    that keeps 1 pixel on the shorter side. `command_line`: the refusal names --outscale, else `outscale`."""
+    size = round(height * outscale), round(width * outscale)
+    if min(size) >= 1:
+        return size
+    option = "--outscale" if command_line else "outscale"
+    # 1 / shorter side makes it 1 pixel; three significant digits round it by under 0.5%, still 1 pixel
+    smallest = 1 / min(height, width)
+    raise InvalidImageError(
+        f"{option} {outscale} would make this {width}x{height} {what} {size[1]}x{size[0]} pixels, under 1 pixel on "
+        f"a side: give {option} {smallest:.3g} or more"
+    )
 
 
 def check_size(height: int, width: int) -> None:

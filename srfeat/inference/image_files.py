@@ -94,7 +94,7 @@ def upscale_file(
     # now: the write's own refusal would come after the upscale
     refuse_existing(target, replace, command_line=command_line)
     raw = read_raw_image(source)
-    height, width = upscaler.output_size(raw.array.shape[0], raw.array.shape[1], outscale)
+    height, width = upscaler.output_size(raw.array.shape[0], raw.array.shape[1], outscale, command_line=command_line)
     if problem := over_format_limit(extension, width, height):  # found now, not after the network has run
         way_out = (
             "(--ext png, or an -o file name ending in .png), or lower --outscale"

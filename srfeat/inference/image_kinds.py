@@ -36,7 +36,9 @@ class ImageKinds(ABC):
         """Refuse, before anything is allocated, an image whose result the host cannot hold."""
 
     @abstractmethod
-    def output_size(self, height: int, width: int, outscale: float | None = None) -> tuple[int, int]:
+    def output_size(
+        self, height: int, width: int, outscale: float | None = None, *, command_line: bool = False
+    ) -> tuple[int, int]:
         """(height, width) of the result for an input of that size."""
 
     @overload

@@ -27,7 +27,7 @@ from srfeat.errors import SRFeatError, TileOutOfMemoryError, WeightsError
 from srfeat.inference.onnx_contents import check_before_loading, check_weights, parse_model
 from srfeat.inference.onnx_structure import check_part_count
 from srfeat.inference.tiling import tile_memory_advice
-from srfeat.path_checks import broken_link, special_file_kind, unreadable_advice
+from srfeat.path_checks import broken_link, special_file_kind, unreadable_message
 from srfeat.weights.reading import first_line
 
 if TYPE_CHECKING:
@@ -138,8 +138,8 @@ class OnnxRunner:
             try:
                 model = path.read_bytes()
             except OSError as error:  # there, but a failing disk or no permission: was a traceback
-                again = unreadable_advice(error, "copy it again, or export it again with `srfeat export`")
-                raise WeightsError(f"cannot read {path}: {error.strerror or error}; {again}") from error
+                again = "copy it again, or export it again with `srfeat export`"
+                raise WeightsError(unreadable_message(path, error, again)) from error
         source = source or "ONNX model"
         if isinstance(model, bytes):
             check_part_count(model, source)  # before anything parses it: see onnx_structure

@@ -33,6 +33,7 @@ from srfeat.inference.checks import (
     check_rgb_generator,
     check_size,
     resolve_backend,
+    scaled_size,
 )
 from srfeat.inference.devices import (
     DTYPES,
@@ -294,8 +295,11 @@ class Upscaler(ImageKinds):
         working = (3 if channels in (1, 2) else 0) + (3 if self.tta else 0)
         check_output_memory(height * self.scale, width * self.scale, channels, working)
 
-    def output_size(self, height: int, width: int, outscale: float | None = None) -> tuple[int, int]:
-        """(height, width) of the result for an input of that size."""
+    def output_size(
+        self, height: int, width: int, outscale: float | None = None, *, command_line: bool = False
+    ) -> tuple[int, int]:
+        """(height, width) of the result for an input of that size; an InvalidImageError where `outscale` leaves
+        a side under 1 pixel (`scaled_size`; `command_line`: it names --outscale)."""
         if outscale is None or outscale == self.scale:
             return height * self.scale, width * self.scale
-        return max(1, round(height * outscale)), max(1, round(width * outscale))
+        return scaled_size(height, width, outscale, command_line=command_line)

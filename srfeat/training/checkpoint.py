@@ -38,7 +38,7 @@ from srfeat.files import (
     write_file_atomically,
     write_files_atomically,
 )
-from srfeat.path_checks import unreadable_advice
+from srfeat.path_checks import unreadable_message
 from srfeat.training.config import train_option
 from srfeat.weights.file_kinds import (
     DAMAGED_ZIP,
@@ -202,8 +202,7 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
     try:
         kind = identify_file(path)
     except OSError as error:
-        again = unreadable_advice(error, STATE_AGAIN)
-        raise WeightsError(f"cannot read training state {path}: {error.strerror or error}; {again}") from error
+        raise WeightsError(unreadable_message(path, error, STATE_AGAIN, what="training state")) from error
     if kind.name == DAMAGED_ZIP:  # torch said "[Errno 22] Invalid argument", or its zip reader's paragraph
         raise _unreadable_state(path, f"it is {kind.description}")
     if kind.name != PYTORCH:  # torch.load would call a PNG "pickled objects" and a text file "KeyError"

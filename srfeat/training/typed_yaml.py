@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from srfeat.errors import ConfigError
-from srfeat.path_checks import unreadable_advice
+from srfeat.path_checks import unreadable_message
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -315,8 +315,8 @@ def config_text(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as error:  # there, but a failing disk or no permission: was a traceback
-        again = unreadable_advice(error, "copy it again, or give another config")
-        raise ConfigError(f"cannot read config {path}: {error.strerror or error}; {again}") from error
+        again = "copy it again, or give another config"
+        raise ConfigError(unreadable_message(path, error, again, what="config")) from error
     # YAML streams may be UTF-16 with its byte-order mark (Windows PowerShell's `>` writes that):
     # taken as UTF-8, one was "binary data, not a YAML training config (text)"
     encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from srfeat.errors import VideoError
+from srfeat.inference.checks import scaled_size
 from srfeat.video import VideoOptions
 from srfeat.video.copied import carried_tags
 from srfeat.video.encoding import (
@@ -89,7 +90,9 @@ class UpscaledStream:
         scale = options.outscale if options.outscale is not None else model_scale
         if scale <= 0:
             raise VideoError(f"outscale must be positive, got {scale}")
-        width, height = (max(1, round(side * scale)) for side in self.frame_size)
+        height, width = scaled_size(
+            self.frame_size[1], self.frame_size[0], scale, what="video", command_line=command_line
+        )
         codec = choose_codec(av, output, source, options.codec, command_line=command_line)
         pixel_format = choose_pixel_format(codec, options.crf)
         if (even := even_size(source, width, height, pixel_format, command_line=command_line)) != (width, height):

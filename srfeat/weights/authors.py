@@ -44,7 +44,7 @@ from numpy.lib import format as npy_format
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
-from srfeat.path_checks import broken_link, special_file_kind, unreadable_advice
+from srfeat.path_checks import broken_link, special_file_kind, unreadable_message
 from srfeat.weights import as_path, generator_from_state
 from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, value_problem
 
@@ -189,9 +189,7 @@ def _not_theirs(path: Path, what: str) -> WeightsError:
 def _read_failed(path: Path, error: OSError) -> WeightsError:
     """A file that is there but whose read failed (a failing disk, no permission): said as such, where it was
     called no authors' weights ("cannot be read (...): expected tensorlayer's save_npz ...")."""
-    return WeightsError(
-        f"cannot read {path}: {error.strerror or error}; {unreadable_advice(error, 'download or copy it again')}"
-    )
+    return WeightsError(unreadable_message(path, error, "download or copy it again"))
 
 
 def _not_an_npz(path: Path) -> WeightsError:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
-from srfeat.path_checks import unreadable_advice, utf8_path
+from srfeat.path_checks import unreadable_message, utf8_path
 from srfeat.weights.checks import MAX_TENSORS, check_layout, check_weights, name_list
 from srfeat.weights.file_kinds import (
     DAMAGED_ZIP,
@@ -193,9 +193,7 @@ def read_state(
     try:
         _check_kind(path, bundled, again)
     except OSError as error:
-        raise WeightsError(
-            f"cannot read {path}: {error.strerror or error}; {unreadable_advice(error, again)}"
-        ) from error
+        raise WeightsError(unreadable_message(path, error, again)) from error
     if named_safetensors(path):
         try:
             shapes, float_keys = _safetensors_layout(path, again)

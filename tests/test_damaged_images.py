@@ -1,0 +1,122 @@
+"""Damaged image files said in plain words: a WebP cut short or damaged (PIL's "could not create decoder
+object"), and a 16-bit TIFF whose tags claim more pixels than its data can hold, refused before its reader
+reserves memory for them ("failed to read 864000000 bytes, got 384", once 864 MB had been set aside)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from cli_helpers import one_input_error, python_code, srfeat_cli
+from PIL import Image
+from skimage import data as samples
+
+from srfeat.data.io import read_raw_image
+from srfeat.data.tiff16 import write_tiff16
+from srfeat.errors import ImageReadError
+
+
+def write_webp(path: Path, **options: object) -> bytes:
+    Image.fromarray(samples.astronaut()[:64, :64]).save(path, **options)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("options", [{"quality": 80}, {"lossless": True}], ids=["lossy", "lossless"])
+def test_a_webp_cut_short_is_said_so_by_the_command(tmp_path: Path, model_path: Path, options: dict) -> None:
+    whole = write_webp(tmp_path / "whole.webp", **options)
+    (tmp_path / "cut.webp").write_bytes(whole[: len(whole) // 2])
+    child = srfeat_cli("upscale", "cut.webp", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        f"ERROR: cannot read image cut.webp: the WebP file is cut short ({len(whole) // 2:,} of the {len(whole):,} "
+        "bytes its header gives); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_damaged_webp_of_its_whole_length_is_said_to_be_damaged(tmp_path: Path) -> None:
+    damaged = bytearray(write_webp(tmp_path / "whole.webp", quality=80))
+    damaged[20:60] = bytes(40)  # the VP8 frame's header, after the RIFF and chunk headers
+    (tmp_path / "damaged.webp").write_bytes(bytes(damaged))
+    with pytest.raises(ImageReadError) as refused:
+        read_raw_image(tmp_path / "damaged.webp")
+    assert str(refused.value) == (
+        f"cannot read image {tmp_path / 'damaged.webp'}: the WebP file is damaged (its decoder cannot read it); "
+        "skip or replace this file"
+    )
+
+
+def claiming(source: Path, target: Path, width: int, height: int) -> None:
+    """`source`, a TIFF of one strip, written to `target` with its tags giving `width`x`height` pixels in it."""
+    with tifffile.TiffFile(source) as tiff:
+        tags = tiff.pages.first.tags
+        places = [(tags[code].valueoffset, tags[code].dtype) for code in (256, 257, 278)]  # width, length, rows
+    claimed = bytearray(source.read_bytes())
+    for (offset, kind), value in zip(places, (width, height, height), strict=True):
+        struct.pack_into("<I" if kind == tifffile.DATATYPE.LONG else "<H", claimed, offset, value)
+    target.write_bytes(bytes(claimed))
+
+
+def test_a_sixteen_bit_tiff_claiming_more_pixels_than_it_holds_is_refused_by_the_command(
+    tmp_path: Path, model_path: Path
+) -> None:
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((8, 8, 3), np.uint16), photometric="rgb", metadata=None)
+    claiming(tmp_path / "small.tif", tmp_path / "huge.tif", 12000, 12000)
+    child = srfeat_cli("upscale", "huge.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        "ERROR: cannot read image huge.tif: its header gives 12000x12000 pixels (864,000,000 bytes), more than the "
+        "384 bytes of pixel data it holds can make (damaged or cut short?); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_sixteen_bit_tiff_cut_short_is_refused_before_its_pixels_are_read(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "whole.tif", np.zeros((8, 8, 3), np.uint16), photometric="rgb", metadata=None)
+    whole = (tmp_path / "whole.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(whole[: len(whole) - 100])
+    with pytest.raises(ImageReadError, match=rf"its pixel data runs to byte {len(whole)}, but the file has "):
+        read_raw_image(tmp_path / "cut.tif")
+
+
+def test_a_flat_sixteen_bit_tiff_deflated_as_far_as_it_goes_is_still_read(tmp_path: Path) -> None:
+    """The check allows Deflate's most (1032:1): a flat image, which srfeat writes so, is no damaged file."""
+    flat = np.full((600, 600, 3), 1234, np.uint16)
+    write_tiff16(tmp_path / "flat.tif", flat)
+    assert flat.nbytes > 500 * (tmp_path / "flat.tif").stat().st_size  # compressed near Deflate's limit
+    assert np.array_equal(read_raw_image(tmp_path / "flat.tif").array, flat)
+
+
+# `srfeat upscale` in a child whose Path.stat gives the size of files named proc.png as 0, as the kernel gives a
+# /proc or /sys file's whatever it holds (no test touches those files themselves)
+_SIZE_GIVEN_AS_ZERO = """
+import os, pathlib, sys
+real_stat = pathlib.Path.stat
+def stat(self, *args, **kwargs):
+    result = real_stat(self, *args, **kwargs)
+    return os.stat_result((*result[:6], 0, *result[7:10])) if self.name == "proc.png" else result
+pathlib.Path.stat = stat
+from srfeat.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_file_whose_size_is_given_as_zero_but_holds_data_is_not_called_empty(
+    tmp_path: Path, model_path: Path
+) -> None:
+    Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "proc.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name, said in (
+        (
+            "proc.png",
+            (
+                "its size is given as 0 bytes, yet it holds data (a file of /proc or /sys?); copy it to a "
+                "regular file first (cp), and give that"
+            ),
+        ),
+        ("empty.png", "the file is empty (0 bytes); skip or replace this file"),
+    ):
+        child = python_code(_SIZE_GIVEN_AS_ZERO, "upscale", name, "-o", "out.png", "--model", model_path, cwd=tmp_path)
+        assert one_input_error(child) == f"ERROR: cannot read image {name}: {said}"
+        assert not (tmp_path / "out.png").exists()
