@@ -621,6 +621,7 @@ function select(job) {
   $("download").hidden = false;
   $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = false;
   $("viewer-empty").hidden = true;
+  enableViewControls(true);
   if (changed) fit();
   render();
 }
@@ -640,8 +641,16 @@ function clearViewer() {
   $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = true;
   $("download").hidden = true;
   $("viewer-empty").hidden = false;
+  enableViewControls(false);
   $("before").removeAttribute("src");
   $("after").removeAttribute("src");
+}
+
+// Fit, 100% and the zoom buttons do nothing without an image: disabled (out of the tab order) until one is shown.
+const VIEW_CONTROLS = ["fit", "actual", "zoom-out", "zoom-in"];
+
+function enableViewControls(enabled) {
+  for (const id of VIEW_CONTROLS) $(id).disabled = !enabled;
 }
 
 function frameSize() {
@@ -813,27 +822,43 @@ function setupUploads() {
       $("files").click();
     }
   });
-  drop.addEventListener("dragover", (event) => {
-    event.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    event.stopPropagation(); // taken here, not again by the page's own handler below
-    drop.classList.remove("over");
-    dropped(event.dataTransfer);
-  });
   // Files dropped anywhere on the page are taken (the viewer is most of it: dropped there, they were
   // ignored without a word), and the browser does not navigate away from the page to show them.
   // (Text dragged within the page itself is no upload gone wrong: it is let be.)
   let dragFromPage = false;
   document.addEventListener("dragstart", () => (dragFromPage = true));
-  document.addEventListener("dragend", () => (dragFromPage = false));
+  document.addEventListener("dragend", () => {
+    dragFromPage = false;
+    showDragOver(false);
+  });
+  // While files are dragged over the page, the page says that it takes them, wherever the pointer is (only the
+  // drop zone lit up, and a drop on the viewer looked as if it would be ignored). Entering a child fires its
+  // dragenter before the dragleave of the element left, so the highlight is on while any enter is unmatched:
+  // a count, not the last event, which flickered it off over every child.
+  let dragDepth = 0;
+  document.addEventListener("dragenter", () => {
+    if (dragFromPage) return;
+    dragDepth += 1;
+    showDragOver(true);
+  });
+  document.addEventListener("dragleave", () => {
+    if (dragFromPage) return;
+    // Out of the window, or the drag cancelled (Escape): the last enter is matched.
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) showDragOver(false);
+  });
   window.addEventListener("dragover", (event) => event.preventDefault());
   window.addEventListener("drop", (event) => {
     event.preventDefault();
+    dragDepth = 0;
+    showDragOver(false);
     if (!dragFromPage) dropped(event.dataTransfer);
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && dragDepth > 0) {
+      dragDepth = 0;
+      showDragOver(false);
+    }
   });
   $("download-all").addEventListener("click", () => {
     const link = document.createElement("a");
@@ -847,6 +872,11 @@ function setupUploads() {
   $("strength").addEventListener("input", () => {
     $("strength-value").textContent = Number($("strength").value).toFixed(2);
   });
+}
+
+function showDragOver(over) {
+  $("drop").classList.toggle("over", over);
+  document.body.classList.toggle("dragging", over);
 }
 
 function dropped(transfer) {

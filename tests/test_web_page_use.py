@@ -1,0 +1,145 @@
+"""The page of `srfeat serve` as it is used: by mouse, by keyboard alone and through a screen reader, with files
+dragged onto it, and what its notes advise. Helpers and the browser come from test_web.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
+pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from playwright.sync_api import Browser, Page, expect
+from test_web import (
+    Server,
+    browser_fixture,  # noqa: F401  (the `browser` fixture)
+    job_card,
+    open_tab,
+    png_bytes,
+    start_server,
+    stop_server,
+)
+
+VIEW_BUTTONS = ("fit", "actual", "zoom-out", "zoom-in")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    started = start_server()
+    yield started
+    stop_server(started)
+
+
+# The focused element named (its id, else its accessible label, else its text), or null once round.
+FOCUSED = """(round) => {
+    const element = document.activeElement;
+    if (element.dataset.tabRound === String(round)) return null;
+    element.dataset.tabRound = String(round);
+    return element.id || element.getAttribute("aria-label") || `${element.tagName}: ${element.textContent.trim()}`;
+}"""
+
+
+def _tab_stops(page: Page) -> list[str]:
+    """The elements Tab visits from the top of the page, in order, once round (named as `FOCUSED` says)."""
+    page.click("h1")  # where Tab starts from
+    round_ = page.evaluate("() => (window.tabRounds = (window.tabRounds || 0) + 1)")
+    stops: list[str] = []
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        stop = page.evaluate(FOCUSED, round_)
+        if stop is None:
+            return stops
+        stops.append(stop)
+    pytest.fail(f"Tab did not come round within 80 stops: {stops}")
+
+
+def _upload(page: Page, name: str, data: bytes) -> None:
+    page.set_input_files("#files", files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+
+
+def test_the_view_buttons_are_disabled_until_an_image_is_shown(server: Server, browser: Browser) -> None:
+    """Fit, 100% and the zoom buttons were tab stops and clickable with no image to fit or zoom: a keyboard
+    user passed four buttons that did nothing, and a screen reader called them usable."""
+    page = open_tab(browser, server).page
+    for button in VIEW_BUTTONS:
+        expect(page.locator(f"#{button}")).to_be_disabled()
+    stops = _tab_stops(page)
+    assert "drop" in stops and not set(VIEW_BUTTONS) & set(stops), stops
+    _upload(page, "shown.png", png_bytes(16))
+    expect(job_card(page, "shown.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 64")
+    for button in VIEW_BUTTONS:
+        expect(page.locator(f"#{button}")).to_be_enabled()
+    assert set(VIEW_BUTTONS) <= set(_tab_stops(page))
+    fitted = page.locator("#zoom-level").inner_text()
+    page.click("#zoom-in")
+    expect(page.locator("#zoom-level")).not_to_have_text(fitted)
+    page.click("#fit")
+    expect(page.locator("#zoom-level")).to_have_text(fitted)
+    # The image removed, the viewer is empty again, and so are its buttons.
+    page.get_by_role("button", name="remove from the list: shown.png").click()
+    expect(page.locator("#viewer-empty")).to_be_visible()
+    for button in VIEW_BUTTONS:
+        expect(page.locator(f"#{button}")).to_be_disabled()
+    page.context.close()
+
+
+# Synthetic drag events, as the browser sends them for files dragged in from another program (Playwright
+# cannot drag a file from outside the page). `target` is an element id, `leaving_for` one or null.
+DRAG = """([kind, target, leavingFor]) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([new Uint8Array([1, 2, 3])], "dragged.png", { type: "image/png" }));
+    const related = leavingFor ? document.getElementById(leavingFor) : null;
+    document.getElementById(target).dispatchEvent(new DragEvent(kind, {
+        dataTransfer: transfer, bubbles: true, cancelable: true, relatedTarget: related }));
+}"""
+
+
+def _drag(page: Page, kind: str, target: str, leaving_for: str | None = None) -> None:
+    page.evaluate(DRAG, [kind, target, leaving_for])
+
+
+def _highlighted(page: Page) -> bool:
+    """Whether the page shows that it takes the drop: the drop zone lit and the page-wide overlay shown."""
+    drop_lit = page.evaluate("() => document.getElementById('drop').classList.contains('over')")
+    overlay = page.evaluate("() => getComputedStyle(document.body, '::after').content")
+    assert drop_lit == (overlay not in ("none", "normal", "")), (drop_lit, overlay)
+    return drop_lit
+
+
+def test_files_dragged_anywhere_over_the_page_light_it_up_until_they_leave_drop_or_escape(
+    server: Server, browser: Browser
+) -> None:
+    """A drop anywhere is taken, but only a drag over the small drop zone lit it up: over the viewer, most of
+    the page, nothing said that the files would be taken."""
+    page = open_tab(browser, server).page
+    assert not _highlighted(page)
+    _drag(page, "dragenter", "frame")
+    _drag(page, "dragover", "frame")
+    assert _highlighted(page)
+    # Over a child: its dragenter comes before the parent's dragleave; no flicker off in between.
+    _drag(page, "dragenter", "zoom-in")
+    _drag(page, "dragleave", "frame", "zoom-in")
+    assert _highlighted(page)
+    _drag(page, "dragenter", "toolbar")
+    _drag(page, "dragleave", "zoom-in", "toolbar")
+    assert _highlighted(page)
+    # Out of the window: off.
+    _drag(page, "dragleave", "toolbar")
+    assert not _highlighted(page)
+    # Dropped: off, and the file taken.
+    _drag(page, "dragenter", "viewer-empty")
+    assert _highlighted(page)
+    _drag(page, "drop", "viewer-empty")
+    assert not _highlighted(page)
+    expect(job_card(page, "dragged.png")).to_have_count(1)
+    # Escape: off.
+    _drag(page, "dragenter", "sidebar")
+    assert _highlighted(page)
+    page.keyboard.press("Escape")
+    assert not _highlighted(page)
+    # Text dragged within the page is no upload: nothing lights up.
+    page.evaluate("() => document.getElementById('limits').dispatchEvent(new DragEvent('dragstart', {bubbles: true}))")
+    _drag(page, "dragenter", "frame")
+    assert not _highlighted(page)
+    page.context.close()
