@@ -4,13 +4,17 @@ dragged onto it, and what its notes advise. Helpers and the browser come from te
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from cli_helpers import srfeat_cli
 from playwright.sync_api import Browser, Page, expect
 from test_web import (
+    TILE,
     Server,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
     job_card,
@@ -19,6 +23,8 @@ from test_web import (
     start_server,
     stop_server,
 )
+
+from srfeat.data.io import write_image
 
 VIEW_BUTTONS = ("fit", "actual", "zoom-out", "zoom-in")
 
@@ -143,3 +149,28 @@ def test_files_dragged_anywhere_over_the_page_light_it_up_until_they_leave_drop_
     _drag(page, "dragenter", "frame")
     assert not _highlighted(page)
     page.context.close()
+
+
+def test_a_16_bit_image_the_download_keeps_8_bits_of_says_what_a_web_user_can_do(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    """A 16-bit PNG named `.jpg` is a JPEG result with 8 bits, as `srfeat upscale` writes it; the card said
+    "use .png to keep 16", advice for naming the output file, which the page's user does not do."""
+    pixels = np.random.default_rng(0).integers(0, 65536, (12, 10, 3), dtype=np.uint16)
+    write_image(tmp_path / "deep.png", pixels)
+    (tmp_path / "deep.png").rename(tmp_path / "deep.jpg")
+    page = open_tab(browser, server).page
+    page.set_input_files("#files", str(tmp_path / "deep.jpg"))
+    card = job_card(page, "deep.jpg")
+    expect(card).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(card.locator(".status")).to_contain_text(
+        "note: deep.jpg has 16 bits per channel, which JPEG cannot hold: the download (deep_x4.jpg) has 8; "
+        "to keep 16, rename the file .png or .tif and upload it again (the result is in the format its name says), "
+        "or upscale it with srfeat upscale --ext png"
+    )
+    expect(card.locator(".status")).not_to_contain_text("use .png")
+    page.context.close()
+    # The command line keeps its own advice, for the output name its user gives.
+    child = srfeat_cli("upscale", tmp_path / "deep.jpg", "-o", tmp_path / "out", "--device", "cpu", "--tile", str(TILE))
+    assert child.returncode == 0, child.stderr
+    assert "JPEG cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)" in child.stderr

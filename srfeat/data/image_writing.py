@@ -20,6 +20,9 @@ from srfeat.files import disk_full_named, move_into_place, writing_temporary
 from srfeat.library_warnings import WARNINGS_LOCK
 
 logger = logging.getLogger("srfeat.data.io")  # the writer's messages keep the logger they always had
+# The warning for 16 bits written as 8 (its arguments: the file, the format), named so that the web page, whose
+# user does not name the output file, can word its own advice (`srfeat.web.worker`).
+SIXTEEN_BITS_CUT = "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)"
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray, compress_level: int = 6) -> None:
@@ -134,9 +137,7 @@ def write_image(
             array = np.rint(np.multiply(array, 65535.0 if bits == 16 else 255.0, out=array), out=array)
             array = array.astype(np.uint16 if bits == 16 else np.uint8)
     if array.dtype == np.uint16 and not sixteen_bit_ok:
-        logger.warning(
-            "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format
-        )
+        logger.warning(SIXTEEN_BITS_CUT, path, image_format)
         array = _uint16_to_uint8(array)
     # the folder made (and removed again if the write fails), a stale temporary (a run killed while writing this
     # file) removed; a live writer's kept
