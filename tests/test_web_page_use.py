@@ -3,6 +3,7 @@ dragged onto it, and what its notes advise. Helpers and the browser come from te
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +88,35 @@ def test_the_view_buttons_are_disabled_until_an_image_is_shown(server: Server, b
     expect(page.locator("#viewer-empty")).to_be_visible()
     for button in VIEW_BUTTONS:
         expect(page.locator(f"#{button}")).to_be_disabled()
+    page.context.close()
+
+
+def test_the_viewer_names_the_image_it_shows_and_is_no_tab_stop_while_empty(server: Server, browser: Browser) -> None:
+    """Empty, the comparison frame was a tab stop whose keys did nothing. Showing one of several images, the frame
+    was "comparison" and the toolbar's link "Download": a screen reader did not say which image either was."""
+    page = open_tab(browser, server).page
+    assert "frame" not in _tab_stops(page)
+    page.set_input_files(
+        "#files",
+        files=[{"name": name, "mimeType": "image/png", "buffer": png_bytes(16)} for name in ("one.png", "two.png")],
+    )
+    for name in ("one.png", "two.png"):
+        expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=60_000)
+    frame = page.locator("#frame")
+    expect(frame).to_have_accessible_name(
+        "comparison of one.png \u00b7 default: arrow keys pan, + and - zoom, 0 fits it in the window"
+    )
+    expect(page.locator("#toolbar").get_by_role("link")).to_have_accessible_name("Download one_x4.png")
+    page.get_by_role("button", name="Compare two.png").click()
+    expect(frame).to_have_accessible_name(re.compile(r"^comparison of two\.png \u00b7 default: arrow keys pan"))
+    expect(page.locator("#toolbar").get_by_role("link")).to_have_accessible_name("Download two_x4.png")
+    assert "frame" in _tab_stops(page)
+    # Both removed: the frame is empty, and no tab stop, again.
+    for name in ("one.png", "two.png"):
+        page.get_by_role("button", name=f"remove from the list: {name}").click()
+    expect(page.locator("#viewer-empty")).to_be_visible()
+    expect(frame).to_have_accessible_name(re.compile(r"^comparison: arrow keys pan"))
+    assert "frame" not in _tab_stops(page)
     page.context.close()
 
 

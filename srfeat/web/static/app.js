@@ -621,7 +621,7 @@ function select(job) {
   $("download").hidden = false;
   $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = false;
   $("viewer-empty").hidden = true;
-  enableViewControls(true);
+  labelViewer(job);
   if (changed) fit();
   render();
 }
@@ -641,16 +641,23 @@ function clearViewer() {
   $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = true;
   $("download").hidden = true;
   $("viewer-empty").hidden = false;
-  enableViewControls(false);
+  labelViewer(null);
   $("before").removeAttribute("src");
   $("after").removeAttribute("src");
 }
 
-// Fit, 100% and the zoom buttons do nothing without an image: disabled (out of the tab order) until one is shown.
+// Without an image the viewer's controls do nothing: Fit, 100% and the zoom buttons are disabled, and the frame is no
+// tab stop, until one is shown (Tab passed five stops that did nothing). With one, the frame and the toolbar's
+// Download name it: beside several cards, a screen reader said only "comparison" and "Download", whichever was shown.
 const VIEW_CONTROLS = ["fit", "actual", "zoom-out", "zoom-in"];
+const FRAME_KEYS = "arrow keys pan, + and - zoom, 0 fits it in the window";
 
-function enableViewControls(enabled) {
-  for (const id of VIEW_CONTROLS) $(id).disabled = !enabled;
+function labelViewer(job) {
+  for (const id of VIEW_CONTROLS) $(id).disabled = !job;
+  $("frame").tabIndex = job ? 0 : -1;
+  const shown = job ? ` of ${job.name} \u00b7 ${job.label}` : "";
+  $("frame").setAttribute("aria-label", `comparison${shown}: ${FRAME_KEYS}`);
+  if (job) $("download").setAttribute("aria-label", `Download ${job.result_name}`);
 }
 
 function frameSize() {
