@@ -120,6 +120,26 @@ def test_the_viewer_names_the_image_it_shows_and_is_no_tab_stop_while_empty(serv
     page.context.close()
 
 
+def test_the_split_takes_a_sliders_keys(server: Server, browser: Browser) -> None:
+    """The split is a slider to a screen reader, which tells its user to use a slider's keys; it took only left
+    and right: Home, End, Page Up, Page Down and up and down did nothing."""
+    page = open_tab(browser, server).page
+    _upload(page, "split.png", png_bytes(16))
+    expect(job_card(page, "split.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    split = page.get_by_role("slider", name="before/after split")
+    split.focus()
+    transform = page.eval_on_selector("#stage", "element => element.style.transform")
+    for key, value in [("End", 100), ("PageDown", 90), ("ArrowDown", 88), ("Home", 0), ("PageUp", 10), ("ArrowUp", 12)]:
+        page.keyboard.press(key)
+        expect(split).to_have_attribute("aria-valuenow", str(value))
+    left = page.eval_on_selector("#split", "element => element.getBoundingClientRect().left")
+    frame = page.eval_on_selector("#frame", "element => element.getBoundingClientRect()")
+    assert abs(left - (frame["left"] + 0.12 * frame["width"])) < 2, (left, frame)
+    # The picture stays where it was: the split's keys are its own.
+    assert page.eval_on_selector("#stage", "element => element.style.transform") == transform
+    page.context.close()
+
+
 # Synthetic drag events, as the browser sends them for files dragged in from another program (Playwright
 # cannot drag a file from outside the page). `target` is an element id, `leaving_for` one or null.
 DRAG = """([kind, target, leavingFor]) => {

@@ -746,10 +746,14 @@ function setupViewer() {
     target.addEventListener("pointerup", end);
     target.addEventListener("pointercancel", end);
   }
+  // The keys of a slider (WAI-ARIA's pattern, as a screen reader announces it): up and right move it right, Page Up
+  // and Page Down by a tenth, Home and End to either edge (only left and right moved it; End, say, did nothing).
   split.addEventListener("keydown", (event) => {
     const step = event.shiftKey ? 0.1 : 0.02;
-    if (event.key === "ArrowLeft") view.split = Math.max(0, view.split - step);
-    else if (event.key === "ArrowRight") view.split = Math.min(1, view.split + step);
+    const moves = { ArrowLeft: -step, ArrowDown: -step, ArrowRight: step, ArrowUp: step, PageDown: -0.1, PageUp: 0.1 };
+    if (event.key in moves) view.split = Math.min(1, Math.max(0, view.split + moves[event.key]));
+    else if (event.key === "Home") view.split = 0;
+    else if (event.key === "End") view.split = 1;
     else return;
     event.preventDefault();
     draw();
