@@ -3,7 +3,9 @@ dragged onto it, and what its notes advise. Helpers and the browser come from te
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +15,12 @@ import pytest
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
 from cli_helpers import srfeat_cli
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 from test_web import (
     TILE,
     Server,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
+    call,
     job_card,
     open_tab,
     png_bytes,
@@ -106,10 +109,14 @@ def test_the_viewer_names_the_image_it_shows_and_is_no_tab_stop_while_empty(serv
     expect(frame).to_have_accessible_name(
         "comparison of one.png \u00b7 default: arrow keys pan, + and - zoom, 0 fits it in the window"
     )
-    expect(page.locator("#toolbar").get_by_role("link")).to_have_accessible_name("Download one_x4.png")
+    expect(page.locator("#toolbar").get_by_role("link")).to_have_accessible_name(
+        "Download one_x4.png, shown in the viewer"
+    )
     page.get_by_role("button", name="Compare two.png").click()
     expect(frame).to_have_accessible_name(re.compile(r"^comparison of two\.png \u00b7 default: arrow keys pan"))
-    expect(page.locator("#toolbar").get_by_role("link")).to_have_accessible_name("Download two_x4.png")
+    expect(page.locator("#toolbar").get_by_role("link")).to_have_accessible_name(
+        "Download two_x4.png, shown in the viewer"
+    )
     assert "frame" in _tab_stops(page)
     # Both removed: the frame is empty, and no tab stop, again.
     for name in ("one.png", "two.png"):
@@ -137,6 +144,37 @@ def test_the_split_takes_a_sliders_keys(server: Server, browser: Browser) -> Non
     assert abs(left - (frame["left"] + 0.12 * frame["width"])) < 2, (left, frame)
     # The picture stays where it was: the split's keys are its own.
     assert page.eval_on_selector("#stage", "element => element.style.transform") == transform
+    page.context.close()
+
+
+def test_images_done_between_two_of_the_pages_questions_are_each_announced(server: Server, browser: Browser) -> None:
+    """Two images done between two of the page's questions (small images, a busy browser) were announced each over
+    the other in the live region: a screen reader heard that the second was done, never the first."""
+    page = open_tab(browser, server).page
+    session = page.evaluate("session")
+    held: list[Route] = []
+    page.route("**/api/sessions/*/jobs?*", lambda route: held.append(route))
+    while not held:  # the page's next question waits here, and the page asks no other until it is answered
+        page.wait_for_timeout(50)
+    page.set_input_files(
+        "#files",
+        files=[
+            {"name": name, "mimeType": "image/png", "buffer": png_bytes(16)} for name in ("first.png", "second.png")
+        ],
+    )
+    deadline = time.monotonic() + 120
+    while True:  # asked by the test meanwhile (which keeps the session open)
+        jobs = json.loads(call(server, "GET", f"/api/sessions/{session}/jobs").body)["jobs"]
+        if [job["state"] for job in jobs] == ["done", "done"]:
+            break
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.1)
+    assert len(held) == 1 and page.locator("#jobs li[data-state='done']").count() == 0
+    page.unroute("**/api/sessions/*/jobs?*")  # which sends the held question on: its answer has both done
+    expect(page.locator("#jobs li[data-state='done']")).to_have_count(2)
+    expect(page.locator("#announce")).to_have_text(
+        re.compile(r"^first\.png: done, 64\u00d764, \d+ s\. second\.png: done, 64\u00d764, \d+ s$")
+    )
     page.context.close()
 
 

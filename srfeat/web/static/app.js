@@ -208,7 +208,7 @@ const NUDGE_MS = 2000; // how long the detail chooser is outlined after "Again" 
 function showExisting(described) {
   const existing = serverJobs.find((other) => other.id === described.id) || described;
   if (existing.state === "done") select(existing);
-  $("announce").textContent = `${existing.name} has a card with ${existing.label} already: choose another detail`;
+  announce(`${existing.name} has a card with ${existing.label} already: choose another detail`);
   // Where to choose it, outlined for a moment: pressed on the card shown already, nothing else would change.
   $("detail").classList.add("nudge");
   setTimeout(() => $("detail").classList.remove("nudge"), NUDGE_MS);
@@ -385,8 +385,22 @@ function linkDownload(link, job) {
 // What a screen reader hears: a job that is done or stopped, once (the list itself is not a live
 // region: its countdown changes every second). Refusals and failures are alerts on their cards.
 function announceChange(job, text) {
-  if (job.state === "done") $("announce").textContent = `${job.name}: done, ${text}`;
-  else if (job.state === "cancelled") $("announce").textContent = `${job.name}: ${text}`;
+  if (job.state === "done") announce(`${job.name}: done, ${text}`);
+  else if (job.state === "cancelled") announce(`${job.name}: ${text}`);
+}
+
+// Said together: the lines of one update (two images done between two of the page's questions) go into the live
+// region at once, joined. Each written over the last, only the last was heard.
+let announcing = [];
+
+function announce(text) {
+  if (!announcing.length) {
+    queueMicrotask(() => {
+      $("announce").textContent = announcing.join(". ");
+      announcing = [];
+    });
+  }
+  announcing.push(text);
 }
 
 function render() {
@@ -657,7 +671,7 @@ function labelViewer(job) {
   $("frame").tabIndex = job ? 0 : -1;
   const shown = job ? ` of ${job.name} \u00b7 ${job.label}` : "";
   $("frame").setAttribute("aria-label", `comparison${shown}: ${FRAME_KEYS}`);
-  if (job) $("download").setAttribute("aria-label", `Download ${job.result_name}`);
+  if (job) $("download").setAttribute("aria-label", `Download ${job.result_name}, shown in the viewer`);
 }
 
 function frameSize() {
@@ -816,7 +830,7 @@ async function explainMissingView(side) {
   if ($(side).getAttribute("src") !== source) return; // another image was chosen meanwhile
   const label = $(`${side}-label`);
   label.textContent = `${label.textContent.split(": not shown")[0]}: not shown: ${reason}`;
-  $("announce").textContent = label.textContent;
+  announce(label.textContent);
 }
 
 // ---- start ---------------------------------------------------------------------------------
