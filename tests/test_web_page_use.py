@@ -239,24 +239,31 @@ def test_files_dragged_anywhere_over_the_page_light_it_up_until_they_leave_drop_
     page.context.close()
 
 
-def test_a_16_bit_image_the_download_keeps_8_bits_of_says_what_a_web_user_can_do(
+def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
     server: Server, browser: Browser, tmp_path: Path
 ) -> None:
-    """A 16-bit PNG named `.jpg` is a JPEG result with 8 bits, as `srfeat upscale` writes it; the card said
-    "use .png to keep 16", advice for naming the output file, which the page's user does not do."""
+    """A 16-bit PNG named `.jpg` is a JPEG result with 8 bits, as `srfeat upscale` writes it; its card said
+    "use .png to keep 16", advice for naming the output file, which the page's user does not do. So did a grey
+    image named `.webp` ("use .png to keep one channel")."""
     pixels = np.random.default_rng(0).integers(0, 65536, (12, 10, 3), dtype=np.uint16)
     write_image(tmp_path / "deep.png", pixels)
     (tmp_path / "deep.png").rename(tmp_path / "deep.jpg")
+    write_image(tmp_path / "grey.png", (pixels[..., 0] >> 8).astype(np.uint8))
+    (tmp_path / "grey.png").rename(tmp_path / "grey.webp")
     page = open_tab(browser, server).page
-    page.set_input_files("#files", str(tmp_path / "deep.jpg"))
-    card = job_card(page, "deep.jpg")
-    expect(card).to_have_attribute("data-state", "done", timeout=60_000)
-    expect(card.locator(".status")).to_contain_text(
-        "note: deep.jpg has 16 bits per channel, which JPEG cannot hold: the download (deep_x4.jpg) has 8; "
+    page.set_input_files("#files", [str(tmp_path / "deep.jpg"), str(tmp_path / "grey.webp")])
+    notes = {
+        "deep.jpg": "note: deep.jpg has 16 bits per channel, which JPEG cannot hold: the download (deep_x4.jpg) has 8; "
         "to keep 16, rename the file .png or .tif and upload it again (the result is in the format its name says), "
-        "or upscale it with srfeat upscale --ext png"
-    )
-    expect(card.locator(".status")).not_to_contain_text("use .png")
+        "or upscale it with srfeat upscale --ext png",
+        "grey.webp": "note: grey.webp is grey, and WebP has no grey mode: the download (grey_x4.webp) has the same "
+        "grey as RGB",
+    }
+    for name, note in notes.items():
+        card = job_card(page, name)
+        expect(card).to_have_attribute("data-state", "done", timeout=60_000)
+        expect(card.locator(".status")).to_contain_text(note)
+        expect(card.locator(".status")).not_to_contain_text("use .png")
     page.context.close()
     # The command line keeps its own advice, for the output name its user gives.
     child = srfeat_cli("upscale", tmp_path / "deep.jpg", "-o", tmp_path / "out", "--device", "cpu", "--tile", str(TILE))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from srfeat.data.image_writing import SIXTEEN_BITS_CUT
+from srfeat.data.image_writing import SIXTEEN_BITS_CUT, WEBP_GREY_AS_RGB
 from srfeat.errors import (
     ImageReadError,
     InvalidImageError,
@@ -223,14 +223,18 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
 
 def _page_note(record: logging.LogRecord, job: Job, source: Path, target: Path) -> str:
     """A warning the upscale logged, as `job`'s card says it: with the upload's names, not the temporary files'.
-    16 bits cut to 8 has the page's own advice: the command line's, "use .png", means naming the output file,
-    which the page's user does not do (the result takes the format the upload's name says)."""
+    16 bits cut to 8 and grey written as RGB have the page's own words: the command line's advice, "use .png", means
+    naming the output file, which the page's user does not do (the result is in the format the upload's name says)."""
     if record.msg == SIXTEEN_BITS_CUT and isinstance(record.args, tuple) and len(record.args) == 2:
         image_format = record.args[1]
         return (
             f"{job.name} has 16 bits per channel, which {image_format} cannot hold: the download "
             f"({job.result_name}) has 8; to keep 16, rename the file .png or .tif and upload it again "
             "(the result is in the format its name says), or upscale it with srfeat upscale --ext png"
+        )
+    if record.msg == WEBP_GREY_AS_RGB:
+        return (
+            f"{job.name} is grey, and WebP has no grey mode: the download ({job.result_name}) has the same grey as RGB"
         )
     note = record.getMessage().replace("\n", " ")
     return note.replace(str(source), job.name).replace(str(target), job.result_name)
