@@ -873,12 +873,15 @@ function setupUploads() {
     if (dragDepth === 0) showDragOver(false);
   });
   window.addEventListener("dragover", (event) => event.preventDefault());
-  window.addEventListener("drop", (event) => {
+  const takeDrop = (event) => {
     event.preventDefault();
+    event.stopPropagation(); // taken once: on the drop zone, not again by the window's handler
     dragDepth = 0;
     showDragOver(false);
     if (!dragFromPage) dropped(event.dataTransfer);
-  });
+  };
+  drop.addEventListener("drop", takeDrop);
+  window.addEventListener("drop", takeDrop);
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && dragDepth > 0) {
       dragDepth = 0;
