@@ -557,7 +557,9 @@ def test_the_viewer_pans_and_zooms_by_keyboard(server: Server, browser: Browser)
     page.set_input_files("#files", files=[_file("keys.png", png_bytes(32))])
     expect(job_card(page, "keys.png")).to_have_attribute("data-state", "done", timeout=60_000)
     page.wait_for_function("() => document.getElementById('after').naturalWidth === 128")
-    expect(page.get_by_role("group", name=re.compile("^comparison: arrow keys pan"))).to_be_visible()
+    expect(
+        page.get_by_role("group", name=re.compile("^comparison of keys.png · default: arrow keys pan"))
+    ).to_be_visible()
     page.focus("#frame")
     assert page.evaluate("() => document.activeElement.id") == "frame"
     fitted = page.locator("#zoom-level").inner_text()

@@ -20,6 +20,10 @@ from srfeat.files import disk_full_named, move_into_place, writing_temporary
 from srfeat.library_warnings import WARNINGS_LOCK
 
 logger = logging.getLogger("srfeat.data.io")  # the writer's messages keep the logger they always had
+# The warnings whose advice is to name the output file otherwise (their first argument: the file), named so that
+# the web page, whose user names no output file, can word its own (`srfeat.web.worker`).
+SIXTEEN_BITS_CUT = "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)"  # and the format
+WEBP_GREY_AS_RGB = "%s: WebP has no grey mode; writing the grey as RGB (use .png to keep one channel)"
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray, compress_level: int = 6) -> None:
@@ -114,7 +118,7 @@ def write_image(
         )
         array, channels = array[..., : channels - 1], channels - 1
     if image_format == "WEBP" and channels in (1, 2):
-        logger.warning("%s: WebP has no grey mode; writing the grey as RGB (use .png to keep one channel)", path)
+        logger.warning(WEBP_GREY_AS_RGB, path)
         if icc_profile and not is_rgb_profile(icc_profile):  # a grey one: viewers would read RGB through it
             logger.warning("%s: the grey colour profile cannot describe RGB pixels; it is left out", path)
             icc_profile = None
@@ -134,9 +138,7 @@ def write_image(
             array = np.rint(np.multiply(array, 65535.0 if bits == 16 else 255.0, out=array), out=array)
             array = array.astype(np.uint16 if bits == 16 else np.uint8)
     if array.dtype == np.uint16 and not sixteen_bit_ok:
-        logger.warning(
-            "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)", path, image_format
-        )
+        logger.warning(SIXTEEN_BITS_CUT, path, image_format)
         array = _uint16_to_uint8(array)
     # the folder made (and removed again if the write fails), a stale temporary (a run killed while writing this
     # file) removed; a live writer's kept

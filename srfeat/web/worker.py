@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from srfeat.data.image_writing import SIXTEEN_BITS_CUT, WEBP_GREY_AS_RGB
 from srfeat.errors import (
     ImageReadError,
     InvalidImageError,
@@ -214,31 +215,50 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
             # Messages name the temporary file; the user knows it by its upload name.
             raise page_error(error, lambda message: message.replace(str(source), job.name)) from error
         result = target.read_bytes()
-        notes = [note.replace(str(source), job.name).replace(str(target), job.result_name) for note in logged]
+        notes = [_page_note(record, job, source, target) for record in logged]
     if (format_note := job.format_note) is not None:  # the result is not in the format its upload was named
         notes.insert(0, format_note)
     return result, width, height, notes
 
 
+def _page_note(record: logging.LogRecord, job: Job, source: Path, target: Path) -> str:
+    """A warning the upscale logged, as `job`'s card says it: with the upload's names, not the temporary files'.
+    16 bits cut to 8 and grey written as RGB have the page's own words: the command line's advice, "use .png", means
+    naming the output file, which the page's user does not do (the result is in the format the upload's name says)."""
+    if record.msg == SIXTEEN_BITS_CUT and isinstance(record.args, tuple) and len(record.args) == 2:
+        image_format = record.args[1]
+        return (
+            f"{job.name} has 16 bits per channel, which {image_format} cannot hold: the download "
+            f"({job.result_name}) has 8; to keep 16, rename the file .png or .tif and upload it again "
+            "(the result is in the format its name says), or upscale it with srfeat upscale --ext png"
+        )
+    if record.msg == WEBP_GREY_AS_RGB:
+        return (
+            f"{job.name} is grey, and WebP has no grey mode: the download ({job.result_name}) has the same grey as RGB"
+        )
+    note = record.getMessage().replace("\n", " ")
+    return note.replace(str(source), job.name).replace(str(target), job.result_name)
+
+
 class _ThreadWarnings(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.notes: list[str] = []
+        self.records: list[logging.LogRecord] = []
         self._thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self._thread:
-            self.notes.append(record.getMessage().replace("\n", " "))
+            self.records.append(record)
 
 
 @contextmanager
-def job_notes() -> Iterator[list[str]]:
+def job_notes() -> Iterator[list[logging.LogRecord]]:
     """The warnings srfeat logs in this thread within the block (what `srfeat upscale` prints for a
-    file: 16 bits cut to 8 for a JPEG name, only the first frame read), as notes
-    for the job's card: the page showed such a result as if nothing had been lost."""
+    file: 16 bits cut to 8 for a JPEG name, only the first frame read), for the notes on the job's
+    card (`_page_note`): the page showed such a result as if nothing had been lost."""
     handler = _ThreadWarnings()
     logging.getLogger("srfeat").addHandler(handler)
     try:
-        yield handler.notes
+        yield handler.records
     finally:
         logging.getLogger("srfeat").removeHandler(handler)

@@ -208,7 +208,7 @@ const NUDGE_MS = 2000; // how long the detail chooser is outlined after "Again" 
 function showExisting(described) {
   const existing = serverJobs.find((other) => other.id === described.id) || described;
   if (existing.state === "done") select(existing);
-  $("announce").textContent = `${existing.name} has a card with ${existing.label} already: choose another detail`;
+  announce(`${existing.name} has a card with ${existing.label} already: choose another detail`);
   // Where to choose it, outlined for a moment: pressed on the card shown already, nothing else would change.
   $("detail").classList.add("nudge");
   setTimeout(() => $("detail").classList.remove("nudge"), NUDGE_MS);
@@ -385,8 +385,22 @@ function linkDownload(link, job) {
 // What a screen reader hears: a job that is done or stopped, once (the list itself is not a live
 // region: its countdown changes every second). Refusals and failures are alerts on their cards.
 function announceChange(job, text) {
-  if (job.state === "done") $("announce").textContent = `${job.name}: done, ${text}`;
-  else if (job.state === "cancelled") $("announce").textContent = `${job.name}: ${text}`;
+  if (job.state === "done") announce(`${job.name}: done, ${text}`);
+  else if (job.state === "cancelled") announce(`${job.name}: ${text}`);
+}
+
+// Said together: the lines of one update (two images done between two of the page's questions) go into the live
+// region at once, joined. Each written over the last, only the last was heard.
+let announcing = [];
+
+function announce(text) {
+  if (!announcing.length) {
+    queueMicrotask(() => {
+      $("announce").textContent = announcing.join(". ");
+      announcing = [];
+    });
+  }
+  announcing.push(text);
 }
 
 function render() {
@@ -621,6 +635,7 @@ function select(job) {
   $("download").hidden = false;
   $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = false;
   $("viewer-empty").hidden = true;
+  labelViewer(job);
   if (changed) fit();
   render();
 }
@@ -640,8 +655,23 @@ function clearViewer() {
   $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = true;
   $("download").hidden = true;
   $("viewer-empty").hidden = false;
+  labelViewer(null);
   $("before").removeAttribute("src");
   $("after").removeAttribute("src");
+}
+
+// Without an image the viewer's controls do nothing: Fit, 100% and the zoom buttons are disabled, and the frame is no
+// tab stop, until one is shown (Tab passed five stops that did nothing). With one, the frame and the toolbar's
+// Download name it: beside several cards, a screen reader said only "comparison" and "Download", whichever was shown.
+const VIEW_CONTROLS = ["fit", "actual", "zoom-out", "zoom-in"];
+const FRAME_KEYS = "arrow keys pan, + and - zoom, 0 fits it in the window";
+
+function labelViewer(job) {
+  for (const id of VIEW_CONTROLS) $(id).disabled = !job;
+  $("frame").tabIndex = job ? 0 : -1;
+  const shown = job ? ` of ${job.name} \u00b7 ${job.label}` : "";
+  $("frame").setAttribute("aria-label", `comparison${shown}: ${FRAME_KEYS}`);
+  if (job) $("download").setAttribute("aria-label", `Download ${job.result_name}, shown in the viewer`);
 }
 
 function frameSize() {
@@ -730,10 +760,14 @@ function setupViewer() {
     target.addEventListener("pointerup", end);
     target.addEventListener("pointercancel", end);
   }
+  // The keys of a slider (WAI-ARIA's pattern, as a screen reader announces it): up and right move it right, Page Up
+  // and Page Down by a tenth, Home and End to either edge (only left and right moved it; End, say, did nothing).
   split.addEventListener("keydown", (event) => {
     const step = event.shiftKey ? 0.1 : 0.02;
-    if (event.key === "ArrowLeft") view.split = Math.max(0, view.split - step);
-    else if (event.key === "ArrowRight") view.split = Math.min(1, view.split + step);
+    const moves = { ArrowLeft: -step, ArrowDown: -step, ArrowRight: step, ArrowUp: step, PageDown: -0.1, PageUp: 0.1 };
+    if (event.key in moves) view.split = Math.min(1, Math.max(0, view.split + moves[event.key]));
+    else if (event.key === "Home") view.split = 0;
+    else if (event.key === "End") view.split = 1;
     else return;
     event.preventDefault();
     draw();
@@ -796,7 +830,7 @@ async function explainMissingView(side) {
   if ($(side).getAttribute("src") !== source) return; // another image was chosen meanwhile
   const label = $(`${side}-label`);
   label.textContent = `${label.textContent.split(": not shown")[0]}: not shown: ${reason}`;
-  $("announce").textContent = label.textContent;
+  announce(label.textContent);
 }
 
 // ---- start ---------------------------------------------------------------------------------
@@ -813,27 +847,46 @@ function setupUploads() {
       $("files").click();
     }
   });
-  drop.addEventListener("dragover", (event) => {
-    event.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    event.stopPropagation(); // taken here, not again by the page's own handler below
-    drop.classList.remove("over");
-    dropped(event.dataTransfer);
-  });
   // Files dropped anywhere on the page are taken (the viewer is most of it: dropped there, they were
   // ignored without a word), and the browser does not navigate away from the page to show them.
   // (Text dragged within the page itself is no upload gone wrong: it is let be.)
   let dragFromPage = false;
   document.addEventListener("dragstart", () => (dragFromPage = true));
-  document.addEventListener("dragend", () => (dragFromPage = false));
+  document.addEventListener("dragend", () => {
+    dragFromPage = false;
+    showDragOver(false);
+  });
+  // While files are dragged over the page, the page says that it takes them, wherever the pointer is (only the
+  // drop zone lit up, and a drop on the viewer looked as if it would be ignored). Entering a child fires its
+  // dragenter before the dragleave of the element left, so the highlight is on while any enter is unmatched:
+  // a count, not the last event, which flickered it off over every child.
+  let dragDepth = 0;
+  document.addEventListener("dragenter", () => {
+    if (dragFromPage) return;
+    dragDepth += 1;
+    showDragOver(true);
+  });
+  document.addEventListener("dragleave", () => {
+    if (dragFromPage) return;
+    // Out of the window, or the drag cancelled (Escape): the last enter is matched.
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) showDragOver(false);
+  });
   window.addEventListener("dragover", (event) => event.preventDefault());
-  window.addEventListener("drop", (event) => {
+  const takeDrop = (event) => {
     event.preventDefault();
+    event.stopPropagation(); // taken once: on the drop zone, not again by the window's handler
+    dragDepth = 0;
+    showDragOver(false);
     if (!dragFromPage) dropped(event.dataTransfer);
+  };
+  drop.addEventListener("drop", takeDrop);
+  window.addEventListener("drop", takeDrop);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && dragDepth > 0) {
+      dragDepth = 0;
+      showDragOver(false);
+    }
   });
   $("download-all").addEventListener("click", () => {
     const link = document.createElement("a");
@@ -847,6 +900,11 @@ function setupUploads() {
   $("strength").addEventListener("input", () => {
     $("strength-value").textContent = Number($("strength").value).toFixed(2);
   });
+}
+
+function showDragOver(over) {
+  $("drop").classList.toggle("over", over);
+  document.body.classList.toggle("dragging", over);
 }
 
 function dropped(transfer) {

@@ -1,0 +1,271 @@
+"""The page of `srfeat serve` as it is used: by mouse, by keyboard alone and through a screen reader, with files
+dragged onto it, and what its notes advise. Helpers and the browser come from test_web.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
+pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
+from cli_helpers import srfeat_cli
+from playwright.sync_api import Browser, Page, Route, expect
+from test_web import (
+    TILE,
+    Server,
+    browser_fixture,  # noqa: F401  (the `browser` fixture)
+    call,
+    job_card,
+    open_tab,
+    png_bytes,
+    start_server,
+    stop_server,
+)
+
+from srfeat.data.io import write_image
+
+VIEW_BUTTONS = ("fit", "actual", "zoom-out", "zoom-in")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    started = start_server()
+    yield started
+    stop_server(started)
+
+
+# The focused element named (its id, else its accessible label, else its text), or null once round.
+FOCUSED = """(round) => {
+    const element = document.activeElement;
+    if (element.dataset.tabRound === String(round)) return null;
+    element.dataset.tabRound = String(round);
+    return element.id || element.getAttribute("aria-label") || `${element.tagName}: ${element.textContent.trim()}`;
+}"""
+
+
+def _tab_stops(page: Page) -> list[str]:
+    """The elements Tab visits from the top of the page, in order, once round (named as `FOCUSED` says)."""
+    page.click("h1")  # where Tab starts from
+    round_ = page.evaluate("() => (window.tabRounds = (window.tabRounds || 0) + 1)")
+    stops: list[str] = []
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        stop = page.evaluate(FOCUSED, round_)
+        if stop is None:
+            return stops
+        stops.append(stop)
+    pytest.fail(f"Tab did not come round within 80 stops: {stops}")
+
+
+def _upload(page: Page, name: str, data: bytes) -> None:
+    page.set_input_files("#files", files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+
+
+def test_the_view_buttons_are_disabled_until_an_image_is_shown(server: Server, browser: Browser) -> None:
+    """Fit, 100% and the zoom buttons were tab stops and clickable with no image to fit or zoom: a keyboard
+    user passed four buttons that did nothing, and a screen reader called them usable."""
+    page = open_tab(browser, server).page
+    for button in VIEW_BUTTONS:
+        expect(page.locator(f"#{button}")).to_be_disabled()
+    stops = _tab_stops(page)
+    assert "drop" in stops and not set(VIEW_BUTTONS) & set(stops), stops
+    _upload(page, "shown.png", png_bytes(16))
+    expect(job_card(page, "shown.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 64")
+    for button in VIEW_BUTTONS:
+        expect(page.locator(f"#{button}")).to_be_enabled()
+    assert set(VIEW_BUTTONS) <= set(_tab_stops(page))
+    fitted = page.locator("#zoom-level").inner_text()
+    page.click("#zoom-in")
+    expect(page.locator("#zoom-level")).not_to_have_text(fitted)
+    page.click("#fit")
+    expect(page.locator("#zoom-level")).to_have_text(fitted)
+    # The image removed, the viewer is empty again, and so are its buttons.
+    page.get_by_role("button", name="remove from the list: shown.png").click()
+    expect(page.locator("#viewer-empty")).to_be_visible()
+    for button in VIEW_BUTTONS:
+        expect(page.locator(f"#{button}")).to_be_disabled()
+    page.context.close()
+
+
+def test_the_viewer_names_the_image_it_shows_and_is_no_tab_stop_while_empty(server: Server, browser: Browser) -> None:
+    """Empty, the comparison frame was a tab stop whose keys did nothing. Showing one of several images, the frame
+    was "comparison" and the toolbar's link "Download": a screen reader did not say which image either was."""
+    page = open_tab(browser, server).page
+    assert "frame" not in _tab_stops(page)
+    page.set_input_files(
+        "#files",
+        files=[{"name": name, "mimeType": "image/png", "buffer": png_bytes(16)} for name in ("one.png", "two.png")],
+    )
+    for name in ("one.png", "two.png"):
+        expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=60_000)
+    frame = page.locator("#frame")
+    expect(frame).to_have_accessible_name(
+        "comparison of one.png \u00b7 default: arrow keys pan, + and - zoom, 0 fits it in the window"
+    )
+    expect(page.locator("#toolbar").get_by_role("link")).to_have_accessible_name(
+        "Download one_x4.png, shown in the viewer"
+    )
+    page.get_by_role("button", name="Compare two.png").click()
+    expect(frame).to_have_accessible_name(re.compile(r"^comparison of two\.png \u00b7 default: arrow keys pan"))
+    expect(page.locator("#toolbar").get_by_role("link")).to_have_accessible_name(
+        "Download two_x4.png, shown in the viewer"
+    )
+    assert "frame" in _tab_stops(page)
+    # Both removed: the frame is empty, and no tab stop, again.
+    for name in ("one.png", "two.png"):
+        page.get_by_role("button", name=f"remove from the list: {name}").click()
+    expect(page.locator("#viewer-empty")).to_be_visible()
+    expect(frame).to_have_accessible_name(re.compile(r"^comparison: arrow keys pan"))
+    assert "frame" not in _tab_stops(page)
+    page.context.close()
+
+
+def test_the_split_takes_a_sliders_keys(server: Server, browser: Browser) -> None:
+    """The split is a slider to a screen reader, which tells its user to use a slider's keys; it took only left
+    and right: Home, End, Page Up, Page Down and up and down did nothing."""
+    page = open_tab(browser, server).page
+    _upload(page, "split.png", png_bytes(16))
+    expect(job_card(page, "split.png")).to_have_attribute("data-state", "done", timeout=60_000)
+    split = page.get_by_role("slider", name="before/after split")
+    split.focus()
+    transform = page.eval_on_selector("#stage", "element => element.style.transform")
+    for key, value in [("End", 100), ("PageDown", 90), ("ArrowDown", 88), ("Home", 0), ("PageUp", 10), ("ArrowUp", 12)]:
+        page.keyboard.press(key)
+        expect(split).to_have_attribute("aria-valuenow", str(value))
+    left = page.eval_on_selector("#split", "element => element.getBoundingClientRect().left")
+    frame = page.eval_on_selector("#frame", "element => element.getBoundingClientRect()")
+    assert abs(left - (frame["left"] + 0.12 * frame["width"])) < 2, (left, frame)
+    # The picture stays where it was: the split's keys are its own.
+    assert page.eval_on_selector("#stage", "element => element.style.transform") == transform
+    page.context.close()
+
+
+def test_images_done_between_two_of_the_pages_questions_are_each_announced(server: Server, browser: Browser) -> None:
+    """Two images done between two of the page's questions (small images, a busy browser) were announced each over
+    the other in the live region: a screen reader heard that the second was done, never the first."""
+    page = open_tab(browser, server).page
+    session = page.evaluate("session")
+    held: list[Route] = []
+    page.route("**/api/sessions/*/jobs?*", lambda route: held.append(route))
+    while not held:  # the page's next question waits here, and the page asks no other until it is answered
+        page.wait_for_timeout(50)
+    page.set_input_files(
+        "#files",
+        files=[
+            {"name": name, "mimeType": "image/png", "buffer": png_bytes(16)} for name in ("first.png", "second.png")
+        ],
+    )
+    deadline = time.monotonic() + 120
+    while True:  # asked by the test meanwhile (which keeps the session open)
+        jobs = json.loads(call(server, "GET", f"/api/sessions/{session}/jobs").body)["jobs"]
+        if [job["state"] for job in jobs] == ["done", "done"]:
+            break
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.1)
+    assert len(held) == 1 and page.locator("#jobs li[data-state='done']").count() == 0
+    page.unroute("**/api/sessions/*/jobs?*")  # which sends the held question on: its answer has both done
+    expect(page.locator("#jobs li[data-state='done']")).to_have_count(2)
+    expect(page.locator("#announce")).to_have_text(
+        re.compile(r"^first\.png: done, 64\u00d764, \d+ s\. second\.png: done, 64\u00d764, \d+ s$")
+    )
+    page.context.close()
+
+
+# Synthetic drag events, as the browser sends them for files dragged in from another program (Playwright
+# cannot drag a file from outside the page). `target` is an element id, `leaving_for` one or null.
+DRAG = """([kind, target, leavingFor]) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([new Uint8Array([1, 2, 3])], "dragged.png", { type: "image/png" }));
+    const related = leavingFor ? document.getElementById(leavingFor) : null;
+    document.getElementById(target).dispatchEvent(new DragEvent(kind, {
+        dataTransfer: transfer, bubbles: true, cancelable: true, relatedTarget: related }));
+}"""
+
+
+def _drag(page: Page, kind: str, target: str, leaving_for: str | None = None) -> None:
+    page.evaluate(DRAG, [kind, target, leaving_for])
+
+
+def _highlighted(page: Page) -> bool:
+    """Whether the page shows that it takes the drop: the drop zone lit and the page-wide overlay shown."""
+    drop_lit = page.evaluate("() => document.getElementById('drop').classList.contains('over')")
+    overlay = page.evaluate("() => getComputedStyle(document.body, '::after').content")
+    assert drop_lit == (overlay not in ("none", "normal", "")), (drop_lit, overlay)
+    return drop_lit
+
+
+def test_files_dragged_anywhere_over_the_page_light_it_up_until_they_leave_drop_or_escape(
+    server: Server, browser: Browser
+) -> None:
+    """A drop anywhere is taken, but only a drag over the small drop zone lit it up: over the viewer, most of
+    the page, nothing said that the files would be taken."""
+    page = open_tab(browser, server).page
+    assert not _highlighted(page)
+    _drag(page, "dragenter", "frame")
+    _drag(page, "dragover", "frame")
+    assert _highlighted(page)
+    # Over a child: its dragenter comes before the parent's dragleave; no flicker off in between.
+    _drag(page, "dragenter", "zoom-in")
+    _drag(page, "dragleave", "frame", "zoom-in")
+    assert _highlighted(page)
+    _drag(page, "dragenter", "toolbar")
+    _drag(page, "dragleave", "zoom-in", "toolbar")
+    assert _highlighted(page)
+    # Out of the window: off.
+    _drag(page, "dragleave", "toolbar")
+    assert not _highlighted(page)
+    # Dropped: off, and the file taken.
+    _drag(page, "dragenter", "viewer-empty")
+    assert _highlighted(page)
+    _drag(page, "drop", "viewer-empty")
+    assert not _highlighted(page)
+    expect(job_card(page, "dragged.png")).to_have_count(1)
+    # Escape: off.
+    _drag(page, "dragenter", "sidebar")
+    assert _highlighted(page)
+    page.keyboard.press("Escape")
+    assert not _highlighted(page)
+    # Text dragged within the page is no upload: nothing lights up.
+    page.evaluate("() => document.getElementById('limits').dispatchEvent(new DragEvent('dragstart', {bubbles: true}))")
+    _drag(page, "dragenter", "frame")
+    assert not _highlighted(page)
+    page.context.close()
+
+
+def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    """A 16-bit PNG named `.jpg` is a JPEG result with 8 bits, as `srfeat upscale` writes it; its card said
+    "use .png to keep 16", advice for naming the output file, which the page's user does not do. So did a grey
+    image named `.webp` ("use .png to keep one channel")."""
+    pixels = np.random.default_rng(0).integers(0, 65536, (12, 10, 3), dtype=np.uint16)
+    write_image(tmp_path / "deep.png", pixels)
+    (tmp_path / "deep.png").rename(tmp_path / "deep.jpg")
+    write_image(tmp_path / "grey.png", (pixels[..., 0] >> 8).astype(np.uint8))
+    (tmp_path / "grey.png").rename(tmp_path / "grey.webp")
+    page = open_tab(browser, server).page
+    page.set_input_files("#files", [str(tmp_path / "deep.jpg"), str(tmp_path / "grey.webp")])
+    notes = {
+        "deep.jpg": "note: deep.jpg has 16 bits per channel, which JPEG cannot hold: the download (deep_x4.jpg) has 8; "
+        "to keep 16, rename the file .png or .tif and upload it again (the result is in the format its name says), "
+        "or upscale it with srfeat upscale --ext png",
+        "grey.webp": "note: grey.webp is grey, and WebP has no grey mode: the download (grey_x4.webp) has the same "
+        "grey as RGB",
+    }
+    for name, note in notes.items():
+        card = job_card(page, name)
+        expect(card).to_have_attribute("data-state", "done", timeout=60_000)
+        expect(card.locator(".status")).to_contain_text(note)
+        expect(card.locator(".status")).not_to_contain_text("use .png")
+    page.context.close()
+    # The command line keeps its own advice, for the output name its user gives.
+    child = srfeat_cli("upscale", tmp_path / "deep.jpg", "-o", tmp_path / "out", "--device", "cpu", "--tile", str(TILE))
+    assert child.returncode == 0, child.stderr
+    assert "JPEG cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)" in child.stderr
