@@ -382,12 +382,12 @@ class GreyWidened(torch.nn.Module):
         return grey.expand(-1, self.features, -1, -1).mean(1, keepdim=True).expand(-1, 3, -1, -1)
 
 
-def exported_by_pytorch(path: Path, module: torch.nn.Module) -> Path:
+def exported_by_pytorch(path: Path, module: torch.nn.Module, side: int = 8) -> Path:
     """`module` exported by PyTorch's legacy (TorchScript) exporter, which other tools' files come from, with
-    srfeat's metadata (`srfeat_like_onnx`'s)."""
+    srfeat's metadata (`srfeat_like_onnx`'s), traced on a `side` x `side` image."""
     torch.onnx.export(
         module,
-        (torch.rand(1, 3, 8, 8),),
+        (torch.rand(1, 3, side, side),),
         str(path),
         dynamo=False,
         opset_version=18,

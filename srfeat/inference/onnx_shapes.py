@@ -86,6 +86,50 @@ class ShapeVectors:
         if result is not None:
             self._vectors[node.output[0]] = result[:MAX_DIMS]
 
+    def expanded(self, source: str, target: str) -> np.ndarray | None:
+        """How many times over an Expand of the image value `source` to the shape `target` enlarges it, on
+        each axis. An Expand adds nothing where `source` has the target's size already (a [1, 64, 1, 1] on a
+        map of 64 features, which a deep network broadcasts at every layer), so it counts the target's size
+        over the size the file fixes of `source` there (a convolution's features, the input's 3), and the
+        whole of it where no size is fixed: then a grey map expanded to 200 features after a x16 Resize counts
+        3,200 times, as it takes, and not 200 alone. Not the height and width given as constants: a model
+        made for one size may expand a map to the size it has. A size computed from a shape counts its
+        factor (`follow`)."""
+        if (entries := self.entries(target)) is None:
+            return None
+        known = self._dims.get(source)
+        rank = max(len(entries), 0 if known is None else len(known))
+        sizes: Dims = [None] * rank if known is None else [1] * (rank - len(known)) + known
+        entries = [(0.0, 1.0)] * (rank - len(entries)) + entries
+        factors = []
+        for axis, ((factor, constant), size) in enumerate(zip(entries, sizes, strict=True)):
+            if factor > 0:
+                factors.append(max(factor, 1.0))
+            elif axis < rank - 2:
+                factors.append(max(constant / size, 1.0) if size else max(constant, 1.0))
+            else:
+                factors.append(1.0)
+        return np.asarray(factors, dtype=np.float64)
+
+    def resized(self, source: str, sizes: str, node: onnx.NodeProto) -> np.ndarray | None:
+        """The factors by which a Resize of `source` to `sizes` enlarges it, where those are its shape times
+        constants (`follow`); a constant size of the batch or features over the size `source` has
+        there, where the file fixes it, else counted whole. A constant height or width is left: the image's
+        is not known before it runs (sizes that are all constants are counted as values made from
+        constants, `onnx_constants.FileConstants.output_values`)."""
+        if (entries := self.entries(sizes)) is None:
+            return None
+        known = self._dims.get(source) or []
+        along_axes = any(each.name == "axes" for each in node.attribute)  # Resize-18: sizes of those axes only
+        factors = []
+        for axis, (factor, constant) in enumerate(entries):
+            if factor > 0:
+                factors.append(factor)
+            elif axis < len(entries) - 2 and not along_axes:
+                size = known[axis] if axis < len(known) else None
+                factors.append(constant / size if size else constant)
+        return np.asarray(factors)
+
     def _arithmetic(self, op: str, inputs: list[str]) -> list[Entry] | None:
         """A followed shape times, over, plus or minus a constant (of one value or one an entry)."""
         swapped = op in ("Mul", "Add") and inputs[0] not in self._vectors
