@@ -29,8 +29,9 @@ class WindowAttention(torch.nn.Module):
     """A x4 model with one attention block, SwinIR's: Q, K and V by one Linear layer, attention within windows of
     `window` x `window` pixels (None: over all the pixels at once), then a pixel shuffle."""
 
-    def __init__(self, window: int | None, heads: int = 2, features: int = 16) -> None:
+    def __init__(self, window: int | None, heads: int = 2, features: int = 16, chunked: bool = False) -> None:
         super().__init__()
+        self.chunked = chunked  # Q, K and V split off the Linear layer's output (Restormer's), not gathered
         torch.manual_seed(0)
         self.head = torch.nn.Conv2d(3, features, 3, padding=1)
         self.qkv = torch.nn.Linear(features, 3 * features)
@@ -48,8 +49,14 @@ class WindowAttention(torch.nn.Module):
             split = maps.view(batch, features, height // side, side, width // side, side)
             windows = split.permute(0, 2, 4, 3, 5, 1).reshape(-1, side * side, features)
         count, pixels, features = windows.shape
-        qkv = self.qkv(windows).reshape(count, pixels, 3, self.heads, features // self.heads).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv[0], qkv[1], qkv[2]
+        if self.chunked:
+            query, key, value = (
+                part.reshape(count, pixels, self.heads, features // self.heads).transpose(1, 2)
+                for part in self.qkv(windows).chunk(3, dim=-1)
+            )
+        else:
+            qkv = self.qkv(windows).reshape(count, pixels, 3, self.heads, features // self.heads)
+            query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         attention = ((query * (features // self.heads) ** -0.5) @ key.transpose(-2, -1)).softmax(-1)
         attended = self.projection((attention @ value).transpose(1, 2).reshape(count, pixels, features))
         if side is None:
@@ -60,9 +67,10 @@ class WindowAttention(torch.nn.Module):
         return torch.sigmoid(self.tail(maps + attended))
 
 
-def test_attention_within_windows_loads_and_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunked", [False, True], ids=["gathered", "chunked"])
+def test_attention_within_windows_loads_and_runs(tmp_path: Path, chunked: bool) -> None:
     """Over 4x4 windows, 2 heads: Q K^T makes 32 values per pixel; the file gives what the network does."""
-    network = WindowAttention(window=4).eval()
+    network = WindowAttention(window=4, chunked=chunked).eval()
     path = exported_by_pytorch(tmp_path / "windowed.onnx", network)
     assert_upscales_as(path, network, samples.astronaut()[100:108, 200:212])
 

@@ -16,8 +16,9 @@ a MatMul or Gemm by a weight (a Linear layer) multiplies them as its weight does
 from the image (a blind model's kernels) counts by its shape where the file fixes every size of it, and makes
 features without bound (`math.inf`) where not.
 
-Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, a
-Resize's constant height or width beside computed ones, DepthToSpace (which only moves values). A MatMul of
+Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, DepthToSpace
+(which only moves values), an Einsum by a weight (one of two values made from the image is refused). A Resize's
+constant height or width beside computed ones, or a constant added to one, counts as pads. A MatMul of
 two values made from the image (attention's Q K^T) counts as the sizes the file fixes of theirs bound it
 (`onnx_products`), and without bound over sizes it does not fix (a tile's pixels). What a
 Concat or an Expand added to the features, a convolution or a reduction over them takes back.
@@ -42,7 +43,15 @@ from srfeat.inference.onnx_pads import (
     window_strides,
 )
 from srfeat.inference.onnx_products import broadcast_dims, pairwise_values, product_dims, reshaped_dims, weight_factor
-from srfeat.inference.onnx_shapes import MAX_DIMS, ConstantValues, Dims, ShapeVectors
+from srfeat.inference.onnx_shapes import (
+    MAX_DIMS,
+    ConstantValues,
+    Dims,
+    ShapeVectors,
+    concat_dims,
+    split_dims,
+    squeezed_dims,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -146,13 +155,15 @@ class GraphGrowth:
         op, factors, scales = node.op_type, None, None
         if op == "Concat":
             kept, widened = self._concatenated(node, kept, widened)
-        elif op in ("Conv", "ConvTranspose") or (op.startswith("Reduce") and 1 in (self._reduced_axes(node) or ())):
+        elif op in ("Conv", "ConvTranspose") or (
+            op.startswith("Reduce") and 1 in (self._shapes.reduced_axes(node) or {})
+        ):
             widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
             width = self._convolved(node) or (width if op in ("Conv", "ConvTranspose") else 1.0)
         if op in WINDOWED and op != "ConvTranspose":  # its strides shrink the image, as a Resize by 1 / 2 does
             kept = max(kept / window_strides(node), 2.0**-40)
         if op == "Gather" and len(inputs) > 1:  # some entries of an axis the file fixes: Q of Q, K and V
-            width *= self._gathered_share(inputs[0], inputs[1], node)
+            width *= self._shapes.gathered_share(inputs[0], inputs[1], node)
         if op == "Einsum" and self.multiplies_image_values(node):  # its sizes not followed: not bounded
             width = math.inf
         elif op in (
@@ -176,6 +187,8 @@ class GraphGrowth:
                 if factors is not None and len(factors) > 2:  # on the features: undone as a Concat's are
                     widened, factors[1] = min(widened * factors[1], 2.0**40), 1.0
         self._dims_of(node, scales)
+        if op == "Split":  # each part's share of the features (Q, K and V split off one map)
+            width *= self._shapes.split_share(node)
         self._shapes.follow(node)
         self._note_strip(node)
         self._made.update(node.output)
@@ -325,46 +338,35 @@ class GraphGrowth:
                 for axis, size in enumerate(dims)
             ]
         elif op.startswith("Reduce") and (options["keepdims"].i if "keepdims" in options else 1):
-            reduced = self._reduced_axes(node)  # all, where not known: a size noted smaller counts more
+            reduced = self._shapes.reduced_axes(node)  # all, where not known: a size noted smaller counts more
             result = [1 if reduced is None or axis in reduced else size for axis, size in enumerate(dims)]
         elif op == "Expand" and len(inputs) > 1 and (entries := self._shapes.entries(inputs[1])) is not None:
             targets: Dims = [int(c) if f == 0 and c > 1 else (None if f else 1) for f, c in entries]
             result = broadcast_dims([dims, targets])
-        elif op in ("Pad", "Slice", "Concat"):  # sizes change on some axes (of inputs alike but one: Concat)
+        elif op in ("Split", "Concat"):  # Q, K and V of one Linear layer (chunk, in PyTorch), or joined
+            axis = options["axis"].i if "axis" in options else 0
+            sides = [self._dims.get(name) if self._is_from_image(name) else self._fixed(name) for name in inputs]
+            sizes = self._constants.values(inputs[1]) if op == "Split" and len(inputs) > 1 and inputs[1] else None
+            listed = list(options["split"].ints) if "split" in options else None  # before opset 13
+            split = [int(each) for each in sizes.ravel()[:MAX_DIMS]] if sizes is not None else listed
+            parts = split_dims(dims, axis, split, len(node.output)) if op == "Split" else [concat_dims(sides, axis)]
+            self._dims.update((name, part) for name, part in zip(node.output, parts, strict=False) if name and part)
+        elif op in ("Squeeze", "Unsqueeze") and (axes := self._shapes.listed_axes(node)) is not None:
+            result = squeezed_dims(dims, axes, op == "Unsqueeze")
+        elif op == "Flatten" and -len(dims) <= (axis := options["axis"].i if "axis" in options else 1) <= len(dims):
+            halves = (dims[: axis % (len(dims) + 1)], dims[axis % (len(dims) + 1) :])
+            result = [None if None in half else math.prod(size or 0 for size in half) for half in halves]
+        elif op in ("Pad", "Slice"):  # sizes change on some axes
             result = [None for _ in dims]
         elif op == "Transpose" and "perm" in options and sorted(options["perm"].ints) == list(range(len(dims))):
             result = [dims[axis] for axis in options["perm"].ints]
         if result is not None:
             self._dims[node.output[0]] = result
 
-    def _reduced_axes(self, node: onnx.NodeProto) -> set[int] | None:
-        """The axes a Reduce node reduces, where its input's rank is known (`_dims`): those it lists (an
-        attribute, or a constant input from opset 18), else all; None where they are not known."""
-        inputs, options = list(node.input), {each.name: each for each in node.attribute}
-        if not inputs or (dims := self._dims.get(inputs[0])) is None:
-            return None
-        given = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
-        if len(inputs) > 1 and inputs[1] and (given is None or given.dtype.kind != "i"):
-            return None  # computed by the graph
-        listed = list(options["axes"].ints) if "axes" in options else [] if given is None else given.ravel().tolist()
-        listed = [int(axis) for axis in listed if -len(dims) <= axis < len(dims)]
-        if not listed and "noop_with_empty_axes" in options and options["noop_with_empty_axes"].i:
-            return set()  # opset 18: none listed, none reduced
-        return {axis % len(dims) for axis in listed} if listed else set(range(len(dims)))
-
     def multiplies_image_values(self, node: onnx.NodeProto) -> bool:
         """Whether `node` multiplies two values made from the image together (MatMul, Gemm, Einsum: attention)."""
         multiplied = [name for name in list(node.input)[:2] if name and self._is_from_image(name)]
         return node.op_type in ("MatMul", "Gemm", "Einsum") and len(multiplied) == 2
-
-    def _gathered_share(self, source: str, indices: str, node: onnx.NodeProto) -> float:
-        """The share of `source`'s values a Gather of constant `indices` takes: as many as they are, over the size
-        the file fixes of the axis it takes them of; 1 where either is not known."""
-        axis = next((each.i for each in node.attribute if each.name == "axis"), 0)
-        dims, taken = self._dims.get(source), self._constants.shape(indices)
-        if dims is None or taken is None or not -len(dims) <= axis < len(dims) or not (size := dims[axis]):
-            return 1.0
-        return min(math.prod(taken) / size, 1.0)
 
     def _width_of(self, name: str) -> float:
         """The features the last convolution on the way to `name` made; the image's own (3, or as many as the
@@ -423,6 +425,8 @@ class GraphGrowth:
             base = enlarged(base, most)
             axes = {axis: enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}
             divided = max(divided / least, 1.0)
+        if op == "Resize":  # to sizes of the image's plus constants: those are pads
+            base, axes = self._shapes.resize_constants(node, base, axes)
         weight = self._weight_shape(inputs[1]) if op in ("Conv", "ConvTranspose") and len(inputs) > 1 else None
         if (kernel := window_kernel(node, weight)) is not None and (effect := window_effect(node, kernel)):
             rank = len(kernel) + 2  # what counts on every axis, on each of its input's
