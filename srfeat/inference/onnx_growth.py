@@ -356,7 +356,9 @@ class GraphGrowth:
         elif op == "Flatten" and -len(dims) <= (axis := options["axis"].i if "axis" in options else 1) <= len(dims):
             halves = (dims[: axis % (len(dims) + 1)], dims[axis % (len(dims) + 1) :])
             result = [None if None in half else math.prod(size or 0 for size in half) for half in halves]
-        elif op in ("Pad", "Slice"):  # sizes change on some axes
+        elif op == "Slice":  # sizes change on the axes it lists (constants), else on any
+            result = self._shapes.sliced_dims(node, dims)
+        elif op == "Pad":  # sizes change on some axes
             result = [None for _ in dims]
         elif op == "Transpose" and "perm" in options and sorted(options["perm"].ints) == list(range(len(dims))):
             result = [dims[axis] for axis in options["perm"].ints]

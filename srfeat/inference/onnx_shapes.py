@@ -167,6 +167,24 @@ class ShapeVectors:
         taken = [part[axis] if part is not None and len(part) == len(whole) else None for part in parts]
         return 1.0 if None in taken or not taken else min(max(each or 0 for each in taken) / size, 1.0)
 
+    def sliced_dims(self, node: onnx.NodeProto, dims: Dims) -> Dims:
+        """The sizes of a Slice of a value of sizes `dims`: those of the axes it does not slice (its constant `axes`,
+        or as many first ones as its `starts`), None on the others (on all where they are not known)."""
+        inputs = list(node.input)
+        starts = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+        axes = self._constants.values(inputs[3]) if len(inputs) > 3 and inputs[3] else None
+        if len(inputs) > 3 and inputs[3] and (axes is None or axes.dtype.kind != "i"):
+            return [None for _ in dims]
+        if axes is None and (starts is None or len(inputs) < 2):  # how many axes a computed `starts` lists
+            length = self._dims.get(inputs[1]) if len(inputs) > 1 else None
+            axes = np.arange(length[0]) if length and len(length) == 1 and length[0] is not None else None
+        elif axes is None and starts is not None:
+            axes = np.arange(starts.size)
+        if axes is None or not all(-len(dims) <= axis < len(dims) for axis in axes.ravel()[:MAX_DIMS].tolist()):
+            return [None for _ in dims]
+        sliced = {int(axis) % len(dims) for axis in axes.ravel()[:MAX_DIMS].tolist()}
+        return [None if axis in sliced else size for axis, size in enumerate(dims)]
+
     def reduced_axes(self, node: onnx.NodeProto) -> set[int] | None:
         """The axes a Reduce node reduces, where its input's rank is known (`_dims`): those it lists (an
         attribute, or a constant input from opset 18), else all; None where they are not known."""
