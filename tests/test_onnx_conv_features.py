@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_onnx_growth import assert_runs_as_exported, before_the_resize
+from test_onnx_growth import assert_runs_as_exported, assert_upscales_as, before_the_resize, exported_by_pytorch
 
 from srfeat.errors import WeightsError
 from srfeat.inference import Upscaler
@@ -289,3 +289,39 @@ def test_a_convolution_whose_weight_the_graph_computes_from_the_image_is_refused
     message = str(caught.value)
     assert "\n" not in message and "has a Conv node whose weight's shape the file does not fix" in message, message
     assert "cannot be bounded" in message and "do_constant_folding=True" in message, message
+
+
+class BlindKernels(torch.nn.Module):
+    """A blind model's convolution (DASR's): its 8 kernels of 3x3 computed from the image (a Linear layer of its mean
+    colour), of a shape the file fixes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.kernels = torch.nn.Linear(3, 8 * 3 * 3 * 3)
+        self.tail = torch.nn.Sequential(torch.nn.Conv2d(8, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        kernels = self.kernels(image.mean((2, 3))).reshape(8, 3, 3, 3) / 27
+        return torch.sigmoid(self.tail(torch.nn.functional.conv2d(image, kernels, padding=1)))
+
+
+def test_a_convolution_whose_kernels_the_image_computes_loads_where_their_shape_is_fixed(tmp_path: Path) -> None:
+    """Its kernels' values come from the image, their shape from the file: 8 features, as a constant weight's. It
+    was refused as a weight of unknown shape; it loads and runs. Reshaped to [-1, 3, 3, 3] instead, still refused,
+    in one line that names the node and says what to do."""
+    from onnx import numpy_helper
+
+    network = BlindKernels().eval()
+    path = exported_by_pytorch(tmp_path / "blind.onnx", network)
+    assert_upscales_as(path, network, samples.astronaut()[:6, :5])
+    model = onnx.load(str(path))
+    shape = next(node for node in model.graph.node if node.output[0] == "/Constant_1_output_0").attribute[0]
+    assert numpy_helper.to_array(shape.t).tolist() == [8, 3, 3, 3]
+    shape.t.CopyFrom(numpy_helper.from_array(np.asarray([-1, 3, 3, 3], np.int64)))
+    onnx.save(model, str(tmp_path / "unfixed.onnx"))
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(tmp_path / "unfixed.onnx", device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and "has a Conv node whose weight's shape the file does not fix" in message, message
+    assert "'/Conv'" in message and "reshape computed ones (a blind model's kernels) to sizes" in message, message

@@ -382,12 +382,12 @@ class GreyWidened(torch.nn.Module):
         return grey.expand(-1, self.features, -1, -1).mean(1, keepdim=True).expand(-1, 3, -1, -1)
 
 
-def exported_by_pytorch(path: Path, module: torch.nn.Module) -> Path:
+def exported_by_pytorch(path: Path, module: torch.nn.Module, side: int = 8) -> Path:
     """`module` exported by PyTorch's legacy (TorchScript) exporter, which other tools' files come from, with
-    srfeat's metadata (`srfeat_like_onnx`'s)."""
+    srfeat's metadata (`srfeat_like_onnx`'s), traced on a `side` x `side` image."""
     torch.onnx.export(
         module,
-        (torch.rand(1, 3, 8, 8),),
+        (torch.rand(1, 3, side, side),),
         str(path),
         dynamo=False,
         opset_version=18,
@@ -531,3 +531,28 @@ def test_features_an_expand_added_are_taken_back_by_a_reduction(tmp_path: Path) 
     onnx.save(model, str(tmp_path / "noop.onnx"))
     with pytest.raises(WeightsError, match="enlarges the image 3,200 times over by constant scales \\(at a Resize"):
         Upscaler(tmp_path / "noop.onnx", device="cpu")
+
+
+@pytest.mark.parametrize(("added", "refused"), [(2000, True), (8, False)])
+def test_a_resize_to_the_image_s_size_plus_a_constant_counts_it_as_pads(
+    tmp_path: Path, added: int, refused: bool
+) -> None:
+    """Sizes [N, C, H + 2,000, W + 2,000] computed from the image's shape made a 256-pixel tile 80 times larger, and
+    loaded: the constant beside the image's size counted nothing. It counts as a Pad of as many (refused); + 8
+    loads."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Shape", ["input"], ["shape"]),
+        helper.make_node("Add", ["shape", "more"], ["sizes"]),
+        helper.make_node("Resize", ["input", "", "", "sizes"], ["prepared"], mode="nearest", name="sized"),
+    ]
+    path = before_the_resize(tmp_path / "sized.onnx", nodes, {"more": [0, 0, added, added]})
+    if not refused:
+        Upscaler(path, device="cpu")
+        return
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and f"pads the image with {added:,} values on one axis" in message, message
+    assert "(at a Resize node)" in message, message

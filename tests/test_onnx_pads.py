@@ -189,3 +189,28 @@ def test_a_u_net_of_three_levels_is_as_large_as_its_input_before_its_x4(tmp_path
     network = ThreeLevels().eval()
     path = with_constant_pads(exported_by_pytorch(tmp_path / "levels.onnx", network), network)
     assert_upscales_as(path, network, samples.astronaut()[100:124, 200:216])
+
+
+class PaddedThenShrunk(torch.nn.Module):
+    """A Pad of `pad` a side, a nearest Resize by 1 / 4, then by 16 (x4 in all), cropped back to 4 H x 4 W."""
+
+    def __init__(self, pad: int) -> None:
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        padded = torch.nn.functional.pad(image, [self.pad] * 4, mode="replicate")
+        shrunk = torch.nn.functional.interpolate(padded, scale_factor=0.25, mode="nearest")
+        enlarged = torch.nn.functional.interpolate(shrunk, scale_factor=16.0, mode="nearest")
+        return enlarged[..., 4 * self.pad : 4 * self.pad + 4 * height, 4 * self.pad : 4 * self.pad + 4 * width]
+
+
+def test_a_resize_that_shrinks_takes_its_share_of_the_pads_back(tmp_path: Path) -> None:
+    """A Resize by 1 / 4 leaves a quarter of what was padded before it, as a stride of 4 does: 200 values an axis
+    then x16 are 800, where they were counted whole (3,200) and the model was refused. It loads and runs; pads of
+    600 an axis are still refused (2,400)."""
+    network = PaddedThenShrunk(100).eval()
+    assert_upscales_as(exported_by_pytorch(tmp_path / "shrunk.onnx", network), network, samples.astronaut()[:8, :8])
+    message = refusal(exported_by_pytorch(tmp_path / "more.onnx", PaddedThenShrunk(300).eval()))
+    assert "pads the image with 2,400 values on one axis" in message, message

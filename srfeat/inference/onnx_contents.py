@@ -13,7 +13,8 @@ axis of it with more than `MAX_PAD` values (`onnx_growth`): a Resize by 1e5 load
 memory on the first tile. Nor do a convolution's output features make more than `MAX_FEATURES` values per
 pixel of the image: a 1x1 Conv of 3 to a million features (4 MB of weights) loaded, then asked for
 terabytes on a photo (a MatMul's or Gemm's by a weight count alike; one whose weight's shape the graph
-computes is refused).
+computes is refused, and one of two values computed from the image, attention, counts as far as the sizes the
+file fixes bound it: over windows of 8x8, and not over a whole tile's pixels, which it refuses).
 Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
 are finite and in range.
 
@@ -113,11 +114,19 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"{source} enlarges the image {growth:,.0f} times over by constant scales (at a {node.op_type[:40]} "
                 f"node), where a srfeat model enlarges it 16 times (x4 a side), and at most {MAX_GROWTH}: {_REFUSAL}"
             )
-        if (features := growth_of.features(node)) == math.inf:
+        if (features := growth_of.features(node)) == math.inf and growth_of.multiplies_image_values(node):
+            raise WeightsError(
+                f"{source} multiplies two values computed from the image (a {node.op_type[:40]} node "
+                f"{node.name[:60]!r}, as attention does) over sizes the file does not fix, which over a tile's pixels "
+                "makes (H W)^2 values per head: attend within windows of fixed size (as SwinIR's 8x8), so that the "
+                "file fixes them"
+            )
+        if features == math.inf:
             raise WeightsError(
                 f"{source} has a {node.op_type[:40]} node whose weight's shape the file does not fix (the graph "
-                "computes it), so how many features it makes per pixel cannot be bounded: keep its weights as "
-                "constants (PyTorch folds them: torch.onnx.export(..., do_constant_folding=True))"
+                f"computes it: {node.name[:60]!r}), so how many features it makes per pixel cannot be bounded: keep "
+                "its weights as constants (PyTorch folds them: torch.onnx.export(..., do_constant_folding=True)), or "
+                "reshape computed ones (a blind model's kernels) to sizes the file fixes"
             )
         if features > MAX_FEATURES:
             raise WeightsError(

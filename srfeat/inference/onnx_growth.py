@@ -12,12 +12,15 @@ asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side 
 It also tells how many values per pixel of the image a convolution's output features make (`features`): its
 weight fixes how many, and a 1x1 Conv (or a depthwise one) of 3 to a million features is a few MB of weights
 that asked ONNX Runtime for terabytes on a photo. What a Concat or an Expand adds to them counts with them, and
-a MatMul or Gemm by a weight (a Linear layer) multiplies them as its weight does. A weight whose shape the file
-does not fix (the graph computes it from the image) makes features without bound (`math.inf`).
+a MatMul or Gemm by a weight (a Linear layer) multiplies them as its weight does. A weight the graph computes
+from the image (a blind model's kernels) counts by its shape where the file fixes every size of it, and makes
+features without bound (`math.inf`) where not.
 
-Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, a
-Resize's constant height or width beside computed ones, DepthToSpace (which only moves values), a MatMul of
-two values made from the image (attention's Q K^T: windows of a size the graph computes). What a
+Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, DepthToSpace
+(which only moves values), an Einsum by a weight (one of two values made from the image is refused). A Resize's
+constant height or width beside computed ones, or a constant added to one, counts as pads. A MatMul of
+two values made from the image (attention's Q K^T) counts as the sizes the file fixes of theirs bound it
+(`onnx_products`), and without bound over sizes it does not fix (a tile's pixels). What a
 Concat or an Expand added to the features, a convolution or a reduction over them takes back.
 """
 
@@ -39,7 +42,16 @@ from srfeat.inference.onnx_pads import (
     window_kernel,
     window_strides,
 )
-from srfeat.inference.onnx_shapes import MAX_DIMS, ConstantValues, Dims, ShapeVectors
+from srfeat.inference.onnx_products import broadcast_dims, pairwise_values, product_dims, reshaped_dims, weight_factor
+from srfeat.inference.onnx_shapes import (
+    MAX_DIMS,
+    ConstantValues,
+    Dims,
+    ShapeVectors,
+    concat_dims,
+    split_dims,
+    squeezed_dims,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -128,34 +140,42 @@ class GraphGrowth:
         self._shapes = ShapeVectors(constants, self._dims)
 
     def growth(self, node: onnx.NodeProto) -> float:
-        """How many times over `node` enlarges the image, along the path to it that enlarges it most: the
-        values it has grown on the way (its inputs' growth), times a Resize's or Upsample's constant
-        scales (or sizes computed from the image's shape times constants: `ShapeVectors`), a Tile's
-        constant repeats of a computed value, or an Expand's of the image on an axis where its size is
-        not known to be the target's already (`_expanded`); a strided convolution or pooling shrinks it by its
-        strides (a U-Net's downsampling, then as many x2 Resizes, is as large as before). A constant's Expand is
-        counted as such (`onnx_constants.FileConstants.output_values`)."""
+        """How many times over `node` enlarges the image, along the path to it that enlarges it most: the values it has
+        grown on the way (its inputs' growth), times a Resize's or Upsample's constant scales (or sizes computed
+        from the image's shape times constants: `ShapeVectors`), a Tile's constant repeats of a computed value,
+        or an Expand's of the image on an axis where its size is not known to be the target's already
+        (`ShapeVectors.expanded`); a strided convolution or pooling shrinks it by its strides (a U-Net's
+        downsampling, then as many x2 Resizes, is as large as before). A constant's Expand is counted as such
+        (`onnx_constants.FileConstants.output_values`)."""
         inputs = list(node.input)
         # the image's values only: a constant (a Pad's pads, a Resize's scales) would undo what a stride shrank
         grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name and self._is_from_image(name)]
         kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
-        width = max((self._width.get(name, 1.0) for name in inputs if name), default=1.0)
+        width = max((self._width_of(name) for name in inputs if name), default=1.0)
         op, factors, scales = node.op_type, None, None
         if op == "Concat":
             kept, widened = self._concatenated(node, kept, widened)
-        elif op in ("Conv", "ConvTranspose") or (op.startswith("Reduce") and 1 in (self._reduced_axes(node) or ())):
+        elif op in ("Conv", "ConvTranspose") or (
+            op.startswith("Reduce") and 1 in (self._shapes.reduced_axes(node) or {})
+        ):
             widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
             width = self._convolved(node) or (width if op in ("Conv", "ConvTranspose") else 1.0)
         if op in WINDOWED and op != "ConvTranspose":  # its strides shrink the image, as a Resize by 1 / 2 does
             kept = max(kept / window_strides(node), 2.0**-40)
-        if op in ("MatMul", "Gemm"):  # by a weight: its features for those it takes (a Linear layer's)
-            factor = self._multiplied(node)
-            width = min(width * factor, 2.0**40) if math.isfinite(factor) else math.inf
+        if op == "Gather" and len(inputs) > 1:  # some entries of an axis the file fixes: Q of Q, K and V
+            width *= self._shapes.gathered_share(inputs[0], inputs[1], node)
+        if op == "Einsum" and self.multiplies_image_values(node):  # its sizes not followed: not bounded
+            width = math.inf
+        elif op in (
+            "MatMul",
+            "Gemm",
+        ):  # by a weight, its features for those it takes (a Linear layer's); or attention's
+            width = made if math.isinf(made := self._multiplied(node)) else min(made, 2.0**40)  # infinite: refused
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
             factors = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
             factors = scales = factors if factors is not None and factors.dtype.kind == "f" else None
             if (factors is None or not factors.size) and op == "Resize" and len(inputs) > 3 and inputs[3]:
-                factors = self._resized(inputs[0], inputs[3], node)  # opsets 11-12 give empty scales then
+                factors = self._shapes.resized(inputs[0], inputs[3], node)  # opsets 11-12 give empty scales then
         elif op == "ConvTranspose":  # enlarges as a Resize does, by its strides
             factors = transposed_scales(node)
         elif op in ("Tile", "Expand") and len(inputs) > 1 and self._constants.shape(inputs[0]) is None:
@@ -163,10 +183,12 @@ class GraphGrowth:
                 factors = self._constants.values(inputs[1])
                 factors = factors if factors is not None and factors.dtype.kind == "i" else None
             elif self._is_from_image(inputs[0]):
-                factors = self._expanded(inputs[0], inputs[1])
+                factors = self._shapes.expanded(inputs[0], inputs[1])
                 if factors is not None and len(factors) > 2:  # on the features: undone as a Concat's are
                     widened, factors[1] = min(widened * factors[1], 2.0**40), 1.0
         self._dims_of(node, scales)
+        if op == "Split":  # each part's share of the features (Q, K and V split off one map)
+            width *= self._shapes.split_share(node)
         self._shapes.follow(node)
         self._note_strip(node)
         self._made.update(node.output)
@@ -191,18 +213,18 @@ class GraphGrowth:
         about it), along the path that makes most: the features of the last convolution on it (its weight's),
         times how many times over the image has grown on the way (`growth`), and what a Concat or an Expand
         of them has added (a Concat of two maps of 64 counts as 128). Before any convolution, the image's
-        features count as 1 (`growth` counts what is added to them)."""
+        features count as its 3 (`growth` counts what is added to them)."""
         return max((self._features.get(name, 1.0) for name in node.output if name), default=1.0)
 
     def _convolved(self, node: onnx.NodeProto) -> float | None:
         """The features a Conv or ConvTranspose makes where its weight's shape is known: the weight's first size
         (a Conv's, grouped or not), or its second times the groups (a ConvTranspose's); infinite where the file
-        does not fix it (the graph computes the weight: a Reshape of the image to [H W, 3, 1, 1] makes H W
-        features, a tile's square); None for another operator, or one ONNX Runtime refuses."""
+        does not fix it (`_weight_shape`: a Reshape of the image to [H W, 3, 1, 1] makes H W features, a tile's
+        square); None for another operator, or one ONNX Runtime refuses."""
         inputs, options = list(node.input), {each.name: each for each in node.attribute}
         if node.op_type not in ("Conv", "ConvTranspose") or len(inputs) < 2 or not inputs[1]:
             return None
-        if (weight := self._constants.shape(inputs[1])) is None:
+        if (weight := self._weight_shape(inputs[1])) is None:
             return math.inf
         if not weight or (node.op_type != "Conv" and len(weight) < 2):
             return None
@@ -210,25 +232,24 @@ class GraphGrowth:
         return float(weight[0] if node.op_type == "Conv" else weight[1] * max(group, 1))
 
     def _multiplied(self, node: onnx.NodeProto) -> float:
-        """How many times as many values a MatMul or Gemm of a value made from the image by a weight makes: the
-        weight's sizes it makes over the one it takes (a [64, 256] weight after a [N, H, W, 64] map makes 4 times
-        as many; [N, 3, H, W] times a [W, W'] one, W' / W), times the weight's batch sizes; infinite where the
-        file does not fix the weight's shape (`_convolved`). 1 where both are made from the image (attention's
-        Q K^T, not counted), or neither."""
+        """How many features per pixel a MatMul or Gemm makes (as `_width`): of a value made from the image by a
+        weight, the weight's share of its (`onnx_products.weight_factor`), infinite where the file does not fix
+        the weight's shape (`_convolved`); of two made from the image (attention), what the sizes the file fixes
+        of theirs bound (`onnx_products.pairwise_values`); of neither, its inputs'."""
         inputs, options = list(node.input)[:2], {each.name: each for each in node.attribute}
+        keys = ("transA", "transB")
+        flags = [bool(options[key].i) if key in options and node.op_type == "Gemm" else False for key in keys]
         fixed = [bool(name) and not self._is_from_image(name) for name in inputs]
-        if len(inputs) < 2 or fixed[0] == fixed[1]:
-            return 1.0
+        widths = [self._width_of(name) for name in inputs]
+        if len(inputs) < 2 or all(fixed):
+            return max(widths, default=1.0)
+        if not any(fixed):
+            sides = [self._dims.get(name) for name in inputs]
+            return pairwise_values(sides[0], sides[1], (flags[0], flags[1]), (widths[0], widths[1]))
         index = 1 if fixed[1] else 0
-        if (weight := self._constants.shape(inputs[index])) is None:
-            return math.inf
-        if len(weight) < 2:  # a vector: an axis taken off
-            return 1.0
-        *batch, rows, columns = weight
-        transposed = ("transB" if index else "transA") in options and options["transB" if index else "transA"].i
-        rows, columns = (columns, rows) if node.op_type == "Gemm" and transposed else (rows, columns)
-        taken, made = (rows, columns) if index else (columns, rows)  # B: [K, N]; A: [M, K] (its rows)
-        return math.prod(float(max(size, 1)) for size in [*batch[:MAX_DIMS], made]) / taken if taken > 0 else 1.0
+        weight = self._constants.shape(inputs[index])
+        factor = math.inf if weight is None else weight_factor(weight, index == 0, flags[index])
+        return factor * widths[1 - index]
 
     def _concatenated(self, node: onnx.NodeProto, kept: float, widened: float) -> tuple[float, float]:
         """The growth of a Concat of values made from the image (not of its shape): along the features, the
@@ -273,53 +294,9 @@ class GraphGrowth:
         if step == 1 and length is not None and length <= MAX_PAD and -len(dims) <= axis < len(dims):
             self._strips[node.output[0]] = (axis % len(dims) - len(dims), max(length, 0))
 
-    def _expanded(self, source: str, target: str) -> np.ndarray | None:
-        """How many times over an Expand of the image value `source` to the shape `target` enlarges it, on
-        each axis. An Expand adds nothing where `source` has the target's size already (a [1, 64, 1, 1] on a
-        map of 64 features, which a deep network broadcasts at every layer), so it counts the target's size
-        over the size the file fixes of `source` there (a convolution's features, the input's 3), and the
-        whole of it where no size is fixed: then a grey map expanded to 200 features after a x16 Resize counts
-        3,200 times, as it takes, and not 200 alone. Not the height and width given as constants: a model
-        made for one size may expand a map to the size it has. A size computed from a shape counts its
-        factor (`ShapeVectors`)."""
-        if (entries := self._shapes.entries(target)) is None:
-            return None
-        known = self._dims.get(source)
-        rank = max(len(entries), 0 if known is None else len(known))
-        sizes: Dims = [None] * rank if known is None else [1] * (rank - len(known)) + known
-        entries = [(0.0, 1.0)] * (rank - len(entries)) + entries
-        factors = []
-        for axis, ((factor, constant), size) in enumerate(zip(entries, sizes, strict=True)):
-            if factor > 0:
-                factors.append(max(factor, 1.0))
-            elif axis < rank - 2:
-                factors.append(max(constant / size, 1.0) if size else max(constant, 1.0))
-            else:
-                factors.append(1.0)
-        return np.asarray(factors, dtype=np.float64)
-
-    def _resized(self, source: str, sizes: str, node: onnx.NodeProto) -> np.ndarray | None:
-        """The factors by which a Resize of `source` to `sizes` enlarges it, where those are its shape times
-        constants (`ShapeVectors`); a constant size of the batch or features over the size `source` has
-        there, where the file fixes it, else counted whole. A constant height or width is left: the image's
-        is not known before it runs (sizes that are all constants are counted as values made from
-        constants, `onnx_constants.FileConstants.output_values`)."""
-        if (entries := self._shapes.entries(sizes)) is None:
-            return None
-        known = self._dims.get(source) or []
-        along_axes = any(each.name == "axes" for each in node.attribute)  # Resize-18: sizes of those axes only
-        factors = []
-        for axis, (factor, constant) in enumerate(entries):
-            if factor > 0:
-                factors.append(factor)
-            elif axis < len(entries) - 2 and not along_axes:
-                size = known[axis] if axis < len(known) else None
-                factors.append(constant / size if size else constant)
-        return np.asarray(factors)
-
     def _dims_of(self, node: onnx.NodeProto, scales: np.ndarray | None) -> None:
         """Note the sizes the file fixes of `node`'s output's axes, where simple rules say: enough for an
-        Expand to tell a broadcast that adds nothing (`_expanded`). An operator not known here fixes none;
+        Expand to tell a broadcast that adds nothing (`ShapeVectors.expanded`). An operator not known here fixes none;
         nor a Resize but by constant `scales`, 1 on an axis. A size noted is the true one: one noted larger
         would let an Expand to it pass uncounted."""
         inputs, options = list(node.input), {each.name: each for each in node.attribute}
@@ -329,9 +306,24 @@ class GraphGrowth:
         result: Dims | None = None
         if op in BROADCASTING:
             shapes = [self._dims.get(name) if self._is_from_image(name) else self._fixed(name) for name in inputs]
-            result = None if any(each is None for each in shapes) else _broadcast_dims([s for s in shapes if s])
-        elif dims is None or op in ("Shape", "Size"):
+            result = None if any(each is None for each in shapes) else broadcast_dims([s for s in shapes if s])
+        elif op in ("MatMul", "Gemm") and len(inputs) > 1:
+            sides = [self._dims.get(name) if self._is_from_image(name) else self._fixed(name) for name in inputs[:2]]
+            flags = [bool(options[key].i) if key in options else False for key in ("transA", "transB")]
+            result = product_dims(sides[0], sides[1], (flags[0], flags[1])) if sides[0] and sides[1] else None
+        elif op == "Reshape" and len(inputs) > 1 and (entries := self._shapes.entries(inputs[1])) is not None:
+            result = reshaped_dims(dims or [], entries)  # sizes the shape gives: a blind model's kernels'
+        elif dims is None:
             return
+        elif op in ("Shape", "Size"):  # a vector of the sizes (its rank's entries, or those between start and end)
+            ends = [options[key].i if key in options else None for key in ("start", "end")]
+            result = [len(dims[ends[0] : ends[1]])] if op == "Shape" else []
+        elif op == "Gather" and len(inputs) > 1:  # indices of a shape the file fixes, in place of the axis
+            axis = options["axis"].i if "axis" in options else 0
+            taken = self._dims.get(inputs[1]) if self._is_from_image(inputs[1]) else self._fixed(inputs[1])
+            if taken is None or not -len(dims) <= axis < len(dims):
+                return
+            result = [*dims[: axis % len(dims)], *taken, *dims[axis % len(dims) + 1 :]]
         elif op in SAME_SHAPE:
             result = dims
         elif op in ("Conv", "ConvTranspose") and (features := self._convolved(node)) is not None and features < 2**40:
@@ -346,38 +338,53 @@ class GraphGrowth:
                 for axis, size in enumerate(dims)
             ]
         elif op.startswith("Reduce") and (options["keepdims"].i if "keepdims" in options else 1):
-            reduced = self._reduced_axes(node)  # all, where not known: a size noted smaller counts more
+            reduced = self._shapes.reduced_axes(node)  # all, where not known: a size noted smaller counts more
             result = [1 if reduced is None or axis in reduced else size for axis, size in enumerate(dims)]
         elif op == "Expand" and len(inputs) > 1 and (entries := self._shapes.entries(inputs[1])) is not None:
             targets: Dims = [int(c) if f == 0 and c > 1 else (None if f else 1) for f, c in entries]
-            result = _broadcast_dims([dims, targets])
-        elif op == "Reshape" and len(inputs) > 1 and (shape := self._constants.values(inputs[1])) is not None:
-            numbers = shape.ravel()[:MAX_DIMS].tolist()
-            result = [
-                size if size > 0 else (dims[axis] if size == 0 and axis < len(dims) else None)
-                for axis, size in enumerate(numbers)
-            ]
-        elif op in ("Pad", "Slice", "Concat"):  # sizes change on some axes (of inputs alike but one: Concat)
+            result = broadcast_dims([dims, targets])
+        elif op in ("Split", "Concat"):  # Q, K and V of one Linear layer (chunk, in PyTorch), or joined
+            axis = options["axis"].i if "axis" in options else 0
+            sides = [self._dims.get(name) if self._is_from_image(name) else self._fixed(name) for name in inputs]
+            sizes = self._constants.values(inputs[1]) if op == "Split" and len(inputs) > 1 and inputs[1] else None
+            listed = list(options["split"].ints) if "split" in options else None  # before opset 13
+            split = [int(each) for each in sizes.ravel()[:MAX_DIMS]] if sizes is not None else listed
+            parts = split_dims(dims, axis, split, len(node.output)) if op == "Split" else [concat_dims(sides, axis)]
+            self._dims.update((name, part) for name, part in zip(node.output, parts, strict=False) if name and part)
+        elif op in ("Squeeze", "Unsqueeze") and (axes := self._shapes.listed_axes(node)) is not None:
+            result = squeezed_dims(dims, axes, op == "Unsqueeze")
+        elif op == "Flatten" and -len(dims) <= (axis := options["axis"].i if "axis" in options else 1) <= len(dims):
+            halves = (dims[: axis % (len(dims) + 1)], dims[axis % (len(dims) + 1) :])
+            result = [None if None in half else math.prod(size or 0 for size in half) for half in halves]
+        elif op == "Slice":  # sizes change on the axes it lists (constants), else on any
+            result = self._shapes.sliced_dims(node, dims)
+        elif op == "Pad":  # sizes change on some axes
             result = [None for _ in dims]
         elif op == "Transpose" and "perm" in options and sorted(options["perm"].ints) == list(range(len(dims))):
             result = [dims[axis] for axis in options["perm"].ints]
         if result is not None:
             self._dims[node.output[0]] = result
 
-    def _reduced_axes(self, node: onnx.NodeProto) -> set[int] | None:
-        """The axes a Reduce node reduces, where its input's rank is known (`_dims`): those it lists (an
-        attribute, or a constant input from opset 18), else all; None where they are not known."""
-        inputs, options = list(node.input), {each.name: each for each in node.attribute}
-        if not inputs or (dims := self._dims.get(inputs[0])) is None:
-            return None
-        given = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
-        if len(inputs) > 1 and inputs[1] and (given is None or given.dtype.kind != "i"):
-            return None  # computed by the graph
-        listed = list(options["axes"].ints) if "axes" in options else [] if given is None else given.ravel().tolist()
-        listed = [int(axis) for axis in listed if -len(dims) <= axis < len(dims)]
-        if not listed and "noop_with_empty_axes" in options and options["noop_with_empty_axes"].i:
-            return set()  # opset 18: none listed, none reduced
-        return {axis % len(dims) for axis in listed} if listed else set(range(len(dims)))
+    def multiplies_image_values(self, node: onnx.NodeProto) -> bool:
+        """Whether `node` multiplies two values made from the image together (MatMul, Gemm, Einsum: attention)."""
+        multiplied = [name for name in list(node.input)[:2] if name and self._is_from_image(name)]
+        return node.op_type in ("MatMul", "Gemm", "Einsum") and len(multiplied) == 2
+
+    def _width_of(self, name: str) -> float:
+        """The features the last convolution on the way to `name` made; the image's own (3, or as many as the
+        graph's input declares) before any."""
+        if name in self._width or name in self._made or self._constants.shape(name) is not None:
+            return self._width.get(name, 1.0)
+        declared = self._dims.get(name) or []
+        return float(declared[1]) if len(declared) > 1 and declared[1] else 3.0
+
+    def _weight_shape(self, name: str) -> list[int] | None:
+        """A weight's shape: a constant's, or where the graph computes it (from the image: a blind model's kernels)
+        every size the file fixes (`_dims`); None where one is not fixed."""
+        if (shape := self._constants.shape(name)) is not None or not self._is_from_image(name):
+            return shape
+        dims = self._dims.get(name)
+        return None if dims is None or None in dims else [int(each) for each in dims if each is not None]
 
     def _fixed(self, name: str) -> Dims | None:
         shape = self._constants.shape(name)
@@ -387,18 +394,18 @@ class GraphGrowth:
         return name in self._from_image or (name not in self._made and self._constants.shape(name) is None)
 
     def padded(self, node: onnx.NodeProto) -> int:
-        """How many values constant Pads have added to one axis of the image (both ends), along the path to
-        `node` that added most: each axis's pads summed, while the operators on the way keep the axes where
-        they are (`_KEEPS_AXES`); past any other (a Transpose, a Reshape) the most on any axis so far counts
-        on every axis, as a Pad on some axes of its own (`axes`, opset 18) counts its most on each. A Resize
-        enlarges what was padded with the rest (a Pad of 300 before a x4 Resize makes 1,200 values, where one
-        after it makes 300; a ConvTranspose's strides as well), and a Concat of strips of the image beside it
-        (circular padding) adds theirs, as a convolution's own pads do. Crops (negative pads) take nothing
-        back: what was padded was made; but a convolution or a pooling takes back what its kernel shrinks each
-        axis by (reflect padding, then a convolution without its own), and divides the rest by its stride
-        (`onnx_pads.window_effect`), so that a deep network's pads do not add up. What strides divided, an
-        enlargement after them takes back first, and an operator that moves values between axes (a pixel
-        shuffle: they may be the height's and width's again) multiplies back."""
+        """How many values constant Pads have added to one axis of the image (both ends), along the path to `node` that
+        added most: each axis's pads summed, while the operators on the way keep the axes where they are
+        (`_KEEPS_AXES`); past any other (a Transpose, a Reshape) the most on any axis so far counts on every
+        axis, as a Pad on some axes of its own (`axes`, opset 18) counts its most on each. A Resize enlarges
+        what was padded with the rest (a Pad of 300 before a x4 Resize makes 1,200 values, where one after it
+        makes 300; a ConvTranspose's strides as well; one by 1 / 2 makes 150, as a stride of 2 does), and a
+        Concat of strips of the image beside it (circular padding) adds theirs, as a convolution's own pads do.
+        Crops (negative pads) take nothing back: what was padded was made; but a convolution or a pooling takes
+        back what its kernel shrinks each axis by (reflect padding, then a convolution without its own), and
+        divides the rest by its stride (`onnx_pads.window_effect`), so that a deep network's pads do not add up.
+        What strides divided, an enlargement after them takes back first, and an operator that moves values
+        between axes (a pixel shuffle: they may be the height's and width's again) multiplies back."""
         inputs, op = list(node.input), node.op_type
         on_path = [self._padded.get(name, (0, {}, 1.0)) for name in inputs if name]
         divided = max((each for _, _, each in on_path), default=1.0)  # by strides on the way, not enlarged since
@@ -420,7 +427,9 @@ class GraphGrowth:
             base = enlarged(base, most)
             axes = {axis: enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}
             divided = max(divided / least, 1.0)
-        weight = self._constants.shape(inputs[1]) if op in ("Conv", "ConvTranspose") and len(inputs) > 1 else None
+        if op == "Resize":  # to sizes of the image's plus constants: those are pads
+            base, axes = self._shapes.resize_constants(node, base, axes)
+        weight = self._weight_shape(inputs[1]) if op in ("Conv", "ConvTranspose") and len(inputs) > 1 else None
         if (kernel := window_kernel(node, weight)) is not None and (effect := window_effect(node, kernel)):
             rank = len(kernel) + 2  # what counts on every axis, on each of its input's
             axes = {axis: axes.get(axis, 0) + base for axis in {*axes, *range(-rank, 0)}}
@@ -458,9 +467,11 @@ class GraphGrowth:
             numbers, spatial = strides.tolist(), 0
         else:
             return None
-        numbers = [each if each > 1 else 1.0 for each in numbers]  # NaN, and a shrinking, as 1: what was made was
+        # a shrinking one shrinks what was padded as a stride does: over T + P values, floor((T + P) s) is at most
+        # ceil(P s) more than floor(T s); NaN, 0 and negative ones (refused by ONNX Runtime) as 1
+        numbers = [each if each > 0 else 1.0 for each in numbers]
         if any(each.name == "axes" for each in node.attribute):  # Resize-18: scales of those axes only
-            return {}, max(numbers), 1.0
+            return {}, max(*numbers, 1.0), 1.0
         by_axis = {axis - len(numbers): each for axis, each in enumerate(numbers)}
         return by_axis, max(numbers), min(numbers[spatial:], default=1.0)
 
@@ -472,14 +483,3 @@ class GraphGrowth:
             if each.name == attribute:
                 return np.asarray(each.floats if each.floats else each.ints)
         return None
-
-
-def _broadcast_dims(shapes: list[Dims]) -> Dims:
-    """The sizes of `shapes` broadcast together (numpy's rules): a size other than 1 where one has it (ONNX
-    Runtime refuses two that disagree), else None where one is not fixed."""
-    rank = max(map(len, shapes), default=0)
-    result: Dims = []
-    for sizes in zip(*([1] * (rank - len(shape)) + shape for shape in shapes), strict=True):
-        known = [each for each in sizes if each is not None and each != 1]
-        result.append(max(known) if known else (None if None in sizes else 1))
-    return result

@@ -3,6 +3,7 @@ to tell how much a Resize to them or an Expand to them enlarges the image."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -11,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MAX_DIMS", "ConstantValues", "Dims", "Entry", "ShapeVectors"]
+__all__ = ["MAX_DIMS", "ConstantValues", "Dims", "Entry", "ShapeVectors", "concat_dims", "split_dims", "squeezed_dims"]
 
 # Dimensions (and scales, pads) read of a shape: more than numpy itself takes (64), and fewer than a
 # hostile file can declare
@@ -86,6 +87,128 @@ class ShapeVectors:
         if result is not None:
             self._vectors[node.output[0]] = result[:MAX_DIMS]
 
+    def expanded(self, source: str, target: str) -> np.ndarray | None:
+        """How many times over an Expand of the image value `source` to the shape `target` enlarges it, on
+        each axis. An Expand adds nothing where `source` has the target's size already (a [1, 64, 1, 1] on a
+        map of 64 features, which a deep network broadcasts at every layer), so it counts the target's size
+        over the size the file fixes of `source` there (a convolution's features, the input's 3), and the
+        whole of it where no size is fixed: then a grey map expanded to 200 features after a x16 Resize counts
+        3,200 times, as it takes, and not 200 alone. Not the height and width given as constants: a model
+        made for one size may expand a map to the size it has. A size computed from a shape counts its
+        factor (`follow`)."""
+        if (entries := self.entries(target)) is None:
+            return None
+        known = self._dims.get(source)
+        rank = max(len(entries), 0 if known is None else len(known))
+        sizes: Dims = [None] * rank if known is None else [1] * (rank - len(known)) + known
+        entries = [(0.0, 1.0)] * (rank - len(entries)) + entries
+        factors = []
+        for axis, ((factor, constant), size) in enumerate(zip(entries, sizes, strict=True)):
+            if factor > 0:
+                factors.append(max(factor, 1.0))
+            elif axis < rank - 2:
+                factors.append(max(constant / size, 1.0) if size else max(constant, 1.0))
+            else:
+                factors.append(1.0)
+        return np.asarray(factors, dtype=np.float64)
+
+    def resized(self, source: str, sizes: str, node: onnx.NodeProto) -> np.ndarray | None:
+        """The factors by which a Resize of `source` to `sizes` enlarges it, where those are its shape times
+        constants (`follow`); a constant size of the batch or features over the size `source` has
+        there, where the file fixes it, else counted whole. A constant height or width is left: the image's
+        is not known before it runs (sizes that are all constants are counted as values made from
+        constants, `onnx_constants.FileConstants.output_values`)."""
+        if (entries := self.entries(sizes)) is None:
+            return None
+        known = self._dims.get(source) or []
+        along_axes = any(each.name == "axes" for each in node.attribute)  # Resize-18: sizes of those axes only
+        factors = []
+        for axis, (factor, constant) in enumerate(entries):
+            if factor > 0:
+                factors.append(factor)
+            elif axis < len(entries) - 2 and not along_axes:
+                size = known[axis] if axis < len(known) else None
+                factors.append(constant / size if size else constant)
+        return np.asarray(factors)
+
+    def resize_constants(self, node: onnx.NodeProto, base: int, axes: dict[int, int]) -> tuple[int, dict[int, int]]:
+        """What a Resize to sizes computed from the image's adds to each of its last two axes beyond its scales
+        (`onnx_growth.GraphGrowth.padded`'s `base` and `axes`): its sizes' positive constants, as a Pad of as many
+        (H + 2,000 is 2,000 values more, whatever the tile), a constant size as one too. Where it lists its axes
+        (Resize-18), the most of them on every axis."""
+        inputs = list(node.input)
+        scales = self._constants.values(inputs[2]) if len(inputs) > 2 and inputs[2] else None
+        if (scales is not None and scales.size) or len(inputs) < 4 or not (sized := self.entries(inputs[3])):
+            return base, axes
+        added = [int(min(math.ceil(constant), 2**40)) if constant > 0 else 0 for _, constant in sized]
+        if any(each.name == "axes" for each in node.attribute):
+            return base + max(added), axes
+        axes = dict(axes)
+        for axis in range(max(len(added) - 2, 0), len(added)):
+            axes[axis - len(added)] = axes.get(axis - len(added), 0) + added[axis]
+        return base, axes
+
+    def listed_axes(self, node: onnx.NodeProto) -> list[int] | None:
+        """The axes a Squeeze or Unsqueeze lists: its attribute (before opset 13), or its constant second input."""
+        inputs, listed = list(node.input), next((list(each.ints) for each in node.attribute if each.name == "axes"), [])
+        given = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+        if len(inputs) > 1 and inputs[1] and (given is None or given.dtype.kind != "i"):
+            return None
+        return listed if given is None else [int(each) for each in given.ravel()[:MAX_DIMS]]
+
+    def split_share(self, node: onnx.NodeProto) -> float:
+        """The largest share of its input's values one output of a Split takes, by the sizes noted of them (`dims`),
+        along its axis; 1 where not known."""
+        axis = next((each.i for each in node.attribute if each.name == "axis"), 0)
+        whole = self._dims.get(node.input[0]) if node.input else None
+        if whole is None or not -len(whole) <= axis < len(whole) or not (size := whole[axis]):
+            return 1.0
+        parts = [self._dims.get(name) for name in node.output]
+        taken = [part[axis] if part is not None and len(part) == len(whole) else None for part in parts]
+        return 1.0 if None in taken or not taken else min(max(each or 0 for each in taken) / size, 1.0)
+
+    def sliced_dims(self, node: onnx.NodeProto, dims: Dims) -> Dims:
+        """The sizes of a Slice of a value of sizes `dims`: those of the axes it does not slice (its constant `axes`,
+        or as many first ones as its `starts`), None on the others (on all where they are not known)."""
+        inputs = list(node.input)
+        starts = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+        axes = self._constants.values(inputs[3]) if len(inputs) > 3 and inputs[3] else None
+        if len(inputs) > 3 and inputs[3] and (axes is None or axes.dtype.kind != "i"):
+            return [None for _ in dims]
+        if axes is None and (starts is None or len(inputs) < 2):  # how many axes a computed `starts` lists
+            length = self._dims.get(inputs[1]) if len(inputs) > 1 else None
+            axes = np.arange(length[0]) if length and len(length) == 1 and length[0] is not None else None
+        elif axes is None and starts is not None:
+            axes = np.arange(starts.size)
+        if axes is None or not all(-len(dims) <= axis < len(dims) for axis in axes.ravel()[:MAX_DIMS].tolist()):
+            return [None for _ in dims]
+        sliced = {int(axis) % len(dims) for axis in axes.ravel()[:MAX_DIMS].tolist()}
+        return [None if axis in sliced else size for axis, size in enumerate(dims)]
+
+    def reduced_axes(self, node: onnx.NodeProto) -> set[int] | None:
+        """The axes a Reduce node reduces, where its input's rank is known (`_dims`): those it lists (an
+        attribute, or a constant input from opset 18), else all; None where they are not known."""
+        inputs, options = list(node.input), {each.name: each for each in node.attribute}
+        if not inputs or (dims := self._dims.get(inputs[0])) is None:
+            return None
+        given = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+        if len(inputs) > 1 and inputs[1] and (given is None or given.dtype.kind != "i"):
+            return None  # computed by the graph
+        listed = list(options["axes"].ints) if "axes" in options else [] if given is None else given.ravel().tolist()
+        listed = [int(axis) for axis in listed if -len(dims) <= axis < len(dims)]
+        if not listed and "noop_with_empty_axes" in options and options["noop_with_empty_axes"].i:
+            return set()  # opset 18: none listed, none reduced
+        return {axis % len(dims) for axis in listed} if listed else set(range(len(dims)))
+
+    def gathered_share(self, source: str, indices: str, node: onnx.NodeProto) -> float:
+        """The share of `source`'s values a Gather of constant `indices` takes: as many as they are, over the size
+        the file fixes of the axis it takes them of; 1 where either is not known."""
+        axis = next((each.i for each in node.attribute if each.name == "axis"), 0)
+        dims, taken = self._dims.get(source), self._constants.shape(indices)
+        if dims is None or taken is None or not -len(dims) <= axis < len(dims) or not (size := dims[axis]):
+            return 1.0
+        return min(math.prod(taken) / size, 1.0)
+
     def _arithmetic(self, op: str, inputs: list[str]) -> list[Entry] | None:
         """A followed shape times, over, plus or minus a constant (of one value or one an entry)."""
         swapped = op in ("Mul", "Add") and inputs[0] not in self._vectors
@@ -115,3 +238,47 @@ class ShapeVectors:
                 return None
             given.append([int(each) for each in values.ravel()[:MAX_DIMS].tolist()])
         return given
+
+
+def split_dims(dims: Dims, axis: int, sizes: list[int] | None, count: int) -> list[Dims | None]:
+    """The sizes of each of `count` outputs of a Split of a value of sizes `dims` along `axis`: `sizes` there where
+    given (one a part), else the axis's size over `count` where the file fixes it and they divide it; the other
+    axes' as they are. None for a part where `axis` is not one of them (refused by ONNX Runtime)."""
+    if not -len(dims) <= axis < len(dims):
+        return [None] * count
+    axis %= len(dims)
+    if sizes is not None and len(sizes) == count:
+        parts: list[int | None] = list(sizes)
+    else:
+        size = dims[axis]
+        parts = [size // count if size is not None and count and size % count == 0 else None] * count
+    return [[*dims[:axis], part, *dims[axis + 1 :]] for part in parts]
+
+
+def concat_dims(shapes: list[Dims | None], axis: int) -> Dims | None:
+    """The sizes of a Concat of values of sizes `shapes` (None where not noted) along `axis`: the sum of theirs
+    there where all are fixed; on another axis, one's that is fixed (ONNX Runtime refuses ones that disagree)."""
+    known = [shape for shape in shapes if shape is not None]
+    if not known or len({len(shape) for shape in known}) != 1 or not -len(known[0]) <= axis < len(known[0]):
+        return None
+    axis %= len(known[0])
+    along = [shape[axis] for shape in shapes if shape is not None]
+    total = sum(each for each in along if each is not None) if len(along) == len(shapes) and None not in along else None
+    others = [next((size for size in sizes if size is not None), None) for sizes in zip(*known, strict=True)]
+    return [total if index == axis else size for index, size in enumerate(others)]
+
+
+def squeezed_dims(dims: Dims, axes: list[int], unsqueezed: bool) -> Dims | None:
+    """The sizes of a Squeeze of a value of sizes `dims` (its `axes` taken off; with none listed, those fixed at 1,
+    and None where one is not fixed) or an Unsqueeze (axes of 1 put in at `axes` of the output); None where an
+    axis is out of range (refused by ONNX Runtime)."""
+    rank = len(dims) + len(axes) if unsqueezed else len(dims)
+    if not all(-rank <= axis < rank for axis in axes):
+        return None
+    places = {axis % rank for axis in axes}
+    if unsqueezed:
+        sizes = iter(dims)
+        return [1 if index in places else next(sizes, None) for index in range(rank)]
+    if not axes and None in dims:
+        return None
+    return [size for index, size in enumerate(dims) if index not in places and (axes or size != 1)]
