@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,38 @@ RAW_FRAME_DEMUXERS = frozenset({"yuv4mpegpipe"})
 TRANSPORT_PACKETS = ((188, 0), (192, 4), (204, 0))
 TS_SYNC = 0x47
 SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size
+# AV_CODEC_CAP_FRAME_THREADS (libavcodec/codec.h): a decoder that works on several packets at once in threads.
+FRAME_THREADS_CAPABILITY = 1 << 12
+PACKETS_IN_FLIGHT_KEPT = 64  # more decoder threads than FFmpeg starts by itself (16 at most)
+
+
+class PacketsInFlight:
+    """The timestamps of the last video packets sent to the decoder, to name the one an error is about. A decoder
+    in frame threads (FFmpeg's choice for H.264, HEVC, VP9 and others given "AUTO") takes `thread_count` packets at
+    once and hands back their results in the order they were sent: an error surfaces while a packet `thread_count -
+    1` later is sent, and at the end of the file while the last packets are drained, where it is one of those."""
+
+    def __init__(self, video: Any, frame_threads: bool) -> None:
+        self.video = video
+        self.frame_threads = frame_threads  # asked for: FFmpeg uses them where the codec has them
+        self.times: deque[int | None] = deque(maxlen=PACKETS_IN_FLIGHT_KEPT)
+
+    def sent(self, packet: Any) -> None:
+        if packet.size:
+            self.times.append(packet.pts)
+
+    def failed(self, packet: Any) -> tuple[int | None, bool]:
+        """The timestamp of the packet whose error surfaced while `packet` was sent (the empty packet: the decoder
+        drained), and whether it is that packet's for certain (else the earliest the decoder still held)."""
+        context = self.video.codec_context
+        threaded = self.frame_threads and context.codec.capabilities & FRAME_THREADS_CAPABILITY
+        threads = max(1, context.thread_count) if threaded else 1
+        if packet.size and threads == 1:
+            return packet.pts, True
+        held = threads if packet.size else threads - 1  # at the end: the ones sent after the last result
+        if not self.times or held < 1:
+            return None, False
+        return self.times[-min(held, len(self.times))], bool(packet.size) and len(self.times) >= held
 
 
 def cut_transport_packet(source: Path) -> int:
@@ -134,12 +167,14 @@ class InputFrames:
         self.cut_frame_bytes = 0
         self.cut_packet_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
+        self.in_flight = PacketsInFlight(video, frame_threads=not self.pictures.active)
 
     def __iter__(self) -> Iterator[Frame | Packet]:
         av, video, frames, window = self.av, self.video, self.frames, self.window
         # MPEG-4 Part 2 decodes in one thread, so that an error is the packet's that was sent (frame threads report
-        # one a few packets late): FFmpeg can fail an N-VOP after a damaged packet, which holds no picture to lose.
-        video.thread_type = "SLICE" if self.pictures.active else "AUTO"
+        # one a few packets late: `PacketsInFlight`): FFmpeg can fail an N-VOP after a damaged packet, which holds no
+        # picture to lose.
+        video.thread_type = "AUTO" if self.in_flight.frame_threads else "SLICE"
         time_base = time_base_of(video)
         video_shift = round(window.start / time_base) if window else 0
         step = self.step
@@ -296,6 +331,7 @@ class InputFrames:
 
     def _decode_packet(self, packet: Any, index: int, *, holds_picture: bool = True) -> list[Any]:
         """The frames a packet completes; `index` frames have come out before it."""
+        self.in_flight.sent(packet)
         try:
             return self.video.decode(packet)
         except self.av.error.EOFError:
@@ -303,12 +339,9 @@ class InputFrames:
         except self.av.error.FFmpegError as error:
             if not holds_picture:  # an N-VOP failed (after a damaged packet, whose frames are counted lost)
                 return []
-            # Decoder threads report an error a few packets late: the time is where it surfaced.
-            at = (
-                ""
-                if packet is None or packet.pts is None
-                else f" near {seconds_of(packet.pts, time_base_of(packet)):.2f} s"
-            )
+            pts, certain = self.in_flight.failed(packet)
+            time = seconds_of(pts, time_base_of(self.video))
+            at = "" if pts is None else f" {'at' if certain else 'near'} {time:.2f} s"
             raise VideoError(
                 f"{self.source}: a frame{at} cannot be decoded ({error_reason(error)}); the file is damaged "
                 f"({frames_before_hint(index, self.frames, command_line=self.command_line)})"
