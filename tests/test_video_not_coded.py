@@ -332,10 +332,27 @@ def test_the_picture_before_a_lost_packed_packet_keeps_its_time(
     """A packed packet lost whole: the decoder gives the picture before it only when the next one comes, and it was
     shown there, where the lost ones were: the key frame before a packed packet lost right after it was shown two
     frames late, and nothing was named lost. Each frame is shown a slot after the packet it came from. FFmpeg fails
-    the N-VOP after such a packet, which ended the upscale; it holds no picture, and no longer does."""
+    the N-VOP after such a packet, which ended the upscale; it holds no picture, and no longer does. Its header
+    unreadable, the packet was counted as one picture, and one frame named lost of the two; the placeholder after it
+    in a stream DivX says is packed shows it held two."""
     clean = packed(tmp_path, placeholder)
     # I0, P2 with B1, (its placeholder), P4 with B3, ...: empty placeholders are no packets
     times, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, lost)
     before = lost[0] - 1
-    named = [line for line in warnings(result) if "missing from the output" in line]
-    assert len(named) == 1 and f"after frame {before} ({times[before]:.2f} s);" in named[0], result.stderr
+    counted = f"WARNING: {tmp_path / 'damaged.avi'}: only 10 of the 12 frames the file lists decoded (truncated or "
+    counted += "damaged?); the output has those"
+    named = missing_line(tmp_path / "damaged.avi", 2, before, times[before])
+    assert warnings(result) == [counted, named], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("layout", "damaged_packet"), [("not-coded", 5), ("packed", 2)], ids=["dropped-frame", "packed-placeholder"]
+)
+def test_a_damaged_n_vop_is_no_frame_lost(tmp_path: Path, model_path: Path, layout: str, damaged_packet: int) -> None:
+    """An N-VOP whose header is damaged holds no picture either: as big as an N-VOP, it was counted as a frame the
+    file lists and one lost ("only 10 of the 11 frames"); a packed packet's placeholder, for which FFmpeg decodes the
+    B-frame held back whatever it holds, was too ("12 of the 13" with all 12 decoded), and the frames after it were
+    shown a frame late."""
+    clean = with_not_coded_frames(tmp_path) if layout == "not-coded" else packed(tmp_path)
+    _, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, ())
+    assert warnings(result) == [], result.stderr

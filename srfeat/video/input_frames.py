@@ -184,6 +184,9 @@ class InputFrames:
         # own timestamps go back and forth on a clean file; the slot each frame comes out at is its time.
         decode_order_times = False
         after_packed = False  # the packet before was a packed one: this one may be its placeholder N-VOP
+        # The packet before was damaged past reading in a DivX-packed stream: a placeholder after it says it was a
+        # packed one, its two pictures lost (else it is counted as one, as a damaged packet elsewhere).
+        after_damaged = False
         index = 0
         done = False
         video_end: int | None = None  # the byte after the last video packet read
@@ -223,24 +226,28 @@ class InputFrames:
                 # it none, and it falls behind: the next packed packet fails, frames after it are lost or garbled.
                 # That placeholder is sent as the N-VOP it stands for (and counted as one). (Others are not: after
                 # a damaged packet FFmpeg can fail an N-VOP, and nothing waits for them.)
-                placeholder = self._placeholder_after(packet) if after_packed and empty_chunks else None
+                placeholder = (
+                    self._placeholder_after(packet) if (after_packed or after_damaged) and empty_chunks else None
+                )
                 self.hidden_frames += empty_chunks - (placeholder is not None)
                 for sent in (packet,) if placeholder is None else (placeholder, packet):
                     if done:
                         break
-                    not_coded = self.pictures.not_coded(sent)
-                    self.hidden_frames += sent.is_discard + not_coded
+                    not_coded = self.pictures.not_coded(sent, after_packed=after_packed)
+                    held_two = after_damaged and not_coded > 0  # a damaged packet with its placeholder after it
+                    self.hidden_frames += sent.is_discard + not_coded - held_two
                     if sent.size and sent.pos is not None and sent.pos >= 0:
                         video_end = sent.pos + sent.size
                     # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
                     # its P-frame is shown at (its B-frame takes the packed packet's own).
-                    if not_coded <= 0 or after_packed:
+                    if not_coded <= 0 or after_packed or held_two:
                         # In a packed AVI a packet's frame is shown a slot on (`PackedSlots`), where FFmpeg's guess of
                         # its time is the next packet the demuxer gave, past any empty chunk.
                         in_slots = self.empty_chunks.in_avi and (decode_order_times or not_coded < 0)
                         slot_shown = sent.dts + step if in_slots and sent.dts is not None else None
                         self.lost.sent(sent, slot_shown)
                     after_packed = not_coded < 0
+                    after_damaged = self.pictures.packed_stream and not not_coded and self.pictures.damaged
                     decode_order_times = decode_order_times or after_packed
                     if self.reference_slots is not None:
                         self.reference_slots.sent(sent)
