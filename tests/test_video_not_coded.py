@@ -356,3 +356,35 @@ def test_a_damaged_n_vop_is_no_frame_lost(tmp_path: Path, model_path: Path, layo
     clean = with_not_coded_frames(tmp_path) if layout == "not-coded" else packed(tmp_path)
     _, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, ())
     assert warnings(result) == [], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("placeholder", "damaged_chunk", "lost"),
+    [(not_coded_vop, 2, ()), (not_coded_vop, 3, (3, 4)), (empty_chunk, 2, (3, 4))],
+    ids=["placeholder", "packed", "packed-before-an-empty-chunk"],
+)
+def test_a_chunk_of_a_packed_file_whose_header_is_damaged_is_counted_as_what_it_held(
+    tmp_path: Path, model_path: Path, placeholder: Callable[[int], bytes], damaged_chunk: int, lost: tuple[int, ...]
+) -> None:
+    """FFmpeg's demuxer passes over a chunk whose header is damaged without an error, and counts the frames on
+    without it. A placeholder passed over left its decoder no packet to decode the held-back B-frame at: 3 frames
+    were lost, the rest a frame early; it is sent as the N-VOP it was, and nothing is lost. A packed packet passed
+    over, the placeholder after it shows it held two frames (it was counted as one, or not named at all)."""
+    clean, damaged = packed(tmp_path, placeholder), tmp_path / "damaged.avi"
+    with av.open(str(clean)) as container:
+        position = [packet.pos for packet in container.demux(video=0) if packet.size][damaged_chunk]
+    data = bytearray(clean.read_bytes())
+    data[position - 8 : position - 4] = bytes(4)  # the chunk's "00dc", before its size
+    damaged.write_bytes(bytes(data))
+    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    times = frame_times(tmp_path / "clean.mkv")
+    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    expected = []
+    if lost:
+        counted = f"WARNING: {damaged}: only {12 - len(lost)} of the 12 frames the file lists decoded (truncated or "
+        expected = [counted + "damaged?); the output has those", missing_line(damaged, 2, 2, times[2])]
+    assert warnings(result) == expected, result.stderr
+    shown = [time for index, time in enumerate(times) if index not in lost]
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(shown, abs=0.002)

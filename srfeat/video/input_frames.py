@@ -10,8 +10,8 @@ frame that does not decode, or a file that cannot be read further, is one line n
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ import numpy as np
 
 from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
+from srfeat.video.avi_index import AviIndex
 from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.lost_frames import LostFrames
 from srfeat.video.not_coded import EmptyChunks, PictureCounter, not_coded_vop
@@ -156,6 +157,7 @@ class InputFrames:
         self.hidden_frames = 0
         self.pictures = PictureCounter(video)
         self.empty_chunks = EmptyChunks(source_container.format.name, step)
+        self.avi_index = AviIndex.read(source, video.index) if self.empty_chunks.in_avi else None
         # FFmpeg's times for an AVI's reference pictures, a frame early past a damaged B-frame: mended.
         reordered = self.empty_chunks.in_avi and self.pictures.active and bool(video.codec_context.has_b_frames)
         self.reference_slots = ReferenceSlots(self.pictures, time_base_of(video)) if reordered else None
@@ -190,11 +192,17 @@ class InputFrames:
         index = 0
         done = False
         video_end: int | None = None  # the byte after the last video packet read
+        last_slot: int | None = None  # where the last video packet's frame is shown (in an AVI: `AviIndex`)
         packets = self.input.demux([video, *(self.input.streams[index] for index in self.copied)])
         while True:
             try:
                 packet = next(packets)
             except StopIteration:
+                if (
+                    self.avi_index and last_slot is not None
+                ):  # chunks passed over after the last packet: lost at the end
+                    for ahead in self.avi_index.after_last():
+                        self.lost.passed_over(last_slot + ahead * step)
                 self.cut_frame_bytes = self._bytes_after(video_end)
                 if "mpegts" in self.input.format.name.split(","):
                     self.cut_packet_bytes = cut_transport_packet(self.source)
@@ -221,15 +229,12 @@ class InputFrames:
                     ):
                         break
                     continue
-                empty_chunks = self.empty_chunks.before(packet)
-                # FFmpeg decodes a packed packet's B-frame when the placeholder after it comes; an empty chunk gives
-                # it none, and it falls behind: the next packed packet fails, frames after it are lost or garbled.
-                # That placeholder is sent as the N-VOP it stands for (and counted as one). (Others are not: after
-                # a damaged packet FFmpeg can fail an N-VOP, and nothing waits for them.)
-                placeholder = (
-                    self._placeholder_after(packet) if (after_packed or after_damaged) and empty_chunks else None
+                placeholder, slot, just_passed_over = self._chunks_before(
+                    packet, after_packed or after_damaged, decode_order_times
                 )
-                self.hidden_frames += empty_chunks - (placeholder is not None)
+                last_slot = last_slot if slot is None else slot
+                # A chunk passed over (its header damaged) is a packet damaged past reading.
+                after_damaged = (after_damaged or just_passed_over) and self.pictures.packed_stream
                 for sent in (packet,) if placeholder is None else (placeholder, packet):
                     if done:
                         break
@@ -285,14 +290,55 @@ class InputFrames:
         if not done:  # read to the file's end: frames lost after the last one shown are in the range
             self.lost.ended()
 
-    def _placeholder_after(self, packet: Any) -> Any:
-        """The N-VOP the empty chunk after a packed packet stands for, a slot after that one, before `packet`."""
+    def _chunks_before(
+        self, packet: Any, packed_before: bool, decode_order_times: bool
+    ) -> tuple[Any, int | None, bool]:
+        """What lies between the video packet before and `packet` in an AVI: empty chunks (frames held: listed, not
+        shown) and chunks the demuxer passed over, their headers damaged (`AviIndex`: their frames lost there, the
+        packets after them put back in their places). After a packed packet the first is its placeholder, sent as
+        the N-VOP it stands for: FFmpeg decodes the packed B-frame when the placeholder comes, and without one falls
+        behind: the next packed packet fails, frames after it are lost or garbled. (Others are not: after a damaged
+        packet FFmpeg can fail an N-VOP, and nothing waits for them.) The placeholder, if any, the slot `packet`'s
+        frame is tracked at (as `LostFrames.sent` is told; None for the flush packet), and whether the chunk just
+        before it was passed over."""
+        step = self.step
+        passed_over = self.avi_index.place(packet, step) if self.avi_index else []
+        between = self.empty_chunks.before(packet)
+        placeholder_passed = packed_before and bool(passed_over) and passed_over[0] == between
+        if placeholder_passed:
+            passed_over = passed_over[1:]
+        empty = between - len(passed_over) - placeholder_passed
+        placeholder = (
+            self._placeholder_after(packet, passed_over=placeholder_passed)
+            if packed_before and (empty or placeholder_passed)
+            else None
+        )
+        # The placeholder sent counts itself as not shown (`PictureCounter.not_coded`): an empty one, not twice.
+        self.hidden_frames += empty - (placeholder is not None and not placeholder_passed)
+        slot = packet.pts if not decode_order_times or packet.dts is None else packet.dts + step
+        just_passed_over = bool(passed_over) and passed_over[-1] == 1
+        if not packet.size or slot is None:
+            return placeholder, None, just_passed_over
+        for back in passed_over:
+            self.lost.passed_over(slot - back * step)
+            if self.pictures.packed_stream and self.avi_index and self.avi_index.empty_after(back):
+                # an empty placeholder after it: it held two pictures, the one shown there too
+                self.lost.passed_over(slot - (back - 1) * step)
+                self.hidden_frames -= 1
+        return placeholder, slot, just_passed_over
+
+    def _placeholder_after(self, packet: Any, *, passed_over: bool = False) -> Any:
+        """The N-VOP the empty chunk after a packed packet stands for (or the chunk the demuxer `passed_over`), a slot
+        after that one, before `packet`."""
         packed_dts, increment_bits = self.empty_chunks.previous_dts, self.pictures.increment_bits
         assert packed_dts is not None and increment_bits is not None  # a packed packet was read: its times, too
         placeholder = self.av.Packet(not_coded_vop(increment_bits))
         placeholder.time_base = packet.time_base
         placeholder.dts = packed_dts + self.step
-        placeholder.pts = placeholder.dts  # no packet's: in an AVI FFmpeg gives each the next one's slot
+        # FFmpeg stamps an AVI's packet with the next one's slot: the packed packet's is this placeholder's own where
+        # the demuxer passed over its chunk (it counted none), and the placeholder takes the next, as in a whole file;
+        # after an empty chunk (counted) the packed packet's is the next, and the placeholder's own is free.
+        placeholder.pts = placeholder.dts + self.step * passed_over
         return placeholder
 
     def _shown_at(self, frame: Any, decode_order_times: bool) -> int | None:
