@@ -198,11 +198,7 @@ class InputFrames:
             try:
                 packet = next(packets)
             except StopIteration:
-                if (
-                    self.avi_index and last_slot is not None
-                ):  # chunks passed over after the last packet: lost at the end
-                    for ahead in self.avi_index.after_last():
-                        self.lost.passed_over(last_slot + ahead * step)
+                self._passed_over_at_end(last_slot)
                 self.cut_frame_bytes = self._bytes_after(video_end)
                 if "mpegts" in self.input.format.name.split(","):
                     self.cut_packet_bytes = cut_transport_packet(self.source)
@@ -326,6 +322,12 @@ class InputFrames:
                 self.lost.passed_over(slot - (back - 1) * step)
                 self.hidden_frames -= 1
         return placeholder, slot, just_passed_over
+
+    def _passed_over_at_end(self, last_slot: int | None) -> None:
+        """Chunks the demuxer passed over after the last video packet (`AviIndex`): their frames lost at the end."""
+        if self.avi_index and last_slot is not None:
+            for ahead in self.avi_index.after_last():
+                self.lost.passed_over(last_slot + ahead * self.step)
 
     def _placeholder_after(self, packet: Any, *, passed_over: bool = False) -> Any:
         """The N-VOP the empty chunk after a packed packet stands for (or the chunk the demuxer `passed_over`), a slot
