@@ -402,3 +402,33 @@ def test_a_file_that_fails_to_read_past_a_range_keeps_the_range_and_says_what_ma
         "all upscaled, but the copied audio and subtitles may end early"
     )
     assert warnings_of(caplog) == [said]
+
+
+@pytest.mark.parametrize(
+    ("damaged_chunk", "place"),
+    [
+        (5, "1 after frame 4 (0.33 s); the output jumps over it"),
+        (11, "1 after frame 10 (0.83 s); the output ends early"),
+    ],
+    ids=["inside", "last"],
+)
+def test_an_avi_chunk_whose_header_is_damaged_is_named_where_it_was(
+    tmp_path: Path, model_path: Path, damaged_chunk: int, place: str
+) -> None:
+    """FFmpeg's AVI demuxer passes over a chunk whose header it cannot read, without an error, and counts the frames
+    on without it: the frame was said only to be missing from the count ("only 11 of the 12 frames the file lists"),
+    and every frame after it came out a frame early. The file's index says where it was."""
+    clean, damaged = tmp_path / "clean.avi", tmp_path / "damaged.avi"
+    write_encoded(clean, codec="mpeg4", frames=12)
+    with av.open(str(clean)) as container:
+        position = [packet.pos for packet in container.demux(video=0) if packet.size][damaged_chunk]
+    data = bytearray(clean.read_bytes())
+    data[position - 8 : position - 4] = bytes(4)  # the chunk's "00dc", before its size and data
+    damaged.write_bytes(bytes(data))
+    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    missing = [line for line in lines(result, "WARNING") if "missing from the output" in line]
+    assert len(missing) == 1 and "1 frame of the video could not be decoded" in missing[0], result.stderr
+    assert place in missing[0]
+    shown = [index / 12 for index in range(12) if index != damaged_chunk]
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(shown, abs=0.002)

@@ -332,10 +332,59 @@ def test_the_picture_before_a_lost_packed_packet_keeps_its_time(
     """A packed packet lost whole: the decoder gives the picture before it only when the next one comes, and it was
     shown there, where the lost ones were: the key frame before a packed packet lost right after it was shown two
     frames late, and nothing was named lost. Each frame is shown a slot after the packet it came from. FFmpeg fails
-    the N-VOP after such a packet, which ended the upscale; it holds no picture, and no longer does."""
+    the N-VOP after such a packet, which ended the upscale; it holds no picture, and no longer does. Its header
+    unreadable, the packet was counted as one picture, and one frame named lost of the two; the placeholder after it
+    in a stream DivX says is packed shows it held two."""
     clean = packed(tmp_path, placeholder)
     # I0, P2 with B1, (its placeholder), P4 with B3, ...: empty placeholders are no packets
     times, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, lost)
     before = lost[0] - 1
-    named = [line for line in warnings(result) if "missing from the output" in line]
-    assert len(named) == 1 and f"after frame {before} ({times[before]:.2f} s);" in named[0], result.stderr
+    counted = f"WARNING: {tmp_path / 'damaged.avi'}: only 10 of the 12 frames the file lists decoded (truncated or "
+    counted += "damaged?); the output has those"
+    named = missing_line(tmp_path / "damaged.avi", 2, before, times[before])
+    assert warnings(result) == [counted, named], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("layout", "damaged_packet"), [("not-coded", 5), ("packed", 2)], ids=["dropped-frame", "packed-placeholder"]
+)
+def test_a_damaged_n_vop_is_no_frame_lost(tmp_path: Path, model_path: Path, layout: str, damaged_packet: int) -> None:
+    """An N-VOP whose header is damaged holds no picture either: as big as an N-VOP, it was counted as a frame the
+    file lists and one lost ("only 10 of the 11 frames"); a packed packet's placeholder, for which FFmpeg decodes the
+    B-frame held back whatever it holds, was too ("12 of the 13" with all 12 decoded), and the frames after it were
+    shown a frame late."""
+    clean = with_not_coded_frames(tmp_path) if layout == "not-coded" else packed(tmp_path)
+    _, result = upscaled_with_a_packet_lost(tmp_path, model_path, clean, damaged_packet, ())
+    assert warnings(result) == [], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("placeholder", "damaged_chunk", "lost"),
+    [(not_coded_vop, 2, ()), (not_coded_vop, 3, (3, 4)), (empty_chunk, 2, (3, 4))],
+    ids=["placeholder", "packed", "packed-before-an-empty-chunk"],
+)
+def test_a_chunk_of_a_packed_file_whose_header_is_damaged_is_counted_as_what_it_held(
+    tmp_path: Path, model_path: Path, placeholder: Callable[[int], bytes], damaged_chunk: int, lost: tuple[int, ...]
+) -> None:
+    """FFmpeg's demuxer passes over a chunk whose header is damaged without an error, and counts the frames on
+    without it. A placeholder passed over left its decoder no packet to decode the held-back B-frame at: 3 frames
+    were lost, the rest a frame early; it is sent as the N-VOP it was, and nothing is lost. A packed packet passed
+    over, the placeholder after it shows it held two frames (it was counted as one, or not named at all)."""
+    clean, damaged = packed(tmp_path, placeholder), tmp_path / "damaged.avi"
+    with av.open(str(clean)) as container:
+        position = [packet.pos for packet in container.demux(video=0) if packet.size][damaged_chunk]
+    data = bytearray(clean.read_bytes())
+    data[position - 8 : position - 4] = bytes(4)  # the chunk's "00dc", before its size
+    damaged.write_bytes(bytes(data))
+    result = cli(clean, "-o", tmp_path / "clean.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    times = frame_times(tmp_path / "clean.mkv")
+    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    expected = []
+    if lost:
+        counted = f"WARNING: {damaged}: only {12 - len(lost)} of the 12 frames the file lists decoded (truncated or "
+        expected = [counted + "damaged?); the output has those", missing_line(damaged, 2, 2, times[2])]
+    assert warnings(result) == expected, result.stderr
+    shown = [time for index, time in enumerate(times) if index not in lost]
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(shown, abs=0.002)

@@ -10,6 +10,7 @@ frame that does not decode, or a file that cannot be read further, is one line n
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
+from srfeat.video.avi_index import AviIndex
 from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.lost_frames import LostFrames
 from srfeat.video.not_coded import EmptyChunks, PictureCounter, not_coded_vop
@@ -46,6 +48,38 @@ RAW_FRAME_DEMUXERS = frozenset({"yuv4mpegpipe"})
 TRANSPORT_PACKETS = ((188, 0), (192, 4), (204, 0))
 TS_SYNC = 0x47
 SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size
+# AV_CODEC_CAP_FRAME_THREADS (libavcodec/codec.h): a decoder that works on several packets at once in threads.
+FRAME_THREADS_CAPABILITY = 1 << 12
+PACKETS_IN_FLIGHT_KEPT = 64  # more decoder threads than FFmpeg starts by itself (16 at most)
+
+
+class PacketsInFlight:
+    """The timestamps of the last video packets sent to the decoder, to name the one an error is about. A decoder
+    in frame threads (FFmpeg's choice for H.264, HEVC, VP9 and others given "AUTO") takes `thread_count` packets at
+    once and hands back their results in the order they were sent: an error surfaces while a packet `thread_count -
+    1` later is sent, and at the end of the file while the last packets are drained, where it is one of those."""
+
+    def __init__(self, video: Any, frame_threads: bool) -> None:
+        self.video = video
+        self.frame_threads = frame_threads  # asked for: FFmpeg uses them where the codec has them
+        self.times: deque[int | None] = deque(maxlen=PACKETS_IN_FLIGHT_KEPT)
+
+    def sent(self, packet: Any) -> None:
+        if packet.size:
+            self.times.append(packet.pts)
+
+    def failed(self, packet: Any) -> tuple[int | None, bool]:
+        """The timestamp of the packet whose error surfaced while `packet` was sent (the empty packet: the decoder
+        drained), and whether it is that packet's for certain (else the earliest the decoder still held)."""
+        context = self.video.codec_context
+        threaded = self.frame_threads and context.codec.capabilities & FRAME_THREADS_CAPABILITY
+        threads = max(1, context.thread_count) if threaded else 1
+        if packet.size and threads == 1:
+            return packet.pts, True
+        held = threads if packet.size else threads - 1  # at the end: the ones sent after the last result
+        if not self.times or held < 1:
+            return None, False
+        return self.times[-min(held, len(self.times))], bool(packet.size) and len(self.times) >= held
 
 
 def cut_transport_packet(source: Path) -> int:
@@ -123,6 +157,7 @@ class InputFrames:
         self.hidden_frames = 0
         self.pictures = PictureCounter(video)
         self.empty_chunks = EmptyChunks(source_container.format.name, step)
+        self.avi_index = AviIndex.read(source, video.index) if self.empty_chunks.in_avi else None
         # FFmpeg's times for an AVI's reference pictures, a frame early past a damaged B-frame: mended.
         reordered = self.empty_chunks.in_avi and self.pictures.active and bool(video.codec_context.has_b_frames)
         self.reference_slots = ReferenceSlots(self.pictures, time_base_of(video)) if reordered else None
@@ -134,12 +169,14 @@ class InputFrames:
         self.cut_frame_bytes = 0
         self.cut_packet_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
+        self.in_flight = PacketsInFlight(video, frame_threads=not self.pictures.active)
 
     def __iter__(self) -> Iterator[Frame | Packet]:
         av, video, frames, window = self.av, self.video, self.frames, self.window
         # MPEG-4 Part 2 decodes in one thread, so that an error is the packet's that was sent (frame threads report
-        # one a few packets late): FFmpeg can fail an N-VOP after a damaged packet, which holds no picture to lose.
-        video.thread_type = "SLICE" if self.pictures.active else "AUTO"
+        # one a few packets late: `PacketsInFlight`): FFmpeg can fail an N-VOP after a damaged packet, which holds no
+        # picture to lose.
+        video.thread_type = "AUTO" if self.in_flight.frame_threads else "SLICE"
         time_base = time_base_of(video)
         video_shift = round(window.start / time_base) if window else 0
         step = self.step
@@ -149,14 +186,19 @@ class InputFrames:
         # own timestamps go back and forth on a clean file; the slot each frame comes out at is its time.
         decode_order_times = False
         after_packed = False  # the packet before was a packed one: this one may be its placeholder N-VOP
+        # The packet before was damaged past reading in a DivX-packed stream: a placeholder after it says it was a
+        # packed one, its two pictures lost (else it is counted as one, as a damaged packet elsewhere).
+        after_damaged = False
         index = 0
         done = False
         video_end: int | None = None  # the byte after the last video packet read
+        last_slot: int | None = None  # where the last video packet's frame is shown (in an AVI: `AviIndex`)
         packets = self.input.demux([video, *(self.input.streams[index] for index in self.copied)])
         while True:
             try:
                 packet = next(packets)
             except StopIteration:
+                self._passed_over_at_end(last_slot)
                 self.cut_frame_bytes = self._bytes_after(video_end)
                 if "mpegts" in self.input.format.name.split(","):
                     self.cut_packet_bytes = cut_transport_packet(self.source)
@@ -183,29 +225,30 @@ class InputFrames:
                     ):
                         break
                     continue
-                empty_chunks = self.empty_chunks.before(packet)
-                # FFmpeg decodes a packed packet's B-frame when the placeholder after it comes; an empty chunk gives
-                # it none, and it falls behind: the next packed packet fails, frames after it are lost or garbled.
-                # That placeholder is sent as the N-VOP it stands for (and counted as one). (Others are not: after
-                # a damaged packet FFmpeg can fail an N-VOP, and nothing waits for them.)
-                placeholder = self._placeholder_after(packet) if after_packed and empty_chunks else None
-                self.hidden_frames += empty_chunks - (placeholder is not None)
+                placeholder, slot, just_passed_over = self._chunks_before(
+                    packet, after_packed or after_damaged, decode_order_times
+                )
+                last_slot = last_slot if slot is None else slot
+                # A chunk passed over (its header damaged) is a packet damaged past reading.
+                after_damaged = (after_damaged or just_passed_over) and self.pictures.packed_stream
                 for sent in (packet,) if placeholder is None else (placeholder, packet):
                     if done:
                         break
-                    not_coded = self.pictures.not_coded(sent)
-                    self.hidden_frames += sent.is_discard + not_coded
+                    not_coded = self.pictures.not_coded(sent, after_packed=after_packed)
+                    held_two = after_damaged and not_coded > 0  # a damaged packet with its placeholder after it
+                    self.hidden_frames += sent.is_discard + not_coded - held_two
                     if sent.size and sent.pos is not None and sent.pos >= 0:
                         video_end = sent.pos + sent.size
                     # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
                     # its P-frame is shown at (its B-frame takes the packed packet's own).
-                    if not_coded <= 0 or after_packed:
+                    if not_coded <= 0 or after_packed or held_two:
                         # In a packed AVI a packet's frame is shown a slot on (`PackedSlots`), where FFmpeg's guess of
                         # its time is the next packet the demuxer gave, past any empty chunk.
                         in_slots = self.empty_chunks.in_avi and (decode_order_times or not_coded < 0)
                         slot_shown = sent.dts + step if in_slots and sent.dts is not None else None
                         self.lost.sent(sent, slot_shown)
                     after_packed = not_coded < 0
+                    after_damaged = self.pictures.packed_stream and not not_coded and self.pictures.damaged
                     decode_order_times = decode_order_times or after_packed
                     if self.reference_slots is not None:
                         self.reference_slots.sent(sent)
@@ -243,14 +286,61 @@ class InputFrames:
         if not done:  # read to the file's end: frames lost after the last one shown are in the range
             self.lost.ended()
 
-    def _placeholder_after(self, packet: Any) -> Any:
-        """The N-VOP the empty chunk after a packed packet stands for, a slot after that one, before `packet`."""
+    def _chunks_before(
+        self, packet: Any, packed_before: bool, decode_order_times: bool
+    ) -> tuple[Any, int | None, bool]:
+        """What lies between the video packet before and `packet` in an AVI: empty chunks (frames held: listed, not
+        shown) and chunks the demuxer passed over, their headers damaged (`AviIndex`: their frames lost there, the
+        packets after them put back in their places). After a packed packet the first is its placeholder, sent as
+        the N-VOP it stands for: FFmpeg decodes the packed B-frame when the placeholder comes, and without one falls
+        behind: the next packed packet fails, frames after it are lost or garbled. (Others are not: after a damaged
+        packet FFmpeg can fail an N-VOP, and nothing waits for them.) The placeholder, if any, the slot `packet`'s
+        frame is tracked at (as `LostFrames.sent` is told; None for the flush packet), and whether the chunk just
+        before it was passed over."""
+        step = self.step
+        passed_over = self.avi_index.place(packet, step) if self.avi_index else []
+        between = self.empty_chunks.before(packet)
+        placeholder_passed = packed_before and bool(passed_over) and passed_over[0] == between
+        if placeholder_passed:
+            passed_over = passed_over[1:]
+        empty = between - len(passed_over) - placeholder_passed
+        placeholder = (
+            self._placeholder_after(packet, passed_over=placeholder_passed)
+            if packed_before and (empty or placeholder_passed)
+            else None
+        )
+        # The placeholder sent counts itself as not shown (`PictureCounter.not_coded`): an empty one, not twice.
+        self.hidden_frames += empty - (placeholder is not None and not placeholder_passed)
+        slot = packet.pts if not decode_order_times or packet.dts is None else packet.dts + step
+        just_passed_over = bool(passed_over) and passed_over[-1] == 1
+        if not packet.size or slot is None:
+            return placeholder, None, just_passed_over
+        for back in passed_over:
+            self.lost.passed_over(slot - back * step)
+            if self.pictures.packed_stream and self.avi_index and self.avi_index.empty_after(back):
+                # an empty placeholder after it: it held two pictures, the one shown there too
+                self.lost.passed_over(slot - (back - 1) * step)
+                self.hidden_frames -= 1
+        return placeholder, slot, just_passed_over
+
+    def _passed_over_at_end(self, last_slot: int | None) -> None:
+        """Chunks the demuxer passed over after the last video packet (`AviIndex`): their frames lost at the end."""
+        if self.avi_index and last_slot is not None:
+            for ahead in self.avi_index.after_last():
+                self.lost.passed_over(last_slot + ahead * self.step)
+
+    def _placeholder_after(self, packet: Any, *, passed_over: bool = False) -> Any:
+        """The N-VOP the empty chunk after a packed packet stands for (or the chunk the demuxer `passed_over`), a slot
+        after that one, before `packet`."""
         packed_dts, increment_bits = self.empty_chunks.previous_dts, self.pictures.increment_bits
         assert packed_dts is not None and increment_bits is not None  # a packed packet was read: its times, too
         placeholder = self.av.Packet(not_coded_vop(increment_bits))
         placeholder.time_base = packet.time_base
         placeholder.dts = packed_dts + self.step
-        placeholder.pts = placeholder.dts  # no packet's: in an AVI FFmpeg gives each the next one's slot
+        # FFmpeg stamps an AVI's packet with the next one's slot: the packed packet's is this placeholder's own where
+        # the demuxer passed over its chunk (it counted none), and the placeholder takes the next, as in a whole file;
+        # after an empty chunk (counted) the packed packet's is the next, and the placeholder's own is free.
+        placeholder.pts = placeholder.dts + self.step * passed_over
         return placeholder
 
     def _shown_at(self, frame: Any, decode_order_times: bool) -> int | None:
@@ -296,6 +386,7 @@ class InputFrames:
 
     def _decode_packet(self, packet: Any, index: int, *, holds_picture: bool = True) -> list[Any]:
         """The frames a packet completes; `index` frames have come out before it."""
+        self.in_flight.sent(packet)
         try:
             return self.video.decode(packet)
         except self.av.error.EOFError:
@@ -303,12 +394,9 @@ class InputFrames:
         except self.av.error.FFmpegError as error:
             if not holds_picture:  # an N-VOP failed (after a damaged packet, whose frames are counted lost)
                 return []
-            # Decoder threads report an error a few packets late: the time is where it surfaced.
-            at = (
-                ""
-                if packet is None or packet.pts is None
-                else f" near {seconds_of(packet.pts, time_base_of(packet)):.2f} s"
-            )
+            pts, certain = self.in_flight.failed(packet)
+            time = seconds_of(pts, time_base_of(self.video))
+            at = "" if pts is None else f" {'at' if certain else 'near'} {time:.2f} s"
             raise VideoError(
                 f"{self.source}: a frame{at} cannot be decoded ({error_reason(error)}); the file is damaged "
                 f"({frames_before_hint(index, self.frames, command_line=self.command_line)})"

@@ -97,9 +97,12 @@ class LostFrames:
                 # decoder before the last of this part's frames come out, and are kept apart until its frames do.
                 self.next_part = set()
             self.last_dts = packet.dts
-        (self.sent_times if self.next_part is None else self.next_part).add(
-            packet.pts if shown_at is None else shown_at
-        )
+        self.passed_over(packet.pts if shown_at is None else shown_at)
+
+    def passed_over(self, shown_at: int) -> None:
+        """A frame was due to be shown at `shown_at`: a packet sent, or one the demuxer passed over (an AVI's chunk
+        whose header is damaged: `AviIndex`)."""
+        (self.sent_times if self.next_part is None else self.next_part).add(shown_at)
 
     def shown(self, pts: int | None, index: int) -> None:
         """Frame `index` came out of the decoder with timestamp `pts` (the file's, before any repair; in a file of

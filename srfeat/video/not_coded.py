@@ -13,6 +13,7 @@ is their only trace (`EmptyChunks`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ VBV_PARAMETER_BITS = 79  # bit rate, buffer size and occupancy, with their marke
 EXTENDED_PAR = 0xF
 GRAYSCALE_SHAPE = 3
 B_VOP = 2
+DIVX_PACKED = re.compile(rb"DivX\d+(?:Build|b)\d+p")
 
 
 class BitReader:
@@ -93,17 +95,35 @@ def _first_vol(data: bytes) -> int | None:
 def coded_pictures(data: bytes, increment_bits: int) -> int | None:
     """How many of the VOPs in a packet hold a picture (`vop_coded` set); None where it has no VOP header
     or one is cut short before that bit."""
-    count, pictures = 0, 0
+    headers = vop_headers(data, increment_bits)
+    # Marker bits not set: a damaged header, which is no N-VOP and should give a frame.
+    return sum(header.coded or not header.intact for header in headers) if headers else None
+
+
+def vop_headers(data: bytes, increment_bits: int) -> list[VopHeader] | None:
+    """The headers of the VOPs in a packet; None where one is cut short before `vop_coded`."""
+    headers = []
     at = data.find(VOP_START)
     while at >= 0:
         header = vop_header(data[at + len(VOP_START) :], increment_bits)
         if header is None:
             return None
-        # Marker bits not set: a damaged header, which is no N-VOP and should give a frame.
-        pictures += header.coded or not header.intact
-        count += 1
+        headers.append(header)
         at = data.find(VOP_START, at + len(VOP_START))
-    return pictures if count else None
+    return headers
+
+
+def not_coded_size(increment_bits: int) -> int:
+    """The most bytes an N-VOP takes: its start code, then its type, a second at most of `modulo_time_base`, the
+    two markers around its time, `vop_coded` and the stuffing to a whole byte (FFmpeg's bitstream filter takes up to
+    19 bytes for one; a picture that fits in fewer bytes than this can only repeat the one before)."""
+    return len(VOP_START) + (2 + 2 + 1 + increment_bits + 1 + 1 + 8) // 8
+
+
+def divx_packed(data: bytes) -> bool:
+    """Whether `data` (extradata, a key frame) holds DivX's user data saying its B-frames are packed, as FFmpeg's
+    decoder reads it ("DivX503b1393p": version, build, then a "p"), and only then unpacks them."""
+    return DIVX_PACKED.search(data) is not None
 
 
 @dataclass(frozen=True)
@@ -135,22 +155,31 @@ class PictureCounter:
 
     def __init__(self, video: Any) -> None:
         self.active = video.codec_context.name == "mpeg4"
-        extradata = video.codec_context.extradata if self.active else None
-        self.resolution = time_resolution(bytes(extradata)) if extradata else None
+        extradata = bytes(video.codec_context.extradata or b"") if self.active else b""
+        self.resolution = time_resolution(extradata) if extradata else None
         self.increment_bits = increment_bits_for(self.resolution)
+        self.packed_stream = divx_packed(extradata)  # FFmpeg unpacks packed B-frames (DivX's user data says so)
+        self.damaged = False  # the last packet's VOP header could not be read
 
-    def not_coded(self, packet: Any) -> int:
-        """1 for a packet of only N-VOPs (no frame comes out), -1 for a packed one of two pictures, else 0."""
+    def not_coded(self, packet: Any, *, after_packed: bool = False) -> int:
+        """1 for a packet of only N-VOPs (no frame comes out), -1 for a packed one of two pictures, else 0. A packet
+        whose header is damaged is taken for an N-VOP where it follows a packed packet (FFmpeg decodes the B-frame
+        held back in its place, whatever it holds) or is no bigger than one (`not_coded_size`)."""
+        self.damaged = False
         if not self.active or not packet.size:
             return 0
         data = bytes(packet)
         if packet.is_keyframe or self.increment_bits is None:  # a layer header may come again in a keyframe
             self.resolution = time_resolution(data) or self.resolution
             self.increment_bits = increment_bits_for(self.resolution)
+            self.packed_stream = self.packed_stream or divx_packed(data)
         if self.increment_bits is None:
             return 0
-        pictures = coded_pictures(data, self.increment_bits)
-        return 0 if pictures is None else 1 - pictures
+        headers = vop_headers(data, self.increment_bits)
+        self.damaged = not headers or not all(header.intact for header in headers)
+        if self.damaged and (after_packed or packet.size <= not_coded_size(self.increment_bits)):
+            return 1
+        return 0 if not headers else 1 - sum(header.coded or not header.intact for header in headers)
 
 
 def not_coded_vop(increment_bits: int) -> bytes:
