@@ -1,5 +1,6 @@
 """Shapes an .onnx graph computes from the image's (`ShapeVectors`), followed entry by entry, for `onnx_growth`
-to tell how much a Resize to them or an Expand to them enlarges the image."""
+to tell how much a Resize to them or an Expand to them enlarges the image, and what sizes a Reshape to them fixes
+(a -1 among the image's height and width: window_reverse's); and slices of one value joined again, torch.roll's."""
 
 from __future__ import annotations
 
@@ -186,6 +187,7 @@ class ShapeVectors:
             return result
         if any(each is None or (each[0] != 0 and each[1] != 0) or (each[0] == 0 and each[1] <= 0) for each, _ in rest):
             return result
+        # H / 4 is floored: where the height is not a multiple of 4, the -1 is up to twice this on each such axis
         constant = math.prod(factor or plus for factor, plus in (each for each, _ in rest if each))
         if math.isfinite(whole := per_pixel / constant) and whole == int(whole) and 1 <= whole < 2**40:
             result[entries.index((0.0, -1.0))] = int(whole)
