@@ -42,7 +42,7 @@ from srfeat.inference.onnx_pads import (
     window_kernel,
     window_strides,
 )
-from srfeat.inference.onnx_products import broadcast_dims, pairwise_values, product_dims, reshaped_dims, weight_factor
+from srfeat.inference.onnx_products import broadcast_dims, pairwise_values, product_dims, weight_factor
 from srfeat.inference.onnx_shapes import (
     MAX_DIMS,
     ConstantValues,
@@ -137,7 +137,7 @@ class GraphGrowth:
         # The sizes the file fixes of the axes of values made from the image (the graph's inputs declare
         # theirs: ONNX Runtime refuses an input of other fixed sizes), and the shapes computed from theirs
         self._dims: dict[str, Dims] = dict(input_dims or {})
-        self._shapes = ShapeVectors(constants, self._dims)
+        self._shapes = ShapeVectors(constants, self._dims, SAME_SHAPE | BROADCASTING)
 
     def growth(self, node: onnx.NodeProto) -> float:
         """How many times over `node` enlarges the image, along the path to it that enlarges it most: the values it has
@@ -257,7 +257,7 @@ class GraphGrowth:
         convolves them to one); along another axis, the sum of theirs for good (the image beside itself is
         twice the image). A strip cut off the image (`_note_strip`) counts as padding there (`padded`)."""
         parts = [name for name in node.input if name and self._is_from_image(name) and name not in self._of_shape]
-        if len(parts) < 2:
+        if len(parts) < 2 or self._shapes.rearranges(node):  # torch.roll's: no larger
             return kept, widened
         grown = [self._growth.get(name, (1.0, 1.0)) for name in parts]
         along = self._concat_axis(node)
@@ -311,8 +311,8 @@ class GraphGrowth:
             sides = [self._dims.get(name) if self._is_from_image(name) else self._fixed(name) for name in inputs[:2]]
             flags = [bool(options[key].i) if key in options else False for key in ("transA", "transB")]
             result = product_dims(sides[0], sides[1], (flags[0], flags[1])) if sides[0] and sides[1] else None
-        elif op == "Reshape" and len(inputs) > 1 and (entries := self._shapes.entries(inputs[1])) is not None:
-            result = reshaped_dims(dims or [], entries)  # sizes the shape gives: a blind model's kernels'
+        elif op == "Reshape":  # sizes the shape gives (a blind model's kernels'), and its -1 of the features
+            result = self._shapes.reshaped(node, dims or [], self._features.get(inputs[0], math.nan))
         elif dims is None:
             return
         elif op in ("Shape", "Size"):  # a vector of the sizes (its rank's entries, or those between start and end)
@@ -419,7 +419,7 @@ class GraphGrowth:
                 (enlarged(each + max(counts.values(), default=0), by) for each, counts, by in on_path), default=0
             )
             axes, divided = {}, 1.0
-        if op == "Concat" and (along := self._concat_axis(node)) is not None:
+        if op == "Concat" and (along := self._concat_axis(node)) is not None and not self._shapes.rearranges(node):
             for name in (name for name in inputs if self._is_strip(name, along)):
                 axes[along[0] - along[1]] = axes.get(along[0] - along[1], 0) + self._strips[name][1]
         if op in _ENLARGING and (scales := self._axis_scales(node)) is not None:

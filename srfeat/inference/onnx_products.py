@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 
-from srfeat.inference.onnx_shapes import MAX_DIMS, Dims, Entry
+from srfeat.inference.onnx_shapes import MAX_DIMS, Dims
 
-__all__ = ["broadcast_dims", "pairwise_values", "product_dims", "reshaped_dims", "weight_factor"]
+__all__ = ["broadcast_dims", "pairwise_values", "product_dims", "weight_factor"]
 
 
 def broadcast_dims(shapes: list[Dims]) -> Dims:
@@ -25,19 +25,6 @@ def broadcast_dims(shapes: list[Dims]) -> Dims:
     for sizes in zip(*([1] * (rank - len(shape)) + shape for shape in shapes), strict=True):
         known = [each for each in sizes if each is not None and each != 1]
         result.append(max(known) if known else (None if None in sizes else 1))
-    return result
-
-
-def reshaped_dims(dims: Dims, entries: list[Entry]) -> Dims:
-    """The sizes of a Reshape of a value of sizes `dims` to the shape `entries` (`onnx_shapes.ShapeVectors`): a
-    positive whole constant is the size (of the file's, or a size it fixes taken of a shape), 0 copies the input's
-    size there; else (-1, a size computed from the image's) None."""
-    result: Dims = []
-    for axis, (factor, size) in enumerate(entries[:MAX_DIMS]):
-        if factor == 0 and size > 0 and size == int(size):
-            result.append(int(size))
-        else:
-            result.append(dims[axis] if factor == size == 0 and axis < len(dims) else None)
     return result
 
 

@@ -1,5 +1,6 @@
 """Shapes an .onnx graph computes from the image's (`ShapeVectors`), followed entry by entry, for `onnx_growth`
-to tell how much a Resize to them or an Expand to them enlarges the image."""
+to tell how much a Resize to them or an Expand to them enlarges the image, and what sizes a Reshape to them fixes
+(a -1 among the image's height and width: window_reverse's); and slices of one value joined again, torch.roll's."""
 
 from __future__ import annotations
 
@@ -42,10 +43,21 @@ class ShapeVectors:
     [1, 1, 4, 4] does. What else a graph computes of a shape (two shapes multiplied, a shape's size in a
     division) is not followed, and counts nothing."""
 
-    def __init__(self, constants: ConstantValues, dims: Mapping[str, Dims]) -> None:
+    def __init__(self, constants: ConstantValues, dims: Mapping[str, Dims], elementwise: frozenset[str]) -> None:
         self._constants = constants
+        self._elementwise = elementwise  # operators on each value (`_note_image_axes`): onnx_growth's lists
         self._dims = dims
         self._vectors: dict[str, list[Entry]] = {}
+        # Which entries of a shape followed here are the image's height or width ("H", "W") times their factor plus
+        # their constant; and shapes of several entries, some of them not followed (None: the height times the width)
+        self._labels: dict[str, list[str | None]] = {}
+        self._loose: dict[str, list[Entry | None]] = {}
+        # The axes (from the last) of values made from the image whose size is the image's height or width: of the
+        # image (the one input of 4 axes), then where an operator keeps them (`_note_image_axes`)
+        images = [name for name, sizes in dims.items() if len(sizes) == 4 and constants.shape(name) is None]
+        self._image_axes: dict[str, dict[int, str]] = {images[0]: {-2: "H", -1: "W"}} if len(images) == 1 else {}
+        # Slices of a value in steps of 1 along one axis: the value, the axis, and the constant start and end
+        self._cuts: dict[str, tuple[str, int, int, int]] = {}
 
     def entries(self, name: str) -> list[Entry] | None:
         """The entries of the shape `name`: a constant's (of integers), or one followed here; else None."""
@@ -61,31 +73,155 @@ class ShapeVectors:
         if not inputs or not node.output or not node.output[0]:
             return
         op, entries, result = node.op_type, self._vectors.get(inputs[0]), None
+        labels: list[str | None] = [None] * MAX_DIMS if entries is None else self._labels_of(inputs[0])
+        if op == "Slice":
+            self._note_cut(node)
+        self._note_image_axes(node)
         if op == "Shape" and (dims := self._dims.get(inputs[0])) is not None:  # its rank is known
             start, end = (
                 options[key].i if key in options else default for key, default in (("start", 0), ("end", len(dims)))
             )
             # a size the file fixes is a constant: an Expand to a map's shape of 200 features counts them
             result = [(1.0, 0.0) if size is None else (0.0, float(size)) for size in dims][start:end]
-        elif op == "Concat" and any(name in self._vectors for name in inputs):
+            image = self._image_axes.get(inputs[0], {})
+            labels = [image.get(axis - len(dims)) for axis in range(len(dims))][start:end]
+        elif op == "Concat":
             parts = [self.entries(name) for name in inputs]
-            result = None if any(part is None for part in parts) else [each for part in parts if part for each in part]
+            self._note_loose(node, parts)
+            if any(part is None for part in parts) or not any(name in self._vectors for name in inputs):
+                return
+            result = [each for part in parts if part for each in part]
+            labels = [label for name in inputs for label in self._labels_of(name)]
         elif op in ("Mul", "Add", "Div", "Sub") and len(inputs) == 2:
-            result = self._arithmetic(op, inputs)
+            result = self._arithmetic(op, inputs)  # a label stays with its entry: (H + 2) / 4 is still of H
+            labels = self._labels_of(
+                inputs[1] if op in ("Mul", "Add") and inputs[0] not in self._vectors else inputs[0]
+            )
         elif entries is None:
             return
         elif op in _KEEPS_ENTRIES:
             result = entries
         elif op in ("Gather", "Slice") and (given := self.integers(inputs[1:], 4)) is not None:
             if op == "Gather" and all(-len(entries) <= index < len(entries) for index in given[0]):
-                result = [entries[index] for index in given[0]]
+                result, labels = [entries[index] for index in given[0]], [labels[index] for index in given[0]]
             elif op == "Slice" and len(given) >= 2 and all(len(each) == 1 for each in given[:2]):
                 axes = given[2] if len(given) > 2 else []
                 steps = given[3] if len(given) > 3 and given[3] else [1]
                 if axes in ([], [0], [-1]) and len(steps) == 1 and steps[0]:
                     result = entries[given[0][0] : given[1][0] : steps[0]]
+                    labels = labels[given[0][0] : given[1][0] : steps[0]]
         if result is not None:
             self._vectors[node.output[0]] = result[:MAX_DIMS]
+            self._labels[node.output[0]] = labels[: len(result[:MAX_DIMS])]
+
+    def _labels_of(self, name: str) -> list[str | None]:
+        return self._labels.get(name) or [None] * len(self.entries(name) or [])
+
+    def _note_loose(self, node: onnx.NodeProto, parts: list[list[Entry] | None]) -> None:
+        """Note a Concat of shapes, one or more of them single entries not followed (`_loose`)."""
+        loose: list[Entry | None] = []
+        for name, part in zip(node.input, parts, strict=True):
+            if part is None and self._dims.get(name) not in ([1], []):
+                return
+            loose.extend([None] if part is None else part)
+        self._loose[node.output[0]] = loose[:MAX_DIMS]
+
+    def _note_image_axes(self, node: onnx.NodeProto) -> None:
+        """Note which axes of `node`'s output are the image's height or width, where it keeps them: an operator on
+        each value (`SAME_SHAPE`), or one that broadcasts values (ONNX Runtime refuses a height beside another
+        size but 1); a Transpose; a MatMul of its rows; a convolution that keeps the height and width; torch.roll's
+        Concat (`rearranges`); a Reshape (`reshaped`)."""
+        inputs, op, options = list(node.input), node.op_type, {each.name: each for each in node.attribute}
+        axes = [self._image_axes.get(name, {}) for name in inputs]
+        kept: dict[int, str] = {}
+        if op in self._elementwise:
+            shapes = [self._dims.get(name) or self._constants.shape(name) for name in inputs if name]
+            for axis, label in (pair for each in axes for pair in each.items()):
+                kept[axis] = label if kept.get(axis, label) == label else "?"
+                # a height of 1 broadcast against 5 rows is 5: kept where no value beside it has another size
+                if any(shape is None or (len(shape) >= -axis and (shape[axis] or 1) > 1) for shape in shapes):
+                    kept[axis] = "?"
+        elif op == "Transpose" and (dims := self._dims.get(node.output[0])) is not None and "perm" in options:
+            perm = list(options["perm"].ints)
+            kept = {
+                place - len(dims): axes[0][axis - len(dims)]
+                for place, axis in enumerate(perm)
+                if axis - len(dims) in axes[0]
+            }
+        elif op == "MatMul" and len(inputs) == 2 and len(self._constants.shape(inputs[1]) or []) == 2:
+            kept = {axis: label for axis, label in axes[0].items() if axis != -1}
+        elif op == "Conv" and _keeps_size(options):
+            kept = axes[0]
+        elif op == "Concat" and self.rearranges(node, whole=True):
+            kept = self._image_axes.get(self._cuts[inputs[0]][0], {})
+        self._image_axes[node.output[0]] = {axis: label for axis, label in kept.items() if label != "?"}
+
+    def reshaped(self, node: onnx.NodeProto, dims: Dims, per_pixel: float) -> Dims | None:
+        """The sizes of a Reshape's output where its shape is followed (constants, entries of the image's shape,
+        `_loose` ones), and its -1 where the others are the image's height and width once each (times constants) and
+        constants: `per_pixel` (its input's values per pixel of the image) over their constants, window_reverse's
+        `view(B, H, W, -1)` (else its features are lost, and the attention after it is not bounded). The axes so
+        given the image's height or width are noted as such."""
+        inputs = list(node.input)
+        shape = inputs[1] if len(inputs) > 1 else ""
+        entries = self.entries(shape) or self._loose.get(shape)
+        if entries is None:
+            return None
+        labels = self._labels_of(shape) if self.entries(shape) else [None] * len(entries)
+        result: Dims = []
+        for axis, entry in enumerate(entries[:MAX_DIMS]):
+            factor, size = entry or (math.nan, math.nan)
+            if factor == 0 and size > 0 and size == int(size):
+                result.append(int(size))
+            else:  # 0 copies the input's size there
+                result.append(dims[axis] if factor == size == 0 and axis < len(dims) else None)
+        image = {
+            axis - len(result): label for axis, label in enumerate(labels) if label and entries[axis] == (1.0, 0.0)
+        }
+        self._image_axes[node.output[0]] = image
+        rest = [(each, label) for each, label in zip(entries, labels, strict=True) if each != (0.0, -1.0)]
+        if len(rest) + 1 != len(entries) or sorted(label or "" for each, label in rest if each and each[0]) != [
+            "H",
+            "W",
+        ]:
+            return result
+        if any(each is None or (each[0] != 0 and each[1] != 0) or (each[0] == 0 and each[1] <= 0) for each, _ in rest):
+            return result
+        # H / 4 is floored: where the height is not a multiple of 4, the -1 is up to twice this on each such axis
+        constant = math.prod(factor or plus for factor, plus in (each for each, _ in rest if each))
+        if math.isfinite(whole := per_pixel / constant) and whole == int(whole) and 1 <= whole < 2**40:
+            result[entries.index((0.0, -1.0))] = int(whole)
+        return result
+
+    def _note_cut(self, node: onnx.NodeProto) -> None:
+        given = self.integers([*list(node.input)[1:5], "", ""][:4], 4, defaults=[0, 0, 0, 1])
+        if given is not None and all(len(each) == 1 for each in given) and given[3] == [1]:
+            self._cuts[node.output[0]] = (node.input[0], given[2][0], given[0][0], given[1][0])
+
+    def rearranges(self, node: onnx.NodeProto, whole: bool = False) -> bool:
+        """Whether a Concat joins slices of one value along the axis they cut it on, which never take more of it
+        than it has, whatever its size there: torch.roll's (`x[:, -2:]` beside `x[:, :-2]`) moves the image's
+        values, and does not place it beside itself. `whole`: they take all of it, as torch.roll's do."""
+        axis = next((each.i for each in node.attribute if each.name == "axis"), None)
+        cuts = [self._cuts.get(name) for name in node.input]
+        if axis is None or len(cuts) < 2 or any(cut is None for cut in cuts):
+            return False
+        sources = {cut[0] for cut in cuts if cut}
+        rank = len(dims) if (dims := self._dims.get(next(iter(sources)))) is not None else None
+        axes = {cut[1] for cut in cuts if cut} | {axis}
+        if rank is not None and all(-rank <= each < rank for each in axes):
+            axes = {each % rank for each in axes}  # else the same axis only where written alike
+        if len(sources) != 1 or len(axes) != 1:
+            return False
+        # past 2^31 either way (PyTorch's `x[:, 2:]` ends at 2^63 - 1), a bound is the axis's end or start
+        bounds = [bound for cut in cuts if cut for bound in cut[2:] if abs(bound) < 2**31]
+        if (largest := max((abs(bound) for bound in bounds), default=0)) > MAX_DIMS:
+            return False
+        # the lengths are linear in the size from the largest bound on: sizes up to two past it tell them all
+        taken = [sum(_cut_length(cut[2], cut[3], size) for cut in cuts if cut) for size in range(largest + 3)]
+        return all(each == size if whole else each <= size for size, each in enumerate(taken)) and (
+            taken[-1] - taken[-2] == 1 if whole else taken[-1] - taken[-2] <= 1
+        )
 
     def expanded(self, source: str, target: str) -> np.ndarray | None:
         """How many times over an Expand of the image value `source` to the shape `target` enlarges it, on
@@ -238,6 +374,27 @@ class ShapeVectors:
                 return None
             given.append([int(each) for each in values.ravel()[:MAX_DIMS].tolist()])
         return given
+
+
+def _keeps_size(options: Mapping[str, onnx.AttributeProto]) -> bool:
+    """Whether a convolution of these attributes keeps its input's height and width: strides and dilations of 1,
+    and pads of its kernel's size less one on each axis (PyTorch's `padding=k // 2` of an odd kernel)."""
+    if "kernel_shape" not in options or ("auto_pad" in options and options["auto_pad"].s not in (b"", b"NOTSET")):
+        return False
+    kernel = list(options["kernel_shape"].ints)
+    pads = list(options["pads"].ints) if "pads" in options else [0] * 2 * len(kernel)
+    ones = all(each == 1 for key in ("strides", "dilations") if key in options for each in options[key].ints)
+    return (
+        ones
+        and len(pads) == 2 * len(kernel)
+        and all(pads[i] + pads[i + len(kernel)] == k - 1 for i, k in enumerate(kernel))
+    )
+
+
+def _cut_length(start: int, end: int, size: int) -> int:
+    """How many entries `x[start:end]` takes of an axis of `size`, as ONNX Runtime's Slice does."""
+    first, last = (min(max(bound + size if bound < 0 else bound, 0), size) for bound in (start, end))
+    return max(last - first, 0)
 
 
 def split_dims(dims: Dims, axis: int, sizes: list[int] | None, count: int) -> list[Dims | None]:

@@ -1,0 +1,137 @@
+"""A SwinIR of several blocks, shifted windows between them, as an .onnx file: window_reverse's `view(B, H, W, -1)`
+and torch.roll's Slice + Concat made it refused, the first as attention whose windows were no longer known, the
+second as the image placed beside itself. It loads, and gives what the network gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_onnx_growth import assert_upscales_as, exported_by_pytorch
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+samples = pytest.importorskip("skimage.data")
+
+
+def window_partition(maps: torch.Tensor, side: int) -> torch.Tensor:
+    """SwinIR's: [B, H, W, C] to windows [B H W / side^2, side, side, C]."""
+    batch, height, width, features = maps.shape
+    split = maps.view(batch, height // side, side, width // side, side, features)
+    return split.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, side, side, features)
+
+
+def window_reverse(windows: torch.Tensor, side: int, height: int, width: int) -> torch.Tensor:
+    """SwinIR's: windows back to [B, H, W, C], the batch and the features by -1 (what the export loses)."""
+    batch = int(windows.shape[0] / (height * width / side / side))
+    maps = windows.view(batch, height // side, width // side, side, side, -1)
+    return maps.permute(0, 1, 3, 2, 4, 5).contiguous().view(batch, height, width, -1)
+
+
+class SwinBlock(torch.nn.Module):
+    """SwinIR's block without its masks and position biases: attention within windows of `side` x `side`
+    pixels, the windows moved by `shift` pixels (torch.roll) first, then an MLP."""
+
+    def __init__(self, features: int, side: int, shift: int, heads: int = 2) -> None:
+        super().__init__()
+        self.side, self.shift, self.heads = side, shift, heads
+        self.norm = torch.nn.LayerNorm(features)
+        self.qkv = torch.nn.Linear(features, 3 * features)
+        self.projection = torch.nn.Linear(features, features)
+        self.mlp = torch.nn.Sequential(
+            torch.nn.LayerNorm(features),
+            torch.nn.Linear(features, 2 * features),
+            torch.nn.GELU(),
+            torch.nn.Linear(2 * features, features),
+        )
+
+    def forward(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        height, width = size
+        batch, _, features = pixels.shape
+        maps = self.norm(pixels).view(batch, height, width, features)
+        if self.shift:
+            maps = torch.roll(maps, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        windows = window_partition(maps, self.side).view(-1, self.side * self.side, features)
+        count, area, _ = windows.shape
+        qkv = self.qkv(windows).reshape(count, area, 3, self.heads, features // self.heads).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        attention = ((query * (features // self.heads) ** -0.5) @ key.transpose(-2, -1)).softmax(-1)
+        attended = self.projection((attention @ value).transpose(1, 2).reshape(count, area, features))
+        maps = window_reverse(attended.view(-1, self.side, self.side, features), self.side, height, width)
+        if self.shift:
+            maps = torch.roll(maps, shifts=(self.shift, self.shift), dims=(1, 2))
+        pixels = pixels + maps.view(batch, height * width, features)
+        return pixels + self.mlp(pixels)
+
+
+class TinySwinIR(torch.nn.Module):
+    """A x4 SwinIR-like model: a convolution, `blocks` Swin blocks (every other one's windows shifted by half a
+    window, as SwinIR's), a convolution and a pixel shuffle."""
+
+    def __init__(self, blocks: int, side: int = 4, features: int = 16) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Conv2d(3, features, 3, padding=1)
+        shifts = [0 if index % 2 == 0 else side // 2 for index in range(blocks)]
+        self.blocks = torch.nn.ModuleList(SwinBlock(features, side, shift) for shift in shifts)
+        self.tail = torch.nn.Sequential(torch.nn.Conv2d(features, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        maps = self.head(image)
+        batch, features, height, width = maps.shape
+        pixels = maps.flatten(2).transpose(1, 2)
+        for block in self.blocks:
+            pixels = block(pixels, (height, width))
+        attended = pixels.transpose(1, 2).view(batch, features, height, width)
+        return torch.sigmoid(self.tail(maps + attended))
+
+
+@pytest.mark.parametrize("blocks", [2, 3])
+def test_a_swinir_of_several_blocks_with_shifted_windows_loads_and_runs(tmp_path: Path, blocks: int) -> None:
+    """2 and 3 blocks, 4x4 windows shifted by 2 pixels in every other: loaded, it upscales as the network does."""
+    network = TinySwinIR(blocks).eval()
+    path = exported_by_pytorch(tmp_path / "swin.onnx", network)
+    assert_upscales_as(path, network, samples.astronaut()[100:108, 200:212])
+
+
+class Rolled(torch.nn.Module):
+    """A x4 model that moves its pixels by `shift` places `times` times (torch.roll, a Slice and a Concat) as tokens
+    of SwinIR's patch embedding, whose sizes the file does not tell (so a strip cut off is not told either); or with
+    `overlap`, puts its map beside itself less a row (`x[:, :, 1:]` and `x[:, :, :-1]` joined) as often: twice the
+    rows, nearly, each time."""
+
+    def __init__(self, times: int, shift: int = 3, overlap: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.times, self.shift, self.overlap = times, shift, overlap
+        self.head = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.tail = torch.nn.Sequential(torch.nn.Conv2d(8, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        maps = self.head(image)
+        batch, features, height, width = maps.shape
+        tokens = maps.flatten(2).transpose(1, 2).reshape(batch, height * width, features)
+        for _ in range(0 if self.overlap else self.times):
+            tokens = torch.roll(tokens, shifts=self.shift, dims=1)
+        maps = tokens.transpose(1, 2).reshape(batch, features, height, width)
+        for _ in range(self.times if self.overlap else 0):
+            maps = torch.cat([maps[:, :, 1:], maps[:, :, :-1]], dim=2)
+        return torch.sigmoid(self.tail(maps))
+
+
+def test_shifted_windows_move_the_image_and_do_not_enlarge_it(tmp_path: Path) -> None:
+    """Nine rolls were counted as the image beside itself nine times (512 times over): refused. Each moves the
+    image's values, and the file runs as the network does."""
+    network = Rolled(times=9).eval()
+    assert_upscales_as(exported_by_pytorch(tmp_path / "rolled.onnx", network), network, samples.astronaut()[:8, :8])
+
+
+def test_slices_that_overlap_still_count_as_the_image_beside_itself(tmp_path: Path) -> None:
+    """`x[:, :, 1:]` beside `x[:, :, :-1]` takes 2 H - 2 rows of H: nine times over, 512 times the image."""
+    from srfeat.errors import WeightsError
+    from srfeat.inference import Upscaler
+
+    path = exported_by_pytorch(tmp_path / "overlap.onnx", Rolled(times=9, overlap=True).eval())
+    with pytest.raises(WeightsError, match="enlarges the image 512 times over"):
+        Upscaler(path, device="cpu")
