@@ -25,12 +25,18 @@ def write_webp(path: Path, **options: object) -> bytes:
 
 
 @pytest.mark.parametrize("options", [{"quality": 80}, {"lossless": True}], ids=["lossy", "lossless"])
-def test_a_webp_cut_short_is_said_so_by_the_command(tmp_path: Path, model_path: Path, options: dict) -> None:
+@pytest.mark.parametrize("keep", [12, 0.5], ids=["its-first-12-bytes", "half"])
+def test_a_webp_cut_short_is_said_so_by_the_command(
+    tmp_path: Path, model_path: Path, options: dict, keep: float
+) -> None:
+    """Of its first 12 bytes, which PIL cannot even identify, it said "it starts as a WEBP file but cannot be
+    decoded (damaged, cut short, or a WEBP variant ...)"; of half, PIL's "could not create decoder object"."""
     whole = write_webp(tmp_path / "whole.webp", **options)
-    (tmp_path / "cut.webp").write_bytes(whole[: len(whole) // 2])
+    kept = int(keep if keep >= 1 else len(whole) * keep)
+    (tmp_path / "cut.webp").write_bytes(whole[:kept])
     child = srfeat_cli("upscale", "cut.webp", "-o", "out.png", "--model", model_path, cwd=tmp_path)
     assert one_input_error(child) == (
-        f"ERROR: cannot read image cut.webp: the WebP file is cut short ({len(whole) // 2:,} of the {len(whole):,} "
+        f"ERROR: cannot read image cut.webp: the WebP file is cut short ({kept:,} of the {len(whole):,} "
         "bytes its header gives); skip or replace this file"
     )
     assert not (tmp_path / "out.png").exists()
