@@ -1,5 +1,5 @@
 """Damaged image files said in plain words: a WebP cut short or damaged (PIL's "could not create decoder
-object"), and a 16-bit TIFF whose tags claim more pixels than its data can hold, refused before its reader
+object"), and a TIFF whose tags claim more pixels than its data can hold, refused before its reader
 reserves memory for them ("failed to read 864000000 bytes, got 384", once 864 MB had been set aside)."""
 
 from __future__ import annotations
@@ -25,12 +25,18 @@ def write_webp(path: Path, **options: object) -> bytes:
 
 
 @pytest.mark.parametrize("options", [{"quality": 80}, {"lossless": True}], ids=["lossy", "lossless"])
-def test_a_webp_cut_short_is_said_so_by_the_command(tmp_path: Path, model_path: Path, options: dict) -> None:
+@pytest.mark.parametrize("keep", [12, 0.5], ids=["its-first-12-bytes", "half"])
+def test_a_webp_cut_short_is_said_so_by_the_command(
+    tmp_path: Path, model_path: Path, options: dict, keep: float
+) -> None:
+    """Of its first 12 bytes, which PIL cannot even identify, it said "it starts as a WEBP file but cannot be
+    decoded (damaged, cut short, or a WEBP variant ...)"; of half, PIL's "could not create decoder object"."""
     whole = write_webp(tmp_path / "whole.webp", **options)
-    (tmp_path / "cut.webp").write_bytes(whole[: len(whole) // 2])
+    kept = int(keep if keep >= 1 else len(whole) * keep)
+    (tmp_path / "cut.webp").write_bytes(whole[:kept])
     child = srfeat_cli("upscale", "cut.webp", "-o", "out.png", "--model", model_path, cwd=tmp_path)
     assert one_input_error(child) == (
-        f"ERROR: cannot read image cut.webp: the WebP file is cut short ({len(whole) // 2:,} of the {len(whole):,} "
+        f"ERROR: cannot read image cut.webp: the WebP file is cut short ({kept:,} of the {len(whole):,} "
         "bytes its header gives); skip or replace this file"
     )
     assert not (tmp_path / "out.png").exists()
@@ -86,6 +92,87 @@ def test_a_flat_sixteen_bit_tiff_deflated_as_far_as_it_goes_is_still_read(tmp_pa
     write_tiff16(tmp_path / "flat.tif", flat)
     assert flat.nbytes > 500 * (tmp_path / "flat.tif").stat().st_size  # compressed near Deflate's limit
     assert np.array_equal(read_raw_image(tmp_path / "flat.tif").array, flat)
+
+
+def write_small_tiff(path: Path, layout: str, compression: str | None = None) -> int:
+    """An 8x8 TIFF of one strip at `path`, of `layout` ("grey16", "rgb16", "grey8", "rgb8"), written as PIL writes it
+    (`compression` a name of PIL's) or, for 16 bits, as tifffile does (LZMA, which tifffile writes without
+    imagecodecs); the bytes of pixel data it holds."""
+    if layout in ("grey16", "rgb16"):  # PIL reads grey, tifffile colour (`srfeat.data.tiff16`)
+        shape, photometric = ((8, 8), "minisblack") if layout == "grey16" else ((8, 8, 3), "rgb")
+        tifffile.imwrite(
+            path, np.zeros(shape, np.uint16), photometric=photometric, compression=compression, metadata=None
+        )
+    else:
+        Image.new("L" if layout == "grey8" else "RGB", (8, 8), 7).save(path, compression=compression)
+    with tifffile.TiffFile(path) as tiff:
+        assert (tiff.pages.first.compression == tifffile.COMPRESSION.NONE) == (compression is None)  # PIL's names
+        return sum(tiff.pages.first.databytecounts)
+
+
+def test_a_grey_sixteen_bit_tiff_claiming_more_pixels_than_it_holds_is_refused_by_the_command(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """PIL reads grey 16-bit TIFFs, not tifffile: the check on the tags had left them out, and PIL set aside
+    288 MB for a file of a few hundred bytes, then called it truncated."""
+    stored = write_small_tiff(tmp_path / "small.tif", "grey16")
+    claiming(tmp_path / "small.tif", tmp_path / "huge.tif", 12000, 12000)
+    child = srfeat_cli("upscale", "huge.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        "ERROR: cannot read image huge.tif: its header gives 12000x12000 pixels (288,000,000 bytes), more than the "
+        f"{stored} bytes of pixel data it holds can make (damaged or cut short?); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("layout", "compression", "needed"),
+    [
+        ("grey8", None, 144_000_000),
+        ("rgb8", None, 432_000_000),
+        ("grey8", "tiff_lzw", 144_000_000),
+        ("rgb8", "zstd", 432_000_000),  # Zstandard's most: 128 KiB from a 4-byte block
+    ],
+)
+def test_an_eight_bit_tiff_claiming_more_pixels_than_it_holds_is_refused_before_pil_reads_it(
+    tmp_path: Path, layout: str, compression: str | None, needed: int
+) -> None:
+    stored = write_small_tiff(tmp_path / "small.tif", layout, compression)
+    claiming(tmp_path / "small.tif", tmp_path / "huge.tif", 12000, 12000)
+    with pytest.raises(ImageReadError) as refused:
+        read_raw_image(tmp_path / "huge.tif")
+    assert str(refused.value) == (
+        f"cannot read image {tmp_path / 'huge.tif'}: its header gives 12000x12000 pixels ({needed:,} bytes), more "
+        f"than the {stored} bytes of pixel data it holds can make (damaged or cut short?); skip or replace this file"
+    )
+
+
+@pytest.mark.parametrize(("layout", "pixel_bytes"), [("grey16", 2 * 8 * 8), ("rgb16", 6 * 8 * 8), ("rgb8", 3 * 8 * 8)])
+def test_an_lzma_tiff_claiming_more_pixels_than_its_data_makes_is_refused_by_what_it_decompresses_to(
+    tmp_path: Path, layout: str, pixel_bytes: int
+) -> None:
+    """LZMA has no most bytes per byte: its data is decompressed, a MiB at a time and dropped, and counted
+    (before, PIL and tifffile set aside what the tags gave, 288, 864 and 432 MB, and failed after)."""
+    write_small_tiff(tmp_path / "small.tif", layout, "lzma")
+    claiming(tmp_path / "small.tif", tmp_path / "huge.tif", 12000, 12000)
+    with pytest.raises(ImageReadError) as refused:
+        read_raw_image(tmp_path / "huge.tif")
+    needed = 12000 * 12000 * pixel_bytes // 64
+    assert str(refused.value) == (
+        f"cannot read image {tmp_path / 'huge.tif'}: its header gives 12000x12000 pixels ({needed:,} bytes), more "
+        f"than the {pixel_bytes} bytes its LZMA data decompresses to (damaged or cut short?); skip or replace this file"
+    )
+
+
+def test_flat_tiffs_compressed_past_deflates_most_are_still_read(tmp_path: Path) -> None:
+    """LZMA, counted as it decompresses, and Zstandard, whose bound is 32768:1, of a flat image: no damaged file
+    (a bound of Deflate's 1032:1 would have refused both)."""
+    flat16 = np.full((1500, 1500, 3), 1234, np.uint16)
+    tifffile.imwrite(tmp_path / "flat16.tif", flat16, photometric="rgb", compression="lzma", rowsperstrip=750)
+    Image.new("L", (2000, 2000), 7).save(tmp_path / "flat8.tif", compression="zstd")
+    for name, pixels in (("flat16.tif", flat16), ("flat8.tif", np.full((2000, 2000, 1), 7, np.uint8))):
+        assert pixels.nbytes > 1032 * (tmp_path / name).stat().st_size, name
+        assert np.array_equal(read_raw_image(tmp_path / name).array, pixels), name
 
 
 # `srfeat upscale` in a child whose Path.stat gives the size of files named proc.png as 0, as the kernel gives a

@@ -200,7 +200,7 @@ def _cut(image_format: str, keep: int) -> bytes:
         (
             "cut.webp",
             _cut("WEBP", 24),
-            "cut.webp starts as a WebP file but cannot be read: it is damaged or cut short (24 bytes",
+            f"cut.webp: the WebP file is cut short (24 of the {len(_cut('WEBP', 10**6)):,} bytes its header gives)",
         ),
         (
             "cut.tif",

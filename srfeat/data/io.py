@@ -167,6 +167,8 @@ def _unreadable(path: Path, error: BaseException) -> ImageReadError:
 def open_image(path: PathLike) -> Image.Image:
     """Open and fully decode an image file, EXIF orientation applied."""
     with one_line_messages(path):
+        check_image_file(Path(path))
+        _refuse_missing_tiff_data(Path(path), tiff16.tiff_info(path))
         return _open_image(Path(path))
 
 
@@ -354,10 +356,11 @@ def _read_raw_image(path: Path) -> RawImage:
     if (ppm := ppm16.ppm16_header(path)) is not None:  # as a 16-bit colour PPM (dcraw -4)
         _check_pixel_count(path, ppm.width, ppm.height)
         return RawImage(array=ppm16.read_ppm16(path, ppm), mode="RGB;16")
-    info = tiff16.tiff16_info(path)
-    if info is not None and info.decodable:
+    info = tiff16.tiff_info(path)
+    _refuse_missing_tiff_data(path, info)
+    if info is not None and info.sixteen_bit_colour and info.decodable:
         return _read_color_tiff16(path, info)
-    if info is not None:
+    if info is not None and info.sixteen_bit_colour:
         logger.warning(
             "%s: a 16-bit colour TIFF compressed with %s: reading it with 8 bits per channel "
             "(pip install imagecodecs to keep all 16)",
@@ -424,9 +427,19 @@ def _read_color_png16(path: Path) -> RawImage:
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile, exif=exif.tobytes() if len(exif) else None)
 
 
-def _read_color_tiff16(path: Path, info: tiff16.Tiff16Info) -> RawImage:
-    if problem := info.missing_data():  # before the size's warning: a damaged file, not a decompression bomb
+def _refuse_missing_tiff_data(path: Path, info: tiff16.TiffInfo | None) -> None:
+    """`ImageReadError` when the TIFF's tags (`info`) give more pixels than its data holds, before a reader
+    (tifffile, or PIL for grey and 8-bit) reserves memory for them, and before the size's warning: a damaged
+    file, not a decompression bomb."""
+    try:
+        problem = info.missing_data(path) if info is not None else None  # reads an LZMA file's data
+    except OSError as error:
+        raise _unreadable(path, error) from error
+    if problem:
         raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
+
+
+def _read_color_tiff16(path: Path, info: tiff16.TiffInfo) -> RawImage:
     _check_pixel_count(path, info.width, info.height)  # from the tags, before decoding
     warn_first_only(path, info.pages, "TIFF")
     try:

@@ -6,10 +6,14 @@ as they are. Compression: tifffile decodes uncompressed and Deflate (zip) files 
 LZW, JPEG and others need the `imagecodecs` package, without which `tiff16_info` says so and
 the caller falls back to PIL's 8 bits with a warning. Written files use Deflate, which every
 TIFF reader decodes.
+
+`tiff_info` reads the first page's tags of any TIFF, which PIL reads too (grey, 8-bit): `TiffInfo.missing_data`
+checks them against the data the file holds before either reader sets aside memory for the pixels.
 """
 
 from __future__ import annotations
 
+import lzma
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +23,7 @@ import numpy as np
 if TYPE_CHECKING:
     from tifffile import TiffPage
 
-__all__ = ["Tiff16", "Tiff16Info", "read_tiff16", "tiff16_info", "unread_layout", "write_tiff16"]
+__all__ = ["Tiff16", "TiffInfo", "read_tiff16", "tiff16_info", "tiff_info", "unread_layout", "write_tiff16"]
 
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 ORIENTATION_TAG = 274
@@ -27,8 +31,8 @@ ICC_PROFILE_TAG = 34675
 
 
 @dataclass(frozen=True)
-class Tiff16Info:
-    """What the first page of a 16-bit colour TIFF holds, from its tags (no pixels decoded)."""
+class TiffInfo:
+    """What the first page of a TIFF holds, from its tags (no pixels decoded)."""
 
     height: int
     width: int
@@ -37,29 +41,88 @@ class Tiff16Info:
     decodable: bool  # False: its compression needs the imagecodecs package
     compression: str
     pages: int = 1
-    data_end: int = 0  # where its last strip or tile ends, by its offsets and byte counts
-    stored_bytes: int = 0  # what its strips or tiles hold, by their byte counts
+    bits_per_sample: int = 16
+    chroma_block: int = 1  # pixels per chroma sample of subsampled YCbCr (4 for 2x2); 1 for every other layout
+    sixteen_bit_colour: bool = False  # a layout `read_tiff16` reads (16-bit RGB(A), grey and alpha); PIL reads the rest
+    strips: tuple[tuple[int, int], ...] = ()  # (offset, byte count) of each strip or tile
     file_bytes: int = 0
 
-    def missing_data(self) -> str | None:
-        """Why the pixels the tags give cannot all be in the file (cut short, or a header that claims more than
-        its data can hold), found before the decoder reserves memory for them: a 608-byte file whose tags gave
-        12000x12000 RGB pixels had tifffile set aside 864 MB first. None when they can be."""
-        needed = self.height * self.width * self.channels * 2
+    @property
+    def data_end(self) -> int:
+        """Where its last strip or tile ends, by their offsets and byte counts."""
+        return max((offset + count for offset, count in self.strips), default=0)
+
+    @property
+    def stored_bytes(self) -> int:
+        """What its strips or tiles hold, by their byte counts."""
+        return sum(count for _, count in self.strips)
+
+    @property
+    def pixel_bytes(self) -> int:
+        """The fewest bytes its pixels decode to (rows padded to whole bytes, tiles past the edges make more)."""
+        samples = 1 + (self.channels - 1) / self.chroma_block  # a subsampled YCbCr pixel's share of samples
+        return int(self.height * self.width * samples * self.bits_per_sample // 8)
+
+    def missing_data(self, path: str | os.PathLike[str]) -> str | None:
+        """Why the pixels the tags give cannot all be in the file `path` (cut short, or a header that claims more
+        than its data can hold), found before the decoder reserves memory for them: a 608-byte file whose tags
+        gave 12000x12000 RGB pixels had tifffile set aside 864 MB first, one of grey PIL 288 MB. None when they
+        can be, or when its compression's data has no bound known (JPEG)."""
+        needed = self.pixel_bytes
         if self.data_end > self.file_bytes:
             return f"its pixel data runs to byte {self.data_end:,}, but the file has {self.file_bytes:,} (cut short?)"
-        most = self.stored_bytes * _MOST_EXPANSION.get(self.compression, 0)  # 0: no bound known (LZMA, Zstandard)
-        if most and needed > most:
+        if self.compression == "LZMA":  # no bound per byte: its data is decompressed, a MiB at a time, and counted
+            made = _lzma_output_bytes(path, self.strips, needed)
+            most = f"{made:,} bytes its LZMA data decompresses to"
+        elif ratio := _MOST_EXPANSION.get(self.compression, 0):
+            made = self.stored_bytes * ratio
+            most = f"{self.stored_bytes:,} bytes of pixel data it holds can make"
+        else:  # no bound known (JPEG): left to the pixel limits
+            return None
+        if needed > made:
             return (
-                f"its header gives {self.width}x{self.height} pixels ({needed:,} bytes), more than the "
-                f"{self.stored_bytes:,} bytes of pixel data it holds can make (damaged or cut short?)"
+                f"its header gives {self.width}x{self.height} pixels ({needed:,} bytes), more than the {most} "
+                "(damaged or cut short?)"
             )
         return None
 
 
-# The most bytes of pixels one byte of a compression's data makes: uncompressed 1, PackBits 128 from 2, Deflate
-# 258 from 2 bits (zlib's 1032:1); LZMA and Zstandard have no such bound, and are left to the pixel limits.
-_MOST_EXPANSION = {"NONE": 1, "PACKBITS": 64, "ADOBE_DEFLATE": 1032, "DEFLATE": 1032}
+# The most bytes of pixels one byte of a compression's data makes: uncompressed 1; PackBits 128 from 2; Deflate
+# 258 from 2 bits (zlib's 1032:1); LZW a string of at most 4095 - 256 bytes from a code of at least 9 bits
+# (3839 * 8 / 9); Zstandard a block of at most 128 KiB from at least 4 bytes (its 3-byte header and one of
+# content, as an RLE block). LZMA has no such bound (`_lzma_output_bytes` counts); JPEG's is left to the limits.
+_MOST_EXPANSION = {
+    "NONE": 1,
+    "PACKBITS": 64,
+    "ADOBE_DEFLATE": 1032,
+    "DEFLATE": 1032,
+    "LZW": 3413,
+    "ZSTD": 32768,
+}
+_LZMA_STEP = 1 << 20  # what the check reads and makes at a time: it holds a MiB of data and one of pixels at most
+# What the check's decoder may take for its dictionary (xz -9 uses 65 MiB): a hostile header's 4 GiB is not set aside.
+_LZMA_MEMORY_LIMIT = 256 << 20
+
+
+def _lzma_output_bytes(path: str | os.PathLike[str], strips: tuple[tuple[int, int], ...], enough: int) -> int:
+    """How many bytes the LZMA `strips` of the file at `path` decompress to, read, made and dropped a MiB at a
+    time, and counted no further than `enough`: of a few hundred bytes claiming a gigabyte, what they truly
+    make. A strip that does not decompress (damaged, or past the memory limit) counts what it made before."""
+    made = 0
+    with open(path, "rb") as file:
+        for offset, count in strips:
+            file.seek(offset)
+            decompressor = lzma.LZMADecompressor(memlimit=_LZMA_MEMORY_LIMIT)
+            try:
+                while made < enough and not decompressor.eof:
+                    piece = file.read(min(count, _LZMA_STEP)) if decompressor.needs_input else b""
+                    if decompressor.needs_input and not piece:  # all of the strip is used: it made what it makes
+                        break
+                    count -= len(piece)
+                    made += len(decompressor.decompress(piece, max_length=_LZMA_STEP))
+            except lzma.LZMAError:  # its decoder says what is wrong, if the count lets it go that far
+                pass
+    return made
 
 
 @dataclass(frozen=True)
@@ -79,8 +142,8 @@ def _is_tiff(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
-    """The first page's layout if it is a 16-bit TIFF with 2 to 4 samples per pixel; else None."""
+def tiff_info(path: str | os.PathLike[str]) -> TiffInfo | None:
+    """The first page's layout, from its tags, if the file is a TIFF tifffile parses; else None."""
     if not _is_tiff(path):
         return None
     import tifffile
@@ -88,14 +151,13 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
     try:
         with tifffile.TiffFile(path) as tiff:
             page = tiff.pages.first
-            if page.bitspersample != 16 or page.dtype != np.uint16 or not _plain_layout(page):
-                return None  # CMYK, YCbCr, Lab, min-is-white...: PIL converts them (with 8 bits) or names the file
             try:
                 tifffile.TIFF.DECOMPRESSORS[page.compression]
                 decodable = True
             except KeyError:
                 decodable = False
-            return Tiff16Info(
+            subsampling = tuple(page.subsampling or (1, 1)) if page.photometric == tifffile.PHOTOMETRIC.YCBCR else ()
+            return TiffInfo(
                 height=int(page.imagelength),
                 width=int(page.imagewidth),
                 channels=int(page.samplesperpixel),
@@ -103,12 +165,22 @@ def tiff16_info(path: str | os.PathLike[str]) -> Tiff16Info | None:
                 decodable=decodable,
                 compression=tifffile.COMPRESSION(page.compression).name,
                 pages=len(tiff.pages),
-                data_end=max(map(sum, zip(page.dataoffsets, page.databytecounts, strict=False)), default=0),
-                stored_bytes=sum(page.databytecounts),
+                bits_per_sample=int(page.bitspersample),
+                chroma_block=int(np.prod(subsampling or (1,))),
+                # CMYK, YCbCr, Lab, min-is-white...: PIL converts them (with 8 bits) or names the file
+                sixteen_bit_colour=page.bitspersample == 16 and page.dtype == np.uint16 and _plain_layout(page),
+                strips=tuple(zip(map(int, page.dataoffsets), map(int, page.databytecounts), strict=False)),
                 file_bytes=os.path.getsize(path),
             )
     except Exception:  # noqa: BLE001  # tifffile raises many kinds for a damaged file (TypeError, for one)
         return None  # let PIL try, and name the file when it fails
+
+
+def tiff16_info(path: str | os.PathLike[str]) -> TiffInfo | None:
+    """The first page's layout if it is a 16-bit TIFF with 2 to 4 samples per pixel (what `read_tiff16`
+    reads); else None."""
+    info = tiff_info(path)
+    return info if info is not None and info.sixteen_bit_colour else None
 
 
 def unread_layout(path: str | os.PathLike[str]) -> str | None:

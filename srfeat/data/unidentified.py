@@ -24,6 +24,7 @@ __all__ = [
     "starts_as",
     "unidentified_error",
     "unreadable_image",
+    "webp_problem",
     "zero_size_error",
 ]
 
@@ -90,24 +91,30 @@ def zero_size_error(path: Path) -> ImageReadError:
     return ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)", ImageReadError.SKIP_OR_REPLACE)
 
 
+def webp_problem(head: bytes, size: int) -> str | None:
+    """What is wrong with a WebP file of `size` bytes, beginning with `head` (12 bytes or more), that its decoder
+    refused or PIL could not even identify: cut short when its RIFF header gives more bytes than it holds, else
+    damaged. None when `head` is not a WebP's. One wording for the command line, the API and the web page."""
+    if starts_as(head) != "WEBP":
+        return None
+    stated = int.from_bytes(head[4:8], "little") + 8  # RIFF's size field counts the bytes after itself
+    if size < stated:
+        return f"the WebP file is cut short ({size:,} of the {stated:,} bytes its header gives)"
+    return "the WebP file is damaged (its decoder cannot read it)"
+
+
 def damaged_webp(path: Path) -> ImageReadError | None:
     """The error for `path` when it is a WebP file that PIL's decoder refused ("could not create decoder
-    object", its words for a file cut short or damaged), or None for any other file: cut short when its RIFF
-    header gives more bytes than the file holds, else damaged."""
+    object", its words for a file cut short or damaged) or could not identify (one of a few bytes), or None
+    for any other file."""
     try:
         with path.open("rb") as file:
             head = file.read(12)
         size = path.stat().st_size
     except OSError:  # unreadable now: the caller's own error stands
         return None
-    if starts_as(head) != "WEBP":
+    if (problem := webp_problem(head, size)) is None:
         return None
-    stated = int.from_bytes(head[4:8], "little") + 8  # RIFF's size field counts the bytes after itself
-    problem = (
-        f"the WebP file is cut short ({size:,} of the {stated:,} bytes its header gives)"
-        if size < stated
-        else "the WebP file is damaged (its decoder cannot read it)"
-    )
     return ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
 
 
@@ -137,6 +144,8 @@ def unidentified_error(path: Path) -> ImageReadError:
     if looks_like_text(head):  # before the signatures: a note may begin with "BM" or "P1"
         what = f"a {named} image" if named in READ_FORMATS else "an image"
         return ImageReadError(f"cannot read image {path}: it holds text, not {what}", ImageReadError.SKIP_OR_REPLACE)
+    if kind == "WEBP" and (webp := damaged_webp(path)):  # the first bytes of one: "starts as a WEBP file" said less
+        return webp
     if kind is not None:
         return ImageReadError(
             f"cannot read image {path}: it starts as {a_format(kind)} file but cannot be decoded (damaged, cut short, "

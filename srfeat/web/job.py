@@ -25,7 +25,7 @@ from PIL import Image
 
 from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import DECODE_ERRORS, FORMATS, has_alpha  # DECODE_ERRORS: what a damaged file raises
-from srfeat.data.unidentified import a_format, starts_as
+from srfeat.data.unidentified import a_format, starts_as, webp_problem
 from srfeat.inference.image_files import output_extension, over_format_limit
 from srfeat.library_warnings import WARNINGS_LOCK
 
@@ -130,7 +130,9 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
     except DECODE_ERRORS as error:  # UnidentifiedImageError (an OSError) for a file of no format srfeat reads
         if sent_as_form:  # a PNG sent by `curl -d @photo.png` lost its line breaks: not "use PNG", nor "damaged"
             raise _sent_by_curl_d(name) from error
-        if (kind := _signature(data, readable)) is not None:  # a PNG cut short was told to "use PNG"
+        if (kind := _signature(data, readable)) == "WebP" and (problem := webp_problem(data[:12], len(data))):
+            raise UploadError(f"{name}: {problem}; upload the whole file", 422) from error
+        if kind is not None:  # a PNG cut short was told to "use PNG"
             reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
             raise UploadError(
                 f"{name} starts as {a_format(kind)} file but cannot be read: it is damaged or cut short "
