@@ -11,21 +11,27 @@ fixed (the pixels of a whole tile, reshaped to one axis), it is not bounded, and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TypeVar, cast
 
 from srfeat.inference.onnx_shapes import MAX_DIMS, Dims
 
 __all__ = ["broadcast_dims", "pairwise_values", "product_dims", "weight_factor"]
 
+# A size of an axis: fixed (int), or where it may not be, None for one the file does not fix
+Size = TypeVar("Size", int, int | None)
 
-def broadcast_dims(shapes: list[Dims]) -> Dims:
-    """The sizes of `shapes` broadcast together (numpy's rules): a size other than 1 where one has it (ONNX
-    Runtime refuses two that disagree), else None where one is not fixed."""
+
+def broadcast_dims(shapes: Sequence[Sequence[Size]]) -> list[Size]:
+    """The sizes of `shapes` broadcast together, as ONNX (and numpy) do: 0 where one is 0 (no values), else the
+    largest other than 1 where one has it (where two disagree, ONNX Runtime refuses them itself), else None where
+    one is not fixed, else 1. Of sizes all fixed (a constant's shape), all fixed."""
     rank = max(map(len, shapes), default=0)
     result: Dims = []
-    for sizes in zip(*([1] * (rank - len(shape)) + shape for shape in shapes), strict=True):
+    for sizes in zip(*([1] * (rank - len(shape)) + list(shape) for shape in shapes), strict=True):
         known = [each for each in sizes if each is not None and each != 1]
-        result.append(max(known) if known else (None if None in sizes else 1))
-    return result
+        result.append(0 if 0 in known else max(known) if known else (None if None in sizes else 1))
+    return cast("list[Size]", result)  # None only where a shape has one
 
 
 def _as_matrices(first: Dims, second: Dims, transposed: tuple[bool, bool]) -> tuple[Dims, Dims] | None:
