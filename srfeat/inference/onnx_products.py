@@ -1,11 +1,13 @@
-"""What a MatMul or Gemm makes, for `onnx_growth` to count: the sizes of its output's axes, and how many times as many
-values it makes as each of its inputs holds.
+"""What a MatMul, Gemm or Einsum makes, for `onnx_growth` to count: the sizes of its output's axes, and how many times
+as many values it makes as each of its inputs holds; and sizes broadcast together (`broadcast_dims`), for it and
+for `onnx_constants`.
 
-By a weight (a Linear layer), its features for those it takes. Of two values made from the image (attention's
-Q K^T, then its product by V), the sizes the file fixes bound it: over 8x8 windows (SwinIR), Q K^T makes 64 values
-per head for each pixel, where over all a tile's pixels it makes the tile's pixels per head for each, a tile's
-square in all (a 256-pixel tile's 4 billion, per head and byte). Where a size the output takes from the image is not
-fixed (the pixels of a whole tile, reshaped to one axis), it is not bounded, and the file is refused.
+By a weight (a Linear layer; an Einsum's, a 1x1 convolution as `bchw,oc->bohw`), its features for those it takes,
+counted by one rule (`einsum_factor`: a MatMul is the Einsum `...mk,...kn->...mn`). Of two values made from the
+image (attention's Q K^T, then its product by V), the sizes the file fixes bound it: over 8x8 windows (SwinIR), Q K^T
+makes 64 values per head for each pixel, where over all a tile's pixels it makes the tile's pixels per head for each,
+a tile's square in all (a 256-pixel tile's 4 billion, per head and byte). Where a size the output takes from the image
+is not fixed (the pixels of a whole tile, reshaped to one axis), it is not bounded, and the file is refused.
 """
 
 from __future__ import annotations
