@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.inference.onnx_growth import BROADCASTING, SAME_SHAPE
+from srfeat.inference.onnx_products import broadcast_dims
 from srfeat.inference.onnx_shapes import MAX_DIMS
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MAX_CONSTANT_VALUES", "FileConstants", "GraphParts", "broadcast", "values_in_shape"]
+__all__ = ["MAX_CONSTANT_VALUES", "FileConstants", "GraphParts", "values_in_shape"]
 
 # What a tensor sized by the file alone may hold. srfeat's exports make no such tensor (every shape in them
 # comes from the image), and their largest weight has 590k values (an upsampling convolution of 128
@@ -50,14 +51,6 @@ def values_in_shape(dims: Sequence[int] | np.ndarray) -> int:
         if count > 2**40:
             break
     return count
-
-
-def broadcast(shapes: list[list[int]]) -> list[int]:
-    """The shape of `shapes` broadcast together, as ONNX (and numpy) do; the largest dimension where they
-    disagree (ONNX Runtime refuses those itself)."""
-    rank = max(map(len, shapes), default=0)
-    padded = [[1] * (rank - len(shape)) + shape for shape in shapes]
-    return [0 if 0 in dims else max(dims) for dims in zip(*padded, strict=True)]
 
 
 @dataclass
@@ -178,7 +171,7 @@ class FileConstants:
             if op == "ConstantOfShape" and dims is not None:
                 self._made_by(node, dims)
             elif op == "Expand" and dims is not None and (expanded := self.shape(inputs[0])) is not None:
-                count = max(count, values_in_shape(self._made_by(node, broadcast([expanded, dims]))))
+                count = max(count, values_in_shape(self._made_by(node, broadcast_dims([expanded, dims]))))
             if op == "Tile" and (repeated := self.count(inputs[0])) is not None:  # as many times as it holds
                 count *= repeated
             return count
@@ -188,11 +181,11 @@ class FileConstants:
                 return None
             known = [shape for shape in shapes if shape is not None]
             if op != "MatMul":
-                return values_in_shape(self._made_by(node, broadcast(known)))
+                return values_in_shape(self._made_by(node, broadcast_dims(known)))
             if len(known) != 2 or min(map(len, known)) < 2:
                 return None
             (*batch_a, rows, _), (*batch_b, _, columns) = known
-            return values_in_shape(self._made_by(node, [*broadcast([batch_a, batch_b]), rows, columns]))
+            return values_in_shape(self._made_by(node, [*broadcast_dims([batch_a, batch_b]), rows, columns]))
         if op == "Range":  # ceil((limit - start) / delta) values, for three constant scalars
             scalars = [constant(index) for index in range(3)]
             if any(each is None or each.size != 1 or each.dtype.kind not in "iuf" for each in scalars):
@@ -251,7 +244,7 @@ class FileConstants:
         if op == "Div" and any(each.dtype.kind != "f" for each in given):
             return  # ONNX divides integers truncating, numpy not: not needed for a scale, which is a float
         made = [given[0].ravel().tolist()] if op == "ConstantOfShape" else [list(each.shape) for each in given]
-        if op not in ("Concat", "Cast", *_REARRANGING) and values_in_shape(broadcast(made)) > _SMALL_VALUES:
+        if op not in ("Concat", "Cast", *_REARRANGING) and values_in_shape(broadcast_dims(made)) > _SMALL_VALUES:
             return  # nor is a large ConstantOfShape made to be measured
         options = {each.name: each for each in node.attribute}
         try:

@@ -12,16 +12,16 @@ asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side 
 It also tells how many values per pixel of the image a convolution's output features make (`features`): its
 weight fixes how many, and a 1x1 Conv (or a depthwise one) of 3 to a million features is a few MB of weights
 that asked ONNX Runtime for terabytes on a photo. What a Concat or an Expand adds to them counts with them, and
-a MatMul or Gemm by a weight (a Linear layer) multiplies them as its weight does. A weight the graph computes
-from the image (a blind model's kernels) counts by its shape where the file fixes every size of it, and makes
-features without bound (`math.inf`) where not.
+a MatMul, Gemm or Einsum by a weight (a Linear layer, a 1x1 convolution written as an Einsum) multiplies them as
+its weight does. A weight the graph computes from the image (a blind model's kernels) counts by its shape where
+the file fixes every size of it, and makes features without bound (`math.inf`) where not.
 
 Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, DepthToSpace
-(which only moves values), an Einsum by a weight (one of two values made from the image is refused). A Resize's
-constant height or width beside computed ones, or a constant added to one, counts as pads. A MatMul of
-two values made from the image (attention's Q K^T) counts as the sizes the file fixes of theirs bound it
-(`onnx_products`), and without bound over sizes it does not fix (a tile's pixels). What a
-Concat or an Expand added to the features, a convolution or a reduction over them takes back.
+(which only moves values). A Resize's constant height or width beside computed ones, or a constant added to one,
+counts as pads. A MatMul of two values made from the image (attention's Q K^T) counts as the sizes the file fixes
+of theirs bound it (`onnx_products`), and without bound over sizes it does not fix (a tile's pixels), as an Einsum
+of two does (its sizes are not followed). What a Concat or an Expand added to the features, a convolution or a
+reduction over them takes back.
 """
 
 from __future__ import annotations
@@ -42,7 +42,13 @@ from srfeat.inference.onnx_pads import (
     window_kernel,
     window_strides,
 )
-from srfeat.inference.onnx_products import broadcast_dims, pairwise_values, product_dims, weight_factor
+from srfeat.inference.onnx_products import (
+    broadcast_dims,
+    einsum_factor,
+    pairwise_values,
+    product_dims,
+    weight_factor,
+)
 from srfeat.inference.onnx_shapes import (
     MAX_DIMS,
     ConstantValues,
@@ -164,12 +170,7 @@ class GraphGrowth:
             kept = max(kept / window_strides(node), 2.0**-40)
         if op == "Gather" and len(inputs) > 1:  # some entries of an axis the file fixes: Q of Q, K and V
             width *= self._shapes.gathered_share(inputs[0], inputs[1], node)
-        if op == "Einsum" and self.multiplies_image_values(node):  # its sizes not followed: not bounded
-            width = math.inf
-        elif op in (
-            "MatMul",
-            "Gemm",
-        ):  # by a weight, its features for those it takes (a Linear layer's); or attention's
+        if op in ("MatMul", "Gemm", "Einsum"):  # by a weight, its features for those it takes; or attention's
             width = made if math.isinf(made := self._multiplied(node)) else min(made, 2.0**40)  # infinite: refused
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
             factors = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
@@ -232,24 +233,31 @@ class GraphGrowth:
         return float(weight[0] if node.op_type == "Conv" else weight[1] * max(group, 1))
 
     def _multiplied(self, node: onnx.NodeProto) -> float:
-        """How many features per pixel a MatMul or Gemm makes (as `_width`): of a value made from the image by a
-        weight, the weight's share of its (`onnx_products.weight_factor`), infinite where the file does not fix
-        the weight's shape (`_convolved`); of two made from the image (attention), what the sizes the file fixes
-        of theirs bound (`onnx_products.pairwise_values`); of neither, its inputs'."""
-        inputs, options = list(node.input)[:2], {each.name: each for each in node.attribute}
+        """How many features per pixel a MatMul, Gemm or Einsum makes (as `_width`): of a value made from the image
+        by weights, the weights' share of its (`onnx_products.weight_factor`, `einsum_factor`: a 1x1 convolution
+        written as `bchw,oc->bohw`), infinite where the file does not fix a weight's shape (`_convolved`); of two
+        made from the image (attention), what the sizes the file fixes of theirs bound (`pairwise_values`), infinite
+        for an Einsum; of neither, its inputs'."""
+        einsum, options = node.op_type == "Einsum", {each.name: each for each in node.attribute}
+        inputs = list(node.input) if einsum else list(node.input)[:2]
         keys = ("transA", "transB")
         flags = [bool(options[key].i) if key in options and node.op_type == "Gemm" else False for key in keys]
         fixed = [bool(name) and not self._is_from_image(name) for name in inputs]
         widths = [self._width_of(name) for name in inputs]
         if len(inputs) < 2 or all(fixed):
             return max(widths, default=1.0)
-        if not any(fixed):
-            sides = [self._dims.get(name) for name in inputs]
-            return pairwise_values(sides[0], sides[1], (flags[0], flags[1]), (widths[0], widths[1]))
-        index = 1 if fixed[1] else 0
-        weight = self._constants.shape(inputs[index])
-        factor = math.inf if weight is None else weight_factor(weight, index == 0, flags[index])
-        return factor * widths[1 - index]
+        if fixed.count(False) > 1:  # an Einsum's sizes are not followed: not bounded
+            sides, made = [self._dims.get(name) for name in inputs], (widths[0], widths[1])
+            return math.inf if einsum else pairwise_values(sides[0], sides[1], (flags[0], flags[1]), made)
+        index = fixed.index(False)  # the image's
+        if einsum:  # None: an equation ONNX Runtime refuses
+            equation = options["equation"].s.decode(errors="replace") if "equation" in options else ""
+            sizes = [self._dims.get(name) if name == inputs[index] else self._constants.shape(name) for name in inputs]
+            factor = einsum_factor(equation, sizes, index)
+            return max(widths) if factor is None else factor * widths[index]
+        weight = self._constants.shape(inputs[1 - index])
+        factor = math.inf if weight is None else weight_factor(weight, index == 1, flags[1 - index])
+        return factor * widths[index]
 
     def _concatenated(self, node: onnx.NodeProto, kept: float, widened: float) -> tuple[float, float]:
         """The growth of a Concat of values made from the image (not of its shape): along the features, the
@@ -367,8 +375,9 @@ class GraphGrowth:
 
     def multiplies_image_values(self, node: onnx.NodeProto) -> bool:
         """Whether `node` multiplies two values made from the image together (MatMul, Gemm, Einsum: attention)."""
-        multiplied = [name for name in list(node.input)[:2] if name and self._is_from_image(name)]
-        return node.op_type in ("MatMul", "Gemm", "Einsum") and len(multiplied) == 2
+        inputs = list(node.input) if node.op_type == "Einsum" else list(node.input)[:2]
+        multiplied = [name for name in inputs if name and self._is_from_image(name)]
+        return node.op_type in ("MatMul", "Gemm", "Einsum") and len(multiplied) >= 2
 
     def _width_of(self, name: str) -> float:
         """The features the last convolution on the way to `name` made; the image's own (3, or as many as the

@@ -1,31 +1,39 @@
-"""What a MatMul or Gemm makes, for `onnx_growth` to count: the sizes of its output's axes, and how many times as many
-values it makes as each of its inputs holds.
+"""What a MatMul, Gemm or Einsum makes, for `onnx_growth` to count: the sizes of its output's axes, and how many times
+as many values it makes as each of its inputs holds; and sizes broadcast together (`broadcast_dims`), for it and
+for `onnx_constants`.
 
-By a weight (a Linear layer), its features for those it takes. Of two values made from the image (attention's
-Q K^T, then its product by V), the sizes the file fixes bound it: over 8x8 windows (SwinIR), Q K^T makes 64 values
-per head for each pixel, where over all a tile's pixels it makes the tile's pixels per head for each, a tile's
-square in all (a 256-pixel tile's 4 billion, per head and byte). Where a size the output takes from the image is not
-fixed (the pixels of a whole tile, reshaped to one axis), it is not bounded, and the file is refused.
+By a weight (a Linear layer; an Einsum's, a 1x1 convolution as `bchw,oc->bohw`), its features for those it takes,
+counted by one rule (`einsum_factor`: a MatMul is the Einsum `...mk,...kn->...mn`). Of two values made from the
+image (attention's Q K^T, then its product by V), the sizes the file fixes bound it: over 8x8 windows (SwinIR), Q K^T
+makes 64 values per head for each pixel, where over all a tile's pixels it makes the tile's pixels per head for each,
+a tile's square in all (a 256-pixel tile's 4 billion, per head and byte). Where a size the output takes from the image
+is not fixed (the pixels of a whole tile, reshaped to one axis), it is not bounded, and the file is refused.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TypeVar, cast
 
-from srfeat.inference.onnx_shapes import MAX_DIMS, Dims
+from srfeat.inference.onnx_shapes import Dims
 
-__all__ = ["broadcast_dims", "pairwise_values", "product_dims", "weight_factor"]
+__all__ = ["broadcast_dims", "einsum_factor", "pairwise_values", "product_dims", "weight_factor"]
+
+# A size of an axis: fixed (int), or where it may not be, None for one the file does not fix
+Size = TypeVar("Size", int, int | None)
 
 
-def broadcast_dims(shapes: list[Dims]) -> Dims:
-    """The sizes of `shapes` broadcast together (numpy's rules): a size other than 1 where one has it (ONNX
-    Runtime refuses two that disagree), else None where one is not fixed."""
+def broadcast_dims(shapes: Sequence[Sequence[Size]]) -> list[Size]:
+    """The sizes of `shapes` broadcast together, as ONNX (and numpy) do: 0 where one is 0 (no values), else the
+    largest other than 1 where one has it (where two disagree, ONNX Runtime refuses them itself), else None where
+    one is not fixed, else 1. Of sizes all fixed (a constant's shape), all fixed."""
     rank = max(map(len, shapes), default=0)
     result: Dims = []
-    for sizes in zip(*([1] * (rank - len(shape)) + shape for shape in shapes), strict=True):
+    for sizes in zip(*([1] * (rank - len(shape)) + list(shape) for shape in shapes), strict=True):
         known = [each for each in sizes if each is not None and each != 1]
-        result.append(max(known) if known else (None if None in sizes else 1))
-    return result
+        result.append(0 if 0 in known else max(known) if known else (None if None in sizes else 1))
+    return cast("list[Size]", result)  # None only where a shape has one
 
 
 def _as_matrices(first: Dims, second: Dims, transposed: tuple[bool, bool]) -> tuple[Dims, Dims] | None:
@@ -54,15 +62,73 @@ def product_dims(first: Dims, second: Dims, transposed: tuple[bool, bool] = (Fal
 
 def weight_factor(weight: list[int], weight_first: bool, transposed: bool) -> float:
     """How many times as many values a MatMul or Gemm of a value made from the image by a weight of the shape
-    `weight` makes (the weight `weight_first`, or second; `transposed` by Gemm's flag): the weight's sizes it makes
-    over the one it takes (a [64, 256] weight after a [N, H, W, 64] map makes 4 times as many; [N, 3, H, W] times
-    a [W, W'] one, W' / W), times the weight's batch sizes."""
+    `weight` makes (the weight `weight_first`, or second; `transposed` by Gemm's flag): as the Einsum it is
+    (`einsum_factor`), the weight's sizes it makes over the one it takes (a [64, 256] weight after a [N, H, W, 64] map
+    makes 4 times as many; [N, 3, H, W] times a [W, W'] one, W' / W), times the weight's batch sizes."""
     if len(weight) < 2:  # a vector: an axis taken off
         return 1.0
-    *batch, rows, columns = weight
-    rows, columns = (columns, rows) if transposed else (rows, columns)
-    taken, made = (columns, rows) if weight_first else (rows, columns)  # B: [K, N]; A: [M, K] (its rows)
-    return math.prod(float(max(size, 1)) for size in [*batch[:MAX_DIMS], made]) / taken if taken > 0 else 1.0
+    weight_term = ("...km" if transposed else "...mk") if weight_first else ("...nk" if transposed else "...kn")
+    image_term = "...kn" if weight_first else "...mk"  # A: [M, K] by B: [K, N]
+    terms, shapes = [weight_term, image_term], [weight, None]
+    if not weight_first:
+        terms, shapes = terms[::-1], shapes[::-1]
+    factor = einsum_factor(f"{terms[0]},{terms[1]}->...mn", shapes, 1 if weight_first else 0)
+    return 1.0 if factor is None else factor
+
+
+def einsum_factor(equation: str, shapes: Sequence[Sequence[int | None] | None], image: int) -> float | None:
+    """How many times as many values an Einsum of `equation` makes as its operand `image` (made from the image, of the
+    sizes `shapes[image]`, None where not noted) holds, its others weights of the shapes `shapes` (`math.inf` where
+    one is None: not fixed by the file). A weight's size on a letter the output has and the image's operand not is
+    made (o in `bchw,oc->bohw`, a 1x1 convolution's features); on one the image's has and the output not, taken
+    (c); on one both have, made where larger than the image's there (broadcast), or where that is not fixed (a
+    MatMul's batch axes). The image's own axes summed (not in the output) take nothing back. None for an equation
+    ONNX Runtime refuses."""
+    terms, arrow, output = equation.replace(" ", "").partition("->")
+    operands = terms.split(",")
+    if len(operands) != len(shapes) or not 0 <= image < len(shapes):
+        return None
+    letters = "".join(operands).replace("...", "")
+    if not arrow:  # implicit: the letters written once, and the ellipsis's axes where an operand has one
+        output = "".join(letter for letter in letters if letters.count(letter) == 1) + ("..." if "..." in terms else "")
+    if any(letter not in letters for letter in output.replace("...", "")):
+        return None
+    if any(shape is None for index, shape in enumerate(shapes) if index != image):
+        return math.inf
+    sizes = [_einsum_sizes(term, shape) for term, shape in zip(operands, shapes, strict=True)]
+    unnoted = shapes[image] is None  # the image's sizes: its letters', its ellipsis's axes any
+    sizes[image] = dict.fromkeys(operands[image].replace("...", "")) if unnoted else sizes[image]
+    if any(each is None for each in sizes):
+        return None
+    image_sizes, broadcast_axes = sizes[image] or {}, unnoted and "..." in operands[image]
+    made: dict[str | int, int] = {}  # each letter's (or ellipsis's axis's) size in the weights, the largest
+    for weight in (each for index, each in enumerate(sizes) if index != image and each is not None):
+        for label, size in weight.items():
+            made[label] = max(made.get(label, 1), size or 1)
+    factor = 1.0
+    for label, size in made.items():
+        kept = label in output if isinstance(label, str) else "..." in output
+        if label not in image_sizes and not (broadcast_axes and isinstance(label, int)):
+            factor *= size if kept else 1  # a weight's own axis, made or summed
+        elif (theirs := image_sizes.get(label)) is None:
+            factor = factor * size if kept else factor / size
+        else:
+            factor = factor * max(size / max(theirs, 1), 1.0) if kept else factor / min(size, max(theirs, 1))
+    return factor
+
+
+def _einsum_sizes(term: str, shape: Sequence[int | None] | None) -> dict[str | int, int | None] | None:
+    """The sizes of the axes of an Einsum's operand of `shape` by its letters in `term`, and its ellipsis's axes by
+    their place from the last (-1, -2...); None for `shape` None (not noted), or one of a rank other than `term`'s
+    (refused by ONNX Runtime)."""
+    if shape is None:
+        return None
+    head, ellipsis, tail = term.partition("...")
+    spanned = len(shape) - len(head) - len(tail)
+    if spanned < 0 or (spanned and not ellipsis):
+        return None
+    labels: list[str | int] = [*head, *range(-spanned, 0), *tail]
+    return dict(zip(labels, shape, strict=True))
 
 
 def pairwise_values(
