@@ -1,5 +1,5 @@
 """The format of `srfeat serve`'s results: the upload's own, as `srfeat upscale` writes it, unless that
-format would drop the upload's transparency (a PNG named `.jpg`): the result is then a PNG, named so."""
+format would drop the upload's transparency or 16 bits (a PNG named `.jpg`): the result is then a PNG, named so."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwr
 from PIL import Image
 from test_web import Server, call, cli_upscale, start_server, stop_server, upload, wait_for_result
 
+from srfeat.data.io import write_image
 from srfeat.web.job import Limits, inspect_upload
 
 LIMITS = Limits(max_upload_bytes=2**20, max_pixels=16_000_000)
@@ -68,6 +69,51 @@ def test_an_upload_whose_transparency_its_format_cannot_hold_gets_a_png_result(
 ) -> None:
     """A transparent image named `.jpg` or `.bmp` had its result written as JPEG or BMP, the alpha dropped."""
     assert inspect_upload(encoded(image, image_format), name, LIMITS).result_extension == expected
+
+
+DEEP = np.random.default_rng(1).integers(0, 65536, (12, 10, 4), dtype=np.uint16)
+
+
+@pytest.mark.parametrize(
+    ("name", "written_as", "pixels", "expected"),
+    [
+        ("deep.jpg", ".png", DEEP[..., :3], (".png", ("16 bits per channel",))),
+        ("deep.webp", ".png", DEEP[..., 0], (".png", ("16 bits per channel",))),  # PIL opens it as I;16
+        ("deep.bmp", ".tif", DEEP[..., :3], (".png", ("16 bits per channel",))),  # PIL opens it as 8-bit RGB
+        ("deep.jpeg", ".png", DEEP, (".png", ("an alpha channel (transparency)", "16 bits per channel"))),
+        ("deep.webp", ".png", DEEP, (".png", ("16 bits per channel",))),  # WebP holds the alpha, not the 16 bits
+        ("deep.tif", ".png", DEEP[..., :3], (".tif", ())),  # TIFF holds 16 bits: its own format
+        ("deep.png", ".tif", DEEP[..., 0], (".png", ())),
+        ("shallow.jpg", ".png", (DEEP[..., :3] >> 8).astype(np.uint8), (".jpg", ())),
+        ("shallow.bmp", ".tif", (DEEP[..., :3] >> 8).astype(np.uint8), (".bmp", ())),
+    ],
+)
+def test_a_16_bit_upload_whose_format_cannot_hold_16_bits_gets_a_png_result(
+    name: str, written_as: str, pixels: np.ndarray, expected: tuple[str, tuple[str, ...]], tmp_path: Path
+) -> None:
+    """A 16-bit PNG or TIFF named `.jpg`, `.webp` or `.bmp` had its result written with 8 bits, its card saying to
+    rename the file and upload it again, or to run `srfeat upscale --ext png`."""
+    write_image(tmp_path / f"image{written_as}", pixels)
+    found = inspect_upload((tmp_path / f"image{written_as}").read_bytes(), name, LIMITS)
+    assert (found.result_extension, found.result_keeps) == expected
+
+
+def test_a_16_bit_png_named_jpg_is_upscaled_to_a_16_bit_png(server: Server, tmp_path: Path) -> None:
+    """The download is what `srfeat upscale --ext png` writes for it, all 16 bits, and its card says so in words."""
+    write_image(tmp_path / "deep.png", DEEP[..., :3])
+    data = (tmp_path / "deep.png").read_bytes()
+    session = "deep"
+    try:
+        job, downloaded, headers = _result_of(server, session, "deep.jpg", data)
+        assert job["result_name"] == "deep_x4.png"
+        note = "deep.jpg has 16 bits per channel, which JPEG cannot hold: the result is written as PNG"
+        assert job["notes"] == [f"{note} (deep_x4.png) to keep all 16"]
+        assert headers["content-type"] == "image/png"
+        assert "filename*=UTF-8''deep_x4.png" in headers["content-disposition"]
+        assert downloaded == cli_upscale(tmp_path / "deep.png", tmp_path / "cli")
+        assert downloaded[24] == 16  # the IHDR's bit depth
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
 
 
 def _result_of(server: Server, session: str, name: str, data: bytes, *query: str) -> tuple[dict, bytes, dict]:
