@@ -19,7 +19,9 @@ from PIL import Image
 from test_web import Server, call, cli_upscale, start_server, stop_server, upload, wait_for_result
 
 from srfeat.data.io import write_image
-from srfeat.web.job import Limits, inspect_upload
+from srfeat.inference import Upscaler
+from srfeat.web.job import Job, Limits, ModelChoice, inspect_upload
+from srfeat.web.worker import upscale_job
 
 LIMITS = Limits(max_upload_bytes=2**20, max_pixels=16_000_000)
 PIXELS = np.random.default_rng(0).integers(0, 256, (12, 10, 4), dtype=np.uint8)
@@ -114,6 +116,18 @@ def test_a_16_bit_png_named_jpg_is_upscaled_to_a_16_bit_png(server: Server, tmp_
         assert downloaded[24] == 16  # the IHDR's bit depth
     finally:
         call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_16_bits_cut_where_the_header_did_not_tell_them_are_noted_without_advice(
+    model_path: Path, tmp_path: Path
+) -> None:
+    """A job whose upload was not inspected (its result format left to its name): the card said to rename the file
+    and upload it again, or to run srfeat upscale, neither of which a web page's user does."""
+    write_image(tmp_path / "deep.png", DEEP[..., :3])
+    job = Job("j", "s", "deep.jpg", (tmp_path / "deep.png").read_bytes(), ModelChoice(), width=10, height=12)
+    result, _, _, notes = upscale_job(Upscaler(model_path, device="cpu", tile=0), job)
+    assert result.startswith(b"\xff\xd8")  # a JPEG, as its name says
+    assert notes == ["deep.jpg has 16 bits per channel, which JPEG cannot hold: the download (deep_x4.jpg) has 8"]
 
 
 def _result_of(server: Server, session: str, name: str, data: bytes, *query: str) -> tuple[dict, bytes, dict]:
