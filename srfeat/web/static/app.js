@@ -651,7 +651,7 @@ function setOriginal() {
 
 function clearViewer() {
   refocusIfViewerEmpties(selectedId);
-  clearTimeout(wheelRest); // nothing left to say of
+  clearTimeout(wheelRest); // no zoom left to say
   selectedId = null;
   view.job = null;
   $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = true;
@@ -668,9 +668,10 @@ function clearViewer() {
 // drawn: a poll's answer that empties the viewer shows the next image done at once, and then the focus stays put.
 function refocusIfViewerEmpties(shownId) {
   const active = document.activeElement;
+  if (!active) return;
   // The parts an empty viewer hides or disables; the resample choice stays, and keeps the focus.
-  const lost = $("frame").contains(active) || active === $("download") || VIEW_CONTROLS.includes(active.id);
-  if (!lost) return;
+  const losesFocus = $("frame").contains(active) || active === $("download") || VIEW_CONTROLS.includes(active.id);
+  if (!losesFocus) return;
   queueMicrotask(() => {
     if (view.job) return;
     const card = cards.get(`lost-${shownId}`); // `forgetMissing`'s card for it
@@ -825,7 +826,7 @@ function setupViewer() {
     else if (event.key === "-") zoomCentre(view.zoom / 1.5);
     else if (event.key === "0") fit();
     else return;
-    if (!(event.key in moves)) sayZoom();
+    if (!(event.key in moves)) sayZoom(); // a pan leaves the zoom as it was
     event.preventDefault();
   });
   frame.addEventListener(
@@ -840,7 +841,7 @@ function setupViewer() {
     { passive: false },
   );
   const zoomButtons = {
-    fit: () => fit(),
+    fit,
     actual: () => zoomCentre(1 / devicePixelRatio),
     "zoom-in": () => zoomCentre(view.zoom * 1.5),
     "zoom-out": () => zoomCentre(view.zoom / 1.5),
