@@ -107,11 +107,7 @@ def test_a_16_bit_png_named_jpg_is_upscaled_to_a_16_bit_png(server: Server, tmp_
     session = "deep"
     try:
         job, downloaded, headers = _result_of(server, session, "deep.jpg", data)
-        assert job["result_name"] == "deep_x4.png"
-        note = "deep.jpg has 16 bits per channel, which JPEG cannot hold: the result is written as PNG"
-        assert job["notes"] == [f"{note} (deep_x4.png) to keep all 16"]
-        assert headers["content-type"] == "image/png"
-        assert "filename*=UTF-8''deep_x4.png" in headers["content-disposition"]
+        _assert_written_as_png(job, headers, "deep_x4.png", "deep.jpg has 16 bits per channel", "to keep all 16")
         assert downloaded == cli_upscale(tmp_path / "deep.png", tmp_path / "cli")
         assert downloaded[24] == 16  # the IHDR's bit depth
     finally:
@@ -141,6 +137,15 @@ def _result_of(server: Server, session: str, name: str, data: bytes, *query: str
     return described[job["id"]], downloaded.body, downloaded.headers
 
 
+def _assert_written_as_png(job: dict, headers: dict, result_name: str, what: str, keep: str) -> None:
+    """The job's result is `result_name`, a PNG, and its card says that the upload has `what`, which JPEG cannot hold,
+    and what the PNG keeps (`keep`: "to keep it")."""
+    assert job["result_name"] == result_name
+    assert job["notes"] == [f"{what}, which JPEG cannot hold: the result is written as PNG ({result_name}) {keep}"]
+    assert headers["content-type"] == "image/png"
+    assert f"filename*=UTF-8''{result_name}" in headers["content-disposition"]
+
+
 def test_a_transparent_png_named_jpg_is_upscaled_to_a_png_that_keeps_it(server: Server, tmp_path: Path) -> None:
     """The result was a JPEG, its card saying "the alpha is dropped (use .png or .webp to keep it)": advice
     for the command line, which on the page meant renaming the file and uploading it again."""
@@ -151,11 +156,9 @@ def test_a_transparent_png_named_jpg_is_upscaled_to_a_png_that_keeps_it(server: 
     events = urllib.request.urlopen(f"{server.url}api/sessions/{session}/events", timeout=120)
     try:
         job, downloaded, headers = _result_of(server, session, "logo.jpg", data)
-        assert job["result_name"] == "logo_x4.png"
-        note = "logo.jpg has an alpha channel (transparency), which JPEG cannot hold: the result is written as PNG"
-        assert job["notes"] == [f"{note} (logo_x4.png) to keep it"]
-        assert headers["content-type"] == "image/png"
-        assert "filename*=UTF-8''logo_x4.png" in headers["content-disposition"]
+        _assert_written_as_png(
+            job, headers, "logo_x4.png", "logo.jpg has an alpha channel (transparency)", "to keep it"
+        )
         # the file `srfeat upscale` writes for the same image named .png: alpha and all
         (tmp_path / "logo.png").write_bytes(data)
         assert downloaded == cli_upscale(tmp_path / "logo.png", tmp_path / "cli")
