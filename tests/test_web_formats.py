@@ -1,5 +1,5 @@
 """The format of `srfeat serve`'s results: the upload's own, as `srfeat upscale` writes it, unless that
-format would drop the upload's transparency (a PNG named `.jpg`): the result is then a PNG, named so."""
+format would drop the upload's transparency or 16 bits (a PNG named `.jpg`): the result is then a PNG, named so."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwr
 from PIL import Image
 from test_web import Server, call, cli_upscale, start_server, stop_server, upload, wait_for_result
 
-from srfeat.web.job import Limits, inspect_upload
+from srfeat.data.io import write_image
+from srfeat.inference import Upscaler
+from srfeat.web.job import Job, Limits, ModelChoice, inspect_upload
+from srfeat.web.worker import upscale_job
 
 LIMITS = Limits(max_upload_bytes=2**20, max_pixels=16_000_000)
 PIXELS = np.random.default_rng(0).integers(0, 256, (12, 10, 4), dtype=np.uint8)
@@ -70,6 +73,59 @@ def test_an_upload_whose_transparency_its_format_cannot_hold_gets_a_png_result(
     assert inspect_upload(encoded(image, image_format), name, LIMITS).result_extension == expected
 
 
+DEEP = np.random.default_rng(1).integers(0, 65536, (12, 10, 4), dtype=np.uint16)
+
+
+@pytest.mark.parametrize(
+    ("name", "written_as", "pixels", "expected"),
+    [
+        ("deep.jpg", ".png", DEEP[..., :3], (".png", ("16 bits per channel",))),
+        ("deep.webp", ".png", DEEP[..., 0], (".png", ("16 bits per channel",))),  # PIL opens it as I;16
+        ("deep.bmp", ".tif", DEEP[..., :3], (".png", ("16 bits per channel",))),  # PIL opens it as 8-bit RGB
+        ("deep.jpeg", ".png", DEEP, (".png", ("an alpha channel (transparency)", "16 bits per channel"))),
+        ("deep.webp", ".png", DEEP, (".png", ("16 bits per channel",))),  # WebP holds the alpha, not the 16 bits
+        ("deep.tif", ".png", DEEP[..., :3], (".tif", ())),  # TIFF holds 16 bits: its own format
+        ("deep.png", ".tif", DEEP[..., 0], (".png", ())),
+        ("shallow.jpg", ".png", (DEEP[..., :3] >> 8).astype(np.uint8), (".jpg", ())),
+        ("shallow.bmp", ".tif", (DEEP[..., :3] >> 8).astype(np.uint8), (".bmp", ())),
+    ],
+)
+def test_a_16_bit_upload_whose_format_cannot_hold_16_bits_gets_a_png_result(
+    name: str, written_as: str, pixels: np.ndarray, expected: tuple[str, tuple[str, ...]], tmp_path: Path
+) -> None:
+    """A 16-bit PNG or TIFF named `.jpg`, `.webp` or `.bmp` had its result written with 8 bits, its card saying to
+    rename the file and upload it again, or to run `srfeat upscale --ext png`."""
+    write_image(tmp_path / f"image{written_as}", pixels)
+    found = inspect_upload((tmp_path / f"image{written_as}").read_bytes(), name, LIMITS)
+    assert (found.result_extension, found.result_keeps) == expected
+
+
+def test_a_16_bit_png_named_jpg_is_upscaled_to_a_16_bit_png(server: Server, tmp_path: Path) -> None:
+    """The download is what `srfeat upscale --ext png` writes for it, all 16 bits, and its card says so in words."""
+    write_image(tmp_path / "deep.png", DEEP[..., :3])
+    data = (tmp_path / "deep.png").read_bytes()
+    session = "deep"
+    try:
+        job, downloaded, headers = _result_of(server, session, "deep.jpg", data)
+        _assert_written_as_png(job, headers, "deep_x4.png", "deep.jpg has 16 bits per channel", "to keep all 16")
+        assert downloaded == cli_upscale(tmp_path / "deep.png", tmp_path / "cli")
+        assert downloaded[24] == 16  # the IHDR's bit depth
+    finally:
+        call(server, "POST", f"/api/sessions/{session}/close")
+
+
+def test_16_bits_cut_where_the_header_did_not_tell_them_are_noted_without_advice(
+    model_path: Path, tmp_path: Path
+) -> None:
+    """A job whose upload was not inspected (its result format left to its name): the card said to rename the file
+    and upload it again, or to run srfeat upscale, neither of which a web page's user does."""
+    write_image(tmp_path / "deep.png", DEEP[..., :3])
+    job = Job("j", "s", "deep.jpg", (tmp_path / "deep.png").read_bytes(), ModelChoice(), width=10, height=12)
+    result, _, _, notes = upscale_job(Upscaler(model_path, device="cpu", tile=0), job)
+    assert result.startswith(b"\xff\xd8")  # a JPEG, as its name says
+    assert notes == ["deep.jpg has 16 bits per channel, which JPEG cannot hold: the download (deep_x4.jpg) has 8"]
+
+
 def _result_of(server: Server, session: str, name: str, data: bytes, *query: str) -> tuple[dict, bytes, dict]:
     """(the job as its page sees it, the downloaded result, the download's headers)."""
     job = json.loads(upload(server, session, name, data, *query).body)
@@ -79,6 +135,15 @@ def _result_of(server: Server, session: str, name: str, data: bytes, *query: str
         each["id"]: each for each in json.loads(call(server, "GET", f"/api/sessions/{session}/jobs").body)["jobs"]
     }
     return described[job["id"]], downloaded.body, downloaded.headers
+
+
+def _assert_written_as_png(job: dict, headers: dict, result_name: str, what: str, keep: str) -> None:
+    """The job's result is `result_name`, a PNG, and its card says that the upload has `what`, which JPEG cannot hold,
+    and what the PNG keeps (`keep`: "to keep it")."""
+    assert job["result_name"] == result_name
+    assert job["notes"] == [f"{what}, which JPEG cannot hold: the result is written as PNG ({result_name}) {keep}"]
+    assert headers["content-type"] == "image/png"
+    assert f"filename*=UTF-8''{result_name}" in headers["content-disposition"]
 
 
 def test_a_transparent_png_named_jpg_is_upscaled_to_a_png_that_keeps_it(server: Server, tmp_path: Path) -> None:
@@ -91,11 +156,9 @@ def test_a_transparent_png_named_jpg_is_upscaled_to_a_png_that_keeps_it(server: 
     events = urllib.request.urlopen(f"{server.url}api/sessions/{session}/events", timeout=120)
     try:
         job, downloaded, headers = _result_of(server, session, "logo.jpg", data)
-        assert job["result_name"] == "logo_x4.png"
-        note = "logo.jpg has an alpha channel (transparency), which JPEG cannot hold: the result is written as PNG"
-        assert job["notes"] == [f"{note} (logo_x4.png) to keep it"]
-        assert headers["content-type"] == "image/png"
-        assert "filename*=UTF-8''logo_x4.png" in headers["content-disposition"]
+        _assert_written_as_png(
+            job, headers, "logo_x4.png", "logo.jpg has an alpha channel (transparency)", "to keep it"
+        )
         # the file `srfeat upscale` writes for the same image named .png: alpha and all
         (tmp_path / "logo.png").write_bytes(data)
         assert downloaded == cli_upscale(tmp_path / "logo.png", tmp_path / "cli")

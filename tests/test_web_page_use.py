@@ -178,6 +178,84 @@ def test_images_done_between_two_of_the_pages_questions_are_each_announced(serve
     page.context.close()
 
 
+def _shown(page: Page, name: str) -> None:
+    """`name` uploaded, done and shown in the viewer."""
+    _upload(page, name, png_bytes(16))
+    expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('after').naturalWidth === 64")
+
+
+def _has_focus(page: Page, selector: str) -> bool:
+    return page.locator(selector).evaluate("element => element === document.activeElement")
+
+
+def test_focus_in_the_viewer_goes_to_the_images_card_when_the_server_forgets_it(
+    server: Server, browser: Browser
+) -> None:
+    """The server restarted, the viewer emptied, and the keyboard focus that was in it fell to the page's body: Tab
+    started again from the top, and a screen reader said nothing of what had happened."""
+    page = open_tab(browser, server).page
+    _shown(page, "forgotten.png")
+    page.focus("#frame")
+    # The server's answers from here are those of a restarted server, which holds no jobs of this page.
+    page.route("**/api/sessions/*/jobs?*", lambda route: route.fulfill(json={"version": "restarted", "jobs": []}))
+    card = job_card(page, "forgotten.png")
+    expect(card).to_contain_text("the server no longer holds this image")
+    expect(page.locator("#viewer-empty")).to_be_visible()
+    page.wait_for_function("() => document.activeElement !== document.body")
+    assert card.evaluate("element => element === document.activeElement")
+    page.context.close()
+
+
+def test_focus_on_the_viewers_buttons_goes_to_the_drop_zone_when_its_image_is_removed(
+    server: Server, browser: Browser
+) -> None:
+    """The shown image removed where the focus was not on its card (a screen reader's browse mode clicks its x
+    and leaves the focus where it was), the viewer's disabled buttons dropped the focus to the page's body."""
+    page = open_tab(browser, server).page
+    _shown(page, "removed.png")
+    page.focus("#zoom-in")
+    page.get_by_role("button", name="remove from the list: removed.png").dispatch_event("click")
+    expect(page.locator("#viewer-empty")).to_be_visible()
+    page.wait_for_function("() => document.activeElement !== document.body")
+    assert _has_focus(page, "#drop")
+    page.context.close()
+
+
+def test_the_zoom_is_announced_after_its_buttons_and_keys_and_once_the_wheel_rests(
+    server: Server, browser: Browser
+) -> None:
+    """The zoom level changed without a word to a screen reader: the toolbar's percentage is no live region (made
+    one, it would say each step of the wheel)."""
+    page = open_tab(browser, server).page
+    _shown(page, "zoomed.png")
+    said = page.get_by_role("status").filter(has_text=re.compile("^zoom"))
+    level = page.locator("#zoom-level")
+    before = level.inner_text()
+    page.click("#zoom-in")
+    expect(level).not_to_have_text(before)
+    expect(page.locator("#zoom-said")).to_have_text(f"zoom {level.inner_text()}")
+    expect(said).to_have_count(1)
+    page.focus("#frame")
+    page.keyboard.press("-")
+    expect(level).to_have_text(before)
+    expect(page.locator("#zoom-said")).to_have_text(f"zoom {before}")
+    # Steps of the wheel are not said each; their end is.
+    quiet = page.eval_on_selector(
+        "#frame",
+        """frame => {
+            for (let step = 0; step < 3; step++) {
+                frame.dispatchEvent(new WheelEvent("wheel", { deltaY: -100, bubbles: true, cancelable: true }));
+            }
+            return document.getElementById("zoom-said").textContent;
+        }""",
+    )
+    assert quiet == f"zoom {before}"
+    expect(level).not_to_have_text(before)
+    expect(page.locator("#zoom-said")).to_have_text(f"zoom {level.inner_text()}")
+    page.context.close()
+
+
 # Synthetic drag events, as the browser sends them for files dragged in from another program (Playwright
 # cannot drag a file from outside the page). `target` is an element id, `leaving_for` one or null.
 DRAG = """([kind, target, leavingFor]) => {
@@ -242,9 +320,10 @@ def test_files_dragged_anywhere_over_the_page_light_it_up_until_they_leave_drop_
 def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
     server: Server, browser: Browser, tmp_path: Path
 ) -> None:
-    """A 16-bit PNG named `.jpg` is a JPEG result with 8 bits, as `srfeat upscale` writes it; its card said
-    "use .png to keep 16", advice for naming the output file, which the page's user does not do. So did a grey
-    image named `.webp` ("use .png to keep one channel")."""
+    """A 16-bit PNG named `.jpg` was a JPEG result with 8 bits, as `srfeat upscale` writes it; its card said
+    "use .png to keep 16", advice for naming the output file, which the page's user does not do, and then to
+    rename the file and upload it again, or run srfeat upscale. Its result is now a 16-bit PNG, and its card says
+    so. A grey image named `.webp` is the same grey as RGB (its card said "use .png to keep one channel")."""
     pixels = np.random.default_rng(0).integers(0, 65536, (12, 10, 3), dtype=np.uint16)
     write_image(tmp_path / "deep.png", pixels)
     (tmp_path / "deep.png").rename(tmp_path / "deep.jpg")
@@ -253,9 +332,8 @@ def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
     page = open_tab(browser, server).page
     page.set_input_files("#files", [str(tmp_path / "deep.jpg"), str(tmp_path / "grey.webp")])
     notes = {
-        "deep.jpg": "note: deep.jpg has 16 bits per channel, which JPEG cannot hold: the download (deep_x4.jpg) has 8; "
-        "to keep 16, rename the file .png or .tif and upload it again (the result is in the format its name says), "
-        "or upscale it with srfeat upscale --ext png",
+        "deep.jpg": "note: deep.jpg has 16 bits per channel, which JPEG cannot hold: the result is written as PNG "
+        "(deep_x4.png) to keep all 16",
         "grey.webp": "note: grey.webp is grey, and WebP has no grey mode: the download (grey_x4.webp) has the same "
         "grey as RGB",
     }
@@ -264,6 +342,7 @@ def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
         expect(card).to_have_attribute("data-state", "done", timeout=60_000)
         expect(card.locator(".status")).to_contain_text(note)
         expect(card.locator(".status")).not_to_contain_text("use .png")
+        expect(card.locator(".status")).not_to_contain_text("srfeat upscale")
     page.context.close()
     # The command line keeps its own advice, for the output name its user gives.
     child = srfeat_cli("upscale", tmp_path / "deep.jpg", "-o", tmp_path / "out", "--device", "cpu", "--tile", str(TILE))

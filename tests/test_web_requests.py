@@ -193,7 +193,7 @@ def test_an_image_with_no_line_break_bytes_sent_as_form_data_is_taken() -> None:
     data = buffer.getvalue()
     assert b"\r" not in data and b"\n" not in data
     limits = Limits(max_upload_bytes=2**20, max_pixels=16_000_000)
-    assert inspect_upload(data, "flat.bmp", limits, sent_as_form=True) == (16, 16, ".bmp")
+    assert inspect_upload(data, "flat.bmp", limits, sent_as_form=True) == (16, 16, ".bmp", ())
 
 
 @pytest.mark.parametrize(

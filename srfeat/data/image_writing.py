@@ -24,6 +24,8 @@ logger = logging.getLogger("srfeat.data.io")  # the writer's messages keep the l
 # the web page, whose user names no output file, can word its own (`srfeat.web.worker`).
 SIXTEEN_BITS_CUT = "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use .png to keep 16)"  # and the format
 WEBP_GREY_AS_RGB = "%s: WebP has no grey mode; writing the grey as RGB (use .png to keep one channel)"
+# The formats `write_image` writes 16-bit pixels in; the others get 8 bits (`SIXTEEN_BITS_CUT`).
+SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray, compress_level: int = 6) -> None:
@@ -122,7 +124,7 @@ def write_image(
         if icc_profile and not is_rgb_profile(icc_profile):  # a grey one: viewers would read RGB through it
             logger.warning("%s: the grey colour profile cannot describe RGB pixels; it is left out", path)
             icc_profile = None
-    sixteen_bit_ok = image_format in ("PNG", "TIFF")
+    sixteen_bit_ok = image_format in SIXTEEN_BIT_FORMATS
     if np.issubdtype(array.dtype, np.floating):
         array = np.clip(array, 0.0, 1.0)  # a copy, changed in place from here: the caller's array is kept
         if image_format == "TIFF" and channels == 1:

@@ -25,9 +25,20 @@ from srfeat.data.colour_profiles import (
     warn_oversized_profile,
 )
 
-__all__ = ["PNG_SIGNATURE", "Png16", "png16_channels", "png16_size", "read_png16", "write_png16"]
+__all__ = [
+    "PNG_HEAD_BYTES",
+    "PNG_SIGNATURE",
+    "Png16",
+    "png16_channels",
+    "png16_head_channels",
+    "png16_size",
+    "read_png16",
+    "write_png16",
+]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The signature, IHDR length and type, and IHDR: what tells a PNG's size and bit depth.
+PNG_HEAD_BYTES = len(PNG_SIGNATURE) + 8 + 13
 # PNG colour type -> channels: gray, RGB, gray + alpha, RGBA (palette images are never 16-bit).
 CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 COLOR_TYPES = {channels: color_type for color_type, channels in CHANNELS.items()}
@@ -66,10 +77,15 @@ def png16_channels(path: str | os.PathLike[str]) -> int:
     """Channels of a 16-bit PNG (what `read_png16` reads); 0 for any other file."""
     try:
         with open(path, "rb") as file:
-            head = file.read(len(PNG_SIGNATURE) + 8 + 13)  # signature, IHDR length and type, IHDR
+            head = file.read(PNG_HEAD_BYTES)
     except OSError:
         return 0
-    if len(head) < 29 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+    return png16_head_channels(head)
+
+
+def png16_head_channels(head: bytes) -> int:
+    """`png16_channels` of a file whose first bytes (`PNG_HEAD_BYTES`, or more) are `head`: an upload in memory."""
+    if len(head) < PNG_HEAD_BYTES or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
         return 0
     _width, _height, bit_depth, color_type, _compression, _filter, interlace = struct.unpack(">IIBBBBB", head[16:29])
     return CHANNELS.get(color_type, 0) if bit_depth == 16 and interlace in (0, 1) else 0
@@ -79,7 +95,7 @@ def png16_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(width, height) from a PNG's header, without reading further; ValueError if it has none."""
     with open(path, "rb") as file:
         head = file.read(len(PNG_SIGNATURE) + 8 + 13)
-    if len(head) < 29 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+    if len(head) < PNG_HEAD_BYTES or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
         raise ValueError("not a PNG file")
     width, height = struct.unpack(">II", head[16:24])
     return width, height

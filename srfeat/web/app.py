@@ -152,10 +152,10 @@ def create_app(
             finally:
                 receiving.release()
             form = request.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded")
-            width, height, extension = await anyio.to_thread.run_sync(inspect_upload, data, name, limits, form)
+            width, height, extension, keeps = await anyio.to_thread.run_sync(inspect_upload, data, name, limits, form)
             # Room in the queue is checked once the body is read (at most --max-upload-mb): a
             # client refused while still sending would see a broken connection, not the reason.
-            job = queue.submit(session, name, data, choice, width, height, client_ref(request), extension)
+            job = queue.submit(session, name, data, choice, width, height, client_ref(request), extension, keeps)
         except (UploadError, QueueFullError) as refusal:
             logger.info("upload refused: %s", refusal)
             return error_response(str(refusal), refusal.status)

@@ -4,7 +4,7 @@ The queue that runs jobs is `srfeat.web.jobs`, what its worker does with one `sr
 here are the job itself and what its card shows (`Job.describe`), the checks of what a client sent
 (the upload, `inspect_upload`; the setting, `parse_choice`), the file names it is offered under,
 which come from the upload and so are untrusted, alone or in the results' zip, the format its result
-is written in (`result_extension`), and the queue's refusal (`QueueFullError`).
+is written in (`result_format`), and the queue's refusal (`QueueFullError`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from srfeat.data.colour_profiles import open_image_data
+from srfeat.data.image_writing import SIXTEEN_BIT_FORMATS
 from srfeat.data.io import DECODE_ERRORS, FORMATS, has_alpha  # DECODE_ERRORS: what a damaged file raises
+from srfeat.data.png16 import PNG_HEAD_BYTES, png16_head_channels
 from srfeat.data.unidentified import a_format, starts_as, webp_problem
 from srfeat.inference.image_files import output_extension, over_format_limit
 from srfeat.library_warnings import WARNINGS_LOCK
@@ -42,7 +44,7 @@ __all__ = [
     "inspect_upload",
     "oversized_result",
     "parse_choice",
-    "result_extension",
+    "result_format",
     "safe_file_name",
     "zip_chunks",
 ]
@@ -73,8 +75,11 @@ UPLOAD_PARAMETERS = ("session", "name", "ref", "model", "strength")
 AGAIN_PARAMETERS = ("session", "model", "strength")
 DECOMPRESSION_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # how PIL's DecompressionBombError names the size
 # Output formats that `write_image` writes without the alpha (`srfeat.data.image_writing`): an upload with
-# transparency that would get one is written as PNG instead, as a user who uploads cannot pick another name.
+# transparency that would get one is written as PNG instead, as a user who uploads cannot pick another name; so is
+# a 16-bit upload named for a format of 8 bits (`SIXTEEN_BIT_FORMATS`). What the PNG keeps, as the card says it:
 FORMATS_WITHOUT_ALPHA = ("JPEG", "BMP")
+KEEPS_ALPHA = "an alpha channel (transparency)"
+KEEPS_SIXTEEN_BITS = "16 bits per channel"
 
 
 # The values `srfeat serve --max-megapixels` takes (Limits.max_pixels / 1e6): under one pixel refuses everything;
@@ -93,11 +98,13 @@ class Limits:
 
 
 class UploadedImage(NamedTuple):
-    """What `inspect_upload` found: the upload's size and the extension its result is written with."""
+    """What `inspect_upload` found: the upload's size, the extension its result is written with and what that
+    format keeps that the upload's own would drop (`result_format`)."""
 
     width: int
     height: int
     result_extension: str
+    result_keeps: tuple[str, ...] = ()
 
 
 class UploadError(Exception):
@@ -109,7 +116,7 @@ class UploadError(Exception):
 
 
 def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = False) -> UploadedImage:
-    """The size of an uploaded image and its result's extension (`result_extension`) from its header alone,
+    """The size of an uploaded image and its result's format (`result_format`) from its header alone,
     or `UploadError` saying why not; `sent_as_form`: the request said its body was form data (`curl -d`, which
     drops a file's line breaks)."""
     if not data:
@@ -121,7 +128,7 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
             with open_image_data(data, name, formats=readable) as image:
                 width, height = image.size
-                extension = result_extension(name, image)
+                extension, keeps = result_format(name, data, image)
     except Image.DecompressionBombError as error:  # PIL's own limit, past this server's: said as this server's
         found = DECOMPRESSION_BOMB_PIXELS.search(str(error))
         pixels = int(found.group(1)) if found else None
@@ -154,7 +161,7 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
     # no CR or LF byte (which nearly every image of more than a few bytes has) that does not decode does.
     if sent_as_form and b"\r" not in data and b"\n" not in data and not _decodes(data, name, readable):
         raise _sent_by_curl_d(name)
-    return UploadedImage(width, height, extension)
+    return UploadedImage(width, height, extension, keeps)
 
 
 def _sent_by_curl_d(name: str) -> UploadError:
@@ -182,13 +189,31 @@ def _decodes(data: bytes, name: str, formats: list[str]) -> bool:
     return True
 
 
-def result_extension(name: str, image: Image.Image) -> str:
-    """The extension of the result of the upload `name`, opened as `image`: its own, as `srfeat upscale`
-    writes it, unless that format would drop the image's transparency: `.png` then. The command line's
-    advice ("use .png or .webp to keep it") was given on the page, where following it meant renaming the
-    file and uploading it again."""
+def result_format(name: str, data: bytes, image: Image.Image) -> tuple[str, tuple[str, ...]]:
+    """The extension of the result of the upload `name` (`data`, opened as `image`): its own, as `srfeat upscale`
+    writes it, unless that format would drop the image's transparency or 16 bits: `.png` then; and what the PNG keeps
+    ("16 bits per channel"; none: the upload's own format). The command line's advice ("use .png to keep 16") was given
+    on the page, where following it meant renaming the file and uploading it again."""
     extension = output_extension(name)
-    return ".png" if FORMATS[extension] in FORMATS_WITHOUT_ALPHA and has_alpha(image) else extension
+    image_format = FORMATS[extension]
+    dropped = []
+    if image_format in FORMATS_WITHOUT_ALPHA and has_alpha(image):
+        dropped.append(KEEPS_ALPHA)
+    if image_format not in SIXTEEN_BIT_FORMATS and _has_sixteen_bits(data, image):
+        dropped.append(KEEPS_SIXTEEN_BITS)
+    return (".png", tuple(dropped)) if dropped else (extension, ())
+
+
+def _has_sixteen_bits(data: bytes, image: Image.Image) -> bool:
+    """Whether srfeat reads the upload `data` (opened as `image`) with 16 bits per channel: grey that PIL opens
+    so (`I;16`, `I`), a colour PNG (which PIL opens with 8: its header says) or a colour TIFF (its BitsPerSample)."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        return True
+    if image.format == "PNG":
+        return png16_head_channels(data[:PNG_HEAD_BYTES]) > 0
+    if isinstance(image, TiffImagePlugin.TiffImageFile):
+        return 16 in tuple(image.tag_v2.get(TiffImagePlugin.BITSPERSAMPLE, ()))
+    return False
 
 
 def _over_pixel_limit(name: str, size: str, pixels: int | None, limits: Limits) -> str:
@@ -348,6 +373,7 @@ class Job:
     notes: list[str] = field(default_factory=list)  # what was lost in the result, said on its card
     client_ref: str = ""  # the page's own name for the upload, so that it knows the job when the stream shows it first
     result_extension: str = ""  # what `inspect_upload` found; "": the upload's own (`output_extension`)
+    result_keeps: tuple[str, ...] = ()  # what the result's format keeps that the upload's own would drop
     views: dict[str, tuple[bytes, str]] = field(
         default_factory=dict
     )  # (data, media type) the page shows, made on request
@@ -363,9 +389,11 @@ class Job:
         own = output_extension(self.name)
         if not self.result_extension or self.result_extension == own:
             return None
+        keeps_one: dict[tuple[str, ...], str] = {(KEEPS_ALPHA,): "it", (KEEPS_SIXTEEN_BITS,): "all 16"}
+        keep = keeps_one.get(self.result_keeps, "both")
         return (
-            f"{self.name} has an alpha channel (transparency), which {FORMATS[own]} cannot hold: "
-            f"the result is written as {FORMATS[self.result_extension]} ({self.result_name}) to keep it"
+            f"{self.name} has {' and '.join(self.result_keeps)}, which {FORMATS[own]} cannot hold: "
+            f"the result is written as {FORMATS[self.result_extension]} ({self.result_name}) to keep {keep}"
         )
 
     def seconds_left(self, now: float, seconds_per_pixel: float | None) -> float | None:

@@ -178,12 +178,13 @@ class JobQueue:
         height: int,
         client_ref: str = "",
         result_extension: str = "",
+        result_keeps: tuple[str, ...] = (),
     ) -> Job:
         """Queue a job, or `QueueFullError` when the session has `max_waiting_per_session` waiting,
         the job would take the bytes held past `max_held_bytes`, or the server is stopping;
-        `result_extension` as `inspect_upload` found it ("": the upload's own)."""
+        `result_extension` and `result_keeps` as `inspect_upload` found them ("": the upload's own)."""
         job = Job(secrets.token_urlsafe(12), session, name, data, choice, width, height, client_ref=client_ref)
-        job.result_extension = result_extension
+        job.result_extension, job.result_keeps = result_extension, result_keeps
         with self._lock:
             shared = any(other.data is data for other in self._jobs.values())  # `again`: the same upload
             self._check_room_locked(session, name, 0 if shared else len(data))
@@ -196,8 +197,8 @@ class JobQueue:
 
     def again(self, job: Job, choice: ModelChoice) -> tuple[Job, bool]:
         """`job`'s upload queued once more with another setting, as `submit` queues one, its result in the format
-        of `job`'s (a PNG for a `.jpg` upload with transparency); and whether that job is new. Where the upload
-        has a job of that setting already (queued, running or done), that job: the same network on the same
+        of `job`'s (a PNG for a `.jpg` upload with transparency or 16 bits); and whether that job is new. Where the
+        upload has a job of that setting already (queued, running or done), that job: the same network on the same
         file makes the same result, and "Again" pressed without choosing another detail made a second card
         identical to the first."""
         with self._lock:  # a Condition's lock is reentrant: `submit` takes it again, and no other "again" comes between
@@ -205,9 +206,15 @@ class JobQueue:
                 same_upload = other.data is job.data and other.session == job.session and not other.removed
                 if same_upload and other.choice == choice and other.state in ("queued", "running", "done"):
                     return other, False
-            extension = job.result_extension
             return self.submit(
-                job.session, job.name, job.data, choice, job.width, job.height, result_extension=extension
+                job.session,
+                job.name,
+                job.data,
+                choice,
+                job.width,
+                job.height,
+                result_extension=job.result_extension,
+                result_keeps=job.result_keeps,
             ), True
 
     def get(self, session: str, job_id: str) -> Job | None:

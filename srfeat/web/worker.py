@@ -224,13 +224,13 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
 def _page_note(record: logging.LogRecord, job: Job, source: Path, target: Path) -> str:
     """A warning the upscale logged, as `job`'s card says it: with the upload's names, not the temporary files'.
     16 bits cut to 8 and grey written as RGB have the page's own words: the command line's advice, "use .png", means
-    naming the output file, which the page's user does not do (the result is in the format the upload's name says)."""
+    naming the output file, which the page's user does not do. A 16-bit upload named `.jpg` gets a PNG result
+    (`srfeat.web.job.result_format`); one whose 16 bits its header did not tell is said to have lost them."""
     if record.msg == SIXTEEN_BITS_CUT and isinstance(record.args, tuple) and len(record.args) == 2:
         image_format = record.args[1]
         return (
             f"{job.name} has 16 bits per channel, which {image_format} cannot hold: the download "
-            f"({job.result_name}) has 8; to keep 16, rename the file .png or .tif and upload it again "
-            "(the result is in the format its name says), or upscale it with srfeat upscale --ext png"
+            f"({job.result_name}) has 8"
         )
     if record.msg == WEBP_GREY_AS_RGB:
         return (

@@ -650,6 +650,8 @@ function setOriginal() {
 }
 
 function clearViewer() {
+  refocusIfViewerEmpties(selectedId);
+  clearTimeout(wheelRest); // no zoom left to say
   selectedId = null;
   view.job = null;
   $("stage").hidden = $("split").hidden = $("before-label").hidden = $("after-label").hidden = true;
@@ -658,6 +660,24 @@ function clearViewer() {
   labelViewer(null);
   $("before").removeAttribute("src");
   $("after").removeAttribute("src");
+}
+
+// Keyboard focus in the viewer when it empties (the server restarted and forgot the shown image, or its job was
+// removed) fell to the page's body: Tab started again from the top, and a screen reader said nothing. It goes to the
+// card that says what became of the image, where there is one, else to the drop zone. Checked once this change is
+// drawn: a poll's answer that empties the viewer shows the next image done at once, and then the focus stays put.
+function refocusIfViewerEmpties(shownId) {
+  const active = document.activeElement;
+  if (!active) return;
+  // The parts an empty viewer hides or disables; the resample choice stays, and keeps the focus.
+  const losesFocus = $("frame").contains(active) || active === $("download") || VIEW_CONTROLS.includes(active.id);
+  if (!losesFocus) return;
+  queueMicrotask(() => {
+    if (view.job) return;
+    const card = cards.get(`lost-${shownId}`); // `forgetMissing`'s card for it
+    if (card) focusCard(card);
+    else $("drop").focus();
+  });
 }
 
 // Without an image the viewer's controls do nothing: Fit, 100% and the zoom buttons are disabled, and the frame is no
@@ -717,7 +737,26 @@ function draw() {
   $("after").style.imageRendering = pixelated ? "pixelated" : "auto";
   const nearest = $("before").dataset.resample === "nearest";
   $("before").style.imageRendering = nearest || pixelated ? "pixelated" : "auto";
-  $("zoom-level").textContent = `${Math.round(view.zoom * devicePixelRatio * 100)}%`;
+  $("zoom-level").textContent = zoomPercent();
+}
+
+function zoomPercent() {
+  return `${Math.round(view.zoom * devicePixelRatio * 100)}%`;
+}
+
+// The zoom as a screen reader hears it: after a button or a key, at once; after the wheel, once it rests (each of its
+// steps said would be a stream of numbers). The level shown in the toolbar is no live region, for that reason.
+const WHEEL_REST_MS = 500;
+let wheelRest = null;
+
+function sayZoom() {
+  clearTimeout(wheelRest);
+  $("zoom-said").textContent = `zoom ${zoomPercent()}`;
+}
+
+function sayZoomOnceWheelRests() {
+  clearTimeout(wheelRest);
+  wheelRest = setTimeout(sayZoom, WHEEL_REST_MS);
 }
 
 function setSplit(clientX) {
@@ -787,6 +826,7 @@ function setupViewer() {
     else if (event.key === "-") zoomCentre(view.zoom / 1.5);
     else if (event.key === "0") fit();
     else return;
+    if (!(event.key in moves)) sayZoom(); // a pan leaves the zoom as it was
     event.preventDefault();
   });
   frame.addEventListener(
@@ -796,13 +836,23 @@ function setupViewer() {
       event.preventDefault();
       const rect = frame.getBoundingClientRect();
       zoomAt(view.zoom * Math.pow(1.0015, -event.deltaY), event.clientX - rect.left, event.clientY - rect.top);
+      sayZoomOnceWheelRests();
     },
     { passive: false },
   );
-  $("fit").addEventListener("click", () => view.job && fit());
-  $("actual").addEventListener("click", () => view.job && zoomCentre(1 / devicePixelRatio));
-  $("zoom-in").addEventListener("click", () => view.job && zoomCentre(view.zoom * 1.5));
-  $("zoom-out").addEventListener("click", () => view.job && zoomCentre(view.zoom / 1.5));
+  const zoomButtons = {
+    fit,
+    actual: () => zoomCentre(1 / devicePixelRatio),
+    "zoom-in": () => zoomCentre(view.zoom * 1.5),
+    "zoom-out": () => zoomCentre(view.zoom / 1.5),
+  };
+  for (const [id, zoom] of Object.entries(zoomButtons)) {
+    $(id).addEventListener("click", () => {
+      if (!view.job) return;
+      zoom();
+      sayZoom();
+    });
+  }
   for (const radio of document.querySelectorAll('input[name="resample"]')) radio.addEventListener("change", setOriginal);
   window.addEventListener("resize", draw);
   // A view the server cannot build (too large for its free memory, a damaged file) says why on its
