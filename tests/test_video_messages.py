@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from typing_extensions import Self  # typing's from Python 3.11
 
 from srfeat.errors import VideoError
 from srfeat.inference import Upscaler
@@ -21,7 +18,7 @@ av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
 from srfeat.video.pipeline import upscale_video  # noqa: E402 - needs PyAV, checked above
-from tests.video_helpers import ContainerStandIn, cli, write_clip, write_encoded  # noqa: E402 - needs PyAV, checked above
+from tests.video_helpers import cli, write_clip, write_encoded  # noqa: E402 - needs PyAV, checked above
 
 
 def the_error_line(result: subprocess.CompletedProcess[str], source: Path) -> str:
@@ -145,33 +142,24 @@ def test_a_range_with_no_end_is_timed_from_its_first_frame_without_decoding_the_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--frames 2:` decoded the whole video once to time its start, then again to upscale it."""
-    from srfeat.video import probe
+    from srfeat.video import range_times
+    from srfeat.video.input_frames import InputFrames
 
     source = tmp_path / "clip.mp4"
     times = write_clip(source, frames=24, audio=False)
     decoded: list[int] = []
-    opened = probe.open_for_reading
+    decode_packet = InputFrames._decode_packet
 
-    class CountingContainer(ContainerStandIn):  # counts the frames
-        def __enter__(self) -> Self:
-            return self
+    def counting_decode(self: InputFrames, packet: Any, index: int, *, holds_picture: bool = True) -> list[Any]:
+        frames = decode_packet(self, packet, index, holds_picture=holds_picture)
+        decoded.extend(frame.pts for frame in frames)
+        return frames
 
-        def __exit__(self, *exc: object) -> None:
-            self.container.close()
-
-        def decode(self, *args: Any) -> Iterator[Any]:
-            for frame in self.container.decode(*args):
-                decoded.append(frame.pts)
-                yield frame
-
-    def counting_open(av_module: ModuleType, path: Path) -> CountingContainer:
-        return CountingContainer(opened(av_module, path))
-
-    monkeypatch.setattr(probe, "open_for_reading", counting_open)
-    window = probe.time_window(av, source, FrameRange(2))
+    monkeypatch.setattr(InputFrames, "_decode_packet", counting_decode)
+    window = range_times.time_window(av, source, FrameRange(2))
     assert window.start == pytest.approx(times[2]) and window.stop is None
     assert len(decoded) == 3  # frames 0, 1 and 2; the 21 after them were decoded too
-    window = probe.time_window(av, source, FrameRange(2, 5))
+    window = range_times.time_window(av, source, FrameRange(2, 5))
     assert (window.start, window.stop) == (pytest.approx(times[2]), pytest.approx(times[5]))
 
 

@@ -51,6 +51,7 @@ SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size
 # AV_CODEC_CAP_FRAME_THREADS (libavcodec/codec.h): a decoder that works on several packets at once in threads.
 FRAME_THREADS_CAPABILITY = 1 << 12
 PACKETS_IN_FLIGHT_KEPT = 64  # more decoder threads than FFmpeg starts by itself (16 at most)
+NO_PIXELS = np.zeros((0, 0, 3), np.uint8)  # a frame of the timing pass
 
 
 class PacketsInFlight:
@@ -118,10 +119,12 @@ class Frame:
 
 class InputFrames:
     """The frames of `video` in `frames` and the copied streams' packets of `source_container`, in demuxing
-    order; once it is read to the end, `decoded_frames`, `hidden_frames` and `last_frame_time` say how many
-    frames the file held, how many of them were not to be shown, and when the last one given was shown;
-    `cut_frame_bytes`, how much of a last frame cut short (a truncated .y4m) was left unread; `cut_packet_bytes`,
-    how much of a last transport packet cut short (a truncated MPEG-TS) FFmpeg dropped."""
+    order (`copied_streams` and `defects` None: the frames alone, timed, not converted to pixels, for
+    `range_times.time_window`, which times a range as this gives its frames); once it is read to the end,
+    `decoded_frames`, `hidden_frames` and `last_frame_time` say how many frames the file held, how many of them were
+    not to be shown, and when the last one given was shown; `cut_frame_bytes`, how much of a last frame cut short (a
+    truncated .y4m) was left unread; `cut_packet_bytes`, how much of a last transport packet cut short (a truncated
+    MPEG-TS) FFmpeg dropped."""
 
     def __init__(
         self,
@@ -131,8 +134,8 @@ class InputFrames:
         video: VideoStream,
         frames: FrameRange,
         window: TimeWindow | None,
-        copied_streams: CopiedStreams,
-        defects: FrameDefects,
+        copied_streams: CopiedStreams | None,
+        defects: FrameDefects | None,
         source_matrix: Any,
         step: int,
         *,
@@ -146,9 +149,10 @@ class InputFrames:
         self.frames = frames
         self.window = window
         self.copied_streams = copied_streams
-        self.copied = copied_streams.streams
+        self.copied = copied_streams.streams if copied_streams is not None else {}
         self.defects = defects
-        self.repairs = copied_streams.repairs  # the frames' and the copied packets' alike
+        # The frames' and the copied packets' alike; none for the timing pass: the upscale's own pass tells them.
+        self.repairs = copied_streams.repairs if copied_streams is not None else None
         self.source_matrix = source_matrix  # the colour matrix the frames are converted to RGB by
         self.step = step  # one frame in the input's time base
         self.decoded_frames = 0
@@ -263,9 +267,7 @@ class InputFrames:
                         self.lost.shown(shown_at, index)
                         pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
                         if index >= frames.start:
-                            self.defects.check(frame, index)
-                            pixels = frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
-                            yield Frame(index, pixels, pts - video_shift)
+                            yield Frame(index, self._pixels(frame, index), pts - video_shift)
                             self.last_frame_time = seconds_of(pts, time_base)
                             self.last_frame_duration = seconds_of(frame.duration, time_base) if frame.duration else None
                         index += 1
@@ -273,7 +275,7 @@ class InputFrames:
                         if frames.stop is not None and index >= frames.stop:
                             done = True
                             break
-            elif packet.dts is not None and packet.size:
+            elif packet.dts is not None and packet.size and self.copied_streams is not None:
                 # Continued first, as the frames' are, so that the window cuts joined files' audio at
                 # the frames' moment, not at each part's.
                 self.copied_streams.continue_timestamps(packet)
@@ -357,6 +359,13 @@ class InputFrames:
             return self.reference_slots.slot_of(frame.pts)
         return frame.pts
 
+    def _pixels(self, frame: Any, index: int) -> np.ndarray:
+        """`frame` in RGB, its defects noted; nothing for the timing pass, which wants its time alone."""
+        if self.defects is None:
+            return NO_PIXELS
+        self.defects.check(frame, index)
+        return frame.to_ndarray(format="rgb24", src_colorspace=self.source_matrix)
+
     def _warn_copied_cut(self, error: BaseException) -> None:
         """The file fails to read past the range's frames, while its audio or subtitles were still read up to
         the range's end: what was not read is missing from the output."""
@@ -380,7 +389,7 @@ class InputFrames:
     def _monotonic_pts(self, pts: int | None, last: int | None, step: int) -> int:
         """The frame's timestamp (`continued_pts`), a repair noted."""
         continued = continued_pts(pts, last, step)
-        if last is not None and continued != pts:
+        if last is not None and continued != pts and self.repairs is not None:
             self.repairs.note("frames without increasing timestamps; given one frame's spacing")
         return continued
 

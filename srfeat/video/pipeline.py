@@ -49,8 +49,8 @@ from srfeat.video.probe import (
     main_video_stream,
     seconds_of,
     time_base_of,
-    time_window,
 )
+from srfeat.video.range_times import time_window
 from srfeat.video.upscaled_stream import UpscaledStream
 
 if TYPE_CHECKING:

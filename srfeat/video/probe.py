@@ -1,6 +1,6 @@
 """What the pipeline reads off an input before, while and after it decodes: the film's stream, its
-first frame, the times a `--frames` slice cuts at, time bases that a damaged file may lack, and
-whether the file held as many frames as it says."""
+first frame, the span a `--frames` slice cuts at (`TimeWindow`; timed by `range_times`), time bases that a
+damaged file may lack, and whether the file held as many frames as it says."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from srfeat.errors import VideoError
-from srfeat.video import FrameRange, frames_before_hint, frames_option
+from srfeat.video import FrameRange, frames_option
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -43,7 +43,6 @@ __all__ = [
     "seconds_of",
     "stated_duration",
     "time_base_of",
-    "time_window",
 ]
 
 
@@ -69,47 +68,6 @@ class TimeWindow:
 
     start: float
     stop: float | None
-
-
-def time_window(av: ModuleType, source: Path, frames: FrameRange, *, command_line: bool = False) -> TimeWindow:
-    """Decode up to frame B once to learn the times of frames A and B, which cut the audio (up to frame A
-    for a range with no end: the audio then runs to the end, and the whole file was decoded twice). A range
-    that starts past the last frame is refused naming `--frames` for the command line, else `frames`.
-
-    The times are the ones the upscale gives the frames (`continued_pts`): in files joined end to
-    end, whose timestamps start over, a time names one moment, not one in each part.
-    """
-    start: float | None = None
-    time = 0.0
-    count = 0
-    with open_for_reading(av, source) as probe:
-        stream = main_video_stream(probe)
-        assert stream is not None  # checked on the first opening
-        stream.thread_type = "AUTO"
-        time_base, step = time_base_of(stream), frame_step(stream)
-        pts: int | None = None
-        try:
-            for count, frame in enumerate(probe.decode(stream), start=1):
-                pts = continued_pts(frame.pts, pts, step)
-                time = seconds_of(pts, time_base)
-                if count - 1 == frames.start:
-                    start = time
-                if count - 1 == (frames.start if frames.stop is None else frames.stop):
-                    break
-        except av.error.FFmpegError as error:
-            if start is not None and frames.stop is not None and count >= frames.stop:
-                # Frame B only times the range's end: where it (or the decoder's flush) fails, the range's frames
-                # all decoded, and the end is one frame after the last of them. "--frames A:B upscales the frames
-                # before it" was said, the range given.
-                return TimeWindow(start, time + seconds_of(step, time_base))
-            raise VideoError(
-                f"{source}: frame {count} cannot be decoded ({error_reason(error)}); the file is damaged "
-                f"({frames_before_hint(count, frames, command_line=command_line)})"
-            ) from error
-    if start is None:
-        given = frames_option(frames, command_line=command_line)
-        raise VideoError(f"{source}: {given} starts past the last frame (the video has {count} frames)")
-    return TimeWindow(start, time if frames.stop is not None and count - 1 == frames.stop else None)
 
 
 @dataclass
