@@ -74,6 +74,8 @@ class ImageReadError(AdvisedError, OSError):
     """
 
     SKIP_OR_REPLACE = "skip or replace this file"  # the command line's advice for a damaged file
+    # for a file of its whole length that its decoder refuses (a WebP): another copy of it is as damaged
+    SAVE_AGAIN = "skip this file, or save it again from the program that made it"
 
 
 class TileOutOfMemoryError(AdvisedError):

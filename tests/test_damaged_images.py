@@ -43,6 +43,7 @@ def test_a_webp_cut_short_is_said_so_by_the_command(
 
 
 def test_a_damaged_webp_of_its_whole_length_is_said_to_be_damaged(tmp_path: Path) -> None:
+    """Its advice was "skip or replace this file", as for one cut short: another copy of it is as damaged."""
     damaged = bytearray(write_webp(tmp_path / "whole.webp", quality=80))
     damaged[20:60] = bytes(40)  # the VP8 frame's header, after the RIFF and chunk headers
     (tmp_path / "damaged.webp").write_bytes(bytes(damaged))
@@ -50,7 +51,7 @@ def test_a_damaged_webp_of_its_whole_length_is_said_to_be_damaged(tmp_path: Path
         read_raw_image(tmp_path / "damaged.webp")
     assert str(refused.value) == (
         f"cannot read image {tmp_path / 'damaged.webp'}: the WebP file is damaged (its decoder cannot read it); "
-        "skip or replace this file"
+        "skip this file, or save it again from the program that made it"
     )
 
 

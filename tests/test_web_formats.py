@@ -1,10 +1,13 @@
 """The format of `srfeat serve`'s results: the upload's own, as `srfeat upscale` writes it, unless that
-format would drop the upload's transparency or 16 bits (a PNG named `.jpg`): the result is then a PNG, named so."""
+format would drop the upload's transparency or 16 bits (a PNG named `.jpg`): the result is then a PNG, named so;
+or its float pixels (a float grey TIFF named `.jpg`): a TIFF then. Its card says what was kept, by what was read."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import struct
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
@@ -20,6 +24,7 @@ from test_web import Server, call, cli_upscale, start_server, stop_server, uploa
 
 from srfeat.data.io import write_image
 from srfeat.inference import Upscaler
+from srfeat.inference.image_files import upscale_file
 from srfeat.web.job import Job, Limits, ModelChoice, inspect_upload
 from srfeat.web.worker import upscale_job
 
@@ -194,3 +199,102 @@ def test_a_jpeg_named_png_is_upscaled_to_the_png_its_name_says(server: Server) -
         assert original.status == 200 and Image.open(io.BytesIO(original.body)).size == (10, 12)
     finally:
         call(server, "POST", f"/api/sessions/{session}/close")
+
+
+FLOAT_GREY = np.random.default_rng(2).random((12, 10)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("float.jpg", (".tif", ("32-bit float pixels",))),
+        ("float.png", (".tif", ("32-bit float pixels",))),  # a PNG keeps 16 bits of them, not the floats
+        ("float.webp", (".tif", ("32-bit float pixels",))),
+        ("float.gif", (".tif", ("32-bit float pixels",))),  # GIF is not written: its PNG would have 16 bits
+        ("float.tiff", (".tiff", ())),  # its own format keeps them
+    ],
+)
+def test_a_float_tiff_named_for_another_format_gets_a_tiff_result(
+    name: str, expected: tuple[str, tuple[str, ...]], tmp_path: Path
+) -> None:
+    """A 32-bit float grey TIFF named `.jpg` had its result written as an 8-bit JPEG (a 16-bit PNG named `.png`),
+    its card saying "float pixels are kept only in a gray TIFF": advice for the command line."""
+    write_image(tmp_path / "float.tif", FLOAT_GREY)
+    found = inspect_upload((tmp_path / "float.tif").read_bytes(), name, LIMITS)
+    assert (found.result_extension, found.result_keeps) == expected
+
+
+def _inspected_job(name: str, data: bytes) -> Job:
+    """A job of the upload `data` named `name`, with the result format `inspect_upload` finds for it."""
+    found = inspect_upload(data, name, LIMITS)
+    job = Job("j", "s", name, data, ModelChoice(), width=found.width, height=found.height)
+    job.result_extension, job.result_keeps = found.result_extension, found.result_keeps
+    return job
+
+
+def test_a_float_tiff_named_jpg_is_upscaled_to_the_float_tiff_srfeat_upscale_writes(
+    model_path: Path, tmp_path: Path
+) -> None:
+    """The download is what `srfeat upscale` writes for the same file named `.tif`: float pixels, and a card
+    that says why it is a TIFF."""
+    write_image(tmp_path / "float.tif", FLOAT_GREY)
+    upscaler = Upscaler(model_path, device="cpu", tile=0)
+    job = _inspected_job("float.jpg", (tmp_path / "float.tif").read_bytes())
+    result, _, _, notes = upscale_job(upscaler, job)
+    assert job.result_name == "float_x4.tif"
+    assert notes == [
+        (
+            "float.jpg has 32-bit float pixels, which JPEG cannot hold: the result is written as TIFF "
+            "(float_x4.tif) to keep them"
+        )
+    ]
+    assert Image.open(io.BytesIO(result)).mode == "F"
+    upscale_file(upscaler, tmp_path / "float.tif", tmp_path / "cli.tif")
+    assert result == (tmp_path / "cli.tif").read_bytes()
+
+
+def _lzw_literals(data: bytes) -> bytes:
+    """`data` as TIFF LZW of literal codes alone, a Clear code every 250 so that every code stays 9 bits wide:
+    what a reader of LZW decodes, written without the imagecodecs package."""
+    codes: list[int] = []
+    for start in range(0, len(data), 250):
+        codes += [256, *data[start : start + 250]]
+    codes.append(257)  # End of Information
+    bits = "".join(format(code, "09b") for code in codes)
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def _lzw_tiff16(pixels: np.ndarray, path: Path) -> bytes:
+    """A 16-bit colour TIFF of `pixels` in one LZW strip, which tifffile reads only with imagecodecs."""
+    tifffile.imwrite(path, pixels, photometric="rgb", rowsperstrip=pixels.shape[0])
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tiff:
+        tags = tiff.pages.first.tags
+        places = {code: (tags[code].valueoffset, tags[code].dtype) for code in (259, 273, 279)}
+    packed = _lzw_literals(pixels.tobytes())
+    for code, value in ((259, 5), (273, len(data)), (279, len(packed))):  # Compression LZW, the strip appended
+        offset, kind = places[code]
+        struct.pack_into("<I" if kind == tifffile.DATATYPE.LONG else "<H", data, offset, value)
+    return bytes(data) + packed
+
+
+@pytest.mark.skipif(importlib.util.find_spec("imagecodecs") is not None, reason="imagecodecs reads all 16 bits")
+@pytest.mark.parametrize(
+    ("name", "result_name"),
+    [("lzw.jpg", "lzw_x4.png"), ("lzw.tif", "lzw_x4.tif")],  # .jpg: its header gave 16 bits, so a PNG all the same
+)
+def test_a_16_bit_tiff_read_with_8_bits_is_not_said_to_keep_16(
+    name: str, result_name: str, model_path: Path, tmp_path: Path
+) -> None:
+    """Its card said "the result is written as PNG (lzw_x4.png) to keep all 16", and then to pip install
+    imagecodecs: its pixels were read with 8 bits, and a page's user installs nothing on the server."""
+    job = _inspected_job(name, _lzw_tiff16(DEEP[..., :3], tmp_path / "plain.tif"))
+    result, _, _, said = upscale_job(Upscaler(model_path, device="cpu", tile=0), job)
+    assert said == [
+        (
+            f"{name} is a 16-bit colour TIFF compressed with LZW, which this server reads with 8 bits per channel "
+            f"(it lacks the imagecodecs package): the download ({result_name}) has 8"
+        )
+    ]
+    assert Image.open(io.BytesIO(result)).mode == "RGB"  # 8 bits, as said

@@ -323,19 +323,26 @@ def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
     """A 16-bit PNG named `.jpg` was a JPEG result with 8 bits, as `srfeat upscale` writes it; its card said
     "use .png to keep 16", advice for naming the output file, which the page's user does not do, and then to
     rename the file and upload it again, or run srfeat upscale. Its result is now a 16-bit PNG, and its card says
-    so. A grey image named `.webp` is the same grey as RGB (its card said "use .png to keep one channel")."""
+    so; a float grey TIFF named `.jpg`, a float TIFF. A grey image named `.webp` is the same grey as RGB (its card
+    said "use .png to keep one channel")."""
     pixels = np.random.default_rng(0).integers(0, 65536, (12, 10, 3), dtype=np.uint16)
     write_image(tmp_path / "deep.png", pixels)
     (tmp_path / "deep.png").rename(tmp_path / "deep.jpg")
     write_image(tmp_path / "grey.png", (pixels[..., 0] >> 8).astype(np.uint8))
     (tmp_path / "grey.png").rename(tmp_path / "grey.webp")
+    write_image(tmp_path / "scan.tif", pixels[..., 0] / 65535.0)  # float grey
+    (tmp_path / "scan.tif").rename(tmp_path / "scan.jpg")
     page = open_tab(browser, server).page
-    page.set_input_files("#files", [str(tmp_path / "deep.jpg"), str(tmp_path / "grey.webp")])
+    files = [str(tmp_path / name) for name in ("deep.jpg", "grey.webp", "scan.jpg")]
+    page.set_input_files("#files", files)
     notes = {
         "deep.jpg": "note: deep.jpg has 16 bits per channel, which JPEG cannot hold: the result is written as PNG "
         "(deep_x4.png) to keep all 16",
         "grey.webp": "note: grey.webp is grey, and WebP has no grey mode: the download (grey_x4.webp) has the same "
         "grey as RGB",
+        # its card said "float pixels are kept only in a gray TIFF", over an 8-bit JPEG
+        "scan.jpg": "note: scan.jpg has 32-bit float pixels, which JPEG cannot hold: the result is written as TIFF "
+        "(scan_x4.tif) to keep them",
     }
     for name, note in notes.items():
         card = job_card(page, name)
@@ -343,6 +350,7 @@ def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
         expect(card.locator(".status")).to_contain_text(note)
         expect(card.locator(".status")).not_to_contain_text("use .png")
         expect(card.locator(".status")).not_to_contain_text("srfeat upscale")
+        expect(card.locator(".status")).not_to_contain_text("gray TIFF")
     page.context.close()
     # The command line keeps its own advice, for the output name its user gives.
     child = srfeat_cli("upscale", tmp_path / "deep.jpg", "-o", tmp_path / "out", "--device", "cpu", "--tile", str(TILE))

@@ -26,6 +26,8 @@ SIXTEEN_BITS_CUT = "%s: %s cannot hold these 16-bit pixels; writing 8 bits (use 
 WEBP_GREY_AS_RGB = "%s: WebP has no grey mode; writing the grey as RGB (use .png to keep one channel)"
 # The formats `write_image` writes 16-bit pixels in; the others get 8 bits (`SIXTEEN_BITS_CUT`).
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+# The format `write_image` keeps float grey pixels in (32-bit, mode F); the others get 16 or 8 bits of them.
+FLOAT_GREY_FORMAT = "TIFF"
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray, compress_level: int = 6) -> None:
@@ -127,7 +129,7 @@ def write_image(
     sixteen_bit_ok = image_format in SIXTEEN_BIT_FORMATS
     if np.issubdtype(array.dtype, np.floating):
         array = np.clip(array, 0.0, 1.0)  # a copy, changed in place from here: the caller's array is kept
-        if image_format == "TIFF" and channels == 1:
+        if image_format == FLOAT_GREY_FORMAT and channels == 1:
             array = array.astype(np.float32, copy=False)  # mode F
         else:
             bits = 16 if sixteen_bit_ok else 8

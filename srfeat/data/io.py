@@ -48,6 +48,12 @@ from srfeat.library_warnings import one_line_messages
 from srfeat.path_checks import broken_link, broken_link_reason, special_file_kind
 
 logger = logging.getLogger(__name__)
+# The warning for a 16-bit colour TIFF read with 8 bits (its file, its compression), named so that the web page,
+# whose user cannot install a package on the server, can word its own (`srfeat.web.worker`).
+SIXTEEN_BIT_TIFF_READ_AS_8 = (
+    "%s: a 16-bit colour TIFF compressed with %s: reading it with 8 bits per channel (pip install imagecodecs to keep "
+    "all 16)"
+)
 
 # The writing names (`srfeat.data.image_writing`'s) stay importable from here, where callers have them.
 __all__ = [
@@ -361,12 +367,7 @@ def _read_raw_image(path: Path) -> RawImage:
     if info is not None and info.sixteen_bit_colour and info.decodable:
         return _read_color_tiff16(path, info)
     if info is not None and info.sixteen_bit_colour:
-        logger.warning(
-            "%s: a 16-bit colour TIFF compressed with %s: reading it with 8 bits per channel "
-            "(pip install imagecodecs to keep all 16)",
-            path,
-            info.compression,
-        )
+        logger.warning(SIXTEEN_BIT_TIFF_READ_AS_8, path, info.compression)
     image = _open_image(path)
     try:
         array = _pixels(image, path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -18,6 +19,7 @@ from srfeat.errors import ImageReadError
 from srfeat.path_checks import unreadable_advice, unreadable_problem
 
 __all__ = [
+    "WebpProblem",
     "a_format",
     "damaged_webp",
     "looks_like_text",
@@ -91,7 +93,15 @@ def zero_size_error(path: Path) -> ImageReadError:
     return ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)", ImageReadError.SKIP_OR_REPLACE)
 
 
-def webp_problem(head: bytes, size: int) -> str | None:
+class WebpProblem(NamedTuple):
+    """What is wrong with a WebP file (`what`), and whether it is cut short (else damaged: its whole length, which
+    its decoder refuses), for the advice: the whole file, or a copy saved again."""
+
+    what: str
+    cut_short: bool
+
+
+def webp_problem(head: bytes, size: int) -> WebpProblem | None:
     """What is wrong with a WebP file of `size` bytes, beginning with `head` (12 bytes or more), that its decoder
     refused or PIL could not even identify: cut short when its RIFF header gives more bytes than it holds, else
     damaged. None when `head` is not a WebP's. One wording for the command line, the API and the web page."""
@@ -99,14 +109,14 @@ def webp_problem(head: bytes, size: int) -> str | None:
         return None
     stated = int.from_bytes(head[4:8], "little") + 8  # RIFF's size field counts the bytes after itself
     if size < stated:
-        return f"the WebP file is cut short ({size:,} of the {stated:,} bytes its header gives)"
-    return "the WebP file is damaged (its decoder cannot read it)"
+        return WebpProblem(f"the WebP file is cut short ({size:,} of the {stated:,} bytes its header gives)", True)
+    return WebpProblem("the WebP file is damaged (its decoder cannot read it)", False)
 
 
 def damaged_webp(path: Path) -> ImageReadError | None:
     """The error for `path` when it is a WebP file that PIL's decoder refused ("could not create decoder
     object", its words for a file cut short or damaged) or could not identify (one of a few bytes), or None
-    for any other file."""
+    for any other file. Cut short, the advice is to replace it (with the whole file); damaged, to save it again."""
     try:
         with path.open("rb") as file:
             head = file.read(12)
@@ -115,7 +125,8 @@ def damaged_webp(path: Path) -> ImageReadError | None:
         return None
     if (problem := webp_problem(head, size)) is None:
         return None
-    return ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
+    advice = ImageReadError.SKIP_OR_REPLACE if problem.cut_short else ImageReadError.SAVE_AGAIN
+    return ImageReadError(f"cannot read image {path}: {problem.what}", advice)
 
 
 def unidentified_error(path: Path) -> ImageReadError:

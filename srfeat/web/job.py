@@ -24,7 +24,7 @@ from typing import Any, Literal, NamedTuple
 from PIL import Image, TiffImagePlugin
 
 from srfeat.data.colour_profiles import open_image_data
-from srfeat.data.image_writing import SIXTEEN_BIT_FORMATS
+from srfeat.data.image_writing import FLOAT_GREY_FORMAT, SIXTEEN_BIT_FORMATS
 from srfeat.data.io import DECODE_ERRORS, FORMATS, has_alpha  # DECODE_ERRORS: what a damaged file raises
 from srfeat.data.png16 import PNG_HEAD_BYTES, png16_head_channels
 from srfeat.data.unidentified import a_format, starts_as, webp_problem
@@ -76,10 +76,15 @@ AGAIN_PARAMETERS = ("session", "model", "strength")
 DECOMPRESSION_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # how PIL's DecompressionBombError names the size
 # Output formats that `write_image` writes without the alpha (`srfeat.data.image_writing`): an upload with
 # transparency that would get one is written as PNG instead, as a user who uploads cannot pick another name; so is
-# a 16-bit upload named for a format of 8 bits (`SIXTEEN_BIT_FORMATS`). What the PNG keeps, as the card says it:
+# a 16-bit upload named for a format of 8 bits (`SIXTEEN_BIT_FORMATS`); a float grey one named for a format other than
+# TIFF is written as TIFF (`FLOAT_GREY_FORMAT`). What the result keeps, as the card says it:
 FORMATS_WITHOUT_ALPHA = ("JPEG", "BMP")
 KEEPS_ALPHA = "an alpha channel (transparency)"
 KEEPS_SIXTEEN_BITS = "16 bits per channel"
+KEEPS_FLOAT = "32-bit float pixels"
+# The page's advice for an upload of its whole length that its decoder refuses (a WebP): "upload the whole file" was
+# for one cut short. The command line's is `ImageReadError.SAVE_AGAIN`.
+WEB_SAVE_AGAIN = "save it again from the program that made it, or upload another copy"
 
 
 # The values `srfeat serve --max-megapixels` takes (Limits.max_pixels / 1e6): under one pixel refuses everything;
@@ -138,7 +143,8 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
         if sent_as_form:  # a PNG sent by `curl -d @photo.png` lost its line breaks: not "use PNG", nor "damaged"
             raise _sent_by_curl_d(name) from error
         if (kind := _signature(data, readable)) == "WebP" and (problem := webp_problem(data[:12], len(data))):
-            raise UploadError(f"{name}: {problem}; upload the whole file", 422) from error
+            advice = "upload the whole file" if problem.cut_short else WEB_SAVE_AGAIN
+            raise UploadError(f"{name}: {problem.what}; {advice}", 422) from error
         if kind is not None:  # a PNG cut short was told to "use PNG"
             reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
             raise UploadError(
@@ -191,11 +197,14 @@ def _decodes(data: bytes, name: str, formats: list[str]) -> bool:
 
 def result_format(name: str, data: bytes, image: Image.Image) -> tuple[str, tuple[str, ...]]:
     """The extension of the result of the upload `name` (`data`, opened as `image`): its own, as `srfeat upscale`
-    writes it, unless that format would drop the image's transparency or 16 bits: `.png` then; and what the PNG keeps
-    ("16 bits per channel"; none: the upload's own format). The command line's advice ("use .png to keep 16") was given
-    on the page, where following it meant renaming the file and uploading it again."""
+    writes it, unless that format would drop the image's transparency or 16 bits: `.png` then, or its float pixels
+    (grey, mode F): `.tif`; and what that format keeps ("16 bits per channel"; none: the upload's own format). The
+    command line's advice ("use .png to keep 16", "float pixels are kept only in a gray TIFF") was given on the page,
+    where following it meant renaming the file and uploading it again."""
     extension = output_extension(name)
     image_format = FORMATS[extension]
+    if image.mode == "F" and image_format != FLOAT_GREY_FORMAT:  # as `srfeat upscale` writes a float `.tif`
+        return ".tif", (KEEPS_FLOAT,)
     dropped = []
     if image_format in FORMATS_WITHOUT_ALPHA and has_alpha(image):
         dropped.append(KEEPS_ALPHA)
@@ -383,17 +392,21 @@ class Job:
         stem = Path(self.name).stem or "image"
         return f"{stem}{self.choice.file_tag}{self.result_extension or output_extension(self.name)}"
 
-    @property
-    def format_note(self) -> str | None:
-        """Why the result is not in the upload's format (None: it is), for the job's card."""
+    def format_note(self, kept: tuple[str, ...]) -> str | None:
+        """Why the result is not in the upload's format, for the job's card: for what of `result_keeps` it `kept`
+        (a 16-bit TIFF its reader cut to 8 kept no 16 bits: its card said "to keep all 16"). None: nothing."""
         own = output_extension(self.name)
-        if not self.result_extension or self.result_extension == own:
+        if not self.result_extension or self.result_extension == own or not kept:
             return None
-        keeps_one: dict[tuple[str, ...], str] = {(KEEPS_ALPHA,): "it", (KEEPS_SIXTEEN_BITS,): "all 16"}
-        keep = keeps_one.get(self.result_keeps, "both")
+        keeps_one: dict[tuple[str, ...], str] = {
+            (KEEPS_ALPHA,): "it",
+            (KEEPS_SIXTEEN_BITS,): "all 16",
+            (KEEPS_FLOAT,): "them",
+        }
         return (
-            f"{self.name} has {' and '.join(self.result_keeps)}, which {FORMATS[own]} cannot hold: "
-            f"the result is written as {FORMATS[self.result_extension]} ({self.result_name}) to keep {keep}"
+            f"{self.name} has {' and '.join(kept)}, which {FORMATS[own]} cannot hold: "
+            f"the result is written as {FORMATS[self.result_extension]} ({self.result_name}) to keep "
+            f"{keeps_one.get(kept, 'both')}"
         )
 
     def seconds_left(self, now: float, seconds_per_pixel: float | None) -> float | None:

@@ -21,6 +21,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from srfeat.data.image_writing import SIXTEEN_BITS_CUT, WEBP_GREY_AS_RGB
+from srfeat.data.io import SIXTEEN_BIT_TIFF_READ_AS_8
 from srfeat.errors import (
     ImageReadError,
     InvalidImageError,
@@ -33,7 +34,7 @@ from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.inference.image_files import upscale_file
 from srfeat.inference.upscaler import Upscaler
 from srfeat.locks import process_exists
-from srfeat.web.job import Job, ModelChoice
+from srfeat.web.job import KEEPS_SIXTEEN_BITS, WEB_SAVE_AGAIN, Job, ModelChoice
 
 __all__ = [
     "CACHED_UPSCALERS",
@@ -164,6 +165,8 @@ def _web_message(error: SRFeatError) -> str:
     that did not fit, made the page's."""
     if isinstance(error, ImageReadError) and error.advice == ImageReadError.SKIP_OR_REPLACE:
         return f"{error.problem}; {_WEB_ADVICE}"
+    if isinstance(error, ImageReadError) and error.advice == ImageReadError.SAVE_AGAIN:
+        return f"{error.problem}; {WEB_SAVE_AGAIN}"
     if isinstance(error, TileOutOfMemoryError):
         return f"{error.problem}; {_WEB_MEMORY_ADVICE}"
     if isinstance(error, ModelOutOfMemoryError):
@@ -216,7 +219,11 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
             raise page_error(error, lambda message: message.replace(str(source), job.name)) from error
         result = target.read_bytes()
         notes = [_page_note(record, job, source, target) for record in logged]
-    if (format_note := job.format_note) is not None:  # the result is not in the format its upload was named
+    # What the result's format kept, by what was read: 16 bits its header gave may have been read as 8
+    kept = job.result_keeps
+    if any(record.msg == SIXTEEN_BIT_TIFF_READ_AS_8 for record in logged):
+        kept = tuple(each for each in kept if each != KEEPS_SIXTEEN_BITS)
+    if (format_note := job.format_note(kept)) is not None:  # the result is not in the format its upload was named
         notes.insert(0, format_note)
     return result, width, height, notes
 
@@ -224,13 +231,19 @@ def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str
 def _page_note(record: logging.LogRecord, job: Job, source: Path, target: Path) -> str:
     """A warning the upscale logged, as `job`'s card says it: with the upload's names, not the temporary files'.
     16 bits cut to 8 and grey written as RGB have the page's own words: the command line's advice, "use .png", means
-    naming the output file, which the page's user does not do. A 16-bit upload named `.jpg` gets a PNG result
+    naming the output file, which the page's user does not do; so has a 16-bit TIFF read with 8 bits, whose advice is
+    to install a package on the server. A 16-bit upload named `.jpg` gets a PNG result
     (`srfeat.web.job.result_format`); one whose 16 bits its header did not tell is said to have lost them."""
     if record.msg == SIXTEEN_BITS_CUT and isinstance(record.args, tuple) and len(record.args) == 2:
         image_format = record.args[1]
         return (
             f"{job.name} has 16 bits per channel, which {image_format} cannot hold: the download "
             f"({job.result_name}) has 8"
+        )
+    if record.msg == SIXTEEN_BIT_TIFF_READ_AS_8 and isinstance(record.args, tuple) and len(record.args) == 2:
+        return (
+            f"{job.name} is a 16-bit colour TIFF compressed with {record.args[1]}, which this server reads with 8 bits "
+            f"per channel (it lacks the imagecodecs package): the download ({job.result_name}) has 8"
         )
     if record.msg == WEBP_GREY_AS_RGB:
         return (
