@@ -58,7 +58,7 @@ def test_an_einsum_by_a_weight_to_a_huge_number_of_features_is_refused(tmp_path:
     path = exported(tmp_path / "wide.onnx", EinsumWidened(5_000, form))
     message = refusal(path)
     assert (
-        "makes 5,000 values per pixel of the image by a convolution's features (at a Einsum node)" in message
+        "makes 5,000 values per pixel of the image by a convolution's features (at an Einsum node)" in message
         and f"at most {MAX_FEATURES:,}" in message
     ), message
 
@@ -91,4 +91,4 @@ def test_an_einsum_of_two_values_of_the_image_is_refused_as_attention(tmp_path: 
             return torch.nn.functional.interpolate(attended, scale_factor=4.0)
 
     message = refusal(exported_by_pytorch(tmp_path / "attention.onnx", Attended()))
-    assert "multiplies two values computed from the image (a Einsum node" in message, message
+    assert "multiplies two values computed from the image (an Einsum node" in message, message
