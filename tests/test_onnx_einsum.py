@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_helpers import one_error_line, srfeat_cli
@@ -58,7 +59,7 @@ def test_an_einsum_by_a_weight_to_a_huge_number_of_features_is_refused(tmp_path:
     path = exported(tmp_path / "wide.onnx", EinsumWidened(5_000, form))
     message = refusal(path)
     assert (
-        "makes 5,000 values per pixel of the image by a convolution's features (at a Einsum node)" in message
+        "makes 5,000 values per pixel of the image by a convolution's features (at an Einsum node)" in message
         and f"at most {MAX_FEATURES:,}" in message
     ), message
 
@@ -91,4 +92,57 @@ def test_an_einsum_of_two_values_of_the_image_is_refused_as_attention(tmp_path: 
             return torch.nn.functional.interpolate(attended, scale_factor=4.0)
 
     message = refusal(exported_by_pytorch(tmp_path / "attention.onnx", Attended()))
-    assert "multiplies two values computed from the image (a Einsum node" in message, message
+    assert "multiplies two values computed from the image (an Einsum node" in message, message
+
+
+class Constants:
+    """The file's constants, as `ShapeVectors` asks for them."""
+
+    def __init__(self, **values: np.ndarray) -> None:
+        self._values = values
+
+    def values(self, name: str) -> np.ndarray | None:
+        return self._values.get(name)
+
+    def shape(self, name: str) -> list[int] | None:
+        return list(self._values[name].shape) if name in self._values else None
+
+
+def test_the_image_height_and_width_are_followed_through_an_einsum_to_a_reshape() -> None:
+    """SwinIR's `view(B, H, W, C)`, an Einsum's Linear layer, then window_reverse's `view(B, H, W, -1)`, the height
+    and width read off the Einsum's output: its -1 is the features per pixel (8) only where the height and width are
+    known to be the image's through both (else the features after it are not known). No user-visible change was
+    found for this: window_partition and attention bound what they make without it."""
+    from onnx import helper
+
+    from srfeat.inference.onnx_growth import BROADCASTING, SAME_SHAPE
+    from srfeat.inference.onnx_shapes import Dims, ShapeVectors
+
+    constants = Constants(
+        weight=np.zeros((8, 3), np.float32),
+        first=np.array([1], np.int64),
+        last=np.array([3], np.int64),
+        batch=np.array([1], np.int64),
+        features=np.array([3], np.int64),
+        rest=np.array([-1], np.int64),
+    )
+    dims: dict[str, Dims] = {"image": [1, 3, None, None]}
+    shapes = ShapeVectors(constants, dims, SAME_SHAPE | BROADCASTING)
+    steps = [
+        (helper.make_node("Transpose", ["image"], ["pixels"], perm=[0, 2, 3, 1]), [1, None, None, 3]),
+        (helper.make_node("Shape", ["pixels"], ["shape"]), [4]),
+        (helper.make_node("Slice", ["shape", "first", "last"], ["sides"]), [2]),
+        (helper.make_node("Concat", ["batch", "sides", "features"], ["viewed"], axis=0), [4]),
+        (helper.make_node("Reshape", ["pixels", "viewed"], ["maps"]), [1, None, None, 3]),
+        (helper.make_node("Einsum", ["maps", "weight"], ["mixed"], equation="bhwc,oc->bhwo"), [1, None, None, 8]),
+        (helper.make_node("Shape", ["mixed"], ["mixed_shape"]), [4]),
+        (helper.make_node("Slice", ["mixed_shape", "first", "last"], ["mixed_sides"]), [2]),
+        (helper.make_node("Concat", ["batch", "mixed_sides", "rest"], ["reversed"], axis=0), [4]),
+    ]
+    for node, sizes in steps:
+        if node.op_type == "Reshape":  # sizes it tells
+            assert shapes.reshaped(node, dims[node.input[0]], 3.0) == sizes
+        dims[node.output[0]] = sizes
+        shapes.follow(node)
+    reshape = helper.make_node("Reshape", ["mixed", "reversed"], ["restored"])
+    assert shapes.reshaped(reshape, dims["mixed"], 8.0) == [1, None, None, 8]

@@ -143,7 +143,7 @@ def test_an_expand_of_the_image_by_a_huge_constant_shape_is_refused(tmp_path: Pa
         Upscaler(path, device="cpu")
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{path} enlarges the image 1,000 times over"), message
-    assert "(at a Expand node)" in message, message
+    assert "(at an Expand node)" in message, message
 
 
 def widened(path: Path, shape: list[int]) -> Path:
@@ -225,7 +225,7 @@ def test_an_expand_after_a_resize_counts_with_it(tmp_path: Path, sliced: bool) -
         Upscaler(path, device="cpu")
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{path} enlarges the image 3,200 times over"), message
-    assert "(at a Expand node)" in message and "export it again with `srfeat export`" in message, message
+    assert "(at an Expand node)" in message and "export it again with `srfeat export`" in message, message
     image = samples.astronaut()[:6, :5]
     small = Upscaler(expanded_after_a_resize(tmp_path / "small.onnx", 4, sliced=sliced), device="cpu", tile=0)
     grey = image[..., :1] if sliced else np.round(image.astype(np.float64).mean(axis=2, keepdims=True))
@@ -251,7 +251,7 @@ def test_an_expand_to_a_shape_taken_of_a_wider_map_counts_its_features(tmp_path:
     model = onnx.load(str(before_the_resize(tmp_path / "wide.onnx", nodes, constants)))
     model.graph.initializer.append(helper.make_tensor("to200", TensorProto.FLOAT, [200, 3, 1, 1], [0.0] * 600))
     onnx.save(model, str(tmp_path / "wide.onnx"))
-    with pytest.raises(WeightsError, match="enlarges the image 3,200 times over by constant scales \\(at a Expand"):
+    with pytest.raises(WeightsError, match="enlarges the image 3,200 times over by constant scales \\(at an Expand"):
         Upscaler(tmp_path / "wide.onnx", device="cpu")
 
 
@@ -329,7 +329,7 @@ def test_srfeat_upscale_refuses_such_a_model_in_one_line_and_writes_nothing(tmp_
     model = expanded_after_a_resize(tmp_path / "expanded.onnx", 200)
     result = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out", "--model", model)
     line = one_error_line(result)
-    assert "expanded.onnx enlarges the image 3,200 times over by constant scales (at a Expand node)" in line, line
+    assert "expanded.onnx enlarges the image 3,200 times over by constant scales (at an Expand node)" in line, line
     assert "export it again with `srfeat export`" in line and not (tmp_path / "out").exists(), line
 
 
@@ -414,7 +414,7 @@ def test_an_expand_as_pytorch_s_legacy_exporter_writes_it_counts(tmp_path: Path)
         Upscaler(path, device="cpu")
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{path} enlarges the image 3,200 times over"), message
-    assert "(at a Expand node)" in message, message
+    assert "(at an Expand node)" in message, message
     nodes = [
         helper.make_node("ReduceMean", ["input", "channels"], ["grey"], keepdims=1),
         helper.make_node("ConstantOfShape", ["rank"], ["ones"], value=helper.make_tensor("", 7, [1], [1])),

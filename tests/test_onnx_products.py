@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from srfeat.inference.onnx_products import broadcast_dims, einsum_factor, weight_factor
+from srfeat.inference.onnx_products import broadcast_dims, einsum_dims, einsum_factor, product_dims, weight_factor
 
 
 @pytest.mark.parametrize(
@@ -69,3 +69,34 @@ def test_a_matmul_by_a_weight_counts_as_the_einsum_it_is(first: bool, transposed
     """A [2, 64, 256] weight makes 256 for each 64 it takes (4 times as many), times its batch of 2."""
     weight = [2, 64, 256] if first == transposed else [2, 256, 64]  # A is [M, K]; B is [K, N]
     assert weight_factor(weight, first, transposed) == pytest.approx(8.0)
+
+
+@pytest.mark.parametrize(
+    ("equation", "shapes", "expected"),
+    [
+        ("bhwc,oc->bhwo", [[1, None, None, 64], [128, 64]], [1, None, None, 128]),  # a Linear layer on the pixels
+        ("bchw,oc->bohw", [[1, 3, None, None], [64, 3]], [1, 64, None, None]),  # a 1x1 convolution
+        ("...c,oc->...o", [[None, 16, 64], [256, 64]], [None, 16, 256]),
+        ("...ij,...jk", [[2, 1, 5, 3], [4, 3, 7]], [2, 4, 5, 7]),  # implicit: the ellipsis's axes broadcast, then i, k
+        ("ki,kj", [[3, 5], [3, 7]], [5, 7]),  # implicit: the letters written once, in alphabetical order
+        ("bij,bjk->bik", [[None, 16, 8], [1, 8, 16]], [None, 16, 16]),  # a batch not fixed against a 1: not fixed
+        ("ii->i", [[4, 4]], [4]),  # a diagonal
+        ("bhwc,oc->bhwo", [None, [128, 64]], None),  # an operand's sizes not noted
+        ("bchw,oc->bohw", [[1, 3, None], [5, 3]], None),  # an operand of another rank: refused by ONNX Runtime
+        ("bchw,oc->bxhw", [[1, 3, 4, 4], [5, 3]], None),  # an output letter no operand has
+    ],
+)
+def test_an_einsum_fixes_the_sizes_its_operands_fix(
+    equation: str, shapes: list[list[int | None] | None], expected: list[int | None] | None
+) -> None:
+    """The sizes of an Einsum's output, as numpy's where every size is fixed; None where they cannot be told."""
+    assert einsum_dims(equation, shapes) == expected
+    fixed = [[size for size in shape if size is not None] for shape in shapes if shape is not None]
+    if expected is not None and fixed == shapes:  # numpy agrees where every size is fixed
+        assert list(np.einsum(equation, *(np.zeros(shape) for shape in fixed)).shape) == expected
+
+
+def test_a_matmul_fixes_the_sizes_of_the_einsum_it_is() -> None:
+    first: list[int | None] = [None, 2, 16, 8]
+    second: list[int | None] = [1, 8, 32]
+    assert einsum_dims("...mk,...kn->...mn", [first, second]) == product_dims(first, second) == [None, 2, 16, 32]

@@ -33,10 +33,12 @@ class SwinBlock(torch.nn.Module):
     """SwinIR's block without its masks and position biases: attention within windows of `side` x `side`
     pixels, the windows moved by `shift` pixels (torch.roll) first, then an MLP."""
 
-    def __init__(self, features: int, side: int, shift: int, heads: int = 2) -> None:
+    def __init__(self, features: int, side: int, shift: int, heads: int = 2, einsum: bool = False) -> None:
         super().__init__()
         self.side, self.shift, self.heads = side, shift, heads
         self.norm = torch.nn.LayerNorm(features)
+        # with `einsum`, a Linear layer written as an Einsum first (as some ports write theirs)
+        self.mixed = torch.nn.Parameter(torch.randn(features, features) / features**0.5) if einsum else None
         self.qkv = torch.nn.Linear(features, 3 * features)
         self.projection = torch.nn.Linear(features, features)
         self.mlp = torch.nn.Sequential(
@@ -50,6 +52,9 @@ class SwinBlock(torch.nn.Module):
         height, width = size
         batch, _, features = pixels.shape
         maps = self.norm(pixels).view(batch, height, width, features)
+        if self.mixed is not None:  # the windows' sizes are then its output's: window_partition reads its shape
+            maps = torch.einsum("bhwc,oc->bhwo", maps, self.mixed)
+            height, width = maps.shape[1], maps.shape[2]
         if self.shift:
             maps = torch.roll(maps, shifts=(-self.shift, -self.shift), dims=(1, 2))
         windows = window_partition(maps, self.side).view(-1, self.side * self.side, features)
@@ -67,14 +72,15 @@ class SwinBlock(torch.nn.Module):
 
 class TinySwinIR(torch.nn.Module):
     """A x4 SwinIR-like model: a convolution, `blocks` Swin blocks (every other one's windows shifted by half a
-    window, as SwinIR's), a convolution and a pixel shuffle."""
+    window, as SwinIR's; with `einsum`, each first a Linear layer written as an Einsum), a convolution and a pixel
+    shuffle."""
 
-    def __init__(self, blocks: int, side: int = 4, features: int = 16) -> None:
+    def __init__(self, blocks: int, side: int = 4, features: int = 16, einsum: bool = False) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.head = torch.nn.Conv2d(3, features, 3, padding=1)
         shifts = [0 if index % 2 == 0 else side // 2 for index in range(blocks)]
-        self.blocks = torch.nn.ModuleList(SwinBlock(features, side, shift) for shift in shifts)
+        self.blocks = torch.nn.ModuleList(SwinBlock(features, side, shift, einsum=einsum) for shift in shifts)
         self.tail = torch.nn.Sequential(torch.nn.Conv2d(features, 48, 3, padding=1), torch.nn.PixelShuffle(4))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -92,6 +98,16 @@ def test_a_swinir_of_several_blocks_with_shifted_windows_loads_and_runs(tmp_path
     """2 and 3 blocks, 4x4 windows shifted by 2 pixels in every other: loaded, it upscales as the network does."""
     network = TinySwinIR(blocks).eval()
     path = exported_by_pytorch(tmp_path / "swin.onnx", network)
+    assert_upscales_as(path, network, samples.astronaut()[100:108, 200:212])
+
+
+def test_a_swinir_whose_windows_are_cut_from_an_einsum_loads_and_runs(tmp_path: Path) -> None:
+    """A Linear layer written as an Einsum (`bhwc,oc->bhwo`) before window_partition: its output's sizes were not
+    followed, so the windows cut from its shape were not known, and the file was refused as attention over a whole
+    tile. They are (as after a MatMul's), and the file upscales as the network does."""
+    network = TinySwinIR(2, einsum=True).eval()
+    path = exported_by_pytorch(tmp_path / "swin.onnx", network)
+    assert [node.op_type for node in onnx.load(str(path)).graph.node].count("Einsum") == 2  # kept as such
     assert_upscales_as(path, network, samples.astronaut()[100:108, 200:212])
 
 

@@ -20,8 +20,8 @@ Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`o
 (which only moves values). A Resize's constant height or width beside computed ones, or a constant added to one,
 counts as pads. A MatMul of two values made from the image (attention's Q K^T) counts as the sizes the file fixes
 of theirs bound it (`onnx_products`), and without bound over sizes it does not fix (a tile's pixels), as an Einsum
-of two does (its sizes are not followed). What a Concat or an Expand added to the features, a convolution or a
-reduction over them takes back.
+of two does (its output's sizes are followed, and what it makes counted, only by a weight). What a Concat or an
+Expand added to the features, a convolution or a reduction over them takes back.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from srfeat.inference.onnx_einsum import einsum_equation
 from srfeat.inference.onnx_pads import (
     POOLING,
     WINDOWED,
@@ -44,6 +45,7 @@ from srfeat.inference.onnx_pads import (
 )
 from srfeat.inference.onnx_products import (
     broadcast_dims,
+    einsum_dims,
     einsum_factor,
     pairwise_values,
     product_dims,
@@ -251,9 +253,8 @@ class GraphGrowth:
             return math.inf if einsum else pairwise_values(sides[0], sides[1], (flags[0], flags[1]), made)
         index = fixed.index(False)  # the image's
         if einsum:  # None: an equation ONNX Runtime refuses
-            equation = options["equation"].s.decode(errors="replace") if "equation" in options else ""
             sizes = [self._dims.get(name) if name == inputs[index] else self._constants.shape(name) for name in inputs]
-            factor = einsum_factor(equation, sizes, index)
+            factor = einsum_factor(einsum_equation(node), sizes, index)
             return max(widths) if factor is None else factor * widths[index]
         weight = self._constants.shape(inputs[1 - index])
         factor = math.inf if weight is None else weight_factor(weight, index == 1, flags[1 - index])
@@ -315,10 +316,11 @@ class GraphGrowth:
         if op in BROADCASTING:
             shapes = [self._dims.get(name) if self._is_from_image(name) else self._fixed(name) for name in inputs]
             result = None if any(each is None for each in shapes) else broadcast_dims([s for s in shapes if s])
-        elif op in ("MatMul", "Gemm") and len(inputs) > 1:
-            sides = [self._dims.get(name) if self._is_from_image(name) else self._fixed(name) for name in inputs[:2]]
+        elif op in ("MatMul", "Gemm", "Einsum") and len(inputs) > 1:  # an Einsum's: a later Reshape's -1 needs them
+            sides = [self._dims.get(name) if self._is_from_image(name) else self._fixed(name) for name in inputs]
             flags = [bool(options[key].i) if key in options else False for key in ("transA", "transB")]
             result = product_dims(sides[0], sides[1], (flags[0], flags[1])) if sides[0] and sides[1] else None
+            result = einsum_dims(einsum_equation(node), sides) if op == "Einsum" else result
         elif op == "Reshape":  # sizes the shape gives (a blind model's kernels'), and its -1 of the features
             result = self._shapes.reshaped(node, dims or [], self._features.get(inputs[0], math.nan))
         elif dims is None:

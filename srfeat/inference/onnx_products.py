@@ -16,9 +16,10 @@ import math
 from collections.abc import Sequence
 from typing import TypeVar, cast
 
+from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_terms, output_labels
 from srfeat.inference.onnx_shapes import Dims
 
-__all__ = ["broadcast_dims", "einsum_factor", "pairwise_values", "product_dims", "weight_factor"]
+__all__ = ["broadcast_dims", "einsum_dims", "einsum_factor", "pairwise_values", "product_dims", "weight_factor"]
 
 # A size of an axis: fixed (int), or where it may not be, None for one the file does not fix
 Size = TypeVar("Size", int, int | None)
@@ -60,6 +61,22 @@ def product_dims(first: Dims, second: Dims, transposed: tuple[bool, bool] = (Fal
     return [*broadcast_dims([first_batch, second_batch]), rows, columns]
 
 
+def einsum_dims(equation: str, shapes: Sequence[Dims | None]) -> Dims | None:
+    """The sizes of the output of an Einsum of `equation` of values of sizes `shapes`: each letter's (and each axis's
+    the ellipses span) its operands' there broadcast together (`broadcast_dims`), as a MatMul's (`product_dims`). None
+    where an operand's are not noted, or for an equation or ranks ONNX Runtime refuses."""
+    if (parsed := einsum_terms(equation)) is None or len(parsed[0]) != len(shapes):
+        return None
+    sizes: dict[Label, list[Dims]] = {}
+    for term, shape in zip(parsed[0], shapes, strict=True):
+        if shape is None or (labels := axis_labels(term, len(shape))) is None:
+            return None
+        for label, size in zip(labels, shape, strict=True):
+            sizes.setdefault(label, []).append([size])
+    spanned = max((-label for label in sizes if isinstance(label, int)), default=0)
+    return [broadcast_dims(sizes[label])[0] for label in output_labels(parsed[1], spanned)]
+
+
 def weight_factor(weight: list[int], weight_first: bool, transposed: bool) -> float:
     """How many times as many values a MatMul or Gemm of a value made from the image by a weight of the shape
     `weight` makes (the weight `weight_first`, or second; `transposed` by Gemm's flag): as the Einsum it is
@@ -84,14 +101,10 @@ def einsum_factor(equation: str, shapes: Sequence[Sequence[int | None] | None], 
     (c); on one both have, made where larger than the image's there (broadcast), or where that is not fixed (a
     MatMul's batch axes). The image's own axes summed (not in the output) take nothing back. None for an equation
     ONNX Runtime refuses."""
-    terms, arrow, output = equation.replace(" ", "").partition("->")
-    operands = terms.split(",")
-    if len(operands) != len(shapes) or not 0 <= image < len(shapes):
+    if (parsed := einsum_terms(equation)) is None:
         return None
-    letters = "".join(operands).replace("...", "")
-    if not arrow:  # implicit: the letters written once, and the ellipsis's axes where an operand has one
-        output = "".join(letter for letter in letters if letters.count(letter) == 1) + ("..." if "..." in terms else "")
-    if any(letter not in letters for letter in output.replace("...", "")):
+    operands, output = parsed
+    if len(operands) != len(shapes) or not 0 <= image < len(shapes):
         return None
     if any(shape is None for index, shape in enumerate(shapes) if index != image):
         return math.inf
@@ -101,7 +114,7 @@ def einsum_factor(equation: str, shapes: Sequence[Sequence[int | None] | None], 
     if any(each is None for each in sizes):
         return None
     image_sizes, broadcast_axes = sizes[image] or {}, unnoted and "..." in operands[image]
-    made: dict[str | int, int] = {}  # each letter's (or ellipsis's axis's) size in the weights, the largest
+    made: dict[Label, int] = {}  # each letter's (or ellipsis's axis's) size in the weights, the largest
     for weight in (each for index, each in enumerate(sizes) if index != image and each is not None):
         for label, size in weight.items():
             made[label] = max(made.get(label, 1), size or 1)
@@ -117,17 +130,14 @@ def einsum_factor(equation: str, shapes: Sequence[Sequence[int | None] | None], 
     return factor
 
 
-def _einsum_sizes(term: str, shape: Sequence[int | None] | None) -> dict[str | int, int | None] | None:
+def _einsum_sizes(term: str, shape: Sequence[int | None] | None) -> dict[Label, int | None] | None:
     """The sizes of the axes of an Einsum's operand of `shape` by its letters in `term`, and its ellipsis's axes by
     their place from the last (-1, -2...); None for `shape` None (not noted), or one of a rank other than `term`'s
     (refused by ONNX Runtime)."""
     if shape is None:
         return None
-    head, ellipsis, tail = term.partition("...")
-    spanned = len(shape) - len(head) - len(tail)
-    if spanned < 0 or (spanned and not ellipsis):
+    if (labels := axis_labels(term, len(shape))) is None:
         return None
-    labels: list[str | int] = [*head, *range(-spanned, 0), *tail]
     return dict(zip(labels, shape, strict=True))
 
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_equation, einsum_terms, output_labels
+
 if TYPE_CHECKING:
     import onnx
 
@@ -129,8 +131,8 @@ class ShapeVectors:
     def _note_image_axes(self, node: onnx.NodeProto) -> None:
         """Note which axes of `node`'s output are the image's height or width, where it keeps them: an operator on
         each value (`SAME_SHAPE`), or one that broadcasts values (ONNX Runtime refuses a height beside another
-        size but 1); a Transpose; a MatMul of its rows; a convolution that keeps the height and width; torch.roll's
-        Concat (`rearranges`); a Reshape (`reshaped`)."""
+        size but 1); a Transpose; a MatMul of its rows; an Einsum of its letters (`_einsum_image_axes`); a
+        convolution that keeps the height and width; torch.roll's Concat (`rearranges`); a Reshape (`reshaped`)."""
         inputs, op, options = list(node.input), node.op_type, {each.name: each for each in node.attribute}
         axes = [self._image_axes.get(name, {}) for name in inputs]
         kept: dict[int, str] = {}
@@ -150,11 +152,33 @@ class ShapeVectors:
             }
         elif op == "MatMul" and len(inputs) == 2 and len(self._constants.shape(inputs[1]) or []) == 2:
             kept = {axis: label for axis, label in axes[0].items() if axis != -1}
+        elif op == "Einsum":
+            kept = self._einsum_image_axes(node, axes)
+        elif op == "Reshape":  # noted by `reshaped`, just before
+            kept = self._image_axes.get(node.output[0], {})
         elif op == "Conv" and _keeps_size(options):
             kept = axes[0]
         elif op == "Concat" and self.rearranges(node, whole=True):
             kept = self._image_axes.get(self._cuts[inputs[0]][0], {})
         self._image_axes[node.output[0]] = {axis: label for axis, label in kept.items() if label != "?"}
+
+    def _einsum_image_axes(self, node: onnx.NodeProto, axes: list[dict[int, str]]) -> dict[int, str]:
+        """The axes of an Einsum's output that are the image's height or width: those its operands' letters name there
+        (`bhwc,oc->bhwo` keeps h and w), where no operand has another size on that letter (as `_note_image_axes`)."""
+        parsed, dims = einsum_terms(einsum_equation(node)), self._dims.get(node.output[0])
+        if parsed is None or dims is None or len(parsed[0]) != len(node.input):
+            return {}
+        found: dict[Label, str] = {}
+        for term, name, image in zip(parsed[0], node.input, axes, strict=True):
+            shape = self._dims.get(name) or self._constants.shape(name)
+            if shape is None or (labels := axis_labels(term, len(shape))) is None:
+                return {}
+            for axis, (label, size) in enumerate(zip(labels, shape, strict=True)):
+                ours = image.get(axis - len(shape), "?" if size != 1 else None)
+                if ours is not None:
+                    found[label] = ours if found.get(label, ours) == ours else "?"
+        named = output_labels(parsed[1], len(dims) - len(parsed[1].replace("...", "")))
+        return {axis - len(named): found[label] for axis, label in enumerate(named) if found.get(label, "?") != "?"}
 
     def reshaped(self, node: onnx.NodeProto, dims: Dims, per_pixel: float) -> Dims | None:
         """The sizes of a Reshape's output where its shape is followed (constants, entries of the image's shape,
