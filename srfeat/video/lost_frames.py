@@ -152,6 +152,10 @@ class LostFrames:
             time = seconds_of(self.last_pts, self.time_base)
             self.gaps.append(Gap(self.last_index, time, interval, len(after), 0, at_end=True))
 
+    def lost_at_end(self) -> int:
+        """The range's frames lost after the last one shown (`ended`)."""
+        return sum(lost for gap, lost in self.missing() if gap.at_end)
+
     def missing(self) -> list[tuple[Gap, int]]:
         """Each gap in the range with the frames lost there."""
         return [(gap, lost) for gap, lost in self._counted() if gap.after >= self.frames.start]
