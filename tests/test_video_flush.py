@@ -66,7 +66,9 @@ def test_a_damaged_last_packet_that_frame_threads_drop_at_the_flush_is_an_error_
     assert not (tmp_path / "out.mkv").exists()
 
     before = int(found.group(1))  # the range offered upscales those frames, without a word
-    result = cli(broken, "-o", tmp_path / "part.mkv", "--model", model_path, "--codec", "ffv1", "--frames", f"0:{before}")
+    result = cli(
+        broken, "-o", tmp_path / "part.mkv", "--model", model_path, "--codec", "ffv1", "--frames", f"0:{before}"
+    )
     assert result.returncode == 0 and said(result, "WARNING") == [], result.stderr
     assert len(read_frames(tmp_path / "part.mkv")) == before
 
@@ -85,7 +87,9 @@ def hide_last_frames(clip: Path, hidden: int) -> Path:
     return trimmed
 
 
-def test_clean_clips_read_to_their_end_in_frame_threads_are_not_called_damaged(tmp_path: Path, model_path: Path) -> None:
+def test_clean_clips_read_to_their_end_in_frame_threads_are_not_called_damaged(
+    tmp_path: Path, model_path: Path
+) -> None:
     """Guard: frames B-frames hold back to the flush, and frames an edit list hides at the end, are no lost frames."""
     clip = tmp_path / "clip.mp4"
     write_clip(clip, frames=24, fps=FPS, audio=False)

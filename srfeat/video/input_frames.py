@@ -294,7 +294,7 @@ class InputFrames:
             if self.lost.lost_at_end() and self.in_flight.threads() > 1:
                 # Frame threads drop a damaged packet's frame at the flush without an error, and the frames held
                 # back behind it (one thread raises as the packet is sent): named as an error elsewhere is.
-                raise self._undecodable(self.av.Packet(), index, "the decoder dropped it at the file's end")
+                raise self._undecodable(self.av.Packet(), index, "its decoder threads dropped it at the file's end")
 
     def _chunks_before(
         self, packet: Any, packed_before: bool, decode_order_times: bool
@@ -414,7 +414,7 @@ class InputFrames:
             raise self._undecodable(packet, index, error_reason(error)) from error
 
     def _undecodable(self, packet: Any, index: int, reason: str) -> VideoError:
-        """The error of a frame that failed while `packet` was sent (`PacketsInFlight`), `index` frames out before it."""
+        """The error of a frame that failed while `packet` was sent (`PacketsInFlight`), `index` frames out before."""
         pts, certain = self.in_flight.failed(packet)
         time = seconds_of(pts, time_base_of(self.video))
         at = "" if pts is None else f" {'at' if certain else 'near'} {time:.2f} s"
