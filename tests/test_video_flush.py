@@ -1,6 +1,6 @@
 """The decoder's flush at a file's end: a damaged packet among the last ones, which frame threads drop there without
 an error, is named as the same damage anywhere else is; a clean clip, and one whose edit list hides its last frames,
-are read to their end without a word."""
+are read to their end without a word; a last chunk the demuxer passed over, never decoded, is still a frame lost."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
-from tests.video_helpers import cli, read_frames, write_clip  # noqa: E402
+from tests.video_helpers import cli, read_frames, write_clip, write_encoded  # noqa: E402
 
 FPS = 12
 
@@ -101,3 +101,22 @@ def test_clean_clips_read_to_their_end_in_frame_threads_are_not_called_damaged(
         result = cli(source, "-o", output, "--model", model_path, "--codec", "ffv1")
         assert result.returncode == 0 and said(result, "WARNING") == [], result.stderr
         assert len(read_frames(output)) == frames
+
+
+def test_a_last_avi_chunk_the_demuxer_passed_over_is_a_frame_lost_not_a_decoder_error(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """Guard: an H.264 AVI's last chunk whose header is damaged never reaches the decoder (`AviIndex` counts it), so
+    its frame is lost at the end as one passed over mid-file is, with a warning, not dropped by decoder threads."""
+    clean, damaged = tmp_path / "clean.avi", tmp_path / "damaged.avi"
+    write_encoded(clean, codec="libx264", frames=12)
+    with av.open(str(clean)) as container:
+        position = [packet.pos for packet in container.demux(video=0) if packet.size][-1]
+    data = bytearray(clean.read_bytes())
+    data[position - 8 : position - 4] = bytes(4)  # the chunk's "00dc", before its size and data
+    damaged.write_bytes(bytes(data))
+    result = cli(damaged, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0 and said(result, "ERROR") == [], result.stderr
+    missing = [line for line in said(result, "WARNING") if "missing from the output" in line]
+    assert len(missing) == 1 and "1 after frame 10 (0.92 s); the output ends early" in missing[0], result.stderr
+    assert len(read_frames(tmp_path / "out.mkv")) == 11

@@ -291,7 +291,7 @@ class InputFrames:
         self.decoded_frames = index
         if not done:  # read to the file's end: frames lost after the last one shown are in the range
             self.lost.ended()
-            if self.lost.lost_at_end() and self.in_flight.threads() > 1:
+            if self.lost.lost_by_decoder_at_end() and self.in_flight.threads() > 1:
                 # Frame threads drop a damaged packet's frame at the flush without an error, and the frames held
                 # back behind it (one thread raises as the packet is sent): named as an error elsewhere is.
                 raise self._undecodable(self.av.Packet(), index, "its decoder threads dropped it at the file's end")
