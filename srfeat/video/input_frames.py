@@ -69,12 +69,16 @@ class PacketsInFlight:
         if packet.size:
             self.times.append(packet.pts)
 
+    def threads(self) -> int:
+        """The packets the decoder works on at once: 1 where it decodes each as it is sent."""
+        context = self.video.codec_context
+        threaded = self.frame_threads and context.codec.capabilities & FRAME_THREADS_CAPABILITY
+        return max(1, context.thread_count) if threaded else 1
+
     def failed(self, packet: Any) -> tuple[int | None, bool]:
         """The timestamp of the packet whose error surfaced while `packet` was sent (the empty packet: the decoder
         drained), and whether it is that packet's for certain (else the earliest the decoder still held)."""
-        context = self.video.codec_context
-        threaded = self.frame_threads and context.codec.capabilities & FRAME_THREADS_CAPABILITY
-        threads = max(1, context.thread_count) if threaded else 1
+        threads = self.threads()
         if packet.size and threads == 1:
             return packet.pts, True
         held = threads if packet.size else threads - 1  # at the end: the ones sent after the last result
@@ -287,6 +291,10 @@ class InputFrames:
         self.decoded_frames = index
         if not done:  # read to the file's end: frames lost after the last one shown are in the range
             self.lost.ended()
+            if self.lost.lost_by_decoder_at_end() and self.in_flight.threads() > 1:
+                # Frame threads drop a damaged packet's frame at the flush without an error, and the frames held
+                # back behind it (one thread raises as the packet is sent): named as an error elsewhere is.
+                raise self._undecodable(self.av.Packet(), index, "its decoder threads dropped it at the file's end")
 
     def _chunks_before(
         self, packet: Any, packed_before: bool, decode_order_times: bool
@@ -403,10 +411,14 @@ class InputFrames:
         except self.av.error.FFmpegError as error:
             if not holds_picture:  # an N-VOP failed (after a damaged packet, whose frames are counted lost)
                 return []
-            pts, certain = self.in_flight.failed(packet)
-            time = seconds_of(pts, time_base_of(self.video))
-            at = "" if pts is None else f" {'at' if certain else 'near'} {time:.2f} s"
-            raise VideoError(
-                f"{self.source}: a frame{at} cannot be decoded ({error_reason(error)}); the file is damaged "
-                f"({frames_before_hint(index, self.frames, command_line=self.command_line)})"
-            ) from error
+            raise self._undecodable(packet, index, error_reason(error)) from error
+
+    def _undecodable(self, packet: Any, index: int, reason: str) -> VideoError:
+        """The error of a frame that failed while `packet` was sent (`PacketsInFlight`), `index` frames out before."""
+        pts, certain = self.in_flight.failed(packet)
+        time = seconds_of(pts, time_base_of(self.video))
+        at = "" if pts is None else f" {'at' if certain else 'near'} {time:.2f} s"
+        return VideoError(
+            f"{self.source}: a frame{at} cannot be decoded ({reason}); the file is damaged "
+            f"({frames_before_hint(index, self.frames, command_line=self.command_line)})"
+        )

@@ -77,6 +77,8 @@ class LostFrames:
         skips = SILENT_SKIPS.intersection(container_format.split(","))  # "mov,mp4,m4a,3gp,3g2,mj2": one demuxer
         self.period: Fraction | None = 1 / (Fraction(rate) * self.time_base) if rate and skips else None
         self.sent_times: set[int] = set()  # timestamps of packets sent whose frame has not come out
+        self.passed_over_times: set[int] = set()  # of those, the ones the demuxer passed over: never decoded
+        self.decoder_lost_at_end = 0  # packets the decoder took after the last frame shown and gave no frame for
         self.next_part: set[int] | None = None  # the same, sent after the timestamps started over
         self.last_dts: int | None = None
         self.last_pts: int | None = None
@@ -97,11 +99,15 @@ class LostFrames:
                 # decoder before the last of this part's frames come out, and are kept apart until its frames do.
                 self.next_part = set()
             self.last_dts = packet.dts
-        self.passed_over(packet.pts if shown_at is None else shown_at)
+        self._due(packet.pts if shown_at is None else shown_at)
 
     def passed_over(self, shown_at: int) -> None:
-        """A frame was due to be shown at `shown_at`: a packet sent, or one the demuxer passed over (an AVI's chunk
-        whose header is damaged: `AviIndex`)."""
+        """A frame was due to be shown at `shown_at` in a packet the demuxer passed over (an AVI's chunk whose header
+        is damaged: `AviIndex`)."""
+        self.passed_over_times.add(shown_at)
+        self._due(shown_at)
+
+    def _due(self, shown_at: int) -> None:
         (self.sent_times if self.next_part is None else self.next_part).add(shown_at)
 
     def shown(self, pts: int | None, index: int) -> None:
@@ -147,10 +153,15 @@ class LostFrames:
         if self.last_pts is None or self.last_index is None:
             return
         after = [sent for sent in self.sent_times if sent > self.last_pts]
+        self.decoder_lost_at_end = sum(sent not in self.passed_over_times for sent in after)
         if after and self.shortest:
             interval = max(after) - self.last_pts + self.shortest  # to where the next frame would have been
             time = seconds_of(self.last_pts, self.time_base)
             self.gaps.append(Gap(self.last_index, time, interval, len(after), 0, at_end=True))
+
+    def lost_by_decoder_at_end(self) -> int:
+        """The range's frames lost after the last one shown (`ended`) whose packets went to the decoder."""
+        return min(self.decoder_lost_at_end, sum(lost for gap, lost in self.missing() if gap.at_end))
 
     def missing(self) -> list[tuple[Gap, int]]:
         """Each gap in the range with the frames lost there."""
