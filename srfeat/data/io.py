@@ -348,8 +348,8 @@ def _read_raw_image(path: Path) -> RawImage:
         return RawImage(array=ppm16.read_ppm16(path, ppm), mode="RGB;16")
     info = tiff16.tiff_info(path)
     refuse_missing_data(path, info)
-    if info is not None and info.sixteen_bit_colour and info.decodable:
-        return _read_color_tiff16(path, info)
+    if info is not None and info.decodable and (info.sixteen_bit_colour or (info.empty_strips and info.plain_layout)):
+        return _read_tiff_as_stored(path, info)  # sparse: PIL read the file's first bytes as the empty areas' pixels
     if info is not None and info.sixteen_bit_colour:
         logger.warning(
             "%s: a 16-bit colour TIFF compressed with %s: reading it with 8 bits per channel "
@@ -417,7 +417,7 @@ def _read_color_png16(path: Path) -> RawImage:
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile, exif=exif.tobytes() if len(exif) else None)
 
 
-def _read_color_tiff16(path: Path, info: tiff16.TiffInfo) -> RawImage:
+def _read_tiff_as_stored(path: Path, info: tiff16.TiffInfo) -> RawImage:
     _check_pixel_count(path, info.width, info.height)  # from the tags, before decoding
     warn_first_only(path, info.pages, "TIFF")
     try:
@@ -427,8 +427,8 @@ def _read_color_tiff16(path: Path, info: tiff16.TiffInfo) -> RawImage:
     array = orientation.upright(
         decoded.array, decoded.orientation if decoded.orientation in orientation.ORIENTATIONS else 1
     )
-    mode = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
-    return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile)
+    modes = ("I;16", "LA;16", "RGB;16", "RGBA;16") if array.dtype == np.uint16 else ("L", "LA", "RGB", "RGBA")
+    return RawImage(array=array, mode=modes[array.shape[2] - 1], icc_profile=decoded.icc_profile)
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:

@@ -43,7 +43,10 @@ class TiffInfo:
     bits_per_sample: int = 16
     chroma_block: int = 1  # pixels per chroma sample of subsampled YCbCr (4 for 2x2); 1 for every other layout
     sixteen_bit_colour: bool = False  # a layout `read_tiff16` reads (16-bit RGB(A), grey and alpha); PIL reads the rest
+    # grey (and alpha) or RGB(A) of 8 or 16 bits: what `read_tiff16` gives as PIL's modes hold it (a sparse one's)
+    plain_layout: bool = False
     strips: tuple[tuple[int, int], ...] = ()  # (offset, byte count) of each strip or tile
+    strip_pixels: int = 0  # the most pixels one strip or tile covers (a tile's, or rows per strip times the width)
     file_bytes: int = 0
 
     @property
@@ -57,10 +60,18 @@ class TiffInfo:
         return sum(count for _, count in self.strips)
 
     @property
+    def empty_strips(self) -> int:
+        """Its strips or tiles of no data (a byte count of 0): a sparse TIFF's empty areas (GDAL writes them), which
+        readers fill with zeros."""
+        return sum(count == 0 for _, count in self.strips)
+
+    @property
     def pixel_bytes(self) -> int:
-        """The fewest bytes its pixels decode to (rows padded to whole bytes, tiles past the edges make more)."""
+        """The fewest bytes its pixels outside empty strips or tiles decode to (rows padded to whole bytes, tiles
+        past the edges make more); an empty one is taken to cover as many pixels as one can."""
         samples = 1 + (self.channels - 1) / self.chroma_block  # a subsampled YCbCr pixel's share of samples
-        return int(self.height * self.width * samples * self.bits_per_sample // 8)
+        pixels = max(0, self.height * self.width - self.empty_strips * self.strip_pixels)
+        return int(pixels * samples * self.bits_per_sample // 8)
 
 
 @dataclass(frozen=True)
@@ -107,11 +118,25 @@ def tiff_info(path: str | os.PathLike[str]) -> TiffInfo | None:
                 chroma_block=int(np.prod(subsampling or (1,))),
                 # CMYK, YCbCr, Lab, min-is-white...: PIL converts them (with 8 bits) or names the file
                 sixteen_bit_colour=page.bitspersample == 16 and page.dtype == np.uint16 and _plain_layout(page),
+                plain_layout=page.bitspersample in (8, 16)
+                and page.dtype in (np.uint8, np.uint16)
+                and (
+                    _plain_layout(page)
+                    or (page.photometric == tifffile.PHOTOMETRIC.MINISBLACK and page.samplesperpixel == 1)
+                ),
                 strips=tuple(zip(map(int, page.dataoffsets), map(int, page.databytecounts), strict=False)),
+                strip_pixels=_strip_pixels(page),
                 file_bytes=os.path.getsize(path),
             )
     except Exception:  # noqa: BLE001  # tifffile raises many kinds for a damaged file (TypeError, for one)
         return None  # let PIL try, and name the file when it fails
+
+
+def _strip_pixels(page: TiffPage) -> int:
+    """The most pixels one of the page's tiles (as stored: whole, past the edges) or strips covers."""
+    if page.is_tiled:
+        return int(page.tilewidth) * int(page.tilelength) * max(1, int(page.tiledepth))
+    return min(int(page.rowsperstrip), int(page.imagelength)) * int(page.imagewidth)
 
 
 def tiff16_info(path: str | os.PathLike[str]) -> TiffInfo | None:
@@ -166,12 +191,13 @@ def _plain_layout(page: TiffPage) -> bool:
 def _unpremultiply(array: np.ndarray) -> np.ndarray:
     """Colour samples premultiplied by the last (associated alpha) -> straight ones, in place, a
     band of rows at a time; fully transparent pixels stay 0."""
+    opaque = float(np.iinfo(array.dtype).max)
     for start in range(0, array.shape[0], 64):
         band = array[start : start + 64]
         alpha = band[..., -1:].astype(np.float64)
-        colour = band[..., :-1] * 65535.0
+        colour = band[..., :-1] * opaque
         np.divide(colour, alpha, out=colour, where=alpha > 0)
-        band[..., :-1] = np.rint(np.clip(colour, 0, 65535))
+        band[..., :-1] = np.rint(np.clip(colour, 0, opaque))
     return array
 
 
@@ -184,12 +210,15 @@ def _orientation(page: TiffPage) -> int:
 
 
 def read_tiff16(path: str | os.PathLike[str]) -> Tiff16:
-    """Decode the first page of a 16-bit colour TIFF (check `tiff16_info` first)."""
+    """Decode the first page of a 16-bit colour TIFF (check `tiff16_info` first), or of another plain layout
+    (`TiffInfo.plain_layout`): a sparse one's empty strips or tiles come out as zeros, where PIL read the
+    file's first bytes into them."""
     import tifffile
 
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages.first
-        array = page.asarray()
+        # tifffile reads a page of one empty strip (offset 0, no bytes) from the file's first bytes: zeros
+        array = page.asarray() if any(page.databytecounts) else np.zeros(page.shape, page.dtype)
         if page.axes.startswith("S"):  # planar configuration: one plane per sample
             array = np.moveaxis(array, 0, -1)
         icc = page.tags.get(ICC_PROFILE_TAG)

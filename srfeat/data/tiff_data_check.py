@@ -35,7 +35,9 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
     """Why the pixels the tags (`info`) give cannot all be in the file `path` (cut short, or a header that claims more
     than its data can hold), found before the decoder reserves memory for them: a 608-byte file whose tags
     gave 12000x12000 RGB pixels had tifffile set aside 864 MB first, one of grey PIL 288 MB. None when they
-    can be, or when its compression's data has no bound known (JPEG)."""
+    can be, or when its compression's data has no bound known (JPEG). Strips or tiles of no data are a sparse
+    file's empty areas, read as zeros: only the pixels outside them need data (all empty, the pixel limits bound
+    it)."""
     needed = info.pixel_bytes
     if info.data_end > info.file_bytes:
         return f"its pixel data runs to byte {info.data_end:,}, but the file has {info.file_bytes:,} (cut short?)"
@@ -48,8 +50,9 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
     else:  # no bound known (JPEG): left to the pixel limits
         return None
     if needed > made:
+        empty = f" outside {info.empty_strips} empty strip(s) or tile(s)" if info.empty_strips else ""
         return (
-            f"its header gives {info.width}x{info.height} pixels ({needed:,} bytes), more than the {most} "
+            f"its header gives {info.width}x{info.height} pixels ({needed:,} bytes{empty}), more than the {most} "
             "(damaged or cut short?)"
         )
     return None
