@@ -130,3 +130,38 @@ def test_a_tiff_of_nothing_but_empty_strips_or_tiles_reads_as_zeros(
     raw = read_raw_image(tmp_path / "empty.tif")
     assert raw.array.dtype == dtype and raw.array.shape[:2] == (32, 32)
     assert not raw.array.any()
+
+
+def test_a_sparse_tiff_tifffile_cannot_read_is_refused_in_one_line(tmp_path: Path) -> None:
+    """PIL read neither right: LZW ("decoder error -2") without imagecodecs, which tifffile decodes it with; a
+    palette (uncompressed), the file's first bytes in its empty strip."""
+    Image.fromarray(ramp((64, 64), np.uint8)).save(tmp_path / "lzw.tif", compression="tiff_lzw", strip_size=1024)
+    with tifffile.TiffFile(tmp_path / "lzw.tif", mode="r+") as tiff:
+        counts, offsets = list(tiff.pages.first.tags[279].value), list(tiff.pages.first.tags[273].value)
+        counts[1] = offsets[1] = 0
+        tiff.pages.first.tags[279].overwrite(counts)
+        tiff.pages.first.tags[273].overwrite(offsets)
+    colours = np.repeat(np.arange(256, dtype=np.uint16)[None] * 257, 3, axis=0)
+    write_sparse(
+        tmp_path / "palette.tif",
+        ramp((64, 64), np.uint8),
+        [1],
+        photometric="palette",
+        colormap=colours,
+        rowsperstrip=16,
+    )
+    for name, said in (
+        ("lzw.tif", "compressed with LZW; pip install imagecodecs to read it"),
+        (
+            "palette.tif",
+            (
+                "of a layout srfeat reads sparse only as grey or RGB(A) of 8 or 16 bits; save it again without empty "
+                "areas (GDAL: -co SPARSE_OK=FALSE)"
+            ),
+        ),
+    ):
+        with pytest.raises(ImageReadError) as refused:
+            read_raw_image(tmp_path / name)
+        assert str(refused.value) == (
+            f"cannot read image {tmp_path / name}: a sparse TIFF (1 strip(s) or tile(s) of no data) {said}"
+        ), name

@@ -42,7 +42,7 @@ from srfeat.data.image_writing import (
     write_image,
     write_png,
 )
-from srfeat.data.tiff_data_check import refuse_missing_data
+from srfeat.data.tiff_data_check import refuse_missing_data, refuse_unread_sparse
 from srfeat.data.unidentified import read_failure, unidentified_error, zero_size_error
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
@@ -350,6 +350,7 @@ def _read_raw_image(path: Path) -> RawImage:
     refuse_missing_data(path, info)
     if info is not None and info.decodable and (info.sixteen_bit_colour or (info.empty_strips and info.plain_layout)):
         return _read_tiff_as_stored(path, info)  # sparse: PIL read the file's first bytes as the empty areas' pixels
+    refuse_unread_sparse(path, info)
     if info is not None and info.sixteen_bit_colour:
         logger.warning(
             "%s: a 16-bit colour TIFF compressed with %s: reading it with 8 bits per channel "

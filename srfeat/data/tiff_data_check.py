@@ -16,7 +16,7 @@ from srfeat.data.tiff16 import TiffInfo
 from srfeat.data.unidentified import read_failure
 from srfeat.errors import ImageReadError
 
-__all__ = ["missing_data", "refuse_missing_data"]
+__all__ = ["missing_data", "refuse_missing_data", "refuse_unread_sparse"]
 
 
 def refuse_missing_data(path: Path, info: TiffInfo | None) -> None:
@@ -29,6 +29,20 @@ def refuse_missing_data(path: Path, info: TiffInfo | None) -> None:
         raise read_failure(path, error) from error
     if problem:
         raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
+
+
+def refuse_unread_sparse(path: Path, info: TiffInfo | None) -> None:
+    """`ImageReadError` for a sparse TIFF (strips or tiles of no data) that tifffile does not read for srfeat: PIL
+    filled its empty areas with the file's first bytes (uncompressed), or failed with "decoder error -2"."""
+    if info is None or not info.empty_strips:
+        return
+    sparse = f"a sparse TIFF ({info.empty_strips} strip(s) or tile(s) of no data)"
+    if not info.decodable:
+        problem, advice = f"{sparse} compressed with {info.compression}", "pip install imagecodecs to read it"
+    else:
+        problem = f"{sparse} of a layout srfeat reads sparse only as grey or RGB(A) of 8 or 16 bits"
+        advice = "save it again without empty areas (GDAL: -co SPARSE_OK=FALSE)"
+    raise ImageReadError(f"cannot read image {path}: {problem}", advice)
 
 
 def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
