@@ -5,6 +5,7 @@ reserves memory for them ("failed to read 864000000 bytes, got 384", once 864 MB
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,47 @@ def test_a_file_whose_size_is_given_as_zero_but_holds_data_is_not_called_empty(
         child = python_code(_SIZE_GIVEN_AS_ZERO, "upscale", name, "-o", "out.png", "--model", model_path, cwd=tmp_path)
         assert one_input_error(child) == f"ERROR: cannot read image {name}: {said}"
         assert not (tmp_path / "out.png").exists()
+
+
+def write_subsampled_ycbcr(path: Path, width: int, height: int, blocks: bytes) -> int:
+    """A Deflate TIFF of YCbCr with 2x2 chroma subsampling (`blocks`: Y00 Y01 Y10 Y11 Cb Cr of each 2x2 block of
+    pixels, as many as it has), its tags written by hand: neither PIL nor tifffile writes subsampled YCbCr but as
+    JPEG. The bytes of pixel data it holds."""
+    data = zlib.compress(blocks, 9)
+    tags = [  # (code, type: 3 SHORT or 4 LONG, count, value, or where it is): in the order TIFF wants them
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 3, 8 + 2 + 12 * 11 + 4),  # BitsPerSample 8, 8, 8: right after the tags
+        (259, 3, 1, 8),  # Deflate
+        (262, 3, 1, 6),  # YCbCr
+        (273, 4, 1, 8 + 2 + 12 * 11 + 4 + 6),  # its one strip, after BitsPerSample
+        (277, 3, 1, 3),
+        (278, 4, 1, height),
+        (279, 4, 1, len(data)),
+        (284, 3, 1, 1),
+        (530, 3, 2, 2 | 2 << 16),  # YCbCrSubSampling 2, 2
+    ]
+    header = b"II*\x00" + struct.pack("<IH", 8, len(tags))
+    entries = b"".join(struct.pack("<HHII", code, kind, count, value) for code, kind, count, value in tags)
+    path.write_bytes(header + entries + struct.pack("<I3H", 0, 8, 8, 8) + data)
+    return len(data)
+
+
+def test_a_tiff_of_subsampled_ycbcr_is_checked_by_the_samples_it_holds(tmp_path: Path) -> None:
+    """Its 2x2 blocks hold 6 samples for 4 pixels (1.5 bytes a pixel, not 3): a flat one, Deflate near its most, is
+    read (as 3 bytes a pixel it was past what its data can make), and one whose tags claim more is refused."""
+    flat = bytes([100, 110, 120, 130, 90, 160]) * (1000 * 1000)
+    stored = write_subsampled_ycbcr(tmp_path / "flat.tif", 2000, 2000, flat)
+    assert 1032 * stored < 2000 * 2000 * 3  # all 3 samples of each pixel would be more than its data can make
+    pixels = read_raw_image(tmp_path / "flat.tif").array
+    assert pixels.shape == (2000, 2000, 3)
+    red, green, blue = (int(value) for value in pixels[0, 0])
+    assert red > green > blue  # Cr 160 over Cb 90: warm, and by its own Y (100 top left, 130 bottom right)
+    assert (pixels[1::2, 1::2] > pixels[::2, ::2]).all()
+    stored = write_subsampled_ycbcr(tmp_path / "huge.tif", 12000, 12000, flat[:6000])
+    with pytest.raises(ImageReadError) as refused:
+        read_raw_image(tmp_path / "huge.tif")
+    assert str(refused.value) == (
+        f"cannot read image {tmp_path / 'huge.tif'}: its header gives 12000x12000 pixels (216,000,000 bytes), more "
+        f"than the {stored} bytes of pixel data it holds can make (damaged or cut short?); skip or replace this file"
+    )

@@ -42,7 +42,8 @@ from srfeat.data.image_writing import (
     write_image,
     write_png,
 )
-from srfeat.data.unidentified import damaged_webp, unidentified_error, unreadable_image, zero_size_error
+from srfeat.data.tiff_data_check import refuse_missing_data, refuse_unread_sparse
+from srfeat.data.unidentified import read_failure, unidentified_error, zero_size_error
 from srfeat.errors import ImageReadError, InvalidImageError
 from srfeat.library_warnings import one_line_messages
 from srfeat.path_checks import broken_link, broken_link_reason, special_file_kind
@@ -159,22 +160,11 @@ def warn_first_only(path: Path, count: int, image_format: str | None) -> None:
         logger.warning("%s has %d %s: only the first is read", path, count, what)
 
 
-def _unreadable(path: Path, error: BaseException) -> ImageReadError:
-    """A file that failed to read: a system's error (no permission, a failing disk) in its words, with what to
-    do about it ("[Errno 13] Permission denied: 'PATH'; skip or replace this file" named the path twice and
-    said to replace a sound file); a decoder's as it is, to skip or replace the file."""
-    if isinstance(error, OSError) and error.errno is not None and error.strerror:
-        return unreadable_image(path, error)
-    if isinstance(error, OSError) and (webp := damaged_webp(path)):  # "could not create decoder object"
-        return webp
-    return ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE)
-
-
 def open_image(path: PathLike) -> Image.Image:
     """Open and fully decode an image file, EXIF orientation applied."""
     with one_line_messages(path):
         check_image_file(Path(path))
-        _refuse_missing_tiff_data(Path(path), tiff16.tiff_info(path))
+        refuse_missing_data(Path(path), tiff16.tiff_info(path))
         return _open_image(Path(path))
 
 
@@ -207,7 +197,7 @@ def _open_image(path: Path) -> Image.Image:
     except DECODE_ERRORS as error:
         if isinstance(error, UnidentifiedImageError):  # text named .png, float RGB TIFF...: said as what it is
             raise unidentified_error(path) from error
-        raise _unreadable(path, error) from error
+        raise read_failure(path, error) from error
     if negative is not None:
         raise ImageReadError(
             f"cannot read image {path}: a TIFF of signed 8-bit samples, in [{negative[0]}, {negative[1]}], which "
@@ -265,7 +255,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
             if info is None and isinstance(error, UnidentifiedImageError):
                 raise unidentified_error(path) from error
             if info is None:
-                raise _unreadable(path, error) from error
+                raise read_failure(path, error) from error
         height, width = info.height, info.width
     return height, width
 
@@ -363,9 +353,10 @@ def _read_raw_image(path: Path) -> RawImage:
         _check_pixel_count(path, ppm.width, ppm.height)
         return RawImage(array=ppm16.read_ppm16(path, ppm), mode="RGB;16")
     info = tiff16.tiff_info(path)
-    _refuse_missing_tiff_data(path, info)
-    if info is not None and info.sixteen_bit_colour and info.decodable:
-        return _read_color_tiff16(path, info)
+    refuse_missing_data(path, info)
+    if info is not None and info.decodable and (info.sixteen_bit_colour or (info.empty_strips and info.plain_layout)):
+        return _read_tiff_as_stored(path, info)  # sparse: PIL read the file's first bytes as the empty areas' pixels
+    refuse_unread_sparse(path, info)
     if info is not None and info.sixteen_bit_colour:
         logger.warning(SIXTEEN_BIT_TIFF_READ_AS_8, path, info.compression)
     image = _open_image(path)
@@ -409,12 +400,12 @@ def _read_color_png16(path: Path) -> RawImage:
     try:
         width, height = png16.png16_size(path)
     except (OSError, ValueError) as error:
-        raise _unreadable(path, error) from error
+        raise read_failure(path, error) from error
     _check_pixel_count(path, width, height)
     try:
         decoded = png16.read_png16(path)  # inflates no more than the checked header's size needs
     except (OSError, ValueError) as error:
-        raise _unreadable(path, error) from error
+        raise read_failure(path, error) from error
     warn_first_only(path, decoded.frames, "PNG")
     exif = Image.Exif()
     try:
@@ -428,30 +419,18 @@ def _read_color_png16(path: Path) -> RawImage:
     return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile, exif=exif.tobytes() if len(exif) else None)
 
 
-def _refuse_missing_tiff_data(path: Path, info: tiff16.TiffInfo | None) -> None:
-    """`ImageReadError` when the TIFF's tags (`info`) give more pixels than its data holds, before a reader
-    (tifffile, or PIL for grey and 8-bit) reserves memory for them, and before the size's warning: a damaged
-    file, not a decompression bomb."""
-    try:
-        problem = info.missing_data(path) if info is not None else None  # reads an LZMA file's data
-    except OSError as error:
-        raise _unreadable(path, error) from error
-    if problem:
-        raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
-
-
-def _read_color_tiff16(path: Path, info: tiff16.TiffInfo) -> RawImage:
+def _read_tiff_as_stored(path: Path, info: tiff16.TiffInfo) -> RawImage:
     _check_pixel_count(path, info.width, info.height)  # from the tags, before decoding
     warn_first_only(path, info.pages, "TIFF")
     try:
         decoded = tiff16.read_tiff16(path)
     except Exception as error:  # tifffile raises its own types for damaged files
-        raise _unreadable(path, error) from error
+        raise read_failure(path, error) from error
     array = orientation.upright(
         decoded.array, decoded.orientation if decoded.orientation in orientation.ORIENTATIONS else 1
     )
-    mode = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[array.shape[2]]
-    return RawImage(array=array, mode=mode, icc_profile=decoded.icc_profile)
+    modes = ("I;16", "LA;16", "RGB;16", "RGBA;16") if array.dtype == np.uint16 else ("L", "LA", "RGB", "RGBA")
+    return RawImage(array=array, mode=modes[array.shape[2] - 1], icc_profile=decoded.icc_profile)
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:

@@ -7,13 +7,12 @@ LZW, JPEG and others need the `imagecodecs` package, without which `tiff16_info`
 the caller falls back to PIL's 8 bits with a warning. Written files use Deflate, which every
 TIFF reader decodes.
 
-`tiff_info` reads the first page's tags of any TIFF, which PIL reads too (grey, 8-bit): `TiffInfo.missing_data`
+`tiff_info` reads the first page's tags of any TIFF, which PIL reads too (grey, 8-bit): `srfeat.data.tiff_data_check`
 checks them against the data the file holds before either reader sets aside memory for the pixels.
 """
 
 from __future__ import annotations
 
-import lzma
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,7 +43,10 @@ class TiffInfo:
     bits_per_sample: int = 16
     chroma_block: int = 1  # pixels per chroma sample of subsampled YCbCr (4 for 2x2); 1 for every other layout
     sixteen_bit_colour: bool = False  # a layout `read_tiff16` reads (16-bit RGB(A), grey and alpha); PIL reads the rest
+    # grey (and alpha) or RGB(A) of 8 or 16 bits: what `read_tiff16` gives as PIL's modes hold it (a sparse one's)
+    plain_layout: bool = False
     strips: tuple[tuple[int, int], ...] = ()  # (offset, byte count) of each strip or tile
+    strip_pixels: int = 0  # the most pixels one strip or tile covers (a tile's, or rows per strip times the width)
     file_bytes: int = 0
 
     @property
@@ -58,71 +60,18 @@ class TiffInfo:
         return sum(count for _, count in self.strips)
 
     @property
+    def empty_strips(self) -> int:
+        """Its strips or tiles of no data (a byte count of 0): a sparse TIFF's empty areas (GDAL writes them), which
+        readers fill with zeros."""
+        return sum(count == 0 for _, count in self.strips)
+
+    @property
     def pixel_bytes(self) -> int:
-        """The fewest bytes its pixels decode to (rows padded to whole bytes, tiles past the edges make more)."""
+        """The fewest bytes its pixels outside empty strips or tiles decode to (rows padded to whole bytes, tiles
+        past the edges make more); an empty one is taken to cover as many pixels as one can."""
         samples = 1 + (self.channels - 1) / self.chroma_block  # a subsampled YCbCr pixel's share of samples
-        return int(self.height * self.width * samples * self.bits_per_sample // 8)
-
-    def missing_data(self, path: str | os.PathLike[str]) -> str | None:
-        """Why the pixels the tags give cannot all be in the file `path` (cut short, or a header that claims more
-        than its data can hold), found before the decoder reserves memory for them: a 608-byte file whose tags
-        gave 12000x12000 RGB pixels had tifffile set aside 864 MB first, one of grey PIL 288 MB. None when they
-        can be, or when its compression's data has no bound known (JPEG)."""
-        needed = self.pixel_bytes
-        if self.data_end > self.file_bytes:
-            return f"its pixel data runs to byte {self.data_end:,}, but the file has {self.file_bytes:,} (cut short?)"
-        if self.compression == "LZMA":  # no bound per byte: its data is decompressed, a MiB at a time, and counted
-            made = _lzma_output_bytes(path, self.strips, needed)
-            most = f"{made:,} bytes its LZMA data decompresses to"
-        elif ratio := _MOST_EXPANSION.get(self.compression, 0):
-            made = self.stored_bytes * ratio
-            most = f"{self.stored_bytes:,} bytes of pixel data it holds can make"
-        else:  # no bound known (JPEG): left to the pixel limits
-            return None
-        if needed > made:
-            return (
-                f"its header gives {self.width}x{self.height} pixels ({needed:,} bytes), more than the {most} "
-                "(damaged or cut short?)"
-            )
-        return None
-
-
-# The most bytes of pixels one byte of a compression's data makes: uncompressed 1; PackBits 128 from 2; Deflate
-# 258 from 2 bits (zlib's 1032:1); LZW a string of at most 4095 - 256 bytes from a code of at least 9 bits
-# (3839 * 8 / 9); Zstandard a block of at most 128 KiB from at least 4 bytes (its 3-byte header and one of
-# content, as an RLE block). LZMA has no such bound (`_lzma_output_bytes` counts); JPEG's is left to the limits.
-_MOST_EXPANSION = {
-    "NONE": 1,
-    "PACKBITS": 64,
-    "ADOBE_DEFLATE": 1032,
-    "DEFLATE": 1032,
-    "LZW": 3413,
-    "ZSTD": 32768,
-}
-_LZMA_STEP = 1 << 20  # what the check reads and makes at a time: it holds a MiB of data and one of pixels at most
-# What the check's decoder may take for its dictionary (xz -9 uses 65 MiB): a hostile header's 4 GiB is not set aside.
-_LZMA_MEMORY_LIMIT = 256 << 20
-
-
-def _lzma_output_bytes(path: str | os.PathLike[str], strips: tuple[tuple[int, int], ...], enough: int) -> int:
-    """How many bytes the LZMA `strips` of the file at `path` decompress to, read, made and dropped a MiB at a
-    time, and counted no further than `enough`: of a few hundred bytes claiming a gigabyte, what they truly
-    make. A strip that does not decompress (damaged, or past the memory limit) counts what it made before."""
-    made = 0
-    with open(path, "rb") as file:
-        for offset, count in strips:
-            file.seek(offset)
-            decompressor = lzma.LZMADecompressor(memlimit=_LZMA_MEMORY_LIMIT)
-            try:
-                while made < enough and not decompressor.eof:
-                    piece = file.read(min(count, _LZMA_STEP)) if decompressor.needs_input else b""
-                    if decompressor.needs_input and not piece:  # all of the strip is used: it made what it makes
-                        break
-                    count -= len(piece)
-                    made += len(decompressor.decompress(piece, max_length=_LZMA_STEP))
-            except lzma.LZMAError:  # its decoder says what is wrong, if the count lets it go that far
-                pass
-    return made
+        pixels = max(0, self.height * self.width - self.empty_strips * self.strip_pixels)
+        return int(pixels * samples * self.bits_per_sample // 8)
 
 
 @dataclass(frozen=True)
@@ -169,11 +118,25 @@ def tiff_info(path: str | os.PathLike[str]) -> TiffInfo | None:
                 chroma_block=int(np.prod(subsampling or (1,))),
                 # CMYK, YCbCr, Lab, min-is-white...: PIL converts them (with 8 bits) or names the file
                 sixteen_bit_colour=page.bitspersample == 16 and page.dtype == np.uint16 and _plain_layout(page),
+                plain_layout=page.bitspersample in (8, 16)
+                and page.dtype in (np.uint8, np.uint16)
+                and (
+                    _plain_layout(page)
+                    or (page.photometric == tifffile.PHOTOMETRIC.MINISBLACK and page.samplesperpixel == 1)
+                ),
                 strips=tuple(zip(map(int, page.dataoffsets), map(int, page.databytecounts), strict=False)),
+                strip_pixels=_strip_pixels(page),
                 file_bytes=os.path.getsize(path),
             )
     except Exception:  # noqa: BLE001  # tifffile raises many kinds for a damaged file (TypeError, for one)
         return None  # let PIL try, and name the file when it fails
+
+
+def _strip_pixels(page: TiffPage) -> int:
+    """The most pixels one of the page's tiles (as stored: whole, past the edges) or strips covers."""
+    if page.is_tiled:
+        return int(page.tilewidth) * int(page.tilelength) * max(1, int(page.tiledepth))
+    return min(int(page.rowsperstrip), int(page.imagelength)) * int(page.imagewidth)
 
 
 def tiff16_info(path: str | os.PathLike[str]) -> TiffInfo | None:
@@ -228,12 +191,13 @@ def _plain_layout(page: TiffPage) -> bool:
 def _unpremultiply(array: np.ndarray) -> np.ndarray:
     """Colour samples premultiplied by the last (associated alpha) -> straight ones, in place, a
     band of rows at a time; fully transparent pixels stay 0."""
+    opaque = float(np.iinfo(array.dtype).max)
     for start in range(0, array.shape[0], 64):
         band = array[start : start + 64]
         alpha = band[..., -1:].astype(np.float64)
-        colour = band[..., :-1] * 65535.0
+        colour = band[..., :-1] * opaque
         np.divide(colour, alpha, out=colour, where=alpha > 0)
-        band[..., :-1] = np.rint(np.clip(colour, 0, 65535))
+        band[..., :-1] = np.rint(np.clip(colour, 0, opaque))
     return array
 
 
@@ -246,12 +210,15 @@ def _orientation(page: TiffPage) -> int:
 
 
 def read_tiff16(path: str | os.PathLike[str]) -> Tiff16:
-    """Decode the first page of a 16-bit colour TIFF (check `tiff16_info` first)."""
+    """Decode the first page of a 16-bit colour TIFF (check `tiff16_info` first), or of another plain layout
+    (`TiffInfo.plain_layout`): a sparse one's empty strips or tiles come out as zeros, where PIL read the
+    file's first bytes into them."""
     import tifffile
 
     with tifffile.TiffFile(path) as tiff:
         page = tiff.pages.first
-        array = page.asarray()
+        # tifffile reads a page of one empty strip (offset 0, no bytes) from the file's first bytes: zeros
+        array = page.asarray() if any(page.databytecounts) else np.zeros(page.shape, page.dtype)
         if page.axes.startswith("S"):  # planar configuration: one plane per sample
             array = np.moveaxis(array, 0, -1)
         icc = page.tags.get(ICC_PROFILE_TAG)

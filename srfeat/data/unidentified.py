@@ -2,7 +2,8 @@
 file named `.png` (a saved web page, a note), a PNG cut short, a photo in a format srfeat does not read and a
 sound TIFF of a layout PIL does not open alike. `unidentified_error` tells these apart from the file's first
 bytes and says what to do about each. So are files that are there but do not read: no permission, a failing
-disk (`unreadable_image`), a WebP cut short or damaged (`damaged_webp`), a size of 0 (`zero_size_error`).
+disk (`unreadable_image`), a WebP cut short or damaged (`damaged_webp`), a size of 0 (`zero_size_error`);
+`read_failure` says which of these a reader's error was.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "a_format",
     "damaged_webp",
     "looks_like_text",
+    "read_failure",
     "starts_as",
     "unidentified_error",
     "unreadable_image",
@@ -75,6 +77,17 @@ def unreadable_image(path: Path, error: OSError) -> ImageReadError:
     and what to do, apart (an `ImageReadError`'s advice is the command line's, not the web page's)."""
     advice = unreadable_advice(error, ImageReadError.SKIP_OR_REPLACE)
     return ImageReadError(unreadable_problem(path, error, what="image"), advice)
+
+
+def read_failure(path: Path, error: BaseException) -> ImageReadError:
+    """A file that failed to read: a system's error (no permission, a failing disk) in its words, with what to
+    do about it ("[Errno 13] Permission denied: 'PATH'; skip or replace this file" named the path twice and
+    said to replace a sound file); a decoder's as it is, to skip or replace the file."""
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        return unreadable_image(path, error)
+    if isinstance(error, OSError) and (webp := damaged_webp(path)):  # "could not create decoder object"
+        return webp
+    return ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE)
 
 
 def zero_size_error(path: Path) -> ImageReadError:

@@ -1,0 +1,110 @@
+"""Whether a TIFF's tags fit the data it holds, checked before a reader sets aside memory for its pixels.
+
+A TIFF's tags give its size, and its strips' (or tiles') offsets and byte counts where its data lies; a damaged
+or hostile file's tags can claim a gigabyte of pixels from a few hundred bytes, which tifffile and PIL set aside
+before they find the data missing. `refuse_missing_data` names such a file in one line, from the tags
+(`srfeat.data.tiff16.tiff_info`) and, for LZMA, what its data decompresses to.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+from pathlib import Path
+
+from srfeat.data.tiff16 import TiffInfo
+from srfeat.data.unidentified import read_failure
+from srfeat.errors import ImageReadError
+
+__all__ = ["missing_data", "refuse_missing_data", "refuse_unread_sparse"]
+
+
+def refuse_missing_data(path: Path, info: TiffInfo | None) -> None:
+    """`ImageReadError` when the TIFF's tags (`info`) give more pixels than its data holds, before a reader
+    (tifffile, or PIL for grey and 8-bit) reserves memory for them, and before the size's warning: a damaged
+    file, not a decompression bomb."""
+    try:
+        problem = missing_data(info, path) if info is not None else None  # reads an LZMA file's data
+    except OSError as error:
+        raise read_failure(path, error) from error
+    if problem:
+        raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
+
+
+def refuse_unread_sparse(path: Path, info: TiffInfo | None) -> None:
+    """`ImageReadError` for a sparse TIFF (strips or tiles of no data) that tifffile does not read for srfeat: PIL
+    filled its empty areas with the file's first bytes (uncompressed), or failed with "decoder error -2"."""
+    if info is None or not info.empty_strips:
+        return
+    sparse = f"a sparse TIFF ({info.empty_strips} strip(s) or tile(s) of no data)"
+    if not info.decodable:
+        problem, advice = f"{sparse} compressed with {info.compression}", "pip install imagecodecs to read it"
+    else:
+        problem = f"{sparse} of a layout srfeat reads sparse only as grey or RGB(A) of 8 or 16 bits"
+        advice = "save it again without empty areas (GDAL: -co SPARSE_OK=FALSE)"
+    raise ImageReadError(f"cannot read image {path}: {problem}", advice)
+
+
+def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
+    """Why the pixels the tags (`info`) give cannot all be in the file `path` (cut short, or a header that claims more
+    than its data can hold), found before the decoder reserves memory for them: a 608-byte file whose tags
+    gave 12000x12000 RGB pixels had tifffile set aside 864 MB first, one of grey PIL 288 MB. None when they
+    can be, or when its compression's data has no bound known (JPEG). Strips or tiles of no data are a sparse
+    file's empty areas, read as zeros: only the pixels outside them need data (all empty, the pixel limits bound
+    it)."""
+    needed = info.pixel_bytes
+    if info.data_end > info.file_bytes:
+        return f"its pixel data runs to byte {info.data_end:,}, but the file has {info.file_bytes:,} (cut short?)"
+    if info.compression == "LZMA":  # no bound per byte: its data is decompressed, a MiB at a time, and counted
+        made = _lzma_output_bytes(path, info.strips, needed)
+        most = f"{made:,} bytes its LZMA data decompresses to"
+    elif ratio := _MOST_EXPANSION.get(info.compression, 0):
+        made = info.stored_bytes * ratio
+        most = f"{info.stored_bytes:,} bytes of pixel data it holds can make"
+    else:  # no bound known (JPEG): left to the pixel limits
+        return None
+    if needed > made:
+        empty = f" outside {info.empty_strips} empty strip(s) or tile(s)" if info.empty_strips else ""
+        return (
+            f"its header gives {info.width}x{info.height} pixels ({needed:,} bytes{empty}), more than the {most} "
+            "(damaged or cut short?)"
+        )
+    return None
+
+
+# The most bytes of pixels one byte of a compression's data makes: uncompressed 1; PackBits 128 from 2; Deflate
+# 258 from 2 bits (zlib's 1032:1); LZW a string of at most 4095 - 256 bytes from a code of at least 9 bits
+# (3839 * 8 / 9); Zstandard a block of at most 128 KiB from at least 4 bytes (its 3-byte header and one of
+# content, as an RLE block). LZMA has no such bound (`_lzma_output_bytes` counts); JPEG's is left to the limits.
+_MOST_EXPANSION = {
+    "NONE": 1,
+    "PACKBITS": 64,
+    "ADOBE_DEFLATE": 1032,
+    "DEFLATE": 1032,
+    "LZW": 3413,
+    "ZSTD": 32768,
+}
+_LZMA_STEP = 1 << 20  # what the check reads and makes at a time: it holds a MiB of data and one of pixels at most
+# What the check's decoder may take for its dictionary (xz -9 uses 65 MiB): a hostile header's 4 GiB is not set aside.
+_LZMA_MEMORY_LIMIT = 256 << 20
+
+
+def _lzma_output_bytes(path: str | os.PathLike[str], strips: tuple[tuple[int, int], ...], enough: int) -> int:
+    """How many bytes the LZMA `strips` of the file at `path` decompress to, read, made and dropped a MiB at a
+    time, and counted no further than `enough`: of a few hundred bytes claiming a gigabyte, what they truly
+    make. A strip that does not decompress (damaged, or past the memory limit) counts what it made before."""
+    made = 0
+    with open(path, "rb") as file:
+        for offset, count in strips:
+            file.seek(offset)
+            decompressor = lzma.LZMADecompressor(memlimit=_LZMA_MEMORY_LIMIT)
+            try:
+                while made < enough and not decompressor.eof:
+                    piece = file.read(min(count, _LZMA_STEP)) if decompressor.needs_input else b""
+                    if decompressor.needs_input and not piece:  # all of the strip is used: it made what it makes
+                        break
+                    count -= len(piece)
+                    made += len(decompressor.decompress(piece, max_length=_LZMA_STEP))
+            except lzma.LZMAError:  # its decoder says what is wrong, if the count lets it go that far
+                pass
+    return made
