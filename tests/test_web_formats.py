@@ -1,6 +1,7 @@
 """The format of `srfeat serve`'s results: the upload's own, as `srfeat upscale` writes it, unless that
 format would drop the upload's transparency or 16 bits (a PNG named `.jpg`): the result is then a PNG, named so;
-or its float pixels (a float grey TIFF named `.jpg`): a TIFF then. Its card says what was kept, by what was read."""
+or its float pixels (a float grey TIFF named `.jpg`): a TIFF then. Both are decided by what was read, as is what
+its card says was kept."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwr
 from PIL import Image
 from test_web import Server, call, cli_upscale, start_server, stop_server, upload, wait_for_result
 
-from srfeat.data.io import write_image
+from srfeat.data.io import RawImage, read_raw_image, write_image
 from srfeat.inference import Upscaler
 from srfeat.inference.image_files import upscale_file
 from srfeat.web.job import Job, Limits, ModelChoice, inspect_upload
+from srfeat.web.result_format import decoded_result_format
 from srfeat.web.worker import upscale_job
 
 LIMITS = Limits(max_upload_bytes=2**20, max_pixels=16_000_000)
@@ -119,16 +121,17 @@ def test_a_16_bit_png_named_jpg_is_upscaled_to_a_16_bit_png(server: Server, tmp_
         call(server, "POST", f"/api/sessions/{session}/close")
 
 
-def test_16_bits_cut_where_the_header_did_not_tell_them_are_noted_without_advice(
+def test_a_jobs_result_format_follows_the_pixels_as_read_where_its_header_was_not_asked(
     model_path: Path, tmp_path: Path
 ) -> None:
-    """A job whose upload was not inspected (its result format left to its name): the card said to rename the file
-    and upload it again, or to run srfeat upscale, neither of which a web page's user does."""
+    """A job whose upload was not inspected (its result format left to its name) had its 16 bits cut to a JPEG, its
+    card saying so: the format is chosen once the upload is read, from what was read."""
     write_image(tmp_path / "deep.png", DEEP[..., :3])
     job = Job("j", "s", "deep.jpg", (tmp_path / "deep.png").read_bytes(), ModelChoice(), width=10, height=12)
     result, _, _, notes = upscale_job(Upscaler(model_path, device="cpu", tile=0), job)
-    assert result.startswith(b"\xff\xd8")  # a JPEG, as its name says
-    assert notes == ["deep.jpg has 16 bits per channel, which JPEG cannot hold: the download (deep_x4.jpg) has 8"]
+    assert (job.result_name, result[:8], result[24]) == ("deep_x4.png", b"\x89PNG\r\n\x1a\n", 16)  # 16-bit PNG
+    kept = "deep.jpg has 16 bits per channel, which JPEG cannot hold: the result is written as PNG (deep_x4.png)"
+    assert notes == [f"{kept} to keep all 16"]
 
 
 def _result_of(server: Server, session: str, name: str, data: bytes, *query: str) -> tuple[dict, bytes, dict]:
@@ -265,7 +268,7 @@ def _lzw_literals(data: bytes) -> bytes:
     return int(bits, 2).to_bytes(len(bits) // 8, "big")
 
 
-def _lzw_tiff16(pixels: np.ndarray, path: Path) -> bytes:
+def lzw_tiff16(pixels: np.ndarray, path: Path) -> bytes:
     """A 16-bit colour TIFF of `pixels` in one LZW strip, which tifffile reads only with imagecodecs."""
     tifffile.imwrite(path, pixels, photometric="rgb", rowsperstrip=pixels.shape[0])
     data = bytearray(path.read_bytes())
@@ -280,21 +283,39 @@ def _lzw_tiff16(pixels: np.ndarray, path: Path) -> bytes:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("imagecodecs") is not None, reason="imagecodecs reads all 16 bits")
-@pytest.mark.parametrize(
-    ("name", "result_name"),
-    [("lzw.jpg", "lzw_x4.png"), ("lzw.tif", "lzw_x4.tif")],  # .jpg: its header gave 16 bits, so a PNG all the same
-)
-def test_a_16_bit_tiff_read_with_8_bits_is_not_said_to_keep_16(
-    name: str, result_name: str, model_path: Path, tmp_path: Path
-) -> None:
-    """Its card said "the result is written as PNG (lzw_x4.png) to keep all 16", and then to pip install
-    imagecodecs: its pixels were read with 8 bits, and a page's user installs nothing on the server."""
-    job = _inspected_job(name, _lzw_tiff16(DEEP[..., :3], tmp_path / "plain.tif"))
-    result, _, _, said = upscale_job(Upscaler(model_path, device="cpu", tile=0), job)
+@pytest.mark.parametrize("name", ["lzw.jpg", "lzw.tif", "lzw.webp"])
+def test_a_16_bit_tiff_read_with_8_bits_keeps_its_own_format(name: str, model_path: Path, tmp_path: Path) -> None:
+    """Its header says 16 bits, so a `.jpg` one got a PNG "to keep all 16" that had 8 (its pixels were read with 8
+    bits), and its card said so, then to pip install imagecodecs, which a page's user cannot do on the server. Its
+    result is now in its own format, the file `srfeat upscale` writes for it, and its card says what was read."""
+    data = lzw_tiff16(DEEP[..., :3], tmp_path / "plain.tif")
+    job = _inspected_job(name, data)
+    assert job.result_extension == (".png" if name != "lzw.tif" else ".tif")  # its header's 16 bits, at the upload
+    upscaler = Upscaler(model_path, device="cpu", tile=0)
+    result, _, _, said = upscale_job(upscaler, job)
+    result_name = name.replace(".", "_x4.")
+    assert (job.result_name, job.result_keeps) == (result_name, ())  # "again" takes them from the job
     assert said == [
         (
             f"{name} is a 16-bit colour TIFF compressed with LZW, which this server reads with 8 bits per channel "
             f"(it lacks the imagecodecs package): the download ({result_name}) has 8"
         )
     ]
+    (tmp_path / name).write_bytes(data)
+    upscale_file(upscaler, tmp_path / name, tmp_path / f"cli{Path(name).suffix}")
+    assert result == (tmp_path / f"cli{Path(name).suffix}").read_bytes()
     assert Image.open(io.BytesIO(result)).mode == "RGB"  # 8 bits, as said
+
+
+@pytest.mark.skipif(importlib.util.find_spec("imagecodecs") is not None, reason="imagecodecs reads all 16 bits")
+def test_a_16_bit_tiff_read_with_8_bits_too_wide_for_its_own_format_stays_a_png(tmp_path: Path) -> None:
+    """Its own format, WebP, cannot hold its 4x result (16400 pixels wide, over 16383): the upload was let in for the
+    PNG its header called for, and a PNG it stays, said to keep nothing (it has 8 bits)."""
+    pixels = np.random.default_rng(3).integers(0, 65536, (1, 4100, 3), dtype=np.uint16)
+    (tmp_path / "wide.webp").write_bytes(lzw_tiff16(pixels, tmp_path / "plain.tif"))
+    chosen = inspect_upload((tmp_path / "wide.webp").read_bytes(), "wide.webp", LIMITS)[2:]
+    assert chosen == (".png", ("16 bits per channel",))
+    assert decoded_result_format("wide.webp", read_raw_image(tmp_path / "wide.webp"), 4, chosen) == (".png", ())
+    narrow = read_raw_image(tmp_path / "wide.webp")  # the same pixels at a width WebP holds: its own format
+    narrow = RawImage(narrow.array[:, :100], narrow.mode)
+    assert decoded_result_format("wide.webp", narrow, 4, chosen) == (".webp", ())

@@ -3,6 +3,7 @@ dragged onto it, and what its notes advise. Helpers and the browser come from te
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import time
@@ -27,6 +28,7 @@ from test_web import (
     start_server,
     stop_server,
 )
+from test_web_formats import lzw_tiff16
 
 from srfeat.data.io import write_image
 
@@ -332,9 +334,6 @@ def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
     (tmp_path / "grey.png").rename(tmp_path / "grey.webp")
     write_image(tmp_path / "scan.tif", pixels[..., 0] / 65535.0)  # float grey
     (tmp_path / "scan.tif").rename(tmp_path / "scan.jpg")
-    page = open_tab(browser, server).page
-    files = [str(tmp_path / name) for name in ("deep.jpg", "grey.webp", "scan.jpg")]
-    page.set_input_files("#files", files)
     notes = {
         "deep.jpg": "note: deep.jpg has 16 bits per channel, which JPEG cannot hold: the result is written as PNG "
         "(deep_x4.png) to keep all 16",
@@ -344,6 +343,16 @@ def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
         "scan.jpg": "note: scan.jpg has 32-bit float pixels, which JPEG cannot hold: the result is written as TIFF "
         "(scan_x4.tif) to keep them",
     }
+    if (
+        importlib.util.find_spec("imagecodecs") is None
+    ):  # a 16-bit TIFF read with 8 bits: a JPEG, not a PNG "to keep 16"
+        (tmp_path / "lzw.jpg").write_bytes(lzw_tiff16(pixels, tmp_path / "plain.tif"))
+        notes["lzw.jpg"] = (
+            "note: lzw.jpg is a 16-bit colour TIFF compressed with LZW, which this server reads with 8 bits per "
+            "channel (it lacks the imagecodecs package): the download (lzw_x4.jpg) has 8"
+        )
+    page = open_tab(browser, server).page
+    page.set_input_files("#files", [str(tmp_path / name) for name in notes])
     for name, note in notes.items():
         card = job_card(page, name)
         expect(card).to_have_attribute("data-state", "done", timeout=60_000)
@@ -351,6 +360,7 @@ def test_what_the_download_lost_is_noted_with_what_a_web_user_can_do(
         expect(card.locator(".status")).not_to_contain_text("use .png")
         expect(card.locator(".status")).not_to_contain_text("srfeat upscale")
         expect(card.locator(".status")).not_to_contain_text("gray TIFF")
+        expect(card.locator(".status")).not_to_contain_text("keep all 16" if name == "lzw.jpg" else "imagecodecs")
     page.context.close()
     # The command line keeps its own advice, for the output name its user gives.
     child = srfeat_cli("upscale", tmp_path / "deep.jpg", "-o", tmp_path / "out", "--device", "cpu", "--tile", str(TILE))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from srfeat.data.io import FORMATS, read_raw_image, write_image
+from srfeat.data.io import FORMATS, RawImage, read_raw_image, write_image
 from srfeat.errors import InvalidOptionError, SRFeatError, check_flag, shown
 from srfeat.files import refuse_existing, refuse_output_is_input
 from srfeat.inference.checks import check_outscale
@@ -21,7 +21,7 @@ from srfeat.inference.upscaler import Upscaler
 from srfeat.path_checks import unwritable_file
 from srfeat.weights import as_path
 
-__all__ = ["MAX_SIDE", "output_extension", "over_format_limit", "upscale_file"]
+__all__ = ["MAX_SIDE", "output_extension", "over_format_limit", "upscale_file", "upscale_read_image"]
 
 # The most pixels per side of the output formats that have a limit below what srfeat makes (libwebp's
 # 16383, libjpeg's 65500; PNG, TIFF and BMP hold more): past it the encoder fails, and only after the
@@ -93,9 +93,24 @@ def upscale_file(
         raise SRFeatError(f"cannot write {target}: {problem}; give another {'-o' if command_line else 'target'}")
     # now: the write's own refusal would come after the upscale
     refuse_existing(target, replace, command_line=command_line)
-    raw = read_raw_image(source)
+    return upscale_read_image(
+        upscaler, read_raw_image(source), target, outscale, replace=replace, command_line=command_line
+    )
+
+
+def upscale_read_image(
+    upscaler: Upscaler,
+    raw: RawImage,
+    target: Path,
+    outscale: float | None = None,
+    *,
+    replace: bool = True,
+    command_line: bool = False,
+) -> tuple[int, int]:
+    """The second half of `upscale_file`, from the image as read (`read_raw_image`) to the written `target`, whose
+    name `upscale_file` checked; for `srfeat serve`, which picks the result's format from what was read."""
     height, width = upscaler.output_size(raw.array.shape[0], raw.array.shape[1], outscale, command_line=command_line)
-    if problem := over_format_limit(extension, width, height):  # found now, not after the network has run
+    if problem := over_format_limit(target.suffix, width, height):  # found now, not after the network has run
         way_out = (
             "(--ext png, or an -o file name ending in .png), or lower --outscale"
             if command_line

@@ -3,8 +3,8 @@
 The queue that runs jobs is `srfeat.web.jobs`, what its worker does with one `srfeat.web.worker`;
 here are the job itself and what its card shows (`Job.describe`), the checks of what a client sent
 (the upload, `inspect_upload`; the setting, `parse_choice`), the file names it is offered under,
-which come from the upload and so are untrusted, alone or in the results' zip, the format its result
-is written in (`result_format`), and the queue's refusal (`QueueFullError`).
+which come from the upload and so are untrusted, alone or in the results' zip, and the queue's refusal
+(`QueueFullError`). The format its result is written in is `srfeat.web.result_format`'s.
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from PIL import Image, TiffImagePlugin
+from PIL import Image
 
 from srfeat.data.colour_profiles import open_image_data
-from srfeat.data.image_writing import FLOAT_GREY_FORMAT, SIXTEEN_BIT_FORMATS
-from srfeat.data.io import DECODE_ERRORS, FORMATS, has_alpha  # DECODE_ERRORS: what a damaged file raises
-from srfeat.data.png16 import PNG_HEAD_BYTES, png16_head_channels
+from srfeat.data.io import DECODE_ERRORS  # what a damaged file raises
 from srfeat.data.unidentified import a_format, starts_as, webp_problem
 from srfeat.inference.image_files import output_extension, over_format_limit
 from srfeat.library_warnings import WARNINGS_LOCK
+from srfeat.web.result_format import header_result_format
 
 __all__ = [
     "Job",
@@ -44,7 +43,6 @@ __all__ = [
     "inspect_upload",
     "oversized_result",
     "parse_choice",
-    "result_format",
     "safe_file_name",
     "zip_chunks",
 ]
@@ -74,14 +72,6 @@ SIGNED_UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "GIF", "AVIF")
 UPLOAD_PARAMETERS = ("session", "name", "ref", "model", "strength")
 AGAIN_PARAMETERS = ("session", "model", "strength")
 DECOMPRESSION_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # how PIL's DecompressionBombError names the size
-# Output formats that `write_image` writes without the alpha (`srfeat.data.image_writing`): an upload with
-# transparency that would get one is written as PNG instead, as a user who uploads cannot pick another name; so is
-# a 16-bit upload named for a format of 8 bits (`SIXTEEN_BIT_FORMATS`); a float grey one named for a format other than
-# TIFF is written as TIFF (`FLOAT_GREY_FORMAT`). What the result keeps, as the card says it:
-FORMATS_WITHOUT_ALPHA = ("JPEG", "BMP")
-KEEPS_ALPHA = "an alpha channel (transparency)"
-KEEPS_SIXTEEN_BITS = "16 bits per channel"
-KEEPS_FLOAT = "32-bit float pixels"
 # The page's advice for an upload of its whole length that its decoder refuses (a WebP): "upload the whole file" was
 # for one cut short. The command line's is `ImageReadError.SAVE_AGAIN`.
 WEB_SAVE_AGAIN = "save it again from the program that made it, or upload another copy"
@@ -104,7 +94,8 @@ class Limits:
 
 class UploadedImage(NamedTuple):
     """What `inspect_upload` found: the upload's size, the extension its result is written with and what that
-    format keeps that the upload's own would drop (`result_format`)."""
+    format keeps that the upload's own would drop, as its header tells them (`header_result_format`; the worker
+    decides again from the pixels as read)."""
 
     width: int
     height: int
@@ -121,7 +112,7 @@ class UploadError(Exception):
 
 
 def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = False) -> UploadedImage:
-    """The size of an uploaded image and its result's format (`result_format`) from its header alone,
+    """The size of an uploaded image and its result's format (`header_result_format`) from its header alone,
     or `UploadError` saying why not; `sent_as_form`: the request said its body was form data (`curl -d`, which
     drops a file's line breaks)."""
     if not data:
@@ -133,7 +124,7 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
             with open_image_data(data, name, formats=readable) as image:
                 width, height = image.size
-                extension, keeps = result_format(name, data, image)
+                extension, keeps = header_result_format(name, data, image)
     except Image.DecompressionBombError as error:  # PIL's own limit, past this server's: said as this server's
         found = DECOMPRESSION_BOMB_PIXELS.search(str(error))
         pixels = int(found.group(1)) if found else None
@@ -193,36 +184,6 @@ def _decodes(data: bytes, name: str, formats: list[str]) -> bool:
         except DECODE_ERRORS:
             return False
     return True
-
-
-def result_format(name: str, data: bytes, image: Image.Image) -> tuple[str, tuple[str, ...]]:
-    """The extension of the result of the upload `name` (`data`, opened as `image`): its own, as `srfeat upscale`
-    writes it, unless that format would drop the image's transparency or 16 bits: `.png` then, or its float pixels
-    (grey, mode F): `.tif`; and what that format keeps ("16 bits per channel"; none: the upload's own format). The
-    command line's advice ("use .png to keep 16", "float pixels are kept only in a gray TIFF") was given on the page,
-    where following it meant renaming the file and uploading it again."""
-    extension = output_extension(name)
-    image_format = FORMATS[extension]
-    if image.mode == "F" and image_format != FLOAT_GREY_FORMAT:  # as `srfeat upscale` writes a float `.tif`
-        return ".tif", (KEEPS_FLOAT,)
-    dropped = []
-    if image_format in FORMATS_WITHOUT_ALPHA and has_alpha(image):
-        dropped.append(KEEPS_ALPHA)
-    if image_format not in SIXTEEN_BIT_FORMATS and _has_sixteen_bits(data, image):
-        dropped.append(KEEPS_SIXTEEN_BITS)
-    return (".png", tuple(dropped)) if dropped else (extension, ())
-
-
-def _has_sixteen_bits(data: bytes, image: Image.Image) -> bool:
-    """Whether srfeat reads the upload `data` (opened as `image`) with 16 bits per channel: grey that PIL opens
-    so (`I;16`, `I`), a colour PNG (which PIL opens with 8: its header says) or a colour TIFF (its BitsPerSample)."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        return True
-    if image.format == "PNG":
-        return png16_head_channels(data[:PNG_HEAD_BYTES]) > 0
-    if isinstance(image, TiffImagePlugin.TiffImageFile):
-        return 16 in tuple(image.tag_v2.get(TiffImagePlugin.BITSPERSAMPLE, ()))
-    return False
 
 
 def _over_pixel_limit(name: str, size: str, pixels: int | None, limits: Limits) -> str:
@@ -381,7 +342,9 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     notes: list[str] = field(default_factory=list)  # what was lost in the result, said on its card
     client_ref: str = ""  # the page's own name for the upload, so that it knows the job when the stream shows it first
-    result_extension: str = ""  # what `inspect_upload` found; "": the upload's own (`output_extension`)
+    # What `inspect_upload` found from the header ("": the upload's own, `output_extension`), made what the pixels
+    # as read call for when the job runs (`srfeat.web.result_format.decoded_result_format`).
+    result_extension: str = ""
     result_keeps: tuple[str, ...] = ()  # what the result's format keeps that the upload's own would drop
     views: dict[str, tuple[bytes, str]] = field(
         default_factory=dict
@@ -391,23 +354,6 @@ class Job:
     def result_name(self) -> str:
         stem = Path(self.name).stem or "image"
         return f"{stem}{self.choice.file_tag}{self.result_extension or output_extension(self.name)}"
-
-    def format_note(self, kept: tuple[str, ...]) -> str | None:
-        """Why the result is not in the upload's format, for the job's card: for what of `result_keeps` it `kept`
-        (a 16-bit TIFF its reader cut to 8 kept no 16 bits: its card said "to keep all 16"). None: nothing."""
-        own = output_extension(self.name)
-        if not self.result_extension or self.result_extension == own or not kept:
-            return None
-        keeps_one: dict[tuple[str, ...], str] = {
-            (KEEPS_ALPHA,): "it",
-            (KEEPS_SIXTEEN_BITS,): "all 16",
-            (KEEPS_FLOAT,): "them",
-        }
-        return (
-            f"{self.name} has {' and '.join(kept)}, which {FORMATS[own]} cannot hold: "
-            f"the result is written as {FORMATS[self.result_extension]} ({self.result_name}) to keep "
-            f"{keeps_one.get(kept, 'both')}"
-        )
 
     def seconds_left(self, now: float, seconds_per_pixel: float | None) -> float | None:
         """Time left: from the pace of this job's tiles once one is done, before that from the

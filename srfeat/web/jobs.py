@@ -1,7 +1,7 @@
 """The web app's work queue: one upscale at a time, in order, cancelled when its page goes away.
 
 Jobs belong to a session (one open page). Uploads wait in one queue shared by all sessions and
-a single worker thread runs them, each through `srfeat.inference.image_files.upscale_file`, the
+a single worker thread runs them, each through the steps of `srfeat.inference.image_files.upscale_file`, the
 function `srfeat upscale` uses, so a download is the file the command line would write. The
 upload and the result live in memory; the worker writes the input and output to a temporary
 folder only because that function works on files, and removes the folder when the job ends

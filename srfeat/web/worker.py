@@ -1,7 +1,7 @@
 """What the web app's worker does with one job: upscale its upload through the files `srfeat upscale` uses.
 
 The queue (`srfeat.web.jobs`) decides which job runs; here are the upscalers it keeps built, the
-job's temporary folder (`upscale_file` works on files: the upload is written there, the result
+job's temporary folder (`upscale_file`'s steps work on files: the upload is written there, the result
 read back, the folder removed when the job ends) and the sweep of folders left by killed servers,
 and the warnings the upscale logged, kept as notes for the job's card.
 """
@@ -21,7 +21,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from srfeat.data.image_writing import SIXTEEN_BITS_CUT, WEBP_GREY_AS_RGB
-from srfeat.data.io import SIXTEEN_BIT_TIFF_READ_AS_8
+from srfeat.data.io import SIXTEEN_BIT_TIFF_READ_AS_8, read_raw_image
 from srfeat.errors import (
     ImageReadError,
     InvalidImageError,
@@ -31,10 +31,11 @@ from srfeat.errors import (
 )
 from srfeat.files import unless_held, writing_temporary
 from srfeat.hardware import one_line_if_out_of_memory
-from srfeat.inference.image_files import upscale_file
+from srfeat.inference.image_files import upscale_read_image
 from srfeat.inference.upscaler import Upscaler
 from srfeat.locks import process_exists
-from srfeat.web.job import KEEPS_SIXTEEN_BITS, WEB_SAVE_AGAIN, Job, ModelChoice
+from srfeat.web.job import SCALE, WEB_SAVE_AGAIN, Job, ModelChoice
+from srfeat.web.result_format import decoded_result_format, format_note
 
 __all__ = [
     "CACHED_UPSCALERS",
@@ -205,26 +206,28 @@ def loading_error(error: SRFeatError, label: str) -> PageError:
 
 def upscale_job(upscaler: Upscaler, job: Job) -> tuple[bytes, int, int, list[str]]:
     """`job`'s upload upscaled as `srfeat upscale` writes it: (the result file's bytes, its width and
-    height, the notes for the card); errors are a `PageError`, naming the upload, not the temporary file."""
+    height, the notes for the card); errors are a `PageError`, naming the upload, not the temporary file.
+    The result's format is decided once the upload is read, by what was read (`decoded_result_format`), and
+    kept in `job` for its card, its download and its "again"."""
     with job_folder() as folder:
         source = folder / "in" / job.name
-        target = folder / "out" / job.result_name
         source.parent.mkdir()
         source.write_bytes(job.data)
         try:
             with job_notes() as logged:
-                width, height = upscale_file(upscaler, source, target)
+                raw = read_raw_image(source)
+                chosen = (job.result_extension, job.result_keeps)
+                job.result_extension, job.result_keeps = decoded_result_format(job.name, raw, SCALE, chosen)
+                target = folder / "out" / job.result_name
+                width, height = upscale_read_image(upscaler, raw, target)
         except SRFeatError as error:
             # Messages name the temporary file; the user knows it by its upload name.
             raise page_error(error, lambda message: message.replace(str(source), job.name)) from error
         result = target.read_bytes()
         notes = [_page_note(record, job, source, target) for record in logged]
-    # What the result's format kept, by what was read: 16 bits its header gave may have been read as 8
-    kept = job.result_keeps
-    if any(record.msg == SIXTEEN_BIT_TIFF_READ_AS_8 for record in logged):
-        kept = tuple(each for each in kept if each != KEEPS_SIXTEEN_BITS)
-    if (format_note := job.format_note(kept)) is not None:  # the result is not in the format its upload was named
-        notes.insert(0, format_note)
+    # the result is not in the format its upload was named
+    if (note := format_note(job.name, job.result_extension, job.result_name, job.result_keeps)) is not None:
+        notes.insert(0, note)
     return result, width, height, notes
 
 
@@ -233,7 +236,7 @@ def _page_note(record: logging.LogRecord, job: Job, source: Path, target: Path) 
     16 bits cut to 8 and grey written as RGB have the page's own words: the command line's advice, "use .png", means
     naming the output file, which the page's user does not do; so has a 16-bit TIFF read with 8 bits, whose advice is
     to install a package on the server. A 16-bit upload named `.jpg` gets a PNG result
-    (`srfeat.web.job.result_format`); one whose 16 bits its header did not tell is said to have lost them."""
+    (`srfeat.web.result_format`), chosen by what was read: 16 bits are cut only in a result not chosen so."""
     if record.msg == SIXTEEN_BITS_CUT and isinstance(record.args, tuple) and len(record.args) == 2:
         image_format = record.args[1]
         return (
