@@ -7,13 +7,17 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
+from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
+from srfeat.video import FrameRange  # noqa: E402
+from srfeat.video.lost_frames import LostFrames  # noqa: E402 - needs PyAV, checked above
 from tests.video_helpers import cli, read_frames, write_clip, write_encoded  # noqa: E402
 
 FPS = 12
@@ -120,3 +124,34 @@ def test_a_last_avi_chunk_the_demuxer_passed_over_is_a_frame_lost_not_a_decoder_
     missing = [line for line in said(result, "WARNING") if "missing from the output" in line]
     assert len(missing) == 1 and "1 after frame 10 (0.92 s); the output ends early" in missing[0], result.stderr
     assert len(read_frames(tmp_path / "out.mkv")) == 11
+
+
+def test_a_frame_passed_over_before_timestamps_start_over_does_not_hide_a_later_one_the_decoder_dropped() -> None:
+    """Timestamps that start over (files joined end to end) forget the part before's frames sent and not shown, and
+    now its frames passed over too: a time passed over in the first part made the second part's frame at that time,
+    dropped by the decoder at the end, count as passed over, so that decoder threads' loss there was no error.
+    Fed to the watcher directly: the demuxer passes over chunks in an AVI only, whose timestamps never start over."""
+    video = SimpleNamespace(average_rate=Fraction(12), time_base=Fraction(1, 12))
+    lost = LostFrames(Path("joined.avi"), video, FrameRange(), "avi")  # pyright: ignore[reportArgumentType]
+
+    def send(*times: int) -> None:
+        for pts in times:
+            lost.sent(SimpleNamespace(size=100, pts=pts, dts=pts, is_discard=False))
+
+    shown = iter(range(100))
+    send(*range(8))
+    lost.passed_over(8)  # the first part's chunk at 8 was passed over: its frame is lost, never decoded
+    send(9)
+    for pts in range(8):
+        lost.shown(pts, next(shown))
+    send(0, 1)  # the second part's first packets go in before the first part's last frame comes out
+    lost.shown(9, next(shown))
+    lost.shown(0, next(shown))  # the timestamps start over
+    send(*range(2, 9))
+    lost.passed_over(9)  # the second part's last chunk passed over: lost, never decoded
+    for pts in range(1, 8):
+        lost.shown(pts, next(shown))
+    lost.ended()
+    [at_end] = [count for gap, count in lost.missing() if gap.at_end]
+    assert at_end == 2  # 8 and 9 of the second part
+    assert lost.lost_by_decoder_at_end() == 1  # 8 went to the decoder and gave no frame; 9 was passed over
