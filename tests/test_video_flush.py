@@ -42,7 +42,8 @@ def test_a_damaged_last_packet_that_frame_threads_drop_at_the_flush_is_an_error_
 ) -> None:
     """With frame threads (3 or more) the decoder dropped a damaged packet among the last `threads - 1` at its flush,
     and the frames held back behind it, without an error: the output was written a few frames short, with a warning
-    of frames lost, where one thread, or the same damage earlier, fails with the damaged packet's time named."""
+    of frames lost, where one thread, or the same damage earlier, fails with the damaged packet's time named. Now
+    it fails too, named at that time: the packets the decoder held are decoded again in one thread to find it."""
     clip = tmp_path / "clip.mp4"
     write_clip(clip, frames=24, fps=FPS, audio=False)
     with av.open(str(clip)) as container:
@@ -56,11 +57,10 @@ def test_a_damaged_last_packet_that_frame_threads_drop_at_the_flush_is_an_error_
     result = cli(broken, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 1 and said(result, "WARNING") == [], result.stderr
     [line] = said(result, "ERROR")
-    threads = decoder_threads(clip)
-    # Named as `PacketsInFlight` names an error: the packet's own time in one thread, else, at the flush, the
-    # earliest of the packets the decoder still held.
-    named = damaged if threads == 1 else sent[-min(threads - 1, len(sent))]
-    where = f"{'at' if threads == 1 else 'near'} {float(named.pts * named.time_base):.2f} s"
+    # Named at the damaged packet's own time, as one thread names it: in frame threads it was named near the earliest
+    # of the packets the decoder still held (here one before it), the threads not saying which one failed.
+    assert decoder_threads(clip) == 1 or damaged.pts != sent[-min(decoder_threads(clip) - 1, len(sent))].pts
+    where = f"at {float(damaged.pts * damaged.time_base):.2f} s"
     found = re.fullmatch(
         rf"ERROR: {re.escape(str(broken))}: a frame {where} cannot be decoded \(.+\); the file is damaged "
         r"\(--frames 0:(\d+) upscales the \1 frames before it\)",
