@@ -18,6 +18,7 @@ pytest.importorskip("skimage")
 
 from srfeat.video import FrameRange  # noqa: E402
 from srfeat.video.lost_frames import LostFrames  # noqa: E402 - needs PyAV, checked above
+from srfeat.video.packets_in_flight import FRAME_THREADS_CAPABILITY, PacketsInFlight  # noqa: E402
 from tests.video_helpers import cli, read_frames, write_clip, write_encoded  # noqa: E402
 
 FPS = 12
@@ -155,3 +156,24 @@ def test_a_frame_passed_over_before_timestamps_start_over_does_not_hide_a_later_
     [at_end] = [count for gap, count in lost.missing() if gap.at_end]
     assert at_end == 2  # 8 and 9 of the second part
     assert lost.lost_by_decoder_at_end() == 1  # 8 went to the decoder and gave no frame; 9 was passed over
+
+
+def test_held_packets_decoded_again_in_one_thread_name_the_damaged_one_else_the_earliest_held(tmp_path: Path) -> None:
+    """At the flush of three frame threads, the two packets still held are decoded again in one thread: the one that
+    fails is named for certain; where none fails (here a whole file), the earliest held is named, not certain."""
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, frames=24, fps=FPS, audio=False)
+    with av.open(str(clip)) as container:
+        sent = [packet for packet in container.demux(video=0) if packet.size]
+    damaged = sent[-1]
+    data = bytearray(clip.read_bytes())
+    data[damaged.pos : damaged.pos + damaged.size] = bytes([0, 255]) * (damaged.size // 2) + bytes(damaged.size % 2)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    threads = SimpleNamespace(thread_count=3, codec=SimpleNamespace(capabilities=FRAME_THREADS_CAPABILITY))
+    video = SimpleNamespace(index=0, codec_context=threads)
+    for source, named in ((broken, (damaged.pts, True)), (clip, (sent[-2].pts, False))):
+        in_flight = PacketsInFlight(av, source, video, frame_threads=True)
+        for packet in sent:
+            in_flight.sent(packet)
+        assert in_flight.failed(av.Packet()) == named, source
