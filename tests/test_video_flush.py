@@ -7,13 +7,18 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
+from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
+from srfeat.video import FrameRange  # noqa: E402
+from srfeat.video.lost_frames import LostFrames  # noqa: E402 - needs PyAV, checked above
+from srfeat.video.packets_in_flight import FRAME_THREADS_CAPABILITY, PacketsInFlight  # noqa: E402
 from tests.video_helpers import cli, read_frames, write_clip, write_encoded  # noqa: E402
 
 FPS = 12
@@ -38,7 +43,8 @@ def test_a_damaged_last_packet_that_frame_threads_drop_at_the_flush_is_an_error_
 ) -> None:
     """With frame threads (3 or more) the decoder dropped a damaged packet among the last `threads - 1` at its flush,
     and the frames held back behind it, without an error: the output was written a few frames short, with a warning
-    of frames lost, where one thread, or the same damage earlier, fails with the damaged packet's time named."""
+    of frames lost, where one thread, or the same damage earlier, fails with the damaged packet's time named. Now
+    it fails too, named at that time: the packets the decoder held are decoded again in one thread to find it."""
     clip = tmp_path / "clip.mp4"
     write_clip(clip, frames=24, fps=FPS, audio=False)
     with av.open(str(clip)) as container:
@@ -52,11 +58,10 @@ def test_a_damaged_last_packet_that_frame_threads_drop_at_the_flush_is_an_error_
     result = cli(broken, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 1 and said(result, "WARNING") == [], result.stderr
     [line] = said(result, "ERROR")
-    threads = decoder_threads(clip)
-    # Named as `PacketsInFlight` names an error: the packet's own time in one thread, else, at the flush, the
-    # earliest of the packets the decoder still held.
-    named = damaged if threads == 1 else sent[-min(threads - 1, len(sent))]
-    where = f"{'at' if threads == 1 else 'near'} {float(named.pts * named.time_base):.2f} s"
+    # Named at the damaged packet's own time, as one thread names it: in frame threads it was named near the earliest
+    # of the packets the decoder still held (here one before it), the threads not saying which one failed.
+    assert decoder_threads(clip) == 1 or damaged.pts != sent[-min(decoder_threads(clip) - 1, len(sent))].pts
+    where = f"at {float(damaged.pts * damaged.time_base):.2f} s"
     found = re.fullmatch(
         rf"ERROR: {re.escape(str(broken))}: a frame {where} cannot be decoded \(.+\); the file is damaged "
         r"\(--frames 0:(\d+) upscales the \1 frames before it\)",
@@ -120,3 +125,55 @@ def test_a_last_avi_chunk_the_demuxer_passed_over_is_a_frame_lost_not_a_decoder_
     missing = [line for line in said(result, "WARNING") if "missing from the output" in line]
     assert len(missing) == 1 and "1 after frame 10 (0.92 s); the output ends early" in missing[0], result.stderr
     assert len(read_frames(tmp_path / "out.mkv")) == 11
+
+
+def test_a_frame_passed_over_before_timestamps_start_over_does_not_hide_a_later_one_the_decoder_dropped() -> None:
+    """Timestamps that start over (files joined end to end) forget the part before's frames sent and not shown, and
+    now its frames passed over too: a time passed over in the first part made the second part's frame at that time,
+    dropped by the decoder at the end, count as passed over, so that decoder threads' loss there was no error.
+    Fed to the watcher directly: the demuxer passes over chunks in an AVI only, whose timestamps never start over."""
+    video = SimpleNamespace(average_rate=Fraction(12), time_base=Fraction(1, 12))
+    lost = LostFrames(Path("joined.avi"), video, FrameRange(), "avi")  # pyright: ignore[reportArgumentType]
+
+    def send(*times: int) -> None:
+        for pts in times:
+            lost.sent(SimpleNamespace(size=100, pts=pts, dts=pts, is_discard=False))
+
+    shown = iter(range(100))
+    send(*range(8))
+    lost.passed_over(8)  # the first part's chunk at 8 was passed over: its frame is lost, never decoded
+    send(9)
+    for pts in range(8):
+        lost.shown(pts, next(shown))
+    send(0, 1)  # the second part's first packets go in before the first part's last frame comes out
+    lost.shown(9, next(shown))
+    lost.shown(0, next(shown))  # the timestamps start over
+    send(*range(2, 9))
+    lost.passed_over(9)  # the second part's last chunk passed over: lost, never decoded
+    for pts in range(1, 8):
+        lost.shown(pts, next(shown))
+    lost.ended()
+    [at_end] = [count for gap, count in lost.missing() if gap.at_end]
+    assert at_end == 2  # 8 and 9 of the second part
+    assert lost.lost_by_decoder_at_end() == 1  # 8 went to the decoder and gave no frame; 9 was passed over
+
+
+def test_held_packets_decoded_again_in_one_thread_name_the_damaged_one_else_the_earliest_held(tmp_path: Path) -> None:
+    """At the flush of three frame threads, the two packets still held are decoded again in one thread: the one that
+    fails is named for certain; where none fails (here a whole file), the earliest held is named, not certain."""
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, frames=24, fps=FPS, audio=False)
+    with av.open(str(clip)) as container:
+        sent = [packet for packet in container.demux(video=0) if packet.size]
+    damaged = sent[-1]
+    data = bytearray(clip.read_bytes())
+    data[damaged.pos : damaged.pos + damaged.size] = bytes([0, 255]) * (damaged.size // 2) + bytes(damaged.size % 2)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    threads = SimpleNamespace(thread_count=3, codec=SimpleNamespace(capabilities=FRAME_THREADS_CAPABILITY))
+    video = SimpleNamespace(index=0, codec_context=threads)
+    for source, named in ((broken, (damaged.pts, True)), (clip, (sent[-2].pts, False))):
+        in_flight = PacketsInFlight(av, source, video, frame_threads=True)
+        for packet in sent:
+            in_flight.sent(packet)
+        assert in_flight.failed(av.Packet()) == named, source

@@ -10,7 +10,6 @@ frame that does not decode, or a file that cannot be read further, is one line n
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from srfeat.video.avi_index import AviIndex
 from srfeat.video.copied import CopiedStreams, cut_to_window
 from srfeat.video.lost_frames import LostFrames
 from srfeat.video.not_coded import EmptyChunks, PictureCounter, not_coded_vop
+from srfeat.video.packets_in_flight import PacketsInFlight
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
 from srfeat.video.reference_slots import EarliestSlots, PackedSlots, ReferenceSlots
 
@@ -48,43 +48,7 @@ RAW_FRAME_DEMUXERS = frozenset({"yuv4mpegpipe"})
 TRANSPORT_PACKETS = ((188, 0), (192, 4), (204, 0))
 TS_SYNC = 0x47
 SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size
-# AV_CODEC_CAP_FRAME_THREADS (libavcodec/codec.h): a decoder that works on several packets at once in threads.
-FRAME_THREADS_CAPABILITY = 1 << 12
-PACKETS_IN_FLIGHT_KEPT = 64  # more decoder threads than FFmpeg starts by itself (16 at most)
 NO_PIXELS = np.zeros((0, 0, 3), np.uint8)  # a frame of the timing pass
-
-
-class PacketsInFlight:
-    """The timestamps of the last video packets sent to the decoder, to name the one an error is about. A decoder
-    in frame threads (FFmpeg's choice for H.264, HEVC, VP9 and others given "AUTO") takes `thread_count` packets at
-    once and hands back their results in the order they were sent: an error surfaces while a packet `thread_count -
-    1` later is sent, and at the end of the file while the last packets are drained, where it is one of those."""
-
-    def __init__(self, video: Any, frame_threads: bool) -> None:
-        self.video = video
-        self.frame_threads = frame_threads  # asked for: FFmpeg uses them where the codec has them
-        self.times: deque[int | None] = deque(maxlen=PACKETS_IN_FLIGHT_KEPT)
-
-    def sent(self, packet: Any) -> None:
-        if packet.size:
-            self.times.append(packet.pts)
-
-    def threads(self) -> int:
-        """The packets the decoder works on at once: 1 where it decodes each as it is sent."""
-        context = self.video.codec_context
-        threaded = self.frame_threads and context.codec.capabilities & FRAME_THREADS_CAPABILITY
-        return max(1, context.thread_count) if threaded else 1
-
-    def failed(self, packet: Any) -> tuple[int | None, bool]:
-        """The timestamp of the packet whose error surfaced while `packet` was sent (the empty packet: the decoder
-        drained), and whether it is that packet's for certain (else the earliest the decoder still held)."""
-        threads = self.threads()
-        if packet.size and threads == 1:
-            return packet.pts, True
-        held = threads if packet.size else threads - 1  # at the end: the ones sent after the last result
-        if not self.times or held < 1:
-            return None, False
-        return self.times[-min(held, len(self.times))], bool(packet.size) and len(self.times) >= held
 
 
 def cut_transport_packet(source: Path) -> int:
@@ -177,7 +141,7 @@ class InputFrames:
         self.cut_frame_bytes = 0
         self.cut_packet_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
-        self.in_flight = PacketsInFlight(video, frame_threads=not self.pictures.active)
+        self.in_flight = PacketsInFlight(av, source, video, frame_threads=not self.pictures.active)
 
     def __iter__(self) -> Iterator[Frame | Packet]:
         av, video, frames, window = self.av, self.video, self.frames, self.window

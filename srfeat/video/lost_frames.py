@@ -76,10 +76,11 @@ class LostFrames:
         # None where gaps in time are not counted (no rate, or a demuxer that fails on damage: `SILENT_SKIPS`).
         skips = SILENT_SKIPS.intersection(container_format.split(","))  # "mov,mp4,m4a,3gp,3g2,mj2": one demuxer
         self.period: Fraction | None = 1 / (Fraction(rate) * self.time_base) if rate and skips else None
-        self.sent_times: set[int] = set()  # timestamps of packets sent whose frame has not come out
-        self.passed_over_times: set[int] = set()  # of those, the ones the demuxer passed over: never decoded
+        # Timestamps of packets sent whose frame has not come out, each with whether the demuxer passed it over
+        # (never decoded): kept together, so that timestamps starting over forget both for the part before.
+        self.sent_times: dict[int, bool] = {}
         self.decoder_lost_at_end = 0  # packets the decoder took after the last frame shown and gave no frame for
-        self.next_part: set[int] | None = None  # the same, sent after the timestamps started over
+        self.next_part: dict[int, bool] | None = None  # the same, sent after the timestamps started over
         self.last_dts: int | None = None
         self.last_pts: int | None = None
         self.last_index: int | None = None
@@ -97,18 +98,18 @@ class LostFrames:
             if self.last_dts is not None and packet.dts < self.last_dts:
                 # Timestamps that start over (files joined end to end): the next part's packets go to the
                 # decoder before the last of this part's frames come out, and are kept apart until its frames do.
-                self.next_part = set()
+                self.next_part = {}
             self.last_dts = packet.dts
         self._due(packet.pts if shown_at is None else shown_at)
 
     def passed_over(self, shown_at: int) -> None:
         """A frame was due to be shown at `shown_at` in a packet the demuxer passed over (an AVI's chunk whose header
         is damaged: `AviIndex`)."""
-        self.passed_over_times.add(shown_at)
-        self._due(shown_at)
+        self._due(shown_at, passed_over=True)
 
-    def _due(self, shown_at: int) -> None:
-        (self.sent_times if self.next_part is None else self.next_part).add(shown_at)
+    def _due(self, shown_at: int, *, passed_over: bool = False) -> None:
+        due = self.sent_times if self.next_part is None else self.next_part
+        due[shown_at] = due.get(shown_at, False) or passed_over  # passed over once: never decoded
 
     def shown(self, pts: int | None, index: int) -> None:
         """Frame `index` came out of the decoder with timestamp `pts` (the file's, before any repair; in a file of
@@ -116,18 +117,20 @@ class LostFrames:
         if pts is None:
             self.last_pts = None
             return
-        self.sent_times.discard(pts)
+        self.sent_times.pop(pts, None)
         self.last_index = index
         if index == self.frames.start:
             self.start_time = seconds_of(pts, self.time_base)
         # Frames come out in presentation order: a packet sent earlier that should have come before this one
         # never will. Before the first frame shown, such frames are leading ones no decoder shows.
-        missed = {sent for sent in self.sent_times if sent < pts}
-        self.sent_times -= missed
+        missed = [sent for sent in self.sent_times if sent < pts]
+        for sent in missed:
+            del self.sent_times[sent]
         last, self.last_pts = self.last_pts, pts
         if last is not None and pts <= last:
             # Timestamps that start over: the packets of the part before that never came out are forgotten.
-            self.sent_times = {sent for sent in self.next_part or () if sent > pts}  # less: leading frames
+            next_part = self.next_part or {}
+            self.sent_times = {sent: over for sent, over in next_part.items() if sent > pts}  # less: leading frames
             self.next_part = None
             return
         if last is None:
@@ -153,7 +156,7 @@ class LostFrames:
         if self.last_pts is None or self.last_index is None:
             return
         after = [sent for sent in self.sent_times if sent > self.last_pts]
-        self.decoder_lost_at_end = sum(sent not in self.passed_over_times for sent in after)
+        self.decoder_lost_at_end = sum(not self.sent_times[sent] for sent in after)
         if after and self.shortest:
             interval = max(after) - self.last_pts + self.shortest  # to where the next frame would have been
             time = seconds_of(self.last_pts, self.time_base)
