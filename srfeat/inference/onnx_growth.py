@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from srfeat.inference.onnx_dims import concat_dims, split_dims, squeezed_dims
 from srfeat.inference.onnx_einsum import einsum_equation
 from srfeat.inference.onnx_operators import BROADCASTING, ENLARGING, KEEPS_AXES, OF_SHAPES, SAME_SHAPE
 from srfeat.inference.onnx_pads import (
@@ -57,9 +58,6 @@ from srfeat.inference.onnx_shapes import (
     ConstantValues,
     Dims,
     ShapeVectors,
-    concat_dims,
-    split_dims,
-    squeezed_dims,
 )
 
 if TYPE_CHECKING:
