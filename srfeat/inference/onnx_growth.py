@@ -20,8 +20,8 @@ Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`o
 (which only moves values). A Resize's constant height or width beside computed ones, or a constant added to one,
 counts as pads. A MatMul of two values made from the image (attention's Q K^T) counts as the sizes the file fixes
 of theirs bound it (`onnx_products`), and without bound over sizes it does not fix (a tile's pixels), as an Einsum
-of two does (its output's sizes are followed, and what it makes counted, only by a weight). What a Concat or an
-Expand added to the features, a convolution or a reduction over them takes back.
+of two does (`bhqd,bhkd->bhqk`, read as the MatMul it is). What a Concat or an Expand added to the features, a
+convolution or a reduction over them takes back.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from srfeat.inference.onnx_products import (
     broadcast_dims,
     einsum_dims,
     einsum_factor,
+    einsum_pairwise_values,
     pairwise_values,
     product_dims,
     weight_factor,
@@ -213,8 +214,8 @@ class GraphGrowth:
         """How many features per pixel a MatMul, Gemm or Einsum makes (as `_width`): of a value made from the image
         by weights, the weights' share of its (`onnx_products.weight_factor`, `einsum_factor`: a 1x1 convolution
         written as `bchw,oc->bohw`), infinite where the file does not fix a weight's shape (`_convolved`); of two
-        made from the image (attention), what the sizes the file fixes of theirs bound (`pairwise_values`), infinite
-        for an Einsum; of neither, its inputs'."""
+        made from the image (attention), what the sizes the file fixes of theirs bound (`pairwise_values`; an Einsum's
+        as the MatMul it is, `einsum_pairwise_values`); of neither, its inputs'."""
         einsum, options = node.op_type == "Einsum", {each.name: each for each in node.attribute}
         inputs = list(node.input) if einsum else list(node.input)[:2]
         keys = ("transA", "transB")
@@ -223,9 +224,11 @@ class GraphGrowth:
         widths = [self._width_of(name) for name in inputs]
         if len(inputs) < 2 or all(fixed):
             return max(widths, default=1.0)
-        if fixed.count(False) > 1:  # an Einsum's sizes are not followed: not bounded
+        if fixed.count(False) > 1:  # attention: as the sizes the file fixes of both bound it
             sides, made = [self._dims.get(name) for name in inputs], (widths[0], widths[1])
-            return math.inf if einsum else pairwise_values(sides[0], sides[1], (flags[0], flags[1]), made)
+            if einsum:
+                return einsum_pairwise_values(einsum_equation(node), sides, made)
+            return pairwise_values(sides[0], sides[1], (flags[0], flags[1]), made)
         index = fixed.index(False)  # the image's
         if einsum:  # None: an equation ONNX Runtime refuses
             sizes = [self._dims.get(name) if name == inputs[index] else self._constants.shape(name) for name in inputs]
