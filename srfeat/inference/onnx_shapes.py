@@ -83,7 +83,7 @@ class ShapeVectors:
         if op == "Slice":
             self._note_cut(node)
         self._note_image_axes(node)
-        if op == "Shape" and entries is not None:  # of a shape followed here: its length
+        if op == "Shape" and entries is not None and not options:  # of a shape followed here: its length
             result, labels = [(0.0, float(len(entries)))], _UNLABELLED
         elif op == "Shape" and (dims := self._dims.get(inputs[0])) is not None:  # its rank is known
             start, end = (
