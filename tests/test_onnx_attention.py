@@ -29,9 +29,12 @@ class WindowAttention(torch.nn.Module):
     """A x4 model with one attention block, SwinIR's: Q, K and V by one Linear layer, attention within windows of
     `window` x `window` pixels (None: over all the pixels at once), then a pixel shuffle."""
 
-    def __init__(self, window: int | None, heads: int = 2, features: int = 16, chunked: bool = False) -> None:
+    def __init__(
+        self, window: int | None, heads: int = 2, features: int = 16, chunked: bool = False, einsum: bool = False
+    ) -> None:
         super().__init__()
         self.chunked = chunked  # Q, K and V split off the Linear layer's output (Restormer's), not gathered
+        self.einsum = einsum  # Q K^T and its product by V written as Einsums (as some ports write them)
         torch.manual_seed(0)
         self.head = torch.nn.Conv2d(3, features, 3, padding=1)
         self.qkv = torch.nn.Linear(features, 3 * features)
@@ -57,8 +60,14 @@ class WindowAttention(torch.nn.Module):
         else:
             qkv = self.qkv(windows).reshape(count, pixels, 3, self.heads, features // self.heads)
             query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        attention = ((query * (features // self.heads) ** -0.5) @ key.transpose(-2, -1)).softmax(-1)
-        attended = self.projection((attention @ value).transpose(1, 2).reshape(count, pixels, features))
+        query = query * (features // self.heads) ** -0.5
+        if self.einsum:
+            attention = torch.einsum("bhqd,bhkd->bhqk", query, key).softmax(-1)
+            weighted = torch.einsum("bhqk,bhkd->bhqd", attention, value)
+        else:
+            weighted = query @ key.transpose(-2, -1)
+            weighted = weighted.softmax(-1) @ value
+        attended = self.projection(weighted.transpose(1, 2).reshape(count, pixels, features))
         if side is None:
             attended = attended.transpose(1, 2).reshape(batch, features, height, width)
         else:
@@ -67,11 +76,13 @@ class WindowAttention(torch.nn.Module):
         return torch.sigmoid(self.tail(maps + attended))
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["gathered", "chunked"])
-def test_attention_within_windows_loads_and_runs(tmp_path: Path, chunked: bool) -> None:
-    """Over 4x4 windows, 2 heads: Q K^T makes 32 values per pixel; the file gives what the network does."""
-    network = WindowAttention(window=4, chunked=chunked).eval()
+@pytest.mark.parametrize(("chunked", "einsum"), [(False, False), (True, False), (False, True)])
+def test_attention_within_windows_loads_and_runs(tmp_path: Path, chunked: bool, einsum: bool) -> None:
+    """Over 4x4 windows, 2 heads: Q K^T makes 32 values per pixel; the file gives what the network does. Written
+    as Einsums, it was refused as attention over sizes the file does not fix."""
+    network = WindowAttention(window=4, chunked=chunked, einsum=einsum).eval()
     path = exported_by_pytorch(tmp_path / "windowed.onnx", network)
+    assert [node.op_type for node in onnx.load(str(path)).graph.node].count("Einsum") == (2 if einsum else 0)
     assert_upscales_as(path, network, samples.astronaut()[100:108, 200:212])
 
 
@@ -96,13 +107,23 @@ def test_attention_over_all_the_pixels_is_refused_in_one_line(tmp_path: Path) ->
     assert message in one_error_line(result) and not (tmp_path / "out").exists()
 
 
-def test_attention_over_windows_too_large_counts_against_the_features_bound(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("einsum", "node"), [(False, "a MatMul"), (True, "an Einsum")])
+def test_attention_over_windows_too_large_counts_against_the_features_bound(
+    tmp_path: Path, einsum: bool, node: str
+) -> None:
     """Over 32x32 windows with 8 heads, Q K^T makes 8 x 1,024 values per pixel: more than a convolution may make,
-    and refused as one would be."""
-    path = exported_by_pytorch(tmp_path / "wide.onnx", WindowAttention(window=32, heads=8).eval(), side=32)
-    message = refusal(path)
-    assert "makes 8,192 values per pixel of the image" in message and "(at a MatMul node)" in message, message
+    and refused as one would be; as an Einsum too."""
+    network = WindowAttention(window=32, heads=8, einsum=einsum).eval()
+    message = refusal(exported_by_pytorch(tmp_path / "wide.onnx", network, side=32))
+    assert "makes 8,192 values per pixel of the image" in message and f"(at {node} node)" in message, message
     assert f"at most {MAX_FEATURES:,}" in message, message
+
+
+def test_einsum_attention_over_all_the_pixels_is_refused_as_a_matmul_s(tmp_path: Path) -> None:
+    path = exported_by_pytorch(tmp_path / "global.onnx", WindowAttention(window=None, einsum=True).eval())
+    message = refusal(path)
+    assert message.startswith(f"{path} multiplies two values computed from the image (an Einsum node"), message
+    assert "(H W)^2 values per head" in message and "attend within windows of fixed size" in message, message
 
 
 def test_a_product_of_the_image_broadcast_against_itself_is_refused(tmp_path: Path) -> None:

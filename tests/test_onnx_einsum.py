@@ -115,7 +115,7 @@ def test_the_image_height_and_width_are_followed_through_an_einsum_to_a_reshape(
     found for this: window_partition and attention bound what they make without it."""
     from onnx import helper
 
-    from srfeat.inference.onnx_growth import BROADCASTING, SAME_SHAPE
+    from srfeat.inference.onnx_operators import BROADCASTING, SAME_SHAPE
     from srfeat.inference.onnx_shapes import Dims, ShapeVectors
 
     constants = Constants(

@@ -7,7 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from srfeat.inference.onnx_products import broadcast_dims, einsum_dims, einsum_factor, product_dims, weight_factor
+from srfeat.inference.onnx_products import (
+    broadcast_dims,
+    einsum_dims,
+    einsum_factor,
+    einsum_pairwise_values,
+    pairwise_values,
+    product_dims,
+    weight_factor,
+)
 
 
 @pytest.mark.parametrize(
@@ -100,3 +108,26 @@ def test_a_matmul_fixes_the_sizes_of_the_einsum_it_is() -> None:
     first: list[int | None] = [None, 2, 16, 8]
     second: list[int | None] = [1, 8, 32]
     assert einsum_dims("...mk,...kn->...mn", [first, second]) == product_dims(first, second) == [None, 2, 16, 32]
+
+
+@pytest.mark.parametrize(
+    ("equation", "first", "second", "transposed"),
+    [
+        ("bhqd,bhkd->bhqk", [None, 2, 16, 8], [None, 2, 16, 8], (False, True)),  # Q K^T over windows of 16 pixels
+        ("bhqk,bhkd->bhqd", [None, 2, 16, 16], [None, 2, 16, 8], (False, False)),  # its product by V
+        ("bhqd,bhkd->bhqk", [1, 2, None, 8], [1, 2, None, 8], (False, True)),  # over a whole tile's pixels
+        ("bcp,bcq->bpq", [1, 3, None], [1, 3, None], (True, False)),
+    ],
+)
+def test_an_einsum_of_two_values_of_the_image_counts_as_the_matmul_it_is(
+    equation: str, first: list[int | None], second: list[int | None], transposed: tuple[bool, bool]
+) -> None:
+    made = (8.0, 8.0)
+    expected = pairwise_values(first, second, transposed, made)
+    assert einsum_pairwise_values(equation, [first, second], made) == expected
+    assert (expected == float("inf")) == (None in first[2:])
+
+
+def test_an_einsum_not_read_as_a_matmul_is_not_bounded() -> None:
+    assert einsum_pairwise_values("ii,ij->ij", [[4, 4], [4, 4]], (1.0, 1.0)) == float("inf")
+    assert einsum_pairwise_values("ab,bc,cd->ad", [[4, 4], [4, 4], [4, 4]], (1.0, 1.0)) == float("inf")

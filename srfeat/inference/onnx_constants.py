@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from srfeat.inference.onnx_growth import BROADCASTING, SAME_SHAPE
+from srfeat.inference.onnx_operators import BROADCASTING, SAME_SHAPE
 from srfeat.inference.onnx_products import broadcast_dims
 from srfeat.inference.onnx_shapes import MAX_DIMS
 

@@ -20,8 +20,8 @@ Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`o
 (which only moves values). A Resize's constant height or width beside computed ones, or a constant added to one,
 counts as pads. A MatMul of two values made from the image (attention's Q K^T) counts as the sizes the file fixes
 of theirs bound it (`onnx_products`), and without bound over sizes it does not fix (a tile's pixels), as an Einsum
-of two does (its output's sizes are followed, and what it makes counted, only by a weight). What a Concat or an
-Expand added to the features, a convolution or a reduction over them takes back.
+of two does (`bhqd,bhkd->bhqk`, read as the MatMul it is). What a Concat or an Expand added to the features, a
+convolution or a reduction over them takes back.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from srfeat.inference.onnx_dims import concat_dims, split_dims, squeezed_dims
 from srfeat.inference.onnx_einsum import einsum_equation
+from srfeat.inference.onnx_operators import BROADCASTING, ENLARGING, KEEPS_AXES, OF_SHAPES, SAME_SHAPE
 from srfeat.inference.onnx_pads import (
     POOLING,
     WINDOWED,
@@ -47,6 +49,7 @@ from srfeat.inference.onnx_products import (
     broadcast_dims,
     einsum_dims,
     einsum_factor,
+    einsum_pairwise_values,
     pairwise_values,
     product_dims,
     weight_factor,
@@ -56,9 +59,6 @@ from srfeat.inference.onnx_shapes import (
     ConstantValues,
     Dims,
     ShapeVectors,
-    concat_dims,
-    split_dims,
-    squeezed_dims,
 )
 
 if TYPE_CHECKING:
@@ -92,30 +92,6 @@ MAX_PAD = 1024
 # enlargement; each is 4 bytes (float32) or more, per value and pixel of a tile. 4,096 leaves room for a
 # srfeat model of 1,024 features; a Conv of 3 to a million features asked for 4 MB per pixel.
 MAX_FEATURES = 4096
-
-
-# Operators whose output has their first input's shape (`onnx_constants` follows constants' through them)
-SAME_SHAPE = frozenset(
-    {"Identity", "Cast", "Neg", "Abs", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal"}
-    | {"Floor", "Ceil", "Round", "Sign", "Not", "Clip", "Erf", "Softplus", "Elu", "HardSigmoid", "IsNaN", "IsInf"}
-    | {"Selu", "HardSwish", "Gelu", "Mish", "Dropout", "Softmax", "LogSoftmax", "CastLike", "LpNormalization"}
-    | {"BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization"}
-    | {"QuantizeLinear", "DequantizeLinear"}
-)
-# Operators whose output is their inputs broadcast together (numpy's rules)
-BROADCASTING = frozenset(
-    {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum", "Mean", "Where", "And", "Or", "Xor"}
-    | {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "BitShift", "PRelu"}
-)
-# Operators that compute a shape from shapes (a ConstantOfShape of the image's shape is the image's size)
-_OF_SHAPES = BROADCASTING | {"Gather", "Slice", "Concat", "Identity", "Cast", "Floor", "Ceil", "Round", "Reshape"}
-_OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs"}
-# Operators that keep each axis where it is: a pad on one stays on it
-# Operators that enlarge the image by constant factors on its axes (what was padded before them too)
-_ENLARGING = frozenset({"Resize", "Upsample", "ConvTranspose"})
-_KEEPS_AXES = (
-    SAME_SHAPE | BROADCASTING | POOLING | {"Conv", "ConvTranspose", "Resize", "Upsample", "Pad", "Slice", "Concat"}
-)
 
 
 class GraphGrowth:
@@ -197,7 +173,7 @@ class GraphGrowth:
         self._made.update(node.output)
         if any(self._is_from_image(name) for name in inputs if name):
             self._from_image.update(node.output)
-            of_shape = op in _OF_SHAPES and all(name in self._of_shape for name in inputs if self._is_from_image(name))
+            of_shape = op in OF_SHAPES and all(name in self._of_shape for name in inputs if self._is_from_image(name))
             if op in ("Shape", "Size") or of_shape:
                 self._of_shape.update(node.output)
         own = 1.0
@@ -238,8 +214,8 @@ class GraphGrowth:
         """How many features per pixel a MatMul, Gemm or Einsum makes (as `_width`): of a value made from the image
         by weights, the weights' share of its (`onnx_products.weight_factor`, `einsum_factor`: a 1x1 convolution
         written as `bchw,oc->bohw`), infinite where the file does not fix a weight's shape (`_convolved`); of two
-        made from the image (attention), what the sizes the file fixes of theirs bound (`pairwise_values`), infinite
-        for an Einsum; of neither, its inputs'."""
+        made from the image (attention), what the sizes the file fixes of theirs bound (`pairwise_values`; an Einsum's
+        as the MatMul it is, `einsum_pairwise_values`); of neither, its inputs'."""
         einsum, options = node.op_type == "Einsum", {each.name: each for each in node.attribute}
         inputs = list(node.input) if einsum else list(node.input)[:2]
         keys = ("transA", "transB")
@@ -248,9 +224,11 @@ class GraphGrowth:
         widths = [self._width_of(name) for name in inputs]
         if len(inputs) < 2 or all(fixed):
             return max(widths, default=1.0)
-        if fixed.count(False) > 1:  # an Einsum's sizes are not followed: not bounded
+        if fixed.count(False) > 1:  # attention: as the sizes the file fixes of both bound it
             sides, made = [self._dims.get(name) for name in inputs], (widths[0], widths[1])
-            return math.inf if einsum else pairwise_values(sides[0], sides[1], (flags[0], flags[1]), made)
+            if einsum:
+                return einsum_pairwise_values(einsum_equation(node), sides, made)
+            return pairwise_values(sides[0], sides[1], (flags[0], flags[1]), made)
         index = fixed.index(False)  # the image's
         if einsum:  # None: an equation ONNX Runtime refuses
             sizes = [self._dims.get(name) if name == inputs[index] else self._constants.shape(name) for name in inputs]
@@ -407,7 +385,7 @@ class GraphGrowth:
     def padded(self, node: onnx.NodeProto) -> int:
         """How many values constant Pads have added to one axis of the image (both ends), along the path to `node` that
         added most: each axis's pads summed, while the operators on the way keep the axes where they are
-        (`_KEEPS_AXES`); past any other (a Transpose, a Reshape) the most on any axis so far counts on every
+        (`KEEPS_AXES`); past any other (a Transpose, a Reshape) the most on any axis so far counts on every
         axis, as a Pad on some axes of its own (`axes`, opset 18) counts its most on each. A Resize enlarges
         what was padded with the rest (a Pad of 300 before a x4 Resize makes 1,200 values, where one after it
         makes 300; a ConvTranspose's strides as well; one by 1 / 2 makes 150, as a stride of 2 does), and a
@@ -420,7 +398,7 @@ class GraphGrowth:
         inputs, op = list(node.input), node.op_type
         on_path = [self._padded.get(name, (0, {}, 1.0)) for name in inputs if name]
         divided = max((each for _, _, each in on_path), default=1.0)  # by strides on the way, not enlarged since
-        if op in _KEEPS_AXES:  # axis by axis, from the last (numpy's broadcasting aligns them so)
+        if op in KEEPS_AXES:  # axis by axis, from the last (numpy's broadcasting aligns them so)
             base, axes = max((each for each, _, _ in on_path), default=0), {}
             for each, counts, _ in on_path:
                 for axis, count in counts.items():
@@ -433,7 +411,7 @@ class GraphGrowth:
         if op == "Concat" and (along := self._concat_axis(node)) is not None and not self._shapes.rearranges(node):
             for name in (name for name in inputs if self._is_strip(name, along)):
                 axes[along[0] - along[1]] = axes.get(along[0] - along[1], 0) + self._strips[name][1]
-        if op in _ENLARGING and (scales := self._axis_scales(node)) is not None:
+        if op in ENLARGING and (scales := self._axis_scales(node)) is not None:
             by_axis, most, least = scales  # what was padded is enlarged with the rest
             base = enlarged(base, most)
             axes = {axis: enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}

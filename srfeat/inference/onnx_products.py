@@ -6,7 +6,8 @@ By a weight (a Linear layer; an Einsum's, a 1x1 convolution as `bchw,oc->bohw`),
 counted by one rule (`einsum_factor`: a MatMul is the Einsum `...mk,...kn->...mn`). Of two values made from the
 image (attention's Q K^T, then its product by V), the sizes the file fixes bound it: over 8x8 windows (SwinIR), Q K^T
 makes 64 values per head for each pixel, where over all a tile's pixels it makes the tile's pixels per head for each,
-a tile's square in all (a 256-pixel tile's 4 billion, per head and byte). Where a size the output takes from the image
+a tile's square in all (a 256-pixel tile's 4 billion, per head and byte); an Einsum of two (`bhqd,bhkd->bhqk`) as
+the MatMul it is (`einsum_pairwise_values`). Where a size the output takes from the image
 is not fixed (the pixels of a whole tile, reshaped to one axis), it is not bounded, and the file is refused.
 """
 
@@ -19,7 +20,15 @@ from typing import TypeVar, cast
 from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_terms, output_labels
 from srfeat.inference.onnx_shapes import Dims
 
-__all__ = ["broadcast_dims", "einsum_dims", "einsum_factor", "pairwise_values", "product_dims", "weight_factor"]
+__all__ = [
+    "broadcast_dims",
+    "einsum_dims",
+    "einsum_factor",
+    "einsum_pairwise_values",
+    "pairwise_values",
+    "product_dims",
+    "weight_factor",
+]
 
 # A size of an axis: fixed (int), or where it may not be, None for one the file does not fix
 Size = TypeVar("Size", int, int | None)
@@ -175,6 +184,41 @@ def pairwise_values(
     if shared_unknown > 1:
         return math.inf
     return max(bounds) if shared_unknown else min(bounds)
+
+
+def einsum_pairwise_values(equation: str, shapes: Sequence[Dims | None], made: tuple[float, float]) -> float:
+    """As `pairwise_values`, for an Einsum of two values made from the image (attention as `bhqd,bhkd->bhqk`): its
+    equation read as a MatMul's, the letters both operands and the output have its batch axes, those of one operand
+    and the output its rows (the first's) or columns (the second's), those of both and not the output what it sums
+    over. A letter one operand alone sums over takes nothing back here; `math.inf` where sizes are not noted, or
+    for an equation not so read (three operands, a letter twice in one)."""
+    parsed = einsum_terms(equation)
+    if parsed is None or len(parsed[0]) != 2 or len(shapes) != 2 or shapes[0] is None or shapes[1] is None:
+        return math.inf
+    (first_term, second_term), output = parsed
+    first_shape, second_shape = shapes[0], shapes[1]
+    first_labels, second_labels = axis_labels(first_term, len(first_shape)), axis_labels(second_term, len(second_shape))
+    if first_labels is None or second_labels is None:
+        return math.inf
+    if len(set(first_labels)) != len(first_labels) or len(set(second_labels)) != len(second_labels):
+        return math.inf
+    first = dict(zip(first_labels, first_shape, strict=True))
+    second = dict(zip(second_labels, second_shape, strict=True))
+    kept = set(output_labels(output, max(len(first_shape), len(second_shape))))
+
+    def joined(sizes: list[int | None]) -> int | None:  # several axes as one: a MatMul's rows of a window's pixels
+        return None if None in sizes else math.prod(size or 0 for size in sizes)
+
+    batch = [label for label in first if label in second and label in kept]
+    summed = [label for label in first if label in second and label not in kept]
+    rows = joined([size for label, size in first.items() if label not in second and label in kept])
+    columns = joined([size for label, size in second.items() if label not in first and label in kept])
+    return pairwise_values(
+        [*(first[label] for label in batch), rows, joined([first[label] for label in summed])],
+        [*(second[label] for label in batch), joined([second[label] for label in summed]), columns],
+        (False, False),
+        made,
+    )
 
 
 def _broadcast_factors(size: int | None, other: int | None) -> tuple[float, float]:

@@ -15,7 +15,7 @@ from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_equation, ei
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MAX_DIMS", "ConstantValues", "Dims", "Entry", "ShapeVectors", "concat_dims", "split_dims", "squeezed_dims"]
+__all__ = ["MAX_DIMS", "ConstantValues", "Dims", "Entry", "ShapeVectors"]
 
 # Dimensions (and scales, pads) read of a shape: more than numpy itself takes (64), and fewer than a
 # hostile file can declare
@@ -28,6 +28,8 @@ Dims = list[int | None]
 Entry = tuple[float, float]
 # Operators that pass a shape's entries on as they are (Gather and Slice pick some: `ShapeVectors.follow`)
 _KEEPS_ENTRIES = frozenset({"Identity", "Cast", "Floor", "Ceil", "Round", "Squeeze", "Unsqueeze", "Reshape"})
+# Labels of a shape's entries none of which is the image's height or width (`ShapeVectors._labels`)
+_UNLABELLED: list[str | None] = [None] * MAX_DIMS
 
 
 class ConstantValues(Protocol):
@@ -40,10 +42,10 @@ class ConstantValues(Protocol):
 
 class ShapeVectors:
     """Shapes the graph computes from the image's: Shape, then Gather or Slice of its entries, Cast, times or
-    plus a constant, Concat with constants. Each entry is followed as a factor times the size of an axis plus
-    a constant: a Resize to sizes [N, C, 4 H, 4 W] so made enlarges the image 16 times, as one by scales
-    [1, 1, 4, 4] does. What else a graph computes of a shape (two shapes multiplied, a shape's size in a
-    division) is not followed, and counts nothing."""
+    plus a constant, Concat with constants, Where by an Equal of them (PyTorch's `x.expand(...)`). Each entry is
+    followed as a factor times the size of an axis plus a constant: a Resize to sizes [N, C, 4 H, 4 W] so made
+    enlarges the image 16 times, as one by scales [1, 1, 4, 4] does. What else a graph computes of a shape (two
+    shapes multiplied, a shape's size in a division) is not followed, and counts nothing."""
 
     def __init__(self, constants: ConstantValues, dims: Mapping[str, Dims], elementwise: frozenset[str]) -> None:
         self._constants = constants
@@ -60,6 +62,8 @@ class ShapeVectors:
         self._image_axes: dict[str, dict[int, str]] = {images[0]: {-2: "H", -1: "W"}} if len(images) == 1 else {}
         # Slices of a value in steps of 1 along one axis: the value, the axis, and the constant start and end
         self._cuts: dict[str, tuple[str, int, int, int]] = {}
+        # Which entries of two shapes are equal (an Equal of them), where each is known: a Where chooses by them
+        self._equal: dict[str, list[bool]] = {}
 
     def entries(self, name: str) -> list[Entry] | None:
         """The entries of the shape `name`: a constant's (of integers), or one followed here; else None."""
@@ -79,7 +83,9 @@ class ShapeVectors:
         if op == "Slice":
             self._note_cut(node)
         self._note_image_axes(node)
-        if op == "Shape" and (dims := self._dims.get(inputs[0])) is not None:  # its rank is known
+        if op == "Shape" and entries is not None and not options:  # of a shape followed here: its length
+            result, labels = [(0.0, float(len(entries)))], _UNLABELLED
+        elif op == "Shape" and (dims := self._dims.get(inputs[0])) is not None:  # its rank is known
             start, end = (
                 options[key].i if key in options else default for key, default in (("start", 0), ("end", len(dims)))
             )
@@ -99,6 +105,12 @@ class ShapeVectors:
             labels = self._labels_of(
                 inputs[1] if op in ("Mul", "Add") and inputs[0] not in self._vectors else inputs[0]
             )
+        elif op == "ConstantOfShape" and (filled := self._filled(node)) is not None:
+            result, labels = filled, _UNLABELLED
+        elif op == "Equal" and len(inputs) == 2:  # not a shape: which entries of two are equal
+            self._note_equal(node)
+        elif op == "Where" and len(inputs) == 3 and (chosen := self._chosen(inputs)) is not None:
+            result, labels = chosen
         elif entries is None:
             return
         elif op in _KEEPS_ENTRIES:
@@ -115,6 +127,62 @@ class ShapeVectors:
         if result is not None:
             self._vectors[node.output[0]] = result[:MAX_DIMS]
             self._labels[node.output[0]] = labels[: len(result[:MAX_DIMS])]
+
+    def _filled(self, node: onnx.NodeProto) -> list[Entry] | None:
+        """A ConstantOfShape's entries, where it makes a vector of a length followed here: PyTorch's legacy exporter
+        writes `x.expand(...)`'s target of sizes computed from shapes as Where(Equal(shape, ones * -1), ones, shape),
+        `ones` a ConstantOfShape of the shape's shape."""
+        sized = self.entries(node.input[0])
+        if sized is None or len(sized) != 1 or sized[0][0] != 0 or not 0 <= sized[0][1] <= MAX_DIMS:
+            return None
+        value = next((each.t for each in node.attribute if each.name == "value"), None)
+        if value is not None and (len(value.dims) > 1 or any(each != 1 for each in value.dims)):
+            return None  # one value, or refused by ONNX Runtime
+        from onnx import numpy_helper
+
+        try:  # 0.0 where it gives none (ONNX's default)
+            filled = np.zeros(1) if value is None else numpy_helper.to_array(value)
+        except (ValueError, TypeError):  # its data does not fill it: ONNX Runtime refuses it
+            return None
+        if filled.size != 1 or filled.dtype.kind not in "iuf":
+            return None
+        return [(0.0, float(filled.ravel()[0]))] * int(sized[0][1])
+
+    def _stretched(self, names: list[str]) -> list[list[Entry]] | None:
+        """The entries of the shapes `names` (one at least followed here), one-entry ones broadcast to the others'
+        length; None where one is not known, or lengths disagree (refused by ONNX Runtime)."""
+        sides = [self.entries(name) for name in names]
+        if any(side is None for side in sides) or not any(name in self._vectors for name in names):
+            return None
+        length = max(len(side or []) for side in sides)
+        if any(len(side or []) not in (1, length) for side in sides):
+            return None
+        return [side * length if len(side) == 1 else side for side in sides if side is not None]
+
+    def _note_equal(self, node: onnx.NodeProto) -> None:
+        """Note which entries of an Equal of two shapes are equal, where each is known (`_entries_equal`)."""
+        if (sides := self._stretched(list(node.input))) is not None:
+            found = [_entries_equal(first, second) for first, second in zip(*sides, strict=True)]
+            if None not in found:
+                self._equal[node.output[0]] = [bool(each) for each in found]
+
+    def _chosen(self, inputs: list[str]) -> tuple[list[Entry], list[str | None]] | None:
+        """A Where's entries and their labels, where its condition is known entry by entry (a constant, or an Equal
+        `_note_equal` noted) and it chooses between shapes (`_stretched`): a -1 of `x.expand(-1, 64, -1, -1)` made
+        the size it keeps (`_filled`)."""
+        condition = self._constants.values(inputs[0])
+        if condition is not None and condition.size <= MAX_DIMS:
+            mask: list[bool] | None = [bool(each) for each in condition.ravel().tolist()]
+        else:
+            mask = None if condition is not None else self._equal.get(inputs[0])
+        sides = self._stretched(inputs[1:])
+        if mask is None or sides is None or len(mask) not in (1, len(sides[0])):
+            return None
+        mask = mask * len(sides[0]) if len(mask) == 1 else mask
+        labels = [self._labels_of(name) or [None] for name in inputs[1:]]
+        labels = [each * len(mask) if len(each) == 1 else each for each in labels]
+        chosen = [0 if each else 1 for each in mask]
+        return [sides[side][at] for at, side in enumerate(chosen)], [labels[side][at] for at, side in enumerate(chosen)]
 
     def _labels_of(self, name: str) -> list[str | None]:
         return self._labels.get(name) or [None] * len(self.entries(name) or [])
@@ -400,6 +468,15 @@ class ShapeVectors:
         return given
 
 
+def _entries_equal(first: Entry, second: Entry) -> bool | None:
+    """Whether two entries of shapes are equal: known where both are constants, or where one is a size times a
+    positive factor plus a constant and the other a constant less than that (a size is never negative: never -1)."""
+    if first[0] == second[0] == 0:
+        return first[1] == second[1]
+    sized, constant = (first, second) if second[0] == 0 else (second, first)
+    return False if constant[0] == 0 and sized[0] > 0 and constant[1] < sized[1] else None
+
+
 def _keeps_size(options: Mapping[str, onnx.AttributeProto]) -> bool:
     """Whether a convolution of these attributes keeps its input's height and width: strides and dilations of 1,
     and pads of its kernel's size less one on each axis (PyTorch's `padding=k // 2` of an odd kernel)."""
@@ -419,47 +496,3 @@ def _cut_length(start: int, end: int, size: int) -> int:
     """How many entries `x[start:end]` takes of an axis of `size`, as ONNX Runtime's Slice does."""
     first, last = (min(max(bound + size if bound < 0 else bound, 0), size) for bound in (start, end))
     return max(last - first, 0)
-
-
-def split_dims(dims: Dims, axis: int, sizes: list[int] | None, count: int) -> list[Dims | None]:
-    """The sizes of each of `count` outputs of a Split of a value of sizes `dims` along `axis`: `sizes` there where
-    given (one a part), else the axis's size over `count` where the file fixes it and they divide it; the other
-    axes' as they are. None for a part where `axis` is not one of them (refused by ONNX Runtime)."""
-    if not -len(dims) <= axis < len(dims):
-        return [None] * count
-    axis %= len(dims)
-    if sizes is not None and len(sizes) == count:
-        parts: list[int | None] = list(sizes)
-    else:
-        size = dims[axis]
-        parts = [size // count if size is not None and count and size % count == 0 else None] * count
-    return [[*dims[:axis], part, *dims[axis + 1 :]] for part in parts]
-
-
-def concat_dims(shapes: list[Dims | None], axis: int) -> Dims | None:
-    """The sizes of a Concat of values of sizes `shapes` (None where not noted) along `axis`: the sum of theirs
-    there where all are fixed; on another axis, one's that is fixed (ONNX Runtime refuses ones that disagree)."""
-    known = [shape for shape in shapes if shape is not None]
-    if not known or len({len(shape) for shape in known}) != 1 or not -len(known[0]) <= axis < len(known[0]):
-        return None
-    axis %= len(known[0])
-    along = [shape[axis] for shape in shapes if shape is not None]
-    total = sum(each for each in along if each is not None) if len(along) == len(shapes) and None not in along else None
-    others = [next((size for size in sizes if size is not None), None) for sizes in zip(*known, strict=True)]
-    return [total if index == axis else size for index, size in enumerate(others)]
-
-
-def squeezed_dims(dims: Dims, axes: list[int], unsqueezed: bool) -> Dims | None:
-    """The sizes of a Squeeze of a value of sizes `dims` (its `axes` taken off; with none listed, those fixed at 1,
-    and None where one is not fixed) or an Unsqueeze (axes of 1 put in at `axes` of the output); None where an
-    axis is out of range (refused by ONNX Runtime)."""
-    rank = len(dims) + len(axes) if unsqueezed else len(dims)
-    if not all(-rank <= axis < rank for axis in axes):
-        return None
-    places = {axis % rank for axis in axes}
-    if unsqueezed:
-        sizes = iter(dims)
-        return [1 if index in places else next(sizes, None) for index in range(rank)]
-    if not axes and None in dims:
-        return None
-    return [size for index, size in enumerate(dims) if index not in places and (axes or size != 1)]
