@@ -39,6 +39,7 @@ from srfeat.data.image_writing import (
     FORMATS,
     _uint16_to_uint8,  # noqa: F401  (tests/test_output_path.py)
     array_to_pil,
+    stored_to_pil,
     write_image,
     write_png,
 )
@@ -161,10 +162,16 @@ def warn_first_only(path: Path, count: int, image_format: str | None) -> None:
 
 
 def open_image(path: PathLike) -> Image.Image:
-    """Open and fully decode an image file, EXIF orientation applied."""
+    """Open and fully decode an image file, EXIF orientation applied. A sparse TIFF (`read_raw_image`) is read by
+    tifffile, its empty areas as zeros, where PIL read the file's first bytes into them (or failed)."""
     with one_line_messages(path):
         check_image_file(Path(path))
-        refuse_missing_data(Path(path), tiff16.tiff_info(path))
+        info = tiff16.tiff_info(path)
+        refuse_missing_data(Path(path), info)
+        refuse_unread_sparse(Path(path), info)
+        if info is not None and info.empty_strips:
+            raw = _read_tiff_as_stored(Path(path), info)
+            return stored_to_pil(raw.array, raw.icc_profile)
         return _open_image(Path(path))
 
 

@@ -40,7 +40,7 @@ def refuse_missing_data(path: Path, info: TiffInfo | None) -> None:
 def refuse_unread_sparse(path: Path, info: TiffInfo | None) -> None:
     """`ImageReadError` for a sparse TIFF (strips or tiles of no data) that tifffile does not read for srfeat: PIL
     filled its empty areas with the file's first bytes (uncompressed), or failed with "decoder error -2"."""
-    if info is None or not info.empty_strips:
+    if info is None or not info.empty_strips or (info.decodable and info.plain_layout):
         return
     sparse = f"a sparse TIFF ({info.empty_strips} strip(s) or tile(s) of no data)"
     if not info.decodable:
