@@ -199,9 +199,7 @@ def test_an_lzma_tiff_whose_dictionary_is_past_the_memory_limit_is_said_so_not_d
     assert not (tmp_path / "out.png").exists()
     with pytest.raises(ImageReadError) as refused:
         read_raw_image(tmp_path / "big.tif")
-    assert page_error(refused.value, lambda said: said.replace(str(tmp_path / "big.tif"), "big.tif")).args == (
-        problem,
-    )
+    assert page_error(refused.value, lambda said: said.replace(str(tmp_path / "big.tif"), "big.tif")).args == (problem,)
     with_lzma_dictionary(tmp_path / "big.tif", 30)  # 2 << 26: 128 MiB, within the limit (`xz -9` takes 64 MiB)
     assert np.array_equal(read_raw_image(tmp_path / "big.tif").array, np.ones((8, 8, 3), np.uint16))
 

@@ -56,7 +56,6 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-
 def stored_to_pil(array: np.ndarray, icc_profile: bytes | None) -> Image.Image:
     """HxWxC pixels as stored (`srfeat.data.io.RawImage`'s, uint8 or uint16) -> the PIL image PIL gives of such a
     file: 16-bit colour or grey and alpha, which PIL holds only with 8 bits, to the nearest 8-bit values; the ICC
@@ -67,6 +66,7 @@ def stored_to_pil(array: np.ndarray, icc_profile: bytes | None) -> Image.Image:
     if icc_profile:
         image.info["icc_profile"] = icc_profile
     return image
+
 
 # Output formats by extension; `write_image` converts what a format cannot hold.
 FORMATS = {

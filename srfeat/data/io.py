@@ -201,6 +201,8 @@ def _open_image(path: Path) -> Image.Image:
             unsigned_32 = _unsigned_32_bit_range(image)
             oriented = orientation.exif_upright(image, path)
             decoded = oriented if oriented is not image else image.copy()
+            if image.format == "TIFF" and (exif := orientation.tiff_exif(image, path)):  # as a JPEG's is: kept
+                decoded.info["exif"] = exif
     except DECODE_ERRORS as error:
         if isinstance(error, UnidentifiedImageError):  # text named .png, float RGB TIFF...: said as what it is
             raise unidentified_error(path) from error
@@ -437,7 +439,12 @@ def _read_tiff_as_stored(path: Path, info: tiff16.TiffInfo) -> RawImage:
         decoded.array, decoded.orientation if decoded.orientation in orientation.ORIENTATIONS else 1
     )
     modes = ("I;16", "LA;16", "RGB;16", "RGBA;16") if array.dtype == np.uint16 else ("L", "LA", "RGB", "RGBA")
-    return RawImage(array=array, mode=modes[array.shape[2] - 1], icc_profile=decoded.icc_profile)
+    return RawImage(
+        array=array,
+        mode=modes[array.shape[2] - 1],
+        icc_profile=decoded.icc_profile,
+        exif=orientation.tiff_file_exif(path),
+    )
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 A TIFF's tags give its size, and its strips' (or tiles') offsets and byte counts where its data lies; a damaged
 or hostile file's tags can claim a gigabyte of pixels from a few hundred bytes, which tifffile and PIL set aside
 before they find the data missing. `refuse_missing_data` names such a file in one line, from the tags
-(`srfeat.data.tiff16.tiff_info`) and, for LZMA, what its data decompresses to.
+(`srfeat.data.tiff16.tiff_info`) and, for LZMA, what its data decompresses to; an LZMA file whose decoder needs
+more memory than srfeat allows is named as such, not as damaged.
 """
 
 from __future__ import annotations
