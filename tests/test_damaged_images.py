@@ -291,3 +291,21 @@ def test_a_tiff_of_subsampled_ycbcr_is_checked_by_the_samples_it_holds(tmp_path:
         f"cannot read image {tmp_path / 'huge.tif'}: its header gives 12000x12000 pixels (216,000,000 bytes), more "
         f"than the {stored} bytes of pixel data it holds can make (damaged or cut short?); skip or replace this file"
     )
+
+
+def test_a_tiff_whose_exif_directory_lies_past_its_end_is_read_with_the_rest_of_its_exif(tmp_path: Path) -> None:
+    """The EXIF of a TIFF (its camera, its Exif directory) is kept for the result: a directory that is not there is
+    left out (PIL and tifffile each say so once), not the picture, nor the rest."""
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    exif.get_ifd(0x8769)[0x9003] = "2020:01:02 03:04:05"
+    pixels = samples.astronaut()[:8, :8]
+    Image.fromarray(pixels).save(tmp_path / "photo.tif", exif=exif.tobytes())
+    with tifffile.TiffFile(tmp_path / "photo.tif", mode="r+") as tiff:
+        tiff.pages.first.tags[0x8769].overwrite(999_999)  # the Exif directory's offset, past the file's end
+    raw = read_raw_image(tmp_path / "photo.tif")
+    assert np.array_equal(raw.array, pixels)
+    assert raw.exif is not None
+    kept = Image.Exif()
+    kept.load(raw.exif)
+    assert dict(kept) == {0x010F: "camera maker"}

@@ -120,20 +120,27 @@ def exif_for_tiff(block: bytes) -> tuple[bytes | None, str]:
 # program that wrote the input (tifffile writes it into every file), not the result's, and ImageDescription is where
 # TIFF writers keep their own metadata (tifffile's shape, ImageJ's, OME-XML), of the input's layout.
 TIFF_EXIF_TAGS = frozenset({0x010F, 0x0110, 0x0132, 0x013B, 0x8298, 0x8769, 0x8825})
+# What reading a hostile TIFF's EXIF tags raises besides `EXIF_DAMAGE` (a directory's pointer of the wrong type).
+_TIFF_EXIF_DAMAGE = (*EXIF_DAMAGE, TypeError, KeyError, IndexError)
 
 
 def tiff_exif(image: Image.Image, path: str | os.PathLike[str]) -> bytes | None:
     """The EXIF block of an opened TIFF (`TIFF_EXIF_TAGS`), to write as a JPEG's or PNG's is; None if it has none.
     PIL gives a TIFF's EXIF as its tags only (`getexif`), no block in `info`: its camera, date and GPS were not
-    carried into the result. A damaged one is dropped with a warning, as in `exif_upright`."""
+    carried into the result. A damaged one is dropped with a warning, as in `exif_upright`, not the picture."""
     try:
         tags = image.getexif()
         exif = Image.Exif()
         for tag in TIFF_EXIF_TAGS & set(tags):
-            exif[tag] = dict(tags.get_ifd(tag)) if tag in SUB_DIRECTORY_TAGS else tags[tag]
-        exif.get(0x8769, {}).pop(0xA005, None)  # the interoperability directory's place in the input, not the output
+            if tag in SUB_DIRECTORY_TAGS:
+                directory = dict(tags.get_ifd(tag))  # {} where PIL found none there (with its warning)
+                directory.pop(0xA005, None)  # where the interoperability directory lies in the input, not the output
+                if directory:
+                    exif[tag] = directory
+            else:
+                exif[tag] = tags[tag]
         return exif.tobytes() if len(exif) else None
-    except EXIF_DAMAGE as error:
+    except _TIFF_EXIF_DAMAGE as error:
         logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
         return None
 
@@ -145,7 +152,7 @@ def tiff_file_exif(path: str | os.PathLike[str]) -> bytes | None:
     try:
         with TiffImagePlugin.TiffImageFile(path) as image:
             return tiff_exif(image, path)
-    except (*EXIF_DAMAGE, TypeError, KeyError, IndexError):  # its pixels are read without PIL: nothing to keep
+    except _TIFF_EXIF_DAMAGE:  # PIL does not open it: its pixels are read without PIL, there is nothing to keep
         return None
 
 
