@@ -212,3 +212,6 @@ def test_a_tiffs_exif_and_colour_profile_are_carried_into_the_upscale(
     assert 0x0112 not in written and 0x010E not in written
     assert written.get_ifd(0x8769)[0x9003] == "2020:01:02 03:04:05"
     assert written.get_ifd(0x8825)[0x0001] == "N"
+    with open_image(tmp_path / "photo.tif") as opened:  # the API's PIL image holds them as a JPEG's does
+        assert opened.size == (16, 12) and opened.info.get("icc_profile") == profile
+        assert opened.getexif()[0x010F] == "camera maker" and 0x0112 not in opened.getexif()

@@ -171,7 +171,7 @@ def open_image(path: PathLike) -> Image.Image:
         refuse_unread_sparse(Path(path), info)
         if info is not None and info.empty_strips:
             raw = _read_tiff_as_stored(Path(path), info)
-            return stored_to_pil(raw.array, raw.icc_profile)
+            return stored_to_pil(raw.array, raw.icc_profile, raw.exif)
         return _open_image(Path(path))
 
 
