@@ -18,6 +18,7 @@ from skimage import data as samples
 from srfeat.data.io import read_raw_image
 from srfeat.data.tiff16 import write_tiff16
 from srfeat.errors import ImageReadError
+from srfeat.web.worker import page_error
 
 
 def write_webp(path: Path, **options: object) -> bytes:
@@ -166,6 +167,43 @@ def test_an_lzma_tiff_claiming_more_pixels_than_its_data_makes_is_refused_by_wha
     )
 
 
+def with_lzma_dictionary(path: Path, dictionary_bits: int) -> None:
+    """The LZMA TIFF of one strip at `path` with its xz block header declaring a dictionary of code `dictionary_bits`
+    (2 << (bits // 2 + 11) bytes, times 1.5 if odd), its CRC made again: the data, written with 8 MiB, still decodes
+    with it; a decoder sets the declared size aside (xz --lzma2=dict=512MiB writes such a header)."""
+    with tifffile.TiffFile(path) as tiff:
+        (offset,) = tiff.pages.first.dataoffsets
+    data = bytearray(path.read_bytes())
+    block = offset + 12  # the xz stream header's 12 bytes, then the block header
+    size = (data[block] + 1) * 4
+    assert data[block + 1 : block + 4] == b"\x00\x21\x01"  # one filter, no sizes: LZMA2 and its one byte
+    data[block + 4] = dictionary_bits
+    struct.pack_into("<I", data, block + size - 4, zlib.crc32(data[block : block + size - 4]))
+    path.write_bytes(bytes(data))
+
+
+def test_an_lzma_tiff_whose_dictionary_is_past_the_memory_limit_is_said_so_not_damaged(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """Its decoder would set aside 512 MiB: past what srfeat allows (256 MiB), which had called it damaged and told
+    to skip it. The page's message (`srfeat.web.worker`) is the command's, its advice for a damaged file not taken."""
+    tifffile.imwrite(tmp_path / "big.tif", np.ones((8, 8, 3), np.uint16), photometric="rgb", compression="lzma")
+    with_lzma_dictionary(tmp_path / "big.tif", 34)  # 2 << 28: 512 MiB
+    problem = (
+        "cannot read image big.tif: its LZMA data needs more memory to decompress than the 256 MiB srfeat allows "
+        "(its LZMA dictionary is larger); save it again with another compression (Deflate or LZW), or with LZMA of "
+        "a smaller dictionary"
+    )
+    child = srfeat_cli("upscale", "big.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == f"ERROR: {problem}"
+    assert not (tmp_path / "out.png").exists()
+    with pytest.raises(ImageReadError) as refused:
+        read_raw_image(tmp_path / "big.tif")
+    assert page_error(refused.value, lambda said: said.replace(str(tmp_path / "big.tif"), "big.tif")).args == (problem,)
+    with_lzma_dictionary(tmp_path / "big.tif", 30)  # 2 << 26: 128 MiB, within the limit (`xz -9` takes 64 MiB)
+    assert np.array_equal(read_raw_image(tmp_path / "big.tif").array, np.ones((8, 8, 3), np.uint16))
+
+
 def test_flat_tiffs_compressed_past_deflates_most_are_still_read(tmp_path: Path) -> None:
     """LZMA, counted as it decompresses, and Zstandard, whose bound is 32768:1, of a flat image: no damaged file
     (a bound of Deflate's 1032:1 would have refused both)."""
@@ -253,3 +291,21 @@ def test_a_tiff_of_subsampled_ycbcr_is_checked_by_the_samples_it_holds(tmp_path:
         f"cannot read image {tmp_path / 'huge.tif'}: its header gives 12000x12000 pixels (216,000,000 bytes), more "
         f"than the {stored} bytes of pixel data it holds can make (damaged or cut short?); skip or replace this file"
     )
+
+
+def test_a_tiff_whose_exif_directory_lies_past_its_end_is_read_with_the_rest_of_its_exif(tmp_path: Path) -> None:
+    """The EXIF of a TIFF (its camera, its Exif directory) is kept for the result: a directory that is not there is
+    left out (PIL and tifffile each say so once), not the picture, nor the rest."""
+    exif = Image.Exif()
+    exif[0x010F] = "camera maker"
+    exif.get_ifd(0x8769)[0x9003] = "2020:01:02 03:04:05"
+    pixels = samples.astronaut()[:8, :8]
+    Image.fromarray(pixels).save(tmp_path / "photo.tif", exif=exif.tobytes())
+    with tifffile.TiffFile(tmp_path / "photo.tif", mode="r+") as tiff:
+        tiff.pages.first.tags[0x8769].overwrite(999_999)  # the Exif directory's offset, past the file's end
+    raw = read_raw_image(tmp_path / "photo.tif")
+    assert np.array_equal(raw.array, pixels)
+    assert raw.exif is not None
+    kept = Image.Exif()
+    kept.load(raw.exif)
+    assert dict(kept) == {0x010F: "camera maker"}

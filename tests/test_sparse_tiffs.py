@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 from cli_helpers import one_input_error, srfeat_cli
-from PIL import Image
+from PIL import Image, ImageCms
 
-from srfeat.data.io import read_raw_image
+from srfeat.data.io import open_image, read_raw_image
 from srfeat.errors import ImageReadError
 
 OFFSETS_OF = {279: 273, 325: 324}  # StripByteCounts: StripOffsets; TileByteCounts: TileOffsets
@@ -77,6 +77,12 @@ def test_a_sparse_tiff_reads_its_empty_strips_and_tiles_as_zeros(
     raw = read_raw_image(tmp_path / "sparse.tif")
     assert raw.array.dtype == dtype
     assert np.array_equal(raw.array, expected)
+    # `open_image` (the API's PIL image) too: PIL had read the file's first bytes into them, or failed
+    opened = np.asarray(open_image(tmp_path / "sparse.tif")).reshape(expected.shape)
+    if dtype == np.uint16 and expected.shape[2] > 1:  # PIL holds 16-bit colour only with 8 bits
+        expected = np.rint(expected / 257).astype(np.uint8)
+    assert opened.dtype == expected.dtype
+    assert np.array_equal(opened, expected)
 
 
 def test_a_sparse_tiff_whose_other_strips_cannot_hold_their_pixels_is_still_refused(tmp_path: Path) -> None:
@@ -160,8 +166,52 @@ def test_a_sparse_tiff_tifffile_cannot_read_is_refused_in_one_line(tmp_path: Pat
             ),
         ),
     ):
-        with pytest.raises(ImageReadError) as refused:
-            read_raw_image(tmp_path / name)
-        assert str(refused.value) == (
-            f"cannot read image {tmp_path / name}: a sparse TIFF (1 strip(s) or tile(s) of no data) {said}"
-        ), name
+        for read in (read_raw_image, open_image):  # open_image gave PIL's wrong pixels, or its "decoder error -2"
+            with pytest.raises(ImageReadError) as refused:
+                read(tmp_path / name)
+            assert str(refused.value) == (
+                f"cannot read image {tmp_path / name}: a sparse TIFF (1 strip(s) or tile(s) of no data) {said}"
+            ), (name, read)
+
+
+def empty_strip(path: Path, index: int) -> None:
+    """The TIFF at `path` with its strip numbered `index` made empty, as GDAL makes one (offset and byte count 0)."""
+    with tifffile.TiffFile(path, mode="r+") as tiff:
+        counts, offsets = list(tiff.pages.first.tags[279].value), list(tiff.pages.first.tags[273].value)
+        counts[index] = offsets[index] = 0
+        tiff.pages.first.tags[279].overwrite(counts)
+        tiff.pages.first.tags[273].overwrite(offsets)
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "not-sparse"])
+def test_a_tiffs_exif_and_colour_profile_are_carried_into_the_upscale(
+    tmp_path: Path, model_path: Path, sparse: bool
+) -> None:
+    """PIL gives a TIFF's EXIF as its tags only, and tifffile (which reads a sparse one) none: the camera, the date
+    taken and the place were not written into the result, either way; its colour profile was, and still is. Its
+    orientation is applied, and left out."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "camera maker", "camera model", 6  # 6: turned a quarter clockwise
+    exif[0x010E] = '{"shape": [16, 12, 3]}'  # ImageDescription, as tifffile writes it: the input's, not the result's
+    exif.get_ifd(0x8769)[0x9003] = "2020:01:02 03:04:05"  # date taken (the Exif directory)
+    exif.get_ifd(0x8825)[0x0001] = "N"  # GPS latitude reference
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = Image.fromarray(ramp((16, 12, 3), np.uint8))
+    photo.save(tmp_path / "photo.tif", exif=exif.tobytes(), icc_profile=profile, strip_size=12 * 3 * 4)
+    if sparse:
+        empty_strip(tmp_path / "photo.tif", 0)
+    with tifffile.TiffFile(tmp_path / "photo.tif") as tiff:
+        assert (0 in tiff.pages.first.databytecounts) == sparse
+    child = srfeat_cli("upscale", "photo.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert child.returncode == 0, child.stderr
+    with Image.open(tmp_path / "out.png") as result:
+        written = result.getexif()
+        assert result.size == (64, 48)  # upright: 16 rows of 12 became 12 rows of 16, times 4
+        assert result.info.get("icc_profile") == profile
+    assert (written[0x010F], written[0x0110]) == ("camera maker", "camera model")
+    assert 0x0112 not in written and 0x010E not in written
+    assert written.get_ifd(0x8769)[0x9003] == "2020:01:02 03:04:05"
+    assert written.get_ifd(0x8825)[0x0001] == "N"
+    with open_image(tmp_path / "photo.tif") as opened:  # the API's PIL image holds them as a JPEG's does
+        assert opened.size == (16, 12) and opened.info.get("icc_profile") == profile
+        assert opened.getexif()[0x010F] == "camera maker" and 0x0112 not in opened.getexif()

@@ -56,6 +56,17 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
+def stored_to_pil(array: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> Image.Image:
+    """HxWxC pixels as stored (`srfeat.data.io.RawImage`'s, uint8 or uint16) -> the PIL image PIL gives of such a
+    file: 16-bit colour or grey and alpha, which PIL holds only with 8 bits, to the nearest 8-bit values; the ICC
+    profile and the EXIF block in its `info`, where PIL puts a file's."""
+    if array.dtype == np.uint16 and array.shape[2] > 1:
+        array = _uint16_to_uint8(array)
+    image = array_to_pil(array)
+    image.info.update({key: value for key, value in (("icc_profile", icc_profile), ("exif", exif)) if value})
+    return image
+
+
 # Output formats by extension; `write_image` converts what a format cannot hold.
 FORMATS = {
     ".png": "PNG",

@@ -39,6 +39,7 @@ from srfeat.data.image_writing import (
     FORMATS,
     _uint16_to_uint8,  # noqa: F401  (tests/test_output_path.py)
     array_to_pil,
+    stored_to_pil,
     write_image,
     write_png,
 )
@@ -161,10 +162,16 @@ def warn_first_only(path: Path, count: int, image_format: str | None) -> None:
 
 
 def open_image(path: PathLike) -> Image.Image:
-    """Open and fully decode an image file, EXIF orientation applied."""
+    """Open and fully decode an image file, EXIF orientation applied. A sparse TIFF (`read_raw_image`) is read by
+    tifffile, its empty areas as zeros, where PIL read the file's first bytes into them (or failed)."""
     with one_line_messages(path):
         check_image_file(Path(path))
-        refuse_missing_data(Path(path), tiff16.tiff_info(path))
+        info = tiff16.tiff_info(path)
+        refuse_missing_data(Path(path), info)
+        refuse_unread_sparse(Path(path), info)
+        if info is not None and info.empty_strips:
+            raw = _read_tiff_as_stored(Path(path), info)
+            return stored_to_pil(raw.array, raw.icc_profile, raw.exif)
         return _open_image(Path(path))
 
 
@@ -194,6 +201,8 @@ def _open_image(path: Path) -> Image.Image:
             unsigned_32 = _unsigned_32_bit_range(image)
             oriented = orientation.exif_upright(image, path)
             decoded = oriented if oriented is not image else image.copy()
+            if image.format == "TIFF" and (exif := orientation.tiff_exif(image, path)):  # as a JPEG's is: kept
+                decoded.info["exif"] = exif
     except DECODE_ERRORS as error:
         if isinstance(error, UnidentifiedImageError):  # text named .png, float RGB TIFF...: said as what it is
             raise unidentified_error(path) from error
@@ -430,7 +439,12 @@ def _read_tiff_as_stored(path: Path, info: tiff16.TiffInfo) -> RawImage:
         decoded.array, decoded.orientation if decoded.orientation in orientation.ORIENTATIONS else 1
     )
     modes = ("I;16", "LA;16", "RGB;16", "RGBA;16") if array.dtype == np.uint16 else ("L", "LA", "RGB", "RGBA")
-    return RawImage(array=array, mode=modes[array.shape[2] - 1], icc_profile=decoded.icc_profile)
+    return RawImage(
+        array=array,
+        mode=modes[array.shape[2] - 1],
+        icc_profile=decoded.icc_profile,
+        exif=orientation.tiff_file_exif(path),
+    )
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, TiffImagePlugin
 
 from srfeat.data.colour_profiles import open_image_data, open_image_file
 
@@ -23,6 +23,8 @@ __all__ = [
     "exif_to_write",
     "exif_upright",
     "open_unmapped",
+    "tiff_exif",
+    "tiff_file_exif",
     "upright",
     "without_orientation",
 ]
@@ -110,6 +112,48 @@ def exif_for_tiff(block: bytes) -> tuple[bytes | None, str]:
         exif.pop(tag, None)
     compression = "raw" if SUB_DIRECTORY_TAGS & set(exif) else "tiff_lzw"
     return (exif.tobytes() if len(exif) else None), compression
+
+
+# A TIFF's EXIF: the tags of its first directory that describe the picture (camera maker and model, date, artist,
+# copyright) and its Exif and GPS directories. Its other tags say how its pixels are stored, or are data of their own
+# (ICC profile, XMP, GeoTIFF's place of each pixel, which a result of another size does not keep); Software names the
+# program that wrote the input (tifffile writes it into every file), not the result's, and ImageDescription is where
+# TIFF writers keep their own metadata (tifffile's shape, ImageJ's, OME-XML), of the input's layout.
+TIFF_EXIF_TAGS = frozenset({0x010F, 0x0110, 0x0132, 0x013B, 0x8298, 0x8769, 0x8825})
+# What reading a hostile TIFF's EXIF tags raises besides `EXIF_DAMAGE` (a directory's pointer of the wrong type).
+_TIFF_EXIF_DAMAGE = (*EXIF_DAMAGE, TypeError, KeyError, IndexError)
+
+
+def tiff_exif(image: Image.Image, path: str | os.PathLike[str]) -> bytes | None:
+    """The EXIF block of an opened TIFF (`TIFF_EXIF_TAGS`), to write as a JPEG's or PNG's is; None if it has none.
+    PIL gives a TIFF's EXIF as its tags only (`getexif`), no block in `info`: its camera, date and GPS were not
+    carried into the result. A damaged one is dropped with a warning, as in `exif_upright`, not the picture."""
+    try:
+        tags = image.getexif()
+        exif = Image.Exif()
+        for tag in TIFF_EXIF_TAGS & set(tags):
+            if tag in SUB_DIRECTORY_TAGS:
+                directory = dict(tags.get_ifd(tag))  # {} where PIL found none there (with its warning)
+                directory.pop(0xA005, None)  # where the interoperability directory lies in the input, not the output
+                if directory:
+                    exif[tag] = directory
+            else:
+                exif[tag] = tags[tag]
+        return exif.tobytes() if len(exif) else None
+    except _TIFF_EXIF_DAMAGE as error:
+        logger.warning("%s: its EXIF block is damaged (%s); it is dropped", path, error)
+        return None
+
+
+def tiff_file_exif(path: str | os.PathLike[str]) -> bytes | None:
+    """`tiff_exif` of the TIFF at `path`, whose pixels tifffile decodes (16-bit colour, a sparse file); None where PIL
+    does not parse its tags (16-bit grey and alpha). Its plugin is opened as is: `Image.open`'s pixel-limit check
+    would say again what the caller's said."""
+    try:
+        with TiffImagePlugin.TiffImageFile(path) as image:
+            return tiff_exif(image, path)
+    except _TIFF_EXIF_DAMAGE:  # PIL does not open it: its pixels are read without PIL, there is nothing to keep
+        return None
 
 
 # EXIF orientation -> (clockwise quarter turns of np.rot90's k = -turns, mirror first), as PIL's

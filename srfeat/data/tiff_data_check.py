@@ -3,7 +3,8 @@
 A TIFF's tags give its size, and its strips' (or tiles') offsets and byte counts where its data lies; a damaged
 or hostile file's tags can claim a gigabyte of pixels from a few hundred bytes, which tifffile and PIL set aside
 before they find the data missing. `refuse_missing_data` names such a file in one line, from the tags
-(`srfeat.data.tiff16.tiff_info`) and, for LZMA, what its data decompresses to.
+(`srfeat.data.tiff16.tiff_info`) and, for LZMA, what its data decompresses to; an LZMA file whose decoder needs
+more memory than srfeat allows is named as such, not as damaged.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def refuse_missing_data(path: Path, info: TiffInfo | None) -> None:
     file, not a decompression bomb."""
     try:
         problem = missing_data(info, path) if info is not None else None  # reads an LZMA file's data
+    except _LzmaMemoryLimitError as error:  # a sound file, as likely as not: it was called damaged
+        raise ImageReadError(
+            f"cannot read image {path}: its LZMA data needs more memory to decompress than the "
+            f"{_LZMA_MEMORY_LIMIT >> 20} MiB srfeat allows (its LZMA dictionary is larger)",
+            "save it again with another compression (Deflate or LZW), or with LZMA of a smaller dictionary",
+        ) from error
     except OSError as error:
         raise read_failure(path, error) from error
     if problem:
@@ -34,7 +41,7 @@ def refuse_missing_data(path: Path, info: TiffInfo | None) -> None:
 def refuse_unread_sparse(path: Path, info: TiffInfo | None) -> None:
     """`ImageReadError` for a sparse TIFF (strips or tiles of no data) that tifffile does not read for srfeat: PIL
     filled its empty areas with the file's first bytes (uncompressed), or failed with "decoder error -2"."""
-    if info is None or not info.empty_strips:
+    if info is None or not info.empty_strips or (info.decodable and info.plain_layout):
         return
     sparse = f"a sparse TIFF ({info.empty_strips} strip(s) or tile(s) of no data)"
     if not info.decodable:
@@ -87,12 +94,18 @@ _MOST_EXPANSION = {
 _LZMA_STEP = 1 << 20  # what the check reads and makes at a time: it holds a MiB of data and one of pixels at most
 # What the check's decoder may take for its dictionary (xz -9 uses 65 MiB): a hostile header's 4 GiB is not set aside.
 _LZMA_MEMORY_LIMIT = 256 << 20
+_LZMA_MEMORY_LIMIT_REACHED = "Memory usage limit"  # how Python's lzma says liblzma's LZMA_MEMLIMIT_ERROR
+
+
+class _LzmaMemoryLimitError(Exception):
+    """An LZMA strip whose stream header asks for more decoder memory than `_LZMA_MEMORY_LIMIT`."""
 
 
 def _lzma_output_bytes(path: str | os.PathLike[str], strips: tuple[tuple[int, int], ...], enough: int) -> int:
     """How many bytes the LZMA `strips` of the file at `path` decompress to, read, made and dropped a MiB at a
     time, and counted no further than `enough`: of a few hundred bytes claiming a gigabyte, what they truly
-    make. A strip that does not decompress (damaged, or past the memory limit) counts what it made before."""
+    make. A strip that does not decompress (damaged) counts what it made before; one whose decoder needs more
+    memory than `_LZMA_MEMORY_LIMIT` is `_LzmaMemoryLimitError`, as the file's reader would need as much."""
     made = 0
     with open(path, "rb") as file:
         for offset, count in strips:
@@ -105,6 +118,7 @@ def _lzma_output_bytes(path: str | os.PathLike[str], strips: tuple[tuple[int, in
                         break
                     count -= len(piece)
                     made += len(decompressor.decompress(piece, max_length=_LZMA_STEP))
-            except lzma.LZMAError:  # its decoder says what is wrong, if the count lets it go that far
-                pass
+            except lzma.LZMAError as error:  # its decoder says what is wrong, if the count lets it go that far
+                if _LZMA_MEMORY_LIMIT_REACHED in str(error):
+                    raise _LzmaMemoryLimitError from error
     return made
