@@ -53,15 +53,15 @@ def _gated_upscale(entered: Path, gate: Path, pid: int) -> str:
     return f"""
 import os, time
 from pathlib import Path
-import srfeat.inference.image_files as image_files
+import srfeat.web.worker as worker
 os.getpid = lambda: {pid}
-upscale = image_files.upscale_file
-def gated(upscaler, source, target, *args, **kwargs):
-    Path({str(entered)!r}).write_text(str(source))
+upscale = worker.upscale_read_image
+def gated(upscaler, image, target, *args, **kwargs):
+    Path({str(entered)!r}).write_text(str(target))
     while not Path({str(gate)!r}).exists():
         time.sleep(0.05)
-    return upscale(upscaler, source, target, *args, **kwargs)
-image_files.upscale_file = gated
+    return upscale(upscaler, image, target, *args, **kwargs)
+worker.upscale_read_image = gated
 """
 
 

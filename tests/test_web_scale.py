@@ -169,12 +169,12 @@ def test_room_for_an_upload_over_the_upload_limit_is_refused_as_too_large(server
 # Each job takes longer than a silent page is given (the upscale waits first).
 SLOW_JOBS = f"""
 import time
-import srfeat.inference.image_files as image_files
-upscale = image_files.upscale_file
+import srfeat.web.worker as worker
+upscale = worker.upscale_read_image
 def slow(*args, **kwargs):
     time.sleep({PAGE_GRACE_SECONDS + 4})
     return upscale(*args, **kwargs)
-image_files.upscale_file = slow
+worker.upscale_read_image = slow
 """
 
 
