@@ -156,9 +156,9 @@ def last_passing(qualities: Sequence[int], probe: Callable[[int], Lossy | None])
 
 
 class DoesNotFitError(Exception):
-    def __init__(self, smallest: Lossy) -> None:
+    def __init__(self, smallest: Lossy, floor_db: float) -> None:
         super().__init__(smallest.label)
-        self.smallest = smallest  # the smallest encoding allowed
+        self.smallest, self.floor_db = smallest, floor_db  # the smallest encoding allowed; JPEG q85's PSNR
 
 
 def choose_lossy(images: list[np.ndarray], budget: float) -> Lossy:
@@ -185,7 +185,8 @@ def choose_lossy(images: list[np.ndarray], budget: float) -> Lossy:
 
     untried = [q for q in reversed(WEBP_QUALITIES) if webp is None or q > webp.quality]  # highest first
     smallest_webp = last_passing(untried, at_floor)
-    raise DoesNotFitError(min([floor] + ([smallest_webp] if smallest_webp else []), key=lambda lossy: lossy.size))
+    smallest = min([floor] + ([smallest_webp] if smallest_webp else []), key=lambda lossy: lossy.size)
+    raise DoesNotFitError(smallest, floor.psnr_db)
 
 
 def images_of(folder: Path) -> list[Path]:
@@ -265,10 +266,10 @@ def main() -> None:
             smallest = error.smallest
             missing = math.ceil((smallest.size - budget) / MIB * 100) / 100  # rounded up: that much is enough
             sys.exit(
-                f"error: {LOSSY_SET} does not fit: {missing:.2f} MiB missing for its smallest allowed packing "
-                f"({smallest.label}, {smallest.psnr_db:.2f} dB vs PNG, no lower than JPEG q{JPEG_QUALITIES[-1]}'s); "
-                f"free that much in the checkout (untracked files travel too, {tree / MIB:.1f} MiB now) or in "
-                f"{out.parent}, or lower --margin-mib ({args.margin_mib:g})"
+                f"error: {LOSSY_SET} does not fit: {missing:.2f} MiB missing for its smallest allowed packing, "
+                f"{smallest.label} ({smallest.psnr_db:.2f} dB vs PNG; none below JPEG q{JPEG_QUALITIES[-1]}'s "
+                f"{error.floor_db:.2f} dB); free that much in the checkout (untracked files travel too; "
+                f"{tree / MIB:.1f} MiB now) or in {out.parent}, or lower --margin-mib ({args.margin_mib:g})"
             )
         (staging / LOSSY_SET).mkdir()
         for path, data in zip(lossy_paths, chosen.files, strict=True):
