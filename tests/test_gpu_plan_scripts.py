@@ -99,7 +99,8 @@ def test_plan_scripts_refuse_an_out_holding_an_earlier_run(tmp_path, script: str
 
 
 def tiny_training_sets(root: Path) -> Path:
-    """T91, BSDS200 and Set5 stand-ins: crops of scikit-image's photos, as the packed sets are read."""
+    """T91, BSDS200 and Set5 stand-ins: crops of scikit-image's photos, in the formats scripts/pack_training_data.py
+    writes (lossless WebP; BSDS200 lossy WebP, which it packs where that has the highest PSNR that fits)."""
     from PIL import Image
     from skimage import data
 
@@ -107,7 +108,8 @@ def tiny_training_sets(root: Path) -> Path:
     for name, size in (("T91", 96), ("BSDS200", 80), ("Set5", 64)):
         (root / name).mkdir(parents=True)
         for index, photo in enumerate(photos):
-            Image.fromarray(photo[50 : 50 + size, 60 : 60 + size]).save(root / name / f"img{index}.png")
+            crop = Image.fromarray(photo[50 : 50 + size, 60 : 60 + size])
+            crop.save(root / name / f"img{index}.webp", lossless=name != "BSDS200", quality=90)
     return root
 
 
