@@ -173,11 +173,13 @@ def test_upscale_file_refuses_arguments_of_the_wrong_kind_before_reading_and_kee
     target.write_bytes(b"the user's picture")
     tiles: list[int] = []
     upscaler = Upscaler(tiny_generator(), device="cpu", tile=0, on_tile=lambda done, total: tiles.append(done))
-    # The strings and the model name are arguments of the wrong type on purpose.
     for call, error, message in (
+        # a string for a bool, on purpose
         (lambda: upscale_file(upscaler, source, target, replace="no"), InvalidOptionError, "replace must be True or"),  # pyright: ignore[reportArgumentType]
         (lambda: upscale_file(upscaler, source, target, replace=False), OutputExistsError, "kept.png exists; it is"),
+        # a string for a number, on purpose
         (lambda: upscale_file(upscaler, source, tmp_path / "b.png", outscale="2"), InvalidImageError, "outscale must"),  # pyright: ignore[reportArgumentType]
+        # a model's name for the Upscaler, on purpose
         (lambda: upscale_file("default", source, tmp_path / "b.png"), InvalidOptionError, "must be an srfeat.Upscaler"),  # pyright: ignore[reportArgumentType]
     ):
         with pytest.raises(error, match=message):

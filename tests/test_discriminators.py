@@ -111,16 +111,19 @@ def test_the_authors_initialisation_starts_dense_layers_far_larger() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        # Sizes of the wrong type on purpose: each is refused.
         (
+            # a float for an int, on purpose
             lambda: ImageDiscriminator(32.5, 8, 16),  # pyright: ignore[reportArgumentType]
             "ImageDiscriminator: input size must be a whole number, got float 32.5",
         ),
         (
+            # a float for an int, on purpose
             lambda: ImageDiscriminator(32, 8.0, 16),  # pyright: ignore[reportArgumentType]
             "ImageDiscriminator: base_channels must be a whole number, got float",
         ),
+        # a float for an int, on purpose
         (lambda: FeatureDiscriminator(32.5, 8, 16), "hr_patch_size must be a whole number, got float 32.5"),  # pyright: ignore[reportArgumentType]
+        # a string for an int, on purpose
         (lambda: FeatureDiscriminator("32", 8, 16), "hr_patch_size must be a whole number, got str '32'"),  # pyright: ignore[reportArgumentType]
     ],
 )
