@@ -111,7 +111,7 @@ def default_vgg() -> Path | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--datasets",
         default=os.environ.get("SRFEAT_DATASETS", str(REPO.parent / "shared" / "datasets")),
