@@ -16,7 +16,7 @@ import platform
 import socket
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_interleaved(
-    variants: dict[str, Callable[[], object]], rounds: int, warmup: int, device: torch.device, log: bool = True
+    variants: Mapping[str, Callable[[], object]], rounds: int, warmup: int, device: torch.device, log: bool = True
 ) -> dict[str, list[float]]:
     """Seconds per call of each variant: `warmup` untimed calls each, then `rounds` rounds
     that call every variant once, in order."""
@@ -145,7 +145,8 @@ def paired_speedup(times: dict[str, list[float]], variant: str, baseline: str) -
     return statistics.median(b / v for b, v in zip(times[baseline], times[variant], strict=True))
 
 
-def summarize(times: dict[str, list[float]], baseline: str) -> dict[str, dict[str, float]]:
+def summarize(times: dict[str, list[float]], baseline: str) -> dict[str, dict[str, Any]]:
+    """Each variant's timing record; callers add their own fields (precision, losses) before writing it out."""
     return {
         name: {
             "median_s": statistics.median(values),

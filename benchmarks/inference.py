@@ -64,6 +64,7 @@ def load_weights(spec: str | None) -> tuple[SRFeatGenerator, str]:
     with torch.no_grad():
         for module in generator.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 2.0)
     return generator.eval(), "random (seed 0)"
@@ -79,6 +80,7 @@ def build_variants(
 ) -> dict[str, tuple[Callable[[], torch.Tensor], str]]:
     """name -> (callable returning the output, precision)."""
     from srfeat.inference import InferenceGenerator, Upscaler
+    from srfeat.inference.fused import Algorithm
 
     plain = generator.to(device).eval()
     x = image.to(device)
@@ -95,9 +97,10 @@ def build_variants(
         # planned from the free memory (one tile at benchmark sizes), the result on the host.
         return lambda: upscaler.upscale_rgb(image[0])[None]
 
-    def folded(algorithm: str) -> Callable[[], torch.Tensor]:
-        model = InferenceGenerator(generator, algorithm=algorithm).to(device)  # type: ignore[arg-type]
-        model = model.to(memory_format=model.memory_format)
+    def folded(algorithm: Algorithm) -> Callable[[], torch.Tensor]:
+        model = InferenceGenerator(generator, algorithm=algorithm).to(device)
+        # Module.to accepts memory_format at run time; torch's typed overloads leave it out.
+        model = model.to(memory_format=model.memory_format)  # pyright: ignore[reportCallIssue]
         return lambda: model(x.contiguous(memory_format=model.memory_format))
 
     variants: dict[str, tuple[Callable[[], torch.Tensor], str]] = {"plain": (no_grad(plain, x), "fp32")}
@@ -111,7 +114,7 @@ def build_variants(
         variants["ours, tta"] = (lambda: self_ensemble(ours.upscale_rgb, image[0])[None], "fp32")
     if device.type == "cpu" and torch.get_num_threads() > 1:
         variants["ours, intra-op threads"] = (without_workers(upscale(ours)), "fp32")
-    if device.type == "cpu" and ours.model.use_nnpack:
+    if device.type == "cpu" and isinstance(ours.model, InferenceGenerator) and ours.model.use_nnpack:
         # srfeat's Winograd kernels alone: what "auto" runs where PyTorch has no NNPACK.
         variants["srfeat Winograd only (algorithm='winograd')"] = (folded("winograd"), "fp32")
     low_precisions = [torch.bfloat16] if device.type == "cpu" and cpu_has_native_bf16() else []

@@ -96,7 +96,8 @@ def _prepare(module: nn.Module, recipe: Recipe, device: torch.device, min_channe
 
     module = copy.deepcopy(module).to(device)
     if recipe.channels_last:
-        module = module.to(memory_format=torch.channels_last)
+        # Module.to accepts memory_format at run time; torch's typed overloads leave it out.
+        module = module.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
     if recipe.winograd:
         use_winograd(module, min_channels)
     return module

@@ -17,7 +17,7 @@ import sys
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("json_file", help="records written by srfeat eval --json")
     parser.add_argument("candidate", help="the new model's name in the records")
     parser.add_argument("baseline", help="the shipped model's name in the records")

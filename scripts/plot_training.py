@@ -25,7 +25,7 @@ def read_validation(path: Path) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.jsonl of each run, in training order")
     parser.add_argument("--labels", nargs="+", help="one label per run (default: the file names)")
     parser.add_argument("--title", default="validation on Set5")

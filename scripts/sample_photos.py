@@ -19,7 +19,7 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="folder to write <name>/<name>.png into (created)")
     args = parser.parse_args()
     from PIL import Image

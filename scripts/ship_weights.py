@@ -20,7 +20,7 @@ from srfeat.weights import bundled_dir, load_generator, save_generator
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("checkpoint", help="a generator .safetensors or a training state")
     parser.add_argument("name", help="bundled model name, e.g. default or gan")
     parser.add_argument(

@@ -174,15 +174,19 @@ def test_upscale_file_refuses_arguments_of_the_wrong_kind_before_reading_and_kee
     tiles: list[int] = []
     upscaler = Upscaler(tiny_generator(), device="cpu", tile=0, on_tile=lambda done, total: tiles.append(done))
     for call, error, message in (
-        (lambda: upscale_file(upscaler, source, target, replace="no"), InvalidOptionError, "replace must be True or"),
+        # a string for a bool, on purpose
+        (lambda: upscale_file(upscaler, source, target, replace="no"), InvalidOptionError, "replace must be True or"),  # pyright: ignore[reportArgumentType]
         (lambda: upscale_file(upscaler, source, target, replace=False), OutputExistsError, "kept.png exists; it is"),
-        (lambda: upscale_file(upscaler, source, tmp_path / "b.png", outscale="2"), InvalidImageError, "outscale must"),
-        (lambda: upscale_file("default", source, tmp_path / "b.png"), InvalidOptionError, "must be an srfeat.Upscaler"),
+        # a string for a number, on purpose
+        (lambda: upscale_file(upscaler, source, tmp_path / "b.png", outscale="2"), InvalidImageError, "outscale must"),  # pyright: ignore[reportArgumentType]
+        # a model's name for the Upscaler, on purpose
+        (lambda: upscale_file("default", source, tmp_path / "b.png"), InvalidOptionError, "must be an srfeat.Upscaler"),  # pyright: ignore[reportArgumentType]
     ):
         with pytest.raises(error, match=message):
-            call()  # type: ignore[arg-type]
+            call()
     assert target.read_bytes() == b"the user's picture" and not (tmp_path / "b.png").exists() and tiles == []
-    assert upscale_file(upscaler, source, target, replace=np.bool_(True)) == (20, 24)
+    # numpy's bool is accepted as True and False are, though the annotation says bool.
+    assert upscale_file(upscaler, source, target, replace=np.bool_(True)) == (20, 24)  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.parametrize("name", ["resume", "overwrite", "show_progress"])

@@ -181,9 +181,11 @@ def test_a_state_dict_that_is_not_names_to_tensors_is_a_weights_error() -> None:
 
     state = tiny_generator().state_dict()
     with pytest.raises(WeightsError, match=r"training state: give its generator entry, state\['generator'\]"):
-        generator_from_state({"generator": state, "step": 10})
+        # a training state for a state dict, on purpose
+        generator_from_state({"generator": state, "step": 10})  # pyright: ignore[reportArgumentType]
     with pytest.raises(WeightsError, match="head.weight is not a tensor"):
-        generator_from_state({**state, "head.weight": 1.0})
+        # a number for a tensor, on purpose
+        generator_from_state({**state, "head.weight": 1.0})  # pyright: ignore[reportArgumentType]
     with pytest.raises(WeightsError, match="expected a state dict"):
         generator_from_state(list(state.items()))  # type: ignore[arg-type]
 

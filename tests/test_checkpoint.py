@@ -111,7 +111,7 @@ def test_random_states_round_trip_through_a_saved_state(tmp_path) -> None:
     random.seed(5)
     np.random.seed(6)
     torch.manual_seed(7)
-    random.random(), np.random.rand(), torch.rand(1)  # move away from the seeded states
+    _ = random.random(), np.random.rand(), torch.rand(1)  # move away from the seeded states
     checkpoint.save_state({"rng": checkpoint.capture_rng_states()}, tmp_path / "s.pt")
     expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
     random.seed(0)

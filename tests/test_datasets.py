@@ -51,7 +51,9 @@ def add_bad_files(folder: Path) -> None:
 def test_read_image_formats_and_gray(tmp_path: Path) -> None:
     rgb = samples.astronaut()[:64, :48]
     for suffix in (".png", ".bmp", ".tif", ".webp"):
-        Image.fromarray(rgb).save(tmp_path / f"a{suffix}", **({"lossless": True} if suffix == ".webp" else {}))
+        options = {"lossless": True} if suffix == ".webp" else {}
+        # pyright checks the unpacked options against save's `format` too, as if a key could be "format".
+        Image.fromarray(rgb).save(tmp_path / f"a{suffix}", **options)  # pyright: ignore[reportArgumentType]
         np.testing.assert_array_equal(read_image(tmp_path / f"a{suffix}"), rgb)
     Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=95)
     assert np.abs(read_image(tmp_path / "a.jpg").astype(int) - rgb).mean() < 4
@@ -122,7 +124,8 @@ def test_a_protocol_scale_that_is_not_a_whole_number_is_one_line(scale: object) 
     for helper in (mod_crop, bicubic_downscale):
         with pytest.raises(InvalidOptionError, match="scale must be a whole number of at least 1, got"):
             helper(image, scale)  # type: ignore[arg-type]
-    assert mod_crop(image, np.int64(3)).shape == (15, 15, 3)
+    # numpy's integers are accepted as Python's are, though the annotation says int.
+    assert mod_crop(image, np.int64(3)).shape == (15, 15, 3)  # pyright: ignore[reportArgumentType]
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -210,7 +213,8 @@ def test_dataset_options_of_the_wrong_kind_are_refused_in_one_line(
 
 
 def test_whole_numbers_of_numpy_and_patch_sizes_off_the_scale(photo_folder: Path) -> None:
-    dataset = CenterCropDataset(photo_folder, hr_patch_size=np.int64(96), scale=np.int32(4), in_memory=np.bool_(True))
+    # numpy's integers and bool are accepted as Python's are, though the annotations say int and bool.
+    dataset = CenterCropDataset(photo_folder, hr_patch_size=np.int64(96), scale=np.int32(4), in_memory=np.bool_(True))  # pyright: ignore[reportArgumentType]
     assert type(dataset.hr_patch_size) is int and type(dataset.scale) is int and dataset.cache is not None
     assert dataset[0]["lr"].shape == (3, 24, 24)
     for size in (90, 0, -4):  # 0 was "a whole number of at least 1, got int 0"; the rule is the multiple

@@ -23,6 +23,7 @@ def test_image_discriminator_dense_layer_has_184832_inputs_for_296_patches() -> 
     discriminator = ImageDiscriminator(296)
     assert discriminator.dense_inputs == 19 * 19 * 512 == 184_832
     dense = discriminator.classifier[1]
+    assert isinstance(dense, torch.nn.Linear)
     assert dense.in_features == 184_832 and dense.out_features == 1024
     assert 189_000_000 < dense.weight.numel() < 190_000_000
 
@@ -91,9 +92,11 @@ def test_stride_2_convs_sample_where_tf_same_padding_does(size: int) -> None:
 
 def test_the_authors_initialisation_starts_dense_layers_far_larger() -> None:
     discriminator = ImageDiscriminator(64)
-    default_dense = discriminator.classifier[1].weight.std().item()
+    dense_layer = discriminator.classifier[1]
+    assert isinstance(dense_layer, torch.nn.Linear)
+    default_dense = dense_layer.weight.std().item()
     init_discriminator_as_authors(discriminator, torch.Generator().manual_seed(0))
-    dense = discriminator.classifier[1].weight
+    dense = dense_layer.weight
     # tensorlayer's DenseLayer default: N(0, 0.1) cut at two standard deviations (std 0.088 after the cut).
     assert dense.abs().max().item() <= 0.2 + 1e-6 and dense.std().item() == pytest.approx(0.088, rel=0.02)
     assert dense.std().item() > 10 * default_dense  # 14x at these 8,192 inputs; 65x at the paper's 184,832
@@ -109,15 +112,19 @@ def test_the_authors_initialisation_starts_dense_layers_far_larger() -> None:
     ("build", "message"),
     [
         (
-            lambda: ImageDiscriminator(32.5, 8, 16),
+            # a float for an int, on purpose
+            lambda: ImageDiscriminator(32.5, 8, 16),  # pyright: ignore[reportArgumentType]
             "ImageDiscriminator: input size must be a whole number, got float 32.5",
         ),
         (
-            lambda: ImageDiscriminator(32, 8.0, 16),
+            # a float for an int, on purpose
+            lambda: ImageDiscriminator(32, 8.0, 16),  # pyright: ignore[reportArgumentType]
             "ImageDiscriminator: base_channels must be a whole number, got float",
         ),
-        (lambda: FeatureDiscriminator(32.5, 8, 16), "hr_patch_size must be a whole number, got float 32.5"),
-        (lambda: FeatureDiscriminator("32", 8, 16), "hr_patch_size must be a whole number, got str '32'"),
+        # a float for an int, on purpose
+        (lambda: FeatureDiscriminator(32.5, 8, 16), "hr_patch_size must be a whole number, got float 32.5"),  # pyright: ignore[reportArgumentType]
+        # a string for an int, on purpose
+        (lambda: FeatureDiscriminator("32", 8, 16), "hr_patch_size must be a whole number, got str '32'"),  # pyright: ignore[reportArgumentType]
     ],
 )
 def test_a_size_that_is_no_whole_number_is_one_line(build: Callable[[], object], message: str) -> None:
@@ -132,7 +139,8 @@ def test_a_size_that_is_no_whole_number_is_one_line(build: Callable[[], object],
 
 @pytest.mark.parametrize(
     "build",
-    [lambda: ImageDiscriminator(torch.ones(3, 3), 8, 16), lambda: FeatureDiscriminator(torch.ones(3, 3), 8, 16)],
+    # A tensor as a size, on purpose.
+    [lambda: ImageDiscriminator(torch.ones(3, 3), 8, 16), lambda: FeatureDiscriminator(torch.ones(3, 3), 8, 16)],  # pyright: ignore[reportArgumentType]
 )
 def test_a_tensor_given_as_a_size_is_quoted_on_one_line(build: Callable[[], object]) -> None:
     """The message quoted the value's repr, which for a tensor spans lines: "got Tensor tensor([[1., 1.],\n..."."""

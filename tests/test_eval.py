@@ -435,8 +435,8 @@ def test_evaluate_takes_paths_as_paths_and_expands_the_home_folder(
     assert [row.model for row in result.results] == ["tiny", "bicubic"]
     # which the hint says (it left bytes out of models: a type checker refused the call above)
     assert typing.get_type_hints(evaluate)["models"] == Sequence[str | bytes | os.PathLike[str]]
-    # any iterable of them, as before (a generator is read once)
-    result = evaluate((m for m in ["bicubic"]), ("~/Small",), metrics=iter(["psnr"]), device="cpu")
+    # any iterable of them, as before (a generator is read once), though the hint says Sequence
+    result = evaluate((m for m in ["bicubic"]), ("~/Small",), metrics=iter(["psnr"]), device="cpu")  # pyright: ignore[reportArgumentType]
     assert [(row.model, row.images, list(row.scores)) for row in result.results] == [("bicubic", 1, ["psnr"])]
 
 

@@ -160,15 +160,16 @@ def test_a_tile_out_of_memory_tells_evaluate_what_it_can_do(
 
     from srfeat.errors import TileOutOfMemoryError
     from srfeat.inference.fused import InferenceGenerator
+    from srfeat.inference.winograd_path import Region
 
     model = tmp_path / "x4.safetensors"
     save_generator(tiny_generator(scale=4), model)
     forward = InferenceGenerator.forward
 
-    def runs_out_of_memory(self: InferenceGenerator, batch: torch.Tensor, *args: object) -> torch.Tensor:
+    def runs_out_of_memory(self: InferenceGenerator, batch: torch.Tensor, region: Region | None = None) -> torch.Tensor:
         if tuple(batch.shape[-2:]) == (10, 11):  # two.png's LR, not the test image every model runs first
             torch.empty(1 << 60, dtype=torch.uint8)  # the CPU allocator refuses it, as under `ulimit -v`
-        return forward(self, batch, *args)
+        return forward(self, batch, region)
 
     monkeypatch.setattr(InferenceGenerator, "forward", runs_out_of_memory)
     with pytest.raises(TileOutOfMemoryError) as raised:

@@ -149,24 +149,29 @@ def test_generator_loss_is_perceptual_plus_each_weighted_adversarial_term(
 
 def test_frozen_batchnorm_keeps_gamma_and_beta_while_the_rest_learns(vgg: VGG19FeatureExtractor) -> None:
     step = make_gan_step(vgg)
-    assert freeze_batchnorm_affine(step.generator) == 4  # 2 blocks x 2 BatchNorms
-    batchnorm = {k: v.clone() for k, v in step.generator.state_dict().items() if ".bn" in k}
-    convs = params(step.generator.body)
+    generator = step.generator
+    assert isinstance(generator, SRFeatGenerator)
+    assert freeze_batchnorm_affine(generator) == 4  # 2 blocks x 2 BatchNorms
+    batchnorm = {k: v.clone() for k, v in generator.state_dict().items() if ".bn" in k}
+    convs = params(generator.body)
     for _ in range(2):
         step(*batch())
-    after = step.generator.state_dict()
+    after = generator.state_dict()
     assert all(torch.equal(value, after[key]) for key, value in batchnorm.items())
-    assert changed(convs, step.generator.body)
+    assert changed(convs, generator.body)
 
 
 def test_generator_batchnorm_uses_running_statistics_in_stage_2_by_default(vgg: VGG19FeatureExtractor) -> None:
     step = make_gan_step(vgg)
-    running_mean = step.generator.body[0].bn1.running_mean.clone()
+    assert isinstance(step.generator, SRFeatGenerator)
+    batchnorm = step.generator.body[0].bn1
+    assert batchnorm.running_mean is not None
+    running_mean = batchnorm.running_mean.clone()
     step(*batch())
-    assert torch.equal(step.generator.body[0].bn1.running_mean, running_mean)
+    assert torch.equal(batchnorm.running_mean, running_mean)
     step.generator_bn_eval = False
     step(*batch())
-    assert not torch.equal(step.generator.body[0].bn1.running_mean, running_mean)
+    assert not torch.equal(batchnorm.running_mean, running_mean)
 
 
 def test_pretrain_step_lowers_mse_on_a_fixed_batch() -> None:
@@ -174,6 +179,5 @@ def test_pretrain_step_lowers_mse_on_a_fixed_batch() -> None:
     step = PretrainStep(generator, torch.optim.Adam(generator.parameters(), 1e-3))
     lr, hr = torch.rand(4, 3, 6, 6), torch.rand(4, 3, 24, 24)
     first = step(lr, hr)["loss/pixel"]
-    for _ in range(20):
-        last = step(lr, hr)["loss/pixel"]
-    assert last < first
+    later = [step(lr, hr)["loss/pixel"] for _ in range(20)]
+    assert later[-1] < first

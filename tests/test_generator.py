@@ -143,7 +143,8 @@ def test_pixels_of_the_wrong_kind_are_srfeat_errors_of_the_builtin_kinds() -> No
         generator(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
     with pytest.raises(InvalidImageError, match=r"takes \(N, 3, H, W\) batches"):  # a ValueError
         generator(torch.zeros(3, 4, 4))
-    assert SRFeatGenerator(scale=np.int64(2), num_features=4, num_blocks=1).scale == 2
+    # numpy's integers are accepted as Python's are, though the annotation says int.
+    assert SRFeatGenerator(scale=np.int64(2), num_features=4, num_blocks=1).scale == 2  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 0, 8), (2, 3, 5, 0), (1, 3, 0, 0)])

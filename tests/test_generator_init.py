@@ -40,7 +40,9 @@ def test_authors_initialisation_is_normal_001_with_zero_biases_and_unit_gamma() 
     with torch.no_grad():  # start from something that is not the authors' state
         for p in generator.parameters():
             p.add_(0.5)
-        generator.body[0].bn1.running_var.fill_(7.0)
+        running_var = generator.body[0].bn1.running_var
+        assert running_var is not None
+        running_var.fill_(7.0)
     init_as_authors(generator)
     convs = [m for m in generator.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 1 + 3 * 2 + 2 + 2 + 1  # head, body, long skips, upsampler, tail

@@ -933,7 +933,8 @@ def test_a_tile_pad_below_the_receptive_radius_warns_of_seams(
     model_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        Upscaler(model_path, device="cpu", tile=64, tile_pad=np.int64(8), tta=np.bool_(False))
+        # numpy's integers and bool are accepted as Python's are, though the annotations say int and bool.
+        Upscaler(model_path, device="cpu", tile=64, tile_pad=np.int64(8), tta=np.bool_(False))  # pyright: ignore[reportArgumentType]
     assert any("tile pad 8 is below the network's receptive radius" in line for line in warning_lines(caplog))
 
 

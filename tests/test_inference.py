@@ -297,6 +297,7 @@ def test_cuda_precisions_match_cpu(full_size_generator: SRFeatGenerator, dtype: 
 @cuda
 def test_cuda_fp16_overflow_falls_back_to_fp32() -> None:
     generator = tiny_generator()
+    assert generator.head.bias is not None
     with torch.no_grad():  # weights that fit float16 but activations that do not
         generator.head.bias.fill_(60000.0)
         generator.body[0].conv1.weight.fill_(1.0)

@@ -32,7 +32,8 @@ def widened_by(path: Path, layers: list[tuple[str, list[int], dict[str, int]]], 
         nodes.append(helper.make_node("Resize", ["input", "", "x4"], ["enlarged"], mode="nearest"))
         source = "enlarged"
     for index, (op, _, options) in enumerate(layers):
-        nodes.append(helper.make_node(op, [source, f"weight{index}"], [f"wide{index}"], **options))
+        # pyright checks the unpacked attributes against make_node's own keywords (name, domain...) too.
+        nodes.append(helper.make_node(op, [source, f"weight{index}"], [f"wide{index}"], **options))  # pyright: ignore[reportArgumentType]
         source = f"wide{index}"
     nodes.append(helper.make_node("ReduceMean", [source, "channels"], ["mean"], keepdims=1))
     nodes.append(helper.make_node("Expand", ["mean", "three"], ["grey" if resized else "prepared"]))

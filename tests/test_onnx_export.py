@@ -665,7 +665,8 @@ def test_a_huge_weight_in_a_constant_node_s_float_attribute_is_refused_too(tmp_p
         model = onnx.load(str(srfeat_like_onnx(path)))
         value = gain if attribute == "value_float" else [1.0, gain, 1.0]
         shape = [1, 1 if attribute == "value_float" else 3, 1, 1]
-        model.graph.node.insert(0, helper.make_node("Constant", [], ["gain"], **{attribute: value}))
+        # pyright checks the unpacked attribute against make_node's own keywords (name, domain...) too.
+        model.graph.node.insert(0, helper.make_node("Constant", [], ["gain"], **{attribute: value}))  # pyright: ignore[reportArgumentType]
         model.graph.node.insert(1, helper.make_node("Constant", [], ["gain_shape"], value_ints=shape))
         model.graph.node.insert(2, helper.make_node("Reshape", ["gain", "gain_shape"], ["gains"]))
         model.graph.node.insert(3, helper.make_node("Mul", ["input", "gains"], ["scaled"]))
@@ -832,9 +833,12 @@ def test_options_the_onnxruntime_backend_cannot_take_are_option_errors(tmp_path:
     from srfeat.errors import InvalidOptionError
 
     path = srfeat_like_onnx(tmp_path / "nearest.onnx")
-    for options, message in (({"dtype": "bf16"}, "dtype='fp32'"), ({"compile": True}, r"compile=True")):
+    for build, message in (
+        (lambda: Upscaler(path, device="cpu", dtype="bf16"), "dtype='fp32'"),
+        (lambda: Upscaler(path, device="cpu", compile=True), r"compile=True"),
+    ):
         with pytest.raises(InvalidOptionError, match=message):
-            Upscaler(path, device="cpu", **options)
+            build()
 
 
 def test_an_onnx_file_whose_weights_are_elsewhere_or_declared_huge_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -982,7 +986,8 @@ def test_metadata_text_that_is_not_utf8_from_python_is_named_by_its_field() -> N
         with pytest.raises(InvalidOptionError) as by_the_class:
             ModelInfo("g", given["training_data"], given["license"])
         with pytest.raises(InvalidOptionError) as by_the_function:
-            model_info("default", **{field: latin1})
+            # pyright checks the unpacked field against model_info's other keywords (strength...) too.
+            model_info("default", **{field: latin1})  # pyright: ignore[reportArgumentType]
         for refused in (by_the_class, by_the_function):
             assert str(refused.value).startswith(f"the model's {field} {latin1!r} {advice}"), refused.value
             assert "--" not in str(refused.value)

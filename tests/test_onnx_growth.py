@@ -476,7 +476,9 @@ class OrdinaryNetwork(torch.nn.Module):
             *(torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(3, 3, 3)) for _ in range(160))
         )
         for layer in [*self.dense, *self.deep]:
-            torch.nn.init.normal_(layer[-1].weight if isinstance(layer, torch.nn.Sequential) else layer.weight, 0, 0.05)
+            conv = layer[-1] if isinstance(layer, torch.nn.Sequential) else layer
+            assert isinstance(conv, torch.nn.Conv2d)
+            torch.nn.init.normal_(conv.weight, 0, 0.05)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         wrapped = image

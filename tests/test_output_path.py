@@ -50,6 +50,7 @@ def old_self_ensemble(upscale, image: torch.Tensor) -> torch.Tensor:
     for turns, mirror in ORIENTATIONS:
         result = _unorient(upscale(_orient(image, turns, mirror).contiguous()), turns, mirror)
         total = result.clone() if total is None else total.add_(result)
+    assert total is not None
     return total.div_(len(ORIENTATIONS))
 
 

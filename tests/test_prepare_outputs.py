@@ -253,10 +253,16 @@ def test_prepare_patches_names_its_keywords_to_python_and_the_command_its_argume
     out = tmp_path / "out"
     write_png(out / "mine.png", np.zeros((8, 8, 3), np.uint8))
 
-    def refusal(command_line: bool, **options: object) -> str:
+    def refusal(command_line: bool, seed: int = 0, workers: int = 1) -> str:  # prepare_patches' defaults
         with pytest.raises(SRFeatError) as raised:
             prepare.prepare_patches(
-                tmp_path / "src", out, hr_patch_size=64, progress=False, command_line=command_line, **options
+                tmp_path / "src",
+                out,
+                hr_patch_size=64,
+                seed=seed,
+                workers=workers,
+                progress=False,
+                command_line=command_line,
             )
         return str(raised.value)
 

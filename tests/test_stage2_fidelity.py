@@ -17,6 +17,8 @@ from cli_helpers import one_error_line, srfeat_cli
 from safetensors.torch import load_file
 from training_helpers import tiny_config, tiny_generator_file
 
+from srfeat.archs.discriminators import Discriminator
+from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import ConfigError
 from srfeat.training import checkpoint, trainer
 
@@ -90,10 +92,12 @@ def test_authors_initialisation_for_a_new_generator(folders, tmp_path) -> None:
     config = tiny_config(train_dir, None, tmp_path / "run", overrides=["model.init=authors", "model.num_features=32"])
     loop = trainer.Trainer(config, out_dir=tmp_path / "run", show_progress=False)
     loop._build(None)
-    body_conv = loop.generator.body[0].conv1.weight
+    generator = loop.generator
+    assert isinstance(generator, SRFeatGenerator) and generator.head.bias is not None
+    body_conv = generator.body[0].conv1.weight
     assert body_conv.std().item() == pytest.approx(0.01, rel=0.05)
-    assert torch.all(loop.generator.head.bias == 0)
-    assert torch.all(loop.generator.body[0].bn1.weight == 1)
+    assert torch.all(generator.head.bias == 0)
+    assert torch.all(generator.body[0].bn1.weight == 1)
 
 
 def test_authors_initialisation_for_new_discriminators(folders, tmp_path) -> None:
@@ -104,7 +108,10 @@ def test_authors_initialisation_for_new_discriminators(folders, tmp_path) -> Non
     loop = trainer.Trainer(config, out_dir=tmp_path / "run", show_progress=False)
     loop._build(None)
     for discriminator in loop.discriminators.values():
-        dense = discriminator.classifier[-1].weight  # 16 -> 1: tensorlayer's N(0, 0.1), cut at 0.2
+        assert isinstance(discriminator, Discriminator)
+        dense_layer = discriminator.classifier[-1]
+        assert isinstance(dense_layer, torch.nn.Linear)
+        dense = dense_layer.weight  # 16 -> 1: tensorlayer's N(0, 0.1), cut at 0.2
         assert 0.05 < dense.std().item() and dense.abs().max().item() <= 0.2 + 1e-6
 
 

@@ -106,6 +106,7 @@ def test_a_winograd_band_holds_at_most_tiles_per_band_tiles_and_the_gradients_st
     expected.square().sum().backward()
     torch.testing.assert_close(out, expected, rtol=0, atol=2e-5)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-4)
+    assert reference.weight.grad is not None
     torch.testing.assert_close(
         conv.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5 * reference.weight.grad.abs().max().item()
     )

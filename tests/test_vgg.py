@@ -100,7 +100,8 @@ def test_two_urls_of_one_file_name_are_two_files(tmp_path: Path, monkeypatch: py
         )
         urls.append((tmp_path / version / "vgg19.pth").as_uri())
     for _ in range(2):  # downloaded, then from the cache
-        assert [VGG19FeatureExtractor(url).layers[0].weight.flatten()[0].item() for url in urls] == [1.0, 2.0]
+        first_weights = [VGG19FeatureExtractor(url).layers.state_dict()["0.weight"].flatten()[0] for url in urls]
+        assert [weight.item() for weight in first_weights] == [1.0, 2.0]
 
 
 def test_missing_or_malformed_weights_name_the_file_and_format(tmp_path: Path) -> None:
@@ -276,7 +277,7 @@ class _WeightsServer:
                     server.release.wait(300)
                 self.close_connection = True
 
-            def log_message(self, *args: object) -> None:
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

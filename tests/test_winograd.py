@@ -74,10 +74,12 @@ def test_winograd_conv2d_gradients_match_conv2d(height: int, width: int, bias: b
     torch.testing.assert_close(out, expected, rtol=0, atol=2e-5)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=5e-5)
     # A weight gradient sums over every pixel: compare relative to its size.
+    assert reference.weight.grad is not None
     torch.testing.assert_close(
         conv.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5 * reference.weight.grad.abs().max().item()
     )
     if bias:
+        assert conv.bias is not None and reference.bias is not None
         torch.testing.assert_close(conv.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-4)
 
 
@@ -158,6 +160,7 @@ def test_bands_of_images_and_of_rows_on_workers(threads: int, batch: int, size: 
     expected.square().sum().backward()
     torch.testing.assert_close(out, expected, rtol=0, atol=2e-5)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-4)
+    assert reference.weight.grad is not None
     torch.testing.assert_close(
         conv.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5 * reference.weight.grad.abs().max().item()
     )

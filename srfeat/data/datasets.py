@@ -20,6 +20,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -42,7 +43,23 @@ from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
 logger = logging.getLogger(__name__)
 
-Sample = dict[str, torch.Tensor | str]
+
+class Sample(TypedDict):
+    """One LR/HR pair: (C, H, W) float tensors in [0, 1], and the name of the image they come from."""
+
+    lr: torch.Tensor
+    hr: torch.Tensor
+    name: str
+
+
+class BenchmarkSample(Sample):
+    """A benchmark image: the pair, its dataset's name, and the uint8 (H, W, C) arrays the protocol scores."""
+
+    dataset: str
+    hr_uint8: np.ndarray
+    lr_uint8: np.ndarray
+
+
 # The peak memory of scoring one image, per byte of its uint8 HR: the protocol's bicubic (down, and up for the
 # `bicubic` baseline) works in float64 on the whole image. Measured: 20 at 4000x4000 (`/usr/bin/time -f %M srfeat
 # eval --model bicubic`, against a 200x200 image), 12 for `bicubic_downscale` alone.
@@ -52,9 +69,11 @@ EVALUATION_WORKING_BYTES = 20
 # stay importable from here, where callers have them.
 __all__ = [
     "BenchmarkDataset",
+    "BenchmarkSample",
     "CenterCropDataset",
     "PairedPatchDataset",
     "RandomCropDataset",
+    "Sample",
     "bicubic_downscale",
     "bicubic_upscale",
     "center_crop",
@@ -256,7 +275,7 @@ class RandomCropDataset(Dataset[Sample]):
         }
 
 
-class BenchmarkDataset(Dataset[Sample]):
+class BenchmarkDataset(Dataset[BenchmarkSample]):
     """Whole images for validation and `srfeat eval`: HR mod-cropped to the scale, LR by the protocol.
 
     All images are decoded at construction (benchmark sets are small, and `srfeat eval` scores
@@ -357,7 +376,7 @@ class BenchmarkDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> BenchmarkSample:
         dataset, name, hr, lr = self.items[index]
         return {
             "lr": to_tensor(lr),

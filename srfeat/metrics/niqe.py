@@ -33,6 +33,7 @@ from importlib import resources
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from scipy.ndimage import correlate
 from scipy.special import gamma
 
@@ -198,7 +199,7 @@ def _as_array(y: object) -> np.ndarray:
         ) from error
 
 
-def niqe(y: np.ndarray, crop_border: int = 0) -> float:
+def niqe(y: ArrayLike | torch.Tensor, crop_border: int = 0) -> float:
     """NIQE of a Y channel (HxW floats, BT.601 range 16..235), lower is better.
 
     The values are rounded to integers as MATLAB's uint8 `rgb2ycbcr` does (half away from
