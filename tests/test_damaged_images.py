@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from srfeat.errors import ImageReadError
 from srfeat.web.worker import page_error
 
 
-def write_webp(path: Path, **options: object) -> bytes:
+def write_webp(path: Path, **options: Any) -> bytes:  # PIL's save keywords, of many types
     Image.fromarray(samples.astronaut()[:64, :64]).save(path, **options)
     return path.read_bytes()
 

@@ -203,7 +203,7 @@ def test_every_srfeat_command_line_in_the_docs_uses_options_its_command_has() ->
 
 
 def test_every_script_command_line_in_the_docs_uses_options_the_script_has() -> None:
-    used: dict[str, set[str]] = {}
+    used: dict[str, set[tuple[str, str]]] = {}  # script -> (doc, option) pairs
     for name in DOCS:
         for line in command_lines(read(name), "python3"):
             script = re.match(r"(scripts/\w+\.py)\b(.*)", line)

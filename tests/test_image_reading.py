@@ -983,7 +983,8 @@ def test_a_grey_image_written_as_rgb_webp_does_not_carry_its_grey_profile(
 ) -> None:
     """WebP has no grey mode, so grey is written as RGB; its grey profile went with it: an RGB WebP tagged
     GRAY, which a viewer reads through the wrong profile or not at all."""
-    assert ImageCms.ImageCmsProfile(io.BytesIO(grey_profile())).profile.xcolor_space.strip() == "GRAY"  # a sound one
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(grey_profile())).profile
+    assert isinstance(profile, ImageCms.core.CmsProfile) and profile.xcolor_space.strip() == "GRAY"  # a sound one
     source = tmp_path / "scan.png"
     Image.fromarray(RNG.integers(0, 256, (8, 10, len(mode)), dtype=np.uint8).squeeze(), mode).save(
         source, icc_profile=grey_profile()
