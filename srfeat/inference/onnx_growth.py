@@ -34,6 +34,7 @@ import numpy as np
 
 from srfeat.inference.onnx_dims import concat_dims, split_dims, squeezed_dims
 from srfeat.inference.onnx_einsum import einsum_equation
+from srfeat.inference.onnx_node_axes import NodeAxes
 from srfeat.inference.onnx_operators import BROADCASTING, ENLARGING, KEEPS_AXES, OF_SHAPES, SAME_SHAPE
 from srfeat.inference.onnx_pads import (
     POOLING,
@@ -122,6 +123,7 @@ class GraphGrowth:
         # theirs: ONNX Runtime refuses an input of other fixed sizes), and the shapes computed from theirs
         self._dims: dict[str, Dims] = dict(input_dims or {})
         self._shapes = ShapeVectors(constants, self._dims, SAME_SHAPE | BROADCASTING)
+        self._axes = NodeAxes(constants, self._dims)
 
     def growth(self, node: onnx.NodeProto) -> float:
         """How many times over `node` enlarges the image, along the path to it that enlarges it most: the values it has
@@ -140,14 +142,14 @@ class GraphGrowth:
         if op == "Concat":
             kept, widened = self._concatenated(node, kept, widened)
         elif op in ("Conv", "ConvTranspose") or (
-            op.startswith("Reduce") and 1 in (self._shapes.reduced_axes(node) or {})
+            op.startswith("Reduce") and 1 in (self._axes.reduced_axes(node) or {})
         ):
             widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
             width = self._convolved(node) or (width if op in ("Conv", "ConvTranspose") else 1.0)
         if op in WINDOWED and op != "ConvTranspose":  # its strides shrink the image, as a Resize by 1 / 2 does
             kept = max(kept / window_strides(node), 2.0**-40)
         if op == "Gather" and len(inputs) > 1:  # some entries of an axis the file fixes: Q of Q, K and V
-            width *= self._shapes.gathered_share(inputs[0], inputs[1], node)
+            width *= self._axes.gathered_share(inputs[0], inputs[1], node)
         if op in ("MatMul", "Gemm", "Einsum"):  # by a weight, its features for those it takes; or attention's
             width = made if math.isinf(made := self._multiplied(node)) else min(made, 2.0**40)  # infinite: refused
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
@@ -167,7 +169,7 @@ class GraphGrowth:
                     widened, factors[1] = min(widened * factors[1], 2.0**40), 1.0
         self._dims_of(node, scales)
         if op == "Split":  # each part's share of the features (Q, K and V split off one map)
-            width *= self._shapes.split_share(node)
+            width *= self._axes.split_share(node)
         self._shapes.follow(node)
         self._note_strip(node)
         self._made.update(node.output)
@@ -326,7 +328,7 @@ class GraphGrowth:
                 for axis, size in enumerate(dims)
             ]
         elif op.startswith("Reduce") and (options["keepdims"].i if "keepdims" in options else 1):
-            reduced = self._shapes.reduced_axes(node)  # all, where not known: a size noted smaller counts more
+            reduced = self._axes.reduced_axes(node)  # all, where not known: a size noted smaller counts more
             result = [1 if reduced is None or axis in reduced else size for axis, size in enumerate(dims)]
         elif op == "Expand" and len(inputs) > 1 and (entries := self._shapes.entries(inputs[1])) is not None:
             targets: Dims = [int(c) if f == 0 and c > 1 else (None if f else 1) for f, c in entries]
@@ -339,13 +341,13 @@ class GraphGrowth:
             split = [int(each) for each in sizes.ravel()[:MAX_DIMS]] if sizes is not None else listed
             parts = split_dims(dims, axis, split, len(node.output)) if op == "Split" else [concat_dims(sides, axis)]
             self._dims.update((name, part) for name, part in zip(node.output, parts, strict=False) if name and part)
-        elif op in ("Squeeze", "Unsqueeze") and (axes := self._shapes.listed_axes(node)) is not None:
+        elif op in ("Squeeze", "Unsqueeze") and (axes := self._axes.listed_axes(node)) is not None:
             result = squeezed_dims(dims, axes, op == "Unsqueeze")
         elif op == "Flatten" and -len(dims) <= (axis := options["axis"].i if "axis" in options else 1) <= len(dims):
             halves = (dims[: axis % (len(dims) + 1)], dims[axis % (len(dims) + 1) :])
             result = [None if None in half else math.prod(size or 0 for size in half) for half in halves]
         elif op == "Slice":  # sizes change on the axes it lists (constants), else on any
-            result = self._shapes.sliced_dims(node, dims)
+            result = self._axes.sliced_dims(node, dims)
         elif op == "Pad":  # sizes change on some axes
             result = [None for _ in dims]
         elif op == "Transpose" and "perm" in options and sorted(options["perm"].ints) == list(range(len(dims))):
