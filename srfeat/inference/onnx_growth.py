@@ -61,6 +61,7 @@ from srfeat.inference.onnx_shapes import (
     Dims,
     ShapeVectors,
 )
+from srfeat.inference.onnx_slices import JoinedSlices
 
 if TYPE_CHECKING:
     import onnx
@@ -124,6 +125,7 @@ class GraphGrowth:
         self._dims: dict[str, Dims] = dict(input_dims or {})
         self._shapes = ShapeVectors(constants, self._dims, SAME_SHAPE | BROADCASTING)
         self._axes = NodeAxes(constants, self._dims)
+        self._slices = JoinedSlices(self._dims)
 
     def growth(self, node: onnx.NodeProto) -> float:
         """How many times over `node` enlarges the image, along the path to it that enlarges it most: the values it has
@@ -170,7 +172,9 @@ class GraphGrowth:
         self._dims_of(node, scales)
         if op == "Split":  # each part's share of the features (Q, K and V split off one map)
             width *= self._axes.split_share(node)
-        self._shapes.follow(node)
+        if op == "Slice" and node.output and node.output[0]:  # torch.roll's slices, joined again by a Concat
+            self._slices.note(node, self._shapes.integers([*inputs[1:5], "", ""][:4], 4, defaults=[0, 0, 0, 1]))
+        self._shapes.follow(node, self._slices.rolled(node))
         self._note_strip(node)
         self._made.update(node.output)
         if any(self._is_from_image(name) for name in inputs if name):
@@ -246,7 +250,7 @@ class GraphGrowth:
         convolves them to one); along another axis, the sum of theirs for good (the image beside itself is
         twice the image). A strip cut off the image (`_note_strip`) counts as padding there (`padded`)."""
         parts = [name for name in node.input if name and self._is_from_image(name) and name not in self._of_shape]
-        if len(parts) < 2 or self._shapes.rearranges(node):  # torch.roll's: no larger
+        if len(parts) < 2 or self._slices.rearranges(node):  # torch.roll's: no larger
             return kept, widened
         grown = [self._growth.get(name, (1.0, 1.0)) for name in parts]
         along = self._concat_axis(node)
@@ -410,7 +414,7 @@ class GraphGrowth:
                 (enlarged(each + max(counts.values(), default=0), by) for each, counts, by in on_path), default=0
             )
             axes, divided = {}, 1.0
-        if op == "Concat" and (along := self._concat_axis(node)) is not None and not self._shapes.rearranges(node):
+        if op == "Concat" and (along := self._concat_axis(node)) is not None and not self._slices.rearranges(node):
             for name in (name for name in inputs if self._is_strip(name, along)):
                 axes[along[0] - along[1]] = axes.get(along[0] - along[1], 0) + self._strips[name][1]
         if op in ENLARGING and (scales := self._axis_scales(node)) is not None:

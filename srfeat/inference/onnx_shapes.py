@@ -1,6 +1,6 @@
 """Shapes an .onnx graph computes from the image's (`ShapeVectors`), followed entry by entry, for `onnx_growth`
 to tell how much a Resize to them or an Expand to them enlarges the image, and what sizes a Reshape to them fixes
-(a -1 among the image's height and width: window_reverse's); and slices of one value joined again, torch.roll's."""
+(a -1 among the image's height and width: window_reverse's)."""
 
 from __future__ import annotations
 
@@ -60,8 +60,6 @@ class ShapeVectors:
         # image (the one input of 4 axes), then where an operator keeps them (`_note_image_axes`)
         images = [name for name, sizes in dims.items() if len(sizes) == 4 and constants.shape(name) is None]
         self._image_axes: dict[str, dict[int, str]] = {images[0]: {-2: "H", -1: "W"}} if len(images) == 1 else {}
-        # Slices of a value in steps of 1 along one axis: the value, the axis, and the constant start and end
-        self._cuts: dict[str, tuple[str, int, int, int]] = {}
         # Which entries of two shapes are equal (an Equal of them), where each is known: a Where chooses by them
         self._equal: dict[str, list[bool]] = {}
 
@@ -73,16 +71,16 @@ class ShapeVectors:
             return [(0.0, float(each)) for each in values.ravel().tolist()]
         return self._vectors.get(name)
 
-    def follow(self, node: onnx.NodeProto) -> None:
-        """Note the entries of `node`'s output, where it computes a shape from the image's as above."""
+    def follow(self, node: onnx.NodeProto, rolled: str | None = None) -> None:
+        """Note the entries of `node`'s output, where it computes a shape from the image's as above; and which of its
+        axes are the image's height or width. `rolled`: the value a Concat joins slices of again, whole (torch.roll's,
+        `onnx_slices.JoinedSlices`)."""
         inputs, options = list(node.input), {each.name: each for each in node.attribute}
         if not inputs or not node.output or not node.output[0]:
             return
         op, entries, result = node.op_type, self._vectors.get(inputs[0]), None
         labels: list[str | None] = [None] * MAX_DIMS if entries is None else self._labels_of(inputs[0])
-        if op == "Slice":
-            self._note_cut(node)
-        self._note_image_axes(node)
+        self._note_image_axes(node, rolled)
         if op == "Shape" and entries is not None and not options:  # of a shape followed here: its length
             result, labels = [(0.0, float(len(entries)))], _UNLABELLED
         elif op == "Shape" and (dims := self._dims.get(inputs[0])) is not None:  # its rank is known
@@ -196,11 +194,11 @@ class ShapeVectors:
             loose.extend([None] if part is None else part)
         self._loose[node.output[0]] = loose[:MAX_DIMS]
 
-    def _note_image_axes(self, node: onnx.NodeProto) -> None:
+    def _note_image_axes(self, node: onnx.NodeProto, rolled: str | None) -> None:
         """Note which axes of `node`'s output are the image's height or width, where it keeps them: an operator on
         each value (`SAME_SHAPE`), or one that broadcasts values (ONNX Runtime refuses a height beside another
         size but 1); a Transpose; a MatMul of its rows; an Einsum of its letters (`_einsum_image_axes`); a
-        convolution that keeps the height and width; torch.roll's Concat (`rearranges`); a Reshape (`reshaped`)."""
+        convolution that keeps the height and width; torch.roll's Concat (`rolled`); a Reshape (`reshaped`)."""
         inputs, op, options = list(node.input), node.op_type, {each.name: each for each in node.attribute}
         axes = [self._image_axes.get(name, {}) for name in inputs]
         kept: dict[int, str] = {}
@@ -226,8 +224,8 @@ class ShapeVectors:
             kept = self._image_axes.get(node.output[0], {})
         elif op == "Conv" and _keeps_size(options):
             kept = axes[0]
-        elif op == "Concat" and self.rearranges(node, whole=True):
-            kept = self._image_axes.get(self._cuts[inputs[0]][0], {})
+        elif op == "Concat" and rolled is not None:
+            kept = self._image_axes.get(rolled, {})
         self._image_axes[node.output[0]] = {axis: label for axis, label in kept.items() if label != "?"}
 
     def _einsum_image_axes(self, node: onnx.NodeProto, axes: list[dict[int, str]]) -> dict[int, str]:
@@ -284,36 +282,6 @@ class ShapeVectors:
         if math.isfinite(whole := per_pixel / constant) and whole == int(whole) and 1 <= whole < 2**40:
             result[entries.index((0.0, -1.0))] = int(whole)
         return result
-
-    def _note_cut(self, node: onnx.NodeProto) -> None:
-        given = self.integers([*list(node.input)[1:5], "", ""][:4], 4, defaults=[0, 0, 0, 1])
-        if given is not None and all(len(each) == 1 for each in given) and given[3] == [1]:
-            self._cuts[node.output[0]] = (node.input[0], given[2][0], given[0][0], given[1][0])
-
-    def rearranges(self, node: onnx.NodeProto, whole: bool = False) -> bool:
-        """Whether a Concat joins slices of one value along the axis they cut it on, which never take more of it
-        than it has, whatever its size there: torch.roll's (`x[:, -2:]` beside `x[:, :-2]`) moves the image's
-        values, and does not place it beside itself. `whole`: they take all of it, as torch.roll's do."""
-        axis = next((each.i for each in node.attribute if each.name == "axis"), None)
-        cuts = [self._cuts.get(name) for name in node.input]
-        if axis is None or len(cuts) < 2 or any(cut is None for cut in cuts):
-            return False
-        sources = {cut[0] for cut in cuts if cut}
-        rank = len(dims) if (dims := self._dims.get(next(iter(sources)))) is not None else None
-        axes = {cut[1] for cut in cuts if cut} | {axis}
-        if rank is not None and all(-rank <= each < rank for each in axes):
-            axes = {each % rank for each in axes}  # else the same axis only where written alike
-        if len(sources) != 1 or len(axes) != 1:
-            return False
-        # past 2^31 either way (PyTorch's `x[:, 2:]` ends at 2^63 - 1), a bound is the axis's end or start
-        bounds = [bound for cut in cuts if cut for bound in cut[2:] if abs(bound) < 2**31]
-        if (largest := max((abs(bound) for bound in bounds), default=0)) > MAX_DIMS:
-            return False
-        # the lengths are linear in the size from the largest bound on: sizes up to two past it tell them all
-        taken = [sum(_cut_length(cut[2], cut[3], size) for cut in cuts if cut) for size in range(largest + 3)]
-        return all(each == size if whole else each <= size for size, each in enumerate(taken)) and (
-            taken[-1] - taken[-2] == 1 if whole else taken[-1] - taken[-2] <= 1
-        )
 
     def expanded(self, source: str, target: str) -> np.ndarray | None:
         """How many times over an Expand of the image value `source` to the shape `target` enlarges it, on
@@ -429,9 +397,3 @@ def _keeps_size(options: Mapping[str, onnx.AttributeProto]) -> bool:
         and len(pads) == 2 * len(kernel)
         and all(pads[i] + pads[i + len(kernel)] == k - 1 for i, k in enumerate(kernel))
     )
-
-
-def _cut_length(start: int, end: int, size: int) -> int:
-    """How many entries `x[start:end]` takes of an axis of `size`, as ONNX Runtime's Slice does."""
-    first, last = (min(max(bound + size if bound < 0 else bound, 0), size) for bound in (start, end))
-    return max(last - first, 0)
