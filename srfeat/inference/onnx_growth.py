@@ -135,12 +135,19 @@ class GraphGrowth:
         (`ShapeVectors.expanded`); a strided convolution or pooling shrinks it by its strides (a U-Net's
         downsampling, then as many x2 Resizes, is as large as before). A constant's Expand is counted as such
         (`onnx_constants.FileConstants.output_values`)."""
-        inputs = list(node.input)
-        # the image's values only: a constant (a Pad's pads, a Resize's scales) would undo what a stride shrank
-        grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name and self._is_from_image(name)]
+        inputs, op = list(node.input), node.op_type
+        # the image's values only: a constant (a Pad's pads, a Resize's scales) would undo what a stride shrank; and
+        # not a shape whose entries tell the growth from the map it sizes (4 H on a map of 4 H: not the x4 again)
+        sized = {"Expand": 1, "Resize": 3}.get(op, len(inputs))
+        told = sized < len(inputs) and self._shapes.resolved(inputs[0], inputs[sized], node)
+        grown = [
+            self._growth.get(name, (1.0, 1.0))
+            for index, name in enumerate(inputs)
+            if name and self._is_from_image(name) and not (told and index == sized)
+        ]
         kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
         width = max((self._width_of(name) for name in inputs if name), default=1.0)
-        op, factors, scales = node.op_type, None, None
+        factors, scales = None, None
         if op == "Concat":
             kept, widened = self._concatenated(node, kept, widened)
         elif op in ("Conv", "ConvTranspose") or (
@@ -456,7 +463,12 @@ class GraphGrowth:
         scales = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
         if scales is not None and scales.dtype.kind == "f" and scales.size:
             numbers = scales.ravel()[:MAX_DIMS].astype(np.float64).tolist()
-        elif node.op_type == "Resize" and len(inputs) > 3 and inputs[3] and (sized := self._shapes.entries(inputs[3])):
+        elif (
+            node.op_type == "Resize"
+            and len(inputs) > 3
+            and inputs[3]
+            and (sized := self._shapes.relative_entries(inputs[0], inputs[3], node))
+        ):
             numbers = [factor if factor > 0 else 1.0 for factor, _ in sized]
         elif node.op_type == "ConvTranspose" and (strides := transposed_scales(node)) is not None:
             numbers, spatial = strides.tolist(), 0
