@@ -194,7 +194,9 @@ class ShapeVectors:
         return [sides[side][at] for at, side in enumerate(chosen)], [labels[side][at] for at, side in enumerate(chosen)]
 
     def _labels_of(self, name: str) -> list[str | None]:
-        return self._labels.get(name) or [None] * len(self.entries(name) or [])
+        """The labels of the entries of the shape `name` (`_labels`), one an entry."""
+        length = len(self.entries(name) or [])
+        return [*(self._labels.get(name) or [])[:length], *[None] * length][:length]
 
     def _note_loose(self, node: onnx.NodeProto, parts: list[list[Entry] | None]) -> None:
         """Note a Concat of shapes, one or more of them single entries not followed (`_loose`)."""
@@ -297,10 +299,10 @@ class ShapeVectors:
 
     def reshaped(self, node: onnx.NodeProto, dims: Dims, per_pixel: float) -> Dims | None:
         """The sizes of a Reshape's output where its shape is followed (constants, entries of the image's shape,
-        `_loose` ones), and its -1 where the others are the image's height and width once each (times constants) and
-        constants: `per_pixel` (its input's values per pixel of the image) over their constants, window_reverse's
-        `view(B, H, W, -1)` (else its features are lost, and the attention after it is not bounded). The axes so
-        given the image's height or width are noted as such."""
+        `_loose` ones), and its -1 where the others are the image's height and width once each (times constants), its
+        batch or not, and constants: `per_pixel` (its input's values per pixel of the image) over their constants,
+        window_reverse's `view(B, H, W, -1)` (else its features are lost, and the attention after it is not bounded).
+        The axes so given the image's height or width (times whole numbers) are noted as such."""
         inputs = list(node.input)
         shape = inputs[1] if len(inputs) > 1 else ""
         entries = self.entries(shape) or self._loose.get(shape)
@@ -382,9 +384,8 @@ class ShapeVectors:
         if node is not None and any(each.name == "axes" for each in node.attribute):
             return [(entry, None) for entry in entries]
         image, labels = self._image_axes.get(source, {}), self._labels_of(target)
-        labels = labels + [None] * (len(entries) - len(labels))
         matched: list[tuple[Entry, int | None]] = []
-        for axis, (entry, label) in enumerate(zip(entries, labels[: len(entries)], strict=True)):
+        for axis, (entry, label) in enumerate(zip(entries, labels, strict=True)):
             own = image.get(axis - len(entries))
             matched.append((entry, own[1] if own and label == own[0] and entry[0] > 0 else None))
         return matched
