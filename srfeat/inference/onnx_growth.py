@@ -470,6 +470,9 @@ class GraphGrowth:
             and (sized := self._shapes.relative_entries(inputs[0], inputs[3], node))
         ):
             numbers = [factor if factor > 0 else 1.0 for factor, _ in sized]
+            if any(each.name == "keep_aspect_ratio_policy" and each.s == b"not_smaller" for each in node.attribute):
+                largest = self._shapes.resized(inputs[0], inputs[3], node)
+                numbers = [float(largest.max()) if largest is not None and largest.size else 1.0] * len(numbers)
         elif node.op_type == "ConvTranspose" and (strides := transposed_scales(node)) is not None:
             numbers, spatial = strides.tolist(), 0
         else:

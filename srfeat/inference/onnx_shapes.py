@@ -395,19 +395,24 @@ class ShapeVectors:
         constants (`follow`); a constant size of the batch or features over the size `source` has
         there, where the file fixes it, else counted whole. A constant height or width is left: the image's
         is not known before it runs (sizes that are all constants are counted as values made from
-        constants, `onnx_constants.FileConstants.output_values`)."""
+        constants, `onnx_constants.FileConstants.output_values`). Where it keeps the aspect ratio `not_smaller`
+        (Resize-18), every axis it resizes takes the largest of them, a constant's (over 1, the least a size is) too:
+        sizes [N, 3, 64 H, 1] so enlarge the batch, the features and the width 64 times as well."""
         if (entries := self.relative_entries(source, sizes, node)) is None:
             return None
         known = self._dims.get(source) or []
         along_axes = any(each.name == "axes" for each in node.attribute)  # Resize-18: sizes of those axes only
+        largest = any(each.name == "keep_aspect_ratio_policy" and each.s == b"not_smaller" for each in node.attribute)
         factors = []
         for axis, (factor, constant) in enumerate(entries):
             if factor > 0:
                 factors.append(factor)
-            elif axis < len(entries) - 2 and not along_axes:
+            elif (axis < len(entries) - 2 or largest) and not along_axes:
                 size = known[axis] if axis < len(known) else None
                 factors.append(constant / size if size else constant)
-        return np.asarray(factors)
+            elif largest:
+                factors.append(constant)
+        return np.asarray([max(factors, default=1.0)] * len(entries) if largest else factors)
 
     def resize_constants(self, node: onnx.NodeProto, base: int, axes: dict[int, int]) -> tuple[int, dict[int, int]]:
         """What a Resize to sizes computed from the image's adds to each of its last two axes beyond its scales
