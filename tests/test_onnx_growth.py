@@ -323,6 +323,36 @@ def test_sizes_computed_from_the_image_shape_count_as_scales(tmp_path: Path, as_
     Upscaler(sized_from_the_image(tmp_path / "x4.onnx", 4, as_exporters_do=as_exporters_do), device="cpu")
 
 
+def sized_keeping_the_aspect_ratio(path: Path, policy: str) -> Path:
+    """The stand-in with its input first resized to sizes [N, 3, 8 H, 1] (the last a constant), keeping its aspect
+    ratio by Resize-18's `policy`."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Shape", ["input"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "three"], ["first"]),
+        helper.make_node("Mul", ["first", "factors"], ["scaled"]),
+        helper.make_node("Concat", ["scaled", "one"], ["sizes"], axis=0),
+        helper.make_node(
+            "Resize", ["input", "", "", "sizes"], ["prepared"], mode="nearest", keep_aspect_ratio_policy=policy
+        ),
+    ]
+    return before_the_resize(path, nodes, {"zero": [0], "three": [3], "factors": [1, 1, 8], "one": [1]})
+
+
+def test_sizes_kept_not_smaller_count_their_largest_ratio_on_every_axis(tmp_path: Path) -> None:
+    """keep_aspect_ratio_policy="not_smaller" scales every axis by the largest ratio of sizes to the input's:
+    [N, 3, 8 H, 1] made [8 N, 24, 8 H, 8 W] (8^4 times the image) and loaded, counted as 8 times. Stretched to
+    them, as by default, the image grows 8 times, and loads."""
+    path = sized_keeping_the_aspect_ratio(tmp_path / "not_smaller.onnx", "not_smaller")
+    with pytest.raises(WeightsError) as caught:
+        Upscaler(path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path} enlarges the image 4,096 times over"), message
+    assert "(at a Resize node)" in message, message
+    Upscaler(sized_keeping_the_aspect_ratio(tmp_path / "stretch.onnx", "stretch"), device="cpu")
+
+
 def test_srfeat_upscale_refuses_such_a_model_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
     """As a user meets it: `srfeat upscale --model` on a file that grows the image by an Expand after a Resize."""
     Image.fromarray(samples.astronaut()[:16, :16]).save(tmp_path / "in.png")

@@ -34,6 +34,7 @@ import numpy as np
 
 from srfeat.inference.onnx_dims import concat_dims, split_dims, squeezed_dims
 from srfeat.inference.onnx_einsum import einsum_equation
+from srfeat.inference.onnx_node_axes import NodeAxes
 from srfeat.inference.onnx_operators import BROADCASTING, ENLARGING, KEEPS_AXES, OF_SHAPES, SAME_SHAPE
 from srfeat.inference.onnx_pads import (
     POOLING,
@@ -60,6 +61,7 @@ from srfeat.inference.onnx_shapes import (
     Dims,
     ShapeVectors,
 )
+from srfeat.inference.onnx_slices import JoinedSlices
 
 if TYPE_CHECKING:
     import onnx
@@ -122,6 +124,8 @@ class GraphGrowth:
         # theirs: ONNX Runtime refuses an input of other fixed sizes), and the shapes computed from theirs
         self._dims: dict[str, Dims] = dict(input_dims or {})
         self._shapes = ShapeVectors(constants, self._dims, SAME_SHAPE | BROADCASTING)
+        self._axes = NodeAxes(constants, self._dims)
+        self._slices = JoinedSlices(self._dims)
 
     def growth(self, node: onnx.NodeProto) -> float:
         """How many times over `node` enlarges the image, along the path to it that enlarges it most: the values it has
@@ -131,23 +135,30 @@ class GraphGrowth:
         (`ShapeVectors.expanded`); a strided convolution or pooling shrinks it by its strides (a U-Net's
         downsampling, then as many x2 Resizes, is as large as before). A constant's Expand is counted as such
         (`onnx_constants.FileConstants.output_values`)."""
-        inputs = list(node.input)
-        # the image's values only: a constant (a Pad's pads, a Resize's scales) would undo what a stride shrank
-        grown = [self._growth.get(name, (1.0, 1.0)) for name in inputs if name and self._is_from_image(name)]
+        inputs, op = list(node.input), node.op_type
+        # the image's values only: a constant (a Pad's pads, a Resize's scales) would undo what a stride shrank; and
+        # not a shape whose entries tell the growth from the map it sizes (4 H on a map of 4 H: not the x4 again)
+        sized = {"Expand": 1, "Resize": 3}.get(op, len(inputs))
+        told = sized < len(inputs) and self._shapes.resolved(inputs[0], inputs[sized], node)
+        grown = [
+            self._growth.get(name, (1.0, 1.0))
+            for index, name in enumerate(inputs)
+            if name and self._is_from_image(name) and not (told and index == sized)
+        ]
         kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
         width = max((self._width_of(name) for name in inputs if name), default=1.0)
-        op, factors, scales = node.op_type, None, None
+        factors, scales = None, None
         if op == "Concat":
             kept, widened = self._concatenated(node, kept, widened)
         elif op in ("Conv", "ConvTranspose") or (
-            op.startswith("Reduce") and 1 in (self._shapes.reduced_axes(node) or {})
+            op.startswith("Reduce") and 1 in (self._axes.reduced_axes(node) or {})
         ):
             widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
             width = self._convolved(node) or (width if op in ("Conv", "ConvTranspose") else 1.0)
         if op in WINDOWED and op != "ConvTranspose":  # its strides shrink the image, as a Resize by 1 / 2 does
             kept = max(kept / window_strides(node), 2.0**-40)
         if op == "Gather" and len(inputs) > 1:  # some entries of an axis the file fixes: Q of Q, K and V
-            width *= self._shapes.gathered_share(inputs[0], inputs[1], node)
+            width *= self._axes.gathered_share(inputs[0], inputs[1], node)
         if op in ("MatMul", "Gemm", "Einsum"):  # by a weight, its features for those it takes; or attention's
             width = made if math.isinf(made := self._multiplied(node)) else min(made, 2.0**40)  # infinite: refused
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
@@ -167,8 +178,10 @@ class GraphGrowth:
                     widened, factors[1] = min(widened * factors[1], 2.0**40), 1.0
         self._dims_of(node, scales)
         if op == "Split":  # each part's share of the features (Q, K and V split off one map)
-            width *= self._shapes.split_share(node)
-        self._shapes.follow(node)
+            width *= self._axes.split_share(node)
+        if op == "Slice" and node.output and node.output[0]:  # torch.roll's slices, joined again by a Concat
+            self._slices.note(node, self._shapes.integers([*inputs[1:5], "", ""][:4], 4, defaults=[0, 0, 0, 1]))
+        self._shapes.follow(node, self._slices.rolled(node))
         self._note_strip(node)
         self._made.update(node.output)
         if any(self._is_from_image(name) for name in inputs if name):
@@ -244,7 +257,7 @@ class GraphGrowth:
         convolves them to one); along another axis, the sum of theirs for good (the image beside itself is
         twice the image). A strip cut off the image (`_note_strip`) counts as padding there (`padded`)."""
         parts = [name for name in node.input if name and self._is_from_image(name) and name not in self._of_shape]
-        if len(parts) < 2 or self._shapes.rearranges(node):  # torch.roll's: no larger
+        if len(parts) < 2 or self._slices.rearranges(node):  # torch.roll's: no larger
             return kept, widened
         grown = [self._growth.get(name, (1.0, 1.0)) for name in parts]
         along = self._concat_axis(node)
@@ -326,7 +339,7 @@ class GraphGrowth:
                 for axis, size in enumerate(dims)
             ]
         elif op.startswith("Reduce") and (options["keepdims"].i if "keepdims" in options else 1):
-            reduced = self._shapes.reduced_axes(node)  # all, where not known: a size noted smaller counts more
+            reduced = self._axes.reduced_axes(node)  # all, where not known: a size noted smaller counts more
             result = [1 if reduced is None or axis in reduced else size for axis, size in enumerate(dims)]
         elif op == "Expand" and len(inputs) > 1 and (entries := self._shapes.entries(inputs[1])) is not None:
             targets: Dims = [int(c) if f == 0 and c > 1 else (None if f else 1) for f, c in entries]
@@ -339,13 +352,13 @@ class GraphGrowth:
             split = [int(each) for each in sizes.ravel()[:MAX_DIMS]] if sizes is not None else listed
             parts = split_dims(dims, axis, split, len(node.output)) if op == "Split" else [concat_dims(sides, axis)]
             self._dims.update((name, part) for name, part in zip(node.output, parts, strict=False) if name and part)
-        elif op in ("Squeeze", "Unsqueeze") and (axes := self._shapes.listed_axes(node)) is not None:
+        elif op in ("Squeeze", "Unsqueeze") and (axes := self._axes.listed_axes(node)) is not None:
             result = squeezed_dims(dims, axes, op == "Unsqueeze")
         elif op == "Flatten" and -len(dims) <= (axis := options["axis"].i if "axis" in options else 1) <= len(dims):
             halves = (dims[: axis % (len(dims) + 1)], dims[axis % (len(dims) + 1) :])
             result = [None if None in half else math.prod(size or 0 for size in half) for half in halves]
         elif op == "Slice":  # sizes change on the axes it lists (constants), else on any
-            result = self._shapes.sliced_dims(node, dims)
+            result = self._axes.sliced_dims(node, dims)
         elif op == "Pad":  # sizes change on some axes
             result = [None for _ in dims]
         elif op == "Transpose" and "perm" in options and sorted(options["perm"].ints) == list(range(len(dims))):
@@ -408,7 +421,7 @@ class GraphGrowth:
                 (enlarged(each + max(counts.values(), default=0), by) for each, counts, by in on_path), default=0
             )
             axes, divided = {}, 1.0
-        if op == "Concat" and (along := self._concat_axis(node)) is not None and not self._shapes.rearranges(node):
+        if op == "Concat" and (along := self._concat_axis(node)) is not None and not self._slices.rearranges(node):
             for name in (name for name in inputs if self._is_strip(name, along)):
                 axes[along[0] - along[1]] = axes.get(along[0] - along[1], 0) + self._strips[name][1]
         if op in ENLARGING and (scales := self._axis_scales(node)) is not None:
@@ -450,8 +463,16 @@ class GraphGrowth:
         scales = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
         if scales is not None and scales.dtype.kind == "f" and scales.size:
             numbers = scales.ravel()[:MAX_DIMS].astype(np.float64).tolist()
-        elif node.op_type == "Resize" and len(inputs) > 3 and inputs[3] and (sized := self._shapes.entries(inputs[3])):
+        elif (
+            node.op_type == "Resize"
+            and len(inputs) > 3
+            and inputs[3]
+            and (sized := self._shapes.relative_entries(inputs[0], inputs[3], node))
+        ):
             numbers = [factor if factor > 0 else 1.0 for factor, _ in sized]
+            if any(each.name == "keep_aspect_ratio_policy" and each.s == b"not_smaller" for each in node.attribute):
+                largest = self._shapes.resized(inputs[0], inputs[3], node)
+                numbers = [float(largest.max()) if largest is not None and largest.size else 1.0] * len(numbers)
         elif node.op_type == "ConvTranspose" and (strides := transposed_scales(node)) is not None:
             numbers, spatial = strides.tolist(), 0
         else:

@@ -1,6 +1,6 @@
 """Shapes an .onnx graph computes from the image's (`ShapeVectors`), followed entry by entry, for `onnx_growth`
 to tell how much a Resize to them or an Expand to them enlarges the image, and what sizes a Reshape to them fixes
-(a -1 among the image's height and width: window_reverse's); and slices of one value joined again, torch.roll's."""
+(a -1 among the image's height and width: window_reverse's)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_equation, ei
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MAX_DIMS", "ConstantValues", "Dims", "Entry", "ShapeVectors"]
+__all__ = ["MAX_DIMS", "ConstantValues", "Dims", "Entry", "ImageAxis", "ShapeVectors"]
 
 # Dimensions (and scales, pads) read of a shape: more than numpy itself takes (64), and fewer than a
 # hostile file can declare
@@ -26,6 +26,11 @@ Dims = list[int | None]
 # An entry of a shape computed from the image's (`ShapeVectors`): a factor times the size of an axis of a
 # value made from the image, plus a constant; a factor of 0 where it is a constant alone
 Entry = tuple[float, float]
+# An axis of a value made from the image whose size is the image's height or width ("H", "W"; "N" its batch) times
+# a whole number: 4 after a x4 Resize (`ShapeVectors._note_image_axes`); `_MIXED` where the values an operator
+# takes disagree on it
+ImageAxis = tuple[str, int]
+_MIXED: ImageAxis = ("?", 0)
 # Operators that pass a shape's entries on as they are (Gather and Slice pick some: `ShapeVectors.follow`)
 _KEEPS_ENTRIES = frozenset({"Identity", "Cast", "Floor", "Ceil", "Round", "Squeeze", "Unsqueeze", "Reshape"})
 # Labels of a shape's entries none of which is the image's height or width (`ShapeVectors._labels`)
@@ -56,12 +61,12 @@ class ShapeVectors:
         # their constant; and shapes of several entries, some of them not followed (None: the height times the width)
         self._labels: dict[str, list[str | None]] = {}
         self._loose: dict[str, list[Entry | None]] = {}
-        # The axes (from the last) of values made from the image whose size is the image's height or width: of the
-        # image (the one input of 4 axes), then where an operator keeps them (`_note_image_axes`)
+        # The axes (from the last) of values made from the image whose size is the image's height or width times a
+        # whole number (`ImageAxis`): of the image (the one input of 4 axes), then where an operator keeps them or
+        # enlarges them by whole numbers (`_note_image_axes`)
         images = [name for name, sizes in dims.items() if len(sizes) == 4 and constants.shape(name) is None]
-        self._image_axes: dict[str, dict[int, str]] = {images[0]: {-2: "H", -1: "W"}} if len(images) == 1 else {}
-        # Slices of a value in steps of 1 along one axis: the value, the axis, and the constant start and end
-        self._cuts: dict[str, tuple[str, int, int, int]] = {}
+        whole = {-4: ("N", 1), -2: ("H", 1), -1: ("W", 1)}  # its batch too: a shape's entries all told
+        self._image_axes: dict[str, dict[int, ImageAxis]] = {images[0]: whole} if len(images) == 1 else {}
         # Which entries of two shapes are equal (an Equal of them), where each is known: a Where chooses by them
         self._equal: dict[str, list[bool]] = {}
 
@@ -73,26 +78,30 @@ class ShapeVectors:
             return [(0.0, float(each)) for each in values.ravel().tolist()]
         return self._vectors.get(name)
 
-    def follow(self, node: onnx.NodeProto) -> None:
-        """Note the entries of `node`'s output, where it computes a shape from the image's as above."""
+    def follow(self, node: onnx.NodeProto, rolled: str | None = None) -> None:
+        """Note the entries of `node`'s output, where it computes a shape from the image's as above; and which of its
+        axes are the image's height or width. `rolled`: the value a Concat joins slices of again, whole (torch.roll's,
+        `onnx_slices.JoinedSlices`)."""
         inputs, options = list(node.input), {each.name: each for each in node.attribute}
         if not inputs or not node.output or not node.output[0]:
             return
         op, entries, result = node.op_type, self._vectors.get(inputs[0]), None
         labels: list[str | None] = [None] * MAX_DIMS if entries is None else self._labels_of(inputs[0])
-        if op == "Slice":
-            self._note_cut(node)
-        self._note_image_axes(node)
+        self._note_image_axes(node, rolled)
         if op == "Shape" and entries is not None and not options:  # of a shape followed here: its length
             result, labels = [(0.0, float(len(entries)))], _UNLABELLED
         elif op == "Shape" and (dims := self._dims.get(inputs[0])) is not None:  # its rank is known
             start, end = (
                 options[key].i if key in options else default for key, default in (("start", 0), ("end", len(dims)))
             )
-            # a size the file fixes is a constant: an Expand to a map's shape of 200 features counts them
-            result = [(1.0, 0.0) if size is None else (0.0, float(size)) for size in dims][start:end]
-            image = self._image_axes.get(inputs[0], {})
-            labels = [image.get(axis - len(dims)) for axis in range(len(dims))][start:end]
+            # a size the file fixes is a constant: an Expand to a map's shape of 200 features counts them; the
+            # height of a map a x4 Resize made is 4 times the image's
+            image = [self._image_axes.get(inputs[0], {}).get(axis - len(dims)) for axis in range(len(dims))]
+            result = [
+                (float(axis[1]) if axis else 1.0, 0.0) if size is None else (0.0, float(size))
+                for size, axis in zip(dims, image, strict=True)
+            ][start:end]
+            labels = [axis[0] if axis else None for axis in image][start:end]
         elif op == "Concat":
             parts = [self.entries(name) for name in inputs]
             self._note_loose(node, parts)
@@ -185,7 +194,9 @@ class ShapeVectors:
         return [sides[side][at] for at, side in enumerate(chosen)], [labels[side][at] for at, side in enumerate(chosen)]
 
     def _labels_of(self, name: str) -> list[str | None]:
-        return self._labels.get(name) or [None] * len(self.entries(name) or [])
+        """The labels of the entries of the shape `name` (`_labels`), one an entry."""
+        length = len(self.entries(name) or [])
+        return [*(self._labels.get(name) or [])[:length], *[None] * length][:length]
 
     def _note_loose(self, node: onnx.NodeProto, parts: list[list[Entry] | None]) -> None:
         """Note a Concat of shapes, one or more of them single entries not followed (`_loose`)."""
@@ -196,21 +207,23 @@ class ShapeVectors:
             loose.extend([None] if part is None else part)
         self._loose[node.output[0]] = loose[:MAX_DIMS]
 
-    def _note_image_axes(self, node: onnx.NodeProto) -> None:
+    def _note_image_axes(self, node: onnx.NodeProto, rolled: str | None) -> None:
         """Note which axes of `node`'s output are the image's height or width, where it keeps them: an operator on
         each value (`SAME_SHAPE`), or one that broadcasts values (ONNX Runtime refuses a height beside another
         size but 1); a Transpose; a MatMul of its rows; an Einsum of its letters (`_einsum_image_axes`); a
-        convolution that keeps the height and width; torch.roll's Concat (`rearranges`); a Reshape (`reshaped`)."""
+        convolution that keeps the height and width; torch.roll's Concat (`rolled`); a Reshape (`reshaped`); a
+        Reduce of other axes. A Resize by whole scales, or to the image's height and width times whole numbers,
+        multiplies them."""
         inputs, op, options = list(node.input), node.op_type, {each.name: each for each in node.attribute}
         axes = [self._image_axes.get(name, {}) for name in inputs]
-        kept: dict[int, str] = {}
+        kept: dict[int, ImageAxis] = {}
         if op in self._elementwise:
             shapes = [self._dims.get(name) or self._constants.shape(name) for name in inputs if name]
             for axis, label in (pair for each in axes for pair in each.items()):
-                kept[axis] = label if kept.get(axis, label) == label else "?"
+                kept[axis] = label if kept.get(axis, label) == label else _MIXED
                 # a height of 1 broadcast against 5 rows is 5: kept where no value beside it has another size
                 if any(shape is None or (len(shape) >= -axis and (shape[axis] or 1) > 1) for shape in shapes):
-                    kept[axis] = "?"
+                    kept[axis] = _MIXED
         elif op == "Transpose" and (dims := self._dims.get(node.output[0])) is not None and "perm" in options:
             perm = list(options["perm"].ints)
             kept = {
@@ -226,34 +239,70 @@ class ShapeVectors:
             kept = self._image_axes.get(node.output[0], {})
         elif op == "Conv" and _keeps_size(options):
             kept = axes[0]
-        elif op == "Concat" and self.rearranges(node, whole=True):
-            kept = self._image_axes.get(self._cuts[inputs[0]][0], {})
-        self._image_axes[node.output[0]] = {axis: label for axis, label in kept.items() if label != "?"}
+        elif op == "Concat" and rolled is not None:
+            kept = self._image_axes.get(rolled, {})
+        elif op.startswith("Reduce") and (dims := self._dims.get(node.output[0])) is not None:  # of the features
+            kept = {axis: label for axis, label in axes[0].items() if -len(dims) <= axis and dims[axis] is None}
+        elif op in ("Resize", "Upsample") and inputs:
+            kept = self._resized_image_axes(node, axes[0])
+        self._image_axes[node.output[0]] = {axis: label for axis, label in kept.items() if label != _MIXED}
 
-    def _einsum_image_axes(self, node: onnx.NodeProto, axes: list[dict[int, str]]) -> dict[int, str]:
+    def _resized_image_axes(self, node: onnx.NodeProto, axes: dict[int, ImageAxis]) -> dict[int, ImageAxis]:
+        """The image's axes a Resize or Upsample makes of its input's (`axes`): each times its constant scale where
+        that is a whole number (ONNX Runtime's size is the floor of the product: of whole numbers, the product); or
+        the size a computed entry of its sizes gives, the image's height or width times a whole number. None where
+        it lists its axes (Resize-18), or fits its sizes to the aspect ratio."""
+        inputs, options = list(node.input), {each.name: each for each in node.attribute}
+        policy = options["keep_aspect_ratio_policy"].s if "keep_aspect_ratio_policy" in options else b"stretch"
+        if "axes" in options or policy not in (b"", b"stretch"):
+            return {}
+        index = 2 if len(inputs) > 2 else 1
+        scales = self._constants.values(inputs[index]) if index < len(inputs) and inputs[index] else None
+        if scales is None and "scales" in options:  # Upsample-7's attribute
+            scales = np.asarray(options["scales"].floats)
+        if scales is not None and scales.dtype.kind == "f" and 0 < scales.size <= MAX_DIMS:
+            by = scales.ravel().tolist()
+            return {
+                axis: (label, multiple * int(by[axis]))
+                for axis, (label, multiple) in axes.items()
+                if -len(by) <= axis and float(by[axis]).is_integer() and 1 <= by[axis] * multiple <= 2**20
+            }
+        sized = self.entries(inputs[3]) if len(inputs) > 3 and inputs[3] else None
+        if sized is None:
+            return {}
+        labels = self._labels_of(inputs[3])
+        return {
+            axis - len(sized): (label, int(factor))
+            for axis, ((factor, constant), label) in enumerate(zip(sized, labels, strict=True))
+            if label and _whole_multiple((factor, constant))
+        }
+
+    def _einsum_image_axes(self, node: onnx.NodeProto, axes: list[dict[int, ImageAxis]]) -> dict[int, ImageAxis]:
         """The axes of an Einsum's output that are the image's height or width: those its operands' letters name there
         (`bhwc,oc->bhwo` keeps h and w), where no operand has another size on that letter (as `_note_image_axes`)."""
         parsed, dims = einsum_terms(einsum_equation(node)), self._dims.get(node.output[0])
         if parsed is None or dims is None or len(parsed[0]) != len(node.input):
             return {}
-        found: dict[Label, str] = {}
+        found: dict[Label, ImageAxis] = {}
         for term, name, image in zip(parsed[0], node.input, axes, strict=True):
             shape = self._dims.get(name) or self._constants.shape(name)
             if shape is None or (labels := axis_labels(term, len(shape))) is None:
                 return {}
             for axis, (label, size) in enumerate(zip(labels, shape, strict=True)):
-                ours = image.get(axis - len(shape), "?" if size != 1 else None)
+                ours = image.get(axis - len(shape), _MIXED if size != 1 else None)
                 if ours is not None:
-                    found[label] = ours if found.get(label, ours) == ours else "?"
+                    found[label] = ours if found.get(label, ours) == ours else _MIXED
         named = output_labels(parsed[1], len(dims) - len(parsed[1].replace("...", "")))
-        return {axis - len(named): found[label] for axis, label in enumerate(named) if found.get(label, "?") != "?"}
+        return {
+            axis - len(named): found[label] for axis, label in enumerate(named) if found.get(label, _MIXED) != _MIXED
+        }
 
     def reshaped(self, node: onnx.NodeProto, dims: Dims, per_pixel: float) -> Dims | None:
         """The sizes of a Reshape's output where its shape is followed (constants, entries of the image's shape,
-        `_loose` ones), and its -1 where the others are the image's height and width once each (times constants) and
-        constants: `per_pixel` (its input's values per pixel of the image) over their constants, window_reverse's
-        `view(B, H, W, -1)` (else its features are lost, and the attention after it is not bounded). The axes so
-        given the image's height or width are noted as such."""
+        `_loose` ones), and its -1 where the others are the image's height and width once each (times constants), its
+        batch or not, and constants: `per_pixel` (its input's values per pixel of the image) over their constants,
+        window_reverse's `view(B, H, W, -1)` (else its features are lost, and the attention after it is not bounded).
+        The axes so given the image's height or width (times whole numbers) are noted as such."""
         inputs = list(node.input)
         shape = inputs[1] if len(inputs) > 1 else ""
         entries = self.entries(shape) or self._loose.get(shape)
@@ -267,15 +316,15 @@ class ShapeVectors:
                 result.append(int(size))
             else:  # 0 copies the input's size there
                 result.append(dims[axis] if factor == size == 0 and axis < len(dims) else None)
-        image = {
-            axis - len(result): label for axis, label in enumerate(labels) if label and entries[axis] == (1.0, 0.0)
+        image = {  # the image's height, or 4 times it (of a map a x4 Resize made)
+            axis - len(result): (label, int(entry[0]))
+            for axis, (label, entry) in enumerate(zip(labels, entries, strict=True))
+            if label and entry is not None and _whole_multiple(entry)
         }
         self._image_axes[node.output[0]] = image
         rest = [(each, label) for each, label in zip(entries, labels, strict=True) if each != (0.0, -1.0)]
-        if len(rest) + 1 != len(entries) or sorted(label or "" for each, label in rest if each and each[0]) != [
-            "H",
-            "W",
-        ]:
+        named = sorted(label or "" for each, label in rest if each and each[0])
+        if len(rest) + 1 != len(entries) or named not in (["H", "W"], ["H", "N", "W"]):
             return result
         if any(each is None or (each[0] != 0 and each[1] != 0) or (each[0] == 0 and each[1] <= 0) for each, _ in rest):
             return result
@@ -285,36 +334,6 @@ class ShapeVectors:
             result[entries.index((0.0, -1.0))] = int(whole)
         return result
 
-    def _note_cut(self, node: onnx.NodeProto) -> None:
-        given = self.integers([*list(node.input)[1:5], "", ""][:4], 4, defaults=[0, 0, 0, 1])
-        if given is not None and all(len(each) == 1 for each in given) and given[3] == [1]:
-            self._cuts[node.output[0]] = (node.input[0], given[2][0], given[0][0], given[1][0])
-
-    def rearranges(self, node: onnx.NodeProto, whole: bool = False) -> bool:
-        """Whether a Concat joins slices of one value along the axis they cut it on, which never take more of it
-        than it has, whatever its size there: torch.roll's (`x[:, -2:]` beside `x[:, :-2]`) moves the image's
-        values, and does not place it beside itself. `whole`: they take all of it, as torch.roll's do."""
-        axis = next((each.i for each in node.attribute if each.name == "axis"), None)
-        cuts = [self._cuts.get(name) for name in node.input]
-        if axis is None or len(cuts) < 2 or any(cut is None for cut in cuts):
-            return False
-        sources = {cut[0] for cut in cuts if cut}
-        rank = len(dims) if (dims := self._dims.get(next(iter(sources)))) is not None else None
-        axes = {cut[1] for cut in cuts if cut} | {axis}
-        if rank is not None and all(-rank <= each < rank for each in axes):
-            axes = {each % rank for each in axes}  # else the same axis only where written alike
-        if len(sources) != 1 or len(axes) != 1:
-            return False
-        # past 2^31 either way (PyTorch's `x[:, 2:]` ends at 2^63 - 1), a bound is the axis's end or start
-        bounds = [bound for cut in cuts if cut for bound in cut[2:] if abs(bound) < 2**31]
-        if (largest := max((abs(bound) for bound in bounds), default=0)) > MAX_DIMS:
-            return False
-        # the lengths are linear in the size from the largest bound on: sizes up to two past it tell them all
-        taken = [sum(_cut_length(cut[2], cut[3], size) for cut in cuts if cut) for size in range(largest + 3)]
-        return all(each == size if whole else each <= size for size, each in enumerate(taken)) and (
-            taken[-1] - taken[-2] == 1 if whole else taken[-1] - taken[-2] <= 1
-        )
-
     def expanded(self, source: str, target: str) -> np.ndarray | None:
         """How many times over an Expand of the image value `source` to the shape `target` enlarges it, on
         each axis. An Expand adds nothing where `source` has the target's size already (a [1, 64, 1, 1] on a
@@ -323,8 +342,9 @@ class ShapeVectors:
         whole of it where no size is fixed: then a grey map expanded to 200 features after a x16 Resize counts
         3,200 times, as it takes, and not 200 alone. Not the height and width given as constants: a model
         made for one size may expand a map to the size it has. A size computed from a shape counts its
-        factor (`follow`)."""
-        if (entries := self.entries(target)) is None:
+        factor (`follow`), over `source`'s own there (`relative_entries`): a map a x4 Resize made, expanded to 4
+        times the image's height, is not enlarged again."""
+        if (entries := self.relative_entries(source, target)) is None:
             return None
         known = self._dims.get(source)
         rank = max(len(entries), 0 if known is None else len(known))
@@ -340,24 +360,59 @@ class ShapeVectors:
                 factors.append(1.0)
         return np.asarray(factors, dtype=np.float64)
 
+    def relative_entries(self, source: str, target: str, node: onnx.NodeProto | None = None) -> list[Entry] | None:
+        """The entries of the shape `target` (`entries`), those of the image's height or width with their factor over
+        the axis of `source` they fall on (from the last), where it is the same one's times a whole number
+        (`_image_axes`): 4 H is once the height of a map a x4 Resize made, and 8 H twice. Elsewhere, and where
+        `node` lists its axes (Resize-18: the entries are those axes'), the factor is the image's."""
+        if (matched := self._matched(source, target, node)) is None:
+            return None
+        return [(factor / (own or 1), constant) for (factor, constant), own in matched]
+
+    def resolved(self, source: str, target: str, node: onnx.NodeProto | None = None) -> bool:
+        """Whether each entry of `target` that is a size times a factor is of the image's height or width, over the
+        same one of `source` (`relative_entries`): then the entries tell all the growth from `source`, and whatever
+        the map `target` was taken the shape of had grown adds nothing to it."""
+        matched = self._matched(source, target, node)
+        return matched is not None and all(own is not None or factor == 0 for (factor, _), own in matched)
+
+    def _matched(self, source: str, target: str, node: onnx.NodeProto | None) -> list[tuple[Entry, int | None]] | None:
+        """Each entry of `target`, and the whole number of times the image's height or width `source`'s axis it falls
+        on is (from the last), where the entry is of the same one; None beside the others (`relative_entries`)."""
+        if (entries := self.entries(target)) is None:
+            return None
+        if node is not None and any(each.name == "axes" for each in node.attribute):
+            return [(entry, None) for entry in entries]
+        image, labels = self._image_axes.get(source, {}), self._labels_of(target)
+        matched: list[tuple[Entry, int | None]] = []
+        for axis, (entry, label) in enumerate(zip(entries, labels, strict=True)):
+            own = image.get(axis - len(entries))
+            matched.append((entry, own[1] if own and label == own[0] and entry[0] > 0 else None))
+        return matched
+
     def resized(self, source: str, sizes: str, node: onnx.NodeProto) -> np.ndarray | None:
         """The factors by which a Resize of `source` to `sizes` enlarges it, where those are its shape times
         constants (`follow`); a constant size of the batch or features over the size `source` has
         there, where the file fixes it, else counted whole. A constant height or width is left: the image's
         is not known before it runs (sizes that are all constants are counted as values made from
-        constants, `onnx_constants.FileConstants.output_values`)."""
-        if (entries := self.entries(sizes)) is None:
+        constants, `onnx_constants.FileConstants.output_values`). Where it keeps the aspect ratio `not_smaller`
+        (Resize-18), every axis it resizes takes the largest of them, a constant's (over 1, the least a size is) too:
+        sizes [N, 3, 64 H, 1] so enlarge the batch, the features and the width 64 times as well."""
+        if (entries := self.relative_entries(source, sizes, node)) is None:
             return None
         known = self._dims.get(source) or []
         along_axes = any(each.name == "axes" for each in node.attribute)  # Resize-18: sizes of those axes only
+        largest = any(each.name == "keep_aspect_ratio_policy" and each.s == b"not_smaller" for each in node.attribute)
         factors = []
         for axis, (factor, constant) in enumerate(entries):
             if factor > 0:
                 factors.append(factor)
-            elif axis < len(entries) - 2 and not along_axes:
+            elif (axis < len(entries) - 2 or largest) and not along_axes:
                 size = known[axis] if axis < len(known) else None
                 factors.append(constant / size if size else constant)
-        return np.asarray(factors)
+            elif largest:
+                factors.append(constant)
+        return np.asarray([max(factors, default=1.0)] * len(entries) if largest else factors)
 
     def resize_constants(self, node: onnx.NodeProto, base: int, axes: dict[int, int]) -> tuple[int, dict[int, int]]:
         """What a Resize to sizes computed from the image's adds to each of its last two axes beyond its scales
@@ -375,67 +430,6 @@ class ShapeVectors:
         for axis in range(max(len(added) - 2, 0), len(added)):
             axes[axis - len(added)] = axes.get(axis - len(added), 0) + added[axis]
         return base, axes
-
-    def listed_axes(self, node: onnx.NodeProto) -> list[int] | None:
-        """The axes a Squeeze or Unsqueeze lists: its attribute (before opset 13), or its constant second input."""
-        inputs, listed = list(node.input), next((list(each.ints) for each in node.attribute if each.name == "axes"), [])
-        given = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
-        if len(inputs) > 1 and inputs[1] and (given is None or given.dtype.kind != "i"):
-            return None
-        return listed if given is None else [int(each) for each in given.ravel()[:MAX_DIMS]]
-
-    def split_share(self, node: onnx.NodeProto) -> float:
-        """The largest share of its input's values one output of a Split takes, by the sizes noted of them (`dims`),
-        along its axis; 1 where not known."""
-        axis = next((each.i for each in node.attribute if each.name == "axis"), 0)
-        whole = self._dims.get(node.input[0]) if node.input else None
-        if whole is None or not -len(whole) <= axis < len(whole) or not (size := whole[axis]):
-            return 1.0
-        parts = [self._dims.get(name) for name in node.output]
-        taken = [part[axis] if part is not None and len(part) == len(whole) else None for part in parts]
-        return 1.0 if None in taken or not taken else min(max(each or 0 for each in taken) / size, 1.0)
-
-    def sliced_dims(self, node: onnx.NodeProto, dims: Dims) -> Dims:
-        """The sizes of a Slice of a value of sizes `dims`: those of the axes it does not slice (its constant `axes`,
-        or as many first ones as its `starts`), None on the others (on all where they are not known)."""
-        inputs = list(node.input)
-        starts = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
-        axes = self._constants.values(inputs[3]) if len(inputs) > 3 and inputs[3] else None
-        if len(inputs) > 3 and inputs[3] and (axes is None or axes.dtype.kind != "i"):
-            return [None for _ in dims]
-        if axes is None and (starts is None or len(inputs) < 2):  # how many axes a computed `starts` lists
-            length = self._dims.get(inputs[1]) if len(inputs) > 1 else None
-            axes = np.arange(length[0]) if length and len(length) == 1 and length[0] is not None else None
-        elif axes is None and starts is not None:
-            axes = np.arange(starts.size)
-        if axes is None or not all(-len(dims) <= axis < len(dims) for axis in axes.ravel()[:MAX_DIMS].tolist()):
-            return [None for _ in dims]
-        sliced = {int(axis) % len(dims) for axis in axes.ravel()[:MAX_DIMS].tolist()}
-        return [None if axis in sliced else size for axis, size in enumerate(dims)]
-
-    def reduced_axes(self, node: onnx.NodeProto) -> set[int] | None:
-        """The axes a Reduce node reduces, where its input's rank is known (`_dims`): those it lists (an
-        attribute, or a constant input from opset 18), else all; None where they are not known."""
-        inputs, options = list(node.input), {each.name: each for each in node.attribute}
-        if not inputs or (dims := self._dims.get(inputs[0])) is None:
-            return None
-        given = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
-        if len(inputs) > 1 and inputs[1] and (given is None or given.dtype.kind != "i"):
-            return None  # computed by the graph
-        listed = list(options["axes"].ints) if "axes" in options else [] if given is None else given.ravel().tolist()
-        listed = [int(axis) for axis in listed if -len(dims) <= axis < len(dims)]
-        if not listed and "noop_with_empty_axes" in options and options["noop_with_empty_axes"].i:
-            return set()  # opset 18: none listed, none reduced
-        return {axis % len(dims) for axis in listed} if listed else set(range(len(dims)))
-
-    def gathered_share(self, source: str, indices: str, node: onnx.NodeProto) -> float:
-        """The share of `source`'s values a Gather of constant `indices` takes: as many as they are, over the size
-        the file fixes of the axis it takes them of; 1 where either is not known."""
-        axis = next((each.i for each in node.attribute if each.name == "axis"), 0)
-        dims, taken = self._dims.get(source), self._constants.shape(indices)
-        if dims is None or taken is None or not -len(dims) <= axis < len(dims) or not (size := dims[axis]):
-            return 1.0
-        return min(math.prod(taken) / size, 1.0)
 
     def _arithmetic(self, op: str, inputs: list[str]) -> list[Entry] | None:
         """A followed shape times, over, plus or minus a constant (of one value or one an entry)."""
@@ -477,6 +471,12 @@ def _entries_equal(first: Entry, second: Entry) -> bool | None:
     return False if constant[0] == 0 and sized[0] > 0 and constant[1] < sized[1] else None
 
 
+def _whole_multiple(entry: Entry) -> bool:
+    """Whether an entry of a shape is a size times a whole number (up to 2^20), and nothing added: (H + 2) / 4 is
+    floored, and not a quarter of H in every image."""
+    return entry[1] == 0 and entry[0].is_integer() and 1 <= entry[0] <= 2**20
+
+
 def _keeps_size(options: Mapping[str, onnx.AttributeProto]) -> bool:
     """Whether a convolution of these attributes keeps its input's height and width: strides and dilations of 1,
     and pads of its kernel's size less one on each axis (PyTorch's `padding=k // 2` of an odd kernel)."""
@@ -490,9 +490,3 @@ def _keeps_size(options: Mapping[str, onnx.AttributeProto]) -> bool:
         and len(pads) == 2 * len(kernel)
         and all(pads[i] + pads[i + len(kernel)] == k - 1 for i, k in enumerate(kernel))
     )
-
-
-def _cut_length(start: int, end: int, size: int) -> int:
-    """How many entries `x[start:end]` takes of an axis of `size`, as ONNX Runtime's Slice does."""
-    first, last = (min(max(bound + size if bound < 0 else bound, 0), size) for bound in (start, end))
-    return max(last - first, 0)
