@@ -189,6 +189,8 @@ def check_image_file(path: Path) -> None:
         raise ImageReadError(f"cannot read image {path}: {problem}", "name an image file")
     if path.stat().st_size == 0:
         raise zero_size_error(path)
+    if problem := png16.chunk_past_end(path):  # before PIL's reader sets aside what the chunk claims
+        raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
 
 
 def _open_image(path: Path) -> Image.Image:
