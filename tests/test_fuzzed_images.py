@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,10 @@ CROP = samples.astronaut()[100:117, 150:174]  # 17x24: small, and not square
 
 
 def png_bytes(mode: str) -> bytes:
-    pixels = CROP if mode == "RGB" else (CROP[..., 0].astype(np.uint16) * 257)
+    pixels = CROP if mode in ("RGB", "P") else (CROP[..., 0].astype(np.uint16) * 257)
+    image = Image.fromarray(pixels).quantize(16) if mode == "P" else Image.fromarray(pixels)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -73,3 +75,22 @@ def test_a_png_whose_image_data_chunk_claims_a_little_past_its_end_is_still_read
     whole[at : at + 4] = struct.pack(">I", length + 100_000)
     (tmp_path / "long.png").write_bytes(bytes(whole))
     np.testing.assert_array_equal(read_raw_image(tmp_path / "long.png").array, CROP)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "I;16", "P"], ids=["rgb8", "grey16", "palette"])
+def test_a_png_whose_header_gives_more_rows_than_its_pixel_data_holds_is_refused(
+    tmp_path: Path, model_path: Path, mode: str
+) -> None:
+    """Its height made 200 of 17: PIL's decoder stopped where the compressed data ended and gave the other 183
+    rows as zeros, without a word, and they were upscaled as a black band."""
+    whole = bytearray(png_bytes(mode))
+    whole[20:24] = struct.pack(">I", 200)  # IHDR's height, and its CRC made right again: only the size lies
+    whole[29:33] = struct.pack(">I", zlib.crc32(bytes(whole[12:29])))
+    (tmp_path / "tall.png").write_bytes(bytes(whole))
+    row_bytes = 1 + {"RGB": 24 * 3, "I;16": 24 * 2, "P": 24 // 2}[mode]  # PIL writes a palette of 16 with 4 bits
+    child = srfeat_cli("upscale", "tall.png", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        f"ERROR: cannot read image tall.png: its pixel data inflates to {17 * row_bytes:,} bytes, short of the "
+        f"{200 * row_bytes:,} its 24x200 header needs (damaged?); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import ImageFile
 
 from srfeat.data.colour_profiles import (
     MAX_ICC_PROFILE_BYTES,
@@ -30,7 +29,6 @@ __all__ = [
     "PNG_HEAD_BYTES",
     "PNG_SIGNATURE",
     "Png16",
-    "chunk_past_end",
     "png16_channels",
     "png16_head_channels",
     "png16_size",
@@ -91,36 +89,6 @@ def png16_head_channels(head: bytes) -> int:
         return 0
     _width, _height, bit_depth, color_type, _compression, _filter, interlace = struct.unpack(">IIBBBBB", head[16:29])
     return CHANNELS.get(color_type, 0) if bit_depth == 16 and interlace in (0, 1) else 0
-
-
-def chunk_past_end(path: str | os.PathLike[str]) -> str | None:
-    """What is wrong when an image data chunk (IDAT, or an animated PNG's fdAT) of the PNG at `path` claims more
-    than a MiB past the end of the file; None for any other PNG, and for any other file. PIL's reader, once the
-    pixels are decoded, skips the rest of such a chunk in one read, which sets aside all it claims first: a 1 KB
-    file whose IDAT gave 4 GiB took 4 GiB of memory. Other chunks it reads a MiB at a time (`ImageFile.SAFEBLOCK`),
-    and a claim within that of the end it is left to read: a file cut short after its pixels' compressed data
-    ends (its CRC, or IEND, lost) it reads whole, and one cut inside it it says is truncated."""
-    try:
-        return _chunk_past_end(path)
-    except OSError:  # unreadable: the reader says so
-        return None
-
-
-def _chunk_past_end(path: str | os.PathLike[str]) -> str | None:
-    with open(path, "rb") as file:
-        if file.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-            return None
-        size, position = os.fstat(file.fileno()).st_size, len(PNG_SIGNATURE)
-        while len(header := file.read(8)) == 8:  # the chunks' length and type only: their data is skipped
-            (length,) = struct.unpack(">I", header[:4])
-            kind = header[4:]
-            if kind == b"IEND" or not kind.isalpha():  # the end, or no chunk (not a PNG past its signature)
-                return None
-            if kind in (b"IDAT", b"fdAT") and position + 8 + length > size + ImageFile.SAFEBLOCK:
-                problem = f"its {kind.decode()!r} chunk claims {length:,} bytes, but the file ends at byte {size:,}"
-                return f"{problem} (damaged or cut short?)"
-            position = file.seek(position + 12 + length)  # length, type, data, CRC
-    return None
 
 
 def png16_size(path: str | os.PathLike[str]) -> tuple[int, int]:
