@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from srfeat.data import orientation, png16, ppm16, tiff16
+from srfeat.data import orientation, png16, png_check, ppm16, tiff16
 from srfeat.data.colour_profiles import (
     cmyk_to_srgb,
     is_cmyk_profile,
@@ -189,6 +189,8 @@ def check_image_file(path: Path) -> None:
         raise ImageReadError(f"cannot read image {path}: {problem}", "name an image file")
     if path.stat().st_size == 0:
         raise zero_size_error(path)
+    if problem := png_check.chunk_past_end(path):  # before PIL's reader sets aside what the chunk claims
+        raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -197,6 +199,7 @@ def _open_image(path: Path) -> Image.Image:
         with orientation.open_unmapped(path) as image:
             warn_first_only(path, getattr(image, "n_frames", 1), image.format)
             image.load()  # decode now: truncated files fail here
+            short = png_check.short_image_data(path) if image.format == "PNG" else None  # PIL's zeros past its end
             negative = _negative_signed_bytes(image)
             unsigned_32 = _unsigned_32_bit_range(image)
             oriented = orientation.exif_upright(image, path)
@@ -207,6 +210,8 @@ def _open_image(path: Path) -> Image.Image:
         if isinstance(error, UnidentifiedImageError):  # text named .png, float RGB TIFF...: said as what it is
             raise unidentified_error(path) from error
         raise read_failure(path, error) from error
+    if short is not None:
+        raise ImageReadError(f"cannot read image {path}: {short} (damaged?)", ImageReadError.SKIP_OR_REPLACE)
     if negative is not None:
         raise ImageReadError(
             f"cannot read image {path}: a TIFF of signed 8-bit samples, in [{negative[0]}, {negative[1]}], which "

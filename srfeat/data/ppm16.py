@@ -62,6 +62,9 @@ def ppm16_header(path: Path) -> Ppm16Header | None:
 def read_ppm16(path: Path, header: Ppm16Header) -> np.ndarray:
     """HxWx3 uint16 pixels of a 16-bit PPM file, scaled to 0..65535; ImageReadError if it is cut
     short or a sample exceeds its maxval. The caller checks the pixel count first."""
+    if not header.width or not header.height:  # was an empty array, refused only by the upscale ("nothing to upscale")
+        problem = f"the PPM header gives an empty image ({header.width}x{header.height} pixels)"
+        raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
     count = header.width * header.height * 3
     with open(path, "rb") as file:
         file.seek(header.data_offset)

@@ -1,0 +1,96 @@
+"""Hostile image files a mutation fuzzer of the reader found escaping its rule (a one-line error that says what is
+wrong and what to do, checked before memory is set aside, no wrong result passed on): each is built here from a
+small valid file, as the fuzzer made it."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import one_input_error, srfeat_cli
+from PIL import Image
+from skimage import data as samples
+from test_image_reading import address_space_after_import
+
+from srfeat.data.io import read_raw_image
+
+CROP = samples.astronaut()[100:117, 150:174]  # 17x24: small, and not square
+
+
+def png_bytes(mode: str) -> bytes:
+    pixels = CROP if mode in ("RGB", "P") else (CROP[..., 0].astype(np.uint16) * 257)
+    image = Image.fromarray(pixels).quantize(16) if mode == "P" else Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "I;16"], ids=["rgb8", "grey16"])
+def test_a_png_whose_image_data_chunk_claims_4_gib_is_refused_before_it_is_read(
+    tmp_path: Path, model_path: Path, mode: str
+) -> None:
+    """The IDAT's length made 4 GiB: PIL's reader, having decoded the pixels, read the rest of the chunk in one
+    call, which set aside all 4 GiB first (MemoryError under a limit, a traceback) for a file of under 1 KB."""
+    whole = bytearray(png_bytes(mode))
+    at = whole.index(b"IDAT") - 4  # its length field (the CRC covers the type and data only: still right)
+    whole[at : at + 4] = struct.pack(">I", 0xFFFFFFFF)
+    (tmp_path / "idat.png").write_bytes(bytes(whole))
+    limit = address_space_after_import() + 2**30  # what the upscale needs, and a GiB: not the 4 GiB claimed
+    child = srfeat_cli("upscale", "idat.png", "-o", "out.png", "--model", model_path, cwd=tmp_path, memory_limit=limit)
+    assert one_input_error(child) == (
+        f"ERROR: cannot read image idat.png: its 'IDAT' chunk claims 4,294,967,295 bytes, but the file ends at byte "
+        f"{len(whole):,} (damaged or cut short?); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(("magic", "width", "height"), [("P6", 0, 17), ("P3", 24, 0)], ids=["binary", "ascii"])
+def test_a_sixteen_bit_ppm_of_no_width_or_height_is_refused_as_read(
+    tmp_path: Path, model_path: Path, magic: str, width: int, height: int
+) -> None:
+    """Read as an empty array without a word, it was refused only later, by the upscale ("the image is empty
+    (0x17 pixels): nothing to upscale"), where `srfeat eval` and the API got the empty array."""
+    sixteen_bit = CROP.astype(np.uint16) * 257
+    body = sixteen_bit.astype(">u2").tobytes() if magic == "P6" else " ".join(map(str, sixteen_bit.ravel())).encode()
+    (tmp_path / "empty.ppm").write_bytes(f"{magic}\n{width} {height}\n65535\n".encode() + body)
+    child = srfeat_cli("upscale", "empty.ppm", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        f"ERROR: cannot read image empty.ppm: the PPM header gives an empty image ({width}x{height} pixels); "
+        "skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_png_whose_image_data_chunk_claims_a_little_past_its_end_is_still_read_whole(tmp_path: Path) -> None:
+    """Its pixels' compressed data all there (the CRC and IEND lost, or a length a little off): PIL read it whole,
+    and still does; only a claim past what PIL reads at a time is refused. (Passes on the old code too: it guards
+    the refusal above from taking in files that were read right.)"""
+    whole = bytearray(png_bytes("RGB"))
+    at = whole.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", whole[at : at + 4])
+    whole[at : at + 4] = struct.pack(">I", length + 100_000)
+    (tmp_path / "long.png").write_bytes(bytes(whole))
+    np.testing.assert_array_equal(read_raw_image(tmp_path / "long.png").array, CROP)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "I;16", "P"], ids=["rgb8", "grey16", "palette"])
+def test_a_png_whose_header_gives_more_rows_than_its_pixel_data_holds_is_refused(
+    tmp_path: Path, model_path: Path, mode: str
+) -> None:
+    """Its height made 200 of 17: PIL's decoder stopped where the compressed data ended and gave the other 183
+    rows as zeros, without a word, and they were upscaled as a black band."""
+    whole = bytearray(png_bytes(mode))
+    whole[20:24] = struct.pack(">I", 200)  # IHDR's height, and its CRC made right again: only the size lies
+    whole[29:33] = struct.pack(">I", zlib.crc32(bytes(whole[12:29])))
+    (tmp_path / "tall.png").write_bytes(bytes(whole))
+    row_bytes = 1 + {"RGB": 24 * 3, "I;16": 24 * 2, "P": 24 // 2}[mode]  # PIL writes a palette of 16 with 4 bits
+    child = srfeat_cli("upscale", "tall.png", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        f"ERROR: cannot read image tall.png: its pixel data inflates to {17 * row_bytes:,} bytes, short of the "
+        f"{200 * row_bytes:,} its 24x200 header needs (damaged?); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
