@@ -1440,7 +1440,7 @@ def test_frames_checked_for_captions_are_freed_without_the_garbage_collector(tmp
             for index, frame in enumerate(container.decode(video=0)):
                 defects.check(frame, index)
                 assert display_matrix(frame, source) is None
-            del frame
+                del frame  # the loop's own reference, not one to count
         alive = [item for item in gc.get_objects() if isinstance(item, av.VideoFrame)]
     finally:
         gc.enable()

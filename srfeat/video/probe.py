@@ -156,7 +156,7 @@ def side_data(frame: Any) -> Any:
     240-frame clip's upscale peaked 50 MB higher). This one goes when the caller drops it."""
     from av.sidedata.sidedata import SideDataContainer
 
-    return SideDataContainer(frame)
+    return SideDataContainer(frame)  # pyright: ignore[reportCallIssue]  # PyAV's stub leaves out its frame argument
 
 
 def display_matrix(frame: Any, source: Path) -> list[int] | None:
