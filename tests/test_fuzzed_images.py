@@ -150,3 +150,54 @@ def test_valid_jpegs_of_every_kind_are_still_read_as_pil_decodes_them(
         expected = np.asarray(image.convert("RGB") if mode == "CMYK" else image)
     read = read_raw_image(path).array
     np.testing.assert_array_equal(read[..., 0] if mode == "L" else read, expected)
+
+
+def jpeg_tiff_bytes(strip_size: int | None = None) -> bytes:
+    buffer = io.BytesIO()
+    strips = {"strip_size": strip_size} if strip_size else {}
+    Image.fromarray(JPEG_CROP).save(buffer, format="TIFF", compression="jpeg", **strips)
+    return buffer.getvalue()
+
+
+def with_tiff_tag(data: bytes, tag: int, value: int) -> bytes:
+    """The little-endian TIFF `data` with its first page's SHORT or LONG `tag` made `value`."""
+    whole = bytearray(data)
+    (directory,) = struct.unpack("<I", whole[4:8])
+    (entries,) = struct.unpack("<H", whole[directory : directory + 2])
+    for entry in range(directory + 2, directory + 2 + 12 * entries, 12):
+        number, kind = struct.unpack("<HH", whole[entry : entry + 4])
+        if number == tag:
+            whole[entry + 8 : entry + 12] = struct.pack(
+                "<HH" if kind == 3 else "<I", *((value, 0) if kind == 3 else (value,))
+            )
+    return bytes(whole)
+
+
+@pytest.mark.parametrize("frame_header", ["enlarged too", "as written"])
+def test_a_jpeg_tiff_whose_tags_give_more_rows_than_its_strip_holds_is_refused(
+    tmp_path: Path, model_path: Path, frame_header: str
+) -> None:
+    """Its height and rows per strip made 80 of 41: libtiff gave the rows past the strip's JPEG frame as zeros, or,
+    the frame's height enlarged to match, libjpeg gave them as grey, without a word either way."""
+    whole = with_tiff_tag(with_tiff_tag(jpeg_tiff_bytes(), 257, 80), 278, 80)  # ImageLength, RowsPerStrip
+    if frame_header == "enlarged too":
+        at = whole.index(b"\xff\xc0")
+        whole = whole[: at + 5] + struct.pack(">H", 80) + whole[at + 7 :]
+    (tmp_path / "tall.tif").write_bytes(whole)
+    child = srfeat_cli("upscale", "tall.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        "ERROR: cannot read image tall.tif: its data ends before the 80 rows its header gives (damaged?); "
+        "skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("strip_size", [None, 2000], ids=["one-strip", "strips-of-16-rows"])
+def test_valid_jpeg_tiffs_are_still_read_as_pil_decodes_them(tmp_path: Path, strip_size: int | None) -> None:
+    """(Passes on the old code too: it guards the refusal above from taking in good files, of one strip or of
+    several whose last is cut short by the image's end.)"""
+    path = tmp_path / "good.tif"
+    path.write_bytes(jpeg_tiff_bytes(strip_size))
+    with Image.open(path) as image:
+        expected = np.asarray(image)
+    np.testing.assert_array_equal(read_raw_image(path).array, expected)

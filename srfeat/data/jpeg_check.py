@@ -1,7 +1,9 @@
 """JPEG files checked where PIL lets a damaged one through: scan data that ends before all the rows its header
 (SOF) gives are decoded. libjpeg then reaches the end marker early, warns ("Corrupt JPEG data: premature end of
 data segment"), which PIL does not pass on, and decodes the missing blocks from zero bits: a header whose height
-was made larger gave an image whose added rows were flat grey (128), without a word.
+was made larger gave an image whose added rows were flat grey (128), without a word. A JPEG-compressed TIFF's
+strips or tiles are JPEG streams, checked so too (`short_tiff_strips`), and against the rows its tags give them:
+libtiff gave rows that a strip's frame header left out as zeros.
 
 How it is told (`short_scan_data`): the file is decoded once more with bytes added after each scan's data, just
 before the marker that ends it (and a restart marker, for a file whose data ends where a restart interval does).
@@ -17,15 +19,17 @@ import os
 import struct
 import warnings
 
+import tifffile
 from PIL import Image
 
-__all__ = ["scan_data_ends", "short_scan_data"]
+__all__ = ["scan_data_ends", "short_scan_data", "short_tiff_strips"]
 
 # What is added after each scan's data: bytes of no pattern (a fixed pseudo-random run with no 0xFF, which would
 # start a marker), which decode to blocks unlike the zeros libjpeg gives past the data's end.
 _FILLER = bytes((17 + 101 * i) % 251 for i in range(96))
 _RESTART_MARKERS = range(0xD0, 0xD8)  # RST0..RST7: within a scan's data
 _START_OF_SCAN, _END_OF_IMAGE, _STUFFED = 0xDA, 0xD9, 0x00
+_START_OF_FRAME = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman: what libjpeg decodes
 _ROWS_COMPARED = 256  # the pixels are compared a band at a time: no second copy of the whole image
 
 
@@ -88,17 +92,24 @@ def short_scan_data(path: str | os.PathLike[str], image: Image.Image) -> str | N
         return None
     with open(path, "rb") as file:
         data = file.read()
+    if _fills_its_rows(data, image):
+        return None
+    return f"its data ends before the {image.height} rows its header gives"
+
+
+def _fills_its_rows(data: bytes, image: Image.Image) -> bool:
+    """Whether the JPEG `data`, decoded into `image`, decodes to the same pixels with `_FILLER` past each scan's data
+    (True, too, when it has no scan, or the second decode fails: nothing is known against it)."""
     ends = scan_data_ends(data)
     if not ends:
-        return None
+        return True
     try:
         with warnings.catch_warnings(), Image.open(io.BytesIO(_with_filler(data, ends))) as filled:
             warnings.simplefilter("ignore")  # the first decode said what there was to say
             filled.load()
-            same = filled.size == image.size and filled.mode == image.mode and _same_pixels(image, filled)
-    except (OSError, ValueError, SyntaxError, struct.error):
-        return None
-    return None if same else f"its data ends before the {image.height} rows its header gives"
+            return filled.size != image.size or filled.mode != image.mode or _same_pixels(image, filled)
+    except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError):
+        return True
 
 
 def _same_pixels(image: Image.Image, other: Image.Image) -> bool:
@@ -107,3 +118,61 @@ def _same_pixels(image: Image.Image, other: Image.Image) -> bool:
         if image.crop(band).tobytes() != other.crop(band).tobytes():
             return False
     return True
+
+
+def short_tiff_strips(path: str | os.PathLike[str], height: int) -> str | None:
+    """What is wrong when a strip or tile of the JPEG-compressed (7) TIFF at `path`, of `height` rows, holds fewer
+    rows than its tags give it (its frame header's height, or its scan data's end); None when each holds them, and
+    for any other TIFF. Each strip is decoded by PIL as a JPEG of its own (the tables the file keeps apart in front),
+    and once more as `short_scan_data` does; one whose header gives more than its tags is left to libtiff, which
+    refuses it."""
+    with tifffile.TiffFile(path) as tiff, open(path, "rb") as file:
+        page = tiff.pages.first
+        if page.compression != 7:
+            return None
+        tables = bytes(page.jpegtables or b"")
+        rows_each = int(page.tilelength) if page.is_tiled else min(int(page.rowsperstrip), height)
+        per_plane = -(-height // rows_each) if not page.is_tiled else len(page.dataoffsets)
+        for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts, strict=False)):
+            rows = rows_each if page.is_tiled else min(rows_each, height - index % per_plane * rows_each)
+            file.seek(offset)
+            stream = _with_tables(file.read(count), tables)
+            header_rows = _frame_rows(stream)
+            if header_rows is None or header_rows > rows:
+                continue
+            if header_rows < rows or not _decodes_whole(stream):
+                return f"its data ends before the {height} rows its header gives"
+    return None
+
+
+def _with_tables(strip: bytes, tables: bytes) -> bytes:
+    """A TIFF's JPEG strip as a JPEG of its own: the JPEGTables tag's (SOI, tables, EOI) in front of its frame."""
+    if tables.startswith(b"\xff\xd8") and tables.endswith(b"\xff\xd9") and strip.startswith(b"\xff\xd8"):
+        return tables[:-2] + strip[2:]
+    return strip
+
+
+def _frame_rows(data: bytes) -> int | None:
+    """The height that the JPEG `data`'s frame header (SOF) gives; None without one libjpeg decodes."""
+    position = 2
+    while position + 9 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        if marker in _START_OF_FRAME:
+            return struct.unpack(">H", data[position + 5 : position + 7])[0]
+        if marker in (_START_OF_SCAN, _END_OF_IMAGE):
+            return None
+        position += 2 + struct.unpack(">H", data[position + 2 : position + 4])[0]
+    return None
+
+
+def _decodes_whole(stream: bytes) -> bool:
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(stream)) as image:
+            warnings.simplefilter("ignore")
+            image.load()
+            return _fills_its_rows(stream, image)
+    except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError):
+        return True  # libtiff says what is wrong
