@@ -94,3 +94,110 @@ def test_a_png_whose_header_gives_more_rows_than_its_pixel_data_holds_is_refused
         f"{200 * row_bytes:,} its 24x200 header needs (damaged?); skip or replace this file"
     )
     assert not (tmp_path / "out.png").exists()
+
+
+# The kinds of JPEG a camera, an editor or PIL writes: baseline of each chroma subsampling (4:4:4, 4:2:2, 4:2:0) and
+# quality, progressive, optimised Huffman tables, restart markers (every row of blocks, every 3 blocks), grey, CMYK.
+JPEG_KINDS = {
+    "baseline": ("RGB", {"quality": 75}),
+    "444-q100": ("RGB", {"quality": 100, "subsampling": 0}),
+    "422-q30": ("RGB", {"quality": 30, "subsampling": 1}),
+    "progressive": ("RGB", {"progressive": True}),
+    "optimised": ("RGB", {"optimize": True}),
+    "restart-rows": ("RGB", {"restart_marker_rows": 1}),
+    "progressive-restart-blocks": ("RGB", {"progressive": True, "restart_marker_blocks": 3}),
+    "grey": ("L", {"quality": 90}),
+    "cmyk": ("CMYK", {"quality": 90}),
+}
+JPEG_CROP = samples.astronaut()[60:101, 150:213]  # 41x63: several rows and columns of blocks, cut mid-block
+
+
+def jpeg_bytes(mode: str, options: dict[str, object]) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(JPEG_CROP).convert(mode).save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("mode", "options"), JPEG_KINDS.values(), ids=JPEG_KINDS.keys())
+def test_a_jpeg_whose_header_gives_more_rows_than_its_scan_data_holds_is_refused(
+    tmp_path: Path, model_path: Path, mode: str, options: dict[str, object]
+) -> None:
+    """Its frame header's (SOF's) height made 80 of 41: libjpeg reached the end marker early, warned (which PIL does
+    not pass on) and decoded the missing rows as flat grey, and they were upscaled as a grey band without a word."""
+    whole = bytearray(jpeg_bytes(mode, options))
+    at = min(at for at in (whole.find(sof) for sof in (b"\xff\xc0", b"\xff\xc1", b"\xff\xc2")) if at >= 0)
+    assert struct.unpack(">H", whole[at + 5 : at + 7]) == (41,)
+    whole[at + 5 : at + 7] = struct.pack(">H", 80)
+    (tmp_path / "tall.jpg").write_bytes(bytes(whole))
+    child = srfeat_cli("upscale", "tall.jpg", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        "ERROR: cannot read image tall.jpg: its data ends before the 80 rows its header gives (damaged?); "
+        "skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(("mode", "options"), JPEG_KINDS.values(), ids=JPEG_KINDS.keys())
+def test_valid_jpegs_of_every_kind_are_still_read_as_pil_decodes_them(
+    tmp_path: Path, mode: str, options: dict[str, object]
+) -> None:
+    """The refusal above decodes the file again with bytes added past each scan's data: a sound file's decoder never
+    reads them, and it reads as before. (Passes on the old code too: it guards the refusal from taking in good
+    files.)"""
+    path = tmp_path / "good.jpg"
+    path.write_bytes(jpeg_bytes(mode, options))
+    with Image.open(path) as image:
+        expected = np.asarray(image.convert("RGB") if mode == "CMYK" else image)
+    read = read_raw_image(path).array
+    np.testing.assert_array_equal(read[..., 0] if mode == "L" else read, expected)
+
+
+def jpeg_tiff_bytes(strip_size: int | None = None) -> bytes:
+    buffer = io.BytesIO()
+    strips = {"strip_size": strip_size} if strip_size else {}
+    Image.fromarray(JPEG_CROP).save(buffer, format="TIFF", compression="jpeg", **strips)
+    return buffer.getvalue()
+
+
+def with_tiff_tag(data: bytes, tag: int, value: int) -> bytes:
+    """The little-endian TIFF `data` with its first page's SHORT or LONG `tag` made `value`."""
+    whole = bytearray(data)
+    (directory,) = struct.unpack("<I", whole[4:8])
+    (entries,) = struct.unpack("<H", whole[directory : directory + 2])
+    for entry in range(directory + 2, directory + 2 + 12 * entries, 12):
+        number, kind = struct.unpack("<HH", whole[entry : entry + 4])
+        if number == tag:
+            whole[entry + 8 : entry + 12] = struct.pack(
+                "<HH" if kind == 3 else "<I", *((value, 0) if kind == 3 else (value,))
+            )
+    return bytes(whole)
+
+
+@pytest.mark.parametrize("frame_header", ["enlarged too", "as written"])
+def test_a_jpeg_tiff_whose_tags_give_more_rows_than_its_strip_holds_is_refused(
+    tmp_path: Path, model_path: Path, frame_header: str
+) -> None:
+    """Its height and rows per strip made 80 of 41: libtiff gave the rows past the strip's JPEG frame as zeros, or,
+    the frame's height enlarged to match, libjpeg gave them as grey, without a word either way."""
+    whole = with_tiff_tag(with_tiff_tag(jpeg_tiff_bytes(), 257, 80), 278, 80)  # ImageLength, RowsPerStrip
+    if frame_header == "enlarged too":
+        at = whole.index(b"\xff\xc0")
+        whole = whole[: at + 5] + struct.pack(">H", 80) + whole[at + 7 :]
+    (tmp_path / "tall.tif").write_bytes(whole)
+    child = srfeat_cli("upscale", "tall.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        "ERROR: cannot read image tall.tif: its data ends before the 80 rows its header gives (damaged?); "
+        "skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("strip_size", [None, 2000], ids=["one-strip", "strips-of-16-rows"])
+def test_valid_jpeg_tiffs_are_still_read_as_pil_decodes_them(tmp_path: Path, strip_size: int | None) -> None:
+    """(Passes on the old code too: it guards the refusal above from taking in good files, of one strip or of
+    several whose last is cut short by the image's end.)"""
+    path = tmp_path / "good.tif"
+    path.write_bytes(jpeg_tiff_bytes(strip_size))
+    with Image.open(path) as image:
+        expected = np.asarray(image)
+    np.testing.assert_array_equal(read_raw_image(path).array, expected)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from srfeat.data import orientation, png16, png_check, ppm16, tiff16
+from srfeat.data import jpeg_check, orientation, png16, png_check, ppm16, tiff16
 from srfeat.data.colour_profiles import (
     cmyk_to_srgb,
     is_cmyk_profile,
@@ -199,7 +199,10 @@ def _open_image(path: Path) -> Image.Image:
         with orientation.open_unmapped(path) as image:
             warn_first_only(path, getattr(image, "n_frames", 1), image.format)
             image.load()  # decode now: truncated files fail here
-            short = png_check.short_image_data(path) if image.format == "PNG" else None  # PIL's zeros past its end
+            # data short of its header's size: PIL gives zeros past a PNG's end, libjpeg flat grey past a JPEG's
+            short = (
+                png_check.short_image_data(path) if image.format == "PNG" else jpeg_check.short_scan_data(path, image)
+            )
             negative = _negative_signed_bytes(image)
             unsigned_32 = _unsigned_32_bit_range(image)
             oriented = orientation.exif_upright(image, path)

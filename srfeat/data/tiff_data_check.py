@@ -13,6 +13,7 @@ import lzma
 import os
 from pathlib import Path
 
+from srfeat.data import jpeg_check
 from srfeat.data.tiff16 import TiffInfo
 from srfeat.data.unidentified import read_failure
 from srfeat.errors import ImageReadError
@@ -56,9 +57,10 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
     """Why the pixels the tags (`info`) give cannot all be in the file `path` (cut short, or a header that claims more
     than its data can hold), found before the decoder reserves memory for them: a 608-byte file whose tags
     gave 12000x12000 RGB pixels had tifffile set aside 864 MB first, one of grey PIL 288 MB. None when they
-    can be, or when its compression's data has no bound known (JPEG). Strips or tiles of no data are a sparse
-    file's empty areas, read as zeros: only the pixels outside them need data (all empty, the pixel limits bound
-    it)."""
+    can be, or when its compression's data has no bound known. A JPEG one's strips are checked as JPEG files
+    (`srfeat.data.jpeg_check.short_tiff_strips`): libjpeg gives the rows past a strip's data's end as grey. Strips
+    or tiles of no data are a sparse file's empty areas, read as zeros: only the pixels outside them need data (all
+    empty, the pixel limits bound it)."""
     needed = info.pixel_bytes
     if info.data_end > info.file_bytes:
         return f"its pixel data runs to byte {info.data_end:,}, but the file has {info.file_bytes:,} (cut short?)"
@@ -68,7 +70,10 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
     elif ratio := _MOST_EXPANSION.get(info.compression, 0):
         made = info.stored_bytes * ratio
         most = f"{info.stored_bytes:,} bytes of pixel data it holds can make"
-    else:  # no bound known (JPEG): left to the pixel limits
+    elif info.compression == "JPEG":  # no bound per byte: each strip's JPEG stream is checked as a JPEG file's
+        short = jpeg_check.short_tiff_strips(path, info.height)
+        return f"{short} (damaged?)" if short else None
+    else:  # no bound known: left to the pixel limits
         return None
     if needed > made:
         empty = f" outside {info.empty_strips} empty strip(s) or tile(s)" if info.empty_strips else ""
@@ -82,7 +87,7 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
 # The most bytes of pixels one byte of a compression's data makes: uncompressed 1; PackBits 128 from 2; Deflate
 # 258 from 2 bits (zlib's 1032:1); LZW a string of at most 4095 - 256 bytes from a code of at least 9 bits
 # (3839 * 8 / 9); Zstandard a block of at most 128 KiB from at least 4 bytes (its 3-byte header and one of
-# content, as an RLE block). LZMA has no such bound (`_lzma_output_bytes` counts); JPEG's is left to the limits.
+# content, as an RLE block). LZMA has no such bound (`_lzma_output_bytes` counts), nor JPEG (`jpeg_check`).
 _MOST_EXPANSION = {
     "NONE": 1,
     "PACKBITS": 64,
