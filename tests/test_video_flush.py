@@ -158,7 +158,9 @@ def test_a_frame_passed_over_before_timestamps_start_over_does_not_hide_a_later_
     assert lost.lost_by_decoder_at_end() == 1  # 8 went to the decoder and gave no frame; 9 was passed over
 
 
-def test_held_packets_decoded_again_in_one_thread_name_the_damaged_one_else_the_earliest_held(tmp_path: Path) -> None:
+def test_held_packets_decoded_again_in_one_thread_name_the_damaged_one_else_the_earliest_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """At the flush of three frame threads, the two packets still held are decoded again in one thread: the one that
     fails is named for certain; where none fails (here a whole file), the earliest held is named, not certain."""
     clip = tmp_path / "clip.mp4"
@@ -172,7 +174,12 @@ def test_held_packets_decoded_again_in_one_thread_name_the_damaged_one_else_the_
     broken.write_bytes(bytes(data))
     threads = SimpleNamespace(thread_count=3, codec=SimpleNamespace(capabilities=FRAME_THREADS_CAPABILITY))
     video = SimpleNamespace(index=0, codec_context=threads)
-    for source, named in ((broken, (damaged.pts, True)), (clip, (sent[-2].pts, False))):
+    # A name FFmpeg would take for a protocol (`pipe:0.mp4`: its stdin) is the file here too, as in the upscale.
+    protocol_like = tmp_path / "pipe:0.mp4"
+    protocol_like.write_bytes(bytes(data))
+    monkeypatch.chdir(tmp_path)
+    named_by = ((broken, (damaged.pts, True)), (Path(protocol_like.name), (damaged.pts, True)))
+    for source, named in (*named_by, (clip, (sent[-2].pts, False))):
         in_flight = PacketsInFlight(av, source, video, frame_threads=True)
         for packet in sent:
             in_flight.sent(packet)

@@ -13,6 +13,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from srfeat.video.probe import open_for_reading
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -70,8 +72,8 @@ class PacketsInFlight:
         if not times:
             return None
         last = max(times)
-        try:
-            with av.open(str(self.source)) as container:
+        try:  # opened as the upscale opened it: a name like `pipe:0.mp4` is the file, not FFmpeg's stdin
+            with open_for_reading(av, self.source) as container:
                 video = container.streams[self.video.index]
                 video.thread_type = "SLICE"  # each packet decoded as it is sent: an error is its own
                 container.seek(min(times.values()), stream=video, backward=True)  # to the keyframe before
@@ -84,6 +86,6 @@ class PacketsInFlight:
                         if packet.pos in times:
                             return times[packet.pos]
                         # a packet before them (a leading frame of an open GOP, its references before the seek)
-        except (av.error.FFmpegError, OSError):
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError):
             return None
         return None
