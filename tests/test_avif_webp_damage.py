@@ -181,3 +181,40 @@ def test_an_animated_webp_whose_canvas_is_larger_than_its_frames_is_read_as_the_
     assert read.shape == (80, 40, 3)
     np.testing.assert_array_equal(read[:33], CROP)
     assert not read[33:].any()
+
+
+def with_first_sequence_header_rows(avif: bytes, rows: int) -> bytes:
+    """`avif` with the height its first AV1 item's data codes (a reduced still picture sequence header's
+    max_frame_height, at the start of its `mdat`) made `rows`."""
+    whole = bytearray(avif)
+    at = whole.index(b"mdat") + 4
+    while whole[at] >> 3 & 15 != 1:  # OBUs of one header byte and one size byte: a temporal delimiter, of 0
+        at += 2 + whole[at + 1]
+    size = whole[at + 1]  # the sequence header's
+    fields, left = int.from_bytes(whole[at + 2 : at + 2 + size], "big"), 8 * size
+    assert fields >> (left - 5) & 1  # reduced_still_picture_header: then 5 bits of level, 4 + 4 of field widths
+    width_bits, height_bits = (fields >> (left - 14) & 15) + 1, (fields >> (left - 18) & 15) + 1
+    shift = left - 18 - width_bits - height_bits
+    fields = fields & ~(((1 << height_bits) - 1) << shift) | (rows - 1) << shift
+    whole[at + 2 : at + 2 + size] = fields.to_bytes(size, "big")
+    return bytes(whole)
+
+
+def test_an_avif_whose_alpha_data_codes_fewer_rows_than_its_size_property_is_refused(tmp_path: Path) -> None:
+    """The alpha plane's AV1 data (the first in the file, as libavif writes it) made to code 20 rows of the 33 its
+    `ispe` gives: libavif stretched the alpha to 33 rows and the picture was read with it, without a word."""
+    avif = encoded(WITH_ALPHA, "AVIF")
+    path = tmp_path / "alpha.avif"
+    path.write_bytes(with_first_sequence_header_rows(avif, 20))
+    with Image.open(path) as image:  # the damage is to the alpha alone: the colour decodes as it did
+        damaged = np.asarray(image)
+    with Image.open(io.BytesIO(avif)) as image:
+        good = np.asarray(image)
+    np.testing.assert_array_equal(damaged[..., :3], good[..., :3])
+    assert (damaged[..., 3] != good[..., 3]).any()
+    with pytest.raises(ImageReadError) as raised:
+        read_image(path)
+    assert str(raised.value) == (
+        f"cannot read image {path}: its data ends before the 33 rows its header gives (damaged?); "
+        "skip or replace this file"
+    )

@@ -82,8 +82,9 @@ def _read_at(file: BinaryIO, position: int, size: int) -> bytes:
 
 def _mismatched_sizes(file: BinaryIO) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """((width, height) an image item's `ispe` gives, (width, height) its AV1 sequence header codes) for the first
-    AV1 item (the colour, its alpha, a thumbnail) where they differ; None when none does, or the file lacks them
-    (libavif refuses it; an image of tiles, `grid`, has no AV1 data of its own, and libavif checks its tiles')."""
+    AV1 item (the colour, its alpha, a thumbnail) whose `ispe` is larger than its data codes, or, a still picture's,
+    another size; None when none is, or the file lacks them (libavif refuses it; an image of tiles, `grid`, has no
+    AV1 data of its own, and libavif checks its tiles')."""
     meta = _top_level_meta(file)
     if meta is None:
         return None
@@ -101,8 +102,8 @@ def _mismatched_sizes(file: BinaryIO) -> tuple[tuple[int, int], tuple[int, int]]
         if coded is None:  # no sequence header in the item's data: the one in its configuration (av1C) is decoded
             av1c_start, av1c_end = properties[b"av1C"]
             coded = _coded_size(meta[av1c_start + 4 : av1c_end])
-        if coded is not None and coded != size:
-            return size, coded
+        if coded is not None and (size[0] > coded[0] or size[1] > coded[1] or (coded[2] and size != coded[:2])):
+            return size, coded[:2]
     return None
 
 
@@ -157,9 +158,10 @@ def _item_locations(meta: bytes, start: int, end: int) -> dict[int, tuple[int, i
     return locations
 
 
-def _coded_size(obus: bytes) -> tuple[int, int] | None:
+def _coded_size(obus: bytes) -> tuple[int, int, bool] | None:
     """(width, height) the AV1 sequence header among `obus` (OBUs with their sizes, as AVIF stores them) gives as
-    its frames' largest (a still image's size), or None when there is none."""
+    its frames' largest, and whether its frame is that size (a reduced still picture header's is; another's frame
+    header may give a smaller one, which a valid `ispe` gives too); None when there is none."""
     at = 0
     while at < len(obus):
         header = obus[at]
@@ -202,11 +204,13 @@ class _Bits:
         self.read(min(zeros, 32))
 
 
-def _sequence_header_size(bits: _Bits) -> tuple[int, int]:
-    """The AV1 sequence header's max_frame_width and max_frame_height (spec 5.5.1), its fields before them read."""
+def _sequence_header_size(bits: _Bits) -> tuple[int, int, bool]:
+    """The AV1 sequence header's max_frame_width and max_frame_height (spec 5.5.1), its fields before them read,
+    and whether it is a reduced still picture header."""
     bits.read(3)  # seq_profile
     bits.read(1)  # still_picture
-    if not bits.read(1):  # not a reduced still picture header: timing, decoder model, operating points
+    reduced = bool(bits.read(1))
+    if not reduced:  # timing, decoder model, operating points
         decoder_model, delay_length = False, 0
         if bits.read(1):  # timing_info_present_flag
             bits.read(64)  # num_units_in_display_tick, time_scale
@@ -228,4 +232,4 @@ def _sequence_header_size(bits: _Bits) -> tuple[int, int]:
     else:
         bits.read(5)  # seq_level_idx
     width_bits, height_bits = bits.read(4) + 1, bits.read(4) + 1
-    return bits.read(width_bits) + 1, bits.read(height_bits) + 1
+    return bits.read(width_bits) + 1, bits.read(height_bits) + 1, reduced
