@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ CROP = samples.astronaut()[100:133, 150:190]  # 33x40: small, and not square
 WITH_ALPHA = np.dstack([CROP, np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (33, 1))])
 
 
-def encoded(pixels: np.ndarray, image_format: str, frames: int = 1, **options: object) -> bytes:
+def encoded(pixels: np.ndarray, image_format: str, frames: int = 1, **options: Any) -> bytes:
     """`pixels` saved as `image_format`; with `frames`, an animation of them shifted along."""
     images = [Image.fromarray(np.roll(pixels, 5 * frame, axis=1)) for frame in range(frames)]
     buffer = io.BytesIO()
@@ -100,7 +101,7 @@ VALID_AVIFS = {
 
 @pytest.mark.parametrize(("pixels", "options"), VALID_AVIFS.values(), ids=VALID_AVIFS.keys())
 def test_valid_avifs_are_still_read_as_pil_decodes_them(
-    tmp_path: Path, pixels: np.ndarray, options: dict[str, object]
+    tmp_path: Path, pixels: np.ndarray, options: dict[str, Any]
 ) -> None:
     """(Passes on the old code too: it guards the refusal above from taking in good files, whose AV1 sequence
     header it reads.)"""
@@ -155,7 +156,7 @@ WEBP_KINDS = {
 @pytest.mark.parametrize(("pixels", "options"), WEBP_KINDS.values(), ids=WEBP_KINDS.keys())
 @pytest.mark.parametrize(("width", "height"), [(40, 80), (80, 33), (40, 3300)])
 def test_a_webp_whose_header_gives_another_size_than_its_data_is_refused_in_one_line(
-    tmp_path: Path, pixels: np.ndarray, options: dict[str, object], width: int, height: int
+    tmp_path: Path, pixels: np.ndarray, options: dict[str, Any], width: int, height: int
 ) -> None:
     """libwebp checks its headers against its data: such a file is refused as damaged, not read as grey rows.
     (Passes on the old code too: it guards that against a change of reader.)"""

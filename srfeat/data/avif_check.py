@@ -15,6 +15,7 @@ from typing import BinaryIO
 __all__ = ["size_mismatch"]
 
 _META_LIMIT = 1 << 20  # a meta box past this is left to libavif (its own limits): srfeat's files' are under 1 KB
+_TOP_LEVEL_BOXES = 64  # an AVIF has a handful (ftyp, meta, mdat...): a file of more is left to libavif, unscanned
 _SEQUENCE_HEADER = 1  # the AV1 OBU type whose fields give the coded size
 
 
@@ -57,9 +58,12 @@ def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tupl
 
 def _top_level_meta(file: BinaryIO) -> bytes | None:
     """The meta box's content (past its version and flags), among the file's top-level boxes; None without one,
-    or with a track (`moov`: an animated AVIF, whose frames libavif decodes from it, not from the meta's items)."""
+    with a track (`moov`: an animated AVIF, whose frames libavif decodes from it, not from the meta's items), or
+    with too many boxes to scan."""
     position, meta = 0, None
-    while len(header := _read_at(file, position, 16)) >= 8:
+    for _ in range(_TOP_LEVEL_BOXES):
+        if len(header := _read_at(file, position, 16)) < 8:
+            return meta
         size, kind = struct.unpack(">I4s", header[:8])
         length = 8
         if size == 1:
@@ -70,9 +74,9 @@ def _top_level_meta(file: BinaryIO) -> bytes | None:
         if kind == b"meta" and length + 4 <= size <= _META_LIMIT:
             meta = _read_at(file, position + length + 4, size - length - 4)
         if size < length:  # size 0 (to the end) or malformed: no box past it
-            break
+            return meta
         position += size
-    return meta
+    return None
 
 
 def _read_at(file: BinaryIO, position: int, size: int) -> bytes:
