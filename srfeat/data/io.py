@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from srfeat.data import jpeg_check, orientation, png16, png_check, ppm16, tiff16
+from srfeat.data import avif_check, jpeg_check, orientation, png16, png_check, ppm16, tiff16
 from srfeat.data.colour_profiles import (
     cmyk_to_srgb,
     is_cmyk_profile,
@@ -189,7 +189,7 @@ def check_image_file(path: Path) -> None:
         raise ImageReadError(f"cannot read image {path}: {problem}", "name an image file")
     if path.stat().st_size == 0:
         raise zero_size_error(path)
-    if problem := png_check.chunk_past_end(path):  # before PIL's reader sets aside what the chunk claims
+    if problem := png_check.chunk_past_end(path) or avif_check.size_mismatch(path):  # before the claim is allocated
         raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
 
 
