@@ -29,7 +29,10 @@ __all__ = ["scan_data_ends", "short_scan_data", "short_tiff_strips"]
 _FILLER = bytes((17 + 101 * i) % 251 for i in range(96))
 _RESTART_MARKERS = range(0xD0, 0xD8)  # RST0..RST7: within a scan's data
 _START_OF_SCAN, _END_OF_IMAGE, _STUFFED = 0xDA, 0xD9, 0x00
-_START_OF_FRAME = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman: what libjpeg decodes
+# What libjpeg(-turbo 3) decodes: baseline, extended, progressive and lossless, Huffman-coded (SOF0..SOF3) and
+# arithmetic-coded (SOF9..SOF11). A TIFF strip of arithmetic code was left out of the check, and its rows past the
+# scan data's end came out grey, or past its frame's height as zeros.
+_START_OF_FRAME = (0xC0, 0xC1, 0xC2, 0xC3, 0xC9, 0xCA, 0xCB)
 _ROWS_COMPARED = 256  # the pixels are compared a band at a time: no second copy of the whole image
 
 
