@@ -10,6 +10,7 @@ import struct
 import subprocess
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -251,3 +252,26 @@ def test_a_valid_arithmetic_coded_jpeg_tiff_is_read_as_pil_decodes_it(tmp_path: 
         expected = np.asarray(image)
     assert np.abs(expected.astype(int) - JPEG_CROP).mean() < 8  # the picture, not grey or zeros
     np.testing.assert_array_equal(read_raw_image(path).array, expected)
+
+
+def test_a_sound_jpeg_tiffs_strips_are_decoded_once_for_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each strip was decoded twice by the check (as it is, and with bytes past its data), besides libtiff's decode
+    of the page: the rows libtiff decoded are what the strip with bytes past its data is compared with now."""
+    path = tmp_path / "good.tif"
+    path.write_bytes(jpeg_tiff_bytes(2000))
+    with tifffile.TiffFile(path) as tiff:
+        strips = len(tiff.pages.first.dataoffsets)
+    opened: list[object] = []
+    real_open = Image.open
+
+    def counting_open(source: Any, *args: Any, **kwargs: Any) -> Image.Image:  # Image.open's arguments
+        opened.extend([source] if isinstance(source, io.BytesIO) else [])  # a strip, as a JPEG of its own
+        return real_open(source, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    with real_open(path) as image:
+        expected = np.asarray(image)
+    np.testing.assert_array_equal(read_raw_image(path).array, expected)
+    assert strips > 1 and len(opened) == strips

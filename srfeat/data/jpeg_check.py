@@ -90,7 +90,10 @@ def _with_filler(data: bytes, ends: list[tuple[int, int]]) -> bytes:
 def short_scan_data(path: str | os.PathLike[str], image: Image.Image) -> str | None:
     """What is wrong when the JPEG (or MPO) at `path`, which PIL has decoded into `image`, has scan data that ends
     before the rows its header gives; None when its data fills them, for any other format, and when the second
-    decode fails (the file is damaged otherwise, and PIL's reader has had its say)."""
+    decode fails (the file is damaged otherwise, and PIL's reader has had its say). A JPEG-compressed TIFF's strips
+    are checked so (`short_tiff_strips`), against the rows PIL (libtiff) decoded from them."""
+    if image.format == "TIFF":
+        return short_tiff_strips(path, image.height, image)
     if image.format not in ("JPEG", "MPO"):
         return None
     with open(path, "rb") as file:
@@ -116,6 +119,8 @@ def _fills_its_rows(data: bytes, image: Image.Image) -> bool:
 
 
 def _same_pixels(image: Image.Image, other: Image.Image) -> bool:
+    if image.height <= _ROWS_COMPARED:  # a TIFF's strip: one band, compared without cropping a copy first
+        return image.tobytes() == other.tobytes()
     for top in range(0, image.height, _ROWS_COMPARED):
         band = (0, top, image.width, min(top + _ROWS_COMPARED, image.height))
         if image.crop(band).tobytes() != other.crop(band).tobytes():
@@ -123,11 +128,15 @@ def _same_pixels(image: Image.Image, other: Image.Image) -> bool:
     return True
 
 
-def short_tiff_strips(path: str | os.PathLike[str], height: int) -> str | None:
+def short_tiff_strips(
+    path: str | os.PathLike[str], height: int, decoded: Image.Image | None = None, scan_data: bool = True
+) -> str | None:
     """What is wrong when a strip or tile of the JPEG-compressed (7) TIFF at `path`, of `height` rows, holds fewer
-    rows than its tags give it (its frame header's height, or its scan data's end); None when each holds them, and
-    for any other TIFF. Each strip is decoded by PIL as a JPEG of its own (the tables the file keeps apart in front),
-    and once more as `short_scan_data` does; one whose header gives more than its tags is left to libtiff, which
+    rows than its tags give it (its frame header's height, or, with `scan_data`, its scan data's end); None when each
+    holds them, and for any other TIFF. Each strip is decoded by PIL as a JPEG of its own (the tables the file keeps
+    apart in front) with `_FILLER` past its data, and compared with the rows of `decoded` (the page as PIL decoded
+    it), where those are its rows (strips of all the samples), else, or where they differ, with the strip decoded
+    alone, as `short_scan_data` does. One whose header gives more rows than its tags is left to libtiff, which
     refuses it."""
     with tifffile.TiffFile(path) as tiff, open(path, "rb") as file:
         page = tiff.pages.first
@@ -136,6 +145,7 @@ def short_tiff_strips(path: str | os.PathLike[str], height: int) -> str | None:
         tables = bytes(page.jpegtables or b"")
         rows_each = int(page.tilelength) if page.is_tiled else min(int(page.rowsperstrip), height)
         per_plane = -(-height // rows_each) if not page.is_tiled else len(page.dataoffsets)
+        chunky = not page.is_tiled and page.planarconfig == 1 and len(page.dataoffsets) == per_plane
         for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts, strict=False)):
             rows = rows_each if page.is_tiled else min(rows_each, height - index % per_plane * rows_each)
             file.seek(offset)
@@ -143,9 +153,33 @@ def short_tiff_strips(path: str | os.PathLike[str], height: int) -> str | None:
             header_rows = _frame_rows(stream)
             if header_rows is None or header_rows > rows:
                 continue
-            if header_rows < rows or not _decodes_whole(stream):
+            if header_rows < rows:
+                return f"its data ends before the {height} rows its header gives"
+            if not scan_data or (
+                decoded is not None and chunky and _filled_as(stream, _band(decoded, index * rows_each, rows))
+            ):
+                continue  # the decoder never read the filler: PIL's pixels are the strip's
+            if not _decodes_whole(stream):
                 return f"its data ends before the {height} rows its header gives"
     return None
+
+
+def _band(image: Image.Image, top: int, rows: int) -> Image.Image:
+    return image.crop((0, top, image.width, top + rows))
+
+
+def _filled_as(stream: bytes, reference: Image.Image) -> bool:
+    """Whether the JPEG `stream` with `_FILLER` past each scan's data decodes to the pixels of `reference`; False when
+    it does not decode, or has no scan (the strip's own decode says)."""
+    ends = scan_data_ends(stream)
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(_with_filler(stream, ends))) as filled:
+            warnings.simplefilter("ignore")
+            filled.load()
+            same_kind = bool(ends) and filled.size == reference.size and filled.mode == reference.mode
+            return same_kind and filled.tobytes() == reference.tobytes()
+    except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError):
+        return False
 
 
 def _with_tables(strip: bytes, tables: bytes) -> bytes:

@@ -3,8 +3,8 @@
 A TIFF's tags give its size, and its strips' (or tiles') offsets and byte counts where its data lies; a damaged
 or hostile file's tags can claim a gigabyte of pixels from a few hundred bytes, which tifffile and PIL set aside
 before they find the data missing. `refuse_missing_data` names such a file in one line, from the tags
-(`srfeat.data.tiff16.tiff_info`) and, for LZMA, what its data decompresses to (as its xz index gives it); an LZMA file whose decoder needs
-more memory than srfeat allows is named as such, not as damaged.
+(`srfeat.data.tiff16.tiff_info`) and, for LZMA, what its data decompresses to (as its xz index gives it); an LZMA
+file whose decoder needs more memory than srfeat allows is named as such, not as damaged.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
         made = info.stored_bytes * ratio
         most = f"{info.stored_bytes:,} bytes of pixel data it holds can make"
     elif info.compression == "JPEG":  # no bound per byte: each strip's JPEG stream is checked as a JPEG file's
-        short = jpeg_check.short_tiff_strips(path, info.height)
+        # its scan data is checked against the rows PIL decodes from it (`srfeat.data.io`), unless tifffile reads it
+        short = jpeg_check.short_tiff_strips(path, info.height, scan_data=bool(info.empty_strips))
         return f"{short} (damaged?)" if short else None
     else:  # no bound known: left to the pixel limits
         return None
