@@ -21,6 +21,7 @@ from skimage import data as samples
 from test_image_reading import address_space_after_import
 
 from srfeat.data.io import read_raw_image
+from srfeat.errors import ImageReadError
 
 CROP = samples.astronaut()[100:117, 150:174]  # 17x24: small, and not square
 
@@ -275,3 +276,57 @@ def test_a_sound_jpeg_tiffs_strips_are_decoded_once_for_the_check(
         expected = np.asarray(image)
     np.testing.assert_array_equal(read_raw_image(path).array, expected)
     assert strips > 1 and len(opened) == strips
+
+
+def old_style_jpeg_tiff_bytes(jpeg: bytes, height: int) -> bytes:
+    """A little-endian TIFF of compression 6 (old-style JPEG, as scanners and faxes once wrote) of `height` rows whose
+    JPEGInterchangeFormat tag points at the whole YCbCr 4:2:0 JPEG stream `jpeg`, its one strip too."""
+    width = JPEG_CROP.shape[1]
+    directory_at = 8 + len(jpeg) + len(jpeg) % 2
+    bits_at = directory_at + 2 + 12 * 12 + 4  # after the directory: BitsPerSample's three values
+    entries = [  # (tag, type: 3 SHORT, 4 LONG, count, value or offset)
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 3, bits_at),
+        (259, 3, 1, 6),
+        (262, 3, 1, 6),  # YCbCr
+        (273, 4, 1, 8),
+        (277, 3, 1, 3),
+        (278, 4, 1, height),
+        (279, 4, 1, len(jpeg)),
+        (513, 4, 1, 8),  # JPEGInterchangeFormat
+        (514, 4, 1, len(jpeg)),  # JPEGInterchangeFormatLength
+        (530, 3, 2, 2 | 2 << 16),  # YCbCrSubSampling 2, 2
+    ]
+    directory = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack(
+            "<HHII" if kind == 4 or count > 1 else "<HHIHH",
+            tag,
+            kind,
+            count,
+            *((value,) if kind == 4 or count > 1 else (value, 0)),
+        )
+        for tag, kind, count, value in entries
+    )
+    header = b"II*\x00" + struct.pack("<I", directory_at)
+    return header + jpeg + b"\x00" * (len(jpeg) % 2) + directory + b"\x00" * 4 + struct.pack("<HHH", 8, 8, 8)
+
+
+def test_an_old_style_jpeg_tiff_whose_stream_gives_more_rows_than_its_scan_data_holds_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Its JPEG stream's frame header and its tags made 80 rows of 41: libtiff's old-style JPEG reader gave the rows
+    past the scan data's end as flat grey (128), without a word; the check looked at new-style JPEG (7) only."""
+    whole = bytearray(jpeg_bytes("RGB", {"quality": 75}))
+    at = whole.index(b"\xff\xc0")
+    whole[at + 5 : at + 7] = struct.pack(">H", 80)
+    (tmp_path / "tall.tif").write_bytes(old_style_jpeg_tiff_bytes(bytes(whole), 80))
+    with pytest.raises(ImageReadError) as refused:
+        read_raw_image(tmp_path / "tall.tif")
+    assert str(refused.value) == (
+        f"cannot read image {tmp_path / 'tall.tif'}: its data ends before the 80 rows its header gives (damaged?); "
+        "skip or replace this file"
+    )
+    (tmp_path / "good.tif").write_bytes(old_style_jpeg_tiff_bytes(jpeg_bytes("RGB", {"quality": 75}), 41))
+    read = read_raw_image(tmp_path / "good.tif").array  # a sound one is read (libtiff's colours, near PIL's)
+    assert read.shape == JPEG_CROP.shape and np.abs(read.astype(int) - JPEG_CROP).mean() < 10

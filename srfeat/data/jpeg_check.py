@@ -3,13 +3,15 @@
 data segment"), which PIL does not pass on, and decodes the missing blocks from zero bits: a header whose height
 was made larger gave an image whose added rows were flat grey (128), without a word. A JPEG-compressed TIFF's
 strips or tiles are JPEG streams, checked so too (`short_tiff_strips`), and against the rows its tags give them:
-libtiff gave rows that a strip's frame header left out as zeros.
+libtiff gave rows that a strip's frame header left out as zeros. So is an old-style JPEG (6) TIFF's stream, where its
+JPEGInterchangeFormat tag gives one. Huffman and arithmetic code, lossy and lossless, are checked alike.
 
 How it is told (`short_scan_data`): the file is decoded once more with bytes added after each scan's data, just
 before the marker that ends it (and a restart marker, for a file whose data ends where a restart interval does).
 A decoder that has all it needs from the scan never reads them (a sound file decodes to the same pixels); one that
 runs out of data decodes them as blocks, which changes its pixels. It costs a second decode of the file, in which
-PIL's JPEG reader takes a tenth to a quarter of a second for 12 megapixels.
+PIL's JPEG reader takes a tenth to a quarter of a second for 12 megapixels. A JPEG TIFF's strips, with the bytes
+added, are compared with the rows libtiff decoded from them, and decoded as they are only where those differ.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import io
 import os
 import struct
 import warnings
+from typing import BinaryIO
 
 import tifffile
 from PIL import Image
@@ -140,6 +143,8 @@ def short_tiff_strips(
     refuses it."""
     with tifffile.TiffFile(path) as tiff, open(path, "rb") as file:
         page = tiff.pages.first
+        if page.compression == 6 and scan_data:  # old-style JPEG: one JPEG stream of the whole page, where it has one
+            return _short_old_style_jpeg(file, _first(page.tags.valueof(513)), _first(page.tags.valueof(514)), height)
         if page.compression != 7:
             return None
         tables = bytes(page.jpegtables or b"")
@@ -162,6 +167,25 @@ def short_tiff_strips(
             if not _decodes_whole(stream):
                 return f"its data ends before the {height} rows its header gives"
     return None
+
+
+def _short_old_style_jpeg(file: BinaryIO, offset: object, count: object, height: int) -> str | None:
+    """What is wrong when an old-style JPEG (6) TIFF's JPEG stream (its JPEGInterchangeFormat tag's `offset` and
+    `count`, if it has them) holds fewer than its `height` rows: libtiff gave the rows past its scan data's end as
+    flat grey, without a word. Checked as `short_scan_data` checks a JPEG file; the stream's colours libtiff converts
+    its own way, so the page it decoded is no reference."""
+    if not isinstance(offset, int) or not isinstance(count, int) or offset <= 0 or count <= 0:
+        return None  # its tables and scan data in tags and strips: libtiff puts them together (not checked)
+    file.seek(offset)
+    stream = file.read(count)
+    if _frame_rows(stream) != height or _decodes_whole(stream):
+        return None  # a frame of other rows than the tags' libtiff refuses
+    return f"its data ends before the {height} rows its header gives"
+
+
+def _first(value: object) -> object:
+    """A tag's value, of one item given as a tuple (as tifffile gives old-style JPEG's) or not."""
+    return value[0] if isinstance(value, tuple) and len(value) == 1 else value
 
 
 def _band(image: Image.Image, top: int, rows: int) -> Image.Image:
