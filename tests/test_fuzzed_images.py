@@ -5,18 +5,23 @@ small valid file, as the fuzzer made it."""
 from __future__ import annotations
 
 import io
+import shutil
 import struct
+import subprocess
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import tifffile
 from cli_helpers import one_input_error, srfeat_cli
 from PIL import Image
 from skimage import data as samples
 from test_image_reading import address_space_after_import
 
 from srfeat.data.io import read_raw_image
+from srfeat.errors import ImageReadError
 
 CROP = samples.astronaut()[100:117, 150:174]  # 17x24: small, and not square
 
@@ -173,14 +178,41 @@ def with_tiff_tag(data: bytes, tag: int, value: int) -> bytes:
     return bytes(whole)
 
 
+JPEGTRAN = shutil.which("jpegtran")  # libjpeg(-turbo)'s: PIL writes no arithmetic code
+
+
+def arithmetic_jpeg_tiff_bytes(height: int, frame_height: int) -> bytes:
+    """PIL's one-strip JPEG TIFF with its strip made arithmetic-coded (`jpegtran -arithmetic`, appended, the strip's
+    tags pointed at it), its tags' height and rows per strip made `height` and its frame header's `frame_height`."""
+    whole = jpeg_tiff_bytes()
+    with tifffile.TiffFile(io.BytesIO(whole)) as tiff:
+        page = tiff.pages.first
+        offset, count, tables = page.dataoffsets[0], page.databytecounts[0], bytes(page.jpegtables or b"")
+    assert JPEGTRAN is not None
+    huffman = tables[:-2] + whole[offset + 2 : offset + count]  # the tables in front: a JPEG of its own
+    strip = bytearray(subprocess.run([JPEGTRAN, "-arithmetic"], input=huffman, capture_output=True, check=True).stdout)
+    at = strip.index(b"\xff\xc9")  # SOF9: sequential, arithmetic-coded
+    strip[at + 5 : at + 7] = struct.pack(">H", frame_height)
+    whole = with_tiff_tag(with_tiff_tag(whole, 257, height), 278, height)  # ImageLength, RowsPerStrip
+    return with_tiff_tag(with_tiff_tag(whole, 273, len(whole)), 279, len(strip)) + bytes(strip)
+
+
+NEEDS_JPEGTRAN = pytest.mark.skipif(JPEGTRAN is None, reason="needs jpegtran (libjpeg-turbo-progs): arithmetic code")
+
+
+@pytest.mark.parametrize("coding", ["huffman", pytest.param("arithmetic", marks=NEEDS_JPEGTRAN)])
 @pytest.mark.parametrize("frame_header", ["enlarged too", "as written"])
 def test_a_jpeg_tiff_whose_tags_give_more_rows_than_its_strip_holds_is_refused(
-    tmp_path: Path, model_path: Path, frame_header: str
+    tmp_path: Path, model_path: Path, frame_header: str, coding: str
 ) -> None:
     """Its height and rows per strip made 80 of 41: libtiff gave the rows past the strip's JPEG frame as zeros, or,
-    the frame's height enlarged to match, libjpeg gave them as grey, without a word either way."""
-    whole = with_tiff_tag(with_tiff_tag(jpeg_tiff_bytes(), 257, 80), 278, 80)  # ImageLength, RowsPerStrip
-    if frame_header == "enlarged too":
+    the frame's height enlarged to match, libjpeg gave them as grey, without a word either way. A strip of arithmetic
+    code (SOF9) the check had left out."""
+    if coding == "arithmetic":
+        whole = arithmetic_jpeg_tiff_bytes(80, 80 if frame_header == "enlarged too" else 41)
+    else:
+        whole = with_tiff_tag(with_tiff_tag(jpeg_tiff_bytes(), 257, 80), 278, 80)  # ImageLength, RowsPerStrip
+    if frame_header == "enlarged too" and coding == "huffman":
         at = whole.index(b"\xff\xc0")
         whole = whole[: at + 5] + struct.pack(">H", 80) + whole[at + 7 :]
     (tmp_path / "tall.tif").write_bytes(whole)
@@ -201,3 +233,91 @@ def test_valid_jpeg_tiffs_are_still_read_as_pil_decodes_them(tmp_path: Path, str
     with Image.open(path) as image:
         expected = np.asarray(image)
     np.testing.assert_array_equal(read_raw_image(path).array, expected)
+
+
+@NEEDS_JPEGTRAN
+def test_a_valid_arithmetic_coded_jpeg_tiff_is_read_as_pil_decodes_it(tmp_path: Path) -> None:
+    """(Passes on the old code too: it guards the refusal above from taking in a sound file.)"""
+    path = tmp_path / "good.tif"
+    path.write_bytes(arithmetic_jpeg_tiff_bytes(41, 41))
+    with Image.open(path) as image:
+        expected = np.asarray(image)
+    assert np.abs(expected.astype(int) - JPEG_CROP).mean() < 8  # the picture, not grey or zeros
+    np.testing.assert_array_equal(read_raw_image(path).array, expected)
+
+
+def test_a_sound_jpeg_tiffs_strips_are_decoded_once_for_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each strip was decoded twice by the check (as it is, and with bytes past its data), besides libtiff's decode
+    of the page: the rows libtiff decoded are what the strip with bytes past its data is compared with now."""
+    path = tmp_path / "good.tif"
+    path.write_bytes(jpeg_tiff_bytes(2000))
+    with tifffile.TiffFile(path) as tiff:
+        strips = len(tiff.pages.first.dataoffsets)
+    opened: list[object] = []
+    real_open = Image.open
+
+    def counting_open(source: Any, *args: Any, **kwargs: Any) -> Image.Image:  # Image.open's arguments
+        opened.extend([source] if isinstance(source, io.BytesIO) else [])  # a strip, as a JPEG of its own
+        return real_open(source, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    with real_open(path) as image:
+        expected = np.asarray(image)
+    np.testing.assert_array_equal(read_raw_image(path).array, expected)
+    assert strips > 1 and len(opened) == strips
+
+
+def old_style_jpeg_tiff_bytes(jpeg: bytes, height: int) -> bytes:
+    """A little-endian TIFF of compression 6 (old-style JPEG, as scanners and faxes once wrote) of `height` rows whose
+    JPEGInterchangeFormat tag points at the whole YCbCr 4:2:0 JPEG stream `jpeg`, its one strip too."""
+    width = JPEG_CROP.shape[1]
+    directory_at = 8 + len(jpeg) + len(jpeg) % 2
+    bits_at = directory_at + 2 + 12 * 12 + 4  # after the directory: BitsPerSample's three values
+    entries = [  # (tag, type: 3 SHORT, 4 LONG, count, value or offset)
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 3, bits_at),
+        (259, 3, 1, 6),
+        (262, 3, 1, 6),  # YCbCr
+        (273, 4, 1, 8),
+        (277, 3, 1, 3),
+        (278, 4, 1, height),
+        (279, 4, 1, len(jpeg)),
+        (513, 4, 1, 8),  # JPEGInterchangeFormat
+        (514, 4, 1, len(jpeg)),  # JPEGInterchangeFormatLength
+        (530, 3, 2, 2 | 2 << 16),  # YCbCrSubSampling 2, 2
+    ]
+    directory = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack(
+            "<HHII" if kind == 4 or count > 1 else "<HHIHH",
+            tag,
+            kind,
+            count,
+            *((value,) if kind == 4 or count > 1 else (value, 0)),
+        )
+        for tag, kind, count, value in entries
+    )
+    header = b"II*\x00" + struct.pack("<I", directory_at)
+    return header + jpeg + b"\x00" * (len(jpeg) % 2) + directory + b"\x00" * 4 + struct.pack("<HHH", 8, 8, 8)
+
+
+def test_an_old_style_jpeg_tiff_whose_stream_gives_more_rows_than_its_scan_data_holds_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Its JPEG stream's frame header and its tags made 80 rows of 41: libtiff's old-style JPEG reader gave the rows
+    past the scan data's end as flat grey (128), without a word; the check looked at new-style JPEG (7) only."""
+    whole = bytearray(jpeg_bytes("RGB", {"quality": 75}))
+    at = whole.index(b"\xff\xc0")
+    whole[at + 5 : at + 7] = struct.pack(">H", 80)
+    (tmp_path / "tall.tif").write_bytes(old_style_jpeg_tiff_bytes(bytes(whole), 80))
+    with pytest.raises(ImageReadError) as refused:
+        read_raw_image(tmp_path / "tall.tif")
+    assert str(refused.value) == (
+        f"cannot read image {tmp_path / 'tall.tif'}: its data ends before the 80 rows its header gives (damaged?); "
+        "skip or replace this file"
+    )
+    (tmp_path / "good.tif").write_bytes(old_style_jpeg_tiff_bytes(jpeg_bytes("RGB", {"quality": 75}), 41))
+    read = read_raw_image(tmp_path / "good.tif").array  # a sound one is read (libtiff's colours, near PIL's)
+    assert read.shape == JPEG_CROP.shape and np.abs(read.astype(int) - JPEG_CROP).mean() < 10

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from srfeat.data import avif_check, jpeg_check, orientation, png16, png_check, ppm16, tiff16
+from srfeat.data import avif_check, jpeg_check, orientation, png16, png_check, ppm16, tiff16, tiff_samples
 from srfeat.data.colour_profiles import (
     cmyk_to_srgb,
     is_cmyk_profile,
@@ -203,8 +203,7 @@ def _open_image(path: Path) -> Image.Image:
             short = (
                 png_check.short_image_data(path) if image.format == "PNG" else jpeg_check.short_scan_data(path, image)
             )
-            negative = _negative_signed_bytes(image)
-            unsigned_32 = _unsigned_32_bit_range(image)
+            out_of_range = tiff_samples.out_of_range_error(path, image)
             oriented = orientation.exif_upright(image, path)
             decoded = oriented if oriented is not image else image.copy()
             if image.format == "TIFF" and (exif := orientation.tiff_exif(image, path)):  # as a JPEG's is: kept
@@ -215,44 +214,9 @@ def _open_image(path: Path) -> Image.Image:
         raise read_failure(path, error) from error
     if short is not None:
         raise ImageReadError(f"cannot read image {path}: {short} (damaged?)", ImageReadError.SKIP_OR_REPLACE)
-    if negative is not None:
-        raise ImageReadError(
-            f"cannot read image {path}: a TIFF of signed 8-bit samples, in [{negative[0]}, {negative[1]}], which "
-            "srfeat does not read (its intensities are 0..255)",
-            "convert it to unsigned 8- or 16-bit",
-        )
-    if unsigned_32 is not None:  # said here: the copy PIL reads into its signed mode I shows wrapped values
-        raise ImageReadError(
-            f"cannot read image {path}: its unsigned 32-bit pixels are in [{unsigned_32[0]}, {unsigned_32[1]}], "
-            "outside 16 bits (0..65535)",
-            "convert it to 8- or 16-bit",
-        )
+    if out_of_range is not None:
+        raise out_of_range
     return decoded
-
-
-def _unsigned_32_bit_range(image: Image.Image) -> tuple[int, int] | None:
-    """(lowest, highest) of a TIFF's unsigned 32-bit samples if any is past 16 bits, else None. PIL reads them
-    into its signed mode I, where those past 2^31 wrap: the refusal gave [-2134620432, 2143510973]."""
-    tags = getattr(image, "tag_v2", None)
-    if image.format != "TIFF" or image.mode != "I" or tags is None or tuple(tags.get(339, (1,)))[:1] != (1,):
-        return None
-    if tuple(tags.get(258, ()))[:1] != (32,):
-        return None
-    values = np.asarray(image).view(np.uint32)
-    low, high = int(values.min()), int(values.max())
-    return (low, high) if high > 65535 else None
-
-
-def _negative_signed_bytes(image: Image.Image) -> tuple[int, int] | None:
-    """(lowest, highest) of a TIFF's signed 8-bit samples if any is negative, else None. PIL decodes them
-    as plain bytes: -56 became 200, a dark pixel bright, and the image was upscaled without a word (signed
-    16-bit samples it decodes as such, and a negative one is refused)."""
-    tags = getattr(image, "tag_v2", None)
-    if image.format != "TIFF" or image.mode != "L" or tags is None or tuple(tags.get(339, (1,)))[:1] != (2,):
-        return None
-    values = np.asarray(image).view(np.int8)
-    low, high = int(values.min()), int(values.max())
-    return (low, high) if low < 0 else None
 
 
 def image_size(path: PathLike) -> tuple[int, int]:

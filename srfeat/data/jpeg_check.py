@@ -3,13 +3,15 @@
 data segment"), which PIL does not pass on, and decodes the missing blocks from zero bits: a header whose height
 was made larger gave an image whose added rows were flat grey (128), without a word. A JPEG-compressed TIFF's
 strips or tiles are JPEG streams, checked so too (`short_tiff_strips`), and against the rows its tags give them:
-libtiff gave rows that a strip's frame header left out as zeros.
+libtiff gave rows that a strip's frame header left out as zeros. So is an old-style JPEG (6) TIFF's stream, where its
+JPEGInterchangeFormat tag gives one. Huffman and arithmetic code, lossy and lossless, are checked alike.
 
 How it is told (`short_scan_data`): the file is decoded once more with bytes added after each scan's data, just
 before the marker that ends it (and a restart marker, for a file whose data ends where a restart interval does).
 A decoder that has all it needs from the scan never reads them (a sound file decodes to the same pixels); one that
 runs out of data decodes them as blocks, which changes its pixels. It costs a second decode of the file, in which
-PIL's JPEG reader takes a tenth to a quarter of a second for 12 megapixels.
+PIL's JPEG reader takes a tenth to a quarter of a second for 12 megapixels. A JPEG TIFF's strips, with the bytes
+added, are compared with the rows libtiff decoded from them, and decoded as they are only where those differ.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import io
 import os
 import struct
 import warnings
+from typing import BinaryIO
 
 import tifffile
 from PIL import Image
@@ -29,7 +32,10 @@ __all__ = ["scan_data_ends", "short_scan_data", "short_tiff_strips"]
 _FILLER = bytes((17 + 101 * i) % 251 for i in range(96))
 _RESTART_MARKERS = range(0xD0, 0xD8)  # RST0..RST7: within a scan's data
 _START_OF_SCAN, _END_OF_IMAGE, _STUFFED = 0xDA, 0xD9, 0x00
-_START_OF_FRAME = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman: what libjpeg decodes
+# What libjpeg(-turbo 3) decodes: baseline, extended, progressive and lossless, Huffman-coded (SOF0..SOF3) and
+# arithmetic-coded (SOF9..SOF11). A TIFF strip of arithmetic code was left out of the check, and its rows past the
+# scan data's end came out grey, or past its frame's height as zeros.
+_START_OF_FRAME = (0xC0, 0xC1, 0xC2, 0xC3, 0xC9, 0xCA, 0xCB)
 _ROWS_COMPARED = 256  # the pixels are compared a band at a time: no second copy of the whole image
 
 
@@ -87,7 +93,10 @@ def _with_filler(data: bytes, ends: list[tuple[int, int]]) -> bytes:
 def short_scan_data(path: str | os.PathLike[str], image: Image.Image) -> str | None:
     """What is wrong when the JPEG (or MPO) at `path`, which PIL has decoded into `image`, has scan data that ends
     before the rows its header gives; None when its data fills them, for any other format, and when the second
-    decode fails (the file is damaged otherwise, and PIL's reader has had its say)."""
+    decode fails (the file is damaged otherwise, and PIL's reader has had its say). A JPEG-compressed TIFF's strips
+    are checked so (`short_tiff_strips`), against the rows PIL (libtiff) decoded from them."""
+    if image.format == "TIFF":
+        return short_tiff_strips(path, image.height, image)
     if image.format not in ("JPEG", "MPO"):
         return None
     with open(path, "rb") as file:
@@ -113,6 +122,8 @@ def _fills_its_rows(data: bytes, image: Image.Image) -> bool:
 
 
 def _same_pixels(image: Image.Image, other: Image.Image) -> bool:
+    if image.height <= _ROWS_COMPARED:  # a TIFF's strip: one band, compared without cropping a copy first
+        return image.tobytes() == other.tobytes()
     for top in range(0, image.height, _ROWS_COMPARED):
         band = (0, top, image.width, min(top + _ROWS_COMPARED, image.height))
         if image.crop(band).tobytes() != other.crop(band).tobytes():
@@ -120,19 +131,26 @@ def _same_pixels(image: Image.Image, other: Image.Image) -> bool:
     return True
 
 
-def short_tiff_strips(path: str | os.PathLike[str], height: int) -> str | None:
+def short_tiff_strips(
+    path: str | os.PathLike[str], height: int, decoded: Image.Image | None = None, scan_data: bool = True
+) -> str | None:
     """What is wrong when a strip or tile of the JPEG-compressed (7) TIFF at `path`, of `height` rows, holds fewer
-    rows than its tags give it (its frame header's height, or its scan data's end); None when each holds them, and
-    for any other TIFF. Each strip is decoded by PIL as a JPEG of its own (the tables the file keeps apart in front),
-    and once more as `short_scan_data` does; one whose header gives more than its tags is left to libtiff, which
+    rows than its tags give it (its frame header's height, or, with `scan_data`, its scan data's end); None when each
+    holds them, and for any other TIFF. Each strip is decoded by PIL as a JPEG of its own (the tables the file keeps
+    apart in front) with `_FILLER` past its data, and compared with the rows of `decoded` (the page as PIL decoded
+    it), where those are its rows (strips of all the samples), else, or where they differ, with the strip decoded
+    alone, as `short_scan_data` does. One whose header gives more rows than its tags is left to libtiff, which
     refuses it."""
     with tifffile.TiffFile(path) as tiff, open(path, "rb") as file:
         page = tiff.pages.first
+        if page.compression == 6 and scan_data:  # old-style JPEG: one JPEG stream of the whole page, where it has one
+            return _short_old_style_jpeg(file, _first(page.tags.valueof(513)), _first(page.tags.valueof(514)), height)
         if page.compression != 7:
             return None
         tables = bytes(page.jpegtables or b"")
         rows_each = int(page.tilelength) if page.is_tiled else min(int(page.rowsperstrip), height)
         per_plane = -(-height // rows_each) if not page.is_tiled else len(page.dataoffsets)
+        chunky = not page.is_tiled and page.planarconfig == 1 and len(page.dataoffsets) == per_plane
         for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts, strict=False)):
             rows = rows_each if page.is_tiled else min(rows_each, height - index % per_plane * rows_each)
             file.seek(offset)
@@ -140,9 +158,52 @@ def short_tiff_strips(path: str | os.PathLike[str], height: int) -> str | None:
             header_rows = _frame_rows(stream)
             if header_rows is None or header_rows > rows:
                 continue
-            if header_rows < rows or not _decodes_whole(stream):
+            if header_rows < rows:
+                return f"its data ends before the {height} rows its header gives"
+            if not scan_data or (
+                decoded is not None and chunky and _filled_as(stream, _band(decoded, index * rows_each, rows))
+            ):
+                continue  # the decoder never read the filler: PIL's pixels are the strip's
+            if not _decodes_whole(stream):
                 return f"its data ends before the {height} rows its header gives"
     return None
+
+
+def _short_old_style_jpeg(file: BinaryIO, offset: object, count: object, height: int) -> str | None:
+    """What is wrong when an old-style JPEG (6) TIFF's JPEG stream (its JPEGInterchangeFormat tag's `offset` and
+    `count`, if it has them) holds fewer than its `height` rows: libtiff gave the rows past its scan data's end as
+    flat grey, without a word. Checked as `short_scan_data` checks a JPEG file; the stream's colours libtiff converts
+    its own way, so the page it decoded is no reference."""
+    if not isinstance(offset, int) or not isinstance(count, int) or offset <= 0 or count <= 0:
+        return None  # its tables and scan data in tags and strips: libtiff puts them together (not checked)
+    file.seek(offset)
+    stream = file.read(count)
+    if _frame_rows(stream) != height or _decodes_whole(stream):
+        return None  # a frame of other rows than the tags' libtiff refuses
+    return f"its data ends before the {height} rows its header gives"
+
+
+def _first(value: object) -> object:
+    """A tag's value, of one item given as a tuple (as tifffile gives old-style JPEG's) or not."""
+    return value[0] if isinstance(value, tuple) and len(value) == 1 else value
+
+
+def _band(image: Image.Image, top: int, rows: int) -> Image.Image:
+    return image.crop((0, top, image.width, top + rows))
+
+
+def _filled_as(stream: bytes, reference: Image.Image) -> bool:
+    """Whether the JPEG `stream` with `_FILLER` past each scan's data decodes to the pixels of `reference`; False when
+    it does not decode, or has no scan (the strip's own decode says)."""
+    ends = scan_data_ends(stream)
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(_with_filler(stream, ends))) as filled:
+            warnings.simplefilter("ignore")
+            filled.load()
+            same_kind = bool(ends) and filled.size == reference.size and filled.mode == reference.mode
+            return same_kind and filled.tobytes() == reference.tobytes()
+    except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError):
+        return False
 
 
 def _with_tables(strip: bytes, tables: bytes) -> bytes:

@@ -3,15 +3,17 @@
 A TIFF's tags give its size, and its strips' (or tiles') offsets and byte counts where its data lies; a damaged
 or hostile file's tags can claim a gigabyte of pixels from a few hundred bytes, which tifffile and PIL set aside
 before they find the data missing. `refuse_missing_data` names such a file in one line, from the tags
-(`srfeat.data.tiff16.tiff_info`) and, for LZMA, what its data decompresses to; an LZMA file whose decoder needs
-more memory than srfeat allows is named as such, not as damaged.
+(`srfeat.data.tiff16.tiff_info`) and, for LZMA, what its data decompresses to (as its xz index gives it); an LZMA
+file whose decoder needs more memory than srfeat allows is named as such, not as damaged.
 """
 
 from __future__ import annotations
 
 import lzma
 import os
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from srfeat.data import jpeg_check
 from srfeat.data.tiff16 import TiffInfo
@@ -71,7 +73,8 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
         made = info.stored_bytes * ratio
         most = f"{info.stored_bytes:,} bytes of pixel data it holds can make"
     elif info.compression == "JPEG":  # no bound per byte: each strip's JPEG stream is checked as a JPEG file's
-        short = jpeg_check.short_tiff_strips(path, info.height)
+        # its scan data is checked against the rows PIL decodes from it (`srfeat.data.io`), unless tifffile reads it
+        short = jpeg_check.short_tiff_strips(path, info.height, scan_data=bool(info.empty_strips))
         return f"{short} (damaged?)" if short else None
     else:  # no bound known: left to the pixel limits
         return None
@@ -107,23 +110,100 @@ class _LzmaMemoryLimitError(Exception):
 
 
 def _lzma_output_bytes(path: str | os.PathLike[str], strips: tuple[tuple[int, int], ...], enough: int) -> int:
-    """How many bytes the LZMA `strips` of the file at `path` decompress to, read, made and dropped a MiB at a
-    time, and counted no further than `enough`: of a few hundred bytes claiming a gigabyte, what they truly
-    make. A strip that does not decompress (damaged) counts what it made before; one whose decoder needs more
-    memory than `_LZMA_MEMORY_LIMIT` is `_LzmaMemoryLimitError`, as the file's reader would need as much."""
+    """How many bytes the LZMA `strips` of the file at `path` decompress to, counted no further than `enough`: of a
+    few hundred bytes claiming a gigabyte, what they truly make. A strip that ends in a sound xz index (`_xz_index`)
+    is taken at its word, its blocks' headers checked against the memory limit: decompressing it here too took
+    twice the time the reader's own decode does. Any other (cut short, its index damaged) is read, made and dropped
+    a MiB at a time; one that does not decompress counts what it made before. One whose decoder needs more memory
+    than `_LZMA_MEMORY_LIMIT` is `_LzmaMemoryLimitError`, as the file's reader would need as much. An index that
+    lies (made so: its CRC holds) is found by the reader's decoder, after it has set aside what the tags give, as
+    for any file whose LZMA data truly makes that much."""
     made = 0
     with open(path, "rb") as file:
         for offset, count in strips:
-            file.seek(offset)
-            decompressor = lzma.LZMADecompressor(memlimit=_LZMA_MEMORY_LIMIT)
-            try:
-                while made < enough and not decompressor.eof:
-                    piece = file.read(min(count, _LZMA_STEP)) if decompressor.needs_input else b""
-                    if decompressor.needs_input and not piece:  # all of the strip is used: it made what it makes
-                        break
-                    count -= len(piece)
-                    made += len(decompressor.decompress(piece, max_length=_LZMA_STEP))
-            except lzma.LZMAError as error:  # its decoder says what is wrong, if the count lets it go that far
-                if _LZMA_MEMORY_LIMIT_REACHED in str(error):
-                    raise _LzmaMemoryLimitError from error
+            if made >= enough:
+                break
+            indexed = _xz_index(file, offset, count)
+            made += indexed if indexed is not None else _decompressed_bytes(file, offset, count, enough - made)
     return made
+
+
+def _decompressed_bytes(file: BinaryIO, offset: int, count: int, enough: int) -> int:
+    """What the LZMA strip at `offset` (`count` bytes) of `file` decompresses to, a MiB at a time, up to `enough`."""
+    made = 0
+    file.seek(offset)
+    decompressor = lzma.LZMADecompressor(memlimit=_LZMA_MEMORY_LIMIT)
+    try:
+        while made < enough and not decompressor.eof:
+            piece = file.read(min(count, _LZMA_STEP)) if decompressor.needs_input else b""
+            if decompressor.needs_input and not piece:  # all of the strip is used: it made what it makes
+                break
+            count -= len(piece)
+            made += len(decompressor.decompress(piece, max_length=_LZMA_STEP))
+    except lzma.LZMAError as error:  # its decoder says what is wrong, if the count lets it go that far
+        _raise_if_memory_limit(error)
+    return made
+
+
+def _raise_if_memory_limit(error: lzma.LZMAError) -> None:
+    if _LZMA_MEMORY_LIMIT_REACHED in str(error):
+        raise _LzmaMemoryLimitError from error
+
+
+_XZ_HEADER_MAGIC, _XZ_FOOTER_MAGIC = b"\xfd7zXZ\x00", b"YZ"
+
+
+def _xz_index(file: BinaryIO, offset: int, count: int) -> int | None:
+    """The bytes the xz stream of the strip at `offset` (`count` bytes) of `file` decompresses to, as the index at its
+    end gives them (xz's format: stream header, blocks, index, footer; each block's uncompressed size in the index),
+    read without decompressing; None where the strip is not one stream that ends in a sound footer and index (CRCs
+    checked) whose blocks fill it."""
+    if count < 32:
+        return None
+    file.seek(offset)
+    header = file.read(12)
+    file.seek(offset + count - 12)
+    footer = file.read(12)
+    if not header.startswith(_XZ_HEADER_MAGIC) or footer[10:] != _XZ_FOOTER_MAGIC or footer[8:10] != header[6:8]:
+        return None
+    index_size = (int.from_bytes(footer[4:8], "little") + 1) * 4
+    index_start = offset + count - 12 - index_size
+    if zlib.crc32(footer[4:10]) != int.from_bytes(footer[:4], "little") or index_start < offset + 12:
+        return None
+    file.seek(index_start)
+    index = file.read(index_size)
+    if index[:1] != b"\x00" or zlib.crc32(index[:-4]) != int.from_bytes(index[-4:], "little"):
+        return None
+    try:
+        records, position = _varint(index, 1)
+        block, total = offset + 12, 0
+        for _ in range(min(records, index_size // 2)):  # a record takes at least two bytes
+            unpadded, position = _varint(index, position)
+            uncompressed, position = _varint(index, position)
+            _check_block_memory(file, header, block)
+            block, total = block + -(-unpadded // 4) * 4, total + uncompressed
+    except IndexError:  # a varint past the index's end
+        return None
+    return total if block == index_start and records <= index_size // 2 else None
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    """xz's variable-length integer at `position` of `data` (7 bits a byte, low first), and the position after it."""
+    value, shift = 0, 0
+    while True:
+        byte = data[position]
+        value, position, shift = value | (byte & 0x7F) << shift, position + 1, shift + 7
+        if byte < 0x80 or shift > 63:
+            return value, position
+
+
+def _check_block_memory(file: BinaryIO, stream_header: bytes, block: int) -> None:
+    """`_LzmaMemoryLimitError` when the xz block at `block` of `file` declares a dictionary past the memory limit: its
+    header (after the stream's) is given to a decoder of that limit, which sizes its memory from it, and stops."""
+    file.seek(block)
+    size = (file.read(1) or b"\x00")[0]
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_LZMA_MEMORY_LIMIT)
+    try:
+        decompressor.decompress(stream_header + bytes((size,)) + file.read(size * 4 + 3), max_length=1)
+    except lzma.LZMAError as error:  # a damaged header: the reader's decoder says so
+        _raise_if_memory_limit(error)
