@@ -151,3 +151,56 @@ def test_slices_that_overlap_still_count_as_the_image_beside_itself(tmp_path: Pa
     path = exported_by_pytorch(tmp_path / "overlap.onnx", Rolled(times=9, overlap=True).eval())
     with pytest.raises(WeightsError, match="enlarges the image 512 times over"):
         Upscaler(path, device="cpu")
+
+
+class ChunkedWindows(torch.nn.Module):
+    """A x4 model as SwinIR-like ones that split Q, K and V with `chunk`: the image padded to a multiple of the
+    window (`(side - w % side) % side`, reflected), attention within `side` x `side` windows (or, with
+    `whole`, over the whole map), the windows put back, the result cropped to 4 H x 4 W."""
+
+    def __init__(self, side: int, features: int, whole: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.side, self.whole = side, whole
+        self.head = torch.nn.Conv2d(3, features, 3, padding=1)
+        self.qkv = torch.nn.Linear(features, 3 * features)
+        self.tail = torch.nn.Sequential(torch.nn.Conv2d(features, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[2:]
+        side = self.side
+        image = torch.nn.functional.pad(
+            image, (0, (side - width % side) % side, 0, (side - height % side) % side), "reflect"
+        )
+        maps = self.head(image)
+        batch, features, rows, columns = maps.shape
+        if self.whole:
+            tokens = maps.flatten(2).transpose(1, 2)
+        else:
+            tokens = window_partition(maps.permute(0, 2, 3, 1), side).reshape(-1, side * side, features)
+        query, key, value = self.qkv(tokens).chunk(3, dim=-1)  # a Slice each, its bounds computed from a shape
+        attended = (query @ key.transpose(-2, -1) * features**-0.5).softmax(-1) @ value
+        if self.whole:
+            maps = maps + attended.transpose(1, 2).reshape(batch, features, rows, columns)
+        else:
+            windows = attended.view(-1, side, side, features)
+            maps = maps + window_reverse(windows, side, rows, columns).permute(0, 3, 1, 2)
+        return torch.sigmoid(self.tail(maps))[:, :, : height * 4, : width * 4]
+
+
+@pytest.mark.parametrize(("side", "features"), [(8, 16), (16, 32)])
+def test_windows_whose_q_k_and_v_are_chunked_load_and_run(tmp_path: Path, side: int, features: int) -> None:
+    """PyTorch's legacy exporter writes `qkv.chunk(3, -1)` as Slices to ends computed from the features' size
+    ((3 C + 2) / 3 C): their sizes were not followed, so the windows' attention was refused as over a whole tile (8x8
+    windows) or counted as all of Q, K and V (16x16 windows: 24,576 values a pixel). They are, and it runs as the
+    network does, on an image that is not a multiple of the windows; attention over the whole map is still refused."""
+    from srfeat.errors import WeightsError
+    from srfeat.inference import Upscaler
+
+    network = ChunkedWindows(side, features).eval()
+    path = exported_by_pytorch(tmp_path / "windows.onnx", network, side=2 * side)
+    assert "Split" not in {node.op_type for node in onnx.load(str(path)).graph.node}  # Slices, as exported
+    assert_upscales_as(path, network, samples.astronaut()[100:121, 200:219])
+    whole = exported_by_pytorch(tmp_path / "whole.onnx", ChunkedWindows(side, features, whole=True).eval(), 2 * side)
+    with pytest.raises(WeightsError, match="multiplies two values computed from the image"):
+        Upscaler(whole, device="cpu")

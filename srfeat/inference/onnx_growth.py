@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from srfeat.inference.onnx_dims import concat_dims, split_dims, squeezed_dims
+from srfeat.inference.onnx_dims import concat_dims, slice_dims, split_dims, squeezed_dims
 from srfeat.inference.onnx_einsum import einsum_equation
 from srfeat.inference.onnx_node_axes import NodeAxes
 from srfeat.inference.onnx_operators import BROADCASTING, OF_SHAPES, SAME_SHAPE
@@ -305,8 +305,11 @@ class GraphGrowth:
         elif op == "Flatten" and -len(dims) <= (axis := options["axis"].i if "axis" in options else 1) <= len(dims):
             halves = (dims[: axis % (len(dims) + 1)], dims[axis % (len(dims) + 1) :])
             result = [None if None in half else math.prod(size or 0 for size in half) for half in halves]
-        elif op == "Slice":  # sizes change on the axes it lists (constants), else on any
-            result = self._axes.sliced_dims(node, dims)
+        elif op == "Slice":  # by its bounds where known (sizes computed from fixed ones too); else on the axes it lists
+            names = [*inputs[1:5], "", ""][:4]
+            bounds = [self._shapes.whole_numbers(name) if name else None for name in names]
+            known = all(bound is not None for name, bound in zip(names, bounds, strict=True) if name)
+            result = (slice_dims(dims, bounds) if known else None) or self._axes.sliced_dims(node, dims)
         elif op == "Pad":  # sizes change on some axes
             result = [None for _ in dims]
         elif op == "Transpose" and "perm" in options and sorted(options["perm"].ints) == list(range(len(dims))):

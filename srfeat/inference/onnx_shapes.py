@@ -26,7 +26,8 @@ _UNLABELLED: list[str | None] = [None] * MAX_DIMS
 
 class ShapeVectors:
     """Shapes the graph computes from the image's: Shape, then Gather or Slice of its entries, Cast, times or
-    plus a constant, Concat with constants, Where by an Equal of them (PyTorch's `x.expand(...)`). Each entry is
+    plus a constant (a constant's integer division, Cast, Floor, Ceil and Round as ONNX Runtime computes them),
+    Concat with constants, Where by an Equal of them (PyTorch's `x.expand(...)`). Each entry is
     followed as a factor times the size of an axis plus a constant: a Resize to sizes [N, C, 4 H, 4 W] so made
     enlarges the image 16 times, as one by scales [1, 1, 4, 4] does. What else a graph computes of a shape (two
     shapes multiplied, a shape's size in a division) is not followed, and counts nothing."""
@@ -98,7 +99,7 @@ class ShapeVectors:
         elif entries is None:
             return
         elif op in _KEEPS_ENTRIES:
-            result = entries
+            result = _rounded(op, options, entries)
         elif op in ("Gather", "Slice") and (given := self.integers(inputs[1:], 4)) is not None:
             if op == "Gather" and all(-len(entries) <= index < len(entries) for index in given[0]):
                 result, labels = [entries[index] for index in given[0]], [labels[index] for index in given[0]]
@@ -330,9 +331,29 @@ class ShapeVectors:
             return None
         if op in ("Mul", "Div"):
             scale = numbers if op == "Mul" else [1 / each for each in numbers]
-            return [(factor * by, plus * by) for (factor, plus), by in zip(entries, scale, strict=True)]
+            # integers' (a shape's) division truncates: a constant alone so, exactly (a size times a factor is not)
+            whole = op == "Div" and constant.dtype.kind in "iu"
+            return [
+                (factor * by, float(math.trunc(plus / divisor)) if whole and not factor else plus * by)
+                for (factor, plus), by, divisor in zip(entries, scale, numbers, strict=True)
+            ]
         sign = 1 if op == "Add" else -1
         return [(factor, plus + sign * by) for (factor, plus), by in zip(entries, numbers, strict=True)]
+
+    def whole_numbers(self, name: str) -> list[int] | None:
+        """The integers of the shape `name`, where each is known: a constant's, or entries followed here that are
+        whole constants (a Slice's end computed from a size the file fixes: `chunk` in PyTorch's legacy exporter)."""
+        values = self._constants.values(name)
+        if values is not None:
+            return (
+                [int(each) for each in values.ravel().tolist()]
+                if values.dtype.kind in "iu" and values.size <= MAX_DIMS
+                else None
+            )
+        entries = self._vectors.get(name)
+        if entries is None or any(factor != 0 or not plus.is_integer() for factor, plus in entries):
+            return None
+        return [int(plus) for _, plus in entries]
 
     def integers(self, names: list[str], count: int, defaults: list[int] | None = None) -> list[list[int]] | None:
         """The constant integers of `names` (at most `count`, each flattened; for a name left out, none, or
@@ -354,3 +375,18 @@ def _entries_equal(first: Entry, second: Entry) -> bool | None:
         return first[1] == second[1]
     sized, constant = (first, second) if second[0] == 0 else (second, first)
     return False if constant[0] == 0 and sized[0] > 0 and constant[1] < sized[1] else None
+
+
+# ONNX's integer types (uint8 to int64, uint32, uint64): a Cast to one truncates
+_INTEGER_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})
+
+
+def _rounded(op: str, options: Mapping[str, onnx.AttributeProto], entries: list[Entry]) -> list[Entry]:
+    """The entries of what `op` (one of `_KEEPS_ENTRIES`) makes of `entries`: their constants floored, ceiled or rounded
+    as it does (a Cast to an integer type truncates them), so that a constant alone stays what ONNX Runtime computes;
+    a size times a factor kept as it is (up to twice a floored one, on tiny images)."""
+    integer = op == "Cast" and "to" in options and options["to"].i in _INTEGER_TYPES
+    rounding = {"Floor": math.floor, "Ceil": math.ceil, "Round": round}.get(op, math.trunc if integer else None)
+    if rounding is None:
+        return entries
+    return [(factor, plus if factor or not math.isfinite(plus) else float(rounding(plus))) for factor, plus in entries]
