@@ -3,11 +3,11 @@
 `GraphGrowth`, asked about each node in the graph's order, tells how many times over the image has grown
 on the way to it (Resize and Upsample by constant scales or to sizes computed as the image's shape times
 constants, ConvTranspose by its strides, Tile by constant repeats, Expand to a constant shape where the
-image's size there is not known to be that already, Concat of the image with itself), and how many values
-constant Pads have added to an axis of it (`onnx_padding`; a convolution's own pads and a ConvTranspose's kernel
-beyond its stride too; a later Resize enlarging them). The tile plan counts memory per input pixel: a Resize by 1e5
-asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side made each 64-feature tile
-4 GB.
+image's size there is not known to be that already, Concat of the image with itself; a Scatter's output as the
+value it writes into), and how many values constant Pads have added to an axis of it (`onnx_padding`; a
+convolution's own pads and a ConvTranspose's kernel beyond its stride too; a later Resize enlarging them). The
+tile plan counts memory per input pixel: a Resize by 1e5 asked for 1e10 times a tile's memory at the first one, and
+a Pad of 2000 a side made each 64-feature tile 4 GB.
 
 It also tells how many values per pixel of the image a convolution's output features make (`features`): its
 weight fixes how many, and a 1x1 Conv (or a depthwise one) of 3 to a million features is a few MB of weights
@@ -116,10 +116,12 @@ class GraphGrowth:
         # not a shape whose entries tell the growth from the map it sizes (4 H on a map of 4 H: not the x4 again)
         sized = {"Expand": 1, "Resize": 3}.get(op, len(inputs))
         told = sized < len(inputs) and self._shapes.resolved(inputs[0], inputs[sized], node)
+        # what a Scatter writes into keeps its shape: its indices and updates, however made, add nothing to it
+        written = op in ("ScatterND", "ScatterElements", "Scatter")
         grown = [
             self._growth.get(name, (1.0, 1.0))
             for index, name in enumerate(inputs)
-            if name and self._is_from_image(name) and not (told and index == sized)
+            if name and self._is_from_image(name) and not (told and index == sized) and not (written and index)
         ]
         kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
         width = max((self._width_of(name) for name in inputs if name), default=1.0)
