@@ -7,22 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_onnx_einsum import Constants
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
-
-
-class Constants:
-    """The file's constants, as `onnx_shapes.ConstantValues`."""
-
-    def __init__(self, **values: np.ndarray) -> None:
-        self._values = values
-
-    def values(self, name: str) -> np.ndarray | None:
-        return self._values.get(name)
-
-    def shape(self, name: str) -> list[int] | None:
-        return list(self._values[name].shape) if name in self._values else None
 
 
 def test_numbers_computed_from_a_fixed_size_are_those_onnx_runtime_computes() -> None:

@@ -153,6 +153,14 @@ def test_slices_that_overlap_still_count_as_the_image_beside_itself(tmp_path: Pa
         Upscaler(path, device="cpu")
 
 
+def padded_to_windows(image: torch.Tensor, side: int) -> torch.Tensor:
+    """SwinIR's `check_image_size`: the image reflected on its bottom and right to a multiple of the windows' side."""
+    height, width = image.shape[2:]
+    return torch.nn.functional.pad(
+        image, (0, (side - width % side) % side, 0, (side - height % side) % side), "reflect"
+    )
+
+
 class ChunkedWindows(torch.nn.Module):
     """A x4 model as SwinIR-like ones that split Q, K and V with `chunk`: the image padded to a multiple of the
     window (`(side - w % side) % side`, reflected), attention within `side` x `side` windows (or, with
@@ -169,10 +177,7 @@ class ChunkedWindows(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[2:]
         side = self.side
-        image = torch.nn.functional.pad(
-            image, (0, (side - width % side) % side, 0, (side - height % side) % side), "reflect"
-        )
-        maps = self.head(image)
+        maps = self.head(padded_to_windows(image, side))
         batch, features, rows, columns = maps.shape
         if self.whole:
             tokens = maps.flatten(2).transpose(1, 2)
@@ -234,10 +239,7 @@ class MaskedShiftedWindows(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[2:]
         side = self.side
-        image = torch.nn.functional.pad(
-            image, (0, (side - width % side) % side, 0, (side - height % side) % side), "reflect"
-        )
-        maps = self.head(image)
+        maps = self.head(padded_to_windows(image, side))
         _, features, rows, columns = maps.shape
         shifted = torch.roll(maps.permute(0, 2, 3, 1), shifts=(-side // 2, -side // 2), dims=(1, 2))
         tokens = window_partition(shifted, side).reshape(-1, side * side, features)

@@ -15,7 +15,7 @@ from srfeat.inference.onnx_shape_types import MAX_DIMS, ConstantValues, Dims, En
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MIXED", "ImageAxes", "ImageAxis", "keeps_size", "whole_multiple"]
+__all__ = ["MIXED", "ImageAxes", "ImageAxis", "size_changes", "whole_multiple"]
 
 # An axis of a value made from the image whose size is the image's height or width ("H", "W"; "N" its batch) times
 # a whole number: 4 after a x4 Resize (`ImageAxes.note`); `MIXED` where the values an operator
@@ -36,6 +36,9 @@ class ImageAxes:
         images = [name for name, sizes in dims.items() if len(sizes) == 4 and constants.shape(name) is None]
         whole = {-4: ("N", 1), -2: ("H", 1), -1: ("W", 1)}  # its batch too: a shape's entries all told
         self._axes: dict[str, dict[int, ImageAxis]] = {images[0]: whole} if len(images) == 1 else {}
+        # The axes a constant Pad added to (its output's), and how many values: a convolution without pads of its own
+        # (a reflect-padded one, PyTorch's `padding_mode`) takes them back, to the image's height or width again
+        self._padded: dict[str, dict[int, tuple[ImageAxis, int]]] = {}
 
     def get(self, name: str, default: dict[int, ImageAxis]) -> dict[int, ImageAxis]:
         """The axes of `name` that are the image's height or width, else `default`."""
@@ -50,9 +53,10 @@ class ImageAxes:
         """Note which axes of `node`'s output are the image's height or width, where it keeps them: an operator on
         each value (`SAME_SHAPE`), or one that broadcasts values (ONNX Runtime refuses a height beside another
         size but 1); a Transpose; a MatMul of its rows; an Einsum of its letters (`_einsum`); a convolution that
-        keeps the height and width; torch.roll's Concat (`rolled`); a Reshape (`ShapeVectors.reshaped`); a Reduce of
-        other axes. A Resize by whole scales, or to the image's height and width times whole numbers,
-        multiplies them: `sized`, the entries of its sizes (`ShapeVectors.entries`), and their `labels`."""
+        keeps the height and width, or takes back what a constant Pad just before it added (reflect padding:
+        `_note_pad`); torch.roll's Concat (`rolled`); a Reshape (`ShapeVectors.reshaped`); a Reduce of other axes.
+        A Resize by whole scales, or to the image's height and width times whole numbers, multiplies them: `sized`,
+        the entries of its sizes (`ShapeVectors.entries`), and their `labels`."""
         inputs, op, options = list(node.input), node.op_type, {each.name: each for each in node.attribute}
         axes = [self._axes.get(name, {}) for name in inputs]
         kept: dict[int, ImageAxis] = {}
@@ -76,8 +80,12 @@ class ImageAxes:
             kept = self._einsum(node, axes)
         elif op == "Reshape":  # noted by `ShapeVectors.reshaped`, just before
             kept = self._axes.get(node.output[0], {})
-        elif op == "Conv" and keeps_size(options):
-            kept = axes[0]
+        elif op == "Conv" and (changes := size_changes(options)) is not None:  # those it keeps, or a Pad's it undoes
+            kept = {axis: label for axis, label in axes[0].items() if changes.get(axis, 0) == 0}
+            padded = self._padded.get(inputs[0], {})
+            kept |= {axis: label for axis, (label, added) in padded.items() if added + changes.get(axis, 1) == 0}
+        elif op == "Pad":
+            kept = self._note_pad(node, axes[0])
         elif op == "Concat" and rolled is not None:
             kept = self._axes.get(rolled, {})
         elif op.startswith("Reduce") and (dims := self._dims.get(node.output[0])) is not None:  # of the features
@@ -85,6 +93,23 @@ class ImageAxes:
         elif op in ("Resize", "Upsample") and inputs:
             kept = self._resized(node, axes[0], sized, labels)
         self._axes[node.output[0]] = {axis: label for axis, label in kept.items() if label != MIXED}
+
+    def _note_pad(self, node: onnx.NodeProto, axes: dict[int, ImageAxis]) -> dict[int, ImageAxis]:
+        """The axes of a Pad's output that are the image's height or width (`axes`, its input's, where it pads none),
+        and those it adds a constant number of values to (`_padded`); none where its pads are not constants, or it
+        lists its axes (opset 18)."""
+        inputs, options = list(node.input), {each.name: each for each in node.attribute}
+        if len(inputs) > 3 and inputs[3]:
+            return {}
+        given = self._constants.values(inputs[1]) if len(inputs) > 1 and inputs[1] else None
+        if given is None and "pads" in options:  # an attribute before opset 11
+            given = np.asarray(options["pads"].ints)
+        if given is None or given.dtype.kind != "i" or given.size % 2 or given.size > 2 * MAX_DIMS:
+            return {}
+        pads, rank = given.ravel().tolist(), given.size // 2
+        added = {axis: pads[rank + axis] + pads[2 * rank + axis] for axis in axes if -rank <= axis}
+        self._padded[node.output[0]] = {axis: (axes[axis], count) for axis, count in added.items() if count > 0}
+        return {axis: axes[axis] for axis, count in added.items() if count == 0}
 
     def _resized(
         self, node: onnx.NodeProto, axes: dict[int, ImageAxis], sized: list[Entry] | None, labels: list[str | None]
@@ -141,16 +166,15 @@ def whole_multiple(entry: Entry) -> bool:
     return entry[1] == 0 and entry[0].is_integer() and 1 <= entry[0] <= 2**20
 
 
-def keeps_size(options: Mapping[str, onnx.AttributeProto]) -> bool:
-    """Whether a convolution of these attributes keeps its input's height and width: strides and dilations of 1,
-    and pads of its kernel's size less one on each axis (PyTorch's `padding=k // 2` of an odd kernel)."""
+def size_changes(options: Mapping[str, onnx.AttributeProto]) -> dict[int, int] | None:
+    """What a convolution of these attributes adds to each of its input's spatial axes (from the last), where strides
+    and dilations are 1 and its pads are given: its pads less its kernel's size less one (0 for PyTorch's
+    `padding=k // 2` of an odd kernel; -2 for a 3x3 one without pads, which takes back a Pad of 1 a side); else None."""
     if "kernel_shape" not in options or ("auto_pad" in options and options["auto_pad"].s not in (b"", b"NOTSET")):
-        return False
+        return None
     kernel = list(options["kernel_shape"].ints)
     pads = list(options["pads"].ints) if "pads" in options else [0] * 2 * len(kernel)
     ones = all(each == 1 for key in ("strides", "dilations") if key in options for each in options[key].ints)
-    return (
-        ones
-        and len(pads) == 2 * len(kernel)
-        and all(pads[i] + pads[i + len(kernel)] == k - 1 for i, k in enumerate(kernel))
-    )
+    if not ones or len(pads) != 2 * len(kernel):
+        return None
+    return {i - len(kernel): pads[i] + pads[i + len(kernel)] - (k - 1) for i, k in enumerate(kernel)}
