@@ -255,3 +255,32 @@ def test_a_pad_a_convolution_takes_back_keeps_the_image_s_height_and_width(tmp_p
     wider = exported(tmp_path / "wider.onnx", ReflectPaddedThenSized(wider=True).eval())
     with pytest.raises(WeightsError, match="makes 16,384 values per pixel of the image"):
         Upscaler(wider, device="cpu")
+
+
+class SizedFromTheInput(torch.nn.Module):
+    """A x4 model whose sizes are computed from the input's as SR code writes them: padded to a multiple of 8
+    (`(8 - w % 8) % 8`, reflected; `check_image_size`), a pixel shuffle, cropped back to 4 H x 4 W, plus the input
+    resized to exactly 4 H x 4 W (`interpolate(size=...)`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[2:]
+        padded = torch.nn.functional.pad(image, (0, (8 - width % 8) % 8, 0, (8 - height % 8) % 8), "reflect")
+        sized = torch.nn.functional.interpolate(image, size=(height * 4, width * 4), mode="bilinear")
+        return torch.sigmoid(self.body(padded)[:, :, : height * 4, : width * 4] + sized)
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_sizes_computed_from_the_input_s_load_and_run(tmp_path: Path, exporter: str) -> None:
+    """A guard: pads to a multiple and crops back, and a Resize to 4 H x 4 W, computed from the input's shape in
+    either exporter's way (the legacy one's Mod, the dynamo one's), load and give what the network does."""
+    from test_onnx_expand import exported_by_dynamo
+
+    network = SizedFromTheInput().eval()
+    export = exported_by_pytorch if exporter == "legacy" else exported_by_dynamo
+    path = export(tmp_path / "sized.onnx", network)
+    assert_upscales_as(path, network, samples.astronaut()[100:109, 200:207])
