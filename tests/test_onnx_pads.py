@@ -214,3 +214,73 @@ def test_a_resize_that_shrinks_takes_its_share_of_the_pads_back(tmp_path: Path) 
     assert_upscales_as(exported_by_pytorch(tmp_path / "shrunk.onnx", network), network, samples.astronaut()[:8, :8])
     message = refusal(exported_by_pytorch(tmp_path / "more.onnx", PaddedThenShrunk(300).eval()))
     assert "pads the image with 2,400 values on one axis" in message, message
+
+
+class ReflectPaddedThenSized(torch.nn.Module):
+    """A x4 model of 64 features: x4 nearest, a reflect-padded 3x3 convolution (PyTorch's `padding_mode`: a Pad, then
+    a convolution without pads of its own), then resized to exactly 4 H x 4 W, sizes computed from the input's. With
+    `wider`, the map is padded by 2 a side before that convolution: 4 H + 2 rows are left, not 4 H."""
+
+    def __init__(self, wider: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.wider = wider
+        self.head = torch.nn.Conv2d(3, 64, 3, padding=1)
+        self.body = torch.nn.Conv2d(64, 64, 3, padding=0 if wider else 1, padding_mode="reflect")
+        self.tail = torch.nn.Conv2d(64, 3, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[2:]
+        maps = torch.nn.functional.interpolate(self.head(image), scale_factor=4.0, mode="nearest")
+        maps = self.body(torch.nn.functional.pad(maps, (2, 2, 2, 2), "reflect") if self.wider else maps)
+        maps = torch.nn.functional.interpolate(maps, size=(height * 4, width * 4), mode="nearest")
+        return torch.sigmoid(self.tail(maps))
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_a_pad_a_convolution_takes_back_keeps_the_image_s_height_and_width(tmp_path: Path, exporter: str) -> None:
+    """After the reflect-padded convolution the map was no longer known to be 4 H x 4 W, so the Resize to 4 H x 4 W
+    counted the x4 again: 64 features made 16,384 values a pixel, and the file was refused. Its Pad is taken back by
+    the convolution, the map is the x4 one still, and the file runs as the network does; padded by 2 a side, it is
+    not, and still counts so."""
+    from test_onnx_expand import exported_by_dynamo
+
+    def exported(path: Path, network: torch.nn.Module) -> Path:
+        return exported_by_pytorch(path, network) if exporter == "legacy" else exported_by_dynamo(path, network)
+
+    network = ReflectPaddedThenSized().eval()
+    path = exported(tmp_path / "reflect.onnx", network)
+    assert {"Pad", "Resize"} <= {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert_upscales_as(path, network, samples.astronaut()[100:109, 200:207])
+    wider = exported(tmp_path / "wider.onnx", ReflectPaddedThenSized(wider=True).eval())
+    with pytest.raises(WeightsError, match="makes 16,384 values per pixel of the image"):
+        Upscaler(wider, device="cpu")
+
+
+class SizedFromTheInput(torch.nn.Module):
+    """A x4 model whose sizes are computed from the input's as SR code writes them: padded to a multiple of 8
+    (`(8 - w % 8) % 8`, reflected; `check_image_size`), a pixel shuffle, cropped back to 4 H x 4 W, plus the input
+    resized to exactly 4 H x 4 W (`interpolate(size=...)`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[2:]
+        padded = torch.nn.functional.pad(image, (0, (8 - width % 8) % 8, 0, (8 - height % 8) % 8), "reflect")
+        sized = torch.nn.functional.interpolate(image, size=(height * 4, width * 4), mode="bilinear")
+        return torch.sigmoid(self.body(padded)[:, :, : height * 4, : width * 4] + sized)
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_sizes_computed_from_the_input_s_load_and_run(tmp_path: Path, exporter: str) -> None:
+    """A guard: pads to a multiple and crops back, and a Resize to 4 H x 4 W, computed from the input's shape in
+    either exporter's way (the legacy one's Mod, the dynamo one's), load and give what the network does."""
+    from test_onnx_expand import exported_by_dynamo
+
+    network = SizedFromTheInput().eval()
+    export = exported_by_pytorch if exporter == "legacy" else exported_by_dynamo
+    path = export(tmp_path / "sized.onnx", network)
+    assert_upscales_as(path, network, samples.astronaut()[100:109, 200:207])

@@ -151,3 +151,113 @@ def test_slices_that_overlap_still_count_as_the_image_beside_itself(tmp_path: Pa
     path = exported_by_pytorch(tmp_path / "overlap.onnx", Rolled(times=9, overlap=True).eval())
     with pytest.raises(WeightsError, match="enlarges the image 512 times over"):
         Upscaler(path, device="cpu")
+
+
+def padded_to_windows(image: torch.Tensor, side: int) -> torch.Tensor:
+    """SwinIR's `check_image_size`: the image reflected on its bottom and right to a multiple of the windows' side."""
+    height, width = image.shape[2:]
+    return torch.nn.functional.pad(
+        image, (0, (side - width % side) % side, 0, (side - height % side) % side), "reflect"
+    )
+
+
+class ChunkedWindows(torch.nn.Module):
+    """A x4 model as SwinIR-like ones that split Q, K and V with `chunk`: the image padded to a multiple of the
+    window (`(side - w % side) % side`, reflected), attention within `side` x `side` windows (or, with
+    `whole`, over the whole map), the windows put back, the result cropped to 4 H x 4 W."""
+
+    def __init__(self, side: int, features: int, whole: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.side, self.whole = side, whole
+        self.head = torch.nn.Conv2d(3, features, 3, padding=1)
+        self.qkv = torch.nn.Linear(features, 3 * features)
+        self.tail = torch.nn.Sequential(torch.nn.Conv2d(features, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[2:]
+        side = self.side
+        maps = self.head(padded_to_windows(image, side))
+        batch, features, rows, columns = maps.shape
+        if self.whole:
+            tokens = maps.flatten(2).transpose(1, 2)
+        else:
+            tokens = window_partition(maps.permute(0, 2, 3, 1), side).reshape(-1, side * side, features)
+        query, key, value = self.qkv(tokens).chunk(3, dim=-1)  # a Slice each, its bounds computed from a shape
+        attended = (query @ key.transpose(-2, -1) * features**-0.5).softmax(-1) @ value
+        if self.whole:
+            maps = maps + attended.transpose(1, 2).reshape(batch, features, rows, columns)
+        else:
+            windows = attended.view(-1, side, side, features)
+            maps = maps + window_reverse(windows, side, rows, columns).permute(0, 3, 1, 2)
+        return torch.sigmoid(self.tail(maps))[:, :, : height * 4, : width * 4]
+
+
+@pytest.mark.parametrize(("side", "features"), [(8, 16), (16, 32)])
+def test_windows_whose_q_k_and_v_are_chunked_load_and_run(tmp_path: Path, side: int, features: int) -> None:
+    """PyTorch's legacy exporter writes `qkv.chunk(3, -1)` as Slices to ends computed from the features' size
+    ((3 C + 2) / 3 C): their sizes were not followed, so the windows' attention was refused as over a whole tile (8x8
+    windows) or counted as all of Q, K and V (16x16 windows: 24,576 values a pixel). They are, and it runs as the
+    network does, on an image that is not a multiple of the windows; attention over the whole map is still refused."""
+    from srfeat.errors import WeightsError
+    from srfeat.inference import Upscaler
+
+    network = ChunkedWindows(side, features).eval()
+    path = exported_by_pytorch(tmp_path / "windows.onnx", network, side=2 * side)
+    assert "Split" not in {node.op_type for node in onnx.load(str(path)).graph.node}  # Slices, as exported
+    assert_upscales_as(path, network, samples.astronaut()[100:121, 200:219])
+    whole = exported_by_pytorch(tmp_path / "whole.onnx", ChunkedWindows(side, features, whole=True).eval(), 2 * side)
+    with pytest.raises(WeightsError, match="multiplies two values computed from the image"):
+        Upscaler(whole, device="cpu")
+
+
+class MaskedShiftedWindows(torch.nn.Module):
+    """A x4 model with SwinIR's shifted windows and the mask it computes for the image's size as it runs
+    (`calculate_mask`: a zero map whose nine regions are numbered by slice assignment, then window_partition'd), as
+    SwinIR does on an image of another size than it was trained on."""
+
+    def __init__(self, side: int = 8, features: int = 16) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.side = side
+        self.head = torch.nn.Conv2d(3, features, 3, padding=1)
+        self.qkv = torch.nn.Linear(features, 3 * features)
+        self.tail = torch.nn.Sequential(torch.nn.Conv2d(features, 48, 3, padding=1), torch.nn.PixelShuffle(4))
+
+    def mask(self, height: int, width: int) -> torch.Tensor:
+        side, shift = self.side, self.side // 2
+        regions = torch.zeros((1, height, width, 1))
+        count = 0
+        for rows in (slice(0, -side), slice(-side, -shift), slice(-shift, None)):
+            for columns in (slice(0, -side), slice(-side, -shift), slice(-shift, None)):
+                regions[:, rows, columns, :] = count  # ScatterND, in PyTorch's legacy exporter
+                count += 1
+        windows = window_partition(regions, side).view(-1, side * side)
+        differ = windows.unsqueeze(1) - windows.unsqueeze(2)
+        return differ.masked_fill(differ != 0, -100.0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[2:]
+        side = self.side
+        maps = self.head(padded_to_windows(image, side))
+        _, features, rows, columns = maps.shape
+        shifted = torch.roll(maps.permute(0, 2, 3, 1), shifts=(-side // 2, -side // 2), dims=(1, 2))
+        tokens = window_partition(shifted, side).reshape(-1, side * side, features)
+        query, key, value = self.qkv(tokens).reshape(-1, side * side, 3, features).permute(2, 0, 1, 3)
+        mask = self.mask(rows, columns)
+        scores = (query @ key.transpose(-2, -1) * features**-0.5).view(-1, mask.shape[0], side * side, side * side)
+        attention = (scores + mask.unsqueeze(0)).view(-1, side * side, side * side).softmax(-1)
+        windows = (attention @ value).view(-1, side, side, features)
+        attended = torch.roll(window_reverse(windows, side, rows, columns), shifts=(side // 2, side // 2), dims=(1, 2))
+        return torch.sigmoid(self.tail(maps + attended.permute(0, 3, 1, 2)))[:, :, : height * 4, : width * 4]
+
+
+def test_shifted_windows_whose_mask_is_computed_for_the_image_load_and_run(tmp_path: Path) -> None:
+    """The mask's nine slice assignments are ScatterNDs whose indices are 4 values a pixel (a Concat of four grids
+    computed from the map's shape): each counted its indices' 4 into what it wrote, and the next one's indices,
+    computed from its shape, 4 more, so the file was refused as enlarging the image 1,024 times. What a Scatter
+    writes into keeps its shape; the file runs as the network does."""
+    network = MaskedShiftedWindows().eval()
+    path = exported_by_pytorch(tmp_path / "masked.onnx", network, side=24)
+    assert [node.op_type for node in onnx.load(str(path)).graph.node].count("ScatterND") == 9
+    assert_upscales_as(path, network, samples.astronaut()[100:121, 200:219])

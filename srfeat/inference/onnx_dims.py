@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from srfeat.inference.onnx_shapes import Dims
 
-__all__ = ["concat_dims", "split_dims", "squeezed_dims"]
+__all__ = ["concat_dims", "slice_dims", "split_dims", "squeezed_dims"]
 
 
 def split_dims(dims: Dims, axis: int, sizes: list[int] | None, count: int) -> list[Dims | None]:
@@ -50,3 +50,24 @@ def squeezed_dims(dims: Dims, axes: list[int], unsqueezed: bool) -> Dims | None:
     if not axes and None in dims:
         return None
     return [size for index, size in enumerate(dims) if index not in places and (axes or size != 1)]
+
+
+def slice_dims(dims: Dims, bounds: list[list[int] | None]) -> Dims | None:
+    """The sizes of a Slice of a value of sizes `dims` by its `starts`, `ends`, `axes` and `steps` (`bounds`; the
+    last two None where not given: the first axes, steps of 1), as numpy slices (as ONNX's); an axis whose size the
+    file does not fix stays not fixed. None where starts or ends are not known, or ONNX Runtime refuses them
+    (lengths that disagree, an axis out of range or listed twice, a step of 0)."""
+    starts, ends, axes, steps = [*bounds, None, None, None, None][:4]
+    if starts is None or ends is None:
+        return None
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    if not len(starts) == len(ends) == len(axes) == len(steps) or 0 in steps:
+        return None
+    if not all(-len(dims) <= axis < len(dims) for axis in axes) or len({axis % len(dims) for axis in axes}) < len(axes):
+        return None
+    result = list(dims)
+    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
+        size = dims[axis]
+        result[axis] = None if size is None else len(range(size)[start:end:step])
+    return result

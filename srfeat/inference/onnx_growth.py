@@ -3,11 +3,11 @@
 `GraphGrowth`, asked about each node in the graph's order, tells how many times over the image has grown
 on the way to it (Resize and Upsample by constant scales or to sizes computed as the image's shape times
 constants, ConvTranspose by its strides, Tile by constant repeats, Expand to a constant shape where the
-image's size there is not known to be that already, Concat of the image with itself), and how many values
-constant Pads have added to an axis of it (a convolution's own pads and a ConvTranspose's kernel beyond its
-stride too; a later Resize enlarging them). The tile plan counts memory per input pixel: a Resize by 1e5
-asked for 1e10 times a tile's memory at the first one, and a Pad of 2000 a side made each 64-feature tile
-4 GB.
+image's size there is not known to be that already, Concat of the image with itself; a Scatter's output as the
+value it writes into), and how many values constant Pads have added to an axis of it (`onnx_padding`; a
+convolution's own pads and a ConvTranspose's kernel beyond its stride too; a later Resize enlarging them). The
+tile plan counts memory per input pixel: a Resize by 1e5 asked for 1e10 times a tile's memory at the first one, and
+a Pad of 2000 a side made each 64-feature tile 4 GB.
 
 It also tells how many values per pixel of the image a convolution's output features make (`features`): its
 weight fixes how many, and a 1x1 Conv (or a depthwise one) of 3 to a million features is a few MB of weights
@@ -32,20 +32,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from srfeat.inference.onnx_dims import concat_dims, split_dims, squeezed_dims
+from srfeat.inference.onnx_dims import concat_dims, slice_dims, split_dims, squeezed_dims
 from srfeat.inference.onnx_einsum import einsum_equation
 from srfeat.inference.onnx_node_axes import NodeAxes
-from srfeat.inference.onnx_operators import BROADCASTING, ENLARGING, KEEPS_AXES, OF_SHAPES, SAME_SHAPE
-from srfeat.inference.onnx_pads import (
-    POOLING,
-    WINDOWED,
-    enlarged,
-    shrunk,
-    transposed_scales,
-    window_effect,
-    window_kernel,
-    window_strides,
-)
+from srfeat.inference.onnx_operators import BROADCASTING, OF_SHAPES, SAME_SHAPE
+from srfeat.inference.onnx_padding import MAX_PAD, GraphPadding, given_values
+from srfeat.inference.onnx_pads import POOLING, WINDOWED, transposed_scales, window_strides
 from srfeat.inference.onnx_products import (
     broadcast_dims,
     einsum_dims,
@@ -55,12 +47,7 @@ from srfeat.inference.onnx_products import (
     product_dims,
     weight_factor,
 )
-from srfeat.inference.onnx_shapes import (
-    MAX_DIMS,
-    ConstantValues,
-    Dims,
-    ShapeVectors,
-)
+from srfeat.inference.onnx_shapes import MAX_DIMS, ConstantValues, Dims, ShapeVectors
 from srfeat.inference.onnx_slices import JoinedSlices
 
 if TYPE_CHECKING:
@@ -81,12 +68,6 @@ __all__ = [
 # model enlarges it 16 times (x4 a side, by DepthToSpace, which only moves values), and other x4 models
 # by Resize; 256 (x16 a side) leaves room for x8 ones.
 MAX_GROWTH = 256
-# Values a graph may add to one axis of the image by constant Pads (both ends together), along any path
-# from it. srfeat's exports pad inside their convolutions (no Pad node); other models pad a few pixels
-# before each convolution (reflect padding), a few hundred over a deep network. Tiles are 32 pixels a side
-# at the least and 256 on a CPU (tiling.py's MIN_TILE, CPU_EFFICIENT_TILE): 1024 makes a 256-pixel tile
-# 25 times larger at most, where a Pad of 2000 a side made it 270 times larger (4 GB at 64 features).
-MAX_PAD = 1024
 # Values per pixel of the image a convolution's output features may make: its features times how many times
 # over the image has grown on the way to it (a Resize before it), and what a Concat or an Expand adds to them.
 # srfeat's bundled models (128 features) make 512 (an upsampling convolution's 4 F, before each DepthToSpace), an
@@ -108,24 +89,19 @@ class GraphGrowth:
         self._width: dict[str, float] = {}
         # What `features` tells of each value: values per pixel of the image its features make
         self._features: dict[str, float] = {}
-        # Values padded on the way: on every axis, and more on some (from the last: -1 the width), and by how much
-        # strides have divided them since the last enlargement (`padded`)
-        self._padded: dict[str, tuple[int, dict[int, int], float]] = {}
         # Values the graph computes from its input (the image): a name no node made and no constant holds
         # is an input; what a node makes from one is too
         self._made: set[str] = set()
         self._from_image: set[str] = set()
         # Values computed from the image's shape alone (Shape, and what is computed from it): not its pixels
         self._of_shape: set[str] = set()
-        # Strips of the image a Slice cut to at most a constant length on an axis (from the last): a Concat of
-        # one beside the image (circular padding) adds that many values, as a Pad, not the image again
-        self._strips: dict[str, tuple[int, int]] = {}
         # The sizes the file fixes of the axes of values made from the image (the graph's inputs declare
         # theirs: ONNX Runtime refuses an input of other fixed sizes), and the shapes computed from theirs
         self._dims: dict[str, Dims] = dict(input_dims or {})
         self._shapes = ShapeVectors(constants, self._dims, SAME_SHAPE | BROADCASTING)
         self._axes = NodeAxes(constants, self._dims)
         self._slices = JoinedSlices(self._dims)
+        self._padding = GraphPadding(constants, self._dims, self._shapes, self._slices)
 
     def growth(self, node: onnx.NodeProto) -> float:
         """How many times over `node` enlarges the image, along the path to it that enlarges it most: the values it has
@@ -140,10 +116,12 @@ class GraphGrowth:
         # not a shape whose entries tell the growth from the map it sizes (4 H on a map of 4 H: not the x4 again)
         sized = {"Expand": 1, "Resize": 3}.get(op, len(inputs))
         told = sized < len(inputs) and self._shapes.resolved(inputs[0], inputs[sized], node)
+        # what a Scatter writes into keeps its shape: its indices and updates, however made, add nothing to it
+        written = op in ("ScatterND", "ScatterElements", "Scatter")
         grown = [
             self._growth.get(name, (1.0, 1.0))
             for index, name in enumerate(inputs)
-            if name and self._is_from_image(name) and not (told and index == sized)
+            if name and self._is_from_image(name) and not (told and index == sized) and not (written and index)
         ]
         kept, widened = (max(each, default=1.0) for each in zip(*grown, strict=True)) if grown else (1.0, 1.0)
         width = max((self._width_of(name) for name in inputs if name), default=1.0)
@@ -162,7 +140,7 @@ class GraphGrowth:
         if op in ("MatMul", "Gemm", "Einsum"):  # by a weight, its features for those it takes; or attention's
             width = made if math.isinf(made := self._multiplied(node)) else min(made, 2.0**40)  # infinite: refused
         if op in ("Resize", "Upsample"):  # scales: second (Upsample, Resize-10), or after Resize's roi
-            factors = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
+            factors = given_values(self._constants, inputs, 2 if len(inputs) > 2 else 1, node, "scales")
             factors = scales = factors if factors is not None and factors.dtype.kind == "f" else None
             if (factors is None or not factors.size) and op == "Resize" and len(inputs) > 3 and inputs[3]:
                 factors = self._shapes.resized(inputs[0], inputs[3], node)  # opsets 11-12 give empty scales then
@@ -182,7 +160,7 @@ class GraphGrowth:
         if op == "Slice" and node.output and node.output[0]:  # torch.roll's slices, joined again by a Concat
             self._slices.note(node, self._shapes.integers([*inputs[1:5], "", ""][:4], 4, defaults=[0, 0, 0, 1]))
         self._shapes.follow(node, self._slices.rolled(node))
-        self._note_strip(node)
+        self._padding.note_strip(node, bool(inputs) and self._is_from_image(inputs[0]))
         self._made.update(node.output)
         if any(self._is_from_image(name) for name in inputs if name):
             self._from_image.update(node.output)
@@ -255,44 +233,16 @@ class GraphGrowth:
         """The growth of a Concat of values made from the image (not of its shape): along the features, the
         sum of theirs, which a convolution after it undoes (a dense block concatenates five maps, then
         convolves them to one); along another axis, the sum of theirs for good (the image beside itself is
-        twice the image). A strip cut off the image (`_note_strip`) counts as padding there (`padded`)."""
+        twice the image). A strip cut off the image (`GraphPadding.note_strip`) counts as padding there (`padded`)."""
         parts = [name for name in node.input if name and self._is_from_image(name) and name not in self._of_shape]
         if len(parts) < 2 or self._slices.rearranges(node):  # torch.roll's: no larger
             return kept, widened
         grown = [self._growth.get(name, (1.0, 1.0)) for name in parts]
-        along = self._concat_axis(node)
+        along = self._padding.concat_axis(node)
         if along is not None and along[0] == 1 and along[1] >= 3:
             return kept, sum(each for _, each in grown)
-        whole = [growth for name, growth in zip(parts, grown, strict=True) if not self._is_strip(name, along)]
+        whole = [growth for name, growth in zip(parts, grown, strict=True) if not self._padding.is_strip(name, along)]
         return max(kept, sum(each for each, _ in whole) if len(whole) > 1 else 0.0), widened
-
-    def _concat_axis(self, node: onnx.NodeProto) -> tuple[int, int] | None:
-        """The axis a Concat joins along, and the rank of what it joins, where the sizes noted of its inputs
-        tell the rank (else None)."""
-        axis = next((each.i for each in node.attribute if each.name == "axis"), None)
-        rank = next((len(dims) for name in node.input if (dims := self._dims.get(name)) is not None), None)
-        if axis is None or rank is None or not -rank <= axis < rank:
-            return None
-        return axis % rank, rank
-
-    def _is_strip(self, name: str, along: tuple[int, int] | None) -> bool:
-        return along is not None and name in self._strips and self._strips[name][0] == along[0] - along[1]
-
-    def _note_strip(self, node: onnx.NodeProto) -> None:
-        """Note a Slice of a value made from the image to at most a constant length on one axis: from a
-        start to an end on the same side (counted from the start, or both from the end), or from a start
-        counted from the end to past the end (`x[..., -2:]`), in steps of 1."""
-        inputs = list(node.input)
-        dims = self._dims.get(inputs[0]) if inputs else None
-        if node.op_type != "Slice" or len(inputs) < 4 or dims is None or not self._is_from_image(inputs[0]):
-            return
-        given = self._shapes.integers([*inputs[1:5], "", ""][:4], 4, defaults=[0, 0, 0, 1])
-        if given is None or any(len(each) != 1 for each in given) or not node.output:
-            return
-        (start,), (end,), (axis,), (step,) = given
-        length = end - start if (start >= 0) == (end >= 0) else -start if start < 0 else None
-        if step == 1 and length is not None and length <= MAX_PAD and -len(dims) <= axis < len(dims):
-            self._strips[node.output[0]] = (axis % len(dims) - len(dims), max(length, 0))
 
     def _dims_of(self, node: onnx.NodeProto, scales: np.ndarray | None) -> None:
         """Note the sizes the file fixes of `node`'s output's axes, where simple rules say: enough for an
@@ -357,8 +307,11 @@ class GraphGrowth:
         elif op == "Flatten" and -len(dims) <= (axis := options["axis"].i if "axis" in options else 1) <= len(dims):
             halves = (dims[: axis % (len(dims) + 1)], dims[axis % (len(dims) + 1) :])
             result = [None if None in half else math.prod(size or 0 for size in half) for half in halves]
-        elif op == "Slice":  # sizes change on the axes it lists (constants), else on any
-            result = self._axes.sliced_dims(node, dims)
+        elif op == "Slice":  # by its bounds where known (sizes computed from fixed ones too); else on the axes it lists
+            names = [*inputs[1:5], "", ""][:4]
+            bounds = [self._shapes.whole_numbers(name) if name else None for name in names]
+            known = all(bound is not None for name, bound in zip(names, bounds, strict=True) if name)
+            result = (slice_dims(dims, bounds) if known else None) or self._axes.sliced_dims(node, dims)
         elif op == "Pad":  # sizes change on some axes
             result = [None for _ in dims]
         elif op == "Transpose" and "perm" in options and sorted(options["perm"].ints) == list(range(len(dims))):
@@ -397,99 +350,9 @@ class GraphGrowth:
 
     def padded(self, node: onnx.NodeProto) -> int:
         """How many values constant Pads have added to one axis of the image (both ends), along the path to `node` that
-        added most: each axis's pads summed, while the operators on the way keep the axes where they are
-        (`KEEPS_AXES`); past any other (a Transpose, a Reshape) the most on any axis so far counts on every
-        axis, as a Pad on some axes of its own (`axes`, opset 18) counts its most on each. A Resize enlarges
-        what was padded with the rest (a Pad of 300 before a x4 Resize makes 1,200 values, where one after it
-        makes 300; a ConvTranspose's strides as well; one by 1 / 2 makes 150, as a stride of 2 does), and a
-        Concat of strips of the image beside it (circular padding) adds theirs, as a convolution's own pads do.
-        Crops (negative pads) take nothing back: what was padded was made; but a convolution or a pooling takes
-        back what its kernel shrinks each axis by (reflect padding, then a convolution without its own), and
-        divides the rest by its stride (`onnx_pads.window_effect`), so that a deep network's pads do not add up.
-        What strides divided, an enlargement after them takes back first, and an operator that moves values
-        between axes (a pixel shuffle: they may be the height's and width's again) multiplies back."""
-        inputs, op = list(node.input), node.op_type
-        on_path = [self._padded.get(name, (0, {}, 1.0)) for name in inputs if name]
-        divided = max((each for _, _, each in on_path), default=1.0)  # by strides on the way, not enlarged since
-        if op in KEEPS_AXES:  # axis by axis, from the last (numpy's broadcasting aligns them so)
-            base, axes = max((each for each, _, _ in on_path), default=0), {}
-            for each, counts, _ in on_path:
-                for axis, count in counts.items():
-                    axes[axis] = max(axes.get(axis, 0), each + count - base)
-        else:
-            base = max(
-                (enlarged(each + max(counts.values(), default=0), by) for each, counts, by in on_path), default=0
-            )
-            axes, divided = {}, 1.0
-        if op == "Concat" and (along := self._concat_axis(node)) is not None and not self._slices.rearranges(node):
-            for name in (name for name in inputs if self._is_strip(name, along)):
-                axes[along[0] - along[1]] = axes.get(along[0] - along[1], 0) + self._strips[name][1]
-        if op in ENLARGING and (scales := self._axis_scales(node)) is not None:
-            by_axis, most, least = scales  # what was padded is enlarged with the rest
-            base = enlarged(base, most)
-            axes = {axis: enlarged(count, by_axis.get(axis, most)) for axis, count in axes.items()}
-            divided = max(divided / least, 1.0)
-        if op == "Resize":  # to sizes of the image's plus constants: those are pads
-            base, axes = self._shapes.resize_constants(node, base, axes)
-        weight = self._weight_shape(inputs[1]) if op in ("Conv", "ConvTranspose") and len(inputs) > 1 else None
-        if (kernel := window_kernel(node, weight)) is not None and (effect := window_effect(node, kernel)):
-            rank = len(kernel) + 2  # what counts on every axis, on each of its input's
-            axes = {axis: axes.get(axis, 0) + base for axis in {*axes, *range(-rank, 0)}}
-            base = 0
-            for axis, (added, stride) in effect.items():  # its own pads, or what it takes back; then its stride
-                axes[axis] = shrunk(axes.get(axis, 0), added, stride)
-            divided *= max(stride for _, stride in effect.values())
-        if op == "Pad" and inputs and self._constants.shape(inputs[0]) is None:  # a constant's: sized
-            pads = self._given(inputs, 1, node, "pads")  # an attribute before opset 11
-            if pads is not None and pads.dtype.kind == "i":
-                numbers = pads.ravel()[: 2 * MAX_DIMS].astype(np.int64).clip(0, 2**40)
-                half = len(numbers) // 2
-                added = (numbers[:half] + numbers[half : 2 * half]).tolist()
-                listed = len(inputs) > 3 and inputs[3]
-                if listed:  # on the axes listed: counted on all
-                    base += max(added, default=0)
-                for axis, count in enumerate([] if listed else added):
-                    axes[axis - half] = axes.get(axis - half, 0) + count
-        for name in node.output:
-            self._padded[name] = (base, axes, min(divided, 2.0**40))
-        return base + max(axes.values(), default=0)
-
-    def _axis_scales(self, node: onnx.NodeProto) -> tuple[dict[int, float], float, float] | None:
-        """A Resize's or Upsample's constant scales, or the factors of sizes computed from the image's shape
-        (`ShapeVectors`; 1 for a constant size), or a ConvTranspose's strides, by axis from the last, the most
-        of them (for an axis not known), and the least on the height and width (1 where not known); None where
-        none is known."""
-        inputs, spatial = list(node.input), 2  # the axes past the batch and features
-        scales = self._given(inputs, 2 if len(inputs) > 2 else 1, node, "scales")
-        if scales is not None and scales.dtype.kind == "f" and scales.size:
-            numbers = scales.ravel()[:MAX_DIMS].astype(np.float64).tolist()
-        elif (
-            node.op_type == "Resize"
-            and len(inputs) > 3
-            and inputs[3]
-            and (sized := self._shapes.relative_entries(inputs[0], inputs[3], node))
-        ):
-            numbers = [factor if factor > 0 else 1.0 for factor, _ in sized]
-            if any(each.name == "keep_aspect_ratio_policy" and each.s == b"not_smaller" for each in node.attribute):
-                largest = self._shapes.resized(inputs[0], inputs[3], node)
-                numbers = [float(largest.max()) if largest is not None and largest.size else 1.0] * len(numbers)
-        elif node.op_type == "ConvTranspose" and (strides := transposed_scales(node)) is not None:
-            numbers, spatial = strides.tolist(), 0
-        else:
-            return None
-        # a shrinking one shrinks what was padded as a stride does: over T + P values, floor((T + P) s) is at most
-        # ceil(P s) more than floor(T s); NaN, 0 and negative ones (refused by ONNX Runtime) as 1
-        numbers = [each if each > 0 else 1.0 for each in numbers]
-        if any(each.name == "axes" for each in node.attribute):  # Resize-18: scales of those axes only
-            return {}, max(*numbers, 1.0), 1.0
-        by_axis = {axis - len(numbers): each for axis, each in enumerate(numbers)}
-        return by_axis, max(numbers), min(numbers[spatial:], default=1.0)
-
-    def _given(self, inputs: list[str], index: int, node: onnx.NodeProto, attribute: str) -> np.ndarray | None:
-        """The constant input `index` of `node`, else its attribute `attribute` (ints or floats), else None."""
-        if index < len(inputs) and inputs[index]:
-            return self._constants.values(inputs[index])
-        for each in node.attribute:
-            if each.name == attribute:
-                return np.asarray(each.floats if each.floats else each.ints)
-        return None
+        added most (`onnx_padding.GraphPadding.padded`)."""
+        inputs = list(node.input)
+        weight = (
+            self._weight_shape(inputs[1]) if node.op_type in ("Conv", "ConvTranspose") and len(inputs) > 1 else None
+        )
+        return self._padding.padded(node, weight)

@@ -6,67 +6,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_equation, einsum_terms, output_labels
+from srfeat.inference.onnx_image_axes import ImageAxes, ImageAxis, whole_multiple
+from srfeat.inference.onnx_shape_types import MAX_DIMS, ConstantValues, Dims, Entry
 
 if TYPE_CHECKING:
     import onnx
 
 __all__ = ["MAX_DIMS", "ConstantValues", "Dims", "Entry", "ImageAxis", "ShapeVectors"]
 
-# Dimensions (and scales, pads) read of a shape: more than numpy itself takes (64), and fewer than a
-# hostile file can declare
-MAX_DIMS = 1024
-
-# Sizes of a value's axes, None where the file does not fix one
-Dims = list[int | None]
-# An entry of a shape computed from the image's (`ShapeVectors`): a factor times the size of an axis of a
-# value made from the image, plus a constant; a factor of 0 where it is a constant alone
-Entry = tuple[float, float]
-# An axis of a value made from the image whose size is the image's height or width ("H", "W"; "N" its batch) times
-# a whole number: 4 after a x4 Resize (`ShapeVectors._note_image_axes`); `_MIXED` where the values an operator
-# takes disagree on it
-ImageAxis = tuple[str, int]
-_MIXED: ImageAxis = ("?", 0)
 # Operators that pass a shape's entries on as they are (Gather and Slice pick some: `ShapeVectors.follow`)
 _KEEPS_ENTRIES = frozenset({"Identity", "Cast", "Floor", "Ceil", "Round", "Squeeze", "Unsqueeze", "Reshape"})
 # Labels of a shape's entries none of which is the image's height or width (`ShapeVectors._labels`)
 _UNLABELLED: list[str | None] = [None] * MAX_DIMS
 
 
-class ConstantValues(Protocol):
-    """What `GraphGrowth` asks of the file's constants (`onnx_constants.FileConstants`)."""
-
-    def values(self, name: str) -> np.ndarray | None: ...
-
-    def shape(self, name: str) -> list[int] | None: ...
-
-
 class ShapeVectors:
     """Shapes the graph computes from the image's: Shape, then Gather or Slice of its entries, Cast, times or
-    plus a constant, Concat with constants, Where by an Equal of them (PyTorch's `x.expand(...)`). Each entry is
+    plus a constant (a constant's integer division, Cast, Floor, Ceil and Round as ONNX Runtime computes them),
+    Concat with constants, Where by an Equal of them (PyTorch's `x.expand(...)`). Each entry is
     followed as a factor times the size of an axis plus a constant: a Resize to sizes [N, C, 4 H, 4 W] so made
     enlarges the image 16 times, as one by scales [1, 1, 4, 4] does. What else a graph computes of a shape (two
     shapes multiplied, a shape's size in a division) is not followed, and counts nothing."""
 
     def __init__(self, constants: ConstantValues, dims: Mapping[str, Dims], elementwise: frozenset[str]) -> None:
         self._constants = constants
-        self._elementwise = elementwise  # operators on each value (`_note_image_axes`): onnx_growth's lists
         self._dims = dims
         self._vectors: dict[str, list[Entry]] = {}
         # Which entries of a shape followed here are the image's height or width ("H", "W") times their factor plus
         # their constant; and shapes of several entries, some of them not followed (None: the height times the width)
         self._labels: dict[str, list[str | None]] = {}
         self._loose: dict[str, list[Entry | None]] = {}
-        # The axes (from the last) of values made from the image whose size is the image's height or width times a
-        # whole number (`ImageAxis`): of the image (the one input of 4 axes), then where an operator keeps them or
-        # enlarges them by whole numbers (`_note_image_axes`)
-        images = [name for name, sizes in dims.items() if len(sizes) == 4 and constants.shape(name) is None]
-        whole = {-4: ("N", 1), -2: ("H", 1), -1: ("W", 1)}  # its batch too: a shape's entries all told
-        self._image_axes: dict[str, dict[int, ImageAxis]] = {images[0]: whole} if len(images) == 1 else {}
+        # Which axes of values made from the image are its height or width times a whole number
+        self._image_axes = ImageAxes(constants, dims, elementwise)
         # Which entries of two shapes are equal (an Equal of them), where each is known: a Where chooses by them
         self._equal: dict[str, list[bool]] = {}
 
@@ -87,7 +62,8 @@ class ShapeVectors:
             return
         op, entries, result = node.op_type, self._vectors.get(inputs[0]), None
         labels: list[str | None] = [None] * MAX_DIMS if entries is None else self._labels_of(inputs[0])
-        self._note_image_axes(node, rolled)
+        sized = inputs[3] if op in ("Resize", "Upsample") and len(inputs) > 3 and inputs[3] else ""
+        self._image_axes.note(node, rolled, self.entries(sized) if sized else None, self._labels_of(sized))
         if op == "Shape" and entries is not None and not options:  # of a shape followed here: its length
             result, labels = [(0.0, float(len(entries)))], _UNLABELLED
         elif op == "Shape" and (dims := self._dims.get(inputs[0])) is not None:  # its rank is known
@@ -123,7 +99,7 @@ class ShapeVectors:
         elif entries is None:
             return
         elif op in _KEEPS_ENTRIES:
-            result = entries
+            result = _rounded(op, options, entries)
         elif op in ("Gather", "Slice") and (given := self.integers(inputs[1:], 4)) is not None:
             if op == "Gather" and all(-len(entries) <= index < len(entries) for index in given[0]):
                 result, labels = [entries[index] for index in given[0]], [labels[index] for index in given[0]]
@@ -207,96 +183,6 @@ class ShapeVectors:
             loose.extend([None] if part is None else part)
         self._loose[node.output[0]] = loose[:MAX_DIMS]
 
-    def _note_image_axes(self, node: onnx.NodeProto, rolled: str | None) -> None:
-        """Note which axes of `node`'s output are the image's height or width, where it keeps them: an operator on
-        each value (`SAME_SHAPE`), or one that broadcasts values (ONNX Runtime refuses a height beside another
-        size but 1); a Transpose; a MatMul of its rows; an Einsum of its letters (`_einsum_image_axes`); a
-        convolution that keeps the height and width; torch.roll's Concat (`rolled`); a Reshape (`reshaped`); a
-        Reduce of other axes. A Resize by whole scales, or to the image's height and width times whole numbers,
-        multiplies them."""
-        inputs, op, options = list(node.input), node.op_type, {each.name: each for each in node.attribute}
-        axes = [self._image_axes.get(name, {}) for name in inputs]
-        kept: dict[int, ImageAxis] = {}
-        if op in self._elementwise:
-            shapes = [self._dims.get(name) or self._constants.shape(name) for name in inputs if name]
-            for axis, label in (pair for each in axes for pair in each.items()):
-                kept[axis] = label if kept.get(axis, label) == label else _MIXED
-                # a height of 1 broadcast against 5 rows is 5: kept where no value beside it has another size
-                if any(shape is None or (len(shape) >= -axis and (shape[axis] or 1) > 1) for shape in shapes):
-                    kept[axis] = _MIXED
-        elif op == "Transpose" and (dims := self._dims.get(node.output[0])) is not None and "perm" in options:
-            perm = list(options["perm"].ints)
-            kept = {
-                place - len(dims): axes[0][axis - len(dims)]
-                for place, axis in enumerate(perm)
-                if axis - len(dims) in axes[0]
-            }
-        elif op == "MatMul" and len(inputs) == 2 and len(self._constants.shape(inputs[1]) or []) == 2:
-            kept = {axis: label for axis, label in axes[0].items() if axis != -1}
-        elif op == "Einsum":
-            kept = self._einsum_image_axes(node, axes)
-        elif op == "Reshape":  # noted by `reshaped`, just before
-            kept = self._image_axes.get(node.output[0], {})
-        elif op == "Conv" and _keeps_size(options):
-            kept = axes[0]
-        elif op == "Concat" and rolled is not None:
-            kept = self._image_axes.get(rolled, {})
-        elif op.startswith("Reduce") and (dims := self._dims.get(node.output[0])) is not None:  # of the features
-            kept = {axis: label for axis, label in axes[0].items() if -len(dims) <= axis and dims[axis] is None}
-        elif op in ("Resize", "Upsample") and inputs:
-            kept = self._resized_image_axes(node, axes[0])
-        self._image_axes[node.output[0]] = {axis: label for axis, label in kept.items() if label != _MIXED}
-
-    def _resized_image_axes(self, node: onnx.NodeProto, axes: dict[int, ImageAxis]) -> dict[int, ImageAxis]:
-        """The image's axes a Resize or Upsample makes of its input's (`axes`): each times its constant scale where
-        that is a whole number (ONNX Runtime's size is the floor of the product: of whole numbers, the product); or
-        the size a computed entry of its sizes gives, the image's height or width times a whole number. None where
-        it lists its axes (Resize-18), or fits its sizes to the aspect ratio."""
-        inputs, options = list(node.input), {each.name: each for each in node.attribute}
-        policy = options["keep_aspect_ratio_policy"].s if "keep_aspect_ratio_policy" in options else b"stretch"
-        if "axes" in options or policy not in (b"", b"stretch"):
-            return {}
-        index = 2 if len(inputs) > 2 else 1
-        scales = self._constants.values(inputs[index]) if index < len(inputs) and inputs[index] else None
-        if scales is None and "scales" in options:  # Upsample-7's attribute
-            scales = np.asarray(options["scales"].floats)
-        if scales is not None and scales.dtype.kind == "f" and 0 < scales.size <= MAX_DIMS:
-            by = scales.ravel().tolist()
-            return {
-                axis: (label, multiple * int(by[axis]))
-                for axis, (label, multiple) in axes.items()
-                if -len(by) <= axis and float(by[axis]).is_integer() and 1 <= by[axis] * multiple <= 2**20
-            }
-        sized = self.entries(inputs[3]) if len(inputs) > 3 and inputs[3] else None
-        if sized is None:
-            return {}
-        labels = self._labels_of(inputs[3])
-        return {
-            axis - len(sized): (label, int(factor))
-            for axis, ((factor, constant), label) in enumerate(zip(sized, labels, strict=True))
-            if label and _whole_multiple((factor, constant))
-        }
-
-    def _einsum_image_axes(self, node: onnx.NodeProto, axes: list[dict[int, ImageAxis]]) -> dict[int, ImageAxis]:
-        """The axes of an Einsum's output that are the image's height or width: those its operands' letters name there
-        (`bhwc,oc->bhwo` keeps h and w), where no operand has another size on that letter (as `_note_image_axes`)."""
-        parsed, dims = einsum_terms(einsum_equation(node)), self._dims.get(node.output[0])
-        if parsed is None or dims is None or len(parsed[0]) != len(node.input):
-            return {}
-        found: dict[Label, ImageAxis] = {}
-        for term, name, image in zip(parsed[0], node.input, axes, strict=True):
-            shape = self._dims.get(name) or self._constants.shape(name)
-            if shape is None or (labels := axis_labels(term, len(shape))) is None:
-                return {}
-            for axis, (label, size) in enumerate(zip(labels, shape, strict=True)):
-                ours = image.get(axis - len(shape), _MIXED if size != 1 else None)
-                if ours is not None:
-                    found[label] = ours if found.get(label, ours) == ours else _MIXED
-        named = output_labels(parsed[1], len(dims) - len(parsed[1].replace("...", "")))
-        return {
-            axis - len(named): found[label] for axis, label in enumerate(named) if found.get(label, _MIXED) != _MIXED
-        }
-
     def reshaped(self, node: onnx.NodeProto, dims: Dims, per_pixel: float) -> Dims | None:
         """The sizes of a Reshape's output where its shape is followed (constants, entries of the image's shape,
         `_loose` ones), and its -1 where the others are the image's height and width once each (times constants), its
@@ -319,7 +205,7 @@ class ShapeVectors:
         image = {  # the image's height, or 4 times it (of a map a x4 Resize made)
             axis - len(result): (label, int(entry[0]))
             for axis, (label, entry) in enumerate(zip(labels, entries, strict=True))
-            if label and entry is not None and _whole_multiple(entry)
+            if label and entry is not None and whole_multiple(entry)
         }
         self._image_axes[node.output[0]] = image
         rest = [(each, label) for each, label in zip(entries, labels, strict=True) if each != (0.0, -1.0)]
@@ -445,9 +331,29 @@ class ShapeVectors:
             return None
         if op in ("Mul", "Div"):
             scale = numbers if op == "Mul" else [1 / each for each in numbers]
-            return [(factor * by, plus * by) for (factor, plus), by in zip(entries, scale, strict=True)]
+            # integers' (a shape's) division truncates: a constant alone so, exactly (a size times a factor is not)
+            whole = op == "Div" and constant.dtype.kind in "iu"
+            return [
+                (factor * by, float(math.trunc(plus / divisor)) if whole and not factor else plus * by)
+                for (factor, plus), by, divisor in zip(entries, scale, numbers, strict=True)
+            ]
         sign = 1 if op == "Add" else -1
         return [(factor, plus + sign * by) for (factor, plus), by in zip(entries, numbers, strict=True)]
+
+    def whole_numbers(self, name: str) -> list[int] | None:
+        """The integers of the shape `name`, where each is known: a constant's, or entries followed here that are
+        whole constants (a Slice's end computed from a size the file fixes: `chunk` in PyTorch's legacy exporter)."""
+        values = self._constants.values(name)
+        if values is not None:
+            return (
+                [int(each) for each in values.ravel().tolist()]
+                if values.dtype.kind in "iu" and values.size <= MAX_DIMS
+                else None
+            )
+        entries = self._vectors.get(name)
+        if entries is None or any(factor != 0 or not plus.is_integer() for factor, plus in entries):
+            return None
+        return [int(plus) for _, plus in entries]
 
     def integers(self, names: list[str], count: int, defaults: list[int] | None = None) -> list[list[int]] | None:
         """The constant integers of `names` (at most `count`, each flattened; for a name left out, none, or
@@ -471,22 +377,16 @@ def _entries_equal(first: Entry, second: Entry) -> bool | None:
     return False if constant[0] == 0 and sized[0] > 0 and constant[1] < sized[1] else None
 
 
-def _whole_multiple(entry: Entry) -> bool:
-    """Whether an entry of a shape is a size times a whole number (up to 2^20), and nothing added: (H + 2) / 4 is
-    floored, and not a quarter of H in every image."""
-    return entry[1] == 0 and entry[0].is_integer() and 1 <= entry[0] <= 2**20
+# ONNX's integer types (uint8 to int64, uint32, uint64): a Cast to one truncates
+_INTEGER_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})
 
 
-def _keeps_size(options: Mapping[str, onnx.AttributeProto]) -> bool:
-    """Whether a convolution of these attributes keeps its input's height and width: strides and dilations of 1,
-    and pads of its kernel's size less one on each axis (PyTorch's `padding=k // 2` of an odd kernel)."""
-    if "kernel_shape" not in options or ("auto_pad" in options and options["auto_pad"].s not in (b"", b"NOTSET")):
-        return False
-    kernel = list(options["kernel_shape"].ints)
-    pads = list(options["pads"].ints) if "pads" in options else [0] * 2 * len(kernel)
-    ones = all(each == 1 for key in ("strides", "dilations") if key in options for each in options[key].ints)
-    return (
-        ones
-        and len(pads) == 2 * len(kernel)
-        and all(pads[i] + pads[i + len(kernel)] == k - 1 for i, k in enumerate(kernel))
-    )
+def _rounded(op: str, options: Mapping[str, onnx.AttributeProto], entries: list[Entry]) -> list[Entry]:
+    """The entries of what `op` (one of `_KEEPS_ENTRIES`) makes of `entries`: their constants floored, ceiled or rounded
+    as it does (a Cast to an integer type truncates them), so that a constant alone stays what ONNX Runtime computes;
+    a size times a factor kept as it is (up to twice a floored one, on tiny images)."""
+    integer = op == "Cast" and "to" in options and options["to"].i in _INTEGER_TYPES
+    rounding = {"Floor": math.floor, "Ceil": math.ceil, "Round": round}.get(op, math.trunc if integer else None)
+    if rounding is None:
+        return entries
+    return [(factor, plus if factor or not math.isfinite(plus) else float(rounding(plus))) for factor, plus in entries]
