@@ -29,6 +29,7 @@ def test_a_size_that_is_not_two_positive_whole_numbers_is_refused(size: object) 
 
 def test_sizes_given_as_numpy_integers_or_a_torch_size_work() -> None:
     image = torch.rand(3, 8, 8)
+    # taken as Python's integers are, though the annotation says tuple[int, int]
     assert imresize(image, size=(np.int64(5), np.int32(6))).shape == (3, 5, 6)  # pyright: ignore[reportArgumentType]
     assert imresize(image, size=torch.Size([5, 6])).shape == (3, 5, 6)  # pyright: ignore[reportArgumentType]
 

@@ -196,6 +196,7 @@ def test_a_json_file_saved_while_it_is_written_is_refused_naming_the_callers_opt
     for command_line, option in ((False, "replace=True"), (True, "--overwrite")):
         path.unlink(missing_ok=True)
         with pytest.raises(OutputExistsError) as raised:
+            # no result: json_records, replaced above, never reads it
             write_json(path, None, replace=False, command_line=command_line)  # pyright: ignore[reportArgumentType]
         assert str(raised.value) == said + f"replacing it ({option}), and run again"
         assert path.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["r.json"]

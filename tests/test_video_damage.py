@@ -208,7 +208,7 @@ def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_
     from srfeat.video.lost_frames import LostFrames
 
     video = SimpleNamespace(time_base=Fraction(1, 1000), average_rate=None)  # no rate: no timing checks
-    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(1, 6), "matroska,webm")  # pyright: ignore[reportArgumentType]  # a stand-in
+    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(1, 6), "matroska,webm")  # pyright: ignore[reportArgumentType]  # video: a stand-in
     # Decoding order I P B B P, with B at 20 lost and a leading frame at -40 never shown; 120 still decoding.
     for pts in (-40, 0, 60, 20, 40, 90, 120):
         lost.sent(packet(pts))
@@ -259,6 +259,7 @@ def test_gaps_of_whole_frames_are_lost_frames_only_where_the_demuxer_drops_damag
     video = SimpleNamespace(time_base=Fraction(1, 90000), average_rate=Fraction(2500, 100))
     times = [frame * 3600 for frame in range(100) if frame != 50]
     for container_format, lost_count in (("mpegts", 1), ("mov,mp4,m4a,3gp,3g2,mj2", 0), ("matroska,webm", 0)):
+        # PyAV's stream stood in for: LostFrames reads only its time_base and average_rate
         lost = LostFrames(tmp_path / "v", video, FrameRange(), container_format)  # pyright: ignore[reportArgumentType]
         for index, pts in enumerate(times):
             lost.sent(packet(pts))
