@@ -28,7 +28,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -91,7 +91,10 @@ def dev_config(stage: int) -> tuple[int, int, int]:
     return config.train.batch_size, config.data.hr_patch_size, config.model.scale
 
 
-def _prepare(module: nn.Module, recipe: Recipe, device: torch.device, min_channels: int) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def _prepare(module: ModuleT, recipe: Recipe, device: torch.device, min_channels: int) -> ModuleT:
     from srfeat.ops.winograd import use_winograd
 
     module = copy.deepcopy(module).to(device)
@@ -131,11 +134,12 @@ def build_steps(
     """name -> a callable doing one training step on fixed random batches; and the batch size."""
     from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
     from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.training.networks import DiscriminatorKind
     from srfeat.training.steps import AdversarialTerm, GANStep, PretrainStep
 
     torch.manual_seed(0)
     generator = SRFeatGenerator(scale=scale)
-    networks: dict[str, nn.Module] = {}
+    networks: dict[DiscriminatorKind, nn.Module] = {}
     vgg: nn.Module | None = None
     if stage == 2:
         from srfeat.archs.vgg import VGG19FeatureExtractor
@@ -148,7 +152,8 @@ def build_steps(
     for name, recipe in recipes.items():
         memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         g = _prepare(generator, recipe, device, min_channels)
-        step_g: nn.Module = torch.compile(g) if recipe.compile else g  # type: ignore[assignment]
+        # torch.compile's stubs return a plain callable; given a module it returns an OptimizedModule.
+        step_g: nn.Module = torch.compile(g) if recipe.compile else g  # pyright: ignore[reportAssignmentType]
         x, y = (
             lr.to(device).contiguous(memory_format=memory_format),
             hr.to(device).contiguous(memory_format=memory_format),
@@ -162,10 +167,11 @@ def build_steps(
             terms = []
             for kind, network in networks.items():
                 d = _prepare(network, recipe, device, min_channels)
-                step_d: nn.Module = torch.compile(d) if recipe.compile else d  # type: ignore[assignment]
-                terms.append(AdversarialTerm(kind, kind, step_d, _adam(d, recipe, 1e-4)))  # type: ignore[arg-type]
+                # as step_g: a compiled module is still a module
+                step_d: nn.Module = torch.compile(d) if recipe.compile else d  # pyright: ignore[reportAssignmentType]
+                terms.append(AdversarialTerm(kind, kind, step_d, _adam(d, recipe, 1e-4)))
             v = _prepare(vgg, recipe, device, min_channels)
-            step = GANStep(step_g, _adam(g, recipe, 1e-4), v, terms, True, _autocast(recipe, device))  # type: ignore[arg-type]
+            step = GANStep(step_g, _adam(g, recipe, 1e-4), v, terms, True, _autocast(recipe, device))
         run = functools.partial(step, x, y)
         steps[name] = run if recipe.band_workers else without_workers(run)
     return steps, batch

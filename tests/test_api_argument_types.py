@@ -42,7 +42,7 @@ def test_save_generator_refuses_a_replace_that_is_not_true_or_false_and_keeps_th
     existing = tmp_path / "kept.safetensors"
     existing.write_bytes(b"the user's file")
     with pytest.raises(InvalidOptionError, match=f"replace must be True or False, got {type(flag).__name__}"):
-        save_generator(tiny_generator(), existing, replace=flag)  # type: ignore[arg-type]
+        save_generator(tiny_generator(), existing, replace=flag)  # pyright: ignore[reportArgumentType]
     assert existing.read_bytes() == b"the user's file"
 
 
@@ -55,7 +55,7 @@ def test_export_onnx_refuses_flags_that_are_not_true_or_false_before_the_export(
     existing = tmp_path / "kept.onnx"
     existing.write_bytes(b"the user's model")
     with pytest.raises(InvalidOptionError, match=f"{name} must be True or False, got {type(flag).__name__}"):
-        export_onnx(tiny_generator(), existing, INFO, **{name: flag})  # type: ignore[arg-type]
+        export_onnx(tiny_generator(), existing, INFO, **{name: flag})  # pyright: ignore[reportArgumentType]
     assert existing.read_bytes() == b"the user's model"
 
 
@@ -63,8 +63,8 @@ def test_check_output_path_refuses_an_overwrite_of_another_kind_and_a_path_that_
     existing = tmp_path / "kept.onnx"
     existing.write_bytes(b"the user's model")
     with pytest.raises(InvalidOptionError, match="overwrite must be True or False, got str 'no'"):
-        check_output_path(existing, overwrite="no")  # type: ignore[arg-type]
-    for call in (lambda: check_output_path(5), lambda: export_onnx(tiny_generator(), 5, INFO)):  # type: ignore[arg-type]
+        check_output_path(existing, overwrite="no")  # pyright: ignore[reportArgumentType]
+    for call in (lambda: check_output_path(5), lambda: export_onnx(tiny_generator(), 5, INFO)):  # pyright: ignore[reportArgumentType]
         with pytest.raises(InvalidOptionError, match="the ONNX file must be a path .*, got int 5"):
             call()
     # bytes are a path, as save_generator takes them (they were a TypeError from pathlib)
@@ -74,19 +74,19 @@ def test_check_output_path_refuses_an_overwrite_of_another_kind_and_a_path_that_
 @pytest.mark.parametrize("info", [None, "tiny", {"name": "tiny"}])
 def test_export_onnx_refuses_info_that_is_not_model_info(tmp_path: Path, info: object) -> None:
     with pytest.raises(InvalidOptionError, match="info must be a srfeat.export.onnx.ModelInfo"):  # AttributeError
-        export_onnx(tiny_generator(), tmp_path / "x.onnx", info)  # type: ignore[arg-type]
+        export_onnx(tiny_generator(), tmp_path / "x.onnx", info)  # pyright: ignore[reportArgumentType]
     assert not (tmp_path / "x.onnx").exists()
 
 
 def test_model_info_refuses_a_model_that_is_no_name_path_or_generator() -> None:
     with pytest.raises(InvalidOptionError, match="the model must be a path .*, got int 5"):  # was named "5"
-        model_info(5)  # type: ignore[arg-type]
+        model_info(5)  # pyright: ignore[reportArgumentType]
 
 
 RESIZES: list[tuple[str, Callable[[object], object]]] = [
-    ("antialiasing", lambda flag: imresize(torch.rand(1, 8, 8), 0.5, antialiasing=flag)),  # type: ignore[arg-type]
-    ("antialiasing", lambda flag: imresize_np(np.zeros((8, 8), np.uint8), 0.5, antialiasing=flag)),  # type: ignore[arg-type]
-    ("round_each_pass", lambda flag: imresize_np(np.zeros((8, 8), np.uint8), 2, round_each_pass=flag)),  # type: ignore[arg-type]
+    ("antialiasing", lambda flag: imresize(torch.rand(1, 8, 8), 0.5, antialiasing=flag)),  # pyright: ignore[reportArgumentType]
+    ("antialiasing", lambda flag: imresize_np(np.zeros((8, 8), np.uint8), 0.5, antialiasing=flag)),  # pyright: ignore[reportArgumentType]
+    ("round_each_pass", lambda flag: imresize_np(np.zeros((8, 8), np.uint8), 2, round_each_pass=flag)),  # pyright: ignore[reportArgumentType]
 ]
 
 
@@ -97,7 +97,7 @@ def test_the_resize_flags_must_be_true_or_false(name: str, resize: Callable[[obj
     with pytest.raises(InvalidOptionError, match=f"{name} must be True or False, got {type(flag).__name__}"):
         resize(flag)
     image = torch.rand(1, 8, 8)  # numpy's bools are flags (an array's comparison gives them)
-    assert torch.equal(imresize(image, 0.5, antialiasing=np.False_), imresize(image, 0.5, antialiasing=False))  # type: ignore[arg-type]
+    assert torch.equal(imresize(image, 0.5, antialiasing=np.False_), imresize(image, 0.5, antialiasing=False))  # pyright: ignore[reportArgumentType]
 
 
 def test_weight_checks_refuse_a_state_dict_or_module_where_its_items_go() -> None:
@@ -105,9 +105,9 @@ def test_weight_checks_refuse_a_state_dict_or_module_where_its_items_go() -> Non
     generator = tiny_generator()
     for given in (generator.state_dict(), generator, {"ab": torch.zeros(1)}):
         with pytest.raises(InvalidOptionError, match=r"\(name, tensor\) pairs, e.g. state_dict\(\).items\(\)"):
-            weight_problem(given)  # type: ignore[arg-type]
+            weight_problem(given)  # pyright: ignore[reportArgumentType]
         with pytest.raises(InvalidOptionError, match=r"\(name, tensor\) pairs"):
-            check_weights(given, "the generator")  # type: ignore[arg-type]
+            check_weights(given, "the generator")  # pyright: ignore[reportArgumentType]
     with pytest.raises(InvalidOptionError, match="max_magnitude must be a number above 0"):  # NaN found nothing
         weight_problem(generator.state_dict().items(), math.nan)
 
@@ -115,7 +115,7 @@ def test_weight_checks_refuse_a_state_dict_or_module_where_its_items_go() -> Non
 def test_blend_names_must_be_a_pair_not_a_string() -> None:
     state = tiny_generator().state_dict()
     with pytest.raises(InvalidOptionError, match="names must be a pair of names"):  # "AB" was "A" and "B"
-        blend_states(state, state, 0.5, names="AB")  # type: ignore[arg-type]
+        blend_states(state, state, 0.5, names="AB")  # pyright: ignore[reportArgumentType]
 
 
 def test_load_blended_takes_paths_as_load_generator_does(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_load_blended_takes_paths_as_load_generator_does(tmp_path: Path) -> None
     save_generator(tiny_generator(), path)
     assert load_blended(bytes(path), None).num_blocks == load_generator(path).num_blocks
     with pytest.raises(InvalidOptionError, match="the model must be a path .*, got int 5"):
-        load_blended(5, None)  # type: ignore[arg-type]
+        load_blended(5, None)  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.parametrize("flag", NOT_FLAGS)
@@ -134,10 +134,10 @@ def test_evaluation_reports_refuse_flags_that_are_not_true_or_false(tmp_path: Pa
     existing = tmp_path / "kept.json"
     existing.write_bytes(b"the user's scores")
     for call, name in (
-        (lambda: write_json(existing, result, replace=flag), "replace"),  # type: ignore[arg-type]
-        (lambda: write_json(existing, result, per_image=flag), "per_image"),  # type: ignore[arg-type]
-        (lambda: markdown_table(result, per_image=flag), "per_image"),  # type: ignore[arg-type]
-        (lambda: json_records(result, per_image=flag), "per_image"),  # type: ignore[arg-type]
+        (lambda: write_json(existing, result, replace=flag), "replace"),  # pyright: ignore[reportArgumentType]
+        (lambda: write_json(existing, result, per_image=flag), "per_image"),  # pyright: ignore[reportArgumentType]
+        (lambda: markdown_table(result, per_image=flag), "per_image"),  # pyright: ignore[reportArgumentType]
+        (lambda: json_records(result, per_image=flag), "per_image"),  # pyright: ignore[reportArgumentType]
     ):
         with pytest.raises(InvalidOptionError, match=f"{name} must be True or False, got {type(flag).__name__}"):
             call()
@@ -147,7 +147,7 @@ def test_evaluation_reports_refuse_flags_that_are_not_true_or_false(tmp_path: Pa
 def test_evaluate_refuses_a_figure_image_that_is_not_a_name_before_reading_a_folder(tmp_path: Path) -> None:
     """5 was looked for in every folder, then warned of as missing from each, after the models were built."""
     with pytest.raises(InvalidOptionError, match="figure_image must be an image's name or None, got 5"):
-        evaluate(["bicubic"], [tmp_path / "no such folder"], figure_image=5)  # type: ignore[arg-type]
+        evaluate(["bicubic"], [tmp_path / "no such folder"], figure_image=5)  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.parametrize(("device", "shown"), [(1.5, "float 1.5"), (True, "bool True"), ([0], "list [0]")])
@@ -158,9 +158,9 @@ def test_a_device_that_is_not_a_name_is_one_line_for_the_upscaler_and_evaluate(
     `torch.device`'s overloads, where "gpu" was one line."""
     message = f"unknown device {shown}: use cpu, cuda, cuda:N or auto"
     with pytest.raises(InvalidOptionError, match=re.escape(message)) as upscaler_error:
-        Upscaler(tiny_generator(), device=device)  # type: ignore[arg-type]
+        Upscaler(tiny_generator(), device=device)  # pyright: ignore[reportArgumentType]
     with pytest.raises(InvalidOptionError, match=re.escape(message)):
-        evaluate(["bicubic"], [tmp_path], metrics=["psnr"], device=device)  # type: ignore[arg-type]
+        evaluate(["bicubic"], [tmp_path], metrics=["psnr"], device=device)  # pyright: ignore[reportArgumentType]
     assert "\n" not in str(upscaler_error.value)
 
 
@@ -197,16 +197,16 @@ def test_train_refuses_flags_that_are_not_true_or_false_and_keeps_the_run(tmp_pa
     out.mkdir()
     (out / "config.yaml").write_text("the user's run")
     with pytest.raises(InvalidOptionError, match=f"{name} must be True or False, got str 'no'"):
-        trainer.train(tiny_config(train_dir, None, out), out_dir=out, **{name: "no"})  # type: ignore[arg-type]
+        trainer.train(tiny_config(train_dir, None, out), out_dir=out, **{name: "no"})  # pyright: ignore[reportArgumentType]
     assert [path.name for path in out.iterdir()] == ["config.yaml"]
     assert (out / "config.yaml").read_text() == "the user's run"
     with pytest.raises(InvalidOptionError, match="out_dir must be a path .*, got int 5"):
-        trainer.train(tiny_config(train_dir, None, out), out_dir=5, show_progress=False)  # type: ignore[arg-type]
+        trainer.train(tiny_config(train_dir, None, out), out_dir=5, show_progress=False)  # pyright: ignore[reportArgumentType]
 
 
 def test_load_config_refuses_a_path_that_is_not_one_and_takes_bytes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="the config must be a path .*, got int 5"):  # pathlib's TypeError
-        load_config(5)  # type: ignore[arg-type]
+        load_config(5)  # pyright: ignore[reportArgumentType]
     train_dir, _ = write_image_folders(tmp_path)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_values(train_dir, None, tmp_path / "run")))

@@ -56,7 +56,7 @@ def test_a_test_y_channel_that_is_not_true_or_false_is_refused(flag: object) -> 
     photo = data.astronaut()[:32, :32]
     for metric in (psnr, ssim):
         with pytest.raises(MetricInputError, match="test_y_channel must be True .* or False"):
-            metric(photo, photo, 4, test_y_channel=flag)  # type: ignore[arg-type]
+            metric(photo, photo, 4, test_y_channel=flag)  # pyright: ignore[reportArgumentType]
     # numpy's bool is accepted as True and False are, though the annotation says bool.
     assert psnr(photo, photo, 4, test_y_channel=np.bool_(False)) == math.inf  # pyright: ignore[reportArgumentType]
 

@@ -17,20 +17,21 @@ from srfeat.errors import InvalidImageError, NotAnImageError
 @pytest.mark.parametrize("scale", [math.nan, math.inf, -math.inf, 0, -2, True, "2"])
 def test_a_scale_that_is_not_a_finite_positive_number_is_refused_in_one_line(scale: object) -> None:
     with pytest.raises(InvalidImageError, match="scale") as caught:
-        imresize(torch.rand(3, 8, 8), scale=scale)  # type: ignore[arg-type]
+        imresize(torch.rand(3, 8, 8), scale=scale)  # pyright: ignore[reportArgumentType]
     assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("size", [(0, 4), (4.7, 4), (4, 4, 4), 4, "44", (math.nan, 4), (True, 4)])
 def test_a_size_that_is_not_two_positive_whole_numbers_is_refused(size: object) -> None:
     with pytest.raises(InvalidImageError, match="size"):
-        imresize(torch.rand(3, 8, 8), size=size)  # type: ignore[arg-type]
+        imresize(torch.rand(3, 8, 8), size=size)  # pyright: ignore[reportArgumentType]
 
 
 def test_sizes_given_as_numpy_integers_or_a_torch_size_work() -> None:
     image = torch.rand(3, 8, 8)
-    assert imresize(image, size=(np.int64(5), np.int32(6))).shape == (3, 5, 6)  # type: ignore[arg-type]
-    assert imresize(image, size=torch.Size([5, 6])).shape == (3, 5, 6)  # type: ignore[arg-type]
+    # taken as Python's integers are, though the annotation says tuple[int, int]
+    assert imresize(image, size=(np.int64(5), np.int32(6))).shape == (3, 5, 6)  # pyright: ignore[reportArgumentType]
+    assert imresize(image, size=torch.Size([5, 6])).shape == (3, 5, 6)  # pyright: ignore[reportArgumentType]
 
 
 def test_a_vanishing_scale_is_refused_before_its_filter_is_allocated() -> None:
@@ -51,7 +52,7 @@ def test_the_refusal_quotes_the_count_it_checked() -> None:
 
 def test_numpy_arrays_and_integer_tensors_are_type_errors_that_say_what_to_use() -> None:
     with pytest.raises(NotAnImageError, match="imresize_np"):
-        imresize(np.ones((8, 8), np.float32), scale=2)  # type: ignore[arg-type]
+        imresize(np.ones((8, 8), np.float32), scale=2)  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="floating-point"):
         imresize(torch.ones(3, 8, 8, dtype=torch.uint8), scale=2)
     with pytest.raises(NotAnImageError, match="bool"):
@@ -94,5 +95,5 @@ def test_a_channels_last_tensor_is_named_in_a_warning(caplog: pytest.LogCaptureF
 def test_a_large_value_quoted_in_an_error_stays_on_one_line() -> None:
     """The value's repr was quoted, cut at 200 characters: an array's spans lines."""
     with pytest.raises(InvalidImageError) as caught:
-        imresize(torch.rand(3, 8, 8), scale=np.full((4, 4), 0.5))  # type: ignore[arg-type]
+        imresize(torch.rand(3, 8, 8), scale=np.full((4, 4), 0.5))  # pyright: ignore[reportArgumentType]
     assert "\n" not in str(caught.value) and len(str(caught.value)) < 200

@@ -134,7 +134,7 @@ def test_one_pixel_wide_images_come_back_scaled_in_their_dtype(upscaler: Upscale
 
 def test_a_list_of_images_says_to_call_once_per_image(upscaler: Upscaler) -> None:
     with pytest.raises(NotAnImageError, match="once per image"):
-        upscaler([torch.rand(3, 8, 8), torch.rand(3, 4, 4)])  # type: ignore[call-overload]
+        upscaler([torch.rand(3, 8, 8), torch.rand(3, 4, 4)])  # pyright: ignore[reportArgumentType, reportCallIssue]
 
 
 def test_a_generator_built_on_the_meta_device_is_an_option_error_before_anything_runs() -> None:
@@ -197,14 +197,14 @@ def test_an_image_too_big_for_memory_is_refused_before_its_pixels_are_converted(
 def test_a_state_dict_given_as_the_model_says_how_to_build_its_generator() -> None:
     """The message quoted the state dict's repr, tensors and all, over many lines."""
     with pytest.raises(InvalidOptionError, match=r"got OrderedDict: a state dict\? .*generator_from_state") as caught:
-        Upscaler(tiny_generator().state_dict(), device="cpu")  # type: ignore[arg-type]
+        Upscaler(tiny_generator().state_dict(), device="cpu")  # pyright: ignore[reportArgumentType]
     assert "\n" not in str(caught.value)
 
 
 def test_an_on_tile_that_cannot_be_called_is_an_option_error_before_anything_loads() -> None:
     """It was taken, and the first image failed at its first tile with "'int' object is not callable"."""
     with pytest.raises(InvalidOptionError, match="on_tile must be a function of \\(done, total\\) or None, got int"):
-        Upscaler("no_such_model", device="cpu", on_tile=3)  # type: ignore[arg-type]
+        Upscaler("no_such_model", device="cpu", on_tile=3)  # pyright: ignore[reportArgumentType]
 
 
 def test_a_gpu_index_beyond_the_gpus_there_is_one_line_before_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,13 +79,13 @@ def test_every_stored_precision_loads_as_float32_within_its_rounding(tmp_path: P
 @pytest.mark.parametrize("dtype", [torch.int8, torch.float64, "fp16"])
 def test_a_precision_that_would_not_load_is_refused_before_writing(tmp_path: Path, dtype: object) -> None:
     with pytest.raises(InvalidOptionError, match="float32, torch.float16 or torch.bfloat16"):
-        save_generator(tiny_generator(), tmp_path / "g.safetensors", dtype=dtype)  # type: ignore[arg-type]
+        save_generator(tiny_generator(), tmp_path / "g.safetensors", dtype=dtype)  # pyright: ignore[reportArgumentType]
     assert not (tmp_path / "g.safetensors").exists()
 
 
 def test_saving_something_that_is_not_a_generator_says_so() -> None:
     with pytest.raises(InvalidOptionError, match="SRFeatGenerator, got Linear"):
-        save_generator(torch.nn.Linear(2, 2), "unused.safetensors")  # type: ignore[arg-type]
+        save_generator(torch.nn.Linear(2, 2), "unused.safetensors")  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
@@ -93,7 +93,7 @@ def test_saving_something_that_is_not_a_generator_says_so() -> None:
 def test_loading_onto_a_missing_gpu_is_one_line_before_reading(model_path: Path, device: object) -> None:
     """It was torch's AssertionError 'Torch not compiled with CUDA enabled', after reading the file."""
     with pytest.raises(InvalidOptionError, match="no CUDA GPU is available") as caught:
-        load_generator(model_path, device=device)  # type: ignore[arg-type]
+        load_generator(model_path, device=device)  # pyright: ignore[reportArgumentType]
     assert "\n" not in str(caught.value)
 
 
@@ -105,7 +105,7 @@ def test_an_unknown_device_name_is_one_line(model_path: Path) -> None:
 @pytest.mark.parametrize("spec", [None, 3, ""])
 def test_a_spec_that_is_not_a_path_is_an_option_error_not_a_missing_file(spec: object) -> None:
     with pytest.raises(InvalidOptionError):
-        load_generator(spec)  # type: ignore[arg-type]
+        load_generator(spec)  # pyright: ignore[reportArgumentType]
 
 
 def test_the_weights_errors_are_value_errors_and_srfeat_errors() -> None:
@@ -121,9 +121,9 @@ def test_a_blend_weight_that_is_not_a_number_is_refused(model_path: Path, alpha:
     from srfeat.weights.blend import blend_generators
 
     with pytest.raises(WeightsError, match="must be a number between 0 and 1"):
-        blend_generators(model_path, model_path, alpha)  # type: ignore[arg-type]
+        blend_generators(model_path, model_path, alpha)  # pyright: ignore[reportArgumentType]
     with pytest.raises(InvalidOptionError, match="strength must be a number"):  # an option of the wrong kind
-        Upscaler(device="cpu", strength=alpha)  # type: ignore[arg-type]
+        Upscaler(device="cpu", strength=alpha)  # pyright: ignore[reportArgumentType]
 
 
 def test_a_misspelt_bundled_name_gets_the_name_it_resembles() -> None:
@@ -187,7 +187,7 @@ def test_a_state_dict_that_is_not_names_to_tensors_is_a_weights_error() -> None:
         # a number for a tensor, on purpose
         generator_from_state({**state, "head.weight": 1.0})  # pyright: ignore[reportArgumentType]
     with pytest.raises(WeightsError, match="expected a state dict"):
-        generator_from_state(list(state.items()))  # type: ignore[arg-type]
+        generator_from_state(list(state.items()))  # pyright: ignore[reportArgumentType]
 
 
 def test_generators_given_where_paths_go_are_one_line_errors() -> None:
@@ -196,10 +196,10 @@ def test_generators_given_where_paths_go_are_one_line_errors() -> None:
 
     generator = tiny_generator()
     with pytest.raises(InvalidOptionError, match="a network already loaded") as caught:
-        blend_generators(generator, generator, 0.5)  # type: ignore[arg-type]
+        blend_generators(generator, generator, 0.5)  # pyright: ignore[reportArgumentType]
     assert "\n" not in str(caught.value)
     with pytest.raises(WeightsError) as caught:
-        blend_generators("default", "gan", np.full((3, 3), 0.5))  # type: ignore[arg-type]
+        blend_generators("default", "gan", np.full((3, 3), 0.5))  # pyright: ignore[reportArgumentType]
     assert "\n" not in str(caught.value)
 
 
@@ -210,7 +210,7 @@ def test_a_module_load_generator_could_not_read_back_is_not_saved(tmp_path: Path
 
     folded = Upscaler(tiny_generator(), device="cpu").model
     with pytest.raises(WeightsError, match="not saving .*load_generator could not read it back: InferenceGenerator"):
-        save_generator(folded, tmp_path / "folded.safetensors")  # type: ignore[arg-type]
+        save_generator(folded, tmp_path / "folded.safetensors")  # pyright: ignore[reportArgumentType]
     assert list(tmp_path.iterdir()) == []
 
 

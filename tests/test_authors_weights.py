@@ -207,6 +207,6 @@ def test_the_path_is_taken_as_load_generator_takes_it(tmp_path: Path, monkeypatc
     with pytest.raises(WeightsError, match=f"not found: {tmp_path / 'SRFeat_full.npz'}"):
         load_authors_generator("~/SRFeat_full.npz")
     with pytest.raises(WeightsError, match=f"not found: {tmp_path / 'x.npz'}"):
-        load_authors_generator(bytes(tmp_path / "x.npz"))  # type: ignore[arg-type]
+        load_authors_generator(bytes(tmp_path / "x.npz"))  # pyright: ignore[reportArgumentType]
     with pytest.raises(InvalidOptionError, match="must be a path"):
-        load_authors_generator(None)  # type: ignore[arg-type]
+        load_authors_generator(None)  # pyright: ignore[reportArgumentType]

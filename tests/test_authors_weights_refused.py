@@ -25,7 +25,7 @@ from srfeat.weights.authors import load_authors_generator, read_tensorlayer_npz
 
 
 class _Exploit:
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self):
         return (os.mkdir, (str(EXPLOIT_MARKER),))
 
 
@@ -214,7 +214,7 @@ class _ArrayPickle:
     def __init__(self, made_as: tuple[int, ...], shape: tuple[int, ...] | None = None, items: list | None = None):
         self.made_as, self.shape, self.items = made_as, shape, items
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self):
         reconstruct = np.empty(0).__reduce__()[0]  # NumPy's _reconstruct, wherever this NumPy keeps it
         if self.shape is None:
             return (reconstruct, (np.ndarray, self.made_as, b"b"))

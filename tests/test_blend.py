@@ -80,7 +80,7 @@ def test_blends_of_different_architectures_name_the_key_and_the_shapes() -> None
 def test_bad_alphas_are_refused(alpha: object) -> None:
     state = tiny_generator().state_dict()
     with pytest.raises(WeightsError, match="alpha must be") as error:
-        blend_states(state, state, alpha)  # type: ignore[arg-type]
+        blend_states(state, state, alpha)  # pyright: ignore[reportArgumentType]
     assert "\n" not in str(error.value)
 
 
@@ -264,11 +264,11 @@ def test_blend_states_of_something_else_than_state_dicts_is_one_weights_error(st
     no attribute 'shape') or a TypeError ('SRFeatGenerator' object is not iterable) from inside."""
     good = {"head.weight": torch.ones(3)}
     with pytest.raises(WeightsError, match=f"cannot blend B: {message}") as error:
-        blend_states(good, state, 0.5)  # type: ignore[arg-type]
+        blend_states(good, state, 0.5)  # pyright: ignore[reportArgumentType]
     assert "\n" not in str(error.value) and isinstance(error.value, ValueError)
     module = tiny_generator()
     with pytest.raises(WeightsError, match="cannot blend A: .*got SRFeatGenerator: give its state_dict"):
-        blend_states(module, module.state_dict(), 0.5)  # type: ignore[arg-type]
+        blend_states(module, module.state_dict(), 0.5)  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.parametrize("output", [".", "/"])

@@ -96,7 +96,7 @@ def test_a_state_that_inflates_to_gigabytes_is_refused_before_it_is_inflated(tmp
 class Payload:
     """Any object whose unpickling would run code."""
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self):
         return (print, ("pickled code ran",))
 
 

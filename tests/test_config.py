@@ -455,7 +455,7 @@ def test_a_config_path_with_a_tilde_is_read_from_home(tmp_path: Path, monkeypatc
 
 def test_overrides_given_as_one_string_say_to_give_a_list() -> None:
     with pytest.raises(ConfigError, match=r"overrides is a list of key=value strings: give \['optim.lr=1e-4'\]"):
-        config_from_dict(base(), "optim.lr=1e-4")  # type: ignore[arg-type]
+        config_from_dict(base(), "optim.lr=1e-4")  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,7 @@ def test_a_protocol_scale_that_is_not_a_whole_number_is_one_line(scale: object) 
     image = samples.chelsea()[:16, :16]
     for helper in (mod_crop, bicubic_downscale):
         with pytest.raises(InvalidOptionError, match="scale must be a whole number of at least 1, got"):
-            helper(image, scale)  # type: ignore[arg-type]
+            helper(image, scale)  # pyright: ignore[reportArgumentType]
     # numpy's integers are accepted as Python's are, though the annotation says int.
     assert mod_crop(image, np.int64(3)).shape == (15, 15, 3)  # pyright: ignore[reportArgumentType]
 
@@ -238,7 +238,7 @@ def test_paired_patch_dataset_options_of_the_wrong_kind_are_refused(
     write_png(tmp_path / "HR" / "a.png", hr)
     write_png(tmp_path / "LR" / "a.png", bicubic_downscale(hr, 4))
     with pytest.raises(InvalidOptionError) as refused:
-        PairedPatchDataset(tmp_path, **options)  # type: ignore[arg-type]
+        PairedPatchDataset(tmp_path, **options)  # pyright: ignore[reportArgumentType]
     assert str(refused.value) == message
 
 
@@ -255,7 +255,7 @@ def test_benchmark_dataset_options_of_the_wrong_kind_are_refused(
 ) -> None:
     """A scale of "4" was a TypeError from the memory estimate; a limit of 0 said the folder "holds no image files"."""
     with pytest.raises(InvalidOptionError) as refused:
-        BenchmarkDataset(photo_folder, **options)  # type: ignore[arg-type]
+        BenchmarkDataset(photo_folder, **options)  # pyright: ignore[reportArgumentType]
     assert str(refused.value) == message
 
 

@@ -341,10 +341,10 @@ def test_models_are_held_one_at_a_time(small_folder: Path, monkeypatch: pytest.M
     alive: list[weakref.ref] = []
     build = evaluation.make_upscaler
 
-    def tracked(*args: object, **kwargs: object) -> evaluation.Upscaler:
+    def tracked(*args: typing.Any, **kwargs: typing.Any) -> evaluation.Upscaler:
         gc.collect()
         assert not any(reference() is not None for reference in alive), "the previous model is still held"
-        upscaler = build(*args, **kwargs)  # type: ignore[arg-type]
+        upscaler = build(*args, **kwargs)
         alive.append(weakref.ref(upscaler))
         return upscaler
 
@@ -621,8 +621,8 @@ def test_the_figures_refuse_a_replace_that_is_not_true_or_false_and_keep_the_fil
     path = tmp_path / "mine.png"
     path.write_text("mine")
     for write in (
-        lambda: comparison_figure(path, result.figure_samples, replace=flag),  # type: ignore[arg-type]
-        lambda: plane_figure(path, records, replace=flag),  # type: ignore[arg-type]
+        lambda: comparison_figure(path, result.figure_samples, replace=flag),  # pyright: ignore[reportArgumentType]
+        lambda: plane_figure(path, records, replace=flag),  # pyright: ignore[reportArgumentType]
     ):
         with pytest.raises(InvalidOptionError, match=f"replace must be True or False, got {type(flag).__name__}"):
             write()

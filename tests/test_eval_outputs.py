@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import one_error_line, srfeat_cli
@@ -153,9 +154,9 @@ def test_an_output_that_appears_while_the_models_run_is_kept_and_refused_in_the_
     figure, json_path = tmp_path / "f.png", tmp_path / "r.json"
     evaluate = evaluation.evaluate
 
-    def saved_meanwhile(*args: object, **kwargs: object) -> object:
+    def saved_meanwhile(*args: Any, **kwargs: Any) -> object:
         figure.write_bytes(b"the user's picture")
-        return evaluate(*args, **kwargs)  # type: ignore[arg-type]
+        return evaluate(*args, **kwargs)
 
     monkeypatch.setattr(evaluation, "evaluate", saved_meanwhile)
     parser = argparse.ArgumentParser()
@@ -195,6 +196,7 @@ def test_a_json_file_saved_while_it_is_written_is_refused_naming_the_callers_opt
     for command_line, option in ((False, "replace=True"), (True, "--overwrite")):
         path.unlink(missing_ok=True)
         with pytest.raises(OutputExistsError) as raised:
-            write_json(path, None, replace=False, command_line=command_line)  # type: ignore[arg-type]
+            # no result: json_records, replaced above, never reads it
+            write_json(path, None, replace=False, command_line=command_line)  # pyright: ignore[reportArgumentType]
         assert str(raised.value) == said + f"replacing it ({option}), and run again"
         assert path.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["r.json"]

@@ -22,7 +22,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pytest
@@ -344,8 +344,8 @@ def test_a_write_that_must_not_replace_keeps_a_file_that_appeared_and_leaves_no_
     target.unlink()
     real_file = weights.generator_file
 
-    def appearing(*args: object) -> PendingFile:  # a file saved at the name while this one is written
-        file = real_file(*args)  # type: ignore[arg-type]
+    def appearing(*args: Any) -> PendingFile:  # a file saved at the name while this one is written
+        file = real_file(*args)
 
         def write(handle: BinaryIO) -> object:
             target.write_bytes(b"mine")
@@ -401,14 +401,14 @@ def test_injected_nan_losses_stop_with_every_saved_generator_finite(train_dir: P
             return losses
 
     original = build.PretrainStep
-    build.PretrainStep = DivergingStep  # type: ignore[misc]
+    build.PretrainStep = DivergingStep
     out = tmp_path / "run"
     try:
         config = tiny_config(train_dir, validation, out, overrides=["train.max_steps=8", "validation.every=1"])
         with pytest.raises(trainer.TrainingDiverged, match="step 4"):
             trainer.train(config, out_dir=out, show_progress=False)
     finally:
-        build.PretrainStep = original  # type: ignore[misc]
+        build.PretrainStep = original
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 4
     for name in (checkpoint.LATEST_GENERATOR, checkpoint.BEST_GENERATOR):
         assert all(torch.isfinite(v).all() for v in load_file(str(out / name)).values()), name

@@ -10,9 +10,10 @@ from torch import nn
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.inference import InferenceGenerator, fold_batchnorm
+from srfeat.inference.fused import Algorithm
 from srfeat.ops.private_torch import nnpack_available
 
-ALGORITHMS = ["auto", "winograd", "direct"]
+ALGORITHMS: list[Algorithm] = ["auto", "winograd", "direct"]
 
 
 def test_fold_batchnorm_equals_conv_then_batchnorm() -> None:
@@ -26,9 +27,9 @@ def test_fold_batchnorm_equals_conv_then_batchnorm() -> None:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("scale", [2, 4])
-def test_inference_generator_matches_generator_to_float_rounding(scale: int, algorithm: str) -> None:
+def test_inference_generator_matches_generator_to_float_rounding(scale: int, algorithm: Algorithm) -> None:
     generator = tiny_generator(scale=scale, num_blocks=3, num_features=16)
-    model = InferenceGenerator(generator, algorithm=algorithm)  # type: ignore[arg-type]
+    model = InferenceGenerator(generator, algorithm=algorithm)
     x = torch.rand(2, 3, 17, 22)
     assert model.uses_winograd(x) == (algorithm != "direct")
     with torch.no_grad():
@@ -42,13 +43,13 @@ def test_inference_generator_matches_generator_to_float_rounding(scale: int, alg
 
 
 @pytest.mark.parametrize("algorithm", ["auto", "winograd"])
-def test_paper_generator_differs_from_eager_by_float_rounding(algorithm: str) -> None:
+def test_paper_generator_differs_from_eager_by_float_rounding(algorithm: Algorithm) -> None:
     """The full 16-block, 128-channel network: Winograd's rounding stays far below a grey level."""
     generator = randomise_batchnorm(SRFeatGenerator())
     image = torch.rand(1, 3, 12, 16)
     with torch.no_grad():
         expected = generator.double()(image.double())
-    model = InferenceGenerator(generator.float(), algorithm=algorithm)  # type: ignore[arg-type]
+    model = InferenceGenerator(generator.float(), algorithm=algorithm)
     result = model(image)
     error = (result.double() - expected).abs().max().item()
     assert error < 1e-4, f"max abs difference {error} on [0, 1] outputs"
@@ -69,9 +70,9 @@ def test_folding_removes_batchnorm_and_keeps_a_frozen_copy() -> None:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("region", [(0, 0, 13, 11), (3, 2, 9, 7), (5, 0, 13, 4), (0, 6, 1, 11)])
-def test_region_output_is_the_crop_of_the_whole_output(algorithm: str, region: tuple[int, int, int, int]) -> None:
+def test_region_output_is_the_crop_of_the_whole_output(algorithm: Algorithm, region: tuple[int, int, int, int]) -> None:
     """The Upscaler's protocol: upsample only a tile's own region, same pixels as the whole."""
-    model = InferenceGenerator(tiny_generator(num_features=16), algorithm=algorithm)  # type: ignore[arg-type]
+    model = InferenceGenerator(tiny_generator(num_features=16), algorithm=algorithm)
     image = torch.rand(1, 3, 13, 11)
     whole = model(image)
     model.upsample_pixels = 12  # several bands, each narrower than the input
@@ -108,7 +109,7 @@ def test_worker_threads_give_the_same_result() -> None:
 def test_full_size_receptive_radius() -> None:
     # head 9x9 (4) + 32 body 3x3 convolutions (32) + upsampler 1 + 1/2 + 1/4 -> 38 input pixels.
     for algorithm in ALGORITHMS:
-        assert InferenceGenerator(SRFeatGenerator(), algorithm=algorithm).receptive_radius == 38  # type: ignore[arg-type]
+        assert InferenceGenerator(SRFeatGenerator(), algorithm=algorithm).receptive_radius == 38
     assert InferenceGenerator(SRFeatGenerator(scale=2, num_features=8)).receptive_radius == 38
 
 
@@ -177,7 +178,7 @@ def test_module_conversions_keep_it_working() -> None:
 def test_bad_inputs_are_rejected() -> None:
     generator = SRFeatGenerator(num_features=8, num_blocks=1)
     with pytest.raises(ValueError, match="algorithm"):
-        InferenceGenerator(generator, algorithm="fft")  # type: ignore[arg-type]
+        InferenceGenerator(generator, algorithm="fft")  # pyright: ignore[reportArgumentType]
     model = InferenceGenerator(generator)
     with pytest.raises(ValueError, match=r"\(N, 3, h, w\)"):
         model(torch.rand(1, 4, 8, 8))

@@ -10,7 +10,7 @@ from srfeat.archs.discriminators import FeatureDiscriminator, ImageDiscriminator
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.archs.vgg import VGG19FeatureExtractor
 from srfeat.losses import adversarial_loss
-from srfeat.training.networks import freeze_batchnorm_affine
+from srfeat.training.networks import DiscriminatorKind, freeze_batchnorm_affine
 from srfeat.training.steps import AdversarialTerm, GANStep, PretrainStep, UpdateOrder
 
 HR_PATCH = 32
@@ -31,7 +31,7 @@ def changed(before: list[torch.Tensor], module: nn.Module) -> bool:
 
 def make_gan_step(
     vgg: VGG19FeatureExtractor,
-    kinds: tuple[str, ...] = ("image", "feature"),
+    kinds: tuple[DiscriminatorKind, ...] = ("image", "feature"),
     weights: dict[str, float] | None = None,
     update_order: UpdateOrder = "discriminators_first",
 ) -> GANStep:
@@ -41,7 +41,7 @@ def make_gan_step(
     for name in kinds:
         discriminator = classes[name](HR_PATCH, base_channels=8, dense_features=16)
         optimizer = torch.optim.Adam(discriminator.parameters(), 1e-3)
-        terms.append(AdversarialTerm(name, name, discriminator, optimizer, (weights or {}).get(name, 1e-3)))  # type: ignore[arg-type]
+        terms.append(AdversarialTerm(name, name, discriminator, optimizer, (weights or {}).get(name, 1e-3)))
     return GANStep(generator, torch.optim.Adam(generator.parameters(), 1e-3), vgg, terms, update_order=update_order)
 
 
@@ -50,8 +50,10 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("update_order", ["discriminators_first", "generator_first"])
-def test_gan_step_updates_all_three_in_the_configured_order(vgg: VGG19FeatureExtractor, update_order: str) -> None:
-    step = make_gan_step(vgg, update_order=update_order)  # type: ignore[arg-type]
+def test_gan_step_updates_all_three_in_the_configured_order(
+    vgg: VGG19FeatureExtractor, update_order: UpdateOrder
+) -> None:
+    step = make_gan_step(vgg, update_order=update_order)
     generator_before = params(step.generator)
     initial = {term.name: params(term.discriminator) for term in step.terms}
     # For each optimizer step: which networks had already moved when it ran.
@@ -60,12 +62,12 @@ def test_gan_step_updates_all_three_in_the_configured_order(vgg: VGG19FeatureExt
     def recording(name: str, optimizer: torch.optim.Optimizer) -> None:
         original = optimizer.step
 
-        def record_then_step(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def record_then_step(*args, **kwargs):
             seen[name] = {"generator": changed(generator_before, step.generator)}
             seen[name].update({t.name: changed(initial[t.name], t.discriminator) for t in step.terms})
             return original(*args, **kwargs)
 
-        optimizer.step = record_then_step  # type: ignore[method-assign]
+        optimizer.step = record_then_step
 
     recording("generator", step.generator_optimizer)
     for term in step.terms:
@@ -137,7 +139,7 @@ def test_perceptual_loss_and_feature_discriminator_see_conv5_4_over_12_75(vgg: V
 
 @pytest.mark.parametrize("kinds", [("image",), ("feature",), ("image", "feature")], ids=["I", "F", "IF"])
 def test_generator_loss_is_perceptual_plus_each_weighted_adversarial_term(
-    vgg: VGG19FeatureExtractor, kinds: tuple[str, ...]
+    vgg: VGG19FeatureExtractor, kinds: tuple[DiscriminatorKind, ...]
 ) -> None:
     weights = {"image": 2e-3, "feature": 5e-4}
     step = make_gan_step(vgg, kinds=kinds, weights=weights)

@@ -130,7 +130,7 @@ def test_a_tensor_given_as_a_size_is_quoted_on_one_line() -> None:
     from srfeat.errors import InvalidOptionError
 
     with pytest.raises(InvalidOptionError) as refused:
-        SRFeatGenerator(num_features=torch.ones(3, 3))  # type: ignore[arg-type]
+        SRFeatGenerator(num_features=torch.ones(3, 3))  # pyright: ignore[reportArgumentType]
     assert str(refused.value).startswith("num_features must be a whole number, got Tensor tensor([[1., 1., 1.],")
     assert "\n" not in str(refused.value)
 

@@ -168,7 +168,7 @@ def test_extra_or_missing_keys_are_named(tmp_path: Path) -> None:
 
 
 class Payload:
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self):
         return (print, ("pickled code ran",))
 
 
@@ -859,7 +859,7 @@ def test_the_api_raises_srfeat_errors_of_the_documented_kinds(
 ) -> None:
     """The README: bad input raises a one-line SRFeatError, a ValueError (TypeError: not an image)."""
     with pytest.raises(SRFeatError, match=message) as raised:
-        upscaler(image)  # type: ignore[call-overload]
+        upscaler(image)  # pyright: ignore[reportArgumentType, reportCallIssue]
     assert isinstance(raised.value, error) and "\n" not in str(raised.value)
 
 
@@ -870,7 +870,7 @@ def test_the_api_refuses_an_outscale_that_is_not_a_number(upscaler: Upscaler, ou
         assert upscaler(image, outscale=outscale).shape == (16, 16, 3)
         return
     with pytest.raises(InvalidImageError, match="outscale must be a number"):
-        upscaler(image, outscale=outscale)  # type: ignore[arg-type]
+        upscaler(image, outscale=outscale)  # pyright: ignore[reportArgumentType, reportCallIssue]
 
 
 @pytest.mark.parametrize("dtype", [">u2", ">f4", ">f8"])
@@ -925,7 +925,7 @@ def test_the_api_refuses_options_of_the_wrong_kind_as_value_errors(
 ) -> None:
     """Before: a tile of 1.5 or flags of "yes" passed, a tile of "64" or model None failed deep inside."""
     with pytest.raises(InvalidOptionError) as raised:
-        Upscaler(**{"model": model_path, "device": "cpu", **options})  # type: ignore[arg-type]
+        Upscaler(**{"model": model_path, "device": "cpu", **options})
     assert isinstance(raised.value, ValueError) and message in str(raised.value)
 
 

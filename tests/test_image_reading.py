@@ -89,7 +89,7 @@ def zeros_deflated(size: int, unit: int = 1 << 22) -> bytes:
     return b"".join(parts) + b"\x03\x00" + struct.pack(">I", checksum)
 
 
-def peak_bytes_of(function, *args):  # type: ignore[no-untyped-def]
+def peak_bytes_of(function, *args):
     """(result or exception, peak bytes Python and numpy allocated while `function` ran)."""
     tracemalloc.start()
     try:
@@ -1085,11 +1085,13 @@ def test_a_damaged_icc_profile_is_dropped_with_one_plain_sentence(
 
 
 @pytest.mark.parametrize(("mode", "key", "out"), [("RGB", (1, 2, 3), "RGBA"), ("L", 7, "LA")])
-def test_a_png_colour_key_keeps_its_transparency(tmp_path: Path, mode: str, key: object, out: str) -> None:
+def test_a_png_colour_key_keeps_its_transparency(
+    tmp_path: Path, mode: str, key: int | tuple[int, int, int], out: str
+) -> None:
     """A tRNS colour key (one RGB colour, or one grey level, that is see-through) was dropped: the
     transparent pixels came back opaque."""
     image = Image.new(mode, (4, 4), (10, 20, 30) if mode == "RGB" else 50)
-    image.putpixel((0, 0), key)  # type: ignore[arg-type]
+    image.putpixel((0, 0), key)
     image.save(tmp_path / "keyed.png", transparency=key)
     array = read_raw_image(tmp_path / "keyed.png").array
     assert array.shape == (4, 4, len(out)) and array[0, 0, -1] == 0 and (array[1:, 1:, -1] == 255).all()

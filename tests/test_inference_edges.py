@@ -22,6 +22,7 @@ from inference_helpers import tiny_generator
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.inference import InferenceGenerator, Upscaler
+from srfeat.inference.fused import Algorithm
 from srfeat.inference.pixels import LUMA_WEIGHTS
 
 FP32 = 1e-5
@@ -47,8 +48,8 @@ def reference_image(generator: SRFeatGenerator, image: torch.Tensor) -> torch.Te
 
 
 @pytest.mark.parametrize("algorithm", ["auto", "winograd", "direct"])
-def test_every_algorithm_matches_the_generator_on_edge_shapes(generator: SRFeatGenerator, algorithm: str) -> None:
-    model = InferenceGenerator(generator, algorithm=algorithm)  # type: ignore[arg-type]
+def test_every_algorithm_matches_the_generator_on_edge_shapes(generator: SRFeatGenerator, algorithm: Algorithm) -> None:
+    model = InferenceGenerator(generator, algorithm=algorithm)
     torch.manual_seed(1)
     for height, width in EDGE_SHAPES:
         batch = torch.rand(3, 3, height, width)
@@ -72,7 +73,7 @@ def test_scale_2_and_one_block_match_the_generator_on_edge_shapes() -> None:
     torch.manual_seed(2)
     generator = tiny_generator(scale=2, num_blocks=1, num_features=3)  # no long skips at all
     for algorithm in ("auto", "winograd", "direct"):
-        model = InferenceGenerator(generator, algorithm=algorithm)  # type: ignore[arg-type]
+        model = InferenceGenerator(generator, algorithm=algorithm)
         for height, width in EDGE_SHAPES[:4]:
             batch = torch.rand(2, 3, height, width)
             torch.testing.assert_close(model(batch), reference(generator, batch), rtol=0, atol=FP32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -758,9 +759,9 @@ def test_export_from_python_names_its_keywords_and_the_command_its_flags(
         assert str(raised.value).endswith(f"know an ONNX model: use {flag}{tmp_path / 'model.onnx'}")
     onnx_model = onnx_export.onnx_model
 
-    def saving_meanwhile(*args: object, **kwargs: object) -> object:
+    def saving_meanwhile(*args: Any, **kwargs: Any) -> object:
         (tmp_path / "new.onnx").write_bytes(b"saved meanwhile")
-        return onnx_model(*args, **kwargs)  # type: ignore[arg-type]
+        return onnx_model(*args, **kwargs)
 
     monkeypatch.setattr(onnx_export, "onnx_model", saving_meanwhile)
     said = f"{tmp_path / 'new.onnx'} appeared while the model was exported (another program?); it is kept: "
@@ -792,9 +793,9 @@ def test_export_from_python_refuses_what_it_cannot_export_in_one_line(tmp_path: 
 
     info = model_info("default")
     with pytest.raises(InvalidOptionError, match="export takes an SRFeatGenerator, got str: load .*load_generator"):
-        export_onnx("default", tmp_path / "a.onnx", info)  # type: ignore[arg-type]
+        export_onnx("default", tmp_path / "a.onnx", info)  # pyright: ignore[reportArgumentType]
     with pytest.raises(InvalidOptionError, match="opset must be a whole number"):
-        export_onnx(tiny_generator(), tmp_path / "b.onnx", info, opset="18")  # type: ignore[arg-type]
+        export_onnx(tiny_generator(), tmp_path / "b.onnx", info, opset="18")  # pyright: ignore[reportArgumentType]
     for strength in (2, -0.5, float("nan")):
         with pytest.raises(InvalidOptionError, match="strength must be between 0 and 1"):
             model_info("default", strength=strength)
@@ -809,7 +810,7 @@ def test_an_opset_that_is_no_whole_number_is_quoted_on_one_line(tmp_path: Path) 
     from srfeat.export.onnx import OPSET, export_onnx, model_info
 
     with pytest.raises(InvalidOptionError) as refused:
-        export_onnx(tiny_generator(), tmp_path / "a.onnx", model_info("default"), opset=np.full(40, 17))  # type: ignore[arg-type]
+        export_onnx(tiny_generator(), tmp_path / "a.onnx", model_info("default"), opset=np.full(40, 17))  # pyright: ignore[reportArgumentType]
     assert str(refused.value).startswith(f"opset must be a whole number (e.g. {OPSET}), got ndarray array([17, 17,")
     assert "\n" not in str(refused.value)
     assert list(tmp_path.iterdir()) == []
@@ -822,7 +823,7 @@ def test_an_opset_of_numpy_s_integers_is_a_whole_number(tmp_path: Path) -> None:
 
     from srfeat.export.onnx import export_onnx, model_info
 
-    export_onnx(tiny_generator(), tmp_path / "a.onnx", model_info("default"), opset=np.int64(18))  # type: ignore[arg-type]
+    export_onnx(tiny_generator(), tmp_path / "a.onnx", model_info("default"), opset=np.int64(18))  # pyright: ignore[reportArgumentType]
     opsets = {entry.domain: entry.version for entry in onnx.load(str(tmp_path / "a.onnx")).opset_import}
     assert opsets[""] == 18
 

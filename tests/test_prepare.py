@@ -157,7 +157,7 @@ def test_options_of_the_wrong_kind_from_python_are_refused_and_out_is_kept(
     out = tmp_path / "out"
     write_png(out / "HR" / "mine_001.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(InvalidOptionError, match=re.escape(message)):
-        prepare_patches(source, out, **{"hr_patch_size": 96, "progress": False, **options})  # type: ignore[arg-type]
+        prepare_patches(source, out, **{"hr_patch_size": 96, "progress": False, **options})
     assert [path.name for path in (out / "HR").iterdir()] == ["mine_001.png"]
 
 

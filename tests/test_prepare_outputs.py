@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -192,10 +193,10 @@ def test_an_hr_folder_made_while_the_run_cut_is_kept(tmp_path: Path, monkeypatch
     out = tmp_path / "out"
     cut = prepare.prepare_image
 
-    def cut_while_another_run_finishes(path: Path, *args: object) -> prepare.ImageOutcome:
+    def cut_while_another_run_finishes(path: Path, *args: Any) -> prepare.ImageOutcome:
         (out / "HR").mkdir(exist_ok=True)
         (out / "HR" / "theirs.png").write_bytes(b"another run's patch")
-        return cut(path, *args)  # type: ignore[arg-type]
+        return cut(path, *args)
 
     monkeypatch.setattr(prepare, "prepare_image", cut_while_another_run_finishes)
     with pytest.raises(SRFeatError, match="out/HR appeared while this run cut its patches"):
@@ -283,9 +284,9 @@ def test_prepare_patches_names_its_keywords_to_python_and_the_command_its_argume
     (out / "mine.png").unlink()
     cut = prepare.prepare_image
 
-    def cut_while_another_run_finishes(path: Path, *args: object) -> prepare.ImageOutcome:
+    def cut_while_another_run_finishes(path: Path, *args: Any) -> prepare.ImageOutcome:
         (out / "HR").mkdir(exist_ok=True)
-        return cut(path, *args)  # type: ignore[arg-type]
+        return cut(path, *args)
 
     monkeypatch.setattr(prepare, "prepare_image", cut_while_another_run_finishes)
     for command_line, (overwrite, other) in ((False, ("overwrite=True", "out")), (True, ("--overwrite", "OUT"))):

@@ -15,13 +15,15 @@ from srfeat.files import DiskFullError
 from srfeat.training.run_log import METRICS_FILE, PLOT_FILE, RunLog
 
 
-def strict_json(line: str) -> object:
-    """json.loads as JavaScript's JSON.parse or jq read it: no Infinity or NaN."""
+def strict_json(line: str) -> dict[str, object]:
+    """A line of metrics.jsonl, read as JavaScript's JSON.parse or jq read it: no Infinity or NaN; one object."""
 
     def refuse(constant: str) -> object:
         raise ValueError(f"not strict JSON: {constant}")
 
-    return json.loads(line, parse_constant=refuse)
+    record = json.loads(line, parse_constant=refuse)
+    assert isinstance(record, dict), record
+    return record
 
 
 def test_an_infinite_psnr_is_written_as_null_and_the_log_reads_back_and_plots(tmp_path) -> None:
@@ -36,7 +38,7 @@ def test_an_infinite_psnr_is_written_as_null_and_the_log_reads_back_and_plots(tm
     log.close()
 
     records = [strict_json(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
-    assert [r["psnr"] for r in records if r["kind"] == "validation"] == [None, 30.5, None]  # type: ignore[index]
+    assert [r["psnr"] for r in records if r["kind"] == "validation"] == [None, 30.5, None]
 
     resumed = RunLog(tmp_path, enabled=True)  # a resume reads the nulls back and still plots
     resumed.plot()
@@ -59,7 +61,7 @@ def test_finite_values_are_written_unchanged(tmp_path, value: object) -> None:
     log.write({"kind": "train", "step": 1, "x": value})
     log.close()
     (record,) = [strict_json(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
-    assert record["x"] == value and type(record["x"]) is type(value)  # type: ignore[index]
+    assert record["x"] == value and type(record["x"]) is type(value)
 
 
 def test_a_full_disk_that_the_tensorboard_thread_met_after_the_last_write_is_one_line_at_close(

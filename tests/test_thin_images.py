@@ -8,6 +8,8 @@ of tens of MB, out of the caches). What is checked here is that structure, not a
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from inference_helpers import tiny_generator
@@ -41,9 +43,9 @@ def test_a_thin_image_is_upsampled_in_parts_that_the_band_workers_share(
     bands: list[Region] = []
     upsample_band = model._upsample_band
 
-    def recorded(features: torch.Tensor, size: tuple[int, int], band: Region, *args: object) -> torch.Tensor:
+    def recorded(features: torch.Tensor, size: tuple[int, int], band: Region, *args: Any) -> torch.Tensor:
         bands.append(band)
-        return upsample_band(features, size, band, *args)  # type: ignore[arg-type]
+        return upsample_band(features, size, band, *args)
 
     monkeypatch.setattr(model, "_upsample_band", recorded)
     image = torch.rand(1, 3, height, width)
@@ -64,9 +66,9 @@ def test_a_row_wider_than_the_budget_is_cut_into_columns(monkeypatch: pytest.Mon
     bands: list[Region] = []
     upsample_band = model._upsample_band
 
-    def recorded(features: torch.Tensor, size: tuple[int, int], band: Region, *args: object) -> torch.Tensor:
+    def recorded(features: torch.Tensor, size: tuple[int, int], band: Region, *args: Any) -> torch.Tensor:
         bands.append(band)
-        return upsample_band(features, size, band, *args)  # type: ignore[arg-type]
+        return upsample_band(features, size, band, *args)
 
     monkeypatch.setattr(model, "_upsample_band", recorded)
     image = torch.rand(1, 3, 1, 5000)

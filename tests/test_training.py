@@ -820,7 +820,7 @@ def test_steps_per_second_after_a_validation_count_training_only(tmp_path, monke
     train_dir, validation_dir = write_image_folders(tmp_path)
     validate = loop.validate_generators
 
-    def slow_validation(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def slow_validation(*args, **kwargs):
         time.sleep(1.5)
         return validate(*args, **kwargs)
 
@@ -859,7 +859,7 @@ def test_data_shuffle_once_walks_one_order_every_epoch_and_every_epoch_draws_a_n
             order: list[int] = []
             for rank in range(world_size):
                 sampler = ResumableSampler(
-                    items,  # type: ignore[arg-type]  # any sized sequence serves
+                    items,  # pyright: ignore[reportArgumentType]  # any sized sequence serves
                     DistributedContext(rank, world_size, rank, torch.device("cpu")),
                     seed=7,
                     reshuffle_every_epoch=reshuffle,

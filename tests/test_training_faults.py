@@ -265,7 +265,7 @@ class InterruptedFile(io.BytesIO):
         super().__init__()
         self.interrupt, self.writes = interrupt, 0
 
-    def write(self, data: Any) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]
+    def write(self, data: Any, /) -> int:
         self.writes += 1
         if self.writes == 3:
             raise self.interrupt

@@ -208,7 +208,7 @@ def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_
     from srfeat.video.lost_frames import LostFrames
 
     video = SimpleNamespace(time_base=Fraction(1, 1000), average_rate=None)  # no rate: no timing checks
-    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(1, 6), "matroska,webm")  # type: ignore[arg-type]  # a stand-in
+    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(1, 6), "matroska,webm")  # pyright: ignore[reportArgumentType]  # video: a stand-in
     # Decoding order I P B B P, with B at 20 lost and a leading frame at -40 never shown; 120 still decoding.
     for pts in (-40, 0, 60, 20, 40, 90, 120):
         lost.sent(packet(pts))
@@ -216,7 +216,7 @@ def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_
         lost.shown(pts, index)
     assert [(gap.after, gap.dropped) for gap, _ in lost.missing()] == []  # the gap after frame 0: before the range
     assert [(gap.after, count) for gap, count in lost.missing_before()] == [(0, 1)]  # which starts late
-    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(0, 6), "matroska,webm")  # type: ignore[arg-type]
+    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(0, 6), "matroska,webm")  # pyright: ignore[reportArgumentType]
     for pts in (-40, 0, 60, 20, 40, 90, 120):
         lost.sent(packet(pts))
     for index, pts in enumerate((0, 40, 60, 90)):
@@ -225,7 +225,7 @@ def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_
     # Field-coded: each frame's second field is a packet of its own, half a frame later, and no frame comes out
     # for it; that is no loss. A frame lost there leaves room for it (two frames' time between frames shown).
     for shown, lost_count in (((0, 40, 80, 120, 160), 0), ((0, 40, 120, 160), 1)):
-        lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(), "matroska,webm")  # type: ignore[arg-type]
+        lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(), "matroska,webm")  # pyright: ignore[reportArgumentType]
         for pts in range(0, 200, 20):  # the last frame's second field (180) is after the last frame shown
             lost.sent(packet(pts))
         for index, pts in enumerate(shown):
@@ -235,7 +235,7 @@ def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_
     # Two files joined end to end, timestamps starting over: the second part's first packets (0, 120, 40) go to
     # the decoder before the first part's last frames (80, 160) come out, and 160 is held two frames' time. None
     # of those is lost; a frame dropped later in the second part (160) is.
-    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(), "matroska,webm")  # type: ignore[arg-type]
+    lost = LostFrames(tmp_path / "v.mkv", video, FrameRange(), "matroska,webm")  # pyright: ignore[reportArgumentType]
     steps = [("sent", 0, -50), ("shown", 0), ("sent", 40, -10), ("shown", 40), ("sent", 80, 30), ("sent", 160, 70)]
     steps += [("sent", 0, -60), ("shown", 80), ("sent", 120, -50), ("sent", 40, -40), ("shown", 160)]
     steps += [("sent", 80, -30), ("shown", 0), ("sent", 200, -20), ("shown", 40), ("shown", 80), ("shown", 120)]
@@ -259,7 +259,8 @@ def test_gaps_of_whole_frames_are_lost_frames_only_where_the_demuxer_drops_damag
     video = SimpleNamespace(time_base=Fraction(1, 90000), average_rate=Fraction(2500, 100))
     times = [frame * 3600 for frame in range(100) if frame != 50]
     for container_format, lost_count in (("mpegts", 1), ("mov,mp4,m4a,3gp,3g2,mj2", 0), ("matroska,webm", 0)):
-        lost = LostFrames(tmp_path / "v", video, FrameRange(), container_format)  # type: ignore[arg-type]
+        # PyAV's stream stood in for: LostFrames reads only its time_base and average_rate
+        lost = LostFrames(tmp_path / "v", video, FrameRange(), container_format)  # pyright: ignore[reportArgumentType]
         for index, pts in enumerate(times):
             lost.sent(packet(pts))
             lost.shown(pts, index)

@@ -115,6 +115,7 @@ def test_frames_lost_inside_and_at_the_end_are_said_to_be_jumped_over_and_to_end
     """A frame lost between two shown is jumped over; two lost after the last one shown end the output early.
     Fed to the watcher directly: one file damaged both ways is not made reliably."""
     video = SimpleNamespace(average_rate=Fraction(12), time_base=Fraction(1, 12))
+    # PyAV's stream stood in for: LostFrames reads only its time_base and average_rate
     lost = LostFrames(Path("clip.mp4"), video, FrameRange(), "mov,mp4,m4a,3gp,3g2,mj2")  # pyright: ignore[reportArgumentType]
     for pts in range(10):
         lost.sent(SimpleNamespace(size=100, pts=pts, dts=pts, is_discard=False))

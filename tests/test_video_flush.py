@@ -133,6 +133,7 @@ def test_a_frame_passed_over_before_timestamps_start_over_does_not_hide_a_later_
     dropped by the decoder at the end, count as passed over, so that decoder threads' loss there was no error.
     Fed to the watcher directly: the demuxer passes over chunks in an AVI only, whose timestamps never start over."""
     video = SimpleNamespace(average_rate=Fraction(12), time_base=Fraction(1, 12))
+    # PyAV's stream stood in for: LostFrames reads only its time_base and average_rate
     lost = LostFrames(Path("joined.avi"), video, FrameRange(), "avi")  # pyright: ignore[reportArgumentType]
 
     def send(*times: int) -> None:

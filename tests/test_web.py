@@ -713,7 +713,7 @@ def test_bad_host_headers_are_named(header: str, reason: str) -> None:
 
 
 def test_only_loopback_hosts_localhost_and_the_given_name_pass_the_host_check() -> None:
-    check = LoopbackHostCheck(app=None, names=["MyMachine"])  # type: ignore[arg-type]  # refusal() needs no app
+    check = LoopbackHostCheck(app=None, names=["MyMachine"])  # pyright: ignore[reportArgumentType]  # refusal() needs no app
     served_hosts = ("127.0.0.1:1", "127.0.0.2", "[::1]:80", "localhost:8000", "mymachine:8000", "[::ffff:7f00:1]:80")
     for served in served_hosts:
         assert check.refusal([served]) is None, served
