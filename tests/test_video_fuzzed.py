@@ -77,3 +77,30 @@ def test_a_clean_first_keyframe_is_not_called_lost(
     write_encoded(clip, codec="mpeg4", frames=6, container_format=container_format)
     result = cli(clip, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0 and warnings_of(result) == [], result.stderr
+
+
+def test_an_avi_chunk_whose_size_is_damaged_to_nothing_is_named_as_a_lost_frame(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """An AVI video chunk whose header's size field reads 0: FFmpeg's demuxer took it for an empty chunk (a frame the
+    encoder dropped, the one before held over its time) and resynced past its data, so the frame was gone with no
+    word, and the file's frame count was taken as met. The index lists the chunk with its data: it was lost."""
+    clip = tmp_path / "clip.avi"
+    write_encoded(clip, codec="mjpeg", pixel_format="yuvj420p", frames=8, container_format="avi")
+    with av.open(str(clip)) as container:
+        position = [packet.pos for packet in container.demux(video=0) if packet.size][5]
+    data = bytearray(clip.read_bytes())
+    data[position - 4 : position] = bytes(4)  # the 6th chunk's size, after its '00dc'
+    source = tmp_path / "damaged.avi"
+    source.write_bytes(bytes(data))
+    assert len(frame_times(source)) == 7  # the damage is what the test says: one frame lost, the 6th
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    lost = (
+        f"WARNING: {source}: 1 frame of the video could not be decoded and is missing from the output (a damaged "
+        f"file?): 1 after frame 4 ({frame_times(clip)[4]:.2f} s); the output jumps over it, its timing kept; repair or "
+        "replace the file to get it back, or --frames 0:5 upscales the frames before the first gap"
+    )
+    assert lost in warnings_of(result)
+    # the frames after it keep their times (Matroska's are in milliseconds)
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(frame_times(source), abs=0.001)
