@@ -20,6 +20,14 @@ def warnings_of(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("WARNING:")]
 
 
+def one_frame_lost(source: Path, place: str, output: str) -> str:
+    """The warning for one frame of the whole video lost to damage, at `place`, and what the output does."""
+    return (
+        f"WARNING: {source}: 1 frame of the video could not be decoded and is missing from the output (a damaged "
+        f"file?): {place}; {output}"
+    )
+
+
 def first_picture_damaged(folder: Path, container_format: str, extension: str) -> Path:
     """A 6-frame MPEG-4 Part 2 clip whose first frame's header has its second marker bit cleared (the bit after
     `vop_time_increment`, at 12 frames a second in the VOP header's second byte): FFmpeg's decoder takes the packet,
@@ -50,12 +58,8 @@ def test_a_first_keyframe_that_decodes_to_nothing_is_named(
     assert len(frame_times(source)) == 5  # the damage is what the test says: one frame lost, at the start
     result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0, result.stderr
-    said = (
-        f"WARNING: {source}: 1 frame of the video could not be decoded and is missing from the output (a damaged "
-        f"file?): 1 before frame 0 ({first_time:.2f} s); the output starts with the frame after it; repair or "
-        "replace the file to get it back"
-    )
-    assert warnings_of(result) == [said]
+    starts_late = "the output starts with the frame after it; repair or replace the file to get it back"
+    assert warnings_of(result) == [one_frame_lost(source, f"1 before frame 0 ({first_time:.2f} s)", starts_late)]
     assert len(frame_times(tmp_path / "out.mkv")) == 5
     ranged = cli(source, "-o", tmp_path / "late.mkv", "--model", model_path, "--codec", "ffv1", "--frames", "2:4")
     assert ranged.returncode == 0, ranged.stderr
@@ -96,11 +100,10 @@ def test_an_avi_chunk_whose_size_is_damaged_to_nothing_is_named_as_a_lost_frame(
     assert len(frame_times(source)) == 7  # the damage is what the test says: one frame lost, the 6th
     result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0, result.stderr
-    lost = (
-        f"WARNING: {source}: 1 frame of the video could not be decoded and is missing from the output (a damaged "
-        f"file?): 1 after frame 4 ({frame_times(clip)[4]:.2f} s); the output jumps over it, its timing kept; repair or "
-        "replace the file to get it back, or --frames 0:5 upscales the frames before the first gap"
+    jumps = (
+        "the output jumps over it, its timing kept; repair or replace the file to get it back, or --frames 0:5 "
+        "upscales the frames before the first gap"
     )
-    assert lost in warnings_of(result)
+    assert one_frame_lost(source, f"1 after frame 4 ({frame_times(clip)[4]:.2f} s)", jumps) in warnings_of(result)
     # the frames after it keep their times (Matroska's are in milliseconds)
     assert frame_times(tmp_path / "out.mkv") == pytest.approx(frame_times(source), abs=0.001)
