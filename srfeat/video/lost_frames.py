@@ -125,6 +125,8 @@ class LostFrames:
     def shown(self, pts: int | None, index: int) -> None:
         """Frame `index` came out of the decoder with timestamp `pts` (the file's, before any repair; in a file of
         packed B-frames, the decoding slot it came out at, as the packets' are: its own go back and forth)."""
+        # Only the first frame shown tells whether the first keyframe came out (one without a time tells nothing).
+        first_keyframe, self.first_keyframe = self.first_keyframe, None
         if pts is None:
             self.last_pts = None
             return
@@ -145,7 +147,7 @@ class LostFrames:
             self.next_part = None
             return
         if last is None:
-            self._lost_first_keyframe(missed, pts)
+            self._lost_first_keyframe(first_keyframe, missed, pts)
             return
         interval = pts - last
         self.shortest = interval if self.shortest is None else min(self.shortest, interval)
@@ -153,11 +155,10 @@ class LostFrames:
         if missed or skipped:  # before the range's start too: the range then starts late
             self.gaps.append(Gap(index - 1, seconds_of(last, self.time_base), interval, len(missed), skipped))
 
-    def _lost_first_keyframe(self, missed: list[int], pts: int) -> None:
+    def _lost_first_keyframe(self, first: int | None, missed: list[int], pts: int) -> None:
         """The file's first packet, a keyframe, gave no frame and later ones did (its picture damaged, say): a frame
         lost before frame 0. Leading frames come after their keyframe and are shown before it; that keyframe is not
         one of them."""
-        first, self.first_keyframe = self.first_keyframe, None
         if first is not None and first in missed:
             self.gaps.append(Gap(-1, seconds_of(first, self.time_base), pts - first, 1, 0))
 
