@@ -198,7 +198,8 @@ def test_a_transport_packet_cut_short_is_found_in_each_packet_size(tmp_path: Pat
 
 
 def packet(pts: int, dts: int | None = None) -> SimpleNamespace:
-    return SimpleNamespace(size=100, pts=pts, dts=dts, is_discard=False)
+    """A video packet that is no keyframe (a leading frame never shown is none)."""
+    return SimpleNamespace(size=100, pts=pts, dts=dts, is_discard=False, is_keyframe=False)
 
 
 def test_frames_a_decoder_takes_and_never_gives_are_counted_where_they_were(tmp_path: Path) -> None:

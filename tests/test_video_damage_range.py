@@ -118,7 +118,7 @@ def test_frames_lost_inside_and_at_the_end_are_said_to_be_jumped_over_and_to_end
     # PyAV's stream stood in for: LostFrames reads only its time_base and average_rate
     lost = LostFrames(Path("clip.mp4"), video, FrameRange(), "mov,mp4,m4a,3gp,3g2,mj2")  # pyright: ignore[reportArgumentType]
     for pts in range(10):
-        lost.sent(SimpleNamespace(size=100, pts=pts, dts=pts, is_discard=False))
+        lost.sent(SimpleNamespace(size=100, pts=pts, dts=pts, is_discard=False, is_keyframe=False))
     for index, pts in enumerate([0, 1, 2, 4, 5, 6, 7]):  # 3 lost inside, 8 and 9 at the end
         lost.shown(pts, index)
     lost.ended()

@@ -138,7 +138,7 @@ def test_a_frame_passed_over_before_timestamps_start_over_does_not_hide_a_later_
 
     def send(*times: int) -> None:
         for pts in times:
-            lost.sent(SimpleNamespace(size=100, pts=pts, dts=pts, is_discard=False))
+            lost.sent(SimpleNamespace(size=100, pts=pts, dts=pts, is_discard=False, is_keyframe=False))
 
     shown = iter(range(100))
     send(*range(8))

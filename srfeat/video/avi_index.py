@@ -3,8 +3,10 @@
 FFmpeg's AVI demuxer reads the chunks in order, and one whose header it cannot read (its stream number, type or size
 damaged) it passes over without an error, resyncing at the next header it knows. Counting the chunks read, it gives
 every later packet a timestamp a frame early: the frame is lost without a trace but the frame count the header
-states, and the frames after it are shown early. The index (`idx1`) lists each chunk's place and size: a packet read
-past chunks the index lists between it and the one before says which were passed over, and where.
+states, and the frames after it are shown early. A chunk whose size is damaged to 0 it counts as an empty chunk (a
+frame dropped by the encoder: the one before is held) and resyncs past its data: that frame is lost as quietly. The
+index (`idx1`) lists each chunk's place and size: a packet read past chunks the index lists with data between it and
+the one before says which were passed over or taken for empty, and where.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class AviIndex:
             gap = (number - self.last_number) * step - (packet.dts + self.shift - self.last_dts)
             if gap > 0:  # the index puts it further on than FFmpeg's count: chunks were passed over
                 self.shift += gap
+            if gap >= 0:  # and chunks counted as empty (a dropped frame) whose data the index lists: size damaged
                 lost = [number - at for at in range(self.last_number + 1, number) if self._size(at)]
         packet.dts += self.shift
         if packet.pts is not None:

@@ -4,7 +4,8 @@ Two ways a damaged file loses a frame silently. The decoder may take a packet an
 (its timestamp never comes out), and a demuxer may skip a damaged packet altogether (MPEG-TS does:
 nothing is sent, and only the frames' timestamps show the hole). Both are found between two frames that
 came out, so frames a decoder never shows at a file's start (an open GOP's leading frames, an edit
-list's hidden ones) and frames after the last one wanted are not counted; packets sent that gave no frame
+list's hidden ones) and frames after the last one wanted are not counted (but the file's first keyframe is where
+it never came out and later frames did: `_lost_first_keyframe`); packets sent that gave no frame
 by the end of a file read to its end are (`ended`). Frames are counted as they decode, so frames lost before
 the range's start move the range later in the file: said apart (`_report_late_start`). A skipped packet is counted
 from the time between two frames only in a container whose demuxer skips packets so (`SILENT_SKIPS`), and
@@ -40,8 +41,12 @@ SILENT_SKIPS = frozenset({"mpegts"})
 
 
 def places_of(gaps: list[tuple[Gap, int]]) -> str:
-    """Where frames were lost: "1 after frame 8 (0.75 s), ...", the first `PLACES_SHOWN` named."""
-    places = ", ".join(f"{lost} after frame {gap.after} ({gap.time:.2f} s)" for gap, lost in gaps[:PLACES_SHOWN])
+    """Where frames were lost: "1 before frame 0 (0.00 s), 1 after frame 8 (0.75 s), ...", the first
+    `PLACES_SHOWN` named."""
+    places = ", ".join(
+        f"{lost} {'before frame 0' if gap.after < 0 else f'after frame {gap.after}'} ({gap.time:.2f} s)"
+        for gap, lost in gaps[:PLACES_SHOWN]
+    )
     if len(gaps) > PLACES_SHOWN:
         places += f" and {len(gaps) - PLACES_SHOWN} more places"
     return places
@@ -49,8 +54,9 @@ def places_of(gaps: list[tuple[Gap, int]]) -> str:
 
 @dataclass(frozen=True)
 class Gap:
-    """Frames missing between frame `after` and the next one shown: `dropped` sent to the decoder and never
-    shown, `skipped` the whole frames of time beyond one between them (0 where the stream states no frame rate)."""
+    """Frames missing between frame `after` (-1: before the first frame shown) and the next one shown: `dropped`
+    sent to the decoder and never shown, `skipped` the whole frames of time beyond one between them (0 where the
+    stream states no frame rate)."""
 
     after: int
     time: float
@@ -84,6 +90,8 @@ class LostFrames:
         self.last_dts: int | None = None
         self.last_pts: int | None = None
         self.last_index: int | None = None
+        self.first_keyframe: int | None = None  # the first packet's timestamp, where it is a keyframe
+        self.any_sent = False
         self.start_time: float | None = None  # when the range's first frame is shown
         self.gaps: list[Gap] = []
         self.irregular = False  # an interval that is no whole number of frames: variable frame rate
@@ -94,6 +102,9 @@ class LostFrames:
         frame comes out, where the packet's own timestamp is no guide."""
         if not packet.size or packet.pts is None or packet.is_discard:
             return
+        if not self.any_sent:
+            self.any_sent = True
+            self.first_keyframe = (packet.pts if shown_at is None else shown_at) if packet.is_keyframe else None
         if packet.dts is not None:
             if self.last_dts is not None and packet.dts < self.last_dts:
                 # Timestamps that start over (files joined end to end): the next part's packets go to the
@@ -114,6 +125,8 @@ class LostFrames:
     def shown(self, pts: int | None, index: int) -> None:
         """Frame `index` came out of the decoder with timestamp `pts` (the file's, before any repair; in a file of
         packed B-frames, the decoding slot it came out at, as the packets' are: its own go back and forth)."""
+        # Only the first frame shown tells whether the first keyframe came out (one without a time tells nothing).
+        first_keyframe, self.first_keyframe = self.first_keyframe, None
         if pts is None:
             self.last_pts = None
             return
@@ -134,12 +147,20 @@ class LostFrames:
             self.next_part = None
             return
         if last is None:
+            self._lost_first_keyframe(first_keyframe, missed, pts)
             return
         interval = pts - last
         self.shortest = interval if self.shortest is None else min(self.shortest, interval)
         skipped = self._frames_skipped(interval)
         if missed or skipped:  # before the range's start too: the range then starts late
             self.gaps.append(Gap(index - 1, seconds_of(last, self.time_base), interval, len(missed), skipped))
+
+    def _lost_first_keyframe(self, first: int | None, missed: list[int], pts: int) -> None:
+        """The file's first packet, a keyframe, gave no frame and later ones did (its picture damaged, say): a frame
+        lost before frame 0. Leading frames come after their keyframe and are shown before it; that keyframe is not
+        one of them."""
+        if first is not None and first in missed:
+            self.gaps.append(Gap(-1, seconds_of(first, self.time_base), pts - first, 1, 0))
 
     def _frames_skipped(self, interval: int) -> int:
         if self.period is None:
@@ -168,11 +189,15 @@ class LostFrames:
 
     def missing(self) -> list[tuple[Gap, int]]:
         """Each gap in the range with the frames lost there."""
-        return [(gap, lost) for gap, lost in self._counted() if gap.after >= self.frames.start]
+        return [(gap, lost) for gap, lost in self._counted() if self._in_range(gap)]
 
     def missing_before(self) -> list[tuple[Gap, int]]:
         """Each gap before the range's first frame with the frames lost there: the range starts that much late."""
-        return [(gap, lost) for gap, lost in self._counted() if gap.after < self.frames.start]
+        return [(gap, lost) for gap, lost in self._counted() if not self._in_range(gap)]
+
+    def _in_range(self, gap: Gap) -> bool:
+        """A gap before the first frame shown (the file's first keyframe lost) is the range's where it starts there."""
+        return gap.after >= self.frames.start or (gap.after < 0 and self.frames.start == 0)
 
     def _counted(self) -> list[tuple[Gap, int]]:
         counted = [(gap, max(self._room_for(gap), 0 if self.irregular else gap.skipped)) for gap in self.gaps]
@@ -182,6 +207,8 @@ class LostFrames:
         """The packets the decoder gave no frame for in `gap`, as many as the gap has room for as frames (of the
         shortest interval between frames shown): a field-coded stream sends its second fields as packets of
         their own, half a frame after the first, and the decoder gives one frame for the two."""
+        if gap.after < 0:
+            return gap.dropped  # the keyframe before the first frame shown, whose time it had
         if not self.shortest:
             return 0
         return min(gap.dropped, math.floor(gap.interval / self.shortest * 1.05) - 1)
@@ -208,17 +235,21 @@ class LostFrames:
 
     def _what_the_output_does(self, missing: list[tuple[Gap, int]], them: str) -> str:
         """Frames lost between two shown are jumped over; frames lost after the last one shown end it early,
-        where pointing to the frames before the gap would name the output already made."""
+        where pointing to the frames before the gap would name the output already made; a first keyframe lost
+        starts it late, and no range leaves that out (no frame comes before it)."""
         get_back = f"repair or replace the file to get {them} back"
-        inside = [gap for gap, _ in missing if not gap.at_end]
-        ends = f"ends early, after frame {missing[-1][0].after}"
-        if not inside:
-            return f"the output {ends}; {get_back}"
+        first_lost = missing[0][0].after < 0
+        inside = [gap for gap, _ in missing if not gap.at_end and gap.after >= 0]
+        said = ["starts with the frame after it"] if first_lost else []
+        if inside:
+            jumps = f"jumps over {them}" if len(inside) == len(missing) else "jumps over the gaps between frames"
+            said.append(f"{jumps}, its timing kept")
+        if missing[-1][0].at_end:
+            said.append(f"ends early, after frame {missing[-1][0].after}")
+        if not inside or first_lost:
+            return f"the output {', and '.join(said)}; {get_back}"
         before = frames_option(FrameRange(self.frames.start, inside[0].after + 1), command_line=self.command_line)
-        jumps = f"jumps over {them}" if len(inside) == len(missing) else "jumps over the gaps between frames"
-        and_ends = "" if len(inside) == len(missing) else f", and {ends}"
-        first_part = f"{before} upscales the frames before the first gap"
-        return f"the output {jumps}, its timing kept{and_ends}; {get_back}, or {first_part}"
+        return f"the output {', and '.join(said)}; {get_back}, or {before} upscales the frames before the first gap"
 
     def _report_late_start(self, before: list[tuple[Gap, int]]) -> None:
         """Frames are counted as they decode, so frames lost before the range's start move it later in the file."""

@@ -1,0 +1,109 @@
+"""Damaged videos a mutation fuzzer of `srfeat upscale` found escaping its rule (a frame lost to damage is named, with
+its time; nothing wrong is passed on unsaid): each is built here from a small valid clip, as the fuzzer damaged it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+av = pytest.importorskip("av")
+pytest.importorskip("skimage")
+
+from tests.video_helpers import cli, frame_times, write_encoded  # noqa: E402 - needs PyAV, checked above
+
+VOP_START = b"\x00\x00\x01\xb6"
+
+
+def warnings_of(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("WARNING:")]
+
+
+def one_frame_lost(source: Path, place: str, output: str) -> str:
+    """The warning for one frame of the whole video lost to damage, at `place`, and what the output does."""
+    return (
+        f"WARNING: {source}: 1 frame of the video could not be decoded and is missing from the output (a damaged "
+        f"file?): {place}; {output}"
+    )
+
+
+def first_picture_damaged(folder: Path, container_format: str, extension: str) -> Path:
+    """A 6-frame MPEG-4 Part 2 clip whose first frame's header has its second marker bit cleared (the bit after
+    `vop_time_increment`, at 12 frames a second in the VOP header's second byte): FFmpeg's decoder takes the packet,
+    gives no frame and raises nothing, and decodes the frames after it."""
+    clip = folder / f"clip{extension}"
+    write_encoded(clip, codec="mpeg4", frames=6, container_format=container_format)
+    with av.open(str(clip)) as container:
+        first = next(packet.pos for packet in container.demux(video=0) if packet.size)
+    data = bytearray(clip.read_bytes())
+    header = data.index(VOP_START, first) + len(VOP_START)
+    assert data[header + 1] & 0x80, "not the marker bit: the encoder wrote another header"
+    data[header + 1] &= 0x7F
+    damaged = folder / f"damaged{extension}"
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+@pytest.mark.parametrize(("container_format", "extension"), [("matroska", ".mkv"), ("mpegts", ".ts")])
+def test_a_first_keyframe_that_decodes_to_nothing_is_named(
+    tmp_path: Path, model_path: Path, container_format: str, extension: str
+) -> None:
+    """The decoder gave no frame for the file's first packet, a keyframe, and went on: the output started a frame
+    late with no word, since frames before the first one shown were all taken for an open GOP's leading frames,
+    which no decoder shows. A Matroska file and an MPEG-TS state no frame count, so nothing else saw it."""
+    source = first_picture_damaged(tmp_path, container_format, extension)
+    with av.open(str(tmp_path / f"clip{extension}")) as container:
+        first_time = float(next(container.decode(video=0)).time)
+    assert len(frame_times(source)) == 5  # the damage is what the test says: one frame lost, at the start
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    starts_late = "the output starts with the frame after it; repair or replace the file to get it back"
+    assert warnings_of(result) == [one_frame_lost(source, f"1 before frame 0 ({first_time:.2f} s)", starts_late)]
+    assert len(frame_times(tmp_path / "out.mkv")) == 5
+    ranged = cli(source, "-o", tmp_path / "late.mkv", "--model", model_path, "--codec", "ffv1", "--frames", "2:4")
+    assert ranged.returncode == 0, ranged.stderr
+    late = (
+        f"WARNING: {source}: 1 frame before --frames 2:4 could not be decoded (a damaged file?): 1 before frame 0 "
+        f"({first_time:.2f} s); frames are counted as they decode, so the range starts 1 frame late, at "
+        f"{frame_times(source)[2]:.2f} s; repair or replace the file to get the frames asked for"
+    )
+    assert warnings_of(ranged) == [late]
+
+
+@pytest.mark.parametrize(("container_format", "extension"), [("matroska", ".mkv"), ("mpegts", ".ts")])
+def test_a_clean_first_keyframe_is_not_called_lost(
+    tmp_path: Path, model_path: Path, container_format: str, extension: str
+) -> None:
+    """The same clip undamaged: its first packet gives frame 0, and nothing is said. (Passes on the old code too: it
+    guards the check above from taking in clean files.)"""
+    clip = tmp_path / f"clip{extension}"
+    write_encoded(clip, codec="mpeg4", frames=6, container_format=container_format)
+    result = cli(clip, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0 and warnings_of(result) == [], result.stderr
+
+
+def test_an_avi_chunk_whose_size_is_damaged_to_nothing_is_named_as_a_lost_frame(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """An AVI video chunk whose header's size field reads 0: FFmpeg's demuxer took it for an empty chunk (a frame the
+    encoder dropped, the one before held over its time) and resynced past its data, so the frame was gone with no
+    word, and the file's frame count was taken as met. The index lists the chunk with its data: it was lost."""
+    clip = tmp_path / "clip.avi"
+    write_encoded(clip, codec="mjpeg", pixel_format="yuvj420p", frames=8, container_format="avi")
+    with av.open(str(clip)) as container:
+        position = [packet.pos for packet in container.demux(video=0) if packet.size][5]
+    data = bytearray(clip.read_bytes())
+    data[position - 4 : position] = bytes(4)  # the 6th chunk's size, after its '00dc'
+    source = tmp_path / "damaged.avi"
+    source.write_bytes(bytes(data))
+    assert len(frame_times(source)) == 7  # the damage is what the test says: one frame lost, the 6th
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    jumps = (
+        "the output jumps over it, its timing kept; repair or replace the file to get it back, or --frames 0:5 "
+        "upscales the frames before the first gap"
+    )
+    assert one_frame_lost(source, f"1 after frame 4 ({frame_times(clip)[4]:.2f} s)", jumps) in warnings_of(result)
+    # the frames after it keep their times (Matroska's are in milliseconds)
+    assert frame_times(tmp_path / "out.mkv") == pytest.approx(frame_times(source), abs=0.001)
