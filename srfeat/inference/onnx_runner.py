@@ -25,7 +25,7 @@ import torch
 
 from srfeat.errors import SRFeatError, TileOutOfMemoryError, WeightsError
 from srfeat.inference.onnx_contents import check_before_loading, check_weights, parse_model
-from srfeat.inference.onnx_structure import check_part_count
+from srfeat.inference.onnx_structure import check_part_count, not_text_error
 from srfeat.inference.tiling import tile_memory_advice
 from srfeat.path_checks import broken_link, special_file_kind, unreadable_message
 from srfeat.weights.reading import first_line
@@ -176,15 +176,12 @@ class OnnxRunner:
             raise WeightsError(f"cannot load {source} as an ONNX model: {first_line(error)}") from error
         from srfeat.export.onnx import FORMAT, INPUT_NAME, OUTPUT_NAME
 
-        try:  # ONNX strings are not checked as UTF-8 when parsed: onnxruntime's Python side decodes them here
+        try:  # ONNX Runtime's Python side decodes its strings here (onnx_structure.check_text)
             metadata = self.session.get_modelmeta().custom_metadata_map
             inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
             input_names, output_names = [i.name for i in inputs], [o.name for o in outputs]
         except UnicodeDecodeError as error:
-            raise WeightsError(
-                f"{source} holds metadata or names that are not UTF-8 text (byte {error.object[error.start]:#04x}): "
-                "damaged, or not a srfeat export; export it again with `srfeat export`"
-            ) from error
+            raise not_text_error(source, error.object) from error  # without the onnx package: not checked before
         if metadata.get("format") != FORMAT or input_names != [INPUT_NAME]:
             raise WeightsError(
                 f"{source} is not a srfeat ONNX export (no srfeat metadata); make one with `srfeat export`"
