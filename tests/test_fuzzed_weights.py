@@ -152,3 +152,31 @@ def test_srfeat_train_refuses_to_resume_a_state_of_other_adam_options_in_one_lin
     line = one_error_line(child)
     assert "state.pt: the generator optimizer state has differentiable=True, where srfeat train's Adam" in line, line
     assert (run / "state.pt").read_bytes() == kept
+
+
+def python_state_entry(value: int) -> Callable[[dict[str, Any]], None]:
+    return lambda state: state["rng"]["python"].__setitem__(0, value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (
+            lambda state: state["rng"].update(numpy=__import__("torch").zeros(3)),
+            r"cannot be restored \(not the python, numpy and torch",
+        ),
+        (python_state_entry(2**70), r"cannot be restored \(OverflowError: "),
+        (python_state_entry(-1), r"cannot be restored \(OverflowError: "),
+        (lambda state: state["rng"]["numpy"].update(pos=2**70), r"cannot be restored \(OverflowError: "),
+    ],
+)
+def test_random_states_out_of_their_generators_range_are_refused_in_one_line(
+    one_step_run: Path, tmp_path: Path, folders, edit: Callable[[dict[str, Any]], None], error: str
+) -> None:
+    """Random states are restored from what the file says: these were tracebacks (IndexError: a tensor indexed
+    by a name, OverflowError)."""
+    from training_helpers import tiny_config, train_in_process
+
+    run = edited_run(one_step_run, tmp_path / "run", edit)
+    with pytest.raises(WeightsError, match=rf"state\.pt: its random states {error}.*damaged or edited"):
+        train_in_process(tiny_config(folders[0], None, run, 1, ["train.max_steps=2"]), run, resume=True)

@@ -47,9 +47,16 @@ def read_resumable_state(config: TrainingConfig, out_dir: Path, *, command_line:
 
 def restore_rng_states(states: dict[str, Any], path: Path) -> None:
     """The state's random states (`checkpoint.capture_rng_states`) restored, or one line says why not."""
+    kinds = (("python", list), ("numpy", dict), ("torch", torch.Tensor))
+    if not all(isinstance(states.get(key), kind) for key, kind in kinds):  # a tensor was indexed by a name
+        raise WeightsError(
+            f"{path}: its random states cannot be restored (not the python, numpy and torch states srfeat train "
+            "saves): the file is damaged or edited"
+        )
     try:
         checkpoint.restore_rng_states(states)
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:  # an edited state
+    # an edited state: a number out of a generator's range is an OverflowError
+    except (KeyError, OverflowError, TypeError, ValueError, RuntimeError, AttributeError) as error:
         raise WeightsError(
             f"{path}: its random states cannot be restored "
             f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
