@@ -25,7 +25,7 @@ import torch
 
 from srfeat.errors import SRFeatError, TileOutOfMemoryError, WeightsError
 from srfeat.inference.onnx_contents import check_before_loading, check_weights, parse_model
-from srfeat.inference.onnx_structure import check_part_count
+from srfeat.inference.onnx_structure import check_part_count, not_text_error
 from srfeat.inference.tiling import tile_memory_advice
 from srfeat.path_checks import broken_link, special_file_kind, unreadable_message
 from srfeat.weights.reading import first_line
@@ -174,16 +174,20 @@ class OnnxRunner:
                     f"(pip install -U onnxruntime), or export the model again with {export_again}"
                 ) from error
             raise WeightsError(f"cannot load {source} as an ONNX model: {first_line(error)}") from error
-        metadata = self.session.get_modelmeta().custom_metadata_map
         from srfeat.export.onnx import FORMAT, INPUT_NAME, OUTPUT_NAME
 
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if metadata.get("format") != FORMAT or [i.name for i in inputs] != [INPUT_NAME]:
+        try:  # ONNX Runtime's Python side decodes its strings here (onnx_structure.check_text)
+            metadata = self.session.get_modelmeta().custom_metadata_map
+            inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+            input_names, output_names = [i.name for i in inputs], [o.name for o in outputs]
+        except UnicodeDecodeError as error:
+            raise not_text_error(source, error.object) from error  # without the onnx package: not checked before
+        if metadata.get("format") != FORMAT or input_names != [INPUT_NAME]:
             raise WeightsError(
                 f"{source} is not a srfeat ONNX export (no srfeat metadata); make one with `srfeat export`"
             )
         float_io = {inputs[0].type, *(o.type for o in outputs)} == {"tensor(float)"}
-        if [o.name for o in outputs] != [OUTPUT_NAME] or not float_io:
+        if output_names != [OUTPUT_NAME] or not float_io:
             raise WeightsError(f"{source} does not have the float32 input and output srfeat exports have")
         _check_input_shape(inputs[0].shape, source)
         check_weights(parsed, data, source)

@@ -1,18 +1,27 @@
-"""How many parts an ONNX file declares, counted from its bytes before anything parses it.
+"""How many parts an ONNX file declares, counted from its bytes before anything parses it; and whether its
+text, once parsed, is text.
 
 A protocol buffer's repeated fields cost two bytes each in the file but far more once parsed: a 6 MB
 file of three million empty nodes took ONNX Runtime 3.1 GB and 7 s to load (and `onnx` 0.4 GB
 more), and a 2 GB one would take hundreds. srfeat's exports have a few hundred nodes; a file declaring
 more than `MAX_PARTS` nodes, attributes, weights and graph entries in all is refused before it is read.
+
+ONNX's names, operator types and metadata are protocol buffer strings that no parser checks as UTF-8 (the
+format is proto2): a flipped byte in one came back from `onnx` as bytes where the checks expect a str (a
+TypeError), and from ONNX Runtime's metadata as a UnicodeDecodeError. `check_text` refuses such a file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from srfeat.errors import WeightsError
 
-__all__ = ["MAX_PARTS", "check_part_count"]
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+__all__ = ["MAX_PARTS", "check_part_count", "check_text", "not_text_error"]
 
 MAX_PARTS = 200_000
 # The message fields that hold repeated parts, by message: ModelProto's graph (7) and functions (25);
@@ -87,3 +96,34 @@ def _varint(data: memoryview, position: int) -> tuple[int | None, int]:
         if byte < 0x80:
             return value, position
     return None, position
+
+
+def not_text_error(source: str, found: bytes) -> WeightsError:
+    """The one-line refusal of a file holding `found` where ONNX has text (a name, an operator, metadata)."""
+    return WeightsError(
+        f"{source} holds metadata or names that are not UTF-8 text ({found[:40]!r}): damaged, or not a srfeat "
+        "export; export it again with `srfeat export`"
+    )
+
+
+def _first_non_text(message: Message) -> bytes | None:
+    """The first string field of `message`, nested messages included, that protobuf's parser left as bytes
+    (upb does, for text that is not UTF-8); None when all are text. Nesting is bounded by protobuf's own limit."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_STRING:
+            for text in [value] if isinstance(value, (str, bytes)) else value:
+                if isinstance(text, bytes):
+                    return text
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for part in [value] if hasattr(value, "ListFields") else value:
+                if (found := _first_non_text(part)) is not None:
+                    return found
+    return None
+
+
+def check_text(parsed: Message, source: str) -> None:
+    """`not_text_error` if a string field of the parsed model (names, operator types, metadata) is not text."""
+    if (found := _first_non_text(parsed)) is not None:
+        raise not_text_error(source, found)

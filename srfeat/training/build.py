@@ -117,6 +117,9 @@ class RunBuilder:
         if saved is not None:
             optimizers: dict[str, torch.optim.Optimizer] = {"generator": generator_optimizer}
             optimizers.update(discriminator_optimizers)
+            for name, optimizer in optimizers.items():  # load_state_dict takes its options as they are
+                state_file = str(self.out_dir / checkpoint.STATE_FILE)
+                resume.check_optimizer_options(saved["optimizers"].get(name), optimizer, name, state_file)
             try:
                 for name, optimizer in optimizers.items():
                     optimizer.load_state_dict(saved["optimizers"][name])

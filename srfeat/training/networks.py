@@ -102,6 +102,25 @@ def adam_eps(config: TrainingConfig, network: Literal["generator", "discriminato
     return chosen if chosen is not None else AUTHORS_ADAM_EPS[(config.stage, network)]
 
 
+def _number_kind(tensor: torch.Tensor) -> str:
+    if tensor.is_floating_point():
+        return "floating point"
+    return "complex" if tensor.is_complex() else "boolean" if tensor.dtype == torch.bool else "integer"
+
+
+def wrong_kind(saved: torch.Tensor, built: torch.Tensor) -> str | None:
+    """How a saved tensor's kind of number differs from the built network's (`load_state_dict` casts: an integer
+    or boolean weight loaded truncated, a complex one lost a part), e.g. "is torch.int32, not floating point";
+    None when it is the same kind (float16 for float32 is)."""
+    if _number_kind(saved) == _number_kind(built):
+        return None
+    return f"is {saved.dtype}, not {_number_kind(built)}"
+
+
+# How Adam's step runs (not what it computes): the built optimizer's, whatever the state saved (its device's).
+_RUN_OPTIONS = ("foreach", "fused", "capturable")
+
+
 def apply_optimizer_settings(config: TrainingConfig, optimizers: dict[str, torch.optim.Optimizer]) -> None:
     """After a resumed state's optimizers are loaded: Adam's betas (and an epsilon the config sets) are
     the config's, not the saved ones, which `load_state_dict` put back: a resume with optim.beta1=0.5 was
@@ -114,6 +133,7 @@ def apply_optimizer_settings(config: TrainingConfig, optimizers: dict[str, torch
             group["betas"] = (optim.beta1, optim.beta2)
             if eps is not None:
                 group["eps"] = eps
+            group.update({key: optimizer.defaults[key] for key in _RUN_OPTIONS if key in optimizer.defaults})
 
 
 def check_saved_discriminators(saved: dict[str, Any], discriminators: dict[str, nn.Module], source: str) -> None:
@@ -137,6 +157,8 @@ def check_saved_discriminators(saved: dict[str, Any], discriminators: dict[str, 
     for name, module in discriminators.items():
         expected = module.state_dict()
         for key, tensor in saved_discriminators[name].items():
+            if key in expected and (wrong := wrong_kind(tensor, expected[key])) is not None:
+                raise WeightsError(f"{source}: the {name} discriminator's {key} {wrong}: the file is damaged or edited")
             if key in expected and tensor.shape != expected[key].shape:
                 raise ConfigError(
                     f"{source}: the {name} discriminator's {key} is {tuple(tensor.shape)}, the config builds "

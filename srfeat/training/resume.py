@@ -26,7 +26,7 @@ from srfeat.errors import ConfigError, WeightsError
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.config_checks import LARGEST_STEP_COUNT
-from srfeat.training.networks import check_saved_discriminators
+from srfeat.training.networks import check_saved_discriminators, wrong_kind
 from srfeat.training.typed_yaml import MAX_CONFIG_BYTES, load_yaml
 
 logger = logging.getLogger(__name__)
@@ -47,9 +47,16 @@ def read_resumable_state(config: TrainingConfig, out_dir: Path, *, command_line:
 
 def restore_rng_states(states: dict[str, Any], path: Path) -> None:
     """The state's random states (`checkpoint.capture_rng_states`) restored, or one line says why not."""
+    kinds = (("python", list), ("numpy", dict), ("torch", torch.Tensor))
+    if not all(isinstance(states.get(key), kind) for key, kind in kinds):  # a tensor was indexed by a name
+        raise WeightsError(
+            f"{path}: its random states cannot be restored (not the python, numpy and torch states srfeat train "
+            "saves): the file is damaged or edited"
+        )
     try:
         checkpoint.restore_rng_states(states)
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:  # an edited state
+    # an edited state: a number out of a generator's range is an OverflowError
+    except (KeyError, OverflowError, TypeError, ValueError, RuntimeError, AttributeError) as error:
         raise WeightsError(
             f"{path}: its random states cannot be restored "
             f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
@@ -135,6 +142,31 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
                 )
 
 
+# What to do with a state whose networks or optimizers cannot be trusted: its generator file is written from
+# the same weights at every checkpoint, and checked when read.
+RESTART = "start a new run folder with train.init_generator=<the run's generator_latest.safetensors>"
+# Adam's options that change what a step computes, which srfeat train never sets: a saved value other than
+# the built optimizer's is an edit (torch's fused step failed on them, with "Adam with fused=True does not
+# support differentiable=True" or a TypeError). How a step runs (foreach, fused) is the built one's, set again.
+_FIXED_ADAM_OPTIONS = ("weight_decay", "amsgrad", "maximize", "differentiable", "decoupled_weight_decay")
+
+
+def check_optimizer_options(saved: object, built: torch.optim.Optimizer, name: str, source: str) -> None:
+    """Before `load_state_dict`, which takes the saved options as they are: those of `_FIXED_ADAM_OPTIONS`
+    the saved state has are the built optimizer's; else one line. A state of another form is torch's to refuse."""
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    for group in groups if isinstance(groups, list) else []:
+        for key in _FIXED_ADAM_OPTIONS:
+            if not isinstance(group, dict) or key not in group or key not in built.defaults:
+                continue  # an older torch's state lacks the newer options: torch gives them their defaults
+            value, wanted = group[key], built.defaults[key]
+            if isinstance(value, bool) != isinstance(wanted, bool) or value != wanted:  # NaN differs too
+                raise WeightsError(
+                    f"{source}: the {name} optimizer state has {key}={repr(value)[:40]}, where srfeat train's "
+                    f"Adam has {wanted!r}: the file is damaged or edited; {RESTART}"
+                )
+
+
 def check_optimizer_state(optimizer: torch.optim.Optimizer, name: str, source: str) -> None:
     """After `load_state_dict`: each parameter's Adam state fits it, finite; else one line.
 
@@ -168,14 +200,12 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, name: str, source: s
                 elif not bool(torch.isfinite(value).all()) or bool((value < low).any()):
                     problem = f"has {key} values that are NaN, inf or below {low:g}"
             if problem is not None:
-                raise WeightsError(
-                    f"{where} {problem}: the file is damaged or edited; start a new run folder with "
-                    "train.init_generator=<the run's generator_latest.safetensors>"
-                )
+                raise WeightsError(f"{where} {problem}: the file is damaged or edited; {RESTART}")
 
 
 def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, source: str) -> None:
-    """The saved generator's tensors are those `built` has, with the same shapes; else one line."""
+    """The saved generator's tensors are those `built` has, with the same shapes and kinds of number (an
+    integer weight was cast as it loaded: the run went on from truncated weights); else one line."""
     expected = built.state_dict()
     for key, tensor in saved.items():
         if key not in expected:
@@ -183,6 +213,8 @@ def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, 
                 f"{source}: the generator has {key}, which the config's generator does not: set the model "
                 "section as in that run (its config.yaml), or choose another run folder"
             )
+        if (wrong := wrong_kind(tensor, expected[key])) is not None:
+            raise WeightsError(f"{source}: the generator's {key} {wrong}: the file is damaged or edited; {RESTART}")
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise WeightsError(
                 f"{source}: the generator's {key} is {tuple(tensor.shape)}, the config builds "

@@ -1,0 +1,182 @@
+"""Model files as a mutation fuzz left them (bytes flipped, fields edited, files cut): each case here is the
+smallest form of one it found that came back as something other than a one-line refusal or a working model."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import one_error_line, srfeat_cli
+from PIL import Image
+
+from srfeat.errors import WeightsError
+
+
+def onnx_with_bytes(path: Path, garbage: bytes, where: str = "metadata") -> Path:
+    """srfeat's stand-in export with `garbage` as its `license` metadata value (`where="metadata"`) or as its
+    Resize node's operator type (`where="operator"`): ONNX files store strings as bytes, unchecked, so a flipped
+    byte there is read back as it is."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from test_onnx_export import srfeat_like_onnx
+
+    marker = b"LICENSE-TEXT-MARKER" if where == "metadata" else b"Resize"
+    srfeat_like_onnx(path, license="LICENSE-TEXT-MARKER")
+    data = path.read_bytes()
+    assert data.count(marker) == 1
+    path.write_bytes(data.replace(marker, garbage.ljust(len(marker), b"x")[: len(marker)]))
+    return path
+
+
+REFUSED = r"flipped\.onnx holds metadata or names that are not UTF-8 text \(b'"
+
+
+@pytest.mark.parametrize(
+    ("garbage", "where"),
+    [(b"not recorde\x80", "metadata"), (b"\xff", "metadata"), (b"caf\xc3", "metadata"), (b"Res\xafze", "operator")],
+)
+def test_an_onnx_file_whose_text_is_not_utf8_is_refused_in_one_line(tmp_path: Path, garbage: bytes, where: str) -> None:
+    """ONNX Runtime's Python side decodes the metadata when asked for it: a UnicodeDecodeError came back; an
+    operator's type came back from `onnx` as bytes, and the load check failed with "startswith first arg must be
+    bytes" (a TypeError)."""
+    from srfeat.inference import Upscaler
+
+    path = onnx_with_bytes(tmp_path / "flipped.onnx", garbage, where)
+    with pytest.raises(WeightsError, match=REFUSED):
+        Upscaler(path, device="cpu")
+
+
+def test_without_the_onnx_package_metadata_that_is_not_utf8_is_refused_too(tmp_path: Path, monkeypatch) -> None:
+    """Without `onnx` nothing parses the file before ONNX Runtime: its metadata is where the bytes are met."""
+    from srfeat.inference import Upscaler, onnx_runner
+
+    monkeypatch.setattr(onnx_runner, "parse_model", lambda data: None)
+    with pytest.raises(WeightsError, match=REFUSED + r"not recorde\\x80"):
+        Upscaler(onnx_with_bytes(tmp_path / "flipped.onnx", b"not recorde\x80"), device="cpu")
+
+
+def test_the_cli_refuses_an_onnx_file_whose_metadata_is_not_utf8_in_one_line(tmp_path: Path) -> None:
+    path = onnx_with_bytes(tmp_path / "flipped.onnx", b"\x80")
+    Image.new("RGB", (8, 8), (90, 120, 150)).save(tmp_path / "in.png")
+    out = tmp_path / "out"
+    child = srfeat_cli("upscale", tmp_path / "in.png", "-o", out, "--model", path, "--backend", "onnxruntime")
+    line = one_error_line(child, only=True)
+    assert "flipped.onnx holds metadata or names that are not UTF-8 text (b'\\x80" in line, line
+    assert "export it again" in line and not out.exists()
+
+
+# ----------------------------------------------------------------------------- training states
+
+
+@pytest.fixture(scope="module")
+def one_step_run(folders, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder of one training step (tiny networks), whose state.pt the tests below edit in copies."""
+    from training_helpers import tiny_config, train_in_process
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    train_in_process(tiny_config(folders[0], None, out, 1, ["train.max_steps=1"]), out)
+    return out
+
+
+def edited_run(run: Path, target: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of `run` at `target` whose state.pt is edited by `edit`."""
+    import torch
+
+    shutil.copytree(run, target)
+    state = torch.load(target / "state.pt", weights_only=True)
+    edit(state)
+    torch.save(state, target / "state.pt")
+    return target
+
+
+def generator_options(**options: object) -> Callable[[dict[str, Any]], None]:
+    return lambda state: state["optimizers"]["generator"]["param_groups"][0].update(options)
+
+
+def generator_tensor_as(key: str, dtype: str) -> Callable[[dict[str, Any]], None]:
+    return lambda state: state["generator"].update(
+        {key: state["generator"][key].to(getattr(__import__("torch"), dtype))}
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        # torch's fused Adam raised "does not support differentiable=True", or a TypeError of its arguments
+        (generator_options(differentiable=True), "has differentiable=True, where srfeat train's Adam has False"),
+        (generator_options(amsgrad=None), "has amsgrad=None, where srfeat train's Adam has False"),
+        (generator_options(maximize=[]), "has maximize=[], where srfeat train's Adam has False"),
+        # cast as it loaded: the run went on from weights truncated to integers, or to 0 and 1
+        (generator_tensor_as("head.weight", "int32"), "the generator's head.weight is torch.int32, not floating point"),
+        (generator_tensor_as("tail.bias", "bool"), "the generator's tail.bias is torch.bool, not floating point"),
+    ],
+)
+def test_a_resumed_state_of_other_adam_options_or_integer_weights_is_refused_in_one_line(
+    one_step_run: Path, tmp_path: Path, folders, edit: Callable[[dict[str, Any]], None], refusal: str
+) -> None:
+    from training_helpers import tiny_config, train_in_process
+
+    run = edited_run(one_step_run, tmp_path / "run", edit)
+    kept = (run / "generator_latest.safetensors").read_bytes()
+    with pytest.raises(WeightsError, match=re.escape(refusal) + ".*damaged or edited; start a new run folder"):
+        train_in_process(tiny_config(folders[0], None, run, 1, ["train.max_steps=2"]), run, resume=True)
+    assert (run / "generator_latest.safetensors").read_bytes() == kept
+
+
+def test_how_adam_steps_is_the_built_optimizers_whatever_the_state_saved(
+    one_step_run: Path, tmp_path: Path, folders
+) -> None:
+    """foreach and fused say how a step runs, not what it computes (a state saved on another device has other
+    ones): the resume runs as a fresh optimizer would, where "x" as foreach was passed to torch as it was."""
+    from training_helpers import tiny_config, train_in_process
+
+    run = edited_run(one_step_run, tmp_path / "run", generator_options(foreach="x", fused=None, capturable=None))
+    result = train_in_process(tiny_config(folders[0], None, run, 1, ["train.max_steps=2"]), run, resume=True)
+    assert result.step == 2
+    import torch
+
+    groups = torch.load(run / "state.pt", weights_only=True)["optimizers"]["generator"]["param_groups"]
+    assert (groups[0]["foreach"], groups[0]["fused"], groups[0]["capturable"]) == (None, True, False)
+
+
+def test_srfeat_train_refuses_to_resume_a_state_of_other_adam_options_in_one_line(
+    one_step_run: Path, tmp_path: Path
+) -> None:
+    run = edited_run(one_step_run, tmp_path / "run", generator_options(differentiable=True))
+    kept = (run / "state.pt").read_bytes()
+    child = srfeat_cli("train", run / "config.yaml", "--out", run, "--resume", "--max-steps", "2", "--no-progress")
+    line = one_error_line(child)
+    assert "state.pt: the generator optimizer state has differentiable=True, where srfeat train's Adam" in line, line
+    assert (run / "state.pt").read_bytes() == kept
+
+
+def python_state_entry(value: int) -> Callable[[dict[str, Any]], None]:
+    return lambda state: state["rng"]["python"].__setitem__(0, value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (
+            lambda state: state["rng"].update(numpy=__import__("torch").zeros(3)),
+            r"cannot be restored \(not the python, numpy and torch",
+        ),
+        (python_state_entry(2**70), r"cannot be restored \(OverflowError: "),
+        (python_state_entry(-1), r"cannot be restored \(OverflowError: "),
+        (lambda state: state["rng"]["numpy"].update(pos=2**70), r"cannot be restored \(OverflowError: "),
+    ],
+)
+def test_random_states_out_of_their_generators_range_are_refused_in_one_line(
+    one_step_run: Path, tmp_path: Path, folders, edit: Callable[[dict[str, Any]], None], error: str
+) -> None:
+    """Random states are restored from what the file says: these were tracebacks (IndexError: a tensor indexed
+    by a name, OverflowError)."""
+    from training_helpers import tiny_config, train_in_process
+
+    run = edited_run(one_step_run, tmp_path / "run", edit)
+    with pytest.raises(WeightsError, match=rf"state\.pt: its random states {error}.*damaged or edited"):
+        train_in_process(tiny_config(folders[0], None, run, 1, ["train.max_steps=2"]), run, resume=True)
