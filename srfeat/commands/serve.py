@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=30.0,
         metavar="S",
-        help="an upload that sends nothing for S seconds is dropped (default 30), so stalled ones cannot block others",
+        help="an upload that sends nothing for S seconds, or averages under 16 KB/s past them, is dropped "
+        "(default 30), so stalled or trickling ones cannot block others",
     )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
