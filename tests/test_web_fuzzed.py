@@ -76,6 +76,43 @@ def test_every_route_with_every_method_errs_in_one_line_of_json(server: Server) 
     call(server, "POST", "/api/sessions/fuzz-after/close")
 
 
+def _raw_request(server: Server, request: bytes) -> tuple[str, bytes]:
+    """The status line and body of the answer to `request`, sent as it is."""
+    with socket.create_connection(_address(server), timeout=30) as connection:
+        connection.sendall(request)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), body
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ("Content-Length: -1", b""),
+        ("Content-Length: 1e3", b""),
+        ("Content-Length: 10\r\nContent-Length: 20", bytes(20)),
+        ("Transfer-Encoding: chunked", b"zz\r\nabc\r\n0\r\n\r\n"),  # a chunk size that is no number
+        ("Transfer-Encoding: chunked", b"3\r\nabcdef\r\n0\r\n\r\n"),  # a chunk longer than its size
+        ("A header without a colon", b""),
+    ],
+)
+def test_a_request_that_is_not_http_is_refused_in_one_line_of_json(server: Server, headers: str, body: bytes) -> None:
+    """uvicorn answered what it could not parse with a plain-text "Invalid HTTP request received.", the
+    one error of the server that was neither JSON nor said what to do."""
+    host, port = _address(server)
+    path = "/api/jobs?session=malformed&name=a.png"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-SRFeat-Upload: 1\r\n{headers}\r\nConnection: close\r\n\r\n"
+    )
+    status, answer = _raw_request(server, head.encode() + body)
+    assert status == "HTTP/1.1 400 Bad Request", (status, answer)
+    error = json.loads(answer)["error"]
+    assert error.startswith("the request is not valid HTTP/1.1") and "send it as a browser, curl" in error, error
+    assert "Traceback" not in server.log_text()
+
+
 def _trickle(server: Server, name: str, length: int, stop: threading.Event, replies: list[bytes]) -> None:
     """An upload of `length` bytes sent a byte every tenth of a second (never late enough to count as
     stalled) until the server answers; the answer goes to `replies`."""

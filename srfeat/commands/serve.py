@@ -234,6 +234,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
 
         from srfeat.cli import write_output
         from srfeat.web.app import Limits, create_app
+        from srfeat.web.protocol import JsonErrorH11Protocol
     except ImportError as error:  # installed, but broken: what failed to import
         raise _web_extra_error([error.name or str(error)]) from error
     from PIL import Image
@@ -299,7 +300,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
             queue.stop()  # Ctrl+C: the event streams end and the running job stops after its tile
             super().handle_exit(sig, frame)
 
-    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    server = Server(uvicorn.Config(app, http=JsonErrorH11Protocol, log_level="warning", timeout_graceful_shutdown=5))
     # Ctrl+C and SIGTERM (systemd, `docker stop`) are how a server is stopped, and so is SIGHUP (its
     # terminal closed) unless it is ignored (`nohup`: the server goes on), and Ctrl+C too (ignored in a
     # script's background job, which the Ctrl-C that stops the script leaves running). uvicorn shuts down
