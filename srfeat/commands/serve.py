@@ -7,6 +7,7 @@ so `srfeat --help` and the other commands work without it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import importlib.util
 import ipaddress
@@ -234,7 +235,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
 
         from srfeat.cli import write_output
         from srfeat.web.app import Limits, create_app
-        from srfeat.web.protocol import JsonErrorH11Protocol
+        from srfeat.web.protocol import BriefAcceptErrors, ServeH11Protocol, raise_open_files_limit
     except ImportError as error:  # installed, but broken: what failed to import
         raise _web_extra_error([error.name or str(error)]) from error
     from PIL import Image
@@ -291,6 +292,10 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     class Server(uvicorn.Server):
         stop_signal: int | None = None
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            asyncio.get_running_loop().set_exception_handler(BriefAcceptErrors())
+            await super().startup(sockets)
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if sig in left_ignored:  # SIGINT ignored when srfeat started (a script's `srfeat serve &`): uvicorn
                 return  # sets this handler for it all the same, which stopped the server the script left running
@@ -300,7 +305,8 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
             queue.stop()  # Ctrl+C: the event streams end and the running job stops after its tile
             super().handle_exit(sig, frame)
 
-    server = Server(uvicorn.Config(app, http=JsonErrorH11Protocol, log_level="warning", timeout_graceful_shutdown=5))
+    raise_open_files_limit()
+    server = Server(uvicorn.Config(app, http=ServeH11Protocol, log_level="warning", timeout_graceful_shutdown=5))
     # Ctrl+C and SIGTERM (systemd, `docker stop`) are how a server is stopped, and so is SIGHUP (its
     # terminal closed) unless it is ignored (`nohup`: the server goes on), and Ctrl+C too (ignored in a
     # script's background job, which the Ctrl-C that stops the script leaves running). uvicorn shuts down
