@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("starlette", reason='srfeat serve needs the web extra: pip install -e ".[web]"')
 pytest.importorskip("playwright.sync_api", reason='the browser tests need Playwright: pip install -e ".[test]"')
 from test_web import Answer, Server, call, png_bytes, start_server, stop_server, upload
+from test_web_resilience import _address
 
 from srfeat.web.app import MAX_UPLOADS_RECEIVING
 
@@ -47,12 +48,6 @@ def server() -> Iterator[Server]:
     started = start_server("--max-upload-mb", "1", "--upload-timeout", str(UPLOAD_TIMEOUT))
     yield started
     stop_server(started)
-
-
-def _address(server: Server) -> tuple[str, int]:
-    address = urllib.parse.urlsplit(server.url)
-    assert address.hostname is not None and address.port is not None
-    return address.hostname, address.port
 
 
 def test_every_route_with_every_method_errs_in_one_line_of_json(server: Server) -> None:
