@@ -7,6 +7,7 @@ so `srfeat --help` and the other commands work without it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import importlib.util
 import ipaddress
@@ -80,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=30.0,
         metavar="S",
-        help="an upload that sends nothing for S seconds is dropped (default 30), so stalled ones cannot block others",
+        help="an upload that sends nothing for S seconds, or averages under 16 KB/s past them, is dropped "
+        "(default 30), so stalled or trickling ones cannot block others",
     )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
@@ -233,6 +235,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
 
         from srfeat.cli import write_output
         from srfeat.web.app import Limits, create_app
+        from srfeat.web.protocol import BriefAcceptErrors, ServeH11Protocol, raise_open_files_limit
     except ImportError as error:  # installed, but broken: what failed to import
         raise _web_extra_error([error.name or str(error)]) from error
     from PIL import Image
@@ -289,6 +292,10 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     class Server(uvicorn.Server):
         stop_signal: int | None = None
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            asyncio.get_running_loop().set_exception_handler(BriefAcceptErrors())
+            await super().startup(sockets)
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if sig in left_ignored:  # SIGINT ignored when srfeat started (a script's `srfeat serve &`): uvicorn
                 return  # sets this handler for it all the same, which stopped the server the script left running
@@ -298,7 +305,8 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
             queue.stop()  # Ctrl+C: the event streams end and the running job stops after its tile
             super().handle_exit(sig, frame)
 
-    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    raise_open_files_limit()
+    server = Server(uvicorn.Config(app, http=ServeH11Protocol, log_level="warning", timeout_graceful_shutdown=5))
     # Ctrl+C and SIGTERM (systemd, `docker stop`) are how a server is stopped, and so is SIGHUP (its
     # terminal closed) unless it is ignored (`nohup`: the server goes on), and Ctrl+C too (ignored in a
     # script's background job, which the Ctrl-C that stops the script leaves running). uvicorn shuts down

@@ -107,8 +107,8 @@ def create_app(
 
     async def page(request: Request) -> Response:
         name = request.path_params.get("name", "index.html")
-        if name not in static:
-            return Response("not found", status_code=404)
+        if name not in static:  # answered as the API's errors are (it was a plain "not found")
+            return error_response(f"no such file: {name[:100]!r} (the page's files are {', '.join(static)})", 404)
         return Response(static[name], media_type=STATIC_FILES[name], headers=SECURITY_HEADERS)
 
     async def config(request: Request) -> Response:

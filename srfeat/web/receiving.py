@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 UPLOAD_POLL_SECONDS = 0.25  # how often a waiting upload looks at the clock (--upload-timeout) and for Ctrl+C
+# Past --upload-timeout, an upload must have averaged this much to go on (mod_reqtimeout's rule, with a floor
+# fit for a slow network link): only stalling was dropped, so four connections each sending a byte every
+# few seconds held every receiving place for as long as they liked, and no other upload was read.
+UPLOAD_MIN_BYTES_PER_SECOND = 16 * 1024
 SESSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what names a session (the page's: 32 hex digits)
 
 
@@ -57,15 +61,24 @@ def upload_too_large(name: str, limits: Limits) -> UploadError:
 async def read_body(request: Request, name: str, limits: Limits, stopping: Callable[[], bool]) -> bytes:
     """The request's body, refused past `limits.max_upload_bytes`, when the client sends nothing for
     `limits.upload_timeout_seconds` (a stalled body would hold one of the few receiving slots forever),
-    or when the server is stopping (Ctrl+C need not wait for a slow upload)."""
+    when it arrives slower than `UPLOAD_MIN_BYTES_PER_SECOND` once that time is up (a trickle would hold its
+    slot as long as a stalled body would), or when the server is stopping (Ctrl+C need not wait for a slow upload)."""
     limit, too_large = limits.max_upload_bytes, upload_too_large(name, limits)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    last_arrived = time.monotonic()
+    started = last_arrived = time.monotonic()
     while True:
+        # Looked at before each piece, not only when one is late: a byte every tenth of a second is never late.
+        if time.monotonic() - started > limits.upload_timeout_seconds + size / UPLOAD_MIN_BYTES_PER_SECOND:
+            raise UploadError(
+                f"{name} arrived too slowly: {size:,} bytes in {time.monotonic() - started:.0f} s, under "
+                f"{UPLOAD_MIN_BYTES_PER_SECOND // 1024} KB/s once this server's --upload-timeout of "
+                f"{limits.upload_timeout_seconds:g} s had passed; send it again over a faster connection",
+                408,
+            )
         # ASGI's receive, not Request.stream(): a wait for the next piece can be given up and taken
         # up again (to look at the clock and at Ctrl+C) without losing anything.
         with anyio.move_on_after(UPLOAD_POLL_SECONDS):
