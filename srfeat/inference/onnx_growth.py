@@ -217,9 +217,10 @@ class GraphGrowth:
             return max(widths, default=1.0)
         if fixed.count(False) > 1:  # attention: as the sizes the file fixes of both bound it
             sides, made = [self._dims.get(name) for name in inputs], (widths[0], widths[1])
+            image = [self._shapes.image_axes(name) for name in inputs]  # the image's batch in both: not broadcast
             if einsum:
-                return einsum_pairwise_values(einsum_equation(node), sides, made)
-            return pairwise_values(sides[0], sides[1], (flags[0], flags[1]), made)
+                return einsum_pairwise_values(einsum_equation(node), sides, made, image)
+            return pairwise_values(sides[0], sides[1], (flags[0], flags[1]), made, image)
         index = fixed.index(False)  # the image's
         if einsum:  # None: an equation ONNX Runtime refuses
             sizes = [self._dims.get(name) if name == inputs[index] else self._constants.shape(name) for name in inputs]
@@ -263,7 +264,7 @@ class GraphGrowth:
             result = product_dims(sides[0], sides[1], (flags[0], flags[1])) if sides[0] and sides[1] else None
             result = einsum_dims(einsum_equation(node), sides) if op == "Einsum" else result
         elif op == "Reshape":  # sizes the shape gives (a blind model's kernels'), and its -1 of the features
-            result = self._shapes.reshaped(node, dims or [], self._features.get(inputs[0], math.nan))
+            result = self._shapes.reshaped(node, dims, self._features.get(inputs[0], math.nan))
         elif dims is None:
             return
         elif op in ("Shape", "Size"):  # a vector of the sizes (its rank's entries, or those between start and end)
@@ -291,8 +292,8 @@ class GraphGrowth:
         elif op.startswith("Reduce") and (options["keepdims"].i if "keepdims" in options else 1):
             reduced = self._axes.reduced_axes(node)  # all, where not known: a size noted smaller counts more
             result = [1 if reduced is None or axis in reduced else size for axis, size in enumerate(dims)]
-        elif op == "Expand" and len(inputs) > 1 and (entries := self._shapes.entries(inputs[1])) is not None:
-            targets: Dims = [int(c) if f == 0 and c > 1 else (None if f else 1) for f, c in entries]
+        elif op == "Expand" and len(inputs) > 1 and (entries := self._shapes.loose_entries(inputs[1])) is not None:
+            targets: Dims = [None if each is None or each[0] else max(int(each[1]), 1) for each in entries]
             result = broadcast_dims([dims, targets])
         elif op in ("Split", "Concat"):  # Q, K and V of one Linear layer (chunk, in PyTorch), or joined
             axis = options["axis"].i if "axis" in options else 0

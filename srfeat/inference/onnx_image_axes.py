@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_equation, einsum_terms, output_labels
+from srfeat.inference.onnx_node_axes import NodeAxes
 from srfeat.inference.onnx_shape_types import MAX_DIMS, ConstantValues, Dims, Entry
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class ImageAxes:
     def __init__(self, constants: ConstantValues, dims: Mapping[str, Dims], elementwise: frozenset[str]) -> None:
         self._constants = constants
         self._elementwise = elementwise  # operators on each value (`note`): onnx_growth's lists
+        self._node_axes = NodeAxes(constants, dims)  # the axes a Squeeze lists, a Slice cuts
         self._dims = dims
         images = [name for name, sizes in dims.items() if len(sizes) == 4 and constants.shape(name) is None]
         whole = {-4: ("N", 1), -2: ("H", 1), -1: ("W", 1)}  # its batch too: a shape's entries all told
@@ -50,10 +52,12 @@ class ImageAxes:
     def note(
         self, node: onnx.NodeProto, rolled: str | None, sized: list[Entry] | None, labels: list[str | None]
     ) -> None:
-        """Note which axes of `node`'s output are the image's height or width, where it keeps them: an operator on
-        each value (`SAME_SHAPE`), or one that broadcasts values (ONNX Runtime refuses a height beside another
-        size but 1); a Transpose; a MatMul of its rows; an Einsum of its letters (`_einsum`); a convolution that
-        keeps the height and width, or takes back what a constant Pad just before it added (reflect padding:
+        """Note which axes of `node`'s output are the image's height, width or batch, where it keeps them: an operator
+        on each value (`SAME_SHAPE`), or one that broadcasts values (ONNX Runtime refuses a height beside another
+        size but 1); a Transpose; a MatMul of its rows, or of two values made from the image of its rows, columns and
+        the batch axes both name alike (`_product_axes`); a Gather, Split, Slice, Squeeze or Unsqueeze of the axes it
+        does not take, cut or list (Q of [3, N, heads, H W, C]); an Einsum of its letters (`_einsum`); a convolution
+        that keeps the height and width, or takes back what a constant Pad just before it added (reflect padding:
         `_note_pad`); torch.roll's Concat (`rolled`); a Reshape (`ShapeVectors.reshaped`); a Reduce of other axes.
         A Resize by whole scales, or to the image's height and width times whole numbers, multiplies them: `sized`,
         the entries of its sizes (`ShapeVectors.entries`), and their `labels`."""
@@ -76,6 +80,19 @@ class ImageAxes:
             }
         elif op == "MatMul" and len(inputs) == 2 and len(self._constants.shape(inputs[1]) or []) == 2:
             kept = {axis: label for axis, label in axes[0].items() if axis != -1}
+        elif op == "MatMul" and len(inputs) == 2:  # of two values made from the image: attention's
+            kept = _product_axes(axes, [self._dims.get(name) for name in inputs])
+        elif op == "Gather" and len(inputs) > 1 and (dims := self._dims.get(inputs[0])):
+            kept = self._gathered(node, axes[0], len(dims))
+        elif (
+            op == "Split" and (dims := self._dims.get(inputs[0])) and -len(dims) <= (axis := _axis(options)) < len(dims)
+        ):
+            kept = {each: label for each, label in axes[0].items() if each != axis % len(dims) - len(dims)}
+        elif op == "Slice" and (dims := self._dims.get(inputs[0])):  # those it does not cut (Q of [3, N, ...])
+            uncut = self._node_axes.sliced_dims(node, [0] * len(dims))  # None on those it cuts
+            kept = {each: label for each, label in axes[0].items() if -len(dims) <= each and uncut[each] is not None}
+        elif op in ("Squeeze", "Unsqueeze") and (dims := self._dims.get(inputs[0])) is not None:
+            kept = _squeezed_axes(axes[0], len(dims), self._node_axes.listed_axes(node) or [], op == "Unsqueeze")
         elif op == "Einsum":
             kept = self._einsum(node, axes)
         elif op == "Reshape":  # noted by `ShapeVectors.reshaped`, just before
@@ -92,7 +109,24 @@ class ImageAxes:
             kept = {axis: label for axis, label in axes[0].items() if -len(dims) <= axis and dims[axis] is None}
         elif op in ("Resize", "Upsample") and inputs:
             kept = self._resized(node, axes[0], sized, labels)
-        self._axes[node.output[0]] = {axis: label for axis, label in kept.items() if label != MIXED}
+        kept = {axis: label for axis, label in kept.items() if label != MIXED}
+        self._axes.update((name, kept) for name in (node.output if op == "Split" else node.output[:1]))
+
+    def _gathered(self, node: onnx.NodeProto, axes: dict[int, ImageAxis], rank: int) -> dict[int, ImageAxis]:
+        """The axes of a Gather's output (of a value of `rank` axes) that are the image's: its input's but the one it
+        gathers on, those before it moved by the indices' axes put in its place (Q of [3, N, heads, H W, C])."""
+        inputs, options = list(node.input), {each.name: each for each in node.attribute}
+        indices = self._constants.shape(inputs[1])
+        indices = self._dims.get(inputs[1]) if indices is None else indices
+        axis = _axis(options)
+        if indices is None or not -rank <= axis < rank:
+            return {}
+        gathered = axis % rank - rank
+        return {
+            each if each > gathered else each - len(indices) + 1: label
+            for each, label in axes.items()
+            if each != gathered
+        }
 
     def _note_pad(self, node: onnx.NodeProto, axes: dict[int, ImageAxis]) -> dict[int, ImageAxis]:
         """The axes of a Pad's output that are the image's height or width (`axes`, its input's, where it pads none),
@@ -158,6 +192,43 @@ class ImageAxes:
                     found[label] = ours if found.get(label, ours) == ours else MIXED
         named = output_labels(parsed[1], len(dims) - len(parsed[1].replace("...", "")))
         return {axis - len(named): found[label] for axis, label in enumerate(named) if found.get(label, MIXED) != MIXED}
+
+
+def _product_axes(axes: list[dict[int, ImageAxis]], shapes: list[Dims | None]) -> dict[int, ImageAxis]:
+    """The axes of a MatMul's output of two values made from the image (their `axes`, of sizes `shapes`) that are the
+    image's: its rows the first's, its columns the second's, and a batch axis where each that has it (not 1, nor
+    beyond its axes) names the same one (the image's batch in Q and in K^T)."""
+    if any(shape is None or len(shape) < 2 for shape in shapes):
+        return {}
+    kept = {axis: label for axis, label in ((-2, axes[0].get(-2)), (-1, axes[1].get(-1))) if label}
+    for axis in range(-max(len(shape or []) for shape in shapes), -2):
+        present = [
+            each.get(axis, MIXED)
+            for each, shape in zip(axes, shapes, strict=True)
+            if shape and len(shape) >= -axis and shape[axis] != 1
+        ]
+        if present and all(label == present[0] != MIXED for label in present):
+            kept[axis] = present[0]
+    return kept
+
+
+def _axis(options: Mapping[str, onnx.AttributeProto]) -> int:
+    """The axis a Gather or Split takes (0 where it names none)."""
+    return options["axis"].i if "axis" in options else 0
+
+
+def _squeezed_axes(axes: dict[int, ImageAxis], rank: int, listed: list[int], unsqueezed: bool) -> dict[int, ImageAxis]:
+    """The image's axes (`axes`, of a value of `rank` axes) of a Squeeze's output, its `listed` axes taken off, or an
+    Unsqueeze's, axes put in at `listed` of the output: the others in their order. None where it lists none (a
+    Squeeze of every axis of 1), or axes ONNX Runtime refuses."""
+    whole = rank + len(listed) if unsqueezed else rank  # the rank `listed` counts in
+    places = {axis % whole for axis in listed if -whole <= axis < whole}
+    if not listed or len(places) < len(listed):
+        return {}
+    output_rank = whole if unsqueezed else rank - len(listed)
+    others = [place for place in range(whole) if place not in places]  # the output's (Unsqueeze), else the input's
+    pairs = zip(range(rank), others, strict=True) if unsqueezed else zip(others, range(output_rank), strict=True)
+    return {place - output_rank: axes[axis - rank] for axis, place in pairs if axis - rank in axes}
 
 
 def whole_multiple(entry: Entry) -> bool:

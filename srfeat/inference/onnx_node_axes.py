@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from srfeat.inference.onnx_shapes import MAX_DIMS, ConstantValues, Dims
+from srfeat.inference.onnx_shape_types import MAX_DIMS, ConstantValues, Dims
 
 if TYPE_CHECKING:
     import onnx

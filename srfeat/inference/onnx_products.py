@@ -8,19 +8,23 @@ image (attention's Q K^T, then its product by V), the sizes the file fixes bound
 makes 64 values per head for each pixel, where over all a tile's pixels it makes the tile's pixels per head for each,
 a tile's square in all (a 256-pixel tile's 4 billion, per head and byte); an Einsum of two (`bhqd,bhkd->bhqk`) as
 the MatMul it is (`einsum_pairwise_values`). Where a size the output takes from the image
-is not fixed (the pixels of a whole tile, reshaped to one axis), it is not bounded, and the file is refused.
+is not fixed (the pixels of a whole tile, reshaped to one axis), it is not bounded, and the file is refused. Across
+the channels (Restormer's, DAT's), Q K^T sums over the pixels and makes heads x C^2 values per image, whatever the tile:
+counted per pixel of the least tile (`LEAST_TILE_PIXELS`); its product by V, of the image's batch in both, as V.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeVar, cast
 
 from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_terms, output_labels
+from srfeat.inference.onnx_image_axes import ImageAxis
 from srfeat.inference.onnx_shapes import Dims
 
 __all__ = [
+    "LEAST_TILE_PIXELS",
     "broadcast_dims",
     "einsum_dims",
     "einsum_factor",
@@ -30,6 +34,9 @@ __all__ = [
     "weight_factor",
 ]
 
+# The pixels of the least tile srfeat cuts (tiling.py's MIN_TILE, 32, squared): a value of as many values per image
+# whatever its size (channel attention's heads x C x C) holds at most this many times fewer per pixel of a tile
+LEAST_TILE_PIXELS = 32 * 32
 # A size of an axis: fixed (int), or where it may not be, None for one the file does not fix
 Size = TypeVar("Size", int, int | None)
 
@@ -151,18 +158,28 @@ def _einsum_sizes(term: str, shape: Sequence[int | None] | None) -> dict[Label, 
 
 
 def pairwise_values(
-    first: Dims | None, second: Dims | None, transposed: tuple[bool, bool], made: tuple[float, float]
+    first: Dims | None,
+    second: Dims | None,
+    transposed: tuple[bool, bool],
+    made: tuple[float, float],
+    axes: Sequence[Mapping[int, ImageAxis]] = ({}, {}),
 ) -> float:
     """How many values per pixel of the image a MatMul (or Gemm) of two values made from the image makes, of sizes
     `first` and `second`, each making `made` values per pixel, where the sizes the file fixes bound it; `math.inf`
-    where they do not.
+    where they do not. `axes`: those of each (from the last) that are the image's batch, height or width
+    (`onnx_image_axes.ImageAxes`).
 
     Of [..., M, K] by [..., K, N], the output holds N / K times the first's values and M / K times the second's
     (K counted as 1 where not fixed), times what broadcasting their batch axes adds to each: either bound holds,
     and the lesser is returned. A batch axis whose size neither fixes (the windows of a tile, in Q and in K^T
     alike) is the larger input's there, so that one of the two bounds holds, not known which: the greater is
     returned; with two such axes, each could be broadcast by the other's (a [P, 1] by a [1, P]: P^2), and
-    nothing is bounded."""
+    nothing is bounded. One both name the same axis of the image (its batch, in channel attention's Q and K^T) is
+    as large in both, and broadcasts neither.
+
+    An output whose every size the file fixes but the image's batch (channel attention's [N, heads, C, C], its
+    pixels summed) holds as many values per image on any tile: as many per pixel of the least tile srfeat cuts
+    (`LEAST_TILE_PIXELS`) at most, where the bounds above count its pixels summed as one."""
     if first is None or second is None or (matrices := _as_matrices(first, second, transposed)) is None:
         return math.inf
     (*first_batch, rows, taken), (*second_batch, taken_too, columns) = matrices
@@ -173,25 +190,36 @@ def pairwise_values(
     rank = max(len(first_batch), len(second_batch))
     first_batch = [1] * (rank - len(first_batch)) + first_batch
     second_batch = [1] * (rank - len(second_batch)) + second_batch
-    shared_unknown = 0
-    for size, other in zip(first_batch, second_batch, strict=True):
+    shared_unknown, per_image = 0, [rows, columns]
+    for axis, (size, other) in enumerate(zip(first_batch, second_batch, strict=True), start=-rank - 2):
+        if (label := axes[0].get(axis)) is not None and label == axes[1].get(axis):
+            per_image.append(label[1] if label[0] == "N" else None)
+            continue
+        per_image.append(broadcast_dims([[size], [other]])[0])
         if size is None and other is None:
             shared_unknown += 1
             continue
         by_first, by_second = _broadcast_factors(size, other)
         first_factor, second_factor = first_factor * by_first, second_factor * by_second
     bounds = (made[0] * first_factor, made[1] * second_factor)
-    if shared_unknown > 1:
-        return math.inf
-    return max(bounds) if shared_unknown else min(bounds)
+    bound = math.inf if shared_unknown > 1 else max(bounds) if shared_unknown else min(bounds)
+    if None in per_image:
+        return bound
+    return min(bound, math.prod(size or 0 for size in per_image) / LEAST_TILE_PIXELS)
 
 
-def einsum_pairwise_values(equation: str, shapes: Sequence[Dims | None], made: tuple[float, float]) -> float:
+def einsum_pairwise_values(
+    equation: str,
+    shapes: Sequence[Dims | None],
+    made: tuple[float, float],
+    axes: Sequence[Mapping[int, ImageAxis]] = ({}, {}),
+) -> float:
     """As `pairwise_values`, for an Einsum of two values made from the image (attention as `bhqd,bhkd->bhqk`): its
-    equation read as a MatMul's, the letters both operands and the output have its batch axes, those of one operand
-    and the output its rows (the first's) or columns (the second's), those of both and not the output what it sums
-    over. A letter one operand alone sums over takes nothing back here; `math.inf` where sizes are not noted, or
-    for an equation not so read (three operands, a letter twice in one)."""
+    equation read as a MatMul's, the letters both operands and the output have its batch axes (the image's where
+    both operands' `axes` say so), those of one operand and the output its rows (the first's) or columns (the
+    second's), those of both and not the output what it sums over. A letter one operand alone sums over takes
+    nothing back here; `math.inf` where sizes are not noted, or for an equation not so read (three operands, a
+    letter twice in one)."""
     parsed = einsum_terms(equation)
     if parsed is None or len(parsed[0]) != 2 or len(shapes) != 2 or shapes[0] is None or shapes[1] is None:
         return math.inf
@@ -213,11 +241,21 @@ def einsum_pairwise_values(equation: str, shapes: Sequence[Dims | None], made: t
     summed = [label for label in first if label in second and label not in kept]
     rows = joined([size for label, size in first.items() if label not in second and label in kept])
     columns = joined([size for label, size in second.items() if label not in first and label in kept])
+    # the image's axes among the batch axes, where the MatMul read puts them
+    image = [
+        {
+            at - len(batch) - 2: found
+            for at, label in enumerate(batch)
+            if (found := own.get(labels.index(label) - len(labels)))
+        }
+        for own, labels in zip(axes, (first_labels, second_labels), strict=False)
+    ]
     return pairwise_values(
         [*(first[label] for label in batch), rows, joined([first[label] for label in summed])],
         [*(second[label] for label in batch), joined([second[label] for label in summed]), columns],
         (False, False),
         made,
+        image,
     )
 
 

@@ -53,6 +53,17 @@ class ShapeVectors:
             return [(0.0, float(each)) for each in values.ravel().tolist()]
         return self._vectors.get(name)
 
+    def image_axes(self, name: str) -> dict[int, ImageAxis]:
+        """The axes (from the last) of the value `name` that are the image's height, width or batch times a whole
+        number (`ImageAxes`)."""
+        return self._image_axes.get(name, {})
+
+    def loose_entries(self, name: str) -> list[Entry | None] | None:
+        """The entries of the shape `name` (`entries`), or of a Concat of followed ones and single ones not followed
+        (`_loose`: None there); else None."""
+        followed: list[Entry | None] = list(self.entries(name) or [])
+        return followed or self._loose.get(name)
+
     def follow(self, node: onnx.NodeProto, rolled: str | None = None) -> None:
         """Note the entries of `node`'s output, where it computes a shape from the image's as above; and which of its
         axes are the image's height or width. `rolled`: the value a Concat joins slices of again, whole (torch.roll's,
@@ -175,26 +186,33 @@ class ShapeVectors:
         return [*(self._labels.get(name) or [])[:length], *[None] * length][:length]
 
     def _note_loose(self, node: onnx.NodeProto, parts: list[list[Entry] | None]) -> None:
-        """Note a Concat of shapes, one or more of them single entries not followed (`_loose`)."""
+        """Note a Concat of shapes, one or more of them single entries not followed (`_loose`: the height times the
+        width), and the labels of those followed (the image's batch beside it: channel attention's [N, heads, C, H W]).
+        """
         loose: list[Entry | None] = []
+        labels: list[str | None] = []
         for name, part in zip(node.input, parts, strict=True):
             if part is None and self._dims.get(name) not in ([1], []):
                 return
             loose.extend([None] if part is None else part)
-        self._loose[node.output[0]] = loose[:MAX_DIMS]
+            labels.extend([None] if part is None else self._labels_of(name))
+        self._loose[node.output[0]], self._labels[node.output[0]] = loose[:MAX_DIMS], labels[:MAX_DIMS]
 
-    def reshaped(self, node: onnx.NodeProto, dims: Dims, per_pixel: float) -> Dims | None:
+    def reshaped(self, node: onnx.NodeProto, known: Dims | None, per_pixel: float) -> Dims | None:
         """The sizes of a Reshape's output where its shape is followed (constants, entries of the image's shape,
         `_loose` ones), and its -1 where the others are the image's height and width once each (times constants), its
         batch or not, and constants: `per_pixel` (its input's values per pixel of the image) over their constants,
-        window_reverse's `view(B, H, W, -1)` (else its features are lost, and the attention after it is not bounded).
-        The axes so given the image's height or width (times whole numbers) are noted as such."""
-        inputs = list(node.input)
+        window_reverse's `view(B, H, W, -1)` (else its features are lost, and the attention after it is not bounded);
+        a lone -1 of sizes `known` all fixed, their product (the dynamo exporter's `(h * w).reshape(-1)`, one entry
+        of a `_loose` shape). The axes so given the image's height or width (times whole numbers) are noted as such."""
+        inputs, dims = list(node.input), known or []
         shape = inputs[1] if len(inputs) > 1 else ""
-        entries = self.entries(shape) or self._loose.get(shape)
+        entries = self.loose_entries(shape)
         if entries is None:
             return None
-        labels = self._labels_of(shape) if self.entries(shape) else [None] * len(entries)
+        if entries == [(0.0, -1.0)] and known is not None and None not in known:
+            return [math.prod(size or 0 for size in known)]
+        labels = self._labels_of(shape) if self.entries(shape) else self._labels.get(shape, [None] * len(entries))
         result: Dims = []
         for axis, entry in enumerate(entries[:MAX_DIMS]):
             factor, size = entry or (math.nan, math.nan)
