@@ -18,11 +18,13 @@ its weight does. A weight the graph computes from the image (a blind model's ker
 the file fixes every size of it, and makes features without bound (`math.inf`) where not.
 
 Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, DepthToSpace
-(which only moves values). A Resize's constant height or width beside computed ones, or a constant added to one,
-counts as pads. A MatMul of two values made from the image (attention's Q K^T) counts as the sizes the file fixes
-of theirs bound it (`onnx_products`), and without bound over sizes it does not fix (a tile's pixels), as an Einsum
-of two does (`bhqd,bhkd->bhqk`, read as the MatMul it is). What a Concat or an Expand added to the features, a
-convolution or a reduction over them takes back.
+(which only moves values), values computed from the image's shape alone broadcast against each other (a Range of its
+rows beside one of its columns: the index grid of a ScatterND, PyTorch's slice assignment), values whose sizes the
+file does not follow broadcast together. A Resize's constant height or width beside computed ones, or a constant
+added to one, counts as pads. A MatMul of two values made from the image (attention's Q K^T) counts as the sizes the
+file fixes of theirs bound it (`onnx_products`), and without bound over sizes it does not fix (a tile's pixels), as
+an Einsum of two does (`bhqd,bhkd->bhqk`, read as the MatMul it is). What a Concat or an Expand added to the
+features, a convolution or a reduction over them takes back.
 """
 
 from __future__ import annotations
