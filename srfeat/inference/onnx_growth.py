@@ -3,11 +3,12 @@
 `GraphGrowth`, asked about each node in the graph's order, tells how many times over the image has grown
 on the way to it (Resize and Upsample by constant scales or to sizes computed as the image's shape times
 constants, ConvTranspose by its strides, Tile by constant repeats, Expand to a constant shape where the
-image's size there is not known to be that already, Concat of the image with itself; a Scatter's output as the
-value it writes into), and how many values constant Pads have added to an axis of it (`onnx_padding`; a
-convolution's own pads and a ConvTranspose's kernel beyond its stride too; a later Resize enlarging them). The
-tile plan counts memory per input pixel: a Resize by 1e5 asked for 1e10 times a tile's memory at the first one, and
-a Pad of 2000 a side made each 64-feature tile 4 GB.
+image's size there is not known to be that already, or to new axes of its height or width, Concat of the image
+with itself, the image's values broadcast against each other (a column of them by a row: `crossed_growth`); a
+Scatter's output as the value it writes into), and how many values constant Pads have added to an axis of it
+(`onnx_padding`; a convolution's own pads and a ConvTranspose's kernel beyond its stride too; a later Resize
+enlarging them). The tile plan counts memory per input pixel: a Resize by 1e5 asked for 1e10 times a tile's
+memory at the first one, and a Pad of 2000 a side made each 64-feature tile 4 GB.
 
 It also tells how many values per pixel of the image a convolution's output features make (`features`): its
 weight fixes how many, and a 1x1 Conv (or a depthwise one) of 3 to a million features is a few MB of weights
@@ -17,11 +18,13 @@ its weight does. A weight the graph computes from the image (a blind model's ker
 the file fixes every size of it, and makes features without bound (`math.inf`) where not.
 
 Not followed (so not counted): shapes computed otherwise than `ShapeVectors` (`onnx_shapes`) says, DepthToSpace
-(which only moves values). A Resize's constant height or width beside computed ones, or a constant added to one,
-counts as pads. A MatMul of two values made from the image (attention's Q K^T) counts as the sizes the file fixes
-of theirs bound it (`onnx_products`), and without bound over sizes it does not fix (a tile's pixels), as an Einsum
-of two does (`bhqd,bhkd->bhqk`, read as the MatMul it is). What a Concat or an Expand added to the features, a
-convolution or a reduction over them takes back.
+(which only moves values), values computed from the image's shape alone broadcast against each other (a Range of its
+rows beside one of its columns: the index grid of a ScatterND, PyTorch's slice assignment), values whose sizes the
+file does not follow broadcast together. A Resize's constant height or width beside computed ones, or a constant
+added to one, counts as pads. A MatMul of two values made from the image (attention's Q K^T) counts as the sizes the
+file fixes of theirs bound it (`onnx_products`), and without bound over sizes it does not fix (a tile's pixels), as
+an Einsum of two does (`bhqd,bhkd->bhqk`, read as the MatMul it is). What a Concat or an Expand added to the
+features, a convolution or a reduction over them takes back.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from srfeat.inference.onnx_padding import MAX_PAD, GraphPadding, given_values
 from srfeat.inference.onnx_pads import POOLING, WINDOWED, transposed_scales, window_strides
 from srfeat.inference.onnx_products import (
     broadcast_dims,
+    crossed_growth,
     einsum_dims,
     einsum_factor,
     einsum_pairwise_values,
@@ -133,6 +137,12 @@ class GraphGrowth:
         ):
             widened = 1.0  # its features are its weight's, or one (a grey map widened, then made grey again)
             width = self._convolved(node) or (width if op in ("Conv", "ConvTranspose") else 1.0)
+        if op in BROADCASTING:  # the image's values broadcast against each other: a column of them by a row
+            parts = [name for name in inputs if name and self._is_from_image(name) and name not in self._of_shape]
+            shapes = [self._dims.get(name) for name in parts]
+            if len(parts) > 1 and all(shape is not None for shape in shapes):
+                images = [self._shapes.image_axes(name) for name in parts]
+                kept *= crossed_growth([shape for shape in shapes if shape is not None], images)
         if op in WINDOWED and op != "ConvTranspose":  # its strides shrink the image, as a Resize by 1 / 2 does
             kept = max(kept / window_strides(node), 2.0**-40)
         if op == "Gather" and len(inputs) > 1:  # some entries of an axis the file fixes: Q of Q, K and V

@@ -22,7 +22,7 @@ BROADCASTING = frozenset(
 )
 # Operators that compute a shape from shapes (a ConstantOfShape of the image's shape is the image's size)
 OF_SHAPES = BROADCASTING | {"Gather", "Slice", "Concat", "Identity", "Cast", "Floor", "Ceil", "Round", "Reshape"}
-OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs"}
+OF_SHAPES |= {"Squeeze", "Unsqueeze", "Neg", "Abs", "Range"}  # Range: a ScatterND's index grid, of its sizes alone
 # Operators that enlarge the image by constant factors on its axes (what was padded before them too)
 ENLARGING = frozenset({"Resize", "Upsample", "ConvTranspose"})
 # Operators that keep each axis where it is: a pad on one stays on it

@@ -20,12 +20,13 @@ from collections.abc import Mapping, Sequence
 from typing import TypeVar, cast
 
 from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_terms, output_labels
-from srfeat.inference.onnx_image_axes import ImageAxis
-from srfeat.inference.onnx_shapes import Dims
+from srfeat.inference.onnx_image_axes import MIXED, ImageAxis
+from srfeat.inference.onnx_shape_types import LEAST_TILE_SIDE, Dims
 
 __all__ = [
     "LEAST_TILE_PIXELS",
     "broadcast_dims",
+    "crossed_growth",
     "einsum_dims",
     "einsum_factor",
     "einsum_pairwise_values",
@@ -36,7 +37,7 @@ __all__ = [
 
 # The pixels of the least tile srfeat cuts (tiling.py's MIN_TILE, 32, squared): a value of as many values per image
 # whatever its size (channel attention's heads x C x C) holds at most this many times fewer per pixel of a tile
-LEAST_TILE_PIXELS = 32 * 32
+LEAST_TILE_PIXELS = LEAST_TILE_SIDE * LEAST_TILE_SIDE
 # A size of an axis: fixed (int), or where it may not be, None for one the file does not fix
 Size = TypeVar("Size", int, int | None)
 
@@ -51,6 +52,33 @@ def broadcast_dims(shapes: Sequence[Sequence[Size]]) -> list[Size]:
         known = [each for each in sizes if each is not None and each != 1]
         result.append(0 if 0 in known else max(known) if known else (None if None in sizes else 1))
     return cast("list[Size]", result)  # None only where a shape has one
+
+
+def crossed_growth(shapes: Sequence[Dims], image: Sequence[Mapping[int, ImageAxis]]) -> float:
+    """How many times over values made from the image of sizes `shapes` broadcast together (an Add, a Mul) outgrow
+    the largest of them: where one has a size the file does not fix against another's 1, and the other one against
+    its 1 on another axis, the output holds the product of both (the image as a [P, 1, 1] column times itself as a
+    [1, 1, P] row: P^2 values, of a tile's P pixels). As a size not fixed may be all a tile's pixels, counted as
+    the least tile's (`LEAST_TILE_PIXELS`), so refused. Not where each side's so broadcast are of the image's
+    height or width (their `image` axes) and the other has none of those: a column of H beside a row of W makes
+    the image's own H x W (a grid of coordinates)."""
+    rank = max(map(len, shapes), default=0)
+    padded = [[1] * (rank - len(shape)) + list(shape) for shape in shapes]
+    for first, second in ((a, b) for a in range(len(shapes)) for b in range(len(shapes)) if a < b):
+        spread = [
+            [axis - rank for axis in range(rank) if padded[one][axis] is None and padded[other][axis] == 1]
+            for one, other in ((first, second), (second, first))
+        ]
+        if not spread[0] or not spread[1]:
+            continue
+        names = [
+            {image[side].get(axis, MIXED)[0] for axis in axes}
+            for side, axes in zip((first, second), spread, strict=True)
+        ]
+        owned = [{label for label, _ in image[side].values()} for side in (second, first)]
+        if any(MIXED[0] in each for each in names) or names[0] & owned[0] or names[1] & owned[1]:
+            return float(LEAST_TILE_PIXELS)
+    return 1.0
 
 
 def _as_matrices(first: Dims, second: Dims, transposed: tuple[bool, bool]) -> tuple[Dims, Dims] | None:

@@ -7,11 +7,14 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["MAX_DIMS", "ConstantValues", "Dims", "Entry"]
+__all__ = ["LEAST_TILE_SIDE", "MAX_DIMS", "ConstantValues", "Dims", "Entry"]
 
 # Dimensions (and scales, pads) read of a shape: more than numpy itself takes (64), and fewer than a
 # hostile file can declare
 MAX_DIMS = 1024
+# The side of the least tile srfeat cuts (tiling.py's MIN_TILE): a new axis as long as the image's height or width
+# holds at least this many values, and one of all its pixels this squared
+LEAST_TILE_SIDE = 32
 
 # Sizes of a value's axes, None where the file does not fix one
 Dims = list[int | None]

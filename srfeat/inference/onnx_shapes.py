@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.inference.onnx_image_axes import ImageAxes, ImageAxis, whole_multiple
-from srfeat.inference.onnx_shape_types import MAX_DIMS, ConstantValues, Dims, Entry
+from srfeat.inference.onnx_shape_types import LEAST_TILE_SIDE, MAX_DIMS, ConstantValues, Dims, Entry
 
 if TYPE_CHECKING:
     import onnx
@@ -247,16 +247,22 @@ class ShapeVectors:
         3,200 times, as it takes, and not 200 alone. Not the height and width given as constants: a model
         made for one size may expand a map to the size it has. A size computed from a shape counts its
         factor (`follow`), over `source`'s own there (`relative_entries`): a map a x4 Resize made, expanded to 4
-        times the image's height, is not enlarged again."""
+        times the image's height, is not enlarged again. An entry of the image's height or width on an axis where
+        `source` has 1 adds a new axis of it (`[H, W]` to `[H, W, H, W]`: a tile's pixels squared): at least the least
+        tile's side, times its factor."""
         if (entries := self.relative_entries(source, target)) is None:
             return None
+        labels, image = self._labels_of(target), self._image_axes.get(source, {})
         known = self._dims.get(source)
         rank = max(len(entries), 0 if known is None else len(known))
         sizes: Dims = [None] * rank if known is None else [1] * (rank - len(known)) + known
+        labels = [None] * (rank - len(entries)) + labels
         entries = [(0.0, 1.0)] * (rank - len(entries)) + entries
         factors = []
         for axis, ((factor, constant), size) in enumerate(zip(entries, sizes, strict=True)):
-            if factor > 0:
+            if factor > 0 and size == 1 and labels[axis] in ("H", "W") and (axis - rank) not in image:
+                factors.append(factor * LEAST_TILE_SIDE)
+            elif factor > 0:
                 factors.append(max(factor, 1.0))
             elif axis < rank - 2:
                 factors.append(max(constant / size, 1.0) if size else max(constant, 1.0))
