@@ -96,6 +96,8 @@ def short_scan_data(path: str | os.PathLike[str], image: Image.Image) -> str | N
     decode fails (the file is damaged otherwise, and PIL's reader has had its say). A JPEG-compressed TIFF's strips
     are checked so (`short_tiff_strips`), against the rows PIL (libtiff) decoded from them."""
     if image.format == "TIFF":
+        if image.info.get("compression") not in _JPEG_TIFF_COMPRESSIONS:
+            return None  # only JPEG strips decode short data as rows; tifffile need not read the file
         return short_tiff_strips(path, image.height, image)
     if image.format not in ("JPEG", "MPO"):
         return None
@@ -104,6 +106,10 @@ def short_scan_data(path: str | os.PathLike[str], image: Image.Image) -> str | N
     if _fills_its_rows(data, image):
         return None
     return f"its data ends before the {image.height} rows its header gives"
+
+
+# PIL's names of a TIFF's JPEG (7) and old-style JPEG (6) compressions, in its `info["compression"]`.
+_JPEG_TIFF_COMPRESSIONS = ("jpeg", "tiff_jpeg")
 
 
 def _fills_its_rows(data: bytes, image: Image.Image) -> bool:
