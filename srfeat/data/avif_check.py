@@ -12,6 +12,8 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from srfeat.varint import read_varint
+
 __all__ = ["size_mismatch"]
 
 _META_LIMIT = 1 << 20  # a meta box past this is left to libavif (its own limits): srfeat's files' are under 1 KB
@@ -171,22 +173,16 @@ def _coded_size(obus: bytes) -> tuple[int, int, bool] | None:
         header = obus[at]
         kind, extended, sized = (header >> 3) & 15, header >> 2 & 1, header >> 1 & 1
         at += 1 + extended
-        size, at = _leb128(obus, at) if sized else (len(obus) - at, at)
+        if not sized:
+            size = len(obus) - at
+        elif (read := read_varint(obus, at, longest=8)) is None:  # AV1 allows 8 bytes
+            return None
+        else:
+            size, at = read
         if kind == _SEQUENCE_HEADER:
             return _sequence_header_size(_Bits(obus[at : at + size]))
         at += size
     return None
-
-
-def _leb128(data: bytes, at: int) -> tuple[int, int]:
-    value = 0
-    for shift in range(0, 56, 7):
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-    return value, at
 
 
 class _Bits:

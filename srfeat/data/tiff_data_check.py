@@ -19,6 +19,7 @@ from srfeat.data import jpeg_check
 from srfeat.data.tiff16 import TiffInfo
 from srfeat.data.unidentified import read_failure
 from srfeat.errors import ImageReadError
+from srfeat.varint import read_varint
 
 __all__ = ["missing_data", "refuse_missing_data", "refuse_unread_sparse"]
 
@@ -174,27 +175,19 @@ def _xz_index(file: BinaryIO, offset: int, count: int) -> int | None:
     index = file.read(index_size)
     if index[:1] != b"\x00" or zlib.crc32(index[:-4]) != int.from_bytes(index[-4:], "little"):
         return None
-    try:
-        records, position = _varint(index, 1)
-        block, total = offset + 12, 0
-        for _ in range(min(records, index_size // 2)):  # a record takes at least two bytes
-            unpadded, position = _varint(index, position)
-            uncompressed, position = _varint(index, position)
-            _check_block_memory(file, header, block)
-            block, total = block + -(-unpadded // 4) * 4, total + uncompressed
-    except IndexError:  # a varint past the index's end
+    if (read := read_varint(index, 1)) is None:
         return None
+    records, position = read
+    block, total = offset + 12, 0
+    for _ in range(min(records, index_size // 2)):  # a record takes at least two bytes
+        unpadded = read_varint(index, position)
+        uncompressed = read_varint(index, unpadded[1]) if unpadded else None
+        if unpadded is None or uncompressed is None:
+            return None  # a number past the index's end
+        position = uncompressed[1]
+        _check_block_memory(file, header, block)
+        block, total = block + -(-unpadded[0] // 4) * 4, total + uncompressed[0]
     return total if block == index_start and records <= index_size // 2 else None
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    """xz's variable-length integer at `position` of `data` (7 bits a byte, low first), and the position after it."""
-    value, shift = 0, 0
-    while True:
-        byte = data[position]
-        value, position, shift = value | (byte & 0x7F) << shift, position + 1, shift + 7
-        if byte < 0x80 or shift > 63:
-            return value, position
 
 
 def _check_block_memory(file: BinaryIO, stream_header: bytes, block: int) -> None:

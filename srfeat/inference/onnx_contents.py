@@ -38,6 +38,7 @@ from srfeat.inference.onnx_constants import MAX_CONSTANT_VALUES, FileConstants, 
 from srfeat.inference.onnx_growth import MAX_DIMS, MAX_FEATURES, MAX_GROWTH, MAX_PAD, GraphGrowth
 from srfeat.inference.onnx_structure import check_text
 from srfeat.library_warnings import warn_once
+from srfeat.varint import read_varint
 from srfeat.weights.reading import first_line
 
 if TYPE_CHECKING:
@@ -200,12 +201,9 @@ def external_data_location(data: bytes, parts: GraphParts | None) -> str | None:
         return None
     if (found := _LOCATION_ENTRY.search(data)) is None:
         return None
-    length, start = 0, found.end()
-    for shift, byte in enumerate(data[start : start + 2]):  # the value's length, a varint
-        length |= (byte & 0x7F) << (7 * shift)
-        start += 1
-        if byte < 0x80:
-            break
+    if (read := read_varint(data, found.end())) is None:  # the value's length
+        return ""
+    length, start = read
     return data[start : start + min(length, 80)].decode("utf-8", "replace")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from srfeat.errors import WeightsError
+from srfeat.varint import read_varint
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -63,39 +64,28 @@ def _fields(data: memoryview) -> Iterator[tuple[int, memoryview | None]]:
     it stops where the bytes stop being a message."""
     position, end = 0, len(data)
     while position < end:
-        key, position = _varint(data, position)
-        if key is None:
+        if (read := read_varint(data, position)) is None:
             return
+        key, position = read
         number, wire_type = key >> 3, key & 7
         if wire_type == 0:
-            value, position = _varint(data, position)
-            if value is None:
+            if (read := read_varint(data, position)) is None:
                 return
+            position = read[1]
             yield number, None
         elif wire_type in (1, 5):
             position += 8 if wire_type == 1 else 4
             yield number, None
         elif wire_type == 2:
-            length, position = _varint(data, position)
-            if length is None or position + length > end:
+            if (read := read_varint(data, position)) is None or read[1] + read[
+                0
+            ] > end:  # its payload runs past the message
                 return
+            length, position = read
             yield number, data[position : position + length]
             position += length
         else:  # groups (3, 4) are not in ONNX's schema; 6 and 7 are not wire types
             return
-
-
-def _varint(data: memoryview, position: int) -> tuple[int | None, int]:
-    value = 0
-    for shift in range(0, 70, 7):
-        if position >= len(data):
-            return None, position
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-    return None, position
 
 
 def not_text_error(source: str, found: bytes) -> WeightsError:

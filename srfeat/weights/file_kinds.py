@@ -28,6 +28,7 @@ import torch
 
 from srfeat.library_warnings import WARNINGS_LOCK
 from srfeat.path_checks import broken_link, file_on_the_way, special_file_kind, utf8_path
+from srfeat.varint import read_varint
 
 __all__ = [
     "DAMAGED_ZIP",
@@ -203,14 +204,9 @@ def _is_onnx(head: bytes) -> bool:
     """An ONNX ModelProto starts with ir_version (field 1, a small varint), then one of its other fields."""
     if len(head) < 3 or head[0] != 0x08:
         return False
-    position, version, shift = 1, 0, 0
-    while position < len(head) and shift < 64:
-        byte = head[position]
-        version |= (byte & 0x7F) << shift
-        position += 1
-        if not byte & 0x80:
-            break
-        shift += 7
+    if (read := read_varint(head, 1)) is None:
+        return False
+    version, position = read
     return 1 <= version <= 100 and position < len(head) and head[position] in _ONNX_NEXT_TAGS
 
 
