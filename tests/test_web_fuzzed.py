@@ -19,6 +19,7 @@ from test_web import Answer, Server, call, png_bytes, start_server, stop_server,
 from test_web_resilience import _address
 
 from srfeat.web.app import MAX_UPLOADS_RECEIVING
+from srfeat.web.responses import error_response
 
 UPLOAD_TIMEOUT = 2.0
 ROUTES = [
@@ -105,6 +106,7 @@ def test_a_request_that_is_not_http_is_refused_in_one_line_of_json(server: Serve
     assert status == "HTTP/1.1 400 Bad Request", (status, answer)
     error = json.loads(answer)["error"]
     assert error.startswith("the request is not valid HTTP/1.1") and "send it as a browser, curl" in error, error
+    assert answer == error_response(error, 400).body  # spaced as the API's other errors
     assert "Traceback" not in server.log_text()
 
 

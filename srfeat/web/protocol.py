@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import time
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+
+from srfeat.web.responses import error_response
 
 __all__ = ["INVALID_REQUEST", "REQUEST_HEAD_SECONDS", "BriefAcceptErrors", "ServeH11Protocol", "raise_open_files_limit"]
 
@@ -71,8 +72,9 @@ class ServeH11Protocol(H11Protocol):
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's own (`msg` is its log line, already logged), with the API's JSON body."""
-        body = json.dumps({"error": INVALID_REQUEST}).encode()
+        """uvicorn's own (`msg` is its log line, already logged), with the API's JSON body, as its other errors
+        render it."""
+        body = bytes(error_response(INVALID_REQUEST, 400).body)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
