@@ -124,8 +124,8 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
             raise WeightsError(
                 f"{source} multiplies two values computed from the image ({_node_named(node)} "
                 f"{node.name[:60]!r}, as attention does) over sizes the file does not fix, which over a tile's pixels "
-                "makes (H W)^2 values per head: attend within windows of fixed size (as SwinIR's 8x8), so that the "
-                "file fixes them"
+                "makes (H W)^2 values per head: attention within windows of fixed size (as SwinIR's 8x8) or across "
+                "the channels (as Restormer's) loads, not attention across all of a tile's pixels"
             )
         if features == math.inf:
             raise WeightsError(
