@@ -36,7 +36,7 @@ import numpy as np
 from srfeat.errors import WeightsError
 from srfeat.inference.onnx_constants import MAX_CONSTANT_VALUES, FileConstants, GraphParts, values_in_shape
 from srfeat.inference.onnx_growth import MAX_DIMS, MAX_FEATURES, MAX_GROWTH, MAX_PAD, GraphGrowth
-from srfeat.inference.onnx_structure import check_text
+from srfeat.inference.onnx_structure import check_inputs_named, check_text
 from srfeat.library_warnings import warn_once
 from srfeat.weights.reading import first_line
 
@@ -81,8 +81,9 @@ def parse_model(data: bytes) -> onnx.ModelProto | None:
 def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: str) -> None:
     """Refuse, in one line, what ONNX Runtime must not be given: external data, and tensors the file alone
     sizes beyond `MAX_CONSTANT_VALUES`. `parsed` is `data` parsed (`parse_model`), or None."""
-    if parsed is not None:  # every check below reads its names and operators as text
+    if parsed is not None:  # every check below reads its names and operators as text, and follows what they name
         check_text(parsed, source)
+        check_inputs_named(parsed, source)
     parts = None if parsed is None else GraphParts.of(parsed)
     if (location := external_data_location(data, parts)) is not None:
         raise WeightsError(
