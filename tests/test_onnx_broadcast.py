@@ -15,6 +15,7 @@ from test_onnx_attention import refusal
 from test_onnx_conv_features import through_the_features
 from test_onnx_expand import exported_by_dynamo
 from test_onnx_growth import assert_upscales_as, exported_by_pytorch
+from test_onnx_missing_inputs import srfeat_metadata_onnx
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -93,8 +94,9 @@ def expanded_to_its_pixels(path: Path) -> Path:
 
 def expanded_to_its_rows(path: Path) -> Path:
     """The input given an axis of 1 ([N, C, H, W, 1]), expanded to its height there (taken of its shape:
-    [N, C, H, W, H]), then its mean taken back: H values for each of the image's."""
-    from onnx import helper
+    [N, C, H, W, H]), then its mean taken back as the output: H values for each of the image's, and no other growth
+    (no x4 Resize, whose 16 alone would have refused it with the 32 counted before)."""
+    from onnx import TensorProto, helper
 
     nodes = [
         helper.make_node("Shape", ["input"], ["shape"]),
@@ -102,10 +104,11 @@ def expanded_to_its_rows(path: Path) -> Path:
         helper.make_node("Concat", ["shape", "rows"], ["target"], axis=0),
         helper.make_node("Reshape", ["input", "five"], ["placed"]),
         helper.make_node("Expand", ["placed", "target"], ["expanded"], name="rows"),
-        helper.make_node("ReduceMean", ["expanded", "last"], ["back"], keepdims=0),
+        helper.make_node("ReduceMean", ["expanded", "last"], ["output"], keepdims=0),
     ]
-    weights = {"two": np.asarray([2]), "three": np.asarray([3]), "five": np.asarray([0, 0, 0, 0, 1]), "last": [4]}
-    return through_the_features(path, nodes, {name: np.asarray(each) for name, each in weights.items()}, "back")
+    weights = {"two": [2], "three": [3], "five": [0, 0, 0, 0, 1], "last": [4]}
+    initializers = [helper.make_tensor(name, TensorProto.INT64, [len(each)], each) for name, each in weights.items()]
+    return srfeat_metadata_onnx(path, nodes, initializers)
 
 
 def test_an_expand_to_one_new_axis_of_the_image_s_height_is_refused(tmp_path: Path) -> None:
