@@ -100,6 +100,7 @@ ALLOWED_ATTENTION = (
     "not attention across all of a tile's pixels"
 )
 
+
 def test_attention_over_all_the_pixels_is_refused_in_one_line(tmp_path: Path) -> None:
     """Q K^T of a whole tile ([pixels, 8] by [8, pixels]) makes pixels^2 values per head: it loaded, and would ask
     ONNX Runtime for 4 billion values per head on a 256-pixel tile. The node is named, and what to do said; as a

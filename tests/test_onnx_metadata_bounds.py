@@ -51,7 +51,11 @@ def stated(path: Path) -> dict[str, int]:
     ],
 )
 def test_real_exports_load_with_the_metadata_they_state(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, model: str | tuple[int, int, int], strength: float | None, fp16: bool
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    model: str | tuple[int, int, int],
+    strength: float | None,
+    fp16: bool,
 ) -> None:
     """The graph's bounds are srfeat's own (38 for 16 blocks, x4 or x2; 4 F values per pixel at most), not merely
     within them: every bundled model, a blend, float16, x2 and x4 load as they state, without a warning."""

@@ -16,8 +16,8 @@ terabytes on a photo (a MatMul's or Gemm's by a weight count alike; one whose we
 computes is refused, and one of two values computed from the image, attention, counts as far as the sizes the
 file fixes bound it: over windows of 8x8, and not over a whole tile's pixels, which it refuses).
 It returns what the graph itself says of the tiles' overlap and memory (`GraphBounds`), for the runner to take
-where the metadata understates them. Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
-are finite and in range.
+where the metadata understates them. Once ONNX Runtime has loaded it and it is known to be a srfeat export
+(`check_weights`): its weights are finite and in range.
 
 Without the `onnx` package (a plain `pip install onnxruntime`) only the external data is looked for,
 in the bytes; the rest is not checked, and the first file a process loads so says, once, in a warning

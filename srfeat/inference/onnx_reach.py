@@ -6,11 +6,10 @@ overlap by to be exact, which a srfeat export's metadata states (`receptive_radi
 window adds (k - 1) / 2 times its dilation of its input's pixels, which are fewer than the image's after an
 enlargement (a 3x3 convolution after a x2 DepthToSpace sees half an input pixel a side; srfeat's x4 export: 4 for its
 9x9 head, 2 per residual block, 1 + 0.5 + 0.25 for its upsampling and tail, 37.75 in all, 38 stated) and more after a
-stride (a 3x3 convolution after a stride of 2 sees 2). A Resize reads a pixel a side of its input (2 for a cubic one, none
-for a nearest one that enlarges).
-Enlargements followed: DepthToSpace by its block size, Resize and Upsample by constant scales, a ConvTranspose by its
-strides; a Resize to sizes the graph computes is counted as no enlargement, so what comes after it counts more than it
-sees (a bound, not an understatement). Not counted: what attention, a global pooling or a reduction over the pixels
+stride (a 3x3 convolution after a stride of 2 sees 2). A Resize reads a pixel a side of its input (2 for a cubic
+one, none for a nearest one that enlarges). Enlargements followed: DepthToSpace by its block size, Resize and
+Upsample by constant scales, a ConvTranspose by its strides; a Resize to sizes the graph computes is counted as no
+enlargement, so what comes after it counts more than it sees (a bound, not an understatement). Not counted: what attention, a global pooling or a reduction over the pixels
 sees (the whole tile: such a model's tiles are not exact whatever they overlap by).
 """
 

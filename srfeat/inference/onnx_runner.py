@@ -197,7 +197,9 @@ class OnnxRunner:
         self.receptive_radius = _metadata_int(metadata, "receptive_radius", source, range(MAX_RECEPTIVE_RADIUS + 1))
         self.num_features = _metadata_int(metadata, "num_features", source, range(1, MAX_FEATURES + 1))
         if bounds is not None:  # where the metadata understates what the graph has, the graph's (`_graph_bounds`)
-            self.receptive_radius, self.num_features = _graph_bounds(self.receptive_radius, self.num_features, bounds, source)
+            self.receptive_radius, self.num_features = _graph_bounds(
+                self.receptive_radius, self.num_features, bounds, source
+            )
         self.name = metadata.get("name", Path(source).stem)
         # `srfeat export --fp16` says so: it takes more memory per pixel (`bytes_per_pixel`)
         self.float16 = metadata.get("precision", "").startswith("float16")
