@@ -9,8 +9,9 @@ enlargement (a 3x3 convolution after a x2 DepthToSpace sees half an input pixel 
 stride (a 3x3 convolution after a stride of 2 sees 2). A Resize reads a pixel a side of its input (2 for a cubic
 one, none for a nearest one that enlarges). Enlargements followed: DepthToSpace by its block size, Resize and
 Upsample by constant scales, a ConvTranspose by its strides; a Resize to sizes the graph computes is counted as no
-enlargement, so what comes after it counts more than it sees (a bound, not an understatement). Not counted: what attention, a global pooling or a reduction over the pixels
-sees (the whole tile: such a model's tiles are not exact whatever they overlap by).
+enlargement, so what comes after it counts more than it sees (a bound, not an understatement). Not counted: what
+attention, a global pooling or a reduction over the pixels sees (the whole tile: such a model's tiles are not exact
+whatever they overlap by).
 """
 
 from __future__ import annotations
