@@ -15,6 +15,7 @@ from test_onnx_attention import refusal
 from test_onnx_conv_features import through_the_features
 from test_onnx_expand import exported_by_dynamo
 from test_onnx_growth import assert_upscales_as, exported_by_pytorch
+from test_onnx_missing_inputs import srfeat_metadata_onnx
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -91,6 +92,34 @@ def expanded_to_its_pixels(path: Path) -> Path:
     return through_the_features(path, nodes, weights, "back")
 
 
+def expanded_to_its_rows(path: Path) -> Path:
+    """The input given an axis of 1 ([N, C, H, W, 1]), expanded to its height there (taken of its shape:
+    [N, C, H, W, H]), then its mean taken back as the output: H values for each of the image's, and no other growth
+    (no x4 Resize, whose 16 alone would have refused it with the 32 counted before)."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Shape", ["input"], ["shape"]),
+        helper.make_node("Slice", ["shape", "two", "three"], ["rows"]),
+        helper.make_node("Concat", ["shape", "rows"], ["target"], axis=0),
+        helper.make_node("Reshape", ["input", "five"], ["placed"]),
+        helper.make_node("Expand", ["placed", "target"], ["expanded"], name="rows"),
+        helper.make_node("ReduceMean", ["expanded", "last"], ["output"], keepdims=0),
+    ]
+    weights = {"two": [2], "three": [3], "five": [0, 0, 0, 0, 1], "last": [4]}
+    initializers = [helper.make_tensor(name, TensorProto.INT64, [len(each)], each) for name, each in weights.items()]
+    return srfeat_metadata_onnx(path, nodes, initializers)
+
+
+def test_an_expand_to_one_new_axis_of_the_image_s_height_is_refused(tmp_path: Path) -> None:
+    """One new axis of the image's height holds H values for each of the image's: 512 on a 512-pixel tile, where the
+    tile plan counts the same memory for each pixel of any tile. It counted as the least tile's side (32) and loaded;
+    it counts as a size that may be all a tile's pixels now, as a column by a row does, and is refused."""
+    path = expanded_to_its_rows(tmp_path / "rows.onnx")
+    message = refusal(path)
+    assert message.startswith(f"{path} {GROWTH} (at an Expand node)"), message
+
+
 class ExpandedToItsPixels(torch.nn.Module):
     """`expanded_to_its_pixels`, in PyTorch."""
 
@@ -100,7 +129,7 @@ class ExpandedToItsPixels(torch.nn.Module):
 
 
 def test_an_expand_to_new_axes_of_the_image_s_height_and_width_is_refused(tmp_path: Path) -> None:
-    """Each new axis of the image's height or width counts as the least tile's side at least (32): both, 1,024."""
+    """New axes of the image's height and width count as the least tile's pixels (32 x 32): 1,024, as one alone does."""
     path = expanded_to_its_pixels(tmp_path / "pixels.onnx")
     message = refusal(path)
     assert message.startswith(f"{path} {GROWTH} (at an Expand node)"), message

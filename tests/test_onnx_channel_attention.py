@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from test_onnx_attention import refusal
+from test_onnx_attention import ALLOWED_ATTENTION, refusal
 from test_onnx_expand import exported_by_dynamo
 from test_onnx_growth import assert_upscales_as, exported_by_pytorch
 
@@ -116,9 +116,11 @@ def test_channel_attention_of_dat_s_width_loads(tmp_path: Path, exporter: str) -
 def test_attention_across_the_pixels_of_the_same_block_is_still_refused(
     tmp_path: Path, layout: str, exporter: str
 ) -> None:
-    """Q^T K of the same Q and K makes (H W)^2 values per head: refused in one line, as before (a guard)."""
+    """Q^T K of the same Q and K makes (H W)^2 values per head: refused in one line, as before; the refusal says what
+    loads, channel attention (this block as it is meant) included: it said only "attend within windows"."""
     path = EXPORTERS[exporter](tmp_path / f"{layout}.onnx", ChannelAttention(layout, spatial=True).eval())
-    assert "multiplies two values computed from the image" in refusal(path)
+    message = refusal(path)
+    assert "multiplies two values computed from the image" in message and ALLOWED_ATTENTION in message, message
 
 
 def test_a_batch_axis_of_the_image_in_both_is_not_broadcast() -> None:

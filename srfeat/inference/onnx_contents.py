@@ -15,8 +15,9 @@ pixel of the image: a 1x1 Conv of 3 to a million features (4 MB of weights) load
 terabytes on a photo (a MatMul's or Gemm's by a weight count alike; one whose weight's shape the graph
 computes is refused, and one of two values computed from the image, attention, counts as far as the sizes the
 file fixes bound it: over windows of 8x8, and not over a whole tile's pixels, which it refuses).
-Once ONNX Runtime has loaded it and it is known to be a srfeat export (`check_weights`): its weights
-are finite and in range.
+It returns what the graph itself says of the tiles' overlap and memory (`GraphBounds`), for the runner to take
+where the metadata understates them. Once ONNX Runtime has loaded it and it is known to be a srfeat export
+(`check_weights`): its weights are finite and in range.
 
 Without the `onnx` package (a plain `pip install onnxruntime`) only the external data is looked for,
 in the bytes; the rest is not checked, and the first file a process loads so says, once, in a warning
@@ -29,6 +30,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,7 +38,8 @@ import numpy as np
 from srfeat.errors import WeightsError
 from srfeat.inference.onnx_constants import MAX_CONSTANT_VALUES, FileConstants, GraphParts, values_in_shape
 from srfeat.inference.onnx_growth import MAX_DIMS, MAX_FEATURES, MAX_GROWTH, MAX_PAD, GraphGrowth
-from srfeat.inference.onnx_structure import check_text
+from srfeat.inference.onnx_reach import GraphReach
+from srfeat.inference.onnx_structure import check_inputs_named, check_text
 from srfeat.library_warnings import warn_once
 from srfeat.varint import read_varint
 from srfeat.weights.reading import first_line
@@ -45,10 +48,12 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = [
+    "FEATURES_PER_FEATURE",
     "MAX_CONSTANT_VALUES",
     "MAX_FEATURES",
     "MAX_GROWTH",
     "MAX_PAD",
+    "GraphBounds",
     "check_before_loading",
     "check_weights",
     "external_data_location",
@@ -64,6 +69,19 @@ _VALUES_PER_BYTE = 8
 # Operators whose names begin with a vowel said as a consonant ("a Unique", "a OneHot")
 _SAID_WITH_A_CONSONANT = ("Uni", "One", "Use", "Eu")
 _REFUSAL = "this is not a model srfeat can run safely; export it again with `srfeat export`"
+# Values per pixel of the image the largest map of a srfeat model of F features makes, over F: its upsampling
+# convolutions' 4 F, before each DepthToSpace (`GraphGrowth.features`), which the tile plan's (3 s^2 + 8) F counts
+FEATURES_PER_FEATURE = 4
+
+
+@dataclass(frozen=True)
+class GraphBounds:
+    """What the graph says of its tiles: how far its output sees into the image (`onnx_reach.GraphReach`: its
+    convolutions'), and the features of a srfeat model whose largest map makes as many values per pixel of the image
+    as the graph's largest does (`GraphGrowth.features` over `FEATURES_PER_FEATURE`)."""
+
+    receptive_radius: int
+    num_features: int
 
 
 def parse_model(data: bytes) -> onnx.ModelProto | None:
@@ -79,11 +97,13 @@ def parse_model(data: bytes) -> onnx.ModelProto | None:
         return None
 
 
-def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: str) -> None:
+def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: str) -> GraphBounds | None:
     """Refuse, in one line, what ONNX Runtime must not be given: external data, and tensors the file alone
-    sizes beyond `MAX_CONSTANT_VALUES`. `parsed` is `data` parsed (`parse_model`), or None."""
-    if parsed is not None:  # every check below reads its names and operators as text
+    sizes beyond `MAX_CONSTANT_VALUES`. `parsed` is `data` parsed (`parse_model`), or None. What the graph says of its
+    tiles (`GraphBounds`); None where it is not parsed."""
+    if parsed is not None:  # every check below reads its names and operators as text, and follows what they name
         check_text(parsed, source)
+        check_inputs_named(parsed, source)
     parts = None if parsed is None else GraphParts.of(parsed)
     if (location := external_data_location(data, parts)) is not None:
         raise WeightsError(
@@ -92,7 +112,7 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
         )
     if parts is None:  # bytes onnx cannot parse are ONNX Runtime's to refuse; without onnx, they run unchecked
         warn_unchecked(source)
-        return
+        return None
     for tensor in parts.tensors:
         declared = values_in_shape(tensor.dims)
         # Its data cannot fill it: nothing to allocate for (ByteSize serializes it: for large ones only)
@@ -109,7 +129,11 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
             )
     constants = FileConstants(parts)
     growth_of = GraphGrowth(constants, _input_dims(parsed))
+    inputs = [] if parsed is None else parsed.graph.input
+    reach = GraphReach(constants, [each.name for each in inputs if constants.shape(each.name) is None])
+    most_features = 1.0
     for node in parts.nodes:
+        reach.note(node)
         if (count := constants.output_values(node)) is not None and count > MAX_CONSTANT_VALUES:
             raise WeightsError(
                 f"{source} makes a tensor of at least {count:,} values from its constants alone "
@@ -125,8 +149,8 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
             raise WeightsError(
                 f"{source} multiplies two values computed from the image ({_node_named(node)} "
                 f"{node.name[:60]!r}, as attention does) over sizes the file does not fix, which over a tile's pixels "
-                "makes (H W)^2 values per head: attend within windows of fixed size (as SwinIR's 8x8), so that the "
-                "file fixes them"
+                "makes (H W)^2 values per head: attention within windows of fixed size (as SwinIR's 8x8) or across "
+                "the channels (as Restormer's) loads, not attention across all of a tile's pixels"
             )
         if features == math.inf:
             raise WeightsError(
@@ -146,6 +170,10 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
                 f"{source} pads the image with {padded:,} values on one axis by constant pads (at "
                 f"{_node_named(node)}), where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
             )
+        most_features = max(most_features, features)
+    # the reach is a sum of halves and quarters of pixels: a rounding error does not make it a pixel more
+    radius = math.ceil(round(reach.radius, 6))
+    return GraphBounds(radius, math.ceil(most_features / FEATURES_PER_FEATURE))
 
 
 def _node_named(node: onnx.NodeProto) -> str:

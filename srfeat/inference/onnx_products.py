@@ -21,7 +21,7 @@ from typing import TypeVar, cast
 
 from srfeat.inference.onnx_einsum import Label, axis_labels, einsum_terms, output_labels
 from srfeat.inference.onnx_image_axes import MIXED, ImageAxis
-from srfeat.inference.onnx_shape_types import LEAST_TILE_SIDE, Dims
+from srfeat.inference.onnx_shape_types import LEAST_TILE_PIXELS, Dims
 
 __all__ = [
     "LEAST_TILE_PIXELS",
@@ -35,9 +35,6 @@ __all__ = [
     "weight_factor",
 ]
 
-# The pixels of the least tile srfeat cuts (tiling.py's MIN_TILE, 32, squared): a value of as many values per image
-# whatever its size (channel attention's heads x C x C) holds at most this many times fewer per pixel of a tile
-LEAST_TILE_PIXELS = LEAST_TILE_SIDE * LEAST_TILE_SIDE
 # A size of an axis: fixed (int), or where it may not be, None for one the file does not fix
 Size = TypeVar("Size", int, int | None)
 

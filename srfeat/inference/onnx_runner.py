@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from srfeat.errors import SRFeatError, TileOutOfMemoryError, WeightsError
-from srfeat.inference.onnx_contents import check_before_loading, check_weights, parse_model
+from srfeat.inference.onnx_contents import GraphBounds, check_before_loading, check_weights, parse_model
 from srfeat.inference.onnx_structure import check_part_count, not_text_error
 from srfeat.inference.tiling import tile_memory_advice
 from srfeat.path_checks import broken_link, special_file_kind, unreadable_message
@@ -151,7 +151,7 @@ class OnnxRunner:
         # Before ONNX Runtime sees it: given bytes, it looks for external data beside the working folder,
         # not the file's (versions before its own path checks read wherever the file points), and it
         # expands sparse weights as it loads. On a model already parsed the search costs no parse.
-        check_before_loading(data, parsed, source)
+        bounds = check_before_loading(data, parsed, source)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -196,6 +196,10 @@ class OnnxRunner:
         self.scale = _metadata_int(metadata, "scale", source, SCALES)
         self.receptive_radius = _metadata_int(metadata, "receptive_radius", source, range(MAX_RECEPTIVE_RADIUS + 1))
         self.num_features = _metadata_int(metadata, "num_features", source, range(1, MAX_FEATURES + 1))
+        if bounds is not None:  # where the metadata understates what the graph has, the graph's (`_graph_bounds`)
+            self.receptive_radius, self.num_features = _graph_bounds(
+                self.receptive_radius, self.num_features, bounds, source
+            )
         self.name = metadata.get("name", Path(source).stem)
         # `srfeat export --fp16` says so: it takes more memory per pixel (`bytes_per_pixel`)
         self.float16 = metadata.get("precision", "").startswith("float16")
@@ -312,6 +316,40 @@ def _metadata_int(metadata: dict[str, str], key: str, source: str, allowed: rang
             f"where a srfeat export has {what}; export it again"
         )
     return value
+
+
+def _graph_bounds(radius: int, features: int, bounds: GraphBounds, source: str) -> tuple[int, int]:
+    """The receptive radius and features to tile by: the metadata's (`radius`, `features`), or the graph's (`bounds`)
+    where those are more, with a warning naming both. A crafted or hand-edited file that understated them tiled with
+    seams (tiles that overlap by less than the convolutions see) or planned too little memory for each tile. One the
+    graph sees farther than `MAX_RECEPTIVE_RADIUS` is refused, as such metadata is."""
+    if bounds.receptive_radius > MAX_RECEPTIVE_RADIUS:
+        raise WeightsError(
+            f"{source}'s convolutions see {bounds.receptive_radius:,} pixels into the image, where a srfeat export "
+            f"sees {MAX_RECEPTIVE_RADIUS:,} at most (its tiles would overlap by as much): not a srfeat export; export "
+            "it again"
+        )
+    if bounds.receptive_radius > radius:
+        logger.warning(
+            "%s's metadata gives receptive_radius %d, where its graph's convolutions see %d pixels: tiles overlap by "
+            "%d (by %d they would show seams); export it again with `srfeat export` to correct it",
+            source,
+            radius,
+            bounds.receptive_radius,
+            bounds.receptive_radius,
+            radius,
+        )
+    if bounds.num_features > features:
+        logger.warning(
+            "%s's metadata gives num_features %d, where its graph's largest map makes as many values per pixel as a "
+            "srfeat model of %d features does: tiles are planned for %d; export it again with `srfeat export` to "
+            "correct it",
+            source,
+            features,
+            bounds.num_features,
+            bounds.num_features,
+        )
+    return max(radius, bounds.receptive_radius), max(features, bounds.num_features)
 
 
 def load_onnx_runner(

@@ -7,14 +7,15 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["LEAST_TILE_SIDE", "MAX_DIMS", "ConstantValues", "Dims", "Entry"]
+__all__ = ["LEAST_TILE_PIXELS", "LEAST_TILE_SIDE", "MAX_DIMS", "ConstantValues", "Dims", "Entry"]
 
 # Dimensions (and scales, pads) read of a shape: more than numpy itself takes (64), and fewer than a
 # hostile file can declare
 MAX_DIMS = 1024
-# The side of the least tile srfeat cuts (tiling.py's MIN_TILE): a new axis as long as the image's height or width
-# holds at least this many values, and one of all its pixels this squared
+# The side of the least tile srfeat cuts (tiling.py's MIN_TILE), and its pixels: a value of a size the file does not
+# fix, that may be all a tile's pixels (or grows with the tile's side), counts as this many at least
 LEAST_TILE_SIDE = 32
+LEAST_TILE_PIXELS = LEAST_TILE_SIDE * LEAST_TILE_SIDE
 
 # Sizes of a value's axes, None where the file does not fix one
 Dims = list[int | None]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from srfeat.inference.onnx_image_axes import ImageAxes, ImageAxis, whole_multiple
-from srfeat.inference.onnx_shape_types import LEAST_TILE_SIDE, MAX_DIMS, ConstantValues, Dims, Entry
+from srfeat.inference.onnx_shape_types import LEAST_TILE_PIXELS, MAX_DIMS, ConstantValues, Dims, Entry
 
 if TYPE_CHECKING:
     import onnx
@@ -248,8 +248,11 @@ class ShapeVectors:
         made for one size may expand a map to the size it has. A size computed from a shape counts its
         factor (`follow`), over `source`'s own there (`relative_entries`): a map a x4 Resize made, expanded to 4
         times the image's height, is not enlarged again. An entry of the image's height or width on an axis where
-        `source` has 1 adds a new axis of it (`[H, W]` to `[H, W, H, W]`: a tile's pixels squared): at least the least
-        tile's side, times its factor."""
+        `source` has 1 adds a new axis of it (`[H, W]` to `[H, W, H, H]`): values that grow with the tile's side, where
+        the tile plan counts the same memory for each pixel of any tile; so such axes, one or more, count as
+        `crossed_growth` counts a size that may be all a tile's pixels, the least tile's (`LEAST_TILE_PIXELS`), times
+        their factors: more than `onnx_growth.MAX_GROWTH`. A new axis counted as the least tile's side (32) loaded,
+        and made 512 times the image on a 512-pixel tile."""
         if (entries := self.relative_entries(source, target)) is None:
             return None
         labels, image = self._labels_of(target), self._image_axes.get(source, {})
@@ -258,10 +261,11 @@ class ShapeVectors:
         sizes: Dims = [None] * rank if known is None else [1] * (rank - len(known)) + known
         labels = [None] * (rank - len(entries)) + labels
         entries = [(0.0, 1.0)] * (rank - len(entries)) + entries
-        factors = []
+        factors, new_axes = [], False
         for axis, ((factor, constant), size) in enumerate(zip(entries, sizes, strict=True)):
             if factor > 0 and size == 1 and labels[axis] in ("H", "W") and (axis - rank) not in image:
-                factors.append(factor * LEAST_TILE_SIDE)
+                factors.append(factor * (1 if new_axes else LEAST_TILE_PIXELS))
+                new_axes = True
             elif factor > 0:
                 factors.append(max(factor, 1.0))
             elif axis < rank - 2:

@@ -9,6 +9,10 @@ more than `MAX_PARTS` nodes, attributes, weights and graph entries in all is ref
 ONNX's names, operator types and metadata are protocol buffer strings that no parser checks as UTF-8 (the
 format is proto2): a flipped byte in one came back from `onnx` as bytes where the checks expect a str (a
 TypeError), and from ONNX Runtime's metadata as a UnicodeDecodeError. `check_text` refuses such a file.
+
+A node's input that names nothing (no weight, graph input or node output of that name) is refused by ONNX Runtime in
+a multi-line message; the checks after this one would take it for the image: a Conv whose weight names nothing was
+refused as one whose weight's shape "the graph computes". `check_inputs_named` says what is missing, first.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from srfeat.errors import WeightsError
 from srfeat.varint import read_varint
 
 if TYPE_CHECKING:
+    import onnx
     from google.protobuf.message import Message
 
-__all__ = ["MAX_PARTS", "check_part_count", "check_text", "not_text_error"]
+__all__ = ["MAX_PARTS", "check_inputs_named", "check_part_count", "check_text", "not_text_error"]
 
 MAX_PARTS = 200_000
 # The message fields that hold repeated parts, by message: ModelProto's graph (7) and functions (25);
@@ -117,3 +122,57 @@ def check_text(parsed: Message, source: str) -> None:
     """`not_text_error` if a string field of the parsed model (names, operator types, metadata) is not text."""
     if (found := _first_non_text(parsed)) is not None:
         raise not_text_error(source, found)
+
+
+# What the inputs of the operators the checks follow are, in words (else "input 2")
+_INPUT_ROLES = {
+    "Conv": ("input", "weight", "bias"),
+    "ConvTranspose": ("input", "weight", "bias"),
+    "MatMul": ("first operand", "second operand"),
+    "Gemm": ("first operand", "second operand", "bias"),
+    "Einsum": ("first operand", "second operand", "third operand"),
+    "Resize": ("input", "region of interest", "scales", "sizes"),
+    "Reshape": ("input", "shape"),
+    "Expand": ("input", "shape"),
+    "Pad": ("input", "pads", "constant value", "axes"),
+}
+
+
+def check_inputs_named(model: onnx.ModelProto, source: str) -> None:
+    """A one-line WeightsError naming the first node (and which of its inputs) whose input names nothing: in the main
+    graph, no graph input, weight or node output of that name; in a subgraph (If, Loop, Scan bodies), none anywhere in
+    the model (a body may use its outer graphs' values). A function's nodes name its inputs: not checked here."""
+    graphs = list(_graphs(model.graph))
+    defined_anywhere = set().union(*(_defined(graph) for graph in graphs))
+    for index, graph in enumerate(graphs):
+        defined = _defined(graph) if index == 0 else defined_anywhere
+        for node in graph.node:
+            for position, name in enumerate(node.input):
+                if name and name not in defined:
+                    raise _missing_input(source, node, position, name)
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """`graph`, then every subgraph in its nodes' attributes (If, Loop, Scan bodies), depth first. Nesting is bounded by
+    protobuf's own limit."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for nested in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                yield from _graphs(nested)
+
+
+def _defined(graph: onnx.GraphProto) -> set[str]:
+    """The names `graph` gives values: its inputs, weights (sparse ones too) and its nodes' outputs."""
+    names = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer}
+    names |= {sparse.values.name for sparse in graph.sparse_initializer}
+    return names | {name for node in graph.node for name in node.output}
+
+
+def _missing_input(source: str, node: onnx.NodeProto, position: int, name: str) -> WeightsError:
+    roles = _INPUT_ROLES.get(node.op_type, ())
+    role = roles[position] if position < len(roles) else f"input {position + 1}"
+    return WeightsError(
+        f"{source} has a {node.op_type[:40]} node {node.name[:60]!r} whose {role} ({name[:60]!r}) is missing: no "
+        "weight, graph input or node output has that name; damaged or not a srfeat export: export it again"
+    )
