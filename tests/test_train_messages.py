@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import srfeat_cli
 from training_helpers import tiny_config
 
 from srfeat.errors import ConfigError, SRFeatError, WeightsError
@@ -109,3 +110,16 @@ def test_a_stage_2_divergence_names_the_discriminators_rate_and_the_adversarial_
     assert "(lower optim.lr, optim.discriminator_lr or model.image_adversarial_weight, or check the data)" in str(
         raised.value
     ), raised.value
+
+
+def test_no_progress_logs_a_line_per_logged_step_with_its_loss(folders, tmp_path: Path) -> None:
+    """`srfeat train --no-progress` (README: "log lines only, no progress bar (batch jobs)") printed no step
+    at all between validations: the loss and the step reached were only in metrics.jsonl."""
+    train_dir, _ = folders
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(train_dir, None, tmp_path / "run", 1, ["train.max_steps=3"]).to_yaml())
+    child = srfeat_cli("train", "--no-progress", str(config), cwd=tmp_path)
+    assert child.returncode == 0, child.stderr
+    steps = [line for line in child.stderr.splitlines() if line.startswith("INFO: step ")]
+    assert [line.split(":")[1] for line in steps] == [" step 1/3", " step 2/3", " step 3/3"], child.stderr
+    assert all(" loss " in line and " lr 1.0e-03" in line and "steps/s" in line for line in steps), steps

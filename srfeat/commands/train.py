@@ -83,7 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "that train.init_generator loads and fits the model, with --resume that the run folder's state.pt is "
         "readable and of the config's networks, print the resolved config, train nothing",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: a log line (step, loss, lr) every train.log_every steps instead",
+    )
 
 
 def _check_resumable(config: TrainingConfig) -> None:

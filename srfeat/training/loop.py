@@ -354,6 +354,11 @@ class TrainingLoop:
             self.bar.set_postfix(
                 {"loss": f"{values['loss/generator']:.4g}", "lr": f"{record['lr']:.1e}"}, refresh=False
             )
+        else:  # without the bar (--no-progress, a batch job's log) this line is how the run is seen to advance
+            self._say(
+                f"step {progress.step}/{self.planned_steps}: loss {values['loss/generator']:.4g}, "
+                f"lr {record['lr']:.1e}, {timing['steps_per_second']:.3g} steps/s"
+            )
         state.loss_sums, state.summed_steps = {}, 0
 
     def _stop_if_diverged(self) -> None:

@@ -115,8 +115,8 @@ def y4m_frame_size(source: Path) -> tuple[int, int] | None:
 
 
 def check_call(
-    source: str | os.PathLike[str],
-    target: str | os.PathLike[str],
+    source: str | bytes | os.PathLike[str],
+    target: str | bytes | os.PathLike[str],
     upscaler: Upscaler,
     options: VideoOptions,
     replace: bool,

@@ -81,8 +81,8 @@ class VideoSummary:
 
 
 def upscale_video(
-    source: str | os.PathLike[str],
-    target: str | os.PathLike[str],
+    source: str | bytes | os.PathLike[str],
+    target: str | bytes | os.PathLike[str],
     upscaler: Upscaler,
     options: VideoOptions,
     replace: bool = True,
@@ -98,7 +98,7 @@ def upscale_video(
     even one that appeared while `source` was upscaled: `srfeat.files.OutputExistsError` says so
     (before any frame is decoded for one that exists already). A `target` that is `source` itself (under
     another spelling, or a symbolic or hard link to it) is never written, `replace` or not:
-    `srfeat.files.OutputIsInputError`, before the video is opened. Paths may be str (`~` expanded).
+    `srfeat.files.OutputIsInputError`, before the video is opened. Paths may be str, bytes or path-like (`~` expanded).
     Messages name `options`' fields (`codec`, `crf`, `frames=FrameRange(0, N)`); `command_line` (`srfeat
     upscale`'s) names its flags instead (`--codec`, `--crf`, `--frames 0:N`).
     """
