@@ -9,6 +9,7 @@ import io
 import logging
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
 from scripts.fuzz_video import SEEDS, write_seed  # noqa: E402 - needs PyAV, checked above
+from srfeat.video.listed_frames import ListedFrames  # noqa: E402
 from srfeat.video.matroska_scan import scan_matroska  # noqa: E402
 from srfeat.video.pipeline import upscale_video  # noqa: E402
 from srfeat.video.transport_scan import scan_transport_stream  # noqa: E402
@@ -242,3 +244,17 @@ def test_valid_matroska_files_and_transport_streams_are_not_called_damaged(
     listed = scan_transport_stream(source, VIDEO_PID) if name.endswith(".ts") else scan_matroska(source, 0)
     assert listed is not None
     assert (len(listed.places), listed.breaks) == (len(decoded_times(source)), [])
+
+
+def test_frames_listed_are_matched_on_ffmpegs_timeline_and_not_at_all_where_none_is_given() -> None:
+    """A TS's presentation times start over every 26.5 hours and FFmpeg's go on past the wrap: a frame listed after
+    it is not lost for its smaller number, and one lost there is placed on FFmpeg's timeline. A scan whose first
+    frames are none of the packets given misreads the file: it loses no frame."""
+    wrap = 1 << 33
+    places = [(0, wrap - 3000), (188, wrap - 1500), (376, 0), (564, 1500)]
+    listed = ListedFrames(places, [], wrap=wrap)
+    given = [SimpleNamespace(size=1, pos=pos, pts=pts) for pos, pts in ((0, wrap - 3000), (188, wrap - 1500))]
+    given.append(SimpleNamespace(size=1, pos=564, pts=wrap + 1500))
+    assert [listed.given(packet) for packet in given] == [[], [], [wrap]]
+    listed = ListedFrames(places, [])
+    assert [listed.given(SimpleNamespace(size=1, pos=pos, pts=pts + 7)) for pos, pts in places] == [[]] * 4

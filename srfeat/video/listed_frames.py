@@ -43,8 +43,11 @@ class ListedFrames:
 
     places: list[tuple[int, int]]
     breaks: list[Break]
+    wrap: int | None = None  # where the timestamps start over (MPEG-TS: 33 bits), which FFmpeg's continue past
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_PACKETS))
+    last_given: int | None = None  # the last packet's timestamp, on FFmpeg's timeline
     next_place: int = 0
+    matched: int = 0  # frames listed that a packet given had: none, and the scan misreads the file (no frame is lost)
     lost_any: bool = False
     read_to: int = 0  # the place of the last video packet given: breaks past it were not read
 
@@ -54,7 +57,8 @@ class ListedFrames:
         if not packet.size:  # the end of the stream, before the decoder is flushed: frames lost are due in order
             return self.after_last()
         if packet.pts is not None:
-            self.recent.append(packet.pts)
+            self.recent.append(packet.pts % self.wrap if self.wrap else packet.pts)
+            self.last_given = packet.pts
         if packet.pos is None or packet.pos < 0:
             return []
         self.read_to = max(self.read_to, packet.pos)
@@ -70,10 +74,21 @@ class ListedFrames:
         while self.next_place < len(self.places) and (before is None or self.places[self.next_place][0] < before):
             time = self.places[self.next_place][1]
             if time not in self.recent:
-                lost.append(time)
+                lost.append(self._on_timeline(time))
+            else:
+                self.matched += 1
             self.next_place += 1
+        if not self.matched:  # the first frames listed are not the ones given: the times are read otherwise
+            return []
         self.lost_any = self.lost_any or bool(lost)
         return lost
+
+    def _on_timeline(self, time: int) -> int:
+        """A listed frame's time as FFmpeg's timestamps have it: the wrap nearest the last packet given."""
+        if not self.wrap or self.last_given is None:
+            return time
+        ahead = (time - self.last_given) % self.wrap
+        return self.last_given + (ahead - self.wrap if ahead > self.wrap // 2 else ahead)
 
     def report(self, source: Path, time_base: Any, *, frames_missing: bool) -> None:
         """Breaks in the video's structure where no lost frame was named (`frames_missing`: some were): the

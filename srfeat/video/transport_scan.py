@@ -27,6 +27,7 @@ SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size, or 
 CHUNK_PACKETS = 1 << 16  # packets parsed at once: 12 MiB of 188-byte packets
 RESYNC_WINDOW = 1 << 16  # bytes searched at once for where packets start again
 BREAKS_KEPT = 100  # a file damaged all through: enough to say where
+PTS_WRAP = 1 << 33  # a PES packet's presentation time: 33 bits of a 90 kHz clock, which start over every 26.5 hours
 
 
 def cut_transport_packet(source: Path) -> int:
@@ -59,7 +60,7 @@ def scan_transport_stream(source: Path, video_pid: int) -> ListedFrames | None:
                 return None
             scan = _Scan(file, video_pid, *found[:2])
             scan.run(found[2])
-            return ListedFrames(scan.places, scan.breaks)
+            return ListedFrames(scan.places, scan.breaks, wrap=PTS_WRAP)
     except OSError:
         return None
 
