@@ -21,7 +21,7 @@ from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.avi_index import AviIndex
 from srfeat.video.copied import CopiedStreams, cut_to_window
-from srfeat.video.listed_frames import ListedFrames
+from srfeat.video.listed_frames import FAR_S, ListedFrames
 from srfeat.video.lost_frames import LostFrames
 from srfeat.video.matroska_scan import scan_matroska
 from srfeat.video.not_coded import EmptyChunks, PictureCounter, not_coded_vop
@@ -122,6 +122,8 @@ class InputFrames:
         elif "matroska" in container_formats:
             videos = [stream.index for stream in source_container.streams.video]
             self.listed = scan_matroska(source, videos.index(video.index))
+        if self.listed is not None:
+            self.listed.far = round(FAR_S / time_base_of(video))
         self.in_flight = PacketsInFlight(av, source, video, frame_threads=not self.pictures.active)
 
     def __iter__(self) -> Iterator[Frame | Packet]:

@@ -20,12 +20,14 @@ from srfeat.video.probe import seconds_of
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Break", "ListedFrames"]
+__all__ = ["FAR_S", "Break", "ListedFrames"]
 
 # Timestamps of the packets given lately, to match a listed frame against: a demuxer's parser may give a frame a
 # little after the place the container lists it at (B-frames reordered, a frame split over two packets).
 RECENT_PACKETS = 256
 BREAKS_SHOWN = 3  # places named in the warning; the rest are counted
+# A lost frame listed this far in time from the last packet given has its time damaged: not placed among the frames.
+FAR_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class ListedFrames:
     places: list[tuple[int, int]]
     breaks: list[Break]
     wrap: int | None = None  # where the timestamps start over (MPEG-TS: 33 bits), which FFmpeg's continue past
-    recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_PACKETS))
+    far: int | None = None  # ticks from the last packet given past which a lost frame's time is its damage's
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_PACKETS))  # wrapped as listed
+    recent_times: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_PACKETS))  # as FFmpeg's go on
     last_given: int | None = None  # the last packet's timestamp, on FFmpeg's timeline
     next_place: int = 0
     matched: int = 0  # frames listed that a packet given had: none, and the scan misreads the file (no frame is lost)
@@ -58,6 +62,7 @@ class ListedFrames:
             return self.after_last()
         if packet.pts is not None:
             self.recent.append(packet.pts % self.wrap if self.wrap else packet.pts)
+            self.recent_times.append(packet.pts)
             self.last_given = packet.pts
         if packet.pos is None or packet.pos < 0:
             return []
@@ -66,22 +71,32 @@ class ListedFrames:
 
     def after_last(self) -> list[int]:
         """The file was read to its end: the timestamps of the frames listed after the last packet given."""
+        lost = self._passed(None)
         self.read_to = max([self.read_to, *(place.where + 1 for place in self.breaks)])
-        return self._passed(None)
+        return lost
 
     def _passed(self, before: int | None) -> list[int]:
         lost: list[int] = []
         while self.next_place < len(self.places) and (before is None or self.places[self.next_place][0] < before):
-            time = self.places[self.next_place][1]
-            if time not in self.recent:
-                lost.append(self._on_timeline(time))
-            else:
+            place, time = self.places[self.next_place]
+            if time in self.recent:
                 self.matched += 1
+            elif self._time_damaged(self._on_timeline(time)):
+                self.breaks.append(Break(place, "a frame whose time is damaged"))  # lost, but not when
+            else:
+                lost.append(self._on_timeline(time))
             self.next_place += 1
         if not self.matched:  # the first frames listed are not the ones given: the times are read otherwise
             return []
         self.lost_any = self.lost_any or bool(lost)
         return lost
+
+    def _time_damaged(self, time: int) -> bool:
+        """Whether a lost frame's `time` cannot be where it is listed: before every packet given lately (B-frames
+        come before the frames decoded just before them, not before all), or `far` past the last one."""
+        if self.last_given is None:
+            return False
+        return time < min(self.recent_times) or (self.far is not None and time > self.last_given + self.far)
 
     def _on_timeline(self, time: int) -> int:
         """A listed frame's time as FFmpeg's timestamps have it: the wrap nearest the last packet given."""

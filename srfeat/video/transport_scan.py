@@ -183,15 +183,20 @@ class _Scan:
         if again < last + size:
             if self._pid_at(last) == self.pid:
                 self._broke(last, f"a transport packet cut short by {last + size - again} bytes")
-        elif (again - last) % size:
+        elif not self._sync_damaged(last + size, again):
             self._broke(last + size, f"{again - last - size} bytes that hold no whole transport packet")
-        else:
-            self._sync_damaged(last + size, again)
 
-    def _sync_damaged(self, start: int, end: int) -> None:
-        """Whole packets from `start` to `end` with their sync bytes damaged: lost, where one was the video's."""
-        if self.pid in (self._pid_at(at) for at in range(start, end, self.size)):
+    def _sync_damaged(self, start: int, end: int) -> bool:
+        """Whether the bytes from `start` to `end` are a few whole packets of which only the sync bytes are damaged
+        (a bit or two off): FFmpeg drops them, and the video lost one where one has its PID."""
+        if (end - start) % self.size or end - start > self.size * SYNCS_CHECKED:
+            return False
+        heads = [self._head_at(at) for at in range(start, end, self.size)]
+        if any((sync ^ TS_SYNC).bit_count() > 2 for sync, _ in heads):
+            return False  # bytes written over packets
+        if any(pid == self.pid for _, pid in heads):
             self._broke(start, "a transport packet whose sync byte is damaged")
+        return True
 
     def _junk_at_end(self, start: int) -> None:
         """Bytes from `start` to the file's end that hold no packet: a packet's worth or more is damage (packets
@@ -199,8 +204,7 @@ class _Scan:
         length = self.total - start
         if length < self.size:
             return
-        if length % self.size == 0 and length <= self.size * SYNCS_CHECKED:  # too few to resync on
-            self._sync_damaged(start, self.total)
+        if self._sync_damaged(start, self.total):  # too few packets after them to resync on
             return
         self.file.seek(start)
         head = self.file.read(RESYNC_WINDOW)
@@ -210,9 +214,13 @@ class _Scan:
             self._broke(start, f"{length} bytes at the end that hold no transport packet")
 
     def _pid_at(self, at: int) -> int:
-        self.file.seek(at + self.sync + 1)
-        header = self.file.read(2)
-        return ((header[0] & 0x1F) << 8) | header[1] if len(header) == 2 else -1
+        return self._head_at(at)[1]
+
+    def _head_at(self, at: int) -> tuple[int, int]:
+        """The sync byte and PID of the packet at `at`."""
+        self.file.seek(at + self.sync)
+        head = self.file.read(3)
+        return (head[0], ((head[1] & 0x1F) << 8) | head[2]) if len(head) == 3 else (-1, -1)
 
     def _broke(self, where: int, what: str) -> None:
         if len(self.breaks) < BREAKS_KEPT:
