@@ -224,19 +224,22 @@ def write_valid(folder: Path, name: str) -> Path:
         path.write_bytes((folder / "a.mkv").read_bytes() * 2)
     elif name == "audio.ts":
         write_clip(path, frames=24, audio=True)
+    elif name == "joined.ts":  # the second file's continuity counters start over
+        write_clip(folder / "a.ts", frames=12, audio=True)
+        path.write_bytes((folder / "a.ts").read_bytes() * 2)
     return path
 
 
 VALID = [name for name, *_ in SEEDS if name.endswith((".mkv", ".webm", ".ts"))]
-VALID += ["subtitles.mkv", "variable.mkv", "unknown-size.mkv", "piped.mkv", "joined.mkv", "audio.ts"]
+VALID += ["subtitles.mkv", "variable.mkv", "unknown-size.mkv", "piped.mkv", "joined.mkv", "audio.ts", "joined.ts"]
 
 
 @pytest.mark.parametrize("name", VALID)
 def test_valid_matroska_files_and_transport_streams_are_not_called_damaged(
     tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture, name: str
 ) -> None:
-    """Audio beside the video, BlockGroups, Clusters of unknown size, a Segment of unknown size, Segments joined,
-    variable frame rates: the scans list every frame FFmpeg gives, and find no break."""
+    """Audio beside the video, BlockGroups, Clusters of unknown size, a Segment of unknown size, files joined end to
+    end, variable frame rates: the scans list every frame FFmpeg gives, and find no break."""
     source = write_valid(tmp_path, name)
     with caplog.at_level(logging.WARNING):
         upscale_video(source, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions("ffv1"))

@@ -58,16 +58,17 @@ class ListedFrames:
     def given(self, packet: Any) -> list[int]:
         """The demuxer gave video `packet`: the timestamps of the frames listed before its place that no packet
         had (passed over by the demuxer); at the stream's end (an empty packet), all the rest."""
-        if not packet.size:  # the end of the stream, before the decoder is flushed: frames lost are due in order
+        place: int | None = packet.pos if packet.pos is not None and packet.pos >= 0 else None
+        if not packet.size and place is None:  # the stream's end, before the decoder's flush: frames lost due in order
             return self.after_last()
         if packet.pts is not None:
             self.recent.append(packet.pts % self.wrap if self.wrap else packet.pts)
             self.recent_times.append(packet.pts)
             self.last_given = packet.pts
-        if packet.pos is None or packet.pos < 0:
+        if place is None:
             return []
-        self.read_to = max(self.read_to, packet.pos)
-        return self._passed(packet.pos)
+        self.read_to = max(self.read_to, place)
+        return self._passed(place)
 
     def after_last(self) -> list[int]:
         """The file was read to its end: the timestamps of the frames listed after the last packet given."""

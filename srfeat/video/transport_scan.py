@@ -27,6 +27,9 @@ SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size, or 
 CHUNK_PACKETS = 1 << 16  # packets parsed at once: 12 MiB of 188-byte packets
 RESYNC_WINDOW = 1 << 16  # bytes searched at once for where packets start again
 BREAKS_KEPT = 100  # a file damaged all through: enough to say where
+JOIN_WINDOW = 16  # frames before a counter that skips whose times say whether files were joined there
+JOINED_GAP = 10 * 90_000  # ticks past the frames before it from which a PES's time does not follow them
+LOST_BEFORE = " lost before it"
 PTS_WRAP = 1 << 33  # a PES packet's presentation time: 33 bits of a 90 kHz clock, which start over every 26.5 hours
 
 
@@ -60,7 +63,7 @@ def scan_transport_stream(source: Path, video_pid: int) -> ListedFrames | None:
                 return None
             scan = _Scan(file, video_pid, *found[:2])
             scan.run(found[2])
-            return ListedFrames(scan.places, scan.breaks, wrap=PTS_WRAP)
+            return ListedFrames(scan.places, scan.without_joins(), wrap=PTS_WRAP)
     except OSError:
         return None
 
@@ -115,6 +118,20 @@ class _Scan:
             self._grid_broken(last, again)
             at = again
 
+    def without_joins(self) -> list[Break]:
+        """The breaks, less the counters that skip where files were joined end to end: there the packet starts a
+        PES whose time does not follow the frames before it (before all of the last `JOIN_WINDOW`, which B-frames
+        never are, or far past them), as a packet lost cannot make it."""
+        index = {place: number for number, (place, _) in enumerate(self.places)}
+        kept = []
+        for damage in self.breaks:
+            number = index.get(damage.where) if damage.what.endswith(LOST_BEFORE) else None
+            before = [time for _, time in self.places[max(0, (number or 0) - JOIN_WINDOW) : number or 0]]
+            time = self.places[number][1] if number is not None else 0
+            if not before or not (time <= min(before) or time > max(before) + JOINED_GAP):
+                kept.append(damage)
+        return kept
+
     def _packets(self, rows: np.ndarray, at: int) -> None:
         """The video PID's packets among `rows` (the packets from byte `at`): counters that skip, PES starts."""
         sync = self.sync
@@ -135,7 +152,7 @@ class _Scan:
             skipped = ((counters - before) % 16 > 1) & ~discontinuity[counted]
             for row in np.flatnonzero(skipped)[: BREAKS_KEPT - len(self.breaks)]:
                 missing = int((counters[row] - before[row]) % 16) - 1
-                self._broke(at + int(mine[counted[row]]) * self.size, f"{missing} transport packet(s) lost before it")
+                self._broke(at + int(mine[counted[row]]) * self.size, f"{missing} transport packet(s){LOST_BEFORE}")
             self.last_counter = int(counters[-1])
         self._pes_starts(rows, at, mine[with_payload & ((header[:, 1] & 0x40) == 0x40)])
 
