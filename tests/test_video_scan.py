@@ -106,8 +106,11 @@ def test_transport_packets_lost_or_cut_short_are_found_by_sync_bytes_and_the_vid
     damaged_sync = [b"\x46" + packet[1:] for packet in both[20:22]]
     assert breaks_in(tmp_path, both[:20] + damaged_sync[1:]) == []  # the last packet, audio, lost
     assert breaks_in(tmp_path, both[:20] + damaged_sync) == ["a transport packet whose sync byte is damaged"]
-    overwritten = ["188 bytes that hold no whole transport packet"]  # which PID it held cannot be told
-    assert breaks_in(tmp_path, [*both[:20], bytes(188), *both[20:]]) == overwritten
+    # Bytes that are no packet: after an audio packet, the video's next counter says whether one of its was lost.
+    assert breaks_in(tmp_path, [*both[:20], bytes(188), *both[20:]]) == []
+    assert breaks_in(tmp_path, [*both[:10], bytes(100), *both[12:]]) == ["1 transport packet(s) lost before it"]
+    after_video = breaks_in(tmp_path, [*both[:19], bytes(188), *both[19:]])  # its end may be among them
+    assert after_video == ["188 bytes that hold no whole transport packet"]
     assert breaks_in(tmp_path, both, tail=b"\xff" * 400) == []  # stuffing at the end, written so
     assert breaks_in(tmp_path, both, tail=bytes(range(200))) == ["200 bytes at the end that hold no transport packet"]
     assert breaks_in(tmp_path, both, tail=video[0][:100]) == []  # a last packet cut short: said elsewhere

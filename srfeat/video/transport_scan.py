@@ -94,8 +94,14 @@ class _Scan:
         self.places: list[tuple[int, int]] = []
         self.breaks: list[Break] = []
         self.last_counter: int | None = None
+        self.pending: list[Break] = []  # bytes that are no packet, since which no video packet came
 
     def run(self, at: int) -> None:
+        self._walk(at)
+        for junk in self.pending:  # no video packet after them: one may have been among them
+            self._broke(junk.where, junk.what)
+
+    def _walk(self, at: int) -> None:
         size = self.size
         while at + size <= self.total:  # `at`: a packet's start whose sync byte is in its place
             self.file.seek(at)
@@ -146,6 +152,7 @@ class _Scan:
         discontinuity = ((control & 2) == 2) & (header[:, 4] > 0) & ((header[:, 5] & 0x80) == 0x80)
         counted = np.flatnonzero(with_payload)
         if counted.size:
+            self.pending.clear()  # the counter below says whether a video packet was lost among them
             counters = header[counted, 3] & 0x0F
             before = np.concatenate(([counters[0] if self.last_counter is None else self.last_counter], counters[:-1]))
             # 0: a packet sent twice, allowed; a counter 16 packets on cannot be told from one in order
@@ -201,7 +208,13 @@ class _Scan:
             if self._pid_at(last) == self.pid:
                 self._broke(last, f"a transport packet cut short by {last + size - again} bytes")
         elif not self._sync_damaged(last + size, again):
-            self._broke(last + size, f"{again - last - size} bytes that hold no whole transport packet")
+            junk = Break(last + size, f"{again - last - size} bytes that hold no whole transport packet")
+            # The packet before them was the video's: its end may be among them. Else the video's next packet says
+            # by its counter whether one of its own was (`_packets`); none after them, and they may have been.
+            if self._pid_at(last) == self.pid:
+                self._broke(junk.where, junk.what)
+            else:
+                self.pending.append(junk)
 
     def _sync_damaged(self, start: int, end: int) -> bool:
         """Whether the bytes from `start` to `end` are a few whole packets of which only the sync bytes are damaged
