@@ -178,7 +178,7 @@ class Pipe(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: bytes) -> int:  # pyright: ignore[reportIncompatibleMethodOverride]
         self.written += bytes(data)
         return len(data)
 
