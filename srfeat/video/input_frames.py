@@ -21,11 +21,14 @@ from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.avi_index import AviIndex
 from srfeat.video.copied import CopiedStreams, cut_to_window
+from srfeat.video.listed_frames import FAR_S, ListedFrames
 from srfeat.video.lost_frames import LostFrames
+from srfeat.video.matroska_scan import scan_matroska
 from srfeat.video.not_coded import EmptyChunks, PictureCounter, not_coded_vop
 from srfeat.video.packets_in_flight import PacketsInFlight
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
 from srfeat.video.reference_slots import EarliestSlots, PackedSlots, ReferenceSlots
+from srfeat.video.transport_scan import cut_transport_packet, scan_transport_stream
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -43,39 +46,7 @@ SLICE_MARGIN_S = 10.0
 # Demuxers of raw frames, one after another to the file's end: a file cut inside its last frame ends
 # their reading without an error, and that frame is gone (`InputFrames.cut_frame_bytes` counts what was left).
 RAW_FRAME_DEMUXERS = frozenset({"yuv4mpegpipe"})
-# MPEG-TS packet sizes FFmpeg's demuxer reads (plain, Blu-ray's M2TS with a 4-byte time before each, DVB's with
-# 16 bytes of error correction after), each with where its sync byte sits.
-TRANSPORT_PACKETS = ((188, 0), (192, 4), (204, 0))
-TS_SYNC = 0x47
-SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size
 NO_PIXELS = np.zeros((0, 0, 3), np.uint8)  # a frame of the timing pass
-
-
-def cut_transport_packet(source: Path) -> int:
-    """How many bytes of a transport packet `source` (an MPEG-TS) ends with: a muxer writes whole packets, so a
-    last one begun (its sync byte there) and not finished is a file cut short. A TS states no length, and this is
-    its only trace of a cut: one at a packet's boundary leaves none. 0 where none is found or it cannot be read."""
-    try:
-        with source.open("rb") as file:
-            head = file.read(max(size for size, _ in TRANSPORT_PACKETS) * (SYNCS_CHECKED + 1))
-            total = file.seek(0, 2)
-            for size, sync in TRANSPORT_PACKETS:
-                start = next((at for at in range(size) if _synced(head, at + sync, size)), None)
-                if start is None:
-                    continue
-                left = (total - start) % size
-                if left <= sync:  # an M2TS packet's time without its sync byte: nothing shows a packet began
-                    return 0
-                file.seek(total - left + sync)
-                return left if file.read(1)[0] == TS_SYNC else 0
-    except OSError:
-        return 0
-    return 0
-
-
-def _synced(head: bytes, at: int, size: int) -> bool:
-    positions = range(at, at + size * SYNCS_CHECKED, size)
-    return positions[-1] < len(head) and all(head[position] == TS_SYNC for position in positions)
 
 
 @dataclass
@@ -141,6 +112,18 @@ class InputFrames:
         self.cut_frame_bytes = 0
         self.cut_packet_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
+        # The frames the container lists, to tell those its demuxer passed over unsaid (not in the timing pass).
+        self.listed: ListedFrames | None = None
+        container_formats = source_container.format.name.split(",")
+        if copied_streams is None:
+            pass
+        elif "mpegts" in container_formats:
+            self.listed = scan_transport_stream(source, video.id)
+        elif "matroska" in container_formats:
+            videos = [stream.index for stream in source_container.streams.video]
+            self.listed = scan_matroska(source, videos.index(video.index))
+        if self.listed is not None:
+            self.listed.far = round(FAR_S / time_base_of(video))
         self.in_flight = PacketsInFlight(av, source, video, frame_threads=not self.pictures.active)
 
     def __iter__(self) -> Iterator[Frame | Packet]:
@@ -171,6 +154,8 @@ class InputFrames:
                 packet = next(packets)
             except StopIteration:
                 self._passed_over_at_end(last_slot)
+                for time in self.listed.after_last() if self.listed is not None else ():
+                    self.lost.passed_over(time)
                 self.cut_frame_bytes = self._bytes_after(video_end)
                 if "mpegts" in self.input.format.name.split(","):
                     self.cut_packet_bytes = cut_transport_packet(self.source)
@@ -197,6 +182,8 @@ class InputFrames:
                     ):
                         break
                     continue
+                for time in self.listed.given(packet) if self.listed is not None else ():
+                    self.lost.passed_over(time)
                 placeholder, slot, just_passed_over = self._chunks_before(
                     packet, after_packed or after_damaged, decode_order_times
                 )

@@ -11,7 +11,9 @@ the range's start move the range later in the file: said apart (`_report_late_st
 from the time between two frames only in a container whose demuxer skips packets so (`SILENT_SKIPS`), and
 only where every interval of the stream is a whole number of frames: in a variable frame rate stream a long
 interval is a frame held longer, not one lost. Elsewhere a gap of whole frames is the file's own (frames an
-encoder had no time for, a video with repeated frames taken out) and damage makes FFmpeg's demuxer fail.
+encoder had no time for, a video with repeated frames taken out) and damage makes FFmpeg's demuxer fail. Frames a
+demuxer passed over where no later frame shows a gap (at a file's end; in Matroska, whose times say nothing) are
+found from the container's own bytes (`ListedFrames`) and told here as `passed_over`.
 """
 
 from __future__ import annotations

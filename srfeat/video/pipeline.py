@@ -241,6 +241,9 @@ class _Transcoder:
             command_line=self.command_line,
         )
         read.lost.report()
+        if read.listed is not None:
+            missing = bool(read.lost.missing() or read.lost.missing_before())
+            read.listed.report(self.source, time_base_of(self.video), frames_missing=missing)
         self.defects.report(written)
         stream, copied = self.upscaled, len(self.copied) + self.copied_streams.attachments
         return VideoSummary(written, stream.width, stream.height, stream.codec_name, copied)
