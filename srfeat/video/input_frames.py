@@ -115,11 +115,9 @@ class InputFrames:
         # The frames the container lists, to tell those its demuxer passed over unsaid (not in the timing pass).
         self.listed: ListedFrames | None = None
         container_formats = source_container.format.name.split(",")
-        if copied_streams is None:
-            pass
-        elif "mpegts" in container_formats:
+        if copied_streams is not None and "mpegts" in container_formats:
             self.listed = scan_transport_stream(source, video.id)
-        elif "matroska" in container_formats:
+        elif copied_streams is not None and "matroska" in container_formats:
             videos = [stream.index for stream in source_container.streams.video]
             self.listed = scan_matroska(source, videos.index(video.index))
         if self.listed is not None:
