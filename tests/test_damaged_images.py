@@ -1,6 +1,7 @@
 """Damaged image files said in plain words: a WebP cut short or damaged (PIL's "could not create decoder
-object"), and a TIFF whose tags claim more pixels than its data can hold, refused before its reader
-reserves memory for them ("failed to read 864000000 bytes, got 384", once 864 MB had been set aside)."""
+object"), an AVIF cut short (libavif's "Truncated data"), and a TIFF whose tags claim more pixels than its data can
+hold, refused before its reader reserves memory for them ("failed to read 864000000 bytes, got 384", once 864 MB had
+been set aside)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 from cli_helpers import one_input_error, python_code, srfeat_cli
-from PIL import Image
+from PIL import Image, features
 from skimage import data as samples
 
 from srfeat.data.io import read_raw_image
@@ -42,6 +43,28 @@ def test_a_webp_cut_short_is_said_so_by_the_command(
     assert one_input_error(child) == (
         f"ERROR: cannot read image cut.webp: the WebP file is cut short ({kept:,} of the {len(whole):,} "
         "bytes its header gives); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+@pytest.mark.parametrize("keep", [-1, 0.5, 100], ids=["all-but-its-last-byte", "half", "its-first-100-bytes"])
+def test_an_avif_cut_short_is_said_so_by_the_command(tmp_path: Path, model_path: Path, keep: float) -> None:
+    """As a WebP's is: of all but its last bytes, it said libavif's "Failed to decode frame 0: Truncated data"; of
+    half, or of its first 100 bytes (its meta box cut), "it starts as an AVIF file but cannot be decoded (damaged,
+    cut short, or an AVIF variant ...)"."""
+    Image.fromarray(samples.astronaut()[:64, :64]).save(tmp_path / "whole.avif", quality=80)
+    whole = (tmp_path / "whole.avif").read_bytes()
+    kept = len(whole) + int(keep) if keep < 0 else int(keep if keep >= 1 else len(whole) * keep)
+    (tmp_path / "cut.avif").write_bytes(whole[:kept])
+    child = srfeat_cli("upscale", "cut.avif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    box_ends = [0]  # where each top-level box (ftyp, meta, mdat) ends, by the size its header gives
+    while box_ends[-1] < len(whole):
+        box_ends.append(box_ends[-1] + struct.unpack(">I", whole[box_ends[-1] : box_ends[-1] + 4])[0])
+    stated = next(end for end in box_ends if end > kept)  # the end of the box the file now ends inside
+    assert one_input_error(child) == (
+        f"ERROR: cannot read image cut.avif: the AVIF file is cut short ({kept:,} of the {stated:,} "
+        "bytes its boxes give); skip or replace this file"
     )
     assert not (tmp_path / "out.png").exists()
 

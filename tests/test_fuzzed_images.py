@@ -269,24 +269,34 @@ def test_a_sound_jpeg_tiffs_strips_are_decoded_once_for_the_check(
     assert strips > 1 and len(opened) == strips
 
 
-def old_style_jpeg_tiff_bytes(jpeg: bytes, height: int) -> bytes:
+def old_style_jpeg_tiff_bytes(jpeg: bytes, height: int, tables_in_tags: bool = False) -> bytes:
     """A little-endian TIFF of compression 6 (old-style JPEG, as scanners and faxes once wrote) of `height` rows whose
-    JPEGInterchangeFormat tag points at the whole YCbCr 4:2:0 JPEG stream `jpeg`, its one strip too."""
+    JPEGInterchangeFormat tag points at the whole YCbCr 4:2:0 JPEG stream `jpeg`, its one strip too; or,
+    `tables_in_tags`, with no such tag, whose JPEGQTables, JPEGDCTables and JPEGACTables tags point at `jpeg`'s tables
+    (of each component) and whose one strip holds its scan data alone, from which libtiff builds the stream."""
     width = JPEG_CROP.shape[1]
-    directory_at = 8 + len(jpeg) + len(jpeg) % 2
-    bits_at = directory_at + 2 + 12 * 12 + 4  # after the directory: BitsPerSample's three values
+    scan_at = jpeg.index(b"\xff\xda")
+    scan_data = jpeg[scan_at + 2 + struct.unpack(">H", jpeg[scan_at + 2 : scan_at + 4])[0] : jpeg.rindex(b"\xff\xd9")]
+    pieces = [*component_tables(jpeg), scan_data] if tables_in_tags else [jpeg]
+    offsets, data = [], b""
+    for piece in pieces:
+        offsets.append(8 + len(data))
+        data += piece + b"\x00" * (len(piece) % 2)
+    arrays_at = 8 + len(data)  # BitsPerSample's values (8, 8, 8), then the tables' offsets
+    arrays = struct.pack("<4H", 8, 8, 8, 0) + (struct.pack("<9I", *offsets[:9]) if tables_in_tags else b"")
+    stream_tags = [(513, 4, 1, 8), (514, 4, 1, len(jpeg))]  # JPEGInterchangeFormat, its length
+    table_tags = [(512, 3, 1, 1), *((519 + kind, 4, 3, arrays_at + 8 + 12 * kind) for kind in range(3))]
     entries = [  # (tag, type: 3 SHORT, 4 LONG, count, value or offset)
         (256, 4, 1, width),
         (257, 4, 1, height),
-        (258, 3, 3, bits_at),
+        (258, 3, 3, arrays_at),
         (259, 3, 1, 6),
         (262, 3, 1, 6),  # YCbCr
-        (273, 4, 1, 8),
+        (273, 4, 1, offsets[-1]),
         (277, 3, 1, 3),
         (278, 4, 1, height),
-        (279, 4, 1, len(jpeg)),
-        (513, 4, 1, 8),  # JPEGInterchangeFormat
-        (514, 4, 1, len(jpeg)),  # JPEGInterchangeFormatLength
+        (279, 4, 1, len(pieces[-1])),
+        *(table_tags if tables_in_tags else stream_tags),  # JPEGProc (1: baseline), JPEGQ/DC/ACTables
         (530, 3, 2, 2 | 2 << 16),  # YCbCrSubSampling 2, 2
     ]
     directory = struct.pack("<H", len(entries)) + b"".join(
@@ -299,8 +309,33 @@ def old_style_jpeg_tiff_bytes(jpeg: bytes, height: int) -> bytes:
         )
         for tag, kind, count, value in entries
     )
-    header = b"II*\x00" + struct.pack("<I", directory_at)
-    return header + jpeg + b"\x00" * (len(jpeg) % 2) + directory + b"\x00" * 4 + struct.pack("<HHH", 8, 8, 8)
+    return b"II*\x00" + struct.pack("<I", arrays_at + len(arrays)) + data + arrays + directory + b"\x00" * 4
+
+
+def component_tables(jpeg: bytes) -> list[bytes]:
+    """The quantisation tables (64 values), then the DC and the AC Huffman tables (16 counts, then the values) of
+    each of the baseline JPEG `jpeg`'s components, in the order of its components: as an old-style JPEG TIFF's tags
+    point at them."""
+    tables: dict[tuple[int, int], bytes] = {}  # (0 quantisation, 1 DC, 2 AC; table number): the table
+    quantisation_numbers: list[int] = []  # each component's, as its frame header (SOF0) gives them
+    position = 2
+    while jpeg[position + 1] != 0xDA:
+        marker, (length,) = jpeg[position + 1], struct.unpack(">H", jpeg[position + 2 : position + 4])
+        content, at = jpeg[position + 4 : position + 2 + length], 0
+        while marker in (0xDB, 0xC4) and at < len(content):
+            size = 64 if marker == 0xDB else 16 + sum(content[at + 1 : at + 17])
+            kind = 0 if marker == 0xDB else 1 + (content[at] >> 4)
+            tables[kind, content[at] & 15] = content[at + 1 : at + 1 + size]
+            at += 1 + size
+        if marker == 0xC0:
+            quantisation_numbers = [content[8 + 3 * index] for index in range(content[5])]
+        position += 2 + length
+    scan = jpeg[position + 4 :]  # its header: each component's DC and AC table numbers
+    numbers = [
+        (quantisation, scan[2 + 2 * index] >> 4, scan[2 + 2 * index] & 15)
+        for index, quantisation in enumerate(quantisation_numbers)
+    ]
+    return [tables[kind, each[kind]] for kind in range(3) for each in numbers]
 
 
 def test_an_old_style_jpeg_tiff_whose_stream_gives_more_rows_than_its_scan_data_holds_is_refused(
@@ -319,5 +354,24 @@ def test_an_old_style_jpeg_tiff_whose_stream_gives_more_rows_than_its_scan_data_
         "skip or replace this file"
     )
     (tmp_path / "good.tif").write_bytes(old_style_jpeg_tiff_bytes(jpeg_bytes("RGB", {"quality": 75}), 41))
+    read = read_raw_image(tmp_path / "good.tif").array  # a sound one is read (libtiff's colours, near PIL's)
+    assert read.shape == JPEG_CROP.shape and np.abs(read.astype(int) - JPEG_CROP).mean() < 10
+
+
+def test_an_old_style_jpeg_tiff_of_tables_in_tags_whose_tags_give_more_rows_than_its_strip_holds_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Without a JPEGInterchangeFormat tag (its tables in tags, its strip scan data alone), it was not checked: its
+    tags made 80 rows of 41, libtiff built a stream of 80 rows from them, and gave the rows past the scan data's end
+    as flat grey (128), without a word."""
+    jpeg = jpeg_bytes("RGB", {"quality": 75})
+    (tmp_path / "tall.tif").write_bytes(old_style_jpeg_tiff_bytes(jpeg, 80, tables_in_tags=True))
+    with pytest.raises(ImageReadError) as refused:
+        read_raw_image(tmp_path / "tall.tif")
+    assert str(refused.value) == (
+        f"cannot read image {tmp_path / 'tall.tif'}: its data ends before the 80 rows its header gives (damaged?); "
+        "skip or replace this file"
+    )
+    (tmp_path / "good.tif").write_bytes(old_style_jpeg_tiff_bytes(jpeg, 41, tables_in_tags=True))
     read = read_raw_image(tmp_path / "good.tif").array  # a sound one is read (libtiff's colours, near PIL's)
     assert read.shape == JPEG_CROP.shape and np.abs(read.astype(int) - JPEG_CROP).mean() < 10

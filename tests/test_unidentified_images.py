@@ -55,12 +55,15 @@ def test_a_file_pil_cannot_identify_is_named_as_what_it_is(tmp_path: Path, model
 
 
 @pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
-def test_an_avif_cut_short_is_an_avif_file_with_its_article(tmp_path: Path) -> None:
-    # Before: "it starts as a AVIF file but cannot be decoded (damaged, cut short, or a AVIF variant ...)".
+def test_a_damaged_avif_is_an_avif_file_with_its_article(tmp_path: Path) -> None:
+    # Before: "it starts as a AVIF file but cannot be decoded (damaged, cut short, or a AVIF variant ...)". Damaged
+    # at its whole length (its meta box's content zeroed): one cut short is said to be so (test_damaged_images).
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "whole.avif")
-    (tmp_path / "cut.avif").write_bytes((tmp_path / "whole.avif").read_bytes()[:200])
-    child = srfeat_cli("upscale", tmp_path / "cut.avif", "-o", tmp_path / "out")
-    line = error_lines(child)["cut.avif"]
+    damaged = bytearray((tmp_path / "whole.avif").read_bytes())
+    damaged[48:200] = bytes(152)
+    (tmp_path / "damaged.avif").write_bytes(bytes(damaged))
+    child = srfeat_cli("upscale", tmp_path / "damaged.avif", "-o", tmp_path / "out")
+    line = error_lines(child)["damaged.avif"]
     assert "it starts as an AVIF file but cannot be decoded (damaged, cut short, or an AVIF variant" in line, line
 
 

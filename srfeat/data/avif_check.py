@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from srfeat.varint import read_varint
 
-__all__ = ["size_mismatch"]
+__all__ = ["cut_short", "size_mismatch"]
 
 _META_LIMIT = 1 << 20  # a meta box past this is left to libavif (its own limits): srfeat's files' are under 1 KB
 _TOP_LEVEL_BOXES = 64  # an AVIF has a handful (ftyp, meta, mdat...): a file of more is left to libavif, unscanned
@@ -62,23 +62,54 @@ def _top_level_meta(file: BinaryIO) -> bytes | None:
     """The meta box's content (past its version and flags), among the file's top-level boxes; None without one,
     with a track (`moov`: an animated AVIF, whose frames libavif decodes from it, not from the meta's items), or
     with too many boxes to scan."""
-    position, meta = 0, None
-    for _ in range(_TOP_LEVEL_BOXES):
-        if len(header := _read_at(file, position, 16)) < 8:
-            return meta
-        size, kind = struct.unpack(">I4s", header[:8])
-        length = 8
-        if size == 1:
-            (size,) = struct.unpack(">Q", header[8:16])
-            length = 16
+    meta = None
+    for kind, position, length, size in _top_level_boxes(file):
         if kind == b"moov":
             return None
         if kind == b"meta" and length + 4 <= size <= _META_LIMIT:
             meta = _read_at(file, position + length + 4, size - length - 4)
-        if size < length:  # size 0 (to the end) or malformed: no box past it
+        if kind == b"":  # the file's end
             return meta
-        position += size
     return None
+
+
+def _top_level_boxes(file: BinaryIO) -> Iterator[tuple[bytes, int, int, int]]:
+    """(type, where it starts, its header's length, its size as its header gives it) of the file's first
+    `_TOP_LEVEL_BOXES` top-level boxes, up to one of size 0 (to the end) or less than its header; then, where the
+    file's boxes end (at its end, or inside a box's header), (b"", there, the header's length or 0, 0)."""
+    position = 0
+    for _ in range(_TOP_LEVEL_BOXES):
+        header = _read_at(file, position, 16)
+        length = 16 if header[:4] == b"\0\0\0\1" else 8  # size 1: a 64-bit size follows
+        if len(header) < length:
+            yield b"", position, length if header else 0, 0
+            return
+        size, kind = struct.unpack(">I4s", header[:8])
+        size = struct.unpack(">Q", header[8:16])[0] if length == 16 else size
+        yield kind, position, length, size
+        if size < length:  # size 0 (to the end) or malformed: no box past it
+            yield b"", position, 0, 0
+            return
+        position += size
+
+
+def cut_short(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong when the ISO file (AVIF, HEIF) at `path` ends inside one of its top-level boxes (`ftyp`,
+    `meta`, `mdat`...), by the sizes their headers give: libavif said only "Truncated data", or PIL could not even
+    identify it. None when each box ends in the file, and for any other file."""
+    try:
+        with open(path, "rb") as file:
+            if _read_at(file, 4, 4) != b"ftyp":
+                return None
+            stated = 0
+            for _kind, position, length, size in _top_level_boxes(file):
+                stated = max(stated, position + max(size, length))
+            held = file.seek(0, os.SEEK_END)
+    except (OSError, struct.error):
+        return None
+    if stated <= held:
+        return None
+    return f"the AVIF file is cut short ({held:,} of the {stated:,} bytes its boxes give)"
 
 
 def _read_at(file: BinaryIO, position: int, size: int) -> bytes:

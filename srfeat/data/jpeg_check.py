@@ -3,8 +3,9 @@
 data segment"), which PIL does not pass on, and decodes the missing blocks from zero bits: a header whose height
 was made larger gave an image whose added rows were flat grey (128), without a word. A JPEG-compressed TIFF's
 strips or tiles are JPEG streams, checked so too (`short_tiff_strips`), and against the rows its tags give them:
-libtiff gave rows that a strip's frame header left out as zeros. So is an old-style JPEG (6) TIFF's stream, where its
-JPEGInterchangeFormat tag gives one. Huffman and arithmetic code, lossy and lossless, are checked alike.
+libtiff gave rows that a strip's frame header left out as zeros. So is an old-style JPEG (6) TIFF's stream: the one
+its JPEGInterchangeFormat tag gives, or, of one strip, the one libtiff builds from its tables' tags and scan data.
+Huffman and arithmetic code, lossy and lossless, are checked alike.
 
 How it is told (`short_scan_data`): the file is decoded once more with bytes added after each scan's data, just
 before the marker that ends it (and a restart marker, for a file whose data ends where a restart interval does).
@@ -149,8 +150,11 @@ def short_tiff_strips(
     refuses it."""
     with tifffile.TiffFile(path) as tiff, open(path, "rb") as file:
         page = tiff.pages.first
-        if page.compression == 6 and scan_data:  # old-style JPEG: one JPEG stream of the whole page, where it has one
-            return _short_old_style_jpeg(file, _first(page.tags.valueof(513)), _first(page.tags.valueof(514)), height)
+        if page.compression == 6 and scan_data:  # old-style JPEG: one JPEG stream of the whole page
+            stream = _old_style_stream(file, page, height)
+            if stream is None or _frame_rows(stream) != height or _decodes_whole(stream):
+                return None  # a frame of other rows than the tags' libtiff refuses
+            return f"its data ends before the {height} rows its header gives"
         if page.compression != 7:
             return None
         tables = bytes(page.jpegtables or b"")
@@ -175,18 +179,72 @@ def short_tiff_strips(
     return None
 
 
-def _short_old_style_jpeg(file: BinaryIO, offset: object, count: object, height: int) -> str | None:
-    """What is wrong when an old-style JPEG (6) TIFF's JPEG stream (its JPEGInterchangeFormat tag's `offset` and
-    `count`, if it has them) holds fewer than its `height` rows: libtiff gave the rows past its scan data's end as
-    flat grey, without a word. Checked as `short_scan_data` checks a JPEG file; the stream's colours libtiff converts
-    its own way, so the page it decoded is no reference."""
-    if not isinstance(offset, int) or not isinstance(count, int) or offset <= 0 or count <= 0:
-        return None  # its tables and scan data in tags and strips: libtiff puts them together (not checked)
-    file.seek(offset)
-    stream = file.read(count)
-    if _frame_rows(stream) != height or _decodes_whole(stream):
-        return None  # a frame of other rows than the tags' libtiff refuses
-    return f"its data ends before the {height} rows its header gives"
+def _old_style_stream(file: BinaryIO, page: tifffile.TiffPage, height: int) -> bytes | None:
+    """An old-style JPEG (6) TIFF's JPEG stream: the one its JPEGInterchangeFormat tag points at, or, without one, the
+    one libtiff builds from the tables its tags point at and its one strip's scan data; None where it has neither
+    (strips of several: libtiff's joining of them is not repeated here). Checked as `short_scan_data` checks a JPEG
+    file: libtiff gave the rows past its scan data's end as flat grey, without a word. The stream's colours libtiff
+    converts its own way, so the page it decoded is no reference."""
+    offset, count = _first(page.tags.valueof(513)), _first(page.tags.valueof(514))
+    if isinstance(offset, int) and isinstance(count, int) and offset > 0 and count > 0:
+        file.seek(offset)
+        return file.read(count)
+    if len(page.dataoffsets) != 1 or page.tags.valueof(512) != 1:  # not one strip, or not baseline (1) coding
+        return None
+    file.seek(page.dataoffsets[0])
+    strip = file.read(page.databytecounts[0])
+    if strip.startswith(b"\xff\xd8"):  # a whole JPEG of its own in the strip
+        return strip
+    tables = _tag_tables(file, page)
+    if tables is None:
+        return None
+    components = len(tables)
+    sampling = (page.tags.valueof(530) or (2, 2)) if page.photometric == 6 and components == 3 else (1, 1)  # YCbCr's
+    frame = struct.pack(">BHHB", 8, height, page.imagewidth, components) + b"".join(
+        struct.pack(">BBB", index + 1, (sampling[0] << 4 | sampling[1]) if index == 0 else 0x11, index)
+        for index in range(components)
+    )
+    scan = struct.pack(">B", components)
+    scan += b"".join(struct.pack(">BB", index + 1, index << 4 | index) for index in range(components)) + b"\x00\x3f\x00"
+    restart = page.tags.valueof(515)
+    pieces = [b"\xff\xd8"]
+    for index, (quantisation, dc, ac) in enumerate(tables):
+        pieces += [_segment(0xDB, bytes([index]) + quantisation), _segment(0xC4, bytes([index]) + dc)]
+        pieces.append(_segment(0xC4, bytes([0x10 | index]) + ac))
+    if isinstance(restart, int) and restart > 0:
+        pieces.append(_segment(0xDD, struct.pack(">H", restart)))
+    return b"".join([*pieces, _segment(0xC0, frame), _segment(_START_OF_SCAN, scan), strip, b"\xff\xd9"])
+
+
+def _tag_tables(file: BinaryIO, page: tifffile.TiffPage) -> list[tuple[bytes, bytes, bytes]] | None:
+    """(quantisation, DC Huffman, AC Huffman table) of each of an old-style JPEG TIFF's 1 or 3 components, read where
+    its JPEGQTables, JPEGDCTables and JPEGACTables tags point; None where they are not all there."""
+    offsets = [_as_tuple(page.tags.valueof(tag)) for tag in (519, 520, 521)]  # of a grey one, one each
+    components = page.samplesperpixel
+    if components not in (1, 3) or not all(isinstance(each, tuple) and len(each) == components for each in offsets):
+        return None
+    tables = []
+    for quantisation_at, dc_at, ac_at in zip(*offsets, strict=True):
+        file.seek(quantisation_at)
+        quantisation = file.read(64)
+        huffman = []
+        for at in (dc_at, ac_at):
+            file.seek(at)
+            counts = file.read(16)
+            huffman.append(counts + file.read(min(sum(counts), 256)))
+        if len(quantisation) < 64 or any(len(table) < 17 for table in huffman):
+            return None
+        tables.append((quantisation, huffman[0], huffman[1]))
+    return tables
+
+
+def _segment(marker: int, content: bytes) -> bytes:
+    return struct.pack(">BBH", 0xFF, marker, len(content) + 2) + content
+
+
+def _as_tuple(value: object) -> object:
+    """A tag's value as a tuple: tifffile gives one of one item as it is."""
+    return (value,) if isinstance(value, int) else value
 
 
 def _first(value: object) -> object:

@@ -2,8 +2,8 @@
 file named `.png` (a saved web page, a note), a PNG cut short, a photo in a format srfeat does not read and a
 sound TIFF of a layout PIL does not open alike. `unidentified_error` tells these apart from the file's first
 bytes and says what to do about each. So are files that are there but do not read: no permission, a failing
-disk (`unreadable_image`), a WebP cut short or damaged (`damaged_webp`), a size of 0 (`zero_size_error`);
-`read_failure` says which of these a reader's error was.
+disk (`unreadable_image`), a WebP cut short or damaged (`damaged_webp`), an AVIF cut short (`cut_short_avif`), a
+size of 0 (`zero_size_error`); `read_failure` says which of these a reader's error was.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
-from srfeat.data import tiff16
+from srfeat.data import avif_check, tiff16
 from srfeat.data.colour_profiles import READ_FORMATS
 from srfeat.errors import ImageReadError
 from srfeat.path_checks import unreadable_advice, unreadable_problem
@@ -22,6 +22,7 @@ from srfeat.path_checks import unreadable_advice, unreadable_problem
 __all__ = [
     "WebpProblem",
     "a_format",
+    "cut_short_avif",
     "damaged_webp",
     "looks_like_text",
     "read_failure",
@@ -87,6 +88,8 @@ def read_failure(path: Path, error: BaseException) -> ImageReadError:
         return unreadable_image(path, error)
     if isinstance(error, OSError) and (webp := damaged_webp(path)):  # "could not create decoder object"
         return webp
+    if avif := cut_short_avif(path):  # libavif's "Truncated data", a SyntaxError
+        return avif
     return ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE)
 
 
@@ -142,6 +145,14 @@ def damaged_webp(path: Path) -> ImageReadError | None:
     return ImageReadError(f"cannot read image {path}: {problem.what}", advice)
 
 
+def cut_short_avif(path: Path) -> ImageReadError | None:
+    """The error for `path` when it is an AVIF file that ends inside one of its boxes (libavif's words: "Failed to
+    decode frame 0: Truncated data"), said as a WebP's is; None for any other file."""
+    if (problem := avif_check.cut_short(path)) is None:
+        return None
+    return ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
+
+
 def unidentified_error(path: Path) -> ImageReadError:
     """The error for `path`, which PIL could not identify as an image of the formats srfeat reads: a TIFF
     of a layout srfeat does not read, text, a damaged file of a format it reads, or another format."""
@@ -170,6 +181,8 @@ def unidentified_error(path: Path) -> ImageReadError:
         return ImageReadError(f"cannot read image {path}: it holds text, not {what}", ImageReadError.SKIP_OR_REPLACE)
     if kind == "WEBP" and (webp := damaged_webp(path)):  # the first bytes of one: "starts as a WEBP file" said less
         return webp
+    if kind == "AVIF" and (avif := cut_short_avif(path)):
+        return avif
     if kind is not None:
         return ImageReadError(
             f"cannot read image {path}: it starts as {a_format(kind)} file but cannot be decoded (damaged, cut short, "
