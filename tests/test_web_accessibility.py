@@ -3,6 +3,7 @@ or reads the page at its contrast: what WCAG asks of those, measured in headless
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -182,5 +183,25 @@ def test_all_text_shown_has_a_contrast_of_at_least_4_5_to_1(server: Server, brow
         )
         assert low == [], low
         assert page.evaluate("() => document.documentElement.lang") == "en"
+    finally:
+        page.context.close()
+
+
+def test_every_control_has_a_name_and_every_choice_says_what_it_chooses(server: Server, browser: Browser) -> None:
+    """The viewer's "nearest" and "bicubic" were two radio buttons in no group: a screen reader said "nearest, radio
+    button, 1 of 2" and not what they chose. They are a group named as the page shows it, as the detail's are."""
+    tab = open_tab(browser, server)
+    page = tab.page
+    try:
+        _with_a_result_and_a_refusal(page)
+        resample = page.get_by_role("radiogroup", name="original enlarged with")
+        expect(resample.get_by_role("radio", name="bicubic")).to_be_visible()
+        expect(page.get_by_role("group", name="Detail").get_by_role("radio", name="gan")).to_be_visible()
+        # Every control in the page's accessibility tree has a name (an unnamed one is listed bare: `- button`).
+        tree = page.locator("body").aria_snapshot()
+        controls = re.findall(r"^\s*- (button|link|radio|slider|checkbox|textbox|img)\b(.*)$", tree, re.MULTILINE)
+        assert len(controls) > 15, tree
+        unnamed = [f"{role}{rest}" for role, rest in controls if not rest.lstrip().startswith('"')]
+        assert unnamed == [], unnamed
     finally:
         page.context.close()
