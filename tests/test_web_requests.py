@@ -45,8 +45,8 @@ def test_an_image_past_pils_bomb_limit_is_refused_as_over_the_servers_limit() ->
         inspect_upload(_png_header_only(30000, 30000), "bomb.png", limits)
     assert refused.value.status == 413
     assert str(refused.value) == (
-        "bomb.png is 900 megapixels, over this server's limit of 16 megapixels per image (a decompression bomb, "
-        "or a photo too large: start the server with a larger --max-megapixels)"
+        "bomb.png is 900 megapixels, over this server's limit of 16 megapixels per image (a photo too large, "
+        "or a file made to take all memory: start the server with a larger --max-megapixels)"
     )
 
 
@@ -61,7 +61,7 @@ def test_an_image_past_the_largest_limit_a_server_takes_is_told_what_to_do(monke
         inspect_upload(_png_header_only(200_000, 60_000), "huge.png", limits)
     assert refused.value.status == 413
     assert str(refused.value).endswith(
-        "over this server's limit of 16 megapixels per image (a decompression bomb, or a photo too large: "
+        "over this server's limit of 16 megapixels per image (a photo too large, or a file made to take all memory: "
         "downscale it or cut it into parts first: no server takes it (--max-megapixels goes up to 10,000))"
     ), str(refused.value)
     assert "12,000 megapixels" in str(refused.value) or "200000x60000" in str(refused.value)

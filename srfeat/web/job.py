@@ -197,7 +197,7 @@ def _over_pixel_limit(name: str, size: str, pixels: int | None, limits: Limits) 
     )
     return (
         f"{name} is {size}, over this server's limit of {limits.max_pixels / 1e6:g} megapixels per image "
-        f"(a decompression bomb, or a photo too large: {what_to_do})"
+        f"(a photo too large, or a file made to take all memory: {what_to_do})"
     )
 
 
