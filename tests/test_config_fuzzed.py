@@ -11,7 +11,7 @@ import yaml
 from cli_helpers import one_error_line, srfeat_cli
 
 from srfeat.errors import ConfigError
-from srfeat.training.config import load_config
+from srfeat.training.config import TrainingConfig, check_built, load_config
 
 
 def written(tmp_path: Path, text: str) -> Path:
@@ -96,3 +96,47 @@ def test_an_out_path_too_long_for_the_system_is_one_error_line(tmp_path: Path) -
     child = srfeat_cli("train", config, "--dry-run", "--out", "z/" * 2100, cwd=tmp_path)
     error = one_error_line(child, returncode=2)  # a usage error, as argparse's own
     assert "--out: it is 4,200 bytes, more than a path can have (4,095): give a shorter one" in error, error
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([1], "override 1 is not a key=value string (int)"),
+        ([None], "override None is not a key=value string (NoneType)"),
+        ([b"optim.lr=1"], "override b'optim.lr=1' is not a key=value string (bytes)"),
+        (5, "overrides is a list of key=value strings, got int 5"),
+    ],
+)
+def test_overrides_that_are_not_strings_are_one_config_error(tmp_path: Path, overrides: object, message: str) -> None:
+    """Were AttributeError ('int' object has no attribute 'partition') and TypeError from Python."""
+    with pytest.raises(ConfigError) as error:
+        load_config(written(tmp_path, ""), overrides)  # type: ignore[arg-type]
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("a\x00b", r"config 'a\x00b': it holds '\x00', which no file name can hold"),
+        ("a\ud800b", r"config 'a\ud800b': it holds '\ud800', which no file name can hold"),
+        ("a" * 300, "a name in it is 300 bytes, more than the"),
+        ("a/" * 2100, "it is 4,199 bytes, more than a path can have (4,095)"),
+    ],
+    ids=["NUL", "surrogate", "long name", "long path"],
+)
+def test_a_config_path_no_file_can_have_is_one_config_error(path: str, message: str) -> None:
+    """Were ValueError (embedded null byte), UnicodeEncodeError and OSError (File name too long) from Python."""
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value) and "give a YAML training config file" in str(error.value), error.value
+
+
+def test_check_built_refuses_a_section_that_is_not_its_dataclass_and_a_config_that_holds_itself() -> None:
+    config = TrainingConfig()
+    config.model = {"scale": 4}  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match=r"^config.model must be a ModelConfig, got dict$"):
+        check_built(config)  # was check's AttributeError ('dict' object has no attribute 'scale')
+    config = TrainingConfig()
+    config.optim.lr_milestones = [config]  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="the config holds itself among its values"):
+        check_built(config)  # was RecursionError

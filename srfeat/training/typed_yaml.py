@@ -310,6 +310,8 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     """`a.b=value` strings -> (dotted key, YAML-parsed value)."""
     parsed = []
     for item in overrides:
+        if not isinstance(item, str):  # 1 or None was AttributeError, b"a=1" TypeError
+            raise ConfigError(f"override {_shown(item)} is not a key=value string ({type(item).__name__})")
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=2e-4)")
