@@ -110,7 +110,7 @@ def test_an_out_path_too_long_for_the_system_is_one_error_line(tmp_path: Path) -
 def test_overrides_that_are_not_strings_are_one_config_error(tmp_path: Path, overrides: object, message: str) -> None:
     """Were AttributeError ('int' object has no attribute 'partition') and TypeError from Python."""
     with pytest.raises(ConfigError) as error:
-        load_config(written(tmp_path, ""), overrides)  # type: ignore[arg-type]
+        load_config(written(tmp_path, ""), overrides)  # pyright: ignore[reportArgumentType]
     assert str(error.value) == message
 
 
@@ -133,10 +133,10 @@ def test_a_config_path_no_file_can_have_is_one_config_error(path: str, message: 
 
 def test_check_built_refuses_a_section_that_is_not_its_dataclass_and_a_config_that_holds_itself() -> None:
     config = TrainingConfig()
-    config.model = {"scale": 4}  # type: ignore[assignment]
+    config.model = {"scale": 4}  # pyright: ignore[reportAttributeAccessIssue]
     with pytest.raises(ConfigError, match=r"^config.model must be a ModelConfig, got dict$"):
         check_built(config)  # was check's AttributeError ('dict' object has no attribute 'scale')
     config = TrainingConfig()
-    config.optim.lr_milestones = [config]  # type: ignore[list-item]
+    config.optim.lr_milestones = [config]  # pyright: ignore[reportAttributeAccessIssue]
     with pytest.raises(ConfigError, match="the config holds itself among its values"):
         check_built(config)  # was RecursionError
