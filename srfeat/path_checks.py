@@ -38,6 +38,23 @@ def name_too_long(path: Path) -> str | None:
     return f"its name is {size} bytes, more than the {limit} the file system takes" if size > limit else None
 
 
+# Linux's longest path, terminating NUL included: a longer one is ENAMETOOLONG from every call that takes it.
+PATH_MAX = 4096
+
+
+def path_too_long(text: str) -> str | None:
+    """Why no file can have the path `text` for its length alone (more than PATH_MAX bytes, or a part
+    longer than its file system takes), or None: found before the first `exists()`, whose ENAMETOOLONG
+    was a traceback."""
+    size = len(os.fsencode(text))
+    if size >= PATH_MAX:
+        return f"it is {size:,} bytes, more than a path can have ({PATH_MAX - 1:,})"
+    path = Path(text)
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    limit = name_max(path.parent)
+    return f"a name in it is {longest} bytes, more than the {limit} the file system takes" if longest > limit else None
+
+
 def unwritable_file(path: Path) -> str | None:
     """Why the file `path` could not be written, found before any work: its name (`name_too_long`)
     or its folder (`unwritable_folder`); None when it can be."""

@@ -7,10 +7,9 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from srfeat.path_checks import name_max
+from srfeat.path_checks import path_too_long
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -151,10 +150,6 @@ def path_argument(text: str) -> str:
         raise argparse.ArgumentTypeError("is empty: give a file or folder path")
     path = os.path.expanduser(text)
     # Such a name can be neither read nor made; every command's first look at it (exists?) was a traceback.
-    limit = name_max(Path(path).parent)
-    for part in Path(path).parts:
-        if (size := len(os.fsencode(part))) > limit:
-            raise argparse.ArgumentTypeError(
-                f"a name in it is {size} bytes, more than the {limit} the file system takes: give a shorter one"
-            )
+    if problem := path_too_long(path):
+        raise argparse.ArgumentTypeError(f"{problem}: give a shorter one")
     return path

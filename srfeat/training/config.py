@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from srfeat.errors import ConfigError, OptionNames, shown
-from srfeat.path_checks import broken_link, special_file_kind
+from srfeat.path_checks import broken_link, path_too_long, special_file_kind, unnameable_character
 from srfeat.training.config_checks import check
 from srfeat.training.typed_yaml import (
     build_dataclass,
@@ -268,6 +269,10 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
         )
     if isinstance(overrides, str):  # its characters were taken as overrides: "override 'o' is not key=value"
         raise ConfigError(f"overrides is a list of key=value strings: give [{overrides!r}]")
+    if overrides is not None and not isinstance(overrides, (list, tuple)):  # 5 was "'int' object is not iterable"
+        raise ConfigError(
+            f"overrides is a list of key=value strings, got {type(overrides).__name__} {shown(overrides)}"
+        )
     tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
     override_pairs = parse_overrides(overrides or [])
     if os.environ.get(DATASETS_ENV) and "datasets_dir" not in {key for key, _ in override_pairs}:
@@ -296,6 +301,11 @@ def load_config(path: str | bytes | os.PathLike[str], overrides: list[str] | Non
     if not isinstance(path, (str, bytes, os.PathLike)):  # 5 was pathlib's TypeError
         raise ConfigError(f"the config must be a path (str or pathlib.Path), got {type(path).__name__} {shown(path)}")
     path = Path(os.fsdecode(path)).expanduser()
+    # NUL, a lone surrogate or a path too long for the system: ValueError, UnicodeEncodeError, OSError at the first look
+    character = unnameable_character(str(path))
+    problem = f"it holds {character!a}, which no file name can hold" if character else path_too_long(str(path))
+    if problem:
+        raise ConfigError(f"config {shown(str(path))}: {problem}; give a YAML training config file")
     # a pipe or a device named as what it is, as every other input is ("is not a regular file" was its own wording)
     if kind := special_file_kind(path):
         raise ConfigError(
@@ -314,7 +324,7 @@ def load_config(path: str | bytes | os.PathLike[str], overrides: list[str] | Non
     try:
         return config_from_dict(values, overrides)
     except ConfigError as error:
-        if str(error).startswith("override "):  # the command line's, not the file's
+        if str(error).startswith("override"):  # the command line's (or the overrides argument), not the file's
             raise
         raise ConfigError(f"{path}: {error}") from error
 
@@ -327,7 +337,17 @@ def check_built(config: TrainingConfig) -> None:
         raise ConfigError(
             f"expected a TrainingConfig (srfeat.training.config.load_config), got {type(config).__name__}"
         )
-    build_dataclass(TrainingConfig, config.to_dict())
+    for section in dataclasses.fields(TrainingConfig):
+        value = getattr(config, section.name)
+        kind = typing.get_type_hints(TrainingConfig)[section.name]
+        # a section set to a dict passed the types (asdict keeps it) and was check's AttributeError
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind) and not isinstance(value, kind):
+            raise ConfigError(f"config.{section.name} must be a {kind.__name__}, got {type(value).__name__}")
+    try:
+        values = config.to_dict()
+    except RecursionError as error:  # a value that holds the config itself
+        raise ConfigError("the config holds itself among its values: give plain values") from error
+    build_dataclass(TrainingConfig, values)
     check(config)
 
 

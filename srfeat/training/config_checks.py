@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from srfeat.errors import ConfigError, shown
-from srfeat.path_checks import unnameable_character
+from srfeat.path_checks import path_too_long, unnameable_character
 
 if TYPE_CHECKING:
     from srfeat.training.config import TrainingConfig
@@ -109,11 +109,11 @@ def check(config: TrainingConfig) -> None:
     # An empty path is the working directory: `data.train_dirs=` (the value left out) trained on the
     # images there, `out_dir: ""` wrote the run into it.
     for key, value in (
+        ("datasets_dir", config.datasets_dir),  # first: a path written with {datasets_dir} holds it
         *((f"data.train_dirs[{i}]", folder) for i, folder in enumerate(data.train_dirs)),
         ("validation.dir", config.validation.dir),
         ("train.init_generator", train.init_generator),
         ("out_dir", config.out_dir),
-        ("datasets_dir", config.datasets_dir),
         ("model.vgg_weights", model.vgg_weights),
     ):
         if value is not None and not value.strip():
@@ -124,6 +124,9 @@ def check(config: TrainingConfig) -> None:
             raise ConfigError(
                 f"config key {key} holds {character!a}, which no file name can hold: give the path without it"
             )
+        # a URL (model.vgg_weights) is no path; {datasets_dir} is checked as substituted, where it is used
+        if value is not None and "://" not in value and (long := path_too_long(str(config.resolve_path(value)))):
+            raise ConfigError(f"config key {key} is too long for a path: {long}; give a shorter one")
     for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")

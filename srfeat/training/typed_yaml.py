@@ -43,6 +43,10 @@ class _ConfigLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):  # `!!map 1`, `!!set [1]`: was the loop's ValueError below
+            raise yaml.constructor.ConstructorError(
+                None, None, f"tagged {_tag_name(node)} but not a mapping ({node.id})", node.start_mark
+            )
         seen: set[str | int | float | bool] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -57,16 +61,31 @@ class _ConfigLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
-    # PyYAML turns a scalar into a number or a date with int() and datetime(), whose ValueError (a
-    # number of 5,000 digits, a 13th month) was a traceback: here it is a YAML error with its line.
+    # PyYAML turns a scalar into a number, a bool or a date with int(), float(), a dict lookup and a regular
+    # expression, whose ValueError, IndexError, KeyError or AttributeError (a number of 5,000 digits, a 13th
+    # month, `!!float x`, `!!bool maybe`, `!!int ''`) was a traceback: here each is a YAML error with its line.
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         try:
             return super().construct_yaml_int(node)
-        except ValueError as error:
+        except (ValueError, IndexError) as error:
             digits = sum(char.isdigit() for char in str(node.value))
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a number of {digits:,} digits, far more than any config value needs", node.start_mark
-            ) from error
+            if digits > 1000:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a number of {digits:,} digits, far more than any config value needs", node.start_mark
+                ) from error
+            raise _not_of_its_tag(node, "an integer") from error
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        try:
+            return super().construct_yaml_float(node)
+        except (ValueError, IndexError) as error:
+            raise _not_of_its_tag(node, "a number") from error
+
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:
+        try:
+            return super().construct_yaml_bool(node)
+        except KeyError as error:
+            raise _not_of_its_tag(node, "true or false") from error
 
     def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
         try:
@@ -75,9 +94,28 @@ class _ConfigLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"{node.value!r} reads as a date that does not exist ({error}); quote it", node.start_mark
             ) from error
+        except AttributeError as error:  # no match of the date pattern
+            raise _not_of_its_tag(node, "a date") from error
+
+
+def _tag_name(node: yaml.Node) -> str:
+    """A node's tag as written: `!!float` for YAML's own, else the whole tag."""
+    prefix = "tag:yaml.org,2002:"
+    return f"!!{node.tag[len(prefix) :]}" if node.tag.startswith(prefix) else node.tag
+
+
+def _not_of_its_tag(node: yaml.ScalarNode, what: str) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(
+        None,
+        None,
+        f"{_shown(node.value)} is tagged {_tag_name(node)} but is not {what}: remove the tag",
+        node.start_mark,
+    )
 
 
 _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+_ConfigLoader.add_constructor("tag:yaml.org,2002:float", _ConfigLoader.construct_yaml_float)
+_ConfigLoader.add_constructor("tag:yaml.org,2002:bool", _ConfigLoader.construct_yaml_bool)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _ConfigLoader.construct_yaml_timestamp)
 
 
@@ -272,6 +310,8 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     """`a.b=value` strings -> (dotted key, YAML-parsed value)."""
     parsed = []
     for item in overrides:
+        if not isinstance(item, str):  # 1 or None was AttributeError, b"a=1" TypeError
+            raise ConfigError(f"override {_shown(item)} is not a key=value string ({type(item).__name__})")
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=2e-4)")

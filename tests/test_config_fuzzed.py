@@ -1,0 +1,142 @@
+"""What a mutation fuzz of training configs found (scripts/fuzz_configs.py): a YAML tag on a value it does not fit
+(`!!float x`, `!!bool maybe`, `!!int ''`, `!!timestamp x`, `!!map 1`) and a path too long for the system (a name of
+300 bytes, a path of 5,000) were tracebacks of `srfeat train --dry-run`; each is now one line that says what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helpers import one_error_line, srfeat_cli
+
+from srfeat.errors import ConfigError
+from srfeat.training.config import TrainingConfig, check_built, load_config
+
+
+def written(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fuzzed.yaml"
+    path.write_text(f"data:\n  train_dirs: [images]\n{text}\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optim:\n  lr: !!float x", "'x' is tagged !!float but is not a number: remove the tag"),
+        ("optim:\n  lr: !!float ''", "'' is tagged !!float but is not a number"),
+        ("data2: !<tag:yaml.org,2002:float> .", "'.' is tagged !!float but is not a number"),
+        ("train:\n  compile: !!bool maybe", "'maybe' is tagged !!bool but is not true or false"),
+        ("train:\n  seed: !!int ''", "'' is tagged !!int but is not an integer"),
+        ("train:\n  seed: !!int 0x", "'0x' is tagged !!int but is not an integer"),
+        ("stage: !!timestamp x", "'x' is tagged !!timestamp but is not a date"),
+        ("model: !!map 1", "tagged !!map but not a mapping (scalar)"),
+        ("model: !!set [image]", "tagged !!set but not a mapping (sequence)"),
+    ],
+)
+def test_a_yaml_tag_on_a_value_it_does_not_fit_is_one_line_with_its_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = written(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path} line ") and "\n" not in str(error.value), error.value
+    assert message in str(error.value), error.value
+
+
+def test_a_yaml_tag_that_does_not_fit_in_an_override_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"override 'optim.lr=!!float x': value is not valid YAML \('x' is tagged"):
+        load_config(written(tmp_path, ""), ["optim.lr=!!float x"])
+
+
+def test_a_tagged_value_through_the_command_line_is_one_error_line(tmp_path: Path) -> None:
+    child = srfeat_cli("train", written(tmp_path, "train:\n  compile: !!bool maybe"), "--dry-run", cwd=tmp_path)
+    assert "'maybe' is tagged !!bool but is not true or false: remove the tag" in one_error_line(child)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("out_dir", "x" * 5000, "config key out_dir is too long for a path: it is 5,000 bytes"),
+        ("out_dir", "x/" * 2100, "config key out_dir is too long for a path: it is 4,199 bytes"),  # no last /
+        ("datasets_dir", "d" * 300, "config key datasets_dir is too long for a path: a name in it is 300 bytes"),
+        ("validation.dir", "v" * 256, "config key validation.dir is too long for a path: a name in it is 256 bytes"),
+        ("train.init_generator", "g" * 300, "config key train.init_generator is too long"),
+    ],
+    ids=["long out_dir", "deep out_dir", "long datasets_dir", "long validation.dir", "long init_generator"],
+)
+def test_a_path_too_long_for_the_system_is_refused_when_read(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    values: dict = {"data": {"train_dirs": ["{datasets_dir}/images"]}}
+    section, _, name = key.rpartition(".")
+    (values.setdefault(section, {}) if section else values)[name] = value
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value) and "give a shorter one" in str(error.value), error.value
+
+
+def test_a_path_too_long_is_one_error_line_of_the_dry_run(tmp_path: Path) -> None:
+    """Was OSError's traceback (ENAMETOOLONG) from the run folder's first `exists()`."""
+    (tmp_path / "images").mkdir()
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump({"data": {"train_dirs": ["images"]}, "out_dir": "x" * 5000}))
+    error = one_error_line(srfeat_cli("train", config, "--dry-run", cwd=tmp_path))
+    assert "config key out_dir is too long for a path: it is 5,000 bytes" in error, error
+    error = one_error_line(srfeat_cli("train", config, "--dry-run", "out_dir=" + "y/" * 2100, cwd=tmp_path))
+    assert "override out_dir: config key out_dir is too long for a path: it is 4,199 bytes" in error, error
+
+
+def test_an_out_path_too_long_for_the_system_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    config = tmp_path / "short.yaml"
+    config.write_text(yaml.safe_dump({"data": {"train_dirs": ["images"]}}))
+    child = srfeat_cli("train", config, "--dry-run", "--out", "z/" * 2100, cwd=tmp_path)
+    error = one_error_line(child, returncode=2)  # a usage error, as argparse's own
+    assert "--out: it is 4,200 bytes, more than a path can have (4,095): give a shorter one" in error, error
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([1], "override 1 is not a key=value string (int)"),
+        ([None], "override None is not a key=value string (NoneType)"),
+        ([b"optim.lr=1"], "override b'optim.lr=1' is not a key=value string (bytes)"),
+        (5, "overrides is a list of key=value strings, got int 5"),
+    ],
+)
+def test_overrides_that_are_not_strings_are_one_config_error(tmp_path: Path, overrides: object, message: str) -> None:
+    """Were AttributeError ('int' object has no attribute 'partition') and TypeError from Python."""
+    with pytest.raises(ConfigError) as error:
+        load_config(written(tmp_path, ""), overrides)  # pyright: ignore[reportArgumentType]
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("a\x00b", r"config 'a\x00b': it holds '\x00', which no file name can hold"),
+        ("a\ud800b", r"config 'a\ud800b': it holds '\ud800', which no file name can hold"),
+        ("a" * 300, "a name in it is 300 bytes, more than the"),
+        ("a/" * 2100, "it is 4,199 bytes, more than a path can have (4,095)"),
+    ],
+    ids=["NUL", "surrogate", "long name", "long path"],
+)
+def test_a_config_path_no_file_can_have_is_one_config_error(path: str, message: str) -> None:
+    """Were ValueError (embedded null byte), UnicodeEncodeError and OSError (File name too long) from Python."""
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value) and "give a YAML training config file" in str(error.value), error.value
+
+
+def test_check_built_refuses_a_section_that_is_not_its_dataclass_and_a_config_that_holds_itself() -> None:
+    config = TrainingConfig()
+    config.model = {"scale": 4}  # pyright: ignore[reportAttributeAccessIssue]
+    with pytest.raises(ConfigError, match=r"^config.model must be a ModelConfig, got dict$"):
+        check_built(config)  # was check's AttributeError ('dict' object has no attribute 'scale')
+    config = TrainingConfig()
+    config.optim.lr_milestones = [config]  # pyright: ignore[reportAttributeAccessIssue]
+    with pytest.raises(ConfigError, match="the config holds itself among its values"):
+        check_built(config)  # was RecursionError
