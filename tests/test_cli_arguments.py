@@ -49,6 +49,27 @@ def test_an_empty_path_is_refused_before_anything_runs(argv: list[str], tmp_path
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
 
+# "-" is standard output to most tools: `upscale -o -` made a folder named "-" and `eval --json -` a file.
+DASH_PATHS = {
+    "upscale -o": ["upscale", "photo.png", "-o", "-"],
+    "upscale input": ["upscale", "-"],
+    "eval --json": ["eval", "--model", "bicubic", "--data", "photos", "--json", "-"],
+    "prepare out": ["prepare", "photos", "-"],
+}
+
+
+@pytest.mark.parametrize("argv", DASH_PATHS.values(), ids=DASH_PATHS.keys())
+def test_a_dash_for_a_path_is_refused_not_made_a_file_named_dash(argv: list[str], tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for folder in (tmp_path, photos):
+        Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(folder / "photo.png")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    error = one_error_line(srfeat_cli(*argv, cwd=tmp_path), returncode=2)
+    assert "is '-'" in error and "not standard input or output" in error and "./-" in error, error
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no "-" made
+
+
 @pytest.mark.parametrize("command", ["upscale", "eval", "train", "prepare", "convert", "blend", "export", "serve"])
 def test_a_bad_option_of_every_command_is_one_line_without_the_usage_block(command: str) -> None:
     """train's own parser class (it lets key=value overrides follow options) printed argparse's

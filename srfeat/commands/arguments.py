@@ -145,9 +145,16 @@ def path_argument(text: str) -> str:
     A name longer than the file system takes is refused too. The shell expands `~` only at a
     word's start, so `--out=~/runs` and a quoted `'~/photos'` reach us as written: expanded
     here, every command reads and writes where the user meant.
+    A bare `-`, the usual name of standard input or output, is refused: `upscale -o -` made a
+    folder named `-` without a word, and `eval --json -` a file of that name.
     """
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: give a file or folder path")
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "is '-': srfeat reads and writes files, not standard input or output; "
+            "give a file or folder path (./- for one named '-')"
+        )
     path = os.path.expanduser(text)
     # Such a name can be neither read nor made; every command's first look at it (exists?) was a traceback.
     if problem := path_too_long(path):
