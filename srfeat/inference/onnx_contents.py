@@ -39,7 +39,7 @@ from srfeat.errors import WeightsError
 from srfeat.inference.onnx_constants import MAX_CONSTANT_VALUES, FileConstants, GraphParts, values_in_shape
 from srfeat.inference.onnx_growth import MAX_DIMS, MAX_FEATURES, MAX_GROWTH, MAX_PAD, GraphGrowth
 from srfeat.inference.onnx_reach import GraphReach
-from srfeat.inference.onnx_structure import check_inputs_named, check_text
+from srfeat.inference.onnx_structure import check_inputs_named, check_text, node_named
 from srfeat.library_warnings import warn_once
 from srfeat.varint import read_varint
 from srfeat.weights.reading import first_line
@@ -66,8 +66,6 @@ logger = logging.getLogger(__name__)
 # Bytes a tensor's data takes in the file, per value, at the least: raw data packs 4-bit types two to a
 # byte (8 leaves room for narrower ones), and each typed entry (1 byte or more) holds at most two values.
 _VALUES_PER_BYTE = 8
-# Operators whose names begin with a vowel said as a consonant ("a Unique", "a OneHot")
-_SAID_WITH_A_CONSONANT = ("Uni", "One", "Use", "Eu")
 _REFUSAL = "this is not a model srfeat can run safely; export it again with `srfeat export`"
 # Values per pixel of the image the largest map of a srfeat model of F features makes, over F: its upsampling
 # convolutions' 4 F, before each DepthToSpace (`GraphGrowth.features`), which the tile plan's (3 s^2 + 8) F counts
@@ -137,24 +135,24 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
         if (count := constants.output_values(node)) is not None and count > MAX_CONSTANT_VALUES:
             raise WeightsError(
                 f"{source} makes a tensor of at least {count:,} values from its constants alone "
-                f"({_node_named(node)}), more than a srfeat model needs ({MAX_CONSTANT_VALUES:,}): {_REFUSAL}"
+                f"({node_named(node)}), more than a srfeat model needs ({MAX_CONSTANT_VALUES:,}): {_REFUSAL}"
             )
         if (growth := growth_of.growth(node)) > MAX_GROWTH:
             raise WeightsError(
                 f"{source} enlarges the image {growth:,.0f} times over by constant scales (at "
-                f"{_node_named(node)}), where a srfeat model enlarges it 16 times (x4 a side), and at "
+                f"{node_named(node)}), where a srfeat model enlarges it 16 times (x4 a side), and at "
                 f"most {MAX_GROWTH}: {_REFUSAL}"
             )
         if (features := growth_of.features(node)) == math.inf and growth_of.multiplies_image_values(node):
             raise WeightsError(
-                f"{source} multiplies two values computed from the image ({_node_named(node)} "
+                f"{source} multiplies two values computed from the image ({node_named(node)} "
                 f"{node.name[:60]!r}, as attention does) over sizes the file does not fix, which over a tile's pixels "
                 "makes (H W)^2 values per head: attention within windows of fixed size (as SwinIR's 8x8) or across "
                 "the channels (as Restormer's) loads, not attention across all of a tile's pixels"
             )
         if features == math.inf:
             raise WeightsError(
-                f"{source} has {_node_named(node)} whose weight's shape the file does not fix (the graph "
+                f"{source} has {node_named(node)} whose weight's shape the file does not fix (the graph "
                 f"computes it: {node.name[:60]!r}), so how many features it makes per pixel cannot be bounded: keep "
                 "its weights as constants (PyTorch folds them: torch.onnx.export(..., do_constant_folding=True)), or "
                 "reshape computed ones (a blind model's kernels) to sizes the file fixes"
@@ -162,26 +160,18 @@ def check_before_loading(data: bytes, parsed: onnx.ModelProto | None, source: st
         if features > MAX_FEATURES:
             raise WeightsError(
                 f"{source} makes {features:,.0f} values per pixel of the image by a convolution's features (at "
-                f"{_node_named(node)}), where srfeat's bundled models make 512, and at most "
+                f"{node_named(node)}), where srfeat's bundled models make 512, and at most "
                 f"{MAX_FEATURES:,}: {_REFUSAL}"
             )
         if (padded := growth_of.padded(node)) > MAX_PAD:
             raise WeightsError(
                 f"{source} pads the image with {padded:,} values on one axis by constant pads (at "
-                f"{_node_named(node)}), where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
+                f"{node_named(node)}), where a srfeat model pads none, and at most {MAX_PAD:,}: {_REFUSAL}"
             )
         most_features = max(most_features, features)
     # the reach is a sum of halves and quarters of pixels: a rounding error does not make it a pixel more
     radius = math.ceil(round(reach.radius, 6))
     return GraphBounds(radius, math.ceil(most_features / FEATURES_PER_FEATURE))
-
-
-def _node_named(node: onnx.NodeProto) -> str:
-    """`node` as a refusal names it: "a Conv node", "an Einsum node" (its operator as the file writes it, cut short:
-    the file may name it anything), "a Unique node" (said "you")."""
-    op = node.op_type[:40]
-    vowel = op.startswith(tuple("AEIOU")) and not op.startswith(_SAID_WITH_A_CONSONANT)
-    return f"{'an' if vowel else 'a'} {op} node"
 
 
 def _input_dims(parsed: onnx.ModelProto | None) -> dict[str, list[int | None]]:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import onnx
     from google.protobuf.message import Message
 
-__all__ = ["MAX_PARTS", "check_inputs_named", "check_part_count", "check_text", "not_text_error"]
+__all__ = ["MAX_PARTS", "check_inputs_named", "check_part_count", "check_text", "node_named", "not_text_error"]
 
 MAX_PARTS = 200_000
 # The message fields that hold repeated parts, by message: ModelProto's graph (7) and functions (25);
@@ -82,11 +82,11 @@ def _fields(data: memoryview) -> Iterator[tuple[int, memoryview | None]]:
             position += 8 if wire_type == 1 else 4
             yield number, None
         elif wire_type == 2:
-            if (read := read_varint(data, position)) is None or read[1] + read[
-                0
-            ] > end:  # its payload runs past the message
+            if (read := read_varint(data, position)) is None:
                 return
             length, position = read
+            if position + length > end:  # its payload runs past the message
+                return
             yield number, data[position : position + length]
             position += length
         else:  # groups (3, 4) are not in ONNX's schema; 6 and 7 are not wire types
@@ -124,6 +124,8 @@ def check_text(parsed: Message, source: str) -> None:
         raise not_text_error(source, found)
 
 
+# Operators whose names begin with a vowel said as a consonant ("a Unique", "a OneHot")
+_SAID_WITH_A_CONSONANT = ("Uni", "One", "Use", "Eu")
 # What the inputs of the operators the checks follow are, in words (else "input 2")
 _INPUT_ROLES = {
     "Conv": ("input", "weight", "bias"),
@@ -169,10 +171,18 @@ def _defined(graph: onnx.GraphProto) -> set[str]:
     return names | {name for node in graph.node for name in node.output}
 
 
+def node_named(node: onnx.NodeProto) -> str:
+    """`node` as a refusal names it: "a Conv node", "an Einsum node" (its operator as the file writes it, cut short:
+    the file may name it anything), "a Unique node" (said "you")."""
+    op = node.op_type[:40]
+    vowel = op.startswith(tuple("AEIOU")) and not op.startswith(_SAID_WITH_A_CONSONANT)
+    return f"{'an' if vowel else 'a'} {op} node"
+
+
 def _missing_input(source: str, node: onnx.NodeProto, position: int, name: str) -> WeightsError:
     roles = _INPUT_ROLES.get(node.op_type, ())
     role = roles[position] if position < len(roles) else f"input {position + 1}"
     return WeightsError(
-        f"{source} has a {node.op_type[:40]} node {node.name[:60]!r} whose {role} ({name[:60]!r}) is missing: no "
+        f"{source} has {node_named(node)} {node.name[:60]!r} whose {role} ({name[:60]!r}) is missing: no "
         "weight, graph input or node output has that name; damaged or not a srfeat export: export it again"
     )
