@@ -30,7 +30,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+if __name__ == "__main__":  # not for a test importing it: the processes a test session starts would inherit it
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import yaml
 

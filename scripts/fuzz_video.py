@@ -31,7 +31,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core a run: the fuzz runs beside other work
+if __name__ == "__main__":  # one core a run: the fuzz runs beside other work (not set for a test importing it:
+    # every process the test session starts after would inherit it, and a web server's output differed from the CLI's)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import av
 import numpy as np
