@@ -79,11 +79,8 @@ def _swipe(page: Page, start: Point, end: Point, steps: int = 8) -> None:
     session = page.context.new_cdp_session(page)
     _fingers(session, "touchStart", start)
     for step in range(1, steps + 1):
-        _fingers(
-            session,
-            "touchMove",
-            (start[0] + (end[0] - start[0]) * step / steps, start[1] + (end[1] - start[1]) * step / steps),
-        )
+        done = step / steps
+        _fingers(session, "touchMove", (start[0] + (end[0] - start[0]) * done, start[1] + (end[1] - start[1]) * done))
     _fingers(session, "touchEnd")
 
 
