@@ -105,6 +105,18 @@ def _scroll_y(page: Page) -> float:
     return page.evaluate("() => window.scrollY")
 
 
+# Resolves once the page's scroll has not moved for 10 frames: a swipe's fling goes on after the finger is lifted.
+SCROLL_AT_REST = """() => new Promise((resolve) => {
+    let last = window.scrollY, still = 0;
+    const frame = () => {
+        still = window.scrollY === last ? still + 1 : 0;
+        last = window.scrollY;
+        if (still >= 10) resolve(last); else requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+})"""
+
+
 def test_a_swipe_scrolls_the_page_over_a_fitted_picture_and_pans_a_zoomed_one(server: Server, browser: Browser) -> None:
     """On a phone the viewer is most of the screen, and it took every swipe: the page could not be scrolled there,
     and a swipe moved the fitted picture off its place. Fitted, a vertical swipe scrolls the page and leaves the
@@ -116,10 +128,11 @@ def test_a_swipe_scrolls_the_page_over_a_fitted_picture_and_pans_a_zoomed_one(se
         assert scrolled > 100, "the page should be taller than the phone's screen"
         start, end = _frame_point(page, 0.25, 0.3), _frame_point(page, 0.25, 0.8)
         _swipe(page, start, end)  # the finger moves down: the page scrolls up
-        page.wait_for_function("(before) => window.scrollY < before - 50", arg=scrolled)
+        assert page.evaluate(SCROLL_AT_REST) < scrolled - 50
         assert _stage(page) == fitted
 
         page.evaluate("() => window.scrollTo(0, document.documentElement.scrollHeight)")
+        page.evaluate(SCROLL_AT_REST)
         page.locator("#zoom-in").click()
         zoomed = _stage(page)
         assert zoomed.zoom > fitted.zoom
