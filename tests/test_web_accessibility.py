@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -203,5 +204,56 @@ def test_every_control_has_a_name_and_every_choice_says_what_it_chooses(server: 
         assert len(controls) > 15, tree
         unnamed = [f"{role}{rest}" for role, rest in controls if not rest.lstrip().startswith('"')]
         assert unnamed == [], unnamed
+    finally:
+        page.context.close()
+
+
+# Chromium's own accessibility tree, as a screen reader reads it: every landmark's role and name, and the names of
+# the controls inside it.
+LANDMARK_ROLES = {"banner", "main", "region", "complementary", "navigation", "form", "contentinfo"}
+CONTROL_ROLES = {"button", "slider", "radio", "group", "list", "radiogroup", "link"}
+
+
+def _landmarks(page: Page) -> dict[str, list[str]]:
+    session = page.context.new_cdp_session(page)
+    nodes = session.send("Accessibility.getFullAXTree")["nodes"]
+    by_id = {node["nodeId"]: node for node in nodes}
+
+    def role_and_name(node: dict[str, Any]) -> tuple[str, str]:
+        return node.get("role", {}).get("value", ""), node.get("name", {}).get("value", "")
+
+    landmarks: dict[str, list[str]] = {}
+    for node in nodes:
+        role, name = role_and_name(node)
+        if node.get("ignored") or role not in CONTROL_ROLES:
+            continue
+        ancestor = by_id.get(node.get("parentId", ""))
+        while ancestor is not None and role_and_name(ancestor)[0] not in LANDMARK_ROLES:
+            ancestor = by_id.get(ancestor.get("parentId", ""))
+        if ancestor is not None:
+            landmark = "{}: {}".format(*role_and_name(ancestor))
+            landmarks.setdefault(landmark, []).append(f"{role}: {name}")
+    return landmarks
+
+
+def test_the_images_and_the_viewer_are_landmarks_a_screen_reader_jumps_between(
+    server: Server, browser: Browser
+) -> None:
+    """The list of images and the viewer were two unnamed sections, which are no landmarks: a screen reader user could
+    jump only to the page's main part, and from there read through every card to reach the viewer. Each is a named
+    region within the main part, and holds its own controls."""
+    tab = open_tab(browser, server)
+    page = tab.page
+    try:
+        _with_a_result_and_a_refusal(page)
+        landmarks = _landmarks(page)
+        images, viewer = landmarks.get("region: your images", []), landmarks.get("region: before and after viewer", [])
+        assert "button: Add images: drop them here, or press Enter to choose files" in images, landmarks
+        assert "list: images" in images and "button: Download all (zip)" in images, landmarks
+        assert "button: zoom in" in viewer and "slider: before/after split" in viewer, landmarks
+        assert any(control.startswith(f"group: comparison of {LONG_NAME}") for control in viewer), landmarks
+        assert "group: Detail" in landmarks.get("banner: ", []), landmarks
+        regions = page.locator("main").get_by_role("region")
+        expect(regions).to_have_count(2)
     finally:
         page.context.close()

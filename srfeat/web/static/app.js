@@ -658,6 +658,7 @@ function clearViewer() {
   $("download").hidden = true;
   $("viewer-empty").hidden = false;
   labelViewer(null);
+  $("frame").classList.remove("zoomed-in"); // nothing to pan: a swipe scrolls the page
   $("before").removeAttribute("src");
   $("after").removeAttribute("src");
 }
@@ -701,21 +702,36 @@ function frameSize() {
 
 function fit() {
   const { w, h } = frameSize();
-  view.zoom = Math.min(w / view.width, h / view.height);
+  view.zoom = fitZoom();
   view.x = (w - view.width * view.zoom) / 2;
   view.y = (h - view.height * view.zoom) / 2;
   draw();
 }
 
-function zoomAt(zoom, cx, cy) {
-  // Out as far as 2%, or as the whole picture if that is smaller: a very wide result fits below 2%,
-  // and zooming out from there jumped in to 2%.
+// The zoom that shows the whole picture.
+function fitZoom() {
   const { w, h } = frameSize();
-  zoom = Math.min(32, Math.max(Math.min(0.02, w / view.width, h / view.height), zoom));
+  return Math.min(w / view.width, h / view.height);
+}
+
+// Every way to zoom (wheel, buttons, keys, pinch) stays within these: out as far as 2%, or as the whole picture if
+// that is smaller (a very wide result fits below 2%, and zooming out from there jumped in to 2%); in to 3200%.
+function allowedZoom(zoom) {
+  return Math.min(32, Math.max(Math.min(0.02, fitZoom()), zoom));
+}
+
+function zoomAt(zoom, cx, cy) {
+  zoom = allowedZoom(zoom);
   view.x = cx - ((cx - view.x) * zoom) / view.zoom;
   view.y = cy - ((cy - view.y) * zoom) / view.zoom;
   view.zoom = zoom;
   draw();
+}
+
+// Zoomed in past the whole picture: a finger's drag pans it. Otherwise the drag is the page's, which scrolls on a
+// phone (the viewer took every swipe that landed on it, and the page below it was out of reach).
+function zoomedIn() {
+  return view.zoom > fitZoom() * 1.001;
 }
 
 function zoomCentre(zoom) {
@@ -738,6 +754,7 @@ function draw() {
   const nearest = $("before").dataset.resample === "nearest";
   $("before").style.imageRendering = nearest || pixelated ? "pixelated" : "auto";
   $("zoom-level").textContent = zoomPercent();
+  $("frame").classList.toggle("zoomed-in", zoomedIn());
 }
 
 function zoomPercent() {
@@ -765,6 +782,30 @@ function setSplit(clientX) {
   draw();
 }
 
+// Two fingers' midpoint (in the frame) and distance apart.
+function spread(fingers) {
+  const [a, b] = fingers.values();
+  const rect = $("frame").getBoundingClientRect();
+  return { x: (a.x + b.x) / 2 - rect.left, y: (a.y + b.y) / 2 - rect.top, distance: Math.hypot(a.x - b.x, a.y - b.y) };
+}
+
+// A pinch holds the picture's point under the fingers' midpoint as it was when the second finger landed, and the
+// zoom then: the zoom follows the fingers' distance apart, and that point follows their midpoint (a pan with two).
+function startPinch(fingers) {
+  const { x, y, distance } = spread(fingers);
+  const imageX = (x - view.x) / view.zoom;
+  const imageY = (y - view.y) / view.zoom;
+  return { kind: "pinch", zoom: view.zoom, distance: Math.max(1, distance), imageX, imageY };
+}
+
+function pinch(start, fingers) {
+  const { x, y, distance } = spread(fingers);
+  view.zoom = allowedZoom((start.zoom * distance) / start.distance);
+  view.x = x - start.imageX * view.zoom;
+  view.y = y - start.imageY * view.zoom;
+  draw();
+}
+
 function setupViewer() {
   const frame = $("frame");
   const split = $("split");
@@ -774,25 +815,47 @@ function setupViewer() {
     split.setPointerCapture(event.pointerId);
     drag = { kind: "split" };
   });
-  frame.addEventListener("pointerdown", (event) => {
-    if (!view.job || drag) return;
+  // The fingers on the picture, by pointer id: one pans (zoomed in), two pinch.
+  const fingers = new Map();
+  const startPan = (event) => {
     frame.setPointerCapture(event.pointerId);
     frame.classList.add("panning");
     drag = { kind: "pan", x: event.clientX - view.x, y: event.clientY - view.y };
+  };
+  frame.addEventListener("pointerdown", (event) => {
+    if (!view.job || (drag && drag.kind === "split")) return;
+    if (event.pointerType !== "touch") {
+      if (!drag) startPan(event);
+      return;
+    }
+    fingers.set(event.pointerId, { x: event.clientX, y: event.clientY });
+    if (fingers.size === 2) drag = startPinch(fingers);
+    else if (fingers.size === 1 && zoomedIn()) startPan(event);
+    // Fitted, one finger is left to the browser (touch-action: pan-y): a vertical swipe scrolls the page.
   });
   const move = (event) => {
+    if (fingers.has(event.pointerId)) fingers.set(event.pointerId, { x: event.clientX, y: event.clientY });
     if (!drag) return;
     if (drag.kind === "split") {
       setSplit(event.clientX);
+    } else if (drag.kind === "pinch") {
+      pinch(drag, fingers);
     } else {
       view.x = event.clientX - drag.x;
       view.y = event.clientY - drag.y;
       draw();
     }
   };
-  const end = () => {
+  const end = (event) => {
+    const pinched = drag && drag.kind === "pinch";
+    fingers.delete(event.pointerId);
     drag = null;
     frame.classList.remove("panning");
+    // The fingers still on the picture go on from where it is: two pinch, one pans (zoomed in).
+    if (fingers.size >= 2) drag = startPinch(fingers);
+    else if (pinched) sayZoom();
+    const [left] = fingers.values();
+    if (fingers.size === 1 && zoomedIn()) drag = { kind: "pan", x: left.x - view.x, y: left.y - view.y };
   };
   for (const target of [split, frame]) {
     target.addEventListener("pointermove", move);
