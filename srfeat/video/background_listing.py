@@ -67,7 +67,7 @@ class BackgroundListing:
         self.lost = lost
         self.far = round(FAR_S / time_base_of(video))
         self.listed: ListedFrames | None = None
-        self.held: list[tuple[Callable[..., object], tuple[Any, ...]]] | None = None  # None: told at once
+        self._held: list[tuple[Callable[..., object], tuple[Any, ...]]] | None = None  # None: told at once
         self._scan = scan
         self._scanned: ListedFrames | None = None
         self._error: BaseException | None = None
@@ -78,7 +78,7 @@ class BackgroundListing:
     def start(self) -> None:
         if self._scan is None or self._thread is not None:
             return
-        self.held = []
+        self._held = []
         self._thread = threading.Thread(target=self._run, args=(self._scan,), name="srfeat-scan", daemon=True)
         self._thread.start()
 
@@ -111,7 +111,7 @@ class BackgroundListing:
 
     def finish(self) -> ListedFrames | None:
         """Waits for the scan and tells what was held: `lost` has been told all; the listing."""
-        if self.held is not None:
+        if self._held is not None:
             self._done.wait()
             self._catch_up()
         return self.listed
@@ -128,19 +128,19 @@ class BackgroundListing:
 
     def _kept(self, packet: Any) -> Any:
         """`packet`, or while events are held what is read of it: the packet may be reused, and its data is big."""
-        return packet if self.held is None else PacketFacts.of(packet)
+        return packet if self._held is None else PacketFacts.of(packet)
 
     def _tell(self, event: Callable[..., object], *args: Any) -> None:
-        if self.held is not None and self._done.is_set():
+        if self._held is not None and self._done.is_set():
             self._catch_up()
-        if self.held is None:
+        if self._held is None:
             event(*args)
         else:
-            self.held.append((event, args))
+            self._held.append((event, args))
 
     def _catch_up(self) -> None:
         """The scan is done: the listing taken (its error raised), and what was held told in order."""
-        held, self.held = self.held or [], None
+        held, self._held = self._held or [], None
         if self._error is not None:
             raise self._error
         self.listed = self._scanned
