@@ -5,11 +5,16 @@ damaged."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,10 +26,12 @@ av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
 from scripts.fuzz_video import SEEDS, write_seed  # noqa: E402 - needs PyAV, checked above
+from srfeat.video import matroska_scan, transport_scan  # noqa: E402
 from srfeat.video.listed_frames import ListedFrames  # noqa: E402
 from srfeat.video.matroska_scan import scan_matroska  # noqa: E402
 from srfeat.video.pipeline import upscale_video  # noqa: E402
 from srfeat.video.transport_scan import scan_transport_stream  # noqa: E402
+from srfeat.video.upscaled_stream import UpscaledStream  # noqa: E402
 from tests.video_helpers import cli, write_clip, write_encoded  # noqa: E402
 
 VIDEO_PID, AUDIO_PID = 256, 257
@@ -57,17 +64,23 @@ def lost_at_end(source: Path, frames: int) -> str:
     )
 
 
+def transport_stream_missing_a_byte(folder: Path) -> Path:
+    """An MPEG-TS of 8 frames, a byte taken out before its last frame but one."""
+    whole = folder / "whole.ts"
+    write_encoded(whole, codec="mpeg2video", frames=8, size=(32, 24), container_format="mpegts")
+    data = whole.read_bytes()
+    cut = video_packets(whole)[-2] - 188 + 68  # inside the transport packet before the last frame but one
+    source = folder / "damaged.ts"
+    source.write_bytes(data[:cut] + data[cut + 1 :])
+    return source
+
+
 def test_a_transport_stream_missing_a_byte_names_the_frames_it_loses_at_its_end(
     tmp_path: Path, model_path: Path
 ) -> None:
     """One byte removed shifts every transport packet after it: FFmpeg's demuxer drops the frames it cannot put
     together, the last ones, and no later frame shows a gap: the output was two frames short with no word."""
-    whole = tmp_path / "whole.ts"
-    write_encoded(whole, codec="mpeg2video", frames=8, size=(32, 24), container_format="mpegts")
-    data = whole.read_bytes()
-    cut = video_packets(whole)[-2] - 188 + 68  # inside the transport packet before the last frame but one
-    source = tmp_path / "damaged.ts"
-    source.write_bytes(data[:cut] + data[cut + 1 :])
+    source = transport_stream_missing_a_byte(tmp_path)
     assert len(decoded_times(source)) < 8  # the damage is what the test says: frames lost at the end
     result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0, result.stderr
@@ -125,20 +138,26 @@ def block_header(data: bytes | bytearray, position: int) -> tuple[int, int]:
     raise AssertionError(f"no SimpleBlock before {position}")
 
 
+def matroska_with_a_block_a_byte_long(folder: Path) -> Path:
+    """A Matroska clip of 12 frames with audio, its fifth video block's size one byte more than it holds."""
+    whole = folder / "whole.mkv"
+    write_clip(whole, frames=12, audio=True)
+    data = bytearray(whole.read_bytes())
+    at, length = block_header(data, video_packets(whole)[4])
+    size = int.from_bytes(data[at + 1 : at + 1 + length], "big") & ((1 << 7 * length) - 1)
+    data[at + 1 : at + 1 + length] = ((1 << 7 * length) | (size + 1)).to_bytes(length, "big")
+    source = folder / "damaged.mkv"
+    source.write_bytes(bytes(data))
+    return source
+
+
 def test_a_matroska_block_whose_size_is_one_byte_long_names_the_frames_ffmpeg_resynced_past(
     tmp_path: Path, model_path: Path
 ) -> None:
     """FFmpeg's demuxer resyncs at the next Cluster and says so only at its debug level: seven frames of twelve
     were lost, and only a video shorter than the file's duration was said. The Cluster's blocks after the damaged one
     are found again by their chain of elements, and the frames lost named."""
-    whole = tmp_path / "whole.mkv"
-    write_clip(whole, frames=12, audio=True)
-    data = bytearray(whole.read_bytes())
-    at, length = block_header(data, video_packets(whole)[4])
-    size = int.from_bytes(data[at + 1 : at + 1 + length], "big") & ((1 << 7 * length) - 1)
-    data[at + 1 : at + 1 + length] = ((1 << 7 * length) | (size + 1)).to_bytes(length, "big")
-    source = tmp_path / "damaged.mkv"
-    source.write_bytes(bytes(data))
+    source = matroska_with_a_block_a_byte_long(tmp_path)
     lost = 12 - len(decoded_times(source))
     assert lost > 1  # the damage is what the test says
     result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
@@ -266,3 +285,117 @@ def test_frames_listed_are_matched_on_ffmpegs_timeline_and_not_at_all_where_none
     assert [listed.given(packet) for packet in given] == [[], [], [wrap]]
     listed = ListedFrames(places, [])
     assert [listed.given(SimpleNamespace(size=1, pos=pos, pts=pts + 7)) for pos, pts in places] == [[]] * 4
+
+
+def upscale_warnings(source: Path, output: Path, upscaler: Upscaler, caplog: pytest.LogCaptureFixture) -> list[str]:
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        upscale_video(source, output, upscaler, VideoOptions("ffv1"))
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("container", ["mkv", "ts"])
+def test_frames_are_upscaled_while_the_container_is_scanned_and_the_same_lost_frames_named(
+    tmp_path: Path, model_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, container: str
+) -> None:
+    """A 2-hour Matroska file's scan takes seconds: the first frame is not kept waiting for it. Here the scan is held
+    until the upscaler has had every frame, and the frames named lost (in a Cluster, at a TS's end) are the same."""
+    damaged = matroska_with_a_block_a_byte_long if container == "mkv" else transport_stream_missing_a_byte
+    source = damaged(tmp_path)
+    upscaler = Upscaler(model_path, device="cpu")
+    expected = upscale_warnings(source, tmp_path / "plain.mkv", upscaler, caplog)
+    assert any("could not be decoded" in line for line in expected)  # the listing named frames lost
+    frames, upscaled, all_upscaled = len(decoded_times(source)), 0, threading.Event()
+    upscale_array = upscaler.upscale_array
+
+    def counted(pixels: np.ndarray, **options: Any) -> np.ndarray:
+        nonlocal upscaled
+        upscaled += 1
+        if upscaled == frames:
+            all_upscaled.set()
+        return upscale_array(pixels, **options)
+
+    scan = matroska_scan._Scan if container == "mkv" else transport_scan._Scan  # its walk held
+    run = scan.run
+    scanned_after_upscale: list[bool] = []
+
+    def held(self: Any, *args: Any) -> None:
+        scanned_after_upscale.append(all_upscaled.wait(timeout=10))  # a scan before the first frame waits in vain
+        run(self, *args)
+
+    monkeypatch.setattr(upscaler, "upscale_array", counted)
+    monkeypatch.setattr(scan, "run", held)
+    assert upscale_warnings(source, tmp_path / "held.mkv", upscaler, caplog) == expected
+    assert scanned_after_upscale == [True]
+
+
+def files_open() -> set[str]:
+    """The files this process holds open (Linux's /proc, read only)."""
+    descriptors = Path("/proc/self/fd")
+    opened = set()
+    for descriptor in descriptors.iterdir() if descriptors.is_dir() else ():
+        with contextlib.suppress(OSError):  # closed since it was listed
+            opened.add(os.readlink(descriptor))
+    return opened
+
+
+@pytest.mark.parametrize("failing", ["upscaler", "encoder"])
+def test_an_upscale_that_fails_or_is_interrupted_stops_the_container_scan_and_closes_its_file(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """The scan of a long file is not left running (and holding the file) after Ctrl-C or an encoder's error: it
+    stops where it is. Here each element takes 2 ms, and the upscale fails at the first frame."""
+    source = tmp_path / "long.mkv"
+    write_clip(source, frames=240, audio=True)  # 20 s: a thousand audio blocks
+    elements_read = 0
+    element = matroska_scan._Scan._element  # counted, then slowed
+
+    def counted(self: Any, at: int) -> Any:
+        nonlocal elements_read
+        elements_read += 1
+        return element(self, at)
+
+    monkeypatch.setattr(matroska_scan._Scan, "_element", counted)
+    assert scan_matroska(source, 0) is not None
+    elements, elements_read = elements_read, 0
+    assert elements > 1000
+
+    def slow(self: Any, at: int) -> Any:
+        time.sleep(0.002)
+        return counted(self, at)
+
+    monkeypatch.setattr(matroska_scan._Scan, "_element", slow)
+    upscaler = Upscaler(model_path, device="cpu")
+    error: type[BaseException] = KeyboardInterrupt if failing == "upscaler" else RuntimeError
+
+    def fail(*_: Any, **__: Any) -> Any:
+        raise error("stopped")
+
+    if failing == "upscaler":
+        monkeypatch.setattr(upscaler, "upscale_array", fail)
+    else:
+        monkeypatch.setattr(UpscaledStream, "encode", fail)
+    threads = set(threading.enumerate())
+    with pytest.raises(error, match="stopped"):
+        upscale_video(source, tmp_path / "out.mkv", upscaler, VideoOptions("ffv1"))
+    assert set(threading.enumerate()) <= threads  # no scan left running
+    assert str(source) not in files_open()
+    assert elements_read < elements / 2, (elements_read, elements)  # stopped, not run to its end
+
+
+def test_a_scan_that_fails_raises_its_error_from_the_upscale(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a scan running beside the decoding is not lost, nor does the upscale wait for it forever."""
+    source = tmp_path / "clip.mkv"
+    write_clip(source, frames=12, audio=True)
+
+    def failing(*_: Any) -> None:
+        raise RuntimeError("a scan that fails")
+
+    monkeypatch.setattr(matroska_scan._Scan, "run", failing)
+    threads = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="a scan that fails"):
+        upscale_video(source, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions("ffv1"))
+    assert set(threading.enumerate()) <= threads
+    assert not (tmp_path / "out.mkv").exists()

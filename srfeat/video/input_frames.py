@@ -10,7 +10,7 @@ frame that does not decode, or a file that cannot be read further, is one line n
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,15 +20,15 @@ import numpy as np
 from srfeat.errors import VideoError
 from srfeat.video import FrameRange, frames_before_hint
 from srfeat.video.avi_index import AviIndex
+from srfeat.video.background_listing import BackgroundListing, container_scan
 from srfeat.video.copied import CopiedStreams, cut_to_window
-from srfeat.video.listed_frames import FAR_S, ListedFrames
+from srfeat.video.listed_frames import ListedFrames
 from srfeat.video.lost_frames import LostFrames
-from srfeat.video.matroska_scan import scan_matroska
 from srfeat.video.not_coded import EmptyChunks, PictureCounter, not_coded_vop
 from srfeat.video.packets_in_flight import PacketsInFlight
 from srfeat.video.probe import FrameDefects, TimeWindow, continued_pts, error_reason, seconds_of, time_base_of
 from srfeat.video.reference_slots import EarliestSlots, PackedSlots, ReferenceSlots
-from srfeat.video.transport_scan import cut_transport_packet, scan_transport_stream
+from srfeat.video.transport_scan import cut_transport_packet
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -95,6 +95,7 @@ class InputFrames:
         self.source_matrix = source_matrix  # the colour matrix the frames are converted to RGB by
         self.step = step  # one frame in the input's time base
         self.decoded_frames = 0
+        self.read_to_end = False  # not stopped at the range's end
         # Listed, not shown (`check_length`): decoded before an edit list's start, or MPEG-4 N-VOPs and an AVI's
         # empty chunks (less the packets that hold two pictures).
         self.hidden_frames = 0
@@ -112,19 +113,23 @@ class InputFrames:
         self.cut_frame_bytes = 0
         self.cut_packet_bytes = 0
         self.lost = LostFrames(source, video, frames, source_container.format.name, command_line=command_line)
-        # The frames the container lists, to tell those its demuxer passed over unsaid (not in the timing pass).
-        self.listed: ListedFrames | None = None
-        container_formats = source_container.format.name.split(",")
-        if copied_streams is not None and "mpegts" in container_formats:
-            self.listed = scan_transport_stream(source, video.id)
-        elif copied_streams is not None and "matroska" in container_formats:
-            videos = [stream.index for stream in source_container.streams.video]
-            self.listed = scan_matroska(source, videos.index(video.index))
-        if self.listed is not None:
-            self.listed.far = round(FAR_S / time_base_of(video))
+        # The frames the container lists, to tell those its demuxer passed over unsaid (not in the timing pass),
+        # scanned while the first frames decode: what the decoding tells `lost` goes through it, in order.
+        scan = container_scan(source, source_container, video) if copied_streams is not None else None
+        self.tracked = BackgroundListing(scan, self.lost, video)
+        self.listed: ListedFrames | None = None  # once read: the listing, where the container has one
         self.in_flight = PacketsInFlight(av, source, video, frame_threads=not self.pictures.active)
 
-    def __iter__(self) -> Iterator[Frame | Packet]:
+    def __iter__(self) -> Generator[Frame | Packet, None, None]:
+        self.tracked.start()
+        try:
+            yield from self._read()
+            self.listed = self.tracked.finish()
+        finally:  # read, failed, or no longer wanted: a scan still running is stopped
+            self.tracked.close()
+        self._after_reading()
+
+    def _read(self) -> Generator[Frame | Packet, None, None]:
         av, video, frames, window = self.av, self.video, self.frames, self.window
         # MPEG-4 Part 2 decodes in one thread, so that an error is the packet's that was sent (frame threads report
         # one a few packets late: `PacketsInFlight`): FFmpeg can fail an N-VOP after a damaged packet, which holds no
@@ -152,8 +157,7 @@ class InputFrames:
                 packet = next(packets)
             except StopIteration:
                 self._passed_over_at_end(last_slot)
-                for time in self.listed.after_last() if self.listed is not None else ():
-                    self.lost.passed_over(time)
+                self.tracked.after_last()
                 self.cut_frame_bytes = self._bytes_after(video_end)
                 if "mpegts" in self.input.format.name.split(","):
                     self.cut_packet_bytes = cut_transport_packet(self.source)
@@ -180,8 +184,7 @@ class InputFrames:
                     ):
                         break
                     continue
-                for time in self.listed.given(packet) if self.listed is not None else ():
-                    self.lost.passed_over(time)
+                self.tracked.given(packet)
                 placeholder, slot, just_passed_over = self._chunks_before(
                     packet, after_packed or after_damaged, decode_order_times
                 )
@@ -203,7 +206,7 @@ class InputFrames:
                         # its time is the next packet the demuxer gave, past any empty chunk.
                         in_slots = self.empty_chunks.in_avi and (decode_order_times or not_coded < 0)
                         slot_shown = sent.dts + step if in_slots and sent.dts is not None else None
-                        self.lost.sent(sent, slot_shown)
+                        self.tracked.sent(sent, slot_shown)
                     after_packed = not_coded < 0
                     after_damaged = self.pictures.packed_stream and not not_coded and self.pictures.damaged
                     decode_order_times = decode_order_times or after_packed
@@ -217,7 +220,7 @@ class InputFrames:
                         shown_at = self._shown_at(frame, decode_order_times)
                         # In slots too: a packed file's frames' own timestamps go back at every B-frame, which the
                         # tracker took for timestamps starting over, forgetting the frames sent before.
-                        self.lost.shown(shown_at, index)
+                        self.tracked.shown(shown_at, index)
                         pts = last_pts = self._monotonic_pts(shown_at, last_pts, step)
                         if index >= frames.start:
                             yield Frame(index, self._pixels(frame, index), pts - video_shift)
@@ -238,12 +241,20 @@ class InputFrames:
                 yield packet
         # The demuxer ends with an empty packet per stream, which flushed the decoder above.
         self.decoded_frames = index
-        if not done:  # read to the file's end: frames lost after the last one shown are in the range
-            self.lost.ended()
-            if self.lost.lost_by_decoder_at_end() and self.in_flight.threads() > 1:
-                # Frame threads drop a damaged packet's frame at the flush without an error, and the frames held
-                # back behind it (one thread raises as the packet is sent): named as an error elsewhere is.
-                raise self._undecodable(self.av.Packet(), index, "its decoder threads dropped it at the file's end")
+        self.read_to_end = not done
+
+    def _after_reading(self) -> None:
+        """The file was read to its end (not stopped at the range's end): frames lost after the last one shown are
+        in the range. `lost` has been told all the decoding saw (`BackgroundListing.finish`)."""
+        if not self.read_to_end:
+            return
+        self.lost.ended()
+        if self.lost.lost_by_decoder_at_end() and self.in_flight.threads() > 1:
+            # Frame threads drop a damaged packet's frame at the flush without an error, and the frames held
+            # back behind it (one thread raises as the packet is sent): named as an error elsewhere is.
+            raise self._undecodable(
+                self.av.Packet(), self.decoded_frames, "its decoder threads dropped it at the file's end"
+            )
 
     def _chunks_before(
         self, packet: Any, packed_before: bool, decode_order_times: bool
@@ -275,10 +286,10 @@ class InputFrames:
         if not packet.size or slot is None:
             return placeholder, None, just_passed_over
         for back in passed_over:
-            self.lost.passed_over(slot - back * step)
+            self.tracked.passed_over(slot - back * step)
             if self.pictures.packed_stream and self.avi_index and self.avi_index.empty_after(back):
                 # an empty placeholder after it: it held two pictures, the one shown there too
-                self.lost.passed_over(slot - (back - 1) * step)
+                self.tracked.passed_over(slot - (back - 1) * step)
                 self.hidden_frames -= 1
         return placeholder, slot, just_passed_over
 
@@ -286,7 +297,7 @@ class InputFrames:
         """Chunks the demuxer passed over after the last video packet (`AviIndex`): their frames lost at the end."""
         if self.avi_index and last_slot is not None:
             for ahead in self.avi_index.after_last():
-                self.lost.passed_over(last_slot + ahead * self.step)
+                self.tracked.passed_over(last_slot + ahead * self.step)
 
     def _placeholder_after(self, packet: Any, *, passed_over: bool = False) -> Any:
         """The N-VOP the empty chunk after a packed packet stands for (or the chunk the demuxer `passed_over`), a slot

@@ -11,6 +11,7 @@ the rest of the Cluster is searched for blocks whose chain of elements holds (th
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,21 +39,26 @@ class _DamagedError(Exception):
     """The elements do not hold at a place: raised inside a Cluster's walk."""
 
 
-def scan_matroska(source: Path, video_rank: int) -> ListedFrames | None:
+class _StoppedError(Exception):
+    """The scan was told to stop: its listing is no longer wanted."""
+
+
+def scan_matroska(source: Path, video_rank: int, *, stop: threading.Event | None = None) -> ListedFrames | None:
     """The frames the `video_rank`-th video track of `source` (0: the first) lists, and where its Clusters are
-    broken; None where the file is no Matroska file it can read, or has no such track."""
+    broken; None where the file is no Matroska file it can read, or has no such track, or `stop` was set."""
     try:
         with source.open("rb") as file:
-            scan = _Scan(file, video_rank)
+            scan = _Scan(file, video_rank, stop)
             scan.run()
             return ListedFrames(scan.places, scan.breaks) if scan.track is not None else None
-    except OSError:
+    except (OSError, _StoppedError):
         return None
 
 
 class _Scan:
-    def __init__(self, file: BinaryIO, video_rank: int) -> None:
+    def __init__(self, file: BinaryIO, video_rank: int, stop: threading.Event | None = None) -> None:
         self.file = file
+        self.stop = stop
         self.total = file.seek(0, 2)
         self.video_rank = video_rank
         self.track: int | None = None
@@ -152,6 +158,7 @@ class _Scan:
         or a Cluster begins (FFmpeg's demuxer resyncs there: the blocks before it are lost to it); `limit` where none
         is found."""
         while start < limit:
+            self._check_stop()
             self.file.seek(start)
             window = self.file.read(min(RESYNC_WINDOW, limit - start))
             for found in RESYNC_CANDIDATES.finditer(window):
@@ -194,6 +201,10 @@ class _Scan:
             at = data + size
         return children
 
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise _StoppedError
+
     def _unsigned(self, data: int, size: int) -> int:
         self.file.seek(data)
         return int.from_bytes(self.file.read(min(size, 8)), "big")
@@ -208,6 +219,7 @@ class _Scan:
     def _element(self, at: int) -> tuple[int, int, int | None] | None:
         """The element at `at`: its ID, where its data starts, its size (None: unknown); None where none can be
         read there."""
+        self._check_stop()  # every walk reads its elements here
         self.file.seek(at)
         head = self.file.read(HEADER_READ)
         if not head or not head[0] or head[0] < 0x10:  # an ID is 4 bytes at most

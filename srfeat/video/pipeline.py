@@ -293,8 +293,10 @@ class _Transcoder:
         raise _StoppedError
 
     def _decode(self, channel: queue.Queue[Any]) -> None:
-        for item in self.decoded:
-            self._put(channel, item)
+        # Closed at once when stopped, not when collected: the reading's container scan stops with it.
+        with closing(iter(self.decoded)) as items:
+            for item in items:
+                self._put(channel, item)
         self._put(channel, _END)
 
     def _encode(self, channel: queue.Queue[Any]) -> None:

@@ -10,6 +10,7 @@ in fixed-size chunks and each parsed with numpy, a row per packet: memory stays 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,18 +54,22 @@ def cut_transport_packet(source: Path) -> int:
         return 0
 
 
-def scan_transport_stream(source: Path, video_pid: int) -> ListedFrames | None:
+class _StoppedError(Exception):
+    """The scan was told to stop: its listing is no longer wanted."""
+
+
+def scan_transport_stream(source: Path, video_pid: int, *, stop: threading.Event | None = None) -> ListedFrames | None:
     """The frames PID `video_pid` of `source` lists and where its packets were lost or cut short; None where no
-    packet grid is found or the file cannot be read."""
+    packet grid is found, the file cannot be read, or `stop` was set."""
     try:
         with source.open("rb") as file:
             found = _packet_grid(file)
             if found is None:
                 return None
-            scan = _Scan(file, video_pid, *found[:2])
+            scan = _Scan(file, video_pid, *found[:2], stop=stop)
             scan.run(found[2])
             return ListedFrames(scan.places, scan.without_joins(), wrap=PTS_WRAP)
-    except OSError:
+    except (OSError, _StoppedError):
         return None
 
 
@@ -88,8 +93,9 @@ def _synced(head: bytes, at: int, size: int) -> bool:
 class _Scan:
     """One pass over the packets, from the first, resyncing where the grid breaks as FFmpeg's demuxer does."""
 
-    def __init__(self, file: BinaryIO, pid: int, size: int, sync: int) -> None:
+    def __init__(self, file: BinaryIO, pid: int, size: int, sync: int, *, stop: threading.Event | None = None) -> None:
         self.file, self.pid, self.size, self.sync = file, pid, size, sync
+        self.stop = stop
         self.total = file.seek(0, 2)
         self.places: list[tuple[int, int]] = []
         self.breaks: list[Break] = []
@@ -104,6 +110,7 @@ class _Scan:
     def _walk(self, at: int) -> None:
         size = self.size
         while at + size <= self.total:  # `at`: a packet's start whose sync byte is in its place
+            self._check_stop()
             self.file.seek(at)
             data = self.file.read(size * CHUNK_PACKETS)
             count = len(data) // size
@@ -187,6 +194,7 @@ class _Scan:
         size, sync = self.size, self.sync
         span = size * SYNCS_CHECKED
         while start + size <= self.total:
+            self._check_stop()
             self.file.seek(start + sync)
             window = self.file.read(RESYNC_WINDOW + span)
             for found in np.flatnonzero(np.frombuffer(window, np.uint8)[:RESYNC_WINDOW] == TS_SYNC).tolist():
@@ -251,6 +259,10 @@ class _Scan:
         self.file.seek(at + self.sync)
         head = self.file.read(3)
         return (head[0], ((head[1] & 0x1F) << 8) | head[2]) if len(head) == 3 else (-1, -1)
+
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise _StoppedError
 
     def _broke(self, where: int, what: str) -> None:
         if len(self.breaks) < BREAKS_KEPT:
