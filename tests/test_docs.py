@@ -24,7 +24,7 @@ from srfeat.training.config import TrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # The prose a user or contributor reads; configs/ comments too, for the config keys they name.
-DOCS = ["README.md", "CONTRIBUTING.md", "docs/fidelity.md", "docs/gpu_plan.md", "docs/ablation.md"]
+DOCS = ["README.md", "CONTRIBUTING.md", "docs/fidelity.md", "docs/gpu_plan.md", "docs/ablation.md", "benchmarks/README.md"]
 CONFIGS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "configs").glob("*/*.yaml"))
 
 
@@ -224,6 +224,31 @@ def test_every_script_command_line_in_the_docs_uses_options_the_script_has() -> 
             if not re.search(re.escape(flag) + r"(?![\w-])", result.stdout)
         ]
     assert not unknown, f"the docs give script options that the scripts do not have: {sorted(unknown)}"
+
+
+def test_every_benchmark_command_line_in_the_docs_uses_options_the_benchmark_has() -> None:
+    """`python3 -m benchmarks.memory --sizes 200`: each option is one that benchmark's --help lists."""
+    used: dict[str, set[tuple[str, str]]] = {}  # benchmark module -> (doc, option) pairs
+    for name in DOCS:
+        for line in command_lines(read(name), "python3"):
+            benchmark = re.match(r"-m (benchmarks\.\w+)\b(.*)", line)
+            if benchmark:
+                used.setdefault(benchmark[1], set()).update((name, flag) for flag in flags(benchmark[2]))
+    assert {"benchmarks.run_all", "benchmarks.memory", "benchmarks.onnx_runtime"} <= used.keys()
+    unknown = []
+    for module, uses in sorted(used.items()):
+        if not uses:
+            continue
+        result = subprocess.run(
+            [sys.executable, "-m", module, "--help"], cwd=ROOT, check=False, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{module} --help: {result.stderr}"
+        unknown += [
+            f"{name}: python3 -m {module} {flag}"
+            for name, flag in uses
+            if not re.search(re.escape(flag) + r"(?![\w-])", result.stdout)
+        ]
+    assert not unknown, f"the docs give benchmark options that the benchmarks do not have: {sorted(unknown)}"
 
 
 def test_environment_variables_the_docs_name_are_read_by_the_scripts_with_the_stated_defaults() -> None:
