@@ -304,6 +304,25 @@ def srfeat_sources() -> list[str]:
     return [path.read_text() for path in sorted((ROOT / "srfeat").rglob("*.py"))]
 
 
+def test_an_exported_bundled_models_training_data_agrees_with_its_model_card() -> None:
+    """An ONNX export's training_data said `default` saw all 291 images where its README card trained its GPU
+    run on T91 and 80 of BSDS200's: each count of images the card's data row gives, the metadata gives, and each
+    number the metadata gives (`192x192`, `291`) is in the card's row."""
+    from srfeat.export.metadata import BUNDLED_INFO
+
+    readme = read("README.md")
+    assert BUNDLED_INFO.keys() == {"default", "gan"}
+    wrong = []
+    for name, info in BUNDLED_INFO.items():
+        card = re.search(rf"^### `{name}`.*?^\| data \| (.*?) \|$", readme, re.MULTILINE | re.DOTALL)
+        assert card, f"the README has no data row in the card of {name}"
+        counts = set(re.findall(r"\b(\d+) (?:of )?BSDS200", card[1]))
+        numbers = set(re.findall(r"(?<![\w/])\d+(?:x\d+)?(?![\w/])", info.training_data))
+        wrong += [f"{name}: the card's {count} BSDS200 images" for count in counts - numbers]
+        wrong += [f"{name}: the metadata's {number}" for number in numbers if number not in card[1]]
+    assert not wrong, f"the bundled models' ONNX metadata and README cards disagree: {wrong}"
+
+
 def test_every_table_in_the_docs_stands_apart_from_the_text_around_it() -> None:
     """Markdown takes a line right after a table as one more row, and a table's header right after a
     paragraph may be read as the paragraph's text: the ONNX Runtime timing table swallowed its own note
