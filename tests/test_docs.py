@@ -170,7 +170,8 @@ def command_lines(text: str, program: str) -> list[str]:
     lines += [
         span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
     ]
-    start = r"(?:^|&&|[;|(]|\$ )\s*" + re.escape(program) + r" "
+    # after `VAR=value` settings too: `OMP_WAIT_POLICY=active python3 -m benchmarks.inference --size 64`
+    start = r"(?:^|&&|[;|(]|\$ )\s*(?:[A-Z][A-Z0-9_]*=\S+\s+)*" + re.escape(program) + r" "
     return [found.strip() for line in lines for found in re.findall(start + r"([^|;&#>]*)", line)]
 
 
