@@ -24,7 +24,14 @@ from srfeat.training.config import TrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # The prose a user or contributor reads; configs/ comments too, for the config keys they name.
-DOCS = ["README.md", "CONTRIBUTING.md", "docs/fidelity.md", "docs/gpu_plan.md", "docs/ablation.md", "benchmarks/README.md"]
+DOCS = [
+    "README.md",
+    "CONTRIBUTING.md",
+    "docs/fidelity.md",
+    "docs/gpu_plan.md",
+    "docs/ablation.md",
+    "benchmarks/README.md",
+]
 CONFIGS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "configs").glob("*/*.yaml"))
 
 
