@@ -210,53 +210,49 @@ def test_every_srfeat_command_line_in_the_docs_uses_options_its_command_has() ->
     assert not unknown, f"the docs give options (or commands) that srfeat does not have: {unknown}"
 
 
-def test_every_script_command_line_in_the_docs_uses_options_the_script_has() -> None:
-    used: dict[str, set[tuple[str, str]]] = {}  # script -> (doc, option) pairs
+def python3_options_in_the_docs(target: str) -> dict[str, set[tuple[str, str]]]:
+    """The (doc, option) pairs of the docs' `python3 TARGET ...` command lines, by the TARGET that the
+    regular expression `target` catches (`scripts/ship_weights.py`, `-m benchmarks.memory`)."""
+    used: dict[str, set[tuple[str, str]]] = {}
     for name in DOCS:
         for line in command_lines(read(name), "python3"):
-            script = re.match(r"(scripts/\w+\.py)\b(.*)", line)
-            if script:
-                used.setdefault(script[1], set()).update((name, flag) for flag in flags(script[2]))
-    assert {"scripts/ship_weights.py", "scripts/better_on_all_sets.py"} <= used.keys()
+            found = re.match(rf"({target})\b(.*)", line)
+            if found:
+                used.setdefault(found[1], set()).update((name, flag) for flag in flags(found[2]))
+    return used
+
+
+def options_missing_from_help(used: dict[str, set[tuple[str, str]]]) -> list[str]:
+    """`doc: python3 TARGET --option` for each option that TARGET's --help does not list."""
     unknown = []
-    for script, uses in used.items():
+    for target, uses in sorted(used.items()):
         if not uses:
             continue
         result = subprocess.run(
-            [sys.executable, str(ROOT / script), "--help"], check=False, capture_output=True, text=True
+            [sys.executable, *target.split(), "--help"], cwd=ROOT, check=False, capture_output=True, text=True
         )
-        assert result.returncode == 0, f"{script} --help: {result.stderr}"
+        assert result.returncode == 0, f"{target} --help: {result.stderr}"
         unknown += [
-            f"{name}: {script} {flag}"
+            f"{name}: python3 {target} {flag}"
             for name, flag in uses
             if not re.search(re.escape(flag) + r"(?![\w-])", result.stdout)
         ]
-    assert not unknown, f"the docs give script options that the scripts do not have: {sorted(unknown)}"
+    return sorted(unknown)
+
+
+def test_every_script_command_line_in_the_docs_uses_options_the_script_has() -> None:
+    used = python3_options_in_the_docs(r"scripts/\w+\.py")
+    assert {"scripts/ship_weights.py", "scripts/better_on_all_sets.py"} <= used.keys()
+    unknown = options_missing_from_help(used)
+    assert not unknown, f"the docs give script options that the scripts do not have: {unknown}"
 
 
 def test_every_benchmark_command_line_in_the_docs_uses_options_the_benchmark_has() -> None:
     """`python3 -m benchmarks.memory --sizes 200`: each option is one that benchmark's --help lists."""
-    used: dict[str, set[tuple[str, str]]] = {}  # benchmark module -> (doc, option) pairs
-    for name in DOCS:
-        for line in command_lines(read(name), "python3"):
-            benchmark = re.match(r"-m (benchmarks\.\w+)\b(.*)", line)
-            if benchmark:
-                used.setdefault(benchmark[1], set()).update((name, flag) for flag in flags(benchmark[2]))
-    assert {"benchmarks.run_all", "benchmarks.memory", "benchmarks.onnx_runtime"} <= used.keys()
-    unknown = []
-    for module, uses in sorted(used.items()):
-        if not uses:
-            continue
-        result = subprocess.run(
-            [sys.executable, "-m", module, "--help"], cwd=ROOT, check=False, capture_output=True, text=True
-        )
-        assert result.returncode == 0, f"{module} --help: {result.stderr}"
-        unknown += [
-            f"{name}: python3 -m {module} {flag}"
-            for name, flag in uses
-            if not re.search(re.escape(flag) + r"(?![\w-])", result.stdout)
-        ]
-    assert not unknown, f"the docs give benchmark options that the benchmarks do not have: {sorted(unknown)}"
+    used = python3_options_in_the_docs(r"-m benchmarks\.\w+")
+    assert {"-m benchmarks.run_all", "-m benchmarks.memory", "-m benchmarks.onnx_runtime"} <= used.keys()
+    unknown = options_missing_from_help(used)
+    assert not unknown, f"the docs give benchmark options that the benchmarks do not have: {unknown}"
 
 
 def test_environment_variables_the_docs_name_are_read_by_the_scripts_with_the_stated_defaults() -> None:
