@@ -313,9 +313,10 @@ def test_an_exported_bundled_models_training_data_agrees_with_its_model_card() -
     run on T91 and 80 of BSDS200's: each count of images the card's data row gives, the metadata gives, and each
     number the metadata gives (`192x192`, `291`) is in the card's row."""
     from srfeat.export.metadata import BUNDLED_INFO
+    from srfeat.weights import bundled_names
 
     readme = read("README.md")
-    assert BUNDLED_INFO.keys() == {"default", "gan"}
+    assert sorted(BUNDLED_INFO) == bundled_names(), "each bundled model has its card in srfeat/export/metadata.py"
     wrong = []
     for name, info in BUNDLED_INFO.items():
         card = re.search(rf"^### `{name}`.*?^\| data \| (.*?) \|$", readme, re.MULTILINE | re.DOTALL)
