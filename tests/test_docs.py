@@ -144,7 +144,9 @@ def test_files_named_in_the_docs_exist() -> None:
         for test_file in re.findall(r"\btest_\w+\.py", text):
             if not (ROOT / "tests" / test_file).is_file():
                 missing.add(f"{name}: tests/{test_file}")
-        for path in re.findall(r"(?<![\w/.-])((?:scripts|configs)/[\w/.-]+\.(?:py|sh|yaml))", text):
+        for path in re.findall(
+            r"(?<![\w/.-])((?:scripts|configs)/[\w/.-]+\.(?:py|sh|yaml)|docs/training/[\w.-]+\.jsonl)", text
+        ):
             if not (ROOT / path).is_file():
                 missing.add(f"{name}: {path}")
         for module in re.findall(r"python3? -m (benchmarks\.\w+)", text):
