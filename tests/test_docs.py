@@ -149,6 +149,11 @@ def test_files_named_in_the_docs_exist() -> None:
         ):
             if not (ROOT / path).is_file():
                 missing.add(f"{name}: {path}")
+        # recorded benchmark runs: `results/epyc-zen4-2core-shared-{1thread,2threads}.json` is two files
+        for stem, choices, rest in re.findall(r"(?<![\w.-])results/([\w-]*)(?:\{([\w,-]+)\})?([\w-]*)\.json", text):
+            for choice in choices.split(","):
+                if not (ROOT / "benchmarks" / "results" / f"{stem}{choice}{rest}.json").is_file():
+                    missing.add(f"{name}: benchmarks/results/{stem}{choice}{rest}.json")
         for module in re.findall(r"python3? -m (benchmarks\.\w+)", text):
             if not (ROOT / (module.replace(".", "/") + ".py")).is_file():
                 missing.add(f"{name}: {module}")
