@@ -24,7 +24,14 @@ from srfeat.training.config import TrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # The prose a user or contributor reads; configs/ comments too, for the config keys they name.
-DOCS = ["README.md", "CONTRIBUTING.md", "docs/fidelity.md", "docs/gpu_plan.md", "docs/ablation.md"]
+DOCS = [
+    "README.md",
+    "CONTRIBUTING.md",
+    "docs/fidelity.md",
+    "docs/gpu_plan.md",
+    "docs/ablation.md",
+    "benchmarks/README.md",
+]
 CONFIGS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "configs").glob("*/*.yaml"))
 
 
@@ -137,9 +144,16 @@ def test_files_named_in_the_docs_exist() -> None:
         for test_file in re.findall(r"\btest_\w+\.py", text):
             if not (ROOT / "tests" / test_file).is_file():
                 missing.add(f"{name}: tests/{test_file}")
-        for path in re.findall(r"(?<![\w/.-])((?:scripts|configs)/[\w/.-]+\.(?:py|sh|yaml))", text):
+        for path in re.findall(
+            r"(?<![\w/.-])((?:scripts|configs)/[\w/.-]+\.(?:py|sh|yaml)|docs/training/[\w.-]+\.jsonl)", text
+        ):
             if not (ROOT / path).is_file():
                 missing.add(f"{name}: {path}")
+        # recorded benchmark runs: `results/epyc-zen4-2core-shared-{1thread,2threads}.json` is two files
+        for stem, choices, rest in re.findall(r"(?<![\w.-])results/([\w-]*)(?:\{([\w,-]+)\})?([\w-]*)\.json", text):
+            for choice in choices.split(","):
+                if not (ROOT / "benchmarks" / "results" / f"{stem}{choice}{rest}.json").is_file():
+                    missing.add(f"{name}: benchmarks/results/{stem}{choice}{rest}.json")
         for module in re.findall(r"python3? -m (benchmarks\.\w+)", text):
             if not (ROOT / (module.replace(".", "/") + ".py")).is_file():
                 missing.add(f"{name}: {module}")
@@ -170,7 +184,8 @@ def command_lines(text: str, program: str) -> list[str]:
     lines += [
         span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
     ]
-    start = r"(?:^|&&|[;|(]|\$ )\s*" + re.escape(program) + r" "
+    # after `VAR=value` settings too: `OMP_WAIT_POLICY=active python3 -m benchmarks.inference --size 64`
+    start = r"(?:^|&&|[;|(]|\$ )\s*(?:[A-Z][A-Z0-9_]*=\S+\s+)*" + re.escape(program) + r" "
     return [found.strip() for line in lines for found in re.findall(start + r"([^|;&#>]*)", line)]
 
 
@@ -202,28 +217,49 @@ def test_every_srfeat_command_line_in_the_docs_uses_options_its_command_has() ->
     assert not unknown, f"the docs give options (or commands) that srfeat does not have: {unknown}"
 
 
-def test_every_script_command_line_in_the_docs_uses_options_the_script_has() -> None:
-    used: dict[str, set[tuple[str, str]]] = {}  # script -> (doc, option) pairs
+def python3_options_in_the_docs(target: str) -> dict[str, set[tuple[str, str]]]:
+    """The (doc, option) pairs of the docs' `python3 TARGET ...` command lines, by the TARGET that the
+    regular expression `target` catches (`scripts/ship_weights.py`, `-m benchmarks.memory`)."""
+    used: dict[str, set[tuple[str, str]]] = {}
     for name in DOCS:
         for line in command_lines(read(name), "python3"):
-            script = re.match(r"(scripts/\w+\.py)\b(.*)", line)
-            if script:
-                used.setdefault(script[1], set()).update((name, flag) for flag in flags(script[2]))
-    assert {"scripts/ship_weights.py", "scripts/better_on_all_sets.py"} <= used.keys()
+            found = re.match(rf"({target})\b(.*)", line)
+            if found:
+                used.setdefault(found[1], set()).update((name, flag) for flag in flags(found[2]))
+    return used
+
+
+def options_missing_from_help(used: dict[str, set[tuple[str, str]]]) -> list[str]:
+    """`doc: python3 TARGET --option` for each option that TARGET's --help does not list."""
     unknown = []
-    for script, uses in used.items():
+    for target, uses in sorted(used.items()):
         if not uses:
             continue
         result = subprocess.run(
-            [sys.executable, str(ROOT / script), "--help"], check=False, capture_output=True, text=True
+            [sys.executable, *target.split(), "--help"], cwd=ROOT, check=False, capture_output=True, text=True
         )
-        assert result.returncode == 0, f"{script} --help: {result.stderr}"
+        assert result.returncode == 0, f"{target} --help: {result.stderr}"
         unknown += [
-            f"{name}: {script} {flag}"
+            f"{name}: python3 {target} {flag}"
             for name, flag in uses
             if not re.search(re.escape(flag) + r"(?![\w-])", result.stdout)
         ]
-    assert not unknown, f"the docs give script options that the scripts do not have: {sorted(unknown)}"
+    return sorted(unknown)
+
+
+def test_every_script_command_line_in_the_docs_uses_options_the_script_has() -> None:
+    used = python3_options_in_the_docs(r"scripts/\w+\.py")
+    assert {"scripts/ship_weights.py", "scripts/better_on_all_sets.py"} <= used.keys()
+    unknown = options_missing_from_help(used)
+    assert not unknown, f"the docs give script options that the scripts do not have: {unknown}"
+
+
+def test_every_benchmark_command_line_in_the_docs_uses_options_the_benchmark_has() -> None:
+    """`python3 -m benchmarks.memory --sizes 200`: each option is one that benchmark's --help lists."""
+    used = python3_options_in_the_docs(r"-m benchmarks\.\w+")
+    assert {"-m benchmarks.run_all", "-m benchmarks.memory", "-m benchmarks.onnx_runtime"} <= used.keys()
+    unknown = options_missing_from_help(used)
+    assert not unknown, f"the docs give benchmark options that the benchmarks do not have: {unknown}"
 
 
 def test_environment_variables_the_docs_name_are_read_by_the_scripts_with_the_stated_defaults() -> None:
@@ -277,6 +313,26 @@ def module_exists(dotted: str) -> bool:
 
 def srfeat_sources() -> list[str]:
     return [path.read_text() for path in sorted((ROOT / "srfeat").rglob("*.py"))]
+
+
+def test_an_exported_bundled_models_training_data_agrees_with_its_model_card() -> None:
+    """An ONNX export's training_data said `default` saw all 291 images where its README card trained its GPU
+    run on T91 and 80 of BSDS200's: each count of images the card's data row gives, the metadata gives, and each
+    number the metadata gives (`192x192`, `291`) is in the card's row."""
+    from srfeat.export.metadata import BUNDLED_INFO
+    from srfeat.weights import bundled_names
+
+    readme = read("README.md")
+    assert sorted(BUNDLED_INFO) == bundled_names(), "each bundled model has its card in srfeat/export/metadata.py"
+    wrong = []
+    for name, info in BUNDLED_INFO.items():
+        card = re.search(rf"^### `{name}`.*?^\| data \| (.*?) \|$", readme, re.MULTILINE | re.DOTALL)
+        assert card, f"the README has no data row in the card of {name}"
+        counts = set(re.findall(r"\b(\d+) (?:of )?BSDS200", card[1]))
+        numbers = set(re.findall(r"(?<![\w/])\d+(?:x\d+)?(?![\w/])", info.training_data))
+        wrong += [f"{name}: the card's {count} BSDS200 images" for count in counts - numbers]
+        wrong += [f"{name}: the metadata's {number}" for number in numbers if number not in card[1]]
+    assert not wrong, f"the bundled models' ONNX metadata and README cards disagree: {wrong}"
 
 
 def test_every_table_in_the_docs_stands_apart_from_the_text_around_it() -> None:

@@ -232,6 +232,9 @@ def _ssim_map(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 def ssim(sr: np.ndarray, hr: np.ndarray, crop_border: int, test_y_channel: bool = True) -> float:
     """Structural similarity between two uint8 HxWx3 images (mean over channels for RGB); at most 1.
 
+    `sr`, `hr`, `crop_border` and `test_y_channel` as for `psnr`: one shape, HxW, HxWx1 or HxWx3,
+    both uint8 or both float in [0, 1].
+
     Computed in float64, in bands of rows that overlap by the window: each position's value is
     what the whole planes give, and the memory stays about 100 MB however large the images are.
     """

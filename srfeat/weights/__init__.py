@@ -155,8 +155,8 @@ def save_generator(
     are made. `dtype` is the stored precision (float32, float16 or bfloat16; `load_generator`
     returns float32 whatever was stored). With `replace` False an existing file is kept
     (`srfeat.files.OutputExistsError`); `replace` is True or False (`replace="false"` replaced it),
-    else an `InvalidOptionError`. Weights that are not finite or have exploded are refused
-    (`WeightsError`), as are a folder, another suffix or another dtype. Messages name replace=True;
+    else an `InvalidOptionError`, as is another dtype. Weights that are not finite or have exploded
+    are refused (`WeightsError`), as are a folder or another suffix. Messages name replace=True;
     `command_line` (`srfeat convert`'s and `blend`'s) names --overwrite instead.
     """
     replace = check_flag(replace, "replace")
