@@ -35,6 +35,7 @@ from srfeat.path_checks import broken_link, path_too_long, special_file_kind, un
 from srfeat.training.config_checks import check
 from srfeat.training.typed_yaml import (
     build_dataclass,
+    bytes_shown,
     config_text,
     load_yaml,
     parse_overrides,
@@ -267,14 +268,18 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
         raise ConfigError(
             "a training config must be a YAML mapping of sections (model, data, optim, train, validation)"
         )
-    if isinstance(overrides, str):  # its characters were taken as overrides: "override 'o' is not key=value"
-        raise ConfigError(f"overrides is a list of key=value strings: give [{overrides!r}]")
-    if overrides is not None and not isinstance(overrides, (list, tuple)):  # 5 was "'int' object is not iterable"
-        raise ConfigError(
-            f"overrides is a list of key=value strings, got {type(overrides).__name__} {shown(overrides)}"
-        )
+    try:
+        return _built(values, [] if overrides is None else overrides)
+    except ConfigError as error:
+        message = bytes_shown(str(error))
+        if message == str(error) or not message.startswith("override"):  # the file's own, or no odd byte
+            raise
+        raise ConfigError(message) from error
+
+
+def _built(values: dict[str, Any], overrides: object) -> TrainingConfig:
     tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
-    override_pairs = parse_overrides(overrides or [])
+    override_pairs = parse_overrides(overrides)
     if os.environ.get(DATASETS_ENV) and "datasets_dir" not in {key for key, _ in override_pairs}:
         tree["datasets_dir"] = os.environ[DATASETS_ENV]
     for key, value in override_pairs:
