@@ -35,8 +35,12 @@ def written(tmp_path: Path, text: str) -> Path:
         ("train:\n  seed: !!int ''", "'' is tagged !!int but is not an integer"),
         ("train:\n  seed: !!int 0x", "'0x' is tagged !!int but is not an integer"),
         ("stage: !!timestamp x", "'x' is tagged !!timestamp but is not a date"),
-        ("model: !!map 1", "tagged !!map but not a mapping (scalar)"),
-        ("model: !!set [image]", "tagged !!set but not a mapping (sequence)"),
+        ("model: !!map 1", "tagged !!map but not a mapping (scalar): remove the tag"),
+        ("model: !!set [image]", "tagged !!set but not a mapping (sequence): remove the tag"),
+        # these three said only "could not determine a constructor for the tag ..." and "found undefined alias"
+        ("stage: !custom 3", "the tag !custom is not read in a training config: remove it"),
+        ("stage: !!python/object:os.system ls", "the tag !!python/object:os.system is not read in a training config"),
+        ("stage: *base", "found undefined alias 'base': give the anchor &base before its first *base, or write"),
     ],
 )
 def test_a_yaml_tag_on_a_value_it_does_not_fit_is_one_line_with_its_line(
@@ -57,6 +61,14 @@ def test_a_yaml_tag_that_does_not_fit_in_an_override_is_one_line(tmp_path: Path)
 def test_a_tagged_value_through_the_command_line_is_one_error_line(tmp_path: Path) -> None:
     child = srfeat_cli("train", written(tmp_path, "train:\n  compile: !!bool maybe"), "--dry-run", cwd=tmp_path)
     assert "'maybe' is tagged !!bool but is not true or false: remove the tag" in one_error_line(child)
+    child = srfeat_cli("train", written(tmp_path, "stage: !custom 2"), "--dry-run", "optim.lr=!py 1", cwd=tmp_path)
+    assert "line 3, column 8: not valid YAML: the tag !custom is not read in a training config: remove it" in (
+        one_error_line(child)
+    )
+    child = srfeat_cli("train", written(tmp_path, ""), "--dry-run", "optim.lr=!py 1", cwd=tmp_path)
+    assert "override 'optim.lr=!py 1': value is not valid YAML (the tag !py is not read in a training config: " in (
+        one_error_line(child)
+    )
 
 
 @pytest.mark.parametrize(

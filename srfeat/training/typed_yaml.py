@@ -47,7 +47,7 @@ class _ConfigLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if not isinstance(node, yaml.MappingNode):  # `!!map 1`, `!!set [1]`: was the loop's ValueError below
             raise yaml.constructor.ConstructorError(
-                None, None, f"tagged {_tag_name(node)} but not a mapping ({node.id})", node.start_mark
+                None, None, f"tagged {_tag_name(node)} but not a mapping ({node.id}): remove the tag", node.start_mark
             )
         seen: set[str | int | float | bool] = set()
         for key_node, _ in node.value:
@@ -62,6 +62,12 @@ class _ConfigLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_undefined(self, node: yaml.Node) -> Any:
+        # was "could not determine a constructor for the tag '!custom'", which said nothing of what to do
+        raise yaml.constructor.ConstructorError(
+            None, None, f"the tag {_tag_name(node)} is not read in a training config: remove it", node.start_mark
+        )
 
     # PyYAML turns a scalar into a number, a bool or a date with int(), float(), a dict lookup and a regular
     # expression, whose ValueError, IndexError, KeyError or AttributeError (a number of 5,000 digits, a 13th
@@ -119,6 +125,7 @@ _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_y
 _ConfigLoader.add_constructor("tag:yaml.org,2002:float", _ConfigLoader.construct_yaml_float)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:bool", _ConfigLoader.construct_yaml_bool)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _ConfigLoader.construct_yaml_timestamp)
+_ConfigLoader.add_constructor(None, _ConfigLoader.construct_undefined)  # any tag SafeLoader does not know
 
 
 def _expanded_size(value: Any, limit: int) -> int:
@@ -144,7 +151,10 @@ def load_yaml(text: str, what: str) -> Any:
     try:
         value = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no Python objects
     except RecursionError as error:
-        raise ConfigError(f"{what}: nested too deeply to be a training config") from error
+        raise ConfigError(
+            f"{what}: nested too deeply to be a training config, whose values are numbers, text and lists of "
+            "them in five sections (see configs/dev/stage1.yaml)"
+        ) from error
     if _expanded_size(value, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
         raise ConfigError(
             f"{what}: more than {MAX_CONFIG_NODES:,} values once its YAML aliases are expanded "
@@ -454,4 +464,6 @@ def yaml_error(path: Path, error: yaml.YAMLError) -> ConfigError:
     if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
         context += f" from line {context_mark.line + 1}"
     detail = f"{problem} ({context})" if context else problem
+    if alias := re.fullmatch(r"found undefined alias '(.*)'", problem):  # said nothing of what to do
+        detail += f": give the anchor &{alias.group(1)} before its first *{alias.group(1)}, or write the value out"
     return ConfigError(f"{path}{where}: not valid YAML: {detail}")
