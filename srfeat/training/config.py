@@ -33,15 +33,8 @@ import yaml
 from srfeat.errors import ConfigError, OptionNames, shown
 from srfeat.path_checks import broken_link, path_too_long, special_file_kind, unnameable_character
 from srfeat.training.config_checks import check
-from srfeat.training.typed_yaml import (
-    build_dataclass,
-    bytes_shown,
-    config_text,
-    load_yaml,
-    parse_overrides,
-    set_dotted,
-    yaml_error,
-)
+from srfeat.training.overrides import bytes_shown, parse_overrides, set_dotted
+from srfeat.training.typed_yaml import build_dataclass, config_text, load_yaml, yaml_error
 
 DATASETS_ENV = "SRFEAT_DATASETS"
 
@@ -381,6 +374,16 @@ def _not_found(path: Path) -> str:
     return f"is a {reason}" if reason else "not found"
 
 
+def _where(written: str, otherwise: str) -> str:
+    """Where to point a missing folder: datasets_dir moves only those written with {datasets_dir} (the dev
+    configs'); the paper's and authors' configs name theirs outright, so the key itself is what to change."""
+    return (
+        f"set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere"
+        if "{datasets_dir}" in written
+        else otherwise
+    )
+
+
 def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = False) -> None:
     """Every folder/file the run reads exists; else one line naming the first missing one.
 
@@ -393,17 +396,17 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
             problem = f"is {special_file_kind(path) or 'a file'}, not a folder" if path.exists() else _not_found(path)
             # datasets_dir moves only the folders written with {datasets_dir} (the dev configs'); the
             # paper's and authors' configs name theirs outright, so the key itself is what to change.
-            where = (
-                f"set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere"
-                if "{datasets_dir}" in directory
-                else "give where the images are: data.train_dirs=[/path/to/folder]"
-            )
+            where = _where(directory, "give where the images are: data.train_dirs=[/path/to/folder]")
             raise ConfigError(f"training folder {problem}: {path} (config key data.train_dirs; {where})")
     if config.validation.dir is not None:
         path = config.resolve_path(config.validation.dir)
         if not path.is_dir():
             problem = f"is {special_file_kind(path) or 'a file'}, not a folder" if path.exists() else _not_found(path)
-            raise ConfigError(f"validation folder {problem}: {path} (config key validation.dir)")
+            # said only what was missing: a typed name, or Set5 not downloaded, or no validation wanted
+            where = _where(config.validation.dir, "give its folder: validation.dir=/path/to/Set5")
+            raise ConfigError(
+                f"validation folder {problem}: {path} (config key validation.dir; {where}, or null for none)"
+            )
     if config.stage == 2 and not _vgg_weights_named(config.model.vgg_weights):
         path = Path(vgg_weights_source(config))
         if not path.is_file():  # the dry run said the paths were fine, and the run stopped at its start
