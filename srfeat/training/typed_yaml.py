@@ -123,7 +123,8 @@ _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_y
 _ConfigLoader.add_constructor("tag:yaml.org,2002:float", _ConfigLoader.construct_yaml_float)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:bool", _ConfigLoader.construct_yaml_bool)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _ConfigLoader.construct_yaml_timestamp)
-_ConfigLoader.add_constructor(None, _ConfigLoader.construct_undefined)  # any tag SafeLoader does not know
+# any tag SafeLoader does not know (PyYAML keys that one by None; its stubs say str)
+_ConfigLoader.add_constructor(None, _ConfigLoader.construct_undefined)  # pyright: ignore[reportArgumentType]
 
 
 def _expanded_size(value: Any, limit: int) -> int:
