@@ -307,7 +307,7 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
     # YAML keeps the last one silently: `stage: 1` ... `stage: 2` trained stage 2
     path = tmp_path / "twice.yaml"
     path.write_text("stage: 1\ndata:\n  train_dirs: [images]\nstage: 2\n")
-    with pytest.raises(ConfigError, match=r"line 4, column 1: .*key 'stage' is given twice"):
+    with pytest.raises(ConfigError, match=r"line 4, column 1: .*key 'stage' is given twice in one mapping: keep one"):
         load_config(path)
 
 

@@ -238,6 +238,7 @@ def test_a_small_fuzz_of_every_shipped_config_finds_nothing(tmp_path: Path) -> N
     [
         ("\tstage: 1", "found character '\\t' that cannot start any token: indent with spaces, not tabs"),
         ("? [a, b]\n: 1", "found unhashable key: a key is a name; a list or a mapping cannot be one"),
+        ("---\nstage: 1", "but found another document: a config is one document; remove the second '---' and what"),
         ("stage: 1\x07", "it holds '\\x07', which YAML does not allow: remove it"),
         (
             "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
@@ -245,7 +246,7 @@ def test_a_small_fuzz_of_every_shipped_config_finds_nothing(tmp_path: Path) -> N
             "(an alias bomb?): not a training config; write its values out, as configs/dev/stage1.yaml does",
         ),
     ],
-    ids=["tab", "list as a key", "control character", "alias bomb"],
+    ids=["tab", "list as a key", "control character", "alias bomb", "two documents"],
 )
 def test_a_yaml_problem_says_what_to_do(tmp_path: Path, text: str, message: str) -> None:
     """Were PyYAML's words alone ("found unhashable key", "unacceptable character #x0007: special characters are

@@ -56,7 +56,7 @@ class _ConfigLoader(yaml.SafeLoader):
                 continue  # unhashable keys: SafeLoader's own error
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                    None, None, f"key {key!r} is given twice in one mapping: keep one", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -355,6 +355,7 @@ _ADVICE = [
     (r"found character '\\t' that cannot start any token", ": indent with spaces, not tabs"),
     (r"found unhashable key", ": a key is a name; a list or a mapping cannot be one"),
     (r"found incompatible YAML document", ": remove the %YAML line"),
+    (r"but found another document", ": a config is one document; remove the second '---' and what follows it"),
     (r"it holds .*, which YAML does not allow", ": remove it"),
 ]
 
