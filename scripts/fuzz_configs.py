@@ -163,8 +163,7 @@ ADVICE_WORDS = [
     "set ",
     "put ",
     "quote",
-    "retype",
-    "type it",
+    "type ",
     "rename",
     "copy",
     "choose",
@@ -181,6 +180,10 @@ ADVICE_WORDS = [
     "instead",
     "needs",
     "is a list",
+    "such as",
+    "indent",
+    "keep one",
+    "cannot be one",
 ]
 
 
