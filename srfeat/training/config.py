@@ -394,8 +394,6 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
         path = config.resolve_path(directory)
         if not path.is_dir():
             problem = f"is {special_file_kind(path) or 'a file'}, not a folder" if path.exists() else _not_found(path)
-            # datasets_dir moves only the folders written with {datasets_dir} (the dev configs'); the
-            # paper's and authors' configs name theirs outright, so the key itself is what to change.
             where = _where(directory, "give where the images are: data.train_dirs=[/path/to/folder]")
             raise ConfigError(f"training folder {problem}: {path} (config key data.train_dirs; {where})")
     if config.validation.dir is not None:

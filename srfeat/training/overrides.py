@@ -72,7 +72,8 @@ def _checked_list(overrides: object) -> list[str] | tuple[str, ...]:
             f"overrides is a list of key=value strings, not a dict: give {_as_strings(overrides)} "
             "(dotted names, values written as YAML)"
         )
-    # 5 was "'int' object is not iterable"; a set or a generator has no order for later ones to win
+    # 5 was "'int' object is not iterable"; a set has no order for the later of two to win, and a generator
+    # is read once: the list or tuple the signature says
     raise ConfigError(
         f"overrides is a list of key=value strings, e.g. {_EXAMPLE}, "
         f"got {type(overrides).__name__} {shown_value(overrides)}"
