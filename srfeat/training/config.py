@@ -295,7 +295,10 @@ def _built(values: dict[str, Any], overrides: object) -> TrainingConfig:
 
 
 def load_config(path: str | bytes | os.PathLike[str], overrides: list[str] | None = None) -> TrainingConfig:
-    """Read a YAML config file (str, bytes or path-like; `~` expanded); every problem is a one-line ConfigError."""
+    """Read a YAML config file (str, bytes or path-like; `~` expanded); every problem is a one-line ConfigError.
+
+    `overrides`: `key=value` strings as `srfeat train` takes them, e.g. `["optim.lr=2e-4", "train.batch_size=8"]`
+    (a dict is refused with the list it stands for)."""
     if not isinstance(path, (str, bytes, os.PathLike)):  # 5 was pathlib's TypeError
         raise ConfigError(f"the config must be a path (str or pathlib.Path), got {type(path).__name__} {shown(path)}")
     path = Path(os.fsdecode(path)).expanduser()
