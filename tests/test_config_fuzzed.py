@@ -283,3 +283,10 @@ def test_a_missing_validation_folder_says_how_to_give_one_or_none(tmp_path: Path
     )
     # what it says to give is taken: the dry run goes on to the (empty) training folder
     assert "validation folder" not in child.stderr and "training data: 0 image(s)" in child.stderr, child.stderr
+
+
+def test_an_override_below_a_value_says_what_to_write(tmp_path: Path) -> None:
+    """`optim.lr.x=1` (lr set in the file) was "override optim.lr.x: lr is not a section"."""
+    config = written(tmp_path, "optim:\n  lr: 1.0e-4")
+    error = one_error_line(srfeat_cli("train", config, "--dry-run", "optim.lr.x=1", cwd=tmp_path))
+    assert error.endswith("override optim.lr.x: optim.lr is a value, not a section: write optim.lr=VALUE"), error

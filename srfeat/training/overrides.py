@@ -18,10 +18,11 @@ __all__ = ["bytes_shown", "parse_overrides", "set_dotted"]
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1], 1):
         child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted}: {part} is not a section")
+        if not isinstance(child, dict):  # was "lr is not a section", with no word of what to write
+            key = ".".join(parts[:depth])
+            raise ConfigError(f"override {dotted}: {key} is a value, not a section: write {key}=VALUE")
         node = child
     node[parts[-1]] = value
 
