@@ -6,9 +6,13 @@ under a memory limit and a timeout) and by `load_config` from Python. An outcome
 when it is a traceback, an error of several lines, an exception other than SRFeatError from Python, a crash, a hang
 or a memory blow-up. What it finds is then checked with `python -m srfeat.cli` as a user runs it (`--cli`).
 
-    PYTHONPATH=. python3 scripts/fuzz_configs.py /tmp/configfuzz            # about 2,000 cases, a few minutes
+    PYTHONPATH=. python3 scripts/fuzz_configs.py /tmp/configfuzz                  # all 8 shipped configs: 9,500 cases
+    PYTHONPATH=. python3 scripts/fuzz_configs.py /tmp/configfuzz --budget 3000    # an even sample of them
 
-Results go to FOLDER/results.jsonl (one JSON object a case), counts and the failures to stdout.
+Every shipped config (configs/**/*.yaml) seeds the mutants unless --configs names files or folders. A hostile value
+that is accepted (load_config returns) is listed for review, as is a refusal that does not say what to
+do (no advice word in it): neither can be judged by a rule here. Results go to FOLDER/results.jsonl (one JSON object
+a case), counts and the failures to stdout.
 """
 
 from __future__ import annotations
@@ -134,6 +138,54 @@ ODD_OVERRIDES = [
     ["to_dict=1"],
 ]
 
+# Overrides through Python that are not a list of strings.
+API_OVERRIDES: list[Any] = [
+    {"optim.lr": 2e-4},
+    {"optim": {"lr": 2e-4}},
+    {"optim.lr=2e-4"},
+    "optim.lr=2e-4",
+    (item for item in ["optim.lr=2e-4"]),
+    5,
+    [("optim.lr", 2e-4)],
+    [["optim.lr=2e-4"]],
+    [Path("optim.lr=2e-4")],
+]
+# A refusal with none of these does not say what to do (or says it in words this list lacks): listed for review.
+ADVICE_WORDS = [
+    "must",
+    "give",
+    " use",
+    "e.g.",
+    "remove",
+    "write",
+    "known",
+    "one of",
+    "set ",
+    "put ",
+    "quote",
+    "type ",
+    "rename",
+    "copy",
+    "choose",
+    "expected",
+    "at least",
+    "at most",
+    "drop",
+    "add ",
+    "see ",
+    "check",
+    "make ",
+    "point",
+    "only",
+    "instead",
+    "needs",
+    "is a list",
+    "such as",
+    "indent",
+    "keep one",
+    "cannot be one",
+]
+
 
 def leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     """Every key of a config tree, sections included, as a path of names."""
@@ -158,8 +210,10 @@ def file_cases(config: Path) -> Iterator[tuple[str, bytes]]:
     text = config.read_text()
     tree = yaml.safe_load(text)
     for path in leaf_paths(tree):
+        template = replaced(tree, path, "@@VALUE@@")  # dumped once a key, not once a value: 38 times faster
         for value in HOSTILE_VALUES:
-            yield f"{'.'.join(path)}={value[:30]!r}", replaced(tree, path, value).encode("utf-8", "surrogatepass")
+            text = template.replace("@@VALUE@@", value)
+            yield f"{'.'.join(path)}={value[:30]!r}", text.encode("utf-8", "surrogatepass")
     for section in [(), *((key,) for key, value in tree.items() if isinstance(value, dict))]:
         copy = json.loads(json.dumps(tree))
         node = copy
@@ -232,7 +286,7 @@ def generic_cases() -> Iterator[tuple[str, bytes]]:
     yield "lone CR", b"stage: 1\rx: 2\n"
 
 
-def _child(action: str, config: str, overrides: list[str], log: Path) -> int:
+def _child(action: str, config: str, overrides: Any, log: Path) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     signal.alarm(TIMEOUT_S)
     # backslashreplace, as Python's own stderr: an undecodable name is shown, not a harness error
@@ -251,7 +305,7 @@ def _child(action: str, config: str, overrides: list[str], log: Path) -> int:
             return 2
 
 
-def run_case(action: str, config: str, overrides: list[str], folder: Path) -> dict[str, Any]:
+def run_case(action: str, config: str, overrides: Any, folder: Path) -> dict[str, Any]:
     """`action` ("cli" or "api") in a forked child under the limits: its outcome classes and its stderr."""
     log = folder / "child.log"
     pid = os.fork()
@@ -273,7 +327,8 @@ def run_case(action: str, config: str, overrides: list[str], folder: Path) -> di
     errors = [line for line in text.splitlines() if line.strip() and not line.startswith("WARNING")]
     if len(errors) > 1:
         classes.append("several lines")
-    return {"classes": classes, "log": text[-2000:]}
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    return {"classes": classes, "code": code, "log": text[-2000:]}
 
 
 def cli_subprocess(config: str, overrides: list[str]) -> dict[str, Any]:
@@ -295,50 +350,96 @@ def cli_subprocess(config: str, overrides: list[str]) -> dict[str, Any]:
     return {"rc": done.returncode, "stderr": done.stderr.decode(errors="replace")[-2000:]}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--configs", type=Path, default=Path("configs"))
-    parser.add_argument("--api", action="store_true", help="also read every case with load_config from Python")
-    parser.add_argument("--cli", action="store_true", help="check each failure again with python -m srfeat.cli")
-    args = parser.parse_args()
-    args.folder.mkdir(parents=True, exist_ok=True)
-    cases: list[tuple[str, str, bytes | None, list[str]]] = []
-    for config in sorted(args.configs.rglob("*.yaml")):
-        cases += [(str(config), name, data, []) for name, data in file_cases(config)]
-        cases += [(str(config), f"override {items[0][:40]!r}", None, items) for items in ODD_OVERRIDES]
-    cases += [("", name, data, []) for name, data in generic_cases()]
-    special = args.folder / "special"
+def seed_configs(paths: list[Path]) -> list[Path]:
+    """The config files named, and every `*.yaml` under the folders named (configs/: all the shipped ones)."""
+    found: list[Path] = []
+    for path in paths:
+        found += sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+    return found
+
+
+def all_cases(seeds: list[Path], folder: Path) -> list[tuple[str, str, str, bytes | None, Any]]:
+    """(seed, kind, name, file bytes or None for the seed itself, overrides) for each case, in a fixed order."""
+    cases: list[tuple[str, str, str, bytes | None, Any]] = []
+    for config in seeds:
+        for name, data in file_cases(config):
+            cases.append((str(config), "value" if "=" in name else "file", name, data, []))
+        cases += [(str(config), "override", f"override {items[0][:40]!r}", None, items) for items in ODD_OVERRIDES]
+        # through Python only: overrides of a type other than a list of strings (a dict of dotted keys, as a
+        # caller might well try; a set; one string; a generator)
+        for overrides in API_OVERRIDES:
+            cases.append((str(config), "api types", f"overrides {overrides!r}"[:60], None, overrides))
+    cases += [("", "generic", name, data, []) for name, data in generic_cases()]
+    special = folder / "special"
     special.mkdir(exist_ok=True)
     fifo = special / "fifo.yaml"
     if not fifo.exists():
         os.mkfifo(fifo)
-    cases += [("", "a folder", b"", ["@" + str(special)]), ("", "a fifo", b"", ["@" + str(fifo)])]
+    cases += [("", "special", "a folder", None, str(special)), ("", "special", "a fifo", None, str(fifo))]
+    return cases
+
+
+def evenly(cases: list[Any], budget: int) -> list[Any]:
+    """`budget` of `cases`, spread over the whole list (every seed and kind keeps its share)."""
+    if budget >= len(cases):
+        return cases
+    return [cases[i * len(cases) // budget] for i in range(budget)]
+
+
+def without_advice(log: str) -> bool:
+    """Whether a refusal's one line lacks every word that says what to do (a heuristic, for review)."""
+    errors = [line for line in log.splitlines() if line.startswith("ERROR")]
+    return bool(errors) and not any(word in errors[-1] for word in ADVICE_WORDS)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--configs", type=Path, nargs="+", default=[Path("configs")], help="files or folders")
+    parser.add_argument("--budget", type=int, default=None, help="at most this many cases, spread evenly")
+    parser.add_argument("--api", action="store_true", help="also read every case with load_config from Python")
+    parser.add_argument("--cli", action="store_true", help="check each failure again with python -m srfeat.cli")
+    args = parser.parse_args()
+    args.folder.mkdir(parents=True, exist_ok=True)
+    seeds = seed_configs(args.configs)
+    print(f"{len(seeds)} seed configs: {', '.join(map(str, seeds))}")
     counts: Counter[str] = Counter()
-    failures = []
+    failures, accepted, unadvised = [], Counter(), Counter()
     with open(args.folder / "results.jsonl", "w") as results:
-        for seed, name, data, overrides in cases:
+        for seed, kind, name, data, overrides in evenly(all_cases(seeds, args.folder), args.budget or 10**9):
             path = args.folder / "case.yaml"
-            if overrides and overrides[0].startswith("@"):
-                target, overrides = overrides[0][1:], []
-            elif data is None:
-                target = seed
-            else:
+            target = seed
+            if kind == "special":
+                target, overrides = overrides, []
+            elif data is not None:
                 path.write_bytes(data)
                 target = str(path)
-            for action in ("cli", "api") if args.api else ("cli",):
+            # a hostile value is read by load_config too: the dry run stops at the first missing folder (the paper's
+            # COCO), which would hide a value taken as it is
+            actions = ["api"] if kind == "api types" else ["cli", "api"] if args.api or kind == "value" else ["cli"]
+            for action in actions:
                 outcome = run_case(action, target, overrides, args.folder)
                 counts["cases"] += 1
-                for kind in outcome["classes"] or ["ok"]:
-                    counts[kind] += 1
+                for outcome_class in outcome["classes"] or ["ok"]:
+                    counts[outcome_class] += 1
                 record = {"seed": seed, "case": name, "action": action, **outcome}
+                if kind == "value" and action == "api" and outcome["code"] == 0:
+                    accepted[name] += 1
+                if without_advice(outcome["log"]):
+                    unadvised[outcome["log"].strip().splitlines()[-1][:200]] += 1
                 if outcome["classes"]:
-                    if args.cli:
+                    if args.cli and action == "cli":
                         record["subprocess"] = cli_subprocess(target, overrides)
                     failures.append(record)
                     if data is not None and target == str(path):
                         (args.folder / f"failure_{len(failures)}.yaml").write_bytes(data)
-                results.write(json.dumps(record) + "\n")
+                results.write(json.dumps(record, default=repr) + "\n")
+    print("hostile values accepted (review: is each a value the key may take?):")
+    for name, times in sorted(accepted.items()):
+        print(f"  {name} ({times} seeds)")
+    print("refusals with no advice word (review: does each say what to do?):")
+    for line, times in unadvised.most_common():
+        print(f"  {times}x {line}")
     for failure in failures:
         last = [line for line in failure["log"].splitlines() if line.strip()][-1:]
         print(f"{failure['seed']} | {failure['case']} | {failure['action']} | {failure['classes']} | {last}")

@@ -33,14 +33,8 @@ import yaml
 from srfeat.errors import ConfigError, OptionNames, shown
 from srfeat.path_checks import broken_link, path_too_long, special_file_kind, unnameable_character
 from srfeat.training.config_checks import check
-from srfeat.training.typed_yaml import (
-    build_dataclass,
-    config_text,
-    load_yaml,
-    parse_overrides,
-    set_dotted,
-    yaml_error,
-)
+from srfeat.training.overrides import bytes_shown, parse_overrides, set_dotted
+from srfeat.training.typed_yaml import build_dataclass, config_text, load_yaml, yaml_error
 
 DATASETS_ENV = "SRFEAT_DATASETS"
 
@@ -267,14 +261,18 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
         raise ConfigError(
             "a training config must be a YAML mapping of sections (model, data, optim, train, validation)"
         )
-    if isinstance(overrides, str):  # its characters were taken as overrides: "override 'o' is not key=value"
-        raise ConfigError(f"overrides is a list of key=value strings: give [{overrides!r}]")
-    if overrides is not None and not isinstance(overrides, (list, tuple)):  # 5 was "'int' object is not iterable"
-        raise ConfigError(
-            f"overrides is a list of key=value strings, got {type(overrides).__name__} {shown(overrides)}"
-        )
+    try:
+        return _built(values, [] if overrides is None else overrides)
+    except ConfigError as error:
+        message = bytes_shown(str(error))
+        if message == str(error) or not message.startswith("override"):  # the file's own, or no odd byte
+            raise
+        raise ConfigError(message) from error
+
+
+def _built(values: dict[str, Any], overrides: object) -> TrainingConfig:
     tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
-    override_pairs = parse_overrides(overrides or [])
+    override_pairs = parse_overrides(overrides)
     if os.environ.get(DATASETS_ENV) and "datasets_dir" not in {key for key, _ in override_pairs}:
         tree["datasets_dir"] = os.environ[DATASETS_ENV]
     for key, value in override_pairs:
@@ -297,7 +295,10 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
 
 
 def load_config(path: str | bytes | os.PathLike[str], overrides: list[str] | None = None) -> TrainingConfig:
-    """Read a YAML config file (str, bytes or path-like; `~` expanded); every problem is a one-line ConfigError."""
+    """Read a YAML config file (str, bytes or path-like; `~` expanded); every problem is a one-line ConfigError.
+
+    `overrides`: `key=value` strings as `srfeat train` takes them, e.g. `["optim.lr=2e-4", "train.batch_size=8"]`
+    (a dict is refused with the list it stands for)."""
     if not isinstance(path, (str, bytes, os.PathLike)):  # 5 was pathlib's TypeError
         raise ConfigError(f"the config must be a path (str or pathlib.Path), got {type(path).__name__} {shown(path)}")
     path = Path(os.fsdecode(path)).expanduser()
@@ -376,6 +377,16 @@ def _not_found(path: Path) -> str:
     return f"is a {reason}" if reason else "not found"
 
 
+def _where(written: str, otherwise: str) -> str:
+    """Where to point a missing folder: datasets_dir moves only those written with {datasets_dir} (the dev
+    configs'); the paper's and authors' configs name theirs outright, so the key itself is what to change."""
+    return (
+        f"set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere"
+        if "{datasets_dir}" in written
+        else otherwise
+    )
+
+
 def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = False) -> None:
     """Every folder/file the run reads exists; else one line naming the first missing one.
 
@@ -386,19 +397,17 @@ def check_paths(config: TrainingConfig, resuming: bool = False, dry_run: bool = 
         path = config.resolve_path(directory)
         if not path.is_dir():
             problem = f"is {special_file_kind(path) or 'a file'}, not a folder" if path.exists() else _not_found(path)
-            # datasets_dir moves only the folders written with {datasets_dir} (the dev configs'); the
-            # paper's and authors' configs name theirs outright, so the key itself is what to change.
-            where = (
-                f"set datasets_dir or {DATASETS_ENV} if the datasets live elsewhere"
-                if "{datasets_dir}" in directory
-                else "give where the images are: data.train_dirs=[/path/to/folder]"
-            )
+            where = _where(directory, "give where the images are: data.train_dirs=[/path/to/folder]")
             raise ConfigError(f"training folder {problem}: {path} (config key data.train_dirs; {where})")
     if config.validation.dir is not None:
         path = config.resolve_path(config.validation.dir)
         if not path.is_dir():
             problem = f"is {special_file_kind(path) or 'a file'}, not a folder" if path.exists() else _not_found(path)
-            raise ConfigError(f"validation folder {problem}: {path} (config key validation.dir)")
+            # said only what was missing: a typed name, or Set5 not downloaded, or no validation wanted
+            where = _where(config.validation.dir, "give its folder: validation.dir=/path/to/Set5")
+            raise ConfigError(
+                f"validation folder {problem}: {path} (config key validation.dir; {where}, or null for none)"
+            )
     if config.stage == 2 and not _vgg_weights_named(config.model.vgg_weights):
         path = Path(vgg_weights_source(config))
         if not path.is_file():  # the dry run said the paths were fine, and the run stopped at its start

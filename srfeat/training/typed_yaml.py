@@ -2,7 +2,7 @@
 
 The machinery behind `srfeat.training.config`: `build_dataclass` checks every value against its
 field's type (Literal, unions, lists, nested dataclasses, bool/int/float/str) and fails with the
-field's dotted name; `parse_overrides` and `set_dotted` apply `key=value` overrides;
+field's dotted name (`srfeat.training.overrides` applies `key=value` overrides);
 `config_text` and `yaml_error` turn an unreadable file into one line that says what it is.
 """
 
@@ -12,6 +12,7 @@ import codecs
 import dataclasses
 import decimal
 import math
+import re
 import reprlib
 import types
 import typing
@@ -29,8 +30,7 @@ __all__ = [
     "build_dataclass",
     "config_text",
     "load_yaml",
-    "parse_overrides",
-    "set_dotted",
+    "shown_value",
     "yaml_error",
 ]
 
@@ -45,7 +45,7 @@ class _ConfigLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if not isinstance(node, yaml.MappingNode):  # `!!map 1`, `!!set [1]`: was the loop's ValueError below
             raise yaml.constructor.ConstructorError(
-                None, None, f"tagged {_tag_name(node)} but not a mapping ({node.id})", node.start_mark
+                None, None, f"tagged {_tag_name(node)} but not a mapping ({node.id}): remove the tag", node.start_mark
             )
         seen: set[str | int | float | bool] = set()
         for key_node, _ in node.value:
@@ -56,10 +56,16 @@ class _ConfigLoader(yaml.SafeLoader):
                 continue  # unhashable keys: SafeLoader's own error
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                    None, None, f"key {key!r} is given twice in one mapping: keep one", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_undefined(self, node: yaml.Node) -> Any:
+        # was "could not determine a constructor for the tag '!custom'", which said nothing of what to do
+        raise yaml.constructor.ConstructorError(
+            None, None, f"the tag {_tag_name(node)} is not read in a training config: remove it", node.start_mark
+        )
 
     # PyYAML turns a scalar into a number, a bool or a date with int(), float(), a dict lookup and a regular
     # expression, whose ValueError, IndexError, KeyError or AttributeError (a number of 5,000 digits, a 13th
@@ -108,7 +114,7 @@ def _not_of_its_tag(node: yaml.ScalarNode, what: str) -> yaml.constructor.Constr
     return yaml.constructor.ConstructorError(
         None,
         None,
-        f"{_shown(node.value)} is tagged {_tag_name(node)} but is not {what}: remove the tag",
+        f"{shown_value(node.value)} is tagged {_tag_name(node)} but is not {what}: remove the tag",
         node.start_mark,
     )
 
@@ -117,6 +123,8 @@ _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_y
 _ConfigLoader.add_constructor("tag:yaml.org,2002:float", _ConfigLoader.construct_yaml_float)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:bool", _ConfigLoader.construct_yaml_bool)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _ConfigLoader.construct_yaml_timestamp)
+# any tag SafeLoader does not know (PyYAML keys that one by None; its stubs say str)
+_ConfigLoader.add_constructor(None, _ConfigLoader.construct_undefined)  # pyright: ignore[reportArgumentType]
 
 
 def _expanded_size(value: Any, limit: int) -> int:
@@ -142,11 +150,14 @@ def load_yaml(text: str, what: str) -> Any:
     try:
         value = yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no Python objects
     except RecursionError as error:
-        raise ConfigError(f"{what}: nested too deeply to be a training config") from error
+        raise ConfigError(
+            f"{what}: nested too deeply to be a training config, whose values are numbers, text and lists of "
+            "them in five sections (see configs/dev/stage1.yaml)"
+        ) from error
     if _expanded_size(value, MAX_CONFIG_NODES) > MAX_CONFIG_NODES:
         raise ConfigError(
             f"{what}: more than {MAX_CONFIG_NODES:,} values once its YAML aliases are expanded "
-            "(an alias bomb?): not a training config"
+            "(an alias bomb?): not a training config; write its values out, as configs/dev/stage1.yaml does"
         )
     return value
 
@@ -156,7 +167,7 @@ _SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
 _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 60, 60
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """A value for a message: its repr, cut short (a value can be huge; the message is one line)."""
     text = _SHORT_REPR.repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
@@ -206,7 +217,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         # of the allowed value's own type: `stage: 1.0` equals 1, passed, and its run was written with
         # stage 1.0, which its resume refused as a damaged state (and True equals 1 too)
         if not any(value == option and type(value) is type(option) for option in allowed):
-            raise ConfigError(f"config key {key} must be one of {', '.join(map(repr, allowed))}, got {_shown(value)}")
+            raise ConfigError(
+                f"config key {key} must be one of {', '.join(map(repr, allowed))}, got {shown_value(value)}"
+            )
         return value
     if origin is list:
         (item_type,) = typing.get_args(tp)
@@ -215,18 +228,20 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             # a lone number was wrapped as a list of one and blamed as its item: "train_dirs[0] must be str"
             if item_type is not str:
-                raise ConfigError(f"config key {key} must be a list of {_type_name(item_type)}, got {_shown(value)}")
+                raise ConfigError(
+                    f"config key {key} must be a list of {_type_name(item_type)}, got {shown_value(value)}"
+                )
             # YAML reads `2024` (and `007`, as 7) as a number: a folder so named is written in quotes
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             quoted = "; a folder whose name YAML reads as a number is written in quotes" if number else ""
             raise ConfigError(
                 f"config key {key} must be a path or a list of paths, "
-                f"got {_shown(value)} ({type(value).__name__}){quoted}"
+                f"got {shown_value(value)} ({type(value).__name__}){quoted}"
             )
         return [_convert(item, item_type, f"{key}[{i}]") for i, item in enumerate(value)]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {key} must be a mapping (a section), got {_shown(value)}")
+            raise ConfigError(f"config key {key} must be a mapping (a section), got {shown_value(value)}")
         return build_dataclass(tp, value, prefix=f"{key}.")
     if tp is bool:
         if isinstance(value, bool):
@@ -246,7 +261,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 number = math.inf
         if number is not None:
             if not math.isfinite(number):  # NaN passes every `<= 0` check: refuse it here, once
-                raise ConfigError(f"config key {key} must be a finite number, got {_shown(value)}")
+                raise ConfigError(f"config key {key} must be a finite number, got {shown_value(value)}")
             return number
     elif tp is str:
         if isinstance(value, str):
@@ -255,7 +270,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise TypeError(f"unsupported config type {tp} for {key}")
     advice = _as_integer(value) if tp is int else ""
     raise ConfigError(
-        f"config key {key} must be {_type_name(tp)}, got {_shown(value)} ({type(value).__name__}){advice}"
+        f"config key {key} must be {_type_name(tp)}, got {shown_value(value)} ({type(value).__name__}){advice}"
     )
 
 
@@ -269,65 +284,6 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
             raise ConfigError(f"unknown config key {name} (known in this section: {', '.join(sorted(names))})")
     kwargs = {key: _convert(value, hints[key], f"{prefix}{key}") for key, value in values.items()}
     return cls(**kwargs)
-
-
-def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted}: {part} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-# A path on the command line that is not UTF-8 (`data.train_dirs=[/home/caf\xe9]`, a Latin-1 system's name)
-# reaches Python with its odd bytes as lone surrogates (U+DC80-U+DCFF), which YAML's reader refuses ("value
-# is not valid YAML (ReaderError)"): they are parsed as stand-ins from a private-use block, then put back.
-_STAND_INS = {code: code + 0xF780 - 0xDC80 for code in range(0xDC80, 0xDD00)}
-_PUT_BACK = {stand_in: code for code, stand_in in _STAND_INS.items()}
-
-
-def _load_override(text: str, source: str) -> Any:
-    stood_in = text.translate(_STAND_INS)
-    if stood_in == text or any(chr(code) in text for code in _PUT_BACK):  # none, or the stand-ins are taken
-        return load_yaml(text, source)
-    return _put_back(load_yaml(stood_in, source))
-
-
-def _put_back(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.translate(_PUT_BACK)
-    if isinstance(value, list):
-        return [_put_back(item) for item in value]
-    if isinstance(value, dict):
-        return {_put_back(key): _put_back(item) for key, item in value.items()}
-    return value
-
-
-def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
-    """`a.b=value` strings -> (dotted key, YAML-parsed value)."""
-    parsed = []
-    for item in overrides:
-        if not isinstance(item, str):  # 1 or None was AttributeError, b"a=1" TypeError
-            raise ConfigError(f"override {_shown(item)} is not a key=value string ({type(item).__name__})")
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=2e-4)")
-        if "" in key.strip().split("."):  # `.lr=1` was the file's "unknown config key " (an empty name)
-            raise ConfigError(
-                f"override {key.strip()}: a part of the name is empty (before, between or after its dots); "
-                "write section.key=value, e.g. optim.lr=2e-4"
-            )
-        try:
-            value = _load_override(text, f"override {key.strip()}") if text.strip() else ""
-        except yaml.YAMLError as error:
-            # the item itself may be thousands of characters (a number of 5,000 digits): shown cut short
-            problem = getattr(error, "problem", None) or error.__class__.__name__
-            raise ConfigError(f"override {_shown(item)}: value is not valid YAML ({problem})") from error
-        parsed.append((key.strip(), value))
-    return parsed
 
 
 # Configs are a few kB; anything far larger is not one (and is not read into memory).
@@ -384,10 +340,33 @@ def config_text(path: Path) -> str:
 def yaml_error(path: Path, error: yaml.YAMLError) -> ConfigError:
     """One line with the line and column where the YAML parser stopped."""
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    problem = yaml_problem(error)
     context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
     where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
         context += f" from line {context_mark.line + 1}"
     detail = f"{problem} ({context})" if context else problem
     return ConfigError(f"{path}{where}: not valid YAML: {detail}")
+
+
+# PyYAML's problems that say what is wrong but not what to do, and what to do.
+_ADVICE = [
+    (r"found undefined alias '(.*)'", r": give the anchor &\1 before its first *\1, or write the value out"),
+    (r"found character '\\t' that cannot start any token", ": indent with spaces, not tabs"),
+    (r"found unhashable key", ": a key is a name; a list or a mapping cannot be one"),
+    (r"found incompatible YAML document", ": remove the %YAML line"),
+    (r"but found another document", ": a config is one document; remove the second '---' and what follows it"),
+    (r"it holds .*, which YAML does not allow", ": remove it"),
+]
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """What PyYAML found wrong, and what to do about it where it does not say (": indent with spaces, not tabs")."""
+    if isinstance(error, yaml.reader.ReaderError):  # "unacceptable character #x0000: special characters ..."
+        problem = f"it holds {chr(error.character)!a}, which YAML does not allow"
+    else:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    for pattern, advice in _ADVICE:
+        if found := re.match(pattern, problem):
+            return problem + found.expand(advice)
+    return problem
