@@ -60,6 +60,41 @@ def test_tiled_equals_untiled_full_size_network() -> None:
     assert (tiled - whole).abs().max().item() * 255 < 0.01
 
 
+@pytest.mark.parametrize(("size", "tile", "whole"), [((11, 9), 1, True), ((12, 12), 2, True), ((15, 16), 1, False)])
+def test_tiles_that_read_the_same_window_share_one_run_of_the_network(
+    monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], tile: int, whole: bool
+) -> None:
+    """`srfeat upscale --tile 1` on a small image: every tile's padding reached both borders, so each tile read
+    the whole image and ran the whole network on it again (99 times for 11x9). Now the body runs once for each
+    distinct window, and each tile's own region is upsampled from it: the result the tiles gave, to the bit."""
+    model = InferenceGenerator(tiny_generator())
+    pad = model.receptive_radius  # 10
+    height, width = size
+    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(3))
+    bodies: list[tuple[int, ...]] = []
+    body = InferenceGenerator._features_winograd  # what runs the head and body on a CPU in float32
+
+    def counted_body(self: InferenceGenerator, x: torch.Tensor) -> torch.Tensor:
+        bodies.append(tuple(x.shape[-2:]))
+        return body(self, x)
+
+    monkeypatch.setattr(InferenceGenerator, "_features_winograd", counted_body)
+    tiles = plan_tiles(height, width, tile, pad)
+    windows = {(part.in_top, part.in_left, part.in_bottom, part.in_right) for part in tiles}
+    assert (windows == {(0, 0, height, width)}) == whole and len(windows) < len(tiles)
+    cpu = torch.device("cpu")
+    shared = upscale_tiled(model, image, 4, tile=tile, pad=pad, device=cpu, dtype=torch.float32)
+    assert len(bodies) == len(windows)
+    bodies.clear()
+
+    def one_tile_at_a_time(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+        return model(batch, region)  # the network run whole for each tile, as every tile was before
+
+    separate = upscale_tiled(one_tile_at_a_time, image, 4, tile=tile, pad=pad, device=cpu, dtype=torch.float32)
+    assert len(bodies) == len(tiles)
+    assert torch.equal(shared, separate)
+
+
 def test_non_finite_tiles_are_recomputed_by_the_fallback() -> None:
     calls = []
 
