@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from inference_helpers import randomise_batchnorm, tiny_generator
-from PIL import Image
+from PIL import Image, ImageOps
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.png16 import png16_channels, read_png16, write_png16
@@ -261,6 +262,35 @@ def test_pil_images_keep_their_mode_and_icc_profile(upscaler: Upscaler, mode: st
     result = upscaler(image)
     assert result.mode == mode and result.size == (28, 36)
     assert result.info.get("icc_profile") == b"profile"
+
+
+@pytest.mark.parametrize(("suffix", "orientation"), [(".jpg", 6), (".png", 3), (".webp", 8), (".jpg", 1), (".tif", 6)])
+def test_pil_images_with_an_exif_orientation_are_upscaled_as_stored_with_a_warning(
+    upscaler: Upscaler, caplog: pytest.LogCaptureFixture, tmp_path: Path, suffix: str, orientation: int
+) -> None:
+    """A phone's portrait photo from `Image.open` came back sideways, silently: its pixels upscaled as stored, and
+    the EXIF that said to turn them dropped. It still does (the caller decides), with one line saying how to
+    turn it; `ImageOps.exif_transpose` first, as the advice says, gives no warning. (PIL turns a TIFF as it
+    loads it: nothing to say there.)"""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = Image.fromarray((np.random.default_rng(5).random((9, 7, 3)) * 255).astype(np.uint8))
+    path = tmp_path / f"photo{suffix}"
+    stored.save(path, exif=exif)
+    with Image.open(path) as image, caplog.at_level(logging.WARNING, logger="srfeat"):
+        result = upscaler(image)
+        warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        expected = (
+            f"the PIL image ({path}) has EXIF orientation {orientation}, not applied here: its pixels are upscaled "
+            "as stored and the result has no EXIF, so it shows turned or mirrored; pass "
+            "ImageOps.exif_transpose(image) to upscale it as viewers show it"
+        )
+        assert warned == ([] if orientation == 1 or suffix == ".tif" else [expected])
+        turned = suffix == ".tif" and orientation == 6
+        assert result.size == ((36, 28) if turned else (28, 36))
+        caplog.clear()
+        assert upscaler(ImageOps.exif_transpose(image)).size == ((36, 28) if orientation in (6, 8) else (28, 36))
+        assert [record for record in caplog.records if record.levelno == logging.WARNING] == []
 
 
 @pytest.mark.parametrize(
