@@ -5,6 +5,7 @@ name the flags, which a Python caller never gave."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -164,14 +165,14 @@ def test_a_tile_out_of_memory_tells_evaluate_what_it_can_do(
 
     model = tmp_path / "x4.safetensors"
     save_generator(tiny_generator(scale=4), model)
-    forward = InferenceGenerator.forward
+    for_window = InferenceGenerator.for_window  # what runs the network on a tile's window
 
-    def runs_out_of_memory(self: InferenceGenerator, batch: torch.Tensor, region: Region | None = None) -> torch.Tensor:
+    def runs_out_of_memory(self: InferenceGenerator, batch: torch.Tensor) -> Callable[[Region], torch.Tensor]:
         if tuple(batch.shape[-2:]) == (10, 11):  # two.png's LR, not the test image every model runs first
             torch.empty(1 << 60, dtype=torch.uint8)  # the CPU allocator refuses it, as under `ulimit -v`
-        return forward(self, batch, region)
+        return for_window(self, batch)
 
-    monkeypatch.setattr(InferenceGenerator, "forward", runs_out_of_memory)
+    monkeypatch.setattr(InferenceGenerator, "for_window", runs_out_of_memory)
     with pytest.raises(TileOutOfMemoryError) as raised:
         evaluate([str(model)], [folders[2]], metrics=["psnr"], device="cpu")
     assert str(raised.value) == f"out of memory on cpu upscaling a 10x11 tile; {FREE_SAID}"

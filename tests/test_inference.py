@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from inference_helpers import randomise_batchnorm, tiny_generator
-from PIL import Image
+from PIL import Image, ImageOps
 
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.data.png16 import png16_channels, read_png16, write_png16
@@ -58,6 +59,41 @@ def test_tiled_equals_untiled_full_size_network() -> None:
     whole = upscale_tiled(model, image, 4, tile=150, pad=38, device=torch.device("cpu"), dtype=torch.float32)
     tiled = upscale_tiled(model, image, 4, tile=40, pad=38, device=torch.device("cpu"), dtype=torch.float32)
     assert (tiled - whole).abs().max().item() * 255 < 0.01
+
+
+@pytest.mark.parametrize(("size", "tile", "whole"), [((11, 9), 1, True), ((12, 12), 2, True), ((15, 16), 1, False)])
+def test_tiles_that_read_the_same_window_share_one_run_of_the_network(
+    monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], tile: int, whole: bool
+) -> None:
+    """`srfeat upscale --tile 1` on a small image: every tile's padding reached both borders, so each tile read
+    the whole image and ran the whole network on it again (99 times for 11x9). Now the body runs once for each
+    distinct window, and each tile's own region is upsampled from it: the result the tiles gave, to the bit."""
+    model = InferenceGenerator(tiny_generator())
+    pad = model.receptive_radius  # 10
+    height, width = size
+    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(3))
+    bodies: list[tuple[int, ...]] = []
+    body = InferenceGenerator._features_winograd  # what runs the head and body on a CPU in float32
+
+    def counted_body(self: InferenceGenerator, x: torch.Tensor) -> torch.Tensor:
+        bodies.append(tuple(x.shape[-2:]))
+        return body(self, x)
+
+    monkeypatch.setattr(InferenceGenerator, "_features_winograd", counted_body)
+    tiles = plan_tiles(height, width, tile, pad)
+    windows = {(part.in_top, part.in_left, part.in_bottom, part.in_right) for part in tiles}
+    assert (windows == {(0, 0, height, width)}) == whole and len(windows) < len(tiles)
+    cpu = torch.device("cpu")
+    shared = upscale_tiled(model, image, 4, tile=tile, pad=pad, device=cpu, dtype=torch.float32)
+    assert len(bodies) == len(windows)
+    bodies.clear()
+
+    def one_tile_at_a_time(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+        return model(batch, region)  # the network run whole for each tile, as every tile was before
+
+    separate = upscale_tiled(one_tile_at_a_time, image, 4, tile=tile, pad=pad, device=cpu, dtype=torch.float32)
+    assert len(bodies) == len(tiles)
+    assert torch.equal(shared, separate)
 
 
 def test_non_finite_tiles_are_recomputed_by_the_fallback() -> None:
@@ -226,6 +262,35 @@ def test_pil_images_keep_their_mode_and_icc_profile(upscaler: Upscaler, mode: st
     result = upscaler(image)
     assert result.mode == mode and result.size == (28, 36)
     assert result.info.get("icc_profile") == b"profile"
+
+
+@pytest.mark.parametrize(("suffix", "orientation"), [(".jpg", 6), (".png", 3), (".webp", 8), (".jpg", 1), (".tif", 6)])
+def test_pil_images_with_an_exif_orientation_are_upscaled_as_stored_with_a_warning(
+    upscaler: Upscaler, caplog: pytest.LogCaptureFixture, tmp_path: Path, suffix: str, orientation: int
+) -> None:
+    """A phone's portrait photo from `Image.open` came back sideways, silently: its pixels upscaled as stored, and
+    the EXIF that said to turn them dropped. It still does (the caller decides), with one line saying how to
+    turn it; `ImageOps.exif_transpose` first, as the advice says, gives no warning. (PIL turns a TIFF as it
+    loads it: nothing to say there.)"""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = Image.fromarray((np.random.default_rng(5).random((9, 7, 3)) * 255).astype(np.uint8))
+    path = tmp_path / f"photo{suffix}"
+    stored.save(path, exif=exif)
+    with Image.open(path) as image, caplog.at_level(logging.WARNING, logger="srfeat"):
+        result = upscaler(image)
+        warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        expected = (
+            f"the PIL image ({path}) has EXIF orientation {orientation}, not applied here: its pixels are upscaled "
+            "as stored and the result has no EXIF, so it shows turned or mirrored; pass "
+            "ImageOps.exif_transpose(image) to upscale it as viewers show it"
+        )
+        assert warned == ([] if orientation == 1 or suffix == ".tif" else [expected])
+        turned = suffix == ".tif" and orientation == 6
+        assert result.size == ((36, 28) if turned else (28, 36))
+        caplog.clear()
+        assert upscaler(ImageOps.exif_transpose(image)).size == ((36, 28) if orientation in (6, 8) else (28, 36))
+        assert [record for record in caplog.records if record.levelno == logging.WARNING] == []
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ from PIL import Image
 
 from srfeat.data.png16 import read_png16, write_png16
 from srfeat.errors import WeightsError
-from srfeat.inference import Upscaler
+from srfeat.inference import Upscaler, upscale_tiled
+from srfeat.inference.onnx_runner import OnnxRunner
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -232,6 +233,35 @@ def test_onnxruntime_backend_exports_a_checkpoint_in_memory(model_path: Path) ->
     through_onnx = Upscaler(model_path, device="cpu", backend="onnxruntime", tile=12)
     assert through_onnx.tile_pad == Upscaler(model_path, device="cpu").tile_pad
     assert grey_levels(through_onnx(image), Upscaler(model_path, device="cpu", tile=0)(image)) <= 1
+
+
+def test_onnxruntime_runs_a_window_that_tiles_share_once(model_path: Path) -> None:
+    """Tiles of 1 pixel on an 11x9 image all read the whole image (its receptive radius is 10): ONNX Runtime ran
+    the whole network on it for each of the 99 tiles. It runs once now, and the tiles are cut from that output."""
+    upscaler = Upscaler(model_path, device="cpu", backend="onnxruntime", tile=1)
+    runner = upscaler.model
+    assert isinstance(runner, OnnxRunner) and runner.receptive_radius >= 10
+    session = runner.session
+    runs: list[tuple[int, ...]] = []
+
+    class CountedSession:
+        def get_inputs(self) -> Any:
+            return session.get_inputs()
+
+        def run(self, outputs: Any, feeds: dict[str, np.ndarray]) -> Any:
+            runs.append(next(iter(feeds.values())).shape)
+            return session.run(outputs, feeds)
+
+    runner.session = CountedSession()
+    image = torch.rand(3, 11, 9, generator=torch.Generator().manual_seed(4))
+    shared = upscaler.upscale_rgb(image)
+    assert runs == [(1, 3, 11, 9)]
+    runs.clear()
+    cpu, pad = torch.device("cpu"), upscaler.tile_pad
+    separate = upscale_tiled(
+        lambda batch, region: runner(batch, region), image, 4, tile=1, pad=pad, device=cpu, dtype=torch.float32
+    ).clamp_(0.0, 1.0)  # as the Upscaler clamps
+    assert len(runs) == 99 and torch.equal(shared, separate)
 
 
 def test_onnx_backend_errors_are_one_line(tmp_path: Path, model_path: Path) -> None:

@@ -132,7 +132,7 @@ def test_a_tile_out_of_memory_from_python_names_the_tile_keyword(monkeypatch: py
         return torch.empty(1 << 60, dtype=torch.uint8)  # the CPU allocator's refusal, as under `ulimit -v`
 
     upscaler = Upscaler(tiny_generator(), device="cpu")
-    monkeypatch.setattr(InferenceGenerator, "forward", runs_out_of_memory)
+    monkeypatch.setattr(InferenceGenerator, "for_window", runs_out_of_memory)  # what runs it on a tile's window
     with pytest.raises(TileOutOfMemoryError) as refused:
         upscaler(torch.rand(3, 16, 16))
     message = python_says(str(refused.value))
@@ -158,7 +158,7 @@ def test_a_tile_out_of_memory_on_the_command_line_names_what_the_command_can_do(
         if command == "upscale"
         else ["eval", "--model", model, "--data", tmp_path, "--metrics", "psnr", "--device", "cpu"]
     )
-    child = srfeat_cli_out_of_memory("srfeat.inference.fused", "InferenceGenerator.forward", "True", *arguments)
+    child = srfeat_cli_out_of_memory("srfeat.inference.fused", "InferenceGenerator.for_window", "True", *arguments)
     assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr
     # upscale's is the image's line, then its count of failed inputs
     said = command_says(next(line for line in child.stderr.splitlines() if line.startswith("ERROR: ")))

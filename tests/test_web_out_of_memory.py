@@ -30,12 +30,12 @@ UPLOAD_SIDE = 40  # under test_web's tile size: one tile, the whole upload
 OUT_OF_MEMORY = f"""
 import torch
 from srfeat.inference.fused import InferenceGenerator
-forward = InferenceGenerator.forward
-def runs_out_of_memory(self, batch, *args):
+for_window = InferenceGenerator.for_window  # what runs the network on a tile's window
+def runs_out_of_memory(self, batch):
     if tuple(batch.shape[-2:]) == ({UPLOAD_SIDE}, {UPLOAD_SIDE}):
         torch.empty(1 << 60, dtype=torch.uint8)
-    return forward(self, batch, *args)
-InferenceGenerator.forward = runs_out_of_memory
+    return for_window(self, batch)
+InferenceGenerator.for_window = runs_out_of_memory
 """
 
 

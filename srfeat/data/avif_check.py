@@ -7,6 +7,7 @@ header, before PIL sets aside what the property claims.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -93,12 +94,13 @@ def _top_level_boxes(file: BinaryIO) -> Iterator[tuple[bytes, int, int, int]]:
         position += size
 
 
-def cut_short(path: str | os.PathLike[str]) -> str | None:
-    """What is wrong when the ISO file (AVIF, HEIF) at `path` ends inside one of its top-level boxes (`ftyp`,
-    `meta`, `mdat`...), by the sizes their headers give: libavif said only "Truncated data", or PIL could not even
-    identify it. None when each box ends in the file, and for any other file."""
+def cut_short(source: str | os.PathLike[str] | bytes) -> str | None:
+    """What is wrong when the ISO file (AVIF, HEIF) at `source` (a path, or the file's bytes: an upload) ends inside
+    one of its top-level boxes (`ftyp`, `meta`, `mdat`...), by the sizes their headers give: libavif said only
+    "Truncated data", or PIL could not even identify it. None when each box ends in the file, and for any other
+    file. One wording for the command line, the API and the web page."""
     try:
-        with open(path, "rb") as file:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as file:
             if _read_at(file, 4, 4) != b"ftyp":
                 return None
             stated = 0

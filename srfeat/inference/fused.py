@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -170,18 +171,42 @@ class InferenceGenerator(WinogradPath):
         part of the input is computed and returned ((N, 3, scale*(bottom-top), scale*(right-left))):
         a tile's context is needed by the body but its upsampled output would be thrown away.
         """
+        self._check_input(x)
+        height, width = x.shape[-2:]
+        whole_or_part = region if region is not None else (0, 0, height, width)
+        self._check_region(whole_or_part, height, width)  # before the body's work, not after
+        return self.for_window(x)(whole_or_part)
+
+    def for_window(self, x: torch.Tensor) -> Callable[[Region], torch.Tensor]:
+        """Run the head and body on `x` once; the function returned gives `forward(x, region)`, to the
+        bit, for any region of `x`, from those features. `upscale_tiled` runs each distinct padded
+        window once this way: tiles smaller than their padding, on a small image, all read the same
+        one (the whole image), and each ran the body over it again."""
+        self._check_input(x)
+        height, width = x.shape[-2:]
+        with torch.inference_mode():
+            x = x.to(self.head.weight.dtype)
+            winograd = self.uses_winograd(x)
+            features = self._features_winograd(x) if winograd else self.features(x)
+
+        def upsample(region: Region) -> torch.Tensor:
+            self._check_region(region, height, width)
+            with torch.inference_mode():
+                if winograd:
+                    return self._upsample_winograd(features, (height, width), region)
+                return self._upsample_direct(features, region)
+
+        return upsample
+
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected an (N, {self.in_channels}, h, w) batch, got {tuple(x.shape)}")
-        height, width = x.shape[-2:]
-        region = region if region is not None else (0, 0, height, width)
+
+    @staticmethod
+    def _check_region(region: Region, height: int, width: int) -> None:
         top, left, bottom, right = region
         if not (0 <= top < bottom <= height and 0 <= left < right <= width):
             raise ValueError(f"region {region} is not inside the {height}x{width} input")
-        with torch.inference_mode():
-            x = x.to(self.head.weight.dtype)
-            if self.uses_winograd(x):
-                return self._upsample_winograd(self._features_winograd(x), (height, width), region)
-            return self._upsample_direct(self.features(x), region)
 
     # -- the library's convolutions (GPU, reduced precision, "direct", compiled) ----------------
 

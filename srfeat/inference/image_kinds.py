@@ -163,7 +163,9 @@ class ImageKinds(ABC):
         The ICC profile, if any, is carried over, unless it describes another colour space than
         the result's (a CMYK one, whose colours were converted through it into sRGB; an RGB one
         on grey): that is dropped with a warning, as from files. EXIF orientation is not applied
-        here (the caller decides; `srfeat.data.io.open_image` applies it).
+        here (the caller decides; `srfeat.data.io.open_image` and `ImageOps.exif_transpose` apply it):
+        an image whose orientation is other than 1 (a phone's photo from `Image.open`) is upscaled as
+        stored, and the result, which has no EXIF, shows turned or mirrored: a warning says so.
         """
         from srfeat.data.colour_profiles import is_cmyk_profile, other_colour_space
         from srfeat.data.io import DECODE_ERRORS, array_to_pil, pil_to_array
@@ -174,12 +176,12 @@ class ImageKinds(ABC):
         except SRFeatError:
             raise
         except DECODE_ERRORS as error:
-            filename = getattr(image, "filename", "")  # an ImageFile's; an image made in memory has none
-            source = f" ({filename})" if filename else ""
+            source = _named(image)
             problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ImageReadError(
                 f"the PIL image{source} cannot be decoded: {problem}; a damaged file, or one closed before upscaling?"
             ) from error
+        _warn_if_oriented(image)  # after `load`: PIL turns a TIFF upright as it loads, and drops its tag
         array = self.upscale_array(pixels, outscale)
         if array.dtype == np.uint16 and array.shape[2] == 2:  # I;16 with a see-through level: PIL has no 16-bit LA
             array = np.rint(array / 257.0).astype(np.uint8)
@@ -190,3 +192,28 @@ class ImageKinds(ABC):
         if profile and not other_colour_space(profile, array.shape[2], "the image"):
             result.info["icc_profile"] = profile
         return result
+
+
+def _named(image: Image.Image) -> str:
+    """ " (its file name)" for a PIL image opened from a file, "" for one made in memory."""
+    filename = getattr(image, "filename", "")  # an ImageFile's; an image made in memory has none
+    return f" ({filename})" if filename else ""
+
+
+def _warn_if_oriented(image: Image.Image) -> None:
+    """One warning line where `image` carries an EXIF orientation other than 1, which `upscale_pil` does not
+    apply: the result would show turned or mirrored, silently (its EXIF, which said how to show it, is gone)."""
+    from srfeat.data.orientation import EXIF_DAMAGE, exif_orientation
+
+    try:
+        orientation = exif_orientation(image.getexif())
+    except EXIF_DAMAGE:  # a block PIL cannot read: no orientation that `ImageOps.exif_transpose` would apply
+        return
+    if orientation != 1:
+        logger.warning(
+            "the PIL image%s has EXIF orientation %d, not applied here: its pixels are upscaled as stored and the "
+            "result has no EXIF, so it shows turned or mirrored; pass ImageOps.exif_transpose(image) to upscale "
+            "it as viewers show it",
+            _named(image),
+            orientation,
+        )

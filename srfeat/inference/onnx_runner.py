@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, TypeGuard
@@ -226,7 +227,12 @@ class OnnxRunner:
     def __call__(self, batch: torch.Tensor, region: Region | None = None) -> torch.Tensor:
         """(N, 3, h, w) float32 in [0, 1] on the CPU -> the (N, 3, s*rows, s*columns) output of `region`."""
         height, width = batch.shape[-2:]
-        top, left, bottom, right = region if region is not None else (0, 0, height, width)
+        return self.for_window(batch)(region if region is not None else (0, 0, height, width))
+
+    def for_window(self, batch: torch.Tensor) -> Callable[[Region], torch.Tensor]:
+        """Run the network on `batch` once; the function returned gives `self(batch, region)` for any
+        region of it (`upscale_tiled` runs tiles that read the same padded window this way)."""
+        height, width = batch.shape[-2:]
         array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
         try:
             (output,) = self.session.run(None, {self.session.get_inputs()[0].name: array})
@@ -243,7 +249,13 @@ class OnnxRunner:
                 f"{self.source} says it upscales x{scale}, but for an input of {_dims(array.shape)} it returned "
                 f"{_dims(output.shape)} instead of {_dims(expected)}: not a working srfeat export; export it again"
             )
-        return torch.from_numpy(output)[:, :, top * scale : bottom * scale, left * scale : right * scale]
+        whole = torch.from_numpy(output)
+
+        def crop(region: Region) -> torch.Tensor:
+            top, left, bottom, right = region
+            return whole[:, :, top * scale : bottom * scale, left * scale : right * scale]
+
+        return crop
 
 
 def _misnamed(path: Path, source: str) -> WeightsError | None:

@@ -6,7 +6,8 @@ zero-pads exactly as it does on the whole image), sent to the device, upscaled, 
 own part of the result is written into the output. With `pad` at least the network's
 receptive radius (38 low-resolution pixels for the 16-block generator) a tile's output pixels
 see exactly the inputs they see in the untiled forward, so the result equals the untiled
-output up to float rounding.
+output up to float rounding. Tiles that read the same window (tiles smaller than their padding,
+on an image little larger than it) share one run of the network's body (`windows`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from tqdm import tqdm
@@ -240,7 +242,8 @@ def upscale_tiled(
 
     `model(batch, region)` maps an (1, C, h, w) batch of `dtype` on `device` and a region
     (top, left, bottom, right) of it to the (1, C, scale*(bottom-top), scale*(right-left))
-    output of that region (`InferenceGenerator` does).
+    output of that region (`InferenceGenerator` does); where it also has `for_window(batch)`, tiles that
+    read the same window (`windows`) share one run of it.
     When a tile's output is not finite (float16 overflow) it is recomputed with `fallback`
     (the float32 model, given float32 input) if one is given. The output is laid out
     height-width-channel (a permuted view), the layout image files and numpy arrays use, so
@@ -260,31 +263,71 @@ def upscale_tiled(
     tiles = plan_tiles(height, width, tile, pad)
     if on_tile is not None:
         on_tile(0, len(tiles))
-    for done, part in enumerate(
-        tqdm(tiles, desc="tiles", unit="tile", leave=False, disable=True if not progress or len(tiles) == 1 else None),
-        start=1,
-    ):
-        source = image[:, part.in_top : part.in_bottom, part.in_left : part.in_right].unsqueeze(0)
-        batch = source.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
-        region = (
-            part.top - part.in_top,
-            part.left - part.in_left,
-            part.bottom - part.in_top,
-            part.right - part.in_left,
-        )
-        out_of_memory = one_line_if_out_of_memory(  # a GPU's OutOfMemoryError, or the CPU allocator's
-            lambda tile=part: TileOutOfMemoryError(
-                f"out of memory on {device} upscaling a {tile.in_bottom - tile.in_top}x{tile.in_right - tile.in_left} "
-                "tile",
+    done = 0
+    with tqdm(
+        total=len(tiles),
+        desc="tiles",
+        unit="tile",
+        leave=False,
+        disable=True if not progress or len(tiles) == 1 else None,
+    ) as bar:
+        for window, parts in windows(tiles).items():
+            in_top, in_left, in_bottom, in_right = window
+            source = image[:, in_top:in_bottom, in_left:in_right].unsqueeze(0)
+            batch = source.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
+            # A GPU's OutOfMemoryError, or the CPU allocator's, as one line naming the window's size.
+            out_of_memory = TileOutOfMemoryError(
+                f"out of memory on {device} upscaling a {in_bottom - in_top}x{in_right - in_left} tile",
                 tile_memory_advice(command_line=command_line),
             )
-        )
-        with out_of_memory, torch.inference_mode():
-            result = model(batch, region)
-            if fallback is not None and not bool(torch.isfinite(result).all()):
-                logger.info("tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype)
-                result = fallback(batch.float(), region)
-        output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(result[0])
-        if on_tile is not None:
-            on_tile(done, len(tiles))
+            with one_line_if_out_of_memory(lambda said=out_of_memory: said), torch.inference_mode():
+                upscale_region = run_window(model, batch)
+            for part in parts:
+                region = (part.top - in_top, part.left - in_left, part.bottom - in_top, part.right - in_left)
+                with one_line_if_out_of_memory(lambda said=out_of_memory: said), torch.inference_mode():
+                    result = upscale_region(region)
+                    if fallback is not None and not bool(torch.isfinite(result).all()):
+                        logger.info(
+                            "tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype
+                        )
+                        result = fallback(batch.float(), region)
+                output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(
+                    result[0]
+                )
+                del result
+                done += 1
+                bar.update()
+                if on_tile is not None:
+                    on_tile(done, len(tiles))
+            del upscale_region, batch  # the window's features, freed before the next window's are made
     return output
+
+
+def windows(tiles: list[Tile]) -> dict[Region, list[Tile]]:
+    """The tiles grouped by the input window they read, in the order of their first tile.
+
+    Tiles smaller than their padding read the same window where the padding reaches the image's
+    border on both sides (every tile of an image within one tile and its padding reads the whole
+    image): the network runs once for each window, not once for each tile.
+    """
+    grouped: dict[Region, list[Tile]] = {}
+    for part in tiles:
+        grouped.setdefault((part.in_top, part.in_left, part.in_bottom, part.in_right), []).append(part)
+    return grouped
+
+
+@runtime_checkable
+class RunsWindowOnce(Protocol):
+    """A model that runs on a window once and then gives the output of any region of it
+    (`InferenceGenerator.for_window`, `OnnxRunner.for_window`)."""
+
+    def for_window(self, batch: torch.Tensor) -> Callable[[Region], torch.Tensor]: ...
+
+
+def run_window(
+    model: Callable[[torch.Tensor, Region], torch.Tensor], batch: torch.Tensor
+) -> Callable[[Region], torch.Tensor]:
+    """What gives `model(batch, region)` for each region of `batch`: the network run once where the model can."""
+    if isinstance(model, RunsWindowOnce):
+        return model.for_window(batch)
+    return lambda region: model(batch, region)

@@ -23,6 +23,7 @@ from typing import Any, Literal, NamedTuple
 
 from PIL import Image
 
+from srfeat.data import avif_check
 from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import DECODE_ERRORS  # what a damaged file raises
 from srfeat.data.unidentified import a_format, starts_as, webp_problem
@@ -136,6 +137,8 @@ def inspect_upload(data: bytes, name: str, limits: Limits, sent_as_form: bool = 
         if (kind := _signature(data, readable)) == "WebP" and (problem := webp_problem(data[:12], len(data))):
             advice = "upload the whole file" if problem.cut_short else WEB_SAVE_AGAIN
             raise UploadError(f"{name}: {problem.what}; {advice}", 422) from error
+        if kind == "AVIF" and (missing := avif_check.cut_short(data)):  # how much is missing, as the CLI says
+            raise UploadError(f"{name}: {missing}; upload the whole file", 422) from error
         if kind is not None:  # a PNG cut short was told to "use PNG"
             reason = "" if isinstance(error, Image.UnidentifiedImageError) else f": {error}"
             raise UploadError(

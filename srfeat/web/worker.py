@@ -30,7 +30,7 @@ from srfeat.errors import (
     TileOutOfMemoryError,
 )
 from srfeat.files import unless_held, writing_temporary
-from srfeat.hardware import one_line_if_out_of_memory
+from srfeat.hardware import is_out_of_memory, one_line_if_out_of_memory
 from srfeat.inference.image_files import upscale_read_image
 from srfeat.inference.upscaler import Upscaler
 from srfeat.locks import process_exists
@@ -120,12 +120,27 @@ class Upscalers:
         return choice in self._built
 
     def get(self, choice: ModelChoice) -> Upscaler:
+        """The upscaler for `choice`, built where none is kept. It is built before the least recently used one
+        is dropped: a build that fails (a damaged file) leaves the kept ones as they were; dropping first lost
+        one that worked, for nothing. A build that runs out of memory beside the kept ones is tried again after
+        dropping them, least recently used first, one at a time (dropping first also made room for the build)."""
         if choice in self._built:
             self._built.move_to_end(choice)
             return self._built[choice]
+        while True:
+            try:
+                upscaler = self._make(choice)
+                break
+            except (RuntimeError, MemoryError, ModelOutOfMemoryError) as error:
+                if not self._built or not (isinstance(error, ModelOutOfMemoryError) or is_out_of_memory(error)):
+                    raise
+            # Retried here, past the `except`: its traceback held the failed build's frames, and their memory.
+            dropped = self._built.popitem(last=False)[0]  # the key alone: the upscaler itself is let go
+            logger.info(
+                "no memory to load the %s network beside the %s one: dropped that one", choice.label, dropped.label
+            )
         while len(self._built) >= CACHED_UPSCALERS:
             self._built.popitem(last=False)
-        upscaler = self._make(choice)
         self._built[choice] = upscaler
         return upscaler
 
