@@ -231,7 +231,7 @@ def test_a_strength_with_an_onnx_file_is_refused_in_the_callers_words(tmp_path: 
         f"{model} is an exported model, whose weights are fixed: export the blend you want ({{}}) "
         "instead of giving {} with it"
     )
-    with pytest.raises(SRFeatError) as refused:
+    with pytest.raises(InvalidOptionError) as refused:
         Upscaler(model, strength=0.5)
     assert python_says(str(refused.value)) == said.format("export_onnx(load_blended('default', S), ...)", "strength")
     child = srfeat_cli("upscale", photo, "-o", tmp_path / "out", "--model", model, "--strength", "0.5")
