@@ -27,8 +27,8 @@ av = pytest.importorskip("av")
 pytest.importorskip("skimage")
 
 from scripts.fuzz_video import SEEDS, write_seed  # noqa: E402 - needs PyAV, checked above
-from srfeat.video.background_listing import BackgroundListing  # noqa: E402
 from srfeat.video import matroska_scan, transport_scan  # noqa: E402
+from srfeat.video.background_listing import BackgroundListing  # noqa: E402
 from srfeat.video.listed_frames import ListedFrames  # noqa: E402
 from srfeat.video.matroska_scan import scan_matroska  # noqa: E402
 from srfeat.video.pipeline import upscale_video  # noqa: E402

@@ -176,8 +176,8 @@ def load_blended(
         )
         raise InvalidOptionError(
             f"{strength_option} is the detail dial from the bundled {low} model (0) to {high} (1) and goes with "
-            f"{model_option} {low} only, not {model_option} {printable(name)}; give {dial}, or to blend your own checkpoints "
-            f"use {blend}"
+            f"{model_option} {low} only, not {model_option} {printable(name)}; give {dial}, or to blend your own "
+            f"checkpoints use {blend}"
         )
     return strength_generator(strength)
 
