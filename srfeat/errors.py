@@ -103,7 +103,8 @@ class InvalidImageError(SRFeatError, ValueError):
 class InvalidOptionError(SRFeatError, ValueError):
     """An option of the Python API of the wrong kind or out of range: an `Upscaler` tile size that is not
     a whole number, an unknown device, precision or backend, a flag (`tta`, `overwrite`, `replace`,
-    `antialiasing`...) that is not True or False, something else where a path goes."""
+    `antialiasing`...) that is not True or False, something else where a path goes; options that do not go together
+    (a `strength` with another model than `default`, or with an exported .onnx file)."""
 
 
 class NotAnImageError(SRFeatError, TypeError):

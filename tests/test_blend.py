@@ -122,8 +122,9 @@ def test_bad_strengths_are_refused_in_one_line(strength: float) -> None:
     assert "\n" not in str(error.value)
 
 
-def test_strength_with_another_model_is_refused() -> None:
-    with pytest.raises(WeightsError, match=r"cannot be combined with model gan.*blend_generators\(A, B, alpha\)$"):
+def test_strength_with_another_model_is_an_option_error_saying_which_model_it_goes_with() -> None:
+    # the options do not fit together; no weights file is at fault
+    with pytest.raises(InvalidOptionError, match=r"goes with model default only, not model gan; give model='default'"):
         Upscaler("gan", strength=0.5, device="cpu")
 
 

@@ -255,3 +255,22 @@ def test_outscale_help_gives_the_range_the_command_takes() -> None:
     assert (
         refused == f"ERROR: --outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {MAX_OUTSCALE + 0.5}"
     )
+
+
+def help_of_option(command: str, option: str) -> str:
+    """What `srfeat COMMAND --help` says of `option` (its entry, on one line: argparse wraps it)."""
+    help_text = srfeat_cli(command, "--help").stdout
+    entry = re.search(rf"^  {re.escape(option)}\b.*?(?=^  -)", help_text, re.MULTILINE | re.DOTALL)
+    assert entry is not None, help_text
+    return " ".join(entry.group().split())
+
+
+def test_each_half_says_what_it_halves() -> None:
+    """`srfeat prepare --half` is half-size images (aug_data_div2k_half.m), `srfeat upscale --half` float16: one flag
+    name, two meanings, so each help says which it is, and prepare's that it is not fp16."""
+    prepare = help_of_option("prepare", "--half, --no-half")
+    assert prepare.startswith("--half, --no-half half-size images, not fp16"), prepare
+    assert "shrunk to half its width and height" in prepare, prepare
+    upscale = help_of_option("upscale", "--half")
+    assert upscale.startswith("--half half precision: float16"), upscale
+    assert "size is not halved" in upscale, upscale

@@ -206,20 +206,21 @@ def test_a_strength_with_another_model_is_refused_in_the_callers_words(
     tmp_path: Path, photo: Path, command: str
 ) -> None:
     said = (
-        "{} blends the bundled default and gan models and cannot be combined with {} gan; "
-        "to blend your own checkpoints use {}"
+        "{0} is the detail dial from the bundled default model (0) to gan (1) and goes with {1} default only, "
+        "not {1} gan; give {2} (or leave {1} out), or to blend your own checkpoints use {3}"
     )
-    with pytest.raises(SRFeatError) as refused:
+    with pytest.raises(InvalidOptionError) as refused:
         Upscaler("gan", strength=0.5)
     assert python_says(str(refused.value)) == said.format(
-        "strength", "model", "srfeat.weights.blend.blend_generators(A, B, alpha)"
+        "strength", "model", "model='default', strength=0.5", "srfeat.weights.blend.blend_generators(A, B, alpha)"
     )
     output = ["-o", tmp_path / "out"] if command == "upscale" else ["-o", tmp_path / "gan.onnx"]
     inputs = [photo] if command == "upscale" else []
     child = srfeat_cli(command, *inputs, *output, "--model", "gan", "--strength", "0.5")
     assert command_says(one_error_line(child, only=True)) == said.format(
-        "--strength", "--model", "`srfeat blend A B --alpha ALPHA -o out.safetensors`"
+        "--strength", "--model", "--model default --strength 0.5", "`srfeat blend A B --alpha ALPHA -o out.safetensors`"
     )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "gan.onnx").exists()
 
 
 def test_a_strength_with_an_onnx_file_is_refused_in_the_callers_words(tmp_path: Path, photo: Path) -> None:
@@ -230,7 +231,7 @@ def test_a_strength_with_an_onnx_file_is_refused_in_the_callers_words(tmp_path: 
         f"{model} is an exported model, whose weights are fixed: export the blend you want ({{}}) "
         "instead of giving {} with it"
     )
-    with pytest.raises(SRFeatError) as refused:
+    with pytest.raises(InvalidOptionError) as refused:
         Upscaler(model, strength=0.5)
     assert python_says(str(refused.value)) == said.format("export_onnx(load_blended('default', S), ...)", "strength")
     child = srfeat_cli("upscale", photo, "-o", tmp_path / "out", "--model", model, "--strength", "0.5")

@@ -9,6 +9,7 @@ import contextlib
 import io
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -27,6 +28,7 @@ pytest.importorskip("skimage")
 
 from scripts.fuzz_video import SEEDS, write_seed  # noqa: E402 - needs PyAV, checked above
 from srfeat.video import matroska_scan, transport_scan  # noqa: E402
+from srfeat.video.background_listing import BackgroundListing  # noqa: E402
 from srfeat.video.listed_frames import ListedFrames  # noqa: E402
 from srfeat.video.matroska_scan import scan_matroska  # noqa: E402
 from srfeat.video.pipeline import upscale_video  # noqa: E402
@@ -399,3 +401,44 @@ def test_a_scan_that_fails_raises_its_error_from_the_upscale(
         upscale_video(source, tmp_path / "out.mkv", Upscaler(model_path, device="cpu"), VideoOptions("ffv1"))
     assert set(threading.enumerate()) <= threads
     assert not (tmp_path / "out.mkv").exists()
+
+
+def test_ctrl_c_while_the_reading_waits_for_the_container_scan_stops_the_scan_at_once(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every frame read, the decoding thread waits for the scan of a long file (its elements slowed to 2 ms each);
+    Ctrl-C (SIGINT to the main thread) then stops the upscale promptly, the scan with it, not when the scan ends."""
+    source = tmp_path / "long.mkv"
+    write_clip(source, frames=24, audio=True)
+    elements_read = 0
+    element = matroska_scan._Scan._element
+
+    def slow(self: Any, at: int) -> Any:
+        nonlocal elements_read
+        elements_read += 1
+        time.sleep(0.02)  # the whole scan: seconds
+        return element(self, at)
+
+    monkeypatch.setattr(matroska_scan._Scan, "_element", slow)
+    finish = BackgroundListing.finish
+    interrupted_at: list[float] = []
+
+    def interrupted(self: BackgroundListing) -> Any:
+        interrupted_at.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # as Ctrl-C, while this waits
+        return finish(self)
+
+    monkeypatch.setattr(BackgroundListing, "finish", interrupted)
+    upscaler = Upscaler(model_path, device="cpu")
+    threads = set(threading.enumerate())
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            upscale_video(source, tmp_path / "out.mkv", upscaler, VideoOptions("ffv1"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    stopped_after = time.monotonic() - interrupted_at[0]
+    assert stopped_after < 1.0, (stopped_after, elements_read)  # the scan alone would take seconds more
+    # no scan left running (the upscaler's own workers, started by its first frame, stay for the next upscale)
+    assert [thread for thread in set(threading.enumerate()) - threads if thread.name == "srfeat-scan"] == []
+    assert str(source) not in files_open()

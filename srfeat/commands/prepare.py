@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--half",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also cut 40 patches per image from the image at half size (aug_data_div2k_half.m; default on, "
-        "as the authors' README runs it; --no-half: 130 per image)",
+        help="half-size images, not fp16 (as srfeat upscale --half is): also cut 40 patches per image from the "
+        "image shrunk to half its width and height (aug_data_div2k_half.m; default on, as the authors' README runs "
+        "it; --no-half: 130 per image)",
     )
     parser.add_argument(
         "--overwrite",

@@ -116,7 +116,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
-        "--half", action="store_true", help="float16 on the GPU (tiles that overflow are redone in float32)"
+        "--half",
+        action="store_true",
+        help="half precision: float16 arithmetic on the GPU (tiles that overflow are redone in float32); the "
+        "output's size is not halved (that is --outscale)",
     )
     precision.add_argument(
         "--bf16",

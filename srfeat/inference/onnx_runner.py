@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, TypeGuard
 import numpy as np
 import torch
 
-from srfeat.errors import SRFeatError, TileOutOfMemoryError, WeightsError
+from srfeat.errors import InvalidOptionError, SRFeatError, TileOutOfMemoryError, WeightsError
 from srfeat.inference.onnx_contents import GraphBounds, check_before_loading, check_weights, parse_model
 from srfeat.inference.onnx_structure import check_part_count, not_text_error
 from srfeat.inference.tiling import tile_memory_advice
@@ -378,7 +378,7 @@ def load_onnx_runner(
                 if command_line
                 else ("export_onnx(load_blended('default', S), ...)", "strength")
             )
-            raise WeightsError(
+            raise InvalidOptionError(  # as strength with another bundled model: options that do not go together
                 f"{model} is an exported model, whose weights are fixed: export the blend you want "
                 f"({export_blend}) instead of giving {strength_option} with it"
             )

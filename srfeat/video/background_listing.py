@@ -5,7 +5,9 @@ names lost are told to `LostFrames` among the packets sent and the frames shown,
 decoding tells `LostFrames` is held, in order, until the scan is done, then told with the listing's findings in their
 places, as if the listing had been there from the first frame: the frames named lost, and when they are said, are the
 same. A scan that fails raises its error where the listing is next needed; one no longer wanted (the upscale failed or
-was interrupted) is stopped and waited for, its file closed.
+was interrupted) is stopped and waited for, its file closed. The reading waits for the scan in the decoding thread,
+which Ctrl-C never reaches: the wait also watches the upscale's own stop (`abandoned`), set when the main thread is
+interrupted or a stage fails, and tells the scan to stop then, rather than waiting for the whole file to be walked.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from av.video.stream import VideoStream
 
 __all__ = ["BackgroundListing", "container_scan"]
+
+WAIT_S = 0.1  # how often a wait for the scan looks at `abandoned` (the pipeline's queues wait as long)
 
 Scan = Callable[[threading.Event], "ListedFrames | None"]  # told to stop by the event: then None
 
@@ -61,9 +65,11 @@ class PacketFacts:
 class BackgroundListing:
     """Tells `lost` what the decoding sees (`sent`, `shown`, `passed_over`, and `given`: the demuxer's video packets
     against the listing), held while `scan` runs in a daemon thread (`start`); `finish` waits for it and gives the
-    listing (None: the container lists none, or no scan)."""
+    listing (None: the container lists none, or no scan, or `abandoned` was set: the upscale is stopping)."""
 
-    def __init__(self, scan: Scan | None, lost: LostFrames, video: VideoStream) -> None:
+    def __init__(
+        self, scan: Scan | None, lost: LostFrames, video: VideoStream, abandoned: threading.Event | None = None
+    ) -> None:
         self.lost = lost
         self.far = round(FAR_S / time_base_of(video))
         self.listed: ListedFrames | None = None
@@ -72,6 +78,7 @@ class BackgroundListing:
         self._scanned: ListedFrames | None = None
         self._error: BaseException | None = None
         self._stop = threading.Event()
+        self._abandoned = abandoned
         self._done = threading.Event()  # set after `_scanned` or `_error`: the decoding thread reads them then
         self._thread: threading.Thread | None = None
 
@@ -112,7 +119,10 @@ class BackgroundListing:
     def finish(self) -> ListedFrames | None:
         """Waits for the scan and tells what was held: `lost` has been told all; the listing."""
         if self._held is not None:
-            self._done.wait()
+            # in a loop with a timeout, not one wait: a Ctrl-C or a failure elsewhere is seen while the scan runs
+            while not self._done.wait(WAIT_S):
+                if self._abandoned is not None and self._abandoned.is_set():
+                    self._stop.set()  # the scan stops at its next element and gives no listing
             self._catch_up()
         return self.listed
 

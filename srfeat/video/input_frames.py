@@ -10,6 +10,7 @@ frame that does not decode, or a file that cannot be read further, is one line n
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ class InputFrames:
     `decoded_frames`, `hidden_frames` and `last_frame_time` say how many frames the file held, how many of them were
     not to be shown, and when the last one given was shown; `cut_frame_bytes`, how much of a last frame cut short (a
     truncated .y4m) was left unread; `cut_packet_bytes`, how much of a last transport packet cut short (a truncated
-    MPEG-TS) FFmpeg dropped."""
+    MPEG-TS) FFmpeg dropped. `abandoned`: the caller's stop, set when the reading is no longer wanted (Ctrl-C, a
+    failed stage), which a wait for the container scan watches."""
 
     def __init__(
         self,
@@ -79,6 +81,7 @@ class InputFrames:
         step: int,
         *,
         command_line: bool = False,
+        abandoned: threading.Event | None = None,
     ) -> None:
         self.av = av
         self.command_line = command_line  # a damaged frame's hint names --frames, else VideoOptions's frames
@@ -116,7 +119,7 @@ class InputFrames:
         # The frames the container lists, to tell those its demuxer passed over unsaid (not in the timing pass),
         # scanned while the first frames decode: what the decoding tells `lost` goes through it, in order.
         scan = container_scan(source, source_container, video) if copied_streams is not None else None
-        self.tracked = BackgroundListing(scan, self.lost, video)
+        self.tracked = BackgroundListing(scan, self.lost, video, abandoned)
         self.listed: ListedFrames | None = None  # once read: the listing, where the container has one
         self.in_flight = PacketsInFlight(av, source, video, frame_threads=not self.pictures.active)
 

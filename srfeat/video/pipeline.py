@@ -181,6 +181,7 @@ class _Transcoder:
             matrix,
             step,
             command_line=command_line,
+            abandoned=self.stop,  # Ctrl-C in the main thread stops the container scan the reading waits for
         )
 
     # -- the pipeline -----------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, is_real_number, shown
+from srfeat.errors import InvalidOptionError, SRFeatError, WeightsError, is_real_number, printable, shown
 from srfeat.weights import as_path, generator_from_state, load_generator
 
 __all__ = [
@@ -157,14 +157,27 @@ def load_blended(
     if strength is None:
         return load_generator(name, "cpu")
     if name != DETAIL_MODELS[0]:
-        strength_option, model_option, blend = (
-            ("--strength", "--model", "`srfeat blend A B --alpha ALPHA -o out.safetensors`")
+        # an option given with the wrong model, not a broken file: the caller's fix is which model to name
+        low, high = DETAIL_MODELS
+        strength_option, model_option, dial, blend = (
+            (
+                "--strength",
+                "--model",
+                f"--model {low} --strength {shown(strength)} (or leave --model out)",
+                "`srfeat blend A B --alpha ALPHA -o out.safetensors`",
+            )
             if command_line
-            else ("strength", "model", "srfeat.weights.blend.blend_generators(A, B, alpha)")
+            else (
+                "strength",
+                "model",
+                f"model={low!r}, strength={shown(strength)} (or leave model out)",
+                "srfeat.weights.blend.blend_generators(A, B, alpha)",
+            )
         )
-        raise WeightsError(
-            f"{strength_option} blends the bundled {DETAIL_MODELS[0]} and {DETAIL_MODELS[1]} models and cannot be "
-            f"combined with {model_option} {name}; to blend your own checkpoints use {blend}"
+        raise InvalidOptionError(
+            f"{strength_option} is the detail dial from the bundled {low} model (0) to {high} (1) and goes with "
+            f"{model_option} {low} only, not {model_option} {printable(name)}; give {dial}, or to blend your own "
+            f"checkpoints use {blend}"
         )
     return strength_generator(strength)
 
