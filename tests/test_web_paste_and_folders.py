@@ -152,12 +152,28 @@ def test_a_dropped_folder_adds_the_images_in_it_every_level_down(
         expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=60_000)
     expect(page.locator("#jobs li")).to_have_count(len(expected))
     expect(page.locator("#note")).to_have_text(
-        "2 files in the dropped folder were skipped, as their names say they are no image (clip.mov, notes.txt)"
+        "2 files in the folder were skipped, as their names say they are no image (clip.mov, notes.txt)"
     )
     assert _download_name(page, "holiday_b_x.png") == "holiday_b_x_x4.png"
     names = _zip_names(page)
     assert sorted(names) == sorted(["holiday_a_x_x4.png", "holiday_b_x_x4.png", "y_x4.png", "loose_x4.png"])
     assert tab.console_errors == []
+    page.context.close()
+
+
+def test_a_folder_can_be_chosen_as_well(server: Server, browser: Browser, tmp_path: Path) -> None:
+    """ "choose a folder" takes a folder as a drop of it does: its images, named apart where their names meet."""
+    image = png_bytes(16)
+    _tree(tmp_path / "scans", {"one/p.png": image, "two/P.png": image, "readme.md": b"#", ".hidden/z.png": image})
+    page = open_tab(browser, server).page
+    page.set_input_files("#folder", tmp_path / "scans")
+    for name in ("scans_one_p.png", "scans_two_P.png"):
+        expect(job_card(page, name)).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(page.locator("#jobs li")).to_have_count(2)
+    expect(page.locator("#note")).to_have_text(
+        "1 file in the folder was skipped, as its name says it is no image (readme.md)"
+    )
+    assert sorted(_zip_names(page)) == ["scans_one_p_x4.png", "scans_two_P_x4.png"]
     page.context.close()
 
 

@@ -954,6 +954,11 @@ function setupUploads() {
     for (const file of event.target.files) upload(file);
     event.target.value = "";
   });
+  $("folder").addEventListener("change", (event) => {
+    showNote("");
+    chosenFolder(event.target.files);
+    event.target.value = "";
+  });
   drop.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") {
       event.preventDefault();
@@ -996,6 +1001,7 @@ function setupUploads() {
   drop.addEventListener("drop", takeDrop);
   window.addEventListener("drop", takeDrop);
   document.addEventListener("paste", pasted);
+  if (/^(Mac|iP)/.test(navigator.platform)) $("paste-key").textContent = "\u2318V"; // the key a Mac user presses
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && dragDepth > 0) {
       dragDepth = 0;
@@ -1061,24 +1067,35 @@ function droppedSources(transfer) {
 const IMAGE_NAME = /\.(png|jpe?g|jpe|jfif|mpo|webp|tiff?|bmp|dib|gif|avif)$/i;
 const HIDDEN_NAME = /^(\..*|thumbs\.db|desktop\.ini)$/i;
 
-// A dropped folder's images, every level down, uploaded in the order the folders list them; what is skipped is
-// said once, in a note, not as a card for each file.
+// A dropped folder's images, every level down, uploaded in the order the folders list them.
 async function addFolders(sources) {
   const found = [];
   for (const source of sources) {
     if (source instanceof File) found.push({ file: source, path: [source.name] });
     else await walkEntry(source, [], found);
   }
+  addFound(found);
+}
+
+// A folder picked with "choose a folder": the browser hands every file under it, hidden ones too, each with its path.
+function chosenFolder(files) {
+  const found = [...files].map((file) => ({ file, path: file.webkitRelativePath.split("/") }));
+  addFound(found.filter(({ path }) => !path.some((part) => HIDDEN_NAME.test(part))));
+}
+
+// The files found in folders (`path` from the folder's name; a file dropped beside them, its name alone): the images
+// are uploaded, and what is skipped is said once, in a note, not as a card for each file.
+function addFound(found) {
   const images = found.filter(({ file, path }) => path.length === 1 || IMAGE_NAME.test(file.name));
   for (const { file, name } of namedUniquely(images)) upload(name === file.name ? file : renamed(file, name));
   const skipped = found.filter((each) => !images.includes(each)).map(({ file }) => file.name);
-  if (!found.length) showNote("The dropped folder holds no files");
+  if (!found.length) showNote("The folder holds no files");
   if (skipped.length) {
     const named =
       skipped.length > 3 ? `${skipped.slice(0, 2).join(", ")} and ${skipped.length - 2} more` : skipped.join(", ");
     const many = skipped.length > 1;
     showNote(
-      `${skipped.length} file${many ? "s" : ""} in the dropped folder ${many ? "were" : "was"} skipped, as ` +
+      `${skipped.length} file${many ? "s" : ""} in the folder ${many ? "were" : "was"} skipped, as ` +
         `${many ? "their names say they are" : "its name says it is"} no image (${named})`,
     );
   }
