@@ -954,6 +954,11 @@ function setupUploads() {
     for (const file of event.target.files) upload(file);
     event.target.value = "";
   });
+  $("folder").addEventListener("change", (event) => {
+    showNote("");
+    chosenFolder(event.target.files);
+    event.target.value = "";
+  });
   drop.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") {
       event.preventDefault();
@@ -995,6 +1000,8 @@ function setupUploads() {
   };
   drop.addEventListener("drop", takeDrop);
   window.addEventListener("drop", takeDrop);
+  document.addEventListener("paste", pasted);
+  if (/^(Mac|iP)/.test(navigator.platform)) $("paste-key").textContent = "\u2318V"; // the key a Mac user presses
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && dragDepth > 0) {
       dragDepth = 0;
@@ -1021,8 +1028,12 @@ function showDragOver(over) {
 }
 
 function dropped(transfer) {
-  if (transfer.files.length) {
-    for (const file of transfer.files) upload(file);
+  // Taken now, while the drop lasts: its items (and so a folder's entry) cannot be read once this returns.
+  const sources = droppedSources(transfer);
+  showNote("");
+  if (sources.length) {
+    if (sources.some((source) => !(source instanceof File))) addFolders(sources);
+    else for (const file of sources) upload(file);
     return;
   }
   // An image dragged from a web page (or a link, or text) comes as its address, not as a file: say so,
@@ -1036,6 +1047,145 @@ function dropped(transfer) {
     "from a web page comes as its address); save the image, then drop or choose the saved file";
   localItems.push({ localId: `dropped-${randomId()}`, name, state: "refused", error });
   render();
+}
+
+// What was dropped, in order: each a file, or a folder's entry to walk. A folder came as one "file" the browser
+// could not read, and its card said so: its images are what its dropper meant.
+function droppedSources(transfer) {
+  const items = [...(transfer.items || [])].filter((item) => item.kind === "file");
+  if (!items.length) return [...transfer.files];
+  return items
+    .map((item) => {
+      const entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
+      return entry && entry.isDirectory ? entry : item.getAsFile();
+    })
+    .filter(Boolean);
+}
+
+// What srfeat serve reads (UPLOAD_FORMATS in srfeat/web/job.py), by the names such files have: anything else in
+// a dropped folder (notes, videos, .DS_Store) is skipped, as its user meant the folder's pictures.
+const IMAGE_NAME = /\.(png|jpe?g|jpe|jfif|mpo|webp|tiff?|bmp|dib|gif|avif)$/i;
+const HIDDEN_NAME = /^(\..*|thumbs\.db|desktop\.ini)$/i;
+
+// A dropped folder's images, every level down, uploaded in the order the folders list them.
+async function addFolders(sources) {
+  const found = [];
+  for (const source of sources) {
+    if (source instanceof File) found.push({ file: source, path: [source.name] });
+    else await walkEntry(source, [], found);
+  }
+  addFound(found);
+}
+
+// A folder picked with "choose a folder": the browser hands every file under it, hidden ones too, each with its path.
+function chosenFolder(files) {
+  const found = [...files].map((file) => ({ file, path: file.webkitRelativePath.split("/") }));
+  addFound(found.filter(({ path }) => !path.some((part) => HIDDEN_NAME.test(part))));
+}
+
+// The files found in folders (`path` from the folder's name; a file dropped beside them, its name alone): the images
+// are uploaded, and what is skipped is said once, in a note, not as a card for each file.
+function addFound(found) {
+  const images = found.filter(({ file, path }) => path.length === 1 || IMAGE_NAME.test(file.name));
+  for (const { file, name } of namedUniquely(images)) upload(name === file.name ? file : renamed(file, name));
+  const skipped = found.filter((each) => !images.includes(each)).map(({ file }) => file.name);
+  if (!found.length) showNote("The folder holds no files");
+  if (skipped.length) {
+    const named =
+      skipped.length > 3 ? `${skipped.slice(0, 2).join(", ")} and ${skipped.length - 2} more` : skipped.join(", ");
+    const many = skipped.length > 1;
+    showNote(
+      `${skipped.length} file${many ? "s" : ""} in the folder ${many ? "were" : "was"} skipped, as ` +
+        `${many ? "their names say they are" : "its name says it is"} no image (${named})`,
+    );
+  }
+}
+
+// The files under a folder's entry, with their paths from the dropped folder (its name first). A directory reader
+// hands its entries in batches (100 at a time in Chromium), until an empty one: each is read.
+async function walkEntry(entry, parents, found) {
+  const path = [...parents, entry.name];
+  if (entry.isFile) {
+    try {
+      found.push({ file: await new Promise((resolve, reject) => entry.file(resolve, reject)), path });
+    } catch (error) {
+      // gone since it was dropped: an empty file in its stead, whose card says so (the rest still go)
+      found.push({ file: new File([], entry.name), path });
+    }
+    return;
+  }
+  const reader = entry.createReader();
+  const entries = [];
+  for (;;) {
+    const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject)).catch(() => []);
+    if (!batch.length) break;
+    entries.push(...batch);
+  }
+  entries.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+  // What the file manager does not show (.DS_Store, Thumbs.db, a .git folder) goes without a word.
+  for (const child of entries) if (!HIDDEN_NAME.test(child.name)) await walkEntry(child, path, found);
+}
+
+// Each image under its own name; those that share one (a/x.jpg and b/x.jpg) under their paths joined with "_"
+// (a_x.jpg, b_x.jpg), so that their cards, downloads and the zip's entries say which folder each came from.
+function namedUniquely(images) {
+  const counts = new Map();
+  const key = (file) => file.name.toLowerCase(); // Photo.png and photo.png are one file on Windows and macOS
+  for (const { file } of images) counts.set(key(file), (counts.get(key(file)) || 0) + 1);
+  return images.map(({ file, path }) => ({ file, name: counts.get(key(file)) > 1 ? path.join("_") : file.name }));
+}
+
+function renamed(file, name) {
+  return new File([file], name, { type: file.type, lastModified: file.lastModified });
+}
+
+// A note under the drop zone (what a paste or a dropped folder left out), until the next one.
+function showNote(text) {
+  $("note").textContent = text;
+  $("note").hidden = !text;
+}
+
+// ---- paste ---------------------------------------------------------------------------------
+
+// What a clipboard's image is in, as a name's extension: a screenshot is a PNG.
+const PASTED_EXTENSIONS = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif",
+  "image/bmp": "bmp", "image/tiff": "tif", "image/avif": "avif" };
+let pastedCount = 0;
+
+// A pasted image (a screenshot, "Copy image" in a browser) comes named "image.png", or nothing: each is named
+// pasted-N, counted on from the cards this session shows (a reload keeps them), so that several pastes' results
+// do not come as one name.
+function pastedName(file) {
+  if (file.name && !/^image\.\w+$/i.test(file.name)) return file.name; // a file copied in a file manager
+  const shown = [...serverJobs, ...localItems].map((job) => /^pasted-(\d+)\./.exec(job.name)).filter(Boolean);
+  pastedCount = Math.max(pastedCount, ...shown.map((match) => Number(match[1]))) + 1;
+  return `pasted-${pastedCount}.${PASTED_EXTENSIONS[file.type] || "png"}`;
+}
+
+function typingIn(element) {
+  if (!element) return false;
+  if (element.isContentEditable || element.tagName === "TEXTAREA") return true;
+  const notTyped = ["radio", "checkbox", "range", "file", "button", "submit"];
+  return element.tagName === "INPUT" && !notTyped.includes(element.type);
+}
+
+// Ctrl+V / Cmd+V anywhere on the page uploads the clipboard's images, as a drop would. Text pasted into a text
+// field is the field's; text pasted elsewhere is no image, and a short note says what the page takes.
+function pasted(event) {
+  if (typingIn(event.target) || !event.clipboardData) return;
+  const files = [...event.clipboardData.files];
+  if (!files.length) {
+    if (event.clipboardData.getData("text/plain").trim()) {
+      showNote("What was pasted is text, not an image: copy an image or take a screenshot, then paste it here");
+    }
+    return;
+  }
+  event.preventDefault();
+  showNote("");
+  for (const file of files) {
+    const name = file.type.startsWith("image/") ? pastedName(file) : file.name;
+    upload(name === file.name ? file : renamed(file, name));
+  }
 }
 
 function showUnsent() {
