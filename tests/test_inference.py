@@ -7,6 +7,8 @@ import math
 import re
 import subprocess
 import sys
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +114,42 @@ def test_non_finite_tiles_are_recomputed_by_the_fallback() -> None:
         overflowing, image, 2, tile=6, pad=2, device=torch.device("cpu"), dtype=torch.float32, fallback=fallback
     )
     assert len(calls) == 4
+    torch.testing.assert_close(output, fallback(image[None], (0, 0, 10, 12))[0])
+
+
+@pytest.mark.parametrize(("tile", "pad"), [(6, 2), (1, 20)])  # a window per tile; one window for every tile
+def test_a_windows_features_are_let_go_before_the_float32_fallback_runs(tile: int, pad: int) -> None:
+    """A float16 tile that overflows is redone by the float32 model, the step that needs the most memory: the
+    float16 window's features, kept for the window's other tiles, were held through it, where the network run
+    whole for each tile had freed them (a GPU out of memory there that was not before)."""
+    features: list[weakref.ref[torch.Tensor]] = []
+    held_through_fallback = []
+
+    class Overflowing:
+        def __call__(self, batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+            return self.for_window(batch)(region)
+
+        def for_window(self, batch: torch.Tensor) -> Callable[[tuple[int, int, int, int]], torch.Tensor]:
+            body = batch.repeat(1, 8, 1, 1)  # what the body gives: the window's features
+            features.append(weakref.ref(body))
+
+            def upsample(region: tuple[int, int, int, int]) -> torch.Tensor:
+                top, left, bottom, right = region
+                return torch.full((1, 3, (bottom - top) * 2, (right - left) * 2), float("inf")) + body.sum()
+
+            return upsample
+
+    def fallback(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+        held_through_fallback.append(any(feature() is not None for feature in features))
+        top, left, bottom, right = region
+        return torch.nn.functional.interpolate(batch[:, :, top:bottom, left:right], scale_factor=2, mode="nearest")
+
+    image = torch.rand(3, 10, 12)
+    cpu = torch.device("cpu")
+    output = upscale_tiled(
+        Overflowing(), image, 2, tile=tile, pad=pad, device=cpu, dtype=torch.float32, fallback=fallback
+    )
+    assert held_through_fallback == [False] * len(plan_tiles(10, 12, tile, pad))
     torch.testing.assert_close(output, fallback(image[None], (0, 0, 10, 12))[0])
 
 
