@@ -7,6 +7,8 @@ import math
 import re
 import subprocess
 import sys
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +115,50 @@ def test_non_finite_tiles_are_recomputed_by_the_fallback() -> None:
     )
     assert len(calls) == 4
     torch.testing.assert_close(output, fallback(image[None], (0, 0, 10, 12))[0])
+
+
+# a window per tile, or one window for every tile; every tile overflowing, or only the image's first
+@pytest.mark.parametrize(("tile", "pad"), [(6, 2), (1, 20)])
+@pytest.mark.parametrize("everywhere", [True, False])
+def test_a_windows_features_are_let_go_before_the_float32_fallback_runs(tile: int, pad: int, everywhere: bool) -> None:
+    """A float16 tile that overflows is redone by the float32 model, the step that needs the most memory: the
+    float16 window's features, kept for the window's other tiles, were held through it, where the network run
+    whole for each tile had freed them (a GPU out of memory there that was not before). The window's other tiles
+    are then upscaled from its features made again."""
+    features: list[weakref.ref[torch.Tensor]] = []
+    held_through_fallback = []
+
+    class Overflowing:
+        def __call__(self, batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+            return self.for_window(batch)(region)
+
+        def for_window(self, batch: torch.Tensor) -> Callable[[tuple[int, int, int, int]], torch.Tensor]:
+            body = batch.repeat(1, 8, 1, 1)  # what the body gives: the window's features
+            features.append(weakref.ref(body))
+
+            def upsample(region: tuple[int, int, int, int]) -> torch.Tensor:
+                top, left = region[:2]
+                assert features[-1]() is body  # the last window's features made, not ones let go
+                output = nearest(body[:, :3], region)
+                return output + math.inf if everywhere or (top, left) == (0, 0) else output
+
+            return upsample
+
+    def fallback(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+        held_through_fallback.append(any(feature() is not None for feature in features))
+        return nearest(batch, region)
+
+    def nearest(batch: torch.Tensor, region: tuple[int, int, int, int]) -> torch.Tensor:
+        top, left, bottom, right = region
+        return torch.nn.functional.interpolate(batch[:, :, top:bottom, left:right], scale_factor=2, mode="nearest")
+
+    image = torch.rand(3, 10, 12)
+    cpu = torch.device("cpu")
+    output = upscale_tiled(
+        Overflowing(), image, 2, tile=tile, pad=pad, device=cpu, dtype=torch.float32, fallback=fallback
+    )
+    assert held_through_fallback == [False] * (len(plan_tiles(10, 12, tile, pad)) if everywhere else 1)
+    torch.testing.assert_close(output, nearest(image[None], (0, 0, 10, 12))[0], rtol=0, atol=0)
 
 
 def test_non_finite_values_are_counted_wherever_they_are() -> None:

@@ -280,16 +280,20 @@ def upscale_tiled(
                 f"out of memory on {device} upscaling a {in_bottom - in_top}x{in_right - in_left} tile",
                 tile_memory_advice(command_line=command_line),
             )
-            with one_line_if_out_of_memory(lambda said=out_of_memory: said), torch.inference_mode():
-                upscale_region = run_window(model, batch)
+            upscale_region: Callable[[Region], torch.Tensor] | None = None
             for part in parts:
                 region = (part.top - in_top, part.left - in_left, part.bottom - in_top, part.right - in_left)
                 with one_line_if_out_of_memory(lambda said=out_of_memory: said), torch.inference_mode():
+                    if upscale_region is None:
+                        upscale_region = run_window(model, batch)
                     result = upscale_region(region)
                     if fallback is not None and not bool(torch.isfinite(result).all()):
                         logger.info(
                             "tile at (%d, %d) overflowed in %s; recomputing it in float32", part.top, part.left, dtype
                         )
+                        # The float32 run needs the most room: the window's features are let go first (as the
+                        # network run for each tile had), and made again for the window's next tile, if any.
+                        upscale_region = None
                         result = fallback(batch.float(), region)
                 output[:, part.top * scale : part.bottom * scale, part.left * scale : part.right * scale].copy_(
                     result[0]
