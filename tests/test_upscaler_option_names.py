@@ -223,6 +223,14 @@ def test_a_strength_with_another_model_is_refused_in_the_callers_words(
     assert not (tmp_path / "out").exists() and not (tmp_path / "gan.onnx").exists()
 
 
+def test_a_strength_with_another_model_is_said_before_a_missing_input(tmp_path: Path) -> None:
+    # Options before inputs, as --device is: the input's error alone, fixed, then gave this one on the next try.
+    child = srfeat_cli("upscale", tmp_path / "missing.png", "-o", tmp_path / "out", "--model", "gan", "--strength", "1")
+    said = one_error_line(child, only=True)
+    assert "--strength is the detail dial" in said and "not --model gan" in said and "missing.png" not in said
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_strength_with_an_onnx_file_is_refused_in_the_callers_words(tmp_path: Path, photo: Path) -> None:
     pytest.importorskip("onnxruntime")
     model = tmp_path / "m.onnx"

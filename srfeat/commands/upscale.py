@@ -160,11 +160,23 @@ def check_options(args: argparse.Namespace, formats: dict[str, str], readable: f
         return f"--outscale must be a number above 0 and at most {MAX_OUTSCALE:g}, got {outscale}"
     if args.strength is not None and not 0 <= args.strength <= 1:  # NaN fails both comparisons
         return f"--strength must be between 0 and 1 (0 = default, 1 = gan), got {args.strength}"
+    if problem := strength_with_model_problem(args.model, args.strength):
+        return problem
     if problem := tile_problem(args.tile):
         return problem
     if args.tile_pad is not None and args.tile_pad < 0:
         return f"--tile-pad must not be negative, got {args.tile_pad}"
     return device_problem(args.device)
+
+
+def strength_with_model_problem(model: str, strength: float | None) -> str | None:
+    """--strength with a model it does not go with, before the inputs (a missing input was said first, then this
+    on the next try). An exported .onnx file's own refusal (export with --strength instead) comes as it loads."""
+    from srfeat.weights.blend import strength_model_problem
+
+    if strength is None or model.lower().endswith(".onnx"):
+        return None
+    return strength_model_problem(model, strength, command_line=True)
 
 
 def device_problem(device: str) -> str | None:

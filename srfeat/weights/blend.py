@@ -156,30 +156,38 @@ def load_blended(
         name = model if isinstance(model, str) else str(as_path(model, "the model"))
     if strength is None:
         return load_generator(name, "cpu")
-    if name != DETAIL_MODELS[0]:
+    if problem := strength_model_problem(name, strength, command_line=command_line):
         # an option given with the wrong model, not a broken file: the caller's fix is which model to name
-        low, high = DETAIL_MODELS
-        strength_option, model_option, dial, blend = (
-            (
-                "--strength",
-                "--model",
-                f"--model {low} --strength {shown(strength)} (or leave --model out)",
-                "`srfeat blend A B --alpha ALPHA -o out.safetensors`",
-            )
-            if command_line
-            else (
-                "strength",
-                "model",
-                f"model={low!r}, strength={shown(strength)} (or leave model out)",
-                "srfeat.weights.blend.blend_generators(A, B, alpha)",
-            )
-        )
-        raise InvalidOptionError(
-            f"{strength_option} is the detail dial from the bundled {low} model (0) to {high} (1) and goes with "
-            f"{model_option} {low} only, not {model_option} {printable(name)}; give {dial}, or to blend your own "
-            f"checkpoints use {blend}"
-        )
+        raise InvalidOptionError(problem)
     return strength_generator(strength)
+
+
+def strength_model_problem(name: str, strength: float, *, command_line: bool = False) -> str | None:
+    """What is wrong with the detail dial's `strength` given with model `name` (a bundled name or a path), or
+    None: it goes with the bundled default model only. `srfeat upscale` asks before any input is listed."""
+    if name == DETAIL_MODELS[0]:
+        return None
+    low, high = DETAIL_MODELS
+    strength_option, model_option, dial, blend = (
+        (
+            "--strength",
+            "--model",
+            f"--model {low} --strength {shown(strength)} (or leave --model out)",
+            "`srfeat blend A B --alpha ALPHA -o out.safetensors`",
+        )
+        if command_line
+        else (
+            "strength",
+            "model",
+            f"model={low!r}, strength={shown(strength)} (or leave model out)",
+            "srfeat.weights.blend.blend_generators(A, B, alpha)",
+        )
+    )
+    return (
+        f"{strength_option} is the detail dial from the bundled {low} model (0) to {high} (1) and goes with "
+        f"{model_option} {low} only, not {model_option} {printable(name)}; give {dial}, or to blend your own "
+        f"checkpoints use {blend}"
+    )
 
 
 # -- blend specs: how `srfeat eval --model` names a blend ---------------------------------
