@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,7 +94,12 @@ def test_every_tab_stop_shows_a_focus_ring_that_stands_out_on_the_dark_page(serv
             if ring["name"]:  # the page's body, between the last stop and the first
                 rings.append(ring)
         names = [ring["name"] for ring in rings]
-        assert "drop" in names and "split" in names and f"remove from the list: {LONG_NAME}" in names, names
+        assert (
+            "choose-files" in names
+            and "choose-folder" in names
+            and "split" in names
+            and f"remove from the list: {LONG_NAME}" in names
+        ), names
         faint = [
             ring for ring in rings if ring["style"] in ("none", "auto") or ring["width"] < 2 or ring["contrast"] < 3
         ]
@@ -248,12 +254,66 @@ def test_the_images_and_the_viewer_are_landmarks_a_screen_reader_jumps_between(
         _with_a_result_and_a_refusal(page)
         landmarks = _landmarks(page)
         images, viewer = landmarks.get("region: your images", []), landmarks.get("region: before and after viewer", [])
-        assert "button: Add images: drop them here, or press Enter to choose files" in images, landmarks
+        assert "group: Add images" in images, landmarks
+        assert "button: choose files to upscale" in images and "button: choose a folder to upscale its images" in images
         assert "list: images" in images and "button: Download all (zip)" in images, landmarks
         assert "button: zoom in" in viewer and "slider: before/after split" in viewer, landmarks
         assert any(control.startswith(f"group: comparison of {LONG_NAME}") for control in viewer), landmarks
         assert "group: Detail" in landmarks.get("banner: ", []), landmarks
         regions = page.locator("main").get_by_role("region")
         expect(regions).to_have_count(2)
+    finally:
+        page.context.close()
+
+
+# Where the focus is, as the page's own ids name it (a card's x has none: its name), and whether it is in the drop zone.
+FOCUSED_STOP = """() => { const focused = document.activeElement;
+    return [focused.id || focused.getAttribute("aria-label") || "", !!focused.closest("#drop")]; }"""
+
+
+def test_both_choosers_are_tab_stops_that_enter_or_space_opens(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    """ "choose files" and "choose a folder" were hidden inputs inside the drop zone, itself a button whose Enter
+    opened the file chooser: no key reached the folder chooser, and a screen reader heard neither (a button's contents
+    are its name). Each is a button now, one tab stop each, in the order they are read, with nothing beside them in
+    the drop zone that does the same; Enter or Space opens its chooser, whose files become cards."""
+    page = open_tab(browser, server).page
+    try:
+        page.click("h1")
+        stops: list[str] = []
+        for _ in range(30):
+            page.keyboard.press("Tab")
+            stop, in_drop_zone = page.evaluate(FOCUSED_STOP)
+            if in_drop_zone:
+                stops.append(stop)
+            elif stops:
+                break
+        assert stops == ["choose-files", "choose-folder"], stops
+        for button, name in (
+            ("choose-files", "choose files to upscale"),
+            ("choose-folder", "choose a folder to upscale its images"),
+        ):
+            expect(page.get_by_role("button", name=name, exact=True)).to_have_id(button)
+        image = png_bytes(16)
+        (tmp_path / "scans" / "deep").mkdir(parents=True)
+        (tmp_path / "scans" / "deep" / "q.png").write_bytes(image)
+        (tmp_path / "one.png").write_bytes(image)
+        # Playwright's chooser is the DevTools protocol's (Page.setInterceptFileChooserDialog, fileChooserOpened):
+        # its mode says whether it takes many files, and its input whether it takes a folder.
+        for button, multiple, folder, chosen, card in (
+            ("choose-files", True, False, tmp_path / "one.png", "one.png"),
+            ("choose-folder", False, True, tmp_path / "scans", "q.png"),
+        ):
+            page.focus(f"#{button}")
+            for key in ("Space", "Enter"):  # the chooser left unanswered by Space; Enter's is answered
+                with page.expect_file_chooser(timeout=15_000) as opened:
+                    page.keyboard.press(key)
+                chooser = opened.value
+                assert chooser.is_multiple() is multiple, (button, key)
+                assert (chooser.element.get_attribute("webkitdirectory") is not None) is folder, (button, key)
+            chooser.set_files(chosen)
+            expect(job_card(page, card)).to_have_count(1, timeout=30_000)
+        expect(page.locator("#jobs li")).to_have_count(2)
     finally:
         page.context.close()

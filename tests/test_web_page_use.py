@@ -76,7 +76,7 @@ def test_the_view_buttons_are_disabled_until_an_image_is_shown(server: Server, b
     for button in VIEW_BUTTONS:
         expect(page.locator(f"#{button}")).to_be_disabled()
     stops = _tab_stops(page)
-    assert "drop" in stops and not set(VIEW_BUTTONS) & set(stops), stops
+    assert "choose-files" in stops and not set(VIEW_BUTTONS) & set(stops), stops
     _upload(page, "shown.png", png_bytes(16))
     expect(job_card(page, "shown.png")).to_have_attribute("data-state", "done", timeout=60_000)
     page.wait_for_function("() => document.getElementById('after').naturalWidth === 64")
@@ -209,7 +209,7 @@ def test_focus_in_the_viewer_goes_to_the_images_card_when_the_server_forgets_it(
     page.context.close()
 
 
-def test_focus_on_the_viewers_buttons_goes_to_the_drop_zone_when_its_image_is_removed(
+def test_focus_on_the_viewers_buttons_goes_to_choose_files_when_its_image_is_removed(
     server: Server, browser: Browser
 ) -> None:
     """The shown image removed where the focus was not on its card (a screen reader's browse mode clicks its x
@@ -220,7 +220,7 @@ def test_focus_on_the_viewers_buttons_goes_to_the_drop_zone_when_its_image_is_re
     page.get_by_role("button", name="remove from the list: removed.png").dispatch_event("click")
     expect(page.locator("#viewer-empty")).to_be_visible()
     page.wait_for_function("() => document.activeElement !== document.body")
-    assert _has_focus(page, "#drop")
+    assert _has_focus(page, "#choose-files")
     page.context.close()
 
 

@@ -410,9 +410,8 @@ def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_chan
 ) -> None:
     page = _page(browser, server, 375, 740)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
-    # Keyboard only: the drop zone is a named button; Enter opens the file chooser.
-    drop = page.get_by_role("button", name="Add images: drop them here, or press Enter to choose files")
-    drop.focus()
+    # Keyboard only: "choose files" is a named button; Enter opens the file chooser.
+    page.get_by_role("button", name="choose files to upscale").focus()
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     chooser.value.set_files(files=[_file("phone.png", png_bytes(48))])
@@ -426,11 +425,11 @@ def test_on_a_phone_nothing_scrolls_sideways_and_a_screen_reader_hears_each_chan
     for name in ("remove from the list: phone.png", "Compare phone.png", "Again with the chosen detail: phone.png"):
         expect(page.get_by_role("button", name=name, exact=True)).to_have_count(1)
     expect(page.get_by_role("link", name="Download phone_x4.png", exact=True)).to_have_count(1)
-    # Removing it by keyboard: focus goes back to the drop zone, not to the page's body.
+    # Removing it by keyboard: focus goes back to "choose files", not to the page's body.
     page.get_by_role("button", name="remove from the list: phone.png").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#jobs li")).to_have_count(0)
-    assert page.evaluate("document.activeElement.id") == "drop"
+    assert page.evaluate("document.activeElement.id") == "choose-files"
     expect(page.locator("#announce[aria-live='polite']")).to_have_text(
         re.compile(r"^phone\.png: done, 192\u00d7192, \d+ s$")
     )

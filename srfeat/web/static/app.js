@@ -446,10 +446,10 @@ function removeItem(job) {
   forget(job);
   render();
   if (hadFocus) {
-    // Keyboard use: focus goes to the next card's x (or the one before, or the drop zone), not to the page.
+    // Keyboard use: focus goes to the next card's x (or the one before, or "choose files"), not to the page.
     const left = $("jobs").children;
     const next = left[Math.min(place, left.length - 1)];
-    (next ? next.querySelector(".remove") : $("drop")).focus();
+    (next ? next.querySelector(".remove") : $("choose-files")).focus();
   }
 }
 
@@ -665,7 +665,7 @@ function clearViewer() {
 
 // Keyboard focus in the viewer when it empties (the server restarted and forgot the shown image, or its job was
 // removed) fell to the page's body: Tab started again from the top, and a screen reader said nothing. It goes to the
-// card that says what became of the image, where there is one, else to the drop zone. Checked once this change is
+// card that says what became of the image, where there is one, else to "choose files". Checked once this change is
 // drawn: a poll's answer that empties the viewer shows the next image done at once, and then the focus stays put.
 function refocusIfViewerEmpties(shownId) {
   const active = document.activeElement;
@@ -677,7 +677,7 @@ function refocusIfViewerEmpties(shownId) {
     if (view.job) return;
     const card = cards.get(`lost-${shownId}`); // `forgetMissing`'s card for it
     if (card) focusCard(card);
-    else $("drop").focus();
+    else $("choose-files").focus();
   });
 }
 
@@ -959,12 +959,10 @@ function setupUploads() {
     chosenFolder(event.target.files);
     event.target.value = "";
   });
-  drop.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" || event.key === " ") {
-      event.preventDefault();
-      $("files").click();
-    }
-  });
+  // The inputs are hidden (a file input's own look cannot be styled): each button opens its chooser, by a click,
+  // a touch, Enter or Space.
+  $("choose-files").addEventListener("click", () => $("files").click());
+  $("choose-folder").addEventListener("click", () => $("folder").click());
   // Files dropped anywhere on the page are taken (the viewer is most of it: dropped there, they were
   // ignored without a word), and the browser does not navigate away from the page to show them.
   // (Text dragged within the page itself is no upload gone wrong: it is let be.)
