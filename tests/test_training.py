@@ -376,6 +376,25 @@ def test_bf16_on_cpu_autocasts_only_where_the_cpu_has_it(folders, tmp_path, monk
     assert result.step == 2 and all(math.isfinite(r["loss/generator"]) for r in records if r["kind"] == "train")
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16-cpu", "cpu-without-bf16"])
+def test_a_float32_run_on_a_cpu_with_native_bf16_is_told_of_train_bf16(
+    folders, tmp_path, monkeypatch, caplog, native: bool
+) -> None:
+    """On a CPU where `train.bf16` makes steps 2-5x faster a run never heard of the opt-in switch."""
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
+    train_dir, validation_dir = folders
+    for bf16 in ("false", "true"):
+        out = tmp_path / f"run_{bf16}"
+        config = tiny_config(train_dir, validation_dir, out, overrides=[f"train.bf16={bf16}", "train.max_steps=1"])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="srfeat"):
+            trainer.Trainer(config, out_dir=out, show_progress=False)
+        told = [
+            record.getMessage() for record in caplog.records if "train.bf16=true makes steps" in record.getMessage()
+        ]
+        assert len(told) == (native and bf16 == "false"), caplog.text
+
+
 def test_a_winograd_run_leaves_the_band_workers_on_for_the_process_after_it(folders, tmp_path, monkeypatch) -> None:
     """A run turned srfeat's band workers off for good: upscales in the same process after it (a notebook's, the
     test session's) took intra-op threads, slower and with other rounding than `srfeat upscale` gives."""

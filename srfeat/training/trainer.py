@@ -147,6 +147,12 @@ class Trainer:
         )
         if config.train.bf16 and not self._bf16:
             logger.info("train.bf16 is on but %s has no native bf16: training in float32", self.device)
+        elif not config.train.bf16 and self.device.type == "cpu" and cpu_has_native_bf16():
+            # The switch that pays most on a CPU, and opt-in: a run on such a machine never heard of it.
+            logger.info(
+                "this CPU has native bf16 (AVX512-BF16 or AMX): train.bf16=true makes steps 2-5x faster "
+                "(README, Speed), with losses about 1e-4 relative off float32's"
+            )
         # bf16 convolutions on such a CPU beat float32 Winograd (benchmarks.training: 2.2x the
         # plain step against 1.3x), and Winograd's transforms are not made for bf16
         self._winograd = (
