@@ -133,12 +133,14 @@ class MetricInputError(SRFeatError, ValueError):
 _SHORT_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
 _SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict, _SHORT_REPR.maxtuple = 2, 4, 4, 4
 _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 80, 80
+_LINE_BREAK = re.compile(r"\s*[\r\n]\s*")
 
 
 def shown(value: object, limit: int = 100) -> str:
     """`value`'s repr for a one-line message (not an error type): a tensor's, an array's or a
-    module's repr spans lines, and a message that quoted it was several lines long."""
-    text = " ".join(_SHORT_REPR.repr(value).split())
+    module's repr spans lines, and a message that quoted it was several lines long. Only the line
+    breaks and the indents around them go: spaces within a line are the value's own ('my  photo')."""
+    text = _LINE_BREAK.sub(" ", _SHORT_REPR.repr(value).strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -195,10 +197,22 @@ class OptionNames:
 # `photo\u202egnp.exe` showed as `photoexe.png` (Trojan Source). Joiners (U+200D) and variation
 # selectors stay: emoji names are made of them, and they move nothing.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# A byte of a name or of the command line that is not UTF-8 (`caf\xe9` from a Latin-1 system, `$'\xff'=1`)
+# reaches Python as a lone surrogate (U+DC80-U+DCFF, surrogateescape); messages showed it as `\udce9`, which
+# no shell or editor writes: `\xe9` is how `ls -b` shows the byte and `$'...'` and printf write it.
+_BYTE_ESCAPES = {code: f"\\x{code - 0xDC00:02x}" for code in range(0xDC80, 0xDD00)}
+# The same escaped by a repr (an odd number of backslashes before it).
+_ESCAPED_BYTE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+
+def bytes_shown(message: str) -> str:
+    """`message` with each byte that is not UTF-8 written `\\xff`, raw in it or escaped by a repr it quotes."""
+    return _ESCAPED_BYTE.sub(r"\1\\x\2", message.translate(_BYTE_ESCAPES))
 
 
 def printable(text: str) -> str:
-    """`text` with its control characters written as Python writes them (`\\n`, `\\x1b`, `\\u2028`, `\\u202e`).
+    """`text` with its control characters written as Python writes them (`\\n`, `\\x1b`, `\\u2028`, `\\u202e`),
+    and the bytes of a name that is not UTF-8 as `\\xe9`.
 
     For anything shown a line at a time: a file may be named `a\\nERROR: b.png`, hold an escape
     sequence or a right-to-left override; written raw, its name printed a fake `ERROR:` line in a
@@ -206,4 +220,5 @@ def printable(text: str) -> str:
     than the file's (`photo\\u202egnp.exe` as `photoexe.png`). Each log line, argparse error and
     table cell goes through here.
     """
-    return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)
+    # Only raw bytes: a name's own backslashes are not a repr's, so its text `\\udce9` stays as it is.
+    return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text).translate(_BYTE_ESCAPES)

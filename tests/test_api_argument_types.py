@@ -27,6 +27,7 @@ from srfeat.files import OutputExistsError
 from srfeat.inference.image_files import upscale_file
 from srfeat.training import trainer
 from srfeat.training.config import load_config
+from srfeat.video import VideoOptions
 from srfeat.weights import check_weights, load_generator, save_generator, weight_problem
 from srfeat.weights.blend import blend_states, load_blended
 
@@ -237,3 +238,20 @@ def test_the_number_checks_take_numbers_but_not_bools_strings_or_tensors(
     alone was asked, and a numpy integer (a config read with numpy, an array's item) a refusal."""
     assert is_whole_number(value) is whole
     assert is_real_number(value) is real
+
+
+def test_a_refused_value_is_quoted_as_given_with_its_spaces_while_a_tensor_is_one_line(tmp_path: Path) -> None:
+    # Runs of spaces inside a string are the value's own: '12  ' was quoted as '12 ', a value never given.
+    with pytest.raises(InvalidOptionError, match=re.escape("got str '1  2\\t'")):
+        Upscaler(tile="1  2\t")  # pyright: ignore[reportArgumentType]
+    config = tmp_path / "config.yaml"
+    config.write_text('stage: 1\noptim:\n  lr_schedule: "every  epoch"\n')
+    with pytest.raises(ConfigError, match=re.escape("got 'every  epoch'")):
+        load_config(config)
+    with pytest.raises(InvalidOptionError) as refused:
+        Upscaler(tile=torch.zeros(3, 3))  # pyright: ignore[reportArgumentType]
+    assert "\n" not in str(refused.value) and "got Tensor tensor([[0., 0., 0.], [0., 0., 0.]," in str(refused.value)
+    with pytest.raises(InvalidOptionError) as refused:
+        VideoOptions(frames=np.arange(100))  # pyright: ignore[reportArgumentType]
+    assert "\n" not in str(refused.value) and "got ndarray array([ 0,  1,  2," in str(refused.value)
+    assert len(str(refused.value)) < 200  # 100 numbers, cut short

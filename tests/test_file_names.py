@@ -136,7 +136,20 @@ def test_a_table_naming_a_file_that_is_not_utf8_is_printed_under_a_strict_utf8_l
         check=False,
     )
     assert child.returncode == 0, child.stderr.decode(errors="replace")
-    assert b"| caf\xe9 | set | 1 |" in child.stdout
+    assert b"| caf\\xe9 | set | 1 |" in child.stdout  # as its --json writes it: a table is text, UTF-8
+
+
+def test_messages_write_the_bytes_of_a_name_that_is_not_utf8_as_a_shell_types_them(tmp_path: Path) -> None:
+    """Standard error wrote `caf\\xe9` as `caf\\udce9`, which no shell or editor takes: now as `ls -b` shows it."""
+    missing = srfeat_cli("upscale", tmp_path / f"{LATIN_1}.png", "-o", tmp_path / "out")
+    assert one_error_line(missing) == f"ERROR: input not found: {tmp_path}/caf\\xe9.png", missing.stderr
+    photo(tmp_path / f"{LATIN_1} 2.png")
+    unknown = srfeat_cli("upscale", tmp_path / f"{LATIN_1} 2.png", "--tlie", "64")  # argparse's own error
+    assert unknown.returncode == 2 and "--tlie" in unknown.stderr and "\\udc" not in unknown.stderr, unknown.stderr
+    model = tiny_generator_file(tmp_path / "tiny.safetensors")
+    done = srfeat_cli("upscale", tmp_path / f"{LATIN_1} 2.png", "-o", tmp_path / "out", "--model", model)
+    assert done.returncode == 0 and "caf\\xe9 2" in done.stderr and "\\udc" not in done.stderr, done.stderr
+    assert (tmp_path / "out" / f"{LATIN_1} 2.png").is_file()
 
 
 def test_json_names_files_that_are_not_utf8_in_utf8(tmp_path: Path) -> None:

@@ -908,10 +908,10 @@ def test_an_output_the_memory_cannot_hold_is_refused_before_allocating(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"tile": 1.5}, "tile must be a whole number of pixels, at least 0 for no tiling, got 1.5"),
-        ({"tile": "64"}, "tile must be a whole number of pixels, at least 0 for no tiling, got '64'"),
+        ({"tile": 1.5}, "tile must be a whole number of pixels, at least 0 for no tiling, got float 1.5"),
+        ({"tile": "64"}, "tile must be a whole number of pixels, at least 0 for no tiling, got str '64'"),
         ({"tile": True}, "tile must be a whole number"),
-        ({"tile_pad": 2.5}, "tile_pad must be a whole number of pixels, at least 0, got 2.5"),
+        ({"tile_pad": 2.5}, "tile_pad must be a whole number of pixels, at least 0, got float 2.5"),
         ({"tta": "yes"}, "tta must be True or False, got str 'yes'"),
         ({"compile": 1}, "compile must be True or False, got int 1"),
         ({"model": None}, "model must be a bundled name, a checkpoint path or an SRFeatGenerator, got NoneType"),

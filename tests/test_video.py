@@ -581,7 +581,7 @@ def test_an_upscaler_or_options_of_another_kind_are_one_line(
     [
         ({"crf": "20"}, "crf must be a number or None, got str '20'"),
         ({"codec": None}, "codec must be an encoder name"),
-        ({"frames": (0, 48)}, r"frames must be a FrameRange \(e.g. FrameRange\(0, 48\)\), got \(0, 48\)"),
+        ({"frames": (0, 48)}, r"frames must be a FrameRange \(e.g. FrameRange\(0, 48\)\), got tuple \(0, 48\)"),
     ],
 )
 def test_video_options_of_the_wrong_kind_are_one_line_when_made(options: dict, message: str) -> None:

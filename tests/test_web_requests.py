@@ -89,6 +89,16 @@ def test_an_upload_with_a_parameter_it_would_ignore_is_refused(server: Server, q
     assert json.loads(call(server, "GET", "/api/sessions/params/jobs").body)["jobs"] == []  # nothing was queued
 
 
+def test_a_long_refused_value_is_quoted_cut_short(server: Server) -> None:
+    """A strength or a room size of thousands of characters was quoted whole: the error line was as long."""
+    refused = upload(server, "long-values", "photo.png", png_bytes(16), "strength=" + "9" * 3000 + "x")
+    assert refused.status == 400, refused.body
+    assert "strength must be a number from 0 to 1, got '999" in refused.error() and len(refused.error()) < 200
+    room = call(server, "GET", "/api/sessions/long-values/room?bytes=" + "1" * 3000)
+    assert room.status == 400, room.body
+    assert "bytes must be the upload's size in bytes, got '111" in room.error() and len(room.error()) < 200
+
+
 def test_again_with_a_parameter_it_would_ignore_is_refused(server: Server) -> None:
     session = "again-params"
     try:

@@ -10,7 +10,7 @@ from dataclasses import KW_ONLY, InitVar, dataclass
 from pathlib import Path
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import InvalidOptionError, OptionNames, WeightsError
+from srfeat.errors import InvalidOptionError, OptionNames, WeightsError, bytes_shown, given
 from srfeat.weights import as_path
 
 __all__ = ["BUNDLED_INFO", "MODEL_INFO_OPTIONS", "PROJECT_LICENSE", "ModelInfo", "model_info"]
@@ -43,13 +43,16 @@ class ModelInfo:
         for field in ("name", "training_data", "license"):
             value = getattr(self, field)
             if not isinstance(value, str):
-                raise InvalidOptionError(f"the model's {field} must be text, got {type(value).__name__} {value!r}")
+                raise InvalidOptionError(f"the model's {field} must be text, got {given(value)}")
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 raise InvalidOptionError(
-                    f"{MODEL_INFO_OPTIONS(field, command_line=command_line)} {value[:60]!r} holds bytes that are "
-                    "not UTF-8, which ONNX metadata must be: give it in UTF-8 (e.g. set a UTF-8 locale, LANG=C.UTF-8)"
+                    bytes_shown(
+                        f"{MODEL_INFO_OPTIONS(field, command_line=command_line)} {value[:60]!r} holds bytes that "
+                        "are not UTF-8, which ONNX metadata must be: give it in UTF-8 (e.g. set a UTF-8 locale, "
+                        "LANG=C.UTF-8)"
+                    )
                 ) from None
 
 

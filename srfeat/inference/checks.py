@@ -20,6 +20,7 @@ from srfeat.errors import (
     InvalidOptionError,
     WeightsError,
     check_flag,
+    given,
     is_real_number,
     is_whole_number,
     shown,
@@ -135,7 +136,7 @@ def check_options(
         )
     for name, value, least in (("tile", tile, "0 for no tiling"), ("tile_pad", tile_pad, "0")):
         if value is not None and (not is_whole_number(value) or value < 0):
-            raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {value!r}")
+            raise InvalidOptionError(f"{name} must be a whole number of pixels, at least {least}, got {given(value)}")
     if strength is not None:
         # strength comes from the caller unchecked (typed object); check_alpha checks its kind first.
         check_alpha(strength, "strength", InvalidOptionError)  # pyright: ignore[reportArgumentType]

@@ -38,7 +38,7 @@ from scipy.ndimage import correlate
 from scipy.special import gamma
 
 from srfeat.data.resize import imresize
-from srfeat.errors import MetricInputError, SRFeatError, is_whole_number
+from srfeat.errors import MetricInputError, SRFeatError, given, is_whole_number
 from srfeat.metrics.psnr_ssim import refuse_masked
 
 __all__ = ["BLOCK_SIZE", "PRISTINE_PARAMS_SHA256", "niqe", "pristine_model"]
@@ -215,7 +215,7 @@ def niqe(y: ArrayLike | torch.Tensor, crop_border: int = 0) -> float:
     if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
         raise MetricInputError(f"niqe expects Y values (numbers in 16..235), got dtype {y.dtype}")
     if not is_whole_number(crop_border) or crop_border < 0:
-        raise MetricInputError(f"crop_border must be an integer >= 0 (the scale), got {crop_border!r}")
+        raise MetricInputError(f"crop_border must be an integer >= 0 (the scale), got {given(crop_border)}")
     if crop_border:
         y = y[crop_border:-crop_border, crop_border:-crop_border]
     _check_y_range(y)

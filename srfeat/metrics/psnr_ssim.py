@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy.ndimage import correlate1d
 
-from srfeat.errors import MetricInputError, check_flag, is_whole_number
+from srfeat.errors import MetricInputError, check_flag, given, is_whole_number
 from srfeat.library_warnings import warn_once
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def _check_pixels(image: np.ndarray, what: str) -> None:
 def check_crop_border(crop_border: object, shape: tuple[int, ...]) -> int:
     """`crop_border` as an int >= 0 that leaves at least one pixel of an image of `shape`."""
     if not is_whole_number(crop_border) or crop_border < 0:
-        raise MetricInputError(f"crop_border must be an integer >= 0 (the scale), got {crop_border!r}")
+        raise MetricInputError(f"crop_border must be an integer >= 0 (the scale), got {given(crop_border)}")
     border = int(crop_border)
     if min(shape[:2]) - 2 * border < 1:
         raise MetricInputError(

@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 import yaml
 
-from srfeat.errors import ConfigError, OptionNames, shown
+from srfeat.errors import ConfigError, OptionNames, bytes_shown, shown
 from srfeat.path_checks import broken_link, path_too_long, special_file_kind, unnameable_character
 from srfeat.training.config_checks import check
-from srfeat.training.overrides import bytes_shown, parse_overrides, set_dotted
+from srfeat.training.overrides import parse_overrides, set_dotted
 from srfeat.training.typed_yaml import build_dataclass, config_text, load_yaml, yaml_error
 
 DATASETS_ENV = "SRFEAT_DATASETS"

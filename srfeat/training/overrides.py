@@ -4,7 +4,6 @@ parsed as YAML and set by its dotted name; anything else is one ConfigError sayi
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import yaml
@@ -12,7 +11,7 @@ import yaml
 from srfeat.errors import ConfigError
 from srfeat.training.typed_yaml import load_yaml, shown_value, yaml_problem
 
-__all__ = ["bytes_shown", "parse_overrides", "set_dotted"]
+__all__ = ["parse_overrides", "set_dotted"]
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -98,18 +97,6 @@ def _as_strings(overrides: dict[Any, Any]) -> str:
         return items
 
     return shown_value(flat(overrides, ""))
-
-
-# A byte of the command line that is not UTF-8 (`$'\xff'=1`) reaches Python as a lone surrogate (U+DC80-U+DCFF,
-# surrogateescape); messages showed it as `\udcff`, which no shell or editor writes: `\xff` is how `$'...'` and
-# printf write the byte. Raw in a message, or escaped by a repr (an odd number of backslashes before it).
-_BYTE_ESCAPES = {code: f"\\x{code - 0xDC00:02x}" for code in range(0xDC80, 0xDD00)}
-_ESCAPED_BYTE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
-
-
-def bytes_shown(message: str) -> str:
-    """`message` with each undecodable byte of the command line written `\\xff`, as the shell writes it."""
-    return _ESCAPED_BYTE.sub(r"\1\\x\2", message.translate(_BYTE_ESCAPES))
 
 
 def parse_overrides(overrides: object) -> list[tuple[str, Any]]:

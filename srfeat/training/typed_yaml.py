@@ -13,7 +13,6 @@ import dataclasses
 import decimal
 import math
 import re
-import reprlib
 import types
 import typing
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from srfeat.errors import ConfigError
+from srfeat.errors import ConfigError, shown
 from srfeat.path_checks import unreadable_message
 
 __all__ = [
@@ -162,15 +161,9 @@ def load_yaml(text: str, what: str) -> Any:
     return value
 
 
-_SHORT_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
-_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
-_SHORT_REPR.maxstring, _SHORT_REPR.maxother = 60, 60
-
-
 def shown_value(value: Any) -> str:
     """A value for a message: its repr, cut short (a value can be huge; the message is one line)."""
-    text = _SHORT_REPR.repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return shown(value, limit=120)
 
 
 def _type_name(tp: Any) -> str:

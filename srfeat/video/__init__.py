@@ -153,14 +153,14 @@ class VideoOptions:
     def __post_init__(self) -> None:
         # Built in Python: a crf of "20" was a TypeError from inside the encoder set-up, a frames of (0, 48)
         # an AttributeError once the video was open.
-        from srfeat.errors import InvalidOptionError, is_real_number
+        from srfeat.errors import InvalidOptionError, given, is_real_number
 
         if not isinstance(self.codec, str) or not self.codec.strip():
-            raise InvalidOptionError(f"codec must be an encoder name such as libx264, or auto; got {self.codec!r}")
+            raise InvalidOptionError(f"codec must be an encoder name such as libx264, or auto; got {given(self.codec)}")
         if self.crf is not None and not is_real_number(self.crf):
-            raise InvalidOptionError(f"crf must be a number or None, got {type(self.crf).__name__} {self.crf!r}")
+            raise InvalidOptionError(f"crf must be a number or None, got {given(self.crf)}")
         if not isinstance(self.frames, FrameRange):
-            raise InvalidOptionError(f"frames must be a FrameRange (e.g. FrameRange(0, 48)), got {self.frames!r}")
+            raise InvalidOptionError(f"frames must be a FrameRange (e.g. FrameRange(0, 48)), got {given(self.frames)}")
         if self.outscale is not None:  # NaN was "cannot convert float NaN to integer" once the video was open
             from srfeat.inference.checks import check_outscale  # torch: not for `srfeat --help`
 

@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from srfeat.data.io import DECODE_ERRORS  # what a damaged file raises
+from srfeat.errors import shown
 from srfeat.web.hosts import LoopbackHostCheck
 from srfeat.web.job import (
     AGAIN_PARAMETERS,
@@ -196,7 +197,7 @@ def create_app(
         name = safe_file_name(request.query_params.get("name", "image"))
         size = request.query_params.get("bytes", "")
         if re.fullmatch(r"[0-9]{1,15}", size) is None:
-            return error_response(f"bytes must be the upload's size in bytes, got {size!r}", 400)
+            return error_response(f"bytes must be the upload's size in bytes, got {shown(size)}", 400)
         if int(size) > limits.max_upload_bytes:  # the upload itself would be refused: no room would take it
             refusal = upload_too_large(name, limits)
             return error_response(str(refusal), refusal.status)

@@ -27,6 +27,7 @@ from srfeat.data import avif_check
 from srfeat.data.colour_profiles import open_image_data
 from srfeat.data.io import DECODE_ERRORS  # what a damaged file raises
 from srfeat.data.unidentified import a_format, starts_as, webp_problem
+from srfeat.errors import shown
 from srfeat.inference.image_files import output_extension, over_format_limit
 from srfeat.library_warnings import WARNINGS_LOCK
 from srfeat.web.result_format import header_result_format
@@ -241,9 +242,9 @@ def parse_choice(params: dict[str, str]) -> ModelChoice:
     try:
         strength = float(text)
     except ValueError:
-        raise UploadError(f"strength must be a number from 0 to 1, got {text!r}") from None
+        raise UploadError(f"strength must be a number from 0 to 1, got {shown(text)}") from None
     if not (math.isfinite(strength) and 0.0 <= strength <= 1.0):
-        raise UploadError(f"strength must be from 0 (default) to 1 (gan), got {text}")
+        raise UploadError(f"strength must be from 0 (default) to 1 (gan), got {shown(text)}")
     # Strengths come in steps of 0.01 (the page's slider, the `_s0.30` of the file name, the
     # cached networks); another value is refused rather than silently rounded.
     if abs(strength * 100 - round(strength * 100)) > 1e-6:

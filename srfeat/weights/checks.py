@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from srfeat.archs.generator import SRFeatGenerator
-from srfeat.errors import InvalidOptionError, WeightsError, is_real_number
+from srfeat.errors import InvalidOptionError, WeightsError, given, is_real_number
 
 __all__ = [
     "MAX_TENSORS",
@@ -76,7 +76,7 @@ def weight_problem(
         )
     # NaN compared false with every weight, so no explosion was ever found; a string failed inside
     if not is_real_number(max_magnitude) or not float(max_magnitude) > 0:
-        raise InvalidOptionError(f"max_magnitude must be a number above 0 (inf: no bound), got {max_magnitude!r}")
+        raise InvalidOptionError(f"max_magnitude must be a number above 0 (inf: no bound), got {given(max_magnitude)}")
     non_finite: list[tuple[str, int]] = []
     negative_variance: list[tuple[str, int]] = []
     largest = ("", 0.0)
