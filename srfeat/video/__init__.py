@@ -153,10 +153,10 @@ class VideoOptions:
     def __post_init__(self) -> None:
         # Built in Python: a crf of "20" was a TypeError from inside the encoder set-up, a frames of (0, 48)
         # an AttributeError once the video was open.
-        from srfeat.errors import InvalidOptionError, given, is_real_number
+        from srfeat.errors import InvalidOptionError, given, is_real_number, shown
 
         if not isinstance(self.codec, str) or not self.codec.strip():
-            raise InvalidOptionError(f"codec must be an encoder name such as libx264, or auto; got {given(self.codec)}")
+            raise InvalidOptionError(f"codec must be an encoder name such as libx264, or auto; got {shown(self.codec)}")
         if self.crf is not None and not is_real_number(self.crf):
             raise InvalidOptionError(f"crf must be a number or None, got {given(self.crf)}")
         if not isinstance(self.frames, FrameRange):
