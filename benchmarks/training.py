@@ -16,7 +16,9 @@ batch 8, 96x96 HR patches). Variants, interleaved, one step each per round:
   win for inference but not for training steps;
 - "ours bf16" (`train.bf16`, opt-in precision; CPUs with AVX512-BF16 or AMX): channels_last,
   autocast to bfloat16, Adam(fused=True);
-- GPU "ours": channels_last, bf16 autocast, fused Adam, and with --compile torch.compile.
+- GPU "ours": channels_last, bf16 autocast, fused Adam;
+- with --compile, "compiled": torch.compile of the networks (channels_last, fused Adam; bf16 autocast on a
+  GPU), and on a CPU with native bf16 also "compiled bf16", `train.compile` with `train.bf16`.
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ def variants_for(device: torch.device, compile_: bool) -> dict[str, Recipe]:
             fused_adam=True,
             compile=True,
         )
+        if device.type == "cpu" and cpu_has_native_bf16():
+            # `train.compile` with `train.bf16`: inductor's CPU kernels under bf16 autocast.
+            recipes["compiled bf16"] = Recipe(
+                channels_last=True, autocast=torch.bfloat16, fused_adam=True, compile=True
+            )
     return recipes
 
 

@@ -110,6 +110,17 @@ def test_lr_gamma_must_lower_the_learning_rate(value: str, message: str) -> None
     assert config_from_dict(base(), ["optim.lr_gamma=1"]).optim.lr_gamma == 1.0
 
 
+@pytest.mark.parametrize("key", ["optim.lr", "optim.discriminator_lr"])
+def test_a_learning_rate_above_one_is_refused_before_the_run(key: str) -> None:
+    """1e4 for 1e-4 passed the check (it is positive and finite) and diverged at the first step, after the data
+    and the networks were built."""
+    with pytest.raises(
+        ConfigError, match=rf"^override {key}: config key {key} must be in \(0, 1\] \(Adam .*got 10000\.0$"
+    ):
+        config_from_dict(base(), [f"{key}=1e4"])
+    assert getattr(config_from_dict(base(), [f"{key}=1"]).optim, key.split(".")[1]) == 1.0
+
+
 @pytest.mark.parametrize("value", ["1", "1.5", "-0.1", "nan", "inf"])
 def test_ema_decay_must_be_in_zero_one(value: str) -> None:
     with pytest.raises(ConfigError, match=r"train.ema_decay must be|train.ema_decay must be a finite number"):

@@ -130,6 +130,14 @@ def check(config: TrainingConfig) -> None:
     for key, beta in (("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"config key {key} must be in [0, 1), got {beta}")
+    # Adam moves each weight by about lr per step: a rate above 1 is a slip (1e4 for 1e-4), and its run would
+    # diverge at the first step, after the data and networks were built.
+    for key, lr in (("optim.lr", optim.lr), ("optim.discriminator_lr", optim.discriminator_lr)):
+        if lr is not None and lr > 1.0:
+            raise ConfigError(
+                f"config key {key} must be in (0, 1] (Adam moves each weight by about that much per step; "
+                f"the paper's is 1e-4), got {shown(lr)}"
+            )
     # A factor above 1 raises the learning rate at each milestone: 10 for "divide by 10" is the slip, and
     # its run diverges hours later. 1 (a flat rate) is allowed.
     if optim.lr_gamma > 1.0:
