@@ -62,6 +62,14 @@ def test_joiners_and_variation_selectors_of_emoji_names_are_kept() -> None:
     assert printable(f"{family} {heart} caf\u00e9.png") == f"{family} {heart} caf\u00e9.png"
 
 
+def test_shown_writes_a_byte_that_is_not_utf8_as_xe9_and_a_typed_backslash_as_typed() -> None:
+    from srfeat.errors import shown
+
+    assert shown(f"{LATIN_1}/") == "'caf\\xe9/'"
+    assert shown(Path(LATIN_1)) == "PosixPath('caf\\xe9')"
+    assert shown("caf\\udce9") == "'caf\\\\udce9'"  # the text typed, backslash and all: its repr, unchanged
+
+
 def test_a_name_holding_a_right_to_left_override_is_escaped_on_standard_error(tmp_path: Path) -> None:
     model = tiny_generator_file(tmp_path / "tiny.safetensors")
     damaged = tmp_path / "photo\u202egnp.png"
@@ -150,6 +158,27 @@ def test_messages_write_the_bytes_of_a_name_that_is_not_utf8_as_a_shell_types_th
     done = srfeat_cli("upscale", tmp_path / f"{LATIN_1} 2.png", "-o", tmp_path / "out", "--model", model)
     assert done.returncode == 0 and "caf\\xe9 2" in done.stderr and "\\udc" not in done.stderr, done.stderr
     assert (tmp_path / "out" / f"{LATIN_1} 2.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "arguments, said",
+    [
+        (["upscale", "IN", "--suffix", f"{LATIN_1}/"], "ERROR: --suffix 'caf\\xe9/' contains a path separator"),
+        (["upscale", "IN", "--frames", LATIN_1], "argument --frames: 'caf\\xe9' is not A:B"),
+        (["eval", "--data", "IN", "--figure-crop", LATIN_1], "argument --figure-crop: 'caf\\xe9' is not a whole"),
+        (["eval", "--data", "IN", "--model", f"strength={LATIN_1}"], "model spec 'strength=caf\\xe9': 'caf\\xe9' is"),
+        (["serve", "--host", f"{LATIN_1}:80"], "ERROR: cannot listen on host 'caf\\xe9:80': it names a port"),
+        (["serve", "--host", LATIN_1], "ERROR: cannot listen on host 'caf\\xe9': not a valid host name"),
+    ],
+)
+def test_options_quoted_in_messages_write_bytes_that_are_not_utf8_as_a_shell_types_them(
+    tmp_path: Path, arguments: list[str], said: str
+) -> None:
+    """A value quoted by its repr wrote such a byte `\\udce9` (`--suffix '\\udce9/'`), which no shell takes."""
+    photo(tmp_path / "in.png")
+    child = srfeat_cli(*(str(tmp_path / "in.png") if part == "IN" else part for part in arguments))
+    assert child.returncode != 0 and said in child.stderr and "\\udc" not in child.stderr, child.stderr
+    assert len(child.stderr.strip().splitlines()) == 1, child.stderr
 
 
 def test_json_names_files_that_are_not_utf8_in_utf8(tmp_path: Path) -> None:

@@ -23,10 +23,12 @@ FIGURE_CROP = 96  # --figure-crop's default
 
 
 def positive_int(text: str) -> int:
+    from srfeat.errors import shown
+
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels") from None
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a whole number of pixels") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 pixel, got {value}")
     return value

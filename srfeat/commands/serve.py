@@ -24,7 +24,7 @@ import webbrowser
 from types import FrameType
 
 from srfeat.commands.arguments import DEVICE_HELP, TILE_HELP, tile_problem
-from srfeat.errors import SRFeatError
+from srfeat.errors import SRFeatError, bytes_shown, shown
 
 logger = logging.getLogger(__name__)
 
@@ -136,15 +136,15 @@ def _host_mistake(host: str) -> str | None:
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: the system picks a free one), so the URL is known before serving."""
     if (mistake := _host_mistake(host)) is not None:
-        raise SRFeatError(f"cannot listen on host {host!r}: {mistake}")
+        raise SRFeatError(f"cannot listen on host {shown(host)}: {mistake}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise SRFeatError(f"cannot listen on host {host!r}: {error}; give an address such as 127.0.0.1") from error
+        raise SRFeatError(f"cannot listen on host {shown(host)}: {error}; give an address such as 127.0.0.1") from error
     except UnicodeError as error:  # the IDNA codec: an empty label (a..b) or one over 63 characters
-        reason = "each part between dots needs 1 to 63 characters" if "label" in str(error) else str(error)
+        reason = "each part between dots needs 1 to 63 characters" if "label" in str(error) else bytes_shown(str(error))
         raise SRFeatError(
-            f"cannot listen on host {host!r}: not a valid host name ({reason}); give an address such as 127.0.0.1"
+            f"cannot listen on host {shown(host)}: not a valid host name ({reason}); give an address such as 127.0.0.1"
         ) from error
     family, kind, protocol, _, address = infos[0]
     listener = socket.socket(family, kind, protocol)

@@ -195,11 +195,15 @@ def device_problem(device: str) -> str | None:
 def suffix_problem(suffix: str) -> str | None:
     """--suffix goes into a file name: a separator would leave -o (or make a folder), a control
     character would split log lines and confuse every tool that lists the file."""
+    from srfeat.errors import shown
+
     separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
     if separators & set(suffix):
-        return f"--suffix {suffix!r} contains a path separator: it is added to the file name; give a folder with -o"
+        return (
+            f"--suffix {shown(suffix)} contains a path separator: it is added to the file name; give a folder with -o"
+        )
     if any(not character.isprintable() for character in suffix):
-        return f"--suffix {suffix!r} contains a control character (a newline?); give printable characters"
+        return f"--suffix {shown(suffix)} contains a control character (a newline?); give printable characters"
     return None
 
 

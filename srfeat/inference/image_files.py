@@ -86,7 +86,7 @@ def upscale_file(
     extension = target.suffix
     if extension.lower() not in FORMATS:  # found now, not after the network has run
         known = ", ".join(sorted(FORMATS))
-        raise SRFeatError(f"cannot write {target}: unknown image extension {extension!r}; use one of {known}")
+        raise SRFeatError(f"cannot write {target}: unknown image extension {shown(extension)}; use one of {known}")
     if target.is_dir() and not target.is_symlink():  # the final rename would fail after the upscale
         raise SRFeatError(f"cannot write {target}: a folder of that name exists; give another output name")
     if problem := unwritable_file(target):  # `x.jpg/out.png`: a bare FileExistsError, after the upscale

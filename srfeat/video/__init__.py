@@ -125,6 +125,8 @@ def frames_before_hint(index: int, frames: FrameRange, *, command_line: bool = F
 
 def parse_frame_range(text: str) -> FrameRange:
     """`A:B`, `A:` or `:B` (Python slice style, frames counted from 0) -> a FrameRange."""
+    from srfeat.errors import shown
+
     start_text, colon, stop_text = text.partition(":")
     try:
         if not colon:
@@ -132,9 +134,9 @@ def parse_frame_range(text: str) -> FrameRange:
         start = int(start_text) if start_text.strip() else 0
         stop = int(stop_text) if stop_text.strip() else None
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not A:B (e.g. 0:48, 100: or :250)") from None
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not A:B (e.g. 0:48, 100: or :250)") from None
     if start < 0 or (stop is not None and stop <= start):
-        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= A < B (frames counted from 0, B excluded)")
+        raise argparse.ArgumentTypeError(f"{shown(text)}: need 0 <= A < B (frames counted from 0, B excluded)")
     return FrameRange(start, stop)
 
 

@@ -220,7 +220,7 @@ def _spec_number(text: str, spec: str) -> float:
     try:
         return float(text)
     except ValueError as error:
-        raise WeightsError(f"model spec {spec!r}: {text!r} is not a number; use {SPEC_HELP}") from error
+        raise WeightsError(f"model spec {shown(spec)}: {shown(text)} is not a number; use {SPEC_HELP}") from error
 
 
 def is_blend_spec(spec: str) -> bool:
@@ -235,7 +235,7 @@ def parse_blend_spec(spec: str) -> BlendSpec | None:
     if spec.startswith(BLEND_PREFIX):
         parts = spec.removeprefix(BLEND_PREFIX).rsplit(",", 2)
         if len(parts) != 3 or not all(parts):
-            raise WeightsError(f"model spec {spec!r} is not blend=A,B,ALPHA (e.g. blend=default,gan,0.3)")
+            raise WeightsError(f"model spec {shown(spec)} is not blend=A,B,ALPHA (e.g. blend=default,gan,0.3)")
         model_a, model_b, alpha = parts
         return BlendSpec(model_a, model_b, check_alpha(_spec_number(alpha, spec)))
     return None
@@ -250,17 +250,19 @@ def expand_blend_specs(specs: Sequence[str]) -> list[str]:
             continue
         bounds = spec.removeprefix(STRENGTH_PREFIX).split(":")
         if len(bounds) != 3:
-            raise WeightsError(f"model spec {spec!r} is not strength=START:STOP:STEP (e.g. strength=0:1:0.1)")
+            raise WeightsError(f"model spec {shown(spec)} is not strength=START:STOP:STEP (e.g. strength=0:1:0.1)")
         start, stop, step = (_spec_number(text, spec) for text in bounds)
         check_alpha(start, "strength")
         check_alpha(stop, "strength")
         if not math.isfinite(step) or step <= 0 or stop < start:
-            raise WeightsError(f"model spec {spec!r}: needs START <= STOP and a positive STEP (e.g. strength=0:1:0.1)")
+            raise WeightsError(
+                f"model spec {shown(spec)}: needs START <= STOP and a positive STEP (e.g. strength=0:1:0.1)"
+            )
         # Counted in steps, not accumulated, so that 0.1 * 10 lands on 1 and is included.
         count = math.floor((stop - start) / step + 1e-9) + 1
         if count > MAX_RANGE_MODELS:
             raise WeightsError(
-                f"model spec {spec!r} names {count:,} models, more than {MAX_RANGE_MODELS}: "
+                f"model spec {shown(spec)} names {count:,} models, more than {MAX_RANGE_MODELS}: "
                 f"use a STEP of at least {(stop - start) / (MAX_RANGE_MODELS - 1):g} (e.g. strength=0:1:0.1)"
             )
         expanded += [f"{STRENGTH_PREFIX}{round(start + index * step, 10):g}" for index in range(count)]
