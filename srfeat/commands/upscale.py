@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
 
     from srfeat.data.io import FORMATS, IMAGE_EXTENSIONS
     from srfeat.errors import ImageReadError, SRFeatError
-    from srfeat.hardware import return_freed_memory
+    from srfeat.hardware import cpu_has_native_bf16, return_freed_memory
     from srfeat.inference import Upscaler
     from srfeat.inference.image_files import upscale_file
 
@@ -265,6 +265,12 @@ def run(args: argparse.Namespace) -> int:
         command_line=True,
     )
     logger.info("%s with %s", count_inputs(jobs), upscaler)
+    on_cpu_in_fp32 = upscaler.backend == "torch" and upscaler.device.type == "cpu" and dtype == "fp32"
+    if on_cpu_in_fp32 and cpu_has_native_bf16():  # the switch that pays most there, and opt-in: few have heard of it
+        logger.info(
+            "this CPU has native bf16 (AVX512-BF16 or AMX): --bf16 upscales 1.3-3x faster (README, Speed), "
+            "a few grey levels off"
+        )
     failures = len(errors)
     with logging_redirect_tqdm():
         # disable=None: a bar on a terminal only, not in logs and pipes.
