@@ -158,10 +158,51 @@ def test_cli_blend_then_model_equals_strength(photo_file: Path, tmp_path: Path) 
     from_file = upscaled_by_cli(photo_file, tmp_path / "file.png", "--model", blend)
     dialled = upscaled_by_cli(photo_file, tmp_path / "dial.png", "--strength", "0.5")
     assert np.abs(from_file - dialled).max() <= 1
+    # eval's model specs name the same model in upscale: they were looked for as files ("not found")
+    for spec in ("strength=0.5", "blend=default,gan,0.5"):
+        named = upscaled_by_cli(photo_file, tmp_path / f"{spec.split('=')[0]}.png", "--model", spec)
+        assert np.array_equal(named, dialled), spec
     # Nothing a user has is overwritten: a second blend to the same file is refused.
     before = blend.read_bytes()
     again = srfeat_cli("blend", "default", "gan", "--alpha", "0.7", "-o", blend)
     assert again.returncode == 1 and "exists; use --overwrite" in again.stderr and blend.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "command, arguments, said",
+    [
+        ("upscale", ["--model", "strength=0:1:0.1"], "model spec 'strength=0:1:0.1' names several models, which"),
+        ("export", ["--model", "strength=0:1:0.1"], "model spec 'strength=0:1:0.1' names several models, which"),
+        ("upscale", ["--model", "blend=default,gan"], "model spec 'blend=default,gan' is not blend=A,B,ALPHA"),
+        ("export", ["--model", "strength=2"], "strength must be between 0 and 1"),
+    ],
+)
+def test_cli_a_model_spec_that_is_not_one_model_is_one_line_and_writes_nothing(
+    photo_file: Path, tmp_path: Path, command: str, arguments: list[str], said: str
+) -> None:
+    inputs, output = ([photo_file], "out.png") if command == "upscale" else ([], "out.onnx")
+    process = srfeat_cli(command, *inputs, "-o", tmp_path / output, *arguments)
+    assert said in one_error_line(process), process.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_spec_with_a_strength_beside_it_is_refused() -> None:
+    with pytest.raises(
+        InvalidOptionError, match=r"^model 'blend=default,gan,0.3' is a blend already: leave strength out$"
+    ):
+        Upscaler("blend=default,gan,0.3", strength=0.5, device="cpu")
+
+
+def test_an_export_of_a_model_spec_is_named_as_the_blend_it_is() -> None:
+    """`srfeat export --model strength=0.3` was named `strength=0` (the spec read as a file, `.3` its suffix)."""
+    from srfeat.export.metadata import model_info
+
+    assert model_info("strength=0.3") == model_info("default", 0.3)
+    assert model_info("blend=default,gan,0.3") == model_info("default", 0.3)
+    other = model_info("blend=gan,default,0.25")
+    assert other.name == "gan-default-blend-0.25"
+    assert other.training_data.startswith("network interpolation 0.75 x gan + 0.25 x default; gan: ")
+    assert other.license == model_info("gan").license
 
 
 @pytest.mark.parametrize("strength", ["1.5", "nan", "-0.1"])

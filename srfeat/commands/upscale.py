@@ -21,6 +21,7 @@ from srfeat.commands.arguments import (
     DEVICE_HELP,
     MODEL_HELP,
     MODEL_METAVAR,
+    ONE_BLEND_HELP,
     OUTPUT_FLAGS,
     OUTPUT_METAVAR,
     STRENGTH_HELP,
@@ -84,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="default",
         metavar=MODEL_METAVAR,
-        help=f"{MODEL_HELP}, or a `srfeat export` .onnx file; default: default",
+        help=f"{MODEL_HELP}; also a `srfeat export` .onnx file or {ONE_BLEND_HELP}; default: default",
     )
     parser.add_argument(
         "--strength",

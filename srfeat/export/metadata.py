@@ -83,6 +83,10 @@ def model_info(
     """Metadata for a bundled name (its model card), a default/gan blend (`strength`), or a
     checkpoint or generator (what the caller says, else 'not recorded'). `command_line=True`
     (`srfeat export`) names its flags in a refusal."""
+    from srfeat.weights.blend import is_blend_spec
+
+    if isinstance(model, str) and is_blend_spec(model):  # `strength=0.3`, `blend=A,B,ALPHA`, as eval takes them
+        return blend_info(model, strength, training_data, license, command_line=command_line)
     if isinstance(model, SRFeatGenerator):
         name = "generator"
     else:
@@ -114,3 +118,27 @@ def model_info(
     # A file name in another encoding than UTF-8 (its bytes as surrogates) is named as best it can be.
     stem = os.fsencode(Path(name).stem).decode("utf-8", "replace")
     return ModelInfo(stem, training_data or "not recorded", license or "not recorded", command_line=command_line)
+
+
+def blend_info(
+    spec: str, strength: float | None, training_data: str | None, license: str | None, *, command_line: bool = False
+) -> ModelInfo:
+    """Metadata for a model spec: `strength=S` (and `blend=default,gan,S`) as `--strength S` gives it; another
+    blend named by its two models' names and alpha, with both models' training data and licences."""
+    from srfeat.weights.blend import DETAIL_MODELS, one_blend
+
+    blend = one_blend(spec, strength, command_line=command_line)
+    if (blend.model_a, blend.model_b) == DETAIL_MODELS:
+        return model_info(blend.model_a, blend.alpha, training_data, license, command_line=command_line)
+    low, high = (model_info(each, command_line=command_line) for each in (blend.model_a, blend.model_b))
+    alpha = blend.alpha
+    mixed = f"network interpolation {1 - alpha:g} x {low.name} + {alpha:g} x {high.name}"
+    both_licenses = (
+        low.license if low.license == high.license else f"{low.name}: {low.license}; {high.name}: {high.license}"
+    )
+    return ModelInfo(
+        f"{low.name}-{high.name}-blend-{alpha:g}",
+        training_data or f"{mixed}; {low.name}: {low.training_data}; {high.name}: {high.training_data}",
+        license or both_licenses,
+        command_line=command_line,
+    )

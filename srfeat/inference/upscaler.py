@@ -77,7 +77,8 @@ __all__ = [
 class Upscaler(ImageKinds):
     """A generator ready to upscale images: `Upscaler("default")(image)`.
 
-    `model` is a bundled name (`default`, `gan`), a checkpoint path, or an `SRFeatGenerator`.
+    `model` is a bundled name (`default`, `gan`), a checkpoint path, a blend as `srfeat eval` names one
+    (`"strength=0.3"`, `"blend=A,B,0.3"`), or an `SRFeatGenerator`.
     `device` is `"auto"` (GPU if available; the CPU for the onnxruntime backend), `"cpu"` or
     `"cuda[:i]"`; `dtype` is `"fp32"` (default), `"fp16"` or `"bf16"` (a tile whose
     reduced-precision output has NaN or inf is recomputed in fp32). `tile` is the tile size in

@@ -35,6 +35,7 @@ __all__ = [
     "expand_blend_specs",
     "is_blend_spec",
     "load_blended",
+    "one_blend",
     "parse_blend_spec",
     "strength_generator",
 ]
@@ -150,6 +151,8 @@ def load_blended(
     """
     if isinstance(model, SRFeatGenerator) and strength is None:
         return copy.deepcopy(model).cpu().float().eval()
+    if isinstance(model, str) and is_blend_spec(model):  # `strength=0.3`, `blend=A,B,ALPHA`: as srfeat eval takes them
+        return one_blend(model, strength, command_line=command_line).build()
     if isinstance(model, SRFeatGenerator):
         name = type(model).__name__
     else:  # as load_generator takes it: 5 was looked for as a file named "5", b"default" as "b'default'"
@@ -160,6 +163,23 @@ def load_blended(
         # an option given with the wrong model, not a broken file: the caller's fix is which model to name
         raise InvalidOptionError(problem)
     return strength_generator(strength)
+
+
+def one_blend(spec: str, strength: float | None, *, command_line: bool = False) -> BlendSpec:
+    """The blend that model spec `spec` names where one model is wanted (upscale, export, the API): eval's
+    blends are models in every command. A `strength` beside it, or a range of strengths, is refused. A path
+    is never a spec: `./strength=0.3` names a file."""
+    if strength is not None:
+        option = "--strength" if command_line else "strength"
+        raise InvalidOptionError(f"model {shown(spec)} is a blend already: leave {option} out")
+    if spec.startswith(STRENGTH_PREFIX) and ":" in spec:
+        raise WeightsError(
+            f"model spec {shown(spec)} names several models, which srfeat eval scores each; here give one: strength=S"
+        )
+    blend = parse_blend_spec(spec)
+    if blend is None:  # is_blend_spec's prefixes are parse_blend_spec's
+        raise WeightsError(f"model spec {shown(spec)}: use {SPEC_HELP}")
+    return blend
 
 
 def strength_model_problem(name: str, strength: float, *, command_line: bool = False) -> str | None:
