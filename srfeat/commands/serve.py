@@ -23,7 +23,14 @@ import urllib.parse
 import webbrowser
 from types import FrameType
 
-from srfeat.commands.arguments import DEVICE_HELP, TILE_HELP, tile_problem
+from srfeat.commands.arguments import (
+    DEVICE_HELP,
+    TILE_HELP,
+    add_precision_arguments,
+    precision,
+    tell_of_bf16,
+    tile_problem,
+)
 from srfeat.errors import SRFeatError, bytes_shown, shown
 
 logger = logging.getLogger(__name__)
@@ -85,6 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 30), so stalled or trickling ones cannot block others",
     )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_precision_arguments(parser)
     parser.add_argument(
         "--tile",
         type=int,
@@ -241,14 +249,19 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
     from PIL import Image
 
     from srfeat.inference import Upscaler
-    from srfeat.inference.upscaler import resolve_device
+    from srfeat.inference.upscaler import resolve_device, resolve_dtype
     from srfeat.training.interrupt import HANGUP, STOP_SIGNALS, ignore_further_hangups, stop_signals
     from srfeat.web.jobs import JobQueue, ModelChoice, remove_stale_temporaries
 
     device = resolve_device(args.device, command_line=True)
+    dtype = precision(args)
+    resolve_dtype(dtype, device, command_line=True)  # --half on the CPU: one line now, not on the page's first job
+    tell_of_bf16(device, dtype)
 
     def make_upscaler(choice: ModelChoice) -> Upscaler:
-        return Upscaler(choice.model, device=device, tile=args.tile, strength=choice.strength, command_line=True)
+        return Upscaler(
+            choice.model, device=device, dtype=dtype, tile=args.tile, strength=choice.strength, command_line=True
+        )
 
     host, port = listener.getsockname()[:2]
     url = page_url(host, port)
@@ -284,7 +297,7 @@ def _serve(args: argparse.Namespace, listener: socket.socket) -> int:
         # On a loopback address, a page elsewhere that points its own name here (DNS rebinding) is
         # refused: only loopback addresses, localhost and the name given to --host are served.
         allowed_hosts=[args.host] if loopback else None,
-        device=str(device),
+        device=str(device) if dtype == "fp32" else f"{device} ({dtype})",
     )
 
     left_ignored = set(STOP_SIGNALS) - set(stop_signals())

@@ -27,7 +27,10 @@ from srfeat.commands.arguments import (
     STRENGTH_HELP,
     TILE_HELP,
     TTA_HELP,
+    add_precision_arguments,
     path_argument,
+    precision,
+    tell_of_bf16,
     tile_problem,
 )
 from srfeat.commands.upscale_jobs import (
@@ -115,19 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help=f"{DEVICE_HELP}; auto is the CPU for --backend onnxruntime",
     )
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument(
-        "--half",
-        action="store_true",
-        help="half precision: float16 arithmetic on the GPU (tiles that overflow are redone in float32); the "
-        "output's size is not halved (that is --outscale)",
-    )
-    precision.add_argument(
-        "--bf16",
-        action="store_true",
-        help="bfloat16: on a GPU, or on a CPU with native bf16 (AVX512-BF16, AMX), where it is 1.3-3x faster "
-        "than fp32 (AMD Zen 4 to an Intel Xeon with AMX) and a few grey levels off",
-    )
+    add_precision_arguments(parser, half_note="; the output's size is not halved (that is --outscale)")
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the network (pays off over many images on a GPU)"
     )
@@ -232,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
 
     from srfeat.data.io import FORMATS, IMAGE_EXTENSIONS
     from srfeat.errors import ImageReadError, SRFeatError
-    from srfeat.hardware import cpu_has_native_bf16, return_freed_memory
+    from srfeat.hardware import return_freed_memory
     from srfeat.inference import Upscaler
     from srfeat.inference.image_files import upscale_file
 
@@ -251,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         if len(errors) > 1:  # one problem is its own summary; several get a last line that says none ran
             logger.error("nothing to upscale: every input has a problem above")
         return 1
-    dtype = "fp16" if args.half else "bf16" if args.bf16 else "fp32"
+    dtype = precision(args)
     upscaler = Upscaler(
         args.model,
         device=args.device,
@@ -266,12 +257,7 @@ def run(args: argparse.Namespace) -> int:
         command_line=True,
     )
     logger.info("%s with %s", count_inputs(jobs), upscaler)
-    on_cpu_in_fp32 = upscaler.backend == "torch" and upscaler.device.type == "cpu" and dtype == "fp32"
-    if on_cpu_in_fp32 and cpu_has_native_bf16():  # the switch that pays most there, and opt-in: few have heard of it
-        logger.info(
-            "this CPU has native bf16 (AVX512-BF16 or AMX): --bf16 upscales 1.3-3x faster (README, Speed), "
-            "a few grey levels off"
-        )
+    tell_of_bf16(upscaler.device, dtype, upscaler.backend)
     failures = len(errors)
     with logging_redirect_tqdm():
         # disable=None: a bar on a terminal only, not in logs and pipes.
