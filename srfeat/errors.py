@@ -140,9 +140,8 @@ def shown(value: object, limit: int = 100) -> str:
     """`value`'s repr for a one-line message (not an error type): a tensor's, an array's or a
     module's repr spans lines, and a message that quoted it was several lines long. Only the line
     breaks and the indents around them go: spaces within a line are the value's own ('my  photo')."""
-    text = bytes_shown(
-        _LINE_BREAK.sub(" ", _SHORT_REPR.repr(value).strip())
-    )  # a repr: each \udcXX escape in it is a byte
+    # a repr, so each \udcXX escape in it is a byte of a name or of the command line that is not UTF-8
+    text = bytes_shown(_LINE_BREAK.sub(" ", _SHORT_REPR.repr(value).strip()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
