@@ -107,9 +107,9 @@ class DataConfig:
 class OptimConfig:
     """Adam for the generator and both discriminators, with a stepwise learning rate."""
 
-    # Initial learning rate of the generator.
+    # Initial learning rate of the generator, in (0, 1].
     lr: float = 1e-4
-    # Initial learning rate of the discriminators (null: the same as lr).
+    # Initial learning rate of the discriminators, in (0, 1] (null: the same as lr).
     discriminator_lr: float | None = None
     # Adam's beta1 (0.9 in the paper) and beta2.
     beta1: float = 0.9
