@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_helpers import with_hangup
 from PIL import Image, ImageCms, features
 
@@ -815,6 +816,8 @@ def test_bad_serve_options_are_one_line_errors_before_anything_loads() -> None:
 
 def test_serve_bf16_upscales_in_bf16_and_says_so_on_the_page() -> None:
     """`srfeat serve` took no precision: the page upscaled in fp32 where --bf16 is 1.3-3x faster."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("bf16 on the CPU needs PyTorch with oneDNN")
     started = start_server("--bf16")
     try:
         config = json.loads(call(started, "GET", "/api/config").body)
@@ -829,7 +832,9 @@ def test_serve_bf16_upscales_in_bf16_and_says_so_on_the_page() -> None:
     photo = Image.open(io.BytesIO(png_bytes(16)))
     in_bf16 = np.asarray(Upscaler("default", device="cpu", dtype="bf16", tile=TILE)(photo))
     in_fp32 = np.asarray(Upscaler("default", device="cpu", tile=TILE)(photo))
-    assert np.array_equal(served, in_bf16) and not np.array_equal(served, in_fp32)
+    # bf16's rounding, not fp32's (the server's threads may round a level apart)
+    off_bf16, off_fp32 = (np.abs(served.astype(np.int16) - other) for other in (in_bf16, in_fp32))
+    assert off_bf16.max() <= 1 and off_bf16.mean() < off_fp32.mean(), (off_bf16.mean(), off_fp32.mean())
     assert "--bf16 upscales" not in started.log_text()  # the hint is for fp32 runs
 
 
