@@ -49,8 +49,11 @@ OUTPUT_METAVAR = "OUT"
 # ways: "(e.g. default), a checkpoint", "(default, gan) or a generator checkpoint", "a checkpoint path".
 MODEL_METAVAR = "MODEL"
 MODEL_HELP = "a bundled model name (default, gan) or a generator checkpoint (.safetensors, .pt or .pth)"
-# upscale's and export's: one model, so a blend as eval names one but no range of them
-ONE_BLEND_HELP = "a blend as srfeat eval names one: strength=S (as --strength S) or blend=A,B,ALPHA (of any two)"
+# --model of upscale, export and eval takes a blend of two generators too, in the same words after MODEL_HELP
+BLEND_HELP = (
+    ", or a blend: strength=S (the default/gan blend at S in 0..1, as `srfeat upscale --strength S`) or "
+    "blend=A,B,ALPHA ((1 - ALPHA) A + ALPHA B of two generators of one architecture)"
+)
 # --strength of upscale and export: export's said only what it blends, upscale's not that it needs --model default.
 STRENGTH_HELP = (
     "detail dial from 0 (the default model: faithful, smooth) to 1 (the gan model: sharp, invented texture); "

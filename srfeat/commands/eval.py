@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srfeat.commands.arguments import DEVICE_HELP, MODEL_HELP, MODEL_METAVAR, TTA_HELP, path_argument
+from srfeat.commands.arguments import BLEND_HELP, DEVICE_HELP, MODEL_HELP, MODEL_METAVAR, TTA_HELP, path_argument
 
 if TYPE_CHECKING:
     from srfeat.evaluation import FigureSample
@@ -164,10 +164,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar=MODEL_METAVAR,
-        help=f"{MODEL_HELP}, several for a row each; also 'bicubic', 'hr' (the ground truth, for no-reference "
-        "metrics) or a blend: strength=S (the default/gan blend at S in 0..1, as "
-        "`srfeat upscale --strength S`), strength=START:STOP:STEP (one model per step, both ends included: "
-        "strength=0:1:0.1), blend=A,B,ALPHA ((1 - ALPHA) A + ALPHA B of two generators of one architecture)",
+        help=f"{MODEL_HELP}{BLEND_HELP}, several for a row each; also 'bicubic', 'hr' (the ground truth, for "
+        "no-reference metrics) and strength=START:STOP:STEP (one model per step, both ends included: "
+        "strength=0:1:0.1)",
     )
     parser.add_argument(
         "--data",

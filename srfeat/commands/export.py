@@ -13,9 +13,9 @@ import argparse
 import logging
 
 from srfeat.commands.arguments import (
+    BLEND_HELP,
     MODEL_HELP,
     MODEL_METAVAR,
-    ONE_BLEND_HELP,
     OUTPUT_FLAGS,
     OUTPUT_METAVAR,
     STRENGTH_HELP,
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="default",
         metavar=MODEL_METAVAR,
-        help=f"{MODEL_HELP}; also {ONE_BLEND_HELP}; default: default",
+        help=f"{MODEL_HELP}{BLEND_HELP}; default: default",
     )
     parser.add_argument(
         "--strength",

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from srfeat import video
 from srfeat.commands.arguments import (
+    BLEND_HELP,
     DEVICE_HELP,
     MODEL_HELP,
     MODEL_METAVAR,
-    ONE_BLEND_HELP,
     OUTPUT_FLAGS,
     OUTPUT_METAVAR,
     STRENGTH_HELP,
@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="default",
         metavar=MODEL_METAVAR,
-        help=f"{MODEL_HELP}; also a `srfeat export` .onnx file or {ONE_BLEND_HELP}; default: default",
+        help=f"{MODEL_HELP}{BLEND_HELP}; also a `srfeat export` .onnx file; default: default",
     )
     parser.add_argument(
         "--strength",
