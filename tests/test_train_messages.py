@@ -90,8 +90,9 @@ def test_a_run_that_stops_after_a_checkpoint_tells_a_python_caller_the_call_that
 def test_a_stage_2_divergence_names_the_discriminators_rate_and_the_adversarial_weights(
     folders, tmp_path: Path
 ) -> None:
-    """optim.discriminator_lr 1e300 made the losses NaN at the first step, and the one line said to lower
-    optim.lr, which was not the cause; stage 1's advice stays optim.lr alone."""
+    """A stage-2 run that diverged for its adversarial term (here a weight of 1e300, which makes the losses NaN at
+    the first step; a discriminator_lr as wild is refused with the config now) was told to lower optim.lr, which
+    was not the cause; stage 1's advice stays optim.lr alone."""
     from training_helpers import tiny_generator_file
 
     from srfeat.errors import TrainingDiverged
@@ -104,7 +105,7 @@ def test_a_stage_2_divergence_names_the_discriminators_rate_and_the_adversarial_
         "train.max_steps=2",
         "model.discriminators=[image]",
     ]
-    config = tiny_config(train_dir, None, tmp_path / "run", 2, [*overrides, "optim.discriminator_lr=1e300"])
+    config = tiny_config(train_dir, None, tmp_path / "run", 2, [*overrides, "model.image_adversarial_weight=1e300"])
     with pytest.raises(TrainingDiverged) as raised:
         trainer.train(config, out_dir=tmp_path / "run", show_progress=False)
     assert "(lower optim.lr, optim.discriminator_lr or model.image_adversarial_weight, or check the data)" in str(
