@@ -62,7 +62,7 @@ from srfeat.evaluation_results import (
 from srfeat.hardware import one_line_if_out_of_memory
 from srfeat.metrics.psnr_ssim import psnr, rgb_to_y, ssim
 from srfeat.weights import load_generator
-from srfeat.weights.blend import expand_blend_specs, parse_blend_spec
+from srfeat.weights.blend import expand_blend_specs
 
 __all__ = [
     "BICUBIC",
@@ -131,10 +131,7 @@ def make_upscaler(
     # tiles: a benchmark image is smaller than a tile (the CPU's 1 GiB budget gives 320 x 320 input
     # pixels; no input of Set5, Set14 or BSD100 is over 192 a side), so it is scored whole, and a large
     # photo of a user's own set no longer needs gigabytes (tiling is exact up to float rounding).
-    blend = parse_blend_spec(spec)
-    upscaler = InferenceUpscaler(
-        spec if blend is None else blend.build(), device=device, tta=tta, command_line=command_line
-    )
+    upscaler = InferenceUpscaler(spec, device=device, tta=tta, command_line=command_line)  # a blend spec too
     if upscaler.scale != scale:
         raise SRFeatError(
             f"model {spec} upscales x{upscaler.scale}, but the evaluation is at x{scale}: "
