@@ -1,6 +1,7 @@
 """The loss terms of SRFeat (paper, Sec. 3.2).
 
-Stage 1 trains with the pixel MSE alone. Stage 2 trains with the perceptual loss on VGG19
+Stage 1 trains with the pixel MSE alone (plus, as an option that is not the paper's, an MSE of
+the luma that the evaluation measures). Stage 2 trains with the perceptual loss on VGG19
 conv5_4 features scaled by 1/12.75, plus 1e-3 times the adversarial loss of each of the two
 discriminators. Discriminators output logits, so the adversarial terms use BCE-with-logits
 (a sigmoid inside the network *and* in the loss would flatten the signal).
@@ -16,10 +17,28 @@ import torch.nn.functional as F
 FEATURE_SCALE = 1.0 / 12.75
 ADVERSARIAL_WEIGHT = 1e-3
 
+# BT.601 luma of RGB in [0, 1], as the evaluation computes it (srfeat.metrics.psnr_ssim.Y_WEIGHTS),
+# divided by 255 so that Y is on the images' [0, 1] scale; its offset of 16 cancels in a difference.
+LUMA_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
 
-def pixel_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """Stage-1 loss: mean squared error between the SR and HR images."""
-    return F.mse_loss(sr, hr)
+
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """BT.601 Y (without its offset) of an NCHW RGB batch in [0, 1], as N1HW."""
+    weights = images.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
+def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, luma_weight: float = 0.0) -> torch.Tensor:
+    """Stage-1 loss: mean squared error between the SR and HR images, plus `luma_weight` times
+    the MSE of their luma.
+
+    The benchmarks score the luma alone (PSNR and SSIM on Y); the RGB term keeps the colours
+    anchored, which a loss on the luma alone leaves free. 0 is the paper's loss.
+    """
+    loss = F.mse_loss(sr, hr)
+    if luma_weight:
+        loss = loss + luma_weight * F.mse_loss(luma(sr), luma(hr))
+    return loss
 
 
 def perceptual_loss(sr_features: torch.Tensor, hr_features: torch.Tensor) -> torch.Tensor:

@@ -152,7 +152,11 @@ class RunBuilder:
 
         if config.stage == 1:
             step_fn: PretrainStep | GANStep = PretrainStep(
-                step_generator, generator_optimizer, self.autocast, config.train.grad_clip_norm
+                step_generator,
+                generator_optimizer,
+                self.autocast,
+                config.train.grad_clip_norm,
+                config.model.luma_loss_weight,
             )
         else:
             from srfeat.archs.vgg import VGG19FeatureExtractor

@@ -73,6 +73,9 @@ class ModelConfig:
     # generator's loss (1e-3 each in the paper and the authors' code).
     image_adversarial_weight: float = 1e-3
     feature_adversarial_weight: float = 1e-3
+    # Stage 1: weight of an MSE of the luma (BT.601 Y, what the benchmarks score) added to the
+    # pixel MSE of RGB. 0 (the default) is the paper's loss.
+    luma_loss_weight: float = 0.0
 
 
 @dataclass

@@ -149,6 +149,17 @@ def check(config: TrainingConfig) -> None:
         raise ConfigError(
             f"config key train.ema_decay must be in [0, 1) (e.g. 0.999; 0 or null: off), got {train.ema_decay}"
         )
+    if model.luma_loss_weight < 0:
+        raise ConfigError(
+            "config key model.luma_loss_weight must be 0 (the paper's loss) or more, "
+            f"got {shown(model.luma_loss_weight)}"
+        )
+    # Stage 2's generator loss has no pixel term: a weight there would change nothing, silently.
+    if config.stage == 2 and model.luma_loss_weight:
+        raise ConfigError(
+            "config key model.luma_loss_weight weighs a term of stage 1's pixel loss, which stage 2 does not use: "
+            "leave it at 0 in stage 2"
+        )
     if optim.lr_schedule == "progress" and any(not 0.0 < m < 1.0 for m in optim.lr_milestones):
         raise ConfigError(
             "optim.lr_milestones must be fractions in (0, 1) with lr_schedule 'progress', "

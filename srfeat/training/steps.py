@@ -94,17 +94,19 @@ class PretrainStep:
         optimizer: torch.optim.Optimizer,
         autocast: AutocastFactory = no_autocast,
         grad_clip_norm: float | None = None,
+        luma_weight: float = 0.0,
     ) -> None:
         self.generator = generator
         self.optimizer = optimizer
         self.autocast = autocast
         self.grad_clip_norm = grad_clip_norm
+        self.luma_weight = luma_weight
 
     def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         self.generator.train()
         with self.autocast():
             sr = self.generator(lr)
-        loss = pixel_loss(sr.float(), hr)
+        loss = pixel_loss(sr.float(), hr, self.luma_weight)
         clip = (self.generator, self.grad_clip_norm) if self.grad_clip_norm is not None else None
         norm = optimizer_step(self.optimizer, loss, clip)
         losses = {"loss/pixel": loss.detach(), "loss/generator": loss.detach()}
