@@ -168,6 +168,28 @@ def test_cli_blend_then_model_equals_strength(photo_file: Path, tmp_path: Path) 
     assert again.returncode == 1 and "exists; use --overwrite" in again.stderr and blend.read_bytes() == before
 
 
+def test_cli_blend_takes_model_specs_as_its_models(tmp_path: Path) -> None:
+    """`srfeat blend strength=0.3 gan` was "not found" (the spec looked for as a file), though a spec is a model
+    in upscale, export and eval: halfway from strength 0.3 to gan is strength 0.65."""
+    outputs = {
+        "specs": ["strength=0.3", "gan", "--alpha", "0.5"],
+        "nested": ["blend=default,gan,0.65", "blend=gan,default,1", "--alpha", "0"],
+        "names": ["default", "gan", "--alpha", "0.65"],
+    }
+    for name, arguments in outputs.items():
+        process = srfeat_cli("blend", *arguments, "-o", tmp_path / f"{name}.safetensors")
+        assert process.returncode == 0, process.stderr
+    expected = load_generator(tmp_path / "names.safetensors").state_dict()
+    for name in ("specs", "nested"):
+        blended = load_generator(tmp_path / f"{name}.safetensors").state_dict()
+        assert blended.keys() == expected.keys()
+        for key, tensor in expected.items():
+            torch.testing.assert_close(blended[key], tensor, rtol=0, atol=1e-6, msg=f"{name}: {key}")
+    refused = srfeat_cli("blend", "strength=1.5", "gan", "--alpha", "0.5", "-o", tmp_path / "no.safetensors")
+    assert one_error_line(refused) == "ERROR: strength must be between 0 and 1 (0 = default, 1 = gan), got 1.5"
+    assert not (tmp_path / "no.safetensors").exists()
+
+
 @pytest.mark.parametrize(
     "command, arguments, said",
     [
@@ -269,10 +291,14 @@ def test_cli_blend_output_that_cannot_be_made_is_one_line_before_loading(tmp_pat
     assert one_error_line(process) == f"ERROR: {expected} is a file, not a folder"
 
 
-def test_cli_blend_never_writes_over_a_bundled_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("model_a", ["default", "strength=0.5", "blend=blend=gan,default,0.2,gan,0.1"])
+def test_cli_blend_never_writes_over_a_bundled_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_a: str
+) -> None:
     # Before: `srfeat blend default gan -o .../srfeat/weights/default.safetensors --overwrite` replaced the
     # bundled default (every later `default` and --strength was the blend): the input was compared as the
-    # path "default", which is no file. A copy of the package's folder stands in for it here.
+    # path "default", which is no file. A copy of the package's folder stands in for it here. A blend spec
+    # reads its models: `strength=0.5` reads default, as the nested blend does.
     import argparse
 
     from srfeat.commands import blend as blend_command
@@ -286,7 +312,7 @@ def test_cli_blend_never_writes_over_a_bundled_input(tmp_path: Path, monkeypatch
     before = (bundled / "default.safetensors").read_bytes()
     parser = argparse.ArgumentParser()
     blend_command.add_arguments(parser)
-    args = ["default", "gan", "--alpha", "0.5", "-o", str(bundled / "default.safetensors"), "--overwrite"]
+    args = [model_a, "gan", "--alpha", "0.5", "-o", str(bundled / "default.safetensors"), "--overwrite"]
     with pytest.raises(SRFeatError, match=r"is the input .*default.safetensors: choose another -o"):
         blend_command.run(parser.parse_args(args))
     assert (bundled / "default.safetensors").read_bytes() == before

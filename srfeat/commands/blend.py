@@ -2,8 +2,9 @@
 
 Writes (1 - a) A + a B, weight by weight, as an ordinary generator checkpoint that loads
 wherever one does (`srfeat upscale --model OUT.safetensors`, `Upscaler(OUT)`, `srfeat eval`).
-A and B are bundled names or checkpoint paths of the same architecture, typically a stage-1
-(MSE) generator and the stage-2 (GAN) generator fine-tuned from it.
+A and B are bundled names, checkpoint paths or blend specs (`strength=S`, `blend=A,B,ALPHA`) of the
+same architecture, typically a stage-1 (MSE) generator and the stage-2 (GAN) generator fine-tuned
+from it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from srfeat.commands.arguments import MODEL_HELP, OUTPUT_FLAGS, OUTPUT_METAVAR, path_argument
+from srfeat.commands.arguments import BLEND_HELP, MODEL_HELP, OUTPUT_FLAGS, OUTPUT_METAVAR, path_argument
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def check_weights_output(output: Path, overwrite: bool, inputs: Sequence[Path]) 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_a", metavar="A", help=f"the generator at alpha 0: {MODEL_HELP}")
-    parser.add_argument("model_b", metavar="B", help=f"the generator at alpha 1: {MODEL_HELP}")
+    parser.add_argument("model_a", metavar="A", help=f"the generator at alpha 0: {MODEL_HELP}{BLEND_HELP}")
+    parser.add_argument("model_b", metavar="B", help="the generator at alpha 1, named as A is")
     parser.add_argument(
         "--alpha",
         type=float,
@@ -72,14 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from srfeat.path_checks import same_file
     from srfeat.weights import generator_path, save_generator
-    from srfeat.weights.blend import blend_generators, check_alpha
+    from srfeat.weights.blend import blend_generators, check_alpha, models_read
 
     alpha = check_alpha(args.alpha, "--alpha")
     output = Path(args.output).expanduser()
-    # The files that will be read: a bundled name is its file in the package, which -o must not replace either.
-    inputs = [generator_path(args.model_a), generator_path(args.model_b)]
+    # The files that will be read: a bundled name is its file in the package, which -o must not replace either;
+    # a blend spec reads its models'.
+    inputs = [generator_path(model) for name in (args.model_a, args.model_b) for model in models_read(name)]
     check_weights_output(output, args.overwrite, inputs)
-    if args.model_a == args.model_b or same_file(*inputs):
+    if args.model_a == args.model_b or (len(inputs) == 2 and same_file(*inputs)):
         logger.warning("A and B are the same model (%s): the blend is a copy of it", args.model_a)
     generator = blend_generators(args.model_a, args.model_b, alpha)
     # written to a temporary file and renamed: nothing half-written

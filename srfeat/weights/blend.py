@@ -122,14 +122,15 @@ def blend_states(
 
 
 def blend_generators(model_a: str | os.PathLike[str], model_b: str | os.PathLike[str], alpha: float) -> SRFeatGenerator:
-    """The generator (1 - alpha) A + alpha B of two bundled names or checkpoint paths, on the CPU.
+    """The generator (1 - alpha) A + alpha B of two bundled names, checkpoint paths or blend specs, on the CPU.
 
     Each is loaded (and so validated) on its own first; a blend of two different
     architectures fails naming the first key or shape that differs.
     """
     alpha = check_alpha(alpha)
-    generator_a = load_generator(model_a, "cpu")
-    generator_b = load_generator(model_b, "cpu")
+    # A and B may be blend specs themselves (`blend=strength=0.3,mine.safetensors,0.5`): blends are models too
+    generator_a = load_blended(model_a, None)
+    generator_b = load_blended(model_b, None)
     state = blend_states(generator_a.state_dict(), generator_b.state_dict(), alpha, names=(str(model_a), str(model_b)))
     return generator_from_state(state, source=f"the blend of {model_a} and {model_b}").eval()
 
@@ -245,6 +246,15 @@ def _spec_number(text: str, spec: str) -> float:
 
 def is_blend_spec(spec: str) -> bool:
     return spec.startswith((STRENGTH_PREFIX, BLEND_PREFIX))
+
+
+def models_read(model: str) -> list[str]:
+    """The bundled names and checkpoint paths that loading `model` reads: itself, or a blend spec's models
+    (a command that writes weights must not write over any of them)."""
+    if not is_blend_spec(model):
+        return [model]
+    blend = one_blend(model, None)
+    return [*models_read(blend.model_a), *models_read(blend.model_b)]
 
 
 def parse_blend_spec(spec: str) -> BlendSpec | None:
