@@ -12,14 +12,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from srfeat.metrics.psnr_ssim import Y_WEIGHTS
+
 # The authors scale conv5_4 activations by 1/12.75 so that their magnitude suits the MSE
 # and the feature discriminator.
 FEATURE_SCALE = 1.0 / 12.75
 ADVERSARIAL_WEIGHT = 1e-3
 
-# BT.601 luma of RGB in [0, 1], as the evaluation computes it (srfeat.metrics.psnr_ssim.Y_WEIGHTS),
-# divided by 255 so that Y is on the images' [0, 1] scale; its offset of 16 cancels in a difference.
-LUMA_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+# BT.601 luma of RGB in [0, 1], as the evaluation computes it, divided by 255 so that Y is on the
+# images' [0, 1] scale; its offset of 16 cancels in a difference.
+LUMA_WEIGHTS = tuple(float(weight) / 255.0 for weight in Y_WEIGHTS)
 
 
 def luma(images: torch.Tensor) -> torch.Tensor:
