@@ -190,6 +190,31 @@ def test_cli_blend_takes_model_specs_as_its_models(tmp_path: Path) -> None:
     assert not (tmp_path / "no.safetensors").exists()
 
 
+def test_blend_specs_nest_sixteen_deep_and_a_deeper_one_is_one_line(tmp_path: Path) -> None:
+    """A spec nests blends in A's place; thousands of them (as long as a command line allows) were a
+    RecursionError's traceback."""
+    from srfeat.weights.blend import MAX_NESTED_BLENDS, load_blended
+
+    def nested(depth: int) -> str:
+        return "blend=" * depth + "default" + ",gan,0.5" * depth
+
+    deepest = load_blended(nested(MAX_NESTED_BLENDS), None).state_dict()
+    expected = blend_generators("default", "gan", 1 - 0.5**MAX_NESTED_BLENDS).state_dict()
+    for key, tensor in expected.items():
+        torch.testing.assert_close(deepest[key], tensor, rtol=0, atol=1e-6, msg=key)
+    too_deep = nested(3000)
+    said = f"nests 3000 blends, more than {MAX_NESTED_BLENDS}: write the inner ones to a file with `srfeat blend`"
+    photo = tmp_path / "photo.png"
+    Image.fromarray(PHOTO[:8, :8]).save(photo)
+    for arguments in (
+        ["upscale", photo, "-o", tmp_path / "out.png", "--model", too_deep],
+        ["blend", too_deep, "gan", "--alpha", "0.5", "-o", tmp_path / "out.safetensors"],
+        ["eval", "--model", too_deep, "--data", tmp_path, "--metrics", "psnr"],
+    ):
+        assert said in one_error_line(srfeat_cli(*arguments)), arguments[0]
+    assert sorted(tmp_path.iterdir()) == [photo]
+
+
 @pytest.mark.parametrize(
     "command, arguments, said",
     [

@@ -216,6 +216,9 @@ def strength_model_problem(name: str, strength: float, *, command_line: bool = F
 # The most models one strength=START:STOP:STEP range may name (0:1:0.01): each is a network run
 # over every image, so a tiny STEP would mean days of work (and 1e-9 a billion names to list).
 MAX_RANGE_MODELS = 101
+# The most blends one spec may nest in A's place (`blend=blend=A,B,0.3,C,0.5` nests 2): each is built by a call
+# within the last, so thousands (a spec as long as a command line allows) ran out of Python's stack.
+MAX_NESTED_BLENDS = 16
 
 STRENGTH_PREFIX = "strength="
 BLEND_PREFIX = "blend="
@@ -263,6 +266,14 @@ def parse_blend_spec(spec: str) -> BlendSpec | None:
         strength = check_alpha(_spec_number(spec.removeprefix(STRENGTH_PREFIX), spec), "strength")
         return BlendSpec(*DETAIL_MODELS, strength)
     if spec.startswith(BLEND_PREFIX):
+        nested = 0
+        while spec.startswith(BLEND_PREFIX, nested * len(BLEND_PREFIX)):
+            nested += 1
+        if nested > MAX_NESTED_BLENDS:
+            raise WeightsError(
+                f"model spec {shown(spec)} nests {nested} blends, more than {MAX_NESTED_BLENDS}: "
+                "write the inner ones to a file with `srfeat blend` and name the file"
+            )
         parts = spec.removeprefix(BLEND_PREFIX).rsplit(",", 2)
         if len(parts) != 3 or not all(parts):
             raise WeightsError(f"model spec {shown(spec)} is not blend=A,B,ALPHA (e.g. blend=default,gan,0.3)")
