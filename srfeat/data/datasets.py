@@ -32,12 +32,14 @@ from srfeat.data.protocol import (
     bicubic_downscale,
     bicubic_upscale,
     center_crop,
+    check_image_scales,
     check_patch_size,
     check_whole_number,
     downscale_tensor,
     mod_crop,
     to_tensor,
 )
+from srfeat.data.resize import imresize_np
 from srfeat.errors import ImageReadError, SRFeatError, check_flag
 from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
@@ -211,6 +213,12 @@ class RandomCropDataset(Dataset[Sample]):
     False each item decodes its file. The default (None) holds them when, decoded, they take
     at most half the available memory (from the file headers), and reads them on access
     otherwise, with a log line: a training folder the size of COCO would not fit.
+
+    `image_scales` below 1 augment the images by size, as VDSR and MemNet augment the 291 images
+    ((1, 0.9, 0.8, 0.7, 0.6)): each crop is drawn from the image shrunk by one of the factors, picked at
+    random among those that leave it at least a patch wide (MATLAB bicubic, rounded to uint8: the
+    smaller image is what a camera of fewer pixels would have taken). The default (1,) keeps the images
+    as they are, and draws crops exactly as without the option.
     """
 
     def __init__(
@@ -220,17 +228,19 @@ class RandomCropDataset(Dataset[Sample]):
         scale: int = 4,
         repeats: int = 1,
         in_memory: bool | None = None,
+        image_scales: Sequence[float] = (1.0,),
     ) -> None:
         if in_memory is not None:
             in_memory = check_flag(in_memory, "in_memory", choices="True, False or None (held if it fits)")
         hr_patch_size, scale = check_patch_size(hr_patch_size, scale)
         repeats = check_whole_number(repeats, "repeats")
+        self.image_scales = check_image_scales(image_scales)
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.repeats = repeats
         paths, decoded_bytes = scan_images(as_folders(folders), hr_patch_size, type(self).__name__)
+        decoded_bytes = round(decoded_bytes * sum(factor**2 for factor in self.image_scales))
         self.images = LazyImages(paths)
-        self.cache: list[torch.Tensor] | None = None
         if in_memory is None:
             available = host_available_memory()
             in_memory = decoded_bytes <= available / 2
@@ -243,11 +253,22 @@ class RandomCropDataset(Dataset[Sample]):
                     decoded_bytes / 1e9,
                     available / 1e9,
                 )
+        # The versions of each image a crop is drawn from: one per image scale that leaves a patch (uint8 C, H, W).
+        self.cache: list[list[torch.Tensor]] | None = None
         if in_memory:
-            # uint8 (C, H, W) tensors: 4x smaller than float, and cropping a view is free.
-            self.cache = [torch.from_numpy(array.transpose(2, 0, 1).copy()) for array in self.images.load_all()]
+            # uint8 tensors: 4x smaller than float, and cropping a view is free.
+            self.cache = [self._versions(array) for array in self.images.load_all()]
         else:
             self.images.load(0)  # as CenterCropDataset: a folder of only undecodable files is refused now
+
+    def _versions(self, array: np.ndarray) -> list[torch.Tensor]:
+        """`array` (H, W, C uint8) at each image scale that leaves it at least a patch wide, as (C, H, W) tensors."""
+        versions: list[torch.Tensor] = []
+        for factor in self.image_scales:
+            shrunk = array if factor == 1.0 else imresize_np(array, factor)
+            if min(shrunk.shape[:2]) >= self.hr_patch_size:
+                versions.append(torch.from_numpy(shrunk.transpose(2, 0, 1).copy()))
+        return versions
 
     def __len__(self) -> int:
         return len(self.images.paths) * self.repeats
@@ -255,10 +276,12 @@ class RandomCropDataset(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         image_index = index % len(self.images.paths)
         if self.cache is not None:
-            image = self.cache[image_index]
+            versions = self.cache[image_index]
         else:
             image_index, array = self.images.load(image_index)
-            image = torch.from_numpy(array.transpose(2, 0, 1).copy())
+            versions = self._versions(array)
+        # Drawn only where there is a choice: with one scale, the crops are those drawn without the option.
+        image = versions[int(torch.randint(0, len(versions), ()).item())] if len(versions) > 1 else versions[0]
         size = self.hr_patch_size
         height, width = image.shape[-2:]
         top = int(torch.randint(0, height - size + 1, ()).item())

@@ -3,11 +3,13 @@ or centre-cropped, LR by MATLAB bicubic rounded to uint8, and uint8 arrays as fl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from srfeat.data.resize import imresize, imresize_np
-from srfeat.errors import InvalidImageError, InvalidOptionError, given, is_whole_number
+from srfeat.errors import InvalidImageError, InvalidOptionError, given, is_real_number, is_whole_number
 
 
 def check_whole_number(value: object, name: str, least: int = 1) -> int:
@@ -41,6 +43,25 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB bicubic xscale of a uint8 image, rounded to uint8 (the `bicubic` baseline)."""
     return imresize_np(lr, float(scale))
+
+
+def check_image_scales(image_scales: object, name: str = "image_scales") -> tuple[float, ...]:
+    """The size factors of `RandomCropDataset`'s augmentation as floats: a non-empty list of distinct numbers in
+    (0, 1] (a factor above 1 would invent the pixels the network learns to restore), else a one-line
+    `InvalidOptionError` that calls them `name`."""
+    example = "e.g. [1.0, 0.9, 0.8, 0.7, 0.6], or [1.0] for the images as they are"
+    if isinstance(image_scales, (str, bytes)) or not isinstance(image_scales, Sequence) or not image_scales:
+        raise InvalidOptionError(
+            f"{name} must be a non-empty list of size factors ({example}), got {given(image_scales)}"
+        )
+    for factor in image_scales:
+        if not is_real_number(factor) or not 0.0 < float(factor) <= 1.0:
+            raise InvalidOptionError(f"{name} must hold factors in (0, 1] ({example}), got {given(factor)}")
+    factors = tuple(float(factor) for factor in image_scales)
+    if len(set(factors)) != len(factors):
+        twice = next(factor for factor in factors if factors.count(factor) > 1)
+        raise InvalidOptionError(f"{name} lists {twice:g} more than once: give each factor once")
+    return factors
 
 
 def check_patch_size(

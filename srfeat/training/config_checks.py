@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from srfeat.errors import ConfigError, shown
+from srfeat.errors import ConfigError, InvalidOptionError, shown
 from srfeat.path_checks import path_too_long, unnameable_character
 
 if TYPE_CHECKING:
@@ -148,6 +148,18 @@ def check(config: TrainingConfig) -> None:
     if train.ema_decay is not None and not 0.0 <= train.ema_decay < 1.0:
         raise ConfigError(
             f"config key train.ema_decay must be in [0, 1) (e.g. 0.999; 0 or null: off), got {train.ema_decay}"
+        )
+    from srfeat.data.protocol import check_image_scales  # here: reading a config imports no torch
+
+    try:
+        check_image_scales(data.image_scales, "config key data.image_scales")
+    except InvalidOptionError as error:
+        raise ConfigError(str(error)) from None
+    # Only random crops are drawn from the images at load time: the other kinds would silently ignore the factors.
+    if data.kind != "random_crop" and data.image_scales != [1.0]:
+        raise ConfigError(
+            f"config key data.image_scales augments random crops (data.kind random_crop), not data.kind {data.kind}: "
+            "leave it at [1.0]"
         )
     if model.luma_loss_weight < 0:
         raise ConfigError(

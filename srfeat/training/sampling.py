@@ -113,7 +113,9 @@ def build_train_dataset(config: TrainingConfig) -> Dataset:
     folders = distinct_folders([config.resolve_path(d) for d in config.data.train_dirs], "data.train_dirs", "used once")
     data, scale = config.data, config.model.scale
     if data.kind == "random_crop":  # a new crop at each visit
-        return RandomCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale, repeats=data.repeat)
+        return RandomCropDataset(
+            folders, hr_patch_size=data.hr_patch_size, scale=scale, repeats=data.repeat, image_scales=data.image_scales
+        )
     if data.kind == "center_crop":
         dataset: Dataset = CenterCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale)
     else:
