@@ -67,6 +67,17 @@ def test_crops_come_from_the_image_at_each_scale_that_leaves_a_patch(image_folde
     assert 8 <= sum(found == {"half"} for found in sources) <= 32  # one of the two usable scales, at random
 
 
+def test_an_image_is_used_where_its_largest_scale_leaves_a_patch(tmp_path: Path) -> None:
+    """Without 1 among the factors, an image the largest one shrinks below a patch is skipped as too small (it
+    had no crop to give), and the others are drawn from their shrunk versions only."""
+    Image.fromarray(IMAGE).save(tmp_path / "64px.png")  # 0.5: 32 px, a patch
+    Image.fromarray(IMAGE[:62, :62]).save(tmp_path / "62px.png")  # 0.5: 31 px
+    dataset = RandomCropDataset(tmp_path, PATCH, repeats=5, image_scales=[0.5])
+    assert [path.name for path in dataset.images.paths] == ["64px.png"]
+    half = imresize_np(IMAGE, 0.5)
+    assert all(any(np.array_equal(crop, each) for each in orientations(half)) for crop in hr_crops(dataset, 5))
+
+
 def test_the_default_scale_draws_the_crops_of_the_images_as_they_are(image_folder: Path) -> None:
     plain = hr_crops(RandomCropDataset(image_folder, PATCH, repeats=10), 10)
     assert all(where_from(crop, {"whole": IMAGE}) == {"whole"} for crop in plain)

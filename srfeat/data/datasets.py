@@ -17,6 +17,7 @@ cannot be read is logged by name and skipped; the rest goes on.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -238,7 +239,9 @@ class RandomCropDataset(Dataset[Sample]):
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.repeats = repeats
-        paths, decoded_bytes = scan_images(as_folders(folders), hr_patch_size, type(self).__name__)
+        # An image is used where its largest scale leaves a patch: MATLAB's output is ceil(side * factor) wide.
+        least_side = math.floor((hr_patch_size - 1) / max(self.image_scales)) + 1
+        paths, decoded_bytes = scan_images(as_folders(folders), least_side, type(self).__name__)
         decoded_bytes = round(decoded_bytes * sum(factor**2 for factor in self.image_scales))
         self.images = LazyImages(paths)
         if in_memory is None:
