@@ -128,11 +128,17 @@ def blend_generators(model_a: str | os.PathLike[str], model_b: str | os.PathLike
     architectures fails naming the first key or shape that differs.
     """
     alpha = check_alpha(alpha)
-    # A and B may be blend specs themselves (`blend=strength=0.3,mine.safetensors,0.5`): blends are models too
-    generator_a = load_blended(model_a, None)
-    generator_b = load_blended(model_b, None)
+    generator_a, generator_b = (_load_model(model) for model in (model_a, model_b))
     state = blend_states(generator_a.state_dict(), generator_b.state_dict(), alpha, names=(str(model_a), str(model_b)))
     return generator_from_state(state, source=f"the blend of {model_a} and {model_b}").eval()
+
+
+def _load_model(model: str | os.PathLike[str]) -> SRFeatGenerator:
+    """A blend spec's generator (`blend=strength=0.3,mine.safetensors,0.5`: blends are models too), else
+    `load_generator`'s of a bundled name or path (which refuses a network already loaded, in one line)."""
+    if isinstance(model, str) and is_blend_spec(model):
+        return one_blend(model, None).build()
+    return load_generator(model, "cpu")
 
 
 def strength_generator(strength: float) -> SRFeatGenerator:
