@@ -1,5 +1,5 @@
-"""data.image_scales: random crops drawn from the training images shrunk by size factors (VDSR's and MemNet's
-augmentation of the 291 images)."""
+"""data.image_scales: random crops drawn from the training images shrunk by size factors (how VDSR-era networks
+were trained on the 291 images)."""
 
 from __future__ import annotations
 

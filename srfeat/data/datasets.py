@@ -215,11 +215,12 @@ class RandomCropDataset(Dataset[Sample]):
     at most half the available memory (from the file headers), and reads them on access
     otherwise, with a log line: a training folder the size of COCO would not fit.
 
-    `image_scales` below 1 augment the images by size, as VDSR and MemNet augment the 291 images
-    ((1, 0.9, 0.8, 0.7, 0.6)): each crop is drawn from the image shrunk by one of the factors, picked at
-    random among those that leave it at least a patch wide (MATLAB bicubic, rounded to uint8: the
-    smaller image is what a camera of fewer pixels would have taken). The default (1,) keeps the images
-    as they are, and draws crops exactly as without the option.
+    `image_scales` below 1 augment the images by size, as the networks of VDSR's time were trained on
+    the 291 images (pytorch-vdsr's generate_train.m shrinks each by 1, 0.7 and 0.5): each crop is drawn
+    from the image shrunk by one of the factors, picked at random among those that leave it at least a
+    patch wide (MATLAB bicubic, rounded to uint8: the smaller image is what a camera of fewer pixels
+    would have taken). The default (1,) keeps the images as they are, and draws crops exactly as
+    without the option.
     """
 
     def __init__(

@@ -92,8 +92,8 @@ class DataConfig:
     # hr_patch_size / scale. It also fixes the discriminators' dense layer width.
     hr_patch_size: int = 296
     # random_crop: each crop is drawn from its image shrunk by one of these factors (MATLAB bicubic), picked
-    # at random among those that leave it a patch wide: VDSR and MemNet augment the 291 images with
-    # [1.0, 0.9, 0.8, 0.7, 0.6]. [1.0] (the default) keeps the images as they are.
+    # at random among those that leave it a patch wide, as VDSR-era networks were trained on the 291 images
+    # (e.g. [1.0, 0.7, 0.5]). [1.0] (the default) keeps the images as they are.
     image_scales: list[float] = field(default_factory=lambda: [1.0])
     # Each epoch visits every image (or patch) this many times (random_crop: a new crop each time;
     # center_crop and patches: the same item again).
