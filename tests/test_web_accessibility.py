@@ -305,8 +305,12 @@ def test_both_choosers_are_tab_stops_that_enter_or_space_opens(
             ("choose-files", True, False, tmp_path / "one.png", "one.png"),
             ("choose-folder", False, True, tmp_path / "scans", "q.png"),
         ):
-            page.focus(f"#{button}")
             for key in ("Space", "Enter"):  # the chooser left unanswered by Space; Enter's is answered
+                if key == "Enter":
+                    # Space's chooser is never answered, and Chromium opened no second one for a folder input while
+                    # it was open (1 run in 6): a reload closes it, and the session's cards come back
+                    page.reload()
+                page.focus(f"#{button}")
                 with page.expect_file_chooser(timeout=15_000) as opened:
                     page.keyboard.press(key)
                 chooser = opened.value
