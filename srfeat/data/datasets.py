@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +45,8 @@ from srfeat.errors import ImageReadError, SRFeatError, check_flag
 from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Sample(TypedDict):
@@ -204,6 +206,12 @@ class PairedPatchDataset(Dataset[Sample]):
             )
 
 
+def _drawn(choices: Sequence[T]) -> T:
+    """One of `choices` at random; drawn only where there is a choice, so that with one image scale the crops are
+    those drawn without the option."""
+    return choices[int(torch.randint(0, len(choices), ()).item())] if len(choices) > 1 else choices[0]
+
+
 class RandomCropDataset(Dataset[Sample]):
     """Random HR crops of `hr_patch_size` with a random flip and 90-degree rotation, LR on the fly.
 
@@ -261,18 +269,23 @@ class RandomCropDataset(Dataset[Sample]):
         self.cache: list[list[torch.Tensor]] | None = None
         if in_memory:
             # uint8 tensors: 4x smaller than float, and cropping a view is free.
-            self.cache = [self._versions(array) for array in self.images.load_all()]
+            self.cache = [
+                [self._shrunk(array, factor) for factor in self._usable_scales(array)]
+                for array in self.images.load_all()
+            ]
         else:
             self.images.load(0)  # as CenterCropDataset: a folder of only undecodable files is refused now
 
-    def _versions(self, array: np.ndarray) -> list[torch.Tensor]:
-        """`array` (H, W, C uint8) at each image scale that leaves it at least a patch wide, as (C, H, W) tensors."""
-        versions: list[torch.Tensor] = []
-        for factor in self.image_scales:
-            shrunk = array if factor == 1.0 else imresize_np(array, factor)
-            if min(shrunk.shape[:2]) >= self.hr_patch_size:
-                versions.append(torch.from_numpy(shrunk.transpose(2, 0, 1).copy()))
-        return versions
+    def _usable_scales(self, array: np.ndarray) -> list[float]:
+        """The image scales that leave `array` (H, W, C) a patch wide: MATLAB's output is ceil(side * factor)."""
+        side = min(array.shape[:2])
+        return [factor for factor in self.image_scales if math.ceil(side * factor) >= self.hr_patch_size]
+
+    @staticmethod
+    def _shrunk(array: np.ndarray, factor: float) -> torch.Tensor:
+        """`array` (H, W, C uint8) shrunk by `factor`, as a (C, H, W) tensor."""
+        shrunk = array if factor == 1.0 else imresize_np(array, factor)
+        return torch.from_numpy(shrunk.transpose(2, 0, 1).copy())
 
     def __len__(self) -> int:
         return len(self.images.paths) * self.repeats
@@ -280,12 +293,10 @@ class RandomCropDataset(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         image_index = index % len(self.images.paths)
         if self.cache is not None:
-            versions = self.cache[image_index]
-        else:
+            image = _drawn(self.cache[image_index])
+        else:  # only the scale drawn is shrunk: an item read from its file costs one resize, not one per scale
             image_index, array = self.images.load(image_index)
-            versions = self._versions(array)
-        # Drawn only where there is a choice: with one scale, the crops are those drawn without the option.
-        image = versions[int(torch.randint(0, len(versions), ()).item())] if len(versions) > 1 else versions[0]
+            image = self._shrunk(array, _drawn(self._usable_scales(array)))
         size = self.hr_patch_size
         height, width = image.shape[-2:]
         top = int(torch.randint(0, height - size + 1, ()).item())
