@@ -149,9 +149,17 @@ class Tab:
     console_errors: list[str]
 
 
+def intercept_choosers(page: Page) -> None:
+    """Keeps file-chooser interception on for the page's life. Playwright turns it on when a page gets its first
+    "filechooser" listener and off when it loses its last, without waiting for the browser to confirm either (seen
+    with 1.65): a chooser opened moments after `expect_file_chooser` starts may open unseen (1 run in 5)."""
+    page.on("filechooser", lambda _chooser: None)
+
+
 def open_tab(browser: Browser, server: Server) -> Tab:
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 720})
     page = context.new_page()
+    intercept_choosers(page)
     tab = Tab(page, [], [])
     page.on("request", lambda request: tab.requests.append(request.url))
 

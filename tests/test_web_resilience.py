@@ -35,6 +35,7 @@ from test_web import (
     Server,
     browser_fixture,  # noqa: F401  (the `browser` fixture)
     call,
+    intercept_choosers,
     job_card,
     png_bytes,
     start_server,
@@ -271,10 +272,7 @@ def _file(name: str, data: bytes) -> FilePayload:
 
 def _page(browser: Browser, server: Server, width: int = 1280, height: int = 720) -> Page:
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
-    # Playwright turns file-chooser interception on without waiting for the browser to confirm
-    # (seen with 1.65): a chooser opened moments after `expect_file_chooser` starts may open unseen.
-    # A listener from the start has it on long before any test presses a key.
-    page.on("filechooser", lambda _chooser: None)
+    intercept_choosers(page)
     page.goto(server.url)
     page.wait_for_selector("body[data-ready='1']")
     return page
