@@ -282,8 +282,9 @@ def test_both_choosers_are_tab_stops_that_enter_or_space_opens(
     (tmp_path / "scans" / "deep").mkdir(parents=True)
     (tmp_path / "scans" / "deep" / "q.png").write_bytes(image)
     (tmp_path / "one.png").write_bytes(image)
-    # One tab per key, each chooser answered before the next key opens one (a chooser left open kept the next from
-    # opening, 1 run in 6); open_tab keeps the interception of choosers on throughout.
+    # One tab per key, each chooser answered before the next key: no chooser is left open to hold the next one back
+    # (the folder's second chooser failed to open 1 run in 6 after an unanswered one); open_tab keeps the
+    # interception of choosers on throughout.
     pages = {key: open_tab(browser, server).page for key in ("Space", "Enter")}
     try:
         page = pages["Space"]
