@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict, TypeVar
+from typing import Literal, TypedDict, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -41,12 +41,19 @@ from srfeat.data.protocol import (
     to_tensor,
 )
 from srfeat.data.resize import imresize_np
-from srfeat.errors import ImageReadError, SRFeatError, check_flag
+from srfeat.errors import ImageReadError, InvalidOptionError, SRFeatError, check_flag, given
 from srfeat.hardware import host_available_memory, one_line_if_out_of_memory
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# How a random crop's LR is made (`RandomCropDataset`): from the crop alone, or cut from the image's downscale.
+LRFrom = Literal["crop", "image"]
+# LR pixels of context that MATLAB's antialiased bicubic downscale reads on each side of an LR pixel: its kernel
+# reaches 2 LR pixels (2 x scale HR pixels) from the pixel's centre, so a window this much wider than a crop
+# gives the crop's LR exactly as the whole image's downscale has it.
+LR_MARGIN = 2
 
 
 class Sample(TypedDict):
@@ -229,6 +236,13 @@ class RandomCropDataset(Dataset[Sample]):
     patch wide (MATLAB bicubic, rounded to uint8: the smaller image is what a camera of fewer pixels
     would have taken). The default (1,) keeps the images as they are, and draws crops exactly as
     without the option.
+
+    `lr_from` says how a crop's LR is made. "crop" (the default) downscales the HR crop on its own, as the
+    authors made their patches: MATLAB pads the crop by mirroring it, so the LR's outer two pixels on each side
+    hold a blur of the mirror rather than of the image around the crop. "image" cuts the LR crop from the
+    downscaled image (cut to a multiple of the scale, as a benchmark's HR is), as VDSR and MemNet made their
+    training pairs and as every LR pixel away from an image's own edges is at test time: the crops sit on the
+    LR grid, and each is downscaled with the `LR_MARGIN` pixels around it, which is all MATLAB's kernel reaches.
     """
 
     def __init__(
@@ -239,9 +253,13 @@ class RandomCropDataset(Dataset[Sample]):
         repeats: int = 1,
         in_memory: bool | None = None,
         image_scales: Sequence[float] = (1.0,),
+        lr_from: LRFrom = "crop",
     ) -> None:
         if in_memory is not None:
             in_memory = check_flag(in_memory, "in_memory", choices="True, False or None (held if it fits)")
+        if lr_from not in get_args(LRFrom):
+            raise InvalidOptionError(f'lr_from must be "crop" or "image", got {given(lr_from)}')
+        self.lr_from = lr_from
         hr_patch_size, scale = check_patch_size(hr_patch_size, scale)
         repeats = check_whole_number(repeats, "repeats")
         self.image_scales = check_image_scales(image_scales)
@@ -297,20 +315,49 @@ class RandomCropDataset(Dataset[Sample]):
         else:  # only the scale drawn is shrunk: an item read from its file costs one resize, not one per scale
             image_index, array = self.images.load(image_index)
             image = self._shrunk(array, _drawn(self._usable_scales(array)))
+        if self.lr_from == "crop":
+            hr = _oriented(self._crop(image), *_orientation()).float().div_(255.0)
+            lr = downscale_tensor(hr, self.scale)
+        else:
+            hr, lr = self._crop_on_lr_grid(image)
+            # flips and quarter turns commute with MATLAB's downscale (its kernel is symmetric): the pair turns as one
+            flip, turns = _orientation()
+            hr, lr = _oriented(hr, flip, turns), _oriented(lr, flip, turns)
+        return {"lr": lr.contiguous(), "hr": hr.contiguous(), "name": self.images.paths[image_index].stem}
+
+    def _crop(self, image: torch.Tensor) -> torch.Tensor:
+        """An HR crop anywhere in `image` (C, H, W)."""
         size = self.hr_patch_size
         height, width = image.shape[-2:]
         top = int(torch.randint(0, height - size + 1, ()).item())
         left = int(torch.randint(0, width - size + 1, ()).item())
-        hr = image[:, top : top + size, left : left + size]
-        if torch.randint(0, 2, ()).item():
-            hr = hr.flip(-1)
-        hr = torch.rot90(hr, int(torch.randint(0, 4, ()).item()), dims=(-2, -1))
-        hr = hr.float().div_(255.0)
-        return {
-            "lr": downscale_tensor(hr, self.scale),
-            "hr": hr.contiguous(),
-            "name": self.images.paths[image_index].stem,
-        }
+        return image[:, top : top + size, left : left + size]
+
+    def _crop_on_lr_grid(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An HR crop at a multiple of the scale in `image` cut to a multiple of it, and the same crop of the
+        image's downscale, computed from the crop and the margin around it (cut at the image's edges, where
+        MATLAB pads the whole image as it pads the window)."""
+        size, scale = self.hr_patch_size, self.scale
+        height, width = (side - side % scale for side in image.shape[-2:])
+        top = scale * int(torch.randint(0, (height - size) // scale + 1, ()).item())
+        left = scale * int(torch.randint(0, (width - size) // scale + 1, ()).item())
+        margin = LR_MARGIN * scale
+        window_top, window_left = max(top - margin, 0), max(left - margin, 0)
+        window = image[:, window_top : min(top + size + margin, height), window_left : min(left + size + margin, width)]
+        window = window.float().div_(255.0)
+        lr_top, lr_left = (top - window_top) // scale, (left - window_left) // scale
+        lr = downscale_tensor(window, scale)[:, lr_top : lr_top + size // scale, lr_left : lr_left + size // scale]
+        return window[:, top - window_top : top - window_top + size, left - window_left : left - window_left + size], lr
+
+
+def _orientation() -> tuple[bool, int]:
+    """A random mirroring and number of quarter turns: the eight orientations, equally likely."""
+    return bool(torch.randint(0, 2, ()).item()), int(torch.randint(0, 4, ()).item())
+
+
+def _oriented(image: torch.Tensor, flip: bool, turns: int) -> torch.Tensor:
+    """(C, H, W) `image` mirrored left to right if `flip`, then turned by `turns` quarter turns."""
+    return torch.rot90(image.flip(-1) if flip else image, turns, dims=(-2, -1))
 
 
 class BenchmarkDataset(Dataset[BenchmarkSample]):

@@ -95,6 +95,11 @@ class DataConfig:
     # at random among those that leave it a patch wide, as VDSR-era networks were trained on the 291 images
     # (e.g. [1.0, 0.7, 0.5]). [1.0] (the default) keeps the images as they are.
     image_scales: list[float] = field(default_factory=lambda: [1.0])
+    # random_crop: how a crop's LR is made. "crop" (the default) downscales the HR crop on its own, as the
+    # authors made their patches (MATLAB mirrors the crop at its edges, so the LR's outer pixels blur a mirror);
+    # "image" cuts it from the image's downscale, as VDSR and MemNet made their pairs and as a benchmark's LR is
+    # (the crops then sit on the LR grid).
+    lr_from: Literal["crop", "image"] = "crop"
     # Each epoch visits every image (or patch) this many times (random_crop: a new crop each time;
     # center_crop and patches: the same item again).
     repeat: int = 1

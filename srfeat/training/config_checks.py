@@ -161,6 +161,11 @@ def check(config: TrainingConfig) -> None:
             f"config key data.image_scales augments random crops (data.kind random_crop), not data.kind {data.kind}: "
             "leave it at [1.0]"
         )
+    if data.kind != "random_crop" and data.lr_from != "crop":
+        raise ConfigError(
+            f"config key data.lr_from chooses how random crops (data.kind random_crop) get their LR, not data.kind "
+            f"{data.kind}'s: leave it at crop"
+        )
     if model.luma_loss_weight < 0:
         raise ConfigError(
             "config key model.luma_loss_weight must be 0 (the paper's loss) or more, "

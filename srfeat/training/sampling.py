@@ -114,7 +114,12 @@ def build_train_dataset(config: TrainingConfig) -> Dataset:
     data, scale = config.data, config.model.scale
     if data.kind == "random_crop":  # a new crop at each visit
         return RandomCropDataset(
-            folders, hr_patch_size=data.hr_patch_size, scale=scale, repeats=data.repeat, image_scales=data.image_scales
+            folders,
+            hr_patch_size=data.hr_patch_size,
+            scale=scale,
+            repeats=data.repeat,
+            image_scales=data.image_scales,
+            lr_from=data.lr_from,
         )
     if data.kind == "center_crop":
         dataset: Dataset = CenterCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale)
