@@ -1,10 +1,11 @@
 """The loss terms of SRFeat (paper, Sec. 3.2).
 
-Stage 1 trains with the pixel MSE alone (plus, as an option that is not the paper's, an MSE of
-the luma that the evaluation measures). Stage 2 trains with the perceptual loss on VGG19
-conv5_4 features scaled by 1/12.75, plus 1e-3 times the adversarial loss of each of the two
-discriminators. Discriminators output logits, so the adversarial terms use BCE-with-logits
-(a sigmoid inside the network *and* in the loss would flatten the signal).
+Stage 1 trains with the pixel MSE alone (plus, as options that are not the paper's, an MSE of the
+luma that the evaluation measures, and the mean absolute error in place of the MSE). Stage 2 trains
+with the perceptual loss on VGG19 conv5_4 features scaled by 1/12.75, plus 1e-3 times the
+adversarial loss of each of the two discriminators. Discriminators output logits, so the
+adversarial terms use BCE-with-logits (a sigmoid inside the network *and* in the loss would flatten
+the signal).
 """
 
 from __future__ import annotations
@@ -30,16 +31,23 @@ def luma(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(dim=1, keepdim=True)
 
 
-def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, luma_weight: float = 0.0) -> torch.Tensor:
-    """Stage-1 loss: mean squared error between the SR and HR images, plus `luma_weight` times
-    the MSE of their luma.
+# The distances stage 1 can measure its pixel loss with: the paper's mean squared error, or the mean absolute
+# error, which EDSR trains with and which Zhao et al. (2017) found to reach a lower squared error than the squared
+# error itself when a network trained on that switches to it (the squared error settles in poorer minima).
+PIXEL_DISTANCES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+def pixel_loss(sr: torch.Tensor, hr: torch.Tensor, luma_weight: float = 0.0, distance: str = "mse") -> torch.Tensor:
+    """Stage-1 loss: the `distance` (PIXEL_DISTANCES: mean squared or absolute error) between the SR and HR
+    images, plus `luma_weight` times that of their luma.
 
     The benchmarks score the luma alone (PSNR and SSIM on Y); the RGB term keeps the colours
-    anchored, which a loss on the luma alone leaves free. 0 is the paper's loss.
+    anchored, which a loss on the luma alone leaves free. MSE and 0 are the paper's loss.
     """
-    loss = F.mse_loss(sr, hr)
+    measure = PIXEL_DISTANCES[distance]
+    loss = measure(sr, hr)
     if luma_weight:
-        loss = loss + luma_weight * F.mse_loss(luma(sr), luma(hr))
+        loss = loss + luma_weight * measure(luma(sr), luma(hr))
     return loss
 
 

@@ -157,6 +157,7 @@ class RunBuilder:
                 self.autocast,
                 config.train.grad_clip_norm,
                 config.model.luma_loss_weight,
+                config.model.pixel_loss,
             )
         else:
             from srfeat.archs.vgg import VGG19FeatureExtractor

@@ -73,9 +73,12 @@ class ModelConfig:
     # generator's loss (1e-3 each in the paper and the authors' code).
     image_adversarial_weight: float = 1e-3
     feature_adversarial_weight: float = 1e-3
-    # Stage 1: weight of an MSE of the luma (BT.601 Y, what the benchmarks score) added to the
-    # pixel MSE of RGB. 0 (the default) is the paper's loss.
+    # Stage 1: weight of a term of the luma (BT.601 Y, what the benchmarks score) added to the pixel
+    # loss of RGB, measured as that is (model.pixel_loss). 0 (the default) is the paper's loss.
     luma_loss_weight: float = 0.0
+    # Stage 1: the distance of the pixel loss (and of its luma term): "mse" (the paper's) or "l1", the mean
+    # absolute error (EDSR's), which from a network trained on the MSE fine-tunes to a lower squared error.
+    pixel_loss: Literal["mse", "l1"] = "mse"
 
 
 @dataclass

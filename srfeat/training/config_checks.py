@@ -177,6 +177,11 @@ def check(config: TrainingConfig) -> None:
             "config key model.luma_loss_weight weighs a term of stage 1's pixel loss, which stage 2 does not use: "
             "leave it at 0 in stage 2"
         )
+    if config.stage == 2 and model.pixel_loss != "mse":
+        raise ConfigError(
+            "config key model.pixel_loss chooses the distance of stage 1's pixel loss, which stage 2 does not use: "
+            "leave it at mse in stage 2"
+        )
     if optim.lr_schedule == "progress" and any(not 0.0 < m < 1.0 for m in optim.lr_milestones):
         raise ConfigError(
             "optim.lr_milestones must be fractions in (0, 1) with lr_schedule 'progress', "

@@ -86,7 +86,7 @@ def optimizer_step(
 
 
 class PretrainStep:
-    """Stage 1: the generator learns the pixel MSE."""
+    """Stage 1: the generator learns the pixel loss (the paper's MSE, or `distance`'s)."""
 
     def __init__(
         self,
@@ -95,18 +95,20 @@ class PretrainStep:
         autocast: AutocastFactory = no_autocast,
         grad_clip_norm: float | None = None,
         luma_weight: float = 0.0,
+        distance: str = "mse",
     ) -> None:
         self.generator = generator
         self.optimizer = optimizer
         self.autocast = autocast
         self.grad_clip_norm = grad_clip_norm
         self.luma_weight = luma_weight
+        self.distance = distance
 
     def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         self.generator.train()
         with self.autocast():
             sr = self.generator(lr)
-        loss = pixel_loss(sr.float(), hr, self.luma_weight)
+        loss = pixel_loss(sr.float(), hr, self.luma_weight, self.distance)
         clip = (self.generator, self.grad_clip_norm) if self.grad_clip_norm is not None else None
         norm = optimizer_step(self.optimizer, loss, clip)
         losses = {"loss/pixel": loss.detach(), "loss/generator": loss.detach()}
