@@ -7,14 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import one_error_line, srfeat_cli
-from training_helpers import tiny_config, train_in_process
 
 from srfeat.errors import ConfigError
 from srfeat.losses import luma, pixel_loss
 from srfeat.metrics.psnr_ssim import rgb_to_y
-from srfeat.training import build
 from srfeat.training.config import config_from_dict
-from srfeat.training.steps import PretrainStep
 
 
 def luma_of_the_evaluation(images: torch.Tensor) -> torch.Tensor:
@@ -48,31 +45,6 @@ def test_an_error_the_luma_cannot_see_costs_only_its_rgb_mse() -> None:
     brighter = hr + grey.view(1, 3, 1, 1)
     torch.testing.assert_close(pixel_loss(at_constant_luma, hr, 4.0), pixel_loss(at_constant_luma, hr))
     assert pixel_loss(brighter, hr, 4.0) > 3 * pixel_loss(brighter, hr)
-
-
-def test_the_stage1_step_trains_with_the_configured_weight(folders, tmp_path, monkeypatch) -> None:
-    """The weight reaches the step a run builds, and its logged loss is the weighted one."""
-    train_dir, validation_dir = folders
-    seen: list[tuple[float, float, float]] = []
-
-    class RecordingStep(PretrainStep):
-        def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-            self.generator.train()  # as the step runs it: BatchNorm on its running statistics (generator_bn_eval)
-            with torch.no_grad():
-                sr = self.generator(lr).float()
-            losses = super().__call__(lr, hr)
-            expected = F.mse_loss(sr, hr) + 2.5 * F.mse_loss(luma(sr), luma(hr))
-            seen.append((self.luma_weight, float(losses["loss/pixel"]), float(expected)))
-            return losses
-
-    monkeypatch.setattr(build, "PretrainStep", RecordingStep)
-    out = tmp_path / "run"
-    config = tiny_config(train_dir, validation_dir, out, overrides=["model.luma_loss_weight=2.5"])
-    train_in_process(config, out)
-    assert len(seen) == 4
-    for weight, logged, expected in seen:
-        assert weight == 2.5
-        assert logged == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -24,30 +24,31 @@ def test_l1_measures_the_rgb_and_the_luma_by_their_mean_absolute_error() -> None
     assert pixel_loss(sr, hr) == F.mse_loss(sr, hr)  # the paper's loss by default
 
 
-def test_a_stage1_run_trains_with_the_configured_distance(folders, tmp_path, monkeypatch) -> None:
-    """The distance reaches the step a run builds, and its logged loss is measured with it."""
+@pytest.mark.parametrize("distance, measure", [("mse", F.mse_loss), ("l1", F.l1_loss)])
+def test_a_stage1_run_trains_with_the_configured_distance_and_luma_weight(
+    folders, tmp_path, monkeypatch, distance: str, measure
+) -> None:
+    """The distance and the luma weight reach the step a run builds, and its logged loss is the one they make."""
     train_dir, validation_dir = folders
-    seen: list[tuple[str, float, float]] = []
+    seen: list[tuple[str, float, float, float]] = []
 
     class RecordingStep(PretrainStep):
         def __call__(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-            self.generator.train()  # as the step runs it
+            self.generator.train()  # as the step runs it: BatchNorm on its running statistics (generator_bn_eval)
             with torch.no_grad():
                 sr = self.generator(lr).float()
             losses = super().__call__(lr, hr)
-            expected = F.l1_loss(sr, hr) + 0.5 * F.l1_loss(luma(sr), luma(hr))
-            seen.append((self.distance, float(losses["loss/pixel"]), float(expected)))
+            expected = measure(sr, hr) + 2.5 * measure(luma(sr), luma(hr))
+            seen.append((self.distance, self.luma_weight, float(losses["loss/pixel"]), float(expected)))
             return losses
 
     monkeypatch.setattr(build, "PretrainStep", RecordingStep)
     out = tmp_path / "run"
-    config = tiny_config(
-        train_dir, validation_dir, out, overrides=["model.pixel_loss=l1", "model.luma_loss_weight=0.5"]
-    )
-    train_in_process(config, out)
+    overrides = [f"model.pixel_loss={distance}", "model.luma_loss_weight=2.5"]
+    train_in_process(tiny_config(train_dir, validation_dir, out, overrides=overrides), out)
     assert len(seen) == 4
-    for distance, logged, expected in seen:
-        assert distance == "l1"
+    for used, weight, logged, expected in seen:
+        assert (used, weight) == (distance, 2.5)
         assert logged == pytest.approx(expected, rel=1e-5)
 
 
