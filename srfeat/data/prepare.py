@@ -192,9 +192,14 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         kill()
     else:  # before 3.14 the executor offers no public way to end a worker in the middle of an image
         workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+        # and its manager thread, which the second `shutdown` then no longer waits for: at exit, Python's
+        # own hook wrote to the thread's wake-up pipe while the thread closed it (OSError, Bad file descriptor)
+        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
         for process in workers:
             process.kill()
+        if manager is not None:
+            manager.join()
     pool.shutdown(wait=True, cancel_futures=True)
 
 
