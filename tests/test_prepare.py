@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -438,6 +439,22 @@ def test_a_stop_signal_ends_the_workers_at_once_and_keeps_out_as_it_was(tmp_path
         while process_exists(int(marker.stem)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not process_exists(int(marker.stem)), marker.stem
+
+
+def test_stopped_workers_leave_no_thread_of_the_pool_for_python_s_exit() -> None:
+    """Stopping the workers ended the executor's manager thread unseen: Python's exit hook then woke it through a
+    pipe the thread was closing, and a stopped run printed an OSError traceback (Bad file descriptor) after its
+    one line, now and then. The thread is over when the workers are stopped."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from srfeat.data.prepare import _stop_workers
+
+    pool = ProcessPoolExecutor(max_workers=1)
+    pool.submit(time.sleep, 3600)  # an image the worker would not finish
+    manager: threading.Thread | None = getattr(pool, "_executor_manager_thread", None)  # typeshed mistypes it
+    assert manager is not None and manager.is_alive()
+    _stop_workers(pool)
+    assert not manager.is_alive()
 
 
 def test_a_worker_killed_alone_is_one_line_and_keeps_out_as_it_was(tmp_path: Path) -> None:
