@@ -40,7 +40,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, psnr_axis = plt.subplots(figsize=(8, 4.5))
+    figure, psnr_axis = plt.subplots(figsize=(8, 4), layout="constrained")
     niqe_axis = None
     offset, start = 0, None
     for path, label in zip(args.metrics, labels, strict=True):
@@ -70,9 +70,11 @@ def main() -> None:
         niqe_axis.set_ylabel("NIQE (lower is better)", color="tab:red")
         more_handles, more_names = niqe_axis.get_legend_handles_labels()
         handles, names = handles + more_handles, names + more_names
-    # below the axes: curves of a GAN run fill every corner of them
-    psnr_axis.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
-    figure.tight_layout()
+    # below the axes (a GAN run's curves fill every corner of them), in columns; the figure grows by the
+    # legend's rows, so that the plot keeps its height however many runs are listed
+    columns = min(3, len(handles))
+    figure.set_size_inches(8, 4 + 0.25 * -(-len(handles) // columns))
+    figure.legend(handles, names, loc="outside lower center", ncols=columns, frameon=False)
     figure.savefig(args.out, dpi=100, bbox_inches="tight")
     print(f"wrote {args.out}")
 

@@ -67,6 +67,30 @@ def test_plot_training_refuses_a_missing_log_in_one_line(tmp_path: Path) -> None
     assert_one_line_error(result, str(missing))
 
 
+def test_plot_training_keeps_the_plot_s_height_however_many_runs_are_listed(tmp_path: Path) -> None:
+    """The legend below the axes took its rows out of the plot: with ten runs listed it covered the x-axis
+    label and squeezed the curves into a strip. Now the figure grows by the legend's rows."""
+    from PIL import Image
+
+    runs = []
+    for index in range(10):
+        path = tmp_path / f"run_{index}.jsonl"
+        records = [{"kind": "validation", "step": step, "psnr": 30.0 + index / 10 + step / 1e4} for step in (100, 200)]
+        if index == 0:  # a GAN run's NIQE goes on an axis of its own, with its own legend entry
+            records = [{**record, "niqe": 5.0} for record in records]
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+        runs.append(str(path))
+    heights = []
+    for listed in (1, 10):
+        out = tmp_path / f"training_{listed}.png"
+        result = run_script("plot_training.py", *runs[:listed], "-o", str(out))
+        assert result.returncode == 0, result.stderr
+        with Image.open(out) as image:
+            heights.append(image.height)
+    # one run: its PSNR and NIQE entries share a row; ten: eleven entries in four rows of three
+    assert heights[1] - heights[0] >= 3 * 0.25 * 100 * 0.9, heights
+
+
 def test_ship_weights_refuses_what_is_not_a_generator_in_one_line(tmp_path: Path) -> None:
     target = tmp_path / "new_default.safetensors"
     missing = tmp_path / "runs" / "generator_best.safetensors"
