@@ -237,6 +237,12 @@ class RandomCropDataset(Dataset[Sample]):
     would have taken). The default (1,) keeps the images as they are, and draws crops exactly as
     without the option.
 
+    `image_aspects` below 1 squeeze each shrunk image in width by one of the factors as well (MATLAB bicubic
+    again), so that the network meets each texture at more widths than heights and the other way round (a
+    crop's quarter turn makes a squeezed width a squeezed height): more pairs from the same images, as
+    `image_scales` makes. Each crop is drawn from one of the versions (a scale and an aspect) that leave the image
+    a patch wide, all equally likely. The default (1,) squeezes nothing and draws crops exactly as without it.
+
     `lr_from` says how a crop's LR is made. "crop" (the default) downscales the HR crop on its own, as the
     authors made their patches: MATLAB pads the crop by mirroring it, so the LR's outer two pixels on each side
     hold a blur of the mirror rather than of the image around the crop. "image" cuts the LR crop from the
@@ -254,6 +260,7 @@ class RandomCropDataset(Dataset[Sample]):
         in_memory: bool | None = None,
         image_scales: Sequence[float] = (1.0,),
         lr_from: LRFrom = "crop",
+        image_aspects: Sequence[float] = (1.0,),
     ) -> None:
         if in_memory is not None:
             in_memory = check_flag(in_memory, "in_memory", choices="True, False or None (held if it fits)")
@@ -263,13 +270,15 @@ class RandomCropDataset(Dataset[Sample]):
         hr_patch_size, scale = check_patch_size(hr_patch_size, scale)
         repeats = check_whole_number(repeats, "repeats")
         self.image_scales = check_image_scales(image_scales)
+        self.image_aspects = check_image_scales(image_aspects, "image_aspects", "e.g. [1.0, 0.85, 0.7]")
         self.hr_patch_size = hr_patch_size
         self.scale = scale
         self.repeats = repeats
-        # An image is used where its largest scale leaves a patch: MATLAB's output is ceil(side * factor) wide.
-        least_side = math.floor((hr_patch_size - 1) / max(self.image_scales)) + 1
+        # An image is used where its largest version leaves a patch: MATLAB's output is ceil(side * factor) wide.
+        least_side = math.floor((hr_patch_size - 1) / (max(self.image_scales) * max(self.image_aspects))) + 1
         paths, decoded_bytes = scan_images(as_folders(folders), least_side, type(self).__name__)
-        decoded_bytes = round(decoded_bytes * sum(factor**2 for factor in self.image_scales))
+        versions = sum(factor**2 for factor in self.image_scales) * sum(self.image_aspects)
+        decoded_bytes = round(decoded_bytes * versions)
         self.images = LazyImages(paths)
         if in_memory is None:
             available = host_available_memory()
@@ -283,26 +292,38 @@ class RandomCropDataset(Dataset[Sample]):
                     decoded_bytes / 1e9,
                     available / 1e9,
                 )
-        # The versions of each image a crop is drawn from: one per image scale that leaves a patch (uint8 C, H, W).
+        # The versions of each image a crop is drawn from: one per image scale and aspect that leave a patch
+        # (uint8 C, H, W).
         self.cache: list[list[torch.Tensor]] | None = None
         if in_memory:
             # uint8 tensors: 4x smaller than float, and cropping a view is free.
             self.cache = [
-                [self._shrunk(array, factor) for factor in self._usable_scales(array)]
+                [self._shrunk(array, version) for version in self._usable_versions(array)]
                 for array in self.images.load_all()
             ]
         else:
             self.images.load(0)  # as CenterCropDataset: a folder of only undecodable files is refused now
 
-    def _usable_scales(self, array: np.ndarray) -> list[float]:
-        """The image scales that leave `array` (H, W, C) a patch wide: MATLAB's output is ceil(side * factor)."""
-        side = min(array.shape[:2])
-        return [factor for factor in self.image_scales if math.ceil(side * factor) >= self.hr_patch_size]
+    def _usable_versions(self, array: np.ndarray) -> list[tuple[float, float]]:
+        """The (image scale, aspect) pairs that leave `array` (H, W, C) a patch wide and high: MATLAB's output is
+        ceil(side * factor)."""
+        height, width = array.shape[:2]
+        return [
+            (factor, aspect)
+            for factor in self.image_scales
+            for aspect in self.image_aspects
+            if min(math.ceil(height * factor), math.ceil(math.ceil(width * factor) * aspect)) >= self.hr_patch_size
+        ]
 
     @staticmethod
-    def _shrunk(array: np.ndarray, factor: float) -> torch.Tensor:
-        """`array` (H, W, C uint8) shrunk by `factor`, as a (C, H, W) tensor."""
+    def _shrunk(array: np.ndarray, version: tuple[float, float]) -> torch.Tensor:
+        """`array` (H, W, C uint8) shrunk by a version's factor, then squeezed in width by its aspect, as a
+        (C, H, W) tensor."""
+        factor, aspect = version
         shrunk = array if factor == 1.0 else imresize_np(array, factor)
+        if aspect != 1.0:  # a second resize, of the width alone (its height pass at scale 1 copies the rows)
+            height, width = shrunk.shape[:2]
+            shrunk = imresize_np(shrunk, size=(height, math.ceil(width * aspect)))
         return torch.from_numpy(shrunk.transpose(2, 0, 1).copy())
 
     def __len__(self) -> int:
@@ -312,9 +333,9 @@ class RandomCropDataset(Dataset[Sample]):
         image_index = index % len(self.images.paths)
         if self.cache is not None:
             image = _drawn(self.cache[image_index])
-        else:  # only the scale drawn is shrunk: an item read from its file costs one resize, not one per scale
+        else:  # only the version drawn is made: an item read from its file costs one resize or two, not one per version
             image_index, array = self.images.load(image_index)
-            image = self._shrunk(array, _drawn(self._usable_scales(array)))
+            image = self._shrunk(array, _drawn(self._usable_versions(array)))
         if self.lr_from == "crop":
             hr = _oriented(self._crop(image), *_orientation()).float().div_(255.0)
             lr = downscale_tensor(hr, self.scale)

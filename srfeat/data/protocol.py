@@ -45,11 +45,13 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     return imresize_np(lr, float(scale))
 
 
-def check_image_scales(image_scales: object, name: str = "image_scales") -> tuple[float, ...]:
-    """The size factors of `RandomCropDataset`'s augmentation as floats: a non-empty list of distinct numbers in
-    (0, 1] (a factor above 1 would invent the pixels the network learns to restore), else a one-line
-    `InvalidOptionError` that calls them `name`."""
-    example = "e.g. [1.0, 0.9, 0.8, 0.7, 0.6], or [1.0] for the images as they are"
+def check_image_scales(
+    image_scales: object, name: str = "image_scales", example: str = "e.g. [1.0, 0.9, 0.8, 0.7, 0.6]"
+) -> tuple[float, ...]:
+    """The size factors of `RandomCropDataset`'s augmentation (`image_scales`, `image_aspects`) as floats: a
+    non-empty list of distinct numbers in (0, 1] (a factor above 1 would invent the pixels the network learns to
+    restore), else a one-line `InvalidOptionError` that calls them `name` and gives `example`."""
+    example = f"{example}, or [1.0] for the images as they are"
     if isinstance(image_scales, (str, bytes)) or not isinstance(image_scales, Sequence) or not image_scales:
         raise InvalidOptionError(
             f"{name} must be a non-empty list of size factors ({example}), got {given(image_scales)}"

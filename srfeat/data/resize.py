@@ -284,9 +284,15 @@ def _imresize(
 
 
 def imresize_np(
-    array: np.ndarray, scale: float, antialiasing: bool = True, *, round_each_pass: bool = False
+    array: np.ndarray,
+    scale: float | None = None,
+    antialiasing: bool = True,
+    *,
+    size: tuple[int, int] | None = None,
+    round_each_pass: bool = False,
 ) -> np.ndarray:
-    """`imresize` for an HxW or HxWxC numpy array, returned in the array's dtype.
+    """`imresize` for an HxW or HxWxC numpy array, returned in the array's dtype: by `scale`, or to `size`
+    (height, width), as `imresize`.
 
     An integer array (uint8 as the evaluation protocol uses, uint16, signed) is resized in
     float64, rounded and clipped to its dtype's range (bicubic overshoots at edges: cast back
@@ -326,13 +332,13 @@ def imresize_np(
     if not is_integer:
         if round_each_pass:
             raise InvalidImageError(f"round_each_pass rounds integer pixels; this array is {array.dtype}")
-        resized = imresize(tensor, scale=scale, antialiasing=antialiasing)
+        resized = imresize(tensor, scale=scale, size=size, antialiasing=antialiasing)
         return (resized.permute(1, 2, 0) if array.ndim == 3 else resized).numpy().astype(array.dtype, copy=False)
     limits = np.iinfo(array.dtype)
 
     def to_integers(pixels: torch.Tensor) -> torch.Tensor:
         return pixels.round().clamp_(limits.min, limits.max)
 
-    resized = _imresize(tensor, scale, None, antialiasing, to_integers if round_each_pass else None)
+    resized = _imresize(tensor, scale, size, antialiasing, to_integers if round_each_pass else None)
     resized = to_integers(resized)  # once more is a no-op after each pass
     return (resized.permute(1, 2, 0) if array.ndim == 3 else resized).numpy().astype(array.dtype)

@@ -98,6 +98,10 @@ class DataConfig:
     # at random among those that leave it a patch wide, as VDSR-era networks were trained on the 291 images
     # (e.g. [1.0, 0.7, 0.5]). [1.0] (the default) keeps the images as they are.
     image_scales: list[float] = field(default_factory=lambda: [1.0])
+    # random_crop: each shrunk image is also squeezed in width by one of these factors (MATLAB bicubic; a crop's
+    # quarter turn makes it a squeezed height), picked at random with the scale among the versions that leave a
+    # patch (e.g. [1.0, 0.85, 0.7]). [1.0] (the default) squeezes nothing.
+    image_aspects: list[float] = field(default_factory=lambda: [1.0])
     # random_crop: how a crop's LR is made. "crop" (the default) downscales the HR crop on its own, as the
     # authors made their patches (MATLAB mirrors the crop at its edges, so the LR's outer pixels blur a mirror);
     # "image" cuts it from the image's downscale, as VDSR and MemNet made their pairs and as a benchmark's LR is

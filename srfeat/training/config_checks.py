@@ -153,14 +153,16 @@ def check(config: TrainingConfig) -> None:
 
     try:
         check_image_scales(data.image_scales, "config key data.image_scales")
+        check_image_scales(data.image_aspects, "config key data.image_aspects", "e.g. [1.0, 0.85, 0.7]")
     except InvalidOptionError as error:
         raise ConfigError(str(error)) from None
     # Only random crops are drawn from the images at load time: the other kinds would silently ignore the factors.
-    if data.kind != "random_crop" and data.image_scales != [1.0]:
-        raise ConfigError(
-            f"config key data.image_scales augments random crops (data.kind random_crop), not data.kind {data.kind}: "
-            "leave it at [1.0]"
-        )
+    for key, factors in (("image_scales", data.image_scales), ("image_aspects", data.image_aspects)):
+        if data.kind != "random_crop" and factors != [1.0]:
+            raise ConfigError(
+                f"config key data.{key} augments random crops (data.kind random_crop), not data.kind {data.kind}: "
+                "leave it at [1.0]"
+            )
     if data.kind != "random_crop" and data.lr_from != "crop":
         raise ConfigError(
             f"config key data.lr_from chooses how random crops (data.kind random_crop) get their LR, not data.kind "
