@@ -8,17 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import one_error_line, srfeat_cli
 from PIL import Image
 from skimage import data as samples
 from test_image_scales import hr_crops, where_from
-from training_helpers import tiny_config, train_in_process
 
 from srfeat.data.datasets import RandomCropDataset
 from srfeat.data.resize import imresize, imresize_np
-from srfeat.errors import ConfigError, InvalidImageError, InvalidOptionError
-from srfeat.training.config import config_from_dict
-from srfeat.training.sampling import build_train_dataset
+from srfeat.errors import InvalidImageError
 
 PATCH = 32
 IMAGE = np.ascontiguousarray(samples.astronaut()[100:164, 150:214])  # 64 x 64, hair and the flag
@@ -85,36 +81,3 @@ def test_images_read_on_access_give_the_crops_of_images_held(image_folder: Path)
     held = RandomCropDataset(image_folder, PATCH, in_memory=True, **options)
     read = RandomCropDataset(image_folder, PATCH, in_memory=False, **options)
     assert all(np.array_equal(a, b) for a, b in zip(hr_crops(held, 12), hr_crops(read, 12), strict=True))
-
-
-@pytest.mark.parametrize(
-    "aspects, message",
-    [
-        ([], r"image_aspects must be a non-empty list of size factors \(e.g. \[1.0, 0.85, 0.7\]"),
-        ([1.0, 1.2], r"image_aspects must hold factors in \(0, 1\] .* got float 1.2"),
-        ([0.7, 0.7], "image_aspects lists 0.7 more than once: give each factor once"),
-    ],
-)
-def test_the_dataset_refuses_aspects_that_cannot_work(image_folder: Path, aspects: object, message: str) -> None:
-    with pytest.raises(InvalidOptionError, match=message):
-        RandomCropDataset(image_folder, PATCH, image_aspects=aspects)  # pyright: ignore[reportArgumentType]
-
-
-def test_a_run_draws_its_crops_at_the_configured_aspects(folders, tmp_path: Path) -> None:
-    train_dir, validation_dir = folders
-    out = tmp_path / "run"
-    config = tiny_config(train_dir, validation_dir, out, overrides=["data.image_aspects=[1.0, 0.8]"])
-    dataset = build_train_dataset(config)
-    assert isinstance(dataset, RandomCropDataset) and dataset.image_aspects == (1.0, 0.8)
-    assert train_in_process(config, out).step == 4
-
-
-def test_the_config_keeps_aspects_to_random_crops() -> None:
-    with pytest.raises(ConfigError, match="data.image_aspects augments random crops .*not data.kind center_crop"):
-        config_from_dict({"data": {"train_dirs": ["images"]}}, ["data.kind=center_crop", "data.image_aspects=[0.8]"])
-
-
-def test_the_cli_refuses_an_aspect_above_one_in_one_line(tmp_path: Path) -> None:
-    child = srfeat_cli("train", "configs/dev/stage1.yaml", "--out", tmp_path / "run", "data.image_aspects=[1, 1.25]")
-    assert "config key data.image_aspects must hold factors in (0, 1]" in one_error_line(child)
-    assert not (tmp_path / "run").exists()

@@ -1,5 +1,5 @@
 """data.image_scales: random crops drawn from the training images shrunk by size factors (how VDSR-era networks
-were trained on the 291 images)."""
+were trained on the 291 images); the checks of the factors, which data.image_aspects shares."""
 
 from __future__ import annotations
 
@@ -92,48 +92,58 @@ def test_images_read_on_access_give_the_crops_of_images_held(image_folder: Path)
     assert all(np.array_equal(a, b) for a, b in zip(hr_crops(held, 12), hr_crops(read, 12), strict=True))
 
 
+# image_aspects takes factors as image_scales does, and is checked by the same code
+FACTOR_KEYS = ["image_scales", "image_aspects"]
+
+
+@pytest.mark.parametrize("key", FACTOR_KEYS)
 @pytest.mark.parametrize(
-    "scales, message",
+    "factors, message",
     [
-        ([], "image_scales must be a non-empty list of size factors"),
-        ([1.0, 1.5], r"image_scales must hold factors in \(0, 1\] .* got float 1.5"),
-        ([0.0], r"image_scales must hold factors in \(0, 1\] .* got float 0.0"),
-        ([float("nan")], r"image_scales must hold factors in \(0, 1\] .* got float nan"),
-        (["0.5"], r"image_scales must hold factors in \(0, 1\] .* got str '0.5'"),
-        ([0.5, 0.5], "image_scales lists 0.5 more than once: give each factor once"),
-        (0.5, "image_scales must be a non-empty list of size factors .*got float 0.5"),
+        ([], "{key} must be a non-empty list of size factors"),
+        ([1.0, 1.5], r"{key} must hold factors in \(0, 1\] .* got float 1.5"),
+        ([0.0], r"{key} must hold factors in \(0, 1\] .* got float 0.0"),
+        ([float("nan")], r"{key} must hold factors in \(0, 1\] .* got float nan"),
+        (["0.5"], r"{key} must hold factors in \(0, 1\] .* got str '0.5'"),
+        ([0.5, 0.5], "{key} lists 0.5 more than once: give each factor once"),
+        (0.5, "{key} must be a non-empty list of size factors .*got float 0.5"),
     ],
 )
-def test_the_dataset_refuses_factors_that_cannot_work(image_folder: Path, scales: object, message: str) -> None:
-    with pytest.raises(InvalidOptionError, match=message):
-        RandomCropDataset(image_folder, PATCH, image_scales=scales)  # pyright: ignore[reportArgumentType]
+def test_the_dataset_refuses_factors_that_cannot_work(
+    image_folder: Path, key: str, factors: object, message: str
+) -> None:
+    with pytest.raises(InvalidOptionError, match=message.format(key=key)):
+        RandomCropDataset(image_folder, PATCH, **{key: factors})  # pyright: ignore[reportArgumentType]
 
 
-def test_a_run_draws_its_crops_at_the_configured_scales(folders, tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", FACTOR_KEYS)
+def test_a_run_draws_its_crops_at_the_configured_factors(folders, tmp_path: Path, key: str) -> None:
     train_dir, validation_dir = folders
     out = tmp_path / "run"
-    config = tiny_config(train_dir, validation_dir, out, overrides=["data.image_scales=[1.0, 0.5]"])
+    config = tiny_config(train_dir, validation_dir, out, overrides=[f"data.{key}=[1.0, 0.5]"])
     dataset = build_train_dataset(config)
-    assert isinstance(dataset, RandomCropDataset) and dataset.image_scales == (1.0, 0.5)
+    assert isinstance(dataset, RandomCropDataset) and getattr(dataset, key) == (1.0, 0.5)
     assert train_in_process(config, out).step == 4
 
 
+@pytest.mark.parametrize("key", FACTOR_KEYS)
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["data.kind=random_crop", "data.image_scales=[1.0, 2.0]"], r"data.image_scales must hold factors in \(0, 1\]"),
+        (["data.kind=random_crop", "data.{key}=[1.0, 2.0]"], r"data.{key} must hold factors in \(0, 1\]"),
         (
-            ["data.kind=center_crop", "data.image_scales=[1.0, 0.5]"],
-            "augments random crops .*not data.kind center_crop",
+            ["data.kind=center_crop", "data.{key}=[1.0, 0.5]"],
+            "data.{key} augments random crops .*not data.kind center_crop",
         ),
     ],
 )
-def test_the_config_refuses_factors_that_cannot_work(overrides: list[str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        config_from_dict({"data": {"train_dirs": ["images"]}}, overrides)
+def test_the_config_refuses_factors_that_cannot_work(key: str, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.format(key=key)):
+        config_from_dict({"data": {"train_dirs": ["images"]}}, [each.format(key=key) for each in overrides])
 
 
-def test_the_cli_refuses_a_factor_above_one_in_one_line(tmp_path: Path) -> None:
-    child = srfeat_cli("train", "configs/dev/stage1.yaml", "--out", tmp_path / "run", "data.image_scales=[1, 1.25]")
-    assert "config key data.image_scales must hold factors in (0, 1]" in one_error_line(child)
+@pytest.mark.parametrize("key", FACTOR_KEYS)
+def test_the_cli_refuses_a_factor_above_one_in_one_line(tmp_path: Path, key: str) -> None:
+    child = srfeat_cli("train", "configs/dev/stage1.yaml", "--out", tmp_path / "run", f"data.{key}=[1, 1.25]")
+    assert f"config key data.{key} must hold factors in (0, 1]" in one_error_line(child)
     assert not (tmp_path / "run").exists()
