@@ -74,10 +74,3 @@ def test_the_default_aspect_draws_the_crops_drawn_without_the_option(image_folde
         RandomCropDataset(image_folder, PATCH, repeats=10, image_scales=[1.0, 0.5], image_aspects=[1]), 10
     )
     assert all(np.array_equal(a, b) for a, b in zip(plain, listed, strict=True))
-
-
-def test_images_read_on_access_give_the_crops_of_images_held(image_folder: Path) -> None:
-    options = {"repeats": 12, "image_scales": [1.0, 0.75], "image_aspects": [1.0, 0.7]}
-    held = RandomCropDataset(image_folder, PATCH, in_memory=True, **options)
-    read = RandomCropDataset(image_folder, PATCH, in_memory=False, **options)
-    assert all(np.array_equal(a, b) for a, b in zip(hr_crops(held, 12), hr_crops(read, 12), strict=True))

@@ -86,9 +86,14 @@ def test_the_default_scale_draws_the_crops_of_the_images_as_they_are(image_folde
     assert all(np.array_equal(a, b) for a, b in zip(plain, listed, strict=True))
 
 
-def test_images_read_on_access_give_the_crops_of_images_held(image_folder: Path) -> None:
-    held = RandomCropDataset(image_folder, PATCH, repeats=12, in_memory=True, image_scales=[1.0, 0.75, 0.5])
-    read = RandomCropDataset(image_folder, PATCH, repeats=12, in_memory=False, image_scales=[1.0, 0.75, 0.5])
+@pytest.mark.parametrize(
+    "factors",
+    [{"image_scales": [1.0, 0.75, 0.5]}, {"image_scales": [1.0, 0.75], "image_aspects": [1.0, 0.7]}],
+    ids=["scales", "scales-and-aspects"],
+)
+def test_images_read_on_access_give_the_crops_of_images_held(image_folder: Path, factors: dict) -> None:
+    held = RandomCropDataset(image_folder, PATCH, repeats=12, in_memory=True, **factors)
+    read = RandomCropDataset(image_folder, PATCH, repeats=12, in_memory=False, **factors)
     assert all(np.array_equal(a, b) for a, b in zip(hr_crops(held, 12), hr_crops(read, 12), strict=True))
 
 

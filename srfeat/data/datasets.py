@@ -277,8 +277,8 @@ class RandomCropDataset(Dataset[Sample]):
         # An image is used where its largest version leaves a patch: MATLAB's output is ceil(side * factor) wide.
         least_side = math.floor((hr_patch_size - 1) / (max(self.image_scales) * max(self.image_aspects))) + 1
         paths, decoded_bytes = scan_images(as_folders(folders), least_side, type(self).__name__)
-        versions = sum(factor**2 for factor in self.image_scales) * sum(self.image_aspects)
-        decoded_bytes = round(decoded_bytes * versions)
+        # the versions' pixels, at most, as a multiple of the image's: each scale's area times each aspect
+        decoded_bytes = round(decoded_bytes * sum(factor**2 for factor in self.image_scales) * sum(self.image_aspects))
         self.images = LazyImages(paths)
         if in_memory is None:
             available = host_available_memory()
