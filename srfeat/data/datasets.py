@@ -249,6 +249,12 @@ class RandomCropDataset(Dataset[Sample]):
     downscaled image (cut to a multiple of the scale, as a benchmark's HR is), as VDSR and MemNet made their
     training pairs and as every LR pixel away from an image's own edges is at test time: the crops sit on the
     LR grid, and each is downscaled with the `LR_MARGIN` pixels around it, which is all MATLAB's kernel reaches.
+
+    `permute_channels` puts each pair's red, green and blue in one of their six orders, at random (Yoo et al.,
+    2020, "Rethinking data augmentation for image super-resolution": the RGB permutation, which keeps every edge
+    where it is): a green leaf becomes a red or a blue one, so that the same images give the network more colours,
+    and luma contrasts, than they hold. HR and LR are permuted alike; MATLAB's downscale works on each channel
+    alone, so the LR is still the protocol's. False (the default) draws crops exactly as without it.
     """
 
     def __init__(
@@ -261,7 +267,9 @@ class RandomCropDataset(Dataset[Sample]):
         image_scales: Sequence[float] = (1.0,),
         lr_from: LRFrom = "crop",
         image_aspects: Sequence[float] = (1.0,),
+        permute_channels: bool = False,
     ) -> None:
+        self.permute_channels = check_flag(permute_channels, "permute_channels")
         if in_memory is not None:
             in_memory = check_flag(in_memory, "in_memory", choices="True, False or None (held if it fits)")
         if lr_from not in get_args(LRFrom):
@@ -344,6 +352,9 @@ class RandomCropDataset(Dataset[Sample]):
             # flips and quarter turns commute with MATLAB's downscale (its kernel is symmetric): the pair turns as one
             flip, turns = _orientation()
             hr, lr = _oriented(hr, flip, turns), _oriented(lr, flip, turns)
+        if self.permute_channels:  # drawn only here, so that without it the crops are those drawn before it
+            order = torch.randperm(3)
+            hr, lr = hr[order], lr[order]
         return {"lr": lr.contiguous(), "hr": hr.contiguous(), "name": self.images.paths[image_index].stem}
 
     def _crop(self, image: torch.Tensor) -> torch.Tensor:

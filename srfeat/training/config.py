@@ -107,6 +107,9 @@ class DataConfig:
     # "image" cuts it from the image's downscale, as VDSR and MemNet made their pairs and as a benchmark's LR is
     # (the crops then sit on the LR grid).
     lr_from: Literal["crop", "image"] = "crop"
+    # random_crop: put each pair's red, green and blue in one of their six orders, at random (the RGB permutation
+    # of Yoo et al., 2020): more colours and luma contrasts from the same images. False (the default) keeps them.
+    permute_channels: bool = False
     # Each epoch visits every image (or patch) this many times (random_crop: a new crop each time;
     # center_crop and patches: the same item again).
     repeat: int = 1

@@ -168,6 +168,11 @@ def check(config: TrainingConfig) -> None:
             f"config key data.lr_from chooses how random crops (data.kind random_crop) get their LR, not data.kind "
             f"{data.kind}'s: leave it at crop"
         )
+    if data.kind != "random_crop" and data.permute_channels:
+        raise ConfigError(
+            f"config key data.permute_channels augments random crops (data.kind random_crop), not data.kind "
+            f"{data.kind}: leave it at false"
+        )
     if model.luma_loss_weight < 0:
         raise ConfigError(
             "config key model.luma_loss_weight must be 0 (the paper's loss) or more, "

@@ -121,6 +121,7 @@ def build_train_dataset(config: TrainingConfig) -> Dataset:
             image_scales=data.image_scales,
             lr_from=data.lr_from,
             image_aspects=data.image_aspects,
+            permute_channels=data.permute_channels,
         )
     if data.kind == "center_crop":
         dataset: Dataset = CenterCropDataset(folders, hr_patch_size=data.hr_patch_size, scale=scale)
