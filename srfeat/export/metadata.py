@@ -60,8 +60,8 @@ BUNDLED_INFO: dict[str, ModelInfo] = {
     "default": ModelInfo(
         "default",
         "T91 + BSDS200 (random crops of the 291 images, of T91 + 80 BSDS200 images in its GPU run, of the 291 "
-        "shrunk by 0.9 to 0.4 as well in its last runs; flips and rotations), LR by MATLAB bicubic x1/4; MSE, "
-        "then the mean absolute error in its last run (srfeat stage 1)",
+        "shrunk by 0.9 to 0.4 as well in its last runs; flips and rotations; colours permuted in one run), LR by "
+        "MATLAB bicubic x1/4; MSE, then the mean absolute error in its last three runs (srfeat stage 1)",
         f"{PROJECT_LICENSE} (weights trained by the srfeat project)",
     ),
     "gan": ModelInfo(
