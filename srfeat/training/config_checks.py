@@ -156,22 +156,22 @@ def check(config: TrainingConfig) -> None:
         check_image_scales(data.image_aspects, "config key data.image_aspects", "e.g. [1.0, 0.85, 0.7]")
     except InvalidOptionError as error:
         raise ConfigError(str(error)) from None
-    # Only random crops are drawn from the images at load time: the other kinds would silently ignore the factors.
-    for key, factors in (("image_scales", data.image_scales), ("image_aspects", data.image_aspects)):
-        if data.kind != "random_crop" and factors != [1.0]:
+    # Only random crops are augmented at load time: the other kinds would silently ignore these.
+    augmentations = (
+        ("image_scales", data.image_scales, [1.0], "[1.0]"),
+        ("image_aspects", data.image_aspects, [1.0], "[1.0]"),
+        ("permute_channels", data.permute_channels, False, "false"),
+    )
+    for key, value, off, shown_off in augmentations:
+        if data.kind != "random_crop" and value != off:
             raise ConfigError(
                 f"config key data.{key} augments random crops (data.kind random_crop), not data.kind {data.kind}: "
-                "leave it at [1.0]"
+                f"leave it at {shown_off}"
             )
     if data.kind != "random_crop" and data.lr_from != "crop":
         raise ConfigError(
             f"config key data.lr_from chooses how random crops (data.kind random_crop) get their LR, not data.kind "
             f"{data.kind}'s: leave it at crop"
-        )
-    if data.kind != "random_crop" and data.permute_channels:
-        raise ConfigError(
-            f"config key data.permute_channels augments random crops (data.kind random_crop), not data.kind "
-            f"{data.kind}: leave it at false"
         )
     if model.luma_loss_weight < 0:
         raise ConfigError(
