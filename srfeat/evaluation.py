@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from srfeat.data.datasets import BenchmarkDataset, bicubic_upscale, distinct_folders
+from srfeat.data.benchmark import BenchmarkDataset
+from srfeat.data.datasets import bicubic_upscale, distinct_folders
 from srfeat.errors import MetricInputError, ModelOutputError, SRFeatError, TileOutOfMemoryError
 from srfeat.errors import printable as printable_name
 from srfeat.evaluation_inputs import (

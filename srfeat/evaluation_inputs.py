@@ -25,7 +25,7 @@ from srfeat.weights import generator_path
 from srfeat.weights.blend import BLEND_PREFIX, is_blend_spec, parse_blend_spec
 
 if TYPE_CHECKING:
-    from srfeat.data.datasets import BenchmarkDataset
+    from srfeat.data.benchmark import BenchmarkDataset
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from skimage import data as samples
 
+from srfeat.data.benchmark import BenchmarkDataset
 from srfeat.data.datasets import (
-    BenchmarkDataset,
     CenterCropDataset,
     PairedPatchDataset,
     RandomCropDataset,
@@ -375,34 +375,35 @@ def test_benchmark_dataset_refuses_a_folder_too_big_to_hold_before_decoding_it(
 ) -> None:
     """The three photos take 150*203 + 100*150 + 40*60 pixels, 3 bytes each and 1/16 more for the LR:
     refused from the headers when that is over half the memory, and not one image decoded."""
-    from srfeat.data import datasets
+    from srfeat.data import benchmark
 
     needed = (150 * 203 + 100 * 150 + 40 * 60) * 3 * (1 + 1 / 16)
     decoded: list[Path] = []
-    monkeypatch.setattr(datasets, "read_image", lambda path: decoded.append(path) or read_image(path))
-    monkeypatch.setattr(datasets, "host_available_memory", lambda: int(2 * needed) - 2)
+    reader = benchmark.read_image_noting_losses
+    monkeypatch.setattr(benchmark, "read_image_noting_losses", lambda path: decoded.append(path) or reader(path))
+    monkeypatch.setattr(benchmark, "host_available_memory", lambda: int(2 * needed) - 2)
     with pytest.raises(SRFeatError, match=r"take about 0\.0 GB decoded, .*split the folder") as caught:
         BenchmarkDataset(photo_folder, scale=4)
     assert "\n" not in str(caught.value) and decoded == []
     # held, and beside them the largest image's scoring (the protocol's float64 bicubic), which is more here
-    scoring = 150 * 203 * 3 * datasets.EVALUATION_WORKING_BYTES
-    monkeypatch.setattr(datasets, "host_available_memory", lambda: int(needed + scoring) - 2)
+    scoring = 150 * 203 * 3 * benchmark.EVALUATION_WORKING_BYTES
+    monkeypatch.setattr(benchmark, "host_available_memory", lambda: int(needed + scoring) - 2)
     with pytest.raises(SRFeatError, match=r"chelsea\.png: scoring this 0\.0305-megapixel image") as caught:
         BenchmarkDataset(photo_folder, scale=4)
     assert "\n" not in str(caught.value) and decoded == []
-    monkeypatch.setattr(datasets, "host_available_memory", lambda: int(needed + scoring) + 2)
+    monkeypatch.setattr(benchmark, "host_available_memory", lambda: int(needed + scoring) + 2)
     assert len(BenchmarkDataset(photo_folder, scale=4)) == 3
 
 
 def test_benchmark_dataset_decodes_only_the_images_a_limit_keeps(
     photo_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from srfeat.data import datasets
+    from srfeat.data import benchmark
 
     add_bad_files(photo_folder)  # truncated.png sorts after tiny.png; notes.txt is not listed
     decoded: list[str] = []
-    reader = datasets.read_image_noting_losses
-    monkeypatch.setattr(datasets, "read_image_noting_losses", lambda path: decoded.append(path.name) or reader(path))
+    reader = benchmark.read_image_noting_losses
+    monkeypatch.setattr(benchmark, "read_image_noting_losses", lambda path: decoded.append(path.name) or reader(path))
     dataset = BenchmarkDataset(photo_folder, scale=4, limit=2)
     assert dataset.names == ["chelsea", "coffee"] and decoded == ["chelsea.png", "coffee.png"]
 

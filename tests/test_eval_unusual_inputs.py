@@ -13,8 +13,8 @@ from PIL import Image
 from skimage import data as samples
 from test_image_reading import address_space_after_import
 
-from srfeat.data import datasets
-from srfeat.data.datasets import BenchmarkDataset
+from srfeat.data import benchmark
+from srfeat.data.benchmark import BenchmarkDataset
 from srfeat.data.io import write_image, write_png
 from srfeat.errors import SRFeatError
 
@@ -149,7 +149,7 @@ def test_the_memory_an_image_takes_to_score_is_checked_from_its_header(tmp_path:
     folder = tmp_path / "set"
     folder.mkdir()
     Image.new("RGB", (1000, 1000)).save(folder / "wide.png")
-    monkeypatch.setattr(datasets, "host_available_memory", lambda: 40_000_000)  # 40 MB: half is 20 MB
+    monkeypatch.setattr(benchmark, "host_available_memory", lambda: 40_000_000)  # 40 MB: half is 20 MB
     with pytest.raises(SRFeatError, match=r"wide\.png: scoring this 1-megapixel image takes about 0\.1 GB"):
         BenchmarkDataset(folder)
 

@@ -1099,7 +1099,7 @@ def test_a_png_colour_key_keeps_its_transparency(
 
 def test_a_benchmark_folder_names_an_oversized_profile_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Reading the size from the header warned, and reading the image warned again."""
-    from srfeat.data.datasets import BenchmarkDataset
+    from srfeat.data.benchmark import BenchmarkDataset
 
     big = srgb_profile() + bytes(1_100_000)
     Image.fromarray(RNG.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(tmp_path / "big.png", icc_profile=big)

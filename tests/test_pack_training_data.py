@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from skimage import data
 
-from srfeat.data.datasets import BenchmarkDataset, RandomCropDataset
+from srfeat.data.benchmark import BenchmarkDataset
+from srfeat.data.datasets import RandomCropDataset
 from srfeat.data.io import read_image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pack_training_data.py"

@@ -33,7 +33,7 @@ class Validator:
     """PSNR/SSIM (and NIQE in stage 2, when available) of the generator on a benchmark folder."""
 
     def __init__(self, config: TrainingConfig, device: torch.device) -> None:
-        from srfeat.data.datasets import BenchmarkDataset
+        from srfeat.data.benchmark import BenchmarkDataset
 
         assert config.validation.dir is not None
         self.config = config
