@@ -289,3 +289,40 @@ def test_an_old_format_pt_cut_short_is_called_incomplete(tmp_path: Path) -> None
         f"{tmp_path / 'old.pt'} is not a complete checkpoint: it ends before its tensors' data does (a download or "
         "copy that did not finish?); download or copy it again, or give another checkpoint"
     )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "named"),
+    [(torch.bool, "bool"), (torch.complex64, "complex64"), (torch.float32, "floating point")],
+)
+def test_a_batchnorm_count_that_is_not_an_integer_is_refused_by_each_reader(
+    tmp_path: Path, dtype: torch.dtype, named: str
+) -> None:
+    """A bool or complex `num_batches_tracked` loaded, cast to int64 without a word (complex with torch's warning)."""
+    from safetensors.torch import save_file
+
+    from srfeat.weights import generator_from_state
+
+    state = tiny_generator().state_dict()
+    key = next(name for name in state if name.endswith("num_batches_tracked"))
+    state[key] = torch.ones((), dtype=dtype)
+    expected = rf"{key} has the wrong dtype \(expected an integer, got {named}\)"
+    save_file(state, tmp_path / "g.safetensors")
+    torch.save(state, tmp_path / "g.pt")
+    for path in (tmp_path / "g.safetensors", tmp_path / "g.pt"):
+        with pytest.raises(WeightsError, match=expected):
+            load_generator(path)
+    with pytest.raises(WeightsError, match=expected):
+        generator_from_state(state)
+
+
+def test_an_integer_count_of_any_width_loads_as_before(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    generator = tiny_generator()
+    state = {
+        key: value.int() if key.endswith("num_batches_tracked") else value
+        for key, value in generator.state_dict().items()
+    }
+    save_file(state, tmp_path / "g.safetensors")
+    assert _same_weights(load_generator(tmp_path / "g.safetensors"), generator)

@@ -32,7 +32,7 @@ from safetensors.torch import save as safetensors_bytes
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import InvalidOptionError, WeightsError, check_flag, shown
 from srfeat.files import OutputExistsError, PendingFile, replace_option, write_file_atomically
-from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, check_layout, check_weights, weight_problem
+from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, check_layout, check_weights, tensor_kinds, weight_problem
 from srfeat.weights.file_kinds import named_safetensors, only_the_safetensors_suffix
 from srfeat.weights.reading import BUNDLED_AGAIN, CHECKPOINT_AGAIN, build_generator, generator_from_state, read_state
 
@@ -121,7 +121,7 @@ def generator_file(generator: SRFeatGenerator, path: PathArg, dtype: torch.dtype
     try:  # what load_generator would refuse (an Upscaler's folded InferenceGenerator has other tensors)
         check_layout(
             {key.removeprefix("module."): tuple(value.shape) for key, value in state.items()},
-            {key.removeprefix("module.") for key, value in state.items() if value.is_floating_point()},
+            tensor_kinds(state),
             type(generator).__name__,
         )
     except WeightsError as error:

@@ -20,8 +20,10 @@ __all__ = [
     "ValueProblem",
     "check_layout",
     "check_weights",
+    "dtype_kind",
     "expected_shapes",
     "name_list",
+    "tensor_kinds",
     "value_problem",
     "weight_problem",
 ]
@@ -33,6 +35,24 @@ MAX_WEIGHT_MAGNITUDE = 1e6
 MAX_TENSORS = 100_000
 
 Shapes = Mapping[str, tuple[int, ...]]
+
+# What each entry must hold: weights and BatchNorm statistics are floating point, `num_batches_tracked` an
+# integer count. A bool or complex count loaded, cast to int64 (the complex one with torch's warning), unsaid.
+FLOAT, INTEGER = "floating point", "an integer"
+
+
+def dtype_kind(dtype: torch.dtype) -> str:
+    """FLOAT, INTEGER, or the dtype's own name (bool, complex: neither a weight nor a count)."""
+    if dtype.is_floating_point:
+        return FLOAT
+    if dtype.is_complex or dtype == torch.bool:
+        return str(dtype).removeprefix("torch.")
+    return INTEGER
+
+
+def tensor_kinds(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """`dtype_kind` of each tensor, `module.` prefixes stripped as `check_layout`'s shapes are."""
+    return {key.removeprefix("module."): dtype_kind(value.dtype) for key, value in state.items()}
 
 
 # ----------------------------------------------------------------------------- weights sanity
@@ -146,11 +166,12 @@ def _indices(shapes: Shapes, prefix: str) -> dict[int, str]:
     return found
 
 
-def check_layout(shapes: Shapes, float_keys: set[str], source: str) -> tuple[int, int, int, int]:
+def check_layout(shapes: Shapes, kinds: Mapping[str, str], source: str) -> tuple[int, int, int, int]:
     """(scale, num_features, num_blocks, in_channels) that the names and shapes describe.
 
     Fails in one line naming the first key that does not fit: a name the architecture does
-    not have, a missing one, or a shape other than the architecture's (both shapes named).
+    not have, a missing one, a shape other than the architecture's (both shapes named), or a
+    dtype of another kind than its own (`kinds`: each key's `dtype_kind`).
     """
     if len(shapes) > MAX_TENSORS:
         raise WeightsError(f"{source} holds {len(shapes):,} tensors; an SRFeat generator has a few hundred")
@@ -197,7 +218,7 @@ def check_layout(shapes: Shapes, float_keys: set[str], source: str) -> tuple[int
                 f"{source} does not match the SRFeat generator architecture: {key} has shape {tuple(shapes[key])} "
                 f"in the file, but {architecture} needs {shape}"
             )
-        if key.endswith("num_batches_tracked") != (key not in float_keys):
-            kind = "an integer" if key.endswith("num_batches_tracked") else "floating point"
-            raise WeightsError(f"{source}: {key} has the wrong dtype (expected {kind})")
+        wanted = INTEGER if key.endswith("num_batches_tracked") else FLOAT
+        if kinds.get(key) != wanted:
+            raise WeightsError(f"{source}: {key} has the wrong dtype (expected {wanted}, got {kinds.get(key)})")
     return scale, num_features, num_blocks, in_channels

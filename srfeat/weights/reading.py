@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
 from srfeat.path_checks import unreadable_message, utf8_path
-from srfeat.weights.checks import MAX_TENSORS, check_layout, check_weights, name_list
+from srfeat.weights.checks import FLOAT, INTEGER, MAX_TENSORS, check_layout, check_weights, name_list, tensor_kinds
 from srfeat.weights.file_kinds import (
     DAMAGED_ZIP,
     ONNX,
@@ -139,20 +139,30 @@ def _check_kind(path: Path, bundled: list[str], again: str) -> None:
     raise WeightsError(f"{path} is {kind.description}, not generator weights: {what_to_do}")
 
 
-def _safetensors_layout(path: Path, again: str) -> tuple[dict[str, tuple[int, ...]], set[str]]:
-    """Names, shapes and float-ness of the tensors in a safetensors file, from its header only."""
+def _safetensors_layout(path: Path, again: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Names, shapes and dtype kinds (`dtype_kind`'s) of the tensors in a safetensors file, from its header only."""
     with utf8_path(path) as name, safe_open(name, framework="pt") as handle:
         keys = list(handle.keys())
         if len(keys) > MAX_TENSORS:
             raise WeightsError(f"{path} holds {len(keys):,} tensors; an SRFeat generator has a few hundred; {again}")
         shapes: dict[str, tuple[int, ...]] = {}
-        float_keys: set[str] = set()
+        kinds: dict[str, str] = {}
         for key in keys:
             tensor_slice = handle.get_slice(key)
             shapes[key] = tuple(tensor_slice.get_shape())
-            if tensor_slice.get_dtype() in ("F16", "BF16", "F32", "F64"):
-                float_keys.add(key)
-    return shapes, float_keys
+            dtype = str(tensor_slice.get_dtype())
+            kinds[key] = _SAFETENSORS_KINDS.get(dtype, dtype.lower())
+    return shapes, kinds
+
+
+# The safetensors dtypes a generator's tensors may be stored in, and two a refusal names as torch does; any
+# other (F8_E4M3, C128) is named in lower case.
+_SAFETENSORS_KINDS: dict[str, str] = {
+    **dict.fromkeys(("F16", "BF16", "F32", "F64"), FLOAT),
+    **dict.fromkeys(("I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"), INTEGER),
+    "BOOL": "bool",
+    "C64": "complex64",
+}
 
 
 def strip_prefix(state: Mapping[str, _Value], source: str = "the state dict") -> dict[str, _Value]:
@@ -170,13 +180,13 @@ def strip_prefix(state: Mapping[str, _Value], source: str = "the state dict") ->
 
 
 def _file_layout(
-    path: Path, shapes: Mapping[str, tuple[int, ...]], float_keys: set[str], again: str
+    path: Path, shapes: Mapping[str, tuple[int, ...]], kinds: Mapping[str, str], again: str
 ) -> tuple[int, int, int, int]:
     """`check_layout` of a file's tensors (`module.` prefixes stripped); its refusal, and `strip_prefix`'s,
     end with what to do about the file (`again`): they say only what is wrong."""
     try:
         stripped = strip_prefix(shapes, str(path))
-        return check_layout(stripped, {key.removeprefix("module.") for key in float_keys}, str(path))
+        return check_layout(stripped, {key.removeprefix("module."): kind for key, kind in kinds.items()}, str(path))
     except WeightsError as error:
         raise WeightsError(f"{error}; {again}") from error
 
@@ -196,12 +206,12 @@ def read_state(
         raise WeightsError(unreadable_message(path, error, again)) from error
     if named_safetensors(path):
         try:
-            shapes, float_keys = _safetensors_layout(path, again)
+            shapes, kinds = _safetensors_layout(path, again)
         except WeightsError:  # a ValueError: its line was put inside "cannot read: damaged (...)"
             raise
         except (SafetensorError, OSError, ValueError) as error:
             raise _refusal(path, error, again) from error
-        layout = _file_layout(path, shapes, float_keys, again)
+        layout = _file_layout(path, shapes, kinds, again)
         try:
             with utf8_path(path) as name:
                 return strip_prefix(load_file(name), str(path)), layout
@@ -249,7 +259,7 @@ def _pt_state(path: Path, state: object, again: str) -> tuple[dict[str, torch.Te
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a state dict of tensors: expected an SRFeat generator checkpoint")
     shapes = {key: tuple(value.shape) for key, value in state.items()}
-    layout = _file_layout(path, shapes, {k for k, v in state.items() if v.is_floating_point()}, again)
+    layout = _file_layout(path, shapes, tensor_kinds(state), again)
     return strip_prefix(state, str(path)), layout
 
 
@@ -283,5 +293,5 @@ def generator_from_state(state: dict[str, torch.Tensor], source: str = "state di
         )
     state = strip_prefix(state, source)
     shapes = {key: tuple(value.shape) for key, value in state.items()}
-    layout = check_layout(shapes, {k for k, v in state.items() if v.is_floating_point()}, source)
+    layout = check_layout(shapes, tensor_kinds(state), source)
     return build_generator(state, layout, source)
