@@ -14,6 +14,8 @@ from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import InvalidOptionError, WeightsError, given, is_real_number
 
 __all__ = [
+    "FLOAT",
+    "INTEGER",
     "MAX_TENSORS",
     "MAX_WEIGHT_MAGNITUDE",
     "Shapes",
