@@ -183,8 +183,8 @@ def mutate(rng: random.Random, seed: bytes, extension: str) -> tuple[bytes, str]
 def frames_of(path: Path) -> dict[str, Any]:
     """The frames PyAV decodes from `path`, packet by packet past errors, and the first one's size."""
     found: dict[str, Any] = {"frames": 0, "size": None}
-    try:
-        with av.open(str(path)) as container:
+    try:  # tags that are not UTF-8 are skipped, as srfeat's own probe does: PyAV raised UnicodeDecodeError for them
+        with av.open(str(path), metadata_errors="ignore") as container:
             video = container.streams.video[0]
             for packet in container.demux(video):
                 try:
@@ -215,9 +215,12 @@ def upscale_in_child(source: Path, target: Path, model: Path, memory: int, recor
     sys.stderr.flush()
     result: dict[str, Any] = {"code": code}
     record.write_text(json.dumps(result))  # kept if the measuring below dies
-    result["input"] = frames_of(source)
-    if code == 0 and target.exists() and target.read_bytes() != SENTINEL:
-        result["output"] = frames_of(target)
+    try:
+        result["input"] = frames_of(source)
+        if code == 0 and target.exists() and target.read_bytes() != SENTINEL:
+            result["output"] = frames_of(target)
+    except Exception as error:  # noqa: BLE001 - the fuzz's own measuring failed, not srfeat: said as such
+        result["measuring"] = f"{type(error).__name__}: {error}"[:300]
     record.write_text(json.dumps(result))
 
 
@@ -278,7 +281,9 @@ def classes_of(result: dict[str, Any], seed_frames: int) -> list[str]:
     if code == 0:
         output, source = result.get("output") or {}, result.get("input") or {}
         found.append("success, warned" if warned else "success")
-        if not output:
+        if "measuring" in result:  # the fuzz's reading failed, so nothing is known of the frames or their size
+            found.append(f"MEASURING FAILED ({result['measuring']})")
+        elif not output:
             found.append("NO OUTPUT")
         elif not warned and output["frames"] < max(seed_frames, source.get("frames", 0)):
             found.append("FRAMES LOST UNSAID")

@@ -89,6 +89,29 @@ def test_a_transport_stream_missing_a_byte_names_the_frames_it_loses_at_its_end(
     assert warnings_of(result) == [lost_at_end(source, 8)]
 
 
+def test_a_transport_stream_whose_last_pes_start_code_is_damaged_warns_of_the_frame_it_loses(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """A packet that starts a PES packet without its start code (a byte that came into its adaptation field shifts
+    it): FFmpeg's demuxer skips that PES without a word, the last frame here, and the output was a frame short."""
+    whole = tmp_path / "whole.ts"
+    write_encoded(whole, codec="mpeg2video", frames=8, size=(32, 24), container_format="mpegts")
+    data = bytearray(whole.read_bytes())
+    last = video_packets(whole)[-1]  # the transport packet the last frame's PES starts in
+    adaptation = 1 + data[last + 4] if data[last + 3] & 0x20 else 0
+    start = last + 4 + adaptation
+    assert data[start : start + 3] == b"\x00\x00\x01"
+    data[start] = 0xFF
+    source = tmp_path / "damaged.ts"
+    source.write_bytes(data)
+    assert len(decoded_times(source)) == 7  # the damage is what the test says: the last frame lost
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    (warning,) = warnings_of(result)
+    assert warning.startswith(f"WARNING: {source}: the file is damaged at byte {last}, after the frame at ")
+    assert "(a PES packet whose start code is damaged); FFmpeg reads past it without an error" in warning
+
+
 def transport_packet(pid: int, counter: int, *, payload: bool = True, discontinuity: bool = False) -> bytes:
     control = 0x30 if discontinuity else 0x10 if payload else 0x20
     header = bytes([0x47, pid >> 8, pid & 0xFF, control | counter % 16])
@@ -129,6 +152,25 @@ def test_transport_packets_lost_or_cut_short_are_found_by_sync_bytes_and_the_vid
     assert breaks_in(tmp_path, both, tail=b"\xff" * 400) == []  # stuffing at the end, written so
     assert breaks_in(tmp_path, both, tail=bytes(range(200))) == ["200 bytes at the end that hold no transport packet"]
     assert breaks_in(tmp_path, both, tail=video[0][:100]) == []  # a last packet cut short: said elsewhere
+
+
+def pes_start(pid: int, counter: int, pts: int, *, start_code: bytes = b"\x00\x00\x01") -> bytes:
+    """A transport packet that starts a video PES packet timed `pts` (payload unit start set)."""
+    time = bytes([0x21 | (pts >> 29) & 0x0E, pts >> 22 & 0xFF, 0x01 | (pts >> 14) & 0xFE, pts >> 7 & 0xFF])
+    pes = start_code + b"\xe0\x00\x00\x80\x80\x05" + time + bytes([0x01 | (pts << 1) & 0xFE])
+    header = bytes([0x47, 0x40 | pid >> 8, pid & 0xFF, 0x10 | counter % 16])
+    return header + pes + b"\xff" * (188 - len(header) - len(pes))
+
+
+def test_a_pes_start_without_its_start_code_is_a_break_and_a_sound_one_a_frame_listed(tmp_path: Path) -> None:
+    frames = [pes_start(VIDEO_PID, counter, 3000 * counter) for counter in range(6)]
+    source = tmp_path / "timed.ts"
+    source.write_bytes(b"".join(frames))
+    listed = scan_transport_stream(source, VIDEO_PID)
+    assert listed is not None
+    assert ([time for _, time in listed.places], listed.breaks) == ([3000 * counter for counter in range(6)], [])
+    frames[4] = pes_start(VIDEO_PID, 4, 12000, start_code=b"\xff\x00\x00")
+    assert breaks_in(tmp_path, frames) == ["a PES packet whose start code is damaged"]
 
 
 def block_header(data: bytes | bytearray, position: int) -> tuple[int, int]:

@@ -183,7 +183,13 @@ class _Scan:
         def byte(offset: int) -> np.ndarray:
             return rows[starts, payload + offset].astype(np.int64)
 
-        timed = (byte(0) == 0) & (byte(1) == 0) & (byte(2) == 1) & ((byte(7) & 0x80) == 0x80)
+        coded = (byte(0) == 0) & (byte(1) == 0) & (byte(2) == 1)
+        # A packet that says a PES packet starts in it, but whose payload does not begin with the start code (a byte
+        # that came into its adaptation field, say): FFmpeg's demuxer skips to the next start, losing the frame, and
+        # its time is unreadable, so the listing cannot name it.
+        for row in np.flatnonzero(~coded)[: BREAKS_KEPT - len(self.breaks)]:
+            self._broke(at + int(starts[row]) * self.size, "a PES packet whose start code is damaged")
+        timed = coded & ((byte(7) & 0x80) == 0x80)
         pts = ((byte(9) >> 1) & 7) << 30 | byte(10) << 22 | (byte(11) >> 1) << 15 | byte(12) << 7 | byte(13) >> 1
         places = at + starts[timed] * self.size
         self.places.extend(zip(places.tolist(), pts[timed].tolist(), strict=True))
