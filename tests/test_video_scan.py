@@ -173,6 +173,17 @@ def test_a_pes_start_without_its_start_code_is_a_break_and_a_sound_one_a_frame_l
     assert breaks_in(tmp_path, frames) == ["a PES packet whose start code is damaged"]
 
 
+def test_an_adaptation_field_longer_than_its_packet_is_a_break_and_its_flags_are_not_read(tmp_path: Path) -> None:
+    """Its payload is dropped by FFmpeg; here its fourth byte is 0xFF, so its counter (15) and discontinuity flag
+    are damage too: the skip they would show, or excuse, is not said."""
+    video = [transport_packet(VIDEO_PID, counter) for counter in range(8)]
+    damaged = bytes([0x47, VIDEO_PID >> 8, VIDEO_PID & 0xFF, 0xFF]) + b"\xff" * 184
+    overlong = ["a transport packet whose adaptation field runs past its end"]
+    assert breaks_in(tmp_path, [*video, damaged]) == overlong
+    assert breaks_in(tmp_path, [*video[:4], damaged, *video[4:]]) == overlong  # the counters go on in order
+    assert breaks_in(tmp_path, [*video[:4], damaged, *video[5:]]) == [*overlong, "1 transport packet(s) lost before it"]
+
+
 def block_header(data: bytes | bytearray, position: int) -> tuple[int, int]:
     """Where the SimpleBlock whose data starts at `position` begins, and its size field's length."""
     for length in range(1, 9):

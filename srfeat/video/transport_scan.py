@@ -31,6 +31,7 @@ BREAKS_KEPT = 100  # a file damaged all through: enough to say where
 JOIN_WINDOW = 16  # frames before a counter that skips whose times say whether files were joined there
 JOINED_GAP = 10 * 90_000  # ticks past the frames before it from which a PES's time does not follow them
 LOST_BEFORE = " lost before it"
+ADAPTATION_ROOM = 183  # bytes an adaptation field has in a packet: 188, less the header (4) and its length byte
 PTS_WRAP = 1 << 33  # a PES packet's presentation time: 33 bits of a 90 kHz clock, which start over every 26.5 hours
 
 
@@ -143,7 +144,7 @@ class _Scan:
             time = self.places[number][1] if number is not None else 0
             if not before or not (time <= min(before) or time > max(before) + JOINED_GAP):
                 kept.append(damage)
-        return kept
+        return sorted(kept, key=lambda damage: damage.where)  # found a chunk and a kind at a time
 
     def _packets(self, rows: np.ndarray, at: int) -> None:
         """The video PID's packets among `rows` (the packets from byte `at`): counters that skip, PES starts."""
@@ -155,9 +156,14 @@ class _Scan:
         header = rows[mine, sync : sync + 6].astype(np.int64)
         control = (header[:, 3] >> 4) & 3  # adaptation field control: 1 payload, 2 adaptation field, 3 both
         with_payload = (control & 1) == 1
+        # An adaptation field longer than its packet (a damaged length byte): FFmpeg's demuxer drops the payload, and
+        # the field's flags (below) are no packet's own.
+        overlong = with_payload & ((control & 2) == 2) & (header[:, 4] > ADAPTATION_ROOM)
+        for row in np.flatnonzero(overlong)[: BREAKS_KEPT - len(self.breaks)]:
+            self._broke(at + int(mine[row]) * self.size, "a transport packet whose adaptation field runs past its end")
         # An adaptation field's discontinuity indicator lets the counter start anywhere (a splice).
-        discontinuity = ((control & 2) == 2) & (header[:, 4] > 0) & ((header[:, 5] & 0x80) == 0x80)
-        counted = np.flatnonzero(with_payload)
+        discontinuity = ((control & 2) == 2) & (header[:, 4] > 0) & ((header[:, 5] & 0x80) == 0x80) & ~overlong
+        counted = np.flatnonzero(with_payload & ~overlong)  # its counter shares the damaged byte, or the next says
         if counted.size:
             self.pending.clear()  # the counter below says whether a video packet was lost among them
             counters = header[counted, 3] & 0x0F
