@@ -15,18 +15,10 @@ made again from its seed clip, `--seed` and its number (`--only SEED:NUMBER` rer
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
-import resource
-import shutil
-import signal
 import struct
 import sys
-import time
-import traceback
-from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,7 +31,7 @@ import av
 import numpy as np
 from av.error import FFmpegError
 
-from srfeat.cli import main as srfeat_main
+from scripts.fuzzing import arguments, extreme, fuzz, invert_a_byte, mutate, outcome_classes, run_one, tiny_model
 
 SEED_FRAMES, FPS, SIZE, SCALE = 8, 12, (32, 24), 4  # the tiny model upscales 4x
 # name, container, video codec, pixel format, audio codec or None
@@ -58,7 +50,6 @@ SEEDS = [
     ("mpeg2.ts", "mpegts", "mpeg2video", "yuv420p", None),
 ]
 WRITTEN = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}  # other inputs are written as Matroska
-SENTINEL = b"an output the user had before the run"
 # Size fields worth enlarging: MP4 atoms (4-byte big-endian size before the type), AVI chunks (little-endian after),
 # EBML element IDs (a variable-length size after).
 MP4_ATOMS = [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsz", b"stco", b"stts", b"stss", b"ctts", b"stsc"]
@@ -101,12 +92,6 @@ def write_seed(path: Path, container_format: str, codec: str, pixel_format: str,
             container.mux(sound.encode(None))
 
 
-def extreme(rng: random.Random, old: int, bits: int) -> int:
-    top = (1 << bits) - 1
-    choices = [top, top - 1, old + rng.randint(1, 64), old * 2, old + 1, 1 << (bits - 1), 0, max(0, old - 1)]
-    return top & rng.choice([*choices, rng.randint(0, top), 0xFFFF])
-
-
 def enlarge_field(rng: random.Random, data: bytearray, extension: str) -> str:
     """Change one size or frame-size field of the container's structure; what was changed."""
     if extension in (".mp4", ".mov"):
@@ -146,38 +131,12 @@ def enlarge_field(rng: random.Random, data: bytearray, extension: str) -> str:
                 new = min(extreme(rng, old, bits), (1 << bits) - 2)  # all ones: "unknown size"
                 data[at : at + length] = ((1 << bits) | new).to_bytes(length, "big")
                 return f"EBML {element.hex()} size {old}->{new}"
-    at = rng.randrange(len(data))
-    data[at] ^= 0xFF
-    return f"byte {at} inverted"
+    return invert_a_byte(rng, data)
 
 
-def mutate(rng: random.Random, seed: bytes, extension: str) -> tuple[bytes, str]:
-    """`seed` damaged one way at random; what was done."""
-    data, size = bytearray(seed), len(seed)
-    kind = rng.choice(["flip", "run", "cut", "remove", "repeat", "field", "field", "several"])
-    if kind == "flip":
-        for _ in range(count := rng.choice([1, 1, 2, 4, 8])):
-            data[rng.randrange(size)] ^= 1 << rng.randrange(8)
-        return bytes(data), f"{count} bit(s) flipped"
-    at = rng.randrange(size)
-    length = rng.choice([1, 2, 4, 16, 64, 188, 256, 512, 2048])
-    if kind == "run":
-        fill = rng.choice([b"\0", b"\xff", bytes(rng.randrange(256) for _ in range(length))])
-        data[at : at + length] = (fill * length)[: min(length, size - at)]
-        return bytes(data), f"{length} bytes at {at} overwritten"
-    if kind == "cut":
-        return bytes(data[: max(1, at)]), f"cut at {max(1, at)} of {size}"
-    if kind == "remove":
-        del data[at : at + length]
-        return bytes(data), f"{length} bytes at {at} removed"
-    if kind == "repeat":
-        to = rng.randrange(size)
-        data[to:to] = data[at : at + length]
-        return bytes(data), f"{length} bytes at {at} repeated at {to}"
-    if kind == "field":
-        return bytes(data), enlarge_field(rng, data, extension)
-    done = [enlarge_field(rng, data, extension) for _ in range(rng.randint(2, 4))]
-    return bytes(data), "; ".join(done)
+def damage(rng: random.Random, seed: bytes, name: str) -> tuple[bytes, str]:
+    """The seed clip `name` damaged one way at random; what was done."""
+    return mutate(rng, seed, lambda rng, data: enlarge_field(rng, data, Path(name).suffix))
 
 
 def frames_of(path: Path) -> dict[str, Any]:
@@ -198,148 +157,38 @@ def frames_of(path: Path) -> dict[str, Any]:
     return found
 
 
-def upscale_in_child(source: Path, target: Path, model: Path, memory: int, record: Path) -> None:
-    """In the forked child: `srfeat upscale`, its stderr to a log; then what the input and output hold."""
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    log = os.open(source.parent / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.chdir(source.parent)
-    try:
-        code = srfeat_main(["upscale", source.name, "-o", target.name, "--model", str(model), "--overwrite"])
-    except SystemExit as error:
-        code = error.code if isinstance(error.code, int) else 2
-    except BaseException:  # noqa: BLE001 - what escapes main is the finding
-        traceback.print_exc()
-        code = 99
-    sys.stderr.flush()
-    result: dict[str, Any] = {"code": code}
-    record.write_text(json.dumps(result))  # kept if the measuring below dies
-    try:
-        result["input"] = frames_of(source)
-        if code == 0 and target.exists() and target.read_bytes() != SENTINEL:
-            result["output"] = frames_of(target)
-    except Exception as error:  # noqa: BLE001 - the fuzz's own measuring failed, not srfeat: said as such
-        result["measuring"] = f"{type(error).__name__}: {error}"[:300]
-    record.write_text(json.dumps(result))
-
-
-def run_one(data: bytes, extension: str, folder: Path, model: Path, memory: int, timeout: float) -> dict[str, Any]:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    source = folder / f"in{extension}"
-    source.write_bytes(data)
-    target = folder / f"out{extension if extension in WRITTEN else '.mkv'}"
-    target.write_bytes(SENTINEL)
-    record = folder / "record.json"
-    start = time.monotonic()
-    child = os.fork()
-    if child == 0:
-        try:
-            upscale_in_child(source, target, model, memory, record)
-        finally:
-            os._exit(0)
-    status: int | None = None
-    while time.monotonic() - start < timeout:
-        finished, status = os.waitpid(child, os.WNOHANG)
-        if finished:
-            break
-        time.sleep(0.02)
-    else:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
-        status = None
-    result: dict[str, Any] = json.loads(record.read_text()) if record.exists() else {}
-    result["seconds"] = round(time.monotonic() - start, 2)
-    if status is None:
-        result["signal"] = "timeout"
-    elif os.WIFSIGNALED(status):
-        result["signal"] = signal.Signals(os.WTERMSIG(status)).name
-    result["log"] = (folder / "log.txt").read_text(errors="replace")[-3000:]
-    known = {source.name, target.name, "log.txt", record.name}
-    result["left"] = sorted(path.name for path in folder.iterdir() if path.name not in known)
-    result["kept"] = target.exists() and target.read_bytes() == SENTINEL
-    return result
+def measure(source: Path, target: Path | None) -> dict[str, Any]:
+    return {"input": frames_of(source)} | ({"output": frames_of(target)} if target else {})
 
 
 def classes_of(result: dict[str, Any], seed_frames: int) -> list[str]:
     """What happened; the rule-breaking classes in capitals."""
-    lines = [line for line in result["log"].splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR") and line != "ERROR: 1 of 1 input(s) failed"]
-    warned = any(line.startswith("WARNING") for line in lines)
-    code, found = result.get("code"), []
-    if "signal" in result:
-        found.append("HANG" if result["signal"] == "timeout" else f"CRASH {result['signal']}")
-        if code is not None:
-            found[-1] += " (measuring, after srfeat)"
-    if "Traceback" in result["log"] or code == 99:
-        found.append("TRACEBACK")
-    if code not in (None, 0):
-        others = [line for line in lines if not line.startswith(("ERROR", "WARNING", "INFO"))]
-        found.append("one-line error" if len(errors) == 1 and not others else "SEVERAL LINES")
-        found += [] if result["kept"] else ["OUTPUT OVERWRITTEN"]
-    if code == 0:
+    found, warned = outcome_classes(result)
+    if result.get("code") == 0 and "measuring" not in result:
         output, source = result.get("output") or {}, result.get("input") or {}
-        found.append("success, warned" if warned else "success")
-        if "measuring" in result:  # the fuzz's reading failed, so nothing is known of the frames or their size
-            found.append(f"MEASURING FAILED ({result['measuring']})")
-        elif not output:
+        if not output:
             found.append("NO OUTPUT")
         elif not warned and output["frames"] < max(seed_frames, source.get("frames", 0)):
             found.append("FRAMES LOST UNSAID")
         if output and source.get("size") and output.get("size") != [SCALE * side for side in source["size"]]:
             found.append("WRONG SIZE")
-    if "Cannot allocate memory" in result["log"] or "MemoryError" in result["log"]:
-        found.append("out of memory")
-    return found + (["TEMPORARY LEFT"] if result["left"] else [])
-
-
-def address_space() -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    return found
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("folder", type=Path, help="where the seeds, the runs and results.jsonl go")
-    parser.add_argument("--per-seed", type=int, default=250, help="damaged files per seed clip (12 seeds)")
-    parser.add_argument("--seed", type=int, default=1, help="the random seed: the same seed makes the same files")
-    parser.add_argument("--only", default=None, metavar="SEED:NUMBER", help="rerun one file, e.g. mpeg4.mkv:38")
-    parser.add_argument("--timeout", type=float, default=60, help="seconds a run may take before it is a hang")
-    parser.add_argument("--memory", type=float, default=3, help="GiB a run may set aside beyond srfeat's imports")
-    args = parser.parse_args()
-    seeds, model = args.folder / "seeds", args.folder / "tiny.safetensors"
-    seeds.mkdir(parents=True, exist_ok=True)
-    import torch
-
-    from srfeat.archs.generator import SRFeatGenerator
-    from srfeat.weights import save_generator
-
-    torch.manual_seed(0)
-    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), model)
+    args = arguments((__doc__ or "").split("\n\n")[0], 250, len(SEEDS), "mpeg4.mkv:38")
+    (args.folder / "seeds").mkdir(parents=True, exist_ok=True)
+    model = tiny_model(args.folder / "tiny.safetensors")
     for name, *how in SEEDS:
-        if not (seeds / name).exists():
-            write_seed(seeds / name, *how)
-    memory, run_folder = address_space() + int(args.memory * 2**30), args.folder / "run"
-    wanted = [(name, number) for number in range(args.per_seed) for name, *_ in SEEDS]
-    if args.only:
-        name, number = args.only.rsplit(":", 1)
-        wanted = [(name, int(number))]
-    counts: Counter[str] = Counter()
-    with (args.folder / "results.jsonl").open("a") as results:
-        for name, number in wanted:
-            seed = (seeds / name).read_bytes()
-            data, mutation = mutate(random.Random(f"{args.seed}-{name}-{number}"), seed, Path(name).suffix)
-            if args.only:
-                (args.folder / f"repro{Path(name).suffix}").write_bytes(data)
-            result = run_one(data, Path(name).suffix, run_folder, model, memory, args.timeout)
-            result.update(seed=name, number=number, mutation=mutation, classes=classes_of(result, SEED_FRAMES))
-            results.write(json.dumps(result) + "\n")
-            counts.update(result["classes"])
-            if args.only or any(kind.isupper() for kind in result["classes"]):
-                print(name, number, mutation, result["classes"], flush=True)  # the script's report
-    print(json.dumps(dict(counts.most_common()), indent=1))
-    return 0
+        if not (args.folder / "seeds" / name).exists():
+            write_seed(args.folder / "seeds" / name, *how)
+
+    def run(data: bytes, name: str, folder: Path, memory: int) -> dict[str, Any]:
+        extension = Path(name).suffix
+        target = f"out{extension if extension in WRITTEN else '.mkv'}"
+        return run_one(data, f"in{extension}", target, folder, model, memory, args.timeout, measure)
+
+    return fuzz(args, [name for name, *_ in SEEDS], damage, run, lambda result: classes_of(result, SEED_FRAMES))
 
 
 if __name__ == "__main__":

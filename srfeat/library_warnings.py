@@ -16,6 +16,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from srfeat import libtiff_messages
+
 __all__ = ["WARNINGS_LOCK", "one_line_messages", "warn_once"]
 
 logger = logging.getLogger("srfeat.data.io")  # the reader's messages keep the logger they always had
@@ -50,19 +52,21 @@ WARNINGS_LOCK = threading.RLock()
 
 @contextmanager
 def one_line_messages(path: str | os.PathLike[str]) -> Iterator[None]:
-    """While reading `path`: PIL's warnings and tifffile's log records -> one srfeat warning line each.
+    """While reading `path`: PIL's warnings, tifffile's log records and libtiff's messages (`libtiff_messages`) ->
+    one srfeat warning line each.
 
     Repeats are logged once. When the read fails, they are logged at debug level only: the error
     line names the cause, and tifffile's complaints about a file PIL then refuses are noise.
     """
     caught_logs: list[str] = []
     caught_warnings: list[warnings.WarningMessage] = []
+    libtiff_lines: list[str] = []
     handler = _ListHandler(caught_logs)
     tifffile_logger = logging.getLogger("tifffile")
     failed = True
     try:
-        with WARNINGS_LOCK, warnings.catch_warnings(record=True) as recorded:
-            caught_warnings = recorded
+        with WARNINGS_LOCK, warnings.catch_warnings(record=True) as recorded, libtiff_messages.caught() as libtiff:
+            caught_warnings, libtiff_lines = recorded, libtiff
             warnings.simplefilter("always")
             propagate = tifffile_logger.propagate
             tifffile_logger.addHandler(handler)
@@ -75,5 +79,6 @@ def one_line_messages(path: str | os.PathLike[str]) -> Iterator[None]:
         failed = False
     finally:
         messages = [str(warning.message) for warning in caught_warnings] + [f"tifffile: {m}" for m in caught_logs]
+        messages += libtiff_lines
         for message in dict.fromkeys(" ".join(message.split()) for message in messages):
             logger.log(logging.DEBUG if failed else logging.WARNING, "%s: %s", path, message)

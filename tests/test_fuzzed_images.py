@@ -5,6 +5,7 @@ small valid file, as the fuzzer made it."""
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import struct
 import subprocess
@@ -20,6 +21,7 @@ from PIL import Image
 from skimage import data as samples
 from test_image_reading import address_space_after_import
 
+from srfeat import libtiff_messages
 from srfeat.data.io import read_raw_image
 from srfeat.errors import ImageReadError
 
@@ -375,3 +377,70 @@ def test_an_old_style_jpeg_tiff_of_tables_in_tags_whose_tags_give_more_rows_than
     (tmp_path / "good.tif").write_bytes(old_style_jpeg_tiff_bytes(jpeg, 41, tables_in_tags=True))
     read = read_raw_image(tmp_path / "good.tif").array  # a sound one is read (libtiff's colours, near PIL's)
     assert read.shape == JPEG_CROP.shape and np.abs(read.astype(int) - JPEG_CROP).mean() < 10
+
+
+def lzw_tiff_with_damaged_data(folder: Path) -> Path:
+    """An LZW TIFF (as PIL writes it: one strip) with two bytes of its data overwritten: a code not yet in the table."""
+    path = folder / "damaged.tif"
+    Image.fromarray(CROP).save(path, compression="tiff_lzw")
+    with tifffile.TiffFile(path) as tiff:
+        offset = tiff.pages.first.dataoffsets[0] + 10
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 2] = b"\xff\xff"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_tiff_libtiff_cannot_decode_fails_in_one_line_that_says_what_libtiff_said(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """libtiff's own handlers printed "tempfile.tif: Using code not yet in table." to stderr above srfeat's error
+    (PIL names every file so to libtiff), which said only PIL's "decoder error -2"."""
+    lzw_tiff_with_damaged_data(tmp_path)
+    child = srfeat_cli("upscale", "damaged.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        "ERROR: cannot read image damaged.tif: decoder error -2 (libtiff: Using code not yet in table); skip or "
+        "replace this file"
+    )
+    assert [line for line in child.stderr.splitlines() if not line.startswith(("INFO", "ERROR"))] == []
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_libtiff_messages_are_collected_in_the_thread_that_reads_and_kept_off_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = lzw_tiff_with_damaged_data(tmp_path)
+
+    def decode() -> None:
+        with pytest.raises(OSError, match="decoder error"), Image.open(path) as image:
+            image.load()
+
+    with libtiff_messages.caught() as lines:
+        decode()
+        assert libtiff_messages.errors_caught() == ["Using code not yet in table"]
+    assert lines == ["libtiff: Using code not yet in table"]
+    with caplog.at_level(logging.DEBUG, logger="srfeat.libtiff_messages"):
+        decode()  # outside a reader: at debug level
+    assert [record.getMessage() for record in caplog.records] == lines
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("fill", "kept"), [(0x00, 2), (0x00, 4), (0xFF, 2)], ids=["zeros-half", "zeros", "ones"])
+def test_a_deflate_tiff_whose_strip_data_is_overwritten_is_refused(
+    tmp_path: Path, model_path: Path, fill: int, kept: int
+) -> None:
+    """Zeros over the second half of a strip's Deflate data decode as codes too: libtiff stopped once the strip's
+    rows were filled, never reaching zlib's checksum, and gave its last rows from them without a word."""
+    path = tmp_path / "damaged.tif"
+    tifffile.imwrite(path, CROP, compression="zlib", rowsperstrip=8)
+    with tifffile.TiffFile(path) as tiff:
+        offset, count = tiff.pages.first.dataoffsets[1], tiff.pages.first.databytecounts[1]
+    data = bytearray(path.read_bytes())
+    data[offset + count // kept : offset + count] = bytes([fill]) * (count - count // kept)
+    path.write_bytes(bytes(data))
+    error = one_input_error(srfeat_cli("upscale", "damaged.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path))
+    assert error.startswith(
+        "ERROR: cannot read image damaged.tif: the Deflate data of strip or tile 2 of 3 is damaged ("
+    )
+    assert error.endswith("); skip or replace this file")
+    assert not (tmp_path / "out.png").exists()

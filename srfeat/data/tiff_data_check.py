@@ -85,6 +85,40 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
             f"its header gives {info.width}x{info.height} pixels ({needed:,} bytes{empty}), more than the {most} "
             "(damaged or cut short?)"
         )
+    return _damaged_deflate(path, info) if info.compression in _DEFLATE else None
+
+
+_DEFLATE = ("ADOBE_DEFLATE", "DEFLATE")
+_DEFLATE_STEP = 1 << 20  # what the check reads and makes at a time
+
+
+def _damaged_deflate(path: str | os.PathLike[str], info: TiffInfo) -> str | None:
+    """Where the Deflate data of a strip or tile is damaged: zlib refuses it (its checksum, a code), or it makes more
+    bytes than a strip or tile holds. libtiff stops inflating once a strip's rows are filled, so bytes overwritten
+    in the middle of one (zeros decode as codes too) gave its last rows from them, without a word, and the zlib
+    checksum at the end was never read. It costs a second inflate of the data, a MiB at a time."""
+    samples = 1 + (info.channels - 1) / info.chroma_block
+    most = int(info.strip_pixels * samples * max(info.bits_per_sample, 8) // 8)  # rows of under 8 bits: padded
+    with open(path, "rb") as file:
+        for number, (offset, count) in enumerate(info.strips, 1):
+            if not count:
+                continue
+            file.seek(offset)
+            inflate, made = zlib.decompressobj(), 0
+            try:
+                while (count or inflate.unconsumed_tail) and made <= most and not inflate.eof:
+                    piece = inflate.unconsumed_tail or file.read(min(count, _DEFLATE_STEP))
+                    if not piece:  # the file ends first (its tags were checked against its size before)
+                        break
+                    count -= 0 if inflate.unconsumed_tail else len(piece)
+                    made += len(inflate.decompress(piece, max_length=_DEFLATE_STEP))
+            except zlib.error as error:
+                return f"the Deflate data of strip or tile {number} of {len(info.strips)} is damaged ({error})"
+            if made > most:
+                return (
+                    f"the Deflate data of strip or tile {number} of {len(info.strips)} is damaged (it makes more "
+                    f"than the {most:,} bytes a strip or tile holds)"
+                )
     return None
 
 

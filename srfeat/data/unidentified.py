@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
+from srfeat import libtiff_messages
 from srfeat.data import avif_check, tiff16
 from srfeat.data.colour_profiles import READ_FORMATS
 from srfeat.errors import ImageReadError
@@ -90,7 +91,9 @@ def read_failure(path: Path, error: BaseException) -> ImageReadError:
         return webp
     if avif := cut_short_avif(path):  # libavif's "Truncated data", a SyntaxError
         return avif
-    return ImageReadError(f"cannot read image {path}: {error}", ImageReadError.SKIP_OR_REPLACE)
+    # PIL says only "decoder error -2" of a TIFF libtiff could not decode; libtiff said why
+    said = "".join(f" (libtiff: {libtiff})" for libtiff in libtiff_messages.errors_caught()[-1:])
+    return ImageReadError(f"cannot read image {path}: {error}{said}", ImageReadError.SKIP_OR_REPLACE)
 
 
 def zero_size_error(path: Path) -> ImageReadError:
