@@ -1,7 +1,7 @@
 """Library warnings as srfeat's own one-line messages, the lock over Python's warning filters, and
 warnings given once a process.
 
-PIL warns through `warnings` and tifffile logs through `logging` while a file is read; both are
+PIL warns through `warnings`, and it and tifffile log through `logging`, while a file is read; both are
 process-wide state, so a reader that changes them (`warnings.catch_warnings`, a logger's handlers)
 holds `WARNINGS_LOCK`: the web app's worker thread and a caller's own thread would otherwise
 restore each other's filters wrongly.
@@ -29,7 +29,12 @@ class _ListHandler(logging.Handler):
         self.messages = messages
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        self.messages.append(f"{record.name.split('.')[0]}: {record.getMessage()}")
+
+
+# Libraries that log while a file is read: tifffile, and PIL's TIFF reader ("More samples per pixel than can be
+# decoded", at ERROR: it printed as a second error line above srfeat's own).
+_READER_LOGGERS = ("tifffile", "PIL")
 
 
 # The (logger, key) pairs `warn_once` has logged in this process.
@@ -52,8 +57,8 @@ WARNINGS_LOCK = threading.RLock()
 
 @contextmanager
 def one_line_messages(path: str | os.PathLike[str]) -> Iterator[None]:
-    """While reading `path`: PIL's warnings, tifffile's log records and libtiff's messages (`libtiff_messages`) ->
-    one srfeat warning line each.
+    """While reading `path`: PIL's warnings, tifffile's and PIL's log records and libtiff's messages
+    (`libtiff_messages`) -> one srfeat warning line each.
 
     Repeats are logged once. When the read fails, they are logged at debug level only: the error
     line names the cause, and tifffile's complaints about a file PIL then refuses are noise.
@@ -62,23 +67,24 @@ def one_line_messages(path: str | os.PathLike[str]) -> Iterator[None]:
     caught_warnings: list[warnings.WarningMessage] = []
     libtiff_lines: list[str] = []
     handler = _ListHandler(caught_logs)
-    tifffile_logger = logging.getLogger("tifffile")
+    loggers = [logging.getLogger(name) for name in _READER_LOGGERS]
     failed = True
     try:
         with WARNINGS_LOCK, warnings.catch_warnings(record=True) as recorded, libtiff_messages.caught() as libtiff:
             caught_warnings, libtiff_lines = recorded, libtiff
             warnings.simplefilter("always")
-            propagate = tifffile_logger.propagate
-            tifffile_logger.addHandler(handler)
-            tifffile_logger.propagate = False
+            propagates = [reader_logger.propagate for reader_logger in loggers]
+            for reader_logger in loggers:
+                reader_logger.addHandler(handler)
+                reader_logger.propagate = False
             try:
                 yield
             finally:
-                tifffile_logger.removeHandler(handler)
-                tifffile_logger.propagate = propagate
+                for reader_logger, propagate in zip(loggers, propagates, strict=True):
+                    reader_logger.removeHandler(handler)
+                    reader_logger.propagate = propagate
         failed = False
     finally:
-        messages = [str(warning.message) for warning in caught_warnings] + [f"tifffile: {m}" for m in caught_logs]
-        messages += libtiff_lines
+        messages = [str(warning.message) for warning in caught_warnings] + caught_logs + libtiff_lines
         for message in dict.fromkeys(" ".join(message.split()) for message in messages):
             logger.log(logging.DEBUG if failed else logging.WARNING, "%s: %s", path, message)

@@ -444,3 +444,21 @@ def test_a_deflate_tiff_whose_strip_data_is_overwritten_is_refused(
     )
     assert error.endswith("); skip or replace this file")
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_tiff_of_65535_samples_per_pixel_fails_in_one_error_line(tmp_path: Path, model_path: Path) -> None:
+    """PIL's TIFF reader logged "More samples per pixel than can be decoded: 65535" at ERROR, which printed as a
+    second error line above srfeat's own."""
+    path = tmp_path / "samples.tif"
+    Image.fromarray(CROP).save(path, compression="tiff_lzw")
+    with tifffile.TiffFile(path) as tiff:
+        samples, width = (tiff.pages.first.tags[name] for name in ("SamplesPerPixel", "ImageWidth"))
+    data = bytearray(path.read_bytes())
+    data[samples.valueoffset : samples.valueoffset + 2] = struct.pack("<H", 65535)
+    data[width.offset + 4 : width.offset + 8] = struct.pack("<I", 2)  # two widths: tifffile refuses it, PIL reads on
+    path.write_bytes(bytes(data))
+    child = srfeat_cli("upscale", "samples.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child).startswith("ERROR: cannot read image samples.tif: ")
+    assert [line for line in child.stderr.splitlines() if not line.startswith(("INFO", "ERROR: cannot read"))] == [
+        "ERROR: 1 of 1 input(s) failed"
+    ]
