@@ -23,6 +23,7 @@ from test_image_reading import address_space_after_import
 
 from srfeat import libtiff_messages
 from srfeat.data.io import read_raw_image
+from srfeat.data.png16 import write_png16
 from srfeat.errors import ImageReadError
 
 CROP = samples.astronaut()[100:117, 150:174]  # 17x24: small, and not square
@@ -462,3 +463,56 @@ def test_a_tiff_of_65535_samples_per_pixel_fails_in_one_error_line(tmp_path: Pat
     assert [line for line in child.stderr.splitlines() if not line.startswith(("INFO", "ERROR: cannot read"))] == [
         "ERROR: 1 of 1 input(s) failed"
     ]
+
+
+def png_with_damaged_data(mode: str, *, damage: str) -> bytes:
+    """`png_bytes(mode)` with zeros over the middle of its pixel data (its CRC made right again), or its CRC alone
+    changed."""
+    whole = bytearray(png_bytes(mode))
+    at = whole.index(b"IDAT")
+    (length,) = struct.unpack(">I", whole[at - 4 : at])
+    if damage == "zeros":  # its last quarter: zeros elsewhere can make a row's filter type PIL refuses
+        whole[at + 4 + 3 * length // 4 : at + 4 + length] = bytes(length - 3 * length // 4)
+    whole[at + 4 + length : at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(whole[at : at + 4 + length])))
+    if damage == "crc":
+        whole[at + 4 + length] ^= 0x01
+    return bytes(whole)
+
+
+@pytest.mark.parametrize(
+    ("mode", "damage"),
+    [("RGB", "zeros"), ("RGB", "crc"), ("I;16", "crc")],
+    ids=["rgb8-zeros", "rgb8-crc", "grey16-crc"],
+)
+def test_a_png_whose_pixel_data_is_damaged_where_pil_does_not_look_is_refused(
+    tmp_path: Path, model_path: Path, mode: str, damage: str
+) -> None:
+    """Zeros over the middle of the data decode as codes too: PIL stopped once the rows were filled, checking neither
+    zlib's checksum nor the chunk's CRC, and gave the rows after them from the zeros, without a word."""
+    (tmp_path / "damaged.png").write_bytes(png_with_damaged_data(mode, damage=damage))
+    child = srfeat_cli("upscale", "damaged.png", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    error = one_input_error(child)
+    if damage == "crc":
+        assert error == (
+            "ERROR: cannot read image damaged.png: the CRC of its pixel data chunk 1 (IDAT) does not match its data "
+            "(damaged?); skip or replace this file"
+        )
+    else:
+        assert error.startswith("ERROR: cannot read image damaged.png: its pixel data ")
+        assert error.endswith("(damaged?); skip or replace this file")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_sixteen_bit_colour_png_whose_pixel_data_crc_fails_is_refused(tmp_path: Path, model_path: Path) -> None:
+    """srfeat's own reader of 16-bit colour PNGs checked neither the chunk's CRC nor zlib's checksum either."""
+    write_png16(tmp_path / "damaged.png", CROP.astype(np.uint16) * 257)
+    whole = bytearray((tmp_path / "damaged.png").read_bytes())
+    at = whole.index(b"IDAT")
+    (length,) = struct.unpack(">I", whole[at - 4 : at])
+    whole[at + 4 + length] ^= 0x01
+    (tmp_path / "damaged.png").write_bytes(bytes(whole))
+    child = srfeat_cli("upscale", "damaged.png", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        "ERROR: cannot read image damaged.png: the CRC of its pixel data chunk 1 (IDAT) does not match its data "
+        "(damaged?); skip or replace this file"
+    )

@@ -201,7 +201,7 @@ def _open_image(path: Path) -> Image.Image:
             image.load()  # decode now: truncated files fail here
             # data short of its header's size: PIL gives zeros past a PNG's end, libjpeg flat grey past a JPEG's
             short = (
-                png_check.short_image_data(path) if image.format == "PNG" else jpeg_check.short_scan_data(path, image)
+                png_check.image_data_problem(path) if image.format == "PNG" else jpeg_check.short_scan_data(path, image)
             )
             out_of_range = tiff_samples.out_of_range_error(path, image)
             oriented = orientation.exif_upright(image, path)
@@ -385,8 +385,11 @@ def _read_color_png16(path: Path) -> RawImage:
     _check_pixel_count(path, width, height)
     try:
         decoded = png16.read_png16(path)  # inflates no more than the checked header's size needs
+        damaged = png_check.image_data_problem(path)  # its CRCs and zlib's checksum, which it does not check
     except (OSError, ValueError) as error:
         raise read_failure(path, error) from error
+    if damaged is not None:
+        raise ImageReadError(f"cannot read image {path}: {damaged} (damaged?)", ImageReadError.SKIP_OR_REPLACE)
     warn_first_only(path, decoded.frames, "PNG")
     exif = Image.Exif()
     try:

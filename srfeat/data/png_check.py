@@ -1,7 +1,7 @@
 """PNG files checked where PIL's reader lets a damaged one through: an image data chunk that claims far more
 bytes than the file holds, which PIL sets aside before it reads (`chunk_past_end`, before the file is opened), and
-pixel data that ends before the header's size is filled, whose missing rows PIL gives as zeros without a word
-(`short_image_data`, once PIL has decoded it).
+pixel data that ends before the header's size is filled, whose missing rows PIL gives as zeros without a word, or
+that is damaged where PIL does not look (`image_data_problem`, once the pixels are decoded).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from PIL import ImageFile
 
 from srfeat.data.png16 import ADAM7, PNG_SIGNATURE
 
-__all__ = ["chunk_past_end", "short_image_data"]
+__all__ = ["chunk_past_end", "image_data_problem"]
 
 # Samples per pixel of each PNG colour type: grey, RGB, palette index, grey + alpha, RGBA.
 _SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
-_STEP = 1 << 20  # what `short_image_data` reads and inflates at a time
+_STEP = 1 << 20  # what `image_data_problem` reads and inflates at a time
 
 
 def chunk_past_end(path: str | os.PathLike[str]) -> str | None:
@@ -72,11 +72,13 @@ def _filtered_bytes(width: int, height: int, bits_per_pixel: int, interlaced: bo
     return total
 
 
-def short_image_data(path: str | os.PathLike[str]) -> str | None:
-    """What is wrong when the pixel data (IDAT) of the PNG at `path`, which PIL has decoded, ends before its
-    header's size is filled; None when it fills it (or is damaged otherwise: PIL said so). PIL's decoder stops
-    where the compressed stream ends, and gives the rows past it as zeros: a header whose height was made 30000
-    gave a 30000-row image of 17 real rows, without a word. Inflated a MiB at a time, and no further than needed."""
+def image_data_problem(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with the pixel data (IDAT) of the PNG at `path`, which PIL (or `png16`) has decoded; None when
+    it is sound, or damaged in a way the decoder said. PIL's decoder stops where the compressed stream ends, and
+    gives the rows past it as zeros: a header whose height was made 30000 gave a 30000-row image of 17 real rows,
+    without a word. It also stops once the rows are filled, and checks neither the chunks' CRCs nor zlib's own
+    checksum: zeros written over the middle of the data decode as codes too, and the rows after them came from
+    those, without a word. Inflated a MiB at a time, and no further than a byte past what the header needs."""
     with open(path, "rb") as file:
         chunks = _chunks(file)
         kind, length, start = next(chunks, (b"", 0, 0))
@@ -85,20 +87,28 @@ def short_image_data(path: str | os.PathLike[str]) -> str | None:
         file.seek(start)
         width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", file.read(13))
         needed = _filtered_bytes(width, height, _SAMPLES.get(colour_type, 0) * bit_depth, interlace == 1)
-        inflater, made = zlib.decompressobj(), 0
-        try:
-            for kind, length, start in chunks:
-                if kind != b"IDAT":
-                    continue
-                file.seek(start)
-                while length > 0 and made < needed and not inflater.eof:
-                    piece = file.read(min(length, _STEP))
-                    length -= len(piece) or length  # a chunk cut short ends here
-                    while piece and made < needed:
+        inflater, made, broken, crc_failed = zlib.decompressobj(), 0, "", 0
+        for number, (_, length, start) in enumerate((chunk for chunk in chunks if chunk[0] == b"IDAT"), 1):
+            file.seek(start)
+            crc, left = zlib.crc32(b"IDAT"), length
+            while left > 0 and (piece := file.read(min(left, _STEP))):  # a chunk cut short ends where the file does
+                left -= len(piece)
+                crc = zlib.crc32(piece, crc)
+                try:
+                    while piece and made <= needed and not inflater.eof and not broken:
                         made += len(inflater.decompress(piece, _STEP))
                         piece = inflater.unconsumed_tail
-        except zlib.error:
-            return None
-    if made >= needed:
-        return None
-    return f"its pixel data inflates to {made:,} bytes, short of the {needed:,} its {width}x{height} header needs"
+                except zlib.error as error:
+                    broken = str(error)
+            stored = file.read(4) if not left else b""
+            if len(stored) == 4 and struct.unpack(">I", stored)[0] != crc and not crc_failed:
+                crc_failed = number
+    if broken:  # (the decoder, which stopped once the rows were filled, did not meet it)
+        return f"its pixel data fails zlib's check ({broken})"
+    if made < needed:
+        return f"its pixel data inflates to {made:,} bytes, short of the {needed:,} its {width}x{height} header needs"
+    if made > needed:
+        return f"its pixel data inflates to more than the {needed:,} bytes its {width}x{height} header needs"
+    if crc_failed:
+        return f"the CRC of its pixel data chunk {crc_failed} (IDAT) does not match its data"
+    return None
