@@ -516,3 +516,25 @@ def test_a_sixteen_bit_colour_png_whose_pixel_data_crc_fails_is_refused(tmp_path
         "ERROR: cannot read image damaged.png: the CRC of its pixel data chunk 1 (IDAT) does not match its data "
         "(damaged?); skip or replace this file"
     )
+
+
+def test_a_deflate_tiff_whose_last_strip_goes_on_past_its_rows_without_ending_is_refused(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """The last strip (one row here) of data that decodes to more than its row and never ends (bytes after it
+    written over): libtiff took its row from the first bytes, which the checks by a full strip's size let pass."""
+    path = tmp_path / "damaged.tif"
+    tifffile.imwrite(path, CROP, compression="zlib", rowsperstrip=8)
+    with tifffile.TiffFile(path) as tiff:
+        offsets, counts = (tiff.pages.first.tags[name] for name in ("StripOffsets", "StripByteCounts"))
+    deflate = zlib.compressobj()
+    endless = deflate.compress(CROP[16:].tobytes() + bytes(range(200))) + deflate.flush(zlib.Z_SYNC_FLUSH)
+    data = bytearray(path.read_bytes())
+    data[offsets.valueoffset + 8 : offsets.valueoffset + 12] = struct.pack("<I", len(data))  # the third strip's
+    data[counts.valueoffset + 8 : counts.valueoffset + 12] = struct.pack("<I", len(endless))
+    path.write_bytes(bytes(data) + endless)
+    error = one_input_error(srfeat_cli("upscale", "damaged.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path))
+    assert error == (
+        "ERROR: cannot read image damaged.tif: the Deflate data of strip or tile 3 of 3 is damaged (it makes more than "
+        f"the {24 * 3:,} bytes its rows need, and does not end); skip or replace this file"
+    )

@@ -47,6 +47,7 @@ class TiffInfo:
     plain_layout: bool = False
     strips: tuple[tuple[int, int], ...] = ()  # (offset, byte count) of each strip or tile
     strip_pixels: int = 0  # the most pixels one strip or tile covers (a tile's, or rows per strip times the width)
+    rows_per_strip: int = 0  # of a TIFF in strips (0: in tiles), as many as the image has at most
     file_bytes: int = 0
 
     @property
@@ -126,6 +127,7 @@ def tiff_info(path: str | os.PathLike[str]) -> TiffInfo | None:
                 ),
                 strips=tuple(zip(map(int, page.dataoffsets), map(int, page.databytecounts), strict=False)),
                 strip_pixels=_strip_pixels(page),
+                rows_per_strip=0 if page.is_tiled else min(int(page.rowsperstrip), int(page.imagelength)),
                 file_bytes=os.path.getsize(path),
             )
     except Exception:  # noqa: BLE001  # tifffile raises many kinds for a damaged file (TypeError, for one)

@@ -93,16 +93,26 @@ _DEFLATE_STEP = 1 << 20  # what the check reads and makes at a time
 
 
 def _damaged_deflate(path: str | os.PathLike[str], info: TiffInfo) -> str | None:
-    """Where the Deflate data of a strip or tile is damaged: zlib refuses it (its checksum, a code), or it makes more
-    bytes than a strip or tile holds. libtiff stops inflating once a strip's rows are filled, so bytes overwritten
-    in the middle of one (zeros decode as codes too) gave its last rows from them, without a word, and the zlib
-    checksum at the end was never read. It costs a second inflate of the data, a MiB at a time."""
+    """Where the Deflate data of a strip or tile is damaged: zlib refuses it (its checksum, a code), it makes more
+    bytes than a strip or tile holds, or it goes on past the rows it holds without ending. libtiff stops inflating
+    once a strip's rows are filled, so bytes overwritten in the middle of one (zeros decode as codes too) gave its
+    last rows from them, without a word, and the zlib checksum at the end was never read. It costs a second inflate
+    of the data, a MiB at a time."""
     samples = 1 + (info.channels - 1) / info.chroma_block
-    most = int(info.strip_pixels * samples * max(info.bits_per_sample, 8) // 8)  # rows of under 8 bits: padded
+    row = int(info.width * samples * max(info.bits_per_sample, 8) // 8)  # rows of under 8 bits: padded
+    most = int(info.strip_pixels * samples * max(info.bits_per_sample, 8) // 8)
+    per_plane = -(-info.height // info.rows_per_strip) if info.rows_per_strip else 0
     with open(path, "rb") as file:
         for number, (offset, count) in enumerate(info.strips, 1):
             if not count:
                 continue
+            # what a strip's rows need (a tile's: all it holds): one at the image's foot has fewer (a writer may pad it)
+            rows = (
+                min(info.rows_per_strip, info.height - (number - 1) % per_plane * info.rows_per_strip)
+                if per_plane
+                else 0
+            )
+            needed = row * rows if per_plane else most
             file.seek(offset)
             inflate, made = zlib.decompressobj(), 0
             try:
@@ -115,10 +125,15 @@ def _damaged_deflate(path: str | os.PathLike[str], info: TiffInfo) -> str | None
             except zlib.error as error:
                 return f"the Deflate data of strip or tile {number} of {len(info.strips)} is damaged ({error})"
             if made > most:
-                return (
-                    f"the Deflate data of strip or tile {number} of {len(info.strips)} is damaged (it makes more "
-                    f"than the {most:,} bytes a strip or tile holds)"
-                )
+                limit, what = most, "a strip or tile holds"
+            elif made > needed and not inflate.eof:
+                limit, what = needed, "its rows need, and does not end"
+            else:
+                continue
+            return (
+                f"the Deflate data of strip or tile {number} of {len(info.strips)} is damaged (it makes more than the "
+                f"{limit:,} bytes {what})"
+            )
     return None
 
 
