@@ -35,7 +35,8 @@ _installed: list[object] = []  # the handlers and the libraries: kept alive as l
 
 def _format(vsnprintf: Callable[..., int], module: bytes | None, fmt: bytes | None, arguments: int | None) -> str:
     buffer = ctypes.create_string_buffer(_MESSAGE_BYTES)
-    vsnprintf(buffer, _MESSAGE_BYTES, fmt, arguments)
+    if fmt is not None:  # (vsnprintf of no format would crash)
+        vsnprintf(buffer, _MESSAGE_BYTES, fmt, arguments)
     text = buffer.value.decode("utf-8", "replace").strip().rstrip(".")
     name = (module or b"").decode("utf-8", "replace")
     return text if name in ("", _PIL_FILE_NAME) else f"{name}: {text}"
@@ -83,7 +84,8 @@ def _install() -> None:
 
 @contextmanager
 def caught() -> Iterator[list[str]]:
-    """libtiff's messages while the block runs in this thread, as "libtiff: ..." lines, filled as they come."""
+    """libtiff's messages while the block runs in this thread, as "libtiff: ..." lines, in the list it gives once
+    the block ends (`errors_caught` has the errors so far within it)."""
     _install()
     outer = getattr(_state, "messages", None)
     _state.messages = messages = []

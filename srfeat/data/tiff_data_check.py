@@ -106,13 +106,10 @@ def _damaged_deflate(path: str | os.PathLike[str], info: TiffInfo) -> str | None
         for number, (offset, count) in enumerate(info.strips, 1):
             if not count:
                 continue
-            # what a strip's rows need (a tile's: all it holds): one at the image's foot has fewer (a writer may pad it)
-            rows = (
-                min(info.rows_per_strip, info.height - (number - 1) % per_plane * info.rows_per_strip)
-                if per_plane
-                else 0
-            )
-            needed = row * rows if per_plane else most
+            if per_plane:  # what a strip's rows need: one at the image's foot has fewer (a writer may pad it to full)
+                needed = row * min(info.rows_per_strip, info.height - (number - 1) % per_plane * info.rows_per_strip)
+            else:  # a tile's: all it covers
+                needed = most
             file.seek(offset)
             inflate, made = zlib.decompressobj(), 0
             try:
