@@ -33,7 +33,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from scripts.fuzzing import arguments, extreme, fuzz, invert_a_byte, mutate, outcome_classes, run_one, tiny_model
+from scripts.fuzzing import arguments, extreme, fuzz, invert_a_byte, mutate, outcome_classes, prepared, run_one
 
 SCALE = 4  # the tiny model upscales 4x, as every srfeat model does
 SEEDS = [
@@ -259,11 +259,7 @@ def classes_of(result: dict[str, Any]) -> list[str]:
 
 def main() -> int:
     args = arguments((__doc__ or "").split("\n\n")[0], 100, len(SEEDS), "jpeg.tif:38")
-    (args.folder / "seeds").mkdir(parents=True, exist_ok=True)
-    model = tiny_model(args.folder / "tiny.safetensors")
-    for name in SEEDS:
-        if not (args.folder / "seeds" / name).exists():
-            write_seed(args.folder / "seeds" / name)
+    model = prepared(args.folder, SEEDS, write_seed)
 
     def run(data: bytes, name: str, folder: Path, memory: int) -> dict[str, Any]:
         return run_one(data, f"in{Path(name).suffix}", "out.png", folder, model, memory, args.timeout, measure)

@@ -31,7 +31,7 @@ import av
 import numpy as np
 from av.error import FFmpegError
 
-from scripts.fuzzing import arguments, extreme, fuzz, invert_a_byte, mutate, outcome_classes, run_one, tiny_model
+from scripts.fuzzing import arguments, extreme, fuzz, invert_a_byte, mutate, outcome_classes, prepared, run_one
 
 SEED_FRAMES, FPS, SIZE, SCALE = 8, 12, (32, 24), 4  # the tiny model upscales 4x
 # name, container, video codec, pixel format, audio codec or None
@@ -177,11 +177,8 @@ def classes_of(result: dict[str, Any], seed_frames: int) -> list[str]:
 
 def main() -> int:
     args = arguments((__doc__ or "").split("\n\n")[0], 250, len(SEEDS), "mpeg4.mkv:38")
-    (args.folder / "seeds").mkdir(parents=True, exist_ok=True)
-    model = tiny_model(args.folder / "tiny.safetensors")
-    for name, *how in SEEDS:
-        if not (args.folder / "seeds" / name).exists():
-            write_seed(args.folder / "seeds" / name, *how)
+    how = {name: how for name, *how in SEEDS}
+    model = prepared(args.folder, list(how), lambda path: write_seed(path, *how[path.name]))
 
     def run(data: bytes, name: str, folder: Path, memory: int) -> dict[str, Any]:
         extension = Path(name).suffix

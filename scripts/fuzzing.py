@@ -183,16 +183,21 @@ def arguments(description: str, per_seed: int, seeds: int, example: str) -> argp
     return parser.parse_args()
 
 
-def tiny_model(path: Path) -> Path:
-    """A generator of 8 features and 2 blocks, random but fixed: fast, and 4x like every srfeat model."""
+def prepared(folder: Path, names: list[str], write_seed: Callable[[Path], None]) -> Path:
+    """FOLDER/seeds made (`write_seed(path)` for each of `names` not there yet: a rerun keeps them) and a tiny model
+    (8 features, 2 blocks, random but fixed: fast, and 4x like every srfeat model); the model's path."""
     import torch
 
     from srfeat.archs.generator import SRFeatGenerator
     from srfeat.weights import save_generator
 
+    (folder / "seeds").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (folder / "seeds" / name).exists():
+            write_seed(folder / "seeds" / name)
     torch.manual_seed(0)
-    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), path)
-    return path
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), model := folder / "tiny.safetensors")
+    return model
 
 
 def fuzz(
