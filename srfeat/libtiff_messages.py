@@ -37,7 +37,7 @@ def _format(vsnprintf: Callable[..., int], module: bytes | None, fmt: bytes | No
     buffer = ctypes.create_string_buffer(_MESSAGE_BYTES)
     if fmt is not None:  # (vsnprintf of no format would crash)
         vsnprintf(buffer, _MESSAGE_BYTES, fmt, arguments)
-    text = buffer.value.decode("utf-8", "replace").strip().rstrip(".")
+    text = buffer.value.decode("utf-8", "replace").strip().rstrip(".").replace(f"{_PIL_FILE_NAME}: ", "")
     name = (module or b"").decode("utf-8", "replace")
     return text if name in ("", _PIL_FILE_NAME) else f"{name}: {text}"
 

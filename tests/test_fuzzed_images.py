@@ -538,3 +538,20 @@ def test_a_deflate_tiff_whose_last_strip_goes_on_past_its_rows_without_ending_is
         "ERROR: cannot read image damaged.tif: the Deflate data of strip or tile 3 of 3 is damaged (it makes more than "
         f"the {24 * 3:,} bytes its rows need, and does not end); skip or replace this file"
     )
+
+
+@pytest.mark.parametrize("compression", ["jpeg", "tiff_adobe_deflate"])
+def test_a_tiff_whose_rows_per_strip_is_zero_fails_in_one_line(
+    tmp_path: Path, model_path: Path, compression: str
+) -> None:
+    """The JPEG TIFF strips' check divided the height by it (ZeroDivisionError, a traceback); the Deflate one must
+    not call the file damaged for making more than the 0 bytes such a strip would hold."""
+    path = tmp_path / "zero.tif"
+    Image.fromarray(CROP).save(path, compression=compression)
+    with tifffile.TiffFile(path) as tiff:
+        offset = tiff.pages.first.tags["RowsPerStrip"].valueoffset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 4] = bytes(4)
+    path.write_bytes(bytes(data))
+    error = one_input_error(srfeat_cli("upscale", "zero.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path))
+    assert error.startswith("ERROR: cannot read image zero.tif: ") and "Deflate" not in error

@@ -159,6 +159,8 @@ def short_tiff_strips(
             return None
         tables = bytes(page.jpegtables or b"")
         rows_each = int(page.tilelength) if page.is_tiled else min(int(page.rowsperstrip), height)
+        if rows_each <= 0:  # a strip of no rows (a damaged tag): libtiff refuses the file
+            return None
         per_plane = -(-height // rows_each) if not page.is_tiled else len(page.dataoffsets)
         chunky = not page.is_tiled and page.planarconfig == 1 and len(page.dataoffsets) == per_plane
         for index, (offset, count) in enumerate(zip(page.dataoffsets, page.databytecounts, strict=False)):

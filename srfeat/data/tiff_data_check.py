@@ -102,6 +102,8 @@ def _damaged_deflate(path: str | os.PathLike[str], info: TiffInfo) -> str | None
     row = int(info.width * samples * max(info.bits_per_sample, 8) // 8)  # rows of under 8 bits: padded
     most = int(info.strip_pixels * samples * max(info.bits_per_sample, 8) // 8)
     per_plane = -(-info.height // info.rows_per_strip) if info.rows_per_strip else 0
+    if not most:  # strips of no rows (a damaged tag): the decoder refuses the file
+        return None
     with open(path, "rb") as file:
         for number, (offset, count) in enumerate(info.strips, 1):
             if not count:
