@@ -495,3 +495,16 @@ def test_ctrl_c_while_the_reading_waits_for_the_container_scan_stops_the_scan_at
     # no scan left running (the upscaler's own workers, started by its first frame, stay for the next upscale)
     assert [thread for thread in set(threading.enumerate()) - threads if thread.name == "srfeat-scan"] == []
     assert str(source) not in files_open()
+
+
+def test_a_transport_stream_whose_first_sync_bytes_are_damaged_is_still_scanned(tmp_path: Path) -> None:
+    """The packet grid was looked for within the first packet only: one flipped bit in the file's first byte had the
+    whole scan skipped, and the damage after it unsaid."""
+    video = [transport_packet(VIDEO_PID, counter) for counter in range(8)]
+    audio = [transport_packet(AUDIO_PID, counter) for counter in range(8)]
+    both = [packet for pair in zip(audio, video, strict=True) for packet in pair]
+    first_damaged = [b"\x46" + both[0][1:], *both[1:]]
+    assert breaks_in(tmp_path, first_damaged) == []  # an audio packet: no frame of the video's lost
+    assert breaks_in(tmp_path, first_damaged[:5] + first_damaged[6:]) == ["1 transport packet(s) lost before it"]
+    video_first = [b"\x46" + video[0][1:], *video[1:]]
+    assert breaks_in(tmp_path, video_first) == ["a transport packet whose sync byte is damaged"]

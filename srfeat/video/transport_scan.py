@@ -25,6 +25,7 @@ __all__ = ["TRANSPORT_PACKETS", "cut_transport_packet", "scan_transport_stream"]
 TRANSPORT_PACKETS = ((188, 0), (192, 4), (204, 0))
 TS_SYNC = 0x47
 SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size, or where packets start again
+GRID_SEARCH_PACKETS = 4  # packets from the file's start in which the first of those is looked for
 CHUNK_PACKETS = 1 << 16  # packets parsed at once: 12 MiB of 188-byte packets
 RESYNC_WINDOW = 1 << 16  # bytes searched at once for where packets start again
 BREAKS_KEPT = 100  # a file damaged all through: enough to say where
@@ -75,12 +76,13 @@ def scan_transport_stream(source: Path, video_pid: int, *, stop: threading.Event
 
 
 def _packet_grid(file: BinaryIO) -> tuple[int, int, int] | None:
-    """The packet size, where its sync byte sits, and the first packet's offset (a recording picked up mid-stream
-    begins inside one)."""
+    """The packet size, where its sync byte sits, and the first packet's offset whose sync byte and those of the
+    packets after it are in place (a recording picked up mid-stream begins inside one; a damaged file's first sync
+    bytes may be off: one flipped bit in the first had the whole scan skipped)."""
     file.seek(0)
-    head = file.read(max(size for size, _ in TRANSPORT_PACKETS) * (SYNCS_CHECKED + 1))
+    head = file.read(max(size for size, _ in TRANSPORT_PACKETS) * (SYNCS_CHECKED + GRID_SEARCH_PACKETS))
     for size, sync in TRANSPORT_PACKETS:
-        start = next((at for at in range(size) if _synced(head, at + sync, size)), None)
+        start = next((at for at in range(size * GRID_SEARCH_PACKETS) if _synced(head, at + sync, size)), None)
         if start is not None:
             return size, sync, start
     return None
@@ -104,6 +106,8 @@ class _Scan:
         self.pending: list[Break] = []  # bytes that are no packet, since which no video packet came
 
     def run(self, at: int) -> None:
+        if at >= self.size:  # a packet's worth or more before the first in place: damage, not a recording's start
+            self._before_grid(at)
         self._walk(at)
         for junk in self.pending:  # no video packet after them: one may have been among them
             self._broke(junk.where, junk.what)
@@ -235,6 +239,13 @@ class _Scan:
                 self._broke(junk.where, junk.what)
             else:
                 self.pending.append(junk)
+
+    def _before_grid(self, at: int) -> None:
+        """The bytes before `at`, the first packet in place, past the part of one a recording may begin with: whole
+        packets whose sync bytes are damaged (their PIDs say whether the video lost one), or bytes that are none."""
+        lead = at % self.size
+        if not self._sync_damaged(lead, at):  # the video's next counter says whether one of its packets was there
+            self.pending.append(Break(lead, f"{at - lead} bytes that hold no whole transport packet"))
 
     def _sync_damaged(self, start: int, end: int) -> bool:
         """Whether the bytes from `start` to `end` are a few whole packets of which only the sync bytes are damaged
