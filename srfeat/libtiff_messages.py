@@ -63,6 +63,7 @@ def _install() -> None:
         if _installed:
             return
         try:
+            # PIL's stubs leave out its C extension module, which every installed PIL has
             from PIL import _imaging  # pyright: ignore[reportAttributeAccessIssue]
 
             pil = ctypes.CDLL(_imaging.__file__)  # its symbols, and those of the libraries it links (libtiff)
