@@ -9,7 +9,7 @@ untrusted input (a traceback or several error lines, a crash, a hang, an output 
 a temporary file left, the output the user had overwritten by a failed run). A success PIL itself refuses to decode
 is listed for review (`pil refuses`): srfeat reads some files with its own readers, and may be right.
 
-    PYTHONPATH=. python3 scripts/fuzz_images.py /tmp/imagefuzz --per-seed 100    # 1,800 files, about 10 minutes
+    PYTHONPATH=. python3 scripts/fuzz_images.py /tmp/imagefuzz --per-seed 100    # 1,600 files, about 10 minutes
 
 Results go to FOLDER/results.jsonl (one JSON object a file: seed, mutation, classes, log), counts to stdout; a file is
 made again from its seed, `--seed` and its number (`--only SEED:NUMBER` reruns it, keeping it as FOLDER/repro.*).
