@@ -503,19 +503,31 @@ def test_a_png_whose_pixel_data_is_damaged_where_pil_does_not_look_is_refused(
     assert not (tmp_path / "out.png").exists()
 
 
-def test_a_sixteen_bit_colour_png_whose_pixel_data_crc_fails_is_refused(tmp_path: Path, model_path: Path) -> None:
-    """srfeat's own reader of 16-bit colour PNGs checked neither the chunk's CRC nor zlib's checksum either."""
+@pytest.mark.parametrize("damage", ["crc", "zlib-checksum"])
+def test_a_sixteen_bit_colour_png_whose_pixel_data_is_damaged_is_refused(
+    tmp_path: Path, model_path: Path, damage: str
+) -> None:
+    """srfeat's own reader of 16-bit colour PNGs checked neither the chunk's CRC nor zlib's checksum either (which
+    lies past the last pixel's data: an inflate that stops once the rows are filled does not reach it)."""
     write_png16(tmp_path / "damaged.png", CROP.astype(np.uint16) * 257)
     whole = bytearray((tmp_path / "damaged.png").read_bytes())
     at = whole.index(b"IDAT")
     (length,) = struct.unpack(">I", whole[at - 4 : at])
-    whole[at + 4 + length] ^= 0x01
+    if damage == "crc":
+        whole[at + 4 + length] ^= 0x01
+    else:  # the last byte of zlib's checksum, the chunk's CRC made right
+        whole[at + 3 + length] ^= 0x01
+        whole[at + 4 + length : at + 8 + length] = struct.pack(">I", zlib.crc32(bytes(whole[at : at + 4 + length])))
     (tmp_path / "damaged.png").write_bytes(bytes(whole))
     child = srfeat_cli("upscale", "damaged.png", "-o", "out.png", "--model", model_path, cwd=tmp_path)
     assert one_input_error(child) == (
         "ERROR: cannot read image damaged.png: the CRC of its pixel data chunk 1 (IDAT) does not match its data "
         "(damaged?); skip or replace this file"
+        if damage == "crc"
+        else "ERROR: cannot read image damaged.png: corrupt PNG image data (Error -3 while decompressing data: "
+        "incorrect data check); skip or replace this file"
     )
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_a_deflate_tiff_whose_last_strip_goes_on_past_its_rows_without_ending_is_refused(

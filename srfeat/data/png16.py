@@ -58,7 +58,9 @@ class Png16:
     frames: int = 1  # an animated PNG's (acTL); its default image, the first frame, is what is read
 
 
-def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+def _chunks(data: bytes) -> list[tuple[bytes, bytes, bool]]:
+    """(type, data, whether its CRC matches) of each chunk of the PNG `data`, to IEND; a CRC cut off by the file's
+    end is taken to match (PIL's reader lets it pass: the pixel data's own end is checked)."""
     chunks, position = [], len(PNG_SIGNATURE)
     while position + 8 <= len(data):
         (length,) = struct.unpack(">I", data[position : position + 4])
@@ -66,7 +68,9 @@ def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
         body = data[position + 8 : position + 8 + length]
         if len(body) != length:
             raise ValueError("truncated PNG chunk")
-        chunks.append((kind, body))
+        stored = data[position + 8 + length : position + 12 + length]
+        crc_matches = len(stored) < 4 or struct.unpack(">I", stored)[0] == zlib.crc32(body, zlib.crc32(kind))
+        chunks.append((kind, body, crc_matches))
         position += 12 + length  # length, type, data, CRC
         if kind == b"IEND":
             break
@@ -169,6 +173,24 @@ def _inflate_icc_profile(body: bytes, path: str | os.PathLike[str]) -> bytes | N
     return profile or None
 
 
+def _inflated_pixel_data(idat_chunks: list[tuple[bytes, bool]], expected: int, size: str) -> bytes:
+    """The pixel data of a PNG's IDAT chunks (data, whether its CRC matches), inflated to `expected` bytes at most;
+    ValueError when it is damaged: zlib refuses it or its checksum, it goes on past `expected` (what the header's
+    `size`, "WxH", needs), or a chunk's CRC fails. zlib's checksum lies past the last pixel's data, so the stream
+    is inflated a byte further, to reach it."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(b"".join(body for body, _ in idat_chunks), expected)
+        surplus = len(raw) == expected and bool(inflater.decompress(inflater.unconsumed_tail, 1))
+    except zlib.error as error:
+        raise ValueError(f"corrupt PNG image data ({error})") from error
+    if surplus:
+        raise ValueError(f"the PNG image data is longer than its {size} header says (a damaged file?)")
+    if (failed := next((number for number, (_, matches) in enumerate(idat_chunks, 1) if not matches), 0)) != 0:
+        raise ValueError(f"the CRC of its pixel data chunk {failed} (IDAT) does not match its data (damaged?)")
+    return raw
+
+
 def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> Png16:
     """Decode a 16-bit PNG; raises ValueError for anything else or bad data.
 
@@ -198,7 +220,7 @@ def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
     exif = None
     key: np.ndarray | None = None
     frames = 1
-    for kind, body in chunks:
+    for kind, body, _ in chunks:
         if kind == b"iCCP" and icc_profile is None:
             icc_profile = _inflate_icc_profile(body, path)
         elif kind == b"eXIf" and exif is None:
@@ -213,16 +235,11 @@ def read_png16(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
         for x0, y0, dx, dy in (ADAM7 if interlace else ((0, 0, 1, 1),))
     ]
     expected = sum(rows * (columns * bpp + 1) for *_, rows, columns in passes if columns)  # a filter byte a row
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"), expected)
-        surplus = bool(inflater.unconsumed_tail) or bool(inflater.flush())
-    except zlib.error as error:
-        raise ValueError(f"corrupt PNG image data ({error})") from error
+    raw = _inflated_pixel_data(
+        [(body, crc_matches) for kind, body, crc_matches in chunks if kind == b"IDAT"], expected, f"{width}x{height}"
+    )
     if len(raw) < expected:
         raise ValueError(f"truncated PNG image data ({len(raw):,} of {expected:,} bytes)")
-    if surplus:
-        raise ValueError(f"the PNG image data is longer than its {width}x{height} header says (a damaged file?)")
     array = np.empty((height, width, channels), dtype=np.uint16)
     start = 0
     for x0, y0, dx, dy, rows, columns in passes:  # an empty pass (a small image's) has no rows at all

@@ -23,6 +23,9 @@ from srfeat.varint import read_varint
 
 __all__ = ["missing_data", "refuse_missing_data", "refuse_unread_sparse"]
 
+# What the Deflate and LZMA checks read and make at a time: they hold a MiB of data and one of pixels at most.
+_STEP = 1 << 20
+
 
 def refuse_missing_data(path: Path, info: TiffInfo | None) -> None:
     """`ImageReadError` when the TIFF's tags (`info`) give more pixels than its data holds, before a reader
@@ -89,7 +92,6 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
 
 
 _DEFLATE = ("ADOBE_DEFLATE", "DEFLATE")
-_DEFLATE_STEP = 1 << 20  # what the check reads and makes at a time
 
 
 def _damaged_deflate(path: str | os.PathLike[str], info: TiffInfo) -> str | None:
@@ -116,11 +118,11 @@ def _damaged_deflate(path: str | os.PathLike[str], info: TiffInfo) -> str | None
             inflate, made = zlib.decompressobj(), 0
             try:
                 while (count or inflate.unconsumed_tail) and made <= most and not inflate.eof:
-                    piece = inflate.unconsumed_tail or file.read(min(count, _DEFLATE_STEP))
+                    piece = inflate.unconsumed_tail or file.read(min(count, _STEP))
                     if not piece:  # the file ends first (its tags were checked against its size before)
                         break
                     count -= 0 if inflate.unconsumed_tail else len(piece)
-                    made += len(inflate.decompress(piece, max_length=_DEFLATE_STEP))
+                    made += len(inflate.decompress(piece, max_length=_STEP))
             except zlib.error as error:
                 return f"the Deflate data of strip or tile {number} of {len(info.strips)} is damaged ({error})"
             if made > most:
@@ -148,7 +150,6 @@ _MOST_EXPANSION = {
     "LZW": 3413,
     "ZSTD": 32768,
 }
-_LZMA_STEP = 1 << 20  # what the check reads and makes at a time: it holds a MiB of data and one of pixels at most
 # What the check's decoder may take for its dictionary (xz -9 uses 65 MiB): a hostile header's 4 GiB is not set aside.
 _LZMA_MEMORY_LIMIT = 256 << 20
 _LZMA_MEMORY_LIMIT_REACHED = "Memory usage limit"  # how Python's lzma says liblzma's LZMA_MEMLIMIT_ERROR
@@ -184,11 +185,11 @@ def _decompressed_bytes(file: BinaryIO, offset: int, count: int, enough: int) ->
     decompressor = lzma.LZMADecompressor(memlimit=_LZMA_MEMORY_LIMIT)
     try:
         while made < enough and not decompressor.eof:
-            piece = file.read(min(count, _LZMA_STEP)) if decompressor.needs_input else b""
+            piece = file.read(min(count, _STEP)) if decompressor.needs_input else b""
             if decompressor.needs_input and not piece:  # all of the strip is used: it made what it makes
                 break
             count -= len(piece)
-            made += len(decompressor.decompress(piece, max_length=_LZMA_STEP))
+            made += len(decompressor.decompress(piece, max_length=_STEP))
     except lzma.LZMAError as error:  # its decoder says what is wrong, if the count lets it go that far
         _raise_if_memory_limit(error)
     return made
