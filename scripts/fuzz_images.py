@@ -1,15 +1,15 @@
 """Mutation fuzz of `srfeat upscale` on damaged images: small seed files (PNG of 8 and 16 bits, with alpha and a
-palette; baseline and progressive JPEG; TIFF of deflate, LZW and JPEG in strips, and of 16 bits in tiles; WebP, lossy
-and lossless; BMP, GIF, 16-bit PPM and PGM) are damaged at random (bits flipped, bytes overwritten, cut, removed or
-repeated, and the fields their structure states sizes in changed: PNG chunk lengths and IHDR, with the chunk's CRC
-made right again half the time; JPEG segment lengths and frame sizes; TIFF tags' values; RIFF and VP8 sizes; BMP and
-GIF header fields; PNM header numbers), each upscaled by `srfeat.cli.main` in a child process under a memory limit and
-a timeout, and every outcome classed: a one-line error, a success (warned or not), or what breaks the rules for
-untrusted input (a traceback or several error lines, a crash, a hang, an output that is not 4x the image srfeat reads,
-a temporary file left, the output the user had overwritten by a failed run). A success PIL itself refuses to decode
-is listed for review (`pil refuses`): srfeat reads some files with its own readers, and may be right.
+palette; baseline and progressive JPEG; TIFF of deflate, LZW and JPEG in strips, and of 16 bits in tiles and in LZMA
+strips; WebP, lossy and lossless; BMP, GIF, 16-bit PPM and PGM) are damaged at random (bits flipped, bytes overwritten,
+cut, removed or repeated, and the fields their structure states sizes in changed: PNG chunk lengths and IHDR, with the
+chunk's CRC made right again half the time; JPEG segment lengths and frame sizes; TIFF tags' values; RIFF and VP8 sizes;
+BMP and GIF header fields; PNM header numbers), each upscaled by `srfeat.cli.main` in a child process under a memory
+limit and a timeout, and every outcome classed: a one-line error, a success (warned or not), or what breaks the rules
+for untrusted input (a traceback or several error lines, a crash, a hang, an output that is not 4x the image srfeat
+reads, a temporary file left, the output the user had overwritten by a failed run). A success PIL itself refuses to
+decode is listed for review (`pil refuses`): srfeat reads some files with its own readers, and may be right.
 
-    PYTHONPATH=. python3 scripts/fuzz_images.py /tmp/imagefuzz --per-seed 100    # 1,600 files, about 10 minutes
+    PYTHONPATH=. python3 scripts/fuzz_images.py /tmp/imagefuzz --per-seed 100    # 1,800 files, about 10 minutes
 
 Results go to FOLDER/results.jsonl (one JSON object a file: seed, mutation, classes, log), counts to stdout; a file is
 made again from its seed, `--seed` and its number (`--only SEED:NUMBER` reruns it, keeping it as FOLDER/repro.*).
@@ -40,6 +40,7 @@ SEEDS = [
     "rgb.png",
     "rgba.png",
     "grey16.png",
+    "rgba16.png",
     "palette.png",
     "baseline.jpg",
     "progressive.jpg",
@@ -47,6 +48,7 @@ SEEDS = [
     "lzw.tif",
     "jpeg.tif",
     "rgb16.tif",
+    "lzma16.tif",
     "lossy.webp",
     "lossless.webp",
     "rgb.bmp",
@@ -71,6 +73,11 @@ def write_seed(path: Path) -> None:
         Image.fromarray(np.dstack([rgb, alpha])).save(path)
     elif name == "grey16.png":
         Image.fromarray(rgb[..., 1].astype(np.uint16) * 257).save(path)
+    elif name == "rgba16.png":  # srfeat's own reader (PIL reads 16-bit colour PNGs at 8 bits)
+        from srfeat.data.png16 import write_png16
+
+        alpha = np.linspace(0, 65535, rgb.shape[0] * rgb.shape[1]).reshape(rgb.shape[:2]).astype(np.uint16)
+        write_png16(path, np.dstack([rgb.astype(np.uint16) * 257, alpha]))
     elif name in ("palette.png", "palette.gif"):
         image.quantize(32).save(path)
     elif name == "progressive.jpg":
@@ -83,6 +90,8 @@ def write_seed(path: Path) -> None:
         image.save(path, compression="jpeg")
     elif name == "rgb16.tif":
         tifffile.imwrite(path, rgb.astype(np.uint16) * 257, tile=(16, 16))
+    elif name == "lzma16.tif":  # strips, and a compression whose data srfeat checks itself
+        tifffile.imwrite(path, rgb.astype(np.uint16) * 257, compression="lzma", rowsperstrip=8)
     elif name == "lossy.webp":
         image.save(path, quality=80)
     elif name == "lossless.webp":

@@ -63,8 +63,9 @@ def mutate(rng: random.Random, seed: bytes, field: FieldDamage) -> tuple[bytes, 
         to = rng.randrange(size)
         data[to:to] = data[at : at + length]
         return bytes(data), f"{length} bytes at {at} repeated at {to}"
-    if kind == "field":
-        return bytes(data), field(rng, data)
+    if kind == "field":  # damaged before the copy is made (a tuple's copy came first: the file went undamaged)
+        said = field(rng, data)
+        return bytes(data), said
     done = [field(rng, data) for _ in range(rng.randint(2, 4))]
     return bytes(data), "; ".join(done)
 
