@@ -3,6 +3,7 @@ its time; nothing wrong is passed on unsaid): each is built here from a small va
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -107,3 +108,27 @@ def test_an_avi_chunk_whose_size_is_damaged_to_nothing_is_named_as_a_lost_frame(
     assert one_frame_lost(source, f"1 after frame 4 ({frame_times(clip)[4]:.2f} s)", jumps) in warnings_of(result)
     # the frames after it keep their times (Matroska's are in milliseconds)
     assert frame_times(tmp_path / "out.mkv") == pytest.approx(frame_times(source), abs=0.001)
+
+
+def test_an_mp4_frame_whose_composition_offset_is_damaged_to_minus_2_31_is_not_taken_as_hidden(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """A ctts entry's offset made 0x80000000 (-2^31, read as signed): FFmpeg put that frame two days before the
+    video's start and flagged it as one the edit list hides, so it was dropped from the middle of the video and
+    counted as hidden, with no word. Frames an edit list hides lie from the keyframe the file starts at on."""
+    clip = tmp_path / "clip.mp4"
+    write_encoded(clip, frames=8, container_format="mp4")  # x264's B-frames: an offset per sample
+    data = bytearray(clip.read_bytes())
+    at = data.index(b"ctts")
+    first, entries = at + 12, struct.unpack(">I", data[at + 8 : at + 12])[0]
+    assert entries == 7  # the first entry covers two samples, then one a sample: entry 4 is the 6th frame
+    data[first + 8 * 4 + 4 : first + 8 * 4 + 8] = struct.pack(">I", 0x80000000)
+    source = tmp_path / "damaged.mp4"
+    source.write_bytes(bytes(data))
+    with av.open(str(source)) as container:  # the damage is what the test says: one frame hidden, unsaid
+        hidden = [packet.pts for packet in container.demux(video=0) if packet.size and packet.is_discard]
+    assert len(hidden) == 1 and hidden[0] < -(2**30)
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    lost = f"WARNING: {source}: only 7 of the 8 frames the file lists decoded (truncated or damaged?); the output has"
+    assert warnings_of(result) == [f"{lost} those"]

@@ -48,6 +48,8 @@ SLICE_MARGIN_S = 10.0
 # their reading without an error, and that frame is gone (`InputFrames.cut_frame_bytes` counts what was left).
 RAW_FRAME_DEMUXERS = frozenset({"yuv4mpegpipe"})
 NO_PIXELS = np.zeros((0, 0, 3), np.uint8)  # a frame of the timing pass
+# The most frames an open GOP's leading B-frames come before its keyframe (H.264's most B-frames in a row).
+_MOST_LEADING_FRAMES = 16
 
 
 @dataclass
@@ -102,6 +104,7 @@ class InputFrames:
         # Listed, not shown (`check_length`): decoded before an edit list's start, or MPEG-4 N-VOPs and an AVI's
         # empty chunks (less the packets that hold two pictures).
         self.hidden_frames = 0
+        self.first_packet_pts: int | None = None  # the first video packet's (in decoding order): where hiding starts
         self.pictures = PictureCounter(video)
         self.empty_chunks = EmptyChunks(source_container.format.name, step)
         self.avi_index = AviIndex.read(source, video.index) if self.empty_chunks.in_avi else None
@@ -188,6 +191,8 @@ class InputFrames:
                         break
                     continue
                 self.tracked.given(packet)
+                if self.first_packet_pts is None:
+                    self.first_packet_pts = packet.pts
                 placeholder, slot, just_passed_over = self._chunks_before(
                     packet, after_packed or after_damaged, decode_order_times
                 )
@@ -199,7 +204,7 @@ class InputFrames:
                         break
                     not_coded = self.pictures.not_coded(sent, after_packed=after_packed)
                     held_two = after_damaged and not_coded > 0  # a damaged packet with its placeholder after it
-                    self.hidden_frames += sent.is_discard + not_coded - held_two
+                    self.hidden_frames += self._hidden_by_edit_list(sent) + not_coded - held_two
                     if sent.size and sent.pos is not None and sent.pos >= 0:
                         video_end = sent.pos + sent.size
                     # An N-VOP gives no frame: none is lost, except the placeholder after a packed packet, whose slot
@@ -258,6 +263,18 @@ class InputFrames:
             raise self._undecodable(
                 self.av.Packet(), self.decoded_frames, "its decoder threads dropped it at the file's end"
             )
+
+    def _hidden_by_edit_list(self, packet: Any) -> bool:
+        """Whether `packet` is one an MP4's edit list hides (FFmpeg flags it to be decoded, not shown): a frame
+        before the edit's start, from the keyframe the file starts at (or, with an open GOP, the few B-frames
+        shown before it). One flagged so whose time lies further back came from a damaged timestamp (a
+        composition offset made -2^31: FFmpeg hid a frame from the middle of the video, unsaid): not counted as
+        hidden, so that `check_length` says a frame the file lists was lost."""
+        if not packet.is_discard:
+            return False
+        if packet.pts is None or self.first_packet_pts is None:
+            return True
+        return packet.pts >= self.first_packet_pts - _MOST_LEADING_FRAMES * self.step
 
     def _chunks_before(
         self, packet: Any, packed_before: bool, decode_order_times: bool
