@@ -567,3 +567,43 @@ def test_a_tiff_whose_rows_per_strip_is_zero_fails_in_one_line(
     path.write_bytes(bytes(data))
     error = one_input_error(srfeat_cli("upscale", "zero.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path))
     assert error.startswith("ERROR: cannot read image zero.tif: ") and "Deflate" not in error
+
+
+@pytest.mark.parametrize(
+    ("layout", "listed", "needed"),
+    [
+        ("planes", 3, "24x17 pixels in 3 planes (one a sample) need 9"),
+        ("strips", 2, "24x17 pixels need 3"),
+        ("tiles", 1, "24x17 pixels need 4"),
+    ],
+)
+def test_a_tiff_whose_tags_list_fewer_strips_or_tiles_than_its_pixels_need_is_refused(
+    tmp_path: Path, model_path: Path, layout: str, listed: int, needed: str
+) -> None:
+    """A 16-bit TIFF's PlanarConfiguration made 2 (planes apart: three times the strips its tags list): tifffile read
+    the strips it did not find as zeros, and the planes from data of the pixels' samples side by side, a wrong
+    picture passed on with three warnings. A strip or tile count cut short is the same damage."""
+    path = tmp_path / "damaged.tif"
+    if layout == "planes":
+        tifffile.imwrite(path, CROP.astype(np.uint16) * 257, compression="lzma", rowsperstrip=8)
+        tag, value, count = "PlanarConfiguration", 2, None
+    elif layout == "strips":
+        tifffile.imwrite(path, CROP, compression="zlib", rowsperstrip=8)
+        tag, value, count = "StripOffsets", None, 2
+    else:
+        tifffile.imwrite(path, CROP.astype(np.uint16) * 257, tile=(16, 16))
+        tag, value, count = "TileOffsets", None, 1
+    with tifffile.TiffFile(path) as tiff:
+        entry = tiff.pages.first.tags[tag]
+    data = bytearray(path.read_bytes())
+    if value is not None:
+        data[entry.valueoffset : entry.valueoffset + 2] = struct.pack("<H", value)
+    if count is not None:
+        data[entry.offset + 4 : entry.offset + 8] = struct.pack("<I", count)
+    path.write_bytes(bytes(data))
+    error = one_input_error(srfeat_cli("upscale", "damaged.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path))
+    assert error == (
+        f"ERROR: cannot read image damaged.tif: its tags list {listed} strip(s) or tile(s), but its {needed} "
+        "(damaged?); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()

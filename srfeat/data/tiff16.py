@@ -49,6 +49,10 @@ class TiffInfo:
     strip_pixels: int = 0  # the most pixels one strip or tile covers (a tile's, or rows per strip times the width)
     rows_per_strip: int = 0  # of a TIFF in strips (0: in tiles), as many as the image has at most
     file_bytes: int = 0
+    # The strips or tiles its size and layout need, in all its planes (one a sample where they are stored apart):
+    # those its tags leave out tifffile reads as zeros, with a warning. 0: not known.
+    strips_needed: int = 0
+    planes: int = 1
 
     @property
     def data_end(self) -> int:
@@ -129,9 +133,28 @@ def tiff_info(path: str | os.PathLike[str]) -> TiffInfo | None:
                 strip_pixels=_strip_pixels(page),
                 rows_per_strip=0 if page.is_tiled else min(int(page.rowsperstrip), int(page.imagelength)),
                 file_bytes=os.path.getsize(path),
+                strips_needed=_strips_needed(page),
+                planes=int(page.shaped[0]),
             )
     except Exception:  # noqa: BLE001  # tifffile raises many kinds for a damaged file (TypeError, for one)
         return None  # let PIL try, and name the file when it fails
+
+
+def _strips_needed(page: TiffPage) -> int:
+    """The strips or tiles the page's size and layout need, planes stored apart counted as tifffile reads them (its
+    `shaped`: a PlanarConfiguration tag of a damaged value it reads as planes apart too); 0 where its rows per strip
+    are none."""
+    depth, length, width = (max(1, int(side)) for side in (page.imagedepth, page.imagelength, page.imagewidth))
+    if page.is_tiled:
+        tile_depth, tile_length, tile_width = (
+            max(1, int(side)) for side in (page.tiledepth, page.tilelength, page.tilewidth)
+        )
+        per_plane = -(-depth // tile_depth) * -(-length // tile_length) * -(-width // tile_width)
+    elif page.rowsperstrip:
+        per_plane = depth * -(-length // int(page.rowsperstrip))
+    else:
+        return 0
+    return int(page.shaped[0]) * per_plane
 
 
 def _strip_pixels(page: TiffPage) -> int:

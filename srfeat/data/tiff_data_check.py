@@ -68,6 +68,12 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
     or tiles of no data are a sparse file's empty areas, read as zeros: only the pixels outside them need data (all
     empty, the pixel limits bound it)."""
     needed = info.pixel_bytes
+    if len(info.strips) < info.strips_needed:  # tifffile reads the rest as zeros, with a warning
+        planes = f" in {info.planes} planes (one a sample)" if info.planes > 1 else ""
+        return (
+            f"its tags list {len(info.strips)} strip(s) or tile(s), but its {info.width}x{info.height} pixels{planes} "
+            f"need {info.strips_needed} (damaged?)"
+        )
     if info.data_end > info.file_bytes:
         return f"its pixel data runs to byte {info.data_end:,}, but the file has {info.file_bytes:,} (cut short?)"
     if info.compression == "LZMA":  # no bound per byte: its data is decompressed, a MiB at a time, and counted
