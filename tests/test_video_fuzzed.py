@@ -132,3 +132,25 @@ def test_an_mp4_frame_whose_composition_offset_is_damaged_to_minus_2_31_is_not_t
     assert result.returncode == 0, result.stderr
     lost = f"WARNING: {source}: only 7 of the 8 frames the file lists decoded (truncated or damaged?); the output has"
     assert warnings_of(result) == [f"{lost} those"]
+
+
+def test_an_mp4_whose_header_claims_gigabytes_says_so_not_only_that_memory_ran_out(
+    tmp_path: Path, model_path: Path
+) -> None:
+    """An MP4's stts entry count made 2^28 (2 GiB of entries in a file of kilobytes): FFmpeg refuses it at once,
+    as "Cannot allocate memory", which alone sent the user looking for memory to free."""
+    clip = tmp_path / "clip.mp4"
+    write_encoded(clip, frames=4, container_format="mp4")
+    data = bytearray(clip.read_bytes())
+    at = data.index(b"stts")
+    data[at + 8 : at + 12] = struct.pack(">I", 0x10000000)
+    source = tmp_path / "damaged.mp4"
+    source.write_bytes(bytes(data))
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert errors[0] == (
+        f"ERROR: cannot read video {source}: Cannot allocate memory as FFmpeg read its header: a damaged header "
+        "claiming more than FFmpeg sets aside, or the machine's memory is spent; skip or replace this file"
+    )
+    assert not (tmp_path / "out.mkv").exists()

@@ -65,7 +65,15 @@ def open_input(av: ModuleType, source: Path) -> InputContainer:
             check_frame_size(source, *size)
             if not ffmpeg_takes_size(*size):
                 raise unreadable_frame_size(source, *size) from error
-        raise VideoError(f"cannot read video {source}: {error_reason(error)}; skip or replace this file") from error
+        reason = error_reason(error)
+        if getattr(error, "errno", None) == errno.ENOMEM:
+            # FFmpeg refuses at once a table its header claims is gigabytes (an MP4's stts entry count made 2^31):
+            # "Cannot allocate memory" alone had the user look for memory to free, for a file of kilobytes.
+            reason += (
+                " as FFmpeg read its header: a damaged header claiming more than FFmpeg sets aside, or the machine's "
+                "memory is spent"
+            )
+        raise VideoError(f"cannot read video {source}: {reason}; skip or replace this file") from error
 
 
 # What FFmpeg logs of a frame size that it refuses as it opens a file.
