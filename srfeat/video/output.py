@@ -67,7 +67,7 @@ def open_input(av: ModuleType, source: Path) -> InputContainer:
                 raise unreadable_frame_size(source, *size) from error
         reason = error_reason(error)
         if getattr(error, "errno", None) == errno.ENOMEM:
-            # FFmpeg refuses at once a table its header claims is gigabytes (an MP4's stts entry count made 2^31):
+            # FFmpeg refuses at once a table its header claims is gigabytes (an MP4's stts entry count made 2^28):
             # "Cannot allocate memory" alone had the user look for memory to free, for a file of kilobytes.
             reason += (
                 " as FFmpeg read its header: a damaged header claiming more than FFmpeg sets aside, or the machine's "
