@@ -607,3 +607,22 @@ def test_a_tiff_whose_tags_list_fewer_strips_or_tiles_than_its_pixels_need_is_re
         "(damaged?); skip or replace this file"
     )
     assert not (tmp_path / "out.png").exists()
+
+
+def test_an_lzma_tiff_whose_width_was_made_smaller_is_refused(tmp_path: Path, model_path: Path) -> None:
+    """ImageWidth 24 -> 23 in a 16-bit LZMA TIFF: each strip makes the 8 rows of 24 pixels it was written with, and
+    tifffile read them as rows of 23, each a pixel further askew, without a word. Deflate strips were refused for
+    making more than a strip holds; LZMA's were counted only against what the whole image needs."""
+    path = tmp_path / "damaged.tif"
+    tifffile.imwrite(path, CROP.astype(np.uint16) * 257, compression="lzma", rowsperstrip=8)
+    with tifffile.TiffFile(path) as tiff:
+        offset = tiff.pages.first.tags["ImageWidth"].valueoffset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 2] = struct.pack("<H", 23)
+    path.write_bytes(bytes(data))
+    error = one_input_error(srfeat_cli("upscale", "damaged.tif", "-o", "out.png", "--model", model_path, cwd=tmp_path))
+    assert error == (
+        "ERROR: cannot read image damaged.tif: the LZMA data of strip or tile 1 of 3 is damaged (it makes more than "
+        f"the {8 * 23 * 3 * 2:,} bytes a strip or tile holds); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()

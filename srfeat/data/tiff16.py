@@ -71,12 +71,27 @@ class TiffInfo:
         return sum(count == 0 for _, count in self.strips)
 
     @property
+    def strip_bytes(self) -> int:
+        """The most bytes one strip or tile decodes to (rows of under 8 bits padded to whole bytes; all of a pixel's
+        samples, also where the planes are stored apart: an upper bound)."""
+        return int(self.strip_pixels * self._samples * max(self.bits_per_sample, 8) // 8)
+
+    @property
+    def row_bytes(self) -> int:
+        """The bytes one row of a strip decodes to (rows of under 8 bits padded to whole bytes)."""
+        return int(self.width * self._samples * max(self.bits_per_sample, 8) // 8)
+
+    @property
+    def _samples(self) -> float:
+        """Samples per pixel, a subsampled YCbCr pixel's share of its chroma samples counted."""
+        return 1 + (self.channels - 1) / self.chroma_block
+
+    @property
     def pixel_bytes(self) -> int:
         """The fewest bytes its pixels outside empty strips or tiles decode to (rows padded to whole bytes, tiles
         past the edges make more); an empty one is taken to cover as many pixels as one can."""
-        samples = 1 + (self.channels - 1) / self.chroma_block  # a subsampled YCbCr pixel's share of samples
         pixels = max(0, self.height * self.width - self.empty_strips * self.strip_pixels)
-        return int(pixels * samples * self.bits_per_sample // 8)
+        return int(pixels * self._samples * self.bits_per_sample // 8)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,16 @@ def missing_data(info: TiffInfo, path: str | os.PathLike[str]) -> str | None:
     if info.data_end > info.file_bytes:
         return f"its pixel data runs to byte {info.data_end:,}, but the file has {info.file_bytes:,} (cut short?)"
     if info.compression == "LZMA":  # no bound per byte: its data is decompressed, a MiB at a time, and counted
-        made = _lzma_output_bytes(path, info.strips, needed)
+        # strips of no rows (a damaged RowsPerStrip) hold nothing: counted to what the pixels need, left to the reader
+        made_each = _lzma_strip_bytes(path, info.strips, info.strip_bytes or needed)
+        if info.strip_bytes and (
+            over := next((number for number, made in enumerate(made_each, 1) if made > info.strip_bytes), 0)
+        ):
+            return (
+                f"the LZMA data of strip or tile {over} of {len(info.strips)} is damaged (it makes more than the "
+                f"{info.strip_bytes:,} bytes a strip or tile holds)"
+            )
+        made = sum(made_each)
         most = f"{made:,} bytes its LZMA data decompresses to"
     elif ratio := _MOST_EXPANSION.get(info.compression, 0):
         made = info.stored_bytes * ratio
@@ -106,9 +115,7 @@ def _damaged_deflate(path: str | os.PathLike[str], info: TiffInfo) -> str | None
     once a strip's rows are filled, so bytes overwritten in the middle of one (zeros decode as codes too) gave its
     last rows from them, without a word, and the zlib checksum at the end was never read. It costs a second inflate
     of the data, a MiB at a time."""
-    samples = 1 + (info.channels - 1) / info.chroma_block
-    row = int(info.width * samples * max(info.bits_per_sample, 8) // 8)  # rows of under 8 bits: padded
-    most = int(info.strip_pixels * samples * max(info.bits_per_sample, 8) // 8)
+    row, most = info.row_bytes, info.strip_bytes
     per_plane = -(-info.height // info.rows_per_strip) if info.rows_per_strip else 0
     if not most:  # strips of no rows (a damaged tag): the decoder refuses the file
         return None
@@ -147,7 +154,7 @@ def _damaged_deflate(path: str | os.PathLike[str], info: TiffInfo) -> str | None
 # The most bytes of pixels one byte of a compression's data makes: uncompressed 1; PackBits 128 from 2; Deflate
 # 258 from 2 bits (zlib's 1032:1); LZW a string of at most 4095 - 256 bytes from a code of at least 9 bits
 # (3839 * 8 / 9); Zstandard a block of at most 128 KiB from at least 4 bytes (its 3-byte header and one of
-# content, as an RLE block). LZMA has no such bound (`_lzma_output_bytes` counts), nor JPEG (`jpeg_check`).
+# content, as an RLE block). LZMA has no such bound (`_lzma_strip_bytes` counts), nor JPEG (`jpeg_check`).
 _MOST_EXPANSION = {
     "NONE": 1,
     "PACKBITS": 64,
@@ -165,22 +172,21 @@ class _LzmaMemoryLimitError(Exception):
     """An LZMA strip whose stream header asks for more decoder memory than `_LZMA_MEMORY_LIMIT`."""
 
 
-def _lzma_output_bytes(path: str | os.PathLike[str], strips: tuple[tuple[int, int], ...], enough: int) -> int:
-    """How many bytes the LZMA `strips` of the file at `path` decompress to, counted no further than `enough`: of a
-    few hundred bytes claiming a gigabyte, what they truly make. A strip that ends in a sound xz index (`_xz_index`)
-    is taken at its word, its blocks' headers checked against the memory limit: decompressing it here too took
-    twice the time the reader's own decode does. Any other (cut short, its index damaged) is read, made and dropped
-    a MiB at a time; one that does not decompress counts what it made before. One whose decoder needs more memory
-    than `_LZMA_MEMORY_LIMIT` is `_LzmaMemoryLimitError`, as the file's reader would need as much. An index that
-    lies (made so: its CRC holds) is found by the reader's decoder, after it has set aside what the tags give, as
-    for any file whose LZMA data truly makes that much."""
-    made = 0
+def _lzma_strip_bytes(path: str | os.PathLike[str], strips: tuple[tuple[int, int], ...], most: int) -> list[int]:
+    """How many bytes each of the LZMA `strips` of the file at `path` decompresses to, counted no further than a byte
+    past `most` (what a strip or tile holds): of a few hundred bytes claiming a gigabyte, what they truly make, and of
+    a strip that makes more than it holds (a width made smaller: the rows would be read skewed), that it does. A
+    strip that ends in a sound xz index (`_xz_index`) is taken at its word, its blocks' headers checked against the
+    memory limit: decompressing it here too took twice the time the reader's own decode does. Any other (cut short,
+    its index damaged) is read, made and dropped a MiB at a time; one that does not decompress counts what it made
+    before. One whose decoder needs more memory than `_LZMA_MEMORY_LIMIT` is `_LzmaMemoryLimitError`, as the file's
+    reader would need as much. An index that lies (made so: its CRC holds) is found by the reader's decoder, after
+    it has set aside what the tags give, as for any file whose LZMA data truly makes that much."""
+    made = []
     with open(path, "rb") as file:
         for offset, count in strips:
-            if made >= enough:
-                break
             indexed = _xz_index(file, offset, count)
-            made += indexed if indexed is not None else _decompressed_bytes(file, offset, count, enough - made)
+            made.append(indexed if indexed is not None else _decompressed_bytes(file, offset, count, most + 1))
     return made
 
 
