@@ -626,3 +626,43 @@ def test_an_lzma_tiff_whose_width_was_made_smaller_is_refused(tmp_path: Path, mo
         f"the {8 * 23 * 3 * 2:,} bytes a strip or tile holds); skip or replace this file"
     )
     assert not (tmp_path / "out.png").exists()
+
+
+def gif_bytes(*, comment: bool = False) -> bytes:
+    """A 24x17 GIF of CROP in 16 colours, with a comment extension before its frame if `comment`."""
+    buffer = io.BytesIO()
+    Image.fromarray(CROP).quantize(16).save(buffer, format="GIF", comment=b"x" * 300 if comment else None)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("left", "top"), [(0, 65535), (24, 0)])
+def test_a_gif_whose_first_frame_starts_outside_its_screen_is_refused(
+    tmp_path: Path, model_path: Path, left: int, top: int
+) -> None:
+    """The frame's top made 65535 in a 24x17 GIF: PIL grew the picture to take the frame in, 24x65552 pixels of
+    background with the frame at its foot, and the upscale ran for minutes, without a word."""
+    data = bytearray(gif_bytes(comment=True))  # an extension to walk past before the frame
+    at = data.index(b"\x2c\x00\x00\x00\x00\x18\x00\x11\x00")  # the image descriptor: at (0, 0), 24x17
+    data[at + 1 : at + 5] = struct.pack("<HH", left, top)
+    (tmp_path / "damaged.gif").write_bytes(bytes(data))
+    with Image.open(tmp_path / "damaged.gif") as image:  # the damage is what the test says
+        assert image.size == (24 + left, 17 + top)
+    child = srfeat_cli("upscale", "damaged.gif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert one_input_error(child) == (
+        f"ERROR: cannot read image damaged.gif: its first frame is placed at ({left}, {top}), outside its 24x17 "
+        "screen (damaged?); skip or replace this file"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_gif_of_an_empty_screen_or_a_frame_inside_it_is_still_read(tmp_path: Path) -> None:
+    """A screen of 0x0 (some writers make it: the first frame sets the size) and a frame placed inside the screen
+    are no damage. (Passes on the old code too: it guards the check above from refusing sound files.)"""
+    empty = bytearray(gif_bytes())
+    empty[6:10] = bytes(4)
+    inside = bytearray(gif_bytes())
+    at = inside.index(b"\x2c\x00\x00\x00\x00\x18\x00\x11\x00")
+    inside[at + 1 : at + 5] = struct.pack("<HH", 3, 2)  # PIL grows the picture to 27x19: as it did
+    for name, data, size in (("empty.gif", empty, (24, 17)), ("inside.gif", inside, (27, 19))):
+        (tmp_path / name).write_bytes(bytes(data))
+        assert read_raw_image(tmp_path / name).array.shape[1::-1] == size

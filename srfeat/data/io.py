@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from srfeat.data import avif_check, jpeg_check, orientation, png16, png_check, ppm16, tiff16, tiff_samples
+from srfeat.data import avif_check, gif_check, jpeg_check, orientation, png16, png_check, ppm16, tiff16, tiff_samples
 from srfeat.data.colour_profiles import (
     cmyk_to_srgb,
     is_cmyk_profile,
@@ -189,7 +189,10 @@ def check_image_file(path: Path) -> None:
         raise ImageReadError(f"cannot read image {path}: {problem}", "name an image file")
     if path.stat().st_size == 0:
         raise zero_size_error(path)
-    if problem := png_check.chunk_past_end(path) or avif_check.size_mismatch(path):  # before the claim is allocated
+    # before the claim is allocated (or, a GIF's frame placed far outside its screen, upscaled)
+    if problem := (
+        png_check.chunk_past_end(path) or avif_check.size_mismatch(path) or gif_check.frame_outside_screen(path)
+    ):
         raise ImageReadError(f"cannot read image {path}: {problem}", ImageReadError.SKIP_OR_REPLACE)
 
 
