@@ -210,7 +210,9 @@ def fuzz(
 ) -> int:
     """Each seed file in FOLDER/seeds (`names`) damaged `--per-seed` times (`damage(rng, seed, name)`), upscaled
     (`run(data, name, run folder, memory limit)`), classed; results to FOLDER/results.jsonl, counts to stdout."""
-    seeds, run_folder = args.folder / "seeds", args.folder / "run"
+    # a rerun (--only) in a folder of its own: beside a fuzz still running in FOLDER, the two took each other's files
+    # for ones left behind
+    seeds, run_folder = args.folder / "seeds", args.folder / ("run-only" if args.only else "run")
     memory = address_space() + int(args.memory * 2**30)
     wanted = [(name, number) for number in range(args.per_seed) for name in names]
     if args.only:
