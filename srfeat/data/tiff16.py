@@ -158,7 +158,9 @@ def tiff_info(path: str | os.PathLike[str]) -> TiffInfo | None:
 def _strips_needed(page: TiffPage) -> int:
     """The strips or tiles the page's size and layout need, planes stored apart counted as tifffile reads them (its
     `shaped`: a PlanarConfiguration tag of a damaged value it reads as planes apart too); 0 where its rows per strip
-    are none."""
+    are none, and for a Zeiss LSM file (whose strips tifffile does not count either)."""
+    if page.is_lsm:
+        return 0
     depth, length, width = (max(1, int(side)) for side in (page.imagedepth, page.imagelength, page.imagewidth))
     if page.is_tiled:
         tile_depth, tile_length, tile_width = (
