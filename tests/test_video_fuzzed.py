@@ -154,3 +154,34 @@ def test_an_mp4_whose_header_claims_gigabytes_says_so_not_only_that_memory_ran_o
         "claiming more than FFmpeg sets aside, or the machine's memory is spent; skip or replace this file"
     )
     assert not (tmp_path / "out.mkv").exists()
+
+
+@pytest.mark.parametrize("damaged", [True, False], ids=["timescale-damaged", "sound-end-trim"])
+def test_an_mp4_whose_edit_list_spans_under_a_frame_is_not_taken_as_trimmed(
+    tmp_path: Path, model_path: Path, damaged: bool
+) -> None:
+    """The movie's timescale made 65535 (from 1000): its edit list, in that timescale, then spans 10 ms, FFmpeg hid
+    every frame after the first, as it hides a sound file's frames past an edit that ends early, and the one frame was
+    written without a word. A sound end-trimmed file (its edit, movie and track lengths made 4 frames) states a
+    length that holds what it shows, and is written so with nothing said."""
+    clip = tmp_path / "clip.mp4"
+    write_encoded(clip, frames=8, container_format="mp4")
+    data = bytearray(clip.read_bytes())
+    movie = data.index(b"mvhd")
+    if damaged:
+        data[movie + 16 : movie + 20] = struct.pack(">I", 65535)
+    else:  # 4 of the 8 frames, in the movie's timescale of 1000: elst's segment, mvhd's and tkhd's durations
+        (timescale,) = struct.unpack(">I", data[movie + 16 : movie + 20])
+        length = struct.pack(">I", 4 * timescale // 12)
+        edit, track = data.index(b"elst"), data.index(b"tkhd")
+        data[edit + 12 : edit + 16] = data[movie + 20 : movie + 24] = data[track + 24 : track + 28] = length
+    source = tmp_path / "source.mp4"
+    source.write_bytes(bytes(data))
+    with av.open(str(source)) as container:  # the damage is what the test says: frames flagged hidden
+        hidden = [packet.pts for packet in container.demux(video=0) if packet.size and packet.is_discard]
+    assert len(hidden) == (7 if damaged else 4)
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    lost = f"WARNING: {source}: only 1 of the 8 frames the file lists decoded (truncated or damaged?); the output has"
+    assert warnings_of(result) == ([f"{lost} those"] if damaged else [])
+    assert len(frame_times(tmp_path / "out.mkv")) == (1 if damaged else 4)

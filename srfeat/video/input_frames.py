@@ -268,9 +268,14 @@ class InputFrames:
         """Whether `packet` is one an MP4's edit list hides (FFmpeg flags it to be decoded, not shown): a frame
         before the edit's start, from the keyframe the file starts at (or, with an open GOP, the few B-frames
         shown before it). One flagged so whose time lies further back came from a damaged timestamp (a
-        composition offset made -2^31: FFmpeg hid a frame from the middle of the video, unsaid): not counted as
-        hidden, so that `check_length` says a frame the file lists was lost."""
+        composition offset made -2^31: FFmpeg hid a frame from the middle of the video, unsaid), or that the
+        video's stated length cannot hold, is not counted as hidden, so that `check_length` says a frame the file
+        lists was lost."""
         if not packet.is_discard:
+            return False
+        # A sound file's edit list spans what it shows: a stated length unknown (its media header lost) or under a
+        # frame (a timescale damaged) has FFmpeg hide every frame after the first, as past an edit that ends early.
+        if self.video.duration is None or self.video.duration < self.step:
             return False
         if packet.pts is None or self.first_packet_pts is None:
             return True
