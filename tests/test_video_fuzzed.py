@@ -29,6 +29,14 @@ def one_frame_lost(source: Path, place: str, output: str) -> str:
     )
 
 
+def frames_decoded(source: Path, decoded: int, listed: int) -> str:
+    """The warning for a whole video of which only `decoded` of the `listed` frames came out."""
+    return (
+        f"WARNING: {source}: only {decoded} of the {listed} frames the file lists decoded (truncated or damaged?); "
+        "the output has those"
+    )
+
+
 def first_picture_damaged(folder: Path, container_format: str, extension: str) -> Path:
     """A 6-frame MPEG-4 Part 2 clip whose first frame's header has its second marker bit cleared (the bit after
     `vop_time_increment`, at 12 frames a second in the VOP header's second byte): FFmpeg's decoder takes the packet,
@@ -130,8 +138,7 @@ def test_an_mp4_frame_whose_composition_offset_is_damaged_to_minus_2_31_is_not_t
     assert len(hidden) == 1 and hidden[0] < -(2**30)
     result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0, result.stderr
-    lost = f"WARNING: {source}: only 7 of the 8 frames the file lists decoded (truncated or damaged?); the output has"
-    assert warnings_of(result) == [f"{lost} those"]
+    assert warnings_of(result) == [frames_decoded(source, 7, 8)]
 
 
 def test_an_mp4_whose_header_claims_gigabytes_says_so_not_only_that_memory_ran_out(
@@ -182,6 +189,5 @@ def test_an_mp4_whose_edit_list_spans_under_a_frame_is_not_taken_as_trimmed(
     assert len(hidden) == (7 if damaged else 4)
     result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0, result.stderr
-    lost = f"WARNING: {source}: only 1 of the 8 frames the file lists decoded (truncated or damaged?); the output has"
-    assert warnings_of(result) == ([f"{lost} those"] if damaged else [])
+    assert warnings_of(result) == ([frames_decoded(source, 1, 8)] if damaged else [])
     assert len(frame_times(tmp_path / "out.mkv")) == (1 if damaged else 4)
