@@ -71,10 +71,17 @@ def ramp(shape: tuple[int, ...], dtype: type) -> np.ndarray:
 )
 @pytest.mark.parametrize("empty", [[1], [0, 2]], ids=["second-empty", "first-and-third-empty"])
 def test_a_sparse_tiff_reads_its_empty_strips_and_tiles_as_zeros(
-    tmp_path: Path, shape: tuple[int, ...], dtype: type, photometric: str, options: dict, empty: list[int]
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    shape: tuple[int, ...],
+    dtype: type,
+    photometric: str,
+    options: dict,
+    empty: list[int],
 ) -> None:
     expected = write_sparse(tmp_path / "sparse.tif", ramp(shape, dtype), empty, photometric=photometric, **options)
     raw = read_raw_image(tmp_path / "sparse.tif")
+    assert not caplog.records  # some strips hold data: a sparse file as GDAL writes it, nothing to say
     assert raw.array.dtype == dtype
     assert np.array_equal(raw.array, expected)
     # `open_image` (the API's PIL image) too: PIL had read the file's first bytes into them, or failed
@@ -126,16 +133,21 @@ def test_a_tiff_of_nothing_but_empty_strips_past_the_pixel_limit_is_refused_by_t
     ids=["strips", "tiles", "one-strip"],
 )
 @pytest.mark.parametrize(("dtype", "photometric"), [(np.uint8, "minisblack"), (np.uint16, "rgb")])
-def test_a_tiff_of_nothing_but_empty_strips_or_tiles_reads_as_zeros(
-    tmp_path: Path, dtype: type, photometric: str, options: dict, chunks: int
+def test_a_tiff_of_nothing_but_empty_strips_or_tiles_reads_as_zeros_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, dtype: type, photometric: str, options: dict, chunks: int
 ) -> None:
     """tifffile takes one empty strip at offset 0 for all of the data, and reads the file's first bytes as
-    pixels."""
+    pixels. Legal, but what zeroed strip tables (damage) also look like: said."""
     shape = (32, 32) if photometric == "minisblack" else (32, 32, 3)
     write_sparse(tmp_path / "empty.tif", ramp(shape, dtype), [*range(chunks)], photometric=photometric, **options)
     raw = read_raw_image(tmp_path / "empty.tif")
     assert raw.array.dtype == dtype and raw.array.shape[:2] == (32, 32)
     assert not raw.array.any()
+    said = (
+        f"{tmp_path / 'empty.tif'} holds no pixel data: all {chunks} of its strips or tiles are empty (a sparse file "
+        "left blank, or its strip tables damaged?); it is read as all zeros"
+    )
+    assert [record.getMessage() for record in caplog.records] == [said]
 
 
 def test_a_sparse_tiff_tifffile_cannot_read_is_refused_in_one_line(tmp_path: Path) -> None:

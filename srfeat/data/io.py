@@ -406,6 +406,13 @@ def _read_color_png16(path: Path) -> RawImage:
 def _read_tiff_as_stored(path: Path, info: tiff16.TiffInfo) -> RawImage:
     _check_pixel_count(path, info.width, info.height)  # from the tags, before decoding
     warn_first_only(path, info.pages, "TIFF")
+    if info.strips and info.empty_strips == len(info.strips):  # legal, but for a photo almost surely zeroed tables
+        logger.warning(
+            "%s holds no pixel data: all %d of its strips or tiles are empty (a sparse file left blank, or its strip "
+            "tables damaged?); it is read as all zeros",
+            path,
+            len(info.strips),
+        )
     try:
         decoded = tiff16.read_tiff16(path)
     except Exception as error:  # tifffile raises its own types for damaged files
