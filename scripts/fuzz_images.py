@@ -24,7 +24,7 @@ import struct
 import sys
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 if __name__ == "__main__":  # one core a run: the fuzz runs beside other work
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -33,7 +33,17 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from scripts.fuzzing import arguments, extreme, fuzz, invert_a_byte, mutate, outcome_classes, prepared, run_one
+from scripts.fuzzing import (
+    arguments,
+    extreme,
+    fuzz,
+    header_field,
+    invert_a_byte,
+    mutate,
+    outcome_classes,
+    prepared,
+    run_one,
+)
 
 SCALE = 4  # the tiny model upscales 4x, as every srfeat model does
 SEEDS = [
@@ -186,17 +196,6 @@ def riff_field(rng: random.Random, data: bytearray) -> str:
     (old,) = struct.unpack("<I", data[at + 4 : at + 8])
     data[at + 4 : at + 8] = struct.pack("<I", new := extreme(rng, old, 32))
     return f"{chunk.decode().strip()} size {old}->{new}"
-
-
-def header_field(
-    rng: random.Random, data: bytearray, fields: list[tuple[int, int]], order: Literal["little", "big"], what: str
-) -> str:
-    offset, width = rng.choice(fields)
-    if offset + width > len(data):
-        return invert_a_byte(rng, data)
-    old = int.from_bytes(data[offset : offset + width], order)
-    data[offset : offset + width] = (new := extreme(rng, old, 8 * width)).to_bytes(width, order)
-    return f"{what} field at {offset}: {old}->{new}"
 
 
 def pnm_field(rng: random.Random, data: bytearray) -> str:

@@ -1,8 +1,8 @@
-"""What the mutation fuzzers of `srfeat upscale` share (`fuzz_video.py`, `fuzz_images.py`): damaging a seed file at
-random, running the upscale on it in a forked child under a memory limit and a timeout, and classing the outcome
-against the rules for untrusted input (a one-line error or a success; never a traceback, a crash, a hang, a temporary
-file left, or the output the user had overwritten by a failed run). Each fuzzer adds its seeds, the structure fields
-it enlarges, what it measures of the input and output, and the classes that follow from those measurements.
+"""What the mutation fuzzers of `srfeat upscale` share (`fuzz_video.py`, `fuzz_images.py`, `fuzz_models.py`): damaging
+a seed file at random, running the upscale on it in a forked child under a memory limit and a timeout, and classing
+the outcome against the rules for untrusted input (a one-line error or a success; never a traceback, a crash, a hang, a
+temporary file left, or the output the user had overwritten by a failed run). Each fuzzer adds its seeds, the structure
+fields it enlarges, what it measures of the input and output, and the classes that follow from those measurements.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from srfeat.cli import main as srfeat_main
 
@@ -77,6 +77,18 @@ def invert_a_byte(rng: random.Random, data: bytearray) -> str:
     return f"byte {at} inverted"
 
 
+def header_field(
+    rng: random.Random, data: bytearray, fields: list[tuple[int, int]], order: Literal["little", "big"], what: str
+) -> str:
+    """One of `fields` ((offset, width in bytes), integers in byte `order`) of `data` damaged by `extreme`."""
+    offset, width = rng.choice(fields)
+    if offset + width > len(data):
+        return invert_a_byte(rng, data)
+    old = int.from_bytes(data[offset : offset + width], order)
+    data[offset : offset + width] = (new := extreme(rng, old, 8 * width)).to_bytes(width, order)
+    return f"{what} field at {offset}: {old}->{new}"
+
+
 def upscale_in_child(source: Path, target: Path, model: Path, memory: int, record: Path, measure: Measure) -> None:
     """In the forked child: `srfeat upscale`, its stderr to a log; then what `measure` finds of input and output."""
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -104,13 +116,16 @@ def upscale_in_child(source: Path, target: Path, model: Path, memory: int, recor
 
 def run_one(
     data: bytes, source_name: str, target_name: str, folder: Path, model: Path, memory: int, timeout: float,
-    measure: Measure,
+    measure: Measure, files: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """`data` upscaled as `folder/source_name` to `folder/target_name` (which holds the sentinel before), forked."""
+    """`data` upscaled as `folder/source_name` to `folder/target_name` (which holds the sentinel before), forked;
+    `files` are written into `folder` first (a damaged model the run names by its path there)."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     source, target, record = folder / source_name, folder / target_name, folder / "record.json"
     source.write_bytes(data)
+    for name, contents in (files or {}).items():
+        (folder / name).write_bytes(contents)
     target.write_bytes(SENTINEL)
     start = time.monotonic()
     child = os.fork()
@@ -136,7 +151,7 @@ def run_one(
     elif os.WIFSIGNALED(status):
         result["signal"] = signal.Signals(os.WTERMSIG(status)).name
     result["log"] = (folder / "log.txt").read_text(errors="replace")[-3000:]
-    known = {source.name, target.name, "log.txt", record.name}
+    known = {source.name, target.name, "log.txt", record.name, *(files or {})}
     result["left"] = sorted(path.name for path in folder.iterdir() if path.name not in known)
     result["kept"] = target.exists() and target.read_bytes() == SENTINEL
     return result
@@ -193,11 +208,11 @@ def prepared(folder: Path, names: list[str], write_seed: Callable[[Path], None])
     from srfeat.weights import save_generator
 
     (folder / "seeds").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)  # the model first: a model fuzz's seeds are made from it
+    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), model := folder / "tiny.safetensors")
     for name in names:
         if not (folder / "seeds" / name).exists():
             write_seed(folder / "seeds" / name)
-    torch.manual_seed(0)
-    save_generator(SRFeatGenerator(num_features=8, num_blocks=2), model := folder / "tiny.safetensors")
     return model
 
 

@@ -1,0 +1,294 @@
+"""Mutation fuzz of `srfeat upscale --model` on damaged model files: a tiny generator saved as safetensors, as a
+PyTorch `.pt` (a zip archive) and exported to ONNX, is damaged at random (bits flipped, bytes overwritten, cut,
+removed or repeated, and its structure's fields changed: a safetensors header's shapes, dtypes, offsets, names,
+metadata and length; the zip records' sizes, offsets and counts; an ONNX model's weights' dims, types and data, its
+operators' attributes, types and inputs, its opset, IR version, input shape and metadata), each used to upscale one
+small image by `srfeat.cli.main` in a child process under a memory limit and a timeout, and every outcome classed: a
+one-line error, a success (warned or not), or what breaks the rules for untrusted input (a traceback or several error
+lines, a crash, a hang, an output that is not 4x the image, a temporary file left, the output the user had overwritten
+by a failed run). A success whose output is one flat colour is listed for review (`flat output`): weights that make
+nothing of the picture.
+
+    PYTHONPATH=. python3 scripts/fuzz_models.py /tmp/modelfuzz --per-seed 200    # 600 files, about 10 minutes
+
+Results go to FOLDER/results.jsonl (one JSON object a file: seed, mutation, classes, log), counts to stdout; a file is
+made again from its seed, `--seed` and its number (`--only SEED:NUMBER` reruns it, keeping it as FOLDER/repro.*).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__":  # one core a run: the fuzz runs beside other work
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+from PIL import Image
+
+from scripts.fuzzing import (
+    arguments,
+    extreme,
+    fuzz,
+    header_field,
+    invert_a_byte,
+    mutate,
+    outcome_classes,
+    prepared,
+    run_one,
+)
+
+SCALE, IMAGE_SIZE = 4, (24, 20)  # the tiny model upscales 4x; the image it upscales, (width, height)
+SEEDS = ["tiny.safetensors", "tiny.pt", "tiny.onnx"]
+SAFETENSORS_DTYPES = ["F16", "BF16", "F64", "I64", "I32", "U8", "BOOL", "F8_E4M3", "C64", "XX", ""]
+ONNX_OPERATORS = ["Relu", "Conv", "Resize", "DepthToSpace", "Identity", "Add", "Loop", "Unknown", "ConvTranspose"]
+
+
+def write_seed(path: Path) -> None:
+    """The tiny model `prepared` saves (FOLDER/tiny.safetensors), as the seed `path.name` asks."""
+    import torch
+
+    from srfeat.cli import main as srfeat_main
+    from srfeat.weights import load_generator
+
+    tiny = path.parent.parent / "tiny.safetensors"
+    if path.suffix == ".safetensors":
+        path.write_bytes(tiny.read_bytes())
+    elif path.suffix == ".pt":
+        torch.save(load_generator(tiny).state_dict(), path)
+    elif srfeat_main(["export", "--model", str(tiny), "-o", str(path)]) != 0:
+        raise SystemExit(f"the tiny model's ONNX export failed: {path}")
+
+
+def safetensors_field(rng: random.Random, data: bytearray) -> str:
+    """One field of the JSON header changed, its stated length made right again (or, one time in five, not), or the
+    length itself changed."""
+    length = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(bytes(data[8 : 8 + length]))
+        names = [name for name in header if name != "__metadata__"]
+    except (ValueError, TypeError):
+        return invert_a_byte(rng, data)
+    what = rng.choice(["shape", "shape", "dtype", "offsets", "offsets", "name", "metadata", "length"])
+    if what == "length" or not names:
+        data[:8] = (new := extreme(rng, length, 64)).to_bytes(8, "little")
+        return f"safetensors header length {length}->{new}"
+    name = rng.choice(names)
+    entry = header[name]
+    if what == "shape" and entry.get("shape"):
+        axis = rng.randrange(len(entry["shape"]))
+        old = entry["shape"][axis]
+        entry["shape"][axis] = new = rng.choice([extreme(rng, old, 32), extreme(rng, old, 64), -1, 0])
+        said = f"{name} shape[{axis}] {old}->{new}"
+    elif what == "shape":
+        entry["shape"] = [rng.choice([0, 1, 2])]
+        said = f"{name} shape [] -> {entry['shape']}"
+    elif what == "dtype":
+        old, entry["dtype"] = entry.get("dtype"), rng.choice(SAFETENSORS_DTYPES)
+        said = f"{name} dtype {old}->{entry['dtype']}"
+    elif what == "offsets":
+        end = rng.randrange(2)
+        old = entry["data_offsets"][end]
+        entry["data_offsets"][end] = new = extreme(rng, old, rng.choice([32, 64]))
+        said = f"{name} data_offsets[{end}] {old}->{new}"
+    elif what == "name":
+        new_name = rng.choice([name.replace(".", ".1", 1), name + "x", name.split(".")[-1], ""])
+        header[new_name] = header.pop(name)
+        said = f"tensor {name!r} renamed {new_name!r}"
+    else:
+        header["__metadata__"] = new_metadata = rng.choice([{}, {"format": "tf"}, {"x": "1" * 100}, "text", None])
+        said = f"__metadata__ -> {new_metadata!r}"
+    text = json.dumps(header).encode()
+    stated = len(text) if rng.random() < 0.8 else length
+    data[:] = stated.to_bytes(8, "little") + text + data[8 + length :]
+    return said + ("" if stated == len(text) else f" (header length kept at {length})")
+
+
+def zip_field(rng: random.Random, data: bytearray) -> str:
+    """A size, count or offset of one of the zip archive's records (a `.pt` is one): a local file header, a central
+    directory entry or the end record."""
+    fields = {
+        b"PK\x03\x04": [(18, 4), (22, 4), (26, 2), (28, 2)],  # compressed, uncompressed size; name, extra length
+        b"PK\x01\x02": [(20, 4), (24, 4), (28, 2), (30, 2), (42, 4)],  # sizes; name, extra length; local header
+        b"PK\x05\x06": [(8, 2), (10, 2), (12, 4), (16, 4)],  # entries here, in all; directory size, offset
+    }
+    records = [(at, signature) for signature in fields for at in find_all(data, signature)]
+    if not records:
+        return invert_a_byte(rng, data)
+    at, signature = rng.choice(records)
+    return header_field(rng, data, [(at + offset, width) for offset, width in fields[signature]], "little", "zip")
+
+
+def find_all(data: bytearray, pattern: bytes) -> list[int]:
+    found, at = [], data.find(pattern)
+    while at >= 0:
+        found.append(at)
+        at = data.find(pattern, at + 1)
+    return found
+
+
+def onnx_field(rng: random.Random, data: bytearray) -> str:
+    """One part of the ONNX model changed through `onnx` itself, which writes it back well-formed: what a reader must
+    judge by its meaning, not its bytes."""
+    import onnx
+
+    try:
+        model = onnx.load_from_string(bytes(data))
+    except Exception:  # noqa: BLE001 - damaged before: bytes changed instead
+        return invert_a_byte(rng, data)
+    graph = model.graph
+    what = rng.choice(["dims", "type", "weights", "attribute", "attribute", "operator", "input", "node", "model"])
+    weights = [tensor for tensor in graph.initializer if tensor.dims]
+    nodes = list(graph.node)
+    if what in ("dims", "type", "weights") and weights:
+        tensor = rng.choice(weights)
+        if what == "dims":
+            axis = rng.randrange(len(tensor.dims))
+            old = tensor.dims[axis]
+            tensor.dims[axis] = new = rng.choice([0, 1, old * 2, old + 1, 2**31, 2**40, -1])
+            said = f"weight {tensor.name} dims[{axis}] {old}->{new}"
+        elif what == "type":
+            old, tensor.data_type = tensor.data_type, rng.choice([10, 11, 7, 6, 2, 16, 9, 0, 99])
+            said = f"weight {tensor.name} data_type {old}->{tensor.data_type}"
+        else:
+            values = np.frombuffer(tensor.raw_data, np.float32).copy() if tensor.data_type == 1 else None
+            if values is None or not values.size or rng.random() < 0.4:
+                tensor.raw_data = tensor.raw_data[: rng.randrange(max(1, len(tensor.raw_data)))]
+                said = f"weight {tensor.name} data cut to {len(tensor.raw_data)} bytes"
+            else:
+                values[rng.randrange(values.size)] = new = rng.choice([math.nan, math.inf, -math.inf, 1e30, 3e38])
+                tensor.raw_data = values.tobytes()
+                said = f"weight {tensor.name} one value -> {new}"
+    elif what == "attribute" and (with_attributes := [node for node in nodes if node.attribute]):
+        node = rng.choice(with_attributes)
+        attribute = rng.choice(node.attribute)
+        said = f"{node.op_type} {node.name} attribute {attribute.name}"
+        if attribute.ints:
+            index = rng.randrange(len(attribute.ints))
+            old = attribute.ints[index]
+            attribute.ints[index] = new = rng.choice([0, -1, 1, old + 1, old * 2, 2**31, 10**6])
+            said += f"[{index}] {old}->{new}"
+        elif attribute.type == onnx.AttributeProto.INT:
+            old, attribute.i = attribute.i, rng.choice([0, -1, 1, attribute.i + 1, 2**31, 10**6])
+            said += f" {old}->{attribute.i}"
+        elif attribute.type == onnx.AttributeProto.FLOAT:
+            old, attribute.f = attribute.f, rng.choice([math.nan, math.inf, 0.0, -1.0, 1e30])
+            said += f" {old}->{attribute.f}"
+        else:
+            old, attribute.s = attribute.s, rng.choice([b"", b"cubic", b"nonsense", b"linear", b"\xff"])
+            said += f" {old!r}->{attribute.s!r}"
+    elif what == "operator" and nodes:
+        node = rng.choice(nodes)
+        old, node.op_type = node.op_type, rng.choice(ONNX_OPERATORS)
+        said = f"node {node.name} operator {old}->{node.op_type}"
+    elif what == "input" and nodes:
+        node = rng.choice([node for node in nodes if node.input] or nodes)
+        names = [name for other in nodes for name in other.output] + [graph.input[0].name, "", "missing"]
+        index = rng.randrange(max(1, len(node.input)))
+        new_name = rng.choice(names)
+        if node.input:
+            said = f"node {node.name} input {node.input[index]!r}->{new_name!r}"
+            node.input[index] = new_name
+        else:
+            node.input.append(new_name)
+            said = f"node {node.name} input {new_name!r} added"
+    elif what == "node" and nodes:
+        index = rng.randrange(len(nodes))
+        if rng.random() < 0.5:
+            del graph.node[index]
+            said = f"node {nodes[index].name} removed"
+        else:
+            graph.node.insert(index, nodes[index])
+            said = f"node {nodes[index].name} repeated"
+    else:
+        said = model_field(rng, model)
+    data[:] = model.SerializeToString()
+    return said
+
+
+def model_field(rng: random.Random, model: Any) -> str:
+    """The model's opset, IR version, input shape or metadata changed."""
+    which = rng.choice(["opset", "ir", "shape", "metadata"])
+    if which == "opset":
+        old, model.opset_import[0].version = model.opset_import[0].version, rng.choice([1, 7, 11, 17, 22, 99, 0])
+        return f"opset {old}->{model.opset_import[0].version}"
+    if which == "ir":
+        old, model.ir_version = model.ir_version, rng.choice([0, 1, 3, 7, 11, 12, 99])
+        return f"IR version {old}->{model.ir_version}"
+    if which == "shape":
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        if dims:
+            axis = rng.randrange(len(dims))
+            dims[axis].dim_value = new = rng.choice([0, 1, 2, 4, 10**6])
+            return f"input shape axis {axis} -> {new}"
+    properties = model.metadata_props
+    if not properties:
+        return "nothing changed (no metadata)"
+    entry = rng.choice(properties)
+    if rng.random() < 0.3:
+        properties.remove(entry)
+        return f"metadata {entry.key!r} removed"
+    old, entry.value = entry.value, rng.choice(["", "x", "-1", "0", "nan", "1e9", "4.5", "[]", "{", "9" * 40])
+    return f"metadata {entry.key!r} {old[:40]!r}->{entry.value!r}"
+
+
+def damage(rng: random.Random, seed: bytes, name: str) -> tuple[bytes, str]:
+    """The seed model `name` damaged one way at random; what was done."""
+    field = {".safetensors": safetensors_field, ".pt": zip_field, ".onnx": onnx_field}[Path(name).suffix]
+    return mutate(rng, seed, field)
+
+
+def measure(source: Path, target: Path | None) -> dict[str, Any]:
+    """The output's size, and whether it is one flat colour."""
+    if target is None:
+        return {}
+    with Image.open(target) as output:
+        pixels = np.asarray(output)
+        return {"output": list(output.size), "flat": bool(pixels.size) and bool((pixels == pixels.flat[0]).all())}
+
+
+def classes_of(result: dict[str, Any]) -> list[str]:
+    """What happened; the rule-breaking classes in capitals."""
+    found, _ = outcome_classes(result)
+    if result.get("code") == 0 and "measuring" not in result:
+        if "output" not in result:
+            found.append("NO OUTPUT")
+        elif result["output"] != [SCALE * side for side in IMAGE_SIZE]:
+            found.append("WRONG SIZE")
+        elif result["flat"]:
+            found.append("flat output")
+    return found
+
+
+def main() -> int:
+    args = arguments((__doc__ or "").split("\n\n")[0], 200, len(SEEDS), "tiny.onnx:38")
+    prepared(args.folder, SEEDS, write_seed)
+    width, height = IMAGE_SIZE
+    ramp = np.add.outer(np.arange(height) * 9, np.arange(width) * 5) % 256
+    image = args.folder / "in.png"
+    Image.fromarray(np.stack([ramp, ramp[::-1], 255 - ramp], axis=2).astype(np.uint8)).save(image)
+
+    def run(data: bytes, name: str, folder: Path, memory: int) -> dict[str, Any]:
+        model = f"model{Path(name).suffix}"
+        return run_one(
+            image.read_bytes(),
+            "in.png",
+            "out.png",
+            folder,
+            folder / model,
+            memory,
+            args.timeout,
+            measure,
+            {model: data},
+        )
+
+    return fuzz(args, SEEDS, damage, run, classes_of)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
