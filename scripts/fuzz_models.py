@@ -1,15 +1,17 @@
-"""Mutation fuzz of `srfeat upscale --model` on damaged model files: a tiny generator saved as safetensors, as a
-PyTorch `.pt` (a zip archive) and exported to ONNX, is damaged at random (bits flipped, bytes overwritten, cut,
-removed or repeated, and its structure's fields changed: a safetensors header's shapes, dtypes, offsets, names,
-metadata and length; the zip records' sizes, offsets and counts; an ONNX model's weights' dims, types and data, its
-operators' attributes, types and inputs, its opset, IR version, input shape and metadata), each used to upscale one
-small image by `srfeat.cli.main` in a child process under a memory limit and a timeout, and every outcome classed: a
-one-line error, a success (warned or not), or what breaks the rules for untrusted input (a traceback or several error
-lines, a crash, a hang, an output that is not 4x the image, a temporary file left, the output the user had overwritten
+"""Mutation fuzz of `srfeat upscale --model` and `srfeat convert` on damaged model files: a tiny generator saved as
+safetensors, as a PyTorch `.pt` (a zip archive) and exported to ONNX, and a tiny one as the authors' tensorlayer `.npz`,
+is damaged at random (bits flipped, bytes overwritten, cut, removed or repeated, and its structure's fields changed: a
+safetensors header's shapes, dtypes, offsets, names, metadata and length; the zip records' sizes, offsets and counts;
+an ONNX model's weights' dims, types and data, its operators' attributes, types and inputs, its opset, IR version,
+input shape and metadata; the `.npz`'s shape, its pickled arrays' dims and types and its pickle's bits, the archive
+written again with its CRCs right), each used to upscale one small image (the `.npz`: converted) by `srfeat.cli.main`
+in a child process under a memory limit and a timeout, and every outcome classed: a one-line error, a success (warned
+or not), or what breaks the rules for untrusted input (a traceback or several error lines, a crash, a hang, an output
+that is not 4x the image or a conversion srfeat cannot load, a temporary file left, the output the user had overwritten
 by a failed run). A success whose output is one flat colour is listed for review (`flat output`): weights that make
 nothing of the picture.
 
-    PYTHONPATH=. python3 scripts/fuzz_models.py /tmp/modelfuzz --per-seed 200    # 600 files, about 10 minutes
+    PYTHONPATH=. python3 scripts/fuzz_models.py /tmp/modelfuzz --per-seed 500    # 2,000 files, about 5 minutes
 
 Results go to FOLDER/results.jsonl (one JSON object a file: seed, mutation, classes, log), counts to stdout; a file is
 made again from its seed, `--seed` and its number (`--only SEED:NUMBER` reruns it, keeping it as FOLDER/repro.*).
@@ -17,11 +19,14 @@ made again from its seed, `--seed` and its number (`--only SEED:NUMBER` reruns i
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import random
+import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,9 @@ from scripts.fuzzing import (
 )
 
 SCALE, IMAGE_SIZE = 4, (24, 20)  # the tiny model upscales 4x; the image it upscales, (width, height)
-SEEDS = ["tiny.safetensors", "tiny.pt", "tiny.onnx"]
+SEEDS = ["tiny.safetensors", "tiny.pt", "tiny.onnx", "tiny_authors.npz"]  # the .npz through `srfeat convert`
+AUTHORS_FEATURES, AUTHORS_BLOCKS = 8, 2
+NUMPY_TYPE_CODES = [b"f4", b"f8", b"f2", b"i4", b"u1", b"c8", b"V4", b"S4", b"U4", b"M8", b"O8", b"b1"]
 SAFETENSORS_DTYPES = ["F16", "BF16", "F64", "I64", "I32", "U8", "BOOL", "F8_E4M3", "C64", "XX", ""]
 ONNX_OPERATORS = ["Relu", "Conv", "Resize", "DepthToSpace", "Identity", "Add", "Loop", "Unknown", "ConvTranspose"]
 
@@ -61,8 +68,35 @@ def write_seed(path: Path) -> None:
         path.write_bytes(tiny.read_bytes())
     elif path.suffix == ".pt":
         torch.save(load_generator(tiny).state_dict(), path)
+    elif path.suffix == ".npz":
+        write_authors_npz(path, np.random.default_rng(0))
     elif srfeat_main(["export", "--model", str(tiny), "-o", str(path)]) != 0:
         raise SystemExit(f"the tiny model's ONNX export failed: {path}")
+
+
+def write_authors_npz(path: Path, rng: np.random.Generator) -> None:
+    """A tiny generator's random parameters as the authors' files hold theirs (tensorlayer's `save_npz`: one object
+    array `params`, in their order, convolutions HWIO; see `srfeat.weights.authors`)."""
+    features = AUTHORS_FEATURES
+
+    def conv(size: int, inputs: int, outputs: int, bias: bool = True) -> list[np.ndarray]:
+        weight = rng.normal(0, 0.5 / np.sqrt(size * size * inputs), (size, size, inputs, outputs))
+        return [weight.astype(np.float32)] + [rng.normal(0, 0.1, outputs).astype(np.float32)] * bias
+
+    def norm() -> list[np.ndarray]:  # beta, gamma, moving mean, moving variance
+        return [rng.uniform(low, high, features).astype(np.float32) for low, high in ((-0.1, 0.1), (0.5, 1.5)) * 2]
+
+    arrays = conv(9, 3, features)
+    for _ in range(AUTHORS_BLOCKS):
+        arrays += conv(3, features, features, bias=False) + norm() + conv(3, features, features, bias=False) + norm()
+    for _ in range(AUTHORS_BLOCKS - 1):  # the long skips' 1x1 convs, appended after the blocks
+        arrays += conv(1, features, features, bias=False)
+    for _ in range(2):  # two x2 upsampling stages
+        arrays += conv(3, features, 4 * features)
+    arrays += conv(3, features, 3)
+    params = np.empty(len(arrays), dtype=object)
+    params[:] = arrays
+    np.savez(path, params=params)
 
 
 def safetensors_field(rng: random.Random, data: bytearray) -> str:
@@ -237,16 +271,72 @@ def model_field(rng: random.Random, model: Any) -> str:
     return f"metadata {entry.key!r} {old[:40]!r}->{entry.value!r}"
 
 
+def npz_field(rng: random.Random, data: bytearray) -> str:
+    """The `params` entry changed (its npy header's shape, a pickled array's type code, bits of the pickle, or cut)
+    and the archive written again, CRCs right: what the unpickler must judge (zip's own fields: `zip_field`)."""
+    if rng.random() < 0.25:
+        return zip_field(rng, data)
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+            name = archive.namelist()[0]
+            entry = bytearray(archive.read(name))
+    except (zipfile.BadZipFile, IndexError, OSError, EOFError):
+        return invert_a_byte(rng, data)
+    what = rng.choice(["shape", "dims", "type", "bits", "cut"])
+    shape = re.search(rb"'shape': \((\d+),\)", entry)
+    codes = [found.start() for code in NUMPY_TYPE_CODES for found in re.finditer(re.escape(b"\x8c\x02" + code), entry)]
+    # an array's dims: one-byte ints (BININT1, "K" and the value) between a mark "(" and a tuple "t"
+    dims = [
+        tuple_.start() + at + 1
+        for tuple_ in re.finditer(rb"\((?:K[\s\S])+t", entry)
+        for at in range(1, len(tuple_.group()) - 1, 2)
+    ]
+    if what == "shape" and shape:
+        old = int(shape.group(1))
+        new = rng.choice([0, 1, old - 1, old + 1, old * 2, 2**31, 2**62])
+        entry[shape.start(1) : shape.end(1)] = str(new).encode()
+        said = f"npy header shape ({old},)->({new},)"
+    elif what == "dims" and dims:
+        at = rng.choice(dims)
+        old, entry[at] = entry[at], rng.choice([0, 1, (entry[at] + 1) % 256, entry[at] * 2 % 256, 255])
+        said = f"a pickled array's dim {old}->{entry[at]}"
+    elif what == "type" and codes:
+        at = rng.choice(codes) + 2
+        old_code, entry[at : at + 2] = bytes(entry[at : at + 2]), rng.choice(NUMPY_TYPE_CODES)
+        said = f"pickled type code {old_code.decode()}->{bytes(entry[at : at + 2]).decode()}"
+    elif what == "cut" or len(entry) < 200:
+        entry = entry[: rng.randrange(1, len(entry))]
+        said = f"params entry cut to {len(entry)} bytes"
+    else:
+        for _ in range(count := rng.choice([1, 2, 8])):  # past the npy header (128 bytes): the pickle
+            entry[rng.randrange(128, len(entry))] ^= 1 << rng.randrange(8)
+        said = f"{count} bit(s) of the pickle flipped"
+    written = io.BytesIO()
+    with zipfile.ZipFile(written, "w") as archive:
+        archive.writestr(name, bytes(entry))
+    data[:] = written.getvalue()
+    return said + " (archive written again)"
+
+
 def damage(rng: random.Random, seed: bytes, name: str) -> tuple[bytes, str]:
     """The seed model `name` damaged one way at random; what was done."""
-    field = {".safetensors": safetensors_field, ".pt": zip_field, ".onnx": onnx_field}[Path(name).suffix]
+    fields = {".safetensors": safetensors_field, ".pt": zip_field, ".onnx": onnx_field, ".npz": npz_field}
+    field = fields[Path(name).suffix]
     return mutate(rng, seed, field)
 
 
 def measure(source: Path, target: Path | None) -> dict[str, Any]:
-    """The output's size, and whether it is one flat colour."""
+    """The output's size, and whether it is one flat colour; of a conversion, whether srfeat loads what it wrote."""
     if target is None:
         return {}
+    if target.suffix == ".safetensors":
+        from srfeat.weights import load_generator
+
+        try:
+            load_generator(target)
+        except Exception as error:  # noqa: BLE001 - any refusal of its own output is the finding
+            return {"converted": f"{type(error).__name__}: {error}"[:300]}
+        return {"converted": "loads"}
     with Image.open(target) as output:
         pixels = np.asarray(output)
         return {"output": list(output.size), "flat": bool(pixels.size) and bool((pixels == pixels.flat[0]).all())}
@@ -255,6 +345,8 @@ def measure(source: Path, target: Path | None) -> dict[str, Any]:
 def classes_of(result: dict[str, Any]) -> list[str]:
     """What happened; the rule-breaking classes in capitals."""
     found, _ = outcome_classes(result)
+    if "converted" in result:
+        return found + ([] if result["converted"] == "loads" else ["CONVERTED UNUSABLE"])
     if result.get("code") == 0 and "measuring" not in result:
         if "output" not in result:
             found.append("NO OUTPUT")
@@ -275,6 +367,11 @@ def main() -> int:
 
     def run(data: bytes, name: str, folder: Path, memory: int) -> dict[str, Any]:
         model = f"model{Path(name).suffix}"
+        if model == "model.npz":  # the authors' weights: converted, not upscaled with
+            convert = ["convert", model, "-o", "out.safetensors", "--overwrite"]
+            return run_one(
+                data, model, "out.safetensors", folder, folder / model, memory, args.timeout, measure, None, convert
+            )
         return run_one(
             image.read_bytes(),
             "in.png",

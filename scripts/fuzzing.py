@@ -89,15 +89,17 @@ def header_field(
     return f"{what} field at {offset}: {old}->{new}"
 
 
-def upscale_in_child(source: Path, target: Path, model: Path, memory: int, record: Path, measure: Measure) -> None:
-    """In the forked child: `srfeat upscale`, its stderr to a log; then what `measure` finds of input and output."""
+def srfeat_in_child(
+    command: list[str], source: Path, target: Path, memory: int, record: Path, measure: Measure
+) -> None:  # fmt: skip
+    """In the forked child: `srfeat COMMAND`, its stderr to a log; then what `measure` finds of input and output."""
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     log = os.open(source.parent / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.chdir(source.parent)
     try:
-        code = srfeat_main(["upscale", source.name, "-o", target.name, "--model", str(model), "--overwrite"])
+        code = srfeat_main(command)
     except SystemExit as error:
         code = error.code if isinstance(error.code, int) else 2
     except BaseException:  # noqa: BLE001 - what escapes main is the finding
@@ -116,10 +118,11 @@ def upscale_in_child(source: Path, target: Path, model: Path, memory: int, recor
 
 def run_one(
     data: bytes, source_name: str, target_name: str, folder: Path, model: Path, memory: int, timeout: float,
-    measure: Measure, files: dict[str, bytes] | None = None,
+    measure: Measure, files: dict[str, bytes] | None = None, command: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """`data` upscaled as `folder/source_name` to `folder/target_name` (which holds the sentinel before), forked;
-    `files` are written into `folder` first (a damaged model the run names by its path there)."""
+    `files` are written into `folder` first (a damaged model the run names by its path there). `command`: srfeat's
+    arguments in place of the upscale's (`srfeat convert SOURCE -o TARGET`), run in `folder`."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     source, target, record = folder / source_name, folder / target_name, folder / "record.json"
@@ -131,7 +134,8 @@ def run_one(
     child = os.fork()
     if child == 0:
         try:
-            upscale_in_child(source, target, model, memory, record, measure)
+            upscale = ["upscale", source.name, "-o", target.name, "--model", str(model), "--overwrite"]
+            srfeat_in_child(command or upscale, source, target, memory, record, measure)
         finally:
             os._exit(0)
     status: int | None = None

@@ -152,6 +152,11 @@ def _wrong_files(tmp_path: Path) -> dict[str, Path]:
     good = write_tensorlayer_npz(tmp_path / "good.npz", tensorlayer_order(random_params(8, 2, 2), 2, 2))
     files = {name: tmp_path / name for name in ("SRFeat_full.npz", "model.ckpt.index", "model.h5", "named.npz")}
     files["SRFeat_full.npz"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a download cut short
+    # 4 bytes of the data gone: the end record's offsets place the entry 4 bytes before the file's start, and
+    # zipfile's seek there failed with "Invalid argument", called a failed read
+    files["SRFeat_init.npz"] = tmp_path / "SRFeat_init.npz"
+    middle = good.stat().st_size // 2
+    files["SRFeat_init.npz"].write_bytes(good.read_bytes()[:middle] + good.read_bytes()[middle + 4 :])
     files["model.ckpt.index"].write_bytes(bytes(64))
     files["model.h5"].write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     # pyright checks each unpacked value against savez's allow_pickle too, as if a name could be "allow_pickle".
@@ -167,6 +172,7 @@ def _wrong_files(tmp_path: Path) -> dict[str, Path]:
     ("name", "message"),
     [
         ("SRFeat_full.npz", "is a zip archive cut short or damaged: download it again"),
+        ("SRFeat_init.npz", "is a zip archive cut short or damaged: download it again"),
         ("model.ckpt.index", "is (part of) a TensorFlow checkpoint: srfeat convert reads the authors' tensorlayer"),
         ("model.h5", "is not an .npz file: it is an HDF5 file: expected tensorlayer's save_npz"),
         ("named.npz", "has no 'params' entry (it has layer0/W.npy, layer1/W.npy, layer2/W.npy, layer3/W.npy, "),

@@ -154,7 +154,12 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
                     raise _not_theirs(path, "a PyTorch checkpoint (torch.save)")
                 shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
                 raise WeightsError(f"{path} has no 'params' entry (it has {shown or 'none'}): {EXPECTED}")
-            size = archive.getinfo(NPZ_ENTRY).file_size
+            record = archive.getinfo(NPZ_ENTRY)
+            if not 0 <= record.header_offset < path.stat().st_size:
+                # its place, from a damaged central directory, is outside the file: the seek's "Invalid argument"
+                # was called a failed read
+                raise zipfile.BadZipFile(f"the entry's header offset {record.header_offset} is outside the file")
+            size = record.file_size
             if size > MAX_ENTRY_BYTES:
                 raise WeightsError(
                     f"{path}: 'params' unpacks to {size:,} bytes, far beyond the generator's: {EXPECTED}"
