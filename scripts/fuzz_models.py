@@ -280,7 +280,7 @@ def npz_field(rng: random.Random, data: bytearray) -> str:
         with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
             name = archive.namelist()[0]
             entry = bytearray(archive.read(name))
-    except (zipfile.BadZipFile, IndexError, OSError, EOFError):
+    except Exception:  # noqa: BLE001 - damaged before (a zip field): zipfile raises many types; bytes changed instead
         return invert_a_byte(rng, data)
     what = rng.choice(["shape", "dims", "type", "bits", "cut"])
     shape = re.search(rb"'shape': \((\d+),\)", entry)
