@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from authors_helpers import Params, random_params, tensorlayer_order, write_tensorlayer_npz
+from authors_helpers import Params, random_params, rewritten_entry, tensorlayer_order, write_tensorlayer_npz
 from cli_helpers import one_error_line, srfeat_cli
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
@@ -133,6 +133,9 @@ def test_a_2018_pickle_protocol_reads(tmp_path: Path) -> None:
     arrays = tensorlayer_order(params, 2, 2)
     npz = write_tensorlayer_npz(tmp_path / "old.npz", arrays, protocol=2)
     assert b"_codecs" in zipfile.ZipFile(npz).read("params.npy")
+    assert all(np.array_equal(a, b) for a, b in zip(read_tensorlayer_npz(npz), arrays, strict=True))
+    # NumPy 1.x pickled a type as dtype('f4', 0, 1) where NumPy 2 writes dtype('f4', False, True)
+    rewritten_entry(npz, b"\x89\x88\x87", b"K\x00K\x01\x87")  # NEWFALSE NEWTRUE TUPLE3 -> BININT1 0, BININT1 1
     assert all(np.array_equal(a, b) for a, b in zip(read_tensorlayer_npz(npz), arrays, strict=True))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from authors_helpers import random_params, tensorlayer_order, write_tensorlayer_npz
+from authors_helpers import random_params, rewritten_entry, tensorlayer_order, write_tensorlayer_npz
 from cli_helpers import one_error_line, srfeat_cli
 from numpy.lib import format as npy_format
 
@@ -249,6 +249,19 @@ def test_a_crafted_array_pickle_is_refused_in_one_line_before_numpy_takes_it(
     result = srfeat_cli("convert", tmp_path / "crafted.npz", "-o", tmp_path / "out.safetensors")
     assert result.returncode == 1, (result.returncode, result.stderr[-500:])  # -11 was the segfault
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("code", [b"M8", b"m8"])
+def test_an_array_pickled_with_a_datetime_type_is_refused_without_crashing_numpy(tmp_path: Path, code: bytes) -> None:
+    """A flipped type code (found by scripts/fuzz_models.py: 'f4' made 'M8'): NumPy's dtype.__setstate__, given a
+    float's state for a datetime type, crashed the process (a segmentation fault, exit code -11)."""
+    npz = write_tensorlayer_npz(tmp_path / "w.npz", tensorlayer_order(random_params(8, 2, 2), 2, 2), protocol=2)
+    rewritten_entry(npz, b"X\x02\x00\x00\x00f4", b"X\x02\x00\x00\x00" + code)  # the type code, a 2-char string
+    result = srfeat_cli("convert", npz, "-o", tmp_path / "out.safetensors")
+    assert result.returncode == 1, (result.returncode, result.stderr[-500:])
+    line = one_error_line(result)
+    assert f"an array's type is '{code.decode()}', where floating-point numbers are expected" in line, line
     assert not (tmp_path / "out.safetensors").exists()
 
 

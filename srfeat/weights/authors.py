@@ -98,14 +98,31 @@ def _checked_reconstruct(subtype: object, shape: object, dtype: object) -> np.nd
     return _numpy_reconstruct()(_CheckedArray, (0,), dtype)
 
 
+def _checked_dtype(code: object, align: object = False, copy: object = True) -> np.dtype:
+    """NumPy's `dtype` as its pickles call it (`dtype('f4', False, True)`, then `__setstate__`), for floating-point
+    and object (the list's) types only: the authors' file holds nothing else, and NumPy crashed (a segmentation
+    fault, in `__setstate__`) on a datetime type ('f4' damaged to 'M8') given the state a float's pickle carries."""
+    if not (isinstance(code, str) and isinstance(align, int) and isinstance(copy, int)):  # NumPy 1.x pickled 0, 1
+        raise pickle.UnpicklingError(f"an array's type is pickled as {code!r:.40}, not as NumPy pickles it")
+    try:
+        dtype = np.dtype(code, align, copy)
+    except TypeError as error:  # not a type NumPy knows
+        raise pickle.UnpicklingError(f"an array's type {code!r:.40} is not NumPy's") from error
+    if dtype.kind not in ("f", "O"):
+        raise pickle.UnpicklingError(f"an array's type is {code!r:.40}, where floating-point numbers are expected")
+    return dtype
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles NumPy arrays (and the object arrays that hold them), refusing everything else."""
 
     def find_class(self, module: str, name: str) -> Any:
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
             return _checked_reconstruct
-        if module == "numpy" and name in ("ndarray", "dtype"):
-            return getattr(np, name)
+        if (module, name) == ("numpy", "dtype"):
+            return _checked_dtype
+        if (module, name) == ("numpy", "ndarray"):
+            return np.ndarray
         if (module, name) == ("_codecs", "encode"):
             # pickle protocol 2 under Python 3 stores bytes as _codecs.encode(text, "latin1")
             import codecs
