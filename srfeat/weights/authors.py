@@ -105,7 +105,7 @@ def _checked_dtype(code: object, align: object = False, copy: object = True) -> 
     if not (isinstance(code, str) and isinstance(align, int) and isinstance(copy, int)):  # NumPy 1.x pickled 0, 1
         raise pickle.UnpicklingError(f"an array's type is pickled as {code!r:.40}, not as NumPy pickles it")
     try:
-        dtype = np.dtype(code, align, copy)
+        dtype = np.dtype(code, bool(align), bool(copy))
     except TypeError as error:  # not a type NumPy knows
         raise pickle.UnpicklingError(f"an array's type {code!r:.40} is not NumPy's") from error
     if dtype.kind not in ("f", "O"):
