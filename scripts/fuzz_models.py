@@ -1,7 +1,8 @@
 """Mutation fuzz of `srfeat upscale --model` and `srfeat convert` on damaged model files: a tiny generator saved as
 safetensors, as a PyTorch `.pt` (a zip archive) and exported to ONNX, and a tiny one as the authors' tensorlayer `.npz`,
 is damaged at random (bits flipped, bytes overwritten, cut, removed or repeated, and its structure's fields changed: a
-safetensors header's shapes, dtypes, offsets, names, metadata and length; the zip records' sizes, offsets and counts;
+safetensors header's shapes, dtypes, offsets, names, metadata and length; the zip records' sizes, offsets and counts,
+and a `.pt`'s pickle (its tensors' sizes, strides and offsets, storage types, bits) with its CRC made right;
 an ONNX model's weights' dims, types and data, its operators' attributes, types and inputs, its opset, IR version,
 input shape and metadata; the `.npz`'s shape, its pickled arrays' dims and types and its pickle's bits, the archive
 written again with its CRCs right), each used to upscale one small image (the `.npz`: converted) by `srfeat.cli.main`
@@ -27,6 +28,7 @@ import random
 import re
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,52 @@ def zip_field(rng: random.Random, data: bytearray) -> str:
         return invert_a_byte(rng, data)
     at, signature = rng.choice(records)
     return header_field(rng, data, [(at + offset, width) for offset, width in fields[signature]], "little", "zip")
+
+
+def pt_field(rng: random.Random, data: bytearray) -> str:
+    """A `.pt`'s pickle (`data.pkl`) changed in place, its CRC made right in both of its zip records: one of its
+    small ints (a tensor's size, stride or offset, a storage's length), its storage type, or bits of it; or (one time
+    in three) a zip record's field (`zip_field`)."""
+    # torch writes sizes and CRC after the data (a data descriptor) and in the central directory, where data.pkl's
+    # entry is the first; its local header gives where the data starts (30 bytes, the name, an extra field)
+    central = data.find(b"PK\x01\x02")
+    name_length = int.from_bytes(data[central + 28 : central + 30], "little") if central >= 0 else 0
+    if rng.random() < 0.33 or central < 0 or not data[central + 46 : central + 46 + name_length].endswith(b"data.pkl"):
+        return zip_field(rng, data)
+    size = int.from_bytes(data[central + 20 : central + 24], "little")
+    local = int.from_bytes(data[central + 42 : central + 46], "little")
+    start = local + 30 + int.from_bytes(data[local + 26 : local + 28], "little")
+    start += int.from_bytes(data[local + 28 : local + 30], "little")
+    pickled = data[start : start + size]
+    if not pickled or data[local : local + 4] != b"PK\x03\x04":  # damaged before (a zip field)
+        return zip_field(rng, data)
+    what = rng.choice(["int", "int", "storage", "bits"])
+    ints = [found.start() for found in re.finditer(rb"[KM]", pickled)]  # BININT1, BININT2 (may match other bytes)
+    storages = [found.start() for found in re.finditer(rb"(Float|Short)Storage", pickled)]
+    if what == "int" and ints:
+        at = rng.choice(ints) + 1
+        width = 1 if pickled[at - 1 : at] == b"K" else 2
+        old = int.from_bytes(pickled[at : at + width], "little")
+        pickled[at : at + width] = (new := extreme(rng, old, 8 * width)).to_bytes(width, "little")
+        said = f"data.pkl int at {at}: {old}->{new}"
+    elif what == "storage" and storages:
+        at = rng.choice(storages)
+        old, new = (b"Float", b"Short") if pickled[at : at + 5] == b"Float" else (b"Short", b"Float")
+        pickled[at : at + 5] = new
+        said = f"data.pkl storage {old.decode()}Storage->{new.decode()}Storage"
+    else:
+        for _ in range(count := rng.choice([1, 2, 8])):
+            pickled[rng.randrange(len(pickled))] ^= 1 << rng.randrange(8)
+        said = f"{count} bit(s) of data.pkl flipped"
+    data[start : start + size] = pickled
+    crc = zlib.crc32(pickled).to_bytes(4, "little")
+    data[central + 16 : central + 20] = crc
+    if data[local + 6] & 8:  # a data descriptor after the data holds it (its signature optional)
+        descriptor = start + size + 4 * (data[start + size : start + size + 4] == b"PK\x07\x08")
+        data[descriptor : descriptor + 4] = crc
+    else:  # the local header does
+        data[local + 14 : local + 18] = crc
+    return said + " (CRC made right)"
 
 
 def find_all(data: bytearray, pattern: bytes) -> list[int]:
@@ -298,8 +346,13 @@ def npz_field(rng: random.Random, data: bytearray) -> str:
         said = f"npy header shape ({old},)->({new},)"
     elif what == "dims" and dims:
         at = rng.choice(dims)
-        old, entry[at] = entry[at], rng.choice([0, 1, (entry[at] + 1) % 256, entry[at] * 2 % 256, 255])
-        said = f"a pickled array's dim {old}->{entry[at]}"
+        old = entry[at]
+        if rng.random() < 0.3:  # a four-byte int (BININT, "J") in its place: past what one byte holds
+            new = rng.choice([256, 2**16, 2**31 - 1, -1, -(2**31)])
+            entry[at - 1 : at + 1] = b"J" + new.to_bytes(4, "little", signed=True)
+        else:
+            entry[at] = new = rng.choice([0, 1, (old + 1) % 256, old * 2 % 256, 255])
+        said = f"a pickled array's dim {old}->{new}"
     elif what == "type" and codes:
         at = rng.choice(codes) + 2
         old_code, entry[at : at + 2] = bytes(entry[at : at + 2]), rng.choice(NUMPY_TYPE_CODES)
@@ -320,7 +373,7 @@ def npz_field(rng: random.Random, data: bytearray) -> str:
 
 def damage(rng: random.Random, seed: bytes, name: str) -> tuple[bytes, str]:
     """The seed model `name` damaged one way at random; what was done."""
-    fields = {".safetensors": safetensors_field, ".pt": zip_field, ".onnx": onnx_field, ".npz": npz_field}
+    fields = {".safetensors": safetensors_field, ".pt": pt_field, ".onnx": onnx_field, ".npz": npz_field}
     field = fields[Path(name).suffix]
     return mutate(rng, seed, field)
 
