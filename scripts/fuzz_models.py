@@ -146,11 +146,13 @@ def safetensors_field(rng: random.Random, data: bytearray) -> str:
 
 
 def zip_field(rng: random.Random, data: bytearray) -> str:
-    """A size, count or offset of one of the zip archive's records (a `.pt` is one): a local file header, a central
-    directory entry or the end record."""
+    """A version, compression method, size, count or offset of one of the zip archive's records (a `.pt` is one): a
+    local file header, a central directory entry or the end record."""
     fields = {
-        b"PK\x03\x04": [(18, 4), (22, 4), (26, 2), (28, 2)],  # compressed, uncompressed size; name, extra length
-        b"PK\x01\x02": [(20, 4), (24, 4), (28, 2), (30, 2), (42, 4)],  # sizes; name, extra length; local header
+        # version needed, compression method; compressed, uncompressed size; name, extra length
+        b"PK\x03\x04": [(4, 2), (8, 2), (18, 4), (22, 4), (26, 2), (28, 2)],
+        # version needed, compression method; sizes; name, extra length; local header
+        b"PK\x01\x02": [(6, 2), (10, 2), (20, 4), (24, 4), (28, 2), (30, 2), (42, 4)],
         b"PK\x05\x06": [(8, 2), (10, 2), (12, 4), (16, 4)],  # entries here, in all; directory size, offset
     }
     records = [(at, signature) for signature in fields for at in find_all(data, signature)]

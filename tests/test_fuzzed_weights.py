@@ -180,3 +180,44 @@ def test_random_states_out_of_their_generators_range_are_refused_in_one_line(
     run = edited_run(one_step_run, tmp_path / "run", edit)
     with pytest.raises(WeightsError, match=rf"state\.pt: its random states {error}.*damaged or edited"):
         train_in_process(tiny_config(folders[0], None, run, 1, ["train.max_steps=2"]), run, resume=True)
+
+
+# ----------------------------------------------------------------------------- zip records
+
+
+def with_central_field(path: Path, offset: int, value: int) -> Path:
+    """The zip archive at `path` with a 2-byte field of its first central directory record set to `value`."""
+    data = bytearray(path.read_bytes())
+    record = data.find(b"PK\x01\x02")
+    data[record + offset : record + offset + 2] = value.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "offset", "value"),
+    [("pt", 6, 64), ("npz", 6, 64), ("npz", 10, 99)],
+    ids=["pt-version-6.4", "npz-version-6.4", "npz-compression-99"],
+)
+def test_a_zip_record_of_a_version_or_compression_zipfile_does_not_know_is_a_damaged_archive(
+    tmp_path: Path, kind: str, offset: int, value: int
+) -> None:
+    """A flipped bit in the version needed to extract, or in the compression method (found by
+    scripts/fuzz_models.py): zipfile raises NotImplementedError ("zip file version 6.4", "That compression method
+    is not supported"), which came out as a traceback of `srfeat upscale --model` and of `srfeat convert`."""
+    import torch
+    from authors_helpers import random_params, tensorlayer_order, write_tensorlayer_npz
+
+    from srfeat.archs.generator import SRFeatGenerator
+
+    out = tmp_path / ("out.png" if kind == "pt" else "out.safetensors")
+    if kind == "pt":
+        torch.save(SRFeatGenerator(num_features=8, num_blocks=2).state_dict(), model := tmp_path / "model.pt")
+        Image.new("RGB", (8, 8), (90, 120, 150)).save(tmp_path / "in.png")
+        command = ("upscale", tmp_path / "in.png", "-o", out, "--model", with_central_field(model, offset, value))
+    else:
+        npz = write_tensorlayer_npz(tmp_path / "model.npz", tensorlayer_order(random_params(8, 2, 2), 2, 2))
+        command = ("convert", with_central_field(npz, offset, value), "-o", out)
+    line = one_error_line(srfeat_cli(*command), only=True)
+    assert "is a zip archive cut short or damaged" in line, line
+    assert not out.exists()

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import random
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from srfeat.path_checks import unreadable_message
 from srfeat.training.config import train_option
 from srfeat.weights.file_kinds import (
     DAMAGED_ZIP,
+    DAMAGED_ZIP_ERRORS,
     PYTORCH,
     compressed_records,
     identify_file,
@@ -209,7 +209,7 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
         raise WeightsError(f"{path} is {kind.description}, not a training state ({STATE_FILE}) written by srfeat train")
     try:
         compressed = compressed_records(tensor_records(path))
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except (*DAMAGED_ZIP_ERRORS, OSError):
         compressed = False  # torch's older format (no zip), or a damaged zip: torch.load says which
     if compressed:
         raise WeightsError(

@@ -47,6 +47,7 @@ from srfeat.errors import WeightsError
 from srfeat.path_checks import broken_link, special_file_kind, unreadable_message
 from srfeat.weights import as_path, generator_from_state
 from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, value_problem
+from srfeat.weights.file_kinds import DAMAGED_ZIP_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
             # Read from the zip stream: no copy of the whole entry in memory besides the arrays.
             with archive.open(NPZ_ENTRY) as stream:
                 container = _read_object_array(stream, path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+    except DAMAGED_ZIP_ERRORS as error:  # not OSError: a read that failed is said as such below
         try:
             refusal = _not_an_npz(path)
         except OSError as read_error:  # its first bytes, read to say what it is: a traceback

@@ -32,6 +32,7 @@ from srfeat.varint import read_varint
 
 __all__ = [
     "DAMAGED_ZIP",
+    "DAMAGED_ZIP_ERRORS",
     "ONNX",
     "PICKLE",
     "PYTORCH",
@@ -53,6 +54,9 @@ PYTORCH = "pytorch"  # torch.save's zip archive, or its older format (a pickle t
 PICKLE = "pickle"  # any other pickle: not written by torch.save, and it may hold any Python object
 ONNX = "onnx"
 DAMAGED_ZIP = "damaged zip"  # a zip archive whose list of entries is gone or unreadable: torch cannot read it either
+# What zipfile raises for an archive whose records are damaged, besides OSError: NotImplementedError too, for a
+# "version needed to extract" or compression method it does not know (a flipped bit: "zip file version 6.4")
+DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, EOFError)
 
 
 def named_safetensors(path: Path) -> bool:
@@ -182,7 +186,7 @@ def _zip_kind(path: Path) -> FileKind:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):  # torch.load said "[Errno 22] Invalid argument", or more
+    except (*DAMAGED_ZIP_ERRORS, OSError):  # torch.load said "[Errno 22] Invalid argument", or more
         return FileKind(
             DAMAGED_ZIP,
             "a zip archive cut short or damaged (a checkpoint whose download or copy did not finish?)",
@@ -227,7 +231,7 @@ def tensor_records(path: Path) -> list[zipfile.ZipInfo]:
     torch's reader trusts them: unmapped, it inflates a compressed record whole before it compares its
     size with the tensor's (a 2 MB file deflated from 2 GB of zeros took 2 GB); memory-mapped, it takes
     a tensor's bytes from where its record starts, whatever the record's length or compression.
-    Raises zipfile.BadZipFile (or OSError) for what is no readable zip archive.
+    Raises one of `DAMAGED_ZIP_ERRORS` (or OSError) for what is no readable zip archive.
     """
     with zipfile.ZipFile(path) as archive:
         return [info for info in archive.infolist() if re.fullmatch(r"[^/]+/data/\d+", info.filename)]
@@ -312,7 +316,7 @@ def pickle_cut_short(path: Path) -> bool:
                 return False
             head += handle.read(_MAX_PICKLE_BYTES - 1)
         return _ends_in_a_pickle(head, _LEGACY_PICKLES, whole=len(head) == path.stat().st_size)
-    except (StopIteration, zipfile.BadZipFile, OSError, ValueError, EOFError):  # no data.pkl, or not readable
+    except (StopIteration, *DAMAGED_ZIP_ERRORS, OSError):  # no data.pkl, or not readable
         return False
 
 

@@ -6,7 +6,6 @@ advice to turn safety off."""
 from __future__ import annotations
 
 import re
-import zipfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from srfeat.path_checks import unreadable_message, utf8_path
 from srfeat.weights.checks import FLOAT, INTEGER, MAX_TENSORS, check_layout, check_weights, name_list, tensor_kinds
 from srfeat.weights.file_kinds import (
     DAMAGED_ZIP,
+    DAMAGED_ZIP_ERRORS,
     ONNX,
     PICKLE,
     PYTORCH,
@@ -238,7 +238,7 @@ def _check_records(path: Path, tensors: Iterable[torch.Tensor], again: str) -> N
     records after it. Each tensor's storage must be the size of a record, stored as is."""
     try:
         records = tensor_records(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
+    except (*DAMAGED_ZIP_ERRORS, OSError) as error:
         raise _refusal(path, error, again) from error
     if compressed_records(records):
         raise WeightsError(
