@@ -185,6 +185,8 @@ def read_tensorlayer_npz(path: str | os.PathLike[str]) -> list[np.ndarray]:
             # Read from the zip stream: no copy of the whole entry in memory besides the arrays.
             with archive.open(NPZ_ENTRY) as stream:
                 container = _read_object_array(stream, path)
+    except WeightsError:  # a ValueError, as some of zipfile's errors are: said already
+        raise
     except DAMAGED_ZIP_ERRORS as error:  # not OSError: a read that failed is said as such below
         try:
             refusal = _not_an_npz(path)
