@@ -221,3 +221,69 @@ def test_a_zip_record_of_a_version_or_compression_zipfile_does_not_know_is_a_dam
     line = one_error_line(srfeat_cli(*command), only=True)
     assert "is a zip archive cut short or damaged" in line, line
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- strides
+
+
+def strided_like(tensor: Any, strides: tuple[int, ...]) -> Any:
+    """`tensor`'s shape over a storage of as many values, read with `strides`: what a damaged stride in a .pt's pickle
+    (found by scripts/fuzz_models.py: 72 made 51) gives torch.load, which reads it without a word."""
+    import torch
+
+    return torch.arange(tensor.numel(), dtype=tensor.dtype).as_strided(tensor.shape, strides)
+
+
+@pytest.mark.parametrize(("strides", "said"), [((51, 9, 3, 1), "(51, 9, 3, 1)"), ((0, 9, 3, 1), "(0, 9, 3, 1)")])
+def test_a_pt_whose_tensor_overlaps_in_its_storage_is_refused_in_one_line(
+    tmp_path: Path, strides: tuple[int, ...], said: str
+) -> None:
+    import torch
+
+    from srfeat.archs.generator import SRFeatGenerator
+
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    state["body.0.conv2.weight"] = strided_like(state["body.0.conv2.weight"], strides)
+    torch.save(state, model := tmp_path / "model.pt")
+    Image.new("RGB", (8, 8), (90, 120, 150)).save(tmp_path / "in.png")
+    child = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model)
+    line = one_error_line(child, only=True)
+    assert (
+        f"body.0.conv2.weight's values overlap or skip places in its storage (shape (8, 8, 3, 3), strides {said}), "
+        "as no saved tensor's do" in line
+    ), line
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_pt_whose_weights_were_saved_transposed_reads_as_they_are(tmp_path: Path) -> None:
+    """A converter's weights saved as a permuted view (HWIO storage read as OIHW, not made contiguous) cover their
+    storage once: they are read, the same as when saved contiguous."""
+    import torch
+
+    from srfeat.archs.generator import SRFeatGenerator
+    from srfeat.weights import load_generator
+
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    torch.save(state, tmp_path / "plain.pt")
+    weight = state["head.weight"]
+    state["head.weight"] = weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)  # HWIO storage, OIHW view
+    assert not state["head.weight"].is_contiguous()
+    torch.save(state, tmp_path / "transposed.pt")
+    plain, transposed = load_generator(tmp_path / "plain.pt"), load_generator(tmp_path / "transposed.pt")
+    assert torch.equal(transposed.head.weight, plain.head.weight)
+
+
+def test_a_training_state_whose_tensor_overlaps_in_its_storage_is_refused(one_step_run: Path, tmp_path: Path) -> None:
+    from srfeat.training.checkpoint import load_state
+
+    def overlap(state: dict[str, Any]) -> None:
+        moments = state["optimizers"]["generator"]["state"][0]
+        moments["exp_avg"] = strided_like(moments["exp_avg"], (0,) * moments["exp_avg"].dim())
+
+    run = edited_run(one_step_run, tmp_path / "run", overlap)
+    with pytest.raises(WeightsError) as refused:
+        load_state(run / "state.pt")
+    assert f"cannot read training state {run / 'state.pt'}: it is damaged: optimizers.generator.state.0.exp_avg's" in (
+        str(refused.value)
+    )
+    assert "values overlap or skip places in its storage" in str(refused.value)

@@ -155,6 +155,8 @@ def test_a_file_that_is_no_weights_given_as_vgg_weights_is_called_what_it_is(tmp
         "cut.pth": "is not a complete file: it is a zip archive cut short or damaged (a checkpoint whose download",
         "damaged.pth": "is not a complete file: its zip archive is cut short or damaged (a download or copy that",
         "garbled.safetensors": "garbled.safetensors: its header is damaged or it is not a safetensors file; download",
+        # a stride damaged in its pickle: torch.load read the weights from the wrong places, without a word
+        "strided.pth": "it is damaged: features.0.weight's values overlap or skip places in its storage (shape (64, 3",
     }
     (tmp_path / "notes.pth").write_text("0.5 0.25\n")
     Image.new("RGB", (4, 4)).save(tmp_path / "image.pth", format="PNG")
@@ -162,6 +164,8 @@ def test_a_file_that_is_no_weights_given_as_vgg_weights_is_called_what_it_is(tmp
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "whole.pth")
     (tmp_path / "cut.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:2000])
     damage_first_tensor_record(tmp_path / "whole.pth", tmp_path / "damaged.pth")
+    strided = torch.zeros(64 * 27).as_strided((64, 3, 3, 3), (0, 9, 3, 1))
+    torch.save({"features.0.weight": strided}, tmp_path / "strided.pth")
     save_file({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "whole.safetensors")
     whole = (tmp_path / "whole.safetensors").read_bytes()  # its header's JSON garbled: "Error while deserializing"
     (tmp_path / "garbled.safetensors").write_bytes(whole[:9] + whole[9:40].replace(b'"', b"#") + whole[40:])

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from srfeat.files import (
 )
 from srfeat.path_checks import unreadable_message
 from srfeat.training.config import train_option
+from srfeat.weights.checks import strided_tensor
 from srfeat.weights.file_kinds import (
     DAMAGED_ZIP,
     DAMAGED_ZIP_ERRORS,
@@ -235,7 +236,21 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
         raise _unreadable_state(path, damage) from error
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise WeightsError(f"{path} is not an srfeat training state")
+    if problem := strided_tensor(_named_tensors(state, "")):
+        raise _unreadable_state(path, f"it is damaged: {problem}")
     return state
+
+
+def _named_tensors(obj: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of a nested state, each with its path of keys (`generator.head.weight`)."""
+    if isinstance(obj, torch.Tensor):
+        yield name, obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from _named_tensors(value, f"{name}.{key}" if name else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for index, value in enumerate(obj):
+            yield from _named_tensors(value, f"{name}[{index}]")
 
 
 # What to do about a state.pt that is damaged or cannot be read.

@@ -146,6 +146,25 @@ def check_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: str, advi
 # ----------------------------------------------------------------------------- the layout
 
 
+def strided_tensor(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """What is wrong with the first of `tensors` (name, tensor, as torch.load read them) that does not cover a block
+    of its storage once, its axes in any order; None when each does. Every saved parameter or state does (a
+    transposed one too), where a damaged stride in the pickle (72 made 51, or 0) read the values from the wrong
+    places without a word."""
+    for name, tensor in tensors:
+        if not tensor.numel():  # no values to read from anywhere
+            continue
+        covered = 1
+        for stride, size in sorted((stride, size) for size, stride in zip(tensor.shape, tensor.stride(), strict=True)):
+            if size != 1 and stride != covered:
+                return (
+                    f"{name}'s values overlap or skip places in its storage (shape {tuple(tensor.shape)}, strides "
+                    f"{tensor.stride()}), as no saved tensor's do"
+                )
+            covered *= size
+    return None
+
+
 def name_list(keys: list[str]) -> str:
     """The first three keys, and how many more."""
     shown = ", ".join(keys[:3])

@@ -18,7 +18,16 @@ from safetensors.torch import load_file
 from srfeat.archs.generator import SRFeatGenerator
 from srfeat.errors import WeightsError
 from srfeat.path_checks import unreadable_message, utf8_path
-from srfeat.weights.checks import FLOAT, INTEGER, MAX_TENSORS, check_layout, check_weights, name_list, tensor_kinds
+from srfeat.weights.checks import (
+    FLOAT,
+    INTEGER,
+    MAX_TENSORS,
+    check_layout,
+    check_weights,
+    name_list,
+    strided_tensor,
+    tensor_kinds,
+)
 from srfeat.weights.file_kinds import (
     DAMAGED_ZIP,
     DAMAGED_ZIP_ERRORS,
@@ -260,6 +269,8 @@ def _pt_state(path: Path, state: object, again: str) -> tuple[dict[str, torch.Te
         raise WeightsError(f"{path} is not a state dict of tensors: expected an SRFeat generator checkpoint")
     shapes = {key: tuple(value.shape) for key, value in state.items()}
     layout = _file_layout(path, shapes, tensor_kinds(state), again)
+    if problem := strided_tensor(state.items()):
+        raise _unreadable(path, problem, again)
     return strip_prefix(state, str(path)), layout
 
 
