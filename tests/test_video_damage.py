@@ -394,7 +394,11 @@ def test_a_file_that_fails_to_read_past_a_range_keeps_the_range_and_says_what_ma
                     raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
                 yield packet
 
-    monkeypatch.setattr(pipeline, "open_input", lambda av_module, path: FailingAfter12Frames(opened(av_module, path)))
+    monkeypatch.setattr(
+        pipeline,
+        "open_input",
+        lambda av_module, path, **options: FailingAfter12Frames(opened(av_module, path, **options)),
+    )
     options = VideoOptions("ffv1", frames=FrameRange(0, 6))
     with caplog.at_level(logging.WARNING):
         summary = upscale_video(source, tmp_path / "part.mkv", Upscaler(model_path, device="cpu"), options)

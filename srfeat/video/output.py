@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import re
 from contextlib import closing, suppress
@@ -42,6 +43,8 @@ __all__ = [
     "write_error",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 def import_av(source: Path) -> ModuleType:
     try:
@@ -53,10 +56,12 @@ def import_av(source: Path) -> ModuleType:
     return av
 
 
-def open_input(av: ModuleType, source: Path) -> InputContainer:
-    """`source` opened for reading; VideoError (one line) if FFmpeg cannot read it."""
+def open_input(av: ModuleType, source: Path, *, say_damage: bool = False) -> InputContainer:
+    """`source` opened for reading; VideoError (one line) if FFmpeg cannot read it. `say_damage`: warn of damage
+    FFmpeg logs as it reads the header and passes over (the upscale's own opening: once a video)."""
     try:
-        return open_for_reading(av, source)
+        with ffmpeg_log(av, av.logging.WARNING if say_damage else None) as logs:
+            container = open_for_reading(av, source)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
         # FFmpeg's raw-frame demuxer refuses a .y4m header's frame size as it opens, for a reason that
         # reads "Device or resource busy" (its log alone says "Picture size 20000x20000 is invalid").
@@ -74,6 +79,20 @@ def open_input(av: ModuleType, source: Path) -> InputContainer:
                 "memory is spent"
             )
         raise VideoError(f"cannot read video {source}: {reason}; skip or replace this file") from error
+    # An MP4's sample table with a box twice (a flipped bit made its ctts an stts): FFmpeg reads the last, and
+    # frames came out missing or out of time, without a word.
+    for box in sorted({found[1] for line in logs if (found := DUPLICATED_BOX.search(str(line[2])))}):
+        logger.warning(
+            "%s: its sample table holds two %s boxes, of which FFmpeg reads the last (a damaged file?): frames may "
+            "be missing or out of time",
+            source,
+            box.lower(),
+        )
+    return container
+
+
+# What FFmpeg's MP4 reader logs of a sample table box it met twice.
+DUPLICATED_BOX = re.compile(r"Duplicated ([A-Z]{4}) atom")
 
 
 # What FFmpeg logs of a frame size that it refuses as it opens a file.

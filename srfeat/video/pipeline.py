@@ -105,7 +105,7 @@ def upscale_video(
     source, target = check_call(source, target, upscaler, options, replace, command_line=command_line)
     av = import_av(source)
     container_format = container_format_of(source, target)
-    with closing(open_input(av, source)) as source_container:
+    with closing(open_input(av, source, say_damage=True)) as source_container:
         check_is_video(source, source_container)
         window = (
             None if options.frames.is_everything else time_window(av, source, options.frames, command_line=command_line)

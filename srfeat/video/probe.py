@@ -213,16 +213,20 @@ def error_reason(error: BaseException) -> str:
 
 
 @contextmanager
-def ffmpeg_log(av: ModuleType) -> Iterator[list[Any]]:
-    """FFmpeg's log lines while the block runs, captured, not printed: the reason behind an error that
-    FFmpeg states only as "Invalid argument". Only while no other thread uses FFmpeg (the level is global)."""
-    previous, capture = av.logging.get_level(), av.logging.Capture()
-    av.logging.set_level(av.logging.ERROR)
+def ffmpeg_log(av: ModuleType, level: int | None = None) -> Iterator[list[Any]]:
+    """FFmpeg's log lines (of `level`, else errors) while the block runs, captured, not printed: the reason behind
+    an error that FFmpeg states only as "Invalid argument". Only while no other thread uses FFmpeg (the level is
+    global). A line that repeats the last one logged is captured too, where PyAV drops it: the same damage in the
+    next file of a batch went unsaid."""
+    previous, skipped, capture = av.logging.get_level(), av.logging.get_skip_repeated(), av.logging.Capture()
+    av.logging.set_level(av.logging.ERROR if level is None else level)
+    av.logging.set_skip_repeated(False)
     try:
         with capture:
             yield capture.logs
     finally:
         av.logging.set_level(previous)
+        av.logging.set_skip_repeated(skipped)
 
 
 def logged_reason(logs: list[Any], error: BaseException) -> str:
