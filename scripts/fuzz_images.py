@@ -1,15 +1,16 @@
 """Mutation fuzz of `srfeat upscale` on damaged images: small seed files (PNG of 8 and 16 bits, with alpha and a
 palette; baseline and progressive JPEG; TIFF of deflate, LZW and JPEG in strips, and of 16 bits in tiles and in LZMA
-strips; WebP, lossy and lossless; BMP, GIF, 16-bit PPM and PGM) are damaged at random (bits flipped, bytes overwritten,
-cut, removed or repeated, and the fields their structure states sizes in changed: PNG chunk lengths and IHDR, with the
-chunk's CRC made right again half the time; JPEG segment lengths and frame sizes; TIFF tags' values; RIFF and VP8 sizes;
-BMP and GIF header fields; PNM header numbers), each upscaled by `srfeat.cli.main` in a child process under a memory
-limit and a timeout, and every outcome classed: a one-line error, a success (warned or not), or what breaks the rules
-for untrusted input (a traceback or several error lines, a crash, a hang, an output that is not 4x the image srfeat
-reads, a temporary file left, the output the user had overwritten by a failed run). A success PIL itself refuses to
-decode is listed for review (`pil refuses`): srfeat reads some files with its own readers, and may be right.
+strips; WebP, lossy and lossless; AVIF; BMP, GIF, 16-bit PPM and PGM) are damaged at random (bits flipped, bytes
+overwritten, cut, removed or repeated, and the fields their structure states sizes in changed: PNG chunk lengths and
+IHDR, with the chunk's CRC made right again half the time; JPEG segment lengths and frame sizes; TIFF tags' values; RIFF
+and VP8 sizes; AVIF's ISO box sizes, `ispe` size and other box fields; BMP and GIF header fields; PNM header numbers),
+each upscaled by `srfeat.cli.main` in a child process under a memory limit and a timeout, and every outcome classed: a
+one-line error, a success (warned or not), or what breaks the rules for untrusted input (a traceback or several error
+lines, a crash, a hang, an output that is not 4x the image srfeat reads, a temporary file left, the output the user had
+overwritten by a failed run). A success PIL itself refuses to decode is listed for review (`pil refuses`): srfeat reads
+some files with its own readers, and may be right.
 
-    PYTHONPATH=. python3 scripts/fuzz_images.py /tmp/imagefuzz --per-seed 100    # 1,800 files, about 10 minutes
+    PYTHONPATH=. python3 scripts/fuzz_images.py /tmp/imagefuzz --per-seed 100    # 1,900 files, about 10 minutes
 
 Results go to FOLDER/results.jsonl (one JSON object a file: seed, mutation, classes, log), counts to stdout; a file is
 made again from its seed, `--seed` and its number (`--only SEED:NUMBER` reruns it, keeping it as FOLDER/repro.*).
@@ -36,6 +37,7 @@ from PIL import Image
 from scripts.fuzzing import (
     arguments,
     extreme,
+    find_all,
     fuzz,
     header_field,
     invert_a_byte,
@@ -61,12 +63,15 @@ SEEDS = [
     "lzma16.tif",
     "lossy.webp",
     "lossless.webp",
+    "rgb.avif",
     "rgb.bmp",
     "palette.gif",
     "rgb16.ppm",
     "grey.pgm",
 ]
 PNG_CHUNKS = [b"IHDR", b"IDAT", b"PLTE", b"tRNS", b"IEND", b"gAMA", b"sRGB", b"pHYs"]
+AVIF_BOXES = [b"ftyp", b"meta", b"pitm", b"iloc", b"iinf", b"infe", b"iprp", b"ipco", b"ispe", b"pixi", b"av1C"]
+AVIF_BOXES += [b"colr", b"ipma", b"mdat"]
 JPEG_MARKERS = [0xC0, 0xC2, 0xC4, 0xDB, 0xDA, 0xE0, 0xDD]  # SOF0, SOF2, DHT, DQT, SOS, APP0, DRI
 TIFF_TAGS = [256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 322, 323, 324, 325, 338, 339]
 RIFF_CHUNKS = [b"RIFF", b"VP8 ", b"VP8L", b"VP8X", b"ALPH"]
@@ -106,6 +111,8 @@ def write_seed(path: Path) -> None:
         image.save(path, quality=80)
     elif name == "lossless.webp":
         image.save(path, lossless=True)
+    elif name == "rgb.avif":
+        image.save(path, quality=80)
     elif name == "rgb16.ppm":
         data = (rgb.astype(">u2") * 257).tobytes()
         path.write_bytes(f"P6\n{rgb.shape[1]} {rgb.shape[0]}\n65535\n".encode() + data)
@@ -177,6 +184,21 @@ def tiff_field(rng: random.Random, data: bytearray) -> str:
     return f"TIFF tag {tag} value {old}->{new}"
 
 
+def avif_field(rng: random.Random, data: bytearray) -> str:
+    """An AVIF's ISO box: its size, or a field of its body (`ispe`'s width or height, `iloc`'s extents, ...)."""
+    places = [at for box in AVIF_BOXES for at in find_all(data, box) if at >= 4]
+    if not places:
+        return invert_a_byte(rng, data)
+    at = rng.choice(places)
+    box = bytes(data[at : at + 4]).decode()
+    if rng.random() < 0.4:  # the box's size, before its type
+        return header_field(rng, data, [(at - 4, 4)], "big", f"AVIF {box} size")
+    if box == "ispe":  # version and flags, then width and height
+        return header_field(rng, data, [(at + 8, 4), (at + 12, 4)], "big", "AVIF ispe")
+    body = [(at + 4 + offset, width) for offset in range(0, 32, 2) for width in (1, 2, 4)]
+    return header_field(rng, data, body, "big", f"AVIF {box}")
+
+
 def riff_field(rng: random.Random, data: bytearray) -> str:
     chunk = rng.choice(RIFF_CHUNKS)
     places = [at for at in range(len(data) - 8) if data.startswith(chunk, at)]
@@ -223,6 +245,8 @@ def damage(rng: random.Random, seed: bytes, name: str) -> tuple[bytes, str]:
             return tiff_field(rng, data)
         if suffix == ".webp":
             return riff_field(rng, data)
+        if suffix == ".avif":
+            return avif_field(rng, data)
         if suffix == ".bmp":  # file size, data offset, width, height, planes, bits, compression, data size, colours
             places = [(2, 4), (10, 4), (18, 4), (22, 4), (26, 2), (28, 2), (30, 4), (34, 4), (46, 4)]
             return header_field(rng, data, places, "little", "BMP")

@@ -41,6 +41,7 @@ from PIL import Image
 from scripts.fuzzing import (
     arguments,
     extreme,
+    find_all,
     fuzz,
     header_field,
     invert_a_byte,
@@ -206,14 +207,6 @@ def pt_field(rng: random.Random, data: bytearray) -> str:
     else:  # the local header does
         data[local + 14 : local + 18] = crc
     return said + " (CRC made right)"
-
-
-def find_all(data: bytearray, pattern: bytes) -> list[int]:
-    found, at = [], data.find(pattern)
-    while at >= 0:
-        found.append(at)
-        at = data.find(pattern, at + 1)
-    return found
 
 
 def onnx_field(rng: random.Random, data: bytearray) -> str:

@@ -77,6 +77,15 @@ def invert_a_byte(rng: random.Random, data: bytearray) -> str:
     return f"byte {at} inverted"
 
 
+def find_all(data: bytearray, pattern: bytes) -> list[int]:
+    """Where `pattern` starts in `data`, each place (overlapping ones too)."""
+    found, at = [], data.find(pattern)
+    while at >= 0:
+        found.append(at)
+        at = data.find(pattern, at + 1)
+    return found
+
+
 def header_field(
     rng: random.Random, data: bytearray, fields: list[tuple[int, int]], order: Literal["little", "big"], what: str
 ) -> str:
