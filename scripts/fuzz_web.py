@@ -132,7 +132,8 @@ def request_for(rng: random.Random, jobs: list[tuple[str, str]]) -> dict[str, An
     hostile = rng.random() < 0.5
     session = rng.choice(SESSIONS) if not hostile or rng.random() < 0.7 else rng.choice(HOSTILE[1:] + ODD["session"])
     job_session, job = rng.choice(jobs) if jobs and rng.random() < 0.8 else (session, rng.choice(["nosuch", "0"]))
-    if "{job}" in path and rng.random() < 0.8:
+    of_a_job = "{job}" in path
+    if of_a_job and rng.random() < 0.8:
         session = job_session
     path = path.format(
         session=urllib.parse.quote(session, safe="%"),
@@ -141,8 +142,9 @@ def request_for(rng: random.Random, jobs: list[tuple[str, str]]) -> dict[str, An
         file=rng.choice(["app.js", "style.css", "index.html", "missing.js", "..%2Fapp.py"]),
     )
     text = query(rng, keys, hostile)
-    if "session" in keys and "{job}" in path and "session=" not in text:
-        text = f"session={urllib.parse.quote(session, safe='%')}&{text}"
+    if of_a_job and "session" in keys and (not hostile or rng.random() < 0.8):  # asked as the job's page asks it
+        kept = [pair for pair in text.split("&") if pair and not pair.startswith("session=")]
+        text = "&".join([f"session={urllib.parse.quote(session, safe='%')}", *kept])
     headers = {"Connection": "close"}
     if method == "POST" and (not hostile or rng.random() < 0.85):
         headers["X-SRFeat-Upload"] = "1"
