@@ -131,7 +131,8 @@ def request_for(rng: random.Random, jobs: list[tuple[str, str]]) -> dict[str, An
     method, path, keys = rng.choice(ROUTES)
     hostile = rng.random() < 0.5
     session = rng.choice(SESSIONS) if not hostile or rng.random() < 0.7 else rng.choice(HOSTILE[1:] + ODD["session"])
-    job_session, job = rng.choice(jobs) if jobs and rng.random() < 0.8 else (session, rng.choice(["nosuch", "0"]))
+    # a recent upload's job mostly: older ones are more often gone with their session (closed, left)
+    job_session, job = rng.choice(jobs[-8:]) if jobs and rng.random() < 0.8 else (session, rng.choice(["nosuch", "0"]))
     of_a_job = "{job}" in path
     if of_a_job and rng.random() < 0.8:
         session = job_session
