@@ -655,14 +655,43 @@ def test_a_gif_whose_first_frame_starts_outside_its_screen_is_refused(
     assert not (tmp_path / "out.png").exists()
 
 
-def test_a_gif_of_an_empty_screen_or_a_frame_inside_it_is_still_read(tmp_path: Path) -> None:
-    """A screen of 0x0 (some writers make it: the first frame sets the size) and a frame placed inside the screen
-    are no damage. (Passes on the old code too: it guards the check above from refusing sound files.)"""
+def test_a_gif_of_an_empty_screen_or_a_frame_inside_it_is_still_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A screen of 0x0 (some writers make it: the first frame sets the size), a frame placed inside the screen and
+    one covering a quarter of it (a sticker's first frame cropped to what it shows) are no damage, and nothing is
+    said of them. (Passes on the old code too: it guards the checks above and below from sound files.)"""
     empty = bytearray(gif_bytes())
     empty[6:10] = bytes(4)
     inside = bytearray(gif_bytes())
     at = inside.index(b"\x2c\x00\x00\x00\x00\x18\x00\x11\x00")
     inside[at + 1 : at + 5] = struct.pack("<HH", 3, 2)  # PIL grows the picture to 27x19: as it did
-    for name, data, size in (("empty.gif", empty, (24, 17)), ("inside.gif", inside, (27, 19))):
+    quarter = bytearray(gif_bytes())
+    quarter[6:10] = struct.pack("<HH", 48, 34)
+    for name, data, size in (
+        ("empty.gif", empty, (24, 17)),
+        ("inside.gif", inside, (27, 19)),
+        ("quarter.gif", quarter, (48, 34)),
+    ):
         (tmp_path / name).write_bytes(bytes(data))
         assert read_raw_image(tmp_path / name).array.shape[1::-1] == size
+    assert not caplog.records
+
+
+def test_a_gif_whose_first_frame_covers_little_of_its_screen_says_so(tmp_path: Path, model_path: Path) -> None:
+    """The screen's width made 65535 from 40 (`fuzz_images --seed 23`, palette.gif:11): PIL reads the picture at the
+    screen's size, the frame at its left and background to its right, and the upscale ran for minutes without a word.
+    It still runs (such a file is legal), but says what it is reading."""
+    data = bytearray(gif_bytes())
+    data[6:8] = struct.pack("<H", 1000)
+    (tmp_path / "wide.gif").write_bytes(bytes(data))
+    child = srfeat_cli("upscale", "wide.gif", "-o", "out.png", "--model", model_path, cwd=tmp_path)
+    assert child.returncode == 0, child.stderr
+    warnings = [line for line in child.stderr.splitlines() if line.startswith("WARNING")]
+    said = (
+        "WARNING: wide.gif: its first frame covers 24x17 of its 1000x17 screen, and the rest is read as background "
+        "(a damaged screen size?)"
+    )
+    assert warnings == [said]
+    with Image.open(tmp_path / "out.png") as output:
+        assert output.size == (4000, 68)

@@ -201,6 +201,8 @@ def _open_image(path: Path) -> Image.Image:
     try:
         with orientation.open_unmapped(path) as image:
             warn_first_only(path, getattr(image, "n_frames", 1), image.format)
+            if image.format == "GIF" and (covers := gif_check.first_frame_covers_little(path)):
+                logger.warning("%s: %s", path, covers)
             image.load()  # decode now: truncated files fail here
             # data short of its header's size: PIL gives zeros past a PNG's end, libjpeg flat grey past a JPEG's
             short = (
