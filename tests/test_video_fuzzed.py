@@ -215,3 +215,46 @@ def test_an_mp4_whose_sample_table_holds_a_box_twice_says_so(tmp_path: Path, mod
         ) in warnings_of(result), result.stderr
     plain = cli(clip, "-o", tmp_path / "plain.mkv", "--model", model_path, "--codec", "ffv1")
     assert plain.returncode == 0 and not warnings_of(plain), plain.stderr
+
+
+def mpeg2_transport_stream(folder: Path) -> bytes:
+    """An 8-frame MPEG-2 clip in MPEG-TS, as fuzz_video's seed is (its first packets: PAT, PMT, then video)."""
+    clip = folder / "clip.ts"
+    write_encoded(clip, codec="mpeg2video", frames=8, container_format="mpegts")
+    data = clip.read_bytes()
+    assert len(data) % 188 == 0 and all(data[at] == 0x47 for at in range(0, len(data), 188))
+    return data
+
+
+def test_a_ts_whose_fourth_packet_took_bytes_in_says_where(tmp_path: Path, model_path: Path) -> None:
+    """16 bytes came into the video's first packet, the file's fourth (`fuzz_video --seed 1818`, mpeg2.ts:56): the
+    packets' sync bytes were in place for only 4 packets from the start, where 5 were looked for, so the transport
+    scan found no packet grid, and the frame the bytes damaged was lost without a word."""
+    data = mpeg2_transport_stream(tmp_path)
+    packet = 3 * 188
+    assert ((data[packet + 1] & 0x1F) << 8) | data[packet + 2] == 256  # the video's PID: its first packet
+    source = tmp_path / "damaged.ts"
+    source.write_bytes(data[: packet + 64] + data[1000:1016] + data[packet + 64 :])
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    (warning,) = warnings_of(result)
+    assert warning.startswith(f"WARNING: {source}: the file is damaged at byte 752, "), warning
+    assert "(16 bytes that hold no whole transport packet)" in warning, warning
+
+
+def test_a_ts_that_ends_in_less_than_a_packet_of_other_bytes_says_where(tmp_path: Path, model_path: Path) -> None:
+    """Bytes removed before the end (`fuzz_video --seed 1818`, mpeg2.ts:17): the last packets were gone, and what was
+    left of one after them, fewer bytes than a packet and no sync byte first, was passed over as nothing, with the
+    frames those packets held. A tail of one byte value (a writer's padding) is still taken for none."""
+    data = mpeg2_transport_stream(tmp_path)
+    kept = len(data) - 3 * 188
+    source, padded = tmp_path / "damaged.ts", tmp_path / "padded.ts"
+    source.write_bytes(data[:kept] + data[-52:])
+    padded.write_bytes(data + bytes(52))
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    (warning,) = warnings_of(result)
+    assert warning.startswith(f"WARNING: {source}: the file is damaged at byte {kept}, "), warning
+    assert "(52 bytes at the end that hold no transport packet)" in warning, warning
+    plain = cli(padded, "-o", tmp_path / "plain.mkv", "--model", model_path, "--codec", "ffv1")
+    assert plain.returncode == 0 and not warnings_of(plain), plain.stderr

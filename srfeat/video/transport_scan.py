@@ -25,6 +25,7 @@ __all__ = ["TRANSPORT_PACKETS", "cut_transport_packet", "scan_transport_stream"]
 TRANSPORT_PACKETS = ((188, 0), (192, 4), (204, 0))
 TS_SYNC = 0x47
 SYNCS_CHECKED = 5  # packets in a row whose sync byte fixes the packet size, or where packets start again
+FEWEST_SYNCS = 3  # in a row at the file's start, where no more are: the packet size, the damage after them found
 GRID_SEARCH_PACKETS = 4  # packets from the file's start in which the first of those is looked for
 CHUNK_PACKETS = 1 << 16  # packets parsed at once: 12 MiB of 188-byte packets
 RESYNC_WINDOW = 1 << 16  # bytes searched at once for where packets start again
@@ -78,18 +79,23 @@ def scan_transport_stream(source: Path, video_pid: int, *, stop: threading.Event
 def _packet_grid(file: BinaryIO) -> tuple[int, int, int] | None:
     """The packet size, where its sync byte sits, and the first packet's offset whose sync byte and those of the
     packets after it are in place (a recording picked up mid-stream begins inside one; a damaged file's first sync
-    bytes may be off: one flipped bit in the first had the whole scan skipped)."""
+    bytes may be off: one flipped bit in the first had the whole scan skipped). Failing that, where fewer in a row
+    are: bytes that came into the file's fourth packet broke the grid before `SYNCS_CHECKED` packets, the scan was
+    skipped, and the frame they damaged was lost unsaid."""
     file.seek(0)
     head = file.read(max(size for size, _ in TRANSPORT_PACKETS) * (SYNCS_CHECKED + GRID_SEARCH_PACKETS))
-    for size, sync in TRANSPORT_PACKETS:
-        start = next((at for at in range(size * GRID_SEARCH_PACKETS) if _synced(head, at + sync, size)), None)
-        if start is not None:
-            return size, sync, start
+    for in_a_row in (SYNCS_CHECKED, FEWEST_SYNCS):
+        for size, sync in TRANSPORT_PACKETS:
+            start = next(
+                (at for at in range(size * GRID_SEARCH_PACKETS) if _synced(head, at + sync, size, in_a_row)), None
+            )
+            if start is not None:
+                return size, sync, start
     return None
 
 
-def _synced(head: bytes, at: int, size: int) -> bool:
-    positions = range(at, at + size * SYNCS_CHECKED, size)
+def _synced(head: bytes, at: int, size: int, in_a_row: int = SYNCS_CHECKED) -> bool:
+    positions = range(at, at + size * in_a_row, size)
     return positions[-1] < len(head) and all(head[position] == TS_SYNC for position in positions)
 
 
@@ -260,10 +266,16 @@ class _Scan:
         return True
 
     def _junk_at_end(self, start: int) -> None:
-        """Bytes from `start` to the file's end that hold no packet: a packet's worth or more is damage (packets
-        overwritten), unless it is padding of one byte value (zeros, or the 0xFF of stuffing) a writer may add."""
+        """Bytes from `start` to the file's end that hold no packet: damage (packets overwritten, or bytes removed
+        before the end: the file's last packets gone, and what was left of one after them), unless it is padding of
+        one byte value (zeros, or the 0xFF of stuffing) a writer may add, or an M2TS packet's time cut short."""
         length = self.total - start
-        if length < self.size:
+        if length <= self.sync:
+            return
+        if length < self.size:  # less than a packet, not begun with a sync byte (`cut_transport_packet`)
+            self.file.seek(start)
+            if len(set(self.file.read(length))) > 1:
+                self._broke(start, f"{length} bytes at the end that hold no transport packet")
             return
         if self._sync_damaged(start, self.total):  # too few packets after them to resync on
             return
