@@ -2,7 +2,8 @@
 screen. PIL grows the picture to take in the first frame wherever it lies (a GIF of a 0x0 screen, as some writers
 make, needs that), so a 40x28 GIF whose frame's top was made 65535 was read as 40x65563 pixels of background with
 the frame at its foot, and upscaled for minutes, without a word. `frame_outside_screen` reads the file's header and
-blocks up to its first image descriptor, before PIL opens it.
+blocks up to its first image descriptor, before PIL opens it; `first_frame_covers_little` names (for a warning) a
+first frame inside the screen that covers little of it, as a damaged screen size leaves it.
 """
 
 from __future__ import annotations
