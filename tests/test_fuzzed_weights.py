@@ -287,3 +287,53 @@ def test_a_training_state_whose_tensor_overlaps_in_its_storage_is_refused(one_st
         str(refused.value)
     )
     assert "values overlap or skip places in its storage" in str(refused.value)
+
+
+# ----------------------------------------------------------------------------- checksums
+
+
+def test_a_pt_whose_tensor_bytes_changed_is_refused_by_its_checksum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bit flipped in a tensor's bytes (found by scripts/fuzz_states.py: 8 bits flipped, the resume ran): torch's
+    zip reader never compares a record's CRC-32, so the weight was read changed, without a word. A file torch.save
+    wrote without checksums (its `compute_crc32` off: all 0) is read as before."""
+    import torch
+    import torch.utils.serialization
+    from weights_helpers import flip_a_tensor_bit
+
+    from srfeat.archs.generator import SRFeatGenerator
+
+    state = SRFeatGenerator(num_features=8, num_blocks=2).state_dict()
+    torch.save(state, model := tmp_path / "model.pt")
+    flip_a_tensor_bit(model)
+    Image.new("RGB", (8, 8), (90, 120, 150)).save(tmp_path / "in.png")
+    child = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model)
+    line = one_error_line(child, only=True)
+    assert "model/data/0 does not match its CRC-32 checksum, so its bytes changed after it was written" in line, line
+    assert "download or copy it again" in line and not (tmp_path / "out.png").exists(), line
+
+    monkeypatch.setattr(torch.utils.serialization.config.save, "compute_crc32", False)
+    torch.save(state, unchecked := tmp_path / "unchecked.pt")
+    monkeypatch.undo()
+    child = srfeat_cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", unchecked)
+    assert child.returncode == 0 and Image.open(tmp_path / "out.png").size == (32, 32), child.stderr
+
+
+def test_a_training_state_or_vgg_weights_whose_tensor_bytes_changed_are_refused(
+    one_step_run: Path, tmp_path: Path
+) -> None:
+    import torch
+    from weights_helpers import flip_a_tensor_bit
+
+    from srfeat.archs.vgg import VGG19FeatureExtractor
+    from srfeat.training.checkpoint import load_state
+
+    shutil.copytree(one_step_run, run := tmp_path / "run")
+    flip_a_tensor_bit(run / "state.pt", "data/3")
+    with pytest.raises(WeightsError, match=r"state\.pt: the file is cut short or damaged \(its record archive/data/3 "):
+        load_state(run / "state.pt")
+
+    torch.save({"features.0.weight": torch.ones(64, 3, 3, 3)}, vgg := tmp_path / "vgg.pth")
+    with pytest.raises(WeightsError, match=r"vgg\.pth: .*its record vgg/data/0 does not match its CRC-32 checksum"):
+        VGG19FeatureExtractor(flip_a_tensor_bit(vgg))

@@ -26,6 +26,20 @@ def damage_first_tensor_record(source: Path, target: Path) -> Path:
     return target
 
 
+def flip_a_tensor_bit(path: Path, record_name: str = "data/0") -> Path:
+    """`path` (a torch.save zip) with one bit of a tensor record's bytes flipped in place, its CRC-32 left as it
+    was: what a bad copy or disk makes of a file, which torch's reader loads as a changed weight."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        record = next(info for info in archive.infolist() if info.filename.endswith(f"/{record_name}"))
+    local = record.header_offset  # the local header: 30 bytes, then the name and an extra field
+    start = local + 30 + int.from_bytes(data[local + 26 : local + 28], "little")
+    start += int.from_bytes(data[local + 28 : local + 30], "little")
+    data[start + record.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    return path
+
+
 def rezipped(source: Path, target: Path, record_bytes: dict[str, bytes], deflate: bool = False) -> None:
     """`source`, a torch.save zip, written again with the given records' bytes replaced (in place: order kept)."""
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:

@@ -37,7 +37,9 @@ __all__ = [
     "PICKLE",
     "PYTORCH",
     "SAFETENSORS",
+    "ChecksumError",
     "FileKind",
+    "changed_record",
     "compressed_records",
     "identify_file",
     "named_safetensors",
@@ -275,6 +277,8 @@ def unpickling_problem(error: BaseException, path: str | os.PathLike[str] | None
     Python objects, not a damaged file; elsewhere it raised EOFError, IndexError or struct's "unpack requires".
     """
     text = str(error)
+    if isinstance(error, ChecksumError):
+        return "damaged", text
     if text.startswith(_SAFETENSORS_HEADER):
         return "header", _safetensors_header_problem(text.removeprefix(_SAFETENSORS_HEADER))
     if path is not None and pickle_cut_short(Path(path)):
@@ -333,14 +337,53 @@ def _ends_in_a_pickle(data: bytes, count: int, whole: bool) -> bool:
     return False
 
 
+class ChecksumError(ValueError):
+    """A torch.save zip archive's record whose bytes do not match the CRC-32 the archive holds for them."""
+
+
 def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:
     """`torch.load(path, weights_only=True, **options)` without torch's two-line warning about a
     pickle protocol it did not write: that warning came before srfeat's one-line refusal. A name that is
-    not UTF-8 is opened through a descriptor (`srfeat.path_checks.utf8_path`): torch's reader refused it."""
+    not UTF-8 is opened through a descriptor (`srfeat.path_checks.utf8_path`): torch's reader refused it.
+    A zip archive whose records do not match their checksums is refused first (`ChecksumError`)."""
     # the filters are process-wide (web worker, requests)
     with utf8_path(path) as name, WARNINGS_LOCK, warnings.catch_warnings():
+        if (record := changed_record(name)) is not None:
+            raise ChecksumError(
+                f"its record {record} does not match its CRC-32 checksum, so its bytes changed after it was written"
+            )
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         return torch.load(name, weights_only=True, **options)
+
+
+# How much of a record `changed_record` reads at a time.
+_CHECKSUM_CHUNK = 2**20
+
+
+def changed_record(path: str | os.PathLike[str]) -> str | None:
+    """The name of the first record of the zip archive at `path` whose bytes do not match their CRC-32, or None.
+
+    torch's reader never compares them: a flipped bit in a tensor's bytes loaded as a changed weight, without a
+    word. Only stored records are read (torch.save stores every one; a compressed one is for its reader to refuse,
+    not to inflate here); one whose checksum is 0, torch.save's without its `compute_crc32`, has none. What is no
+    readable zip archive is left to torch, whose errors say what is wrong with it.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            for record in archive.infolist():
+                if record.CRC == 0 or record.compress_type != zipfile.ZIP_STORED:
+                    continue
+                with archive.open(record) as data:  # zipfile compares the checksum once the last byte is read
+                    while data.read(_CHECKSUM_CHUNK):
+                        pass
+    except zipfile.BadZipFile as error:
+        found = re.fullmatch(r"Bad CRC-32 for file '(.*)'", str(error))
+        return found.group(1) if found else None
+    except (*DAMAGED_ZIP_ERRORS, OSError):
+        return None
+    return None
 
 
 def _safetensors_header_problem(detail: str) -> str:
