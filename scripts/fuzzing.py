@@ -1,8 +1,9 @@
-"""What the mutation fuzzers of `srfeat upscale` share (`fuzz_video.py`, `fuzz_images.py`, `fuzz_models.py`): damaging
-a seed file at random, running the upscale on it in a forked child under a memory limit and a timeout, and classing
-the outcome against the rules for untrusted input (a one-line error or a success; never a traceback, a crash, a hang, a
-temporary file left, or the output the user had overwritten by a failed run). Each fuzzer adds its seeds, the structure
-fields it enlarges, what it measures of the input and output, and the classes that follow from those measurements.
+"""What the mutation fuzzers of srfeat's inputs share (`fuzz_video.py`, `fuzz_images.py`, `fuzz_models.py`,
+`fuzz_states.py`): damaging a seed file at random, running srfeat on it (the upscale, or another command) in a forked
+child under a memory limit and a timeout, and classing the outcome against the rules for untrusted input (a one-line
+error or a success; never a traceback, a crash, a hang, a temporary file left, or the output the user had overwritten by
+a failed run). Each fuzzer adds its seeds, the structure fields it enlarges, what it measures of the input and output,
+and the classes that follow from those measurements.
 """
 
 from __future__ import annotations
