@@ -337,3 +337,92 @@ def test_a_training_state_or_vgg_weights_whose_tensor_bytes_changed_are_refused(
     torch.save({"features.0.weight": torch.ones(64, 3, 3, 3)}, vgg := tmp_path / "vgg.pth")
     with pytest.raises(WeightsError, match=r"vgg\.pth: .*its record vgg/data/0 does not match its CRC-32 checksum"):
         VGG19FeatureExtractor(flip_a_tensor_bit(vgg))
+
+
+# ----------------------------------------------------------------------------- tensors and optimizer states of a resume
+
+
+def replaced_tensor(path: tuple[Any, ...], make: Callable[[Any], Any]) -> Callable[[dict[str, Any]], None]:
+    """An edit of a state: the tensor at `path` (keys and indices) replaced by `make(tensor)`."""
+
+    def edit(state: dict[str, Any]) -> None:
+        parent = state
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = make(parent[path[-1]])
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("path", "make", "refusal"),
+    [
+        (("generator", "head.bias"), lambda t: t.to_sparse(), "generator.head.bias is a sparse coo tensor, where a"),
+        (
+            ("optimizers", "generator", "state", 3, "step"),
+            lambda t: __import__("torch").empty_like(t, device="meta"),
+            "optimizers.generator.state.3.step is a tensor of the meta device, which holds a shape and no values",
+        ),
+        (
+            ("generator", "tail.bias"),
+            lambda t: __import__("torch").quantize_per_tensor(t, 0.1, 0, __import__("torch").qint8),
+            "generator.tail.bias is quantized (torch.qint8), where a tensor of plain numbers is expected",
+        ),
+    ],
+    ids=["sparse", "meta", "quantized"],
+)
+def test_a_training_state_of_a_sparse_meta_or_quantized_tensor_is_refused_in_one_line(
+    one_step_run: Path, tmp_path: Path, path: tuple[Any, ...], make: Callable[[Any], Any], refusal: str
+) -> None:
+    """torch.load reads them from a state (found by scripts/fuzz_states.py), and the resume's checks or steps were a
+    traceback: "Tensor.item() cannot be called on meta tensors", "Creation of quantized tensor requires quantized
+    dtype", a sparse tensor's dispatcher paragraph. The dry run says the same line."""
+    run = edited_run(one_step_run, tmp_path / "run", replaced_tensor(path, make))
+    kept = (run / "state.pt").read_bytes()
+    for dry_run in (["--dry-run"], []):
+        child = srfeat_cli("train", run / "config.yaml", "--out", run, "--resume", "--max-steps", "2", *dry_run)
+        line = one_error_line(child)
+        assert f"cannot read training state {run / 'state.pt'}: it is damaged: {refusal}" in line, line
+    assert (run / "state.pt").read_bytes() == kept
+
+
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        (
+            lambda state: state["optimizers"]["generator"].update(state=[]),
+            "is not an optimizer's state (its param_groups and state)",
+        ),
+        (  # torch kept the moments under an id no parameter had: the parameter's Adam restarted
+            lambda state: state["optimizers"]["generator"]["param_groups"][0]["params"].__setitem__(5, -1),
+            "holds the moments of parameter 5, which none of its parameter groups lists",
+        ),
+        (
+            lambda state: state["optimizers"]["generator"]["param_groups"][0]["params"].__setitem__(5, 4),
+            "lists a parameter id twice",
+        ),
+        (  # cast to float as it loaded
+            replaced_tensor(
+                ("optimizers", "generator", "state", 2, "exp_avg_sq"), lambda t: t.to(__import__("torch").uint8)
+            ),
+            "has exp_avg_sq of parameter 2 as torch.uint8, not floating point",
+        ),
+        (
+            replaced_tensor(("optimizers", "generator", "state", 2, "step"), lambda t: t.fill_(3e38)),
+            "has step 3e+38 for parameter 2, not a whole number from 1 to the run's 1",
+        ),
+    ],
+    ids=["state-a-list", "id-unlisted", "id-twice", "integer-moment", "step-past-the-run"],
+)
+def test_a_resumed_optimizer_state_of_another_form_is_refused_in_one_line(
+    one_step_run: Path, tmp_path: Path, folders, edit: Callable[[dict[str, Any]], None], refusal: str
+) -> None:
+    """Found by scripts/fuzz_states.py: an AttributeError traceback ('list' object has no attribute 'items'), or a
+    resume that went on from moments dropped, cast or counted past the run without a word."""
+    from training_helpers import tiny_config, train_in_process
+
+    run = edited_run(one_step_run, tmp_path / "run", edit)
+    kept = (run / "generator_latest.safetensors").read_bytes()
+    with pytest.raises(WeightsError, match=r"state\.pt: the generator optimizer state " + re.escape(refusal)):
+        train_in_process(tiny_config(folders[0], None, run, 1, ["train.max_steps=2"]), run, resume=True)
+    assert (run / "generator_latest.safetensors").read_bytes() == kept

@@ -125,7 +125,7 @@ def _load_tensors(path: Path, expected: str, again: str) -> dict[str, torch.Tens
     if not path.is_file():
         problem = f"{path} is {kind}, not a file" if (kind := special_file_kind(path)) else f"not found: {path}"
         raise WeightsError(f"VGG19 weights file {problem} (expected {expected})")
-    from srfeat.weights.checks import strided_tensor
+    from srfeat.weights.checks import odd_tensor
     from srfeat.weights.file_kinds import (
         DAMAGED_ZIP,
         PICKLE,
@@ -180,7 +180,7 @@ def _load_tensors(path: Path, expected: str, again: str) -> dict[str, torch.Tens
         raise WeightsError(f"cannot read VGG19 weights {path}: expected {expected} ({reason})") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a dict of tensors: expected {expected}")
-    if problem := strided_tensor(state.items()):
+    if problem := odd_tensor(state.items()):
         raise WeightsError(f"cannot read VGG19 weights {path}: it is damaged: {problem}; {again}")
     return state
 

@@ -39,7 +39,7 @@ from srfeat.files import (
 )
 from srfeat.path_checks import unreadable_message
 from srfeat.training.config import train_option
-from srfeat.weights.checks import strided_tensor
+from srfeat.weights.checks import odd_tensor
 from srfeat.weights.file_kinds import (
     DAMAGED_ZIP,
     DAMAGED_ZIP_ERRORS,
@@ -236,7 +236,7 @@ def load_state(path: str | os.PathLike[str], *, command_line: bool = False) -> d
         raise _unreadable_state(path, damage) from error
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise WeightsError(f"{path} is not an srfeat training state")
-    if problem := strided_tensor(_named_tensors(state, "")):
+    if problem := odd_tensor(_named_tensors(state, "")):
         raise _unreadable_state(path, f"it is damaged: {problem}")
     return state
 

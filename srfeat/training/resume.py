@@ -133,6 +133,11 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
         raise WeightsError(f"{where}: a discriminator's weights are not tensors: the file is damaged")
     if "generator" not in state["optimizers"]:
         raise WeightsError(f"{where} has no generator optimizer state: the file is damaged")
+    for name, saved in state["optimizers"].items():
+        if problem := _saved_optimizer_problem(saved, state["step"]):
+            raise WeightsError(
+                f"{where}: the {name} optimizer state {problem}: the file is damaged or edited; {RESTART}"
+            )
     for name, weights in [("generator", state["generator"]), *state["discriminators"].items()]:
         for key, tensor in weights.items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -140,6 +145,39 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
                     f"{where}: the {name}'s {key} holds NaN or inf values, so the run cannot continue from it; "
                     "start again from a good generator (train.init_generator=...) in a new run folder"
                 )
+
+
+def _saved_optimizer_problem(saved: Any, steps: int) -> str | None:
+    """What is wrong with the form of a saved optimizer state (torch's `state_dict()`: `param_groups`, each listing
+    its parameters' ids, and `state`, their moments by id), or None. Checked before `load_state_dict`, which raised
+    an AttributeError for a list in place of `state`, dropped the moments of an id no group lists (the parameter's
+    Adam restarted without a word) and cast integer moments to floats; each moment's `step` counts the run's steps.
+    """
+    groups, moments = (saved.get(key) if isinstance(saved, dict) else None for key in ("param_groups", "state"))
+    if not isinstance(groups, (list, tuple)) or not isinstance(moments, dict):
+        return "is not an optimizer's state (its param_groups and state)"
+    ids: list[int] = []
+    for group in groups:
+        params = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(params, (list, tuple)) or not all(type(index) is int for index in params):
+            return "has a parameter group without its list of parameter ids"
+        ids += params
+    if len(set(ids)) != len(ids):
+        return "lists a parameter id twice"
+    for index, values in moments.items():
+        if type(index) is not int or index not in ids:
+            return f"holds the moments of parameter {repr(index)[:40]}, which none of its parameter groups lists"
+        if not isinstance(values, dict):
+            return f"holds moments of parameter {index} that are {type(values).__name__}, not Adam's"
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor) and not value.is_floating_point():
+                return f"has {key} of parameter {index} as {value.dtype}, not floating point"
+        step = values.get("step")
+        if isinstance(step, torch.Tensor) and step.numel() == 1:
+            count = float(step.reshape(()))
+            if not 1 <= count <= steps or count != int(count):  # NaN fails too
+                return f"has step {count:g} for parameter {index}, not a whole number from 1 to the run's {steps}"
+    return None
 
 
 # What to do with a state whose networks or optimizers cannot be trusted: its generator file is written from

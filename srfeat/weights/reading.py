@@ -25,7 +25,7 @@ from srfeat.weights.checks import (
     check_layout,
     check_weights,
     name_list,
-    strided_tensor,
+    odd_tensor,
     tensor_kinds,
 )
 from srfeat.weights.file_kinds import (
@@ -269,7 +269,7 @@ def _pt_state(path: Path, state: object, again: str) -> tuple[dict[str, torch.Te
         raise WeightsError(f"{path} is not a state dict of tensors: expected an SRFeat generator checkpoint")
     shapes = {key: tuple(value.shape) for key, value in state.items()}
     layout = _file_layout(path, shapes, tensor_kinds(state), again)
-    if problem := strided_tensor(state.items()):
+    if problem := odd_tensor(state.items()):
         raise _unreadable(path, problem, again)
     return strip_prefix(state, str(path)), layout
 
