@@ -426,3 +426,60 @@ def test_a_resumed_optimizer_state_of_another_form_is_refused_in_one_line(
     with pytest.raises(WeightsError, match=r"state\.pt: the generator optimizer state " + re.escape(refusal)):
         train_in_process(tiny_config(folders[0], None, run, 1, ["train.max_steps=2"]), run, resume=True)
     assert (run / "generator_latest.safetensors").read_bytes() == kept
+
+
+def with_first_value(tensor: Any, value: float) -> Any:
+    changed = tensor.clone()
+    changed.view(-1)[0] = value
+    return changed
+
+
+@pytest.fixture(scope="module")
+def one_step_ema_run(folders, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder of one training step with an EMA of the generator (train.ema_decay)."""
+    from training_helpers import tiny_config, train_in_process
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    train_in_process(tiny_config(folders[0], None, out, 1, ["train.max_steps=1", "train.ema_decay=0.9"]), out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        (  # trained a step, wrote config.yaml, then refused to save the exploded weights
+            replaced_tensor(("generator", "body.0.conv1.weight"), lambda t: with_first_value(t, 1e30)),
+            "the generator's weights have exploded: body.0.conv1.weight reaches 1e+30",
+        ),
+        (
+            replaced_tensor(("ema", "averaged", "module.tail.bias"), lambda t: with_first_value(t, float("nan"))),
+            "the EMA average's weights are not finite (NaN or inf): 1 value(s) in tail.bias",
+        ),
+        (  # torch's first line alone: "Error(s) in loading state_dict for AveragedModel:"
+            replaced_tensor(("ema", "averaged", "module.tail.bias"), lambda t: t[:2]),
+            "the EMA average's tail.bias is (2,), the generator's (3,)",
+        ),
+        (
+            lambda state: state["ema"]["averaged"].pop("module.head.bias"),
+            "the EMA average lacks head.bias",
+        ),
+        (
+            replaced_tensor(("ema", "averaged", "module.head.bias"), lambda t: t.long()),
+            "the EMA average's head.bias is torch.int64, not floating point",
+        ),
+    ],
+    ids=["generator-exploded", "average-nan", "average-shape", "average-missing", "average-integer"],
+)
+def test_a_state_whose_generator_or_average_is_unusable_is_refused_by_the_dry_run_and_the_resume(
+    one_step_ema_run: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None], refusal: str
+) -> None:
+    """Found by scripts/fuzz_states.py: the dry run passed an EMA average that the resume refused (in a line that
+    said nothing of what was wrong, for another shape), and a generator weight of 1e30 (finite) was trained on for a
+    step before the save refused it, after the resume had written config.yaml. Nothing in the folder changes."""
+    run = edited_run(one_step_ema_run, tmp_path / "run", edit)
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    for dry_run in (["--dry-run"], []):
+        child = srfeat_cli("train", run / "config.yaml", "--out", run, "--resume", "--max-steps", "2", *dry_run)
+        line = one_error_line(child)
+        assert f"{run / 'state.pt'}: {refusal}" in line, line
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before

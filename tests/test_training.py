@@ -664,7 +664,7 @@ def damaged(state: dict, damage: str) -> dict:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("nan weights", "holds NaN or inf values"),
+        ("nan weights", r"the generator's weights are not finite \(NaN or inf\)"),
         ("no optimizers", "has no optimizers entry"),
         ("step is text", "step is 'x'"),
         ("negative step", "step is -5"),

@@ -28,6 +28,7 @@ from srfeat.training.config import TrainingConfig
 from srfeat.training.config_checks import LARGEST_STEP_COUNT
 from srfeat.training.networks import check_saved_discriminators, wrong_kind
 from srfeat.training.typed_yaml import MAX_CONFIG_BYTES, load_yaml
+from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, weight_problem
 
 logger = logging.getLogger(__name__)
 
@@ -138,13 +139,27 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
             raise WeightsError(
                 f"{where}: the {name} optimizer state {problem}: the file is damaged or edited; {RESTART}"
             )
-    for name, weights in [("generator", state["generator"]), *state["discriminators"].items()]:
-        for key, tensor in weights.items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise WeightsError(
-                    f"{where}: the {name}'s {key} holds NaN or inf values, so the run cannot continue from it; "
-                    "start again from a good generator (train.init_generator=...) in a new run folder"
-                )
+    ema = state.get("ema")  # optional: a run without train.ema_decay keeps none
+    if ema is not None and not (isinstance(ema, dict) and _tensor_dict(ema.get("averaged"))):
+        raise WeightsError(
+            f"{where}: its EMA entry holds no averaged weights: the file is damaged or edited; {RESTART}"
+        )
+    # The generators are bounded as a generator file is (a weight of 1e30 trained a step, and the save refused it);
+    # a discriminator's statistics are not so well known (checkpoint.diverged_weights)
+    weights = [("generator", state["generator"], MAX_WEIGHT_MAGNITUDE)]
+    weights += [("EMA average", _averaged_generator(ema or {"averaged": {}}), MAX_WEIGHT_MAGNITUDE)]
+    weights += [(name, tensors, math.inf) for name, tensors in state["discriminators"].items()]
+    for name, tensors, bound in weights:
+        if problem := weight_problem(tensors.items(), bound):
+            raise WeightsError(
+                f"{where}: the {name}'s {problem}, so the run cannot continue from it; "
+                "start again from a good generator (train.init_generator=...) in a new run folder"
+            )
+
+
+def _averaged_generator(ema: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The generator weights of a saved EMA (`GeneratorEMA.state_dict`), by the generator's names."""
+    return {key.removeprefix("module."): tensor for key, tensor in ema["averaged"].items() if key != "n_averaged"}
 
 
 def _saved_optimizer_problem(saved: Any, steps: int) -> str | None:
@@ -277,8 +292,36 @@ def check_saved_networks(
     if saved["stage"] == 2:
         check_saved_discriminators(dict(saved), dict(discriminators), source)
     check_generator_shapes(saved["generator"], generator, source)
+    if "ema" in saved:
+        _check_saved_average(saved["ema"], generator, source)
     if saved["stage"] == 1 and list(saved["discriminators"]) != list(discriminators):
         raise ConfigError(f"{source} holds other discriminators than the config's: choose another run folder")
+
+
+def _check_saved_average(ema: dict[str, Any], generator: nn.Module, source: str) -> None:
+    """A saved EMA (past `check_state`) averages the generator the state holds, which fits the config's: the same
+    tensors, shapes and kinds of number, and its count; else one line. torch's own refusal was its first line alone,
+    "Error(s) in loading state_dict for AveragedModel:", and an integer average was cast as it loaded."""
+    expected = generator.state_dict()
+    averaged = _averaged_generator(ema)
+    where = f"{source}: the EMA average"
+    for key, tensor in averaged.items():
+        if key not in expected:
+            raise WeightsError(
+                f"{where} has {key}, which the generator does not: the file is damaged or edited; {RESTART}"
+            )
+        if (wrong := wrong_kind(tensor, expected[key])) is not None:
+            raise WeightsError(f"{where}'s {key} {wrong}: the file is damaged or edited; {RESTART}")
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise WeightsError(
+                f"{where}'s {key} is {tuple(tensor.shape)}, the generator's {tuple(expected[key].shape)}: the file is "
+                f"damaged or edited; {RESTART}"
+            )
+    missing = [key for key in expected if key not in averaged]
+    count = ema["averaged"].get("n_averaged")
+    if missing or count is None or count.numel() != 1 or count.is_floating_point() or count.is_complex():
+        lacking = missing[0] if missing else "its count of averaged steps (n_averaged, one whole number)"
+        raise WeightsError(f"{where} lacks {lacking}: the file is damaged or edited; {RESTART}")
 
 
 # Config keys a resume may change without changing what the steps compute or how the best generator
