@@ -24,6 +24,7 @@ import math
 import os
 import random
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,9 @@ def damage(rng: random.Random, seed: bytes, name: str) -> tuple[bytes, str]:
     """The seed state damaged one way at random, half the time by what it holds (`state_field`); what was done."""
     if rng.random() < 0.5:
         data = bytearray(seed)
-        said = "; ".join(state_field(rng, data) for _ in range(rng.choice([1, 1, 1, 2, 3])))
+        with warnings.catch_warnings():  # torch's on making quantized tensors and storages: not srfeat's
+            warnings.simplefilter("ignore")
+            said = "; ".join(state_field(rng, data) for _ in range(rng.choice([1, 1, 1, 2, 3])))
         return bytes(data), said
     return mutate(rng, seed, pt_field)
 
