@@ -342,8 +342,8 @@ class ChecksumError(ValueError):
 
 
 def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:
-    """`torch.load(path, weights_only=True, **options)` without torch's two-line warning about a
-    pickle protocol it did not write: that warning came before srfeat's one-line refusal. A name that is
+    """`torch.load(path, weights_only=True, **options)` without torch's own two-line warnings (a pickle protocol it
+    did not write, a quantized tensor's storage and type): they came before srfeat's one-line refusal. A name that is
     not UTF-8 is opened through a descriptor (`srfeat.path_checks.utf8_path`): torch's reader refused it.
     A zip archive whose records do not match their checksums is refused first (`ChecksumError`)."""
     # the filters are process-wide (web worker, requests)
@@ -352,7 +352,9 @@ def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:
             raise ChecksumError(
                 f"its record {record} does not match its CRC-32 checksum, so its bytes changed after it was written"
             )
-        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        # torch's own as it reads: of a pickle protocol, and of the storage and deprecated type of a quantized tensor
+        # (which srfeat then refuses)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
         return torch.load(name, weights_only=True, **options)
 
 
