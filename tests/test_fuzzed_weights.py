@@ -411,8 +411,13 @@ def test_a_training_state_of_a_sparse_meta_or_quantized_tensor_is_refused_in_one
             replaced_tensor(("optimizers", "generator", "state", 2, "step"), lambda t: t.fill_(3e38)),
             "has step 3e+38 for parameter 2, not a whole number from 1 to the run's 1",
         ),
+        (  # the parameter's Adam restarted, as a frozen parameter's would (which has no entry)
+            lambda state: state["optimizers"]["generator"]["state"].__setitem__(4, {}),
+            "holds moments of parameter 4 that are nothing, not Adam's",
+        ),
+        (lambda state: state["optimizers"]["generator"].update(state={}), "holds no moments, after 1 steps"),
     ],
-    ids=["state-a-list", "id-unlisted", "id-twice", "integer-moment", "step-past-the-run"],
+    ids=["state-a-list", "id-unlisted", "id-twice", "integer-moment", "step-past-the-run", "entry-empty", "none"],
 )
 def test_a_resumed_optimizer_state_of_another_form_is_refused_in_one_line(
     one_step_run: Path, tmp_path: Path, folders, edit: Callable[[dict[str, Any]], None], refusal: str

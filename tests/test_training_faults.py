@@ -67,7 +67,7 @@ def damage_optimizer(state: dict, damage: str) -> None:
         ("nan moment", "has exp_avg_sq values that are NaN"),
         ("moment of another shape", "has exp_avg of shape (3,) for a parameter of shape (8, 3, 9, 9)"),  # SIGSEGV
         ("moment missing", "has no exp_avg tensor"),  # KeyError traceback in the first step
-        ("negative step", "has step values that are NaN, inf or below 1"),
+        ("negative step", "has step -5 for parameter 0, not a whole number from 1 to the run's 2"),
         ("nan beta", "has betas (nan, 0.999)"),
     ],
 )

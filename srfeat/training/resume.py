@@ -166,7 +166,8 @@ def _saved_optimizer_problem(saved: Any, steps: int) -> str | None:
     """What is wrong with the form of a saved optimizer state (torch's `state_dict()`: `param_groups`, each listing
     its parameters' ids, and `state`, their moments by id), or None. Checked before `load_state_dict`, which raised
     an AttributeError for a list in place of `state`, dropped the moments of an id no group lists (the parameter's
-    Adam restarted without a word) and cast integer moments to floats; each moment's `step` counts the run's steps.
+    Adam restarted without a word), took an entry emptied, or the moments all gone, as a parameter never updated
+    (a frozen one has no entry), and cast integer moments to floats; each moment's `step` counts the run's steps.
     """
     groups, moments = (saved.get(key) if isinstance(saved, dict) else None for key in ("param_groups", "state"))
     if not isinstance(groups, (list, tuple)) or not isinstance(moments, dict):
@@ -179,11 +180,14 @@ def _saved_optimizer_problem(saved: Any, steps: int) -> str | None:
         ids += params
     if len(set(ids)) != len(ids):
         return "lists a parameter id twice"
+    if ids and not moments and steps:  # every parameter's Adam would restart
+        return f"holds no moments, after {steps} steps"
     for index, values in moments.items():
         if type(index) is not int or index not in ids:
             return f"holds the moments of parameter {repr(index)[:40]}, which none of its parameter groups lists"
-        if not isinstance(values, dict):
-            return f"holds moments of parameter {index} that are {type(values).__name__}, not Adam's"
+        if not isinstance(values, dict) or not values:  # torch never writes an empty entry: one that was emptied
+            what = type(values).__name__ if values else "nothing"
+            return f"holds moments of parameter {index} that are {what}, not Adam's"
         for key, value in values.items():
             if isinstance(value, torch.Tensor) and not value.is_floating_point():
                 return f"has {key} of parameter {index} as {value.dtype}, not floating point"
