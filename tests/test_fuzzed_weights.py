@@ -462,11 +462,11 @@ def one_step_ema_run(folders, tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
         (  # torch's first line alone: "Error(s) in loading state_dict for AveragedModel:"
             replaced_tensor(("ema", "averaged", "module.tail.bias"), lambda t: t[:2]),
-            "the EMA average's tail.bias is (2,), the generator's (3,)",
+            "the EMA average's tail.bias is (2,), the config builds (3,): the file is damaged or edited",
         ),
         (
             lambda state: state["ema"]["averaged"].pop("module.head.bias"),
-            "the EMA average lacks head.bias",
+            "the EMA average lacks head.bias (1 tensors), which the config's generator has: the file is damaged",
         ),
         (
             replaced_tensor(("ema", "averaged", "module.head.bias"), lambda t: t.long()),

@@ -260,30 +260,33 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, name: str, source: s
                 raise WeightsError(f"{where} {problem}: the file is damaged or edited; {RESTART}")
 
 
-def check_generator_shapes(saved: Mapping[str, torch.Tensor], built: nn.Module, source: str) -> None:
+def check_generator_shapes(
+    saved: Mapping[str, torch.Tensor], built: nn.Module, source: str, name: str = "generator", other: str = ""
+) -> None:
     """The saved generator's tensors are those `built` has, with the same shapes and kinds of number (an
-    integer weight was cast as it loaded: the run went on from truncated weights); else one line."""
+    integer weight was cast as it loaded: the run went on from truncated weights); else one line. `name`: what the
+    tensors are called (the state's EMA average's, past a generator that fits: `other`, what to do of a mismatch)."""
     expected = built.state_dict()
+    as_run = "set the model section as in that run (resume with its config.yaml), or choose another run folder"
     for key, tensor in saved.items():
         if key not in expected:
             raise WeightsError(
-                f"{source}: the generator has {key}, which the config's generator does not: set the model "
-                "section as in that run (its config.yaml), or choose another run folder"
+                f"{source}: the {name} has {key}, which the config's generator does not: "
+                f"{other or as_run.replace('(resume with its', '(its')}"
             )
         if (wrong := wrong_kind(tensor, expected[key])) is not None:
-            raise WeightsError(f"{source}: the generator's {key} {wrong}: the file is damaged or edited; {RESTART}")
+            raise WeightsError(f"{source}: the {name}'s {key} {wrong}: the file is damaged or edited; {RESTART}")
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise WeightsError(
-                f"{source}: the generator's {key} is {tuple(tensor.shape)}, the config builds "
-                f"{tuple(expected[key].shape)}: set the model section as in that run (resume with its "
-                "config.yaml), or choose another run folder"
+                f"{source}: the {name}'s {key} is {tuple(tensor.shape)}, the config builds "
+                f"{tuple(expected[key].shape)}: {other or as_run}"
             )
     missing = [key for key in expected if key not in saved]
     if missing:
         # a config of more blocks than the run's, most likely (model.num_blocks): it was called "damaged"
         raise WeightsError(
-            f"{source}: the generator lacks {missing[0]} ({len(missing)} tensors), which the config's generator "
-            "has: set the model section as in that run (resume with its config.yaml), or choose another run folder"
+            f"{source}: the {name} lacks {missing[0]} ({len(missing)} tensors), which the config's generator "
+            f"has: {other or as_run}"
         )
 
 
@@ -306,26 +309,11 @@ def _check_saved_average(ema: dict[str, Any], generator: nn.Module, source: str)
     """A saved EMA (past `check_state`) averages the generator the state holds, which fits the config's: the same
     tensors, shapes and kinds of number, and its count; else one line. torch's own refusal was its first line alone,
     "Error(s) in loading state_dict for AveragedModel:", and an integer average was cast as it loaded."""
-    expected = generator.state_dict()
-    averaged = _averaged_generator(ema)
-    where = f"{source}: the EMA average"
-    for key, tensor in averaged.items():
-        if key not in expected:
-            raise WeightsError(
-                f"{where} has {key}, which the generator does not: the file is damaged or edited; {RESTART}"
-            )
-        if (wrong := wrong_kind(tensor, expected[key])) is not None:
-            raise WeightsError(f"{where}'s {key} {wrong}: the file is damaged or edited; {RESTART}")
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise WeightsError(
-                f"{where}'s {key} is {tuple(tensor.shape)}, the generator's {tuple(expected[key].shape)}: the file is "
-                f"damaged or edited; {RESTART}"
-            )
-    missing = [key for key in expected if key not in averaged]
+    damaged = f"the file is damaged or edited; {RESTART}"
+    check_generator_shapes(_averaged_generator(ema), generator, source, "EMA average", damaged)
     count = ema["averaged"].get("n_averaged")
-    if missing or count is None or count.numel() != 1 or count.is_floating_point() or count.is_complex():
-        lacking = missing[0] if missing else "its count of averaged steps (n_averaged, one whole number)"
-        raise WeightsError(f"{where} lacks {lacking}: the file is damaged or edited; {RESTART}")
+    if count is None or count.numel() != 1 or count.is_floating_point() or count.is_complex():
+        raise WeightsError(f"{source}: the EMA average lacks its count of averaged steps (n_averaged): {damaged}")
 
 
 # Config keys a resume may change without changing what the steps compute or how the best generator
