@@ -117,10 +117,7 @@ class RunBuilder:
         if saved is not None:
             optimizers: dict[str, torch.optim.Optimizer] = {"generator": generator_optimizer}
             optimizers.update(discriminator_optimizers)
-            for name, optimizer in optimizers.items():  # load_state_dict takes its options as they are
-                state_file = str(self.out_dir / checkpoint.STATE_FILE)
-                resume.check_optimizer_options(saved["optimizers"].get(name), optimizer, name, state_file)
-            try:
+            try:  # their states were checked against the networks (resume.check_saved_networks)
                 for name, optimizer in optimizers.items():
                     optimizer.load_state_dict(saved["optimizers"][name])
             except (KeyError, ValueError, TypeError) as error:  # what torch raises for a foreign state
@@ -129,8 +126,6 @@ class RunBuilder:
                     f"({type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}): "
                     "the file is damaged or edited"
                 ) from error
-            for name, optimizer in optimizers.items():  # torch checks the parameter count alone
-                resume.check_optimizer_state(optimizer, name, str(self.out_dir / checkpoint.STATE_FILE))
             networks.apply_optimizer_settings(config, optimizers)
 
         # the average follows the generator itself, never a DDP or compiled wrapper of it

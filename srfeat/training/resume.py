@@ -208,15 +208,14 @@ RESTART = "start a new run folder with train.init_generator=<the run's generator
 _FIXED_ADAM_OPTIONS = ("weight_decay", "amsgrad", "maximize", "differentiable", "decoupled_weight_decay")
 
 
-def check_optimizer_options(saved: object, built: torch.optim.Optimizer, name: str, source: str) -> None:
+def check_optimizer_options(saved: dict[str, Any], defaults: Mapping[str, Any], name: str, source: str) -> None:
     """Before `load_state_dict`, which takes the saved options as they are: those of `_FIXED_ADAM_OPTIONS`
-    the saved state has are the built optimizer's; else one line. A state of another form is torch's to refuse."""
-    groups = saved.get("param_groups") if isinstance(saved, dict) else None
-    for group in groups if isinstance(groups, list) else []:
+    the saved state (past `check_state`: its form) has are Adam's `defaults`, srfeat train's; else one line."""
+    for group in saved["param_groups"]:
         for key in _FIXED_ADAM_OPTIONS:
-            if not isinstance(group, dict) or key not in group or key not in built.defaults:
+            if key not in group or key not in defaults:
                 continue  # an older torch's state lacks the newer options: torch gives them their defaults
-            value, wanted = group[key], built.defaults[key]
+            value, wanted = group[key], defaults[key]
             if isinstance(value, bool) != isinstance(wanted, bool) or value != wanted:  # NaN differs too
                 raise WeightsError(
                     f"{source}: the {name} optimizer state has {key}={repr(value)[:40]}, where srfeat train's "
@@ -224,37 +223,41 @@ def check_optimizer_options(saved: object, built: torch.optim.Optimizer, name: s
                 )
 
 
-def check_optimizer_state(optimizer: torch.optim.Optimizer, name: str, source: str) -> None:
-    """After `load_state_dict`: each parameter's Adam state fits it, finite; else one line.
+def check_optimizer_state(saved: dict[str, Any], parameters: list[torch.Tensor], name: str, source: str) -> None:
+    """Before `load_state_dict`: the saved state (past `check_state`: its form) fits `parameters`, the network's
+    (which may be on the meta device: the dry run's), as torch maps them (the groups' ids in turn): Adam's betas
+    and eps, and each parameter's moments of its shape and finite as the load casts them; else one line.
 
     torch checks only the number of parameters: a moment of another shape crashed the first step
     (fused Adam: a segmentation fault), a missing one was a KeyError there, and a NaN one became
     NaN weights that the run reported as a divergence, pointing back at this same checkpoint.
     """
     where = f"{source}: the {name} optimizer state"
-    for group in optimizer.param_groups:
-        betas, eps = group.get("betas"), group.get("eps")
-        numbers = [*betas, eps] if isinstance(betas, (tuple, list)) and len(betas) == 2 else [math.nan]
-        usable = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
-        if not usable or not all(0 <= beta < 1 for beta in numbers[:2]) or numbers[2] < 0:
-            raise WeightsError(
-                f"{where} has betas {betas!r} and eps {eps!r}, not Adam's: the file is damaged or edited"
-            )
-        for parameter in group["params"]:
-            state = optimizer.state.get(parameter)
-            if state is None or (isinstance(state, dict) and not state):
-                continue  # never updated (frozen, or a network this stage does not train)
-            problem = None if isinstance(state, dict) else f"is {type(state).__name__}, not Adam's"
-            for key, low in (("exp_avg", -math.inf), ("exp_avg_sq", 0.0), ("step", 1.0)):
-                if problem is not None:
-                    break
-                value = state.get(key)
-                shape = () if key == "step" else tuple(parameter.shape)
-                if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-                    problem = f"has no {key} tensor"
-                elif tuple(value.shape) != shape and not (key == "step" and value.numel() == 1):
-                    problem = f"has {key} of shape {tuple(value.shape)} for a parameter of shape {shape}"
-                elif not bool(torch.isfinite(value).all()) or bool((value < low).any()):
+    groups = saved["param_groups"]
+    ids = [index for group in groups for index in group["params"]]
+    if len(groups) != 1 or len(ids) != len(parameters):  # srfeat train's Adam has one group of all of them
+        raise WeightsError(
+            f"{where} has {len(groups)} parameter group(s) of {len(ids)} parameters, where the {name} network has "
+            f"one of {len(parameters)}: the file is damaged or edited; {RESTART}"
+        )
+    betas, eps = groups[0].get("betas"), groups[0].get("eps")
+    numbers = [*betas, eps] if isinstance(betas, (tuple, list)) and len(betas) == 2 else [math.nan]
+    usable = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+    if not usable or not all(0 <= beta < 1 for beta in numbers[:2]) or numbers[2] < 0:
+        raise WeightsError(f"{where} has betas {betas!r} and eps {eps!r}, not Adam's: the file is damaged or edited")
+    by_id = dict(zip(ids, parameters, strict=True))
+    for index, moments in saved["state"].items():  # a parameter never updated (frozen) has no entry
+        parameter, problem = by_id[index], None
+        for key, low in (("exp_avg", -math.inf), ("exp_avg_sq", 0.0), ("step", 1.0)):
+            value = moments.get(key)
+            shape = () if key == "step" else tuple(parameter.shape)
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                problem = f"has no {key} tensor"
+            elif tuple(value.shape) != shape and not (key == "step" and value.numel() == 1):
+                problem = f"has {key} of shape {tuple(value.shape)} for a parameter of shape {shape}"
+            else:  # as the load casts it: a float64 moment past float32's range is inf
+                value = value.to(torch.float32 if key == "step" else parameter.dtype)
+                if not bool(torch.isfinite(value).all()) or bool((value < low).any()):
                     problem = f"has {key} values that are NaN, inf or below {low:g}"
             if problem is not None:
                 raise WeightsError(f"{where} {problem}: the file is damaged or edited; {RESTART}")
@@ -293,9 +296,9 @@ def check_generator_shapes(
 def check_saved_networks(
     saved: Mapping[str, Any], generator: nn.Module, discriminators: Mapping[str, nn.Module], source: str
 ) -> None:
-    """A resumed state (past `check_state`, of the config's stage) holds the networks the config builds, or
-    one line says why not; before any tensor is loaded. The networks may be on the meta device (the dry
-    run's): only their tensors' names and shapes are read."""
+    """A resumed state (past `check_state`, of the config's stage) holds the networks the config builds, and their
+    optimizers' states fit them, or one line says why not; before any tensor is loaded. The networks may be on
+    the meta device (the dry run's): only their tensors' names and shapes are read."""
     if saved["stage"] == 2:
         check_saved_discriminators(dict(saved), dict(discriminators), source)
     check_generator_shapes(saved["generator"], generator, source)
@@ -303,6 +306,12 @@ def check_saved_networks(
         _check_saved_average(saved["ema"], generator, source)
     if saved["stage"] == 1 and list(saved["discriminators"]) != list(discriminators):
         raise ConfigError(f"{source} holds other discriminators than the config's: choose another run folder")
+    defaults = torch.optim.Adam([torch.zeros(1, requires_grad=True)]).defaults  # srfeat train's Adam's options
+    for name, network in {"generator": generator, **discriminators}.items():
+        if (optimizer := saved["optimizers"].get(name)) is None:
+            raise WeightsError(f"{source} has no {name} optimizer state: the file is damaged or edited; {RESTART}")
+        check_optimizer_options(optimizer, defaults, name, source)
+        check_optimizer_state(optimizer, list(network.parameters()), name, source)
 
 
 def _check_saved_average(ema: dict[str, Any], generator: nn.Module, source: str) -> None:
