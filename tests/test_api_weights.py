@@ -190,6 +190,24 @@ def test_a_state_dict_that_is_not_names_to_tensors_is_a_weights_error() -> None:
         generator_from_state(list(state.items()))  # pyright: ignore[reportArgumentType]
 
 
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda t: t.to_sparse(), "head.bias is a sparse coo tensor, where a dense one is expected"),
+        (lambda t: torch.empty_like(t, device="meta"), "head.bias is a tensor of the meta device, which holds a shape"),
+    ],
+    ids=["sparse", "meta"],
+)
+def test_a_state_dict_of_a_sparse_or_meta_tensor_is_a_weights_error(make, problem: str) -> None:
+    """They were torch's NotImplementedError (a sparse tensor's dispatcher paragraph) and RuntimeError ("Tensor.item()
+    cannot be called on meta tensors") from inside the weights' check."""
+    from srfeat.weights import generator_from_state
+
+    state = tiny_generator().state_dict()
+    with pytest.raises(WeightsError, match=f"^state dict: {problem}"):
+        generator_from_state({**state, "head.bias": make(state["head.bias"])})
+
+
 def test_generators_given_where_paths_go_are_one_line_errors() -> None:
     """The message quoted the module's repr: its layers, forty lines."""
     from srfeat.weights.blend import blend_generators

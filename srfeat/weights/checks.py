@@ -146,20 +146,27 @@ def check_weights(tensors: Iterable[tuple[str, torch.Tensor]], source: str, advi
 # ----------------------------------------------------------------------------- the layout
 
 
+def tensor_kind_problem(name: str, tensor: torch.Tensor) -> str | None:
+    """What is wrong with `tensor` as weights, if it is not a dense tensor of values: a sparse, quantized or meta one
+    (torch.load reads them; a traceback wherever their values were used), or None."""
+    if tensor.layout != torch.strided:
+        layout = str(tensor.layout).removeprefix("torch.").replace("_", " ")
+        return f"{name} is a {layout} tensor, where a dense one is expected"
+    if tensor.is_meta:
+        return f"{name} is a tensor of the meta device, which holds a shape and no values"
+    if tensor.is_quantized:
+        return f"{name} is quantized ({tensor.dtype}), where a tensor of plain numbers is expected"
+    return None
+
+
 def odd_tensor(tensors: Iterable[tuple[str, torch.Tensor]]) -> str | None:
     """What is wrong with the first of `tensors` (name, tensor, as torch.load read them) that is not a dense tensor of
-    values on the CPU covering a block of its storage once, its axes in any order; None when each is. Every saved
-    parameter or state is (a transposed one too), where a damaged stride in the pickle (72 made 51, or 0) read the
-    values from the wrong places without a word, and a sparse, quantized or meta tensor (which torch.load reads too)
-    was a traceback wherever its values were used."""
+    values (`tensor_kind_problem`) covering a block of its storage once, its axes in any order; None when each is.
+    Every saved parameter or state is (a transposed one too), where a damaged stride in the pickle (72 made 51, or 0)
+    read the values from the wrong places without a word."""
     for name, tensor in tensors:
-        if tensor.layout != torch.strided:
-            kind = str(tensor.layout).removeprefix("torch.").replace("_", " ")
-            return f"{name} is a {kind} tensor, where a dense one is expected"
-        if tensor.is_meta:
-            return f"{name} is a tensor of the meta device, which holds a shape and no values"
-        if tensor.is_quantized:
-            return f"{name} is quantized ({tensor.dtype}), where a tensor of plain numbers is expected"
+        if problem := tensor_kind_problem(name, tensor):
+            return problem
         if not tensor.numel():  # no values to read from anywhere
             continue
         covered = 1

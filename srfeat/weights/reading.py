@@ -26,6 +26,7 @@ from srfeat.weights.checks import (
     check_weights,
     name_list,
     odd_tensor,
+    tensor_kind_problem,
     tensor_kinds,
 )
 from srfeat.weights.file_kinds import (
@@ -302,6 +303,8 @@ def generator_from_state(state: dict[str, torch.Tensor], source: str = "state di
             f"{source} must map names to tensors: {name_list([str(key) for key in not_tensors])} "
             f"{'is not a tensor' if len(not_tensors) == 1 else 'are not tensors'} (a generator's state_dict() is)"
         )
+    if problem := next(filter(None, (tensor_kind_problem(str(key), value) for key, value in state.items())), None):
+        raise WeightsError(f"{source}: {problem}")  # a sparse one was NotImplementedError, a meta one RuntimeError
     state = strip_prefix(state, source)
     shapes = {key: tuple(value.shape) for key, value in state.items()}
     layout = check_layout(shapes, tensor_kinds(state), source)
