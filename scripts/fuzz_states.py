@@ -9,9 +9,10 @@ is classed: a one-line refusal, a success (warned or not), or what breaks the ru
 several error lines, a crash, a hang, a temporary file left, a resume that succeeded without saving its step or left
 a state it cannot read, the run's best generator lost by a failed resume, a dry run that refused what the resume then
 ran). What needs a reader's judgement is listed: a failed resume that changed the run folder (`folder changed`), a dry
-run that passed a state the resume refused (`dry run passed`; it does not check the optimizers' moments).
+run that passed a state the resume refused (`dry run passed`: the resumed step failed, as weights that diverge
+in it do, which no check before it foresees).
 
-    PYTHONPATH=. python3 scripts/fuzz_states.py /tmp/statefuzz --per-seed 300    # 600 states, about 25 minutes
+    PYTHONPATH=. python3 scripts/fuzz_states.py /tmp/statefuzz --per-seed 300    # 600 states, about 5 minutes
 
 Results go to FOLDER/results.jsonl (one JSON object a state: seed, mutation, classes, log), counts to stdout; a state
 is made again from its seed, `--seed` and its number (`--only SEED:NUMBER` reruns it, keeping it as FOLDER/repro.pt).
