@@ -39,7 +39,7 @@ import yaml
 from PIL import Image
 
 from scripts.fuzz_models import pt_field
-from scripts.fuzzing import SENTINEL, arguments, fuzz, mutate, outcome_classes, prepared, run_one
+from scripts.fuzzing import SENTINEL, arguments, breaks_rules, fuzz, mutate, outcome_classes, prepared, run_one
 from srfeat.cli import main as srfeat_main
 
 SEEDS = ["stage1.pt", "stage2.pt"]
@@ -280,7 +280,7 @@ def main() -> int:
         result = run_one(data, STATE, BEST, folder, folder / STATE, memory, args.timeout, measure, files, resume)
         result["dry run"] = dry.get("code", dry.get("signal"))
         # the dry run's own traceback, crash or hang, with its log
-        if broken := [kind for kind in outcome_classes(dry)[0] if kind.isupper()]:
+        if broken := [kind for kind in outcome_classes(dry)[0] if breaks_rules(kind)]:
             result.update({"dry run classes": broken, "dry run log": dry["log"]})
         result["left"] = [name for name in result["left"] if name not in RUN_OUTPUTS]
         before = {STATE: data, BEST: SENTINEL, **files}

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from scripts.fuzzing import breaks_rules
+
 SESSIONS = ["s1", "s2", "fuzz-3"]
 HOSTILE = ["", "-1", "0", "1e309", "nan", "inf", "9" * 40, "x" * 300, "%FF%FE", "%00", "a%0Ab", "é", "..%2F..", " 1"]
 # values a page may send (names are made safe by the server, not refused)
@@ -276,7 +278,7 @@ def main() -> int:
             results.write(json.dumps({"number": number, **shown, **answer, "classes": classes, "log": new_lines}))
             results.write("\n")
             counts.update(classes)
-            if any(kind.isupper() for kind in classes):
+            if any(breaks_rules(kind) for kind in classes):
                 print(number, sent["method"], sent["path"][:150], sent["upload"], classes, answer.get("body", "")[:200])
             if server.poll() is not None:
                 break

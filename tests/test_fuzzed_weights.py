@@ -488,3 +488,30 @@ def test_a_state_whose_generator_or_average_is_unusable_is_refused_by_the_dry_ru
         line = one_error_line(child)
         assert f"{run / 'state.pt'}: {refusal}" in line, line
     assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
+
+
+def test_a_small_fuzz_of_training_states_finds_nothing(tmp_path: Path) -> None:
+    """scripts/fuzz_states.py as the README runs it, on a few states of each stage: it makes its seed runs, damages
+    their states, resumes each (and its dry run), and finds no rule broken."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repository = Path(__file__).resolve().parents[1]
+    child = subprocess.run(
+        [sys.executable, "scripts/fuzz_states.py", tmp_path, "--per-seed", "3", "--seed", "1"],
+        cwd=repository,
+        env={**os.environ, "PYTHONPATH": str(repository)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert child.returncode == 0, child.stdout[-2000:] + child.stderr[-2000:]
+    counts = json.loads(child.stdout[child.stdout.rindex("{") :])
+    assert counts and not [kind for kind in counts if kind.split(" ", 1)[0].isupper()], counts
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert sorted((result["seed"], result["number"]) for result in results) == [
+        (seed, number) for seed in ("stage1.pt", "stage2.pt") for number in range(3)
+    ]
