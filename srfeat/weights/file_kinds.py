@@ -37,10 +37,10 @@ __all__ = [
     "PICKLE",
     "PYTORCH",
     "SAFETENSORS",
-    "ChecksumError",
+    "DamagedRecordError",
     "FileKind",
-    "changed_record",
     "compressed_records",
+    "damaged_record",
     "identify_file",
     "named_safetensors",
     "named_tensorflow_checkpoint",
@@ -277,7 +277,7 @@ def unpickling_problem(error: BaseException, path: str | os.PathLike[str] | None
     Python objects, not a damaged file; elsewhere it raised EOFError, IndexError or struct's "unpack requires".
     """
     text = str(error)
-    if isinstance(error, ChecksumError):
+    if isinstance(error, DamagedRecordError):
         return "damaged", text
     if text.startswith(_SAFETENSORS_HEADER):
         return "header", _safetensors_header_problem(text.removeprefix(_SAFETENSORS_HEADER))
@@ -337,52 +337,62 @@ def _ends_in_a_pickle(data: bytes, count: int, whole: bool) -> bool:
     return False
 
 
-class ChecksumError(ValueError):
-    """A torch.save zip archive's record whose bytes do not match the CRC-32 the archive holds for them."""
+class DamagedRecordError(ValueError):
+    """A torch.save zip archive's record that torch would read without a word, and wrongly (`damaged_record`)."""
 
 
 def torch_load_quietly(path: str | os.PathLike[str], **options: Any) -> Any:
     """`torch.load(path, weights_only=True, **options)` without torch's own two-line warnings (a pickle protocol it
     did not write, a quantized tensor's storage and type): they came before srfeat's one-line refusal. A name that is
     not UTF-8 is opened through a descriptor (`srfeat.path_checks.utf8_path`): torch's reader refused it.
-    A zip archive whose records do not match their checksums is refused first (`ChecksumError`)."""
+    A zip archive whose records are damaged where torch's reader does not look is refused first (`damaged_record`)."""
     # the filters are process-wide (web worker, requests)
     with utf8_path(path) as name, WARNINGS_LOCK, warnings.catch_warnings():
-        if (record := changed_record(name)) is not None:
-            raise ChecksumError(
-                f"its record {record} does not match its CRC-32 checksum, so its bytes changed after it was written"
-            )
+        if (damage := damaged_record(name)) is not None:
+            raise DamagedRecordError(damage)
         # torch's own as it reads: of a pickle protocol, and of the storage and deprecated type of a quantized tensor
         # (which srfeat then refuses)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
         return torch.load(name, weights_only=True, **options)
 
 
-# How much of a record `changed_record` reads at a time.
+# How much of a record `damaged_record` reads at a time.
 _CHECKSUM_CHUNK = 2**20
 
 
-def changed_record(path: str | os.PathLike[str]) -> str | None:
-    """The name of the first record of the zip archive at `path` whose bytes do not match their CRC-32, or None.
+def damaged_record(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with the first record of the zip archive at `path` whose bytes do not match their CRC-32, or
+    whose local header names another file than the archive's list of entries, or None.
 
-    torch's reader never compares them: a flipped bit in a tensor's bytes loaded as a changed weight, without a
-    word. Only stored records are read (torch.save stores every one; a compressed one is for its reader to refuse,
-    not to inflate here); one whose checksum is 0, torch.save's without its `compute_crc32`, has none. What is no
-    readable zip archive is left to torch, whose errors say what is wrong with it.
+    torch's reader looks at neither: a flipped bit in a tensor's bytes loaded as a changed weight, and a name length
+    one short in a record's header had a tensor read from one byte on (garbage, trained on until the run diverged),
+    without a word. Only stored records are read (torch.save stores every one; a compressed one is for its reader to
+    refuse, not to inflate here); one whose checksum is 0, torch.save's without its `compute_crc32`, has none. What is
+    no readable zip archive is left to torch, whose errors say what is wrong with it.
     """
     try:
         if not zipfile.is_zipfile(path):
             return None
         with zipfile.ZipFile(path) as archive:
             for record in archive.infolist():
-                if record.CRC == 0 or record.compress_type != zipfile.ZIP_STORED:
+                if record.compress_type != zipfile.ZIP_STORED:
                     continue
-                with archive.open(record) as data:  # zipfile compares the checksum once the last byte is read
-                    while data.read(_CHECKSUM_CHUNK):
-                        pass
-    except zipfile.BadZipFile as error:
-        found = re.fullmatch(r"Bad CRC-32 for file '(.*)'", str(error))
-        return found.group(1) if found else None
+                try:
+                    with archive.open(record) as data:  # its header is compared with the list's entry here, and
+                        while record.CRC and data.read(_CHECKSUM_CHUNK):  # its checksum once its last byte is read
+                            pass
+                except zipfile.BadZipFile as error:
+                    if str(error).startswith("Bad CRC-32"):
+                        return (
+                            f"its record {record.filename} does not match its CRC-32 checksum, so its bytes changed "
+                            "after it was written"
+                        )
+                    if str(error).startswith("File name in directory"):
+                        return (
+                            f"the header of its record {record.filename} names another file, so torch would read "
+                            "the record's data from the wrong place"
+                        )
+                    raise
     except (*DAMAGED_ZIP_ERRORS, OSError):
         return None
     return None
