@@ -65,8 +65,20 @@ def edited_run(two_step_state: tuple[Path, Path], tmp_path: Path, key: str, valu
         # the dry run passed it, and the resume's first log was TensorBoard's "Value out of range" traceback
         ("step", 10**30, "step is 1000000000000000000000000000000, not a whole number from 0 to 2**53"),
         ("validated_step", 10**30, "validated_step is 1000000000000000000000000000000, not a step number"),
+        # found by scripts/fuzz_states.py: its epochs spent, the resume trained nothing, exit 0, without a word
+        ("epoch", 255, "epoch is 255, past its 2 steps"),
+        ("batch_in_epoch", 3, "batch_in_epoch is 3, past its 2 steps"),
     ],
-    ids=["seconds inf", "seconds past a float", "best nan", "best text", "step 10**30", "validated 10**30"],
+    ids=[
+        "seconds inf",
+        "seconds past a float",
+        "best nan",
+        "best text",
+        "step 10**30",
+        "validated 10**30",
+        "epoch past the steps",
+        "batch past the steps",
+    ],
 )
 def test_a_state_counter_no_run_writes_is_refused_in_one_line_and_writes_nothing(
     two_step_state: tuple[Path, Path], tmp_path: Path, key: str, value: object, shown: str
@@ -102,6 +114,28 @@ def test_resuming_a_run_that_has_taken_its_steps_says_no_step_is_trained(
     assert "WARNING: the run is already at step 2 of its 2 " in child.stderr, child.stderr
     assert "give a larger --max-steps to continue it" in child.stderr, child.stderr
     assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == 2
+
+
+def test_resuming_a_run_past_its_epochs_says_no_step_is_trained(folders, tmp_path: Path) -> None:
+    """A run of two epochs resumed with train.epochs=1 once its folder holds more images (more steps an epoch, so its
+    planned steps are not spent): it trained nothing and ended with exit 0 without a word, as a resume of a run that
+    had taken its steps once did."""
+    import shutil
+
+    train = tmp_path / "train"
+    shutil.copytree(folders[0], train)
+    out, config = tmp_path / "run", tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(train, None, out, 1, ["train.epochs=2", "train.max_steps=null"]).to_yaml())
+    assert srfeat_cli("train", config, "--no-progress").returncode == 0
+    steps = checkpoint.load_state(out / checkpoint.STATE_FILE)["step"]
+    for copy in range(3):
+        for image in folders[0].iterdir():
+            shutil.copy(image, train / f"more{copy}_{image.name}")
+    child = srfeat_cli("train", config, "--resume", "--no-progress", "train.epochs=1")
+    assert child.returncode == 0, child.stderr
+    warning = "WARNING: the run is already at epoch 1 of its 1: no step is trained; give a larger train.epochs"
+    assert warning in child.stderr, child.stderr
+    assert checkpoint.load_state(out / checkpoint.STATE_FILE)["step"] == steps
 
 
 def test_a_signal_during_validation_stops_at_the_validated_step_and_resumes_exactly(

@@ -126,6 +126,13 @@ class TrainingLoop:
                 limits,
                 larger,
             )
+        elif progress.epoch >= train.epochs and self.context.is_main:  # its epochs spent, steps left (more data now)
+            logger.warning(
+                "the run is already at epoch %d of its %d: no step is trained; give a larger train.epochs to "
+                "continue it",
+                progress.epoch,
+                train.epochs,
+            )
         with stop_on_signals(self.context.enabled, self._say) as self.state.signals:
             self._open_bar()
             # a resumed run that had spent its steps or its minutes trains no step more

@@ -115,6 +115,11 @@ def check_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
             else:
                 wanted = f"a {'finite ' if high < math.inf else ''}number >= {low}"
             raise WeightsError(f"{where}: {key} is {repr(value)[:60]}, not {wanted}: the file is damaged or edited")
+    for key in ("epoch", "batch_in_epoch"):  # each epoch takes a step at least (epoch 255 at step 1 trained nothing)
+        if state[key] > state["step"]:
+            raise WeightsError(
+                f"{where}: {key} is {state[key]}, past its {state['step']} steps: the file is damaged or edited"
+            )
     validated = state.get("validated_step", -1)  # optional: states of earlier versions lack it
     if not isinstance(validated, int) or isinstance(validated, bool) or not -1 <= validated <= _LARGEST_COUNT:
         raise WeightsError(
