@@ -40,14 +40,15 @@ def flip_a_tensor_bit(path: Path, record_name: str = "data/0") -> Path:
     return path
 
 
-def shorten_a_record_name(path: Path, record_name: str = "data/0") -> Path:
-    """`path` (a torch.save zip) with the name length in a tensor record's local header one less, as a flipped bit
-    makes it: torch's reader takes the record's data to start a byte early."""
+def with_record_name_length(path: Path, record_name: str = "data/0", length: int | None = None) -> Path:
+    """`path` (a torch.save zip) with the name length in a tensor record's local header made `length` (one less by
+    default), as a flipped bit makes it: torch's reader takes the record's data to start that much off."""
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as archive:
         record = next(info for info in archive.infolist() if info.filename.endswith(f"/{record_name}"))
     at = record.header_offset + 26  # the local header's name length
-    data[at : at + 2] = (int.from_bytes(data[at : at + 2], "little") - 1).to_bytes(2, "little")
+    old = int.from_bytes(data[at : at + 2], "little")
+    data[at : at + 2] = (old - 1 if length is None else length).to_bytes(2, "little")
     path.write_bytes(bytes(data))
     return path
 

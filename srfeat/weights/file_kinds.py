@@ -381,13 +381,14 @@ def damaged_record(path: str | os.PathLike[str]) -> str | None:
                     with archive.open(record) as data:  # its header is compared with the list's entry here, and
                         while record.CRC and data.read(_CHECKSUM_CHUNK):  # its checksum once its last byte is read
                             pass
-                except zipfile.BadZipFile as error:
+                except (zipfile.BadZipFile, UnicodeDecodeError) as error:
                     if str(error).startswith("Bad CRC-32"):
                         return (
                             f"its record {record.filename} does not match its CRC-32 checksum, so its bytes changed "
                             "after it was written"
                         )
-                    if str(error).startswith("File name in directory"):
+                    # a name length made 65534 read the record's bytes as its name, which are no UTF-8
+                    if isinstance(error, UnicodeDecodeError) or str(error).startswith("File name in directory"):
                         return (
                             f"the header of its record {record.filename} names another file, so torch would read "
                             "the record's data from the wrong place"
