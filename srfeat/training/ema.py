@@ -19,9 +19,6 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from srfeat.errors import WeightsError
-from srfeat.training.checkpoint import diverged_weights
-
 logger = logging.getLogger(__name__)
 
 
@@ -92,16 +89,8 @@ def build_ema(generator: nn.Module, decay: float | None, saved: dict[str, Any] |
         return None
     ema = GeneratorEMA(generator, decay)
     if saved is not None:
-        if "ema" in saved:
-            # a state file is untrusted input: a mismatched or broken average is one line, not a traceback
-            try:
-                ema.load_state_dict(saved["ema"])
-            except (RuntimeError, KeyError, TypeError, AttributeError) as error:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise WeightsError(f"the training state's EMA does not fit the generator: {first}") from error
-            problem = diverged_weights({"generator": ema.module})
-            if problem is not None:
-                raise WeightsError(f"the training state's EMA is unusable: {problem.replace('generator', 'average')}")
+        if "ema" in saved:  # checked with the state (resume.check_state, check_saved_networks): it fits, finite
+            ema.load_state_dict(saved["ema"])
         else:
             logger.info("the run being resumed had no EMA: the average starts from its step-%d weights", saved["step"])
     return ema
