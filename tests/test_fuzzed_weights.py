@@ -436,8 +436,21 @@ def test_a_training_state_of_a_sparse_meta_or_quantized_tensor_is_refused_in_one
             "holds moments of parameter 4 that are nothing, not Adam's",
         ),
         (lambda state: state["optimizers"]["generator"].update(state={}), "holds no moments, after 1 steps"),
+        (  # removed, not emptied: the parameter's Adam restarted, as a frozen parameter's would
+            lambda state: state["optimizers"]["generator"]["state"].pop(4),
+            "has no moments for parameter 4 (of shape (8,)), which learns at every step",
+        ),
     ],
-    ids=["state-a-list", "id-unlisted", "id-twice", "integer-moment", "step-past-the-run", "entry-empty", "none"],
+    ids=[
+        "state-a-list",
+        "id-unlisted",
+        "id-twice",
+        "integer-moment",
+        "step-past-the-run",
+        "entry-empty",
+        "none",
+        "entry-removed",
+    ],
 )
 def test_a_resumed_optimizer_state_of_another_form_is_refused_in_one_line(
     one_step_run: Path, tmp_path: Path, folders, edit: Callable[[dict[str, Any]], None], refusal: str

@@ -66,6 +66,34 @@ def test_generator_batchnorm_learns_when_asked(folders, tmp_path) -> None:
     assert all(not torch.equal(trained[key], value) for key, value in started.items())
 
 
+def test_a_resume_takes_the_frozen_batchnorms_without_moments_and_refuses_a_learning_parameter_without(
+    folders, tmp_path
+) -> None:
+    """Adam keeps no moments for a parameter that never had a gradient: the frozen BatchNorms of stage 2. Any other
+    parameter's removed from the state restarted its Adam without a word (as a frozen one's); it is refused, in the
+    dry run too, while the frozen ones' absence resumes, with train.generator_bn_trainable changed on resume too."""
+    out, _ = stage2_run(folders, tmp_path, "frozen")
+    # the generator optimizer lists the generator's parameters in this order
+    parameters = [name for name, _ in SRFeatGenerator(scale=4, num_features=8, num_blocks=2).named_parameters()]
+    moments = checkpoint.load_state(out / checkpoint.STATE_FILE)["optimizers"]["generator"]["state"]
+    without = [name for position, name in enumerate(parameters) if position not in moments]
+    assert without and all(".bn" in name for name in without), without  # the BatchNorms', and only theirs
+    config = out / trainer.CONFIG_FILE
+    child = srfeat_cli("train", config, "--out", out, "--resume", "--max-steps", "4")
+    assert child.returncode == 0, child.stderr
+    child = srfeat_cli(
+        "train", config, "train.generator_bn_trainable=true", "--out", out, "--resume", "--max-steps", "5"
+    )
+    assert child.returncode == 0, child.stderr  # BatchNorms that learn now start their moments
+    state = checkpoint.load_state(out / checkpoint.STATE_FILE)
+    learning = parameters.index(next(name for name in parameters if name.endswith("conv1.weight")))
+    del state["optimizers"]["generator"]["state"][learning]
+    torch.save(state, out / checkpoint.STATE_FILE)
+    for dry_run in (["--dry-run"], []):
+        child = srfeat_cli("train", config, "--out", out, "--resume", "--max-steps", "6", *dry_run)
+        assert f"has no moments for parameter {learning} (of shape" in one_error_line(child, only=True)
+
+
 @pytest.mark.parametrize("kinds", [["image"], ["feature"]], ids=["SRFeat_I", "SRFeat_F"])
 def test_one_discriminator_variants_train_only_that_discriminator(folders, tmp_path, caplog, kinds) -> None:
     weight = "model.image_adversarial_weight=2e-3" if kinds == ["image"] else "model.feature_adversarial_weight=2e-3"

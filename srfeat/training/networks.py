@@ -61,10 +61,19 @@ def freeze_batchnorm_affine(module: nn.Module) -> int:
     ones. Must run before DDP wraps the module (DDP waits for the gradients of every
     parameter that requires one).
     """
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    layers = _batchnorm_layers(module)
     for layer in layers:
         layer.requires_grad_(False)
     return len(layers)
+
+
+def batchnorm_affine_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The BatchNorms' gammas and betas, which `freeze_batchnorm_affine` stops from learning."""
+    return [parameter for layer in _batchnorm_layers(module) for parameter in layer.parameters(recurse=False)]
+
+
+def _batchnorm_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def adversarial_weight(config: TrainingConfig, kind: DiscriminatorKind) -> float:

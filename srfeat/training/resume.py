@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from srfeat.errors import ConfigError, WeightsError
 from srfeat.training import checkpoint
 from srfeat.training.config import TrainingConfig
 from srfeat.training.config_checks import LARGEST_STEP_COUNT
-from srfeat.training.networks import check_saved_discriminators, wrong_kind
+from srfeat.training.networks import batchnorm_affine_parameters, check_saved_discriminators, wrong_kind
 from srfeat.training.typed_yaml import MAX_CONFIG_BYTES, load_yaml
 from srfeat.weights.checks import MAX_WEIGHT_MAGNITUDE, weight_problem
 
@@ -228,14 +228,18 @@ def check_optimizer_options(saved: dict[str, Any], defaults: Mapping[str, Any], 
                 )
 
 
-def check_optimizer_state(saved: dict[str, Any], parameters: list[torch.Tensor], name: str, source: str) -> None:
+def check_optimizer_state(
+    saved: dict[str, Any], parameters: Sequence[torch.Tensor], name: str, source: str, may_be_frozen: frozenset[int]
+) -> None:
     """Before `load_state_dict`: the saved state (past `check_state`: its form) fits `parameters`, the network's
     (which may be on the meta device: the dry run's), as torch maps them (the groups' ids in turn): Adam's betas
-    and eps, and each parameter's moments of its shape and finite as the load casts them; else one line.
+    and eps, each parameter's moments of its shape and finite as the load casts them, and every parameter's there
+    but those at the positions in `may_be_frozen` (a frozen parameter is never updated: no entry); else one line.
 
     torch checks only the number of parameters: a moment of another shape crashed the first step
-    (fused Adam: a segmentation fault), a missing one was a KeyError there, and a NaN one became
-    NaN weights that the run reported as a divergence, pointing back at this same checkpoint.
+    (fused Adam: a segmentation fault), a missing one was a KeyError there, a NaN one became
+    NaN weights that the run reported as a divergence, pointing back at this same checkpoint, and
+    a parameter's entry removed restarted its Adam without a word.
     """
     where = f"{source}: the {name} optimizer state"
     groups = saved["param_groups"]
@@ -266,6 +270,14 @@ def check_optimizer_state(saved: dict[str, Any], parameters: list[torch.Tensor],
                     problem = f"has {key} values that are NaN, inf or below {low:g}"
             if problem is not None:
                 raise WeightsError(f"{where} {problem}: the file is damaged or edited; {RESTART}")
+    # Every parameter of srfeat's networks that is not frozen gets a gradient at every step (`check_state` has
+    # refused a state of no moments at all after its steps; one of none before its first step is whole).
+    for position, index in enumerate(ids):
+        if saved["state"] and index not in saved["state"] and position not in may_be_frozen:
+            raise WeightsError(
+                f"{where} has no moments for parameter {index} (of shape {tuple(parameters[position].shape)}), "
+                f"which learns at every step: the file is damaged or edited; {RESTART}"
+            )
 
 
 def check_generator_shapes(
@@ -316,7 +328,13 @@ def check_saved_networks(
         if (optimizer := saved["optimizers"].get(name)) is None:
             raise WeightsError(f"{source} has no {name} optimizer state: the file is damaged or edited; {RESTART}")
         check_optimizer_options(optimizer, defaults, name, source)
-        check_optimizer_state(optimizer, list(network.parameters()), name, source)
+        parameters = list(network.parameters())
+        # The generator's BatchNorms are frozen in stage 2 unless train.generator_bn_trainable (the run's own
+        # setting: the config may change it), so theirs may have no moments
+        frozen = batchnorm_affine_parameters(network) if name == "generator" and saved["stage"] == 2 else []
+        frozen_ids = {id(parameter) for parameter in frozen}
+        may_be_frozen = frozenset(i for i, parameter in enumerate(parameters) if id(parameter) in frozen_ids)
+        check_optimizer_state(optimizer, parameters, name, source, may_be_frozen)
 
 
 def _check_saved_average(ema: dict[str, Any], generator: nn.Module, source: str) -> None:
