@@ -258,3 +258,26 @@ def test_a_ts_that_ends_in_less_than_a_packet_of_other_bytes_says_where(tmp_path
     assert "(52 bytes at the end that hold no transport packet)" in warning, warning
     plain = cli(padded, "-o", tmp_path / "plain.mkv", "--model", model_path, "--codec", "ffv1")
     assert plain.returncode == 0 and not warnings_of(plain), plain.stderr
+
+
+@pytest.mark.parametrize("pid", [0, 256], ids=["pat", "video"])
+def test_a_ts_zeroed_to_its_end_from_inside_a_packet_says_where(tmp_path: Path, model_path: Path, pid: int) -> None:
+    """The file's last 1,692 bytes and 88 of the packet before them written over with zeros (`fuzz_video --seed 31`,
+    mpeg2.ts:14: from inside a PAT packet; a crash that left a file zeroed from a disk block's start, in a packet):
+    half the frames were lost without a word, as the zeros were taken for a writer's padding. Padding begins after
+    a whole packet; a table's stuffing is 0xFF and the video's coded data ends in no run of zeros."""
+    data = mpeg2_transport_stream(tmp_path)
+    starts = [at for at in range(0, len(data) // 2, 188) if ((data[at + 1] & 0x1F) << 8) | data[at + 2] == pid]
+    zeroed = starts[-1] + 100  # inside the packet of that PID before the file's middle
+    source = tmp_path / "damaged.ts"
+    source.write_bytes(data[:zeroed] + bytes(len(data) - zeroed))
+    result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
+    assert result.returncode == 0, result.stderr
+    warning = warnings_of(result)[0]  # the frame whose packet was cut then decodes with errors, which is said too
+    assert warning.startswith(f"WARNING: {source}: the file is damaged at byte {zeroed}, "), warning
+    assert f"({len(data) - zeroed} bytes of zeros to the end, from inside a transport packet)" in warning, warning
+    # zeros from a packet's end: a writer's padding, as before
+    padded = tmp_path / "padded.ts"
+    padded.write_bytes(data + bytes(4 * 188))
+    plain = cli(padded, "-o", tmp_path / "plain.mkv", "--model", model_path, "--codec", "ffv1")
+    assert plain.returncode == 0 and not warnings_of(plain), plain.stderr

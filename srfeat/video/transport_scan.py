@@ -34,6 +34,8 @@ JOIN_WINDOW = 16  # frames before a counter that skips whose times say whether f
 JOINED_GAP = 10 * 90_000  # ticks past the frames before it from which a PES's time does not follow them
 LOST_BEFORE = " lost before it"
 ADAPTATION_ROOM = 183  # bytes an adaptation field has in a packet: 188, less the header (4) and its length byte
+TABLE_PIDS = 0x20  # PIDs below it carry tables (PAT, CAT, DVB's SDT, EIT, ...): sections, stuffed with 0xFF
+ZEROS_INSIDE = 8  # zero bytes a packet ends with, followed by zeros to the file's end, that are damage, not padding
 PTS_WRAP = 1 << 33  # a PES packet's presentation time: 33 bits of a 90 kHz clock, which start over every 26.5 hours
 
 
@@ -266,16 +268,13 @@ class _Scan:
         return True
 
     def _junk_at_end(self, start: int) -> None:
-        """Bytes from `start` to the file's end that hold no packet: damage (packets overwritten, or bytes removed
-        before the end: the file's last packets gone, and what was left of one after them), unless it is padding of
-        one byte value (zeros, or the 0xFF of stuffing) a writer may add, or an M2TS packet's time cut short."""
+        """Bytes from `start` (the end of the last packet in place) to the file's end that hold no packet: damage
+        (packets overwritten, or bytes removed before the end: the file's last packets gone, and what was left of one
+        after them), unless it is padding of one byte value (zeros, or the 0xFF of stuffing) a writer may add after
+        its last packet, or an M2TS packet's time cut short. Zeros that begin inside that packet are no padding
+        (`_zeros_inside`): a file whose end was zeroed from a disk block's start, which lies inside a packet."""
         length = self.total - start
         if length <= self.sync:
-            return
-        if length < self.size:  # less than a packet, not begun with a sync byte (`cut_transport_packet`)
-            self.file.seek(start)
-            if len(set(self.file.read(length))) > 1:
-                self._broke(start, f"{length} bytes at the end that hold no transport packet")
             return
         if self._sync_damaged(start, self.total):  # too few packets after them to resync on
             return
@@ -283,8 +282,24 @@ class _Scan:
         head = self.file.read(RESYNC_WINDOW)
         self.file.seek(max(start, self.total - RESYNC_WINDOW))
         tail = self.file.read(RESYNC_WINDOW)
-        if len(set(head) | set(tail)) > 1:
+        values = set(head) | set(tail)
+        if len(values) > 1:
             self._broke(start, f"{length} bytes at the end that hold no transport packet")
+        elif values == {0} and (inside := self._zeros_inside(start - self.size)):
+            self._broke(start - inside, f"{length + inside} bytes of zeros to the end, from inside a transport packet")
+
+    def _zeros_inside(self, at: int) -> int:
+        """How many zero bytes the packet at `at` ends with where they cannot be its own: the video's (whose coded
+        data holds no run of zeros: H.264's and HEVC's emulation prevention, MPEG-2's start codes) or a table's (PAT,
+        DVB's SDT, ...: their stuffing is 0xFF); 0 for fewer than `ZEROS_INSIDE`, and for other PIDs (audio's last
+        frame may end in many zeros: AAC's silent ones did)."""
+        pid = self._pid_at(at)
+        if pid != self.pid and pid >= TABLE_PIDS:
+            return 0
+        self.file.seek(at)
+        packet = self.file.read(self.size)
+        zeros = len(packet) - len(packet.rstrip(b"\0"))
+        return zeros if zeros >= ZEROS_INSIDE else 0
 
     def _pid_at(self, at: int) -> int:
         return self._head_at(at)[1]
