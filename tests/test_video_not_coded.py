@@ -108,6 +108,9 @@ def test_the_time_increment_width_and_not_coded_vops_are_read() -> None:
     assert coded_pictures(not_coded_vop(13), 4) == 0  # a second past: modulo_time_base 1
     assert coded_pictures(b"\x00\x00\x01\xb6\x51\xe1\x05", 4) == 1  # a P-VOP, coded
     assert coded_pictures(b"\x00\x00\x01\xb6" + bytes(4), 4) == 1  # marker bits unset: damage, no N-VOP
+    assert coded_pictures(not_coded_vop(5) + b"\x7f\x7f\x00\x00", 4) == 0  # stuffing after it
+    assert coded_pictures(not_coded_vop(5) + not_coded_vop(6), 4) == 0  # two in a packet
+    assert coded_pictures(not_coded_vop(5) + b"\x3c\x91\x7f", 4) == 1  # a picture's data: a damaged header
     assert coded_pictures(b"\x00\x00\x01\xb3\x00", 4) is None  # no VOP
 
 
@@ -154,14 +157,19 @@ def test_packed_b_frames_with_empty_placeholders_decode_as_with_n_vops(
         assert (frame == expected).all()
 
 
-def test_a_damaged_frame_among_not_coded_ones_is_still_lost(tmp_path: Path, model_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["zeroed", "header-not-coded"])
+def test_a_damaged_frame_among_not_coded_ones_is_still_lost(tmp_path: Path, model_path: Path, damage: str) -> None:
     """A picture's packet zeroed after its start code gives no frame and no error: that one frame is lost, the
-    N-VOPs are not."""
+    N-VOPs are not. So is a P-VOP whose header was damaged to read "not coded" (`fuzz_video --seed 32`, mpeg4.mp4:82:
+    its first byte inverted, a B-VOP a second on), which was taken for an N-VOP: an N-VOP's header is followed by
+    stuffing alone, not by a picture's data."""
     source = with_not_coded_frames(tmp_path)
     with av.open(str(source)) as container:
         position, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][10]
     data = bytearray(source.read_bytes())
-    data[position + 4 : position + size] = bytes(size - 4)
+    header = not_coded_vop(10)[4:]
+    replaced = bytes(size - 4) if damage == "zeroed" else header  # this: its picture's data left after it
+    data[position + 4 : position + 4 + len(replaced)] = replaced
     source.write_bytes(bytes(data))
     result = cli(source, "-o", tmp_path / "out.mkv", "--model", model_path, "--codec", "ffv1")
     assert result.returncode == 0, result.stderr

@@ -25,6 +25,9 @@ VBV_PARAMETER_BITS = 79  # bit rate, buffer size and occupancy, with their marke
 EXTENDED_PAR = 0xF
 GRAYSCALE_SHAPE = 3
 B_VOP = 2
+# Bytes an encoder may put between an N-VOP's header and the next start code: next_start_code()'s stuffing (0x7F
+# once aligned), and the zeros or 0xFF some pad a packet with.
+STUFFING_BYTES = frozenset((0x00, 0x7F, 0xFF))
 DIVX_PACKED = re.compile(rb"DivX\d+(?:Build|b)\d+p")
 
 
@@ -131,7 +134,7 @@ class VopHeader:
     coding_type: int  # I_VOP, P_VOP, B_VOP or S_VOP
     seconds: int  # modulo_time_base: whole seconds past the time base it counts from
     increment: int  # vop_time_increment: ticks past those seconds
-    intact: bool  # both marker bits set: unset, the header is damaged and its fields are no guide
+    intact: bool  # both marker bits set, and an N-VOP ends there: else the header is damaged, its fields no guide
     coded: bool
 
 
@@ -147,7 +150,16 @@ def vop_header(data: bytes, increment_bits: int) -> VopHeader | None:
         coded = bits.read(1)
     except IndexError:
         return None
-    return VopHeader(coding_type, seconds, increment, bool(first_marker and second_marker), bool(coded))
+    intact = bool(first_marker and second_marker) and (coded or _ends_there(data[(bits.position + 7) // 8 :]))
+    return VopHeader(coding_type, seconds, increment, intact, bool(coded))
+
+
+def _ends_there(rest: bytes) -> bool:
+    """Whether the bytes after an N-VOP's header, to the next start code, are stuffing alone, as its syntax has
+    them: a picture's data there is a coded VOP whose header was damaged to read "not coded" (FFmpeg then gives
+    no frame for it, without an error, and the frame was taken for an N-VOP's)."""
+    end = rest.find(b"\x00\x00\x01")
+    return all(byte in STUFFING_BYTES for byte in rest[: end if end >= 0 else len(rest)])
 
 
 class PictureCounter:
