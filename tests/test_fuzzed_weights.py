@@ -436,6 +436,10 @@ def test_a_training_state_of_a_sparse_meta_or_quantized_tensor_is_refused_in_one
             "holds moments of parameter 4 that are nothing, not Adam's",
         ),
         (lambda state: state["optimizers"]["generator"].update(state={}), "holds no moments, after 1 steps"),
+        (  # a flipped bit renamed it: a KeyError traceback in the first step
+            lambda state: state["optimizers"]["generator"]["param_groups"][0].pop("weight_decay"),
+            "lacks Adam's weight_decay option",
+        ),
         (  # removed, not emptied: the parameter's Adam restarted, as a frozen parameter's would
             lambda state: state["optimizers"]["generator"]["state"].pop(4),
             "has no moments for parameter 4 (of shape (8,)), which learns at every step",
@@ -449,6 +453,7 @@ def test_a_training_state_of_a_sparse_meta_or_quantized_tensor_is_refused_in_one
         "step-past-the-run",
         "entry-empty",
         "none",
+        "option-missing",
         "entry-removed",
     ],
 )

@@ -211,12 +211,22 @@ RESTART = "start a new run folder with train.init_generator=<the run's generator
 # the built optimizer's is an edit (torch's fused step failed on them, with "Adam with fused=True does not
 # support differentiable=True" or a TypeError). How a step runs (foreach, fused) is the built one's, set again.
 _FIXED_ADAM_OPTIONS = ("weight_decay", "amsgrad", "maximize", "differentiable", "decoupled_weight_decay")
+# The options every torch's Adam has saved, which `load_state_dict` does not fill in when they are missing (it
+# gives the newer ones, amsgrad to fused, their defaults).
+_SAVED_ADAM_OPTIONS = ("lr", "betas", "eps", "weight_decay")
 
 
 def check_optimizer_options(saved: dict[str, Any], defaults: Mapping[str, Any], name: str, source: str) -> None:
     """Before `load_state_dict`, which takes the saved options as they are: those of `_FIXED_ADAM_OPTIONS`
-    the saved state (past `check_state`: its form) has are Adam's `defaults`, srfeat train's; else one line."""
+    the saved state (past `check_state`: its form) has are Adam's `defaults`, srfeat train's, and it has those of
+    `_SAVED_ADAM_OPTIONS`; else one line."""
     for group in saved["param_groups"]:
+        for key in _SAVED_ADAM_OPTIONS:
+            if key not in group:  # a renamed weight_decay was a KeyError traceback in the first step
+                raise WeightsError(
+                    f"{source}: the {name} optimizer state lacks Adam's {key} option: the file is damaged or edited; "
+                    f"{RESTART}"
+                )
         for key in _FIXED_ADAM_OPTIONS:
             if key not in group or key not in defaults:
                 continue  # an older torch's state lacks the newer options: torch gives them their defaults
