@@ -150,7 +150,7 @@ def vop_header(data: bytes, increment_bits: int) -> VopHeader | None:
         coded = bits.read(1)
     except IndexError:
         return None
-    intact = bool(first_marker and second_marker) and (coded or _ends_there(data[(bits.position + 7) // 8 :]))
+    intact = bool(first_marker and second_marker) and (bool(coded) or _ends_there(data[(bits.position + 7) // 8 :]))
     return VopHeader(coding_type, seconds, increment, intact, bool(coded))
 
 
