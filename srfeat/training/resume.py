@@ -239,12 +239,12 @@ def check_optimizer_options(saved: dict[str, Any], defaults: Mapping[str, Any], 
 
 
 def check_optimizer_state(
-    saved: dict[str, Any], parameters: Sequence[torch.Tensor], name: str, source: str, may_be_frozen: frozenset[int]
+    saved: dict[str, Any], parameters: Sequence[torch.Tensor], name: str, source: str, may_be_frozen: set[int]
 ) -> None:
     """Before `load_state_dict`: the saved state (past `check_state`: its form) fits `parameters`, the network's
     (which may be on the meta device: the dry run's), as torch maps them (the groups' ids in turn): Adam's betas
     and eps, each parameter's moments of its shape and finite as the load casts them, and every parameter's there
-    but those at the positions in `may_be_frozen` (a frozen parameter is never updated: no entry); else one line.
+    but those whose `id` is in `may_be_frozen` (a frozen parameter is never updated: no entry); else one line.
 
     torch checks only the number of parameters: a moment of another shape crashed the first step
     (fused Adam: a segmentation fault), a missing one was a KeyError there, a NaN one became
@@ -283,7 +283,7 @@ def check_optimizer_state(
     # Every parameter of srfeat's networks that is not frozen gets a gradient at every step (`check_state` has
     # refused a state of no moments at all after its steps; one of none before its first step is whole).
     for position, index in enumerate(ids):
-        if saved["state"] and index not in saved["state"] and position not in may_be_frozen:
+        if saved["state"] and index not in saved["state"] and id(parameters[position]) not in may_be_frozen:
             raise WeightsError(
                 f"{where} has no moments for parameter {index} (of shape {tuple(parameters[position].shape)}), "
                 f"which learns at every step: the file is damaged or edited; {RESTART}"
@@ -342,9 +342,7 @@ def check_saved_networks(
         # The generator's BatchNorms are frozen in stage 2 unless train.generator_bn_trainable (the run's own
         # setting: the config may change it), so theirs may have no moments
         frozen = batchnorm_affine_parameters(network) if name == "generator" and saved["stage"] == 2 else []
-        frozen_ids = {id(parameter) for parameter in frozen}
-        may_be_frozen = frozenset(i for i, parameter in enumerate(parameters) if id(parameter) in frozen_ids)
-        check_optimizer_state(optimizer, parameters, name, source, may_be_frozen)
+        check_optimizer_state(optimizer, parameters, name, source, {id(parameter) for parameter in frozen})
 
 
 def _check_saved_average(ema: dict[str, Any], generator: nn.Module, source: str) -> None:
